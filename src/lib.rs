@@ -1,4 +1,13 @@
 //! hubgate: LoRaWAN gateway agent. Data flows one way:
-//! source -> decode (lorawan, codec) -> record -> buffer (spill) -> sink.
+//! source -> decode (codec) -> record -> forwarder (spill buffer) -> sink.
 
+pub mod buffer;
 pub mod codec;
+pub mod config;
+pub mod decode;
+pub mod metrics;
+pub mod pipeline;
+pub mod record;
+pub mod sink;
+pub mod source;
+pub mod uplink;

@@ -1,1 +1,253 @@
-fn main() {}
+//! Command line (DESIGN §4). Everything here is argument handling and printing.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+
+use hubgate::buffer::{self, SledStore, Store};
+use hubgate::codec::Codec;
+use hubgate::config::Config;
+use hubgate::record::{self, DeviceInfo, Payload};
+use hubgate::uplink::{Radio, Uplink};
+
+const DEFAULT_CONFIG: &str = "/etc/hubgate/hubgate.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "hubgate",
+    version,
+    about = "LoRaWAN gateway agent: uplinks -> Microshare recTypes -> Azure Event Hubs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file; exit non-zero naming the key on error.
+    Check {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the parsed config (secrets masked).
+        #[arg(long)]
+        print: bool,
+    },
+    /// Decode one payload and print the unpacked record.
+    Decode {
+        #[arg(long)]
+        codec: String,
+        #[arg(long)]
+        fport: Option<u8>,
+        /// Payload in hex.
+        hex: String,
+    },
+    /// List codec ids and the recType each produces.
+    Codecs,
+    /// Inspect or empty the spill buffer (stop the agent first).
+    Buffer {
+        #[command(subcommand)]
+        action: BufferAction,
+        #[arg(short, long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+    },
+    /// Print a commented template config.
+    Configfile,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum BufferAction {
+    /// Count and size of buffered records.
+    Stats,
+    /// Print every buffered record as a JSON line.
+    Export,
+    /// Delete every buffered record.
+    Purge,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config, print } => check(&config, print),
+        Command::Decode { codec, fport, hex } => decode(&codec, fport, &hex),
+        Command::Codecs => {
+            for c in Codec::ALL {
+                println!("{:<24} {}", c.id(), c.rec_type());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Buffer { action, config } => buffer_cmd(&config, action),
+        Command::Configfile => {
+            print!("{}", hubgate::config::TEMPLATE);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("hubgate: {msg}");
+    ExitCode::from(code)
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| fail(1, e))
+}
+
+fn run(path: &Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+    };
+    match rt.block_on(hubgate::pipeline::run(cfg, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
+}
+
+/// SIGTERM (systemd) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT"),
+    }
+}
+
+fn check(path: &Path, print: bool) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if print {
+        println!("{cfg:#?}");
+    }
+    println!(
+        "{}: OK ({} source(s), {} device(s))",
+        path.display(),
+        cfg.sources.len(),
+        cfg.devices.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn decode(codec: &str, fport: Option<u8>, hex_payload: &str) -> ExitCode {
+    let Some(codec) = Codec::from_id(codec) else {
+        return fail(
+            2,
+            format!("unknown codec {codec:?} (run `hubgate codecs` for the list)"),
+        );
+    };
+    let clean: String = hex_payload.chars().filter(|c| !c.is_whitespace()).collect();
+    let payload = match hex::decode(&clean) {
+        Ok(p) => p,
+        Err(e) => return fail(2, format!("bad hex payload: {e}")),
+    };
+    let decoded = match codec.decode(fport, &payload) {
+        Ok(d) => d,
+        Err(e) => return fail(2, e),
+    };
+    let now = SystemTime::now();
+    let up = Uplink {
+        dev_eui: [0; 8],
+        device_name: None,
+        fport,
+        fcnt: None,
+        payload,
+        time: now,
+        radio: Radio::default(),
+    };
+    let info = DeviceInfo {
+        tags: &[],
+        global_tags: &[],
+    };
+    let rec = record::build(
+        &up,
+        &info,
+        Payload::Decoded {
+            codec: codec.id(),
+            decoded,
+        },
+        now,
+    );
+    match serde_json::to_string_pretty(&record::obj_of(&rec.body)) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(2, e),
+    }
+}
+
+fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut store = match SledStore::open(&cfg.buffer.path) {
+        Ok(s) => s,
+        Err(e) => return fail(1, format!("{e} (is hubgate running? stop it first)")),
+    };
+    match action {
+        BufferAction::Stats => {
+            let (n, bytes) = store.usage();
+            println!("path: {}", cfg.buffer.path.display());
+            println!("records: {n}");
+            println!("bytes: {bytes}");
+            println!("dead letters: {}", store.dead_letters());
+            let oldest = store.scan(None, 1).ok().and_then(|v| v.into_iter().next());
+            if let Some(Ok(rec)) = oldest.map(|(_, bytes)| buffer::decode(&bytes)) {
+                let age = record::ms_since_epoch(SystemTime::now()).saturating_sub(rec.created_ms);
+                println!(
+                    "oldest: {}",
+                    humantime::format_duration(Duration::from_secs(age / 1000))
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        BufferAction::Export => {
+            let mut after = None;
+            loop {
+                let batch = match store.scan(after, 1000) {
+                    Ok(b) => b,
+                    Err(e) => return fail(1, e),
+                };
+                let Some(last) = batch.last().map(|(s, _)| *s) else {
+                    break;
+                };
+                for (seq, bytes) in batch {
+                    match buffer::decode(&bytes) {
+                        Ok(rec) => println!("{}", rec.body),
+                        Err(e) => eprintln!("hubgate: record #{seq} is damaged: {e}"),
+                    }
+                }
+                after = Some(last);
+            }
+            ExitCode::SUCCESS
+        }
+        BufferAction::Purge => match store.purge() {
+            Ok(n) => {
+                println!("purged {n} record(s)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, e),
+        },
+    }
+}

@@ -1,4 +1,6 @@
 //! Cayenne LPP (reference/codecs.md §3).
 use super::{CodecError, Decoded};
 
-pub fn decode(_p: &[u8]) -> Result<Decoded, CodecError> { todo!() }
+pub fn decode(_p: &[u8]) -> Result<Decoded, CodecError> {
+    todo!()
+}

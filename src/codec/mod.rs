@@ -30,7 +30,12 @@ pub struct Reading {
 
 impl Reading {
     pub fn new(field: &'static str, value: Value, unit: Option<&'static str>) -> Self {
-        Reading { field, value, unit, context_id: None }
+        Reading {
+            field,
+            value,
+            unit,
+            context_id: None,
+        }
     }
 }
 
@@ -49,13 +54,25 @@ pub struct Decoded {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CodecError {
     #[error("payload too short: {codec} needs {need} bytes, got {got}")]
-    Truncated { codec: &'static str, need: usize, got: usize },
+    Truncated {
+        codec: &'static str,
+        need: usize,
+        got: usize,
+    },
     #[error("{codec} does not decode fPort {fport}")]
     WrongPort { codec: &'static str, fport: u8 },
     #[error("{codec}: unknown type 0x{byte:02x} at offset {offset}")]
-    UnknownType { codec: &'static str, offset: usize, byte: u8 },
+    UnknownType {
+        codec: &'static str,
+        offset: usize,
+        byte: u8,
+    },
     #[error("{codec}: {what} at offset {offset}")]
-    Invalid { codec: &'static str, offset: usize, what: &'static str },
+    Invalid {
+        codec: &'static str,
+        offset: usize,
+        what: &'static str,
+    },
     #[error("empty payload")]
     Empty,
 }

@@ -1,0 +1,289 @@
+//! The spill buffer: records the sink could not take yet, in arrival order, bounded.
+//!
+//! [`Store`] is the storage (sled on the gateway, memory in tests); [`Buffer`] adds the
+//! contract on top: byte cap with `when_full`, counters, and the on-disk encoding
+//! (version byte + CRC-32 + CBOR) so a damaged record is skipped, never crash-looped on.
+
+mod memory;
+mod sled_store;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use std::sync::Arc;
+
+use crate::config::WhenFull;
+use crate::metrics::Metrics;
+use crate::record::Record;
+
+const FORMAT_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer storage: {0}")]
+    Storage(String),
+}
+
+/// Ordered key-value storage of encoded records, keyed by sequence number.
+pub trait Store: Send {
+    fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError>;
+    /// Removes `seq`; returns the size of what was removed (0 if absent).
+    fn remove(&mut self, seq: u64) -> Result<u64, BufferError>;
+    /// Up to `limit` entries with a sequence number above `after`, in order.
+    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
+    /// Make everything inserted so far survive a power cut.
+    fn flush(&mut self) -> Result<(), BufferError>;
+    /// (number of entries, total bytes of values); computed at open, kept up to date after.
+    fn usage(&self) -> (u64, u64);
+    fn last_seq(&self) -> Option<u64>;
+    /// Keep a record the sink rejected for good, out of the send path.
+    fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError>;
+    fn dead_letters(&self) -> u64;
+    /// Delete everything (the `buffer purge` command).
+    fn purge(&mut self) -> Result<u64, BufferError>;
+}
+
+pub fn encode(rec: &Record) -> Vec<u8> {
+    let cbor = serde_cbor::to_vec(rec).expect("a Record always serializes");
+    let mut out = Vec::with_capacity(cbor.len() + 5);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&crc32fast::hash(&cbor).to_be_bytes());
+    out.extend_from_slice(&cbor);
+    out
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown record format version {0}")]
+    Version(u8),
+    #[error("record shorter than its header")]
+    Short,
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("bad CBOR: {0}")]
+    Cbor(String),
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Short)?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    if rest.len() < 4 {
+        return Err(DecodeError::Short);
+    }
+    let (crc, cbor) = rest.split_at(4);
+    if crc32fast::hash(cbor).to_be_bytes() != crc {
+        return Err(DecodeError::Checksum);
+    }
+    serde_cbor::from_slice(cbor).map_err(|e| DecodeError::Cbor(e.to_string()))
+}
+
+/// What happened to a record given to [`Buffer::push`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// `when_full = "drop_newest"`: the record was refused (counted).
+    Dropped,
+    /// `when_full = "block"`: no room; try again once records have left.
+    Full,
+}
+
+pub struct Buffer {
+    store: Box<dyn Store>,
+    max_bytes: u64,
+    when_full: WhenFull,
+    metrics: Arc<Metrics>,
+}
+
+impl Buffer {
+    pub fn new(
+        store: Box<dyn Store>,
+        max_bytes: u64,
+        when_full: WhenFull,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let b = Buffer {
+            store,
+            max_bytes,
+            when_full,
+            metrics,
+        };
+        b.update_gauges();
+        b
+    }
+
+    fn update_gauges(&self) {
+        let (n, bytes) = self.store.usage();
+        self.metrics.buffer_records.set(n);
+        self.metrics.buffer_bytes.set(bytes);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.usage().0 == 0
+    }
+
+    pub fn len(&self) -> u64 {
+        self.store.usage().0
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        self.store.last_seq()
+    }
+
+    pub fn push(&mut self, seq: u64, rec: &Record) -> Result<Pushed, BufferError> {
+        let value = encode(rec);
+        let need = value.len() as u64;
+        while self.store.usage().1 + need > self.max_bytes {
+            match self.when_full {
+                WhenFull::Block => return Ok(Pushed::Full),
+                WhenFull::DropNewest => {
+                    self.metrics.dropped_full.inc();
+                    log::warn!(
+                        "buffer full ({} bytes): dropped new record {} of {}",
+                        self.max_bytes,
+                        rec.id,
+                        rec.key
+                    );
+                    return Ok(Pushed::Dropped);
+                }
+                WhenFull::DropOldest => {
+                    let Some((old, _)) = self.store.scan(None, 1)?.pop() else {
+                        // Nothing left to drop: the record alone is larger than the cap.
+                        self.metrics.dropped_full.inc();
+                        log::warn!(
+                            "record {} ({need} bytes) is larger than the whole buffer: dropped",
+                            rec.id
+                        );
+                        return Ok(Pushed::Dropped);
+                    };
+                    self.store.remove(old)?;
+                    self.metrics.dropped_full.inc();
+                    log::warn!(
+                        "buffer full ({} bytes): dropped oldest record #{old}",
+                        self.max_bytes
+                    );
+                }
+            }
+        }
+        self.store.insert(seq, value)?;
+        self.metrics.spilled.inc();
+        self.update_gauges();
+        Ok(Pushed::Stored)
+    }
+
+    pub fn remove(&mut self, seq: u64) -> Result<(), BufferError> {
+        self.store.remove(seq)?;
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Up to `limit` records after `after`, oldest first. Damaged ones are counted, removed
+    /// and skipped.
+    pub fn next(
+        &mut self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Record)>, BufferError> {
+        let mut out = Vec::with_capacity(limit);
+        for (seq, bytes) in self.store.scan(after, limit)? {
+            match decode(&bytes) {
+                Ok(rec) => out.push((seq, rec)),
+                Err(e) => {
+                    self.metrics.dropped_corrupt.inc();
+                    log::error!("buffered record #{seq} is damaged ({e}): skipped and removed");
+                    self.store.remove(seq)?;
+                }
+            }
+        }
+        self.update_gauges();
+        Ok(out)
+    }
+
+    pub fn flush(&mut self) -> Result<(), BufferError> {
+        self.store.flush()
+    }
+
+    pub fn dead_letter(&mut self, seq: u64, rec: &Record) -> Result<(), BufferError> {
+        self.store.dead_letter(seq, encode(rec))?;
+        self.store.remove(seq)?;
+        self.metrics.dead_lettered.inc();
+        self.update_gauges();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u32) -> Record {
+        Record {
+            id: format!("id-{i}"),
+            rec_type: "io.microshare.environment.unpacked".into(),
+            key: "00-11".into(),
+            created_ms: 1,
+            body: format!("{{\"n\":{i}}}"),
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips_and_detects_damage() {
+        let r = rec(1);
+        let mut bytes = encode(&r);
+        assert_eq!(decode(&bytes).unwrap(), r);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        assert_eq!(decode(&bytes).unwrap_err(), DecodeError::Checksum);
+        assert_eq!(decode(&[9, 0, 0]).unwrap_err(), DecodeError::Version(9));
+        assert_eq!(decode(&[]).unwrap_err(), DecodeError::Short);
+    }
+
+    fn buffer(max_bytes: u64, when_full: WhenFull) -> (Buffer, Arc<Metrics>) {
+        let m = Metrics::new();
+        (
+            Buffer::new(
+                Box::new(MemoryStore::default()),
+                max_bytes,
+                when_full,
+                m.clone(),
+            ),
+            m,
+        )
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_within_the_cap() {
+        let one = encode(&rec(0)).len() as u64;
+        let (mut b, m) = buffer(one * 3, WhenFull::DropOldest);
+        for i in 0..5 {
+            assert_eq!(b.push(i as u64, &rec(i)).unwrap(), Pushed::Stored);
+        }
+        let left: Vec<u64> = b
+            .next(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(left, vec![2, 3, 4]);
+        assert_eq!(m.dropped_full.get(), 2);
+        assert_eq!(m.buffer_records.get(), 3);
+    }
+
+    #[test]
+    fn drop_newest_and_block_refuse_when_full() {
+        let one = encode(&rec(0)).len() as u64;
+        let (mut b, m) = buffer(one * 2, WhenFull::DropNewest);
+        b.push(0, &rec(0)).unwrap();
+        b.push(1, &rec(1)).unwrap();
+        assert_eq!(b.push(2, &rec(2)).unwrap(), Pushed::Dropped);
+        assert_eq!(m.dropped_full.get(), 1);
+        let (mut b, m) = buffer(one * 2, WhenFull::Block);
+        b.push(0, &rec(0)).unwrap();
+        b.push(1, &rec(1)).unwrap();
+        assert_eq!(b.push(2, &rec(2)).unwrap(), Pushed::Full);
+        assert_eq!(m.dropped_full.get(), 0);
+        b.remove(0).unwrap();
+        assert_eq!(b.push(2, &rec(2)).unwrap(), Pushed::Stored);
+    }
+}

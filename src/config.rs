@@ -1,0 +1,586 @@
+//! The one TOML config file, as typed structs.
+//!
+//! Every struct denies unknown keys; every error names the file, the key path and what is
+//! wrong, on one line. Secrets are read here (files, `${ENV}`) and wrapped in [`Secret`] so
+//! they cannot reach a log line by accident.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{de, Deserialize, Deserializer};
+
+use crate::codec::Codec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}: {key}: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of this gateway; goes into the client ids and `meta.global`.
+    #[serde(default = "default_gateway_id")]
+    pub gateway_id: String,
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    #[serde(default)]
+    pub record: RecordConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+    pub sink: SinkConfig,
+}
+
+fn default_gateway_id() -> String {
+    "hubgate".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Directory of the sled database.
+    #[serde(default = "default_buffer_path")]
+    pub path: PathBuf,
+    /// Byte cap of spilled records (`"256MiB"`, `"1GB"` or a number of bytes).
+    #[serde(default = "default_max_bytes", deserialize_with = "de_size")]
+    pub max_bytes: u64,
+    /// Spilled records older than this are dropped (counted) instead of sent.
+    #[serde(default = "default_max_age", deserialize_with = "de_duration")]
+    pub max_age: Duration,
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Records in memory on their way to the sink; past this, new records spill.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// A record not confirmed by the sink after this long is written to sled and acknowledged.
+    #[serde(default = "default_spill_after", deserialize_with = "de_duration")]
+    pub spill_after: Duration,
+}
+
+fn default_buffer_path() -> PathBuf {
+    "/var/lib/hubgate".into()
+}
+fn default_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_max_in_flight() -> usize {
+    10_000
+}
+fn default_spill_after() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            path: default_buffer_path(),
+            max_bytes: default_max_bytes(),
+            max_age: default_max_age(),
+            when_full: WhenFull::default(),
+            max_in_flight: default_max_in_flight(),
+            spill_after: default_spill_after(),
+        }
+    }
+}
+
+/// What a full buffer does with one more record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Delete the oldest spilled records to make room (counted and logged).
+    #[default]
+    DropOldest,
+    /// Refuse the new record (counted and logged) and acknowledge its source.
+    DropNewest,
+    /// Stop reading (and acknowledging) sources until there is room.
+    Block,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// recType of frames without a codec, or whose codec failed.
+    #[serde(default = "default_packed_rec_type")]
+    pub packed_rec_type: String,
+    /// Tags added to every record's `meta.global`.
+    #[serde(default)]
+    pub global_tags: Vec<String>,
+    /// How many recent uplinks are remembered to drop duplicates (same device, FCnt, payload).
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
+}
+
+fn default_packed_rec_type() -> String {
+    crate::codec::rec_type::PACKED.into()
+}
+fn default_dedup_window() -> usize {
+    4096
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            packed_rec_type: default_packed_rec_type(),
+            global_tags: Vec::new(),
+            dedup_window: default_dedup_window(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus text metrics on this address (e.g. `"127.0.0.1:9898"`); off when absent.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Uplink JSON formats hubgate reads from MQTT and replay files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UplinkFormat {
+    /// ChirpStack v4 application integration `event/up` JSON.
+    ChirpstackV4,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    Mqtt(MqttSourceConfig),
+    Replay(ReplaySourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// `mqtt://host:port` (or `mqtts://`).
+    pub url: String,
+    #[serde(default = "default_mqtt_topic")]
+    pub topic: String,
+    #[serde(default = "default_format")]
+    pub format: UplinkFormat,
+    /// Client id of the persistent session; default `hubgate-<gateway_id>`.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    #[serde(default = "default_keep_alive", deserialize_with = "de_duration")]
+    pub keep_alive: Duration,
+    /// Longest wait between reconnect attempts.
+    #[serde(default = "default_reconnect_max", deserialize_with = "de_duration")]
+    pub reconnect_max: Duration,
+}
+
+fn default_mqtt_topic() -> String {
+    "application/+/device/+/event/up".into()
+}
+fn default_format() -> UplinkFormat {
+    UplinkFormat::ChirpstackV4
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySourceConfig {
+    /// A file of uplink JSON documents, one per line; relative paths are from the config file.
+    pub path: PathBuf,
+    #[serde(default = "default_format")]
+    pub format: UplinkFormat,
+    /// Pause between lines, to watch the demo scroll by.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// DevEUI, 16 hex digits (dashes or colons allowed).
+    #[serde(deserialize_with = "de_dev_eui")]
+    pub dev_eui: [u8; 8],
+    /// Payload codec id (see `hubgate codecs`); without one, records go out packed.
+    #[serde(default, deserialize_with = "de_codec")]
+    pub codec: Option<Codec>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    Eventhubs(EventHubsConfig),
+    Kafka(KafkaConfig),
+    Stdout(StdoutConfig),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventHubsConfig {
+    /// The namespace connection string (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`).
+    /// Prefer `connection_string_file`; `${ENV}` is expanded.
+    pub connection_string: Option<Secret>,
+    /// A file (0600, or a systemd credential) holding the connection string.
+    pub connection_string_file: Option<PathBuf>,
+    /// CA bundle; default is the system store.
+    pub ca_location: Option<PathBuf>,
+    /// recType -> hub name; unmapped recTypes go to the hub named like the recType.
+    #[serde(default)]
+    pub hubs: BTreeMap<String, String>,
+    /// Extra librdkafka properties, applied after the Event Hubs preset.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    #[serde(default = "default_mechanism")]
+    pub sasl_mechanism: String,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<Secret>,
+    pub ca_location: Option<PathBuf>,
+    /// recType -> topic; unmapped recTypes go to the topic named like the recType.
+    #[serde(default)]
+    pub topics: BTreeMap<String, String>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_mechanism() -> String {
+    "PLAIN".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {
+    /// Pretty-print each record over several lines instead of one JSON line.
+    #[serde(default)]
+    pub pretty: bool,
+}
+
+/// A secret string: expanded from `${ENV}` at load time, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_env(&raw).map(Secret).map_err(de::Error::custom)
+    }
+}
+
+/// Expand `${NAME}` from the environment; an unset variable is an error, not an empty string.
+fn expand_env(raw: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unterminated ${ in value".to_string())?;
+        let name = &after[..end];
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `"256MiB"`, `"10MB"`, `"4096"` or an integer.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?}: expected e.g. \"256MiB\""))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "bad size unit in {s:?}: use B, KB, KiB, MB, MiB, GB or GiB"
+            ))
+        }
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Int(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Int(n) => Ok(n),
+        Size::Text(s) => parse_size(&s).map_err(de::Error::custom),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| de::Error::custom(format!("bad duration {s:?} ({e}): expected e.g. \"30s\"")))
+}
+
+pub fn parse_dev_eui(s: &str) -> Result<[u8; 8], String> {
+    let clean: String = s.chars().filter(|c| *c != '-' && *c != ':').collect();
+    let mut out = [0u8; 8];
+    hex::decode_to_slice(&clean, &mut out)
+        .map_err(|_| format!("bad DevEUI {s:?}: expected 16 hex digits"))?;
+    Ok(out)
+}
+
+fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 8], D::Error> {
+    parse_dev_eui(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+fn de_codec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Codec>, D::Error> {
+    let id = String::deserialize(d)?;
+    Codec::from_id(&id).map(Some).ok_or_else(|| {
+        de::Error::custom(format!(
+            "unknown codec {id:?} (run `hubgate codecs` for the list)"
+        ))
+    })
+}
+
+impl Config {
+    /// Read, parse and validate `path`. Relative paths inside are resolved from its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut cfg = Config::parse(&text).map_err(|(key, reason)| ConfigError::Invalid {
+            file: file.clone(),
+            key,
+            reason,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve(base)
+            .map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text; on error returns (key path, reason).
+    pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let (_, reason) = toml_error(text, e.inner());
+            (
+                if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                reason,
+            )
+        })
+    }
+
+    fn resolve(&mut self, base: &Path) -> Result<(), (String, String)> {
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            if let SourceConfig::Mqtt(m) = source {
+                crate::source::mqtt::parse_url(&m.url)
+                    .map_err(|e| (format!("source[{i}].url"), e))?;
+            }
+            if let SourceConfig::Replay(r) = source {
+                if r.path.is_relative() {
+                    r.path = base.join(&r.path);
+                }
+                if !r.path.is_file() {
+                    return Err((
+                        format!("source[{i}].path"),
+                        format!("no such file {}", r.path.display()),
+                    ));
+                }
+            }
+        }
+        if self.sources.is_empty() {
+            return Err(("source".into(), "at least one [[source]] is needed".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if !seen.insert(d.dev_eui) {
+                return Err((
+                    format!("device[{i}].dev_eui"),
+                    format!("DevEUI {} is listed twice", hex::encode(d.dev_eui)),
+                ));
+            }
+        }
+        if let SinkConfig::Eventhubs(eh) = &mut self.sink {
+            match (&eh.connection_string, &eh.connection_string_file) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        "sink.connection_string".into(),
+                        "give connection_string or connection_string_file, not both".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err((
+                        "sink.connection_string_file".into(),
+                        "missing: the Event Hubs connection string is needed".into(),
+                    ))
+                }
+                (None, Some(file)) => {
+                    let text = std::fs::read_to_string(file).map_err(|e| {
+                        (
+                            "sink.connection_string_file".to_string(),
+                            format!("cannot read secret file {}: {e}", file.display()),
+                        )
+                    })?;
+                    eh.connection_string = Some(Secret(text.trim().to_string()));
+                }
+                (Some(_), None) => {}
+            }
+            let cs = eh
+                .connection_string
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or("");
+            crate::sink::eventhubs::ConnectionString::parse(cs)
+                .map_err(|e| ("sink.connection_string".to_string(), e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Device registry keyed by DevEUI.
+    pub fn device(&self, dev_eui: &[u8; 8]) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| &d.dev_eui == dev_eui)
+    }
+}
+
+/// One-line reason from a toml error, with the line number when it has a span.
+fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            ("(parse)".into(), format!("{msg} (line {line})"))
+        }
+        None => ("(parse)".into(), msg),
+    }
+}
+
+/// A commented template that passes `hubgate check`.
+pub const TEMPLATE: &str = include_str!("../config/hubgate.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("HUBGATE_TEST_SECRET", "s3cret");
+        assert_eq!(expand_env("a${HUBGATE_TEST_SECRET}b").unwrap(), "as3cretb");
+        assert!(expand_env("${HUBGATE_TEST_UNSET_VAR}").is_err());
+        assert!(expand_env("${oops").is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        let s = Secret::new("Endpoint=sb://x/;SharedAccessKey=abc".into());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let text = "[sink]\ntype = \"stdout\"\n[buffer]\nmax_byts = \"1MiB\"\n";
+        let (key, reason) = Config::parse(text).unwrap_err();
+        assert_eq!(key, "buffer.max_byts");
+        assert!(reason.contains("unknown field"), "{reason}");
+    }
+
+    #[test]
+    fn bad_codec_names_device_index() {
+        let text = "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"0011223344556677\"\ncodec = \"nope\"\n";
+        let (key, reason) = Config::parse(text).unwrap_err();
+        assert_eq!(key, "device[0].codec");
+        assert!(reason.contains("unknown codec \"nope\""), "{reason}");
+    }
+
+    #[test]
+    fn template_parses() {
+        Config::parse(TEMPLATE).unwrap();
+    }
+}

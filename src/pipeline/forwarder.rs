@@ -1,0 +1,460 @@
+//! The forwarder owns the sink and the buffer and keeps the durability contract (DESIGN §2):
+//!
+//! - healthy sink, empty buffer: records go from memory straight to the sink and their
+//!   source is acknowledged on the delivery report;
+//! - a failure, a slow report (`spill_after`), a full in-flight window or shutdown: records
+//!   are written to the buffer, flushed, and only then acknowledged;
+//! - once anything is buffered, new records queue behind it (arrival order = sequence order),
+//!   and the buffer drains in order, each record deleted on its delivery report.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
+
+use super::dedup::{Dedup, Seen};
+use crate::buffer::{Buffer, BufferError, Pushed};
+use crate::config::BufferConfig;
+use crate::decode::Decoder;
+use crate::metrics::Metrics;
+use crate::record::{ms_since_epoch, Record};
+use crate::sink::{Delivery, Sink, SinkError};
+use crate::source::{Ack, Frame};
+
+/// Frames taken from the input per round: one buffer flush covers them all.
+const BATCH: usize = 256;
+const TICK: Duration = Duration::from_millis(100);
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the sink to confirm what is in flight before spilling it.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+struct InFlight {
+    record: Record,
+    /// Sources to acknowledge once this record is durable (empty once it is).
+    acks: Vec<Ack>,
+    in_buffer: bool,
+    sent_at: Instant,
+}
+
+pub struct Forwarder {
+    decoder: Decoder,
+    buffer: Buffer,
+    sink: Box<dyn Sink>,
+    metrics: Arc<Metrics>,
+    dedup: Dedup,
+    max_in_flight: usize,
+    spill_after: Duration,
+    max_age_ms: u64,
+    next_seq: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    /// `when_full = "block"`: records waiting for room, not yet acknowledged.
+    blocked: VecDeque<(u64, Record, Vec<Ack>)>,
+    /// Acknowledgements released by the next [`Forwarder::commit`].
+    pending_acks: Vec<Ack>,
+    dirty: bool,
+    /// Last buffered sequence number handed to the sink by the drain.
+    drain_cursor: Option<u64>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Forwarder {
+    pub fn new(
+        cfg: &BufferConfig,
+        dedup_window: usize,
+        decoder: Decoder,
+        buffer: Buffer,
+        sink: Box<dyn Sink>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let next_seq = buffer.last_seq().map_or(0, |s| s + 1);
+        Forwarder {
+            decoder,
+            buffer,
+            sink,
+            metrics,
+            dedup: Dedup::new(dedup_window),
+            max_in_flight: cfg.max_in_flight.max(1),
+            spill_after: cfg.spill_after,
+            max_age_ms: cfg.max_age.as_millis() as u64,
+            next_seq,
+            in_flight: BTreeMap::new(),
+            blocked: VecDeque::new(),
+            pending_acks: Vec::new(),
+            dirty: false,
+            drain_cursor: None,
+            retry_at: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+
+    /// Run until `stop` fires (then spill what is unconfirmed, acknowledge, return), or until
+    /// every source has ended and everything has been delivered.
+    pub async fn run(
+        mut self,
+        mut frames: Receiver<Frame>,
+        mut deliveries: UnboundedReceiver<Delivery>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), BufferError> {
+        if !self.buffer.is_empty() {
+            log::info!(
+                "buffer holds {} record(s) from before: sending them first",
+                self.buffer.len()
+            );
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut inputs_open = true;
+        loop {
+            if !inputs_open && self.idle() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                Some(d) = deliveries.recv() => {
+                    self.on_delivery(d)?;
+                    while let Ok(d) = deliveries.try_recv() {
+                        self.on_delivery(d)?;
+                    }
+                }
+                f = frames.recv(), if inputs_open && self.blocked.is_empty() => match f {
+                    Some(f) => {
+                        self.on_frame(f)?;
+                        for _ in 1..BATCH {
+                            match frames.try_recv() {
+                                Ok(f) => self.on_frame(f)?,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => inputs_open = false,
+                },
+                _ = tick.tick() => {
+                    self.spill_slow()?;
+                    self.unblock()?;
+                }
+            }
+            self.commit()?;
+            self.drain()?;
+        }
+        self.shutdown(&mut frames, &mut deliveries)
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.is_empty() && self.blocked.is_empty() && self.buffer.is_empty()
+    }
+
+    fn healthy(&self) -> bool {
+        let now = Instant::now();
+        self.retry_at.is_none_or(|t| now >= t)
+            && self
+                .in_flight
+                .values()
+                .next()
+                .is_none_or(|f| now.duration_since(f.sent_at) < self.spill_after)
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<(), BufferError> {
+        self.metrics.received.inc();
+        let record = self.decoder.decode(&frame.uplink);
+        let seq = self.next_seq;
+        match self.dedup.check(&record.id, seq) {
+            Seen::New => {}
+            Seen::Pending(first) => {
+                self.metrics.duplicates.inc();
+                match self.in_flight.get_mut(&first) {
+                    // Acknowledge the copy when the first one becomes durable.
+                    Some(f) if !f.in_buffer => f.acks.push(frame.ack),
+                    _ => self.pending_acks.push(frame.ack),
+                }
+                return Ok(());
+            }
+            Seen::Durable => {
+                self.metrics.duplicates.inc();
+                self.pending_acks.push(frame.ack);
+                return Ok(());
+            }
+        }
+        self.next_seq += 1;
+        if self.buffer.is_empty()
+            && self.blocked.is_empty()
+            && self.in_flight.len() < self.max_in_flight
+            && self.healthy()
+        {
+            match self.sink.send(seq, &record) {
+                Ok(()) => {
+                    self.track(seq, record, vec![frame.ack], false);
+                    return Ok(());
+                }
+                Err(SinkError::Reject(e)) => {
+                    log::error!(
+                        "record {} of {} rejected by the sink: {e}",
+                        record.id,
+                        record.key
+                    );
+                    self.buffer.dead_letter(seq, &record)?;
+                    self.dirty = true;
+                    self.pending_acks.push(frame.ack);
+                    return Ok(());
+                }
+                Err(e) => self.failed(&e),
+            }
+        }
+        self.spill(seq, record, frame.ack)
+    }
+
+    fn track(&mut self, seq: u64, record: Record, acks: Vec<Ack>, in_buffer: bool) {
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                record,
+                acks,
+                in_buffer,
+                sent_at: Instant::now(),
+            },
+        );
+        self.metrics.in_flight.set(self.in_flight.len() as u64);
+    }
+
+    /// Write to the buffer; the source is acknowledged at the next commit (after the flush).
+    fn spill(&mut self, seq: u64, record: Record, ack: Ack) -> Result<(), BufferError> {
+        if !self.blocked.is_empty() {
+            self.blocked.push_back((seq, record, vec![ack]));
+            return Ok(());
+        }
+        match self.buffer.push(seq, &record) {
+            Ok(Pushed::Stored) => {
+                self.dirty = true;
+                self.dedup.durable(&record.id);
+                self.pending_acks.push(ack);
+            }
+            Ok(Pushed::Dropped) => self.pending_acks.push(ack),
+            Ok(Pushed::Full) => self.blocked.push_back((seq, record, vec![ack])),
+            Err(e) => {
+                // A full or failing disk behaves like a full buffer: hold, don't acknowledge.
+                self.metrics.count_once("buffer_write_error", || {
+                    format!("cannot write to the buffer: {e}; holding records in memory")
+                });
+                self.blocked.push_back((seq, record, vec![ack]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Retry records held back by a full buffer, oldest first.
+    fn unblock(&mut self) -> Result<(), BufferError> {
+        while let Some((seq, record, _)) = self.blocked.front() {
+            match self.buffer.push(*seq, record) {
+                Ok(Pushed::Stored) | Ok(Pushed::Dropped) => {
+                    let (_, record, acks) = self.blocked.pop_front().expect("front exists");
+                    self.dedup.durable(&record.id);
+                    self.dirty = true;
+                    self.pending_acks.extend(acks);
+                }
+                Ok(Pushed::Full) | Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the sink has not confirmed within `spill_after` go to the buffer, so their
+    /// sources can be acknowledged; they stay in flight and leave the buffer on delivery.
+    fn spill_slow(&mut self) -> Result<(), BufferError> {
+        let now = Instant::now();
+        let slow: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| !f.in_buffer && now.duration_since(f.sent_at) >= self.spill_after)
+            .map(|(s, _)| *s)
+            .collect();
+        if !slow.is_empty() {
+            log::warn!(
+                "sink has not confirmed {} record(s) for {:?}: buffering them",
+                slow.len(),
+                self.spill_after
+            );
+        }
+        for seq in slow {
+            self.spill_in_flight(seq)?;
+        }
+        Ok(())
+    }
+
+    fn spill_in_flight(&mut self, seq: u64) -> Result<(), BufferError> {
+        let Some(f) = self.in_flight.get_mut(&seq) else {
+            return Ok(());
+        };
+        if f.in_buffer {
+            return Ok(());
+        }
+        match self.buffer.push(seq, &f.record) {
+            Ok(Pushed::Stored) => {
+                f.in_buffer = true;
+                self.dirty = true;
+                self.dedup.durable(&f.record.id);
+                self.pending_acks.append(&mut f.acks);
+            }
+            Ok(Pushed::Dropped) => {
+                f.in_buffer = true;
+                self.pending_acks.append(&mut f.acks);
+            }
+            // Keep it in memory, unacknowledged, until the sink answers or room appears.
+            Ok(Pushed::Full) | Err(_) => {}
+        }
+        Ok(())
+    }
+
+    fn on_delivery(&mut self, d: Delivery) -> Result<(), BufferError> {
+        let Some(mut f) = self.in_flight.remove(&d.seq) else {
+            return Ok(());
+        };
+        self.metrics.in_flight.set(self.in_flight.len() as u64);
+        match d.result {
+            Ok(()) => {
+                self.metrics.delivered.inc();
+                self.retry_at = None;
+                self.backoff = BACKOFF_MIN;
+                if f.in_buffer {
+                    self.buffer.remove(d.seq)?;
+                }
+                self.dedup.durable(&f.record.id);
+                for ack in f.acks {
+                    ack.send();
+                    self.metrics.acked.inc();
+                }
+            }
+            Err(SinkError::Reject(e)) => {
+                log::error!(
+                    "record {} of {} rejected by the sink: {e}",
+                    f.record.id,
+                    f.record.key
+                );
+                self.buffer.dead_letter(d.seq, &f.record)?;
+                self.dirty = true;
+                self.pending_acks.append(&mut f.acks);
+            }
+            Err(e) => {
+                self.failed(&e);
+                if !f.in_buffer {
+                    self.in_flight.insert(d.seq, f);
+                    self.spill_in_flight(d.seq)?;
+                    if let Some(f) = self.in_flight.remove(&d.seq) {
+                        if !f.in_buffer {
+                            // No room in the buffer: keep it in memory until there is.
+                            self.blocked.push_front((d.seq, f.record, f.acks));
+                        }
+                    }
+                    self.metrics.in_flight.set(self.in_flight.len() as u64);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, e: &SinkError) {
+        self.metrics.send_errors.inc();
+        self.metrics
+            .count_once("sink_error", || format!("sink: {e}"));
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        // Start again from the oldest buffered record once the sink is back.
+        self.drain_cursor = None;
+    }
+
+    /// Send buffered records, oldest first, while the sink keeps up.
+    fn drain(&mut self) -> Result<(), BufferError> {
+        if self.buffer.is_empty() || !self.healthy() || self.in_flight.len() >= self.max_in_flight {
+            return Ok(());
+        }
+        let room = self.max_in_flight - self.in_flight.len();
+        let now_ms = ms_since_epoch(SystemTime::now());
+        for (seq, record) in self.buffer.next(self.drain_cursor, room)? {
+            self.drain_cursor = Some(seq);
+            if self.in_flight.contains_key(&seq) {
+                continue;
+            }
+            if now_ms.saturating_sub(record.created_ms) > self.max_age_ms {
+                self.metrics.dropped_expired.inc();
+                log::warn!(
+                    "record {} of {} is older than max_age: dropped",
+                    record.id,
+                    record.key
+                );
+                self.buffer.remove(seq)?;
+                continue;
+            }
+            match self.sink.send(seq, &record) {
+                Ok(()) => self.track(seq, record, Vec::new(), true),
+                Err(SinkError::Reject(e)) => {
+                    log::error!(
+                        "record {} of {} rejected by the sink: {e}",
+                        record.id,
+                        record.key
+                    );
+                    self.buffer.dead_letter(seq, &record)?;
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush the buffer if it changed, then release the acknowledgements that waited on it.
+    fn commit(&mut self) -> Result<(), BufferError> {
+        if self.dirty {
+            self.buffer.flush()?;
+            self.dirty = false;
+        }
+        for ack in self.pending_acks.drain(..) {
+            ack.send();
+            self.metrics.acked.inc();
+        }
+        Ok(())
+    }
+
+    /// Stop: give the sink a moment to confirm what is in flight, buffer the rest (and any
+    /// frame already received), flush, acknowledge.
+    fn shutdown(
+        mut self,
+        frames: &mut Receiver<Frame>,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), BufferError> {
+        frames.close();
+        while let Ok(f) = frames.try_recv() {
+            self.metrics.received.inc();
+            let record = self.decoder.decode(&f.uplink);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.spill(seq, record, f.ack)?;
+        }
+        if !self.in_flight.is_empty() {
+            let sink = &mut self.sink;
+            tokio::task::block_in_place(|| sink.flush(SHUTDOWN_FLUSH));
+        }
+        while let Ok(d) = deliveries.try_recv() {
+            self.on_delivery(d)?;
+        }
+        let left: Vec<u64> = self.in_flight.keys().copied().collect();
+        for seq in left {
+            self.spill_in_flight(seq)?;
+        }
+        self.unblock()?;
+        self.dirty = true;
+        self.commit()?;
+        let lost = self.blocked.len() + self.in_flight.values().filter(|f| !f.in_buffer).count();
+        if lost > 0 {
+            log::error!("shutdown: {lost} record(s) could not be buffered (buffer full); their sources were not acknowledged");
+        }
+        log::info!(
+            "stopped; {} record(s) wait in the buffer",
+            self.buffer.len()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! Sinks: where records go. Each reports every record's fate as a [`Delivery`] on a
+//! channel, so the pipeline can acknowledge sources and clean the buffer on confirmation.
+
+pub mod eventhubs;
+pub mod kafka;
+pub mod stdout;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::SinkConfig;
+use crate::record::Record;
+
+/// The fate of the record sent with sequence number `seq`.
+#[derive(Debug)]
+pub struct Delivery {
+    pub seq: u64,
+    pub result: Result<(), SinkError>,
+}
+
+/// Why a record did not get through, classified as DESIGN §2.6 asks.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SinkError {
+    /// Transport trouble, timeouts, throttling (incl. `POLICY_VIOLATION`): try again later.
+    #[error("{0} (will retry)")]
+    Retry(String),
+    /// Authentication or authorization: nothing will get through until an operator acts.
+    #[error("{0} (check the credentials and the hub; will retry)")]
+    Park(String),
+    /// This record can never be accepted (too large): dead-letter it.
+    #[error("{0} (record rejected for good)")]
+    Reject(String),
+}
+
+pub type Deliveries = UnboundedSender<Delivery>;
+
+pub trait Sink: Send {
+    /// Hand one record over. `Err` means it was not taken (the queue is full, or it is
+    /// rejected); `Ok` means a [`Delivery`] for `seq` will follow.
+    fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError>;
+    /// Wait up to `timeout` for outstanding deliveries (on shutdown).
+    fn flush(&mut self, timeout: std::time::Duration);
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("sink: {0}")]
+pub struct OpenError(pub String);
+
+pub fn open(cfg: &SinkConfig, deliveries: Deliveries) -> Result<Box<dyn Sink>, OpenError> {
+    match cfg {
+        SinkConfig::Eventhubs(eh) => Ok(Box::new(eventhubs::open(eh, deliveries)?)),
+        SinkConfig::Kafka(k) => Ok(Box::new(kafka::open(k, deliveries)?)),
+        SinkConfig::Stdout(s) => Ok(Box::new(stdout::StdoutSink::new(s.pretty, deliveries))),
+    }
+}

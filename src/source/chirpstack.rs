@@ -1,0 +1,144 @@
+//! ChirpStack v4 application-integration uplink events (`application/+/device/+/event/up`).
+
+use std::time::SystemTime;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::ParseError;
+use crate::uplink::{Radio, Uplink};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event {
+    time: Option<String>,
+    device_info: DeviceInfo,
+    f_cnt: Option<u32>,
+    f_port: Option<u8>,
+    #[serde(default)]
+    data: String,
+    #[serde(default)]
+    rx_info: Vec<RxInfo>,
+    tx_info: Option<TxInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceInfo {
+    dev_eui: String,
+    device_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RxInfo {
+    gateway_id: Option<String>,
+    rssi: Option<i32>,
+    snr: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct TxInfo {
+    frequency: Option<u64>,
+    modulation: Option<Modulation>,
+}
+
+#[derive(Deserialize)]
+struct Modulation {
+    lora: Option<Lora>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Lora {
+    bandwidth: Option<u32>,
+    spreading_factor: Option<u8>,
+}
+
+/// Parse one uplink event. `received` stands in for a missing `time`.
+pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
+    let ev: Event = serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
+    let dev_eui = crate::config::parse_dev_eui(&ev.device_info.dev_eui)
+        .map_err(|_| ParseError::DevEui(ev.device_info.dev_eui.clone()))?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(ev.data.as_bytes())
+        .map_err(|e| ParseError::Base64(e.to_string()))?;
+    let time = match &ev.time {
+        Some(t) => super::parse_time(t)?,
+        None => received,
+    };
+    // The strongest reception stands for the uplink, as Microshare's meta.iot does.
+    let best = ev.rx_info.iter().max_by_key(|r| r.rssi.unwrap_or(i32::MIN));
+    let lora = ev
+        .tx_info
+        .as_ref()
+        .and_then(|t| t.modulation.as_ref())
+        .and_then(|m| m.lora.as_ref());
+    Ok(Uplink {
+        dev_eui,
+        device_name: ev.device_info.device_name,
+        fport: ev.f_port,
+        fcnt: ev.f_cnt,
+        payload,
+        time,
+        radio: Radio {
+            rssi: best.and_then(|r| r.rssi),
+            snr: best.and_then(|r| r.snr),
+            gateway_id: best.and_then(|r| r.gateway_id.clone()),
+            frequency: ev.tx_info.as_ref().and_then(|t| t.frequency),
+            spreading_factor: lora.and_then(|l| l.spreading_factor),
+            bandwidth: lora.and_then(|l| l.bandwidth),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UP: &str = r#"{"deduplicationId":"3ac7","time":"2024-05-01T10:00:00.123Z",
+        "deviceInfo":{"tenantId":"t","applicationId":"a","deviceName":"lobby-th","devEui":"58a0cb0000101234"},
+        "devAddr":"26011bda","fCnt":42,"fPort":103,"data":"CIwuLf////8=",
+        "rxInfo":[{"gatewayId":"g1","rssi":-90,"snr":3.5},{"gatewayId":"g2","rssi":-79,"snr":9.5}],
+        "txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}}}"#;
+
+    #[test]
+    fn parses_the_fields_hubgate_uses() {
+        let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(up.dev_eui, [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
+        assert_eq!(up.device_name.as_deref(), Some("lobby-th"));
+        assert_eq!((up.fport, up.fcnt), (Some(103), Some(42)));
+        assert_eq!(up.payload, [0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(up.radio.rssi, Some(-79));
+        assert_eq!(up.radio.snr, Some(9.5));
+        assert_eq!(up.radio.gateway_id.as_deref(), Some("g2"));
+        assert_eq!(up.radio.spreading_factor, Some(7));
+        let ms = up
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert_eq!(ms, 1_714_557_600_123);
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let t = SystemTime::UNIX_EPOCH;
+        assert_eq!(parse(b"{not json", t).unwrap_err().kind(), "malformed_json");
+        let bad_b64 = UP.replace("CIwuLf////8=", "!!notbase64");
+        assert_eq!(
+            parse(bad_b64.as_bytes(), t).unwrap_err().kind(),
+            "bad_base64"
+        );
+        let bad_eui = UP.replace("58a0cb0000101234", "58a0cb");
+        assert_eq!(
+            parse(bad_eui.as_bytes(), t).unwrap_err().kind(),
+            "bad_dev_eui"
+        );
+        let bad_time = UP.replace("2024-05-01T10:00:00.123Z", "yesterday");
+        assert_eq!(
+            parse(bad_time.as_bytes(), t).unwrap_err().kind(),
+            "bad_time"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Sources: tasks that turn the outside world into [`Frame`]s for the pipeline.
+
+pub mod chirpstack;
+pub mod mqtt;
+pub mod replay;
+
+use std::time::SystemTime;
+
+use crate::uplink::Uplink;
+
+/// One uplink from a source, with the handle that acknowledges it once it is durable.
+pub struct Frame {
+    pub source: &'static str,
+    pub uplink: Uplink,
+    pub ack: Ack,
+}
+
+/// How to tell a source that a frame's records are durable.
+pub enum Ack {
+    /// The source cannot be acknowledged (replay, serial, UDP).
+    None,
+    /// MQTT QoS 1: send the PUBACK.
+    Mqtt {
+        client: rumqttc::AsyncClient,
+        publish: Box<rumqttc::Publish>,
+    },
+}
+
+impl Ack {
+    pub fn send(self) {
+        if let Ack::Mqtt { client, publish } = self {
+            // Fails only when the event loop is gone; the broker then redelivers, which the
+            // de-duplication window absorbs.
+            if let Err(e) = client.try_ack(&publish) {
+                log::warn!("mqtt: could not acknowledge message {}: {e}", publish.pkid);
+            }
+        }
+    }
+}
+
+/// Why an input message could not become an [`Uplink`]. Display is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    #[error("bad base64 payload: {0}")]
+    Base64(String),
+    #[error("bad DevEUI {0:?}")]
+    DevEui(String),
+    #[error("bad time {0:?}")]
+    Time(String),
+}
+
+impl ParseError {
+    /// Stable label for counters and log-once.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ParseError::Json(_) => "malformed_json",
+            ParseError::Base64(_) => "bad_base64",
+            ParseError::DevEui(_) => "bad_dev_eui",
+            ParseError::Time(_) => "bad_time",
+        }
+    }
+}
+
+fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(SystemTime::from)
+        .map_err(|_| ParseError::Time(s.to_string()))
+}
+
+/// What every source task gets from the pipeline.
+pub struct Context {
+    pub frames: tokio::sync::mpsc::Sender<Frame>,
+    /// Turns true when the agent stops: take no new input.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Turns true when the last acknowledgement has been handed over: safe to disconnect.
+    pub acked: tokio::sync::watch::Receiver<bool>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+impl Context {
+    /// Parse one input message; bad input is counted and logged (once per kind), never fatal.
+    pub fn parse(
+        &self,
+        source: &str,
+        format: crate::config::UplinkFormat,
+        bytes: &[u8],
+    ) -> Option<Uplink> {
+        let received = SystemTime::now();
+        let parsed = match format {
+            crate::config::UplinkFormat::ChirpstackV4 => chirpstack::parse(bytes, received),
+        };
+        match parsed {
+            Ok(up) => Some(up),
+            Err(e) => {
+                self.metrics
+                    .count_once(e.kind(), || format!("{source}: dropped a message: {e}"));
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! An uplink as the sources hand it over: who sent what, when, and how it was heard.
+
+use std::time::SystemTime;
+
+/// Radio metadata of the best reception of an uplink, when the source knows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Radio {
+    pub rssi: Option<i32>,
+    pub snr: Option<f64>,
+    pub gateway_id: Option<String>,
+    pub frequency: Option<u64>,
+    pub spreading_factor: Option<u8>,
+    pub bandwidth: Option<u32>,
+}
+
+/// One application uplink: the device's FRMPayload, already decrypted by whoever delivered it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uplink {
+    pub dev_eui: [u8; 8],
+    pub device_name: Option<String>,
+    pub fport: Option<u8>,
+    pub fcnt: Option<u32>,
+    pub payload: Vec<u8>,
+    /// Network receive time, as reported by the network server (else: when hubgate got it).
+    pub time: SystemTime,
+    pub radio: Radio,
+}
+
+impl Uplink {
+    /// DevEUI in Microshare's dashed upper-case form, `58-A0-CB-00-00-10-12-34`.
+    pub fn device_id(&self) -> String {
+        dashed(&self.dev_eui)
+    }
+}
+
+pub fn dashed(dev_eui: &[u8; 8]) -> String {
+    let mut s = String::with_capacity(23);
+    for (i, b) in dev_eui.iter().enumerate() {
+        if i > 0 {
+            s.push('-');
+        }
+        s.push_str(&format!("{b:02X}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dashed_form() {
+        let eui = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
+        assert_eq!(super::dashed(&eui), "58-A0-CB-00-00-10-12-34");
+    }
+}
