@@ -59,8 +59,10 @@ async fn kafka_sasl_ssl_roundtrip_and_outage() {
     }
     eprintln!("produced 20 over SASL_SSL in {:?}", t.elapsed());
 
+    let t = Instant::now();
     let got = kafka.consume_all(TOPIC, 20, Duration::from_secs(30));
     assert_eq!(got, expected(20), "{}", kafka.logs());
+    eprintln!("consumed 20 in {:?}", t.elapsed());
 
     // Outage: broker killed, 5 records wait in librdkafka's queue.
     let t = Instant::now();
@@ -93,8 +95,10 @@ async fn kafka_sasl_ssl_roundtrip_and_outage() {
         t.elapsed()
     );
 
+    let t = Instant::now();
     let got = kafka.consume_all(TOPIC, 25, Duration::from_secs(30));
     assert_eq!(got, expected(25), "{}", kafka.logs());
+    eprintln!("consumed 25 in {:?}", t.elapsed());
     eprintln!("kafka smoke test took {:?}", test_start.elapsed());
 }
 
