@@ -1,0 +1,731 @@
+//! Test harness for hubgate's integration tests: starts the *real* services
+//! (DESIGN §8) on free 127.0.0.1 ports and stops them again.
+//!
+//! * [`Kafka`]: tansu 0.6.0 with SASL PLAIN (Kafka protocol, sqlite storage) behind
+//!   stunnel4 TLS, so a client uses exactly the Azure Event Hubs settings
+//!   (`SASL_SSL`, `PLAIN`, `$ConnectionString`) plus a test CA.
+//! * [`Mosquitto`]: Debian's mosquitto, anonymous, plain MQTT.
+//! * [`Certs`]: a throw-away CA and a `localhost` / `127.0.0.1` server certificate.
+//!
+//! Use it with `mod support;` in each file under `tests/`. Every service is killed
+//! in `Drop`, so a panicking test leaves nothing running. All waits are on events
+//! (a port accepting, `waitpid`) bounded by a deadline; on failure the panic message
+//! contains the tail of the service's log file (kept in the given directory).
+//!
+//! The tansu binary comes from `$HUBGATE_TANSU`, else `/opt/tansu-plain/bin/tansu`;
+//! `.ci/services/ensure-tansu.sh` installs it. Stock tansu from crates.io does not
+//! work: it has no SASL PLAIN.
+//!
+//! The API is synchronous (it blocks), so it works from `#[test]` and from
+//! `#[tokio::test]` alike; nothing in it needs a Tokio runtime.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// How long a service may take to start accepting connections (generous: CI
+/// machines are busy 2-core boxes; tansu normally needs 70-300 ms).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a killed process may take to be reaped.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Poll interval of the deadline loops (not a synchronisation sleep).
+const POLL: Duration = Duration::from_millis(10);
+
+/// One consumed Kafka record: (key, payload, partition, offset). A missing key
+/// is returned as an empty string, a missing payload as an empty vector.
+pub type Record = (String, Vec<u8>, i32, i64);
+
+/// A free TCP port on 127.0.0.1 (bound and released at once; the OS does not
+/// hand the same ephemeral port out again immediately).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0 to find a free port")
+        .port()
+}
+
+/// A unique suffix for group ids, client ids, topic names.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// certificates
+
+/// A test CA and a server certificate for `DNS:localhost, IP:127.0.0.1`
+/// (EC P-256), made with the `openssl` command-line tool.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    /// CA certificate (PEM): what clients trust (`ssl.ca.location`, `--cafile`).
+    pub ca: PathBuf,
+    /// Server certificate (PEM), signed by `ca`.
+    pub cert: PathBuf,
+    /// Server private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+impl Certs {
+    /// Create `dir` if needed and write `ca.crt`, `ca.key`, `server.crt`, `server.key` into it.
+    pub fn generate(dir: &Path) -> Certs {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let ext = dir.join("server-ext.cnf");
+        fs::write(
+            &ext,
+            "basicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature, keyEncipherment\n\
+             extendedKeyUsage = serverAuth\n\
+             subjectAltName = DNS:localhost, IP:127.0.0.1\n",
+        )
+        .expect("write server-ext.cnf");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            dir,
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "3650",
+                    "-subj",
+                    "/CN=hubgate test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir,
+            &[
+                &["req", "-new"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "3650",
+                "-extfile",
+                "server-ext.cnf",
+            ],
+        );
+        let key = dir.join("server.key");
+        // stunnel warns about world-readable keys.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+        Certs {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key,
+        }
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run openssl (apt-get install openssl): {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {} failed ({}):\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// process helpers
+
+/// A child process with its log file; killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+struct Service {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Spawn `cmd` with stdout and stderr appended to `log`.
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Service {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+        let err = file.try_clone().expect("clone log file handle");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        Service {
+            name,
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Wait until 127.0.0.1:`port` accepts a TCP connection; panic with the
+    /// log tail if the process exits first or the deadline passes.
+    fn wait_accepting(&mut self, port: u16, timeout: Duration) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{} exited ({status}) before accepting on {addr}\n--- {} ---\n{}",
+                        self.name,
+                        self.log.display(),
+                        log_tail(&self.log)
+                    );
+                }
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} did not accept on {addr} within {timeout:?}\n--- {} ---\n{}",
+                    self.name,
+                    self.log.display(),
+                    log_tail(&self.log)
+                );
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// SIGKILL the process and reap it (waitpid); no-op if already stopped.
+    fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // ESRCH if it already exited: fine, it is reaped below.
+        let _ = child.kill();
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+                Ok(None) => panic!(
+                    "{} (pid {}) still alive {EXIT_TIMEOUT:?} after SIGKILL",
+                    self.name,
+                    child.id()
+                ),
+                Err(e) => panic!("waitpid {} (pid {}): {e}", self.name, child.id()),
+            }
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill_quietly();
+    }
+}
+
+/// The last 4 KiB of a log file, for panic messages.
+pub fn log_tail(path: &Path) -> String {
+    const TAIL: u64 = 4096;
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no log file {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// True if 127.0.0.1:`port` accepts a TCP connection right now.
+pub fn accepting(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// Drive a future to completion on the current thread without a runtime.
+/// Only for futures completed by another thread (rdkafka's admin futures are
+/// oneshot channels filled by librdkafka's background thread).
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => thread::park(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Mosquitto
+
+/// Debian's mosquitto on a free 127.0.0.1 port: plain MQTT, anonymous, no persistence.
+#[derive(Debug)]
+pub struct Mosquitto {
+    dir: PathBuf,
+    port: u16,
+    conf: PathBuf,
+    service: Service,
+}
+
+impl Mosquitto {
+    /// Write `dir/mosquitto.conf` and start mosquitto; returns once the port accepts.
+    /// Its output goes to `dir/mosquitto.log`.
+    pub fn start(dir: &Path) -> Mosquitto {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 persistence false\n\
+                 user root\n\
+                 log_dest stderr\n\
+                 log_type all\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let service = Self::spawn(&conf, dir);
+        let mut m = Mosquitto {
+            dir: dir.to_path_buf(),
+            port,
+            conf,
+            service,
+        };
+        m.service.wait_accepting(port, START_TIMEOUT);
+        m
+    }
+
+    fn spawn(conf: &Path, dir: &Path) -> Service {
+        let mut cmd = Command::new("mosquitto");
+        cmd.arg("-c").arg(conf).current_dir(dir);
+        Service::spawn("mosquitto", cmd, dir.join("mosquitto.log"))
+    }
+
+    /// The MQTT port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.service.pid()
+    }
+
+    /// Log file (stdout + stderr of every run).
+    pub fn log_path(&self) -> PathBuf {
+        self.service.log.clone()
+    }
+
+    /// Outage: SIGKILL the broker and wait until it is reaped (its port is then closed).
+    pub fn kill(&mut self) {
+        self.service.kill();
+    }
+
+    /// Start the broker again on the same port (after [`Mosquitto::kill`]);
+    /// returns once the port accepts.
+    pub fn start_again(&mut self) {
+        self.service.kill();
+        self.service = Self::spawn(&self.conf, &self.dir);
+        self.service.wait_accepting(self.port, START_TIMEOUT);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Kafka (tansu + stunnel)
+
+/// An Azure-Event-Hubs-like Kafka endpoint: tansu 0.6.0 (SASL PLAIN, sqlite
+/// storage, plaintext on an internal port) behind stunnel4 (TLS on the port
+/// tansu advertises). Clients use `bootstrap.servers = localhost:PORT`,
+/// `SASL_SSL`, `PLAIN`, `$ConnectionString`, and the test CA.
+///
+/// tansu does not auto-create topics: call [`Kafka::create_topics`] first.
+/// PLAIN accepts any password, so a wrong connection string is *not* rejected.
+#[derive(Debug)]
+pub struct Kafka {
+    dir: PathBuf,
+    certs: Certs,
+    tansu_bin: PathBuf,
+    /// tansu's plaintext listener (internal, only stunnel talks to it).
+    broker_port: u16,
+    /// stunnel's TLS port: what clients use and what tansu advertises.
+    tls_port: u16,
+    tansu: Service,
+    stunnel: Service,
+}
+
+impl Kafka {
+    /// Start tansu (data in `dir/tansu.db`, log `dir/tansu.log`) and stunnel
+    /// (config `dir/stunnel.conf`, log `dir/stunnel.log`), with certificates in
+    /// `dir/certs`. Returns once both ports accept.
+    pub fn start(dir: &Path) -> Kafka {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let tansu_bin = tansu_binary();
+        let certs = Certs::generate(&dir.join("certs"));
+        let broker_port = free_port();
+        let mut tls_port = free_port();
+        while tls_port == broker_port {
+            tls_port = free_port();
+        }
+
+        let mut tansu = spawn_tansu(&tansu_bin, dir, broker_port, tls_port);
+        tansu.wait_accepting(broker_port, START_TIMEOUT);
+
+        let conf = dir.join("stunnel.conf");
+        fs::write(
+            &conf,
+            format!(
+                "foreground = yes\n\
+                 pid =\n\
+                 syslog = no\n\
+                 debug = notice\n\
+                 [kafka]\n\
+                 accept = 127.0.0.1:{tls_port}\n\
+                 connect = 127.0.0.1:{broker_port}\n\
+                 cert = {}\n\
+                 key = {}\n",
+                certs.cert.display(),
+                certs.key.display()
+            ),
+        )
+        .expect("write stunnel.conf");
+        let mut cmd = Command::new("stunnel4");
+        cmd.arg(&conf).current_dir(dir);
+        let mut stunnel = Service::spawn("stunnel4", cmd, dir.join("stunnel.log"));
+        stunnel.wait_accepting(tls_port, START_TIMEOUT);
+
+        Kafka {
+            dir: dir.to_path_buf(),
+            certs,
+            tansu_bin,
+            broker_port,
+            tls_port,
+            tansu,
+            stunnel,
+        }
+    }
+
+    /// `localhost:PORT` (the TLS port), as in an Event Hubs connection.
+    pub fn bootstrap(&self) -> String {
+        format!("localhost:{}", self.tls_port)
+    }
+
+    /// The CA certificate clients must trust (`ssl.ca.location`).
+    pub fn ca_path(&self) -> PathBuf {
+        self.certs.ca.clone()
+    }
+
+    /// The certificates stunnel serves.
+    pub fn certs(&self) -> &Certs {
+        &self.certs
+    }
+
+    /// A syntactically Event-Hubs-like connection string (the SASL PLAIN
+    /// password; tansu accepts any).
+    pub fn connection_string(&self) -> String {
+        "Endpoint=sb://localhost/;SharedAccessKeyName=test;SharedAccessKey=dGVzdA==;EntityPath=test"
+            .to_string()
+    }
+
+    /// Client settings exactly as for Azure Event Hubs, except the bootstrap
+    /// address and the test CA.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap())
+            .set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanisms", "PLAIN")
+            .set("sasl.username", "$ConnectionString")
+            .set("sasl.password", self.connection_string())
+            .set("ssl.ca.location", self.ca_path().to_string_lossy().as_ref());
+        c
+    }
+
+    /// Create topics with one partition each (tansu does not auto-create).
+    /// Existing topics are fine.
+    pub fn create_topics(&self, topics: &[&str]) {
+        self.create_topics_with_partitions(topics, 1);
+    }
+
+    /// Create topics with `partitions` partitions each. Existing topics are fine.
+    pub fn create_topics_with_partitions(&self, topics: &[&str], partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .expect("create rdkafka AdminClient");
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let results = block_on(admin.create_topics(&new, &opts))
+            .unwrap_or_else(|e| panic!("CreateTopics {topics:?} failed: {e}{}", self.logs()));
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => panic!("CreateTopics {t}: {e}{}", self.logs()),
+            }
+        }
+    }
+
+    /// Read `topic` from the beginning (all partitions, fresh group id, nothing
+    /// committed) until at least `expected_count` records are read *and* every
+    /// partition is read up to its high watermark, or `timeout` passes.
+    /// Returns what was read, sorted by (partition, offset); compare its length
+    /// with the expected count (extra records, e.g. duplicates, are included).
+    pub fn consume_all(
+        &self,
+        topic: &str,
+        expected_count: usize,
+        timeout: Duration,
+    ) -> Vec<Record> {
+        let deadline = Instant::now() + timeout;
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", unique("harness"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("create rdkafka BaseConsumer");
+        let partitions = self.partitions(&consumer, topic, deadline);
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("add partition");
+        }
+        consumer.assign(&tpl).expect("assign partitions");
+
+        let mut out: Vec<Record> = Vec::new();
+        let mut next: Vec<i64> = vec![0; partitions.len()];
+        while Instant::now() < deadline {
+            // Errors (broker restarting, partition EOF) are transient here: keep polling.
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                if let Some(i) = partitions.iter().position(|&p| p == m.partition()) {
+                    next[i] = next[i].max(m.offset() + 1);
+                }
+                out.push((
+                    m.key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    m.partition(),
+                    m.offset(),
+                ));
+            }
+            if out.len() >= expected_count && self.caught_up(&consumer, topic, &partitions, &next) {
+                break;
+            }
+        }
+        out.sort_by_key(|r| (r.2, r.3));
+        out
+    }
+
+    fn partitions(&self, consumer: &BaseConsumer, topic: &str, deadline: Instant) -> Vec<i32> {
+        loop {
+            let last = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(md) => match md.topics().iter().find(|t| t.name() == topic) {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                        return t.partitions().iter().map(|p| p.id()).collect();
+                    }
+                    Some(t) => format!("topic error {:?}", t.error()),
+                    None => "topic missing from metadata".to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "metadata for topic {topic:?} (created with create_topics?): {last}{}",
+                    self.logs()
+                );
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    fn caught_up(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        partitions: &[i32],
+        next: &[i64],
+    ) -> bool {
+        partitions.iter().zip(next).all(|(&p, &n)| {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                Ok((_low, high)) => n >= high,
+                Err(_) => false,
+            }
+        })
+    }
+
+    /// Outage: SIGKILL tansu (stunnel keeps accepting TLS, like a load balancer
+    /// in front of a dead broker) and wait until it is reaped.
+    pub fn stop(&mut self) {
+        self.tansu.kill();
+    }
+
+    /// Start tansu again with the same ports and the same sqlite data (after
+    /// [`Kafka::stop`]); returns once it accepts.
+    pub fn start_again(&mut self) {
+        self.tansu.kill();
+        self.tansu = spawn_tansu(&self.tansu_bin, &self.dir, self.broker_port, self.tls_port);
+        self.tansu.wait_accepting(self.broker_port, START_TIMEOUT);
+    }
+
+    /// Is the broker process running (not stopped)?
+    pub fn is_running(&self) -> bool {
+        self.tansu.pid().is_some()
+    }
+
+    /// tansu's and stunnel's log files.
+    pub fn log_paths(&self) -> (PathBuf, PathBuf) {
+        (self.tansu.log.clone(), self.stunnel.log.clone())
+    }
+
+    /// Tails of both logs, for assertion messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "\n--- {} ---\n{}\n--- {} ---\n{}",
+            self.tansu.log.display(),
+            log_tail(&self.tansu.log),
+            self.stunnel.log.display(),
+            log_tail(&self.stunnel.log)
+        )
+    }
+}
+
+/// `$HUBGATE_TANSU`, else `/opt/tansu-plain/bin/tansu`.
+pub fn tansu_binary() -> PathBuf {
+    let bin = std::env::var_os("HUBGATE_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/tansu-plain/bin/tansu"));
+    assert!(
+        bin.is_file(),
+        "tansu binary {} not found: run .ci/services/ensure-tansu.sh (or set HUBGATE_TANSU)",
+        bin.display()
+    );
+    bin
+}
+
+fn spawn_tansu(bin: &Path, dir: &Path, broker_port: u16, tls_port: u16) -> Service {
+    let mut cmd = Command::new(bin);
+    cmd.arg("broker")
+        .arg("--listener-url")
+        .arg(format!("tcp://127.0.0.1:{broker_port}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://localhost:{tls_port}"))
+        // Relative on purpose: tansu reads sqlite:///abs as cwd-relative.
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .arg("--authentication")
+        .arg("--silent")
+        .current_dir(dir);
+    // Explicit flags win, but keep stray settings of the environment out.
+    for var in [
+        "LISTENER_URL",
+        "ADVERTISED_LISTENER_URL",
+        "STORAGE_ENGINE",
+        "CLUSTER_ID",
+    ] {
+        cmd.env_remove(var);
+    }
+    Service::spawn("tansu", cmd, dir.join("tansu.log"))
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        // Services kill themselves in their own Drop; make the order explicit:
+        // front first, so no client reconnects to a half-dead pair.
+        self.stunnel.kill_quietly();
+        self.tansu.kill_quietly();
+    }
+}
+
+impl Service {
+    /// SIGKILL + waitpid without panicking (for Drop, also during unwinding).
+    fn kill_quietly(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
