@@ -437,16 +437,21 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, (String, String)> {
         let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            let mut key = e.path().to_string();
             let (_, reason) = toml_error(text, e.inner());
-            (
-                if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                reason,
-            )
+            // Inside tagged tables (`[[source]]`, `[sink]`) serde loses the last path step.
+            if let Some(field) = reason
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                if !key.ends_with(field) {
+                    key = format!("{key}.{field}");
+                }
+            }
+            if key == "." {
+                key = "(top level)".into();
+            }
+            (key, reason)
         })
     }
 
@@ -569,6 +574,13 @@ mod tests {
         let (key, reason) = Config::parse(text).unwrap_err();
         assert_eq!(key, "buffer.max_byts");
         assert!(reason.contains("unknown field"), "{reason}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_tagged_table_names_its_path() {
+        let text = "[sink]\ntype = \"stdout\"\nprety = true\n";
+        let (key, _) = Config::parse(text).unwrap_err();
+        assert_eq!(key, "sink.prety");
     }
 
     #[test]

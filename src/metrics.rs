@@ -41,6 +41,8 @@ pub struct Metrics {
     pub buffer_records: Counter,
     pub buffer_bytes: Counter,
     pub in_flight: Counter,
+    /// 1 while the MQTT source holds a subscription.
+    pub mqtt_subscribed: Counter,
     /// Bad input and decode trouble by kind (`malformed_json`, `codec_error`, …).
     problems: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -76,7 +78,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &Counter, &str); 14] = [
+        let counters: [(&str, &Counter, &str); 16] = [
             (
                 "received_total",
                 &self.received,

@@ -71,11 +71,17 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                     log::info!("mqtt: connected to {} as {client_id} (session present: {})", cfg.url, ack.session_present);
                     backoff = RECONNECT_MIN;
                     down_logged = false;
-                    if !ack.session_present {
+                    if ack.session_present {
+                        ctx.metrics.mqtt_subscribed.set(1);
+                    } else {
                         if let Err(e) = client.try_subscribe(&cfg.topic, QoS::AtLeastOnce) {
                             log::error!("mqtt: cannot subscribe to {}: {e}", cfg.topic);
                         }
                     }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    log::info!("mqtt: subscribed to {}", cfg.topic);
+                    ctx.metrics.mqtt_subscribed.set(1);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // Once stopping, leave new messages unacknowledged: the broker keeps them.
@@ -85,6 +91,7 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    ctx.metrics.mqtt_subscribed.set(0);
                     if !down_logged {
                         log::warn!("mqtt: {}: {e}; reconnecting with backoff up to {:?}", cfg.url, cfg.reconnect_max);
                         down_logged = true;

@@ -21,6 +21,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod agent;
+
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};

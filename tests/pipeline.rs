@@ -1,0 +1,259 @@
+//! End to end against real parts: mosquitto -> hubgate (child process) -> tansu over SASL_SSL
+//! with the Event Hubs settings. Outages are real (the broker process is killed), crashes are
+//! real (SIGKILL of hubgate).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::agent::{chirpstack_uplink, publish_all, uplink_topic, Agent};
+use support::{Kafka, Mosquitto};
+
+const ENV: &str = "io.microshare.environment.unpacked";
+const MOTION: &str = "io.microshare.motion.unpacked";
+const OPENCLOSE: &str = "io.microshare.openclose.unpacked";
+const PACKED: &str = "io.microshare.lorawan.packed";
+const WAIT: Duration = Duration::from_secs(60);
+
+const TH: &str = "58a0cb0000101234"; // browan-tbhh100
+const PIR: &str = "58a0cb0000301111"; // browan-tbms100
+const DOOR: &str = "58a0cb0000402222"; // browan-tbdw100
+
+fn config(dir: &Path, mqtt: &Mosquitto, kafka: &Kafka) -> String {
+    format!(
+        r#"
+gateway_id = "test"
+[buffer]
+path = "{buffer}"
+spill_after = "500ms"
+[[source]]
+type = "mqtt"
+url = "mqtt://127.0.0.1:{mqtt}"
+client_id = "hubgate-test"
+reconnect_max = "1s"
+[[device]]
+dev_eui = "{TH}"
+codec = "browan-tbhh100"
+tags = ["Building 1", "Floor 2"]
+[[device]]
+dev_eui = "{PIR}"
+codec = "browan-tbms100"
+[[device]]
+dev_eui = "{DOOR}"
+codec = "browan-tbdw100"
+[sink]
+type = "eventhubs"
+connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey=dGVzdA=="
+ca_location = "{ca}"
+[sink.properties]
+"message.timeout.ms" = "30000"
+"#,
+        buffer = dir.join("buffer").display(),
+        mqtt = mqtt.port(),
+        bootstrap = kafka.bootstrap(),
+        ca = kafka.ca_path().display(),
+    )
+}
+
+/// TBHH100 payload with temperature `t` °C and humidity `h` %.
+fn tbhh100(t: i32, h: u8) -> Vec<u8> {
+    vec![0x08, 0x8c, (t + 32) as u8, h, 0xff, 0xff, 0xff, 0xff]
+}
+
+/// TBMS100 payload with motion count `n`.
+fn tbms100(n: u32) -> Vec<u8> {
+    let c = n.to_le_bytes();
+    vec![0x01, 0x0b, 0x3a, 0x05, 0x00, c[0], c[1], c[2]]
+}
+
+/// TBDW100 payload with open count `n`.
+fn tbdw100(n: u32) -> Vec<u8> {
+    let c = n.to_le_bytes();
+    vec![0x01, 0x0d, 0x1c, 0x02, 0x00, c[0], c[1], c[2]]
+}
+
+/// `per_device` uplinks for each of the three devices, FCnt 1.., interleaved.
+fn uplinks(per_device: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for i in 1..=per_device {
+        out.push((uplink_topic(TH), chirpstack_uplink(TH, i, 103, &tbhh100(i as i32 % 40 - 5, 30 + (i % 60) as u8))));
+        out.push((uplink_topic(PIR), chirpstack_uplink(PIR, i, 102, &tbms100(i * 10))));
+        out.push((uplink_topic(DOOR), chirpstack_uplink(DOOR, i, 100, &tbdw100(i * 100))));
+    }
+    out
+}
+
+fn topics(kafka: &Kafka) {
+    kafka.create_topics(&[ENV, MOTION, OPENCLOSE, PACKED]);
+}
+
+/// Consume `topic` and return the JSON bodies, in partition order (one partition here).
+fn consume(kafka: &Kafka, topic: &str, n: usize) -> Vec<(String, Value)> {
+    kafka
+        .consume_all(topic, n, WAIT)
+        .into_iter()
+        .map(|(key, payload, _, _)| (key, serde_json::from_slice(&payload).expect("record is JSON")))
+        .collect()
+}
+
+fn fcnts(records: &[(String, Value)]) -> Vec<u64> {
+    records.iter().map(|(_, v)| v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap()).collect()
+}
+
+/// Every device's records arrive complete, each FCnt once, in FCnt order.
+fn assert_complete_in_order(records: &[(String, Value)], n: u32, key: &str) {
+    assert!(records.iter().all(|(k, _)| k == key), "keys: {:?}", records.iter().map(|r| &r.0).collect::<Vec<_>>());
+    assert_eq!(fcnts(records), (1..=n as u64).collect::<Vec<_>>(), "FCnts of {key}");
+}
+
+fn dashed(eui: &str) -> String {
+    eui.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap().to_uppercase()).collect::<Vec<_>>().join("-")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_each_record_once_with_decoded_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &kafka));
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    let n = 20;
+    publish_all(mqtt.port(), &uplinks(n)).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 3 * n as u64);
+    assert_eq!(agent.metric("hubgate_acked_total"), 3 * n as u64);
+
+    let env = consume(&kafka, ENV, n as usize);
+    assert_complete_in_order(&env, n, &dashed(TH));
+    for (i, (_, v)) in env.iter().enumerate() {
+        let i = i as i64 + 1;
+        assert_eq!(v["recType"], ENV);
+        assert_eq!(v["event_type"], "create");
+        assert_eq!(v["id"], v["obj"]["id"]);
+        let data = &v["obj"]["data"];
+        assert_eq!(data["temperature"][0]["value"].as_f64(), Some((i % 40 - 5) as f64), "record {i}: {v}");
+        assert_eq!(data["humidity"][0]["value"].as_f64(), Some((30 + i % 60) as f64));
+        assert_eq!(data["device_health"]["voltage"][0]["value"].as_f64(), Some(3.7));
+        assert_eq!(data["meta"]["device"], serde_json::json!(["Building 1", "Floor 2"]));
+        assert_eq!(data["unpacker"]["class"], "browan-tbhh100");
+    }
+    let motion = consume(&kafka, MOTION, n as usize);
+    assert_complete_in_order(&motion, n, &dashed(PIR));
+    for (i, (_, v)) in motion.iter().enumerate() {
+        assert_eq!(v["obj"]["data"]["motions_since_reset"][0]["value"].as_u64(), Some((i as u64 + 1) * 10));
+    }
+    let doors = consume(&kafka, OPENCLOSE, n as usize);
+    assert_complete_in_order(&doors, n, &dashed(DOOR));
+    for (i, (_, v)) in doors.iter().enumerate() {
+        assert_eq!(v["obj"]["data"]["events_since_reset"][0]["value"].as_u64(), Some((i as u64 + 1) * 100));
+    }
+    assert!(consume(&kafka, PACKED, 0).is_empty(), "nothing should be packed");
+    // An idle healthy gateway writes nothing to its buffer.
+    assert_eq!(agent.metric("hubgate_spilled_total"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_buffers_acks_then_delivers_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &kafka));
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    kafka.stop();
+    let n = 30;
+    publish_all(mqtt.port(), &uplinks(n)).await;
+    let total = 3 * n as u64;
+    // Every record is in sled and every MQTT message acknowledged; nothing delivered.
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == total);
+    assert_eq!(agent.metric("hubgate_buffer_records"), total);
+    assert!(agent.metric("hubgate_spilled_total") >= total);
+    assert_eq!(agent.metric("hubgate_delivered_total"), 0);
+
+    kafka.start_again();
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    let env = consume(&kafka, ENV, n as usize);
+    assert_complete_in_order(&env, n, &dashed(TH));
+    assert_complete_in_order(&consume(&kafka, MOTION, n as usize), n, &dashed(PIR));
+    assert_complete_in_order(&consume(&kafka, OPENCLOSE, n as usize), n, &dashed(DOOR));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_a_spilled_backlog_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let mut agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &kafka));
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    kafka.stop();
+    let n = 25;
+    publish_all(mqtt.port(), &uplinks(n)).await;
+    let total = 3 * n as u64;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == total);
+    assert_eq!(agent.metric("hubgate_buffer_records"), total);
+
+    agent.kill();
+    kafka.start_again();
+    agent.start_again();
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == total);
+    // The broker had every message acknowledged: nothing came back over MQTT.
+    assert_eq!(agent.metric("hubgate_received_total"), 0);
+    assert_complete_in_order(&consume(&kafka, ENV, n as usize), n, &dashed(TH));
+    assert_complete_in_order(&consume(&kafka, MOTION, n as usize), n, &dashed(PIR));
+    assert_complete_in_order(&consume(&kafka, OPENCLOSE, n as usize), n, &dashed(DOOR));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_counted_and_nothing_else_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let mut agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &kafka));
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    let good = |i| (uplink_topic(TH), chirpstack_uplink(TH, i, 103, &tbhh100(20, 50)));
+    let bad_b64 = chirpstack_uplink(TH, 100, 103, &tbhh100(20, 50)).replace("\"data\":\"", "\"data\":\"!!");
+    let unknown = chirpstack_uplink("0004a30b00ffee01", 1, 10, &[0xde, 0xad, 0xbe, 0xef]);
+    let truncated = chirpstack_uplink(PIR, 1, 102, &[0x01, 0x0b]);
+    let messages = vec![
+        good(1),
+        (uplink_topic(TH), "{not json".to_string()),
+        good(2),
+        (uplink_topic(TH), bad_b64),
+        (uplink_topic(TH), "{\"deviceInfo\":{\"devEui\":\"xyz\"}}".to_string()),
+        (uplink_topic("0004a30b00ffee01"), unknown),
+        (uplink_topic(PIR), truncated),
+        good(3),
+    ];
+    publish_all(mqtt.port(), &messages).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == messages.len() as u64);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 5);
+    assert_eq!(agent.metric("hubgate_problems_total{kind=\"malformed_json\"}"), 1);
+    assert_eq!(agent.metric("hubgate_problems_total{kind=\"bad_base64\"}"), 1);
+    assert_eq!(agent.metric("hubgate_problems_total{kind=\"bad_dev_eui\"}"), 1);
+    assert_eq!(agent.metric("hubgate_problems_total{kind=\"unknown_device\"}"), 1);
+    assert_eq!(agent.metric("hubgate_problems_total{kind=\"codec_error\"}"), 1);
+    assert!(agent.alive(), "hubgate crashed:\n{}", agent.logs());
+
+    let env = consume(&kafka, ENV, 3);
+    assert_eq!(fcnts(&env), vec![1, 2, 3]);
+    let packed = consume(&kafka, PACKED, 2);
+    assert_eq!(packed.len(), 2, "unknown device and truncated payload go out packed");
+    let by_key: BTreeMap<&str, &Value> = packed.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let unknown = by_key["00-04-A3-0B-00-FF-EE-01"];
+    assert_eq!(unknown["obj"]["data"]["meta"]["iot"]["payload"], "deadbeef");
+    let trunc = by_key[dashed(PIR).as_str()];
+    assert_eq!(trunc["obj"]["data"]["meta"]["iot"]["payload"], "010b");
+    assert!(trunc["obj"]["data"]["error"].as_str().unwrap().contains("too short"), "{trunc}");
+    let status = agent.terminate(Duration::from_secs(20));
+    assert!(status.success(), "SIGTERM exit: {status}");
+}

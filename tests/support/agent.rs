@@ -1,0 +1,186 @@
+//! The hubgate binary as a real child process, its metrics, and ChirpStack uplinks over MQTT.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use super::{free_port, log_tail};
+
+pub struct Agent {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+    pub metrics_port: u16,
+}
+
+impl Agent {
+    /// Write `config_body` (plus a `[metrics]` table) to `dir/hubgate.toml` and start hubgate.
+    pub fn start(dir: &Path, config_body: &str) -> Agent {
+        let metrics_port = free_port();
+        let config = dir.join("hubgate.toml");
+        std::fs::write(
+            &config,
+            format!("{config_body}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+        )
+        .unwrap();
+        let mut a = Agent { child: None, config, log: dir.join("hubgate.log"), metrics_port };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start hubgate");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.scrape().is_none() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("hubgate exited ({status}) before serving metrics:\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "hubgate metrics never came up:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start a new hubgate process on the same config and buffer.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "hubgate is still running");
+        self.spawn();
+    }
+
+    pub fn logs(&self) -> String {
+        log_tail(&self.log)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("hubgate did not exit within {timeout:?} of SIGTERM:\n{}", log_tail(&self.log));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Prometheus text from the metrics endpoint, None if it does not answer.
+    pub fn scrape(&self) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+    }
+
+    /// The value of metric `name` (e.g. `hubgate_acked_total`, or with labels).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.scrape().unwrap_or_else(|| panic!("metrics unavailable:\n{}", self.logs()));
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    /// Wait (polling the metrics endpoint) until `name` satisfies `pred`.
+    pub fn wait_metric(&self, name: &str, timeout: Duration, pred: impl Fn(u64) -> bool) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metric(name);
+            if pred(v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} = {v} after {timeout:?}\nmetrics:\n{}\nlog:\n{}",
+                self.scrape().unwrap_or_default(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A ChirpStack v4 `event/up` document.
+pub fn chirpstack_uplink(dev_eui: &str, fcnt: u32, fport: u8, payload: &[u8]) -> String {
+    serde_json::json!({
+        "deduplicationId": format!("{dev_eui}-{fcnt}"),
+        "time": "2026-11-26T10:00:00.000Z",
+        "deviceInfo": {"tenantId": "t", "applicationId": "app", "deviceName": format!("dev-{dev_eui}"), "devEui": dev_eui},
+        "fCnt": fcnt,
+        "fPort": fport,
+        "data": base64::engine::general_purpose::STANDARD.encode(payload),
+        "rxInfo": [{"gatewayId": "b827ebfffe000001", "rssi": -80, "snr": 7.5}],
+    })
+    .to_string()
+}
+
+/// Publish each (topic, payload) with QoS 1 and wait for every PUBACK from the broker.
+pub async fn publish_all(port: u16, messages: &[(String, String)]) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(super::unique("pub"), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut events) = AsyncClient::new(opts, messages.len() + 10);
+    for (topic, body) in messages {
+        client.publish(topic.as_str(), QoS::AtLeastOnce, false, body.clone()).await.unwrap();
+    }
+    let mut acks = 0;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while acks < messages.len() {
+            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.expect("mqtt publisher") {
+                acks += 1;
+            }
+        }
+    })
+    .await
+    .expect("broker acknowledged every publish");
+    client.disconnect().await.unwrap();
+}
+
+/// The ChirpStack uplink topic of a device.
+pub fn uplink_topic(dev_eui: &str) -> String {
+    format!("application/app-1/device/{dev_eui}/event/up")
+}
