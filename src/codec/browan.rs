@@ -1,18 +1,584 @@
 //! Browan / Tabs family (reference/codecs.md §1).
-use super::{CodecError, Decoded};
+//!
+//! Every model shares bytes 0-2 (status, battery, temperature; §1.2), parsed once by
+//! [`header`]. The model-specific tail is read with bounds-checked helpers only: a payload
+//! shorter than the model's length is `Truncated`, trailing bytes beyond it are ignored
+//! (the reference decoders do not reject them either).
+use super::{rec_type, CodecError, Decoded, Reading, Value};
 
-pub fn tbhh100(_fport: Option<u8>, _p: &[u8]) -> Result<Decoded, CodecError> {
-    todo!()
+/// Humidity byte value (bits 6..0) the sensor reports on a measurement error.
+const HUMIDITY_ERROR: u8 = 127;
+/// u16 value of an IAQ field the sensor could not measure.
+const NOT_AVAILABLE: u16 = 0xFFFF;
+
+/// Static description of one model: codec id, fPort, minimum length, recType.
+struct Model {
+    codec: &'static str,
+    port: u8,
+    len: usize,
+    rec_type: &'static str,
 }
-pub fn tbhv110(_fport: Option<u8>, _p: &[u8]) -> Result<Decoded, CodecError> {
-    todo!()
+
+const TBHH100: Model = Model {
+    codec: "browan-tbhh100",
+    port: 103,
+    len: 8,
+    rec_type: rec_type::ENVIRONMENT,
+};
+const TBHV110: Model = Model {
+    codec: "browan-tbhv110",
+    port: 103,
+    len: 11,
+    rec_type: rec_type::ENVIRONMENT,
+};
+const TBMS100: Model = Model {
+    codec: "browan-tbms100",
+    port: 102,
+    len: 8,
+    rec_type: rec_type::MOTION,
+};
+const TBDW100: Model = Model {
+    codec: "browan-tbdw100",
+    port: 100,
+    len: 8,
+    rec_type: rec_type::OPENCLOSE,
+};
+const TBWL100: Model = Model {
+    codec: "browan-tbwl100",
+    port: 106,
+    len: 5,
+    rec_type: rec_type::LEAK,
+};
+
+/// Bytes 0-2 common to all models (§1.2).
+struct Header {
+    status: u8,
+    /// Battery voltage in V, from the low nibble of byte 1.
+    battery_v: f64,
+    /// Battery capacity in %, from the high nibble of byte 1; `None` when the nibble is 0
+    /// (most firmware leaves it 0, §1.3).
+    battery_pct: Option<f64>,
+    /// Byte 2 in °C: ambient on TBHH100, board sensor on the other models.
+    temperature_c: f64,
 }
-pub fn tbms100(_fport: Option<u8>, _p: &[u8]) -> Result<Decoded, CodecError> {
-    todo!()
+
+/// Which way status bit 3 must point (TBHH100 and TBHV110 share fPort 103).
+#[derive(Clone, Copy)]
+enum Bit3 {
+    Any,
+    Set,
+    Clear,
 }
-pub fn tbdw100(_fport: Option<u8>, _p: &[u8]) -> Result<Decoded, CodecError> {
-    todo!()
+
+/// Check fPort, model bit and length, then parse bytes 0-2.
+///
+/// The model bit is checked before the length so that a frame of the sibling model on
+/// fPort 103 is reported as the wrong model rather than as a short frame.
+fn header(m: &Model, fport: Option<u8>, p: &[u8], bit3: Bit3) -> Result<Header, CodecError> {
+    if let Some(port) = fport {
+        if port != m.port {
+            return Err(CodecError::WrongPort {
+                codec: m.codec,
+                fport: port,
+            });
+        }
+    }
+    let status = byte(m, p, 0)?;
+    match bit3 {
+        Bit3::Any => {}
+        Bit3::Set if status & 0x08 == 0 => {
+            return Err(CodecError::Invalid {
+                codec: m.codec,
+                offset: 0,
+                what: "status bit 3 clear: TBHV110 IAQ frame, not a TBHH100",
+            });
+        }
+        Bit3::Clear if status & 0x08 != 0 => {
+            return Err(CodecError::Invalid {
+                codec: m.codec,
+                offset: 0,
+                what: "status bit 3 set: TBHH100 temperature/humidity frame, not a TBHV110",
+            });
+        }
+        Bit3::Set | Bit3::Clear => {}
+    }
+    if p.len() < m.len {
+        return Err(CodecError::Truncated {
+            codec: m.codec,
+            need: m.len,
+            got: p.len(),
+        });
+    }
+    let battery = byte(m, p, 1)?;
+    let v = battery & 0x0F;
+    let c = battery >> 4;
+    Ok(Header {
+        status,
+        battery_v: f64::from(25 + v) / 10.0,
+        battery_pct: (c > 0).then(|| (f64::from(c) * 100.0 / 15.0).round()),
+        temperature_c: temperature(byte(m, p, 2)?),
+    })
 }
-pub fn tbwl100(_fport: Option<u8>, _p: &[u8]) -> Result<Decoded, CodecError> {
-    todo!()
+
+/// Byte `i`, or `Truncated` (never panics).
+fn byte(m: &Model, p: &[u8], i: usize) -> Result<u8, CodecError> {
+    p.get(i).copied().ok_or(CodecError::Truncated {
+        codec: m.codec,
+        need: i + 1,
+        got: p.len(),
+    })
+}
+
+/// Unsigned little-endian integer of `n` (≤ 8) bytes at `off`.
+fn le(m: &Model, p: &[u8], off: usize, n: usize) -> Result<u64, CodecError> {
+    let mut v = 0u64;
+    for i in (0..n).rev() {
+        v = (v << 8) | u64::from(byte(m, p, off + i)?);
+    }
+    Ok(v)
+}
+
+/// Tabs temperature byte: bits 6..0 unsigned, offset −32 °C; bit 7 reserved.
+fn temperature(b: u8) -> f64 {
+    f64::from(b & 0x7F) - 32.0
+}
+
+/// Tabs humidity byte: bits 6..0 in %RH; 127 = measurement error → `None`.
+fn humidity(b: u8) -> Option<f64> {
+    let h = b & 0x7F;
+    (h != HUMIDITY_ERROR).then_some(f64::from(h))
+}
+
+fn num(field: &'static str, v: f64, unit: &'static str) -> Reading {
+    Reading::new(field, Value::Num(v), Some(unit))
+}
+
+fn int(field: &'static str, v: i64, unit: Option<&'static str>) -> Reading {
+    Reading::new(field, Value::Int(v), unit)
+}
+
+fn flag(field: &'static str, v: bool) -> Reading {
+    Reading::new(field, Value::Bool(v), None)
+}
+
+/// Empty record of the model with the battery in `device_health`, plus the byte-2
+/// temperature there too when `board_temperature` (it is the PCB sensor on that model).
+fn record(m: &Model, h: &Header, board_temperature: bool) -> Decoded {
+    let mut health = vec![num("voltage", h.battery_v, "V")];
+    if let Some(pct) = h.battery_pct {
+        health.push(num("charge", pct, "%"));
+    }
+    if board_temperature {
+        health.push(num("temperature", h.temperature_c, "°C"));
+    }
+    Decoded {
+        rec_type: m.rec_type,
+        readings: Vec::new(),
+        health,
+    }
+}
+
+/// u16 LE IAQ value at `off`, `None` when 0xFFFF (not available).
+fn available(m: &Model, p: &[u8], off: usize) -> Result<Option<f64>, CodecError> {
+    let raw = le(m, p, off, 2)?;
+    Ok((raw != u64::from(NOT_AVAILABLE)).then_some(raw as f64))
+}
+
+/// CO2 (bytes 4-5) and VOC (bytes 6-7), each omitted when 0xFFFF.
+fn co2_voc(d: &mut Decoded, m: &Model, p: &[u8]) -> Result<(), CodecError> {
+    if let Some(co2) = available(m, p, 4)? {
+        d.readings.push(num("co2", co2, "ppm"));
+    }
+    if let Some(voc) = available(m, p, 6)? {
+        d.readings.push(num("voc", voc, "ppb"));
+    }
+    Ok(())
+}
+
+/// TBHH100 temperature & humidity (fPort 103, 8 bytes, status bit 3 = 1).
+///
+/// Bytes 4-7 are normally `FF FF FF FF`; decoded like the TBHV110 CO2/VOC fields (as
+/// Microshare's unpacker does) and omitted when 0xFFFF.
+pub fn tbhh100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBHH100;
+    let h = header(m, fport, p, Bit3::Set)?;
+    let mut d = record(m, &h, false);
+    d.readings.push(num("temperature", h.temperature_c, "°C"));
+    if let Some(rh) = humidity(byte(m, p, 3)?) {
+        d.readings.push(num("humidity", rh, "%RH"));
+    }
+    co2_voc(&mut d, m, p)?;
+    Ok(d)
+}
+
+/// TBHV110 healthy home IAQ (fPort 103, 11 bytes, status bit 3 = 0).
+pub fn tbhv110(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBHV110;
+    let h = header(m, fport, p, Bit3::Clear)?;
+    let mut d = record(m, &h, true);
+    d.readings
+        .push(num("temperature", temperature(byte(m, p, 10)?), "°C"));
+    if let Some(rh) = humidity(byte(m, p, 3)?) {
+        d.readings.push(num("humidity", rh, "%RH"));
+    }
+    co2_voc(&mut d, m, p)?;
+    // IAQ is an index 0-500 (no unit); 0xFFFF is "not available" like CO2/VOC.
+    let iaq = le(m, p, 8, 2)?;
+    if iaq != u64::from(NOT_AVAILABLE) {
+        d.readings.push(int("iaq", iaq as i64, None));
+    }
+    Ok(d)
+}
+
+/// Bytes 3-7 of TBMS100/TBDW100: u16 LE minutes since the last state change, u24 LE count.
+fn change_and_count(
+    d: &mut Decoded,
+    m: &Model,
+    p: &[u8],
+    count_field: &'static str,
+) -> Result<(), CodecError> {
+    let minutes = le(m, p, 3, 2)?;
+    let count = le(m, p, 5, 3)?;
+    // Both fit easily in i64 (≤ 65535 × 60 and ≤ 2^24 − 1).
+    d.readings.push(int(
+        "seconds_since_change",
+        (minutes * 60) as i64,
+        Some("s"),
+    ));
+    d.readings.push(int(count_field, count as i64, None));
+    Ok(())
+}
+
+/// TBMS100 motion / PIR (fPort 102, 8 bytes).
+pub fn tbms100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBMS100;
+    let h = header(m, fport, p, Bit3::Any)?;
+    let mut d = record(m, &h, true);
+    d.readings.push(flag("presence", h.status & 0x01 != 0));
+    change_and_count(&mut d, m, p, "motions_since_reset")?;
+    Ok(d)
+}
+
+/// TBDW100 door & window (fPort 100, 8 bytes).
+pub fn tbdw100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBDW100;
+    let h = header(m, fport, p, Bit3::Any)?;
+    let mut d = record(m, &h, true);
+    d.readings.push(flag("open", h.status & 0x01 != 0));
+    change_and_count(&mut d, m, p, "events_since_reset")?;
+    Ok(d)
+}
+
+/// TBWL100 water leak (fPort 106, 5 bytes).
+pub fn tbwl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBWL100;
+    let h = header(m, fport, p, Bit3::Any)?;
+    let mut d = record(m, &h, true);
+    d.readings.push(flag("leak", h.status & 0x01 != 0));
+    d.readings
+        .push(num("temperature", temperature(byte(m, p, 4)?), "°C"));
+    if let Some(rh) = humidity(byte(m, p, 3)?) {
+        d.readings.push(num("humidity", rh, "%RH"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        hex::decode(s.replace(' ', "")).unwrap()
+    }
+
+    fn n(field: &'static str, v: f64, unit: &'static str) -> Reading {
+        num(field, v, unit)
+    }
+
+    fn get<'a>(rs: &'a [Reading], field: &str) -> Option<&'a Value> {
+        rs.iter().find(|r| r.field == field).map(|r| &r.value)
+    }
+
+    // codecs.md §1.5 example 1.
+    #[test]
+    fn tbhh100_worked_example() {
+        let d = tbhh100(Some(103), &hex("08 8C 2E 2D FF FF FF FF")).unwrap();
+        assert_eq!(d.rec_type, rec_type::ENVIRONMENT);
+        assert_eq!(
+            d.readings,
+            vec![n("temperature", 14.0, "°C"), n("humidity", 45.0, "%RH")]
+        );
+        assert_eq!(
+            d.health,
+            vec![n("voltage", 3.7, "V"), n("charge", 53.0, "%")]
+        );
+    }
+
+    // codecs.md §1.5 example 2.
+    #[test]
+    fn tbdw100_worked_example() {
+        let d = tbdw100(Some(100), &hex("01 0D 1C 02 00 10 27 00")).unwrap();
+        assert_eq!(d.rec_type, rec_type::OPENCLOSE);
+        assert_eq!(
+            d.readings,
+            vec![
+                flag("open", true),
+                int("seconds_since_change", 120, Some("s")),
+                int("events_since_reset", 10_000, None),
+            ]
+        );
+        // Capacity nibble 0 → no charge.
+        assert_eq!(
+            d.health,
+            vec![n("voltage", 3.8, "V"), n("temperature", -4.0, "°C")]
+        );
+    }
+
+    // codecs.md §1.5 example 3.
+    #[test]
+    fn tbhv110_worked_example() {
+        let d = tbhv110(Some(103), &hex("31 0B 38 2A 20 03 96 00 4B 00 37")).unwrap();
+        assert_eq!(d.rec_type, rec_type::ENVIRONMENT);
+        assert_eq!(
+            d.readings,
+            vec![
+                n("temperature", 23.0, "°C"),
+                n("humidity", 42.0, "%RH"),
+                n("co2", 800.0, "ppm"),
+                n("voc", 150.0, "ppb"),
+                int("iaq", 75, None),
+            ]
+        );
+        assert_eq!(
+            d.health,
+            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
+        );
+    }
+
+    #[test]
+    fn tbms100_occupied() {
+        // occupied, 0xCB battery (3.6 V, 80 % as in Microshare's records), board 0x3F = 31 °C,
+        // 0x0103 = 259 min, count 0x010203.
+        let d = tbms100(Some(102), &hex("01 CB 3F 03 01 03 02 01")).unwrap();
+        assert_eq!(d.rec_type, rec_type::MOTION);
+        assert_eq!(
+            d.readings,
+            vec![
+                flag("presence", true),
+                int("seconds_since_change", 259 * 60, Some("s")),
+                int("motions_since_reset", 0x01_02_03, None),
+            ]
+        );
+        assert_eq!(
+            d.health,
+            vec![
+                n("voltage", 3.6, "V"),
+                n("charge", 80.0, "%"),
+                n("temperature", 31.0, "°C")
+            ]
+        );
+    }
+
+    #[test]
+    fn tbms100_free_and_max_values() {
+        // status 0 → free; battery 0xFF → 4.0 V, 100 %; temperature bit 7 masked: 0xFF → 95 °C;
+        // u16/u24 maxima are not sign-extended.
+        let d = tbms100(None, &hex("00 FF FF FF FF FF FF FF")).unwrap();
+        assert_eq!(get(&d.readings, "presence"), Some(&Value::Bool(false)));
+        assert_eq!(
+            get(&d.readings, "seconds_since_change"),
+            Some(&Value::Int(65_535 * 60))
+        );
+        assert_eq!(
+            get(&d.readings, "motions_since_reset"),
+            Some(&Value::Int(16_777_215))
+        );
+        assert_eq!(
+            d.health,
+            vec![
+                n("voltage", 4.0, "V"),
+                n("charge", 100.0, "%"),
+                n("temperature", 95.0, "°C")
+            ]
+        );
+    }
+
+    #[test]
+    fn negative_and_minimum_temperature() {
+        // 0x1E → −2 °C (§1.2), 0x00 → −32 °C, 0x80 → bit 7 masked → −32 °C.
+        let d = tbhh100(None, &hex("08 00 1E 32 FF FF FF FF")).unwrap();
+        assert_eq!(get(&d.readings, "temperature"), Some(&Value::Num(-2.0)));
+        assert_eq!(d.health, vec![n("voltage", 2.5, "V")]);
+        let d = tbwl100(None, &hex("00 0B 00 28 80")).unwrap();
+        assert_eq!(get(&d.readings, "temperature"), Some(&Value::Num(-32.0)));
+        assert_eq!(get(&d.health, "temperature"), Some(&Value::Num(-32.0)));
+    }
+
+    #[test]
+    fn humidity_error_is_omitted() {
+        let d = tbhh100(Some(103), &hex("08 0B 3F 7F FF FF FF FF")).unwrap();
+        assert_eq!(d.readings, vec![n("temperature", 31.0, "°C")]);
+        // bit 7 of the humidity byte is not part of the value: 0xFF is also 127 = error.
+        let d = tbwl100(Some(106), &hex("00 0B 3F FF 3F")).unwrap();
+        assert_eq!(get(&d.readings, "humidity"), None);
+        let d = tbhv110(None, &hex("00 0B 38 7F 20 03 96 00 4B 00 37")).unwrap();
+        assert_eq!(get(&d.readings, "humidity"), None);
+        // 100 % is fine.
+        let d = tbhh100(None, &hex("08 0B 3F 64 FF FF FF FF")).unwrap();
+        assert_eq!(get(&d.readings, "humidity"), Some(&Value::Num(100.0)));
+    }
+
+    #[test]
+    fn capacity_nibble() {
+        let charge = |b: u8| {
+            let d = tbwl100(None, &[0, b, 0x3F, 40, 0x3F]).unwrap();
+            get(&d.health, "charge").cloned()
+        };
+        assert_eq!(charge(0x0B), None);
+        assert_eq!(charge(0x1B), Some(Value::Num(7.0))); // 6.67
+        assert_eq!(charge(0x8B), Some(Value::Num(53.0)));
+        assert_eq!(charge(0xCB), Some(Value::Num(80.0)));
+        assert_eq!(charge(0xFB), Some(Value::Num(100.0)));
+    }
+
+    #[test]
+    fn iaq_not_available_is_omitted() {
+        let d = tbhv110(Some(103), &hex("01 0B 38 2A FF FF FF FF FF FF 37")).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![n("temperature", 23.0, "°C"), n("humidity", 42.0, "%RH")]
+        );
+        // u16 LE: 0x01F4 = 500 is the IAQ maximum; co2 0xFFFE is a value, not "absent".
+        let d = tbhv110(Some(103), &hex("01 0B 38 2A FE FF 00 00 F4 01 37")).unwrap();
+        assert_eq!(get(&d.readings, "co2"), Some(&Value::Num(65_534.0)));
+        assert_eq!(get(&d.readings, "voc"), Some(&Value::Num(0.0)));
+        assert_eq!(get(&d.readings, "iaq"), Some(&Value::Int(500)));
+    }
+
+    #[test]
+    fn tbhh100_reserved_bytes_when_not_ff() {
+        let d = tbhh100(Some(103), &hex("08 0B 3F 28 20 03 FF FF")).unwrap();
+        assert_eq!(get(&d.readings, "co2"), Some(&Value::Num(800.0)));
+        assert_eq!(get(&d.readings, "voc"), None);
+    }
+
+    #[test]
+    fn tbwl100_leak() {
+        // leak + leak interrupt; 3.6 V; board 24 °C; RH 55 %; ambient 22 °C.
+        let d = tbwl100(Some(106), &hex("11 0B 38 37 36")).unwrap();
+        assert_eq!(d.rec_type, rec_type::LEAK);
+        assert_eq!(
+            d.readings,
+            vec![
+                flag("leak", true),
+                n("temperature", 22.0, "°C"),
+                n("humidity", 55.0, "%RH"),
+            ]
+        );
+        assert_eq!(
+            d.health,
+            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
+        );
+        let d = tbwl100(Some(106), &hex("60 0B 38 37 36")).unwrap();
+        assert_eq!(get(&d.readings, "leak"), Some(&Value::Bool(false)));
+    }
+
+    #[test]
+    fn tbdw100_closed() {
+        let d = tbdw100(None, &hex("00 0B 3F 00 00 00 00 00")).unwrap();
+        assert_eq!(get(&d.readings, "open"), Some(&Value::Bool(false)));
+        assert_eq!(
+            get(&d.readings, "seconds_since_change"),
+            Some(&Value::Int(0))
+        );
+        assert_eq!(get(&d.readings, "events_since_reset"), Some(&Value::Int(0)));
+    }
+
+    #[test]
+    fn wrong_port() {
+        let e = tbhh100(Some(102), &hex("08 8C 2E 2D FF FF FF FF")).unwrap_err();
+        assert_eq!(
+            e,
+            CodecError::WrongPort {
+                codec: "browan-tbhh100",
+                fport: 102
+            }
+        );
+        assert_eq!(e.to_string(), "browan-tbhh100 does not decode fPort 102");
+        assert!(tbdw100(Some(102), &[1; 8]).is_err());
+        assert!(tbms100(Some(100), &[1; 8]).is_err());
+        assert!(tbwl100(Some(103), &[1; 5]).is_err());
+        assert!(tbhv110(Some(0), &[0; 11]).is_err());
+    }
+
+    #[test]
+    fn truncated() {
+        assert_eq!(
+            tbdw100(Some(100), &hex("01 0D 1C 02 00 10 27")).unwrap_err(),
+            CodecError::Truncated {
+                codec: "browan-tbdw100",
+                need: 8,
+                got: 7
+            }
+        );
+        assert_eq!(
+            tbhv110(Some(103), &hex("31 0B 38 2A 20 03 96 00 4B 00")).unwrap_err(),
+            CodecError::Truncated {
+                codec: "browan-tbhv110",
+                need: 11,
+                got: 10
+            }
+        );
+        assert_eq!(
+            tbwl100(None, &[0x01]).unwrap_err(),
+            CodecError::Truncated {
+                codec: "browan-tbwl100",
+                need: 5,
+                got: 1
+            }
+        );
+        assert_eq!(
+            tbms100(None, &[]).unwrap_err(),
+            CodecError::Truncated {
+                codec: "browan-tbms100",
+                need: 1,
+                got: 0
+            }
+        );
+        assert!(tbhh100(None, &hex("08 8C 2E 2D FF FF FF")).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_ignored() {
+        let d = tbwl100(Some(106), &hex("11 0B 38 37 36 AA BB")).unwrap();
+        assert_eq!(d, tbwl100(Some(106), &hex("11 0B 38 37 36")).unwrap());
+    }
+
+    #[test]
+    fn tbhh100_and_tbhv110_are_told_apart_by_status_bit_3() {
+        let hv = hex("31 0B 38 2A 20 03 96 00 4B 00 37");
+        let e = tbhh100(Some(103), &hv).unwrap_err();
+        assert!(matches!(
+            e,
+            CodecError::Invalid {
+                codec: "browan-tbhh100",
+                offset: 0,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("TBHV110"), "{e}");
+        // The 8-byte TBHH100 frame is the wrong model for TBHV110, not merely short.
+        let hh = hex("08 8C 2E 2D FF FF FF FF");
+        let e = tbhv110(Some(103), &hh).unwrap_err();
+        assert!(matches!(
+            e,
+            CodecError::Invalid {
+                codec: "browan-tbhv110",
+                offset: 0,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("TBHH100"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
 }

@@ -1,6 +1,400 @@
 //! Cayenne LPP (reference/codecs.md §3).
-use super::{CodecError, Decoded};
+//!
+//! A frame is a run of `[channel:1][type:1][value:n]`; the type fixes n, scaling and
+//! signedness; multi-byte values are big-endian. Every reading carries its channel as
+//! `context_id`. An unknown type aborts the frame (its length is unknown), a value cut
+//! short is `Truncated`. fPort is not part of the format.
+use super::{rec_type, CodecError, Decoded, Reading, Value};
 
-pub fn decode(_p: &[u8]) -> Result<Decoded, CodecError> {
-    todo!()
+const CODEC: &str = "cayenne-lpp";
+
+/// How the raw integer of one value (or one component of a multi-axis value) becomes a
+/// reading.
+#[derive(Clone, Copy)]
+enum Scale {
+    /// Raw integer as is, no unit (digital I/O, generic sensor, ...).
+    Int,
+    /// Raw integer with a unit, kept integral (unix time).
+    IntUnit(&'static str),
+    /// Non-zero → true.
+    Bool,
+    /// raw / divisor in `unit` (divisor 1 for whole units).
+    Num(f64, &'static str),
+    /// raw / divisor without a unit (analog I/O: the unit is only known to the device).
+    Plain(f64),
+}
+
+/// One LPP type: fields (one per component, each `width` bytes), signedness, scale.
+struct Type {
+    fields: &'static [&'static str],
+    width: usize,
+    signed: bool,
+    scale: Scale,
+}
+
+const fn t(fields: &'static [&'static str], width: usize, signed: bool, scale: Scale) -> Type {
+    Type {
+        fields,
+        width,
+        signed,
+        scale,
+    }
+}
+
+/// The codecs.md §3.1 table. `None` for types hubgate does not know.
+fn lookup(ty: u8) -> Option<Type> {
+    use Scale::*;
+    Some(match ty {
+        0 => t(&["digital_input"], 1, false, Int),
+        1 => t(&["digital_output"], 1, false, Int),
+        2 => t(&["analog_input"], 2, true, Plain(100.0)),
+        3 => t(&["analog_output"], 2, true, Plain(100.0)),
+        100 => t(&["generic_sensor"], 4, false, Int),
+        101 => t(&["illuminance"], 2, false, Num(1.0, "lx")),
+        102 => t(&["presence"], 1, false, Bool),
+        103 => t(&["temperature"], 2, true, Num(10.0, "°C")),
+        104 => t(&["humidity"], 1, false, Num(2.0, "%RH")),
+        113 => t(
+            &["acceleration_x", "acceleration_y", "acceleration_z"],
+            2,
+            true,
+            Num(1000.0, "g"),
+        ),
+        115 => t(&["pressure"], 2, false, Num(10.0, "hPa")),
+        116 => t(&["voltage"], 2, false, Num(100.0, "V")),
+        117 => t(&["current"], 2, false, Num(1000.0, "A")),
+        118 => t(&["frequency"], 4, false, Num(1.0, "Hz")),
+        120 => t(&["percentage"], 1, false, Num(1.0, "%")),
+        121 => t(&["altitude"], 2, true, Num(1.0, "m")),
+        125 => t(&["co2"], 2, false, Num(1.0, "ppm")),
+        128 => t(&["power"], 2, false, Num(1.0, "W")),
+        130 => t(&["distance"], 4, false, Num(1000.0, "m")),
+        131 => t(&["energy"], 4, false, Num(1000.0, "kWh")),
+        132 => t(&["direction"], 2, false, Num(1.0, "°")),
+        133 => t(&["unix_time"], 4, false, IntUnit("s")),
+        134 => t(
+            &[
+                "angular_velocity_x",
+                "angular_velocity_y",
+                "angular_velocity_z",
+            ],
+            2,
+            true,
+            Num(100.0, "°/s"),
+        ),
+        135 => t(&["colour_r", "colour_g", "colour_b"], 1, false, Int),
+        // GPS components differ in scale; handled by `gps`.
+        136 => t(&["lat", "lon", "altitude"], 3, true, Int),
+        142 => t(&["switch"], 1, false, Bool),
+        _ => return None,
+    })
+}
+
+/// Big-endian integer of `b` (≤ 4 bytes), sign-extended from its top bit when `signed`.
+fn be(b: &[u8], signed: bool) -> i64 {
+    let raw = b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+    let bits = 8 * b.len() as u32;
+    if signed && bits > 0 && bits < 64 && raw >> (bits - 1) & 1 == 1 {
+        (raw as i64) - (1i64 << bits)
+    } else {
+        raw as i64
+    }
+}
+
+fn reading(field: &'static str, value: Value, unit: Option<&'static str>, ch: u8) -> Reading {
+    Reading {
+        field,
+        value,
+        unit,
+        context_id: Some(ch),
+    }
+}
+
+fn scaled(field: &'static str, raw: i64, scale: Scale, ch: u8) -> Reading {
+    match scale {
+        Scale::Int => reading(field, Value::Int(raw), None, ch),
+        Scale::IntUnit(u) => reading(field, Value::Int(raw), Some(u), ch),
+        Scale::Bool => reading(field, Value::Bool(raw != 0), None, ch),
+        // Divide (not multiply by 0.1...) so that e.g. 215 / 10 is exactly 21.5.
+        Scale::Num(div, u) => reading(field, Value::Num(raw as f64 / div), Some(u), ch),
+        Scale::Plain(div) => reading(field, Value::Num(raw as f64 / div), None, ch),
+    }
+}
+
+/// GPS (136): lat, lon s24 × 0.0001°, altitude s24 × 0.01 m.
+fn gps(v: &[u8], ch: u8, out: &mut Vec<Reading>) {
+    let comps = [
+        ("lat", 10_000.0, "°"),
+        ("lon", 10_000.0, "°"),
+        ("altitude", 100.0, "m"),
+    ];
+    for ((field, div, unit), chunk) in comps.into_iter().zip(v.chunks_exact(3)) {
+        out.push(scaled(field, be(chunk, true), Scale::Num(div, unit), ch));
+    }
+}
+
+/// Decode a Cayenne LPP frame with any number of channels.
+pub fn decode(p: &[u8]) -> Result<Decoded, CodecError> {
+    if p.is_empty() {
+        return Err(CodecError::Empty);
+    }
+    let mut readings = Vec::new();
+    let mut off = 0;
+    while off < p.len() {
+        let (Some(&ch), Some(&ty)) = (p.get(off), p.get(off + 1)) else {
+            return Err(CodecError::Truncated {
+                codec: CODEC,
+                need: off + 2,
+                got: p.len(),
+            });
+        };
+        let Some(spec) = lookup(ty) else {
+            return Err(CodecError::UnknownType {
+                codec: CODEC,
+                offset: off + 1,
+                byte: ty,
+            });
+        };
+        let start = off + 2;
+        let end = start + spec.width * spec.fields.len();
+        let Some(value) = p.get(start..end) else {
+            return Err(CodecError::Truncated {
+                codec: CODEC,
+                need: end,
+                got: p.len(),
+            });
+        };
+        if ty == 136 {
+            gps(value, ch, &mut readings);
+        } else {
+            for (field, chunk) in spec.fields.iter().zip(value.chunks_exact(spec.width)) {
+                readings.push(scaled(field, be(chunk, spec.signed), spec.scale, ch));
+            }
+        }
+        off = end;
+    }
+    Ok(Decoded {
+        rec_type: rec_type::ENVIRONMENT,
+        readings,
+        health: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        hex::decode(s.replace(' ', "")).unwrap()
+    }
+
+    fn num(field: &'static str, v: f64, unit: &'static str, ch: u8) -> Reading {
+        reading(field, Value::Num(v), Some(unit), ch)
+    }
+
+    fn ok(s: &str) -> Vec<Reading> {
+        let d = decode(&hex(s)).unwrap();
+        assert_eq!(d.rec_type, rec_type::ENVIRONMENT);
+        assert!(d.health.is_empty());
+        d.readings
+    }
+
+    // codecs.md §3.2 example 1 (two channels, three values).
+    #[test]
+    fn worked_example_temperature_humidity_pressure() {
+        assert_eq!(
+            ok("02 67 FF 38 02 68 8F 0A 73 27 9F"),
+            vec![
+                num("temperature", -20.0, "°C", 2),
+                num("humidity", 71.5, "%RH", 2),
+                num("pressure", 1014.3, "hPa", 10),
+            ]
+        );
+    }
+
+    // codecs.md §3.2 example 2.
+    #[test]
+    fn worked_example_presence_illuminance() {
+        assert_eq!(
+            ok("05 66 01 07 65 01 2C"),
+            vec![
+                reading("presence", Value::Bool(true), None, 5),
+                num("illuminance", 300.0, "lx", 7),
+            ]
+        );
+    }
+
+    // codecs.md §3.2 example 3: GPS, sign-extended from bit 23.
+    #[test]
+    fn worked_example_gps() {
+        assert_eq!(
+            ok("03 88 FA D5 00 17 12 9D 00 16 B2"),
+            vec![
+                num("lat", -33.8688, "°", 3),
+                num("lon", 151.2093, "°", 3),
+                num("altitude", 58.1, "m", 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn gps_extremes() {
+        // lat 0x7FFFFF (max positive), lon 0x800000 (most negative), alt 0xFFFFFF = −1 → −0.01 m.
+        assert_eq!(
+            ok("01 88 7F FF FF 80 00 00 FF FF FF"),
+            vec![
+                num("lat", 838.8607, "°", 1),
+                num("lon", -838.8608, "°", 1),
+                num("altitude", -0.01, "m", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn temperature_resolution_is_exact() {
+        // 0x00D7 = 215 → 21.5 exactly; 0x0110 = 272 → 27.2.
+        assert_eq!(
+            ok("03 67 00 D7 05 67 01 10"),
+            vec![
+                num("temperature", 21.5, "°C", 3),
+                num("temperature", 27.2, "°C", 5)
+            ]
+        );
+        assert_eq!(
+            ok("01 67 80 00"),
+            vec![num("temperature", -3276.8, "°C", 1)]
+        );
+        assert_eq!(ok("01 67 7F FF"), vec![num("temperature", 3276.7, "°C", 1)]);
+    }
+
+    #[test]
+    fn unsigned_types_are_not_sign_extended() {
+        assert_eq!(
+            ok("01 80 FF FF 02 73 FF FF 03 74 FF FF 04 75 FF FF 05 65 FF FF 06 68 FF"),
+            vec![
+                num("power", 65_535.0, "W", 1),
+                num("pressure", 6553.5, "hPa", 2),
+                num("voltage", 655.35, "V", 3),
+                num("current", 65.535, "A", 4),
+                num("illuminance", 65_535.0, "lx", 5),
+                num("humidity", 127.5, "%RH", 6),
+            ]
+        );
+        assert_eq!(
+            ok("01 76 FF FF FF FF 02 82 FF FF FF FF 03 83 FF FF FF FF 04 85 FF FF FF FF"),
+            vec![
+                num("frequency", 4_294_967_295.0, "Hz", 1),
+                num("distance", 4_294_967.295, "m", 2),
+                num("energy", 4_294_967.295, "kWh", 3),
+                reading("unix_time", Value::Int(4_294_967_295), Some("s"), 4),
+            ]
+        );
+        assert_eq!(
+            ok("07 64 FF FF FF FF 08 84 FF FF 09 7D FF FF 0A 78 FF"),
+            vec![
+                reading("generic_sensor", Value::Int(4_294_967_295), None, 7),
+                num("direction", 65_535.0, "°", 8),
+                num("co2", 65_535.0, "ppm", 9),
+                num("percentage", 255.0, "%", 10),
+            ]
+        );
+    }
+
+    #[test]
+    fn signed_types() {
+        assert_eq!(
+            ok("01 02 FF 9C 02 03 00 64 03 79 FF FE"),
+            vec![
+                reading("analog_input", Value::Num(-1.0), None, 1),
+                reading("analog_output", Value::Num(1.0), None, 2),
+                num("altitude", -2.0, "m", 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn accelerometer_and_gyrometer() {
+        assert_eq!(
+            ok("06 71 04 D2 FB 2E 00 00 07 86 01 F4 FE 0C 80 00"),
+            vec![
+                num("acceleration_x", 1.234, "g", 6),
+                num("acceleration_y", -1.234, "g", 6),
+                num("acceleration_z", 0.0, "g", 6),
+                num("angular_velocity_x", 5.0, "°/s", 7),
+                num("angular_velocity_y", -5.0, "°/s", 7),
+                num("angular_velocity_z", -327.68, "°/s", 7),
+            ]
+        );
+    }
+
+    #[test]
+    fn digital_switch_colour() {
+        assert_eq!(
+            ok("01 00 01 02 01 FF 03 8E 01 04 8E 00 05 87 FF 80 00 06 66 00"),
+            vec![
+                reading("digital_input", Value::Int(1), None, 1),
+                reading("digital_output", Value::Int(255), None, 2),
+                reading("switch", Value::Bool(true), None, 3),
+                reading("switch", Value::Bool(false), None, 4),
+                reading("colour_r", Value::Int(255), None, 5),
+                reading("colour_g", Value::Int(128), None, 5),
+                reading("colour_b", Value::Int(0), None, 5),
+                reading("presence", Value::Bool(false), None, 6),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_type_reports_offset_of_type_byte() {
+        assert_eq!(
+            decode(&hex("02 67 00 D7 03 FF 01")).unwrap_err(),
+            CodecError::UnknownType {
+                codec: CODEC,
+                offset: 5,
+                byte: 0xFF
+            }
+        );
+        // The old ElectronicCats codes 143/144 are not accepted.
+        assert_eq!(
+            decode(&hex("01 8F 01 90")).unwrap_err(),
+            CodecError::UnknownType {
+                codec: CODEC,
+                offset: 1,
+                byte: 0x8F
+            }
+        );
+        let e = decode(&hex("01 7A 00 00 00")).unwrap_err();
+        assert_eq!(e.to_string(), "cayenne-lpp: unknown type 0x7a at offset 1");
+    }
+
+    #[test]
+    fn truncated() {
+        // Value cut short.
+        assert_eq!(
+            decode(&hex("02 67 FF 38 02 68")).unwrap_err(),
+            CodecError::Truncated {
+                codec: CODEC,
+                need: 7,
+                got: 6
+            }
+        );
+        assert_eq!(
+            decode(&hex("03 88 FA D5 00 17 12 9D 00 16")).unwrap_err(),
+            CodecError::Truncated {
+                codec: CODEC,
+                need: 11,
+                got: 10
+            }
+        );
+        // Channel without a type byte.
+        assert_eq!(
+            decode(&hex("02 67 FF 38 02")).unwrap_err(),
+            CodecError::Truncated {
+                codec: CODEC,
+                need: 6,
+                got: 5
+            }
+        );
+        assert_eq!(decode(&[]).unwrap_err(), CodecError::Empty);
+    }
 }
