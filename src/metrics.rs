@@ -78,7 +78,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &Counter, &str); 16] = [
+        let counters: &[(&str, &Counter, &str)] = &[
             (
                 "received_total",
                 &self.received,
@@ -137,8 +137,13 @@ impl Metrics {
                 &self.in_flight,
                 "records sent, not yet confirmed",
             ),
+            (
+                "mqtt_subscribed",
+                &self.mqtt_subscribed,
+                "1 while the MQTT source is subscribed",
+            ),
         ];
-        for (name, c, help) in counters {
+        for &(name, c, help) in counters {
             let _ = writeln!(
                 out,
                 "# HELP hubgate_{name} {help}\nhubgate_{name} {}",

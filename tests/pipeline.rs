@@ -79,9 +79,18 @@ fn tbdw100(n: u32) -> Vec<u8> {
 fn uplinks(per_device: u32) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for i in 1..=per_device {
-        out.push((uplink_topic(TH), chirpstack_uplink(TH, i, 103, &tbhh100(i as i32 % 40 - 5, 30 + (i % 60) as u8))));
-        out.push((uplink_topic(PIR), chirpstack_uplink(PIR, i, 102, &tbms100(i * 10))));
-        out.push((uplink_topic(DOOR), chirpstack_uplink(DOOR, i, 100, &tbdw100(i * 100))));
+        out.push((
+            uplink_topic(TH),
+            chirpstack_uplink(TH, i, 103, &tbhh100(i as i32 % 40 - 5, 30 + (i % 60) as u8)),
+        ));
+        out.push((
+            uplink_topic(PIR),
+            chirpstack_uplink(PIR, i, 102, &tbms100(i * 10)),
+        ));
+        out.push((
+            uplink_topic(DOOR),
+            chirpstack_uplink(DOOR, i, 100, &tbdw100(i * 100)),
+        ));
     }
     out
 }
@@ -95,22 +104,42 @@ fn consume(kafka: &Kafka, topic: &str, n: usize) -> Vec<(String, Value)> {
     kafka
         .consume_all(topic, n, WAIT)
         .into_iter()
-        .map(|(key, payload, _, _)| (key, serde_json::from_slice(&payload).expect("record is JSON")))
+        .map(|(key, payload, _, _)| {
+            (
+                key,
+                serde_json::from_slice(&payload).expect("record is JSON"),
+            )
+        })
         .collect()
 }
 
 fn fcnts(records: &[(String, Value)]) -> Vec<u64> {
-    records.iter().map(|(_, v)| v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap()).collect()
+    records
+        .iter()
+        .map(|(_, v)| v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap())
+        .collect()
 }
 
 /// Every device's records arrive complete, each FCnt once, in FCnt order.
 fn assert_complete_in_order(records: &[(String, Value)], n: u32, key: &str) {
-    assert!(records.iter().all(|(k, _)| k == key), "keys: {:?}", records.iter().map(|r| &r.0).collect::<Vec<_>>());
-    assert_eq!(fcnts(records), (1..=n as u64).collect::<Vec<_>>(), "FCnts of {key}");
+    assert!(
+        records.iter().all(|(k, _)| k == key),
+        "keys: {:?}",
+        records.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        fcnts(records),
+        (1..=n as u64).collect::<Vec<_>>(),
+        "FCnts of {key}"
+    );
 }
 
 fn dashed(eui: &str) -> String {
-    eui.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap().to_uppercase()).collect::<Vec<_>>().join("-")
+    eui.as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,23 +164,45 @@ async fn end_to_end_each_record_once_with_decoded_values() {
         assert_eq!(v["event_type"], "create");
         assert_eq!(v["id"], v["obj"]["id"]);
         let data = &v["obj"]["data"];
-        assert_eq!(data["temperature"][0]["value"].as_f64(), Some((i % 40 - 5) as f64), "record {i}: {v}");
-        assert_eq!(data["humidity"][0]["value"].as_f64(), Some((30 + i % 60) as f64));
-        assert_eq!(data["device_health"]["voltage"][0]["value"].as_f64(), Some(3.7));
-        assert_eq!(data["meta"]["device"], serde_json::json!(["Building 1", "Floor 2"]));
+        assert_eq!(
+            data["temperature"][0]["value"].as_f64(),
+            Some((i % 40 - 5) as f64),
+            "record {i}: {v}"
+        );
+        assert_eq!(
+            data["humidity"][0]["value"].as_f64(),
+            Some((30 + i % 60) as f64)
+        );
+        assert_eq!(
+            data["device_health"]["voltage"][0]["value"].as_f64(),
+            Some(3.7)
+        );
+        assert_eq!(
+            data["meta"]["device"],
+            serde_json::json!(["Building 1", "Floor 2"])
+        );
         assert_eq!(data["unpacker"]["class"], "browan-tbhh100");
     }
     let motion = consume(&kafka, MOTION, n as usize);
     assert_complete_in_order(&motion, n, &dashed(PIR));
     for (i, (_, v)) in motion.iter().enumerate() {
-        assert_eq!(v["obj"]["data"]["motions_since_reset"][0]["value"].as_u64(), Some((i as u64 + 1) * 10));
+        assert_eq!(
+            v["obj"]["data"]["motions_since_reset"][0]["value"].as_u64(),
+            Some((i as u64 + 1) * 10)
+        );
     }
     let doors = consume(&kafka, OPENCLOSE, n as usize);
     assert_complete_in_order(&doors, n, &dashed(DOOR));
     for (i, (_, v)) in doors.iter().enumerate() {
-        assert_eq!(v["obj"]["data"]["events_since_reset"][0]["value"].as_u64(), Some((i as u64 + 1) * 100));
+        assert_eq!(
+            v["obj"]["data"]["events_since_reset"][0]["value"].as_u64(),
+            Some((i as u64 + 1) * 100)
+        );
     }
-    assert!(consume(&kafka, PACKED, 0).is_empty(), "nothing should be packed");
+    assert!(
+        consume(&kafka, PACKED, 0).is_empty(),
+        "nothing should be packed"
+    );
     // An idle healthy gateway writes nothing to its buffer.
     assert_eq!(agent.metric("hubgate_spilled_total"), 0);
 }
@@ -220,8 +271,14 @@ async fn bad_input_is_counted_and_nothing_else_is_lost() {
     let mut agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &kafka));
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
 
-    let good = |i| (uplink_topic(TH), chirpstack_uplink(TH, i, 103, &tbhh100(20, 50)));
-    let bad_b64 = chirpstack_uplink(TH, 100, 103, &tbhh100(20, 50)).replace("\"data\":\"", "\"data\":\"!!");
+    let good = |i| {
+        (
+            uplink_topic(TH),
+            chirpstack_uplink(TH, i, 103, &tbhh100(20, 50)),
+        )
+    };
+    let bad_b64 =
+        chirpstack_uplink(TH, 100, 103, &tbhh100(20, 50)).replace("\"data\":\"", "\"data\":\"!!");
     let unknown = chirpstack_uplink("0004a30b00ffee01", 1, 10, &[0xde, 0xad, 0xbe, 0xef]);
     let truncated = chirpstack_uplink(PIR, 1, 102, &[0x01, 0x0b]);
     let messages = vec![
@@ -229,7 +286,10 @@ async fn bad_input_is_counted_and_nothing_else_is_lost() {
         (uplink_topic(TH), "{not json".to_string()),
         good(2),
         (uplink_topic(TH), bad_b64),
-        (uplink_topic(TH), "{\"deviceInfo\":{\"devEui\":\"xyz\"}}".to_string()),
+        (
+            uplink_topic(TH),
+            "{\"deviceInfo\":{\"devEui\":\"xyz\"}}".to_string(),
+        ),
         (uplink_topic("0004a30b00ffee01"), unknown),
         (uplink_topic(PIR), truncated),
         good(3),
@@ -237,23 +297,48 @@ async fn bad_input_is_counted_and_nothing_else_is_lost() {
     publish_all(mqtt.port(), &messages).await;
     agent.wait_metric("hubgate_acked_total", WAIT, |v| v == messages.len() as u64);
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 5);
-    assert_eq!(agent.metric("hubgate_problems_total{kind=\"malformed_json\"}"), 1);
-    assert_eq!(agent.metric("hubgate_problems_total{kind=\"bad_base64\"}"), 1);
-    assert_eq!(agent.metric("hubgate_problems_total{kind=\"bad_dev_eui\"}"), 1);
-    assert_eq!(agent.metric("hubgate_problems_total{kind=\"unknown_device\"}"), 1);
-    assert_eq!(agent.metric("hubgate_problems_total{kind=\"codec_error\"}"), 1);
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"malformed_json\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"bad_base64\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"bad_dev_eui\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"unknown_device\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"codec_error\"}"),
+        1
+    );
     assert!(agent.alive(), "hubgate crashed:\n{}", agent.logs());
 
     let env = consume(&kafka, ENV, 3);
     assert_eq!(fcnts(&env), vec![1, 2, 3]);
     let packed = consume(&kafka, PACKED, 2);
-    assert_eq!(packed.len(), 2, "unknown device and truncated payload go out packed");
+    assert_eq!(
+        packed.len(),
+        2,
+        "unknown device and truncated payload go out packed"
+    );
     let by_key: BTreeMap<&str, &Value> = packed.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let unknown = by_key["00-04-A3-0B-00-FF-EE-01"];
     assert_eq!(unknown["obj"]["data"]["meta"]["iot"]["payload"], "deadbeef");
     let trunc = by_key[dashed(PIR).as_str()];
     assert_eq!(trunc["obj"]["data"]["meta"]["iot"]["payload"], "010b");
-    assert!(trunc["obj"]["data"]["error"].as_str().unwrap().contains("too short"), "{trunc}");
+    assert!(
+        trunc["obj"]["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("too short"),
+        "{trunc}"
+    );
     let status = agent.terminate(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM exit: {status}");
 }

@@ -27,13 +27,22 @@ impl Agent {
             format!("{config_body}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
         )
         .unwrap();
-        let mut a = Agent { child: None, config, log: dir.join("hubgate.log"), metrics_port };
+        let mut a = Agent {
+            child: None,
+            config,
+            log: dir.join("hubgate.log"),
+            metrics_port,
+        };
         a.spawn();
         a
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
             .args(["run", "-c"])
             .arg(&self.config)
@@ -47,9 +56,16 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.scrape().is_none() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("hubgate exited ({status}) before serving metrics:\n{}", self.logs());
+                panic!(
+                    "hubgate exited ({status}) before serving metrics:\n{}",
+                    self.logs()
+                );
             }
-            assert!(Instant::now() < deadline, "hubgate metrics never came up:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "hubgate metrics never came up:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -88,7 +104,10 @@ impl Agent {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                panic!("hubgate did not exit within {timeout:?} of SIGTERM:\n{}", log_tail(&self.log));
+                panic!(
+                    "hubgate did not exit within {timeout:?} of SIGTERM:\n{}",
+                    log_tail(&self.log)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -111,7 +130,9 @@ impl Agent {
 
     /// The value of metric `name` (e.g. `hubgate_acked_total`, or with labels).
     pub fn metric(&self, name: &str) -> u64 {
-        let text = self.scrape().unwrap_or_else(|| panic!("metrics unavailable:\n{}", self.logs()));
+        let text = self
+            .scrape()
+            .unwrap_or_else(|| panic!("metrics unavailable:\n{}", self.logs()));
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
@@ -165,12 +186,16 @@ pub async fn publish_all(port: u16, messages: &[(String, String)]) {
     opts.set_keep_alive(Duration::from_secs(10));
     let (client, mut events) = AsyncClient::new(opts, messages.len() + 10);
     for (topic, body) in messages {
-        client.publish(topic.as_str(), QoS::AtLeastOnce, false, body.clone()).await.unwrap();
+        client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, body.clone())
+            .await
+            .unwrap();
     }
     let mut acks = 0;
     tokio::time::timeout(Duration::from_secs(30), async {
         while acks < messages.len() {
-            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.expect("mqtt publisher") {
+            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.expect("mqtt publisher")
+            {
                 acks += 1;
             }
         }
