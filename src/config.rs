@@ -500,7 +500,11 @@ impl Config {
                     ))
                 }
                 (None, Some(file)) => {
-                    let text = std::fs::read_to_string(file).map_err(|e| {
+                    // `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd LoadCredential=.
+                    let file = expand_env(&file.to_string_lossy())
+                        .map(PathBuf::from)
+                        .map_err(|e| ("sink.connection_string_file".to_string(), e))?;
+                    let text = std::fs::read_to_string(&file).map_err(|e| {
                         (
                             "sink.connection_string_file".to_string(),
                             format!("cannot read secret file {}: {e}", file.display()),

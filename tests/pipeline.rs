@@ -17,6 +17,8 @@ const MOTION: &str = "io.microshare.motion.unpacked";
 const OPENCLOSE: &str = "io.microshare.openclose.unpacked";
 const PACKED: &str = "io.microshare.lorawan.packed";
 const WAIT: Duration = Duration::from_secs(60);
+/// A recognisable SharedAccessKey: it must never show up in hubgate's output.
+const KEY: &str = "aHViZ2F0ZS10ZXN0LXNlY3JldC1rZXk=";
 
 const TH: &str = "58a0cb0000101234"; // browan-tbhh100
 const PIR: &str = "58a0cb0000301111"; // browan-tbms100
@@ -46,7 +48,7 @@ dev_eui = "{DOOR}"
 codec = "browan-tbdw100"
 [sink]
 type = "eventhubs"
-connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey=dGVzdA=="
+connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey={KEY}"
 ca_location = "{ca}"
 [sink.properties]
 "message.timeout.ms" = "30000"
@@ -205,6 +207,15 @@ async fn end_to_end_each_record_once_with_decoded_values() {
     );
     // An idle healthy gateway writes nothing to its buffer.
     assert_eq!(agent.metric("hubgate_spilled_total"), 0);
+    let log = std::fs::read_to_string(dir.path().join("hubgate.log")).unwrap();
+    assert!(
+        log.contains("eventhubs: localhost:"),
+        "the sink should log where it connects:\n{log}"
+    );
+    assert!(
+        !log.contains(KEY),
+        "the SharedAccessKey leaked into the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

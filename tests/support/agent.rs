@@ -46,7 +46,7 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
             .args(["run", "-c"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "debug,librdkafka=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,0 +1,185 @@
+//! The command line contract (DESIGN §4): exit codes, one-line errors, the demo.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn hubgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run hubgate")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn decode_prints_the_unpacked_record() {
+    let o = hubgate(&[
+        "decode",
+        "--codec",
+        "browan-tbhh100",
+        "--fport",
+        "103",
+        "088C2E2DFFFFFFFF",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["recType"], "io.microshare.environment.unpacked");
+    assert_eq!(v["data"]["temperature"][0]["value"], 14.0);
+    assert_eq!(v["data"]["temperature"][0]["unit"], "°C");
+    assert_eq!(v["data"]["humidity"][0]["value"], 45.0);
+    assert_eq!(v["data"]["humidity"][0]["unit"], "%RH");
+    assert_eq!(v["data"]["device_health"]["voltage"][0]["value"], 3.7);
+}
+
+#[test]
+fn decode_errors_exit_2_with_one_line() {
+    let cases: [&[&str]; 4] = [
+        &["decode", "--codec", "browan-tbhh100", "08zz"],
+        &["decode", "--codec", "no-such-codec", "00"],
+        &[
+            "decode",
+            "--codec",
+            "browan-tbhh100",
+            "--fport",
+            "103",
+            "088c",
+        ],
+        &["decode", "--codec", "cayenne-lpp", "01ff00"],
+    ];
+    for args in cases {
+        let o = hubgate(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("hubgate: "), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+    assert!(stderr(&hubgate(cases[0])).contains("bad hex"));
+    assert!(stderr(&hubgate(cases[1])).contains("unknown codec \"no-such-codec\""));
+    assert!(stderr(&hubgate(cases[2])).contains("too short"));
+    assert!(stderr(&hubgate(cases[3])).contains("offset"));
+}
+
+#[test]
+fn codecs_lists_ids_with_rec_types() {
+    let o = hubgate(&["codecs"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    for line in [
+        ("browan-tbhh100", "io.microshare.environment.unpacked"),
+        ("browan-tbms100", "io.microshare.motion.unpacked"),
+        ("browan-tbdw100", "io.microshare.openclose.unpacked"),
+        ("browan-tbwl100", "io.microshare.leak.unpacked"),
+        ("cayenne-lpp", "io.microshare.environment.unpacked"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == [line.0, line.1]),
+            "{line:?} missing from:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_the_demo_and_the_template() {
+    let o = hubgate(&["check", "-c", &repo("config/demo.toml")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("hubgate.toml");
+    std::fs::write(&template, hubgate(&["configfile"]).stdout).unwrap();
+    let o = hubgate(&["check", "-c", template.to_str().unwrap()]);
+    assert!(o.status.success(), "template fails check: {}", stderr(&o));
+}
+
+/// Each bad config exits non-zero with one line naming the file and the key.
+#[test]
+fn check_names_file_and_key_of_each_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let replay = dir.path().join("up.jsonl");
+    std::fs::write(&replay, "").unwrap();
+    let source = format!(
+        "[[source]]\ntype = \"replay\"\npath = \"{}\"\n",
+        replay.display()
+    );
+    let cases = [
+        ("[sink]\ntype = \"stdout\"\n[bufer]\npath = \"/tmp/x\"\n", "bufer", "unknown field"),
+        ("[sink]\ntype = \"stdout\"\n[buffer]\nmax_age = 5\n", "buffer.max_age", "invalid type"),
+        ("[sink]\ntype = \"stdout\"\n[buffer]\nmax_age = \"5 fortnights\"\n", "buffer.max_age", "bad duration"),
+        ("[sink]\ntype = \"stdout\"\n[buffer]\nmax_bytes = \"1 parsec\"\n", "buffer.max_bytes", "bad size"),
+        ("[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"0011223344556677\"\ncodec = \"acme-x\"\n", "device[0].codec", "unknown codec"),
+        ("[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"0011\"\n", "device[0].dev_eui", "bad DevEUI"),
+        ("[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"/nonexistent/eh.secret\"\n", "sink.connection_string_file", "cannot read secret file"),
+        ("[sink]\ntype = \"eventhubs\"\nconnection_string = \"SharedAccessSignature sr=x&sig=SECRETSIG&se=1\"\n", "sink.connection_string", "SharedAccessSignature"),
+        ("[sink]\ntype = \"stdout\"\nprety = true\n", "sink.prety", "unknown field"),
+    ];
+    for (i, (body, key, what)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, format!("{source}{body}")).unwrap();
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "case {i} passed check");
+        assert_eq!(err.trim_end().lines().count(), 1, "case {i}: {err}");
+        assert!(
+            err.contains(&file.display().to_string()),
+            "case {i} lacks the file: {err}"
+        );
+        assert!(
+            err.contains(&format!(": {key}: ")),
+            "case {i} lacks key {key}: {err}"
+        );
+        assert!(err.contains(what), "case {i} lacks {what:?}: {err}");
+        assert!(
+            !err.contains("SECRETSIG"),
+            "case {i} leaks the secret: {err}"
+        );
+    }
+}
+
+#[test]
+fn demo_prints_decoded_records_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(repo("config/demo.toml")).unwrap();
+    let config = dir.path().join("demo.toml");
+    let demo = demo
+        .replace(
+            "/tmp/hubgate-demo-buffer",
+            &dir.path().join("buffer").display().to_string(),
+        )
+        .replace("demo-uplinks.jsonl", &repo("config/demo-uplinks.jsonl"))
+        .replace("interval = \"100ms\"", "interval = \"0s\"");
+    std::fs::write(&config, demo).unwrap();
+    let o = hubgate(&["run", "-c", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let lines = std::fs::read_to_string(repo("config/demo-uplinks.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(records.len(), lines, "one record per replayed uplink");
+    let first = &records[0];
+    assert_eq!(first["recType"], "io.microshare.environment.unpacked");
+    assert_eq!(first["obj"]["data"]["temperature"][0]["value"], 14.0);
+    let packed = records
+        .iter()
+        .filter(|r| r["recType"] == "io.microshare.lorawan.packed")
+        .count();
+    assert_eq!(packed, 3, "the demo's unknown sensor goes out packed");
+}
