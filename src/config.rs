@@ -156,6 +156,11 @@ pub struct MetricsConfig {
 pub enum UplinkFormat {
     /// ChirpStack v4 application integration `event/up` JSON.
     ChirpstackV4,
+    /// The Things Stack v3 `up` messages.
+    TtsV3,
+    /// Raw gateway frames from the ChirpStack MQTT forwarder / gateway bridge (JSON), which
+    /// hubgate decodes itself with the configured session keys.
+    ChirpstackGateway,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +168,23 @@ pub enum UplinkFormat {
 pub enum SourceConfig {
     Mqtt(MqttSourceConfig),
     Replay(ReplaySourceConfig),
+    Udp(UdpSourceConfig),
+}
+
+/// Semtech UDP packet forwarder (GWMP): point `lora_pkt_fwd`'s `server_address` and
+/// `serv_port_up`/`serv_port_down` here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpSourceConfig {
+    #[serde(default = "default_udp_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Turn the forwarder's `stat` reports into `io.microshare.gateway.unpacked` records.
+    #[serde(default)]
+    pub gateway_status: bool,
+}
+
+fn default_udp_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 1700))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,8 +192,9 @@ pub enum SourceConfig {
 pub struct MqttSourceConfig {
     /// `mqtt://host:port` (or `mqtts://`).
     pub url: String,
-    #[serde(default = "default_mqtt_topic")]
-    pub topic: String,
+    /// Topic filter; default per format: `application/+/device/+/event/up` (chirpstack-v4),
+    /// `v3/+/devices/+/up` (tts-v3).
+    pub topic: Option<String>,
     #[serde(default = "default_format")]
     pub format: UplinkFormat,
     /// Client id of the persistent session; default `hubgate-<gateway_id>`.
@@ -185,9 +208,6 @@ pub struct MqttSourceConfig {
     pub reconnect_max: Duration,
 }
 
-fn default_mqtt_topic() -> String {
-    "application/+/device/+/event/up".into()
-}
 fn default_format() -> UplinkFormat {
     UplinkFormat::ChirpstackV4
 }
@@ -280,6 +300,17 @@ pub enum SecurityProtocol {
     Ssl,
     SaslPlaintext,
     SaslSsl,
+}
+
+impl UplinkFormat {
+    /// The MQTT topic filter its uplinks are published under.
+    pub fn default_topic(self) -> &'static str {
+        match self {
+            UplinkFormat::ChirpstackV4 => "application/+/device/+/event/up",
+            UplinkFormat::TtsV3 => "v3/+/devices/+/up",
+            UplinkFormat::ChirpstackGateway => "+/gateway/+/event/up",
+        }
+    }
 }
 
 impl SecurityProtocol {

@@ -1,4 +1,5 @@
-//! Decode stage: an [`Uplink`] becomes exactly one [`Record`], decoded or packed, never dropped.
+//! Decode stage: an input becomes a [`Record`]. An uplink of ours always becomes exactly one
+//! record, decoded or packed, never dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use crate::codec::Codec;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
+use crate::source::Input;
 use crate::uplink::Uplink;
 
 struct Device {
@@ -45,7 +47,30 @@ impl Decoder {
         }
     }
 
-    pub fn decode(&self, up: &Uplink) -> Record {
+    /// `None` when the input holds nothing to send (see [`Input`]).
+    pub fn decode(&mut self, input: &Input) -> Option<Record> {
+        match input {
+            Input::Uplink(up) => Some(self.uplink(up)),
+            Input::Radio(_) => {
+                self.metrics.count_once("no_lorawan_session", || {
+                    "radio frame dropped: LoRaWAN sessions are not supported yet".into()
+                });
+                None
+            }
+            Input::GatewayStatus {
+                gateway_id,
+                stat,
+                time,
+            } => Some(record::gateway_status(
+                gateway_id,
+                stat,
+                *time,
+                SystemTime::now(),
+            )),
+        }
+    }
+
+    fn uplink(&self, up: &Uplink) -> Record {
         let now = SystemTime::now();
         let no_tags: &[String] = &[];
         let device = self.devices.get(&up.dev_eui);

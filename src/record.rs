@@ -159,6 +159,53 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
     }
 }
 
+/// A gateway's GWMP `stat` report as a record of its own (`io.microshare.gateway.unpacked`),
+/// keyed by the gateway id.
+pub fn gateway_status(
+    gateway_id: &str,
+    stat: &Map<String, Json>,
+    time: SystemTime,
+    now: SystemTime,
+) -> Record {
+    let mut h = Sha256::new();
+    h.update(gateway_id.as_bytes());
+    h.update(ms_since_epoch(time).to_be_bytes());
+    let x = hex::encode(&h.finalize()[..16]);
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    );
+    let rec_type = crate::codec::rec_type::GATEWAY;
+    let iso = iso8601(time);
+    let obj = json!({
+        "id": id,
+        "recType": rec_type,
+        "tstamp": ms_since_epoch(time),
+        "tags": [],
+        "data": {
+            "device_health": { "id": gateway_id },
+            "stat": stat,
+            "meta": { "iot": { "device_id": gateway_id, "type": "gateway_status", "time": iso, "iso_time": iso } },
+            "time": iso,
+            "unpacker": { "library": "hubgate", "version": env!("CARGO_PKG_VERSION"), "class": "gwmp-stat" },
+        },
+    });
+    let body = json!({
+        "event_type": "create", "id": id, "recType": rec_type, "source": "hubgate", "obj_type": "objs", "obj": obj,
+    });
+    Record {
+        id,
+        rec_type: rec_type.into(),
+        key: gateway_id.into(),
+        created_ms: ms_since_epoch(now),
+        body: body.to_string(),
+    }
+}
+
 /// Readings become arrays of `{value, unit, context_id}` under their field name, in order.
 fn put_readings(into: &mut Map<String, Json>, readings: &[Reading]) {
     for r in readings {

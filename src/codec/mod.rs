@@ -153,6 +153,8 @@ pub mod rec_type {
     pub const OPENCLOSE: &str = "io.microshare.openclose.unpacked";
     pub const LEAK: &str = "io.microshare.leak.unpacked";
     pub const FEEDBACK: &str = "io.microshare.feedback.unpacked";
+    /// Gateway status reports (GWMP `stat`).
+    pub const GATEWAY: &str = "io.microshare.gateway.unpacked";
     /// Default recType of frames hubgate cannot decode (raw hex payload).
     pub const PACKED: &str = "io.microshare.lorawan.packed";
 }

@@ -159,7 +159,11 @@ impl Forwarder {
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), BufferError> {
         self.metrics.received.inc();
-        let record = self.decoder.decode(&frame.uplink);
+        let Some(record) = self.decoder.decode(&frame.input) else {
+            // Nothing to keep (a frame of another network, a replay): done with it.
+            self.pending_acks.push(frame.ack);
+            return Ok(());
+        };
         let seq = self.next_seq;
         match self.dedup.check(&record.id, seq) {
             Seen::New => {}
@@ -428,10 +432,14 @@ impl Forwarder {
         frames.close();
         while let Ok(f) = frames.try_recv() {
             self.metrics.received.inc();
-            let record = self.decoder.decode(&f.uplink);
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.spill(seq, record, f.ack)?;
+            match self.decoder.decode(&f.input) {
+                Some(record) => {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.spill(seq, record, f.ack)?;
+                }
+                None => self.pending_acks.push(f.ack),
+            }
         }
         if !self.in_flight.is_empty() {
             let sink = &mut self.sink;

@@ -82,6 +82,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
                     .unwrap_or_else(|| format!("hubgate-{}", cfg.gateway_id));
                 tokio::spawn(source::mqtt::run(m.clone(), client_id, ctx))
             }
+            SourceConfig::Udp(u) => tokio::spawn(source::udp::run(u.listen, u.gateway_status, ctx)),
             SourceConfig::Replay(r) => tokio::spawn(source::replay::run(
                 r.path.clone(),
                 r.format,

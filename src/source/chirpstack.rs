@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::ParseError;
+use super::{ParseError, RadioFrame};
 use crate::uplink::{Radio, Uplink};
 
 #[derive(Deserialize)]
@@ -53,6 +53,62 @@ struct Modulation {
 struct Lora {
     bandwidth: Option<u32>,
     spreading_factor: Option<u8>,
+}
+
+/// A raw uplink frame of the ChirpStack MQTT forwarder / gateway bridge (`event/up`, JSON).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GatewayFrame {
+    phy_payload: String,
+    tx_info: Option<TxInfo>,
+    rx_info: Option<GatewayRxInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GatewayRxInfo {
+    gateway_id: Option<String>,
+    rssi: Option<i32>,
+    snr: Option<f64>,
+    gw_time: Option<String>,
+    ns_time: Option<String>,
+    crc_status: Option<String>,
+}
+
+/// Parse one raw gateway frame; its PHYPayload still has to be verified and decrypted.
+pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFrame, ParseError> {
+    let f: GatewayFrame =
+        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
+    let phy = base64::engine::general_purpose::STANDARD
+        .decode(f.phy_payload.as_bytes())
+        .map_err(|e| ParseError::Base64(e.to_string()))?;
+    let rx = f.rx_info.as_ref();
+    if let Some(status) = rx.and_then(|r| r.crc_status.as_deref()) {
+        if status != "CRC_OK" {
+            return Err(ParseError::Crc(status.to_string()));
+        }
+    }
+    let time = match rx.and_then(|r| r.gw_time.as_ref().or(r.ns_time.as_ref())) {
+        Some(t) => super::parse_time(t)?,
+        None => received,
+    };
+    let lora = f
+        .tx_info
+        .as_ref()
+        .and_then(|t| t.modulation.as_ref())
+        .and_then(|m| m.lora.as_ref());
+    Ok(RadioFrame {
+        phy,
+        time,
+        radio: Radio {
+            rssi: rx.and_then(|r| r.rssi),
+            snr: rx.and_then(|r| r.snr),
+            gateway_id: rx.and_then(|r| r.gateway_id.clone()),
+            frequency: f.tx_info.as_ref().and_then(|t| t.frequency),
+            spreading_factor: lora.and_then(|l| l.spreading_factor),
+            bandwidth: lora.and_then(|l| l.bandwidth),
+        },
+    })
 }
 
 /// Parse one uplink event. `received` stands in for a missing `time`.
@@ -119,6 +175,34 @@ mod tests {
             .unwrap()
             .as_millis();
         assert_eq!(ms, 1_714_557_600_123);
+    }
+
+    #[test]
+    fn gateway_frames_carry_the_phy_payload_and_radio() {
+        let json = br#"{"phyPayload":"QNobASYABwACQCbInLhVIeM=","txInfo":{"frequency":868100000,
+            "modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7,"codeRate":"CR_4_5"}}},
+            "rxInfo":{"gatewayId":"0016c001ff10a235","uplinkId":4217106255,"gwTime":"2024-05-01T10:00:00.250Z",
+            "rssi":-36,"snr":10.5,"channel":2,"context":"AAAAAA==","crcStatus":"CRC_OK"}}"#;
+        let f = parse_gateway_frame(json, SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(hex::encode(&f.phy), "40da1b0126000700024026c89cb85521e3");
+        assert_eq!(f.radio.gateway_id.as_deref(), Some("0016c001ff10a235"));
+        assert_eq!((f.radio.rssi, f.radio.snr), (Some(-36), Some(10.5)));
+        assert_eq!(f.radio.frequency, Some(868_100_000));
+        let ms = f
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert_eq!(ms, 1_714_557_600_250);
+        let bad_crc = std::str::from_utf8(json)
+            .unwrap()
+            .replace("CRC_OK", "BAD_CRC");
+        assert_eq!(
+            parse_gateway_frame(bad_crc.as_bytes(), SystemTime::UNIX_EPOCH)
+                .unwrap_err()
+                .kind(),
+            "bad_crc"
+        );
     }
 
     #[test]

@@ -1,18 +1,35 @@
 //! Sources: tasks that turn the outside world into [`Frame`]s for the pipeline.
 
 pub mod chirpstack;
+pub mod gwmp;
 pub mod mqtt;
 pub mod replay;
+pub mod tts;
+pub mod udp;
 
 use std::time::SystemTime;
 
 use crate::uplink::Uplink;
+pub use gwmp::RadioFrame;
 
-/// One uplink from a source, with the handle that acknowledges it once it is durable.
+/// What a source hands over, with the handle that acknowledges it once it is durable.
 pub struct Frame {
     pub source: &'static str,
-    pub uplink: Uplink,
+    pub input: Input,
     pub ack: Ack,
+}
+
+pub enum Input {
+    /// An application uplink, already decrypted by a network server.
+    Uplink(Uplink),
+    /// A LoRaWAN PHYPayload as a radio heard it: hubgate checks and decrypts it.
+    Radio(RadioFrame),
+    /// A gateway's own status report (GWMP `stat`).
+    GatewayStatus {
+        gateway_id: String,
+        stat: serde_json::Map<String, serde_json::Value>,
+        time: SystemTime,
+    },
 }
 
 /// How to tell a source that a frame's records are durable.
@@ -49,6 +66,8 @@ pub enum ParseError {
     DevEui(String),
     #[error("bad time {0:?}")]
     Time(String),
+    #[error("frame received with a bad CRC ({0})")]
+    Crc(String),
 }
 
 impl ParseError {
@@ -59,6 +78,7 @@ impl ParseError {
             ParseError::Base64(_) => "bad_base64",
             ParseError::DevEui(_) => "bad_dev_eui",
             ParseError::Time(_) => "bad_time",
+            ParseError::Crc(_) => "bad_crc",
         }
     }
 }
@@ -86,10 +106,15 @@ impl Context {
         source: &str,
         format: crate::config::UplinkFormat,
         bytes: &[u8],
-    ) -> Option<Uplink> {
+    ) -> Option<Input> {
+        use crate::config::UplinkFormat as F;
         let received = SystemTime::now();
         let parsed = match format {
-            crate::config::UplinkFormat::ChirpstackV4 => chirpstack::parse(bytes, received),
+            F::ChirpstackV4 => chirpstack::parse(bytes, received).map(Input::Uplink),
+            F::TtsV3 => tts::parse(bytes, received).map(Input::Uplink),
+            F::ChirpstackGateway => {
+                chirpstack::parse_gateway_frame(bytes, received).map(Input::Radio)
+            }
         };
         match parsed {
             Ok(up) => Some(up),

@@ -52,6 +52,10 @@ fn options(cfg: &MqttSourceConfig, client_id: &str) -> Result<MqttOptions, Strin
 }
 
 pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
+    let topic = cfg
+        .topic
+        .clone()
+        .unwrap_or_else(|| cfg.format.default_topic().to_string());
     let opts = match options(&cfg, &client_id) {
         Ok(o) => o,
         Err(e) => {
@@ -74,13 +78,13 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                     if ack.session_present {
                         ctx.metrics.mqtt_subscribed.set(1);
                     } else {
-                        if let Err(e) = client.try_subscribe(&cfg.topic, QoS::AtLeastOnce) {
-                            log::error!("mqtt: cannot subscribe to {}: {e}", cfg.topic);
+                        if let Err(e) = client.try_subscribe(&topic, QoS::AtLeastOnce) {
+                            log::error!("mqtt: cannot subscribe to {topic}: {e}");
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    log::info!("mqtt: subscribed to {}", cfg.topic);
+                    log::info!("mqtt: subscribed to {topic}");
                     ctx.metrics.mqtt_subscribed.set(1);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -114,17 +118,17 @@ async fn forward(
     client: &AsyncClient,
     p: rumqttc::Publish,
 ) -> bool {
-    let uplink = ctx.parse("mqtt", cfg.format, &p.payload);
+    let input = ctx.parse("mqtt", cfg.format, &p.payload);
     let ack = Ack::Mqtt {
         client: client.clone(),
         publish: Box::new(p),
     };
-    match uplink {
-        Some(uplink) => ctx
+    match input {
+        Some(input) => ctx
             .frames
             .send(Frame {
                 source: "mqtt",
-                uplink,
+                input,
                 ack,
             })
             .await

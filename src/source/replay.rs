@@ -34,10 +34,10 @@ pub async fn run(path: PathBuf, format: UplinkFormat, interval: Duration, ctx: C
             continue;
         }
         n += 1;
-        if let Some(uplink) = ctx.parse("replay", format, line.as_bytes()) {
+        if let Some(input) = ctx.parse("replay", format, line.as_bytes()) {
             let frame = Frame {
                 source: "replay",
-                uplink,
+                input,
                 ack: Ack::None,
             };
             if ctx.frames.send(frame).await.is_err() {

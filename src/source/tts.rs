@@ -1,0 +1,172 @@
+//! The Things Stack v3 uplink messages (`v3/{app}@{tenant}/devices/{id}/up`).
+
+use std::time::SystemTime;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::ParseError;
+use crate::uplink::{Radio, Uplink};
+
+#[derive(Deserialize)]
+struct Message {
+    end_device_ids: DeviceIds,
+    received_at: Option<String>,
+    uplink_message: UplinkMessage,
+}
+
+#[derive(Deserialize)]
+struct DeviceIds {
+    device_id: Option<String>,
+    dev_eui: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UplinkMessage {
+    // Protobuf JSON leaves out zero values: a missing f_cnt is 0, a missing f_port is 0.
+    #[serde(default)]
+    f_port: u8,
+    #[serde(default)]
+    f_cnt: u32,
+    #[serde(default)]
+    frm_payload: String,
+    #[serde(default)]
+    rx_metadata: Vec<RxMetadata>,
+    settings: Option<Settings>,
+    received_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RxMetadata {
+    gateway_ids: Option<GatewayIds>,
+    rssi: Option<i32>,
+    snr: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct GatewayIds {
+    gateway_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Settings {
+    data_rate: Option<DataRate>,
+    /// A decimal string in TTS JSON (uint64 in protobuf).
+    frequency: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DataRate {
+    lora: Option<Lora>,
+}
+
+#[derive(Deserialize)]
+struct Lora {
+    bandwidth: Option<u32>,
+    spreading_factor: Option<u8>,
+}
+
+pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
+    let m: Message = serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
+    let eui = m
+        .end_device_ids
+        .dev_eui
+        .ok_or_else(|| ParseError::DevEui("(missing end_device_ids.dev_eui)".into()))?;
+    let dev_eui =
+        crate::config::parse_dev_eui(&eui).map_err(|_| ParseError::DevEui(eui.clone()))?;
+    let up = m.uplink_message;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(up.frm_payload.as_bytes())
+        .map_err(|e| ParseError::Base64(e.to_string()))?;
+    let time = match up.received_at.as_ref().or(m.received_at.as_ref()) {
+        Some(t) => super::parse_time(t)?,
+        None => received,
+    };
+    let best = up
+        .rx_metadata
+        .iter()
+        .max_by_key(|r| r.rssi.unwrap_or(i32::MIN));
+    let lora = up
+        .settings
+        .as_ref()
+        .and_then(|s| s.data_rate.as_ref())
+        .and_then(|d| d.lora.as_ref());
+    Ok(Uplink {
+        dev_eui,
+        device_name: m.end_device_ids.device_id,
+        fport: Some(up.f_port),
+        fcnt: Some(up.f_cnt),
+        payload,
+        time,
+        radio: Radio {
+            rssi: best.and_then(|r| r.rssi),
+            snr: best.and_then(|r| r.snr),
+            gateway_id: best
+                .and_then(|r| r.gateway_ids.as_ref())
+                .and_then(|g| g.gateway_id.clone()),
+            frequency: up
+                .settings
+                .as_ref()
+                .and_then(|s| s.frequency.as_ref())
+                .and_then(|f| f.parse().ok()),
+            spreading_factor: lora.and_then(|l| l.spreading_factor),
+            bandwidth: lora.and_then(|l| l.bandwidth),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UP: &str = r#"{"end_device_ids":{"device_id":"lobby-th","application_ids":{"application_id":"building"},
+        "dev_eui":"58A0CB0000101234","dev_addr":"26011BDA"},"correlation_ids":["as:up:01"],
+        "received_at":"2024-05-01T10:00:00.500Z",
+        "uplink_message":{"session_key_id":"AXA=","f_port":103,"f_cnt":42,"frm_payload":"CIwuLf////8=",
+          "rx_metadata":[{"gateway_ids":{"gateway_id":"gw-a","eui":"B827EBFFFE000001"},"rssi":-95,"channel_rssi":-95,"snr":2.25},
+                         {"gateway_ids":{"gateway_id":"gw-b"},"rssi":-71,"snr":8.5}],
+          "settings":{"data_rate":{"lora":{"bandwidth":125000,"spreading_factor":9,"coding_rate":"4/5"}},"frequency":"868300000"},
+          "received_at":"2024-05-01T10:00:00.123Z"}}"#;
+
+    #[test]
+    fn parses_the_fields_hubgate_uses() {
+        let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(up.dev_eui, [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
+        assert_eq!(up.device_name.as_deref(), Some("lobby-th"));
+        assert_eq!((up.fport, up.fcnt), (Some(103), Some(42)));
+        assert_eq!(up.payload, [0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(up.radio.gateway_id.as_deref(), Some("gw-b"));
+        assert_eq!((up.radio.rssi, up.radio.snr), (Some(-71), Some(8.5)));
+        assert_eq!(up.radio.frequency, Some(868_300_000));
+        assert_eq!(up.radio.spreading_factor, Some(9));
+        let ms = up
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert_eq!(ms, 1_714_557_600_123);
+    }
+
+    #[test]
+    fn zero_counters_are_left_out_by_protobuf_json() {
+        let up = parse(
+            br#"{"end_device_ids":{"dev_eui":"0000000000000001"},"uplink_message":{"frm_payload":"AQ=="}}"#,
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        assert_eq!((up.fport, up.fcnt, up.payload), (Some(0), Some(0), vec![1]));
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let t = SystemTime::UNIX_EPOCH;
+        assert_eq!(parse(b"[]", t).unwrap_err().kind(), "malformed_json");
+        let no_eui = UP.replace(r#""dev_eui":"58A0CB0000101234","#, "");
+        assert_eq!(
+            parse(no_eui.as_bytes(), t).unwrap_err().kind(),
+            "bad_dev_eui"
+        );
+        let bad = UP.replace("CIwuLf////8=", "%%%");
+        assert_eq!(parse(bad.as_bytes(), t).unwrap_err().kind(), "bad_base64");
+    }
+}
