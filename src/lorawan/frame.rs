@@ -148,9 +148,13 @@ impl DataFrame<'_> {
     pub fn ack(&self) -> bool {
         self.fctrl & 0x20 != 0
     }
-    /// Downlink: FPending; uplink: ClassB.
-    pub fn bit4(&self) -> bool {
-        self.fctrl & 0x10 != 0
+    /// Uplink only: the device is in Class B.
+    pub fn class_b(&self) -> bool {
+        self.direction() == Direction::Up && self.fctrl & 0x10 != 0
+    }
+    /// Downlink only: the network has more to send.
+    pub fn f_pending(&self) -> bool {
+        self.direction() == Direction::Down && self.fctrl & 0x10 != 0
     }
     pub fn fopts_len(&self) -> usize {
         usize::from(self.fctrl & 0x0f)

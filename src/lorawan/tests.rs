@@ -189,7 +189,7 @@ fn downlink_uses_dir_1_in_mic_and_keystream() {
         );
         let f = data(&phy);
         assert_eq!(f.direction(), Direction::Down);
-        assert!(f.ack() && f.bit4() && !f.adr_ack_req());
+        assert!(f.ack() && f.f_pending() && !f.class_b() && !f.adr_ack_req());
         assert!(crypto::verify_mic(&f, &Key::new(NWK), 300));
         assert_eq!(crypto::decrypt_payload(&f, &Key::new(APP), 300), plain);
         // The same bytes read as an uplink (Dir 0) must not verify nor decrypt.
