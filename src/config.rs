@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer};
 
 use crate::codec::Codec;
+use crate::lorawan::DevAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -241,6 +242,17 @@ pub struct DeviceConfig {
     pub codec: Option<Codec>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// LoRaWAN 1.0.x session, for raw frames (serial, UDP, raw MQTT) that hubgate verifies and
+    /// decrypts itself: DevAddr as usually written (8 hex digits, big-endian). Give all three
+    /// of `dev_addr`, `nwk_s_key`, `app_s_key`, or none.
+    #[serde(default, deserialize_with = "de_dev_addr")]
+    pub dev_addr: Option<DevAddr>,
+    /// NwkSKey, 32 hex digits (MSB first, as LNS consoles show it); `${ENV}` is expanded.
+    #[serde(default, deserialize_with = "de_session_key")]
+    pub nwk_s_key: Option<Secret>,
+    /// AppSKey, 32 hex digits; `${ENV}` is expanded.
+    #[serde(default, deserialize_with = "de_session_key")]
+    pub app_s_key: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,6 +448,19 @@ fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 8], D::Error> {
     parse_dev_eui(&String::deserialize(d)?).map_err(de::Error::custom)
 }
 
+fn de_dev_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DevAddr>, D::Error> {
+    DevAddr::parse(&String::deserialize(d)?)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+/// A session key: a [`Secret`] that must hold 16 bytes of hex. The error never quotes it.
+fn de_session_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    let secret = Secret::deserialize(d)?;
+    crate::lorawan::Key::from_hex(secret.expose()).map_err(de::Error::custom)?;
+    Ok(Some(secret))
+}
+
 fn de_codec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Codec>, D::Error> {
     let id = String::deserialize(d)?;
     Codec::from_id(&id).map(Some).ok_or_else(|| {
@@ -516,6 +541,7 @@ impl Config {
                 ));
             }
         }
+        self.check_sessions()?;
         if let SinkConfig::Eventhubs(eh) = &mut self.sink {
             match (&eh.connection_string, &eh.connection_string_file) {
                 (Some(_), Some(_)) => {
@@ -552,6 +578,26 @@ impl Config {
                 .unwrap_or("");
             crate::sink::eventhubs::ConnectionString::parse(cs)
                 .map_err(|e| ("sink.connection_string".to_string(), e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A device's LoRaWAN session is all of `dev_addr`, `nwk_s_key`, `app_s_key`, or nothing.
+    fn check_sessions(&self) -> Result<(), (String, String)> {
+        for (i, d) in self.devices.iter().enumerate() {
+            let fields = [
+                ("dev_addr", d.dev_addr.is_some()),
+                ("nwk_s_key", d.nwk_s_key.is_some()),
+                ("app_s_key", d.app_s_key.is_some()),
+            ];
+            if fields.iter().any(|(_, set)| *set) {
+                if let Some((missing, _)) = fields.iter().find(|(_, set)| !*set) {
+                    return Err((
+                        format!("device[{i}].{missing}"),
+                        "missing: a LoRaWAN session needs dev_addr, nwk_s_key and app_s_key".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -624,6 +670,55 @@ mod tests {
         let (key, reason) = Config::parse(text).unwrap_err();
         assert_eq!(key, "device[0].codec");
         assert!(reason.contains("unknown codec \"nope\""), "{reason}");
+    }
+
+    const SESSION: &str = "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"0011223344556677\"\n";
+
+    #[test]
+    fn device_session_parses() {
+        let text = format!(
+            "{SESSION}dev_addr = \"26011BDA\"\nnwk_s_key = \"2B7E151628AED2A6ABF7158809CF4F3C\"\napp_s_key = \"000102030405060708090A0B0C0D0E0F\"\n"
+        );
+        let cfg = Config::parse(&text).unwrap();
+        let d = &cfg.devices[0];
+        assert_eq!(d.dev_addr, Some(DevAddr(0x2601_1bda)));
+        assert!(d.nwk_s_key.is_some() && d.app_s_key.is_some());
+        cfg.check_sessions().unwrap();
+        let printed = format!("{cfg:?}");
+        assert!(
+            !printed.to_ascii_lowercase().contains("2b7e1516"),
+            "{printed}"
+        );
+        assert!(printed.contains("DevAddr(26011bda)"), "{printed}");
+    }
+
+    #[test]
+    fn short_session_key_names_its_path_and_hides_the_key() {
+        let text =
+            format!("{SESSION}dev_addr = \"26011bda\"\nnwk_s_key = \"2B7E151628AED2A6ABF71588\"\n");
+        let (key, reason) = Config::parse(&text).unwrap_err();
+        assert_eq!(key, "device[0].nwk_s_key");
+        assert!(reason.contains("32 hex digits"), "{reason}");
+        assert!(!reason.contains("2B7E"), "{reason}");
+    }
+
+    #[test]
+    fn bad_dev_addr_names_its_path() {
+        let text = format!("{SESSION}dev_addr = \"26011b\"\n");
+        let (key, reason) = Config::parse(&text).unwrap_err();
+        assert_eq!(key, "device[0].dev_addr");
+        assert!(reason.contains("8 hex digits"), "{reason}");
+    }
+
+    #[test]
+    fn partial_session_is_refused() {
+        let text = format!(
+            "{SESSION}dev_addr = \"26011bda\"\napp_s_key = \"000102030405060708090A0B0C0D0E0F\"\n"
+        );
+        let cfg = Config::parse(&text).unwrap();
+        let (key, reason) = cfg.check_sessions().unwrap_err();
+        assert_eq!(key, "device[0].nwk_s_key");
+        assert!(reason.starts_with("missing"), "{reason}");
     }
 
     #[test]

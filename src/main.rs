@@ -49,6 +49,20 @@ enum Command {
         /// Payload in hex.
         hex: String,
     },
+    /// Parse a LoRaWAN 1.0.x PHYPayload and print it as JSON; with keys, check the MIC and
+    /// decrypt. Without the key for its FPort the payload is printed still encrypted; without
+    /// --nwkskey "mic_valid" is null. "fcnt" is the 16-bit value on air.
+    Lorawan {
+        /// NwkSKey, 32 hex digits: checks the MIC and decrypts FPort 0 (MAC commands).
+        #[arg(long, value_name = "HEX")]
+        nwkskey: Option<String>,
+        /// AppSKey, 32 hex digits: decrypts FPort 1-255.
+        #[arg(long, value_name = "HEX")]
+        appskey: Option<String>,
+        /// The PHYPayload in hex (MHDR to MIC).
+        #[arg(value_name = "PHYHEX")]
+        phyhex: String,
+    },
     /// List codec ids and the recType each produces.
     Codecs,
     /// Inspect or empty the spill buffer (stop the agent first).
@@ -79,6 +93,11 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { config, print } => check(&config, print),
         Command::Decode { codec, fport, hex } => decode(&codec, fport, &hex),
+        Command::Lorawan {
+            nwkskey,
+            appskey,
+            phyhex,
+        } => lorawan(nwkskey.as_deref(), appskey.as_deref(), &phyhex),
         Command::Codecs => {
             for c in Codec::ALL {
                 println!("{:<24} {}", c.id(), c.rec_type());
@@ -188,6 +207,105 @@ fn decode(codec: &str, fport: Option<u8>, hex_payload: &str) -> ExitCode {
         now,
     );
     match serde_json::to_string_pretty(&record::obj_of(&rec.body)) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(2, e),
+    }
+}
+
+/// `hubgate lorawan` output for a data frame, fields in contract order (DESIGN §4).
+#[derive(serde::Serialize)]
+struct LorawanData {
+    mtype: &'static str,
+    devaddr: String,
+    fcnt: u32,
+    fport: Option<u8>,
+    payload: String,
+    mic_valid: Option<bool>,
+}
+
+#[derive(serde::Serialize)]
+struct LorawanJoinRequest {
+    mtype: &'static str,
+    app_eui: String,
+    dev_eui: String,
+    dev_nonce: u16,
+    /// Needs the AppKey, which hubgate does not take.
+    mic_valid: Option<bool>,
+}
+
+#[derive(serde::Serialize)]
+struct LorawanOther {
+    mtype: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cflist: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    mic_valid: Option<bool>,
+}
+
+fn lorawan(nwkskey: Option<&str>, appskey: Option<&str>, phyhex: &str) -> ExitCode {
+    use hubgate::lorawan::{crypto, parse, Frame, Key};
+    let key = |flag: &str, hex: Option<&str>| -> Result<Option<Key>, ExitCode> {
+        hex.map(|h| Key::from_hex(h).map_err(|e| fail(2, format!("{flag}: {e}"))))
+            .transpose()
+    };
+    let (nwk, app) = match (key("--nwkskey", nwkskey), key("--appskey", appskey)) {
+        (Ok(n), Ok(a)) => (n, a),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let clean: String = phyhex.chars().filter(|c| !c.is_whitespace()).collect();
+    let phy = match hex::decode(&clean) {
+        Ok(p) => p,
+        Err(e) => return fail(2, format!("bad hex PHYPayload: {e}")),
+    };
+    let frame = match parse(&phy) {
+        Ok(f) => f,
+        Err(e) => return fail(2, e),
+    };
+    let mtype = frame.mtype().as_str();
+    let json = match frame {
+        Frame::Data(d) => {
+            let fcnt = u32::from(d.fcnt16);
+            let payload_key = if d.fport == Some(0) { &nwk } else { &app };
+            let payload = match payload_key {
+                Some(k) => crypto::decrypt_payload(&d, k, fcnt),
+                None => d.frm_payload.to_vec(),
+            };
+            serde_json::to_string(&LorawanData {
+                mtype,
+                devaddr: d.dev_addr.to_string(),
+                fcnt,
+                fport: d.fport,
+                payload: hex::encode(payload),
+                mic_valid: nwk.as_ref().map(|k| crypto::verify_mic(&d, k, fcnt)),
+            })
+        }
+        Frame::JoinRequest(j) => serde_json::to_string(&LorawanJoinRequest {
+            mtype,
+            app_eui: hex::encode(j.app_eui),
+            dev_eui: hex::encode(j.dev_eui),
+            dev_nonce: j.dev_nonce,
+            mic_valid: None,
+        }),
+        Frame::JoinAccept { has_cflist } => serde_json::to_string(&LorawanOther {
+            mtype,
+            cflist: Some(has_cflist),
+            payload: None,
+            mic_valid: None,
+        }),
+        Frame::Proprietary { payload } | Frame::Rfu { payload } => {
+            serde_json::to_string(&LorawanOther {
+                mtype,
+                cflist: None,
+                payload: Some(hex::encode(payload)),
+                mic_valid: None,
+            })
+        }
+    };
+    match json {
         Ok(s) => {
             println!("{s}");
             ExitCode::SUCCESS

@@ -1,0 +1,148 @@
+//! Sessions by DevAddr: frame in, verified and decrypted [`Uplink`] out.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use super::crypto::{decrypt_payload, payload_key, verify_mic};
+use super::fcnt::{FcntError, FcntTracker};
+use super::frame::{parse, Direction, Frame};
+use super::{DevAddr, Key, LorawanError, SessionKeys};
+use crate::config::Config;
+use crate::uplink::{Radio, Uplink};
+
+/// One device's session: where its uplinks go and how far its counter got.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub dev_addr: DevAddr,
+    /// The device entry the frames map to.
+    pub dev_eui: [u8; 8],
+    keys: SessionKeys,
+    pub fcnt: FcntTracker,
+}
+
+impl Session {
+    pub fn new(dev_addr: DevAddr, dev_eui: [u8; 8], keys: SessionKeys) -> Session {
+        Session {
+            dev_addr,
+            dev_eui,
+            keys,
+            fcnt: FcntTracker::new(),
+        }
+    }
+}
+
+/// The LoRaWAN decode stage: sessions keyed by DevAddr (several devices may share one DevAddr;
+/// the MIC tells them apart).
+#[derive(Debug, Default)]
+pub struct Decoder {
+    sessions: HashMap<DevAddr, Vec<Session>>,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Sessions of every `[[device]]` with a `dev_addr` (and its two keys).
+    pub fn from_config(cfg: &Config) -> Result<Decoder, LorawanError> {
+        let mut dec = Decoder::new();
+        for (index, d) in cfg.devices.iter().enumerate() {
+            let Some(dev_addr) = d.dev_addr else {
+                continue;
+            };
+            let key = |name: &str, secret: Option<&crate::config::Secret>| {
+                let secret = secret.ok_or_else(|| LorawanError::Session {
+                    index,
+                    reason: format!("{name} is missing (dev_addr needs nwk_s_key and app_s_key)"),
+                })?;
+                Key::from_hex(secret.expose()).map_err(|e| LorawanError::Session {
+                    index,
+                    reason: format!("{name}: {e}"),
+                })
+            };
+            let keys = SessionKeys {
+                nwk_s_key: key("nwk_s_key", d.nwk_s_key.as_ref())?,
+                app_s_key: key("app_s_key", d.app_s_key.as_ref())?,
+            };
+            dec.add(Session::new(dev_addr, d.dev_eui, keys));
+        }
+        Ok(dec)
+    }
+
+    pub fn add(&mut self, session: Session) {
+        self.sessions
+            .entry(session.dev_addr)
+            .or_default()
+            .push(session);
+    }
+
+    /// Sessions using this DevAddr.
+    pub fn sessions(&self, dev_addr: DevAddr) -> &[Session] {
+        self.sessions.get(&dev_addr).map_or(&[], Vec::as_slice)
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Parse an uplink PHYPayload, find its session by DevAddr and MIC, reconstruct the 32-bit
+    /// FCnt (see [`super::fcnt`]), reject replays, and decrypt the FRMPayload.
+    ///
+    /// The session's counter advances only when everything checked out. FPort 0 frames (MAC
+    /// commands only) come back with `fport: Some(0)` and the decrypted commands as payload;
+    /// frames without FRMPayload with `fport: None` and an empty payload.
+    pub fn decode_uplink(
+        &mut self,
+        phy: &[u8],
+        time: SystemTime,
+        radio: Radio,
+    ) -> Result<Uplink, LorawanError> {
+        let frame = match parse(phy)? {
+            Frame::Data(d) if d.direction() == Direction::Up => d,
+            other => return Err(LorawanError::NotUplink(other.mtype())),
+        };
+        let dev_addr = frame.dev_addr;
+        let sessions = self
+            .sessions
+            .get_mut(&dev_addr)
+            .ok_or(LorawanError::UnknownDevAddr(dev_addr))?;
+        let (session, fcnt32) = sessions
+            .iter_mut()
+            .find_map(|s| {
+                let c = s
+                    .fcnt
+                    .candidates(frame.fcnt16)
+                    .into_iter()
+                    .find(|c| verify_mic(&frame, &s.keys.nwk_s_key, *c))?;
+                Some((s, c))
+            })
+            .ok_or(LorawanError::MicMismatch {
+                dev_addr,
+                fcnt16: frame.fcnt16,
+            })?;
+        session
+            .fcnt
+            .check(fcnt32)
+            .map_err(|FcntError::Replay { fcnt, last }| LorawanError::Replay {
+                dev_addr,
+                fcnt,
+                last,
+            })?;
+        session.fcnt.accept(fcnt32);
+        let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
+        Ok(Uplink {
+            dev_eui: session.dev_eui,
+            device_name: None,
+            fport: frame.fport,
+            fcnt: Some(fcnt32),
+            payload: decrypt_payload(&frame, key, fcnt32),
+            time,
+            radio,
+        })
+    }
+}

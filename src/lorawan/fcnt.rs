@@ -1,0 +1,164 @@
+//! 32-bit frame counter reconstruction from the 16 bits on air (LoRaWAN 1.0.x §4.3.1.5).
+//!
+//! Policy, per session:
+//!
+//! * The next counter must be greater than the last accepted one: an equal or smaller FCnt32 is
+//!   a replay (or a duplicate heard twice) and is rejected with [`FcntError::Replay`].
+//! * Candidates for the wire value `w` after last accepted `l`: `upper(l) | w` (same upper
+//!   half), and when that is not ahead of `l`, the rollover `upper(l) + 0x1_0000 | w`. The MIC
+//!   decides between them; a wrong guess is a MIC failure.
+//! * The rollover candidate is only tried when it is at most `max_gap` (default
+//!   [`MAX_FCNT_GAP`] = 16384, the 1.0.x `MAX_FCNT_GAP`) ahead of `l`: a 16-bit value that went
+//!   backwards by a little is far more likely a replay than 49152+ lost frames. Within the same
+//!   upper half a forward jump of any size is accepted: the MIC proves it and the upper half is
+//!   not a guess.
+//! * A session with no state yet (hubgate started, or the session was just configured) does not
+//!   know the upper half: candidates are `k << 16 | w` for k in 0..[`INITIAL_UPPER_HALVES`], so a
+//!   device past FCnt 65535 is still picked up after a restart. The state lives in memory only.
+
+/// Largest forward step accepted when guessing a 16-bit rollover.
+pub const MAX_FCNT_GAP: u32 = 16_384;
+/// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
+pub const INITIAL_UPPER_HALVES: u32 = 16;
+
+/// Why a MIC-verified counter was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FcntError {
+    #[error("replayed or old FCnt {fcnt} (last accepted {last})")]
+    Replay { fcnt: u32, last: u32 },
+}
+
+/// Frame counter state of one session (one direction: uplinks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FcntTracker {
+    last: Option<u32>,
+    max_gap: u32,
+}
+
+impl Default for FcntTracker {
+    fn default() -> Self {
+        FcntTracker::new()
+    }
+}
+
+impl FcntTracker {
+    pub fn new() -> Self {
+        FcntTracker::with_max_gap(MAX_FCNT_GAP)
+    }
+
+    pub fn with_max_gap(max_gap: u32) -> Self {
+        FcntTracker {
+            last: None,
+            max_gap,
+        }
+    }
+
+    /// A tracker that has already accepted `last`.
+    pub fn resume(last: u32) -> Self {
+        FcntTracker {
+            last: Some(last),
+            ..FcntTracker::new()
+        }
+    }
+
+    /// The last accepted FCnt32, if any.
+    pub fn last(&self) -> Option<u32> {
+        self.last
+    }
+
+    pub fn max_gap(&self) -> u32 {
+        self.max_gap
+    }
+
+    /// FCnt32 values to try (in order) for a 16-bit wire value. Includes the same-half value
+    /// even when it is not ahead, so a replay verifies and is reported as one by [`check`].
+    ///
+    /// [`check`]: FcntTracker::check
+    pub fn candidates(&self, wire: u16) -> Vec<u32> {
+        let w = u32::from(wire);
+        let Some(last) = self.last else {
+            return (0..INITIAL_UPPER_HALVES).map(|k| (k << 16) | w).collect();
+        };
+        let same = (last & 0xFFFF_0000) | w;
+        let mut out = vec![same];
+        if same <= last {
+            if let Some(rollover) = same.checked_add(0x1_0000) {
+                if rollover - last <= self.max_gap {
+                    out.push(rollover);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a (MIC-verified) FCnt32 may be accepted: it must be ahead of the last one.
+    pub fn check(&self, fcnt32: u32) -> Result<(), FcntError> {
+        match self.last {
+            Some(last) if fcnt32 <= last => Err(FcntError::Replay { fcnt: fcnt32, last }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Record an accepted FCnt32 (after [`check`](FcntTracker::check) passed).
+    pub fn accept(&mut self, fcnt32: u32) {
+        self.last = Some(self.last.map_or(fcnt32, |l| l.max(fcnt32)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_tracker_tries_low_upper_halves() {
+        let c = FcntTracker::new().candidates(7);
+        assert_eq!(c.len() as u32, INITIAL_UPPER_HALVES);
+        assert_eq!(c[0], 7);
+        assert_eq!(c[1], 0x1_0007);
+    }
+
+    #[test]
+    fn forward_in_same_half_is_the_only_candidate() {
+        let t = FcntTracker::resume(0x0002_0010);
+        assert_eq!(t.candidates(0x0011), vec![0x0002_0011]);
+        assert_eq!(t.candidates(0xF000), vec![0x0002_F000]);
+    }
+
+    #[test]
+    fn backwards_wire_value_adds_the_rollover_candidate() {
+        let t = FcntTracker::resume(0xFFF0);
+        assert_eq!(t.candidates(0x0003), vec![0x0003, 0x1_0003]);
+        // Same value again: replay candidate plus a rollover 65536 ahead, beyond max_gap.
+        assert_eq!(t.candidates(0xFFF0), vec![0xFFF0]);
+    }
+
+    #[test]
+    fn rollover_beyond_max_gap_is_not_guessed() {
+        let t = FcntTracker::resume(0x8000);
+        // 0x7FFF would be 65535 frames ahead as a rollover: treated as old, not guessed.
+        assert_eq!(t.candidates(0x7FFF), vec![0x7FFF]);
+        let t = FcntTracker::resume(0xC000);
+        assert_eq!(t.candidates(0x0000), vec![0x0000, 0x1_0000]);
+        let t = FcntTracker::resume(0xBFFF);
+        assert_eq!(t.candidates(0x0000), vec![0x0000]);
+    }
+
+    #[test]
+    fn top_of_the_counter_space_does_not_overflow() {
+        let t = FcntTracker::resume(u32::MAX);
+        assert_eq!(t.candidates(0x0001), vec![0xFFFF_0001]);
+        assert!(t.check(0xFFFF_0001).is_err());
+    }
+
+    #[test]
+    fn replays_and_old_counters_are_rejected() {
+        let mut t = FcntTracker::new();
+        t.check(7).unwrap();
+        t.accept(7);
+        assert_eq!(t.check(7), Err(FcntError::Replay { fcnt: 7, last: 7 }));
+        assert!(t.check(6).is_err());
+        t.check(8).unwrap();
+        t.accept(8);
+        assert_eq!(t.last(), Some(8));
+    }
+}

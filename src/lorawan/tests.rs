@@ -1,0 +1,451 @@
+//! Frames built here with a by-the-spec reference (codecs.md §8.1, hand-written block layout on
+//! the RustCrypto primitives), so the crate-backed code is checked against something it does
+//! not share.
+
+use std::time::{Duration, SystemTime};
+
+use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use cmac::Mac;
+
+use super::*;
+use crate::uplink::Radio;
+
+const NWK: [u8; 16] = [
+    0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F, 0x3C,
+];
+const APP: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+const DEV_EUI: [u8; 8] = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
+/// codecs.md §8.2.
+const WORKED: &str = "40DA1B012600070002" /* MHDR DevAddr FCtrl FCnt FPort */;
+const WORKED_TAIL: &str = "4026C89CB85521E3";
+
+fn worked() -> Vec<u8> {
+    hex::decode(format!("{WORKED}{WORKED_TAIL}")).unwrap()
+}
+
+fn block(first: u8, dir: u8, dev_addr: u32, fcnt: u32, last: u8) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0] = first;
+    b[5] = dir;
+    b[6..10].copy_from_slice(&dev_addr.to_le_bytes());
+    b[10..14].copy_from_slice(&fcnt.to_le_bytes());
+    b[15] = last;
+    b
+}
+
+/// A data frame built by the letter of the spec.
+#[allow(clippy::too_many_arguments)]
+fn reference_frame(
+    mhdr: u8,
+    dev_addr: u32,
+    fctrl_flags: u8,
+    fcnt32: u32,
+    fopts: &[u8],
+    fport: Option<u8>,
+    plain: &[u8],
+    nwk: &[u8; 16],
+    app: &[u8; 16],
+) -> Vec<u8> {
+    let dir = (mhdr >> 5) & 1; // 2/4 up, 3/5 down
+    let mut f = vec![mhdr];
+    f.extend_from_slice(&dev_addr.to_le_bytes());
+    f.push(fctrl_flags | fopts.len() as u8);
+    f.extend_from_slice(&(fcnt32 as u16).to_le_bytes());
+    f.extend_from_slice(fopts);
+    if let Some(port) = fport {
+        f.push(port);
+        let key = if port == 0 { nwk } else { app };
+        let aes = aes::Aes128::new(GenericArray::from_slice(key));
+        for (i, chunk) in plain.chunks(16).enumerate() {
+            let mut s = GenericArray::from(block(1, dir, dev_addr, fcnt32, i as u8 + 1));
+            aes.encrypt_block(&mut s);
+            f.extend(chunk.iter().zip(s.iter()).map(|(p, k)| p ^ k));
+        }
+    }
+    let mut mac = <cmac::Cmac<aes::Aes128> as Mac>::new_from_slice(nwk).unwrap();
+    mac.update(&block(0x49, dir, dev_addr, fcnt32, f.len() as u8));
+    mac.update(&f);
+    f.extend_from_slice(&mac.finalize().into_bytes()[..4]);
+    f
+}
+
+fn up(fcnt32: u32, fport: Option<u8>, plain: &[u8]) -> Vec<u8> {
+    reference_frame(0x40, 0x2601_1BDA, 0, fcnt32, &[], fport, plain, &NWK, &APP)
+}
+
+fn decoder() -> Decoder {
+    let mut d = Decoder::new();
+    d.add(Session::new(
+        DevAddr(0x2601_1BDA),
+        DEV_EUI,
+        SessionKeys {
+            nwk_s_key: Key::new(NWK),
+            app_s_key: Key::new(APP),
+        },
+    ));
+    d
+}
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn data(phy: &[u8]) -> DataFrame<'_> {
+    match parse(phy).unwrap() {
+        Frame::Data(d) => d,
+        other => panic!("not a data frame: {other:?}"),
+    }
+}
+
+#[test]
+fn reference_builder_reproduces_the_worked_example() {
+    assert_eq!(up(7, Some(2), &[0x03, 0x67, 0x01, 0x10]), worked());
+}
+
+#[test]
+fn worked_example_parses_verifies_and_decrypts() {
+    let phy = worked();
+    let f = data(&phy);
+    assert_eq!(f.mtype, MType::UnconfirmedDataUp);
+    assert_eq!(f.mtype.to_string(), "UnconfirmedDataUp");
+    assert_eq!(f.direction(), Direction::Up);
+    assert_eq!(f.dev_addr.to_string(), "26011bda");
+    assert_eq!(f.fcnt16, 7);
+    assert_eq!(f.fctrl, 0);
+    assert!(f.fopts.is_empty());
+    assert_eq!(f.fport, Some(2));
+    assert_eq!(f.frm_payload, [0x40, 0x26, 0xC8, 0x9C]);
+    assert_eq!(f.mic, [0xB8, 0x55, 0x21, 0xE3]);
+    assert!(crypto::verify_mic(&f, &Key::new(NWK), 7));
+    assert!(!crypto::verify_mic(&f, &Key::new(NWK), 0x1_0007));
+    assert!(!crypto::verify_mic(&f, &Key::new(APP), 7));
+    let (nwk, app) = (Key::new(NWK), Key::new(APP));
+    let key = crypto::payload_key(&f, &nwk, &app);
+    assert_eq!(key, &app);
+    assert_eq!(
+        crypto::decrypt_payload(&f, key, 7),
+        [0x03, 0x67, 0x01, 0x10]
+    );
+}
+
+#[test]
+fn worked_example_decodes_to_an_uplink() {
+    let mut d = decoder();
+    let radio = Radio {
+        rssi: Some(-80),
+        ..Radio::default()
+    };
+    let u = d.decode_uplink(&worked(), t0(), radio.clone()).unwrap();
+    assert_eq!(u.dev_eui, DEV_EUI);
+    assert_eq!(u.fport, Some(2));
+    assert_eq!(u.fcnt, Some(7));
+    assert_eq!(u.payload, [0x03, 0x67, 0x01, 0x10]);
+    assert_eq!(u.time, t0());
+    assert_eq!(u.radio, radio);
+    assert_eq!(d.sessions(DevAddr(0x2601_1BDA))[0].fcnt.last(), Some(7));
+}
+
+#[test]
+fn altered_mic_is_refused_and_does_not_advance_the_counter() {
+    let mut phy = worked();
+    *phy.last_mut().unwrap() ^= 1;
+    let mut d = decoder();
+    let e = d.decode_uplink(&phy, t0(), Radio::default()).unwrap_err();
+    assert!(
+        matches!(e, LorawanError::MicMismatch { fcnt16: 7, .. }),
+        "{e}"
+    );
+    assert!(e
+        .to_string()
+        .starts_with("MIC check failed for DevAddr 26011bda"));
+    assert_eq!(d.sessions(DevAddr(0x2601_1BDA))[0].fcnt.last(), None);
+}
+
+#[test]
+fn unknown_dev_addr_and_downlinks_are_not_uplinks_of_a_session() {
+    let mut d = decoder();
+    let other = reference_frame(0x40, 0x0102_0304, 0, 1, &[], Some(1), b"x", &NWK, &APP);
+    let e = d.decode_uplink(&other, t0(), Radio::default()).unwrap_err();
+    assert_eq!(e.to_string(), "no session for DevAddr 01020304");
+    let down = reference_frame(0x60, 0x2601_1BDA, 0, 1, &[], Some(1), b"x", &NWK, &APP);
+    let e = d.decode_uplink(&down, t0(), Radio::default()).unwrap_err();
+    assert_eq!(e, LorawanError::NotUplink(MType::UnconfirmedDataDown));
+}
+
+#[test]
+fn downlink_uses_dir_1_in_mic_and_keystream() {
+    for mhdr in [0x60, 0xA0] {
+        let plain = b"downlink payload longer than one block";
+        let phy = reference_frame(
+            mhdr,
+            0x2601_1BDA,
+            0x30,
+            300,
+            &[],
+            Some(5),
+            plain,
+            &NWK,
+            &APP,
+        );
+        let f = data(&phy);
+        assert_eq!(f.direction(), Direction::Down);
+        assert!(f.ack() && f.f_pending() && !f.class_b() && !f.adr_ack_req());
+        assert!(crypto::verify_mic(&f, &Key::new(NWK), 300));
+        assert_eq!(crypto::decrypt_payload(&f, &Key::new(APP), 300), plain);
+        // The same bytes read as an uplink (Dir 0) must not verify nor decrypt.
+        let mut as_up = phy.clone();
+        as_up[0] = 0x40;
+        let g = data(&as_up);
+        assert!(!crypto::verify_mic(&g, &Key::new(NWK), 300));
+        assert_ne!(crypto::decrypt_payload(&g, &Key::new(APP), 300), plain);
+    }
+}
+
+#[test]
+fn fport_0_is_decrypted_with_the_nwkskey() {
+    let mac_cmds = [0x02, 0x03, 0x05]; // LinkCheckReq, LinkADRAns
+    let phy = up(9, Some(0), &mac_cmds);
+    let f = data(&phy);
+    assert_eq!(f.fport, Some(0));
+    let (nwk, app) = (Key::new(NWK), Key::new(APP));
+    assert_eq!(crypto::payload_key(&f, &nwk, &app), &nwk);
+    let u = decoder()
+        .decode_uplink(&phy, t0(), Radio::default())
+        .unwrap();
+    assert_eq!((u.fport, u.payload), (Some(0), mac_cmds.to_vec()));
+}
+
+#[test]
+fn fopts_are_skipped_and_covered_by_the_mic() {
+    let fopts = [0x03, 0x07, 0x02]; // LinkADRAns, LinkCheckReq
+    let phy = reference_frame(
+        0x80,
+        0x2601_1BDA,
+        0x80,
+        12,
+        &fopts,
+        Some(3),
+        b"hello",
+        &NWK,
+        &APP,
+    );
+    let f = data(&phy);
+    assert_eq!(f.mtype, MType::ConfirmedDataUp);
+    assert!(f.adr());
+    assert_eq!(f.fopts_len(), 3);
+    assert_eq!(f.fopts, fopts);
+    assert_eq!(f.fport, Some(3));
+    let u = decoder()
+        .decode_uplink(&phy, t0(), Radio::default())
+        .unwrap();
+    assert_eq!(u.payload, b"hello");
+    let mut tampered = phy.clone();
+    tampered[9] ^= 0x01; // inside FOpts
+    assert!(decoder()
+        .decode_uplink(&tampered, t0(), Radio::default())
+        .is_err());
+}
+
+#[test]
+fn frame_without_fport_has_no_payload() {
+    let phy = reference_frame(0x40, 0x2601_1BDA, 0x01, 4, &[0x02], None, &[], &NWK, &APP);
+    let f = data(&phy);
+    assert_eq!((f.fport, f.frm_payload.len()), (None, 0));
+    let u = decoder()
+        .decode_uplink(&phy, t0(), Radio::default())
+        .unwrap();
+    assert_eq!((u.fport, u.payload.len(), u.fcnt), (None, 0, Some(4)));
+}
+
+#[test]
+fn fport_with_empty_payload_keeps_its_port() {
+    let phy = up(4, Some(1), &[]);
+    let f = data(&phy);
+    assert_eq!((f.fport, f.frm_payload.len()), (Some(1), 0));
+    assert!(crypto::verify_mic(&f, &Key::new(NWK), 4));
+}
+
+#[test]
+fn fcnt_rollover_is_reconstructed() {
+    let mut d = decoder();
+    let u = d
+        .decode_uplink(&up(0xFFFE, Some(2), b"a"), t0(), Radio::default())
+        .unwrap();
+    assert_eq!(u.fcnt, Some(0xFFFE));
+    // 0xFFFF is skipped (lost); 0x1_0001 arrives with 0x0001 on air.
+    let u = d
+        .decode_uplink(&up(0x1_0001, Some(2), b"b"), t0(), Radio::default())
+        .unwrap();
+    assert_eq!((u.fcnt, u.payload), (Some(0x1_0001), b"b".to_vec()));
+    let u = d
+        .decode_uplink(&up(0x1_0002, Some(2), b"c"), t0(), Radio::default())
+        .unwrap();
+    assert_eq!(u.fcnt, Some(0x1_0002));
+}
+
+#[test]
+fn first_frame_after_a_restart_finds_its_upper_half() {
+    let u = decoder()
+        .decode_uplink(&up(0x3_0042, Some(2), b"x"), t0(), Radio::default())
+        .unwrap();
+    assert_eq!((u.fcnt, u.payload), (Some(0x3_0042), b"x".to_vec()));
+}
+
+#[test]
+fn replays_and_old_counters_are_rejected() {
+    let mut d = decoder();
+    let frame7 = worked();
+    d.decode_uplink(&frame7, t0(), Radio::default()).unwrap();
+    let e = d
+        .decode_uplink(&frame7, t0(), Radio::default())
+        .unwrap_err();
+    assert_eq!(
+        e,
+        LorawanError::Replay {
+            dev_addr: DevAddr(0x2601_1BDA),
+            fcnt: 7,
+            last: 7
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "replayed or old FCnt 7 from DevAddr 26011bda (last accepted 7)"
+    );
+    let old = up(5, Some(2), b"old");
+    assert!(matches!(
+        d.decode_uplink(&old, t0(), Radio::default()),
+        Err(LorawanError::Replay { fcnt: 5, .. })
+    ));
+    // Still accepting newer frames.
+    d.decode_uplink(&up(8, Some(2), b"n"), t0(), Radio::default())
+        .unwrap();
+}
+
+#[test]
+fn shared_dev_addr_is_resolved_by_mic() {
+    let mut d = decoder();
+    let other_nwk = [0x11; 16];
+    let other_eui = [9; 8];
+    d.add(Session::new(
+        DevAddr(0x2601_1BDA),
+        other_eui,
+        SessionKeys {
+            nwk_s_key: Key::new(other_nwk),
+            app_s_key: Key::new(APP),
+        },
+    ));
+    let phy = reference_frame(
+        0x40,
+        0x2601_1BDA,
+        0,
+        3,
+        &[],
+        Some(1),
+        b"z",
+        &other_nwk,
+        &APP,
+    );
+    let u = d.decode_uplink(&phy, t0(), Radio::default()).unwrap();
+    assert_eq!(u.dev_eui, other_eui);
+    assert_eq!(d.len(), 2);
+}
+
+#[test]
+fn join_request_parses() {
+    // MHDR | AppEUI LE | DevEUI LE | DevNonce LE | MIC
+    let phy =
+        hex::decode("00 0807060504030201 3412100000cba058 cdab 01020304".replace(' ', "")).unwrap();
+    let Frame::JoinRequest(j) = parse(&phy).unwrap() else {
+        panic!("not a join request");
+    };
+    assert_eq!(j.app_eui, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(j.dev_eui, DEV_EUI);
+    assert_eq!(j.dev_nonce, 0xABCD);
+    assert_eq!(j.mic, [1, 2, 3, 4]);
+    let e = parse(&phy[..22]).unwrap_err();
+    assert_eq!(e.to_string(), "JoinRequest frame has 22 bytes, expected 23");
+}
+
+#[test]
+fn join_accept_proprietary_and_rfu_are_identified() {
+    assert_eq!(
+        parse(&[0x20; 17]).unwrap(),
+        Frame::JoinAccept { has_cflist: false }
+    );
+    assert_eq!(
+        parse(&[0x20; 33]).unwrap(),
+        Frame::JoinAccept { has_cflist: true }
+    );
+    assert!(parse(&[0x20; 20]).is_err());
+    assert_eq!(
+        parse(&[0xE0, 1, 2]).unwrap(),
+        Frame::Proprietary { payload: &[1, 2] }
+    );
+    assert_eq!(parse(&[0xC0, 9]).unwrap(), Frame::Rfu { payload: &[9] });
+    assert_eq!(parse(&[0xC0, 9]).unwrap().mtype().to_string(), "RFU");
+}
+
+#[test]
+fn malformed_frames_say_what_is_wrong() {
+    assert_eq!(parse(&[]).unwrap_err().to_string(), "empty frame");
+    assert_eq!(
+        parse(&worked()[..9]).unwrap_err().to_string(),
+        "UnconfirmedDataUp frame too short: 9 bytes, need at least 12"
+    );
+    let mut bad_fopts = worked();
+    bad_fopts[5] = 0x0F;
+    assert_eq!(
+        parse(&bad_fopts).unwrap_err(),
+        LorawanError::BadFOptsLen {
+            fopts_len: 15,
+            len: 17
+        }
+    );
+    let mut major = worked();
+    major[0] |= 0x01;
+    assert_eq!(
+        parse(&major).unwrap_err().to_string(),
+        "unsupported LoRaWAN major version 1 (only 0, LoRaWAN R1, is known)"
+    );
+    assert!(matches!(
+        parse(&[0x40; 256]),
+        Err(LorawanError::TooLong { len: 256 })
+    ));
+}
+
+#[test]
+fn keys_are_masked_and_validated() {
+    let k = Key::from_hex("2B7E151628AED2A6ABF7158809CF4F3C").unwrap();
+    assert_eq!(k, Key::new(NWK));
+    assert_eq!(
+        Key::from_hex("2b:7e:15:16:28:ae:d2:a6:ab:f7:15:88:09:cf:4f:3c").unwrap(),
+        k
+    );
+    assert_eq!(format!("{k:?}"), "Key(***)");
+    let keys = SessionKeys {
+        nwk_s_key: k.clone(),
+        app_s_key: k,
+    };
+    let session = Session::new(DevAddr(1), DEV_EUI, keys);
+    assert!(!format!("{session:?}").contains("43"), "{session:?}");
+    let e = Key::from_hex("2B7E151628AED2A6ABF7158809CF4F").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "expected 32 hex digits (16 bytes), got 30 characters"
+    );
+    assert_eq!(Key::from_hex("zz").unwrap_err(), KeyError::NotHex);
+}
+
+#[test]
+fn decoder_from_config_maps_sessions_to_devices() {
+    let text = "[sink]\ntype = \"stdout\"\n\
+        [[device]]\ndev_eui = \"58a0cb0000101234\"\ndev_addr = \"26011BDA\"\n\
+        nwk_s_key = \"2B7E151628AED2A6ABF7158809CF4F3C\"\n\
+        app_s_key = \"000102030405060708090A0B0C0D0E0F\"\n\
+        [[device]]\ndev_eui = \"0000000000000001\"\n";
+    let cfg = crate::config::Config::parse(text).unwrap();
+    let mut d = Decoder::from_config(&cfg).unwrap();
+    assert_eq!(d.len(), 1);
+    let u = d.decode_uplink(&worked(), t0(), Radio::default()).unwrap();
+    assert_eq!(u.device_id(), "58-A0-CB-00-00-10-12-34");
+}

@@ -1,0 +1,147 @@
+//! `hubgate lorawan` against the contract of DESIGN §4, run as the built binary.
+
+use std::process::{Command, Output};
+
+const NWK: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
+const APP: &str = "000102030405060708090A0B0C0D0E0F";
+/// codecs.md §8.2.
+const WORKED: &str = "40DA1B0126000700024026C89CB85521E3";
+
+fn hubgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .arg("lorawan")
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run hubgate")
+}
+
+fn ok_json(args: &[&str]) -> (String, serde_json::Value) {
+    let out = hubgate(args);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let v = serde_json::from_str(&stdout).unwrap();
+    (stdout, v)
+}
+
+fn bad_input(args: &[&str]) -> String {
+    let out = hubgate(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn worked_example_with_keys() {
+    let (out, _) = ok_json(&["--nwkskey", NWK, "--appskey", APP, WORKED]);
+    for field in [
+        r#""mtype":"UnconfirmedDataUp""#,
+        r#""devaddr":"26011bda""#,
+        r#""fcnt":7"#,
+        r#""fport":2"#,
+        r#""payload":"03670110""#,
+        r#""mic_valid":true"#,
+    ] {
+        assert!(out.contains(field), "{field} missing in {out}");
+    }
+}
+
+#[test]
+fn output_has_the_contract_fields_in_order() {
+    let (out, _) = ok_json(&["--nwkskey", NWK, "--appskey", APP, WORKED]);
+    assert_eq!(
+        out.trim_end(),
+        r#"{"mtype":"UnconfirmedDataUp","devaddr":"26011bda","fcnt":7,"fport":2,"payload":"03670110","mic_valid":true}"#
+    );
+}
+
+#[test]
+fn altered_mic_is_reported_invalid() {
+    let altered = format!("{}E4", &WORKED[..WORKED.len() - 2]);
+    let (out, v) = ok_json(&["--nwkskey", NWK, "--appskey", APP, &altered]);
+    assert!(out.contains(r#""mic_valid":false"#), "{out}");
+    assert_eq!(v["devaddr"], "26011bda");
+}
+
+#[test]
+fn without_keys_prints_the_encrypted_payload_and_null_mic() {
+    let (_, v) = ok_json(&[WORKED]);
+    assert_eq!(v["payload"], "4026c89c");
+    assert!(v["mic_valid"].is_null());
+    assert_eq!(v["fcnt"], 7);
+    // The NwkSKey alone checks the MIC; FPort 2 still needs the AppSKey.
+    let (_, v) = ok_json(&["--nwkskey", NWK, WORKED]);
+    assert_eq!(v["mic_valid"], true);
+    assert_eq!(v["payload"], "4026c89c");
+}
+
+#[test]
+fn lower_case_and_spaced_hex_are_accepted() {
+    let (_, v) = ok_json(&[
+        "--nwkskey",
+        &NWK.to_lowercase(),
+        "--appskey",
+        APP,
+        "40 da1b0126 00 0700 02 4026c89c b85521e3",
+    ]);
+    assert_eq!(v["payload"], "03670110");
+    assert_eq!(v["mic_valid"], true);
+}
+
+#[test]
+fn join_request_prints_its_euis() {
+    let (_, v) = ok_json(&["0008070605040302013412100000cba058cdab01020304"]);
+    assert_eq!(v["mtype"], "JoinRequest");
+    assert_eq!(v["app_eui"], "0102030405060708");
+    assert_eq!(v["dev_eui"], "58a0cb0000101234");
+    assert_eq!(v["dev_nonce"], 0xABCD);
+    assert!(v["mic_valid"].is_null());
+}
+
+#[test]
+fn join_accept_and_proprietary_are_identified() {
+    let (_, v) = ok_json(&[&format!("20{}", "00".repeat(16))]);
+    assert_eq!(v["mtype"], "JoinAccept");
+    let (_, v) = ok_json(&["E00102"]);
+    assert_eq!(v["mtype"], "Proprietary");
+    assert_eq!(v["payload"], "0102");
+}
+
+#[test]
+fn bad_hex_is_one_line_exit_2() {
+    let err = bad_input(&["40DA1B0126zz"]);
+    assert!(err.contains("bad hex"), "{err}");
+    bad_input(&["40DA1"]);
+}
+
+#[test]
+fn truncated_frame_is_one_line_exit_2() {
+    let err = bad_input(&[&WORKED[..18]]);
+    assert!(err.contains("too short"), "{err}");
+    bad_input(&[""]);
+    let mut bad_fopts = WORKED.to_string();
+    bad_fopts.replace_range(10..12, "0F");
+    let err = bad_input(&[&bad_fopts]);
+    assert!(err.contains("FOptsLen"), "{err}");
+}
+
+#[test]
+fn bad_key_is_one_line_exit_2_without_the_key() {
+    let err = bad_input(&["--nwkskey", "2B7E151628AED2A6", WORKED]);
+    assert!(err.contains("--nwkskey"), "{err}");
+    assert!(!err.contains("2B7E"), "{err}");
+}
