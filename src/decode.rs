@@ -7,9 +7,10 @@ use std::time::SystemTime;
 
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::lorawan::{self, LorawanError};
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
-use crate::source::Input;
+use crate::source::{Input, RadioFrame};
 use crate::uplink::Uplink;
 
 struct Device {
@@ -18,6 +19,8 @@ struct Device {
 }
 
 pub struct Decoder {
+    /// Session keys and frame counters of devices whose radio frames hubgate decrypts.
+    lorawan: lorawan::Decoder,
     devices: HashMap<[u8; 8], Device>,
     packed_rec_type: String,
     global_tags: Vec<String>,
@@ -25,7 +28,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Result<Self, LorawanError> {
         let devices = cfg
             .devices
             .iter()
@@ -39,24 +42,20 @@ impl Decoder {
                 )
             })
             .collect();
-        Decoder {
+        Ok(Decoder {
             devices,
+            lorawan: lorawan::Decoder::from_config(cfg)?,
             packed_rec_type: cfg.record.packed_rec_type.clone(),
             global_tags: cfg.record.global_tags.clone(),
             metrics,
-        }
+        })
     }
 
     /// `None` when the input holds nothing to send (see [`Input`]).
     pub fn decode(&mut self, input: &Input) -> Option<Record> {
         match input {
             Input::Uplink(up) => Some(self.uplink(up)),
-            Input::Radio(_) => {
-                self.metrics.count_once("no_lorawan_session", || {
-                    "radio frame dropped: LoRaWAN sessions are not supported yet".into()
-                });
-                None
-            }
+            Input::Radio(f) => self.radio(f),
             Input::GatewayStatus {
                 gateway_id,
                 stat,
@@ -67,6 +66,29 @@ impl Decoder {
                 *time,
                 SystemTime::now(),
             )),
+        }
+    }
+
+    /// A PHYPayload heard by a radio: verified and decrypted with the device's session keys.
+    /// Frames of other networks, join traffic and copies heard again (another gateway, a
+    /// second source) are counted and dropped; only authenticated uplinks become records.
+    fn radio(&mut self, f: &RadioFrame) -> Option<Record> {
+        match self.lorawan.decode_uplink(&f.phy, f.time, f.radio.clone()) {
+            Ok(up) => Some(self.uplink(&up)),
+            Err(LorawanError::Replay { .. }) => {
+                self.metrics.duplicates.inc();
+                None
+            }
+            Err(e @ (LorawanError::UnknownDevAddr(_) | LorawanError::NotUplink(_))) => {
+                self.metrics
+                    .count_once("not_ours", || format!("radio frame skipped: {e}"));
+                None
+            }
+            Err(e) => {
+                self.metrics
+                    .count_once("lorawan_error", || format!("radio frame dropped: {e}"));
+                None
+            }
         }
     }
 

@@ -89,3 +89,95 @@ fn push_and_pull_are_acknowledged_and_status_becomes_a_record() {
     assert_eq!(r["obj"]["data"]["device_health"]["id"], "b827ebfffe000001");
     assert_eq!(r["obj"]["data"]["stat"]["rxok"], 5);
 }
+
+/// codecs.md §8.2: DevAddr 26011BDA, FCnt 7, FPort 2, LPP temperature 27.2 °C on channel 3.
+const PHY: &str = "QNobASYABwACQCbInLhVIeM=";
+const NWK_S_KEY: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
+const APP_S_KEY: &str = "000102030405060708090A0B0C0D0E0F";
+
+fn rxpk(gateway_rssi: i32, data: &str) -> String {
+    format!(
+        r#"{{"time":"2024-05-01T10:00:00.123456Z","tmst":3512348611,"chan":2,"rfch":0,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":{gateway_rssi},"lsnr":7.2,"size":17,"data":"{data}"}}"#
+    )
+}
+
+#[test]
+fn radio_frames_are_verified_decrypted_decoded_and_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        r#"[buffer]
+path = "{buffer}"
+[[source]]
+type = "udp"
+listen = "127.0.0.1:{port}"
+[[device]]
+dev_eui = "a840410000006001"
+codec = "cayenne-lpp"
+tags = ["Lab"]
+dev_addr = "26011BDA"
+nwk_s_key = "{NWK_S_KEY}"
+app_s_key = "{APP_S_KEY}"
+[sink]
+type = "stdout"
+"#,
+        buffer = dir.path().join("buffer").display()
+    );
+    let agent = Agent::start(dir.path(), &config);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.connect(("127.0.0.1", port)).unwrap();
+
+    // The same uplink heard twice in one PUSH_DATA, then once more in another.
+    let push = format!(r#"{{"rxpk":[{},{}]}}"#, rxpk(-61, PHY), rxpk(-90, PHY));
+    assert_eq!(exchange(&sock, &datagram(1, 0x00, &push)), [2, 0, 1, 0x01]);
+    assert_eq!(
+        exchange(
+            &sock,
+            &datagram(2, 0x00, &format!(r#"{{"rxpk":[{}]}}"#, rxpk(-70, PHY)))
+        ),
+        [2, 0, 2, 0x01]
+    );
+    // A damaged MIC, and a frame of a device that is not ours.
+    let mut bad_mic = base64_decode(PHY);
+    *bad_mic.last_mut().unwrap() ^= 0x01;
+    let mut foreign = base64_decode(PHY);
+    foreign[1] ^= 0xff;
+    let push = format!(
+        r#"{{"rxpk":[{},{}]}}"#,
+        rxpk(-61, &base64_encode(&bad_mic)),
+        rxpk(-61, &base64_encode(&foreign))
+    );
+    assert_eq!(exchange(&sock, &datagram(3, 0x00, &push)), [2, 0, 3, 0x01]);
+
+    agent.wait_metric("hubgate_received_total", WAIT, |v| v == 5);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    assert_eq!(agent.metric("hubgate_duplicates_total"), 2);
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"lorawan_error\"}"),
+        1
+    );
+    assert_eq!(agent.metric("hubgate_problems_total{kind=\"not_ours\"}"), 1);
+    let records = printed(&agent, dir.path());
+    assert_eq!(records.len(), 1, "{records:?}");
+    let data = &records[0]["obj"]["data"];
+    assert_eq!(records[0]["recType"], "io.microshare.environment.unpacked");
+    assert_eq!(data["temperature"][0]["value"], 27.2);
+    assert_eq!(data["temperature"][0]["context_id"], "3");
+    assert_eq!(data["meta"]["iot"]["device_id"], "A8-40-41-00-00-00-60-01");
+    assert_eq!(data["meta"]["iot"]["fcnt_up"], 7);
+    assert_eq!(data["meta"]["iot"]["fport"], 2);
+    assert_eq!(data["meta"]["iot"]["payload"], "03670110");
+    assert_eq!(data["meta"]["iot"]["gateway_id"], "b827ebfffe000001");
+    assert_eq!(data["meta"]["iot"]["rssi"], -61);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

@@ -25,6 +25,8 @@ pub enum RunError {
     Buffer(#[from] crate::buffer::BufferError),
     #[error(transparent)]
     Sink(#[from] crate::sink::OpenError),
+    #[error("LoRaWAN sessions: {0}")]
+    Lorawan(#[from] crate::lorawan::LorawanError),
     #[error("metrics: cannot listen on {0}: {1}")]
     Metrics(std::net::SocketAddr, std::io::Error),
 }
@@ -51,7 +53,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
     );
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
     let sink = crate::sink::open(&cfg.sink, delivery_tx)?;
-    let decoder = Decoder::new(&cfg, metrics.clone());
+    let decoder = Decoder::new(&cfg, metrics.clone())?;
     let forwarder = Forwarder::new(
         &cfg.buffer,
         cfg.record.dedup_window,
