@@ -224,6 +224,9 @@ fn put_readings(into: &mut Map<String, Json>, readings: &[Reading]) {
         if let Some(c) = r.context_id {
             m.insert("context_id".into(), json!(c.to_string()));
         }
+        if let Some(t) = r.time.and_then(reading_time) {
+            m.insert("time".into(), json!(t));
+        }
         let slot = into
             .entry(r.field)
             .or_insert_with(|| Json::Array(Vec::new()));
@@ -231,6 +234,13 @@ fn put_readings(into: &mut Map<String, Json>, readings: &[Reading]) {
             a.push(Json::Object(m));
         }
     }
+}
+
+/// ISO 8601 of a reading's own measurement time (unix seconds); `None` beyond year 9999,
+/// which no codec produces (their timestamps are u32) but which `iso8601` cannot format.
+fn reading_time(secs: u64) -> Option<String> {
+    const MAX: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    (secs <= MAX).then(|| iso8601(UNIX_EPOCH + std::time::Duration::from_secs(secs)))
 }
 
 /// The unpacked record (`obj`) of an envelope, as `hubgate decode` prints it.
@@ -301,6 +311,19 @@ mod tests {
         assert_eq!(data["meta"]["iot"]["time"], "2023-11-14T22:13:20.000Z");
         assert_eq!(data["meta"]["device"], json!(["Building 1", "Floor 2"]));
         assert_eq!(data["unpacker"]["class"], "browan-tbhh100");
+    }
+
+    #[test]
+    fn reading_time_is_emitted_as_iso8601() {
+        let mut m = Map::new();
+        let rs = [
+            Reading::num("temperature", 21.5, "°C").at(1_700_000_000),
+            Reading::num("temperature", 22.0, "°C"),
+        ];
+        put_readings(&mut m, &rs);
+        assert_eq!(m["temperature"][0]["time"], "2023-11-14T22:13:20.000Z");
+        assert!(m["temperature"][1].get("time").is_none());
+        assert_eq!(reading_time(u64::MAX), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Property tests: no codec panics on any input, and Cayenne readings always carry a channel.
-use hubgate::codec::{Codec, Value};
+use hubgate::codec::{Codec, NetvoxModel, Value};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 
 const CASES: u32 = 10_000;
 
@@ -9,11 +10,25 @@ fn check(codec: Codec, fport: Option<u8>, payload: &[u8]) -> Result<(), TestCase
     let Ok(d) = codec.decode(fport, payload) else {
         return Ok(());
     };
-    prop_assert_eq!(d.rec_type, codec.rec_type());
+    if codec == Codec::NetvoxR718(NetvoxModel::Family) {
+        // The family id takes its recType from the device-type byte of each frame.
+        prop_assert!(
+            ["environment", "openclose", "leak"]
+                .iter()
+                .any(|t| d.rec_type == format!("io.microshare.{t}.unpacked")),
+            "{}",
+            d.rec_type
+        );
+    } else {
+        prop_assert_eq!(d.rec_type, codec.rec_type());
+    }
+    prop_assert!(!d.readings.is_empty() || !d.health.is_empty());
     for r in d.readings.iter().chain(&d.health) {
         if let Value::Num(x) = r.value {
             prop_assert!(x.is_finite(), "{}: {} = {}", codec, r.field, x);
         }
+        // Own measurement times come from u32 fields.
+        prop_assert!(r.time.is_none_or(|t| t <= u64::from(u32::MAX)));
     }
     if codec == Codec::CayenneLpp {
         prop_assert!(!d.readings.is_empty());
@@ -45,6 +60,155 @@ never_panics! {
     browan_tbdw100_never_panics => Codec::BrowanTbdw100,
     browan_tbwl100_never_panics => Codec::BrowanTbwl100,
     cayenne_lpp_never_panics => Codec::CayenneLpp,
+}
+
+/// Every codec in `Codec::ALL` (every alias too), so a codec added later is covered without
+/// touching this file.
+#[test]
+fn every_codec_never_panics() {
+    for &codec in Codec::ALL {
+        let mut runner = TestRunner::new(Config {
+            cases: CASES,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let strategy = (
+            any::<Option<u8>>(),
+            prop::collection::vec(any::<u8>(), 0..64),
+        );
+        runner
+            .run(&strategy, |(fport, payload)| check(codec, fport, &payload))
+            .unwrap_or_else(|e| panic!("{codec}: {e}"));
+    }
+}
+
+/// Frames built from known (type, length) records, so the success paths run too.
+fn records(known: Vec<(Vec<u8>, usize)>, max: usize) -> impl Strategy<Value = (Vec<u8>, usize)> {
+    prop::collection::vec(
+        (
+            prop::sample::select(known),
+            prop::collection::vec(any::<u8>(), 65),
+        ),
+        1..max,
+    )
+    .prop_map(|items| {
+        let mut frame = Vec::new();
+        for ((head, n), bytes) in &items {
+            frame.extend_from_slice(head);
+            frame.extend_from_slice(&bytes[..*n]);
+        }
+        (frame, items.len())
+    })
+}
+
+/// Every Elsys type except 0x09 GPS, which is skipped undecoded (a GPS-only frame has no
+/// measurement and is rightly an error; the unit tests cover it).
+fn elsys_records() -> Vec<(Vec<u8>, usize)> {
+    [
+        (0x01u8, 2usize),
+        (0x02, 1),
+        (0x03, 3),
+        (0x04, 2),
+        (0x05, 1),
+        (0x06, 2),
+        (0x07, 2),
+        (0x08, 2),
+        (0x0A, 2),
+        (0x0B, 4),
+        (0x0C, 2),
+        (0x0D, 1),
+        (0x0E, 2),
+        (0x0F, 1),
+        (0x10, 4),
+        (0x11, 1),
+        (0x12, 1),
+        (0x13, 65),
+        (0x14, 4),
+        (0x15, 2),
+        (0x16, 2),
+        (0x17, 4),
+        (0x18, 2),
+        (0x19, 2),
+        (0x1A, 1),
+        (0x1B, 4),
+        (0x1C, 2),
+    ]
+    .into_iter()
+    .map(|(t, n)| (vec![t], n))
+    .collect()
+}
+
+fn milesight_records() -> Vec<(Vec<u8>, usize)> {
+    [
+        (0x01u8, 0x75u8, 1usize),
+        (0x03, 0x67, 2),
+        (0x04, 0x68, 1),
+        (0x05, 0x00, 1),
+        (0x06, 0x00, 1),
+        (0x06, 0xCB, 1),
+        (0x07, 0x7D, 2),
+        (0x08, 0x7D, 2),
+        (0x08, 0xE6, 2),
+        (0x09, 0x73, 2),
+        (0x0A, 0x7D, 2),
+        (0x0B, 0x7D, 2),
+        (0x0C, 0x7D, 2),
+        (0x0D, 0x7D, 2),
+        (0x0E, 0x01, 1),
+        (0x03, 0x00, 1),
+        (0x04, 0x00, 1),
+        (0xFF, 0x2E, 1),
+        (0x20, 0xCE, 8),
+    ]
+    .into_iter()
+    .map(|(c, t, n)| (vec![c, t], n))
+    .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// Well-formed Elsys frames decode for every model; 0x01 temperature records repeat in
+    /// order.
+    #[test]
+    fn elsys_wellformed_frames_decode((frame, _) in records(elsys_records(), 6)) {
+        for &codec in Codec::ALL.iter().filter(|c| matches!(c, Codec::Elsys(_))) {
+            let d = codec.decode(None, &frame).map_err(|e| TestCaseError::fail(format!("{codec}: {e}")))?;
+            check(codec, None, &frame)?;
+            let mut off = 0;
+            let mut temps = Vec::new();
+            while off < frame.len() {
+                let n = elsys_records().into_iter().find(|(h, _)| h[0] == frame[off]).unwrap().1;
+                if frame[off] == 0x01 {
+                    temps.push(f64::from(i16::from_be_bytes([frame[off + 1], frame[off + 2]])) / 10.0);
+                }
+                off += 1 + n;
+            }
+            let got: Vec<f64> = d.readings.iter()
+                .filter(|r| r.field == "temperature")
+                .map(|r| match r.value { Value::Num(x) => x, _ => f64::NAN })
+                .collect();
+            prop_assert_eq!(got, temps);
+        }
+    }
+
+    /// Well-formed EM300 frames (8-byte history records) decode; history readings are
+    /// timestamped, live ones are not.
+    #[test]
+    fn milesight_wellformed_frames_decode((frame, _) in records(milesight_records(), 8)) {
+        for id in ["milesight-em300-th", "milesight-em300-mcs", "milesight-em300-sld"] {
+            let codec = Codec::from_id(id).unwrap();
+            let d = codec.decode(None, &frame).map_err(|e| TestCaseError::fail(format!("{codec}: {e}")))?;
+            check(codec, None, &frame)?;
+            let history = frame.windows(2).any(|w| w == [0x20, 0xCE]);
+            if !history {
+                prop_assert!(d.readings.iter().all(|r| r.time.is_none()));
+            }
+            for r in &d.readings {
+                prop_assert!(r.context_id.is_some(), "{} without channel", r.field);
+            }
+        }
+    }
 }
 
 proptest! {

@@ -49,6 +49,33 @@ const TBWL100: Model = Model {
     len: 5,
     rec_type: rec_type::LEAK,
 };
+const TBAM100: Model = Model {
+    codec: "browan-tbam100",
+    port: 104,
+    len: 6,
+    rec_type: rec_type::LIGHT,
+};
+const TBSL100: Model = Model {
+    codec: "browan-tbsl100",
+    port: 105,
+    len: 4,
+    rec_type: rec_type::SOUND,
+};
+const TBPB100: Model = Model {
+    codec: "browan-tbpb100",
+    port: 147,
+    len: 8,
+    rec_type: rec_type::FEEDBACK,
+};
+const TBOL100: Model = Model {
+    codec: "browan-tbol100",
+    port: 136,
+    len: 11,
+    rec_type: rec_type::GPS,
+};
+
+/// TBSL100 loudness byte value meaning "measurement error" (§1.1).
+const LOUDNESS_ERROR: u8 = 255;
 
 /// Bytes 0-2 common to all models (§1.2).
 struct Header {
@@ -279,6 +306,89 @@ pub fn tbwl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
         .push(num("temperature", temperature(byte(m, p, 4)?), "°C"));
     if let Some(rh) = humidity(byte(m, p, 3)?) {
         d.readings.push(num("humidity", rh, "%RH"));
+    }
+    Ok(d)
+}
+
+/// TBAM100 ambient light (fPort 104, 6 bytes): bytes 3-5 u24 LE × 0.01 lx.
+///
+/// The status bits (darker/lighter/changed/keep-alive) say why the frame was sent; they are
+/// not measurements and are not emitted.
+pub fn tbam100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBAM100;
+    let h = header(m, fport, p, Bit3::Any)?;
+    let mut d = record(m, &h, true);
+    let lux = le(m, p, 3, 3)?;
+    d.readings
+        .push(num("illuminance", lux as f64 / 100.0, "lx"));
+    Ok(d)
+}
+
+/// TBSL100 sound level (fPort 105, ≥ 4 bytes): byte 3 = loudness in dBA, 255 = error
+/// (no loudness reading). Only the dasdigidings decoder documents this layout.
+pub fn tbsl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBSL100;
+    let h = header(m, fport, p, Bit3::Any)?;
+    let mut d = record(m, &h, true);
+    let level = byte(m, p, 3)?;
+    if level != LOUDNESS_ERROR {
+        d.readings.push(num("loudness", f64::from(level), "dBA"));
+    }
+    Ok(d)
+}
+
+/// TBPB100 push button (fPort 147, 8 bytes): status bit 0 = pressed.
+///
+/// Bytes 3-7 are not decoded by any public reference codec (§1.4); they are deliberately
+/// not emitted until verified on a device.
+pub fn tbpb100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBPB100;
+    let h = header(m, fport, p, Bit3::Any)?;
+    let mut d = record(m, &h, true);
+    d.readings.push(flag("push", h.status & 0x01 != 0));
+    Ok(d)
+}
+
+/// Sign-extend the low `bits` bits of `raw`.
+fn sign_extend(raw: u32, bits: u32) -> i64 {
+    let v = i64::from(raw & ((1u32 << bits) - 1));
+    if v >> (bits - 1) & 1 == 1 {
+        v - (1i64 << bits)
+    } else {
+        v
+    }
+}
+
+/// TBOL100 object locator (fPort 136, 11 bytes).
+///
+/// Latitude: u32 LE, bits 27..0 s28 micro-degrees. Longitude: u32 LE, bits 28..0 s29
+/// micro-degrees, bits 31..29 α with accuracy ≤ 2^(α+2) m (α = 7: no bound, no accuracy
+/// reading). Without a GNSS fix (status bit 3) or on a GNSS error (bit 4) the coordinates
+/// are stale (the last known ones, possibly 0/0), so no position is emitted; `gnss_fix`
+/// says which case it is. Battery byte 0x00 means "charging": no voltage then.
+pub fn tbol100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let m = &TBOL100;
+    let h = header(m, fport, p, Bit3::Any)?;
+    let mut d = record(m, &h, true);
+    if byte(m, p, 1)? == 0 {
+        d.health.retain(|r| r.field != "voltage");
+        d.health.push(flag("charging", true));
+    }
+    let fix = h.status & 0x18 == 0;
+    d.readings.push(flag("push", h.status & 0x01 != 0));
+    d.readings.push(flag("moving", h.status & 0x02 != 0));
+    d.readings.push(flag("gnss_fix", fix));
+    if fix {
+        let lat = sign_extend(le(m, p, 3, 4)? as u32, 28);
+        let lon_word = le(m, p, 7, 4)? as u32;
+        let lon = sign_extend(lon_word, 29);
+        let alpha = lon_word >> 29;
+        d.readings.push(num("lat", lat as f64 / 1e6, "°"));
+        d.readings.push(num("lon", lon as f64 / 1e6, "°"));
+        if alpha < 7 {
+            d.readings
+                .push(num("accuracy", f64::from(1u32 << (alpha + 2)), "m"));
+        }
     }
     Ok(d)
 }
@@ -580,5 +690,112 @@ mod tests {
         ));
         assert!(e.to_string().contains("TBHH100"), "{e}");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    // codecs.md §1.5 example 4.
+    #[test]
+    fn tbam100_worked_example() {
+        let d = tbam100(Some(104), &hex("21 0B 34 10 27 00")).unwrap();
+        assert_eq!(d.rec_type, rec_type::LIGHT);
+        assert_eq!(d.readings, vec![n("illuminance", 100.0, "lx")]);
+        assert_eq!(
+            d.health,
+            vec![n("voltage", 3.6, "V"), n("temperature", 20.0, "°C")]
+        );
+    }
+
+    #[test]
+    fn tbam100_max_and_fraction() {
+        let d = tbam100(None, &hex("00 0B 34 FF FF FF")).unwrap();
+        assert_eq!(d.readings, vec![n("illuminance", 167_772.15, "lx")]);
+        let d = tbam100(None, &hex("00 0B 34 01 00 00")).unwrap();
+        assert_eq!(d.readings, vec![n("illuminance", 0.01, "lx")]);
+        assert!(tbam100(Some(104), &hex("00 0B 34 01 00")).is_err());
+        assert!(tbam100(Some(103), &hex("00 0B 34 01 00 00")).is_err());
+    }
+
+    #[test]
+    fn tbsl100_loudness_and_error() {
+        let d = tbsl100(Some(105), &hex("00 0B 38 41")).unwrap();
+        assert_eq!(d.rec_type, rec_type::SOUND);
+        assert_eq!(d.readings, vec![n("loudness", 65.0, "dBA")]);
+        assert_eq!(
+            d.health,
+            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
+        );
+        // 254 is a value, 255 the error marker; longer frames are accepted.
+        let d = tbsl100(None, &hex("00 0B 38 FE 00 00")).unwrap();
+        assert_eq!(d.readings, vec![n("loudness", 254.0, "dBA")]);
+        let d = tbsl100(None, &hex("00 0B 38 FF")).unwrap();
+        assert!(d.readings.is_empty());
+        assert!(tbsl100(None, &hex("00 0B 38")).is_err());
+    }
+
+    #[test]
+    fn tbpb100_push_without_undocumented_bytes() {
+        let d = tbpb100(Some(147), &hex("01 CB 38 05 00 0A 00 00")).unwrap();
+        assert_eq!(d.rec_type, rec_type::FEEDBACK);
+        assert_eq!(d.readings, vec![flag("push", true)]);
+        assert_eq!(
+            d.health,
+            vec![
+                n("voltage", 3.6, "V"),
+                n("charge", 80.0, "%"),
+                n("temperature", 24.0, "°C")
+            ]
+        );
+        let d = tbpb100(Some(147), &hex("00 0B 38 FF FF FF FF FF")).unwrap();
+        assert_eq!(d.readings, vec![flag("push", false)]);
+        assert!(tbpb100(Some(147), &hex("01 0B 38 00 00 00 00")).is_err());
+    }
+
+    // codecs.md §1.5 example 5 (southern and eastern hemisphere).
+    #[test]
+    fn tbol100_worked_example() {
+        let d = tbol100(Some(136), &hex("00 0B 3A 00 34 FB 0D 54 45 03 69")).unwrap();
+        assert_eq!(d.rec_type, rec_type::GPS);
+        assert_eq!(
+            d.readings,
+            vec![
+                flag("push", false),
+                flag("moving", false),
+                flag("gnss_fix", true),
+                n("lat", -33.8688, "°"),
+                n("lon", 151.2093, "°"),
+                n("accuracy", 32.0, "m"),
+            ]
+        );
+        assert_eq!(
+            d.health,
+            vec![n("voltage", 3.6, "V"), n("temperature", 26.0, "°C")]
+        );
+    }
+
+    #[test]
+    fn tbol100_western_hemisphere_no_fix_and_charging() {
+        // lon −0.1278 ° = −127 800 µ° → s29 0x1FFE0CC8, α = 7 (no accuracy bound);
+        // lat 51.5074 ° = 51 507 400 µ° = 0x0311_F0C8, reserved bits 31..28 set (ignored).
+        let d = tbol100(None, &hex("03 0B 3A C8 F0 11 F3 C8 0C FE FF")).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![
+                flag("push", true),
+                flag("moving", true),
+                flag("gnss_fix", true),
+                n("lat", 51.5074, "°"),
+                n("lon", -0.1278, "°"),
+            ]
+        );
+        // No fix: stale coordinates are not emitted.
+        let d = tbol100(None, &hex("08 0B 3A 00 34 FB 0D 54 45 03 69")).unwrap();
+        assert_eq!(get(&d.readings, "gnss_fix"), Some(&Value::Bool(false)));
+        assert_eq!(get(&d.readings, "lat"), None);
+        // Battery byte 0 while charging: no fake 2.5 V.
+        let d = tbol100(None, &hex("00 00 3A 00 34 FB 0D 54 45 03 69")).unwrap();
+        assert_eq!(
+            d.health,
+            vec![n("temperature", 26.0, "°C"), flag("charging", true)]
+        );
+        assert!(tbol100(Some(136), &hex("00 0B 3A 00 34 FB 0D 54 45 03")).is_err());
     }
 }

@@ -107,6 +107,7 @@ fn reading(field: &'static str, value: Value, unit: Option<&'static str>, ch: u8
         value,
         unit,
         context_id: Some(ch),
+        time: None,
     }
 }
 

@@ -5,6 +5,15 @@
 
 mod browan;
 mod cayenne;
+mod dragino;
+mod elsys;
+mod milesight;
+mod netvox;
+mod smilio;
+
+pub use elsys::Model as ElsysModel;
+pub use milesight::Model as MilesightModel;
+pub use netvox::Model as NetvoxModel;
 
 use std::fmt;
 
@@ -26,6 +35,9 @@ pub struct Reading {
     pub unit: Option<&'static str>,
     /// Channel of multi-channel formats (Cayenne LPP: the channel number as a string).
     pub context_id: Option<u8>,
+    /// When the value was measured (unix seconds), for values that are not from "now":
+    /// Milesight history records, Dragino LHT65 datalog (ext type 9). `None` = the uplink time.
+    pub time: Option<u64>,
 }
 
 impl Reading {
@@ -35,7 +47,35 @@ impl Reading {
             value,
             unit,
             context_id: None,
+            time: None,
         }
+    }
+
+    /// Float value with a unit.
+    pub fn num(field: &'static str, v: f64, unit: &'static str) -> Self {
+        Reading::new(field, Value::Num(v), Some(unit))
+    }
+
+    /// Integer value, optionally with a unit (counts have none).
+    pub fn int(field: &'static str, v: i64, unit: Option<&'static str>) -> Self {
+        Reading::new(field, Value::Int(v), unit)
+    }
+
+    /// Boolean value (never has a unit).
+    pub fn flag(field: &'static str, v: bool) -> Self {
+        Reading::new(field, Value::Bool(v), None)
+    }
+
+    /// The same reading on channel `c`.
+    pub fn ctx(mut self, c: u8) -> Self {
+        self.context_id = Some(c);
+        self
+    }
+
+    /// The same reading measured at `t` (unix seconds).
+    pub fn at(mut self, t: u64) -> Self {
+        self.time = Some(t);
+        self
     }
 }
 
@@ -78,6 +118,10 @@ pub enum CodecError {
 }
 
 /// Every codec hubgate knows. Ids are the contract of DESIGN §4.
+///
+/// Vendor formats shared by several models (Elsys, Milesight, Netvox R718) carry the model:
+/// the model decides the recType and the meaning of ambiguous channels, and every model
+/// has its own id (an alias of the family format).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     BrowanTbhh100,
@@ -85,7 +129,17 @@ pub enum Codec {
     BrowanTbms100,
     BrowanTbdw100,
     BrowanTbwl100,
+    BrowanTbam100,
+    BrowanTbsl100,
+    BrowanTbpb100,
+    BrowanTbol100,
     CayenneLpp,
+    Elsys(ElsysModel),
+    Milesight(MilesightModel),
+    DraginoLht65,
+    DraginoLht65n,
+    NetvoxR718(NetvoxModel),
+    SkiplySmilioAction,
 }
 
 impl Codec {
@@ -95,7 +149,44 @@ impl Codec {
         Codec::BrowanTbms100,
         Codec::BrowanTbdw100,
         Codec::BrowanTbwl100,
+        Codec::BrowanTbam100,
+        Codec::BrowanTbsl100,
+        Codec::BrowanTbpb100,
+        Codec::BrowanTbol100,
         Codec::CayenneLpp,
+        Codec::Elsys(ElsysModel::Generic),
+        Codec::Elsys(ElsysModel::Ers),
+        Codec::Elsys(ElsysModel::ErsCo2),
+        Codec::Elsys(ElsysModel::ErsVoc),
+        Codec::Elsys(ElsysModel::ErsLite),
+        Codec::Elsys(ElsysModel::ErsSound),
+        Codec::Elsys(ElsysModel::ErsEye),
+        Codec::Elsys(ElsysModel::ErsDesk),
+        Codec::Elsys(ElsysModel::EmsDesk),
+        Codec::Elsys(ElsysModel::Ems),
+        Codec::Elsys(ElsysModel::EmsDoor),
+        Codec::Elsys(ElsysModel::EmsLeak),
+        Codec::Elsys(ElsysModel::Elt),
+        Codec::Milesight(MilesightModel::Generic),
+        Codec::Milesight(MilesightModel::Em300Th),
+        Codec::Milesight(MilesightModel::Em300Mcs),
+        Codec::Milesight(MilesightModel::Em300Sld),
+        Codec::Milesight(MilesightModel::Em300Zld),
+        Codec::Milesight(MilesightModel::Am102),
+        Codec::Milesight(MilesightModel::Am307),
+        Codec::Milesight(MilesightModel::Am308),
+        Codec::Milesight(MilesightModel::Am319),
+        Codec::Milesight(MilesightModel::Ws101),
+        Codec::Milesight(MilesightModel::Ws202),
+        Codec::Milesight(MilesightModel::Ws303),
+        Codec::DraginoLht65,
+        Codec::DraginoLht65n,
+        Codec::NetvoxR718(NetvoxModel::Family),
+        Codec::NetvoxR718(NetvoxModel::R718a),
+        Codec::NetvoxR718(NetvoxModel::R718ab),
+        Codec::NetvoxR718(NetvoxModel::R718f),
+        Codec::NetvoxR718(NetvoxModel::R718wa),
+        Codec::SkiplySmilioAction,
     ];
 
     pub fn id(self) -> &'static str {
@@ -105,7 +196,17 @@ impl Codec {
             Codec::BrowanTbms100 => "browan-tbms100",
             Codec::BrowanTbdw100 => "browan-tbdw100",
             Codec::BrowanTbwl100 => "browan-tbwl100",
+            Codec::BrowanTbam100 => "browan-tbam100",
+            Codec::BrowanTbsl100 => "browan-tbsl100",
+            Codec::BrowanTbpb100 => "browan-tbpb100",
+            Codec::BrowanTbol100 => "browan-tbol100",
             Codec::CayenneLpp => "cayenne-lpp",
+            Codec::Elsys(m) => m.id(),
+            Codec::Milesight(m) => m.id(),
+            Codec::DraginoLht65 => "dragino-lht65",
+            Codec::DraginoLht65n => "dragino-lht65n",
+            Codec::NetvoxR718(m) => m.id(),
+            Codec::SkiplySmilioAction => "skiply-smilio-action",
         }
     }
 
@@ -114,13 +215,26 @@ impl Codec {
     }
 
     /// The recType this codec's records are published under.
+    ///
+    /// `netvox-r718` (the family id) decides per frame from the device-type byte; this is
+    /// its most common recType (R718A/AB, environment). Every other codec always returns
+    /// exactly this recType.
     pub fn rec_type(self) -> &'static str {
         match self {
             Codec::BrowanTbhh100 | Codec::BrowanTbhv110 => rec_type::ENVIRONMENT,
             Codec::BrowanTbms100 => rec_type::MOTION,
             Codec::BrowanTbdw100 => rec_type::OPENCLOSE,
             Codec::BrowanTbwl100 => rec_type::LEAK,
+            Codec::BrowanTbam100 => rec_type::LIGHT,
+            Codec::BrowanTbsl100 => rec_type::SOUND,
+            Codec::BrowanTbpb100 => rec_type::FEEDBACK,
+            Codec::BrowanTbol100 => rec_type::GPS,
             Codec::CayenneLpp => rec_type::ENVIRONMENT,
+            Codec::Elsys(m) => m.rec_type(),
+            Codec::Milesight(m) => m.rec_type(),
+            Codec::DraginoLht65 | Codec::DraginoLht65n => rec_type::ENVIRONMENT,
+            Codec::NetvoxR718(m) => m.rec_type(),
+            Codec::SkiplySmilioAction => rec_type::FEEDBACK,
         }
     }
 
@@ -135,7 +249,17 @@ impl Codec {
             Codec::BrowanTbms100 => browan::tbms100(fport, payload),
             Codec::BrowanTbdw100 => browan::tbdw100(fport, payload),
             Codec::BrowanTbwl100 => browan::tbwl100(fport, payload),
+            Codec::BrowanTbam100 => browan::tbam100(fport, payload),
+            Codec::BrowanTbsl100 => browan::tbsl100(fport, payload),
+            Codec::BrowanTbpb100 => browan::tbpb100(fport, payload),
+            Codec::BrowanTbol100 => browan::tbol100(fport, payload),
             Codec::CayenneLpp => cayenne::decode(payload),
+            Codec::Elsys(m) => elsys::decode(m, payload),
+            Codec::Milesight(m) => milesight::decode(m, payload),
+            Codec::DraginoLht65 => dragino::decode("dragino-lht65", fport, payload),
+            Codec::DraginoLht65n => dragino::decode("dragino-lht65n", fport, payload),
+            Codec::NetvoxR718(m) => netvox::decode(m, fport, payload),
+            Codec::SkiplySmilioAction => smilio::decode(fport, payload),
         }
     }
 }
@@ -155,6 +279,89 @@ pub mod rec_type {
     pub const FEEDBACK: &str = "io.microshare.feedback.unpacked";
     /// Gateway status reports (GWMP `stat`).
     pub const GATEWAY: &str = "io.microshare.gateway.unpacked";
+    pub const OCCUPANCY: &str = "io.microshare.occupancy.unpacked";
+    pub const LIGHT: &str = "io.microshare.light.unpacked";
+    pub const SOUND: &str = "io.microshare.sound.unpacked";
+    pub const GPS: &str = "io.microshare.gps.unpacked";
     /// Default recType of frames hubgate cannot decode (raw hex payload).
     pub const PACKED: &str = "io.microshare.lorawan.packed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for &c in Codec::ALL {
+            assert!(seen.insert(c.id()), "duplicate id {}", c.id());
+            assert_eq!(Codec::from_id(c.id()), Some(c));
+            assert_eq!(c.to_string(), c.id());
+            assert!(c.rec_type().starts_with("io.microshare."));
+        }
+        for id in [
+            "browan-tbam100",
+            "browan-tbsl100",
+            "browan-tbpb100",
+            "browan-tbol100",
+            "elsys",
+            "elsys-ers",
+            "elsys-ers-co2",
+            "elsys-ers-sound",
+            "elsys-ers-eye",
+            "elsys-ems-door",
+            "milesight",
+            "milesight-em300-th",
+            "milesight-em300-mcs",
+            "milesight-em300-sld",
+            "milesight-em300-zld",
+            "milesight-am102",
+            "milesight-am307",
+            "milesight-am308",
+            "milesight-am319",
+            "milesight-ws101",
+            "milesight-ws202",
+            "milesight-ws303",
+            "dragino-lht65",
+            "dragino-lht65n",
+            "netvox-r718",
+            "netvox-r718a",
+            "netvox-r718ab",
+            "netvox-r718f",
+            "netvox-r718wa",
+            "skiply-smilio-action",
+        ] {
+            assert!(Codec::from_id(id).is_some(), "{id}");
+        }
+        assert_eq!(Codec::from_id("elsys-nope"), None);
+    }
+
+    #[test]
+    fn rec_types_per_model() {
+        let rt = |id: &str| Codec::from_id(id).unwrap().rec_type();
+        assert_eq!(rt("browan-tbam100"), rec_type::LIGHT);
+        assert_eq!(rt("browan-tbsl100"), rec_type::SOUND);
+        assert_eq!(rt("browan-tbpb100"), rec_type::FEEDBACK);
+        assert_eq!(rt("browan-tbol100"), rec_type::GPS);
+        assert_eq!(rt("elsys"), rec_type::ENVIRONMENT);
+        assert_eq!(rt("elsys-ers-co2"), rec_type::ENVIRONMENT);
+        assert_eq!(rt("elsys-ers-sound"), rec_type::SOUND);
+        assert_eq!(rt("elsys-ers-eye"), rec_type::OCCUPANCY);
+        assert_eq!(rt("elsys-ems-desk"), rec_type::OCCUPANCY);
+        assert_eq!(rt("elsys-ems-door"), rec_type::OPENCLOSE);
+        assert_eq!(rt("elsys-ems-leak"), rec_type::LEAK);
+        assert_eq!(rt("milesight-em300-th"), rec_type::ENVIRONMENT);
+        assert_eq!(rt("milesight-am319"), rec_type::ENVIRONMENT);
+        assert_eq!(rt("milesight-em300-mcs"), rec_type::OPENCLOSE);
+        assert_eq!(rt("milesight-em300-sld"), rec_type::LEAK);
+        assert_eq!(rt("milesight-ws303"), rec_type::LEAK);
+        assert_eq!(rt("milesight-ws101"), rec_type::FEEDBACK);
+        assert_eq!(rt("milesight-ws202"), rec_type::MOTION);
+        assert_eq!(rt("dragino-lht65n"), rec_type::ENVIRONMENT);
+        assert_eq!(rt("netvox-r718ab"), rec_type::ENVIRONMENT);
+        assert_eq!(rt("netvox-r718f"), rec_type::OPENCLOSE);
+        assert_eq!(rt("netvox-r718wa"), rec_type::LEAK);
+        assert_eq!(rt("skiply-smilio-action"), rec_type::FEEDBACK);
+    }
 }

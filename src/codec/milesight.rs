@@ -1,0 +1,551 @@
+//! Milesight channel/type format (reference/codecs.md §4).
+//!
+//! A frame is a run of `[channel_id:1][channel_type:1][value:n]`; the (id, type) pair fixes
+//! n; multi-byte values are little-endian. Every sensor reading carries its channel id as
+//! `context_id` (DESIGN §3: multi-channel formats). The fPort is ignored (85 by default).
+//!
+//! The model (codec alias) decides:
+//! * the recType (codecs.md §0.2);
+//! * the meaning of the ambiguous pairs `05 00` (PIR `presence` on AM307/308/319, `leak` on
+//!   EM300-SLD/ZLD) and `03 00` (PIR `presence` on WS202, `leak` on WS303). On any other
+//!   model, including the plain `milesight` id, these pairs are emitted as a raw
+//!   `digital_input` state on their channel rather than guessed;
+//! * the layout of history records (`20 CE`, and `21 CE` on the AM30x v2 with TVOC in
+//!   µg/m³). Each record becomes readings with the live field names and channels plus
+//!   `time` = the record's own unix time. Models without a documented history layout
+//!   (WS series, plain `milesight`) report history as an unknown type.
+//!
+//! Device-information channels (`FF 01/09/0A/0B/0F/16/FF`) are attributes, not telemetry:
+//! skipped. An unknown pair stops decoding with `UnknownType` naming the offset of the type
+//! byte (the vendor decoders `break` and keep the rest; hubgate does not publish a frame it
+//! could only half read). A frame with nothing but device information is `Invalid`.
+use super::{rec_type, CodecError, Decoded, Reading};
+
+const CODEC: &str = "milesight";
+
+/// Milesight model, chosen by codec id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Model {
+    /// `milesight`: the unambiguous channels only.
+    Generic,
+    Em300Th,
+    Em300Mcs,
+    Em300Sld,
+    Em300Zld,
+    Am102,
+    Am307,
+    Am308,
+    Am319,
+    Ws101,
+    Ws202,
+    Ws303,
+}
+
+impl Model {
+    pub fn id(self) -> &'static str {
+        match self {
+            Model::Generic => "milesight",
+            Model::Em300Th => "milesight-em300-th",
+            Model::Em300Mcs => "milesight-em300-mcs",
+            Model::Em300Sld => "milesight-em300-sld",
+            Model::Em300Zld => "milesight-em300-zld",
+            Model::Am102 => "milesight-am102",
+            Model::Am307 => "milesight-am307",
+            Model::Am308 => "milesight-am308",
+            Model::Am319 => "milesight-am319",
+            Model::Ws101 => "milesight-ws101",
+            Model::Ws202 => "milesight-ws202",
+            Model::Ws303 => "milesight-ws303",
+        }
+    }
+
+    /// codecs.md §0.2.
+    pub fn rec_type(self) -> &'static str {
+        match self {
+            Model::Generic
+            | Model::Em300Th
+            | Model::Am102
+            | Model::Am307
+            | Model::Am308
+            | Model::Am319 => rec_type::ENVIRONMENT,
+            Model::Em300Mcs => rec_type::OPENCLOSE,
+            Model::Em300Sld | Model::Em300Zld | Model::Ws303 => rec_type::LEAK,
+            Model::Ws101 => rec_type::FEEDBACK,
+            Model::Ws202 => rec_type::MOTION,
+        }
+    }
+
+    fn is_am30x(self) -> bool {
+        matches!(self, Model::Am307 | Model::Am308 | Model::Am319)
+    }
+
+    /// Length of one history record after the 2-byte header, `None` when the model has no
+    /// documented history layout.
+    fn history_len(self) -> Option<usize> {
+        Some(match self {
+            Model::Em300Th | Model::Em300Mcs | Model::Em300Sld | Model::Em300Zld => 8,
+            Model::Am102 => 7,
+            Model::Am307 => 16,
+            Model::Am308 => 20,
+            Model::Am319 => 22,
+            Model::Generic | Model::Ws101 | Model::Ws202 | Model::Ws303 => return None,
+        })
+    }
+}
+
+fn u16le(v: &[u8]) -> f64 {
+    f64::from(u16::from_le_bytes([v[0], v[1]]))
+}
+
+fn s16le(v: &[u8]) -> f64 {
+    f64::from(i16::from_le_bytes([v[0], v[1]]))
+}
+
+/// Value length of a live (id, type) pair; `None` = unknown pair (history handled apart).
+fn live_len(id: u8, ty: u8) -> Option<usize> {
+    Some(match (id, ty) {
+        (0x01, 0x75) | (0x04, 0x68) => 1,
+        (0x03, 0x67) => 2,
+        (0x03..=0x06, 0x00) | (0x06, 0xCB) | (0x0E, 0x01) | (0xFF, 0x2E) => 1,
+        (0x07..=0x0D, 0x7D) | (0x08, 0xE6) | (0x09, 0x73) => 2,
+        // Device information: protocol version, hardware, firmware, power status, class,
+        // serial number, TSL version.
+        (0xFF, 0x01 | 0x0B | 0x0F) => 1,
+        (0xFF, 0x09 | 0x0A | 0xFF) => 2,
+        (0xFF, 0x16) => 8,
+        _ => return None,
+    })
+}
+
+/// One live value. `d` receives it (battery goes to health).
+fn live(model: Model, id: u8, ty: u8, v: &[u8], d: &mut Decoded) {
+    let r = match (id, ty) {
+        (0x01, 0x75) => {
+            d.health.push(Reading::num("charge", f64::from(v[0]), "%"));
+            return;
+        }
+        (0x03, 0x67) => Reading::num("temperature", s16le(v) / 10.0, "°C"),
+        (0x04, 0x68) => Reading::num("humidity", f64::from(v[0]) / 2.0, "%RH"),
+        (0x05, 0x00) if model.is_am30x() => Reading::flag("presence", v[0] != 0),
+        (0x05, 0x00) if matches!(model, Model::Em300Sld | Model::Em300Zld) => {
+            Reading::flag("leak", v[0] != 0)
+        }
+        (0x03, 0x00) if model == Model::Ws202 => Reading::flag("presence", v[0] != 0),
+        (0x03, 0x00) if model == Model::Ws303 => Reading::flag("leak", v[0] != 0),
+        // Ambiguous pair on a model that does not define it: raw state, not a guess.
+        (0x03 | 0x05, 0x00) => Reading::int("digital_input", i64::from(v[0]), None),
+        (0x04, 0x00) => Reading::flag("daylight", v[0] != 0),
+        (0x06, 0x00) => Reading::flag("open", v[0] != 0),
+        (0x06, 0xCB) => Reading::int("light_level", i64::from(v[0]), None),
+        (0x07, 0x7D) => Reading::num("co2", u16le(v), "ppm"),
+        // v1 firmware sends a level, v2 an IAQ index × 100: kept raw (codecs.md §4.1).
+        (0x08, 0x7D) => Reading::int("tvoc_raw", u16le(v) as i64, None),
+        (0x08, 0xE6) => Reading::num("tvoc", u16le(v), "µg/m³"),
+        (0x09, 0x73) => Reading::num("pressure", u16le(v) / 10.0, "hPa"),
+        (0x0A, 0x7D) => Reading::num("formaldehyde", u16le(v) / 100.0, "mg/m³"),
+        (0x0B, 0x7D) => Reading::num("pm2_5", u16le(v), "µg/m³"),
+        (0x0C, 0x7D) => Reading::num("pm10", u16le(v), "µg/m³"),
+        (0x0D, 0x7D) => Reading::num("ozone", u16le(v) / 100.0, "ppm"),
+        (0x0E, 0x01) => Reading::flag("buzzer", v[0] != 0),
+        (0xFF, 0x2E) => {
+            // WS101: 1 short, 2 long, 3 double press.
+            d.readings.push(Reading::flag("push", true).ctx(id));
+            Reading::int("press_type", i64::from(v[0]), None)
+        }
+        // Device information: not telemetry.
+        _ => return,
+    };
+    d.readings.push(r.ctx(id));
+}
+
+/// One history record (`v` = the bytes after the 2-byte header). `tvoc_ugm3` for `21 CE`.
+fn history(model: Model, v: &[u8], tvoc_ugm3: bool, d: &mut Decoded) {
+    let t = u64::from(u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+    let temperature = Reading::num("temperature", s16le(&v[4..]) / 10.0, "°C").ctx(0x03);
+    let mut out = vec![temperature];
+    match model {
+        Model::Em300Th | Model::Em300Mcs | Model::Em300Sld | Model::Em300Zld | Model::Am102 => {
+            out.push(Reading::num("humidity", f64::from(v[6]) / 2.0, "%RH").ctx(0x04));
+            match model {
+                Model::Em300Mcs => out.push(Reading::flag("open", v[7] != 0).ctx(0x06)),
+                Model::Em300Sld | Model::Em300Zld => {
+                    out.push(Reading::flag("leak", v[7] != 0).ctx(0x05))
+                }
+                // EM300-TH byte 7 is reserved; AM102 records are 7 bytes.
+                _ => {}
+            }
+        }
+        _ => {
+            // AM30x v2: humidity u16, pir, light level, co2, tvoc, pressure, then
+            // pm2.5 + pm10 (AM308, AM319) and HCHO (AM319; the O3 variant sends O3 in the
+            // same slot and cannot be told apart from the payload: decoded as HCHO).
+            out.push(Reading::num("humidity", u16le(&v[6..]) / 2.0, "%RH").ctx(0x04));
+            out.push(Reading::flag("presence", v[8] != 0).ctx(0x05));
+            out.push(Reading::int("light_level", i64::from(v[9]), None).ctx(0x06));
+            out.push(Reading::num("co2", u16le(&v[10..]), "ppm").ctx(0x07));
+            out.push(if tvoc_ugm3 {
+                Reading::num("tvoc", u16le(&v[12..]), "µg/m³").ctx(0x08)
+            } else {
+                Reading::int("tvoc_raw", u16le(&v[12..]) as i64, None).ctx(0x08)
+            });
+            out.push(Reading::num("pressure", u16le(&v[14..]) / 10.0, "hPa").ctx(0x09));
+            if matches!(model, Model::Am308 | Model::Am319) {
+                out.push(Reading::num("pm2_5", u16le(&v[16..]), "µg/m³").ctx(0x0B));
+                out.push(Reading::num("pm10", u16le(&v[18..]), "µg/m³").ctx(0x0C));
+            }
+            if model == Model::Am319 {
+                out.push(Reading::num("formaldehyde", u16le(&v[20..]) / 100.0, "mg/m³").ctx(0x0A));
+            }
+        }
+    }
+    d.readings.extend(out.into_iter().map(|r| r.at(t)));
+}
+
+/// Decode one Milesight frame for `model`.
+pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
+    let mut d = Decoded {
+        rec_type: model.rec_type(),
+        ..Decoded::default()
+    };
+    let mut off = 0;
+    while off < p.len() {
+        let (Some(&id), Some(&ty)) = (p.get(off), p.get(off + 1)) else {
+            return Err(CodecError::Truncated {
+                codec: CODEC,
+                need: off + 2,
+                got: p.len(),
+            });
+        };
+        let is_history = matches!((id, ty), (0x20 | 0x21, 0xCE));
+        let n = if is_history {
+            // 21 CE (TVOC in µg/m³) exists on the AM30x v2 only.
+            let n = model
+                .history_len()
+                .filter(|_| id == 0x20 || model.is_am30x());
+            n.ok_or(CodecError::UnknownType {
+                codec: CODEC,
+                offset: off + 1,
+                byte: ty,
+            })?
+        } else {
+            live_len(id, ty).ok_or(CodecError::UnknownType {
+                codec: CODEC,
+                offset: off + 1,
+                byte: ty,
+            })?
+        };
+        let start = off + 2;
+        let Some(v) = p.get(start..start + n) else {
+            return Err(CodecError::Truncated {
+                codec: CODEC,
+                need: start + n,
+                got: p.len(),
+            });
+        };
+        if is_history {
+            history(model, v, id == 0x21, &mut d);
+        } else {
+            live(model, id, ty, v, &mut d);
+        }
+        off = start + n;
+    }
+    if d.readings.is_empty() && d.health.is_empty() {
+        return Err(CodecError::Invalid {
+            codec: CODEC,
+            offset: 0,
+            what: "device information only, not telemetry",
+        });
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Value;
+
+    fn hex(s: &str) -> Vec<u8> {
+        hex::decode(s.replace(' ', "")).unwrap()
+    }
+
+    fn n(field: &'static str, v: f64, unit: &'static str, ch: u8) -> Reading {
+        Reading::num(field, v, unit).ctx(ch)
+    }
+
+    fn flag(field: &'static str, v: bool, ch: u8) -> Reading {
+        Reading::flag(field, v).ctx(ch)
+    }
+
+    // codecs.md §4.2 example 1: battery, negative temperature, half-percent humidity.
+    #[test]
+    fn em300_th_worked_example() {
+        let d = decode(Model::Em300Th, &hex("01 75 64 03 67 0A FF 04 68 50")).unwrap();
+        assert_eq!(d.rec_type, rec_type::ENVIRONMENT);
+        assert_eq!(
+            d.readings,
+            vec![
+                n("temperature", -24.6, "°C", 3),
+                n("humidity", 40.0, "%RH", 4)
+            ]
+        );
+        assert_eq!(d.health, vec![Reading::num("charge", 100.0, "%")]);
+        // The generic id decodes the same channels.
+        assert_eq!(
+            decode(Model::Generic, &hex("01 75 64 03 67 0A FF 04 68 50"))
+                .unwrap()
+                .readings,
+            d.readings
+        );
+    }
+
+    // codecs.md §4.2 example 2.
+    #[test]
+    fn am319_worked_example() {
+        let d = decode(Model::Am319, &hex("07 7D 58 02 09 73 8A 27 0B 7D 0C 00")).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![
+                n("co2", 600.0, "ppm", 7),
+                n("pressure", 1012.2, "hPa", 9),
+                n("pm2_5", 12.0, "µg/m³", 11),
+            ]
+        );
+    }
+
+    // codecs.md §4.2 example 3.
+    #[test]
+    fn em300_mcs_worked_example() {
+        let d = decode(Model::Em300Mcs, &hex("06 00 00")).unwrap();
+        assert_eq!(d.rec_type, rec_type::OPENCLOSE);
+        assert_eq!(d.readings, vec![flag("open", false, 6)]);
+        let d = decode(Model::Em300Mcs, &hex("06 00 01")).unwrap();
+        assert_eq!(d.readings, vec![flag("open", true, 6)]);
+    }
+
+    #[test]
+    fn every_live_pair() {
+        let frame = hex(concat!(
+            "03 67 FF 7F", // 3276.7 °C (s16 max)
+            "04 68 FF",    // 127.5 %
+            "06 CB 05",    // light level 5
+            "07 7D FF FF", // 65535 ppm
+            "08 7D 2C 01", // tvoc raw 300
+            "08 E6 10 00", // 16 µg/m³
+            "09 73 FF FF", // 6553.5 hPa (unsigned)
+            "0A 7D 05 00", // 0.05 mg/m³
+            "0B 7D 0C 00", // 12
+            "0C 7D 0D 00", // 13
+            "0D 7D 0A 00", // 0.1 ppm
+            "0E 01 01",    // buzzer
+            "04 00 01",    // daylight
+            "FF 01 01 FF 09 01 40 FF 0A 01 14 FF 0B FF FF 0F 00",
+            "FF 16 67 46 C3 35 47 68 00 00 FF FF 01 00", // device info: skipped
+        ));
+        let d = decode(Model::Am308, &frame).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![
+                n("temperature", 3276.7, "°C", 3),
+                n("humidity", 127.5, "%RH", 4),
+                Reading::int("light_level", 5, None).ctx(6),
+                n("co2", 65535.0, "ppm", 7),
+                Reading::int("tvoc_raw", 300, None).ctx(8),
+                n("tvoc", 16.0, "µg/m³", 8),
+                n("pressure", 6553.5, "hPa", 9),
+                n("formaldehyde", 0.05, "mg/m³", 10),
+                n("pm2_5", 12.0, "µg/m³", 11),
+                n("pm10", 13.0, "µg/m³", 12),
+                n("ozone", 0.1, "ppm", 13),
+                flag("buzzer", true, 14),
+                flag("daylight", true, 4),
+            ]
+        );
+        assert!(d.health.is_empty());
+    }
+
+    #[test]
+    fn ambiguous_channels_follow_the_model() {
+        let pir_or_leak = hex("05 00 01");
+        let one = |m: Model, p: &[u8]| decode(m, p).unwrap().readings;
+        assert_eq!(
+            one(Model::Am307, &pir_or_leak),
+            vec![flag("presence", true, 5)]
+        );
+        assert_eq!(
+            one(Model::Am319, &pir_or_leak),
+            vec![flag("presence", true, 5)]
+        );
+        assert_eq!(
+            one(Model::Em300Sld, &pir_or_leak),
+            vec![flag("leak", true, 5)]
+        );
+        assert_eq!(
+            one(Model::Em300Zld, &pir_or_leak),
+            vec![flag("leak", true, 5)]
+        );
+        assert_eq!(
+            one(Model::Generic, &pir_or_leak),
+            vec![Reading::int("digital_input", 1, None).ctx(5)]
+        );
+        let ch3 = hex("03 00 01 04 00 00");
+        let d = decode(Model::Ws202, &ch3).unwrap();
+        assert_eq!(d.rec_type, rec_type::MOTION);
+        assert_eq!(
+            d.readings,
+            vec![flag("presence", true, 3), flag("daylight", false, 4)]
+        );
+        let d = decode(Model::Ws303, &hex("01 75 5A 03 00 01")).unwrap();
+        assert_eq!(d.rec_type, rec_type::LEAK);
+        assert_eq!(d.readings, vec![flag("leak", true, 3)]);
+        assert_eq!(d.health, vec![Reading::num("charge", 90.0, "%")]);
+        assert_eq!(
+            one(Model::Generic, &hex("03 00 00")),
+            vec![Reading::int("digital_input", 0, None).ctx(3)]
+        );
+    }
+
+    #[test]
+    fn ws101_button() {
+        let d = decode(Model::Ws101, &hex("01 75 64 FF 2E 03")).unwrap();
+        assert_eq!(d.rec_type, rec_type::FEEDBACK);
+        assert_eq!(
+            d.readings,
+            vec![
+                flag("push", true, 0xFF),
+                Reading::int("press_type", 3, None).ctx(0xFF)
+            ]
+        );
+    }
+
+    #[test]
+    fn em300_history_records() {
+        // Two records: 1 700 000 000 (0x6553F100) −1.0 °C 50 % leak; then +600 s, 22.5 °C.
+        let frame = hex(concat!(
+            "20 CE 00 F1 53 65 F6 FF 64 01",
+            "20 CE 58 F3 53 65 E1 00 50 00",
+        ));
+        let d = decode(Model::Em300Sld, &frame).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![
+                n("temperature", -1.0, "°C", 3).at(1_700_000_000),
+                n("humidity", 50.0, "%RH", 4).at(1_700_000_000),
+                flag("leak", true, 5).at(1_700_000_000),
+                n("temperature", 22.5, "°C", 3).at(1_700_000_600),
+                n("humidity", 40.0, "%RH", 4).at(1_700_000_600),
+                flag("leak", false, 5).at(1_700_000_600),
+            ]
+        );
+        // Byte-identical MCS record means "door open" (codecs.md conventions).
+        let d = decode(Model::Em300Mcs, &frame[..10]).unwrap();
+        assert_eq!(d.readings[2], flag("open", true, 6).at(1_700_000_000));
+        // TH: byte 7 reserved.
+        let d = decode(Model::Em300Th, &frame[..10]).unwrap();
+        assert_eq!(d.readings.len(), 2);
+        // AM102: 7-byte records, followed by a live value.
+        let d = decode(Model::Am102, &hex("20 CE 00 F1 53 65 F6 FF 64 01 75 50")).unwrap();
+        assert_eq!(d.readings.len(), 2);
+        assert_eq!(d.health, vec![Reading::num("charge", 80.0, "%")]);
+    }
+
+    #[test]
+    fn am30x_history_records() {
+        let rec = concat!(
+            "00 F1 53 65", // time
+            "E1 00",       // 22.5 °C
+            "51 00",       // 40.5 % (u16 / 2)
+            "01 03",       // pir, light level 3
+            "58 02",       // 600 ppm
+            "2C 01",       // tvoc 300
+            "8A 27",       // 1012.2 hPa
+            "0C 00 0D 00", // pm2.5 12, pm10 13
+            "19 00",       // hcho 0.25
+        );
+        let t = 1_700_000_000;
+        let d = decode(Model::Am319, &hex(&format!("20 CE {rec}"))).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![
+                n("temperature", 22.5, "°C", 3).at(t),
+                n("humidity", 40.5, "%RH", 4).at(t),
+                flag("presence", true, 5).at(t),
+                Reading::int("light_level", 3, None).ctx(6).at(t),
+                n("co2", 600.0, "ppm", 7).at(t),
+                Reading::int("tvoc_raw", 300, None).ctx(8).at(t),
+                n("pressure", 1012.2, "hPa", 9).at(t),
+                n("pm2_5", 12.0, "µg/m³", 11).at(t),
+                n("pm10", 13.0, "µg/m³", 12).at(t),
+                n("formaldehyde", 0.25, "mg/m³", 10).at(t),
+            ]
+        );
+        let d = decode(Model::Am319, &hex(&format!("21 CE {rec}"))).unwrap();
+        assert_eq!(d.readings[5], n("tvoc", 300.0, "µg/m³", 8).at(t));
+        // AM307: 16 bytes, AM308: 20 bytes.
+        let bytes = hex(&format!("20 CE {rec}"));
+        assert_eq!(
+            decode(Model::Am307, &bytes[..18]).unwrap().readings.len(),
+            7
+        );
+        assert_eq!(
+            decode(Model::Am308, &bytes[..22]).unwrap().readings.len(),
+            9
+        );
+        assert!(matches!(
+            decode(Model::Am308, &bytes[..21]).unwrap_err(),
+            CodecError::Truncated { need: 22, .. }
+        ));
+    }
+
+    #[test]
+    fn history_without_a_layout_is_unknown() {
+        let e = decode(
+            Model::Generic,
+            &hex("01 75 64 20 CE 00 F1 53 65 F6 FF 64 01"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            CodecError::UnknownType {
+                codec: "milesight",
+                offset: 4,
+                byte: 0xCE
+            }
+        );
+        assert!(decode(Model::Em300Th, &hex("21 CE 00 F1 53 65 F6 FF 64 01")).is_err());
+    }
+
+    #[test]
+    fn unknown_pair_and_truncation() {
+        let e = decode(Model::Em300Th, &hex("03 67 0A 01 05 7D 01 00")).unwrap_err();
+        assert_eq!(
+            e,
+            CodecError::UnknownType {
+                codec: "milesight",
+                offset: 5,
+                byte: 0x7D
+            }
+        );
+        assert_eq!(e.to_string(), "milesight: unknown type 0x7d at offset 5");
+        assert_eq!(
+            decode(Model::Em300Th, &hex("03 67 0A")).unwrap_err(),
+            CodecError::Truncated {
+                codec: "milesight",
+                need: 4,
+                got: 3
+            }
+        );
+        assert!(matches!(
+            decode(Model::Em300Th, &hex("01 75 64 03")).unwrap_err(),
+            CodecError::Truncated { need: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn device_info_only_is_not_telemetry() {
+        let e = decode(Model::Em300Th, &hex("FF 0B FF FF 01 01 FF 0F 00")).unwrap_err();
+        assert!(matches!(e, CodecError::Invalid { .. }), "{e}");
+        let d = decode(Model::Em300Th, &hex("FF 0B FF 01 75 00")).unwrap();
+        assert_eq!(d.health, vec![Reading::num("charge", 0.0, "%")]);
+        assert!(d.health.iter().all(|r| matches!(r.value, Value::Num(_))));
+    }
+}
