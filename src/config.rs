@@ -276,6 +276,8 @@ pub struct EventHubsConfig {
     /// recType -> hub name; unmapped recTypes go to the hub named like the recType.
     #[serde(default)]
     pub hubs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub provisioning: Provisioning,
     /// Extra librdkafka properties, applied after the Event Hubs preset.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -296,6 +298,8 @@ pub struct KafkaConfig {
     /// recType -> topic; unmapped recTypes go to the topic named like the recType.
     #[serde(default)]
     pub topics: BTreeMap<String, String>,
+    #[serde(default)]
+    pub provisioning: Provisioning,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -342,6 +346,28 @@ pub struct StdoutConfig {
     /// Pretty-print each record over several lines instead of one JSON line.
     #[serde(default)]
     pub pretty: bool,
+}
+
+/// How hubs (topics) come to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provisioning {
+    /// The hubs exist already (a Send-only key cannot create them): checked at start, and a
+    /// recType whose hub is missing is parked, with a message saying which.
+    #[default]
+    Precreated,
+    /// Produce with auto-creation (needs a Manage key on Event Hubs).
+    Auto,
+}
+
+/// Event Hubs names: 1-256 letters, digits, `.`, `-`, `_`, starting and ending with a
+/// letter or digit.
+pub fn valid_hub_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    (1..=256).contains(&name.len())
+        && name.chars().all(ok)
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// A secret string: expanded from `${ENV}` at load time, never printed.
@@ -542,6 +568,21 @@ impl Config {
             }
         }
         self.check_sessions()?;
+        let (mapping, key) = match &self.sink {
+            SinkConfig::Eventhubs(eh) => (Some(&eh.hubs), "sink.hubs"),
+            SinkConfig::Kafka(k) => (Some(&k.topics), "sink.topics"),
+            SinkConfig::Stdout(_) => (None, ""),
+        };
+        if let Some(mapping) = mapping {
+            for (rec_type, hub) in mapping {
+                if !valid_hub_name(hub) {
+                    return Err((
+                        format!("{key}.{rec_type:?}"),
+                        format!("bad hub name {hub:?}: 1-256 letters, digits, '.', '-', '_', starting and ending with a letter or digit"),
+                    ));
+                }
+            }
+        }
         if let SinkConfig::Eventhubs(eh) = &mut self.sink {
             match (&eh.connection_string, &eh.connection_string_file) {
                 (Some(_), Some(_)) => {
@@ -600,6 +641,47 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Every recType this configuration can emit: the configured codecs', the packed one
+    /// (unknown devices, failed decodes) and gateway status when a UDP source reports it.
+    pub fn rec_types(&self) -> std::collections::BTreeSet<&str> {
+        let mut out: std::collections::BTreeSet<&str> =
+            self.devices.iter().filter_map(|d| d.codec).map(Codec::rec_type).collect();
+        out.insert(&self.record.packed_rec_type);
+        if self.sources.iter().any(|s| matches!(s, SourceConfig::Udp(u) if u.gateway_status)) {
+            out.insert(crate::codec::rec_type::GATEWAY);
+        }
+        out
+    }
+
+    /// recType -> hub (topic) for every recType this configuration can emit.
+    pub fn hub_plan(&self) -> Vec<(&str, &str)> {
+        let mapping = match &self.sink {
+            SinkConfig::Eventhubs(eh) => Some(&eh.hubs),
+            SinkConfig::Kafka(k) => Some(&k.topics),
+            SinkConfig::Stdout(_) => None,
+        };
+        self.rec_types()
+            .into_iter()
+            .map(|r| (r, mapping.and_then(|m| m.get(r)).map_or(r, String::as_str)))
+            .collect()
+    }
+
+    /// Things that are allowed but probably wrong; `check` prints them, `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let SinkConfig::Eventhubs(_) = self.sink {
+            let hubs: std::collections::BTreeSet<&str> = self.hub_plan().into_iter().map(|(_, h)| h).collect();
+            if hubs.len() > 10 {
+                out.push(format!(
+                    "{} event hubs would be used ({}); the Standard tier allows 10 per namespace: map recTypes onto fewer hubs with [sink.hubs]",
+                    hubs.len(),
+                    hubs.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        out
     }
 
     /// Device registry keyed by DevEUI.
@@ -662,6 +744,36 @@ mod tests {
         let text = "[sink]\ntype = \"stdout\"\nprety = true\n";
         let (key, _) = Config::parse(text).unwrap_err();
         assert_eq!(key, "sink.prety");
+    }
+
+    #[test]
+    fn hub_names_follow_event_hubs_rules() {
+        assert!(valid_hub_name("io.microshare.environment.unpacked"));
+        assert!(valid_hub_name("motion_2"));
+        assert!(!valid_hub_name(""));
+        assert!(!valid_hub_name(".motion"));
+        assert!(!valid_hub_name("motion-"));
+        assert!(!valid_hub_name("mo tion"));
+        assert!(!valid_hub_name(&"a".repeat(257)));
+        let text = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[sink.topics]\n\"io.microshare.motion.unpacked\" = \"-motion\"\n[[source]]\ntype = \"udp\"\n";
+        let mut cfg = Config::parse(text).unwrap();
+        let (key, reason) = cfg.resolve(Path::new(".")).unwrap_err();
+        assert_eq!(key, "sink.topics.\"io.microshare.motion.unpacked\"");
+        assert!(reason.contains("bad hub name"), "{reason}");
+    }
+
+    #[test]
+    fn hub_plan_maps_the_rec_types_the_config_can_emit() {
+        let text = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[sink.topics]\n\"io.microshare.motion.unpacked\" = \"motion\"\n[[source]]\ntype = \"udp\"\n[[device]]\ndev_eui = \"0000000000000001\"\ncodec = \"browan-tbms100\"\n[[device]]\ndev_eui = \"0000000000000002\"\ncodec = \"browan-tbhh100\"\n";
+        let cfg = Config::parse(text).unwrap();
+        assert_eq!(
+            cfg.hub_plan(),
+            vec![
+                ("io.microshare.environment.unpacked", "io.microshare.environment.unpacked"),
+                ("io.microshare.lorawan.packed", "io.microshare.lorawan.packed"),
+                ("io.microshare.motion.unpacked", "motion"),
+            ]
+        );
     }
 
     #[test]

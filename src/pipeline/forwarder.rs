@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use super::dedup::{Dedup, Seen};
+use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, Pushed};
 use crate::config::BufferConfig;
 use crate::decode::Decoder;
@@ -25,8 +26,6 @@ use crate::source::{Ack, Frame};
 /// Frames taken from the input per round: one buffer flush covers them all.
 const BATCH: usize = 256;
 const TICK: Duration = Duration::from_millis(100);
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the sink to confirm what is in flight before spilling it.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
@@ -56,8 +55,7 @@ pub struct Forwarder {
     dirty: bool,
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
-    retry_at: Option<Instant>,
-    backoff: Duration,
+    health: SinkHealth,
 }
 
 impl Forwarder {
@@ -85,8 +83,7 @@ impl Forwarder {
             pending_acks: Vec::new(),
             dirty: false,
             drain_cursor: None,
-            retry_at: None,
-            backoff: BACKOFF_MIN,
+            health: SinkHealth::default(),
         }
     }
 
@@ -149,7 +146,7 @@ impl Forwarder {
 
     fn healthy(&self) -> bool {
         let now = Instant::now();
-        self.retry_at.is_none_or(|t| now >= t)
+        self.health.ready(now)
             && self
                 .in_flight
                 .values()
@@ -187,6 +184,7 @@ impl Forwarder {
             && self.blocked.is_empty()
             && self.in_flight.len() < self.max_in_flight
             && self.healthy()
+            && !self.health.is_parked(&record.rec_type, Instant::now())
         {
             match self.sink.send(seq, &record) {
                 Ok(()) => {
@@ -204,7 +202,7 @@ impl Forwarder {
                     self.pending_acks.push(frame.ack);
                     return Ok(());
                 }
-                Err(e) => self.failed(&e),
+                Err(e) => self.failed(&e, &record.rec_type),
             }
         }
         self.spill(seq, record, frame.ack)
@@ -319,8 +317,7 @@ impl Forwarder {
         match d.result {
             Ok(()) => {
                 self.metrics.delivered.inc();
-                self.retry_at = None;
-                self.backoff = BACKOFF_MIN;
+                self.health.succeeded(&f.record.rec_type);
                 if f.in_buffer {
                     self.buffer.remove(d.seq)?;
                 }
@@ -341,7 +338,7 @@ impl Forwarder {
                 self.pending_acks.append(&mut f.acks);
             }
             Err(e) => {
-                self.failed(&e);
+                self.failed(&e, &f.record.rec_type);
                 if !f.in_buffer {
                     self.in_flight.insert(d.seq, f);
                     self.spill_in_flight(d.seq)?;
@@ -358,14 +355,14 @@ impl Forwarder {
         Ok(())
     }
 
-    fn failed(&mut self, e: &SinkError) {
+    fn failed(&mut self, e: &SinkError, rec_type: &str) {
         self.metrics.send_errors.inc();
         self.metrics
             .count_once("sink_error", || format!("sink: {e}"));
-        self.retry_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        // Start again from the oldest buffered record once the sink is back.
-        self.drain_cursor = None;
+        if let Verdict::Backoff(_) = self.health.failed(e, rec_type, Instant::now()) {
+            // Start again from the oldest buffered record once the sink is back.
+            self.drain_cursor = None;
+        }
     }
 
     /// Send buffered records, oldest first, while the sink keeps up.
@@ -373,11 +370,16 @@ impl Forwarder {
         if self.buffer.is_empty() || !self.healthy() || self.in_flight.len() >= self.max_in_flight {
             return Ok(());
         }
+        let now = Instant::now();
+        if self.health.unpark_expired(now) {
+            // Records of a recType that was parked were skipped: look at them again.
+            self.drain_cursor = None;
+        }
         let room = self.max_in_flight - self.in_flight.len();
         let now_ms = ms_since_epoch(SystemTime::now());
         for (seq, record) in self.buffer.next(self.drain_cursor, room)? {
             self.drain_cursor = Some(seq);
-            if self.in_flight.contains_key(&seq) {
+            if self.in_flight.contains_key(&seq) || self.health.is_parked(&record.rec_type, now) {
                 continue;
             }
             if now_ms.saturating_sub(record.created_ms) > self.max_age_ms {
@@ -401,8 +403,10 @@ impl Forwarder {
                     self.buffer.dead_letter(seq, &record)?;
                 }
                 Err(e) => {
-                    self.failed(&e);
-                    break;
+                    self.failed(&e, &record.rec_type);
+                    if !self.health.ready(Instant::now()) {
+                        break;
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@
 
 mod dedup;
 mod forwarder;
+mod health;
 
 use tokio::sync::{mpsc, watch};
 

@@ -113,6 +113,7 @@ pub fn open(cfg: &EventHubsConfig, deliveries: Deliveries) -> Result<KafkaSink, 
     if let Some(ca) = &cfg.ca_location {
         c.set("ssl.ca.location", ca.display().to_string());
     }
+    super::kafka::provisioning(&mut c, cfg.provisioning);
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }

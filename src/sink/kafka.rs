@@ -9,7 +9,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::ClientContext;
 
 use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, Provisioning};
 use crate::record::Record;
 
 /// Producer settings hubgate relies on, whatever the broker: every record confirmed by all
@@ -38,10 +38,17 @@ pub fn open(cfg: &KafkaConfig, deliveries: Deliveries) -> Result<KafkaSink, Open
     if let Some(ca) = &cfg.ca_location {
         c.set("ssl.ca.location", ca.display().to_string());
     }
+    provisioning(&mut c, cfg.provisioning);
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
     KafkaSink::new(c, cfg.topics.clone(), deliveries)
+}
+
+/// `auto`: let the producer create missing topics (needs a Manage key on Event Hubs).
+pub fn provisioning(c: &mut ClientConfig, p: Provisioning) {
+    let auto = p == Provisioning::Auto;
+    c.set("allow.auto.create.topics", if auto { "true" } else { "false" });
 }
 
 pub struct DeliveryContext {
@@ -79,12 +86,16 @@ pub fn classify(e: &KafkaError) -> SinkError {
         Some(
             C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidMessage | C::InvalidRecord,
         ) => SinkError::Reject(text),
-        Some(
-            C::TopicAuthorizationFailed
-            | C::ClusterAuthorizationFailed
-            | C::SaslAuthenticationFailed
-            | C::Authentication,
-        ) => SinkError::Park(text),
+        // The hub is missing or this key may not write to it: park that recType only.
+        Some(C::TopicAuthorizationFailed | C::UnknownTopic | C::UnknownTopicOrPartition) => {
+            SinkError::Park(text)
+        }
+        // Nothing gets through until the credentials are fixed; keep retrying, loudly.
+        Some(C::SaslAuthenticationFailed | C::Authentication | C::ClusterAuthorizationFailed) => {
+            SinkError::Retry(format!(
+                "authentication failed, check the connection string: {text}"
+            ))
+        }
         _ => SinkError::Retry(text),
     }
 }
@@ -125,6 +136,23 @@ impl Sink for KafkaSink {
             }
             e => classify(&e),
         })
+    }
+
+    fn missing_hubs(&self, hubs: &[&str], timeout: Duration) -> Option<Vec<String>> {
+        let md = match self.producer.client().fetch_metadata(None, timeout) {
+            Ok(md) => md,
+            Err(e) => {
+                log::warn!("kafka: cannot list hubs at start ({e}); a missing hub will show when records go to it");
+                return None;
+            }
+        };
+        let present: std::collections::HashSet<&str> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name())
+            .collect();
+        Some(hubs.iter().filter(|h| !present.contains(*h)).map(|h| h.to_string()).collect())
     }
 
     fn flush(&mut self, timeout: Duration) {

@@ -23,8 +23,9 @@ pub enum SinkError {
     /// Transport trouble, timeouts, throttling (incl. `POLICY_VIOLATION`): try again later.
     #[error("{0} (will retry)")]
     Retry(String),
-    /// Authentication or authorization: nothing will get through until an operator acts.
-    #[error("{0} (check the credentials and the hub; will retry)")]
+    /// The hub of this record's recType is missing or refuses this key: park that recType
+    /// (keep buffering it, retry later) while the others keep flowing.
+    #[error("{0} (hub missing or not writable with this key; will retry)")]
     Park(String),
     /// This record can never be accepted (too large): dead-letter it.
     #[error("{0} (record rejected for good)")]
@@ -39,6 +40,11 @@ pub trait Sink: Send {
     fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError>;
     /// Wait up to `timeout` for outstanding deliveries (on shutdown).
     fn flush(&mut self, timeout: std::time::Duration);
+    /// Which of `hubs` do not exist (for `provisioning = "precreated"`); `None` when the
+    /// broker could not be asked. Sinks without hubs have none missing.
+    fn missing_hubs(&self, _hubs: &[&str], _timeout: std::time::Duration) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -562,82 +562,13 @@ impl Kafka {
         expected_count: usize,
         timeout: Duration,
     ) -> Vec<Record> {
-        let deadline = Instant::now() + timeout;
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("group.id", unique("harness"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .expect("create rdkafka BaseConsumer");
-        let partitions = self.partitions(&consumer, topic, deadline);
-        let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .expect("add partition");
-        }
-        consumer.assign(&tpl).expect("assign partitions");
-
-        let mut out: Vec<Record> = Vec::new();
-        let mut next: Vec<i64> = vec![0; partitions.len()];
-        while Instant::now() < deadline {
-            // Errors (broker restarting, partition EOF) are transient here: keep polling.
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                if let Some(i) = partitions.iter().position(|&p| p == m.partition()) {
-                    next[i] = next[i].max(m.offset() + 1);
-                }
-                out.push((
-                    m.key()
-                        .map(|k| String::from_utf8_lossy(k).into_owned())
-                        .unwrap_or_default(),
-                    m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    m.partition(),
-                    m.offset(),
-                ));
-            }
-            if out.len() >= expected_count && self.caught_up(&consumer, topic, &partitions, &next) {
-                break;
-            }
-        }
-        out.sort_by_key(|r| (r.2, r.3));
-        out
-    }
-
-    fn partitions(&self, consumer: &BaseConsumer, topic: &str, deadline: Instant) -> Vec<i32> {
-        loop {
-            let last = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-                Ok(md) => match md.topics().iter().find(|t| t.name() == topic) {
-                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                        return t.partitions().iter().map(|p| p.id()).collect();
-                    }
-                    Some(t) => format!("topic error {:?}", t.error()),
-                    None => "topic missing from metadata".to_string(),
-                },
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                panic!(
-                    "metadata for topic {topic:?} (created with create_topics?): {last}{}",
-                    self.logs()
-                );
-            }
-            thread::sleep(POLL);
-        }
-    }
-
-    fn caught_up(
-        &self,
-        consumer: &BaseConsumer,
-        topic: &str,
-        partitions: &[i32],
-        next: &[i64],
-    ) -> bool {
-        partitions.iter().zip(next).all(|(&p, &n)| {
-            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
-                Ok((_low, high)) => n >= high,
-                Err(_) => false,
-            }
-        })
+        consume(
+            self.client_config(),
+            topic,
+            expected_count,
+            timeout,
+            &|| self.logs(),
+        )
     }
 
     /// Outage: SIGKILL tansu (stunnel keeps accepting TLS, like a load balancer
@@ -730,4 +661,91 @@ impl Service {
             let _ = child.wait();
         }
     }
+}
+
+/// Read `topic` from the beginning with `config` (any Kafka-protocol broker: tansu, or
+/// librdkafka's mock cluster); see [`Kafka::consume_all`]. `context` adds broker logs to a
+/// panic message.
+pub fn consume(
+    config: ClientConfig,
+    topic: &str,
+    expected_count: usize,
+    timeout: Duration,
+    context: &dyn Fn() -> String,
+) -> Vec<Record> {
+    let deadline = Instant::now() + timeout;
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", unique("harness"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("create rdkafka BaseConsumer");
+    let partitions = partitions(&consumer, topic, deadline, context);
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("add partition");
+    }
+    consumer.assign(&tpl).expect("assign partitions");
+
+    let mut out: Vec<Record> = Vec::new();
+    let mut next: Vec<i64> = vec![0; partitions.len()];
+    while Instant::now() < deadline {
+        // Errors (broker restarting, partition EOF) are transient here: keep polling.
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            if let Some(i) = partitions.iter().position(|&p| p == m.partition()) {
+                next[i] = next[i].max(m.offset() + 1);
+            }
+            out.push((
+                m.key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default(),
+                m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                m.partition(),
+                m.offset(),
+            ));
+        }
+        if out.len() >= expected_count && caught_up(&consumer, topic, &partitions, &next) {
+            break;
+        }
+    }
+    out.sort_by_key(|r| (r.2, r.3));
+    out
+}
+
+fn partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    deadline: Instant,
+    context: &dyn Fn() -> String,
+) -> Vec<i32> {
+    loop {
+        let last = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(md) => match md.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    return t.partitions().iter().map(|p| p.id()).collect();
+                }
+                Some(t) => format!("topic error {:?}", t.error()),
+                None => "topic missing from metadata".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            panic!(
+                "metadata for topic {topic:?} (created with create_topics?): {last}{}",
+                context()
+            );
+        }
+        thread::sleep(POLL);
+    }
+}
+
+fn caught_up(consumer: &BaseConsumer, topic: &str, partitions: &[i32], next: &[i64]) -> bool {
+    partitions.iter().zip(next).all(|(&p, &n)| {
+        match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+            Ok((_low, high)) => n >= high,
+            Err(_) => false,
+        }
+    })
 }
