@@ -3,6 +3,7 @@
 pub mod chirpstack;
 pub mod mqtt;
 pub mod replay;
+pub mod serial;
 
 use std::time::SystemTime;
 
@@ -49,6 +50,8 @@ pub enum ParseError {
     DevEui(String),
     #[error("bad time {0:?}")]
     Time(String),
+    #[error("bad CBOR envelope: {0}")]
+    Cbor(String),
 }
 
 impl ParseError {
@@ -59,6 +62,7 @@ impl ParseError {
             ParseError::Base64(_) => "bad_base64",
             ParseError::DevEui(_) => "bad_dev_eui",
             ParseError::Time(_) => "bad_time",
+            ParseError::Cbor(_) => "serial_bad_cbor",
         }
     }
 }
