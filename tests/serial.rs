@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hubgate::framing::crc::crc16;
+use hubgate::framing::{Deframer, Framing};
 use serde_cbor::Value;
 use support::agent::Agent;
 
@@ -481,4 +482,72 @@ fn device_missing_at_start_is_waited_for() {
     agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 1);
     assert_eq!(readings(&agent), [(7, 19, 45)]);
     assert_eq!(agent.full_log().matches("cannot open").count(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// no allocation on the read path
+
+/// Counts allocations made by the current thread (other tests run on other threads).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+#[test]
+fn deframers_do_not_allocate_per_frame() {
+    // The counter works: a Box allocates.
+    let before = ALLOCATIONS.with(|n| n.get());
+    drop(std::hint::black_box(Box::new(1u64)));
+    assert_eq!(ALLOCATIONS.with(|n| n.get()) - before, 1);
+
+    let content = envelope((1, 21, 40));
+    // (framing, one good frame, what ends a frame)
+    let cases: [(Framing, Vec<u8>, &[u8]); 3] = [
+        (Framing::Slip, slip(&with_crc(&content)), b"\xc0"),
+        (Framing::Cobs, cobs(&with_crc(&content)), b"\x00"),
+        (Framing::LinesHex, line(&content), b"\r\n"),
+    ];
+    for (framing, one, end) in cases {
+        // Good frames, garbage and an over-long frame, many times over.
+        let mut stream = Vec::new();
+        for _ in 0..200 {
+            stream.extend_from_slice(&one);
+            stream.extend_from_slice(b"\x55junk");
+            stream.extend_from_slice(end);
+            stream.extend(std::iter::repeat_n(0x41, 300));
+            stream.extend_from_slice(end);
+        }
+        let mut d = Deframer::new(framing, MAX_FRAME, Some("radio_rx")).unwrap();
+        let before = ALLOCATIONS.with(|n| n.get());
+        let (mut frames, mut bytes) = (0u32, 0usize);
+        for chunk in stream.chunks(37) {
+            let mut input = chunk;
+            while !input.is_empty() {
+                let (used, ev) = d.push(input);
+                input = &input[used..];
+                if let Some(Ok(f)) = ev {
+                    frames += 1;
+                    bytes += f.len();
+                }
+            }
+        }
+        let allocations = ALLOCATIONS.with(|n| n.get()) - before;
+        assert_eq!(frames, 200, "{framing:?}");
+        assert_eq!(bytes, 200 * content.len(), "{framing:?}");
+        assert_eq!(allocations, 0, "{framing:?} allocated on the read path");
+    }
 }
