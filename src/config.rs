@@ -169,6 +169,7 @@ pub enum UplinkFormat {
 pub enum SourceConfig {
     Mqtt(MqttSourceConfig),
     Replay(ReplaySourceConfig),
+    Serial(SerialSourceConfig),
     Udp(UdpSourceConfig),
 }
 
@@ -229,6 +230,108 @@ pub struct ReplaySourceConfig {
     /// Pause between lines, to watch the demo scroll by.
     #[serde(default, deserialize_with = "de_duration")]
     pub interval: Duration,
+}
+
+/// A serial port (USB or UART) carrying frames, one framing per port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSourceConfig {
+    /// Device path, e.g. `/dev/ttyUSB0` or a stable `/dev/serial/by-id/…` link.
+    pub device: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default)]
+    pub stop_bits: StopBits,
+    #[serde(default)]
+    pub data_bits: DataBits,
+    /// `"lines-hex"`, `"slip"` or `"cobs"` (see `hubgate::framing`).
+    pub framing: crate::framing::Framing,
+    /// `lines-hex` only: the text before the hex payload, e.g. `"radio_rx"`, `"+RCV"`.
+    pub prefix: Option<String>,
+    /// Longest frame content in bytes (CRC not counted); longer frames are dropped, counted.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: usize,
+    /// What a frame holds: `"cbor"` (default), a CBOR envelope of a wired sensor.
+    #[serde(default)]
+    pub content: SerialContent,
+    /// Longest wait between attempts to reopen a device that went away.
+    #[serde(default = "default_reopen_max", deserialize_with = "de_duration")]
+    pub reopen_max: Duration,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+fn default_max_frame() -> usize {
+    1024
+}
+fn default_reopen_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Longest `lines-hex` prefix.
+pub const MAX_PREFIX: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "i64")]
+pub enum StopBits {
+    #[default]
+    One,
+    Two,
+}
+
+impl TryFrom<i64> for StopBits {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match n {
+            1 => Ok(StopBits::One),
+            2 => Ok(StopBits::Two),
+            _ => Err(format!("stop_bits must be 1 or 2, not {n}")),
+        }
+    }
+}
+
+/// Character size, 5 to 8 bits (default 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct DataBits(pub u8);
+
+impl Default for DataBits {
+    fn default() -> Self {
+        DataBits(8)
+    }
+}
+
+impl TryFrom<i64> for DataBits {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match n {
+            5..=8 => Ok(DataBits(n as u8)),
+            _ => Err(format!("data_bits must be 5, 6, 7 or 8, not {n}")),
+        }
+    }
+}
+
+/// What the frames of a serial source carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialContent {
+    /// A CBOR map `{dev_eui, fport, payload, fcnt?, rssi?, snr?, time?}` (wired sensors).
+    #[default]
+    Cbor,
+    /// A LoRaWAN PHYPayload. Not supported yet: rejected when the config is loaded.
+    Phy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -543,6 +646,10 @@ impl Config {
                 crate::source::mqtt::parse_url(&m.url)
                     .map_err(|e| (format!("source[{i}].url"), e))?;
             }
+            if let SourceConfig::Serial(sc) = source {
+                sc.validate()
+                    .map_err(|(key, e)| (format!("source[{i}].{key}"), e))?;
+            }
             if let SourceConfig::Replay(r) = source {
                 if r.path.is_relative() {
                     r.path = base.join(&r.path);
@@ -646,10 +753,18 @@ impl Config {
     /// Every recType this configuration can emit: the configured codecs', the packed one
     /// (unknown devices, failed decodes) and gateway status when a UDP source reports it.
     pub fn rec_types(&self) -> std::collections::BTreeSet<&str> {
-        let mut out: std::collections::BTreeSet<&str> =
-            self.devices.iter().filter_map(|d| d.codec).map(Codec::rec_type).collect();
+        let mut out: std::collections::BTreeSet<&str> = self
+            .devices
+            .iter()
+            .filter_map(|d| d.codec)
+            .map(Codec::rec_type)
+            .collect();
         out.insert(&self.record.packed_rec_type);
-        if self.sources.iter().any(|s| matches!(s, SourceConfig::Udp(u) if u.gateway_status)) {
+        if self
+            .sources
+            .iter()
+            .any(|s| matches!(s, SourceConfig::Udp(u) if u.gateway_status))
+        {
             out.insert(crate::codec::rec_type::GATEWAY);
         }
         out
@@ -672,7 +787,8 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let SinkConfig::Eventhubs(_) = self.sink {
-            let hubs: std::collections::BTreeSet<&str> = self.hub_plan().into_iter().map(|(_, h)| h).collect();
+            let hubs: std::collections::BTreeSet<&str> =
+                self.hub_plan().into_iter().map(|(_, h)| h).collect();
             if hubs.len() > 10 {
                 out.push(format!(
                     "{} event hubs would be used ({}); the Standard tier allows 10 per namespace: map recTypes onto fewer hubs with [sink.hubs]",
@@ -687,6 +803,35 @@ impl Config {
     /// Device registry keyed by DevEUI.
     pub fn device(&self, dev_eui: &[u8; 8]) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| &d.dev_eui == dev_eui)
+    }
+}
+
+impl SerialSourceConfig {
+    /// Checks serde cannot express; on error (key, reason).
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.device.as_os_str().is_empty() {
+            return Err(("device", "empty device path".into()));
+        }
+        if self.baud == 0 {
+            return Err(("baud", "baud must be more than 0".into()));
+        }
+        crate::framing::Deframer::new(self.framing, self.max_frame, None)
+            .map_err(|e| ("max_frame", e.to_string()))?;
+        if let Some(p) = &self.prefix {
+            if self.framing != crate::framing::Framing::LinesHex {
+                return Err((
+                    "prefix",
+                    "prefix is for framing = \"lines-hex\" only".into(),
+                ));
+            }
+            if p.trim().len() > MAX_PREFIX {
+                return Err(("prefix", format!("longer than {MAX_PREFIX} bytes")));
+            }
+        }
+        if self.reopen_max.is_zero() {
+            return Err(("reopen_max", "must be more than 0".into()));
+        }
+        Ok(())
     }
 }
 
@@ -769,8 +914,14 @@ mod tests {
         assert_eq!(
             cfg.hub_plan(),
             vec![
-                ("io.microshare.environment.unpacked", "io.microshare.environment.unpacked"),
-                ("io.microshare.lorawan.packed", "io.microshare.lorawan.packed"),
+                (
+                    "io.microshare.environment.unpacked",
+                    "io.microshare.environment.unpacked"
+                ),
+                (
+                    "io.microshare.lorawan.packed",
+                    "io.microshare.lorawan.packed"
+                ),
                 ("io.microshare.motion.unpacked", "motion"),
             ]
         );
@@ -831,6 +982,82 @@ mod tests {
         let (key, reason) = cfg.check_sessions().unwrap_err();
         assert_eq!(key, "device[0].nwk_s_key");
         assert!(reason.starts_with("missing"), "{reason}");
+    }
+
+    fn serial(extra: &str) -> Result<Config, (String, String)> {
+        let text = format!(
+            "[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\n\
+             [[source]]\ntype = \"serial\"\ndevice = \"/dev/ttyUSB0\"\n{extra}\n"
+        );
+        let mut cfg = Config::parse(&text)?;
+        cfg.resolve(Path::new("."))?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn serial_source_defaults_and_keys() {
+        let cfg = serial("framing = \"lines-hex\"\nprefix = \"radio_rx\"").unwrap();
+        let SourceConfig::Serial(s) = &cfg.sources[1] else {
+            panic!("not serial")
+        };
+        assert_eq!(s.baud, 115_200);
+        assert_eq!(
+            (s.parity, s.stop_bits, s.data_bits),
+            (Parity::None, StopBits::One, DataBits(8))
+        );
+        assert_eq!((s.max_frame, s.content), (1024, SerialContent::Cbor));
+        assert_eq!(s.reopen_max, Duration::from_secs(30));
+        let cfg = serial(
+            "framing = \"cobs\"\nbaud = 9600\nparity = \"even\"\nstop_bits = 2\ndata_bits = 7\n\
+             max_frame = 2048\nreopen_max = \"2s\"",
+        )
+        .unwrap();
+        let SourceConfig::Serial(s) = &cfg.sources[1] else {
+            panic!("not serial")
+        };
+        assert_eq!(
+            (s.baud, s.parity, s.stop_bits, s.data_bits),
+            (9600, Parity::Even, StopBits::Two, DataBits(7))
+        );
+        assert_eq!(s.framing, crate::framing::Framing::Cobs);
+    }
+
+    #[test]
+    fn serial_errors_name_their_key() {
+        let cases = [
+            (
+                "framing = \"slip\"\nmax_frame = 4096",
+                "source[1].max_frame",
+                "max_frame",
+            ),
+            (
+                "framing = \"slip\"\nprefix = \"x\"",
+                "source[1].prefix",
+                "lines-hex",
+            ),
+            (
+                "framing = \"slip\"\nstop_bits = 3",
+                "source[1]",
+                "stop_bits must be 1 or 2",
+            ),
+            (
+                "framing = \"slip\"\ndata_bits = 9",
+                "source[1]",
+                "data_bits must be",
+            ),
+            ("framing = \"slip\"\nparity = \"mark\"", "source[1]", "mark"),
+            ("framing = \"hdlc\"", "source[1]", "hdlc"),
+            (
+                "framing = \"slip\"\nbaud_rate = 9600",
+                "source[1].baud_rate",
+                "unknown field",
+            ),
+        ];
+        for (extra, key, reason) in cases {
+            let (k, r) = serial(extra).unwrap_err();
+            assert!(k.starts_with(key), "{extra}: key {k}");
+            assert!(r.contains(reason), "{extra}: reason {r}");
+        }
     }
 
     #[test]

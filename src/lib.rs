@@ -5,6 +5,7 @@ pub mod buffer;
 pub mod codec;
 pub mod config;
 pub mod decode;
+pub mod framing;
 pub mod lorawan;
 pub mod metrics;
 pub mod pipeline;

@@ -23,7 +23,12 @@ const RUN: Duration = Duration::from_secs(90);
 fn write_uplinks(path: &Path, n: u32) {
     let mut lines = String::new();
     for i in 1..=n {
-        lines += &chirpstack_uplink(TH, i, 103, &[0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff]);
+        lines += &chirpstack_uplink(
+            TH,
+            i,
+            103,
+            &[0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff],
+        );
         lines += "\n";
         lines += &chirpstack_uplink(PIR, i, 102, &[0x01, 0x0b, 0x3a, 0x05, 0x00, i as u8, 0, 0]);
         lines += "\n";
@@ -71,13 +76,18 @@ fn consumer(bootstrap: &str) -> ClientConfig {
 
 /// FCnts of the records in `topic`, in partition order.
 fn fcnts(bootstrap: &str, topic: &str, n: usize) -> Vec<u64> {
-    let mut out: Vec<(i32, i64, u64)> = support::consume(consumer(bootstrap), topic, n, RUN, &String::new)
-        .into_iter()
-        .map(|(_, payload, p, o)| {
-            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-            (p, o, v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap())
-        })
-        .collect();
+    let mut out: Vec<(i32, i64, u64)> =
+        support::consume(consumer(bootstrap), topic, n, RUN, &String::new)
+            .into_iter()
+            .map(|(_, payload, p, o)| {
+                let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                (
+                    p,
+                    o,
+                    v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap(),
+                )
+            })
+            .collect();
     out.sort();
     out.into_iter().map(|(_, _, f)| f).collect()
 }
@@ -107,7 +117,10 @@ async fn throttling_ends_in_delivery_not_loss() {
     write_uplinks(&dir.path().join("uplinks.jsonl"), 20);
     let mock = mock();
     let bs = mock.bootstrap_servers();
-    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_POLICY_VIOLATION; 8]);
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_POLICY_VIOLATION; 8],
+    );
     run(config(dir.path(), &bs, "")).await;
     let expected: Vec<u64> = (1..=20).collect();
     assert_eq!(fcnts(&bs, ENV, 20), expected);
@@ -125,7 +138,8 @@ async fn broker_down_and_slow_then_back() {
     let hubgate = tokio::spawn(run(config(dir.path(), &bs, "")));
     // Let records pile up (and spill) while the broker is away, then bring it back slow.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    mock.broker_round_trip_time(1, Duration::from_millis(300)).unwrap();
+    mock.broker_round_trip_time(1, Duration::from_millis(300))
+        .unwrap();
     mock.broker_up(-1).unwrap();
     hubgate.await.unwrap();
     let expected: Vec<u64> = (1..=30).collect();
@@ -144,11 +158,15 @@ async fn oversized_record_is_dead_lettered() {
     let huge_tag = format!("tags = [\"{}\"]", "x".repeat(5000));
     let mut cfg = config(dir.path(), &bs, &huge_tag);
     if let hubgate::config::SinkConfig::Kafka(k) = &mut cfg.sink {
-        k.properties.insert("message.max.bytes".into(), "4000".into());
+        k.properties
+            .insert("message.max.bytes".into(), "4000".into());
     }
     run(cfg).await;
     assert_eq!(fcnts(&bs, MOTION, 5), vec![1, 2, 3, 4, 5]);
-    assert!(fcnts(&bs, ENV, 0).is_empty(), "oversized records must not be sent");
+    assert!(
+        fcnts(&bs, ENV, 0).is_empty(),
+        "oversized records must not be sent"
+    );
     let store = hubgate::buffer::SledStore::open(&dir.path().join("buffer")).unwrap();
     use hubgate::buffer::Store;
     assert_eq!(store.dead_letters(), 5);

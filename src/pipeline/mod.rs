@@ -92,6 +92,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
                 r.interval,
                 ctx,
             )),
+            SourceConfig::Serial(s) => tokio::spawn(source::serial::run(s.clone(), ctx)),
         });
         log::debug!("source {i} started");
     }

@@ -48,7 +48,10 @@ pub fn open(cfg: &KafkaConfig, deliveries: Deliveries) -> Result<KafkaSink, Open
 /// `auto`: let the producer create missing topics (needs a Manage key on Event Hubs).
 pub fn provisioning(c: &mut ClientConfig, p: Provisioning) {
     let auto = p == Provisioning::Auto;
-    c.set("allow.auto.create.topics", if auto { "true" } else { "false" });
+    c.set(
+        "allow.auto.create.topics",
+        if auto { "true" } else { "false" },
+    );
 }
 
 pub struct DeliveryContext {
@@ -152,7 +155,12 @@ impl Sink for KafkaSink {
             .filter(|t| t.error().is_none())
             .map(|t| t.name())
             .collect();
-        Some(hubs.iter().filter(|h| !present.contains(*h)).map(|h| h.to_string()).collect())
+        Some(
+            hubs.iter()
+                .filter(|h| !present.contains(*h))
+                .map(|h| h.to_string())
+                .collect(),
+        )
     }
 
     fn flush(&mut self, timeout: Duration) {

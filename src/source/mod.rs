@@ -4,6 +4,7 @@ pub mod chirpstack;
 pub mod gwmp;
 pub mod mqtt;
 pub mod replay;
+pub mod serial;
 pub mod tts;
 pub mod udp;
 
@@ -68,6 +69,8 @@ pub enum ParseError {
     Time(String),
     #[error("frame received with a bad CRC ({0})")]
     Crc(String),
+    #[error("bad CBOR envelope: {0}")]
+    Cbor(String),
 }
 
 impl ParseError {
@@ -79,6 +82,7 @@ impl ParseError {
             ParseError::DevEui(_) => "bad_dev_eui",
             ParseError::Time(_) => "bad_time",
             ParseError::Crc(_) => "bad_crc",
+            ParseError::Cbor(_) => "serial_bad_cbor",
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct Agent {
     child: Option<Child>,
     config: PathBuf,
     log: PathBuf,
+    /// Where the child's stdout goes when kept apart from the log (see `start_with_stdout`).
+    stdout: Option<PathBuf>,
     pub metrics_port: u16,
 }
 
@@ -31,10 +33,67 @@ impl Agent {
             child: None,
             config,
             log: dir.join("hubgate.log"),
+            stdout: None,
             metrics_port,
         };
         a.spawn();
         a
+    }
+
+    /// Like [`Agent::start`], but the child's stdout (the records of a `stdout` sink) goes to
+    /// `dir/stdout.jsonl`, apart from the log, so records and log lines cannot interleave.
+    pub fn start_with_stdout(dir: &Path, config_body: &str) -> Agent {
+        let metrics_port = free_port();
+        let config = dir.join("hubgate.toml");
+        std::fs::write(
+            &config,
+            format!("{config_body}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+        )
+        .unwrap();
+        let mut a = Agent {
+            child: None,
+            config,
+            log: dir.join("hubgate.log"),
+            stdout: Some(dir.join("stdout.jsonl")),
+            metrics_port,
+        };
+        a.spawn();
+        a
+    }
+
+    /// The lines the child wrote to stdout so far (needs [`Agent::start_with_stdout`]).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        let path = self
+            .stdout
+            .as_ref()
+            .expect("started with start_with_stdout");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The whole log so far.
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log holds `needle` at least `count` times; returns the log.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.full_log();
+            if log.matches(needle).count() >= count {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never had {needle:?} {count} time(s) within {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn spawn(&mut self) {
@@ -43,12 +102,20 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .unwrap();
+        let stdout = match &self.stdout {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+            None => log.try_clone().unwrap(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
             .args(["run", "-c"])
             .arg(&self.config)
             .env("RUST_LOG", "debug,librdkafka=debug")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("start hubgate");

@@ -1,0 +1,436 @@
+//! Serial source (tokio-serial): frames from a UART or USB serial device.
+//!
+//! The port is opened with the configured baud, parity, stop and data bits. Bytes go
+//! through the configured [`crate::framing`] deframer (fixed buffers, no allocation per
+//! frame); each frame is a CBOR envelope of a wired sensor (see [`parse_cbor`]) or, with
+//! `content = "phy"`, a LoRaWAN PHYPayload from a radio module.
+//! Bad frames are counted by kind (`serial_crc`, `serial_overlong`, `serial_bad_hex`,
+//! `serial_malformed`, `serial_other_line`, `serial_bad_cbor`) and logged once.
+//!
+//! When the device goes away (USB unplug, the far end of a pty closes) the source logs it
+//! once and tries to reopen it, waiting 250 ms, then twice as long each time up to
+//! `reopen_max`; it logs again when the device is back. A frame cut by the outage is lost.
+//! Serial input cannot be acknowledged: frames are sent with [`Ack::None`].
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{de, Deserialize, Deserializer};
+use tokio::io::AsyncReadExt;
+use tokio_serial::SerialPortBuilderExt;
+
+use super::{Ack, Context, Frame, Input, ParseError, RadioFrame};
+use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
+use crate::framing::Deframer;
+use crate::uplink::{Radio, Uplink};
+
+const REOPEN_MIN: Duration = Duration::from_millis(250);
+/// Bytes taken from the port per read; frames may span reads.
+const READ_CHUNK: usize = 1024;
+
+/// Why the read loop ended.
+enum Ended {
+    Stopping,
+    Gone(String),
+}
+
+pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
+    let dev = cfg.device.display().to_string();
+    let mut deframer = match Deframer::new(cfg.framing, cfg.max_frame, cfg.prefix.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("serial {dev}: {e}");
+            return;
+        }
+    };
+    let mut stopping = ctx.stopping.clone();
+    let mut backoff = REOPEN_MIN;
+    // Some(since) while the device is away: logged once when it goes and once when it is back.
+    let mut outage: Option<Instant> = None;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        match open(&cfg) {
+            Ok(mut port) => {
+                match outage.take() {
+                    Some(since) => log::info!(
+                        "serial {dev}: opened again after {:.1?} away",
+                        since.elapsed()
+                    ),
+                    None => log::info!(
+                        "serial {dev}: opened at {} baud, framing {:?}",
+                        cfg.baud,
+                        cfg.framing
+                    ),
+                }
+                backoff = REOPEN_MIN;
+                deframer.reset();
+                match read(
+                    &mut port,
+                    &mut deframer,
+                    &dev,
+                    cfg.content,
+                    &ctx,
+                    &mut stopping,
+                )
+                .await
+                {
+                    Ended::Stopping => return,
+                    Ended::Gone(e) => {
+                        log::warn!(
+                            "serial {dev}: device gone ({e}); reopening with backoff up to {:?}",
+                            cfg.reopen_max
+                        );
+                        outage = Some(Instant::now());
+                    }
+                }
+            }
+            Err(e) => {
+                if outage.is_none() {
+                    log::warn!(
+                        "serial {dev}: cannot open ({e}); retrying with backoff up to {:?}",
+                        cfg.reopen_max
+                    );
+                    outage = Some(Instant::now());
+                } else {
+                    log::debug!("serial {dev}: still cannot open: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopping.changed() => {}
+        }
+        backoff = (backoff * 2).min(cfg.reopen_max);
+    }
+}
+
+fn open(cfg: &SerialSourceConfig) -> tokio_serial::Result<tokio_serial::SerialStream> {
+    let data_bits = match cfg.data_bits.0 {
+        5 => tokio_serial::DataBits::Five,
+        6 => tokio_serial::DataBits::Six,
+        7 => tokio_serial::DataBits::Seven,
+        _ => tokio_serial::DataBits::Eight,
+    };
+    tokio_serial::new(cfg.device.to_string_lossy(), cfg.baud)
+        .parity(match cfg.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .stop_bits(match cfg.stop_bits {
+            StopBits::One => tokio_serial::StopBits::One,
+            StopBits::Two => tokio_serial::StopBits::Two,
+        })
+        .data_bits(data_bits)
+        .flow_control(tokio_serial::FlowControl::None)
+        .open_native_async()
+}
+
+/// Read and deframe until the device goes away or the agent stops.
+async fn read(
+    port: &mut tokio_serial::SerialStream,
+    deframer: &mut Deframer,
+    dev: &str,
+    content: SerialContent,
+    ctx: &Context,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Ended {
+    let mut buf = [0u8; READ_CHUNK];
+    loop {
+        let n = tokio::select! {
+            r = port.read(&mut buf) => match r {
+                Ok(0) => return Ended::Gone("end of file".into()),
+                Ok(n) => n,
+                Err(e) => return Ended::Gone(e.to_string()),
+            },
+            _ = stopping.changed() => {
+                if *stopping.borrow() {
+                    return Ended::Stopping;
+                }
+                continue;
+            }
+        };
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let (used, event) = deframer.push(input);
+            input = &input[used..];
+            let input = match event {
+                None => continue,
+                Some(Err(e)) => {
+                    ctx.metrics
+                        .count_once(e.kind(), || format!("serial {dev}: dropped a frame: {e}"));
+                    continue;
+                }
+                Some(Ok(frame)) => match content_of(content, frame, SystemTime::now()) {
+                    Ok(input) => input,
+                    Err(e) => {
+                        ctx.metrics
+                            .count_once(e.kind(), || format!("serial {dev}: dropped a frame: {e}"));
+                        continue;
+                    }
+                },
+            };
+            let frame = Frame {
+                source: "serial",
+                input,
+                ack: Ack::None,
+            };
+            if ctx.frames.send(frame).await.is_err() {
+                return Ended::Stopping;
+            }
+        }
+    }
+}
+
+/// A frame's content: a wired sensor's CBOR envelope, or a LoRaWAN PHYPayload from a radio
+/// module (verified and decrypted later with the device's session keys).
+fn content_of(content: SerialContent, frame: &[u8], now: SystemTime) -> Result<Input, ParseError> {
+    match content {
+        SerialContent::Cbor => parse_cbor(frame, now).map(Input::Uplink),
+        SerialContent::Phy => Ok(Input::Radio(RadioFrame {
+            phy: frame.to_vec(),
+            time: now,
+            radio: Radio::default(),
+        })),
+    }
+}
+
+/// The CBOR envelope of a wired sensor's frame: a map with text keys
+///
+/// | key       | type                                               |          |
+/// |-----------|----------------------------------------------------|----------|
+/// | `dev_eui` | 8-byte byte string, or 16 hex digits (`-`/`:` ok)   | required |
+/// | `payload` | byte string, or hex text                           | required |
+/// | `fport`   | unsigned integer 0..=255                           | optional |
+/// | `fcnt`    | unsigned integer (frame counter; keeps record ids distinct) | optional |
+/// | `rssi`    | integer dBm                                        | optional |
+/// | `snr`     | number dB                                          | optional |
+/// | `time`    | Unix seconds (integer or float), or RFC 3339 text  | optional, else receive time |
+///
+/// Other keys are ignored. Without `fcnt`, the record id is made from the time (ms), so two
+/// equal payloads of one device with one `time` count as duplicates.
+pub fn parse_cbor(bytes: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
+    let env: Envelope =
+        serde_cbor::from_slice(bytes).map_err(|e| ParseError::Cbor(e.to_string()))?;
+    Ok(Uplink {
+        dev_eui: env.dev_eui,
+        device_name: None,
+        fport: env.fport,
+        fcnt: env.fcnt,
+        payload: env.payload,
+        time: env.time.unwrap_or(received),
+        radio: Radio {
+            rssi: env.rssi,
+            snr: env.snr,
+            ..Radio::default()
+        },
+    })
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(deserialize_with = "de_dev_eui")]
+    dev_eui: [u8; 8],
+    #[serde(default)]
+    fport: Option<u8>,
+    #[serde(default)]
+    fcnt: Option<u32>,
+    #[serde(deserialize_with = "de_payload")]
+    payload: Vec<u8>,
+    #[serde(default)]
+    rssi: Option<i32>,
+    #[serde(default)]
+    snr: Option<f64>,
+    #[serde(default, deserialize_with = "de_time")]
+    time: Option<SystemTime>,
+}
+
+/// Bytes given as a CBOR byte string or as hex text.
+struct BytesOrHex;
+
+impl<'de> de::Visitor<'de> for BytesOrHex {
+    type Value = Vec<u8>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a byte string or hex text")
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+        let clean: String = v.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+        hex::decode(clean).map_err(|_| E::custom(format!("bad hex {v:?}")))
+    }
+}
+
+fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 8], D::Error> {
+    let v = d.deserialize_any(BytesOrHex)?;
+    v.as_slice()
+        .try_into()
+        .map_err(|_| de::Error::custom(format!("dev_eui must be 8 bytes, not {}", v.len())))
+}
+
+fn de_payload<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    d.deserialize_any(BytesOrHex)
+}
+
+/// Unix seconds (integer or float) or RFC 3339 text; null is "not given".
+struct Time;
+
+impl<'de> de::Visitor<'de> for Time {
+    type Value = Option<SystemTime>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Unix seconds or RFC 3339 text")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(v))
+            .map(Some)
+            .ok_or_else(|| E::custom(format!("time {v} out of range")))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        u64::try_from(v)
+            .map_err(|_| E::custom(format!("time {v} before 1970")))
+            .and_then(|v| self.visit_u64(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Duration::try_from_secs_f64(v)
+            .ok()
+            .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+            .map(Some)
+            .ok_or_else(|| E::custom(format!("time {v} out of range")))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        super::parse_time(v).map(Some).map_err(E::custom)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    d.deserialize_any(Time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_cbor::Value;
+    use std::collections::BTreeMap;
+
+    fn envelope(fields: &[(&str, Value)]) -> Vec<u8> {
+        let map: BTreeMap<Value, Value> = fields
+            .iter()
+            .map(|(k, v)| (Value::Text(k.to_string()), v.clone()))
+            .collect();
+        serde_cbor::to_vec(&Value::Map(map)).unwrap()
+    }
+
+    const EUI: [u8; 8] = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
+
+    #[test]
+    fn full_envelope() {
+        let b = envelope(&[
+            ("dev_eui", Value::Bytes(EUI.to_vec())),
+            ("fport", Value::Integer(103)),
+            ("fcnt", Value::Integer(7)),
+            ("payload", Value::Bytes(vec![1, 2, 3])),
+            ("rssi", Value::Integer(-71)),
+            ("snr", Value::Float(6.5)),
+            ("time", Value::Integer(1_700_000_000)),
+            ("extra", Value::Text("ignored".into())),
+        ]);
+        let up = parse_cbor(&b, SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(up.dev_eui, EUI);
+        assert_eq!((up.fport, up.fcnt), (Some(103), Some(7)));
+        assert_eq!(up.payload, [1, 2, 3]);
+        assert_eq!((up.radio.rssi, up.radio.snr), (Some(-71), Some(6.5)));
+        assert_eq!(
+            up.time,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+    }
+
+    #[test]
+    fn hex_text_forms_and_defaults() {
+        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(42);
+        let b = envelope(&[
+            ("dev_eui", Value::Text("58-A0-CB-00-00-10-12-34".into())),
+            ("payload", Value::Text("0a0B".into())),
+        ]);
+        let up = parse_cbor(&b, received).unwrap();
+        assert_eq!(up.dev_eui, EUI);
+        assert_eq!(up.payload, [0x0a, 0x0b]);
+        assert_eq!((up.fport, up.fcnt, up.radio.rssi), (None, None, None));
+        assert_eq!(up.time, received);
+        let b = envelope(&[
+            ("dev_eui", Value::Text("58a0cb0000101234".into())),
+            ("payload", Value::Bytes(vec![])),
+            ("time", Value::Text("2024-05-01T10:00:00.5Z".into())),
+        ]);
+        let ms = parse_cbor(&b, received)
+            .unwrap()
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert_eq!(ms, 1_714_557_600_500);
+        let b = envelope(&[
+            ("dev_eui", Value::Bytes(EUI.to_vec())),
+            ("payload", Value::Bytes(vec![])),
+            ("time", Value::Float(1.25)),
+        ]);
+        assert_eq!(
+            parse_cbor(&b, received).unwrap().time,
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1250)
+        );
+        let b = envelope(&[
+            ("dev_eui", Value::Bytes(EUI.to_vec())),
+            ("payload", Value::Bytes(vec![])),
+            ("time", Value::Null),
+        ]);
+        assert_eq!(parse_cbor(&b, received).unwrap().time, received);
+    }
+
+    #[test]
+    fn bad_envelopes_are_bad_cbor() {
+        let t = SystemTime::UNIX_EPOCH;
+        let bad = [
+            b"\xff\x00not cbor".to_vec(),
+            envelope(&[("payload", Value::Bytes(vec![1]))]),
+            envelope(&[("dev_eui", Value::Bytes(EUI.to_vec()))]),
+            envelope(&[
+                ("dev_eui", Value::Bytes(vec![1, 2, 3])),
+                ("payload", Value::Bytes(vec![1])),
+            ]),
+            envelope(&[
+                ("dev_eui", Value::Bytes(EUI.to_vec())),
+                ("payload", Value::Text("xyz".into())),
+            ]),
+            envelope(&[
+                ("dev_eui", Value::Bytes(EUI.to_vec())),
+                ("payload", Value::Bytes(vec![1])),
+                ("fport", Value::Integer(300)),
+            ]),
+            envelope(&[
+                ("dev_eui", Value::Bytes(EUI.to_vec())),
+                ("payload", Value::Bytes(vec![1])),
+                ("time", Value::Integer(-5)),
+            ]),
+            envelope(&[
+                ("dev_eui", Value::Bytes(EUI.to_vec())),
+                ("payload", Value::Bytes(vec![1])),
+                ("time", Value::Text("yesterday".into())),
+            ]),
+            Vec::new(),
+        ];
+        for b in bad {
+            let e = parse_cbor(&b, t).unwrap_err();
+            assert_eq!(e.kind(), "serial_bad_cbor", "{b:02x?}: {e}");
+        }
+    }
+}

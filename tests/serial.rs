@@ -1,0 +1,600 @@
+//! The serial source end to end: real pseudo-terminal pairs (socat), the hubgate binary as a
+//! child process reading one end, a test writing framed CBOR envelopes into the other end in
+//! awkward pieces, with garbage, over-long frames and broken CRCs; records read back from the
+//! stdout sink, problem counters from the metrics endpoint. The outage is real too: socat is
+//! stopped (the device disappears) and started again on the same paths.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hubgate::framing::crc::crc16;
+use hubgate::framing::{Deframer, Framing};
+use serde_cbor::Value;
+use support::agent::Agent;
+
+const WAIT: Duration = Duration::from_secs(30);
+const TH: &str = "58a0cb0000101234";
+const TH_BYTES: [u8; 8] = [0x58, 0xa0, 0xcb, 0x00, 0x00, 0x10, 0x12, 0x34];
+/// `max_frame` of the tests' sources: the largest TBHH100 envelope here is about 100 bytes.
+const MAX_FRAME: usize = 128;
+
+// ---------------------------------------------------------------------------
+// a pty pair
+
+/// `socat pty,raw,echo=0,link=DIR/ttyA pty,raw,echo=0,link=DIR/ttyB`: what is written to one
+/// link comes out of the other. Killed on drop.
+struct PtyPair {
+    child: Option<Child>,
+    a: PathBuf,
+    b: PathBuf,
+    log: PathBuf,
+}
+
+impl PtyPair {
+    fn start(dir: &Path) -> PtyPair {
+        let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
+        let log = dir.join("socat.log");
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new("socat")
+            .arg("-d")
+            .arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("run socat (apt-get install socat)");
+        let mut p = PtyPair {
+            child: Some(child),
+            a,
+            b,
+            log,
+        };
+        // The links appear once socat has both ptys open.
+        let deadline = Instant::now() + WAIT;
+        while !(p.a.exists() && p.b.exists()) {
+            if let Some(s) = p.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("socat exited ({s}):\n{}", p.logs());
+            }
+            assert!(Instant::now() < deadline, "no pty links:\n{}", p.logs());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        p
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The device disappears: SIGTERM (socat removes its links), wait for the exit.
+    fn stop(&mut self) {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap();
+        assert!(
+            !self.a.exists() && !self.b.exists(),
+            "links left behind:\n{}",
+            self.logs()
+        );
+    }
+
+    /// The writing end, as a test's serial peer would open it.
+    fn writer(&self) -> File {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&self.a)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.a.display()))
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Write `stream` in pieces of awkward sizes, pausing between them so the reader sees
+/// frames cut at many places.
+fn write_awkwardly(w: &mut File, stream: &[u8]) {
+    const SIZES: [usize; 8] = [1, 7, 2, 13, 3, 64, 5, 1];
+    let mut rest = stream;
+    for &n in SIZES.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, tail) = rest.split_at(n.min(rest.len()));
+        w.write_all(piece).unwrap();
+        w.flush().unwrap();
+        rest = tail;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// frames
+
+/// TBHH100 payload with temperature `t` °C and humidity `h` %.
+fn tbhh100(t: i32, h: u8) -> Vec<u8> {
+    vec![0x08, 0x8c, (t + 32) as u8, h, 0xff, 0xff, 0xff, 0xff]
+}
+
+/// One reading: (fcnt, temperature, humidity).
+type Reading = (u32, i32, u8);
+
+/// A CBOR envelope for a reading; the forms vary with `fcnt` (DevEUI as bytes or text,
+/// time as Unix seconds, RFC 3339 or absent).
+fn envelope((fcnt, t, h): Reading) -> Vec<u8> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: Value| m.insert(Value::Text(k.into()), v);
+    put(
+        "dev_eui",
+        if fcnt % 2 == 0 {
+            Value::Bytes(TH_BYTES.to_vec())
+        } else {
+            Value::Text(TH.into())
+        },
+    );
+    put("fport", Value::Integer(103));
+    put("fcnt", Value::Integer(fcnt.into()));
+    put("payload", Value::Bytes(tbhh100(t, h)));
+    put("rssi", Value::Integer(-60 - i128::from(fcnt)));
+    put("snr", Value::Float(7.25));
+    match fcnt % 3 {
+        0 => put("time", Value::Integer(1_700_000_000 + i128::from(fcnt))),
+        1 => put("time", Value::Text(format!("2026-11-26T10:00:{fcnt:02}Z"))),
+        _ => None,
+    };
+    serde_cbor::to_vec(&Value::Map(m)).unwrap()
+}
+
+fn with_crc(content: &[u8]) -> Vec<u8> {
+    let mut v = content.to_vec();
+    v.extend_from_slice(&crc16(content).to_be_bytes());
+    v
+}
+
+fn slip(raw: &[u8]) -> Vec<u8> {
+    let mut out = vec![0xC0];
+    for &b in raw {
+        match b {
+            0xC0 => out.extend_from_slice(&[0xDB, 0xDC]),
+            0xDB => out.extend_from_slice(&[0xDB, 0xDD]),
+            _ => out.push(b),
+        }
+    }
+    out.push(0xC0);
+    out
+}
+
+fn cobs(raw: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    let (mut code_at, mut code) = (0, 1u8);
+    for &b in raw {
+        if b != 0 {
+            out.push(b);
+            code += 1;
+        }
+        if b == 0 || code == 0xFF {
+            out[code_at] = code;
+            code_at = out.len();
+            out.push(0);
+            code = 1;
+        }
+    }
+    out[code_at] = code;
+    out.push(0);
+    out
+}
+
+fn line(content: &[u8]) -> Vec<u8> {
+    format!("radio_rx  {}\r\n", hex::encode_upper(content)).into_bytes()
+}
+
+// ---------------------------------------------------------------------------
+// the agent
+
+fn config(dir: &Path, device: &Path, framing: &str) -> String {
+    let prefix = if framing == "lines-hex" {
+        "prefix = \"radio_rx\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+gateway_id = "test"
+[buffer]
+path = "{buffer}"
+[[source]]
+type = "serial"
+device = "{device}"
+baud = 115200
+framing = "{framing}"
+{prefix}max_frame = {MAX_FRAME}
+reopen_max = "200ms"
+[[device]]
+dev_eui = "{TH}"
+codec = "browan-tbhh100"
+tags = ["Lab"]
+[sink]
+type = "stdout"
+"#,
+        buffer = dir.join("buffer").display(),
+        device = device.display(),
+    )
+}
+
+/// Start hubgate on `pty`'s ttyB and wait until it has the device open.
+fn start_agent(dir: &Path, pty: &PtyPair, framing: &str) -> Agent {
+    let agent = Agent::start_with_stdout(dir, &config(dir, &pty.b, framing));
+    agent.wait_log("opened at 115200 baud", 1, WAIT);
+    agent
+}
+
+/// The (fcnt, temperature, humidity) of each record on stdout, checking the fields the
+/// serial envelope fed.
+fn readings(agent: &Agent) -> Vec<Reading> {
+    let mut out = Vec::new();
+    for l in agent.stdout_lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        let obj = &v["obj"];
+        assert_eq!(obj["recType"], "io.microshare.environment.unpacked", "{l}");
+        assert_eq!(obj["tags"], serde_json::json!(["Lab"]), "{l}");
+        let data = &obj["data"];
+        let iot = &data["meta"]["iot"];
+        assert_eq!(iot["device_id"], "58-A0-CB-00-00-10-12-34", "{l}");
+        assert_eq!(iot["fport"], 103, "{l}");
+        assert_eq!(data["unpacker"]["class"], "browan-tbhh100", "{l}");
+        let fcnt = iot["fcnt_up"].as_u64().expect("fcnt_up") as u32;
+        assert_eq!(iot["rssi"], -60 - i64::from(fcnt), "{l}");
+        assert_eq!(iot["snr"], 7.25, "{l}");
+        match fcnt % 3 {
+            0 => assert_eq!(
+                obj["tstamp"],
+                (1_700_000_000 + u64::from(fcnt)) * 1000,
+                "{l}"
+            ),
+            1 => assert_eq!(
+                data["time"],
+                format!("2026-11-26T10:00:{fcnt:02}.000Z"),
+                "{l}"
+            ),
+            _ => {}
+        }
+        let t = data["temperature"][0]["value"]
+            .as_f64()
+            .expect("temperature");
+        let h = data["humidity"][0]["value"].as_f64().expect("humidity");
+        out.push((fcnt, t as i32, h as u8));
+    }
+    out.sort();
+    out
+}
+
+fn problem(agent: &Agent, kind: &str) -> u64 {
+    agent.metric(&format!("hubgate_problems_total{{kind=\"{kind}\"}}"))
+}
+
+/// Six good readings, and between them: garbage, an over-long frame, a frame with a broken
+/// check, a frame that is no envelope. `encode` frames one content.
+fn troubled_stream(
+    encode: impl Fn(&[u8]) -> Vec<u8>,
+    garbage_before: &[u8],
+    garbage_between: &[u8],
+    broken: impl Fn(&[u8]) -> Vec<u8>,
+) -> (Vec<u8>, Vec<Reading>) {
+    let good: Vec<Reading> = vec![
+        (1, 21, 40),
+        (2, -5, 99),
+        (3, 30, 0),
+        (4, 0, 55),
+        (5, 95, 12),
+        (6, 22, 41),
+    ];
+    let mut s = garbage_before.to_vec();
+    s.extend(encode(&envelope(good[0])));
+    s.extend(encode(&envelope(good[1])));
+    s.extend_from_slice(garbage_between);
+    // Over-long: a valid envelope with a big payload.
+    let mut big = BTreeMap::new();
+    big.insert(Value::Text("dev_eui".into()), Value::Text(TH.into()));
+    big.insert(Value::Text("payload".into()), Value::Bytes(vec![0x5a; 200]));
+    s.extend(encode(&serde_cbor::to_vec(&Value::Map(big)).unwrap()));
+    s.extend(encode(&envelope(good[2])));
+    s.extend(broken(&envelope((99, 1, 1))));
+    s.extend(encode(&envelope(good[3])));
+    s.extend(encode(&[0xff, 0x00, 0x13]));
+    s.extend(encode(&envelope(good[4])));
+    s.extend(encode(&envelope(good[5])));
+    (s, good)
+}
+
+/// Write the stream, wait for every good reading, and compare records and counters.
+fn run_framing(framing: &str, stream: &[u8], good: &[Reading], problems: &[(&str, u64)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    let mut agent = start_agent(dir.path(), &pty, framing);
+    let mut w = pty.writer();
+    write_awkwardly(&mut w, stream);
+    // The last good reading comes after every bad frame: once all are delivered, every
+    // problem has been counted.
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= good.len() as u64);
+    assert_eq!(readings(&agent), good, "log:\n{}", agent.logs());
+    for &(kind, n) in problems {
+        assert_eq!(
+            problem(&agent, kind),
+            n,
+            "{kind}\n{}",
+            agent.scrape().unwrap_or_default()
+        );
+    }
+    assert_eq!(agent.metric("hubgate_received_total"), good.len() as u64);
+    let status = agent.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status}:\n{}", agent.logs());
+}
+
+#[test]
+fn slip_frames_through_a_pty() {
+    let (stream, good) = troubled_stream(
+        |c| slip(&with_crc(c)),
+        b"line noise\x01",
+        &[0x55, 0xAA, 0x13],
+        |c| {
+            let mut f = with_crc(c);
+            let n = f.len();
+            f[n - 1] ^= 0x01;
+            slip(&f)
+        },
+    );
+    run_framing(
+        "slip",
+        &stream,
+        &good,
+        &[
+            // the noise before the first END, the garbage between, the broken frame
+            ("serial_crc", 3),
+            ("serial_overlong", 1),
+            ("serial_bad_cbor", 1),
+            ("serial_malformed", 0),
+        ],
+    );
+}
+
+#[test]
+fn cobs_frames_through_a_pty() {
+    let (stream, good) = troubled_stream(
+        |c| cobs(&with_crc(c)),
+        // a block cut short by the delimiter
+        &[0x07, 0x01, 0x02, 0x00],
+        // decodes to three zero bytes: a CRC mismatch
+        &[0x01, 0x01, 0x01, 0x01, 0x00],
+        |c| {
+            let mut f = with_crc(c);
+            f[3] ^= 0x20;
+            cobs(&f)
+        },
+    );
+    run_framing(
+        "cobs",
+        &stream,
+        &good,
+        &[
+            ("serial_malformed", 1),
+            ("serial_crc", 2),
+            ("serial_overlong", 1),
+            ("serial_bad_cbor", 1),
+        ],
+    );
+}
+
+#[test]
+fn hex_lines_through_a_pty() {
+    let (stream, good) = troubled_stream(
+        line,
+        b"ok\r\n",
+        b"radio_err\r\n\x00\x01junk\n\r\n",
+        // no CRC here: a line whose hex is broken instead
+        |c| {
+            let mut l = line(c);
+            l[14] = b'G';
+            l
+        },
+    );
+    run_framing(
+        "lines-hex",
+        &stream,
+        &good,
+        &[
+            ("serial_other_line", 3),
+            ("serial_bad_hex", 1),
+            ("serial_overlong", 1),
+            ("serial_bad_cbor", 1),
+        ],
+    );
+}
+
+#[test]
+fn device_that_disappears_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pty = PtyPair::start(dir.path());
+    let agent = start_agent(dir.path(), &pty, "slip");
+    let frames = |r: &[Reading]| -> Vec<u8> {
+        r.iter()
+            .flat_map(|&x| slip(&with_crc(&envelope(x))))
+            .collect()
+    };
+    let mut w = pty.writer();
+    write_awkwardly(&mut w, &frames(&[(1, 20, 50), (2, 21, 51)]));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 2);
+
+    // Unplug: the device and its path go away. Stay away long enough for several failed
+    // reopen attempts (reopen_max is 200 ms).
+    drop(w);
+    pty.stop();
+    agent.wait_log("device gone", 1, WAIT);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Plug back in, on the same path (a new pty underneath).
+    let pty = PtyPair::start(dir.path());
+    agent.wait_log("opened again after", 1, WAIT);
+    let mut w = pty.writer();
+    write_awkwardly(&mut w, &frames(&[(3, 22, 52), (4, 23, 53)]));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 4);
+    assert_eq!(
+        readings(&agent),
+        [(1, 20, 50), (2, 21, 51), (3, 22, 52), (4, 23, 53)]
+    );
+
+    // One outage, one warning: the failed attempts in between are not logged at warn.
+    let log = agent.full_log();
+    assert_eq!(log.matches("device gone").count(), 1, "{log}");
+    assert_eq!(log.matches("cannot open").count(), 0, "{log}");
+    assert_eq!(log.matches("opened again after").count(), 1, "{log}");
+    assert_eq!(problem(&agent, "serial_crc"), 0);
+}
+
+#[test]
+fn device_missing_at_start_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let tty_b = dir.path().join("ttyB");
+    let agent = Agent::start_with_stdout(dir.path(), &config(dir.path(), &tty_b, "cobs"));
+    agent.wait_log("cannot open", 1, WAIT);
+    let pty = PtyPair::start(dir.path());
+    agent.wait_log("opened again after", 1, WAIT);
+    let mut w = pty.writer();
+    write_awkwardly(&mut w, &cobs(&with_crc(&envelope((7, 19, 45)))));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 1);
+    assert_eq!(readings(&agent), [(7, 19, 45)]);
+    assert_eq!(agent.full_log().matches("cannot open").count(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// no allocation on the read path
+
+/// Counts allocations made by the current thread (other tests run on other threads).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+#[test]
+fn deframers_do_not_allocate_per_frame() {
+    // The counter works: a Box allocates.
+    let before = ALLOCATIONS.with(|n| n.get());
+    drop(std::hint::black_box(Box::new(1u64)));
+    assert_eq!(ALLOCATIONS.with(|n| n.get()) - before, 1);
+
+    let content = envelope((1, 21, 40));
+    // (framing, one good frame, what ends a frame)
+    let cases: [(Framing, Vec<u8>, &[u8]); 3] = [
+        (Framing::Slip, slip(&with_crc(&content)), b"\xc0"),
+        (Framing::Cobs, cobs(&with_crc(&content)), b"\x00"),
+        (Framing::LinesHex, line(&content), b"\r\n"),
+    ];
+    for (framing, one, end) in cases {
+        // Good frames, garbage and an over-long frame, many times over.
+        let mut stream = Vec::new();
+        for _ in 0..200 {
+            stream.extend_from_slice(&one);
+            stream.extend_from_slice(b"\x55junk");
+            stream.extend_from_slice(end);
+            stream.extend(std::iter::repeat_n(0x41, 300));
+            stream.extend_from_slice(end);
+        }
+        let mut d = Deframer::new(framing, MAX_FRAME, Some("radio_rx")).unwrap();
+        let before = ALLOCATIONS.with(|n| n.get());
+        let (mut frames, mut bytes) = (0u32, 0usize);
+        for chunk in stream.chunks(37) {
+            let mut input = chunk;
+            while !input.is_empty() {
+                let (used, ev) = d.push(input);
+                input = &input[used..];
+                if let Some(Ok(f)) = ev {
+                    frames += 1;
+                    bytes += f.len();
+                }
+            }
+        }
+        let allocations = ALLOCATIONS.with(|n| n.get()) - before;
+        assert_eq!(frames, 200, "{framing:?}");
+        assert_eq!(bytes, 200 * content.len(), "{framing:?}");
+        assert_eq!(allocations, 0, "{framing:?} allocated on the read path");
+    }
+}
+
+/// An RN2483-class radio module prints `radio_rx <PHYPayload hex>`: hubgate verifies the MIC,
+/// decrypts with the device's session keys and decodes (codecs.md §8.2 worked example).
+#[test]
+fn radio_module_phy_lines_are_decrypted_and_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    let config = format!(
+        r#"
+[buffer]
+path = "{buffer}"
+[[source]]
+type = "serial"
+device = "{device}"
+framing = "lines-hex"
+prefix = "radio_rx"
+content = "phy"
+[[device]]
+dev_eui = "a840410000006001"
+codec = "cayenne-lpp"
+dev_addr = "26011BDA"
+nwk_s_key = "2B7E151628AED2A6ABF7158809CF4F3C"
+app_s_key = "000102030405060708090A0B0C0D0E0F"
+[sink]
+type = "stdout"
+"#,
+        buffer = dir.path().join("buffer").display(),
+        device = pty.b.display(),
+    );
+    let agent = Agent::start_with_stdout(dir.path(), &config);
+    agent.wait_log("opened at 115200 baud", 1, WAIT);
+    let phy = hex::decode("40da1b0126000700024026c89cb85521e3").unwrap();
+    let mut stream = b"radio_err\r\n".to_vec();
+    stream.extend(line(&phy));
+    stream.extend(line(&phy)); // heard again: a duplicate, not a second record
+    write_awkwardly(&mut pty.writer(), &stream);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    agent.wait_metric("hubgate_duplicates_total", WAIT, |v| v == 1);
+    let lines = agent.stdout_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let data = &v["obj"]["data"];
+    assert_eq!(data["temperature"][0]["value"], 27.2);
+    assert_eq!(data["meta"]["iot"]["fcnt_up"], 7);
+    assert_eq!(data["meta"]["iot"]["payload"], "03670110");
+    assert_eq!(problem(&agent, "serial_other_line"), 1);
+}
