@@ -358,7 +358,7 @@ pub struct DeviceConfig {
     pub app_s_key: Option<Secret>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkConfig {
     Eventhubs(EventHubsConfig),
@@ -366,7 +366,7 @@ pub enum SinkConfig {
     Stdout(StdoutConfig),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventHubsConfig {
     /// The namespace connection string (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`).
@@ -386,7 +386,7 @@ pub struct EventHubsConfig {
     pub properties: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port[,host:port…]`
@@ -443,12 +443,23 @@ impl SecurityProtocol {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
     /// Pretty-print each record over several lines instead of one JSON line.
     #[serde(default)]
     pub pretty: bool,
+}
+
+impl SinkConfig {
+    /// How hubs come to exist; `None` for sinks without hubs.
+    pub fn provisioning(&self) -> Option<Provisioning> {
+        match self {
+            SinkConfig::Eventhubs(eh) => Some(eh.provisioning),
+            SinkConfig::Kafka(k) => Some(k.provisioning),
+            SinkConfig::Stdout(_) => None,
+        }
+    }
 }
 
 /// How hubs (topics) come to exist.
@@ -517,6 +528,36 @@ fn expand_env(raw: &str) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Read a secret from `file` (`${ENV}` expanded in the path, e.g.
+/// `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd `LoadCredential=`).
+pub fn read_secret_file(file: &Path) -> Result<Secret, String> {
+    let file = expand_env(&file.to_string_lossy()).map(PathBuf::from)?;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read secret file {}: {e}", file.display()))?;
+    warn_if_readable_by_others(&file);
+    Ok(Secret(text.trim().to_string()))
+}
+
+/// When the secret file was last changed (for key rotation without a restart).
+pub fn secret_file_mtime(file: &Path) -> Option<std::time::SystemTime> {
+    let file = expand_env(&file.to_string_lossy()).ok()?;
+    std::fs::metadata(file).and_then(|m| m.modified()).ok()
+}
+
+/// A secret file should be 0600 (or a systemd credential, which is).
+fn warn_if_readable_by_others(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "{} is readable by others (mode {mode:o}): chmod 600 it",
+                file.display()
+            );
+        }
+    }
 }
 
 /// `"256MiB"`, `"10MB"`, `"4096"` or an integer.
@@ -705,17 +746,9 @@ impl Config {
                     ))
                 }
                 (None, Some(file)) => {
-                    // `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd LoadCredential=.
-                    let file = expand_env(&file.to_string_lossy())
-                        .map(PathBuf::from)
+                    let secret = read_secret_file(file)
                         .map_err(|e| ("sink.connection_string_file".to_string(), e))?;
-                    let text = std::fs::read_to_string(&file).map_err(|e| {
-                        (
-                            "sink.connection_string_file".to_string(),
-                            format!("cannot read secret file {}: {e}", file.display()),
-                        )
-                    })?;
-                    eh.connection_string = Some(Secret(text.trim().to_string()));
+                    eh.connection_string = Some(secret);
                 }
                 (Some(_), None) => {}
             }

@@ -134,9 +134,25 @@ fn run(path: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
-    match rt.block_on(hubgate::pipeline::run(cfg, stop_signal())) {
+    let result = rt.block_on(async {
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(forward_sighup(reload_tx));
+        hubgate::pipeline::run(cfg, stop_signal(), reload_rx).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
+    }
+}
+
+/// SIGHUP (`systemctl reload`): re-read the connection string and rebuild the sink.
+async fn forward_sighup(reload: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = reload.try_send(());
     }
 }
 
@@ -341,7 +357,8 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
             ExitCode::SUCCESS
         }
         BufferAction::Export => {
-            let mut after = None;
+            let total = store.usage().0;
+            let (mut after, mut done) = (None, 0u64);
             loop {
                 let batch = match store.scan(after, 1000) {
                     Ok(b) => b,
@@ -357,6 +374,9 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
                     }
                 }
                 after = Some(last);
+                done = (done + 1000).min(total);
+                // Progress on stderr, so stdout stays pure JSON lines.
+                eprintln!("hubgate: exported {done} of {total} record(s)");
             }
             ExitCode::SUCCESS
         }

@@ -95,10 +95,14 @@ fn fcnts(bootstrap: &str, topic: &str, n: usize) -> Vec<u64> {
 async fn run(cfg: Config) {
     // `RUST_LOG=debug cargo test --test sink_errors -- --nocapture` shows what hubgate did.
     let _ = env_logger::builder().is_test(true).try_init();
-    tokio::time::timeout(RUN, hubgate::pipeline::run(cfg, std::future::pending()))
-        .await
-        .expect("hubgate delivered everything in time")
-        .expect("hubgate ran");
+    let (_reload, reload) = tokio::sync::mpsc::channel(1);
+    tokio::time::timeout(
+        RUN,
+        hubgate::pipeline::run(cfg, std::future::pending(), reload),
+    )
+    .await
+    .expect("hubgate delivered everything in time")
+    .expect("hubgate ran");
 }
 
 fn mock() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {

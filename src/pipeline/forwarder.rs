@@ -87,6 +87,12 @@ impl Forwarder {
         }
     }
 
+    /// Hold records of `rec_type` back (its hub is missing) while the others flow.
+    pub fn park(&mut self, rec_type: String, reason: String) {
+        self.health
+            .failed(&SinkError::Park(reason), &rec_type, Instant::now());
+    }
+
     /// Run until `stop` fires (then spill what is unconfirmed, acknowledge, return), or until
     /// every source has ended and everything has been delivered.
     pub async fn run(
@@ -94,6 +100,7 @@ impl Forwarder {
         mut frames: Receiver<Frame>,
         mut deliveries: UnboundedReceiver<Delivery>,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        mut new_sinks: Receiver<Box<dyn Sink>>,
     ) -> Result<(), BufferError> {
         if !self.buffer.is_empty() {
             log::info!(
@@ -111,6 +118,7 @@ impl Forwarder {
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                Some(sink) = new_sinks.recv() => self.replace_sink(sink, &mut deliveries)?,
                 Some(d) = deliveries.recv() => {
                     self.on_delivery(d)?;
                     while let Ok(d) = deliveries.try_recv() {
@@ -138,6 +146,40 @@ impl Forwarder {
             self.drain()?;
         }
         self.shutdown(&mut frames, &mut deliveries)
+    }
+
+    /// Key rotation: let the old sink confirm what it can, buffer what it could not (the new
+    /// sink sends it from there), then carry on with the new one.
+    fn replace_sink(
+        &mut self,
+        sink: Box<dyn Sink>,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), BufferError> {
+        let mut old = std::mem::replace(&mut self.sink, sink);
+        if !self.in_flight.is_empty() {
+            tokio::task::block_in_place(|| old.flush(SHUTDOWN_FLUSH));
+        }
+        while let Ok(d) = deliveries.try_recv() {
+            self.on_delivery(d)?;
+        }
+        let left: Vec<u64> = self.in_flight.keys().copied().collect();
+        for seq in left {
+            self.spill_in_flight(seq)?;
+        }
+        // What the old producer still held is in the buffer now (or blocked, unacknowledged):
+        // forget it in flight so the drain sends it again through the new producer.
+        let stuck: Vec<(u64, InFlight)> = std::mem::take(&mut self.in_flight).into_iter().collect();
+        for (seq, f) in stuck.into_iter().rev() {
+            if !f.in_buffer {
+                self.blocked.push_front((seq, f.record, f.acks));
+            }
+        }
+        self.metrics.in_flight.set(0);
+        self.drain_cursor = None;
+        drop(old);
+        self.commit()?;
+        log::info!("sink replaced (new credentials); buffered records are sent with the new one");
+        Ok(())
     }
 
     fn idle(&self) -> bool {

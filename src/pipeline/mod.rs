@@ -17,6 +17,8 @@ pub use forwarder::Forwarder;
 /// Frames waiting between the sources and the forwarder. Small: when the forwarder is busy
 /// the sources wait (and MQTT stops acknowledging) instead of piling up memory.
 const FRAME_QUEUE: usize = 1024;
+/// How long the start-up check of the hubs may take (the broker may be unreachable).
+const HUB_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long sources get to send their last acknowledgements and disconnect.
 const SOURCE_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -33,7 +35,12 @@ pub enum RunError {
 }
 
 /// Run the agent until `stop` resolves or every source has ended and all is delivered.
-pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
+/// A message on `reload` (SIGHUP) re-reads the connection string and rebuilds the sink.
+pub async fn run(
+    cfg: Config,
+    stop: impl std::future::Future<Output = ()>,
+    reload: mpsc::Receiver<()>,
+) -> Result<(), RunError> {
     let metrics = Metrics::new();
     if let Some(addr) = cfg.metrics.listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -45,6 +52,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
     std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
         crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
     })?;
+    warn_if_disk_smaller_than_cap(&cfg.buffer.path, cfg.buffer.max_bytes);
     let store = SledStore::open(&cfg.buffer.path)?;
     let buffer = Buffer::new(
         Box::new(store),
@@ -53,9 +61,13 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
         metrics.clone(),
     );
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
-    let sink = crate::sink::open(&cfg.sink, delivery_tx)?;
+    let sink = crate::sink::open(&cfg.sink, delivery_tx.clone())?;
+    for w in cfg.warnings() {
+        log::warn!("{w}");
+    }
+    let missing = missing_hubs(&cfg, sink.as_ref());
     let decoder = Decoder::new(&cfg, metrics.clone())?;
-    let forwarder = Forwarder::new(
+    let mut forwarder = Forwarder::new(
         &cfg.buffer,
         cfg.record.dedup_window,
         decoder,
@@ -63,6 +75,12 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
         sink,
         metrics.clone(),
     );
+    for (rec_type, hub) in missing {
+        forwarder.park(
+            rec_type,
+            format!("hub {hub:?} does not exist (provisioning = \"precreated\")"),
+        );
+    }
 
     let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
     // `stopping`: sources stop taking new input. `acked`: the forwarder has sent its last
@@ -98,7 +116,14 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
     }
     drop(frame_tx);
 
-    let mut fwd = tokio::spawn(forwarder.run(frame_rx, delivery_rx, stopping_rx));
+    let (sink_tx, sink_rx) = mpsc::channel(1);
+    let rotation = tokio::spawn(rotate_credentials(
+        cfg.sink.clone(),
+        delivery_tx,
+        sink_tx,
+        reload,
+    ));
+    let mut fwd = tokio::spawn(forwarder.run(frame_rx, delivery_rx, stopping_rx, sink_rx));
     tokio::pin!(stop);
     let result = tokio::select! {
         r = &mut fwd => r,
@@ -110,6 +135,7 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
     };
     let _ = stopping_tx.send(true);
     let _ = acked_tx.send(true);
+    rotation.abort();
     for t in tasks {
         if tokio::time::timeout(SOURCE_STOP, t).await.is_err() {
             log::warn!("a source did not stop within {SOURCE_STOP:?}");
@@ -126,5 +152,97 @@ pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Re
     match result {
         Ok(r) => Ok(r?),
         Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// With `provisioning = "precreated"`, the (recType, hub) pairs whose hub is missing.
+fn missing_hubs(cfg: &Config, sink: &dyn crate::sink::Sink) -> Vec<(String, String)> {
+    if cfg.sink.provisioning() != Some(crate::config::Provisioning::Precreated) {
+        return Vec::new();
+    }
+    let plan = cfg.hub_plan();
+    let hubs: Vec<&str> = plan.iter().map(|(_, h)| *h).collect();
+    let missing = tokio::task::block_in_place(|| sink.missing_hubs(&hubs, HUB_CHECK));
+    let missing = missing.unwrap_or_default();
+    plan.into_iter()
+        .filter(|(_, h)| missing.iter().any(|m| m == h))
+        .map(|(r, h)| (r.to_string(), h.to_string()))
+        .collect()
+}
+
+/// How often the connection string file is checked for a new key.
+const SECRET_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Key rotation: on `reload` (SIGHUP) or when the connection string file changes, read it
+/// again and hand the forwarder a new sink; existing Kafka sessions would otherwise keep the
+/// old key alive.
+async fn rotate_credentials(
+    sink_cfg: crate::config::SinkConfig,
+    deliveries: crate::sink::Deliveries,
+    new_sinks: mpsc::Sender<Box<dyn crate::sink::Sink>>,
+    mut reload: mpsc::Receiver<()>,
+) {
+    use crate::config::{read_secret_file, secret_file_mtime, SinkConfig};
+    let file = match &sink_cfg {
+        SinkConfig::Eventhubs(eh) => eh.connection_string_file.clone(),
+        _ => None,
+    };
+    let mut seen = file.as_deref().and_then(secret_file_mtime);
+    let mut poll = tokio::time::interval(SECRET_POLL);
+    poll.tick().await;
+    let mut reload_open = true;
+    loop {
+        tokio::select! {
+            r = reload.recv(), if reload_open => {
+                if r.is_none() {
+                    reload_open = false;
+                    continue;
+                }
+                log::info!("reload requested");
+            }
+            _ = poll.tick() => {
+                let now = file.as_deref().and_then(secret_file_mtime);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                log::info!("connection string file changed");
+            }
+        }
+        let mut cfg = sink_cfg.clone();
+        if let (SinkConfig::Eventhubs(eh), Some(f)) = (&mut cfg, &file) {
+            match read_secret_file(f) {
+                Ok(secret) => eh.connection_string = Some(secret),
+                Err(e) => {
+                    log::error!("key rotation: {e}; keeping the current sink");
+                    continue;
+                }
+            }
+        }
+        match crate::sink::open(&cfg, deliveries.clone()) {
+            Ok(sink) => {
+                if new_sinks.send(sink).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => log::error!("key rotation: {e}; keeping the current sink"),
+        }
+    }
+}
+
+/// A buffer that cannot reach its cap before the disk fills is worth a warning at start.
+fn warn_if_disk_smaller_than_cap(path: &std::path::Path, max_bytes: u64) {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return;
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    if free < max_bytes {
+        log::warn!(
+            "buffer: {} has {free} bytes free, less than buffer.max_bytes ({max_bytes}); a full disk is handled like a full buffer",
+            path.display()
+        );
     }
 }

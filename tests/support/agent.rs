@@ -17,32 +17,39 @@ pub struct Agent {
     /// Where the child's stdout goes when kept apart from the log (see `start_with_stdout`).
     stdout: Option<PathBuf>,
     pub metrics_port: u16,
+    rust_log: &'static str,
 }
+
+const DEFAULT_LOG: &str = "debug,librdkafka=debug";
 
 impl Agent {
     /// Write `config_body` (plus a `[metrics]` table) to `dir/hubgate.toml` and start hubgate.
     pub fn start(dir: &Path, config_body: &str) -> Agent {
-        let metrics_port = free_port();
-        let config = dir.join("hubgate.toml");
-        std::fs::write(
-            &config,
-            format!("{config_body}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
-        )
-        .unwrap();
-        let mut a = Agent {
-            child: None,
-            config,
-            log: dir.join("hubgate.log"),
-            stdout: None,
-            metrics_port,
-        };
-        a.spawn();
-        a
+        Agent::launch(dir, config_body, None, DEFAULT_LOG)
     }
 
     /// Like [`Agent::start`], but the child's stdout (the records of a `stdout` sink) goes to
     /// `dir/stdout.jsonl`, apart from the log, so records and log lines cannot interleave.
     pub fn start_with_stdout(dir: &Path, config_body: &str) -> Agent {
+        Agent::launch(
+            dir,
+            config_body,
+            Some(dir.join("stdout.jsonl")),
+            DEFAULT_LOG,
+        )
+    }
+
+    /// Like [`Agent::start`], with `RUST_LOG` set to `rust_log`.
+    pub fn start_with_log(dir: &Path, config_body: &str, rust_log: &'static str) -> Agent {
+        Agent::launch(dir, config_body, None, rust_log)
+    }
+
+    fn launch(
+        dir: &Path,
+        config_body: &str,
+        stdout: Option<PathBuf>,
+        rust_log: &'static str,
+    ) -> Agent {
         let metrics_port = free_port();
         let config = dir.join("hubgate.toml");
         std::fs::write(
@@ -54,8 +61,9 @@ impl Agent {
             child: None,
             config,
             log: dir.join("hubgate.log"),
-            stdout: Some(dir.join("stdout.jsonl")),
+            stdout,
             metrics_port,
+            rust_log,
         };
         a.spawn();
         a
@@ -113,7 +121,7 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
             .args(["run", "-c"])
             .arg(&self.config)
-            .env("RUST_LOG", "debug,librdkafka=debug")
+            .env("RUST_LOG", self.rust_log)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(log)
