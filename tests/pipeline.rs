@@ -9,139 +9,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::agent::{chirpstack_uplink, publish_all, uplink_topic, Agent};
+use support::agent::{
+    assert_complete_in_order, chirpstack_uplink, config_with, consume, dashed, fcnts, publish_all,
+    tbhh100, topics, uplink_topic, uplinks, Agent, DOOR, ENV, MOTION, OPENCLOSE, PACKED, PIR, TH,
+    WAIT,
+};
 use support::{Kafka, Mosquitto};
 
-const ENV: &str = "io.microshare.environment.unpacked";
-const MOTION: &str = "io.microshare.motion.unpacked";
-const OPENCLOSE: &str = "io.microshare.openclose.unpacked";
-const PACKED: &str = "io.microshare.lorawan.packed";
-const WAIT: Duration = Duration::from_secs(60);
 /// A recognisable SharedAccessKey: it must never show up in hubgate's output.
 const KEY: &str = "aHViZ2F0ZS10ZXN0LXNlY3JldC1rZXk=";
 
-const TH: &str = "58a0cb0000101234"; // browan-tbhh100
-const PIR: &str = "58a0cb0000301111"; // browan-tbms100
-const DOOR: &str = "58a0cb0000402222"; // browan-tbdw100
-
 fn config(dir: &Path, mqtt: &Mosquitto, kafka: &Kafka) -> String {
-    format!(
-        r#"
-gateway_id = "test"
-[buffer]
-path = "{buffer}"
-spill_after = "500ms"
-[[source]]
-type = "mqtt"
-url = "mqtt://127.0.0.1:{mqtt}"
-client_id = "hubgate-test"
-reconnect_max = "1s"
-[[device]]
-dev_eui = "{TH}"
-codec = "browan-tbhh100"
-tags = ["Building 1", "Floor 2"]
-[[device]]
-dev_eui = "{PIR}"
-codec = "browan-tbms100"
-[[device]]
-dev_eui = "{DOOR}"
-codec = "browan-tbdw100"
-[sink]
-type = "eventhubs"
-connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey={KEY}"
-ca_location = "{ca}"
-[sink.properties]
-"message.timeout.ms" = "30000"
-"#,
-        buffer = dir.join("buffer").display(),
-        mqtt = mqtt.port(),
-        bootstrap = kafka.bootstrap(),
-        ca = kafka.ca_path().display(),
-    )
-}
-
-/// TBHH100 payload with temperature `t` °C and humidity `h` %.
-fn tbhh100(t: i32, h: u8) -> Vec<u8> {
-    vec![0x08, 0x8c, (t + 32) as u8, h, 0xff, 0xff, 0xff, 0xff]
-}
-
-/// TBMS100 payload with motion count `n`.
-fn tbms100(n: u32) -> Vec<u8> {
-    let c = n.to_le_bytes();
-    vec![0x01, 0x0b, 0x3a, 0x05, 0x00, c[0], c[1], c[2]]
-}
-
-/// TBDW100 payload with open count `n`.
-fn tbdw100(n: u32) -> Vec<u8> {
-    let c = n.to_le_bytes();
-    vec![0x01, 0x0d, 0x1c, 0x02, 0x00, c[0], c[1], c[2]]
-}
-
-/// `per_device` uplinks for each of the three devices, FCnt 1.., interleaved.
-fn uplinks(per_device: u32) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for i in 1..=per_device {
-        out.push((
-            uplink_topic(TH),
-            chirpstack_uplink(TH, i, 103, &tbhh100(i as i32 % 40 - 5, 30 + (i % 60) as u8)),
-        ));
-        out.push((
-            uplink_topic(PIR),
-            chirpstack_uplink(PIR, i, 102, &tbms100(i * 10)),
-        ));
-        out.push((
-            uplink_topic(DOOR),
-            chirpstack_uplink(DOOR, i, 100, &tbdw100(i * 100)),
-        ));
-    }
-    out
-}
-
-fn topics(kafka: &Kafka) {
-    kafka.create_topics(&[ENV, MOTION, OPENCLOSE, PACKED]);
-}
-
-/// Consume `topic` and return the JSON bodies, in partition order (one partition here).
-fn consume(kafka: &Kafka, topic: &str, n: usize) -> Vec<(String, Value)> {
-    kafka
-        .consume_all(topic, n, WAIT)
-        .into_iter()
-        .map(|(key, payload, _, _)| {
-            (
-                key,
-                serde_json::from_slice(&payload).expect("record is JSON"),
-            )
-        })
-        .collect()
-}
-
-fn fcnts(records: &[(String, Value)]) -> Vec<u64> {
-    records
-        .iter()
-        .map(|(_, v)| v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap())
-        .collect()
-}
-
-/// Every device's records arrive complete, each FCnt once, in FCnt order.
-fn assert_complete_in_order(records: &[(String, Value)], n: u32, key: &str) {
-    assert!(
-        records.iter().all(|(k, _)| k == key),
-        "keys: {:?}",
-        records.iter().map(|r| &r.0).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        fcnts(records),
-        (1..=n as u64).collect::<Vec<_>>(),
-        "FCnts of {key}"
-    );
-}
-
-fn dashed(eui: &str) -> String {
-    eui.as_bytes()
-        .chunks(2)
-        .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
-        .collect::<Vec<_>>()
-        .join("-")
+    config_with(&dir.join("buffer"), mqtt, kafka, KEY, "", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use serde_json::Value;
 
-use super::{free_port, log_tail};
+use super::{free_port, log_tail, Kafka, Mosquitto};
 
 pub struct Agent {
     child: Option<Child>,
@@ -283,4 +284,160 @@ pub async fn publish_all(port: u16, messages: &[(String, String)]) {
 /// The ChirpStack uplink topic of a device.
 pub fn uplink_topic(dev_eui: &str) -> String {
     format!("application/app-1/device/{dev_eui}/event/up")
+}
+
+// ---------------------------------------------------------------------------
+// The three test devices, their payloads, configs and Kafka topics (shared by
+// tests/pipeline.rs and tests/faults.rs).
+
+pub const ENV: &str = "io.microshare.environment.unpacked";
+pub const MOTION: &str = "io.microshare.motion.unpacked";
+pub const OPENCLOSE: &str = "io.microshare.openclose.unpacked";
+pub const PACKED: &str = "io.microshare.lorawan.packed";
+/// Generous bound for waits on brokers and the agent (busy 2-core CI machines).
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub const TH: &str = "58a0cb0000101234"; // browan-tbhh100
+pub const PIR: &str = "58a0cb0000301111"; // browan-tbms100
+pub const DOOR: &str = "58a0cb0000402222"; // browan-tbdw100
+
+/// A hubgate config for the three devices: mosquitto in, Event Hubs (tansu) out, the
+/// buffer in `buffer`. `buffer_extra` goes into `[buffer]`, `extra` at the end (e.g. a
+/// `[record]` table); `key` is the SharedAccessKey of the connection string.
+pub fn config_with(
+    buffer: &Path,
+    mqtt: &Mosquitto,
+    kafka: &Kafka,
+    key: &str,
+    buffer_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+gateway_id = "test"
+[buffer]
+path = "{buffer}"
+spill_after = "500ms"
+{buffer_extra}
+[[source]]
+type = "mqtt"
+url = "mqtt://127.0.0.1:{mqtt}"
+client_id = "hubgate-test"
+reconnect_max = "1s"
+[[device]]
+dev_eui = "{TH}"
+codec = "browan-tbhh100"
+tags = ["Building 1", "Floor 2"]
+[[device]]
+dev_eui = "{PIR}"
+codec = "browan-tbms100"
+[[device]]
+dev_eui = "{DOOR}"
+codec = "browan-tbdw100"
+[sink]
+type = "eventhubs"
+connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey={key}"
+ca_location = "{ca}"
+[sink.properties]
+"message.timeout.ms" = "30000"
+{extra}
+"#,
+        buffer = buffer.display(),
+        mqtt = mqtt.port(),
+        bootstrap = kafka.bootstrap(),
+        ca = kafka.ca_path().display(),
+    )
+}
+
+/// TBHH100 payload with temperature `t` °C and humidity `h` %.
+pub fn tbhh100(t: i32, h: u8) -> Vec<u8> {
+    vec![0x08, 0x8c, (t + 32) as u8, h, 0xff, 0xff, 0xff, 0xff]
+}
+
+/// TBMS100 payload with motion count `n`.
+pub fn tbms100(n: u32) -> Vec<u8> {
+    let c = n.to_le_bytes();
+    vec![0x01, 0x0b, 0x3a, 0x05, 0x00, c[0], c[1], c[2]]
+}
+
+/// TBDW100 payload with open count `n`.
+pub fn tbdw100(n: u32) -> Vec<u8> {
+    let c = n.to_le_bytes();
+    vec![0x01, 0x0d, 0x1c, 0x02, 0x00, c[0], c[1], c[2]]
+}
+
+/// The three devices' uplinks with FCnt `i`: TH, PIR, DOOR.
+pub fn uplinks_at(i: u32) -> [(String, String); 3] {
+    [
+        (
+            uplink_topic(TH),
+            chirpstack_uplink(TH, i, 103, &tbhh100(i as i32 % 40 - 5, 30 + (i % 60) as u8)),
+        ),
+        (
+            uplink_topic(PIR),
+            chirpstack_uplink(PIR, i, 102, &tbms100(i * 10)),
+        ),
+        (
+            uplink_topic(DOOR),
+            chirpstack_uplink(DOOR, i, 100, &tbdw100(i * 100)),
+        ),
+    ]
+}
+
+/// `per_device` uplinks for each of the three devices, FCnt 1.., interleaved.
+pub fn uplinks(per_device: u32) -> Vec<(String, String)> {
+    (1..=per_device).flat_map(uplinks_at).collect()
+}
+
+/// Create every topic the three devices' records go to.
+pub fn topics(kafka: &Kafka) {
+    kafka.create_topics(&[ENV, MOTION, OPENCLOSE, PACKED]);
+}
+
+/// Consume `topic` and return (key, JSON body), in partition order (one partition here).
+pub fn consume(kafka: &Kafka, topic: &str, n: usize) -> Vec<(String, Value)> {
+    kafka
+        .consume_all(topic, n, WAIT)
+        .into_iter()
+        .map(|(key, payload, _, _)| {
+            (
+                key,
+                serde_json::from_slice(&payload).expect("record is JSON"),
+            )
+        })
+        .collect()
+}
+
+/// The FCnt of a record body.
+pub fn fcnt(v: &Value) -> u64 {
+    v["obj"]["data"]["meta"]["iot"]["fcnt_up"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no fcnt_up in {v}"))
+}
+
+pub fn fcnts(records: &[(String, Value)]) -> Vec<u64> {
+    records.iter().map(|(_, v)| fcnt(v)).collect()
+}
+
+/// Every device's records arrive complete, each FCnt once, in FCnt order.
+pub fn assert_complete_in_order(records: &[(String, Value)], n: u32, key: &str) {
+    assert!(
+        records.iter().all(|(k, _)| k == key),
+        "keys: {:?}",
+        records.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        fcnts(records),
+        (1..=n as u64).collect::<Vec<_>>(),
+        "FCnts of {key}"
+    );
+}
+
+/// `58a0cb...` -> `58-A0-CB-...`, the Kafka key of a device.
+pub fn dashed(eui: &str) -> String {
+    eui.as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
+        .collect::<Vec<_>>()
+        .join("-")
 }

@@ -1,0 +1,745 @@
+//! Fault suite: "nothing acknowledged is ever lost, whatever breaks" (DESIGN §2, README
+//! "What hubgate promises about your data"). Real processes only: mosquitto -> hubgate (child
+//! process) -> tansu behind stunnel with the Event Hubs settings; the faults are real too
+//! (SIGKILL, a broker process killed, a full tmpfs, damaged sled files).
+//!
+//! An *acknowledged uplink* is one the MQTT broker acknowledged (QoS 1 PUBACK) to the test's
+//! publisher. Each test asserts that every acknowledged uplink reaches Kafka, that each
+//! device's first copies arrive in FCnt order, and counts duplicates (at-least-once: a crash
+//! between delivery and acknowledgement sends a record again, with the same record id).
+//!
+//! Each test writes one summary line (`faults: ...`) straight to the process's stderr, so it
+//! shows in the output of a plain `cargo test --release` (libtest captures only `print!`-style
+//! output). More kills by hand: `HUBGATE_FAULT_KILLS=200 cargo test --release --test faults`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use support::agent::{
+    config_with, consume, dashed, fcnt, publish_all, topics, uplinks_at, Agent, DOOR, ENV, MOTION,
+    OPENCLOSE, PIR, TH, WAIT,
+};
+use support::{unique, Kafka, Mosquitto};
+use tokio::sync::{mpsc, watch};
+
+const KEY: &str = "ZmF1bHQtc3VpdGUta2V5";
+/// Kills in CI; `HUBGATE_FAULT_KILLS` runs more by hand.
+const CI_KILLS: u32 = 20;
+/// (device EUI, Kafka topic of its records), in the order of [`uplinks_at`].
+const DEVICES: [(&str, &str); 3] = [(TH, ENV), (PIR, MOTION), (DOOR, OPENCLOSE)];
+
+/// One summary line on the real stderr (not captured by libtest), also returned for
+/// assertion messages.
+fn summary(line: String) -> String {
+    let _ = writeln!(std::io::stderr(), "{line}");
+    line
+}
+
+/// A small deterministic pseudo-random sequence (xorshift64*) for fault timing; the seed is
+/// printed so a failing run can be repeated with `HUBGATE_FAULT_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env() -> Rng {
+        let seed = std::env::var("HUBGATE_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            })
+            | 1;
+        let _ = writeln!(std::io::stderr(), "faults: HUBGATE_FAULT_SEED={seed}");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A publisher at a steady rate that knows exactly what the broker acknowledged.
+
+/// Publishes the three devices' uplinks (FCnt `first`, `first + 1`, ...) every `period`,
+/// QoS 1, in a persistent session, one message at a time: each publish waits for its PUBACK
+/// before the next, so the list of acknowledged (device index, FCnt) is exact.
+struct Publisher {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<(usize, u32)>>,
+}
+
+impl Publisher {
+    fn start(port: u16, first: u32, period: Duration) -> Publisher {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(publish_steadily(port, first, period, stop_rx));
+        Publisher { stop, task }
+    }
+
+    /// Stop after the current round; returns every acknowledged (device index, FCnt).
+    async fn finish(self) -> Vec<(usize, u32)> {
+        let _ = self.stop.send(true);
+        self.task.await.expect("publisher task")
+    }
+}
+
+async fn publish_steadily(
+    port: u16,
+    first: u32,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<(usize, u32)> {
+    let mut opts = MqttOptions::new(unique("steady"), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(10))
+        .set_clean_session(false);
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    let (puback_tx, mut pubacks) = mpsc::unbounded_channel();
+    let poller = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    if puback_tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("test publisher lost the MQTT broker: {e}"),
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(period);
+    let mut acked = Vec::new();
+    let mut fcnt = first;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                for (d, (topic, body)) in uplinks_at(fcnt).into_iter().enumerate() {
+                    client
+                        .publish(topic, QoS::AtLeastOnce, false, body)
+                        .await
+                        .expect("queue publish");
+                    tokio::time::timeout(WAIT, pubacks.recv())
+                        .await
+                        .expect("PUBACK within the deadline")
+                        .expect("publisher event loop alive");
+                    acked.push((d, fcnt));
+                }
+                fcnt += 1;
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+    poller.abort();
+    acked
+}
+
+// ---------------------------------------------------------------------------
+// What reached Kafka, checked against what was acknowledged.
+
+#[derive(Debug, Default)]
+struct Verdict {
+    published: usize,
+    delivered: usize,
+    lost: Vec<(usize, u32)>,
+    duplicates: usize,
+    /// Largest distance (in records of the device's topic) between a record and a later copy.
+    max_dup_distance: usize,
+    /// Per device: FCnts whose first copy came after a higher FCnt's first copy.
+    out_of_order: Vec<(usize, u64, u64)>,
+    /// (device, FCnt) whose copies carry different record ids.
+    id_mismatch: Vec<(usize, u64)>,
+}
+
+impl Verdict {
+    fn line(&self, test: &str, kills: u32) -> String {
+        format!(
+            "faults: test={test} kills={kills} published={} delivered={} lost={} duplicates={} max_dup_distance={}",
+            self.published,
+            self.delivered,
+            self.lost.len(),
+            self.duplicates,
+            self.max_dup_distance
+        )
+    }
+
+    fn assert_ok(&self, line: &str) {
+        assert!(
+            self.lost.is_empty(),
+            "{line}\nacknowledged but not in Kafka (device index, FCnt): {:?}",
+            self.lost
+        );
+        assert!(
+            self.out_of_order.is_empty(),
+            "{line}\nfirst copies out of FCnt order (device index, FCnt, after FCnt): {:?}",
+            self.out_of_order
+        );
+        assert!(
+            self.id_mismatch.is_empty(),
+            "{line}\ncopies of one uplink with different record ids: {:?}",
+            self.id_mismatch
+        );
+    }
+}
+
+/// Read every device's topic (again and again, until every acknowledged uplink is there or
+/// [`WAIT`] passes) and compare with `acked`.
+fn verify(kafka: &Kafka, acked: &[(usize, u32)]) -> Verdict {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = verdict(kafka, acked);
+        if v.lost.is_empty() || Instant::now() >= deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn verdict(kafka: &Kafka, acked: &[(usize, u32)]) -> Verdict {
+    let mut v = Verdict {
+        published: acked.len(),
+        ..Verdict::default()
+    };
+    for (d, (eui, topic)) in DEVICES.iter().enumerate() {
+        let want: BTreeSet<u64> = acked
+            .iter()
+            .filter(|(i, _)| *i == d)
+            .map(|(_, f)| *f as u64)
+            .collect();
+        let records: Vec<(String, Value)> = consume(kafka, topic, want.len());
+        let key = dashed(eui);
+        let mut first: BTreeMap<u64, (usize, String)> = BTreeMap::new();
+        let mut last_first = 0u64;
+        for (pos, (k, body)) in records.iter().enumerate() {
+            assert_eq!(k, &key, "record of another device in {topic}: {body}");
+            let f = fcnt(body);
+            let id = body["id"].as_str().unwrap_or_default().to_string();
+            match first.get(&f) {
+                Some((at, first_id)) => {
+                    v.duplicates += 1;
+                    v.max_dup_distance = v.max_dup_distance.max(pos - at);
+                    if *first_id != id {
+                        v.id_mismatch.push((d, f));
+                    }
+                }
+                None => {
+                    if f < last_first {
+                        v.out_of_order.push((d, f, last_first));
+                    }
+                    last_first = f;
+                    first.insert(f, (pos, id));
+                }
+            }
+        }
+        v.delivered += records.len();
+        v.lost.extend(
+            want.iter()
+                .filter(|f| !first.contains_key(f))
+                .map(|f| (d, *f as u32)),
+        );
+    }
+    v
+}
+
+fn buffer_extra(max_bytes: &str, when_full: &str) -> String {
+    format!("max_bytes = \"{max_bytes}\"\nwhen_full = \"{when_full}\"")
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("hubgate.log")).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// SIGKILL, again and again, under a steady load.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_loop_under_load_loses_nothing_acknowledged() {
+    let kills: u32 = std::env::var("HUBGATE_FAULT_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CI_KILLS);
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let config = config_with(&dir.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    let started = Instant::now();
+    // 3 devices x 10 uplinks/s.
+    let publisher = Publisher::start(mqtt.port(), 1, Duration::from_millis(100));
+    for k in 0..kills {
+        // The new process is up and working (it has taken frames from the broker) ...
+        agent.wait_metric("hubgate_received_total", WAIT, |v| v > 0);
+        // ... then dies at a random moment: often mid-delivery, sometimes after a while.
+        let after = match rng.below(4) {
+            0 => 0,
+            1 | 2 => rng.below(400),
+            _ => 400 + rng.below(1200),
+        };
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        agent.kill();
+        if k % 5 == 4 {
+            // Now and then stay dead for a while: the broker queues for the session.
+            tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+        }
+        agent.start_again();
+    }
+    agent.wait_metric("hubgate_received_total", WAIT, |v| v > 0);
+    let acked = publisher.finish().await;
+    let published_for = started.elapsed();
+
+    // The last process drains: everything acknowledged is in Kafka, its buffer empties.
+    let v = verify(&kafka, &acked);
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    agent.wait_metric("hubgate_in_flight", WAIT, |v| v == 0);
+    let line = summary(v.line("sigkill_loop", kills));
+    let _ = writeln!(
+        std::io::stderr(),
+        "faults: sigkill_loop published for {published_for:?}, {:.1} duplicates per kill",
+        v.duplicates as f64 / kills.max(1) as f64
+    );
+    v.assert_ok(&line);
+    assert!(v.published > 0, "{line}");
+    let status = agent.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{line}\nSIGTERM exit: {status}");
+}
+
+// ---------------------------------------------------------------------------
+// Kafka broker down under load.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_outage_under_load_buffers_then_drains_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let config = config_with(&dir.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    let publisher = Publisher::start(mqtt.port(), 1, Duration::from_millis(100));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v >= 15);
+    kafka.stop();
+    // Publishing goes on; hubgate spills (and so acknowledges) what the sink cannot take.
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v >= 60);
+    let delivered_in_outage = agent.metric("hubgate_delivered_total");
+    kafka.start_again();
+    // Load goes on while the backlog drains.
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| {
+        v >= delivered_in_outage + 90
+    });
+    let acked = publisher.finish().await;
+
+    let v = verify(&kafka, &acked);
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    let line = summary(v.line("kafka_outage", 0));
+    v.assert_ok(&line);
+    let spilled = agent.metric("hubgate_spilled_total");
+    let errors = agent.metric("hubgate_send_errors_total");
+    let log = read_log(dir.path());
+    assert!(spilled >= 60, "{line}\nspilled_total = {spilled}");
+    assert!(
+        errors > 0 || log.contains("sink has not confirmed"),
+        "{line}\nneither hubgate_send_errors_total ({errors}) nor the log shows the outage:\n{}",
+        agent.logs()
+    );
+    assert!(
+        log.contains("buffering them") || log.contains("sink:"),
+        "the log says records were buffered"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// MQTT broker restart, and QoS 1 redelivery.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mqtt_broker_restart_reconnects_and_redeliveries_are_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let config = config_with(&dir.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    let batch = |from: u32, to: u32| -> Vec<(String, String)> {
+        (from..=to).flat_map(uplinks_at).collect()
+    };
+    // Before the restart: 1..=10, delivered.
+    publish_all(mqtt.port(), &batch(1, 10)).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 30);
+
+    // The broker dies (persistence off: what it held dies with it; it holds nothing now).
+    mqtt.kill();
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 0);
+    mqtt.start_again();
+    // hubgate reconnects by itself and subscribes again (the new broker has no session).
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    // After the restart: 11..=20, and a QoS 1 redelivery of FCnt 20 (to hubgate a
+    // redelivery is the same message again) plus one of FCnt 15.
+    let mut after = batch(11, 20);
+    after.extend(uplinks_at(20));
+    after.push(uplinks_at(15)[0].clone());
+    publish_all(mqtt.port(), &after).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| {
+        v == 30 + after.len() as u64
+    });
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 60);
+    let dups = agent.metric("hubgate_duplicates_total");
+
+    let acked: Vec<(usize, u32)> = (1..=20).flat_map(|f| (0..3).map(move |d| (d, f))).collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(v.line("mqtt_restart", 0));
+    v.assert_ok(&line);
+    assert_eq!(v.duplicates, 0, "{line}\nredeliveries reached Kafka");
+    assert_eq!(dups, 4, "{line}\nhubgate_duplicates_total");
+    for (eui, topic) in DEVICES {
+        let records = consume(&kafka, topic, 20);
+        assert_eq!(
+            records.iter().map(|(_, b)| fcnt(b)).collect::<Vec<_>>(),
+            (1..=20).collect::<Vec<u64>>(),
+            "{eui}: each FCnt once, in order"
+        );
+    }
+    let log = read_log(dir.path());
+    assert!(
+        log.matches("mqtt: connected").count() >= 2,
+        "the log shows the reconnect:\n{}",
+        agent.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A full disk under the buffer.
+
+/// A tmpfs of `size` mounted on a new directory; unmounted (lazily, so a crashed test never
+/// leaves it behind) on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        run(
+            &[
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+            ],
+            dir,
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Give it more room (tmpfs resizes in place; the files stay).
+    fn resize(&self, size: &str) {
+        run(&["mount", "-o", &format!("remount,size={size}")], &self.dir);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn run(args: &[&str], path: &Path) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_disk_drops_oldest_counted_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    // Declared before the agent: dropped (unmounted) after it is killed.
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "2m");
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    // The byte cap is far above the disk: the disk fills first.
+    let config = config_with(
+        &disk.dir.join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        &buffer_extra("64MiB", "drop_oldest"),
+        "",
+    );
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    kafka.stop();
+    // Publish in rounds until hubgate has had to drop, stops acknowledging, or time is up.
+    let mut next = 1u32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stalled = false;
+    while agent.metric("hubgate_dropped_full_total") == 0 && !stalled && Instant::now() < deadline {
+        let round: Vec<(String, String)> = (next..next + 100).flat_map(uplinks_at).collect();
+        next += 100;
+        publish_all(mqtt.port(), &round).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            agent.alive() && agent.scrape().is_some(),
+            "hubgate died on a full disk ({} uplinks published; the contract: a full disk \
+             behaves like a full buffer, never a crash):\n{}",
+            3 * (next - 1),
+            agent.logs()
+        );
+        // Let it take the round in (bounded): a hubgate that stops acknowledging has stalled.
+        let published = 3 * (next - 1) as u64;
+        let settle = Instant::now() + Duration::from_secs(15);
+        while agent.scrape().is_some() && agent.metric("hubgate_acked_total") < published {
+            if Instant::now() >= settle {
+                stalled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let df = Command::new("df").arg(&disk.dir).output().unwrap();
+    let state = format!(
+        "published={} acked={} spilled={} dropped_full={} buffer_records={} buffer_bytes={}\n{}",
+        3 * (next - 1),
+        agent.metric("hubgate_acked_total"),
+        agent.metric("hubgate_spilled_total"),
+        agent.metric("hubgate_dropped_full_total"),
+        agent.metric("hubgate_buffer_records"),
+        agent.metric("hubgate_buffer_bytes"),
+        String::from_utf8_lossy(&df.stdout)
+    );
+    assert!(
+        agent.alive(),
+        "hubgate died on a full disk ({state}):\n{}",
+        agent.logs()
+    );
+    let dropped = agent.metric("hubgate_dropped_full_total");
+    assert!(
+        dropped > 0,
+        "when_full = drop_oldest not honoured on a full disk: nothing dropped ({state})\nlog:\n{}",
+        agent.logs()
+    );
+    let log = read_log(dir.path());
+    assert!(
+        log.contains("dropped"),
+        "drops are logged with their reason ({state})"
+    );
+    // Still acknowledging: a full disk must not stall the sources under drop_oldest.
+    let probe: Vec<(String, String)> = (next..next + 5).flat_map(uplinks_at).collect();
+    let before = agent.metric("hubgate_acked_total");
+    publish_all(mqtt.port(), &probe).await;
+    agent.wait_metric("hubgate_acked_total", Duration::from_secs(20), |v| {
+        v >= before + 15
+    });
+    next += 5;
+
+    // Space returns, the broker returns: the backlog drains and new uplinks flow.
+    disk.resize("256m");
+    kafka.start_again();
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    let fresh_from = next;
+    let fresh: Vec<(String, String)> = (fresh_from..fresh_from + 10).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &fresh).await;
+    let acked: Vec<(usize, u32)> = (fresh_from..fresh_from + 10)
+        .flat_map(|f| (0..3).map(move |d| (d, f)))
+        .collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(format!("{} dropped_full={dropped}", v.line("full_disk", 0)));
+    assert!(
+        v.lost.is_empty(),
+        "{line}\nafter recovery, lost: {:?}",
+        v.lost
+    );
+    assert!(agent.alive(), "{line}\n{}", agent.logs());
+    agent.kill();
+}
+
+// ---------------------------------------------------------------------------
+// A damaged buffer database.
+
+/// Flip bytes all over every file under `dir` (sled's log, config, snapshots).
+fn flip_bytes(dir: &Path) -> usize {
+    let mut flipped = 0;
+    for entry in walk(dir) {
+        let mut bytes = std::fs::read(&entry).unwrap();
+        if bytes.is_empty() {
+            continue;
+        }
+        let step = (bytes.len() / 64).max(1);
+        let mut i = bytes.len() / 7;
+        while i < bytes.len() {
+            bytes[i] ^= 0xa5;
+            i += step;
+            flipped += 1;
+        }
+        std::fs::write(&entry, bytes).unwrap();
+    }
+    flipped
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn broken_dirs(parent: &Path) -> Vec<String> {
+    std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("buffer.broken-"))
+        .collect()
+}
+
+/// With Kafka down, publish `from..=to` and wait until it is all spilled and acknowledged;
+/// then SIGKILL hubgate.
+async fn spilled_backlog_then_kill(agent: &mut Agent, mqtt: &Mosquitto, from: u32, to: u32) {
+    let before = agent.metric("hubgate_acked_total");
+    let n = 3 * (to - from + 1) as u64;
+    let batch: Vec<(String, String)> = (from..=to).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &batch).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == before + n);
+    assert!(agent.metric("hubgate_buffer_records") >= n);
+    agent.kill();
+}
+
+/// Start hubgate on the damaged buffer: it must come up, say loudly that it moved the
+/// database aside, and deliver new uplinks.
+async fn restart_on_damage(
+    agent: &mut Agent,
+    dir: &Path,
+    mqtt: &Mosquitto,
+    kafka: &Kafka,
+    fresh: u32,
+    broken_before: usize,
+    what: &str,
+) {
+    let log_before = read_log(dir).len();
+    agent.start_again();
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let log = read_log(dir)[log_before..].to_string();
+    let broken = broken_dirs(dir);
+    assert!(
+        log.contains("moved to") && broken.len() == broken_before + 1,
+        "{what}: the damaged database was not moved aside (aside: {broken:?})\nlog:\n{log}"
+    );
+    let batch: Vec<(String, String)> = uplinks_at(fresh).to_vec();
+    publish_all(mqtt.port(), &batch).await;
+    let acked: Vec<(usize, u32)> = (0..3).map(|d| (d, fresh)).collect();
+    let v = verify(kafka, &acked);
+    assert!(v.lost.is_empty(), "{what}: new uplinks lost: {:?}", v.lost);
+    assert!(agent.alive(), "{what}: {}", agent.logs());
+}
+
+/// hubgate with Kafka down (so records spill), on a buffer in `dir/buffer`.
+fn damage_setup(dir: &Path) -> (Mosquitto, Kafka, Agent) {
+    let mqtt = Mosquitto::start(dir);
+    let kafka = Kafka::start(dir);
+    topics(&kafka);
+    let config = config_with(&dir.join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let agent = Agent::start(dir, &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    (mqtt, kafka, agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flipped_bytes_in_the_buffer_are_moved_aside_and_the_agent_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, mut kafka, mut agent) = damage_setup(dir.path());
+    kafka.stop();
+    spilled_backlog_then_kill(&mut agent, &mqtt, 1, 20).await;
+    let flipped = flip_bytes(&dir.path().join("buffer"));
+    kafka.start_again();
+    restart_on_damage(
+        &mut agent,
+        dir.path(),
+        &mqtt,
+        &kafka,
+        100,
+        0,
+        "flipped bytes",
+    )
+    .await;
+    assert!(
+        read_log(dir.path()).contains("will not open"),
+        "said loudly"
+    );
+    summary(format!(
+        "faults: test=flipped_bytes flipped={flipped} moved_aside={} alive={}",
+        broken_dirs(dir.path()).len(),
+        agent.alive()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn truncated_buffer_is_moved_aside_and_the_agent_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, mut kafka, mut agent) = damage_setup(dir.path());
+    kafka.stop();
+    spilled_backlog_then_kill(&mut agent, &mqtt, 1, 20).await;
+    // sled's log cut in half: flushed, acknowledged records are gone.
+    let db = dir.path().join("buffer").join("db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    kafka.start_again();
+    restart_on_damage(
+        &mut agent,
+        dir.path(),
+        &mqtt,
+        &kafka,
+        100,
+        0,
+        "truncated db",
+    )
+    .await;
+    summary(format!(
+        "faults: test=truncated db_bytes={len} truncated_to={} moved_aside={} alive={}",
+        len / 2,
+        broken_dirs(dir.path()).len(),
+        agent.alive()
+    ));
+}
