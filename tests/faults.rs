@@ -17,7 +17,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -253,10 +252,6 @@ fn verdict(kafka: &Kafka, acked: &[(usize, u32)]) -> Verdict {
     v
 }
 
-fn buffer_extra(max_bytes: &str, when_full: &str) -> String {
-    format!("max_bytes = \"{max_bytes}\"\nwhen_full = \"{when_full}\"")
-}
-
 fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("hubgate.log")).unwrap_or_default()
 }
@@ -428,165 +423,6 @@ async fn mqtt_broker_restart_reconnects_and_redeliveries_are_deduplicated() {
 // ---------------------------------------------------------------------------
 // A full disk under the buffer.
 
-/// A tmpfs of `size` mounted on a new directory; unmounted (lazily, so a crashed test never
-/// leaves it behind) on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        run(
-            &[
-                "mount",
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-            ],
-            dir,
-        );
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Give it more room (tmpfs resizes in place; the files stay).
-    fn resize(&self, size: &str) {
-        run(&["mount", "-o", &format!("remount,size={size}")], &self.dir);
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
-fn run(args: &[&str], path: &Path) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn full_disk_drops_oldest_counted_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    // Declared before the agent: dropped (unmounted) after it is killed.
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "2m");
-    let mqtt = Mosquitto::start(dir.path());
-    let mut kafka = Kafka::start(dir.path());
-    topics(&kafka);
-    // The byte cap is far above the disk: the disk fills first.
-    let config = config_with(
-        &disk.dir.join("buffer"),
-        &mqtt,
-        &kafka,
-        KEY,
-        &buffer_extra("64MiB", "drop_oldest"),
-        "",
-    );
-    let mut agent = Agent::start(dir.path(), &config);
-    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
-
-    kafka.stop();
-    // Publish in rounds until hubgate has had to drop, stops acknowledging, or time is up.
-    let mut next = 1u32;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut stalled = false;
-    while agent.metric("hubgate_dropped_full_total") == 0 && !stalled && Instant::now() < deadline {
-        let round: Vec<(String, String)> = (next..next + 100).flat_map(uplinks_at).collect();
-        next += 100;
-        publish_all(mqtt.port(), &round).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            agent.alive() && agent.scrape().is_some(),
-            "hubgate died on a full disk ({} uplinks published; the contract: a full disk \
-             behaves like a full buffer, never a crash):\n{}",
-            3 * (next - 1),
-            agent.logs()
-        );
-        // Let it take the round in (bounded): a hubgate that stops acknowledging has stalled.
-        let published = 3 * (next - 1) as u64;
-        let settle = Instant::now() + Duration::from_secs(15);
-        while agent.scrape().is_some() && agent.metric("hubgate_acked_total") < published {
-            if Instant::now() >= settle {
-                stalled = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let df = Command::new("df").arg(&disk.dir).output().unwrap();
-    let state = format!(
-        "published={} acked={} spilled={} dropped_full={} buffer_records={} buffer_bytes={}\n{}",
-        3 * (next - 1),
-        agent.metric("hubgate_acked_total"),
-        agent.metric("hubgate_spilled_total"),
-        agent.metric("hubgate_dropped_full_total"),
-        agent.metric("hubgate_buffer_records"),
-        agent.metric("hubgate_buffer_bytes"),
-        String::from_utf8_lossy(&df.stdout)
-    );
-    assert!(
-        agent.alive(),
-        "hubgate died on a full disk ({state}):\n{}",
-        agent.logs()
-    );
-    let dropped = agent.metric("hubgate_dropped_full_total");
-    assert!(
-        dropped > 0,
-        "when_full = drop_oldest not honoured on a full disk: nothing dropped ({state})\nlog:\n{}",
-        agent.logs()
-    );
-    let log = read_log(dir.path());
-    assert!(
-        log.contains("dropped"),
-        "drops are logged with their reason ({state})"
-    );
-    // Still acknowledging: a full disk must not stall the sources under drop_oldest.
-    let probe: Vec<(String, String)> = (next..next + 5).flat_map(uplinks_at).collect();
-    let before = agent.metric("hubgate_acked_total");
-    publish_all(mqtt.port(), &probe).await;
-    agent.wait_metric("hubgate_acked_total", Duration::from_secs(20), |v| {
-        v >= before + 15
-    });
-    next += 5;
-
-    // Space returns, the broker returns: the backlog drains and new uplinks flow.
-    disk.resize("256m");
-    kafka.start_again();
-    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
-    let fresh_from = next;
-    let fresh: Vec<(String, String)> = (fresh_from..fresh_from + 10).flat_map(uplinks_at).collect();
-    publish_all(mqtt.port(), &fresh).await;
-    let acked: Vec<(usize, u32)> = (fresh_from..fresh_from + 10)
-        .flat_map(|f| (0..3).map(move |d| (d, f)))
-        .collect();
-    let v = verify(&kafka, &acked);
-    let line = summary(format!("{} dropped_full={dropped}", v.line("full_disk", 0)));
-    assert!(
-        v.lost.is_empty(),
-        "{line}\nafter recovery, lost: {:?}",
-        v.lost
-    );
-    assert!(agent.alive(), "{line}\n{}", agent.logs());
-    agent.kill();
-}
-
-// ---------------------------------------------------------------------------
-// A damaged buffer database.
-
 /// Flip bytes all over every file under `dir` (sled's log, config, snapshots).
 fn flip_bytes(dir: &Path) -> usize {
     let mut flipped = 0;
@@ -705,40 +541,6 @@ async fn flipped_bytes_in_the_buffer_are_moved_aside_and_the_agent_keeps_running
     );
     summary(format!(
         "faults: test=flipped_bytes flipped={flipped} moved_aside={} alive={}",
-        broken_dirs(dir.path()).len(),
-        agent.alive()
-    ));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn truncated_buffer_is_moved_aside_and_the_agent_keeps_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mqtt, mut kafka, mut agent) = damage_setup(dir.path());
-    kafka.stop();
-    spilled_backlog_then_kill(&mut agent, &mqtt, 1, 20).await;
-    // sled's log cut in half: flushed, acknowledged records are gone.
-    let db = dir.path().join("buffer").join("db");
-    let len = std::fs::metadata(&db).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&db)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
-    kafka.start_again();
-    restart_on_damage(
-        &mut agent,
-        dir.path(),
-        &mqtt,
-        &kafka,
-        100,
-        0,
-        "truncated db",
-    )
-    .await;
-    summary(format!(
-        "faults: test=truncated db_bytes={len} truncated_to={} moved_aside={} alive={}",
-        len / 2,
         broken_dirs(dir.path()).len(),
         agent.alive()
     ));

@@ -46,6 +46,7 @@ fn push_and_pull_are_acknowledged_and_status_becomes_a_record() {
         dir.path().join("buffer").display()
     );
     let agent = Agent::start(dir.path(), &config);
+    agent.wait_log("packet forwarder source on", 1, WAIT);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     sock.connect(("127.0.0.1", port)).unwrap();
@@ -124,6 +125,7 @@ type = "stdout"
         buffer = dir.path().join("buffer").display()
     );
     let agent = Agent::start(dir.path(), &config);
+    agent.wait_log("packet forwarder source on", 1, WAIT);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     sock.connect(("127.0.0.1", port)).unwrap();

@@ -458,7 +458,14 @@ impl Forwarder {
     /// Flush the buffer if it changed, then release the acknowledgements that waited on it.
     fn commit(&mut self) -> Result<(), BufferError> {
         if self.dirty {
-            self.buffer.flush()?;
+            if let Err(e) = self.buffer.flush() {
+                // A full or failing disk: nothing is acknowledged until a flush succeeds
+                // (retried every tick); the sources keep their copies meanwhile.
+                self.metrics.count_once("buffer_write_error", || {
+                    format!("cannot flush the buffer: {e}; holding acknowledgements")
+                });
+                return Ok(());
+            }
             self.dirty = false;
         }
         for ack in self.pending_acks.drain(..) {

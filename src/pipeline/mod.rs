@@ -232,7 +232,9 @@ async fn rotate_credentials(
 
 /// A buffer that cannot reach its cap before the disk fills is worth a warning at start.
 fn warn_if_disk_smaller_than_cap(path: &std::path::Path, max_bytes: u64) {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
