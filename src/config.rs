@@ -69,6 +69,10 @@ pub struct BufferConfig {
     /// A record not confirmed by the sink after this long is written to sled and acknowledged.
     #[serde(default = "default_spill_after", deserialize_with = "de_duration")]
     pub spill_after: Duration,
+    /// Free space to leave on the buffer's file system: below it the buffer stops growing and
+    /// `when_full` applies (reason `disk_full`), so a full disk never reaches sled as ENOSPC.
+    #[serde(default = "default_min_free", deserialize_with = "de_size")]
+    pub min_free: u64,
 }
 
 fn default_buffer_path() -> PathBuf {
@@ -86,6 +90,9 @@ fn default_max_in_flight() -> usize {
 fn default_spill_after() -> Duration {
     Duration::from_secs(2)
 }
+fn default_min_free() -> u64 {
+    16 << 20
+}
 
 impl Default for BufferConfig {
     fn default() -> Self {
@@ -96,6 +103,7 @@ impl Default for BufferConfig {
             when_full: WhenFull::default(),
             max_in_flight: default_max_in_flight(),
             spill_after: default_spill_after(),
+            min_free: default_min_free(),
         }
     }
 }

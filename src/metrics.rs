@@ -35,6 +35,7 @@ pub struct Metrics {
     pub spilled: Counter,
     pub send_errors: Counter,
     pub dropped_full: Counter,
+    pub dropped_disk_full: Counter,
     pub dropped_expired: Counter,
     pub dropped_corrupt: Counter,
     pub dead_lettered: Counter,
@@ -110,6 +111,11 @@ impl Metrics {
                 "dropped_full_total",
                 &self.dropped_full,
                 "records dropped: buffer full",
+            ),
+            (
+                "dropped_disk_full_total",
+                &self.dropped_disk_full,
+                "records dropped: less than buffer.min_free left on the disk",
             ),
             (
                 "dropped_expired_total",

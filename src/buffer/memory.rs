@@ -1,14 +1,33 @@
 //! In-memory [`Store`] for tests and for `hubgate decode`-style one-shot use.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::{BufferError, Store};
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct MemoryStore {
     map: BTreeMap<u64, Vec<u8>>,
     bytes: u64,
     dead: Vec<(u64, Vec<u8>)>,
+    /// A pretend disk's free space, shared by clones so a test can change it underway.
+    disk_free: Option<Arc<AtomicU64>>,
+}
+
+impl MemoryStore {
+    pub fn with_disk_free(bytes: u64) -> Self {
+        MemoryStore {
+            disk_free: Some(Arc::new(AtomicU64::new(bytes))),
+            ..Default::default()
+        }
+    }
+
+    pub fn set_disk_free(&self, bytes: u64) {
+        if let Some(free) = &self.disk_free {
+            free.store(bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Store for MemoryStore {
@@ -65,5 +84,9 @@ impl Store for MemoryStore {
         self.map.clear();
         self.bytes = 0;
         Ok(n)
+    }
+
+    fn disk_free(&self) -> Option<u64> {
+        self.disk_free.as_ref().map(|f| f.load(Ordering::Relaxed))
     }
 }

@@ -11,8 +11,9 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::config::WhenFull;
+use crate::config::{BufferConfig, WhenFull};
 use crate::metrics::Metrics;
 use crate::record::Record;
 
@@ -41,6 +42,20 @@ pub trait Store: Send {
     fn dead_letters(&self) -> u64;
     /// Delete everything (the `buffer purge` command).
     fn purge(&mut self) -> Result<u64, BufferError>;
+    /// Bytes still free for an unprivileged writer on the storage's file system, where
+    /// there is one.
+    fn disk_free(&self) -> Option<u64>;
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `path`.
+pub fn disk_free(path: &std::path::Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 pub fn encode(rec: &Record) -> Vec<u8> {
@@ -89,25 +104,37 @@ pub enum Pushed {
     Full,
 }
 
+/// How often the free space of the buffer's disk is looked at.
+const DISK_CHECK: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Copy)]
+enum Full {
+    /// `buffer.max_bytes` reached.
+    Cap,
+    /// Less than `buffer.min_free` left on the disk.
+    Disk,
+}
+
 pub struct Buffer {
     store: Box<dyn Store>,
     max_bytes: u64,
+    min_free: u64,
     when_full: WhenFull,
     metrics: Arc<Metrics>,
+    disk_low: bool,
+    disk_checked_at: Option<Instant>,
 }
 
 impl Buffer {
-    pub fn new(
-        store: Box<dyn Store>,
-        max_bytes: u64,
-        when_full: WhenFull,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(store: Box<dyn Store>, cfg: &BufferConfig, metrics: Arc<Metrics>) -> Self {
         let b = Buffer {
             store,
-            max_bytes,
-            when_full,
+            max_bytes: cfg.max_bytes,
+            min_free: cfg.min_free,
+            when_full: cfg.when_full,
             metrics,
+            disk_low: false,
+            disk_checked_at: None,
         };
         b.update_gauges();
         b
@@ -134,35 +161,30 @@ impl Buffer {
     pub fn push(&mut self, seq: u64, rec: &Record) -> Result<Pushed, BufferError> {
         let value = encode(rec);
         let need = value.len() as u64;
-        while self.store.usage().1 + need > self.max_bytes {
+        let (cap, full) = self.room();
+        while self.store.usage().1 + need > cap {
             match self.when_full {
                 WhenFull::Block => return Ok(Pushed::Full),
                 WhenFull::DropNewest => {
-                    self.metrics.dropped_full.inc();
-                    log::warn!(
-                        "buffer full ({} bytes): dropped new record {} of {}",
-                        self.max_bytes,
-                        rec.id,
-                        rec.key
+                    self.dropped(
+                        full,
+                        format_args!("dropped new record {} of {}", rec.id, rec.key),
                     );
                     return Ok(Pushed::Dropped);
                 }
                 WhenFull::DropOldest => {
                     let Some((old, _)) = self.store.scan(None, 1)?.pop() else {
-                        // Nothing left to drop: the record alone is larger than the cap.
-                        self.metrics.dropped_full.inc();
-                        log::warn!(
-                            "record {} ({need} bytes) is larger than the whole buffer: dropped",
-                            rec.id
+                        self.dropped(
+                            full,
+                            format_args!(
+                                "nothing older to drop: dropped record {} ({need} bytes)",
+                                rec.id
+                            ),
                         );
                         return Ok(Pushed::Dropped);
                     };
                     self.store.remove(old)?;
-                    self.metrics.dropped_full.inc();
-                    log::warn!(
-                        "buffer full ({} bytes): dropped oldest record #{old}",
-                        self.max_bytes
-                    );
+                    self.dropped(full, format_args!("dropped oldest record #{old}"));
                 }
             }
         }
@@ -170,6 +192,50 @@ impl Buffer {
         self.metrics.spilled.inc();
         self.update_gauges();
         Ok(Pushed::Stored)
+    }
+
+    /// The byte cap for the next record: the configured one, or no growth at all while the
+    /// disk is down to `min_free` (removing records does not give sled's space back at
+    /// once, so the cap is what is stored now rather than a free-space target).
+    fn room(&mut self) -> (u64, Full) {
+        let now = Instant::now();
+        if self
+            .disk_checked_at
+            .is_none_or(|t| now.duration_since(t) >= DISK_CHECK)
+        {
+            self.disk_checked_at = Some(now);
+            let was_low = self.disk_low;
+            self.disk_low = self.store.disk_free().is_some_and(|f| f < self.min_free);
+            match (was_low, self.disk_low) {
+                (false, true) => log::error!(
+                    "buffer: less than {} bytes free on the disk: the buffer stops growing and when_full applies",
+                    self.min_free
+                ),
+                (true, false) => log::info!("buffer: disk space is back; buffering normally"),
+                _ => {}
+            }
+        }
+        if self.disk_low {
+            (self.max_bytes.min(self.store.usage().1), Full::Disk)
+        } else {
+            (self.max_bytes, Full::Cap)
+        }
+    }
+
+    fn dropped(&self, full: Full, what: std::fmt::Arguments) {
+        match full {
+            Full::Cap => {
+                self.metrics.dropped_full.inc();
+                log::warn!(
+                    "buffer full ({} bytes, reason buffer_full): {what}",
+                    self.max_bytes
+                );
+            }
+            Full::Disk => {
+                self.metrics.dropped_disk_full.inc();
+                log::warn!("disk full (reason disk_full): {what}");
+            }
+        }
     }
 
     pub fn remove(&mut self, seq: u64) -> Result<(), BufferError> {
@@ -239,17 +305,31 @@ mod tests {
         assert_eq!(decode(&[]).unwrap_err(), DecodeError::Short);
     }
 
-    fn buffer(max_bytes: u64, when_full: WhenFull) -> (Buffer, Arc<Metrics>) {
+    fn buffer_on(
+        store: MemoryStore,
+        max_bytes: u64,
+        when_full: WhenFull,
+    ) -> (Buffer, Arc<Metrics>) {
         let m = Metrics::new();
-        (
-            Buffer::new(
-                Box::new(MemoryStore::default()),
-                max_bytes,
-                when_full,
-                m.clone(),
-            ),
-            m,
-        )
+        let cfg = BufferConfig {
+            max_bytes,
+            when_full,
+            min_free: 1000,
+            ..BufferConfig::default()
+        };
+        (Buffer::new(Box::new(store), &cfg, m.clone()), m)
+    }
+
+    fn buffer(max_bytes: u64, when_full: WhenFull) -> (Buffer, Arc<Metrics>) {
+        buffer_on(MemoryStore::default(), max_bytes, when_full)
+    }
+
+    fn seqs(b: &mut Buffer) -> Vec<u64> {
+        b.next(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
     }
 
     #[test]
@@ -259,13 +339,7 @@ mod tests {
         for i in 0..5 {
             assert_eq!(b.push(i as u64, &rec(i)).unwrap(), Pushed::Stored);
         }
-        let left: Vec<u64> = b
-            .next(None, 10)
-            .unwrap()
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(left, vec![2, 3, 4]);
+        assert_eq!(seqs(&mut b), vec![2, 3, 4]);
         assert_eq!(m.dropped_full.get(), 2);
         assert_eq!(m.buffer_records.get(), 3);
     }
@@ -285,5 +359,28 @@ mod tests {
         assert_eq!(m.dropped_full.get(), 0);
         b.remove(0).unwrap();
         assert_eq!(b.push(2, &rec(2)).unwrap(), Pushed::Stored);
+    }
+
+    #[test]
+    fn a_full_disk_stops_growth_and_applies_when_full() {
+        let disk = MemoryStore::with_disk_free(999);
+        let (mut b, m) = buffer_on(disk.clone(), 1 << 20, WhenFull::DropOldest);
+        // Nothing stored yet and no room on the disk: the new record itself goes.
+        assert_eq!(b.push(0, &rec(0)).unwrap(), Pushed::Dropped);
+        assert_eq!(m.dropped_disk_full.get(), 1);
+        disk.set_disk_free(1 << 30);
+        b.disk_checked_at = None;
+        for i in 1..=3 {
+            assert_eq!(b.push(i, &rec(i as u32)).unwrap(), Pushed::Stored);
+        }
+        disk.set_disk_free(10);
+        b.disk_checked_at = None;
+        assert_eq!(b.push(4, &rec(4)).unwrap(), Pushed::Stored);
+        assert_eq!(seqs(&mut b), vec![2, 3, 4], "the oldest made room");
+        assert_eq!((m.dropped_disk_full.get(), m.dropped_full.get()), (2, 0));
+
+        let (mut b, m) = buffer_on(MemoryStore::with_disk_free(10), 1 << 20, WhenFull::Block);
+        assert_eq!(b.push(0, &rec(0)).unwrap(), Pushed::Full);
+        assert_eq!(m.dropped_disk_full.get(), 0);
     }
 }

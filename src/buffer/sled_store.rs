@@ -3,17 +3,35 @@
 //! Keys are big-endian sequence numbers so sled's order is arrival order. sled's own
 //! periodic flush is off: hubgate flushes when it must (before acknowledging a source), so
 //! an idle or healthy gateway does not write to its SD card at all.
+//!
+//! sled treats a cut-off log as a torn tail and opens it without complaint, which would
+//! silently lose records that were flushed and acknowledged. So hubgate keeps its own
+//! high-water mark: the highest sequence number is stored in sled at every flush and, once
+//! the flush succeeded, also in a small file beside it (`hubgate-flushed`). A database
+//! whose stored mark is below the file's has lost flushed writes: it is moved aside, what
+//! it still holds is copied into a fresh one, and the loss is reported.
 
 use std::path::{Path, PathBuf};
 
 use super::{BufferError, Store};
 
+const DB_DIR: &str = "sled";
+/// The high-water mark file, inside the database directory (moved aside with it).
+const MARK_FILE: &str = "hubgate-flushed";
+const MARK_KEY: &[u8] = b"max_seq";
+
 pub struct SledStore {
     db: sled::Db,
+    dir: PathBuf,
     records: sled::Tree,
     dead: sled::Tree,
+    meta: sled::Tree,
     count: u64,
     bytes: u64,
+    /// Highest sequence number ever stored (records or dead letters), and the one in the
+    /// mark file.
+    highest: Option<u64>,
+    marked: Option<u64>,
 }
 
 fn err(e: sled::Error) -> BufferError {
@@ -23,23 +41,29 @@ fn err(e: sled::Error) -> BufferError {
 impl SledStore {
     /// Open the database at `dir`. One that will not open is moved aside (loudly) and a
     /// fresh one started: a damaged card must not crash-loop the agent.
-    pub fn open(dir: &Path) -> Result<SledStore, BufferError> {
-        match Self::open_inner(dir) {
-            Ok(s) => Ok(s),
+    pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
+        // The database is a directory of its own inside the buffer directory, so it can be
+        // moved aside where systemd's StateDirectory= is the only writable place.
+        let dir = &buffer_dir.join(DB_DIR);
+        let store = match Self::open_inner(dir) {
+            Ok(s) => s,
             Err(e) if dir.exists() && !is_busy(&e) => {
-                let aside = aside_name(dir);
+                let aside = move_aside(dir)?;
                 log::error!(
                     "buffer database {} will not open ({e}); moved to {} and starting a fresh one",
                     dir.display(),
                     aside.display()
                 );
-                std::fs::rename(dir, &aside).map_err(|e| {
-                    BufferError::Storage(format!("moving {} aside: {e}", dir.display()))
-                })?;
-                Self::open_inner(dir)
-                    .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))
+                return Self::open_inner(dir)
+                    .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())));
             }
-            Err(e) => Err(BufferError::Storage(format!("{}: {e}", dir.display()))),
+            Err(e) => return Err(BufferError::Storage(format!("{}: {e}", dir.display()))),
+        };
+        match (store.stored_mark(), store.marked) {
+            (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
+                store.salvage(stored, flushed)
+            }
+            _ => Ok(store),
         }
     }
 
@@ -51,20 +75,116 @@ impl SledStore {
             .open()?;
         let records = db.open_tree("records")?;
         let dead = db.open_tree("dead_letter")?;
+        let meta = db.open_tree("meta")?;
         let (mut count, mut bytes) = (0, 0);
         for item in records.iter() {
             let (_, v) = item?;
             count += 1;
             bytes += v.len() as u64;
         }
-        Ok(SledStore {
+        let marked = read_mark(dir);
+        let mut store = SledStore {
             db,
+            dir: dir.to_path_buf(),
             records,
             dead,
+            meta,
             count,
             bytes,
-        })
+            highest: None,
+            marked,
+        };
+        store.highest = [store.stored_mark(), store.last_key(), marked]
+            .into_iter()
+            .max()
+            .flatten();
+        Ok(store)
     }
+
+    /// The high-water mark sled itself holds (written at every flush).
+    fn stored_mark(&self) -> Option<u64> {
+        self.meta
+            .get(MARK_KEY)
+            .ok()
+            .flatten()
+            .and_then(|v| seq_of(&v))
+    }
+
+    fn last_key(&self) -> Option<u64> {
+        let last = |t: &sled::Tree| t.last().ok().flatten().and_then(|(k, _)| seq_of(&k));
+        last(&self.records).max(last(&self.dead))
+    }
+
+    /// The database lost writes that had been flushed: keep it aside for inspection, carry
+    /// what it still holds into a fresh one, and say so loudly.
+    fn salvage(self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
+        let dir = self.dir.clone();
+        let old = self;
+        let aside = move_aside(&dir)?;
+        let mut fresh = Self::open_inner(&dir)
+            .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))?;
+        let mut kept = 0u64;
+        for (from, to) in [
+            (&old.records, fresh.records.clone()),
+            (&old.dead, fresh.dead.clone()),
+        ] {
+            for item in from.iter().flatten() {
+                to.insert(item.0, item.1).map_err(err)?;
+                kept += 1;
+            }
+        }
+        drop(old);
+        fresh.count = fresh.records.len() as u64;
+        fresh.bytes = fresh
+            .records
+            .iter()
+            .flatten()
+            .map(|(_, v)| v.len() as u64)
+            .sum();
+        fresh.highest = Some(flushed);
+        fresh.flush()?;
+        log::error!(
+            "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed up to #{flushed}): \
+             the file was truncated or damaged and up to {} record(s) are gone. It was moved to {}; \
+             carried the {kept} readable record(s) into a fresh database",
+            dir.display(),
+            stored.map_or("nothing".to_string(), |s| s.to_string()),
+            flushed - stored.unwrap_or(0),
+            aside.display()
+        );
+        Ok(fresh)
+    }
+}
+
+fn read_mark(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(MARK_FILE)).ok()?;
+    match text.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            // A half-written mark after a power cut: no claim, no alarm.
+            log::warn!(
+                "buffer: ignoring unreadable {} in {}",
+                MARK_FILE,
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Replace the mark file. No fsync: a mark lost to a power cut is an older (smaller) claim,
+/// which can only miss a loss, never report a false one; the SD card is spared a sync.
+fn write_mark(dir: &Path, seq: u64) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{MARK_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{seq}\n"))?;
+    std::fs::rename(tmp, dir.join(MARK_FILE))
+}
+
+fn move_aside(dir: &Path) -> Result<PathBuf, BufferError> {
+    let aside = aside_name(dir);
+    std::fs::rename(dir, &aside)
+        .map_err(|e| BufferError::Storage(format!("moving {} aside: {e}", dir.display())))?;
+    Ok(aside)
 }
 
 /// Errors that say "not now" (another hubgate holds it, no permission), not "damaged".
@@ -95,6 +215,7 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 impl Store for SledStore {
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
         let n = value.len() as u64;
+        self.highest = self.highest.max(Some(seq));
         if let Some(old) = self.records.insert(seq.to_be_bytes(), value).map_err(err)? {
             self.bytes -= old.len() as u64;
             self.count -= 1;
@@ -139,36 +260,44 @@ impl Store for SledStore {
     }
 
     fn flush(&mut self) -> Result<(), BufferError> {
-        self.db.flush().map(|_| ()).map_err(err)
+        let mark = self.highest.filter(|h| Some(*h) != self.marked);
+        if let Some(seq) = mark {
+            self.meta
+                .insert(MARK_KEY, &seq.to_be_bytes())
+                .map_err(err)?;
+        }
+        self.db.flush().map_err(err)?;
+        if let Some(seq) = mark {
+            write_mark(&self.dir, seq).map_err(|e| {
+                BufferError::Storage(format!("{}: writing {MARK_FILE}: {e}", self.dir.display()))
+            })?;
+            self.marked = Some(seq);
+        }
+        Ok(())
     }
 
     fn usage(&self) -> (u64, u64) {
         (self.count, self.bytes)
     }
 
+    /// Never below a number handed out before, so sequence numbers are not reused even
+    /// after the buffer drained.
     fn last_seq(&self) -> Option<u64> {
-        let dead_last = self
-            .dead
-            .last()
-            .ok()
-            .flatten()
-            .and_then(|(k, _)| seq_of(&k));
-        let last = self
-            .records
-            .last()
-            .ok()
-            .flatten()
-            .and_then(|(k, _)| seq_of(&k));
-        last.max(dead_last)
+        self.highest
     }
 
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+        self.highest = self.highest.max(Some(seq));
         self.dead.insert(seq.to_be_bytes(), value).map_err(err)?;
         Ok(())
     }
 
     fn dead_letters(&self) -> u64 {
         self.dead.len() as u64
+    }
+
+    fn disk_free(&self) -> Option<u64> {
+        super::disk_free(&self.dir)
     }
 
     fn purge(&mut self) -> Result<u64, BufferError> {
@@ -185,60 +314,113 @@ impl Store for SledStore {
 mod tests {
     use super::*;
 
+    fn seqs(s: &SledStore, after: Option<u64>) -> Vec<u64> {
+        s.scan(after, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    fn asides(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("sled.broken-"))
+            .count()
+    }
+
     #[test]
     fn survives_reopen_in_order_with_usage() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
         {
-            let mut s = SledStore::open(&path).unwrap();
+            let mut s = SledStore::open(dir.path()).unwrap();
             for seq in [3u64, 1, 2, 300] {
                 s.insert(seq, vec![seq as u8; 10]).unwrap();
             }
             s.remove(2).unwrap();
             s.flush().unwrap();
         }
-        let s = SledStore::open(&path).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.usage(), (3, 30));
-        let seqs: Vec<u64> = s
-            .scan(None, 10)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(seqs, vec![1, 3, 300]);
-        let after: Vec<u64> = s
-            .scan(Some(1), 10)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(after, vec![3, 300]);
+        assert_eq!(seqs(&s, None), vec![1, 3, 300]);
+        assert_eq!(seqs(&s, Some(1)), vec![3, 300]);
         assert_eq!(s.last_seq(), Some(300));
+    }
+
+    #[test]
+    fn sequence_numbers_are_not_reused_after_a_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            s.insert(41, vec![1; 10]).unwrap();
+            s.flush().unwrap();
+            s.remove(41).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.usage(), (0, 0));
+        assert_eq!(s.last_seq(), Some(41));
+        assert_eq!(asides(dir.path()), 0);
     }
 
     #[test]
     fn a_locked_database_is_an_error_not_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let _held = SledStore::open(&path).unwrap();
-        let e = SledStore::open(&path).err().expect("second open must fail");
+        let _held = SledStore::open(dir.path()).unwrap();
+        let e = SledStore::open(dir.path())
+            .err()
+            .expect("second open must fail");
         assert!(e.to_string().contains("lock"), "{e}");
-        assert!(path.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(asides(dir.path()), 0);
     }
 
     #[test]
     fn unopenable_database_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        std::fs::write(&path, b"not a sled directory").unwrap();
-        let s = SledStore::open(&path).unwrap();
+        std::fs::write(dir.path().join(DB_DIR), b"not a sled directory").unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.usage(), (0, 0));
-        let aside = std::fs::read_dir(dir.path())
+        assert_eq!(asides(dir.path()), 1);
+    }
+
+    /// sled opens a cut-off log as if it had been torn by a crash; the high-water mark
+    /// catches that flushed records are missing.
+    #[test]
+    fn a_truncated_log_is_detected_and_what_is_left_carried_over() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            for seq in 0..400u64 {
+                s.insert(seq, vec![seq as u8; 200]).unwrap();
+                if seq % 50 == 49 {
+                    s.flush().unwrap();
+                }
+            }
+        }
+        let log = dir.path().join(DB_DIR).join("db");
+        let len = std::fs::metadata(&log).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
             .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("db.broken-"))
-            .count();
-        assert_eq!(aside, 1);
+            .set_len(len / 2)
+            .unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        let left = seqs(&s, None);
+        assert!(left.len() < 400, "nothing was lost? {}", left.len());
+        assert!(left.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(s.usage().0, left.len() as u64);
+        assert_eq!(
+            s.last_seq(),
+            Some(399),
+            "sequence numbers must not be reused"
+        );
+        drop(s);
+        // The fresh database carries the mark: opening again is quiet.
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(seqs(&s, None), left);
     }
 }

@@ -155,17 +155,8 @@ impl Forwarder {
         sink: Box<dyn Sink>,
         deliveries: &mut UnboundedReceiver<Delivery>,
     ) -> Result<(), BufferError> {
-        let mut old = std::mem::replace(&mut self.sink, sink);
-        if !self.in_flight.is_empty() {
-            tokio::task::block_in_place(|| old.flush(SHUTDOWN_FLUSH));
-        }
-        while let Ok(d) = deliveries.try_recv() {
-            self.on_delivery(d)?;
-        }
-        let left: Vec<u64> = self.in_flight.keys().copied().collect();
-        for seq in left {
-            self.spill_in_flight(seq)?;
-        }
+        self.settle_in_flight(deliveries)?;
+        let old = std::mem::replace(&mut self.sink, sink);
         // What the old producer still held is in the buffer now (or blocked, unacknowledged):
         // forget it in flight so the drain sends it again through the new producer.
         let stuck: Vec<(u64, InFlight)> = std::mem::take(&mut self.in_flight).into_iter().collect();
@@ -179,6 +170,26 @@ impl Forwarder {
         drop(old);
         self.commit()?;
         log::info!("sink replaced (new credentials); buffered records are sent with the new one");
+        Ok(())
+    }
+
+    /// Give the sink a moment to confirm what is in flight, apply its reports, and buffer
+    /// what it still has not confirmed.
+    fn settle_in_flight(
+        &mut self,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), BufferError> {
+        if !self.in_flight.is_empty() {
+            let sink = &mut self.sink;
+            tokio::task::block_in_place(|| sink.flush(SHUTDOWN_FLUSH));
+        }
+        while let Ok(d) = deliveries.try_recv() {
+            self.on_delivery(d)?;
+        }
+        let left: Vec<u64> = self.in_flight.keys().copied().collect();
+        for seq in left {
+            self.spill_in_flight(seq)?;
+        }
         Ok(())
     }
 
@@ -234,15 +245,7 @@ impl Forwarder {
                     return Ok(());
                 }
                 Err(SinkError::Reject(e)) => {
-                    log::error!(
-                        "record {} of {} rejected by the sink: {e}",
-                        record.id,
-                        record.key
-                    );
-                    self.buffer.dead_letter(seq, &record)?;
-                    self.dirty = true;
-                    self.pending_acks.push(frame.ack);
-                    return Ok(());
+                    return self.reject(seq, &record, &e, vec![frame.ack]);
                 }
                 Err(e) => self.failed(&e, &record.rec_type),
             }
@@ -352,7 +355,7 @@ impl Forwarder {
     }
 
     fn on_delivery(&mut self, d: Delivery) -> Result<(), BufferError> {
-        let Some(mut f) = self.in_flight.remove(&d.seq) else {
+        let Some(f) = self.in_flight.remove(&d.seq) else {
             return Ok(());
         };
         self.metrics.in_flight.set(self.in_flight.len() as u64);
@@ -369,16 +372,7 @@ impl Forwarder {
                     self.metrics.acked.inc();
                 }
             }
-            Err(SinkError::Reject(e)) => {
-                log::error!(
-                    "record {} of {} rejected by the sink: {e}",
-                    f.record.id,
-                    f.record.key
-                );
-                self.buffer.dead_letter(d.seq, &f.record)?;
-                self.dirty = true;
-                self.pending_acks.append(&mut f.acks);
-            }
+            Err(SinkError::Reject(e)) => self.reject(d.seq, &f.record, &e, f.acks)?,
             Err(e) => {
                 self.failed(&e, &f.record.rec_type);
                 if !f.in_buffer {
@@ -394,6 +388,26 @@ impl Forwarder {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The sink will never take this record (too large): dead-letter it; its sources are
+    /// acknowledged once that is flushed.
+    fn reject(
+        &mut self,
+        seq: u64,
+        record: &Record,
+        e: &str,
+        acks: Vec<Ack>,
+    ) -> Result<(), BufferError> {
+        log::error!(
+            "record {} of {} rejected by the sink: {e}",
+            record.id,
+            record.key
+        );
+        self.buffer.dead_letter(seq, record)?;
+        self.dirty = true;
+        self.pending_acks.extend(acks);
         Ok(())
     }
 
@@ -436,14 +450,7 @@ impl Forwarder {
             }
             match self.sink.send(seq, &record) {
                 Ok(()) => self.track(seq, record, Vec::new(), true),
-                Err(SinkError::Reject(e)) => {
-                    log::error!(
-                        "record {} of {} rejected by the sink: {e}",
-                        record.id,
-                        record.key
-                    );
-                    self.buffer.dead_letter(seq, &record)?;
-                }
+                Err(SinkError::Reject(e)) => self.reject(seq, &record, &e, Vec::new())?,
                 Err(e) => {
                     self.failed(&e, &record.rec_type);
                     if !self.health.ready(Instant::now()) {
@@ -494,17 +501,7 @@ impl Forwarder {
                 None => self.pending_acks.push(f.ack),
             }
         }
-        if !self.in_flight.is_empty() {
-            let sink = &mut self.sink;
-            tokio::task::block_in_place(|| sink.flush(SHUTDOWN_FLUSH));
-        }
-        while let Ok(d) = deliveries.try_recv() {
-            self.on_delivery(d)?;
-        }
-        let left: Vec<u64> = self.in_flight.keys().copied().collect();
-        for seq in left {
-            self.spill_in_flight(seq)?;
-        }
+        self.settle_in_flight(deliveries)?;
         self.unblock()?;
         self.dirty = true;
         self.commit()?;

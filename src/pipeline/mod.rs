@@ -54,12 +54,7 @@ pub async fn run(
     })?;
     warn_if_disk_smaller_than_cap(&cfg.buffer.path, cfg.buffer.max_bytes);
     let store = SledStore::open(&cfg.buffer.path)?;
-    let buffer = Buffer::new(
-        Box::new(store),
-        cfg.buffer.max_bytes,
-        cfg.buffer.when_full,
-        metrics.clone(),
-    );
+    let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
     let sink = crate::sink::open(&cfg.sink, delivery_tx.clone())?;
     for w in cfg.warnings() {
@@ -232,15 +227,9 @@ async fn rotate_credentials(
 
 /// A buffer that cannot reach its cap before the disk fills is worth a warning at start.
 fn warn_if_disk_smaller_than_cap(path: &std::path::Path, max_bytes: u64) {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+    let Some(free) = crate::buffer::disk_free(path) else {
         return;
     };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return;
-    }
-    let free = st.f_bavail as u64 * st.f_frsize as u64;
     if free < max_bytes {
         log::warn!(
             "buffer: {} has {free} bytes free, less than buffer.max_bytes ({max_bytes}); a full disk is handled like a full buffer",
