@@ -421,7 +421,7 @@ async fn mqtt_broker_restart_reconnects_and_redeliveries_are_deduplicated() {
 }
 
 // ---------------------------------------------------------------------------
-// A full disk under the buffer.
+// A damaged buffer.
 
 /// Flip bytes all over every file under `dir` (sled's log, config, snapshots).
 fn flip_bytes(dir: &Path) -> usize {
@@ -457,12 +457,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn broken_dirs(parent: &Path) -> Vec<String> {
-    std::fs::read_dir(parent)
+/// Databases moved aside in the buffer directory `dir/buffer`.
+fn broken_dirs(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("buffer"))
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("buffer.broken-"))
+        .filter(|n| n.starts_with("sled.broken-"))
         .collect()
 }
 
@@ -544,4 +545,182 @@ async fn flipped_bytes_in_the_buffer_are_moved_aside_and_the_agent_keeps_running
         broken_dirs(dir.path()).len(),
         agent.alive()
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_truncated_buffer_log_is_reported_and_what_is_left_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, mut kafka, mut agent) = damage_setup(dir.path());
+    kafka.stop();
+    spilled_backlog_then_kill(&mut agent, &mqtt, 1, 20).await;
+    let log_file = dir.path().join("buffer/sled/db");
+    let len = std::fs::metadata(&log_file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log_file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    kafka.start_again();
+    restart_on_damage(
+        &mut agent,
+        dir.path(),
+        &mqtt,
+        &kafka,
+        100,
+        0,
+        "truncated log",
+    )
+    .await;
+    let log = read_log(dir.path());
+    let said = log
+        .lines()
+        .find(|l| l.contains("lost records it had flushed"))
+        .unwrap_or_else(|| panic!("the loss was not reported:\n{log}"));
+    let kept: u64 = said
+        .split("carried the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of carried records in: {said}"));
+    // What the truncated database still held is sent, then the three new uplinks.
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == kept + 3);
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    summary(format!(
+        "faults: test=truncated_log acknowledged=60 carried={kept} reported_lost={} alive={}",
+        60 - kept,
+        agent.alive()
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// A full disk under the buffer.
+
+/// `[1, 2, 3, 7, 8]` -> `[(1, 3), (7, 8)]`, for readable assertion messages.
+fn runs(xs: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &x in xs {
+        match out.last_mut() {
+            Some((_, end)) if *end + 1 == x => *end = x,
+            _ => out.push((x, x)),
+        }
+    }
+    out
+}
+
+/// A small tmpfs, unmounted on drop (the test runs as root, like CI).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("run mount");
+        assert!(ok.success(), "mount tmpfs at {} (needs root)", at.display());
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Another program fills the disk while Kafka is down: hubgate keeps running, stops the
+/// buffer from growing, drops the oldest records (counted, reason in the log) and is back to
+/// normal once space returns. Every acknowledged uplink is either in Kafka or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_drops_oldest_counted_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(dir.path().join("disk"), "24m");
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    kafka.stop();
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 14 << 20]).unwrap();
+    let config = config_with(
+        &disk.0.join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        r#"min_free = "6MiB""#,
+        "",
+    );
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    // Far more than fits in the 4 MiB left above min_free.
+    let before: Vec<(String, String)> = (1..=1500).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &before).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == before.len() as u64);
+    let dropped = agent.metric("hubgate_dropped_disk_full_total");
+    assert!(
+        dropped > 0,
+        "nothing dropped on a full disk:\n{}",
+        agent.logs()
+    );
+    assert!(read_log(dir.path()).contains("reason disk_full"));
+
+    // Space comes back: new uplinks are buffered without drops.
+    std::fs::remove_file(&filler).unwrap();
+    let after: Vec<(String, String)> = (1501..=1530).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &after).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| {
+        v == (before.len() + after.len()) as u64
+    });
+    let dropped_total = agent.metric("hubgate_dropped_disk_full_total");
+    let buffered = agent.metric("hubgate_buffer_records");
+    assert!(agent.metric("hubgate_dropped_full_total") == 0);
+
+    kafka.start_again();
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    let published = before.len() + after.len();
+    let confirmed = agent.metric("hubgate_delivered_total") as usize;
+    let (mut delivered, mut missing_total) = (0, 0);
+    for (eui, topic) in DEVICES {
+        let fcnts: BTreeSet<u64> = consume(&kafka, topic, confirmed / 3)
+            .iter()
+            .map(|(_, b)| fcnt(b))
+            .collect();
+        // drop_oldest: what is missing is one run of old uplinks (the first few may have
+        // been on their way to Kafka when they were dropped from the buffer, and arrive),
+        // and nothing published after space came back.
+        let missing: Vec<u64> = (1..=1530).filter(|f| !fcnts.contains(f)).collect();
+        if let (Some(a), Some(b)) = (missing.first(), missing.last()) {
+            assert_eq!(
+                missing.len() as u64,
+                b - a + 1,
+                "{eui}: dropped uplinks are not one run of the oldest: {:?}",
+                runs(&missing)
+            );
+            assert!(
+                *b < 1501,
+                "{eui}: uplinks lost after space came back: {missing:?}"
+            );
+        }
+        delivered += fcnts.len();
+        missing_total += missing.len();
+    }
+    let line = summary(format!(
+        "faults: test=disk_full published={published} confirmed={confirmed} delivered={delivered} dropped_disk_full={dropped_total} buffered_at_recovery={buffered} lost_uncounted={}",
+        missing_total.saturating_sub(dropped_total as usize)
+    ));
+    assert!(dropped_total > 0, "{line}");
+    assert!(
+        missing_total as u64 <= dropped_total,
+        "{line}: every acknowledged uplink is delivered or counted as dropped"
+    );
+    assert!(
+        dropped_total == dropped,
+        "{line}: dropped after space came back"
+    );
+    assert!(agent.alive());
 }

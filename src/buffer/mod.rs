@@ -11,7 +11,6 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::config::{BufferConfig, WhenFull};
 use crate::metrics::Metrics;
@@ -104,9 +103,6 @@ pub enum Pushed {
     Full,
 }
 
-/// How often the free space of the buffer's disk is looked at.
-const DISK_CHECK: Duration = Duration::from_millis(200);
-
 #[derive(Clone, Copy)]
 enum Full {
     /// `buffer.max_bytes` reached.
@@ -121,8 +117,8 @@ pub struct Buffer {
     min_free: u64,
     when_full: WhenFull,
     metrics: Arc<Metrics>,
+    /// Less than `min_free` left at the last look (one statvfs per spilled record).
     disk_low: bool,
-    disk_checked_at: Option<Instant>,
 }
 
 impl Buffer {
@@ -134,7 +130,6 @@ impl Buffer {
             when_full: cfg.when_full,
             metrics,
             disk_low: false,
-            disk_checked_at: None,
         };
         b.update_gauges();
         b
@@ -198,22 +193,15 @@ impl Buffer {
     /// disk is down to `min_free` (removing records does not give sled's space back at
     /// once, so the cap is what is stored now rather than a free-space target).
     fn room(&mut self) -> (u64, Full) {
-        let now = Instant::now();
-        if self
-            .disk_checked_at
-            .is_none_or(|t| now.duration_since(t) >= DISK_CHECK)
-        {
-            self.disk_checked_at = Some(now);
-            let was_low = self.disk_low;
-            self.disk_low = self.store.disk_free().is_some_and(|f| f < self.min_free);
-            match (was_low, self.disk_low) {
-                (false, true) => log::error!(
-                    "buffer: less than {} bytes free on the disk: the buffer stops growing and when_full applies",
-                    self.min_free
-                ),
-                (true, false) => log::info!("buffer: disk space is back; buffering normally"),
-                _ => {}
-            }
+        let was_low = self.disk_low;
+        self.disk_low = self.store.disk_free().is_some_and(|f| f < self.min_free);
+        match (was_low, self.disk_low) {
+            (false, true) => log::error!(
+                "buffer: less than {} bytes free on the disk: the buffer stops growing and when_full applies",
+                self.min_free
+            ),
+            (true, false) => log::info!("buffer: disk space is back; buffering normally"),
+            _ => {}
         }
         if self.disk_low {
             (self.max_bytes.min(self.store.usage().1), Full::Disk)
@@ -369,12 +357,10 @@ mod tests {
         assert_eq!(b.push(0, &rec(0)).unwrap(), Pushed::Dropped);
         assert_eq!(m.dropped_disk_full.get(), 1);
         disk.set_disk_free(1 << 30);
-        b.disk_checked_at = None;
         for i in 1..=3 {
             assert_eq!(b.push(i, &rec(i as u32)).unwrap(), Pushed::Stored);
         }
         disk.set_disk_free(10);
-        b.disk_checked_at = None;
         assert_eq!(b.push(4, &rec(4)).unwrap(), Pushed::Stored);
         assert_eq!(seqs(&mut b), vec![2, 3, 4], "the oldest made room");
         assert_eq!((m.dropped_disk_full.get(), m.dropped_full.get()), (2, 0));

@@ -37,20 +37,24 @@ pub enum Input {
 pub enum Ack {
     /// The source cannot be acknowledged (replay, serial, UDP).
     None,
-    /// MQTT QoS 1: send the PUBACK.
+    /// MQTT QoS 1: the PUBACK, handed to the source's acknowledging task (which waits for
+    /// room in rumqttc's request queue, so a burst of acknowledgements is never dropped).
     Mqtt {
-        client: rumqttc::AsyncClient,
+        acks: tokio::sync::mpsc::UnboundedSender<rumqttc::Publish>,
         publish: Box<rumqttc::Publish>,
     },
 }
 
 impl Ack {
     pub fn send(self) {
-        if let Ack::Mqtt { client, publish } = self {
-            // Fails only when the event loop is gone; the broker then redelivers, which the
+        if let Ack::Mqtt { acks, publish } = self {
+            let pkid = publish.pkid;
+            // Fails only when the MQTT source is gone; the broker then redelivers, which the
             // de-duplication window absorbs.
-            if let Err(e) = client.try_ack(&publish) {
-                log::warn!("mqtt: could not acknowledge message {}: {e}", publish.pkid);
+            if acks.send(*publish).is_err() {
+                log::warn!(
+                    "mqtt: could not acknowledge message {pkid}: the MQTT source has stopped"
+                );
             }
         }
     }

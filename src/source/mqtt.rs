@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
+use tokio::sync::mpsc;
 
 use super::{Ack, Context, Frame};
 use crate::config::MqttSourceConfig;
@@ -64,6 +65,8 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
         }
     };
     let (client, mut events) = AsyncClient::new(opts, 1024);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let mut acker = tokio::spawn(send_acks(client.clone(), ack_rx));
     let mut stopping = ctx.stopping.clone();
     let mut acked = ctx.acked.clone();
     let mut backoff = RECONNECT_MIN;
@@ -89,7 +92,7 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // Once stopping, leave new messages unacknowledged: the broker keeps them.
-                    if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &client, p).await {
+                    if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, p).await {
                         break;
                     }
                 }
@@ -108,19 +111,41 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
             _ = acked.changed() => break,
         }
     }
+    // Everything is acknowledged (or left to the broker): let the acknowledging task send
+    // what it holds, polling the event loop meanwhile so the PUBACKs go out.
+    drop(ack_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            tokio::select! {
+                _ = &mut acker => break,
+                ev = events.poll() => if ev.is_err() { break },
+            }
+        }
+    })
+    .await;
     disconnect(&client, &mut events).await;
+}
+
+/// PUBACKs in the order the pipeline releases them, waiting for room in the request queue.
+async fn send_acks(client: AsyncClient, mut acks: mpsc::UnboundedReceiver<Publish>) {
+    while let Some(p) = acks.recv().await {
+        if let Err(e) = client.ack(&p).await {
+            log::warn!("mqtt: could not acknowledge message {}: {e}", p.pkid);
+            return;
+        }
+    }
 }
 
 /// Hand one message to the pipeline. Returns false when the pipeline is gone.
 async fn forward(
     ctx: &Context,
     cfg: &MqttSourceConfig,
-    client: &AsyncClient,
-    p: rumqttc::Publish,
+    acks: &mpsc::UnboundedSender<Publish>,
+    p: Publish,
 ) -> bool {
     let input = ctx.parse("mqtt", cfg.format, &p.payload);
     let ack = Ack::Mqtt {
-        client: client.clone(),
+        acks: acks.clone(),
         publish: Box::new(p),
     };
     match input {

@@ -363,6 +363,7 @@ impl Mosquitto {
                 "listener {port} 127.0.0.1\n\
                  allow_anonymous true\n\
                  persistence false\n\
+                 max_queued_messages 0\n\
                  user root\n\
                  log_dest stderr\n\
                  log_type all\n"
