@@ -152,11 +152,43 @@ impl Default for RecordConfig {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Serve Prometheus text metrics on this address (e.g. `"127.0.0.1:9898"`); off when absent.
+    /// Serve Prometheus text metrics on this address; `"off"` turns the endpoint off.
+    #[serde(default = "default_metrics_listen", deserialize_with = "de_listen")]
     pub listen: Option<std::net::SocketAddr>,
+    /// How often a status line is logged; `"0s"` turns it off.
+    #[serde(default = "default_status_interval", deserialize_with = "de_duration")]
+    pub status_interval: Duration,
+}
+
+fn default_metrics_listen() -> Option<std::net::SocketAddr> {
+    Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9898)))
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+            status_interval: default_status_interval(),
+        }
+    }
+}
+
+fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "bad address {s:?}: expected e.g. \"127.0.0.1:9898\", or \"off\""
+        ))
+    })
 }
 
 /// Uplink JSON formats hubgate reads from MQTT and replay files.
@@ -827,6 +859,11 @@ impl Config {
     /// Things that are allowed but probably wrong; `check` prints them, `run` logs them.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some(addr) = self.metrics.listen.filter(|a| !a.ip().is_loopback()) {
+            out.push(format!(
+                "metrics.listen = \"{addr}\" is reachable from the network and the endpoint has no authentication"
+            ));
+        }
         if let SinkConfig::Eventhubs(_) = self.sink {
             let hubs: std::collections::BTreeSet<&str> =
                 self.hub_plan().into_iter().map(|(_, h)| h).collect();
@@ -1104,5 +1141,30 @@ mod tests {
     #[test]
     fn template_parses() {
         Config::parse(TEMPLATE).unwrap();
+    }
+
+    #[test]
+    fn metrics_defaults_and_off() {
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+        assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9898".parse().unwrap()));
+        assert_eq!(cfg.metrics.status_interval, Duration::from_secs(60));
+        assert!(cfg.warnings().is_empty());
+        let text =
+            "[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\nstatus_interval = \"0s\"\n";
+        let cfg = Config::parse(text).unwrap();
+        assert_eq!(cfg.metrics.listen, None);
+        assert!(cfg.metrics.status_interval.is_zero());
+        let cfg =
+            Config::parse("[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"0.0.0.0:9898\"\n")
+                .unwrap();
+        assert!(
+            cfg.warnings()[0].contains("no authentication"),
+            "{:?}",
+            cfg.warnings()
+        );
+        let (key, reason) =
+            Config::parse("[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"9898\"\n").unwrap_err();
+        assert_eq!(key, "metrics.listen");
+        assert!(reason.contains("\"off\""), "{reason}");
     }
 }

@@ -121,6 +121,7 @@ impl Decoder {
                     decoded,
                 },
                 Err(e) => {
+                    self.metrics.decode_errors.inc(codec.id());
                     self.metrics.count_once("codec_error", || {
                         format!(
                             "device {} ({codec}): {e}: sent as a packed record",

@@ -1,12 +1,15 @@
-//! Counters and gauges, shared by handle, rendered as Prometheus text.
+//! Counters and gauges, shared by handle, rendered as Prometheus text and as the periodic
+//! status line of the log.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// One number: a counter, or a gauge when `set`.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
 
@@ -25,15 +28,60 @@ impl Counter {
     }
 }
 
+/// Numbers told apart by the value of one label (`source`, `rec_type`, …). A series exists
+/// once it has been touched; an empty label value renders without labels.
+#[derive(Default)]
+pub struct Family(Mutex<BTreeMap<String, u64>>);
+
+impl Family {
+    pub fn inc(&self, label: &str) -> u64 {
+        self.update(label, |v| *v += 1)
+    }
+    pub fn set(&self, label: &str, n: u64) {
+        self.update(label, |v| *v = n);
+    }
+    pub fn get(&self, label: &str) -> Option<u64> {
+        self.lock().get(label).copied()
+    }
+    pub fn remove(&self, label: &str) {
+        self.lock().remove(label);
+    }
+    pub fn sum(&self) -> u64 {
+        self.lock().values().sum()
+    }
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Apply `f` to the series of `label` (created at 0); returns its new value. No
+    /// allocation once the series exists: this runs for every record.
+    fn update(&self, label: &str, f: impl FnOnce(&mut u64)) -> u64 {
+        let mut m = self.lock();
+        let v = match m.get_mut(label) {
+            Some(v) => v,
+            None => m.entry(label.to_string()).or_insert(0),
+        };
+        f(v);
+        *v
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    pub received: Counter,
+    /// Frames taken from sources, by source (`mqtt`, `serial`, `udp`, `replay`).
+    pub received: Family,
     pub decoded: Counter,
     pub acked: Counter,
-    pub delivered: Counter,
+    /// Records confirmed by the sink, by recType.
+    pub delivered: Family,
     pub duplicates: Counter,
     pub spilled: Counter,
-    pub send_errors: Counter,
+    /// Sink failures by class (`retry`, `park`, `reject`; see `sink::SinkError`).
+    pub sink_errors: Family,
     pub dropped_full: Counter,
     pub dropped_disk_full: Counter,
     pub dropped_expired: Counter,
@@ -42,10 +90,29 @@ pub struct Metrics {
     pub buffer_records: Counter,
     pub buffer_bytes: Counter,
     pub in_flight: Counter,
-    /// 1 while the MQTT source holds a subscription.
-    pub mqtt_subscribed: Counter,
+    /// Unix seconds of the last delivery the sink confirmed (0: none yet).
+    pub last_delivery: Counter,
+    /// Payloads a codec could not decode (sent packed instead), by codec id.
+    pub decode_errors: Family,
+    /// 1 while the MQTT source of broker `host:port` is connected.
+    pub mqtt_connected: Family,
+    /// 1 while the MQTT source of broker `host:port` holds its subscription.
+    pub mqtt_subscribed: Family,
+    /// 1 while librdkafka has a broker connection up; only with a Kafka or Event Hubs sink.
+    pub kafka_connected: Family,
+    /// 1 for each recType held back because its hub is missing or refuses this key.
+    pub parked: Family,
     /// Bad input and decode trouble by kind (`malformed_json`, `codec_error`, …).
-    problems: Mutex<BTreeMap<&'static str, u64>>,
+    problems: Family,
+}
+
+/// How a series family is exposed: name (without `hubgate_`), type, label name, help.
+struct Exposed {
+    name: &'static str,
+    kind: &'static str,
+    label: &'static str,
+    help: &'static str,
+    values: Vec<(String, u64)>,
 }
 
 impl Metrics {
@@ -56,13 +123,7 @@ impl Metrics {
     /// Count a problem of `kind`; log `msg()` at warn the first time, at debug after that,
     /// so a flood of bad input cannot flood the log.
     pub fn count_once(&self, kind: &'static str, msg: impl FnOnce() -> String) {
-        let first = {
-            let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-            let n = p.entry(kind).or_insert(0);
-            *n += 1;
-            *n == 1
-        };
-        if first {
+        if self.problems.inc(kind) == 1 {
             log::warn!(
                 "{} (first of its kind: {kind}; later ones at debug level)",
                 msg()
@@ -73,98 +134,150 @@ impl Metrics {
     }
 
     pub fn problems(&self, kind: &str) -> u64 {
-        let p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-        p.get(kind).copied().unwrap_or(0)
+        self.problems.get(kind).unwrap_or(0)
+    }
+
+    /// Records dropped for good, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_full.get()
+            + self.dropped_disk_full.get()
+            + self.dropped_expired.get()
+            + self.dropped_corrupt.get()
+    }
+
+    fn exposed(&self) -> Vec<Exposed> {
+        let one = |c: &Counter| vec![(String::new(), c.get())];
+        let e = |name, kind, label, help, values| Exposed {
+            name,
+            kind,
+            label,
+            help,
+            values,
+        };
+        vec![
+            e("received_total", "counter", "source", "frames received, by source", self.received.snapshot()),
+            e("decoded_total", "counter", "", "records built", one(&self.decoded)),
+            e("delivered_total", "counter", "rec_type", "records confirmed by the sink, by recType", self.delivered.snapshot()),
+            e("acked_total", "counter", "", "source messages acknowledged", one(&self.acked)),
+            e("duplicates_total", "counter", "", "duplicate uplinks dropped", one(&self.duplicates)),
+            e("decode_errors_total", "counter", "codec", "payloads a codec could not decode (sent packed), by codec", self.decode_errors.snapshot()),
+            e("problems_total", "counter", "kind", "bad input and decode failures, by kind", self.problems.snapshot()),
+            e("spilled_total", "counter", "", "records written to the buffer", one(&self.spilled)),
+            e("buffer_records", "gauge", "", "records in the buffer", one(&self.buffer_records)),
+            e("buffer_bytes", "gauge", "", "bytes in the buffer", one(&self.buffer_bytes)),
+            e(
+                "dropped_total",
+                "counter",
+                "reason",
+                "records dropped, by reason (full: buffer full, disk_full: less than buffer.min_free left on the disk, expired: older than max_age, corrupt: failed its checksum)",
+                vec![
+                    ("full".into(), self.dropped_full.get()),
+                    ("disk_full".into(), self.dropped_disk_full.get()),
+                    ("expired".into(), self.dropped_expired.get()),
+                    ("corrupt".into(), self.dropped_corrupt.get()),
+                ],
+            ),
+            e("dead_lettered_total", "counter", "", "records the sink rejected for good", one(&self.dead_lettered)),
+            e("in_flight", "gauge", "", "records sent, not yet confirmed", one(&self.in_flight)),
+            e("sink_errors_total", "counter", "class", "sink failures, by class (retry, park, reject)", self.sink_errors.snapshot()),
+            e("last_delivery_timestamp_seconds", "gauge", "", "unix time of the last record the sink confirmed (0: none yet)", one(&self.last_delivery)),
+            e("parked", "gauge", "rec_type", "1 while a recType is held back (hub missing or refused)", self.parked.snapshot()),
+            e("mqtt_connected", "gauge", "broker", "1 while the MQTT source is connected", self.mqtt_connected.snapshot()),
+            e("mqtt_subscribed", "gauge", "broker", "1 while the MQTT source is subscribed", self.mqtt_subscribed.snapshot()),
+            e("kafka_connected", "gauge", "", "1 while a Kafka broker connection is up", self.kafka_connected.snapshot()),
+        ]
     }
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: &[(&str, &Counter, &str)] = &[
-            (
-                "received_total",
-                &self.received,
-                "frames received from sources",
-            ),
-            ("decoded_total", &self.decoded, "records built"),
-            ("acked_total", &self.acked, "source messages acknowledged"),
-            (
-                "delivered_total",
-                &self.delivered,
-                "records confirmed by the sink",
-            ),
-            (
-                "duplicates_total",
-                &self.duplicates,
-                "duplicate uplinks dropped",
-            ),
-            (
-                "spilled_total",
-                &self.spilled,
-                "records written to the buffer",
-            ),
-            (
-                "send_errors_total",
-                &self.send_errors,
-                "failed deliveries (retried)",
-            ),
-            (
-                "dropped_full_total",
-                &self.dropped_full,
-                "records dropped: buffer full",
-            ),
-            (
-                "dropped_disk_full_total",
-                &self.dropped_disk_full,
-                "records dropped: less than buffer.min_free left on the disk",
-            ),
-            (
-                "dropped_expired_total",
-                &self.dropped_expired,
-                "records dropped: older than max_age",
-            ),
-            (
-                "dropped_corrupt_total",
-                &self.dropped_corrupt,
-                "buffered records that failed their checksum",
-            ),
-            (
-                "dead_lettered_total",
-                &self.dead_lettered,
-                "records the sink rejected for good",
-            ),
-            (
-                "buffer_records",
-                &self.buffer_records,
-                "records in the buffer",
-            ),
-            ("buffer_bytes", &self.buffer_bytes, "bytes in the buffer"),
-            (
-                "in_flight",
-                &self.in_flight,
-                "records sent, not yet confirmed",
-            ),
-            (
-                "mqtt_subscribed",
-                &self.mqtt_subscribed,
-                "1 while the MQTT source is subscribed",
-            ),
-        ];
-        for &(name, c, help) in counters {
+        for m in self.exposed() {
+            let name = m.name;
             let _ = writeln!(
                 out,
-                "# HELP hubgate_{name} {help}\nhubgate_{name} {}",
-                c.get()
+                "# HELP hubgate_{name} {}\n# TYPE hubgate_{name} {}",
+                m.help, m.kind
             );
-        }
-        let p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP hubgate_problems_total bad input and decode failures by kind"
-        );
-        for (kind, n) in p.iter() {
-            let _ = writeln!(out, "hubgate_problems_total{{kind=\"{kind}\"}} {n}");
+            for (label, v) in m.values {
+                if label.is_empty() {
+                    let _ = writeln!(out, "hubgate_{name} {v}");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "hubgate_{name}{{{}=\"{}\"}} {v}",
+                        m.label,
+                        escape(&label)
+                    );
+                }
+            }
         }
         out
+    }
+
+    /// One line for the log: what came in and went out, what waits, the sink's state.
+    pub fn status_line(&self, now: SystemTime) -> String {
+        let sources = self
+            .received
+            .snapshot()
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sink = match self.kafka_connected.get("") {
+            Some(1) => "connected",
+            Some(_) => "disconnected",
+            None => "ready",
+        };
+        let parked: Vec<String> = self
+            .parked
+            .snapshot()
+            .into_iter()
+            .filter(|(_, v)| *v == 1)
+            .map(|(r, _)| r)
+            .collect();
+        let parked = if parked.is_empty() {
+            String::new()
+        } else {
+            format!(" (parked: {})", parked.join(", "))
+        };
+        let last = match self.last_delivery.get() {
+            0 => "no send yet".to_string(),
+            t => {
+                let at = UNIX_EPOCH + Duration::from_secs(t);
+                let age = now.duration_since(at).unwrap_or_default().as_secs();
+                format!("last send {age}s ago")
+            }
+        };
+        format!(
+            "status: in {} ({}), out {}, buffered {} record(s) / {} B, dropped {}, sink {sink}{parked}, {last}",
+            self.received.sum(),
+            if sources.is_empty() { "none" } else { &sources },
+            self.delivered.sum(),
+            self.buffer_records.get(),
+            self.buffer_bytes.get(),
+            self.dropped(),
+        )
+    }
+}
+
+/// Seconds since the Unix epoch (0 for a clock before it).
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Label values as the text format wants them.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Log [`Metrics::status_line`] every `every` until the task is dropped.
+pub async fn log_status(metrics: Arc<Metrics>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        log::info!("{}", metrics.status_line(SystemTime::now()));
     }
 }
 
@@ -185,5 +298,72 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             );
             let _ = sock.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_help_type_and_labelled_series() {
+        let m = Metrics::new();
+        m.received.inc("mqtt");
+        m.received.inc("mqtt");
+        m.received.inc("udp");
+        m.delivered.inc("io.microshare.motion.unpacked");
+        m.decode_errors.inc("browan-tbhh100");
+        m.sink_errors.inc("retry");
+        m.kafka_connected.set("", 1);
+        m.dropped_expired.inc();
+        m.count_once("malformed_json", String::new);
+        let text = m.render();
+        for line in [
+            "# TYPE hubgate_received_total counter",
+            "hubgate_received_total{source=\"mqtt\"} 2",
+            "hubgate_received_total{source=\"udp\"} 1",
+            "hubgate_delivered_total{rec_type=\"io.microshare.motion.unpacked\"} 1",
+            "hubgate_decode_errors_total{codec=\"browan-tbhh100\"} 1",
+            "hubgate_sink_errors_total{class=\"retry\"} 1",
+            "hubgate_dropped_total{reason=\"expired\"} 1",
+            "hubgate_problems_total{kind=\"malformed_json\"} 1",
+            "# TYPE hubgate_kafka_connected gauge",
+            "hubgate_kafka_connected 1",
+            "hubgate_last_delivery_timestamp_seconds 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // Every series has HELP and TYPE.
+        let helps = text.matches("# HELP ").count();
+        assert_eq!(helps, text.matches("# TYPE ").count());
+        assert_eq!(helps, m.exposed().len());
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn status_line_sums_up() {
+        let m = Metrics::new();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(
+            m.status_line(now),
+            "status: in 0 (none), out 0, buffered 0 record(s) / 0 B, dropped 0, sink ready, no send yet"
+        );
+        m.received.inc("mqtt");
+        m.received.inc("serial");
+        m.delivered.inc("a");
+        m.buffer_records.set(1);
+        m.buffer_bytes.set(300);
+        m.dropped_full.inc();
+        m.kafka_connected.set("", 0);
+        m.parked.set("b", 1);
+        m.last_delivery.set(993);
+        assert_eq!(
+            m.status_line(now),
+            "status: in 2 (mqtt 1, serial 1), out 1, buffered 1 record(s) / 300 B, dropped 1, sink disconnected (parked: b), last send 7s ago"
+        );
     }
 }

@@ -345,12 +345,12 @@ async fn kafka_outage_under_load_buffers_then_drains_everything() {
     let line = summary(v.line("kafka_outage", 0));
     v.assert_ok(&line);
     let spilled = agent.metric("hubgate_spilled_total");
-    let errors = agent.metric("hubgate_send_errors_total");
+    let errors = agent.metric("hubgate_sink_errors_total");
     let log = read_log(dir.path());
     assert!(spilled >= 60, "{line}\nspilled_total = {spilled}");
     assert!(
         errors > 0 || log.contains("sink has not confirmed"),
-        "{line}\nneither hubgate_send_errors_total ({errors}) nor the log shows the outage:\n{}",
+        "{line}\nneither hubgate_sink_errors_total ({errors}) nor the log shows the outage:\n{}",
         agent.logs()
     );
     assert!(

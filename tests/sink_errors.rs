@@ -45,6 +45,8 @@ fn config(dir: &Path, bootstrap: &str, extra: &str) -> Config {
 [buffer]
 path = "{buffer}"
 spill_after = "1s"
+[metrics]
+listen = "off"
 [[source]]
 type = "replay"
 path = "uplinks.jsonl"

@@ -18,7 +18,7 @@ use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, Pushed};
 use crate::config::BufferConfig;
 use crate::decode::Decoder;
-use crate::metrics::Metrics;
+use crate::metrics::{unix_seconds, Metrics};
 use crate::record::{ms_since_epoch, Record};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::{Ack, Frame};
@@ -72,6 +72,7 @@ impl Forwarder {
             decoder,
             buffer,
             sink,
+            health: SinkHealth::new(metrics.clone()),
             metrics,
             dedup: Dedup::new(dedup_window),
             max_in_flight: cfg.max_in_flight.max(1),
@@ -83,7 +84,6 @@ impl Forwarder {
             pending_acks: Vec::new(),
             dirty: false,
             drain_cursor: None,
-            health: SinkHealth::default(),
         }
     }
 
@@ -208,7 +208,7 @@ impl Forwarder {
     }
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), BufferError> {
-        self.metrics.received.inc();
+        self.metrics.received.inc(frame.source);
         let Some(record) = self.decoder.decode(&frame.input) else {
             // Nothing to keep (a frame of another network, a replay): done with it.
             self.pending_acks.push(frame.ack);
@@ -361,7 +361,10 @@ impl Forwarder {
         self.metrics.in_flight.set(self.in_flight.len() as u64);
         match d.result {
             Ok(()) => {
-                self.metrics.delivered.inc();
+                self.metrics.delivered.inc(&f.record.rec_type);
+                self.metrics
+                    .last_delivery
+                    .set(unix_seconds(SystemTime::now()));
                 self.health.succeeded(&f.record.rec_type);
                 if f.in_buffer {
                     self.buffer.remove(d.seq)?;
@@ -400,6 +403,7 @@ impl Forwarder {
         e: &str,
         acks: Vec<Ack>,
     ) -> Result<(), BufferError> {
+        self.metrics.sink_errors.inc("reject");
         log::error!(
             "record {} of {} rejected by the sink: {e}",
             record.id,
@@ -412,7 +416,7 @@ impl Forwarder {
     }
 
     fn failed(&mut self, e: &SinkError, rec_type: &str) {
-        self.metrics.send_errors.inc();
+        self.metrics.sink_errors.inc(e.class());
         self.metrics
             .count_once("sink_error", || format!("sink: {e}"));
         if let Verdict::Backoff(_) = self.health.failed(e, rec_type, Instant::now()) {
@@ -491,7 +495,7 @@ impl Forwarder {
     ) -> Result<(), BufferError> {
         frames.close();
         while let Ok(f) = frames.try_recv() {
-            self.metrics.received.inc();
+            self.metrics.received.inc(f.source);
             match self.decoder.decode(&f.input) {
                 Some(record) => {
                     let seq = self.next_seq;

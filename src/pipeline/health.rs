@@ -3,8 +3,10 @@
 //! missing or refused, so the others keep flowing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::metrics::Metrics;
 use crate::sink::SinkError;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -25,10 +27,12 @@ pub struct SinkHealth {
     backoff: Duration,
     parked: HashMap<String, Park>,
     rng: u64,
+    /// Shows the parked recTypes (`hubgate_parked`).
+    metrics: Arc<Metrics>,
 }
 
-impl Default for SinkHealth {
-    fn default() -> Self {
+impl SinkHealth {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -38,6 +42,7 @@ impl Default for SinkHealth {
             backoff: BACKOFF_MIN,
             parked: HashMap::new(),
             rng: seed | 1,
+            metrics,
         }
     }
 }
@@ -66,6 +71,7 @@ impl SinkHealth {
         self.retry_at = None;
         self.backoff = BACKOFF_MIN;
         if self.parked.remove(rec_type).is_some() {
+            self.metrics.parked.set(rec_type, 0);
             log::info!("hub for {rec_type} accepts records again: unparked");
         }
     }
@@ -86,6 +92,7 @@ impl SinkHealth {
                     expired: false,
                 };
                 self.parked.insert(rec_type.to_string(), park);
+                self.metrics.parked.set(rec_type, 1);
                 Verdict::Parked(wait)
             }
             SinkError::Retry(_) | SinkError::Reject(_) => {
@@ -130,7 +137,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_resets_on_success() {
-        let mut h = SinkHealth::default();
+        let mut h = SinkHealth::new(Metrics::new());
         let now = Instant::now();
         let mut last = Duration::ZERO;
         for i in 0..8 {
@@ -153,13 +160,16 @@ mod tests {
 
     #[test]
     fn parking_one_rec_type_leaves_the_others_ready() {
-        let mut h = SinkHealth::default();
+        let metrics = Metrics::new();
+        let mut h = SinkHealth::new(metrics.clone());
         let now = Instant::now();
         let v = h.failed(&SinkError::Park("unknown topic".into()), "motion", now);
         assert!(matches!(v, Verdict::Parked(w) if w <= PARK_MIN));
         assert!(h.ready(now));
         assert!(h.is_parked("motion", now));
         assert!(!h.is_parked("environment", now));
+        assert_eq!(metrics.parked.get("motion"), Some(1));
+        assert_eq!(metrics.parked.get("environment"), None);
         let later = now + PARK_MIN;
         assert!(!h.is_parked("motion", later));
         assert!(h.unpark_expired(later));
@@ -173,5 +183,6 @@ mod tests {
         assert!(w >= PARK_MIN, "{w:?}");
         h.succeeded("motion");
         assert!(!h.is_parked("motion", later));
+        assert_eq!(metrics.parked.get("motion"), Some(0));
     }
 }

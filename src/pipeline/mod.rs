@@ -30,8 +30,6 @@ pub enum RunError {
     Sink(#[from] crate::sink::OpenError),
     #[error("LoRaWAN sessions: {0}")]
     Lorawan(#[from] crate::lorawan::LorawanError),
-    #[error("metrics: cannot listen on {0}: {1}")]
-    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 /// Run the agent until `stop` resolves or every source has ended and all is delivered.
@@ -42,12 +40,24 @@ pub async fn run(
     reload: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
     let metrics = Metrics::new();
+    let mut reporters = Vec::new();
     if let Some(addr) = cfg.metrics.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| RunError::Metrics(addr, e))?;
-        log::info!("metrics on http://{addr}/metrics");
-        tokio::spawn(metrics::serve(listener, metrics.clone()));
+        // Metrics are not worth losing records over: without the port, run without them.
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                log::info!("metrics on http://{addr}/metrics");
+                reporters.push(tokio::spawn(metrics::serve(listener, metrics.clone())));
+            }
+            Err(e) => {
+                log::error!("metrics: cannot listen on {addr}: {e}; running without the endpoint")
+            }
+        }
+    }
+    if !cfg.metrics.status_interval.is_zero() {
+        reporters.push(tokio::spawn(metrics::log_status(
+            metrics.clone(),
+            cfg.metrics.status_interval,
+        )));
     }
     std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
         crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
@@ -56,7 +66,7 @@ pub async fn run(
     let store = SledStore::open(&cfg.buffer.path)?;
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
-    let sink = crate::sink::open(&cfg.sink, delivery_tx.clone())?;
+    let sink = crate::sink::open(&cfg.sink, delivery_tx.clone(), metrics.clone())?;
     for w in cfg.warnings() {
         log::warn!("{w}");
     }
@@ -117,6 +127,7 @@ pub async fn run(
         delivery_tx,
         sink_tx,
         reload,
+        metrics.clone(),
     ));
     let mut fwd = tokio::spawn(forwarder.run(frame_rx, delivery_rx, stopping_rx, sink_rx));
     tokio::pin!(stop);
@@ -136,13 +147,13 @@ pub async fn run(
             log::warn!("a source did not stop within {SOURCE_STOP:?}");
         }
     }
+    for r in reporters {
+        r.abort();
+    }
     log::info!(
-        "received {}, delivered {}, buffered now {}, duplicates {}, dropped {}",
-        metrics.received.get(),
-        metrics.delivered.get(),
-        metrics.buffer_records.get(),
-        metrics.duplicates.get(),
-        metrics.dropped_full.get() + metrics.dropped_expired.get() + metrics.dropped_corrupt.get(),
+        "{}, duplicates {}",
+        metrics.status_line(std::time::SystemTime::now()),
+        metrics.duplicates.get()
     );
     match result {
         Ok(r) => Ok(r?),
@@ -176,6 +187,7 @@ async fn rotate_credentials(
     deliveries: crate::sink::Deliveries,
     new_sinks: mpsc::Sender<Box<dyn crate::sink::Sink>>,
     mut reload: mpsc::Receiver<()>,
+    metrics: std::sync::Arc<Metrics>,
 ) {
     use crate::config::{read_secret_file, secret_file_mtime, SinkConfig};
     let file = match &sink_cfg {
@@ -214,7 +226,7 @@ async fn rotate_credentials(
                 }
             }
         }
-        match crate::sink::open(&cfg, deliveries.clone()) {
+        match crate::sink::open(&cfg, deliveries.clone(), metrics.clone()) {
             Ok(sink) => {
                 if new_sinks.send(sink).await.is_err() {
                     return;

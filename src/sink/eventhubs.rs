@@ -1,11 +1,14 @@
 //! Azure Event Hubs through its Kafka endpoint: a connection string becomes the exact
 //! librdkafka settings of reference/eventhubs.md §2.2, as one preset nobody can half-apply.
 
+use std::sync::Arc;
+
 use rdkafka::config::ClientConfig;
 
 use super::kafka::{base_config, KafkaSink};
 use super::{Deliveries, OpenError};
 use crate::config::EventHubsConfig;
+use crate::metrics::Metrics;
 
 /// The parts of a namespace connection string hubgate needs. Holds no key material: the
 /// whole string is passed through to librdkafka as the SASL password and nowhere else.
@@ -97,18 +100,13 @@ pub fn client_config(connection_string: &str, cs: &ConnectionString) -> ClientCo
     c
 }
 
-pub fn open(cfg: &EventHubsConfig, deliveries: Deliveries) -> Result<KafkaSink, OpenError> {
+/// Everything the sink sets, from the config: the preset, CA, provisioning, extra properties.
+pub fn sink_config(cfg: &EventHubsConfig) -> Result<(ClientConfig, ConnectionString), OpenError> {
     let secret = cfg
         .connection_string
         .as_ref()
         .ok_or_else(|| OpenError("no connection string".into()))?;
     let cs = ConnectionString::parse(secret.expose()).map_err(|e| OpenError(e.to_string()))?;
-    if let Some(hub) = &cs.entity_path {
-        log::warn!(
-            "eventhubs: the key is scoped to hub {hub:?}; records for other hubs will be refused"
-        );
-    }
-    log::info!("eventhubs: {} as key {:?}", cs.bootstrap, cs.key_name);
     let mut c = client_config(secret.expose(), &cs);
     if let Some(ca) = &cfg.ca_location {
         c.set("ssl.ca.location", ca.display().to_string());
@@ -117,7 +115,22 @@ pub fn open(cfg: &EventHubsConfig, deliveries: Deliveries) -> Result<KafkaSink, 
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
-    KafkaSink::new(c, cfg.hubs.clone(), deliveries)
+    Ok((c, cs))
+}
+
+pub fn open(
+    cfg: &EventHubsConfig,
+    deliveries: Deliveries,
+    metrics: Arc<Metrics>,
+) -> Result<KafkaSink, OpenError> {
+    let (c, cs) = sink_config(cfg)?;
+    if let Some(hub) = &cs.entity_path {
+        log::warn!(
+            "eventhubs: the key is scoped to hub {hub:?}; records for other hubs will be refused"
+        );
+    }
+    log::info!("eventhubs: {} as key {:?}", cs.bootstrap, cs.key_name);
+    KafkaSink::new(c, cfg.hubs.clone(), deliveries, metrics)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Kafka sink (librdkafka): any Kafka broker, and the engine under the Event Hubs sink.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -10,7 +11,11 @@ use rdkafka::ClientContext;
 
 use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
 use crate::config::{KafkaConfig, Provisioning};
+use crate::metrics::Metrics;
 use crate::record::Record;
+
+/// How often librdkafka reports broker states (the `hubgate_kafka_connected` gauge).
+const STATS_INTERVAL_MS: &str = "5000";
 
 /// Producer settings hubgate relies on, whatever the broker: every record confirmed by all
 /// in-sync replicas, and per-device order kept across retries.
@@ -20,11 +25,13 @@ pub fn base_config() -> ClientConfig {
         .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000")
-        .set("socket.keepalive.enable", "true");
+        .set("socket.keepalive.enable", "true")
+        .set("statistics.interval.ms", STATS_INTERVAL_MS);
     c
 }
 
-pub fn open(cfg: &KafkaConfig, deliveries: Deliveries) -> Result<KafkaSink, OpenError> {
+/// Everything the sink sets, from the config.
+pub fn sink_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = base_config();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("security.protocol", cfg.security_protocol.as_librdkafka());
@@ -42,7 +49,15 @@ pub fn open(cfg: &KafkaConfig, deliveries: Deliveries) -> Result<KafkaSink, Open
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
-    KafkaSink::new(c, cfg.topics.clone(), deliveries)
+    c
+}
+
+pub fn open(
+    cfg: &KafkaConfig,
+    deliveries: Deliveries,
+    metrics: Arc<Metrics>,
+) -> Result<KafkaSink, OpenError> {
+    KafkaSink::new(sink_config(cfg), cfg.topics.clone(), deliveries, metrics)
 }
 
 /// `auto`: let the producer create missing topics (needs a Manage key on Event Hubs).
@@ -56,11 +71,39 @@ pub fn provisioning(c: &mut ClientConfig, p: Provisioning) {
 
 pub struct DeliveryContext {
     deliveries: Deliveries,
+    metrics: Arc<Metrics>,
+}
+
+/// The part of librdkafka's statistics that says whether a broker connection is up.
+#[derive(serde::Deserialize)]
+struct Stats {
+    brokers: std::collections::HashMap<String, BrokerStats>,
+}
+
+#[derive(serde::Deserialize)]
+struct BrokerStats {
+    source: String,
+    state: String,
 }
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.metrics.kafka_connected.set("", 0);
+        }
         log::warn!("kafka: {error}: {reason}");
+    }
+
+    /// Connected = some real broker (configured or learned, not librdkafka's internal one)
+    /// has finished connecting, TLS and authentication included.
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Ok(s) = serde_json::from_slice::<Stats>(statistics) {
+            let up = s
+                .brokers
+                .values()
+                .any(|b| matches!(b.source.as_str(), "configured" | "learned") && b.state == "UP");
+            self.metrics.kafka_connected.set("", u64::from(up));
+        }
     }
 }
 
@@ -103,6 +146,15 @@ pub fn classify(e: &KafkaError) -> SinkError {
     }
 }
 
+/// The hubs (topics) a broker lists without error, with their partition counts.
+pub fn present_hubs(md: &rdkafka::metadata::Metadata) -> std::collections::HashMap<&str, usize> {
+    md.topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name(), t.partitions().len()))
+        .collect()
+}
+
 pub struct KafkaSink {
     producer: ThreadedProducer<DeliveryContext>,
     topics: BTreeMap<String, String>,
@@ -113,9 +165,15 @@ impl KafkaSink {
         config: ClientConfig,
         topics: BTreeMap<String, String>,
         deliveries: Deliveries,
+        metrics: Arc<Metrics>,
     ) -> Result<KafkaSink, OpenError> {
+        // Not connected until librdkafka says so.
+        metrics.kafka_connected.set("", 0);
         let producer = config
-            .create_with_context(DeliveryContext { deliveries })
+            .create_with_context(DeliveryContext {
+                deliveries,
+                metrics,
+            })
             .map_err(|e| OpenError(format!("cannot create the Kafka producer: {e}")))?;
         Ok(KafkaSink { producer, topics })
     }
@@ -149,15 +207,10 @@ impl Sink for KafkaSink {
                 return None;
             }
         };
-        let present: std::collections::HashSet<&str> = md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.name())
-            .collect();
+        let present = present_hubs(&md);
         Some(
             hubs.iter()
-                .filter(|h| !present.contains(*h))
+                .filter(|h| !present.contains_key(*h))
                 .map(|h| h.to_string())
                 .collect(),
         )

@@ -7,7 +7,10 @@ pub mod stdout;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use std::sync::Arc;
+
 use crate::config::SinkConfig;
+use crate::metrics::Metrics;
 use crate::record::Record;
 
 /// The fate of the record sent with sequence number `seq`.
@@ -32,6 +35,17 @@ pub enum SinkError {
     Reject(String),
 }
 
+impl SinkError {
+    /// The class as a metric label.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SinkError::Retry(_) => "retry",
+            SinkError::Park(_) => "park",
+            SinkError::Reject(_) => "reject",
+        }
+    }
+}
+
 pub type Deliveries = UnboundedSender<Delivery>;
 
 pub trait Sink: Send {
@@ -51,10 +65,26 @@ pub trait Sink: Send {
 #[error("sink: {0}")]
 pub struct OpenError(pub String);
 
-pub fn open(cfg: &SinkConfig, deliveries: Deliveries) -> Result<Box<dyn Sink>, OpenError> {
+pub fn open(
+    cfg: &SinkConfig,
+    deliveries: Deliveries,
+    metrics: Arc<Metrics>,
+) -> Result<Box<dyn Sink>, OpenError> {
     match cfg {
-        SinkConfig::Eventhubs(eh) => Ok(Box::new(eventhubs::open(eh, deliveries)?)),
-        SinkConfig::Kafka(k) => Ok(Box::new(kafka::open(k, deliveries)?)),
+        SinkConfig::Eventhubs(eh) => Ok(Box::new(eventhubs::open(eh, deliveries, metrics)?)),
+        SinkConfig::Kafka(k) => Ok(Box::new(kafka::open(k, deliveries, metrics)?)),
         SinkConfig::Stdout(s) => Ok(Box::new(stdout::StdoutSink::new(s.pretty, deliveries))),
+    }
+}
+
+/// The librdkafka settings the sink of `cfg` uses (`None`: not a Kafka sink), for
+/// `hubgate doctor` to connect exactly as the agent would.
+pub fn kafka_client_config(
+    cfg: &SinkConfig,
+) -> Result<Option<rdkafka::config::ClientConfig>, OpenError> {
+    match cfg {
+        SinkConfig::Eventhubs(eh) => Ok(Some(eventhubs::sink_config(eh)?.0)),
+        SinkConfig::Kafka(k) => Ok(Some(kafka::sink_config(k))),
+        SinkConfig::Stdout(_) => Ok(None),
     }
 }

@@ -34,7 +34,8 @@ pub fn parse_url(url: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
-fn options(cfg: &MqttSourceConfig, client_id: &str) -> Result<MqttOptions, String> {
+/// The session options of `cfg` (`hubgate doctor` connects with them too).
+pub fn options(cfg: &MqttSourceConfig, client_id: &str) -> Result<MqttOptions, String> {
     let (host, port) = parse_url(&cfg.url)?;
     let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(cfg.keep_alive)
@@ -64,6 +65,8 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
             return;
         }
     };
+    let (host, port) = opts.broker_address();
+    let broker = format!("{host}:{port}");
     let (client, mut events) = AsyncClient::new(opts, 1024);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let mut acker = tokio::spawn(send_acks(client.clone(), ack_rx));
@@ -78,8 +81,9 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                     log::info!("mqtt: connected to {} as {client_id} (session present: {})", cfg.url, ack.session_present);
                     backoff = RECONNECT_MIN;
                     down_logged = false;
+                    ctx.metrics.mqtt_connected.set(&broker, 1);
                     if ack.session_present {
-                        ctx.metrics.mqtt_subscribed.set(1);
+                        ctx.metrics.mqtt_subscribed.set(&broker, 1);
                     } else {
                         if let Err(e) = client.try_subscribe(&topic, QoS::AtLeastOnce) {
                             log::error!("mqtt: cannot subscribe to {topic}: {e}");
@@ -88,7 +92,7 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     log::info!("mqtt: subscribed to {topic}");
-                    ctx.metrics.mqtt_subscribed.set(1);
+                    ctx.metrics.mqtt_subscribed.set(&broker, 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // Once stopping, leave new messages unacknowledged: the broker keeps them.
@@ -98,7 +102,8 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    ctx.metrics.mqtt_subscribed.set(0);
+                    ctx.metrics.mqtt_connected.set(&broker, 0);
+                    ctx.metrics.mqtt_subscribed.set(&broker, 0);
                     if !down_logged {
                         log::warn!("mqtt: {}: {e}; reconnecting with backoff up to {:?}", cfg.url, cfg.reconnect_max);
                         down_logged = true;
@@ -167,7 +172,7 @@ async fn forward(
 }
 
 /// Send the queued acknowledgements and a DISCONNECT, then stop polling.
-async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
+pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
     if client.try_disconnect().is_err() {
         return;
     }

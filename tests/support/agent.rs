@@ -26,7 +26,7 @@ const DEFAULT_LOG: &str = "debug,librdkafka=debug";
 impl Agent {
     /// Write `config_body` (plus a `[metrics]` table) to `dir/hubgate.toml` and start hubgate.
     pub fn start(dir: &Path, config_body: &str) -> Agent {
-        Agent::launch(dir, config_body, None, DEFAULT_LOG)
+        Agent::launch(dir, config_body, "", None, DEFAULT_LOG)
     }
 
     /// Like [`Agent::start`], but the child's stdout (the records of a `stdout` sink) goes to
@@ -35,6 +35,7 @@ impl Agent {
         Agent::launch(
             dir,
             config_body,
+            "",
             Some(dir.join("stdout.jsonl")),
             DEFAULT_LOG,
         )
@@ -42,12 +43,19 @@ impl Agent {
 
     /// Like [`Agent::start`], with `RUST_LOG` set to `rust_log`.
     pub fn start_with_log(dir: &Path, config_body: &str, rust_log: &'static str) -> Agent {
-        Agent::launch(dir, config_body, None, rust_log)
+        Agent::launch(dir, config_body, "", None, rust_log)
+    }
+
+    /// Like [`Agent::start`], with more keys for the `[metrics]` table (e.g.
+    /// `status_interval = "1s"`).
+    pub fn start_with_metrics(dir: &Path, config_body: &str, metrics_keys: &str) -> Agent {
+        Agent::launch(dir, config_body, metrics_keys, None, DEFAULT_LOG)
     }
 
     fn launch(
         dir: &Path,
         config_body: &str,
+        metrics_keys: &str,
         stdout: Option<PathBuf>,
         rust_log: &'static str,
     ) -> Agent {
@@ -55,7 +63,9 @@ impl Agent {
         let config = dir.join("hubgate.toml");
         std::fs::write(
             &config,
-            format!("{config_body}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+            format!(
+                "{config_body}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n{metrics_keys}\n"
+            ),
         )
         .unwrap();
         let mut a = Agent {
@@ -204,16 +214,20 @@ impl Agent {
         out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
     }
 
-    /// The value of metric `name` (e.g. `hubgate_acked_total`, or with labels).
+    /// The value of metric `name`: one series (`hubgate_received_total{source="mqtt"}`), or
+    /// without labels the sum of all its series, as PromQL's `sum()` (0 when there is none).
     pub fn metric(&self, name: &str) -> u64 {
         let text = self
             .scrape()
             .unwrap_or_else(|| panic!("metrics unavailable:\n{}", self.logs()));
+        metric_value(&text, name)
+    }
+
+    /// Whether the series `name` (with its labels) is exposed at all.
+    pub fn has_metric(&self, name: &str) -> bool {
+        let text = self.scrape().unwrap_or_default();
         text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0)
+            .any(|l| l.rsplit_once(' ').is_some_and(|(series, _)| series == name))
     }
 
     /// Wait (polling the metrics endpoint) until `name` satisfies `pred`.
@@ -233,6 +247,22 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// See [`Agent::metric`].
+pub fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            *series == name
+                || (!name.contains('{')
+                    && series
+                        .strip_prefix(name)
+                        .is_some_and(|r| r.starts_with('{')))
+        })
+        .map(|(_, v)| v.trim().parse::<u64>().unwrap())
+        .sum()
 }
 
 impl Drop for Agent {
