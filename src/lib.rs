@@ -5,6 +5,7 @@ pub mod buffer;
 pub mod codec;
 pub mod config;
 pub mod decode;
+pub mod doctor;
 pub mod framing;
 pub mod lorawan;
 pub mod metrics;

@@ -74,6 +74,12 @@ enum Command {
     },
     /// Print a commented template config.
     Configfile,
+    /// Preflight: DNS, TCP, TLS, login and hubs of the sink, the sources, the buffer; one
+    /// line per step, exit 1 if any failed.
+    Doctor {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -108,6 +114,13 @@ fn main() -> ExitCode {
         Command::Configfile => {
             print!("{}", hubgate::config::TEMPLATE);
             ExitCode::SUCCESS
+        }
+        Command::Doctor { config } => {
+            if hubgate::doctor::run(&config, &mut std::io::stdout()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -39,6 +39,11 @@ fn err(e: sled::Error) -> BufferError {
 }
 
 impl SledStore {
+    /// The file sled holds an exclusive flock on while the database is open.
+    pub fn lock_file(buffer_dir: &Path) -> std::path::PathBuf {
+        buffer_dir.join(DB_DIR).join("db")
+    }
+
     /// Open the database at `dir`. One that will not open is moved aside (loudly) and a
     /// fresh one started: a damaged card must not crash-loop the agent.
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {

@@ -167,8 +167,11 @@ impl KafkaSink {
         deliveries: Deliveries,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaSink, OpenError> {
-        // Not connected until librdkafka says so.
-        metrics.kafka_connected.set("", 0);
+        // Not connected until librdkafka says so; a new sink after key rotation keeps the
+        // state until its first report.
+        if metrics.kafka_connected.get("").is_none() {
+            metrics.kafka_connected.set("", 0);
+        }
         let producer = config
             .create_with_context(DeliveryContext {
                 deliveries,

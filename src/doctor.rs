@@ -1,0 +1,616 @@
+//! `hubgate doctor`: a preflight of everything the agent needs, in the order it needs it,
+//! one line per step in plain words (`OK   step: detail`, `FAIL step: reason`,
+//! `SKIP step: why`). Network steps give up after [`STEP_TIMEOUT`], so a dead broker fails
+//! fast. The Kafka steps use the sink's own librdkafka settings and hub plan, so what
+//! passes here is what the agent will do. Secrets are never printed.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, Producer};
+
+use crate::buffer::{disk_free, SledStore};
+use crate::config::{BufferConfig, Config, MqttSourceConfig, Provisioning, SourceConfig};
+
+/// How long one network step may take.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where CA bundles live on common distributions, as librdkafka probes them when
+/// `ssl.ca.location` is not set.
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/ssl/cert.pem",
+];
+
+enum Outcome {
+    Ok(String),
+    Fail(String),
+    Skip(String),
+}
+
+/// The printed checklist; remembers whether anything failed.
+struct Checklist<'a> {
+    out: &'a mut dyn Write,
+    failed: bool,
+}
+
+impl Checklist<'_> {
+    fn step(&mut self, step: &str, outcome: Outcome) {
+        let (tag, text) = match outcome {
+            Outcome::Ok(t) => ("OK  ", t),
+            Outcome::Fail(t) => {
+                self.failed = true;
+                ("FAIL", t)
+            }
+            Outcome::Skip(t) => ("SKIP", t),
+        };
+        let _ = writeln!(self.out, "{tag} {step}: {text}");
+        let _ = self.out.flush();
+    }
+}
+
+/// Check the setup of the config at `path`, printing to `out`. True when every step passed.
+pub fn run(path: &Path, out: &mut dyn Write) -> bool {
+    let mut list = Checklist { out, failed: false };
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            list.step("config", Outcome::Fail(e.to_string()));
+            return false;
+        }
+    };
+    list.step(
+        "config",
+        Outcome::Ok(format!(
+            "{} ({} source(s), {} device(s))",
+            path.display(),
+            cfg.sources.len(),
+            cfg.devices.len()
+        )),
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            list.step(
+                "runtime",
+                Outcome::Fail(format!("cannot start the runtime: {e}")),
+            );
+            return false;
+        }
+    };
+    sink(&cfg, &mut list);
+    let agent = buffer_locked(&cfg.buffer.path);
+    for src in &cfg.sources {
+        match src {
+            SourceConfig::Mqtt(m) => {
+                let outcome = runtime.block_on(mqtt(m));
+                list.step(&format!("mqtt {}", m.url), outcome);
+            }
+            SourceConfig::Serial(s) => {
+                list.step(&format!("serial {}", s.device.display()), serial(&s.device))
+            }
+            SourceConfig::Udp(u) => list.step(
+                &format!("udp {}", u.listen),
+                udp(u.listen, matches!(agent, Ok(true))),
+            ),
+            // A file, checked when the config was loaded.
+            SourceConfig::Replay(_) => {}
+        }
+    }
+    list.step(
+        &format!("buffer {}", cfg.buffer.path.display()),
+        buffer_space(&cfg.buffer),
+    );
+    list.step(
+        "buffer lock",
+        match agent {
+            Ok(true) => Outcome::Ok("in use by a running hubgate".into()),
+            Ok(false) => Outcome::Ok("free (no hubgate is running on this buffer)".into()),
+            Err(e) => Outcome::Fail(e),
+        },
+    );
+    !list.failed
+}
+
+/// DNS, TCP and TLS for each bootstrap broker, then SASL and hub metadata through librdkafka.
+fn sink(cfg: &Config, list: &mut Checklist) {
+    let client = match crate::sink::kafka_client_config(&cfg.sink) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            list.step(
+                "sink",
+                Outcome::Skip("type = \"stdout\" needs no network".into()),
+            );
+            return;
+        }
+        Err(e) => {
+            list.step("sink", Outcome::Fail(e.to_string()));
+            return;
+        }
+    };
+    let protocol = client
+        .get("security.protocol")
+        .unwrap_or("plaintext")
+        .to_ascii_lowercase();
+    let tls = protocol.ends_with("ssl");
+    let sasl = protocol.starts_with("sasl");
+    let servers = client.get("bootstrap.servers").unwrap_or("").to_string();
+    let mut reachable = false;
+    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        reachable |= broker(server, tls, client.get("ssl.ca.location"), list);
+    }
+    let hubs = cfg.hub_plan();
+    if !reachable {
+        let why = "no broker could be reached";
+        list.step("sasl", Outcome::Skip(why.into()));
+        for (rec_type, _) in &hubs {
+            list.step(&format!("hub {rec_type}"), Outcome::Skip(why.into()));
+        }
+        return;
+    }
+    let login = format!(
+        "{} as {:?}",
+        client.get("sasl.mechanisms").unwrap_or("PLAIN"),
+        client.get("sasl.username").unwrap_or("")
+    );
+    let present = match metadata(&client) {
+        Ok(present) => {
+            list.step(
+                "sasl",
+                if sasl {
+                    Outcome::Ok(format!("{login} accepted"))
+                } else {
+                    Outcome::Skip(format!("security_protocol = {protocol} has no login"))
+                },
+            );
+            present
+        }
+        Err(reason) => {
+            let step = if sasl { "sasl" } else { "metadata" };
+            list.step(step, Outcome::Fail(reason));
+            for (rec_type, _) in &hubs {
+                list.step(
+                    &format!("hub {rec_type}"),
+                    Outcome::Skip("no metadata from the broker".into()),
+                );
+            }
+            return;
+        }
+    };
+    let auto = cfg.sink.provisioning() == Some(Provisioning::Auto);
+    for (rec_type, hub) in hubs {
+        let name = if hub == rec_type {
+            "hub".to_string()
+        } else {
+            format!("hub {hub:?}")
+        };
+        let outcome = match present.iter().find(|(h, _)| h == hub) {
+            Some((_, partitions)) => Outcome::Ok(format!("{name} exists ({partitions} partition(s))")),
+            None if auto => Outcome::Ok(format!(
+                "{name} does not exist yet; provisioning = \"auto\" creates it with the first record"
+            )),
+            None => Outcome::Fail(format!(
+                "{name} does not exist: create it (a Send-only key cannot), or map the recType to an existing hub in [sink.hubs]; until then its records wait in the buffer"
+            )),
+        };
+        list.step(&format!("hub {rec_type}"), outcome);
+    }
+}
+
+/// DNS, TCP and (with `tls`) TLS to one bootstrap `host:port`; true when all passed.
+fn broker(server: &str, tls: bool, ca: Option<&str>, list: &mut Checklist) -> bool {
+    // librdkafka accepts `proto://host:port` too.
+    let server = server.rsplit("://").next().unwrap_or(server);
+    let Some((host, port)) = server
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+    else {
+        list.step(
+            &format!("dns {server}"),
+            Outcome::Fail("not host:port".into()),
+        );
+        return false;
+    };
+    let addrs = match resolve(host, port) {
+        Ok(a) => a,
+        Err(e) => {
+            list.step(&format!("dns {host}"), Outcome::Fail(e));
+            list.step(&format!("tcp {server}"), Outcome::Skip("no address".into()));
+            return false;
+        }
+    };
+    let ips: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+    list.step(&format!("dns {host}"), Outcome::Ok(ips.join(", ")));
+    let stream = match connect(&addrs) {
+        Ok((stream, addr, took)) => {
+            list.step(
+                &format!("tcp {server}"),
+                Outcome::Ok(format!("connected to {addr} in {} ms", took.as_millis())),
+            );
+            stream
+        }
+        Err(e) => {
+            let hint = if port == 9093 {
+                " (outbound TCP 9093 must be open; Event Hubs has no fallback port)"
+            } else {
+                ""
+            };
+            list.step(
+                &format!("tcp {server}"),
+                Outcome::Fail(format!("{e}{hint}")),
+            );
+            if tls {
+                list.step(
+                    &format!("tls {server}"),
+                    Outcome::Skip("no TCP connection".into()),
+                );
+            }
+            return false;
+        }
+    };
+    if !tls {
+        return true;
+    }
+    match handshake(stream, host, ca) {
+        Ok(detail) => {
+            list.step(&format!("tls {server}"), Outcome::Ok(detail));
+            true
+        }
+        Err(e) => {
+            list.step(&format!("tls {server}"), Outcome::Fail(e));
+            false
+        }
+    }
+}
+
+/// Name resolution in a thread of its own: getaddrinfo has no timeout.
+fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = (host.to_string(), port);
+    std::thread::spawn(move || {
+        let _ = tx.send(target.to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+    });
+    match rx.recv_timeout(STEP_TIMEOUT) {
+        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Ok(Ok(_)) => Err(format!("{host} has no address")),
+        Ok(Err(e)) => Err(format!(
+            "cannot resolve {host}: {e} (check the name and the gateway's DNS)"
+        )),
+        Err(_) => Err(format!("no DNS answer for {host} within {STEP_TIMEOUT:?}")),
+    }
+}
+
+fn connect(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr, Duration), String> {
+    let mut errors = Vec::new();
+    for addr in addrs {
+        let started = Instant::now();
+        match TcpStream::connect_timeout(addr, STEP_TIMEOUT) {
+            Ok(s) => return Ok((s, *addr, started.elapsed())),
+            Err(e) => errors.push(format!("{addr}: {}", io_reason(&e))),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => {
+            "connection refused (nothing listens there, or a firewall rejects it)".into()
+        }
+        K::TimedOut | K::WouldBlock => {
+            format!("no answer within {STEP_TIMEOUT:?} (a firewall dropping the traffic?)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// A TLS handshake of our own, so a certificate problem is named exactly.
+fn handshake(stream: TcpStream, host: &str, ca: Option<&str>) -> Result<String, String> {
+    use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
+    use openssl::x509::X509VerifyResult;
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+    let bundle = match ca.filter(|c| *c != "probe") {
+        Some(ca) => ca.to_string(),
+        None => CA_BUNDLES
+            .iter()
+            .find(|p| Path::new(p).is_file())
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+    };
+    if bundle.is_empty() {
+        b.set_default_verify_paths().map_err(|e| e.to_string())?;
+    } else if Path::new(&bundle).is_dir() {
+        b.load_verify_locations(None, Some(Path::new(&bundle)))
+            .map_err(|e| format!("cannot load the CA certificates in {bundle}: {e}"))?;
+    } else {
+        b.set_ca_file(&bundle)
+            .map_err(|e| format!("cannot load the CA bundle {bundle}: {e}"))?;
+    }
+    let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
+    match b.build().connect(host, stream) {
+        Ok(s) => Ok(format!(
+            "{}, certificate for {host} verified",
+            s.ssl().version_str()
+        )),
+        Err(HandshakeError::Failure(mid)) => {
+            let verify = mid.ssl().verify_result();
+            if verify != X509VerifyResult::OK {
+                Err(format!(
+                    "certificate not trusted: {} (CA bundle {bundle}; a wrong clock breaks this too)",
+                    verify.error_string()
+                ))
+            } else {
+                Err(format!("handshake failed: {}", mid.error()))
+            }
+        }
+        Err(HandshakeError::WouldBlock(_)) => Err(format!(
+            "no TLS answer within {STEP_TIMEOUT:?} (is this a TLS port?)"
+        )),
+        Err(HandshakeError::SetupFailure(e)) => Err(e.to_string()),
+    }
+}
+
+/// librdkafka errors seen while asking for metadata, to say why it failed.
+#[derive(Default)]
+struct Probe {
+    errors: Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>,
+}
+
+impl ClientContext for Probe {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        log::debug!("librdkafka {level:?} {fac}: {msg}");
+    }
+    fn stats_raw(&self, _: &[u8]) {}
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.push((error.rdkafka_error_code(), reason.to_string()));
+    }
+}
+
+/// Nothing is produced: only here because librdkafka clients come as producers or consumers.
+impl rdkafka::producer::ProducerContext for Probe {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+/// Log in with the sink's settings and list the hubs (name, partitions); on failure, why.
+fn metadata(client: &ClientConfig) -> Result<Vec<(String, usize)>, String> {
+    let producer: BaseProducer<Probe> = client
+        .create_with_context(Probe::default())
+        .map_err(|e| format!("cannot create the Kafka client: {e}"))?;
+    match producer.client().fetch_metadata(None, STEP_TIMEOUT) {
+        Ok(md) => Ok(crate::sink::kafka::present_hubs(&md)
+            .into_iter()
+            .map(|(h, n)| (h.to_string(), n))
+            .collect()),
+        Err(e) => {
+            let errors = producer
+                .context()
+                .errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            Err(explain(&errors, &e))
+        }
+    }
+}
+
+fn explain(errors: &[(Option<RDKafkaErrorCode>, String)], fetch: &KafkaError) -> String {
+    use RDKafkaErrorCode as C;
+    let find = |codes: &[C]| {
+        errors
+            .iter()
+            .find(|(c, _)| c.is_some_and(|c| codes.contains(&c)))
+            .map(|(_, r)| r.clone())
+    };
+    if let Some(r) = find(&[C::Authentication, C::SaslAuthenticationFailed]) {
+        return format!(
+            "login refused: {r} (check the connection string: the whole string is the password)"
+        );
+    }
+    if let Some(r) = find(&[C::SSL]) {
+        return format!("TLS failed: {r}");
+    }
+    match errors.first() {
+        Some((_, r)) => format!("no answer from the broker: {r}"),
+        None => format!("no answer from the broker within {STEP_TIMEOUT:?}: {fetch}"),
+    }
+}
+
+/// CONNECT and wait for CONNACK, with the source's address and credentials but a client id
+/// of its own, so the agent's persistent session is left alone.
+async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
+    use rumqttc::{AsyncClient, ConnectReturnCode as R, ConnectionError, Event, Packet};
+    let client_id = format!("hubgate-doctor-{}", std::process::id());
+    let mut opts = match crate::source::mqtt::options(cfg, &client_id) {
+        Ok(o) => o,
+        Err(e) => return Outcome::Fail(e),
+    };
+    opts.set_clean_session(true);
+    let (client, mut events) = AsyncClient::new(opts, 10);
+    let connack = tokio::time::timeout(STEP_TIMEOUT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match connack {
+        Ok(Ok(())) => {
+            crate::source::mqtt::disconnect(&client, &mut events).await;
+            Outcome::Ok("CONNACK: connection accepted".into())
+        }
+        Ok(Err(ConnectionError::ConnectionRefused(code))) => Outcome::Fail(format!(
+            "the broker refused the connection: {}",
+            match code {
+                R::BadUserNamePassword => "bad user name or password",
+                R::NotAuthorized => "not authorized",
+                R::BadClientId => "client id refused",
+                R::ServiceUnavailable => "service unavailable",
+                R::RefusedProtocolVersion => "MQTT 3.1.1 not supported",
+                R::Success => "success code with an error",
+            }
+        )),
+        Ok(Err(ConnectionError::Io(e))) => Outcome::Fail(io_reason(&e)),
+        Ok(Err(e)) => Outcome::Fail(format!("cannot connect: {e}")),
+        Err(_) => Outcome::Fail(format!("no CONNACK within {STEP_TIMEOUT:?}")),
+    }
+}
+
+/// The device exists, is a character device, and this user may read and write it. Not
+/// opened: opening a port can reset the board behind it.
+fn serial(device: &Path) -> Outcome {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta =
+        match std::fs::metadata(device) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Fail(
+                "no such device: is it plugged in? (a /dev/serial/by-id/... link keeps its name)"
+                    .into(),
+            ),
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+    if !meta.file_type().is_char_device() {
+        return Outcome::Fail("not a character device, so not a serial port".into());
+    }
+    let owner = format!(
+        "owner {}:{}, mode {:o}",
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o777
+    );
+    let Ok(c) = std::ffi::CString::new(device.as_os_str().as_encoded_bytes()) else {
+        return Outcome::Fail("bad device path".into());
+    };
+    // SAFETY: `c` is a valid NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+        return Outcome::Fail(format!(
+            "this user may not read and write it ({owner}): add the user to its group, usually dialout"
+        ));
+    }
+    Outcome::Ok(format!("character device, readable and writable ({owner})"))
+}
+
+fn udp(listen: SocketAddr, agent_running: bool) -> Outcome {
+    use std::io::ErrorKind as K;
+    match UdpSocket::bind(listen) {
+        Ok(_) => Outcome::Ok("free to listen on".into()),
+        Err(e) if e.kind() == K::AddrInUse && agent_running => {
+            Outcome::Ok("in use, by the running hubgate".into())
+        }
+        Err(e) if e.kind() == K::AddrInUse => Outcome::Fail(
+            "in use by another program (a packet forwarder or another agent listening there?)"
+                .into(),
+        ),
+        Err(e) if e.kind() == K::PermissionDenied => Outcome::Fail(
+            "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)".into(),
+        ),
+        Err(e) => Outcome::Fail(e.to_string()),
+    }
+}
+
+/// Room for `max_bytes` of records on top of the `min_free` the buffer leaves on the disk.
+fn buffer_space(cfg: &BufferConfig) -> Outcome {
+    let Some(existing) = cfg.path.ancestors().find(|p| p.exists()) else {
+        return Outcome::Fail("no part of the path exists".into());
+    };
+    let created = if existing == cfg.path {
+        ""
+    } else {
+        " (the directory is created at start)"
+    };
+    let need = cfg.max_bytes.saturating_add(cfg.min_free);
+    match disk_free(existing) {
+        Some(free) if free >= need => Outcome::Ok(format!(
+            "{} free, max_bytes {} + min_free {}{created}",
+            human(free),
+            human(cfg.max_bytes),
+            human(cfg.min_free)
+        )),
+        Some(free) => Outcome::Fail(format!(
+            "only {} free, less than max_bytes {} + min_free {}: lower buffer.max_bytes or free the disk",
+            human(free),
+            human(cfg.max_bytes),
+            human(cfg.min_free)
+        )),
+        None => Outcome::Fail(format!(
+            "cannot ask {} for its free space",
+            existing.display()
+        )),
+    }
+}
+
+/// `1536` -> `"1.5 KiB"`: sizes as people read them.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Is the sled database of the buffer at `path` held by a running agent?
+fn buffer_locked(path: &Path) -> Result<bool, String> {
+    use std::os::fd::AsRawFd;
+    let db = SledStore::lock_file(path);
+    let file = match std::fs::File::open(&db) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("cannot open {}: {e}", db.display())),
+    };
+    // SAFETY: a valid open file descriptor; the lock goes with the file when it is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(false);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(true)
+    } else {
+        Err(format!("cannot test the lock of {}: {e}", db.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(256 << 20), "256.0 MiB");
+    }
+
+    #[test]
+    fn an_open_buffer_is_locked_and_a_closed_one_free() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(buffer_locked(dir.path()), Ok(false));
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(buffer_locked(dir.path()), Ok(true));
+        drop(store);
+        assert_eq!(buffer_locked(dir.path()), Ok(false));
+    }
+}

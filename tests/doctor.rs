@@ -1,0 +1,249 @@
+//! `hubgate doctor` against real parts: tansu behind stunnel (SASL PLAIN over TLS, the Event
+//! Hubs settings), mosquitto, a real pseudo-terminal, a UDP port, a sled buffer held by a
+//! running agent; then the brokers are stopped for real.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::agent::{config_with, topics, Agent, ENV, MOTION, OPENCLOSE, PACKED};
+use support::{free_port, Kafka, Mosquitto};
+
+const KEY: &str = "ZG9jdG9yLXRlc3Qta2V5LXNlY3JldA==";
+
+/// A pseudo-terminal: `path` is its slave side, a real character device, while it lives.
+struct Pty {
+    _master: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl Pty {
+    fn open() -> Pty {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain libc calls on a descriptor we own; ptsname_r writes into `buf`.
+        unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+            let master = std::os::fd::OwnedFd::from_raw_fd(fd);
+            assert_eq!(libc::grantpt(fd), 0);
+            assert_eq!(libc::unlockpt(fd), 0);
+            let mut buf = [0 as libc::c_char; 64];
+            assert_eq!(libc::ptsname_r(fd, buf.as_mut_ptr(), buf.len()), 0);
+            let path = std::ffi::CStr::from_ptr(buf.as_ptr())
+                .to_str()
+                .unwrap()
+                .into();
+            Pty {
+                _master: master,
+                path,
+            }
+        }
+    }
+}
+
+/// The three devices' config plus a serial and a UDP source.
+fn config(
+    dir: &Path,
+    mqtt: &Mosquitto,
+    kafka: &Kafka,
+    serial: &Path,
+    udp: u16,
+    extra: &str,
+) -> PathBuf {
+    let sources = format!(
+        "{extra}\n[[source]]\ntype = \"serial\"\ndevice = \"{}\"\nframing = \"slip\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{udp}\"\n",
+        serial.display()
+    );
+    let text = config_with(&dir.join("buffer"), mqtt, kafka, KEY, "", &sources);
+    let path = dir.join("doctor.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Run `hubgate doctor -c config`: (exit code, stdout), and how long it took.
+fn doctor(config: &Path) -> (i32, String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["doctor", "-c"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run hubgate doctor");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains(KEY) && !stderr.contains(KEY),
+        "the key leaked:\n{stdout}\n{stderr}"
+    );
+    (out.status.code().unwrap_or(-1), stdout, started.elapsed())
+}
+
+/// The line of `step`, e.g. `line(out, "tcp localhost:1234")`.
+fn line<'a>(out: &'a str, step: &str) -> &'a str {
+    out.lines()
+        .find(|l| {
+            l.get(5..)
+                .is_some_and(|s| s.starts_with(&format!("{step}: ")))
+        })
+        .unwrap_or_else(|| panic!("no step {step:?} in:\n{out}"))
+}
+
+#[test]
+fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_running_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let pty = Pty::open();
+    let udp = free_port();
+    let cfg = config(dir.path(), &mqtt, &kafka, &pty.path, udp, "");
+
+    let (code, out, _) = doctor(&cfg);
+    let server = kafka.bootstrap();
+    let steps = [
+        "config".to_string(),
+        "dns localhost".into(),
+        format!("tcp {server}"),
+        format!("tls {server}"),
+        "sasl".into(),
+        format!("hub {ENV}"),
+        format!("hub {PACKED}"),
+        format!("hub {MOTION}"),
+        format!("hub {OPENCLOSE}"),
+        format!("mqtt mqtt://127.0.0.1:{}", mqtt.port()),
+        format!("serial {}", pty.path.display()),
+        format!("udp 127.0.0.1:{udp}"),
+        format!("buffer {}", dir.path().join("buffer").display()),
+        "buffer lock".into(),
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), steps.len(), "{out}");
+    for (l, step) in lines.iter().zip(&steps) {
+        assert!(
+            l.starts_with(&format!("OK   {step}: ")),
+            "{l:?} is not OK {step:?}:\n{out}"
+        );
+    }
+    assert_eq!(code, 0, "{out}");
+    assert!(line(&out, "dns localhost").contains("127.0.0.1"), "{out}");
+    assert!(
+        line(&out, &format!("tls {server}")).contains("certificate for localhost verified"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "sasl").contains("PLAIN as \"$ConnectionString\" accepted"),
+        "{out}"
+    );
+    assert!(
+        line(&out, &format!("hub {ENV}")).ends_with("hub exists (1 partition(s))"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "buffer lock").contains("no hubgate is running"),
+        "{out}"
+    );
+
+    // A hub mapped to one that does not exist fails its recType's step only.
+    let mapped = config(
+        dir.path(),
+        &mqtt,
+        &kafka,
+        &pty.path,
+        udp,
+        &format!("[sink.hubs]\n\"{MOTION}\" = \"no-such-hub\""),
+    );
+    let (code, out, _) = doctor(&mapped);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        line(&out, &format!("hub {MOTION}")).starts_with(&format!(
+            "FAIL hub {MOTION}: hub \"no-such-hub\" does not exist"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("FAIL")).count(),
+        1,
+        "{out}"
+    );
+
+    // With the agent running on this config, its buffer and UDP port are in use: said, not failed.
+    let _agent = Agent::start(dir.path(), &std::fs::read_to_string(&cfg).unwrap());
+    let (code, out, _) = doctor(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        line(&out, "buffer lock").ends_with("in use by a running hubgate"),
+        "{out}"
+    );
+    assert!(
+        line(&out, &format!("udp 127.0.0.1:{udp}")).contains("by the running hubgate"),
+        "{out}"
+    );
+}
+
+#[test]
+fn stopped_brokers_fail_their_steps_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let udp = free_port();
+    let server = kafka.bootstrap();
+    let gone = dir.path().join("ttyUSB9");
+    let cfg = config(dir.path(), &mqtt, &kafka, &gone, udp, "");
+
+    // The broker is down behind its TLS front (stunnel still accepts, like a load balancer).
+    kafka.stop();
+    mqtt.kill();
+    let (code, out, took) = doctor(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(took < Duration::from_secs(30), "took {took:?}:\n{out}");
+    assert!(
+        line(&out, &format!("tcp {server}")).starts_with("OK"),
+        "{out}"
+    );
+    assert!(
+        line(&out, &format!("tls {server}")).starts_with("OK"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "sasl").starts_with("FAIL sasl: no answer from the broker"),
+        "{out}"
+    );
+    assert!(
+        line(&out, &format!("hub {ENV}")).starts_with("SKIP"),
+        "{out}"
+    );
+    let mqtt_line = line(&out, &format!("mqtt mqtt://127.0.0.1:{}", mqtt.port()));
+    assert!(
+        mqtt_line.starts_with("FAIL") && mqtt_line.contains("connection refused"),
+        "{out}"
+    );
+    assert!(
+        line(&out, &format!("serial {}", gone.display())).starts_with("FAIL serial")
+            && out.contains("no such device"),
+        "{out}"
+    );
+    assert!(
+        line(&out, &format!("udp 127.0.0.1:{udp}")).starts_with("OK"),
+        "{out}"
+    );
+
+    // Nothing listens at all: the TCP step fails, the ones after it are skipped.
+    drop(kafka);
+    let (code, out, took) = doctor(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(took < Duration::from_secs(30), "took {took:?}:\n{out}");
+    assert!(
+        line(&out, &format!("tcp {server}")).starts_with("FAIL")
+            && out.contains("connection refused"),
+        "{out}"
+    );
+    assert!(
+        line(&out, &format!("tls {server}")).starts_with("SKIP"),
+        "{out}"
+    );
+    assert!(line(&out, "sasl").starts_with("SKIP"), "{out}");
+}
