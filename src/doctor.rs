@@ -371,13 +371,34 @@ struct Probe {
 }
 
 impl ClientContext for Probe {
+    /// Connection failures show only in librdkafka's log (facility FAIL, often at info
+    /// level): keep those, and anything at warning or worse.
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        use RDKafkaLogLevel as L;
         log::debug!("librdkafka {level:?} {fac}: {msg}");
+        let serious = matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        );
+        if fac == "FAIL" || serious {
+            // "[thrd:...]: " says which librdkafka thread; the message names the broker.
+            let msg = msg
+                .strip_prefix("[thrd:")
+                .and_then(|m| m.split_once("]: "))
+                .map_or(msg, |(_, m)| m);
+            self.push(None, msg);
+        }
     }
     fn stats_raw(&self, _: &[u8]) {}
     fn error(&self, error: KafkaError, reason: &str) {
+        self.push(error.rdkafka_error_code(), reason);
+    }
+}
+
+impl Probe {
+    fn push(&self, code: Option<RDKafkaErrorCode>, text: &str) {
         let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        errors.push((error.rdkafka_error_code(), reason.to_string()));
+        errors.push((code, text.to_string()));
     }
 }
 
@@ -389,7 +410,10 @@ impl rdkafka::producer::ProducerContext for Probe {
 
 /// Log in with the sink's settings and list the hubs (name, partitions); on failure, why.
 fn metadata(client: &ClientConfig) -> Result<Vec<(String, usize)>, String> {
+    // Connection failures are logged at info level, whatever RUST_LOG says.
     let producer: BaseProducer<Probe> = client
+        .clone()
+        .set_log_level(RDKafkaLogLevel::Info)
         .create_with_context(Probe::default())
         .map_err(|e| format!("cannot create the Kafka client: {e}"))?;
     match producer.client().fetch_metadata(None, STEP_TIMEOUT) {
@@ -398,6 +422,8 @@ fn metadata(client: &ClientConfig) -> Result<Vec<(String, usize)>, String> {
             .map(|(h, n)| (h.to_string(), n))
             .collect()),
         Err(e) => {
+            // Error events reach the context only when the client is polled.
+            producer.poll(Duration::from_millis(100));
             let errors = producer
                 .context()
                 .errors
@@ -410,19 +436,29 @@ fn metadata(client: &ClientConfig) -> Result<Vec<(String, usize)>, String> {
 
 fn explain(errors: &[(Option<RDKafkaErrorCode>, String)], fetch: &KafkaError) -> String {
     use RDKafkaErrorCode as C;
-    let find = |codes: &[C]| {
+    // By error code where librdkafka gives one, else by the words of its log line.
+    let find = |codes: &[C], words: &[&str]| {
         errors
             .iter()
-            .find(|(c, _)| c.is_some_and(|c| codes.contains(&c)))
+            .find(|(c, r)| {
+                c.is_some_and(|c| codes.contains(&c)) || words.iter().any(|w| r.contains(w))
+            })
             .map(|(_, r)| r.clone())
     };
-    if let Some(r) = find(&[C::Authentication, C::SaslAuthenticationFailed]) {
+    let auth = [C::Authentication, C::SaslAuthenticationFailed];
+    if let Some(r) = find(&auth, &["SASL authentication", "Authentication failed"]) {
         return format!(
             "login refused: {r} (check the connection string: the whole string is the password)"
         );
     }
-    if let Some(r) = find(&[C::SSL]) {
+    if let Some(r) = find(
+        &[C::SSL],
+        &["SSL handshake failed", "certificate verify failed"],
+    ) {
         return format!("TLS failed: {r}");
+    }
+    if let Some(r) = find(&[], &["Disconnected"]) {
+        return format!("the connection was closed before the login completed (broker down behind a TLS proxy or load balancer?): {r}");
     }
     match errors.first() {
         Some((_, r)) => format!("no answer from the broker: {r}"),
