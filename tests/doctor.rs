@@ -83,6 +83,16 @@ fn doctor(config: &Path) -> (i32, String, Duration) {
     (out.status.code().unwrap_or(-1), stdout, started.elapsed())
 }
 
+/// Assert that the line of `step` starts with `tag` (`OK`, `FAIL`, `SKIP`) and
+/// contains `detail`.
+fn expect(out: &str, step: &str, tag: &str, detail: &str) {
+    let l = line(out, step);
+    assert!(
+        l.starts_with(tag) && l.contains(detail),
+        "{step}: want {tag} {detail:?}, got:\n{out}"
+    );
+}
+
 /// The line of `step`, e.g. `line(out, "tcp localhost:1234")`.
 fn line<'a>(out: &'a str, step: &str) -> &'a str {
     out.lines()
@@ -130,23 +140,26 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
         );
     }
     assert_eq!(code, 0, "{out}");
-    assert!(line(&out, "dns localhost").contains("127.0.0.1"), "{out}");
-    assert!(
-        line(&out, &format!("tls {server}")).contains("certificate for localhost verified"),
-        "{out}"
+    expect(&out, "dns localhost", "OK", "127.0.0.1");
+    expect(
+        &out,
+        &format!("tls {server}"),
+        "OK",
+        "certificate for localhost verified",
     );
-    assert!(
-        line(&out, "sasl").contains("PLAIN as \"$ConnectionString\" accepted"),
-        "{out}"
+    expect(
+        &out,
+        "sasl",
+        "OK",
+        "PLAIN as \"$ConnectionString\" accepted",
     );
-    assert!(
-        line(&out, &format!("hub {ENV}")).ends_with("hub exists (1 partition(s))"),
-        "{out}"
+    expect(
+        &out,
+        &format!("hub {ENV}"),
+        "OK",
+        "hub exists (1 partition(s))",
     );
-    assert!(
-        line(&out, "buffer lock").contains("no hubgate is running"),
-        "{out}"
-    );
+    expect(&out, "buffer lock", "OK", "no hubgate is running");
 
     // A hub mapped to one that does not exist fails its recType's step only.
     let mapped = config(
@@ -160,11 +173,11 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
     );
     let (code, out, _) = doctor(&mapped);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        line(&out, &format!("hub {MOTION}")).starts_with(&format!(
-            "FAIL hub {MOTION}: hub \"no-such-hub\" does not exist"
-        )),
-        "{out}"
+    expect(
+        &out,
+        &format!("hub {MOTION}"),
+        "FAIL",
+        "hub \"no-such-hub\" does not exist",
     );
     assert_eq!(
         out.lines().filter(|l| l.starts_with("FAIL")).count(),
@@ -181,13 +194,12 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
     );
     let (code, out, _) = doctor(&cfg);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        line(&out, "buffer lock").ends_with("in use by a running hubgate"),
-        "{out}"
-    );
-    assert!(
-        line(&out, &format!("udp 127.0.0.1:{udp}")).contains("by the running hubgate"),
-        "{out}"
+    expect(&out, "buffer lock", "OK", "in use by a running hubgate");
+    expect(
+        &out,
+        &format!("udp 127.0.0.1:{udp}"),
+        "OK",
+        "by the running hubgate",
     );
 }
 
@@ -208,50 +220,27 @@ fn stopped_brokers_fail_their_steps_fast() {
     let (code, out, took) = doctor(&cfg);
     assert_eq!(code, 1, "{out}");
     assert!(took < Duration::from_secs(30), "took {took:?}:\n{out}");
-    assert!(
-        line(&out, &format!("tcp {server}")).starts_with("OK"),
-        "{out}"
+    expect(&out, &format!("tcp {server}"), "OK", "");
+    expect(&out, &format!("tls {server}"), "OK", "");
+    expect(
+        &out,
+        "sasl",
+        "FAIL",
+        "the connection was closed before the login",
     );
-    assert!(
-        line(&out, &format!("tls {server}")).starts_with("OK"),
-        "{out}"
-    );
-    assert!(
-        line(&out, "sasl").starts_with("FAIL sasl: the connection was closed before the login"),
-        "{out}"
-    );
-    assert!(
-        line(&out, &format!("hub {ENV}")).starts_with("SKIP"),
-        "{out}"
-    );
-    let mqtt_line = line(&out, &format!("mqtt mqtt://127.0.0.1:{}", mqtt.port()));
-    assert!(
-        mqtt_line.starts_with("FAIL") && mqtt_line.contains("connection refused"),
-        "{out}"
-    );
-    assert!(
-        line(&out, &format!("serial {}", gone.display())).starts_with("FAIL serial")
-            && out.contains("no such device"),
-        "{out}"
-    );
-    assert!(
-        line(&out, &format!("udp 127.0.0.1:{udp}")).starts_with("OK"),
-        "{out}"
-    );
+    expect(&out, &format!("hub {ENV}"), "SKIP", "");
+    let broker = format!("mqtt mqtt://127.0.0.1:{}", mqtt.port());
+    expect(&out, &broker, "FAIL", "connection refused");
+    let serial = format!("serial {}", gone.display());
+    expect(&out, &serial, "FAIL", "no such device");
+    expect(&out, &format!("udp 127.0.0.1:{udp}"), "OK", "");
 
     // Nothing listens at all: the TCP step fails, the ones after it are skipped.
     drop(kafka);
     let (code, out, took) = doctor(&cfg);
     assert_eq!(code, 1, "{out}");
     assert!(took < Duration::from_secs(30), "took {took:?}:\n{out}");
-    assert!(
-        line(&out, &format!("tcp {server}")).starts_with("FAIL")
-            && out.contains("connection refused"),
-        "{out}"
-    );
-    assert!(
-        line(&out, &format!("tls {server}")).starts_with("SKIP"),
-        "{out}"
-    );
-    assert!(line(&out, "sasl").starts_with("SKIP"), "{out}");
+    expect(&out, &format!("tcp {server}"), "FAIL", "connection refused");
+    expect(&out, &format!("tls {server}"), "SKIP", "");
+    expect(&out, "sasl", "SKIP", "");
 }
