@@ -661,7 +661,7 @@ async fn a_full_disk_drops_oldest_counted_and_recovers() {
     let before: Vec<(String, String)> = (1..=1500).flat_map(uplinks_at).collect();
     publish_all(mqtt.port(), &before).await;
     agent.wait_metric("hubgate_acked_total", WAIT, |v| v == before.len() as u64);
-    let dropped = agent.metric("hubgate_dropped_disk_full_total");
+    let dropped = agent.metric("hubgate_dropped_total{reason=\"disk_full\"}");
     assert!(
         dropped > 0,
         "nothing dropped on a full disk:\n{}",
@@ -676,9 +676,9 @@ async fn a_full_disk_drops_oldest_counted_and_recovers() {
     agent.wait_metric("hubgate_acked_total", WAIT, |v| {
         v == (before.len() + after.len()) as u64
     });
-    let dropped_total = agent.metric("hubgate_dropped_disk_full_total");
+    let dropped_total = agent.metric("hubgate_dropped_total{reason=\"disk_full\"}");
     let buffered = agent.metric("hubgate_buffer_records");
-    assert!(agent.metric("hubgate_dropped_full_total") == 0);
+    assert!(agent.metric("hubgate_dropped_total{reason=\"full\"}") == 0);
 
     kafka.start_again();
     agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
