@@ -131,6 +131,23 @@ fn site_keys_override_the_profile() {
     assert_eq!(s.device, Path::new("/dev/ttyUSB0"));
 }
 
+/// The shipped template leaves the board's keys to the board once `board` is uncommented.
+#[test]
+fn template_with_a_board_takes_the_boards_values() {
+    let template = std::fs::read_to_string(repo("config/hubgate.toml")).unwrap();
+    assert!(
+        template.contains("\n# board = \"rpi4\"\n"),
+        "template lost its board line"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = load(
+        dir.path(),
+        &template.replace("\n# board = \"rpi4\"\n", "\nboard = \"rpi-zero-w\"\n"),
+    );
+    assert_eq!(cfg.buffer.max_bytes, 64 << 20);
+    assert_eq!(cfg.buffer.max_in_flight, 2000);
+}
+
 #[test]
 fn readme_table_lists_every_profile_with_its_values() {
     let readme = std::fs::read_to_string(repo("boards/README.md")).unwrap();
