@@ -2,23 +2,16 @@
 //! with dpkg-deb. It packages the hubgate this test was built with (copied where cargo-deb
 //! looks for a release build, then `--no-build`), so the test costs no release build.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
+/// Stdout of a command that must succeed.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&support::run_ok(cmd).stdout).into_owned()
 }
 
 /// Build the package into `dir/out` and return its path.

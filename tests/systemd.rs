@@ -1,30 +1,20 @@
 //! The shipped systemd files, checked by systemd's own tools (Debian's `systemd` package):
 //! the unit's sandbox exposure, `systemd-analyze verify`, and the sysusers.d entry.
 
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Command;
+
+use support::run_ok;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hubgate.service");
 const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hubgate.sysusers");
 /// `systemd-analyze security` calls 2.0 and below "OK".
 const MAX_EXPOSURE: f64 = 2.0;
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (Debian package systemd): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[test]
 fn unit_exposure_is_ok() {
-    let out = run(Command::new("systemd-analyze").args(["security", "--offline=true", UNIT]));
+    let out = run_ok(Command::new("systemd-analyze").args(["security", "--offline=true", UNIT]));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
@@ -55,7 +45,7 @@ fn unit_verifies_clean() {
         unit.replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate")),
     )
     .unwrap();
-    let out = run(Command::new("systemd-analyze").arg("verify").arg(&copy));
+    let out = run_ok(Command::new("systemd-analyze").arg("verify").arg(&copy));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.trim().is_empty(), "verify complained:\n{stderr}");
 }
@@ -65,9 +55,11 @@ fn unit_verifies_clean() {
 fn sysusers_creates_the_units_user() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("etc")).unwrap();
-    run(Command::new("systemd-sysusers")
-        .arg(format!("--root={}", root.path().display()))
-        .arg(SYSUSERS));
+    run_ok(
+        Command::new("systemd-sysusers")
+            .arg(format!("--root={}", root.path().display()))
+            .arg(SYSUSERS),
+    );
     let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
     let entry = passwd
         .lines()
