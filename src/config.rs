@@ -29,6 +29,9 @@ pub enum ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Board profile (`boards/<id>.toml`) whose defaults sit under this file's own keys.
+    #[serde(default)]
+    pub board: Option<String>,
     /// Name of this gateway; goes into the client ids and `meta.global`.
     #[serde(default = "default_gateway_id")]
     pub gateway_id: String,
@@ -701,7 +704,28 @@ impl Config {
 
     /// Parse TOML text; on error returns (key path, reason).
     pub fn parse(text: &str) -> Result<Config, (String, String)> {
-        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
+        let mut site: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let Some(board) = site.get("board") else {
+            // Straight from the text, so errors keep their line numbers.
+            let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
+            return Config::from_toml(text, de);
+        };
+        let id = board.as_str().ok_or_else(|| {
+            (
+                "board".to_string(),
+                "must be a board id string, e.g. \"rpi4\"".to_string(),
+            )
+        })?;
+        let profile = crate::board::find(id).map_err(|e| ("board".to_string(), e))?;
+        profile.apply(&mut site);
+        Config::from_toml(text, site)
+    }
+
+    /// Deserialize with the key path of the first error.
+    fn from_toml<'de, D>(text: &str, de: D) -> Result<Config, (String, String)>
+    where
+        D: Deserializer<'de, Error = toml::de::Error>,
+    {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let mut key = e.path().to_string();
             let (_, reason) = toml_error(text, e.inner());

@@ -1,6 +1,7 @@
 //! hubgate: LoRaWAN gateway agent. Data flows one way:
 //! source -> decode (codec) -> record -> forwarder (spill buffer) -> sink.
 
+pub mod board;
 pub mod buffer;
 pub mod codec;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod doctor;
 pub mod framing;
 pub mod lorawan;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod record;
 pub mod sink;

@@ -19,6 +19,7 @@ use crate::buffer::{Buffer, BufferError, Pushed};
 use crate::config::BufferConfig;
 use crate::decode::Decoder;
 use crate::metrics::{unix_seconds, Metrics};
+use crate::notify::Heartbeat;
 use crate::record::{ms_since_epoch, Record};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::{Ack, Frame};
@@ -56,6 +57,7 @@ pub struct Forwarder {
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
     health: SinkHealth,
+    heartbeat: Heartbeat,
 }
 
 impl Forwarder {
@@ -84,7 +86,13 @@ impl Forwarder {
             pending_acks: Vec::new(),
             dirty: false,
             drain_cursor: None,
+            heartbeat: Heartbeat::default(),
         }
+    }
+
+    /// Beats once per round of [`Forwarder::run`], for the systemd watchdog.
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     /// Hold records of `rec_type` back (its hub is missing) while the others flow.
@@ -112,6 +120,7 @@ impl Forwarder {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inputs_open = true;
         loop {
+            self.heartbeat.beat();
             if !inputs_open && self.idle() {
                 break;
             }

@@ -10,6 +10,7 @@ use crate::buffer::{Buffer, SledStore};
 use crate::config::{Config, SourceConfig};
 use crate::decode::Decoder;
 use crate::metrics::{self, Metrics};
+use crate::notify;
 use crate::source;
 
 pub use forwarder::Forwarder;
@@ -129,11 +130,22 @@ pub async fn run(
         reload,
         metrics.clone(),
     ));
+    let heartbeat = forwarder.heartbeat();
     let mut fwd = tokio::spawn(forwarder.run(frame_rx, delivery_rx, stopping_rx, sink_rx));
+    notify::ready(&format!("running: {} source(s)", cfg.sources.len()));
+    let status_metrics = metrics.clone();
+    let watchdog = tokio::spawn(notify::watchdog(heartbeat, move || {
+        format!(
+            "running: delivered {}, buffered {}",
+            status_metrics.delivered.sum(),
+            status_metrics.buffer_records.get()
+        )
+    }));
     tokio::pin!(stop);
     let result = tokio::select! {
         r = &mut fwd => r,
         _ = &mut stop => {
+            notify::stopping();
             log::info!("stopping: no new input; confirming or buffering what is in flight");
             let _ = stopping_tx.send(true);
             fwd.await
@@ -142,6 +154,7 @@ pub async fn run(
     let _ = stopping_tx.send(true);
     let _ = acked_tx.send(true);
     rotation.abort();
+    watchdog.abort();
     for t in tasks {
         if tokio::time::timeout(SOURCE_STOP, t).await.is_err() {
             log::warn!("a source did not stop within {SOURCE_STOP:?}");

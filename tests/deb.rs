@@ -1,0 +1,141 @@
+//! The .deb from `cargo deb` (cargo-deb, `[package.metadata.deb]` in Cargo.toml), inspected
+//! with dpkg-deb. It packages the hubgate this test was built with (copied where cargo-deb
+//! looks for a release build, then `--no-build`), so the test costs no release build.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Stdout of a command that must succeed.
+fn run(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&support::run_ok(cmd).stdout).into_owned()
+}
+
+/// Build the package into `dir/out` and return its path.
+fn build_deb(dir: &Path) -> PathBuf {
+    let target = dir.join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_hubgate"),
+        target.join("release/hubgate"),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    run(Command::new("cargo")
+        .args(["deb", "--no-build", "--fast", "--output"])
+        .arg(&out)
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(REPO));
+    let debs: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "{debs:?}");
+    debs.into_iter().next().unwrap()
+}
+
+#[test]
+fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = build_deb(dir.path());
+
+    let fields = run(Command::new("dpkg-deb").arg("--field").arg(&deb).args([
+        "Package",
+        "Architecture",
+        "Depends",
+    ]));
+    let field = |name: &str| {
+        fields
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{fields}"))
+            .to_string()
+    };
+    assert_eq!(field("Package"), "hubgate");
+    let arch = run(Command::new("dpkg").arg("--print-architecture"));
+    assert_eq!(field("Architecture"), arch.trim());
+    let depends = field("Depends");
+    assert!(depends.contains("libc6"), "{depends}");
+    assert!(depends.contains("systemd"), "{depends}");
+    // librdkafka and OpenSSL are linked in: the gateway needs no libssl or librdkafka.
+    assert!(
+        !depends.contains("libssl") && !depends.contains("librdkafka"),
+        "{depends}"
+    );
+
+    let contents = run(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    let entry = |path: &str| {
+        contents
+            .lines()
+            .find(|l| l.ends_with(&format!(" ./{path}")))
+            .unwrap_or_else(|| panic!("{path} not in the package:\n{contents}"))
+            .to_string()
+    };
+    assert!(entry("usr/bin/hubgate").starts_with("-rwxr-xr-x 0/0 "));
+    for path in [
+        "usr/lib/systemd/system/hubgate.service",
+        "usr/lib/sysusers.d/hubgate.conf",
+        "etc/hubgate/hubgate.toml",
+        "usr/share/hubgate/boards/README.md",
+        "usr/share/doc/hubgate/README.md",
+    ] {
+        assert!(entry(path).starts_with("-rw-r--r-- 0/0 "), "{path}");
+    }
+    for id in hubgate::board::ids() {
+        entry(&format!("usr/share/hubgate/boards/{id}.toml"));
+    }
+    assert!(
+        !contents.contains("eventhubs.secret"),
+        "no secret file in the package"
+    );
+
+    let control = dir.path().join("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+    assert_eq!(conffiles.trim(), "/etc/hubgate/hubgate.toml");
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    assert!(postinst.contains("systemd-sysusers"), "{postinst}");
+    assert!(
+        postinst
+            .contains("install -m 0600 -o root -g root /dev/null /etc/hubgate/eventhubs.secret"),
+        "{postinst}"
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        run(Command::new("sh").arg("-n").arg(control.join(script)));
+    }
+
+    // The files as installed: the shipped unit and profiles are the repository's, and the
+    // shipped binary accepts the shipped default config.
+    let root = dir.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    let same = |installed: &str, repo: &str| {
+        assert_eq!(
+            std::fs::read(root.join(installed)).unwrap(),
+            std::fs::read(Path::new(REPO).join(repo)).unwrap(),
+            "{installed}"
+        );
+    };
+    same(
+        "usr/lib/systemd/system/hubgate.service",
+        "systemd/hubgate.service",
+    );
+    same(
+        "usr/lib/sysusers.d/hubgate.conf",
+        "systemd/hubgate.sysusers",
+    );
+    same("etc/hubgate/hubgate.toml", "config/hubgate.toml");
+    for id in hubgate::board::ids() {
+        same(
+            &format!("usr/share/hubgate/boards/{id}.toml"),
+            &format!("boards/{id}.toml"),
+        );
+    }
+    let check = run(Command::new(root.join("usr/bin/hubgate"))
+        .args(["check", "-c"])
+        .arg(root.join("etc/hubgate/hubgate.toml")));
+    assert!(check.contains(": OK"), "{check}");
+}

@@ -1,0 +1,84 @@
+//! The shipped systemd files, checked by systemd's own tools (Debian's `systemd` package):
+//! the unit's sandbox exposure, `systemd-analyze verify`, and the sysusers.d entry.
+
+mod support;
+
+use std::process::Command;
+
+use support::run_ok;
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hubgate.service");
+const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hubgate.sysusers");
+/// `systemd-analyze security` calls 2.0 and below "OK".
+const MAX_EXPOSURE: f64 = 2.0;
+
+#[test]
+fn unit_exposure_is_ok() {
+    let out = run_ok(Command::new("systemd-analyze").args(["security", "--offline=true", UNIT]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level for hubgate.service:"))
+        .unwrap_or_else(|| panic!("no overall exposure line:\n{text}"));
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {line:?}"));
+    assert!(
+        score <= MAX_EXPOSURE,
+        "exposure {score} > {MAX_EXPOSURE}:\n{text}"
+    );
+}
+
+/// `verify` checks that ExecStart= points at an executable, so the copy it checks runs the
+/// hubgate this test was built with instead of /usr/bin/hubgate.
+#[test]
+fn unit_verifies_clean() {
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/hubgate run"), "{unit}");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("hubgate.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate")),
+    )
+    .unwrap();
+    let out = run_ok(Command::new("systemd-analyze").arg("verify").arg(&copy));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim().is_empty(), "verify complained:\n{stderr}");
+}
+
+/// systemd-sysusers creates the unit's user in a scratch root, from the shipped file.
+#[test]
+fn sysusers_creates_the_units_user() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    run_ok(
+        Command::new("systemd-sysusers")
+            .arg(format!("--root={}", root.path().display()))
+            .arg(SYSUSERS),
+    );
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let entry = passwd
+        .lines()
+        .find(|l| l.starts_with("hubgate:"))
+        .unwrap_or_else(|| panic!("no hubgate user:\n{passwd}"));
+    let fields: Vec<&str> = entry.split(':').collect();
+    let uid: u32 = fields[2].parse().unwrap();
+    assert!(uid > 0 && uid < 1000, "not a system uid: {entry}");
+    assert_eq!(fields[5], "/var/lib/hubgate", "{entry}");
+    let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
+    assert!(group.lines().any(|l| l.starts_with("hubgate:")), "{group}");
+
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    for line in [
+        "User=hubgate",
+        "Group=hubgate",
+        "SupplementaryGroups=dialout",
+        "StateDirectory=hubgate",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
+    }
+}
