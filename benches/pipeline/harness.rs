@@ -142,7 +142,7 @@ pub fn run(opts: &Options) -> Report {
     let mqtt = Mosquitto::start_with(
         &dir.join("mqtt"),
         &format!(
-            "log_type error\nlog_type warning\nmax_queued_messages 0\nmax_inflight_messages {}\n",
+            "log_type error\nlog_type warning\nmax_inflight_messages {}\n",
             opts.mqtt_inflight
         ),
     );
