@@ -1,5 +1,6 @@
 //! Decoding speed: every codec family on a representative payload (records built, JSON not
-//! serialised), and LoRaWAN MIC check + FRMPayload decryption. `cargo bench --bench decode`.
+//! serialised), LoRaWAN MIC check + FRMPayload decryption, and one record built and
+//! serialised. `cargo bench --bench decode`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hubgate::codec::Codec;
@@ -56,5 +57,43 @@ fn lorawan_mic_and_decrypt(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codecs, lorawan_mic_and_decrypt);
+/// One uplink's record: stable id, envelope built and serialised (what the forwarder does per
+/// record besides the codec).
+fn record_build(c: &mut Criterion) {
+    use hubgate::record::{build, DeviceInfo, Payload};
+    use hubgate::uplink::{Radio, Uplink};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let up = Uplink {
+        dev_eui: [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34],
+        device_name: Some("dev-58a0cb0000101234".into()),
+        fport: Some(103),
+        fcnt: Some(42),
+        payload: hex::decode("088c2e2dffffffff").unwrap(),
+        time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+        radio: Radio {
+            rssi: Some(-80),
+            snr: Some(7.5),
+            gateway_id: Some("b827ebfffe000001".into()),
+            ..Radio::default()
+        },
+    };
+    let tags = ["Building 1".to_string(), "Floor 2".to_string()];
+    let dev = DeviceInfo {
+        tags: &tags,
+        global_tags: &[],
+    };
+    let codec = Codec::BrowanTbhh100;
+    let payload = || Payload::Decoded {
+        codec: "browan-tbhh100",
+        decoded: codec.decode(up.fport, &up.payload).unwrap(),
+    };
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decode+build", |b| {
+        b.iter(|| build(black_box(&up), &dev, payload(), SystemTime::now()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codecs, lorawan_mic_and_decrypt, record_build);
 criterion_main!(benches);

@@ -1,5 +1,6 @@
 //! Records: one recType event in Microshare's streaming envelope (DESIGN §3).
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -80,82 +81,195 @@ pub fn stable_id(up: &Uplink) -> String {
     )
 }
 
+/// Build the record of one uplink. The envelope is serialized straight from borrowed data;
+/// its maps are `BTreeMap`s, so keys come out sorted, exactly as a `serde_json::Value` tree
+/// (without `preserve_order`) would print them: the wire format stays byte for byte the same.
 pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime) -> Record {
     let id = stable_id(up);
     let device_id = up.device_id();
     let time = iso8601(up.time);
-    let mut data = Map::new();
+    let payload_hex = hex::encode(&up.payload);
+    let (decoded, error);
+    let mut data = Fields::new();
     let (rec_type, class) = match payload {
-        Payload::Decoded { codec, decoded } => {
+        Payload::Decoded { codec, decoded: d } => {
+            decoded = d;
             put_readings(&mut data, &decoded.readings);
-            let mut health = Map::new();
-            health.insert("id".into(), json!(device_id));
+            let mut health = Fields::from([("id", Field::Str(&device_id))]);
             put_readings(&mut health, &decoded.health);
-            data.insert("device_health".into(), Json::Object(health));
-            (decoded.rec_type.to_string(), codec.to_string())
+            data.insert("device_health", Field::Map(health));
+            (decoded.rec_type, codec)
         }
-        Payload::Packed { rec_type, error } => {
-            if let Some(e) = error {
-                data.insert("error".into(), json!(e));
+        Payload::Packed { rec_type, error: e } => {
+            error = e;
+            if let Some(e) = &error {
+                data.insert("error", Field::Str(e));
             }
-            data.insert("device_health".into(), json!({ "id": device_id }));
-            (rec_type.to_string(), "packed".to_string())
+            let health = Fields::from([("id", Field::Str(&device_id))]);
+            data.insert("device_health", Field::Map(health));
+            (rec_type, "packed")
         }
     };
-    let mut iot = json!({
-        "device_id": device_id,
-        "type": "uplink",
-        "payload": hex::encode(&up.payload),
-        "payload_fmt": 1,
-        "time": time,
-        "iso_time": time,
-    });
-    let fields = [
-        ("fport", up.fport.map(|v| json!(v))),
-        ("fcnt_up", up.fcnt.map(|v| json!(v))),
-        ("rssi", up.radio.rssi.map(|v| json!(v))),
-        ("snr", up.radio.snr.map(|v| json!(v))),
-        ("sf", up.radio.spreading_factor.map(|v| json!(v))),
-        ("bw", up.radio.bandwidth.map(|v| json!(v))),
-        ("freq", up.radio.frequency.map(|v| json!(v))),
-        ("gateway_id", up.radio.gateway_id.as_ref().map(|v| json!(v))),
-        ("device_name", up.device_name.as_ref().map(|v| json!(v))),
-    ];
-    for (k, v) in fields {
-        if let Some(v) = v {
-            iot[k] = v;
-        }
-    }
     data.insert(
-        "meta".into(),
-        json!({ "iot": iot, "device": device.tags, "global": device.global_tags }),
+        "meta",
+        Field::Meta(Meta {
+            device: device.tags,
+            global: device.global_tags,
+            iot: Iot {
+                bw: up.radio.bandwidth,
+                device_id: &device_id,
+                device_name: up.device_name.as_deref(),
+                fcnt_up: up.fcnt,
+                fport: up.fport,
+                freq: up.radio.frequency,
+                gateway_id: up.radio.gateway_id.as_deref(),
+                iso_time: &time,
+                payload: &payload_hex,
+                payload_fmt: 1,
+                rssi: up.radio.rssi,
+                sf: up.radio.spreading_factor,
+                snr: up.radio.snr,
+                time: &time,
+                kind: "uplink",
+            },
+        }),
     );
-    data.insert("time".into(), json!(time));
+    data.insert("time", Field::Str(&time));
     data.insert(
-        "unpacker".into(),
-        json!({ "library": "hubgate", "version": env!("CARGO_PKG_VERSION"), "class": class }),
+        "unpacker",
+        Field::Unpacker(Unpacker {
+            class,
+            library: "hubgate",
+            version: env!("CARGO_PKG_VERSION"),
+        }),
     );
-    let obj = json!({
-        "id": id,
-        "recType": rec_type,
-        "tstamp": ms_since_epoch(up.time),
-        "tags": device.tags,
-        "data": data,
-    });
-    let envelope = json!({
-        "event_type": "create",
-        "id": id,
-        "recType": rec_type,
-        "source": "hubgate",
-        "obj_type": "objs",
-        "obj": obj,
-    });
-    Record {
-        id,
+    let envelope = Envelope {
+        event_type: "create",
+        id: &id,
+        obj: Obj {
+            data,
+            id: &id,
+            rec_type,
+            tags: device.tags,
+            tstamp: ms_since_epoch(up.time),
+        },
+        obj_type: "objs",
         rec_type,
+        source: "hubgate",
+    };
+    let mut body = Vec::with_capacity(1024);
+    // Writing plain structs and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, &envelope);
+    Record {
+        body: String::from_utf8(body).unwrap_or_default(),
+        rec_type: rec_type.to_string(),
         key: device_id,
         created_ms: ms_since_epoch(now),
-        body: envelope.to_string(),
+        id,
+    }
+}
+
+/// A JSON object with sorted keys; a later insert replaces an earlier one, as in a `Value`.
+type Fields<'a> = BTreeMap<&'a str, Field<'a>>;
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Field<'a> {
+    Str(&'a str),
+    Readings(Vec<ReadingJson<'a>>),
+    Map(Fields<'a>),
+    Meta(Meta<'a>),
+    Unpacker(Unpacker<'a>),
+}
+
+// Struct fields are declared in sorted order: serde writes them in declaration order.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    event_type: &'static str,
+    id: &'a str,
+    obj: Obj<'a>,
+    obj_type: &'static str,
+    #[serde(rename = "recType")]
+    rec_type: &'a str,
+    source: &'static str,
+}
+
+#[derive(Serialize)]
+struct Obj<'a> {
+    data: Fields<'a>,
+    id: &'a str,
+    #[serde(rename = "recType")]
+    rec_type: &'a str,
+    tags: &'a [String],
+    tstamp: u64,
+}
+
+#[derive(Serialize)]
+struct Meta<'a> {
+    device: &'a [String],
+    global: &'a [String],
+    iot: Iot<'a>,
+}
+
+#[derive(Serialize)]
+struct Iot<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bw: Option<u32>,
+    device_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fcnt_up: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fport: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    freq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_id: Option<&'a str>,
+    iso_time: &'a str,
+    payload: &'a str,
+    payload_fmt: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rssi: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sf: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snr: Option<f64>,
+    time: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct Unpacker<'a> {
+    class: &'a str,
+    library: &'static str,
+    version: &'static str,
+}
+
+/// One reading as `{context_id, time, unit, value}` (sorted; absent ones left out).
+struct ReadingJson<'a>(&'a Reading);
+
+impl Serialize for ReadingJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        if let Some(c) = r.context_id {
+            m.serialize_entry("context_id", &c.to_string())?;
+        }
+        if let Some(t) = r.time.and_then(reading_time) {
+            m.serialize_entry("time", &t)?;
+        }
+        if let Some(u) = r.unit {
+            m.serialize_entry("unit", u)?;
+        }
+        match r.value {
+            Value::Num(v) => m.serialize_entry("value", &v)?,
+            Value::Int(v) => m.serialize_entry("value", &v)?,
+            Value::Bool(v) => m.serialize_entry("value", &v)?,
+        }
+        m.end()
     }
 }
 
@@ -207,31 +321,13 @@ pub fn gateway_status(
 }
 
 /// Readings become arrays of `{value, unit, context_id}` under their field name, in order.
-fn put_readings(into: &mut Map<String, Json>, readings: &[Reading]) {
+fn put_readings<'a>(into: &mut Fields<'a>, readings: &'a [Reading]) {
     for r in readings {
-        let mut m = Map::new();
-        m.insert(
-            "value".into(),
-            match r.value {
-                Value::Num(v) => json!(v),
-                Value::Int(v) => json!(v),
-                Value::Bool(v) => json!(v),
-            },
-        );
-        if let Some(u) = r.unit {
-            m.insert("unit".into(), json!(u));
-        }
-        if let Some(c) = r.context_id {
-            m.insert("context_id".into(), json!(c.to_string()));
-        }
-        if let Some(t) = r.time.and_then(reading_time) {
-            m.insert("time".into(), json!(t));
-        }
         let slot = into
             .entry(r.field)
-            .or_insert_with(|| Json::Array(Vec::new()));
-        if let Json::Array(a) = slot {
-            a.push(Json::Object(m));
+            .or_insert_with(|| Field::Readings(Vec::new()));
+        if let Field::Readings(a) = slot {
+            a.push(ReadingJson(r));
         }
     }
 }
@@ -313,14 +409,67 @@ mod tests {
         assert_eq!(data["unpacker"]["class"], "browan-tbhh100");
     }
 
+    /// The envelope is serialized from structs, not from a `Value`: its bytes must be what a
+    /// `Value` prints (keys sorted, each once), the wire format consumers have seen so far.
+    #[test]
+    fn envelope_bytes_are_what_a_json_value_prints() {
+        let mut up = uplink();
+        up.device_name = Some("dev \"7\" é".into());
+        up.radio = Radio {
+            rssi: Some(-79),
+            snr: Some(f64::NAN),
+            gateway_id: Some("b827ebfffe000001".into()),
+            frequency: Some(868_100_000),
+            spreading_factor: Some(7),
+            bandwidth: Some(125_000),
+        };
+        let tags = vec!["Building \"1\"".to_string()];
+        let dev = DeviceInfo {
+            tags: &tags,
+            global_tags: &tags,
+        };
+        let samples = [
+            (Codec::BrowanTbhh100, 103, "088c2e2dffffffff"),
+            (Codec::CayenneLpp, 2, "0267ff3802688f0a73279f"),
+            (
+                Codec::from_id("milesight-em300-sld").unwrap(),
+                85,
+                "20ce00f15365f6ff6401",
+            ),
+        ];
+        let mut bodies = Vec::new();
+        for (codec, fport, hex) in samples {
+            up.fport = Some(fport);
+            up.payload = hex::decode(hex).unwrap();
+            let payload = match codec.decode(up.fport, &up.payload) {
+                Ok(decoded) => Payload::Decoded {
+                    codec: codec.id(),
+                    decoded,
+                },
+                Err(e) => panic!("{codec}: {e}"),
+            };
+            bodies.push(build(&up, &dev, payload, SystemTime::now()).body);
+        }
+        let packed = Payload::Packed {
+            rec_type: "io.microshare.lorawan.packed",
+            error: Some("bad \"payload\"".into()),
+        };
+        bodies.push(build(&up, &dev, packed, SystemTime::now()).body);
+        for body in bodies {
+            let value: Json = serde_json::from_str(&body).unwrap();
+            assert_eq!(body, value.to_string());
+        }
+    }
+
     #[test]
     fn reading_time_is_emitted_as_iso8601() {
-        let mut m = Map::new();
+        let mut fields = Fields::new();
         let rs = [
             Reading::num("temperature", 21.5, "°C").at(1_700_000_000),
             Reading::num("temperature", 22.0, "°C"),
         ];
-        put_readings(&mut m, &rs);
+        put_readings(&mut fields, &rs);
+        let m = serde_json::to_value(&fields).unwrap();
         assert_eq!(m["temperature"][0]["time"], "2023-11-14T22:13:20.000Z");
         assert!(m["temperature"][1].get("time").is_none());
         assert_eq!(reading_time(u64::MAX), None);

@@ -2,6 +2,7 @@
 //! or an MQTT redelivery) while remembering whether the first copy is durable yet.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
@@ -15,8 +16,9 @@ pub enum Seen {
 
 pub struct Dedup {
     capacity: usize,
-    state: HashMap<String, Option<u64>>,
-    order: VecDeque<String>,
+    /// Keyed by the same shared id the eviction order holds: each id is stored once.
+    state: HashMap<Arc<str>, Option<u64>>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl Dedup {
@@ -43,8 +45,9 @@ impl Dedup {
                 self.state.remove(&old);
             }
         }
-        self.state.insert(id.to_string(), Some(seq));
-        self.order.push_back(id.to_string());
+        let id: Arc<str> = id.into();
+        self.state.insert(id.clone(), Some(seq));
+        self.order.push_back(id);
         Seen::New
     }
 

@@ -369,6 +369,11 @@ impl Mosquitto {
     /// Write `dir/mosquitto.conf` and start mosquitto; returns once the port accepts.
     /// Its output goes to `dir/mosquitto.log`.
     pub fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, "log_type all\n")
+    }
+
+    /// Like [`Mosquitto::start`], with `settings` (mosquitto.conf lines) instead of full logging.
+    pub fn start_with(dir: &Path, settings: &str) -> Mosquitto {
         fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
@@ -381,7 +386,7 @@ impl Mosquitto {
                  max_queued_messages 0\n\
                  user root\n\
                  log_dest stderr\n\
-                 log_type all\n"
+                 {settings}"
             ),
         )
         .expect("write mosquitto.conf");
@@ -451,7 +456,8 @@ pub struct Kafka {
     /// stunnel's TLS port: what clients use and what tansu advertises.
     tls_port: u16,
     tansu: Service,
-    stunnel: Service,
+    /// `None` for a plain-TCP broker without authentication ([`Kafka::start_plain`]).
+    stunnel: Option<Service>,
 }
 
 impl Kafka {
@@ -468,7 +474,7 @@ impl Kafka {
             tls_port = free_port();
         }
 
-        let mut tansu = spawn_tansu(&tansu_bin, dir, broker_port, tls_port);
+        let mut tansu = spawn_tansu(&tansu_bin, dir, broker_port, tls_port, true);
         tansu.wait_accepting(broker_port, START_TIMEOUT);
 
         let conf = dir.join("stunnel.conf");
@@ -501,11 +507,35 @@ impl Kafka {
             broker_port,
             tls_port,
             tansu,
-            stunnel,
+            stunnel: Some(stunnel),
         }
     }
 
-    /// `localhost:PORT` (the TLS port), as in an Event Hubs connection.
+    /// tansu alone: plain TCP, no authentication (the benchmark's broker, without the TLS
+    /// front's cost). Clients use [`Kafka::client_config`] as with [`Kafka::start`].
+    pub fn start_plain(dir: &Path) -> Kafka {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let tansu_bin = tansu_binary();
+        let broker_port = free_port();
+        let mut tansu = spawn_tansu(&tansu_bin, dir, broker_port, broker_port, false);
+        tansu.wait_accepting(broker_port, START_TIMEOUT);
+        Kafka {
+            dir: dir.to_path_buf(),
+            certs: Certs::generate(&dir.join("certs")),
+            tansu_bin,
+            broker_port,
+            tls_port: broker_port,
+            tansu,
+            stunnel: None,
+        }
+    }
+
+    /// Is the broker behind the TLS front with SASL PLAIN (else plain TCP)?
+    pub fn is_tls(&self) -> bool {
+        self.stunnel.is_some()
+    }
+
+    /// `localhost:PORT`: the TLS port as in an Event Hubs connection, or the plain port.
     pub fn bootstrap(&self) -> String {
         format!("localhost:{}", self.tls_port)
     }
@@ -531,8 +561,11 @@ impl Kafka {
     /// address and the test CA.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.bootstrap())
-            .set("security.protocol", "SASL_SSL")
+        c.set("bootstrap.servers", self.bootstrap());
+        if !self.is_tls() {
+            return c;
+        }
+        c.set("security.protocol", "SASL_SSL")
             .set("sasl.mechanisms", "PLAIN")
             .set("sasl.username", "$ConnectionString")
             .set("sasl.password", self.connection_string())
@@ -597,7 +630,13 @@ impl Kafka {
     /// [`Kafka::stop`]); returns once it accepts.
     pub fn start_again(&mut self) {
         self.tansu.kill();
-        self.tansu = spawn_tansu(&self.tansu_bin, &self.dir, self.broker_port, self.tls_port);
+        self.tansu = spawn_tansu(
+            &self.tansu_bin,
+            &self.dir,
+            self.broker_port,
+            self.tls_port,
+            self.is_tls(),
+        );
         self.tansu.wait_accepting(self.broker_port, START_TIMEOUT);
     }
 
@@ -607,19 +646,25 @@ impl Kafka {
     }
 
     /// tansu's and stunnel's log files.
-    pub fn log_paths(&self) -> (PathBuf, PathBuf) {
-        (self.tansu.log.clone(), self.stunnel.log.clone())
+    pub fn log_paths(&self) -> (PathBuf, Option<PathBuf>) {
+        (
+            self.tansu.log.clone(),
+            self.stunnel.as_ref().map(|s| s.log.clone()),
+        )
     }
 
-    /// Tails of both logs, for assertion messages.
+    /// Tails of the logs, for assertion messages.
     pub fn logs(&self) -> String {
-        format!(
-            "\n--- {} ---\n{}\n--- {} ---\n{}",
-            self.tansu.log.display(),
-            log_tail(&self.tansu.log),
-            self.stunnel.log.display(),
-            log_tail(&self.stunnel.log)
-        )
+        [Some(&self.tansu), self.stunnel.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|s| format!("\n--- {} ---\n{}", s.log.display(), log_tail(&s.log)))
+            .collect()
+    }
+
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.tansu.pid()
     }
 }
 
@@ -636,18 +681,26 @@ pub fn tansu_binary() -> PathBuf {
     bin
 }
 
-fn spawn_tansu(bin: &Path, dir: &Path, broker_port: u16, tls_port: u16) -> Service {
+fn spawn_tansu(
+    bin: &Path,
+    dir: &Path,
+    broker_port: u16,
+    advertised_port: u16,
+    authentication: bool,
+) -> Service {
     let mut cmd = Command::new(bin);
     cmd.arg("broker")
         .arg("--listener-url")
         .arg(format!("tcp://127.0.0.1:{broker_port}"))
         .arg("--advertised-listener-url")
-        .arg(format!("tcp://localhost:{tls_port}"))
+        .arg(format!("tcp://localhost:{advertised_port}"))
         // Relative on purpose: tansu reads sqlite:///abs as cwd-relative.
         .args(["--storage-engine", "sqlite://tansu.db"])
-        .arg("--authentication")
         .arg("--silent")
         .current_dir(dir);
+    if authentication {
+        cmd.arg("--authentication");
+    }
     // Explicit flags win, but keep stray settings of the environment out.
     for var in [
         "LISTENER_URL",
@@ -664,7 +717,9 @@ impl Drop for Kafka {
     fn drop(&mut self) {
         // Services kill themselves in their own Drop; make the order explicit:
         // front first, so no client reconnects to a half-dead pair.
-        self.stunnel.kill_quietly();
+        if let Some(s) = self.stunnel.as_mut() {
+            s.kill_quietly();
+        }
         self.tansu.kill_quietly();
     }
 }

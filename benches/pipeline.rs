@@ -1,0 +1,92 @@
+//! End-to-end pipeline benchmark: `scripts/bench.sh [--smoke] [options]` (see `usage`).
+//! Starts mosquitto and tansu on free loopback ports, drives the release hubgate binary with
+//! ChirpStack v4 uplinks and prints a table of the measured numbers beside the targets.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "pipeline/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::Options;
+
+fn usage() -> &'static str {
+    "usage: bench.sh [--smoke] [--tls] [--records N] [--drain-records N] [--devices N]\n\
+     \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--set KEY=VALUE]... [--dir DIR]\n\
+     --smoke          a few seconds, small counts (what `cargo test` runs)\n\
+     --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
+     --records        backlog of the throughput run and of the broker-alone ceiling (200000)\n\
+     --drain-records  records spilled during the outage, then drained (200000; 1000000 works;\n\
+     \x20                keep it well above max_in_flight, 10000, or librdkafka holds them all)\n\
+     --rates          fixed-rate latency runs (100:10,1000:10,10000:5)\n\
+     --mqtt-inflight  mosquitto max_inflight_messages towards hubgate (1000)\n\
+     --set            librdkafka property for hubgate's producer, e.g. --set linger.ms=0\n\
+     --dir            keep the services' and hubgate's files and logs there"
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = if args.iter().any(|a| a == "--smoke") {
+        Options::smoke()
+    } else {
+        Options::default()
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        let number = |v: String| {
+            v.replace('_', "")
+                .parse::<u64>()
+                .map_err(|_| format!("{a}: not a number: {v:?}"))
+        };
+        match a.as_str() {
+            // `cargo bench` passes `--bench` to every harness = false target.
+            "--smoke" | "--bench" => {}
+            "--tls" => o.tls = true,
+            "--records" => o.records = number(value()?)?,
+            "--drain-records" => o.drain_records = number(value()?)?,
+            "--devices" => o.devices = number(value()?)?.max(1),
+            "--mqtt-inflight" => o.mqtt_inflight = number(value()?)? as u32,
+            "--dir" => o.dir = Some(value()?.into()),
+            "--set" => {
+                let v = value()?;
+                let (k, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--set {v:?}: expected KEY=VALUE"))?;
+                o.properties.push((k.into(), val.into()));
+            }
+            "--rates" => {
+                o.rates = value()?
+                    .split(',')
+                    .map(|r| {
+                        let (rate, secs) = r
+                            .split_once(':')
+                            .ok_or_else(|| format!("--rates {r:?}: expected RATE:SECS"))?;
+                        let secs: f64 = secs
+                            .parse()
+                            .map_err(|_| format!("--rates {r:?}: bad seconds"))?;
+                        Ok((number(rate.into())?, Duration::from_secs_f64(secs)))
+                    })
+                    .collect::<Result<_, String>>()?
+            }
+            "-h" | "--help" => return Err(usage().into()),
+            other => return Err(format!("unknown argument {other:?}\n{}", usage())),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = parse(&args).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
+    eprintln!("{opts:?}");
+    print!("{}", harness::run(&opts).table());
+}
