@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# check-cross-config.sh - proves that the documented `CROSS_CONFIG=cross.toml cross build ...`
+# check-cross-config.sh - proves that the documented
+#   CROSS_CONFIG=cross.toml cross build --release --features vendored-openssl --target <target>
 # makes the real `cross` (0.2.5, installed with cargo into $CROSS_ROOT) use cross.toml, for
 # every target in it. Needs no Docker: a stand-in container engine (CROSS_CONTAINER_ENGINE)
 # records what cross asks of it - the image build with the pre-build step, the container run
@@ -65,7 +66,7 @@ toml_value() {
         in_table && index($0, key " = ") == 1 { print substr($0, length(key) + 4) }' cross.toml
 }
 
-# run_cross <target> <log> [VAR=value...]: `cross build --release --target <target>` with the
+# run_cross <target> <log> [VAR=value...]: the documented cross command for <target> with the
 # stand-ins, the engine's calls recorded in <log>, cross's output in $work/out.
 run_cross() {
     local target=$1 log=$2
@@ -73,7 +74,7 @@ run_cross() {
     : >"$log"
     env PATH="$work/bin:$PATH" CROSS_CUSTOM_TOOLCHAIN=1 CARGO_TARGET_DIR="$work/target" \
         ENGINE_LOG="$log" CROSS_CONTAINER_ENGINE="$work/engine" "$@" \
-        "$root/bin/cross" build --release --target "$target" >"$work/out" 2>&1 ||
+        "$root/bin/cross" build --release --features vendored-openssl --target "$target" >"$work/out" 2>&1 ||
         die "cross failed for $target: $(cat "$work/out")"
 }
 
@@ -90,7 +91,7 @@ echo "check-cross-config: control: without CROSS_CONFIG cross ignores cross.toml
 
 for target in $targets; do
     log="$work/$target.log"
-    echo "check-cross-config: CROSS_CONFIG=cross.toml cross build --release --target $target"
+    echo "check-cross-config: CROSS_CONFIG=cross.toml cross build --release --features vendored-openssl --target $target"
     run_cross "$target" "$log" CROSS_CONFIG=cross.toml
     fail() { die "$target: $1; cross said: $(cat "$work/out"); engine calls: $(cat "$log")"; }
 
@@ -104,6 +105,9 @@ for target in $targets; do
     image=$(grep -A1 -xF 'arg: --tag' "$log" | sed -n 's/^arg: \(.*-pre-build\)$/\1/p')
     [ -n "$image" ] || fail "no pre-build image tag"
     [ "$(grep -cxF "arg: $image" "$log")" = 2 ] || fail "cargo does not run in the pre-build image $image"
+
+    grep -qF "cargo build --release --features vendored-openssl --target $target" "$log" ||
+        fail "the container does not run the cargo build"
 
     # env: every passthrough entry of [target.<target>.env] reaches the container.
     passthrough=$(toml_value "target.$target.env" passthrough | tr -d '[]",')

@@ -85,7 +85,7 @@ fn every_target_puts_the_curl_headers_on_its_c_include_path() {
 fn readme_documents_cross_config_for_every_target() {
     let readme = read("README.md");
     for triple in PI_TARGETS {
-        let command = format!("CROSS_CONFIG=cross.toml cross build --release --target {triple}");
+        let command = format!("CROSS_CONFIG=cross.toml cross build --release --features vendored-openssl --target {triple}");
         assert!(readme.contains(&command), "README lacks `{command}`");
     }
 }
