@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # rpi-cross.sh - cross-compile a Rust project for Raspberry Pi WITHOUT Docker/cross.
+# (The team's shared tool, extended here with the target's libssl3.)
 #
 # Host: Debian 12 (bookworm) x86_64, root, rustup toolchain for x86_64 only (no
 # rustup targets can be downloaded). Only the Debian apt, crates.io and PyPI
@@ -14,6 +15,8 @@
 #     unpacked into a private sysroot ($PREFIX/sysroot/<triple>/usr) that is passed
 #     with --sysroot via CARGO_TARGET_<T>_RUSTFLAGS.  No dpkg multiarch needed.
 #   * Linker / C / C++ compilers: Debian's gcc-<gnu-triple> cross packages.
+#   * OpenSSL: the target's libssl-dev + libssl3 .debs (same version as the host's libssl-dev,
+#     verified the same way) in $PREFIX/openssl/<debarch>, for builds that link the Pi's libssl3.
 #   * Test runner: qemu-user-static (explicit runner, binfmt_misc not required).
 #   * ARMv6 (Pi Zero/1): Debian has no ARMv6 std and its armhf crt/libgcc are
 #     ARMv7/Thumb-2, so those targets use `cargo zigbuild` (ziglang + cargo-zigbuild
@@ -210,12 +213,16 @@ cmd_env() {
     local TU; TU=$(upper "$t"); local tl; tl=$(under "$t")
     echo "export RUSTC=$DEB_RUSTC"
     echo "export CARGO_TARGET_${TU}_RUNNER=$PREFIX/bin/qemu-run-$t"
-    # The target's libssl3 for openssl-sys (ignored by builds that vendor OpenSSL), and its
-    # multiarch opensslconf.h/configuration.h for librdkafka's C compile.
-    local ssl="$PREFIX/openssl/$DEBARCH/usr"
-    [ "$t" = arm-unknown-linux-musleabihf ] || [ -d "$ssl/lib/$GNU" ] || die "no libssl-dev for $DEBARCH - run: $0 install"
-    echo "export ${TU}_OPENSSL_LIB_DIR=$ssl/lib/$GNU ${TU}_OPENSSL_INCLUDE_DIR=$ssl/include"
-    echo "export CFLAGS_${tl}=\"-I$PREFIX/include -I$ssl/include/$GNU\""
+    if [ "$t" = arm-unknown-linux-musleabihf ]; then   # static: only vendored OpenSSL fits
+        echo "export CFLAGS_${tl}=\"-I$PREFIX/include\""
+    else
+        # The target's libssl3 for openssl-sys (ignored by builds that vendor OpenSSL), and
+        # its multiarch opensslconf.h/configuration.h for librdkafka's C compile.
+        local ssl="$PREFIX/openssl/$DEBARCH/usr"
+        [ -d "$ssl/lib/$GNU" ] || die "no libssl-dev for $DEBARCH - run: $0 install"
+        echo "export ${TU}_OPENSSL_LIB_DIR=$ssl/lib/$GNU ${TU}_OPENSSL_INCLUDE_DIR=$ssl/include"
+        echo "export CFLAGS_${tl}=\"-I$PREFIX/include -I$ssl/include/$GNU\""
+    fi
     if [ "$MODE" = debian ]; then
         [ -d "$PREFIX/sysroot/$t/usr/lib/rustlib/$t/lib" ] || die "no std for $t - run: $0 install"
         echo "export CARGO_TARGET_${TU}_LINKER=$GNU-gcc"
@@ -255,5 +262,5 @@ case "${1:-help}" in
     env)     shift; cmd_env "$@" ;;
     build)   shift; cmd_build "$@" ;;
     run)     shift; cmd_run "$@" ;;
-    *) sed -n '2,40p' "$0"; exit 1 ;;
+    *) sed -n '2,/^set -euo pipefail/{/^set/d;p}' "$0"; exit 1 ;;
 esac
