@@ -6,7 +6,7 @@
 #
 #   TARGET: aarch64-unknown-linux-gnu      Pi 3/4/5, 64-bit OS
 #           armv7-unknown-linux-gnueabihf  Pi 2/3/4/5, 32-bit OS
-#           arm-unknown-linux-gnueabihf    Pi Zero/1 (ARMv6), glibc >= 2.28
+#           arm-unknown-linux-gnueabihf    Pi Zero/1 (ARMv6)
 #
 # Once per machine (root): scripts/rpi-cross.sh install --with-armv6
 # Environment: CARGO_TARGET_DIR (default target/), RPI_CROSS_NICE (default "nice -n 10").
@@ -30,7 +30,7 @@ cd "$repo"
 cross="$repo/scripts/rpi-cross.sh"
 # ARMv6 links against the glibc stubs of zig: as new as bookworm's, whose libssl3 needs >= 2.34.
 export RPI_CROSS_GLIBC=${RPI_CROSS_GLIBC:-2.36}
-# The stripped binary must fit the smallest Pi images comfortably (issue 5).
+# Size budget of the stripped binary (issue 5).
 budget=8000000
 
 start=$(date +%s)
