@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# verify-arm.sh TARGET - cross-compile the release hubgate for a Raspberry Pi target with
+# Debian's packaged toolchain (no Docker, via scripts/rpi-cross.sh) and smoke-run it under
+# qemu-user: --version, check of the demo config, one decode. Prints the stripped size and,
+# for 32-bit ARM, the CPU architecture the ELF attributes claim.
+#
+#   TARGET: aarch64-unknown-linux-gnu      Pi 3/4/5, 64-bit OS
+#           armv7-unknown-linux-gnueabihf  Pi 2/3/4/5, 32-bit OS
+#           arm-unknown-linux-gnueabihf    Pi Zero/1 (ARMv6)
+#
+# Once per machine (root): scripts/rpi-cross.sh install --with-armv6
+# Environment: CARGO_TARGET_DIR (default target/), RPI_CROSS_NICE (default "nice -n 10").
+#
+# The ARMv6 build runs on an ARMv7 CPU model here, because Debian's armhf ld.so/libc are
+# ARMv7; `readelf -A` proves the binary itself is ARMv6. Smoke-test it on a Pi Zero too.
+set -euo pipefail
+
+die() { echo "verify-arm: $*" >&2; exit 1; }
+
+target=${1:-}
+case "$target" in
+    aarch64-unknown-linux-gnu) gnu=aarch64-linux-gnu; arch="" ;;
+    armv7-unknown-linux-gnueabihf) gnu=arm-linux-gnueabihf; arch=v7 ;;
+    arm-unknown-linux-gnueabihf) gnu=arm-linux-gnueabihf; arch=v6 ;;
+    *) die "usage: $0 aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf|arm-unknown-linux-gnueabihf" ;;
+esac
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+cross="$repo/scripts/rpi-cross.sh"
+# ARMv6 links against the glibc stubs of zig: as new as bookworm's, whose libssl3 needs >= 2.34.
+export RPI_CROSS_GLIBC=${RPI_CROSS_GLIBC:-2.36}
+# Size budget of the stripped binary (issue 5).
+budget=8000000
+
+start=$(date +%s)
+"$cross" build "$target" --release --locked --bin hubgate
+echo "verify-arm: $target built in $(($(date +%s) - start)) s"
+bin="${CARGO_TARGET_DIR:-$repo/target}/$target/release/hubgate"
+[ -x "$bin" ] || die "no binary at $bin"
+
+run() { "$cross" run "$target" "$bin" "$@"; }
+
+# expect <what> <output> <fragment>...: every fragment must occur in the output.
+expect() {
+    local what=$1 out=$2; shift 2
+    for fragment in "$@"; do
+        grep -qF -- "$fragment" <<<"$out" || die "$what: expected '$fragment' in: $out"
+    done
+    echo "verify-arm: $what ok"
+}
+
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
+expect "--version" "$(run --version)" "hubgate $version"
+expect "check -c config/demo.toml" "$(run check -c config/demo.toml 2>&1)" "config/demo.toml: OK"
+# tests/cli.rs decode_prints_the_unpacked_record: Browan TBHH100, 14 °C, 45 %RH, 3.7 V
+# (pretty-printed JSON with sorted keys, compared without whitespace).
+expect "decode browan-tbhh100" \
+    "$(run decode --codec browan-tbhh100 --fport 103 088C2E2DFFFFFFFF | tr -d ' \n')" \
+    '"recType":"io.microshare.environment.unpacked"' \
+    '"temperature":[{"unit":"°C","value":14.0}]' \
+    '"humidity":[{"unit":"%RH","value":45.0}]' \
+    '"voltage":[{"unit":"V","value":3.7}]'
+
+stripped=$(mktemp)
+trap 'rm -f "$stripped"' EXIT
+"$gnu-strip" -o "$stripped" "$bin"
+size=$(stat -c %s "$stripped")
+echo "verify-arm: $target stripped size $size bytes ($(awk -v s="$size" 'BEGIN{printf "%.2f", s/1e6}') MB), file $(stat -c %s "$bin") bytes"
+[ "$size" -le "$budget" ] || die "stripped size $size exceeds the budget of $budget bytes"
+echo "verify-arm: needs $(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
+if [ -n "$arch" ]; then
+    tag=$(readelf -A "$bin" | sed -n 's/^ *Tag_CPU_arch: //p')
+    echo "verify-arm: readelf -A Tag_CPU_arch: $tag"
+    case "$tag" in
+        "$arch"*) ;;
+        *) die "Tag_CPU_arch is '$tag', expected $arch" ;;
+    esac
+fi
+echo "verify-arm: $target OK"
