@@ -17,7 +17,7 @@ const ENV: &str = "io.microshare.environment.unpacked";
 const MOTION: &str = "io.microshare.motion.unpacked";
 const TH: &str = "58a0cb0000101234";
 const PIR: &str = "58a0cb0000301111";
-const RUN: Duration = Duration::from_secs(90);
+const RUN: Duration = Duration::from_secs(180);
 
 /// `n` uplinks per device (TBHH100 environment, TBMS100 motion), FCnt 1..=n.
 fn write_uplinks(path: &Path, n: u32) {
