@@ -157,11 +157,9 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
         rec_type,
         source: "hubgate",
     };
-    let mut body = Vec::with_capacity(1024);
-    // Writing plain structs and strings into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut body, &envelope);
     Record {
-        body: String::from_utf8(body).unwrap_or_default(),
+        // Plain structs and strings: serialising cannot fail.
+        body: serde_json::to_string(&envelope).expect("the envelope serialises"),
         rec_type: rec_type.to_string(),
         key: device_id,
         created_ms: ms_since_epoch(now),
@@ -256,7 +254,7 @@ impl Serialize for ReadingJson<'_> {
         let r = self.0;
         let mut m = s.serialize_map(None)?;
         if let Some(c) = r.context_id {
-            m.serialize_entry("context_id", &c.to_string())?;
+            m.serialize_entry("context_id", &format_args!("{c}"))?;
         }
         if let Some(t) = r.time.and_then(reading_time) {
             m.serialize_entry("time", &t)?;

@@ -479,63 +479,49 @@ async fn spilled_backlog_then_kill(agent: &mut Agent, mqtt: &Mosquitto, from: u3
     agent.kill();
 }
 
-/// Start hubgate on the damaged buffer: it must come up, say loudly that it moved the
-/// database aside, and deliver new uplinks.
-async fn restart_on_damage(
-    agent: &mut Agent,
+/// hubgate with Kafka down spills FCnt 1..=20 (60 records) to `dir/buffer` and is killed;
+/// `damage` harms the buffer; hubgate starts on it with Kafka back and must come up, say
+/// loudly that it moved the database aside, and deliver new uplinks. Returns the brokers,
+/// the agent and what `damage` returned.
+async fn damage_and_restart<T>(
     dir: &Path,
-    mqtt: &Mosquitto,
-    kafka: &Kafka,
-    fresh: u32,
-    broken_before: usize,
     what: &str,
-) {
+    damage: impl FnOnce(&Path) -> T,
+) -> (Mosquitto, Kafka, Agent, T) {
+    let mqtt = Mosquitto::start(dir);
+    let mut kafka = Kafka::start(dir);
+    topics(&kafka);
+    let config = config_with(&dir.join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let mut agent = Agent::start(dir, &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    kafka.stop();
+    spilled_backlog_then_kill(&mut agent, &mqtt, 1, 20).await;
+    let damaged = damage(&dir.join("buffer"));
+    kafka.start_again();
+
     let log_before = read_log(dir).len();
     agent.start_again();
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     let log = read_log(dir)[log_before..].to_string();
     let broken = broken_dirs(dir);
     assert!(
-        log.contains("moved to") && broken.len() == broken_before + 1,
+        log.contains("moved to") && broken.len() == 1,
         "{what}: the damaged database was not moved aside (aside: {broken:?})\nlog:\n{log}"
     );
-    let batch: Vec<(String, String)> = uplinks_at(fresh).to_vec();
-    publish_all(mqtt.port(), &batch).await;
+    let fresh = 100;
+    publish_all(mqtt.port(), uplinks_at(fresh).as_slice()).await;
     let acked: Vec<(usize, u32)> = (0..3).map(|d| (d, fresh)).collect();
-    let v = verify(kafka, &acked);
+    let v = verify(&kafka, &acked);
     assert!(v.lost.is_empty(), "{what}: new uplinks lost: {:?}", v.lost);
     assert!(agent.alive(), "{what}: {}", agent.logs());
-}
-
-/// hubgate with Kafka down (so records spill), on a buffer in `dir/buffer`.
-fn damage_setup(dir: &Path) -> (Mosquitto, Kafka, Agent) {
-    let mqtt = Mosquitto::start(dir);
-    let kafka = Kafka::start(dir);
-    topics(&kafka);
-    let config = config_with(&dir.join("buffer"), &mqtt, &kafka, KEY, "", "");
-    let agent = Agent::start(dir, &config);
-    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
-    (mqtt, kafka, agent)
+    (mqtt, kafka, agent, damaged)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flipped_bytes_in_the_buffer_are_moved_aside_and_the_agent_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
-    let (mqtt, mut kafka, mut agent) = damage_setup(dir.path());
-    kafka.stop();
-    spilled_backlog_then_kill(&mut agent, &mqtt, 1, 20).await;
-    let flipped = flip_bytes(&dir.path().join("buffer"));
-    kafka.start_again();
-    restart_on_damage(
-        &mut agent,
-        dir.path(),
-        &mqtt,
-        &kafka,
-        100,
-        0,
-        "flipped bytes",
-    )
-    .await;
+    let (_mqtt, _kafka, mut agent, flipped) =
+        damage_and_restart(dir.path(), "flipped bytes", flip_bytes).await;
     assert!(
         read_log(dir.path()).contains("will not open"),
         "said loudly"
@@ -550,28 +536,18 @@ async fn flipped_bytes_in_the_buffer_are_moved_aside_and_the_agent_keeps_running
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_truncated_buffer_log_is_reported_and_what_is_left_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let (mqtt, mut kafka, mut agent) = damage_setup(dir.path());
-    kafka.stop();
-    spilled_backlog_then_kill(&mut agent, &mqtt, 1, 20).await;
-    let log_file = dir.path().join("buffer/sled/db");
-    let len = std::fs::metadata(&log_file).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log_file)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
-    kafka.start_again();
-    restart_on_damage(
-        &mut agent,
-        dir.path(),
-        &mqtt,
-        &kafka,
-        100,
-        0,
-        "truncated log",
-    )
-    .await;
+    let (_mqtt, _kafka, mut agent, ()) =
+        damage_and_restart(dir.path(), "truncated log", |buffer| {
+            let log_file = buffer.join("sled/db");
+            let len = std::fs::metadata(&log_file).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&log_file)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        })
+        .await;
     let log = read_log(dir.path());
     let said = log
         .lines()

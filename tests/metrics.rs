@@ -47,7 +47,6 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
     });
     agent.wait_metric(&format!("hubgate_mqtt_connected{broker}"), WAIT, |v| v == 1);
     agent.wait_metric("hubgate_kafka_connected", WAIT, |v| v == 1);
-    assert!(agent.has_metric("hubgate_kafka_connected"));
 
     // 5 uplinks per device, and one TBHH100 payload too short for its codec (sent packed).
     let n = 5;

@@ -62,7 +62,7 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
         if msg.lines().any(|l| l == "WATCHDOG=1") {
             assert!(
                 msg.lines()
-                    .any(|l| l.starts_with("STATUS=running: delivered 0")),
+                    .any(|l| l.starts_with("STATUS=status: in 0") && l.contains("out 0")),
                 "{msg:?}"
             );
             pings += 1;
@@ -71,10 +71,15 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
 
     let status = agent.terminate(WAIT);
     assert!(status.success(), "exit after SIGTERM: {status}");
+    // Everything hubgate sent is queued by now: read until STOPPING=1 or the queue is empty.
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut rest = Vec::new();
     while let Some(msg) = next(&sock, deadline) {
+        let stopping = msg.lines().any(|l| l == "STOPPING=1");
         rest.push(msg);
+        if stopping {
+            break;
+        }
     }
     assert!(
         rest.iter().any(|m| m.lines().any(|l| l == "STOPPING=1")),

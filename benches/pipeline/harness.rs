@@ -203,7 +203,8 @@ pub fn run(opts: &Options) -> Report {
     consumer.stop();
     // The warm-up connects the producer and the consumer; it is not a measurement.
     report.latency.remove(0);
-    report.spill_mode_write_per_record = (write_bytes(pid) - written) as f64 / seq as f64;
+    report.spill_mode_write_per_record =
+        write_bytes(pid).saturating_sub(written) as f64 / seq as f64;
     report.spill_mode_sled_growth_per_record =
         dir_bytes(&agent_dir.join("buffer")).saturating_sub(sled) as f64 / seq as f64;
     report.spill_mode_spilled = agent.metric(SPILLED);

@@ -123,30 +123,25 @@ impl SledStore {
     /// The database lost writes that had been flushed: keep it aside for inspection, carry
     /// what it still holds into a fresh one, and say so loudly.
     fn salvage(self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
-        let dir = self.dir.clone();
-        let old = self;
-        let aside = move_aside(&dir)?;
-        let mut fresh = Self::open_inner(&dir)
-            .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))?;
+        let aside = move_aside(&self.dir)?;
+        let mut fresh = Self::open_inner(&self.dir)
+            .map_err(|e| BufferError::Storage(format!("{}: {e}", self.dir.display())))?;
         let mut kept = 0u64;
-        for (from, to) in [
-            (&old.records, fresh.records.clone()),
-            (&old.dead, fresh.dead.clone()),
-        ] {
-            for item in from.iter().flatten() {
-                to.insert(item.0, item.1).map_err(err)?;
+        for (k, v) in self.records.iter().flatten() {
+            if let Some(seq) = seq_of(&k) {
+                fresh.insert(seq, v.to_vec())?;
                 kept += 1;
             }
         }
-        drop(old);
-        fresh.count = fresh.records.len() as u64;
-        fresh.bytes = fresh
-            .records
-            .iter()
-            .flatten()
-            .map(|(_, v)| v.len() as u64)
-            .sum();
-        fresh.highest = Some(flushed);
+        for (k, v) in self.dead.iter().flatten() {
+            if let Some(seq) = seq_of(&k) {
+                fresh.dead_letter(seq, v.to_vec())?;
+                kept += 1;
+            }
+        }
+        let dir = self.dir.clone();
+        drop(self);
+        fresh.highest = fresh.highest.max(Some(flushed));
         fresh.flush()?;
         log::error!(
             "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed up to #{flushed}): \

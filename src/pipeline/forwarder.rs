@@ -254,7 +254,7 @@ impl Forwarder {
                     return Ok(());
                 }
                 Err(SinkError::Reject(e)) => {
-                    return self.reject(seq, &record, &e, vec![frame.ack]);
+                    return self.reject(seq, &record, &e, [frame.ack]);
                 }
                 Err(e) => self.failed(&e, &record.rec_type),
             }
@@ -410,7 +410,7 @@ impl Forwarder {
         seq: u64,
         record: &Record,
         e: &str,
-        acks: Vec<Ack>,
+        acks: impl IntoIterator<Item = Ack>,
     ) -> Result<(), BufferError> {
         self.metrics.sink_errors.inc("reject");
         log::error!(
@@ -463,7 +463,7 @@ impl Forwarder {
             }
             match self.sink.send(seq, &record) {
                 Ok(()) => self.track(seq, record, Vec::new(), true),
-                Err(SinkError::Reject(e)) => self.reject(seq, &record, &e, Vec::new())?,
+                Err(SinkError::Reject(e)) => self.reject(seq, &record, &e, None)?,
                 Err(e) => {
                     self.failed(&e, &record.rec_type);
                     if !self.health.ready(Instant::now()) {

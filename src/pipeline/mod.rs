@@ -63,7 +63,7 @@ pub async fn run(
     std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
         crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
     })?;
-    warn_if_disk_smaller_than_cap(&cfg.buffer.path, cfg.buffer.max_bytes);
+    warn_if_disk_smaller_than_cap(&cfg.buffer);
     let store = SledStore::open(&cfg.buffer.path)?;
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
@@ -135,11 +135,7 @@ pub async fn run(
     notify::ready(&format!("running: {} source(s)", cfg.sources.len()));
     let status_metrics = metrics.clone();
     let watchdog = tokio::spawn(notify::watchdog(heartbeat, move || {
-        format!(
-            "running: delivered {}, buffered {}",
-            status_metrics.delivered.sum(),
-            status_metrics.buffer_records.get()
-        )
+        status_metrics.status_line(std::time::SystemTime::now())
     }));
     tokio::pin!(stop);
     let result = tokio::select! {
@@ -250,15 +246,17 @@ async fn rotate_credentials(
     }
 }
 
-/// A buffer that cannot reach its cap before the disk fills is worth a warning at start.
-fn warn_if_disk_smaller_than_cap(path: &std::path::Path, max_bytes: u64) {
-    let Some(free) = crate::buffer::disk_free(path) else {
+/// A buffer that cannot reach its cap before the disk fills is worth a warning at start
+/// (the same rule as `hubgate doctor`: room for `max_bytes` on top of `min_free`).
+fn warn_if_disk_smaller_than_cap(cfg: &crate::config::BufferConfig) {
+    let Some(free) = crate::buffer::disk_free(&cfg.path) else {
         return;
     };
-    if free < max_bytes {
+    let need = cfg.max_bytes.saturating_add(cfg.min_free);
+    if free < need {
         log::warn!(
-            "buffer: {} has {free} bytes free, less than buffer.max_bytes ({max_bytes}); a full disk is handled like a full buffer",
-            path.display()
+            "buffer: {} has {free} bytes free, less than buffer.max_bytes + min_free ({need}); a full disk is handled like a full buffer",
+            cfg.path.display()
         );
     }
 }

@@ -39,19 +39,20 @@ pub enum Ack {
     None,
     /// MQTT QoS 1: the PUBACK, handed to the source's acknowledging task (which waits for
     /// room in rumqttc's request queue, so a burst of acknowledgements is never dropped).
+    /// Only what a PUBACK needs is kept, not the message and its payload.
     Mqtt {
-        acks: tokio::sync::mpsc::UnboundedSender<rumqttc::Publish>,
-        publish: Box<rumqttc::Publish>,
+        acks: tokio::sync::mpsc::UnboundedSender<(rumqttc::QoS, u16)>,
+        qos: rumqttc::QoS,
+        pkid: u16,
     },
 }
 
 impl Ack {
     pub fn send(self) {
-        if let Ack::Mqtt { acks, publish } = self {
-            let pkid = publish.pkid;
+        if let Ack::Mqtt { acks, qos, pkid } = self {
             // Fails only when the MQTT source is gone; the broker then redelivers, which the
             // de-duplication window absorbs.
-            if acks.send(*publish).is_err() {
+            if acks.send((qos, pkid)).is_err() {
                 log::warn!(
                     "mqtt: could not acknowledge message {pkid}: the MQTT source has stopped"
                 );

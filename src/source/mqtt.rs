@@ -132,10 +132,13 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
 }
 
 /// PUBACKs in the order the pipeline releases them, waiting for room in the request queue.
-async fn send_acks(client: AsyncClient, mut acks: mpsc::UnboundedReceiver<Publish>) {
-    while let Some(p) = acks.recv().await {
+async fn send_acks(client: AsyncClient, mut acks: mpsc::UnboundedReceiver<(QoS, u16)>) {
+    while let Some((qos, pkid)) = acks.recv().await {
+        // rumqttc acknowledges by QoS and packet id; the rest of the message is not needed.
+        let mut p = Publish::new("", qos, Vec::new());
+        p.pkid = pkid;
         if let Err(e) = client.ack(&p).await {
-            log::warn!("mqtt: could not acknowledge message {}: {e}", p.pkid);
+            log::warn!("mqtt: could not acknowledge message {pkid}: {e}");
             return;
         }
     }
@@ -145,13 +148,14 @@ async fn send_acks(client: AsyncClient, mut acks: mpsc::UnboundedReceiver<Publis
 async fn forward(
     ctx: &Context,
     cfg: &MqttSourceConfig,
-    acks: &mpsc::UnboundedSender<Publish>,
+    acks: &mpsc::UnboundedSender<(QoS, u16)>,
     p: Publish,
 ) -> bool {
     let input = ctx.parse("mqtt", cfg.format, &p.payload);
     let ack = Ack::Mqtt {
         acks: acks.clone(),
-        publish: Box::new(p),
+        qos: p.qos,
+        pkid: p.pkid,
     };
     match input {
         Some(input) => ctx

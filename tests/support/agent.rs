@@ -153,7 +153,7 @@ impl Agent {
                 "hubgate metrics never came up:\n{}",
                 self.logs()
             );
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

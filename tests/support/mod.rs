@@ -645,14 +645,6 @@ impl Kafka {
         self.tansu.pid().is_some()
     }
 
-    /// tansu's and stunnel's log files.
-    pub fn log_paths(&self) -> (PathBuf, Option<PathBuf>) {
-        (
-            self.tansu.log.clone(),
-            self.stunnel.as_ref().map(|s| s.log.clone()),
-        )
-    }
-
     /// Tails of the logs, for assertion messages.
     pub fn logs(&self) -> String {
         [Some(&self.tansu), self.stunnel.as_ref()]
@@ -660,11 +652,6 @@ impl Kafka {
             .flatten()
             .map(|s| format!("\n--- {} ---\n{}", s.log.display(), log_tail(&s.log)))
             .collect()
-    }
-
-    /// The broker's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.tansu.pid()
     }
 }
 
