@@ -147,6 +147,9 @@ impl Forwarder {
                     None => inputs_open = false,
                 },
                 _ = tick.tick() => {
+                    if let Err(e) = self.sink.tick() {
+                        self.failed(&e, "");
+                    }
                     self.spill_slow()?;
                     self.unblock()?;
                 }

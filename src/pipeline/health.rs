@@ -96,6 +96,11 @@ impl SinkHealth {
                 Verdict::Parked(wait)
             }
             SinkError::Retry(_) | SinkError::Reject(_) => {
+                // The other records of a refused request fail with it: one escalation
+                // per round, not one per record.
+                if let Some(until) = self.retry_at.filter(|t| now < *t) {
+                    return Verdict::Backoff(until - now);
+                }
                 let wait = self.jitter(self.backoff);
                 self.retry_at = Some(now + wait);
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -139,11 +144,14 @@ mod tests {
     fn backoff_grows_with_jitter_and_resets_on_success() {
         let mut h = SinkHealth::new(Metrics::new());
         let now = Instant::now();
+        let mut at = now;
         let mut last = Duration::ZERO;
         for i in 0..8 {
-            let Verdict::Backoff(w) = h.failed(&SinkError::Retry("down".into()), "a", now) else {
+            // Each failure comes once the previous wait is over.
+            let Verdict::Backoff(w) = h.failed(&SinkError::Retry("down".into()), "a", at) else {
                 panic!()
             };
+            at += w;
             let cap = (BACKOFF_MIN * 2u32.pow(i)).min(BACKOFF_MAX);
             assert!(
                 w >= cap / 2 && w <= cap,
@@ -153,9 +161,20 @@ mod tests {
             last = w;
         }
         assert!(last >= BACKOFF_MAX / 2);
-        assert!(!h.ready(now));
+        assert!(!h.ready(at - Duration::from_millis(1)));
         h.succeeded("a");
         assert!(h.ready(now));
+        // Failures reported while already waiting do not escalate.
+        let Verdict::Backoff(first) = h.failed(&SinkError::Retry("down".into()), "a", now) else {
+            panic!()
+        };
+        for _ in 0..40 {
+            assert_eq!(
+                h.failed(&SinkError::Retry("down".into()), "a", now),
+                Verdict::Backoff(first)
+            );
+        }
+        assert_eq!(h.backoff, BACKOFF_MIN * 2);
     }
 
     #[test]

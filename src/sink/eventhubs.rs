@@ -95,8 +95,7 @@ pub fn client_config(connection_string: &str, cs: &ConnectionString) -> ClientCo
         .set("socket.keepalive.enable", "true")
         .set("message.max.bytes", "1000000")
         .set("batch.size", "1000000")
-        .set("compression.codec", "none")
-        .set("enable.idempotence", "false");
+        .set("compression.codec", "none");
     c
 }
 

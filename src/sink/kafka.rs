@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
@@ -19,9 +20,16 @@ const STATS_INTERVAL_MS: &str = "5000";
 
 /// Producer settings hubgate relies on, whatever the broker: every record confirmed by all
 /// in-sync replicas, and per-device order kept across retries.
+///
+/// Idempotence keeps librdkafka's own retries free of duplicates. The gap-less guarantee
+/// turns a record refused for good (`POLICY_VIOLATION`) into a fatal producer error, so
+/// nothing queued behind it can overtake it: the sink builds a new producer and the
+/// forwarder sends the refused record and everything after it again, in order.
 pub fn base_config() -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000")
@@ -87,9 +95,29 @@ struct BrokerStats {
 }
 
 impl ClientContext for DeliveryContext {
+    /// librdkafka's log, less what the gap-less guarantee makes routine: its "experimental"
+    /// warning at every start and the fatal error it raises for a refused record (the
+    /// refusal is counted and logged as a sink error; the producer is replaced).
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let routine = log_message.contains("enable.gapless.guarantee")
+            || log_message.contains("Gap-less ordering");
+        let level = if routine {
+            RDKafkaLogLevel::Debug
+        } else {
+            level
+        };
+        DefaultClientContext.log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.metrics.kafka_connected.set("", 0);
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => self.metrics.kafka_connected.set("", 0),
+            // The sink replaces the producer at its next tick and says why.
+            Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::GaplessGuarantee) => {
+                log::debug!("kafka: {error}: {reason}");
+                return;
+            }
+            _ => {}
         }
         log::warn!("kafka: {error}: {reason}");
     }
@@ -157,7 +185,24 @@ pub fn present_hubs(md: &rdkafka::metadata::Metadata) -> std::collections::HashM
 
 pub struct KafkaSink {
     producer: ThreadedProducer<DeliveryContext>,
+    /// Kept to build a new producer when this one fails for good.
+    config: ClientConfig,
     topics: BTreeMap<String, String>,
+    deliveries: Deliveries,
+    metrics: Arc<Metrics>,
+}
+
+fn create(
+    config: &ClientConfig,
+    deliveries: &Deliveries,
+    metrics: &Arc<Metrics>,
+) -> Result<ThreadedProducer<DeliveryContext>, OpenError> {
+    config
+        .create_with_context(DeliveryContext {
+            deliveries: deliveries.clone(),
+            metrics: metrics.clone(),
+        })
+        .map_err(|e| OpenError(format!("cannot create the Kafka producer: {e}")))
 }
 
 impl KafkaSink {
@@ -172,13 +217,14 @@ impl KafkaSink {
         if metrics.kafka_connected.get("").is_none() {
             metrics.kafka_connected.set("", 0);
         }
-        let producer = config
-            .create_with_context(DeliveryContext {
-                deliveries,
-                metrics,
-            })
-            .map_err(|e| OpenError(format!("cannot create the Kafka producer: {e}")))?;
-        Ok(KafkaSink { producer, topics })
+        let producer = create(&config, &deliveries, &metrics)?;
+        Ok(KafkaSink {
+            producer,
+            config,
+            topics,
+            deliveries,
+            metrics,
+        })
     }
 
     fn topic<'a>(&'a self, rec_type: &'a str) -> &'a str {
@@ -191,6 +237,9 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+        if let Some((_, reason)) = self.producer.client().fatal_error() {
+            return Err(SinkError::Retry(format!("the producer failed: {reason}")));
+        }
         let record = BaseRecord::with_opaque_to(self.topic(&rec.rec_type), Box::new(seq))
             .key(rec.key.as_bytes())
             .payload(rec.body.as_bytes());
@@ -219,6 +268,36 @@ impl Sink for KafkaSink {
         )
     }
 
+    /// A producer that failed for good takes no more records: replace it. After a record
+    /// refused for good (the gap-less guarantee, see [`base_config`]) the new one has the
+    /// same settings; after anything else (a broker that will not give this client a
+    /// producer id) it does without idempotence.
+    ///
+    /// The old producer reports everything it still held as failed while it is dropped;
+    /// the `Err` makes the forwarder back off, so it takes those reports before it sends
+    /// from the oldest record again and nothing overtakes them.
+    fn tick(&mut self) -> Result<(), SinkError> {
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return Ok(());
+        };
+        if code == RDKafkaErrorCode::GaplessGuarantee {
+            log::debug!("kafka: {reason}; new producer");
+        } else {
+            log::warn!(
+                "kafka: the idempotent producer failed for good ({code}: {reason}); going on \
+                 without idempotence (a retried request may then write a record twice; \
+                 consumers de-duplicate by record id)"
+            );
+            self.config
+                .set("enable.idempotence", "false")
+                .set("enable.gapless.guarantee", "false");
+        }
+        let producer = create(&self.config, &self.deliveries, &self.metrics)
+            .map_err(|e| SinkError::Retry(e.0))?;
+        drop(std::mem::replace(&mut self.producer, producer));
+        Err(SinkError::Retry(format!("new producer after: {reason}")))
+    }
+
     fn flush(&mut self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {
             log::warn!(
@@ -226,5 +305,103 @@ impl Sink for KafkaSink {
                 self.producer.in_flight_count()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::bindings::rd_kafka_resp_err_t as Err;
+    use rdkafka::mocking::MockCluster;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    const TOPIC: &str = "io.microshare.environment.unpacked";
+
+    fn record(n: u64) -> Record {
+        Record {
+            id: format!("r{n}"),
+            rec_type: TOPIC.into(),
+            key: "58-A0-CB-00-00-10-12-34".into(),
+            created_ms: 0,
+            body: format!("{{\"n\":{n}}}"),
+        }
+    }
+
+    fn sink(bootstrap: &str) -> (KafkaSink, UnboundedReceiver<Delivery>) {
+        let mut c = base_config();
+        c.set("bootstrap.servers", bootstrap)
+            .set("message.timeout.ms", "10000");
+        let (tx, rx) = unbounded_channel();
+        let sink = KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new()).unwrap();
+        (sink, rx)
+    }
+
+    /// Make the sink's producer fail for good, as librdkafka does on a broker's say-so.
+    fn fail_for_good(sink: &KafkaSink, err: Err) {
+        // SAFETY: a live client handle and a NUL-terminated reason.
+        let raised = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                sink.producer.client().native_ptr(),
+                err,
+                c"injected by the test".as_ptr(),
+            )
+        };
+        assert_eq!(raised, Err::RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+
+    async fn next(rx: &mut UnboundedReceiver<Delivery>) -> Delivery {
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a delivery report in time")
+            .expect("the channel is open")
+    }
+
+    fn idempotent(sink: &KafkaSink) -> Option<&str> {
+        sink.config.get("enable.idempotence")
+    }
+
+    /// A record refused for good fails the producer (gap-less guarantee): records are
+    /// refused until the next tick replaces it, what it still held comes back as a retry,
+    /// and a new producer with the same settings takes them all.
+    #[tokio::test]
+    async fn a_producer_failed_by_a_gap_is_replaced_as_it_was() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let (mut sink, mut rx) = sink(&mock.bootstrap_servers());
+        sink.send(1, &record(1)).unwrap();
+        assert_eq!(next(&mut rx).await.result, Ok(()));
+        mock.broker_down(1).unwrap();
+        sink.send(2, &record(2)).unwrap();
+        fail_for_good(&sink, Err::RD_KAFKA_RESP_ERR__GAPLESS_GUARANTEE);
+        assert!(matches!(sink.send(3, &record(3)), Err(SinkError::Retry(_))));
+        assert!(matches!(sink.tick(), Err(SinkError::Retry(_))));
+        assert_eq!(sink.tick(), Ok(()), "replaced once");
+        let held = next(&mut rx).await;
+        assert_eq!(held.seq, 2);
+        assert!(matches!(held.result, Err(SinkError::Retry(_))), "{held:?}");
+        assert_eq!(idempotent(&sink), Some("true"));
+        mock.broker_up(1).unwrap();
+        sink.send(2, &record(2)).unwrap();
+        sink.send(3, &record(3)).unwrap();
+        for seq in [2, 3] {
+            let d = next(&mut rx).await;
+            assert_eq!((d.seq, d.result), (seq, Ok(())));
+        }
+    }
+
+    /// A broker that will not have this client as an idempotent producer: hubgate goes on
+    /// without idempotence rather than not at all.
+    #[tokio::test]
+    async fn a_producer_refused_idempotence_goes_on_without() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let (mut sink, mut rx) = sink(&mock.bootstrap_servers());
+        fail_for_good(&sink, Err::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
+        assert!(matches!(sink.send(1, &record(1)), Err(SinkError::Retry(_))));
+        assert!(matches!(sink.tick(), Err(SinkError::Retry(_))));
+        assert_eq!(idempotent(&sink), Some("false"));
+        sink.send(1, &record(1)).unwrap();
+        let d = next(&mut rx).await;
+        assert_eq!((d.seq, d.result), (1, Ok(())));
     }
 }
