@@ -44,6 +44,11 @@ pub trait Store: Send {
     /// Bytes still free for an unprivileged writer on the storage's file system, where
     /// there is one.
     fn disk_free(&self) -> Option<u64>;
+    /// When empty, give back the disk space drained records still take; `Some((before,
+    /// after))` in bytes when it did.
+    fn reclaim(&mut self) -> Result<Option<(u64, u64)>, BufferError> {
+        Ok(None)
+    }
 }
 
 /// Bytes an unprivileged writer may still use on the file system holding `path`.
@@ -228,7 +233,17 @@ impl Buffer {
 
     pub fn remove(&mut self, seq: u64) -> Result<(), BufferError> {
         self.store.remove(seq)?;
+        self.removed()
+    }
+
+    /// After records left: gauges, and the space back once the buffer has drained.
+    fn removed(&mut self) -> Result<(), BufferError> {
         self.update_gauges();
+        if self.is_empty() {
+            if let Some((before, after)) = self.store.reclaim()? {
+                log::info!("buffer drained: database shrunk from {before} to {after} bytes");
+            }
+        }
         Ok(())
     }
 
@@ -262,8 +277,7 @@ impl Buffer {
         self.store.dead_letter(seq, encode(rec))?;
         self.store.remove(seq)?;
         self.metrics.dead_lettered.inc();
-        self.update_gauges();
-        Ok(())
+        self.removed()
     }
 }
 
@@ -368,5 +382,54 @@ mod tests {
         let (mut b, m) = buffer_on(MemoryStore::with_disk_free(10), 1 << 20, WhenFull::Block);
         assert_eq!(b.push(0, &rec(0)).unwrap(), Pushed::Full);
         assert_eq!(m.dropped_disk_full.get(), 0);
+    }
+
+    fn dir_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    dir_bytes(&e.path())
+                } else {
+                    m.len()
+                }
+            })
+            .sum()
+    }
+
+    /// The last delivery of a large backlog gives the disk space back.
+    #[test]
+    fn draining_a_large_backlog_gives_the_disk_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let cfg = BufferConfig {
+            path: dir.path().to_path_buf(),
+            min_free: 0,
+            ..BufferConfig::default()
+        };
+        let mut b = Buffer::new(Box::new(store), &cfg, Metrics::new());
+        let mut big = rec(0);
+        big.body = "x".repeat(1000);
+        for seq in 0..10_000 {
+            b.push(seq, &big).unwrap();
+            if seq % 256 == 255 {
+                b.flush().unwrap();
+            }
+        }
+        b.flush().unwrap();
+        let full = dir_bytes(dir.path());
+        for seq in 0..9_999 {
+            b.remove(seq).unwrap();
+        }
+        b.flush().unwrap();
+        assert!(
+            dir_bytes(dir.path()) >= full,
+            "sled does not shrink by itself"
+        );
+        b.remove(9_999).unwrap();
+        let drained = dir_bytes(dir.path());
+        assert!(drained * 4 < full, "{full} -> {drained} bytes");
     }
 }

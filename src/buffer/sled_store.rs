@@ -10,6 +10,12 @@
 //! the flush succeeded, also in a small file beside it (`hubgate-flushed`). A database
 //! whose stored mark is below the file's has lost flushed writes: it is moved aside, what
 //! it still holds is copied into a fresh one, and the loss is reported.
+//!
+//! sled never gives disk space back (and grows several times the live data under churn),
+//! so once the buffer has drained and the database is larger than [`RECLAIM_ABOVE`], it is
+//! rebuilt: a fresh database with the dead letters and the mark is written next to it
+//! (`sled.new`) and swapped in (the old one goes via `sled.old`). Opening finishes or
+//! undoes a swap a power cut interrupted.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +25,8 @@ const DB_DIR: &str = "sled";
 /// The high-water mark file, inside the database directory (moved aside with it).
 const MARK_FILE: &str = "hubgate-flushed";
 const MARK_KEY: &[u8] = b"max_seq";
+/// A drained database larger than this is rebuilt to give the space back.
+pub const RECLAIM_ABOVE: u64 = 8 << 20;
 
 pub struct SledStore {
     db: sled::Db,
@@ -50,6 +58,7 @@ impl SledStore {
         // The database is a directory of its own inside the buffer directory, so it can be
         // moved aside where systemd's StateDirectory= is the only writable place.
         let dir = &buffer_dir.join(DB_DIR);
+        finish_swap(dir)?;
         let store = match Self::open_inner(dir) {
             Ok(s) => s,
             Err(e) if dir.exists() && !is_busy(&e) => {
@@ -156,6 +165,40 @@ impl SledStore {
     }
 }
 
+/// `sled.new` and `sled.old` beside `dir` (the database directory).
+fn swap_dirs(dir: &Path) -> (PathBuf, PathBuf) {
+    (with_suffix(dir, ".new"), with_suffix(dir, ".old"))
+}
+
+fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Finish or undo a space-reclaiming swap (see [`SledStore::reclaim`]) a power cut
+/// interrupted. `sled.new` is complete (flushed) before the swap starts, so: without
+/// `sled`, it replaces it; with `sled`, it was never swapped in and goes. A `sled.old`
+/// left behind is the drained database it replaced.
+fn finish_swap(dir: &Path) -> Result<(), BufferError> {
+    let (new, old) = swap_dirs(dir);
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        BufferError::Storage(format!("{what} {}: {e}", p.display()))
+    };
+    if new.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&new).map_err(|e| io("removing", &new, e))?;
+        } else {
+            log::warn!("buffer: completing the swap a restart interrupted");
+            std::fs::rename(&new, dir).map_err(|e| io("renaming", &new, e))?;
+        }
+    }
+    if old.exists() && dir.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| io("removing", &old, e))?;
+    }
+    Ok(())
+}
+
 fn read_mark(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join(MARK_FILE)).ok()?;
     match text.trim().parse() {
@@ -203,9 +246,7 @@ fn aside_name(dir: &Path) -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut name = dir.as_os_str().to_owned();
-    name.push(format!(".broken-{stamp}"));
-    PathBuf::from(name)
+    with_suffix(dir, &format!(".broken-{stamp}"))
 }
 
 fn seq_of(key: &[u8]) -> Option<u64> {
@@ -298,6 +339,44 @@ impl Store for SledStore {
 
     fn disk_free(&self) -> Option<u64> {
         super::disk_free(&self.dir)
+    }
+
+    /// Rebuild a drained database that grew past [`RECLAIM_ABOVE`]: write a fresh one with
+    /// the dead letters and the mark in `sled.new`, flush it, swap it in, delete the old.
+    fn reclaim(&mut self) -> Result<Option<(u64, u64)>, BufferError> {
+        if self.count != 0 {
+            return Ok(None);
+        }
+        let before = self.db.size_on_disk().map_err(err)?;
+        if before <= RECLAIM_ABOVE {
+            return Ok(None);
+        }
+        let storage = |e: sled::Error| BufferError::Storage(format!("{}: {e}", self.dir.display()));
+        let (new, old) = swap_dirs(&self.dir);
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            BufferError::Storage(format!("{what} {}: {e}", p.display()))
+        };
+        if new.exists() {
+            std::fs::remove_dir_all(&new).map_err(|e| io("removing", &new, e))?;
+        }
+        {
+            let mut fresh = Self::open_inner(&new).map_err(storage)?;
+            for (k, v) in self.dead.iter().flatten() {
+                if let Some(seq) = seq_of(&k) {
+                    fresh.dead_letter(seq, v.to_vec())?;
+                }
+            }
+            fresh.highest = self.highest;
+            fresh.flush()?;
+        }
+        // Our database stays open (and locked) through the renames; it is closed below.
+        std::fs::rename(&self.dir, &old).map_err(|e| io("renaming", &self.dir, e))?;
+        std::fs::rename(&new, &self.dir).map_err(|e| io("renaming", &new, e))?;
+        let fresh = Self::open_inner(&self.dir).map_err(storage)?;
+        drop(std::mem::replace(self, fresh));
+        std::fs::remove_dir_all(&old).map_err(|e| io("removing", &old, e))?;
+        let after = self.db.size_on_disk().map_err(err)?;
+        Ok(Some((before, after)))
     }
 
     fn purge(&mut self) -> Result<u64, BufferError> {
@@ -422,5 +501,102 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(asides(dir.path()), 1);
         assert_eq!(seqs(&s, None), left);
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != DB_DIR)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Fill past the reclaim size with `n` records and `dead` dead letters, flushing as the
+    /// forwarder does, then deliver every record.
+    fn fill_and_drain(s: &mut SledStore, n: u64, dead: u64) {
+        for seq in 0..n {
+            s.insert(seq, vec![seq as u8; 1000]).unwrap();
+            if seq % 256 == 255 {
+                s.flush().unwrap();
+            }
+        }
+        for seq in n..n + dead {
+            s.dead_letter(seq, vec![7; 100]).unwrap();
+        }
+        s.flush().unwrap();
+        for seq in 0..n {
+            s.remove(seq).unwrap();
+        }
+        s.flush().unwrap();
+    }
+
+    #[test]
+    fn a_drained_database_gives_its_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        s.insert(0, vec![1; 1000]).unwrap();
+        assert_eq!(s.reclaim().unwrap(), None, "records left: nothing to do");
+        fill_and_drain(&mut s, 12_000, 3);
+        let (before, after) = s.reclaim().unwrap().expect("rebuilt");
+        assert!(before > RECLAIM_ABOVE, "{before}");
+        assert!(after * 4 < before, "{before} -> {after}");
+        assert_eq!(s.db.size_on_disk().unwrap(), after);
+        assert_eq!(s.reclaim().unwrap(), None, "small now");
+        assert_eq!((s.usage(), s.dead_letters()), ((0, 0), 3));
+        assert_eq!(
+            s.last_seq(),
+            Some(12_002),
+            "sequence numbers are not reused"
+        );
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+        // Still a working buffer, and it opens quietly.
+        s.insert(12_003, vec![2; 10]).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!((s.usage(), s.dead_letters()), ((1, 10), 3));
+        assert_eq!(s.last_seq(), Some(12_003));
+        assert_eq!(asides(dir.path()), 0);
+    }
+
+    /// A power cut before the swap leaves a complete `sled.new` beside the old database;
+    /// one between the two renames leaves `sled.new` and `sled.old` without `sled`.
+    #[test]
+    fn an_interrupted_swap_is_undone_or_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_DIR);
+        let (new, old) = swap_dirs(&db);
+        // Before the swap: the old database is kept, the new one goes.
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            s.insert(5, vec![5; 10]).unwrap();
+            s.flush().unwrap();
+        }
+        std::fs::create_dir(&new).unwrap();
+        std::fs::write(new.join("db"), b"half-built").unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![5]);
+        assert!(leftovers(dir.path()).is_empty());
+        drop(s);
+        // Between the renames: the new database takes its place, the old one goes.
+        std::fs::rename(&db, &new).unwrap();
+        std::fs::create_dir(&old).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![5]);
+        assert!(leftovers(dir.path()).is_empty());
+        drop(s);
+        // After the renames, before the old one was deleted.
+        std::fs::create_dir(&old).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![5]);
+        assert!(leftovers(dir.path()).is_empty());
+        assert_eq!(asides(dir.path()), 0);
     }
 }
