@@ -385,6 +385,8 @@ impl Store for SledStore {
         self.count = 0;
         self.bytes = 0;
         self.flush()?;
+        // An operator who purges wants the space back, too.
+        self.reclaim()?;
         Ok(n)
     }
 }
@@ -540,6 +542,16 @@ mod tests {
         s.insert(0, vec![1; 1000]).unwrap();
         assert_eq!(s.reclaim().unwrap(), None, "records left: nothing to do");
         fill_and_drain(&mut s, 12_000, 3);
+        let purged = tempfile::tempdir().unwrap();
+        let mut p = SledStore::open(purged.path()).unwrap();
+        for seq in 0..12_000 {
+            p.insert(seq, vec![1; 1000]).unwrap();
+        }
+        assert_eq!(p.purge().unwrap(), 12_000);
+        assert!(
+            p.db.size_on_disk().unwrap() <= RECLAIM_ABOVE,
+            "purge gives space back"
+        );
         let (before, after) = s.reclaim().unwrap().expect("rebuilt");
         assert!(before > RECLAIM_ABOVE, "{before}");
         assert!(after * 4 < before, "{before} -> {after}");
