@@ -95,6 +95,9 @@ enum BufferAction {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        end_quietly_on_closed_output();
+    }
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config, print } => check(&config, print),
@@ -122,6 +125,17 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// The one-shot commands print and exit: when the reader of their output goes away
+/// (`hubgate buffer export | head`) they end as other command-line tools do, by SIGPIPE,
+/// instead of panicking in `println!`. `run` keeps Rust's default (a write error, not
+/// death), so a closed stdout never kills the agent.
+fn end_quietly_on_closed_output() {
+    // SAFETY: restores a signal's default disposition; no handler code is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -228,3 +228,36 @@ fn every_listed_codec_decodes_with_its_rec_type() {
     }
     assert!(count >= 40, "only {count} codecs listed");
 }
+
+/// `hubgate configfile | head -1`, `hubgate buffer export | head`: a reader that goes away
+/// ends the command by SIGPIPE, like any other tool, never with a panic.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [
+        &["configfile"][..],
+        &["codecs"],
+        &["check", "--print", "-c"],
+    ] {
+        let mut args = args.to_vec();
+        let demo = repo("config/demo.toml");
+        if args.last() == Some(&"-c") {
+            args.push(&demo);
+        }
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?}",
+            o.status
+        );
+    }
+}
