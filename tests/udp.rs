@@ -183,3 +183,35 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// A port already taken stops the start with one clear line, instead of an agent running
+/// without its packet forwarder source.
+#[test]
+fn a_taken_port_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[metrics]\nlisten = \"off\"\n[[source]]\ntype = \"udp\"\nlisten = \"{addr}\"\n[sink]\ntype = \"stdout\"\n",
+            dir.path().join("buffer").display()
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("udp source: cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("buffer").exists(), "nothing started");
+}

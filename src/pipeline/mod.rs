@@ -31,6 +31,8 @@ pub enum RunError {
     Sink(#[from] crate::sink::OpenError),
     #[error("LoRaWAN sessions: {0}")]
     Lorawan(#[from] crate::lorawan::LorawanError),
+    #[error("udp source: cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
 }
 
 /// Run the agent until `stop` resolves or every source has ended and all is delivered.
@@ -59,6 +61,18 @@ pub async fn run(
             metrics.clone(),
             cfg.metrics.status_interval,
         )));
+    }
+    // Listening sockets are bound before anything starts: a port already taken stops the
+    // start with a clear error rather than leaving a source silently missing, and READY
+    // means every source listens.
+    let mut udp_sockets = std::collections::VecDeque::new();
+    for src in &cfg.sources {
+        if let SourceConfig::Udp(u) = src {
+            let socket = tokio::net::UdpSocket::bind(u.listen)
+                .await
+                .map_err(|e| RunError::Listen(u.listen, e))?;
+            udp_sockets.push_back(socket);
+        }
     }
     std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
         crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
@@ -109,7 +123,10 @@ pub async fn run(
                     .unwrap_or_else(|| format!("hubgate-{}", cfg.gateway_id));
                 tokio::spawn(source::mqtt::run(m.clone(), client_id, ctx))
             }
-            SourceConfig::Udp(u) => tokio::spawn(source::udp::run(u.listen, u.gateway_status, ctx)),
+            SourceConfig::Udp(u) => {
+                let socket = udp_sockets.pop_front().expect("bound above, in this order");
+                tokio::spawn(source::udp::run(socket, u.gateway_status, ctx))
+            }
             SourceConfig::Replay(r) => tokio::spawn(source::replay::run(
                 r.path.clone(),
                 r.format,

@@ -12,15 +12,12 @@ use tokio::net::UdpSocket;
 use super::gwmp::{self, Packet};
 use super::{Ack, Context, Frame, Input};
 
-pub async fn run(listen: SocketAddr, gateway_status: bool, ctx: Context) {
-    let socket = match UdpSocket::bind(listen).await {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("udp: cannot listen on {listen}: {e}");
-            return;
-        }
-    };
-    log::info!("udp: packet forwarder source on {listen}");
+/// Serve the packet forwarder on `socket` (bound by the pipeline before start-up).
+pub async fn run(socket: UdpSocket, gateway_status: bool, ctx: Context) {
+    match socket.local_addr() {
+        Ok(a) => log::info!("udp: packet forwarder source on {a}"),
+        Err(e) => log::info!("udp: packet forwarder source (address unknown: {e})"),
+    }
     let mut stopping = ctx.stopping.clone();
     // The largest GWMP datagram (several rxpk of 255-byte frames in base64) fits easily.
     let mut buf = vec![0u8; 65_535];
