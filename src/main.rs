@@ -372,6 +372,9 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
             println!("path: {}", cfg.buffer.path.display());
             println!("records: {n}");
             println!("bytes: {bytes}");
+            if let Ok(n) = store.size_on_disk() {
+                println!("on disk: {n}");
+            }
             println!("dead letters: {}", store.dead_letters());
             let oldest = store.scan(None, 1).ok().and_then(|v| v.into_iter().next());
             if let Some(Ok(rec)) = oldest.map(|(_, bytes)| buffer::decode(&bytes)) {

@@ -261,3 +261,86 @@ fn a_closed_output_pipe_ends_quietly() {
         );
     }
 }
+
+/// `hubgate buffer stats|export|purge` on a buffer left by an outage: the numbers, every
+/// record as one JSON line in order with progress on stderr, and a purge that gives the
+/// disk space back.
+#[test]
+fn buffer_stats_export_and_purge() {
+    use hubgate::buffer::{encode, SledStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let n = 10_000u64;
+    let bodies: Vec<String> = (0..n)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"pad\":\"{}\"}}", "x".repeat(900)))
+        .collect();
+    let mut bytes = 0;
+    {
+        let mut store = SledStore::open(&buffer).unwrap();
+        for (seq, body) in (0..n).zip(&bodies) {
+            let rec = hubgate::record::Record {
+                id: format!("r{seq}"),
+                rec_type: "io.microshare.environment.unpacked".into(),
+                key: "58-A0-CB-00-00-10-12-34".into(),
+                created_ms: hubgate::record::ms_since_epoch(std::time::SystemTime::now()),
+                body: body.clone(),
+            };
+            let value = encode(&rec);
+            bytes += value.len();
+            store.insert(seq, value).unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n",
+            buffer.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let field = |o: &Output, name: &str| -> u64 {
+        stdout(o)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name:?} in {}", stdout(o)))
+            .parse()
+            .unwrap()
+    };
+
+    let stats = hubgate(&["buffer", "stats", "-c", cfg]);
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    assert_eq!(field(&stats, "records"), n);
+    assert_eq!(field(&stats, "bytes"), bytes as u64);
+    assert_eq!(field(&stats, "dead letters"), 0);
+    let on_disk = field(&stats, "on disk");
+    assert!(on_disk >= bytes as u64, "{on_disk}");
+    assert!(stdout(&stats).contains("oldest: "), "{}", stdout(&stats));
+
+    let export = hubgate(&["buffer", "export", "-c", cfg]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let lines: Vec<String> = stdout(&export).lines().map(String::from).collect();
+    assert_eq!(lines, bodies, "every record, oldest first, one per line");
+    let export_log = stderr(&export);
+    let progress: Vec<&str> = export_log
+        .lines()
+        .filter(|l| l.contains("exported"))
+        .map(|l| l.trim_start_matches("hubgate: "))
+        .collect();
+    assert_eq!(progress.first(), Some(&"exported 1000 of 10000 record(s)"));
+    assert_eq!(progress.last(), Some(&"exported 10000 of 10000 record(s)"));
+    assert_eq!(progress.len(), 10);
+
+    let purge = hubgate(&["buffer", "purge", "-c", cfg]);
+    assert!(purge.status.success(), "{}", stderr(&purge));
+    assert_eq!(stdout(&purge).trim(), format!("purged {n} record(s)"));
+    let stats = hubgate(&["buffer", "stats", "-c", cfg]);
+    assert_eq!(field(&stats, "records"), 0);
+    let after = field(&stats, "on disk");
+    assert!(
+        after * 4 < on_disk,
+        "purge gives the space back: {on_disk} -> {after}"
+    );
+}

@@ -115,6 +115,11 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Bytes the database takes on disk (more than the records: see [`RECLAIM_ABOVE`]).
+    pub fn size_on_disk(&self) -> Result<u64, BufferError> {
+        self.db.size_on_disk().map_err(err)
+    }
+
     /// The high-water mark sled itself holds (written at every flush).
     fn stored_mark(&self) -> Option<u64> {
         self.meta
@@ -347,7 +352,7 @@ impl Store for SledStore {
         if self.count != 0 {
             return Ok(None);
         }
-        let before = self.db.size_on_disk().map_err(err)?;
+        let before = self.size_on_disk()?;
         if before <= RECLAIM_ABOVE {
             return Ok(None);
         }
@@ -375,7 +380,7 @@ impl Store for SledStore {
         let fresh = Self::open_inner(&self.dir).map_err(storage)?;
         drop(std::mem::replace(self, fresh));
         std::fs::remove_dir_all(&old).map_err(|e| io("removing", &old, e))?;
-        let after = self.db.size_on_disk().map_err(err)?;
+        let after = self.size_on_disk()?;
         Ok(Some((before, after)))
     }
 
