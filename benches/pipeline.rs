@@ -14,7 +14,8 @@ use harness::Options;
 
 fn usage() -> &'static str {
     "usage: bench.sh [--smoke] [--tls] [--records N] [--drain-records N] [--devices N]\n\
-     \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--set KEY=VALUE]... [--dir DIR]\n\
+     \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--set KEY=VALUE]...\n\
+     \x20               [--buffer KEY=VALUE]... [--dir DIR]\n\
      --smoke          a few seconds, small counts (what `cargo test` runs)\n\
      --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
      --records        backlog of the throughput run and of the broker-alone ceiling (200000)\n\
@@ -23,6 +24,7 @@ fn usage() -> &'static str {
      --rates          fixed-rate latency runs (100:10,1000:10,10000:5)\n\
      --mqtt-inflight  mosquitto max_inflight_messages towards hubgate (1000)\n\
      --set            librdkafka property for hubgate's producer, e.g. --set linger.ms=0\n\
+     --buffer         hubgate [buffer] setting (a TOML value), e.g. --buffer max_in_flight=2000\n\
      --dir            keep the services' and hubgate's files and logs there"
 }
 
@@ -53,12 +55,17 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--devices" => o.devices = number(value()?)?.max(1),
             "--mqtt-inflight" => o.mqtt_inflight = number(value()?)? as u32,
             "--dir" => o.dir = Some(value()?.into()),
-            "--set" => {
+            "--set" | "--buffer" => {
                 let v = value()?;
                 let (k, val) = v
                     .split_once('=')
-                    .ok_or_else(|| format!("--set {v:?}: expected KEY=VALUE"))?;
-                o.properties.push((k.into(), val.into()));
+                    .ok_or_else(|| format!("{a} {v:?}: expected KEY=VALUE"))?;
+                let to = if a == "--set" {
+                    &mut o.properties
+                } else {
+                    &mut o.buffer
+                };
+                to.push((k.into(), val.into()));
             }
             "--rates" => {
                 o.rates = value()?
