@@ -20,7 +20,7 @@ fn usage() -> &'static str {
      --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
      --records        backlog of the throughput run and of the broker-alone ceiling (200000)\n\
      --drain-records  records spilled during the outage, then drained (200000; 1000000 works;\n\
-     \x20                keep it well above max_in_flight, 10000, or librdkafka holds them all)\n\
+     \x20                keep it well above max_in_flight, 2000, or librdkafka holds them all)\n\
      --rates          fixed-rate latency runs (100:10,1000:10,10000:5)\n\
      --mqtt-inflight  mosquitto max_inflight_messages towards hubgate (1000)\n\
      --set            librdkafka property for hubgate's producer, e.g. --set linger.ms=0\n\
