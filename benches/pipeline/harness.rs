@@ -47,6 +47,8 @@ pub struct Options {
 
     /// mosquitto's `max_inflight_messages`: unacknowledged QoS 1 messages it sends hubgate.
     pub mqtt_inflight: u32,
+    /// mosquitto's `set_tcp_nodelay` (its default is off: Nagle delays its PUBLISHes).
+    pub mqtt_nodelay: bool,
     /// Extra librdkafka properties for hubgate's producer (`[sink.properties]`).
     pub properties: Vec<(String, String)>,
     /// Extra `[buffer]` settings (TOML values), e.g. `max_in_flight = 2000`.
@@ -68,6 +70,7 @@ impl Default for Options {
             drain_records: 200_000,
             tls: false,
             mqtt_inflight: 1000,
+            mqtt_nodelay: false,
             properties: Vec::new(),
             buffer: Vec::new(),
             dir: None,
@@ -149,8 +152,8 @@ pub fn run(opts: &Options) -> Report {
     let mqtt = Mosquitto::start_with(
         &dir.join("mqtt"),
         &format!(
-            "log_type error\nlog_type warning\nmax_inflight_messages {}\n",
-            opts.mqtt_inflight
+            "log_type error\nlog_type warning\nmax_inflight_messages {}\nset_tcp_nodelay {}\n",
+            opts.mqtt_inflight, opts.mqtt_nodelay
         ),
     );
     let mut kafka = if opts.tls {
@@ -171,8 +174,8 @@ pub fn run(opts: &Options) -> Report {
         },
         ..Report::default()
     };
-    report.ceiling_per_s = ceiling(&kafka, &load, opts.records);
-    report.broker_latency = broker_latency(&kafka, &load, &opts.rates);
+    report.ceiling_per_s = ceiling(&kafka, &load, opts);
+    report.broker_latency = broker_latency(&kafka, &load, opts);
 
     // Start-up, idle, latency at fixed rates.
     let agent_dir = dir.join("hubgate");
@@ -479,7 +482,9 @@ impl LatencyConsumer {
             .set("group.id", unique("bench"))
             .set("enable.auto.commit", "false")
             // Ask again soon when nothing is there: the read-back time is what is measured.
-            .set("fetch.wait.max.ms", "5")
+            // tansu answers a fetch with nothing new only after this wait, and a record
+            // arriving meanwhile waits with it: 5 ms here added ~4 ms to every p50.
+            .set("fetch.wait.max.ms", "1")
             .create()
             .expect("create the latency consumer");
         // From the current end: the ceiling's records are not part of the latency runs.
@@ -585,9 +590,10 @@ impl ProducerContext for Counting {
 
 /// The broker alone: `n` records like hubgate's, sent with hubgate's producer settings
 /// straight from an rdkafka producer; records/s until all are confirmed.
-fn ceiling(kafka: &Kafka, load: &Load, n: u64) -> f64 {
+fn ceiling(kafka: &Kafka, load: &Load, opts: &Options) -> f64 {
+    let n = opts.records;
     let delivered = Arc::new(AtomicU64::new(0));
-    let producer = broker_producer(kafka, &delivered);
+    let producer = broker_producer(kafka, opts, &delivered);
     let body = sample_record(load, 0).body;
     let start = Instant::now();
     for i in 0..n {
@@ -612,15 +618,21 @@ fn ceiling(kafka: &Kafka, load: &Load, n: u64) -> f64 {
     n as f64 / took
 }
 
-/// An rdkafka producer with hubgate's producer settings, counting confirmed records.
-fn broker_producer(kafka: &Kafka, delivered: &Arc<AtomicU64>) -> BaseProducer<Counting> {
+/// An rdkafka producer with hubgate's producer settings (and `--set`), counting confirmed
+/// records.
+fn broker_producer(
+    kafka: &Kafka,
+    opts: &Options,
+    delivered: &Arc<AtomicU64>,
+) -> BaseProducer<Counting> {
     let mut config: ClientConfig = hubgate::sink::kafka::base_config();
     config.extend(
         kafka
             .client_config()
             .config_map()
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(opts.properties.iter().cloned()),
     );
     config
         .create_with_context(Counting(delivered.clone()))
@@ -630,12 +642,12 @@ fn broker_producer(kafka: &Kafka, delivered: &Arc<AtomicU64>) -> BaseProducer<Co
 /// The broker alone at each of `rates` (after a warm-up): hubgate's records produced straight
 /// to it with hubgate's producer settings, produce call -> readable by the same consumer as
 /// the pipeline's latency runs. What hubgate adds is the difference.
-fn broker_latency(kafka: &Kafka, load: &Load, rates: &[(u64, Duration)]) -> Vec<Latency> {
-    let rates: Vec<(u64, Duration)> = [WARM_UP].iter().chain(rates).copied().collect();
+fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
+    let rates: Vec<(u64, Duration)> = [WARM_UP].iter().chain(&opts.rates).copied().collect();
     let total: u64 = rates.iter().map(|(r, d)| rate_records(*r, *d)).sum();
     let stamps = Arc::new(Stamps::new(total));
     let consumer = LatencyConsumer::start(kafka, load, stamps.clone());
-    let producer = broker_producer(kafka, &Arc::new(AtomicU64::new(0)));
+    let producer = broker_producer(kafka, opts, &Arc::new(AtomicU64::new(0)));
     let mut seq = 0;
     let mut latency = Vec::new();
     for &(rate, duration) in &rates {
