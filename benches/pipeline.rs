@@ -14,15 +14,18 @@ use harness::Options;
 
 fn usage() -> &'static str {
     "usage: bench.sh [--smoke] [--tls] [--records N] [--drain-records N] [--devices N]\n\
-     \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--set KEY=VALUE]... [--dir DIR]\n\
+     \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--mqtt-nodelay]\n\
+     \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--dir DIR]\n\
      --smoke          a few seconds, small counts (what `cargo test` runs)\n\
      --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
      --records        backlog of the throughput run and of the broker-alone ceiling (200000)\n\
      --drain-records  records spilled during the outage, then drained (200000; 1000000 works;\n\
-     \x20                keep it well above max_in_flight, 10000, or librdkafka holds them all)\n\
+     \x20                keep it well above max_in_flight, 2000, or librdkafka holds them all)\n\
      --rates          fixed-rate latency runs (100:10,1000:10,10000:5)\n\
      --mqtt-inflight  mosquitto max_inflight_messages towards hubgate (1000)\n\
+     --mqtt-nodelay   mosquitto set_tcp_nodelay true (its default is Nagle's algorithm)\n\
      --set            librdkafka property for hubgate's producer, e.g. --set linger.ms=0\n\
+     --buffer         hubgate [buffer] setting (a TOML value), e.g. --buffer max_in_flight=2000\n\
      --dir            keep the services' and hubgate's files and logs there"
 }
 
@@ -48,17 +51,23 @@ fn parse(args: &[String]) -> Result<Options, String> {
             // `cargo bench` passes `--bench` to every harness = false target.
             "--smoke" | "--bench" => {}
             "--tls" => o.tls = true,
+            "--mqtt-nodelay" => o.mqtt_nodelay = true,
             "--records" => o.records = number(value()?)?,
             "--drain-records" => o.drain_records = number(value()?)?,
             "--devices" => o.devices = number(value()?)?.max(1),
             "--mqtt-inflight" => o.mqtt_inflight = number(value()?)? as u32,
             "--dir" => o.dir = Some(value()?.into()),
-            "--set" => {
+            "--set" | "--buffer" => {
                 let v = value()?;
                 let (k, val) = v
                     .split_once('=')
-                    .ok_or_else(|| format!("--set {v:?}: expected KEY=VALUE"))?;
-                o.properties.push((k.into(), val.into()));
+                    .ok_or_else(|| format!("{a} {v:?}: expected KEY=VALUE"))?;
+                let to = if a == "--set" {
+                    &mut o.properties
+                } else {
+                    &mut o.buffer
+                };
+                to.push((k.into(), val.into()));
             }
             "--rates" => {
                 o.rates = value()?

@@ -13,7 +13,8 @@ fn benchmark_smoke_run_completes_every_phase() {
     println!("{}", r.table());
     assert!(r.ceiling_per_s > 0.0 && r.throughput_per_s > 0.0 && r.drain_per_s > 0.0);
     assert_eq!(r.latency.len(), opts.rates.len());
-    for l in &r.latency {
+    assert_eq!(r.broker_latency.len(), opts.rates.len());
+    for l in r.latency.iter().chain(&r.broker_latency) {
         assert!(
             l.records > 0 && l.p50 > 0.0 && l.p50 <= l.p99 && l.p99 <= l.max,
             "{l:?}"

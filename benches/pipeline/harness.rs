@@ -47,8 +47,12 @@ pub struct Options {
 
     /// mosquitto's `max_inflight_messages`: unacknowledged QoS 1 messages it sends hubgate.
     pub mqtt_inflight: u32,
+    /// mosquitto's `set_tcp_nodelay` (its default is off: Nagle delays its PUBLISHes).
+    pub mqtt_nodelay: bool,
     /// Extra librdkafka properties for hubgate's producer (`[sink.properties]`).
     pub properties: Vec<(String, String)>,
+    /// Extra `[buffer]` settings (TOML values), e.g. `max_in_flight = 2000`.
+    pub buffer: Vec<(String, String)>,
     /// Keep the services' and hubgate's files here (else a temporary directory).
     pub dir: Option<PathBuf>,
 }
@@ -66,7 +70,9 @@ impl Default for Options {
             drain_records: 200_000,
             tls: false,
             mqtt_inflight: 1000,
+            mqtt_nodelay: false,
             properties: Vec::new(),
+            buffer: Vec::new(),
             dir: None,
         }
     }
@@ -102,6 +108,8 @@ pub struct Report {
     pub ceiling_per_s: f64,
     pub startup_ms: f64,
     pub idle_rss_kb: u64,
+    /// The broker alone at the same rates: hubgate's records produced straight to it.
+    pub broker_latency: Vec<Latency>,
     pub latency: Vec<Latency>,
     /// Bytes hubgate wrote to disk (`/proc/PID/io` write_bytes) and the growth of its sled
     /// directory, per record, during the latency runs.
@@ -110,9 +118,11 @@ pub struct Report {
     pub spill_mode_spilled: u64,
     pub throughput_per_s: f64,
     pub cpu_s_per_1000: f64,
-    /// Peak RSS over start-up and the fixed-rate runs, and over the backlog run.
+    /// Peak RSS over start-up and the fixed-rate runs, over the backlog run, and over the
+    /// outage and its drain.
     pub peak_rss_live_kb: u64,
     pub peak_rss_kb: u64,
+    pub peak_rss_drain_kb: u64,
     pub fill_per_s: f64,
     pub fill_sled_bytes_per_record: f64,
     pub drain_per_s: f64,
@@ -142,8 +152,8 @@ pub fn run(opts: &Options) -> Report {
     let mqtt = Mosquitto::start_with(
         &dir.join("mqtt"),
         &format!(
-            "log_type error\nlog_type warning\nmax_inflight_messages {}\n",
-            opts.mqtt_inflight
+            "log_type error\nlog_type warning\nmax_inflight_messages {}\nset_tcp_nodelay {}\n",
+            opts.mqtt_inflight, opts.mqtt_nodelay
         ),
     );
     let mut kafka = if opts.tls {
@@ -164,7 +174,8 @@ pub fn run(opts: &Options) -> Report {
         },
         ..Report::default()
     };
-    report.ceiling_per_s = ceiling(&kafka, &load, opts.records);
+    report.ceiling_per_s = ceiling(&kafka, &load, opts);
+    report.broker_latency = broker_latency(&kafka, &load, opts);
 
     // Start-up, idle, latency at fixed rates.
     let agent_dir = dir.join("hubgate");
@@ -272,6 +283,7 @@ pub fn run(opts: &Options) -> Report {
     );
     report.drain_per_s = opts.drain_records as f64 / first.elapsed().as_secs_f64();
     report.drain_from_restart_s = restarted.elapsed().as_secs_f64();
+    report.peak_rss_drain_kb = status_kb(agent.pid() as u32, "VmHWM");
     report
 }
 
@@ -369,9 +381,15 @@ impl Load {
         opts: &Options,
     ) -> String {
         let mut c = format!(
-            "gateway_id = \"bench\"\n[buffer]\npath = \"{}\"\n\
-             [[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"{client_id}\"\n",
+            "gateway_id = \"bench\"\n[buffer]\npath = \"{}\"\n",
             dir.join("buffer").display(),
+        );
+        for (k, v) in &opts.buffer {
+            let _ = writeln!(c, "{k} = {v}");
+        }
+        let _ = writeln!(
+            c,
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"{client_id}\"",
             mqtt.port(),
         );
         for d in 0..self.devices {
@@ -464,7 +482,9 @@ impl LatencyConsumer {
             .set("group.id", unique("bench"))
             .set("enable.auto.commit", "false")
             // Ask again soon when nothing is there: the read-back time is what is measured.
-            .set("fetch.wait.max.ms", "5")
+            // tansu answers a fetch with nothing new only after this wait, and a record
+            // arriving meanwhile waits with it: 5 ms here added ~4 ms to every p50.
+            .set("fetch.wait.max.ms", "1")
             .create()
             .expect("create the latency consumer");
         // From the current end: the ceiling's records are not part of the latency runs.
@@ -570,20 +590,11 @@ impl ProducerContext for Counting {
 
 /// The broker alone: `n` records like hubgate's, sent with hubgate's producer settings
 /// straight from an rdkafka producer; records/s until all are confirmed.
-fn ceiling(kafka: &Kafka, load: &Load, n: u64) -> f64 {
-    let mut config: ClientConfig = hubgate::sink::kafka::base_config();
-    config.extend(
-        kafka
-            .client_config()
-            .config_map()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
+fn ceiling(kafka: &Kafka, load: &Load, opts: &Options) -> f64 {
+    let n = opts.records;
     let delivered = Arc::new(AtomicU64::new(0));
-    let producer: BaseProducer<Counting> = config
-        .create_with_context(Counting(delivered.clone()))
-        .expect("create the ceiling producer");
-    let body = sample_body();
+    let producer = broker_producer(kafka, opts, &delivered);
+    let body = sample_record(load, 0).body;
     let start = Instant::now();
     for i in 0..n {
         let key = load.eui(i % load.devices);
@@ -607,14 +618,74 @@ fn ceiling(kafka: &Kafka, load: &Load, n: u64) -> f64 {
     n as f64 / took
 }
 
-/// The envelope of a TBHH100 uplink, as hubgate builds it.
-fn sample_body() -> String {
+/// An rdkafka producer with hubgate's producer settings (and `--set`), counting confirmed
+/// records.
+fn broker_producer(
+    kafka: &Kafka,
+    opts: &Options,
+    delivered: &Arc<AtomicU64>,
+) -> BaseProducer<Counting> {
+    let mut config: ClientConfig = hubgate::sink::kafka::base_config();
+    config.extend(
+        kafka
+            .client_config()
+            .config_map()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(opts.properties.iter().cloned()),
+    );
+    config
+        .create_with_context(Counting(delivered.clone()))
+        .expect("create the broker-alone producer")
+}
+
+/// The broker alone at each of `rates` (after a warm-up): hubgate's records produced straight
+/// to it with hubgate's producer settings, produce call -> readable by the same consumer as
+/// the pipeline's latency runs. What hubgate adds is the difference.
+fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
+    let rates: Vec<(u64, Duration)> = [WARM_UP].iter().chain(&opts.rates).copied().collect();
+    let total: u64 = rates.iter().map(|(r, d)| rate_records(*r, *d)).sum();
+    let stamps = Arc::new(Stamps::new(total));
+    let consumer = LatencyConsumer::start(kafka, load, stamps.clone());
+    let producer = broker_producer(kafka, opts, &Arc::new(AtomicU64::new(0)));
+    let mut seq = 0;
+    let mut latency = Vec::new();
+    for &(rate, duration) in &rates {
+        let n = rate_records(rate, duration);
+        let start = Instant::now();
+        for k in 0..n {
+            // Sleep, not poll: rdkafka rounds a poll timeout down to whole milliseconds, so
+            // polling until the next send would spin on a core the broker needs.
+            let at = start + Duration::from_secs_f64(k as f64 / rate as f64);
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let record = sample_record(load, seq + k);
+            stamps.published[(seq + k) as usize].store(stamps.now(), Ordering::Relaxed);
+            producer
+                .send(BaseRecord::to(ENV).key(&record.key).payload(&record.body))
+                .expect("broker-alone produce");
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(WAIT).expect("broker-alone producer flush");
+        latency.push(stamps.wait_latency(rate, seq..seq + n, String::new));
+        seq += n;
+    }
+    consumer.stop();
+    latency.remove(0);
+    latency
+}
+
+/// The record hubgate builds for sequence number `seq` of `load`, as if every device were a
+/// TBHH100.
+fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
     use hubgate::record::{build, DeviceInfo, Payload};
+    let fcnt = (seq / load.devices + 1) as u32;
     let up = hubgate::uplink::Uplink {
-        dev_eui: EUI_BASE.to_be_bytes(),
+        dev_eui: (EUI_BASE + seq % load.devices).to_be_bytes(),
         device_name: Some("dev-bench".into()),
         fport: Some(103),
-        fcnt: Some(1),
+        fcnt: Some(fcnt),
         payload: tbhh100(21, 40),
         time: SystemTime::now(),
         radio: hubgate::uplink::Radio {
@@ -635,7 +706,7 @@ fn sample_body() -> String {
         codec: "browan-tbhh100",
         decoded,
     };
-    build(&up, &dev, payload, SystemTime::now()).body
+    build(&up, &dev, payload, SystemTime::now())
 }
 
 /// Records in the broker: the sum of the high watermarks of the benchmark's topics.
@@ -749,6 +820,13 @@ impl Report {
             format!("{:.3}", self.cpu_s_per_1000),
             "",
         );
+        for l in &self.broker_latency {
+            row(
+                &format!("broker alone: latency at {}/s p50/p90/p99 (max) ms", l.rate),
+                format!("{:.1}/{:.1}/{:.1} ({:.0})", l.p50, l.p90, l.p99, l.max),
+                "(floor)",
+            );
+        }
         for l in &self.latency {
             row(
                 &format!(
@@ -776,6 +854,11 @@ impl Report {
         row(
             "peak RSS, backlog run, MB",
             format!("{:.1}", self.peak_rss_kb as f64 / 1024.0),
+            "<= 20",
+        );
+        row(
+            "peak RSS, outage and drain, MB",
+            format!("{:.1}", self.peak_rss_drain_kb as f64 / 1024.0),
             "<= 20",
         );
         row(
