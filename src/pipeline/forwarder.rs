@@ -147,8 +147,8 @@ impl Forwarder {
                     None => inputs_open = false,
                 },
                 _ = tick.tick() => {
-                    if let Err(e) = self.sink.tick() {
-                        self.failed(&e, "");
+                    if self.sink.tick() {
+                        self.sink_restarted(&mut deliveries)?;
                     }
                     self.spill_slow()?;
                     self.unblock()?;
@@ -169,8 +169,30 @@ impl Forwarder {
     ) -> Result<(), BufferError> {
         self.settle_in_flight(deliveries)?;
         let old = std::mem::replace(&mut self.sink, sink);
-        // What the old producer still held is in the buffer now (or blocked, unacknowledged):
-        // forget it in flight so the drain sends it again through the new producer.
+        self.resend_in_flight();
+        drop(old);
+        self.commit()?;
+        log::info!("sink replaced (new credentials); buffered records are sent with the new one");
+        Ok(())
+    }
+
+    /// The sink started over by itself (a new producer): take the old one's last reports
+    /// before anything goes to the new one, and send again what got none.
+    fn sink_restarted(
+        &mut self,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+    ) -> Result<(), BufferError> {
+        while let Ok(d) = deliveries.try_recv() {
+            self.on_delivery(d)?;
+        }
+        self.resend_in_flight();
+        self.commit()
+    }
+
+    /// What an old sink still held gets no report any more: forget it in flight, so the
+    /// drain sends it again, oldest first, from the buffer (or from `blocked`, still
+    /// unacknowledged, once it fits there).
+    fn resend_in_flight(&mut self) {
         let stuck: Vec<(u64, InFlight)> = std::mem::take(&mut self.in_flight).into_iter().collect();
         for (seq, f) in stuck.into_iter().rev() {
             if !f.in_buffer {
@@ -179,10 +201,6 @@ impl Forwarder {
         }
         self.metrics.in_flight.set(0);
         self.drain_cursor = None;
-        drop(old);
-        self.commit()?;
-        log::info!("sink replaced (new credentials); buffered records are sent with the new one");
-        Ok(())
     }
 
     /// Give the sink a moment to confirm what is in flight, apply its reports, and buffer

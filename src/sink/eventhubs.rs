@@ -110,10 +110,7 @@ pub fn sink_config(cfg: &EventHubsConfig) -> Result<(ClientConfig, ConnectionStr
     if let Some(ca) = &cfg.ca_location {
         c.set("ssl.ca.location", ca.display().to_string());
     }
-    super::kafka::provisioning(&mut c, cfg.provisioning);
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
+    super::kafka::site_settings(&mut c, cfg.provisioning, &cfg.properties);
     Ok((c, cs))
 }
 

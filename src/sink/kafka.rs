@@ -53,10 +53,7 @@ pub fn sink_config(cfg: &KafkaConfig) -> ClientConfig {
     if let Some(ca) = &cfg.ca_location {
         c.set("ssl.ca.location", ca.display().to_string());
     }
-    provisioning(&mut c, cfg.provisioning);
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
+    site_settings(&mut c, cfg.provisioning, &cfg.properties);
     c
 }
 
@@ -68,13 +65,21 @@ pub fn open(
     KafkaSink::new(sink_config(cfg), cfg.topics.clone(), deliveries, metrics)
 }
 
-/// `auto`: let the producer create missing topics (needs a Manage key on Event Hubs).
-pub fn provisioning(c: &mut ClientConfig, p: Provisioning) {
+/// What the site's config adds to a preset: hub provisioning (`auto` lets the producer
+/// create missing topics, which needs a Manage key on Event Hubs) and `[sink.properties]`,
+/// which win. The gap-less guarantee needs idempotence, so it goes when that is turned off.
+pub fn site_settings(c: &mut ClientConfig, p: Provisioning, properties: &BTreeMap<String, String>) {
     let auto = p == Provisioning::Auto;
     c.set(
         "allow.auto.create.topics",
         if auto { "true" } else { "false" },
     );
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    if c.get("enable.idempotence") == Some("false") {
+        c.set("enable.gapless.guarantee", "false");
+    }
 }
 
 pub struct DeliveryContext {
@@ -99,8 +104,8 @@ impl ClientContext for DeliveryContext {
     /// warning at every start and the fatal error it raises for a refused record (the
     /// refusal is counted and logged as a sink error; the producer is replaced).
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let routine = log_message.contains("enable.gapless.guarantee")
-            || log_message.contains("Gap-less ordering");
+        let routine = log_message.contains("enable.gapless.guarantee is experimental")
+            || log_message.contains("Gap-less ordering would not be guaranteed");
         let level = if routine {
             RDKafkaLogLevel::Debug
         } else {
@@ -268,34 +273,43 @@ impl Sink for KafkaSink {
         )
     }
 
-    /// A producer that failed for good takes no more records: replace it. After a record
-    /// refused for good (the gap-less guarantee, see [`base_config`]) the new one has the
-    /// same settings; after anything else (a broker that will not give this client a
-    /// producer id) it does without idempotence.
+    /// A producer that failed for good takes no more records: replace it, with the same
+    /// settings, unless the broker will not have an idempotent producer (it does not
+    /// support one, or the key lacks the right): then without idempotence.
     ///
-    /// The old producer reports everything it still held as failed while it is dropped;
-    /// the `Err` makes the forwarder back off, so it takes those reports before it sends
-    /// from the oldest record again and nothing overtakes them.
-    fn tick(&mut self) -> Result<(), SinkError> {
+    /// The old producer reports what it still held as failed while it is dropped; `true`
+    /// tells the forwarder to take those reports and start again from the oldest record,
+    /// so nothing overtakes them.
+    fn tick(&mut self) -> bool {
         let Some((code, reason)) = self.producer.client().fatal_error() else {
-            return Ok(());
+            return false;
         };
-        if code == RDKafkaErrorCode::GaplessGuarantee {
-            log::debug!("kafka: {reason}; new producer");
+        if !matches!(
+            code,
+            RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::ClusterAuthorizationFailed
+        ) {
+            log::debug!("kafka: {code}: {reason}; new producer");
         } else {
             log::warn!(
-                "kafka: the idempotent producer failed for good ({code}: {reason}); going on \
-                 without idempotence (a retried request may then write a record twice; \
-                 consumers de-duplicate by record id)"
+                "kafka: the broker refuses an idempotent producer ({code}: {reason}); going on \
+                 without idempotence: a retried request may write a record twice (consumers \
+                 de-duplicate by record id) and a throttled record may be overtaken"
             );
             self.config
                 .set("enable.idempotence", "false")
                 .set("enable.gapless.guarantee", "false");
         }
-        let producer = create(&self.config, &self.deliveries, &self.metrics)
-            .map_err(|e| SinkError::Retry(e.0))?;
-        drop(std::mem::replace(&mut self.producer, producer));
-        Err(SinkError::Retry(format!("new producer after: {reason}")))
+        match create(&self.config, &self.deliveries, &self.metrics) {
+            Ok(producer) => {
+                drop(std::mem::replace(&mut self.producer, producer));
+                true
+            }
+            Err(e) => {
+                self.metrics
+                    .count_once("producer_rebuild", || format!("kafka: {e}; trying again"));
+                false
+            }
+        }
     }
 
     fn flush(&mut self, timeout: Duration) {
@@ -374,8 +388,8 @@ mod tests {
         sink.send(2, &record(2)).unwrap();
         fail_for_good(&sink, Err::RD_KAFKA_RESP_ERR__GAPLESS_GUARANTEE);
         assert!(matches!(sink.send(3, &record(3)), Err(SinkError::Retry(_))));
-        assert!(matches!(sink.tick(), Err(SinkError::Retry(_))));
-        assert_eq!(sink.tick(), Ok(()), "replaced once");
+        assert!(sink.tick(), "replaced");
+        assert!(!sink.tick(), "replaced once");
         let held = next(&mut rx).await;
         assert_eq!(held.seq, 2);
         assert!(matches!(held.result, Err(SinkError::Retry(_))), "{held:?}");
@@ -389,6 +403,19 @@ mod tests {
         }
     }
 
+    /// A site that turns idempotence off in `[sink.properties]` still gets a producer
+    /// (librdkafka refuses the gap-less guarantee without idempotence).
+    #[test]
+    fn idempotence_turned_off_by_the_site_drops_the_gapless_guarantee() {
+        let mut c = base_config();
+        let props = BTreeMap::from([("enable.idempotence".to_string(), "false".to_string())]);
+        site_settings(&mut c, Provisioning::Precreated, &props);
+        c.set("bootstrap.servers", "127.0.0.1:9");
+        assert_eq!(c.get("enable.gapless.guarantee"), Some("false"));
+        let (tx, _rx) = unbounded_channel();
+        KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new()).expect("a valid producer config");
+    }
+
     /// A broker that will not have this client as an idempotent producer: hubgate goes on
     /// without idempotence rather than not at all.
     #[tokio::test]
@@ -398,7 +425,7 @@ mod tests {
         let (mut sink, mut rx) = sink(&mock.bootstrap_servers());
         fail_for_good(&sink, Err::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
         assert!(matches!(sink.send(1, &record(1)), Err(SinkError::Retry(_))));
-        assert!(matches!(sink.tick(), Err(SinkError::Retry(_))));
+        assert!(sink.tick());
         assert_eq!(idempotent(&sink), Some("false"));
         sink.send(1, &record(1)).unwrap();
         let d = next(&mut rx).await;

@@ -52,10 +52,10 @@ pub trait Sink: Send {
     /// Hand one record over. `Err` means it was not taken (the queue is full, or it is
     /// rejected); `Ok` means a [`Delivery`] for `seq` will follow.
     fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError>;
-    /// Housekeeping, every forwarder tick (100 ms). `Err`: the sink had to start over
-    /// (a new producer); the forwarder backs off as after a failed delivery.
-    fn tick(&mut self) -> Result<(), SinkError> {
-        Ok(())
+    /// Housekeeping, every forwarder tick (100 ms). `true`: the sink started over (a new
+    /// producer) and has reported what the old one held, as far as it could.
+    fn tick(&mut self) -> bool {
+        false
     }
     /// Wait up to `timeout` for outstanding deliveries (on shutdown).
     fn flush(&mut self, timeout: std::time::Duration);
