@@ -1,5 +1,6 @@
 //! The command line contract (DESIGN §4): exit codes, one-line errors, the demo.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -229,29 +230,33 @@ fn every_listed_codec_decodes_with_its_rec_type() {
     assert!(count >= 40, "only {count} codecs listed");
 }
 
-/// `hubgate configfile | head -1`, `hubgate buffer export | head`: a reader that goes away
+/// Run hubgate with its stdout on a pipe whose reader has gone.
+fn closed_output(args: &[&str]) -> Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two new descriptors, each owned once below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap()
+}
+
+/// `hubgate configfile | head -1`, `hubgate check --print | head`: a reader that goes away
 /// ends the command by SIGPIPE, like any other tool, never with a panic.
 #[test]
 fn a_closed_output_pipe_ends_quietly() {
-    use std::os::unix::process::ExitStatusExt;
+    let demo = repo("config/demo.toml");
     for args in [
         &["configfile"][..],
         &["codecs"],
-        &["check", "--print", "-c"],
+        &["check", "--print", "-c", &demo],
     ] {
-        let mut args = args.to_vec();
-        let demo = repo("config/demo.toml");
-        if args.last() == Some(&"-c") {
-            args.push(&demo);
-        }
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdout(writer)
-            .output()
-            .unwrap();
+        let o = closed_output(args);
         assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
         assert_eq!(
             o.status.signal(),
@@ -332,6 +337,11 @@ fn buffer_stats_export_and_purge() {
     assert_eq!(progress.first(), Some(&"exported 1000 of 10000 record(s)"));
     assert_eq!(progress.last(), Some(&"exported 10000 of 10000 record(s)"));
     assert_eq!(progress.len(), 10);
+
+    // A reader that goes away (`| head`) ends the export by SIGPIPE, not a panic.
+    let o = closed_output(&["buffer", "export", "-c", cfg]);
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}", o.status);
 
     let purge = hubgate(&["buffer", "purge", "-c", cfg]);
     assert!(purge.status.success(), "{}", stderr(&purge));

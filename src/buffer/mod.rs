@@ -240,8 +240,13 @@ impl Buffer {
     fn removed(&mut self) -> Result<(), BufferError> {
         self.update_gauges();
         if self.is_empty() {
-            if let Some((before, after)) = self.store.reclaim()? {
-                log::info!("buffer drained: database shrunk from {before} to {after} bytes");
+            // Giving space back is housekeeping: a failure must not stop the agent.
+            match self.store.reclaim() {
+                Ok(Some((before, after))) => {
+                    log::info!("buffer drained: database shrunk from {before} to {after} bytes")
+                }
+                Ok(None) => {}
+                Err(e) => log::error!("buffer drained, but its disk space was not given back: {e}"),
             }
         }
         Ok(())

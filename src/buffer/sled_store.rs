@@ -40,6 +40,10 @@ pub struct SledStore {
     /// mark file.
     highest: Option<u64>,
     marked: Option<u64>,
+    /// Size on disk right after the last rebuild: the next one waits until it doubles.
+    reclaimed_to: u64,
+    /// The buffer directory's lock, held while the store is open (see [`take_lock`]).
+    lock: Option<std::fs::File>,
 }
 
 fn err(e: sled::Error) -> BufferError {
@@ -47,9 +51,9 @@ fn err(e: sled::Error) -> BufferError {
 }
 
 impl SledStore {
-    /// The file sled holds an exclusive flock on while the database is open.
+    /// The file an open store holds an exclusive flock on.
     pub fn lock_file(buffer_dir: &Path) -> std::path::PathBuf {
-        buffer_dir.join(DB_DIR).join("db")
+        buffer_dir.join("lock")
     }
 
     /// Open the database at `dir`. One that will not open is moved aside (loudly) and a
@@ -58,8 +62,9 @@ impl SledStore {
         // The database is a directory of its own inside the buffer directory, so it can be
         // moved aside where systemd's StateDirectory= is the only writable place.
         let dir = &buffer_dir.join(DB_DIR);
+        let lock = take_lock(buffer_dir)?;
         finish_swap(dir)?;
-        let store = match Self::open_inner(dir) {
+        let mut store = match Self::open_inner(dir) {
             Ok(s) => s,
             Err(e) if dir.exists() && !is_busy(&e) => {
                 let aside = move_aside(dir)?;
@@ -68,11 +73,14 @@ impl SledStore {
                     dir.display(),
                     aside.display()
                 );
-                return Self::open_inner(dir)
-                    .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())));
+                let mut store = Self::open_inner(dir)
+                    .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))?;
+                store.lock = Some(lock);
+                return Ok(store);
             }
             Err(e) => return Err(BufferError::Storage(format!("{}: {e}", dir.display()))),
         };
+        store.lock = Some(lock);
         match (store.stored_mark(), store.marked) {
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
                 store.salvage(stored, flushed)
@@ -107,6 +115,8 @@ impl SledStore {
             bytes,
             highest: None,
             marked,
+            reclaimed_to: 0,
+            lock: None,
         };
         store.highest = [store.stored_mark(), store.last_key(), marked]
             .into_iter()
@@ -118,6 +128,24 @@ impl SledStore {
     /// Bytes the database takes on disk (more than the records: see [`RECLAIM_ABOVE`]).
     pub fn size_on_disk(&self) -> Result<u64, BufferError> {
         self.db.size_on_disk().map_err(err)
+    }
+
+    /// A fresh database at `dir` with this one's dead letters and high-water mark, synced.
+    fn build(&self, dir: &Path) -> Result<(), BufferError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| BufferError::Storage(format!("removing {}: {e}", dir.display())))?;
+        }
+        let mut fresh = Self::open_inner(dir)
+            .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))?;
+        for (k, v) in self.dead.iter().flatten() {
+            if let Some(seq) = seq_of(&k) {
+                fresh.dead_letter(seq, v.to_vec())?;
+            }
+        }
+        fresh.highest = self.highest;
+        fresh.flush()?;
+        sync_dir(dir)
     }
 
     /// The high-water mark sled itself holds (written at every flush).
@@ -136,10 +164,11 @@ impl SledStore {
 
     /// The database lost writes that had been flushed: keep it aside for inspection, carry
     /// what it still holds into a fresh one, and say so loudly.
-    fn salvage(self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
+    fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
         let mut fresh = Self::open_inner(&self.dir)
             .map_err(|e| BufferError::Storage(format!("{}: {e}", self.dir.display())))?;
+        fresh.lock = self.lock.take();
         let mut kept = 0u64;
         for (k, v) in self.records.iter().flatten() {
             if let Some(seq) = seq_of(&k) {
@@ -198,10 +227,50 @@ fn finish_swap(dir: &Path) -> Result<(), BufferError> {
             std::fs::rename(&new, dir).map_err(|e| io("renaming", &new, e))?;
         }
     }
-    if old.exists() && dir.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| io("removing", &old, e))?;
+    if old.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| io("removing", &old, e))?;
+        } else {
+            // Only the drained database is left (the new one was lost): it still holds the
+            // dead letters and the high-water mark.
+            log::warn!("buffer: taking back the database a restart interrupted the rebuild of");
+            std::fs::rename(&old, dir).map_err(|e| io("renaming", &old, e))?;
+        }
     }
     Ok(())
+}
+
+/// One hubgate (agent or `buffer` command) at a time per buffer directory, for as long as
+/// the store is open: sled's own lock is on a file inside the database directory, which a
+/// rebuild renames.
+fn take_lock(buffer_dir: &Path) -> Result<std::fs::File, BufferError> {
+    use std::os::fd::AsRawFd;
+    let path = SledStore::lock_file(buffer_dir);
+    let storage = |e: std::io::Error| BufferError::Storage(format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(buffer_dir).map_err(storage)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(storage)?;
+    // SAFETY: a valid open file descriptor; the lock goes with the file when it is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(BufferError::Storage(format!(
+            "{}: could not acquire lock ({e}): another hubgate uses this buffer",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// Make the entries of directory `dir` (creations, renames) survive a power cut.
+fn sync_dir(dir: &Path) -> Result<(), BufferError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BufferError::Storage(format!("syncing {}: {e}", dir.display())))
 }
 
 fn read_mark(dir: &Path) -> Option<u64> {
@@ -346,41 +415,65 @@ impl Store for SledStore {
         super::disk_free(&self.dir)
     }
 
-    /// Rebuild a drained database that grew past [`RECLAIM_ABOVE`]: write a fresh one with
-    /// the dead letters and the mark in `sled.new`, flush it, swap it in, delete the old.
+    /// Rebuild a drained database that grew past [`RECLAIM_ABOVE`] (and past twice its
+    /// size after the last rebuild: dead letters alone may be large, and an SD card is not
+    /// rewritten for nothing): a fresh database with the dead letters and the mark is
+    /// built in `sled.new`, synced, and swapped in; both renames are synced before a
+    /// record can go into it. On failure the drained database stays in use.
     fn reclaim(&mut self) -> Result<Option<(u64, u64)>, BufferError> {
         if self.count != 0 {
             return Ok(None);
         }
         let before = self.size_on_disk()?;
-        if before <= RECLAIM_ABOVE {
+        if before <= RECLAIM_ABOVE.max(2 * self.reclaimed_to)
+            || super::disk_free(&self.dir).is_some_and(|f| f < RECLAIM_ABOVE)
+        {
             return Ok(None);
         }
-        let storage = |e: sled::Error| BufferError::Storage(format!("{}: {e}", self.dir.display()));
+        // Whatever happens now, do not try again before it has doubled.
+        self.reclaimed_to = before;
         let (new, old) = swap_dirs(&self.dir);
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
         let io = |what: &str, p: &Path, e: std::io::Error| {
             BufferError::Storage(format!("{what} {}: {e}", p.display()))
         };
-        if new.exists() {
-            std::fs::remove_dir_all(&new).map_err(|e| io("removing", &new, e))?;
+        if let Err(e) = self.build(&new) {
+            let _ = std::fs::remove_dir_all(&new);
+            return Err(e);
         }
-        {
-            let mut fresh = Self::open_inner(&new).map_err(storage)?;
-            for (k, v) in self.dead.iter().flatten() {
-                if let Some(seq) = seq_of(&k) {
-                    fresh.dead_letter(seq, v.to_vec())?;
+        // Our database stays open (and sled's lock with it) through the renames.
+        if let Err(e) = std::fs::rename(&self.dir, &old) {
+            let _ = std::fs::remove_dir_all(&new);
+            return Err(io("renaming", &self.dir, e));
+        }
+        let swapped = std::fs::rename(&new, &self.dir)
+            .map_err(|e| io("renaming", &new, e))
+            .and_then(|()| sync_dir(parent))
+            .and_then(|()| {
+                Self::open_inner(&self.dir)
+                    .map_err(|e| BufferError::Storage(format!("{}: {e}", self.dir.display())))
+            });
+        let mut fresh = match swapped {
+            Ok(f) => f,
+            Err(e) => {
+                // Back to the drained database, which holds everything.
+                if self.dir.exists() {
+                    let _ = std::fs::rename(&self.dir, &new);
                 }
+                let _ = std::fs::rename(&old, &self.dir);
+                let _ = sync_dir(parent);
+                let _ = std::fs::remove_dir_all(&new);
+                return Err(e);
             }
-            fresh.highest = self.highest;
-            fresh.flush()?;
-        }
-        // Our database stays open (and locked) through the renames; it is closed below.
-        std::fs::rename(&self.dir, &old).map_err(|e| io("renaming", &self.dir, e))?;
-        std::fs::rename(&new, &self.dir).map_err(|e| io("renaming", &new, e))?;
-        let fresh = Self::open_inner(&self.dir).map_err(storage)?;
+        };
+        fresh.lock = self.lock.take();
         drop(std::mem::replace(self, fresh));
-        std::fs::remove_dir_all(&old).map_err(|e| io("removing", &old, e))?;
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            // Harmless: the next start removes it.
+            log::warn!("buffer: cannot remove {}: {e}", old.display());
+        }
         let after = self.size_on_disk()?;
+        self.reclaimed_to = after;
         Ok(Some((before, after)))
     }
 
@@ -390,8 +483,10 @@ impl Store for SledStore {
         self.count = 0;
         self.bytes = 0;
         self.flush()?;
-        // An operator who purges wants the space back, too.
-        self.reclaim()?;
+        // An operator who purges wants the space back, too; the purge stands either way.
+        if let Err(e) = self.reclaim() {
+            log::warn!("buffer: purged, but the disk space was not given back: {e}");
+        }
         Ok(n)
     }
 }
@@ -515,7 +610,7 @@ mod tests {
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != DB_DIR)
+            .filter(|n| n != DB_DIR && n != "lock")
             .collect();
         names.sort();
         names
@@ -562,6 +657,7 @@ mod tests {
         assert!(after * 4 < before, "{before} -> {after}");
         assert_eq!(s.db.size_on_disk().unwrap(), after);
         assert_eq!(s.reclaim().unwrap(), None, "small now");
+        assert!(s.reclaimed_to > 0 && s.reclaimed_to == after);
         assert_eq!((s.usage(), s.dead_letters()), ((0, 0), 3));
         assert_eq!(
             s.last_seq(),
@@ -613,6 +709,13 @@ mod tests {
         std::fs::create_dir(&old).unwrap();
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(seqs(&s, None), vec![5]);
+        assert!(leftovers(dir.path()).is_empty());
+        drop(s);
+        // Only the drained database left (the new one lost): it is taken back.
+        std::fs::rename(&db, &old).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![5]);
+        assert_eq!(s.last_seq(), Some(5));
         assert!(leftovers(dir.path()).is_empty());
         assert_eq!(asides(dir.path()), 0);
     }
