@@ -13,11 +13,13 @@ use std::time::Duration;
 use harness::Options;
 
 fn usage() -> &'static str {
-    "usage: bench.sh [--smoke] [--tls] [--records N] [--drain-records N] [--devices N]\n\
+    "usage: bench.sh [--smoke] [--tls] [--bridge] [--records N] [--drain-records N] [--devices N]\n\
      \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--mqtt-nodelay]\n\
      \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--dir DIR]\n\
      --smoke          a few seconds, small counts (what `cargo test` runs)\n\
      --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
+     --bridge         also measure the hand-written Python bridge (scripts/bridge; needs\n\
+     \x20                python3 with venv, installs paho-mqtt and confluent-kafka from PyPI)\n\
      --records        backlog of the throughput run and of the broker-alone ceiling (200000)\n\
      --drain-records  records spilled during the outage, then drained (200000; 1000000 works;\n\
      \x20                keep it well above max_in_flight, 2000, or librdkafka holds them all)\n\
@@ -51,6 +53,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             // `cargo bench` passes `--bench` to every harness = false target.
             "--smoke" | "--bench" => {}
             "--tls" => o.tls = true,
+            "--bridge" => o.bridge = true,
             "--mqtt-nodelay" => o.mqtt_nodelay = true,
             "--records" => o.records = number(value()?)?,
             "--drain-records" => o.drain_records = number(value()?)?,

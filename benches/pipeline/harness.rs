@@ -10,7 +10,10 @@
 //! 4. throughput: a backlog pre-loaded into hubgate's persistent MQTT session while it is
 //!    stopped, then the time until the broker holds all of it (so the load generator cannot
 //!    be the bottleneck); CPU and peak RSS over that run;
-//! 5. outage: the broker stopped, records spilled to sled, the broker started, drain timed.
+//! 5. outage: the broker stopped, records spilled to sled, the broker started, drain timed;
+//! 6. with `--bridge`, the hand-written Python bridge on the same load ([`bridge`]).
+
+mod bridge;
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -55,6 +58,8 @@ pub struct Options {
     pub buffer: Vec<(String, String)>,
     /// Keep the services' and hubgate's files here (else a temporary directory).
     pub dir: Option<PathBuf>,
+    /// Also measure the hand-written Python bridge (`scripts/bridge`).
+    pub bridge: bool,
 }
 
 impl Default for Options {
@@ -74,6 +79,7 @@ impl Default for Options {
             properties: Vec::new(),
             buffer: Vec::new(),
             dir: None,
+            bridge: false,
         }
     }
 }
@@ -128,6 +134,7 @@ pub struct Report {
     pub drain_per_s: f64,
     /// From the broker's restart to the last record, including reconnect back-off.
     pub drain_from_restart_s: f64,
+    pub bridge: Option<bridge::BridgeReport>,
 }
 
 /// Records before the latency runs, so that connecting is not measured.
@@ -284,6 +291,11 @@ pub fn run(opts: &Options) -> Report {
     report.drain_per_s = opts.drain_records as f64 / first.elapsed().as_secs_f64();
     report.drain_from_restart_s = restarted.elapsed().as_secs_f64();
     report.peak_rss_drain_kb = status_kb(agent.pid() as u32, "VmHWM");
+    drop(agent);
+    if opts.bridge {
+        let seq = seq + opts.drain_records;
+        report.bridge = Some(bridge::run(&rt, &mqtt, &kafka, &load, opts, &dir, seq));
+    }
     report
 }
 
@@ -906,6 +918,36 @@ impl Report {
             format!("{:.0}", self.startup_ms),
             "<= 200",
         );
+        if let Some(b) = &self.bridge {
+            for l in &b.latency {
+                row(
+                    &format!(
+                        "python bridge: latency at {}/s p50/p90/p99 (max) ms",
+                        l.rate
+                    ),
+                    format!("{:.1}/{:.1}/{:.1} ({:.0})", l.p50, l.p90, l.p99, l.max),
+                    "",
+                );
+            }
+            row(
+                &format!(
+                    "python bridge: throughput ({} backlog), records/s",
+                    b.records
+                ),
+                format!("{:.0}", b.throughput_per_s),
+                "",
+            );
+            row(
+                "python bridge: CPU seconds per 1,000 records",
+                format!("{:.3}", b.cpu_s_per_1000),
+                "",
+            );
+            row(
+                "python bridge: peak RSS, backlog run, MB",
+                format!("{:.1}", b.peak_rss_kb as f64 / 1024.0),
+                "",
+            );
+        }
         t
     }
 }
