@@ -643,8 +643,13 @@ fn broker_producer(
             .client_config()
             .config_map()
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .chain(opts.properties.iter().cloned()),
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    // `--set` applied as hubgate applies `[sink.properties]`.
+    hubgate::sink::kafka::site_settings(
+        &mut config,
+        hubgate::config::Provisioning::Precreated,
+        &opts.properties.iter().cloned().collect(),
     );
     config
         .create_with_context(Counting(delivered.clone()))
