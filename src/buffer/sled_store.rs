@@ -133,8 +133,7 @@ impl SledStore {
     /// A fresh database at `dir` with this one's dead letters and high-water mark, synced.
     fn build(&self, dir: &Path) -> Result<(), BufferError> {
         if dir.exists() {
-            std::fs::remove_dir_all(dir)
-                .map_err(|e| BufferError::Storage(format!("removing {}: {e}", dir.display())))?;
+            std::fs::remove_dir_all(dir).map_err(|e| fs_error("removing", dir, e))?;
         }
         let mut fresh = Self::open_inner(dir)
             .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))?;
@@ -216,25 +215,22 @@ fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
 /// left behind is the drained database it replaced.
 fn finish_swap(dir: &Path) -> Result<(), BufferError> {
     let (new, old) = swap_dirs(dir);
-    let io = |what: &str, p: &Path, e: std::io::Error| {
-        BufferError::Storage(format!("{what} {}: {e}", p.display()))
-    };
     if new.exists() {
         if dir.exists() {
-            std::fs::remove_dir_all(&new).map_err(|e| io("removing", &new, e))?;
+            std::fs::remove_dir_all(&new).map_err(|e| fs_error("removing", &new, e))?;
         } else {
             log::warn!("buffer: completing the swap a restart interrupted");
-            std::fs::rename(&new, dir).map_err(|e| io("renaming", &new, e))?;
+            std::fs::rename(&new, dir).map_err(|e| fs_error("renaming", &new, e))?;
         }
     }
     if old.exists() {
         if dir.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| io("removing", &old, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| fs_error("removing", &old, e))?;
         } else {
             // Only the drained database is left (the new one was lost): it still holds the
             // dead letters and the high-water mark.
             log::warn!("buffer: taking back the database a restart interrupted the rebuild of");
-            std::fs::rename(&old, dir).map_err(|e| io("renaming", &old, e))?;
+            std::fs::rename(&old, dir).map_err(|e| fs_error("renaming", &old, e))?;
         }
     }
     Ok(())
@@ -264,6 +260,11 @@ fn take_lock(buffer_dir: &Path) -> Result<std::fs::File, BufferError> {
         )));
     }
     Ok(file)
+}
+
+/// A failed file-system operation `what` (removing, renaming) on `p`.
+fn fs_error(what: &str, p: &Path, e: std::io::Error) -> BufferError {
+    BufferError::Storage(format!("{what} {}: {e}", p.display()))
 }
 
 /// Make the entries of directory `dir` (creations, renames) survive a power cut.
@@ -434,9 +435,6 @@ impl Store for SledStore {
         self.reclaimed_to = before;
         let (new, old) = swap_dirs(&self.dir);
         let parent = self.dir.parent().unwrap_or(Path::new("."));
-        let io = |what: &str, p: &Path, e: std::io::Error| {
-            BufferError::Storage(format!("{what} {}: {e}", p.display()))
-        };
         if let Err(e) = self.build(&new) {
             let _ = std::fs::remove_dir_all(&new);
             return Err(e);
@@ -444,10 +442,10 @@ impl Store for SledStore {
         // Our database stays open (and sled's lock with it) through the renames.
         if let Err(e) = std::fs::rename(&self.dir, &old) {
             let _ = std::fs::remove_dir_all(&new);
-            return Err(io("renaming", &self.dir, e));
+            return Err(fs_error("renaming", &self.dir, e));
         }
         let swapped = std::fs::rename(&new, &self.dir)
-            .map_err(|e| io("renaming", &new, e))
+            .map_err(|e| fs_error("renaming", &new, e))
             .and_then(|()| sync_dir(parent))
             .and_then(|()| {
                 Self::open_inner(&self.dir)
