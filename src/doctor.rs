@@ -608,7 +608,7 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// Is the sled database of the buffer at `path` held by a running agent?
+/// Is the buffer at `path` held by a running hubgate (its lock file, `SledStore::lock_file`)?
 fn buffer_locked(path: &Path) -> Result<bool, String> {
     use std::os::fd::AsRawFd;
     let db = SledStore::lock_file(path);

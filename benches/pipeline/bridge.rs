@@ -11,13 +11,9 @@ use std::time::Instant;
 
 use super::{
     cpu_seconds, high_watermarks, publish, status_kb, wait_for, Latency, LatencyConsumer, Load,
-    Options, Stamps,
+    Options, Stamps, WAIT,
 };
 use crate::support::{Kafka, Mosquitto};
-
-/// A Python interpreter's backlog takes a while: the run is capped so it ends within the
-/// harness's wait bound.
-const BACKLOG_MAX: u64 = 50_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct BridgeReport {
@@ -46,13 +42,24 @@ impl Bridge {
             .stderr(std::fs::File::create(&log).expect("bridge log"))
             .spawn()
             .expect("start scripts/bridge/run.sh");
+        // Its output is read to the end on a thread (a closed pipe would kill it), and the
+        // first "subscribed" is awaited within the harness's bound.
         let stdout = child.stdout.take().expect("piped");
-        let subscribed = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l == "subscribed");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "subscribed" {
+                    let _ = tx.send(());
+                }
+            }
+        });
         let bridge = Bridge { child, log };
-        assert!(subscribed, "the bridge ended:\n{}", bridge.logs());
+        if rx.recv_timeout(WAIT).is_err() {
+            panic!(
+                "the bridge did not subscribe within {WAIT:?}:\n{}",
+                bridge.logs()
+            );
+        }
         bridge
     }
 
@@ -64,9 +71,16 @@ impl Bridge {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGTERM (it disconnects and flushes its producer), SIGKILL if it is still there
+    /// after the harness's bound.
     fn stop(mut self) {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + WAIT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -110,7 +124,7 @@ pub fn run(
     consumer.stop();
     bridge.stop();
 
-    report.records = opts.records.min(BACKLOG_MAX);
+    report.records = opts.records;
     rt.block_on(publish(mqtt, load, seq..seq + report.records, None, None));
     let before = high_watermarks(kafka);
     let started = Instant::now();

@@ -44,6 +44,8 @@ pub struct SledStore {
     reclaimed_to: u64,
     /// The buffer directory's lock, held while the store is open (see [`take_lock`]).
     lock: Option<std::fs::File>,
+    /// Set when a failed rebuild could not be undone for sure: flushes fail from then on.
+    broken: Option<String>,
 }
 
 fn err(e: sled::Error) -> BufferError {
@@ -117,6 +119,7 @@ impl SledStore {
             marked,
             reclaimed_to: 0,
             lock: None,
+            broken: None,
         };
         store.highest = [store.stored_mark(), store.last_key(), marked]
             .into_iter()
@@ -376,6 +379,11 @@ impl Store for SledStore {
     }
 
     fn flush(&mut self) -> Result<(), BufferError> {
+        if let Some(why) = &self.broken {
+            return Err(BufferError::Storage(format!(
+                "the buffer database is unusable after a failed rebuild ({why}); restart hubgate"
+            )));
+        }
         let mark = self.highest.filter(|h| Some(*h) != self.marked);
         if let Some(seq) = mark {
             self.meta
@@ -458,8 +466,14 @@ impl Store for SledStore {
                 if self.dir.exists() {
                     let _ = std::fs::rename(&self.dir, &new);
                 }
-                let _ = std::fs::rename(&old, &self.dir);
-                let _ = sync_dir(parent);
+                let back = std::fs::rename(&old, &self.dir)
+                    .map_err(|e| fs_error("renaming", &old, e))
+                    .and_then(|()| sync_dir(parent));
+                if let Err(undo) = back {
+                    // Where this database will be found after a power cut is unknown: accept
+                    // nothing more into it (flushes fail, so nothing more is acknowledged).
+                    self.broken = Some(format!("{e}; undoing it: {undo}"));
+                }
                 let _ = std::fs::remove_dir_all(&new);
                 return Err(e);
             }

@@ -168,16 +168,16 @@ impl Forwarder {
         deliveries: &mut UnboundedReceiver<Delivery>,
     ) -> Result<(), BufferError> {
         self.settle_in_flight(deliveries)?;
-        let old = std::mem::replace(&mut self.sink, sink);
-        self.resend_in_flight();
-        drop(old);
-        self.commit()?;
+        // Dropped first: what it still held is reported (as failed) before the reports
+        // are taken below.
+        drop(std::mem::replace(&mut self.sink, sink));
+        self.sink_restarted(deliveries)?;
         log::info!("sink replaced (new credentials); buffered records are sent with the new one");
         Ok(())
     }
 
-    /// The sink started over by itself (a new producer): take the old one's last reports
-    /// before anything goes to the new one, and send again what got none.
+    /// The sink started over (a new producer): take the old one's last reports before
+    /// anything goes to the new one, and send again what got none.
     fn sink_restarted(
         &mut self,
         deliveries: &mut UnboundedReceiver<Delivery>,
@@ -193,14 +193,20 @@ impl Forwarder {
     /// drain sends it again, oldest first, from the buffer (or from `blocked`, still
     /// unacknowledged, once it fits there).
     fn resend_in_flight(&mut self) {
-        let stuck: Vec<(u64, InFlight)> = std::mem::take(&mut self.in_flight).into_iter().collect();
-        for (seq, f) in stuck.into_iter().rev() {
+        for (seq, f) in std::mem::take(&mut self.in_flight) {
             if !f.in_buffer {
-                self.blocked.push_front((seq, f.record, f.acks));
+                self.hold(seq, f.record, f.acks);
             }
         }
         self.metrics.in_flight.set(0);
         self.drain_cursor = None;
+    }
+
+    /// Keep a record that is not durable yet in `blocked`, in sequence order (it goes to
+    /// the buffer, oldest first, once there is room), so it cannot be sent after a newer one.
+    fn hold(&mut self, seq: u64, record: Record, acks: Vec<Ack>) {
+        let at = self.blocked.partition_point(|(s, _, _)| *s < seq);
+        self.blocked.insert(at, (seq, record, acks));
     }
 
     /// Give the sink a moment to confirm what is in flight, apply its reports, and buffer
@@ -408,13 +414,16 @@ impl Forwarder {
             Err(SinkError::Reject(e)) => self.reject(d.seq, &f.record, &e, f.acks)?,
             Err(e) => {
                 self.failed(&e, &f.record.rec_type);
-                if !f.in_buffer {
+                if !f.in_buffer && !self.blocked.is_empty() {
+                    // Older records wait for room: this one waits with them, in order.
+                    self.hold(d.seq, f.record, f.acks);
+                } else if !f.in_buffer {
                     self.in_flight.insert(d.seq, f);
                     self.spill_in_flight(d.seq)?;
                     if let Some(f) = self.in_flight.remove(&d.seq) {
                         if !f.in_buffer {
                             // No room in the buffer: keep it in memory until there is.
-                            self.blocked.push_front((d.seq, f.record, f.acks));
+                            self.hold(d.seq, f.record, f.acks);
                         }
                     }
                     self.metrics.in_flight.set(self.in_flight.len() as u64);

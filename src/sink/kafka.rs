@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -195,7 +195,12 @@ pub struct KafkaSink {
     topics: BTreeMap<String, String>,
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
+    /// When the producer was last replaced (see [`Sink::tick`]).
+    rebuilt: Option<Instant>,
 }
+
+/// The least time between two producer replacements.
+const REBUILD_MIN: Duration = Duration::from_secs(1);
 
 fn create(
     config: &ClientConfig,
@@ -229,6 +234,7 @@ impl KafkaSink {
             topics,
             deliveries,
             metrics,
+            rebuilt: None,
         })
     }
 
@@ -284,11 +290,23 @@ impl Sink for KafkaSink {
         let Some((code, reason)) = self.producer.client().fatal_error() else {
             return false;
         };
-        if !matches!(
+        // A producer that fails again at once is not rebuilt ten times a second.
+        if self.rebuilt.is_some_and(|t| t.elapsed() < REBUILD_MIN) {
+            return false;
+        }
+        self.rebuilt = Some(Instant::now());
+        if code == RDKafkaErrorCode::GaplessGuarantee {
+            // Routine: a refused record (logged as a sink error) stopped it.
+            log::debug!("kafka: {reason}; new producer");
+        } else if !matches!(
             code,
             RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::ClusterAuthorizationFailed
         ) {
-            log::debug!("kafka: {code}: {reason}; new producer");
+            self.metrics.count_once("producer_failed", || {
+                format!(
+                    "kafka: the producer failed for good ({code}: {reason}); building a new one"
+                )
+            });
         } else {
             log::warn!(
                 "kafka: the broker refuses an idempotent producer ({code}: {reason}); going on \
