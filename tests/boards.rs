@@ -119,16 +119,25 @@ fn site_keys_override_the_profile() {
     let text = format!(
         "board = \"rpi-zero-w\"\n[buffer]\npath = \"{}\"\nmax_bytes = \"32MiB\"\n\
          [[source]]\ntype = \"serial\"\ndevice = \"/dev/ttyUSB0\"\nframing = \"slip\"\n\
+         [[source]]\ntype = \"serial\"\nframing = \"cobs\"\n\
          [sink]\ntype = \"stdout\"\n",
         dir.path().display()
     );
     let cfg = load(dir.path(), &text);
     assert_eq!(cfg.buffer.max_bytes, 32 << 20);
-    assert_eq!(cfg.buffer.max_in_flight, 2000, "from the profile");
-    let SourceConfig::Serial(s) = &cfg.sources[0] else {
-        panic!("not serial")
-    };
-    assert_eq!(s.device, Path::new("/dev/ttyUSB0"));
+    let devices: Vec<&Path> = cfg
+        .sources
+        .iter()
+        .map(|s| match s {
+            SourceConfig::Serial(s) => s.device.as_path(),
+            _ => panic!("not serial"),
+        })
+        .collect();
+    assert_eq!(
+        devices,
+        [Path::new("/dev/ttyUSB0"), Path::new("/dev/serial0")],
+        "the site's device, then the profile's"
+    );
 }
 
 /// The shipped template leaves the board's keys to the board once `board` is uncommented.
@@ -145,7 +154,6 @@ fn template_with_a_board_takes_the_boards_values() {
         &template.replace("\n# board = \"rpi4\"\n", "\nboard = \"rpi-zero-w\"\n"),
     );
     assert_eq!(cfg.buffer.max_bytes, 64 << 20);
-    assert_eq!(cfg.buffer.max_in_flight, 2000);
 }
 
 #[test]
