@@ -52,12 +52,12 @@ die() { echo "cross-setup: $*" >&2; exit 1; }
 log() { echo "cross-setup: $*" >&2; }
 
 # ---- target table -----------------------------------------------------------
-target_info() {   # sets: MODE DEBARCH GNU QEMU QEMU_CPU
+target_info() {   # sets: MODE DEBARCH GNU (qemu-run has its own table)
     case "$1" in
-        aarch64-unknown-linux-gnu)     MODE=debian; DEBARCH=arm64; GNU=aarch64-linux-gnu;   QEMU=qemu-aarch64-static; QEMU_CPU=cortex-a72 ;;
-        armv7-unknown-linux-gnueabihf) MODE=debian; DEBARCH=armhf; GNU=arm-linux-gnueabihf; QEMU=qemu-arm-static;     QEMU_CPU=cortex-a7 ;;
-        arm-unknown-linux-gnueabihf)   MODE=zig;    DEBARCH=armhf; GNU=arm-linux-gnueabihf; QEMU=qemu-arm-static;     QEMU_CPU=max ;;
-        arm-unknown-linux-musleabihf)  MODE=zig;    DEBARCH=armhf; GNU=arm-linux-gnueabihf; QEMU=qemu-arm-static;     QEMU_CPU=arm1176 ;;
+        aarch64-unknown-linux-gnu)     MODE=debian; DEBARCH=arm64; GNU=aarch64-linux-gnu ;;
+        armv7-unknown-linux-gnueabihf) MODE=debian; DEBARCH=armhf; GNU=arm-linux-gnueabihf ;;
+        arm-unknown-linux-gnueabihf)   MODE=zig;    DEBARCH=armhf; GNU=arm-linux-gnueabihf ;;
+        arm-unknown-linux-musleabihf)  MODE=zig;    DEBARCH=armhf; GNU=arm-linux-gnueabihf ;;
         *) die "unsupported target '$1'" ;;
     esac
 }
@@ -141,7 +141,8 @@ fetch_openssl() {
 install_curl_shim() {
     # librdkafka 2.12.x (rdkafka-sys 4.10 / rdkafka 0.39) #includes <curl/curl.h> even with
     # WITH_CURL=0 (cmake '#cmakedefine01' + '#ifdef' bug, librdkafka#5135, rust-rdkafka#829).
-    # curl's public headers are architecture independent, so the host's copy is enough.
+    # Debian 12's curl headers (curl >= 7.56, no curlbuild.h) are architecture independent,
+    # so the host's copy is enough (cross's Ubuntu 16.04 images differ: cross-pre-build.sh).
     [ -f "$PREFIX/include/curl/curl.h" ] && return 0
     local tmp; tmp=$(mktemp -d); chmod 755 "$tmp"
     (cd "$tmp" && apt-get download libcurl4-openssl-dev >/dev/null 2>&1) || die "apt-get download libcurl4-openssl-dev failed"

@@ -43,9 +43,6 @@ impl Family {
     pub fn get(&self, label: &str) -> Option<u64> {
         self.lock().get(label).copied()
     }
-    pub fn remove(&self, label: &str) {
-        self.lock().remove(label);
-    }
     pub fn sum(&self) -> u64 {
         self.lock().values().sum()
     }

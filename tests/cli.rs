@@ -294,6 +294,9 @@ fn buffer_stats_export_and_purge() {
             bytes += value.len();
             store.insert(seq, value).unwrap();
         }
+        for seq in n..n + 2 {
+            store.dead_letter(seq, vec![7; 100]).unwrap();
+        }
         store.flush().unwrap();
     }
     let config = dir.path().join("hubgate.toml");
@@ -319,7 +322,7 @@ fn buffer_stats_export_and_purge() {
     assert!(stats.status.success(), "{}", stderr(&stats));
     assert_eq!(field(&stats, "records"), n);
     assert_eq!(field(&stats, "bytes"), bytes as u64);
-    assert_eq!(field(&stats, "dead letters"), 0);
+    assert_eq!(field(&stats, "dead letters"), 2);
     let on_disk = field(&stats, "on disk");
     assert!(on_disk >= bytes as u64, "{on_disk}");
     assert!(stdout(&stats).contains("oldest: "), "{}", stdout(&stats));
@@ -348,6 +351,11 @@ fn buffer_stats_export_and_purge() {
     assert_eq!(stdout(&purge).trim(), format!("purged {n} record(s)"));
     let stats = hubgate(&["buffer", "stats", "-c", cfg]);
     assert_eq!(field(&stats, "records"), 0);
+    assert_eq!(
+        field(&stats, "dead letters"),
+        2,
+        "purge keeps the dead letters"
+    );
     let after = field(&stats, "on disk");
     assert!(
         after * 4 < on_disk,

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::agent::{config_with, topics, Agent, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
-use support::{free_port, Kafka, Mosquitto};
+use support::{free_udp_port, Kafka, Mosquitto};
 
 const KEY: &str = "ZG9jdG9yLXRlc3Qta2V5LXNlY3JldA==";
 
@@ -68,12 +68,13 @@ fn config(
 /// Run `hubgate doctor -c config`: (exit code, stdout), and how long it took.
 fn doctor(config: &Path) -> (i32, String, Duration) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_hubgate"))
-        .args(["doctor", "-c"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run hubgate doctor");
+    let out = support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["doctor", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "warn"),
+        Duration::from_secs(60),
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -110,7 +111,7 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
     let kafka = Kafka::start(dir.path());
     topics(&kafka);
     let pty = Pty::open();
-    let udp = free_port();
+    let udp = free_udp_port();
     let cfg = config("doctor.toml", dir.path(), &mqtt, &kafka, &pty.path, udp, "");
 
     let (code, out, _) = doctor(&cfg);
@@ -209,7 +210,7 @@ fn stopped_brokers_fail_their_steps_fast() {
     let mut mqtt = Mosquitto::start(dir.path());
     let mut kafka = Kafka::start(dir.path());
     topics(&kafka);
-    let udp = free_port();
+    let udp = free_udp_port();
     let server = kafka.bootstrap();
     let gone = dir.path().join("ttyUSB9");
     let cfg = config("doctor.toml", dir.path(), &mqtt, &kafka, &gone, udp, "");

@@ -16,10 +16,10 @@ const KEY: &str = "bWV0cmljcy10ZXN0LWtleQ==";
 
 fn config(dir: &Path, mqtt: &Mosquitto, kafka: &Kafka) -> String {
     // Undeliverable records fail after 5 s instead of 30, so the outage shows sooner.
-    config_with(&dir.join("buffer"), mqtt, kafka, KEY, "", "").replace(
-        "\"message.timeout.ms\" = \"30000\"",
-        "\"message.timeout.ms\" = \"5000\"",
-    )
+    let text = config_with(&dir.join("buffer"), mqtt, kafka, KEY, "", "");
+    let timeout = "\"message.timeout.ms\" = \"30000\"";
+    assert!(text.contains(timeout), "config_with changed: {text}");
+    text.replace(timeout, "\"message.timeout.ms\" = \"5000\"")
 }
 
 fn now() -> u64 {

@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use support::agent::Agent;
-use support::free_port;
+use support::free_udp_port;
 
 const WAIT: Duration = Duration::from_secs(30);
 const GATEWAY: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0x00, 0x00, 0x01];
@@ -40,7 +40,7 @@ fn printed(agent: &Agent, dir: &std::path::Path) -> Vec<serde_json::Value> {
 #[test]
 fn push_and_pull_are_acknowledged_and_status_becomes_a_record() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_udp_port();
     let config = format!(
         "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\ngateway_status = true\n[sink]\ntype = \"stdout\"\n",
         dir.path().join("buffer").display()
@@ -105,7 +105,7 @@ fn rxpk(gateway_rssi: i32, data: &str) -> String {
 #[test]
 fn radio_frames_are_verified_decrypted_decoded_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_udp_port();
     let config = format!(
         r#"[buffer]
 path = "{buffer}"
@@ -200,12 +200,13 @@ fn a_taken_port_stops_the_start_with_a_clear_error() {
         ),
     )
     .unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
+    let o = support::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "off"),
+        WAIT,
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -68,11 +68,11 @@ impl Bridge {
     }
 
     fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        crate::support::log_tail(&self.log)
     }
 
-    /// SIGTERM (it disconnects and flushes its producer), SIGKILL if it is still there
-    /// after the harness's bound.
+    /// SIGTERM (it disconnects and flushes its producer); dropped (killed) if it is still
+    /// there after the harness's bound.
     fn stop(mut self) {
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -80,6 +80,12 @@ impl Bridge {
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+}
+
+/// A panicking phase leaves no bridge behind.
+impl Drop for Bridge {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -484,7 +484,7 @@ impl Stamps {
 /// A consumer thread that stamps each record of the latency runs when it becomes readable.
 struct LatencyConsumer {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LatencyConsumer {
@@ -525,12 +525,27 @@ impl LatencyConsumer {
                 }
             }
         });
-        LatencyConsumer { stop, thread }
+        LatencyConsumer {
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    fn stop(self) {
+    fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("latency consumer");
+        if let Some(t) = self.thread.take() {
+            t.join().expect("latency consumer");
+        }
+    }
+}
+
+/// A panicking phase leaves no consumer thread polling a broker being stopped.
+impl Drop for LatencyConsumer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

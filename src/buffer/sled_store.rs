@@ -75,8 +75,7 @@ impl SledStore {
                     dir.display(),
                     aside.display()
                 );
-                let mut store = Self::open_inner(dir)
-                    .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))?;
+                let mut store = Self::open_at(dir)?;
                 store.lock = Some(lock);
                 return Ok(store);
             }
@@ -89,6 +88,11 @@ impl SledStore {
             }
             _ => Ok(store),
         }
+    }
+
+    /// [`SledStore::open_inner`] with the error as a [`BufferError`] naming `dir`.
+    fn open_at(dir: &Path) -> Result<SledStore, BufferError> {
+        Self::open_inner(dir).map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))
     }
 
     fn open_inner(dir: &Path) -> Result<SledStore, sled::Error> {
@@ -138,8 +142,7 @@ impl SledStore {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| fs_error("removing", dir, e))?;
         }
-        let mut fresh = Self::open_inner(dir)
-            .map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))?;
+        let mut fresh = Self::open_at(dir)?;
         for (k, v) in self.dead.iter().flatten() {
             if let Some(seq) = seq_of(&k) {
                 fresh.dead_letter(seq, v.to_vec())?;
@@ -168,8 +171,7 @@ impl SledStore {
     /// what it still holds into a fresh one, and say so loudly.
     fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
-        let mut fresh = Self::open_inner(&self.dir)
-            .map_err(|e| BufferError::Storage(format!("{}: {e}", self.dir.display())))?;
+        let mut fresh = Self::open_at(&self.dir)?;
         fresh.lock = self.lock.take();
         let mut kept = 0u64;
         for (k, v) in self.records.iter().flatten() {
@@ -435,7 +437,7 @@ impl Store for SledStore {
         }
         let before = self.size_on_disk()?;
         if before <= RECLAIM_ABOVE.max(2 * self.reclaimed_to)
-            || super::disk_free(&self.dir).is_some_and(|f| f < RECLAIM_ABOVE)
+            || self.disk_free().is_some_and(|f| f < RECLAIM_ABOVE)
         {
             return Ok(None);
         }
@@ -455,10 +457,7 @@ impl Store for SledStore {
         let swapped = std::fs::rename(&new, &self.dir)
             .map_err(|e| fs_error("renaming", &new, e))
             .and_then(|()| sync_dir(parent))
-            .and_then(|()| {
-                Self::open_inner(&self.dir)
-                    .map_err(|e| BufferError::Storage(format!("{}: {e}", self.dir.display())))
-            });
+            .and_then(|()| Self::open_at(&self.dir));
         let mut fresh = match swapped {
             Ok(f) => f,
             Err(e) => {

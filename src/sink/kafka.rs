@@ -248,9 +248,6 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
-        if let Some((_, reason)) = self.producer.client().fatal_error() {
-            return Err(SinkError::Retry(format!("the producer failed: {reason}")));
-        }
         let record = BaseRecord::with_opaque_to(self.topic(&rec.rec_type), Box::new(seq))
             .key(rec.key.as_bytes())
             .payload(rec.body.as_bytes());

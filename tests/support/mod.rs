@@ -64,6 +64,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A UDP port on 127.0.0.1 that nothing listens on right now (a free TCP port says
+/// nothing about UDP).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .expect("bind udp 127.0.0.1:0 to find a free port")
+        .port()
+}
+
 /// A unique suffix for group ids, client ids, topic names.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -308,6 +317,29 @@ pub fn log_tail(path: &Path) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// Run a command that must end by itself within `limit`; kill it and panic with its
+/// stderr if it does not (a regression then fails the test instead of hanging it).
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("child status").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("killed child");
+            panic!(
+                "{cmd:?} still ran after {limit:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("child output")
+}
+
 /// Run a command to completion; panic with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     let out = cmd
@@ -449,7 +481,8 @@ impl Mosquitto {
 #[derive(Debug)]
 pub struct Kafka {
     dir: PathBuf,
-    certs: Certs,
+    /// stunnel's certificates (`None` for a plain-TCP broker).
+    certs: Option<Certs>,
     tansu_bin: PathBuf,
     /// tansu's plaintext listener (internal, only stunnel talks to it).
     broker_port: u16,
@@ -502,7 +535,7 @@ impl Kafka {
 
         Kafka {
             dir: dir.to_path_buf(),
-            certs,
+            certs: Some(certs),
             tansu_bin,
             broker_port,
             tls_port,
@@ -521,7 +554,7 @@ impl Kafka {
         tansu.wait_accepting(broker_port, START_TIMEOUT);
         Kafka {
             dir: dir.to_path_buf(),
-            certs: Certs::generate(&dir.join("certs")),
+            certs: None,
             tansu_bin,
             broker_port,
             tls_port: broker_port,
@@ -540,14 +573,10 @@ impl Kafka {
         format!("localhost:{}", self.tls_port)
     }
 
-    /// The CA certificate clients must trust (`ssl.ca.location`).
+    /// The CA certificate clients must trust (`ssl.ca.location`); TLS brokers only.
     pub fn ca_path(&self) -> PathBuf {
-        self.certs.ca.clone()
-    }
-
-    /// The certificates stunnel serves.
-    pub fn certs(&self) -> &Certs {
-        &self.certs
+        let certs = self.certs.as_ref().expect("a TLS broker has certificates");
+        certs.ca.clone()
     }
 
     /// A syntactically Event-Hubs-like connection string (the SASL PLAIN
