@@ -414,11 +414,19 @@ impl Forwarder {
             Err(SinkError::Reject(e)) => self.reject(d.seq, &f.record, &e, f.acks)?,
             Err(e) => {
                 self.failed(&e, &f.record.rec_type);
-                if !f.in_buffer {
-                    // Into the buffer, in order behind any older record waiting for room
-                    // (it stays in memory, unacknowledged, while there is none).
+                if !f.in_buffer && !self.blocked.is_empty() {
+                    // Older records wait for room: this one waits with them, in order.
                     self.hold(d.seq, f.record, f.acks);
-                    self.unblock()?;
+                } else if !f.in_buffer {
+                    self.in_flight.insert(d.seq, f);
+                    self.spill_in_flight(d.seq)?;
+                    if let Some(f) = self.in_flight.remove(&d.seq) {
+                        if !f.in_buffer {
+                            // No room in the buffer: keep it in memory until there is.
+                            self.hold(d.seq, f.record, f.acks);
+                        }
+                    }
+                    self.metrics.in_flight.set(self.in_flight.len() as u64);
                 }
             }
         }
