@@ -81,12 +81,12 @@ impl Decoder {
             }
             Err(e @ (LorawanError::UnknownDevAddr(_) | LorawanError::NotUplink(_))) => {
                 self.metrics
-                    .count_once("not_ours", || format!("radio frame skipped: {e}"));
+                    .problem("not_ours", || format!("radio frame skipped: {e}"));
                 None
             }
             Err(e) => {
                 self.metrics
-                    .count_once("lorawan_error", || format!("radio frame dropped: {e}"));
+                    .problem("lorawan_error", || format!("radio frame dropped: {e}"));
                 None
             }
         }
@@ -106,7 +106,7 @@ impl Decoder {
         };
         let payload = match device.map(|d| d.codec) {
             None => {
-                self.metrics.count_once("unknown_device", || {
+                self.metrics.problem("unknown_device", || {
                     format!(
                         "device {} is not in the config: sent as packed records",
                         up.device_id()
@@ -122,7 +122,7 @@ impl Decoder {
                 },
                 Err(e) => {
                     self.metrics.decode_errors.inc(codec.id());
-                    self.metrics.count_once("codec_error", || {
+                    self.metrics.problem("codec_error", || {
                         format!(
                             "device {} ({codec}): {e}: sent as a packed record",
                             up.device_id()

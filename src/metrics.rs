@@ -101,6 +101,8 @@ pub struct Metrics {
     pub parked: Family,
     /// Bad input and decode trouble by kind (`malformed_json`, `codec_error`, …).
     problems: Family,
+    /// Rate limit of the log lines that input and outages control.
+    log: crate::logline::Limiter,
 }
 
 /// How a series family is exposed: name (without `hubgate_`), type, label name, help.
@@ -117,17 +119,17 @@ impl Metrics {
         Arc::new(Metrics::default())
     }
 
-    /// Count a problem of `kind`; log `msg()` at warn the first time, at debug after that,
-    /// so a flood of bad input cannot flood the log.
-    pub fn count_once(&self, kind: &'static str, msg: impl FnOnce() -> String) {
-        if self.problems.inc(kind) == 1 {
-            log::warn!(
-                "{} (first of its kind: {kind}; later ones at debug level)",
-                msg()
-            );
-        } else if log::log_enabled!(log::Level::Debug) {
-            log::debug!("{}", msg());
-        }
+    /// Count a problem of `kind` and log `msg()` at warn, rate-limited per kind (see
+    /// [`crate::logline`]), so a flood of bad input cannot flood the log.
+    pub fn problem(&self, kind: &'static str, msg: impl FnOnce() -> String) {
+        self.problems.inc(kind);
+        self.log.log(log::Level::Warn, kind, msg);
+    }
+
+    /// Log `msg()` at `level`, rate-limited per `kind`, without counting it as a problem
+    /// (for events with counters of their own, such as drops).
+    pub fn log_limited(&self, level: log::Level, kind: &'static str, msg: impl FnOnce() -> String) {
+        self.log.log(level, kind, msg);
     }
 
     pub fn problems(&self, kind: &str) -> u64 {
@@ -274,6 +276,7 @@ pub async fn log_status(metrics: Arc<Metrics>, every: Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
+        metrics.log.flush();
         log::info!("{}", metrics.status_line(SystemTime::now()));
     }
 }
@@ -313,7 +316,7 @@ mod tests {
         m.sink_errors.inc("retry");
         m.kafka_connected.set("", 1);
         m.dropped_expired.inc();
-        m.count_once("malformed_json", String::new);
+        m.problem("malformed_json", String::new);
         let text = m.render();
         for line in [
             "# TYPE hubgate_received_total counter",

@@ -318,7 +318,7 @@ impl Forwarder {
             Ok(Pushed::Full) => self.blocked.push_back((seq, record, vec![ack])),
             Err(e) => {
                 // A full or failing disk behaves like a full buffer: hold, don't acknowledge.
-                self.metrics.count_once("buffer_write_error", || {
+                self.metrics.problem("buffer_write_error", || {
                     format!("cannot write to the buffer: {e}; holding records in memory")
                 });
                 self.blocked.push_back((seq, record, vec![ack]));
@@ -457,7 +457,7 @@ impl Forwarder {
     fn failed(&mut self, e: &SinkError, rec_type: &str) {
         self.metrics.sink_errors.inc(e.class());
         self.metrics
-            .count_once("sink_error", || format!("sink: {e}"));
+            .problem("sink_error", || format!("sink: {e}"));
         if let Verdict::Backoff(_) = self.health.failed(e, rec_type, Instant::now()) {
             // Start again from the oldest buffered record once the sink is back.
             self.drain_cursor = None;
@@ -511,7 +511,7 @@ impl Forwarder {
             if let Err(e) = self.buffer.flush() {
                 // A full or failing disk: nothing is acknowledged until a flush succeeds
                 // (retried every tick); the sources keep their copies meanwhile.
-                self.metrics.count_once("buffer_write_error", || {
+                self.metrics.problem("buffer_write_error", || {
                     format!("cannot flush the buffer: {e}; holding acknowledgements")
                 });
                 return Ok(());

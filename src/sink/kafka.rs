@@ -299,7 +299,7 @@ impl Sink for KafkaSink {
             code,
             RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::ClusterAuthorizationFailed
         ) {
-            self.metrics.count_once("producer_failed", || {
+            self.metrics.problem("producer_failed", || {
                 format!(
                     "kafka: the producer failed for good ({code}: {reason}); building a new one"
                 )
@@ -321,7 +321,7 @@ impl Sink for KafkaSink {
             }
             Err(e) => {
                 self.metrics
-                    .count_once("producer_rebuild", || format!("kafka: {e}; trying again"));
+                    .problem("producer_rebuild", || format!("kafka: {e}; trying again"));
                 false
             }
         }

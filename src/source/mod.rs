@@ -129,7 +129,7 @@ impl Context {
             Ok(up) => Some(up),
             Err(e) => {
                 self.metrics
-                    .count_once(e.kind(), || format!("{source}: dropped a message: {e}"));
+                    .problem(e.kind(), || format!("{source}: dropped a message: {e}"));
                 None
             }
         }

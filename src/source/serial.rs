@@ -160,14 +160,14 @@ async fn read(
                 None => continue,
                 Some(Err(e)) => {
                     ctx.metrics
-                        .count_once(e.kind(), || format!("serial {dev}: dropped a frame: {e}"));
+                        .problem(e.kind(), || format!("serial {dev}: dropped a frame: {e}"));
                     continue;
                 }
                 Some(Ok(frame)) => match content_of(content, frame, SystemTime::now()) {
                     Ok(input) => input,
                     Err(e) => {
                         ctx.metrics
-                            .count_once(e.kind(), || format!("serial {dev}: dropped a frame: {e}"));
+                            .problem(e.kind(), || format!("serial {dev}: dropped a frame: {e}"));
                         continue;
                     }
                 },

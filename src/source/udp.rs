@@ -36,7 +36,7 @@ pub async fn run(socket: UdpSocket, gateway_status: bool, ctx: Context) {
             Ok(p) => p,
             Err(e) => {
                 ctx.metrics
-                    .count_once("gwmp_bad_packet", || format!("udp: from {peer}: {e}"));
+                    .problem("gwmp_bad_packet", || format!("udp: from {peer}: {e}"));
                 continue;
             }
         };
@@ -76,12 +76,12 @@ fn push_inputs(
         Ok(c) => c,
         Err(e) => {
             ctx.metrics
-                .count_once("gwmp_bad_json", || format!("udp: from {peer}: {e}"));
+                .problem("gwmp_bad_json", || format!("udp: from {peer}: {e}"));
             return Vec::new();
         }
     };
     for _ in 0..content.bad_crc {
-        ctx.metrics.count_once("bad_crc", || {
+        ctx.metrics.problem("bad_crc", || {
             format!(
                 "udp: gateway {}: skipped a frame with a bad CRC",
                 hex::encode(gateway)

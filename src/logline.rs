@@ -1,0 +1,174 @@
+//! Log lines whose rate or content the outside world controls (bad input, drops, sink
+//! errors), kept bounded: per kind, the first line is written at once, later ones at most
+//! once per interval with the number that came in between, and no line is longer than
+//! [`MAX_LINE`] or holds control characters (a hostile message cannot flood or forge the
+//! log). With `RUST_LOG=debug` every occurrence is also logged at debug level.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Longest message kept in a line, in bytes; the rest is cut and its length said.
+pub const MAX_LINE: usize = 400;
+/// At most one line per kind per this interval (after the first).
+pub const EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+pub struct Limiter {
+    kinds: Mutex<HashMap<&'static str, Window>>,
+}
+
+struct Window {
+    /// Start of the current interval.
+    since: Instant,
+    /// Occurrences in this interval not written yet, and one of them to quote.
+    held: u64,
+    sample: String,
+    level: log::Level,
+}
+
+impl Limiter {
+    /// Log `msg()` at `level` under `kind`, rate-limited. `msg` is only called when the line
+    /// is written (or debug logging is on).
+    pub fn log(&self, level: log::Level, kind: &'static str, msg: impl FnOnce() -> String) {
+        self.log_at(Instant::now(), level, kind, msg)
+    }
+
+    fn log_at(
+        &self,
+        now: Instant,
+        level: log::Level,
+        kind: &'static str,
+        msg: impl FnOnce() -> String,
+    ) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let debug = log::log_enabled!(log::Level::Debug);
+        match kinds.get_mut(kind) {
+            None => {
+                log::log!(level, "{} [{kind}]", clean(&msg()));
+                kinds.insert(
+                    kind,
+                    Window {
+                        since: now,
+                        held: 0,
+                        sample: String::new(),
+                        level,
+                    },
+                );
+            }
+            Some(w) if now.duration_since(w.since) >= EVERY => {
+                let line = clean(&msg());
+                log::log!(level, "{}", summary(kind, w.held + 1, &line, now - w.since));
+                *w = Window {
+                    since: now,
+                    held: 0,
+                    sample: String::new(),
+                    level,
+                };
+            }
+            Some(w) => {
+                w.held += 1;
+                // Formatted only when debug logging shows it, or for the first one held
+                // back (the summary quotes it if no later line is written).
+                if debug || w.held == 1 {
+                    let line = clean(&msg());
+                    if debug {
+                        log::debug!("{line} [{kind}]");
+                    }
+                    w.sample = line;
+                }
+            }
+        }
+    }
+
+    /// Write the held counts of every kind whose interval has run out (called by the
+    /// periodic status task, so a burst that ended is still reported).
+    pub fn flush(&self) {
+        self.flush_at(Instant::now())
+    }
+
+    fn flush_at(&self, now: Instant) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, w) in kinds.iter_mut() {
+            if w.held > 0 && now.duration_since(w.since) >= EVERY {
+                log::log!(
+                    w.level,
+                    "{}",
+                    summary(kind, w.held, &w.sample, now - w.since)
+                );
+                w.held = 0;
+                w.sample.clear();
+                w.since = now;
+            }
+        }
+    }
+}
+
+fn summary(kind: &str, n: u64, line: &str, over: Duration) -> String {
+    format!(
+        "{line} [{kind}: {n} in the last {}s]",
+        over.as_secs().max(1)
+    )
+}
+
+/// `s` cut to [`MAX_LINE`] bytes (on a character boundary), control characters escaped.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_LINE + 32));
+    for (i, c) in s.char_indices() {
+        if out.len() >= MAX_LINE {
+            let _ = write!(out, "… ({} more bytes)", s.len() - i);
+            break;
+        }
+        if c.is_control() {
+            let _ = write!(out, "{}", c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_and_control_characters_escaped() {
+        assert_eq!(clean("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        let long = "é".repeat(1000);
+        let c = clean(&long);
+        assert!(c.len() < MAX_LINE + 40, "{}", c.len());
+        assert!(c.ends_with("… (1600 more bytes)"), "{c}");
+    }
+
+    #[test]
+    fn counts_what_it_holds_back_and_reports_it_once_the_interval_ran_out() {
+        let l = Limiter::default();
+        let t0 = Instant::now();
+        let calls = std::cell::Cell::new(0);
+        let msg = || {
+            calls.set(calls.get() + 1);
+            "bad".to_string()
+        };
+        l.log_at(t0, log::Level::Warn, "k", msg);
+        for i in 1..1000 {
+            l.log_at(t0 + Duration::from_millis(i), log::Level::Warn, "k", msg);
+        }
+        {
+            let kinds = l.kinds.lock().unwrap();
+            assert_eq!(kinds["k"].held, 999);
+            assert_eq!(kinds["k"].sample, "bad");
+        }
+        // Formatted for the first line and the first held one only (debug is off in tests).
+        assert_eq!(calls.get(), 2);
+        l.flush_at(t0 + EVERY / 2);
+        assert_eq!(l.kinds.lock().unwrap()["k"].held, 999, "not yet due");
+        l.flush_at(t0 + EVERY);
+        assert_eq!(l.kinds.lock().unwrap()["k"].held, 0);
+        // A new occurrence after the interval is written at once, with its own count.
+        l.log_at(t0 + EVERY * 3, log::Level::Warn, "k", msg);
+        let kinds = l.kinds.lock().unwrap();
+        assert_eq!((kinds["k"].held, kinds["k"].since), (0, t0 + EVERY * 3));
+    }
+}
