@@ -160,8 +160,9 @@ mod tests {
             assert_eq!(kinds["k"].held, 999);
             assert_eq!(kinds["k"].sample, "bad");
         }
-        // Formatted for the first line and the first held one only (debug is off in tests).
-        assert_eq!(calls.get(), 2);
+        // Not formatted for every held one (debug is off in tests; the first line is only
+        // formatted where a logger takes it).
+        assert!(calls.get() <= 2, "{}", calls.get());
         l.flush_at(t0 + EVERY / 2);
         assert_eq!(l.kinds.lock().unwrap()["k"].held, 999, "not yet due");
         l.flush_at(t0 + EVERY);

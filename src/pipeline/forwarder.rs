@@ -456,8 +456,7 @@ impl Forwarder {
 
     fn failed(&mut self, e: &SinkError, rec_type: &str) {
         self.metrics.sink_errors.inc(e.class());
-        self.metrics
-            .problem("sink_error", || format!("sink: {e}"));
+        self.metrics.problem("sink_error", || format!("sink: {e}"));
         if let Verdict::Backoff(_) = self.health.failed(e, rec_type, Instant::now()) {
             // Start again from the oldest buffered record once the sink is back.
             self.drain_cursor = None;
