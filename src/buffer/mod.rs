@@ -429,9 +429,11 @@ mod tests {
             b.remove(seq).unwrap();
         }
         b.flush().unwrap();
+        // sled may trim free segments off its log's end, but keeps most of the space.
+        let undrained = dir_bytes(dir.path());
         assert!(
-            dir_bytes(dir.path()) >= full,
-            "sled does not shrink by itself"
+            undrained * 2 > full,
+            "sled gives little back by itself: {full} -> {undrained} bytes"
         );
         b.remove(9_999).unwrap();
         let drained = dir_bytes(dir.path());

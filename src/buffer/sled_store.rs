@@ -18,6 +18,7 @@
 //! undoes a swap a power cut interrupted.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::{BufferError, Store};
 
@@ -27,6 +28,8 @@ const MARK_FILE: &str = "hubgate-flushed";
 const MARK_KEY: &[u8] = b"max_seq";
 /// A drained database larger than this is rebuilt to give the space back.
 pub const RECLAIM_ABOVE: u64 = 8 << 20;
+/// How long an open waits for sled to let go of a database this process just closed.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 pub struct SledStore {
     db: sled::Db,
@@ -96,11 +99,7 @@ impl SledStore {
     }
 
     fn open_inner(dir: &Path) -> Result<SledStore, sled::Error> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 << 20)
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_db(dir)?;
         let records = db.open_tree("records")?;
         let dead = db.open_tree("dead_letter")?;
         let meta = db.open_tree("meta")?;
@@ -201,6 +200,34 @@ impl SledStore {
         );
         Ok(fresh)
     }
+}
+
+/// Open sled at `dir`, waiting out its own file lock for up to [`LOCK_WAIT`]: sled releases
+/// the lock on a background thread some time after the last handle is dropped, so reopening
+/// a database this process just closed (a rebuild, a salvage, a purge) can find it still
+/// held. Another hubgate cannot be the holder: the buffer directory's lock (see
+/// [`take_lock`]) keeps it out before sled is opened.
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(16 << 20)
+            .flush_every_ms(None)
+            .open()
+        {
+            Err(e) if is_locked(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 /// `sled.new` and `sled.old` beside `dir` (the database directory).
@@ -310,15 +337,10 @@ fn move_aside(dir: &Path) -> Result<PathBuf, BufferError> {
     Ok(aside)
 }
 
-/// Errors that say "not now" (another hubgate holds it, no permission), not "damaged".
+/// Errors that say "not now" (the lock is still held, no permission), not "damaged".
 fn is_busy(e: &sled::Error) -> bool {
-    match e {
-        sled::Error::Io(io) => {
-            io.kind() == std::io::ErrorKind::PermissionDenied
-                || io.to_string().contains("could not acquire lock")
-        }
-        _ => false,
-    }
+    is_locked(e)
+        || matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 fn aside_name(dir: &Path) -> PathBuf {
@@ -564,6 +586,23 @@ mod tests {
             .err()
             .expect("second open must fail");
         assert!(e.to_string().contains("lock"), "{e}");
+        assert_eq!(asides(dir.path()), 0);
+    }
+
+    /// sled lets go of its file lock some time after its last handle is dropped: an open in
+    /// that window waits for it instead of failing.
+    #[test]
+    fn an_open_waits_for_sled_to_release_a_database_just_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = sled::open(dir.path().join(DB_DIR)).unwrap();
+        // Stands in for sled's background release: the handle goes a little later.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let s = SledStore::open(dir.path()).unwrap();
+        release.join().unwrap();
+        assert_eq!(s.usage(), (0, 0));
         assert_eq!(asides(dir.path()), 0);
     }
 
