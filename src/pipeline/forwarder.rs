@@ -97,8 +97,9 @@ impl Forwarder {
 
     /// Hold records of `rec_type` back (its hub is missing) while the others flow.
     pub fn park(&mut self, rec_type: String, reason: String) {
+        let now = Instant::now();
         self.health
-            .failed(&SinkError::Park(reason), &rec_type, Instant::now());
+            .failed(&SinkError::Park(reason), &rec_type, now, now);
     }
 
     /// Run until `stop` fires (then spill what is unconfirmed, acknowledge, return), or until
@@ -283,7 +284,7 @@ impl Forwarder {
                 Err(SinkError::Reject(e)) => {
                     return self.reject(seq, &record, &e, [frame.ack]);
                 }
-                Err(e) => self.failed(&e, &record.rec_type),
+                Err(e) => self.failed(&e, &record.rec_type, Instant::now()),
             }
         }
         self.spill(seq, record, frame.ack)
@@ -413,7 +414,7 @@ impl Forwarder {
             }
             Err(SinkError::Reject(e)) => self.reject(d.seq, &f.record, &e, f.acks)?,
             Err(e) => {
-                self.failed(&e, &f.record.rec_type);
+                self.failed(&e, &f.record.rec_type, f.sent_at);
                 if !f.in_buffer && !self.blocked.is_empty() {
                     // Older records wait for room: this one waits with them, in order.
                     self.hold(d.seq, f.record, f.acks);
@@ -454,10 +455,11 @@ impl Forwarder {
         Ok(())
     }
 
-    fn failed(&mut self, e: &SinkError, rec_type: &str) {
+    /// A record sent at `sent` failed.
+    fn failed(&mut self, e: &SinkError, rec_type: &str, sent: Instant) {
         self.metrics.sink_errors.inc(e.class());
         self.metrics.problem("sink_error", || format!("sink: {e}"));
-        if let Verdict::Backoff(_) = self.health.failed(e, rec_type, Instant::now()) {
+        if let Verdict::Backoff(_) = self.health.failed(e, rec_type, sent, Instant::now()) {
             // Start again from the oldest buffered record once the sink is back.
             self.drain_cursor = None;
         }
@@ -494,7 +496,7 @@ impl Forwarder {
                 Ok(()) => self.track(seq, record, Vec::new(), true),
                 Err(SinkError::Reject(e)) => self.reject(seq, &record, &e, None)?,
                 Err(e) => {
-                    self.failed(&e, &record.rec_type);
+                    self.failed(&e, &record.rec_type, Instant::now());
                     if !self.health.ready(Instant::now()) {
                         break;
                     }

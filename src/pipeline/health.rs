@@ -1,6 +1,10 @@
 //! What the forwarder knows about the sink: when to try again after a failure (capped
 //! exponential backoff with jitter), and which recTypes are parked because their hub is
 //! missing or refused, so the others keep flowing.
+//!
+//! Both escalate once per round: a burst of records that fail together (one refused
+//! request, one missing hub) doubles the wait once. A failure reported while a wait runs, or
+//! for a record sent before that wait began, belongs to a round already counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +19,8 @@ const PARK_MIN: Duration = Duration::from_secs(1);
 const PARK_MAX: Duration = Duration::from_secs(300);
 
 struct Park {
+    /// When this park began: records sent before it belong to the round that caused it.
+    since: Instant,
     until: Instant,
     /// The next park lasts this long (escalates until a success clears the park).
     next: Duration,
@@ -24,6 +30,8 @@ struct Park {
 
 pub struct SinkHealth {
     retry_at: Option<Instant>,
+    /// When the current backoff began (see [`Park::since`]).
+    backoff_since: Option<Instant>,
     backoff: Duration,
     parked: HashMap<String, Park>,
     rng: u64,
@@ -39,6 +47,7 @@ impl SinkHealth {
             .unwrap_or(0x9e37_79b9_7f4a_7c15);
         SinkHealth {
             retry_at: None,
+            backoff_since: None,
             backoff: BACKOFF_MIN,
             parked: HashMap::new(),
             rng: seed | 1,
@@ -69,6 +78,7 @@ impl SinkHealth {
     /// A delivery went through: the sink is fine, and so is this recType's hub.
     pub fn succeeded(&mut self, rec_type: &str) {
         self.retry_at = None;
+        self.backoff_since = None;
         self.backoff = BACKOFF_MIN;
         if self.parked.remove(rec_type).is_some() {
             self.metrics.parked.set(rec_type, 0);
@@ -76,17 +86,32 @@ impl SinkHealth {
         }
     }
 
-    pub fn failed(&mut self, e: &SinkError, rec_type: &str, now: Instant) -> Verdict {
+    /// A record sent at `sent` failed with `e`, reported at `now`.
+    pub fn failed(
+        &mut self,
+        e: &SinkError,
+        rec_type: &str,
+        sent: Instant,
+        now: Instant,
+    ) -> Verdict {
         match e {
             SinkError::Park(_) => {
+                if let Some(p) = self
+                    .parked
+                    .get(rec_type)
+                    .filter(|p| now < p.until || sent < p.since)
+                {
+                    return Verdict::Parked(p.until.saturating_duration_since(now));
+                }
                 let next = self.parked.get(rec_type).map_or(PARK_MIN, |p| p.next);
                 let wait = self.jitter(next);
-                if !self.is_parked(rec_type, now) {
-                    log::error!(
-                        "{rec_type}: {e}; parked for {wait:?}, other recTypes keep flowing"
-                    );
-                }
+                log::error!(
+                    "{rec_type}: {e}; parked for {}, next try at {}; other recTypes keep flowing",
+                    humantime::format_duration(round_ms(wait)),
+                    humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
+                );
                 let park = Park {
+                    since: now,
                     until: now + wait,
                     next: (next * 2).min(PARK_MAX),
                     expired: false,
@@ -96,13 +121,14 @@ impl SinkHealth {
                 Verdict::Parked(wait)
             }
             SinkError::Retry(_) | SinkError::Reject(_) => {
-                // The other records of a refused request fail with it: one escalation
-                // per round, not one per record.
-                if let Some(until) = self.retry_at.filter(|t| now < *t) {
-                    return Verdict::Backoff(until - now);
+                let waiting = self.retry_at.filter(|t| now < *t);
+                let older = self.backoff_since.is_some_and(|s| sent < s);
+                if waiting.is_some() || older {
+                    return Verdict::Backoff(waiting.map_or(Duration::ZERO, |t| t - now));
                 }
                 let wait = self.jitter(self.backoff);
                 self.retry_at = Some(now + wait);
+                self.backoff_since = Some(now);
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 Verdict::Backoff(wait)
             }
@@ -136,6 +162,11 @@ impl SinkHealth {
     }
 }
 
+/// A wait as people read it: to the millisecond.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +179,8 @@ mod tests {
         let mut last = Duration::ZERO;
         for i in 0..8 {
             // Each failure comes once the previous wait is over.
-            let Verdict::Backoff(w) = h.failed(&SinkError::Retry("down".into()), "a", at) else {
+            let Verdict::Backoff(w) = h.failed(&SinkError::Retry("down".into()), "a", at, at)
+            else {
                 panic!()
             };
             at += w;
@@ -165,15 +197,26 @@ mod tests {
         h.succeeded("a");
         assert!(h.ready(now));
         // Failures reported while already waiting do not escalate.
-        let Verdict::Backoff(first) = h.failed(&SinkError::Retry("down".into()), "a", now) else {
+        let Verdict::Backoff(first) = h.failed(&SinkError::Retry("down".into()), "a", now, now)
+        else {
             panic!()
         };
         for _ in 0..40 {
             assert_eq!(
-                h.failed(&SinkError::Retry("down".into()), "a", now),
+                h.failed(&SinkError::Retry("down".into()), "a", now, now),
                 Verdict::Backoff(first)
             );
         }
+        assert_eq!(h.backoff, BACKOFF_MIN * 2);
+        // A late report of a record sent before this backoff began, after it ended: the
+        // round was counted already.
+        let late = now + first;
+        let sent = now - Duration::from_millis(1);
+        assert_eq!(
+            h.failed(&SinkError::Retry("down".into()), "a", sent, late),
+            Verdict::Backoff(Duration::ZERO)
+        );
+        assert!(h.ready(late));
         assert_eq!(h.backoff, BACKOFF_MIN * 2);
     }
 
@@ -182,7 +225,7 @@ mod tests {
         let metrics = Metrics::new();
         let mut h = SinkHealth::new(metrics.clone());
         let now = Instant::now();
-        let v = h.failed(&SinkError::Park("unknown topic".into()), "motion", now);
+        let v = h.failed(&SinkError::Park("unknown topic".into()), "motion", now, now);
         assert!(matches!(v, Verdict::Parked(w) if w <= PARK_MIN));
         assert!(h.ready(now));
         assert!(h.is_parked("motion", now));
@@ -194,14 +237,63 @@ mod tests {
         assert!(h.unpark_expired(later));
         assert!(!h.unpark_expired(later), "an expiry is reported once");
         // Parking again escalates.
-        let Verdict::Parked(w) =
-            h.failed(&SinkError::Park("unknown topic".into()), "motion", later)
-        else {
+        let Verdict::Parked(w) = h.failed(
+            &SinkError::Park("unknown topic".into()),
+            "motion",
+            later,
+            later,
+        ) else {
             panic!()
         };
         assert!(w >= PARK_MIN, "{w:?}");
         h.succeeded("motion");
         assert!(!h.is_parked("motion", later));
         assert_eq!(metrics.parked.get("motion"), Some(0));
+    }
+
+    fn parked_until(h: &SinkHealth, rec_type: &str) -> Instant {
+        h.parked[rec_type].until
+    }
+
+    /// A burst of records of a missing hub fails together: one park, as long as the log says,
+    /// not one escalation per record (which parked a recType for minutes after one burst).
+    #[test]
+    fn a_burst_of_failures_parks_once_per_round() {
+        let mut h = SinkHealth::new(Metrics::new());
+        let park = || SinkError::Park("unknown topic".into());
+        let sent = Instant::now();
+        let t0 = sent + Duration::from_millis(5);
+        let Verdict::Parked(first) = h.failed(&park(), "motion", sent, t0) else {
+            panic!()
+        };
+        assert!(first <= PARK_MIN, "{first:?}");
+        let until = parked_until(&h, "motion");
+        for i in 1..500u64 {
+            let at = t0 + Duration::from_micros(i);
+            assert_eq!(
+                h.failed(&park(), "motion", sent, at),
+                Verdict::Parked(until - at)
+            );
+        }
+        assert_eq!(
+            parked_until(&h, "motion"),
+            until,
+            "the burst did not extend the park"
+        );
+        // Late reports of the same burst, after the park ran out, start no new round.
+        assert!(!h.is_parked("motion", until));
+        h.failed(&park(), "motion", sent, until);
+        assert!(!h.is_parked("motion", until));
+        // The next round (records sent after the park) escalates once: 1-2 s.
+        let retry = until;
+        let t1 = retry + Duration::from_millis(5);
+        let Verdict::Parked(second) = h.failed(&park(), "motion", retry, t1) else {
+            panic!()
+        };
+        assert!(second >= PARK_MIN && second <= 2 * PARK_MIN, "{second:?}");
+        for i in 1..500u64 {
+            h.failed(&park(), "motion", retry, t1 + Duration::from_micros(i));
+        }
+        assert_eq!(parked_until(&h, "motion"), t1 + second);
     }
 }
