@@ -1,4 +1,4 @@
-//! Records: one recType event in Microshare's streaming envelope (DESIGN §3).
+//! Records: one recType event in Microshare's streaming envelope.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,11 +49,18 @@ pub fn ms_since_epoch(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// `t` in ISO 8601 UTC with milliseconds. Sources only hand over times from 1970 to 9999
+/// ([`crate::uplink::valid_time`]); anything else (a clock gone wrong) is clamped to that
+/// range rather than panicking, as `time`'s own conversion would past 9999.
 pub fn iso8601(t: SystemTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    time::OffsetDateTime::from(t)
+    let since = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(crate::uplink::LATEST);
+    (time::OffsetDateTime::UNIX_EPOCH + since)
         .format(&fmt)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }
@@ -331,10 +338,12 @@ fn put_readings<'a>(into: &mut Fields<'a>, readings: &'a [Reading]) {
 }
 
 /// ISO 8601 of a reading's own measurement time (unix seconds); `None` beyond year 9999,
-/// which no codec produces (their timestamps are u32) but which `iso8601` cannot format.
+/// which no codec produces (their timestamps are u32) but which a record cannot show.
 fn reading_time(secs: u64) -> Option<String> {
-    const MAX: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-    (secs <= MAX).then(|| iso8601(UNIX_EPOCH + std::time::Duration::from_secs(secs)))
+    UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(secs))
+        .filter(|t| crate::uplink::valid_time(*t))
+        .map(iso8601)
 }
 
 /// The unpacked record (`obj`) of an envelope, as `hubgate decode` prints it.
@@ -471,6 +480,16 @@ mod tests {
         assert_eq!(m["temperature"][0]["time"], "2023-11-14T22:13:20.000Z");
         assert!(m["temperature"][1].get("time").is_none());
         assert_eq!(reading_time(u64::MAX), None);
+    }
+
+    #[test]
+    fn iso8601_never_panics_and_clamps_to_1970_through_9999() {
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(iso8601(far), "9999-12-31T23:59:59.999Z");
+        assert_eq!(
+            iso8601(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

@@ -1,6 +1,16 @@
 //! An uplink as the sources hand it over: who sent what, when, and how it was heard.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The last instant a record's ISO 8601 time can show: 9999-12-31T23:59:59.999Z.
+pub const LATEST: Duration = Duration::from_millis(253_402_300_799_999);
+
+/// Whether an uplink may carry time `t`: from 1970 (records hold ms since then) to the end of
+/// year 9999 (their ISO 8601 fields have four digits for the year). Sources refuse other times
+/// from input as `bad_time`.
+pub fn valid_time(t: SystemTime) -> bool {
+    t.duration_since(UNIX_EPOCH).is_ok_and(|d| d <= LATEST)
+}
 
 /// Radio metadata of the best reception of an uplink, when the source knows it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,6 +56,17 @@ pub fn dashed(dev_eui: &[u8; 8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn valid_times_are_1970_to_9999() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert!(super::valid_time(UNIX_EPOCH));
+        assert!(super::valid_time(UNIX_EPOCH + super::LATEST));
+        assert!(!super::valid_time(
+            UNIX_EPOCH + super::LATEST + Duration::from_millis(1)
+        ));
+        assert!(!super::valid_time(UNIX_EPOCH - Duration::from_secs(1)));
+    }
+
     #[test]
     fn dashed_form() {
         let eui = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];

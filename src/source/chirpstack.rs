@@ -78,14 +78,14 @@ struct GatewayRxInfo {
 /// Parse one raw gateway frame; its PHYPayload still has to be verified and decrypted.
 pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFrame, ParseError> {
     let f: GatewayFrame =
-        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
+        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
     let phy = base64::engine::general_purpose::STANDARD
         .decode(f.phy_payload.as_bytes())
-        .map_err(|e| ParseError::Base64(e.to_string()))?;
+        .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let rx = f.rx_info.as_ref();
     if let Some(status) = rx.and_then(|r| r.crc_status.as_deref()) {
         if status != "CRC_OK" {
-            return Err(ParseError::Crc(status.to_string()));
+            return Err(ParseError::Crc(status.into()));
         }
     }
     let time = match rx.and_then(|r| r.gw_time.as_ref().or(r.ns_time.as_ref())) {
@@ -113,12 +113,13 @@ pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFra
 
 /// Parse one uplink event. `received` stands in for a missing `time`.
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
-    let ev: Event = serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
+    let ev: Event =
+        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
     let dev_eui = crate::config::parse_dev_eui(&ev.device_info.dev_eui)
-        .map_err(|_| ParseError::DevEui(ev.device_info.dev_eui.clone()))?;
+        .map_err(|_| ParseError::DevEui(ev.device_info.dev_eui.as_str().into()))?;
     let payload = base64::engine::general_purpose::STANDARD
         .decode(ev.data.as_bytes())
-        .map_err(|e| ParseError::Base64(e.to_string()))?;
+        .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let time = match &ev.time {
         Some(t) => super::parse_time(t)?,
         None => received,
@@ -224,5 +225,37 @@ mod tests {
             parse(bad_time.as_bytes(), t).unwrap_err().kind(),
             "bad_time"
         );
+    }
+
+    /// Past 9999 in UTC (it used to panic when the record was built) or before 1970.
+    #[test]
+    fn times_a_record_cannot_carry_are_bad_time() {
+        let t = SystemTime::UNIX_EPOCH;
+        let gw = r#"{"phyPayload":"QNobASY=","rxInfo":{"gwTime":"2024-05-01T10:00:00.250Z"}}"#;
+        for bad in ["9999-12-31T23:59:59-23:59", "1969-12-31T23:59:59.999Z"] {
+            let up = UP.replace("2024-05-01T10:00:00.123Z", bad);
+            assert_eq!(parse(up.as_bytes(), t).unwrap_err().kind(), "bad_time");
+            let f = gw.replace("2024-05-01T10:00:00.250Z", bad);
+            let e = parse_gateway_frame(f.as_bytes(), t).unwrap_err();
+            assert_eq!(e.kind(), "bad_time");
+        }
+        let last = UP.replace("2024-05-01T10:00:00.123Z", "9999-12-31T23:59:59.999Z");
+        assert!(parse(last.as_bytes(), t).is_ok());
+    }
+
+    /// What the input said is quoted short: a 100 KB DevEUI makes a line, not 100 KB.
+    #[test]
+    fn errors_quote_input_short() {
+        let long = "a".repeat(100_000);
+        let up = UP.replace("58a0cb0000101234", &long);
+        let e = parse(up.as_bytes(), SystemTime::UNIX_EPOCH).unwrap_err();
+        let line = e.to_string();
+        assert!(line.len() < 200, "{} bytes", line.len());
+        assert!(line.contains("(99880 more bytes)"), "{line}");
+        let up = UP.replace(r#""fCnt":42"#, &format!(r#""fCnt":"{long}""#));
+        let line = parse(up.as_bytes(), SystemTime::UNIX_EPOCH)
+            .unwrap_err()
+            .to_string();
+        assert!(line.len() < 200, "{} bytes", line.len());
     }
 }

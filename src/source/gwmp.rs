@@ -116,6 +116,8 @@ pub struct PushContent {
     pub frames: Vec<RadioFrame>,
     /// Frames the concentrator flagged with a bad CRC (`stat` -1) or without data: skipped.
     pub bad_crc: usize,
+    /// Frames whose `time` was not a time a record can carry: kept, with the receive time.
+    pub bad_time: usize,
     /// The gateway's `stat` object, when present.
     pub stat: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -144,14 +146,16 @@ pub fn parse_push(
             .and_then(|d| d.as_str())
             .map(lora_datr)
             .unwrap_or((None, None));
-        let time = p
-            .time
-            .as_deref()
-            .and_then(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            })
-            .map(SystemTime::from)
-            .unwrap_or(received);
+        // The gateway's clock is not covered by the MIC; the frame is, so a bad time does not
+        // cost the reading.
+        let time = match p.time.as_deref().map(super::parse_time) {
+            Some(Ok(t)) => t,
+            Some(Err(_)) => {
+                out.bad_time += 1;
+                received
+            }
+            None => received,
+        };
         out.frames.push(RadioFrame {
             phy,
             time,
@@ -246,5 +250,18 @@ mod tests {
             .as_millis();
         assert_eq!(ms, 1_714_557_600_123);
         assert_eq!(c.stat.unwrap()["rxok"], 1);
+    }
+
+    /// A `time` a record cannot carry (it used to panic when the record was built) is
+    /// counted and replaced by the receive time; the frame is kept.
+    #[test]
+    fn bad_rxpk_time_is_counted_and_the_receive_time_used() {
+        let received = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        for t in ["9999-12-31T23:59:59-23:59", "1969-12-31T23:59:59Z", "soon"] {
+            let json = format!(r#"{{"rxpk":[{{"time":"{t}","stat":1,"data":"QNobASY="}}]}}"#);
+            let c = parse_push(json.as_bytes(), &[0; 8], received).unwrap();
+            assert_eq!((c.frames.len(), c.bad_time), (1, 1), "{t}");
+            assert_eq!(c.frames[0].time, received, "{t}");
+        }
     }
 }

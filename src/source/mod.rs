@@ -61,21 +61,22 @@ impl Ack {
     }
 }
 
-/// Why an input message could not become an [`Uplink`]. Display is one line.
+/// Why an input message could not become an [`Uplink`]. Display is one short line: what
+/// the input said is quoted as an [`Excerpt`].
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     #[error("malformed JSON: {0}")]
-    Json(String),
+    Json(Excerpt),
     #[error("bad base64 payload: {0}")]
-    Base64(String),
+    Base64(Excerpt),
     #[error("bad DevEUI {0:?}")]
-    DevEui(String),
-    #[error("bad time {0:?}")]
-    Time(String),
+    DevEui(Excerpt),
+    #[error("bad time {0:?}: not an RFC 3339 time between 1970 and 9999")]
+    Time(Excerpt),
     #[error("frame received with a bad CRC ({0})")]
-    Crc(String),
+    Crc(Excerpt),
     #[error("bad CBOR envelope: {0}")]
-    Cbor(String),
+    Cbor(Excerpt),
 }
 
 impl ParseError {
@@ -92,10 +93,48 @@ impl ParseError {
     }
 }
 
+/// Text from input (or an error quoting it), cut to [`Excerpt::MAX`] bytes: a 100 KB DevEUI
+/// makes a short error, not a 100 KB one.
+pub struct Excerpt(String);
+
+impl Excerpt {
+    pub const MAX: usize = 120;
+}
+
+impl<S: AsRef<str>> From<S> for Excerpt {
+    fn from(s: S) -> Self {
+        let s = s.as_ref();
+        if s.len() <= Self::MAX {
+            return Excerpt(s.to_string());
+        }
+        let mut end = Self::MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Excerpt(format!("{}… ({} more bytes)", &s[..end], s.len() - end))
+    }
+}
+
+impl std::fmt::Display for Excerpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Excerpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// An RFC 3339 time from input, refused unless a record can carry it
+/// ([`crate::uplink::valid_time`]).
 fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
         .map(SystemTime::from)
-        .map_err(|_| ParseError::Time(s.to_string()))
+        .filter(|t| crate::uplink::valid_time(*t))
+        .ok_or_else(|| ParseError::Time(s.into()))
 }
 
 /// What every source task gets from the pipeline.

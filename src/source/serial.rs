@@ -207,20 +207,23 @@ fn content_of(content: SerialContent, frame: &[u8], now: SystemTime) -> Result<I
 /// | `fcnt`    | unsigned integer (frame counter; keeps record ids distinct) | optional |
 /// | `rssi`    | integer dBm                                        | optional |
 /// | `snr`     | number dB                                          | optional |
-/// | `time`    | Unix seconds (integer or float), or RFC 3339 text  | optional, else receive time |
+/// | `time`    | Unix seconds (integer or float), or RFC 3339 text; 1970..=9999 | optional, else receive time |
 ///
 /// Other keys are ignored. Without `fcnt`, the record id is made from the time (ms), so two
 /// equal payloads of one device with one `time` count as duplicates.
 pub fn parse_cbor(bytes: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
     let env: Envelope =
-        serde_cbor::from_slice(bytes).map_err(|e| ParseError::Cbor(e.to_string()))?;
+        serde_cbor::from_slice(bytes).map_err(|e| ParseError::Cbor(e.to_string().into()))?;
     Ok(Uplink {
         dev_eui: env.dev_eui,
         device_name: None,
         fport: env.fport,
         fcnt: env.fcnt,
         payload: env.payload,
-        time: env.time.unwrap_or(received),
+        time: match &env.time {
+            Some(t) => time_of(t)?.unwrap_or(received),
+            None => received,
+        },
         radio: Radio {
             rssi: env.rssi,
             snr: env.snr,
@@ -243,8 +246,8 @@ struct Envelope {
     rssi: Option<i32>,
     #[serde(default)]
     snr: Option<f64>,
-    #[serde(default, deserialize_with = "de_time")]
-    time: Option<SystemTime>,
+    #[serde(default)]
+    time: Option<serde_cbor::Value>,
 }
 
 /// Bytes given as a CBOR byte string or as hex text.
@@ -260,7 +263,7 @@ impl<'de> de::Visitor<'de> for BytesOrHex {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
         let clean: String = v.chars().filter(|c| !matches!(c, '-' | ':')).collect();
-        hex::decode(clean).map_err(|_| E::custom(format!("bad hex {v:?}")))
+        hex::decode(clean).map_err(|_| E::custom(format!("bad hex {:?}", super::Excerpt::from(v))))
     }
 }
 
@@ -275,45 +278,25 @@ fn de_payload<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     d.deserialize_any(BytesOrHex)
 }
 
-/// Unix seconds (integer or float) or RFC 3339 text; null is "not given".
-struct Time;
-
-impl<'de> de::Visitor<'de> for Time {
-    type Value = Option<SystemTime>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("Unix seconds or RFC 3339 text")
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        SystemTime::UNIX_EPOCH
-            .checked_add(Duration::from_secs(v))
-            .map(Some)
-            .ok_or_else(|| E::custom(format!("time {v} out of range")))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        u64::try_from(v)
-            .map_err(|_| E::custom(format!("time {v} before 1970")))
-            .and_then(|v| self.visit_u64(v))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Duration::try_from_secs_f64(v)
+/// The envelope's `time`: Unix seconds (integer or float) or RFC 3339 text, null for "not
+/// given". Anything else, or a time a record cannot carry, is a `bad_time`.
+fn time_of(v: &serde_cbor::Value) -> Result<Option<SystemTime>, ParseError> {
+    use serde_cbor::Value as V;
+    let t = match v {
+        V::Null => return Ok(None),
+        V::Integer(secs) => u64::try_from(*secs)
             .ok()
-            .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
-            .map(Some)
-            .ok_or_else(|| E::custom(format!("time {v} out of range")))
+            .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s))),
+        V::Float(secs) => Duration::try_from_secs_f64(*secs)
+            .ok()
+            .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d)),
+        V::Text(s) => return super::parse_time(s).map(Some),
+        _ => None,
+    };
+    match t.filter(|t| crate::uplink::valid_time(*t)) {
+        Some(t) => Ok(Some(t)),
+        None => Err(ParseError::Time(format!("{v:?}").into())),
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        super::parse_time(v).map(Some).map_err(E::custom)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-}
-
-fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
-    d.deserialize_any(Time)
 }
 
 #[cfg(test)]
@@ -416,21 +399,61 @@ mod tests {
                 ("payload", Value::Bytes(vec![1])),
                 ("fport", Value::Integer(300)),
             ]),
-            envelope(&[
-                ("dev_eui", Value::Bytes(EUI.to_vec())),
-                ("payload", Value::Bytes(vec![1])),
-                ("time", Value::Integer(-5)),
-            ]),
-            envelope(&[
-                ("dev_eui", Value::Bytes(EUI.to_vec())),
-                ("payload", Value::Bytes(vec![1])),
-                ("time", Value::Text("yesterday".into())),
-            ]),
             Vec::new(),
         ];
         for b in bad {
             let e = parse_cbor(&b, t).unwrap_err();
             assert_eq!(e.kind(), "serial_bad_cbor", "{b:02x?}: {e}");
         }
+    }
+
+    /// Times a record cannot show (before 1970, past 9999 in UTC, not a time) are refused
+    /// as `bad_time`; a time past 9999 used to panic when the record was built.
+    #[test]
+    fn times_outside_1970_to_9999_are_bad_time() {
+        let bad = [
+            Value::Integer(-5),
+            Value::Integer(253_402_300_800),
+            Value::Integer(i128::from(u64::MAX)),
+            Value::Float(1e300),
+            Value::Float(f64::NAN),
+            Value::Float(-1.0),
+            Value::Text("9999-12-31T23:59:59-23:59".into()),
+            Value::Text("1969-12-31T23:59:59Z".into()),
+            Value::Text("yesterday".into()),
+            Value::Bool(true),
+        ];
+        for t in bad {
+            let b = envelope(&[
+                ("dev_eui", Value::Bytes(EUI.to_vec())),
+                ("payload", Value::Bytes(vec![1])),
+                ("time", t.clone()),
+            ]);
+            let e = parse_cbor(&b, SystemTime::UNIX_EPOCH).unwrap_err();
+            assert_eq!(e.kind(), "bad_time", "{t:?}: {e}");
+        }
+        let b = envelope(&[
+            ("dev_eui", Value::Bytes(EUI.to_vec())),
+            ("payload", Value::Bytes(vec![1])),
+            ("time", Value::Integer(253_402_300_799)),
+        ]);
+        let up = parse_cbor(&b, SystemTime::UNIX_EPOCH).unwrap();
+        let rec = crate::record::build(
+            &up,
+            &crate::record::DeviceInfo {
+                tags: &[],
+                global_tags: &[],
+            },
+            crate::record::Payload::Packed {
+                rec_type: "p",
+                error: None,
+            },
+            SystemTime::now(),
+        );
+        assert!(
+            rec.body.contains("\"9999-12-31T23:59:59.000Z\""),
+            "{}",
+            rec.body
+        );
     }
 }

@@ -67,17 +67,18 @@ struct Lora {
 }
 
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
-    let m: Message = serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
+    let m: Message =
+        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
     let eui = m
         .end_device_ids
         .dev_eui
         .ok_or_else(|| ParseError::DevEui("(missing end_device_ids.dev_eui)".into()))?;
     let dev_eui =
-        crate::config::parse_dev_eui(&eui).map_err(|_| ParseError::DevEui(eui.clone()))?;
+        crate::config::parse_dev_eui(&eui).map_err(|_| ParseError::DevEui(eui.as_str().into()))?;
     let up = m.uplink_message;
     let payload = base64::engine::general_purpose::STANDARD
         .decode(up.frm_payload.as_bytes())
-        .map_err(|e| ParseError::Base64(e.to_string()))?;
+        .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let time = match up.received_at.as_ref().or(m.received_at.as_ref()) {
         Some(t) => super::parse_time(t)?,
         None => received,
@@ -168,5 +169,8 @@ mod tests {
         );
         let bad = UP.replace("CIwuLf////8=", "%%%");
         assert_eq!(parse(bad.as_bytes(), t).unwrap_err().kind(), "bad_base64");
+        // Past 9999 in UTC: used to panic when the record was built.
+        let late = UP.replace("2024-05-01T10:00:00.123Z", "9999-12-31T23:59:59-23:59");
+        assert_eq!(parse(late.as_bytes(), t).unwrap_err().kind(), "bad_time");
     }
 }

@@ -88,6 +88,14 @@ fn push_inputs(
             )
         });
     }
+    for _ in 0..content.bad_time {
+        ctx.metrics.problem("bad_time", || {
+            format!(
+                "udp: gateway {}: rxpk time is not between 1970 and 9999: receive time used",
+                hex::encode(gateway)
+            )
+        });
+    }
     let mut inputs: Vec<Input> = content.frames.into_iter().map(Input::Radio).collect();
     if let (true, Some(stat)) = (gateway_status, content.stat) {
         inputs.push(Input::GatewayStatus {
