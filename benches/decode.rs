@@ -7,7 +7,7 @@ use hubgate::codec::Codec;
 use hubgate::lorawan::{self, crypto, Frame, Key};
 use std::hint::black_box;
 
-/// (codec id, fPort, payload hex): worked examples of reference/codecs.md.
+/// (codec id, fPort, payload hex): worked examples of docs/codecs.md.
 const SAMPLES: &[(&str, u8, &str)] = &[
     ("browan-tbhh100", 103, "088c2e2dffffffff"),
     ("browan-tbhv110", 103, "310b382a200396004b0037"),

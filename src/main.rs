@@ -1,4 +1,4 @@
-//! Command line (DESIGN §4). Everything here is argument handling and printing.
+//! Command line (the contract in docs/design.md). Everything here is argument handling and printing.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -258,7 +258,7 @@ fn decode(codec: &str, fport: Option<u8>, hex_payload: &str) -> ExitCode {
     }
 }
 
-/// `hubgate lorawan` output for a data frame, fields in contract order (DESIGN §4).
+/// `hubgate lorawan` output for a data frame, fields in contract order (docs/design.md).
 #[derive(serde::Serialize)]
 struct LorawanData {
     mtype: &'static str,

@@ -1,4 +1,4 @@
-//! The command line contract (DESIGN §4): exit codes, one-line errors, the demo.
+//! The command line contract (docs/design.md): exit codes, one-line errors, the demo.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;

@@ -1,10 +1,10 @@
-//! `hubgate lorawan` against the contract of DESIGN §4, run as the built binary.
+//! `hubgate lorawan` against the contract in docs/design.md, run as the built binary.
 
 use std::process::{Command, Output};
 
 const NWK: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
 const APP: &str = "000102030405060708090A0B0C0D0E0F";
-/// codecs.md §8.2.
+/// The worked example of docs/codecs.md.
 const WORKED: &str = "40DA1B0126000700024026C89CB85521E3";
 
 fn hubgate(args: &[&str]) -> Output {

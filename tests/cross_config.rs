@@ -1,4 +1,4 @@
-//! cross.toml (DESIGN §6): every Raspberry Pi target gets the pre-build step and the CFLAGS
+//! cross.toml: every Raspberry Pi target gets the pre-build step and the CFLAGS
 //! that rdkafka's cmake build needs inside a `cross` image, the README documents the command
 //! that makes cross read the file, and no `Cross.toml` twin breaks case-insensitive checkouts.
 //! That the real `cross` picks all of this up is proven by scripts/check-cross-config.sh.

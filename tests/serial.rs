@@ -559,7 +559,7 @@ fn deframers_do_not_allocate_per_frame() {
 }
 
 /// An RN2483-class radio module prints `radio_rx <PHYPayload hex>`: hubgate verifies the MIC,
-/// decrypts with the device's session keys and decodes (codecs.md §8.2 worked example).
+/// decrypts with the device's session keys and decodes (the worked example of docs/codecs.md).
 #[test]
 fn radio_module_phy_lines_are_decrypted_and_decoded() {
     let dir = tempfile::tempdir().unwrap();

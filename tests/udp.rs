@@ -91,7 +91,7 @@ fn push_and_pull_are_acknowledged_and_status_becomes_a_record() {
     assert_eq!(r["obj"]["data"]["stat"]["rxok"], 5);
 }
 
-/// codecs.md §8.2: DevAddr 26011BDA, FCnt 7, FPort 2, LPP temperature 27.2 °C on channel 3.
+/// The worked example of docs/codecs.md: DevAddr 26011BDA, FCnt 7, FPort 2, LPP temperature 27.2 °C on channel 3.
 const PHY: &str = "QNobASYABwACQCbInLhVIeM=";
 const NWK_S_KEY: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
 const APP_S_KEY: &str = "000102030405060708090A0B0C0D0E0F";

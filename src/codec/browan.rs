@@ -1,6 +1,6 @@
-//! Browan / Tabs family (reference/codecs.md §1).
+//! Browan / Tabs family (docs/codecs.md, "Browan / Tabs").
 //!
-//! Every model shares bytes 0-2 (status, battery, temperature; §1.2), parsed once by
+//! Every model shares bytes 0-2 (status, battery, temperature; the shared header), parsed once by
 //! [`header`]. The model-specific tail is read with bounds-checked helpers only: a payload
 //! shorter than the model's length is `Truncated`, trailing bytes beyond it are ignored
 //! (the reference decoders do not reject them either).
@@ -77,7 +77,7 @@ const TBOL100: Model = Model {
 /// TBSL100 loudness byte value meaning "measurement error" (§1.1).
 const LOUDNESS_ERROR: u8 = 255;
 
-/// Bytes 0-2 common to all models (§1.2).
+/// Bytes 0-2 common to all models (the shared header).
 struct Header {
     status: u8,
     /// Battery voltage in V, from the low nibble of byte 1.
@@ -409,7 +409,7 @@ mod tests {
         rs.iter().find(|r| r.field == field).map(|r| &r.value)
     }
 
-    // codecs.md §1.5 example 1.
+    // docs/codecs.md example 1.
     #[test]
     fn tbhh100_worked_example() {
         let d = tbhh100(Some(103), &hex("08 8C 2E 2D FF FF FF FF")).unwrap();
@@ -424,7 +424,7 @@ mod tests {
         );
     }
 
-    // codecs.md §1.5 example 2.
+    // docs/codecs.md example 2.
     #[test]
     fn tbdw100_worked_example() {
         let d = tbdw100(Some(100), &hex("01 0D 1C 02 00 10 27 00")).unwrap();
@@ -444,7 +444,7 @@ mod tests {
         );
     }
 
-    // codecs.md §1.5 example 3.
+    // docs/codecs.md example 3.
     #[test]
     fn tbhv110_worked_example() {
         let d = tbhv110(Some(103), &hex("31 0B 38 2A 20 03 96 00 4B 00 37")).unwrap();
@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn negative_and_minimum_temperature() {
-        // 0x1E → −2 °C (§1.2), 0x00 → −32 °C, 0x80 → bit 7 masked → −32 °C.
+        // 0x1E → −2 °C (the shared header), 0x00 → −32 °C, 0x80 → bit 7 masked → −32 °C.
         let d = tbhh100(None, &hex("08 00 1E 32 FF FF FF FF")).unwrap();
         assert_eq!(get(&d.readings, "temperature"), Some(&Value::Num(-2.0)));
         assert_eq!(d.health, vec![n("voltage", 2.5, "V")]);
@@ -692,7 +692,7 @@ mod tests {
         assert!(!e.to_string().contains('\n'));
     }
 
-    // codecs.md §1.5 example 4.
+    // docs/codecs.md example 4.
     #[test]
     fn tbam100_worked_example() {
         let d = tbam100(Some(104), &hex("21 0B 34 10 27 00")).unwrap();
@@ -749,7 +749,7 @@ mod tests {
         assert!(tbpb100(Some(147), &hex("01 0B 38 00 00 00 00")).is_err());
     }
 
-    // codecs.md §1.5 example 5 (southern and eastern hemisphere).
+    // docs/codecs.md example 5 (southern and eastern hemisphere).
     #[test]
     fn tbol100_worked_example() {
         let d = tbol100(Some(136), &hex("00 0B 3A 00 34 FB 0D 54 45 03 69")).unwrap();

@@ -1,4 +1,4 @@
-//! Cayenne LPP (reference/codecs.md §3).
+//! Cayenne LPP (docs/codecs.md, "Cayenne LPP").
 //!
 //! A frame is a run of `[channel:1][type:1][value:n]`; the type fixes n, scaling and
 //! signedness; multi-byte values are big-endian. Every reading carries its channel as
@@ -41,7 +41,7 @@ const fn t(fields: &'static [&'static str], width: usize, signed: bool, scale: S
     }
 }
 
-/// The codecs.md §3.1 table. `None` for types hubgate does not know.
+/// The type table (IPSO object id − 3200). `None` for types hubgate does not know.
 fn lookup(ty: u8) -> Option<Type> {
     use Scale::*;
     Some(match ty {
@@ -200,7 +200,7 @@ mod tests {
         d.readings
     }
 
-    // codecs.md §3.2 example 1 (two channels, three values).
+    // docs/codecs.md example 1 (two channels, three values).
     #[test]
     fn worked_example_temperature_humidity_pressure() {
         assert_eq!(
@@ -213,7 +213,7 @@ mod tests {
         );
     }
 
-    // codecs.md §3.2 example 2.
+    // docs/codecs.md example 2.
     #[test]
     fn worked_example_presence_illuminance() {
         assert_eq!(
@@ -225,7 +225,7 @@ mod tests {
         );
     }
 
-    // codecs.md §3.2 example 3: GPS, sign-extended from bit 23.
+    // docs/codecs.md example 3: GPS, sign-extended from bit 23.
     #[test]
     fn worked_example_gps() {
         assert_eq!(

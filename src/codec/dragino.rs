@@ -1,4 +1,4 @@
-//! Dragino LHT65 / LHT65N temperature & humidity sensor (reference/codecs.md §5).
+//! Dragino LHT65 / LHT65N temperature & humidity sensor (docs/codecs.md, "Dragino LHT65 / LHT65N").
 //!
 //! fPort 2, 11 bytes, big-endian. The 4 external-sensor bytes may be omitted when the
 //! external type carries no value (LHT65N manual), so 7-byte frames are accepted then.
@@ -156,7 +156,7 @@ mod tests {
         Reading::num(field, v, unit)
     }
 
-    // codecs.md §5.2 example 1: probe type 1 but 0x7FFF → no ext temperature.
+    // docs/codecs.md example 1: probe type 1 but 0x7FFF → no ext temperature.
     #[test]
     fn worked_example_1() {
         let d = decode(C, Some(2), &hex("CB A0 09 C4 01 F4 01 7F FF 7F FF")).unwrap();
@@ -174,7 +174,7 @@ mod tests {
         );
     }
 
-    // codecs.md §5.2 example 2: negative temperature, no external sensor.
+    // docs/codecs.md example 2: negative temperature, no external sensor.
     #[test]
     fn worked_example_2() {
         let d = decode(C, None, &hex("8B 2C FF 38 03 20 00 00 00 00 00")).unwrap();

@@ -1,4 +1,4 @@
-//! Elsys TLV format (reference/codecs.md §2), shared by every Elsys model.
+//! Elsys TLV format (docs/codecs.md, "Elsys"), shared by every Elsys model.
 //!
 //! A frame is a run of `[type:1][data:n]`; the type fixes n; multi-byte values are
 //! big-endian. A type may repeat (several probes on external input 2): every occurrence is
@@ -58,7 +58,7 @@ impl Model {
         }
     }
 
-    /// codecs.md §0.2.
+    /// docs/codecs.md, "Choosing a codec".
     pub fn rec_type(self) -> &'static str {
         match self {
             Model::Generic
@@ -274,7 +274,7 @@ mod tests {
             .collect()
     }
 
-    // codecs.md §2.2 example 1: negative temperature.
+    // docs/codecs.md example 1: negative temperature.
     #[test]
     fn worked_example_1() {
         let d = decode(Model::Ers, &hex("01 FF 9C 02 50 07 0E 10")).unwrap();
@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(d.health, vec![n("voltage", 3.6, "V")]);
     }
 
-    // codecs.md §2.2 example 2 (ERS CO2).
+    // docs/codecs.md example 2 (ERS CO2).
     #[test]
     fn worked_example_2() {
         let d = decode(
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(d.health, vec![n("voltage", 3.65, "V")]);
     }
 
-    // codecs.md §2.2 example 3: repeated type, kept in order.
+    // docs/codecs.md example 3: repeated type, kept in order.
     #[test]
     fn worked_example_3_repeated_probes() {
         let d = decode(Model::Generic, &hex("19 00 64 19 FF 9C")).unwrap();

@@ -1,11 +1,11 @@
-//! Milesight channel/type format (reference/codecs.md §4).
+//! Milesight channel/type format (docs/codecs.md, "Milesight").
 //!
 //! A frame is a run of `[channel_id:1][channel_type:1][value:n]`; the (id, type) pair fixes
 //! n; multi-byte values are little-endian. Every sensor reading carries its channel id as
-//! `context_id` (DESIGN §3: multi-channel formats). The fPort is ignored (85 by default).
+//! `context_id` (docs/design.md: multi-channel formats). The fPort is ignored (85 by default).
 //!
 //! The model (codec alias) decides:
-//! * the recType (codecs.md §0.2);
+//! * the recType (docs/codecs.md, "Choosing a codec");
 //! * the meaning of the ambiguous pairs `05 00` (PIR `presence` on AM307/308/319, `leak` on
 //!   EM300-SLD/ZLD) and `03 00` (PIR `presence` on WS202, `leak` on WS303). On any other
 //!   model, including the plain `milesight` id, these pairs are emitted as a raw
@@ -59,7 +59,7 @@ impl Model {
         }
     }
 
-    /// codecs.md §0.2.
+    /// docs/codecs.md, "Choosing a codec".
     pub fn rec_type(self) -> &'static str {
         match self {
             Model::Generic
@@ -138,7 +138,7 @@ fn live(model: Model, id: u8, ty: u8, v: &[u8], d: &mut Decoded) {
         (0x06, 0x00) => Reading::flag("open", v[0] != 0),
         (0x06, 0xCB) => Reading::int("light_level", i64::from(v[0]), None),
         (0x07, 0x7D) => Reading::num("co2", u16le(v), "ppm"),
-        // v1 firmware sends a level, v2 an IAQ index × 100: kept raw (codecs.md §4.1).
+        // v1 firmware sends a level, v2 an IAQ index × 100: kept raw (docs/codecs.md, "Milesight").
         (0x08, 0x7D) => Reading::int("tvoc_raw", u16le(v) as i64, None),
         (0x08, 0xE6) => Reading::num("tvoc", u16le(v), "µg/m³"),
         (0x09, 0x73) => Reading::num("pressure", u16le(v) / 10.0, "hPa"),
@@ -276,7 +276,7 @@ mod tests {
         Reading::flag(field, v).ctx(ch)
     }
 
-    // codecs.md §4.2 example 1: battery, negative temperature, half-percent humidity.
+    // docs/codecs.md example 1: battery, negative temperature, half-percent humidity.
     #[test]
     fn em300_th_worked_example() {
         let d = decode(Model::Em300Th, &hex("01 75 64 03 67 0A FF 04 68 50")).unwrap();
@@ -298,7 +298,7 @@ mod tests {
         );
     }
 
-    // codecs.md §4.2 example 2.
+    // docs/codecs.md example 2.
     #[test]
     fn am319_worked_example() {
         let d = decode(Model::Am319, &hex("07 7D 58 02 09 73 8A 27 0B 7D 0C 00")).unwrap();
@@ -312,7 +312,7 @@ mod tests {
         );
     }
 
-    // codecs.md §4.2 example 3.
+    // docs/codecs.md example 3.
     #[test]
     fn em300_mcs_worked_example() {
         let d = decode(Model::Em300Mcs, &hex("06 00 00")).unwrap();
@@ -436,7 +436,7 @@ mod tests {
                 flag("leak", false, 5).at(1_700_000_600),
             ]
         );
-        // Byte-identical MCS record means "door open" (codecs.md conventions).
+        // Byte-identical MCS record means "door open" (docs/codecs.md, "Choosing a codec").
         let d = decode(Model::Em300Mcs, &frame[..10]).unwrap();
         assert_eq!(d.readings[2], flag("open", true, 6).at(1_700_000_000));
         // TH: byte 7 reserved.

@@ -1,7 +1,7 @@
 //! Device payload codecs: FRMPayload bytes -> Microshare-style readings.
 //!
 //! A codec is chosen per device in the config (never guessed from the payload shape, see
-//! reference/codecs.md: several formats collide). Decoding is pure and synchronous.
+//! docs/codecs.md: several formats collide). Decoding is pure and synchronous.
 
 mod browan;
 mod cayenne;
@@ -117,7 +117,7 @@ pub enum CodecError {
     Empty,
 }
 
-/// Every codec hubgate knows. Ids are the contract of DESIGN §4.
+/// Every codec hubgate knows. Ids are part of the command-line contract (docs/design.md).
 ///
 /// Vendor formats shared by several models (Elsys, Milesight, Netvox R718) carry the model:
 /// the model decides the recType and the meaning of ambiguous channels, and every model

@@ -1,4 +1,4 @@
-//! Netvox R718 family (reference/codecs.md §6): R718A, R718AB, R718F, R718WA.
+//! Netvox R718 family (docs/codecs.md, "Netvox R718 family"): R718A, R718AB, R718F, R718WA.
 //!
 //! Data reports: fPort 6, 11 bytes: version, device type, report type, battery, then the
 //! device payload (big-endian, zero padded). The device-type byte decides the layout and
@@ -144,7 +144,7 @@ mod tests {
         hex::decode(s.replace(' ', "")).unwrap()
     }
 
-    // codecs.md §6 worked example.
+    // docs/codecs.md worked example.
     #[test]
     fn r718a_worked_example() {
         let p = hex("01 0B 01 A0 FF 38 13 88 00 00 00");

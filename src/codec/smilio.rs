@@ -1,4 +1,4 @@
-//! Skiply Smilio Action, the Microshare 5-button feedback terminal (reference/codecs.md §7).
+//! Skiply Smilio Action, the Microshare 5-button feedback terminal (docs/codecs.md, "Skiply Smilio Action").
 //!
 //! fPort 2. Byte 0 is the frame code:
 //! * `0x02` normal data frame (after a push and/or periodically) and `0x03` the same after a

@@ -1,6 +1,6 @@
-//! Frames built here with a by-the-spec reference (codecs.md §8.1, hand-written block layout on
-//! the RustCrypto primitives), so the crate-backed code is checked against something it does
-//! not share.
+//! Frames built here with a by-the-spec reference (the block layout of docs/codecs.md, "LoRaWAN
+//! 1.0.x frames", written by hand on the RustCrypto primitives), so the crate-backed code is
+//! checked against something it does not share.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +15,7 @@ const NWK: [u8; 16] = [
 ];
 const APP: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 const DEV_EUI: [u8; 8] = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
-/// codecs.md §8.2.
+/// The worked example of docs/codecs.md.
 const WORKED: &str = "40DA1B012600070002" /* MHDR DevAddr FCtrl FCnt FPort */;
 const WORKED_TAIL: &str = "4026C89CB85521E3";
 
