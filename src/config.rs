@@ -222,7 +222,7 @@ pub enum SourceConfig {
 
 /// Semtech UDP packet forwarder (GWMP): point `lora_pkt_fwd`'s `server_address` and
 /// `serv_port_up`/`serv_port_down` here.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UdpSourceConfig {
     #[serde(default = "default_udp_listen")]
@@ -230,6 +230,9 @@ pub struct UdpSourceConfig {
     /// Turn the forwarder's `stat` reports into `io.microshare.gateway.unpacked` records.
     #[serde(default)]
     pub gateway_status: bool,
+    /// Gateway EUIs (16 hex digits) whose datagrams are taken; empty: any gateway.
+    #[serde(default, deserialize_with = "de_euis")]
+    pub gateways: Vec<[u8; 8]>,
 }
 
 fn default_udp_listen() -> std::net::SocketAddr {
@@ -665,6 +668,13 @@ fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 8], D::Error> {
     parse_dev_eui(&String::deserialize(d)?).map_err(de::Error::custom)
 }
 
+fn de_euis<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 8]>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| parse_dev_eui(s).map_err(de::Error::custom))
+        .collect()
+}
+
 fn de_dev_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DevAddr>, D::Error> {
     DevAddr::parse(&String::deserialize(d)?)
         .map(Some)
@@ -891,6 +901,16 @@ impl Config {
             out.push(format!(
                 "metrics.listen = \"{addr}\" is reachable from the network and the endpoint has no authentication"
             ));
+        }
+        for s in &self.sources {
+            if let SourceConfig::Udp(u) = s {
+                if !u.listen.ip().is_loopback() && u.gateways.is_empty() {
+                    out.push(format!(
+                        "udp source on {}: anyone who can reach it can inject frames and gateway status; list the gateway EUIs in gateways = [...]",
+                        u.listen
+                    ));
+                }
+            }
         }
         if let SinkConfig::Eventhubs(_) = self.sink {
             let hubs: std::collections::BTreeSet<&str> =

@@ -125,7 +125,7 @@ pub async fn run(
             }
             SourceConfig::Udp(u) => {
                 let socket = udp_sockets.pop_front().expect("bound above, in this order");
-                tokio::spawn(source::udp::run(socket, u.gateway_status, ctx))
+                tokio::spawn(source::udp::run(socket, u.clone(), ctx))
             }
             SourceConfig::Replay(r) => tokio::spawn(source::replay::run(
                 r.path.clone(),

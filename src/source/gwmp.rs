@@ -180,7 +180,8 @@ fn lora_datr(d: &str) -> (Option<u8>, Option<u32>) {
     let Some((sf, bw)) = rest.split_once("BW") else {
         return (None, None);
     };
-    (sf.parse().ok(), bw.parse::<u32>().ok().map(|k| k * 1000))
+    let bw = bw.parse::<u32>().ok().and_then(|k| k.checked_mul(1000));
+    (sf.parse().ok(), bw)
 }
 
 #[cfg(test)]
@@ -250,6 +251,15 @@ mod tests {
             .as_millis();
         assert_eq!(ms, 1_714_557_600_123);
         assert_eq!(c.stat.unwrap()["rxok"], 1);
+    }
+
+    /// A bandwidth past u32 in Hz is no bandwidth (it used to wrap, or panic in debug builds).
+    #[test]
+    fn datr_bandwidth_overflow_is_none() {
+        assert_eq!(lora_datr("SF7BW125"), (Some(7), Some(125_000)));
+        assert_eq!(lora_datr("SF7BW4294968"), (Some(7), None));
+        assert_eq!(lora_datr("SF12BW4294967"), (Some(12), Some(4_294_967_000)));
+        assert_eq!(lora_datr("SF7BW-1"), (Some(7), None));
     }
 
     /// A `time` a record cannot carry (it used to panic when the record was built) is

@@ -3,6 +3,12 @@
 //!
 //! UDP cannot be acknowledged end to end: PUSH_ACK only tells the forwarder the datagram
 //! arrived. What was received but not yet confirmed or buffered is lost on a power cut.
+//!
+//! Anyone who can reach the port can send datagrams, with any source address. Radio frames
+//! still need the device's MIC to become records, but a gateway's `stat` and the radio
+//! metadata are taken on trust: `gateways = [...]` limits the source to listed gateway EUIs
+//! (others are counted as `gwmp_unknown_gateway`, neither answered nor used). The EUI is in
+//! the datagram, so the list keeps out mistakes and strangers, not a spoofer on the LAN.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -11,77 +17,119 @@ use tokio::net::UdpSocket;
 
 use super::gwmp::{self, Packet};
 use super::{Ack, Context, Frame, Input};
+use crate::config::UdpSourceConfig;
+use crate::metrics::Metrics;
+
+/// Largest datagram read whole: the most UDP can carry. Longer ones cannot arrive.
+const MAX_DATAGRAM: usize = 65_535;
 
 /// Serve the packet forwarder on `socket` (bound by the pipeline before start-up).
-pub async fn run(socket: UdpSocket, gateway_status: bool, ctx: Context) {
+pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
     match socket.local_addr() {
         Ok(a) => log::info!("udp: packet forwarder source on {a}"),
         Err(e) => log::info!("udp: packet forwarder source (address unknown: {e})"),
     }
     let mut stopping = ctx.stopping.clone();
-    // The largest GWMP datagram (several rxpk of 255-byte frames in base64) fits easily.
-    let mut buf = vec![0u8; 65_535];
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, peer) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
-                    log::warn!("udp: receive: {e}");
+                    ctx.metrics.problem("udp_receive", || format!("udp: receive: {e}"));
                     continue;
                 }
             },
             _ = stopping.changed() => return,
         };
-        let packet = match gwmp::parse(&buf[..n]) {
-            Ok(p) => p,
-            Err(e) => {
-                ctx.metrics
-                    .problem("gwmp_bad_packet", || format!("udp: from {peer}: {e}"));
-                continue;
-            }
-        };
-        if let Some(ack) = packet.ack() {
-            if let Err(e) = socket.send_to(&ack, peer).await {
-                log::warn!("udp: cannot acknowledge {peer}: {e}");
-            }
+        let datagram = handle(&buf[..n], peer, &cfg, &ctx.metrics, SystemTime::now());
+        if let Some(ack) = datagram.ack {
+            acknowledge(&socket, ack, peer, &ctx.metrics).await;
         }
-        if let Packet::PushData { gateway, json, .. } = packet {
-            let inputs = push_inputs(&ctx, gateway, json, gateway_status, peer);
-            for input in inputs {
-                if ctx
-                    .frames
-                    .send(Frame {
-                        source: "udp",
-                        input,
-                        ack: Ack::None,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+        for input in datagram.inputs {
+            let frame = Frame {
+                source: "udp",
+                input,
+                ack: Ack::None,
+            };
+            if ctx.frames.send(frame).await.is_err() {
+                return;
             }
         }
     }
 }
 
+/// Send an acknowledgement; a failure (a spoofed source port 0, an unreachable peer) is
+/// counted and logged rate-limited: it can happen for every datagram.
+async fn acknowledge(socket: &UdpSocket, ack: [u8; 4], peer: SocketAddr, metrics: &Metrics) {
+    if let Err(e) = socket.send_to(&ack, peer).await {
+        metrics.problem("udp_ack_failed", || {
+            format!("udp: cannot acknowledge {peer}: {e}")
+        });
+    }
+}
+
+/// What one datagram asks for and carries.
+#[derive(Default)]
+pub struct Datagram {
+    /// The acknowledgement the forwarder waits for.
+    pub ack: Option<[u8; 4]>,
+    pub inputs: Vec<Input>,
+}
+
+/// Take one datagram from `peer` apart; what is wrong with it is counted, never fatal.
+pub fn handle(
+    d: &[u8],
+    peer: SocketAddr,
+    cfg: &UdpSourceConfig,
+    metrics: &Metrics,
+    received: SystemTime,
+) -> Datagram {
+    let packet = match gwmp::parse(d) {
+        Ok(p) => p,
+        Err(e) => {
+            metrics.problem("gwmp_bad_packet", || format!("udp: from {peer}: {e}"));
+            return Datagram::default();
+        }
+    };
+    if let Packet::PushData { gateway, .. } | Packet::PullData { gateway, .. } = &packet {
+        if !cfg.gateways.is_empty() && !cfg.gateways.contains(gateway) {
+            metrics.problem("gwmp_unknown_gateway", || {
+                format!(
+                    "udp: from {peer}: gateway {} is not in this source's gateways list: ignored",
+                    hex::encode(gateway)
+                )
+            });
+            return Datagram::default();
+        }
+    }
+    let ack = packet.ack();
+    let inputs = match packet {
+        Packet::PushData { gateway, json, .. } => {
+            push_inputs(metrics, gateway, json, cfg.gateway_status, peer, received)
+        }
+        _ => Vec::new(),
+    };
+    Datagram { ack, inputs }
+}
+
 fn push_inputs(
-    ctx: &Context,
+    metrics: &Metrics,
     gateway: [u8; 8],
     json: &[u8],
     gateway_status: bool,
     peer: SocketAddr,
+    received: SystemTime,
 ) -> Vec<Input> {
-    let content = match gwmp::parse_push(json, &gateway, SystemTime::now()) {
+    let content = match gwmp::parse_push(json, &gateway, received) {
         Ok(c) => c,
         Err(e) => {
-            ctx.metrics
-                .problem("gwmp_bad_json", || format!("udp: from {peer}: {e}"));
+            metrics.problem("gwmp_bad_json", || format!("udp: from {peer}: {e}"));
             return Vec::new();
         }
     };
     for _ in 0..content.bad_crc {
-        ctx.metrics.problem("bad_crc", || {
+        metrics.problem("bad_crc", || {
             format!(
                 "udp: gateway {}: skipped a frame with a bad CRC",
                 hex::encode(gateway)
@@ -89,7 +137,7 @@ fn push_inputs(
         });
     }
     for _ in 0..content.bad_time {
-        ctx.metrics.problem("bad_time", || {
+        metrics.problem("bad_time", || {
             format!(
                 "udp: gateway {}: rxpk time is not between 1970 and 9999: receive time used",
                 hex::encode(gateway)
@@ -101,8 +149,86 @@ fn push_inputs(
         inputs.push(Input::GatewayStatus {
             gateway_id: hex::encode(gateway),
             stat,
-            time: SystemTime::now(),
+            time: received,
         });
     }
     inputs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GW: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 1];
+
+    fn cfg(gateways: Vec<[u8; 8]>) -> UdpSourceConfig {
+        UdpSourceConfig {
+            listen: ([127, 0, 0, 1], 1700).into(),
+            gateway_status: true,
+            gateways,
+        }
+    }
+
+    fn push(gateway: [u8; 8]) -> Vec<u8> {
+        let mut d = vec![2, 0, 7, gwmp::PUSH_DATA];
+        d.extend_from_slice(&gateway);
+        d.extend_from_slice(br#"{"rxpk":[{"stat":1,"data":"QNobASY="}],"stat":{"rxnb":1}}"#);
+        d
+    }
+
+    #[test]
+    fn only_listed_gateways_are_answered_and_used() {
+        let m = Metrics::new();
+        let peer: SocketAddr = ([127, 0, 0, 1], 5000).into();
+        let t = SystemTime::UNIX_EPOCH;
+        let open = handle(&push([9; 8]), peer, &cfg(Vec::new()), &m, t);
+        assert_eq!((open.ack, open.inputs.len()), (Some([2, 0, 7, 1]), 2));
+        let listed = cfg(vec![GW]);
+        let known = handle(&push(GW), peer, &listed, &m, t);
+        assert_eq!((known.ack, known.inputs.len()), (Some([2, 0, 7, 1]), 2));
+        let stranger = handle(&push([9; 8]), peer, &listed, &m, t);
+        assert_eq!((stranger.ack, stranger.inputs.len()), (None, 0));
+        let mut pull = vec![2, 0, 8, gwmp::PULL_DATA];
+        pull.extend_from_slice(&[9; 8]);
+        assert_eq!(handle(&pull, peer, &listed, &m, t).ack, None);
+        assert_eq!(m.problems("gwmp_unknown_gateway"), 2);
+    }
+
+    #[test]
+    fn the_list_is_read_from_the_config_and_its_absence_warned_about_off_loopback() {
+        use crate::config::{Config, SourceConfig};
+        let text = |listen: &str, list: &str| {
+            format!("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\nlisten = \"{listen}\"\n{list}")
+        };
+        let cfg =
+            Config::parse(&text("0.0.0.0:1700", "gateways = [\"B827EBFFFE000001\"]\n")).unwrap();
+        let SourceConfig::Udp(u) = &cfg.sources[0] else {
+            panic!("not udp")
+        };
+        assert_eq!(u.gateways, [GW]);
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        let open = Config::parse(&text("0.0.0.0:1700", "")).unwrap();
+        assert!(open
+            .warnings()
+            .iter()
+            .any(|w| w.contains("gateways = [...]")));
+        assert!(Config::parse(&text("127.0.0.1:1700", ""))
+            .unwrap()
+            .warnings()
+            .is_empty());
+        assert!(Config::parse(&text("0.0.0.0:1700", "gateways = [\"x\"]\n")).is_err());
+    }
+
+    /// An acknowledgement that cannot be sent (source port 0, as a spoofed datagram can
+    /// have) is counted per datagram and logged through the rate limiter, not per datagram.
+    #[tokio::test]
+    async fn failed_acknowledgements_are_counted() {
+        let m = Metrics::new();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer: SocketAddr = ([127, 0, 0, 1], 0).into();
+        for _ in 0..1000 {
+            acknowledge(&socket, [2, 0, 1, 1], peer, &m).await;
+        }
+        assert_eq!(m.problems("udp_ack_failed"), 1000);
+    }
 }
