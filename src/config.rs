@@ -431,9 +431,10 @@ pub struct EventHubsConfig {
     pub hubs: BTreeMap<String, String>,
     #[serde(default)]
     pub provisioning: Provisioning,
-    /// Extra librdkafka properties, applied after the Event Hubs preset.
+    /// Extra librdkafka properties, applied after the Event Hubs preset. None may turn TLS
+    /// or certificate checks off.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: Properties,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -454,18 +455,66 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub provisioning: Provisioning,
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: Properties,
+    /// Allow a connection without TLS or without certificate checks (a test broker on a
+    /// private network): warned at every start, and `doctor` fails.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `[sink.properties]`: librdkafka settings. Debug output shows the keys only, since a value
+/// may be a password.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for Properties {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, format_args!("***"))))
+            .finish()
+    }
+}
+
+impl KafkaConfig {
+    /// What in this config takes TLS or its checks away: (key path, why).
+    pub fn tls_off(&self) -> Vec<(String, &'static str)> {
+        let protocol = crate::sink::properties::tls_off(
+            "security.protocol",
+            self.security_protocol.as_librdkafka(),
+        )
+        .map(|why| ("sink.security_protocol".to_string(), why));
+        let properties = self.properties.iter().filter_map(|(k, v)| {
+            crate::sink::properties::tls_off(k, v)
+                .map(|why| (format!("sink.properties.{k:?}"), why))
+        });
+        protocol.into_iter().chain(properties).collect()
+    }
 }
 
 fn default_mechanism() -> String {
     "PLAIN".into()
 }
 
+/// TLS unless the config says otherwise (which also needs `insecure = true`).
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecurityProtocol {
-    #[default]
     Plaintext,
+    #[default]
     Ssl,
     SaslPlaintext,
     SaslSsl,
@@ -809,6 +858,7 @@ impl Config {
                 }
             }
         }
+        self.check_sink_security()?;
         if let SinkConfig::Eventhubs(eh) = &mut self.sink {
             match (&eh.connection_string, &eh.connection_string_file) {
                 (Some(_), Some(_)) => {
@@ -837,6 +887,37 @@ impl Config {
                 .unwrap_or("");
             crate::sink::eventhubs::ConnectionString::parse(cs)
                 .map_err(|e| ("sink.connection_string".to_string(), e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// `[sink.properties]` are librdkafka's, and TLS with verified certificates stays on:
+    /// always for Event Hubs (the connection string is the password), and for a Kafka
+    /// broker unless `insecure = true`.
+    fn check_sink_security(&self) -> Result<(), (String, String)> {
+        use crate::sink::properties;
+        let in_properties =
+            |(k, reason): (String, String)| (format!("sink.properties.{k:?}"), reason);
+        match &self.sink {
+            SinkConfig::Eventhubs(eh) => {
+                properties::validate(&eh.properties).map_err(in_properties)?;
+                if let Some((key, why)) = properties::first_tls_off(&eh.properties) {
+                    return Err((
+                        format!("sink.properties.{key:?}"),
+                        format!("refused: {why}; the Event Hubs sink always uses TLS with verified certificates"),
+                    ));
+                }
+            }
+            SinkConfig::Kafka(k) => {
+                properties::validate(&k.properties).map_err(in_properties)?;
+                if let Some((key, why)) = k.tls_off().into_iter().next().filter(|_| !k.insecure) {
+                    return Err((
+                        key,
+                        format!("refused: {why}; if this is meant (a test broker on a private network), set insecure = true in [sink]"),
+                    ));
+                }
+            }
+            SinkConfig::Stdout(_) => {}
         }
         Ok(())
     }
@@ -910,6 +991,23 @@ impl Config {
                         u.listen
                     ));
                 }
+            }
+        }
+        if let SinkConfig::Kafka(k) = &self.sink {
+            if k.insecure {
+                let off: Vec<String> = k
+                    .tls_off()
+                    .into_iter()
+                    .map(|(key, why)| format!("{key}: {why}"))
+                    .collect();
+                out.push(format!(
+                    "sink.insecure = true: {}",
+                    if off.is_empty() {
+                        "nothing here turns TLS off: remove the key".to_string()
+                    } else {
+                        off.join("; ")
+                    }
+                ));
             }
         }
         if let SinkConfig::Eventhubs(_) = self.sink {
@@ -1184,6 +1282,87 @@ mod tests {
             assert!(k.starts_with(key), "{extra}: key {k}");
             assert!(r.contains(reason), "{extra}: reason {r}");
         }
+    }
+
+    const CS: &str =
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0";
+
+    fn sink(sink: &str) -> Result<Config, (String, String)> {
+        let text = format!("[[source]]\ntype = \"udp\"\n[sink]\n{sink}\n");
+        let mut cfg = Config::parse(&text)?;
+        cfg.resolve(Path::new("."))?;
+        Ok(cfg)
+    }
+
+    /// Event Hubs takes no setting that turns TLS or its checks off, and says which and why
+    /// without quoting the connection string.
+    #[test]
+    fn event_hubs_refuses_properties_that_turn_tls_off() {
+        let eh = format!("type = \"eventhubs\"\nconnection_string = \"{CS}\"\n[sink.properties]\n");
+        sink(&format!("{eh}\"linger.ms\" = \"20\"")).unwrap();
+        for (key, value) in [
+            ("security.protocol", "sasl_plaintext"),
+            ("security.protocol", "PLAINTEXT"),
+            ("enable.ssl.certificate.verification", "false"),
+            ("ssl.endpoint.identification.algorithm", "none"),
+        ] {
+            let (k, reason) = sink(&format!("{eh}\"{key}\" = \"{value}\"")).unwrap_err();
+            assert_eq!(k, format!("sink.properties.\"{key}\""));
+            assert!(reason.starts_with("refused: "), "{reason}");
+            assert!(!reason.contains("c2VjcmV0"), "{reason}");
+        }
+    }
+
+    /// A Kafka broker gets TLS by default; turning it off needs `insecure = true`, which
+    /// is warned about.
+    #[test]
+    fn kafka_needs_insecure_to_turn_tls_off() {
+        let cfg = sink("type = \"kafka\"\nbrokers = \"x:9093\"").unwrap();
+        let SinkConfig::Kafka(k) = &cfg.sink else {
+            panic!("not kafka")
+        };
+        assert_eq!(k.security_protocol.as_librdkafka(), "ssl");
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        let plain =
+            "type = \"kafka\"\nbrokers = \"x:9092\"\nsecurity_protocol = \"sasl_plaintext\"";
+        let (key, reason) = sink(plain).unwrap_err();
+        assert_eq!(key, "sink.security_protocol");
+        assert!(reason.contains("insecure = true"), "{reason}");
+        let unverified = "type = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\"enable.ssl.certificate.verification\" = \"0\"";
+        let (key, _) = sink(unverified).unwrap_err();
+        assert_eq!(
+            key,
+            "sink.properties.\"enable.ssl.certificate.verification\""
+        );
+        let cfg = sink(&format!("{plain}\ninsecure = true")).unwrap();
+        let warnings = cfg.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("sink.insecure = true: sink.security_protocol: no TLS"),
+            "{warnings:?}"
+        );
+    }
+
+    /// A mistyped or refused property is named, its value (maybe a password) is not, and
+    /// the parsed config prints property values masked.
+    #[test]
+    fn properties_are_librdkafkas_and_their_values_stay_hidden() {
+        let eh = format!("type = \"eventhubs\"\nconnection_string = \"{CS}\"\n[sink.properties]\n");
+        let (key, reason) =
+            sink(&format!("{eh}\"sasl.pasword\" = \"hunter2-secret\"")).unwrap_err();
+        assert_eq!(key, "sink.properties.\"sasl.pasword\"");
+        assert!(reason.contains("not a librdkafka property"), "{reason}");
+        assert!(!reason.contains("hunter2"), "{reason}");
+        let (key, reason) = sink(&format!("{eh}\"linger.ms\" = \"hunter2-secret\"")).unwrap_err();
+        assert_eq!(key, "sink.properties.\"linger.ms\"");
+        assert!(!reason.contains("hunter2"), "{reason}");
+        let cfg = sink(&format!("{eh}\"sasl.password\" = \"hunter2-secret\"")).unwrap();
+        let printed = format!("{cfg:#?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("c2VjcmV0"),
+            "{printed}"
+        );
+        assert!(printed.contains("\"sasl.password\": ***"), "{printed}");
     }
 
     #[test]

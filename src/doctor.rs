@@ -16,20 +16,79 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::buffer::{disk_free, SledStore};
-use crate::config::{BufferConfig, Config, MqttSourceConfig, Provisioning, SourceConfig};
+use crate::config::{
+    BufferConfig, Config, MqttSourceConfig, Provisioning, SinkConfig, SourceConfig,
+};
 
 /// How long one network step may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where CA bundles live on common distributions, as librdkafka probes them when
-/// `ssl.ca.location` is not set.
-const CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
+/// The paths librdkafka probes, in its order, for `ssl.ca.location = "probe"`
+/// (`rd_kafka_ssl_probe_and_set_default_ca_location`, non-Apple list).
+const LIBRDKAFKA_CA_PROBE: &[&str] = &[
     "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/certs/ca-bundle.crt",
+    "/etc/pki/tls/certs/ca-bundle.trust.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
     "/etc/ssl/ca-bundle.pem",
     "/etc/pki/tls/cacert.pem",
     "/etc/ssl/cert.pem",
+    "/etc/ssl/cacert.pem",
+    "/etc/certs/ca-certificates.crt",
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/certs",
+    "/usr/local/etc/ssl/cert.pem",
+    "/usr/local/etc/ssl/cacert.pem",
+    "/usr/local/etc/ssl/certs/cert.pem",
+    "/usr/local/etc/ssl/certs/cacert.pem",
+    "/usr/local/share/certs/ca-root-nss.crt",
+    "/etc/openssl/certs/ca-certificates.crt",
 ];
+
+/// Where librdkafka takes the certificates it trusts from (`rd_kafka_ssl_set_certs`), so
+/// the TLS step trusts exactly what the agent will.
+#[derive(Debug, PartialEq)]
+enum CaSource {
+    /// `ssl.ca.pem`: certificates in the config itself.
+    Pem(String),
+    /// A file or directory: `ssl.ca.location`, or what `probe` found.
+    Location(String),
+    /// The linked OpenSSL's default paths (`SSL_CERT_FILE`/`SSL_CERT_DIR` override them).
+    Default,
+}
+
+impl CaSource {
+    fn of(client: &ClientConfig) -> CaSource {
+        match (client.get("ssl.ca.pem"), client.get("ssl.ca.location")) {
+            (Some(pem), _) => CaSource::Pem(pem.to_string()),
+            (None, Some("probe")) => probe(LIBRDKAFKA_CA_PROBE),
+            (None, Some(path)) => CaSource::Location(path.to_string()),
+            (None, None) => CaSource::Default,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            CaSource::Pem(_) => "ssl.ca.pem".into(),
+            CaSource::Location(path) => path.clone(),
+            CaSource::Default => format!("OpenSSL's default paths, {}", openssl::version::dir()),
+        }
+    }
+}
+
+/// The first of `paths` that is a file or a non-empty directory, as librdkafka probes;
+/// OpenSSL's default paths when none is.
+fn probe(paths: &[&str]) -> CaSource {
+    paths
+        .iter()
+        .map(Path::new)
+        .find(|p| {
+            p.is_file() || std::fs::read_dir(p).is_ok_and(|mut entries| entries.next().is_some())
+        })
+        .map_or(CaSource::Default, |p| {
+            CaSource::Location(p.display().to_string())
+        })
+}
 
 enum Outcome {
     Ok(String),
@@ -146,10 +205,31 @@ fn sink(cfg: &Config, list: &mut Checklist) {
         .to_ascii_lowercase();
     let tls = protocol.ends_with("ssl");
     let sasl = protocol.starts_with("sasl");
+    if let SinkConfig::Kafka(k) = &cfg.sink {
+        if k.insecure {
+            let off: Vec<String> = k
+                .tls_off()
+                .into_iter()
+                .map(|(key, why)| format!("{key}: {why}"))
+                .collect();
+            list.step(
+                "security",
+                Outcome::Fail(format!(
+                    "insecure = true{}",
+                    if off.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", off.join("; "))
+                    }
+                )),
+            );
+        }
+    }
     let servers = client.get("bootstrap.servers").unwrap_or("").to_string();
+    let ca = CaSource::of(&client);
     let mut reachable = false;
     for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        reachable |= broker(server, tls, client.get("ssl.ca.location"), list);
+        reachable |= broker(server, tls, &ca, list);
     }
     let hubs = cfg.hub_plan();
     if !reachable {
@@ -210,7 +290,7 @@ fn sink(cfg: &Config, list: &mut Checklist) {
 }
 
 /// DNS, TCP and (with `tls`) TLS to one bootstrap `host:port`; true when all passed.
-fn broker(server: &str, tls: bool, ca: Option<&str>, list: &mut Checklist) -> bool {
+fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> bool {
     // librdkafka accepts `proto://host:port` too.
     let server = server.rsplit("://").next().unwrap_or(server);
     let Some((host, port)) = server
@@ -318,39 +398,41 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 /// A TLS handshake of our own, so a certificate problem is named exactly.
-fn handshake(stream: TcpStream, host: &str, ca: Option<&str>) -> Result<String, String> {
+fn handshake(stream: TcpStream, host: &str, ca: &CaSource) -> Result<String, String> {
     use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
-    use openssl::x509::X509VerifyResult;
+    use openssl::x509::{X509VerifyResult, X509};
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
-    let bundle = match ca.filter(|c| *c != "probe") {
-        Some(ca) => ca.to_string(),
-        None => CA_BUNDLES
-            .iter()
-            .find(|p| Path::new(p).is_file())
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-    };
-    if bundle.is_empty() {
-        b.set_default_verify_paths().map_err(|e| e.to_string())?;
-    } else if Path::new(&bundle).is_dir() {
-        b.load_verify_locations(None, Some(Path::new(&bundle)))
-            .map_err(|e| format!("cannot load the CA certificates in {bundle}: {e}"))?;
-    } else {
-        b.set_ca_file(&bundle)
-            .map_err(|e| format!("cannot load the CA bundle {bundle}: {e}"))?;
+    let bundle = ca.describe();
+    match ca {
+        CaSource::Pem(pem) => {
+            let certs = X509::stack_from_pem(pem.as_bytes())
+                .map_err(|e| format!("cannot read ssl.ca.pem: {e}"))?;
+            for cert in certs {
+                b.cert_store_mut()
+                    .add_cert(cert)
+                    .map_err(|e| format!("cannot use ssl.ca.pem: {e}"))?;
+            }
+        }
+        CaSource::Location(path) if Path::new(path).is_dir() => b
+            .load_verify_locations(None, Some(Path::new(path)))
+            .map_err(|e| format!("cannot load the CA certificates in {path}: {e}"))?,
+        CaSource::Location(path) => b
+            .set_ca_file(path)
+            .map_err(|e| format!("cannot load the CA bundle {path}: {e}"))?,
+        CaSource::Default => b.set_default_verify_paths().map_err(|e| e.to_string())?,
     }
     let _ = stream.set_read_timeout(Some(STEP_TIMEOUT));
     let _ = stream.set_write_timeout(Some(STEP_TIMEOUT));
     match b.build().connect(host, stream) {
         Ok(s) => Ok(format!(
-            "{}, certificate for {host} verified",
+            "{}, certificate for {host} verified (CA {bundle})",
             s.ssl().version_str()
         )),
         Err(HandshakeError::Failure(mid)) => {
             let verify = mid.ssl().verify_result();
             if verify != X509VerifyResult::OK {
                 Err(format!(
-                    "certificate not trusted: {} (CA bundle {bundle}; a wrong clock breaks this too)",
+                    "certificate not trusted: {} (CA {bundle}; a wrong clock breaks this too)",
                     verify.error_string()
                 ))
             } else {
@@ -632,6 +714,43 @@ fn buffer_locked(path: &Path) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ca_source_is_librdkafkas() {
+        let mut c = ClientConfig::new();
+        assert_eq!(CaSource::of(&c), CaSource::Default);
+        c.set("ssl.ca.location", "/etc/hubgate/ca.pem");
+        assert_eq!(
+            CaSource::of(&c),
+            CaSource::Location("/etc/hubgate/ca.pem".into())
+        );
+        c.set("ssl.ca.pem", "-----BEGIN CERTIFICATE-----");
+        assert!(matches!(CaSource::of(&c), CaSource::Pem(_)));
+    }
+
+    /// Like librdkafka: missing paths and empty directories are passed over, the first file
+    /// or non-empty directory wins, and nothing found means OpenSSL's default paths.
+    #[test]
+    fn probe_takes_the_first_file_or_non_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        std::fs::write(dir.path().join("certs/a.pem"), "x").unwrap();
+        std::fs::write(dir.path().join("bundle.crt"), "x").unwrap();
+        let (missing, empty, certs, bundle) = (
+            path("missing"),
+            path("empty"),
+            path("certs"),
+            path("bundle.crt"),
+        );
+        assert_eq!(
+            probe(&[&missing, &empty, &bundle, &certs]),
+            CaSource::Location(bundle.clone())
+        );
+        assert_eq!(probe(&[&empty, &certs, &bundle]), CaSource::Location(certs));
+        assert_eq!(probe(&[&missing, &empty]), CaSource::Default);
+    }
 
     #[test]
     fn sizes_read_like_sizes() {

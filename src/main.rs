@@ -201,6 +201,10 @@ fn check(path: &Path, print: bool) -> ExitCode {
     if print {
         println!("{cfg:#?}");
     }
+    // The same warnings `run` logs at every start.
+    for w in cfg.warnings() {
+        eprintln!("hubgate: warning: {w}");
+    }
     println!(
         "{}: OK ({} source(s), {} device(s))",
         path.display(),

@@ -108,6 +108,26 @@ fn check_accepts_the_demo_and_the_template() {
 }
 
 /// Each bad config exits non-zero with one line naming the file and the key.
+/// `check` says what `run` warns about at every start: here a Kafka sink without TLS.
+#[test]
+fn check_prints_the_warnings_run_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("insecure.toml");
+    std::fs::write(
+        &file,
+        "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n\
+         security_protocol = \"plaintext\"\ninsecure = true\n",
+    )
+    .unwrap();
+    let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        "hubgate: warning: sink.insecure = true: sink.security_protocol: no TLS: everything, \
+         the login included, goes over the network in clear text"
+    );
+}
+
 #[test]
 fn check_names_file_and_key_of_each_error() {
     let dir = tempfile::tempdir().unwrap();

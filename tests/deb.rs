@@ -61,6 +61,7 @@ fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
     let depends = field("Depends");
     assert!(depends.contains("libc6"), "{depends}");
     assert!(depends.contains("systemd"), "{depends}");
+    assert!(depends.contains("ca-certificates"), "{depends}");
     // librdkafka is linked in; TLS comes from the system's libssl3 (Raspberry Pi OS ships it,
     // and its security updates then reach hubgate), found by dpkg-shlibdeps.
     assert!(depends.contains("libssl3"), "{depends}");

@@ -67,12 +67,18 @@ fn config(
 
 /// Run `hubgate doctor -c config`: (exit code, stdout), and how long it took.
 fn doctor(config: &Path) -> (i32, String, Duration) {
+    doctor_with(config, &[])
+}
+
+/// [`doctor`] with environment variables.
+fn doctor_with(config: &Path, env: &[(&str, &Path)]) -> (i32, String, Duration) {
     let started = Instant::now();
     let out = support::output_within(
         Command::new(env!("CARGO_BIN_EXE_hubgate"))
             .args(["doctor", "-c"])
             .arg(config)
-            .env("RUST_LOG", "warn"),
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied()),
         Duration::from_secs(60),
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -244,4 +250,106 @@ fn stopped_brokers_fail_their_steps_fast() {
     expect(&out, &format!("tcp {server}"), "FAIL", "connection refused");
     expect(&out, &format!("tls {server}"), "SKIP", "");
     expect(&out, "sasl", "SKIP", "");
+}
+
+/// The TLS step trusts what librdkafka trusts: with `ssl.ca.location = "probe"` the test
+/// broker's private CA is not among the system's, so the handshake and the login both fail.
+#[test]
+fn the_tls_step_uses_librdkafkas_ca_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(dir.path());
+    let pty = Pty::open();
+    let probe = "\"ssl.ca.location\" = \"probe\"";
+    let cfg = config(
+        "probe.toml",
+        dir.path(),
+        &mqtt,
+        &kafka,
+        &pty.path,
+        free_udp_port(),
+        probe,
+    );
+    let (code, out, _) = doctor(&cfg);
+    assert_eq!(code, 1, "{out}");
+    let server = kafka.bootstrap();
+    expect(
+        &out,
+        &format!("tls {server}"),
+        "FAIL",
+        "certificate not trusted",
+    );
+    assert!(
+        !line(&out, &format!("tls {server}")).contains(&kafka.ca_path().display().to_string()),
+        "{out}"
+    );
+}
+
+/// Without a CA in the config, librdkafka on the system's OpenSSL trusts OpenSSL's default
+/// paths, which `SSL_CERT_FILE` points elsewhere: the TLS step agrees with the login.
+#[test]
+fn without_a_ca_the_tls_step_trusts_what_the_login_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(dir.path());
+    let pty = Pty::open();
+    let cfg = config(
+        "default.toml",
+        dir.path(),
+        &mqtt,
+        &kafka,
+        &pty.path,
+        free_udp_port(),
+        "",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let ca_line = format!("ca_location = \"{}\"\n", kafka.ca_path().display());
+    assert!(text.contains(&ca_line), "config_with changed: {text}");
+    std::fs::write(&cfg, text.replace(&ca_line, "")).unwrap();
+    let (_, out, _) = doctor_with(&cfg, &[("SSL_CERT_FILE", &kafka.ca_path())]);
+    let server = kafka.bootstrap();
+    if hubgate::sink::kafka::VENDORED_OPENSSL {
+        // `probe` looks at the system store only.
+        expect(
+            &out,
+            &format!("tls {server}"),
+            "FAIL",
+            "certificate not trusted",
+        );
+        expect(&out, "sasl", "SKIP", "");
+    } else {
+        expect(
+            &out,
+            &format!("tls {server}"),
+            "OK",
+            "verified (CA OpenSSL's default paths",
+        );
+        expect(&out, "sasl", "OK", "accepted");
+    }
+}
+
+/// A Kafka sink with `insecure = true` fails the checklist, naming what is off.
+#[test]
+fn an_insecure_kafka_sink_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("insecure.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n\
+             [sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:{}\"\nsecurity_protocol = \"plaintext\"\ninsecure = true\n",
+            dir.path().join("buffer").display(),
+            free_udp_port(),
+            support::free_port(),
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = doctor(&path);
+    assert_eq!(code, 1, "{out}");
+    expect(
+        &out,
+        "security",
+        "FAIL",
+        "insecure = true: sink.security_protocol: no TLS",
+    );
 }

@@ -60,6 +60,8 @@ codec = "browan-tbms100"
 [sink]
 type = "kafka"
 brokers = "{bootstrap}"
+security_protocol = "plaintext"
+insecure = true
 [sink.properties]
 "message.timeout.ms" = "5000"
 "#,

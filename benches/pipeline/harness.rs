@@ -425,6 +425,8 @@ impl Load {
                 kafka.connection_string(),
                 kafka.ca_path().display()
             );
+        } else {
+            c.push_str("security_protocol = \"plaintext\"\ninsecure = true\n");
         }
         c.push_str("[sink.properties]\n");
         for (k, v) in &opts.properties {

@@ -68,6 +68,10 @@ pub fn open(
 /// What the site's config adds to a preset: hub provisioning (`auto` lets the producer
 /// create missing topics, which needs a Manage key on Event Hubs) and `[sink.properties]`,
 /// which win. The gap-less guarantee needs idempotence, so it goes when that is turned off.
+///
+/// Without a CA of the site's own, librdkafka trusts what the linked OpenSSL's default paths
+/// hold. A vendored OpenSSL's default directory is its build prefix, which holds nothing on
+/// a gateway, so those builds look for the system's CA store where distributions keep it.
 pub fn site_settings(c: &mut ClientConfig, p: Provisioning, properties: &BTreeMap<String, String>) {
     let auto = p == Provisioning::Auto;
     c.set(
@@ -80,7 +84,13 @@ pub fn site_settings(c: &mut ClientConfig, p: Provisioning, properties: &BTreeMa
     if c.get("enable.idempotence") == Some("false") {
         c.set("enable.gapless.guarantee", "false");
     }
+    if VENDORED_OPENSSL && c.get("ssl.ca.location").is_none() && c.get("ssl.ca.pem").is_none() {
+        c.set("ssl.ca.location", "probe");
+    }
 }
+
+/// Whether OpenSSL is built in (feature `vendored-openssl`) rather than the system's.
+pub const VENDORED_OPENSSL: bool = cfg!(feature = "vendored-openssl");
 
 pub struct DeliveryContext {
     deliveries: Deliveries,
@@ -212,7 +222,12 @@ fn create(
             deliveries: deliveries.clone(),
             metrics: metrics.clone(),
         })
-        .map_err(|e| OpenError(format!("cannot create the Kafka producer: {e}")))
+        .map_err(|e| {
+            OpenError(format!(
+                "cannot create the Kafka producer: {}",
+                super::properties::config_error(&e)
+            ))
+        })
 }
 
 impl KafkaSink {
@@ -429,6 +444,20 @@ mod tests {
         assert_eq!(c.get("enable.gapless.guarantee"), Some("false"));
         let (tx, _rx) = unbounded_channel();
         KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new()).expect("a valid producer config");
+    }
+
+    /// A build with its own OpenSSL looks for the system's CA store; a site's own CA wins.
+    #[test]
+    fn a_vendored_openssl_probes_for_the_system_ca_store() {
+        let mut c = base_config();
+        site_settings(&mut c, Provisioning::Precreated, &BTreeMap::new());
+        assert_eq!(
+            c.get("ssl.ca.location"),
+            VENDORED_OPENSSL.then_some("probe")
+        );
+        let props = BTreeMap::from([("ssl.ca.location".to_string(), "/ca.pem".to_string())]);
+        site_settings(&mut c, Provisioning::Precreated, &props);
+        assert_eq!(c.get("ssl.ca.location"), Some("/ca.pem"));
     }
 
     /// A broker that will not have this client as an idempotent producer: hubgate goes on

@@ -3,6 +3,7 @@
 
 pub mod eventhubs;
 pub mod kafka;
+pub mod properties;
 pub mod stdout;
 
 use tokio::sync::mpsc::UnboundedSender;

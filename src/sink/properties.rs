@@ -1,0 +1,128 @@
+//! What a site may add to the producer in `[sink.properties]`: only properties librdkafka
+//! knows, with values it accepts, and nothing that turns TLS or its checks off by accident.
+//! Errors name the property, never its value (it may be a password).
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaConfRes;
+
+/// Why setting `key` to `value` would take TLS, or its checks, away; `None` if it does not.
+///
+/// Values are compared as librdkafka reads them: enums and booleans without regard to case,
+/// `0`/`f` for false. A broker URL's `proto://` prefix needs no check: librdkafka refuses one
+/// that differs from `security.protocol`.
+pub fn tls_off(key: &str, value: &str) -> Option<&'static str> {
+    let v = value.trim().to_ascii_lowercase();
+    match key {
+        "security.protocol" if matches!(v.as_str(), "plaintext" | "sasl_plaintext") => {
+            Some("no TLS: everything, the login included, goes over the network in clear text")
+        }
+        "enable.ssl.certificate.verification" if matches!(v.as_str(), "false" | "f" | "0") => {
+            Some("the broker's certificate is not verified: anyone on the path can pose as it")
+        }
+        "ssl.endpoint.identification.algorithm" if v == "none" => {
+            Some("the certificate is not checked against the broker's name: any valid certificate passes")
+        }
+        "ssl.cipher.suites" if v.contains("null") || v.contains("@seclevel=0") => {
+            Some("the cipher list allows connections without encryption or authentication")
+        }
+        _ => None,
+    }
+}
+
+/// The first of `properties` that turns TLS off: (key, why).
+pub fn first_tls_off(properties: &BTreeMap<String, String>) -> Option<(&str, &'static str)> {
+    properties
+        .iter()
+        .find_map(|(k, v)| tls_off(k, v).map(|why| (k.as_str(), why)))
+}
+
+/// Every property is one librdkafka knows and its value one it takes; on error (key, reason).
+pub fn validate(properties: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+    for (key, value) in properties {
+        let mut one = ClientConfig::new();
+        one.set(key, value);
+        let reason = match one.create_native_config() {
+            Ok(_) => continue,
+            Err(e) => config_error(&e),
+        };
+        return Err((key.clone(), reason));
+    }
+    Ok(())
+}
+
+/// A librdkafka configuration error without the value, which rdkafka's own message quotes.
+pub fn config_error(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, _, key, _) => {
+            format!("{key:?} is not a librdkafka property (a typo?)")
+        }
+        KafkaError::ClientConfig(_, _, key, _) => {
+            format!("librdkafka does not accept this value for {key:?} (value not shown)")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "Endpoint=sb://x/;SharedAccessKey=c2VjcmV0";
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_that_take_tls_away_are_found_in_any_spelling() {
+        for (k, v) in [
+            ("security.protocol", "plaintext"),
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("enable.ssl.certificate.verification", "false"),
+            ("enable.ssl.certificate.verification", "0"),
+            ("enable.ssl.certificate.verification", "F"),
+            ("ssl.endpoint.identification.algorithm", "None"),
+            ("ssl.cipher.suites", "eNULL:DEFAULT"),
+            ("ssl.cipher.suites", "DEFAULT@SECLEVEL=0"),
+        ] {
+            assert!(tls_off(k, v).is_some(), "{k} = {v}");
+        }
+        for (k, v) in [
+            ("security.protocol", "ssl"),
+            ("security.protocol", "sasl_ssl"),
+            ("enable.ssl.certificate.verification", "true"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+            ("ssl.cipher.suites", "ECDHE-RSA-AES256-GCM-SHA384"),
+            ("linger.ms", "0"),
+        ] {
+            assert_eq!(tls_off(k, v), None, "{k} = {v}");
+        }
+        let p = props(&[
+            ("linger.ms", "1"),
+            ("enable.ssl.certificate.verification", "false"),
+        ]);
+        assert_eq!(
+            first_tls_off(&p).map(|(k, _)| k),
+            Some("enable.ssl.certificate.verification")
+        );
+    }
+
+    #[test]
+    fn unknown_and_invalid_properties_are_named_without_their_value() {
+        validate(&props(&[("linger.ms", "20"), ("acks", "all")])).unwrap();
+        let (key, reason) = validate(&props(&[("sasl.pasword", SECRET)])).unwrap_err();
+        assert_eq!(key, "sasl.pasword");
+        assert!(reason.contains("not a librdkafka property"), "{reason}");
+        assert!(!reason.contains("SharedAccessKey"), "{reason}");
+        let (key, reason) = validate(&props(&[("linger.ms", SECRET)])).unwrap_err();
+        assert_eq!(key, "linger.ms");
+        assert!(reason.contains("does not accept"), "{reason}");
+        assert!(!reason.contains("SharedAccessKey"), "{reason}");
+    }
+}
