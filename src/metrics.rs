@@ -86,6 +86,8 @@ pub struct Metrics {
     pub dead_lettered: Counter,
     pub buffer_records: Counter,
     pub buffer_bytes: Counter,
+    /// fsync/fdatasync calls that made buffer writes durable.
+    pub buffer_syncs: Counter,
     pub in_flight: Counter,
     /// Unix seconds of the last delivery the sink confirmed (0: none yet).
     pub last_delivery: Counter,
@@ -164,6 +166,7 @@ impl Metrics {
             e("spilled_total", "counter", "", "records written to the buffer", one(&self.spilled)),
             e("buffer_records", "gauge", "", "records in the buffer", one(&self.buffer_records)),
             e("buffer_bytes", "gauge", "", "bytes in the buffer", one(&self.buffer_bytes)),
+            e("buffer_syncs_total", "counter", "", "fsync/fdatasync calls that made buffer writes durable", one(&self.buffer_syncs)),
             e(
                 "dropped_total",
                 "counter",

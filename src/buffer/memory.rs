@@ -58,8 +58,8 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn flush(&mut self) -> Result<(), BufferError> {
-        Ok(())
+    fn flush(&mut self) -> Result<u64, BufferError> {
+        Ok(0)
     }
 
     fn usage(&self) -> (u64, u64) {

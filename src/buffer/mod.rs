@@ -4,6 +4,8 @@
 //! contract on top: byte cap with `when_full`, counters, and the on-disk encoding
 //! (version byte + CRC-32 + CBOR) so a damaged record is skipped, never crash-looped on.
 
+mod durable;
+mod mark;
 mod memory;
 mod sled_store;
 
@@ -31,8 +33,9 @@ pub trait Store: Send {
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError>;
     /// Up to `limit` entries with a sequence number above `after`, in order.
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
-    /// Make everything inserted so far survive a power cut.
-    fn flush(&mut self) -> Result<(), BufferError>;
+    /// Make every change so far survive a power cut; returns the number of file syncs
+    /// (`fsync`/`fdatasync`) that took.
+    fn flush(&mut self) -> Result<u64, BufferError>;
     /// (number of entries, total bytes of values); computed at open, kept up to date after.
     fn usage(&self) -> (u64, u64);
     fn last_seq(&self) -> Option<u64>;
@@ -275,7 +278,9 @@ impl Buffer {
     }
 
     pub fn flush(&mut self) -> Result<(), BufferError> {
-        self.store.flush()
+        let syncs = self.store.flush()?;
+        self.metrics.buffer_syncs.add(syncs);
+        Ok(())
     }
 
     pub fn dead_letter(&mut self, seq: u64, rec: &Record) -> Result<(), BufferError> {

@@ -4,12 +4,16 @@
 //! periodic flush is off: hubgate flushes when it must (before acknowledging a source), so
 //! an idle or healthy gateway does not write to its SD card at all.
 //!
+//! A flush is sled's flush followed by hubgate's own syncs of sled's files (see
+//! [`super::durable`]): only then does it survive a power cut.
+//!
 //! sled treats a cut-off log as a torn tail and opens it without complaint, which would
 //! silently lose records that were flushed and acknowledged. So hubgate keeps its own
 //! high-water mark: the highest sequence number is stored in sled at every flush and, once
-//! the flush succeeded, also in a small file beside it (`hubgate-flushed`). A database
-//! whose stored mark is below the file's has lost flushed writes: it is moved aside, what
-//! it still holds is copied into a fresh one, and the loss is reported.
+//! the flush succeeded, also in a small file beside it (`hubgate-flushed`, see
+//! [`super::mark`]). A database whose stored mark is below the file's has lost flushed
+//! writes: it is moved aside, what it still holds is copied into a fresh one, and the loss
+//! is reported.
 //!
 //! sled never gives disk space back (and grows several times the live data under churn),
 //! so once the buffer has drained and the database is larger than [`RECLAIM_ABOVE`], it is
@@ -20,6 +24,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::durable::{sync_dir, SledFiles};
+use super::mark::Mark;
 use super::{BufferError, Store};
 
 const DB_DIR: &str = "sled";
@@ -39,10 +45,16 @@ pub struct SledStore {
     meta: sled::Tree,
     count: u64,
     bytes: u64,
-    /// Highest sequence number ever stored (records or dead letters), and the one in the
-    /// mark file.
+    /// Highest sequence number ever stored (records or dead letters).
     highest: Option<u64>,
-    marked: Option<u64>,
+    /// The mark file: the highest sequence number flushed.
+    mark: Mark,
+    /// sled's files, synced by every flush.
+    files: SledFiles,
+    /// Something was inserted or removed since the last flush.
+    changed: bool,
+    /// Syncs made by [`SledStore::open`], not yet counted by a flush.
+    unreported_syncs: u64,
     /// Size on disk right after the last rebuild: the next one waits until it doubles.
     reclaimed_to: u64,
     /// The buffer directory's lock, held while the store is open (see [`take_lock`]).
@@ -85,7 +97,7 @@ impl SledStore {
             Err(e) => return Err(BufferError::Storage(format!("{}: {e}", dir.display()))),
         };
         store.lock = Some(lock);
-        match (store.stored_mark(), store.marked) {
+        match (store.stored_mark(), store.mark.value()) {
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
                 store.salvage(stored, flushed)
             }
@@ -109,7 +121,11 @@ impl SledStore {
             count += 1;
             bytes += v.len() as u64;
         }
-        let marked = read_mark(dir);
+        let io = |e: std::io::Error| sled::Error::Io(e);
+        let mark = Mark::open(&dir.join(MARK_FILE)).map_err(io)?;
+        // After the mark file: its directory entry is synced with sled's.
+        let (files, unreported_syncs) = SledFiles::open(dir).map_err(io)?;
+        let marked = mark.value();
         let mut store = SledStore {
             db,
             dir: dir.to_path_buf(),
@@ -119,7 +135,10 @@ impl SledStore {
             count,
             bytes,
             highest: None,
-            marked,
+            mark,
+            files,
+            changed: false,
+            unreported_syncs,
             reclaimed_to: 0,
             lock: None,
             broken: None,
@@ -149,7 +168,7 @@ impl SledStore {
         }
         fresh.highest = self.highest;
         fresh.flush()?;
-        sync_dir(dir)
+        Ok(())
     }
 
     /// The high-water mark sled itself holds (written at every flush).
@@ -299,37 +318,6 @@ fn fs_error(what: &str, p: &Path, e: std::io::Error) -> BufferError {
     BufferError::Storage(format!("{what} {}: {e}", p.display()))
 }
 
-/// Make the entries of directory `dir` (creations, renames) survive a power cut.
-fn sync_dir(dir: &Path) -> Result<(), BufferError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| BufferError::Storage(format!("syncing {}: {e}", dir.display())))
-}
-
-fn read_mark(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join(MARK_FILE)).ok()?;
-    match text.trim().parse() {
-        Ok(n) => Some(n),
-        Err(_) => {
-            // A half-written mark after a power cut: no claim, no alarm.
-            log::warn!(
-                "buffer: ignoring unreadable {} in {}",
-                MARK_FILE,
-                dir.display()
-            );
-            None
-        }
-    }
-}
-
-/// Replace the mark file. No fsync: a mark lost to a power cut is an older (smaller) claim,
-/// which can only miss a loss, never report a false one; the SD card is spared a sync.
-fn write_mark(dir: &Path, seq: u64) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{MARK_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{seq}\n"))?;
-    std::fs::rename(tmp, dir.join(MARK_FILE))
-}
-
 fn move_aside(dir: &Path) -> Result<PathBuf, BufferError> {
     let aside = aside_name(dir);
     std::fs::rename(dir, &aside)
@@ -359,6 +347,7 @@ impl Store for SledStore {
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
         let n = value.len() as u64;
         self.highest = self.highest.max(Some(seq));
+        self.changed = true;
         if let Some(old) = self.records.insert(seq.to_be_bytes(), value).map_err(err)? {
             self.bytes -= old.len() as u64;
             self.count -= 1;
@@ -372,6 +361,7 @@ impl Store for SledStore {
         let n = match self.records.remove(seq.to_be_bytes()).map_err(err)? {
             Some(v) => {
                 self.count -= 1;
+                self.changed = true;
                 v.len() as u64
             }
             None => 0,
@@ -402,26 +392,33 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn flush(&mut self) -> Result<(), BufferError> {
+    fn flush(&mut self) -> Result<u64, BufferError> {
         if let Some(why) = &self.broken {
             return Err(BufferError::Storage(format!(
                 "the buffer database is unusable after a failed rebuild ({why}); restart hubgate"
             )));
         }
-        let mark = self.highest.filter(|h| Some(*h) != self.marked);
+        let mark = self.highest.filter(|h| Some(*h) != self.mark.value());
+        if !self.changed && mark.is_none() {
+            return Ok(std::mem::take(&mut self.unreported_syncs));
+        }
         if let Some(seq) = mark {
             self.meta
                 .insert(MARK_KEY, &seq.to_be_bytes())
                 .map_err(err)?;
         }
         self.db.flush().map_err(err)?;
+        let storage = |what: &str, e: std::io::Error| {
+            BufferError::Storage(format!("{}: syncing {what}: {e}", self.dir.display()))
+        };
+        let mut syncs = self.files.sync().map_err(|e| storage("the log", e))?;
+        self.changed = false;
+        // Only a mark whose records are durable: a lower one can miss a loss, a higher one
+        // would report records that were never acknowledged as lost.
         if let Some(seq) = mark {
-            write_mark(&self.dir, seq).map_err(|e| {
-                BufferError::Storage(format!("{}: writing {MARK_FILE}: {e}", self.dir.display()))
-            })?;
-            self.marked = Some(seq);
+            syncs += self.mark.set(seq).map_err(|e| storage(MARK_FILE, e))?;
         }
-        Ok(())
+        Ok(syncs + std::mem::take(&mut self.unreported_syncs))
     }
 
     fn usage(&self) -> (u64, u64) {
@@ -436,6 +433,7 @@ impl Store for SledStore {
 
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
         self.highest = self.highest.max(Some(seq));
+        self.changed = true;
         self.dead.insert(seq.to_be_bytes(), value).map_err(err)?;
         Ok(())
     }
@@ -478,7 +476,7 @@ impl Store for SledStore {
         }
         let swapped = std::fs::rename(&new, &self.dir)
             .map_err(|e| fs_error("renaming", &new, e))
-            .and_then(|()| sync_dir(parent))
+            .and_then(|()| sync_dir(parent).map_err(|e| fs_error("syncing", parent, e)))
             .and_then(|()| Self::open_at(&self.dir));
         let mut fresh = match swapped {
             Ok(f) => f,
@@ -489,7 +487,7 @@ impl Store for SledStore {
                 }
                 let back = std::fs::rename(&old, &self.dir)
                     .map_err(|e| fs_error("renaming", &old, e))
-                    .and_then(|()| sync_dir(parent));
+                    .and_then(|()| sync_dir(parent).map_err(|e| fs_error("syncing", parent, e)));
                 if let Err(undo) = back {
                     // Where this database will be found after a power cut is unknown: accept
                     // nothing more into it (flushes fail, so nothing more is acknowledged).
@@ -513,6 +511,7 @@ impl Store for SledStore {
     fn purge(&mut self) -> Result<u64, BufferError> {
         let n = self.count;
         self.records.clear().map_err(err)?;
+        self.changed = true;
         self.count = 0;
         self.bytes = 0;
         self.flush()?;
@@ -560,6 +559,36 @@ mod tests {
         assert_eq!(seqs(&s, None), vec![1, 3, 300]);
         assert_eq!(seqs(&s, Some(1)), vec![3, 300]);
         assert_eq!(s.last_seq(), Some(300));
+    }
+
+    /// sled's own flush does not survive a power cut (it ends in sync_file_range): every
+    /// flush that an acknowledgement may rest on must sync the log, and the mark once the
+    /// records it claims are durable. An idle flush writes nothing.
+    #[test]
+    fn every_flush_of_a_change_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert!(s.flush().unwrap() >= 4, "a new database is synced whole");
+        assert_eq!(s.flush().unwrap(), 0, "nothing changed");
+        s.insert(1, vec![1; 100]).unwrap();
+        s.insert(2, vec![2; 100]).unwrap();
+        assert_eq!(
+            s.flush().unwrap(),
+            2,
+            "one log sync for the batch, one mark sync"
+        );
+        s.remove(1).unwrap();
+        assert_eq!(s.flush().unwrap(), 1, "a deletion: the log only");
+        s.dead_letter(3, vec![3; 10]).unwrap();
+        assert_eq!(s.flush().unwrap(), 2);
+        // sled keeps a large value in a file of its own: that is synced too.
+        s.insert(4, vec![4; 600_000]).unwrap();
+        assert_eq!(s.flush().unwrap(), 4, "log, blob, blob directory, mark");
+        assert_eq!(s.flush().unwrap(), 0);
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![2, 4]);
+        assert_eq!(s.mark.value(), Some(4));
     }
 
     #[test]

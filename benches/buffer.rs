@@ -1,0 +1,91 @@
+//! The spill buffer on disk, without brokers: records spilled per second with a flush (and
+//! its file syncs) per forwarder round of 256 records, then drained (read, deleted) in order.
+//! `cargo bench --bench buffer -- [RECORDS] [DIR]` (50000 records in a temporary directory
+//! under /var/tmp by default: put DIR on the file system to measure, not on a tmpfs).
+
+use std::time::Instant;
+
+use hubgate::buffer::{Buffer, SledStore};
+use hubgate::config::BufferConfig;
+use hubgate::metrics::Metrics;
+use hubgate::record::Record;
+
+/// Records per flush, as the forwarder takes them per round.
+const BATCH: u64 = 256;
+
+fn record(i: u64) -> Record {
+    Record {
+        id: format!("{i:016x}-0000-4000-8000-000000000000"),
+        rec_type: "io.microshare.environment.unpacked".into(),
+        key: "58-A0-CB-00-00-10-12-34".into(),
+        created_ms: 1_700_000_000_000 + i,
+        // About the size of a decoded Tabs record's envelope.
+        body: format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(1400)),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let n: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(50_000);
+    let base = args
+        .get(1)
+        .map_or("/var/tmp".into(), std::path::PathBuf::from);
+    let dir = tempfile::tempdir_in(base).expect("temporary directory");
+    let cfg = BufferConfig {
+        path: dir.path().to_path_buf(),
+        max_bytes: u64::MAX,
+        min_free: 0,
+        ..BufferConfig::default()
+    };
+    let metrics = Metrics::new();
+    let store = SledStore::open(dir.path()).expect("open the buffer");
+    let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+    let records: Vec<Record> = (0..n).map(record).collect();
+
+    let start = Instant::now();
+    let syncs = metrics.buffer_syncs.get();
+    for (seq, rec) in records.iter().enumerate() {
+        buffer.push(seq as u64, rec).expect("push");
+        if seq as u64 % BATCH == BATCH - 1 {
+            buffer.flush().expect("flush");
+        }
+    }
+    buffer.flush().expect("flush");
+    let spill = start.elapsed().as_secs_f64();
+    let spill_syncs = metrics.buffer_syncs.get() - syncs;
+
+    let start = Instant::now();
+    let syncs = metrics.buffer_syncs.get();
+    let mut after = None;
+    loop {
+        let batch = buffer.next(after, 2000).expect("next");
+        let Some((last, _)) = batch.last() else { break };
+        after = Some(*last);
+        for (seq, _) in batch {
+            buffer.remove(seq).expect("remove");
+        }
+    }
+    buffer.flush().expect("flush");
+    let drain = start.elapsed().as_secs_f64();
+    let drain_syncs = metrics.buffer_syncs.get() - syncs;
+
+    println!(
+        "buffer: {n} records of {} bytes in {}",
+        hubgate::buffer::encode(&records[0]).len(),
+        dir.path().display()
+    );
+    println!(
+        "spill: {:.0} records/s, {:.0} flushes/s, {spill_syncs} syncs ({:.0}/s)",
+        n as f64 / spill,
+        n.div_ceil(BATCH) as f64 / spill,
+        spill_syncs as f64 / spill
+    );
+    println!(
+        "drain: {:.0} records/s, {drain_syncs} syncs ({:.0}/s)",
+        n as f64 / drain,
+        drain_syncs as f64 / drain
+    );
+}
