@@ -8,6 +8,7 @@ pub mod config;
 pub mod decode;
 pub mod doctor;
 pub mod framing;
+pub mod http;
 pub mod logline;
 pub mod lorawan;
 pub mod metrics;

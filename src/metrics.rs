@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 /// One number: a counter, or a gauge when `set`.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -281,26 +279,6 @@ pub async fn log_status(metrics: Arc<Metrics>, every: Duration) {
         tick.tick().await;
         metrics.log.flush();
         log::info!("{}", metrics.status_line(SystemTime::now()));
-    }
-}
-
-/// Serve `GET /metrics` (any path, really) on `addr` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = sock.read(&mut buf).await;
-            let body = metrics.render();
-            let resp = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
     }
 }
 

@@ -3,14 +3,15 @@
 
 mod support;
 
+use std::net::TcpStream;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::agent::{
     chirpstack_uplink, config_with, publish_all, topics, uplink_topic, uplinks, uplinks_at, Agent,
     ENV, MOTION, OPENCLOSE, PACKED, TH, WAIT,
 };
-use support::{Kafka, Mosquitto};
+use support::{free_udp_port, Kafka, Mosquitto};
 
 const KEY: &str = "bWV0cmljcy10ZXN0LWtleQ==";
 
@@ -129,5 +130,129 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
     assert!(
         !log.contains(KEY),
         "the SharedAccessKey leaked into the log"
+    );
+}
+
+/// An agent with nothing but the metrics endpoint to talk to: a UDP source, a stdout sink.
+fn quiet_agent(dir: &Path) -> Agent {
+    let body = format!(
+        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n[sink]\ntype = \"stdout\"\n",
+        dir.join("buffer").display(),
+        free_udp_port()
+    );
+    let agent = Agent::start_with_stdout(dir, &body);
+    agent.wait_metric("hubgate_received_total", WAIT, |_| true);
+    agent
+}
+
+/// The child's open descriptors, by number.
+fn fds(pid: i32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn connect_idle(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect()
+}
+
+/// Hundreds of connections that never send a request hold at most the cap of descriptors,
+/// a scrape still gets through, and the idle ones are closed after the read timeout.
+#[test]
+fn idle_connections_neither_pile_up_nor_lock_a_scrape_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = quiet_agent(dir.path());
+    let baseline = fds(agent.pid()).len();
+    let idle = connect_idle(agent.metrics_port, 300);
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        if let Some(text) = agent.scrape() {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scrape got through:\n{}",
+            agent.logs()
+        );
+    };
+    assert!(
+        text.contains("# TYPE hubgate_received_total counter"),
+        "{text}"
+    );
+    let held = fds(agent.pid()).len();
+    assert!(
+        held <= baseline + hubgate::http::MAX_CONNECTIONS,
+        "{held} descriptors, {baseline} before 300 idle connections"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fds(agent.pid()).len() > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "idle connections still open:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(idle);
+}
+
+/// Out of file descriptors, the accept loop pauses (10 ms doubling to 1 s) instead of
+/// retrying at once: each attempt is counted, and the count stays within what the pauses
+/// allow. Given descriptors back, it serves again.
+#[test]
+fn out_of_descriptors_the_listener_pauses_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = quiet_agent(dir.path());
+    let pid = agent.pid();
+    // The lowest free descriptor number as the limit: every open fails with EMFILE.
+    let open = fds(pid);
+    let lowest_free = (0..).find(|n| !open.contains(n)).unwrap();
+    // SAFETY: plain syscalls on our own child, with valid pointers or null.
+    let mut before = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut before) },
+        0
+    );
+    let soft_limit = |soft: u64| {
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: before.rlim_max,
+        };
+        let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    let started = Instant::now();
+    soft_limit(u64::from(lowest_free));
+    let waiting = connect_idle(agent.metrics_port, 5);
+    agent.wait_log("metrics: cannot accept a connection", 1, WAIT);
+    // Let the failures go on for a while: a spinning loop makes millions of attempts.
+    std::thread::sleep(Duration::from_secs(3));
+    soft_limit(before.rlim_cur);
+    let window = started.elapsed();
+    drop(waiting);
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        if let Some(text) = agent.scrape() {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scrape after the limit went up:\n{}",
+            agent.logs()
+        );
+    };
+    let attempts =
+        support::agent::metric_value(&text, "hubgate_problems_total{kind=\"http_accept\"}");
+    // 10+20+...+640 ms for the first 7, then one a second.
+    let most = 8 + window.as_secs_f64().ceil() as u64;
+    assert!(
+        (1..=most).contains(&attempts),
+        "{attempts} failed accepts in {window:?} (at most {most})"
     );
 }

@@ -49,7 +49,7 @@ pub async fn run(
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 log::info!("metrics on http://{addr}/metrics");
-                reporters.push(tokio::spawn(metrics::serve(listener, metrics.clone())));
+                reporters.push(tokio::spawn(crate::http::serve(listener, metrics.clone())));
             }
             Err(e) => {
                 log::error!("metrics: cannot listen on {addr}: {e}; running without the endpoint")
