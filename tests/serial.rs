@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hubgate::framing::crc::crc16;
 use hubgate::framing::{Deframer, Framing};
 use serde_cbor::Value;
 use support::agent::Agent;
+use support::frames::{cobs, line, slip, with_crc};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TH: &str = "58a0cb0000101234";
@@ -161,49 +161,6 @@ fn envelope((fcnt, t, h): Reading) -> Vec<u8> {
         _ => None,
     };
     serde_cbor::to_vec(&Value::Map(m)).unwrap()
-}
-
-fn with_crc(content: &[u8]) -> Vec<u8> {
-    let mut v = content.to_vec();
-    v.extend_from_slice(&crc16(content).to_be_bytes());
-    v
-}
-
-fn slip(raw: &[u8]) -> Vec<u8> {
-    let mut out = vec![0xC0];
-    for &b in raw {
-        match b {
-            0xC0 => out.extend_from_slice(&[0xDB, 0xDC]),
-            0xDB => out.extend_from_slice(&[0xDB, 0xDD]),
-            _ => out.push(b),
-        }
-    }
-    out.push(0xC0);
-    out
-}
-
-fn cobs(raw: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    let (mut code_at, mut code) = (0, 1u8);
-    for &b in raw {
-        if b != 0 {
-            out.push(b);
-            code += 1;
-        }
-        if b == 0 || code == 0xFF {
-            out[code_at] = code;
-            code_at = out.len();
-            out.push(0);
-            code = 1;
-        }
-    }
-    out[code_at] = code;
-    out.push(0);
-    out
-}
-
-fn line(content: &[u8]) -> Vec<u8> {
-    format!("radio_rx  {}\r\n", hex::encode_upper(content)).into_bytes()
 }
 
 // ---------------------------------------------------------------------------

@@ -148,29 +148,34 @@ pub struct Context {
 }
 
 impl Context {
-    /// Parse one input message; bad input is counted and logged (once per kind), never fatal.
+    /// Parse one input message; bad input is counted and logged (rate-limited), never fatal.
     pub fn parse(
         &self,
         source: &str,
         format: crate::config::UplinkFormat,
         bytes: &[u8],
     ) -> Option<Input> {
-        use crate::config::UplinkFormat as F;
-        let received = SystemTime::now();
-        let parsed = match format {
-            F::ChirpstackV4 => chirpstack::parse(bytes, received).map(Input::Uplink),
-            F::TtsV3 => tts::parse(bytes, received).map(Input::Uplink),
-            F::ChirpstackGateway => {
-                chirpstack::parse_gateway_frame(bytes, received).map(Input::Radio)
-            }
-        };
-        match parsed {
-            Ok(up) => Some(up),
+        match parse(format, bytes, SystemTime::now()) {
+            Ok(input) => Some(input),
             Err(e) => {
                 self.metrics
                     .problem(e.kind(), || format!("{source}: dropped a message: {e}"));
                 None
             }
         }
+    }
+}
+
+/// One MQTT or replay message in `format`; `received` stands in for a time it lacks.
+pub fn parse(
+    format: crate::config::UplinkFormat,
+    bytes: &[u8],
+    received: SystemTime,
+) -> Result<Input, ParseError> {
+    use crate::config::UplinkFormat as F;
+    match format {
+        F::ChirpstackV4 => chirpstack::parse(bytes, received).map(Input::Uplink),
+        F::TtsV3 => tts::parse(bytes, received).map(Input::Uplink),
+        F::ChirpstackGateway => chirpstack::parse_gateway_frame(bytes, received).map(Input::Radio),
     }
 }

@@ -22,6 +22,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod agent;
+pub mod frames;
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
