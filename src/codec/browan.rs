@@ -4,7 +4,8 @@
 //! [`header`]. The model-specific tail is read with bounds-checked helpers only: a payload
 //! shorter than the model's length is `Truncated`, trailing bytes beyond it are ignored
 //! (the reference decoders do not reject them either).
-use super::{rec_type, CodecError, Decoded, Reading, Value};
+use super::bytes::sign_extend;
+use super::{rec_type, Bytes, CodecError, Decoded, Reading};
 
 /// Humidity byte value (bits 6..0) the sensor reports on a measurement error.
 const HUMIDITY_ERROR: u8 = 127;
@@ -74,7 +75,7 @@ const TBOL100: Model = Model {
     rec_type: rec_type::GPS,
 };
 
-/// TBSL100 loudness byte value meaning "measurement error" (§1.1).
+/// TBSL100 loudness byte value meaning "measurement error".
 const LOUDNESS_ERROR: u8 = 255;
 
 /// Bytes 0-2 common to all models (the shared header).
@@ -83,7 +84,7 @@ struct Header {
     /// Battery voltage in V, from the low nibble of byte 1.
     battery_v: f64,
     /// Battery capacity in %, from the high nibble of byte 1; `None` when the nibble is 0
-    /// (most firmware leaves it 0, §1.3).
+    /// (most firmware leaves it 0).
     battery_pct: Option<f64>,
     /// Byte 2 in °C: ambient on TBHH100, board sensor on the other models.
     temperature_c: f64,
@@ -101,7 +102,7 @@ enum Bit3 {
 ///
 /// The model bit is checked before the length so that a frame of the sibling model on
 /// fPort 103 is reported as the wrong model rather than as a short frame.
-fn header(m: &Model, fport: Option<u8>, p: &[u8], bit3: Bit3) -> Result<Header, CodecError> {
+fn header(m: &Model, fport: Option<u8>, b: &Bytes, bit3: Bit3) -> Result<Header, CodecError> {
     if let Some(port) = fport {
         if port != m.port {
             return Err(CodecError::WrongPort {
@@ -110,7 +111,7 @@ fn header(m: &Model, fport: Option<u8>, p: &[u8], bit3: Bit3) -> Result<Header, 
             });
         }
     }
-    let status = byte(m, p, 0)?;
+    let status = b.u8(0)?;
     match bit3 {
         Bit3::Any => {}
         Bit3::Set if status & 0x08 == 0 => {
@@ -129,40 +130,16 @@ fn header(m: &Model, fport: Option<u8>, p: &[u8], bit3: Bit3) -> Result<Header, 
         }
         Bit3::Set | Bit3::Clear => {}
     }
-    if p.len() < m.len {
-        return Err(CodecError::Truncated {
-            codec: m.codec,
-            need: m.len,
-            got: p.len(),
-        });
-    }
-    let battery = byte(m, p, 1)?;
+    b.need(m.len)?;
+    let battery = b.u8(1)?;
     let v = battery & 0x0F;
     let c = battery >> 4;
     Ok(Header {
         status,
         battery_v: f64::from(25 + v) / 10.0,
         battery_pct: (c > 0).then(|| (f64::from(c) * 100.0 / 15.0).round()),
-        temperature_c: temperature(byte(m, p, 2)?),
+        temperature_c: temperature(b.u8(2)?),
     })
-}
-
-/// Byte `i`, or `Truncated` (never panics).
-fn byte(m: &Model, p: &[u8], i: usize) -> Result<u8, CodecError> {
-    p.get(i).copied().ok_or(CodecError::Truncated {
-        codec: m.codec,
-        need: i + 1,
-        got: p.len(),
-    })
-}
-
-/// Unsigned little-endian integer of `n` (≤ 8) bytes at `off`.
-fn le(m: &Model, p: &[u8], off: usize, n: usize) -> Result<u64, CodecError> {
-    let mut v = 0u64;
-    for i in (0..n).rev() {
-        v = (v << 8) | u64::from(byte(m, p, off + i)?);
-    }
-    Ok(v)
 }
 
 /// Tabs temperature byte: bits 6..0 unsigned, offset −32 °C; bit 7 reserved.
@@ -176,27 +153,15 @@ fn humidity(b: u8) -> Option<f64> {
     (h != HUMIDITY_ERROR).then_some(f64::from(h))
 }
 
-fn num(field: &'static str, v: f64, unit: &'static str) -> Reading {
-    Reading::new(field, Value::Num(v), Some(unit))
-}
-
-fn int(field: &'static str, v: i64, unit: Option<&'static str>) -> Reading {
-    Reading::new(field, Value::Int(v), unit)
-}
-
-fn flag(field: &'static str, v: bool) -> Reading {
-    Reading::new(field, Value::Bool(v), None)
-}
-
 /// Empty record of the model with the battery in `device_health`, plus the byte-2
 /// temperature there too when `board_temperature` (it is the PCB sensor on that model).
 fn record(m: &Model, h: &Header, board_temperature: bool) -> Decoded {
-    let mut health = vec![num("voltage", h.battery_v, "V")];
+    let mut health = vec![Reading::num("voltage", h.battery_v, "V")];
     if let Some(pct) = h.battery_pct {
-        health.push(num("charge", pct, "%"));
+        health.push(Reading::num("charge", pct, "%"));
     }
     if board_temperature {
-        health.push(num("temperature", h.temperature_c, "°C"));
+        health.push(Reading::num("temperature", h.temperature_c, "°C"));
     }
     Decoded {
         rec_type: m.rec_type,
@@ -206,18 +171,18 @@ fn record(m: &Model, h: &Header, board_temperature: bool) -> Decoded {
 }
 
 /// u16 LE IAQ value at `off`, `None` when 0xFFFF (not available).
-fn available(m: &Model, p: &[u8], off: usize) -> Result<Option<f64>, CodecError> {
-    let raw = le(m, p, off, 2)?;
-    Ok((raw != u64::from(NOT_AVAILABLE)).then_some(raw as f64))
+fn available(b: &Bytes, off: usize) -> Result<Option<f64>, CodecError> {
+    let raw = b.u16le(off)?;
+    Ok((raw != NOT_AVAILABLE).then_some(f64::from(raw)))
 }
 
 /// CO2 (bytes 4-5) and VOC (bytes 6-7), each omitted when 0xFFFF.
-fn co2_voc(d: &mut Decoded, m: &Model, p: &[u8]) -> Result<(), CodecError> {
-    if let Some(co2) = available(m, p, 4)? {
-        d.readings.push(num("co2", co2, "ppm"));
+fn co2_voc(d: &mut Decoded, b: &Bytes) -> Result<(), CodecError> {
+    if let Some(co2) = available(b, 4)? {
+        d.readings.push(Reading::num("co2", co2, "ppm"));
     }
-    if let Some(voc) = available(m, p, 6)? {
-        d.readings.push(num("voc", voc, "ppb"));
+    if let Some(voc) = available(b, 6)? {
+        d.readings.push(Reading::num("voc", voc, "ppb"));
     }
     Ok(())
 }
@@ -228,31 +193,34 @@ fn co2_voc(d: &mut Decoded, m: &Model, p: &[u8]) -> Result<(), CodecError> {
 /// Microshare's unpacker does) and omitted when 0xFFFF.
 pub fn tbhh100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBHH100;
-    let h = header(m, fport, p, Bit3::Set)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Set)?;
     let mut d = record(m, &h, false);
-    d.readings.push(num("temperature", h.temperature_c, "°C"));
-    if let Some(rh) = humidity(byte(m, p, 3)?) {
-        d.readings.push(num("humidity", rh, "%RH"));
+    d.readings
+        .push(Reading::num("temperature", h.temperature_c, "°C"));
+    if let Some(rh) = humidity(b.u8(3)?) {
+        d.readings.push(Reading::num("humidity", rh, "%RH"));
     }
-    co2_voc(&mut d, m, p)?;
+    co2_voc(&mut d, &b)?;
     Ok(d)
 }
 
 /// TBHV110 healthy home IAQ (fPort 103, 11 bytes, status bit 3 = 0).
 pub fn tbhv110(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBHV110;
-    let h = header(m, fport, p, Bit3::Clear)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Clear)?;
     let mut d = record(m, &h, true);
     d.readings
-        .push(num("temperature", temperature(byte(m, p, 10)?), "°C"));
-    if let Some(rh) = humidity(byte(m, p, 3)?) {
-        d.readings.push(num("humidity", rh, "%RH"));
+        .push(Reading::num("temperature", temperature(b.u8(10)?), "°C"));
+    if let Some(rh) = humidity(b.u8(3)?) {
+        d.readings.push(Reading::num("humidity", rh, "%RH"));
     }
-    co2_voc(&mut d, m, p)?;
+    co2_voc(&mut d, &b)?;
     // IAQ is an index 0-500 (no unit); 0xFFFF is "not available" like CO2/VOC.
-    let iaq = le(m, p, 8, 2)?;
-    if iaq != u64::from(NOT_AVAILABLE) {
-        d.readings.push(int("iaq", iaq as i64, None));
+    let iaq = b.u16le(8)?;
+    if iaq != NOT_AVAILABLE {
+        d.readings.push(Reading::int("iaq", i64::from(iaq), None));
     }
     Ok(d)
 }
@@ -260,52 +228,56 @@ pub fn tbhv110(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// Bytes 3-7 of TBMS100/TBDW100: u16 LE minutes since the last state change, u24 LE count.
 fn change_and_count(
     d: &mut Decoded,
-    m: &Model,
-    p: &[u8],
+    b: &Bytes,
     count_field: &'static str,
 ) -> Result<(), CodecError> {
-    let minutes = le(m, p, 3, 2)?;
-    let count = le(m, p, 5, 3)?;
+    let minutes = u64::from(b.u16le(3)?);
+    let count = b.uint_le(5, 3)?;
     // Both fit easily in i64 (≤ 65535 × 60 and ≤ 2^24 − 1).
-    d.readings.push(int(
+    d.readings.push(Reading::int(
         "seconds_since_change",
         (minutes * 60) as i64,
         Some("s"),
     ));
-    d.readings.push(int(count_field, count as i64, None));
+    d.readings
+        .push(Reading::int(count_field, count as i64, None));
     Ok(())
 }
 
 /// TBMS100 motion / PIR (fPort 102, 8 bytes).
 pub fn tbms100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBMS100;
-    let h = header(m, fport, p, Bit3::Any)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
-    d.readings.push(flag("presence", h.status & 0x01 != 0));
-    change_and_count(&mut d, m, p, "motions_since_reset")?;
+    d.readings
+        .push(Reading::flag("presence", h.status & 0x01 != 0));
+    change_and_count(&mut d, &b, "motions_since_reset")?;
     Ok(d)
 }
 
 /// TBDW100 door & window (fPort 100, 8 bytes).
 pub fn tbdw100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBDW100;
-    let h = header(m, fport, p, Bit3::Any)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
-    d.readings.push(flag("open", h.status & 0x01 != 0));
-    change_and_count(&mut d, m, p, "events_since_reset")?;
+    d.readings.push(Reading::flag("open", h.status & 0x01 != 0));
+    change_and_count(&mut d, &b, "events_since_reset")?;
     Ok(d)
 }
 
 /// TBWL100 water leak (fPort 106, 5 bytes).
 pub fn tbwl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBWL100;
-    let h = header(m, fport, p, Bit3::Any)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
-    d.readings.push(flag("leak", h.status & 0x01 != 0));
+    d.readings.push(Reading::flag("leak", h.status & 0x01 != 0));
     d.readings
-        .push(num("temperature", temperature(byte(m, p, 4)?), "°C"));
-    if let Some(rh) = humidity(byte(m, p, 3)?) {
-        d.readings.push(num("humidity", rh, "%RH"));
+        .push(Reading::num("temperature", temperature(b.u8(4)?), "°C"));
+    if let Some(rh) = humidity(b.u8(3)?) {
+        d.readings.push(Reading::num("humidity", rh, "%RH"));
     }
     Ok(d)
 }
@@ -316,11 +288,12 @@ pub fn tbwl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// not measurements and are not emitted.
 pub fn tbam100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBAM100;
-    let h = header(m, fport, p, Bit3::Any)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
-    let lux = le(m, p, 3, 3)?;
+    let lux = b.uint_le(3, 3)?;
     d.readings
-        .push(num("illuminance", lux as f64 / 100.0, "lx"));
+        .push(Reading::num("illuminance", lux as f64 / 100.0, "lx"));
     Ok(d)
 }
 
@@ -328,35 +301,28 @@ pub fn tbam100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// (no loudness reading). Only the dasdigidings decoder documents this layout.
 pub fn tbsl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBSL100;
-    let h = header(m, fport, p, Bit3::Any)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
-    let level = byte(m, p, 3)?;
+    let level = b.u8(3)?;
     if level != LOUDNESS_ERROR {
-        d.readings.push(num("loudness", f64::from(level), "dBA"));
+        d.readings
+            .push(Reading::num("loudness", f64::from(level), "dBA"));
     }
     Ok(d)
 }
 
 /// TBPB100 push button (fPort 147, 8 bytes): status bit 0 = pressed.
 ///
-/// Bytes 3-7 are not decoded by any public reference codec (§1.4); they are deliberately
+/// Bytes 3-7 are not decoded by any public reference codec; they are deliberately
 /// not emitted until verified on a device.
 pub fn tbpb100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBPB100;
-    let h = header(m, fport, p, Bit3::Any)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
-    d.readings.push(flag("push", h.status & 0x01 != 0));
+    d.readings.push(Reading::flag("push", h.status & 0x01 != 0));
     Ok(d)
-}
-
-/// Sign-extend the low `bits` bits of `raw`.
-fn sign_extend(raw: u32, bits: u32) -> i64 {
-    let v = i64::from(raw & ((1u32 << bits) - 1));
-    if v >> (bits - 1) & 1 == 1 {
-        v - (1i64 << bits)
-    } else {
-        v
-    }
 }
 
 /// TBOL100 object locator (fPort 136, 11 bytes).
@@ -368,26 +334,31 @@ fn sign_extend(raw: u32, bits: u32) -> i64 {
 /// says which case it is. Battery byte 0x00 means "charging": no voltage then.
 pub fn tbol100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = &TBOL100;
-    let h = header(m, fport, p, Bit3::Any)?;
+    let b = Bytes::new(m.codec, p);
+    let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
-    if byte(m, p, 1)? == 0 {
+    if b.u8(1)? == 0 {
         d.health.retain(|r| r.field != "voltage");
-        d.health.push(flag("charging", true));
+        d.health.push(Reading::flag("charging", true));
     }
     let fix = h.status & 0x18 == 0;
-    d.readings.push(flag("push", h.status & 0x01 != 0));
-    d.readings.push(flag("moving", h.status & 0x02 != 0));
-    d.readings.push(flag("gnss_fix", fix));
+    d.readings.push(Reading::flag("push", h.status & 0x01 != 0));
+    d.readings
+        .push(Reading::flag("moving", h.status & 0x02 != 0));
+    d.readings.push(Reading::flag("gnss_fix", fix));
     if fix {
-        let lat = sign_extend(le(m, p, 3, 4)? as u32, 28);
-        let lon_word = le(m, p, 7, 4)? as u32;
-        let lon = sign_extend(lon_word, 29);
+        let lat = sign_extend(b.uint_le(3, 4)?, 28);
+        let lon_word = b.u32le(7)?;
+        let lon = sign_extend(u64::from(lon_word), 29);
         let alpha = lon_word >> 29;
-        d.readings.push(num("lat", lat as f64 / 1e6, "°"));
-        d.readings.push(num("lon", lon as f64 / 1e6, "°"));
+        d.readings.push(Reading::num("lat", lat as f64 / 1e6, "°"));
+        d.readings.push(Reading::num("lon", lon as f64 / 1e6, "°"));
         if alpha < 7 {
-            d.readings
-                .push(num("accuracy", f64::from(1u32 << (alpha + 2)), "m"));
+            d.readings.push(Reading::num(
+                "accuracy",
+                f64::from(1u32 << (alpha + 2)),
+                "m",
+            ));
         }
     }
     Ok(d)
@@ -401,8 +372,18 @@ mod tests {
         hex::decode(s.replace(' ', "")).unwrap()
     }
 
+    use crate::codec::Value;
+
     fn n(field: &'static str, v: f64, unit: &'static str) -> Reading {
-        num(field, v, unit)
+        Reading::num(field, v, unit)
+    }
+
+    fn int(field: &'static str, v: i64, unit: Option<&'static str>) -> Reading {
+        Reading::int(field, v, unit)
+    }
+
+    fn flag(field: &'static str, v: bool) -> Reading {
+        Reading::flag(field, v)
     }
 
     fn get<'a>(rs: &'a [Reading], field: &str) -> Option<&'a Value> {

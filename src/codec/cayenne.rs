@@ -4,7 +4,7 @@
 //! signedness; multi-byte values are big-endian. Every reading carries its channel as
 //! `context_id`. An unknown type aborts the frame (its length is unknown), a value cut
 //! short is `Truncated`. fPort is not part of the format.
-use super::{rec_type, CodecError, Decoded, Reading, Value};
+use super::{rec_type, Bytes, CodecError, Decoded, Reading, Value};
 
 const CODEC: &str = "cayenne-lpp";
 
@@ -90,25 +90,8 @@ fn lookup(ty: u8) -> Option<Type> {
     })
 }
 
-/// Big-endian integer of `b` (≤ 4 bytes), sign-extended from its top bit when `signed`.
-fn be(b: &[u8], signed: bool) -> i64 {
-    let raw = b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
-    let bits = 8 * b.len() as u32;
-    if signed && bits > 0 && bits < 64 && raw >> (bits - 1) & 1 == 1 {
-        (raw as i64) - (1i64 << bits)
-    } else {
-        raw as i64
-    }
-}
-
 fn reading(field: &'static str, value: Value, unit: Option<&'static str>, ch: u8) -> Reading {
-    Reading {
-        field,
-        value,
-        unit,
-        context_id: Some(ch),
-        time: None,
-    }
+    Reading::new(field, value, unit).ctx(ch)
 }
 
 fn scaled(field: &'static str, raw: i64, scale: Scale, ch: u8) -> Reading {
@@ -122,16 +105,18 @@ fn scaled(field: &'static str, raw: i64, scale: Scale, ch: u8) -> Reading {
     }
 }
 
-/// GPS (136): lat, lon s24 × 0.0001°, altitude s24 × 0.01 m.
-fn gps(v: &[u8], ch: u8, out: &mut Vec<Reading>) {
+/// GPS (136) at `at`: lat, lon s24 × 0.0001°, altitude s24 × 0.01 m.
+fn gps(b: &Bytes, at: usize, ch: u8, out: &mut Vec<Reading>) -> Result<(), CodecError> {
     let comps = [
         ("lat", 10_000.0, "°"),
         ("lon", 10_000.0, "°"),
         ("altitude", 100.0, "m"),
     ];
-    for ((field, div, unit), chunk) in comps.into_iter().zip(v.chunks_exact(3)) {
-        out.push(scaled(field, be(chunk, true), Scale::Num(div, unit), ch));
+    for (i, (field, div, unit)) in comps.into_iter().enumerate() {
+        let raw = b.int_be(at + 3 * i, 3)?;
+        out.push(scaled(field, raw, Scale::Num(div, unit), ch));
     }
+    Ok(())
 }
 
 /// Decode a Cayenne LPP frame with any number of channels.
@@ -139,16 +124,12 @@ pub fn decode(p: &[u8]) -> Result<Decoded, CodecError> {
     if p.is_empty() {
         return Err(CodecError::Empty);
     }
+    let b = Bytes::new(CODEC, p);
     let mut readings = Vec::new();
     let mut off = 0;
-    while off < p.len() {
-        let (Some(&ch), Some(&ty)) = (p.get(off), p.get(off + 1)) else {
-            return Err(CodecError::Truncated {
-                codec: CODEC,
-                need: off + 2,
-                got: p.len(),
-            });
-        };
+    while off < b.len() {
+        let ch = b.u8(off)?;
+        let ty = b.u8(off + 1)?;
         let Some(spec) = lookup(ty) else {
             return Err(CodecError::UnknownType {
                 codec: CODEC,
@@ -157,22 +138,23 @@ pub fn decode(p: &[u8]) -> Result<Decoded, CodecError> {
             });
         };
         let start = off + 2;
-        let end = start + spec.width * spec.fields.len();
-        let Some(value) = p.get(start..end) else {
-            return Err(CodecError::Truncated {
-                codec: CODEC,
-                need: end,
-                got: p.len(),
-            });
-        };
+        let len = spec.width * spec.fields.len();
+        b.slice(start, len)?;
         if ty == 136 {
-            gps(value, ch, &mut readings);
+            gps(&b, start, ch, &mut readings)?;
         } else {
-            for (field, chunk) in spec.fields.iter().zip(value.chunks_exact(spec.width)) {
-                readings.push(scaled(field, be(chunk, spec.signed), spec.scale, ch));
+            for (i, field) in spec.fields.iter().enumerate() {
+                let at = start + i * spec.width;
+                let raw = if spec.signed {
+                    b.int_be(at, spec.width)?
+                } else {
+                    // At most 4 bytes: always fits.
+                    b.uint_be(at, spec.width)? as i64
+                };
+                readings.push(scaled(field, raw, spec.scale, ch));
             }
         }
-        off = end;
+        off = start + len;
     }
     Ok(Decoded {
         rec_type: rec_type::ENVIRONMENT,

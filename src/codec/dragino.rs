@@ -15,15 +15,11 @@
 //!   is `UnknownType` at offset 6 (it may change the meaning of the other bytes, as 9 does).
 //!
 //! Both ids decode the same layout; they differ only in name.
-use super::{rec_type, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Reading};
 
 const PORT: u8 = 2;
 /// Temperature raw value meaning "no reading" (probe absent or failed).
 const NO_READING: i16 = 0x7FFF;
-
-fn u16be(p: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([p[i], p[i + 1]])
-}
 
 fn temperature(raw: u16) -> Option<f64> {
     let t = raw as i16;
@@ -36,19 +32,9 @@ pub fn decode(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decode
             return Err(CodecError::WrongPort { codec, fport: port });
         }
     }
-    let need = |n: usize| {
-        if p.len() < n {
-            Err(CodecError::Truncated {
-                codec,
-                need: n,
-                got: p.len(),
-            })
-        } else {
-            Ok(())
-        }
-    };
-    need(7)?;
-    let ext = p[6];
+    let b = Bytes::new(codec, p);
+    b.need(7)?;
+    let ext = b.u8(6)?;
     let ty = ext & 0x0F;
     let connected = ext & 0x80 == 0;
     let mut d = Decoded {
@@ -76,25 +62,28 @@ pub fn decode(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decode
     };
     // Type 9 always needs its timestamp; other external values only when connected.
     if ty == 9 || (connected && ext_len > 0) {
-        need(7 + ext_len)?;
+        b.need(7 + ext_len)?;
     }
-    let humidity = Reading::num("humidity", f64::from(u16be(p, 4) & 0x0FFF) / 10.0, "%RH");
-    let internal = temperature(u16be(p, 2)).map(|t| Reading::num("temperature", t, "°C"));
+    let humidity = Reading::num("humidity", f64::from(b.u16be(4)? & 0x0FFF) / 10.0, "%RH");
+    let internal = temperature(b.u16be(2)?).map(|t| Reading::num("temperature", t, "°C"));
     if ty == 9 {
-        let t = u64::from(u32::from_be_bytes([p[7], p[8], p[9], p[10]]));
+        let t = u64::from(b.u32be(7)?);
         d.readings.extend(internal.map(|r| r.at(t)));
         d.readings.push(humidity.at(t));
         if connected {
-            if let Some(probe) = temperature(u16be(p, 0)) {
+            if let Some(probe) = temperature(b.u16be(0)?) {
                 d.readings
                     .push(Reading::num("ext_temperature", probe, "°C").ctx(1).at(t));
             }
         }
-        d.health
-            .push(Reading::int("battery_status", i64::from(p[4] >> 6), None));
+        d.health.push(Reading::int(
+            "battery_status",
+            i64::from(b.u8(4)? >> 6),
+            None,
+        ));
         return Ok(d);
     }
-    let bat = u16be(p, 0);
+    let bat = b.u16be(0)?;
     d.health.push(Reading::num(
         "voltage",
         f64::from(bat & 0x3FFF) / 1000.0,
@@ -109,31 +98,31 @@ pub fn decode(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decode
     }
     match ty {
         1 => {
-            if let Some(t) = temperature(u16be(p, 7)) {
+            if let Some(t) = temperature(b.u16be(7)?) {
                 d.readings
                     .push(Reading::num("ext_temperature", t, "°C").ctx(1));
             }
         }
         4 => {
             d.readings
-                .push(Reading::int("pin_level", i64::from(p[7]), None));
-            d.readings.push(Reading::flag("interrupt", p[8] == 1));
+                .push(Reading::int("pin_level", i64::from(b.u8(7)?), None));
+            d.readings.push(Reading::flag("interrupt", b.u8(8)? == 1));
         }
         5 => d
             .readings
-            .push(Reading::num("illuminance", f64::from(u16be(p, 7)), "lx")),
+            .push(Reading::num("illuminance", f64::from(b.u16be(7)?), "lx")),
         6 => d.readings.push(Reading::num(
             "analog_input",
-            f64::from(u16be(p, 7)) / 1000.0,
+            f64::from(b.u16be(7)?) / 1000.0,
             "V",
         )),
         7 => d.readings.push(Reading::int(
             "events_since_reset",
-            i64::from(u16be(p, 7)),
+            i64::from(b.u16be(7)?),
             None,
         )),
         8 => {
-            let c = u32::from_be_bytes([p[7], p[8], p[9], p[10]]);
+            let c = b.u32be(7)?;
             d.readings
                 .push(Reading::int("events_since_reset", i64::from(c), None));
         }

@@ -16,7 +16,7 @@
 //!
 //! The model (codec alias) only decides the recType and, on the EMS Door, the field name of
 //! the reed input (`contact`); the byte layout is the same for all.
-use super::{rec_type, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Reading};
 
 const CODEC: &str = "elsys";
 
@@ -90,16 +90,9 @@ fn len(ty: u8) -> Option<usize> {
     })
 }
 
-fn be_u(b: &[u8]) -> u64 {
-    b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
-}
-
-fn be_s16(b: &[u8]) -> i64 {
-    i64::from(i16::from_be_bytes([b[0], b[1]]))
-}
-
 /// Decode one Elsys frame.
 pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
+    let b = Bytes::new(CODEC, p);
     let mut d = Decoded {
         rec_type: model.rec_type(),
         ..Decoded::default()
@@ -107,8 +100,8 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
     // Occurrence index of type 0x19 (external temperature 2, one record per probe).
     let mut ext2 = 0u8;
     let mut off = 0;
-    while off < p.len() {
-        let ty = p[off];
+    while off < b.len() {
+        let ty = b.u8(off)?;
         if ty == 0x3E {
             if d.readings.is_empty() && d.health.is_empty() {
                 return Err(CodecError::Invalid {
@@ -126,52 +119,46 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
                 byte: ty,
             });
         };
-        let start = off + 1;
-        let Some(v) = p.get(start..start + n) else {
-            return Err(CodecError::Truncated {
-                codec: CODEC,
-                need: start + n,
-                got: p.len(),
-            });
-        };
+        // `v`: offset of the record's data, all of it present from here on.
+        let v = off + 1;
+        b.slice(v, n)?;
         let r = &mut d.readings;
+        let tenths = |at: usize| b.i16be(at).map(|x| f64::from(x) / 10.0);
+        let milli = |at: usize| b.u16be(at).map(|x| f64::from(x) / 1000.0);
         match ty {
-            0x01 => r.push(Reading::num("temperature", be_s16(v) as f64 / 10.0, "°C")),
-            0x02 => r.push(Reading::num("humidity", f64::from(v[0]), "%RH")),
+            0x01 => r.push(Reading::num("temperature", tenths(v)?, "°C")),
+            0x02 => r.push(Reading::num("humidity", f64::from(b.u8(v)?), "%RH")),
             0x03 => {
                 // Raw s8 per axis, 63 ≈ 1 g (not exact, so not converted).
-                for (field, &b) in [
+                for (i, field) in [
                     "acceleration_x_raw",
                     "acceleration_y_raw",
                     "acceleration_z_raw",
                 ]
                 .into_iter()
-                .zip(v)
+                .enumerate()
                 {
-                    r.push(Reading::int(field, i64::from(b as i8), None));
+                    r.push(Reading::int(field, i64::from(b.i8(v + i)?), None));
                 }
             }
-            0x04 => r.push(Reading::num("illuminance", be_u(v) as f64, "lx")),
+            0x04 => r.push(Reading::num("illuminance", f64::from(b.u16be(v)?), "lx")),
             0x05 => r.push(Reading::int(
                 "motions_since_transmit",
-                i64::from(v[0]),
+                i64::from(b.u8(v)?),
                 None,
             )),
-            0x06 => r.push(Reading::num("co2", be_u(v) as f64, "ppm")),
-            0x07 => d
-                .health
-                .push(Reading::num("voltage", be_u(v) as f64 / 1000.0, "V")),
-            0x08 => r.push(Reading::num("analog_input", be_u(v) as f64 / 1000.0, "V").ctx(1)),
+            0x06 => r.push(Reading::num("co2", f64::from(b.u16be(v)?), "ppm")),
+            0x07 => d.health.push(Reading::num("voltage", milli(v)?, "V")),
+            0x08 => r.push(Reading::num("analog_input", milli(v)?, "V").ctx(1)),
             // GPS: the byte order and signedness differ between Elsys' JS and other ports
-            // (§2.1) and no device capture settles it: skipped rather than guessed.
+            // (docs/codecs.md, "Elsys") and no device capture settles it: skipped rather
+            // than guessed.
             0x09 => {}
-            0x0A => r.push(Reading::int("count_since_transmit", be_u(v) as i64, None).ctx(1)),
-            0x0B => r.push(Reading::int("count_since_reset", be_u(v) as i64, None).ctx(1)),
-            0x0C => r.push(Reading::num(
-                "ext_temperature",
-                be_s16(v) as f64 / 10.0,
-                "°C",
-            )),
+            0x0A => {
+                r.push(Reading::int("count_since_transmit", i64::from(b.u16be(v)?), None).ctx(1))
+            }
+            0x0B => r.push(Reading::int("count_since_reset", i64::from(b.u32be(v)?), None).ctx(1)),
+            0x0C => r.push(Reading::num("ext_temperature", tenths(v)?, "°C")),
             // External digital input; on the EMS Door it is the reed switch, whose polarity
             // is unverified, so the raw state is emitted rather than open/closed.
             0x0D => {
@@ -180,69 +167,73 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
                 } else {
                     "digital_input"
                 };
-                r.push(Reading::int(field, i64::from(v[0]), None).ctx(1));
+                r.push(Reading::int(field, i64::from(b.u8(v)?), None).ctx(1));
             }
-            0x0E => r.push(Reading::num("distance", be_u(v) as f64 / 1000.0, "m")),
+            0x0E => r.push(Reading::num("distance", milli(v)?, "m")),
             0x0F => r.push(Reading::int(
                 "acc_motions_since_transmit",
-                i64::from(v[0]),
+                i64::from(b.u8(v)?),
                 None,
             )),
             0x10 => {
-                r.push(Reading::num(
-                    "ir_internal_temperature",
-                    be_s16(v) as f64 / 10.0,
-                    "°C",
-                ));
+                r.push(Reading::num("ir_internal_temperature", tenths(v)?, "°C"));
                 r.push(Reading::num(
                     "ir_external_temperature",
-                    be_s16(&v[2..]) as f64 / 10.0,
+                    tenths(v + 2)?,
                     "°C",
                 ));
             }
             0x11 => {
                 // 0 unoccupied, 1 pending (entering/leaving), 2 occupied.
-                r.push(Reading::int("occupancy_state", i64::from(v[0]), None));
-                r.push(Reading::flag("presence", v[0] == 2));
+                let state = b.u8(v)?;
+                r.push(Reading::int("occupancy_state", i64::from(state), None));
+                r.push(Reading::flag("presence", state == 2));
             }
             0x12 => {
-                // A 0-255 level; any level above 0 is reported as a leak (policy, §2.1).
-                r.push(Reading::int("leak_level", i64::from(v[0]), None));
-                r.push(Reading::flag("leak", v[0] > 0));
+                // A 0-255 level; any level above 0 is reported as a leak (a policy choice).
+                let level = b.u8(v)?;
+                r.push(Reading::int("leak_level", i64::from(level), None));
+                r.push(Reading::flag("leak", level > 0));
             }
             0x13 => {
                 // Grid-EYE 8×8: reference °C, pixel i = ref + b_i / 10 (context_id = i).
-                let reference = f64::from(v[0]);
+                let reference = f64::from(b.u8(v)?);
                 r.push(Reading::num("grideye_reference", reference, "°C"));
-                for (i, &b) in v[1..].iter().enumerate() {
-                    let t = reference + f64::from(b) / 10.0;
+                for (i, &px) in b.slice(v + 1, n - 1)?.iter().enumerate() {
+                    let t = reference + f64::from(px) / 10.0;
                     r.push(Reading::num("grideye_temperature", t, "°C").ctx(i as u8));
                 }
             }
-            0x14 => r.push(Reading::num("pressure", be_u(v) as f64 / 1000.0, "hPa")),
+            0x14 => r.push(Reading::num(
+                "pressure",
+                f64::from(b.u32be(v)?) / 1000.0,
+                "hPa",
+            )),
             0x15 => {
-                r.push(Reading::num("loudness_peak", f64::from(v[0]), "dBA"));
-                r.push(Reading::num("loudness", f64::from(v[1]), "dBA"));
+                r.push(Reading::num("loudness_peak", f64::from(b.u8(v)?), "dBA"));
+                r.push(Reading::num("loudness", f64::from(b.u8(v + 1)?), "dBA"));
             }
-            0x16 => r.push(Reading::int("count_since_transmit", be_u(v) as i64, None).ctx(2)),
-            0x17 => r.push(Reading::int("count_since_reset", be_u(v) as i64, None).ctx(2)),
-            0x18 => r.push(Reading::num("analog_input", be_u(v) as f64 / 1000.0, "V").ctx(2)),
+            0x16 => {
+                r.push(Reading::int("count_since_transmit", i64::from(b.u16be(v)?), None).ctx(2))
+            }
+            0x17 => r.push(Reading::int("count_since_reset", i64::from(b.u32be(v)?), None).ctx(2)),
+            0x18 => r.push(Reading::num("analog_input", milli(v)?, "V").ctx(2)),
             0x19 => {
                 // One record per probe on input 2: context_id = probe index, in frame order.
-                let t = be_s16(v) as f64 / 10.0;
-                r.push(Reading::num("ext_temperature2", t, "°C").ctx(ext2));
+                r.push(Reading::num("ext_temperature2", tenths(v)?, "°C").ctx(ext2));
                 ext2 = ext2.wrapping_add(1);
             }
-            0x1A => r.push(Reading::int("digital_input", i64::from(v[0]), None).ctx(2)),
-            0x1B => {
-                let uv = i32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-                r.push(Reading::int("analog_input_uv", i64::from(uv), Some("µV")));
-            }
-            0x1C => r.push(Reading::num("voc", be_u(v) as f64, "ppb")),
+            0x1A => r.push(Reading::int("digital_input", i64::from(b.u8(v)?), None).ctx(2)),
+            0x1B => r.push(Reading::int(
+                "analog_input_uv",
+                i64::from(b.i32be(v)?),
+                Some("µV"),
+            )),
+            0x1C => r.push(Reading::num("voc", f64::from(b.u16be(v)?), "ppb")),
             // 0x3D debug: ignored.
             _ => {}
         }
-        off = start + n;
+        off = v + n;
     }
     if d.readings.is_empty() && d.health.is_empty() {
         return Err(CodecError::Invalid {

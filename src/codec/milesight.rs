@@ -19,7 +19,7 @@
 //! skipped. An unknown pair stops decoding with `UnknownType` naming the offset of the type
 //! byte (the vendor decoders `break` and keep the rest; hubgate does not publish a frame it
 //! could only half read). A frame with nothing but device information is `Invalid`.
-use super::{rec_type, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Reading};
 
 const CODEC: &str = "milesight";
 
@@ -93,14 +93,6 @@ impl Model {
     }
 }
 
-fn u16le(v: &[u8]) -> f64 {
-    f64::from(u16::from_le_bytes([v[0], v[1]]))
-}
-
-fn s16le(v: &[u8]) -> f64 {
-    f64::from(i16::from_le_bytes([v[0], v[1]]))
-}
-
 /// Value length of a live (id, type) pair; `None` = unknown pair (history handled apart).
 fn live_len(id: u8, ty: u8) -> Option<usize> {
     Some(match (id, ty) {
@@ -117,59 +109,78 @@ fn live_len(id: u8, ty: u8) -> Option<usize> {
     })
 }
 
-/// One live value. `d` receives it (battery goes to health).
-fn live(model: Model, id: u8, ty: u8, v: &[u8], d: &mut Decoded) {
+/// One live value at `v` (all its bytes present). `d` receives it (battery goes to health).
+fn live(
+    model: Model,
+    id: u8,
+    ty: u8,
+    b: &Bytes,
+    v: usize,
+    d: &mut Decoded,
+) -> Result<(), CodecError> {
+    let u16le = |at: usize| b.u16le(at).map(f64::from);
     let r = match (id, ty) {
         (0x01, 0x75) => {
-            d.health.push(Reading::num("charge", f64::from(v[0]), "%"));
-            return;
+            d.health
+                .push(Reading::num("charge", f64::from(b.u8(v)?), "%"));
+            return Ok(());
         }
-        (0x03, 0x67) => Reading::num("temperature", s16le(v) / 10.0, "°C"),
-        (0x04, 0x68) => Reading::num("humidity", f64::from(v[0]) / 2.0, "%RH"),
-        (0x05, 0x00) if model.is_am30x() => Reading::flag("presence", v[0] != 0),
+        (0x03, 0x67) => Reading::num("temperature", f64::from(b.i16le(v)?) / 10.0, "°C"),
+        (0x04, 0x68) => Reading::num("humidity", f64::from(b.u8(v)?) / 2.0, "%RH"),
+        (0x05, 0x00) if model.is_am30x() => Reading::flag("presence", b.u8(v)? != 0),
         (0x05, 0x00) if matches!(model, Model::Em300Sld | Model::Em300Zld) => {
-            Reading::flag("leak", v[0] != 0)
+            Reading::flag("leak", b.u8(v)? != 0)
         }
-        (0x03, 0x00) if model == Model::Ws202 => Reading::flag("presence", v[0] != 0),
-        (0x03, 0x00) if model == Model::Ws303 => Reading::flag("leak", v[0] != 0),
+        (0x03, 0x00) if model == Model::Ws202 => Reading::flag("presence", b.u8(v)? != 0),
+        (0x03, 0x00) if model == Model::Ws303 => Reading::flag("leak", b.u8(v)? != 0),
         // Ambiguous pair on a model that does not define it: raw state, not a guess.
-        (0x03 | 0x05, 0x00) => Reading::int("digital_input", i64::from(v[0]), None),
-        (0x04, 0x00) => Reading::flag("daylight", v[0] != 0),
-        (0x06, 0x00) => Reading::flag("open", v[0] != 0),
-        (0x06, 0xCB) => Reading::int("light_level", i64::from(v[0]), None),
-        (0x07, 0x7D) => Reading::num("co2", u16le(v), "ppm"),
+        (0x03 | 0x05, 0x00) => Reading::int("digital_input", i64::from(b.u8(v)?), None),
+        (0x04, 0x00) => Reading::flag("daylight", b.u8(v)? != 0),
+        (0x06, 0x00) => Reading::flag("open", b.u8(v)? != 0),
+        (0x06, 0xCB) => Reading::int("light_level", i64::from(b.u8(v)?), None),
+        (0x07, 0x7D) => Reading::num("co2", u16le(v)?, "ppm"),
         // v1 firmware sends a level, v2 an IAQ index × 100: kept raw (docs/codecs.md, "Milesight").
-        (0x08, 0x7D) => Reading::int("tvoc_raw", u16le(v) as i64, None),
-        (0x08, 0xE6) => Reading::num("tvoc", u16le(v), "µg/m³"),
-        (0x09, 0x73) => Reading::num("pressure", u16le(v) / 10.0, "hPa"),
-        (0x0A, 0x7D) => Reading::num("formaldehyde", u16le(v) / 100.0, "mg/m³"),
-        (0x0B, 0x7D) => Reading::num("pm2_5", u16le(v), "µg/m³"),
-        (0x0C, 0x7D) => Reading::num("pm10", u16le(v), "µg/m³"),
-        (0x0D, 0x7D) => Reading::num("ozone", u16le(v) / 100.0, "ppm"),
-        (0x0E, 0x01) => Reading::flag("buzzer", v[0] != 0),
+        (0x08, 0x7D) => Reading::int("tvoc_raw", i64::from(b.u16le(v)?), None),
+        (0x08, 0xE6) => Reading::num("tvoc", u16le(v)?, "µg/m³"),
+        (0x09, 0x73) => Reading::num("pressure", u16le(v)? / 10.0, "hPa"),
+        (0x0A, 0x7D) => Reading::num("formaldehyde", u16le(v)? / 100.0, "mg/m³"),
+        (0x0B, 0x7D) => Reading::num("pm2_5", u16le(v)?, "µg/m³"),
+        (0x0C, 0x7D) => Reading::num("pm10", u16le(v)?, "µg/m³"),
+        (0x0D, 0x7D) => Reading::num("ozone", u16le(v)? / 100.0, "ppm"),
+        (0x0E, 0x01) => Reading::flag("buzzer", b.u8(v)? != 0),
         (0xFF, 0x2E) => {
             // WS101: 1 short, 2 long, 3 double press.
             d.readings.push(Reading::flag("push", true).ctx(id));
-            Reading::int("press_type", i64::from(v[0]), None)
+            Reading::int("press_type", i64::from(b.u8(v)?), None)
         }
         // Device information: not telemetry.
-        _ => return,
+        _ => return Ok(()),
     };
     d.readings.push(r.ctx(id));
+    Ok(())
 }
 
-/// One history record (`v` = the bytes after the 2-byte header). `tvoc_ugm3` for `21 CE`.
-fn history(model: Model, v: &[u8], tvoc_ugm3: bool, d: &mut Decoded) {
-    let t = u64::from(u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
-    let temperature = Reading::num("temperature", s16le(&v[4..]) / 10.0, "°C").ctx(0x03);
+/// One history record at `v` (the bytes after the 2-byte header, all present). `tvoc_ugm3`
+/// for `21 CE`.
+fn history(
+    model: Model,
+    b: &Bytes,
+    v: usize,
+    tvoc_ugm3: bool,
+    d: &mut Decoded,
+) -> Result<(), CodecError> {
+    let u16le = |at: usize| b.u16le(at).map(f64::from);
+    let t = u64::from(b.u32le(v)?);
+    let temperature =
+        Reading::num("temperature", f64::from(b.i16le(v + 4)?) / 10.0, "°C").ctx(0x03);
     let mut out = vec![temperature];
     match model {
         Model::Em300Th | Model::Em300Mcs | Model::Em300Sld | Model::Em300Zld | Model::Am102 => {
-            out.push(Reading::num("humidity", f64::from(v[6]) / 2.0, "%RH").ctx(0x04));
+            out.push(Reading::num("humidity", f64::from(b.u8(v + 6)?) / 2.0, "%RH").ctx(0x04));
             match model {
-                Model::Em300Mcs => out.push(Reading::flag("open", v[7] != 0).ctx(0x06)),
+                Model::Em300Mcs => out.push(Reading::flag("open", b.u8(v + 7)? != 0).ctx(0x06)),
                 Model::Em300Sld | Model::Em300Zld => {
-                    out.push(Reading::flag("leak", v[7] != 0).ctx(0x05))
+                    out.push(Reading::flag("leak", b.u8(v + 7)? != 0).ctx(0x05))
                 }
                 // EM300-TH byte 7 is reserved; AM102 records are 7 bytes.
                 _ => {}
@@ -179,75 +190,63 @@ fn history(model: Model, v: &[u8], tvoc_ugm3: bool, d: &mut Decoded) {
             // AM30x v2: humidity u16, pir, light level, co2, tvoc, pressure, then
             // pm2.5 + pm10 (AM308, AM319) and HCHO (AM319; the O3 variant sends O3 in the
             // same slot and cannot be told apart from the payload: decoded as HCHO).
-            out.push(Reading::num("humidity", u16le(&v[6..]) / 2.0, "%RH").ctx(0x04));
-            out.push(Reading::flag("presence", v[8] != 0).ctx(0x05));
-            out.push(Reading::int("light_level", i64::from(v[9]), None).ctx(0x06));
-            out.push(Reading::num("co2", u16le(&v[10..]), "ppm").ctx(0x07));
+            out.push(Reading::num("humidity", u16le(v + 6)? / 2.0, "%RH").ctx(0x04));
+            out.push(Reading::flag("presence", b.u8(v + 8)? != 0).ctx(0x05));
+            out.push(Reading::int("light_level", i64::from(b.u8(v + 9)?), None).ctx(0x06));
+            out.push(Reading::num("co2", u16le(v + 10)?, "ppm").ctx(0x07));
             out.push(if tvoc_ugm3 {
-                Reading::num("tvoc", u16le(&v[12..]), "µg/m³").ctx(0x08)
+                Reading::num("tvoc", u16le(v + 12)?, "µg/m³").ctx(0x08)
             } else {
-                Reading::int("tvoc_raw", u16le(&v[12..]) as i64, None).ctx(0x08)
+                Reading::int("tvoc_raw", i64::from(b.u16le(v + 12)?), None).ctx(0x08)
             });
-            out.push(Reading::num("pressure", u16le(&v[14..]) / 10.0, "hPa").ctx(0x09));
+            out.push(Reading::num("pressure", u16le(v + 14)? / 10.0, "hPa").ctx(0x09));
             if matches!(model, Model::Am308 | Model::Am319) {
-                out.push(Reading::num("pm2_5", u16le(&v[16..]), "µg/m³").ctx(0x0B));
-                out.push(Reading::num("pm10", u16le(&v[18..]), "µg/m³").ctx(0x0C));
+                out.push(Reading::num("pm2_5", u16le(v + 16)?, "µg/m³").ctx(0x0B));
+                out.push(Reading::num("pm10", u16le(v + 18)?, "µg/m³").ctx(0x0C));
             }
             if model == Model::Am319 {
-                out.push(Reading::num("formaldehyde", u16le(&v[20..]) / 100.0, "mg/m³").ctx(0x0A));
+                out.push(Reading::num("formaldehyde", u16le(v + 20)? / 100.0, "mg/m³").ctx(0x0A));
             }
         }
     }
     d.readings.extend(out.into_iter().map(|r| r.at(t)));
+    Ok(())
 }
 
 /// Decode one Milesight frame for `model`.
 pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
+    let b = Bytes::new(CODEC, p);
     let mut d = Decoded {
         rec_type: model.rec_type(),
         ..Decoded::default()
     };
     let mut off = 0;
-    while off < p.len() {
-        let (Some(&id), Some(&ty)) = (p.get(off), p.get(off + 1)) else {
-            return Err(CodecError::Truncated {
-                codec: CODEC,
-                need: off + 2,
-                got: p.len(),
-            });
+    while off < b.len() {
+        let id = b.u8(off)?;
+        let ty = b.u8(off + 1)?;
+        let unknown = CodecError::UnknownType {
+            codec: CODEC,
+            offset: off + 1,
+            byte: ty,
         };
         let is_history = matches!((id, ty), (0x20 | 0x21, 0xCE));
         let n = if is_history {
             // 21 CE (TVOC in µg/m³) exists on the AM30x v2 only.
-            let n = model
+            model
                 .history_len()
-                .filter(|_| id == 0x20 || model.is_am30x());
-            n.ok_or(CodecError::UnknownType {
-                codec: CODEC,
-                offset: off + 1,
-                byte: ty,
-            })?
+                .filter(|_| id == 0x20 || model.is_am30x())
+                .ok_or(unknown)?
         } else {
-            live_len(id, ty).ok_or(CodecError::UnknownType {
-                codec: CODEC,
-                offset: off + 1,
-                byte: ty,
-            })?
+            live_len(id, ty).ok_or(unknown)?
         };
-        let start = off + 2;
-        let Some(v) = p.get(start..start + n) else {
-            return Err(CodecError::Truncated {
-                codec: CODEC,
-                need: start + n,
-                got: p.len(),
-            });
-        };
+        let v = off + 2;
+        b.slice(v, n)?;
         if is_history {
-            history(model, v, id == 0x21, &mut d);
+            history(model, &b, v, id == 0x21, &mut d)?;
         } else {
-            live(model, id, ty, v, &mut d);
+            live(model, id, ty, &b, v, &mut d)?;
         }
-        off = start + n;
+        off = v + n;
     }
     if d.readings.is_empty() && d.health.is_empty() {
         return Err(CodecError::Invalid {

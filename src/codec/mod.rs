@@ -4,6 +4,7 @@
 //! docs/codecs.md: several formats collide). Decoding is pure and synchronous.
 
 mod browan;
+mod bytes;
 mod cayenne;
 mod dragino;
 mod elsys;
@@ -15,6 +16,7 @@ pub use elsys::Model as ElsysModel;
 pub use milesight::Model as MilesightModel;
 pub use netvox::Model as NetvoxModel;
 
+use bytes::Bytes;
 use std::fmt;
 
 /// One measured value.

@@ -10,7 +10,7 @@
 //!   documented, so it is emitted as a raw `contact` state, not as `open`.
 //! * R718WA (leak): byte 4, non-zero = leak.
 //! * Report type 0x00 (startup/version report) is not telemetry: `Invalid`.
-use super::{rec_type, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Reading};
 
 const PORT: u8 = 6;
 const LEN: usize = 11;
@@ -73,18 +73,14 @@ pub fn decode(model: Model, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Code
             return Err(CodecError::WrongPort { codec, fport: port });
         }
     }
-    if p.len() < LEN {
-        return Err(CodecError::Truncated {
-            codec,
-            need: LEN,
-            got: p.len(),
-        });
-    }
-    let Some(device) = Model::from_device_type(p[1]) else {
+    let b = Bytes::new(codec, p);
+    b.need(LEN)?;
+    let device_type = b.u8(1)?;
+    let Some(device) = Model::from_device_type(device_type) else {
         return Err(CodecError::UnknownType {
             codec,
             offset: 1,
-            byte: p[1],
+            byte: device_type,
         });
     };
     if model != Model::Family && model != device {
@@ -94,7 +90,7 @@ pub fn decode(model: Model, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Code
             what: device.mismatch(),
         });
     }
-    match p[2] {
+    match b.u8(2)? {
         0x01 => {}
         0x00 => {
             return Err(CodecError::Invalid {
@@ -115,14 +111,18 @@ pub fn decode(model: Model, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Code
         rec_type: device.rec_type(),
         ..Decoded::default()
     };
+    let battery = b.u8(3)?;
+    d.health.push(Reading::num(
+        "voltage",
+        f64::from(battery & 0x7F) / 10.0,
+        "V",
+    ));
     d.health
-        .push(Reading::num("voltage", f64::from(p[3] & 0x7F) / 10.0, "V"));
-    d.health
-        .push(Reading::flag("low_battery", p[3] & 0x80 != 0));
+        .push(Reading::flag("low_battery", battery & 0x80 != 0));
     match device {
         Model::R718a | Model::R718ab | Model::Family => {
-            let t = i16::from_be_bytes([p[4], p[5]]);
-            let h = u16::from_be_bytes([p[6], p[7]]);
+            let t = b.i16be(4)?;
+            let h = b.u16be(6)?;
             d.readings
                 .push(Reading::num("temperature", f64::from(t) / 100.0, "°C"));
             d.readings
@@ -130,8 +130,8 @@ pub fn decode(model: Model, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Code
         }
         Model::R718f => d
             .readings
-            .push(Reading::int("contact", i64::from(p[4]), None)),
-        Model::R718wa => d.readings.push(Reading::flag("leak", p[4] != 0)),
+            .push(Reading::int("contact", i64::from(b.u8(4)?), None)),
+        Model::R718wa => d.readings.push(Reading::flag("leak", b.u8(4)? != 0)),
     }
     Ok(d)
 }

@@ -16,14 +16,10 @@
 //! fields 3-5, Microshare's published example does not follow wire order and a third-party
 //! parser numbers the middle button 3; until confirmed against Skiply's documentation or a
 //! device, context_id 3-5 mean "wire fields 3-5", not a physical position.
-use super::{rec_type, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Reading};
 
 const CODEC: &str = "skiply-smilio-action";
 const PORT: u8 = 2;
-
-fn u16be(p: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([p[i], p[i + 1]])
-}
 
 pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     if let Some(port) = fport {
@@ -34,9 +30,8 @@ pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
             });
         }
     }
-    let Some(&code) = p.first() else {
-        return Err(CodecError::Empty);
-    };
+    let b = Bytes::new(CODEC, p);
+    let code = b.u8(0)?;
     let need = match code {
         0x01 => 5,
         0x02 | 0x03 | 0x40 => 11,
@@ -48,13 +43,7 @@ pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
             })
         }
     };
-    if p.len() < need {
-        return Err(CodecError::Truncated {
-            codec: CODEC,
-            need,
-            got: p.len(),
-        });
-    }
+    b.need(need)?;
     let mut d = Decoded {
         rec_type: rec_type::FEEDBACK,
         ..Decoded::default()
@@ -62,7 +51,7 @@ pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     if code == 0x01 {
         d.health.push(Reading::num(
             "voltage",
-            f64::from(u16be(p, 1)) / 1000.0,
+            f64::from(b.u16be(1)?) / 1000.0,
             "V",
         ));
         return Ok(d);
@@ -76,7 +65,7 @@ pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
         d.readings.push(Reading::flag("swipe", true));
     }
     for button in 1..=5u8 {
-        let count = u16be(p, 1 + 2 * usize::from(button - 1));
+        let count = b.u16be(1 + 2 * usize::from(button - 1))?;
         d.readings
             .push(Reading::int(field, i64::from(count), None).ctx(button));
     }
