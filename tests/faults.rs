@@ -1,7 +1,7 @@
 //! Fault suite: "nothing acknowledged is ever lost, whatever breaks" (DESIGN §2, README
 //! "What hubgate promises about your data"). Real processes only: mosquitto -> hubgate (child
 //! process) -> tansu behind stunnel with the Event Hubs settings; the faults are real too
-//! (SIGKILL, a broker process killed, a full tmpfs, damaged sled files).
+//! (SIGKILL, a broker process killed, a full tmpfs, damaged sled files, power cuts on LazyFS).
 //!
 //! An *acknowledged uplink* is one the MQTT broker acknowledged (QoS 1 PUBACK) to the test's
 //! publisher. Each test asserts that every acknowledged uplink reaches Kafka, that each
@@ -10,7 +10,8 @@
 //!
 //! Each test writes one summary line (`faults: ...`) straight to the process's stderr, so it
 //! shows in the output of a plain `cargo test --release` (libtest captures only `print!`-style
-//! output). More kills by hand: `HUBGATE_FAULT_KILLS=200 cargo test --release --test faults`.
+//! output). More kills by hand: `HUBGATE_FAULT_KILLS=200 cargo test --release --test faults`;
+//! more power cuts: `HUBGATE_POWER_CUTS=100 cargo test --release --test faults power_cut`.
 
 mod support;
 
@@ -25,12 +26,15 @@ use support::agent::{
     config_with, consume, dashed, fcnt, publish_all, topics, uplinks_at, Agent, DOOR, ENV, MOTION,
     OPENCLOSE, PIR, TH, WAIT,
 };
+use support::lazyfs::LazyFs;
 use support::{unique, Kafka, Mosquitto};
 use tokio::sync::{mpsc, watch};
 
 const KEY: &str = "ZmF1bHQtc3VpdGUta2V5";
 /// Kills in CI; `HUBGATE_FAULT_KILLS` runs more by hand.
 const CI_KILLS: u32 = 20;
+/// Power cuts per scenario in CI (two scenarios); `HUBGATE_POWER_CUTS` runs more by hand.
+const CI_CUTS: u32 = 12;
 /// (device EUI, Kafka topic of its records), in the order of [`uplinks_at`].
 const DEVICES: [(&str, &str); 3] = [(TH, ENV), (PIR, MOTION), (DOOR, OPENCLOSE)];
 
@@ -312,6 +316,99 @@ async fn sigkill_loop_under_load_loses_nothing_acknowledged() {
     assert!(v.published > 0, "{line}");
     let status = agent.terminate(Duration::from_secs(20));
     assert!(status.success(), "{line}\nSIGTERM exit: {status}");
+}
+
+// ---------------------------------------------------------------------------
+// Power cuts: SIGKILL, then every write that was not fsynced is gone (LazyFS).
+
+/// Cut the power `HUBGATE_POWER_CUTS` times (default [`CI_CUTS`]) under a steady load, with
+/// the buffer on LazyFS. `flapping`: the Kafka broker goes down and comes back at random
+/// between cuts, so records are caught in every state (in flight, buffered, draining, being
+/// deleted); otherwise it is down for the whole loop and everything goes through the buffer.
+async fn power_cut_loop(test: &str, flapping: bool) {
+    let cuts: u32 = std::env::var("HUBGATE_POWER_CUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CI_CUTS);
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let lazy = LazyFs::mount(dir.path());
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    // LazyFS reports no free space (no statfs); hubs are not checked at start, so a start
+    // with the broker down takes in at once.
+    let config = config_with(
+        &lazy.path().join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        "min_free = 0",
+        "",
+    )
+    .replace(
+        "type = \"eventhubs\"\n",
+        "type = \"eventhubs\"\nprovisioning = \"auto\"\n",
+    );
+    if !flapping {
+        kafka.stop();
+    }
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    let publisher = Publisher::start(mqtt.port(), 1, Duration::from_millis(100));
+    let mut buffered_at_cuts = 0;
+    for _ in 0..cuts {
+        // The new process is up and has acknowledged something since its start ...
+        agent.wait_metric("hubgate_acked_total", WAIT, |v| v > 0);
+        if flapping && rng.below(2) == 0 {
+            if kafka.is_running() {
+                kafka.stop();
+            } else {
+                kafka.start_again();
+            }
+        }
+        // ... then the power goes at a random moment.
+        tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+        buffered_at_cuts += agent.metric("hubgate_buffer_records");
+        agent.kill();
+        lazy.power_cut();
+        agent.start_again();
+    }
+    if !kafka.is_running() {
+        kafka.start_again();
+    }
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v > 0);
+    let acked = publisher.finish().await;
+
+    let v = verify(&kafka, &acked);
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    let line = summary(format!(
+        "{} buffered_at_cuts={buffered_at_cuts}",
+        v.line(test, cuts).replace("kills=", "cuts=")
+    ));
+    v.assert_ok(&line);
+    assert!(v.published > 0, "{line}");
+    let log = read_log(dir.path());
+    for alarm in ["lost records it had flushed", "will not open"] {
+        assert!(
+            !log.contains(alarm),
+            "{line}\na power cut damaged the buffer ({alarm:?}):\n{}",
+            agent.logs()
+        );
+    }
+    let status = agent.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{line}\nSIGTERM exit: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn power_cuts_with_the_sink_down_lose_nothing_acknowledged() {
+    power_cut_loop("power_cut_sink_down", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn power_cuts_with_the_sink_flapping_lose_nothing_acknowledged() {
+    power_cut_loop("power_cut_sink_flapping", true).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod frames;
+pub mod lazyfs;
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -767,6 +768,9 @@ pub fn consume(
         .set("group.id", unique("harness"))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // Answer each fetch at once: a long wait per fetch can run a read-back past its
+        // deadline and make delivered records look lost.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .expect("create rdkafka BaseConsumer");
     let partitions = partitions(&consumer, topic, deadline, context);
