@@ -149,6 +149,11 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn run(path: &Path) -> ExitCode {
+    // A stop signal during start-up must stop the agent in order (exit 0), not take the
+    // default action (killed, 143): the signals wait, blocked, until their handlers are in
+    // place. Every thread started from here on inherits the mask, so only this one takes
+    // them once it unblocks.
+    let held = StopSignals::hold();
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -162,9 +167,13 @@ fn run(path: &Path) -> ExitCode {
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
     let result = rt.block_on(async {
+        let handlers = StopSignals::install().map_err(|e| format!("signal handlers: {e}"))?;
+        held.release();
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(forward_sighup(reload_tx));
-        hubgate::pipeline::run(cfg, stop_signal(), reload_rx).await
+        tokio::spawn(forward_sighup(handlers.hup, reload_tx));
+        hubgate::pipeline::run(cfg, stop_signal(handlers.term, handlers.int), reload_rx)
+            .await
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,24 +181,67 @@ fn run(path: &Path) -> ExitCode {
     }
 }
 
+/// SIGTERM, SIGINT and SIGHUP: blocked from the start of `run`, then handled.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// The signals held back until [`StopSignals::install`] has run.
+struct Held(libc::sigset_t);
+
+impl StopSignals {
+    fn hold() -> Held {
+        // SAFETY: plain libc calls on a sigset_t owned here; pthread_sigmask only changes
+        // this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Held(set)
+        }
+    }
+
+    /// Needs the runtime: tokio's handlers report to its driver.
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+impl Held {
+    /// Take the held signals on this thread (one that arrived meanwhile is handled now).
+    fn release(self) {
+        // SAFETY: unblocks the set blocked by `hold`, on this thread only.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut());
+        }
+    }
+}
+
 /// SIGHUP (`systemctl reload`): re-read the connection string and rebuild the sink.
-async fn forward_sighup(reload: tokio::sync::mpsc::Sender<()>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn forward_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    reload: tokio::sync::mpsc::Sender<()>,
+) {
     while hup.recv().await.is_some() {
         let _ = reload.try_send(());
     }
 }
 
 /// SIGTERM (systemd) or SIGINT (Ctrl-C).
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+async fn stop_signal(mut term: tokio::signal::unix::Signal, mut int: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = term.recv() => log::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => log::info!("SIGINT"),
+        _ = int.recv() => log::info!("SIGINT"),
     }
 }
 

@@ -31,6 +31,9 @@ async fn end_to_end_each_record_once_with_decoded_values() {
     topics(&kafka);
     let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &kafka));
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    // Intake does not wait for the producer to connect: a record sent before it is up may
+    // wait longer than spill_after and be buffered. Healthy means connected.
+    agent.wait_metric("hubgate_kafka_connected", WAIT, |v| v == 1);
 
     let n = 20;
     publish_all(mqtt.port(), &uplinks(n)).await;
@@ -272,4 +275,140 @@ async fn key_rotation_on_sighup_and_no_key_in_any_log_line() {
     assert!(log.contains("TRACE"), "the agent should log at trace level");
     assert!(!log.contains(KEY), "the old key leaked into the log");
     assert!(!log.contains(NEW_KEY), "the new key leaked into the log");
+}
+
+/// The config of the start-up tests: the broker is down (stopped before hubgate starts).
+fn config_sink_down(dir: &Path, mqtt: &Mosquitto) -> String {
+    let mut kafka = Kafka::start(dir);
+    kafka.stop();
+    config(dir, mqtt, &kafka)
+}
+
+const HUB_CHECK_FAILED: &str = "cannot list hubs at start";
+
+/// With the broker unreachable, the start-up check of the hubs takes up to 10 s; intake
+/// does not wait for it: uplinks are acknowledged and spilled while it still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_does_not_wait_for_an_unreachable_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let agent = Agent::start(dir.path(), &config_sink_down(dir.path(), &mqtt));
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let n = 10;
+    publish_all(mqtt.port(), &uplinks(n)).await;
+    let total = 3 * n as u64;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == total);
+    assert_eq!(agent.metric("hubgate_buffer_records"), total);
+    assert!(
+        !agent.full_log().contains(HUB_CHECK_FAILED),
+        "intake waited for the hub check:\n{}",
+        agent.logs()
+    );
+    // The check itself ran, beside intake, and gave up on the broker.
+    agent.wait_log(HUB_CHECK_FAILED, 1, WAIT);
+}
+
+#[derive(Debug)]
+enum Moment {
+    Signals,
+    Log(&'static str),
+    Received,
+}
+
+/// Whether `pid` has SIGTERM blocked or caught: from then on it can stop in order.
+fn takes_sigterm(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigBlk:") | mask("SigCgt:")) & (1 << (libc::SIGTERM - 1)) != 0
+}
+
+/// SIGTERM at each moment of start-up (as soon as the process can take it, with the metrics
+/// up, while uplinks come in, once connected to MQTT) stops the agent in order: exit 0, and every uplink the
+/// broker queued meanwhile ends up in the buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_at_any_moment_of_start_up_exits_0_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut agent = Agent::start(dir.path(), &config_sink_down(dir.path(), &mqtt));
+    // The MQTT session exists: uplinks published while hubgate is away are queued for it.
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    assert!(agent.terminate(WAIT).success());
+    let n = 30;
+    publish_all(mqtt.port(), &uplinks(n)).await;
+
+    // The moments, in the order a start passes them: as soon as the process can take the
+    // signal, metrics up, uplinks coming in (the broker sends the queue at once), connected.
+    let moments = [
+        Moment::Signals,
+        Moment::Log("metrics on http://"),
+        Moment::Received,
+        Moment::Log("mqtt: connected"),
+    ];
+    for (run, moment) in moments.iter().enumerate() {
+        let count = |line: &str| agent.full_log().matches(line).count();
+        let (before, started) = (
+            match moment {
+                Moment::Log(line) => count(line),
+                _ => 0,
+            },
+            count("metrics on http://"),
+        );
+        agent.begin_again();
+        match moment {
+            Moment::Signals => {
+                let pid = agent.pid();
+                let deadline = std::time::Instant::now() + WAIT;
+                while !takes_sigterm(pid) {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "hubgate never started"
+                    );
+                    std::thread::yield_now();
+                }
+            }
+            Moment::Log(line) => {
+                agent.wait_log(line, before + 1, WAIT);
+            }
+            Moment::Received => {
+                agent.wait_log("metrics on http://", started + 1, WAIT);
+                agent.wait_metric("hubgate_received_total", WAIT, |v| v > 0);
+            }
+        }
+        let status = agent.terminate(WAIT);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "run {run}: SIGTERM at {moment:?}: {status}\n{}",
+            agent.logs()
+        );
+    }
+
+    // Whatever the interrupted starts took in was buffered before it was acknowledged; the
+    // rest the broker delivers now.
+    agent.start_again();
+    let total = 3 * n as u64;
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v >= total);
+    assert!(agent.terminate(WAIT).success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["buffer", "export", "-c"])
+        .arg(dir.path().join("hubgate.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let buffered: std::collections::BTreeSet<(String, u64)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            // One device per recType here.
+            (v["recType"].to_string(), support::agent::fcnt(&v))
+        })
+        .collect();
+    assert_eq!(buffered.len() as u64, total, "{buffered:?}");
 }

@@ -96,7 +96,7 @@ impl Forwarder {
     }
 
     /// Hold records of `rec_type` back (its hub is missing) while the others flow.
-    pub fn park(&mut self, rec_type: String, reason: String) {
+    fn park(&mut self, rec_type: String, reason: String) {
         let now = Instant::now();
         self.health
             .failed(&SinkError::Park(reason), &rec_type, now, now);
@@ -110,6 +110,7 @@ impl Forwarder {
         mut deliveries: UnboundedReceiver<Delivery>,
         mut stop: tokio::sync::watch::Receiver<bool>,
         mut new_sinks: Receiver<Box<dyn Sink>>,
+        mut parks: UnboundedReceiver<(String, String)>,
     ) -> Result<(), BufferError> {
         if !self.buffer.is_empty() {
             log::info!(
@@ -129,6 +130,7 @@ impl Forwarder {
                 biased;
                 _ = stop.changed() => break,
                 Some(sink) = new_sinks.recv() => self.replace_sink(sink, &mut deliveries)?,
+                Some((rec_type, why)) = parks.recv() => self.park(rec_type, why),
                 Some(d) = deliveries.recv() => {
                     self.on_delivery(d)?;
                     while let Ok(d) = deliveries.try_recv() {

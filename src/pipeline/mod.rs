@@ -18,7 +18,8 @@ pub use forwarder::Forwarder;
 /// Frames waiting between the sources and the forwarder. Small: when the forwarder is busy
 /// the sources wait (and MQTT stops acknowledging) instead of piling up memory.
 const FRAME_QUEUE: usize = 1024;
-/// How long the start-up check of the hubs may take (the broker may be unreachable).
+/// How long the start-up check of the hubs may take (the broker may be unreachable; the
+/// check runs beside intake).
 const HUB_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long sources get to send their last acknowledgements and disconnect.
 const SOURCE_STOP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -85,9 +86,9 @@ pub async fn run(
     for w in cfg.warnings() {
         log::warn!("{w}");
     }
-    let missing = missing_hubs(&cfg, sink.as_ref());
+    let parks = check_hubs(&cfg);
     let decoder = Decoder::new(&cfg, metrics.clone())?;
-    let mut forwarder = Forwarder::new(
+    let forwarder = Forwarder::new(
         &cfg.buffer,
         cfg.record.dedup_window,
         decoder,
@@ -95,12 +96,6 @@ pub async fn run(
         sink,
         metrics.clone(),
     );
-    for (rec_type, hub) in missing {
-        forwarder.park(
-            rec_type,
-            format!("hub {hub:?} does not exist (provisioning = \"precreated\")"),
-        );
-    }
 
     let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
     // `stopping`: sources stop taking new input. `acked`: the forwarder has sent its last
@@ -148,7 +143,7 @@ pub async fn run(
         metrics.clone(),
     ));
     let heartbeat = forwarder.heartbeat();
-    let mut fwd = tokio::spawn(forwarder.run(frame_rx, delivery_rx, stopping_rx, sink_rx));
+    let mut fwd = tokio::spawn(forwarder.run(frame_rx, delivery_rx, stopping_rx, sink_rx, parks));
     notify::ready(&format!("running: {} source(s)", cfg.sources.len()));
     let status_metrics = metrics.clone();
     let watchdog = tokio::spawn(notify::watchdog(heartbeat, move || {
@@ -187,19 +182,37 @@ pub async fn run(
     }
 }
 
-/// With `provisioning = "precreated"`, the (recType, hub) pairs whose hub is missing.
-fn missing_hubs(cfg: &Config, sink: &dyn crate::sink::Sink) -> Vec<(String, String)> {
+/// With `provisioning = "precreated"`, check the hubs on a thread of its own (the broker may
+/// be unreachable for as long as the check may take) and hand the forwarder each recType
+/// whose hub is missing, with the reason to park it. Sources start meanwhile.
+fn check_hubs(cfg: &Config) -> mpsc::UnboundedReceiver<(String, String)> {
+    let (tx, rx) = mpsc::unbounded_channel();
     if cfg.sink.provisioning() != Some(crate::config::Provisioning::Precreated) {
-        return Vec::new();
+        return rx;
     }
-    let plan = cfg.hub_plan();
-    let hubs: Vec<&str> = plan.iter().map(|(_, h)| *h).collect();
-    let missing = tokio::task::block_in_place(|| sink.missing_hubs(&hubs, HUB_CHECK));
-    let missing = missing.unwrap_or_default();
-    plan.into_iter()
-        .filter(|(_, h)| missing.iter().any(|m| m == h))
+    let plan: Vec<(String, String)> = cfg
+        .hub_plan()
+        .into_iter()
         .map(|(r, h)| (r.to_string(), h.to_string()))
-        .collect()
+        .collect();
+    let sink = cfg.sink.clone();
+    let spawned = std::thread::Builder::new()
+        .name("hub-check".into())
+        .spawn(move || {
+            let hubs: Vec<&str> = plan.iter().map(|(_, h)| h.as_str()).collect();
+            let missing = crate::sink::missing_hubs(&sink, &hubs, HUB_CHECK).unwrap_or_default();
+            for (rec_type, hub) in plan.iter().filter(|(_, h)| missing.contains(h)) {
+                let why = format!("hub {hub:?} does not exist (provisioning = \"precreated\")");
+                // The forwarder is gone only when the agent stops: nothing to park then.
+                let _ = tx.send((rec_type.clone(), why));
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!(
+            "cannot check the hubs at start ({e}); a missing hub will show when records go to it"
+        );
+    }
+    rx
 }
 
 /// How often the connection string file is checked for a new key.

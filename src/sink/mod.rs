@@ -60,10 +60,22 @@ pub trait Sink: Send {
     }
     /// Wait up to `timeout` for outstanding deliveries (on shutdown).
     fn flush(&mut self, timeout: std::time::Duration);
-    /// Which of `hubs` do not exist (for `provisioning = "precreated"`); `None` when the
-    /// broker could not be asked. Sinks without hubs have none missing.
-    fn missing_hubs(&self, _hubs: &[&str], _timeout: std::time::Duration) -> Option<Vec<String>> {
-        Some(Vec::new())
+}
+
+/// Which of `hubs` do not exist (for `provisioning = "precreated"`); `None` when the broker
+/// could not be asked. Sinks without hubs have none missing. Blocks up to `timeout`.
+pub fn missing_hubs(
+    cfg: &SinkConfig,
+    hubs: &[&str],
+    timeout: std::time::Duration,
+) -> Option<Vec<String>> {
+    match kafka_client_config(cfg) {
+        Ok(Some(client)) => kafka::missing_hubs(&client, hubs, timeout),
+        Ok(None) => Some(Vec::new()),
+        Err(e) => {
+            log::warn!("cannot list hubs at start: {e}");
+            None
+        }
     }
 }
 

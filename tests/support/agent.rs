@@ -52,7 +52,33 @@ impl Agent {
         Agent::launch(dir, config_body, metrics_keys, None, DEFAULT_LOG)
     }
 
+    /// Write the config and start hubgate without waiting for it to come up (to signal it
+    /// during start-up); [`Agent::start_again`] and [`Agent::begin_again`] reuse the config.
+    pub fn begin(dir: &Path, config_body: &str) -> Agent {
+        let mut a = Agent::configure(dir, config_body, "", None, DEFAULT_LOG);
+        a.spawn_child();
+        a
+    }
+
+    /// Start a new hubgate process on the same config without waiting for it to come up.
+    pub fn begin_again(&mut self) {
+        assert!(self.child.is_none(), "hubgate is still running");
+        self.spawn_child();
+    }
+
     fn launch(
+        dir: &Path,
+        config_body: &str,
+        metrics_keys: &str,
+        stdout: Option<PathBuf>,
+        rust_log: &'static str,
+    ) -> Agent {
+        let mut a = Agent::configure(dir, config_body, metrics_keys, stdout, rust_log);
+        a.spawn();
+        a
+    }
+
+    fn configure(
         dir: &Path,
         config_body: &str,
         metrics_keys: &str,
@@ -68,16 +94,14 @@ impl Agent {
             ),
         )
         .unwrap();
-        let mut a = Agent {
+        Agent {
             child: None,
             config,
             log: dir.join("hubgate.log"),
             stdout,
             metrics_port,
             rust_log,
-        };
-        a.spawn();
-        a
+        }
     }
 
     /// The lines the child wrote to stdout so far (needs [`Agent::start_with_stdout`]).
@@ -116,6 +140,26 @@ impl Agent {
     }
 
     fn spawn(&mut self) {
+        self.spawn_child();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Polled finely: the benchmark times start-up with it.
+        while self.scrape().is_none() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "hubgate exited ({status}) before serving metrics:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hubgate metrics never came up:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn spawn_child(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -139,22 +183,6 @@ impl Agent {
             .spawn()
             .expect("start hubgate");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Polled finely: the benchmark times start-up with it.
-        while self.scrape().is_none() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "hubgate exited ({status}) before serving metrics:\n{}",
-                    self.logs()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hubgate metrics never came up:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Start a new hubgate process on the same config and buffer.
