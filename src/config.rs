@@ -258,6 +258,14 @@ pub struct MqttSourceConfig {
     /// Longest wait between reconnect attempts.
     #[serde(default = "default_reconnect_max", deserialize_with = "de_duration")]
     pub reconnect_max: Duration,
+    /// Largest message processed (`"256KiB"`, at most 16 MiB); a larger one is acknowledged,
+    /// counted (`mqtt_oversized`) and kept as a dead letter.
+    #[serde(default = "default_max_message", deserialize_with = "de_size")]
+    pub max_message: u64,
+}
+
+fn default_max_message() -> u64 {
+    256 * 1024
 }
 
 fn default_format() -> UplinkFormat {
@@ -813,6 +821,13 @@ impl Config {
             if let SourceConfig::Mqtt(m) = source {
                 crate::source::mqtt::parse_url(&m.url)
                     .map_err(|e| (format!("source[{i}].url"), e))?;
+                let limit = crate::source::mqtt::READ_LIMIT as u64;
+                if !(1..=limit).contains(&m.max_message) {
+                    return Err((
+                        format!("source[{i}].max_message"),
+                        format!("must be between 1 byte and {limit} bytes (16 MiB)"),
+                    ));
+                }
             }
             if let SourceConfig::Serial(sc) = source {
                 sc.validate()

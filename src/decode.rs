@@ -66,6 +66,7 @@ impl Decoder {
                 *time,
                 SystemTime::now(),
             )),
+            Input::DeadLetter(d) => Some(record::dead_letter(d, SystemTime::now())),
         }
     }
 

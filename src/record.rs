@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
+use base64::Engine;
+
 use crate::codec::{Decoded, Reading, Value};
+use crate::source::DeadLetter;
 use crate::uplink::Uplink;
 
 /// A record ready for a sink: routing fields plus the serialized envelope.
@@ -77,7 +80,12 @@ pub fn stable_id(up: &Uplink) -> String {
     h.update([up.fport.unwrap_or(0), up.fport.is_some() as u8]);
     h.update(&up.payload);
     let d = h.finalize();
-    let x = hex::encode(&d[..16]);
+    uuid_form(&d)
+}
+
+/// The first 16 bytes of a digest, formatted like a UUID.
+fn uuid_form(digest: &[u8]) -> String {
+    let x = hex::encode(&digest[..16]);
     format!(
         "{}-{}-{}-{}-{}",
         &x[..8],
@@ -289,15 +297,7 @@ pub fn gateway_status(
     let mut h = Sha256::new();
     h.update(gateway_id.as_bytes());
     h.update(ms_since_epoch(time).to_be_bytes());
-    let x = hex::encode(&h.finalize()[..16]);
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..32]
-    );
+    let id = uuid_form(&h.finalize());
     let rec_type = crate::codec::rec_type::GATEWAY;
     let iso = iso8601(time);
     let obj = json!({
@@ -320,6 +320,34 @@ pub fn gateway_status(
         id,
         rec_type: rec_type.into(),
         key: gateway_id.into(),
+        created_ms: ms_since_epoch(now),
+        body: body.to_string(),
+    }
+}
+
+/// recType of a dead letter: kept in the buffer's dead-letter tree, never sent.
+pub const DEAD_LETTER: &str = "hubgate.dead_letter";
+
+/// The record of a message hubgate gave up on (see [`DeadLetter`]), keyed by its source; the
+/// same message always gets the same id.
+pub fn dead_letter(d: &DeadLetter, now: SystemTime) -> Record {
+    let id = uuid_form(&d.sha256);
+    let body = json!({
+        "event_type": "dead_letter",
+        "id": id,
+        "recType": DEAD_LETTER,
+        "source": d.source,
+        "reason": d.reason,
+        "topic": d.topic,
+        "size": d.size,
+        "sha256": hex::encode(d.sha256),
+        "head_base64": base64::engine::general_purpose::STANDARD.encode(&d.head),
+        "received": iso8601(d.received),
+    });
+    Record {
+        id,
+        rec_type: DEAD_LETTER.into(),
+        key: d.source.into(),
         created_ms: ms_since_epoch(now),
         body: body.to_string(),
     }

@@ -147,6 +147,7 @@ fn check_names_file_and_key_of_each_error() {
         ("[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"/nonexistent/eh.secret\"\n", "sink.connection_string_file", "cannot read secret file"),
         ("[sink]\ntype = \"eventhubs\"\nconnection_string = \"SharedAccessSignature sr=x&sig=SECRETSIG&se=1\"\n", "sink.connection_string", "SharedAccessSignature"),
         ("[sink]\ntype = \"stdout\"\nprety = true\n", "sink.prety", "unknown field"),
+        ("[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\nmax_message = \"32MiB\"\n[sink]\ntype = \"stdout\"\n", "source[1].max_message", "16 MiB"),
     ];
     for (i, (body, key, what)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));

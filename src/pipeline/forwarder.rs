@@ -20,7 +20,7 @@ use crate::config::BufferConfig;
 use crate::decode::Decoder;
 use crate::metrics::{unix_seconds, Metrics};
 use crate::notify::Heartbeat;
-use crate::record::{ms_since_epoch, Record};
+use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::{Ack, Frame};
 
@@ -253,6 +253,9 @@ impl Forwarder {
             self.pending_acks.push(frame.ack);
             return Ok(());
         };
+        if record.rec_type == DEAD_LETTER {
+            return self.keep_dead_letter(&record, frame.ack);
+        }
         let seq = self.next_seq;
         match self.dedup.check(&record.id, seq) {
             Seen::New => {}
@@ -436,6 +439,17 @@ impl Forwarder {
         Ok(())
     }
 
+    /// A message the sources gave up on: into the dead-letter tree, never to the sink; its
+    /// source is acknowledged once that is flushed, so it is not delivered again.
+    fn keep_dead_letter(&mut self, record: &Record, ack: Ack) -> Result<(), BufferError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.buffer.dead_letter(seq, record)?;
+        self.dirty = true;
+        self.pending_acks.push(ack);
+        Ok(())
+    }
+
     /// The sink will never take this record (too large): dead-letter it; its sources are
     /// acknowledged once that is flushed.
     fn reject(
@@ -539,6 +553,9 @@ impl Forwarder {
         while let Ok(f) = frames.try_recv() {
             self.metrics.received.inc(f.source);
             match self.decoder.decode(&f.input) {
+                Some(record) if record.rec_type == DEAD_LETTER => {
+                    self.keep_dead_letter(&record, f.ack)?
+                }
                 Some(record) => {
                     let seq = self.next_seq;
                     self.next_seq += 1;

@@ -2,16 +2,29 @@
 //!
 //! A message is acknowledged by the forwarder once its record is durable; malformed ones
 //! are counted and acknowledged at once (redelivering them would not make them better).
+//!
+//! Messages up to [`READ_LIMIT`] are read whole; one over `max_message` is not parsed but
+//! kept as a dead letter (topic, size, SHA-256, first bytes) and then acknowledged, so the
+//! broker's queue moves on. A larger one makes rumqttc drop the connection and the broker
+//! delivers it again: cap messages at the broker too (mosquitto `message_size_limit`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 
-use super::{Ack, Context, Frame};
+use super::{Ack, Context, DeadLetter, Frame, Input};
 use crate::config::MqttSourceConfig;
 
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
+/// A connection counts as working (resetting the backoff and the log-once flag) only after
+/// this long: one that dies right after connecting, as when the broker redelivers a message
+/// rumqttc cannot take, keeps backing off.
+const STABLE: Duration = Duration::from_secs(10);
+/// Largest packet rumqttc reads (the limit of `max_message`); larger ones drop the connection.
+pub const READ_LIMIT: usize = 16 * 1024 * 1024;
+/// Largest packet hubgate sends (subscriptions, acknowledgements).
+const WRITE_LIMIT: usize = 64 * 1024;
 
 /// `mqtt://host[:port]` -> (host, port).
 pub fn parse_url(url: &str) -> Result<(String, u16), String> {
@@ -41,7 +54,7 @@ pub fn options(cfg: &MqttSourceConfig, client_id: &str) -> Result<MqttOptions, S
     o.set_keep_alive(cfg.keep_alive)
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_max_packet_size(256 * 1024, 256 * 1024);
+        .set_max_packet_size(READ_LIMIT, WRITE_LIMIT);
     if let Some(user) = &cfg.username {
         let pw = cfg
             .password
@@ -72,15 +85,15 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
     let mut acker = tokio::spawn(send_acks(client.clone(), ack_rx));
     let mut stopping = ctx.stopping.clone();
     let mut acked = ctx.acked.clone();
-    let mut backoff = RECONNECT_MIN;
-    let mut down_logged = false;
+    let mut reconnect = Reconnect::new(cfg.reconnect_max);
     loop {
         tokio::select! {
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    log::info!("mqtt: connected to {} as {client_id} (session present: {})", cfg.url, ack.session_present);
-                    backoff = RECONNECT_MIN;
-                    down_logged = false;
+                    ctx.metrics.log_limited(log::Level::Info, "mqtt_connected", || {
+                        format!("mqtt: connected to {} as {client_id} (session present: {})", cfg.url, ack.session_present)
+                    });
+                    reconnect.connected(Instant::now());
                     ctx.metrics.mqtt_connected.set(&broker, 1);
                     if ack.session_present {
                         ctx.metrics.mqtt_subscribed.set(&broker, 1);
@@ -104,12 +117,11 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                 Err(e) => {
                     ctx.metrics.mqtt_connected.set(&broker, 0);
                     ctx.metrics.mqtt_subscribed.set(&broker, 0);
-                    if !down_logged {
+                    let (wait, first) = reconnect.failed(Instant::now());
+                    if first {
                         log::warn!("mqtt: {}: {e}; reconnecting with backoff up to {:?}", cfg.url, cfg.reconnect_max);
-                        down_logged = true;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(cfg.reconnect_max);
+                    tokio::time::sleep(wait).await;
                 }
             },
             _ = stopping.changed() => {}
@@ -129,6 +141,46 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
     })
     .await;
     disconnect(&client, &mut events).await;
+}
+
+/// When to try again after the connection failed, and whether to log it.
+struct Reconnect {
+    backoff: Duration,
+    max: Duration,
+    connected_at: Option<Instant>,
+    /// The outage was logged (once per outage).
+    logged: bool,
+}
+
+impl Reconnect {
+    fn new(max: Duration) -> Self {
+        Reconnect {
+            backoff: RECONNECT_MIN,
+            max,
+            connected_at: None,
+            logged: false,
+        }
+    }
+
+    fn connected(&mut self, now: Instant) {
+        self.connected_at = Some(now);
+    }
+
+    /// The wait before the next attempt, and whether this is the first failure of an outage.
+    /// Only a connection that stayed up for [`STABLE`] starts the backoff over.
+    fn failed(&mut self, now: Instant) -> (Duration, bool) {
+        if self
+            .connected_at
+            .take()
+            .is_some_and(|t| now.duration_since(t) >= STABLE)
+        {
+            self.backoff = RECONNECT_MIN;
+            self.logged = false;
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.max);
+        (wait, !std::mem::replace(&mut self.logged, true))
+    }
 }
 
 /// PUBACKs in the order the pipeline releases them, waiting for room in the request queue.
@@ -151,7 +203,26 @@ async fn forward(
     acks: &mpsc::UnboundedSender<(QoS, u16)>,
     p: Publish,
 ) -> bool {
-    let input = ctx.parse("mqtt", cfg.format, &p.payload);
+    let input = if p.payload.len() as u64 > cfg.max_message {
+        let topic = &p.topic;
+        ctx.metrics.problem("mqtt_oversized", || {
+            format!(
+                "mqtt: a message of {} bytes on {topic} is over max_message ({} bytes): kept as a dead letter",
+                p.payload.len(),
+                cfg.max_message
+            )
+        });
+        let reason = format!("over max_message ({} bytes)", cfg.max_message);
+        Some(Input::DeadLetter(DeadLetter::new(
+            "mqtt",
+            reason,
+            Some(topic),
+            &p.payload,
+            SystemTime::now(),
+        )))
+    } else {
+        ctx.parse("mqtt", cfg.format, &p.payload)
+    };
     let ack = Ack::Mqtt {
         acks: acks.clone(),
         qos: p.qos,
@@ -193,6 +264,30 @@ pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A broker that drops the connection right after CONNACK (as when it redelivers a
+    /// message rumqttc cannot read) keeps the backoff growing and is logged once; a
+    /// connection that stayed up starts over.
+    #[test]
+    fn only_a_stable_connection_resets_the_backoff() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::new(Duration::from_secs(30));
+        assert_eq!(r.failed(t0), (RECONNECT_MIN, true));
+        let mut t = t0;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            r.connected(t);
+            t += Duration::from_millis(50);
+            let (wait, first) = r.failed(t);
+            assert!(!first);
+            waits.push(wait.as_millis());
+        }
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+        r.connected(t);
+        assert_eq!(r.failed(t + STABLE), (RECONNECT_MIN, true));
+    }
+
     #[test]
     fn urls() {
         assert_eq!(
