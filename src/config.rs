@@ -46,6 +46,9 @@ pub struct Config {
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
     pub sink: SinkConfig,
+    /// Warnings about the files read while loading (who else may read secrets).
+    #[serde(skip)]
+    file_warnings: Vec<String>,
 }
 
 fn default_gateway_id() -> String {
@@ -252,7 +255,10 @@ pub struct MqttSourceConfig {
     /// Client id of the persistent session; default `hubgate-<gateway_id>`.
     pub client_id: Option<String>,
     pub username: Option<String>,
+    /// `${ENV}` is expanded; prefer `password_file`.
     pub password: Option<Secret>,
+    /// A file (0600, or a systemd credential) holding the password.
+    pub password_file: Option<PathBuf>,
     #[serde(default = "default_keep_alive", deserialize_with = "de_duration")]
     pub keep_alive: Duration,
     /// Longest wait between reconnect attempts.
@@ -409,11 +415,16 @@ pub struct DeviceConfig {
     #[serde(default, deserialize_with = "de_dev_addr")]
     pub dev_addr: Option<DevAddr>,
     /// NwkSKey, 32 hex digits (MSB first, as LNS consoles show it); `${ENV}` is expanded.
+    /// Prefer `nwk_s_key_file`.
     #[serde(default, deserialize_with = "de_session_key")]
     pub nwk_s_key: Option<Secret>,
-    /// AppSKey, 32 hex digits; `${ENV}` is expanded.
+    /// A file (0600, or a systemd credential) holding the NwkSKey.
+    pub nwk_s_key_file: Option<PathBuf>,
+    /// AppSKey, 32 hex digits; `${ENV}` is expanded. Prefer `app_s_key_file`.
     #[serde(default, deserialize_with = "de_session_key")]
     pub app_s_key: Option<Secret>,
+    /// A file (0600, or a systemd credential) holding the AppSKey.
+    pub app_s_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -593,14 +604,21 @@ pub fn valid_hub_name(name: &str) -> bool {
 
 /// A secret string: expanded from `${ENV}` at load time, never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// Written into the config file itself (not from a file or `${ENV}`).
+    inline: bool,
+}
 
 impl Secret {
-    pub fn new(s: String) -> Self {
-        Secret(s)
+    pub fn new(value: String) -> Self {
+        Secret {
+            value,
+            inline: false,
+        }
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
     }
 }
 
@@ -613,7 +631,11 @@ impl fmt::Debug for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        expand_env(&raw).map(Secret).map_err(de::Error::custom)
+        let value = expand_env(&raw).map_err(de::Error::custom)?;
+        Ok(Secret {
+            value,
+            inline: !raw.contains("${"),
+        })
     }
 }
 
@@ -638,33 +660,47 @@ fn expand_env(raw: &str) -> Result<String, String> {
 }
 
 /// Read a secret from `file` (`${ENV}` expanded in the path, e.g.
-/// `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd `LoadCredential=`).
+/// `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd `LoadCredential=`): a regular
+/// file of at most [`crate::files::SECRET_CAP`] bytes.
 pub fn read_secret_file(file: &Path) -> Result<Secret, String> {
-    let file = expand_env(&file.to_string_lossy()).map(PathBuf::from)?;
-    let text = std::fs::read_to_string(&file)
+    let file = secret_path(file)?;
+    let text = crate::files::read_capped(&file, crate::files::SECRET_CAP)
         .map_err(|e| format!("cannot read secret file {}: {e}", file.display()))?;
-    warn_if_readable_by_others(&file);
-    Ok(Secret(text.trim().to_string()))
+    Ok(Secret::new(text.trim().to_string()))
+}
+
+/// A secret file's path with `${ENV}` expanded.
+fn secret_path(file: &Path) -> Result<PathBuf, String> {
+    expand_env(&file.to_string_lossy()).map(PathBuf::from)
+}
+
+/// Either `value` or `file`: a file's secret goes into `value` and the file into `files`
+/// (for the permission warning). `key` is the value's key path.
+fn load_secret(
+    value: &mut Option<Secret>,
+    file: &Option<PathBuf>,
+    key: &str,
+    files: &mut Vec<(PathBuf, &'static str)>,
+) -> Result<(), (String, String)> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let name = key.rsplit('.').next().unwrap_or(key);
+    if value.is_some() {
+        return Err((
+            key.to_string(),
+            format!("give {name} or {name}_file, not both"),
+        ));
+    }
+    *value = Some(read_secret_file(file).map_err(|e| (format!("{key}_file"), e))?);
+    files.push((file.clone(), "a secret"));
+    Ok(())
 }
 
 /// When the secret file was last changed (for key rotation without a restart).
 pub fn secret_file_mtime(file: &Path) -> Option<std::time::SystemTime> {
-    let file = expand_env(&file.to_string_lossy()).ok()?;
+    let file = secret_path(file).ok()?;
     std::fs::metadata(file).and_then(|m| m.modified()).ok()
-}
-
-/// A secret file should be 0600 (or a systemd credential, which is).
-fn warn_if_readable_by_others(file: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(file) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            log::warn!(
-                "{} is readable by others (mode {mode:o}): chmod 600 it",
-                file.display()
-            );
-        }
-    }
 }
 
 /// `"256MiB"`, `"10MB"`, `"4096"` or an integer.
@@ -758,15 +794,23 @@ impl Config {
     /// Read, parse and validate `path`. Relative paths inside are resolved from its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: file.clone(),
-            reason: e.to_string(),
+        let text = crate::files::read_capped(path, crate::files::CONFIG_CAP).map_err(|reason| {
+            ConfigError::Read {
+                file: file.clone(),
+                reason,
+            }
         })?;
         let mut cfg = Config::parse(&text).map_err(|(key, reason)| ConfigError::Invalid {
             file: file.clone(),
             key,
             reason,
         })?;
+        let inline = cfg.inline_secrets();
+        if !inline.is_empty() {
+            let what = format!("secrets inline ({})", inline.join(", "));
+            cfg.file_warnings
+                .extend(crate::files::readable_by_others(path, &what));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve(base)
             .map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
@@ -817,6 +861,7 @@ impl Config {
     }
 
     fn resolve(&mut self, base: &Path) -> Result<(), (String, String)> {
+        let mut secret_files = Vec::new();
         for (i, source) in self.sources.iter_mut().enumerate() {
             if let SourceConfig::Mqtt(m) = source {
                 crate::source::mqtt::parse_url(&m.url)
@@ -828,6 +873,8 @@ impl Config {
                         format!("must be between 1 byte and {limit} bytes (16 MiB)"),
                     ));
                 }
+                let key = format!("source[{i}].password");
+                load_secret(&mut m.password, &m.password_file, &key, &mut secret_files)?;
             }
             if let SourceConfig::Serial(sc) = source {
                 sc.validate()
@@ -847,6 +894,19 @@ impl Config {
         }
         if self.sources.is_empty() {
             return Err(("source".into(), "at least one [[source]] is needed".into()));
+        }
+        for (i, d) in self.devices.iter_mut().enumerate() {
+            for (secret, file, name) in [
+                (&mut d.nwk_s_key, &d.nwk_s_key_file, "nwk_s_key"),
+                (&mut d.app_s_key, &d.app_s_key_file, "app_s_key"),
+            ] {
+                let key = format!("device[{i}].{name}");
+                load_secret(secret, file, &key, &mut secret_files)?;
+                if let Some(k) = secret {
+                    crate::lorawan::Key::from_hex(k.expose())
+                        .map_err(|e| (format!("{key}_file"), e.to_string()))?;
+                }
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
@@ -892,6 +952,7 @@ impl Config {
                     let secret = read_secret_file(file)
                         .map_err(|e| ("sink.connection_string_file".to_string(), e))?;
                     eh.connection_string = Some(secret);
+                    secret_files.push((file.clone(), "the connection string"));
                 }
                 (Some(_), None) => {}
             }
@@ -903,7 +964,66 @@ impl Config {
             crate::sink::eventhubs::ConnectionString::parse(cs)
                 .map_err(|e| ("sink.connection_string".to_string(), e.to_string()))?;
         }
+        self.check_ca_files()?;
+        for (file, what) in secret_files {
+            if let Ok(path) = secret_path(&file) {
+                self.file_warnings
+                    .extend(crate::files::readable_by_others(&path, what));
+            }
+        }
         Ok(())
+    }
+
+    /// CA bundles are directories or regular files under [`crate::files::CA_CAP`]: librdkafka
+    /// would otherwise hang on a FIFO or read `/dev/zero` until memory runs out.
+    fn check_ca_files(&self) -> Result<(), (String, String)> {
+        let (ca, properties) = match &self.sink {
+            SinkConfig::Eventhubs(eh) => (&eh.ca_location, &eh.properties),
+            SinkConfig::Kafka(k) => (&k.ca_location, &k.properties),
+            SinkConfig::Stdout(_) => return Ok(()),
+        };
+        let in_properties = properties
+            .get("ssl.ca.location")
+            .filter(|l| *l != "probe")
+            .map(|l| {
+                (
+                    "sink.properties.\"ssl.ca.location\"".to_string(),
+                    PathBuf::from(l),
+                )
+            });
+        let field = ca.clone().map(|l| ("sink.ca_location".to_string(), l));
+        for (key, path) in field.into_iter().chain(in_properties) {
+            crate::files::check_file_or_dir(&path, crate::files::CA_CAP)
+                .map_err(|e| (key, format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Key paths of the secrets written into the config file itself.
+    fn inline_secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut note = |key: String, secret: &Option<Secret>| {
+            if secret.as_ref().is_some_and(|s| s.inline) {
+                out.push(key);
+            }
+        };
+        for (i, src) in self.sources.iter().enumerate() {
+            if let SourceConfig::Mqtt(m) = src {
+                note(format!("source[{i}].password"), &m.password);
+            }
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            note(format!("device[{i}].nwk_s_key"), &d.nwk_s_key);
+            note(format!("device[{i}].app_s_key"), &d.app_s_key);
+        }
+        match &self.sink {
+            SinkConfig::Eventhubs(eh) => {
+                note("sink.connection_string".into(), &eh.connection_string)
+            }
+            SinkConfig::Kafka(k) => note("sink.sasl_password".into(), &k.sasl_password),
+            SinkConfig::Stdout(_) => {}
+        }
+        out
     }
 
     /// `[sink.properties]` are librdkafka's, and TLS with verified certificates stays on:
@@ -992,7 +1112,7 @@ impl Config {
 
     /// Things that are allowed but probably wrong; `check` prints them, `run` logs them.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.file_warnings.clone();
         if let Some(addr) = self.metrics.listen.filter(|a| !a.ip().is_loopback()) {
             out.push(format!(
                 "metrics.listen = \"{addr}\" is reachable from the network and the endpoint has no authentication"
@@ -1378,6 +1498,134 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("\"sasl.password\": ***"), "{printed}");
+    }
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    const NWK: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
+    const APP: &str = "000102030405060708090A0B0C0D0E0F";
+
+    /// Session keys and the MQTT password come from files like the connection string; a
+    /// file readable by every user is warned about, a 0600 one is not.
+    #[test]
+    fn session_keys_and_mqtt_password_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let nwk = write(d, "nwk.key", &format!("{NWK}\n"), 0o600);
+        let app = write(d, "app.key", APP, 0o644);
+        let pw = write(d, "mqtt.pw", "hunter2\n", 0o600);
+        let text = format!(
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\nusername = \"u\"\npassword_file = \"{}\"\n\
+             [[device]]\ndev_eui = \"0011223344556677\"\ndev_addr = \"26011bda\"\n\
+             nwk_s_key_file = \"{}\"\napp_s_key_file = \"{}\"\n[sink]\ntype = \"stdout\"\n",
+            pw.display(),
+            nwk.display(),
+            app.display()
+        );
+        let cfg = Config::load(&write(d, "hubgate.toml", &text, 0o644)).unwrap();
+        let dev = &cfg.devices[0];
+        assert_eq!(dev.nwk_s_key.as_ref().unwrap().expose(), NWK);
+        assert_eq!(dev.app_s_key.as_ref().unwrap().expose(), APP);
+        let SourceConfig::Mqtt(m) = &cfg.sources[0] else {
+            panic!("not mqtt")
+        };
+        assert_eq!(m.password.as_ref().unwrap().expose(), "hunter2");
+        let warnings = cfg.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(&format!(
+                "{} holds a secret and is readable by every user (mode 0644)",
+                app.display()
+            )),
+            "{warnings:?}"
+        );
+        let printed = format!("{cfg:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("2B7E"),
+            "{printed}"
+        );
+
+        // A bad key in a file is named by its key path, not quoted.
+        write(d, "nwk.key", "2B7E1516", 0o600);
+        let e = Config::load(&d.join("hubgate.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("device[0].nwk_s_key_file: ") && !e.contains("2B7E"),
+            "{e}"
+        );
+        let both = text.replace("username = \"u\"", "username = \"u\"\npassword = \"x\"");
+        let e = Config::load(&write(d, "both.toml", &both, 0o600))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("source[0].password: give password or password_file, not both"),
+            "{e}"
+        );
+    }
+
+    /// Secrets written into a config file every user can read are warned about by key
+    /// path; `${ENV}` references and 0640 files are not.
+    #[test]
+    fn inline_secrets_in_a_world_readable_config_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("HUBGATE_TEST_CS", CS);
+        let eh = |cs: &str| {
+            format!("[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\nconnection_string = \"{cs}\"\n")
+        };
+        let open = write(dir.path(), "open.toml", &eh(CS), 0o644);
+        let warnings = Config::load(&open).unwrap().warnings();
+        assert_eq!(
+            warnings,
+            vec![format!(
+                "{} holds secrets inline (sink.connection_string) and is readable by every user (mode 0644): chmod 600, or 640 with the agent's group (chgrp hubgate)",
+                open.display()
+            )]
+        );
+        assert!(!warnings[0].contains("c2VjcmV0"));
+        let closed = write(dir.path(), "closed.toml", &eh(CS), 0o640);
+        assert!(Config::load(&closed).unwrap().warnings().is_empty());
+        let env = write(dir.path(), "env.toml", &eh("${HUBGATE_TEST_CS}"), 0o644);
+        assert!(Config::load(&env).unwrap().warnings().is_empty());
+    }
+
+    /// A config, secret or CA path that is a device or FIFO fails at once, naming the key.
+    #[test]
+    fn devices_and_fifos_are_refused_where_files_are_expected() {
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (key, reason) = sink(&format!(
+            "type = \"eventhubs\"\nconnection_string_file = \"{}\"",
+            fifo.display()
+        ))
+        .unwrap_err();
+        assert_eq!(key, "sink.connection_string_file");
+        assert!(reason.contains("not a regular file"), "{reason}");
+        let (key, reason) = sink(&format!(
+            "type = \"eventhubs\"\nconnection_string = \"{CS}\"\nca_location = \"/dev/zero\""
+        ))
+        .unwrap_err();
+        assert_eq!(key, "sink.ca_location");
+        assert!(reason.contains("not a regular file"), "{reason}");
+        let (key, _) = sink(&format!(
+            "type = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\"ssl.ca.location\" = \"{}\"",
+            fifo.display()
+        ))
+        .unwrap_err();
+        assert_eq!(key, "sink.properties.\"ssl.ca.location\"");
     }
 
     #[test]

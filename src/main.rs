@@ -54,11 +54,19 @@ enum Command {
     /// --nwkskey "mic_valid" is null. "fcnt" is the 16-bit value on air.
     Lorawan {
         /// NwkSKey, 32 hex digits: checks the MIC and decrypts FPort 0 (MAC commands).
-        #[arg(long, value_name = "HEX")]
+        /// Visible to every user in `ps`: prefer --nwkskey-file.
+        #[arg(long, value_name = "HEX", conflicts_with = "nwkskey_file")]
         nwkskey: Option<String>,
-        /// AppSKey, 32 hex digits: decrypts FPort 1-255.
-        #[arg(long, value_name = "HEX")]
+        /// AppSKey, 32 hex digits: decrypts FPort 1-255. Prefer --appskey-file.
+        #[arg(long, value_name = "HEX", conflicts_with = "appskey_file")]
         appskey: Option<String>,
+        /// A file holding the NwkSKey; `-` reads it from standard input (its first line).
+        #[arg(long, value_name = "FILE")]
+        nwkskey_file: Option<PathBuf>,
+        /// A file holding the AppSKey; `-` reads it from standard input (the line after the
+        /// NwkSKey's when both are `-`).
+        #[arg(long, value_name = "FILE")]
+        appskey_file: Option<PathBuf>,
         /// The PHYPayload in hex (MHDR to MIC).
         #[arg(value_name = "PHYHEX")]
         phyhex: String,
@@ -94,6 +102,10 @@ enum BufferAction {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Before any secret is read.
+    if let Err(e) = hubgate::coredump::disable() {
+        log::warn!("cannot turn core dumps off: {e}");
+    }
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
         end_quietly_on_closed_output();
@@ -105,8 +117,16 @@ fn main() -> ExitCode {
         Command::Lorawan {
             nwkskey,
             appskey,
+            nwkskey_file,
+            appskey_file,
             phyhex,
-        } => lorawan(nwkskey.as_deref(), appskey.as_deref(), &phyhex),
+        } => match session_keys(
+            (nwkskey, nwkskey_file.as_deref()),
+            (appskey, appskey_file.as_deref()),
+        ) {
+            Ok((nwk, app)) => lorawan(nwk.as_deref(), app.as_deref(), &phyhex),
+            Err(code) => code,
+        },
         Command::Codecs => {
             for c in Codec::ALL {
                 println!("{:<24} {}", c.id(), c.rec_type());
@@ -343,6 +363,37 @@ struct LorawanOther {
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<String>,
     mic_valid: Option<bool>,
+}
+
+/// The session keys given inline or as files (`-`: standard input, one key per line, the
+/// NwkSKey first).
+fn session_keys(
+    nwk: (Option<String>, Option<&Path>),
+    app: (Option<String>, Option<&Path>),
+) -> Result<(Option<String>, Option<String>), ExitCode> {
+    use std::io::Read;
+    let stdin_wanted = [nwk.1, app.1]
+        .iter()
+        .any(|f| f.is_some_and(|f| f == Path::new("-")));
+    let mut stdin = String::new();
+    if stdin_wanted {
+        std::io::stdin()
+            .take(hubgate::files::SECRET_CAP)
+            .read_to_string(&mut stdin)
+            .map_err(|e| fail(2, format!("cannot read keys from standard input: {e}")))?;
+    }
+    let mut lines = stdin.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut key = |(inline, file): (Option<String>, Option<&Path>), flag: &str| match file {
+        None => Ok(inline),
+        Some(f) if f == Path::new("-") => lines
+            .next()
+            .map(|k| Some(k.to_string()))
+            .ok_or_else(|| fail(2, format!("{flag}: no key on standard input"))),
+        Some(f) => hubgate::files::read_capped(f, hubgate::files::SECRET_CAP)
+            .map(|k| Some(k.trim().to_string()))
+            .map_err(|e| fail(2, format!("{flag} {}: {e}", f.display()))),
+    };
+    Ok((key(nwk, "--nwkskey-file")?, key(app, "--appskey-file")?))
 }
 
 fn lorawan(nwkskey: Option<&str>, appskey: Option<&str>, phyhex: &str) -> ExitCode {

@@ -145,3 +145,43 @@ fn bad_key_is_one_line_exit_2_without_the_key() {
     assert!(err.contains("--nwkskey"), "{err}");
     assert!(!err.contains("2B7E"), "{err}");
 }
+
+/// Keys from files or standard input give the same answer as keys on the command line,
+/// where `ps` would show them.
+#[test]
+fn keys_from_files_and_stdin() {
+    use std::io::Write;
+    let (inline, _) = ok_json(&["--nwkskey", NWK, "--appskey", APP, WORKED]);
+    let dir = tempfile::tempdir().unwrap();
+    let (nwk, app) = (dir.path().join("nwk"), dir.path().join("app"));
+    std::fs::write(&nwk, format!("{NWK}\n")).unwrap();
+    std::fs::write(&app, APP).unwrap();
+    let (from_files, _) = ok_json(&[
+        "--nwkskey-file",
+        nwk.to_str().unwrap(),
+        "--appskey-file",
+        app.to_str().unwrap(),
+        WORKED,
+    ]);
+    assert_eq!(from_files, inline);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args([
+            "lorawan",
+            "--nwkskey-file",
+            "-",
+            "--appskey-file",
+            "-",
+            WORKED,
+        ])
+        .env("RUST_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(child.stdin.take().unwrap(), "{NWK}\n{APP}\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), inline);
+    let e = bad_input(&["--nwkskey-file", "/dev/zero", WORKED]);
+    assert!(e.contains("not a regular file"), "{e}");
+}

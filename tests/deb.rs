@@ -76,10 +76,11 @@ fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
             .to_string()
     };
     assert!(entry("usr/bin/hubgate").starts_with("-rwxr-xr-x 0/0 "));
+    // The config may hold secrets: not readable by every user.
+    assert!(entry("etc/hubgate/hubgate.toml").starts_with("-rw-r----- 0/0 "));
     for path in [
         "usr/lib/systemd/system/hubgate.service",
         "usr/lib/sysusers.d/hubgate.conf",
-        "etc/hubgate/hubgate.toml",
         "usr/share/hubgate/boards/README.md",
         "usr/share/doc/hubgate/README.md",
     ] {
@@ -99,6 +100,14 @@ fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
     assert_eq!(conffiles.trim(), "/etc/hubgate/hubgate.toml");
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
     assert!(postinst.contains("systemd-sysusers"), "{postinst}");
+    // The group exists before the config is given to it.
+    let chgrp = postinst
+        .find("chgrp hubgate /etc/hubgate/hubgate.toml")
+        .unwrap_or_else(|| panic!("no chgrp in {postinst}"));
+    assert!(
+        postinst.find("systemd-sysusers").unwrap() < chgrp,
+        "{postinst}"
+    );
     assert!(
         postinst
             .contains("install -m 0600 -o root -g root /dev/null /etc/hubgate/eventhubs.secret"),

@@ -256,3 +256,20 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning() {
         "{attempts} failed accepts in {window:?} (at most {most})"
     );
 }
+
+/// The running agent cannot dump core (its memory holds the secrets), outside systemd too.
+#[test]
+fn the_agent_runs_without_core_dumps() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = quiet_agent(dir.path());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_else(|| panic!("{limits}"));
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..7],
+        ["0", "0", "bytes"],
+        "{core}"
+    );
+}

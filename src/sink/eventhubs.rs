@@ -31,7 +31,18 @@ pub enum ConnectionStringError {
     BadEndpoint,
     #[error("malformed connection string: expected Key=Value pairs separated by ';'")]
     Malformed,
+    #[error("bad port in the Endpoint: expected a number from 1 to 65535")]
+    BadPort,
+    #[error("the Endpoint names port {0}; the Event Hubs Kafka endpoint is port 9093 (leave the port out)")]
+    NotKafkaPort(u16),
 }
+
+/// Namespace domains of the Azure clouds, whose Kafka endpoint is always port 9093.
+const AZURE_DOMAINS: &[&str] = &[
+    ".servicebus.windows.net",
+    ".servicebus.chinacloudapi.cn",
+    ".servicebus.usgovcloudapi.net",
+];
 
 impl ConnectionString {
     /// Parse without ever putting the key into an error message.
@@ -65,11 +76,23 @@ impl ConnectionString {
         if host.is_empty() || host.contains('/') {
             return Err(ConnectionStringError::BadEndpoint);
         }
-        let bootstrap = if host.contains(':') {
-            host.to_string()
-        } else {
-            format!("{host}:9093")
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) => (
+                name,
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or(ConnectionStringError::BadPort)?,
+            ),
+            None => (host, 9093),
         };
+        let azure = AZURE_DOMAINS
+            .iter()
+            .any(|d| name.to_ascii_lowercase().ends_with(d));
+        if azure && port != 9093 {
+            return Err(ConnectionStringError::NotKafkaPort(port));
+        }
+        let bootstrap = format!("{name}:{port}");
         Ok(ConnectionString {
             bootstrap,
             key_name,
@@ -160,6 +183,31 @@ mod tests {
         let c = cs(&format!("Endpoint=sb://localhost:19093/;SharedAccessKeyName=k;SharedAccessKey={KEY};EntityPath=motion")).unwrap();
         assert_eq!(c.bootstrap, "localhost:19093");
         assert_eq!(c.entity_path.as_deref(), Some("motion"));
+    }
+
+    /// An Azure namespace is reached on 9093 only (443 and 5671 are AMQP and HTTPS); other
+    /// hosts (emulators, test brokers) may name their port.
+    #[test]
+    fn azure_endpoints_must_use_the_kafka_port() {
+        let with = |endpoint: &str| {
+            cs(&format!(
+                "Endpoint=sb://{endpoint}/;SharedAccessKeyName=k;SharedAccessKey={KEY}"
+            ))
+        };
+        assert_eq!(
+            with("acme.servicebus.windows.net:9093").unwrap().bootstrap,
+            "acme.servicebus.windows.net:9093"
+        );
+        assert_eq!(
+            with("acme.servicebus.windows.net:443"),
+            Err(ConnectionStringError::NotKafkaPort(443))
+        );
+        assert_eq!(
+            with("acme.ServiceBus.chinacloudapi.cn:5671"),
+            Err(ConnectionStringError::NotKafkaPort(5671))
+        );
+        assert_eq!(with("localhost:x"), Err(ConnectionStringError::BadPort));
+        assert_eq!(with("localhost:0"), Err(ConnectionStringError::BadPort));
     }
 
     #[test]

@@ -28,6 +28,13 @@ const WRITE_LIMIT: usize = 64 * 1024;
 
 /// `mqtt://host[:port]` -> (host, port).
 pub fn parse_url(url: &str) -> Result<(String, u16), String> {
+    // The URL shows in logs, `doctor` and metric labels: no credentials in it, and not
+    // quoted back here.
+    if url.contains('@') {
+        return Err(
+            "a user name or password in the MQTT url would show in logs and metrics: give username and password_file instead".into(),
+        );
+    }
     let rest = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
@@ -300,5 +307,7 @@ mod tests {
         );
         assert!(super::parse_url("http://x").is_err());
         assert!(super::parse_url("mqtt://x:port").is_err());
+        let e = super::parse_url("mqtt://user:hunter2@broker:1883").unwrap_err();
+        assert!(e.contains("password_file") && !e.contains("hunter2"), "{e}");
     }
 }

@@ -1,0 +1,153 @@
+//! Reading the files an operator points hubgate at (config, secrets, CA bundles): only
+//! regular files under a size cap, so a wrong path such as `/dev/zero` or a FIFO fails at
+//! once instead of filling memory or hanging; and who else may read a file holding secrets.
+
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The config file: a few KB in practice.
+pub const CONFIG_CAP: u64 = 4 << 20;
+/// A secret (connection string, password, key): a few hundred bytes in practice.
+pub const SECRET_CAP: u64 = 64 << 10;
+/// A CA bundle (the system's whole store is ~220 KB).
+pub const CA_CAP: u64 = 1 << 20;
+
+/// The text of `path`, which must be a regular file of at most `cap` bytes.
+pub fn read_capped(path: &Path, cap: u64) -> Result<String, String> {
+    // Non-blocking, so that opening a FIFO does not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    check_regular(&file.metadata().map_err(|e| e.to_string())?, cap)?;
+    let mut text = String::new();
+    // One byte more than the cap tells a file that grew since the check.
+    file.take(cap + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > cap {
+        return Err(too_large(cap));
+    }
+    Ok(text)
+}
+
+/// `path` is a directory, or a regular file of at most `cap` bytes (for files another
+/// library reads, such as a CA bundle for librdkafka).
+pub fn check_file_or_dir(path: &Path, cap: u64) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.is_dir() {
+        return Ok(());
+    }
+    check_regular(&meta, cap)
+}
+
+fn check_regular(meta: &std::fs::Metadata, cap: u64) -> Result<(), String> {
+    if !meta.is_file() {
+        return Err("not a regular file (a device, FIFO or socket cannot be read as one)".into());
+    }
+    if meta.len() > cap {
+        return Err(too_large(cap));
+    }
+    Ok(())
+}
+
+fn too_large(cap: u64) -> String {
+    format!("larger than {} KiB: not the file meant?", cap >> 10)
+}
+
+/// Who besides the agent may read `path`, which holds `what` (e.g. "the connection
+/// string"); `None` when only its owner and the agent's own group can. The group is the
+/// process's: `0640 root:hubgate` is how the .deb installs the config.
+pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    let fix = "chmod 600, or 640 with the agent's group (chgrp hubgate)";
+    if mode & 0o004 != 0 {
+        return Some(format!(
+            "{} holds {what} and is readable by every user (mode {mode:04o}): {fix}",
+            path.display()
+        ));
+    }
+    // SAFETY: getegid has no failure mode.
+    let own_group = unsafe { libc::getegid() };
+    if mode & 0o040 != 0 && meta.gid() != own_group {
+        return Some(format!(
+            "{} holds {what} and is readable by group {} (mode {mode:04o}), not the agent's own: {fix}",
+            path.display(),
+            group_name(meta.gid())
+        ));
+    }
+    None
+}
+
+/// The name of group `gid`, or the number when it has none.
+fn group_name(gid: u32) -> String {
+    let mut group: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found = std::ptr::null_mut();
+    // SAFETY: getgrgid_r writes into `group` and `buf`, both alive and sized as passed.
+    let r = unsafe { libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if r != 0 || found.is_null() {
+        return gid.to_string();
+    }
+    // SAFETY: on success gr_name points at a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(group.gr_name) };
+    format!("{} ({gid})", name.to_string_lossy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn devices_fifos_and_large_files_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let reason = read_capped(Path::new("/dev/zero"), CONFIG_CAP).unwrap_err();
+        assert!(reason.contains("not a regular file"), "{reason}");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reason = read_capped(&fifo, SECRET_CAP).unwrap_err();
+        assert!(reason.contains("not a regular file"), "{reason}");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; 2048]).unwrap();
+        assert_eq!(read_capped(&big, 2048).unwrap().len(), 2048);
+        let reason = read_capped(&big, 2047).unwrap_err();
+        assert!(reason.contains("larger than"), "{reason}");
+        check_file_or_dir(dir.path(), CA_CAP).unwrap();
+        check_file_or_dir(&big, 2047).unwrap_err();
+        check_file_or_dir(&fifo, CA_CAP).unwrap_err();
+    }
+
+    #[test]
+    fn world_and_foreign_group_readable_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "x").unwrap();
+        let chmod = |mode| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode));
+        chmod(0o600).unwrap();
+        assert_eq!(readable_by_others(&file, "a key"), None);
+        // The file's group is the creator's, the agent's own here: 0640 is fine.
+        chmod(0o640).unwrap();
+        assert_eq!(readable_by_others(&file, "a key"), None);
+        chmod(0o644).unwrap();
+        let w = readable_by_others(&file, "a key").unwrap();
+        assert!(w.contains("readable by every user (mode 0644)"), "{w}");
+        // A group other than the agent's.
+        let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path; -1 keeps the owner.
+        let other = unsafe { libc::getegid() } + 1;
+        if unsafe { libc::chown(c.as_ptr(), u32::MAX, other) } == 0 {
+            chmod(0o640).unwrap();
+            let w = readable_by_others(&file, "a key").unwrap();
+            assert!(
+                w.contains("readable by group") && w.contains("mode 0640"),
+                "{w}"
+            );
+        }
+    }
+}
