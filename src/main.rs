@@ -71,7 +71,7 @@ enum Command {
         #[arg(value_name = "PHYHEX")]
         phyhex: String,
     },
-    /// List codec ids and the recType each produces.
+    /// List codec ids, the recType each produces and an example payload (fPort, hex).
     Codecs,
     /// Inspect or empty the spill buffer (stop the agent first).
     Buffer {
@@ -128,8 +128,16 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Codecs => {
-            for c in Codec::ALL {
-                println!("{:<24} {}", c.id(), c.rec_type());
+            // id, recType, then an example: `hubgate decode --codec ID --fport PORT HEX`.
+            for &c in Codec::ALL {
+                let e = c.example();
+                println!(
+                    "{:<24} {:<38} {:<3} {}",
+                    c.id(),
+                    c.rec_type(),
+                    e.fport,
+                    e.hex
+                );
             }
             ExitCode::SUCCESS
         }

@@ -385,7 +385,7 @@ pub fn obj_of(body: &str) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Codec;
+    use crate::codec::{BrowanModel, Codec};
     use crate::uplink::Radio;
     use std::time::Duration;
 
@@ -409,7 +409,9 @@ mod tests {
     fn envelope_has_microshare_shape() {
         let up = uplink();
         let tags = vec!["Building 1".to_string(), "Floor 2".to_string()];
-        let decoded = Codec::BrowanTbhh100.decode(up.fport, &up.payload).unwrap();
+        let decoded = Codec::Browan(BrowanModel::Tbhh100)
+            .decode(up.fport, &up.payload)
+            .unwrap();
         let dev = DeviceInfo {
             tags: &tags,
             global_tags: &[],
@@ -463,19 +465,12 @@ mod tests {
             tags: &tags,
             global_tags: &tags,
         };
-        let samples = [
-            (Codec::BrowanTbhh100, 103, "088c2e2dffffffff"),
-            (Codec::CayenneLpp, 2, "0267ff3802688f0a73279f"),
-            (
-                Codec::from_id("milesight-em300-sld").unwrap(),
-                85,
-                "20ce00f15365f6ff6401",
-            ),
-        ];
         let mut bodies = Vec::new();
-        for (codec, fport, hex) in samples {
-            up.fport = Some(fport);
-            up.payload = hex::decode(hex).unwrap();
+        // Every codec's example (EM300-SLD's carries a history record: a reading time).
+        for &codec in Codec::ALL {
+            let example = codec.example();
+            up.fport = Some(example.fport);
+            up.payload = example.payload();
             let payload = match codec.decode(up.fport, &up.payload) {
                 Ok(decoded) => Payload::Decoded {
                     codec: codec.id(),

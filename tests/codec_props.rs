@@ -1,5 +1,5 @@
 //! Property tests: no codec panics on any input, and Cayenne readings always carry a channel.
-use hubgate::codec::{Codec, NetvoxModel, Value};
+use hubgate::codec::{BrowanModel, CayenneModel, Codec, NetvoxModel, Value};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -10,7 +10,7 @@ fn check(codec: Codec, fport: Option<u8>, payload: &[u8]) -> Result<(), TestCase
     let Ok(d) = codec.decode(fport, payload) else {
         return Ok(());
     };
-    if codec == Codec::NetvoxR718(NetvoxModel::Family) {
+    if codec == Codec::Netvox(NetvoxModel::Family) {
         // The family id takes its recType from the device-type byte of each frame.
         prop_assert!(
             ["environment", "openclose", "leak"]
@@ -30,7 +30,7 @@ fn check(codec: Codec, fport: Option<u8>, payload: &[u8]) -> Result<(), TestCase
         // Own measurement times come from u32 fields.
         prop_assert!(r.time.is_none_or(|t| t <= u64::from(u32::MAX)));
     }
-    if codec == Codec::CayenneLpp {
+    if codec == Codec::Cayenne(CayenneModel::Lpp) {
         prop_assert!(!d.readings.is_empty());
         for r in &d.readings {
             prop_assert!(r.context_id.is_some(), "{} without context_id", r.field);
@@ -54,12 +54,12 @@ macro_rules! never_panics {
 }
 
 never_panics! {
-    browan_tbhh100_never_panics => Codec::BrowanTbhh100,
-    browan_tbhv110_never_panics => Codec::BrowanTbhv110,
-    browan_tbms100_never_panics => Codec::BrowanTbms100,
-    browan_tbdw100_never_panics => Codec::BrowanTbdw100,
-    browan_tbwl100_never_panics => Codec::BrowanTbwl100,
-    cayenne_lpp_never_panics => Codec::CayenneLpp,
+    browan_tbhh100_never_panics => Codec::Browan(BrowanModel::Tbhh100),
+    browan_tbhv110_never_panics => Codec::Browan(BrowanModel::Tbhv110),
+    browan_tbms100_never_panics => Codec::Browan(BrowanModel::Tbms100),
+    browan_tbdw100_never_panics => Codec::Browan(BrowanModel::Tbdw100),
+    browan_tbwl100_never_panics => Codec::Browan(BrowanModel::Tbwl100),
+    cayenne_lpp_never_panics => Codec::Cayenne(CayenneModel::Lpp),
 }
 
 /// Every codec in `Codec::ALL` (every alias too), so a codec added later is covered without
@@ -236,7 +236,7 @@ proptest! {
             frame.extend_from_slice(&bytes[..*n]);
             channels.push(*ch);
         }
-        let d = Codec::CayenneLpp.decode(None, &frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let d = Codec::Cayenne(CayenneModel::Lpp).decode(None, &frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
         for r in &d.readings {
             prop_assert!(r.context_id.is_some_and(|c| channels.contains(&c)));
         }
@@ -247,14 +247,14 @@ proptest! {
     #[test]
     fn browan_full_length_frames_decode(payload in prop::collection::vec(any::<u8>(), 11)) {
         for (codec, port, len) in [
-            (Codec::BrowanTbms100, 102u8, 8usize),
-            (Codec::BrowanTbdw100, 100, 8),
-            (Codec::BrowanTbwl100, 106, 5),
+            (Codec::Browan(BrowanModel::Tbms100), 102u8, 8usize),
+            (Codec::Browan(BrowanModel::Tbdw100), 100, 8),
+            (Codec::Browan(BrowanModel::Tbwl100), 106, 5),
         ] {
             prop_assert!(codec.decode(Some(port), &payload[..len]).is_ok());
         }
         let bit3 = payload[0] & 0x08 != 0;
-        prop_assert_eq!(Codec::BrowanTbhh100.decode(Some(103), &payload[..8]).is_ok(), bit3);
-        prop_assert_eq!(Codec::BrowanTbhv110.decode(Some(103), &payload).is_ok(), !bit3);
+        prop_assert_eq!(Codec::Browan(BrowanModel::Tbhh100).decode(Some(103), &payload[..8]).is_ok(), bit3);
+        prop_assert_eq!(Codec::Browan(BrowanModel::Tbhv110).decode(Some(103), &payload).is_ok(), !bit3);
     }
 }

@@ -216,23 +216,17 @@ fn payload() -> impl Strategy<Value = Vec<u8>> + Clone {
     prop::collection::vec(any::<u8>(), 0..48)
 }
 
-/// Payloads the codecs decode (codec, FPort, hex), so the decoded branch runs too.
-const SAMPLES: &[(&str, u8, &str)] = &[
-    ("browan-tbhh100", 103, "088c2e2dffffffff"),
-    ("cayenne-lpp", 2, "0267ff3802688f0a73279f"),
-    ("milesight-em300-sld", 85, "20ce00f15365f6ff6401"),
-];
-
-/// An uplink's device (configured or not), FPort and payload: random, or a sample for the
-/// device's codec with a byte or two changed.
+/// An uplink's device (configured or not), FPort and payload: random, or the example of the
+/// device's codec (so the decoded branch runs too) with a byte or two changed.
 fn uplink_fields() -> impl Strategy<Value = (usize, u8, Vec<u8>)> + Clone {
     let sample = (
-        prop::sample::select(SAMPLES),
+        0..Codec::ALL.len(),
         prop::collection::vec(any::<(usize, u8)>(), 0..3),
     )
-        .prop_map(|((codec, fport, hex), edits)| {
-            let i = Codec::ALL.iter().position(|c| c.id() == codec).unwrap();
-            let mut p = hex::decode(hex).unwrap();
+        .prop_map(|(i, edits)| {
+            let example = Codec::ALL[i].example();
+            let fport = example.fport;
+            let mut p = example.payload();
             for (at, b) in edits {
                 let n = p.len();
                 p[at % n] = b;

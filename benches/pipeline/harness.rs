@@ -729,7 +729,7 @@ fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
             ..Default::default()
         },
     };
-    let decoded = hubgate::codec::Codec::BrowanTbhh100
+    let decoded = hubgate::codec::Codec::Browan(hubgate::codec::BrowanModel::Tbhh100)
         .decode(up.fport, &up.payload)
         .expect("sample decodes");
     let dev = DeviceInfo {

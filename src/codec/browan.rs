@@ -5,75 +5,102 @@
 //! shorter than the model's length is `Truncated`, trailing bytes beyond it are ignored
 //! (the reference decoders do not reject them either).
 use super::bytes::sign_extend;
-use super::{rec_type, Bytes, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 /// Humidity byte value (bits 6..0) the sensor reports on a measurement error.
 const HUMIDITY_ERROR: u8 = 127;
 /// u16 value of an IAQ field the sensor could not measure.
 const NOT_AVAILABLE: u16 = 0xFFFF;
 
-/// Static description of one model: codec id, fPort, minimum length, recType.
-struct Model {
-    codec: &'static str,
-    port: u8,
-    len: usize,
-    rec_type: &'static str,
+models! {
+    /// Temperature & humidity.
+    Tbhh100 => "browan-tbhh100",
+    /// Healthy home IAQ (CO2, VOC, IAQ index).
+    Tbhv110 => "browan-tbhv110",
+    /// Motion (PIR).
+    Tbms100 => "browan-tbms100",
+    /// Door & window.
+    Tbdw100 => "browan-tbdw100",
+    /// Water leak.
+    Tbwl100 => "browan-tbwl100",
+    /// Ambient light.
+    Tbam100 => "browan-tbam100",
+    /// Sound level.
+    Tbsl100 => "browan-tbsl100",
+    /// Push button.
+    Tbpb100 => "browan-tbpb100",
+    /// Object locator (GNSS).
+    Tbol100 => "browan-tbol100",
 }
 
-const TBHH100: Model = Model {
-    codec: "browan-tbhh100",
-    port: 103,
-    len: 8,
-    rec_type: rec_type::ENVIRONMENT,
-};
-const TBHV110: Model = Model {
-    codec: "browan-tbhv110",
-    port: 103,
-    len: 11,
-    rec_type: rec_type::ENVIRONMENT,
-};
-const TBMS100: Model = Model {
-    codec: "browan-tbms100",
-    port: 102,
-    len: 8,
-    rec_type: rec_type::MOTION,
-};
-const TBDW100: Model = Model {
-    codec: "browan-tbdw100",
-    port: 100,
-    len: 8,
-    rec_type: rec_type::OPENCLOSE,
-};
-const TBWL100: Model = Model {
-    codec: "browan-tbwl100",
-    port: 106,
-    len: 5,
-    rec_type: rec_type::LEAK,
-};
-const TBAM100: Model = Model {
-    codec: "browan-tbam100",
-    port: 104,
-    len: 6,
-    rec_type: rec_type::LIGHT,
-};
-const TBSL100: Model = Model {
-    codec: "browan-tbsl100",
-    port: 105,
-    len: 4,
-    rec_type: rec_type::SOUND,
-};
-const TBPB100: Model = Model {
-    codec: "browan-tbpb100",
-    port: 147,
-    len: 8,
-    rec_type: rec_type::FEEDBACK,
-};
-const TBOL100: Model = Model {
-    codec: "browan-tbol100",
-    port: 136,
-    len: 11,
-    rec_type: rec_type::GPS,
-};
+/// What the shared header needs to know of a model.
+struct Spec {
+    port: u8,
+    /// Minimum payload length.
+    len: usize,
+}
+
+impl Model {
+    fn spec(self) -> Spec {
+        let (port, len) = match self {
+            Model::Tbhh100 => (103, 8),
+            Model::Tbhv110 => (103, 11),
+            Model::Tbms100 => (102, 8),
+            Model::Tbdw100 => (100, 8),
+            Model::Tbwl100 => (106, 5),
+            Model::Tbam100 => (104, 6),
+            Model::Tbsl100 => (105, 4),
+            Model::Tbpb100 => (147, 8),
+            Model::Tbol100 => (136, 11),
+        };
+        Spec { port, len }
+    }
+
+    pub fn rec_type(self) -> &'static str {
+        match self {
+            Model::Tbhh100 | Model::Tbhv110 => rec_type::ENVIRONMENT,
+            Model::Tbms100 => rec_type::MOTION,
+            Model::Tbdw100 => rec_type::OPENCLOSE,
+            Model::Tbwl100 => rec_type::LEAK,
+            Model::Tbam100 => rec_type::LIGHT,
+            Model::Tbsl100 => rec_type::SOUND,
+            Model::Tbpb100 => rec_type::FEEDBACK,
+            Model::Tbol100 => rec_type::GPS,
+        }
+    }
+
+    pub fn example(self) -> Example {
+        let hex = match self {
+            Model::Tbhh100 => "088c2e2dffffffff",
+            Model::Tbhv110 => "310b382a200396004b0037",
+            Model::Tbms100 => "010b3a0500c80000",
+            Model::Tbdw100 => "010d1c0200102700",
+            Model::Tbwl100 => "010b343738",
+            Model::Tbam100 => "210b34102700",
+            Model::Tbsl100 => "000b3446",
+            Model::Tbpb100 => "010b340000000000",
+            Model::Tbol100 => "000b3a0034fb0d54450369",
+        };
+        Example {
+            fport: self.spec().port,
+            hex,
+        }
+    }
+
+    pub fn decode(self, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+        match self {
+            Model::Tbhh100 => tbhh100(fport, p),
+            Model::Tbhv110 => tbhv110(fport, p),
+            Model::Tbms100 => tbms100(fport, p),
+            Model::Tbdw100 => tbdw100(fport, p),
+            Model::Tbwl100 => tbwl100(fport, p),
+            Model::Tbam100 => tbam100(fport, p),
+            Model::Tbsl100 => tbsl100(fport, p),
+            Model::Tbpb100 => tbpb100(fport, p),
+            Model::Tbol100 => tbol100(fport, p),
+        }
+    }
+}
 
 /// TBSL100 loudness byte value meaning "measurement error".
 const LOUDNESS_ERROR: u8 = 255;
@@ -102,11 +129,11 @@ enum Bit3 {
 ///
 /// The model bit is checked before the length so that a frame of the sibling model on
 /// fPort 103 is reported as the wrong model rather than as a short frame.
-fn header(m: &Model, fport: Option<u8>, b: &Bytes, bit3: Bit3) -> Result<Header, CodecError> {
+fn header(m: Model, fport: Option<u8>, b: &Bytes, bit3: Bit3) -> Result<Header, CodecError> {
     if let Some(port) = fport {
-        if port != m.port {
+        if port != m.spec().port {
             return Err(CodecError::WrongPort {
-                codec: m.codec,
+                codec: m.id(),
                 fport: port,
             });
         }
@@ -116,21 +143,21 @@ fn header(m: &Model, fport: Option<u8>, b: &Bytes, bit3: Bit3) -> Result<Header,
         Bit3::Any => {}
         Bit3::Set if status & 0x08 == 0 => {
             return Err(CodecError::Invalid {
-                codec: m.codec,
+                codec: m.id(),
                 offset: 0,
                 what: "status bit 3 clear: TBHV110 IAQ frame, not a TBHH100",
             });
         }
         Bit3::Clear if status & 0x08 != 0 => {
             return Err(CodecError::Invalid {
-                codec: m.codec,
+                codec: m.id(),
                 offset: 0,
                 what: "status bit 3 set: TBHH100 temperature/humidity frame, not a TBHV110",
             });
         }
         Bit3::Set | Bit3::Clear => {}
     }
-    b.need(m.len)?;
+    b.need(m.spec().len)?;
     let battery = b.u8(1)?;
     let v = battery & 0x0F;
     let c = battery >> 4;
@@ -155,7 +182,7 @@ fn humidity(b: u8) -> Option<f64> {
 
 /// Empty record of the model with the battery in `device_health`, plus the byte-2
 /// temperature there too when `board_temperature` (it is the PCB sensor on that model).
-fn record(m: &Model, h: &Header, board_temperature: bool) -> Decoded {
+fn record(m: Model, h: &Header, board_temperature: bool) -> Decoded {
     let mut health = vec![Reading::num("voltage", h.battery_v, "V")];
     if let Some(pct) = h.battery_pct {
         health.push(Reading::num("charge", pct, "%"));
@@ -164,7 +191,7 @@ fn record(m: &Model, h: &Header, board_temperature: bool) -> Decoded {
         health.push(Reading::num("temperature", h.temperature_c, "°C"));
     }
     Decoded {
-        rec_type: m.rec_type,
+        rec_type: m.rec_type(),
         readings: Vec::new(),
         health,
     }
@@ -192,8 +219,8 @@ fn co2_voc(d: &mut Decoded, b: &Bytes) -> Result<(), CodecError> {
 /// Bytes 4-7 are normally `FF FF FF FF`; decoded like the TBHV110 CO2/VOC fields (as
 /// Microshare's unpacker does) and omitted when 0xFFFF.
 pub fn tbhh100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBHH100;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbhh100;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Set)?;
     let mut d = record(m, &h, false);
     d.readings
@@ -207,8 +234,8 @@ pub fn tbhh100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 
 /// TBHV110 healthy home IAQ (fPort 103, 11 bytes, status bit 3 = 0).
 pub fn tbhv110(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBHV110;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbhv110;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Clear)?;
     let mut d = record(m, &h, true);
     d.readings
@@ -246,8 +273,8 @@ fn change_and_count(
 
 /// TBMS100 motion / PIR (fPort 102, 8 bytes).
 pub fn tbms100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBMS100;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbms100;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
     d.readings
@@ -258,8 +285,8 @@ pub fn tbms100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 
 /// TBDW100 door & window (fPort 100, 8 bytes).
 pub fn tbdw100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBDW100;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbdw100;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
     d.readings.push(Reading::flag("open", h.status & 0x01 != 0));
@@ -269,8 +296,8 @@ pub fn tbdw100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 
 /// TBWL100 water leak (fPort 106, 5 bytes).
 pub fn tbwl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBWL100;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbwl100;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
     d.readings.push(Reading::flag("leak", h.status & 0x01 != 0));
@@ -287,8 +314,8 @@ pub fn tbwl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// The status bits (darker/lighter/changed/keep-alive) say why the frame was sent; they are
 /// not measurements and are not emitted.
 pub fn tbam100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBAM100;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbam100;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
     let lux = b.uint_le(3, 3)?;
@@ -300,8 +327,8 @@ pub fn tbam100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// TBSL100 sound level (fPort 105, ≥ 4 bytes): byte 3 = loudness in dBA, 255 = error
 /// (no loudness reading). Only the dasdigidings decoder documents this layout.
 pub fn tbsl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBSL100;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbsl100;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
     let level = b.u8(3)?;
@@ -317,8 +344,8 @@ pub fn tbsl100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// Bytes 3-7 are not decoded by any public reference codec; they are deliberately
 /// not emitted until verified on a device.
 pub fn tbpb100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBPB100;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbpb100;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
     d.readings.push(Reading::flag("push", h.status & 0x01 != 0));
@@ -333,8 +360,8 @@ pub fn tbpb100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// are stale (the last known ones, possibly 0/0), so no position is emitted; `gnss_fix`
 /// says which case it is. Battery byte 0x00 means "charging": no voltage then.
 pub fn tbol100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    let m = &TBOL100;
-    let b = Bytes::new(m.codec, p);
+    let m = Model::Tbol100;
+    let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
     if b.u8(1)? == 0 {

@@ -4,9 +4,36 @@
 //! signedness; multi-byte values are big-endian. Every reading carries its channel as
 //! `context_id`. An unknown type aborts the frame (its length is unknown), a value cut
 //! short is `Truncated`. fPort is not part of the format.
-use super::{rec_type, Bytes, CodecError, Decoded, Reading, Value};
+use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading, Value};
 
-const CODEC: &str = "cayenne-lpp";
+models! {
+    /// Cayenne Low Power Payload, any device that speaks it.
+    Lpp => "cayenne-lpp",
+}
+
+const CODEC: &str = Model::Lpp.id();
+
+impl Model {
+    pub fn rec_type(self) -> &'static str {
+        match self {
+            Model::Lpp => rec_type::ENVIRONMENT,
+        }
+    }
+
+    /// The port is not part of the format; 2 is a common choice.
+    pub fn example(self) -> Example {
+        let hex = match self {
+            Model::Lpp => "0267ff3802688f0a73279f",
+        };
+        Example { fport: 2, hex }
+    }
+
+    pub fn decode(self, _fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+        match self {
+            Model::Lpp => decode(p),
+        }
+    }
+}
 
 /// How the raw integer of one value (or one component of a multi-axis value) becomes a
 /// reading.

@@ -15,9 +15,36 @@
 //!   is `UnknownType` at offset 6 (it may change the meaning of the other bytes, as 9 does).
 //!
 //! Both ids decode the same layout; they differ only in name.
-use super::{rec_type, Bytes, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
+
+models! {
+    Lht65 => "dragino-lht65",
+    Lht65n => "dragino-lht65n",
+}
 
 const PORT: u8 = 2;
+
+impl Model {
+    pub fn rec_type(self) -> &'static str {
+        match self {
+            Model::Lht65 | Model::Lht65n => rec_type::ENVIRONMENT,
+        }
+    }
+
+    pub fn example(self) -> Example {
+        let hex = match self {
+            Model::Lht65 => "cba009c401f4017fff7fff",
+            Model::Lht65n => "8b2cff3803200000000000",
+        };
+        Example { fport: PORT, hex }
+    }
+
+    pub fn decode(self, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+        match self {
+            Model::Lht65 | Model::Lht65n => decode(self.id(), fport, p),
+        }
+    }
+}
 /// Temperature raw value meaning "no reading" (probe absent or failed).
 const NO_READING: i16 = 0x7FFF;
 

@@ -16,48 +16,28 @@
 //!
 //! The model (codec alias) only decides the recType and, on the EMS Door, the field name of
 //! the reed input (`contact`); the byte layout is the same for all.
-use super::{rec_type, Bytes, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 const CODEC: &str = "elsys";
 
-/// Elsys model, chosen by codec id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Model {
+models! {
     /// `elsys`: any model, environment recType.
-    Generic,
-    Ers,
-    ErsCo2,
-    ErsVoc,
-    ErsLite,
-    ErsSound,
-    ErsEye,
-    ErsDesk,
-    EmsDesk,
-    Ems,
-    EmsDoor,
-    EmsLeak,
-    Elt,
+    Generic => "elsys",
+    Ers => "elsys-ers",
+    ErsCo2 => "elsys-ers-co2",
+    ErsVoc => "elsys-ers-voc",
+    ErsLite => "elsys-ers-lite",
+    ErsSound => "elsys-ers-sound",
+    ErsEye => "elsys-ers-eye",
+    ErsDesk => "elsys-ers-desk",
+    EmsDesk => "elsys-ems-desk",
+    Ems => "elsys-ems",
+    EmsDoor => "elsys-ems-door",
+    EmsLeak => "elsys-ems-leak",
+    Elt => "elsys-elt",
 }
 
 impl Model {
-    pub fn id(self) -> &'static str {
-        match self {
-            Model::Generic => "elsys",
-            Model::Ers => "elsys-ers",
-            Model::ErsCo2 => "elsys-ers-co2",
-            Model::ErsVoc => "elsys-ers-voc",
-            Model::ErsLite => "elsys-ers-lite",
-            Model::ErsSound => "elsys-ers-sound",
-            Model::ErsEye => "elsys-ers-eye",
-            Model::ErsDesk => "elsys-ers-desk",
-            Model::EmsDesk => "elsys-ems-desk",
-            Model::Ems => "elsys-ems",
-            Model::EmsDoor => "elsys-ems-door",
-            Model::EmsLeak => "elsys-ems-leak",
-            Model::Elt => "elsys-elt",
-        }
-    }
-
     /// docs/codecs.md, "Choosing a codec".
     pub fn rec_type(self) -> &'static str {
         match self {
@@ -73,6 +53,30 @@ impl Model {
             Model::EmsDoor => rec_type::OPENCLOSE,
             Model::EmsLeak => rec_type::LEAK,
         }
+    }
+
+    /// Elsys' default data port is 5 (the port does not matter to the format).
+    pub fn example(self) -> Example {
+        let hex = match self {
+            Model::Generic => "0100e202290400270506060308070d62",
+            Model::Ers => "01ff9c0250070e10",
+            Model::ErsCo2 => "0100c8022d0401f40503060190070e42",
+            Model::ErsVoc => "0100e202291c012c070e10",
+            Model::ErsLite => "0100e20229070e10",
+            Model::ErsSound => "0100e20229155a3c070e10",
+            Model::ErsEye => "0100e202291102070e10",
+            Model::ErsDesk => "0100e202291100070e10",
+            Model::EmsDesk => "0100e202291101070e10",
+            Model::Ems => "0100e202290300003f070e10",
+            Model::EmsDoor => "0100e202290d01070e10",
+            Model::EmsLeak => "0100e202291200070e10",
+            Model::Elt => "0100e202290cff9c070e10",
+        };
+        Example { fport: 5, hex }
+    }
+
+    pub fn decode(self, _fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+        decode(self, p)
     }
 }
 

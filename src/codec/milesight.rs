@@ -19,46 +19,27 @@
 //! skipped. An unknown pair stops decoding with `UnknownType` naming the offset of the type
 //! byte (the vendor decoders `break` and keep the rest; hubgate does not publish a frame it
 //! could only half read). A frame with nothing but device information is `Invalid`.
-use super::{rec_type, Bytes, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 const CODEC: &str = "milesight";
 
-/// Milesight model, chosen by codec id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Model {
+models! {
     /// `milesight`: the unambiguous channels only.
-    Generic,
-    Em300Th,
-    Em300Mcs,
-    Em300Sld,
-    Em300Zld,
-    Am102,
-    Am307,
-    Am308,
-    Am319,
-    Ws101,
-    Ws202,
-    Ws303,
+    Generic => "milesight",
+    Em300Th => "milesight-em300-th",
+    Em300Mcs => "milesight-em300-mcs",
+    Em300Sld => "milesight-em300-sld",
+    Em300Zld => "milesight-em300-zld",
+    Am102 => "milesight-am102",
+    Am307 => "milesight-am307",
+    Am308 => "milesight-am308",
+    Am319 => "milesight-am319",
+    Ws101 => "milesight-ws101",
+    Ws202 => "milesight-ws202",
+    Ws303 => "milesight-ws303",
 }
 
 impl Model {
-    pub fn id(self) -> &'static str {
-        match self {
-            Model::Generic => "milesight",
-            Model::Em300Th => "milesight-em300-th",
-            Model::Em300Mcs => "milesight-em300-mcs",
-            Model::Em300Sld => "milesight-em300-sld",
-            Model::Em300Zld => "milesight-em300-zld",
-            Model::Am102 => "milesight-am102",
-            Model::Am307 => "milesight-am307",
-            Model::Am308 => "milesight-am308",
-            Model::Am319 => "milesight-am319",
-            Model::Ws101 => "milesight-ws101",
-            Model::Ws202 => "milesight-ws202",
-            Model::Ws303 => "milesight-ws303",
-        }
-    }
-
     /// docs/codecs.md, "Choosing a codec".
     pub fn rec_type(self) -> &'static str {
         match self {
@@ -73,6 +54,30 @@ impl Model {
             Model::Ws101 => rec_type::FEEDBACK,
             Model::Ws202 => rec_type::MOTION,
         }
+    }
+
+    /// Milesight's default port is 85 (the format ignores it).
+    pub fn example(self) -> Example {
+        let hex = match self {
+            Model::Generic => "017564036710ff046850",
+            Model::Em300Th => "01756403670aff046850",
+            Model::Em300Mcs => "01756403670a01046850060001",
+            // A live frame, then one history record.
+            Model::Em300Sld => "01756403670a0104685005000120ce00f15365f6ff6401",
+            Model::Em300Zld => "01756403670a01046850050000",
+            Model::Am102 => "0175550367f400046878",
+            Model::Am307 => "0367f40004687805000106cb02077d5802087d2c0109738a27",
+            Model::Am308 => "0367f40004687805000106cb02077d5802087d2c0109738a270b7d0c000c7d0d00",
+            Model::Am319 => "077d580209738a270b7d0c00",
+            Model::Ws101 => "017564ff2e01",
+            Model::Ws202 => "017564030001040000",
+            Model::Ws303 => "01755a030001",
+        };
+        Example { fport: 85, hex }
+    }
+
+    pub fn decode(self, _fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+        decode(self, p)
     }
 
     fn is_am30x(self) -> bool {

@@ -3,6 +3,32 @@
 //! A codec is chosen per device in the config (never guessed from the payload shape, see
 //! docs/codecs.md: several formats collide). Decoding is pure and synchronous.
 
+/// A vendor's models in one list: declares its `Model` enum, `Model::ALL` and `Model::id`.
+///
+/// Each vendor module calls it once. Adding a model is one line here; the compiler then asks
+/// for the model's arm in the vendor's `rec_type`, `example` and `decode` (docs/adding-a-codec.md).
+macro_rules! models {
+    ($($(#[$doc:meta])* $model:ident => $id:literal,)+) => {
+        /// One model of this vendor, chosen by its codec id.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Model {
+            $($(#[$doc])* $model,)+
+        }
+
+        impl Model {
+            /// Every model, in the order `hubgate codecs` lists them.
+            pub const ALL: &'static [Model] = &[$(Model::$model,)+];
+
+            /// The codec id (`[[device]] codec = "..."`, part of the command-line contract).
+            pub const fn id(self) -> &'static str {
+                match self {
+                    $(Model::$model => $id,)+
+                }
+            }
+        }
+    };
+}
+
 mod browan;
 mod bytes;
 mod cayenne;
@@ -12,12 +38,108 @@ mod milesight;
 mod netvox;
 mod smilio;
 
-pub use elsys::Model as ElsysModel;
-pub use milesight::Model as MilesightModel;
-pub use netvox::Model as NetvoxModel;
-
 use bytes::Bytes;
 use std::fmt;
+
+/// `Codec` from the vendor modules, each of which exports a `Model` made by [`models!`] with
+/// `rec_type(self)`, `example(self)` and `decode(self, fport, payload)`: one variant per
+/// vendor, `Codec::ALL` assembled from the vendors' `Model::ALL`, and every method a match
+/// the compiler checks.
+macro_rules! vendors {
+    ($($vendor:ident($module:ident, $alias:ident),)+) => {
+        $(pub use $module::Model as $alias;)+
+
+        /// Every codec hubgate knows: a vendor and one of its models. Ids are part of the
+        /// command-line contract (docs/design.md).
+        ///
+        /// Vendor formats shared by several models (Elsys, Milesight, Netvox R718) carry the
+        /// model: it decides the recType and the meaning of ambiguous channels, and every
+        /// model has its own id (an alias of the family format).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Codec {
+            $($vendor($alias),)+
+        }
+
+        impl Codec {
+            /// Every codec, vendor after vendor, each vendor's models in their order.
+            pub const ALL: &'static [Codec] = &{
+                const COUNT: usize = 0 $(+ $module::Model::ALL.len())+;
+                // Any codec will do as the filler that the loops below overwrite.
+                let mut all = [[$(Codec::$vendor($module::Model::ALL[0]),)+][0]; COUNT];
+                let mut i = 0;
+                $(
+                    let mut j = 0;
+                    while j < $module::Model::ALL.len() {
+                        all[i] = Codec::$vendor($module::Model::ALL[j]);
+                        i += 1;
+                        j += 1;
+                    }
+                )+
+                all
+            };
+
+            pub const fn id(self) -> &'static str {
+                match self {
+                    $(Codec::$vendor(m) => m.id(),)+
+                }
+            }
+
+            /// The recType this codec's records are published under.
+            ///
+            /// `netvox-r718` (the family id) decides per frame from the device-type byte;
+            /// this is its most common recType (R718A/AB, environment). Every other codec
+            /// always returns exactly this recType.
+            pub fn rec_type(self) -> &'static str {
+                match self {
+                    $(Codec::$vendor(m) => m.rec_type(),)+
+                }
+            }
+
+            /// A real payload of this model (docs/codecs.md has most of them as worked
+            /// examples): what `hubgate codecs` shows, the CLI test and the benchmark decode.
+            pub fn example(self) -> Example {
+                match self {
+                    $(Codec::$vendor(m) => m.example(),)+
+                }
+            }
+
+            /// Decode one application payload. `fport` is `None` when the transport did
+            /// not say.
+            pub fn decode(self, fport: Option<u8>, payload: &[u8]) -> Result<Decoded, CodecError> {
+                if payload.is_empty() {
+                    return Err(CodecError::Empty);
+                }
+                match self {
+                    $(Codec::$vendor(m) => m.decode(fport, payload),)+
+                }
+            }
+        }
+    };
+}
+
+vendors! {
+    Browan(browan, BrowanModel),
+    Cayenne(cayenne, CayenneModel),
+    Elsys(elsys, ElsysModel),
+    Milesight(milesight, MilesightModel),
+    Dragino(dragino, DraginoModel),
+    Netvox(netvox, NetvoxModel),
+    Smilio(smilio, SmilioModel),
+}
+
+/// An example payload of one model and the fPort it comes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Example {
+    pub fport: u8,
+    /// The payload in lower-case hex.
+    pub hex: &'static str,
+}
+
+impl Example {
+    pub fn payload(self) -> Vec<u8> {
+        hex::decode(self.hex).expect("examples are valid hex (unit-tested)")
+    }
+}
 
 /// One measured value.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,150 +241,9 @@ pub enum CodecError {
     Empty,
 }
 
-/// Every codec hubgate knows. Ids are part of the command-line contract (docs/design.md).
-///
-/// Vendor formats shared by several models (Elsys, Milesight, Netvox R718) carry the model:
-/// the model decides the recType and the meaning of ambiguous channels, and every model
-/// has its own id (an alias of the family format).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Codec {
-    BrowanTbhh100,
-    BrowanTbhv110,
-    BrowanTbms100,
-    BrowanTbdw100,
-    BrowanTbwl100,
-    BrowanTbam100,
-    BrowanTbsl100,
-    BrowanTbpb100,
-    BrowanTbol100,
-    CayenneLpp,
-    Elsys(ElsysModel),
-    Milesight(MilesightModel),
-    DraginoLht65,
-    DraginoLht65n,
-    NetvoxR718(NetvoxModel),
-    SkiplySmilioAction,
-}
-
 impl Codec {
-    pub const ALL: &'static [Codec] = &[
-        Codec::BrowanTbhh100,
-        Codec::BrowanTbhv110,
-        Codec::BrowanTbms100,
-        Codec::BrowanTbdw100,
-        Codec::BrowanTbwl100,
-        Codec::BrowanTbam100,
-        Codec::BrowanTbsl100,
-        Codec::BrowanTbpb100,
-        Codec::BrowanTbol100,
-        Codec::CayenneLpp,
-        Codec::Elsys(ElsysModel::Generic),
-        Codec::Elsys(ElsysModel::Ers),
-        Codec::Elsys(ElsysModel::ErsCo2),
-        Codec::Elsys(ElsysModel::ErsVoc),
-        Codec::Elsys(ElsysModel::ErsLite),
-        Codec::Elsys(ElsysModel::ErsSound),
-        Codec::Elsys(ElsysModel::ErsEye),
-        Codec::Elsys(ElsysModel::ErsDesk),
-        Codec::Elsys(ElsysModel::EmsDesk),
-        Codec::Elsys(ElsysModel::Ems),
-        Codec::Elsys(ElsysModel::EmsDoor),
-        Codec::Elsys(ElsysModel::EmsLeak),
-        Codec::Elsys(ElsysModel::Elt),
-        Codec::Milesight(MilesightModel::Generic),
-        Codec::Milesight(MilesightModel::Em300Th),
-        Codec::Milesight(MilesightModel::Em300Mcs),
-        Codec::Milesight(MilesightModel::Em300Sld),
-        Codec::Milesight(MilesightModel::Em300Zld),
-        Codec::Milesight(MilesightModel::Am102),
-        Codec::Milesight(MilesightModel::Am307),
-        Codec::Milesight(MilesightModel::Am308),
-        Codec::Milesight(MilesightModel::Am319),
-        Codec::Milesight(MilesightModel::Ws101),
-        Codec::Milesight(MilesightModel::Ws202),
-        Codec::Milesight(MilesightModel::Ws303),
-        Codec::DraginoLht65,
-        Codec::DraginoLht65n,
-        Codec::NetvoxR718(NetvoxModel::Family),
-        Codec::NetvoxR718(NetvoxModel::R718a),
-        Codec::NetvoxR718(NetvoxModel::R718ab),
-        Codec::NetvoxR718(NetvoxModel::R718f),
-        Codec::NetvoxR718(NetvoxModel::R718wa),
-        Codec::SkiplySmilioAction,
-    ];
-
-    pub fn id(self) -> &'static str {
-        match self {
-            Codec::BrowanTbhh100 => "browan-tbhh100",
-            Codec::BrowanTbhv110 => "browan-tbhv110",
-            Codec::BrowanTbms100 => "browan-tbms100",
-            Codec::BrowanTbdw100 => "browan-tbdw100",
-            Codec::BrowanTbwl100 => "browan-tbwl100",
-            Codec::BrowanTbam100 => "browan-tbam100",
-            Codec::BrowanTbsl100 => "browan-tbsl100",
-            Codec::BrowanTbpb100 => "browan-tbpb100",
-            Codec::BrowanTbol100 => "browan-tbol100",
-            Codec::CayenneLpp => "cayenne-lpp",
-            Codec::Elsys(m) => m.id(),
-            Codec::Milesight(m) => m.id(),
-            Codec::DraginoLht65 => "dragino-lht65",
-            Codec::DraginoLht65n => "dragino-lht65n",
-            Codec::NetvoxR718(m) => m.id(),
-            Codec::SkiplySmilioAction => "skiply-smilio-action",
-        }
-    }
-
     pub fn from_id(id: &str) -> Option<Codec> {
         Codec::ALL.iter().copied().find(|c| c.id() == id)
-    }
-
-    /// The recType this codec's records are published under.
-    ///
-    /// `netvox-r718` (the family id) decides per frame from the device-type byte; this is
-    /// its most common recType (R718A/AB, environment). Every other codec always returns
-    /// exactly this recType.
-    pub fn rec_type(self) -> &'static str {
-        match self {
-            Codec::BrowanTbhh100 | Codec::BrowanTbhv110 => rec_type::ENVIRONMENT,
-            Codec::BrowanTbms100 => rec_type::MOTION,
-            Codec::BrowanTbdw100 => rec_type::OPENCLOSE,
-            Codec::BrowanTbwl100 => rec_type::LEAK,
-            Codec::BrowanTbam100 => rec_type::LIGHT,
-            Codec::BrowanTbsl100 => rec_type::SOUND,
-            Codec::BrowanTbpb100 => rec_type::FEEDBACK,
-            Codec::BrowanTbol100 => rec_type::GPS,
-            Codec::CayenneLpp => rec_type::ENVIRONMENT,
-            Codec::Elsys(m) => m.rec_type(),
-            Codec::Milesight(m) => m.rec_type(),
-            Codec::DraginoLht65 | Codec::DraginoLht65n => rec_type::ENVIRONMENT,
-            Codec::NetvoxR718(m) => m.rec_type(),
-            Codec::SkiplySmilioAction => rec_type::FEEDBACK,
-        }
-    }
-
-    /// Decode one application payload. `fport` is `None` when the transport did not say.
-    pub fn decode(self, fport: Option<u8>, payload: &[u8]) -> Result<Decoded, CodecError> {
-        if payload.is_empty() {
-            return Err(CodecError::Empty);
-        }
-        match self {
-            Codec::BrowanTbhh100 => browan::tbhh100(fport, payload),
-            Codec::BrowanTbhv110 => browan::tbhv110(fport, payload),
-            Codec::BrowanTbms100 => browan::tbms100(fport, payload),
-            Codec::BrowanTbdw100 => browan::tbdw100(fport, payload),
-            Codec::BrowanTbwl100 => browan::tbwl100(fport, payload),
-            Codec::BrowanTbam100 => browan::tbam100(fport, payload),
-            Codec::BrowanTbsl100 => browan::tbsl100(fport, payload),
-            Codec::BrowanTbpb100 => browan::tbpb100(fport, payload),
-            Codec::BrowanTbol100 => browan::tbol100(fport, payload),
-            Codec::CayenneLpp => cayenne::decode(payload),
-            Codec::Elsys(m) => elsys::decode(m, payload),
-            Codec::Milesight(m) => milesight::decode(m, payload),
-            Codec::DraginoLht65 => dragino::decode("dragino-lht65", fport, payload),
-            Codec::DraginoLht65n => dragino::decode("dragino-lht65n", fport, payload),
-            Codec::NetvoxR718(m) => netvox::decode(m, fport, payload),
-            Codec::SkiplySmilioAction => smilio::decode(fport, payload),
-        }
     }
 }
 
@@ -337,6 +318,20 @@ mod tests {
             assert!(Codec::from_id(id).is_some(), "{id}");
         }
         assert_eq!(Codec::from_id("elsys-nope"), None);
+    }
+
+    /// The examples are what `hubgate codecs` shows and the CLI test and the benchmark decode.
+    #[test]
+    fn every_example_decodes_on_its_port_with_its_rec_type() {
+        for &c in Codec::ALL {
+            let e = c.example();
+            assert_eq!(e.hex, e.hex.to_lowercase(), "{c}");
+            let d = c
+                .decode(Some(e.fport), &e.payload())
+                .unwrap_or_else(|err| panic!("{c}: {err}"));
+            assert_eq!(d.rec_type, c.rec_type(), "{c}");
+            assert!(!d.readings.is_empty(), "{c}: no reading");
+        }
     }
 
     #[test]

@@ -10,32 +10,21 @@
 //!   documented, so it is emitted as a raw `contact` state, not as `open`.
 //! * R718WA (leak): byte 4, non-zero = leak.
 //! * Report type 0x00 (startup/version report) is not telemetry: `Invalid`.
-use super::{rec_type, Bytes, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 const PORT: u8 = 6;
 const LEN: usize = 11;
 
-/// Netvox model, chosen by codec id (`Family` = decided by the device-type byte).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Model {
-    Family,
-    R718a,
-    R718ab,
-    R718f,
-    R718wa,
+models! {
+    /// `netvox-r718`: any of the four, decided by the device-type byte of each frame.
+    Family => "netvox-r718",
+    R718a => "netvox-r718a",
+    R718ab => "netvox-r718ab",
+    R718f => "netvox-r718f",
+    R718wa => "netvox-r718wa",
 }
 
 impl Model {
-    pub fn id(self) -> &'static str {
-        match self {
-            Model::Family => "netvox-r718",
-            Model::R718a => "netvox-r718a",
-            Model::R718ab => "netvox-r718ab",
-            Model::R718f => "netvox-r718f",
-            Model::R718wa => "netvox-r718wa",
-        }
-    }
-
     /// The family's frames carry their own recType; environment is its most common one.
     pub fn rec_type(self) -> &'static str {
         match self {
@@ -43,6 +32,20 @@ impl Model {
             Model::R718f => rec_type::OPENCLOSE,
             Model::R718wa => rec_type::LEAK,
         }
+    }
+
+    pub fn example(self) -> Example {
+        let hex = match self {
+            Model::Family | Model::R718a => "010b01a0ff381388000000",
+            Model::R718ab => "011301a0ff381388000000",
+            Model::R718f => "011d011e01000000000000",
+            Model::R718wa => "0132011e01000000000000",
+        };
+        Example { fport: PORT, hex }
+    }
+
+    pub fn decode(self, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+        decode(self, fport, p)
     }
 
     fn from_device_type(b: u8) -> Option<Model> {

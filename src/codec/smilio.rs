@@ -16,10 +16,36 @@
 //! fields 3-5, Microshare's published example does not follow wire order and a third-party
 //! parser numbers the middle button 3; until confirmed against Skiply's documentation or a
 //! device, context_id 3-5 mean "wire fields 3-5", not a physical position.
-use super::{rec_type, Bytes, CodecError, Decoded, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
-const CODEC: &str = "skiply-smilio-action";
+models! {
+    /// Smilio Action, the 5-button terminal.
+    Action => "skiply-smilio-action",
+}
+
+const CODEC: &str = Model::Action.id();
 const PORT: u8 = 2;
+
+impl Model {
+    pub fn rec_type(self) -> &'static str {
+        match self {
+            Model::Action => rec_type::FEEDBACK,
+        }
+    }
+
+    pub fn example(self) -> Example {
+        let hex = match self {
+            Model::Action => "0200010002000300040005",
+        };
+        Example { fport: PORT, hex }
+    }
+
+    pub fn decode(self, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+        match self {
+            Model::Action => decode(fport, p),
+        }
+    }
+}
 
 pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     if let Some(port) = fport {
