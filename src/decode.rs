@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::lorawan::{self, LorawanError};
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
-use crate::source::{Input, RadioFrame};
+use crate::source::{DeadLetter, Input, RadioFrame};
 use crate::uplink::Uplink;
 
 struct Device {
@@ -51,8 +51,46 @@ impl Decoder {
         })
     }
 
-    /// `None` when the input holds nothing to send (see [`Input`]).
+    /// `None` when the input holds nothing to send (see [`Input`]). A panic while decoding
+    /// (a bug) is contained: counted as `decode_panic`, and the input still becomes a record.
     pub fn decode(&mut self, input: &Input) -> Option<Record> {
+        crate::contain::contain(|| self.decode_inner(input))
+            .unwrap_or_else(|panic| Some(self.after_panic(input, &panic)))
+    }
+
+    /// An uplink goes out packed with the reason (its payload is not lost); anything else, or
+    /// an uplink whose packed record panics too, becomes a dead letter.
+    fn after_panic(&self, input: &Input, panic: &str) -> Record {
+        self.metrics.problem("decode_panic", || {
+            format!("decoding a message {panic}: sent packed or kept as a dead letter")
+        });
+        let reason = format!("decoding {panic}");
+        let now = SystemTime::now();
+        if let Input::Uplink(up) = input {
+            let info = DeviceInfo {
+                tags: &[],
+                global_tags: &self.global_tags,
+            };
+            let packed = Payload::Packed {
+                rec_type: &self.packed_rec_type,
+                error: Some(reason.clone()),
+            };
+            if let Ok(rec) = crate::contain::contain(|| record::build(up, &info, packed, now)) {
+                return rec;
+            }
+        }
+        let bytes = match input {
+            Input::Uplink(up) => up.payload.clone(),
+            Input::Radio(f) => f.phy.clone(),
+            Input::GatewayStatus { stat, .. } => serde_json::to_vec(stat).unwrap_or_default(),
+            Input::DeadLetter(d) => d.head.clone(),
+        };
+        record::dead_letter(&DeadLetter::new("decode", reason, None, &bytes, now), now)
+    }
+
+    fn decode_inner(&mut self, input: &Input) -> Option<Record> {
+        #[cfg(test)]
+        crate::contain::test_point::reach("decode");
         match input {
             Input::Uplink(up) => Some(self.uplink(up)),
             Input::Radio(f) => self.radio(f),
@@ -135,5 +173,62 @@ impl Decoder {
         };
         self.metrics.decoded.inc();
         record::build(up, &info, payload, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contain::test_point;
+    use crate::uplink::Radio;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn decoder() -> (Decoder, Arc<Metrics>) {
+        let cfg = Config::parse(
+            "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\ncodec = \"browan-tbhh100\"\n",
+        )
+        .unwrap();
+        let m = Metrics::new();
+        (Decoder::new(&cfg, m.clone()).unwrap(), m)
+    }
+
+    fn uplink() -> Input {
+        Input::Uplink(Uplink {
+            dev_eui: [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34],
+            device_name: None,
+            fport: Some(103),
+            fcnt: Some(1),
+            payload: vec![0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff],
+            time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            radio: Radio::default(),
+        })
+    }
+
+    /// A panic while decoding is counted, the uplink still goes out (packed, with the
+    /// reason), a radio frame becomes a dead letter, and the next input decodes normally.
+    #[test]
+    fn a_panic_in_decoding_is_contained() {
+        let (mut d, m) = decoder();
+        test_point::arm("decode");
+        let rec = d.decode(&uplink()).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        assert!(rec.body.contains("test panic at decode"), "{}", rec.body);
+        assert!(rec.body.contains("088c2e2dffffffff"), "{}", rec.body);
+        test_point::arm("decode");
+        let radio = Input::Radio(RadioFrame {
+            phy: vec![0x40, 1, 2, 3],
+            time: UNIX_EPOCH,
+            radio: Radio::default(),
+        });
+        let rec = d.decode(&radio).unwrap();
+        assert_eq!(rec.rec_type, record::DEAD_LETTER);
+        assert!(
+            rec.body.contains("\"head_base64\":\"QAECAw==\""),
+            "{}",
+            rec.body
+        );
+        assert_eq!(m.problems("decode_panic"), 2);
+        let rec = d.decode(&uplink()).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
     }
 }

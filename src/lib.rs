@@ -5,6 +5,7 @@ pub mod board;
 pub mod buffer;
 pub mod codec;
 pub mod config;
+pub mod contain;
 pub mod coredump;
 pub mod decode;
 pub mod doctor;

@@ -106,6 +106,7 @@ fn main() -> ExitCode {
     if let Err(e) = hubgate::coredump::disable() {
         log::warn!("cannot turn core dumps off: {e}");
     }
+    hubgate::contain::abort_outside_containment();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
         end_quietly_on_closed_output();

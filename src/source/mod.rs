@@ -33,7 +33,7 @@ pub enum Input {
     },
     /// A message hubgate will not process (too large, or its parsing failed): kept as a dead
     /// letter, then acknowledged, so the broker does not deliver it again.
-    DeadLetter(DeadLetter),
+    DeadLetter(Box<DeadLetter>),
 }
 
 /// What is kept of a message hubgate gave up on: enough to find and judge it, not all of it.
@@ -192,19 +192,48 @@ impl Context {
     /// Parse one input message; bad input is counted and logged (rate-limited), never fatal.
     pub fn parse(
         &self,
-        source: &str,
+        source: &'static str,
+        topic: Option<&str>,
         format: crate::config::UplinkFormat,
         bytes: &[u8],
     ) -> Option<Input> {
-        match parse(format, bytes, SystemTime::now()) {
-            Ok(input) => Some(input),
-            Err(e) => {
+        let parsed = or_dead_letter(&self.metrics, source, topic, bytes, || {
+            parse(format, bytes, SystemTime::now())
+        });
+        match parsed {
+            Ok(Ok(input)) => Some(input),
+            Err(dead) => Some(Input::DeadLetter(dead)),
+            Ok(Err(e)) => {
                 self.metrics
                     .problem(e.kind(), || format!("{source}: dropped a message: {e}"));
                 None
             }
         }
     }
+}
+
+/// Run `parse` for one message inside [`crate::contain::contain`]: a panic makes the message
+/// a dead letter (`Err`), counted as `parse_panic`.
+pub fn or_dead_letter<T>(
+    metrics: &crate::metrics::Metrics,
+    source: &'static str,
+    topic: Option<&str>,
+    bytes: &[u8],
+    parse: impl FnOnce() -> T,
+) -> Result<T, Box<DeadLetter>> {
+    crate::contain::contain(parse).map_err(|panic| {
+        metrics.problem("parse_panic", || {
+            format!("{source}: parsing a message {panic}: kept as a dead letter")
+        });
+        let reason = format!("parsing {panic}");
+        Box::new(DeadLetter::new(
+            source,
+            reason,
+            topic,
+            bytes,
+            SystemTime::now(),
+        ))
+    })
 }
 
 /// One MQTT or replay message in `format`; `received` stands in for a time it lacks.
@@ -214,9 +243,49 @@ pub fn parse(
     received: SystemTime,
 ) -> Result<Input, ParseError> {
     use crate::config::UplinkFormat as F;
+    #[cfg(test)]
+    crate::contain::test_point::reach("parse");
     match format {
         F::ChirpstackV4 => chirpstack::parse(bytes, received).map(Input::Uplink),
         F::TtsV3 => tts::parse(bytes, received).map(Input::Uplink),
         F::ChirpstackGateway => chirpstack::parse_gateway_frame(bytes, received).map(Input::Radio),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UplinkFormat;
+
+    /// A panic while parsing makes the message a dead letter (counted), and the next message
+    /// parses normally.
+    #[test]
+    fn a_panic_in_parsing_is_contained() {
+        let (frames, _rx) = tokio::sync::mpsc::channel(1);
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let (_ack, acked) = tokio::sync::watch::channel(false);
+        let metrics = crate::metrics::Metrics::new();
+        let ctx = Context {
+            frames,
+            stopping,
+            acked,
+            metrics: metrics.clone(),
+        };
+        let msg = br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"data":"AQ=="}"#;
+        crate::contain::test_point::arm("parse");
+        let Some(Input::DeadLetter(d)) =
+            ctx.parse("mqtt", Some("t/1"), UplinkFormat::ChirpstackV4, msg)
+        else {
+            panic!("not a dead letter")
+        };
+        assert_eq!(
+            (d.source, d.topic.as_deref(), d.size),
+            ("mqtt", Some("t/1"), msg.len())
+        );
+        assert_eq!(d.head, msg);
+        assert!(d.reason.contains("test panic at parse"), "{}", d.reason);
+        assert_eq!(metrics.problems("parse_panic"), 1);
+        let next = ctx.parse("mqtt", None, UplinkFormat::ChirpstackV4, msg);
+        assert!(matches!(next, Some(Input::Uplink(_))));
     }
 }

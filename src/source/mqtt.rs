@@ -220,15 +220,15 @@ async fn forward(
             )
         });
         let reason = format!("over max_message ({} bytes)", cfg.max_message);
-        Some(Input::DeadLetter(DeadLetter::new(
+        Some(Input::DeadLetter(Box::new(DeadLetter::new(
             "mqtt",
             reason,
             Some(topic),
             &p.payload,
             SystemTime::now(),
-        )))
+        ))))
     } else {
-        ctx.parse("mqtt", cfg.format, &p.payload)
+        ctx.parse("mqtt", Some(&p.topic), cfg.format, &p.payload)
     };
     let ack = Ack::Mqtt {
         acks: acks.clone(),

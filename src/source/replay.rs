@@ -34,7 +34,7 @@ pub async fn run(path: PathBuf, format: UplinkFormat, interval: Duration, ctx: C
             continue;
         }
         n += 1;
-        if let Some(input) = ctx.parse("replay", format, line.as_bytes()) {
+        if let Some(input) = ctx.parse("replay", None, format, line.as_bytes()) {
             let frame = Frame {
                 source: "replay",
                 input,

@@ -163,14 +163,21 @@ async fn read(
                         .problem(e.kind(), || format!("serial {dev}: dropped a frame: {e}"));
                     continue;
                 }
-                Some(Ok(frame)) => match content_of(content, frame, SystemTime::now()) {
-                    Ok(input) => input,
-                    Err(e) => {
-                        ctx.metrics
-                            .problem(e.kind(), || format!("serial {dev}: dropped a frame: {e}"));
-                        continue;
+                Some(Ok(frame)) => {
+                    let parsed = super::or_dead_letter(&ctx.metrics, "serial", None, frame, || {
+                        content_of(content, frame, SystemTime::now())
+                    });
+                    match parsed {
+                        Ok(Ok(input)) => input,
+                        Err(dead) => Input::DeadLetter(dead),
+                        Ok(Err(e)) => {
+                            ctx.metrics.problem(e.kind(), || {
+                                format!("serial {dev}: dropped a frame: {e}")
+                            });
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let frame = Frame {
                 source: "serial",

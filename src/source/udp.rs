@@ -42,7 +42,14 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
             },
             _ = stopping.changed() => return,
         };
-        let datagram = handle(&buf[..n], peer, &cfg, &ctx.metrics, SystemTime::now());
+        let d = &buf[..n];
+        let datagram = super::or_dead_letter(&ctx.metrics, "udp", None, d, || {
+            handle(d, peer, &cfg, &ctx.metrics, SystemTime::now())
+        })
+        .unwrap_or_else(|dead| Datagram {
+            ack: None,
+            inputs: vec![Input::DeadLetter(dead)],
+        });
         if let Some(ack) = datagram.ack {
             acknowledge(&socket, ack, peer, &ctx.metrics).await;
         }
