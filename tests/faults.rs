@@ -321,6 +321,15 @@ async fn sigkill_loop_under_load_loses_nothing_acknowledged() {
 // ---------------------------------------------------------------------------
 // Power cuts: SIGKILL, then every write that was not fsynced is gone (LazyFS).
 
+/// `provisioning = "auto"`: no hub check at start, so a start with the broker down takes
+/// in at once.
+fn without_hub_check(config: String) -> String {
+    config.replace(
+        "type = \"eventhubs\"\n",
+        "type = \"eventhubs\"\nprovisioning = \"auto\"\n",
+    )
+}
+
 /// Cut the power `HUBGATE_POWER_CUTS` times (default [`CI_CUTS`]) under a steady load, with
 /// the buffer on LazyFS. `flapping`: the Kafka broker goes down and comes back at random
 /// between cuts, so records are caught in every state (in flight, buffered, draining, being
@@ -336,20 +345,15 @@ async fn power_cut_loop(test: &str, flapping: bool) {
     let mqtt = Mosquitto::start(dir.path());
     let mut kafka = Kafka::start(dir.path());
     topics(&kafka);
-    // LazyFS reports no free space (no statfs); hubs are not checked at start, so a start
-    // with the broker down takes in at once.
-    let config = config_with(
+    // LazyFS reports no free space (no statfs).
+    let config = without_hub_check(config_with(
         &lazy.path().join("buffer"),
         &mqtt,
         &kafka,
         KEY,
         "min_free = 0",
         "",
-    )
-    .replace(
-        "type = \"eventhubs\"\n",
-        "type = \"eventhubs\"\nprovisioning = \"auto\"\n",
-    );
+    ));
     if !flapping {
         kafka.stop();
     }
@@ -515,6 +519,55 @@ async fn mqtt_broker_restart_reconnects_and_redeliveries_are_deduplicated() {
         "the log shows the reconnect:\n{}",
         agent.logs()
     );
+}
+
+/// After a crash the broker redelivers what hubgate had not acknowledged, some of which may
+/// be in the buffer already (flushed, then killed before the PUBACK went out). Those copies
+/// are duplicates: not buffered a second time, not sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redeliveries_of_buffered_records_after_a_restart_are_not_buffered_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    kafka.stop();
+    let config = without_hub_check(config_with(
+        &dir.path().join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        "",
+        "",
+    ));
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let batch: Vec<(String, String)> = (1..=10).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &batch).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 30);
+    assert_eq!(agent.metric("hubgate_buffer_records"), 30);
+
+    agent.kill();
+    agent.start_again();
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    // To hubgate a redelivery is the same message again: FCnt 9 and 10 once more.
+    let again: Vec<(String, String)> = (9..=10).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &again).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 6);
+    let dups = agent.metric("hubgate_duplicates_total");
+    let buffered = agent.metric("hubgate_buffer_records");
+
+    kafka.start_again();
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    let acked: Vec<(usize, u32)> = (1..=10).flat_map(|f| (0..3).map(move |d| (d, f))).collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(v.line("redelivery_after_restart", 1));
+    v.assert_ok(&line);
+    assert_eq!(
+        (dups, buffered),
+        (6, 30),
+        "{line}\n(duplicates counted, records buffered) after the redelivery"
+    );
+    assert_eq!(v.duplicates, 0, "{line}\nredeliveries reached Kafka");
 }
 
 // ---------------------------------------------------------------------------

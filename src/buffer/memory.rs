@@ -58,6 +58,16 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        Ok(self
+            .map
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+
     fn flush(&mut self) -> Result<u64, BufferError> {
         Ok(0)
     }

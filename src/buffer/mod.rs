@@ -13,12 +13,15 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::{BufferConfig, WhenFull};
 use crate::metrics::Metrics;
 use crate::record::Record;
 
 const FORMAT_VERSION: u8 = 1;
+/// Deletions not synced yet are synced once they are this old (see [`Buffer::remove`]).
+const DELETIONS_SYNCED_WITHIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -33,6 +36,8 @@ pub trait Store: Send {
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError>;
     /// Up to `limit` entries with a sequence number above `after`, in order.
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
+    /// The `limit` entries with the highest sequence numbers, newest first.
+    fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
     /// Make every change so far survive a power cut; returns the number of file syncs
     /// (`fsync`/`fdatasync`) that took.
     fn flush(&mut self) -> Result<u64, BufferError>;
@@ -127,6 +132,10 @@ pub struct Buffer {
     metrics: Arc<Metrics>,
     /// Less than `min_free` left at the last look (one statvfs per spilled record).
     disk_low: bool,
+    /// Records removed since the last flush, and how many may wait for one.
+    unsynced_removals: usize,
+    removals_per_sync: usize,
+    last_flush: Instant,
 }
 
 impl Buffer {
@@ -138,6 +147,9 @@ impl Buffer {
             when_full: cfg.when_full,
             metrics,
             disk_low: false,
+            unsynced_removals: 0,
+            removals_per_sync: (cfg.max_in_flight / 2).max(1),
+            last_flush: Instant::now(),
         };
         b.update_gauges();
         b
@@ -234,13 +246,40 @@ impl Buffer {
         }
     }
 
+    /// Remove a delivered record. Deletions are synced after every `max_in_flight / 2` of
+    /// them (and by [`Buffer::sync_deletions_if_due`]): a crash or power cut brings back at
+    /// most that many delivered records, which are then sent again.
     pub fn remove(&mut self, seq: u64) -> Result<(), BufferError> {
         self.store.remove(seq)?;
         self.removed()
     }
 
-    /// After records left: gauges, and the space back once the buffer has drained.
+    /// Sync deletions that have waited [`DELETIONS_SYNCED_WITHIN`] at `now` (call it now and
+    /// then).
+    pub fn sync_deletions_if_due(&mut self, now: Instant) {
+        if self.unsynced_removals > 0
+            && now.saturating_duration_since(self.last_flush) >= DELETIONS_SYNCED_WITHIN
+        {
+            self.sync_deletions();
+        }
+    }
+
+    fn sync_deletions(&mut self) {
+        // Only duplicates depend on it: a failure is reported, not fatal.
+        if let Err(e) = self.flush() {
+            self.metrics.problem("buffer_write_error", || {
+                format!("cannot sync deletions from the buffer: {e}")
+            });
+        }
+    }
+
+    /// After records left: gauges, deletions synced now and then, and the space back once
+    /// the buffer has drained.
     fn removed(&mut self) -> Result<(), BufferError> {
+        self.unsynced_removals += 1;
+        if self.unsynced_removals >= self.removals_per_sync {
+            self.sync_deletions();
+        }
         self.update_gauges();
         if self.is_empty() {
             // Giving space back is housekeeping: a failure must not stop the agent.
@@ -280,7 +319,22 @@ impl Buffer {
     pub fn flush(&mut self) -> Result<(), BufferError> {
         let syncs = self.store.flush()?;
         self.metrics.buffer_syncs.add(syncs);
+        self.unsynced_removals = 0;
+        self.last_flush = Instant::now();
         Ok(())
+    }
+
+    /// Ids of the newest `limit` records, oldest first (damaged ones left out): after a
+    /// restart, a source's redelivery of one of them is a duplicate, not a new record.
+    pub fn recent_ids(&self, limit: usize) -> Result<Vec<String>, BufferError> {
+        let mut ids: Vec<String> = self
+            .store
+            .scan_back(limit)?
+            .into_iter()
+            .filter_map(|(_, bytes)| decode(&bytes).ok().map(|r| r.id))
+            .collect();
+        ids.reverse();
+        Ok(ids)
     }
 
     pub fn dead_letter(&mut self, seq: u64, rec: &Record) -> Result<(), BufferError> {
@@ -392,6 +446,61 @@ mod tests {
         let (mut b, m) = buffer_on(MemoryStore::with_disk_free(10), 1 << 20, WhenFull::Block);
         assert_eq!(b.push(0, &rec(0)).unwrap(), Pushed::Full);
         assert_eq!(m.dropped_disk_full.get(), 0);
+    }
+
+    fn sled_buffer(dir: &std::path::Path, max_in_flight: usize) -> (Buffer, Arc<Metrics>) {
+        let m = Metrics::new();
+        let cfg = BufferConfig {
+            path: dir.to_path_buf(),
+            min_free: 0,
+            max_in_flight,
+            ..BufferConfig::default()
+        };
+        let store = SledStore::open(dir).unwrap();
+        (Buffer::new(Box::new(store), &cfg, m.clone()), m)
+    }
+
+    /// Delivered records leave the buffer durably every `max_in_flight / 2` deletions and
+    /// within a second: a crash sends at most that many again.
+    #[test]
+    fn deletions_are_synced_every_half_window_and_within_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, m) = sled_buffer(dir.path(), 6);
+        for i in 0..10 {
+            b.push(i, &rec(i as u32)).unwrap();
+        }
+        b.flush().unwrap();
+        let synced = m.buffer_syncs.get();
+        b.remove(0).unwrap();
+        b.remove(1).unwrap();
+        assert_eq!(m.buffer_syncs.get(), synced, "two deletions wait");
+        b.remove(2).unwrap();
+        assert_eq!(
+            m.buffer_syncs.get(),
+            synced + 1,
+            "the third is synced with them"
+        );
+        b.remove(3).unwrap();
+        b.sync_deletions_if_due(Instant::now());
+        assert_eq!(m.buffer_syncs.get(), synced + 1, "not a second old yet");
+        b.sync_deletions_if_due(Instant::now() + DELETIONS_SYNCED_WITHIN);
+        assert_eq!(m.buffer_syncs.get(), synced + 2, "a second old: synced");
+        b.sync_deletions_if_due(Instant::now() + 2 * DELETIONS_SYNCED_WITHIN);
+        assert_eq!(m.buffer_syncs.get(), synced + 2, "nothing left to sync");
+    }
+
+    #[test]
+    fn recent_ids_are_the_newest_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut on_disk, _) = sled_buffer(dir.path(), 10);
+        let (mut in_memory, _) = buffer(1 << 20, WhenFull::DropOldest);
+        for b in [&mut on_disk, &mut in_memory] {
+            for i in 0..5 {
+                b.push(i, &rec(i as u32)).unwrap();
+            }
+            assert_eq!(b.recent_ids(3).unwrap(), ["id-2", "id-3", "id-4"]);
+            assert_eq!(b.recent_ids(10).unwrap().len(), 5);
+        }
     }
 
     fn dir_bytes(dir: &std::path::Path) -> u64 {

@@ -392,6 +392,17 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self.records.iter().rev().take(limit) {
+            let (k, v) = item.map_err(err)?;
+            if let Some(seq) = seq_of(&k) {
+                out.push((seq, v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
     fn flush(&mut self) -> Result<u64, BufferError> {
         if let Some(why) = &self.broken {
             return Err(BufferError::Storage(format!(

@@ -51,6 +51,12 @@ impl Dedup {
         Seen::New
     }
 
+    /// Remember `id` as durable already (a record found in the buffer at start).
+    pub fn seed(&mut self, id: &str) {
+        self.check(id, 0);
+        self.durable(id);
+    }
+
     pub fn durable(&mut self, id: &str) {
         if let Some(v) = self.state.get_mut(id) {
             *v = None;
@@ -72,5 +78,15 @@ mod tests {
         assert_eq!(d.check("b", 4), Seen::New);
         assert_eq!(d.check("c", 5), Seen::New);
         assert_eq!(d.check("a", 6), Seen::New, "a fell out of the window");
+    }
+
+    #[test]
+    fn seeded_ids_are_durable_duplicates() {
+        let mut d = Dedup::new(2);
+        d.seed("a");
+        d.seed("b");
+        assert_eq!(d.check("b", 7), Seen::Durable);
+        assert_eq!(d.check("a", 8), Seen::Durable);
+        assert_eq!(Dedup::new(0).check("a", 1), Seen::New);
     }
 }

@@ -70,13 +70,20 @@ impl Forwarder {
         metrics: Arc<Metrics>,
     ) -> Self {
         let next_seq = buffer.last_seq().map_or(0, |s| s + 1);
+        // A source redelivers what it got no acknowledgement for before a crash; what of
+        // that is already in the buffer must not go in twice.
+        let mut dedup = Dedup::new(dedup_window);
+        match buffer.recent_ids(dedup_window) {
+            Ok(ids) => ids.iter().for_each(|id| dedup.seed(id)),
+            Err(e) => log::warn!("buffer: cannot read the ids of buffered records: {e}"),
+        }
         Forwarder {
             decoder,
             buffer,
             sink,
             health: SinkHealth::new(metrics.clone()),
             metrics,
-            dedup: Dedup::new(dedup_window),
+            dedup,
             max_in_flight: cfg.max_in_flight.max(1),
             spill_after: cfg.spill_after,
             max_age_ms: cfg.max_age.as_millis() as u64,
@@ -534,6 +541,8 @@ impl Forwarder {
                 return Ok(());
             }
             self.dirty = false;
+        } else {
+            self.buffer.sync_deletions_if_due(Instant::now());
         }
         for ack in self.pending_acks.drain(..) {
             ack.send();
