@@ -247,8 +247,9 @@ impl Buffer {
     }
 
     /// Remove a delivered record. Deletions are synced after every `max_in_flight / 2` of
-    /// them (and by [`Buffer::sync_deletions_if_due`]): a crash or power cut brings back at
-    /// most that many delivered records, which are then sent again.
+    /// them, when the buffer has drained, and by [`Buffer::sync_deletions_if_due`]: a crash
+    /// or power cut brings back at most that many delivered records, which are then sent
+    /// again.
     pub fn remove(&mut self, seq: u64) -> Result<(), BufferError> {
         self.store.remove(seq)?;
         self.removed()
@@ -277,7 +278,7 @@ impl Buffer {
     /// the buffer has drained.
     fn removed(&mut self) -> Result<(), BufferError> {
         self.unsynced_removals += 1;
-        if self.unsynced_removals >= self.removals_per_sync {
+        if self.unsynced_removals >= self.removals_per_sync || self.is_empty() {
             self.sync_deletions();
         }
         self.update_gauges();
@@ -487,6 +488,12 @@ mod tests {
         assert_eq!(m.buffer_syncs.get(), synced + 2, "a second old: synced");
         b.sync_deletions_if_due(Instant::now() + 2 * DELETIONS_SYNCED_WITHIN);
         assert_eq!(m.buffer_syncs.get(), synced + 2, "nothing left to sync");
+        for seq in 4..9 {
+            b.remove(seq).unwrap();
+        }
+        assert_eq!(m.buffer_syncs.get(), synced + 3, "three more synced");
+        b.remove(9).unwrap();
+        assert_eq!(m.buffer_syncs.get(), synced + 4, "drained: synced at once");
     }
 
     #[test]
