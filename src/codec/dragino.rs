@@ -1,50 +1,47 @@
-//! Dragino LHT65 / LHT65N temperature & humidity sensor (docs/codecs.md, "Dragino LHT65 / LHT65N").
-//!
-//! fPort 2, 11 bytes, big-endian. The 4 external-sensor bytes may be omitted when the
-//! external type carries no value (LHT65N manual), so 7-byte frames are accepted then.
-//!
-//! * Bytes 0-1: battery status (bits 15..14) and battery mV (bits 13..0), except ext type 9.
-//! * Bytes 2-3: internal temperature s16 × 0.01 °C (0x7FFF = no reading, as for the probe).
-//! * Bytes 4-5: humidity, low 12 bits × 0.1 %RH.
-//! * Byte 6: bits 3..0 external type, bit 7 external sensor not connected (then no external
-//!   value is emitted, whatever the type).
-//! * Ext type 9 (DS18B20 + timestamp): bytes 0-1 are the probe temperature, the battery
-//!   status moves to byte 4 bits 7..6, bytes 7-10 are the unix time of the measurement:
-//!   every reading carries that `time`, and no voltage is reported.
-//! * Ext type 15 (probe ID report) is not telemetry (`Invalid`); an undocumented ext type
-//!   is `UnknownType` at offset 6 (it may change the meaning of the other bytes, as 9 does).
-//!
-//! Both ids decode the same layout; they differ only in name.
+//! Dragino devices (docs/codecs.md, "Dragino LHT65 / LHT65N" and "Dragino LDS02"). Each model
+//! has a layout of its own on a port of its own, all big-endian: the LHT65 / LHT65N
+//! temperature & humidity sensor and the LDS02 door sensor.
 use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 models! {
+    /// LHT65 temperature & humidity sensor (external probe optional).
     Lht65 => "dragino-lht65",
+    /// LHT65N, the same layout.
     Lht65n => "dragino-lht65n",
+    /// LDS02 magnetic door sensor.
+    Lds02 => "dragino-lds02",
 }
 
+/// fPort of LHT65 / LHT65N data.
 const PORT: u8 = 2;
+/// fPort of LDS02 data.
+const LDS02_PORT: u8 = 10;
 
 impl Model {
     pub fn rec_type(self) -> &'static str {
         match self {
             Model::Lht65 | Model::Lht65n => rec_type::ENVIRONMENT,
+            Model::Lds02 => rec_type::OPENCLOSE,
         }
     }
 
     pub fn example(self) -> Example {
-        let hex = match self {
-            Model::Lht65 => "cba009c401f4017fff7fff",
-            Model::Lht65n => "8b2cff3803200000000000",
+        let (fport, hex) = match self {
+            Model::Lht65 => (PORT, "cba009c401f4017fff7fff"),
+            Model::Lht65n => (PORT, "8b2cff3803200000000000"),
+            Model::Lds02 => (LDS02_PORT, "8bb80100001100000300"),
         };
-        Example { fport: PORT, hex }
+        Example { fport, hex }
     }
 
     pub fn decode(self, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
         match self {
-            Model::Lht65 | Model::Lht65n => decode(self.id(), fport, p),
+            Model::Lht65 | Model::Lht65n => lht65(self.id(), fport, p),
+            Model::Lds02 => lds02(fport, p),
         }
     }
 }
+
 /// Temperature raw value meaning "no reading" (probe absent or failed).
 const NO_READING: i16 = 0x7FFF;
 
@@ -53,7 +50,24 @@ fn temperature(raw: u16) -> Option<f64> {
     (t != NO_READING).then(|| f64::from(t) / 100.0)
 }
 
-pub fn decode(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+/// LHT65 / LHT65N (docs/codecs.md, "Dragino LHT65 / LHT65N").
+///
+/// fPort 2, 11 bytes. The 4 external-sensor bytes may be omitted when the
+/// external type carries no value (LHT65N manual), so 7-byte frames are accepted then.
+///
+/// * Bytes 0-1: battery status (bits 15..14) and battery mV (bits 13..0), except ext type 9.
+/// * Bytes 2-3: internal temperature s16 × 0.01 °C (0x7FFF = no reading, as for the probe).
+/// * Bytes 4-5: humidity, low 12 bits × 0.1 %RH.
+/// * Byte 6: bits 3..0 external type, bit 7 external sensor not connected (then no external
+///   value is emitted, whatever the type).
+/// * Ext type 9 (DS18B20 + timestamp): bytes 0-1 are the probe temperature, the battery
+///   status moves to byte 4 bits 7..6, bytes 7-10 are the unix time of the measurement:
+///   every reading carries that `time`, and no voltage is reported.
+/// * Ext type 15 (probe ID report) is not telemetry (`Invalid`); an undocumented ext type
+///   is `UnknownType` at offset 6 (it may change the meaning of the other bytes, as 9 does).
+///
+/// Both ids decode the same layout; they differ only in name.
+fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     if let Some(port) = fport {
         if port != PORT {
             return Err(CodecError::WrongPort { codec, fport: port });
@@ -158,6 +172,50 @@ pub fn decode(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decode
     Ok(d)
 }
 
+/// LDS02 (docs/codecs.md, "Dragino LDS02"): fPort 10, 10 bytes.
+///
+/// * Bytes 0-1: bit 15 door open, bits 13..0 battery mV (bit 14 is the water-leak state of
+///   the LWL02, which shares the firmware; not an LDS02 value).
+/// * Byte 2: mode, 1 on the LDS02 (the LWL02 sends 2 and 3, which mean other bytes):
+///   anything else is `UnknownType` at offset 2.
+/// * Bytes 3-5: u24 door openings since reset; bytes 6-8: u24 duration of the last opening
+///   in minutes (reported in seconds); byte 9 bit 0: the open-too-long alarm.
+fn lds02(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+    let codec = Model::Lds02.id();
+    if let Some(port) = fport {
+        if port != LDS02_PORT {
+            return Err(CodecError::WrongPort { codec, fport: port });
+        }
+    }
+    let b = Bytes::new(codec, p);
+    b.need(10)?;
+    let mode = b.u8(2)?;
+    if mode != 1 {
+        return Err(CodecError::UnknownType {
+            codec,
+            offset: 2,
+            byte: mode,
+        });
+    }
+    let status = b.u16be(0)?;
+    let minutes = b.uint_be(6, 3)?;
+    Ok(Decoded {
+        rec_type: rec_type::OPENCLOSE,
+        readings: vec![
+            Reading::flag("open", status & 0x8000 != 0),
+            Reading::int("events_since_reset", b.uint_be(3, 3)? as i64, None),
+            // u24 minutes × 60 fits easily in i64.
+            Reading::int("last_open_duration", (minutes * 60) as i64, Some("s")),
+            Reading::flag("alarm", b.u8(9)? & 0x01 != 0),
+        ],
+        health: vec![Reading::num(
+            "voltage",
+            f64::from(status & 0x3FFF) / 1000.0,
+            "V",
+        )],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +233,7 @@ mod tests {
     // docs/codecs.md example 1: probe type 1 but 0x7FFF → no ext temperature.
     #[test]
     fn worked_example_1() {
-        let d = decode(C, Some(2), &hex("CB A0 09 C4 01 F4 01 7F FF 7F FF")).unwrap();
+        let d = lht65(C, Some(2), &hex("CB A0 09 C4 01 F4 01 7F FF 7F FF")).unwrap();
         assert_eq!(d.rec_type, rec_type::ENVIRONMENT);
         assert_eq!(
             d.readings,
@@ -193,7 +251,7 @@ mod tests {
     // docs/codecs.md example 2: negative temperature, no external sensor.
     #[test]
     fn worked_example_2() {
-        let d = decode(C, None, &hex("8B 2C FF 38 03 20 00 00 00 00 00")).unwrap();
+        let d = lht65(C, None, &hex("8B 2C FF 38 03 20 00 00 00 00 00")).unwrap();
         assert_eq!(
             d.readings,
             vec![n("temperature", -2.0, "°C"), n("humidity", 80.0, "%RH")]
@@ -206,14 +264,14 @@ mod tests {
             ]
         );
         // The 7-byte form of the same frame.
-        let short = decode(C, None, &hex("8B 2C FF 38 03 20 00")).unwrap();
+        let short = lht65(C, None, &hex("8B 2C FF 38 03 20 00")).unwrap();
         assert_eq!(short, d);
     }
 
     #[test]
     fn probe_temperature_and_humidity_mask() {
         // Probe −10.00 °C; humidity high bits are not part of the value.
-        let d = decode(C, Some(2), &hex("0B B8 80 00 F3 E8 01 FC 18 7F FF")).unwrap();
+        let d = lht65(C, Some(2), &hex("0B B8 80 00 F3 E8 01 FC 18 7F FF")).unwrap();
         assert_eq!(
             d.readings,
             vec![
@@ -223,16 +281,16 @@ mod tests {
             ]
         );
         // Not connected (bit 7): no external value even though bytes are there.
-        let d = decode(C, Some(2), &hex("0B B8 09 C4 01 F4 81 FC 18 7F FF")).unwrap();
+        let d = lht65(C, Some(2), &hex("0B B8 09 C4 01 F4 81 FC 18 7F FF")).unwrap();
         assert_eq!(d.readings.len(), 2);
         // Internal 0x7FFF: no temperature.
-        let d = decode(C, Some(2), &hex("0B B8 7F FF 01 F4 00")).unwrap();
+        let d = lht65(C, Some(2), &hex("0B B8 7F FF 01 F4 00")).unwrap();
         assert_eq!(d.readings, vec![n("humidity", 50.0, "%RH")]);
     }
 
     #[test]
     fn other_ext_types() {
-        let ext = |s: &str| decode(C, None, &hex(s)).unwrap().readings[2..].to_vec();
+        let ext = |s: &str| lht65(C, None, &hex(s)).unwrap().readings[2..].to_vec();
         assert_eq!(
             ext("0B B8 09 C4 01 F4 04 01 01 00 00"),
             vec![
@@ -262,7 +320,7 @@ mod tests {
     fn ext_type_9_datalog_with_timestamp() {
         // Probe 0xFC18 = −10.00 °C in bytes 0-1; battery status 2 in byte 4 bits 7..6;
         // humidity 0x1F4 = 50.0 %; time 0x6553F100 = 1 700 000 000.
-        let d = decode(C, Some(2), &hex("FC 18 09 C4 81 F4 09 65 53 F1 00")).unwrap();
+        let d = lht65(C, Some(2), &hex("FC 18 09 C4 81 F4 09 65 53 F1 00")).unwrap();
         let t = 1_700_000_000;
         assert_eq!(
             d.readings,
@@ -274,7 +332,7 @@ mod tests {
         );
         assert_eq!(d.health, vec![Reading::int("battery_status", 2, None)]);
         assert!(matches!(
-            decode(C, Some(2), &hex("FC 18 09 C4 81 F4 09")).unwrap_err(),
+            lht65(C, Some(2), &hex("FC 18 09 C4 81 F4 09")).unwrap_err(),
             CodecError::Truncated { need: 11, .. }
         ));
     }
@@ -282,11 +340,11 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(
-            decode(C, Some(3), &hex("CB A0 09 C4 01 F4 00")).unwrap_err(),
+            lht65(C, Some(3), &hex("CB A0 09 C4 01 F4 00")).unwrap_err(),
             CodecError::WrongPort { codec: C, fport: 3 }
         );
         assert_eq!(
-            decode(C, None, &hex("CB A0 09 C4 01 F4")).unwrap_err(),
+            lht65(C, None, &hex("CB A0 09 C4 01 F4")).unwrap_err(),
             CodecError::Truncated {
                 codec: C,
                 need: 7,
@@ -294,10 +352,10 @@ mod tests {
             }
         );
         // Probe announced but its bytes missing.
-        assert!(decode(C, None, &hex("CB A0 09 C4 01 F4 01")).is_err());
-        assert!(decode(C, None, &hex("CB A0 09 C4 01 F4 08 00 00 00")).is_err());
+        assert!(lht65(C, None, &hex("CB A0 09 C4 01 F4 01")).is_err());
+        assert!(lht65(C, None, &hex("CB A0 09 C4 01 F4 08 00 00 00")).is_err());
         assert_eq!(
-            decode(C, None, &hex("CB A0 09 C4 01 F4 02 00 00 00 00")).unwrap_err(),
+            lht65(C, None, &hex("CB A0 09 C4 01 F4 02 00 00 00 00")).unwrap_err(),
             CodecError::UnknownType {
                 codec: C,
                 offset: 6,
@@ -305,8 +363,77 @@ mod tests {
             }
         );
         assert!(matches!(
-            decode(C, None, &hex("CB A0 09 C4 01 F4 0F 28 FF 00 00")).unwrap_err(),
+            lht65(C, None, &hex("CB A0 09 C4 01 F4 0F 28 FF 00 00")).unwrap_err(),
             CodecError::Invalid { offset: 6, .. }
         ));
+    }
+
+    // docs/codecs.md, "Dragino LDS02", example 1: open, 3.000 V, 17 openings, last 3 min.
+    #[test]
+    fn lds02_worked_example() {
+        let d = lds02(Some(10), &hex("8B B8 01 000011 000003 00")).unwrap();
+        assert_eq!(d.rec_type, rec_type::OPENCLOSE);
+        assert_eq!(
+            d.readings,
+            vec![
+                Reading::flag("open", true),
+                Reading::int("events_since_reset", 17, None),
+                Reading::int("last_open_duration", 180, Some("s")),
+                Reading::flag("alarm", false),
+            ]
+        );
+        assert_eq!(d.health, vec![n("voltage", 3.0, "V")]);
+        assert_eq!(
+            Model::Lds02.decode(None, &hex("8B B8 01 000011 000003 00")),
+            Ok(d)
+        );
+    }
+
+    // Example 2: closed, alarm, maxima not sign-extended; bit 14 (LWL02 leak) ignored.
+    #[test]
+    fn lds02_closed_alarm_and_maxima() {
+        let d = lds02(None, &hex("7F FF 01 FFFFFF FFFFFF 01 AA")).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![
+                Reading::flag("open", false),
+                Reading::int("events_since_reset", 16_777_215, None),
+                Reading::int("last_open_duration", 16_777_215 * 60, Some("s")),
+                Reading::flag("alarm", true),
+            ]
+        );
+        assert_eq!(d.health, vec![n("voltage", 16.383, "V")]);
+        // Only bit 0 of byte 9 is the alarm.
+        let d = lds02(None, &hex("0B B8 01 000000 000000 FE")).unwrap();
+        assert_eq!(d.readings[3], Reading::flag("alarm", false));
+    }
+
+    #[test]
+    fn lds02_errors() {
+        let lds = Model::Lds02.id();
+        assert_eq!(
+            lds02(Some(2), &hex("8B B8 01 000011 000003 00")).unwrap_err(),
+            CodecError::WrongPort {
+                codec: lds,
+                fport: 2
+            }
+        );
+        assert_eq!(
+            lds02(Some(10), &hex("8B B8 01 000011 000003")).unwrap_err(),
+            CodecError::Truncated {
+                codec: lds,
+                need: 10,
+                got: 9
+            }
+        );
+        // Modes 2 and 3 are the LWL02 water-leak sensor's frames.
+        assert_eq!(
+            lds02(Some(10), &hex("4B B8 02 000011 000003 00")).unwrap_err(),
+            CodecError::UnknownType {
+                codec: lds,
+                offset: 2,
+                byte: 2
+            }
+        );
     }
 }
