@@ -201,6 +201,30 @@ mod tests {
         assert_eq!(m.problems("gwmp_unknown_gateway"), 2);
     }
 
+    /// The largest datagram UDP can carry is read and judged whole: acknowledged, its
+    /// broken JSON counted, nothing kept.
+    #[tokio::test]
+    async fn the_largest_datagram_is_taken_whole() {
+        let m = Metrics::new();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut d = push(GW);
+        d.resize(65_507, b'['); // the most an IPv4 datagram holds
+        sender.send_to(&d, socket.local_addr().unwrap()).unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let (n, peer) = socket.recv_from(&mut buf).await.unwrap();
+        assert_eq!(n, d.len());
+        let got = handle(
+            &buf[..n],
+            peer,
+            &cfg(Vec::new()),
+            &m,
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!((got.ack, got.inputs.len()), (Some([2, 0, 7, 1]), 0));
+        assert_eq!(m.problems("gwmp_bad_json"), 1);
+    }
+
     #[test]
     fn the_list_is_read_from_the_config_and_its_absence_warned_about_off_loopback() {
         use crate::config::{Config, SourceConfig};
