@@ -85,8 +85,9 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, GwmpError> {
 
 #[derive(Deserialize)]
 struct Push {
+    /// Taken apart one by one: an entry of the wrong shape does not spoil the others.
     #[serde(default)]
-    rxpk: Vec<Rxpk>,
+    rxpk: Vec<serde_json::Value>,
     stat: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -118,6 +119,8 @@ pub struct PushContent {
     pub bad_crc: usize,
     /// Frames whose `time` was not a time a record can carry: kept, with the receive time.
     pub bad_time: usize,
+    /// Entries that are no `rxpk` object (a field of the wrong type or range): skipped.
+    pub bad_rxpk: usize,
     /// The gateway's `stat` object, when present.
     pub stat: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -135,6 +138,10 @@ pub fn parse_push(
         ..PushContent::default()
     };
     for p in push.rxpk {
+        let Ok(p) = Rxpk::deserialize(p) else {
+            out.bad_rxpk += 1;
+            continue;
+        };
         let phy = base64::engine::general_purpose::STANDARD.decode(p.data.as_bytes());
         let (Ok(phy), 1) = (phy, p.stat) else {
             out.bad_crc += 1;
@@ -251,6 +258,17 @@ mod tests {
             .as_millis();
         assert_eq!(ms, 1_714_557_600_123);
         assert_eq!(c.stat.unwrap()["rxok"], 1);
+    }
+
+    /// An entry of the wrong shape (RSSI past i32, data not a string) is counted and
+    /// skipped; the good one beside it is kept (the whole datagram used to be refused).
+    #[test]
+    fn a_broken_rxpk_entry_does_not_spoil_the_others() {
+        let json = r#"{"rxpk":[{"stat":1,"rssi":99999999999,"data":"QNobASY="},{"stat":1,"data":7},
+            {"stat":1,"rssi":-61,"data":"QNobASY="}]}"#;
+        let c = parse_push(json.as_bytes(), &[0; 8], SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!((c.frames.len(), c.bad_rxpk), (1, 2));
+        assert_eq!(c.frames[0].radio.rssi, Some(-61));
     }
 
     /// A bandwidth past u32 in Hz is no bandwidth (it used to wrap, or panic in debug builds).

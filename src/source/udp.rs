@@ -143,6 +143,14 @@ fn push_inputs(
             )
         });
     }
+    for _ in 0..content.bad_rxpk {
+        metrics.problem("gwmp_bad_rxpk", || {
+            format!(
+                "udp: gateway {}: skipped an rxpk entry of the wrong shape",
+                hex::encode(gateway)
+            )
+        });
+    }
     for _ in 0..content.bad_time {
         metrics.problem("bad_time", || {
             format!(
