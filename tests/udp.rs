@@ -216,3 +216,40 @@ fn a_taken_port_stops_the_start_with_a_clear_error() {
     );
     assert!(!dir.path().join("buffer").exists(), "nothing started");
 }
+
+/// With `gateways = [...]`, datagrams of other gateways are neither answered nor used
+/// (counted); the listed gateway is served as before.
+#[test]
+fn only_listed_gateways_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let config = format!(
+        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\ngateway_status = true\ngateways = [\"B827EBFFFE000001\"]\n[sink]\ntype = \"stdout\"\n",
+        dir.path().join("buffer").display()
+    );
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_log("packet forwarder source on", 1, WAIT);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.connect(("127.0.0.1", port)).unwrap();
+    let stat = r#"{"stat":{"rxnb":1}}"#;
+    let mut stranger = datagram(0x0bad, 0x00, stat);
+    stranger[4..12].copy_from_slice(&[9; 8]);
+    sock.send(&stranger).unwrap();
+    // The next answer is the listed gateway's: the stranger got none.
+    assert_eq!(
+        exchange(&sock, &datagram(0x0001, 0x00, stat)),
+        [2, 0x00, 0x01, 0x01]
+    );
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"gwmp_unknown_gateway\"}"),
+        1
+    );
+    let records = printed(&agent, dir.path());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0]["obj"]["data"]["device_health"]["id"],
+        "b827ebfffe000001"
+    );
+}
