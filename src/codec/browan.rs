@@ -5,7 +5,7 @@
 //! shorter than the model's length is `Truncated`, trailing bytes beyond it are ignored
 //! (the reference decoders do not reject them either).
 use super::bytes::sign_extend;
-use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
+use super::{check_port, rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 /// Humidity byte value (bits 6..0) the sensor reports on a measurement error.
 const HUMIDITY_ERROR: u8 = 127;
@@ -130,14 +130,7 @@ enum Bit3 {
 /// The model bit is checked before the length so that a frame of the sibling model on
 /// fPort 103 is reported as the wrong model rather than as a short frame.
 fn header(m: Model, fport: Option<u8>, b: &Bytes, bit3: Bit3) -> Result<Header, CodecError> {
-    if let Some(port) = fport {
-        if port != m.spec().port {
-            return Err(CodecError::WrongPort {
-                codec: m.id(),
-                fport: port,
-            });
-        }
-    }
+    check_port(m.id(), fport, m.spec().port)?;
     let status = b.u8(0)?;
     match bit3 {
         Bit3::Any => {}
@@ -394,10 +387,7 @@ pub fn tbol100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
+    use crate::codec::hex;
 
     use crate::codec::Value;
 

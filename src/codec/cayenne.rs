@@ -193,10 +193,7 @@ pub fn decode(p: &[u8]) -> Result<Decoded, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
+    use crate::codec::hex;
 
     fn num(field: &'static str, v: f64, unit: &'static str, ch: u8) -> Reading {
         reading(field, Value::Num(v), Some(unit), ch)

@@ -1,7 +1,7 @@
 //! Dragino devices (docs/codecs.md, "Dragino LHT65 / LHT65N" and "Dragino LDS02"). Each model
 //! has a layout of its own on a port of its own, all big-endian: the LHT65 / LHT65N
 //! temperature & humidity sensor and the LDS02 door sensor.
-use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
+use super::{check_port, rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 models! {
     /// LHT65 temperature & humidity sensor (external probe optional).
@@ -68,11 +68,7 @@ fn temperature(raw: u16) -> Option<f64> {
 ///
 /// Both ids decode the same layout; they differ only in name.
 fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    if let Some(port) = fport {
-        if port != PORT {
-            return Err(CodecError::WrongPort { codec, fport: port });
-        }
-    }
+    check_port(codec, fport, PORT)?;
     let b = Bytes::new(codec, p);
     b.need(7)?;
     let ext = b.u8(6)?;
@@ -182,11 +178,7 @@ fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Co
 ///   in minutes (reported in seconds); byte 9 bit 0: the open-too-long alarm.
 fn lds02(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let codec = Model::Lds02.id();
-    if let Some(port) = fport {
-        if port != LDS02_PORT {
-            return Err(CodecError::WrongPort { codec, fport: port });
-        }
-    }
+    check_port(codec, fport, LDS02_PORT)?;
     let b = Bytes::new(codec, p);
     b.need(10)?;
     let mode = b.u8(2)?;
@@ -219,12 +211,9 @@ fn lds02(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::hex;
 
     const C: &str = "dragino-lht65n";
-
-    fn hex(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
 
     fn n(field: &'static str, v: f64, unit: &'static str) -> Reading {
         Reading::num(field, v, unit)

@@ -252,11 +252,8 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::hex;
     use crate::codec::Value;
-
-    fn hex(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
 
     fn n(field: &'static str, v: f64, unit: &'static str) -> Reading {
         Reading::num(field, v, unit)

@@ -241,6 +241,20 @@ pub enum CodecError {
     Empty,
 }
 
+/// `WrongPort` when the transport gave an fPort that is not the format's (`None` passes).
+fn check_port(codec: &'static str, fport: Option<u8>, port: u8) -> Result<(), CodecError> {
+    match fport {
+        Some(fport) if fport != port => Err(CodecError::WrongPort { codec, fport }),
+        _ => Ok(()),
+    }
+}
+
+/// `"01 0A"` → `[1, 10]`, for the vendors' unit tests.
+#[cfg(test)]
+fn hex(s: &str) -> Vec<u8> {
+    hex::decode(s.replace(' ', "")).unwrap()
+}
+
 impl Codec {
     pub fn from_id(id: &str) -> Option<Codec> {
         Codec::ALL.iter().copied().find(|c| c.id() == id)

@@ -10,7 +10,7 @@
 //!   documented, so it is emitted as a raw `contact` state, not as `open`.
 //! * R718WA (leak): byte 4, non-zero = leak.
 //! * Report type 0x00 (startup/version report) is not telemetry: `Invalid`.
-use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
+use super::{check_port, rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 const PORT: u8 = 6;
 const LEN: usize = 11;
@@ -71,11 +71,7 @@ impl Model {
 
 pub fn decode(model: Model, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let codec = model.id();
-    if let Some(port) = fport {
-        if port != PORT {
-            return Err(CodecError::WrongPort { codec, fport: port });
-        }
-    }
+    check_port(codec, fport, PORT)?;
     let b = Bytes::new(codec, p);
     b.need(LEN)?;
     let device_type = b.u8(1)?;
@@ -142,10 +138,7 @@ pub fn decode(model: Model, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Code
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
+    use crate::codec::hex;
 
     // docs/codecs.md worked example.
     #[test]

@@ -16,7 +16,7 @@
 //! fields 3-5, Microshare's published example does not follow wire order and a third-party
 //! parser numbers the middle button 3; until confirmed against Skiply's documentation or a
 //! device, context_id 3-5 mean "wire fields 3-5", not a physical position.
-use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
+use super::{check_port, rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 models! {
     /// Smilio Action, the 5-button terminal.
@@ -48,14 +48,7 @@ impl Model {
 }
 
 pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
-    if let Some(port) = fport {
-        if port != PORT {
-            return Err(CodecError::WrongPort {
-                codec: CODEC,
-                fport: port,
-            });
-        }
-    }
+    check_port(CODEC, fport, PORT)?;
     let b = Bytes::new(CODEC, p);
     let code = b.u8(0)?;
     let need = match code {
@@ -101,10 +94,7 @@ pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
+    use crate::codec::hex;
 
     fn counts(field: &'static str, c: [i64; 5]) -> Vec<Reading> {
         (1..=5u8)
