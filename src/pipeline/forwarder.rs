@@ -321,6 +321,17 @@ impl Forwarder {
             self.blocked.push_back((seq, record, vec![ack]));
             return Ok(());
         }
+        // Older records still only in memory go first: acknowledging this one while one of
+        // them is not durable would let a crash put that one, redelivered, behind it.
+        let older: Vec<u64> = self
+            .in_flight
+            .range(..seq)
+            .filter(|(_, f)| !f.in_buffer)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in older {
+            self.spill_in_flight(s)?;
+        }
         match self.buffer.push(seq, &record) {
             Ok(Pushed::Stored) => {
                 self.dirty = true;
