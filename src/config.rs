@@ -217,7 +217,7 @@ pub enum UplinkFormat {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
-    Mqtt(MqttSourceConfig),
+    Mqtt(Box<MqttSourceConfig>),
     Replay(ReplaySourceConfig),
     Serial(SerialSourceConfig),
     Udp(UdpSourceConfig),
@@ -259,6 +259,16 @@ pub struct MqttSourceConfig {
     pub password: Option<Secret>,
     /// A file (0600, or a systemd credential) holding the password.
     pub password_file: Option<PathBuf>,
+    /// `mqtts://` only: the CA certificates (PEM) the broker's certificate must chain to;
+    /// without it, the system's CA store.
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://` only: a client certificate (PEM) for brokers that ask for one, with
+    /// `client_key_file`, its private key (PEM; a secret: 0600 or a systemd credential).
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// What those files hold, read when the config is loaded.
+    #[serde(skip)]
+    pub tls: MqttTls,
     #[serde(default = "default_keep_alive", deserialize_with = "de_duration")]
     pub keep_alive: Duration,
     /// Longest wait between reconnect attempts.
@@ -272,6 +282,76 @@ pub struct MqttSourceConfig {
 
 fn default_max_message() -> u64 {
     256 * 1024
+}
+
+/// The TLS files of an `mqtts://` source, read.
+#[derive(Clone, Default)]
+pub struct MqttTls {
+    pub ca: Option<Vec<u8>>,
+    /// Certificate and private key.
+    pub client: Option<(Vec<u8>, Secret)>,
+}
+
+impl fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("ca", &self.ca.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl MqttSourceConfig {
+    /// Read the TLS files (only `mqtts://` takes them) and check that they make a working
+    /// TLS setup; on error (key, reason).
+    fn load_tls(
+        &mut self,
+        tls: bool,
+        secret_files: &mut Vec<(PathBuf, &'static str)>,
+    ) -> Result<(), (&'static str, String)> {
+        let files = [
+            ("ca_file", &self.ca_file),
+            ("client_cert_file", &self.client_cert_file),
+            ("client_key_file", &self.client_key_file),
+        ];
+        if !tls {
+            if let Some((key, _)) = files.iter().find(|(_, f)| f.is_some()) {
+                return Err((key, "only for mqtts:// urls".into()));
+            }
+            return Ok(());
+        }
+        let read = |key: &'static str, path: &Path| {
+            crate::files::read_capped(path, crate::files::CA_CAP)
+                .map(String::into_bytes)
+                .map_err(|e| (key, format!("{}: {e}", path.display())))
+        };
+        if let Some(ca) = &self.ca_file {
+            self.tls.ca = Some(read("ca_file", ca)?);
+        }
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let pem = read("client_cert_file", cert)?;
+                let secret = read_secret_file(key).map_err(|e| ("client_key_file", e))?;
+                secret_files.push((key.clone(), "a private key"));
+                self.tls.client = Some((pem, secret));
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err((
+                    "client_key_file",
+                    "missing: the client certificate's key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "client_cert_file",
+                    "missing: the client key's certificate".into(),
+                ))
+            }
+        }
+        crate::source::mqtt::tls_connector(&self.tls)?;
+        Ok(())
+    }
 }
 
 fn default_format() -> UplinkFormat {
@@ -864,8 +944,10 @@ impl Config {
         let mut secret_files = Vec::new();
         for (i, source) in self.sources.iter_mut().enumerate() {
             if let SourceConfig::Mqtt(m) = source {
-                crate::source::mqtt::parse_url(&m.url)
+                let url = crate::source::mqtt::parse_url(&m.url)
                     .map_err(|e| (format!("source[{i}].url"), e))?;
+                m.load_tls(url.tls, &mut secret_files)
+                    .map_err(|(key, e)| (format!("source[{i}].{key}"), e))?;
                 let limit = crate::source::mqtt::READ_LIMIT as u64;
                 if !(1..=limit).contains(&m.max_message) {
                     return Err((

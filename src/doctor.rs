@@ -586,7 +586,17 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
             }
         )),
         Ok(Err(ConnectionError::Io(e))) => Outcome::Fail(io_reason(&e)),
-        Ok(Err(e)) => Outcome::Fail(format!("cannot connect: {e}")),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            let hint = if text.contains("certificate required") {
+                " (the broker asks for a client certificate: set client_cert_file and client_key_file)"
+            } else if text.contains("certificate verify failed") {
+                " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)"
+            } else {
+                ""
+            };
+            Outcome::Fail(format!("cannot connect: {text}{hint}"))
+        }
         Err(_) => Outcome::Fail(format!("no CONNACK within {STEP_TIMEOUT:?}")),
     }
 }

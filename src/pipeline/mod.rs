@@ -116,7 +116,7 @@ pub async fn run(
                     .client_id
                     .clone()
                     .unwrap_or_else(|| format!("hubgate-{}", cfg.gateway_id));
-                tokio::spawn(source::mqtt::run(m.clone(), client_id, ctx))
+                tokio::spawn(source::mqtt::run((**m).clone(), client_id, ctx))
             }
             SourceConfig::Udp(u) => {
                 let socket = udp_sockets.pop_front().expect("bound above, in this order");

@@ -10,11 +10,15 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::tokio_native_tls::native_tls;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration,
+    Transport,
+};
 use tokio::sync::mpsc;
 
 use super::{Ack, Context, DeadLetter, Frame, Input};
-use crate::config::MqttSourceConfig;
+use crate::config::{MqttSourceConfig, MqttTls};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
 /// A connection counts as working (resetting the backoff and the log-once flag) only after
@@ -26,8 +30,15 @@ pub const READ_LIMIT: usize = 16 * 1024 * 1024;
 /// Largest packet hubgate sends (subscriptions, acknowledgements).
 const WRITE_LIMIT: usize = 64 * 1024;
 
-/// `mqtt://host[:port]` -> (host, port).
-pub fn parse_url(url: &str) -> Result<(String, u16), String> {
+/// Where a source connects: `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Url {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+pub fn parse_url(url: &str) -> Result<Url, String> {
     // The URL shows in logs, `doctor` and metric labels: no credentials in it, and not
     // quoted back here.
     if url.contains('@') {
@@ -35,10 +46,17 @@ pub fn parse_url(url: &str) -> Result<(String, u16), String> {
             "a user name or password in the MQTT url would show in logs and metrics: give username and password_file instead".into(),
         );
     }
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("bad MQTT url {url:?}: expected mqtt://host[:port]"))?;
+    let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (rest, true, 8883)
+    } else {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| {
+                format!("bad MQTT url {url:?}: expected mqtt://host[:port] or mqtts://host[:port]")
+            })?;
+        (rest, false, 1883)
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (
@@ -46,18 +64,63 @@ pub fn parse_url(url: &str) -> Result<(String, u16), String> {
             p.parse()
                 .map_err(|_| format!("bad port in MQTT url {url:?}"))?,
         ),
-        None => (rest, 1883),
+        None => (rest, default_port),
     };
     if host.is_empty() {
         return Err(format!("bad MQTT url {url:?}: no host"));
     }
-    Ok((host.to_string(), port))
+    Ok(Url {
+        host: host.to_string(),
+        port,
+        tls,
+    })
+}
+
+/// The TLS side of an `mqtts://` source: TLS 1.2 or later, the broker's certificate checked
+/// against `ca_file` alone when given (else the system's CA store) and its name against the
+/// URL's host; the client certificate when given. Through native-tls, which is OpenSSL here.
+/// On error (the key of the file at fault, reason).
+pub fn tls_connector(tls: &MqttTls) -> Result<native_tls::TlsConnector, (&'static str, String)> {
+    use native_tls::{Certificate, Identity, Protocol, TlsConnector};
+    use openssl::pkey::PKey;
+    use openssl::x509::X509;
+    let ca_error = |e: &dyn std::fmt::Display| ("ca_file", e.to_string());
+    let mut b = TlsConnector::builder();
+    b.min_protocol_version(Some(Protocol::Tlsv12));
+    if let Some(ca) = &tls.ca {
+        let certs = X509::stack_from_pem(ca).map_err(|e| ca_error(&e))?;
+        if certs.is_empty() {
+            return Err(ca_error(&"no PEM certificate in it"));
+        }
+        b.disable_built_in_roots(true);
+        for cert in certs {
+            let der = cert.to_der().map_err(|e| ca_error(&e))?;
+            b.add_root_certificate(Certificate::from_der(&der).map_err(|e| ca_error(&e))?);
+        }
+    }
+    if let Some((cert, key)) = &tls.client {
+        // Any PEM key form (PKCS#1, SEC1, PKCS#8); native-tls takes PKCS#8. The reason
+        // never quotes the key.
+        let pkcs8 = PKey::private_key_from_pem(key.expose().as_bytes())
+            .and_then(|k| k.private_key_to_pem_pkcs8())
+            .map_err(|_| ("client_key_file", "not a PEM private key".to_string()))?;
+        let identity =
+            Identity::from_pkcs8(cert, &pkcs8).map_err(|e| ("client_cert_file", e.to_string()))?;
+        b.identity(identity);
+    }
+    b.build().map_err(|e| ("client_cert_file", e.to_string()))
 }
 
 /// The session options of `cfg` (`hubgate doctor` connects with them too).
 pub fn options(cfg: &MqttSourceConfig, client_id: &str) -> Result<MqttOptions, String> {
-    let (host, port) = parse_url(&cfg.url)?;
-    let mut o = MqttOptions::new(client_id, host, port);
+    let url = parse_url(&cfg.url)?;
+    let mut o = MqttOptions::new(client_id, url.host, url.port);
+    if url.tls {
+        let connector = tls_connector(&cfg.tls).map_err(|(key, e)| format!("{key}: {e}"))?;
+        o.set_transport(Transport::tls_with_config(
+            TlsConfiguration::NativeConnector(connector),
+        ));
+    }
     o.set_keep_alive(cfg.keep_alive)
         .set_clean_session(false)
         .set_manual_acks(true)
@@ -297,13 +360,26 @@ mod tests {
 
     #[test]
     fn urls() {
+        let url = |host: &str, port, tls| super::Url {
+            host: host.into(),
+            port,
+            tls,
+        };
         assert_eq!(
             super::parse_url("mqtt://127.0.0.1:18830").unwrap(),
-            ("127.0.0.1".into(), 18830)
+            url("127.0.0.1", 18830, false)
         );
         assert_eq!(
             super::parse_url("mqtt://broker").unwrap(),
-            ("broker".into(), 1883)
+            url("broker", 1883, false)
+        );
+        assert_eq!(
+            super::parse_url("mqtts://broker/").unwrap(),
+            url("broker", 8883, true)
+        );
+        assert_eq!(
+            super::parse_url("mqtts://broker:18883").unwrap(),
+            url("broker", 18883, true)
         );
         assert!(super::parse_url("http://x").is_err());
         assert!(super::parse_url("mqtt://x:port").is_err());

@@ -194,6 +194,65 @@ impl Certs {
     }
 }
 
+impl Certs {
+    /// A client certificate (`CN=name`, clientAuth) signed by this CA, with its key (SEC1
+    /// "EC PRIVATE KEY" PEM, mode 0600), written next to the CA: (certificate, key).
+    pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.ca.parent().expect("the CA's directory");
+        let ext = dir.join("client-ext.cnf");
+        fs::write(
+            &ext,
+            "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = clientAuth\n",
+        )
+        .expect("write client-ext.cnf");
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &key,
+            ],
+        );
+        let subj = format!("/CN={name}");
+        openssl(
+            dir,
+            &["req", "-new", "-key", &key, "-out", &csr, "-subj", &subj],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "3650",
+                "-extfile",
+                "client-ext.cnf",
+            ],
+        );
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.join(&key), fs::Permissions::from_mode(0o600)).expect("chmod");
+        (dir.join(crt), dir.join(key))
+    }
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)

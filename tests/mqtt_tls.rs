@@ -1,0 +1,164 @@
+//! `mqtts://` against mosquitto with a TLS listener that asks for a client certificate:
+//! uplinks published on the broker reach the agent over TLS, and `doctor` fails a source
+//! whose CA or client certificate does not fit.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::agent::{publish_all, uplinks, Agent, WAIT};
+use support::{free_port, Certs, Mosquitto};
+
+/// Mosquitto with TLS 1.2+ (client certificate required) on its port and plain MQTT on
+/// `plain`, for the test's publisher.
+fn broker(dir: &Path, certs: &Certs, plain: u16) -> Mosquitto {
+    Mosquitto::start_with(
+        dir,
+        &format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\ntls_version tlsv1.2\n\
+             listener {plain} 127.0.0.1\nlog_type all\n",
+            certs.ca.display(),
+            certs.cert.display(),
+            certs.key.display()
+        ),
+    )
+}
+
+/// An `mqtts://localhost` source with the `tls` keys, a stdout sink.
+fn config(dir: &Path, port: u16, tls: &str) -> String {
+    format!(
+        "gateway_id = \"test\"\n[buffer]\npath = \"{}\"\n\
+         [[source]]\ntype = \"mqtt\"\nurl = \"mqtts://localhost:{port}\"\nclient_id = \"hubgate-tls\"\n\
+         reconnect_max = \"1s\"\n{tls}\n[sink]\ntype = \"stdout\"\n",
+        dir.join("buffer").display(),
+    )
+}
+
+fn tls_keys(ca: &Path, client: Option<&(PathBuf, PathBuf)>) -> String {
+    let mut keys = format!("ca_file = \"{}\"\n", ca.display());
+    if let Some((cert, key)) = client {
+        keys.push_str(&format!(
+            "client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    keys
+}
+
+/// `hubgate doctor` on `text`: the line of the MQTT step.
+fn doctor_mqtt_line(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["doctor", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "warn"),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout
+        .lines()
+        .find(|l| l[5..].starts_with("mqtt mqtts://localhost:"))
+        .unwrap_or_else(|| panic!("no mqtt step:\n{stdout}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uplinks_arrive_over_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(&dir.path().join("certs"));
+    let client = certs.client("hubgate");
+    let plain = free_port();
+    let mqtt = broker(&dir.path().join("mqtt"), &certs, plain);
+    let text = config(dir.path(), mqtt.port(), &tls_keys(&certs.ca, Some(&client)));
+
+    let ok = doctor_mqtt_line(dir.path(), "ok.toml", &text);
+    assert!(
+        ok.starts_with("OK   ") && ok.ends_with("CONNACK: connection accepted"),
+        "{ok}"
+    );
+
+    let agent = Agent::start_with_stdout(dir.path(), &text);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let messages = uplinks(4);
+    publish_all(plain, &messages).await;
+    let deadline = Instant::now() + WAIT;
+    while agent.stdout_lines().len() < messages.len() {
+        assert!(Instant::now() < deadline, "{}", agent.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(agent.stdout_lines().len(), messages.len());
+    assert_eq!(
+        agent.metric("hubgate_received_total{source=\"mqtt\"}"),
+        messages.len() as u64
+    );
+    drop(agent);
+
+    // Without the client certificate the broker refuses the connection (under TLS 1.3 its
+    // alert may or may not arrive before the reset, so the reason varies).
+    let no_cert = config(dir.path(), mqtt.port(), &tls_keys(&certs.ca, None));
+    let line = doctor_mqtt_line(dir.path(), "no-cert.toml", &no_cert);
+    assert!(line.starts_with("FAIL "), "{line}");
+    // A CA that did not sign the broker's certificate: not trusted.
+    let other = Certs::generate(&dir.path().join("other"));
+    let wrong_ca = config(dir.path(), mqtt.port(), &tls_keys(&other.ca, Some(&client)));
+    let line = doctor_mqtt_line(dir.path(), "wrong-ca.toml", &wrong_ca);
+    assert!(
+        line.starts_with("FAIL ") && line.contains("certificate verify failed"),
+        "{line}"
+    );
+}
+
+/// The TLS files are for `mqtts://` only, come in pairs, and must be certificates and keys.
+#[test]
+fn tls_files_are_checked_when_the_config_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(&dir.path().join("certs"));
+    let client = certs.client("hubgate");
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name} passed check");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let plain = config(dir.path(), 1883, &tls_keys(&certs.ca, None)).replace("mqtts://", "mqtt://");
+    let e = check("plain.toml", &plain);
+    assert!(
+        e.contains("source[0].ca_file: only for mqtts:// urls"),
+        "{e}"
+    );
+    let half = config(
+        dir.path(),
+        8883,
+        &format!("client_cert_file = \"{}\"", client.0.display()),
+    );
+    let e = check("half.toml", &half);
+    assert!(e.contains("source[0].client_key_file: missing"), "{e}");
+    // The key where the CA should be, and the other way round.
+    let swapped = config(
+        dir.path(),
+        8883,
+        &tls_keys(&client.1, Some(&(client.0.clone(), certs.ca.clone()))),
+    );
+    let e = check("swapped.toml", &swapped);
+    assert!(e.contains("source[0].ca_file: "), "{e}");
+    let key_is_cert = config(
+        dir.path(),
+        8883,
+        &tls_keys(&certs.ca, Some(&(client.0.clone(), certs.ca.clone()))),
+    );
+    let e = check("key.toml", &key_is_cert);
+    assert!(
+        e.contains("source[0].client_key_file: not a PEM private key"),
+        "{e}"
+    );
+}
