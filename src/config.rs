@@ -1200,7 +1200,17 @@ impl Config {
                 "metrics.listen = \"{addr}\" is reachable from the network and the endpoint has no authentication"
             ));
         }
-        for s in &self.sources {
+        for (i, s) in self.sources.iter().enumerate() {
+            if let SourceConfig::Mqtt(m) = s {
+                let url = crate::source::mqtt::parse_url(&m.url);
+                let remote = url.is_ok_and(|u| !u.tls && !is_loopback(&u.host));
+                if remote && m.password.is_some() {
+                    out.push(format!(
+                        "source[{i}]: the MQTT password goes over the network in clear text to {}; use mqtts://",
+                        m.url
+                    ));
+                }
+            }
             if let SourceConfig::Udp(u) = s {
                 if !u.listen.ip().is_loopback() && u.gateways.is_empty() {
                     out.push(format!(
@@ -1274,6 +1284,15 @@ impl SerialSourceConfig {
         }
         Ok(())
     }
+}
+
+/// `localhost` or a loopback address: traffic that never leaves the machine.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One-line reason from a toml error, with the line number when it has a span.
@@ -1603,7 +1622,7 @@ mod tests {
         let app = write(d, "app.key", APP, 0o644);
         let pw = write(d, "mqtt.pw", "hunter2\n", 0o600);
         let text = format!(
-            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\nusername = \"u\"\npassword_file = \"{}\"\n\
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://localhost\"\nusername = \"u\"\npassword_file = \"{}\"\n\
              [[device]]\ndev_eui = \"0011223344556677\"\ndev_addr = \"26011bda\"\n\
              nwk_s_key_file = \"{}\"\napp_s_key_file = \"{}\"\n[sink]\ntype = \"stdout\"\n",
             pw.display(),
@@ -1650,6 +1669,29 @@ mod tests {
             e.contains("source[0].password: give password or password_file, not both"),
             "{e}"
         );
+    }
+
+    /// A password sent over plain MQTT to another machine is warned about; over TLS or to
+    /// this machine it is not.
+    #[test]
+    fn a_password_over_plain_mqtt_to_another_host_is_warned_about() {
+        let mqtt = |url: &str| {
+            let text = format!("[[source]]\ntype = \"mqtt\"\nurl = \"{url}\"\nusername = \"u\"\npassword = \"p\"\n[sink]\ntype = \"stdout\"\n");
+            Config::parse(&text).unwrap().warnings()
+        };
+        let w = mqtt("mqtt://broker.example");
+        assert_eq!(
+            w,
+            ["source[0]: the MQTT password goes over the network in clear text to mqtt://broker.example; use mqtts://"]
+        );
+        for quiet in [
+            "mqtts://broker.example",
+            "mqtt://localhost",
+            "mqtt://127.0.0.1:1883",
+            "mqtt://[::1]:1883",
+        ] {
+            assert!(mqtt(quiet).is_empty(), "{quiet}: {:?}", mqtt(quiet));
+        }
     }
 
     /// Secrets written into a config file every user can read are warned about by key
