@@ -57,9 +57,13 @@ fn too_large(cap: u64) -> String {
     format!("larger than {} KiB: not the file meant?", cap >> 10)
 }
 
+/// The agent's group, as the .deb's sysusers entry makes it.
+const AGENT_GROUP: &str = "hubgate";
+
 /// Who besides the agent may read `path`, which holds `what` (e.g. "the connection
-/// string"); `None` when only its owner and the agent's own group can. The group is the
-/// process's: `0640 root:hubgate` is how the .deb installs the config.
+/// string"); `None` when only its owner and the agent's group can: the process's own group,
+/// or `hubgate` (`0640 root:hubgate` is how the .deb installs the config, and root runs
+/// `hubgate check` on it too).
 pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     let mode = meta.mode() & 0o777;
@@ -72,29 +76,32 @@ pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
     }
     // SAFETY: getegid has no failure mode.
     let own_group = unsafe { libc::getegid() };
-    if mode & 0o040 != 0 && meta.gid() != own_group {
+    let group = group_name(meta.gid());
+    let agents = meta.gid() == own_group || group.as_deref() == Some(AGENT_GROUP);
+    if mode & 0o040 != 0 && !agents {
         return Some(format!(
-            "{} holds {what} and is readable by group {} (mode {mode:04o}), not the agent's own: {fix}",
+            "{} holds {what} and is readable by group {} (gid {}, mode {mode:04o}), not the agent's own: {fix}",
             path.display(),
-            group_name(meta.gid())
+            group.as_deref().unwrap_or("unnamed"),
+            meta.gid()
         ));
     }
     None
 }
 
-/// The name of group `gid`, or the number when it has none.
-fn group_name(gid: u32) -> String {
+/// The name of group `gid`, if it has one.
+fn group_name(gid: u32) -> Option<String> {
     let mut group: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 4096];
     let mut found = std::ptr::null_mut();
     // SAFETY: getgrgid_r writes into `group` and `buf`, both alive and sized as passed.
     let r = unsafe { libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut found) };
     if r != 0 || found.is_null() {
-        return gid.to_string();
+        return None;
     }
     // SAFETY: on success gr_name points at a NUL-terminated string inside `buf`.
     let name = unsafe { std::ffi::CStr::from_ptr(group.gr_name) };
-    format!("{} ({gid})", name.to_string_lossy())
+    Some(name.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -137,17 +144,18 @@ mod tests {
         chmod(0o644).unwrap();
         let w = readable_by_others(&file, "a key").unwrap();
         assert!(w.contains("readable by every user (mode 0644)"), "{w}");
-        // A group other than the agent's.
+        // A group other than the agent's (giving the file to it needs root, as CI runs).
         let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
-        // SAFETY: a valid path; -1 keeps the owner.
         let other = unsafe { libc::getegid() } + 1;
-        if unsafe { libc::chown(c.as_ptr(), u32::MAX, other) } == 0 {
-            chmod(0o640).unwrap();
-            let w = readable_by_others(&file, "a key").unwrap();
-            assert!(
-                w.contains("readable by group") && w.contains("mode 0640"),
-                "{w}"
-            );
-        }
+        // SAFETY: a valid path; -1 keeps the owner.
+        let chowned = unsafe { libc::chown(c.as_ptr(), u32::MAX, other) };
+        assert_eq!(chowned, 0, "{}", std::io::Error::last_os_error());
+        chmod(0o640).unwrap();
+        let w = readable_by_others(&file, "a key").unwrap();
+        assert!(
+            w.contains("readable by group ")
+                && w.contains(&format!("(gid {other}, mode 0640), not the agent's own")),
+            "{w}"
+        );
     }
 }
