@@ -95,7 +95,12 @@ enum BufferAction {
     /// Count and size of buffered records.
     Stats,
     /// Print every buffered record as a JSON line.
-    Export,
+    Export {
+        /// Print the dead letters instead: records the sink refused for good and messages
+        /// hubgate gave up on (too large, or their parsing failed).
+        #[arg(long)]
+        dead_letters: bool,
+    },
     /// Delete every buffered record.
     Purge,
 }
@@ -502,11 +507,18 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        BufferAction::Export => {
-            let total = store.usage().0;
+        BufferAction::Export { dead_letters } => {
+            let total = match dead_letters {
+                true => store.dead_letters(),
+                false => store.usage().0,
+            };
             let (mut after, mut done) = (None, 0u64);
             loop {
-                let batch = match store.scan(after, 1000) {
+                let batch = match dead_letters {
+                    true => store.scan_dead(after, 1000),
+                    false => store.scan(after, 1000),
+                };
+                let batch = match batch {
                     Ok(b) => b,
                     Err(e) => return fail(1, e),
                 };

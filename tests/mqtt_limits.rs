@@ -7,6 +7,9 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use base64::Engine;
+use sha2::Digest;
+
 use support::agent::{chirpstack_uplink, publish_all, tbhh100, uplink_topic, Agent, TH, WAIT};
 use support::Mosquitto;
 
@@ -96,6 +99,29 @@ async fn an_oversized_message_is_dead_lettered_and_the_queue_moves_on() {
         .unwrap();
     let stats = String::from_utf8_lossy(&stats.stdout);
     assert!(stats.contains("dead letters: 1"), "{stats}");
+    let export = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["buffer", "export", "--dead-letters", "-c"])
+        .arg(dir.path().join("hubgate.toml"))
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let d = &lines[0];
+    assert_eq!(d["recType"], "hubgate.dead_letter");
+    assert_eq!(
+        (d["source"].as_str(), d["size"].as_u64()),
+        (Some("mqtt"), Some(1 << 20))
+    );
+    assert_eq!(d["topic"].as_str(), Some(uplink_topic(TH).as_str()));
+    let sha = sha2::Sha256::digest(vec![b'{'; 1 << 20]);
+    assert_eq!(d["sha256"].as_str(), Some(hex::encode(sha).as_str()));
+    let head = base64::engine::general_purpose::STANDARD
+        .decode(d["head_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(head, vec![b'{'; 256]);
 }
 
 /// A lower `max_message` applies as configured; a message right at it is processed.

@@ -89,6 +89,20 @@ impl Store for MemoryStore {
         self.dead.len() as u64
     }
 
+    fn scan_dead(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        Ok(self
+            .dead
+            .iter()
+            .filter(|(seq, _)| after.is_none_or(|a| *seq > a))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     fn purge(&mut self) -> Result<u64, BufferError> {
         let n = self.map.len() as u64;
         self.map.clear();

@@ -44,9 +44,16 @@ pub trait Store: Send {
     /// (number of entries, total bytes of values); computed at open, kept up to date after.
     fn usage(&self) -> (u64, u64);
     fn last_seq(&self) -> Option<u64>;
-    /// Keep a record the sink rejected for good, out of the send path.
+    /// Keep a record the sink rejected for good (or a message hubgate gave up on), out of the
+    /// send path.
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError>;
     fn dead_letters(&self) -> u64;
+    /// Like [`Store::scan`], over the dead letters.
+    fn scan_dead(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
     /// Delete everything (the `buffer purge` command).
     fn purge(&mut self) -> Result<u64, BufferError>;
     /// Bytes still free for an unprivileged writer on the storage's file system, where

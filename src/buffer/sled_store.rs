@@ -339,6 +339,33 @@ fn aside_name(dir: &Path) -> PathBuf {
     with_suffix(dir, &format!(".broken-{stamp}"))
 }
 
+/// Up to `limit` entries of `tree` with a sequence number above `after`, in order.
+fn scan_tree(
+    tree: &sled::Tree,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    let iter = match after {
+        Some(a) => tree.range((
+            std::ops::Bound::Excluded(a.to_be_bytes()),
+            std::ops::Bound::Unbounded,
+        )),
+        None => tree.iter(),
+    };
+    let mut out = Vec::with_capacity(limit.min(1024));
+    for item in iter.take(limit) {
+        let (k, v) = item.map_err(err)?;
+        match seq_of(&k) {
+            Some(seq) => out.push((seq, v.to_vec())),
+            None => log::error!(
+                "buffer: ignoring a key of {} bytes that is not a sequence number",
+                k.len()
+            ),
+        }
+    }
+    Ok(out)
+}
+
 fn seq_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
@@ -371,25 +398,15 @@ impl Store for SledStore {
     }
 
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        let iter = match after {
-            Some(a) => self.records.range((
-                std::ops::Bound::Excluded(a.to_be_bytes()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.records.iter(),
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in iter.take(limit) {
-            let (k, v) = item.map_err(err)?;
-            match seq_of(&k) {
-                Some(seq) => out.push((seq, v.to_vec())),
-                None => log::error!(
-                    "buffer: ignoring a key of {} bytes that is not a sequence number",
-                    k.len()
-                ),
-            }
-        }
-        Ok(out)
+        scan_tree(&self.records, after, limit)
+    }
+
+    fn scan_dead(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        scan_tree(&self.dead, after, limit)
     }
 
     fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
