@@ -850,3 +850,88 @@ async fn a_full_disk_drops_oldest_counted_and_recovers() {
     );
     assert!(agent.alive());
 }
+
+/// Two Kafka outages in a row on a small disk. The first fills it: the buffer keeps the
+/// newest records that fit (drops counted, logged once, not per record). Once it has
+/// drained, the database gives its space back although it is below the usual rebuild size,
+/// so the second outage is buffered in full without a restart or a purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_outages_on_a_small_disk_keep_the_newest_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(dir.path().join("disk"), "12m");
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    kafka.stop();
+    let config = without_hub_check(config_with(
+        &disk.0.join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        r#"min_free = "6MiB""#,
+        "",
+    ));
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    // Outage 1: far more than the ~6 MiB above min_free hold.
+    let first: Vec<(String, String)> = (1..=2000).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &first).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == first.len() as u64);
+    let dropped = agent.metric("hubgate_dropped_total{reason=\"disk_full\"}");
+    let kept = agent.metric("hubgate_buffer_records");
+    kafka.start_again();
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    agent.wait_log("database shrunk", 1, WAIT);
+
+    // Outage 2: the same disk takes it all in.
+    kafka.stop();
+    let second: Vec<(String, String)> = (2001..=2100).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &second).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| {
+        v == (first.len() + second.len()) as u64
+    });
+    let buffered_second = agent.metric("hubgate_buffer_records");
+    let dropped_total = agent.metric("hubgate_dropped_total{reason=\"disk_full\"}");
+    kafka.start_again();
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+
+    let log = read_log(dir.path());
+    let drop_lines = log
+        .lines()
+        .filter(|l| l.contains("reason disk_full") && !l.contains("DEBUG"))
+        .count();
+    let line = summary(format!(
+        "faults: test=two_outages_small_disk published={} dropped_disk_full={dropped} kept_first={kept} buffered_second={buffered_second} dropped_second={} drop_log_lines={drop_lines}",
+        first.len() + second.len(),
+        dropped_total - dropped
+    ));
+    assert!(
+        dropped > 0 && kept > 0,
+        "{line}: the disk filled up, the newest stayed"
+    );
+    assert_eq!(dropped_total, dropped, "{line}: drops in the second outage");
+    assert_eq!(buffered_second, second.len() as u64, "{line}");
+    assert!(drop_lines <= 2, "{line}: one line per reason and minute");
+    let confirmed = agent.metric("hubgate_delivered_total") as usize;
+    for (eui, topic) in DEVICES {
+        let fcnts: BTreeSet<u64> = consume(&kafka, topic, confirmed / 3)
+            .iter()
+            .map(|(_, b)| fcnt(b))
+            .collect();
+        // What is missing is one run of the oldest of the first outage.
+        let missing: Vec<u64> = (1..=2100).filter(|f| !fcnts.contains(f)).collect();
+        if let (Some(a), Some(b)) = (missing.first(), missing.last()) {
+            assert_eq!(
+                missing.len() as u64,
+                b - a + 1,
+                "{line}\n{eui}: dropped uplinks are not one run of the oldest: {:?}",
+                runs(&missing)
+            );
+            assert!(
+                *b < 2000,
+                "{line}\n{eui}: the newest were dropped: {missing:?}"
+            );
+        }
+    }
+}

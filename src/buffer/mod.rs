@@ -59,9 +59,9 @@ pub trait Store: Send {
     /// Bytes still free for an unprivileged writer on the storage's file system, where
     /// there is one.
     fn disk_free(&self) -> Option<u64>;
-    /// When empty, give back the disk space drained records still take; `Some((before,
-    /// after))` in bytes when it did.
-    fn reclaim(&mut self) -> Result<Option<(u64, u64)>, BufferError> {
+    /// When empty, give back the disk space drained records still take (sooner when the
+    /// disk is `low` on free space); `Some((before, after))` in bytes when it did.
+    fn reclaim(&mut self, _low: bool) -> Result<Option<(u64, u64)>, BufferError> {
         Ok(None)
     }
 }
@@ -137,8 +137,9 @@ pub struct Buffer {
     min_free: u64,
     when_full: WhenFull,
     metrics: Arc<Metrics>,
-    /// Less than `min_free` left at the last look (one statvfs per spilled record).
-    disk_low: bool,
+    /// Set while less than `min_free` is left on the disk (one statvfs per spilled record):
+    /// the byte cap frozen at what was stored when it went low.
+    disk_cap: Option<u64>,
     /// Records removed since the last flush, and how many may wait for one.
     unsynced_removals: usize,
     removals_per_sync: usize,
@@ -153,7 +154,7 @@ impl Buffer {
             min_free: cfg.min_free,
             when_full: cfg.when_full,
             metrics,
-            disk_low: false,
+            disk_cap: None,
             unsynced_removals: 0,
             removals_per_sync: (cfg.max_in_flight / 2).max(1),
             last_flush: Instant::now(),
@@ -184,6 +185,17 @@ impl Buffer {
         let value = encode(rec);
         let need = value.len() as u64;
         let (cap, full) = self.room();
+        if need > cap && self.when_full != WhenFull::Block {
+            // Not even an empty buffer would hold it: the buffer is not emptied for it.
+            self.dropped(
+                full,
+                format_args!(
+                    "no room for record {} ({need} bytes, room {cap}): dropped",
+                    rec.id
+                ),
+            );
+            return Ok(Pushed::Dropped);
+        }
         while self.store.usage().1 + need > cap {
             match self.when_full {
                 WhenFull::Block => return Ok(Pushed::Full),
@@ -216,39 +228,56 @@ impl Buffer {
         Ok(Pushed::Stored)
     }
 
-    /// The byte cap for the next record: the configured one, or no growth at all while the
-    /// disk is down to `min_free` (removing records does not give sled's space back at
-    /// once, so the cap is what is stored now rather than a free-space target).
+    /// The byte cap for the next record: the configured one, or, while the disk is down to
+    /// `min_free`, no growth beyond what was stored when it got there (removing records does
+    /// not give sled's space back at once, so the cap is frozen rather than a free-space
+    /// target; a cap following the shrinking usage would empty the buffer record by record).
     fn room(&mut self) -> (u64, Full) {
-        let was_low = self.disk_low;
-        self.disk_low = self.store.disk_free().is_some_and(|f| f < self.min_free);
-        match (was_low, self.disk_low) {
-            (false, true) => log::error!(
-                "buffer: less than {} bytes free on the disk: the buffer stops growing and when_full applies",
-                self.min_free
-            ),
-            (true, false) => log::info!("buffer: disk space is back; buffering normally"),
+        let low = self.disk_low();
+        match (self.disk_cap, low) {
+            (None, true) => {
+                let cap = self.store.usage().1;
+                log::error!(
+                    "buffer: less than {} bytes free on the disk: the buffer stops growing at {cap} bytes and when_full applies",
+                    self.min_free
+                );
+                self.disk_cap = Some(cap);
+            }
+            (Some(_), false) => {
+                log::info!("buffer: disk space is back; buffering normally");
+                self.disk_cap = None;
+            }
             _ => {}
         }
-        if self.disk_low {
-            (self.max_bytes.min(self.store.usage().1), Full::Disk)
-        } else {
-            (self.max_bytes, Full::Cap)
+        match self.disk_cap {
+            Some(cap) => (self.max_bytes.min(cap), Full::Disk),
+            None => (self.max_bytes, Full::Cap),
         }
     }
 
+    fn disk_low(&self) -> bool {
+        self.store.disk_free().is_some_and(|f| f < self.min_free)
+    }
+
+    /// Count a drop; the log gets the first one of a reason at once, then one line per
+    /// interval with the count (a full disk must not fill up with log lines too).
     fn dropped(&self, full: Full, what: std::fmt::Arguments) {
+        let level = log::Level::Warn;
         match full {
             Full::Cap => {
                 self.metrics.dropped_full.inc();
-                log::warn!(
-                    "buffer full ({} bytes, reason buffer_full): {what}",
-                    self.max_bytes
-                );
+                self.metrics.log_limited(level, "buffer_full", || {
+                    format!(
+                        "buffer full ({} bytes, reason buffer_full): {what}",
+                        self.max_bytes
+                    )
+                });
             }
             Full::Disk => {
                 self.metrics.dropped_disk_full.inc();
-                log::warn!("disk full (reason disk_full): {what}");
+                self.metrics.log_limited(level, "disk_full", || {
+                    format!("disk full (reason disk_full): {what}")
+                });
             }
         }
     }
@@ -291,7 +320,8 @@ impl Buffer {
         self.update_gauges();
         if self.is_empty() {
             // Giving space back is housekeeping: a failure must not stop the agent.
-            match self.store.reclaim() {
+            let low = self.disk_low();
+            match self.store.reclaim(low) {
                 Ok(Some((before, after))) => {
                     log::info!("buffer drained: database shrunk from {before} to {after} bytes")
                 }
@@ -515,6 +545,59 @@ mod tests {
             assert_eq!(b.recent_ids(3).unwrap(), ["id-2", "id-3", "id-4"]);
             assert_eq!(b.recent_ids(10).unwrap().len(), 5);
         }
+    }
+
+    /// On a full disk the cap is what was stored when it filled up: records a little larger
+    /// than the oldest each evict what they need, and the buffer keeps the newest that fit
+    /// (a cap following the shrinking usage emptied it record by record).
+    #[test]
+    fn a_full_disk_keeps_the_newest_records_that_fit() {
+        let disk = MemoryStore::with_disk_free(1 << 30);
+        let (mut b, m) = buffer_on(disk.clone(), 1 << 20, WhenFull::DropOldest);
+        let growing = |i: u32| Record {
+            body: "x".repeat(100 + i as usize),
+            ..rec(i)
+        };
+        for i in 0..4 {
+            b.push(i as u64, &growing(i)).unwrap();
+        }
+        let frozen = b.store.usage().1;
+        disk.set_disk_free(10);
+        for i in 4..40 {
+            assert_eq!(b.push(i as u64, &growing(i)).unwrap(), Pushed::Stored);
+            let (n, bytes) = b.store.usage();
+            assert!(bytes <= frozen, "{bytes} > {frozen}");
+            assert!(n >= 2, "only {n} record(s) left after #{i}");
+        }
+        let kept = seqs(&mut b);
+        assert_eq!(kept.last(), Some(&39));
+        assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+        assert_eq!(m.dropped_disk_full.get(), 40 - kept.len() as u64);
+        // A record larger than the whole room is dropped; the buffer is not emptied for it.
+        let huge = Record {
+            body: "x".repeat(frozen as usize),
+            ..rec(99)
+        };
+        assert_eq!(b.push(99, &huge).unwrap(), Pushed::Dropped);
+        assert_eq!(seqs(&mut b), kept);
+    }
+
+    /// A drained database of a few MiB is rebuilt only while the disk is short of space.
+    #[test]
+    fn a_low_disk_reclaims_a_smaller_drained_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        for seq in 0..1000 {
+            s.insert(seq, vec![1; 1000]).unwrap();
+        }
+        s.flush().unwrap();
+        for seq in 0..1000 {
+            s.remove(seq).unwrap();
+        }
+        s.flush().unwrap();
+        assert_eq!(s.reclaim(false).unwrap(), None, "below the usual size");
+        let (before, after) = s.reclaim(true).unwrap().expect("rebuilt when low");
+        assert!(after * 2 < before, "{before} -> {after}");
     }
 
     fn dir_bytes(dir: &std::path::Path) -> u64 {

@@ -34,6 +34,11 @@ const MARK_FILE: &str = "hubgate-flushed";
 const MARK_KEY: &[u8] = b"max_seq";
 /// A drained database larger than this is rebuilt to give the space back.
 pub const RECLAIM_ABOVE: u64 = 8 << 20;
+/// The same while the disk is short of space (below `min_free`): a few MiB held by a drained
+/// database may be what keeps the buffer from taking anything in.
+const RECLAIM_WHEN_LOW: u64 = 1 << 20;
+/// Room a rebuild needs besides the dead letters: a fresh database takes about 0.5 MiB.
+const REBUILD_ROOM: u64 = 1 << 20;
 /// How long an open waits for sled to let go of a database this process just closed.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -474,18 +479,28 @@ impl Store for SledStore {
         super::disk_free(&self.dir)
     }
 
-    /// Rebuild a drained database that grew past [`RECLAIM_ABOVE`] (and past twice its
-    /// size after the last rebuild: dead letters alone may be large, and an SD card is not
-    /// rewritten for nothing): a fresh database with the dead letters and the mark is
-    /// built in `sled.new`, synced, and swapped in; both renames are synced before a
-    /// record can go into it. On failure the drained database stays in use.
-    fn reclaim(&mut self) -> Result<Option<(u64, u64)>, BufferError> {
+    /// Rebuild a drained database that grew past [`RECLAIM_ABOVE`] ([`RECLAIM_WHEN_LOW`]
+    /// when the disk is `low`) and past twice its size after the last rebuild (dead letters
+    /// alone may be large, and an SD card is not rewritten for nothing): a fresh database
+    /// with the dead letters and the mark is built in `sled.new`, synced, and swapped in;
+    /// both renames are synced before a record can go into it. On failure the drained
+    /// database stays in use.
+    fn reclaim(&mut self, low: bool) -> Result<Option<(u64, u64)>, BufferError> {
         if self.count != 0 {
             return Ok(None);
         }
         let before = self.size_on_disk()?;
-        if before <= RECLAIM_ABOVE.max(2 * self.reclaimed_to)
-            || self.disk_free().is_some_and(|f| f < RECLAIM_ABOVE)
+        let floor = if low { RECLAIM_WHEN_LOW } else { RECLAIM_ABOVE };
+        let dead_bytes: u64 = self
+            .dead
+            .iter()
+            .flatten()
+            .map(|(_, v)| v.len() as u64)
+            .sum();
+        if before <= floor.max(2 * self.reclaimed_to)
+            || self
+                .disk_free()
+                .is_some_and(|f| f < dead_bytes + REBUILD_ROOM)
         {
             return Ok(None);
         }
@@ -544,7 +559,7 @@ impl Store for SledStore {
         self.bytes = 0;
         self.flush()?;
         // An operator who purges wants the space back, too; the purge stands either way.
-        if let Err(e) = self.reclaim() {
+        if let Err(e) = self.reclaim(true) {
             log::warn!("buffer: purged, but the disk space was not given back: {e}");
         }
         Ok(n)
@@ -747,7 +762,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
         s.insert(0, vec![1; 1000]).unwrap();
-        assert_eq!(s.reclaim().unwrap(), None, "records left: nothing to do");
+        assert_eq!(
+            s.reclaim(false).unwrap(),
+            None,
+            "records left: nothing to do"
+        );
         fill_and_drain(&mut s, 12_000, 3);
         let purged = tempfile::tempdir().unwrap();
         let mut p = SledStore::open(purged.path()).unwrap();
@@ -759,11 +778,11 @@ mod tests {
             p.db.size_on_disk().unwrap() <= RECLAIM_ABOVE,
             "purge gives space back"
         );
-        let (before, after) = s.reclaim().unwrap().expect("rebuilt");
+        let (before, after) = s.reclaim(false).unwrap().expect("rebuilt");
         assert!(before > RECLAIM_ABOVE, "{before}");
         assert!(after * 4 < before, "{before} -> {after}");
         assert_eq!(s.db.size_on_disk().unwrap(), after);
-        assert_eq!(s.reclaim().unwrap(), None, "small now");
+        assert_eq!(s.reclaim(false).unwrap(), None, "small now");
         assert!(s.reclaimed_to > 0 && s.reclaimed_to == after);
         assert_eq!((s.usage(), s.dead_letters()), ((0, 0), 3));
         assert_eq!(
