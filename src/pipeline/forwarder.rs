@@ -329,6 +329,15 @@ impl Forwarder {
             .filter(|(_, f)| !f.in_buffer)
             .map(|(s, _)| *s)
             .collect();
+        if !older.is_empty() {
+            self.metrics
+                .log_limited(log::Level::Warn, "spill_older", || {
+                    format!(
+                    "sink has not confirmed {} record(s) yet: buffering them ahead of newer ones",
+                    older.len()
+                )
+                });
+        }
         for s in older {
             self.spill_in_flight(s)?;
         }
