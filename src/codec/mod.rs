@@ -84,6 +84,10 @@ macro_rules! vendors {
                 }
             }
 
+            pub fn from_id(id: &str) -> Option<Codec> {
+                Codec::ALL.iter().copied().find(|c| c.id() == id)
+            }
+
             /// The recType this codec's records are published under.
             ///
             /// `netvox-r718` (the family id) decides per frame from the device-type byte;
@@ -253,12 +257,6 @@ fn check_port(codec: &'static str, fport: Option<u8>, port: u8) -> Result<(), Co
 #[cfg(test)]
 fn hex(s: &str) -> Vec<u8> {
     hex::decode(s.replace(' ', "")).unwrap()
-}
-
-impl Codec {
-    pub fn from_id(id: &str) -> Option<Codec> {
-        Codec::ALL.iter().copied().find(|c| c.id() == id)
-    }
 }
 
 impl fmt::Display for Codec {
