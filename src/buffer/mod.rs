@@ -144,11 +144,14 @@ pub struct Buffer {
     unsynced_removals: usize,
     removals_per_sync: usize,
     last_flush: Instant,
+    /// Dead letters kept (the store counts them once, at open).
+    dead: u64,
 }
 
 impl Buffer {
     pub fn new(store: Box<dyn Store>, cfg: &BufferConfig, metrics: Arc<Metrics>) -> Self {
         let b = Buffer {
+            dead: store.dead_letters(),
             store,
             max_bytes: cfg.max_bytes,
             min_free: cfg.min_free,
@@ -377,11 +380,27 @@ impl Buffer {
 
     pub fn dead_letter(&mut self, seq: u64, rec: &Record) -> Result<(), BufferError> {
         self.store.dead_letter(seq, encode(rec))?;
+        self.dead += 1;
         self.store.remove(seq)?;
         self.metrics.dead_lettered.inc();
         self.removed()
     }
+
+    /// Keep the dead letter of a message hubgate gave up on, unless [`MAX_DEAD_LETTERS`] are
+    /// kept already (input decides how many come: the disk is not theirs to fill). Returns
+    /// whether it was kept.
+    pub fn dead_letter_input(&mut self, seq: u64, rec: &Record) -> Result<bool, BufferError> {
+        if self.dead >= MAX_DEAD_LETTERS {
+            return Ok(false);
+        }
+        self.dead_letter(seq, rec)?;
+        Ok(true)
+    }
 }
+
+/// Dead letters kept before those of messages hubgate gives up on are only counted (at most
+/// about 12 MB of them: one keeps 256 bytes of its message and short excerpts of the rest).
+pub const MAX_DEAD_LETTERS: u64 = 10_000;
 
 #[cfg(test)]
 mod tests {
@@ -434,6 +453,17 @@ mod tests {
             .into_iter()
             .map(|(s, _)| s)
             .collect()
+    }
+
+    #[test]
+    fn dead_letters_of_input_stop_at_the_cap() {
+        let (mut b, m) = buffer(1 << 30, WhenFull::DropOldest);
+        for i in 0..MAX_DEAD_LETTERS {
+            assert!(b.dead_letter_input(i, &rec(0)).unwrap());
+        }
+        assert!(!b.dead_letter_input(MAX_DEAD_LETTERS, &rec(0)).unwrap());
+        assert_eq!(m.dead_lettered.get(), MAX_DEAD_LETTERS);
+        assert_eq!(b.store.dead_letters(), MAX_DEAD_LETTERS);
     }
 
     #[test]

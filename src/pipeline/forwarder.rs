@@ -466,13 +466,22 @@ impl Forwarder {
         Ok(())
     }
 
-    /// A message the sources gave up on: into the dead-letter tree, never to the sink; its
-    /// source is acknowledged once that is flushed, so it is not delivered again.
+    /// A message the sources gave up on: into the dead-letter tree (up to a cap), never to the
+    /// sink; its source is acknowledged once that is flushed, so it is not delivered again.
     fn keep_dead_letter(&mut self, record: &Record, ack: Ack) -> Result<(), BufferError> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.buffer.dead_letter(seq, record)?;
-        self.dirty = true;
+        if self.buffer.dead_letter_input(seq, record)? {
+            self.dirty = true;
+        } else {
+            self.metrics.problem("dead_letters_full", || {
+                format!(
+                    "{} dead letters are kept already: dead letter {} only counted",
+                    crate::buffer::MAX_DEAD_LETTERS,
+                    record.id
+                )
+            });
+        }
         self.pending_acks.push(ack);
         Ok(())
     }

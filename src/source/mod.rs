@@ -42,7 +42,7 @@ pub struct DeadLetter {
     pub source: &'static str,
     /// Why it was given up on (one line).
     pub reason: String,
-    /// The MQTT topic it came on, if any.
+    /// The MQTT topic it came on, if any (cut like an [`Excerpt`]).
     pub topic: Option<String>,
     pub size: usize,
     pub sha256: [u8; 32],
@@ -65,7 +65,7 @@ impl DeadLetter {
         DeadLetter {
             source,
             reason,
-            topic: topic.map(str::to_string),
+            topic: topic.map(|t| Excerpt::from(t).to_string()),
             size: message.len(),
             sha256: sha2::Sha256::digest(message).into(),
             head: message[..message.len().min(Self::HEAD)].to_vec(),
