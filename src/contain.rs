@@ -81,6 +81,39 @@ pub mod test_point {
 mod tests {
     use super::*;
 
+    /// With the hook installed, a contained panic is only an error (and its place is
+    /// known), and a panic outside containment, even on another thread, aborts the process.
+    /// Runs itself as a child process, which is the one that aborts.
+    #[test]
+    fn the_hook_aborts_outside_containment_only() {
+        use std::os::unix::process::ExitStatusExt;
+        if std::env::var_os("HUBGATE_CONTAIN_CHILD").is_some() {
+            abort_outside_containment();
+            let e = contain(|| -> u8 { panic!("contained") }).unwrap_err();
+            assert!(e.contains("src/contain.rs:"), "{e}");
+            println!("survived: {e}");
+            let _ = std::thread::spawn(|| panic!("outside")).join();
+            println!("not aborted");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "contain::tests::the_hook_aborts_outside_containment_only",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("HUBGATE_CONTAIN_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("survived: panicked at src/contain.rs:"),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("not aborted"), "{stdout}");
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+    }
+
     #[test]
     fn a_panic_becomes_an_error_and_containment_ends_with_it() {
         assert_eq!(contain(|| 7), Ok(7));
