@@ -7,9 +7,10 @@
 //! The model (codec alias) decides:
 //! * the recType (docs/codecs.md, "Choosing a codec");
 //! * the meaning of the ambiguous pairs `05 00` (PIR `presence` on AM307/308/319, `leak` on
-//!   EM300-SLD/ZLD) and `03 00` (PIR `presence` on WS202, `leak` on WS303). On any other
-//!   model, including the plain `milesight` id, these pairs are emitted as a raw
-//!   `digital_input` state on their channel rather than guessed;
+//!   EM300-SLD/ZLD) and `03 00` (PIR `presence` on WS202, `leak` on WS303, door `open` on
+//!   WS301). On any other model, including the plain `milesight` id, these pairs are emitted
+//!   as a raw `digital_input` state on their channel rather than guessed; `04 00` is
+//!   `daylight` (WS202) everywhere except on the WS301, where it is its `tamper` switch;
 //! * the layout of history records (`20 CE`, and `21 CE` on the AM30x v2 with TVOC in
 //!   µg/m³). Each record becomes readings with the live field names and channels plus
 //!   `time` = the record's own unix time. Models without a documented history layout
@@ -37,6 +38,8 @@ models! {
     Ws101 => "milesight-ws101",
     Ws202 => "milesight-ws202",
     Ws303 => "milesight-ws303",
+    /// WS301 magnetic door/window contact with a tamper switch.
+    Ws301 => "milesight-ws301",
 }
 
 impl Model {
@@ -49,7 +52,7 @@ impl Model {
             | Model::Am307
             | Model::Am308
             | Model::Am319 => rec_type::ENVIRONMENT,
-            Model::Em300Mcs => rec_type::OPENCLOSE,
+            Model::Em300Mcs | Model::Ws301 => rec_type::OPENCLOSE,
             Model::Em300Sld | Model::Em300Zld | Model::Ws303 => rec_type::LEAK,
             Model::Ws101 => rec_type::FEEDBACK,
             Model::Ws202 => rec_type::MOTION,
@@ -72,6 +75,7 @@ impl Model {
             Model::Ws101 => "017564ff2e01",
             Model::Ws202 => "017564030001040000",
             Model::Ws303 => "01755a030001",
+            Model::Ws301 => "017564030001040001",
         };
         Example { fport: 85, hex }
     }
@@ -93,7 +97,9 @@ impl Model {
             Model::Am307 => 16,
             Model::Am308 => 20,
             Model::Am319 => 22,
-            Model::Generic | Model::Ws101 | Model::Ws202 | Model::Ws303 => return None,
+            Model::Generic | Model::Ws101 | Model::Ws202 | Model::Ws303 | Model::Ws301 => {
+                return None
+            }
         })
     }
 }
@@ -138,6 +144,9 @@ fn live(
         }
         (0x03, 0x00) if model == Model::Ws202 => Reading::flag("presence", b.u8(v)? != 0),
         (0x03, 0x00) if model == Model::Ws303 => Reading::flag("leak", b.u8(v)? != 0),
+        (0x03, 0x00) if model == Model::Ws301 => Reading::flag("open", b.u8(v)? != 0),
+        // WS301: 1 = taken off its mounting (the tamper switch), 0 = installed.
+        (0x04, 0x00) if model == Model::Ws301 => Reading::flag("tamper", b.u8(v)? != 0),
         // Ambiguous pair on a model that does not define it: raw state, not a guess.
         (0x03 | 0x05, 0x00) => Reading::int("digital_input", i64::from(b.u8(v)?), None),
         (0x04, 0x00) => Reading::flag("daylight", b.u8(v)? != 0),
@@ -548,5 +557,32 @@ mod tests {
         let d = decode(Model::Em300Th, &hex("FF 0B FF 01 75 00")).unwrap();
         assert_eq!(d.health, vec![Reading::num("charge", 0.0, "%")]);
         assert!(d.health.iter().all(|r| matches!(r.value, Value::Num(_))));
+    }
+
+    // docs/codecs.md, "Milesight", example 4 (Milesight's own WS301 example).
+    #[test]
+    fn ws301_door_and_tamper() {
+        let d = decode(Model::Ws301, &hex("01 75 64 03 00 01 04 00 01")).unwrap();
+        assert_eq!(d.rec_type, rec_type::OPENCLOSE);
+        assert_eq!(
+            d.readings,
+            vec![flag("open", true, 3), flag("tamper", true, 4)]
+        );
+        assert_eq!(d.health, vec![Reading::num("charge", 100.0, "%")]);
+        let d = decode(Model::Ws301, &hex("03 00 00 04 00 00")).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![flag("open", false, 3), flag("tamper", false, 4)]
+        );
+        // The same pairs keep their meaning on the other models.
+        assert_eq!(
+            decode(Model::Ws202, &hex("04 00 01")).unwrap().readings,
+            vec![flag("daylight", true, 4)]
+        );
+        // No documented history layout.
+        assert!(matches!(
+            decode(Model::Ws301, &hex("20 CE 00 F1 53 65 F6 FF 64 01")).unwrap_err(),
+            CodecError::UnknownType { offset: 1, .. }
+        ));
     }
 }
