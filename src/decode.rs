@@ -51,6 +51,17 @@ impl Decoder {
         })
     }
 
+    /// LoRaWAN frame counters accepted since the last call: (DevAddr, DevEUI, FCnt32).
+    pub fn take_fcnts(&mut self) -> Vec<(lorawan::DevAddr, [u8; 8], u32)> {
+        self.lorawan.take_advanced()
+    }
+
+    /// Continue a LoRaWAN session from a counter kept before a restart (false: no such
+    /// session configured).
+    pub fn resume_fcnt(&mut self, dev_addr: lorawan::DevAddr, dev_eui: [u8; 8], last: u32) -> bool {
+        self.lorawan.resume(dev_addr, dev_eui, last)
+    }
+
     /// `None` when the input holds nothing to send (see [`Input`]). A panic while decoding
     /// (a bug) is contained: counted as `decode_panic`, and the input still becomes a record.
     pub fn decode(&mut self, input: &Input) -> Option<Record> {

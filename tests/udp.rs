@@ -174,6 +174,54 @@ type = "stdout"
     assert_eq!(data["meta"]["iot"]["rssi"], -61);
 }
 
+/// The frame counter outlives the process: a frame heard before a SIGKILL and sent again
+/// after the restart (a replay) is rejected and counted, not delivered twice.
+#[test]
+fn a_frame_replayed_after_a_restart_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let config = format!(
+        r#"[buffer]
+path = "{buffer}"
+[[source]]
+type = "udp"
+listen = "127.0.0.1:{port}"
+[[device]]
+dev_eui = "a840410000006001"
+codec = "cayenne-lpp"
+dev_addr = "26011BDA"
+nwk_s_key = "{NWK_S_KEY}"
+app_s_key = "{APP_S_KEY}"
+[sink]
+type = "stdout"
+"#,
+        buffer = dir.path().join("buffer").display()
+    );
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_log("packet forwarder source on", 1, WAIT);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.connect(("127.0.0.1", port)).unwrap();
+    let push = format!(r#"{{"rxpk":[{}]}}"#, rxpk(-61, PHY));
+    assert_eq!(exchange(&sock, &datagram(1, 0x00, &push)), [2, 0, 1, 0x01]);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    // Kept within a second of being accepted.
+    agent.wait_metric("hubgate_buffer_syncs_total", WAIT, |v| v > 0);
+    agent.kill();
+
+    agent.start_again();
+    agent.wait_log("packet forwarder source on", 2, WAIT);
+    assert_eq!(exchange(&sock, &datagram(2, 0x00, &push)), [2, 0, 2, 0x01]);
+    agent.wait_metric("hubgate_received_total", WAIT, |v| v == 1);
+    agent.wait_metric("hubgate_duplicates_total", WAIT, |v| v == 1);
+    assert_eq!(agent.metric("hubgate_delivered_total"), 0);
+    assert_eq!(
+        printed(&agent, dir.path()).len(),
+        1,
+        "delivered once in all"
+    );
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{BufferError, Store};
+use super::{BufferError, StateEntry, Store};
 
 #[derive(Default, Clone)]
 pub struct MemoryStore {
     map: BTreeMap<u64, Vec<u8>>,
     bytes: u64,
     dead: Vec<(u64, Vec<u8>)>,
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
     /// A pretend disk's free space, shared by clones so a test can change it underway.
     disk_free: Option<Arc<AtomicU64>>,
 }
@@ -65,6 +66,20 @@ impl Store for MemoryStore {
             .rev()
             .take(limit)
             .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+
+    fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        self.state.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn state_scan(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, BufferError> {
+        Ok(self
+            .state
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
 

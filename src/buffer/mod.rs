@@ -22,12 +22,17 @@ use crate::record::Record;
 const FORMAT_VERSION: u8 = 1;
 /// Deletions not synced yet are synced once they are this old (see [`Buffer::remove`]).
 const DELETIONS_SYNCED_WITHIN: Duration = Duration::from_secs(1);
+/// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
+const FCNT_PREFIX: &[u8] = b"fcnt/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     #[error("buffer storage: {0}")]
     Storage(String),
 }
+
+/// A state entry: (key, value).
+pub type StateEntry = (Vec<u8>, Vec<u8>);
 
 /// Ordered key-value storage of encoded records, keyed by sequence number.
 pub trait Store: Send {
@@ -38,6 +43,11 @@ pub trait Store: Send {
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
     /// The `limit` entries with the highest sequence numbers, newest first.
     fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
+    /// Small state kept with the records and made durable by the same flushes (frame
+    /// counters); survives rebuilds and purges.
+    fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError>;
+    /// Every state entry whose key starts with `prefix`.
+    fn state_scan(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, BufferError>;
     /// Make every change so far survive a power cut; returns the number of file syncs
     /// (`fsync`/`fdatasync`) that took.
     fn flush(&mut self) -> Result<u64, BufferError>;
@@ -140,7 +150,8 @@ pub struct Buffer {
     /// Set while less than `min_free` is left on the disk (one statvfs per spilled record):
     /// the byte cap frozen at what was stored when it went low.
     disk_cap: Option<u64>,
-    /// Records removed since the last flush, and how many may wait for one.
+    /// Records removed (or state entries set) since the last flush, and how many may wait
+    /// for one.
     unsynced_removals: usize,
     removals_per_sync: usize,
     last_flush: Instant,
@@ -294,8 +305,8 @@ impl Buffer {
         self.removed()
     }
 
-    /// Sync deletions that have waited [`DELETIONS_SYNCED_WITHIN`] at `now` (call it now and
-    /// then).
+    /// Sync deletions and state that have waited [`DELETIONS_SYNCED_WITHIN`] at `now` (call
+    /// it now and then).
     pub fn sync_deletions_if_due(&mut self, now: Instant) {
         if self.unsynced_removals > 0
             && now.saturating_duration_since(self.last_flush) >= DELETIONS_SYNCED_WITHIN
@@ -363,6 +374,39 @@ impl Buffer {
         self.unsynced_removals = 0;
         self.last_flush = Instant::now();
         Ok(())
+    }
+
+    /// Keep the last accepted frame counter of a LoRaWAN session (DevAddr, DevEUI). It is
+    /// durable with the next flush, within [`DELETIONS_SYNCED_WITHIN`] at the latest.
+    pub fn save_fcnt(
+        &mut self,
+        dev_addr: u32,
+        dev_eui: [u8; 8],
+        fcnt: u32,
+    ) -> Result<(), BufferError> {
+        let mut key = FCNT_PREFIX.to_vec();
+        key.extend_from_slice(&dev_addr.to_be_bytes());
+        key.extend_from_slice(&dev_eui);
+        self.store.state_set(&key, &fcnt.to_be_bytes())?;
+        self.unsynced_removals += 1;
+        Ok(())
+    }
+
+    /// Every saved frame counter: (DevAddr, DevEUI, last accepted FCnt).
+    pub fn fcnts(&self) -> Result<Vec<(u32, [u8; 8], u32)>, BufferError> {
+        Ok(self
+            .store
+            .state_scan(FCNT_PREFIX)?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let k = k.strip_prefix(FCNT_PREFIX)?;
+                Some((
+                    u32::from_be_bytes(k.get(..4)?.try_into().ok()?),
+                    k.get(4..12)?.try_into().ok()?,
+                    u32::from_be_bytes(v.as_slice().try_into().ok()?),
+                ))
+            })
+            .collect())
     }
 
     /// Ids of the newest `limit` records, oldest first (damaged ones left out): after a
@@ -610,6 +654,34 @@ mod tests {
         };
         assert_eq!(b.push(99, &huge).unwrap(), Pushed::Dropped);
         assert_eq!(seqs(&mut b), kept);
+    }
+
+    /// Frame counters are kept with the records: durable with the buffer's flushes, carried
+    /// through a rebuild, untouched by a purge.
+    #[test]
+    fn frame_counters_survive_reopen_rebuild_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, m) = sled_buffer(dir.path(), 10);
+        b.save_fcnt(0x2601_1bda, [1; 8], 7).unwrap();
+        b.save_fcnt(0x2601_1bda, [1; 8], 9).unwrap();
+        b.save_fcnt(0x2601_1bdb, [2; 8], 70_000).unwrap();
+        b.sync_deletions_if_due(Instant::now());
+        assert_eq!(m.buffer_syncs.get(), 0, "not a second old yet");
+        b.sync_deletions_if_due(Instant::now() + DELETIONS_SYNCED_WITHIN);
+        assert!(m.buffer_syncs.get() > 0, "synced within a second");
+        drop(b);
+        let mut s = SledStore::open(dir.path()).unwrap();
+        for seq in 0..1000 {
+            s.insert(seq, vec![1; 1000]).unwrap();
+        }
+        assert_eq!(s.purge().unwrap(), 1000);
+        s.flush().unwrap();
+        drop(s);
+        let (b, _) = sled_buffer(dir.path(), 10);
+        assert_eq!(
+            b.fcnts().unwrap(),
+            vec![(0x2601_1bda, [1; 8], 9), (0x2601_1bdb, [2; 8], 70_000)]
+        );
     }
 
     /// A drained database of a few MiB is rebuilt only while the disk is short of space.

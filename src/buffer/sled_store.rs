@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::durable::{sync_dir, SledFiles};
 use super::mark::Mark;
-use super::{BufferError, Store};
+use super::{BufferError, StateEntry, Store};
 
 const DB_DIR: &str = "sled";
 /// The high-water mark file, inside the database directory (moved aside with it).
@@ -48,6 +48,8 @@ pub struct SledStore {
     records: sled::Tree,
     dead: sled::Tree,
     meta: sled::Tree,
+    /// State kept with the records (see [`Store::state_set`]).
+    state: sled::Tree,
     count: u64,
     bytes: u64,
     /// Highest sequence number ever stored (records or dead letters).
@@ -120,6 +122,7 @@ impl SledStore {
         let records = db.open_tree("records")?;
         let dead = db.open_tree("dead_letter")?;
         let meta = db.open_tree("meta")?;
+        let state = db.open_tree("state")?;
         let (mut count, mut bytes) = (0, 0);
         for item in records.iter() {
             let (_, v) = item?;
@@ -137,6 +140,7 @@ impl SledStore {
             records,
             dead,
             meta,
+            state,
             count,
             bytes,
             highest: None,
@@ -171,8 +175,17 @@ impl SledStore {
                 fresh.dead_letter(seq, v.to_vec())?;
             }
         }
+        fresh.carry_state(self)?;
         fresh.highest = self.highest;
         fresh.flush()?;
+        Ok(())
+    }
+
+    /// Copy `old`'s state entries (frame counters) into this database.
+    fn carry_state(&mut self, old: &SledStore) -> Result<(), BufferError> {
+        for (k, v) in old.state.iter().flatten() {
+            self.state_set(&k, &v)?;
+        }
         Ok(())
     }
 
@@ -209,6 +222,7 @@ impl SledStore {
                 kept += 1;
             }
         }
+        fresh.carry_state(&self)?;
         let dir = self.dir.clone();
         drop(self);
         fresh.highest = fresh.highest.max(Some(flushed));
@@ -423,6 +437,19 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        self.state.insert(key, value).map_err(err)?;
+        self.changed = true;
+        Ok(())
+    }
+
+    fn state_scan(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, BufferError> {
+        self.state
+            .scan_prefix(prefix)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err))
+            .collect()
     }
 
     fn flush(&mut self) -> Result<u64, BufferError> {

@@ -36,6 +36,8 @@ impl Session {
 #[derive(Debug, Default)]
 pub struct Decoder {
     sessions: HashMap<DevAddr, Vec<Session>>,
+    /// Counters accepted since [`Decoder::take_advanced`] was last called.
+    advanced: Vec<(DevAddr, [u8; 8], u32)>,
 }
 
 impl Decoder {
@@ -74,6 +76,29 @@ impl Decoder {
             .entry(session.dev_addr)
             .or_default()
             .push(session);
+    }
+
+    /// Continue the session (DevAddr, DevEUI) from a counter accepted before a restart, so
+    /// a frame captured earlier is a replay. Returns false when no such session is
+    /// configured any more.
+    pub fn resume(&mut self, dev_addr: DevAddr, dev_eui: [u8; 8], last: u32) -> bool {
+        let session = self
+            .sessions
+            .get_mut(&dev_addr)
+            .and_then(|ss| ss.iter_mut().find(|s| s.dev_eui == dev_eui));
+        match session {
+            Some(s) => {
+                s.fcnt.accept(last);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// (DevAddr, DevEUI, FCnt32) of every counter accepted since the last call, to be kept
+    /// across restarts.
+    pub fn take_advanced(&mut self) -> Vec<(DevAddr, [u8; 8], u32)> {
+        std::mem::take(&mut self.advanced)
     }
 
     /// Sessions using this DevAddr.
@@ -134,6 +159,7 @@ impl Decoder {
                 last,
             })?;
         session.fcnt.accept(fcnt32);
+        self.advanced.push((dev_addr, session.dev_eui, fcnt32));
         let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
         Ok(Uplink {
             dev_eui: session.dev_eui,

@@ -449,3 +449,33 @@ fn decoder_from_config_maps_sessions_to_devices() {
     let u = d.decode_uplink(&worked(), t0(), Radio::default()).unwrap();
     assert_eq!(u.device_id(), "58-A0-CB-00-00-10-12-34");
 }
+
+/// Accepted counters are handed out to be kept; a decoder resumed from them after a restart
+/// rejects a frame captured before it.
+#[test]
+fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
+    let mut d = decoder();
+    let old = up(70_005, Some(2), b"x");
+    d.decode_uplink(&old, t0(), Radio::default()).unwrap();
+    let kept = d.take_advanced();
+    assert_eq!(kept, vec![(DevAddr(0x2601_1BDA), DEV_EUI, 70_005)]);
+    assert!(d.take_advanced().is_empty());
+
+    let mut restarted = decoder();
+    assert!(!restarted.resume(DevAddr(0x2601_1BDA), [9; 8], 70_005));
+    for (dev_addr, dev_eui, fcnt) in kept {
+        assert!(restarted.resume(dev_addr, dev_eui, fcnt));
+    }
+    assert!(matches!(
+        restarted.decode_uplink(&old, t0(), Radio::default()),
+        Err(LorawanError::Replay { fcnt: 70_005, .. })
+    ));
+    let next = up(70_006, Some(2), b"y");
+    assert_eq!(
+        restarted
+            .decode_uplink(&next, t0(), Radio::default())
+            .unwrap()
+            .fcnt,
+        Some(70_006)
+    );
+}

@@ -18,6 +18,7 @@ use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, Pushed};
 use crate::config::BufferConfig;
 use crate::decode::Decoder;
+use crate::lorawan::DevAddr;
 use crate::metrics::{unix_seconds, Metrics};
 use crate::notify::Heartbeat;
 use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
@@ -72,6 +73,15 @@ impl Forwarder {
         let next_seq = buffer.last_seq().map_or(0, |s| s + 1);
         // A source redelivers what it got no acknowledgement for before a crash; what of
         // that is already in the buffer must not go in twice.
+        let mut decoder = decoder;
+        match buffer.fcnts() {
+            Ok(kept) => {
+                for (dev_addr, dev_eui, fcnt) in kept {
+                    decoder.resume_fcnt(DevAddr(dev_addr), dev_eui, fcnt);
+                }
+            }
+            Err(e) => log::warn!("buffer: cannot read the kept frame counters: {e}"),
+        }
         let mut dedup = Dedup::new(dedup_window);
         match buffer.recent_ids(dedup_window) {
             Ok(ids) => ids.iter().for_each(|id| dedup.seed(id)),
@@ -255,7 +265,9 @@ impl Forwarder {
 
     fn on_frame(&mut self, frame: Frame) -> Result<(), BufferError> {
         self.metrics.received.inc(frame.source);
-        let Some(record) = self.decoder.decode(&frame.input) else {
+        let decoded = self.decoder.decode(&frame.input);
+        self.keep_fcnts();
+        let Some(record) = decoded else {
             // Nothing to keep (a frame of another network, a replay): done with it.
             self.pending_acks.push(frame.ack);
             return Ok(());
@@ -300,6 +312,18 @@ impl Forwarder {
             }
         }
         self.spill(seq, record, frame.ack)
+    }
+
+    /// LoRaWAN frame counters go to the buffer, durable with its next flush, so a frame
+    /// captured before a restart is still a replay after it.
+    fn keep_fcnts(&mut self) {
+        for (dev_addr, dev_eui, fcnt) in self.decoder.take_fcnts() {
+            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui, fcnt) {
+                self.metrics.problem("buffer_write_error", || {
+                    format!("cannot keep the frame counter of {dev_addr}: {e}")
+                });
+            }
+        }
     }
 
     fn track(&mut self, seq: u64, record: Record, acks: Vec<Ack>, in_buffer: bool) {
