@@ -40,11 +40,8 @@ pub struct SinkHealth {
 }
 
 impl SinkHealth {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+    /// `seed` spreads the jitter: gateways that lost the same hub retry at different times.
+    pub fn new(metrics: Arc<Metrics>, seed: u64) -> Self {
         SinkHealth {
             retry_at: None,
             backoff_since: None,
@@ -173,7 +170,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_resets_on_success() {
-        let mut h = SinkHealth::new(Metrics::new());
+        let mut h = SinkHealth::new(Metrics::new(), 1);
         let now = Instant::now();
         let mut at = now;
         let mut last = Duration::ZERO;
@@ -223,7 +220,7 @@ mod tests {
     #[test]
     fn parking_one_rec_type_leaves_the_others_ready() {
         let metrics = Metrics::new();
-        let mut h = SinkHealth::new(metrics.clone());
+        let mut h = SinkHealth::new(metrics.clone(), 1);
         let now = Instant::now();
         let v = h.failed(&SinkError::Park("unknown topic".into()), "motion", now, now);
         assert!(matches!(v, Verdict::Parked(w) if w <= PARK_MIN));
@@ -259,7 +256,7 @@ mod tests {
     /// not one escalation per record (which parked a recType for minutes after one burst).
     #[test]
     fn a_burst_of_failures_parks_once_per_round() {
-        let mut h = SinkHealth::new(Metrics::new());
+        let mut h = SinkHealth::new(Metrics::new(), 1);
         let park = || SinkError::Park("unknown topic".into());
         let sent = Instant::now();
         let t0 = sent + Duration::from_millis(5);

@@ -3,6 +3,9 @@
 mod dedup;
 mod forwarder;
 mod health;
+mod ledger;
+#[cfg(test)]
+mod model;
 
 use tokio::sync::{mpsc, watch};
 
@@ -13,7 +16,7 @@ use crate::metrics::{self, Metrics};
 use crate::notify;
 use crate::source;
 
-pub use forwarder::Forwarder;
+pub use forwarder::{Forwarder, Inputs};
 
 /// Frames waiting between the sources and the forwarder. Small: when the forwarder is busy
 /// the sources wait (and MQTT stops acknowledging) instead of piling up memory.
@@ -34,6 +37,8 @@ pub enum RunError {
     Lorawan(#[from] crate::lorawan::LorawanError),
     #[error("udp source: cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
+    #[error("cannot start the forwarder: {0}")]
+    Forwarder(std::io::Error),
 }
 
 /// Run the agent until `stop` resolves or every source has ended and all is delivered.
@@ -95,7 +100,7 @@ pub async fn run(
         buffer,
         sink,
         metrics.clone(),
-    );
+    )?;
 
     let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
     // `stopping`: sources stop taking new input. `acked`: the forwarder has sent its last
@@ -143,7 +148,15 @@ pub async fn run(
         metrics.clone(),
     ));
     let heartbeat = forwarder.heartbeat();
-    let mut fwd = tokio::spawn(forwarder.run(frame_rx, delivery_rx, stopping_rx, sink_rx, parks));
+    let (thread, mut fwd) = forwarder
+        .spawn(Inputs {
+            frames: frame_rx,
+            deliveries: delivery_rx,
+            stop: stopping_rx,
+            new_sinks: sink_rx,
+            parks,
+        })
+        .map_err(RunError::Forwarder)?;
     notify::ready(&format!("running: {} source(s)", cfg.sources.len()));
     let status_metrics = metrics.clone();
     let watchdog = tokio::spawn(notify::watchdog(heartbeat, move || {
@@ -178,7 +191,11 @@ pub async fn run(
     );
     match result {
         Ok(r) => Ok(r?),
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        // The forwarder's thread ended without an outcome: it panicked.
+        Err(_) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the forwarder sends its outcome before it ends"),
+        },
     }
 }
 

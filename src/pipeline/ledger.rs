@@ -1,0 +1,612 @@
+//! The forwarder's state machine, without I/O of its own: which records are in flight, which
+//! go into the buffer, which sources may be acknowledged, which buffered records may be
+//! deleted. It calls the sink and the buffer, and is told the time, so a model test can
+//! drive it step by step (`model.rs`). The durability contract (`docs/design.md`):
+//!
+//! - healthy sink, empty buffer: records go from memory straight to the sink and their
+//!   source is acknowledged on the delivery report;
+//! - a failure, a slow report (`spill_after`), a full in-flight window or shutdown: records
+//!   are written to the buffer, flushed, and only then acknowledged;
+//! - records go into the buffer by one path, oldest first ([`Ledger::store_waiting`]): a
+//!   record is stored only with every older record that is not confirmed yet, so after a
+//!   crash the buffer never holds a record whose older sibling is gone;
+//! - once anything is buffered or waiting, new records queue behind it, and the buffer
+//!   drains in order, each record deleted on its delivery report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::dedup::{Dedup, Seen};
+use super::health::{SinkHealth, Verdict};
+use crate::buffer::{Buffer, BufferError, Pushed};
+use crate::config::BufferConfig;
+use crate::lorawan::DevAddr;
+use crate::metrics::{unix_seconds, Metrics};
+use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
+use crate::sink::{Delivery, Sink, SinkError};
+use crate::source::Ack;
+
+struct InFlight {
+    record: Record,
+    /// Sources to acknowledge once this record is durable (empty once it is).
+    acks: Vec<Ack>,
+    in_buffer: bool,
+    sent_at: Instant,
+}
+
+/// A record that is not durable yet and not with the sink: it goes into the buffer next.
+struct Waiting {
+    record: Record,
+    acks: Vec<Ack>,
+}
+
+pub struct Ledger {
+    buffer: Buffer,
+    sink: Box<dyn Sink>,
+    metrics: Arc<Metrics>,
+    dedup: Dedup,
+    health: SinkHealth,
+    max_in_flight: usize,
+    spill_after: Duration,
+    max_age_ms: u64,
+    next_seq: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    waiting: BTreeMap<u64, Waiting>,
+    /// Every record up to here that is not confirmed goes into the buffer.
+    spill_mark: Option<u64>,
+    /// Acknowledgements released by the next [`Ledger::commit`], with the sequence number
+    /// of the record in flight they belong to, if any (its delivery releases them too).
+    pending_acks: Vec<(Option<u64>, Ack)>,
+    dirty: bool,
+    /// Last buffered sequence number handed to the sink by the drain.
+    drain_cursor: Option<u64>,
+    /// The wall clock at `started`, so record ages follow the time the ledger is given.
+    started: (Instant, SystemTime),
+}
+
+impl Ledger {
+    /// `seed` spreads the sink's retry jitter; `now` is the time of the caller's clock.
+    pub fn new(
+        cfg: &BufferConfig,
+        dedup_window: usize,
+        buffer: Buffer,
+        sink: Box<dyn Sink>,
+        metrics: Arc<Metrics>,
+        now: (Instant, SystemTime),
+        seed: u64,
+    ) -> Result<Self, BufferError> {
+        let next_seq = buffer.last_seq().map_or(0, |s| s + 1);
+        // A source redelivers what it got no acknowledgement for before a crash; what of
+        // that is already in the buffer must not go in twice. What the last run left
+        // (records, dead letters, deletions) is durable only once flushed by this one: it may
+        // have stopped on a failing flush. So the first commit flushes, before it
+        // acknowledges such a copy.
+        let mut dedup = Dedup::new(dedup_window);
+        match buffer.recent_ids(dedup_window) {
+            Ok(ids) => ids.iter().for_each(|id| dedup.seed(id)),
+            Err(e) => log::warn!("buffer: cannot read the ids of buffered records: {e}"),
+        }
+        Ok(Ledger {
+            buffer,
+            sink,
+            health: SinkHealth::new(metrics.clone(), seed),
+            metrics,
+            dedup,
+            max_in_flight: cfg.max_in_flight.max(1),
+            spill_after: cfg.spill_after,
+            max_age_ms: cfg.max_age.as_millis() as u64,
+            next_seq,
+            in_flight: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            spill_mark: None,
+            pending_acks: Vec::new(),
+            dirty: true,
+            drain_cursor: None,
+            started: now,
+        })
+    }
+
+    pub fn buffered(&self) -> u64 {
+        self.buffer.len()
+    }
+
+    /// Nothing in flight, waiting or buffered.
+    pub fn idle(&self) -> bool {
+        self.in_flight.is_empty() && self.waiting.is_empty() && self.buffer.is_empty()
+    }
+
+    /// New input may be taken: nothing waits for room in the buffer.
+    pub fn accepting(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Records held in memory (in flight or waiting for the buffer).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.in_flight.len() + self.waiting.len()
+    }
+
+    /// Hold records of `rec_type` back (its hub is missing) while the others flow.
+    pub fn park(&mut self, rec_type: &str, reason: String, now: Instant) {
+        self.health
+            .failed(&SinkError::Park(reason), rec_type, now, now);
+    }
+
+    /// A decoded input (`None`: nothing to keep, e.g. a frame of another network) and the
+    /// acknowledgement its source waits for.
+    pub fn take(&mut self, record: Option<Record>, ack: Ack, now: Instant) {
+        let Some(record) = record else {
+            self.pending_acks.push((None, ack));
+            return;
+        };
+        if record.rec_type == DEAD_LETTER {
+            return self.keep_dead_letter(&record, ack);
+        }
+        let seq = self.next_seq;
+        match self.dedup.check(&record.id, seq) {
+            Seen::New => {}
+            Seen::Pending(first) => {
+                self.metrics.duplicates.inc();
+                match self.in_flight.get_mut(&first) {
+                    // Acknowledge the copy when the first one becomes durable.
+                    Some(f) if !f.in_buffer => f.acks.push(ack),
+                    _ => match self.waiting.get_mut(&first) {
+                        Some(w) => w.acks.push(ack),
+                        None => self.pending_acks.push((None, ack)),
+                    },
+                }
+                return;
+            }
+            Seen::Durable => {
+                self.metrics.duplicates.inc();
+                self.pending_acks.push((None, ack));
+                return;
+            }
+        }
+        self.next_seq += 1;
+        if self.buffer.is_empty()
+            && self.waiting.is_empty()
+            && self.in_flight.len() < self.max_in_flight
+            && self.healthy(now)
+            && !self.health.is_parked(&record.rec_type, now)
+        {
+            match self.sink.send(seq, &record) {
+                Ok(()) => {
+                    self.track(seq, record, vec![ack], false, now);
+                    return;
+                }
+                Err(SinkError::Reject(e)) => {
+                    self.reject(seq, &record, &e, [ack]);
+                    return;
+                }
+                Err(e) => self.failed(&e, &record.rec_type, now, now),
+            }
+        }
+        self.wait(seq, record, vec![ack]);
+    }
+
+    /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer, durable with its
+    /// next flush, so a frame captured before a restart is still a replay after it.
+    pub fn keep_fcnts(&mut self, fcnts: Vec<(DevAddr, [u8; 8], u32)>) {
+        for (dev_addr, dev_eui, fcnt) in fcnts {
+            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui, fcnt) {
+                self.metrics.problem("buffer_write_error", || {
+                    format!("cannot keep the frame counter of {dev_addr}: {e}")
+                });
+            }
+        }
+    }
+
+    /// Shutdown: what was received goes into the buffer, not to the sink.
+    pub fn take_to_buffer(&mut self, record: Option<Record>, ack: Ack) {
+        match record {
+            Some(record) if record.rec_type == DEAD_LETTER => self.keep_dead_letter(&record, ack),
+            Some(record) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.wait(seq, record, vec![ack]);
+            }
+            None => self.pending_acks.push((None, ack)),
+        }
+    }
+
+    fn healthy(&self, now: Instant) -> bool {
+        self.health.ready(now)
+            && self
+                .in_flight
+                .values()
+                .next()
+                .is_none_or(|f| now.duration_since(f.sent_at) < self.spill_after)
+    }
+
+    fn track(&mut self, seq: u64, record: Record, acks: Vec<Ack>, in_buffer: bool, now: Instant) {
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                record,
+                acks,
+                in_buffer,
+                sent_at: now,
+            },
+        );
+        self.metrics.in_flight.set(self.in_flight.len() as u64);
+    }
+
+    /// Into the buffer (at the next [`Ledger::store_waiting`]), in sequence order.
+    fn wait(&mut self, seq: u64, record: Record, acks: Vec<Ack>) {
+        self.waiting.insert(seq, Waiting { record, acks });
+        self.spill_through(seq);
+    }
+
+    fn spill_through(&mut self, seq: u64) {
+        self.spill_mark = self.spill_mark.max(Some(seq));
+    }
+
+    /// The drain must look at `seq` again (it went into the buffer, or came back from the
+    /// sink, behind the drain's position).
+    fn rewind(&mut self, seq: u64) {
+        if self.drain_cursor.is_some_and(|c| c >= seq) {
+            self.drain_cursor = seq.checked_sub(1);
+        }
+    }
+
+    /// The one path into the buffer: every record up to the spill mark that is neither
+    /// confirmed nor buffered yet, oldest first, stopping at the first that does not fit
+    /// (nothing newer may be stored, and so acknowledged, before it). A stored record's
+    /// sources are acknowledged at the next commit.
+    fn store_waiting(&mut self) {
+        let Some(mark) = self.spill_mark else {
+            return;
+        };
+        let mut seqs: Vec<u64> = self.waiting.keys().copied().collect();
+        let waiting = seqs.len();
+        seqs.extend(
+            self.in_flight
+                .range(..=mark)
+                .filter(|(_, f)| !f.in_buffer)
+                .map(|(s, _)| *s),
+        );
+        if waiting > 0 && seqs.len() > waiting {
+            let older = seqs.len() - waiting;
+            self.metrics
+                .log_limited(log::Level::Warn, "spill_older", || {
+                    format!(
+                        "sink has not confirmed {older} record(s) yet: buffering them ahead of newer ones"
+                    )
+                });
+        }
+        seqs.sort_unstable();
+        for seq in seqs {
+            let record = match self.waiting.get(&seq) {
+                Some(w) => &w.record,
+                None => &self.in_flight[&seq].record,
+            };
+            let stored = match self.buffer.push(seq, record) {
+                Ok(Pushed::Stored) => true,
+                Ok(Pushed::Dropped) => false,
+                Ok(Pushed::Full) => return,
+                Err(e) => {
+                    // A full or failing disk behaves like a full buffer: hold, don't
+                    // acknowledge.
+                    self.metrics.problem("buffer_write_error", || {
+                        format!("cannot write to the buffer: {e}; holding records in memory")
+                    });
+                    return;
+                }
+            };
+            if stored {
+                self.dirty = true;
+                self.dedup.durable(&record.id);
+            }
+            if let Some(w) = self.waiting.remove(&seq) {
+                self.pending_acks
+                    .extend(w.acks.into_iter().map(|a| (None, a)));
+                if stored {
+                    self.rewind(seq);
+                }
+            } else if let Some(f) = self.in_flight.get_mut(&seq) {
+                // Dropped by `when_full`: nothing more to keep for it either.
+                f.in_buffer = true;
+                self.pending_acks
+                    .extend(f.acks.drain(..).map(|a| (Some(seq), a)));
+            }
+        }
+        // Everything up to the mark is in the buffer (or in flight and confirmed later).
+        self.spill_mark = None;
+    }
+
+    /// Housekeeping every tick: records the sink has not confirmed within `spill_after` go
+    /// into the buffer (they stay in flight and leave the buffer on delivery), and waiting
+    /// records get another try at the buffer.
+    pub fn tick(&mut self, now: Instant) {
+        let slow = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| !f.in_buffer && now.duration_since(f.sent_at) >= self.spill_after)
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>();
+        if let Some(&last) = slow.last() {
+            self.metrics.problem("sink_slow", || {
+                format!(
+                    "sink has not confirmed {} record(s) for {:?}: buffering them",
+                    slow.len(),
+                    self.spill_after
+                )
+            });
+            self.spill_through(last);
+        }
+    }
+
+    /// The sink's report on `d.seq`, at `now`.
+    pub fn delivered(&mut self, d: Delivery, now: Instant) -> Result<(), BufferError> {
+        let Some(f) = self.in_flight.remove(&d.seq) else {
+            return Ok(());
+        };
+        self.metrics.in_flight.set(self.in_flight.len() as u64);
+        match d.result {
+            Ok(()) => {
+                self.metrics.delivered.inc(&f.record.rec_type);
+                self.metrics
+                    .last_delivery
+                    .set(unix_seconds(SystemTime::now()));
+                self.health.succeeded(&f.record.rec_type);
+                let mut acks = f.acks;
+                if f.in_buffer {
+                    self.buffer.remove(d.seq)?;
+                    // Its acknowledgements may still wait for a flush: delivered is durable.
+                    if self.pending_acks.iter().any(|(s, _)| *s == Some(d.seq)) {
+                        let (mine, rest) = std::mem::take(&mut self.pending_acks)
+                            .into_iter()
+                            .partition(|(s, _)| *s == Some(d.seq));
+                        self.pending_acks = rest;
+                        acks.extend(mine.into_iter().map(|(_, a): (_, Ack)| a));
+                    }
+                }
+                self.dedup.durable(&f.record.id);
+                for ack in acks {
+                    ack.send();
+                    self.metrics.acked.inc();
+                }
+            }
+            Err(SinkError::Reject(e)) => self.reject(d.seq, &f.record, &e, f.acks),
+            Err(e) => {
+                self.failed(&e, &f.record.rec_type, f.sent_at, now);
+                if f.in_buffer {
+                    self.rewind(d.seq);
+                } else {
+                    self.wait(d.seq, f.record, f.acks);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sink started over (a new producer, or new credentials), after the caller gave
+    /// this ledger every report the old one made: what got none is sent again, oldest
+    /// first, from the buffer (or, if it is not there yet, through it).
+    pub fn resend_in_flight(&mut self) {
+        for (seq, f) in std::mem::take(&mut self.in_flight) {
+            if !f.in_buffer {
+                self.wait(seq, f.record, f.acks);
+            }
+        }
+        self.metrics.in_flight.set(0);
+        self.drain_cursor = None;
+    }
+
+    /// Everything in flight that is not confirmed goes into the buffer (before a sink is
+    /// replaced, and at shutdown).
+    pub fn spill_in_flight(&mut self) {
+        if let Some(&last) = self.in_flight.keys().next_back() {
+            self.spill_through(last);
+        }
+        self.store_waiting();
+    }
+
+    /// The sink, for the shell: its `tick` and `flush`.
+    pub fn sink(&mut self) -> &mut dyn Sink {
+        self.sink.as_mut()
+    }
+
+    /// Put in a new sink; the old one is returned (to be dropped once its reports are in).
+    pub fn replace_sink(&mut self, sink: Box<dyn Sink>) -> Box<dyn Sink> {
+        std::mem::replace(&mut self.sink, sink)
+    }
+
+    pub fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// A message the sources gave up on: into the dead-letter tree (up to a cap), never to the
+    /// sink; its source is acknowledged once that is flushed, so it is not delivered again.
+    fn keep_dead_letter(&mut self, record: &Record, ack: Ack) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match self.buffer.dead_letter_input(seq, record) {
+            Ok(kept) => {
+                if kept {
+                    self.dirty = true;
+                } else {
+                    self.metrics.problem("dead_letters_full", || {
+                        format!(
+                            "{} dead letters are kept already: dead letter {} only counted",
+                            crate::buffer::MAX_DEAD_LETTERS,
+                            record.id
+                        )
+                    });
+                }
+                self.pending_acks.push((None, ack));
+            }
+            // Not acknowledged: the source offers it again.
+            Err(e) => self.metrics.problem("buffer_write_error", || {
+                format!("cannot keep a dead letter: {e}")
+            }),
+        }
+    }
+
+    /// The sink will never take this record (too large): dead-letter it.
+    fn reject(&mut self, seq: u64, record: &Record, e: &str, acks: impl IntoIterator<Item = Ack>) {
+        self.metrics.sink_errors.inc("reject");
+        log::error!(
+            "record {} of {} rejected by the sink: {e}",
+            record.id,
+            record.key
+        );
+        self.dead_letter(seq, record, acks);
+    }
+
+    /// Into the dead-letter tree; the sources are acknowledged once that is flushed.
+    fn dead_letter(&mut self, seq: u64, record: &Record, acks: impl IntoIterator<Item = Ack>) {
+        match self.buffer.dead_letter(seq, record) {
+            Ok(()) => {
+                self.dirty = true;
+                self.pending_acks
+                    .extend(acks.into_iter().map(|a| (None, a)));
+            }
+            Err(e) => {
+                // Kept in memory, unacknowledged; the drain or the source offers it again.
+                self.metrics.problem("buffer_write_error", || {
+                    format!("cannot dead-letter a record: {e}")
+                });
+                self.rewind(seq);
+            }
+        }
+    }
+
+    /// A record sent at `sent` failed.
+    fn failed(&mut self, e: &SinkError, rec_type: &str, sent: Instant, now: Instant) {
+        self.metrics.sink_errors.inc(e.class());
+        self.metrics.problem("sink_error", || format!("sink: {e}"));
+        if let Verdict::Backoff(_) = self.health.failed(e, rec_type, sent, now) {
+            // Start again from the oldest buffered record once the sink is back.
+            self.drain_cursor = None;
+        }
+    }
+
+    /// Send buffered records, oldest first, while the sink keeps up.
+    fn drain(&mut self, now: Instant) -> Result<(), BufferError> {
+        if self.buffer.is_empty()
+            || !self.healthy(now)
+            || self.in_flight.len() >= self.max_in_flight
+        {
+            return Ok(());
+        }
+        if self.health.unpark_expired(now) {
+            // Records of a recType that was parked were skipped: look at them again.
+            self.drain_cursor = None;
+        }
+        let room = self.max_in_flight - self.in_flight.len();
+        let wall = self.started.1 + now.saturating_duration_since(self.started.0);
+        let now_ms = ms_since_epoch(wall);
+        for (seq, record) in self.buffer.next(self.drain_cursor, room)? {
+            self.drain_cursor = Some(seq);
+            if self.in_flight.contains_key(&seq) || self.health.is_parked(&record.rec_type, now) {
+                continue;
+            }
+            if now_ms.saturating_sub(record.created_ms) > self.max_age_ms {
+                self.metrics.dropped_expired.inc();
+                self.metrics.problem("expired", || {
+                    format!(
+                        "record {} of {} is older than max_age: dropped",
+                        record.id, record.key
+                    )
+                });
+                self.buffer.remove(seq)?;
+                continue;
+            }
+            match self.sink.send(seq, &record) {
+                Ok(()) => self.track(seq, record, Vec::new(), true, now),
+                Err(SinkError::Reject(e)) => self.reject(seq, &record, &e, None),
+                Err(e) => {
+                    self.failed(&e, &record.rec_type, now, now);
+                    if !self.health.ready(now) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a round: waiting records into the buffer, one flush for all of it (and for
+    /// deletions, often enough), the acknowledgements that waited on it, then the drain.
+    pub fn end_round(&mut self, now: Instant) -> Result<(), BufferError> {
+        self.store_waiting();
+        self.commit(now, false);
+        self.drain(now)
+    }
+
+    /// Flush if anything was written, or with `force` (deletions alone are synced every so
+    /// often by the buffer), then release the acknowledgements that waited on it.
+    pub fn commit(&mut self, now: Instant, force: bool) {
+        if !self.dirty && !force {
+            self.buffer.sync_deletions_if_due(now);
+        } else {
+            if let Err(e) = self.buffer.flush() {
+                // A full or failing disk: nothing is acknowledged until a flush succeeds
+                // (retried every tick); the sources keep their copies meanwhile.
+                self.metrics.problem("buffer_write_error", || {
+                    format!("cannot flush the buffer: {e}; holding acknowledgements")
+                });
+                return;
+            }
+            self.dirty = false;
+        }
+        for (_, ack) in self.pending_acks.drain(..) {
+            ack.send();
+            self.metrics.acked.inc();
+        }
+    }
+
+    /// Records that could not be buffered at shutdown (their sources were not acknowledged).
+    pub fn unbuffered(&self) -> usize {
+        self.waiting.len() + self.in_flight.values().filter(|f| !f.in_buffer).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::MemoryStore;
+    use crate::sink::stdout::StdoutSink;
+
+    fn record(n: u32) -> Record {
+        Record {
+            id: format!("id-{n}"),
+            rec_type: "t".into(),
+            key: "k".into(),
+            created_ms: 1,
+            body: "{}".into(),
+        }
+    }
+
+    /// An MQTT redelivery, after a restart, of a record already buffered is acknowledged
+    /// (after the first flush) and not buffered a second time.
+    #[test]
+    fn a_redelivery_of_a_buffered_record_is_not_buffered_again() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        for n in 0..3 {
+            buffer.push(u64::from(n), &record(n)).unwrap();
+        }
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(StdoutSink::new(false, tx));
+        let now = (Instant::now(), SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        // Held back, so the drain leaves the buffer as it is.
+        ledger.park("t", "test".into(), now.0);
+        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let ack = Ack::Mqtt {
+            acks,
+            qos: rumqttc::QoS::AtLeastOnce,
+            pkid: 7,
+        };
+        ledger.take(Some(record(2)), ack, now.0);
+        ledger.end_round(now.0).unwrap();
+        assert_eq!(metrics.duplicates.get(), 1);
+        assert_eq!(ledger.buffered(), 3);
+        assert_eq!(pubacks.try_recv().unwrap().1, 7);
+    }
+}

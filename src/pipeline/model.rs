@@ -1,0 +1,838 @@
+//! A model test of the forwarder's [`Ledger`], after Vector's disk buffer model tests:
+//! proptest writes scripts of events, and each script drives a ledger with
+//!
+//! - an MQTT-like source that sends what it got no PUBACK for again after a restart (and
+//!   sometimes sends a message twice, as a second gateway would),
+//! - a scripted Kafka-like sink: per-device order, reports in any order across devices and
+//!   late, local queue full, transient failures, parked hubs, refusals, timeouts after the
+//!   write; a failure stops the producer (the gap-less guarantee) until `tick` replaces it,
+//!   and a dropped sink reports what it held as failed,
+//! - a store that keeps only what was flushed when it crashes, and can fail to flush,
+//! - a clock the script moves.
+//!
+//! After every step: nothing acknowledged is lost (delivered, or in the flushed buffer, or
+//! dead-lettered), and memory stays bounded. At the end, once the sink heals: every uplink is
+//! delivered or dead-lettered, nothing is stuck, each device's uplinks were first delivered
+//! in order, and duplicates stay within the stated bound.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use proptest::prelude::*;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::ledger::Ledger;
+use crate::buffer::{self, Buffer, BufferError, Store};
+use crate::config::{BufferConfig, WhenFull};
+use crate::metrics::Metrics;
+use crate::record::Record;
+use crate::sink::{Delivery, Sink, SinkError};
+use crate::source::Ack;
+
+const DEVICES: u32 = 3;
+/// At most this many frames per `Take` step (a round of the shell).
+const TAKE_MAX: u8 = 6;
+const DEDUP_WINDOW: usize = 64;
+
+fn cases() -> u32 {
+    std::env::var("HUBGATE_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    /// Throttling, a broker gone: try again later.
+    Retry,
+    /// The hub of the record's recType is missing.
+    Park,
+    /// Refused for good (too large): dead-letter it.
+    Reject,
+    /// Written, but reported failed (a timeout after the write): sent again.
+    Ambiguous,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A new uplink reaches the MQTT broker.
+    Uplink,
+    /// The shell takes up to n messages (one round).
+    Take(u8),
+    /// The broker (or a second gateway) sends one of this run's messages again.
+    Again(u8),
+    /// The broker writes the oldest record it holds of one device and reports it.
+    Confirm(u8),
+    /// The oldest record of one device fails; the producer stops (gap-less).
+    Fail(u8, Failure),
+    /// The shell takes the sink's reports (one round).
+    Reports,
+    /// The producer's local queue is full (sends refused) or not.
+    QueueFull(bool),
+    /// Time passes (ms), then a tick: a stopped producer is replaced, slow records spill.
+    Advance(u16),
+    /// Key rotation: the old sink settles, a new one takes over.
+    Rotate,
+    /// SIGKILL or power cut: only what was flushed stays; what the producer held was
+    /// written to the broker or not.
+    Crash { written: bool },
+    /// SIGTERM, then a new start.
+    Stop,
+    /// The disk refuses flushes (or works again).
+    FlushFails(bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let failure = prop_oneof![
+        4 => Just(Failure::Retry),
+        1 => Just(Failure::Park),
+        1 => Just(Failure::Reject),
+        1 => Just(Failure::Ambiguous),
+    ];
+    prop_oneof![
+        8 => Just(Step::Uplink),
+        6 => (1..=TAKE_MAX).prop_map(Step::Take),
+        1 => any::<u8>().prop_map(Step::Again),
+        8 => any::<u8>().prop_map(Step::Confirm),
+        2 => (any::<u8>(), failure).prop_map(|(k, f)| Step::Fail(k, f)),
+        5 => Just(Step::Reports),
+        1 => any::<bool>().prop_map(Step::QueueFull),
+        4 => (1u16..3000).prop_map(Step::Advance),
+        1 => Just(Step::Rotate),
+        1 => any::<bool>().prop_map(|written| Step::Crash { written }),
+        1 => Just(Step::Stop),
+        1 => any::<bool>().prop_map(Step::FlushFails),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    max_in_flight: usize,
+    spill_after: Duration,
+    /// Room for this many records in the buffer (`when_full = "block"`), or plenty.
+    buffer_records: Option<u64>,
+}
+
+fn settings() -> impl Strategy<Value = Settings> {
+    (
+        1usize..6,
+        prop_oneof![Just(50u64), Just(500), Just(2000)],
+        prop::option::of(2u64..8),
+    )
+        .prop_map(|(max_in_flight, spill_ms, buffer_records)| Settings {
+            max_in_flight,
+            spill_after: Duration::from_millis(spill_ms),
+            buffer_records,
+        })
+}
+
+// ---------------------------------------------------------------------------------------
+// The store: what was flushed survives a crash, nothing else.
+
+#[derive(Default)]
+struct Disk {
+    live: BTreeMap<u64, Vec<u8>>,
+    synced: BTreeMap<u64, Vec<u8>>,
+    dead: Vec<(u64, Vec<u8>)>,
+    dead_synced: Vec<(u64, Vec<u8>)>,
+    flush_fails: bool,
+    /// The store's small state tree (frame counters); the model sends none.
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// A flush failed since the last one that worked.
+    unsynced: bool,
+}
+
+impl Disk {
+    fn crash(&mut self) {
+        self.live = self.synced.clone();
+        self.dead = self.dead_synced.clone();
+    }
+
+    /// Uplinks the flushed store holds, buffered or dead-lettered.
+    fn durable(&self) -> BTreeSet<u32> {
+        self.synced
+            .values()
+            .chain(self.dead_synced.iter().map(|(_, v)| v))
+            .map(|v| uplink_of(&buffer::decode(v).expect("the model stores whole records")))
+            .collect()
+    }
+
+    fn dead_lettered(&self) -> BTreeSet<u32> {
+        self.dead_synced
+            .iter()
+            .map(|(_, v)| uplink_of(&buffer::decode(v).expect("whole records")))
+            .collect()
+    }
+}
+
+struct ModelStore(Arc<Mutex<Disk>>);
+
+impl ModelStore {
+    fn disk(&self) -> MutexGuard<'_, Disk> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl Store for ModelStore {
+    fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+        self.disk().live.insert(seq, value);
+        Ok(())
+    }
+
+    fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
+        Ok(self.disk().live.remove(&seq).map_or(0, |v| v.len() as u64))
+    }
+
+    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        let start = match after {
+            Some(u64::MAX) => return Ok(Vec::new()),
+            Some(a) => a + 1,
+            None => 0,
+        };
+        Ok(self
+            .disk()
+            .live
+            .range(start..)
+            .take(limit)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+
+    fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        Ok(self
+            .disk()
+            .live
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+
+    fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        self.disk().state.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn state_scan(&self, prefix: &[u8]) -> Result<Vec<buffer::StateEntry>, BufferError> {
+        Ok(self
+            .disk()
+            .state
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn flush(&mut self) -> Result<u64, BufferError> {
+        let mut d = self.disk();
+        if d.flush_fails {
+            d.unsynced = true;
+            return Err(BufferError::Storage("disk refuses the flush".into()));
+        }
+        d.unsynced = false;
+        d.synced = d.live.clone();
+        d.dead_synced = d.dead.clone();
+        Ok(1)
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        let d = self.disk();
+        let bytes = d.live.values().map(|v| v.len() as u64).sum();
+        (d.live.len() as u64, bytes)
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        self.disk().live.keys().next_back().copied()
+    }
+
+    fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+        self.disk().dead.push((seq, value));
+        Ok(())
+    }
+
+    fn scan_dead(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        Ok(self
+            .disk()
+            .dead
+            .iter()
+            .filter(|(seq, _)| after.is_none_or(|a| *seq > a))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn dead_letters(&self) -> u64 {
+        self.disk().dead.len() as u64
+    }
+
+    fn purge(&mut self) -> Result<u64, BufferError> {
+        let mut d = self.disk();
+        let n = d.live.len() as u64;
+        d.live.clear();
+        Ok(n)
+    }
+
+    fn disk_free(&self) -> Option<u64> {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The sink: a Kafka-like broker with one partition per device.
+
+#[derive(Default)]
+struct Broker {
+    /// Uplinks written, in the order written.
+    log: Vec<u32>,
+    /// Records the current producers hold: (producer, seq, uplink, device), in send order.
+    held: Vec<(u64, u64, u32, u32)>,
+    /// Producers stopped by a failure (gap-less): they take nothing until replaced.
+    stopped: BTreeSet<u64>,
+    queue_full: bool,
+    next_producer: u64,
+    /// Written but reported failed.
+    ambiguous: usize,
+    /// Refused for good (too large): refused again whenever sent.
+    refused: BTreeSet<u32>,
+}
+
+impl Broker {
+    fn new_producer(&mut self) -> u64 {
+        self.next_producer += 1;
+        self.next_producer
+    }
+
+    /// The oldest held record of the `k`-th device that has one (not of stopped producers).
+    fn pick(&self, k: u8) -> Option<usize> {
+        let devices: BTreeSet<u32> = self
+            .held
+            .iter()
+            .filter(|h| !self.stopped.contains(&h.0))
+            .map(|h| h.3)
+            .collect();
+        let device = *devices.iter().nth(k as usize % devices.len().max(1))?;
+        self.held
+            .iter()
+            .position(|h| h.3 == device && !self.stopped.contains(&h.0))
+    }
+}
+
+struct ModelSink {
+    broker: Arc<Mutex<Broker>>,
+    producer: u64,
+    reports: UnboundedSender<Delivery>,
+}
+
+impl ModelSink {
+    fn new(broker: &Arc<Mutex<Broker>>, reports: UnboundedSender<Delivery>) -> Self {
+        let producer = broker.lock().unwrap().new_producer();
+        ModelSink {
+            broker: broker.clone(),
+            producer,
+            reports,
+        }
+    }
+
+    /// What this producer still holds is reported failed (as librdkafka does when a
+    /// producer is destroyed).
+    fn fail_held(&self, b: &mut Broker) {
+        let producer = self.producer;
+        for (_, seq, _, _) in b.held.iter().filter(|h| h.0 == producer) {
+            let _ = self.reports.send(Delivery {
+                seq: *seq,
+                result: Err(SinkError::Retry("producer destroyed".into())),
+            });
+        }
+        b.held.retain(|h| h.0 != producer);
+    }
+}
+
+impl Sink for ModelSink {
+    fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+        let mut b = self.broker.lock().unwrap();
+        if b.stopped.contains(&self.producer) {
+            return Err(SinkError::Retry("producer stopped".into()));
+        }
+        if b.queue_full {
+            return Err(SinkError::Retry("local queue full".into()));
+        }
+        let uplink = uplink_of(rec);
+        if b.refused.contains(&uplink) {
+            return Err(SinkError::Reject("too large".into()));
+        }
+        b.held.push((self.producer, seq, uplink, uplink % DEVICES));
+        Ok(())
+    }
+
+    fn tick(&mut self) -> bool {
+        let mut b = self.broker.lock().unwrap();
+        if !b.stopped.contains(&self.producer) {
+            return false;
+        }
+        self.fail_held(&mut b);
+        self.producer = b.new_producer();
+        true
+    }
+
+    fn flush(&mut self, _timeout: Duration) {}
+}
+
+impl Drop for ModelSink {
+    fn drop(&mut self) {
+        let broker = self.broker.clone();
+        let mut b = broker.lock().unwrap();
+        self.fail_held(&mut b);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The source: an MQTT broker's queue for hubgate's session.
+
+fn record(uplink: u32, created_ms: u64) -> Record {
+    let device = uplink % DEVICES;
+    Record {
+        id: format!("u{uplink}"),
+        // One hub per device: parking one leaves the others flowing.
+        rec_type: format!("type{device}"),
+        key: format!("d{device}"),
+        created_ms,
+        body: format!("{{\"uplink\":{uplink}}}"),
+    }
+}
+
+fn uplink_of(rec: &Record) -> u32 {
+    rec.id[1..].parse().expect("model record ids are u<n>")
+}
+
+/// The agent, started on the disk as it is.
+struct Agent {
+    ledger: Ledger,
+    reports: UnboundedReceiver<Delivery>,
+    report_tx: UnboundedSender<Delivery>,
+}
+
+struct World {
+    settings: Settings,
+    disk: Arc<Mutex<Disk>>,
+    broker: Arc<Mutex<Broker>>,
+    agent: Option<Agent>,
+    /// Messages the MQTT broker will send hubgate, in order.
+    queue: VecDeque<u32>,
+    /// Sent to hubgate, not acknowledged yet.
+    unacked: BTreeSet<u32>,
+    acked: BTreeSet<u32>,
+    /// Sent to this run of hubgate (what a second gateway may send again).
+    this_run: Vec<u32>,
+    next_uplink: u32,
+    puback_tx: UnboundedSender<(rumqttc::QoS, u16)>,
+    pubacks: UnboundedReceiver<(rumqttc::QoS, u16)>,
+    now: Instant,
+    wall: SystemTime,
+    restarts: usize,
+    /// Sent again (`Again`) in this run.
+    copies: BTreeSet<u32>,
+    /// Copies whose acknowledgement a restart lost: the broker sends them once more.
+    lost_copy_acks: usize,
+    /// Restarts after flushes had failed: the delivered records sent again then (their
+    /// deletion or acknowledgement could not be made durable).
+    resent_unsynced: usize,
+}
+
+impl World {
+    fn new(settings: Settings) -> World {
+        let (puback_tx, pubacks) = unbounded_channel();
+        let mut w = World {
+            settings,
+            disk: Arc::default(),
+            broker: Arc::default(),
+            agent: None,
+            queue: VecDeque::new(),
+            unacked: BTreeSet::new(),
+            acked: BTreeSet::new(),
+            this_run: Vec::new(),
+            next_uplink: 0,
+            puback_tx,
+            pubacks,
+            now: Instant::now(),
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            restarts: 0,
+            copies: BTreeSet::new(),
+            lost_copy_acks: 0,
+            resent_unsynced: 0,
+        };
+        w.start();
+        w
+    }
+
+    fn start(&mut self) {
+        let one = buffer::encode(&record(0, 0)).len() as u64 + 4;
+        let cfg = BufferConfig {
+            max_bytes: self
+                .settings
+                .buffer_records
+                .map_or(u64::MAX / 2, |n| n * one),
+            when_full: WhenFull::Block,
+            max_in_flight: self.settings.max_in_flight,
+            spill_after: self.settings.spill_after,
+            max_age: Duration::from_secs(1 << 30),
+            min_free: 0,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let store = ModelStore(self.disk.clone());
+        let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let (report_tx, reports) = unbounded_channel();
+        let sink = ModelSink::new(&self.broker, report_tx.clone());
+        let ledger = Ledger::new(
+            &cfg,
+            DEDUP_WINDOW,
+            buffer,
+            Box::new(sink),
+            metrics,
+            (self.now, self.wall),
+            7,
+        )
+        .expect("the model store does not fail reads");
+        self.agent = Some(Agent {
+            ledger,
+            reports,
+            report_tx,
+        });
+        self.this_run.clear();
+        self.lost_copy_acks += self.copies.intersection(&self.unacked).count();
+        self.copies.clear();
+        let disk = self.disk.lock().unwrap();
+        if disk.unsynced {
+            let log: BTreeSet<u32> = self.broker.lock().unwrap().log.iter().copied().collect();
+            let buffered = disk
+                .synced
+                .values()
+                .map(|v| uplink_of(&buffer::decode(v).expect("the model stores whole records")));
+            self.resent_unsynced += buffered
+                .chain(self.unacked.iter().copied())
+                .filter(|u| log.contains(u))
+                .count();
+        }
+        drop(disk);
+        // What the broker got no PUBACK for comes again, first, in order.
+        let mut again: Vec<u32> = std::mem::take(&mut self.unacked).into_iter().collect();
+        again.extend(self.queue.drain(..));
+        self.queue = again.into_iter().collect();
+    }
+
+    fn agent(&mut self) -> &mut Agent {
+        self.agent.as_mut().expect("running")
+    }
+
+    fn ledger(&mut self) -> &mut Ledger {
+        &mut self.agent().ledger
+    }
+
+    fn round(&mut self) {
+        let now = self.now;
+        self.ledger()
+            .end_round(now)
+            .expect("the model store does not fail reads");
+    }
+
+    fn take_reports(&mut self) {
+        let now = self.now;
+        let agent = self.agent();
+        while let Ok(d) = agent.reports.try_recv() {
+            agent.ledger.delivered(d, now).expect("no read errors");
+        }
+    }
+
+    fn offer(&mut self, uplink: u32) {
+        let ack = Ack::Mqtt {
+            acks: self.puback_tx.clone(),
+            qos: rumqttc::QoS::AtLeastOnce,
+            pkid: uplink as u16,
+        };
+        let created = crate::record::ms_since_epoch(self.wall);
+        self.unacked.insert(uplink);
+        self.this_run.push(uplink);
+        let now = self.now;
+        self.ledger().take(Some(record(uplink, created)), ack, now);
+    }
+
+    fn apply(&mut self, step: &Step) {
+        match *step {
+            Step::Uplink => {
+                self.queue.push_back(self.next_uplink);
+                self.next_uplink += 1;
+            }
+            Step::Take(n) => {
+                if self.ledger().accepting() {
+                    for _ in 0..n {
+                        let Some(u) = self.queue.pop_front() else {
+                            break;
+                        };
+                        self.offer(u);
+                    }
+                }
+                self.round();
+            }
+            Step::Again(k) => {
+                if !self.this_run.is_empty() && self.ledger().accepting() {
+                    let u = self.this_run[k as usize % self.this_run.len()];
+                    self.copies.insert(u);
+                    self.offer(u);
+                }
+                self.round();
+            }
+            Step::Confirm(k) => {
+                let mut b = self.broker.lock().unwrap();
+                if let Some(i) = b.pick(k) {
+                    let (_, seq, uplink, _) = b.held.remove(i);
+                    b.log.push(uplink);
+                    drop(b);
+                    let _ = self.agent().report_tx.send(Delivery {
+                        seq,
+                        result: Ok(()),
+                    });
+                }
+            }
+            Step::Fail(k, failure) => {
+                let mut b = self.broker.lock().unwrap();
+                if let Some(i) = b.pick(k) {
+                    let (producer, seq, uplink, _) = b.held.remove(i);
+                    let e = match failure {
+                        Failure::Retry => SinkError::Retry("throttled".into()),
+                        Failure::Park => SinkError::Park("unknown topic".into()),
+                        Failure::Reject => {
+                            b.refused.insert(uplink);
+                            SinkError::Reject("too large".into())
+                        }
+                        Failure::Ambiguous => {
+                            b.log.push(uplink);
+                            b.ambiguous += 1;
+                            SinkError::Retry("timed out".into())
+                        }
+                    };
+                    b.stopped.insert(producer);
+                    drop(b);
+                    let _ = self.agent().report_tx.send(Delivery {
+                        seq,
+                        result: Err(e),
+                    });
+                }
+            }
+            Step::Reports => {
+                self.take_reports();
+                self.round();
+            }
+            Step::QueueFull(full) => self.broker.lock().unwrap().queue_full = full,
+            Step::Advance(ms) => {
+                let d = Duration::from_millis(ms.into());
+                self.now += d;
+                self.wall += d;
+                self.tick();
+            }
+            Step::Rotate => {
+                self.settle();
+                let tx = self.agent().report_tx.clone();
+                let new = ModelSink::new(&self.broker, tx);
+                drop(self.ledger().replace_sink(Box::new(new)));
+                self.take_reports();
+                self.ledger().resend_in_flight();
+                self.round();
+            }
+            Step::Crash { written } => self.crash(written),
+            Step::Stop => {
+                self.settle();
+                let now = self.now;
+                self.ledger().commit(now, true);
+                self.drain_pubacks();
+                self.agent = None;
+                self.restarts += 1;
+                self.start();
+            }
+            Step::FlushFails(fails) => self.disk.lock().unwrap().flush_fails = fails,
+        }
+        self.drain_pubacks();
+    }
+
+    /// The shell's tick.
+    fn tick(&mut self) {
+        if self.ledger().sink().tick() {
+            self.take_reports();
+            self.ledger().resend_in_flight();
+        }
+        let now = self.now;
+        self.ledger().tick(now);
+        self.round();
+    }
+
+    /// The shell's settle: the sink's flush (the broker writes nothing more), its reports,
+    /// then what is still in flight into the buffer.
+    fn settle(&mut self) {
+        self.ledger().sink().flush(Duration::from_secs(5));
+        self.take_reports();
+        self.ledger().spill_in_flight();
+    }
+
+    fn crash(&mut self, written: bool) {
+        {
+            let mut b = self.broker.lock().unwrap();
+            if written {
+                // A stopped producer writes nothing more (gap-less).
+                let held: Vec<u32> = b
+                    .held
+                    .iter()
+                    .filter(|h| !b.stopped.contains(&h.0))
+                    .map(|h| h.2)
+                    .collect();
+                b.log.extend(held);
+            }
+            b.held.clear();
+        }
+        self.drain_pubacks();
+        self.agent = None;
+        self.disk.lock().unwrap().crash();
+        self.restarts += 1;
+        self.start();
+    }
+
+    fn drain_pubacks(&mut self) {
+        while let Ok((_, pkid)) = self.pubacks.try_recv() {
+            let u = u32::from(pkid);
+            self.unacked.remove(&u);
+            self.acked.insert(u);
+        }
+    }
+
+    /// Acknowledged means delivered or durable in the buffer.
+    fn check_acked_are_durable(&self) -> Result<(), TestCaseError> {
+        let durable = self.disk.lock().unwrap().durable();
+        let log: BTreeSet<u32> = self.broker.lock().unwrap().log.iter().copied().collect();
+        let lost: Vec<&u32> = self
+            .acked
+            .iter()
+            .filter(|u| !log.contains(u) && !durable.contains(u))
+            .collect();
+        prop_assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+        Ok(())
+    }
+
+    /// The sink and the disk work again; run rounds until everything has gone through.
+    fn heal(&mut self) -> Result<(), TestCaseError> {
+        self.disk.lock().unwrap().flush_fails = false;
+        self.broker.lock().unwrap().queue_full = false;
+        // A tick: what a failed flush left is flushed now.
+        self.apply(&Step::Advance(100));
+        for _ in 0..2000 {
+            let done = self.queue.is_empty()
+                && self.unacked.is_empty()
+                && self.broker.lock().unwrap().held.is_empty()
+                && {
+                    let agent = self.agent();
+                    agent.reports.is_empty() && agent.ledger.idle()
+                };
+            if done {
+                return Ok(());
+            }
+            self.apply(&Step::Take(TAKE_MAX));
+            loop {
+                let held = self.broker.lock().unwrap().pick(0).is_some();
+                if !held {
+                    break;
+                }
+                self.apply(&Step::Confirm(0));
+            }
+            self.apply(&Step::Reports);
+            self.apply(&Step::Advance(1000));
+        }
+        let agent = self.agent.as_ref().expect("running");
+        prop_assert!(
+            false,
+            "stuck: queue {:?}, unacked {:?}, buffered {}, held {}",
+            self.queue,
+            self.unacked,
+            agent.ledger.buffered(),
+            agent.ledger.held()
+        );
+        Ok(())
+    }
+}
+
+fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let mut w = World::new(settings.clone());
+    for step in &steps {
+        w.apply(step);
+        w.check_acked_are_durable()?;
+        let held = w.ledger().held();
+        let bound = settings.max_in_flight + TAKE_MAX as usize;
+        prop_assert!(
+            held <= bound,
+            "{held} records held in memory (bound {bound})"
+        );
+    }
+    w.heal()?;
+    w.check_acked_are_durable()?;
+
+    let b = w.broker.lock().unwrap();
+    let dead = w.disk.lock().unwrap().dead_lettered();
+    let delivered: BTreeSet<u32> = b.log.iter().copied().collect();
+    let missing: Vec<u32> = (0..w.next_uplink)
+        .filter(|u| !delivered.contains(u) && !dead.contains(u))
+        .collect();
+    prop_assert!(missing.is_empty(), "never delivered: {missing:?}");
+
+    // Each device's uplinks, first deliveries only, in the order they were made.
+    let mut seen = BTreeSet::new();
+    let mut last: BTreeMap<u32, u32> = BTreeMap::new();
+    for &u in &b.log {
+        if !seen.insert(u) {
+            continue;
+        }
+        if let Some(&before) = last.get(&(u % DEVICES)) {
+            prop_assert!(
+                before < u,
+                "device {}: uplink {u} first delivered after {before}; log {:?}",
+                u % DEVICES,
+                b.log
+            );
+        }
+        last.insert(u % DEVICES, u);
+    }
+
+    // Duplicates: per restart, what was in flight (written, not reported) and the
+    // deliveries whose deletion was not flushed yet; one per timeout after the write, and
+    // one per copy of an uplink whose acknowledgement a restart lost (it waited for a flush
+    // that failed).
+    let duplicates = b.log.len() - delivered.len();
+    let per_restart = settings.max_in_flight + settings.max_in_flight / 2;
+    let bound = w.restarts * per_restart + b.ambiguous + w.lost_copy_acks + w.resent_unsynced;
+    prop_assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, bound {bound} ({} restarts, {} ambiguous, {} copies, {} after failed flushes)",
+        w.restarts,
+        b.ambiguous,
+        w.lost_copy_acks,
+        w.resent_unsynced
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_forwarder_loses_nothing_acknowledged_and_keeps_order(
+        settings in settings(),
+        steps in prop::collection::vec(step(), 1..120),
+    ) {
+        run(settings, steps)?;
+    }
+}
