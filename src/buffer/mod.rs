@@ -187,6 +187,11 @@ impl Buffer {
         self.store.usage().0 == 0
     }
 
+    /// Dead letters kept.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead
+    }
+
     pub fn len(&self) -> u64 {
         self.store.usage().0
     }

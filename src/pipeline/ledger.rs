@@ -79,14 +79,15 @@ impl Ledger {
         let next_seq = buffer.last_seq().map_or(0, |s| s + 1);
         // A source redelivers what it got no acknowledgement for before a crash; what of
         // that is already in the buffer must not go in twice. What the last run left
-        // (records, dead letters, deletions) is durable only once flushed by this one: it may
-        // have stopped on a failing flush. So the first commit flushes, before it
-        // acknowledges such a copy.
+        // (records, dead letters) is durable only once flushed by this one: it may have
+        // stopped on a failing flush. So the first commit flushes, before it acknowledges
+        // such a copy.
         let mut dedup = Dedup::new(dedup_window);
         match buffer.recent_ids(dedup_window) {
             Ok(ids) => ids.iter().for_each(|id| dedup.seed(id)),
             Err(e) => log::warn!("buffer: cannot read the ids of buffered records: {e}"),
         }
+        let left_over = !buffer.is_empty() || buffer.dead_letters() > 0;
         Ok(Ledger {
             buffer,
             sink,
@@ -101,7 +102,7 @@ impl Ledger {
             waiting: BTreeMap::new(),
             spill_mark: None,
             pending_acks: Vec::new(),
-            dirty: true,
+            dirty: left_over,
             drain_cursor: None,
             started: now,
         })
