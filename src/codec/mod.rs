@@ -318,8 +318,10 @@ mod tests {
             "milesight-ws101",
             "milesight-ws202",
             "milesight-ws303",
+            "milesight-ws301",
             "dragino-lht65",
             "dragino-lht65n",
+            "dragino-lds02",
             "netvox-r718",
             "netvox-r718a",
             "netvox-r718ab",
@@ -368,6 +370,8 @@ mod tests {
         assert_eq!(rt("milesight-ws101"), rec_type::FEEDBACK);
         assert_eq!(rt("milesight-ws202"), rec_type::MOTION);
         assert_eq!(rt("dragino-lht65n"), rec_type::ENVIRONMENT);
+        assert_eq!(rt("dragino-lds02"), rec_type::OPENCLOSE);
+        assert_eq!(rt("milesight-ws301"), rec_type::OPENCLOSE);
         assert_eq!(rt("netvox-r718ab"), rec_type::ENVIRONMENT);
         assert_eq!(rt("netvox-r718f"), rec_type::OPENCLOSE);
         assert_eq!(rt("netvox-r718wa"), rec_type::LEAK);
