@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::ledger::Ledger;
-use crate::buffer::{self, Buffer, BufferError, Store};
+use crate::buffer::{self, Buffer, BufferError, MemoryStore, Store};
 use crate::config::{BufferConfig, WhenFull};
 use crate::metrics::Metrics;
 use crate::record::Record;
@@ -130,42 +130,45 @@ fn settings() -> impl Strategy<Value = Settings> {
 // ---------------------------------------------------------------------------------------
 // The store: what was flushed survives a crash, nothing else.
 
+/// The live store and a copy of it as of the last flush that worked.
 #[derive(Default)]
 struct Disk {
-    live: BTreeMap<u64, Vec<u8>>,
-    synced: BTreeMap<u64, Vec<u8>>,
-    dead: Vec<(u64, Vec<u8>)>,
-    dead_synced: Vec<(u64, Vec<u8>)>,
+    live: MemoryStore,
+    synced: MemoryStore,
     flush_fails: bool,
-    /// The store's small state tree (frame counters); the model sends none.
-    state: BTreeMap<Vec<u8>, Vec<u8>>,
     /// A flush failed since the last one that worked.
     unsynced: bool,
+}
+
+fn uplinks(entries: Vec<(u64, Vec<u8>)>) -> impl Iterator<Item = u32> {
+    entries
+        .into_iter()
+        .map(|(_, v)| uplink_of(&buffer::decode(&v).expect("the model stores whole records")))
 }
 
 impl Disk {
     fn crash(&mut self) {
         self.live = self.synced.clone();
-        self.dead = self.dead_synced.clone();
+    }
+
+    /// Uplinks the flushed store holds as records.
+    fn buffered(&self) -> impl Iterator<Item = u32> {
+        uplinks(self.synced.scan(None, usize::MAX).expect("memory"))
+    }
+
+    fn dead_lettered(&self) -> BTreeSet<u32> {
+        uplinks(self.synced.scan_dead(None, usize::MAX).expect("memory")).collect()
     }
 
     /// Uplinks the flushed store holds, buffered or dead-lettered.
     fn durable(&self) -> BTreeSet<u32> {
-        self.synced
-            .values()
-            .chain(self.dead_synced.iter().map(|(_, v)| v))
-            .map(|v| uplink_of(&buffer::decode(v).expect("the model stores whole records")))
-            .collect()
-    }
-
-    fn dead_lettered(&self) -> BTreeSet<u32> {
-        self.dead_synced
-            .iter()
-            .map(|(_, v)| uplink_of(&buffer::decode(v).expect("whole records")))
-            .collect()
+        let mut all = self.dead_lettered();
+        all.extend(self.buffered());
+        all
     }
 }
 
+/// A [`MemoryStore`] whose flush can fail and whose crash keeps only what was flushed.
 struct ModelStore(Arc<Mutex<Disk>>);
 
 impl ModelStore {
@@ -176,53 +179,27 @@ impl ModelStore {
 
 impl Store for ModelStore {
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
-        self.disk().live.insert(seq, value);
-        Ok(())
+        self.disk().live.insert(seq, value)
     }
 
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
-        Ok(self.disk().live.remove(&seq).map_or(0, |v| v.len() as u64))
+        self.disk().live.remove(seq)
     }
 
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        let start = match after {
-            Some(u64::MAX) => return Ok(Vec::new()),
-            Some(a) => a + 1,
-            None => 0,
-        };
-        Ok(self
-            .disk()
-            .live
-            .range(start..)
-            .take(limit)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+        self.disk().live.scan(after, limit)
     }
 
     fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        Ok(self
-            .disk()
-            .live
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+        self.disk().live.scan_back(limit)
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
-        self.disk().state.insert(key.to_vec(), value.to_vec());
-        Ok(())
+        self.disk().live.state_set(key, value)
     }
 
     fn state_scan(&self, prefix: &[u8]) -> Result<Vec<buffer::StateEntry>, BufferError> {
-        Ok(self
-            .disk()
-            .state
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        self.disk().live.state_scan(prefix)
     }
 
     fn flush(&mut self) -> Result<u64, BufferError> {
@@ -233,23 +210,23 @@ impl Store for ModelStore {
         }
         d.unsynced = false;
         d.synced = d.live.clone();
-        d.dead_synced = d.dead.clone();
         Ok(1)
     }
 
     fn usage(&self) -> (u64, u64) {
-        let d = self.disk();
-        let bytes = d.live.values().map(|v| v.len() as u64).sum();
-        (d.live.len() as u64, bytes)
+        self.disk().live.usage()
     }
 
     fn last_seq(&self) -> Option<u64> {
-        self.disk().live.keys().next_back().copied()
+        self.disk().live.last_seq()
     }
 
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
-        self.disk().dead.push((seq, value));
-        Ok(())
+        self.disk().live.dead_letter(seq, value)
+    }
+
+    fn dead_letters(&self) -> u64 {
+        self.disk().live.dead_letters()
     }
 
     fn scan_dead(
@@ -257,25 +234,11 @@ impl Store for ModelStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        Ok(self
-            .disk()
-            .dead
-            .iter()
-            .filter(|(seq, _)| after.is_none_or(|a| *seq > a))
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
-    fn dead_letters(&self) -> u64 {
-        self.disk().dead.len() as u64
+        self.disk().live.scan_dead(after, limit)
     }
 
     fn purge(&mut self) -> Result<u64, BufferError> {
-        let mut d = self.disk();
-        let n = d.live.len() as u64;
-        d.live.clear();
-        Ok(n)
+        self.disk().live.purge()
     }
 
     fn disk_free(&self) -> Option<u64> {
@@ -510,11 +473,8 @@ impl World {
         let disk = self.disk.lock().unwrap();
         if disk.unsynced {
             let log: BTreeSet<u32> = self.broker.lock().unwrap().log.iter().copied().collect();
-            let buffered = disk
-                .synced
-                .values()
-                .map(|v| uplink_of(&buffer::decode(v).expect("the model stores whole records")));
-            self.resent_unsynced += buffered
+            self.resent_unsynced += disk
+                .buffered()
                 .chain(self.unacked.iter().copied())
                 .filter(|u| log.contains(u))
                 .count();
