@@ -405,6 +405,72 @@ async fn power_cut_loop(test: &str, flapping: bool) {
     assert!(status.success(), "{line}\nSIGTERM exit: {status}");
 }
 
+/// Duplicates per crash while a 50,001-record backlog drains, SIGKILL alone and with power
+/// cuts, against the bound the README states (1.5 × max_in_flight = 3,000 per crash). By hand
+/// (minutes; 2 GB for LazyFS's cache):
+/// `cargo test --release --test faults duplicates_while_draining -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn duplicates_while_draining_a_backlog_stay_within_the_bound() {
+    drain_with_crashes("drain_sigkill", false).await;
+    drain_with_crashes("drain_power_cut", true).await;
+}
+
+async fn drain_with_crashes(test: &str, cut: bool) {
+    const PER_DEVICE: u32 = 16_667;
+    const CRASHES: u32 = 5;
+    const BOUND: usize = 3_000;
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let lazy = LazyFs::mount_large(dir.path());
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    kafka.stop();
+    let config = without_hub_check(config_with(
+        &lazy.path().join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        "min_free = 0",
+        "",
+    ));
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let all: Vec<(String, String)> = (1..=PER_DEVICE).flat_map(uplinks_at).collect();
+    for chunk in all.chunks(3_000) {
+        publish_all(mqtt.port(), chunk).await;
+    }
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == all.len() as u64);
+    kafka.start_again();
+    // Each crash comes after at most 4,000 deliveries: the backlog outlasts them all.
+    for _ in 0..CRASHES {
+        let at = 1_000 + rng.below(3_000);
+        agent.wait_metric("hubgate_delivered_total", WAIT, |v| v >= at);
+        agent.kill();
+        if cut {
+            lazy.power_cut();
+        }
+        agent.start_again();
+    }
+    let crashed = CRASHES;
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    let acked: Vec<(usize, u32)> = (1..=PER_DEVICE)
+        .flat_map(|f| (0..3).map(move |d| (d, f)))
+        .collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(format!(
+        "{} per_crash={:.0}",
+        v.line(test, crashed).replace("kills=", "crashes="),
+        v.duplicates as f64 / crashed.max(1) as f64
+    ));
+    v.assert_ok(&line);
+    assert!(
+        v.duplicates <= crashed as usize * BOUND,
+        "{line}: more than {BOUND} duplicates per crash"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn power_cuts_with_the_sink_down_lose_nothing_acknowledged() {
     power_cut_loop("power_cut_sink_down", false).await;

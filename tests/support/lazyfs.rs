@@ -19,6 +19,8 @@ use super::{Service, POLL, START_TIMEOUT};
 /// LazyFS's page cache, allocated in full at start. Writes beyond it would go straight to
 /// the backing files and survive a clear, so it is sized well above what a test writes.
 const CACHE: &str = "256mb";
+/// The cache of [`LazyFs::mount_large`].
+const LARGE_CACHE: &str = "2gb";
 /// How long LazyFS may take to confirm a clear.
 const CLEAR_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,6 +41,15 @@ pub struct LazyFs {
 impl LazyFs {
     /// Mount LazyFS at `dir/lazy`, backed by `dir/lazy.root`; its files live in `dir`.
     pub fn mount(dir: &Path) -> LazyFs {
+        LazyFs::mount_with(dir, CACHE)
+    }
+
+    /// [`LazyFs::mount`] with a cache for large backlogs (2 GB of memory).
+    pub fn mount_large(dir: &Path) -> LazyFs {
+        LazyFs::mount_with(dir, LARGE_CACHE)
+    }
+
+    fn mount_with(dir: &Path, cache: &str) -> LazyFs {
         let binary = lazyfs_binary();
         assert!(
             binary.exists(),
@@ -75,7 +86,7 @@ impl LazyFs {
             format!(
                 "[faults]\nfifo_path=\"{}\"\nfifo_path_completed=\"{}\"\n\
                  [cache]\napply_eviction=false\n\
-                 [cache.simple]\ncustom_size=\"{CACHE}\"\nblocks_per_page=1\n\
+                 [cache.simple]\ncustom_size=\"{cache}\"\nblocks_per_page=1\n\
                  [filesystem]\nlog_all_operations=false\nlogfile=\"{}\"\n",
                 commands.display(),
                 done_path.display(),
