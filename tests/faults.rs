@@ -1,4 +1,5 @@
-//! Fault suite: "nothing acknowledged is ever lost, whatever breaks" (DESIGN §2, README
+//! Fault suite: "nothing acknowledged is ever lost, whatever breaks" (docs/design.md "The
+//! durability contract", README
 //! "What hubgate promises about your data"). Real processes only: mosquitto -> hubgate (child
 //! process) -> tansu behind stunnel with the Event Hubs settings; the faults are real too
 //! (SIGKILL, a broker process killed, a full tmpfs, damaged sled files, power cuts on LazyFS).

@@ -1,4 +1,4 @@
-//! The sink's error classes (DESIGN §2.6) under librdkafka's mock cluster: real Kafka wire
+//! The sink's error classes (docs/design.md "Error classes") under librdkafka's mock cluster: real Kafka wire
 //! protocol in process, with injected errors. hubgate runs in process (`pipeline::run`) on a
 //! replay source and returns once every record is delivered.
 

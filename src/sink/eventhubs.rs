@@ -1,5 +1,6 @@
 //! Azure Event Hubs through its Kafka endpoint: a connection string becomes the exact
-//! librdkafka settings of reference/eventhubs.md §2.2, as one preset nobody can half-apply.
+//! librdkafka settings of docs/design.md "Event Hubs over Kafka", as one preset nobody can
+//! half-apply.
 
 use std::sync::Arc;
 

@@ -162,7 +162,7 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// DESIGN §2.6: what to do about an error. librdkafka gives up on `POLICY_VIOLATION`
+/// What to do about an error (docs/design.md "Error classes"). librdkafka gives up on `POLICY_VIOLATION`
 /// (Event Hubs throttling) itself; hubgate retries it.
 pub fn classify(e: &KafkaError) -> SinkError {
     use RDKafkaErrorCode as C;

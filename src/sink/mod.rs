@@ -21,7 +21,7 @@ pub struct Delivery {
     pub result: Result<(), SinkError>,
 }
 
-/// Why a record did not get through, classified as DESIGN §2.6 asks.
+/// Why a record did not get through, classified as in docs/design.md "Error classes".
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SinkError {
     /// Transport trouble, timeouts, throttling (incl. `POLICY_VIOLATION`): try again later.

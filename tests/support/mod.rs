@@ -1,5 +1,5 @@
 //! Test harness for hubgate's integration tests: starts the *real* services
-//! (DESIGN §8) on free 127.0.0.1 ports and stops them again.
+//! (docs/design.md "Conventions") on free 127.0.0.1 ports and stops them again.
 //!
 //! * [`Kafka`]: tansu 0.6.0 with SASL PLAIN (Kafka protocol, sqlite storage) behind
 //!   stunnel4 TLS, so a client uses exactly the Azure Event Hubs settings
