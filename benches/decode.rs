@@ -54,7 +54,7 @@ fn record_build(c: &mut Criterion) {
     use hubgate::uplink::{Radio, Uplink};
     use std::time::{SystemTime, UNIX_EPOCH};
     let up = Uplink {
-        dev_eui: [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34],
+        dev_eui: hubgate::ids::DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
         device_name: Some("dev-58a0cb0000101234".into()),
         fport: Some(103),
         fcnt: Some(42),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{de, Deserialize, Deserializer};
 
 use crate::codec::Codec;
+use crate::ids::{parse_eui64, DevEui};
 use crate::lorawan::DevAddr;
 
 #[derive(Debug, thiserror::Error)]
@@ -483,7 +484,7 @@ pub enum SerialContent {
 pub struct DeviceConfig {
     /// DevEUI, 16 hex digits (dashes or colons allowed).
     #[serde(deserialize_with = "de_dev_eui")]
-    pub dev_eui: [u8; 8],
+    pub dev_eui: DevEui,
     /// Payload codec id (see `hubgate codecs`); without one, records go out packed.
     #[serde(default, deserialize_with = "de_codec")]
     pub codec: Option<Codec>,
@@ -829,22 +830,14 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| de::Error::custom(format!("bad duration {s:?} ({e}): expected e.g. \"30s\"")))
 }
 
-pub fn parse_dev_eui(s: &str) -> Result<[u8; 8], String> {
-    let clean: String = s.chars().filter(|c| *c != '-' && *c != ':').collect();
-    let mut out = [0u8; 8];
-    hex::decode_to_slice(&clean, &mut out)
-        .map_err(|_| format!("bad DevEUI {s:?}: expected 16 hex digits"))?;
-    Ok(out)
-}
-
-fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 8], D::Error> {
-    parse_dev_eui(&String::deserialize(d)?).map_err(de::Error::custom)
+fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<DevEui, D::Error> {
+    DevEui::parse(&String::deserialize(d)?).map_err(de::Error::custom)
 }
 
 fn de_euis<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 8]>, D::Error> {
     Vec::<String>::deserialize(d)?
         .iter()
-        .map(|s| parse_dev_eui(s).map_err(de::Error::custom))
+        .map(|s| parse_eui64(s, "gateway EUI").map_err(de::Error::custom))
         .collect()
 }
 
@@ -995,7 +988,7 @@ impl Config {
             if !seen.insert(d.dev_eui) {
                 return Err((
                     format!("device[{i}].dev_eui"),
-                    format!("DevEUI {} is listed twice", hex::encode(d.dev_eui)),
+                    format!("DevEUI {} is listed twice", d.dev_eui),
                 ));
             }
         }
@@ -1252,7 +1245,7 @@ impl Config {
     }
 
     /// Device registry keyed by DevEUI.
-    pub fn device(&self, dev_eui: &[u8; 8]) -> Option<&DeviceConfig> {
+    pub fn device(&self, dev_eui: &DevEui) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| &d.dev_eui == dev_eui)
     }
 }

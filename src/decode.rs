@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::ids::DevEui;
 use crate::lorawan::{self, LorawanError};
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
@@ -21,7 +22,7 @@ struct Device {
 pub struct Decoder {
     /// Session keys and frame counters of devices whose radio frames hubgate decrypts.
     lorawan: lorawan::Decoder,
-    devices: HashMap<[u8; 8], Device>,
+    devices: HashMap<DevEui, Device>,
     packed_rec_type: String,
     global_tags: Vec<String>,
     metrics: Arc<Metrics>,
@@ -52,13 +53,13 @@ impl Decoder {
     }
 
     /// LoRaWAN frame counters accepted since the last call: (DevAddr, DevEUI, FCnt32).
-    pub fn take_fcnts(&mut self) -> Vec<(lorawan::DevAddr, [u8; 8], u32)> {
+    pub fn take_fcnts(&mut self) -> Vec<(lorawan::DevAddr, DevEui, u32)> {
         self.lorawan.take_advanced()
     }
 
     /// Continue a LoRaWAN session from a counter kept before a restart (false: no such
     /// session configured).
-    pub fn resume_fcnt(&mut self, dev_addr: lorawan::DevAddr, dev_eui: [u8; 8], last: u32) -> bool {
+    pub fn resume_fcnt(&mut self, dev_addr: lorawan::DevAddr, dev_eui: DevEui, last: u32) -> bool {
         self.lorawan.resume(dev_addr, dev_eui, last)
     }
 
@@ -205,7 +206,7 @@ mod tests {
 
     fn uplink() -> Input {
         Input::Uplink(Uplink {
-            dev_eui: [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34],
+            dev_eui: crate::ids::DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
             device_name: None,
             fport: Some(103),
             fcnt: Some(1),

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod files;
 pub mod framing;
 pub mod http;
+pub mod ids;
 pub mod logline;
 pub mod lorawan;
 pub mod metrics;

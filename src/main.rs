@@ -318,7 +318,7 @@ fn decode(codec: &str, fport: Option<u8>, hex_payload: &str) -> ExitCode {
     };
     let now = SystemTime::now();
     let up = Uplink {
-        dev_eui: [0; 8],
+        dev_eui: hubgate::ids::DevEui([0; 8]),
         device_name: None,
         fport,
         fcnt: None,

@@ -72,7 +72,7 @@ pub fn iso8601(t: SystemTime) -> String {
 /// time only when the FCnt is unknown), formatted like a UUID.
 pub fn stable_id(up: &Uplink) -> String {
     let mut h = Sha256::new();
-    h.update(up.dev_eui);
+    h.update(up.dev_eui.0);
     match up.fcnt {
         Some(f) => h.update(f.to_be_bytes()),
         None => h.update(ms_since_epoch(up.time).to_be_bytes()),
@@ -391,7 +391,7 @@ mod tests {
 
     fn uplink() -> Uplink {
         Uplink {
-            dev_eui: [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34],
+            dev_eui: crate::ids::DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
             device_name: None,
             fport: Some(103),
             fcnt: Some(42),

@@ -26,7 +26,7 @@ pub struct Radio {
 /// One application uplink: the device's FRMPayload, already decrypted by whoever delivered it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uplink {
-    pub dev_eui: [u8; 8],
+    pub dev_eui: crate::ids::DevEui,
     pub device_name: Option<String>,
     pub fport: Option<u8>,
     pub fcnt: Option<u32>,
@@ -39,19 +39,8 @@ pub struct Uplink {
 impl Uplink {
     /// DevEUI in Microshare's dashed upper-case form, `58-A0-CB-00-00-10-12-34`.
     pub fn device_id(&self) -> String {
-        dashed(&self.dev_eui)
+        self.dev_eui.dashed()
     }
-}
-
-pub fn dashed(dev_eui: &[u8; 8]) -> String {
-    let mut s = String::with_capacity(23);
-    for (i, b) in dev_eui.iter().enumerate() {
-        if i > 0 {
-            s.push('-');
-        }
-        s.push_str(&format!("{b:02X}"));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -65,11 +54,5 @@ mod tests {
             UNIX_EPOCH + super::LATEST + Duration::from_millis(1)
         ));
         assert!(!super::valid_time(UNIX_EPOCH - Duration::from_secs(1)));
-    }
-
-    #[test]
-    fn dashed_form() {
-        let eui = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
-        assert_eq!(super::dashed(&eui), "58-A0-CB-00-00-10-12-34");
     }
 }

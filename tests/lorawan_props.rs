@@ -2,6 +2,7 @@
 //! crate's creator come back out of `decode_uplink` unchanged.
 use std::time::SystemTime;
 
+use hubgate::ids::DevEui;
 use hubgate::lorawan::{parse, Decoder, DevAddr, FcntTracker, Key, Session, SessionKeys};
 use hubgate::uplink::Radio;
 use proptest::prelude::*;
@@ -12,7 +13,7 @@ const NWK: [u8; 16] = [
 ];
 const APP: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 const DEV_ADDR: u32 = 0x2601_1BDA;
-const DEV_EUI: [u8; 8] = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
+const DEV_EUI: DevEui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
 
 fn decoder(last: Option<u32>) -> Decoder {
     let mut s = Session::new(

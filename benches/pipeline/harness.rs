@@ -716,7 +716,7 @@ fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
     use hubgate::record::{build, DeviceInfo, Payload};
     let fcnt = (seq / load.devices + 1) as u32;
     let up = hubgate::uplink::Uplink {
-        dev_eui: (EUI_BASE + seq % load.devices).to_be_bytes(),
+        dev_eui: hubgate::ids::DevEui((EUI_BASE + seq % load.devices).to_be_bytes()),
         device_name: Some("dev-bench".into()),
         fport: Some(103),
         fcnt: Some(fcnt),

@@ -8,6 +8,7 @@ use super::fcnt::{FcntError, FcntTracker};
 use super::frame::{parse, Direction, Frame};
 use super::{DevAddr, Key, LorawanError, SessionKeys};
 use crate::config::Config;
+use crate::ids::DevEui;
 use crate::uplink::{Radio, Uplink};
 
 /// One device's session: where its uplinks go and how far its counter got.
@@ -15,13 +16,13 @@ use crate::uplink::{Radio, Uplink};
 pub struct Session {
     pub dev_addr: DevAddr,
     /// The device entry the frames map to.
-    pub dev_eui: [u8; 8],
+    pub dev_eui: DevEui,
     keys: SessionKeys,
     pub fcnt: FcntTracker,
 }
 
 impl Session {
-    pub fn new(dev_addr: DevAddr, dev_eui: [u8; 8], keys: SessionKeys) -> Session {
+    pub fn new(dev_addr: DevAddr, dev_eui: DevEui, keys: SessionKeys) -> Session {
         Session {
             dev_addr,
             dev_eui,
@@ -37,7 +38,7 @@ impl Session {
 pub struct Decoder {
     sessions: HashMap<DevAddr, Vec<Session>>,
     /// Counters accepted since [`Decoder::take_advanced`] was last called.
-    advanced: Vec<(DevAddr, [u8; 8], u32)>,
+    advanced: Vec<(DevAddr, DevEui, u32)>,
 }
 
 impl Decoder {
@@ -81,7 +82,7 @@ impl Decoder {
     /// Continue the session (DevAddr, DevEUI) from a counter accepted before a restart, so
     /// a frame captured earlier is a replay. Returns false when no such session is
     /// configured any more.
-    pub fn resume(&mut self, dev_addr: DevAddr, dev_eui: [u8; 8], last: u32) -> bool {
+    pub fn resume(&mut self, dev_addr: DevAddr, dev_eui: DevEui, last: u32) -> bool {
         let session = self
             .sessions
             .get_mut(&dev_addr)
@@ -97,7 +98,7 @@ impl Decoder {
 
     /// (DevAddr, DevEUI, FCnt32) of every counter accepted since the last call, to be kept
     /// across restarts.
-    pub fn take_advanced(&mut self) -> Vec<(DevAddr, [u8; 8], u32)> {
+    pub fn take_advanced(&mut self) -> Vec<(DevAddr, DevEui, u32)> {
         std::mem::take(&mut self.advanced)
     }
 

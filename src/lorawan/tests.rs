@@ -8,13 +8,14 @@ use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use cmac::Mac;
 
 use super::*;
+use crate::ids::DevEui;
 use crate::uplink::Radio;
 
 const NWK: [u8; 16] = [
     0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F, 0x3C,
 ];
 const APP: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
-const DEV_EUI: [u8; 8] = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
+const DEV_EUI: DevEui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
 /// The worked example of docs/codecs.md.
 const WORKED: &str = "40DA1B012600070002" /* MHDR DevAddr FCtrl FCnt FPort */;
 const WORKED_TAIL: &str = "4026C89CB85521E3";
@@ -325,7 +326,7 @@ fn replays_and_old_counters_are_rejected() {
 fn shared_dev_addr_is_resolved_by_mic() {
     let mut d = decoder();
     let other_nwk = [0x11; 16];
-    let other_eui = [9; 8];
+    let other_eui = DevEui([9; 8]);
     d.add(Session::new(
         DevAddr(0x2601_1BDA),
         other_eui,
@@ -359,7 +360,7 @@ fn join_request_parses() {
         panic!("not a join request");
     };
     assert_eq!(j.app_eui, [1, 2, 3, 4, 5, 6, 7, 8]);
-    assert_eq!(j.dev_eui, DEV_EUI);
+    assert_eq!(j.dev_eui, DEV_EUI.0);
     assert_eq!(j.dev_nonce, 0xABCD);
     assert_eq!(j.mic, [1, 2, 3, 4]);
     let e = parse(&phy[..22]).unwrap_err();
@@ -462,7 +463,7 @@ fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
     assert!(d.take_advanced().is_empty());
 
     let mut restarted = decoder();
-    assert!(!restarted.resume(DevAddr(0x2601_1BDA), [9; 8], 70_005));
+    assert!(!restarted.resume(DevAddr(0x2601_1BDA), DevEui([9; 8]), 70_005));
     for (dev_addr, dev_eui, fcnt) in kept {
         assert!(restarted.resume(dev_addr, dev_eui, fcnt));
     }

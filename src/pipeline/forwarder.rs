@@ -12,6 +12,7 @@ use super::ledger::Ledger;
 use crate::buffer::{Buffer, BufferError};
 use crate::config::BufferConfig;
 use crate::decode::Decoder;
+use crate::ids::DevEui;
 use crate::lorawan::DevAddr;
 use crate::metrics::Metrics;
 use crate::notify::Heartbeat;
@@ -56,7 +57,7 @@ impl Forwarder {
         match buffer.fcnts() {
             Ok(kept) => {
                 for (dev_addr, dev_eui, fcnt) in kept {
-                    decoder.resume_fcnt(DevAddr(dev_addr), dev_eui, fcnt);
+                    decoder.resume_fcnt(DevAddr(dev_addr), DevEui(dev_eui), fcnt);
                 }
             }
             Err(e) => log::warn!("buffer: cannot read the kept frame counters: {e}"),

@@ -21,6 +21,7 @@ use super::dedup::{Dedup, Seen};
 use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, Pushed};
 use crate::config::BufferConfig;
+use crate::ids::DevEui;
 use crate::lorawan::DevAddr;
 use crate::metrics::{unix_seconds, Metrics};
 use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
@@ -189,9 +190,9 @@ impl Ledger {
 
     /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer, durable with its
     /// next flush, so a frame captured before a restart is still a replay after it.
-    pub fn keep_fcnts(&mut self, fcnts: Vec<(DevAddr, [u8; 8], u32)>) {
+    pub fn keep_fcnts(&mut self, fcnts: Vec<(DevAddr, DevEui, u32)>) {
         for (dev_addr, dev_eui, fcnt) in fcnts {
-            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui, fcnt) {
+            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt) {
                 self.metrics.problem("buffer_write_error", || {
                     format!("cannot keep the frame counter of {dev_addr}: {e}")
                 });

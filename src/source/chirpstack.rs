@@ -115,7 +115,7 @@ pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFra
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
     let ev: Event =
         serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
-    let dev_eui = crate::config::parse_dev_eui(&ev.device_info.dev_eui)
+    let dev_eui = crate::ids::DevEui::parse(&ev.device_info.dev_eui)
         .map_err(|_| ParseError::DevEui(ev.device_info.dev_eui.as_str().into()))?;
     let payload = base64::engine::general_purpose::STANDARD
         .decode(ev.data.as_bytes())
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn parses_the_fields_hubgate_uses() {
         let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(up.dev_eui, [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
+        assert_eq!(up.dev_eui.to_string(), "58a0cb0000101234");
         assert_eq!(up.device_name.as_deref(), Some("lobby-th"));
         assert_eq!((up.fport, up.fcnt), (Some(103), Some(42)));
         assert_eq!(up.payload, [0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff]);

@@ -22,6 +22,7 @@ use tokio_serial::SerialPortBuilderExt;
 use super::{Ack, Context, Frame, Input, ParseError, RadioFrame};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
 use crate::framing::Deframer;
+use crate::ids::DevEui;
 use crate::uplink::{Radio, Uplink};
 
 const REOPEN_MIN: Duration = Duration::from_millis(250);
@@ -242,7 +243,7 @@ pub fn parse_cbor(bytes: &[u8], received: SystemTime) -> Result<Uplink, ParseErr
 #[derive(Deserialize)]
 struct Envelope {
     #[serde(deserialize_with = "de_dev_eui")]
-    dev_eui: [u8; 8],
+    dev_eui: DevEui,
     #[serde(default)]
     fport: Option<u8>,
     #[serde(default)]
@@ -274,10 +275,11 @@ impl<'de> de::Visitor<'de> for BytesOrHex {
     }
 }
 
-fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 8], D::Error> {
+fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<DevEui, D::Error> {
     let v = d.deserialize_any(BytesOrHex)?;
     v.as_slice()
         .try_into()
+        .map(DevEui)
         .map_err(|_| de::Error::custom(format!("dev_eui must be 8 bytes, not {}", v.len())))
 }
 
@@ -335,7 +337,7 @@ mod tests {
             ("extra", Value::Text("ignored".into())),
         ]);
         let up = parse_cbor(&b, SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(up.dev_eui, EUI);
+        assert_eq!(up.dev_eui, DevEui(EUI));
         assert_eq!((up.fport, up.fcnt), (Some(103), Some(7)));
         assert_eq!(up.payload, [1, 2, 3]);
         assert_eq!((up.radio.rssi, up.radio.snr), (Some(-71), Some(6.5)));
@@ -353,7 +355,7 @@ mod tests {
             ("payload", Value::Text("0a0B".into())),
         ]);
         let up = parse_cbor(&b, received).unwrap();
-        assert_eq!(up.dev_eui, EUI);
+        assert_eq!(up.dev_eui, DevEui(EUI));
         assert_eq!(up.payload, [0x0a, 0x0b]);
         assert_eq!((up.fport, up.fcnt, up.radio.rssi), (None, None, None));
         assert_eq!(up.time, received);
