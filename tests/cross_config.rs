@@ -1,5 +1,5 @@
 //! cross.toml: every Raspberry Pi target gets the pre-build step and the CFLAGS
-//! that rdkafka's cmake build needs inside a `cross` image, the README documents the command
+//! that rdkafka's cmake build needs inside a `cross` image, docs/building.md documents the command
 //! that makes cross read the file, and no `Cross.toml` twin breaks case-insensitive checkouts.
 //! That the real `cross` picks all of this up is proven by scripts/check-cross-config.sh.
 
@@ -82,11 +82,11 @@ fn every_target_puts_the_curl_headers_on_its_c_include_path() {
 }
 
 #[test]
-fn readme_documents_cross_config_for_every_target() {
-    let readme = read("README.md");
+fn building_doc_shows_cross_config_for_every_target() {
+    let doc = read("docs/building.md");
     for triple in PI_TARGETS {
         let command = format!("CROSS_CONFIG=cross.toml cross build --release --features vendored-openssl --target {triple}");
-        assert!(readme.contains(&command), "README lacks `{command}`");
+        assert!(doc.contains(&command), "docs/building.md lacks `{command}`");
     }
 }
 

@@ -83,6 +83,7 @@ fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
         "usr/lib/sysusers.d/hubgate.conf",
         "usr/share/hubgate/boards/README.md",
         "usr/share/doc/hubgate/README.md",
+        "usr/share/doc/hubgate/docs/operations.md",
     ] {
         assert!(entry(path).starts_with("-rw-r--r-- 0/0 "), "{path}");
     }

@@ -1,6 +1,5 @@
 //! Fault suite: "nothing acknowledged is ever lost, whatever breaks" (docs/design.md "The
-//! durability contract", README
-//! "What hubgate promises about your data"). Real processes only: mosquitto -> hubgate (child
+//! durability contract", docs/durability.md). Real processes only: mosquitto -> hubgate (child
 //! process) -> tansu behind stunnel with the Event Hubs settings; the faults are real too
 //! (SIGKILL, a broker process killed, a full tmpfs, damaged sled files, power cuts on LazyFS).
 //!
@@ -407,7 +406,7 @@ async fn power_cut_loop(test: &str, flapping: bool) {
 }
 
 /// Duplicates per crash while a 50,001-record backlog drains, SIGKILL alone and with power
-/// cuts, against the bound the README states (1.5 × max_in_flight = 3,000 per crash). By hand
+/// cuts, against the bound docs/durability.md states (item 7: 1.5 × max_in_flight = 3,000 per crash). By hand
 /// (minutes; 2 GB for LazyFS's cache):
 /// `cargo test --release --test faults duplicates_while_draining -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

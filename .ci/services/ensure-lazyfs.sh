@@ -6,8 +6,9 @@
 #
 #   1. reuse $LAZYFS_PREFIX/bin/lazyfs (default /opt/lazyfs) if it is there with its library
 #      (a machine that ran CI before keeps it);
-#   2. build it with ../shared/tools/lazyfs/build.sh beside the repository (LazyFS source and
-#      its two dependencies as tarballs, offline, ~2 min on 2 cores) into that prefix.
+#   2. build it with $HUBGATE_SHARED/tools/lazyfs/build.sh (a folder beside the checkout:
+#      LazyFS source and its two dependencies as tarballs; offline, ~2 min on 2 cores) into
+#      that prefix.
 # Building needs cmake g++ pkg-config libfuse3-dev; mounting needs fuse3, root and /dev/fuse
 # (.ci/run installs the packages).
 set -euo pipefail

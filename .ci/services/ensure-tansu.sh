@@ -7,8 +7,8 @@
 # Order, cheapest first:
 #   1. reuse $TANSU_DEST (default /opt/tansu-plain/bin/tansu) if it reports "tansu 0.6.0"
 #      (a machine that ran CI before keeps it);
-#   2. unpack the prebuilt ../shared/bin/tansu-*.gz beside the repository, check its
-#      sha256 against ../shared/bin/tansu.sha256, install it (seconds);
+#   2. unpack the prebuilt $HUBGATE_SHARED/bin/tansu-*.gz (a folder beside the checkout), check
+#      its sha256 against $HUBGATE_SHARED/bin/tansu.sha256, install it (seconds);
 #   3. build the wrapper crate .ci/services/tansu-plain (15-30 min cold on 2 cores).
 # Stock tansu from crates.io is NOT acceptable: it has no SASL PLAIN.
 set -euo pipefail
@@ -31,7 +31,7 @@ if is_good "$dest"; then
     exit 0
 fi
 
-# 2. Prebuilt binary from ../shared (verified by sha256 before it is installed).
+# 2. Prebuilt binary from $HUBGATE_SHARED (verified by sha256 before it is installed).
 gz=""
 for f in "$shared"/bin/tansu-*.gz; do
     [ -f "$f" ] && gz="$f" && break

@@ -4,7 +4,7 @@
 //! * [`parse`] — structure only, no keys: MType, DevAddr, FCtrl, FCnt16, FOpts, FPort,
 //!   FRMPayload, MIC; join request fields; join accept / proprietary / RFU identified.
 //! * [`crypto`] — MIC check and FRMPayload decryption (the `lorawan` crate does the AES/CMAC
-//!   and block layout; see `codecs.md` §8).
+//!   and block layout; docs/codecs.md, "LoRaWAN 1.0.x frames", has it and a worked example).
 //! * [`fcnt`] — 32-bit frame counter reconstruction and replay rejection.
 //! * [`Decoder`] — the sessions from the config: frame in, [`Uplink`](crate::uplink::Uplink) out.
 //!
