@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use support::agent::{
     assert_complete_in_order, chirpstack_uplink, config_with, consume, dashed, fcnts, publish_all,
-    tbhh100, topics, uplink_topic, uplinks, Agent, DOOR, ENV, MOTION, OPENCLOSE, PACKED, PIR, TH,
-    WAIT,
+    tbhh100, topics, uplink_topic, uplinks, uplinks_at, Agent, DOOR, ENV, MOTION, OPENCLOSE,
+    PACKED, PIR, TH, WAIT,
 };
 use support::{Kafka, Mosquitto};
 
@@ -339,8 +339,6 @@ async fn sigterm_at_any_moment_of_start_up_exits_0_and_loses_nothing() {
     // The MQTT session exists: uplinks published while hubgate is away are queued for it.
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     assert!(agent.terminate(WAIT).success());
-    let n = 30;
-    publish_all(mqtt.port(), &uplinks(n)).await;
 
     // The moments, in the order a start passes them: as soon as the process can take the
     // signal, metrics up, uplinks coming in (the broker sends the queue at once), connected.
@@ -350,7 +348,12 @@ async fn sigterm_at_any_moment_of_start_up_exits_0_and_loses_nothing() {
         Moment::Received,
         Moment::Log("mqtt: connected"),
     ];
+    // Each start finds a fresh batch queued: an earlier start may have taken in all before it.
+    let n = 10;
     for (run, moment) in moments.iter().enumerate() {
+        let first = run as u32 * n + 1;
+        let batch: Vec<_> = (first..first + n).flat_map(uplinks_at).collect();
+        publish_all(mqtt.port(), &batch).await;
         let count = |line: &str| agent.full_log().matches(line).count();
         let (before, started) = (
             match moment {
@@ -392,7 +395,7 @@ async fn sigterm_at_any_moment_of_start_up_exits_0_and_loses_nothing() {
     // Whatever the interrupted starts took in was buffered before it was acknowledged; the
     // rest the broker delivers now.
     agent.start_again();
-    let total = 3 * n as u64;
+    let total = 3 * u64::from(n) * moments.len() as u64;
     agent.wait_metric("hubgate_buffer_records", WAIT, |v| v >= total);
     assert!(agent.terminate(WAIT).success());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))

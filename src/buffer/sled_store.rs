@@ -344,10 +344,26 @@ fn move_aside(dir: &Path) -> Result<PathBuf, BufferError> {
     Ok(aside)
 }
 
-/// Errors that say "not now" (the lock is still held, no permission), not "damaged".
+/// Errors that say "not now", not "damaged": the lock is still held, no permission, the
+/// process is out of descriptors or memory, the file system is read-only or full. Moving a
+/// sound database aside for one of these would strand every record it holds.
 fn is_busy(e: &sled::Error) -> bool {
+    let sled::Error::Io(io) = e else {
+        return false;
+    };
     is_locked(e)
-        || matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied)
+        || io.kind() == std::io::ErrorKind::PermissionDenied
+        || matches!(
+            io.raw_os_error(),
+            Some(
+                libc::EMFILE
+                    | libc::ENFILE
+                    | libc::ENOMEM
+                    | libc::EROFS
+                    | libc::ENOSPC
+                    | libc::EDQUOT
+            )
+        )
 }
 
 fn aside_name(dir: &Path) -> PathBuf {
@@ -595,6 +611,22 @@ impl Store for SledStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resource_errors_do_not_move_the_database_aside() {
+        let io = |errno| sled::Error::Io(std::io::Error::from_raw_os_error(errno));
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::EACCES,
+            libc::ENOSPC,
+        ] {
+            assert!(super::is_busy(&io(errno)), "errno {errno}");
+        }
+        assert!(!super::is_busy(&io(libc::EIO)));
+        assert!(!super::is_busy(&sled::Error::Unsupported("damaged".into())));
+    }
+
     use super::*;
 
     fn seqs(s: &SledStore, after: Option<u64>) -> Vec<u64> {

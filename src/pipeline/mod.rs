@@ -157,7 +157,9 @@ pub async fn run(
             parks,
         })
         .map_err(RunError::Forwarder)?;
-    notify::ready(&format!("running: {} source(s)", cfg.sources.len()));
+    let running = format!("running: {} source(s)", cfg.sources.len());
+    log::info!("{running}");
+    notify::ready(&running);
     let status_metrics = metrics.clone();
     let watchdog = tokio::spawn(notify::watchdog(heartbeat, move || {
         status_metrics.status_line(std::time::SystemTime::now())
