@@ -149,3 +149,30 @@ async fn max_message_is_configurable() {
         1
     );
 }
+
+/// A message over what rumqttc can read at all (16 MiB) cannot be acknowledged: the broker
+/// sends it again at every connect. The agent says so in one line with the fix, counts each
+/// attempt, and keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_read_limit_is_named_with_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt));
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let size = hubgate::source::mqtt::READ_LIMIT + 1;
+    publish_big(mqtt.port(), &uplink_topic(TH), size, dir.path());
+    agent.wait_metric(
+        "hubgate_problems_total{kind=\"mqtt_unreadable\"}",
+        WAIT,
+        |v| v >= 2,
+    );
+    let log = agent.wait_log("cap message size at the broker", 1, WAIT);
+    assert!(
+        log.contains(&format!(
+            "delivers a message of {}",
+            size + uplink_topic(TH).len() + 4
+        )),
+        "{log}"
+    );
+    assert_eq!(agent.metric("hubgate_acked_total"), 0);
+}

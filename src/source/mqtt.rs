@@ -30,6 +30,16 @@ pub const READ_LIMIT: usize = 16 * 1024 * 1024;
 /// Largest packet hubgate sends (subscriptions, acknowledgements).
 const WRITE_LIMIT: usize = 64 * 1024;
 
+/// The size of a message rumqttc refused to read, if that is why the connection ended.
+fn unreadable(e: &rumqttc::ConnectionError) -> Option<usize> {
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
+}
+
 /// Where a source connects: `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Url {
@@ -188,7 +198,16 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
                     ctx.metrics.mqtt_connected.set(&broker, 0);
                     ctx.metrics.mqtt_subscribed.set(&broker, 0);
                     let (wait, first) = reconnect.failed(Instant::now());
-                    if first {
+                    if let Some(size) = unreadable(&e) {
+                        ctx.metrics.problem("mqtt_unreadable", || {
+                            format!(
+                                "mqtt: {} delivers a message of {size} bytes, over the {READ_LIMIT} hubgate can read; \
+                                 it comes back at every connect and holds the queue: cap message size at the broker \
+                                 (mosquitto message_size_limit {})",
+                                cfg.url, cfg.max_message
+                            )
+                        });
+                    } else if first {
                         log::warn!("mqtt: {}: {e}; reconnecting with backoff up to {:?}", cfg.url, cfg.reconnect_max);
                     }
                     tokio::time::sleep(wait).await;
