@@ -30,7 +30,8 @@ use hubgate::source::{self, serial, udp, Input};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunConfig, TestRunner};
 use serde_json::{json, Value};
-use support::frames::{cobs, line, slip, with_crc};
+use support::frames::{line, with_crc};
+use support::stuffing::{cobs, slip};
 
 const NWK: [u8; 16] = [
     0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F, 0x3C,

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use hubgate::framing::{Deframer, Framing};
 use serde_cbor::Value;
 use support::agent::Agent;
-use support::frames::{cobs, line, slip, with_crc};
+use support::frames::{line, with_crc};
+use support::stuffing::{cobs, slip};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TH: &str = "58a0cb0000101234";

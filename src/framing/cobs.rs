@@ -108,43 +108,14 @@ impl Cobs {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::testutil::{feed_chunks, split_everywhere};
-    use super::super::{crc::crc16, Deframer, FrameError};
+    use super::super::testutil::{cut_at, feed_chunks, split_everywhere, stuffing, with_crc};
+    use super::super::{Deframer, FrameError};
     use super::*;
     use proptest::prelude::*;
 
-    /// Test-only encoder: COBS(content ++ CRC) 0x00.
+    /// COBS(content ++ CRC) 0x00.
     pub fn encode(content: &[u8]) -> Vec<u8> {
-        let mut raw = content.to_vec();
-        raw.extend_from_slice(&crc16(content).to_be_bytes());
-        cobs_encode(&raw)
-    }
-
-    /// Plain COBS plus the 0x00 delimiter.
-    fn cobs_encode(raw: &[u8]) -> Vec<u8> {
-        let mut out = vec![0];
-        let mut code_at = 0;
-        let mut code = 1u8;
-        for &b in raw {
-            if b == 0 {
-                out[code_at] = code;
-                code_at = out.len();
-                out.push(0);
-                code = 1;
-            } else {
-                out.push(b);
-                code += 1;
-                if code == 0xFF {
-                    out[code_at] = code;
-                    code_at = out.len();
-                    out.push(0);
-                    code = 1;
-                }
-            }
-        }
-        out[code_at] = code;
-        out.push(0);
-        out
+        stuffing::cobs(&with_crc(content))
     }
 
     fn cobs(max: usize) -> Deframer {
@@ -154,13 +125,13 @@ pub(crate) mod tests {
     #[test]
     fn encoder_matches_the_paper() {
         // Vectors from Cheshire & Baker's COBS paper / the Wikipedia table.
-        assert_eq!(cobs_encode(&[0x00]), [0x01, 0x01, 0x00]);
+        assert_eq!(stuffing::cobs(&[0x00]), [0x01, 0x01, 0x00]);
         assert_eq!(
-            cobs_encode(&[0x11, 0x22, 0x00, 0x33]),
+            stuffing::cobs(&[0x11, 0x22, 0x00, 0x33]),
             [0x03, 0x11, 0x22, 0x02, 0x33, 0x00]
         );
         let d254: Vec<u8> = (1..=254).collect();
-        let e = cobs_encode(&d254);
+        let e = stuffing::cobs(&d254);
         assert_eq!((e[0], e.len(), e[255], e[256]), (0xFF, 257, 0x01, 0x00));
     }
 
@@ -251,15 +222,7 @@ pub(crate) mod tests {
             cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..5),
         ) {
             let stream: Vec<u8> = frames.iter().flat_map(|f| encode(f)).collect();
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-            points.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for p in points {
-                chunks.push(&stream[last..p]);
-                last = p;
-            }
-            chunks.push(&stream[last..]);
+            let chunks = cut_at(&stream, &cuts);
             let got = feed_chunks(&mut cobs(600), &chunks);
             let want: Vec<_> = frames.iter().map(|f| Ok(f.clone())).collect();
             prop_assert_eq!(got, want);

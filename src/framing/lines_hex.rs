@@ -157,7 +157,7 @@ fn nibble(c: u8) -> Result<u8, FrameError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{feed_chunks, split_everywhere};
+    use super::super::testutil::{cut_at, feed_chunks, split_everywhere};
     use super::super::{Deframer, FrameError};
     use super::*;
     use proptest::prelude::*;
@@ -293,15 +293,7 @@ mod tests {
                 })
                 .collect();
             let stream = stream.as_bytes();
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-            points.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for p in points {
-                chunks.push(&stream[last..p]);
-                last = p;
-            }
-            chunks.push(&stream[last..]);
+            let chunks = cut_at(stream, &cuts);
             let got = feed_chunks(&mut lines(40, Some("radio_rx")), &chunks);
             let want: Vec<_> = frames.iter().map(|f| Ok(f.clone())).collect();
             prop_assert_eq!(got, want);

@@ -177,10 +177,37 @@ fn crc_event(buf: &[u8], step: Step) -> Event<'_> {
     }
 }
 
+/// The senders' byte stuffing, one copy shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/stuffing.rs"]
+pub(crate) mod stuffing;
+
 #[cfg(test)]
 pub(crate) mod testutil {
     //! Helpers shared by the deframer tests.
+    pub(crate) use super::stuffing;
     use super::Deframer;
+
+    /// `content` followed by its CRC-16 trailer, as senders frame it.
+    pub fn with_crc(content: &[u8]) -> Vec<u8> {
+        let mut v = content.to_vec();
+        v.extend_from_slice(&super::crc::crc16(content).to_be_bytes());
+        v
+    }
+
+    /// `stream` cut at the given points (any order), as chunks in stream order.
+    pub fn cut_at<'a>(stream: &'a [u8], cuts: &[proptest::sample::Index]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for p in points {
+            chunks.push(&stream[last..p]);
+            last = p;
+        }
+        chunks.push(&stream[last..]);
+        chunks
+    }
 
     /// Feed `chunks` one after the other; collect frames and errors in order.
     pub fn feed_chunks(

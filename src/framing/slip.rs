@@ -101,28 +101,16 @@ impl Slip {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::testutil::{feed_chunks, split_everywhere};
-    use super::super::{crc::crc16, Deframer, FrameError};
+    use super::super::testutil::{cut_at, feed_chunks, split_everywhere, stuffing, with_crc};
+    use super::super::{Deframer, FrameError};
     use super::*;
     use proptest::prelude::*;
 
-    /// Test-only encoder: SLIP(content ++ CRC) END, with a leading END when `lead`.
+    /// SLIP(content ++ CRC) END, with a leading END when `lead`.
     pub fn encode(content: &[u8], lead: bool) -> Vec<u8> {
-        let mut raw = content.to_vec();
-        raw.extend_from_slice(&crc16(content).to_be_bytes());
-        let mut out = Vec::new();
-        if lead {
-            out.push(END);
-        }
-        for b in raw {
-            match b {
-                END => out.extend_from_slice(&[ESC, ESC_END]),
-                ESC => out.extend_from_slice(&[ESC, ESC_ESC]),
-                _ => out.push(b),
-            }
-        }
-        out.push(END);
-        out
+        let framed = stuffing::slip(&with_crc(content));
+        let skip = usize::from(!lead);
+        framed[skip..].to_vec()
     }
 
     fn slip(max: usize) -> Deframer {
@@ -251,15 +239,7 @@ pub(crate) mod tests {
             lead in any::<bool>(),
         ) {
             let stream: Vec<u8> = frames.iter().flat_map(|f| encode(f, lead)).collect();
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-            points.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for p in points {
-                chunks.push(&stream[last..p]);
-                last = p;
-            }
-            chunks.push(&stream[last..]);
+            let chunks = cut_at(&stream, &cuts);
             let got = feed_chunks(&mut slip(40), &chunks);
             let want: Vec<_> = frames.iter().map(|f| Ok(f.clone())).collect();
             prop_assert_eq!(got, want);

@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod frames;
 pub mod lazyfs;
+pub mod stuffing;
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
