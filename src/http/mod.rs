@@ -1,0 +1,114 @@
+//! The metrics endpoint's HTTP listener (hyper's HTTP/1 server), bounded so that no client
+//! can wear the agent down: at most [`MAX_CONNECTIONS`] at a time (a new one closes the
+//! oldest, so idle or slow connections cannot lock a scrape out), a deadline to send the
+//! request head and one to take the answer, one request per connection, and a pause after a
+//! failed accept (out of file descriptors) instead of a loop that retries at once and spins.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+
+/// Connections served at once; Prometheus needs one.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Time for a client to send its whole request head (counted from the connection's start).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a client to take the whole answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest request head read; a scrape's is a few hundred bytes (hyper's smallest buffer).
+const MAX_REQUEST: usize = 8 * 1024;
+/// Pauses after failed accepts: doubling from the first to the last.
+const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// Serve on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let mut live: VecDeque<JoinHandle<()>> = VecDeque::new();
+    let mut pause = ACCEPT_PAUSE.0;
+    loop {
+        match listener.accept().await {
+            Ok((sock, _)) => {
+                pause = ACCEPT_PAUSE.0;
+                live.retain(|c| !c.is_finished());
+                if live.len() >= MAX_CONNECTIONS {
+                    close_oldest(&mut live, &metrics);
+                }
+                live.push_back(tokio::spawn(connection(sock, metrics.clone())));
+            }
+            Err(e) => {
+                metrics.problem("http_accept", || {
+                    format!("metrics: cannot accept a connection: {e}; pausing {pause:?}")
+                });
+                // Out of descriptors: the oldest connection gives one back.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    live.retain(|c| !c.is_finished());
+                    close_oldest(&mut live, &metrics);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACCEPT_PAUSE.1);
+            }
+        }
+    }
+}
+
+fn close_oldest(live: &mut VecDeque<JoinHandle<()>>, metrics: &Metrics) {
+    if let Some(oldest) = live.pop_front() {
+        oldest.abort();
+        metrics.log_limited(log::Level::Info, "http_closed_oldest", || {
+            format!("metrics: {MAX_CONNECTIONS} connections open or out of descriptors: closed the oldest")
+        });
+    }
+}
+
+/// One request, answered, then the connection closes. hyper's head timer starts with the
+/// connection, so an idle one is closed after [`READ_TIMEOUT`]; the outer deadline bounds
+/// a client that reads the answer too slowly.
+async fn connection(sock: TcpStream, metrics: Arc<Metrics>) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let answer = respond(&req, &metrics);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(sock), service);
+    let _ = tokio::time::timeout(READ_TIMEOUT + WRITE_TIMEOUT, conn).await;
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Answer {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut a = answer(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+        a.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return a;
+    }
+    match req.uri().path() {
+        "/metrics" => answer(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        _ => answer(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+    let mut a = Response::new(Full::new(body.into()));
+    *a.status_mut() = status;
+    a.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    a
+}
