@@ -29,7 +29,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Result<Self, LorawanError> {
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
         let devices = cfg
             .devices
             .iter()
@@ -43,13 +43,19 @@ impl Decoder {
                 )
             })
             .collect();
-        Ok(Decoder {
+        let mut sessions = lorawan::Decoder::new();
+        for d in &cfg.devices {
+            if let Some((dev_addr, keys)) = d.session() {
+                sessions.add(lorawan::Session::new(dev_addr, d.dev_eui, keys));
+            }
+        }
+        Decoder {
             devices,
-            lorawan: lorawan::Decoder::from_config(cfg)?,
+            lorawan: sessions,
             packed_rec_type: cfg.record.packed_rec_type.clone(),
             global_tags: cfg.record.global_tags.clone(),
             metrics,
-        })
+        }
     }
 
     /// LoRaWAN frame counters accepted since the last call: (DevAddr, DevEUI, FCnt32).
@@ -201,7 +207,7 @@ mod tests {
         )
         .unwrap();
         let m = Metrics::new();
-        (Decoder::new(&cfg, m.clone()).unwrap(), m)
+        (Decoder::new(&cfg, m.clone()), m)
     }
 
     fn uplink() -> Input {
@@ -214,6 +220,21 @@ mod tests {
             time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             radio: Radio::default(),
         })
+    }
+
+    /// Devices with `dev_addr` and both keys get a LoRaWAN session; the frames of its
+    /// DevAddr decode as that device's uplinks.
+    #[test]
+    fn sessions_come_from_the_devices() {
+        let text = "[sink]\ntype = \"stdout\"\n\
+            [[device]]\ndev_eui = \"58a0cb0000101234\"\ndev_addr = \"26011BDA\"\n\
+            nwk_s_key = \"2B7E151628AED2A6ABF7158809CF4F3C\"\n\
+            app_s_key = \"000102030405060708090A0B0C0D0E0F\"\n\
+            [[device]]\ndev_eui = \"0000000000000001\"\n";
+        let d = Decoder::new(&Config::parse(text).unwrap(), Metrics::new());
+        assert_eq!(d.lorawan.len(), 1);
+        let s = &d.lorawan.sessions(lorawan::DevAddr(0x2601_1bda))[0];
+        assert_eq!(s.dev_eui.to_string(), "58a0cb0000101234");
     }
 
     /// A panic while decoding is counted, the uplink still goes out (packed, with the

@@ -120,8 +120,8 @@ impl Checklist<'_> {
 /// Check the setup of the config at `path`, printing to `out`. True when every step passed.
 pub fn run(path: &Path, out: &mut dyn Write) -> bool {
     let mut list = Checklist { out, failed: false };
-    let cfg = match Config::load(path) {
-        Ok(cfg) => cfg,
+    let cfg = match crate::pipeline::prepare::load(path) {
+        Ok((cfg, _)) => cfg,
         Err(e) => {
             list.step("config", Outcome::Fail(e.to_string()));
             return false;
@@ -207,8 +207,7 @@ fn sink(cfg: &Config, list: &mut Checklist) {
     let sasl = protocol.starts_with("sasl");
     if let SinkConfig::Kafka(k) = &cfg.sink {
         if k.insecure {
-            let off: Vec<String> = k
-                .tls_off()
+            let off: Vec<String> = crate::sink::properties::kafka_tls_off(k)
                 .into_iter()
                 .map(|(key, why)| format!("{key}: {why}"))
                 .collect();
@@ -555,7 +554,7 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
     let client_id = format!("hubgate-doctor-{}", std::process::id());
     let mut opts = match crate::source::mqtt::options(cfg, &client_id) {
         Ok(o) => o,
-        Err(e) => return Outcome::Fail(e),
+        Err((key, e)) => return Outcome::Fail(format!("{key}: {e}")),
     };
     opts.set_clean_session(true);
     let (client, mut events) = AsyncClient::new(opts, 10);

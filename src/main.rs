@@ -178,8 +178,8 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| fail(1, e))
+fn load(path: &Path) -> Result<(Config, Vec<String>), ExitCode> {
+    hubgate::pipeline::prepare::load(path).map_err(|e| fail(1, e))
 }
 
 fn run(path: &Path) -> ExitCode {
@@ -189,7 +189,8 @@ fn run(path: &Path) -> ExitCode {
     // them once it unblocks.
     let held = StopSignals::hold();
     let cfg = match load(path) {
-        Ok(c) => c,
+        // `pipeline::run` logs the warnings.
+        Ok((c, _)) => c,
         Err(code) => return code,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -280,15 +281,15 @@ async fn stop_signal(mut term: tokio::signal::unix::Signal, mut int: tokio::sign
 }
 
 fn check(path: &Path, print: bool) -> ExitCode {
-    let cfg = match load(path) {
-        Ok(c) => c,
+    let (cfg, warnings) = match load(path) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     if print {
         println!("{cfg:#?}");
     }
     // The same warnings `run` logs at every start.
-    for w in cfg.warnings() {
+    for w in warnings {
         eprintln!("hubgate: warning: {w}");
     }
     println!(
@@ -480,7 +481,7 @@ fn lorawan(nwkskey: Option<&str>, appskey: Option<&str>, phyhex: &str) -> ExitCo
 
 fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
     let cfg = match load(path) {
-        Ok(c) => c,
+        Ok((c, _)) => c,
         Err(code) => return code,
     };
     let mut store = match SledStore::open(&cfg.buffer.path) {

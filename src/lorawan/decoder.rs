@@ -6,8 +6,7 @@ use std::time::SystemTime;
 use super::crypto::{decrypt_payload, payload_key, verify_mic};
 use super::fcnt::{FcntError, FcntTracker};
 use super::frame::{parse, Direction, Frame};
-use super::{DevAddr, Key, LorawanError, SessionKeys};
-use crate::config::Config;
+use super::{DevAddr, LorawanError, SessionKeys};
 use crate::ids::DevEui;
 use crate::uplink::{Radio, Uplink};
 
@@ -44,32 +43,6 @@ pub struct Decoder {
 impl Decoder {
     pub fn new() -> Decoder {
         Decoder::default()
-    }
-
-    /// Sessions of every `[[device]]` with a `dev_addr` (and its two keys).
-    pub fn from_config(cfg: &Config) -> Result<Decoder, LorawanError> {
-        let mut dec = Decoder::new();
-        for (index, d) in cfg.devices.iter().enumerate() {
-            let Some(dev_addr) = d.dev_addr else {
-                continue;
-            };
-            let key = |name: &str, secret: Option<&crate::config::Secret>| {
-                let secret = secret.ok_or_else(|| LorawanError::Session {
-                    index,
-                    reason: format!("{name} is missing (dev_addr needs nwk_s_key and app_s_key)"),
-                })?;
-                Key::from_hex(secret.expose()).map_err(|e| LorawanError::Session {
-                    index,
-                    reason: format!("{name}: {e}"),
-                })
-            };
-            let keys = SessionKeys {
-                nwk_s_key: key("nwk_s_key", d.nwk_s_key.as_ref())?,
-                app_s_key: key("app_s_key", d.app_s_key.as_ref())?,
-            };
-            dec.add(Session::new(dev_addr, d.dev_eui, keys));
-        }
-        Ok(dec)
     }
 
     pub fn add(&mut self, session: Session) {

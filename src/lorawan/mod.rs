@@ -6,7 +6,7 @@
 //! * [`crypto`] — MIC check and FRMPayload decryption (the `lorawan` crate does the AES/CMAC
 //!   and block layout; docs/codecs.md, "LoRaWAN 1.0.x frames", has it and a worked example).
 //! * [`fcnt`] — 32-bit frame counter reconstruction and replay rejection.
-//! * [`Decoder`] — the sessions from the config: frame in, [`Uplink`](crate::uplink::Uplink) out.
+//! * [`Decoder`] — the sessions of the configured devices: frame in, [`Uplink`](crate::uplink::Uplink) out.
 //!
 //! Nothing here panics on any input; every failure is a [`LorawanError`] with a one-line
 //! message. Keys never reach `Debug` output or error messages.
@@ -57,8 +57,6 @@ pub enum LorawanError {
         fcnt: u32,
         last: u32,
     },
-    #[error("device[{index}]: {reason}")]
-    Session { index: usize, reason: String },
 }
 
 /// A device address, shown as usually written: big-endian lower-case hex (`26011bda`); it is

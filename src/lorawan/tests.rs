@@ -437,20 +437,6 @@ fn keys_are_masked_and_validated() {
     assert_eq!(Key::from_hex("zz").unwrap_err(), KeyError::NotHex);
 }
 
-#[test]
-fn decoder_from_config_maps_sessions_to_devices() {
-    let text = "[sink]\ntype = \"stdout\"\n\
-        [[device]]\ndev_eui = \"58a0cb0000101234\"\ndev_addr = \"26011BDA\"\n\
-        nwk_s_key = \"2B7E151628AED2A6ABF7158809CF4F3C\"\n\
-        app_s_key = \"000102030405060708090A0B0C0D0E0F\"\n\
-        [[device]]\ndev_eui = \"0000000000000001\"\n";
-    let cfg = crate::config::Config::parse(text).unwrap();
-    let mut d = Decoder::from_config(&cfg).unwrap();
-    assert_eq!(d.len(), 1);
-    let u = d.decode_uplink(&worked(), t0(), Radio::default()).unwrap();
-    assert_eq!(u.device_id(), "58-A0-CB-00-00-10-12-34");
-}
-
 /// Accepted counters are handed out to be kept; a decoder resumed from them after a restart
 /// rejects a frame captured before it.
 #[test]

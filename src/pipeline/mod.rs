@@ -6,6 +6,7 @@ mod health;
 mod ledger;
 #[cfg(test)]
 mod model;
+pub mod prepare;
 
 use tokio::sync::{mpsc, watch};
 
@@ -33,8 +34,8 @@ pub enum RunError {
     Buffer(#[from] crate::buffer::BufferError),
     #[error(transparent)]
     Sink(#[from] crate::sink::OpenError),
-    #[error("LoRaWAN sessions: {0}")]
-    Lorawan(#[from] crate::lorawan::LorawanError),
+    #[error("config: {0}: {1}")]
+    Config(String, String),
     #[error("udp source: cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
     #[error("cannot start the forwarder: {0}")]
@@ -48,6 +49,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
     reload: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
+    let warnings = prepare::check(&cfg).map_err(|(key, reason)| RunError::Config(key, reason))?;
     let metrics = Metrics::new();
     let mut reporters = Vec::new();
     if let Some(addr) = cfg.metrics.listen {
@@ -88,11 +90,11 @@ pub async fn run(
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
     let sink = crate::sink::open(&cfg.sink, delivery_tx.clone(), metrics.clone())?;
-    for w in cfg.warnings() {
+    for w in warnings {
         log::warn!("{w}");
     }
     let parks = check_hubs(&cfg);
-    let decoder = Decoder::new(&cfg, metrics.clone())?;
+    let decoder = Decoder::new(&cfg, metrics.clone());
     let forwarder = Forwarder::new(
         &cfg.buffer,
         cfg.record.dedup_window,

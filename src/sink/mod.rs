@@ -83,6 +83,20 @@ pub fn missing_hubs(
 #[error("sink: {0}")]
 pub struct OpenError(pub String);
 
+/// Build the sink of `cfg` without starting it: its properties checked (see
+/// [`properties::check`]) and its librdkafka settings made. Returns warnings; on error
+/// (key path, reason).
+pub fn check(cfg: &SinkConfig) -> Result<Vec<String>, (String, String)> {
+    properties::check(cfg)?;
+    let client = kafka_client_config(cfg).map_err(|e| ("sink".to_string(), e.0))?;
+    if let Some(client) = client {
+        client
+            .create_native_config()
+            .map_err(|e| ("sink".to_string(), properties::config_error(&e)))?;
+    }
+    Ok(properties::warnings(cfg))
+}
+
 pub fn open(
     cfg: &SinkConfig,
     deliveries: Deliveries,

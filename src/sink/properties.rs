@@ -8,6 +8,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaConfRes;
 
+use crate::config::{KafkaConfig, SinkConfig};
+
 /// Why setting `key` to `value` would take TLS, or its checks, away; `None` if it does not.
 ///
 /// Values are compared as librdkafka reads them: enums and booleans without regard to case,
@@ -37,6 +39,68 @@ pub fn first_tls_off(properties: &BTreeMap<String, String>) -> Option<(&str, &'s
     properties
         .iter()
         .find_map(|(k, v)| tls_off(k, v).map(|why| (k.as_str(), why)))
+}
+
+/// What in a Kafka sink's config takes TLS or its checks away: (key path, why).
+pub fn kafka_tls_off(k: &KafkaConfig) -> Vec<(String, &'static str)> {
+    let protocol = tls_off("security.protocol", k.security_protocol.as_librdkafka())
+        .map(|why| ("sink.security_protocol".to_string(), why));
+    let properties = k
+        .properties
+        .iter()
+        .filter_map(|(k, v)| tls_off(k, v).map(|why| (format!("sink.properties.{k:?}"), why)));
+    protocol.into_iter().chain(properties).collect()
+}
+
+/// `[sink.properties]` are librdkafka's, and TLS with verified certificates stays on: always
+/// for Event Hubs (the connection string is the password), and for a Kafka broker unless
+/// `insecure = true`. On error (key path, reason).
+pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
+    let in_properties = |(k, reason): (String, String)| (format!("sink.properties.{k:?}"), reason);
+    match cfg {
+        SinkConfig::Eventhubs(eh) => {
+            validate(&eh.properties).map_err(in_properties)?;
+            if let Some((key, why)) = first_tls_off(&eh.properties) {
+                return Err((
+                    format!("sink.properties.{key:?}"),
+                    format!("refused: {why}; the Event Hubs sink always uses TLS with verified certificates"),
+                ));
+            }
+        }
+        SinkConfig::Kafka(k) => {
+            validate(&k.properties).map_err(in_properties)?;
+            if let Some((key, why)) = kafka_tls_off(k).into_iter().next().filter(|_| !k.insecure) {
+                return Err((
+                    key,
+                    format!("refused: {why}; if this is meant (a test broker on a private network), set insecure = true in [sink]"),
+                ));
+            }
+        }
+        SinkConfig::Stdout(_) => {}
+    }
+    Ok(())
+}
+
+/// What `insecure = true` turns off, as the warning `check` prints and `run` logs.
+pub fn warnings(cfg: &SinkConfig) -> Vec<String> {
+    let SinkConfig::Kafka(k) = cfg else {
+        return Vec::new();
+    };
+    if !k.insecure {
+        return Vec::new();
+    }
+    let off: Vec<String> = kafka_tls_off(k)
+        .into_iter()
+        .map(|(key, why)| format!("{key}: {why}"))
+        .collect();
+    vec![format!(
+        "sink.insecure = true: {}",
+        if off.is_empty() {
+            "nothing here turns TLS off: remove the key".to_string()
+        } else {
+            off.join("; ")
+        }
+    )]
 }
 
 /// Every property is one librdkafka knows and its value one it takes; on error (key, reason).

@@ -26,7 +26,7 @@ const RECONNECT_MIN: Duration = Duration::from_millis(250);
 /// rumqttc cannot take, keeps backing off.
 const STABLE: Duration = Duration::from_secs(10);
 /// Largest packet rumqttc reads (the limit of `max_message`); larger ones drop the connection.
-pub const READ_LIMIT: usize = 16 * 1024 * 1024;
+pub const READ_LIMIT: usize = crate::config::MAX_MQTT_MESSAGE;
 /// Largest packet hubgate sends (subscriptions, acknowledgements).
 const WRITE_LIMIT: usize = 64 * 1024;
 
@@ -38,52 +38,6 @@ fn unreadable(e: &rumqttc::ConnectionError) -> Option<usize> {
         )) => Some(*size),
         _ => None,
     }
-}
-
-/// Where a source connects: `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883).
-#[derive(Debug, PartialEq, Eq)]
-pub struct Url {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-pub fn parse_url(url: &str) -> Result<Url, String> {
-    // The URL shows in logs, `doctor` and metric labels: no credentials in it, and not
-    // quoted back here.
-    if url.contains('@') {
-        return Err(
-            "a user name or password in the MQTT url would show in logs and metrics: give username and password_file instead".into(),
-        );
-    }
-    let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("mqtts://") {
-        (rest, true, 8883)
-    } else {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                format!("bad MQTT url {url:?}: expected mqtt://host[:port] or mqtts://host[:port]")
-            })?;
-        (rest, false, 1883)
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse()
-                .map_err(|_| format!("bad port in MQTT url {url:?}"))?,
-        ),
-        None => (rest, default_port),
-    };
-    if host.is_empty() {
-        return Err(format!("bad MQTT url {url:?}: no host"));
-    }
-    Ok(Url {
-        host: host.to_string(),
-        port,
-        tls,
-    })
 }
 
 /// The TLS side of an `mqtts://` source: TLS 1.2 or later, the broker's certificate checked
@@ -121,12 +75,16 @@ pub fn tls_connector(tls: &MqttTls) -> Result<native_tls::TlsConnector, (&'stati
     b.build().map_err(|e| ("client_cert_file", e.to_string()))
 }
 
-/// The session options of `cfg` (`hubgate doctor` connects with them too).
-pub fn options(cfg: &MqttSourceConfig, client_id: &str) -> Result<MqttOptions, String> {
-    let url = parse_url(&cfg.url)?;
-    let mut o = MqttOptions::new(client_id, url.host, url.port);
+/// The session options of `cfg` (`hubgate doctor` connects with them too); building them
+/// checks the TLS files. On error (the key at fault, reason).
+pub fn options(
+    cfg: &MqttSourceConfig,
+    client_id: &str,
+) -> Result<MqttOptions, (&'static str, String)> {
+    let url = &cfg.url;
+    let mut o = MqttOptions::new(client_id, url.host.clone(), url.port);
     if url.tls {
-        let connector = tls_connector(&cfg.tls).map_err(|(key, e)| format!("{key}: {e}"))?;
+        let connector = tls_connector(&cfg.tls)?;
         o.set_transport(Transport::tls_with_config(
             TlsConfiguration::NativeConnector(connector),
         ));
@@ -153,8 +111,8 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
         .unwrap_or_else(|| cfg.format.default_topic().to_string());
     let opts = match options(&cfg, &client_id) {
         Ok(o) => o,
-        Err(e) => {
-            log::error!("mqtt: {e}");
+        Err((key, e)) => {
+            log::error!("mqtt: {key}: {e}");
             return;
         }
     };
@@ -375,34 +333,5 @@ mod tests {
         assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
         r.connected(t);
         assert_eq!(r.failed(t + STABLE), (RECONNECT_MIN, true));
-    }
-
-    #[test]
-    fn urls() {
-        let url = |host: &str, port, tls| super::Url {
-            host: host.into(),
-            port,
-            tls,
-        };
-        assert_eq!(
-            super::parse_url("mqtt://127.0.0.1:18830").unwrap(),
-            url("127.0.0.1", 18830, false)
-        );
-        assert_eq!(
-            super::parse_url("mqtt://broker").unwrap(),
-            url("broker", 1883, false)
-        );
-        assert_eq!(
-            super::parse_url("mqtts://broker/").unwrap(),
-            url("broker", 8883, true)
-        );
-        assert_eq!(
-            super::parse_url("mqtts://broker:18883").unwrap(),
-            url("broker", 18883, true)
-        );
-        assert!(super::parse_url("http://x").is_err());
-        assert!(super::parse_url("mqtt://x:port").is_err());
-        let e = super::parse_url("mqtt://user:hunter2@broker:1883").unwrap_err();
-        assert!(e.contains("password_file") && !e.contains("hunter2"), "{e}");
     }
 }

@@ -1,0 +1,113 @@
+//! Where an MQTT source connects, parsed once from the config.
+
+use std::fmt;
+
+/// `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883); `tcp://` means `mqtt://`.
+/// Displays as written (it holds no credentials: those are refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    text: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl MqttUrl {
+    pub fn parse(url: &str) -> Result<MqttUrl, String> {
+        // The URL shows in logs, `doctor` and metric labels: no credentials in it, and not
+        // quoted back here.
+        if url.contains('@') {
+            return Err(
+                "a user name or password in the MQTT url would show in logs and metrics: give username and password_file instead".into(),
+            );
+        }
+        let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (rest, true, 8883)
+        } else {
+            let rest = url
+                .strip_prefix("mqtt://")
+                .or_else(|| url.strip_prefix("tcp://"))
+                .ok_or_else(|| {
+                    format!(
+                        "bad MQTT url {url:?}: expected mqtt://host[:port] or mqtts://host[:port]"
+                    )
+                })?;
+            (rest, false, 1883)
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse()
+                    .map_err(|_| format!("bad port in MQTT url {url:?}"))?,
+            ),
+            None => (rest, default_port),
+        };
+        if host.is_empty() {
+            return Err(format!("bad MQTT url {url:?}: no host"));
+        }
+        Ok(MqttUrl {
+            text: url.to_string(),
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+
+    /// `localhost` or a loopback address: traffic that never leaves the machine.
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl fmt::Display for MqttUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MqttUrl;
+
+    #[test]
+    fn urls() {
+        let url = |host: &str, port, tls| (host.to_string(), port, tls);
+        let parts = |s: &str| MqttUrl::parse(s).map(|u| (u.host, u.port, u.tls));
+        assert_eq!(
+            parts("mqtt://127.0.0.1:18830").unwrap(),
+            url("127.0.0.1", 18830, false)
+        );
+        assert_eq!(parts("mqtt://broker").unwrap(), url("broker", 1883, false));
+        assert_eq!(parts("mqtts://broker/").unwrap(), url("broker", 8883, true));
+        assert_eq!(
+            parts("mqtts://broker:18883").unwrap(),
+            url("broker", 18883, true)
+        );
+        assert_eq!(
+            MqttUrl::parse("mqtts://broker/").unwrap().to_string(),
+            "mqtts://broker/"
+        );
+        assert!(MqttUrl::parse("http://x").is_err());
+        assert!(MqttUrl::parse("mqtt://x:port").is_err());
+        let e = MqttUrl::parse("mqtt://user:hunter2@broker:1883").unwrap_err();
+        assert!(e.contains("password_file") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for (url, local) in [
+            ("mqtt://localhost", true),
+            ("mqtt://127.0.0.1:1883", true),
+            ("mqtt://[::1]:1883", true),
+            ("mqtt://broker.example", false),
+        ] {
+            assert_eq!(MqttUrl::parse(url).unwrap().is_loopback(), local, "{url}");
+        }
+    }
+}
