@@ -1,0 +1,132 @@
+//! Key paths of errors: the path serde reports, the one inside a tagged table (`[[source]]`,
+//! `[sink]`, which serde's own tagged enums lose), and the line it is on.
+
+use std::fmt;
+
+use serde::{de, de::DeserializeOwned, Deserialize, Deserializer};
+
+/// Ends the key path inside a tagged table at the front of an error message, for
+/// [`Config::from_toml`] to join to the table's own path.
+const PATH_END: char = '\u{1f}';
+
+/// An error at `path` inside a tagged table (`""`: the table itself).
+pub(super) fn in_table<E: de::Error>(path: &str, reason: impl fmt::Display) -> E {
+    E::custom(format!("{path}{PATH_END}{reason}"))
+}
+
+/// A tagged table (`[[source]]`, `[sink]`): its `type` and its other keys. serde's internally
+/// tagged enums would lose the key path of an error inside the table; [`fields`] keeps it.
+pub(super) fn tagged<'de, D: Deserializer<'de>>(d: D) -> Result<(String, toml::Value), D::Error> {
+    let mut table = toml::Table::deserialize(d)?;
+    match table.remove("type") {
+        Some(toml::Value::String(kind)) => Ok((kind, toml::Value::Table(table))),
+        Some(other) => Err(in_table(
+            "type",
+            format_args!(
+                "invalid type: {} `{other}`, expected a type name string",
+                other.type_str()
+            ),
+        )),
+        None => Err(in_table("", "missing field `type`")),
+    }
+}
+
+pub(super) fn unknown_kind<E: de::Error>(kind: &str, kinds: &[&str]) -> E {
+    let kinds: Vec<String> = kinds.iter().map(|k| format!("`{k}`")).collect();
+    in_table(
+        "type",
+        format_args!(
+            "unknown variant `{kind}`, expected one of {}",
+            kinds.join(", ")
+        ),
+    )
+}
+
+/// A tagged table's keys as `T`; an error carries its key path inside the table.
+pub(super) fn fields<T: DeserializeOwned, E: de::Error>(table: toml::Value) -> Result<T, E> {
+    serde_path_to_error::deserialize(table).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "" } else { &path };
+        in_table(path, e.inner().message().trim())
+    })
+}
+
+/// The line of `field` in the tagged table at `table` (`source[1]`, `sink`), or of the table's
+/// header without a field; found in the text, since errors inside such a table have no
+/// position of their own.
+fn line_in_table(text: &str, table: &str, field: &str) -> Option<usize> {
+    let (name, index) = match table.split_once('[') {
+        Some((name, i)) => (name, i.trim_end_matches(']').parse::<usize>().ok()?),
+        None => (table, 0),
+    };
+    let headers = [format!("[[{name}]]"), format!("[{name}]")];
+    let mut lines = text.lines().enumerate().skip_while(|(_, l)| {
+        let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+        !headers.contains(&l)
+    });
+    let mut header = lines.next()?;
+    for _ in 0..index {
+        header = lines.find(|(_, l)| {
+            let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+            headers.contains(&l)
+        })?;
+    }
+    let at_field = lines
+        .take_while(|(_, l)| !l.trim_start().starts_with('['))
+        .find(|(_, l)| {
+            let l = l.trim_start();
+            !field.is_empty()
+                && l.strip_prefix(field)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+    Some(at_field.unwrap_or(header).0 + 1)
+}
+
+/// One-line reason from a toml error, with the line number when it has a span.
+pub(super) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            ("(parse)".into(), format!("{msg} (line {line})"))
+        }
+        None => ("(parse)".into(), msg),
+    }
+}
+
+/// The key path and one-line reason of a deserialization error in `text`.
+pub(super) fn located(
+    text: &str,
+    e: &serde_path_to_error::Error<toml::de::Error>,
+) -> (String, String) {
+    let key = e.path().to_string();
+    let (mut key, reason) = match e.inner().message().split_once(PATH_END) {
+        // Inside a tagged table: the span toml gives is the whole array's.
+        Some((inner, reason)) => {
+            let line = line_in_table(text, &key, inner.split('.').next().unwrap_or(""));
+            let reason = reason.trim().replace('\n', " ");
+            let reason = match line {
+                Some(n) => format!("{reason} (line {n})"),
+                None => reason,
+            };
+            match inner {
+                "" => (key, reason),
+                _ => (format!("{key}.{inner}"), reason),
+            }
+        }
+        None => (key, toml_error(text, e.inner()).1),
+    };
+    // An unknown field's error may leave the field out of the path.
+    if let Some(field) = reason
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        if !key.ends_with(field) {
+            key = format!("{key}.{field}");
+        }
+    }
+    if key == "." {
+        key = "(top level)".into();
+    }
+    (key, reason)
+}

@@ -1,0 +1,393 @@
+//! The one TOML config file, as plain data: typed structs that deny unknown keys, every
+//! value parsed once into its domain type ([`DevEui`](crate::ids::DevEui),
+//! [`Key`](crate::lorawan::Key), [`MqttUrl`](crate::mqtt_url::MqttUrl),
+//! [`ConnectionString`](crate::connection_string::ConnectionString)). Every error names the
+//! file, the key path and what is wrong, on one line. Secrets are read here (files, `${ENV}`)
+//! and wrapped in [`Secret`] so they cannot reach a log line by accident.
+//!
+//! The config imports no source or sink: checks that need one are made by building it, in
+//! [`crate::pipeline::prepare`].
+
+mod keypath;
+mod secrets;
+mod sections;
+mod sink;
+mod source;
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::codec::Codec;
+use crate::ids::DevEui;
+pub use crate::secret::Secret;
+use keypath::toml_error;
+use secrets::{load_secret, secret_path};
+pub use secrets::{read_secret_file, secret_file_mtime, SecretText};
+pub use sections::*;
+pub use sink::*;
+pub use source::*;
+pub use values::parse_size;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}: {key}: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Board profile (`boards/<id>.toml`) whose defaults sit under this file's own keys.
+    #[serde(default)]
+    pub board: Option<String>,
+    /// Name of this gateway; goes into the client ids and `meta.global`.
+    #[serde(default = "default_gateway_id")]
+    pub gateway_id: String,
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    #[serde(default)]
+    pub record: RecordConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+    pub sink: SinkConfig,
+    /// Warnings about the files read while loading (who else may read secrets).
+    #[serde(skip)]
+    file_warnings: Vec<String>,
+}
+
+fn default_gateway_id() -> String {
+    "hubgate".into()
+}
+
+impl Config {
+    /// Read, parse and validate `path`. Relative paths inside are resolved from its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = crate::files::read_capped(path, crate::files::CONFIG_CAP).map_err(|reason| {
+            ConfigError::Read {
+                file: file.clone(),
+                reason,
+            }
+        })?;
+        let mut cfg = Config::parse(&text).map_err(|(key, reason)| ConfigError::Invalid {
+            file: file.clone(),
+            key,
+            reason,
+        })?;
+        let inline = cfg.inline_secrets();
+        if !inline.is_empty() {
+            let what = format!("secrets inline ({})", inline.join(", "));
+            cfg.file_warnings
+                .extend(crate::files::readable_by_others(path, &what));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve(base)
+            .map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text; on error returns (key path, reason).
+    pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        let mut site: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let Some(board) = site.get("board") else {
+            // Straight from the text, so errors keep their line numbers.
+            let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
+            return Config::from_toml(text, de);
+        };
+        let id = board.as_str().ok_or_else(|| {
+            (
+                "board".to_string(),
+                "must be a board id string, e.g. \"rpi4\"".to_string(),
+            )
+        })?;
+        let profile = crate::board::find(id).map_err(|e| ("board".to_string(), e))?;
+        profile.apply(&mut site);
+        Config::from_toml(text, site)
+    }
+
+    /// Deserialize with the key path of the first error.
+    fn from_toml<'de, D>(text: &str, de: D) -> Result<Config, (String, String)>
+    where
+        D: Deserializer<'de, Error = toml::de::Error>,
+    {
+        serde_path_to_error::deserialize(de).map_err(|e| keypath::located(text, &e))
+    }
+
+    /// Read what the config refers to (secret and TLS files, relative paths from `base`) and
+    /// check what serde cannot; on error (key path, reason).
+    pub(crate) fn resolve(&mut self, base: &Path) -> Result<(), (String, String)> {
+        let mut secret_files = Vec::new();
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            if let SourceConfig::Mqtt(m) = source {
+                m.load_tls(&mut secret_files)
+                    .map_err(|(key, e)| (format!("source[{i}].{key}"), e))?;
+                let limit = MAX_MQTT_MESSAGE as u64;
+                if !(1..=limit).contains(&m.max_message) {
+                    return Err((
+                        format!("source[{i}].max_message"),
+                        format!("must be between 1 byte and {limit} bytes (16 MiB)"),
+                    ));
+                }
+                let key = format!("source[{i}].password");
+                load_secret(&mut m.password, &m.password_file, &key, &mut secret_files)?;
+            }
+            if let SourceConfig::Serial(sc) = source {
+                sc.validate()
+                    .map_err(|(key, e)| (format!("source[{i}].{key}"), e))?;
+            }
+            if let SourceConfig::Replay(r) = source {
+                if r.path.is_relative() {
+                    r.path = base.join(&r.path);
+                }
+                if !r.path.is_file() {
+                    return Err((
+                        format!("source[{i}].path"),
+                        format!("no such file {}", r.path.display()),
+                    ));
+                }
+            }
+        }
+        if self.sources.is_empty() {
+            return Err(("source".into(), "at least one [[source]] is needed".into()));
+        }
+        for (i, d) in self.devices.iter_mut().enumerate() {
+            for (secret, file, name) in [
+                (&mut d.nwk_s_key, &d.nwk_s_key_file, "nwk_s_key"),
+                (&mut d.app_s_key, &d.app_s_key_file, "app_s_key"),
+            ] {
+                let key = format!("device[{i}].{name}");
+                load_secret(secret, file, &key, &mut secret_files)?;
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if !seen.insert(d.dev_eui) {
+                return Err((
+                    format!("device[{i}].dev_eui"),
+                    format!("DevEUI {} is listed twice", d.dev_eui),
+                ));
+            }
+        }
+        self.check_sessions()?;
+        let (mapping, key) = match &self.sink {
+            SinkConfig::Eventhubs(eh) => (Some(&eh.hubs), "sink.hubs"),
+            SinkConfig::Kafka(k) => (Some(&k.topics), "sink.topics"),
+            SinkConfig::Stdout(_) => (None, ""),
+        };
+        if let Some(mapping) = mapping {
+            for (rec_type, hub) in mapping {
+                if !valid_hub_name(hub) {
+                    return Err((
+                        format!("{key}.{rec_type:?}"),
+                        format!("bad hub name {hub:?}: 1-256 letters, digits, '.', '-', '_', starting and ending with a letter or digit"),
+                    ));
+                }
+            }
+        }
+        if let SinkConfig::Eventhubs(eh) = &mut self.sink {
+            match (&eh.connection_string, &eh.connection_string_file) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        "sink.connection_string".into(),
+                        "give connection_string or connection_string_file, not both".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err((
+                        "sink.connection_string_file".into(),
+                        "missing: the Event Hubs connection string is needed".into(),
+                    ))
+                }
+                (None, Some(file)) => {
+                    let secret = read_secret_file(file)
+                        .map_err(|e| ("sink.connection_string_file".to_string(), e))?;
+                    secret_files.push((file.to_path_buf(), "the connection string"));
+                    eh.connection_string = Some(secret);
+                }
+                (Some(_), None) => {}
+            }
+        }
+        self.check_ca_files()?;
+        for (file, what) in secret_files {
+            if let Ok(path) = secret_path(&file) {
+                self.file_warnings
+                    .extend(crate::files::readable_by_others(&path, what));
+            }
+        }
+        Ok(())
+    }
+
+    /// CA bundles are directories or regular files under [`crate::files::CA_CAP`]: librdkafka
+    /// would otherwise hang on a FIFO or read `/dev/zero` until memory runs out.
+    fn check_ca_files(&self) -> Result<(), (String, String)> {
+        let (ca, properties) = match &self.sink {
+            SinkConfig::Eventhubs(eh) => (&eh.ca_location, &eh.properties),
+            SinkConfig::Kafka(k) => (&k.ca_location, &k.properties),
+            SinkConfig::Stdout(_) => return Ok(()),
+        };
+        let in_properties = properties
+            .get("ssl.ca.location")
+            .filter(|l| *l != "probe")
+            .map(|l| {
+                (
+                    "sink.properties.\"ssl.ca.location\"".to_string(),
+                    PathBuf::from(l),
+                )
+            });
+        let field = ca.clone().map(|l| ("sink.ca_location".to_string(), l));
+        for (key, path) in field.into_iter().chain(in_properties) {
+            crate::files::check_file_or_dir(&path, crate::files::CA_CAP)
+                .map_err(|e| (key, format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Key paths of the secrets written into the config file itself.
+    fn inline_secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut note = |key: String, inline: Option<bool>| {
+            if inline == Some(true) {
+                out.push(key);
+            }
+        };
+        for (i, src) in self.sources.iter().enumerate() {
+            if let SourceConfig::Mqtt(m) = src {
+                note(format!("source[{i}].password"), inline(&m.password));
+            }
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            note(format!("device[{i}].nwk_s_key"), inline(&d.nwk_s_key));
+            note(format!("device[{i}].app_s_key"), inline(&d.app_s_key));
+        }
+        match &self.sink {
+            SinkConfig::Eventhubs(eh) => note(
+                "sink.connection_string".into(),
+                inline(&eh.connection_string),
+            ),
+            SinkConfig::Kafka(k) => note("sink.sasl_password".into(), inline(&k.sasl_password)),
+            SinkConfig::Stdout(_) => {}
+        }
+        out
+    }
+
+    /// A device's LoRaWAN session is all of `dev_addr`, `nwk_s_key`, `app_s_key`, or nothing.
+    fn check_sessions(&self) -> Result<(), (String, String)> {
+        for (i, d) in self.devices.iter().enumerate() {
+            let fields = [
+                ("dev_addr", d.dev_addr.is_some()),
+                ("nwk_s_key", d.nwk_s_key.is_some()),
+                ("app_s_key", d.app_s_key.is_some()),
+            ];
+            if fields.iter().any(|(_, set)| *set) {
+                if let Some((missing, _)) = fields.iter().find(|(_, set)| !*set) {
+                    return Err((
+                        format!("device[{i}].{missing}"),
+                        "missing: a LoRaWAN session needs dev_addr, nwk_s_key and app_s_key".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every recType this configuration can emit: the configured codecs', the packed one
+    /// (unknown devices, failed decodes) and gateway status when a UDP source reports it.
+    pub fn rec_types(&self) -> std::collections::BTreeSet<&str> {
+        let mut out: std::collections::BTreeSet<&str> = self
+            .devices
+            .iter()
+            .filter_map(|d| d.codec)
+            .map(Codec::rec_type)
+            .collect();
+        out.insert(&self.record.packed_rec_type);
+        if self
+            .sources
+            .iter()
+            .any(|s| matches!(s, SourceConfig::Udp(u) if u.gateway_status))
+        {
+            out.insert(crate::codec::rec_type::GATEWAY);
+        }
+        out
+    }
+
+    /// recType -> hub (topic) for every recType this configuration can emit.
+    pub fn hub_plan(&self) -> Vec<(&str, &str)> {
+        let mapping = match &self.sink {
+            SinkConfig::Eventhubs(eh) => Some(&eh.hubs),
+            SinkConfig::Kafka(k) => Some(&k.topics),
+            SinkConfig::Stdout(_) => None,
+        };
+        self.rec_types()
+            .into_iter()
+            .map(|r| (r, mapping.and_then(|m| m.get(r)).map_or(r, String::as_str)))
+            .collect()
+    }
+
+    /// Things that are allowed but probably wrong; `check` prints them, `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = self.file_warnings.clone();
+        if let Some(addr) = self.metrics.listen.filter(|a| !a.ip().is_loopback()) {
+            out.push(format!(
+                "metrics.listen = \"{addr}\" is reachable from the network and the endpoint has no authentication"
+            ));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            if let SourceConfig::Mqtt(m) = s {
+                let remote = !m.url.tls && !m.url.is_loopback();
+                if remote && m.password.is_some() {
+                    out.push(format!(
+                        "source[{i}]: the MQTT password goes over the network in clear text to {}; use mqtts://",
+                        m.url
+                    ));
+                }
+            }
+            if let SourceConfig::Udp(u) = s {
+                if !u.listen.ip().is_loopback() && u.gateways.is_empty() {
+                    out.push(format!(
+                        "udp source on {}: anyone who can reach it can inject frames and gateway status; list the gateway EUIs in gateways = [...]",
+                        u.listen
+                    ));
+                }
+            }
+        }
+        if let SinkConfig::Eventhubs(_) = self.sink {
+            let hubs: std::collections::BTreeSet<&str> =
+                self.hub_plan().into_iter().map(|(_, h)| h).collect();
+            if hubs.len() > 10 {
+                out.push(format!(
+                    "{} event hubs would be used ({}); the Standard tier allows 10 per namespace: map recTypes onto fewer hubs with [sink.hubs]",
+                    hubs.len(),
+                    hubs.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        out
+    }
+
+    /// Device registry keyed by DevEUI.
+    pub fn device(&self, dev_eui: &DevEui) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| &d.dev_eui == dev_eui)
+    }
+}
+
+fn inline<T>(secret: &Option<Secret<T>>) -> Option<bool> {
+    secret.as_ref().map(Secret::is_inline)
+}
+
+/// A commented template that passes `hubgate check`.
+pub const TEMPLATE: &str = include_str!("../../config/hubgate.toml");
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! Secrets in the config: `${ENV}` expanded, `*_file` keys read, and parsed into what they
+//! hold without ever quoting them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{de, Deserialize, Deserializer};
+
+use crate::connection_string::ConnectionString;
+use crate::lorawan::Key;
+use crate::secret::Secret;
+
+/// What a secret holds, parsed from its text (`${ENV}` expanded, a file's content trimmed).
+/// Errors never quote the text.
+pub trait SecretText: Sized {
+    fn from_text(text: String) -> Result<Self, String>;
+}
+
+impl SecretText for String {
+    fn from_text(text: String) -> Result<Self, String> {
+        Ok(text)
+    }
+}
+
+impl SecretText for Key {
+    fn from_text(text: String) -> Result<Self, String> {
+        Key::from_hex(&text).map_err(|e| e.to_string())
+    }
+}
+
+impl SecretText for ConnectionString {
+    fn from_text(text: String) -> Result<Self, String> {
+        ConnectionString::parse(&text).map_err(|e| e.to_string())
+    }
+}
+
+impl<'de, T: SecretText> Deserialize<'de> for Secret<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        let value = T::from_text(expand_env(&raw).map_err(de::Error::custom)?)
+            .map_err(de::Error::custom)?;
+        Ok(match raw.contains("${") {
+            true => Secret::new(value),
+            false => Secret::inline(value),
+        })
+    }
+}
+
+/// Expand `${NAME}` from the environment; an unset variable is an error, not an empty string.
+pub(super) fn expand_env(raw: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unterminated ${ in value".to_string())?;
+        let name = &after[..end];
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Read a secret from `file` (`${ENV}` expanded in the path, e.g.
+/// `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd `LoadCredential=`): a regular
+/// file of at most [`crate::files::SECRET_CAP`] bytes.
+pub fn read_secret_file<T: SecretText>(file: &Path) -> Result<Secret<T>, String> {
+    let file = secret_path(file)?;
+    let text = crate::files::read_capped(&file, crate::files::SECRET_CAP)
+        .map_err(|e| format!("cannot read secret file {}: {e}", file.display()))?;
+    T::from_text(text.trim().to_string()).map(Secret::new)
+}
+
+/// A secret file's path with `${ENV}` expanded.
+pub(super) fn secret_path(file: &Path) -> Result<PathBuf, String> {
+    expand_env(&file.to_string_lossy()).map(PathBuf::from)
+}
+
+/// Either `value` or `file`: a file's secret goes into `value` and the file into `files`
+/// (for the permission warning). `key` is the value's key path.
+pub(super) fn load_secret<T: SecretText>(
+    value: &mut Option<Secret<T>>,
+    file: &Option<PathBuf>,
+    key: &str,
+    files: &mut Vec<(PathBuf, &'static str)>,
+) -> Result<(), (String, String)> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let name = key.rsplit('.').next().unwrap_or(key);
+    if value.is_some() {
+        return Err((
+            key.to_string(),
+            format!("give {name} or {name}_file, not both"),
+        ));
+    }
+    *value = Some(read_secret_file(file).map_err(|e| (format!("{key}_file"), e))?);
+    files.push((file.clone(), "a secret"));
+    Ok(())
+}
+
+/// When the secret file was last changed (for key rotation without a restart).
+pub fn secret_file_mtime(file: &Path) -> Option<std::time::SystemTime> {
+    let file = secret_path(file).ok()?;
+    std::fs::metadata(file).and_then(|m| m.modified()).ok()
+}

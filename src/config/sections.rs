@@ -1,0 +1,187 @@
+//! The sections beside the sources and the sink: `[buffer]`, `[record]`, `[metrics]` and
+//! `[[device]]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{de_codec, de_dev_addr, de_dev_eui, de_duration, de_listen, de_size};
+use crate::codec::Codec;
+use crate::ids::DevEui;
+use crate::lorawan::{DevAddr, Key, SessionKeys};
+use crate::secret::Secret;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Directory of the sled database.
+    #[serde(default = "default_buffer_path")]
+    pub path: PathBuf,
+    /// Byte cap of spilled records (`"256MiB"`, `"1GB"` or a number of bytes).
+    #[serde(default = "default_max_bytes", deserialize_with = "de_size")]
+    pub max_bytes: u64,
+    /// Spilled records older than this are dropped (counted) instead of sent.
+    #[serde(default = "default_max_age", deserialize_with = "de_duration")]
+    pub max_age: Duration,
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Records in memory on their way to the sink; past this, new records spill.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// A record not confirmed by the sink after this long is written to sled and acknowledged.
+    #[serde(default = "default_spill_after", deserialize_with = "de_duration")]
+    pub spill_after: Duration,
+    /// Free space to leave on the buffer's file system: below it the buffer stops growing and
+    /// `when_full` applies (reason `disk_full`), so a full disk never reaches sled as ENOSPC.
+    #[serde(default = "default_min_free", deserialize_with = "de_size")]
+    pub min_free: u64,
+}
+
+fn default_buffer_path() -> PathBuf {
+    "/var/lib/hubgate".into()
+}
+fn default_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+/// Two produce requests' worth (librdkafka's `batch.size` 1 MB ≈ 1,000 records): one in
+/// flight, one filling (`max.in.flight.requests.per.connection` is 1). A larger window did not
+/// raise throughput or drain rate in `scripts/bench.sh` but held each record twice in memory
+/// (ours and librdkafka's copy): peak RSS of a 200,000-record drain 128 MB at 10,000.
+fn default_max_in_flight() -> usize {
+    2_000
+}
+fn default_spill_after() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_min_free() -> u64 {
+    16 << 20
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            path: default_buffer_path(),
+            max_bytes: default_max_bytes(),
+            max_age: default_max_age(),
+            when_full: WhenFull::default(),
+            max_in_flight: default_max_in_flight(),
+            spill_after: default_spill_after(),
+            min_free: default_min_free(),
+        }
+    }
+}
+
+/// What a full buffer does with one more record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Delete the oldest spilled records to make room (counted and logged).
+    #[default]
+    DropOldest,
+    /// Refuse the new record (counted and logged) and acknowledge its source.
+    DropNewest,
+    /// Stop reading (and acknowledging) sources until there is room.
+    Block,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// recType of frames without a codec, or whose codec failed.
+    #[serde(default = "default_packed_rec_type")]
+    pub packed_rec_type: String,
+    /// Tags added to every record's `meta.global`.
+    #[serde(default)]
+    pub global_tags: Vec<String>,
+    /// How many recent uplinks are remembered to drop duplicates (same device, FCnt, payload).
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
+}
+
+fn default_packed_rec_type() -> String {
+    crate::codec::rec_type::PACKED.into()
+}
+fn default_dedup_window() -> usize {
+    4096
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            packed_rec_type: default_packed_rec_type(),
+            global_tags: Vec::new(),
+            dedup_window: default_dedup_window(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus text metrics on this address; `"off"` turns the endpoint off.
+    #[serde(default = "default_metrics_listen", deserialize_with = "de_listen")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// How often a status line is logged; `"0s"` turns it off.
+    #[serde(default = "default_status_interval", deserialize_with = "de_duration")]
+    pub status_interval: Duration,
+}
+
+fn default_metrics_listen() -> Option<std::net::SocketAddr> {
+    Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9898)))
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+            status_interval: default_status_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// DevEUI, 16 hex digits (dashes or colons allowed).
+    #[serde(deserialize_with = "de_dev_eui")]
+    pub dev_eui: DevEui,
+    /// Payload codec id (see `hubgate codecs`); without one, records go out packed.
+    #[serde(default, deserialize_with = "de_codec")]
+    pub codec: Option<Codec>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// LoRaWAN 1.0.x session, for raw frames (serial, UDP, raw MQTT) that hubgate verifies and
+    /// decrypts itself: DevAddr as usually written (8 hex digits, big-endian). Give all three
+    /// of `dev_addr`, `nwk_s_key`, `app_s_key`, or none.
+    #[serde(default, deserialize_with = "de_dev_addr")]
+    pub dev_addr: Option<DevAddr>,
+    /// NwkSKey, 32 hex digits (MSB first, as LNS consoles show it); `${ENV}` is expanded.
+    /// Prefer `nwk_s_key_file`.
+    #[serde(default)]
+    pub nwk_s_key: Option<Secret<Key>>,
+    /// A file (0600, or a systemd credential) holding the NwkSKey.
+    pub nwk_s_key_file: Option<PathBuf>,
+    /// AppSKey, 32 hex digits; `${ENV}` is expanded. Prefer `app_s_key_file`.
+    #[serde(default)]
+    pub app_s_key: Option<Secret<Key>>,
+    /// A file (0600, or a systemd credential) holding the AppSKey.
+    pub app_s_key_file: Option<PathBuf>,
+}
+
+impl DeviceConfig {
+    /// Its LoRaWAN session: DevAddr and keys, when all three are given.
+    pub fn session(&self) -> Option<(DevAddr, SessionKeys)> {
+        let keys = SessionKeys {
+            nwk_s_key: self.nwk_s_key.as_ref()?.expose().clone(),
+            app_s_key: self.app_s_key.as_ref()?.expose().clone(),
+        };
+        Some((self.dev_addr?, keys))
+    }
+}

@@ -1,0 +1,171 @@
+//! The `[sink]` table: where records go.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+use super::keypath::{fields, tagged, unknown_kind};
+use crate::connection_string::ConnectionString;
+use crate::secret::Secret;
+
+/// The `[sink]` table, chosen by its `type`.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Eventhubs(EventHubsConfig),
+    Kafka(KafkaConfig),
+    Stdout(StdoutConfig),
+}
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (kind, table) = tagged(d)?;
+        Ok(match kind.as_str() {
+            "eventhubs" => SinkConfig::Eventhubs(fields(table)?),
+            "kafka" => SinkConfig::Kafka(fields(table)?),
+            "stdout" => SinkConfig::Stdout(fields(table)?),
+            other => return Err(unknown_kind(other, &["eventhubs", "kafka", "stdout"])),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventHubsConfig {
+    /// The namespace connection string (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`).
+    /// Prefer `connection_string_file`; `${ENV}` is expanded.
+    pub connection_string: Option<Secret<ConnectionString>>,
+    /// A file (0600, or a systemd credential) holding the connection string.
+    pub connection_string_file: Option<PathBuf>,
+    /// CA bundle; default is the system store.
+    pub ca_location: Option<PathBuf>,
+    /// recType -> hub name; unmapped recTypes go to the hub named like the recType.
+    #[serde(default)]
+    pub hubs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub provisioning: Provisioning,
+    /// Extra librdkafka properties, applied after the Event Hubs preset. None may turn TLS
+    /// or certificate checks off.
+    #[serde(default)]
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    #[serde(default = "default_mechanism")]
+    pub sasl_mechanism: String,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<Secret>,
+    pub ca_location: Option<PathBuf>,
+    /// recType -> topic; unmapped recTypes go to the topic named like the recType.
+    #[serde(default)]
+    pub topics: BTreeMap<String, String>,
+    #[serde(default)]
+    pub provisioning: Provisioning,
+    #[serde(default)]
+    pub properties: Properties,
+    /// Allow a connection without TLS or without certificate checks (a test broker on a
+    /// private network): warned at every start, and `doctor` fails.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `[sink.properties]`: librdkafka settings. Debug output shows the keys only, since a value
+/// may be a password.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for Properties {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, format_args!("***"))))
+            .finish()
+    }
+}
+
+fn default_mechanism() -> String {
+    "PLAIN".into()
+}
+
+/// TLS unless the config says otherwise (which also needs `insecure = true`).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    Plaintext,
+    #[default]
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {
+    /// Pretty-print each record over several lines instead of one JSON line.
+    #[serde(default)]
+    pub pretty: bool,
+}
+
+impl SinkConfig {
+    /// How hubs come to exist; `None` for sinks without hubs.
+    pub fn provisioning(&self) -> Option<Provisioning> {
+        match self {
+            SinkConfig::Eventhubs(eh) => Some(eh.provisioning),
+            SinkConfig::Kafka(k) => Some(k.provisioning),
+            SinkConfig::Stdout(_) => None,
+        }
+    }
+}
+
+/// How hubs (topics) come to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provisioning {
+    /// The hubs exist already (a Send-only key cannot create them): checked at start, and a
+    /// recType whose hub is missing is parked, with a message saying which.
+    #[default]
+    Precreated,
+    /// Produce with auto-creation (needs a Manage key on Event Hubs).
+    Auto,
+}
+
+/// Event Hubs names: 1-256 letters, digits, `.`, `-`, `_`, starting and ending with a
+/// letter or digit.
+pub fn valid_hub_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    (1..=256).contains(&name.len())
+        && name.chars().all(ok)
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}

@@ -1,0 +1,346 @@
+//! `[[source]]` tables: where uplinks come from.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::keypath::{fields, tagged, unknown_kind};
+use super::secrets::read_secret_file;
+use super::values::{de_duration, de_euis, de_mqtt_url, de_size};
+use crate::mqtt_url::MqttUrl;
+use crate::secret::Secret;
+
+/// Uplink JSON formats hubgate reads from MQTT and replay files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UplinkFormat {
+    /// ChirpStack v4 application integration `event/up` JSON.
+    ChirpstackV4,
+    /// The Things Stack v3 `up` messages.
+    TtsV3,
+    /// Raw gateway frames from the ChirpStack MQTT forwarder / gateway bridge (JSON), which
+    /// hubgate decodes itself with the configured session keys.
+    ChirpstackGateway,
+}
+
+/// A `[[source]]` table, chosen by its `type`.
+#[derive(Debug)]
+pub enum SourceConfig {
+    Mqtt(Box<MqttSourceConfig>),
+    Replay(ReplaySourceConfig),
+    Serial(SerialSourceConfig),
+    Udp(UdpSourceConfig),
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (kind, table) = tagged(d)?;
+        Ok(match kind.as_str() {
+            "mqtt" => SourceConfig::Mqtt(Box::new(fields(table)?)),
+            "replay" => SourceConfig::Replay(fields(table)?),
+            "serial" => SourceConfig::Serial(fields(table)?),
+            "udp" => SourceConfig::Udp(fields(table)?),
+            other => return Err(unknown_kind(other, &["mqtt", "replay", "serial", "udp"])),
+        })
+    }
+}
+
+/// Semtech UDP packet forwarder (GWMP): point `lora_pkt_fwd`'s `server_address` and
+/// `serv_port_up`/`serv_port_down` here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpSourceConfig {
+    #[serde(default = "default_udp_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Turn the forwarder's `stat` reports into `io.microshare.gateway.unpacked` records.
+    #[serde(default)]
+    pub gateway_status: bool,
+    /// Gateway EUIs (16 hex digits) whose datagrams are taken; empty: any gateway.
+    #[serde(default, deserialize_with = "de_euis")]
+    pub gateways: Vec<[u8; 8]>,
+}
+
+fn default_udp_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 1700))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// `mqtt://host:port` (or `mqtts://`).
+    #[serde(deserialize_with = "de_mqtt_url")]
+    pub url: MqttUrl,
+    /// Topic filter; default per format: `application/+/device/+/event/up` (chirpstack-v4),
+    /// `v3/+/devices/+/up` (tts-v3).
+    pub topic: Option<String>,
+    #[serde(default = "default_format")]
+    pub format: UplinkFormat,
+    /// Client id of the persistent session; default `hubgate-<gateway_id>`.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    /// `${ENV}` is expanded; prefer `password_file`.
+    pub password: Option<Secret>,
+    /// A file (0600, or a systemd credential) holding the password.
+    pub password_file: Option<PathBuf>,
+    /// `mqtts://` only: the CA certificates (PEM) the broker's certificate must chain to;
+    /// without it, the system's CA store.
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://` only: a client certificate (PEM) for brokers that ask for one, with
+    /// `client_key_file`, its private key (PEM; a secret: 0600 or a systemd credential).
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// What those files hold, read when the config is loaded.
+    #[serde(skip)]
+    pub tls: MqttTls,
+    #[serde(default = "default_keep_alive", deserialize_with = "de_duration")]
+    pub keep_alive: Duration,
+    /// Longest wait between reconnect attempts.
+    #[serde(default = "default_reconnect_max", deserialize_with = "de_duration")]
+    pub reconnect_max: Duration,
+    /// Largest message processed (`"256KiB"`, at most 16 MiB); a larger one is acknowledged,
+    /// counted (`mqtt_oversized`) and kept as a dead letter.
+    #[serde(default = "default_max_message", deserialize_with = "de_size")]
+    pub max_message: u64,
+}
+
+/// Largest `max_message`: the largest packet the MQTT source reads at all.
+pub const MAX_MQTT_MESSAGE: usize = 16 * 1024 * 1024;
+
+fn default_max_message() -> u64 {
+    256 * 1024
+}
+
+/// The TLS files of an `mqtts://` source, read.
+#[derive(Clone, Default)]
+pub struct MqttTls {
+    pub ca: Option<Vec<u8>>,
+    /// Certificate and private key.
+    pub client: Option<(Vec<u8>, Secret)>,
+}
+
+impl fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("ca", &self.ca.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl MqttSourceConfig {
+    /// Read the TLS files (only `mqtts://` takes them); on error (key, reason). Whether they
+    /// make a working TLS setup is the source's to say when it is built.
+    pub(super) fn load_tls(
+        &mut self,
+        secret_files: &mut Vec<(PathBuf, &'static str)>,
+    ) -> Result<(), (&'static str, String)> {
+        let tls = self.url.tls;
+        let files = [
+            ("ca_file", &self.ca_file),
+            ("client_cert_file", &self.client_cert_file),
+            ("client_key_file", &self.client_key_file),
+        ];
+        if !tls {
+            if let Some((key, _)) = files.iter().find(|(_, f)| f.is_some()) {
+                return Err((key, "only for mqtts:// urls".into()));
+            }
+            return Ok(());
+        }
+        let read = |key: &'static str, path: &Path| {
+            crate::files::read_capped(path, crate::files::CA_CAP)
+                .map(String::into_bytes)
+                .map_err(|e| (key, format!("{}: {e}", path.display())))
+        };
+        if let Some(ca) = &self.ca_file {
+            self.tls.ca = Some(read("ca_file", ca)?);
+        }
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let pem = read("client_cert_file", cert)?;
+                let secret = read_secret_file(key).map_err(|e| ("client_key_file", e))?;
+                secret_files.push((key.clone(), "a private key"));
+                self.tls.client = Some((pem, secret));
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err((
+                    "client_key_file",
+                    "missing: the client certificate's key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "client_cert_file",
+                    "missing: the client key's certificate".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_format() -> UplinkFormat {
+    UplinkFormat::ChirpstackV4
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySourceConfig {
+    /// A file of uplink JSON documents, one per line; relative paths are from the config file.
+    pub path: PathBuf,
+    #[serde(default = "default_format")]
+    pub format: UplinkFormat,
+    /// Pause between lines, to watch the demo scroll by.
+    #[serde(default, deserialize_with = "de_duration")]
+    pub interval: Duration,
+}
+
+/// A serial port (USB or UART) carrying frames, one framing per port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSourceConfig {
+    /// Device path, e.g. `/dev/ttyUSB0` or a stable `/dev/serial/by-id/…` link.
+    pub device: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default)]
+    pub stop_bits: StopBits,
+    #[serde(default)]
+    pub data_bits: DataBits,
+    /// `"lines-hex"`, `"slip"` or `"cobs"` (see `hubgate::framing`).
+    pub framing: crate::framing::Framing,
+    /// `lines-hex` only: the text before the hex payload, e.g. `"radio_rx"`, `"+RCV"`.
+    pub prefix: Option<String>,
+    /// Longest frame content in bytes (CRC not counted); longer frames are dropped, counted.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: usize,
+    /// What a frame holds: `"cbor"` (default), a CBOR envelope of a wired sensor.
+    #[serde(default)]
+    pub content: SerialContent,
+    /// Longest wait between attempts to reopen a device that went away.
+    #[serde(default = "default_reopen_max", deserialize_with = "de_duration")]
+    pub reopen_max: Duration,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+fn default_max_frame() -> usize {
+    1024
+}
+fn default_reopen_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Longest `lines-hex` prefix.
+pub const MAX_PREFIX: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "i64")]
+pub enum StopBits {
+    #[default]
+    One,
+    Two,
+}
+
+impl TryFrom<i64> for StopBits {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match n {
+            1 => Ok(StopBits::One),
+            2 => Ok(StopBits::Two),
+            _ => Err(format!("stop_bits must be 1 or 2, not {n}")),
+        }
+    }
+}
+
+/// Character size, 5 to 8 bits (default 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct DataBits(pub u8);
+
+impl Default for DataBits {
+    fn default() -> Self {
+        DataBits(8)
+    }
+}
+
+impl TryFrom<i64> for DataBits {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match n {
+            5..=8 => Ok(DataBits(n as u8)),
+            _ => Err(format!("data_bits must be 5, 6, 7 or 8, not {n}")),
+        }
+    }
+}
+
+/// What the frames of a serial source carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialContent {
+    /// A CBOR map `{dev_eui, fport, payload, fcnt?, rssi?, snr?, time?}` (wired sensors).
+    #[default]
+    Cbor,
+    /// A LoRaWAN PHYPayload. Not supported yet: rejected when the config is loaded.
+    Phy,
+}
+
+impl UplinkFormat {
+    /// The MQTT topic filter its uplinks are published under.
+    pub fn default_topic(self) -> &'static str {
+        match self {
+            UplinkFormat::ChirpstackV4 => "application/+/device/+/event/up",
+            UplinkFormat::TtsV3 => "v3/+/devices/+/up",
+            UplinkFormat::ChirpstackGateway => "+/gateway/+/event/up",
+        }
+    }
+}
+
+impl SerialSourceConfig {
+    /// Checks serde cannot express; on error (key, reason).
+    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.device.as_os_str().is_empty() {
+            return Err(("device", "empty device path".into()));
+        }
+        if self.baud == 0 {
+            return Err(("baud", "baud must be more than 0".into()));
+        }
+        crate::framing::Deframer::new(self.framing, self.max_frame, None)
+            .map_err(|e| ("max_frame", e.to_string()))?;
+        if let Some(p) = &self.prefix {
+            if self.framing != crate::framing::Framing::LinesHex {
+                return Err((
+                    "prefix",
+                    "prefix is for framing = \"lines-hex\" only".into(),
+                ));
+            }
+            if p.trim().len() > MAX_PREFIX {
+                return Err(("prefix", format!("longer than {MAX_PREFIX} bytes")));
+            }
+        }
+        if self.reopen_max.is_zero() {
+            return Err(("reopen_max", "must be more than 0".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,445 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::secrets::expand_env;
+use super::*;
+use crate::lorawan::{DevAddr, Key};
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+    assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+    assert_eq!(parse_size("4096").unwrap(), 4096);
+    assert!(parse_size("12 parsecs").is_err());
+}
+
+#[test]
+fn env_expansion() {
+    std::env::set_var("HUBGATE_TEST_SECRET", "s3cret");
+    assert_eq!(expand_env("a${HUBGATE_TEST_SECRET}b").unwrap(), "as3cretb");
+    assert!(expand_env("${HUBGATE_TEST_UNSET_VAR}").is_err());
+    assert!(expand_env("${oops").is_err());
+}
+
+#[test]
+fn unknown_key_names_its_path() {
+    let text = "[sink]\ntype = \"stdout\"\n[buffer]\nmax_byts = \"1MiB\"\n";
+    let (key, reason) = Config::parse(text).unwrap_err();
+    assert_eq!(key, "buffer.max_byts");
+    assert!(reason.contains("unknown field"), "{reason}");
+}
+
+#[test]
+fn unknown_key_in_a_tagged_table_names_its_path() {
+    let text = "[sink]\ntype = \"stdout\"\nprety = true\n";
+    let (key, _) = Config::parse(text).unwrap_err();
+    assert_eq!(key, "sink.prety");
+}
+
+#[test]
+fn hub_names_follow_event_hubs_rules() {
+    assert!(valid_hub_name("io.microshare.environment.unpacked"));
+    assert!(valid_hub_name("motion_2"));
+    assert!(!valid_hub_name(""));
+    assert!(!valid_hub_name(".motion"));
+    assert!(!valid_hub_name("motion-"));
+    assert!(!valid_hub_name("mo tion"));
+    assert!(!valid_hub_name(&"a".repeat(257)));
+    let text = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[sink.topics]\n\"io.microshare.motion.unpacked\" = \"-motion\"\n[[source]]\ntype = \"udp\"\n";
+    let mut cfg = Config::parse(text).unwrap();
+    let (key, reason) = cfg.resolve(Path::new(".")).unwrap_err();
+    assert_eq!(key, "sink.topics.\"io.microshare.motion.unpacked\"");
+    assert!(reason.contains("bad hub name"), "{reason}");
+}
+
+#[test]
+fn hub_plan_maps_the_rec_types_the_config_can_emit() {
+    let text = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[sink.topics]\n\"io.microshare.motion.unpacked\" = \"motion\"\n[[source]]\ntype = \"udp\"\n[[device]]\ndev_eui = \"0000000000000001\"\ncodec = \"browan-tbms100\"\n[[device]]\ndev_eui = \"0000000000000002\"\ncodec = \"browan-tbhh100\"\n";
+    let cfg = Config::parse(text).unwrap();
+    assert_eq!(
+        cfg.hub_plan(),
+        vec![
+            (
+                "io.microshare.environment.unpacked",
+                "io.microshare.environment.unpacked"
+            ),
+            (
+                "io.microshare.lorawan.packed",
+                "io.microshare.lorawan.packed"
+            ),
+            ("io.microshare.motion.unpacked", "motion"),
+        ]
+    );
+}
+
+#[test]
+fn bad_codec_names_device_index() {
+    let text =
+        "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"0011223344556677\"\ncodec = \"nope\"\n";
+    let (key, reason) = Config::parse(text).unwrap_err();
+    assert_eq!(key, "device[0].codec");
+    assert!(reason.contains("unknown codec \"nope\""), "{reason}");
+}
+
+const SESSION: &str = "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"0011223344556677\"\n";
+
+#[test]
+fn device_session_parses() {
+    let text = format!(
+        "{SESSION}dev_addr = \"26011BDA\"\nnwk_s_key = \"2B7E151628AED2A6ABF7158809CF4F3C\"\napp_s_key = \"000102030405060708090A0B0C0D0E0F\"\n"
+    );
+    let cfg = Config::parse(&text).unwrap();
+    let d = &cfg.devices[0];
+    assert_eq!(d.dev_addr, Some(DevAddr(0x2601_1bda)));
+    assert!(d.nwk_s_key.is_some() && d.app_s_key.is_some());
+    cfg.check_sessions().unwrap();
+    let printed = format!("{cfg:?}");
+    assert!(
+        !printed.to_ascii_lowercase().contains("2b7e1516"),
+        "{printed}"
+    );
+    assert!(printed.contains("DevAddr(26011bda)"), "{printed}");
+}
+
+#[test]
+fn short_session_key_names_its_path_and_hides_the_key() {
+    let text =
+        format!("{SESSION}dev_addr = \"26011bda\"\nnwk_s_key = \"2B7E151628AED2A6ABF71588\"\n");
+    let (key, reason) = Config::parse(&text).unwrap_err();
+    assert_eq!(key, "device[0].nwk_s_key");
+    assert!(reason.contains("32 hex digits"), "{reason}");
+    assert!(!reason.contains("2B7E"), "{reason}");
+}
+
+#[test]
+fn bad_dev_addr_names_its_path() {
+    let text = format!("{SESSION}dev_addr = \"26011b\"\n");
+    let (key, reason) = Config::parse(&text).unwrap_err();
+    assert_eq!(key, "device[0].dev_addr");
+    assert!(reason.contains("8 hex digits"), "{reason}");
+}
+
+#[test]
+fn partial_session_is_refused() {
+    let text = format!(
+        "{SESSION}dev_addr = \"26011bda\"\napp_s_key = \"000102030405060708090A0B0C0D0E0F\"\n"
+    );
+    let cfg = Config::parse(&text).unwrap();
+    let (key, reason) = cfg.check_sessions().unwrap_err();
+    assert_eq!(key, "device[0].nwk_s_key");
+    assert!(reason.starts_with("missing"), "{reason}");
+}
+
+fn serial(extra: &str) -> Result<Config, (String, String)> {
+    let text = format!(
+        "[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\n\
+         [[source]]\ntype = \"serial\"\ndevice = \"/dev/ttyUSB0\"\n{extra}\n"
+    );
+    let mut cfg = Config::parse(&text)?;
+    cfg.resolve(Path::new("."))?;
+    Ok(cfg)
+}
+
+#[test]
+fn serial_source_defaults_and_keys() {
+    let cfg = serial("framing = \"lines-hex\"\nprefix = \"radio_rx\"").unwrap();
+    let SourceConfig::Serial(s) = &cfg.sources[1] else {
+        panic!("not serial")
+    };
+    assert_eq!(s.baud, 115_200);
+    assert_eq!(
+        (s.parity, s.stop_bits, s.data_bits),
+        (Parity::None, StopBits::One, DataBits(8))
+    );
+    assert_eq!((s.max_frame, s.content), (1024, SerialContent::Cbor));
+    assert_eq!(s.reopen_max, Duration::from_secs(30));
+    let cfg = serial(
+        "framing = \"cobs\"\nbaud = 9600\nparity = \"even\"\nstop_bits = 2\ndata_bits = 7\n\
+         max_frame = 2048\nreopen_max = \"2s\"",
+    )
+    .unwrap();
+    let SourceConfig::Serial(s) = &cfg.sources[1] else {
+        panic!("not serial")
+    };
+    assert_eq!(
+        (s.baud, s.parity, s.stop_bits, s.data_bits),
+        (9600, Parity::Even, StopBits::Two, DataBits(7))
+    );
+    assert_eq!(s.framing, crate::framing::Framing::Cobs);
+}
+
+#[test]
+fn serial_errors_name_their_key() {
+    let cases = [
+        (
+            "framing = \"slip\"\nmax_frame = 4096",
+            "source[1].max_frame",
+            "max_frame",
+        ),
+        (
+            "framing = \"slip\"\nprefix = \"x\"",
+            "source[1].prefix",
+            "lines-hex",
+        ),
+        (
+            "framing = \"slip\"\nstop_bits = 3",
+            "source[1].stop_bits",
+            "stop_bits must be 1 or 2",
+        ),
+        (
+            "framing = \"slip\"\ndata_bits = 9",
+            "source[1].data_bits",
+            "data_bits must be",
+        ),
+        (
+            "framing = \"slip\"\nparity = \"mark\"",
+            "source[1].parity",
+            "mark",
+        ),
+        ("framing = \"hdlc\"", "source[1].framing", "hdlc"),
+        (
+            "framing = \"slip\"\nbaud_rate = 9600",
+            "source[1].baud_rate",
+            "unknown field",
+        ),
+    ];
+    for (extra, key, reason) in cases {
+        let (k, r) = serial(extra).unwrap_err();
+        assert_eq!(k, key, "{extra}");
+        assert!(r.contains(reason), "{extra}: reason {r}");
+    }
+}
+
+/// An error inside a `[[source]]` or `[sink]` names the key and the line it is on, not
+/// just the table (serde's tagged enums lose both).
+#[test]
+fn errors_inside_tagged_tables_name_key_and_line() {
+    let head = "[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n[[source]]\n";
+    let cases = [
+        (
+            "type = \"serial\"\nframing = \"slip\"\ndevice = \"x\"\nstop_bits = 3\n",
+            "source[1].stop_bits",
+            "(line 9)",
+        ),
+        ("type = 3\n", "source[1].type", "(line 6)"),
+        ("type = \"mqttx\"\n", "source[1].type", "(line 6)"),
+        (
+            "url = \"mqtt://x\"\n",
+            "source[1]",
+            "missing field `type` (line 5)",
+        ),
+        (
+            "type = \"mqtt\"\n  url = \"http://x\"\n",
+            "source[1].url",
+            "(line 7)",
+        ),
+    ];
+    for (table, key, reason) in cases {
+        let (k, r) = Config::parse(&format!("{head}{table}")).unwrap_err();
+        assert_eq!(k, key, "{table}");
+        assert!(r.ends_with(reason), "{table}: {r}");
+    }
+    let (k, r) = Config::parse("[sink]\ntype = \"stdout\"\n\nprety = true\n").unwrap_err();
+    assert_eq!(
+        (k.as_str(), r.as_str()),
+        (
+            "sink.prety",
+            "unknown field `prety`, expected `pretty` (line 4)"
+        )
+    );
+}
+
+const CS: &str =
+    "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0";
+
+fn sink(sink: &str) -> Result<Config, (String, String)> {
+    let text = format!("[[source]]\ntype = \"udp\"\n[sink]\n{sink}\n");
+    let mut cfg = Config::parse(&text)?;
+    cfg.resolve(Path::new("."))?;
+    Ok(cfg)
+}
+
+fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+const NWK: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
+const APP: &str = "000102030405060708090A0B0C0D0E0F";
+
+/// Session keys and the MQTT password come from files like the connection string; a
+/// file readable by every user is warned about, a 0600 one is not.
+#[test]
+fn session_keys_and_mqtt_password_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nwk = write(d, "nwk.key", &format!("{NWK}\n"), 0o600);
+    let app = write(d, "app.key", APP, 0o644);
+    let pw = write(d, "mqtt.pw", "hunter2\n", 0o600);
+    let text = format!(
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://localhost\"\nusername = \"u\"\npassword_file = \"{}\"\n\
+         [[device]]\ndev_eui = \"0011223344556677\"\ndev_addr = \"26011bda\"\n\
+         nwk_s_key_file = \"{}\"\napp_s_key_file = \"{}\"\n[sink]\ntype = \"stdout\"\n",
+        pw.display(),
+        nwk.display(),
+        app.display()
+    );
+    let cfg = Config::load(&write(d, "hubgate.toml", &text, 0o644)).unwrap();
+    let dev = &cfg.devices[0];
+    assert_eq!(
+        dev.nwk_s_key.as_ref().unwrap().expose(),
+        &Key::from_hex(NWK).unwrap()
+    );
+    assert_eq!(
+        dev.app_s_key.as_ref().unwrap().expose(),
+        &Key::from_hex(APP).unwrap()
+    );
+    let SourceConfig::Mqtt(m) = &cfg.sources[0] else {
+        panic!("not mqtt")
+    };
+    assert_eq!(m.password.as_ref().unwrap().expose(), "hunter2");
+    let warnings = cfg.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "{} holds a secret and is readable by every user (mode 0644)",
+            app.display()
+        )),
+        "{warnings:?}"
+    );
+    let printed = format!("{cfg:?}");
+    assert!(
+        !printed.contains("hunter2") && !printed.contains("2B7E"),
+        "{printed}"
+    );
+
+    // A bad key in a file is named by its key path, not quoted.
+    write(d, "nwk.key", "2B7E1516", 0o600);
+    let e = Config::load(&d.join("hubgate.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("device[0].nwk_s_key_file: ") && !e.contains("2B7E"),
+        "{e}"
+    );
+    let both = text.replace("username = \"u\"", "username = \"u\"\npassword = \"x\"");
+    let e = Config::load(&write(d, "both.toml", &both, 0o600))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("source[0].password: give password or password_file, not both"),
+        "{e}"
+    );
+}
+
+/// A password sent over plain MQTT to another machine is warned about; over TLS or to
+/// this machine it is not.
+#[test]
+fn a_password_over_plain_mqtt_to_another_host_is_warned_about() {
+    let mqtt = |url: &str| {
+        let text = format!("[[source]]\ntype = \"mqtt\"\nurl = \"{url}\"\nusername = \"u\"\npassword = \"p\"\n[sink]\ntype = \"stdout\"\n");
+        Config::parse(&text).unwrap().warnings()
+    };
+    let w = mqtt("mqtt://broker.example");
+    assert_eq!(
+        w,
+        ["source[0]: the MQTT password goes over the network in clear text to mqtt://broker.example; use mqtts://"]
+    );
+    for quiet in [
+        "mqtts://broker.example",
+        "mqtt://localhost",
+        "mqtt://127.0.0.1:1883",
+        "mqtt://[::1]:1883",
+    ] {
+        assert!(mqtt(quiet).is_empty(), "{quiet}: {:?}", mqtt(quiet));
+    }
+}
+
+/// Secrets written into a config file every user can read are warned about by key
+/// path; `${ENV}` references and 0640 files are not.
+#[test]
+fn inline_secrets_in_a_world_readable_config_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("HUBGATE_TEST_CS", CS);
+    let eh = |cs: &str| {
+        format!("[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\nconnection_string = \"{cs}\"\n")
+    };
+    let open = write(dir.path(), "open.toml", &eh(CS), 0o644);
+    let warnings = Config::load(&open).unwrap().warnings();
+    assert_eq!(
+        warnings,
+        vec![format!(
+            "{} holds secrets inline (sink.connection_string) and is readable by every user (mode 0644): chmod 600, or 640 with the agent's group (chgrp hubgate)",
+            open.display()
+        )]
+    );
+    assert!(!warnings[0].contains("c2VjcmV0"));
+    let closed = write(dir.path(), "closed.toml", &eh(CS), 0o640);
+    assert!(Config::load(&closed).unwrap().warnings().is_empty());
+    let env = write(dir.path(), "env.toml", &eh("${HUBGATE_TEST_CS}"), 0o644);
+    assert!(Config::load(&env).unwrap().warnings().is_empty());
+}
+
+/// A config, secret or CA path that is a device or FIFO fails at once, naming the key.
+#[test]
+fn devices_and_fifos_are_refused_where_files_are_expected() {
+    let e = Config::load(Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (key, reason) = sink(&format!(
+        "type = \"eventhubs\"\nconnection_string_file = \"{}\"",
+        fifo.display()
+    ))
+    .unwrap_err();
+    assert_eq!(key, "sink.connection_string_file");
+    assert!(reason.contains("not a regular file"), "{reason}");
+    let (key, reason) = sink(&format!(
+        "type = \"eventhubs\"\nconnection_string = \"{CS}\"\nca_location = \"/dev/zero\""
+    ))
+    .unwrap_err();
+    assert_eq!(key, "sink.ca_location");
+    assert!(reason.contains("not a regular file"), "{reason}");
+    let (key, _) = sink(&format!(
+        "type = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\"ssl.ca.location\" = \"{}\"",
+        fifo.display()
+    ))
+    .unwrap_err();
+    assert_eq!(key, "sink.properties.\"ssl.ca.location\"");
+}
+
+#[test]
+fn template_parses() {
+    Config::parse(TEMPLATE).unwrap();
+}
+
+#[test]
+fn metrics_defaults_and_off() {
+    let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+    assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9898".parse().unwrap()));
+    assert_eq!(cfg.metrics.status_interval, Duration::from_secs(60));
+    assert!(cfg.warnings().is_empty());
+    let text = "[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\nstatus_interval = \"0s\"\n";
+    let cfg = Config::parse(text).unwrap();
+    assert_eq!(cfg.metrics.listen, None);
+    assert!(cfg.metrics.status_interval.is_zero());
+    let cfg =
+        Config::parse("[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"0.0.0.0:9898\"\n").unwrap();
+    assert!(
+        cfg.warnings()[0].contains("no authentication"),
+        "{:?}",
+        cfg.warnings()
+    );
+    let (key, reason) =
+        Config::parse("[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"9898\"\n").unwrap_err();
+    assert_eq!(key, "metrics.listen");
+    assert!(reason.contains("\"off\""), "{reason}");
+}

@@ -1,0 +1,100 @@
+//! Value forms of the config: sizes, durations, addresses, EUIs, codec ids.
+
+use std::time::Duration;
+
+use serde::{de, Deserialize, Deserializer};
+
+use crate::codec::Codec;
+use crate::ids::{parse_eui64, DevEui};
+use crate::lorawan::DevAddr;
+use crate::mqtt_url::MqttUrl;
+
+pub(super) fn de_listen<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "bad address {s:?}: expected e.g. \"127.0.0.1:9898\", or \"off\""
+        ))
+    })
+}
+
+/// `"256MiB"`, `"10MB"`, `"4096"` or an integer.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?}: expected e.g. \"256MiB\""))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "bad size unit in {s:?}: use B, KB, KiB, MB, MiB, GB or GiB"
+            ))
+        }
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+pub(super) fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Int(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Int(n) => Ok(n),
+        Size::Text(s) => parse_size(&s).map_err(de::Error::custom),
+    }
+}
+
+pub(super) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| de::Error::custom(format!("bad duration {s:?} ({e}): expected e.g. \"30s\"")))
+}
+
+pub(super) fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<DevEui, D::Error> {
+    DevEui::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+pub(super) fn de_euis<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 8]>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| parse_eui64(s, "gateway EUI").map_err(de::Error::custom))
+        .collect()
+}
+
+pub(super) fn de_dev_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DevAddr>, D::Error> {
+    DevAddr::parse(&String::deserialize(d)?)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+pub(super) fn de_mqtt_url<'de, D: Deserializer<'de>>(d: D) -> Result<MqttUrl, D::Error> {
+    MqttUrl::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+pub(super) fn de_codec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Codec>, D::Error> {
+    let id = String::deserialize(d)?;
+    Codec::from_id(&id).map(Some).ok_or_else(|| {
+        de::Error::custom(format!(
+            "unknown codec {id:?} (run `hubgate codecs` for the list)"
+        ))
+    })
+}
