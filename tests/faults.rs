@@ -611,6 +611,7 @@ async fn redeliveries_of_buffered_records_after_a_restart_are_not_buffered_twice
     publish_all(mqtt.port(), &batch).await;
     agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 30);
     assert_eq!(agent.metric("hubgate_buffer_records"), 30);
+    mqtt.wait_pubacks("hubgate-test", 30);
 
     agent.kill();
     agent.start_again();
@@ -687,11 +688,13 @@ fn broken_dirs(dir: &Path) -> Vec<String> {
 /// then SIGKILL hubgate.
 async fn spilled_backlog_then_kill(agent: &mut Agent, mqtt: &Mosquitto, from: u32, to: u32) {
     let before = agent.metric("hubgate_acked_total");
+    let pubacks = mqtt.pubacks("hubgate-test");
     let n = 3 * (to - from + 1) as u64;
     let batch: Vec<(String, String)> = (from..=to).flat_map(uplinks_at).collect();
     publish_all(mqtt.port(), &batch).await;
     agent.wait_metric("hubgate_acked_total", WAIT, |v| v == before + n);
     assert!(agent.metric("hubgate_buffer_records") >= n);
+    mqtt.wait_pubacks("hubgate-test", pubacks + n as usize);
     agent.kill();
 }
 

@@ -183,11 +183,20 @@ fn idle_connections_neither_pile_up_nor_lock_a_scrape_out() {
         text.contains("# TYPE hubgate_received_total counter"),
         "{text}"
     );
-    let held = fds(agent.pid()).len();
-    assert!(
-        held <= baseline + hubgate::http::MAX_CONNECTIONS,
-        "{held} descriptors, {baseline} before 300 idle connections"
-    );
+    // A connection just closed may hold its descriptor a moment longer: the bound must hold
+    // once that settles, not at one instant.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held = fds(agent.pid()).len();
+        if held <= baseline + hubgate::http::MAX_CONNECTIONS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{held} descriptors, {baseline} before 300 idle connections"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while fds(agent.pid()).len() > baseline {
         assert!(

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use support::agent::Agent;
-use support::free_port;
+use support::free_udp_port;
 
 /// Watchdog timeout handed to hubgate; it pings at half of it.
 const WATCHDOG_USEC: u64 = 400_000;
@@ -32,7 +32,7 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
     // The child inherits these. This binary has this one test, so no other test sees them.
     std::env::set_var("NOTIFY_SOCKET", &socket_path);
     std::env::set_var("WATCHDOG_USEC", WATCHDOG_USEC.to_string());
-    let port = free_port();
+    let port = free_udp_port();
     let config = format!(
         "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\n\
          [sink]\ntype = \"stdout\"\n",

@@ -266,6 +266,8 @@ async fn rotate_credentials(
                     continue;
                 }
                 log::info!("reload requested");
+                // The file is read now: the poll must not rebuild the sink for it again.
+                seen = file.as_deref().and_then(secret_file_mtime);
             }
             _ = poll.tick() => {
                 let now = file.as_deref().and_then(secret_file_mtime);

@@ -263,13 +263,14 @@ impl Agent {
     pub fn wait_metric(&self, name: &str, timeout: Duration, pred: impl Fn(u64) -> bool) -> u64 {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.metric(name);
-            if pred(v) {
+            // One scrape that fails (a busy machine) is "not yet", not a failure.
+            let v = self.scrape().map(|text| metric_value(&text, name));
+            if let Some(v) = v.filter(|&v| pred(v)) {
                 return v;
             }
             assert!(
                 Instant::now() < deadline,
-                "{name} = {v} after {timeout:?}\nmetrics:\n{}\nlog:\n{}",
+                "{name} = {v:?} after {timeout:?}\nmetrics:\n{}\nlog:\n{}",
                 self.scrape().unwrap_or_default(),
                 self.logs()
             );

@@ -516,6 +516,31 @@ impl Mosquitto {
         self.service.log.clone()
     }
 
+    /// Wait until the broker has received `n` PUBACKs from `client` in all its runs (its log):
+    /// hubgate counts an acknowledgement when it queues it, so a test that kills hubgate
+    /// right after the count could otherwise kill it before the PUBACK left.
+    pub fn wait_pubacks(&self, client: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = self.pubacks(client);
+            if seen >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{seen} of {n} PUBACKs from {client} reached the broker"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// PUBACKs the broker has received from `client` in all its runs.
+    pub fn pubacks(&self, client: &str) -> usize {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        log.matches(&format!("Received PUBACK from {client} "))
+            .count()
+    }
+
     /// Outage: SIGKILL the broker and wait until it is reaped (its port is then closed).
     pub fn kill(&mut self) {
         self.service.kill();
