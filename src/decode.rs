@@ -11,8 +11,8 @@ use crate::ids::DevEui;
 use crate::lorawan::{self, LorawanError};
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
-use crate::source::{DeadLetter, Input, RadioFrame};
-use crate::uplink::Uplink;
+use crate::source::{DeadLetter, Input};
+use crate::uplink::{RadioFrame, Uplink};
 
 struct Device {
     codec: Option<Codec>,

@@ -11,6 +11,7 @@ pub mod coredump;
 pub mod decode;
 pub mod doctor;
 pub mod files;
+pub mod format;
 pub mod framing;
 pub mod http;
 pub mod ids;

@@ -36,6 +36,14 @@ pub struct Uplink {
     pub radio: Radio,
 }
 
+/// A received radio frame: a LoRaWAN PHYPayload plus how it was heard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RadioFrame {
+    pub phy: Vec<u8>,
+    pub time: SystemTime,
+    pub radio: Radio,
+}
+
 impl Uplink {
     /// DevEUI in Microshare's dashed upper-case form, `58-A0-CB-00-00-10-12-34`.
     pub fn device_id(&self) -> String {

@@ -23,10 +23,11 @@ use hubgate::codec::Codec;
 use hubgate::config::{Config, UdpSourceConfig, UplinkFormat};
 use hubgate::connection_string::ConnectionString;
 use hubgate::decode::Decoder;
+use hubgate::format::cbor_envelope;
 use hubgate::framing::{Deframer, Framing};
 use hubgate::metrics::Metrics;
 use hubgate::record::Record;
-use hubgate::source::{self, serial, udp, Input};
+use hubgate::source::{self, udp, Input};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunConfig, TestRunner};
 use serde_json::{json, Value};
@@ -488,7 +489,7 @@ fn serial_framings_with_cbor_envelopes() {
                     piece = &piece[used..];
                     if let Some(Ok(frame)) = event {
                         prop_assert!(frame.len() <= max_frame);
-                        match serial::parse_cbor(frame, SystemTime::now()) {
+                        match cbor_envelope::parse(frame, SystemTime::now()) {
                             Ok(up) => inputs.push(Input::Uplink(up)),
                             Err(e) => metrics.problem(e.kind(), || e.to_string()),
                         }

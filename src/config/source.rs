@@ -72,8 +72,8 @@ pub struct MqttSourceConfig {
     /// `mqtt://host:port` (or `mqtts://`).
     #[serde(deserialize_with = "de_mqtt_url")]
     pub url: MqttUrl,
-    /// Topic filter; default per format: `application/+/device/+/event/up` (chirpstack-v4),
-    /// `v3/+/devices/+/up` (tts-v3).
+    /// Topic filter; default: where the format's messages are published (see
+    /// `crate::source::mqtt::default_topic`).
     pub topic: Option<String>,
     #[serde(default = "default_format")]
     pub format: UplinkFormat,
@@ -303,17 +303,6 @@ pub enum SerialContent {
     Cbor,
     /// A LoRaWAN PHYPayload. Not supported yet: rejected when the config is loaded.
     Phy,
-}
-
-impl UplinkFormat {
-    /// The MQTT topic filter its uplinks are published under.
-    pub fn default_topic(self) -> &'static str {
-        match self {
-            UplinkFormat::ChirpstackV4 => "application/+/device/+/event/up",
-            UplinkFormat::TtsV3 => "v3/+/devices/+/up",
-            UplinkFormat::ChirpstackGateway => "+/gateway/+/event/up",
-        }
-    }
 }
 
 impl SerialSourceConfig {

@@ -1,17 +1,14 @@
 //! Sources: tasks that turn the outside world into [`Frame`]s for the pipeline.
 
-pub mod chirpstack;
-pub mod gwmp;
 pub mod mqtt;
 pub mod replay;
 pub mod serial;
-pub mod tts;
 pub mod udp;
 
 use std::time::SystemTime;
 
-use crate::uplink::Uplink;
-pub use gwmp::RadioFrame;
+use crate::format::{self, Excerpt, ParseError};
+use crate::uplink::{RadioFrame, Uplink};
 
 /// What a source hands over, with the handle that acknowledges it once it is durable.
 pub struct Frame {
@@ -102,82 +99,6 @@ impl Ack {
     }
 }
 
-/// Why an input message could not become an [`Uplink`]. Display is one short line: what
-/// the input said is quoted as an [`Excerpt`].
-#[derive(Debug, thiserror::Error)]
-pub enum ParseError {
-    #[error("malformed JSON: {0}")]
-    Json(Excerpt),
-    #[error("bad base64 payload: {0}")]
-    Base64(Excerpt),
-    #[error("bad DevEUI {0:?}")]
-    DevEui(Excerpt),
-    #[error("bad time {0:?}: not an RFC 3339 time between 1970 and 9999")]
-    Time(Excerpt),
-    #[error("frame received with a bad CRC ({0})")]
-    Crc(Excerpt),
-    #[error("bad CBOR envelope: {0}")]
-    Cbor(Excerpt),
-}
-
-impl ParseError {
-    /// Stable label for counters and log-once.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ParseError::Json(_) => "malformed_json",
-            ParseError::Base64(_) => "bad_base64",
-            ParseError::DevEui(_) => "bad_dev_eui",
-            ParseError::Time(_) => "bad_time",
-            ParseError::Crc(_) => "bad_crc",
-            ParseError::Cbor(_) => "serial_bad_cbor",
-        }
-    }
-}
-
-/// Text from input (or an error quoting it), cut to [`Excerpt::MAX`] bytes: a 100 KB DevEUI
-/// makes a short error, not a 100 KB one.
-pub struct Excerpt(String);
-
-impl Excerpt {
-    pub const MAX: usize = 120;
-}
-
-impl<S: AsRef<str>> From<S> for Excerpt {
-    fn from(s: S) -> Self {
-        let s = s.as_ref();
-        if s.len() <= Self::MAX {
-            return Excerpt(s.to_string());
-        }
-        let mut end = Self::MAX;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        Excerpt(format!("{}… ({} more bytes)", &s[..end], s.len() - end))
-    }
-}
-
-impl std::fmt::Display for Excerpt {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::fmt::Debug for Excerpt {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-/// An RFC 3339 time from input, refused unless a record can carry it
-/// ([`crate::uplink::valid_time`]).
-fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(SystemTime::from)
-        .filter(|t| crate::uplink::valid_time(*t))
-        .ok_or_else(|| ParseError::Time(s.into()))
-}
-
 /// What every source task gets from the pipeline.
 pub struct Context {
     pub frames: tokio::sync::mpsc::Sender<Frame>,
@@ -246,9 +167,11 @@ pub fn parse(
     #[cfg(test)]
     crate::contain::test_point::reach("parse");
     match format {
-        F::ChirpstackV4 => chirpstack::parse(bytes, received).map(Input::Uplink),
-        F::TtsV3 => tts::parse(bytes, received).map(Input::Uplink),
-        F::ChirpstackGateway => chirpstack::parse_gateway_frame(bytes, received).map(Input::Radio),
+        F::ChirpstackV4 => format::chirpstack::parse(bytes, received).map(Input::Uplink),
+        F::TtsV3 => format::tts::parse(bytes, received).map(Input::Uplink),
+        F::ChirpstackGateway => {
+            format::chirpstack::parse_gateway_frame(bytes, received).map(Input::Radio)
+        }
     }
 }
 

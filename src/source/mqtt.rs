@@ -18,7 +18,8 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use super::{Ack, Context, DeadLetter, Frame, Input};
-use crate::config::{MqttSourceConfig, MqttTls};
+use crate::config::{MqttSourceConfig, MqttTls, UplinkFormat};
+use crate::format::{chirpstack, tts};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
 /// A connection counts as working (resetting the backoff and the log-once flag) only after
@@ -75,6 +76,15 @@ pub fn tls_connector(tls: &MqttTls) -> Result<native_tls::TlsConnector, (&'stati
     b.build().map_err(|e| ("client_cert_file", e.to_string()))
 }
 
+/// The topic filter a format's messages are published under, when the config names none.
+pub fn default_topic(format: UplinkFormat) -> &'static str {
+    match format {
+        UplinkFormat::ChirpstackV4 => chirpstack::UPLINK_TOPIC,
+        UplinkFormat::TtsV3 => tts::TOPIC,
+        UplinkFormat::ChirpstackGateway => chirpstack::GATEWAY_TOPIC,
+    }
+}
+
 /// The session options of `cfg` (`hubgate doctor` connects with them too); building them
 /// checks the TLS files. On error (the key at fault, reason).
 pub fn options(
@@ -108,7 +118,7 @@ pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
     let topic = cfg
         .topic
         .clone()
-        .unwrap_or_else(|| cfg.format.default_topic().to_string());
+        .unwrap_or_else(|| default_topic(cfg.format).to_string());
     let opts = match options(&cfg, &client_id) {
         Ok(o) => o,
         Err((key, e)) => {
@@ -316,6 +326,19 @@ mod tests {
     /// A broker that drops the connection right after CONNACK (as when it redelivers a
     /// message rumqttc cannot read) keeps the backoff growing and is logged once; a
     /// connection that stayed up starts over.
+    #[test]
+    fn default_topics_per_format() {
+        assert_eq!(
+            default_topic(UplinkFormat::ChirpstackV4),
+            "application/+/device/+/event/up"
+        );
+        assert_eq!(default_topic(UplinkFormat::TtsV3), "v3/+/devices/+/up");
+        assert_eq!(
+            default_topic(UplinkFormat::ChirpstackGateway),
+            "+/gateway/+/event/up"
+        );
+    }
+
     #[test]
     fn only_a_stable_connection_resets_the_backoff() {
         let t0 = Instant::now();

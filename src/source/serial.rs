@@ -2,7 +2,7 @@
 //!
 //! The port is opened with the configured baud, parity, stop and data bits. Bytes go
 //! through the configured [`crate::framing`] deframer (fixed buffers, no allocation per
-//! frame); each frame is a CBOR envelope of a wired sensor (see [`parse_cbor`]) or, with
+//! frame); each frame is a CBOR envelope of a wired sensor (see [`cbor_envelope`]) or, with
 //! `content = "phy"`, a LoRaWAN PHYPayload from a radio module.
 //! Bad frames are counted by kind (`serial_crc`, `serial_overlong`, `serial_bad_hex`,
 //! `serial_malformed`, `serial_other_line`, `serial_bad_cbor`) and logged once.
@@ -12,18 +12,16 @@
 //! `reopen_max`; it logs again when the device is back. A frame cut by the outage is lost.
 //! Serial input cannot be acknowledged: frames are sent with [`Ack::None`].
 
-use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{de, Deserialize, Deserializer};
 use tokio::io::AsyncReadExt;
 use tokio_serial::SerialPortBuilderExt;
 
-use super::{Ack, Context, Frame, Input, ParseError, RadioFrame};
+use super::{Ack, Context, Frame, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
+use crate::format::{cbor_envelope, ParseError};
 use crate::framing::Deframer;
-use crate::ids::DevEui;
-use crate::uplink::{Radio, Uplink};
+use crate::uplink::{Radio, RadioFrame};
 
 const REOPEN_MIN: Duration = Duration::from_millis(250);
 /// Bytes taken from the port per read; frames may span reads.
@@ -196,273 +194,11 @@ async fn read(
 /// module (verified and decrypted later with the device's session keys).
 fn content_of(content: SerialContent, frame: &[u8], now: SystemTime) -> Result<Input, ParseError> {
     match content {
-        SerialContent::Cbor => parse_cbor(frame, now).map(Input::Uplink),
+        SerialContent::Cbor => cbor_envelope::parse(frame, now).map(Input::Uplink),
         SerialContent::Phy => Ok(Input::Radio(RadioFrame {
             phy: frame.to_vec(),
             time: now,
             radio: Radio::default(),
         })),
-    }
-}
-
-/// The CBOR envelope of a wired sensor's frame: a map with text keys
-///
-/// | key       | type                                               |          |
-/// |-----------|----------------------------------------------------|----------|
-/// | `dev_eui` | 8-byte byte string, or 16 hex digits (`-`/`:` ok)   | required |
-/// | `payload` | byte string, or hex text                           | required |
-/// | `fport`   | unsigned integer 0..=255                           | optional |
-/// | `fcnt`    | unsigned integer (frame counter; keeps record ids distinct) | optional |
-/// | `rssi`    | integer dBm                                        | optional |
-/// | `snr`     | number dB                                          | optional |
-/// | `time`    | Unix seconds (integer or float), or RFC 3339 text; 1970..=9999 | optional, else receive time |
-///
-/// Other keys are ignored. Without `fcnt`, the record id is made from the time (ms), so two
-/// equal payloads of one device with one `time` count as duplicates.
-pub fn parse_cbor(bytes: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
-    let env: Envelope =
-        serde_cbor::from_slice(bytes).map_err(|e| ParseError::Cbor(e.to_string().into()))?;
-    Ok(Uplink {
-        dev_eui: env.dev_eui,
-        device_name: None,
-        fport: env.fport,
-        fcnt: env.fcnt,
-        payload: env.payload,
-        time: match &env.time {
-            Some(t) => time_of(t)?.unwrap_or(received),
-            None => received,
-        },
-        radio: Radio {
-            rssi: env.rssi,
-            snr: env.snr,
-            ..Radio::default()
-        },
-    })
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(deserialize_with = "de_dev_eui")]
-    dev_eui: DevEui,
-    #[serde(default)]
-    fport: Option<u8>,
-    #[serde(default)]
-    fcnt: Option<u32>,
-    #[serde(deserialize_with = "de_payload")]
-    payload: Vec<u8>,
-    #[serde(default)]
-    rssi: Option<i32>,
-    #[serde(default)]
-    snr: Option<f64>,
-    #[serde(default)]
-    time: Option<serde_cbor::Value>,
-}
-
-/// Bytes given as a CBOR byte string or as hex text.
-struct BytesOrHex;
-
-impl<'de> de::Visitor<'de> for BytesOrHex {
-    type Value = Vec<u8>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a byte string or hex text")
-    }
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-        Ok(v.to_vec())
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
-        let clean: String = v.chars().filter(|c| !matches!(c, '-' | ':')).collect();
-        hex::decode(clean).map_err(|_| E::custom(format!("bad hex {:?}", super::Excerpt::from(v))))
-    }
-}
-
-fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<DevEui, D::Error> {
-    let v = d.deserialize_any(BytesOrHex)?;
-    v.as_slice()
-        .try_into()
-        .map(DevEui)
-        .map_err(|_| de::Error::custom(format!("dev_eui must be 8 bytes, not {}", v.len())))
-}
-
-fn de_payload<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-    d.deserialize_any(BytesOrHex)
-}
-
-/// The envelope's `time`: Unix seconds (integer or float) or RFC 3339 text, null for "not
-/// given". Anything else, or a time a record cannot carry, is a `bad_time`.
-fn time_of(v: &serde_cbor::Value) -> Result<Option<SystemTime>, ParseError> {
-    use serde_cbor::Value as V;
-    let t = match v {
-        V::Null => return Ok(None),
-        V::Integer(secs) => u64::try_from(*secs)
-            .ok()
-            .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s))),
-        V::Float(secs) => Duration::try_from_secs_f64(*secs)
-            .ok()
-            .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d)),
-        V::Text(s) => return super::parse_time(s).map(Some),
-        _ => None,
-    };
-    match t.filter(|t| crate::uplink::valid_time(*t)) {
-        Some(t) => Ok(Some(t)),
-        None => Err(ParseError::Time(format!("{v:?}").into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_cbor::Value;
-    use std::collections::BTreeMap;
-
-    fn envelope(fields: &[(&str, Value)]) -> Vec<u8> {
-        let map: BTreeMap<Value, Value> = fields
-            .iter()
-            .map(|(k, v)| (Value::Text(k.to_string()), v.clone()))
-            .collect();
-        serde_cbor::to_vec(&Value::Map(map)).unwrap()
-    }
-
-    const EUI: [u8; 8] = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
-
-    #[test]
-    fn full_envelope() {
-        let b = envelope(&[
-            ("dev_eui", Value::Bytes(EUI.to_vec())),
-            ("fport", Value::Integer(103)),
-            ("fcnt", Value::Integer(7)),
-            ("payload", Value::Bytes(vec![1, 2, 3])),
-            ("rssi", Value::Integer(-71)),
-            ("snr", Value::Float(6.5)),
-            ("time", Value::Integer(1_700_000_000)),
-            ("extra", Value::Text("ignored".into())),
-        ]);
-        let up = parse_cbor(&b, SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(up.dev_eui, DevEui(EUI));
-        assert_eq!((up.fport, up.fcnt), (Some(103), Some(7)));
-        assert_eq!(up.payload, [1, 2, 3]);
-        assert_eq!((up.radio.rssi, up.radio.snr), (Some(-71), Some(6.5)));
-        assert_eq!(
-            up.time,
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
-        );
-    }
-
-    #[test]
-    fn hex_text_forms_and_defaults() {
-        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(42);
-        let b = envelope(&[
-            ("dev_eui", Value::Text("58-A0-CB-00-00-10-12-34".into())),
-            ("payload", Value::Text("0a0B".into())),
-        ]);
-        let up = parse_cbor(&b, received).unwrap();
-        assert_eq!(up.dev_eui, DevEui(EUI));
-        assert_eq!(up.payload, [0x0a, 0x0b]);
-        assert_eq!((up.fport, up.fcnt, up.radio.rssi), (None, None, None));
-        assert_eq!(up.time, received);
-        let b = envelope(&[
-            ("dev_eui", Value::Text("58a0cb0000101234".into())),
-            ("payload", Value::Bytes(vec![])),
-            ("time", Value::Text("2024-05-01T10:00:00.5Z".into())),
-        ]);
-        let ms = parse_cbor(&b, received)
-            .unwrap()
-            .time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_millis();
-        assert_eq!(ms, 1_714_557_600_500);
-        let b = envelope(&[
-            ("dev_eui", Value::Bytes(EUI.to_vec())),
-            ("payload", Value::Bytes(vec![])),
-            ("time", Value::Float(1.25)),
-        ]);
-        assert_eq!(
-            parse_cbor(&b, received).unwrap().time,
-            SystemTime::UNIX_EPOCH + Duration::from_millis(1250)
-        );
-        let b = envelope(&[
-            ("dev_eui", Value::Bytes(EUI.to_vec())),
-            ("payload", Value::Bytes(vec![])),
-            ("time", Value::Null),
-        ]);
-        assert_eq!(parse_cbor(&b, received).unwrap().time, received);
-    }
-
-    #[test]
-    fn bad_envelopes_are_bad_cbor() {
-        let t = SystemTime::UNIX_EPOCH;
-        let bad = [
-            b"\xff\x00not cbor".to_vec(),
-            envelope(&[("payload", Value::Bytes(vec![1]))]),
-            envelope(&[("dev_eui", Value::Bytes(EUI.to_vec()))]),
-            envelope(&[
-                ("dev_eui", Value::Bytes(vec![1, 2, 3])),
-                ("payload", Value::Bytes(vec![1])),
-            ]),
-            envelope(&[
-                ("dev_eui", Value::Bytes(EUI.to_vec())),
-                ("payload", Value::Text("xyz".into())),
-            ]),
-            envelope(&[
-                ("dev_eui", Value::Bytes(EUI.to_vec())),
-                ("payload", Value::Bytes(vec![1])),
-                ("fport", Value::Integer(300)),
-            ]),
-            Vec::new(),
-        ];
-        for b in bad {
-            let e = parse_cbor(&b, t).unwrap_err();
-            assert_eq!(e.kind(), "serial_bad_cbor", "{b:02x?}: {e}");
-        }
-    }
-
-    /// Times a record cannot show (before 1970, past 9999 in UTC, not a time) are refused
-    /// as `bad_time`; a time past 9999 used to panic when the record was built.
-    #[test]
-    fn times_outside_1970_to_9999_are_bad_time() {
-        let bad = [
-            Value::Integer(-5),
-            Value::Integer(253_402_300_800),
-            Value::Integer(i128::from(u64::MAX)),
-            Value::Float(1e300),
-            Value::Float(f64::NAN),
-            Value::Float(-1.0),
-            Value::Text("9999-12-31T23:59:59-23:59".into()),
-            Value::Text("1969-12-31T23:59:59Z".into()),
-            Value::Text("yesterday".into()),
-            Value::Bool(true),
-        ];
-        for t in bad {
-            let b = envelope(&[
-                ("dev_eui", Value::Bytes(EUI.to_vec())),
-                ("payload", Value::Bytes(vec![1])),
-                ("time", t.clone()),
-            ]);
-            let e = parse_cbor(&b, SystemTime::UNIX_EPOCH).unwrap_err();
-            assert_eq!(e.kind(), "bad_time", "{t:?}: {e}");
-        }
-        let b = envelope(&[
-            ("dev_eui", Value::Bytes(EUI.to_vec())),
-            ("payload", Value::Bytes(vec![1])),
-            ("time", Value::Integer(253_402_300_799)),
-        ]);
-        let up = parse_cbor(&b, SystemTime::UNIX_EPOCH).unwrap();
-        let rec = crate::record::build(
-            &up,
-            &crate::record::DeviceInfo {
-                tags: &[],
-                global_tags: &[],
-            },
-            crate::record::Payload::Packed {
-                rec_type: "p",
-                error: None,
-            },
-            SystemTime::now(),
-        );
-        assert!(
-            rec.body.contains("\"9999-12-31T23:59:59.000Z\""),
-            "{}",
-            rec.body
-        );
     }
 }

@@ -15,9 +15,9 @@ use std::time::SystemTime;
 
 use tokio::net::UdpSocket;
 
-use super::gwmp::{self, Packet};
 use super::{Ack, Context, Frame, Input};
 use crate::config::UdpSourceConfig;
+use crate::format::gwmp::{self, Packet};
 use crate::metrics::Metrics;
 
 /// Largest datagram read whole: the most UDP can carry. Longer ones cannot arrive.

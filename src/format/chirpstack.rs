@@ -5,8 +5,13 @@ use std::time::SystemTime;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{ParseError, RadioFrame};
-use crate::uplink::{Radio, Uplink};
+use super::ParseError;
+
+/// The MQTT topic filter of application uplink events (`event/up`).
+pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
+/// The MQTT topic filter of gateway frames (ChirpStack MQTT forwarder, gateway bridge).
+pub const GATEWAY_TOPIC: &str = "+/gateway/+/event/up";
+use crate::uplink::{Radio, RadioFrame, Uplink};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

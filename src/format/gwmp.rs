@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::uplink::Radio;
+use crate::uplink::{Radio, RadioFrame};
 
 pub const PUSH_DATA: u8 = 0x00;
 pub const PUSH_ACK: u8 = 0x01;
@@ -101,14 +101,6 @@ struct Rxpk {
     rssi: Option<i32>,
     lsnr: Option<f64>,
     data: String,
-}
-
-/// A received radio frame: a LoRaWAN PHYPayload plus how it was heard.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RadioFrame {
-    pub phy: Vec<u8>,
-    pub time: SystemTime,
-    pub radio: Radio,
 }
 
 /// What one PUSH_DATA carried.

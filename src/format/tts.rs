@@ -6,6 +6,9 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::ParseError;
+
+/// The MQTT topic filter of uplink messages.
+pub const TOPIC: &str = "v3/+/devices/+/up";
 use crate::uplink::{Radio, Uplink};
 
 #[derive(Deserialize)]

@@ -1,0 +1,86 @@
+//! Message formats: the bytes a transport carries, parsed into what hubgate works with
+//! ([`Uplink`](crate::uplink::Uplink), [`RadioFrame`](crate::uplink::RadioFrame)). The
+//! transports that carry them are in [`crate::source`]; a format knows nothing of them.
+
+pub mod cbor_envelope;
+pub mod chirpstack;
+pub mod gwmp;
+pub mod tts;
+
+use std::time::SystemTime;
+
+/// Why an input message could not become an [`Uplink`]. Display is one short line: what
+/// the input said is quoted as an [`Excerpt`].
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("malformed JSON: {0}")]
+    Json(Excerpt),
+    #[error("bad base64 payload: {0}")]
+    Base64(Excerpt),
+    #[error("bad DevEUI {0:?}")]
+    DevEui(Excerpt),
+    #[error("bad time {0:?}: not an RFC 3339 time between 1970 and 9999")]
+    Time(Excerpt),
+    #[error("frame received with a bad CRC ({0})")]
+    Crc(Excerpt),
+    #[error("bad CBOR envelope: {0}")]
+    Cbor(Excerpt),
+}
+
+impl ParseError {
+    /// Stable label for counters and log-once.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ParseError::Json(_) => "malformed_json",
+            ParseError::Base64(_) => "bad_base64",
+            ParseError::DevEui(_) => "bad_dev_eui",
+            ParseError::Time(_) => "bad_time",
+            ParseError::Crc(_) => "bad_crc",
+            ParseError::Cbor(_) => "serial_bad_cbor",
+        }
+    }
+}
+
+/// Text from input (or an error quoting it), cut to [`Excerpt::MAX`] bytes: a 100 KB DevEUI
+/// makes a short error, not a 100 KB one.
+pub struct Excerpt(String);
+
+impl Excerpt {
+    pub const MAX: usize = 120;
+}
+
+impl<S: AsRef<str>> From<S> for Excerpt {
+    fn from(s: S) -> Self {
+        let s = s.as_ref();
+        if s.len() <= Self::MAX {
+            return Excerpt(s.to_string());
+        }
+        let mut end = Self::MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Excerpt(format!("{}… ({} more bytes)", &s[..end], s.len() - end))
+    }
+}
+
+impl std::fmt::Display for Excerpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Excerpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// An RFC 3339 time from input, refused unless a record can carry it
+/// ([`crate::uplink::valid_time`]).
+fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+        .filter(|t| crate::uplink::valid_time(*t))
+        .ok_or_else(|| ParseError::Time(s.into()))
+}
