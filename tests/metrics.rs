@@ -168,17 +168,7 @@ fn idle_connections_neither_pile_up_nor_lock_a_scrape_out() {
     let agent = quiet_agent(dir.path());
     let baseline = fds(agent.pid()).len();
     let idle = connect_idle(agent.metrics_port, 300);
-    let deadline = Instant::now() + WAIT;
-    let text = loop {
-        if let Some(text) = agent.scrape() {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no scrape got through:\n{}",
-            agent.logs()
-        );
-    };
+    let text = agent.wait_scrape(WAIT, "no scrape got through");
     assert!(
         text.contains("# TYPE hubgate_received_total counter"),
         "{text}"
@@ -246,17 +236,7 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning() {
     soft_limit(before.rlim_cur);
     let window = started.elapsed();
     drop(waiting);
-    let deadline = Instant::now() + WAIT;
-    let text = loop {
-        if let Some(text) = agent.scrape() {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no scrape after the limit went up:\n{}",
-            agent.logs()
-        );
-    };
+    let text = agent.wait_scrape(WAIT, "no scrape after the limit went up");
     let attempts =
         support::agent::metric_value(&text, "hubgate_problems_total{kind=\"http_accept\"}");
     // 10+20+...+640 ms for the first 7, then one a second.

@@ -3,6 +3,7 @@
 mod support;
 
 use std::net::UdpSocket;
+use std::path::Path;
 use std::time::Duration;
 
 use support::agent::Agent;
@@ -10,6 +11,22 @@ use support::free_udp_port;
 
 const WAIT: Duration = Duration::from_secs(30);
 const GATEWAY: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0x00, 0x00, 0x01];
+
+/// hubgate with a UDP source on a free loopback port (`source`: more keys for it; `devices`:
+/// `[[device]]` sections) and the stdout sink, listening; and a socket connected to it.
+fn start(dir: &Path, source: &str, devices: &str) -> (Agent, UdpSocket) {
+    let port = free_udp_port();
+    let config = format!(
+        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\n{source}{devices}[sink]\ntype = \"stdout\"\n",
+        dir.join("buffer").display()
+    );
+    let agent = Agent::start(dir, &config);
+    agent.wait_log("packet forwarder source on", 1, WAIT);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.connect(("127.0.0.1", port)).unwrap();
+    (agent, sock)
+}
 
 fn datagram(token: u16, kind: u8, json: &str) -> Vec<u8> {
     let mut d = vec![2, (token >> 8) as u8, token as u8, kind];
@@ -40,16 +57,7 @@ fn printed(agent: &Agent, dir: &std::path::Path) -> Vec<serde_json::Value> {
 #[test]
 fn push_and_pull_are_acknowledged_and_status_becomes_a_record() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
-    let config = format!(
-        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\ngateway_status = true\n[sink]\ntype = \"stdout\"\n",
-        dir.path().join("buffer").display()
-    );
-    let agent = Agent::start(dir.path(), &config);
-    agent.wait_log("packet forwarder source on", 1, WAIT);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    sock.connect(("127.0.0.1", port)).unwrap();
+    let (agent, sock) = start(dir.path(), "gateway_status = true\n", "");
 
     assert_eq!(
         exchange(&sock, &datagram(0x1234, 0x02, "")),
@@ -96,6 +104,13 @@ const PHY: &str = "QNobASYABwACQCbInLhVIeM=";
 const NWK_S_KEY: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
 const APP_S_KEY: &str = "000102030405060708090A0B0C0D0E0F";
 
+/// The device of that example, with its session keys.
+fn device() -> String {
+    format!(
+        "[[device]]\ndev_eui = \"a840410000006001\"\ncodec = \"cayenne-lpp\"\ntags = [\"Lab\"]\ndev_addr = \"26011BDA\"\nnwk_s_key = \"{NWK_S_KEY}\"\napp_s_key = \"{APP_S_KEY}\"\n"
+    )
+}
+
 fn rxpk(gateway_rssi: i32, data: &str) -> String {
     format!(
         r#"{{"time":"2024-05-01T10:00:00.123456Z","tmst":3512348611,"chan":2,"rfch":0,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","rssi":{gateway_rssi},"lsnr":7.2,"size":17,"data":"{data}"}}"#
@@ -105,30 +120,7 @@ fn rxpk(gateway_rssi: i32, data: &str) -> String {
 #[test]
 fn radio_frames_are_verified_decrypted_decoded_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
-    let config = format!(
-        r#"[buffer]
-path = "{buffer}"
-[[source]]
-type = "udp"
-listen = "127.0.0.1:{port}"
-[[device]]
-dev_eui = "a840410000006001"
-codec = "cayenne-lpp"
-tags = ["Lab"]
-dev_addr = "26011BDA"
-nwk_s_key = "{NWK_S_KEY}"
-app_s_key = "{APP_S_KEY}"
-[sink]
-type = "stdout"
-"#,
-        buffer = dir.path().join("buffer").display()
-    );
-    let agent = Agent::start(dir.path(), &config);
-    agent.wait_log("packet forwarder source on", 1, WAIT);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    sock.connect(("127.0.0.1", port)).unwrap();
+    let (agent, sock) = start(dir.path(), "", &device());
 
     // The same uplink heard twice in one PUSH_DATA, then once more in another.
     let push = format!(r#"{{"rxpk":[{},{}]}}"#, rxpk(-61, PHY), rxpk(-90, PHY));
@@ -179,29 +171,7 @@ type = "stdout"
 #[test]
 fn a_frame_replayed_after_a_restart_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
-    let config = format!(
-        r#"[buffer]
-path = "{buffer}"
-[[source]]
-type = "udp"
-listen = "127.0.0.1:{port}"
-[[device]]
-dev_eui = "a840410000006001"
-codec = "cayenne-lpp"
-dev_addr = "26011BDA"
-nwk_s_key = "{NWK_S_KEY}"
-app_s_key = "{APP_S_KEY}"
-[sink]
-type = "stdout"
-"#,
-        buffer = dir.path().join("buffer").display()
-    );
-    let mut agent = Agent::start(dir.path(), &config);
-    agent.wait_log("packet forwarder source on", 1, WAIT);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    sock.connect(("127.0.0.1", port)).unwrap();
+    let (mut agent, sock) = start(dir.path(), "", &device());
     // Opening the buffer syncs too: only a sync after the frame can hold its counter.
     let opened = agent.metric("hubgate_buffer_syncs_total");
     let push = format!(r#"{{"rxpk":[{}]}}"#, rxpk(-61, PHY));
@@ -272,16 +242,11 @@ fn a_taken_port_stops_the_start_with_a_clear_error() {
 #[test]
 fn only_listed_gateways_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
-    let config = format!(
-        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\ngateway_status = true\ngateways = [\"B827EBFFFE000001\"]\n[sink]\ntype = \"stdout\"\n",
-        dir.path().join("buffer").display()
+    let (agent, sock) = start(
+        dir.path(),
+        "gateway_status = true\ngateways = [\"B827EBFFFE000001\"]\n",
+        "",
     );
-    let agent = Agent::start(dir.path(), &config);
-    agent.wait_log("packet forwarder source on", 1, WAIT);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    sock.connect(("127.0.0.1", port)).unwrap();
     let stat = r#"{"stat":{"rxnb":1}}"#;
     let mut stranger = datagram(0x0bad, 0x00, stat);
     stranger[4..12].copy_from_slice(&[9; 8]);

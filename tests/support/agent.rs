@@ -243,6 +243,22 @@ impl Agent {
         out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
     }
 
+    /// Scrape until the endpoint answers, for up to `timeout`; `what` names the failure.
+    pub fn wait_scrape(&self, timeout: Duration, what: &str) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(text) = self.scrape() {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}:
+{}",
+                self.logs()
+            );
+        }
+    }
+
     /// The value of metric `name`: one series (`hubgate_received_total{source="mqtt"}`), or
     /// without labels the sum of all its series, as PromQL's `sum()` (0 when there is none).
     pub fn metric(&self, name: &str) -> u64 {

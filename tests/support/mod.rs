@@ -163,26 +163,7 @@ impl Certs {
             ]
             .concat(),
         );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "3650",
-                "-extfile",
-                "server-ext.cnf",
-            ],
-        );
+        sign(dir, "server.csr", "server.crt", "server-ext.cnf");
         let key = dir.join("server.key");
         // stunnel warns about world-readable keys.
         use std::os::unix::fs::PermissionsExt;
@@ -228,30 +209,35 @@ impl Certs {
             dir,
             &["req", "-new", "-key", &key, "-out", &csr, "-subj", &subj],
         );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "3650",
-                "-extfile",
-                "client-ext.cnf",
-            ],
-        );
+        sign(dir, &csr, &crt, "client-ext.cnf");
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir.join(&key), fs::Permissions::from_mode(0o600)).expect("chmod");
         (dir.join(crt), dir.join(key))
     }
+}
+
+/// Sign the request `csr` with the test CA in `dir`, with the extensions in `ext`.
+fn sign(dir: &Path, csr: &str, crt: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            crt,
+            "-days",
+            "3650",
+            "-extfile",
+            ext,
+        ],
+    );
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
