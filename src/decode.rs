@@ -12,6 +12,7 @@ use crate::lorawan::{self, LorawanError};
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
 use crate::source::{DeadLetter, Input};
+use crate::status::devices::Outcome;
 use crate::uplink::{RadioFrame, Uplink};
 
 struct Device {
@@ -161,6 +162,7 @@ impl Decoder {
             rec_type: &self.packed_rec_type,
             error,
         };
+        let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, now);
         let payload = match device.map(|d| d.codec) {
             None => {
                 self.metrics.problem("unknown_device", || {
@@ -169,14 +171,30 @@ impl Decoder {
                         up.device_id()
                     )
                 });
+                heard(Outcome::Packed {
+                    reason: "not in the config",
+                });
                 packed(None)
             }
-            Some(None) => packed(None),
+            Some(None) => {
+                heard(Outcome::Packed {
+                    reason: "no codec configured",
+                });
+                packed(None)
+            }
             Some(Some(codec)) => match codec.decode(up.fport, &up.payload) {
-                Ok(decoded) => Payload::Decoded {
-                    codec: codec.id(),
-                    decoded,
-                },
+                Ok(decoded) => {
+                    heard(Outcome::Decoded {
+                        codec: codec.id(),
+                        rec_type: decoded.rec_type,
+                        readings: &decoded.readings,
+                        health: &decoded.health,
+                    });
+                    Payload::Decoded {
+                        codec: codec.id(),
+                        decoded,
+                    }
+                }
                 Err(e) => {
                     self.metrics.decode_errors.inc(codec.id());
                     self.metrics.problem("codec_error", || {
@@ -185,7 +203,9 @@ impl Decoder {
                             up.device_id()
                         )
                     });
-                    packed(Some(e.to_string()))
+                    let reason = e.to_string();
+                    heard(Outcome::Packed { reason: &reason });
+                    packed(Some(reason))
                 }
             },
         };

@@ -25,4 +25,5 @@ pub mod record;
 pub mod secret;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod uplink;

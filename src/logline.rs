@@ -4,19 +4,30 @@
 //! [`MAX_LINE`] or holds control characters (a hostile message cannot flood or forge the
 //! log). With `RUST_LOG=debug` every occurrence is also logged at debug level.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Longest message kept in a line, in bytes; the rest is cut and its length said.
 pub const MAX_LINE: usize = 400;
 /// At most one line per kind per this interval (after the first).
 pub const EVERY: Duration = Duration::from_secs(60);
+/// Warnings and errors written, kept for the status page's recent problems.
+pub const RECENT: usize = 50;
 
 #[derive(Default)]
 pub struct Limiter {
     kinds: Mutex<HashMap<&'static str, Window>>,
+    recent: Mutex<VecDeque<Written>>,
+}
+
+/// A warning or error line as written (so at the rate the limiter allows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    pub time: SystemTime,
+    pub kind: &'static str,
+    pub line: String,
 }
 
 struct Window {
@@ -46,7 +57,9 @@ impl Limiter {
         let debug = log::log_enabled!(log::Level::Debug);
         match kinds.get_mut(kind) {
             None => {
-                log::log!(level, "{} [{kind}]", clean(&msg()));
+                let line = clean(&msg());
+                log::log!(level, "{line} [{kind}]");
+                self.remember(level, kind, line);
                 kinds.insert(
                     kind,
                     Window {
@@ -58,8 +71,9 @@ impl Limiter {
                 );
             }
             Some(w) if now.duration_since(w.since) >= EVERY => {
-                let line = clean(&msg());
-                log::log!(level, "{}", summary(kind, w.held + 1, &line, now - w.since));
+                let line = summary(kind, w.held + 1, &clean(&msg()), now - w.since);
+                log::log!(level, "{line}");
+                self.remember(level, kind, line);
                 *w = Window {
                     since: now,
                     held: 0,
@@ -92,16 +106,38 @@ impl Limiter {
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         for (kind, w) in kinds.iter_mut() {
             if w.held > 0 && now.duration_since(w.since) >= EVERY {
-                log::log!(
-                    w.level,
-                    "{}",
-                    summary(kind, w.held, &w.sample, now - w.since)
-                );
+                let line = summary(kind, w.held, &w.sample, now - w.since);
+                log::log!(w.level, "{line}");
+                self.remember(w.level, kind, line);
                 w.held = 0;
                 w.sample.clear();
                 w.since = now;
             }
         }
+    }
+}
+
+impl Limiter {
+    /// Keep a written warning or error (the newest [`RECENT`]).
+    pub fn remember(&self, level: log::Level, kind: &'static str, line: String) {
+        if level > log::Level::Warn {
+            return;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(Written {
+            time: SystemTime::now(),
+            kind,
+            line,
+        });
+    }
+
+    /// The warnings and errors written lately, newest first.
+    pub fn recent(&self) -> Vec<Written> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().rev().cloned().collect()
     }
 }
 
@@ -132,6 +168,32 @@ pub fn clean(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recent_problems_are_the_warnings_and_errors_written_newest_first() {
+        let l = Limiter::default();
+        let t0 = Instant::now();
+        l.log_at(t0, log::Level::Warn, "a", || "first a".into());
+        l.log_at(t0, log::Level::Warn, "a", || "held back".into());
+        l.log_at(t0, log::Level::Info, "i", || "not a problem".into());
+        l.log_at(t0, log::Level::Error, "b", || "first b".into());
+        l.flush_at(t0 + EVERY);
+        let lines: Vec<_> = l.recent().into_iter().map(|w| (w.kind, w.line)).collect();
+        assert_eq!(
+            lines,
+            [
+                ("a", "held back [a: 1 in the last 60s]".to_string()),
+                ("b", "first b".into()),
+                ("a", "first a".into()),
+            ]
+        );
+        for i in 0..RECENT + 5 {
+            l.remember(log::Level::Warn, "c", i.to_string());
+        }
+        let recent = l.recent();
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(recent[0].line, (RECENT + 4).to_string());
+    }
 
     #[test]
     fn long_lines_are_cut_and_control_characters_escaped() {

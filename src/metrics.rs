@@ -1,5 +1,6 @@
 //! Counters and gauges, shared by handle, rendered as Prometheus text and as the periodic
-//! status line of the log.
+//! status line of the log; with them what the status page shows beside the numbers (devices
+//! heard, the last hour, why a hub is parked, recent problems).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -103,6 +104,12 @@ pub struct Metrics {
     problems: Family,
     /// Rate limit of the log lines that input and outages control.
     log: crate::logline::Limiter,
+    /// Every device heard (bounded), for the status page.
+    pub devices: crate::status::devices::DeviceTable,
+    /// The last hour, minute by minute.
+    pub history: crate::status::history::History,
+    /// Why each parked recType is parked.
+    pub park_reasons: crate::status::ParkReasons,
 }
 
 /// How a series family is exposed: name (without `hubgate_`), type, label name, help.
@@ -134,6 +141,22 @@ impl Metrics {
 
     pub fn problems(&self, kind: &str) -> u64 {
         self.problems.get(kind).unwrap_or(0)
+    }
+
+    pub fn problem_counts(&self) -> Vec<(String, u64)> {
+        self.problems.snapshot()
+    }
+
+    /// The warnings and errors written lately, newest first (see [`crate::logline`]).
+    pub fn recent_problems(&self) -> Vec<crate::logline::Written> {
+        self.log.recent()
+    }
+
+    /// Log an error at once (not rate-limited: the caller happens once per event, such as a
+    /// hub parked) and keep it among the recent problems.
+    pub fn error(&self, kind: &'static str, line: String) {
+        log::error!("{line}");
+        self.log.remember(log::Level::Error, kind, line);
     }
 
     /// Records dropped for good, whatever the reason.

@@ -1,4 +1,4 @@
-//! The metrics endpoint's HTTP listener (hyper's HTTP/1 server), bounded so that no client
+//! The listener of the metrics endpoint and the status page (hyper's HTTP/1 server), bounded so that no client
 //! can wear the agent down: at most [`MAX_CONNECTIONS`] at a time (a new one closes the
 //! oldest, so idle or slow connections cannot lock a scrape out), a deadline to send the
 //! request head and one to take the answer, one request per connection, and a pause after a
@@ -7,17 +7,18 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
+use crate::status::{Status, View};
 
 /// Connections served at once; Prometheus needs one.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -31,7 +32,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// Serve on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, status: Arc<Status>) {
     let mut live: VecDeque<JoinHandle<()>> = VecDeque::new();
     let mut pause = ACCEPT_PAUSE.0;
     loop {
@@ -40,18 +41,18 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 pause = ACCEPT_PAUSE.0;
                 live.retain(|c| !c.is_finished());
                 if live.len() >= MAX_CONNECTIONS {
-                    close_oldest(&mut live, &metrics);
+                    close_oldest(&mut live, status.metrics());
                 }
-                live.push_back(tokio::spawn(connection(sock, metrics.clone())));
+                live.push_back(tokio::spawn(connection(sock, status.clone())));
             }
             Err(e) => {
-                metrics.problem("http_accept", || {
+                status.metrics().problem("http_accept", || {
                     format!("metrics: cannot accept a connection: {e}; pausing {pause:?}")
                 });
                 // Out of descriptors: the oldest connection gives one back.
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
                     live.retain(|c| !c.is_finished());
-                    close_oldest(&mut live, &metrics);
+                    close_oldest(&mut live, status.metrics());
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(ACCEPT_PAUSE.1);
@@ -72,9 +73,9 @@ fn close_oldest(live: &mut VecDeque<JoinHandle<()>>, metrics: &Metrics) {
 /// One request, answered, then the connection closes. hyper's head timer starts with the
 /// connection, so an idle one is closed after [`READ_TIMEOUT`]; the outer deadline bounds
 /// a client that reads the answer too slowly.
-async fn connection(sock: TcpStream, metrics: Arc<Metrics>) {
+async fn connection(sock: TcpStream, status: Arc<Status>) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let answer = respond(&req, &metrics);
+        let answer = respond(&req, &status);
         async move { Ok::<_, Infallible>(answer) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -88,20 +89,31 @@ async fn connection(sock: TcpStream, metrics: Arc<Metrics>) {
 
 type Answer = Response<Full<Bytes>>;
 
-fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Answer {
+fn respond(req: &Request<Incoming>, status: &Status) -> Answer {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut a = answer(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
         a.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return a;
     }
-    match req.uri().path() {
-        "/metrics" => answer(
+    let path = req.uri().path();
+    if path == "/metrics" {
+        return answer(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics.render(),
-        ),
-        _ => answer(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+            status.metrics().render(),
+        );
+    }
+    match View::of_path(path) {
+        Some(view) => {
+            let (kind, body) = status.render(view, req.uri().query(), SystemTime::now());
+            let mut a = answer(StatusCode::OK, kind, body);
+            // Live numbers: never from a cache.
+            a.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            a
+        }
+        None => answer(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 

@@ -79,6 +79,7 @@ impl SinkHealth {
         self.backoff = BACKOFF_MIN;
         if self.parked.remove(rec_type).is_some() {
             self.metrics.parked.set(rec_type, 0);
+            self.metrics.park_reasons.clear(rec_type);
             log::info!("hub for {rec_type} accepts records again: unparked");
         }
     }
@@ -92,7 +93,7 @@ impl SinkHealth {
         now: Instant,
     ) -> Verdict {
         match e {
-            SinkError::Park(_) => {
+            SinkError::Park(reason) => {
                 if let Some(p) = self
                     .parked
                     .get(rec_type)
@@ -102,10 +103,13 @@ impl SinkHealth {
                 }
                 let next = self.parked.get(rec_type).map_or(PARK_MIN, |p| p.next);
                 let wait = self.jitter(next);
-                log::error!(
-                    "{rec_type}: {e}; parked for {}, next try at {}; other recTypes keep flowing",
-                    humantime::format_duration(round_ms(wait)),
-                    humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
+                self.metrics.error(
+                    "parked",
+                    format!(
+                        "{rec_type}: {e}; parked for {}, next try at {}; other recTypes keep flowing",
+                        humantime::format_duration(round_ms(wait)),
+                        humantime::format_rfc3339_millis(std::time::SystemTime::now() + wait)
+                    ),
                 );
                 let park = Park {
                     since: now,
@@ -115,6 +119,7 @@ impl SinkHealth {
                 };
                 self.parked.insert(rec_type.to_string(), park);
                 self.metrics.parked.set(rec_type, 1);
+                self.metrics.park_reasons.set(rec_type, reason);
                 Verdict::Parked(wait)
             }
             SinkError::Retry(_) | SinkError::Reject(_) => {

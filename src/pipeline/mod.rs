@@ -16,6 +16,8 @@ use crate::decode::Decoder;
 use crate::metrics::{self, Metrics};
 use crate::notify;
 use crate::source;
+use crate::status::{self, Status};
+use std::sync::Arc;
 
 pub use forwarder::{Forwarder, Inputs};
 
@@ -56,8 +58,10 @@ pub async fn run(
         // Metrics are not worth losing records over: without the port, run without them.
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
-                log::info!("metrics on http://{addr}/metrics");
-                reporters.push(tokio::spawn(crate::http::serve(listener, metrics.clone())));
+                log::info!("status page on http://{addr}/, metrics on http://{addr}/metrics");
+                let status = Status::new(metrics.clone(), status::Facts::of(&cfg));
+                reporters.push(tokio::spawn(crate::http::serve(listener, Arc::new(status))));
+                reporters.push(tokio::spawn(status::sample(metrics.clone())));
             }
             Err(e) => {
                 log::error!("metrics: cannot listen on {addr}: {e}; running without the endpoint")

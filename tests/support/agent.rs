@@ -235,12 +235,21 @@ impl Agent {
 
     /// Prometheus text from the metrics endpoint, None if it does not answer.
     pub fn scrape(&self) -> Option<String> {
+        self.request("GET /metrics HTTP/1.0\r\n\r\n")
+            .map(|(_, _, body)| body)
+    }
+
+    /// Send `request` (a whole HTTP/1.0 request) to the metrics and status listener: the
+    /// status code, the head and the body; None if it does not answer.
+    pub fn request(&self, request: &str) -> Option<(u16, String, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        s.write_all(request.as_bytes()).ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
-        out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        let code = head.split(' ').nth(1)?.parse().ok()?;
+        Some((code, head.to_string(), body.to_string()))
     }
 
     /// Scrape until the endpoint answers, for up to `timeout`; `what` names the failure.

@@ -1,0 +1,389 @@
+//! Every device heard, for the status page: its last uplink's radio values, frame counter
+//! and readings. Bounded: at [`DeviceTable::cap`] devices a new one evicts the one heard
+//! least recently. Updated for every uplink, so an update reuses the entry's buffers and
+//! allocates only for a device not seen before (or a longer packed reason than before).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::codec::{Reading, Value};
+use crate::ids::DevEui;
+use crate::uplink::Uplink;
+
+/// Devices kept by default: a busy gateway hears a few hundred.
+pub const DEVICE_CAP: usize = 10_000;
+/// A device counts as silent after this many of its usual intervals without an uplink…
+const SILENT_GAPS: u32 = 3;
+/// …and never sooner than this (a device heard once: its interval is unknown).
+const SILENT_MIN: Duration = Duration::from_secs(15 * 60);
+
+/// How an uplink's payload was read.
+pub enum Outcome<'a> {
+    Decoded {
+        codec: &'static str,
+        rec_type: &'static str,
+        readings: &'a [Reading],
+        /// Battery and other device-domain values.
+        health: &'a [Reading],
+    },
+    /// Sent packed: no codec, unknown device, or the codec failed (`reason`).
+    Packed { reason: &'a str },
+}
+
+pub struct DeviceTable {
+    cap: usize,
+    inner: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    devices: HashMap<DevEui, Device>,
+    evicted: u64,
+}
+
+struct Device {
+    name: Option<String>,
+    tags: Vec<String>,
+    /// The codec's id, or `None` when sent packed.
+    codec: Option<&'static str>,
+    rec_type: &'static str,
+    packed_reason: String,
+    first_seen: SystemTime,
+    last_seen: SystemTime,
+    /// Time between its last two uplinks.
+    gap: Option<Duration>,
+    uplinks: u64,
+    rssi: Option<i32>,
+    snr: Option<f64>,
+    sf: Option<u8>,
+    fcnt: Option<u32>,
+    /// Frames the counter skipped over (lost on air or elsewhere).
+    fcnt_missed: u64,
+    /// Times the counter went back (a rejoin or reset of the device).
+    fcnt_resets: u64,
+    readings: Vec<Reading>,
+}
+
+impl Default for DeviceTable {
+    fn default() -> Self {
+        DeviceTable::new(DEVICE_CAP)
+    }
+}
+
+impl DeviceTable {
+    pub fn new(cap: usize) -> Self {
+        DeviceTable {
+            cap: cap.max(1),
+            inner: Mutex::new(Table::default()),
+        }
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Note an uplink heard at `now`; `tags` are the device's from the config.
+    pub fn heard(&self, up: &Uplink, tags: &[String], outcome: Outcome, now: SystemTime) {
+        let mut t = self.lock();
+        if !t.devices.contains_key(&up.dev_eui) && t.devices.len() >= self.cap {
+            t.evict_least_recent();
+        }
+        let d = t.devices.entry(up.dev_eui).or_insert_with(|| Device {
+            name: None,
+            tags: tags.to_vec(),
+            codec: None,
+            rec_type: "",
+            packed_reason: String::new(),
+            first_seen: now,
+            last_seen: now,
+            gap: None,
+            uplinks: 0,
+            rssi: None,
+            snr: None,
+            sf: None,
+            fcnt: None,
+            fcnt_missed: 0,
+            fcnt_resets: 0,
+            readings: Vec::new(),
+        });
+        if d.uplinks > 0 {
+            d.gap = now.duration_since(d.last_seen).ok();
+        }
+        d.uplinks += 1;
+        d.last_seen = now;
+        if d.name.as_deref() != up.device_name.as_deref() {
+            d.name.clone_from(&up.device_name);
+        }
+        d.rssi = up.radio.rssi;
+        d.snr = up.radio.snr;
+        d.sf = up.radio.spreading_factor;
+        if let (Some(last), Some(now)) = (d.fcnt, up.fcnt) {
+            match now.checked_sub(last) {
+                Some(0) => {}
+                Some(n) => d.fcnt_missed += u64::from(n - 1),
+                None => d.fcnt_resets += 1,
+            }
+        }
+        d.fcnt = up.fcnt.or(d.fcnt);
+        d.packed_reason.clear();
+        match outcome {
+            Outcome::Decoded {
+                codec,
+                rec_type,
+                readings,
+                health,
+            } => {
+                d.codec = Some(codec);
+                d.rec_type = rec_type;
+                d.readings.clear();
+                d.readings.extend_from_slice(readings);
+                d.readings.extend_from_slice(health);
+            }
+            Outcome::Packed { reason } => {
+                d.codec = None;
+                d.rec_type = "";
+                d.packed_reason.push_str(reason);
+                d.readings.clear();
+            }
+        }
+    }
+
+    /// Every device, the most recently heard first.
+    pub fn snapshot(&self, now: SystemTime) -> Devices {
+        let t = self.lock();
+        let mut devices: Vec<DeviceView> = t
+            .devices
+            .iter()
+            .map(|(eui, d)| DeviceView::of(eui, d, now))
+            .collect();
+        devices.sort_by(|a, b| a.age_s.cmp(&b.age_s).then(a.dev_eui.cmp(&b.dev_eui)));
+        Devices {
+            cap: self.cap,
+            evicted: t.evicted,
+            devices,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Table {
+    fn evict_least_recent(&mut self) {
+        let oldest = self
+            .devices
+            .iter()
+            .min_by_key(|(_, d)| d.last_seen)
+            .map(|(eui, _)| *eui);
+        if let Some(eui) = oldest {
+            self.devices.remove(&eui);
+            self.evicted += 1;
+        }
+    }
+}
+
+/// `/api/devices`.
+#[derive(Serialize)]
+pub struct Devices {
+    pub cap: usize,
+    /// Devices dropped from the table to make room since the start.
+    pub evicted: u64,
+    pub devices: Vec<DeviceView>,
+}
+
+#[derive(Serialize)]
+pub struct DeviceView {
+    pub dev_eui: String,
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    /// The codec's id; `None`: sent packed, `packed_reason` says why.
+    pub codec: Option<&'static str>,
+    pub rec_type: Option<&'static str>,
+    pub packed_reason: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub age_s: u64,
+    /// Seconds between its last two uplinks.
+    pub interval_s: Option<u64>,
+    /// No uplink for [`SILENT_GAPS`] of its intervals (and at least 15 minutes).
+    pub silent: bool,
+    pub uplinks: u64,
+    pub rssi: Option<i32>,
+    pub snr: Option<f64>,
+    pub sf: Option<u8>,
+    pub fcnt: Option<u32>,
+    pub fcnt_missed: u64,
+    pub fcnt_resets: u64,
+    pub readings: Vec<ReadingView>,
+}
+
+#[derive(Serialize)]
+pub struct ReadingView {
+    pub field: &'static str,
+    pub value: serde_json::Value,
+    pub unit: Option<&'static str>,
+    pub channel: Option<u8>,
+}
+
+impl DeviceView {
+    fn of(eui: &DevEui, d: &Device, now: SystemTime) -> DeviceView {
+        let age = now.duration_since(d.last_seen).unwrap_or_default();
+        let silent_after = d
+            .gap
+            .map_or(SILENT_MIN, |g| (g * SILENT_GAPS).max(SILENT_MIN));
+        DeviceView {
+            dev_eui: eui.to_string(),
+            name: d.name.clone(),
+            tags: d.tags.clone(),
+            codec: d.codec,
+            rec_type: d.codec.map(|_| d.rec_type),
+            packed_reason: d.codec.is_none().then(|| d.packed_reason.clone()),
+            first_seen: crate::record::iso8601(d.first_seen),
+            last_seen: crate::record::iso8601(d.last_seen),
+            age_s: age.as_secs(),
+            interval_s: d.gap.map(|g| g.as_secs()),
+            silent: age > silent_after,
+            uplinks: d.uplinks,
+            rssi: d.rssi,
+            snr: d.snr,
+            sf: d.sf,
+            fcnt: d.fcnt,
+            fcnt_missed: d.fcnt_missed,
+            fcnt_resets: d.fcnt_resets,
+            readings: d
+                .readings
+                .iter()
+                .map(|r| ReadingView {
+                    field: r.field,
+                    value: match r.value {
+                        Value::Num(v) => v.into(),
+                        Value::Int(v) => v.into(),
+                        Value::Bool(v) => v.into(),
+                    },
+                    unit: r.unit,
+                    channel: r.context_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uplink::Radio;
+    use std::time::UNIX_EPOCH;
+
+    fn up(eui: u8, fcnt: u32) -> Uplink {
+        Uplink {
+            dev_eui: DevEui([0, 0, 0, 0, 0, 0, 0, eui]),
+            device_name: Some(format!("dev-{eui}")),
+            fport: Some(1),
+            fcnt: Some(fcnt),
+            payload: vec![],
+            time: UNIX_EPOCH,
+            radio: Radio {
+                rssi: Some(-70 - i32::from(eui)),
+                snr: Some(7.5),
+                spreading_factor: Some(9),
+                ..Radio::default()
+            },
+        }
+    }
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+    }
+
+    const PACKED: Outcome = Outcome::Packed { reason: "no codec" };
+
+    #[test]
+    fn keeps_the_last_uplink_counts_gaps_and_readings() {
+        let t = DeviceTable::new(10);
+        let temp = [Reading::new("temperature", Value::Num(21.5), Some("°C"))];
+        let decoded = |r| Outcome::Decoded {
+            codec: "c",
+            rec_type: "io.microshare.environment.unpacked",
+            readings: r,
+            health: &[],
+        };
+        t.heard(&up(1, 10), &["Lobby".into()], decoded(&temp), at(0));
+        t.heard(&up(1, 11), &[], decoded(&temp), at(60));
+        t.heard(&up(1, 15), &[], decoded(&temp), at(120));
+        t.heard(&up(1, 2), &[], PACKED, at(180));
+        let v = t.snapshot(at(200));
+        assert_eq!(v.devices.len(), 1);
+        let d = &v.devices[0];
+        assert_eq!(d.dev_eui, "0000000000000001");
+        assert_eq!(d.name.as_deref(), Some("dev-1"));
+        assert_eq!(d.tags, ["Lobby"], "tags as configured when first heard");
+        assert_eq!(
+            (d.uplinks, d.fcnt, d.fcnt_missed, d.fcnt_resets),
+            (4, Some(2), 3, 1)
+        );
+        assert_eq!((d.age_s, d.interval_s, d.silent), (20, Some(60), false));
+        assert_eq!((d.rssi, d.snr, d.sf), (Some(-71), Some(7.5), Some(9)));
+        assert_eq!(d.codec, None);
+        assert_eq!(d.packed_reason.as_deref(), Some("no codec"));
+        assert!(d.readings.is_empty(), "a packed uplink has no readings");
+        t.heard(&up(1, 3), &[], decoded(&temp), at(240));
+        let v = t.snapshot(at(240));
+        let d = &v.devices[0];
+        assert_eq!((d.codec, d.packed_reason.as_deref()), (Some("c"), None));
+        assert_eq!(d.readings.len(), 1);
+        assert_eq!(
+            serde_json::to_string(&d.readings[0]).unwrap(),
+            r#"{"field":"temperature","value":21.5,"unit":"°C","channel":null}"#
+        );
+    }
+
+    #[test]
+    fn a_device_is_silent_after_three_intervals_and_at_least_15_minutes() {
+        let t = DeviceTable::new(10);
+        t.heard(&up(1, 1), &[], PACKED, at(0));
+        t.heard(&up(1, 2), &[], PACKED, at(600));
+        let silent = |s| t.snapshot(at(s)).devices[0].silent;
+        assert!(!silent(600 + 1800));
+        assert!(silent(600 + 1801));
+        t.heard(&up(2, 1), &[], PACKED, at(0));
+        t.heard(&up(2, 2), &[], PACKED, at(10));
+        let v = t.snapshot(at(10 + 900));
+        assert!(
+            !v.devices
+                .iter()
+                .find(|d| d.dev_eui.ends_with('2'))
+                .unwrap()
+                .silent
+        );
+        let v = t.snapshot(at(10 + 901));
+        assert!(
+            v.devices
+                .iter()
+                .find(|d| d.dev_eui.ends_with('2'))
+                .unwrap()
+                .silent
+        );
+    }
+
+    #[test]
+    fn at_the_cap_the_least_recently_heard_device_makes_room() {
+        let t = DeviceTable::new(3);
+        for (eui, s) in [(1, 10), (2, 5), (3, 20)] {
+            t.heard(&up(eui, 1), &[], PACKED, at(s));
+        }
+        t.heard(&up(1, 2), &[], PACKED, at(30));
+        t.heard(&up(4, 1), &[], PACKED, at(40));
+        let v = t.snapshot(at(40));
+        let euis: Vec<_> = v.devices.iter().map(|d| d.dev_eui.as_str()).collect();
+        assert_eq!(
+            euis,
+            ["0000000000000004", "0000000000000001", "0000000000000003"],
+            "device 2, heard least recently, was evicted; newest first"
+        );
+        assert_eq!((v.cap, v.evicted), (3, 1));
+    }
+}

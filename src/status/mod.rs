@@ -1,0 +1,468 @@
+//! The installer's status page: what the gateway hears, decodes, holds and sends, as JSON
+//! (`/api/status`, `/api/devices`) and as server-rendered pages. Read-only: everything here
+//! is a view of state the pipeline keeps anyway ([`Metrics`]), plus the few facts from the
+//! config it needs (sources, hubs, buffer cap). Nothing here shows a secret.
+
+pub mod devices;
+pub mod history;
+mod page;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::{Config, SinkConfig, SourceConfig};
+use crate::metrics::{unix_seconds, Metrics};
+use history::Sample;
+
+/// How often the running totals are sampled for the last hour's plot.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Why each parked recType is parked (the sink's error), for the page.
+#[derive(Default)]
+pub struct ParkReasons(Mutex<BTreeMap<String, String>>);
+
+impl ParkReasons {
+    pub fn set(&self, rec_type: &str, reason: &str) {
+        self.lock().insert(rec_type.to_string(), reason.to_string());
+    }
+    pub fn clear(&self, rec_type: &str) {
+        self.lock().remove(rec_type);
+    }
+    pub fn get(&self, rec_type: &str) -> Option<String> {
+        self.lock().get(rec_type).cloned()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the page needs from the config, taken at start.
+pub struct Facts {
+    gateway_id: String,
+    sink: &'static str,
+    /// (recType, hub) for sinks with hubs.
+    hubs: Vec<(String, String)>,
+    /// (kind, where) per source; never a URL's credentials (the config refuses those).
+    sources: Vec<(&'static str, String)>,
+    /// The `host:port` label of each MQTT source's connection gauge, by source.
+    brokers: Vec<Option<String>>,
+    buffer_path: PathBuf,
+    buffer_max_bytes: u64,
+    started: SystemTime,
+}
+
+impl Facts {
+    pub fn of(cfg: &Config) -> Facts {
+        let sink = match &cfg.sink {
+            SinkConfig::Eventhubs(_) => "eventhubs",
+            SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Stdout(_) => "stdout",
+        };
+        let hubs = match cfg.sink {
+            SinkConfig::Stdout(_) => Vec::new(),
+            _ => cfg
+                .hub_plan()
+                .into_iter()
+                .map(|(r, h)| (r.to_string(), h.to_string()))
+                .collect(),
+        };
+        let sources = cfg
+            .sources
+            .iter()
+            .map(|s| match s {
+                SourceConfig::Mqtt(m) => ("mqtt", m.url.to_string()),
+                SourceConfig::Udp(u) => ("udp", u.listen.to_string()),
+                SourceConfig::Serial(s) => ("serial", s.device.display().to_string()),
+                SourceConfig::Replay(r) => ("replay", r.path.display().to_string()),
+            })
+            .collect();
+        let brokers = cfg
+            .sources
+            .iter()
+            .map(|s| match s {
+                SourceConfig::Mqtt(m) => Some(format!("{}:{}", m.url.host, m.url.port)),
+                _ => None,
+            })
+            .collect();
+        Facts {
+            brokers,
+            gateway_id: cfg.gateway_id.clone(),
+            sink,
+            hubs,
+            sources,
+            buffer_path: cfg.buffer.path.clone(),
+            buffer_max_bytes: cfg.buffer.max_bytes,
+            started: SystemTime::now(),
+        }
+    }
+}
+
+/// The page's view of a running agent.
+pub struct Status {
+    metrics: Arc<Metrics>,
+    facts: Facts,
+}
+
+/// What a request can ask for.
+pub enum View {
+    Overview,
+    Devices,
+    Problems,
+    StatusJson,
+    DevicesJson,
+}
+
+impl View {
+    pub fn of_path(path: &str) -> Option<View> {
+        Some(match path {
+            "/" => View::Overview,
+            "/devices" => View::Devices,
+            "/problems" => View::Problems,
+            "/api/status" => View::StatusJson,
+            "/api/devices" => View::DevicesJson,
+            _ => return None,
+        })
+    }
+}
+
+impl Status {
+    pub fn new(metrics: Arc<Metrics>, facts: Facts) -> Status {
+        Status { metrics, facts }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The body and its content type; `query` is the URL's (the devices page's filter,
+    /// sort and page).
+    pub fn render(
+        &self,
+        view: View,
+        query: Option<&str>,
+        now: SystemTime,
+    ) -> (&'static str, String) {
+        const JSON: &str = "application/json";
+        const HTML: &str = "text/html; charset=utf-8";
+        let json =
+            |v: serde_json::Result<String>| v.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        match view {
+            View::StatusJson => (JSON, json(serde_json::to_string(&self.snapshot(now)))),
+            View::DevicesJson => (
+                JSON,
+                json(serde_json::to_string(&self.metrics.devices.snapshot(now))),
+            ),
+            View::Overview => (HTML, page::overview(&self.snapshot(now))),
+            View::Devices => (
+                HTML,
+                page::devices(
+                    &self.snapshot(now),
+                    &self.metrics.devices.snapshot(now),
+                    &page::DeviceQuery::parse(query),
+                ),
+            ),
+            View::Problems => (HTML, page::problems(&self.snapshot(now))),
+        }
+    }
+
+    /// `/api/status`.
+    pub fn snapshot(&self, now: SystemTime) -> Snapshot {
+        let m = &self.metrics;
+        let f = &self.facts;
+        let current = Sample::of(m, unix_seconds(now));
+        let hour = m.history.last_hour(&current);
+        let hubs = f
+            .hubs
+            .iter()
+            .map(|(rec_type, hub)| {
+                let reason = (m.parked.get(rec_type) == Some(1))
+                    .then(|| m.park_reasons.get(rec_type).unwrap_or_default());
+                Hub {
+                    fix: reason.as_deref().map(|r| fix_for(r, hub, f.sink)),
+                    state: if reason.is_some() {
+                        "parked"
+                    } else {
+                        "delivering"
+                    },
+                    rec_type: rec_type.clone(),
+                    hub: hub.clone(),
+                    reason,
+                }
+            })
+            .collect();
+        let per = |list: &[(String, u64)], kind: &str| {
+            list.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n)
+        };
+        let sources = f
+            .sources
+            .iter()
+            .zip(&f.brokers)
+            .map(|((kind, at), broker)| SourceView {
+                kind,
+                at: at.clone(),
+                connected: broker
+                    .as_deref()
+                    .map(|b| m.mqtt_connected.get(b) == Some(1)),
+                frames_total: per(&current.by_source, kind),
+                frames_last_minute: per(&hour.last_minute_by_source, kind),
+                frames_last_hour: per(&hour.by_source, kind),
+            })
+            .collect();
+        let last = m.last_delivery.get();
+        let disk_free = crate::buffer::disk_free(&f.buffer_path);
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            gateway_id: f.gateway_id.clone(),
+            now: crate::record::iso8601(now),
+            uptime_s: now.duration_since(f.started).unwrap_or_default().as_secs(),
+            clock_synchronized: clock_synchronized(),
+            upstream: Upstream {
+                sink: f.sink,
+                connected: m.kafka_connected.get("").map(|v| v == 1),
+                last_delivery: (last > 0).then(|| {
+                    crate::record::iso8601(SystemTime::UNIX_EPOCH + Duration::from_secs(last))
+                }),
+                last_delivery_age_s: (last > 0).then(|| unix_seconds(now).saturating_sub(last)),
+                delivered: current.delivered,
+                in_flight: m.in_flight.get(),
+                hubs,
+            },
+            sources,
+            buffer: BufferView {
+                records: current.buffer_records,
+                bytes: current.buffer_bytes,
+                max_bytes: f.buffer_max_bytes,
+                disk_free,
+                dead_lettered: m.dead_lettered.get(),
+            },
+            received: current.received,
+            decoded: m.decoded.get(),
+            duplicates: m.duplicates.get(),
+            last_hour: LastHourView {
+                minutes: hour.minutes,
+                dropped: hour.dropped,
+                problems: hour.problems.into_iter().collect(),
+            },
+            dropped: BTreeMap::from([
+                ("full", m.dropped_full.get()),
+                ("disk_full", m.dropped_disk_full.get()),
+                ("expired", m.dropped_expired.get()),
+                ("corrupt", m.dropped_corrupt.get()),
+            ]),
+            minutes: m.history.minutes(&current),
+            recent_problems: m
+                .recent_problems()
+                .into_iter()
+                .map(|w| ProblemView {
+                    time: crate::record::iso8601(w.time),
+                    kind: w.kind,
+                    line: w.line,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Sample the running totals every [`SAMPLE_EVERY`] until the task is dropped.
+pub async fn sample(metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        let s = Sample::of(&metrics, unix_seconds(SystemTime::now()));
+        metrics.history.record(s);
+    }
+}
+
+/// The one thing to do about a parked hub, from the sink's reason.
+fn fix_for(reason: &str, hub: &str, sink: &str) -> String {
+    let r = reason.to_ascii_lowercase();
+    let (what, policy) = match sink {
+        "eventhubs" => (
+            "Event Hub",
+            "the shared access policy of the connection string",
+        ),
+        _ => ("topic", "the SASL user"),
+    };
+    if r.contains("authoriz") || r.contains("not writable") || r.contains("denied") {
+        format!("give {policy} Send rights on {what} \"{hub}\"")
+    } else {
+        format!(
+            "create the {what} \"{hub}\" (or map this recType to an existing one in the config)"
+        )
+    }
+}
+
+/// Whether the kernel considers the clock synchronised (NTP/chrony/timesyncd keep it so);
+/// `None` when it cannot be asked.
+fn clock_synchronized() -> Option<bool> {
+    // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into `tx`.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    (state >= 0).then_some(state != libc::TIME_ERROR)
+}
+
+#[derive(Serialize)]
+pub struct Snapshot {
+    pub version: &'static str,
+    pub gateway_id: String,
+    pub now: String,
+    pub uptime_s: u64,
+    pub clock_synchronized: Option<bool>,
+    pub upstream: Upstream,
+    pub sources: Vec<SourceView>,
+    pub buffer: BufferView,
+    pub received: u64,
+    pub decoded: u64,
+    pub duplicates: u64,
+    pub dropped: BTreeMap<&'static str, u64>,
+    pub last_hour: LastHourView,
+    /// Records in and out per minute and the buffer's fill, the last hour, oldest first.
+    pub minutes: Vec<history::Minute>,
+    /// Warnings and errors as logged (rate-limited), newest first.
+    pub recent_problems: Vec<ProblemView>,
+}
+
+#[derive(Serialize)]
+pub struct Upstream {
+    pub sink: &'static str,
+    /// `None` for a sink without a connection (stdout).
+    pub connected: Option<bool>,
+    pub last_delivery: Option<String>,
+    pub last_delivery_age_s: Option<u64>,
+    pub delivered: u64,
+    pub in_flight: u64,
+    pub hubs: Vec<Hub>,
+}
+
+#[derive(Serialize)]
+pub struct Hub {
+    pub rec_type: String,
+    pub hub: String,
+    /// `delivering` or `parked`.
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub fix: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SourceView {
+    pub kind: &'static str,
+    pub at: String,
+    /// Known for MQTT only.
+    pub connected: Option<bool>,
+    pub frames_total: u64,
+    pub frames_last_minute: u64,
+    pub frames_last_hour: u64,
+}
+
+#[derive(Serialize)]
+pub struct BufferView {
+    pub records: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub disk_free: Option<u64>,
+    pub dead_lettered: u64,
+}
+
+#[derive(Serialize)]
+pub struct LastHourView {
+    pub minutes: u64,
+    pub dropped: u64,
+    pub problems: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+pub struct ProblemView {
+    pub time: String,
+    pub kind: &'static str,
+    pub line: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Reading, Value};
+    use crate::ids::DevEui;
+    use crate::uplink::{Radio, Uplink};
+
+    /// The heaviest pages stay under 100 KB: 10,000 devices with long names, tags and six
+    /// readings each; an hour of history; the whole ring of recent problems at full length.
+    #[test]
+    fn pages_stay_under_100_kb_when_full() {
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let metrics = Metrics::new();
+        let readings: Vec<Reading> = (0..6)
+            .map(|_| Reading::new("temperature", Value::Num(-123.456), Some("°C")))
+            .collect();
+        let tags: Vec<String> = (0..3)
+            .map(|i| format!("Building {i} / Floor & <x>"))
+            .collect();
+        let t0 = SystemTime::now() - Duration::from_secs(7200);
+        for i in 0..10_000u32 {
+            let up = Uplink {
+                dev_eui: DevEui([0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]),
+                device_name: Some(format!("a-rather-long-device-name-{i}")),
+                fport: Some(1),
+                fcnt: Some(i * 7),
+                payload: vec![],
+                time: t0,
+                radio: Radio {
+                    rssi: Some(-120),
+                    snr: Some(-12.25),
+                    spreading_factor: Some(12),
+                    ..Radio::default()
+                },
+            };
+            let outcome = devices::Outcome::Decoded {
+                codec: "browan-tbhh100",
+                rec_type: "io.microshare.environment.unpacked",
+                readings: &readings,
+                health: &[],
+            };
+            metrics
+                .devices
+                .heard(&up, &tags, outcome, t0 + Duration::from_secs(i.into()));
+        }
+        let now = SystemTime::now();
+        let minute = unix_seconds(now) / 60;
+        for m in (minute - 61)..=minute {
+            let mut s = Sample::of(&metrics, m * 60);
+            s.received = m * 1_000_000;
+            metrics.history.record(s);
+        }
+        for i in 0..crate::logline::RECENT {
+            metrics.error("parked", "é".repeat(400) + &i.to_string());
+        }
+        let status = Status::new(metrics, Facts::of(&cfg));
+        // (view, query, the least it weighs: the test fills it)
+        for (view, query, least) in [
+            (View::Overview, None, 3_000),
+            (View::Devices, None, 50_000),
+            (View::Devices, Some("sort=silent&page=50"), 50_000),
+            (View::Problems, None, 40_000),
+        ] {
+            let (_, body) = status.render(view, query, now);
+            assert!(
+                (least..100 * 1024).contains(&body.len()),
+                "{query:?}: {} bytes",
+                body.len()
+            );
+        }
+    }
+
+    #[test]
+    fn the_fix_follows_the_reason() {
+        assert_eq!(
+            fix_for("Broker: Unknown topic or partition", "motion", "eventhubs"),
+            "create the Event Hub \"motion\" (or map this recType to an existing one in the config)"
+        );
+        assert_eq!(
+            fix_for("Broker: Topic authorization failed", "motion", "kafka"),
+            "give the SASL user Send rights on topic \"motion\""
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The installer's status page on the demo replay (config/demo.toml's devices and uplinks),
+//! sending to a real Kafka broker (tansu over SASL_SSL, as Event Hubs) on which one hub is
+//! missing, so that its recType is parked.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::agent::{Agent, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
+use support::{free_udp_port, Kafka};
+
+const LEAK: &str = "io.microshare.leak.unpacked";
+/// Uplinks in config/demo-uplinks.jsonl, and those of its door sensor (openclose).
+const UPLINKS: u64 = 21;
+const DOOR_UPLINKS: u64 = 3;
+
+/// config/demo.toml with the buffer in `dir`, a UDP source beside the replay (so the agent
+/// keeps running once the file is replayed) and the Event Hubs sink on `kafka`.
+fn demo_config(dir: &Path, kafka: &Kafka) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
+    let sink = format!(
+        "[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{udp}\"\n\n[sink]\ntype = \"eventhubs\"\n\
+connection_string = \"Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey=c3RhdHVzLXBhZ2Uta2V5\"\n\
+ca_location = \"{ca}\"\n",
+        udp = free_udp_port(),
+        bootstrap = kafka.bootstrap(),
+        ca = kafka.ca_path().display(),
+    );
+    let text = demo
+        .replace(
+            "path = \"/tmp/hubgate-demo-buffer\"",
+            &format!("path = \"{}\"", dir.join("buffer").display()),
+        )
+        .replace(
+            "path = \"demo-uplinks.jsonl\"",
+            &format!("path = \"{root}/config/demo-uplinks.jsonl\""),
+        )
+        .replace("[sink]\ntype = \"stdout\"\n", &sink);
+    assert!(
+        text.contains("eventhubs") && text.contains(&root.to_string()),
+        "config/demo.toml changed: {demo}"
+    );
+    text
+}
+
+fn get(agent: &Agent, path: &str) -> (u16, String, String) {
+    agent
+        .request(&format!("GET {path} HTTP/1.0\r\n\r\n"))
+        .unwrap_or_else(|| panic!("no answer for {path}:\n{}", agent.logs()))
+}
+
+fn json(agent: &Agent, path: &str) -> Value {
+    let (code, head, body) = get(agent, path);
+    assert_eq!(code, 200, "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn start(dir: &Path) -> (Agent, Kafka) {
+    let kafka = Kafka::start(dir);
+    // Every hub but the door sensor's.
+    kafka.create_topics(&[ENV, MOTION, PACKED, LEAK]);
+    let agent = Agent::start(dir, &demo_config(dir, &kafka));
+    let parked = format!("hubgate_parked{{rec_type=\"{OPENCLOSE}\"}}");
+    agent.wait_metric(&parked, WAIT, |v| v == 1);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| {
+        v == UPLINKS - DOOR_UPLINKS
+    });
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == DOOR_UPLINKS);
+    (agent, kafka)
+}
+
+#[test]
+fn the_api_shows_the_devices_the_hubs_and_the_problems_of_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, _kafka) = start(dir.path());
+
+    let devices = json(&agent, "/api/devices");
+    let list = devices["devices"].as_array().unwrap();
+    assert_eq!(list.len(), 7, "{devices:#}");
+    let device = |eui: &str| {
+        list.iter()
+            .find(|d| d["dev_eui"] == eui)
+            .unwrap_or_else(|| panic!("no {eui} in {devices:#}"))
+    };
+    let lobby = device("58a0cb0000101234");
+    assert_eq!(lobby["name"], "lobby-th");
+    assert_eq!(lobby["tags"], serde_json::json!(["Building 1", "Lobby"]));
+    assert_eq!(lobby["codec"], "browan-tbhh100");
+    assert_eq!(lobby["uplinks"], 3);
+    assert_eq!(
+        (lobby["fcnt"].as_u64(), lobby["fcnt_missed"].as_u64()),
+        (Some(102), Some(0))
+    );
+    assert_eq!(
+        (lobby["rssi"].as_i64(), lobby["sf"].as_u64()),
+        (Some(-70), Some(7))
+    );
+    let temperature = lobby["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["field"] == "temperature")
+        .unwrap_or_else(|| panic!("{lobby:#}"));
+    assert_eq!(temperature["unit"], "°C");
+    assert_eq!(temperature["value"], 14.0, "the last of its three uplinks");
+    let unknown = device("0004a30b00ffee01");
+    assert_eq!(unknown["codec"], Value::Null);
+    assert_eq!(unknown["packed_reason"], "not in the config");
+    assert_eq!(devices["cap"], 10_000);
+
+    let status = json(&agent, "/api/status");
+    assert_eq!(status["gateway_id"], "demo");
+    assert_eq!(status["received"], UPLINKS);
+    assert_eq!(status["upstream"]["sink"], "eventhubs");
+    assert_eq!(status["upstream"]["delivered"], UPLINKS - DOOR_UPLINKS);
+    assert_eq!(status["buffer"]["records"], DOOR_UPLINKS);
+    let hubs = status["upstream"]["hubs"].as_array().unwrap();
+    let door = hubs
+        .iter()
+        .find(|h| h["rec_type"] == OPENCLOSE)
+        .unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!(door["state"], "parked");
+    let reason = door["reason"].as_str().unwrap();
+    assert!(reason.contains("does not exist"), "{reason}");
+    assert_eq!(
+        door["fix"],
+        format!("create the Event Hub \"{OPENCLOSE}\" (or map this recType to an existing one in the config)")
+    );
+    for h in hubs.iter().filter(|h| h["rec_type"] != OPENCLOSE) {
+        assert_eq!(h["state"], "delivering", "{h}");
+    }
+    let sources = status["sources"].as_array().unwrap();
+    assert_eq!(sources[0]["kind"], "replay");
+    assert_eq!(sources[0]["frames_total"], UPLINKS);
+    assert_eq!(status["last_hour"]["problems"]["unknown_device"], 3);
+    let recent = status["recent_problems"].as_array().unwrap();
+    for kind in ["unknown_device", "parked"] {
+        assert!(
+            recent.iter().any(|p| p["kind"] == kind),
+            "no {kind} in {recent:#?}"
+        );
+    }
+    let body = status.to_string();
+    assert!(
+        !body.contains("c3RhdHVzLXBhZ2Uta2V5"),
+        "the key is in the status"
+    );
+
+    // Read-only: no other method, nothing else served.
+    let (code, head, _) = agent
+        .request("POST /api/status HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    assert_eq!(code, 405, "{head}");
+    assert!(head.contains("allow: GET, HEAD"), "{head}");
+    assert_eq!(get(&agent, "/nothing-here").0, 404);
+}
