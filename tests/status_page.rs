@@ -157,3 +157,67 @@ fn the_api_shows_the_devices_the_hubs_and_the_problems_of_the_demo() {
     assert!(head.contains("allow: GET, HEAD"), "{head}");
     assert_eq!(get(&agent, "/nothing-here").0, 404);
 }
+
+/// With a password file the page and the metrics need the password (HTTP Basic, any user
+/// name); ten wrong ones lock the checking for the rest of the minute, the right one too.
+#[test]
+fn with_a_password_every_path_needs_it_and_guessing_is_stopped() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let password = "correct horse battery staple";
+    let file = dir.path().join("status.password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let body = format!(
+        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n[sink]\ntype = \"stdout\"\n",
+        dir.path().join("buffer").display(),
+        free_udp_port()
+    );
+    let agent = Agent::start_with_metrics(
+        dir.path(),
+        &body,
+        &format!("password_file = \"{}\"", file.display()),
+    );
+    agent.wait_log("running: 1 source(s)", 1, WAIT);
+    let basic = |user_pass: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(user_pass)
+    };
+    let with = |path: &str, user_pass: &str| {
+        agent
+            .request(&format!(
+                "GET {path} HTTP/1.0\r\nAuthorization: Basic {}\r\n\r\n",
+                basic(user_pass)
+            ))
+            .unwrap()
+    };
+    for path in [
+        "/",
+        "/devices",
+        "/problems",
+        "/api/status",
+        "/api/devices",
+        "/metrics",
+    ] {
+        let (code, head, _) = get(&agent, path);
+        assert_eq!(code, 401, "{path}: {head}");
+        assert!(
+            head.contains("www-authenticate: Basic realm=\"hubgate\""),
+            "{head}"
+        );
+        let (code, head, body) = with(path, &format!("installer:{password}"));
+        assert_eq!(code, 200, "{path}: {head}");
+        assert!(!body.contains(password), "{path} shows the password");
+    }
+    for i in 0..10 {
+        let (code, head, _) = with("/", &format!("installer:guess {i}"));
+        assert_eq!(code, 401, "guess {i}: {head}");
+    }
+    let (code, head, _) = with("/", &format!("installer:{password}"));
+    assert_eq!(code, 429, "{head}");
+    assert!(head.contains("retry-after: "), "{head}");
+    agent.wait_log("status page: wrong password from 127.0.0.1", 1, WAIT);
+    let log = agent.full_log();
+    assert!(!log.contains(password), "the password is in the log");
+    assert!(!log.contains("guess"), "a guess is in the log");
+}

@@ -171,6 +171,7 @@ impl Config {
                 load_secret(secret, file, &key, &mut secret_files)?;
             }
         }
+        self.resolve_metrics(&mut secret_files)?;
         let mut seen = std::collections::HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
             if !seen.insert(d.dev_eui) {
@@ -335,12 +336,44 @@ impl Config {
             .collect()
     }
 
+    /// The status page's password; a listener beyond loopback needs one, or the read-only
+    /// opt-in.
+    fn resolve_metrics(
+        &mut self,
+        secret_files: &mut Vec<(PathBuf, &'static str)>,
+    ) -> Result<(), (String, String)> {
+        let m = &mut self.metrics;
+        load_secret(
+            &mut m.password,
+            &m.password_file,
+            "metrics.password",
+            secret_files,
+        )?;
+        if m.password.as_ref().is_some_and(|p| p.expose().is_empty()) {
+            return Err(("metrics.password_file".into(), "the file is empty".into()));
+        }
+        if let Some(addr) = m.listen.filter(|a| !a.ip().is_loopback()) {
+            if m.password.is_none() && !m.lan_read_only {
+                return Err((
+                    "metrics.listen".into(),
+                    format!("\"{addr}\" is reachable from the network: set metrics.password_file (a file holding the status page's password) or, to show the page to everyone there, metrics.lan_read_only = true"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Things that are allowed but probably wrong; `check` prints them, `run` logs them.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = self.file_warnings.clone();
-        if let Some(addr) = self.metrics.listen.filter(|a| !a.ip().is_loopback()) {
+        let open = self.metrics.password.is_none();
+        if let Some(addr) = self
+            .metrics
+            .listen
+            .filter(|a| open && !a.ip().is_loopback())
+        {
             out.push(format!(
-                "metrics.listen = \"{addr}\" is reachable from the network and the endpoint has no authentication"
+                "metrics.listen = \"{addr}\" with lan_read_only: the status page and metrics are open to the network without a password"
             ));
         }
         for (i, s) in self.sources.iter().enumerate() {

@@ -128,6 +128,16 @@ pub struct MetricsConfig {
     /// How often a status line is logged; `"0s"` turns it off.
     #[serde(default = "default_status_interval", deserialize_with = "de_duration")]
     pub status_interval: Duration,
+    /// A file holding the password of the status page and metrics (HTTP Basic, any user
+    /// name); needed to listen beyond loopback, unless `lan_read_only`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// Serve the status page and metrics beyond loopback without a password: everyone on
+    /// that network sees device names, readings and hubs (never a secret). Warned at start.
+    #[serde(default)]
+    pub lan_read_only: bool,
 }
 
 fn default_metrics_listen() -> Option<std::net::SocketAddr> {
@@ -142,6 +152,9 @@ impl Default for MetricsConfig {
         MetricsConfig {
             listen: default_metrics_listen(),
             status_interval: default_status_interval(),
+            password_file: None,
+            password: None,
+            lan_read_only: false,
         }
     }
 }

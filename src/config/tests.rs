@@ -431,10 +431,45 @@ fn metrics_defaults_and_off() {
     let cfg = Config::parse(text).unwrap();
     assert_eq!(cfg.metrics.listen, None);
     assert!(cfg.metrics.status_interval.is_zero());
-    let cfg =
-        Config::parse("[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"0.0.0.0:9898\"\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let load = |metrics: &str| {
+        let path = dir.path().join("hubgate.toml");
+        let text = format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n[metrics]\n{metrics}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path).map_err(|e| e.to_string())
+    };
+    let lan = "listen = \"0.0.0.0:9898\"\n";
+    let e = load(lan).unwrap_err();
+    assert!(e.contains(": metrics.listen: "), "{e}");
+    assert!(e.contains("metrics.password_file"), "{e}");
+    let cfg = load(&format!("{lan}lan_read_only = true")).unwrap();
+    let warnings = cfg.warnings();
     assert!(
-        cfg.warnings()[0].contains("no authentication"),
+        warnings
+            .iter()
+            .any(|w| w.contains("open to the network without a password")),
+        "{warnings:?}"
+    );
+    let password = dir.path().join("password");
+    std::fs::write(&password, "\n").unwrap();
+    let with_file = format!("{lan}password_file = \"{}\"", password.display());
+    let e = load(&with_file).unwrap_err();
+    assert!(
+        e.contains(": metrics.password_file: the file is empty"),
+        "{e}"
+    );
+    std::fs::write(&password, "pw\n").unwrap();
+    let cfg = load(&with_file).unwrap();
+    assert_eq!(
+        cfg.metrics.password.as_ref().map(|p| p.expose().as_str()),
+        Some("pw")
+    );
+    assert!(
+        !cfg.warnings()
+            .iter()
+            .any(|w| w.contains("without a password")),
         "{:?}",
         cfg.warnings()
     );

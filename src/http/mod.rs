@@ -3,15 +3,21 @@
 //! oldest, so idle or slow connections cannot lock a scrape out), a deadline to send the
 //! request head and one to take the answer, one request per connection, and a pause after a
 //! failed accept (out of file descriptors) instead of a loop that retries at once and spins.
+//! Read-only: GET and HEAD only, nothing served changes state. Who may read: [`auth`].
+
+pub mod auth;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,28 +37,35 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// Pauses after failed accepts: doubling from the first to the last.
 const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
+/// What the listener serves, and to whom.
+pub struct Site {
+    pub status: Status,
+    pub access: auth::Access,
+}
+
 /// Serve on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, status: Arc<Status>) {
+pub async fn serve(listener: TcpListener, site: Arc<Site>) {
+    let metrics = site.status.metrics();
     let mut live: VecDeque<JoinHandle<()>> = VecDeque::new();
     let mut pause = ACCEPT_PAUSE.0;
     loop {
         match listener.accept().await {
-            Ok((sock, _)) => {
+            Ok((sock, peer)) => {
                 pause = ACCEPT_PAUSE.0;
                 live.retain(|c| !c.is_finished());
                 if live.len() >= MAX_CONNECTIONS {
-                    close_oldest(&mut live, status.metrics());
+                    close_oldest(&mut live, metrics);
                 }
-                live.push_back(tokio::spawn(connection(sock, status.clone())));
+                live.push_back(tokio::spawn(connection(sock, peer, site.clone())));
             }
             Err(e) => {
-                status.metrics().problem("http_accept", || {
+                metrics.problem("http_accept", || {
                     format!("metrics: cannot accept a connection: {e}; pausing {pause:?}")
                 });
                 // Out of descriptors: the oldest connection gives one back.
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
                     live.retain(|c| !c.is_finished());
-                    close_oldest(&mut live, status.metrics());
+                    close_oldest(&mut live, metrics);
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(ACCEPT_PAUSE.1);
@@ -73,9 +86,9 @@ fn close_oldest(live: &mut VecDeque<JoinHandle<()>>, metrics: &Metrics) {
 /// One request, answered, then the connection closes. hyper's head timer starts with the
 /// connection, so an idle one is closed after [`READ_TIMEOUT`]; the outer deadline bounds
 /// a client that reads the answer too slowly.
-async fn connection(sock: TcpStream, status: Arc<Status>) {
+async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let answer = respond(&req, &status);
+        let answer = respond(&req, peer, &site);
         async move { Ok::<_, Infallible>(answer) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -89,12 +102,50 @@ async fn connection(sock: TcpStream, status: Arc<Status>) {
 
 type Answer = Response<Full<Bytes>>;
 
-fn respond(req: &Request<Incoming>, status: &Status) -> Answer {
+fn respond(req: &Request<Incoming>, peer: SocketAddr, site: &Site) -> Answer {
+    let status = &site.status;
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut a = answer(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
         a.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return a;
+    }
+    let given = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    match site.access.check(given, Instant::now()) {
+        auth::Verdict::Allowed => {}
+        auth::Verdict::Ask { wrong } => {
+            if wrong {
+                status.metrics().problem("http_auth", || {
+                    format!("status page: wrong password from {}", peer.ip())
+                });
+            }
+            let mut a = answer(StatusCode::UNAUTHORIZED, "text/plain", "password needed\n");
+            a.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"hubgate\", charset=\"UTF-8\""),
+            );
+            return a;
+        }
+        auth::Verdict::Locked(wait) => {
+            status
+                .metrics()
+                .log_limited(log::Level::Warn, "http_auth_locked", || {
+                    format!(
+                    "status page: more than {} wrong passwords in {:?}: not checking any for {}s",
+                    auth::FAILURES,
+                    auth::WINDOW,
+                    wait.as_secs() + 1
+                )
+                });
+            let mut a = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/plain",
+                "too many wrong passwords, try again later\n",
+            );
+            a.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
+            return a;
+        }
     }
     let path = req.uri().path();
     if path == "/metrics" {

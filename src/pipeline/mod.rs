@@ -59,8 +59,13 @@ pub async fn run(
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 log::info!("status page on http://{addr}/, metrics on http://{addr}/metrics");
-                let status = Status::new(metrics.clone(), status::Facts::of(&cfg));
-                reporters.push(tokio::spawn(crate::http::serve(listener, Arc::new(status))));
+                let site = crate::http::Site {
+                    status: Status::new(metrics.clone(), status::Facts::of(&cfg)),
+                    access: crate::http::auth::Access::of(
+                        cfg.metrics.password.as_ref().map(|p| p.expose().as_str()),
+                    ),
+                };
+                reporters.push(tokio::spawn(crate::http::serve(listener, Arc::new(site))));
                 reporters.push(tokio::spawn(status::sample(metrics.clone())));
             }
             Err(e) => {
