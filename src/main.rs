@@ -178,7 +178,7 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn load(path: &Path) -> Result<(Config, Vec<String>), ExitCode> {
+fn load(path: &Path) -> Result<(Config, hubgate::pipeline::prepare::Prepared), ExitCode> {
     hubgate::pipeline::prepare::load(path).map_err(|e| fail(1, e))
 }
 
@@ -189,7 +189,7 @@ fn run(path: &Path) -> ExitCode {
     // them once it unblocks.
     let held = StopSignals::hold();
     let cfg = match load(path) {
-        // `pipeline::run` logs the warnings.
+        // `pipeline::run` prepares the config again, to start what it built.
         Ok((c, _)) => c,
         Err(code) => return code,
     };
@@ -281,7 +281,7 @@ async fn stop_signal(mut term: tokio::signal::unix::Signal, mut int: tokio::sign
 }
 
 fn check(path: &Path, print: bool) -> ExitCode {
-    let (cfg, warnings) = match load(path) {
+    let (cfg, prepared) = match load(path) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -289,7 +289,7 @@ fn check(path: &Path, print: bool) -> ExitCode {
         println!("{cfg:#?}");
     }
     // The same warnings `run` logs at every start.
-    for w in warnings {
+    for w in prepared.warnings {
         eprintln!("hubgate: warning: {w}");
     }
     println!(

@@ -191,7 +191,7 @@ fn default_reconnect_max() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaySourceConfig {
     /// A file of uplink JSON documents, one per line; relative paths are from the config file.

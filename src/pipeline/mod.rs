@@ -11,7 +11,7 @@ pub mod prepare;
 use tokio::sync::{mpsc, watch};
 
 use crate::buffer::{Buffer, SledStore};
-use crate::config::{Config, SourceConfig};
+use crate::config::Config;
 use crate::decode::Decoder;
 use crate::metrics::{self, Metrics};
 use crate::notify;
@@ -38,8 +38,8 @@ pub enum RunError {
     Sink(#[from] crate::sink::OpenError),
     #[error("config: {0}: {1}")]
     Config(String, String),
-    #[error("udp source: cannot listen on {0}: {1}")]
-    Listen(std::net::SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] crate::source::BindError),
     #[error("cannot start the forwarder: {0}")]
     Forwarder(std::io::Error),
 }
@@ -51,7 +51,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
     reload: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
-    let warnings = prepare::check(&cfg).map_err(|(key, reason)| RunError::Config(key, reason))?;
+    let prepared = prepare::prepare(&cfg).map_err(|(key, reason)| RunError::Config(key, reason))?;
     let metrics = Metrics::new();
     let mut reporters = Vec::new();
     if let Some(addr) = cfg.metrics.listen {
@@ -79,18 +79,8 @@ pub async fn run(
             cfg.metrics.status_interval,
         )));
     }
-    // Listening sockets are bound before anything starts: a port already taken stops the
-    // start with a clear error rather than leaving a source silently missing, and READY
-    // means every source listens.
-    let mut udp_sockets = std::collections::VecDeque::new();
-    for src in &cfg.sources {
-        if let SourceConfig::Udp(u) = src {
-            let socket = tokio::net::UdpSocket::bind(u.listen)
-                .await
-                .map_err(|e| RunError::Listen(u.listen, e))?;
-            udp_sockets.push_back(socket);
-        }
-    }
+    // Ports are taken before anything starts (see `source::Built::bind`).
+    let sources = prepared.sources.bind().await?;
     std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
         crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
     })?;
@@ -99,7 +89,7 @@ pub async fn run(
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
     let sink = crate::sink::open(&cfg.sink, delivery_tx.clone(), metrics.clone())?;
-    for w in warnings {
+    for w in prepared.warnings {
         log::warn!("{w}");
     }
     let parks = check_hubs(&cfg);
@@ -118,36 +108,13 @@ pub async fn run(
     // acknowledgement, so an MQTT source may now disconnect.
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let (acked_tx, acked_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    for (i, src) in cfg.sources.iter().enumerate() {
-        let ctx = source::Context {
-            frames: frame_tx.clone(),
-            stopping: stopping_rx.clone(),
-            acked: acked_rx.clone(),
-            metrics: metrics.clone(),
-        };
-        tasks.push(match src {
-            SourceConfig::Mqtt(m) => {
-                let client_id = m
-                    .client_id
-                    .clone()
-                    .unwrap_or_else(|| format!("hubgate-{}", cfg.gateway_id));
-                tokio::spawn(source::mqtt::run((**m).clone(), client_id, ctx))
-            }
-            SourceConfig::Udp(u) => {
-                let socket = udp_sockets.pop_front().expect("bound above, in this order");
-                tokio::spawn(source::udp::run(socket, u.clone(), ctx))
-            }
-            SourceConfig::Replay(r) => tokio::spawn(source::replay::run(
-                r.path.clone(),
-                r.format,
-                r.interval,
-                ctx,
-            )),
-            SourceConfig::Serial(s) => tokio::spawn(source::serial::run(s.clone(), ctx)),
-        });
-        log::debug!("source {i} started");
-    }
+    let count = sources.len();
+    let tasks = sources.spawn(|| source::Context {
+        frames: frame_tx.clone(),
+        stopping: stopping_rx.clone(),
+        acked: acked_rx.clone(),
+        metrics: metrics.clone(),
+    });
     drop(frame_tx);
 
     let (sink_tx, sink_rx) = mpsc::channel(1);
@@ -168,7 +135,7 @@ pub async fn run(
             parks,
         })
         .map_err(RunError::Forwarder)?;
-    let running = format!("running: {} source(s)", cfg.sources.len());
+    let running = format!("running: {count} source(s)");
     log::info!("{running}");
     notify::ready(&running);
     let status_metrics = metrics.clone();

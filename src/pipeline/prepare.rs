@@ -4,30 +4,35 @@
 
 use std::path::Path;
 
-use crate::config::{Config, ConfigError, SourceConfig};
+use crate::config::{Config, ConfigError};
 
-/// Read the config at `path` and build its components: the config and its warnings.
-pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+/// What a config makes, built and not started.
+pub struct Prepared {
+    pub sources: crate::source::Built,
+    /// What is allowed but probably wrong: `check` prints it, `run` logs it.
+    pub warnings: Vec<String>,
+}
+
+/// Read the config at `path` and build its components.
+pub fn load(path: &Path) -> Result<(Config, Prepared), ConfigError> {
     let cfg = Config::load(path)?;
-    let warnings = check(&cfg).map_err(|(key, reason)| ConfigError::Invalid {
+    let prepared = prepare(&cfg).map_err(|(key, reason)| ConfigError::Invalid {
         file: path.display().to_string(),
         key,
         reason,
     })?;
-    Ok((cfg, warnings))
+    Ok((cfg, prepared))
 }
 
-/// Build the MQTT sessions' options (TLS files included) and the sink's librdkafka settings,
-/// start nothing, and return what is allowed but probably wrong. On error (key path, reason).
-pub fn check(cfg: &Config) -> Result<Vec<String>, (String, String)> {
-    for (i, src) in cfg.sources.iter().enumerate() {
-        if let SourceConfig::Mqtt(m) = src {
-            crate::source::mqtt::options(m, "check")
-                .map_err(|(key, e)| (format!("source[{i}].{key}"), e))?;
-        }
-    }
+/// Build the sources (MQTT sessions' options, TLS files included) and the sink's librdkafka
+/// settings, starting nothing. On error (key path, reason).
+pub fn prepare(cfg: &Config) -> Result<Prepared, (String, String)> {
+    let sources = crate::source::build(cfg)?;
     let sink_warnings = crate::sink::check(&cfg.sink)?;
-    Ok(cfg.warnings().into_iter().chain(sink_warnings).collect())
+    Ok(Prepared {
+        sources,
+        warnings: cfg.warnings().into_iter().chain(sink_warnings).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -43,7 +48,7 @@ mod tests {
         let text = format!("[[source]]\ntype = \"udp\"\n[sink]\n{sink}\n");
         let mut cfg = Config::parse(&text)?;
         cfg.resolve(Path::new("."))?;
-        let warnings = check(&cfg)?;
+        let warnings = prepare(&cfg)?.warnings;
         Ok((cfg, warnings))
     }
 

@@ -3,12 +3,14 @@
 pub mod mqtt;
 pub mod replay;
 pub mod serial;
+mod start;
 pub mod udp;
 
 use std::time::SystemTime;
 
 use crate::format::{self, Excerpt, ParseError};
 use crate::uplink::{RadioFrame, Uplink};
+pub use start::{build, BindError, Bound, Built};
 
 /// What a source hands over, with the handle that acknowledges it once it is durable.
 pub struct Frame {

@@ -114,18 +114,13 @@ pub fn options(
     Ok(o)
 }
 
-pub async fn run(cfg: MqttSourceConfig, client_id: String, ctx: Context) {
+/// Run the session `opts` (made by [`options`] from `cfg`).
+pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     let topic = cfg
         .topic
         .clone()
         .unwrap_or_else(|| default_topic(cfg.format).to_string());
-    let opts = match options(&cfg, &client_id) {
-        Ok(o) => o,
-        Err((key, e)) => {
-            log::error!("mqtt: {key}: {e}");
-            return;
-        }
-    };
+    let client_id = opts.client_id();
     let (host, port) = opts.broker_address();
     let broker = format!("{host}:{port}");
     let (client, mut events) = AsyncClient::new(opts, 1024);

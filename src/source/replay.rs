@@ -1,14 +1,16 @@
 //! Replay source: uplink JSON documents from a file, one per line (the demo, and tests).
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use tokio::io::AsyncBufReadExt;
 
 use super::{Ack, Context, Frame};
-use crate::config::UplinkFormat;
+use crate::config::ReplaySourceConfig;
 
-pub async fn run(path: PathBuf, format: UplinkFormat, interval: Duration, ctx: Context) {
+pub async fn run(cfg: ReplaySourceConfig, ctx: Context) {
+    let ReplaySourceConfig {
+        path,
+        format,
+        interval,
+    } = cfg;
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) => {
