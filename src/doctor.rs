@@ -180,7 +180,61 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
             Err(e) => Outcome::Fail(e),
         },
     );
+    list.step("status page", status_page(&cfg.metrics));
     !list.failed
+}
+
+/// Where the installer finds the status page: the listen address, or for a wildcard one the
+/// gateway's own addresses.
+fn status_page(m: &crate::config::MetricsConfig) -> Outcome {
+    let Some(addr) = m.listen else {
+        return Outcome::Skip("off (metrics.listen = \"off\")".into());
+    };
+    let port = addr.port();
+    let urls: Vec<String> = if addr.ip().is_unspecified() {
+        local_addresses()
+            .into_iter()
+            .map(|ip| format!("http://{}/", std::net::SocketAddr::new(ip, port)))
+            .collect()
+    } else {
+        vec![format!("http://{addr}/")]
+    };
+    let who = if addr.ip().is_loopback() {
+        "on this machine only; [metrics] listen and password_file open it to the LAN"
+    } else if m.password.is_some() {
+        "password: metrics.password_file"
+    } else {
+        "read-only, no password: metrics.lan_read_only"
+    };
+    Outcome::Ok(format!("{}; {who}", urls.join(" ")))
+}
+
+/// This machine's addresses on interfaces that are up, loopback last.
+fn local_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which is read while valid and freed once below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return out;
+    }
+    let mut at = list;
+    while let Some(ifa) = unsafe { at.as_ref() } {
+        let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+        if let (true, Some(sa)) = (up, unsafe { ifa.ifa_addr.as_ref() }) {
+            if i32::from(sa.sa_family) == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                out.push(std::net::IpAddr::V4(ip));
+            }
+        }
+        at = ifa.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    out.sort_by_key(|ip| ip.is_loopback());
+    out.dedup();
+    out
 }
 
 /// DNS, TCP and TLS for each bootstrap broker, then SASL and hub metadata through librdkafka.
@@ -723,6 +777,28 @@ fn buffer_locked(path: &Path) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_page_line_gives_the_urls_and_who_may_read() {
+        let mut m = crate::config::MetricsConfig::default();
+        let text = |o: Outcome| match o {
+            Outcome::Ok(t) => t,
+            Outcome::Fail(t) | Outcome::Skip(t) => panic!("{t}"),
+        };
+        assert_eq!(
+            text(status_page(&m)),
+            "http://127.0.0.1:9898/; on this machine only; [metrics] listen and password_file open it to the LAN"
+        );
+        m.listen = Some("0.0.0.0:8080".parse().unwrap());
+        m.lan_read_only = true;
+        let line = text(status_page(&m));
+        assert!(
+            line.contains("http://127.0.0.1:8080/; read-only, no password"),
+            "{line}"
+        );
+        m.listen = None;
+        assert!(matches!(status_page(&m), Outcome::Skip(_)));
+    }
 
     #[test]
     fn the_ca_source_is_librdkafkas() {

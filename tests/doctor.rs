@@ -137,6 +137,7 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
         format!("udp 127.0.0.1:{udp}"),
         format!("buffer {}", dir.path().join("buffer").display()),
         "buffer lock".into(),
+        "status page".into(),
     ];
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), steps.len(), "{out}");
@@ -148,6 +149,12 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
     }
     assert_eq!(code, 0, "{out}");
     expect(&out, "dns localhost", "OK", "127.0.0.1");
+    expect(
+        &out,
+        "status page",
+        "OK",
+        "http://127.0.0.1:9898/; on this machine only",
+    );
     expect(
         &out,
         &format!("tls {server}"),

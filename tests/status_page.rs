@@ -5,6 +5,7 @@
 mod support;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::agent::{Agent, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
@@ -220,4 +221,181 @@ fn with_a_password_every_path_needs_it_and_guessing_is_stopped() {
     let log = agent.full_log();
     assert!(!log.contains(password), "the password is in the log");
     assert!(!log.contains("guess"), "a guess is in the log");
+}
+
+/// Debian's `chromium`, headless, on `url`: what it does after `budget` of virtual time
+/// (the pages' refresh script runs meanwhile), and how long it may take for real.
+fn chromium(dir: &Path, url: &str, what: &[String], budget: Duration) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = dir.join("chromium.out");
+    let mut child = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--window-size=1100,900",
+            "--hide-scrollbars",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .arg(format!("--virtual-time-budget={}", budget.as_millis()))
+        .args(what)
+        .arg(url)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.join("chromium.err")).unwrap())
+        // Its helper processes go with it if it has to be killed.
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start chromium ({e}): install Debian's chromium package")
+        });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let err = std::fs::read_to_string(dir.join("chromium.err")).unwrap_or_default();
+            assert!(status.success(), "chromium {what:?} {url}: {status}\n{err}");
+            break;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: signals the process group started above.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("chromium {url} did not finish in {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// The rendered DOM of `path` after two refreshes' worth of virtual time.
+fn dom(agent: &Agent, dir: &Path, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{}{path}", agent.metrics_port);
+    let dom = chromium(dir, &url, &["--dump-dom".into()], Duration::from_secs(12));
+    assert!(dom.contains("</main>"), "{path}: {dom}");
+    dom
+}
+
+/// A screenshot of `path` into `target/tmp/status-page/` (copied into docs/ by hand).
+fn screenshot(agent: &Agent, dir: &Path, path: &str, name: &str) {
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let file = shots.join(name);
+    let _ = std::fs::remove_file(&file);
+    let url = format!("http://127.0.0.1:{}{path}", agent.metrics_port);
+    chromium(
+        dir,
+        &url,
+        &[format!("--screenshot={}", file.display())],
+        Duration::from_secs(1),
+    );
+    let png = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        file.display()
+    );
+}
+
+/// The rows of the table with id `table` in `dom`, as HTML.
+fn rows<'a>(dom: &'a str, table: &str) -> Vec<&'a str> {
+    let start = dom
+        .find(&format!("<table id=\"{table}\">"))
+        .unwrap_or_else(|| panic!("no table {table} in {dom}"));
+    let end = start + dom[start..].find("</table>").unwrap();
+    dom[start..end].split("<tr").skip(2).collect()
+}
+
+#[test]
+fn in_a_real_browser_the_pages_show_the_demo_and_the_parked_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, _kafka) = start(dir.path());
+
+    let overview = dom(&agent, dir.path(), "/");
+    assert!(
+        overview.contains("<body data-refreshes=\""),
+        "the page did not refresh itself: {overview}"
+    );
+    let hubs = rows(&overview, "hubs");
+    let door = hubs
+        .iter()
+        .find(|r| r.contains(OPENCLOSE))
+        .unwrap_or_else(|| panic!("{hubs:#?}"));
+    assert!(door.starts_with(" class=\"parked\""), "{door}");
+    assert!(door.contains("does not exist"), "{door}");
+    assert!(
+        door.contains(&format!("Fix: create the Event Hub \"{OPENCLOSE}\"")),
+        "{door}"
+    );
+    assert_eq!(
+        hubs.iter().filter(|r| r.contains(">delivering<")).count(),
+        hubs.len() - 1,
+        "{hubs:#?}"
+    );
+    assert!(
+        overview.contains("<b id=\"buffer-records\">3</b>"),
+        "{overview}"
+    );
+    // Two bar charts; in each the largest value (records in, records buffered) is a bar of
+    // the full 106 px, whichever minute(s) the replay fell into.
+    let plots: Vec<&str> = overview.split("<svg").skip(1).collect();
+    assert_eq!(plots.len(), 2, "{overview}");
+    for plot in plots {
+        let bars: Vec<&str> = plot.split("<rect ").skip(1).collect();
+        assert!(
+            bars.iter().any(|r| r.contains(" height=\"106\"")),
+            "no full-height bar: {bars:#?}"
+        );
+    }
+
+    let devices = dom(&agent, dir.path(), "/devices");
+    let table = rows(&devices, "devices");
+    assert_eq!(table.len(), 7, "{table:#?}");
+    let lobby = table
+        .iter()
+        .find(|r| r.contains("data-eui=\"58a0cb0000101234\""))
+        .unwrap_or_else(|| panic!("{table:#?}"));
+    for text in [
+        "lobby-th",
+        "Building 1 / Lobby",
+        "browan-tbhh100",
+        "temperature 14.0 °C",
+        "humidity 45.0 %RH",
+        "-70 dBm",
+    ] {
+        assert!(lobby.contains(text), "no {text:?} in {lobby}");
+    }
+    let unknown = table
+        .iter()
+        .find(|r| r.contains("data-eui=\"0004a30b00ffee01\""))
+        .unwrap();
+    assert!(
+        unknown.contains("packed<br><span class=\"warn\">not in the config"),
+        "{unknown}"
+    );
+    let kitchen = dom(&agent, dir.path(), "/devices?q=kitchen");
+    let table = rows(&kitchen, "devices");
+    assert_eq!(table.len(), 1, "{table:#?}");
+    assert!(table[0].contains("58a0cb0000503333"), "{}", table[0]);
+
+    let problems = dom(&agent, dir.path(), "/problems");
+    let table = rows(&problems, "problems");
+    for kind in ["unknown_device", "parked"] {
+        assert!(
+            table
+                .iter()
+                .any(|r| r.contains(&format!("<td>{kind}</td>"))),
+            "no {kind} in {table:#?}"
+        );
+    }
+
+    for (path, name) in [
+        ("/", "overview.png"),
+        ("/devices", "devices.png"),
+        ("/problems", "problems.png"),
+    ] {
+        screenshot(&agent, dir.path(), path, name);
+    }
 }

@@ -26,10 +26,12 @@ form{margin:.5em 0}";
 
 /// Refetch the page and swap `<main>`, keeping the scroll position; stop quietly while the
 /// agent is unreachable and go on when it answers again.
-const SCRIPT: &str = "setInterval(async()=>{try{const r=await fetch(location.href,{cache:'no-store'});\
+const SCRIPT: &str =
+    "setInterval(async()=>{try{const r=await fetch(location.href,{cache:'no-store'});\
 if(!r.ok)return;const d=new DOMParser().parseFromString(await r.text(),'text/html');\
 const m=d.querySelector('main');if(m){document.querySelector('main').replaceWith(m);\
-document.getElementById('updated').textContent=d.getElementById('updated').textContent}}catch(e){}},";
+document.getElementById('updated').textContent=d.getElementById('updated').textContent;\
+const b=document.body.dataset;b.refreshes=(+b.refreshes||0)+1}}catch(e){}},";
 
 pub fn overview(s: &Snapshot) -> String {
     let mut b = String::with_capacity(16 * 1024);
@@ -416,10 +418,13 @@ fn plots(b: &mut String, minutes: &[Minute]) {
     b.push_str("</div></section>");
 }
 
-fn plot(b: &mut String, title: &str, lines: &[(&str, Vec<(u64, u64)>)], end: u64) {
+/// A bar chart of the last 60 minutes, the series of each minute side by side.
+fn plot(b: &mut String, title: &str, series: &[(&str, Vec<(u64, u64)>)], end: u64) {
     const W: u64 = 360;
     const H: u64 = 120;
-    let top = lines
+    /// Width of one minute, in tenths of a pixel.
+    const SLOT: u64 = (W - 24) * 10 / 60;
+    let top = series
         .iter()
         .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
         .max()
@@ -437,16 +442,23 @@ fn plot(b: &mut String, title: &str, lines: &[(&str, Vec<(u64, u64)>)], end: u64
         H + 12,
         H + 12
     );
-    for (colour, pts) in lines {
-        b.push_str("<polyline fill=none stroke-width=2 stroke=\"");
-        b.push_str(colour);
-        b.push_str("\" points=\"");
-        for (t, v) in pts {
-            let x = 20 + t.saturating_sub(start) / 60 * (W - 24) / 59;
-            let y = H - v * (H - 12) / top;
-            let _ = write!(b, "{x},{y} ");
+    let width = SLOT / series.len().max(1) as u64;
+    for (i, (colour, pts)) in series.iter().enumerate() {
+        let _ = write!(b, "<g fill=\"{colour}\">");
+        for &(t, v) in pts.iter().filter(|p| p.1 > 0) {
+            let x = 200 + t.saturating_sub(start) / 60 * SLOT + i as u64 * width;
+            let h = (v * (H - 14) / top).max(1);
+            let _ = write!(
+                b,
+                "<rect x=\"{}.{}\" y=\"{}\" width=\"{}.{}\" height=\"{h}\"/>",
+                x / 10,
+                x % 10,
+                H - h,
+                width / 10,
+                width % 10
+            );
         }
-        b.push_str("\"/>");
+        b.push_str("</g>");
     }
     b.push_str("</svg></figure>");
 }
