@@ -284,7 +284,7 @@ impl Metrics {
 
 /// Seconds since the Unix epoch (0 for a clock before it).
 pub fn unix_seconds(t: SystemTime) -> u64 {
-    crate::record::ms_since_epoch(t) / 1000
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Label values as the text format wants them.
