@@ -155,6 +155,8 @@ impl Metrics {
     /// Log an error at once (not rate-limited: the caller happens once per event, such as a
     /// hub parked) and keep it among the recent problems.
     pub fn error(&self, kind: &'static str, line: String) {
+        // The line may quote a broker's answer: cut and escaped like every other.
+        let line = crate::logline::clean(&line);
         log::error!("{line}");
         self.log.remember(log::Level::Error, kind, line);
     }

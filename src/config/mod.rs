@@ -352,21 +352,19 @@ impl Config {
         if m.password.as_ref().is_some_and(|p| p.expose().is_empty()) {
             return Err(("metrics.password_file".into(), "the file is empty".into()));
         }
-        if let Some(addr) = m.listen.filter(|a| !a.ip().is_loopback()) {
-            if m.password.is_none() && !m.lan_read_only {
-                return Err((
-                    "metrics.listen".into(),
-                    format!("\"{addr}\" is reachable from the network: set metrics.password_file (a file holding the status page's password) or, to show the page to everyone there, metrics.lan_read_only = true"),
-                ));
-            }
-        }
         Ok(())
     }
 
     /// Things that are allowed but probably wrong; `check` prints them, `run` logs them.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = self.file_warnings.clone();
-        let open = self.metrics.password.is_none();
+        if let Some(addr) = self.metrics.unguarded() {
+            // Not an error: an agent that would not start loses the readings it cannot buffer.
+            out.push(format!(
+                "metrics.listen = \"{addr}\" is reachable from the network: the status page and metrics are not served until you set metrics.password_file (a file holding the page's password) or, to show the page to everyone there, metrics.lan_read_only = true"
+            ));
+        }
+        let open = self.metrics.password.is_none() && self.metrics.lan_read_only;
         if let Some(addr) = self
             .metrics
             .listen

@@ -140,6 +140,20 @@ pub struct MetricsConfig {
     pub lan_read_only: bool,
 }
 
+impl MetricsConfig {
+    /// The address, when it is reachable from the network with neither a password nor the
+    /// read-only opt-in: nothing is served there (the agent runs on without the page).
+    pub fn unguarded(&self) -> Option<std::net::SocketAddr> {
+        self.listen
+            .filter(|a| !a.ip().is_loopback() && self.password.is_none() && !self.lan_read_only)
+    }
+
+    /// Where the status page and metrics are served, if anywhere.
+    pub fn served(&self) -> Option<std::net::SocketAddr> {
+        self.listen.filter(|_| self.unguarded().is_none())
+    }
+}
+
 fn default_metrics_listen() -> Option<std::net::SocketAddr> {
     Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9898)))
 }

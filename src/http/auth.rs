@@ -1,9 +1,14 @@
-//! Who may read the status page and metrics. On loopback, or with the read-only opt-in,
-//! everyone; otherwise the password from `metrics.password_file`, by HTTP Basic (the
-//! browser asks for it; any user name). The password is compared as SHA-256 digests in
-//! constant time, and wrong guesses are rate-limited: after [`FAILURES`] in [`WINDOW`], every
-//! request gets 429 until the window ends, without being checked.
+//! Who may read the status page and metrics. Without `metrics.password_file` (loopback, or
+//! the read-only opt-in) everyone; with it every client, loopback and Prometheus included
+//! (`basic_auth`), gives the password by HTTP Basic (the browser asks for it; any user name). The password is compared as SHA-256 digests in
+//! constant time, and wrong guesses are rate-limited per client address: after [`FAILURES`]
+//! in [`WINDOW`], that address gets 429 until the window ends, without being checked. One
+//! guessing host cannot lock the installer or Prometheus out; [`PEERS`] addresses guessing at
+//! once lock out further new addresses until a window ends, which bounds the guesses a host
+//! with many addresses gets answered.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,6 +18,8 @@ use sha2::{Digest, Sha256};
 /// Wrong passwords accepted per window before the listener stops checking.
 pub const FAILURES: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses with wrong passwords tracked at once.
+pub const PEERS: usize = 256;
 
 pub enum Access {
     Open,
@@ -21,12 +28,12 @@ pub enum Access {
 
 pub struct Password {
     digest: [u8; 32],
-    failures: Mutex<Window>,
+    failures: Mutex<HashMap<IpAddr, Window>>,
 }
 
-/// Wrong passwords since the first of the current window.
+/// Wrong passwords from one address since the first of its current window.
 struct Window {
-    since: Option<Instant>,
+    since: Instant,
     count: u32,
 }
 
@@ -47,40 +54,41 @@ impl Access {
             None => Access::Open,
             Some(p) => Access::Password(Password {
                 digest: Sha256::digest(p.as_bytes()).into(),
-                failures: Mutex::new(Window {
-                    since: None,
-                    count: 0,
-                }),
+                failures: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// `authorization`: the request's `Authorization` header, if any.
-    pub fn check(&self, authorization: Option<&[u8]>, now: Instant) -> Verdict {
+    /// `authorization`: the request's `Authorization` header, if any; `peer`: who sent it.
+    pub fn check(&self, authorization: Option<&[u8]>, peer: IpAddr, now: Instant) -> Verdict {
         let Access::Password(p) = self else {
             return Verdict::Allowed;
         };
-        let mut w = p.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let elapsed = w.since.map(|s| now.saturating_duration_since(s));
-        if elapsed.is_some_and(|e| e >= WINDOW) {
-            *w = Window {
-                since: None,
-                count: 0,
-            };
-        } else if let (Some(e), true) = (elapsed, w.count >= FAILURES) {
-            return Verdict::Locked(WINDOW - e);
+        let mut failures = p.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let left = |w: &Window| WINDOW.saturating_sub(now.saturating_duration_since(w.since));
+        failures.retain(|_, w| !left(w).is_zero());
+        if let Some(w) = failures.get(&peer).filter(|w| w.count >= FAILURES) {
+            return Verdict::Locked(left(w));
+        }
+        if !failures.contains_key(&peer) && failures.len() >= PEERS {
+            let soonest = failures.values().map(left).min().unwrap_or(WINDOW);
+            return Verdict::Locked(soonest);
         }
         let Some(given) = authorization.and_then(basic_password) else {
             return Verdict::Ask { wrong: false };
         };
         let digest: [u8; 32] = Sha256::digest(&given).into();
         if same(&digest, &p.digest) {
-            Verdict::Allowed
-        } else {
-            w.since.get_or_insert(now);
-            w.count += 1;
-            Verdict::Ask { wrong: true }
+            return Verdict::Allowed;
         }
+        failures
+            .entry(peer)
+            .or_insert(Window {
+                since: now,
+                count: 0,
+            })
+            .count += 1;
+        Verdict::Ask { wrong: true }
     }
 }
 
@@ -106,6 +114,8 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 mod tests {
     use super::*;
 
+    const HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 1, 20));
+
     fn basic(user_pass: &str) -> Vec<u8> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(user_pass);
         format!("Basic {b64}").into_bytes()
@@ -114,7 +124,7 @@ mod tests {
     #[test]
     fn open_access_asks_nothing() {
         assert_eq!(
-            Access::of(None).check(None, Instant::now()),
+            Access::of(None).check(None, HOST, Instant::now()),
             Verdict::Allowed
         );
     }
@@ -123,25 +133,25 @@ mod tests {
     fn the_password_is_checked_whatever_the_user_name() {
         let a = Access::of(Some("s3cret:with colon"));
         let now = Instant::now();
-        assert_eq!(a.check(None, now), Verdict::Ask { wrong: false });
+        assert_eq!(a.check(None, HOST, now), Verdict::Ask { wrong: false });
         assert_eq!(
-            a.check(Some(&basic("installer:s3cret:with colon")), now),
+            a.check(Some(&basic("installer:s3cret:with colon")), HOST, now),
             Verdict::Allowed
         );
         assert_eq!(
-            a.check(Some(&basic(":s3cret:with colon")), now),
+            a.check(Some(&basic(":s3cret:with colon")), HOST, now),
             Verdict::Allowed
         );
         assert_eq!(
-            a.check(Some(&basic("installer:s3cret")), now),
+            a.check(Some(&basic("installer:s3cret")), HOST, now),
             Verdict::Ask { wrong: true }
         );
         assert_eq!(
-            a.check(Some(b"Bearer s3cret"), now),
+            a.check(Some(b"Bearer s3cret"), HOST, now),
             Verdict::Ask { wrong: false }
         );
         assert_eq!(
-            a.check(Some(b"Basic !!not base64"), now),
+            a.check(Some(b"Basic !!not base64"), HOST, now),
             Verdict::Ask { wrong: false }
         );
     }
@@ -152,19 +162,55 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..FAILURES {
             assert_eq!(
-                a.check(Some(&basic("x:wrong")), t0),
+                a.check(Some(&basic("x:wrong")), HOST, t0),
                 Verdict::Ask { wrong: true }
             );
         }
         let later = t0 + Duration::from_secs(20);
         assert_eq!(
-            a.check(Some(&basic("x:right")), later),
+            a.check(Some(&basic("x:right")), HOST, later),
             Verdict::Locked(Duration::from_secs(40)),
             "even the right password waits: guessing gets no answer"
         );
         assert_eq!(
-            a.check(Some(&basic("x:right")), t0 + WINDOW),
+            a.check(Some(&basic("x:right")), HOST, t0 + WINDOW),
             Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn one_guessing_host_does_not_lock_out_another_and_many_hosts_are_bounded() {
+        let a = Access::of(Some("right"));
+        let t0 = Instant::now();
+        let host = |n: u32| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        for _ in 0..FAILURES {
+            a.check(Some(&basic("x:wrong")), host(0), t0);
+        }
+        assert!(matches!(
+            a.check(Some(&basic("x:right")), host(0), t0),
+            Verdict::Locked(_)
+        ));
+        assert_eq!(
+            a.check(Some(&basic("x:right")), host(1), t0),
+            Verdict::Allowed
+        );
+        for n in 1..PEERS as u32 {
+            a.check(Some(&basic("x:wrong")), host(n), t0);
+        }
+        assert_eq!(
+            a.check(Some(&basic("x:wrong")), host(PEERS as u32), t0),
+            Verdict::Locked(WINDOW),
+            "a new address past the cap is not checked"
+        );
+        assert_eq!(
+            a.check(Some(&basic("x:right")), host(PEERS as u32), t0),
+            Verdict::Locked(WINDOW),
+            "not even the right one: a host with many addresses gets no answers"
+        );
+        assert_eq!(
+            a.check(Some(&basic("x:right")), host(1), t0),
+            Verdict::Allowed,
+            "an address already seen is still checked"
         );
     }
 }

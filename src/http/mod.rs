@@ -21,6 +21,7 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
@@ -46,6 +47,9 @@ pub struct Site {
 /// Serve on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, site: Arc<Site>) {
     let metrics = site.status.metrics();
+    // Pages are built one at a time, on a blocking thread: a page over thousands of devices
+    // takes a while, and the two async workers also carry the sources.
+    let renders = Arc::new(Semaphore::new(1));
     let mut live: VecDeque<JoinHandle<()>> = VecDeque::new();
     let mut pause = ACCEPT_PAUSE.0;
     loop {
@@ -56,7 +60,12 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>) {
                 if live.len() >= MAX_CONNECTIONS {
                     close_oldest(&mut live, metrics);
                 }
-                live.push_back(tokio::spawn(connection(sock, peer, site.clone())));
+                live.push_back(tokio::spawn(connection(
+                    sock,
+                    peer,
+                    site.clone(),
+                    renders.clone(),
+                )));
             }
             Err(e) => {
                 metrics.problem("http_accept", || {
@@ -86,10 +95,10 @@ fn close_oldest(live: &mut VecDeque<JoinHandle<()>>, metrics: &Metrics) {
 /// One request, answered, then the connection closes. hyper's head timer starts with the
 /// connection, so an idle one is closed after [`READ_TIMEOUT`]; the outer deadline bounds
 /// a client that reads the answer too slowly.
-async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>) {
+async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>, renders: Arc<Semaphore>) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let answer = respond(&req, peer, &site);
-        async move { Ok::<_, Infallible>(answer) }
+        let (site, renders) = (site.clone(), renders.clone());
+        async move { Ok::<_, Infallible>(respond(&req, peer, site, &renders).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -102,7 +111,12 @@ async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>) {
 
 type Answer = Response<Full<Bytes>>;
 
-fn respond(req: &Request<Incoming>, peer: SocketAddr, site: &Site) -> Answer {
+async fn respond(
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    site: Arc<Site>,
+    renders: &Semaphore,
+) -> Answer {
     let status = &site.status;
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut a = answer(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
@@ -111,7 +125,7 @@ fn respond(req: &Request<Incoming>, peer: SocketAddr, site: &Site) -> Answer {
         return a;
     }
     let given = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    match site.access.check(given, Instant::now()) {
+    match site.access.check(given, peer.ip(), Instant::now()) {
         auth::Verdict::Allowed => {}
         auth::Verdict::Ask { wrong } => {
             if wrong {
@@ -131,8 +145,9 @@ fn respond(req: &Request<Incoming>, peer: SocketAddr, site: &Site) -> Answer {
                 .metrics()
                 .log_limited(log::Level::Warn, "http_auth_locked", || {
                     format!(
-                    "status page: more than {} wrong passwords in {:?}: not checking any for {}s",
-                    auth::FAILURES,
+                    "status page: too many wrong passwords from {} (or from {} addresses) in {:?}: not checking for {}s",
+                    peer.ip(),
+                    auth::PEERS,
                     auth::WINDOW,
                     wait.as_secs() + 1
                 )
@@ -157,7 +172,19 @@ fn respond(req: &Request<Incoming>, peer: SocketAddr, site: &Site) -> Answer {
     }
     match View::of_path(path) {
         Some(view) => {
-            let (kind, body) = status.render(view, req.uri().query(), SystemTime::now());
+            let query = req.uri().query().map(str::to_string);
+            let Ok(_turn) = renders.acquire().await else {
+                return answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n");
+            };
+            let site = site.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                site.status
+                    .render(view, query.as_deref(), SystemTime::now())
+            })
+            .await;
+            let Ok((kind, body)) = built else {
+                return answer(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "failed\n");
+            };
             let mut a = answer(StatusCode::OK, kind, body);
             // Live numbers: never from a cache.
             a.headers_mut()

@@ -54,7 +54,7 @@ pub async fn run(
     let prepared = prepare::prepare(&cfg).map_err(|(key, reason)| RunError::Config(key, reason))?;
     let metrics = Metrics::new();
     let mut reporters = Vec::new();
-    if let Some(addr) = cfg.metrics.listen {
+    if let Some(addr) = cfg.metrics.served() {
         // Metrics are not worth losing records over: without the port, run without them.
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {

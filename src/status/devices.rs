@@ -3,7 +3,7 @@
 //! least recently. Updated for every uplink, so an update reuses the entry's buffers and
 //! allocates only for a device not seen before (or a longer packed reason than before).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +15,10 @@ use crate::uplink::Uplink;
 
 /// Devices kept by default: a busy gateway hears a few hundred.
 pub const DEVICE_CAP: usize = 10_000;
+/// Longest device name kept: the name comes with each message, so it is bounded here.
+const NAME_MAX: usize = 64;
+/// Longest packed reason kept.
+const REASON_MAX: usize = 160;
 /// A device counts as silent after this many of its usual intervals without an uplink…
 const SILENT_GAPS: u32 = 3;
 /// …and never sooner than this (a device heard once: its interval is unknown).
@@ -41,6 +45,8 @@ pub struct DeviceTable {
 #[derive(Default)]
 struct Table {
     devices: HashMap<DevEui, Device>,
+    /// The devices by last uplink, oldest first: eviction without a scan.
+    order: BTreeSet<(SystemTime, DevEui)>,
     evicted: u64,
 }
 
@@ -81,17 +87,30 @@ impl DeviceTable {
         }
     }
 
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
-    /// Note an uplink heard at `now`; `tags` are the device's from the config.
+    /// Note an uplink heard at `now`; `tags` are the device's from the config. A second
+    /// copy of the last uplink (another gateway, a redelivery) changes nothing.
     pub fn heard(&self, up: &Uplink, tags: &[String], outcome: Outcome, now: SystemTime) {
         let mut t = self.lock();
-        if !t.devices.contains_key(&up.dev_eui) && t.devices.len() >= self.cap {
-            t.evict_least_recent();
+        let Table {
+            devices,
+            order,
+            evicted,
+        } = &mut *t;
+        match devices.get(&up.dev_eui) {
+            Some(d) if d.fcnt.is_some() && d.fcnt == up.fcnt => return,
+            Some(d) => {
+                order.remove(&(d.last_seen, up.dev_eui));
+            }
+            None if devices.len() >= self.cap => {
+                if let Some((_, oldest)) = order.pop_first() {
+                    devices.remove(&oldest);
+                    *evicted += 1;
+                }
+            }
+            None => {}
         }
-        let d = t.devices.entry(up.dev_eui).or_insert_with(|| Device {
+        order.insert((now, up.dev_eui));
+        let d = devices.entry(up.dev_eui).or_insert_with(|| Device {
             name: None,
             tags: tags.to_vec(),
             codec: None,
@@ -114,8 +133,14 @@ impl DeviceTable {
         }
         d.uplinks += 1;
         d.last_seen = now;
-        if d.name.as_deref() != up.device_name.as_deref() {
-            d.name.clone_from(&up.device_name);
+        match &up.device_name {
+            Some(name) => {
+                let name = cut(name, NAME_MAX);
+                if d.name.as_deref() != Some(name) {
+                    d.name = Some(name.to_string());
+                }
+            }
+            None => d.name = None,
         }
         d.rssi = up.radio.rssi;
         d.snr = up.radio.snr;
@@ -145,7 +170,7 @@ impl DeviceTable {
             Outcome::Packed { reason } => {
                 d.codec = None;
                 d.rec_type = "";
-                d.packed_reason.push_str(reason);
+                d.packed_reason.push_str(cut(reason, REASON_MAX));
                 d.readings.clear();
             }
         }
@@ -172,18 +197,13 @@ impl DeviceTable {
     }
 }
 
-impl Table {
-    fn evict_least_recent(&mut self) {
-        let oldest = self
-            .devices
-            .iter()
-            .min_by_key(|(_, d)| d.last_seen)
-            .map(|(eui, _)| *eui);
-        if let Some(eui) = oldest {
-            self.devices.remove(&eui);
-            self.evicted += 1;
-        }
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
+    &s[..end]
 }
 
 /// `/api/devices`.
@@ -385,5 +405,18 @@ mod tests {
             "device 2, heard least recently, was evicted; newest first"
         );
         assert_eq!((v.cap, v.evicted), (3, 1));
+    }
+
+    #[test]
+    fn a_repeated_uplink_is_not_counted_and_names_are_bounded() {
+        let t = DeviceTable::new(3);
+        let mut long = up(1, 1);
+        long.device_name = Some("é".repeat(100));
+        t.heard(&long, &[], PACKED, at(0));
+        t.heard(&long, &[], PACKED, at(5));
+        let v = t.snapshot(at(5));
+        let d = &v.devices[0];
+        assert_eq!((d.uplinks, d.interval_s, d.age_s), (1, None, 5));
+        assert_eq!(d.name.as_deref(), Some("é".repeat(32).as_str()));
     }
 }

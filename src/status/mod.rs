@@ -443,7 +443,7 @@ mod tests {
             (View::Overview, None, 3_000),
             (View::Devices, None, 50_000),
             (View::Devices, Some("sort=silent&page=50"), 50_000),
-            (View::Problems, None, 40_000),
+            (View::Problems, None, 20_000),
         ] {
             let (_, body) = status.render(view, query, now);
             assert!(
