@@ -190,6 +190,11 @@ fn status_page(m: &crate::config::MetricsConfig) -> Outcome {
     let Some(addr) = m.listen else {
         return Outcome::Skip("off (metrics.listen = \"off\")".into());
     };
+    if m.unguarded().is_some() {
+        return Outcome::Fail(format!(
+            "not served: {addr} is reachable from the network; set metrics.password_file or metrics.lan_read_only = true"
+        ));
+    }
     let port = addr.port();
     let urls: Vec<String> = if addr.ip().is_unspecified() {
         local_addresses()
