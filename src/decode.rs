@@ -7,11 +7,12 @@ use std::time::SystemTime;
 
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::format::DeadLetter;
 use crate::ids::DevEui;
 use crate::lorawan::{self, LorawanError};
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
-use crate::source::{DeadLetter, Input};
+use crate::source::Input;
 use crate::status::devices::Outcome;
 use crate::uplink::{RadioFrame, Uplink};
 

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use base64::Engine;
 
 use crate::codec::{Decoded, Reading, Value};
-use crate::source::DeadLetter;
+use crate::format::DeadLetter;
 use crate::uplink::Uplink;
 
 /// A record ready for a sink: routing fields plus the serialized envelope.

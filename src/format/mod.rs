@@ -4,10 +4,13 @@
 
 pub mod cbor_envelope;
 pub mod chirpstack;
+mod dead_letter;
 pub mod gwmp;
 pub mod tts;
 
 use std::time::SystemTime;
+
+pub use dead_letter::DeadLetter;
 
 /// Why an input message could not become an [`Uplink`]. Display is one short line: what
 /// the input said is quoted as an [`Excerpt`].

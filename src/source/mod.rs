@@ -8,7 +8,7 @@ pub mod udp;
 
 use std::time::SystemTime;
 
-use crate::format::{self, Excerpt, ParseError};
+use crate::format::{self, DeadLetter, ParseError};
 use crate::uplink::{RadioFrame, Uplink};
 pub use start::{build, BindError, Bound, Built};
 
@@ -33,44 +33,6 @@ pub enum Input {
     /// A message hubgate will not process (too large, or its parsing failed): kept as a dead
     /// letter, then acknowledged, so the broker does not deliver it again.
     DeadLetter(Box<DeadLetter>),
-}
-
-/// What is kept of a message hubgate gave up on: enough to find and judge it, not all of it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    pub source: &'static str,
-    /// Why it was given up on (one line).
-    pub reason: String,
-    /// The MQTT topic it came on, if any (cut like an [`Excerpt`]).
-    pub topic: Option<String>,
-    pub size: usize,
-    pub sha256: [u8; 32],
-    /// Its first [`DeadLetter::HEAD`] bytes.
-    pub head: Vec<u8>,
-    pub received: SystemTime,
-}
-
-impl DeadLetter {
-    pub const HEAD: usize = 256;
-
-    pub fn new(
-        source: &'static str,
-        reason: String,
-        topic: Option<&str>,
-        message: &[u8],
-        received: SystemTime,
-    ) -> Self {
-        use sha2::Digest;
-        DeadLetter {
-            source,
-            reason,
-            topic: topic.map(|t| Excerpt::from(t).to_string()),
-            size: message.len(),
-            sha256: sha2::Sha256::digest(message).into(),
-            head: message[..message.len().min(Self::HEAD)].to_vec(),
-            received,
-        }
-    }
 }
 
 /// How to tell a source that a frame's records are durable.

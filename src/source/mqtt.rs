@@ -17,8 +17,9 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
-use super::{Ack, Context, DeadLetter, Frame, Input};
+use super::{Ack, Context, Frame, Input};
 use crate::config::{MqttSourceConfig, MqttTls, UplinkFormat};
+use crate::format::DeadLetter;
 use crate::format::{chirpstack, tts};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
