@@ -70,7 +70,7 @@ fn record_build(c: &mut Criterion) {
     let tags = ["Building 1".to_string(), "Floor 2".to_string()];
     let dev = DeviceInfo {
         tags: &tags,
-        global_tags: &[],
+        ..DeviceInfo::UNKNOWN
     };
     let codec = Codec::Browan(BrowanModel::Tbhh100);
     let payload = || Payload::Decoded {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecError};
 use crate::config::Config;
 use crate::format::DeadLetter;
 use crate::ids::DevEui;
@@ -19,6 +19,8 @@ use crate::uplink::{RadioFrame, Uplink};
 struct Device {
     codec: Option<Codec>,
     tags: Vec<String>,
+    usecase: Option<String>,
+    packed_rec_type: Option<String>,
 }
 
 pub struct Decoder {
@@ -27,6 +29,8 @@ pub struct Decoder {
     devices: HashMap<DevEui, Device>,
     packed_rec_type: String,
     global_tags: Vec<String>,
+    /// The envelope's `source`.
+    source: String,
     metrics: Arc<Metrics>,
 }
 
@@ -41,6 +45,8 @@ impl Decoder {
                     Device {
                         codec: d.codec,
                         tags: d.tags.clone(),
+                        usecase: d.usecase.clone(),
+                        packed_rec_type: d.packed_rec_type.clone(),
                     },
                 )
             })
@@ -56,6 +62,7 @@ impl Decoder {
             lorawan: sessions,
             packed_rec_type: cfg.record.packed_rec_type.clone(),
             global_tags: cfg.record.global_tags.clone(),
+            source: cfg.record.source.clone(),
             metrics,
         }
     }
@@ -88,8 +95,9 @@ impl Decoder {
         let now = SystemTime::now();
         if let Input::Uplink(up) = input {
             let info = DeviceInfo {
-                tags: &[],
                 global_tags: &self.global_tags,
+                source: &self.source,
+                ..DeviceInfo::UNKNOWN
             };
             let packed = Payload::Packed {
                 rec_type: &self.packed_rec_type,
@@ -119,6 +127,7 @@ impl Decoder {
                 stat,
                 time,
             } => Some(record::gateway_status(
+                &self.source,
                 gateway_id,
                 stat,
                 *time,
@@ -151,16 +160,41 @@ impl Decoder {
         }
     }
 
+    /// The record of `up` decoded with `codec`, whatever the device's own, with the device's
+    /// tags and the site's settings: what `hubgate decode` prints, built as the sink's are.
+    pub fn decode_with(&self, up: &Uplink, codec: Codec) -> Result<Record, CodecError> {
+        let decoded = codec.decode(up.fport, &up.payload)?;
+        let payload = Payload::Decoded {
+            codec: codec.id(),
+            decoded,
+        };
+        Ok(record::build(
+            up,
+            &self.info(up),
+            payload,
+            SystemTime::now(),
+        ))
+    }
+
+    /// What the config says about the device of `up` and the site.
+    fn info(&self, up: &Uplink) -> DeviceInfo<'_> {
+        let device = self.devices.get(&up.dev_eui);
+        DeviceInfo {
+            tags: device.map(|d| d.tags.as_slice()).unwrap_or_default(),
+            global_tags: &self.global_tags,
+            usecase: device.and_then(|d| d.usecase.as_deref()),
+            source: &self.source,
+        }
+    }
+
     fn uplink(&self, up: &Uplink) -> Record {
         let now = SystemTime::now();
-        let no_tags: &[String] = &[];
         let device = self.devices.get(&up.dev_eui);
-        let info = DeviceInfo {
-            tags: device.map(|d| d.tags.as_slice()).unwrap_or(no_tags),
-            global_tags: &self.global_tags,
-        };
+        let info = self.info(up);
         let packed = |error: Option<String>| Payload::Packed {
-            rec_type: &self.packed_rec_type,
+            rec_type: device
+                .and_then(|d| d.packed_rec_type.as_deref())
+                .unwrap_or(&self.packed_rec_type),
             error,
         };
         let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, now);
@@ -284,5 +318,39 @@ mod tests {
         assert_eq!(m.problems("decode_panic"), 2);
         let rec = d.decode(&uplink()).unwrap();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
+    }
+
+    /// A device's `usecase` and `packed_rec_type` win over the recType's code and the site's
+    /// packed recType; the site's `source` and global tags go into every record.
+    #[test]
+    fn device_and_site_settings_go_into_the_records() {
+        let cfg = Config::parse(
+            "[record]\nsource = \"ShareService\"\nglobal_tags = [\"London\"]\n\
+             [sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\ncodec = \"browan-tbhh100\"\n\
+             usecase = \"SE01\"\npacked_rec_type = \"io.microshare.environment.packed\"\n\
+             tags = [\"Lobby\"]\n",
+        )
+        .unwrap();
+        let mut d = Decoder::new(&cfg, Metrics::new());
+        let body = |rec: Record| serde_json::from_str::<serde_json::Value>(&rec.body).unwrap();
+        let v = body(d.decode(&uplink()).unwrap());
+        assert_eq!(v["source"], "ShareService");
+        assert_eq!(v["obj"]["tags"], serde_json::json!(["London", "Lobby"]));
+        assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE01");
+        let Input::Uplink(mut bad) = uplink() else {
+            unreachable!()
+        };
+        bad.payload.truncate(2);
+        let rec = d.decode(&Input::Uplink(bad)).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.environment.packed");
+        assert_eq!(
+            body(rec)["obj"]["data"]["meta"]["dc"]["device_type"],
+            "packed"
+        );
+        let (mut plain, _) = decoder();
+        let v = body(plain.decode(&uplink()).unwrap());
+        assert_eq!(v["source"], "hubgate");
+        assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE09");
     }
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use hubgate::buffer::{self, SledStore, Store};
 use hubgate::codec::Codec;
 use hubgate::config::Config;
-use hubgate::record::{self, DeviceInfo, Payload};
+use hubgate::record;
 use hubgate::uplink::{Radio, Uplink};
 
 const DEFAULT_CONFIG: &str = "/etc/hubgate/hubgate.toml";
@@ -40,12 +40,24 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
-    /// Decode one payload and print the unpacked record.
+    /// Decode one payload and print the unpacked record, byte for byte as the sink sends it.
     Decode {
+        /// A config whose device tags, usecase, global tags and source go into the record.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         codec: String,
         #[arg(long)]
         fport: Option<u8>,
+        /// The device (default 00-00-00-00-00-00-00-00).
+        #[arg(long, value_name = "EUI")]
+        dev_eui: Option<String>,
+        /// The uplink's frame counter.
+        #[arg(long)]
+        fcnt: Option<u32>,
+        /// The uplink's receive time, RFC 3339 (default: now).
+        #[arg(long, value_name = "RFC3339")]
+        time: Option<String>,
         /// Payload in hex.
         hex: String,
     },
@@ -119,7 +131,23 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config, print } => check(&config, print),
-        Command::Decode { codec, fport, hex } => decode(&codec, fport, &hex),
+        Command::Decode {
+            config,
+            codec,
+            fport,
+            dev_eui,
+            fcnt,
+            time,
+            hex,
+        } => {
+            let up = DecodeArgs {
+                fport,
+                dev_eui,
+                fcnt,
+                time,
+            };
+            decode(config.as_deref(), &codec, up, &hex)
+        }
         Command::Lorawan {
             nwkskey,
             appskey,
@@ -301,7 +329,15 @@ fn check(path: &Path, print: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn decode(codec: &str, fport: Option<u8>, hex_payload: &str) -> ExitCode {
+/// The uplink `hubgate decode` makes up around the payload.
+struct DecodeArgs {
+    fport: Option<u8>,
+    dev_eui: Option<String>,
+    fcnt: Option<u32>,
+    time: Option<String>,
+}
+
+fn decode(config: Option<&Path>, codec: &str, args: DecodeArgs, hex_payload: &str) -> ExitCode {
     let Some(codec) = Codec::from_id(codec) else {
         return fail(
             2,
@@ -313,40 +349,59 @@ fn decode(codec: &str, fport: Option<u8>, hex_payload: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(2, format!("bad hex payload: {e}")),
     };
-    let decoded = match codec.decode(fport, &payload) {
-        Ok(d) => d,
+    let dev_eui = match args.dev_eui.as_deref().map(hubgate::ids::DevEui::parse) {
+        None => hubgate::ids::DevEui([0; 8]),
+        Some(Ok(eui)) => eui,
+        Some(Err(e)) => return fail(2, format!("--dev-eui: {e}")),
+    };
+    let time = match args.time.as_deref().map(parse_time) {
+        None => SystemTime::now(),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return fail(2, format!("--time: {e}")),
+    };
+    let cfg = match config {
+        Some(path) => Config::load(path),
+        None => {
+            Ok(Config::parse("[sink]\ntype = \"stdout\"\n").expect("the minimal config parses"))
+        }
+    };
+    let cfg = match cfg {
+        Ok(cfg) => cfg,
         Err(e) => return fail(2, e),
     };
-    let now = SystemTime::now();
     let up = Uplink {
-        dev_eui: hubgate::ids::DevEui([0; 8]),
+        dev_eui,
         device_name: None,
-        fport,
-        fcnt: None,
+        fport: args.fport,
+        fcnt: args.fcnt,
         payload,
-        time: now,
+        time,
         radio: Radio::default(),
     };
-    let info = DeviceInfo {
-        tags: &[],
-        global_tags: &[],
+    let decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
+    let rec = match decoder.decode_with(&up, codec) {
+        Ok(rec) => rec,
+        Err(e) => return fail(2, e),
     };
-    let rec = record::build(
-        &up,
-        &info,
-        Payload::Decoded {
-            codec: codec.id(),
-            decoded,
-        },
-        now,
-    );
-    match serde_json::to_string_pretty(&record::obj_of(&rec.body)) {
-        Ok(s) => {
-            println!("{s}");
+    match record::obj_of(&rec.body) {
+        Some(obj) => {
+            println!("{obj}");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(2, e),
+        None => fail(2, "the record has no obj"),
     }
+}
+
+/// An RFC 3339 time a record can carry (1970 to 9999).
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(SystemTime::from)
+        .map_err(|e| format!("{s:?}: {e}"))
+        .and_then(|t| {
+            hubgate::uplink::valid_time(t)
+                .then_some(t)
+                .ok_or_else(|| format!("{s:?}: outside 1970..=9999"))
+        })
 }
 
 /// `hubgate lorawan` output for a data frame, fields in contract order (docs/design.md).

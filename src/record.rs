@@ -27,11 +27,29 @@ pub struct Record {
     pub body: String,
 }
 
-/// What hubgate knows about the device an uplink came from.
+/// What hubgate knows about the device an uplink came from, and the site's record settings.
 pub struct DeviceInfo<'a> {
     pub tags: &'a [String],
     pub global_tags: &'a [String],
+    /// Microshare usecase code (`meta.usecase`); `None`: the recType's own, if it has one.
+    pub usecase: Option<&'a str>,
+    /// The envelope's `source` (`[record] source`).
+    pub source: &'a str,
 }
+
+impl DeviceInfo<'_> {
+    /// A device hubgate knows nothing about, on a site with the default settings.
+    pub const UNKNOWN: DeviceInfo<'static> = DeviceInfo {
+        tags: &[],
+        global_tags: &[],
+        usecase: None,
+        source: SOURCE,
+    };
+}
+
+/// The envelope's default `source`: who made the record. Microshare writes `ShareService`;
+/// hubgate names itself unless `[record] source` says otherwise.
+pub const SOURCE: &str = "hubgate";
 
 /// How the payload was interpreted.
 pub enum Payload<'a> {
@@ -125,29 +143,41 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
             (rec_type, "packed")
         }
     };
+    let usecase = device
+        .usecase
+        .or_else(|| crate::codec::rec_type::usecase(rec_type));
     data.insert(
         "meta",
-        Field::Meta(Meta {
+        Field::Meta(Box::new(Meta {
+            dc: Dc {
+                device_type: class,
+                rec_type,
+                usecase,
+            },
             device: device.tags,
             global: device.global_tags,
             iot: Iot {
-                bw: up.radio.bandwidth,
+                // Microshare writes the bandwidth in kHz and the frequency in MHz.
+                bw: up.radio.bandwidth.map(|hz| Num(f64::from(hz) / 1e3)),
+                channel: up.radio.channel,
                 device_id: &device_id,
                 device_name: up.device_name.as_deref(),
                 fcnt_up: up.fcnt,
                 fport: up.fport,
-                freq: up.radio.frequency,
+                freq: up.radio.frequency.map(|hz| Num(hz as f64 / 1e6)),
                 gateway_id: up.radio.gateway_id.as_deref(),
                 iso_time: &time,
                 payload: &payload_hex,
                 payload_fmt: 1,
                 rssi: up.radio.rssi,
                 sf: up.radio.spreading_factor,
-                snr: up.radio.snr,
+                snr: up.radio.snr.map(Num),
                 time: &time,
                 kind: "uplink",
             },
-        }),
+            source: [],
+            usecase,
+        })),
     );
     data.insert("time", Field::Str(&time));
     data.insert(
@@ -158,19 +188,30 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
             version: env!("CARGO_PKG_VERSION"),
         }),
     );
+    // Microshare's obj.tags hold the site's global tags and the device's own.
+    let tags: Vec<&str> = device
+        .global_tags
+        .iter()
+        .chain(device.tags)
+        .map(String::as_str)
+        .collect();
+    let tstamp = ms_since_epoch(up.time);
     let envelope = Envelope {
         event_type: "create",
         id: &id,
         obj: Obj {
+            // The record is made from the uplink alone, so building it again gives the
+            // same bytes: its creation date is the uplink's time.
+            create_date: tstamp,
             data,
             id: &id,
             rec_type,
-            tags: device.tags,
-            tstamp: ms_since_epoch(up.time),
+            tags,
+            tstamp,
         },
         obj_type: "objs",
         rec_type,
-        source: "hubgate",
+        source: device.source,
     };
     Record {
         // Plain structs and strings: serialising cannot fail.
@@ -191,7 +232,7 @@ enum Field<'a> {
     Str(&'a str),
     Readings(Vec<ReadingJson<'a>>),
     Map(Fields<'a>),
-    Meta(Meta<'a>),
+    Meta(Box<Meta<'a>>),
     Unpacker(Unpacker<'a>),
 }
 
@@ -204,30 +245,50 @@ struct Envelope<'a> {
     obj_type: &'static str,
     #[serde(rename = "recType")]
     rec_type: &'a str,
-    source: &'static str,
+    source: &'a str,
 }
 
 #[derive(Serialize)]
 struct Obj<'a> {
+    #[serde(rename = "createDate")]
+    create_date: u64,
     data: Fields<'a>,
     id: &'a str,
     #[serde(rename = "recType")]
     rec_type: &'a str,
-    tags: &'a [String],
+    tags: Vec<&'a str>,
     tstamp: u64,
 }
 
 #[derive(Serialize)]
 struct Meta<'a> {
+    dc: Dc<'a>,
     device: &'a [String],
     global: &'a [String],
     iot: Iot<'a>,
+    /// Microshare's list of upstream records; hubgate's records have none.
+    source: [&'a str; 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usecase: Option<&'a str>,
+}
+
+/// Microshare's device-cluster summary: the device type (hubgate: the codec, or `packed`),
+/// the usecase and the recType.
+#[derive(Serialize)]
+struct Dc<'a> {
+    device_type: &'a str,
+    #[serde(rename = "recType")]
+    rec_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usecase: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct Iot<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    bw: Option<u32>,
+    bw: Option<Num>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<u32>,
     device_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     device_name: Option<&'a str>,
@@ -236,7 +297,7 @@ struct Iot<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     fport: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    freq: Option<u64>,
+    freq: Option<Num>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gateway_id: Option<&'a str>,
     iso_time: &'a str,
@@ -247,7 +308,7 @@ struct Iot<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sf: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    snr: Option<f64>,
+    snr: Option<Num>,
     time: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
@@ -258,6 +319,23 @@ struct Unpacker<'a> {
     class: &'a str,
     library: &'static str,
     version: &'static str,
+}
+
+/// A number as Microshare writes it: an integer when the value is whole (`23`, not `23.0`),
+/// else a float.
+#[derive(Clone, Copy)]
+struct Num(f64);
+
+impl Serialize for Num {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Integers up to 2^53 are exact in both forms; beyond, the float says more.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if self.0.fract() == 0.0 && self.0.abs() <= EXACT {
+            s.serialize_i64(self.0 as i64)
+        } else {
+            s.serialize_f64(self.0)
+        }
+    }
 }
 
 /// One reading as `{context_id, time, unit, value}` (sorted; absent ones left out).
@@ -278,7 +356,7 @@ impl Serialize for ReadingJson<'_> {
             m.serialize_entry("unit", u)?;
         }
         match r.value {
-            Value::Num(v) => m.serialize_entry("value", &v)?,
+            Value::Num(v) => m.serialize_entry("value", &Num(v))?,
             Value::Int(v) => m.serialize_entry("value", &v)?,
             Value::Bool(v) => m.serialize_entry("value", &v)?,
         }
@@ -289,6 +367,7 @@ impl Serialize for ReadingJson<'_> {
 /// A gateway's GWMP `stat` report as a record of its own (`io.microshare.gateway.unpacked`),
 /// keyed by the gateway id.
 pub fn gateway_status(
+    source: &str,
     gateway_id: &str,
     stat: &Map<String, Json>,
     time: SystemTime,
@@ -301,6 +380,7 @@ pub fn gateway_status(
     let rec_type = crate::codec::rec_type::GATEWAY;
     let iso = iso8601(time);
     let obj = json!({
+        "createDate": ms_since_epoch(time),
         "id": id,
         "recType": rec_type,
         "tstamp": ms_since_epoch(time),
@@ -314,7 +394,7 @@ pub fn gateway_status(
         },
     });
     let body = json!({
-        "event_type": "create", "id": id, "recType": rec_type, "source": "hubgate", "obj_type": "objs", "obj": obj,
+        "event_type": "create", "id": id, "recType": rec_type, "source": source, "obj_type": "objs", "obj": obj,
     });
     Record {
         id,
@@ -374,12 +454,17 @@ fn reading_time(secs: u64) -> Option<String> {
         .map(iso8601)
 }
 
-/// The unpacked record (`obj`) of an envelope, as `hubgate decode` prints it.
-pub fn obj_of(body: &str) -> Json {
-    serde_json::from_str::<Json>(body)
+/// The unpacked record (`obj`) of an envelope, byte for byte as it is in the envelope: what
+/// `hubgate decode` prints.
+pub fn obj_of(body: &str) -> Option<&str> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        obj: &'a serde_json::value::RawValue,
+    }
+    serde_json::from_str::<Envelope>(body)
         .ok()
-        .and_then(|mut v| v.get_mut("obj").map(Json::take))
-        .unwrap_or(Json::Null)
+        .map(|e| e.obj.get())
 }
 
 #[cfg(test)]
@@ -414,7 +499,7 @@ mod tests {
             .unwrap();
         let dev = DeviceInfo {
             tags: &tags,
-            global_tags: &[],
+            ..DeviceInfo::UNKNOWN
         };
         let rec = build(
             &up,
@@ -459,11 +544,14 @@ mod tests {
             frequency: Some(868_100_000),
             spreading_factor: Some(7),
             bandwidth: Some(125_000),
+            channel: Some(3),
         };
         let tags = vec!["Building \"1\"".to_string()];
         let dev = DeviceInfo {
             tags: &tags,
             global_tags: &tags,
+            usecase: Some("SC05"),
+            source: "ShareService",
         };
         let mut bodies = Vec::new();
         // Every codec's example (EM300-SLD's carries a history record: a reading time).

@@ -21,6 +21,8 @@ pub struct Radio {
     pub frequency: Option<u64>,
     pub spreading_factor: Option<u8>,
     pub bandwidth: Option<u32>,
+    /// The gateway's channel index, when the network server reports it.
+    pub channel: Option<u32>,
 }
 
 /// One application uplink: the device's FRMPayload, already decrypted by whoever delivered it.

@@ -732,10 +732,7 @@ fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
     let decoded = hubgate::codec::Codec::Browan(hubgate::codec::BrowanModel::Tbhh100)
         .decode(up.fport, &up.payload)
         .expect("sample decodes");
-    let dev = DeviceInfo {
-        tags: &[],
-        global_tags: &[],
-    };
+    let dev = DeviceInfo::UNKNOWN;
     let payload = Payload::Decoded {
         codec: "browan-tbhh100",
         decoded,

@@ -110,9 +110,9 @@ struct Header {
     status: u8,
     /// Battery voltage in V, from the low nibble of byte 1.
     battery_v: f64,
-    /// Battery capacity in %, from the high nibble of byte 1; `None` when the nibble is 0
-    /// (most firmware leaves it 0).
-    battery_pct: Option<f64>,
+    /// Battery capacity in %, from the high nibble of byte 1. Most firmware leaves the nibble
+    /// 0, which then means "not reported"; it is still written as 0, as Microshare does.
+    battery_pct: f64,
     /// Byte 2 in °C: ambient on TBHH100, board sensor on the other models.
     temperature_c: f64,
 }
@@ -157,7 +157,7 @@ fn header(m: Model, fport: Option<u8>, b: &Bytes, bit3: Bit3) -> Result<Header, 
     Ok(Header {
         status,
         battery_v: f64::from(25 + v) / 10.0,
-        battery_pct: (c > 0).then(|| (f64::from(c) * 100.0 / 15.0).round()),
+        battery_pct: (f64::from(c) * 100.0 / 15.0).round(),
         temperature_c: temperature(b.u8(2)?),
     })
 }
@@ -176,10 +176,10 @@ fn humidity(b: u8) -> Option<f64> {
 /// Empty record of the model with the battery in `device_health`, plus the byte-2
 /// temperature there too when `board_temperature` (it is the PCB sensor on that model).
 fn record(m: Model, h: &Header, board_temperature: bool) -> Decoded {
-    let mut health = vec![Reading::num("voltage", h.battery_v, "V")];
-    if let Some(pct) = h.battery_pct {
-        health.push(Reading::num("charge", pct, "%"));
-    }
+    let mut health = vec![
+        Reading::num("voltage", h.battery_v, "V"),
+        Reading::num("charge", h.battery_pct, "%"),
+    ];
     if board_temperature {
         health.push(Reading::num("temperature", h.temperature_c, "°C"));
     }
@@ -351,14 +351,15 @@ pub fn tbpb100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// micro-degrees, bits 31..29 α with accuracy ≤ 2^(α+2) m (α = 7: no bound, no accuracy
 /// reading). Without a GNSS fix (status bit 3) or on a GNSS error (bit 4) the coordinates
 /// are stale (the last known ones, possibly 0/0), so no position is emitted; `gnss_fix`
-/// says which case it is. Battery byte 0x00 means "charging": no voltage then.
+/// says which case it is. Battery byte 0x00 means "charging": no voltage or charge then.
 pub fn tbol100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = Model::Tbol100;
     let b = Bytes::new(m.id(), p);
     let h = header(m, fport, &b, Bit3::Any)?;
     let mut d = record(m, &h, true);
     if b.u8(1)? == 0 {
-        d.health.retain(|r| r.field != "voltage");
+        d.health
+            .retain(|r| r.field != "voltage" && r.field != "charge");
         d.health.push(Reading::flag("charging", true));
     }
     let fix = h.status & 0x18 == 0;
@@ -435,10 +436,14 @@ mod tests {
                 int("events_since_reset", 10_000, None),
             ]
         );
-        // Capacity nibble 0 → no charge.
+        // Capacity nibble 0 → charge 0, as Microshare writes it.
         assert_eq!(
             d.health,
-            vec![n("voltage", 3.8, "V"), n("temperature", -4.0, "°C")]
+            vec![
+                n("voltage", 3.8, "V"),
+                n("charge", 0.0, "%"),
+                n("temperature", -4.0, "°C")
+            ]
         );
     }
 
@@ -459,7 +464,11 @@ mod tests {
         );
         assert_eq!(
             d.health,
-            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
+            vec![
+                n("voltage", 3.6, "V"),
+                n("charge", 0.0, "%"),
+                n("temperature", 24.0, "°C")
+            ]
         );
     }
 
@@ -516,7 +525,10 @@ mod tests {
         // 0x1E → −2 °C (the shared header), 0x00 → −32 °C, 0x80 → bit 7 masked → −32 °C.
         let d = tbhh100(None, &hex("08 00 1E 32 FF FF FF FF")).unwrap();
         assert_eq!(get(&d.readings, "temperature"), Some(&Value::Num(-2.0)));
-        assert_eq!(d.health, vec![n("voltage", 2.5, "V")]);
+        assert_eq!(
+            d.health,
+            vec![n("voltage", 2.5, "V"), n("charge", 0.0, "%")]
+        );
         let d = tbwl100(None, &hex("00 0B 00 28 80")).unwrap();
         assert_eq!(get(&d.readings, "temperature"), Some(&Value::Num(-32.0)));
         assert_eq!(get(&d.health, "temperature"), Some(&Value::Num(-32.0)));
@@ -542,7 +554,7 @@ mod tests {
             let d = tbwl100(None, &[0, b, 0x3F, 40, 0x3F]).unwrap();
             get(&d.health, "charge").cloned()
         };
-        assert_eq!(charge(0x0B), None);
+        assert_eq!(charge(0x0B), Some(Value::Num(0.0)));
         assert_eq!(charge(0x1B), Some(Value::Num(7.0))); // 6.67
         assert_eq!(charge(0x8B), Some(Value::Num(53.0)));
         assert_eq!(charge(0xCB), Some(Value::Num(80.0)));
@@ -585,7 +597,11 @@ mod tests {
         );
         assert_eq!(
             d.health,
-            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
+            vec![
+                n("voltage", 3.6, "V"),
+                n("charge", 0.0, "%"),
+                n("temperature", 24.0, "°C")
+            ]
         );
         let d = tbwl100(Some(106), &hex("60 0B 38 37 36")).unwrap();
         assert_eq!(get(&d.readings, "leak"), Some(&Value::Bool(false)));
@@ -698,7 +714,11 @@ mod tests {
         assert_eq!(d.readings, vec![n("illuminance", 100.0, "lx")]);
         assert_eq!(
             d.health,
-            vec![n("voltage", 3.6, "V"), n("temperature", 20.0, "°C")]
+            vec![
+                n("voltage", 3.6, "V"),
+                n("charge", 0.0, "%"),
+                n("temperature", 20.0, "°C")
+            ]
         );
     }
 
@@ -719,7 +739,11 @@ mod tests {
         assert_eq!(d.readings, vec![n("loudness", 65.0, "dBA")]);
         assert_eq!(
             d.health,
-            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
+            vec![
+                n("voltage", 3.6, "V"),
+                n("charge", 0.0, "%"),
+                n("temperature", 24.0, "°C")
+            ]
         );
         // 254 is a value, 255 the error marker; longer frames are accepted.
         let d = tbsl100(None, &hex("00 0B 38 FE 00 00")).unwrap();
@@ -765,7 +789,11 @@ mod tests {
         );
         assert_eq!(
             d.health,
-            vec![n("voltage", 3.6, "V"), n("temperature", 26.0, "°C")]
+            vec![
+                n("voltage", 3.6, "V"),
+                n("charge", 0.0, "%"),
+                n("temperature", 26.0, "°C")
+            ]
         );
     }
 

@@ -280,6 +280,17 @@ pub mod rec_type {
     pub const GPS: &str = "io.microshare.gps.unpacked";
     /// Default recType of frames hubgate cannot decode (raw hex payload).
     pub const PACKED: &str = "io.microshare.lorawan.packed";
+
+    /// Microshare's usecase code (`meta.usecase`) of the domains whose code it publishes:
+    /// environment `SE09`, motion `SC03`, feedback `SF01`. Others have none unless configured.
+    pub fn usecase(rec_type: &str) -> Option<&'static str> {
+        match rec_type {
+            ENVIRONMENT => Some("SE09"),
+            MOTION => Some("SC03"),
+            FEEDBACK => Some("SF01"),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

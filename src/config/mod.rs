@@ -313,6 +313,11 @@ impl Config {
             .map(Codec::rec_type)
             .collect();
         out.insert(&self.record.packed_rec_type);
+        out.extend(
+            self.devices
+                .iter()
+                .filter_map(|d| d.packed_rec_type.as_deref()),
+        );
         if self
             .sources
             .iter()

@@ -94,12 +94,15 @@ pub struct RecordConfig {
     /// recType of frames without a codec, or whose codec failed.
     #[serde(default = "default_packed_rec_type")]
     pub packed_rec_type: String,
-    /// Tags added to every record's `meta.global`.
+    /// Tags added to every record's `meta.global`, and ahead of the device's in `obj.tags`.
     #[serde(default)]
     pub global_tags: Vec<String>,
     /// How many recent uplinks are remembered to drop duplicates (same device, FCnt, payload).
     #[serde(default = "default_dedup_window")]
     pub dedup_window: usize,
+    /// The envelope's `source`: who made the record.
+    #[serde(default = "default_source")]
+    pub source: String,
 }
 
 fn default_packed_rec_type() -> String {
@@ -108,6 +111,9 @@ fn default_packed_rec_type() -> String {
 fn default_dedup_window() -> usize {
     4096
 }
+fn default_source() -> String {
+    crate::record::SOURCE.into()
+}
 
 impl Default for RecordConfig {
     fn default() -> Self {
@@ -115,6 +121,7 @@ impl Default for RecordConfig {
             packed_rec_type: default_packed_rec_type(),
             global_tags: Vec::new(),
             dedup_window: default_dedup_window(),
+            source: default_source(),
         }
     }
 }
@@ -184,6 +191,13 @@ pub struct DeviceConfig {
     pub codec: Option<Codec>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Microshare usecase code (`meta.usecase`, e.g. `SC05`); default: the recType's own.
+    #[serde(default)]
+    pub usecase: Option<String>,
+    /// recType of this device's packed records (no codec, or the codec failed), e.g.
+    /// `io.microshare.environment.packed`; default: `[record] packed_rec_type`.
+    #[serde(default)]
+    pub packed_rec_type: Option<String>,
     /// LoRaWAN 1.0.x session, for raw frames (serial, UDP, raw MQTT) that hubgate verifies and
     /// decrypts itself: DevAddr as usually written (8 hex digits, big-endian). Give all three
     /// of `dev_addr`, `nwk_s_key`, `app_s_key`, or none.

@@ -253,10 +253,7 @@ mod tests {
         let up = parse(&b, SystemTime::UNIX_EPOCH).unwrap();
         let rec = crate::record::build(
             &up,
-            &crate::record::DeviceInfo {
-                tags: &[],
-                global_tags: &[],
-            },
+            &crate::record::DeviceInfo::UNKNOWN,
             crate::record::Payload::Packed {
                 rec_type: "p",
                 error: None,

@@ -40,6 +40,8 @@ struct RxInfo {
     gateway_id: Option<String>,
     rssi: Option<i32>,
     snr: Option<f64>,
+    #[serde(default, deserialize_with = "super::de_channel")]
+    channel: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +77,8 @@ struct GatewayRxInfo {
     gateway_id: Option<String>,
     rssi: Option<i32>,
     snr: Option<f64>,
+    #[serde(default, deserialize_with = "super::de_channel")]
+    channel: Option<u32>,
     gw_time: Option<String>,
     ns_time: Option<String>,
     crc_status: Option<String>,
@@ -112,6 +116,7 @@ pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFra
             frequency: f.tx_info.as_ref().and_then(|t| t.frequency),
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
+            channel: rx.and_then(|r| r.channel),
         },
     })
 }
@@ -150,6 +155,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             frequency: ev.tx_info.as_ref().and_then(|t| t.frequency),
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
+            channel: best.and_then(|r| r.channel),
         },
     })
 }
@@ -161,7 +167,7 @@ mod tests {
     const UP: &str = r#"{"deduplicationId":"3ac7","time":"2024-05-01T10:00:00.123Z",
         "deviceInfo":{"tenantId":"t","applicationId":"a","deviceName":"lobby-th","devEui":"58a0cb0000101234"},
         "devAddr":"26011bda","fCnt":42,"fPort":103,"data":"CIwuLf////8=",
-        "rxInfo":[{"gatewayId":"g1","rssi":-90,"snr":3.5},{"gatewayId":"g2","rssi":-79,"snr":9.5}],
+        "rxInfo":[{"gatewayId":"g1","rssi":-90,"snr":3.5,"channel":1},{"gatewayId":"g2","rssi":-79,"snr":9.5,"channel":4}],
         "txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}}}"#;
 
     #[test]
@@ -175,12 +181,24 @@ mod tests {
         assert_eq!(up.radio.snr, Some(9.5));
         assert_eq!(up.radio.gateway_id.as_deref(), Some("g2"));
         assert_eq!(up.radio.spreading_factor, Some(7));
+        assert_eq!(up.radio.channel, Some(4), "the best reception's channel");
         let ms = up
             .time
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_millis();
         assert_eq!(ms, 1_714_557_600_123);
+    }
+
+    /// A channel that is not a channel index is left out; the uplink is not refused for it.
+    #[test]
+    fn a_bad_channel_does_not_refuse_the_uplink() {
+        for bad in ["\"x\"", "-1", "4294967296", "1.5", "null"] {
+            let json = UP.replace("\"channel\":4", &format!("\"channel\":{bad}"));
+            let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+            assert_eq!(up.radio.channel, None, "{bad}");
+            assert_eq!(up.radio.rssi, Some(-79));
+        }
     }
 
     #[test]
@@ -194,6 +212,7 @@ mod tests {
         assert_eq!(f.radio.gateway_id.as_deref(), Some("0016c001ff10a235"));
         assert_eq!((f.radio.rssi, f.radio.snr), (Some(-36), Some(10.5)));
         assert_eq!(f.radio.frequency, Some(868_100_000));
+        assert_eq!(f.radio.channel, Some(2));
         let ms = f
             .time
             .duration_since(SystemTime::UNIX_EPOCH)

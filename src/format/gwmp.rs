@@ -96,6 +96,8 @@ struct Rxpk {
     time: Option<String>,
     #[serde(default)]
     stat: i8,
+    #[serde(default, deserialize_with = "super::de_channel")]
+    chan: Option<u32>,
     freq: Option<f64>,
     datr: Option<serde_json::Value>,
     rssi: Option<i32>,
@@ -165,6 +167,7 @@ pub fn parse_push(
                 frequency: p.freq.map(|mhz| (mhz * 1e6).round() as u64),
                 spreading_factor: sf,
                 bandwidth: bw,
+                channel: p.chan,
             },
         });
     }

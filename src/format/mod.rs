@@ -78,6 +78,14 @@ impl std::fmt::Debug for Excerpt {
     }
 }
 
+/// A channel index, or `None` when the field is not one (metadata is never a reason to
+/// refuse the uplink it describes).
+fn de_channel<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
+    Ok(v.and_then(|v| v.as_u64())
+        .and_then(|c| u32::try_from(c).ok()))
+}
+
 /// An RFC 3339 time from input, refused unless a record can carry it
 /// ([`crate::uplink::valid_time`]).
 fn parse_time(s: &str) -> Result<SystemTime, ParseError> {

@@ -44,6 +44,8 @@ struct RxMetadata {
     gateway_ids: Option<GatewayIds>,
     rssi: Option<i32>,
     snr: Option<f64>,
+    #[serde(default, deserialize_with = "super::de_channel")]
+    channel_index: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +117,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
                 .and_then(|f| f.parse().ok()),
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
+            channel: best.and_then(|r| r.channel_index),
         },
     })
 }
