@@ -831,6 +831,42 @@ impl Drop for Tmpfs {
 /// Another program fills the disk while Kafka is down: hubgate keeps running, stops the
 /// buffer from growing, drops the oldest records (counted, reason in the log) and is back to
 /// normal once space returns. Every acknowledged uplink is either in Kafka or counted.
+/// What each device's topic lacks of FCnt `1..=last` under `drop_oldest`: one run of old
+/// uplinks (the first few may have been on their way to Kafka when they were dropped from
+/// the buffer, and arrive) that ends before `kept_from`. Returns (delivered, missing) summed
+/// over the devices; `context` leads every failure message.
+fn dropped_oldest(
+    kafka: &Kafka,
+    confirmed: usize,
+    last: u64,
+    kept_from: u64,
+    context: &str,
+) -> (usize, usize) {
+    let (mut delivered, mut missing_total) = (0, 0);
+    for (eui, topic) in DEVICES {
+        let fcnts: BTreeSet<u64> = consume(kafka, topic, confirmed / 3)
+            .iter()
+            .map(|(_, b)| fcnt(b))
+            .collect();
+        let missing: Vec<u64> = (1..=last).filter(|f| !fcnts.contains(f)).collect();
+        if let (Some(a), Some(b)) = (missing.first(), missing.last()) {
+            assert_eq!(
+                missing.len() as u64,
+                b - a + 1,
+                "{context}\n{eui}: dropped uplinks are not one run of the oldest: {:?}",
+                runs(&missing)
+            );
+            assert!(
+                *b < kept_from,
+                "{context}\n{eui}: uplinks from {kept_from} on were dropped: {missing:?}"
+            );
+        }
+        delivered += fcnts.len();
+        missing_total += missing.len();
+    }
+    (delivered, missing_total)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_drops_oldest_counted_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -879,31 +915,9 @@ async fn a_full_disk_drops_oldest_counted_and_recovers() {
     agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
     let published = before.len() + after.len();
     let confirmed = agent.metric("hubgate_delivered_total") as usize;
-    let (mut delivered, mut missing_total) = (0, 0);
-    for (eui, topic) in DEVICES {
-        let fcnts: BTreeSet<u64> = consume(&kafka, topic, confirmed / 3)
-            .iter()
-            .map(|(_, b)| fcnt(b))
-            .collect();
-        // drop_oldest: what is missing is one run of old uplinks (the first few may have
-        // been on their way to Kafka when they were dropped from the buffer, and arrive),
-        // and nothing published after space came back.
-        let missing: Vec<u64> = (1..=1530).filter(|f| !fcnts.contains(f)).collect();
-        if let (Some(a), Some(b)) = (missing.first(), missing.last()) {
-            assert_eq!(
-                missing.len() as u64,
-                b - a + 1,
-                "{eui}: dropped uplinks are not one run of the oldest: {:?}",
-                runs(&missing)
-            );
-            assert!(
-                *b < 1501,
-                "{eui}: uplinks lost after space came back: {missing:?}"
-            );
-        }
-        delivered += fcnts.len();
-        missing_total += missing.len();
-    }
+    // Nothing published after space came back (1501..) may be missing.
+    let (delivered, missing_total) =
+        dropped_oldest(&kafka, confirmed, 1530, 1501, "faults: test=disk_full");
     let line = summary(format!(
         "faults: test=disk_full published={published} confirmed={confirmed} delivered={delivered} dropped_disk_full={dropped_total} buffered_at_recovery={buffered} lost_uncounted={}",
         missing_total.saturating_sub(dropped_total as usize)
@@ -983,24 +997,6 @@ async fn two_outages_on_a_small_disk_keep_the_newest_and_recover() {
     assert_eq!(buffered_second, second.len() as u64, "{line}");
     assert!(drop_lines <= 2, "{line}: one line per reason and minute");
     let confirmed = agent.metric("hubgate_delivered_total") as usize;
-    for (eui, topic) in DEVICES {
-        let fcnts: BTreeSet<u64> = consume(&kafka, topic, confirmed / 3)
-            .iter()
-            .map(|(_, b)| fcnt(b))
-            .collect();
-        // What is missing is one run of the oldest of the first outage.
-        let missing: Vec<u64> = (1..=2100).filter(|f| !fcnts.contains(f)).collect();
-        if let (Some(a), Some(b)) = (missing.first(), missing.last()) {
-            assert_eq!(
-                missing.len() as u64,
-                b - a + 1,
-                "{line}\n{eui}: dropped uplinks are not one run of the oldest: {:?}",
-                runs(&missing)
-            );
-            assert!(
-                *b < 2000,
-                "{line}\n{eui}: the newest were dropped: {missing:?}"
-            );
-        }
-    }
+    // Only the oldest of the first outage may be missing.
+    dropped_oldest(&kafka, confirmed, 2100, 2000, &line);
 }
