@@ -7,15 +7,11 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::config::ClientConfig;
 
-use crate::buffer::{disk_free, SledStore};
+use crate::buffer::{disk, BufferLock};
 use crate::config::{
     BufferConfig, Config, MqttSourceConfig, Provisioning, SinkConfig, SourceConfig,
 };
@@ -150,7 +146,7 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
         }
     };
     sink(&cfg, &mut list);
-    let agent = buffer_locked(&cfg.buffer.path);
+    let agent = BufferLock::is_held(&cfg.buffer.path);
     for src in &cfg.sources {
         match src {
             SourceConfig::Mqtt(m) => {
@@ -177,7 +173,7 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
         match agent {
             Ok(true) => Outcome::Ok("in use by a running hubgate".into()),
             Ok(false) => Outcome::Ok("free (no hubgate is running on this buffer)".into()),
-            Err(e) => Outcome::Fail(e),
+            Err(e) => Outcome::Fail(e.to_string()),
         },
     );
     list.step("status page", status_page(&cfg.metrics));
@@ -303,7 +299,7 @@ fn sink(cfg: &Config, list: &mut Checklist) {
         client.get("sasl.mechanisms").unwrap_or("PLAIN"),
         client.get("sasl.username").unwrap_or("")
     );
-    let present = match metadata(&client) {
+    let present = match crate::sink::probe::hubs(&client, STEP_TIMEOUT) {
         Ok(present) => {
             list.step(
                 "sasl",
@@ -334,8 +330,8 @@ fn sink(cfg: &Config, list: &mut Checklist) {
         } else {
             format!("hub {hub:?}")
         };
-        let outcome = match present.iter().find(|(h, _)| h == hub) {
-            Some((_, partitions)) => Outcome::Ok(format!("{name} exists ({partitions} partition(s))")),
+        let outcome = match present.get(hub) {
+            Some(partitions) => Outcome::Ok(format!("{name} exists ({partitions} partition(s))")),
             None if auto => Outcome::Ok(format!(
                 "{name} does not exist yet; provisioning = \"auto\" creates it with the first record"
             )),
@@ -504,108 +500,6 @@ fn handshake(stream: TcpStream, host: &str, ca: &CaSource) -> Result<String, Str
     }
 }
 
-/// librdkafka errors seen while asking for metadata, to say why it failed.
-#[derive(Default)]
-struct Probe {
-    errors: Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>,
-}
-
-impl ClientContext for Probe {
-    /// Connection failures show only in librdkafka's log (facility FAIL, often at info
-    /// level): keep those, and anything at warning or worse.
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        use RDKafkaLogLevel as L;
-        log::debug!("librdkafka {level:?} {fac}: {msg}");
-        let serious = matches!(
-            level,
-            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
-        );
-        if fac == "FAIL" || serious {
-            // "[thrd:...]: " says which librdkafka thread; the message names the broker.
-            let msg = msg
-                .strip_prefix("[thrd:")
-                .and_then(|m| m.split_once("]: "))
-                .map_or(msg, |(_, m)| m);
-            self.push(None, msg);
-        }
-    }
-    fn stats_raw(&self, _: &[u8]) {}
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.push(error.rdkafka_error_code(), reason);
-    }
-}
-
-impl Probe {
-    fn push(&self, code: Option<RDKafkaErrorCode>, text: &str) {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        errors.push((code, text.to_string()));
-    }
-}
-
-/// Nothing is produced: only here because librdkafka clients come as producers or consumers.
-impl rdkafka::producer::ProducerContext for Probe {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
-}
-
-/// Log in with the sink's settings and list the hubs (name, partitions); on failure, why.
-fn metadata(client: &ClientConfig) -> Result<Vec<(String, usize)>, String> {
-    // Connection failures are logged at info level, whatever RUST_LOG says.
-    let producer: BaseProducer<Probe> = client
-        .clone()
-        .set_log_level(RDKafkaLogLevel::Info)
-        .create_with_context(Probe::default())
-        .map_err(|e| format!("cannot create the Kafka client: {e}"))?;
-    match producer.client().fetch_metadata(None, STEP_TIMEOUT) {
-        Ok(md) => Ok(crate::sink::kafka::present_hubs(&md)
-            .into_iter()
-            .map(|(h, n)| (h.to_string(), n))
-            .collect()),
-        Err(e) => {
-            // Error events reach the context only when the client is polled.
-            producer.poll(Duration::from_millis(100));
-            let errors = producer
-                .context()
-                .errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            Err(explain(&errors, &e))
-        }
-    }
-}
-
-fn explain(errors: &[(Option<RDKafkaErrorCode>, String)], fetch: &KafkaError) -> String {
-    use RDKafkaErrorCode as C;
-    // By error code where librdkafka gives one, else by the words of its log line.
-    let find = |codes: &[C], words: &[&str]| {
-        errors
-            .iter()
-            .find(|(c, r)| {
-                c.is_some_and(|c| codes.contains(&c)) || words.iter().any(|w| r.contains(w))
-            })
-            .map(|(_, r)| r.clone())
-    };
-    let auth = [C::Authentication, C::SaslAuthenticationFailed];
-    if let Some(r) = find(&auth, &["SASL authentication", "Authentication failed"]) {
-        return format!(
-            "login refused: {r} (check the connection string: the whole string is the password)"
-        );
-    }
-    if let Some(r) = find(
-        &[C::SSL],
-        &["SSL handshake failed", "certificate verify failed"],
-    ) {
-        return format!("TLS failed: {r}");
-    }
-    if let Some(r) = find(&[], &["Disconnected"]) {
-        return format!("the connection was closed before the login completed (broker down behind a TLS proxy or load balancer?): {r}");
-    }
-    match errors.first() {
-        Some((_, r)) => format!("no answer from the broker: {r}"),
-        None => format!("no answer from the broker within {STEP_TIMEOUT:?}: {fetch}"),
-    }
-}
-
 /// CONNECT and wait for CONNACK, with the source's address and credentials but a client id
 /// of its own, so the agent's persistent session is left alone.
 async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
@@ -713,32 +607,27 @@ fn udp(listen: SocketAddr, agent_running: bool) -> Outcome {
 
 /// Room for `max_bytes` of records on top of the `min_free` the buffer leaves on the disk.
 fn buffer_space(cfg: &BufferConfig) -> Outcome {
-    let Some(existing) = cfg.path.ancestors().find(|p| p.exists()) else {
-        return Outcome::Fail("no part of the path exists".into());
+    let room = match disk::room_for_cap(cfg) {
+        Ok(room) => room,
+        Err(e) => return Outcome::Fail(e.to_string()),
     };
-    let created = if existing == cfg.path {
+    let created = if room.measured == cfg.path {
         ""
     } else {
         " (the directory is created at start)"
     };
-    let need = cfg.max_bytes.saturating_add(cfg.min_free);
-    match disk_free(existing) {
-        Some(free) if free >= need => Outcome::Ok(format!(
-            "{} free, max_bytes {} + min_free {}{created}",
-            human(free),
-            human(cfg.max_bytes),
-            human(cfg.min_free)
-        )),
-        Some(free) => Outcome::Fail(format!(
-            "only {} free, less than max_bytes {} + min_free {}: lower buffer.max_bytes or free the disk",
-            human(free),
-            human(cfg.max_bytes),
-            human(cfg.min_free)
-        )),
-        None => Outcome::Fail(format!(
-            "cannot ask {} for its free space",
-            existing.display()
-        )),
+    let sizes = format!(
+        "max_bytes {} + min_free {}",
+        human(cfg.max_bytes),
+        human(cfg.min_free)
+    );
+    if room.holds_the_cap() {
+        Outcome::Ok(format!("{} free, {sizes}{created}", human(room.free)))
+    } else {
+        Outcome::Fail(format!(
+            "only {} free, less than {sizes}: lower buffer.max_bytes or free the disk",
+            human(room.free)
+        ))
     }
 }
 
@@ -755,27 +644,6 @@ fn human(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// Is the buffer at `path` held by a running hubgate (its lock file, `SledStore::lock_file`)?
-fn buffer_locked(path: &Path) -> Result<bool, String> {
-    use std::os::fd::AsRawFd;
-    let db = SledStore::lock_file(path);
-    let file = match std::fs::File::open(&db) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(format!("cannot open {}: {e}", db.display())),
-    };
-    // SAFETY: a valid open file descriptor; the lock goes with the file when it is closed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(false);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.kind() == std::io::ErrorKind::WouldBlock {
-        Ok(true)
-    } else {
-        Err(format!("cannot test the lock of {}: {e}", db.display()))
     }
 }
 
@@ -849,13 +717,53 @@ mod tests {
         assert_eq!(human(256 << 20), "256.0 MiB");
     }
 
+    /// The checklist and the agent's start-up check of the hubs ask the sink's one probe:
+    /// they agree that a hub is missing, and that it is there once created.
     #[test]
-    fn an_open_buffer_is_locked_and_a_closed_one_free() {
+    fn the_checklist_and_the_agent_agree_on_the_hubs() {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(buffer_locked(dir.path()), Ok(false));
-        let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(buffer_locked(dir.path()), Ok(true));
-        drop(store);
-        assert_eq!(buffer_locked(dir.path()), Ok(false));
+        let path = dir.path().join("hubgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:0\"\n\
+                 [sink]\ntype = \"kafka\"\nbrokers = \"{}\"\nsecurity_protocol = \"plaintext\"\n\
+                 insecure = true\n",
+                dir.path().join("buffer").display(),
+                mock.bootstrap_servers()
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(&path).unwrap();
+        let [(rec_type, hub)] = cfg.hub_plan()[..] else {
+            panic!("one recType: {:?}", cfg.hub_plan());
+        };
+        let hub_step = || {
+            let mut out = Vec::new();
+            run(&path, &mut out);
+            let out = String::from_utf8(out).unwrap();
+            let step = format!(" hub {rec_type}: ");
+            out.lines()
+                .find(|l| l.contains(&step))
+                .unwrap_or_else(|| panic!("no hub step in:\n{out}"))
+                .to_string()
+        };
+        let agent = || crate::sink::missing_hubs(&cfg.sink, &[hub], STEP_TIMEOUT);
+
+        assert_eq!(agent(), Some(vec![hub.to_string()]));
+        let step = hub_step();
+        assert!(
+            step.starts_with("FAIL") && step.contains("does not exist"),
+            "{step}"
+        );
+
+        mock.create_topic(hub, 3, 1).unwrap();
+        assert_eq!(agent(), Some(vec![]));
+        let step = hub_step();
+        assert!(
+            step.starts_with("OK") && step.contains("exists (3 partition(s))"),
+            "{step}"
+        );
     }
 }

@@ -4,11 +4,14 @@
 //! contract on top: byte cap with `when_full`, counters, and the on-disk encoding
 //! (version byte + CRC-32 + CBOR) so a damaged record is skipped, never crash-looped on.
 
+pub mod disk;
 mod durable;
+mod lock;
 mod mark;
 mod memory;
 mod sled_store;
 
+pub use lock::BufferLock;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -74,17 +77,6 @@ pub trait Store: Send {
     fn reclaim(&mut self, _low: bool) -> Result<Option<(u64, u64)>, BufferError> {
         Ok(None)
     }
-}
-
-/// Bytes an unprivileged writer may still use on the file system holding `path`.
-pub fn disk_free(path: &std::path::Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 pub fn encode(rec: &Record) -> Vec<u8> {

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::durable::{sync_dir, SledFiles};
+use super::lock::BufferLock;
 use super::mark::Mark;
 use super::{BufferError, StateEntry, Store};
 
@@ -64,8 +65,8 @@ pub struct SledStore {
     unreported_syncs: u64,
     /// Size on disk right after the last rebuild: the next one waits until it doubles.
     reclaimed_to: u64,
-    /// The buffer directory's lock, held while the store is open (see [`take_lock`]).
-    lock: Option<std::fs::File>,
+    /// The buffer directory's lock, held while the store is open.
+    lock: Option<BufferLock>,
     /// Set when a failed rebuild could not be undone for sure: flushes fail from then on.
     broken: Option<String>,
 }
@@ -75,18 +76,13 @@ fn err(e: sled::Error) -> BufferError {
 }
 
 impl SledStore {
-    /// The file an open store holds an exclusive flock on.
-    pub fn lock_file(buffer_dir: &Path) -> std::path::PathBuf {
-        buffer_dir.join("lock")
-    }
-
     /// Open the database at `dir`. One that will not open is moved aside (loudly) and a
     /// fresh one started: a damaged card must not crash-loop the agent.
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
         // The database is a directory of its own inside the buffer directory, so it can be
         // moved aside where systemd's StateDirectory= is the only writable place.
         let dir = &buffer_dir.join(DB_DIR);
-        let lock = take_lock(buffer_dir)?;
+        let lock = BufferLock::take(buffer_dir)?;
         finish_swap(dir)?;
         let mut store = match Self::open_inner(dir) {
             Ok(s) => s,
@@ -244,7 +240,7 @@ impl SledStore {
 /// the lock on a background thread some time after the last handle is dropped, so reopening
 /// a database this process just closed (a rebuild, a salvage, a purge) can find it still
 /// held. Another hubgate cannot be the holder: the buffer directory's lock (see
-/// [`take_lock`]) keeps it out before sled is opened.
+/// [`BufferLock`]) keeps it out before sled is opened.
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
@@ -304,32 +300,6 @@ fn finish_swap(dir: &Path) -> Result<(), BufferError> {
         }
     }
     Ok(())
-}
-
-/// One hubgate (agent or `buffer` command) at a time per buffer directory, for as long as
-/// the store is open: sled's own lock is on a file inside the database directory, which a
-/// rebuild renames.
-fn take_lock(buffer_dir: &Path) -> Result<std::fs::File, BufferError> {
-    use std::os::fd::AsRawFd;
-    let path = SledStore::lock_file(buffer_dir);
-    let storage = |e: std::io::Error| BufferError::Storage(format!("{}: {e}", path.display()));
-    std::fs::create_dir_all(buffer_dir).map_err(storage)?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(storage)?;
-    // SAFETY: a valid open file descriptor; the lock goes with the file when it is closed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(BufferError::Storage(format!(
-            "{}: could not acquire lock ({e}): another hubgate uses this buffer",
-            path.display()
-        )));
-    }
-    Ok(file)
 }
 
 /// A failed file-system operation `what` (removing, renaming) on `p`.
@@ -519,7 +489,7 @@ impl Store for SledStore {
     }
 
     fn disk_free(&self) -> Option<u64> {
-        super::disk_free(&self.dir)
+        super::disk::free(&self.dir)
     }
 
     /// Rebuild a drained database that grew past [`RECLAIM_ABOVE`] ([`RECLAIM_WHEN_LOW`]

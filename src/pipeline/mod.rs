@@ -276,16 +276,16 @@ async fn rotate_credentials(
 }
 
 /// A buffer that cannot reach its cap before the disk fills is worth a warning at start
-/// (the same rule as `hubgate doctor`: room for `max_bytes` on top of `min_free`).
+/// (`hubgate doctor` fails on the same rule).
 fn warn_if_disk_smaller_than_cap(cfg: &crate::config::BufferConfig) {
-    let Some(free) = crate::buffer::disk_free(&cfg.path) else {
-        return;
-    };
-    let need = cfg.max_bytes.saturating_add(cfg.min_free);
-    if free < need {
-        log::warn!(
-            "buffer: {} has {free} bytes free, less than buffer.max_bytes + min_free ({need}); a full disk is handled like a full buffer",
-            cfg.path.display()
-        );
+    if let Ok(room) = crate::buffer::disk::room_for_cap(cfg) {
+        if !room.holds_the_cap() {
+            log::warn!(
+                "buffer: {} has {} bytes free, less than buffer.max_bytes + min_free ({}); a full disk is handled like a full buffer",
+                cfg.path.display(),
+                room.free,
+                room.need
+            );
+        }
     }
 }

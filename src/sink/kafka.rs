@@ -189,50 +189,6 @@ pub fn classify(e: &KafkaError) -> SinkError {
     }
 }
 
-/// The hubs (topics) a broker lists without error, with their partition counts.
-pub fn present_hubs(md: &rdkafka::metadata::Metadata) -> std::collections::HashMap<&str, usize> {
-    md.topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| (t.name(), t.partitions().len()))
-        .collect()
-}
-
-/// Which of `hubs` the broker does not list; `None` when it could not be asked within
-/// `timeout`. A client of its own, so the check runs beside the sink: intake does not wait
-/// for a broker that may be unreachable.
-pub fn missing_hubs(
-    config: &ClientConfig,
-    hubs: &[&str],
-    timeout: Duration,
-) -> Option<Vec<String>> {
-    let listed = config
-        .create::<rdkafka::producer::BaseProducer>()
-        .map_err(|e| e.to_string())
-        .and_then(|client| {
-            let md = client
-                .client()
-                .fetch_metadata(None, timeout)
-                .map_err(|e| e.to_string())?;
-            Ok(present_hubs(&md)
-                .into_keys()
-                .map(str::to_string)
-                .collect::<Vec<_>>())
-        });
-    match listed {
-        Ok(present) => Some(
-            hubs.iter()
-                .filter(|h| !present.iter().any(|p| p == *h))
-                .map(|h| h.to_string())
-                .collect(),
-        ),
-        Err(e) => {
-            log::warn!("kafka: cannot list hubs at start ({e}); a missing hub will show when records go to it");
-            None
-        }
-    }
-}
-
 pub struct KafkaSink {
     producer: ThreadedProducer<DeliveryContext>,
     /// Kept to build a new producer when this one fails for good.

@@ -3,6 +3,7 @@
 
 pub mod eventhubs;
 pub mod kafka;
+pub mod probe;
 pub mod properties;
 pub mod stdout;
 
@@ -62,18 +63,30 @@ pub trait Sink: Send {
     fn flush(&mut self, timeout: std::time::Duration);
 }
 
-/// Which of `hubs` do not exist (for `provisioning = "precreated"`); `None` when the broker
-/// could not be asked. Sinks without hubs have none missing. Blocks up to `timeout`.
+/// Which of `hubs` do not exist (for `provisioning = "precreated"`), by the sink's
+/// [`probe`]; `None` (said in the log) when the broker could not be asked. Sinks without
+/// hubs have none missing. Blocks up to `timeout`.
 pub fn missing_hubs(
     cfg: &SinkConfig,
     hubs: &[&str],
     timeout: std::time::Duration,
 ) -> Option<Vec<String>> {
-    match kafka_client_config(cfg) {
-        Ok(Some(client)) => kafka::missing_hubs(&client, hubs, timeout),
-        Ok(None) => Some(Vec::new()),
+    let listed = match kafka_client_config(cfg) {
+        Ok(Some(client)) => probe::hubs(&client, timeout),
+        Ok(None) => return Some(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    };
+    match listed {
+        Ok(present) => Some(
+            hubs.iter()
+                .filter(|h| !present.contains_key(**h))
+                .map(|h| h.to_string())
+                .collect(),
+        ),
         Err(e) => {
-            log::warn!("cannot list hubs at start: {e}");
+            log::warn!(
+                "cannot list hubs at start ({e}); a missing hub will show when records go to it"
+            );
             None
         }
     }
@@ -109,8 +122,8 @@ pub fn open(
     }
 }
 
-/// The librdkafka settings the sink of `cfg` uses (`None`: not a Kafka sink), for
-/// `hubgate doctor` to connect exactly as the agent would.
+/// The librdkafka settings the sink of `cfg` uses (`None`: not a Kafka sink), so that the
+/// [`probe`] and `hubgate doctor` connect exactly as the agent does.
 pub fn kafka_client_config(
     cfg: &SinkConfig,
 ) -> Result<Option<rdkafka::config::ClientConfig>, OpenError> {

@@ -213,7 +213,7 @@ impl Status {
             })
             .collect();
         let last = m.last_delivery.get();
-        let disk_free = crate::buffer::disk_free(&f.buffer_path);
+        let disk_free = crate::buffer::disk::free(&f.buffer_path);
         Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             gateway_id: f.gateway_id.clone(),

@@ -1,0 +1,85 @@
+//! The buffer's room on its disk. While the agent runs, the buffer stops growing once less
+//! than `min_free` is left ([`super::Buffer`]); so a disk holds the whole cap only with room
+//! for `max_bytes` on top of `min_free`. The agent warns at start when it has not, and
+//! `hubgate doctor` fails that step: both ask [`room_for_cap`].
+
+use std::path::{Path, PathBuf};
+
+use crate::config::BufferConfig;
+
+/// Bytes an unprivileged writer may still use on the file system holding `path`.
+pub fn free(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// The buffer's disk measured against its cap.
+#[derive(Debug, PartialEq)]
+pub struct CapRoom {
+    /// Where it was measured: the buffer directory, or its nearest existing parent before
+    /// the agent has created it.
+    pub measured: PathBuf,
+    pub free: u64,
+    /// `max_bytes` + `min_free`.
+    pub need: u64,
+}
+
+impl CapRoom {
+    pub fn holds_the_cap(&self) -> bool {
+        self.free >= self.need
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum RoomError {
+    #[error("no part of the path exists")]
+    NoPath,
+    #[error("cannot ask {} for its free space", .0.display())]
+    Unknown(PathBuf),
+}
+
+/// How the disk of the buffer configured in `cfg` compares with its cap.
+pub fn room_for_cap(cfg: &BufferConfig) -> Result<CapRoom, RoomError> {
+    let measured = cfg
+        .path
+        .ancestors()
+        .find(|p| p.exists())
+        .ok_or(RoomError::NoPath)?;
+    let free = free(measured).ok_or_else(|| RoomError::Unknown(measured.to_path_buf()))?;
+    Ok(CapRoom {
+        measured: measured.to_path_buf(),
+        free,
+        need: cfg.max_bytes.saturating_add(cfg.min_free),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_and_min_free_must_fit_where_the_buffer_will_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = BufferConfig {
+            path: dir.path().join("not/yet"),
+            max_bytes: 1000,
+            min_free: 24,
+            ..BufferConfig::default()
+        };
+        let room = room_for_cap(&cfg).unwrap();
+        assert_eq!(room.measured, dir.path());
+        assert_eq!(room.need, 1024);
+        assert!(room.holds_the_cap(), "{room:?}");
+        cfg.max_bytes = u64::MAX;
+        let room = room_for_cap(&cfg).unwrap();
+        assert_eq!(room.need, u64::MAX, "saturates");
+        assert!(!room.holds_the_cap());
+        cfg.path = "relative/nowhere".into();
+        assert_eq!(room_for_cap(&cfg), Err(RoomError::NoPath));
+    }
+}

@@ -1,0 +1,101 @@
+//! One hubgate (agent or `buffer` command) at a time per buffer directory: an exclusive
+//! `flock` on `<buffer>/lock`, held for as long as a store is open there. sled's own lock
+//! cannot serve: it is on a file inside the database directory, which a rebuild renames.
+//! `hubgate doctor` asks the same lock whether an agent is running.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::BufferError;
+
+/// The lock of a buffer directory, held until dropped (closing the file releases it).
+pub struct BufferLock {
+    _file: File,
+}
+
+impl BufferLock {
+    /// Take the lock of `buffer_dir` (created if missing); an error when another process
+    /// (or another open store in this one) holds it.
+    pub fn take(buffer_dir: &Path) -> Result<BufferLock, BufferError> {
+        let path = path(buffer_dir);
+        let storage = |e: std::io::Error| BufferError::Storage(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(buffer_dir).map_err(storage)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(storage)?;
+        match try_exclusive(&file) {
+            Ok(true) => Ok(BufferLock { _file: file }),
+            Ok(false) => Err(BufferError::Storage(format!(
+                "{}: could not acquire lock: another hubgate uses this buffer",
+                path.display()
+            ))),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Whether someone holds the lock of `buffer_dir`. Creates nothing; without a lock file
+    /// nobody does. Taken and let go at once when free.
+    pub fn is_held(buffer_dir: &Path) -> Result<bool, BufferError> {
+        let path = path(buffer_dir);
+        let storage = |e: std::io::Error| BufferError::Storage(format!("{}: {e}", path.display()));
+        match File::open(&path) {
+            Ok(file) => try_exclusive(&file).map(|taken| !taken).map_err(storage),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(storage(e)),
+        }
+    }
+}
+
+fn path(buffer_dir: &Path) -> PathBuf {
+    buffer_dir.join("lock")
+}
+
+/// `true`: `file` now holds the lock; `false`: someone else does.
+fn try_exclusive(file: &File) -> std::io::Result<bool> {
+    // SAFETY: a valid open file descriptor; the lock goes with the file when it is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_keeps_others_out_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            !BufferLock::is_held(dir.path()).unwrap(),
+            "no lock file yet"
+        );
+        let lock = BufferLock::take(dir.path()).unwrap();
+        assert!(BufferLock::is_held(dir.path()).unwrap());
+        let e = BufferLock::take(dir.path()).err().expect("held");
+        assert!(e.to_string().contains("another hubgate"), "{e}");
+        drop(lock);
+        assert!(!BufferLock::is_held(dir.path()).unwrap());
+        BufferLock::take(dir.path()).expect("free again");
+    }
+
+    /// What `hubgate doctor` relies on to say that an agent runs on a buffer.
+    #[test]
+    fn an_open_store_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::SledStore::open(dir.path()).unwrap();
+        assert!(BufferLock::is_held(dir.path()).unwrap());
+        drop(store);
+        assert!(!BufferLock::is_held(dir.path()).unwrap());
+    }
+}
