@@ -109,14 +109,18 @@ struct BrokerStats {
     state: String,
 }
 
+/// librdkafka log lines the gap-less guarantee makes routine: its "experimental" warning
+/// at every start and the fatal error it raises for a refused record.
+pub fn is_routine(log_message: &str) -> bool {
+    log_message.contains("enable.gapless.guarantee is experimental")
+        || log_message.contains("Gap-less ordering would not be guaranteed")
+}
+
 impl ClientContext for DeliveryContext {
-    /// librdkafka's log, less what the gap-less guarantee makes routine: its "experimental"
-    /// warning at every start and the fatal error it raises for a refused record (the
-    /// refusal is counted and logged as a sink error; the producer is replaced).
+    /// librdkafka's log, less what is [routine](is_routine) (a refused record is counted
+    /// and logged as a sink error; the producer is replaced).
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let routine = log_message.contains("enable.gapless.guarantee is experimental")
-            || log_message.contains("Gap-less ordering would not be guaranteed");
-        let level = if routine {
+        let level = if is_routine(log_message) {
             RDKafkaLogLevel::Debug
         } else {
             level

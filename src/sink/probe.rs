@@ -52,7 +52,8 @@ struct Errors {
 
 impl ClientContext for Errors {
     /// Connection failures show only in librdkafka's log (facility FAIL, often at info
-    /// level): keep those, and anything at warning or worse.
+    /// level): keep those, and anything at warning or worse that is not routine (the
+    /// sink's settings draw a warning at every start, which explains nothing).
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         use RDKafkaLogLevel as L;
         log::debug!("librdkafka {level:?} {fac}: {msg}");
@@ -60,7 +61,7 @@ impl ClientContext for Errors {
             level,
             L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
         );
-        if fac == "FAIL" || serious {
+        if (fac == "FAIL" || serious) && !super::kafka::is_routine(msg) {
             // "[thrd:...]: " says which librdkafka thread; the message names the broker.
             let msg = msg
                 .strip_prefix("[thrd:")
@@ -155,11 +156,36 @@ mod tests {
             .port();
         let e = hubs(
             &client(&format!("127.0.0.1:{port}")),
-            Duration::from_secs(1),
+            Duration::from_secs(3),
         )
         .unwrap_err();
         assert!(e.starts_with("no answer from the broker: "), "{e}");
         assert!(e.contains("Connection refused"), "{e}");
+    }
+
+    /// The warning the sink's settings draw at every start may come before the connection's
+    /// failure: it must not be given as the reason.
+    #[test]
+    fn routine_warnings_are_not_reasons() {
+        let errors = Errors::default();
+        errors.log(
+            RDKafkaLogLevel::Warning,
+            "CONFWARN",
+            "[thrd:app]: Configuration property enable.gapless.guarantee is experimental: ...",
+        );
+        errors.log(
+            RDKafkaLogLevel::Info,
+            "FAIL",
+            "[thrd:127.0.0.1:9/bootstrap]: 127.0.0.1:9/bootstrap: Connection refused",
+        );
+        let kept = errors.errors.lock().unwrap();
+        assert_eq!(
+            *kept,
+            [(
+                None,
+                "127.0.0.1:9/bootstrap: Connection refused".to_string()
+            )]
+        );
     }
 
     #[test]
