@@ -90,6 +90,8 @@ enum Outcome {
     Ok(String),
     Fail(String),
     Skip(String),
+    /// Not a failure now, but the operator should know: printed, exit status unchanged.
+    Warn(String),
 }
 
 /// The printed checklist; remembers whether anything failed.
@@ -107,6 +109,7 @@ impl Checklist<'_> {
                 ("FAIL", t)
             }
             Outcome::Skip(t) => ("SKIP", t),
+            Outcome::Warn(t) => ("WARN", t),
         };
         let _ = writeln!(self.out, "{tag} {step}: {text}");
         let _ = self.out.flush();
@@ -177,7 +180,22 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
         },
     );
     list.step("status page", status_page(&cfg.metrics));
+    list.step("clock", clock(crate::clock::synchronized()));
     !list.failed
+}
+
+/// The system clock. Unsynchronised is a warning, not a failure: right after boot NTP has
+/// not synced yet, and containers report it without it mattering.
+fn clock(synchronized: Option<bool>) -> Outcome {
+    match synchronized {
+        Some(true) => Outcome::Ok("synchronised".into()),
+        Some(false) => Outcome::Warn(
+            "not synchronised: buffered records do not expire and TLS may refuse certificates \
+             until it is; enable NTP (timedatectl set-ntp true)"
+                .into(),
+        ),
+        None => Outcome::Skip("the kernel cannot tell".into()),
+    }
 }
 
 /// Where the installer finds the status page: the listen address, or for a wildcard one the
@@ -652,11 +670,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unsynchronised_clock_is_a_warning_with_its_fix() {
+        let Outcome::Warn(text) = clock(Some(false)) else {
+            panic!("not a warning")
+        };
+        assert!(text.contains("timedatectl set-ntp true"), "{text}");
+        assert!(matches!(clock(Some(true)), Outcome::Ok(_)));
+        assert!(crate::clock::synchronized().is_some(), "Linux can tell");
+    }
+
+    #[test]
     fn the_status_page_line_gives_the_urls_and_who_may_read() {
         let mut m = crate::config::MetricsConfig::default();
         let text = |o: Outcome| match o {
             Outcome::Ok(t) => t,
-            Outcome::Fail(t) | Outcome::Skip(t) => panic!("{t}"),
+            Outcome::Fail(t) | Outcome::Skip(t) | Outcome::Warn(t) => panic!("{t}"),
         };
         assert_eq!(
             text(status_page(&m)),

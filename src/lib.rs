@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod buffer;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod connection_string;

@@ -42,6 +42,8 @@ pub struct Forwarder {
     ledger: Ledger,
     metrics: Arc<Metrics>,
     heartbeat: Heartbeat,
+    /// The clock's state as last seen (`None`: not looked at yet).
+    clock: Option<bool>,
 }
 
 impl Forwarder {
@@ -73,6 +75,7 @@ impl Forwarder {
             ledger,
             metrics,
             heartbeat: Heartbeat::default(),
+            clock: None,
         })
     }
 
@@ -104,7 +107,30 @@ impl Forwarder {
         Ok((thread, rx))
     }
 
+    /// Tell the ledger whether the clock is synchronised; say so when that changes. A kernel
+    /// that cannot tell is trusted.
+    fn check_clock(&mut self) {
+        let synchronized = crate::clock::synchronized().unwrap_or(true);
+        if self.clock == Some(synchronized) {
+            return;
+        }
+        if synchronized {
+            log::info!(
+                "the system clock is synchronised: buffered records expire after max_age again"
+            );
+        } else {
+            log::warn!(
+                "the system clock is not synchronised (no NTP sync yet?): buffered records do not expire until it is"
+            );
+        }
+        self.clock = Some(synchronized);
+        self.metrics.clock_synchronized.set(u64::from(synchronized));
+        self.ledger
+            .clock(synchronized, Instant::now(), SystemTime::now());
+    }
+
     async fn run(mut self, mut inp: Inputs) -> Result<(), BufferError> {
+        self.check_clock();
         if self.ledger.buffered() > 0 {
             log::info!(
                 "buffer holds {} record(s) from before: sending them first",
@@ -146,6 +172,7 @@ impl Forwarder {
                     if self.ledger.sink().tick() {
                         self.sink_restarted(&mut inp.deliveries)?;
                     }
+                    self.check_clock();
                     self.ledger.tick(Instant::now());
                 }
             }

@@ -64,6 +64,9 @@ pub struct Ledger {
     drain_cursor: Option<u64>,
     /// The wall clock at `started`, so record ages follow the time the ledger is given.
     started: (Instant, SystemTime),
+    /// Whether the wall clock is synchronised. While it is not, nothing expires, and records
+    /// taken get no creation time (0): theirs would be from the wrong clock.
+    clock_synchronized: bool,
 }
 
 impl Ledger {
@@ -106,6 +109,7 @@ impl Ledger {
             dirty: left_over,
             drain_cursor: None,
             started: now,
+            clock_synchronized: true,
         })
     }
 
@@ -138,7 +142,7 @@ impl Ledger {
     /// A decoded input (`None`: nothing to keep, e.g. a frame of another network) and the
     /// acknowledgement its source waits for.
     pub fn take(&mut self, record: Option<Record>, ack: Ack, now: Instant) {
-        let Some(record) = record else {
+        let Some(record) = record.map(|r| self.stamped(r)) else {
             self.pending_acks.push((None, ack));
             return;
         };
@@ -202,7 +206,7 @@ impl Ledger {
 
     /// Shutdown: what was received goes into the buffer, not to the sink.
     pub fn take_to_buffer(&mut self, record: Option<Record>, ack: Ack) {
-        match record {
+        match record.map(|r| self.stamped(r)) {
             Some(record) if record.rec_type == DEAD_LETTER => self.keep_dead_letter(&record, ack),
             Some(record) => {
                 let seq = self.next_seq;
@@ -316,6 +320,24 @@ impl Ledger {
         }
         // Everything up to the mark is in the buffer (or in flight and confirmed later).
         self.spill_mark = None;
+    }
+
+    /// The clock's state (see [`crate::clock`]). When it becomes synchronised, record ages
+    /// are counted from `wall` at `now`: the time at start was from the wrong clock.
+    pub fn clock(&mut self, synchronized: bool, now: Instant, wall: SystemTime) {
+        if synchronized && !self.clock_synchronized {
+            self.started = (now, wall);
+        }
+        self.clock_synchronized = synchronized;
+    }
+
+    /// A record made while the clock is unsynchronised has no creation time: it is never
+    /// expired by age (`max_bytes` still bounds the buffer).
+    fn stamped(&self, mut record: Record) -> Record {
+        if !self.clock_synchronized {
+            record.created_ms = 0;
+        }
+        record
     }
 
     /// Housekeeping every tick: records the sink has not confirmed within `spill_after` go
@@ -506,7 +528,8 @@ impl Ledger {
             if self.in_flight.contains_key(&seq) || self.health.is_parked(&record.rec_type, now) {
                 continue;
             }
-            if now_ms.saturating_sub(record.created_ms) > self.max_age_ms {
+            let expires = self.clock_synchronized && record.created_ms != 0;
+            if expires && now_ms.saturating_sub(record.created_ms) > self.max_age_ms {
                 self.metrics.dropped_expired.inc();
                 self.metrics.problem("expired", || {
                     format!(
@@ -610,5 +633,60 @@ mod tests {
         assert_eq!(metrics.duplicates.get(), 1);
         assert_eq!(ledger.buffered(), 3);
         assert_eq!(pubacks.try_recv().unwrap().1, 7);
+    }
+
+    /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,
+    /// with max_age one hour and the clock in the given state.
+    fn aged(created: &[u64], wall: SystemTime, synchronized: bool) -> (Ledger, Arc<Metrics>) {
+        let cfg = BufferConfig {
+            max_age: Duration::from_secs(3600),
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        for (n, &created_ms) in created.iter().enumerate() {
+            let rec = Record {
+                created_ms,
+                ..record(n as u32)
+            };
+            buffer.push(n as u64, &rec).unwrap();
+        }
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(StdoutSink::new(false, tx));
+        let now = (Instant::now(), wall);
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        ledger.clock(synchronized, now.0, wall);
+        (ledger, metrics)
+    }
+
+    /// While the clock is unsynchronised nothing expires; records taken then get no creation
+    /// time and never expire by age; once it is synchronised, ages count from the new time.
+    #[test]
+    fn an_unsynchronised_clock_holds_expiry() {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let two_hours_ago = ms_since_epoch(wall) - 2 * 3600 * 1000;
+        let (mut ledger, metrics) = aged(&[two_hours_ago], wall, false);
+        ledger.end_round(Instant::now()).unwrap();
+        assert_eq!(
+            metrics.dropped_expired.get(),
+            0,
+            "held while unsynchronised"
+        );
+        assert_eq!(ledger.stamped(record(9)).created_ms, 0);
+        let synced_at = wall + Duration::from_secs(86_400);
+        ledger.clock(true, Instant::now(), synced_at);
+        assert_eq!(
+            ledger.started.1, synced_at,
+            "ages count from the synchronised time"
+        );
+        assert_eq!(ledger.stamped(record(9)).created_ms, 1);
+
+        let (mut ledger, metrics) = aged(&[two_hours_ago, 0], wall, true);
+        ledger.end_round(Instant::now()).unwrap();
+        assert_eq!(
+            metrics.dropped_expired.get(),
+            1,
+            "synchronised: the old record expires, the one without a time does not"
+        );
     }
 }
