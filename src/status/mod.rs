@@ -219,7 +219,7 @@ impl Status {
             gateway_id: f.gateway_id.clone(),
             now: crate::record::iso8601(now),
             uptime_s: now.duration_since(f.started).unwrap_or_default().as_secs(),
-            clock_synchronized: clock_synchronized(),
+            clock_synchronized: crate::clock::synchronized(),
             upstream: Upstream {
                 sink: f.sink,
                 connected: m.kafka_connected.get("").map(|v| v == 1),
@@ -294,15 +294,6 @@ fn fix_for(reason: &str, hub: &str, sink: &str) -> String {
             "create the {what} \"{hub}\" (or map this recType to an existing one in the config)"
         )
     }
-}
-
-/// Whether the kernel considers the clock synchronised (NTP/chrony/timesyncd keep it so);
-/// `None` when it cannot be asked.
-fn clock_synchronized() -> Option<bool> {
-    // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into `tx`.
-    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
-    let state = unsafe { libc::adjtimex(&mut tx) };
-    (state >= 0).then_some(state != libc::TIME_ERROR)
 }
 
 #[derive(Serialize)]
