@@ -10,10 +10,10 @@ use crate::config::Config;
 use crate::format::DeadLetter;
 use crate::ids::DevEui;
 use crate::lorawan::{self, LorawanError};
+use crate::metrics::devices::Outcome;
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
 use crate::source::Input;
-use crate::status::devices::Outcome;
 use crate::uplink::{RadioFrame, Uplink};
 
 struct Device {

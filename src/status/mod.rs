@@ -3,42 +3,21 @@
 //! is a view of state the pipeline keeps anyway ([`Metrics`]), plus the few facts from the
 //! config it needs (sources, hubs, buffer cap). Nothing here shows a secret.
 
-pub mod devices;
-pub mod history;
 mod page;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::config::{Config, SinkConfig, SourceConfig};
-use crate::metrics::{unix_seconds, Metrics};
-use history::Sample;
+use crate::metrics::history::Sample;
+use crate::metrics::{history, unix_seconds, Metrics};
 
 /// How often the running totals are sampled for the last hour's plot.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
-
-/// Why each parked recType is parked (the sink's error), for the page.
-#[derive(Default)]
-pub struct ParkReasons(Mutex<BTreeMap<String, String>>);
-
-impl ParkReasons {
-    pub fn set(&self, rec_type: &str, reason: &str) {
-        self.lock().insert(rec_type.to_string(), reason.to_string());
-    }
-    pub fn clear(&self, rec_type: &str) {
-        self.lock().remove(rec_type);
-    }
-    pub fn get(&self, rec_type: &str) -> Option<String> {
-        self.lock().get(rec_type).cloned()
-    }
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// What the page needs from the config, taken at start.
 pub struct Facts {
@@ -408,7 +387,7 @@ mod tests {
                     ..Radio::default()
                 },
             };
-            let outcome = devices::Outcome::Decoded {
+            let outcome = crate::metrics::devices::Outcome::Decoded {
                 codec: "browan-tbhh100",
                 rec_type: "io.microshare.environment.unpacked",
                 readings: &readings,

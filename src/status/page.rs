@@ -5,9 +5,9 @@
 
 use std::fmt::Write;
 
-use super::devices::{DeviceView, Devices};
 use super::history::Minute;
 use super::Snapshot;
+use crate::metrics::devices::{DeviceView, Devices};
 
 /// Devices shown per page: keeps a page under 100 KB with 10,000 devices heard.
 pub const DEVICES_PER_PAGE: usize = 100;

@@ -2,11 +2,17 @@
 //! status line of the log; with them what the status page shows beside the numbers (devices
 //! heard, the last hour, why a hub is parked, recent problems).
 
+pub mod devices;
+pub mod history;
+mod park_reasons;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use park_reasons::ParkReasons;
 
 /// One number: a counter, or a gauge when `set`.
 #[derive(Default)]
@@ -107,11 +113,11 @@ pub struct Metrics {
     /// Rate limit of the log lines that input and outages control.
     log: crate::logline::Limiter,
     /// Every device heard (bounded), for the status page.
-    pub devices: crate::status::devices::DeviceTable,
+    pub devices: devices::DeviceTable,
     /// The last hour, minute by minute.
-    pub history: crate::status::history::History,
+    pub history: history::History,
     /// Why each parked recType is parked.
-    pub park_reasons: crate::status::ParkReasons,
+    pub park_reasons: ParkReasons,
 }
 
 /// How a series family is exposed: name (without `hubgate_`), type, label name, help.
