@@ -1,6 +1,7 @@
 //! hubgate: LoRaWAN gateway agent. Data flows one way:
 //! source -> decode (codec) -> record -> forwarder (spill buffer) -> sink.
 
+pub mod blocking;
 pub mod board;
 pub mod buffer;
 pub mod clock;

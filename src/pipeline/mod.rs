@@ -51,7 +51,12 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
     reload: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
-    let prepared = prepare::prepare(&cfg).map_err(|(key, reason)| RunError::Config(key, reason))?;
+    let cfg = Arc::new(cfg);
+    let prepared = {
+        let cfg = cfg.clone();
+        crate::blocking::run(move || prepare::prepare(&cfg)).await
+    }
+    .map_err(|(key, reason)| RunError::Config(key, reason))?;
     let metrics = Metrics::new();
     let mut reporters = Vec::new();
     if let Some(addr) = cfg.metrics.served() {
@@ -81,27 +86,15 @@ pub async fn run(
     }
     // Ports are taken before anything starts (see `source::Built::bind`).
     let sources = prepared.sources.bind().await?;
-    std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
-        crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
-    })?;
-    warn_if_disk_smaller_than_cap(&cfg.buffer);
-    let store = SledStore::open(&cfg.buffer.path)?;
-    let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
-    let sink = crate::sink::open(&cfg.sink, delivery_tx.clone(), metrics.clone())?;
+    let forwarder = {
+        let (cfg, metrics, deliveries) = (cfg.clone(), metrics.clone(), delivery_tx.clone());
+        crate::blocking::run(move || open_forwarder(&cfg, deliveries, metrics)).await?
+    };
     for w in prepared.warnings {
         log::warn!("{w}");
     }
     let parks = check_hubs(&cfg);
-    let decoder = Decoder::new(&cfg, metrics.clone());
-    let forwarder = Forwarder::new(
-        &cfg.buffer,
-        cfg.record.dedup_window,
-        decoder,
-        buffer,
-        sink,
-        metrics.clone(),
-    )?;
 
     let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
     // `stopping`: sources stop taking new input. `acked`: the forwarder has sent its last
@@ -179,6 +172,31 @@ pub async fn run(
     }
 }
 
+/// The buffer opened (sled may finish a rebuild or salvage a damaged database first), the
+/// sink built and the forwarder ready to start. Blocks.
+fn open_forwarder(
+    cfg: &Config,
+    deliveries: crate::sink::Deliveries,
+    metrics: Arc<Metrics>,
+) -> Result<Forwarder, RunError> {
+    std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
+        crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
+    })?;
+    warn_if_disk_smaller_than_cap(&cfg.buffer);
+    let store = SledStore::open(&cfg.buffer.path)?;
+    let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
+    let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone())?;
+    let decoder = Decoder::new(cfg, metrics.clone());
+    Ok(Forwarder::new(
+        &cfg.buffer,
+        cfg.record.dedup_window,
+        decoder,
+        buffer,
+        sink,
+        metrics,
+    )?)
+}
+
 /// With `provisioning = "precreated"`, check the hubs on a thread of its own (the broker may
 /// be unreachable for as long as the check may take) and hand the forwarder each recType
 /// whose hub is missing, with the reason to park it. Sources start meanwhile.
@@ -225,12 +243,16 @@ async fn rotate_credentials(
     mut reload: mpsc::Receiver<()>,
     metrics: std::sync::Arc<Metrics>,
 ) {
-    use crate::config::{read_secret_file, secret_file_mtime, SinkConfig};
+    use crate::config::{secret_file_mtime, SinkConfig};
     let file = match &sink_cfg {
         SinkConfig::Eventhubs(eh) => eh.connection_string_file.clone(),
         _ => None,
     };
-    let mut seen = file.as_deref().and_then(secret_file_mtime);
+    let mtime = || {
+        let file = file.clone();
+        crate::blocking::run(move || file.as_deref().and_then(secret_file_mtime))
+    };
+    let mut seen = mtime().await;
     let mut poll = tokio::time::interval(SECRET_POLL);
     poll.tick().await;
     let mut reload_open = true;
@@ -243,10 +265,10 @@ async fn rotate_credentials(
                 }
                 log::info!("reload requested");
                 // The file is read now: the poll must not rebuild the sink for it again.
-                seen = file.as_deref().and_then(secret_file_mtime);
+                seen = mtime().await;
             }
             _ = poll.tick() => {
-                let now = file.as_deref().and_then(secret_file_mtime);
+                let now = mtime().await;
                 if now == seen {
                     continue;
                 }
@@ -254,17 +276,12 @@ async fn rotate_credentials(
                 log::info!("connection string file changed");
             }
         }
-        let mut cfg = sink_cfg.clone();
-        if let (SinkConfig::Eventhubs(eh), Some(f)) = (&mut cfg, &file) {
-            match read_secret_file(f) {
-                Ok(secret) => eh.connection_string = Some(secret),
-                Err(e) => {
-                    log::error!("key rotation: {e}; keeping the current sink");
-                    continue;
-                }
-            }
-        }
-        match crate::sink::open(&cfg, deliveries.clone(), metrics.clone()) {
+        let built = {
+            let (cfg, file) = (sink_cfg.clone(), file.clone());
+            let (deliveries, metrics) = (deliveries.clone(), metrics.clone());
+            crate::blocking::run(move || new_sink(cfg, file.as_deref(), deliveries, metrics)).await
+        };
+        match built {
             Ok(sink) => {
                 if new_sinks.send(sink).await.is_err() {
                     return;
@@ -273,6 +290,19 @@ async fn rotate_credentials(
             Err(e) => log::error!("key rotation: {e}; keeping the current sink"),
         }
     }
+}
+
+/// The sink of `cfg` with the connection string read again from `file`. Blocks.
+fn new_sink(
+    mut cfg: crate::config::SinkConfig,
+    file: Option<&std::path::Path>,
+    deliveries: crate::sink::Deliveries,
+    metrics: Arc<Metrics>,
+) -> Result<Box<dyn crate::sink::Sink>, String> {
+    if let (crate::config::SinkConfig::Eventhubs(eh), Some(f)) = (&mut cfg, file) {
+        eh.connection_string = Some(crate::config::read_secret_file(f)?);
+    }
+    crate::sink::open(&cfg, deliveries, metrics).map_err(|e| e.to_string())
 }
 
 /// A buffer that cannot reach its cap before the disk fills is worth a warning at start

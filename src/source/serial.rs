@@ -50,7 +50,12 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
         if *stopping.borrow() {
             return;
         }
-        match open(&cfg) {
+        // Opening a port can take a while (a USB adapter's driver, the board behind it).
+        let opened = {
+            let cfg = cfg.clone();
+            crate::blocking::run(move || open(&cfg)).await
+        };
+        match opened {
             Ok(mut port) => {
                 match outage.take() {
                     Some(since) => log::info!(
