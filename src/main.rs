@@ -216,9 +216,8 @@ fn run(path: &Path) -> ExitCode {
     // place. Every thread started from here on inherits the mask, so only this one takes
     // them once it unblocks.
     let held = StopSignals::hold();
-    let cfg = match load(path) {
-        // `pipeline::run` prepares the config again, to start what it built.
-        Ok((c, _)) => c,
+    let (cfg, prepared) = match load(path) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -234,9 +233,14 @@ fn run(path: &Path) -> ExitCode {
         held.release();
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(forward_sighup(handlers.hup, reload_tx));
-        hubgate::pipeline::run(cfg, stop_signal(handlers.term, handlers.int), reload_rx)
-            .await
-            .map_err(|e| e.to_string())
+        hubgate::pipeline::run(
+            cfg,
+            prepared,
+            stop_signal(handlers.term, handlers.int),
+            reload_rx,
+        )
+        .await
+        .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,27 +36,22 @@ pub enum RunError {
     Buffer(#[from] crate::buffer::BufferError),
     #[error(transparent)]
     Sink(#[from] crate::sink::OpenError),
-    #[error("config: {0}: {1}")]
-    Config(String, String),
     #[error(transparent)]
     Listen(#[from] crate::source::BindError),
     #[error("cannot start the forwarder: {0}")]
     Forwarder(std::io::Error),
 }
 
-/// Run the agent until `stop` resolves or every source has ended and all is delivered.
-/// A message on `reload` (SIGHUP) re-reads the connection string and rebuilds the sink.
+/// Run the agent, with the parts [`prepare::prepare`] built from `cfg`, until `stop`
+/// resolves or every source has ended and all is delivered. A message on `reload` (SIGHUP)
+/// re-reads the connection string and rebuilds the sink.
 pub async fn run(
     cfg: Config,
+    prepared: prepare::Prepared,
     stop: impl std::future::Future<Output = ()>,
     reload: mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
     let cfg = Arc::new(cfg);
-    let prepared = {
-        let cfg = cfg.clone();
-        crate::blocking::run(move || prepare::prepare(&cfg)).await
-    }
-    .map_err(|(key, reason)| RunError::Config(key, reason))?;
     let metrics = Metrics::new();
     let mut reporters = Vec::new();
     if let Some(addr) = cfg.metrics.served() {
