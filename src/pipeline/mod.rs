@@ -271,17 +271,18 @@ async fn rotate_credentials(
                 log::info!("connection string file changed");
             }
         }
+        // The slot first: a built producer must never be dropped here (dropping one blocks
+        // while it winds down), not even when the forwarder is gone.
+        let Ok(slot) = new_sinks.reserve().await else {
+            return;
+        };
         let built = {
             let (cfg, file) = (sink_cfg.clone(), file.clone());
             let (deliveries, metrics) = (deliveries.clone(), metrics.clone());
             crate::blocking::run(move || new_sink(cfg, file.as_deref(), deliveries, metrics)).await
         };
         match built {
-            Ok(sink) => {
-                if new_sinks.send(sink).await.is_err() {
-                    return;
-                }
-            }
+            Ok(sink) => slot.send(sink),
             Err(e) => log::error!("key rotation: {e}; keeping the current sink"),
         }
     }
