@@ -314,8 +314,7 @@ impl SerialSourceConfig {
         if self.baud == 0 {
             return Err(("baud", "baud must be more than 0".into()));
         }
-        crate::framing::Deframer::new(self.framing, self.max_frame, None)
-            .map_err(|e| ("max_frame", e.to_string()))?;
+        crate::framing::check_max(self.max_frame).map_err(|e| ("max_frame", e.to_string()))?;
         if let Some(p) = &self.prefix {
             if self.framing != crate::framing::Framing::LinesHex {
                 return Err((

@@ -149,7 +149,8 @@ impl Deframer {
     }
 }
 
-fn check_max(max_frame: usize) -> Result<usize, MaxFrameError> {
+/// `max_frame` if it is within 1..=[`MAX_FRAME`] (the config checks it with this too).
+pub fn check_max(max_frame: usize) -> Result<usize, MaxFrameError> {
     if (1..=MAX_FRAME).contains(&max_frame) {
         Ok(max_frame)
     } else {
