@@ -30,7 +30,7 @@ cd "$repo"
 cross="$repo/scripts/rpi-cross.sh"
 # ARMv6 links against the glibc stubs of zig: as new as bookworm's, whose libssl3 needs >= 2.34.
 export RPI_CROSS_GLIBC=${RPI_CROSS_GLIBC:-2.36}
-# Size budget of the stripped binary (issue 5).
+# Size budget of the stripped binary (docs/building.md: a Pi image leaves little room).
 budget=8000000
 
 start=$(date +%s)

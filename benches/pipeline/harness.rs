@@ -827,7 +827,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 impl Report {
-    /// The table the benchmark prints, with the targets beside the numbers.
+    /// The table the benchmark prints, with the targets of docs/performance.md beside the numbers.
     pub fn table(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(t, "machine: {}", self.machine);

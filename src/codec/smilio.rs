@@ -42,12 +42,12 @@ impl Model {
 
     pub fn decode(self, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
         match self {
-            Model::Action => decode(fport, p),
+            Model::Action => action(fport, p),
         }
     }
 }
 
-pub fn decode(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
+fn action(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     check_port(CODEC, fport, PORT)?;
     let b = Bytes::new(CODEC, p);
     let code = b.u8(0)?;
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn normal_frame() {
-        let d = decode(Some(2), &hex("02 0001 0010 00A0 0023 0010")).unwrap();
+        let d = action(Some(2), &hex("02 0001 0010 00A0 0023 0010")).unwrap();
         assert_eq!(d.rec_type, rec_type::FEEDBACK);
         assert_eq!(
             d.readings,
@@ -113,7 +113,7 @@ mod tests {
         );
         assert!(d.health.is_empty());
         // u16 maxima are not sign-extended; trailing bytes ignored.
-        let d = decode(None, &hex("02 FFFF 0000 0000 0000 8000 AA")).unwrap();
+        let d = action(None, &hex("02 FFFF 0000 0000 0000 8000 AA")).unwrap();
         assert_eq!(
             d.readings,
             counts("pushes_since_reset", [65535, 0, 0, 0, 32768])
@@ -122,19 +122,19 @@ mod tests {
 
     #[test]
     fn badge_and_pulse_frames() {
-        let d = decode(Some(2), &hex("03 0001 0010 00A0 0023 0010")).unwrap();
+        let d = action(Some(2), &hex("03 0001 0010 00A0 0023 0010")).unwrap();
         assert_eq!(d.readings[0], Reading::flag("swipe", true));
         assert_eq!(
             d.readings[1..],
             counts("pushes_since_reset", [1, 16, 160, 35, 16])
         );
-        let d = decode(Some(2), &hex("40 0001 0000 0001 0000 0001")).unwrap();
+        let d = action(Some(2), &hex("40 0001 0000 0001 0000 0001")).unwrap();
         assert_eq!(d.readings, counts("pushes_since_transmit", [1, 0, 1, 0, 1]));
     }
 
     #[test]
     fn keep_alive() {
-        let d = decode(Some(2), &hex("01 0C80 0C1C 64")).unwrap();
+        let d = action(Some(2), &hex("01 0C80 0C1C 64")).unwrap();
         assert!(d.readings.is_empty());
         assert_eq!(d.health, vec![Reading::num("voltage", 3.2, "V")]);
     }
@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(
-            decode(Some(2), &hex("02 0001 0010 00A0 0023 00")).unwrap_err(),
+            action(Some(2), &hex("02 0001 0010 00A0 0023 00")).unwrap_err(),
             CodecError::Truncated {
                 codec: CODEC,
                 need: 11,
@@ -150,7 +150,7 @@ mod tests {
             }
         );
         assert_eq!(
-            decode(Some(2), &hex("04 00 AAAA 02 03 04 05")).unwrap_err(),
+            action(Some(2), &hex("04 00 AAAA 02 03 04 05")).unwrap_err(),
             CodecError::UnknownType {
                 codec: CODEC,
                 offset: 0,
@@ -158,9 +158,9 @@ mod tests {
             }
         );
         assert!(matches!(
-            decode(Some(3), &hex("02 0001 0010 00A0 0023 0010")).unwrap_err(),
+            action(Some(3), &hex("02 0001 0010 00A0 0023 0010")).unwrap_err(),
             CodecError::WrongPort { fport: 3, .. }
         ));
-        assert!(decode(None, &[]).is_err());
+        assert!(action(None, &[]).is_err());
     }
 }
