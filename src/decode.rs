@@ -219,6 +219,14 @@ impl Decoder {
             }
             Some(Some(codec)) => match codec.decode(up.fport, &up.payload) {
                 Ok(decoded) => {
+                    if let Some(e) = &decoded.stopped {
+                        self.metrics.problem("codec_partial", || {
+                            format!(
+                                "device {} ({codec}): {e}: the readings before it were sent",
+                                up.device_id()
+                            )
+                        });
+                    }
                     heard(Outcome::Decoded {
                         codec: codec.id(),
                         rec_type: decoded.rec_type,
@@ -318,6 +326,29 @@ mod tests {
         assert_eq!(m.problems("decode_panic"), 2);
         let rec = d.decode(&uplink()).unwrap();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
+    }
+
+    /// A frame whose decoding stopped at a record the codec does not know still sends the
+    /// readings before it, and the stop is counted.
+    #[test]
+    fn a_partly_decoded_frame_keeps_its_readings_and_is_counted() {
+        let cfg = Config::parse(
+            "[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\ncodec = \"milesight-am307\"\n",
+        )
+        .unwrap();
+        let m = Metrics::new();
+        let mut d = Decoder::new(&cfg, m.clone());
+        let Input::Uplink(mut up) = uplink() else {
+            unreachable!()
+        };
+        up.payload = crate::codec::hex("01755c 03673401 046865 0f7f01");
+        let rec = d.decode(&Input::Uplink(up)).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
+        let v: serde_json::Value = serde_json::from_str(&rec.body).unwrap();
+        assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 30.8);
+        assert_eq!(v["obj"]["data"]["humidity"][0]["value"], 50.5);
+        assert_eq!(m.problems("codec_partial"), 1);
     }
 
     /// A device's `usecase` and `packed_rec_type` win over the recType's code and the site's

@@ -185,8 +185,8 @@ fn record(m: Model, h: &Header, board_temperature: bool) -> Decoded {
     }
     Decoded {
         rec_type: m.rec_type(),
-        readings: Vec::new(),
         health,
+        ..Decoded::default()
     }
 }
 

@@ -205,6 +205,7 @@ fn lds02(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
             f64::from(status & 0x3FFF) / 1000.0,
             "V",
         )],
+        stopped: None,
     })
 }
 

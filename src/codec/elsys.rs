@@ -5,10 +5,9 @@
 //! kept, in order. The fPort is not part of the format (the data port is configurable).
 //!
 //! Errors, decided once for the whole format:
-//! * an unknown type byte makes the rest of the frame unparseable. Elsys' own decoder stops
-//!   there and keeps what it had; hubgate instead fails the whole frame with
-//!   `UnknownType { offset }` so a half-decoded frame is never published as if complete (the
-//!   raw frame still goes out as a packed record, with the error naming the offset);
+//! * an unknown type byte makes the rest of the frame unparseable. Like Elsys' own decoder,
+//!   decoding stops there and keeps what it had, with `Decoded::stopped` naming the offset
+//!   (counted and logged); a frame whose first type is unknown is `UnknownType`;
 //! * a record cut short by the end of the payload is `Truncated`;
 //! * 0x3E (sensor settings) starts a configuration frame: decoding stops there, readings
 //!   before it are kept; a frame with nothing before it is `Invalid` (not telemetry);
@@ -117,11 +116,16 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
             break;
         }
         let Some(n) = len(ty) else {
-            return Err(CodecError::UnknownType {
+            let unknown = CodecError::UnknownType {
                 codec: CODEC,
                 offset: off,
                 byte: ty,
-            });
+            };
+            if d.readings.is_empty() && d.health.is_empty() {
+                return Err(unknown);
+            }
+            d.stopped = Some(unknown);
+            break;
         };
         // `v`: offset of the record's data, all of it present from here on.
         let v = off + 1;
@@ -422,9 +426,19 @@ mod tests {
         assert!(decode(Model::ErsEye, &frame[..60]).is_err());
     }
 
+    /// Like Elsys' decoder: the readings before an unknown type are kept.
     #[test]
-    fn unknown_type_names_its_offset() {
-        let e = decode(Model::Ers, &hex("01 00 C8 02 2D 42 00")).unwrap_err();
+    fn unknown_type_keeps_what_came_before() {
+        let d = decode(Model::Ers, &hex("01 00 C8 02 2D 42 00 07 0E 10")).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![
+                n("temperature", 20.0, "°C"),
+                Reading::num("humidity", 45.0, "%RH")
+            ]
+        );
+        assert!(d.health.is_empty());
+        let e = d.stopped.unwrap();
         assert_eq!(
             e,
             CodecError::UnknownType {

@@ -17,9 +17,10 @@
 //!   (WS series, plain `milesight`) report history as an unknown type.
 //!
 //! Device-information channels (`FF 01/09/0A/0B/0F/16/FF`) are attributes, not telemetry:
-//! skipped. An unknown pair stops decoding with `UnknownType` naming the offset of the type
-//! byte (the vendor decoders `break` and keep the rest; hubgate does not publish a frame it
-//! could only half read). A frame with nothing but device information is `Invalid`.
+//! skipped. An unknown pair stops decoding (its length is unknown): the readings before it are
+//! kept, as the vendor decoders do (`break`), and `Decoded::stopped` names the offset of the
+//! type byte; with nothing before it the frame is `UnknownType`. A frame with nothing but
+//! device information is `Invalid`.
 use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 const CODEC: &str = "milesight";
@@ -110,7 +111,7 @@ fn live_len(id: u8, ty: u8) -> Option<usize> {
         (0x01, 0x75) | (0x04, 0x68) => 1,
         (0x03, 0x67) => 2,
         (0x03..=0x06, 0x00) | (0x06, 0xCB) | (0x0E, 0x01) | (0xFF, 0x2E) => 1,
-        (0x07..=0x0D, 0x7D) | (0x08, 0xE6) | (0x09, 0x73) => 2,
+        (0x05, 0x6A) | (0x07..=0x0D, 0x7D) | (0x08, 0xE6) | (0x09, 0x73) => 2,
         // Device information: protocol version, hardware, firmware, power status, class,
         // serial number, TSL version.
         (0xFF, 0x01 | 0x0B | 0x0F) => 1,
@@ -152,6 +153,8 @@ fn live(
         (0x04, 0x00) => Reading::flag("daylight", b.u8(v)? != 0),
         (0x06, 0x00) => Reading::flag("open", b.u8(v)? != 0),
         (0x06, 0xCB) => Reading::int("light_level", i64::from(b.u8(v)?), None),
+        // PIR activity: movements counted over the reporting interval (AM307 and kin).
+        (0x05, 0x6A) => Reading::int("activity", i64::from(b.u16le(v)?), None),
         (0x07, 0x7D) => Reading::num("co2", u16le(v)?, "ppm"),
         // v1 firmware sends a level, v2 an IAQ index × 100: kept raw (docs/codecs.md, "Milesight").
         (0x08, 0x7D) => Reading::int("tvoc_raw", i64::from(b.u16le(v)?), None),
@@ -249,9 +252,17 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
             model
                 .history_len()
                 .filter(|_| id == 0x20 || model.is_am30x())
-                .ok_or(unknown)?
         } else {
-            live_len(id, ty).ok_or(unknown)?
+            live_len(id, ty)
+        };
+        let Some(n) = n else {
+            // The rest of the frame cannot be split: keep what came before, as the vendor's
+            // decoders do.
+            if d.readings.is_empty() && d.health.is_empty() {
+                return Err(unknown);
+            }
+            d.stopped = Some(unknown);
+            break;
         };
         let v = off + 2;
         b.slice(v, n)?;
@@ -508,34 +519,66 @@ mod tests {
 
     #[test]
     fn history_without_a_layout_is_unknown() {
-        let e = decode(
+        let d = decode(
             Model::Generic,
             &hex("01 75 64 20 CE 00 F1 53 65 F6 FF 64 01"),
         )
-        .unwrap_err();
+        .unwrap();
+        assert_eq!(d.health, vec![Reading::num("charge", 100.0, "%")]);
         assert_eq!(
-            e,
-            CodecError::UnknownType {
+            d.stopped,
+            Some(CodecError::UnknownType {
                 codec: "milesight",
                 offset: 4,
                 byte: 0xCE
-            }
+            })
         );
         assert!(decode(Model::Em300Th, &hex("21 CE 00 F1 53 65 F6 FF 64 01")).is_err());
     }
 
+    /// The frame of the vector check: an AM307 with its `05 6A` activity count decodes
+    /// whole; a pair nobody knows keeps what came before it.
+    #[test]
+    fn am307_activity_and_an_unknown_pair() {
+        let head = "01 75 5C 03 67 34 01 04 68 65";
+        let kept = (
+            vec![
+                n("temperature", 30.8, "°C", 3),
+                n("humidity", 50.5, "%RH", 4),
+            ],
+            vec![Reading::num("charge", 92.0, "%")],
+        );
+        let d = decode(Model::Am307, &hex(&format!("{head} 05 6A 49 01"))).unwrap();
+        let mut readings = kept.0.clone();
+        readings.push(Reading::int("activity", 329, None).ctx(5));
+        assert_eq!(
+            (d.readings, d.health, d.stopped),
+            (readings, kept.1.clone(), None)
+        );
+        let d = decode(
+            Model::Am307,
+            &hex(&format!("{head} 0F 7F 01 02 03 67 10 00")),
+        )
+        .unwrap();
+        assert_eq!((d.readings, d.health), kept);
+        assert_eq!(
+            d.stopped.unwrap().to_string(),
+            "milesight: unknown type 0x7f at offset 11"
+        );
+    }
+
     #[test]
     fn unknown_pair_and_truncation() {
-        let e = decode(Model::Em300Th, &hex("03 67 0A 01 05 7D 01 00")).unwrap_err();
+        let e = decode(Model::Em300Th, &hex("05 7D 01 00 03 67 0A 01")).unwrap_err();
         assert_eq!(
             e,
             CodecError::UnknownType {
                 codec: "milesight",
-                offset: 5,
+                offset: 1,
                 byte: 0x7D
             }
         );
-        assert_eq!(e.to_string(), "milesight: unknown type 0x7d at offset 5");
+        assert_eq!(e.to_string(), "milesight: unknown type 0x7d at offset 1");
         assert_eq!(
             decode(Model::Em300Th, &hex("03 67 0A")).unwrap_err(),
             CodecError::Truncated {

@@ -216,6 +216,10 @@ pub struct Decoded {
     pub readings: Vec<Reading>,
     /// Device-domain values (battery voltage/charge, board temperature) under `data.device_health`.
     pub health: Vec<Reading>,
+    /// Why decoding stopped before the end of the payload, when it did: a run-of-records format
+    /// (Milesight, Elsys) met a record it does not know after decoding some. The readings
+    /// before it are kept, as the vendors' own decoders do; the stop is counted and logged.
+    pub stopped: Option<CodecError>,
 }
 
 /// Why a payload could not be decoded. Display is one line naming what was wrong.
@@ -255,7 +259,7 @@ fn check_port(codec: &'static str, fport: Option<u8>, port: u8) -> Result<(), Co
 
 /// `"01 0A"` → `[1, 10]`, for the vendors' unit tests.
 #[cfg(test)]
-fn hex(s: &str) -> Vec<u8> {
+pub(crate) fn hex(s: &str) -> Vec<u8> {
     hex::decode(s.replace(' ', "")).unwrap()
 }
 
