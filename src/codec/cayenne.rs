@@ -179,6 +179,11 @@ pub fn decode(p: &[u8]) -> Result<Decoded, CodecError> {
                     b.uint_be(at, spec.width)? as i64
                 };
                 readings.push(scaled(field, raw, spec.scale, ch));
+                // Presence sensors that count people send the count here: keep it beside
+                // the true/false.
+                if ty == 102 {
+                    readings.push(reading("presence_count", Value::Int(raw), None, ch));
+                }
             }
         }
         off = start + len;
@@ -186,7 +191,7 @@ pub fn decode(p: &[u8]) -> Result<Decoded, CodecError> {
     Ok(Decoded {
         rec_type: rec_type::ENVIRONMENT,
         readings,
-        health: Vec::new(),
+        ..Decoded::default()
     })
 }
 
@@ -226,6 +231,7 @@ mod tests {
             ok("05 66 01 07 65 01 2C"),
             vec![
                 reading("presence", Value::Bool(true), None, 5),
+                reading("presence_count", Value::Int(1), None, 5),
                 num("illuminance", 300.0, "lx", 7),
             ]
         );
@@ -347,6 +353,14 @@ mod tests {
                 reading("colour_g", Value::Int(128), None, 5),
                 reading("colour_b", Value::Int(0), None, 5),
                 reading("presence", Value::Bool(false), None, 6),
+                reading("presence_count", Value::Int(0), None, 6),
+            ]
+        );
+        assert_eq!(
+            ok("01 66 07"),
+            vec![
+                reading("presence", Value::Bool(true), None, 1),
+                reading("presence_count", Value::Int(7), None, 1),
             ]
         );
     }
