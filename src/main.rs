@@ -63,8 +63,14 @@ enum Command {
     },
     /// Parse a LoRaWAN 1.0.x PHYPayload and print it as JSON; with keys, check the MIC and
     /// decrypt. Without the key for its FPort the payload is printed still encrypted; without
-    /// --nwkskey "mic_valid" is null. "fcnt" is the 16-bit value on air.
+    /// --nwkskey "mic_valid" is null. "fcnt" is the 16-bit value on air; the MIC is checked
+    /// with the 32-bit counters the agent tries for a session's first frame (upper halves
+    /// 0-15) and "fcnt32" is the one it verified with.
     Lorawan {
+        /// The 32-bit frame counter to check and decrypt with, for a device past the ones
+        /// tried; its low 16 bits must be the counter on air.
+        #[arg(long, value_name = "N")]
+        fcnt32: Option<u32>,
         /// NwkSKey, 32 hex digits: checks the MIC and decrypts FPort 0 (MAC commands).
         /// Visible to every user in `ps`: prefer --nwkskey-file.
         #[arg(long, value_name = "HEX", conflicts_with = "nwkskey_file")]
@@ -149,6 +155,7 @@ fn main() -> ExitCode {
             decode(config.as_deref(), &codec, up, &hex)
         }
         Command::Lorawan {
+            fcnt32,
             nwkskey,
             appskey,
             nwkskey_file,
@@ -158,7 +165,7 @@ fn main() -> ExitCode {
             (nwkskey, nwkskey_file.as_deref()),
             (appskey, appskey_file.as_deref()),
         ) {
-            Ok((nwk, app)) => lorawan(nwk.as_deref(), app.as_deref(), &phyhex),
+            Ok((nwk, app)) => lorawan(nwk.as_deref(), app.as_deref(), fcnt32, &phyhex),
             Err(code) => code,
         },
         Command::Codecs => {
@@ -417,6 +424,9 @@ struct LorawanData {
     fport: Option<u8>,
     payload: String,
     mic_valid: Option<bool>,
+    /// The 32-bit counter the MIC verified with (absent when it was not checked or failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fcnt32: Option<u32>,
 }
 
 #[derive(serde::Serialize)]
@@ -470,8 +480,13 @@ fn session_keys(
     Ok((key(nwk, "--nwkskey-file")?, key(app, "--appskey-file")?))
 }
 
-fn lorawan(nwkskey: Option<&str>, appskey: Option<&str>, phyhex: &str) -> ExitCode {
-    use hubgate::lorawan::{crypto, parse, Frame, Key};
+fn lorawan(
+    nwkskey: Option<&str>,
+    appskey: Option<&str>,
+    fcnt32: Option<u32>,
+    phyhex: &str,
+) -> ExitCode {
+    use hubgate::lorawan::{crypto, parse, FcntTracker, Frame, Key};
     let key = |flag: &str, hex: Option<&str>| -> Result<Option<Key>, ExitCode> {
         hex.map(|h| Key::from_hex(h).map_err(|e| fail(2, format!("{flag}: {e}"))))
             .transpose()
@@ -492,7 +507,23 @@ fn lorawan(nwkskey: Option<&str>, appskey: Option<&str>, phyhex: &str) -> ExitCo
     let mtype = frame.mtype().as_str();
     let json = match frame {
         Frame::Data(d) => {
-            let fcnt = u32::from(d.fcnt16);
+            let candidates = match fcnt32 {
+                Some(n) if n & 0xFFFF != u32::from(d.fcnt16) => {
+                    return fail(
+                        2,
+                        format!("--fcnt32 {n}: its low 16 bits are not FCnt {}", d.fcnt16),
+                    )
+                }
+                Some(n) => vec![n],
+                None => FcntTracker::new().candidates(d.fcnt16),
+            };
+            let verified = nwk.as_ref().and_then(|k| {
+                candidates
+                    .iter()
+                    .copied()
+                    .find(|&c| crypto::verify_mic(&d, k, c))
+            });
+            let fcnt = verified.unwrap_or(candidates[0]);
             let payload_key = if d.fport == Some(0) { &nwk } else { &app };
             let payload = match payload_key {
                 Some(k) => crypto::decrypt_payload(&d, k, fcnt),
@@ -501,10 +532,11 @@ fn lorawan(nwkskey: Option<&str>, appskey: Option<&str>, phyhex: &str) -> ExitCo
             serde_json::to_string(&LorawanData {
                 mtype,
                 devaddr: d.dev_addr.to_string(),
-                fcnt,
+                fcnt: u32::from(d.fcnt16),
                 fport: d.fport,
                 payload: hex::encode(payload),
-                mic_valid: nwk.as_ref().map(|k| crypto::verify_mic(&d, k, fcnt)),
+                mic_valid: nwk.as_ref().map(|_| verified.is_some()),
+                fcnt32: verified,
             })
         }
         Frame::JoinRequest(j) => serde_json::to_string(&LorawanJoinRequest {

@@ -65,8 +65,52 @@ fn output_has_the_contract_fields_in_order() {
     let (out, _) = ok_json(&["--nwkskey", NWK, "--appskey", APP, WORKED]);
     assert_eq!(
         out.trim_end(),
-        r#"{"mtype":"UnconfirmedDataUp","devaddr":"26011bda","fcnt":7,"fport":2,"payload":"03670110","mic_valid":true}"#
+        r#"{"mtype":"UnconfirmedDataUp","devaddr":"26011bda","fcnt":7,"fport":2,"payload":"03670110","mic_valid":true,"fcnt32":7}"#
     );
+}
+
+/// The worked example's frame sent with a 32-bit counter: the MIC and the keystream use all
+/// 32 bits, while the frame carries the low 16.
+fn with_fcnt32(fcnt: u32) -> String {
+    let key = |k: &str| <[u8; 16]>::try_from(hex::decode(k).unwrap()).unwrap();
+    let mut c = lorawan::creator::DataPayloadCreator::new();
+    c.set_uplink(true)
+        .set_dev_addr(&[0xDA, 0x1B, 0x01, 0x26])
+        .set_fcnt(fcnt)
+        .set_f_port(2);
+    let phy = c
+        .build(
+            &[0x03, 0x67, 0x01, 0x10],
+            &[],
+            &lorawan::keys::NewSKey::from(key(NWK)),
+            &lorawan::keys::AppSKey::from(key(APP)),
+        )
+        .unwrap();
+    hex::encode(phy)
+}
+
+/// A device past FCnt 65535: the MIC verifies with the counter the agent would try, the
+/// payload decrypts; beyond the tried counters `--fcnt32` names it.
+#[test]
+fn counters_past_16_bits() {
+    let keys = ["--nwkskey", NWK, "--appskey", APP];
+    let (_, v) = ok_json(&[&keys[..], &[&with_fcnt32(0x3_0007)]].concat());
+    assert_eq!(v["fcnt"], 7);
+    assert_eq!(v["fcnt32"], 0x3_0007);
+    assert_eq!(v["mic_valid"], true);
+    assert_eq!(v["payload"], "03670110");
+    let far = with_fcnt32(0x40_0007);
+    let (_, v) = ok_json(&[&keys[..], &[&far]].concat());
+    assert_eq!(v["mic_valid"], false);
+    assert!(v.get("fcnt32").is_none(), "{v}");
+    let (_, v) = ok_json(&[&keys[..], &["--fcnt32", "4194311", &far]].concat());
+    assert_eq!(
+        (&v["mic_valid"], &v["fcnt32"]),
+        (&true.into(), &0x40_0007.into())
+    );
+    assert_eq!(v["payload"], "03670110");
+    let err = bad_input(&[&keys[..], &["--fcnt32", "8", &far]].concat());
+    assert!(err.contains("--fcnt32 8"), "{err}");
 }
 
 #[test]
