@@ -71,6 +71,18 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
             "{rec_type}"
         );
     }
+    // Bytes sent: each recType's keys and values exactly as the broker holds them.
+    for (rec_type, want) in [(ENV, n), (MOTION, n), (OPENCLOSE, n), (PACKED, 1)] {
+        let records = kafka.consume_all(rec_type, want as usize, WAIT);
+        let bytes: usize = records.iter().map(|(k, v, _, _)| k.len() + v.len()).sum();
+        assert_eq!(
+            agent.metric(&format!(
+                "hubgate_bytes_sent_total{{rec_type=\"{rec_type}\"}}"
+            )),
+            bytes as u64,
+            "{rec_type}"
+        );
+    }
     assert_eq!(
         agent.metric("hubgate_decode_errors_total{codec=\"browan-tbhh100\"}"),
         1

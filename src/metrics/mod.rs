@@ -40,7 +40,10 @@ pub struct Family(Mutex<BTreeMap<String, u64>>);
 
 impl Family {
     pub fn inc(&self, label: &str) -> u64 {
-        self.update(label, |v| *v += 1)
+        self.add(label, 1)
+    }
+    pub fn add(&self, label: &str, n: u64) -> u64 {
+        self.update(label, |v| *v += n)
     }
     pub fn set(&self, label: &str, n: u64) {
         self.update(label, |v| *v = n);
@@ -80,6 +83,9 @@ pub struct Metrics {
     pub acked: Counter,
     /// Records confirmed by the sink, by recType.
     pub delivered: Family,
+    /// Bytes of the records the sink confirmed, as handed to it, by recType (see
+    /// [`crate::sink::Sink::send`]).
+    pub bytes_sent: Family,
     pub duplicates: Counter,
     pub spilled: Counter,
     /// Sink failures by class (`retry`, `park`, `reject`; see `sink::SinkError`).
@@ -190,6 +196,7 @@ impl Metrics {
             e("received_total", "counter", "source", "frames received, by source", self.received.snapshot()),
             e("decoded_total", "counter", "", "records built", one(&self.decoded)),
             e("delivered_total", "counter", "rec_type", "records confirmed by the sink, by recType", self.delivered.snapshot()),
+            e("bytes_sent_total", "counter", "rec_type", "bytes of the records the sink confirmed, by recType: for Kafka and Event Hubs the value, key and headers handed to the producer (before compression; Kafka framing and TLS not counted), for stdout the line written", self.bytes_sent.snapshot()),
             e("acked_total", "counter", "", "source messages acknowledged", one(&self.acked)),
             e("duplicates_total", "counter", "", "duplicate uplinks dropped", one(&self.duplicates)),
             e("decode_errors_total", "counter", "codec", "payloads a codec could not decode (sent packed), by codec", self.decode_errors.snapshot()),
@@ -327,6 +334,8 @@ mod tests {
         m.received.inc("mqtt");
         m.received.inc("udp");
         m.delivered.inc("io.microshare.motion.unpacked");
+        m.bytes_sent.add("io.microshare.motion.unpacked", 700);
+        m.bytes_sent.add("io.microshare.motion.unpacked", 23);
         m.decode_errors.inc("browan-tbhh100");
         m.sink_errors.inc("retry");
         m.kafka_connected.set("", 1);
@@ -338,6 +347,8 @@ mod tests {
             "hubgate_received_total{source=\"mqtt\"} 2",
             "hubgate_received_total{source=\"udp\"} 1",
             "hubgate_delivered_total{rec_type=\"io.microshare.motion.unpacked\"} 1",
+            "# TYPE hubgate_bytes_sent_total counter",
+            "hubgate_bytes_sent_total{rec_type=\"io.microshare.motion.unpacked\"} 723",
             "hubgate_decode_errors_total{codec=\"browan-tbhh100\"} 1",
             "hubgate_sink_errors_total{class=\"retry\"} 1",
             "hubgate_dropped_total{reason=\"expired\"} 1",

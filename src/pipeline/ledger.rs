@@ -369,8 +369,9 @@ impl Ledger {
         };
         self.metrics.in_flight.set(self.in_flight.len() as u64);
         match d.result {
-            Ok(()) => {
+            Ok(bytes) => {
                 self.metrics.delivered.inc(&f.record.rec_type);
+                self.metrics.bytes_sent.add(&f.record.rec_type, bytes);
                 self.metrics
                     .last_delivery
                     .set(unix_seconds(SystemTime::now()));

@@ -553,10 +553,7 @@ impl World {
                     let (_, seq, uplink, _) = b.held.remove(i);
                     b.log.push(uplink);
                     drop(b);
-                    let _ = self.agent().report_tx.send(Delivery {
-                        seq,
-                        result: Ok(()),
-                    });
+                    let _ = self.agent().report_tx.send(Delivery { seq, result: Ok(0) });
                 }
             }
             Step::Fail(k, failure) => {

@@ -19,7 +19,8 @@ use crate::record::Record;
 #[derive(Debug)]
 pub struct Delivery {
     pub seq: u64,
-    pub result: Result<(), SinkError>,
+    /// `Ok`: confirmed, with the bytes handed over for it (see [`Sink::send`]).
+    pub result: Result<u64, SinkError>,
 }
 
 /// Why a record did not get through, classified as in docs/design.md "Error classes".
@@ -52,7 +53,10 @@ pub type Deliveries = UnboundedSender<Delivery>;
 
 pub trait Sink: Send {
     /// Hand one record over. `Err` means it was not taken (the queue is full, or it is
-    /// rejected); `Ok` means a [`Delivery`] for `seq` will follow.
+    /// rejected); `Ok` means a [`Delivery`] for `seq` will follow. A confirmed delivery
+    /// carries the bytes the sink handed on for the record: for Kafka the value, key and
+    /// headers given to the producer (before compression and protocol framing), for stdout
+    /// the line written.
     fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError>;
     /// Housekeeping, every forwarder tick (100 ms). `true`: the sink started over (a new
     /// producer) and has reported what the old one held, as far as it could.

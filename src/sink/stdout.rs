@@ -38,6 +38,7 @@ impl Sink for StdoutSink {
         let result = out
             .write_all(&self.line)
             .and_then(|_| out.flush())
+            .map(|()| self.line.len() as u64)
             .map_err(|e| SinkError::Retry(format!("stdout: {e}")));
         let _ = self.deliveries.send(Delivery { seq, result });
         Ok(())
