@@ -100,6 +100,11 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
         (started..=now()).contains(&last),
         "last delivery at {last}, test ran from {started}"
     );
+    assert_eq!(
+        agent.metric("hubgate_buffer_oldest_age_seconds"),
+        0,
+        "empty"
+    );
     let text = agent.scrape().unwrap();
     for line in [
         "# TYPE hubgate_received_total counter",
@@ -123,6 +128,11 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
     });
     agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 3);
     assert!(agent.metric("hubgate_buffer_bytes") > 0);
+    // Held while the broker is gone: the oldest record's age grows.
+    let held = agent.metric("hubgate_buffer_oldest_age_seconds");
+    agent.wait_metric("hubgate_buffer_oldest_age_seconds", WAIT, |v| {
+        (held + 2..held + 120).contains(&v)
+    });
     assert_eq!(agent.metric("hubgate_delivered_total"), total);
     assert_eq!(
         agent.metric(&format!("hubgate_mqtt_connected{broker}")),

@@ -118,6 +118,20 @@ fn the_api_shows_the_devices_the_hubs_and_the_problems_of_the_demo() {
     assert_eq!(status["upstream"]["sink"], "eventhubs");
     assert_eq!(status["upstream"]["delivered"], UPLINKS - DOOR_UPLINKS);
     assert_eq!(status["buffer"]["records"], DOOR_UPLINKS);
+    // They wait there: the oldest one's age grows, on the page and in the metrics.
+    let first = status["buffer"]["oldest_age_s"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{status:#}"));
+    agent.wait_metric("hubgate_buffer_oldest_age_seconds", WAIT, |v| {
+        v >= first + 2
+    });
+    let later = json(&agent, "/api/status")["buffer"]["oldest_age_s"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (first + 2..first + 120).contains(&later),
+        "{first} s, then {later} s"
+    );
     let hubs = status["upstream"]["hubs"].as_array().unwrap();
     let door = hubs
         .iter()

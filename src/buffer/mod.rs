@@ -10,21 +10,25 @@ mod lock;
 mod mark;
 mod memory;
 mod sled_store;
+mod stored_at;
 
 pub use lock::BufferLock;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{BufferConfig, WhenFull};
 use crate::metrics::Metrics;
-use crate::record::Record;
+use crate::record::{ms_since_epoch, Record};
 
 const FORMAT_VERSION: u8 = 1;
 /// Deletions not synced yet are synced once they are this old (see [`Buffer::remove`]).
 const DELETIONS_SYNCED_WITHIN: Duration = Duration::from_secs(1);
+/// Once the oldest record has left, the next one's creation time is looked up within this
+/// (one read of the store's first record, not one per record drained).
+const OLDEST_CHECKED_WITHIN: Duration = Duration::from_secs(1);
 /// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
 const FCNT_PREFIX: &[u8] = b"fcnt/";
 
@@ -149,11 +153,19 @@ pub struct Buffer {
     last_flush: Instant,
     /// Dead letters kept (the store counts them once, at open).
     dead: u64,
+    /// When records were stored, for the oldest one's age.
+    stored_at: stored_at::StoredAt,
+    /// Sequence number of the oldest record as last looked up (`None`: empty), whether it
+    /// has left since, and when it was looked up: the time in `metrics.buffer_oldest` is
+    /// that record's.
+    oldest: Option<u64>,
+    oldest_left: bool,
+    oldest_checked: Instant,
 }
 
 impl Buffer {
     pub fn new(store: Box<dyn Store>, cfg: &BufferConfig, metrics: Arc<Metrics>) -> Self {
-        let b = Buffer {
+        let mut b = Buffer {
             dead: store.dead_letters(),
             store,
             max_bytes: cfg.max_bytes,
@@ -164,9 +176,34 @@ impl Buffer {
             unsynced_removals: 0,
             removals_per_sync: (cfg.max_in_flight / 2).max(1),
             last_flush: Instant::now(),
+            stored_at: stored_at::StoredAt::default(),
+            oldest: None,
+            oldest_left: false,
+            oldest_checked: Instant::now(),
         };
         b.update_gauges();
+        b.left_over();
         b
+    }
+
+    /// Records from before a restart count from the oldest one's creation time, or from now
+    /// if it has none (built while the clock was unsynchronised).
+    fn left_over(&mut self) {
+        let Ok(Some((seq, bytes))) = self.store.scan(None, 1).map(|mut v| v.pop()) else {
+            return;
+        };
+        let now = (Instant::now(), SystemTime::now());
+        let age = decode(&bytes)
+            .ok()
+            .filter(|r| r.created_ms > 0)
+            .map_or(0, |r| ms_since_epoch(now.1).saturating_sub(r.created_ms));
+        let at = now
+            .0
+            .checked_sub(Duration::from_millis(age))
+            .unwrap_or(now.0);
+        self.stored_at.stored(seq, at);
+        self.oldest = Some(seq);
+        self.metrics.buffer_oldest.set(Some(at));
     }
 
     fn update_gauges(&self) {
@@ -229,11 +266,18 @@ impl Buffer {
                         return Ok(Pushed::Dropped);
                     };
                     self.store.remove(old)?;
+                    self.left(old);
                     self.dropped(full, format_args!("dropped oldest record #{old}"));
                 }
             }
         }
         self.store.insert(seq, value)?;
+        let now = Instant::now();
+        self.stored_at.stored(seq, now);
+        if self.oldest.is_none() {
+            self.oldest = Some(seq);
+            self.metrics.buffer_oldest.set(Some(now));
+        }
         self.metrics.spilled.inc();
         self.update_gauges();
         Ok(Pushed::Stored)
@@ -299,7 +343,7 @@ impl Buffer {
     /// again.
     pub fn remove(&mut self, seq: u64) -> Result<(), BufferError> {
         self.store.remove(seq)?;
-        self.removed()
+        self.removed(seq)
     }
 
     /// Sync deletions and state that have waited [`DELETIONS_SYNCED_WITHIN`] at `now` (call
@@ -323,7 +367,8 @@ impl Buffer {
 
     /// After records left: gauges, deletions synced now and then, and the space back once
     /// the buffer has drained.
-    fn removed(&mut self) -> Result<(), BufferError> {
+    fn removed(&mut self, seq: u64) -> Result<(), BufferError> {
+        self.left(seq);
         self.unsynced_removals += 1;
         if self.unsynced_removals >= self.removals_per_sync || self.is_empty() {
             self.sync_deletions();
@@ -358,11 +403,55 @@ impl Buffer {
                     self.metrics.dropped_corrupt.inc();
                     log::error!("buffered record #{seq} is damaged ({e}): skipped and removed");
                     self.store.remove(seq)?;
+                    self.left(seq);
                 }
             }
         }
         self.update_gauges();
         Ok(out)
+    }
+
+    /// Record `seq` left the buffer: if it was the oldest, the next one's time is looked up
+    /// by [`Buffer::update_oldest_if_due`].
+    fn left(&mut self, seq: u64) {
+        if self.is_empty() {
+            self.oldest = None;
+            self.oldest_left = false;
+            self.stored_at.clear();
+            self.metrics.buffer_oldest.set(None);
+        } else if self.oldest == Some(seq) {
+            self.oldest_left = true;
+        }
+    }
+
+    /// Look up the oldest record's time if its predecessor left and the last look
+    /// is [`OLDEST_CHECKED_WITHIN`] old at `now` (call it now and then). Until then its age
+    /// reads a little high.
+    pub fn update_oldest_if_due(&mut self, now: Instant) {
+        if self.oldest_left
+            && now.saturating_duration_since(self.oldest_checked) >= OLDEST_CHECKED_WITHIN
+        {
+            self.oldest_checked = now;
+            self.find_oldest();
+        }
+    }
+
+    fn find_oldest(&mut self) {
+        match self.store.scan(None, 1) {
+            Ok(first) => {
+                self.oldest_left = false;
+                self.oldest = first.first().map(|(seq, _)| *seq);
+                let at = self.oldest.and_then(|seq| self.stored_at.oldest(seq));
+                self.metrics.buffer_oldest.set(at);
+            }
+            Err(e) => {
+                // Only the page's age depends on it: reported, tried again later.
+                self.oldest_left = true;
+                self.metrics.problem("buffer_read_error", || {
+                    format!("cannot read the buffer's oldest record: {e}")
+                });
+            }
+        }
     }
 
     pub fn flush(&mut self) -> Result<(), BufferError> {
@@ -424,7 +513,7 @@ impl Buffer {
         self.dead += 1;
         self.store.remove(seq)?;
         self.metrics.dead_lettered.inc();
-        self.removed()
+        self.removed(seq)
     }
 
     /// Keep the dead letter of a message hubgate gave up on, unless [`MAX_DEAD_LETTERS`] are
@@ -505,6 +594,45 @@ mod tests {
         assert!(!b.dead_letter_input(MAX_DEAD_LETTERS, &rec(0)).unwrap());
         assert_eq!(m.dead_lettered.get(), MAX_DEAD_LETTERS);
         assert_eq!(b.store.dead_letters(), MAX_DEAD_LETTERS);
+    }
+
+    /// The oldest record's age follows the records in and out: at once when the buffer
+    /// fills or empties, within a second when the oldest of several leaves.
+    #[test]
+    fn the_oldest_records_age_follows_the_buffer() {
+        let (mut b, m) = buffer(1 << 20, WhenFull::DropOldest);
+        let age = |later: u64| {
+            m.buffer_oldest
+                .age_s(Instant::now() + Duration::from_secs(later))
+        };
+        assert_eq!(age(100), 0, "empty");
+        b.push(0, &rec(0)).unwrap();
+        b.push(1, &rec(1)).unwrap();
+        assert!((100..=101).contains(&age(100)));
+        b.remove(1).unwrap();
+        b.update_oldest_if_due(Instant::now() + OLDEST_CHECKED_WITHIN);
+        assert!((100..=101).contains(&age(100)), "a younger one left");
+        b.remove(0).unwrap();
+        assert_eq!(age(100), 0, "empty again, at once");
+        // Stored a minute apart: once the first leaves, the second's age shows.
+        b.push(2, &rec(2)).unwrap();
+        b.stored_at
+            .stored(3, Instant::now() + Duration::from_secs(60));
+        b.push(3, &rec(3)).unwrap();
+        assert!((100..=101).contains(&age(100)), "{}", age(100));
+        b.remove(2).unwrap();
+        b.update_oldest_if_due(Instant::now() + OLDEST_CHECKED_WITHIN);
+        assert!((39..=40).contains(&age(100)), "{}", age(100));
+        // A buffer opened on records left from before counts from the oldest's creation.
+        let mut store = MemoryStore::default();
+        let created = ms_since_epoch(SystemTime::now()) - 30_000;
+        let old = Record {
+            created_ms: created,
+            ..rec(7)
+        };
+        store.insert(7, encode(&old)).unwrap();
+        let (_, m) = buffer_on(store, 1 << 20, WhenFull::DropOldest);
+        assert!((30..=31).contains(&m.buffer_oldest.age_s(Instant::now())));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod devices;
 pub mod history;
+mod oldest;
 mod park_reasons;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use oldest::OldestRecord;
 pub use park_reasons::ParkReasons;
 
 /// One number: a counter, or a gauge when `set`.
@@ -97,6 +99,8 @@ pub struct Metrics {
     pub dead_lettered: Counter,
     pub buffer_records: Counter,
     pub buffer_bytes: Counter,
+    /// When the oldest buffered record was built.
+    pub buffer_oldest: OldestRecord,
     /// fsync/fdatasync calls that made buffer writes durable.
     pub buffer_syncs: Counter,
     pub in_flight: Counter,
@@ -184,7 +188,8 @@ impl Metrics {
     }
 
     fn exposed(&self) -> Vec<Exposed> {
-        let one = |c: &Counter| vec![(String::new(), c.get())];
+        let one_value = |v: u64| vec![(String::new(), v)];
+        let one = |c: &Counter| one_value(c.get());
         let e = |name, kind, label, help, values| Exposed {
             name,
             kind,
@@ -204,6 +209,13 @@ impl Metrics {
             e("spilled_total", "counter", "", "records written to the buffer", one(&self.spilled)),
             e("buffer_records", "gauge", "", "records in the buffer", one(&self.buffer_records)),
             e("buffer_bytes", "gauge", "", "bytes in the buffer", one(&self.buffer_bytes)),
+            e(
+                "buffer_oldest_age_seconds",
+                "gauge",
+                "",
+                "seconds since the oldest record in the buffer was stored (0: empty)",
+                one_value(self.buffer_oldest.age_s(std::time::Instant::now())),
+            ),
             e("buffer_syncs_total", "counter", "", "fsync/fdatasync calls that made buffer writes durable", one(&self.buffer_syncs)),
             e(
                 "dropped_total",

@@ -566,6 +566,7 @@ impl Ledger {
     /// Flush if anything was written, or with `force` (deletions alone are synced every so
     /// often by the buffer), then release the acknowledgements that waited on it.
     pub fn commit(&mut self, now: Instant, force: bool) {
+        self.buffer.update_oldest_if_due(now);
         if !self.dirty && !force {
             self.buffer.sync_deletions_if_due(now);
         } else {

@@ -8,7 +8,7 @@ mod page;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -215,6 +215,7 @@ impl Status {
                 records: current.buffer_records,
                 bytes: current.buffer_bytes,
                 max_bytes: f.buffer_max_bytes,
+                oldest_age_s: m.buffer_oldest.age_s(Instant::now()),
                 disk_free,
                 dead_lettered: m.dead_lettered.get(),
             },
@@ -334,6 +335,8 @@ pub struct BufferView {
     pub records: u64,
     pub bytes: u64,
     pub max_bytes: u64,
+    /// Seconds since the oldest record waiting was stored (0: none waits).
+    pub oldest_age_s: u64,
     pub disk_free: Option<u64>,
     pub dead_lettered: u64,
 }

@@ -362,8 +362,13 @@ fn buffer(b: &mut String, s: &Snapshot) {
     let fill = x.bytes as f64 * 100.0 / x.max_bytes.max(1) as f64;
     let _ = write!(
         b,
-        "<section id=buffer><h2>Buffer</h2><p><b id=buffer-records>{}</b> record(s) waiting, {} of {} ({fill:.1} %) · disk free {} · {} dead letter(s)</p></section>",
+        "<section id=buffer><h2>Buffer</h2><p><b id=buffer-records>{}</b> record(s) waiting{}, {} of {} ({fill:.1} %) · disk free {} · {} dead letter(s)</p></section>",
         x.records,
+        if x.records > 0 {
+            format!(", the oldest for <b id=buffer-oldest>{}</b>", age(x.oldest_age_s))
+        } else {
+            String::new()
+        },
         bytes(x.bytes),
         bytes(x.max_bytes),
         x.disk_free.map(bytes).unwrap_or_else(|| "unknown".into()),

@@ -1,0 +1,60 @@
+//! When the oldest record in the buffer was stored, kept by the buffer as records come and
+//! go, so its age can be read at any time without touching the buffer's storage. Monotonic:
+//! right even while the wall clock is unsynchronised or jumps.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// 0 while the buffer is empty; otherwise when its oldest record was stored, as
+/// milliseconds after [`base`] + 1.
+#[derive(Default)]
+pub struct OldestRecord(AtomicU64);
+
+/// The instant the stored times count from.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    // A day back, so that records from before a restart have a place on this clock.
+    *BASE.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+    })
+}
+
+impl OldestRecord {
+    /// The oldest record was stored at `at`, `None`: the buffer is empty.
+    pub fn set(&self, at: Option<Instant>) {
+        let v = at.map_or(0, |at| {
+            at.saturating_duration_since(base()).as_millis() as u64 + 1
+        });
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// The oldest record's age in whole seconds at `now` (0 for an empty buffer).
+    pub fn age_s(&self, now: Instant) -> u64 {
+        match self.0.load(Ordering::Relaxed) {
+            0 => 0,
+            n => now
+                .saturating_duration_since(base() + Duration::from_millis(n - 1))
+                .as_secs(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_stored() {
+        let o = OldestRecord::default();
+        let now = Instant::now();
+        assert_eq!(o.age_s(now), 0);
+        o.set(Some(now - Duration::from_millis(60_500)));
+        assert_eq!(o.age_s(now), 60);
+        o.set(Some(now + Duration::from_secs(5)));
+        assert_eq!(o.age_s(now), 0);
+        o.set(None);
+        assert_eq!(o.age_s(now + Duration::from_secs(5)), 0);
+    }
+}
