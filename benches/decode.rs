@@ -66,6 +66,7 @@ fn record_build(c: &mut Criterion) {
             gateway_id: Some("b827ebfffe000001".into()),
             ..Radio::default()
         },
+        ns: hubgate::uplink::NsDecoded::default(),
     };
     let tags = ["Building 1".to_string(), "Floor 2".to_string()];
     let dev = DeviceInfo {

@@ -2,14 +2,16 @@
 //! record, decoded or packed, never dropped.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::codec::{Codec, CodecError};
-use crate::config::Config;
+use crate::codec::{rec_type, Codec, CodecError};
+use crate::config::{Config, DecodeStep};
 use crate::format::DeadLetter;
 use crate::ids::DevEui;
 use crate::lorawan::{self, LorawanError};
+use crate::mapping::{self, Table};
 use crate::metrics::devices::Outcome;
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
@@ -18,6 +20,9 @@ use crate::uplink::{RadioFrame, Uplink};
 
 struct Device {
     codec: Option<Codec>,
+    order: Vec<DecodeStep>,
+    /// Mapping table of the network server's object.
+    mapping: Option<Table>,
     tags: Vec<String>,
     usecase: Option<String>,
     packed_rec_type: Option<String>,
@@ -34,6 +39,21 @@ pub struct Decoder {
     metrics: Arc<Metrics>,
 }
 
+/// The mapping table `<dir>/<name>.toml`; a missing or bad one is a problem (`codec_file`),
+/// and the device's fields then all go under `origin`: kept, not lost.
+fn table(dir: &Path, name: &str, metrics: &Metrics) -> Option<Table> {
+    let path = dir.join(format!("{name}.toml"));
+    let table = crate::files::read_capped(&path, crate::files::CONFIG_CAP)
+        .and_then(|text| Table::parse(&text));
+    table
+        .map_err(|e| {
+            metrics.problem("codec_file", || {
+                format!("mapping table {}: {e}", path.display())
+            })
+        })
+        .ok()
+}
+
 impl Decoder {
     pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
         let devices = cfg
@@ -44,6 +64,11 @@ impl Decoder {
                     d.dev_eui,
                     Device {
                         codec: d.codec,
+                        order: d.decode_order.clone(),
+                        mapping: d
+                            .mapping
+                            .as_deref()
+                            .and_then(|name| table(&cfg.codecs.dir, name, &metrics)),
                         tags: d.tags.clone(),
                         usecase: d.usecase.clone(),
                         packed_rec_type: d.packed_rec_type.clone(),
@@ -191,71 +216,100 @@ impl Decoder {
         let now = SystemTime::now();
         let device = self.devices.get(&up.dev_eui);
         let info = self.info(up);
-        let packed = |error: Option<String>| Payload::Packed {
+        let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, now);
+        if device.is_none() {
+            self.metrics.problem("unknown_device", || {
+                format!(
+                    "device {} is not in the config: sent as packed records unless the \
+                     network server decoded them",
+                    up.device_id()
+                )
+            });
+        }
+        let order: &[DecodeStep] = device.map_or(&[DecodeStep::Network], |d| &d.order);
+        // Why the decoders that were tried failed, for the packed record.
+        let mut failed: Option<String> = None;
+        for step in order {
+            match step {
+                DecodeStep::Codec => {
+                    let Some(codec) = device.and_then(|d| d.codec) else {
+                        continue;
+                    };
+                    match codec.decode(up.fport, &up.payload) {
+                        Ok(decoded) => {
+                            if let Some(e) = &decoded.stopped {
+                                self.metrics.problem("codec_partial", || {
+                                    format!(
+                                        "device {} ({codec}): {e}: the readings before it \
+                                         were sent",
+                                        up.device_id()
+                                    )
+                                });
+                            }
+                            heard(Outcome::Decoded {
+                                codec: codec.id(),
+                                rec_type: decoded.rec_type,
+                                readings: &decoded.readings,
+                                health: &decoded.health,
+                            });
+                            let payload = Payload::Decoded {
+                                codec: codec.id(),
+                                decoded,
+                            };
+                            self.metrics.decoded.inc();
+                            return record::build(up, &info, payload, now);
+                        }
+                        Err(e) => {
+                            self.metrics.decode_errors.inc(codec.id());
+                            self.metrics.problem("codec_error", || {
+                                format!("device {} ({codec}): {e}", up.device_id())
+                            });
+                            failed.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                DecodeStep::Js => {}
+                DecodeStep::Network => {
+                    if up.ns.is_empty() {
+                        continue;
+                    }
+                    let table = device.and_then(|d| d.mapping.as_ref());
+                    let mapped = mapping::map(up.ns.object.as_ref(), table, &up.ns.normalized);
+                    heard(Outcome::Decoded {
+                        codec: NETWORK,
+                        rec_type: rec_type::known(&mapped.rec_type),
+                        readings: &[],
+                        health: &[],
+                    });
+                    let payload = Payload::Object {
+                        class: NETWORK,
+                        mapped,
+                    };
+                    self.metrics.decoded.inc();
+                    return record::build(up, &info, payload, now);
+                }
+            }
+        }
+        let reason = match (device, &failed) {
+            (_, Some(e)) => e.as_str(),
+            (None, None) => "not in the config",
+            (Some(_), None) => "no codec configured",
+        };
+        heard(Outcome::Packed { reason });
+        let payload = Payload::Packed {
             rec_type: device
                 .and_then(|d| d.packed_rec_type.as_deref())
                 .unwrap_or(&self.packed_rec_type),
-            error,
-        };
-        let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, now);
-        let payload = match device.map(|d| d.codec) {
-            None => {
-                self.metrics.problem("unknown_device", || {
-                    format!(
-                        "device {} is not in the config: sent as packed records",
-                        up.device_id()
-                    )
-                });
-                heard(Outcome::Packed {
-                    reason: "not in the config",
-                });
-                packed(None)
-            }
-            Some(None) => {
-                heard(Outcome::Packed {
-                    reason: "no codec configured",
-                });
-                packed(None)
-            }
-            Some(Some(codec)) => match codec.decode(up.fport, &up.payload) {
-                Ok(decoded) => {
-                    if let Some(e) = &decoded.stopped {
-                        self.metrics.problem("codec_partial", || {
-                            format!(
-                                "device {} ({codec}): {e}: the readings before it were sent",
-                                up.device_id()
-                            )
-                        });
-                    }
-                    heard(Outcome::Decoded {
-                        codec: codec.id(),
-                        rec_type: decoded.rec_type,
-                        readings: &decoded.readings,
-                        health: &decoded.health,
-                    });
-                    Payload::Decoded {
-                        codec: codec.id(),
-                        decoded,
-                    }
-                }
-                Err(e) => {
-                    self.metrics.decode_errors.inc(codec.id());
-                    self.metrics.problem("codec_error", || {
-                        format!(
-                            "device {} ({codec}): {e}: sent as a packed record",
-                            up.device_id()
-                        )
-                    });
-                    let reason = e.to_string();
-                    heard(Outcome::Packed { reason: &reason });
-                    packed(Some(reason))
-                }
-            },
+            error: failed,
         };
         self.metrics.decoded.inc();
         record::build(up, &info, payload, now)
     }
 }
+
+/// `unpacker.class` and `meta.dc.device_type` of records made from what the network server
+/// decoded.
+pub const NETWORK: &str = "network-server";
 
 #[cfg(test)]
 mod tests {
@@ -282,6 +336,7 @@ mod tests {
             payload: vec![0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff],
             time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             radio: Radio::default(),
+            ns: crate::uplink::NsDecoded::default(),
         })
     }
 
@@ -349,6 +404,121 @@ mod tests {
         assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 30.8);
         assert_eq!(v["obj"]["data"]["humidity"][0]["value"], 50.5);
         assert_eq!(m.problems("codec_partial"), 1);
+    }
+
+    fn body(rec: &Record) -> serde_json::Value {
+        serde_json::from_str(&rec.body).unwrap()
+    }
+
+    /// The uplink of `uplink()` as a network server that decoded it would hand it over.
+    fn with_ns(object: serde_json::Value, normalized: serde_json::Value) -> Input {
+        let Input::Uplink(mut up) = uplink() else {
+            unreachable!()
+        };
+        fn obj(v: serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+            match v {
+                serde_json::Value::Object(m) => Some(m),
+                _ => None,
+            }
+        }
+        up.ns.object = obj(object);
+        up.ns.normalized = match normalized {
+            serde_json::Value::Array(a) => a.into_iter().filter_map(obj).collect(),
+            _ => Vec::new(),
+        };
+        Input::Uplink(up)
+    }
+
+    /// A device without a codec of ours (or not in the config at all) whose network server
+    /// decoded the payload becomes an unpacked record, not a packed one.
+    #[test]
+    fn what_the_network_server_decoded_becomes_an_unpacked_record() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("th.toml"),
+            "[fields]\nTempC = { field = \"temperature\", unit = \"°C\" }\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\nmapping = \"th\"\n",
+            dir.path()
+        );
+        let m = Metrics::new();
+        let mut d = Decoder::new(&Config::parse(&text).unwrap(), m.clone());
+        let input = with_ns(
+            serde_json::json!({"TempC": 21.5, "fw": "1.2"}),
+            serde_json::json!([]),
+        );
+        let rec = d.decode(&input).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
+        let v = body(&rec);
+        let data = &v["obj"]["data"];
+        assert_eq!(
+            data["temperature"],
+            serde_json::json!([{"value": 21.5, "unit": "°C"}])
+        );
+        assert_eq!(data["origin"], serde_json::json!({"fw": "1.2"}));
+        assert_eq!(data["unpacker"]["class"], NETWORK);
+        assert_eq!(data["device_health"]["id"], "58-A0-CB-00-00-10-12-34");
+        assert_eq!(data["meta"]["iot"]["payload"], "088c2e2dffffffff");
+        // Not in the config: the normalized payload is mapped by the built-in table.
+        let mut other = Decoder::new(
+            &Config::parse("[sink]\ntype = \"stdout\"\n").unwrap(),
+            Metrics::new(),
+        );
+        let rec = other
+            .decode(&with_ns(
+                serde_json::Value::Null,
+                serde_json::json!([{"water": {"leak": true}}]),
+            ))
+            .unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.leak.unpacked");
+        assert_eq!(body(&rec)["obj"]["data"]["leak"][0]["value"], true);
+        let rec = other.decode(&uplink()).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        assert_eq!(m.problems("codec_file"), 0);
+    }
+
+    /// The device's own codec wins by default; `decode_order` puts the network server's
+    /// object first; a codec that fails falls through to the next decoder.
+    #[test]
+    fn decode_order_decides_who_decodes() {
+        let cfg = |order: &str| {
+            let text = format!(
+                "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
+                 codec = \"browan-tbhh100\"\nmapping = \"missing\"\n{order}"
+            );
+            let m = Metrics::new();
+            (Decoder::new(&Config::parse(&text).unwrap(), m.clone()), m)
+        };
+        let input = with_ns(
+            serde_json::Value::Null,
+            serde_json::json!([{"air": {"temperature": 99.0}}]),
+        );
+        let (mut d, m) = cfg("");
+        let v = body(&d.decode(&input).unwrap());
+        assert_eq!(v["obj"]["data"]["unpacker"]["class"], "browan-tbhh100");
+        assert_eq!(m.problems("codec_file"), 1);
+        let (mut d, _) = cfg("decode_order = [\"network\", \"codec\"]\n");
+        let v = body(&d.decode(&input).unwrap());
+        assert_eq!(v["obj"]["data"]["unpacker"]["class"], NETWORK);
+        assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 99);
+        let Input::Uplink(mut bad) = input else {
+            unreachable!()
+        };
+        bad.payload.truncate(2);
+        let (mut d, m) = cfg("");
+        let v = body(&d.decode(&Input::Uplink(bad.clone())).unwrap());
+        assert_eq!(v["obj"]["data"]["unpacker"]["class"], NETWORK);
+        assert_eq!(m.problems("codec_error"), 1);
+        let (mut d, _) = cfg("decode_order = [\"codec\"]\n");
+        let rec = d.decode(&Input::Uplink(bad)).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        assert!(body(&rec)["obj"]["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("too short"));
     }
 
     /// A device's `usecase` and `packed_rec_type` win over the recType's code and the site's

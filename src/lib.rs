@@ -19,6 +19,7 @@ pub mod http;
 pub mod ids;
 pub mod logline;
 pub mod lorawan;
+pub mod mapping;
 pub mod metrics;
 pub mod mqtt_url;
 pub mod notify;

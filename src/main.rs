@@ -388,6 +388,7 @@ fn decode(config: Option<&Path>, codec: &str, args: DecodeArgs, hex_payload: &st
         payload,
         time,
         radio: Radio::default(),
+        ns: hubgate::uplink::NsDecoded::default(),
     };
     let decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
     let rec = match decoder.decode_with(&up, codec) {

@@ -11,6 +11,7 @@ use base64::Engine;
 
 use crate::codec::{Decoded, Reading, Value};
 use crate::format::DeadLetter;
+use crate::mapping::Mapped;
 use crate::uplink::Uplink;
 
 /// A record ready for a sink: routing fields plus the serialized envelope.
@@ -56,6 +57,12 @@ pub enum Payload<'a> {
     Decoded {
         codec: &'a str,
         decoded: Decoded,
+    },
+    /// An object decoded elsewhere (network server, JavaScript codec), mapped to Microshare
+    /// fields; `class` names who decoded it.
+    Object {
+        class: &'a str,
+        mapped: Mapped,
     },
     /// Not decoded: no codec configured, or the codec failed (`error` says why).
     Packed {
@@ -122,7 +129,7 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
     let device_id = up.device_id();
     let time = iso8601(up.time);
     let payload_hex = hex::encode(&up.payload);
-    let (decoded, error);
+    let (decoded, mapped, error);
     let mut data = Fields::new();
     let (rec_type, class) = match payload {
         Payload::Decoded { codec, decoded: d } => {
@@ -132,6 +139,24 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
             put_readings(&mut health, &decoded.health);
             data.insert("device_health", Field::Map(health));
             (decoded.rec_type, codec)
+        }
+        Payload::Object { class, mapped: m } => {
+            mapped = m;
+            data.extend(
+                mapped
+                    .data
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), Field::Json(v))),
+            );
+            let mut health = Fields::from([("id", Field::Str(&device_id))]);
+            health.extend(
+                mapped
+                    .health
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), Field::Json(v))),
+            );
+            data.insert("device_health", Field::Map(health));
+            (mapped.rec_type.as_str(), class)
         }
         Payload::Packed { rec_type, error: e } => {
             error = e;
@@ -234,6 +259,7 @@ enum Field<'a> {
     Map(Fields<'a>),
     Meta(Box<Meta<'a>>),
     Unpacker(Unpacker<'a>),
+    Json(&'a Json),
 }
 
 // Struct fields are declared in sorted order: serde writes them in declaration order.
@@ -487,6 +513,7 @@ mod tests {
                 snr: Some(9.5),
                 ..Radio::default()
             },
+            ns: crate::uplink::NsDecoded::default(),
         }
     }
 

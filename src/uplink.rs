@@ -36,6 +36,25 @@ pub struct Uplink {
     /// Network receive time, as reported by the network server (else: when hubgate got it).
     pub time: SystemTime,
     pub radio: Radio,
+    /// What the network server decoded itself, when it did.
+    pub ns: NsDecoded,
+}
+
+/// The payload as the network server decoded it: ChirpStack v4's `object` or TTS v3's
+/// `decoded_payload` (the device codec's own field names), TTS v3's `normalized_payload`
+/// (The Things Network's normalized schema: `air.temperature`, `action.motion.detected`...).
+/// Empty for transports that carry no such thing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NsDecoded {
+    pub object: Option<serde_json::Map<String, serde_json::Value>>,
+    /// One normalized measurement per element.
+    pub normalized: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl NsDecoded {
+    pub fn is_empty(&self) -> bool {
+        self.object.is_none() && self.normalized.is_empty()
+    }
 }
 
 /// A received radio frame: a LoRaWAN PHYPayload plus how it was heard.

@@ -100,6 +100,7 @@ fn published_uplink() -> Uplink {
             bandwidth: Some(125_000),
             channel: Some(7),
         },
+        ns: hubgate::uplink::NsDecoded::default(),
     }
 }
 

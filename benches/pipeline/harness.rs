@@ -728,6 +728,7 @@ fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
             gateway_id: Some("b827ebfffe000001".into()),
             ..Default::default()
         },
+        ns: hubgate::uplink::NsDecoded::default(),
     };
     let decoded = hubgate::codec::Codec::Browan(hubgate::codec::BrowanModel::Tbhh100)
         .decode(up.fport, &up.payload)

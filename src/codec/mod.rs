@@ -284,6 +284,27 @@ pub mod rec_type {
     pub const GPS: &str = "io.microshare.gps.unpacked";
     /// Default recType of frames hubgate cannot decode (raw hex payload).
     pub const PACKED: &str = "io.microshare.lorawan.packed";
+    /// Decoded objects none of whose fields map to a Microshare domain (all under `origin`).
+    pub const UNMAPPED: &str = "io.microshare.lorawan.unpacked";
+
+    /// The recType constant equal to `r`, for what wants a `&'static str`; an operator's
+    /// own recType (a mapping table's) is [`UNMAPPED`] there.
+    pub fn known(r: &str) -> &'static str {
+        [
+            ENVIRONMENT,
+            MOTION,
+            OPENCLOSE,
+            LEAK,
+            FEEDBACK,
+            OCCUPANCY,
+            LIGHT,
+            SOUND,
+            GPS,
+        ]
+        .into_iter()
+        .find(|k| *k == r)
+        .unwrap_or(UNMAPPED)
+    }
 
     /// Microshare's usecase code (`meta.usecase`) of the domains whose code it publishes:
     /// environment `SE09`, motion `SC03`, feedback `SF01`. Others have none unless configured.

@@ -61,6 +61,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
+    #[serde(default)]
+    pub codecs: CodecsConfig,
     pub sink: SinkConfig,
     /// Warnings about the files read while loading (who else may read secrets).
     #[serde(skip)]

@@ -180,6 +180,46 @@ impl Default for MetricsConfig {
     }
 }
 
+/// One way to decode a payload, in a device's `decode_order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeStep {
+    Codec,
+    Js,
+    Network,
+}
+
+/// The operator's own codecs first (built-in, then JavaScript), the network server's last:
+/// what a device's config names is what the operator chose.
+pub fn default_decode_order() -> Vec<DecodeStep> {
+    vec![DecodeStep::Codec, DecodeStep::Js, DecodeStep::Network]
+}
+
+/// `[codecs]`: the directory of JavaScript codecs and mapping tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecsConfig {
+    #[serde(default = "default_codecs_dir")]
+    pub dir: PathBuf,
+    /// Device profile name (as the network server reports it) -> JavaScript codec name, for
+    /// devices without `js_codec`.
+    #[serde(default)]
+    pub profiles: std::collections::BTreeMap<String, String>,
+}
+
+fn default_codecs_dir() -> PathBuf {
+    PathBuf::from("/etc/hubgate/codecs")
+}
+
+impl Default for CodecsConfig {
+    fn default() -> Self {
+        CodecsConfig {
+            dir: default_codecs_dir(),
+            profiles: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
@@ -198,6 +238,18 @@ pub struct DeviceConfig {
     /// `io.microshare.environment.packed`; default: `[record] packed_rec_type`.
     #[serde(default)]
     pub packed_rec_type: Option<String>,
+    /// Which decoder is used when several could: `codec` (the built-in one above), `js` (the
+    /// JavaScript codec: `js_codec`, else the device profile's in `[codecs]`), `network` (what
+    /// the network server decoded). The first that decodes the payload wins; none: packed.
+    #[serde(default = "default_decode_order")]
+    pub decode_order: Vec<DecodeStep>,
+    /// JavaScript codec `<[codecs] dir>/<name>.js` (see `hubgate codecs`).
+    #[serde(default)]
+    pub js_codec: Option<String>,
+    /// Mapping table `<[codecs] dir>/<name>.toml` for the field names of the network server's
+    /// object (a JavaScript codec uses the table of its own name).
+    #[serde(default)]
+    pub mapping: Option<String>,
     /// LoRaWAN 1.0.x session, for raw frames (serial, UDP, raw MQTT) that hubgate verifies and
     /// decrypts itself: DevAddr as usually written (8 hex digits, big-endian). Give all three
     /// of `dev_addr`, `nwk_s_key`, `app_s_key`, or none.

@@ -41,6 +41,7 @@ pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             snr: env.snr,
             ..Radio::default()
         },
+        ns: crate::uplink::NsDecoded::default(),
     })
 }
 

@@ -11,7 +11,7 @@ use super::ParseError;
 pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
 /// The MQTT topic filter of gateway frames (ChirpStack MQTT forwarder, gateway bridge).
 pub const GATEWAY_TOPIC: &str = "+/gateway/+/event/up";
-use crate::uplink::{Radio, RadioFrame, Uplink};
+use crate::uplink::{NsDecoded, Radio, RadioFrame, Uplink};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -25,6 +25,8 @@ struct Event {
     #[serde(default)]
     rx_info: Vec<RxInfo>,
     tx_info: Option<TxInfo>,
+    /// What the device profile's codec made of `data`; anything but an object is ignored.
+    object: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +159,10 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: best.and_then(|r| r.channel),
         },
+        ns: NsDecoded {
+            object: super::json_object(ev.object),
+            normalized: Vec::new(),
+        },
     })
 }
 
@@ -169,6 +175,26 @@ mod tests {
         "devAddr":"26011bda","fCnt":42,"fPort":103,"data":"CIwuLf////8=",
         "rxInfo":[{"gatewayId":"g1","rssi":-90,"snr":3.5,"channel":1},{"gatewayId":"g2","rssi":-79,"snr":9.5,"channel":4}],
         "txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}}}"#;
+
+    /// The codec's `object` is carried; an `object` that is not a JSON object is ignored.
+    #[test]
+    fn carries_the_decoded_object() {
+        let with = |object: &str| {
+            let text = UP.replacen("\"fCnt\"", &format!("\"object\":{object},\"fCnt\""), 1);
+            parse(text.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().ns
+        };
+        let ns = with(r#"{"temperature":21.5,"status":{"door":"open"}}"#);
+        assert_eq!(
+            serde_json::Value::Object(ns.object.unwrap()),
+            serde_json::json!({"temperature":21.5,"status":{"door":"open"}})
+        );
+        assert!(with("[1,2]").is_empty());
+        assert!(with("null").is_empty());
+        assert!(parse(UP.as_bytes(), SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .ns
+            .is_empty());
+    }
 
     #[test]
     fn parses_the_fields_hubgate_uses() {

@@ -88,6 +88,15 @@ fn de_channel<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::
 
 /// An RFC 3339 time from input, refused unless a record can carry it
 /// ([`crate::uplink::valid_time`]).
+/// `Some` only for a JSON object: a network server's decoded payload of another shape
+/// (a codec returning a bare number) is not used.
+fn json_object(v: Option<serde_json::Value>) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match v {
+        Some(serde_json::Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
 fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()

@@ -9,7 +9,7 @@ use super::ParseError;
 
 /// The MQTT topic filter of uplink messages.
 pub const TOPIC: &str = "v3/+/devices/+/up";
-use crate::uplink::{Radio, Uplink};
+use crate::uplink::{NsDecoded, Radio, Uplink};
 
 #[derive(Deserialize)]
 struct Message {
@@ -37,6 +37,10 @@ struct UplinkMessage {
     rx_metadata: Vec<RxMetadata>,
     settings: Option<Settings>,
     received_at: Option<String>,
+    /// The application's payload formatter output; anything but an object is ignored.
+    decoded_payload: Option<serde_json::Value>,
+    /// The Device Repository codec's normalized output: an object or an array of them.
+    normalized_payload: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +123,16 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: best.and_then(|r| r.channel_index),
         },
+        ns: NsDecoded {
+            object: super::json_object(up.decoded_payload),
+            normalized: match up.normalized_payload {
+                Some(serde_json::Value::Array(items)) => items
+                    .into_iter()
+                    .filter_map(|v| super::json_object(Some(v)))
+                    .collect(),
+                other => super::json_object(other).into_iter().collect(),
+            },
+        },
     })
 }
 
@@ -152,6 +166,24 @@ mod tests {
             .unwrap()
             .as_millis();
         assert_eq!(ms, 1_714_557_600_123);
+    }
+
+    /// `decoded_payload` and `normalized_payload` (an array, or one object) are carried.
+    #[test]
+    fn carries_the_decoded_and_normalized_payloads() {
+        let with = |extra: &str| {
+            let text = UP.replacen("\"f_port\"", &format!("{extra},\"f_port\""), 1);
+            parse(text.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().ns
+        };
+        let ns = with(
+            r#""decoded_payload":{"TempC":21.5},"normalized_payload":[{"air":{"temperature":21.5}},{"air":{"temperature":21.7}},7]"#,
+        );
+        assert_eq!(ns.object.unwrap()["TempC"], 21.5);
+        assert_eq!(ns.normalized.len(), 2);
+        assert_eq!(ns.normalized[1]["air"]["temperature"], 21.7);
+        let ns = with(r#""normalized_payload":{"water":{"leak":true}}"#);
+        assert_eq!((ns.object, ns.normalized.len()), (None, 1));
+        assert!(with(r#""decoded_payload":"text""#).is_empty());
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Decoder {
             payload: decrypt_payload(&frame, key, fcnt32),
             time,
             radio,
+            ns: crate::uplink::NsDecoded::default(),
         })
     }
 }

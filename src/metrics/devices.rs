@@ -312,6 +312,7 @@ mod tests {
                 spreading_factor: Some(9),
                 ..Radio::default()
             },
+            ns: crate::uplink::NsDecoded::default(),
         }
     }
 

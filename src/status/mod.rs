@@ -389,6 +389,7 @@ mod tests {
                     spreading_factor: Some(12),
                     ..Radio::default()
                 },
+                ns: crate::uplink::NsDecoded::default(),
             };
             let outcome = crate::metrics::devices::Outcome::Decoded {
                 codec: "browan-tbhh100",

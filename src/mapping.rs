@@ -1,0 +1,416 @@
+//! Objects decoded elsewhere (a network server's codec, a JavaScript codec) -> Microshare
+//! fields: `{value, unit}` arrays under Microshare's field names, device values under
+//! `device_health`, everything that maps nowhere kept under `origin` (docs/codecs.md,
+//! "Decoded objects").
+//!
+//! Two tables say what maps where: the built-in one for The Things Network's normalized
+//! payload schema (`air.temperature`, `action.motion.detected`, ...), and a per-codec
+//! [`Table`] (TOML) for codecs that return their own field names.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+
+use crate::codec::rec_type;
+
+/// A per-codec mapping table (`<codec>.toml` in the codec directory):
+///
+/// ```toml
+/// rec_type = "io.microshare.environment.unpacked"   # optional: else chosen from the fields
+/// [fields]
+/// TempC_SHT = { field = "temperature", unit = "°C" }
+/// "battery.mv" = { field = "voltage", unit = "V", scale = 0.001, health = true }
+/// ```
+///
+/// Keys are paths into the codec's object, nested keys joined with `.`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    pub rec_type: Option<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, Target>,
+}
+
+/// Where one field of a codec's object goes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Microshare field name.
+    pub field: String,
+    pub unit: Option<String>,
+    /// Multiplies a number (e.g. 0.001 for mV to V).
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// Goes under `device_health` (battery, board temperature) instead of the readings.
+    #[serde(default)]
+    pub health: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Table {
+    pub fn parse(text: &str) -> Result<Table, String> {
+        let t: Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if let Some((path, _)) = t.fields.iter().find(|(_, t)| !t.scale.is_finite()) {
+            return Err(format!("fields.{path}: scale must be a finite number"));
+        }
+        Ok(t)
+    }
+}
+
+/// How a built-in rule reads its value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Num,
+    Bool,
+    /// `"OPEN"` / `"CLOSED"` (normalized `action.contactState`).
+    OpenState,
+}
+
+/// The normalized schema's paths hubgate maps: path, Microshare field, unit, kind, health.
+const NORMALIZED: &[(&str, &str, Option<&str>, Kind, bool)] = &[
+    (
+        "air.temperature",
+        "temperature",
+        Some("°C"),
+        Kind::Num,
+        false,
+    ),
+    (
+        "air.relativeHumidity",
+        "humidity",
+        Some("%RH"),
+        Kind::Num,
+        false,
+    ),
+    ("air.pressure", "pressure", Some("hPa"), Kind::Num, false),
+    ("air.co2", "co2", Some("ppm"), Kind::Num, false),
+    (
+        "air.lightIntensity",
+        "illuminance",
+        Some("lx"),
+        Kind::Num,
+        false,
+    ),
+    (
+        "action.motion.detected",
+        "presence",
+        None,
+        Kind::Bool,
+        false,
+    ),
+    (
+        "action.motion.count",
+        "motion_count",
+        None,
+        Kind::Num,
+        false,
+    ),
+    ("action.contactState", "open", None, Kind::OpenState, false),
+    ("water.leak", "leak", None, Kind::Bool, false),
+    (
+        "water.temperature",
+        "water_temperature",
+        Some("°C"),
+        Kind::Num,
+        false,
+    ),
+    ("position.latitude", "lat", Some("°"), Kind::Num, false),
+    ("position.longitude", "lon", Some("°"), Kind::Num, false),
+    ("position.altitude", "altitude", Some("m"), Kind::Num, false),
+    ("battery", "voltage", Some("V"), Kind::Num, true),
+];
+
+/// The recType a field points to, most specific first: a frame with a leak reading is a
+/// leak record even if it also has a temperature.
+const DOMAINS: &[(&str, &[&str])] = &[
+    (rec_type::LEAK, &["leak"]),
+    (rec_type::OPENCLOSE, &["open"]),
+    (rec_type::MOTION, &["presence", "motion_count"]),
+    (rec_type::GPS, &["lat", "lon"]),
+    (
+        rec_type::ENVIRONMENT,
+        &[
+            "temperature",
+            "humidity",
+            "co2",
+            "pressure",
+            "tvoc",
+            "pm2_5",
+            "pm10",
+        ],
+    ),
+    (rec_type::LIGHT, &["illuminance"]),
+];
+
+/// A decoded object in Microshare's shape.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Mapped {
+    pub rec_type: String,
+    /// Field -> `[{value, unit}, ...]`, and `origin` with what mapped nowhere.
+    pub data: Map<String, Json>,
+    /// Field -> `[{value, unit}, ...]` under `device_health`.
+    pub health: Map<String, Json>,
+}
+
+impl Mapped {
+    /// Whether any field was mapped (else everything is under `origin`).
+    pub fn has_readings(&self) -> bool {
+        self.data.keys().any(|k| k != ORIGIN) || !self.health.is_empty()
+    }
+}
+
+/// Where unmapped fields go; the unmapped part of a normalized payload goes under
+/// `origin.normalized`.
+pub const ORIGIN: &str = "origin";
+
+/// Map a codec's own object with its `table` (none: everything goes under `origin`) and
+/// normalized measurements with the built-in table.
+pub fn map(
+    object: Option<&Map<String, Json>>,
+    table: Option<&Table>,
+    normalized: &[Map<String, Json>],
+) -> Mapped {
+    let mut m = Mapped::default();
+    let mut origin = Map::new();
+    if let Some(object) = object {
+        let rule = |path: &str| {
+            table.and_then(|t| t.fields.get(path)).map(|t| Rule {
+                field: &t.field,
+                unit: t.unit.as_deref(),
+                kind: Kind::Num,
+                scale: t.scale,
+                health: t.health,
+            })
+        };
+        walk(object, "", &rule, &mut m, &mut origin);
+    }
+    let mut normalized_origin = Map::new();
+    for n in normalized {
+        let rule = |path: &str| {
+            NORMALIZED
+                .iter()
+                .find(|r| r.0 == path)
+                .map(|&(_, field, unit, kind, health)| Rule {
+                    field,
+                    unit,
+                    kind,
+                    scale: 1.0,
+                    health,
+                })
+        };
+        walk(n, "", &rule, &mut m, &mut normalized_origin);
+    }
+    if !normalized_origin.is_empty() {
+        origin.insert("normalized".into(), Json::Object(normalized_origin));
+    }
+    if !origin.is_empty() {
+        m.data.insert(ORIGIN.into(), Json::Object(origin));
+    }
+    m.rec_type = match table.and_then(|t| t.rec_type.clone()) {
+        Some(r) => r,
+        None => DOMAINS
+            .iter()
+            .find(|(_, fields)| fields.iter().any(|f| m.data.contains_key(*f)))
+            .map_or(rec_type::UNMAPPED, |(r, _)| r)
+            .to_string(),
+    };
+    m
+}
+
+struct Rule<'a> {
+    field: &'a str,
+    unit: Option<&'a str>,
+    kind: Kind,
+    scale: f64,
+    health: bool,
+}
+
+fn walk<'a>(
+    obj: &Map<String, Json>,
+    prefix: &str,
+    rule: &dyn Fn(&str) -> Option<Rule<'a>>,
+    out: &mut Mapped,
+    origin: &mut Map<String, Json>,
+) {
+    for (key, v) in obj {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let Json::Object(inner) = v {
+            let mut sub = Map::new();
+            walk(inner, &path, rule, out, &mut sub);
+            if !sub.is_empty() {
+                origin.insert(key.clone(), Json::Object(sub));
+            }
+            continue;
+        }
+        match rule(&path).and_then(|r| reading(&r, v).map(|json| (r, json))) {
+            Some((r, json)) => {
+                let dest = if r.health {
+                    &mut out.health
+                } else {
+                    &mut out.data
+                };
+                if let Json::Array(list) = dest
+                    .entry(r.field.to_string())
+                    .or_insert_with(|| Json::Array(Vec::new()))
+                {
+                    list.push(json);
+                }
+            }
+            None => {
+                origin.insert(key.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// `{value, unit}` of `v` read by `r`, `None` when `v` is not of the rule's kind.
+fn reading(r: &Rule, v: &Json) -> Option<Json> {
+    let value = match (r.kind, v) {
+        (Kind::Num, Json::Number(n)) => number(n.as_f64()? * r.scale)?,
+        (Kind::Num | Kind::Bool, Json::Bool(b)) => Json::Bool(*b),
+        (Kind::OpenState, Json::String(s)) => match s.as_str() {
+            "OPEN" => Json::Bool(true),
+            "CLOSED" => Json::Bool(false),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let mut m = Map::new();
+    if let Some(u) = r.unit {
+        m.insert("unit".into(), Json::String(u.into()));
+    }
+    m.insert("value".into(), value);
+    Some(Json::Object(m))
+}
+
+/// A number as the records write it: an integer when whole, else a float; `None` for NaN
+/// and infinities (JSON has no such numbers).
+fn number(x: f64) -> Option<Json> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if x.fract() == 0.0 && x.abs() <= EXACT {
+        Some(Json::from(x as i64))
+    } else {
+        serde_json::Number::from_f64(x).map(Json::Number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Json) -> Map<String, Json> {
+        match v {
+            Json::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn normalized_payload_maps_to_microshare_fields() {
+        let n = [
+            obj(
+                json!({"air": {"temperature": 21.5, "relativeHumidity": 40, "co2": 612,
+                "location": "indoor"}, "battery": 3.6}),
+            ),
+            obj(json!({"air": {"temperature": 21.75}})),
+        ];
+        let m = map(None, None, &n);
+        assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "temperature": [{"value": 21.5, "unit": "°C"}, {"value": 21.75, "unit": "°C"}],
+                "humidity": [{"value": 40, "unit": "%RH"}],
+                "co2": [{"value": 612, "unit": "ppm"}],
+                "origin": {"normalized": {"air": {"location": "indoor"}}},
+            })
+        );
+        assert_eq!(
+            Json::Object(m.health),
+            json!({"voltage": [{"value": 3.6, "unit": "V"}]})
+        );
+    }
+
+    #[test]
+    fn rec_type_follows_the_most_specific_field() {
+        let rt = |v: Json| map(None, None, &[obj(v)]).rec_type;
+        assert_eq!(
+            rt(json!({"water": {"leak": true, "temperature": 4}})),
+            rec_type::LEAK
+        );
+        assert_eq!(
+            rt(json!({"action": {"contactState": "OPEN"}})),
+            rec_type::OPENCLOSE
+        );
+        assert_eq!(
+            rt(json!({"action": {"motion": {"detected": false}}})),
+            rec_type::MOTION
+        );
+        assert_eq!(rt(json!({"air": {"lightIntensity": 300}})), rec_type::LIGHT);
+        assert_eq!(rt(json!({"soil": {"moisture": 30}})), rec_type::UNMAPPED);
+        let m = map(
+            None,
+            None,
+            &[obj(json!({"action": {"contactState": "CLOSED"}}))],
+        );
+        assert_eq!(m.data["open"], json!([{"value": false}]));
+        let m = map(
+            None,
+            None,
+            &[obj(json!({"action": {"contactState": "AJAR"}}))],
+        );
+        assert!(!m.has_readings());
+        assert_eq!(
+            m.data["origin"],
+            json!({"normalized": {"action": {"contactState": "AJAR"}}})
+        );
+    }
+
+    #[test]
+    fn a_codec_table_maps_its_own_names_and_keeps_the_rest() {
+        let t = Table::parse(
+            r#"
+            [fields]
+            TempC_SHT = { field = "temperature", unit = "°C" }
+            "bat.mv" = { field = "voltage", unit = "V", scale = 0.001, health = true }
+            door = { field = "open" }
+            "#,
+        )
+        .unwrap();
+        let o = obj(
+            json!({"TempC_SHT": 22.5, "bat": {"mv": 3012, "status": 3}, "door": true,
+            "mode": "x", "list": [1, 2]}),
+        );
+        let m = map(Some(&o), Some(&t), &[]);
+        assert_eq!(m.rec_type, rec_type::OPENCLOSE);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "temperature": [{"value": 22.5, "unit": "°C"}],
+                "open": [{"value": true}],
+                "origin": {"bat": {"status": 3}, "mode": "x", "list": [1, 2]},
+            })
+        );
+        assert_eq!(m.health["voltage"], json!([{"value": 3.012, "unit": "V"}]));
+        // Without a table nothing is guessed: all of it is kept under origin.
+        let m = map(Some(&o), None, &[]);
+        assert_eq!(m.rec_type, rec_type::UNMAPPED);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"origin": Json::Object(o.clone())})
+        );
+        let t = Table::parse("rec_type = \"io.microshare.feedback.unpacked\"").unwrap();
+        assert_eq!(map(Some(&o), Some(&t), &[]).rec_type, rec_type::FEEDBACK);
+        assert!(Table::parse("[fields]\nx = { unit = \"V\" }").is_err());
+        assert!(Table::parse("[fields]\nx = { field = \"a\", scale = nan }").is_err());
+    }
+}
