@@ -777,9 +777,16 @@ mod tests {
                 .unwrap_or_else(|| panic!("no hub step in:\n{out}"))
                 .to_string()
         };
-        let agent = || crate::sink::missing_hubs(&cfg.sink, &[hub], STEP_TIMEOUT);
+        let setup = crate::sink::hub_setup(&cfg.sink).unwrap();
+        let client = crate::sink::kafka_client_config(&cfg.sink)
+            .unwrap()
+            .unwrap();
+        let agent = || {
+            let found = crate::sink::provision::ensure(&client, &setup, &[hub]).unwrap();
+            found[hub].as_ref().map(|r| r.kind())
+        };
 
-        assert_eq!(agent(), Some(vec![hub.to_string()]));
+        assert_eq!(agent(), Some("missing"));
         let step = hub_step();
         assert!(
             step.starts_with("FAIL") && step.contains("does not exist"),
@@ -787,7 +794,7 @@ mod tests {
         );
 
         mock.create_topic(hub, 3, 1).unwrap();
-        assert_eq!(agent(), Some(vec![]));
+        assert_eq!(agent(), None);
         let step = hub_step();
         assert!(
             step.starts_with("OK") && step.contains("exists (3 partition(s))"),

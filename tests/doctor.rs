@@ -181,7 +181,8 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
     );
     expect(&out, "buffer lock", "OK", "no hubgate is running");
 
-    // A hub mapped to one that does not exist fails its recType's step only.
+    // A hub mapped to one that does not exist, on a site that does not create hubs, fails
+    // its recType's step only.
     let mapped = config(
         "mapped.toml",
         dir.path(),
@@ -191,6 +192,11 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
         udp,
         &format!("[sink.hubs]\n\"{MOTION}\" = \"no-such-hub\""),
     );
+    let text = std::fs::read_to_string(&mapped).unwrap().replace(
+        "type = \"eventhubs\"\n",
+        "type = \"eventhubs\"\nprovisioning = \"precreated\"\n",
+    );
+    std::fs::write(&mapped, text).unwrap();
     let (code, out, _) = doctor(&mapped);
     assert_eq!(code, 1, "{out}");
     expect(

@@ -289,7 +289,7 @@ fn config_sink_down(dir: &Path, mqtt: &Mosquitto) -> String {
     config(dir, mqtt, &kafka)
 }
 
-const HUB_CHECK_FAILED: &str = "cannot list hubs at start";
+const HUB_CHECK_FAILED: &str = "hubs: cannot look up";
 
 /// With the broker unreachable, the start-up check of the hubs takes up to 10 s; intake
 /// does not wait for it: uplinks are acknowledged and spilled while it still runs.

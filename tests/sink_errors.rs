@@ -97,17 +97,7 @@ fn fcnts(bootstrap: &str, topic: &str, n: usize) -> Vec<u64> {
 }
 
 async fn run(cfg: Config) {
-    // `RUST_LOG=debug cargo test --test sink_errors -- --nocapture` shows what hubgate did.
-    let _ = env_logger::builder().is_test(true).try_init();
-    let (_reload, reload) = tokio::sync::mpsc::channel(1);
-    let prepared = hubgate::pipeline::prepare::prepare(&cfg).expect("a valid config");
-    tokio::time::timeout(
-        RUN,
-        hubgate::pipeline::run(cfg, prepared, std::future::pending(), reload),
-    )
-    .await
-    .expect("hubgate delivered everything in time")
-    .expect("hubgate ran");
+    support::agent::run_to_the_end(cfg, RUN).await;
 }
 
 fn mock() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {

@@ -17,12 +17,13 @@ const UPLINKS: u64 = 21;
 const DOOR_UPLINKS: u64 = 3;
 
 /// config/demo.toml with the buffer in `dir`, a UDP source beside the replay (so the agent
-/// keeps running once the file is replayed) and the Event Hubs sink on `kafka`.
+/// keeps running once the file is replayed) and the Event Hubs sink on `kafka`, which
+/// creates no hubs (`precreated`).
 fn demo_config(dir: &Path, kafka: &Kafka) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
     let sink = format!(
-        "[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{udp}\"\n\n[sink]\ntype = \"eventhubs\"\n\
+        "[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{udp}\"\n\n[sink]\ntype = \"eventhubs\"\nprovisioning = \"precreated\"\n\
 connection_string = \"Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey=c3RhdHVzLXBhZ2Uta2V5\"\n\
 ca_location = \"{ca}\"\n",
         udp = free_udp_port(),

@@ -43,8 +43,13 @@ pub struct EventHubsConfig {
     /// recType -> hub name; unmapped recTypes go to the hub named like the recType.
     #[serde(default)]
     pub hubs: BTreeMap<String, String>,
-    #[serde(default)]
+    /// `auto` by default: Microshare's setup (a Manage key, hubs created per recType) works
+    /// with nothing but the connection string.
+    #[serde(default = "Provisioning::auto")]
     pub provisioning: Provisioning,
+    /// Partitions of a hub hubgate creates (fixed for the hub's life on Basic/Standard).
+    #[serde(default = "default_partitions")]
+    pub partitions: u16,
     /// Extra librdkafka properties, applied after the Event Hubs preset. None may turn TLS
     /// or certificate checks off.
     #[serde(default)]
@@ -68,6 +73,9 @@ pub struct KafkaConfig {
     pub topics: BTreeMap<String, String>,
     #[serde(default)]
     pub provisioning: Provisioning,
+    /// Partitions of a topic hubgate creates (`provisioning = "auto"`).
+    #[serde(default = "default_partitions")]
+    pub partitions: u16,
     #[serde(default)]
     pub properties: Properties,
     /// Allow a connection without TLS or without certificate checks (a test broker on a
@@ -101,6 +109,15 @@ impl fmt::Debug for Properties {
             .entries(self.0.keys().map(|k| (k, format_args!("***"))))
             .finish()
     }
+}
+
+/// Four partitions: room for four parallel readers per consumer group, a count Event Hubs
+/// cannot change later on Basic/Standard, at no extra cost there (billing is per throughput
+/// unit); one device's records keep their order whatever the count (key = DevEUI).
+pub const DEFAULT_PARTITIONS: u16 = 4;
+
+fn default_partitions() -> u16 {
+    DEFAULT_PARTITIONS
 }
 
 fn default_mechanism() -> String {
@@ -153,11 +170,19 @@ impl SinkConfig {
 #[serde(rename_all = "snake_case")]
 pub enum Provisioning {
     /// The hubs exist already (a Send-only key cannot create them): checked at start, and a
-    /// recType whose hub is missing is parked, with a message saying which.
+    /// recType whose hub is missing is parked, with a message saying which. The Kafka
+    /// sink's default.
     #[default]
     Precreated,
-    /// Produce with auto-creation (needs a Manage key on Event Hubs).
+    /// A missing hub is created (Kafka CreateTopics; needs a Manage key on Event Hubs). The
+    /// Event Hubs sink's default.
     Auto,
+}
+
+impl Provisioning {
+    fn auto() -> Provisioning {
+        Provisioning::Auto
+    }
 }
 
 /// Event Hubs names: 1-256 letters, digits, `.`, `-`, `_`, starting and ending with a

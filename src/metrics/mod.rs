@@ -235,6 +235,7 @@ impl Metrics {
             e("sink_errors_total", "counter", "class", "sink failures, by class (retry, park, reject)", self.sink_errors.snapshot()),
             e("last_delivery_timestamp_seconds", "gauge", "", "unix time of the last record the sink confirmed (0: none yet)", one(&self.last_delivery)),
             e("parked", "gauge", "rec_type", "1 while a recType is held back (hub missing or refused)", self.parked.snapshot()),
+            e("hubs_parked", "gauge", "reason", "recTypes held back, by the cause of their hub's refusal (docs/eventhubs.md)", self.park_reasons.by_cause()),
             e("mqtt_connected", "gauge", "broker", "1 while the MQTT source is connected", self.mqtt_connected.snapshot()),
             e("mqtt_subscribed", "gauge", "broker", "1 while the MQTT source is subscribed", self.mqtt_subscribed.snapshot()),
             e("kafka_connected", "gauge", "", "1 while a Kafka broker connection is up", self.kafka_connected.snapshot()),
@@ -287,10 +288,21 @@ impl Metrics {
             .filter(|(_, v)| *v == 1)
             .map(|(r, _)| r)
             .collect();
-        let parked = if parked.is_empty() {
-            String::new()
-        } else {
-            format!(" (parked: {})", parked.join(", "))
+        // Every recType this run has sent or parked is parked: nothing goes out at all.
+        let all = !parked.is_empty()
+            && self
+                .delivered
+                .snapshot()
+                .iter()
+                .all(|(r, _)| parked.contains(r));
+        let parked = match self.park_reasons.first() {
+            Some(why) if all => format!(
+                " (EVERY recType parked: {}; fix: {})",
+                why.what(),
+                why.fix()
+            ),
+            _ if parked.is_empty() => String::new(),
+            _ => format!(" (parked: {})", parked.join(", ")),
         };
         let last = match self.last_delivery.get() {
             0 => "no send yet".to_string(),

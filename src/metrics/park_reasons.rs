@@ -1,23 +1,39 @@
-//! Why each parked recType is parked, for the status page.
+//! Why each parked recType is parked, for the status page, the status line and
+//! `hubgate_hubs_parked`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// Why each parked recType is parked (the sink's error), for the page.
+use crate::sink::refusal::Refusal;
+
+/// Why each parked recType is parked (the hub's refusal).
 #[derive(Default)]
-pub struct ParkReasons(Mutex<BTreeMap<String, String>>);
+pub struct ParkReasons(Mutex<BTreeMap<String, Refusal>>);
 
 impl ParkReasons {
-    pub fn set(&self, rec_type: &str, reason: &str) {
-        self.lock().insert(rec_type.to_string(), reason.to_string());
+    pub fn set(&self, rec_type: &str, reason: &Refusal) {
+        self.lock().insert(rec_type.to_string(), reason.clone());
     }
     pub fn clear(&self, rec_type: &str) {
         self.lock().remove(rec_type);
     }
+    /// The reason as a line: what, the fix, the broker's words.
     pub fn get(&self, rec_type: &str) -> Option<String> {
-        self.lock().get(rec_type).cloned()
+        self.lock().get(rec_type).map(Refusal::to_string)
     }
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    /// How many recTypes are parked, by cause (the metric's `reason` label).
+    pub fn by_cause(&self) -> Vec<(String, u64)> {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for r in self.lock().values() {
+            *out.entry(r.kind().to_string()).or_default() += 1;
+        }
+        out.into_iter().collect()
+    }
+    /// The refusal of the first parked recType (by name).
+    pub fn first(&self) -> Option<Refusal> {
+        self.lock().values().next().cloned()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Refusal>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

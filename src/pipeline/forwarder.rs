@@ -33,8 +33,8 @@ pub struct Inputs {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Key rotation: a sink with new credentials.
     pub new_sinks: Receiver<Box<dyn Sink>>,
-    /// (recType, why): its hub is missing.
-    pub parks: UnboundedReceiver<(String, String)>,
+    /// (recType, why): its hub is missing or refuses this key.
+    pub parks: UnboundedReceiver<(String, crate::sink::refusal::Refusal)>,
 }
 
 pub struct Forwarder {

@@ -173,6 +173,10 @@ fn round_ms(d: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    fn missing() -> crate::sink::refusal::Refusal {
+        crate::sink::refusal::Setup::default().missing("motion")
+    }
+
     #[test]
     fn backoff_grows_with_jitter_and_resets_on_success() {
         let mut h = SinkHealth::new(Metrics::new(), 1);
@@ -227,7 +231,7 @@ mod tests {
         let metrics = Metrics::new();
         let mut h = SinkHealth::new(metrics.clone(), 1);
         let now = Instant::now();
-        let v = h.failed(&SinkError::Park("unknown topic".into()), "motion", now, now);
+        let v = h.failed(&SinkError::Park(missing()), "motion", now, now);
         assert!(matches!(v, Verdict::Parked(w) if w <= PARK_MIN));
         assert!(h.ready(now));
         assert!(h.is_parked("motion", now));
@@ -239,12 +243,8 @@ mod tests {
         assert!(h.unpark_expired(later));
         assert!(!h.unpark_expired(later), "an expiry is reported once");
         // Parking again escalates.
-        let Verdict::Parked(w) = h.failed(
-            &SinkError::Park("unknown topic".into()),
-            "motion",
-            later,
-            later,
-        ) else {
+        let Verdict::Parked(w) = h.failed(&SinkError::Park(missing()), "motion", later, later)
+        else {
             panic!()
         };
         assert!(w >= PARK_MIN, "{w:?}");
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn a_burst_of_failures_parks_once_per_round() {
         let mut h = SinkHealth::new(Metrics::new(), 1);
-        let park = || SinkError::Park("unknown topic".into());
+        let park = || SinkError::Park(missing());
         let sent = Instant::now();
         let t0 = sent + Duration::from_millis(5);
         let Verdict::Parked(first) = h.failed(&park(), "motion", sent, t0) else {

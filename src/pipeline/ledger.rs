@@ -134,7 +134,7 @@ impl Ledger {
     }
 
     /// Hold records of `rec_type` back (its hub is missing) while the others flow.
-    pub fn park(&mut self, rec_type: &str, reason: String, now: Instant) {
+    pub fn park(&mut self, rec_type: &str, reason: crate::sink::refusal::Refusal, now: Instant) {
         self.health
             .failed(&SinkError::Park(reason), rec_type, now, now);
     }
@@ -623,7 +623,11 @@ mod tests {
         let now = (Instant::now(), SystemTime::now());
         let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
         // Held back, so the drain leaves the buffer as it is.
-        ledger.park("t", "test".into(), now.0);
+        ledger.park(
+            "t",
+            crate::sink::refusal::Setup::default().missing("t"),
+            now.0,
+        );
         let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
         let ack = Ack::Mqtt {
             acks,

@@ -15,6 +15,8 @@ use crate::config::Config;
 use crate::decode::Decoder;
 use crate::metrics::{self, Metrics};
 use crate::notify;
+use crate::sink::provision::Hubs;
+use crate::sink::refusal::Refusal;
 use crate::source;
 use crate::status::{self, Status};
 use std::sync::Arc;
@@ -24,9 +26,6 @@ pub use forwarder::{Forwarder, Inputs};
 /// Frames waiting between the sources and the forwarder. Small: when the forwarder is busy
 /// the sources wait (and MQTT stops acknowledging) instead of piling up memory.
 const FRAME_QUEUE: usize = 1024;
-/// How long the start-up check of the hubs may take (the broker may be unreachable; the
-/// check runs beside intake).
-const HUB_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long sources get to send their last acknowledgements and disconnect.
 const SOURCE_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -82,14 +81,16 @@ pub async fn run(
     // Ports are taken before anything starts (see `source::Built::bind`).
     let sources = prepared.sources.bind().await?;
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
+    let (parks_tx, parks) = mpsc::unbounded_channel();
+    let hubs = provision_hubs(&cfg, parks_tx);
     let forwarder = {
         let (cfg, metrics, deliveries) = (cfg.clone(), metrics.clone(), delivery_tx.clone());
-        crate::blocking::run(move || open_forwarder(&cfg, deliveries, metrics)).await?
+        let hubs = hubs.clone();
+        crate::blocking::run(move || open_forwarder(&cfg, deliveries, metrics, hubs)).await?
     };
     for w in prepared.warnings {
         log::warn!("{w}");
     }
-    let parks = check_hubs(&cfg);
 
     let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
     // `stopping`: sources stop taking new input. `acked`: the forwarder has sent its last
@@ -112,6 +113,7 @@ pub async fn run(
         sink_tx,
         reload,
         metrics.clone(),
+        hubs,
     ));
     let heartbeat = forwarder.heartbeat();
     let (thread, mut fwd) = forwarder
@@ -173,6 +175,7 @@ fn open_forwarder(
     cfg: &Config,
     deliveries: crate::sink::Deliveries,
     metrics: Arc<Metrics>,
+    hubs: Hubs,
 ) -> Result<Forwarder, RunError> {
     std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
         crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
@@ -180,7 +183,7 @@ fn open_forwarder(
     warn_if_disk_smaller_than_cap(&cfg.buffer);
     let store = SledStore::open(&cfg.buffer.path)?;
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
-    let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone())?;
+    let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone(), hubs)?;
     let decoder = Decoder::new(cfg, metrics.clone());
     Ok(Forwarder::new(
         &cfg.buffer,
@@ -192,37 +195,24 @@ fn open_forwarder(
     )?)
 }
 
-/// With `provisioning = "precreated"`, check the hubs on a thread of its own (the broker may
-/// be unreachable for as long as the check may take) and hand the forwarder each recType
-/// whose hub is missing, with the reason to park it. Sources start meanwhile.
-fn check_hubs(cfg: &Config) -> mpsc::UnboundedReceiver<(String, String)> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    if cfg.sink.provisioning() != Some(crate::config::Provisioning::Precreated) {
-        return rx;
-    }
-    let plan: Vec<(String, String)> = cfg
-        .hub_plan()
-        .into_iter()
-        .map(|(r, h)| (r.to_string(), h.to_string()))
-        .collect();
-    let sink = cfg.sink.clone();
-    let spawned = std::thread::Builder::new()
-        .name("hub-check".into())
-        .spawn(move || {
-            let hubs: Vec<&str> = plan.iter().map(|(_, h)| h.as_str()).collect();
-            let missing = crate::sink::missing_hubs(&sink, &hubs, HUB_CHECK).unwrap_or_default();
-            for (rec_type, hub) in plan.iter().filter(|(_, h)| missing.contains(h)) {
-                let why = format!("hub {hub:?} does not exist (provisioning = \"precreated\")");
-                // The forwarder is gone only when the agent stops: nothing to park then.
-                let _ = tx.send((rec_type.clone(), why));
+/// Start the hub provisioner (see [`crate::sink::provision`]) and hand it the hubs of every
+/// recType the config foresees, so that missing ones are created (or their recTypes parked,
+/// with the reason, on `parks`) before their first records. Sources start meanwhile.
+fn provision_hubs(cfg: &Config, parks: mpsc::UnboundedSender<(String, Refusal)>) -> Hubs {
+    let Some(setup) = crate::sink::hub_setup(&cfg.sink) else {
+        return Hubs::unattended(Default::default());
+    };
+    let hubs = crate::sink::provision::start(setup, parks);
+    match crate::sink::kafka_client_config(&cfg.sink) {
+        Ok(Some(client)) => {
+            for (rec_type, hub) in cfg.hub_plan() {
+                hubs.ask(Some(rec_type), hub, &client);
             }
-        });
-    if let Err(e) = spawned {
-        log::warn!(
-            "cannot check the hubs at start ({e}); a missing hub will show when records go to it"
-        );
+        }
+        Ok(None) => {}
+        Err(e) => log::warn!("hubs: cannot check them at start ({e})"),
     }
-    rx
+    hubs
 }
 
 /// How often the connection string file is checked for a new key.
@@ -237,6 +227,7 @@ async fn rotate_credentials(
     new_sinks: mpsc::Sender<Box<dyn crate::sink::Sink>>,
     mut reload: mpsc::Receiver<()>,
     metrics: std::sync::Arc<Metrics>,
+    hubs: Hubs,
 ) {
     use crate::config::{secret_file_mtime, SinkConfig};
     let file = match &sink_cfg {
@@ -278,8 +269,9 @@ async fn rotate_credentials(
         };
         let built = {
             let (cfg, file) = (sink_cfg.clone(), file.clone());
-            let (deliveries, metrics) = (deliveries.clone(), metrics.clone());
-            crate::blocking::run(move || new_sink(cfg, file.as_deref(), deliveries, metrics)).await
+            let (deliveries, metrics, hubs) = (deliveries.clone(), metrics.clone(), hubs.clone());
+            crate::blocking::run(move || new_sink(cfg, file.as_deref(), deliveries, metrics, hubs))
+                .await
         };
         match built {
             Ok(sink) => slot.send(sink),
@@ -294,11 +286,12 @@ fn new_sink(
     file: Option<&std::path::Path>,
     deliveries: crate::sink::Deliveries,
     metrics: Arc<Metrics>,
+    hubs: Hubs,
 ) -> Result<Box<dyn crate::sink::Sink>, String> {
     if let (crate::config::SinkConfig::Eventhubs(eh), Some(f)) = (&mut cfg, file) {
         eh.connection_string = Some(crate::config::read_secret_file(f)?);
     }
-    crate::sink::open(&cfg, deliveries, metrics).map_err(|e| e.to_string())
+    crate::sink::open(&cfg, deliveries, metrics, hubs).map_err(|e| e.to_string())
 }
 
 /// A buffer that cannot reach its cap before the disk fills is worth a warning at start

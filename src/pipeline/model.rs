@@ -562,7 +562,9 @@ impl World {
                     let (producer, seq, uplink, _) = b.held.remove(i);
                     let e = match failure {
                         Failure::Retry => SinkError::Retry("throttled".into()),
-                        Failure::Park => SinkError::Park("unknown topic".into()),
+                        Failure::Park => {
+                            SinkError::Park(crate::sink::refusal::Setup::default().missing("t"))
+                        }
                         Failure::Reject => {
                             b.refused.insert(uplink);
                             SinkError::Reject("too large".into())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rdkafka::config::ClientConfig;
 
 use super::kafka::{base_config, KafkaSink};
+use super::provision::Hubs;
 use super::{Deliveries, OpenError};
 use crate::config::EventHubsConfig;
 use crate::connection_string::ConnectionString;
@@ -52,15 +53,11 @@ pub fn open(
     cfg: &EventHubsConfig,
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
+    hubs: Hubs,
 ) -> Result<KafkaSink, OpenError> {
     let (c, cs) = sink_config(cfg)?;
-    if let Some(hub) = &cs.entity_path {
-        log::warn!(
-            "eventhubs: the key is scoped to hub {hub:?}; records for other hubs will be refused"
-        );
-    }
     log::info!("eventhubs: {} as key {:?}", cs.bootstrap, cs.key_name);
-    KafkaSink::new(c, cfg.hubs.clone(), deliveries, metrics)
+    KafkaSink::new(c, cfg.hubs.clone(), deliveries, metrics, hubs)
 }
 
 #[cfg(test)]

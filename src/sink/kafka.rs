@@ -11,6 +11,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
+use super::provision::Hubs;
 use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
 use crate::config::{KafkaConfig, Provisioning};
 use crate::metrics::Metrics;
@@ -62,12 +63,20 @@ pub fn open(
     cfg: &KafkaConfig,
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
+    hubs: Hubs,
 ) -> Result<KafkaSink, OpenError> {
-    KafkaSink::new(sink_config(cfg), cfg.topics.clone(), deliveries, metrics)
+    KafkaSink::new(
+        sink_config(cfg),
+        cfg.topics.clone(),
+        deliveries,
+        metrics,
+        hubs,
+    )
 }
 
-/// What the site's config adds to a preset: hub provisioning (`auto` lets the producer
-/// create missing topics, which needs a Manage key on Event Hubs) and `[sink.properties]`,
+/// What the site's config adds to a preset: hub provisioning (`auto` also lets the producer
+/// ask for missing topics in its metadata requests, for brokers that create them so; the
+/// provisioner creates them through CreateTopics either way) and `[sink.properties]`,
 /// which win. The gap-less guarantee needs idempotence, so it goes when that is turned off.
 ///
 /// Without a CA of the site's own, librdkafka trusts what the linked OpenSSL's default paths
@@ -96,6 +105,9 @@ pub const VENDORED_OPENSSL: bool = cfg!(feature = "vendored-openssl");
 pub struct DeliveryContext {
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
+    hubs: Hubs,
+    /// The producer's settings, for the provisioner when a write finds its hub missing.
+    config: ClientConfig,
 }
 
 /// The part of librdkafka's statistics that says whether a broker connection is up.
@@ -161,7 +173,17 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let result = match result {
             Ok(m) => Ok(handed_over(m)),
-            Err((e, _)) => Err(classify(e)),
+            Err((e, msg)) => {
+                let failed = classify(e, msg.topic(), &self.hubs);
+                if let SinkError::Park(r) = &failed {
+                    if r.cause == super::refusal::Cause::Creating {
+                        // Not created yet (or not any more): the provisioner tries again.
+                        // The forwarder parks the recType from this failure itself.
+                        self.hubs.ask(None, msg.topic(), &self.config);
+                    }
+                }
+                Err(failed)
+            }
         };
         let _ = self.deliveries.send(Delivery { seq: *seq, result });
     }
@@ -178,9 +200,9 @@ fn handed_over(m: &BorrowedMessage<'_>) -> u64 {
     (m.payload_len() + m.key().map_or(0, <[u8]>::len) + headers) as u64
 }
 
-/// What to do about an error (docs/design.md "Error classes"). librdkafka gives up on `POLICY_VIOLATION`
-/// (Event Hubs throttling) itself; hubgate retries it.
-pub fn classify(e: &KafkaError) -> SinkError {
+/// What to do about an error writing to `hub` (docs/design.md "Error classes"). librdkafka
+/// gives up on `POLICY_VIOLATION` (Event Hubs throttling) itself; hubgate retries it.
+pub fn classify(e: &KafkaError, hub: &str, hubs: &Hubs) -> SinkError {
     use RDKafkaErrorCode as C;
     let code = match e {
         KafkaError::MessageProduction(code) => Some(*code),
@@ -191,17 +213,18 @@ pub fn classify(e: &KafkaError) -> SinkError {
         Some(
             C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidMessage | C::InvalidRecord,
         ) => SinkError::Reject(text),
-        // The hub is missing or this key may not write to it: park that recType only.
-        Some(C::TopicAuthorizationFailed | C::UnknownTopic | C::UnknownTopicOrPartition) => {
-            SinkError::Park(text)
-        }
         // Nothing gets through until the credentials are fixed; keep retrying, loudly.
         Some(C::SaslAuthenticationFailed | C::Authentication | C::ClusterAuthorizationFailed) => {
             SinkError::Retry(format!(
                 "authentication failed, check the connection string: {text}"
             ))
         }
-        _ => SinkError::Retry(text),
+        // The hub is missing or this key may not write to it: park that recType only.
+        Some(code) => match hubs.refusal(code, &text, hub) {
+            Some(refusal) => SinkError::Park(refusal),
+            None => SinkError::Retry(text),
+        },
+        None => SinkError::Retry(text),
     }
 }
 
@@ -212,6 +235,9 @@ pub struct KafkaSink {
     topics: BTreeMap<String, String>,
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
+    hubs: Hubs,
+    /// Hubs already handed to the provisioner by this sink.
+    asked: std::collections::HashSet<String>,
     /// When the producer was last replaced (see [`Sink::tick`]).
     rebuilt: Option<Instant>,
 }
@@ -223,11 +249,14 @@ fn create(
     config: &ClientConfig,
     deliveries: &Deliveries,
     metrics: &Arc<Metrics>,
+    hubs: &Hubs,
 ) -> Result<ThreadedProducer<DeliveryContext>, OpenError> {
     config
         .create_with_context(DeliveryContext {
             deliveries: deliveries.clone(),
             metrics: metrics.clone(),
+            hubs: hubs.clone(),
+            config: config.clone(),
         })
         .map_err(|e| {
             OpenError(format!(
@@ -243,19 +272,22 @@ impl KafkaSink {
         topics: BTreeMap<String, String>,
         deliveries: Deliveries,
         metrics: Arc<Metrics>,
+        hubs: Hubs,
     ) -> Result<KafkaSink, OpenError> {
         // Not connected until librdkafka says so; a new sink after key rotation keeps the
         // state until its first report.
         if metrics.kafka_connected.get("").is_none() {
             metrics.kafka_connected.set("", 0);
         }
-        let producer = create(&config, &deliveries, &metrics)?;
+        let producer = create(&config, &deliveries, &metrics, &hubs)?;
         Ok(KafkaSink {
             producer,
             config,
             topics,
             deliveries,
             metrics,
+            hubs,
+            asked: Default::default(),
             rebuilt: None,
         })
     }
@@ -270,14 +302,21 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
-        let record = BaseRecord::with_opaque_to(self.topic(&rec.rec_type), Box::new(seq))
+        if !self.asked.contains(self.topic(&rec.rec_type)) {
+            // A hub new to this sink (maybe of a recType the config did not foresee).
+            let topic = self.topic(&rec.rec_type).to_string();
+            self.hubs.ask(Some(&rec.rec_type), &topic, &self.config);
+            self.asked.insert(topic);
+        }
+        let topic = self.topic(&rec.rec_type);
+        let record = BaseRecord::with_opaque_to(topic, Box::new(seq))
             .key(rec.key.as_bytes())
             .payload(rec.body.as_bytes());
         self.producer.send(record).map_err(|(e, _)| match e {
             KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                 SinkError::Retry("local producer queue is full".into())
             }
-            e => classify(&e),
+            e => classify(&e, topic, &self.hubs),
         })
     }
 
@@ -319,7 +358,7 @@ impl Sink for KafkaSink {
                 .set("enable.idempotence", "false")
                 .set("enable.gapless.guarantee", "false");
         }
-        match create(&self.config, &self.deliveries, &self.metrics) {
+        match create(&self.config, &self.deliveries, &self.metrics, &self.hubs) {
             Ok(producer) => {
                 drop(std::mem::replace(&mut self.producer, producer));
                 true
@@ -351,6 +390,10 @@ mod tests {
 
     const TOPIC: &str = "io.microshare.environment.unpacked";
 
+    fn unattended() -> Hubs {
+        Hubs::unattended(Default::default())
+    }
+
     fn record(n: u64) -> Record {
         Record {
             id: format!("r{n}"),
@@ -366,7 +409,7 @@ mod tests {
         c.set("bootstrap.servers", bootstrap)
             .set("message.timeout.ms", "10000");
         let (tx, rx) = unbounded_channel();
-        let sink = KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new()).unwrap();
+        let sink = KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
         (sink, rx)
     }
 
@@ -434,7 +477,8 @@ mod tests {
         c.set("bootstrap.servers", "127.0.0.1:9");
         assert_eq!(c.get("enable.gapless.guarantee"), Some("false"));
         let (tx, _rx) = unbounded_channel();
-        KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new()).expect("a valid producer config");
+        KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended())
+            .expect("a valid producer config");
     }
 
     /// A build with its own OpenSSL looks for the system's CA store; a site's own CA wins.

@@ -5,6 +5,8 @@ pub mod eventhubs;
 pub mod kafka;
 pub mod probe;
 pub mod properties;
+pub mod provision;
+pub mod refusal;
 pub mod stdout;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -31,8 +33,8 @@ pub enum SinkError {
     Retry(String),
     /// The hub of this record's recType is missing or refuses this key: park that recType
     /// (keep buffering it, retry later) while the others keep flowing.
-    #[error("{0} (hub missing or not writable with this key; will retry)")]
-    Park(String),
+    #[error("{0} (will retry)")]
+    Park(refusal::Refusal),
     /// This record can never be accepted (too large): dead-letter it.
     #[error("{0} (record rejected for good)")]
     Reject(String),
@@ -67,33 +69,24 @@ pub trait Sink: Send {
     fn flush(&mut self, timeout: std::time::Duration);
 }
 
-/// Which of `hubs` do not exist (for `provisioning = "precreated"`), by the sink's
-/// [`probe`]; `None` (said in the log) when the broker could not be asked. Sinks without
-/// hubs have none missing. Blocks up to `timeout`.
-pub fn missing_hubs(
-    cfg: &SinkConfig,
-    hubs: &[&str],
-    timeout: std::time::Duration,
-) -> Option<Vec<String>> {
-    let listed = match kafka_client_config(cfg) {
-        Ok(Some(client)) => probe::hubs(&client, timeout),
-        Ok(None) => return Some(Vec::new()),
-        Err(e) => Err(e.to_string()),
-    };
-    match listed {
-        Ok(present) => Some(
-            hubs.iter()
-                .filter(|h| !present.contains_key(**h))
-                .map(|h| h.to_string())
-                .collect(),
+/// What the sink's broker answers are read against (see [`refusal::Setup`]); `None` for
+/// sinks without hubs.
+pub fn hub_setup(cfg: &SinkConfig) -> Option<refusal::Setup> {
+    let (entity_path, partitions) = match cfg {
+        SinkConfig::Eventhubs(eh) => (
+            eh.connection_string
+                .as_ref()
+                .and_then(|cs| cs.expose().entity_path.clone()),
+            eh.partitions,
         ),
-        Err(e) => {
-            log::warn!(
-                "cannot list hubs at start ({e}); a missing hub will show when records go to it"
-            );
-            None
-        }
-    }
+        SinkConfig::Kafka(k) => (None, k.partitions),
+        SinkConfig::Stdout(_) => return None,
+    };
+    Some(refusal::Setup {
+        entity_path,
+        partitions,
+        auto: cfg.provisioning() == Some(crate::config::Provisioning::Auto),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +98,12 @@ pub struct OpenError(pub String);
 /// (key path, reason).
 pub fn check(cfg: &SinkConfig) -> Result<Vec<String>, (String, String)> {
     properties::check(cfg)?;
+    if hub_setup(cfg).is_some_and(|s| !(1..=1024).contains(&s.partitions)) {
+        return Err((
+            "sink.partitions".into(),
+            "must be 1-1024 (Event Hubs Standard allows 1-32, Premium 100, Dedicated 1024)".into(),
+        ));
+    }
     let client = kafka_client_config(cfg).map_err(|e| ("sink".to_string(), e.0))?;
     if let Some(client) = client {
         client
@@ -114,14 +113,16 @@ pub fn check(cfg: &SinkConfig) -> Result<Vec<String>, (String, String)> {
     Ok(properties::warnings(cfg))
 }
 
+/// Open the sink of `cfg`; a Kafka sink asks `hubs` for the hubs it writes to.
 pub fn open(
     cfg: &SinkConfig,
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
+    hubs: provision::Hubs,
 ) -> Result<Box<dyn Sink>, OpenError> {
     match cfg {
-        SinkConfig::Eventhubs(eh) => Ok(Box::new(eventhubs::open(eh, deliveries, metrics)?)),
-        SinkConfig::Kafka(k) => Ok(Box::new(kafka::open(k, deliveries, metrics)?)),
+        SinkConfig::Eventhubs(eh) => Ok(Box::new(eventhubs::open(eh, deliveries, metrics, hubs)?)),
+        SinkConfig::Kafka(k) => Ok(Box::new(kafka::open(k, deliveries, metrics, hubs)?)),
         SinkConfig::Stdout(s) => Ok(Box::new(stdout::StdoutSink::new(s.pretty, deliveries))),
     }
 }

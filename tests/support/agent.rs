@@ -326,6 +326,21 @@ impl Drop for Agent {
     }
 }
 
+/// Run hubgate in process on `cfg` (a replay source) until every record is delivered, for up
+/// to `within`. `RUST_LOG=debug cargo test --test NAME -- --nocapture` shows what it did.
+pub async fn run_to_the_end(cfg: hubgate::config::Config, within: Duration) {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (_reload, reload) = tokio::sync::mpsc::channel(1);
+    let prepared = hubgate::pipeline::prepare::prepare(&cfg).expect("a valid config");
+    tokio::time::timeout(
+        within,
+        hubgate::pipeline::run(cfg, prepared, std::future::pending(), reload),
+    )
+    .await
+    .expect("hubgate delivered everything in time")
+    .expect("hubgate ran");
+}
+
 /// A ChirpStack v4 `event/up` document.
 pub fn chirpstack_uplink(dev_eui: &str, fcnt: u32, fport: u8, payload: &[u8]) -> String {
     serde_json::json!({

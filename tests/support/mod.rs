@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod frames;
 pub mod lazyfs;
+pub mod standin;
 pub mod stuffing;
 
 use std::fs::{self, File, OpenOptions};

@@ -1,0 +1,328 @@
+//! A stand-in Kafka broker for the answers tansu cannot give: real TCP on 127.0.0.1, the
+//! Kafka wire format, and one configured answer to CreateTopics and to Produce (an error code
+//! and the broker's words), as Event Hubs gives when it refuses a hub.
+//!
+//! It speaks only old, fixed-layout API versions (ApiVersions 0, Metadata 1, Produce 3,
+//! InitProducerId 0, CreateTopics 1), which librdkafka negotiates down to. Produce answers
+//! the configured error for every partition, or accepts (and discards) the records. Plain
+//! TCP, no authentication: clients use `security.protocol = plaintext`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Kafka error codes used by the tests.
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+pub const POLICY_VIOLATION: i16 = 44;
+
+/// What the stand-in answers.
+#[derive(Debug, Clone, Default)]
+pub struct Answers {
+    /// CreateTopics: `None` creates the topic (one partition), else (code, message).
+    pub create: Option<(i16, String)>,
+    /// Produce: `None` accepts, else the error code.
+    pub produce: Option<i16>,
+}
+
+#[derive(Default)]
+struct State {
+    answers: Answers,
+    /// Topic -> partition count.
+    topics: BTreeMap<String, i32>,
+    /// Requests seen, by API key.
+    seen: BTreeMap<i16, usize>,
+}
+
+pub struct StandIn {
+    port: u16,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl StandIn {
+    /// Listen on a free port with `topics` existing and `answers`.
+    pub fn start(topics: &[&str], answers: Answers) -> StandIn {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the stand-in");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State {
+            answers,
+            topics: topics.iter().map(|t| (t.to_string(), 1)).collect(),
+            seen: BTreeMap::new(),
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut conns = Vec::new();
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let (state, stop) = (state.clone(), stop.clone());
+                    conns.push(std::thread::spawn(move || serve(conn, port, &state, &stop)));
+                }
+                for c in conns {
+                    let _ = c.join();
+                }
+            })
+        };
+        StandIn {
+            port,
+            state,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// How many requests with API key `key` arrived (0 Produce, 19 CreateTopics, …).
+    pub fn seen(&self, key: i16) -> usize {
+        let state = self.state.lock().unwrap();
+        state.seen.get(&key).copied().unwrap_or(0)
+    }
+
+    /// The topics that exist now.
+    pub fn topics(&self) -> Vec<String> {
+        self.state.lock().unwrap().topics.keys().cloned().collect()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop; connection threads notice `stop` within their read timeout.
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(mut conn: TcpStream, port: u16, state: &Mutex<State>, stop: &AtomicBool) {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while !stop.load(Ordering::SeqCst) {
+        match conn.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return,
+        }
+        while buf.len() >= 4 {
+            let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+            if buf.len() < 4 + size {
+                break;
+            }
+            let frame: Vec<u8> = buf.drain(..4 + size).skip(4).collect();
+            let Some(reply) = answer(&frame, port, state) else {
+                let _ = conn.shutdown(Shutdown::Both);
+                return;
+            };
+            let mut out = (reply.len() as i32).to_be_bytes().to_vec();
+            out.extend(reply);
+            if conn.write_all(&out).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads a request body.
+struct In<'a>(&'a [u8]);
+
+impl In<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (head, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+    fn i16(&mut self) -> i16 {
+        i16::from_be_bytes(self.take(2).try_into().unwrap_or([0; 2]))
+    }
+    fn i32(&mut self) -> i32 {
+        i32::from_be_bytes(self.take(4).try_into().unwrap_or([0; 4]))
+    }
+    fn string(&mut self) -> String {
+        let n = self.i16();
+        if n < 0 {
+            return String::new();
+        }
+        String::from_utf8_lossy(self.take(n as usize)).into_owned()
+    }
+    fn bytes(&mut self) {
+        let n = self.i32();
+        if n > 0 {
+            self.take(n as usize);
+        }
+    }
+}
+
+/// Builds a response body.
+#[derive(Default)]
+struct Out(Vec<u8>);
+
+impl Out {
+    fn bool(&mut self, v: bool) -> &mut Self {
+        self.0.push(u8::from(v));
+        self
+    }
+    fn i16(&mut self, v: i16) -> &mut Self {
+        self.0.extend(v.to_be_bytes());
+        self
+    }
+    fn i32(&mut self, v: i32) -> &mut Self {
+        self.0.extend(v.to_be_bytes());
+        self
+    }
+    fn i64(&mut self, v: i64) -> &mut Self {
+        self.0.extend(v.to_be_bytes());
+        self
+    }
+    fn string(&mut self, s: &str) -> &mut Self {
+        self.i16(s.len() as i16);
+        self.0.extend(s.as_bytes());
+        self
+    }
+    fn null_string(&mut self) -> &mut Self {
+        self.i16(-1)
+    }
+}
+
+/// (API key, min version, max version) the stand-in offers. Fetch is listed only because
+/// librdkafka wants it before it speaks the message format an idempotent producer needs.
+const APIS: &[(i16, i16, i16)] = &[
+    (0, 3, 3),
+    (1, 4, 4),
+    (3, 1, 1),
+    (18, 0, 0),
+    (19, 1, 1),
+    (22, 0, 0),
+];
+
+/// The response to one request frame (header v1 + body); `None` closes the connection.
+fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
+    let mut r = In(frame);
+    let (key, version, correlation) = (r.i16(), r.i16(), r.i32());
+    let mut st = state.lock().unwrap();
+    *st.seen.entry(key).or_default() += 1;
+    let mut out = Out::default();
+    out.i32(correlation);
+    match (key, version) {
+        // ApiVersions newer than v0: "unsupported", so the client asks again with v0.
+        (18, v) if v > 0 => {
+            out.i16(35).i32(0);
+        }
+        (18, 0) => {
+            out.i16(0).i32(APIS.len() as i32);
+            for (k, min, max) in APIS {
+                out.i16(*k).i16(*min).i16(*max);
+            }
+        }
+        (3, 1) => {
+            let _client_id = r.string();
+            let n = r.i32();
+            let asked: Vec<String> = if n < 0 {
+                st.topics.keys().cloned().collect()
+            } else {
+                (0..n).map(|_| r.string()).collect()
+            };
+            out.i32(1)
+                .i32(0)
+                .string("127.0.0.1")
+                .i32(i32::from(port))
+                .null_string();
+            out.i32(0).i32(asked.len() as i32);
+            for t in asked {
+                match st.topics.get(&t) {
+                    Some(&parts) => {
+                        out.i16(0).string(&t).bool(false).i32(parts);
+                        for p in 0..parts {
+                            out.i16(0).i32(p).i32(0).i32(1).i32(0).i32(1).i32(0);
+                        }
+                    }
+                    None => {
+                        out.i16(3).string(&t).bool(false).i32(0);
+                    }
+                }
+            }
+        }
+        (19, 1) => {
+            let _client_id = r.string();
+            let n = r.i32();
+            let mut names = Vec::new();
+            for _ in 0..n {
+                let name = r.string();
+                let partitions = r.i32();
+                let _replication = r.i16();
+                for _ in 0..r.i32() {
+                    r.i32();
+                    let brokers = r.i32();
+                    r.take(4 * brokers.max(0) as usize);
+                }
+                for _ in 0..r.i32() {
+                    r.string();
+                    r.string();
+                }
+                names.push((name, partitions));
+            }
+            out.i32(names.len() as i32);
+            for (name, partitions) in names {
+                out.string(&name);
+                match st.answers.create.clone() {
+                    None => {
+                        st.topics.insert(name, partitions);
+                        out.i16(0).null_string();
+                    }
+                    Some((code, words)) => {
+                        out.i16(code).string(&words);
+                    }
+                }
+            }
+        }
+        (22, 0) => {
+            out.i32(0).i16(0).i64(1).i16(0);
+        }
+        (0, 3) => {
+            let _client_id = r.string();
+            let _transactional_id = r.string();
+            let _acks = r.i16();
+            let _timeout = r.i32();
+            let n = r.i32();
+            out.i32(n);
+            for _ in 0..n {
+                let topic = r.string();
+                let parts = r.i32();
+                out.string(&topic).i32(parts);
+                for _ in 0..parts {
+                    let p = r.i32();
+                    r.bytes();
+                    out.i32(p)
+                        .i16(st.answers.produce.unwrap_or(0))
+                        .i64(0)
+                        .i64(-1);
+                }
+            }
+            out.i32(0);
+        }
+        _ => return None,
+    }
+    Some(out.0)
+}
