@@ -270,6 +270,17 @@ impl Decoder {
                 }
                 DecodeStep::Js => {}
                 DecodeStep::Network => {
+                    if let Some(n) = up.ns.oversized {
+                        let e = format!(
+                            "the network server's decoded payload has {n} JSON values, more \
+                             than the {} carried",
+                            crate::format::MAX_NS_VALUES
+                        );
+                        self.metrics.problem("ns_object_too_large", || {
+                            format!("device {}: {e}", up.device_id())
+                        });
+                        failed.get_or_insert(e);
+                    }
                     if up.ns.is_empty() {
                         continue;
                     }
@@ -519,6 +530,28 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("too short"));
+    }
+
+    /// A decoded payload too large to carry leaves the uplink packed, saying why, counted.
+    #[test]
+    fn an_oversized_network_object_is_sent_packed_with_the_reason() {
+        let Input::Uplink(mut up) = uplink() else {
+            unreachable!()
+        };
+        up.ns.oversized = Some(5000);
+        let m = Metrics::new();
+        let mut d = Decoder::new(
+            &Config::parse("[sink]\ntype = \"stdout\"\n").unwrap(),
+            m.clone(),
+        );
+        let rec = d.decode(&Input::Uplink(up)).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        let error = body(&rec)["obj"]["data"]["error"].clone();
+        assert!(
+            error.as_str().unwrap().contains("5000 JSON values"),
+            "{error}"
+        );
+        assert_eq!(m.problems("ns_object_too_large"), 1);
     }
 
     /// A device's `usecase` and `packed_rec_type` win over the recType's code and the site's

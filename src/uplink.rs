@@ -49,6 +49,9 @@ pub struct NsDecoded {
     pub object: Option<serde_json::Map<String, serde_json::Value>>,
     /// One normalized measurement per element.
     pub normalized: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The network server sent a decoded payload of this many JSON values, too many to carry
+    /// ([`crate::format::MAX_NS_VALUES`]); `object` and `normalized` are then empty.
+    pub oversized: Option<usize>,
 }
 
 impl NsDecoded {

@@ -11,7 +11,7 @@ use super::ParseError;
 pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
 /// The MQTT topic filter of gateway frames (ChirpStack MQTT forwarder, gateway bridge).
 pub const GATEWAY_TOPIC: &str = "+/gateway/+/event/up";
-use crate::uplink::{NsDecoded, Radio, RadioFrame, Uplink};
+use crate::uplink::{Radio, RadioFrame, Uplink};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -159,10 +159,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: best.and_then(|r| r.channel),
         },
-        ns: NsDecoded {
-            object: super::json_object(ev.object),
-            normalized: Vec::new(),
-        },
+        ns: super::ns_decoded(ev.object, None),
     })
 }
 

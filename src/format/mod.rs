@@ -8,6 +8,7 @@ mod dead_letter;
 pub mod gwmp;
 pub mod tts;
 
+use crate::uplink::NsDecoded;
 use std::time::SystemTime;
 
 pub use dead_letter::DeadLetter;
@@ -88,12 +89,52 @@ fn de_channel<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::
 
 /// An RFC 3339 time from input, refused unless a record can carry it
 /// ([`crate::uplink::valid_time`]).
-/// `Some` only for a JSON object: a network server's decoded payload of another shape
-/// (a codec returning a bare number) is not used.
-fn json_object(v: Option<serde_json::Value>) -> Option<serde_json::Map<String, serde_json::Value>> {
-    match v {
-        Some(serde_json::Value::Object(m)) => Some(m),
+/// Most JSON values a network server's decoded payload may hold (objects, arrays and
+/// scalars, counted together over `object` and `normalized`). Real decoders return tens of
+/// fields; a parsed value costs far more memory than its text, and an uplink waits in a
+/// 1,024-frame queue, so a larger one is not carried (the uplink is sent packed).
+pub const MAX_NS_VALUES: usize = 1024;
+
+/// What a network server decoded, from the message's `object`/`decoded_payload` and
+/// (TTS) `normalized_payload` (an array of objects, or one). Only non-empty JSON objects are
+/// used: a decoder that returned a bare number or `{}` decoded nothing.
+fn ns_decoded(
+    object: Option<serde_json::Value>,
+    normalized: Option<serde_json::Value>,
+) -> NsDecoded {
+    let values = [&object, &normalized]
+        .into_iter()
+        .flatten()
+        .map(count_values)
+        .sum::<usize>();
+    if values > MAX_NS_VALUES {
+        return NsDecoded {
+            oversized: Some(values),
+            ..NsDecoded::default()
+        };
+    }
+    let object_of = |v: serde_json::Value| match v {
+        serde_json::Value::Object(m) if !m.is_empty() => Some(m),
         _ => None,
+    };
+    NsDecoded {
+        object: object.and_then(object_of),
+        normalized: match normalized {
+            Some(serde_json::Value::Array(items)) => {
+                items.into_iter().filter_map(object_of).collect()
+            }
+            other => other.and_then(object_of).into_iter().collect(),
+        },
+        oversized: None,
+    }
+}
+
+/// JSON values in `v`, itself included.
+fn count_values(v: &serde_json::Value) -> usize {
+    1 + match v {
+        serde_json::Value::Array(a) => a.iter().map(count_values).sum(),
+        serde_json::Value::Object(m) => m.values().map(count_values).sum(),
+        _ => 0,
     }
 }
 

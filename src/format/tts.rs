@@ -9,7 +9,7 @@ use super::ParseError;
 
 /// The MQTT topic filter of uplink messages.
 pub const TOPIC: &str = "v3/+/devices/+/up";
-use crate::uplink::{NsDecoded, Radio, Uplink};
+use crate::uplink::{Radio, Uplink};
 
 #[derive(Deserialize)]
 struct Message {
@@ -123,16 +123,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: best.and_then(|r| r.channel_index),
         },
-        ns: NsDecoded {
-            object: super::json_object(up.decoded_payload),
-            normalized: match up.normalized_payload {
-                Some(serde_json::Value::Array(items)) => items
-                    .into_iter()
-                    .filter_map(|v| super::json_object(Some(v)))
-                    .collect(),
-                other => super::json_object(other).into_iter().collect(),
-            },
-        },
+        ns: super::ns_decoded(up.decoded_payload, up.normalized_payload),
     })
 }
 
@@ -168,13 +159,16 @@ mod tests {
         assert_eq!(ms, 1_714_557_600_123);
     }
 
+    /// What the network server decoded, from `UP` with `extra` fields in its uplink message.
+    fn ns_with(extra: &str) -> crate::uplink::NsDecoded {
+        let text = UP.replacen("\"f_port\"", &format!("{extra},\"f_port\""), 1);
+        parse(text.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().ns
+    }
+
     /// `decoded_payload` and `normalized_payload` (an array, or one object) are carried.
     #[test]
     fn carries_the_decoded_and_normalized_payloads() {
-        let with = |extra: &str| {
-            let text = UP.replacen("\"f_port\"", &format!("{extra},\"f_port\""), 1);
-            parse(text.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().ns
-        };
+        let with = ns_with;
         let ns = with(
             r#""decoded_payload":{"TempC":21.5},"normalized_payload":[{"air":{"temperature":21.5}},{"air":{"temperature":21.7}},7]"#,
         );
@@ -184,6 +178,33 @@ mod tests {
         let ns = with(r#""normalized_payload":{"water":{"leak":true}}"#);
         assert_eq!((ns.object, ns.normalized.len()), (None, 1));
         assert!(with(r#""decoded_payload":"text""#).is_empty());
+        assert!(with(r#""decoded_payload":{},"normalized_payload":[{}]"#).is_empty());
+    }
+
+    /// A decoded payload of more JSON values than is worth holding is not carried, whatever
+    /// its shape: its parsed form costs many times its text while the uplink is queued.
+    #[test]
+    fn an_oversized_decoded_payload_is_not_carried() {
+        let with = ns_with;
+        let zeros = |n: usize| vec!["0"; n].join(",");
+        let max = super::super::MAX_NS_VALUES;
+        // The object and its array: 2 values besides the zeros.
+        let at_max = with(&format!(
+            r#""decoded_payload":{{"a":[{}]}}"#,
+            zeros(max - 2)
+        ));
+        assert_eq!((at_max.object.is_some(), at_max.oversized), (true, None));
+        let over = with(&format!(
+            r#""decoded_payload":{{"a":[{}]}}"#,
+            zeros(max - 1)
+        ));
+        assert_eq!((over.is_empty(), over.oversized), (true, Some(max + 1)));
+        let split = with(&format!(
+            r#""decoded_payload":{{"a":[{}]}},"normalized_payload":[{{"b":[{}]}}]"#,
+            zeros(max / 2),
+            zeros(max / 2)
+        ));
+        assert!(split.is_empty() && split.oversized.is_some());
     }
 
     #[test]
