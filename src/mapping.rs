@@ -164,7 +164,7 @@ impl Mapped {
 }
 
 /// Where unmapped fields go; the unmapped part of a normalized payload goes under
-/// `origin.normalized`.
+/// `origin.normalized`, an array with one element per measurement.
 pub const ORIGIN: &str = "origin";
 
 /// Map a codec's own object with its `table` (none: everything goes under `origin`) and
@@ -188,7 +188,9 @@ pub fn map(
         };
         walk(object, "", &rule, &mut m, &mut origin);
     }
-    let mut normalized_origin = Map::new();
+    // One element per measurement, in order (`{}` where everything mapped), so that two
+    // measurements with the same unmapped field both stay.
+    let mut normalized_origin = Vec::with_capacity(normalized.len());
     for n in normalized {
         let rule = |path: &str| {
             NORMALIZED
@@ -202,10 +204,20 @@ pub fn map(
                     health,
                 })
         };
-        walk(n, "", &rule, &mut m, &mut normalized_origin);
+        let mut left = Map::new();
+        walk(n, "", &rule, &mut m, &mut left);
+        normalized_origin.push(Json::Object(left));
     }
-    if !normalized_origin.is_empty() {
-        origin.insert("normalized".into(), Json::Object(normalized_origin));
+    if normalized_origin
+        .iter()
+        .any(|o| o.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        // Under `normalized`, or a free variant of it if the codec's own object has that key.
+        let mut key = String::from("normalized");
+        while origin.contains_key(&key) {
+            key.push('_');
+        }
+        origin.insert(key, Json::Array(normalized_origin));
     }
     if !origin.is_empty() {
         m.data.insert(ORIGIN.into(), Json::Object(origin));
@@ -331,7 +343,7 @@ mod tests {
                 "temperature": [{"value": 21.5, "unit": "°C"}, {"value": 21.75, "unit": "°C"}],
                 "humidity": [{"value": 40, "unit": "%RH"}],
                 "co2": [{"value": 612, "unit": "ppm"}],
-                "origin": {"normalized": {"air": {"location": "indoor"}}},
+                "origin": {"normalized": [{"air": {"location": "indoor"}}, {}]},
             })
         );
         assert_eq!(
@@ -371,7 +383,26 @@ mod tests {
         assert!(!m.has_readings());
         assert_eq!(
             m.data["origin"],
-            json!({"normalized": {"action": {"contactState": "AJAR"}}})
+            json!({"normalized": [{"action": {"contactState": "AJAR"}}]})
+        );
+    }
+
+    /// Unmapped fields are never lost: the same unmapped field in two measurements, and an
+    /// object of the codec's own with a `normalized` key, all stay under `origin`.
+    #[test]
+    fn unmapped_fields_of_every_measurement_are_kept() {
+        let n = [
+            obj(json!({"soil": {"moisture": 30}})),
+            obj(json!({"soil": {"moisture": 31}})),
+        ];
+        let own = obj(json!({"normalized": "own"}));
+        let m = map(Some(&own), None, &n);
+        assert_eq!(
+            m.data["origin"],
+            json!({
+                "normalized": "own",
+                "normalized_": [{"soil": {"moisture": 30}}, {"soil": {"moisture": 31}}],
+            })
         );
     }
 
