@@ -606,12 +606,14 @@ mod tests {
                 .age_s(Instant::now() + Duration::from_secs(later))
         };
         assert_eq!(age(100), 0, "empty");
+        // Ranges of 10 s: the test reads the real clock, and a loaded machine may pause it
+        // between two lines.
         b.push(0, &rec(0)).unwrap();
         b.push(1, &rec(1)).unwrap();
-        assert!((100..=101).contains(&age(100)));
+        assert!((100..=110).contains(&age(100)));
         b.remove(1).unwrap();
         b.update_oldest_if_due(Instant::now() + OLDEST_CHECKED_WITHIN);
-        assert!((100..=101).contains(&age(100)), "a younger one left");
+        assert!((100..=110).contains(&age(100)), "a younger one left");
         b.remove(0).unwrap();
         assert_eq!(age(100), 0, "empty again, at once");
         // Stored a minute apart: once the first leaves, the second's age shows.
@@ -619,10 +621,10 @@ mod tests {
         b.stored_at
             .stored(3, Instant::now() + Duration::from_secs(60));
         b.push(3, &rec(3)).unwrap();
-        assert!((100..=101).contains(&age(100)), "{}", age(100));
+        assert!((100..=110).contains(&age(100)), "{}", age(100));
         b.remove(2).unwrap();
         b.update_oldest_if_due(Instant::now() + OLDEST_CHECKED_WITHIN);
-        assert!((39..=40).contains(&age(100)), "{}", age(100));
+        assert!((39..=50).contains(&age(100)), "{}", age(100));
         // A buffer opened on records left from before counts from the oldest's creation.
         let mut store = MemoryStore::default();
         let created = ms_since_epoch(SystemTime::now()) - 30_000;
@@ -632,7 +634,7 @@ mod tests {
         };
         store.insert(7, encode(&old)).unwrap();
         let (_, m) = buffer_on(store, 1 << 20, WhenFull::DropOldest);
-        assert!((30..=31).contains(&m.buffer_oldest.age_s(Instant::now())));
+        assert!((30..=40).contains(&m.buffer_oldest.age_s(Instant::now())));
     }
 
     #[test]
