@@ -112,6 +112,39 @@ fn the_api_shows_the_devices_the_hubs_and_the_problems_of_the_demo() {
     assert_eq!(unknown["codec"], Value::Null);
     assert_eq!(unknown["packed_reason"], "not in the config");
     assert_eq!(devices["cap"], 10_000);
+    // Paged, ordered and filtered by the agent: the same list, three at a time.
+    let mut all: Vec<&str> = list
+        .iter()
+        .map(|d| d["dev_eui"].as_str().unwrap())
+        .collect();
+    all.sort_unstable();
+    let mut paged = Vec::new();
+    for offset in [0, 3, 6] {
+        let page = json(
+            &agent,
+            &format!("/api/devices?sort=eui&limit=3&offset={offset}"),
+        );
+        assert_eq!(
+            (page["matched"].as_u64(), page["limit"].as_u64()),
+            (Some(7), Some(3)),
+            "{page:#}"
+        );
+        for d in page["devices"].as_array().unwrap() {
+            paged.push(d["dev_eui"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(paged, all);
+    let kitchen = json(&agent, "/api/devices?q=Kitchen");
+    let found: Vec<&Value> = kitchen["devices"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        (
+            found.len(),
+            kitchen["matched"].as_u64(),
+            kitchen["heard"].as_u64()
+        ),
+        (1, Some(1), Some(7))
+    );
+    assert_eq!(found[0]["dev_eui"], "58a0cb0000503333");
 
     let status = json(&agent, "/api/status");
     assert_eq!(status["gateway_id"], "demo");

@@ -3,6 +3,7 @@
 //! least recently. Updated for every uplink, so an update reuses the entry's buffers and
 //! allocates only for a device not seen before (or a longer packed reason than before).
 
+use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -176,25 +177,131 @@ impl DeviceTable {
         }
     }
 
-    /// Every device, the most recently heard first.
-    pub fn snapshot(&self, now: SystemTime) -> Devices {
+    /// The devices `sel` asks for: filtered, sorted and cut to one page while the table is
+    /// locked, so only the page's entries are copied out (not all 10,000 for every request).
+    pub fn select(&self, sel: &Selection, now: SystemTime) -> Devices {
         let t = self.lock();
-        let mut devices: Vec<DeviceView> = t
-            .devices
-            .iter()
-            .map(|(eui, d)| DeviceView::of(eui, d, now))
-            .collect();
-        devices.sort_by(|a, b| a.age_s.cmp(&b.age_s).then(a.dev_eui.cmp(&b.dev_eui)));
+        let filter = sel.filter.to_lowercase();
+        let mut silent = 0;
+        let mut matched: Vec<(&DevEui, &Device, bool)> = Vec::new();
+        for (eui, d) in &t.devices {
+            let quiet = d.silent(now);
+            silent += usize::from(quiet);
+            if filter.is_empty() || d.matches(eui, &filter, quiet) {
+                matched.push((eui, d, quiet));
+            }
+        }
+        let (key, then) = (sel.sort, |a: &DevEui, b: &DevEui| a.0.cmp(&b.0));
+        matched.sort_unstable_by(|(ea, a, qa), (eb, b, qb)| {
+            match key {
+                Sort::LastSeen => b.last_seen.cmp(&a.last_seen),
+                Sort::Silent => qb.cmp(qa).then(b.last_seen.cmp(&a.last_seen)),
+                Sort::Eui => Ordering::Equal,
+                Sort::Name => a.name.cmp(&b.name),
+                Sort::Rssi => a.rssi.unwrap_or(i32::MAX).cmp(&b.rssi.unwrap_or(i32::MAX)),
+                Sort::Missed => b.fcnt_missed.cmp(&a.fcnt_missed),
+            }
+            .then_with(|| then(ea, eb))
+        });
         Devices {
             cap: self.cap,
             evicted: t.evicted,
-            devices,
+            heard: t.devices.len(),
+            silent,
+            matched: matched.len(),
+            offset: sel.offset,
+            limit: sel.limit,
+            devices: matched
+                .iter()
+                .skip(sel.offset)
+                .take(sel.limit)
+                .map(|(eui, d, quiet)| DeviceView::of(eui, d, *quiet, now))
+                .collect(),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+impl Device {
+    /// No uplink for [`SILENT_GAPS`] of its intervals, and at least [`SILENT_MIN`].
+    fn silent(&self, now: SystemTime) -> bool {
+        let age = now.duration_since(self.last_seen).unwrap_or_default();
+        let after = self
+            .gap
+            .map_or(SILENT_MIN, |g| (g * SILENT_GAPS).max(SILENT_MIN));
+        age > after
+    }
+
+    /// Whether `filter` (lower case) is part of its DevEUI, name, a tag or its codec's id,
+    /// or is "packed" or "silent" and the device is.
+    fn matches(&self, eui: &DevEui, filter: &str, silent: bool) -> bool {
+        let has = |s: &str| s.to_lowercase().contains(filter);
+        has(&eui.to_string())
+            || self.name.as_deref().is_some_and(has)
+            || self.tags.iter().any(|t| has(t))
+            || self.codec.is_some_and(has)
+            || (filter == "packed" && self.codec.is_none())
+            || (filter == "silent" && silent)
+    }
+}
+
+/// How the devices are ordered; the key is the query's `sort=` value.
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+pub enum Sort {
+    /// Most recently heard first.
+    #[default]
+    LastSeen,
+    /// Silent devices first, then by last seen.
+    Silent,
+    Eui,
+    Name,
+    /// Weakest signal first.
+    Rssi,
+    /// Most frames missed first.
+    Missed,
+}
+
+impl Sort {
+    pub const ALL: [Sort; 6] = [
+        Sort::LastSeen,
+        Sort::Silent,
+        Sort::Eui,
+        Sort::Name,
+        Sort::Rssi,
+        Sort::Missed,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Sort::LastSeen => "",
+            Sort::Silent => "silent",
+            Sort::Eui => "eui",
+            Sort::Name => "name",
+            Sort::Rssi => "rssi",
+            Sort::Missed => "missed",
+        }
+    }
+
+    /// The order of `key` (an unknown key: the default).
+    pub fn of_key(key: &str) -> Sort {
+        Sort::ALL
+            .into_iter()
+            .find(|s| s.key() == key)
+            .unwrap_or_default()
+    }
+}
+
+/// Which devices are asked for: those whose DevEUI, name, tags or codec contain `filter`
+/// (all when empty), in `sort` order, `limit` of them from `offset`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub filter: String,
+    pub sort: Sort,
+    pub offset: usize,
+    pub limit: usize,
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.
@@ -206,12 +313,19 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// `/api/devices`.
+/// `/api/devices`: one page of the devices selected.
 #[derive(Serialize)]
 pub struct Devices {
     pub cap: usize,
     /// Devices dropped from the table to make room since the start.
     pub evicted: u64,
+    /// Devices in the table, and how many of them are silent.
+    pub heard: usize,
+    pub silent: usize,
+    /// Devices the filter matched; `devices` holds up to `limit` of them from `offset`.
+    pub matched: usize,
+    pub offset: usize,
+    pub limit: usize,
     pub devices: Vec<DeviceView>,
 }
 
@@ -222,7 +336,11 @@ pub struct DeviceView {
     pub tags: Vec<String>,
     /// The codec's id; `None`: sent packed, `packed_reason` says why.
     pub codec: Option<&'static str>,
+    /// Present when decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rec_type: Option<&'static str>,
+    /// Present when sent packed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub packed_reason: Option<String>,
     pub first_seen: String,
     pub last_seen: String,
@@ -245,16 +363,17 @@ pub struct DeviceView {
 pub struct ReadingView {
     pub field: &'static str,
     pub value: serde_json::Value,
+    /// Absent for counts and booleans.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<&'static str>,
+    /// Present for multi-channel formats (Cayenne LPP).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<u8>,
 }
 
 impl DeviceView {
-    fn of(eui: &DevEui, d: &Device, now: SystemTime) -> DeviceView {
+    fn of(eui: &DevEui, d: &Device, silent: bool, now: SystemTime) -> DeviceView {
         let age = now.duration_since(d.last_seen).unwrap_or_default();
-        let silent_after = d
-            .gap
-            .map_or(SILENT_MIN, |g| (g * SILENT_GAPS).max(SILENT_MIN));
         DeviceView {
             dev_eui: eui.to_string(),
             name: d.name.clone(),
@@ -266,7 +385,7 @@ impl DeviceView {
             last_seen: crate::record::iso8601(d.last_seen),
             age_s: age.as_secs(),
             interval_s: d.gap.map(|g| g.as_secs()),
-            silent: age > silent_after,
+            silent,
             uplinks: d.uplinks,
             rssi: d.rssi,
             snr: d.snr,
@@ -322,6 +441,104 @@ mod tests {
 
     const PACKED: Outcome = Outcome::Packed { reason: "no codec" };
 
+    fn pick(
+        t: &DeviceTable,
+        filter: &str,
+        sort: Sort,
+        offset: usize,
+        limit: usize,
+        now: SystemTime,
+    ) -> Devices {
+        let sel = Selection {
+            filter: filter.into(),
+            sort,
+            offset,
+            limit,
+        };
+        t.select(&sel, now)
+    }
+
+    fn all(t: &DeviceTable, now: SystemTime) -> Devices {
+        pick(t, "", Sort::LastSeen, 0, usize::MAX, now)
+    }
+
+    fn euis(d: &Devices) -> Vec<u8> {
+        d.devices
+            .iter()
+            .map(|d| u8::from_str_radix(&d.dev_eui[14..], 16).unwrap())
+            .collect()
+    }
+
+    /// Filter, order and page are the table's: counts cover every match, the page only its
+    /// slice, ties go by DevEUI.
+    #[test]
+    fn selects_filters_sorts_and_pages() {
+        let t = DeviceTable::new(10);
+        let temp = [Reading::new("temperature", Value::Num(21.5), Some("°C"))];
+        let decoded = Outcome::Decoded {
+            codec: "browan-tbhh100",
+            rec_type: "io.microshare.environment.unpacked",
+            readings: &temp,
+            health: &[],
+        };
+        // Devices 1..=5, heard at 10 s steps (5 last); 2 and 4 decoded; 3 missed frames.
+        for eui in 1..=5u8 {
+            let tags = [format!("Floor {}", eui % 2)];
+            let outcome = if eui % 2 == 0 {
+                decoded_like(&decoded)
+            } else {
+                PACKED
+            };
+            t.heard(&up(eui, 1), &tags, outcome, at(u64::from(eui) * 10));
+        }
+        t.heard(&up(3, 5), &[], PACKED, at(55));
+        // Device 1 again long after: the others fall silent (15 min without an uplink).
+        t.heard(&up(1, 2), &[], PACKED, at(2000));
+        let now = at(2000);
+        let d = all(&t, now);
+        assert_eq!(euis(&d), [1, 3, 5, 4, 2], "most recently heard first");
+        assert_eq!((d.heard, d.silent, d.matched), (5, 4, 5));
+        let d = pick(&t, "", Sort::Silent, 0, 10, now);
+        assert_eq!(euis(&d), [3, 5, 4, 2, 1]);
+        assert_eq!(euis(&pick(&t, "", Sort::Eui, 0, 10, now)), [1, 2, 3, 4, 5]);
+        assert_eq!(euis(&pick(&t, "", Sort::Rssi, 0, 10, now)), [5, 4, 3, 2, 1]);
+        assert_eq!(euis(&pick(&t, "", Sort::Missed, 0, 10, now))[0], 3);
+        let d = pick(&t, "", Sort::Eui, 1, 2, now);
+        assert_eq!(euis(&d), [2, 3]);
+        assert_eq!((d.matched, d.offset, d.limit), (5, 1, 2));
+        assert!(pick(&t, "", Sort::Eui, 9, 2, now).devices.is_empty());
+        let d = pick(&t, "TBHH", Sort::Eui, 0, 10, now);
+        assert_eq!((euis(&d), d.matched, d.heard), (vec![2, 4], 2, 5));
+        assert_eq!(euis(&pick(&t, "floor 1", Sort::Eui, 0, 10, now)), [1, 3, 5]);
+        assert_eq!(euis(&pick(&t, "packed", Sort::Eui, 0, 10, now)), [1, 3, 5]);
+        assert_eq!(
+            euis(&pick(&t, "silent", Sort::Eui, 0, 10, now)),
+            [2, 3, 4, 5]
+        );
+        assert_eq!(euis(&pick(&t, "dev-4", Sort::Eui, 0, 10, now)), [4]);
+        assert_eq!(
+            euis(&pick(&t, "0000000000000003", Sort::Eui, 0, 10, now)),
+            [3]
+        );
+    }
+
+    fn decoded_like<'a>(o: &Outcome<'a>) -> Outcome<'a> {
+        match o {
+            Outcome::Decoded {
+                codec,
+                rec_type,
+                readings,
+                health,
+            } => Outcome::Decoded {
+                codec,
+                rec_type,
+                readings,
+                health,
+            },
+            Outcome::Packed { reason } => Outcome::Packed { reason },
+        }
+    }
+
     #[test]
     fn keeps_the_last_uplink_counts_gaps_and_readings() {
         let t = DeviceTable::new(10);
@@ -336,7 +553,7 @@ mod tests {
         t.heard(&up(1, 11), &[], decoded(&temp), at(60));
         t.heard(&up(1, 15), &[], decoded(&temp), at(120));
         t.heard(&up(1, 2), &[], PACKED, at(180));
-        let v = t.snapshot(at(200));
+        let v = all(&t, at(200));
         assert_eq!(v.devices.len(), 1);
         let d = &v.devices[0];
         assert_eq!(d.dev_eui, "0000000000000001");
@@ -352,13 +569,13 @@ mod tests {
         assert_eq!(d.packed_reason.as_deref(), Some("no codec"));
         assert!(d.readings.is_empty(), "a packed uplink has no readings");
         t.heard(&up(1, 3), &[], decoded(&temp), at(240));
-        let v = t.snapshot(at(240));
+        let v = all(&t, at(240));
         let d = &v.devices[0];
         assert_eq!((d.codec, d.packed_reason.as_deref()), (Some("c"), None));
         assert_eq!(d.readings.len(), 1);
         assert_eq!(
             serde_json::to_string(&d.readings[0]).unwrap(),
-            r#"{"field":"temperature","value":21.5,"unit":"°C","channel":null}"#
+            r#"{"field":"temperature","value":21.5,"unit":"°C"}"#
         );
     }
 
@@ -367,12 +584,12 @@ mod tests {
         let t = DeviceTable::new(10);
         t.heard(&up(1, 1), &[], PACKED, at(0));
         t.heard(&up(1, 2), &[], PACKED, at(600));
-        let silent = |s| t.snapshot(at(s)).devices[0].silent;
+        let silent = |s| all(&t, at(s)).devices[0].silent;
         assert!(!silent(600 + 1800));
         assert!(silent(600 + 1801));
         t.heard(&up(2, 1), &[], PACKED, at(0));
         t.heard(&up(2, 2), &[], PACKED, at(10));
-        let v = t.snapshot(at(10 + 900));
+        let v = all(&t, at(10 + 900));
         assert!(
             !v.devices
                 .iter()
@@ -380,7 +597,7 @@ mod tests {
                 .unwrap()
                 .silent
         );
-        let v = t.snapshot(at(10 + 901));
+        let v = all(&t, at(10 + 901));
         assert!(
             v.devices
                 .iter()
@@ -398,7 +615,7 @@ mod tests {
         }
         t.heard(&up(1, 2), &[], PACKED, at(30));
         t.heard(&up(4, 1), &[], PACKED, at(40));
-        let v = t.snapshot(at(40));
+        let v = all(&t, at(40));
         let euis: Vec<_> = v.devices.iter().map(|d| d.dev_eui.as_str()).collect();
         assert_eq!(
             euis,
@@ -415,7 +632,7 @@ mod tests {
         long.device_name = Some("é".repeat(100));
         t.heard(&long, &[], PACKED, at(0));
         t.heard(&long, &[], PACKED, at(5));
-        let v = t.snapshot(at(5));
+        let v = all(&t, at(5));
         let d = &v.devices[0];
         assert_eq!((d.uplinks, d.interval_s, d.age_s), (1, None, 5));
         assert_eq!(d.name.as_deref(), Some("é".repeat(32).as_str()));

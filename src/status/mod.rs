@@ -4,6 +4,7 @@
 //! config it needs (sources, hubs, buffer cap). Nothing here shows a secret.
 
 mod page;
+mod query;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -117,8 +118,8 @@ impl Status {
         &self.metrics
     }
 
-    /// The body and its content type; `query` is the URL's (the devices page's filter,
-    /// sort and page).
+    /// The body and its content type; `query` is the URL's (the devices' filter, sort and
+    /// page, see [`query`]).
     pub fn render(
         &self,
         view: View,
@@ -133,17 +134,16 @@ impl Status {
             View::StatusJson => (JSON, json(serde_json::to_string(&self.snapshot(now)))),
             View::DevicesJson => (
                 JSON,
-                json(serde_json::to_string(&self.metrics.devices.snapshot(now))),
+                json(serde_json::to_string(
+                    &self.metrics.devices.select(&query::api(query), now),
+                )),
             ),
             View::Overview => (HTML, page::overview(&self.snapshot(now))),
-            View::Devices => (
-                HTML,
-                page::devices(
-                    &self.snapshot(now),
-                    &self.metrics.devices.snapshot(now),
-                    &page::DeviceQuery::parse(query),
-                ),
-            ),
+            View::Devices => {
+                let sel = query::page(query);
+                let devices = self.metrics.devices.select(&sel, now);
+                (HTML, page::devices(&self.snapshot(now), &devices, &sel))
+            }
             View::Problems => (HTML, page::problems(&self.snapshot(now))),
         }
     }
@@ -418,14 +418,30 @@ mod tests {
             (View::Devices, None, 50_000),
             (View::Devices, Some("sort=silent&page=50"), 50_000),
             (View::Problems, None, 20_000),
+            (View::DevicesJson, None, 30_000),
+            (View::DevicesJson, Some("offset=9950&sort=name"), 10_000),
         ] {
             let (_, body) = status.render(view, query, now);
+            eprintln!("{query:?}: {} bytes", body.len());
             assert!(
                 (least..100 * 1024).contains(&body.len()),
                 "{query:?}: {} bytes",
                 body.len()
             );
         }
+        // The most one API answer holds.
+        let (_, body) = status.render(View::DevicesJson, Some("limit=100000"), now);
+        let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            all["devices"].as_array().unwrap().len(),
+            query::API_MAX_LIMIT
+        );
+        assert_eq!(
+            (all["matched"].as_u64(), all["limit"].as_u64()),
+            (Some(10_000), Some(1000))
+        );
+        eprintln!("limit=1000: {} bytes", body.len());
+        assert!(body.len() < 1_000_000, "{} bytes", body.len());
     }
 
     #[test]

@@ -6,11 +6,10 @@
 use std::fmt::Write;
 
 use super::history::Minute;
+use super::query::{percent_encode, DEVICES_PER_PAGE};
 use super::Snapshot;
-use crate::metrics::devices::{DeviceView, Devices};
+use crate::metrics::devices::{DeviceView, Devices, Selection, Sort};
 
-/// Devices shown per page: keeps a page under 100 KB with 10,000 devices heard.
-pub const DEVICES_PER_PAGE: usize = 100;
 /// Seconds between refreshes.
 const REFRESH_S: u32 = 5;
 
@@ -70,99 +69,63 @@ pub fn problems(s: &Snapshot) -> String {
     b
 }
 
-/// How the devices page is asked for: `?q=` filter, `?sort=`, `?page=`.
-#[derive(Default)]
-pub struct DeviceQuery {
-    pub filter: String,
-    pub sort: String,
-    pub page: usize,
-}
-
-impl DeviceQuery {
-    pub fn parse(query: Option<&str>) -> DeviceQuery {
-        let mut q = DeviceQuery::default();
-        for pair in query.unwrap_or("").split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v);
-            match k {
-                "q" => q.filter = v,
-                "sort" => q.sort = v,
-                "page" => q.page = v.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        q
+/// What each order is called on the page.
+fn sort_label(sort: Sort) -> &'static str {
+    match sort {
+        Sort::LastSeen => "last seen",
+        Sort::Silent => "silent first",
+        Sort::Eui => "DevEUI",
+        Sort::Name => "name",
+        Sort::Rssi => "weakest signal",
+        Sort::Missed => "most frames missed",
     }
 }
 
-/// Sort orders offered: (key, label).
-const SORTS: [(&str, &str); 6] = [
-    ("", "last seen"),
-    ("silent", "silent first"),
-    ("eui", "DevEUI"),
-    ("name", "name"),
-    ("rssi", "weakest signal"),
-    ("missed", "most frames missed"),
-];
-
-pub fn devices(s: &Snapshot, all: &Devices, q: &DeviceQuery) -> String {
+/// One page of devices, selected by the table ([`crate::metrics::devices::DeviceTable::select`]).
+pub fn devices(s: &Snapshot, d: &Devices, sel: &Selection) -> String {
     let mut b = String::with_capacity(64 * 1024);
     head(&mut b, s, "Devices");
-    let filter = q.filter.to_lowercase();
-    let mut shown: Vec<&DeviceView> = all
-        .devices
-        .iter()
-        .filter(|d| filter.is_empty() || matches_filter(d, &filter))
-        .collect();
-    match q.sort.as_str() {
-        "silent" => shown.sort_by_key(|d| (!d.silent, d.age_s)),
-        "eui" => shown.sort_by(|a, b| a.dev_eui.cmp(&b.dev_eui)),
-        "name" => shown.sort_by(|a, b| a.name.cmp(&b.name).then(a.dev_eui.cmp(&b.dev_eui))),
-        "rssi" => shown.sort_by_key(|d| d.rssi.unwrap_or(i32::MAX)),
-        "missed" => shown.sort_by_key(|d| std::cmp::Reverse(d.fcnt_missed)),
-        _ => {}
-    }
-    let silent = all.devices.iter().filter(|d| d.silent).count();
     let _ = write!(
         b,
         "<form method=get action=/devices><input name=q placeholder=\"filter: DevEUI, name, tag, codec\" value=\"{}\" size=32> <select name=sort>",
-        esc(&q.filter)
+        esc(&sel.filter)
     );
-    for (key, label) in SORTS {
-        let sel = if key == q.sort { " selected" } else { "" };
-        let _ = write!(b, "<option value=\"{key}\"{sel}>{label}</option>");
+    for sort in Sort::ALL {
+        let selected = if sort == sel.sort { " selected" } else { "" };
+        let _ = write!(
+            b,
+            "<option value=\"{}\"{selected}>{}</option>",
+            sort.key(),
+            sort_label(sort)
+        );
     }
     b.push_str("</select> <button>show</button></form>");
     let _ = write!(
         b,
         "<p id=device-count>{} device(s) heard, {} shown{}{}.</p>",
-        all.devices.len(),
-        shown.len(),
-        if silent > 0 {
-            format!(", <span class=bad>{silent} silent</span>")
+        d.heard,
+        d.matched,
+        if d.silent > 0 {
+            format!(", <span class=bad>{} silent</span>", d.silent)
         } else {
             String::new()
         },
-        if all.evicted > 0 {
+        if d.evicted > 0 {
             format!(
                 ", {} forgotten (the table keeps the {} heard most recently)",
-                all.evicted, all.cap
+                d.evicted, d.cap
             )
         } else {
             String::new()
         }
     );
-    let pages = shown.len().div_ceil(DEVICES_PER_PAGE).max(1);
-    let page = q.page.min(pages - 1);
     b.push_str("<table id=devices><tr><th>DevEUI<th>name, tags<th>codec<th>last seen<th>RSSI / SNR / SF<th>FCnt (missed)<th>last readings</tr>");
-    for d in shown
-        .iter()
-        .skip(page * DEVICES_PER_PAGE)
-        .take(DEVICES_PER_PAGE)
-    {
-        device_row(&mut b, d);
+    for device in &d.devices {
+        device_row(&mut b, device);
     }
     b.push_str("</table>");
+    let pages = d.matched.div_ceil(DEVICES_PER_PAGE).max(1);
+    let page = sel.offset / DEVICES_PER_PAGE;
     if pages > 1 {
         let _ = write!(b, "<p>page {} of {pages}: ", page + 1);
         for p in 0..pages {
@@ -172,8 +135,8 @@ pub fn devices(s: &Snapshot, all: &Devices, q: &DeviceQuery) -> String {
                 let _ = write!(
                     b,
                     "<a href=\"/devices?q={}&amp;sort={}&amp;page={p}\">{}</a> ",
-                    esc(&percent_encode(&q.filter)),
-                    esc(&percent_encode(&q.sort)),
+                    esc(&percent_encode(&sel.filter)),
+                    sel.sort.key(),
                     p + 1
                 );
             }
@@ -183,16 +146,6 @@ pub fn devices(s: &Snapshot, all: &Devices, q: &DeviceQuery) -> String {
     b.push_str("<p class=muted>Silent: no uplink for three of its usual intervals, and at least 15 minutes.</p>");
     foot(&mut b);
     b
-}
-
-fn matches_filter(d: &DeviceView, filter: &str) -> bool {
-    let has = |s: &str| s.to_lowercase().contains(filter);
-    has(&d.dev_eui)
-        || d.name.as_deref().is_some_and(has)
-        || d.tags.iter().any(|t| has(t))
-        || d.codec.is_some_and(has)
-        || (filter == "packed" && d.codec.is_none())
-        || (filter == "silent" && d.silent)
 }
 
 fn device_row(b: &mut String, d: &DeviceView) {
@@ -501,44 +454,6 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// `application/x-www-form-urlencoded` value decoding (a bad escape stays as it is).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    let hex = |c: u8| (c as char).to_digit(16);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).and_then(|&c| hex(c)),
-                bytes.get(i + 2).and_then(|&c| hex(c)),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,16 +464,5 @@ mod tests {
             esc("<script>\"a\" & 'b'"),
             "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;"
         );
-    }
-
-    #[test]
-    fn query_values_are_decoded_and_encoded_back() {
-        let q = DeviceQuery::parse(Some("q=North+door%2F%C3%A9&sort=rssi&page=2&x"));
-        assert_eq!(
-            (q.filter.as_str(), q.sort.as_str(), q.page),
-            ("North door/é", "rssi", 2)
-        );
-        assert_eq!(percent_decode("%zz%4%é"), "%zz%4%é");
-        assert_eq!(percent_decode(&percent_encode("a b/é&")), "a b/é&");
     }
 }
