@@ -66,13 +66,18 @@ pub(super) fn expand_env(raw: &str) -> Result<String, String> {
 }
 
 /// Read a secret from `file` (`${ENV}` expanded in the path, e.g.
-/// `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd `LoadCredential=`): a regular
-/// file of at most [`crate::files::SECRET_CAP`] bytes.
+/// `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd `LoadCredential=`): a regular,
+/// non-empty file of at most [`crate::files::SECRET_CAP`] bytes.
 pub fn read_secret_file<T: SecretText>(file: &Path) -> Result<Secret<T>, String> {
     let file = secret_path(file)?;
     let text = crate::files::read_capped(&file, crate::files::SECRET_CAP)
         .map_err(|e| format!("cannot read secret file {}: {e}", file.display()))?;
-    T::from_text(text.trim().to_string()).map(Secret::new)
+    // The .deb installs the connection string's file empty, for the operator to fill.
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("the file {} is empty", file.display()));
+    }
+    T::from_text(text.to_string()).map(Secret::new)
 }
 
 /// A secret file's path with `${ENV}` expanded.

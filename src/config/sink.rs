@@ -50,6 +50,10 @@ pub struct EventHubsConfig {
     /// Partitions of a hub hubgate creates (fixed for the hub's life on Basic/Standard).
     #[serde(default = "default_partitions")]
     pub partitions: u16,
+    /// `none`, or `gzip` on the Premium and Dedicated tiers only (the others refuse
+    /// compressed records).
+    #[serde(default)]
+    pub compression: Compression,
     /// Extra librdkafka properties, applied after the Event Hubs preset. None may turn TLS
     /// or certificate checks off.
     #[serde(default)]
@@ -76,6 +80,8 @@ pub struct KafkaConfig {
     /// Partitions of a topic hubgate creates (`provisioning = "auto"`).
     #[serde(default = "default_partitions")]
     pub partitions: u16,
+    #[serde(default)]
+    pub compression: Compression,
     #[serde(default)]
     pub properties: Properties,
     /// Allow a connection without TLS or without certificate checks (a test broker on a
@@ -161,6 +167,29 @@ impl SinkConfig {
             SinkConfig::Eventhubs(eh) => Some(eh.provisioning),
             SinkConfig::Kafka(k) => Some(k.provisioning),
             SinkConfig::Stdout(_) => None,
+        }
+    }
+}
+
+/// How the producer compresses its requests (librdkafka `compression.codec`). A batch is
+/// compressed as a whole: the saving grows with the records in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+}
+
+impl Compression {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
         }
     }
 }

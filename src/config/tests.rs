@@ -464,7 +464,10 @@ fn metrics_defaults_and_off() {
     let with_file = format!("{lan}password_file = \"{}\"", password.display());
     let e = load(&with_file).unwrap_err();
     assert!(
-        e.contains(": metrics.password_file: the file is empty"),
+        e.ends_with(&format!(
+            ": metrics.password_file: the file {} is empty",
+            password.display()
+        )),
         "{e}"
     );
     std::fs::write(&password, "pw\n").unwrap();
@@ -484,4 +487,49 @@ fn metrics_defaults_and_off() {
         Config::parse("[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"9898\"\n").unwrap_err();
     assert_eq!(key, "metrics.listen");
     assert!(reason.contains("\"off\""), "{reason}");
+}
+
+/// `compression` is what the producer is built with; Event Hubs takes none or gzip only, and
+/// librdkafka's own names for it in `[sink.properties]` are refused (with the preset's, which
+/// of two names wins is not defined).
+#[test]
+fn compression_reaches_the_producer() {
+    let codec = |cfg: &Config| {
+        crate::sink::kafka_client_config(&cfg.sink)
+            .unwrap()
+            .unwrap()
+            .get("compression.codec")
+            .map(String::from)
+    };
+    let eh = format!("type = \"eventhubs\"\nconnection_string = \"{CS}\"");
+    assert_eq!(codec(&sink(&eh).unwrap()).as_deref(), Some("none"));
+    let gzip = sink(&format!("{eh}\ncompression = \"gzip\"")).unwrap();
+    assert_eq!(codec(&gzip).as_deref(), Some("gzip"));
+    crate::sink::check(&gzip.sink).unwrap();
+    let (key, reason) = sink(&format!("{eh}\ncompression = \"lz4\"")).unwrap_err();
+    assert_eq!(key, "sink.compression");
+    assert!(reason.contains("\"none\" or \"gzip\""), "{reason}");
+    let kafka = sink("type = \"kafka\"\nbrokers = \"x:9093\"\ncompression = \"lz4\"").unwrap();
+    assert_eq!(codec(&kafka).as_deref(), Some("lz4"));
+    for alias in ["compression.type", "compression.codec"] {
+        let cfg = sink(&format!("{eh}\n[sink.properties]\n\"{alias}\" = \"gzip\"")).unwrap();
+        let (key, reason) = crate::sink::check(&cfg.sink).unwrap_err();
+        assert_eq!(key, format!("sink.properties.{alias:?}"));
+        assert!(reason.contains("set compression in [sink]"), "{reason}");
+    }
+}
+
+/// The .deb installs the connection string's file empty: `check` says so, not "missing
+/// Endpoint".
+#[test]
+fn an_empty_connection_string_file_is_called_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "eventhubs.secret", " \n", 0o600);
+    let (key, reason) = sink(&format!(
+        "type = \"eventhubs\"\nconnection_string_file = \"{}\"",
+        file.display()
+    ))
+    .unwrap_err();
+    assert_eq!(key, "sink.connection_string_file");
+    assert_eq!(reason, format!("the file {} is empty", file.display()));
 }

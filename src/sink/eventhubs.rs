@@ -45,6 +45,7 @@ pub fn sink_config(cfg: &EventHubsConfig) -> Result<(ClientConfig, &ConnectionSt
     if let Some(ca) = &cfg.ca_location {
         c.set("ssl.ca.location", ca.display().to_string());
     }
+    c.set("compression.codec", cfg.compression.as_librdkafka());
     super::kafka::site_settings(&mut c, cfg.provisioning, &cfg.properties);
     Ok((c, cs))
 }

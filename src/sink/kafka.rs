@@ -55,6 +55,7 @@ pub fn sink_config(cfg: &KafkaConfig) -> ClientConfig {
     if let Some(ca) = &cfg.ca_location {
         c.set("ssl.ca.location", ca.display().to_string());
     }
+    c.set("compression.codec", cfg.compression.as_librdkafka());
     site_settings(&mut c, cfg.provisioning, &cfg.properties);
     c
 }

@@ -57,6 +57,21 @@ pub fn kafka_tls_off(k: &KafkaConfig) -> Vec<(String, &'static str)> {
 /// `insecure = true`. On error (key path, reason).
 pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
     let in_properties = |(k, reason): (String, String)| (format!("sink.properties.{k:?}"), reason);
+    let properties = match cfg {
+        SinkConfig::Eventhubs(eh) => &eh.properties,
+        SinkConfig::Kafka(k) => &k.properties,
+        SinkConfig::Stdout(_) => return Ok(()),
+    };
+    // Two names of one librdkafka setting: which of them wins is not defined.
+    if let Some(key) = ["compression.codec", "compression.type"]
+        .into_iter()
+        .find(|k| properties.contains_key(*k))
+    {
+        return Err((
+            format!("sink.properties.{key:?}"),
+            "set compression in [sink] instead".into(),
+        ));
+    }
     match cfg {
         SinkConfig::Eventhubs(eh) => {
             validate(&eh.properties).map_err(in_properties)?;
