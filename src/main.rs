@@ -36,7 +36,8 @@ enum Command {
     Check {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// Print the parsed config (secrets masked).
+        /// Print the config as TOML, with the board's values and every default filled in
+        /// (secrets from files and `${ENV}` shown as such, inline ones masked).
         #[arg(long)]
         print: bool,
     },
@@ -324,19 +325,26 @@ fn check(path: &Path, print: bool) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    if print {
-        println!("{cfg:#?}");
-    }
     // The same warnings `run` logs at every start.
     for w in prepared.warnings {
         eprintln!("hubgate: warning: {w}");
     }
-    println!(
+    let verdict = format!(
         "{}: OK ({} source(s), {} device(s))",
         path.display(),
         cfg.sources.len(),
         cfg.devices.len()
     );
+    if !print {
+        println!("{verdict}");
+        return ExitCode::SUCCESS;
+    }
+    // Standard output is the config alone, for `check --print > file`.
+    match cfg.to_toml() {
+        Ok(text) => print!("{text}"),
+        Err(e) => return fail(1, e),
+    }
+    eprintln!("{verdict}");
     ExitCode::SUCCESS
 }
 

@@ -1,38 +1,53 @@
 //! A value that came from a secret (a password, a session key, a connection string): never
-//! printed, and marked when it was written into the config file itself.
+//! printed, and with it where it came from, so that the config can be shown without it.
 
 use std::fmt;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret<T = String> {
     value: T,
-    /// Written into the config file itself (not from a file or `${ENV}`).
-    inline: bool,
+    origin: Origin,
+}
+
+/// Where a secret came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A file (its `*_file` key names it).
+    File,
+    /// `${ENV}` references, as written in the config file.
+    Env(String),
+    /// Written into the config file itself.
+    Inline,
 }
 
 impl<T> Secret<T> {
-    /// A secret from a file or the environment.
+    /// A secret read from a file.
     pub fn new(value: T) -> Self {
         Secret {
             value,
-            inline: false,
+            origin: Origin::File,
         }
     }
 
-    /// A secret written into the config file.
-    pub fn inline(value: T) -> Self {
-        Secret {
-            value,
-            inline: true,
-        }
+    /// A secret from the config file: `written` as it stands there.
+    pub fn written(value: T, written: &str) -> Self {
+        let origin = match written.contains("${") {
+            true => Origin::Env(written.to_string()),
+            false => Origin::Inline,
+        };
+        Secret { value, origin }
     }
 
     pub fn expose(&self) -> &T {
         &self.value
     }
 
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     pub fn is_inline(&self) -> bool {
-        self.inline
+        self.origin == Origin::Inline
     }
 }
 

@@ -107,6 +107,177 @@ fn check_accepts_the_demo_and_the_template() {
     assert!(o.status.success(), "template fails check: {}", stderr(&o));
 }
 
+/// `check --print` prints TOML that `check` accepts again and prints the same way: the
+/// board's values and every default filled in, secrets from files as their `*_file` keys,
+/// `${ENV}` as written. Nothing secret is printed.
+#[test]
+fn check_print_round_trips_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let secret = |name: &str, text: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = d.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    };
+    let cs = secret(
+        "eventhubs.secret",
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0Cg==\n",
+    );
+    let app = secret("app.key", "000102030405060708090A0B0C0D0E0F\n");
+    let mqtt = secret("mqtt.password", "hunter2\n");
+    let replay = secret("up.jsonl", "");
+    let config = format!(
+        r#"board = "rpi4"
+gateway_id = "lobby"
+[buffer]
+path = "{buffer}"
+max_age = "36h"
+[[source]]
+type = "mqtt"
+url = "mqtts://broker.example:8883"
+username = "hubgate"
+password_file = "{mqtt}"
+[[source]]
+type = "udp"
+listen = "127.0.0.1:1700"
+gateways = ["b827ebfffe000001"]
+[[source]]
+type = "serial"
+framing = "lines-hex"
+prefix = "radio_rx"
+stop_bits = 2
+[[source]]
+type = "replay"
+path = "{replay}"
+[[device]]
+dev_eui = "58-A0-CB-00-00-10-12-34"
+codec = "browan-tbhh100"
+dev_addr = "26011BDA"
+nwk_s_key = "${{HUBGATE_TEST_NWKSKEY}}"
+app_s_key_file = "{app}"
+[sink]
+type = "eventhubs"
+connection_string_file = "{cs}"
+compression = "gzip"
+[sink.hubs]
+"io.microshare.environment.unpacked" = "env"
+[sink.properties]
+"linger.ms" = "20"
+"#,
+        buffer = d.join("buffer").display(),
+    );
+    let check = |text: &str, name: &str| {
+        let file = d.join(name);
+        std::fs::write(&file, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["check", "--print", "-c", file.to_str().unwrap()])
+            .env("HUBGATE_TEST_NWKSKEY", "2B7E151628AED2A6ABF7158809CF4F3C")
+            .output()
+            .unwrap()
+    };
+    let o = check(&config, "site.toml");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(
+        stderr(&o).contains(": OK (4 source(s), 1 device(s))"),
+        "{}",
+        stderr(&o)
+    );
+    for line in [
+        "max_age = \"1day 12h\"",
+        "max_bytes = \"1GiB\"",
+        "device = \"/dev/serial0\"",
+        "stop_bits = 2",
+        "gateways = [\"B827EBFFFE000001\"]",
+        "dev_eui = \"58a0cb0000101234\"",
+        "dev_addr = \"26011bda\"",
+        "nwk_s_key = \"${HUBGATE_TEST_NWKSKEY}\"",
+        &format!("app_s_key_file = \"{app}\""),
+        &format!("password_file = \"{mqtt}\""),
+        &format!("connection_string_file = \"{cs}\""),
+        "compression = \"gzip\"",
+        "provisioning = \"auto\"",
+        "partitions = 4",
+        "\"linger.ms\" = \"20\"",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "no {line:?} in\n{printed}"
+        );
+    }
+    for secret in ["c2VjcmV0", "hunter2", "2B7E1516", "00010203"] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    let again = check(&printed, "printed.toml");
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again), printed);
+}
+
+/// A secret written inline is printed as `***`, and `***` given back where a secret belongs
+/// is refused by name, not taken as the password "***".
+#[test]
+fn check_print_masks_inline_secrets_and_refuses_the_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inline.toml");
+    std::fs::write(
+        &file,
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\nusername = \"u\"\npassword = \"hunter2\"\n\
+         [sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\nsasl_username = \"u\"\nsasl_password = \"pa55\"\n\
+         [sink.properties]\n\"ssl.key.password\" = \"k3y\"\n",
+    )
+    .unwrap();
+    let o = hubgate(&["check", "--print", "-c", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    for line in [
+        "password = \"***\"",
+        "sasl_password = \"***\"",
+        "\"ssl.key.password\" = \"***\"",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "no {line:?} in\n{printed}"
+        );
+    }
+    for secret in ["hunter2", "pa55", "k3y"] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    // Each mask given back is refused by its key path.
+    let secrets = [
+        ("source[0].password", "password", "\"hunter2\""),
+        ("sink.sasl_password", "sasl_password", "\"pa55\""),
+        (
+            "sink.properties.\"ssl.key.password\"",
+            "\"ssl.key.password\"",
+            "\"k3y\"",
+        ),
+    ];
+    let restore = |text: &str, (_, name, secret): (&str, &str, &str)| {
+        text.replace(
+            &format!("\n{name} = \"***\""),
+            &format!("\n{name} = {secret}"),
+        )
+    };
+    for (i, (key, _, _)) in secrets.iter().enumerate() {
+        let others = secrets.iter().enumerate().filter(|(j, _)| *j != i);
+        let text = others.fold(printed.clone(), |t, (_, s)| restore(&t, *s));
+        std::fs::write(&file, &text).unwrap();
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        assert!(!o.status.success(), "{key}: the mask was taken");
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!(": {key}: \"***\" stands for a secret")),
+            "{err}"
+        );
+    }
+    let text = secrets.iter().fold(printed, |t, s| restore(&t, *s));
+    std::fs::write(&file, &text).unwrap();
+    let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// Each bad config exits non-zero with one line naming the file and the key.
 /// `check` says what `run` warns about at every start: here a Kafka sink without TLS.
 #[test]

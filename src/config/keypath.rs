@@ -1,9 +1,10 @@
-//! Key paths of errors: the path serde reports, the one inside a tagged table (`[[source]]`,
-//! `[sink]`, which serde's own tagged enums lose), and the line it is on.
+//! Tagged tables (`[[source]]`, `[sink]`: a `type` and that type's keys) and the key paths of
+//! errors: the path serde reports, the one inside a tagged table (which serde's own tagged
+//! enums lose), and the line it is on.
 
 use std::fmt;
 
-use serde::{de, de::DeserializeOwned, Deserialize, Deserializer};
+use serde::{de, de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
 /// Ends the key path inside a tagged table at the front of an error message, for
 /// [`Config::from_toml`] to join to the table's own path.
@@ -29,6 +30,15 @@ pub(super) fn tagged<'de, D: Deserializer<'de>>(d: D) -> Result<(String, toml::V
         )),
         None => Err(in_table("", "missing field `type`")),
     }
+}
+
+/// A tagged table as written: `type` first, then the type's keys.
+#[derive(Serialize)]
+pub(super) struct Tagged<'a, T> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    #[serde(flatten)]
+    pub keys: &'a T,
 }
 
 pub(super) fn unknown_kind<E: de::Error>(kind: &str, kinds: &[&str]) -> E {

@@ -17,7 +17,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::codec::Codec;
 use crate::ids::DevEui;
@@ -42,7 +42,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Board profile (`boards/<id>.toml`) whose defaults sit under this file's own keys.
@@ -189,6 +189,14 @@ impl Config {
             SinkConfig::Kafka(k) => (Some(&k.topics), "sink.topics"),
             SinkConfig::Stdout(_) => (None, ""),
         };
+        let properties = match &self.sink {
+            SinkConfig::Eventhubs(eh) => Some(&eh.properties),
+            SinkConfig::Kafka(k) => Some(&k.properties),
+            SinkConfig::Stdout(_) => None,
+        };
+        if let Some((key, reason)) = properties.and_then(Properties::masked) {
+            return Err((format!("sink.properties.{key:?}"), reason));
+        }
         if let Some(mapping) = mapping {
             for (rec_type, hub) in mapping {
                 if !valid_hub_name(hub) {
@@ -424,6 +432,15 @@ impl Config {
 
 fn inline<T>(secret: &Option<Secret<T>>) -> Option<bool> {
     secret.as_ref().map(Secret::is_inline)
+}
+
+impl Config {
+    /// The config as TOML that `check` accepts again, every default filled in: secrets from
+    /// files as their `*_file` keys, `${ENV}` references as written, secrets written inline
+    /// as [`secrets::MASK`] (which `check` refuses where a secret belongs).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("cannot print the config: {e}"))
+    }
 }
 
 /// A commented template that passes `hubgate check`.

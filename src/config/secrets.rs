@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{de, Deserialize, Deserializer};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::connection_string::ConnectionString;
 use crate::lorawan::Key;
-use crate::secret::Secret;
+use crate::secret::{Origin, Secret};
 
 /// What a secret holds, parsed from its text (`${ENV}` expanded, a file's content trimmed).
 /// Errors never quote the text.
@@ -33,15 +33,38 @@ impl SecretText for ConnectionString {
     }
 }
 
+/// What `check --print` shows in place of a secret written into the config file. Given
+/// back as a secret it is refused: it would otherwise pass for the password `***`.
+pub const MASK: &str = "***";
+
+fn refuse_mask(raw: &str) -> Result<(), String> {
+    match raw == MASK {
+        true => Err(format!(
+            "{MASK:?} stands for a secret `check --print` did not show: write the secret itself, a ${{ENV}} reference, or use the *_file key"
+        )),
+        false => Ok(()),
+    }
+}
+
 impl<'de, T: SecretText> Deserialize<'de> for Secret<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
+        refuse_mask(&raw).map_err(de::Error::custom)?;
         let value = T::from_text(expand_env(&raw).map_err(de::Error::custom)?)
             .map_err(de::Error::custom)?;
-        Ok(match raw.contains("${") {
-            true => Secret::new(value),
-            false => Secret::inline(value),
-        })
+        Ok(Secret::written(value, &raw))
+    }
+}
+
+/// A secret as `check --print` shows it: a `${ENV}` reference as written, one written inline
+/// as [`MASK`], one from a file not at all (its `*_file` key is shown).
+impl<T> Serialize for Secret<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.origin() {
+            Origin::Env(written) => s.serialize_str(written),
+            Origin::Inline => s.serialize_str(MASK),
+            Origin::File => s.serialize_none(),
+        }
     }
 }
 

@@ -4,25 +4,36 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::values::{de_codec, de_dev_addr, de_dev_eui, de_duration, de_listen, de_size};
+use super::values::{
+    de_codec, de_dev_addr, de_dev_eui, de_duration, de_listen, de_size, ser_codec, ser_dev_addr,
+    ser_display, ser_duration, ser_listen, ser_size,
+};
 use crate::codec::Codec;
 use crate::ids::DevEui;
 use crate::lorawan::{DevAddr, Key, SessionKeys};
 use crate::secret::Secret;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
     /// Directory of the sled database.
     #[serde(default = "default_buffer_path")]
     pub path: PathBuf,
     /// Byte cap of spilled records (`"256MiB"`, `"1GB"` or a number of bytes).
-    #[serde(default = "default_max_bytes", deserialize_with = "de_size")]
+    #[serde(
+        default = "default_max_bytes",
+        deserialize_with = "de_size",
+        serialize_with = "ser_size"
+    )]
     pub max_bytes: u64,
     /// Spilled records older than this are dropped (counted) instead of sent.
-    #[serde(default = "default_max_age", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_max_age",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub max_age: Duration,
     #[serde(default)]
     pub when_full: WhenFull,
@@ -30,11 +41,19 @@ pub struct BufferConfig {
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// A record not confirmed by the sink after this long is written to sled and acknowledged.
-    #[serde(default = "default_spill_after", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_spill_after",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub spill_after: Duration,
     /// Free space to leave on the buffer's file system: below it the buffer stops growing and
     /// `when_full` applies (reason `disk_full`), so a full disk never reaches sled as ENOSPC.
-    #[serde(default = "default_min_free", deserialize_with = "de_size")]
+    #[serde(
+        default = "default_min_free",
+        deserialize_with = "de_size",
+        serialize_with = "ser_size"
+    )]
     pub min_free: u64,
 }
 
@@ -76,7 +95,7 @@ impl Default for BufferConfig {
 }
 
 /// What a full buffer does with one more record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Delete the oldest spilled records to make room (counted and logged).
@@ -88,7 +107,7 @@ pub enum WhenFull {
     Block,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordConfig {
     /// recType of frames without a codec, or whose codec failed.
@@ -126,14 +145,22 @@ impl Default for RecordConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Serve Prometheus text metrics on this address; `"off"` turns the endpoint off.
-    #[serde(default = "default_metrics_listen", deserialize_with = "de_listen")]
+    #[serde(
+        default = "default_metrics_listen",
+        deserialize_with = "de_listen",
+        serialize_with = "ser_listen"
+    )]
     pub listen: Option<std::net::SocketAddr>,
     /// How often a status line is logged; `"0s"` turns it off.
-    #[serde(default = "default_status_interval", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_status_interval",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub status_interval: Duration,
     /// A file holding the password of the status page and metrics (HTTP Basic, any user
     /// name); needed to listen beyond loopback, unless `lan_read_only`.
@@ -181,7 +208,7 @@ impl Default for MetricsConfig {
 }
 
 /// One way to decode a payload, in a device's `decode_order`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecodeStep {
     Codec,
@@ -196,7 +223,7 @@ pub fn default_decode_order() -> Vec<DecodeStep> {
 }
 
 /// `[codecs]`: the directory of JavaScript codecs and mapping tables.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodecsConfig {
     #[serde(default = "default_codecs_dir")]
@@ -220,14 +247,14 @@ impl Default for CodecsConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// DevEUI, 16 hex digits (dashes or colons allowed).
-    #[serde(deserialize_with = "de_dev_eui")]
+    #[serde(deserialize_with = "de_dev_eui", serialize_with = "ser_display")]
     pub dev_eui: DevEui,
     /// Payload codec id (see `hubgate codecs`); without one, records go out packed.
-    #[serde(default, deserialize_with = "de_codec")]
+    #[serde(default, deserialize_with = "de_codec", serialize_with = "ser_codec")]
     pub codec: Option<Codec>,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -253,7 +280,11 @@ pub struct DeviceConfig {
     /// LoRaWAN 1.0.x session, for raw frames (serial, UDP, raw MQTT) that hubgate verifies and
     /// decrypts itself: DevAddr as usually written (8 hex digits, big-endian). Give all three
     /// of `dev_addr`, `nwk_s_key`, `app_s_key`, or none.
-    #[serde(default, deserialize_with = "de_dev_addr")]
+    #[serde(
+        default,
+        deserialize_with = "de_dev_addr",
+        serialize_with = "ser_dev_addr"
+    )]
     pub dev_addr: Option<DevAddr>,
     /// NwkSKey, 32 hex digits (MSB first, as LNS consoles show it); `${ENV}` is expanded.
     /// Prefer `nwk_s_key_file`.

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::keypath::{fields, tagged, unknown_kind};
+use super::keypath::{fields, tagged, unknown_kind, Tagged};
+use super::secrets::MASK;
 use crate::connection_string::ConnectionString;
 use crate::secret::Secret;
 
@@ -30,7 +31,29 @@ impl<'de> Deserialize<'de> for SinkConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Serialize for SinkConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SinkConfig::Eventhubs(keys) => Tagged {
+                kind: "eventhubs",
+                keys,
+            }
+            .serialize(s),
+            SinkConfig::Kafka(keys) => Tagged {
+                kind: "kafka",
+                keys,
+            }
+            .serialize(s),
+            SinkConfig::Stdout(keys) => Tagged {
+                kind: "stdout",
+                keys,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventHubsConfig {
     /// The namespace connection string (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`).
@@ -60,7 +83,7 @@ pub struct EventHubsConfig {
     pub properties: Properties,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port[,host:port…]`
@@ -109,6 +132,39 @@ impl std::ops::DerefMut for Properties {
     }
 }
 
+impl Properties {
+    /// librdkafka properties that hold a secret (`sasl.password`, `ssl.key.password`,
+    /// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, …): `check --print` masks them.
+    pub fn is_secret(key: &str) -> bool {
+        key.contains("password")
+            || key.contains("secret")
+            || key == "ssl.key.pem"
+            || key == "sasl.oauthbearer.config"
+    }
+
+    /// A secret property given as the mask `check --print` wrote: (key, reason).
+    pub fn masked(&self) -> Option<(&str, String)> {
+        self.0
+            .iter()
+            .find(|(k, v)| Properties::is_secret(k) && *v == MASK)
+            .map(|(k, _)| {
+                (
+                    k.as_str(),
+                    format!("{MASK:?} stands for a secret `check --print` did not show: write the value itself"),
+                )
+            })
+    }
+}
+
+impl Serialize for Properties {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| match Properties::is_secret(k) {
+            true => (k, MASK),
+            false => (k, v.as_str()),
+        }))
+    }
+}
+
 impl fmt::Debug for Properties {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
@@ -131,7 +187,7 @@ fn default_mechanism() -> String {
 }
 
 /// TLS unless the config says otherwise (which also needs `insecure = true`).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecurityProtocol {
     Plaintext,
@@ -152,7 +208,7 @@ impl SecurityProtocol {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
     /// Pretty-print each record over several lines instead of one JSON line.
@@ -173,7 +229,7 @@ impl SinkConfig {
 
 /// How the producer compresses its requests (librdkafka `compression.codec`). A batch is
 /// compressed as a whole: the saving grows with the records in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
@@ -195,7 +251,7 @@ impl Compression {
 }
 
 /// How hubs (topics) come to exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Provisioning {
     /// The hubs exist already (a Send-only key cannot create them): checked at start, and a

@@ -4,16 +4,18 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::keypath::{fields, tagged, unknown_kind};
+use super::keypath::{fields, tagged, unknown_kind, Tagged};
 use super::secrets::read_secret_file;
-use super::values::{de_duration, de_euis, de_mqtt_url, de_size};
+use super::values::{
+    de_duration, de_euis, de_mqtt_url, de_size, ser_display, ser_duration, ser_euis, ser_size,
+};
 use crate::mqtt_url::MqttUrl;
 use crate::secret::Secret;
 
 /// Uplink JSON formats hubgate reads from MQTT and replay files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UplinkFormat {
     /// ChirpStack v4 application integration `event/up` JSON.
@@ -47,9 +49,32 @@ impl<'de> Deserialize<'de> for SourceConfig {
     }
 }
 
+impl Serialize for SourceConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SourceConfig::Mqtt(keys) => Tagged {
+                kind: "mqtt",
+                keys: &**keys,
+            }
+            .serialize(s),
+            SourceConfig::Replay(keys) => Tagged {
+                kind: "replay",
+                keys,
+            }
+            .serialize(s),
+            SourceConfig::Serial(keys) => Tagged {
+                kind: "serial",
+                keys,
+            }
+            .serialize(s),
+            SourceConfig::Udp(keys) => Tagged { kind: "udp", keys }.serialize(s),
+        }
+    }
+}
+
 /// Semtech UDP packet forwarder (GWMP): point `lora_pkt_fwd`'s `server_address` and
 /// `serv_port_up`/`serv_port_down` here.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UdpSourceConfig {
     #[serde(default = "default_udp_listen")]
@@ -58,7 +83,7 @@ pub struct UdpSourceConfig {
     #[serde(default)]
     pub gateway_status: bool,
     /// Gateway EUIs (16 hex digits) whose datagrams are taken; empty: any gateway.
-    #[serde(default, deserialize_with = "de_euis")]
+    #[serde(default, deserialize_with = "de_euis", serialize_with = "ser_euis")]
     pub gateways: Vec<[u8; 8]>,
 }
 
@@ -66,11 +91,11 @@ fn default_udp_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 1700))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSourceConfig {
     /// `mqtt://host:port` (or `mqtts://`).
-    #[serde(deserialize_with = "de_mqtt_url")]
+    #[serde(deserialize_with = "de_mqtt_url", serialize_with = "ser_display")]
     pub url: MqttUrl,
     /// Topic filter; default: where the format's messages are published (see
     /// `crate::source::mqtt::default_topic`).
@@ -94,14 +119,26 @@ pub struct MqttSourceConfig {
     /// What those files hold, read when the config is loaded.
     #[serde(skip)]
     pub tls: MqttTls,
-    #[serde(default = "default_keep_alive", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_keep_alive",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub keep_alive: Duration,
     /// Longest wait between reconnect attempts.
-    #[serde(default = "default_reconnect_max", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_reconnect_max",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub reconnect_max: Duration,
     /// Largest message processed (`"256KiB"`, at most 16 MiB); a larger one is acknowledged,
     /// counted (`mqtt_oversized`) and kept as a dead letter.
-    #[serde(default = "default_max_message", deserialize_with = "de_size")]
+    #[serde(
+        default = "default_max_message",
+        deserialize_with = "de_size",
+        serialize_with = "ser_size"
+    )]
     pub max_message: u64,
 }
 
@@ -191,7 +228,7 @@ fn default_reconnect_max() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaySourceConfig {
     /// A file of uplink JSON documents, one per line; relative paths are from the config file.
@@ -199,12 +236,16 @@ pub struct ReplaySourceConfig {
     #[serde(default = "default_format")]
     pub format: UplinkFormat,
     /// Pause between lines, to watch the demo scroll by.
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(
+        default,
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub interval: Duration,
 }
 
 /// A serial port (USB or UART) carrying frames, one framing per port.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialSourceConfig {
     /// Device path, e.g. `/dev/ttyUSB0` or a stable `/dev/serial/by-id/…` link.
@@ -228,7 +269,11 @@ pub struct SerialSourceConfig {
     #[serde(default)]
     pub content: SerialContent,
     /// Longest wait between attempts to reopen a device that went away.
-    #[serde(default = "default_reopen_max", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_reopen_max",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
     pub reopen_max: Duration,
 }
 
@@ -245,7 +290,7 @@ fn default_reopen_max() -> Duration {
 /// Longest `lines-hex` prefix.
 pub const MAX_PREFIX: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Parity {
     #[default]
@@ -254,12 +299,21 @@ pub enum Parity {
     Odd,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(try_from = "i64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(try_from = "i64", into = "i64")]
 pub enum StopBits {
     #[default]
     One,
     Two,
+}
+
+impl From<StopBits> for i64 {
+    fn from(s: StopBits) -> i64 {
+        match s {
+            StopBits::One => 1,
+            StopBits::Two => 2,
+        }
+    }
 }
 
 impl TryFrom<i64> for StopBits {
@@ -274,13 +328,19 @@ impl TryFrom<i64> for StopBits {
 }
 
 /// Character size, 5 to 8 bits (default 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "i64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "i64", into = "i64")]
 pub struct DataBits(pub u8);
 
 impl Default for DataBits {
     fn default() -> Self {
         DataBits(8)
+    }
+}
+
+impl From<DataBits> for i64 {
+    fn from(d: DataBits) -> i64 {
+        i64::from(d.0)
     }
 }
 
@@ -295,7 +355,7 @@ impl TryFrom<i64> for DataBits {
 }
 
 /// What the frames of a serial source carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SerialContent {
     /// A CBOR map `{dev_eui, fport, payload, fcnt?, rssi?, snr?, time?}` (wired sensors).

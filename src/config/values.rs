@@ -2,12 +2,63 @@
 
 use std::time::Duration;
 
-use serde::{de, Deserialize, Deserializer};
+use serde::{de, Deserialize, Deserializer, Serializer};
 
 use crate::codec::Codec;
 use crate::ids::{parse_eui64, DevEui};
 use crate::lorawan::DevAddr;
 use crate::mqtt_url::MqttUrl;
+
+/// `check --print`'s forms of the values below: what their parsers read back.
+pub(super) fn ser_listen<S: Serializer>(
+    listen: &Option<std::net::SocketAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match listen {
+        Some(addr) => s.collect_str(addr),
+        None => s.serialize_str("off"),
+    }
+}
+
+pub(super) fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+/// In the largest binary unit that divides it: `"256MiB"`, `"1000"`.
+pub(super) fn ser_size<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    let unit = [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+        .into_iter()
+        .find(|(shift, _)| *n > 0 && n % (1 << shift) == 0);
+    match unit {
+        Some((shift, unit)) => s.collect_str(&format_args!("{}{unit}", n >> shift)),
+        None => s.collect_str(n),
+    }
+}
+
+pub(super) fn ser_display<T: std::fmt::Display, S: Serializer>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+pub(super) fn ser_dev_addr<S: Serializer>(a: &Option<DevAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_none(),
+    }
+}
+
+pub(super) fn ser_codec<S: Serializer>(c: &Option<Codec>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.serialize_str(c.id()),
+        None => s.serialize_none(),
+    }
+}
+
+pub(super) fn ser_euis<S: Serializer>(euis: &[[u8; 8]], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(euis.iter().map(hex::encode_upper))
+}
 
 pub(super) fn de_listen<'de, D: Deserializer<'de>>(
     d: D,

@@ -48,7 +48,7 @@ pub const MAX_FRAME: usize = 2048;
 const BUF: usize = MAX_FRAME + 2;
 
 /// Which framing a serial device speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Framing {
     LinesHex,
