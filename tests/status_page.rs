@@ -386,6 +386,37 @@ fn in_a_real_browser_the_pages_show_the_demo_and_the_parked_hub() {
         overview.contains("<b id=\"buffer-records\">3</b>"),
         "{overview}"
     );
+    // How long they have waited, the disk's room, the replay's frames, what went wrong in
+    // the last hour, and the agent itself.
+    let oldest = overview
+        .split("<b id=\"buffer-oldest\">")
+        .nth(1)
+        .and_then(|rest| rest.split(" s</b>").next())
+        .unwrap_or_else(|| panic!("no buffer-oldest in {overview}"));
+    assert!(oldest.parse::<u64>().is_ok(), "{oldest}");
+    assert!(overview.contains(" · disk free "), "{overview}");
+    let sources = rows(&overview, "sources");
+    assert!(
+        sources[0].starts_with("><td>replay</td>")
+            && sources[0].contains(&format!("<td>{UPLINKS}</td></tr>")),
+        "{sources:#?}"
+    );
+    let kinds = rows(&overview, "problem-kinds");
+    assert!(
+        kinds
+            .iter()
+            .any(|r| r.starts_with("><td>unknown_device</td><td>3</td></tr>")),
+        "{kinds:#?}"
+    );
+    let version = format!("hubgate {}", env!("CARGO_PKG_VERSION"));
+    for text in [
+        version.as_str(),
+        " · up ",
+        " · clock <span class=\"",
+        "0 dropped",
+    ] {
+        assert!(overview.contains(text), "no {text:?} in {overview}");
+    }
     // Two bar charts; in each the largest value (records in, records buffered) is a bar of
     // the full 106 px, whichever minute(s) the replay fell into.
     let plots: Vec<&str> = overview.split("<svg").skip(1).collect();
@@ -399,6 +430,10 @@ fn in_a_real_browser_the_pages_show_the_demo_and_the_parked_hub() {
     }
 
     let devices = dom(&agent, dir.path(), "/devices");
+    assert!(
+        devices.contains("<p id=\"device-count\">7 device(s) heard, 7 shown.</p>"),
+        "{devices}"
+    );
     let table = rows(&devices, "devices");
     assert_eq!(table.len(), 7, "{table:#?}");
     let lobby = table

@@ -285,7 +285,7 @@ fn upstream(b: &mut String, s: &Snapshot) {
 }
 
 fn sources(b: &mut String, s: &Snapshot) {
-    b.push_str("<section id=sources><h2>Sources</h2><table><tr><th>source<th>where<th>state<th>frames this minute<th>last hour<th>total</tr>");
+    b.push_str("<section><h2>Sources</h2><table id=sources><tr><th>source<th>where<th>state<th>frames this minute<th>last hour<th>total</tr>");
     for src in &s.sources {
         let _ = write!(
             b,
@@ -344,7 +344,7 @@ fn last_hour(b: &mut String, s: &Snapshot) {
     if h.problems.is_empty() {
         b.push_str(" · no problems</p>");
     } else {
-        b.push_str(" · problems by kind:</p><table id=problem-kinds>");
+        b.push_str(" · problems by kind:</p><table id=problem-kinds><tr><th>kind<th>count</tr>");
         for (kind, n) in &h.problems {
             let _ = write!(b, "<tr><td>{}<td>{n}</tr>", esc(kind));
         }
