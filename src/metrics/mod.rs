@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use oldest::OldestRecord;
-pub use park_reasons::ParkReasons;
+pub use park_reasons::{ParkReason, ParkReasons};
 
 /// One number: a counter, or a gauge when `set`.
 #[derive(Default)]
@@ -296,11 +296,7 @@ impl Metrics {
                 .iter()
                 .all(|(r, _)| parked.contains(r));
         let parked = match self.park_reasons.first() {
-            Some(why) if all => format!(
-                " (EVERY recType parked: {}; fix: {})",
-                why.what(),
-                why.fix()
-            ),
+            Some(why) if all => format!(" (EVERY recType parked: {}; fix: {})", why.what, why.fix),
             _ if parked.is_empty() => String::new(),
             _ => format!(" (parked: {})", parked.join(", ")),
         };

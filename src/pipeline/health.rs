@@ -119,7 +119,15 @@ impl SinkHealth {
                 };
                 self.parked.insert(rec_type.to_string(), park);
                 self.metrics.parked.set(rec_type, 1);
-                self.metrics.park_reasons.set(rec_type, reason);
+                self.metrics.park_reasons.set(
+                    rec_type,
+                    crate::metrics::ParkReason {
+                        kind: reason.kind(),
+                        what: reason.what(),
+                        fix: reason.fix(),
+                        line: reason.to_string(),
+                    },
+                );
                 Verdict::Parked(wait)
             }
             SinkError::Retry(_) | SinkError::Reject(_) => {
