@@ -3,13 +3,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::codec::{rec_type, Codec, CodecError};
-use crate::config::{Config, DecodeStep};
+use crate::config::{CodecsConfig, Config, DecodeStep};
 use crate::format::DeadLetter;
 use crate::ids::DevEui;
+use crate::js::dir::{Script, Scripts};
+use crate::js::JsError;
 use crate::lorawan::{self, LorawanError};
 use crate::mapping::{self, Table};
 use crate::metrics::devices::Outcome;
@@ -21,6 +24,8 @@ use crate::uplink::{RadioFrame, Uplink};
 struct Device {
     codec: Option<Codec>,
     order: Vec<DecodeStep>,
+    /// Its JavaScript codec's name (`js_codec`); else the device profile's, if any.
+    js: Option<String>,
     /// Mapping table of the network server's object.
     mapping: Option<Table>,
     tags: Vec<String>,
@@ -32,11 +37,28 @@ pub struct Decoder {
     /// Session keys and frame counters of devices whose radio frames hubgate decrypts.
     lorawan: lorawan::Decoder,
     devices: HashMap<DevEui, Device>,
+    /// The JavaScript codecs the config names, and where they come from.
+    scripts: Scripts,
+    codecs: CodecsConfig,
+    /// Set (SIGHUP) to load the codec directory again before the next uplink.
+    reload: Arc<AtomicBool>,
     packed_rec_type: String,
     global_tags: Vec<String>,
     /// The envelope's `source`.
     source: String,
     metrics: Arc<Metrics>,
+}
+
+/// The JavaScript codecs `cfg` names: its devices' and its device profiles'.
+fn load_scripts(cfg: &Config, metrics: &Metrics) -> Scripts {
+    let names = cfg
+        .devices
+        .iter()
+        .filter_map(|d| d.js_codec.as_deref())
+        .chain(cfg.codecs.profiles.values().map(String::as_str));
+    Scripts::load(&cfg.codecs.dir, names, |e| {
+        metrics.problem("codec_file", || format!("JavaScript codec {e}"))
+    })
 }
 
 /// The mapping table `<dir>/<name>.toml`; a missing or bad one is a problem (`codec_file`),
@@ -65,6 +87,7 @@ impl Decoder {
                     Device {
                         codec: d.codec,
                         order: d.decode_order.clone(),
+                        js: d.js_codec.clone(),
                         mapping: d
                             .mapping
                             .as_deref()
@@ -82,14 +105,44 @@ impl Decoder {
                 sessions.add(lorawan::Session::new(dev_addr, d.dev_eui, keys));
             }
         }
+        let scripts = load_scripts(cfg, &metrics);
         Decoder {
             devices,
+            scripts,
+            codecs: cfg.codecs.clone(),
+            reload: Arc::new(AtomicBool::new(false)),
             lorawan: sessions,
             packed_rec_type: cfg.record.packed_rec_type.clone(),
             global_tags: cfg.record.global_tags.clone(),
             source: cfg.record.source.clone(),
             metrics,
         }
+    }
+
+    /// A flag that, once set, has the codec directory loaded again before the next uplink
+    /// (SIGHUP), on the thread that decodes.
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        self.reload.clone()
+    }
+
+    /// Load the JavaScript codecs again (their files may have changed); the ones that fail
+    /// now are counted and keep their reason.
+    fn reload_scripts(&mut self) {
+        let names: Vec<String> = self
+            .devices
+            .values()
+            .filter_map(|d| d.js.clone())
+            .chain(self.codecs.profiles.values().cloned())
+            .collect();
+        let metrics = &self.metrics;
+        self.scripts = Scripts::load(&self.codecs.dir, names.iter().map(String::as_str), |e| {
+            metrics.problem("codec_file", || format!("JavaScript codec {e}"))
+        });
+        log::info!(
+            "codec directory {} loaded again: {} JavaScript codec(s)",
+            self.codecs.dir.display(),
+            self.scripts.len()
+        );
     }
 
     /// LoRaWAN frame counters accepted since the last call: (DevAddr, DevEUI, FCnt32).
@@ -106,6 +159,9 @@ impl Decoder {
     /// `None` when the input holds nothing to send (see [`Input`]). A panic while decoding
     /// (a bug) is contained: counted as `decode_panic`, and the input still becomes a record.
     pub fn decode(&mut self, input: &Input) -> Option<Record> {
+        if self.reload.swap(false, Ordering::Relaxed) {
+            self.reload_scripts();
+        }
         crate::contain::contain(|| self.decode_inner(input))
             .unwrap_or_else(|panic| Some(self.after_panic(input, &panic)))
     }
@@ -201,6 +257,23 @@ impl Decoder {
         ))
     }
 
+    /// The record of `up` decoded with the JavaScript codec `script`, as
+    /// [`decode_with`](Decoder::decode_with) does for the built-in ones.
+    pub fn decode_js_with(&self, up: &Uplink, script: &Script) -> Result<Record, JsError> {
+        let out = script.codec.decode(up.fport, &up.payload, up.time)?;
+        let mapped = mapping::map(Some(&out.data), script.table.as_ref(), &out.normalized);
+        let payload = Payload::Object {
+            class: &script.class,
+            mapped,
+        };
+        Ok(record::build(
+            up,
+            &self.info(up),
+            payload,
+            SystemTime::now(),
+        ))
+    }
+
     /// What the config says about the device of `up` and the site.
     fn info(&self, up: &Uplink) -> DeviceInfo<'_> {
         let device = self.devices.get(&up.dev_eui);
@@ -268,7 +341,51 @@ impl Decoder {
                         }
                     }
                 }
-                DecodeStep::Js => {}
+                DecodeStep::Js => {
+                    let profile = up.ns.profile.as_ref();
+                    let Some(name) = device
+                        .and_then(|d| d.js.as_ref())
+                        .or_else(|| profile.and_then(|p| self.codecs.profiles.get(p)))
+                    else {
+                        continue;
+                    };
+                    let script = match self.scripts.get(name) {
+                        Some(Ok(script)) => script,
+                        Some(Err(e)) => {
+                            failed.get_or_insert_with(|| format!("JavaScript codec {e}"));
+                            continue;
+                        }
+                        None => continue,
+                    };
+                    match script.codec.decode(up.fport, &up.payload, up.time) {
+                        Ok(out) => {
+                            let table = script
+                                .table
+                                .as_ref()
+                                .or_else(|| device.and_then(|d| d.mapping.as_ref()));
+                            let mapped = mapping::map(Some(&out.data), table, &out.normalized);
+                            heard(Outcome::Decoded {
+                                codec: "javascript",
+                                rec_type: rec_type::known(&mapped.rec_type),
+                                readings: &[],
+                                health: &[],
+                            });
+                            let payload = Payload::Object {
+                                class: &script.class,
+                                mapped,
+                            };
+                            self.metrics.decoded.inc();
+                            return record::build(up, &info, payload, now);
+                        }
+                        Err(e) => {
+                            self.metrics.decode_errors.inc(JS_ERRORS);
+                            self.metrics.problem("js_error", || {
+                                format!("device {} (JavaScript {name}): {e}", up.device_id())
+                            });
+                            failed.get_or_insert_with(|| format!("JavaScript {name}: {e}"));
+                        }
+                    }
+                }
                 DecodeStep::Network => {
                     if let Some(n) = up.ns.oversized {
                         let e = format!(
@@ -321,6 +438,9 @@ impl Decoder {
 /// `unpacker.class` and `meta.dc.device_type` of records made from what the network server
 /// decoded.
 pub const NETWORK: &str = "network-server";
+
+/// The `decode_errors` label of JavaScript codec failures (their names are the operator's).
+const JS_ERRORS: &str = "javascript";
 
 #[cfg(test)]
 mod tests {
@@ -552,6 +672,106 @@ mod tests {
             "{error}"
         );
         assert_eq!(m.problems("ns_object_too_large"), 1);
+    }
+
+    #[cfg(feature = "js")]
+    fn js_decoder(dir: &Path, device: &str, more: &str) -> (Decoder, Arc<Metrics>) {
+        let text = format!(
+            "[codecs]\ndir = {dir:?}\n{more}[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\n{device}"
+        );
+        let m = Metrics::new();
+        (Decoder::new(&Config::parse(&text).unwrap(), m.clone()), m)
+    }
+
+    #[cfg(feature = "js")]
+    fn with_payload(payload: &[u8]) -> Input {
+        let Input::Uplink(mut up) = uplink() else {
+            unreachable!()
+        };
+        up.payload = payload.to_vec();
+        Input::Uplink(up)
+    }
+
+    /// A device's JavaScript codec decodes its uplinks, mapped by the codec's table; a
+    /// device profile can name the codec instead.
+    #[cfg(feature = "js")]
+    #[test]
+    fn a_javascript_codec_decodes_into_an_unpacked_record() {
+        let examples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/codecs"));
+        let (mut d, m) = js_decoder(examples, "js_codec = \"example-door\"\n", "");
+        let rec = d.decode(&with_payload(&[1, 0, 42, 87])).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.openclose.unpacked");
+        let v = body(&rec);
+        let data = &v["obj"]["data"];
+        assert_eq!(data["open"], serde_json::json!([{"value": true}]));
+        assert_eq!(
+            data["events_since_reset"],
+            serde_json::json!([{"value": 42}])
+        );
+        assert_eq!(
+            data["device_health"]["charge"],
+            serde_json::json!([{"value": 87, "unit": "%"}])
+        );
+        assert_eq!(data["unpacker"]["class"], "js/example-door");
+        // The codec throws: packed, with its reason.
+        let rec = d.decode(&with_payload(&[1])).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        assert_eq!(
+            body(&rec)["obj"]["data"]["error"],
+            "JavaScript example-door: threw Error: need 4 bytes, got 1"
+        );
+        assert_eq!(m.problems("js_error"), 1);
+        // By device profile.
+        let (mut d, _) = js_decoder(
+            examples,
+            "",
+            "[codecs.profiles]\n\"TH sensor\" = \"example-th\"\n",
+        );
+        let Input::Uplink(mut up) = with_payload(&[0x08, 0x66, 0x51, 0x0e, 0x10]) else {
+            unreachable!()
+        };
+        up.fport = Some(1);
+        up.ns.profile = Some("TH sensor".into());
+        let v = body(&d.decode(&Input::Uplink(up)).unwrap());
+        assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 21.5);
+        assert_eq!(v["obj"]["data"]["humidity"][0]["value"], 40.5);
+        assert_eq!(
+            v["obj"]["data"]["device_health"]["voltage"][0]["value"],
+            3.6
+        );
+        assert_eq!(
+            v["obj"]["data"]["origin"],
+            serde_json::json!({"temperature": 21.5, "humidity": 40.5, "battery_mv": 3600})
+        );
+    }
+
+    /// A codec file that cannot be loaded is a counted problem and its devices' uplinks go
+    /// out packed with the reason; SIGHUP's flag loads the directory again.
+    #[cfg(feature = "js")]
+    #[test]
+    fn codec_files_load_at_start_and_again_on_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.js");
+        std::fs::write(&file, "function decodeUplink( {").unwrap();
+        let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
+        assert_eq!(m.problems("codec_file"), 1);
+        let rec = d.decode(&with_payload(&[7])).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        let error = body(&rec)["obj"]["data"]["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("c.js: threw SyntaxError"), "{error}");
+        std::fs::write(
+            &file,
+            "function decodeUplink(i) { return {data: {b: i.bytes[0]}}; }",
+        )
+        .unwrap();
+        d.reload_flag().store(true, Ordering::Relaxed);
+        let v = body(&d.decode(&with_payload(&[7])).unwrap());
+        assert_eq!(v["obj"]["data"]["origin"], serde_json::json!({"b": 7}));
+        assert_eq!(v["obj"]["recType"], "io.microshare.lorawan.unpacked");
     }
 
     /// A device's `usecase` and `packed_rec_type` win over the recType's code and the site's

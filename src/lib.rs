@@ -17,6 +17,7 @@ pub mod format;
 pub mod framing;
 pub mod http;
 pub mod ids;
+pub mod js;
 pub mod logline;
 pub mod lorawan;
 pub mod mapping;

@@ -46,8 +46,12 @@ enum Command {
         /// A config whose device tags, usecase, global tags and source go into the record.
         #[arg(short, long)]
         config: Option<PathBuf>,
-        #[arg(long)]
-        codec: String,
+        /// A built-in codec (`hubgate codecs`).
+        #[arg(long, required_unless_present = "js", conflicts_with = "js")]
+        codec: Option<String>,
+        /// A JavaScript codec file (its `.toml` mapping table beside it, if any).
+        #[arg(long, value_name = "FILE")]
+        js: Option<PathBuf>,
         #[arg(long)]
         fport: Option<u8>,
         /// The device (default 00-00-00-00-00-00-00-00).
@@ -90,8 +94,13 @@ enum Command {
         #[arg(value_name = "PHYHEX")]
         phyhex: String,
     },
-    /// List codec ids, the recType each produces and an example payload (fPort, hex).
-    Codecs,
+    /// List codec ids, the recType each produces and an example payload (fPort, hex); then
+    /// the JavaScript codecs of DIR: `js/<name>`, the recType of their mapping table (`-`:
+    /// chosen from the fields) and whether they load.
+    Codecs {
+        #[arg(long, value_name = "DIR", default_value = "/etc/hubgate/codecs")]
+        dir: PathBuf,
+    },
     /// Inspect or empty the spill buffer (stop the agent first).
     Buffer {
         #[command(subcommand)]
@@ -141,6 +150,7 @@ fn main() -> ExitCode {
         Command::Decode {
             config,
             codec,
+            js,
             fport,
             dev_eui,
             fcnt,
@@ -153,7 +163,12 @@ fn main() -> ExitCode {
                 fcnt,
                 time,
             };
-            decode(config.as_deref(), &codec, up, &hex)
+            let with = match (codec, js) {
+                (Some(id), _) => With::Codec(id),
+                (None, Some(file)) => With::Js(file),
+                (None, None) => unreachable!("clap requires --codec or --js"),
+            };
+            decode(config.as_deref(), with, up, &hex)
         }
         Command::Lorawan {
             fcnt32,
@@ -169,7 +184,7 @@ fn main() -> ExitCode {
             Ok((nwk, app)) => lorawan(nwk.as_deref(), app.as_deref(), fcnt32, &phyhex),
             Err(code) => code,
         },
-        Command::Codecs => {
+        Command::Codecs { dir } => {
             // id, recType, then an example: `hubgate decode --codec ID --fport PORT HEX`.
             for &c in Codec::ALL {
                 let e = c.example();
@@ -180,6 +195,19 @@ fn main() -> ExitCode {
                     e.fport,
                     e.hex
                 );
+            }
+            // A missing directory just means no JavaScript codecs.
+            for name in hubgate::js::dir::names(&dir).unwrap_or_default() {
+                let (rec_type, state) = match hubgate::js::dir::load(&dir, &name) {
+                    Ok(s) => (
+                        s.table
+                            .and_then(|t| t.rec_type)
+                            .unwrap_or_else(|| "-".into()),
+                        "ok".to_string(),
+                    ),
+                    Err(e) => ("-".into(), e),
+                };
+                println!("{:<24} {:<38} {state}", format!("js/{name}"), rec_type);
             }
             ExitCode::SUCCESS
         }
@@ -356,12 +384,31 @@ struct DecodeArgs {
     time: Option<String>,
 }
 
-fn decode(config: Option<&Path>, codec: &str, args: DecodeArgs, hex_payload: &str) -> ExitCode {
-    let Some(codec) = Codec::from_id(codec) else {
-        return fail(
-            2,
-            format!("unknown codec {codec:?} (run `hubgate codecs` for the list)"),
-        );
+/// What `hubgate decode` decodes with.
+enum With {
+    Codec(String),
+    Js(PathBuf),
+}
+
+fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str) -> ExitCode {
+    enum Loaded {
+        Codec(Codec),
+        Js(Box<hubgate::js::dir::Script>),
+    }
+    let loaded = match with {
+        With::Codec(id) => match Codec::from_id(&id) {
+            Some(c) => Loaded::Codec(c),
+            None => {
+                return fail(
+                    2,
+                    format!("unknown codec {id:?} (run `hubgate codecs` for the list)"),
+                )
+            }
+        },
+        With::Js(file) => match hubgate::js::dir::load_file(&file) {
+            Ok(script) => Loaded::Js(Box::new(script)),
+            Err(e) => return fail(2, format!("--js {e}")),
+        },
     };
     let clean: String = hex_payload.chars().filter(|c| !c.is_whitespace()).collect();
     let payload = match hex::decode(&clean) {
@@ -399,7 +446,13 @@ fn decode(config: Option<&Path>, codec: &str, args: DecodeArgs, hex_payload: &st
         ns: hubgate::uplink::NsDecoded::default(),
     };
     let decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
-    let rec = match decoder.decode_with(&up, codec) {
+    let rec = match &loaded {
+        Loaded::Codec(codec) => decoder.decode_with(&up, *codec).map_err(|e| e.to_string()),
+        Loaded::Js(script) => decoder
+            .decode_js_with(&up, script)
+            .map_err(|e| format!("{}: {e}", script.class)),
+    };
+    let rec = match rec {
         Ok(rec) => rec,
         Err(e) => return fail(2, e),
     };

@@ -381,7 +381,7 @@ fn demo_prints_decoded_records_and_exits() {
 /// `hubgate decode` decodes each example with the listed recType.
 #[test]
 fn every_listed_codec_decodes_its_example_with_its_rec_type() {
-    let listing = stdout(&hubgate(&["codecs"]));
+    let listing = stdout(&hubgate(&["codecs", "--dir", "/nonexistent"]));
     let mut ids = Vec::new();
     for line in listing.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();
@@ -530,4 +530,52 @@ fn buffer_stats_export_and_purge() {
         after * 4 < on_disk,
         "purge gives the space back: {on_disk} -> {after}"
     );
+}
+
+/// `hubgate decode --js FILE` prints the record like the built-in codecs, mapped by the
+/// table beside the file; a codec that throws is one line on stderr, exit 2.
+#[cfg(feature = "js")]
+#[test]
+fn decode_with_a_javascript_codec() {
+    let door = repo("codecs/example-door.js");
+    let o = hubgate(&["decode", "--js", &door, "--fport", "2", "01002a57"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["recType"], "io.microshare.openclose.unpacked");
+    assert_eq!(v["data"]["open"], serde_json::json!([{"value": true}]));
+    assert_eq!(v["data"]["unpacker"]["class"], "js/example-door");
+    let o = hubgate(&["decode", "--js", &door, "01"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "hubgate: js/example-door: threw Error: need 4 bytes, got 1\n"
+    );
+    let o = hubgate(&["decode", "--js", &repo("codecs/missing.js"), "01"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).starts_with("hubgate: --js "), "{}", stderr(&o));
+}
+
+/// `hubgate codecs --dir DIR` lists the directory's JavaScript codecs after the built-in
+/// ones, with their table's recType and whether they load.
+#[cfg(feature = "js")]
+#[test]
+fn codecs_lists_the_javascript_codecs_of_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["example-door.js", "example-door.toml", "example-th.js"] {
+        std::fs::copy(repo(&format!("codecs/{f}")), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("broken.js"), "function Decode( {").unwrap();
+    let out = stdout(&hubgate(&["codecs", "--dir", dir.path().to_str().unwrap()]));
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("js/")).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("js/broken") && lines[0].contains("SyntaxError"),
+        "{out}"
+    );
+    let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert_eq!(
+        words(lines[1]),
+        ["js/example-door", "io.microshare.openclose.unpacked", "ok"]
+    );
+    assert_eq!(words(lines[2]), ["js/example-th", "-", "ok"]);
 }

@@ -223,7 +223,7 @@ pub fn default_decode_order() -> Vec<DecodeStep> {
 }
 
 /// `[codecs]`: the directory of JavaScript codecs and mapping tables.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodecsConfig {
     #[serde(default = "default_codecs_dir")]

@@ -11,7 +11,7 @@ use super::ParseError;
 pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
 /// The MQTT topic filter of gateway frames (ChirpStack MQTT forwarder, gateway bridge).
 pub const GATEWAY_TOPIC: &str = "+/gateway/+/event/up";
-use crate::uplink::{Radio, RadioFrame, Uplink};
+use crate::uplink::{NsDecoded, Radio, RadioFrame, Uplink};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +34,7 @@ struct Event {
 struct DeviceInfo {
     dev_eui: String,
     device_name: Option<String>,
+    device_profile_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -159,7 +160,10 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: best.and_then(|r| r.channel),
         },
-        ns: super::ns_decoded(ev.object, None),
+        ns: NsDecoded {
+            profile: ev.device_info.device_profile_name,
+            ..super::ns_decoded(ev.object, None)
+        },
     })
 }
 

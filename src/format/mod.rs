@@ -126,6 +126,7 @@ fn ns_decoded(
             other => other.and_then(object_of).into_iter().collect(),
         },
         oversized: None,
+        profile: None,
     }
 }
 

@@ -79,6 +79,11 @@ impl Forwarder {
         })
     }
 
+    /// Set on SIGHUP: the decoder loads the codec directory again before its next uplink.
+    pub fn codec_reload(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.decoder.reload_flag()
+    }
+
     /// Beats once per round, for the systemd watchdog.
     pub fn heartbeat(&self) -> Heartbeat {
         self.heartbeat.clone()

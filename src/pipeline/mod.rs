@@ -43,7 +43,8 @@ pub enum RunError {
 
 /// Run the agent, with the parts [`prepare::prepare`] built from `cfg`, until `stop`
 /// resolves or every source has ended and all is delivered. A message on `reload` (SIGHUP)
-/// re-reads the connection string and rebuilds the sink.
+/// re-reads the connection string and rebuilds the sink, and has the codec directory loaded
+/// again.
 pub async fn run(
     cfg: Config,
     prepared: prepare::Prepared,
@@ -111,7 +112,7 @@ pub async fn run(
         cfg.sink.clone(),
         delivery_tx,
         sink_tx,
-        reload,
+        (reload, forwarder.codec_reload()),
         metrics.clone(),
         hubs,
     ));
@@ -220,12 +221,12 @@ const SECRET_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Key rotation: on `reload` (SIGHUP) or when the connection string file changes, read it
 /// again and hand the forwarder a new sink; existing Kafka sessions would otherwise keep the
-/// old key alive.
+/// old key alive. SIGHUP also sets `codecs`: the decoder loads the codec directory again.
 async fn rotate_credentials(
     sink_cfg: crate::config::SinkConfig,
     deliveries: crate::sink::Deliveries,
     new_sinks: mpsc::Sender<Box<dyn crate::sink::Sink>>,
-    mut reload: mpsc::Receiver<()>,
+    (mut reload, codecs): (mpsc::Receiver<()>, Arc<std::sync::atomic::AtomicBool>),
     metrics: std::sync::Arc<Metrics>,
     hubs: Hubs,
 ) {
@@ -250,6 +251,7 @@ async fn rotate_credentials(
                     continue;
                 }
                 log::info!("reload requested");
+                codecs.store(true, std::sync::atomic::Ordering::Relaxed);
                 // The file is read now: the poll must not rebuild the sink for it again.
                 seen = mtime().await;
             }

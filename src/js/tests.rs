@@ -1,0 +1,191 @@
+use super::*;
+use serde_json::json;
+use serde_json::Map;
+use std::time::{Instant, SystemTime};
+
+use std::path::Path;
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/codecs");
+
+fn example(name: &str) -> JsCodec {
+    dir::load(Path::new(EXAMPLES), name).unwrap().codec
+}
+
+fn codec(source: &str) -> JsCodec {
+    JsCodec::load("test.js", source).unwrap()
+}
+
+fn at() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn err(c: &JsCodec, bytes: &[u8]) -> JsError {
+    c.decode(Some(1), bytes, at()).unwrap_err()
+}
+
+#[test]
+fn ttn_form_with_normalize() {
+    let c = example("example-th");
+    let out = c
+        .decode(Some(1), &[0x08, 0x66, 0x51, 0x0e, 0x10, 0], at())
+        .unwrap();
+    assert_eq!(
+        Json::Object(out.data),
+        json!({"temperature": 21.5, "humidity": 40.5, "battery_mv": 3600})
+    );
+    assert_eq!(
+        out.normalized,
+        vec![serde_json::from_value::<Map<String, Json>>(
+            json!({"air": {"temperature": 21.5, "relativeHumidity": 40.5}, "battery": 3.6})
+        )
+        .unwrap()]
+    );
+    assert_eq!(out.warnings, ["ignored 1 trailing bytes"]);
+    // Negative temperature, and the codec's own errors.
+    let out = c.decode(Some(1), &[0xff, 0x38, 0, 0, 0], at()).unwrap();
+    assert_eq!(out.data["temperature"], -2.0);
+    assert_eq!(
+        err(&c, &[1, 2]),
+        JsError::Reported("need 5 bytes, got 2".into())
+    );
+    assert_eq!(
+        c.decode(Some(9), &[0; 5], at()).unwrap_err().to_string(),
+        "reported errors: unknown fPort 9"
+    );
+}
+
+#[test]
+fn chirpstack_v4_and_v3_forms() {
+    let c = example("example-door");
+    let out = c.decode(Some(10), &[1, 0, 42, 87], at()).unwrap();
+    assert_eq!(
+        Json::Object(out.data),
+        json!({"door_open": true, "openings": 42, "battery_pct": 87})
+    );
+    assert_eq!(
+        err(&c, &[1]),
+        JsError::Threw("Error: need 4 bytes, got 1".into())
+    );
+    let c = example("example-counter");
+    let out = c.decode(Some(3), &[0, 1, 0, 1], at()).unwrap();
+    assert_eq!(Json::Object(out.data), json!({"port": 3, "pulses": 65537}));
+    let c = codec("function Decoder(bytes, port) { return {n: bytes.length, port: port}; }");
+    let out = c.decode(None, &[1, 2], at()).unwrap();
+    assert_eq!(Json::Object(out.data), json!({"n": 2}));
+}
+
+#[test]
+fn the_input_carries_the_receive_time() {
+    let c = codec("function decodeUplink(i) { return {data: {t: i.recvTime.toISOString()}}; }");
+    let out = c.decode(Some(1), &[], at()).unwrap();
+    assert_eq!(out.data["t"], "2023-11-14T22:13:20.000Z");
+}
+
+/// A codec that loops, recurses, eats memory, throws or returns junk costs one error, and
+/// the same engine decodes the next payload.
+#[test]
+fn misbehaving_codecs_cost_one_call() {
+    let c = codec(
+        "function decodeUplink(i) {
+           switch (i.bytes[0]) {
+             case 1: for (;;) {}
+             case 2: var a = []; for (;;) { a.push(new Array(100000).fill(1)); }
+             case 3: var f = function () { return f() + 1; }; return f();
+             case 4: throw 'plain string';
+             case 5: return 42;
+             case 6: return {data: [1, 2]};
+             case 7: var o = {}; o.self = o; return {data: o};
+             case 8: return {data: {s: 'x'.repeat(100000)}};
+             case 9: return {data: {f: function () {}, u: undefined, n: NaN}};
+             case 10: return undefined;
+             case 11: throw null;
+             default: return {data: {ok: true}};
+           }
+         }",
+    );
+    let ok = || c.decode(Some(1), &[0], at()).unwrap().data["ok"].clone();
+    let started = Instant::now();
+    assert_eq!(err(&c, &[1]), JsError::TimedOut);
+    assert!(
+        started.elapsed() < TIME_LIMIT * 20,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(ok(), true);
+    assert_eq!(err(&c, &[2]), JsError::OutOfMemory);
+    assert_eq!(ok(), true);
+    assert!(matches!(err(&c, &[3]), JsError::Threw(m) if m.starts_with("RangeError")));
+    assert_eq!(err(&c, &[4]), JsError::Threw("\"plain string\"".into()));
+    assert_eq!(err(&c, &[5]), JsError::Junk("a number, not {data}".into()));
+    assert_eq!(
+        err(&c, &[6]),
+        JsError::Junk("data that is not an object: an array".into())
+    );
+    assert!(matches!(err(&c, &[7]), JsError::Threw(m) if m.starts_with("TypeError")));
+    assert!(matches!(err(&c, &[8]), JsError::Junk(m) if m.ends_with("bytes of JSON")));
+    let out = c.decode(Some(1), &[9], at()).unwrap();
+    assert_eq!(Json::Object(out.data), json!({"n": null}));
+    assert_eq!(
+        err(&c, &[10]),
+        JsError::Junk("nothing JSON can hold".into())
+    );
+    assert_eq!(err(&c, &[11]), JsError::Threw("a null".into()));
+    assert_eq!(ok(), true);
+    assert!(c.memory_used() < MEMORY_LIMIT as u64);
+}
+
+/// No module loading, no I/O: the engine has neither.
+#[test]
+fn the_sandbox_has_no_io_and_no_modules() {
+    let c = codec(
+        "function decodeUplink(i) {
+           var seen = {};
+           ['require', 'process', 'std', 'os', 'fetch', 'XMLHttpRequest', 'Deno', 'scriptArgs']
+             .forEach(function (n) { seen[n] = typeof globalThis[n]; });
+           return {data: seen};
+         }",
+    );
+    let out = c.decode(Some(1), &[], at()).unwrap();
+    assert!(
+        out.data.values().all(|v| v == "undefined"),
+        "{:?}",
+        out.data
+    );
+    let e = JsCodec::load(
+        "m.js",
+        "import * as os from 'os'; function decodeUplink() {}",
+    );
+    assert!(
+        matches!(e, Err(JsError::Threw(m)) if m.starts_with("SyntaxError")),
+        "module syntax"
+    );
+}
+
+#[test]
+fn loading_fails_with_a_reason() {
+    assert_eq!(
+        JsCodec::load("x.js", "var x = 1;").err(),
+        Some(JsError::NoEntryPoint)
+    );
+    assert!(matches!(
+        JsCodec::load("x.js", "function decodeUplink( {").err(),
+        Some(JsError::Threw(m)) if m.starts_with("SyntaxError")
+    ));
+    assert_eq!(
+        JsCodec::load("x.js", "for (;;) {}").err(),
+        Some(JsError::TimedOut)
+    );
+    assert!(dir::path(Path::new("/d"), "../etc/passwd", "js").is_err());
+    assert!(dir::path(Path::new("/d"), ".hidden", "js").is_err());
+    assert_eq!(
+        dir::names(Path::new(EXAMPLES)).unwrap(),
+        ["example-counter", "example-door", "example-th"]
+    );
+    let door = dir::load(Path::new(EXAMPLES), "example-door").unwrap();
+    assert_eq!(door.table.unwrap().fields["door_open"].field, "open");
+    assert_eq!(door.class, "js/example-door");
+    assert!(dir::load(Path::new(EXAMPLES), "example-th")
+        .unwrap()
+        .table
+        .is_none());
+}
