@@ -1,7 +1,7 @@
 use super::*;
 use serde_json::json;
 use serde_json::Map;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use std::path::Path;
 
@@ -104,13 +104,7 @@ fn misbehaving_codecs_cost_one_call() {
          }",
     );
     let ok = || c.decode(Some(1), &[0], at()).unwrap().data["ok"].clone();
-    let started = Instant::now();
     assert_eq!(err(&c, &[1]), JsError::TimedOut);
-    assert!(
-        started.elapsed() < TIME_LIMIT * 20,
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(ok(), true);
     assert_eq!(err(&c, &[2]), JsError::OutOfMemory);
     assert_eq!(ok(), true);
