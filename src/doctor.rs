@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 
 use crate::buffer::{disk, BufferLock};
-use crate::config::{
-    BufferConfig, Config, MqttSourceConfig, Provisioning, SinkConfig, SourceConfig,
-};
+use crate::config::{BufferConfig, Config, MqttSourceConfig, SinkConfig, SourceConfig};
+use crate::sink::refusal::{Cause, Setup};
+use crate::sink::{probe, provision};
 
 /// How long one network step may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -341,23 +341,142 @@ fn sink(cfg: &Config, list: &mut Checklist) {
             return;
         }
     };
-    let auto = cfg.sink.provisioning() == Some(Provisioning::Auto);
-    for (rec_type, hub) in hubs {
+    hub_steps(cfg, &client, &present, &hubs, list);
+}
+
+/// One step per recType (its hub exists, would be created, or why not and the fix), the
+/// namespace's hub count against the tiers' caps, and one probe record written.
+fn hub_steps(
+    cfg: &Config,
+    client: &ClientConfig,
+    present: &probe::Hubs,
+    plan: &[(&str, &str)],
+    list: &mut Checklist,
+) {
+    let setup = crate::sink::hub_setup(&cfg.sink).unwrap_or_default();
+    let mut missing: Vec<&str> = plan
+        .iter()
+        .map(|(_, h)| *h)
+        .filter(|h| !present.contains_key(*h))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    let creatable = if setup.auto && !missing.is_empty() {
+        provision::would_create(client, &setup, &missing)
+    } else {
+        Ok(Default::default())
+    };
+    for (rec_type, hub) in plan {
         let name = if hub == rec_type {
             "hub".to_string()
         } else {
             format!("hub {hub:?}")
         };
-        let outcome = match present.get(hub) {
-            Some(partitions) => Outcome::Ok(format!("{name} exists ({partitions} partition(s))")),
-            None if auto => Outcome::Ok(format!(
-                "{name} does not exist yet; provisioning = \"auto\" creates it with the first record"
+        let outcome = match (present.get(*hub), &creatable) {
+            (Some(partitions), _) => {
+                Outcome::Ok(format!("{name} exists ({partitions} partition(s))"))
+            }
+            (None, _) if !setup.auto => Outcome::Fail(format!(
+                "{name} does not exist: {}; until then its records wait in the buffer",
+                setup.missing(hub).fix()
             )),
-            None => Outcome::Fail(format!(
-                "{name} does not exist: create it (a Send-only key cannot), or map the recType to an existing hub in [sink.hubs]; until then its records wait in the buffer"
+            (None, Ok(found)) => match found.get(*hub) {
+                Some(Some(r)) => Outcome::Fail(format!("{}: {} (broker: {})", r.what(), r.fix(), r.broker)),
+                _ => Outcome::Ok(format!(
+                    "{name} does not exist yet; the broker accepts its creation (asked to validate only): the agent creates it at start with {} partition(s)",
+                    setup.partitions
+                )),
+            },
+            (None, Err(e)) => Outcome::Warn(format!(
+                "{name} does not exist yet; whether this key may create it is unknown: {e}"
             )),
         };
         list.step(&format!("hub {rec_type}"), outcome);
+    }
+    if matches!(cfg.sink, SinkConfig::Eventhubs(_)) {
+        list.step("hub count", hub_count(present, plan));
+    }
+    match plan.iter().find(|(_, h)| present.contains_key(*h)) {
+        Some((rec_type, hub)) => {
+            let outcome = write(client, &setup, present, rec_type, hub);
+            list.step(&format!("write {hub}"), outcome);
+        }
+        None => list.step(
+            "write",
+            Outcome::Skip(
+                "no hub exists yet to write to; run doctor again once the agent has created them"
+                    .into(),
+            ),
+        ),
+    }
+}
+
+/// The hubs the namespace would hold with this site's (those there, and those to create)
+/// against the tiers' caps: 10 on Basic and Standard, 100 per processing unit on Premium,
+/// 1000 on Dedicated. The tier does not show over Kafka: more than 10 is a warning.
+fn hub_count(present: &probe::Hubs, plan: &[(&str, &str)]) -> Outcome {
+    let new: std::collections::BTreeSet<&str> = plan
+        .iter()
+        .map(|(_, h)| *h)
+        .filter(|h| !present.contains_key(*h))
+        .collect();
+    let total = present.len() + new.len();
+    let counted = format!(
+        "{total} hub(s) in the namespace with this site's ({} there, {} to create)",
+        present.len(),
+        new.len()
+    );
+    if total > 10 && !new.is_empty() {
+        Outcome::Warn(format!(
+            "{counted}: more than the 10 a Basic or Standard namespace holds, where creating them fails (hub_cap); map recTypes onto fewer hubs with [sink.hubs], use a second namespace, or Premium (100 per processing unit)"
+        ))
+    } else {
+        Outcome::Ok(format!(
+            "{counted}; Basic and Standard hold 10, Premium 100 per processing unit, Dedicated 1000"
+        ))
+    }
+}
+
+/// Write one probe record to `hub` (docs/eventhubs.md "What doctor writes"). A refusal is
+/// classified; when the connection string names another hub (`EntityPath`) that exists, a
+/// probe there tells whether the key is scoped to it.
+fn write(
+    client: &ClientConfig,
+    setup: &Setup,
+    present: &probe::Hubs,
+    rec_type: &str,
+    hub: &str,
+) -> Outcome {
+    let timeout = STEP_TIMEOUT * 2;
+    let (code, text) = match probe::write(client, hub, rec_type, timeout) {
+        Ok(took) => {
+            let scope = match &setup.entity_path {
+                Some(ep) if ep != hub => format!("; EntityPath={ep} does not limit this key"),
+                _ => String::new(),
+            };
+            return Outcome::Ok(format!(
+                "one probe record written and confirmed in {} ms (key \"{}\", event_type \"probe\"){scope}",
+                took.as_millis(),
+                probe::PROBE_KEY
+            ));
+        }
+        Err(e) => e,
+    };
+    let refusal = code.and_then(|c| setup.on_produce(c, &text, hub));
+    if let (Some(r), Some(ep)) = (&refusal, &setup.entity_path) {
+        if matches!(r.cause, Cause::OtherHub(_))
+            && present.contains_key(ep)
+            && probe::write(client, ep, rec_type, timeout).is_ok()
+        {
+            return Outcome::Fail(format!(
+                "refused, while a probe to hub {ep:?} (EntityPath) went through: this key writes only to {ep:?}; set hub_mode = \"single\" to send every recType there, or use a namespace-level policy's connection string (broker: {})",
+                r.broker
+            ));
+        }
+    }
+    match refusal {
+        Some(r) => Outcome::Fail(format!("{}: {} (broker: {})", r.what(), r.fix(), r.broker)),
+        None => Outcome::Fail(format!("not confirmed: {text}")),
     }
 }
 

@@ -357,6 +357,9 @@ fn check(path: &Path, print: bool) -> ExitCode {
     for w in prepared.warnings {
         eprintln!("hubgate: warning: {w}");
     }
+    for n in prepared.notes {
+        eprintln!("hubgate: note: {n}");
+    }
     let verdict = format!(
         "{}: OK ({} source(s), {} device(s))",
         path.display(),

@@ -100,15 +100,7 @@ fn expect(out: &str, step: &str, tag: &str, detail: &str) {
     );
 }
 
-/// The line of `step`, e.g. `line(out, "tcp localhost:1234")`.
-fn line<'a>(out: &'a str, step: &str) -> &'a str {
-    out.lines()
-        .find(|l| {
-            l.get(5..)
-                .is_some_and(|s| s.starts_with(&format!("{step}: ")))
-        })
-        .unwrap_or_else(|| panic!("no step {step:?} in:\n{out}"))
-}
+use support::doctor_step as line;
 
 #[test]
 fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_running_agent() {
@@ -132,6 +124,8 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
         format!("hub {PACKED}"),
         format!("hub {MOTION}"),
         format!("hub {OPENCLOSE}"),
+        "hub count".into(),
+        format!("write {ENV}"),
         format!("mqtt mqtt://127.0.0.1:{}", mqtt.port()),
         format!("serial {}", pty.path.display()),
         format!("udp 127.0.0.1:{udp}"),

@@ -45,16 +45,11 @@ dev_eui = "58a0cb0000301111"
 codec = "browan-tbms100"
 "#;
 
-/// A Manage key and no hubs: the first start creates every recType's hub with the
-/// configured partition count, and every record arrives, each device's in FCnt order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hubs_are_created_on_the_first_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let kafka = Kafka::start(&dir.path().join("kafka"));
-    write_uplinks(&dir.path().join("uplinks.jsonl"), 10);
-    // The Event Hubs sink with nothing but the connection string: `provisioning` is left
-    // to its default.
-    let file = dir.path().join("hubgate.toml");
+/// Run hubgate in process with the two devices' uplinks replayed and the Event Hubs sink on
+/// `kafka` (`entity_path` appended to the connection string, `sink` keys added) until every
+/// record is delivered.
+async fn run_to_the_end(dir: &Path, kafka: &Kafka, entity_path: &str, sink: &str) {
+    let file = dir.join("hubgate.toml");
     std::fs::write(
         &file,
         format!(
@@ -66,17 +61,29 @@ listen = "off"
 {DEVICES}
 [sink]
 type = "eventhubs"
-connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=manage;SharedAccessKey=dGVzdA=="
+connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=manage;SharedAccessKey=dGVzdA=={entity_path}"
 ca_location = "{ca}"
-partitions = 3
+{sink}
 "#,
-            buffer = dir.path().join("buffer").display(),
+            buffer = dir.join("buffer").display(),
             bootstrap = kafka.bootstrap(),
             ca = kafka.ca_path().display(),
         ),
     )
     .unwrap();
     support::agent::run_to_the_end(Config::load(&file).unwrap(), RUN).await;
+}
+
+/// A Manage key and no hubs: the first start creates every recType's hub with the
+/// configured partition count, and every record arrives, each device's in FCnt order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_are_created_on_the_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start(&dir.path().join("kafka"));
+    write_uplinks(&dir.path().join("uplinks.jsonl"), 10);
+    // The Event Hubs sink with nothing but the connection string: `provisioning` is left
+    // to its default.
+    run_to_the_end(dir.path(), &kafka, "", "partitions = 3").await;
 
     for (topic, eui) in [(ENV, TH), (MOTION, PIR)] {
         let records = kafka.consume_all(topic, 10, RUN);
@@ -144,7 +151,7 @@ fn creation_refusals_are_classified_by_code_and_words() {
             &[],
             Answers {
                 create: Some((code, words.to_string())),
-                produce: None,
+                ..Answers::default()
             },
         );
         let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION])
@@ -205,7 +212,7 @@ fn a_refused_creation_parks_every_rec_type_and_keeps_the_records() {
         &[],
         Answers {
             create: Some((TOPIC_AUTHORIZATION_FAILED, String::new())),
-            produce: None,
+            ..Answers::default()
         },
     );
     let agent = Agent::start_with_metrics(
@@ -236,8 +243,8 @@ fn a_refused_write_parks_with_its_cause() {
     let broker = StandIn::start(
         &[ENV, MOTION, PACKED],
         Answers {
-            create: None,
             produce: Some(TOPIC_AUTHORIZATION_FAILED),
+            ..Answers::default()
         },
     );
     let agent = Agent::start(dir.path(), &agent_config(dir.path(), &broker.bootstrap()));
@@ -248,4 +255,252 @@ fn a_refused_write_parks_with_its_cause() {
     assert_eq!(agent.metric("hubgate_delivered_total"), 0);
     assert_eq!(agent.metric("hubgate_dropped_total"), 0);
     assert_eq!(broker.seen(19), 0, "nothing to create");
+}
+
+/// `hub_mode = "single"` (a key made on one hub): every recType goes to the EntityPath hub,
+/// created at the first start, with its recType in a `recType` header and in the record;
+/// each device's records complete and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_mode_sends_every_rec_type_to_the_entity_path_hub() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start(&dir.path().join("kafka"));
+    write_uplinks(&dir.path().join("uplinks.jsonl"), 10);
+    run_to_the_end(
+        dir.path(),
+        &kafka,
+        ";EntityPath=site",
+        "hub_mode = \"single\"\npartitions = 1",
+    )
+    .await;
+
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", support::unique("single"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["site"]).unwrap();
+    let deadline = std::time::Instant::now() + RUN;
+    let mut seen: Vec<(String, String, u64)> = Vec::new();
+    while seen.len() < 20 && std::time::Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let header = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "recType"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+            .expect("a recType header");
+        let body: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(body["recType"], header.as_str(), "{body}");
+        let fcnt = body["obj"]["data"]["meta"]["iot"]["fcnt_up"]
+            .as_u64()
+            .unwrap();
+        seen.push((
+            header,
+            String::from_utf8_lossy(m.key().unwrap()).into(),
+            fcnt,
+        ));
+    }
+    assert_eq!(seen.len(), 20, "{seen:?}");
+    for (rec_type, eui) in [(ENV, TH), (MOTION, PIR)] {
+        let fcnts: Vec<u64> = seen
+            .iter()
+            .filter(|(r, k, _)| r == rec_type && *k == dashed(eui))
+            .map(|(_, _, f)| *f)
+            .collect();
+        assert_eq!(fcnts, (1..=10).collect::<Vec<u64>>(), "{rec_type}");
+    }
+    let hubs = hubgate::sink::probe::hubs(&kafka.client_config(), Duration::from_secs(30)).unwrap();
+    assert!(
+        !hubs.contains_key(ENV) && !hubs.contains_key(MOTION),
+        "{hubs:?}"
+    );
+}
+
+/// `hubgate doctor` on an Event Hubs config at the TLS stand-in: (exit code, stdout).
+fn doctor(dir: &Path, broker: &StandIn, entity_path: &str, extra: &str) -> (i32, String) {
+    let file = dir.join("doctor.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[buffer]
+path = "{buffer}"
+[metrics]
+listen = "off"
+[[source]]
+type = "udp"
+listen = "127.0.0.1:{udp}"
+[[device]]
+dev_eui = "58a0cb0000101234"
+codec = "browan-tbhh100"
+[sink]
+type = "eventhubs"
+connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=site;SharedAccessKey=dGVzdA=={entity_path}"
+ca_location = "{ca}"
+{extra}
+"#,
+            buffer = dir.join("buffer").display(),
+            udp = support::free_udp_port(),
+            bootstrap = broker.bootstrap(),
+            ca = broker.ca_path().display(),
+        ),
+    )
+    .unwrap();
+    let out = support::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["doctor", "-c"])
+            .arg(&file)
+            .env("RUST_LOG", "off"),
+        RUN,
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// doctor writes one probe record (which consumers can tell from a device's) and passes;
+/// a write refused for a Listen-only key fails with that cause and its fix.
+#[test]
+fn doctor_proves_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hubs = [ENV, PACKED];
+    let broker = StandIn::start_tls(&dir.path().join("ok"), &hubs, Answers::default());
+    let (code, out) = doctor(dir.path(), &broker, "", "");
+    assert_eq!(code, 0, "{out}");
+    let line = support::doctor_step(&out, &format!("write {ENV}"));
+    assert!(
+        line.starts_with("OK") && line.contains("one probe record written and confirmed"),
+        "{out}"
+    );
+    assert!(
+        line.contains("key \"hubgate-doctor\", event_type \"probe\""),
+        "{out}"
+    );
+    assert_eq!(broker.seen(0), 1, "one Produce: one probe record");
+    assert!(
+        support::doctor_step(&out, "hub count").starts_with("OK   hub count: 2 hub(s)"),
+        "{out}"
+    );
+
+    let listen_only = Answers {
+        produce: Some(TOPIC_AUTHORIZATION_FAILED),
+        ..Answers::default()
+    };
+    let broker = StandIn::start_tls(&dir.path().join("listen"), &hubs, listen_only);
+    let (code, out) = doctor(dir.path(), &broker, "", "");
+    assert_eq!(code, 1, "{out}");
+    let line = support::doctor_step(&out, &format!("write {ENV}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains("a Listen-only key"),
+        "{out}"
+    );
+    assert!(line.contains("policy with Send"), "the fix: {out}");
+}
+
+/// A key scoped to its EntityPath hub: the probe to another hub is refused while one to the
+/// EntityPath hub goes through, and doctor says so with the fix (hub_mode = "single").
+/// A namespace key with an EntityPath is told that EntityPath does not limit it.
+#[test]
+fn doctor_tells_whether_entity_path_scopes_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let hubs = [ENV, PACKED, "site"];
+    let scoped = Answers {
+        only_writable: Some("site".into()),
+        ..Answers::default()
+    };
+    let broker = StandIn::start_tls(&dir.path().join("scoped"), &hubs, scoped);
+    let (code, out) = doctor(dir.path(), &broker, ";EntityPath=site", "");
+    assert_eq!(code, 1, "{out}");
+    let line = support::doctor_step(&out, &format!("write {ENV}"));
+    assert!(line.contains("this key writes only to \"site\""), "{out}");
+    assert!(line.contains("hub_mode = \"single\""), "{out}");
+
+    let broker = StandIn::start_tls(&dir.path().join("namespace"), &hubs, Answers::default());
+    let (code, out) = doctor(dir.path(), &broker, ";EntityPath=site", "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        support::doctor_step(&out, &format!("write {ENV}"))
+            .contains("EntityPath=site does not limit this key"),
+        "{out}"
+    );
+}
+
+/// Missing hubs: doctor asks the broker to validate their creation (creating nothing) and
+/// names a refusal's cause; past Standard's cap of 10 hubs it warns with the fix.
+#[test]
+fn doctor_checks_creation_and_the_hub_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Answers {
+        create: Some((TOPIC_AUTHORIZATION_FAILED, String::new())),
+        ..Answers::default()
+    };
+    let broker = StandIn::start_tls(&dir.path().join("refused"), &[PACKED], refused);
+    let (code, out) = doctor(dir.path(), &broker, "", "");
+    assert_eq!(code, 1, "{out}");
+    let line = support::doctor_step(&out, &format!("hub {ENV}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains("this key may not create it"),
+        "{out}"
+    );
+    assert!(line.contains("Manage"), "{out}");
+
+    let others: Vec<String> = (0..9).map(|i| format!("other-{i}")).collect();
+    let mut hubs: Vec<&str> = others.iter().map(String::as_str).collect();
+    hubs.push(PACKED);
+    let broker = StandIn::start_tls(&dir.path().join("full"), &hubs, Answers::default());
+    let (_, out) = doctor(dir.path(), &broker, "", "");
+    let line = support::doctor_step(&out, &format!("hub {ENV}"));
+    assert!(
+        line.starts_with("OK") && line.contains("accepts its creation"),
+        "{out}"
+    );
+    assert_eq!(broker.topics().len(), 10, "validated, not created");
+    let line = support::doctor_step(&out, "hub count");
+    assert!(
+        line.starts_with("WARN hub count: 11 hub(s)") && line.contains("[sink.hubs]"),
+        "{out}"
+    );
+}
+
+/// `check` explains an EntityPath that is the namespace's own name.
+#[test]
+fn check_explains_an_entity_path_named_like_the_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
+             connection_string = \"Endpoint=sb://yourchoice.servicebus.windows.net/;SharedAccessKeyName=m;SharedAccessKey=dGVzdA==;EntityPath=yourchoice\"\n",
+            dir.path().join("buffer").display()
+        ),
+    )
+    .unwrap();
+    let out = support::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["check", "-c"])
+            .arg(&file),
+        RUN,
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "hubgate: note: the connection string ends in EntityPath=yourchoice, the namespace's own name"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.starts_with("hubgate: warning") && l.contains("EntityPath")),
+        "no warning about it: {stderr}"
+    );
 }

@@ -346,14 +346,17 @@ impl Config {
 
     /// recType -> hub (topic) for every recType this configuration can emit.
     pub fn hub_plan(&self) -> Vec<(&str, &str)> {
-        let mapping = match &self.sink {
-            SinkConfig::Eventhubs(eh) => Some(&eh.hubs),
-            SinkConfig::Kafka(k) => Some(&k.topics),
-            SinkConfig::Stdout(_) => None,
+        let (mapping, single) = match &self.sink {
+            SinkConfig::Eventhubs(eh) => (Some(&eh.hubs), eh.single_hub()),
+            SinkConfig::Kafka(k) => (Some(&k.topics), None),
+            SinkConfig::Stdout(_) => (None, None),
         };
         self.rec_types()
             .into_iter()
-            .map(|r| (r, mapping.and_then(|m| m.get(r)).map_or(r, String::as_str)))
+            .map(|r| {
+                let mapped = mapping.and_then(|m| m.get(r)).map(String::as_str);
+                (r, single.or(mapped).unwrap_or(r))
+            })
             .collect()
     }
 

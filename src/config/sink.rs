@@ -77,6 +77,9 @@ pub struct EventHubsConfig {
     /// compressed records).
     #[serde(default)]
     pub compression: Compression,
+    /// One hub per recType, or every recType to the connection string's `EntityPath` hub.
+    #[serde(default)]
+    pub hub_mode: HubMode,
     /// Extra librdkafka properties, applied after the Event Hubs preset. None may turn TLS
     /// or certificate checks off.
     #[serde(default)]
@@ -216,6 +219,22 @@ pub struct StdoutConfig {
     pub pretty: bool,
 }
 
+impl EventHubsConfig {
+    /// The connection string's `EntityPath`, if any.
+    pub fn entity_path(&self) -> Option<&str> {
+        self.connection_string
+            .as_ref()
+            .and_then(|cs| cs.expose().entity_path.as_deref())
+    }
+
+    /// The hub every record goes to with `hub_mode = "single"`; `None` otherwise.
+    pub fn single_hub(&self) -> Option<&str> {
+        (self.hub_mode == HubMode::Single)
+            .then(|| self.entity_path())
+            .flatten()
+    }
+}
+
 impl SinkConfig {
     /// How hubs come to exist; `None` for sinks without hubs.
     pub fn provisioning(&self) -> Option<Provisioning> {
@@ -248,6 +267,19 @@ impl Compression {
             Compression::Lz4 => "lz4",
         }
     }
+}
+
+/// Which hub a record goes to (Event Hubs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HubMode {
+    /// Each recType to its own hub (named like it, or as `[sink.hubs]` maps it).
+    #[default]
+    PerRectype,
+    /// Every recType to the hub the connection string names (`EntityPath`), with the
+    /// recType in a `recType` Kafka header beside the one in the record: for a key made on
+    /// one hub, which can write only there.
+    Single,
 }
 
 /// How hubs (topics) come to exist.

@@ -92,6 +92,9 @@ pub async fn run(
     for w in prepared.warnings {
         log::warn!("{w}");
     }
+    for n in prepared.notes {
+        log::info!("{n}");
+    }
 
     let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
     // `stopping`: sources stop taking new input. `acked`: the forwarder has sent its last

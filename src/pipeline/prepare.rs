@@ -11,6 +11,8 @@ pub struct Prepared {
     pub sources: crate::source::Built,
     /// What is allowed but probably wrong: `check` prints it, `run` logs it.
     pub warnings: Vec<String>,
+    /// What is right but worth explaining: `check` prints it, `run` logs it at info level.
+    pub notes: Vec<String>,
 }
 
 /// Read the config at `path` and build its components.
@@ -32,6 +34,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, (String, String)> {
     Ok(Prepared {
         sources,
         warnings: cfg.warnings().into_iter().chain(sink_warnings).collect(),
+        notes: crate::sink::notes(&cfg.sink),
     })
 }
 

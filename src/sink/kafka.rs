@@ -201,14 +201,19 @@ fn handed_over(m: &BorrowedMessage<'_>) -> u64 {
     (m.payload_len() + m.key().map_or(0, <[u8]>::len) + headers) as u64
 }
 
+/// The broker's (or librdkafka's) error code in `e`, wherever it sits.
+pub fn error_code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
+    match e {
+        KafkaError::MessageProduction(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    }
+}
+
 /// What to do about an error writing to `hub` (docs/design.md "Error classes"). librdkafka
 /// gives up on `POLICY_VIOLATION` (Event Hubs throttling) itself; hubgate retries it.
 pub fn classify(e: &KafkaError, hub: &str, hubs: &Hubs) -> SinkError {
     use RDKafkaErrorCode as C;
-    let code = match e {
-        KafkaError::MessageProduction(code) => Some(*code),
-        other => other.rdkafka_error_code(),
-    };
+    let code = error_code(e);
     let text = e.to_string();
     match code {
         Some(
@@ -239,6 +244,8 @@ pub struct KafkaSink {
     hubs: Hubs,
     /// Hubs already handed to the provisioner by this sink.
     asked: std::collections::HashSet<String>,
+    /// Every record to this hub, with its recType in a header (`hub_mode = "single"`).
+    single_hub: Option<String>,
     /// When the producer was last replaced (see [`Sink::tick`]).
     rebuilt: Option<Instant>,
 }
@@ -289,14 +296,20 @@ impl KafkaSink {
             metrics,
             hubs,
             asked: Default::default(),
+            single_hub: None,
             rebuilt: None,
         })
     }
 
+    /// Send every record to `hub`, with its recType in a `recType` header.
+    pub fn send_all_to(&mut self, hub: &str) {
+        self.single_hub = Some(hub.to_string());
+    }
+
     fn topic<'a>(&'a self, rec_type: &'a str) -> &'a str {
-        self.topics
-            .get(rec_type)
-            .map(String::as_str)
+        self.single_hub
+            .as_deref()
+            .or(self.topics.get(rec_type).map(String::as_str))
             .unwrap_or(rec_type)
     }
 }
@@ -310,9 +323,17 @@ impl Sink for KafkaSink {
             self.asked.insert(topic);
         }
         let topic = self.topic(&rec.rec_type);
-        let record = BaseRecord::with_opaque_to(topic, Box::new(seq))
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(seq))
             .key(rec.key.as_bytes())
             .payload(rec.body.as_bytes());
+        if self.single_hub.is_some() {
+            record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: "recType",
+                    value: Some(rec.rec_type.as_bytes()),
+                },
+            ));
+        }
         self.producer.send(record).map_err(|(e, _)| match e {
             KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                 SinkError::Retry("local producer queue is full".into())

@@ -104,6 +104,22 @@ pub fn check(cfg: &SinkConfig) -> Result<Vec<String>, (String, String)> {
             "must be 1-1024 (Event Hubs Standard allows 1-32, Premium 100, Dedicated 1024)".into(),
         ));
     }
+    if let SinkConfig::Eventhubs(eh) = cfg {
+        if eh.hub_mode == crate::config::HubMode::Single {
+            if eh.entity_path().is_none() {
+                return Err((
+                    "sink.hub_mode".into(),
+                    "\"single\" sends every recType to the hub the connection string names (EntityPath=...), and it names none".into(),
+                ));
+            }
+            if !eh.hubs.is_empty() {
+                return Err((
+                    "sink.hubs".into(),
+                    "hub_mode = \"single\" sends every recType to the EntityPath hub: remove [sink.hubs]".into(),
+                ));
+            }
+        }
+    }
     let client = kafka_client_config(cfg).map_err(|e| ("sink".to_string(), e.0))?;
     if let Some(client) = client {
         client
@@ -111,6 +127,15 @@ pub fn check(cfg: &SinkConfig) -> Result<Vec<String>, (String, String)> {
             .map_err(|e| ("sink".to_string(), properties::config_error(&e)))?;
     }
     Ok(properties::warnings(cfg))
+}
+
+/// What `check` explains about the sink's setup without it being wrong (the connection
+/// string's `EntityPath`).
+pub fn notes(cfg: &SinkConfig) -> Vec<String> {
+    match cfg {
+        SinkConfig::Eventhubs(eh) => eventhubs::entity_path_note(eh).into_iter().collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Open the sink of `cfg`; a Kafka sink asks `hubs` for the hubs it writes to.

@@ -1,7 +1,7 @@
 //! The Kafka sink's health probe: log in with the sink's own librdkafka settings and list
-//! the hubs, or say why that failed in words an operator can act on. The agent asks it at
-//! start which hubs are missing (`provisioning = "precreated"`); `hubgate doctor` prints
-//! its answer. Nothing is produced.
+//! the hubs, or say why that failed in words an operator can act on; and for `hubgate
+//! doctor`, write one probe record to prove the key may write (docs/eventhubs.md "What
+//! doctor writes"). The hub provisioner asks it which hubs exist.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,10 +44,73 @@ pub fn hubs(client: &ClientConfig, timeout: Duration) -> Result<Hubs, String> {
     }
 }
 
-/// librdkafka errors seen while asking for metadata, to say why it failed.
+/// A broker's refusal: its error code (if one came) and words.
+pub type Refused = (Option<RDKafkaErrorCode>, String);
+
+/// The probe record's key: consumers can tell it from a device's (a dashed DevEUI).
+pub const PROBE_KEY: &str = "hubgate-doctor";
+
+/// Write one probe record for `rec_type` to `hub` and wait up to `timeout` for the broker's
+/// confirmation: how long that took, or the broker's error code and words. The record is
+/// Microshare's envelope with `event_type` "probe" and no `obj`, so a consumer that acts on
+/// "create"/"update"/"delete" passes over it, plus a `hubgate-probe` header. Blocks.
+pub fn write(
+    client: &ClientConfig,
+    hub: &str,
+    rec_type: &str,
+    timeout: Duration,
+) -> Result<Duration, Refused> {
+    let producer: BaseProducer<Errors> = client
+        .clone()
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .create_with_context(Errors::default())
+        .map_err(|e| (None, format!("cannot create the Kafka client: {e}")))?;
+    let started = std::time::Instant::now();
+    let id = format!(
+        "doctor-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    let body = serde_json::json!({
+        "event_type": "probe",
+        "id": id,
+        "obj": null,
+        "recType": rec_type,
+        "source": "hubgate doctor",
+    })
+    .to_string();
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "hubgate-probe",
+        value: Some("doctor"),
+    });
+    let record = rdkafka::producer::BaseRecord::to(hub)
+        .key(PROBE_KEY)
+        .payload(&body)
+        .headers(headers);
+    producer
+        .send(record)
+        .map_err(|(e, _)| (e.rdkafka_error_code(), e.to_string()))?;
+    let _ = producer.flush(timeout);
+    let outcome = producer
+        .context()
+        .written
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    match outcome {
+        Some(Ok(())) => Ok(started.elapsed()),
+        Some(Err(e)) => Err(e),
+        None => Err((None, format!("no confirmation within {timeout:?}"))),
+    }
+}
+
+/// librdkafka errors seen while asking for metadata, to say why it failed; and the outcome
+/// of a probe record.
 #[derive(Default)]
 struct Errors {
     errors: Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>,
+    written: Mutex<Option<Result<(), Refused>>>,
 }
 
 impl ClientContext for Errors {
@@ -83,10 +146,15 @@ impl Errors {
     }
 }
 
-/// Nothing is produced: only here because librdkafka clients come as producers or consumers.
 impl rdkafka::producer::ProducerContext for Errors {
     type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err((super::kafka::error_code(e), e.to_string())),
+        };
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
 }
 
 fn explain(

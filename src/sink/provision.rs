@@ -187,7 +187,7 @@ pub fn ensure(
         }
         return Ok(out);
     }
-    for (hub, code, text) in create(client, &missing, setup.partitions)? {
+    for (hub, code, text) in create(client, &missing, setup.partitions, false)? {
         let refusal = setup.on_create(code, &text, &hub);
         match &refusal {
             None => log::info!(
@@ -201,6 +201,23 @@ pub fn ensure(
     Ok(out)
 }
 
+/// Whether the broker would create `hubs` (missing ones) for this key: CreateTopics with
+/// `validate_only`, which a broker checks without creating anything (`hubgate doctor`).
+/// `None` for a hub it would create. Blocks up to twice [`ANSWER`].
+pub fn would_create(
+    client: &ClientConfig,
+    setup: &Setup,
+    hubs: &[&str],
+) -> Result<HashMap<String, Option<Refusal>>, String> {
+    Ok(create(client, hubs, setup.partitions, true)?
+        .into_iter()
+        .map(|(hub, code, text)| {
+            let refusal = setup.on_create(code, &text, &hub);
+            (hub, refusal)
+        })
+        .collect())
+}
+
 /// CreateTopics for `hubs` (replication factor 1: Event Hubs keeps its own replicas), with
 /// the broker's answer per hub: (hub, code, the broker's words). Through librdkafka's C
 /// admin API because the `rdkafka` crate's `AdminClient` keeps the code and drops the
@@ -210,6 +227,7 @@ fn create(
     client: &ClientConfig,
     hubs: &[&str],
     partitions: u16,
+    validate_only: bool,
 ) -> Result<Vec<(String, RDKafkaErrorCode, String)>, String> {
     let producer: BaseProducer = client
         .clone()
@@ -254,6 +272,12 @@ fn create(
         rd::rd_kafka_AdminOptions_set_operation_timeout(
             opts,
             ms,
+            errbuf.as_mut_ptr(),
+            errbuf.len(),
+        );
+        rd::rd_kafka_AdminOptions_set_validate_only(
+            opts,
+            i32::from(validate_only),
             errbuf.as_mut_ptr(),
             errbuf.len(),
         );

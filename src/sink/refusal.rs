@@ -94,7 +94,7 @@ impl Refusal {
             Cause::BasicTier => "move the namespace to Standard or higher (Basic has no Kafka endpoint)".into(),
             Cause::HubCap => "map recTypes onto fewer hubs with [sink.hubs], use a second namespace, or move to Premium (Standard allows 10 hubs)".into(),
             Cause::OtherHub(scope) => format!(
-                "use the connection string of a namespace-level policy (no EntityPath={scope})"
+                "use the connection string of a namespace-level policy (no EntityPath), or set hub_mode = \"single\" to send every recType to hub {scope:?}"
             ),
             Cause::Partitions => "lower partitions (Standard allows 1-32)".into(),
             Cause::CreateUnsupported => format!(

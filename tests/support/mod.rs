@@ -584,28 +584,7 @@ impl Kafka {
         let mut tansu = spawn_tansu(&tansu_bin, dir, broker_port, tls_port, true);
         tansu.wait_accepting(broker_port, START_TIMEOUT);
 
-        let conf = dir.join("stunnel.conf");
-        fs::write(
-            &conf,
-            format!(
-                "foreground = yes\n\
-                 pid =\n\
-                 syslog = no\n\
-                 debug = notice\n\
-                 [kafka]\n\
-                 accept = 127.0.0.1:{tls_port}\n\
-                 connect = 127.0.0.1:{broker_port}\n\
-                 cert = {}\n\
-                 key = {}\n",
-                certs.cert.display(),
-                certs.key.display()
-            ),
-        )
-        .expect("write stunnel.conf");
-        let mut cmd = Command::new("stunnel4");
-        cmd.arg(&conf).current_dir(dir);
-        let mut stunnel = Service::spawn("stunnel4", cmd, dir.join("stunnel.log"));
-        stunnel.wait_accepting(tls_port, START_TIMEOUT);
+        let stunnel = tls_front(dir, &certs, tls_port, broker_port);
 
         Kafka {
             dir: dir.to_path_buf(),
@@ -756,6 +735,45 @@ impl Kafka {
             .map(|s| format!("\n--- {} ---\n{}", s.log.display(), log_tail(&s.log)))
             .collect()
     }
+}
+
+/// The line of `hubgate doctor`'s step `step` in its output, e.g.
+/// `doctor_step(out, "tcp localhost:1234")`.
+pub fn doctor_step<'a>(out: &'a str, step: &str) -> &'a str {
+    out.lines()
+        .find(|l| {
+            l.get(5..)
+                .is_some_and(|s| s.starts_with(&format!("{step}: ")))
+        })
+        .unwrap_or_else(|| panic!("no step {step:?} in:\n{out}"))
+}
+
+/// stunnel4: TLS with `certs` on 127.0.0.1:`tls_port` in front of 127.0.0.1:`backend_port`
+/// (config `dir/stunnel.conf`, log `dir/stunnel.log`); returns once it accepts.
+fn tls_front(dir: &Path, certs: &Certs, tls_port: u16, backend_port: u16) -> Service {
+    let conf = dir.join("stunnel.conf");
+    fs::write(
+        &conf,
+        format!(
+            "foreground = yes\n\
+             pid =\n\
+             syslog = no\n\
+             debug = notice\n\
+             [kafka]\n\
+             accept = 127.0.0.1:{tls_port}\n\
+             connect = 127.0.0.1:{backend_port}\n\
+             cert = {}\n\
+             key = {}\n",
+            certs.cert.display(),
+            certs.key.display()
+        ),
+    )
+    .expect("write stunnel.conf");
+    let mut cmd = Command::new("stunnel4");
+    cmd.arg(&conf).current_dir(dir);
+    let mut stunnel = Service::spawn("stunnel4", cmd, dir.join("stunnel.log"));
+    stunnel.wait_accepting(tls_port, START_TIMEOUT);
+    stunnel
 }
 
 /// `$HUBGATE_TANSU`, else `/opt/tansu-plain/bin/tansu`.

@@ -3,9 +3,11 @@
 //! and the broker's words), as Event Hubs gives when it refuses a hub.
 //!
 //! It speaks only old, fixed-layout API versions (ApiVersions 0, Metadata 1, Produce 3,
-//! InitProducerId 0, CreateTopics 1), which librdkafka negotiates down to. Produce answers
-//! the configured error for every partition, or accepts (and discards) the records. Plain
-//! TCP, no authentication: clients use `security.protocol = plaintext`.
+//! InitProducerId 0, CreateTopics 1, SaslHandshake 1, SaslAuthenticate 0), which librdkafka
+//! negotiates down to. Produce answers the configured error for every partition, or accepts
+//! (and discards) the records. [`StandIn::start`] is plain TCP without a login;
+//! [`StandIn::start_tls`] puts stunnel in front and takes any SASL PLAIN login, as the Event
+//! Hubs sink connects.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -26,6 +28,8 @@ pub struct Answers {
     pub create: Option<(i16, String)>,
     /// Produce: `None` accepts, else the error code.
     pub produce: Option<i16>,
+    /// A key scoped to this one hub: writes to any other answer TOPIC_AUTHORIZATION_FAILED.
+    pub only_writable: Option<String>,
 }
 
 #[derive(Default)]
@@ -38,10 +42,14 @@ struct State {
 }
 
 pub struct StandIn {
+    /// What clients connect to: the broker's port, or the TLS front's.
     port: u16,
+    backend: u16,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
+    /// The TLS front and its CA ([`StandIn::start_tls`]).
+    tls: Option<(super::Service, super::Certs)>,
 }
 
 impl StandIn {
@@ -49,6 +57,28 @@ impl StandIn {
     pub fn start(topics: &[&str], answers: Answers) -> StandIn {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the stand-in");
         let port = listener.local_addr().unwrap().port();
+        StandIn::serve_on(listener, port, topics, answers)
+    }
+
+    /// Like [`StandIn::start`] behind stunnel (certificates, config and log in `dir`), taking
+    /// any SASL PLAIN login: `bootstrap()` is `localhost:PORT` of the TLS front.
+    pub fn start_tls(dir: &std::path::Path, topics: &[&str], answers: Answers) -> StandIn {
+        std::fs::create_dir_all(dir).unwrap();
+        let certs = super::Certs::generate(&dir.join("certs"));
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the stand-in");
+        let mut tls_port = super::free_port();
+        while tls_port == listener.local_addr().unwrap().port() {
+            tls_port = super::free_port();
+        }
+        let mut s = StandIn::serve_on(listener, tls_port, topics, answers);
+        let front = super::tls_front(dir, &certs, tls_port, s.backend);
+        s.tls = Some((front, certs));
+        s
+    }
+
+    /// Serve on `listener`, telling clients (Metadata) the broker is at `port`.
+    fn serve_on(listener: TcpListener, port: u16, topics: &[&str], answers: Answers) -> StandIn {
+        let backend = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State {
             answers,
             topics: topics.iter().map(|t| (t.to_string(), 1)).collect(),
@@ -74,15 +104,27 @@ impl StandIn {
         };
         StandIn {
             port,
+            backend,
             state,
             stop,
             accept: Some(accept),
+            tls: None,
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// The CA clients must trust ([`StandIn::start_tls`] only).
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.tls.as_ref().expect("a TLS stand-in").1.ca.clone()
+    }
+
+    /// `127.0.0.1:PORT`, or `localhost:PORT` of the TLS front.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        let host = if self.tls.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        format!("{host}:{}", self.port)
     }
 
     /// How many requests with API key `key` arrived (0 Produce, 19 CreateTopics, …).
@@ -100,8 +142,11 @@ impl StandIn {
 impl Drop for StandIn {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some((front, _)) = self.tls.as_mut() {
+            front.kill_quietly();
+        }
         // Wake the accept loop; connection threads notice `stop` within their read timeout.
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.backend));
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
@@ -212,9 +257,11 @@ const APIS: &[(i16, i16, i16)] = &[
     (0, 3, 3),
     (1, 4, 4),
     (3, 1, 1),
+    (17, 1, 1),
     (18, 0, 0),
     (19, 1, 1),
     (22, 0, 0),
+    (36, 0, 0),
 ];
 
 /// The response to one request frame (header v1 + body); `None` closes the connection.
@@ -283,12 +330,16 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
                 }
                 names.push((name, partitions));
             }
+            let _timeout = r.i32();
+            let validate_only = r.take(1) == [1];
             out.i32(names.len() as i32);
             for (name, partitions) in names {
                 out.string(&name);
                 match st.answers.create.clone() {
                     None => {
-                        st.topics.insert(name, partitions);
+                        if !validate_only {
+                            st.topics.insert(name, partitions);
+                        }
                         out.i16(0).null_string();
                     }
                     Some((code, words)) => {
@@ -299,6 +350,13 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
         }
         (22, 0) => {
             out.i32(0).i16(0).i64(1).i16(0);
+        }
+        // SASL: PLAIN offered, any login taken.
+        (17, 1) => {
+            out.i16(0).i32(1).string("PLAIN");
+        }
+        (36, 0) => {
+            out.i16(0).null_string().i32(0);
         }
         (0, 3) => {
             let _client_id = r.string();
@@ -314,10 +372,11 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
                 for _ in 0..parts {
                     let p = r.i32();
                     r.bytes();
-                    out.i32(p)
-                        .i16(st.answers.produce.unwrap_or(0))
-                        .i64(0)
-                        .i64(-1);
+                    let code = match &st.answers.only_writable {
+                        Some(hub) if *hub != topic => 29,
+                        _ => st.answers.produce.unwrap_or(0),
+                    };
+                    out.i32(p).i16(code).i64(0).i64(-1);
                 }
             }
             out.i32(0);
