@@ -321,15 +321,6 @@ async fn sigkill_loop_under_load_loses_nothing_acknowledged() {
 // ---------------------------------------------------------------------------
 // Power cuts: SIGKILL, then every write that was not fsynced is gone (LazyFS).
 
-/// `provisioning = "auto"`: no hub check at start, so a start with the broker down takes
-/// in at once.
-fn without_hub_check(config: String) -> String {
-    config.replace(
-        "type = \"eventhubs\"\n",
-        "type = \"eventhubs\"\nprovisioning = \"auto\"\n",
-    )
-}
-
 /// Cut the power `HUBGATE_POWER_CUTS` times (default [`CI_CUTS`]) under a steady load, with
 /// the buffer on LazyFS. `flapping`: the Kafka broker goes down and comes back at random
 /// between cuts, so records are caught in every state (in flight, buffered, draining, being
@@ -346,14 +337,14 @@ async fn power_cut_loop(test: &str, flapping: bool) {
     let mut kafka = Kafka::start(dir.path());
     topics(&kafka);
     // LazyFS reports no free space (no statfs).
-    let config = without_hub_check(config_with(
+    let config = config_with(
         &lazy.path().join("buffer"),
         &mqtt,
         &kafka,
         KEY,
         "min_free = 0",
         "",
-    ));
+    );
     if !flapping {
         kafka.stop();
     }
@@ -427,14 +418,14 @@ async fn drain_with_crashes(test: &str, cut: bool) {
     let mut kafka = Kafka::start(dir.path());
     topics(&kafka);
     kafka.stop();
-    let config = without_hub_check(config_with(
+    let config = config_with(
         &lazy.path().join("buffer"),
         &mqtt,
         &kafka,
         KEY,
         "min_free = 0",
         "",
-    ));
+    );
     let mut agent = Agent::start(dir.path(), &config);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     let all: Vec<(String, String)> = (1..=PER_DEVICE).flat_map(uplinks_at).collect();
@@ -597,14 +588,7 @@ async fn redeliveries_of_buffered_records_after_a_restart_are_not_buffered_twice
     let mut kafka = Kafka::start(dir.path());
     topics(&kafka);
     kafka.stop();
-    let config = without_hub_check(config_with(
-        &dir.path().join("buffer"),
-        &mqtt,
-        &kafka,
-        KEY,
-        "",
-        "",
-    ));
+    let config = config_with(&dir.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
     let mut agent = Agent::start(dir.path(), &config);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     let batch: Vec<(String, String)> = (1..=10).flat_map(uplinks_at).collect();
@@ -946,14 +930,14 @@ async fn two_outages_on_a_small_disk_keep_the_newest_and_recover() {
     let mut kafka = Kafka::start(dir.path());
     topics(&kafka);
     kafka.stop();
-    let config = without_hub_check(config_with(
+    let config = config_with(
         &disk.0.join("buffer"),
         &mqtt,
         &kafka,
         KEY,
         r#"min_free = "6MiB""#,
         "",
-    ));
+    );
     let agent = Agent::start(dir.path(), &config);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
 

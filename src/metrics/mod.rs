@@ -128,6 +128,8 @@ pub struct Metrics {
     pub history: history::History,
     /// Why each parked recType is parked.
     pub park_reasons: ParkReasons,
+    /// The recTypes the config foresees (see [`Metrics::foresee`]).
+    foreseen: Mutex<Vec<String>>,
 }
 
 /// How a series family is exposed: name (without `hubgate_`), type, label name, help.
@@ -149,6 +151,12 @@ impl Metrics {
     pub fn problem(&self, kind: &'static str, msg: impl FnOnce() -> String) {
         self.problems.inc(kind);
         self.log.log(log::Level::Warn, kind, msg);
+    }
+
+    /// The recTypes the config can emit: the status line says that every recType is parked
+    /// only when these and every recType delivered so far are.
+    pub fn foresee(&self, rec_types: impl IntoIterator<Item = String>) {
+        *self.foreseen.lock().unwrap_or_else(|e| e.into_inner()) = rec_types.into_iter().collect();
     }
 
     /// Log `msg()` at `level`, rate-limited per `kind`, without counting it as a problem
@@ -288,13 +296,20 @@ impl Metrics {
             .filter(|(_, v)| *v == 1)
             .map(|(r, _)| r)
             .collect();
-        // Every recType this run has sent or parked is parked: nothing goes out at all.
+        // Every recType foreseen or sent so far is parked: nothing goes out at all.
+        let foreseen = self
+            .foreseen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let all = !parked.is_empty()
             && self
                 .delivered
                 .snapshot()
-                .iter()
-                .all(|(r, _)| parked.contains(r));
+                .into_iter()
+                .map(|(r, _)| r)
+                .chain(foreseen)
+                .all(|r| parked.contains(&r));
         let parked = match self.park_reasons.first() {
             Some(why) if all => format!(" (EVERY recType parked: {}; fix: {})", why.what, why.fix),
             _ if parked.is_empty() => String::new(),
@@ -410,6 +425,32 @@ mod tests {
         assert_eq!(
             m.status_line(now),
             "status: in 2 (mqtt 1, serial 1), out 1, buffered 1 record(s) / 300 B, dropped 1, sink disconnected (parked: b), last send 7s ago"
+        );
+        // Every recType the config foresees parked, with the first one's cause and fix.
+        m.foresee(["a".to_string(), "b".to_string()]);
+        m.parked.set("a", 1);
+        m.park_reasons.set(
+            "a",
+            ParkReason {
+                kind: "no_manage",
+                what: "hub \"a\" does not exist and this key may not create it".into(),
+                fix: "use a key with Manage".into(),
+                line: String::new(),
+            },
+        );
+        assert!(
+            m.status_line(now).ends_with(
+                "sink disconnected (EVERY recType parked: hub \"a\" does not exist and this key may not create it; fix: use a key with Manage), last send 7s ago"
+            ),
+            "{}",
+            m.status_line(now)
+        );
+        // One foreseen recType not parked: not every one.
+        m.foresee(["a".to_string(), "b".to_string(), "c".to_string()]);
+        assert!(
+            m.status_line(now).contains("(parked: a, b)"),
+            "{}",
+            m.status_line(now)
         );
     }
 }

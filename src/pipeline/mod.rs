@@ -82,6 +82,7 @@ pub async fn run(
     // Ports are taken before anything starts (see `source::Built::bind`).
     let sources = prepared.sources.bind().await?;
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
+    metrics.foresee(cfg.rec_types().into_iter().map(str::to_string));
     let (parks_tx, parks) = mpsc::unbounded_channel();
     let hubs = provision_hubs(&cfg, parks_tx);
     let forwarder = {
