@@ -504,3 +504,56 @@ fn check_explains_an_entity_path_named_like_the_namespace() {
         "no warning about it: {stderr}"
     );
 }
+
+/// A recType the config does not foresee (a device hubgate does not know, whose payload the
+/// network server decoded) gets its hub created before its records go out, like the
+/// foreseen ones at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rec_type_seen_at_run_time_gets_its_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start(&dir.path().join("kafka"));
+    let mut lines = String::new();
+    for i in 1..=3 {
+        let mut up: serde_json::Value =
+            serde_json::from_str(&chirpstack_uplink("0011223344556677", i, 2, &[1, 2])).unwrap();
+        up["object"] = serde_json::json!({"temperature": 21.5, "humidity": 40});
+        lines += &format!("{up}\n");
+    }
+    std::fs::write(dir.path().join("uplinks.jsonl"), lines).unwrap();
+    let file = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[buffer]
+path = "{buffer}"
+[metrics]
+listen = "off"
+[[source]]
+type = "replay"
+path = "uplinks.jsonl"
+[sink]
+type = "eventhubs"
+connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=manage;SharedAccessKey=dGVzdA=="
+ca_location = "{ca}"
+partitions = 2
+"#,
+            buffer = dir.path().join("buffer").display(),
+            bootstrap = kafka.bootstrap(),
+            ca = kafka.ca_path().display(),
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(&file).unwrap();
+    let foreseen: Vec<String> = cfg.rec_types().into_iter().map(String::from).collect();
+    support::agent::run_to_the_end(cfg, RUN).await;
+
+    let hubs = hubgate::sink::probe::hubs(&kafka.client_config(), Duration::from_secs(30)).unwrap();
+    let seen: Vec<&String> = hubs.keys().filter(|h| !foreseen.contains(h)).collect();
+    let [hub] = seen[..] else {
+        panic!("one hub beyond the foreseen {foreseen:?}: {hubs:?}");
+    };
+    assert_eq!(hubs[hub], 2, "created with the configured partitions");
+    let records = kafka.consume_all(hub, 3, RUN);
+    assert_eq!(records.len(), 3, "{hub}: {records:?}");
+}
