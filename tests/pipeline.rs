@@ -131,6 +131,44 @@ async fn outage_buffers_acks_then_delivers_in_order() {
     assert_complete_in_order(&consume(&kafka, OPENCLOSE, n as usize), n, &dashed(DOOR));
 }
 
+/// A backlog in the MQTT session, many times the in-flight window, drains with the broker
+/// up: hubgate reads MQTT only as fast as Kafka confirms, so nothing goes through the
+/// buffer, and every record arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_with_the_broker_up_without_touching_the_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    // The broker hands out the backlog as fast as it may: far more than the window.
+    let mqtt = Mosquitto::start_with(dir.path(), "log_type error\nmax_inflight_messages 1000\n");
+    let kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    // A loaded machine may keep a confirmation past the usual 500 ms, which spills by
+    // design (a slow sink): this test is about a sink that keeps up.
+    let body = config_with(
+        &dir.path().join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        "max_in_flight = 20",
+        "",
+    )
+    .replace("spill_after = \"500ms\"", "spill_after = \"60s\"");
+    let mut agent = Agent::start(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    agent.terminate(WAIT);
+
+    let n = 400;
+    let total = 3 * n as u64;
+    publish_all(mqtt.port(), &uplinks(n)).await;
+    agent.start_again();
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == total);
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == total);
+    assert_eq!(agent.metric("hubgate_spilled_total"), 0, "{}", agent.logs());
+    assert_eq!(agent.metric("hubgate_buffer_records"), 0);
+    assert_complete_in_order(&consume(&kafka, ENV, n as usize), n, &dashed(TH));
+    assert_complete_in_order(&consume(&kafka, MOTION, n as usize), n, &dashed(PIR));
+    assert_complete_in_order(&consume(&kafka, OPENCLOSE, n as usize), n, &dashed(DOOR));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_a_spilled_backlog_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();

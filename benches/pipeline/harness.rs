@@ -124,6 +124,10 @@ pub struct Report {
     pub spill_mode_spilled: u64,
     pub throughput_per_s: f64,
     pub cpu_s_per_1000: f64,
+    /// Bytes hubgate wrote to disk per record, and records it spilled, in the backlog run
+    /// (the broker up and confirming).
+    pub backlog_write_per_record: f64,
+    pub backlog_spilled: u64,
     /// Peak RSS over start-up and the fixed-rate runs, over the backlog run, and over the
     /// outage and its drain.
     pub peak_rss_live_kb: u64,
@@ -236,6 +240,7 @@ pub fn run(opts: &Options) -> Report {
     let ready = Instant::now();
     let pid = agent.pid() as u32;
     let cpu = cpu_seconds(pid);
+    let written = write_bytes(pid);
     wait_for(
         || high_watermarks(&kafka) >= before + opts.records,
         || agent.logs(),
@@ -243,6 +248,9 @@ pub fn run(opts: &Options) -> Report {
     let took = ready.elapsed().as_secs_f64();
     report.throughput_per_s = opts.records as f64 / took;
     report.cpu_s_per_1000 = (cpu_seconds(pid) - cpu) * 1000.0 / opts.records as f64;
+    report.backlog_write_per_record =
+        write_bytes(pid).saturating_sub(written) as f64 / opts.records as f64;
+    report.backlog_spilled = agent.metric(SPILLED);
     report.peak_rss_kb = status_kb(pid, "VmHWM");
     agent.terminate(WAIT);
     seq += opts.records;
@@ -851,6 +859,16 @@ impl Report {
             "CPU seconds per 1,000 records",
             format!("{:.3}", self.cpu_s_per_1000),
             "",
+        );
+        row(
+            "backlog: disk writes per record (bytes)",
+            format!("{:.1}", self.backlog_write_per_record),
+            "0",
+        );
+        row(
+            "backlog: records spilled with the broker up",
+            self.backlog_spilled.to_string(),
+            "0",
         );
         for l in &self.broker_latency {
             row(

@@ -27,7 +27,11 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 /// What the forwarder listens to.
 pub struct Inputs {
-    pub frames: Receiver<Frame>,
+    /// Frames of sources that cannot wait (serial, UDP): always taken.
+    pub urgent: Receiver<Frame>,
+    /// Frames of sources that can wait (MQTT, replay): taken while
+    /// [`Ledger::takes_patient`].
+    pub patient: Receiver<Frame>,
     pub deliveries: UnboundedReceiver<Delivery>,
     /// Stop: spill what is unconfirmed, acknowledge, return.
     pub stop: tokio::sync::watch::Receiver<bool>,
@@ -144,12 +148,14 @@ impl Forwarder {
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut inputs_open = true;
+        let (mut urgent_open, mut patient_open) = (true, true);
         loop {
             self.heartbeat.beat();
-            if !inputs_open && self.ledger.idle() {
+            if !urgent_open && !patient_open && self.ledger.idle() {
                 break;
             }
+            let accepting = self.ledger.accepting();
+            let patient = accepting && self.ledger.takes_patient(Instant::now());
             tokio::select! {
                 biased;
                 _ = inp.stop.changed() => break,
@@ -161,17 +167,15 @@ impl Forwarder {
                     self.ledger.delivered(d, Instant::now())?;
                     self.take_reports(&mut inp.deliveries)?;
                 }
-                f = inp.frames.recv(), if inputs_open && self.ledger.accepting() => match f {
-                    Some(f) => {
-                        self.take(f);
-                        for _ in 1..BATCH {
-                            match inp.frames.try_recv() {
-                                Ok(f) => self.take(f),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    None => inputs_open = false,
+                f = inp.urgent.recv(), if urgent_open && accepting => match f {
+                    Some(f) => self.take_batch(f, &mut inp.urgent, |_| true),
+                    None => urgent_open = false,
+                },
+                f = inp.patient.recv(), if patient_open && patient => match f {
+                    Some(f) => self.take_batch(f, &mut inp.patient, |l| {
+                        l.takes_patient(Instant::now())
+                    }),
+                    None => patient_open = false,
                 },
                 _ = tick.tick() => {
                     if self.ledger.sink().tick() {
@@ -184,6 +188,25 @@ impl Forwarder {
             self.ledger.end_round(Instant::now())?;
         }
         self.shutdown(inp)
+    }
+
+    /// Take `first` and what else `frames` holds, up to [`BATCH`], while `more` allows.
+    fn take_batch(
+        &mut self,
+        first: Frame,
+        frames: &mut Receiver<Frame>,
+        more: impl Fn(&Ledger) -> bool,
+    ) {
+        self.take(first);
+        for _ in 1..BATCH {
+            if !more(&self.ledger) {
+                break;
+            }
+            match frames.try_recv() {
+                Ok(f) => self.take(f),
+                Err(_) => break,
+            }
+        }
     }
 
     fn take(&mut self, f: Frame) {
@@ -244,12 +267,14 @@ impl Forwarder {
     /// Stop: buffer any frame already received, give the sink a moment to confirm what is in
     /// flight, buffer the rest, flush, acknowledge.
     fn shutdown(mut self, mut inp: Inputs) -> Result<(), BufferError> {
-        inp.frames.close();
-        while let Ok(f) = inp.frames.try_recv() {
-            self.metrics.received.inc(f.source);
-            let record = self.decoder.decode(&f.input);
-            self.ledger.keep_fcnts(self.decoder.take_fcnts());
-            self.ledger.take_to_buffer(record, f.ack);
+        for frames in [&mut inp.urgent, &mut inp.patient] {
+            frames.close();
+            while let Ok(f) = frames.try_recv() {
+                self.metrics.received.inc(f.source);
+                let record = self.decoder.decode(&f.input);
+                self.ledger.keep_fcnts(self.decoder.take_fcnts());
+                self.ledger.take_to_buffer(record, f.ack);
+            }
         }
         self.settle(&mut inp.deliveries)?;
         self.ledger.commit(Instant::now(), true);

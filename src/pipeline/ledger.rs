@@ -6,7 +6,10 @@
 //! - healthy sink, empty buffer: records go from memory straight to the sink and their
 //!   source is acknowledged on the delivery report;
 //! - a failure, a slow report (`spill_after`), a full in-flight window or shutdown: records
-//!   are written to the buffer, flushed, and only then acknowledged;
+//!   are written to the buffer, flushed, and only then acknowledged; a source that can wait
+//!   is not read from while the window is full and the sink keeps up
+//!   ([`Ledger::takes_patient`]), so its records are not written only to be sent a moment
+//!   later;
 //! - records go into the buffer by one path, oldest first ([`Ledger::store_waiting`]): a
 //!   record is stored only with every older record that is not confirmed yet, so after a
 //!   crash the buffer never holds a record whose older sibling is gone;
@@ -125,6 +128,14 @@ impl Ledger {
     /// New input may be taken: nothing waits for room in the buffer.
     pub fn accepting(&self) -> bool {
         self.waiting.is_empty()
+    }
+
+    /// A frame of a source that can wait may be taken at `now`: unless the sink keeps up
+    /// (no failure, nothing unconfirmed for `spill_after`) and the in-flight window is full,
+    /// when it would only be written to the buffer. A sink that fails or is slow gets the
+    /// buffer as before, so the source is never held up by a sink that does not confirm.
+    pub fn takes_patient(&self, now: Instant) -> bool {
+        self.in_flight.len() < self.max_in_flight || !self.healthy(now)
     }
 
     /// Records held in memory (in flight or waiting for the buffer).
@@ -639,6 +650,56 @@ mod tests {
         assert_eq!(metrics.duplicates.get(), 1);
         assert_eq!(ledger.buffered(), 3);
         assert_eq!(pubacks.try_recv().unwrap().1, 7);
+    }
+
+    /// While the sink keeps up, a source that can wait is held back when the window is full,
+    /// so a backlog goes from memory to the sink and nothing is written to the buffer; a
+    /// source that cannot wait is still taken (and spilled); a sink that has not confirmed
+    /// within `spill_after` gets the buffer again.
+    #[test]
+    fn a_full_window_holds_back_a_source_that_can_wait_instead_of_spilling() {
+        let cfg = BufferConfig {
+            max_in_flight: 4,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(StdoutSink::new(false, tx));
+        let t0 = Instant::now();
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let mut confirmed = Vec::new();
+        for n in 0..100 {
+            while !ledger.takes_patient(t0) {
+                let d = reports
+                    .try_recv()
+                    .expect("a full window has reports to give");
+                confirmed.push(d.seq);
+                ledger.delivered(d, t0).unwrap();
+            }
+            ledger.take(Some(record(n)), Ack::None, t0);
+            ledger.end_round(t0).unwrap();
+            assert!(ledger.held() <= cfg.max_in_flight);
+        }
+        assert_eq!(metrics.spilled.get(), 0, "nothing written to the buffer");
+        assert_eq!(confirmed, (0..confirmed.len() as u64).collect::<Vec<_>>());
+        assert_eq!(confirmed.len(), 100 - cfg.max_in_flight);
+
+        assert!(!ledger.takes_patient(t0));
+        ledger.take(Some(record(100)), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        // Spilled with the older records in flight (the buffer is filled oldest first).
+        let spilled = cfg.max_in_flight as u64 + 1;
+        assert_eq!(
+            (metrics.spilled.get(), ledger.buffered()),
+            (spilled, spilled),
+            "a source that cannot wait is taken and spilled"
+        );
+        assert!(
+            ledger.takes_patient(t0 + cfg.spill_after),
+            "a slow sink gets the buffer again"
+        );
     }
 
     /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,

@@ -97,19 +97,25 @@ pub async fn run(
         log::info!("{n}");
     }
 
-    let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
+    // One queue per patience: the forwarder stops taking from the one of sources that can
+    // wait while the sink keeps up and its window is full, and always takes from the other.
+    let (urgent_tx, urgent_rx) = mpsc::channel(FRAME_QUEUE);
+    let (patient_tx, patient_rx) = mpsc::channel(FRAME_QUEUE);
     // `stopping`: sources stop taking new input. `acked`: the forwarder has sent its last
     // acknowledgement, so an MQTT source may now disconnect.
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let (acked_tx, acked_rx) = watch::channel(false);
     let count = sources.len();
-    let tasks = sources.spawn(|| source::Context {
-        frames: frame_tx.clone(),
+    let tasks = sources.spawn(|patience| source::Context {
+        frames: match patience {
+            source::Patience::CanWait => patient_tx.clone(),
+            source::Patience::CannotWait => urgent_tx.clone(),
+        },
         stopping: stopping_rx.clone(),
         acked: acked_rx.clone(),
         metrics: metrics.clone(),
     });
-    drop(frame_tx);
+    drop((urgent_tx, patient_tx));
 
     let (sink_tx, sink_rx) = mpsc::channel(1);
     let rotation = tokio::spawn(rotate_credentials(
@@ -123,7 +129,8 @@ pub async fn run(
     let heartbeat = forwarder.heartbeat();
     let (thread, mut fwd) = forwarder
         .spawn(Inputs {
-            frames: frame_rx,
+            urgent: urgent_rx,
+            patient: patient_rx,
             deliveries: delivery_rx,
             stop: stopping_rx,
             new_sinks: sink_rx,

@@ -2,7 +2,9 @@
 //! proptest writes scripts of events, and each script drives a ledger with
 //!
 //! - an MQTT-like source that sends what it got no PUBACK for again after a restart (and
-//!   sometimes sends a message twice, as a second gateway would),
+//!   sometimes sends a message twice, as a second gateway would), read by the shell either
+//!   as a source that can wait (taken only while [`Ledger::takes_patient`]) or as one that
+//!   cannot,
 //! - a scripted Kafka-like sink: per-device order, reports in any order across devices and
 //!   late, local queue full, transient failures, parked hubs, refusals, timeouts after the
 //!   write; a failure stops the producer (the gap-less guarantee) until `tick` replaces it,
@@ -58,8 +60,9 @@ enum Failure {
 enum Step {
     /// A new uplink reaches the MQTT broker.
     Uplink,
-    /// The shell takes up to n messages (one round).
-    Take(u8),
+    /// The shell takes up to n messages (one round); `patient`: as from a source that can
+    /// wait, each only while the ledger takes such frames.
+    Take { n: u8, patient: bool },
     /// The broker (or a second gateway) sends one of this run's messages again.
     Again(u8),
     /// The broker writes the oldest record it holds of one device and reports it.
@@ -92,7 +95,7 @@ fn step() -> impl Strategy<Value = Step> {
     ];
     prop_oneof![
         8 => Just(Step::Uplink),
-        6 => (1..=TAKE_MAX).prop_map(Step::Take),
+        6 => (1..=TAKE_MAX, any::<bool>()).prop_map(|(n, patient)| Step::Take { n, patient }),
         1 => any::<u8>().prop_map(Step::Again),
         8 => any::<u8>().prop_map(Step::Confirm),
         2 => (any::<u8>(), failure).prop_map(|(k, f)| Step::Fail(k, f)),
@@ -528,9 +531,13 @@ impl World {
                 self.queue.push_back(self.next_uplink);
                 self.next_uplink += 1;
             }
-            Step::Take(n) => {
+            Step::Take { n, patient } => {
                 if self.ledger().accepting() {
                     for _ in 0..n {
+                        let now = self.now;
+                        if patient && !self.ledger().takes_patient(now) {
+                            break;
+                        }
                         let Some(u) = self.queue.pop_front() else {
                             break;
                         };
@@ -686,7 +693,7 @@ impl World {
         self.broker.lock().unwrap().queue_full = false;
         // A tick: what a failed flush left is flushed now.
         self.apply(&Step::Advance(100));
-        for _ in 0..2000 {
+        for round in 0..2000 {
             let done = self.queue.is_empty()
                 && self.unacked.is_empty()
                 && self.broker.lock().unwrap().held.is_empty()
@@ -697,7 +704,10 @@ impl World {
             if done {
                 return Ok(());
             }
-            self.apply(&Step::Take(TAKE_MAX));
+            self.apply(&Step::Take {
+                n: TAKE_MAX,
+                patient: round % 2 == 0,
+            });
             loop {
                 let held = self.broker.lock().unwrap().pick(0).is_some();
                 if !held {

@@ -63,6 +63,19 @@ impl Ack {
     }
 }
 
+/// Whether a source can hold its input back while the sink catches up. The forwarder stops
+/// taking frames of sources that can wait while the sink keeps up but its in-flight window
+/// is full, so they are sent from memory instead of written to the buffer; frames of the
+/// others are always taken (and spilled if they must).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// MQTT (the broker keeps the session's queue while hubgate reads no further), replay
+    /// (the file stays where it is).
+    CanWait,
+    /// Serial and UDP: what is not read in time is gone.
+    CannotWait,
+}
+
 /// What every source task gets from the pipeline.
 pub struct Context {
     pub frames: tokio::sync::mpsc::Sender<Frame>,

@@ -9,7 +9,7 @@ use rumqttc::MqttOptions;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use super::Context;
+use super::{Context, Patience};
 use crate::config::{
     Config, MqttSourceConfig, ReplaySourceConfig, SerialSourceConfig, SourceConfig, UdpSourceConfig,
 };
@@ -85,18 +85,20 @@ impl Bound {
         self.0.is_empty()
     }
 
-    /// Start every source as a task, each with the context `ctx` makes.
-    pub fn spawn(self, ctx: impl Fn() -> Context) -> Vec<JoinHandle<()>> {
+    /// Start every source as a task, each with the context `ctx` makes for its patience.
+    pub fn spawn(self, ctx: impl Fn(Patience) -> Context) -> Vec<JoinHandle<()>> {
         self.0
             .into_iter()
             .map(|src| match src {
                 Source::Mqtt(m) => {
                     let (cfg, options) = *m;
-                    tokio::spawn(super::mqtt::run(cfg, options, ctx()))
+                    tokio::spawn(super::mqtt::run(cfg, options, ctx(Patience::CanWait)))
                 }
-                Source::Udp(u, socket) => tokio::spawn(super::udp::run(socket, u, ctx())),
-                Source::Replay(r) => tokio::spawn(super::replay::run(r, ctx())),
-                Source::Serial(s) => tokio::spawn(super::serial::run(s, ctx())),
+                Source::Udp(u, socket) => {
+                    tokio::spawn(super::udp::run(socket, u, ctx(Patience::CannotWait)))
+                }
+                Source::Replay(r) => tokio::spawn(super::replay::run(r, ctx(Patience::CanWait))),
+                Source::Serial(s) => tokio::spawn(super::serial::run(s, ctx(Patience::CannotWait))),
             })
             .collect()
     }
