@@ -126,14 +126,18 @@ impl History {
                 .filter(|(_, n)| *n > 0)
                 .collect()
         };
-        let prev_minute = h.iter().rev().find(|s| s.minute + 1 == now.minute);
+        let minute_before = |n: u64| h.iter().rev().find(|s| s.minute + n == now.minute);
+        // The last full minute, once there is one; until then the current one so far.
+        let last_minute = match (minute_before(1), minute_before(2)) {
+            (Some(end), Some(start)) => since(&end.by_source, &start.by_source),
+            (Some(start), None) => since(&now.by_source, &start.by_source),
+            (None, _) => Vec::new(),
+        };
         LastHour {
             minutes,
             problems: since(&now.problems, &base.problems),
             by_source: since(&now.by_source, &base.by_source),
-            last_minute_by_source: prev_minute
-                .map(|p| since(&now.by_source, &p.by_source))
-                .unwrap_or_default(),
+            last_minute_by_source: last_minute,
             dropped: now.dropped.saturating_sub(base.dropped),
         }
     }
@@ -144,7 +148,8 @@ pub struct LastHour {
     pub minutes: u64,
     pub problems: Vec<(String, u64)>,
     pub by_source: Vec<(String, u64)>,
-    /// Frames by source since the end of the previous minute.
+    /// Frames by source in the last full minute (in the current one so far, the first
+    /// minute after a start).
     pub last_minute_by_source: Vec<(String, u64)>,
     pub dropped: u64,
 }
@@ -214,5 +219,27 @@ mod tests {
         let hour = h.last_hour(&now);
         assert_eq!(hour.minutes, 60);
         assert_eq!(hour.problems, vec![("bad".to_string(), 60)]);
+    }
+
+    #[test]
+    fn frames_per_minute_are_those_of_the_last_full_minute() {
+        let by = |minute, n| Sample {
+            minute,
+            by_source: vec![("mqtt".into(), n)],
+            ..Sample::default()
+        };
+        let h = History::default();
+        h.record(by(100, 30));
+        let per_minute = |now: &Sample| h.last_hour(now).last_minute_by_source;
+        let mqtt = |n| vec![("mqtt".to_string(), n)];
+        assert_eq!(
+            per_minute(&by(100, 40)),
+            mqtt(40),
+            "the first minute so far"
+        );
+        h.record(by(101, 100));
+        assert_eq!(per_minute(&by(102, 105)), mqtt(70), "minute 101: 100 - 30");
+        h.record(by(102, 150));
+        assert_eq!(per_minute(&by(103, 200)), mqtt(50), "minute 102: 150 - 100");
     }
 }

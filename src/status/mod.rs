@@ -326,6 +326,7 @@ pub struct SourceView {
     /// Known for MQTT only.
     pub connected: Option<bool>,
     pub frames_total: u64,
+    /// In the last full minute (the first minute after a start: so far).
     pub frames_last_minute: u64,
     pub frames_last_hour: u64,
 }

@@ -285,7 +285,7 @@ fn upstream(b: &mut String, s: &Snapshot) {
 }
 
 fn sources(b: &mut String, s: &Snapshot) {
-    b.push_str("<section><h2>Sources</h2><table id=sources><tr><th>source<th>where<th>state<th>frames this minute<th>last hour<th>total</tr>");
+    b.push_str("<section><h2>Sources</h2><table id=sources><tr><th>source<th>where<th>state<th>frames/min<th>last hour<th>total</tr>");
     for src in &s.sources {
         let _ = write!(
             b,
