@@ -1,5 +1,6 @@
 //! Decoding speed: every codec on its example payload (records built, JSON not serialised),
-//! LoRaWAN MIC check + FRMPayload decryption, and one record built and serialised.
+//! LoRaWAN MIC check + FRMPayload decryption, one record built and serialised, and the
+//! example JavaScript codecs.
 //! `cargo bench --bench decode`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -86,5 +87,91 @@ fn record_build(c: &mut Criterion) {
     g.finish();
 }
 
+/// Resident memory of this process in KB (Linux).
+#[cfg(feature = "js")]
+fn rss_kb() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+/// The example JavaScript codecs (`codecs/`), the engine reused across calls: the call
+/// alone, and the whole decode stage (call, mapping, record). Before that, the memory a
+/// loaded codec costs: RSS grown over 100 loaded copies, and one runtime's own heap.
+#[cfg(feature = "js")]
+fn js_codecs(c: &mut Criterion) {
+    use hubgate::js::dir;
+    use std::path::Path;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let examples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/codecs"));
+    let before = rss_kb();
+    let loaded: Vec<_> = (0..100)
+        .map(|_| dir::load(examples, "example-th").unwrap())
+        .collect();
+    let after = rss_kb();
+    eprintln!(
+        "js: RSS {} KB per loaded codec (100 loaded: {before} -> {after} KB); one runtime's heap {} KB",
+        (after - before) / 100,
+        loaded[0].codec.memory_used() / 1024
+    );
+    drop(loaded);
+    let time = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let cases = [
+        ("example-th", 1u8, "0866510e10"),
+        ("example-door", 2, "01002a57"),
+        ("example-counter", 3, "00010001"),
+    ];
+    let mut g = c.benchmark_group("js");
+    g.throughput(Throughput::Elements(1));
+    for (name, fport, hex) in cases {
+        let script = dir::load(examples, name).unwrap();
+        let payload = hex::decode(hex).unwrap();
+        assert!(script.codec.decode(Some(fport), &payload, time).is_ok());
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                script
+                    .codec
+                    .decode(black_box(Some(fport)), black_box(&payload), time)
+            })
+        });
+    }
+    // The decode stage as the forwarder runs it for a device with a JavaScript codec.
+    let cfg = hubgate::config::Config::parse(&format!(
+        "[codecs]\ndir = {examples:?}\n[sink]\ntype = \"stdout\"\n\
+         [[device]]\ndev_eui = \"58a0cb0000101234\"\njs_codec = \"example-th\"\n"
+    ))
+    .unwrap();
+    let mut decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
+    let input = hubgate::source::Input::Uplink(hubgate::uplink::Uplink {
+        dev_eui: hubgate::ids::DevEui::parse("58a0cb0000101234").unwrap(),
+        device_name: None,
+        fport: Some(1),
+        fcnt: Some(1),
+        payload: hex::decode("0866510e10").unwrap(),
+        time: SystemTime::now(),
+        radio: hubgate::uplink::Radio::default(),
+        ns: hubgate::uplink::NsDecoded::default(),
+    });
+    let rec = decoder.decode(&input).unwrap();
+    assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
+    g.bench_function("example-th+record", |b| {
+        b.iter(|| decoder.decode(black_box(&input)))
+    });
+    g.finish();
+}
+
+#[cfg(feature = "js")]
+criterion_group!(
+    benches,
+    codecs,
+    lorawan_mic_and_decrypt,
+    record_build,
+    js_codecs
+);
+#[cfg(not(feature = "js"))]
 criterion_group!(benches, codecs, lorawan_mic_and_decrypt, record_build);
 criterion_main!(benches);

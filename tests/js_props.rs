@@ -1,0 +1,133 @@
+//! Property tests of the JavaScript path, as `codec_props.rs` for the built-in codecs: random
+//! bytes into the example codecs and into a codec whose work grows with its input never
+//! crash, never hang (each call ends within the time limit: returning proves it) and keep the
+//! engine's heap under its limit; through the decode stage each uplink is exactly one record.
+#![cfg(feature = "js")]
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hubgate::js::{dir, JsCodec, JsError, MEMORY_LIMIT};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/codecs");
+
+fn time() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn payload() -> impl Strategy<Value = (Option<u8>, Vec<u8>)> {
+    (
+        any::<Option<u8>>(),
+        prop::collection::vec(any::<u8>(), 0..243),
+    )
+}
+
+fn bounded(codec: &JsCodec, fport: Option<u8>, bytes: &[u8]) -> Result<(), TestCaseError> {
+    match codec.decode(fport, bytes, time()) {
+        Ok(out) => prop_assert!(serde_json::to_string(&out.data).unwrap().len() <= 64 << 10),
+        Err(e) => prop_assert!(!e.to_string().contains('\n'), "{e}"),
+    }
+    prop_assert!(codec.memory_used() <= MEMORY_LIMIT as u64);
+    Ok(())
+}
+
+#[test]
+fn random_bytes_into_the_example_codecs() {
+    for name in dir::names(Path::new(EXAMPLES)).unwrap() {
+        let script = dir::load(Path::new(EXAMPLES), &name).unwrap();
+        TestRunner::new(Config::with_cases(2_000))
+            .run(&payload(), |(fport, bytes)| {
+                bounded(&script.codec, fport, &bytes)
+            })
+            .unwrap();
+    }
+}
+
+/// A codec whose loops, allocations and recursion follow its input: the byte values pick how
+/// much work it does, up to never stopping and to more memory than it may have.
+const GREEDY: &str = r#"
+function decodeUplink(input) {
+  var b = input.bytes, out = {};
+  var n = b.length ? b[0] : 0;
+  if (n === 255) { for (;;) {} }
+  if (n === 254) { var big = []; for (;;) { big.push(new Array(65536).fill(n)); } }
+  if (n === 253) { var f = function (k) { return f(k + 1) + 1; }; return f(0); }
+  if (n === 252) { throw new Error("rejected " + b.length); }
+  if (n === 251) { return "not an object"; }
+  var s = "";
+  for (var i = 0; i < b.length * n; i++) { s += String.fromCharCode(65 + (i % 26)); }
+  out["len"] = s.length;
+  for (var j = 1; j < b.length; j++) { out["k" + b[j]] = b[j] * n; }
+  return { data: out };
+}
+"#;
+
+#[test]
+fn random_bytes_into_a_greedy_codec() {
+    let codec = JsCodec::load("greedy.js", GREEDY).unwrap();
+    let special = prop::sample::select(vec![255u8, 254, 253, 252, 251]);
+    let input = prop_oneof![
+        8 => payload(),
+        1 => (any::<Option<u8>>(), special, prop::collection::vec(any::<u8>(), 0..16))
+            .prop_map(|(p, first, rest)| (p, [vec![first], rest].concat())),
+    ];
+    TestRunner::new(Config::with_cases(400))
+        .run(&input, |(fport, bytes)| {
+            let r = codec.decode(fport, &bytes, time());
+            match bytes.first() {
+                Some(255) => prop_assert_eq!(r.clone().unwrap_err(), JsError::TimedOut),
+                Some(254) => prop_assert_eq!(r.clone().unwrap_err(), JsError::OutOfMemory),
+                Some(251..=253) => prop_assert!(r.is_err()),
+                _ => {}
+            }
+            bounded(&codec, fport, &bytes)
+        })
+        .unwrap();
+}
+
+/// Through the decode stage: every uplink of a device with a JavaScript codec becomes one
+/// record, unpacked or packed with the reason.
+#[test]
+fn every_uplink_becomes_one_record() {
+    let cfg = hubgate::config::Config::parse(&format!(
+        "[codecs]\ndir = {EXAMPLES:?}\n[sink]\ntype = \"stdout\"\n\
+         [[device]]\ndev_eui = \"58a0cb0000101234\"\njs_codec = \"example-door\"\n"
+    ))
+    .unwrap();
+    let decoder = std::cell::RefCell::new(hubgate::decode::Decoder::new(
+        &cfg,
+        hubgate::metrics::Metrics::new(),
+    ));
+    TestRunner::new(Config::with_cases(2_000))
+        .run(&payload(), |(fport, bytes)| {
+            let input = hubgate::source::Input::Uplink(hubgate::uplink::Uplink {
+                dev_eui: hubgate::ids::DevEui::parse("58a0cb0000101234").unwrap(),
+                device_name: None,
+                fport,
+                fcnt: Some(1),
+                payload: bytes.clone(),
+                time: time(),
+                radio: hubgate::uplink::Radio::default(),
+                ns: hubgate::uplink::NsDecoded::default(),
+            });
+            let rec = decoder.borrow_mut().decode(&input).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&rec.body).unwrap();
+            if bytes.len() >= 4 {
+                prop_assert_eq!(rec.rec_type.as_str(), "io.microshare.openclose.unpacked");
+                prop_assert_eq!(
+                    &v["obj"]["data"]["open"][0]["value"],
+                    &((bytes[0] & 1) == 1)
+                );
+            } else {
+                prop_assert_eq!(rec.rec_type.as_str(), "io.microshare.lorawan.packed");
+                prop_assert!(v["obj"]["data"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("need 4 bytes"));
+            }
+            Ok(())
+        })
+        .unwrap();
+}
