@@ -27,7 +27,7 @@ use serde_json::{Map, Value as Json};
 pub const MEMORY_LIMIT: usize = 16 << 20;
 /// Native stack a script may use (recursion), well inside the forwarder thread's.
 pub const STACK_LIMIT: usize = 256 << 10;
-/// Time one call may take; a decode normally takes tens of microseconds.
+/// CPU time one call may take; a decode normally takes tens of microseconds.
 pub const TIME_LIMIT: Duration = Duration::from_millis(100);
 /// Longest JSON a call may return (a frame holds at most 242 bytes).
 pub const OUTPUT_LIMIT: usize = 64 << 10;
@@ -39,7 +39,7 @@ pub enum JsError {
     NoEntryPoint,
     #[error("threw {0}")]
     Threw(String),
-    #[error("ran longer than {} ms", TIME_LIMIT.as_millis())]
+    #[error("ran longer than {} ms of CPU time", TIME_LIMIT.as_millis())]
     TimedOut,
     #[error("needed more than {} MiB", MEMORY_LIMIT >> 20)]
     OutOfMemory,
