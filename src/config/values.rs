@@ -28,7 +28,7 @@ pub(super) fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 pub(super) fn ser_size<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
     let unit = [(30, "GiB"), (20, "MiB"), (10, "KiB")]
         .into_iter()
-        .find(|(shift, _)| *n > 0 && n % (1 << shift) == 0);
+        .find(|(shift, _)| *n > 0 && n.is_multiple_of(1 << shift));
     match unit {
         Some((shift, unit)) => s.collect_str(&format_args!("{}{unit}", n >> shift)),
         None => s.collect_str(n),

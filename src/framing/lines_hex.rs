@@ -130,7 +130,7 @@ impl LinesHex {
             }
             text = text.trim_ascii();
         }
-        if text.is_empty() || text.len() % 2 != 0 {
+        if text.is_empty() || !text.len().is_multiple_of(2) {
             return Err(FrameError::BadHex);
         }
         if text.len() / 2 > self.max_frame {
