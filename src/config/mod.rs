@@ -103,6 +103,7 @@ impl Config {
     /// Parse TOML text; on error returns (key path, reason).
     pub fn parse(text: &str) -> Result<Config, (String, String)> {
         let mut site: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        secrets::no_env_elsewhere(text, &site)?;
         let Some(board) = site.get("board") else {
             // Straight from the text, so errors keep their line numbers.
             let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;

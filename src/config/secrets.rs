@@ -68,6 +68,63 @@ impl<T> Serialize for Secret<T> {
     }
 }
 
+/// The keys whose values are secrets; `${ENV}` is expanded in them and in `*_file` paths.
+const SECRET_KEYS: [&str; 5] = [
+    "password",
+    "nwk_s_key",
+    "app_s_key",
+    "connection_string",
+    "sasl_password",
+];
+
+fn expanded_in(key: &str) -> bool {
+    SECRET_KEYS.contains(&key) || key.ends_with("_file")
+}
+
+/// A `${…}` anywhere else would be taken literally (a gateway named "${HOSTNAME}"): refused,
+/// naming the key and its line. On error (key path, reason).
+pub(super) fn no_env_elsewhere(text: &str, table: &toml::Table) -> Result<(), (String, String)> {
+    fn walk(path: &str, key: &str, value: &toml::Value) -> Option<(String, String)> {
+        let here = match key.contains('.') {
+            true => format!("{path}{key:?}"),
+            false => format!("{path}{key}"),
+        };
+        match value {
+            toml::Value::String(s) if s.contains("${") && !expanded_in(key) => {
+                Some((here, key.to_string()))
+            }
+            toml::Value::Table(t) => t.iter().find_map(|(k, v)| walk(&format!("{here}."), k, v)),
+            toml::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| match v {
+                toml::Value::Table(t) => t
+                    .iter()
+                    .find_map(|(k, v)| walk(&format!("{here}[{i}]."), k, v)),
+                v => walk(path, key, v),
+            }),
+            _ => None,
+        }
+    }
+    let Some((path, key)) = table.iter().find_map(|(k, v)| walk("", k, v)) else {
+        return Ok(());
+    };
+    let line = text
+        .lines()
+        .position(|l| {
+            l.trim_start()
+                .trim_start_matches('"')
+                .starts_with(key.as_str())
+                && l.contains("${")
+        })
+        .map(|n| format!(" (line {})", n + 1))
+        .unwrap_or_default();
+    Err((
+        path,
+        format!(
+            "${{…}} is expanded only in secrets ({}) and *_file paths; write the value itself here{line}",
+            SECRET_KEYS.join(", ")
+        ),
+    ))
+}
+
 /// Expand `${NAME}` from the environment; an unset variable is an error, not an empty string.
 pub(super) fn expand_env(raw: &str) -> Result<String, String> {
     let mut out = String::with_capacity(raw.len());

@@ -21,6 +21,69 @@ fn env_expansion() {
     assert!(expand_env("${oops").is_err());
 }
 
+/// `${ENV}` is expanded where the template says (secrets and `*_file` paths) and refused
+/// everywhere else, by key and line, instead of being taken literally.
+#[test]
+fn env_references_are_expanded_in_secrets_and_file_paths_only() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "app.key", APP, 0o600);
+    std::env::set_var("HUBGATE_TEST_DIR", dir.path());
+    std::env::set_var("HUBGATE_TEST_NWK", NWK);
+    std::env::set_var("HUBGATE_TEST_PW", "hunter2");
+    std::env::set_var("HUBGATE_TEST_CS2", CS);
+    let text = "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://localhost\"\nusername = \"u\"\npassword = \"${HUBGATE_TEST_PW}\"\n\
+         [[device]]\ndev_eui = \"0011223344556677\"\ndev_addr = \"26011bda\"\nnwk_s_key = \"${HUBGATE_TEST_NWK}\"\n\
+         app_s_key_file = \"${HUBGATE_TEST_DIR}/app.key\"\n\
+         [sink]\ntype = \"eventhubs\"\nconnection_string = \"${HUBGATE_TEST_CS2}\"\n";
+    let cfg = Config::load(&write(dir.path(), "env.toml", text, 0o600)).unwrap();
+    let SourceConfig::Mqtt(m) = &cfg.sources[0] else {
+        panic!("not mqtt")
+    };
+    assert_eq!(m.password.as_ref().unwrap().expose(), "hunter2");
+    let d = &cfg.devices[0];
+    assert_eq!(
+        d.nwk_s_key.as_ref().unwrap().expose(),
+        &Key::from_hex(NWK).unwrap()
+    );
+    assert_eq!(
+        d.app_s_key.as_ref().unwrap().expose(),
+        &Key::from_hex(APP).unwrap()
+    );
+    assert_eq!(
+        d.app_s_key_file.as_deref(),
+        Some(Path::new("${HUBGATE_TEST_DIR}/app.key"))
+    );
+    let SinkConfig::Eventhubs(eh) = &cfg.sink else {
+        panic!("not eventhubs")
+    };
+    assert!(eh.connection_string.is_some());
+    let kafka = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\nsasl_username = \"u\"\nsasl_password = \"${HUBGATE_TEST_PW}\"\n";
+    let SinkConfig::Kafka(k) = Config::parse(kafka).unwrap().sink else {
+        panic!("not kafka")
+    };
+    assert_eq!(k.sasl_password.unwrap().expose(), "hunter2");
+
+    for (text, key, line) in [
+        ("gateway_id = \"${HOSTNAME}\"\n[sink]\ntype = \"stdout\"\n", "gateway_id", 1),
+        (
+            "[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n[[source]]\ntype = \"mqtt\"\n\nurl = \"mqtt://${BROKER}\"\n",
+            "source[1].url",
+            8,
+        ),
+        (
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\"sasl.password\" = \"${PW}\"\n",
+            "sink.properties.\"sasl.password\"",
+            5,
+        ),
+        ("[record]\nglobal_tags = [\"${SITE}\"]\n[sink]\ntype = \"stdout\"\n", "record.global_tags", 2),
+    ] {
+        let (k, reason) = Config::parse(text).unwrap_err();
+        assert_eq!(k, key, "{text}");
+        assert!(reason.starts_with("${…} is expanded only in secrets (password, "), "{reason}");
+        assert!(reason.ends_with(&format!("(line {line})")), "{text}: {reason}");
+    }
+}
+
 #[test]
 fn unknown_key_names_its_path() {
     let text = "[sink]\ntype = \"stdout\"\n[buffer]\nmax_byts = \"1MiB\"\n";
