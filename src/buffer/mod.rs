@@ -26,6 +26,10 @@ use crate::record::{ms_since_epoch, Record};
 const FORMAT_VERSION: u8 = 1;
 /// Deletions not synced yet are synced once they are this old (see [`Buffer::remove`]).
 const DELETIONS_SYNCED_WITHIN: Duration = Duration::from_secs(1);
+/// A drained database is rebuilt to give its space back only once the buffer has stayed
+/// empty this long: a drain that empties it for a moment while records still spill must not
+/// stop for a rebuild (it blocks the forwarder for as long as it takes).
+const REBUILD_WHEN_EMPTY_FOR: Duration = Duration::from_secs(5);
 /// Once the oldest record has left, the next one's creation time is looked up within this
 /// (one read of the store's first record, not one per record drained).
 const OLDEST_CHECKED_WITHIN: Duration = Duration::from_secs(1);
@@ -161,6 +165,9 @@ pub struct Buffer {
     oldest: Option<u64>,
     oldest_left: bool,
     oldest_checked: Instant,
+    /// Records left and emptied the buffer: giving space back is due, once it has stayed
+    /// empty for [`REBUILD_WHEN_EMPTY_FOR`] (seen empty since the time kept here).
+    drained: Option<Option<Instant>>,
 }
 
 impl Buffer {
@@ -180,6 +187,7 @@ impl Buffer {
             oldest: None,
             oldest_left: false,
             oldest_checked: Instant::now(),
+            drained: None,
         };
         b.update_gauges();
         b.left_over();
@@ -272,6 +280,7 @@ impl Buffer {
             }
         }
         self.store.insert(seq, value)?;
+        self.drained = None;
         let now = Instant::now();
         self.stored_at.stored(seq, now);
         if self.oldest.is_none() {
@@ -365,8 +374,8 @@ impl Buffer {
         }
     }
 
-    /// After records left: gauges, deletions synced now and then, and the space back once
-    /// the buffer has drained.
+    /// After records left: gauges, deletions synced now and then; once the buffer has
+    /// drained, giving its space back is due ([`Buffer::give_space_back_if_quiet`]).
     fn removed(&mut self, seq: u64) -> Result<(), BufferError> {
         self.left(seq);
         self.unsynced_removals += 1;
@@ -374,18 +383,34 @@ impl Buffer {
             self.sync_deletions();
         }
         self.update_gauges();
-        if self.is_empty() {
-            // Giving space back is housekeeping: a failure must not stop the agent.
-            let low = self.disk_low();
-            match self.store.reclaim(low) {
-                Ok(Some((before, after))) => {
-                    log::info!("buffer drained: database shrunk from {before} to {after} bytes")
-                }
-                Ok(None) => {}
-                Err(e) => log::error!("buffer drained, but its disk space was not given back: {e}"),
-            }
+        if self.is_empty() && self.drained.is_none() {
+            self.drained = Some(None);
         }
         Ok(())
+    }
+
+    /// Call now and then with nothing waiting to be stored: once the buffer has drained and
+    /// stayed empty for [`REBUILD_WHEN_EMPTY_FOR`] (from the first call that saw it empty),
+    /// let the store give the drained records' space back (a rebuild, if it grew large).
+    pub fn give_space_back_if_quiet(&mut self, now: Instant) {
+        let Some(since) = self.drained.as_mut() else {
+            return;
+        };
+        let since = *since.get_or_insert(now);
+        if now.saturating_duration_since(since) < REBUILD_WHEN_EMPTY_FOR {
+            return;
+        }
+        self.drained = None;
+        // Giving space back is housekeeping: a failure must not stop the agent.
+        let low = self.disk_low();
+        match self.store.reclaim(low) {
+            Ok(Some((before, after))) => {
+                self.metrics.buffer_rebuilds.inc();
+                log::info!("buffer drained: database shrunk from {before} to {after} bytes")
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("buffer drained, but its disk space was not given back: {e}"),
+        }
     }
 
     /// Up to `limit` records after `after`, oldest first. Damaged ones are counted, removed
@@ -844,7 +869,8 @@ mod tests {
             .sum()
     }
 
-    /// The last delivery of a large backlog gives the disk space back.
+    /// A large backlog gives its disk space back once it has drained and stayed empty, not
+    /// while a drain goes on that empties it for a moment.
     #[test]
     fn draining_a_large_backlog_gives_the_disk_space_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -854,7 +880,8 @@ mod tests {
             min_free: 0,
             ..BufferConfig::default()
         };
-        let mut b = Buffer::new(Box::new(store), &cfg, Metrics::new());
+        let metrics = Metrics::new();
+        let mut b = Buffer::new(Box::new(store), &cfg, metrics.clone());
         let mut big = rec(0);
         big.body = "x".repeat(1000);
         for seq in 0..10_000 {
@@ -876,6 +903,18 @@ mod tests {
             "sled gives little back by itself: {full} -> {undrained} bytes"
         );
         b.remove(9_999).unwrap();
+        let t0 = Instant::now();
+        b.give_space_back_if_quiet(t0);
+        // The drain goes on: a record spills and leaves again.
+        b.push(10_000, &big).unwrap();
+        b.give_space_back_if_quiet(t0 + REBUILD_WHEN_EMPTY_FOR);
+        b.remove(10_000).unwrap();
+        b.give_space_back_if_quiet(t0 + REBUILD_WHEN_EMPTY_FOR);
+        b.give_space_back_if_quiet(t0 + 2 * REBUILD_WHEN_EMPTY_FOR - Duration::from_millis(1));
+        assert_eq!(metrics.buffer_rebuilds.get(), 0, "no rebuild mid-drain");
+        assert!(dir_bytes(dir.path()) * 2 > full);
+        b.give_space_back_if_quiet(t0 + 2 * REBUILD_WHEN_EMPTY_FOR);
+        assert_eq!(metrics.buffer_rebuilds.get(), 1);
         let drained = dir_bytes(dir.path());
         assert!(drained * 4 < full, "{full} -> {drained} bytes");
     }

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub bytes_sent: Family,
     pub duplicates: Counter,
     pub spilled: Counter,
+    /// Rebuilds of the drained buffer database that gave disk space back.
+    pub buffer_rebuilds: Counter,
     /// Sink failures by class (`retry`, `park`, `reject`; see `sink::SinkError`).
     pub sink_errors: Family,
     pub dropped_full: Counter,
@@ -215,6 +217,7 @@ impl Metrics {
             e("decode_errors_total", "counter", "codec", "payloads a codec could not decode (sent packed), by codec", self.decode_errors.snapshot()),
             e("problems_total", "counter", "kind", "bad input and decode failures, by kind", self.problems.snapshot()),
             e("spilled_total", "counter", "", "records written to the buffer", one(&self.spilled)),
+            e("buffer_rebuilds_total", "counter", "", "rebuilds of the drained buffer database that gave disk space back", one(&self.buffer_rebuilds)),
             e("buffer_records", "gauge", "", "records in the buffer", one(&self.buffer_records)),
             e("buffer_bytes", "gauge", "", "bytes in the buffer", one(&self.buffer_bytes)),
             e(

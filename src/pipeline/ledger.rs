@@ -352,8 +352,9 @@ impl Ledger {
     }
 
     /// Housekeeping every tick: records the sink has not confirmed within `spill_after` go
-    /// into the buffer (they stay in flight and leave the buffer on delivery), and waiting
-    /// records get another try at the buffer.
+    /// into the buffer (they stay in flight and leave the buffer on delivery), waiting
+    /// records get another try at the buffer, and a buffer that has stayed empty gives its
+    /// space back.
     pub fn tick(&mut self, now: Instant) {
         let slow = self
             .in_flight
@@ -370,6 +371,9 @@ impl Ledger {
                 )
             });
             self.spill_through(last);
+        }
+        if self.spill_mark.is_none() && self.waiting.is_empty() {
+            self.buffer.give_space_back_if_quiet(now);
         }
     }
 
