@@ -141,11 +141,8 @@ fn creation_refusals_are_classified_by_code_and_words() {
             "not available in the Basic tier",
             "basic_tier",
         ),
-        (
-            41,
-            "The service was unable to process the request",
-            "unclassified",
-        ),
+        // INVALID_PARTITIONS says it, whatever limit its words name.
+        (37, "exceeds the maximum number allowed", "partitions"),
     ] {
         let broker = StandIn::start(
             &[],
@@ -165,6 +162,46 @@ fn creation_refusals_are_classified_by_code_and_words() {
             );
         }
         assert_eq!(broker.seen(19), 1, "one CreateTopics");
+    }
+    // An endpoint without CreateTopics (not in its ApiVersions): the portal is the way.
+    let broker = StandIn::start(
+        &[],
+        Answers {
+            no_create_topics: true,
+            ..Answers::default()
+        },
+    );
+    let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION]).unwrap();
+    let refusal = found[MOTION].clone().expect("refused");
+    assert_eq!(refusal.kind(), "create_unsupported", "{refusal}");
+    assert_eq!(broker.seen(19), 0);
+    // An answer that leaves the hub out does not make it exist.
+    let broker = StandIn::start(
+        &[],
+        Answers {
+            create_answers_nothing: true,
+            ..Answers::default()
+        },
+    );
+    let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION]).unwrap();
+    let refusal = found[MOTION].clone().expect("refused");
+    assert_eq!(refusal.kind(), "unclassified", "{refusal}");
+    assert!(refusal.broker.contains("no answer"), "{refusal}");
+    // "Not now" (busy, timed out, controller moving) is no answer: the hub is left out, to
+    // be asked about again, neither refused nor taken to exist.
+    for (code, words) in [
+        (41, "The service was unable to process the request"),
+        (7, ""),
+    ] {
+        let broker = StandIn::start(
+            &[],
+            Answers {
+                create: Some((code, words.to_string())),
+                ..Answers::default()
+            },
+        );
+        let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION]).unwrap();
+        assert_eq!(found.get(MOTION), None, "{code}: {found:?}");
     }
     // Created: the hub exists afterwards with the partition count asked for.
     let broker = StandIn::start(&[], Answers::default());
@@ -232,6 +269,46 @@ fn a_refused_creation_parks_every_rec_type_and_keeps_the_records() {
     assert_eq!(agent.metric("hubgate_delivered_total"), 0);
     assert_eq!(agent.metric("hubgate_dropped_total"), 0);
     assert!(broker.topics().is_empty());
+}
+
+/// The values of the records the stand-in took for `topic`: each record's FCnt.
+fn fcnts_written(broker: &StandIn, topic: &str) -> Vec<u64> {
+    broker
+        .written(topic)
+        .iter()
+        .map(|body| {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// A refused creation is not final: once the operator fixes the key (the stand-in starts
+/// creating hubs), the provisioner asks again, the hubs are created and the parked records
+/// go out without a restart, complete and each device's in FCnt order.
+#[test]
+fn a_refused_creation_is_asked_again_and_the_parked_records_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    write_uplinks(&dir.path().join("uplinks.jsonl"), 5);
+    let broker = StandIn::start(
+        &[],
+        Answers {
+            create: Some((TOPIC_AUTHORIZATION_FAILED, String::new())),
+            ..Answers::default()
+        },
+    );
+    let agent = Agent::start(dir.path(), &agent_config(dir.path(), &broker.bootstrap()));
+    agent.wait_metric("hubgate_hubs_parked{reason=\"no_manage\"}", RUN, |v| v == 3);
+    agent.wait_metric("hubgate_buffer_records", RUN, |v| v == 10);
+    assert!(broker.topics().is_empty());
+    // The operator gives the key Manage.
+    broker.set_answers(Answers::default());
+    agent.wait_metric("hubgate_delivered_total", RUN, |v| v == 10);
+    agent.wait_metric("hubgate_buffer_records", RUN, |v| v == 0);
+    for topic in [ENV, MOTION] {
+        assert_eq!(fcnts_written(&broker, topic), [1, 2, 3, 4, 5], "{topic}");
+    }
+    assert_eq!(agent.metric("hubgate_dropped_total"), 0);
 }
 
 /// The hubs exist but the key may not write (Listen-only key, or a Basic-tier namespace):

@@ -173,15 +173,17 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let result = match result {
-            Ok(m) => Ok(handed_over(m)),
+            Ok(m) => {
+                self.hubs.delivered(m.topic());
+                Ok(handed_over(m))
+            }
             Err((e, msg)) => {
                 let failed = classify(e, msg.topic(), &self.hubs);
-                if let SinkError::Park(r) = &failed {
-                    if r.cause == super::refusal::Cause::Creating {
-                        // Not created yet (or not any more): the provisioner tries again.
-                        // The forwarder parks the recType from this failure itself.
-                        self.hubs.ask(None, msg.topic(), &self.config);
-                    }
+                if let SinkError::Park(_) = &failed {
+                    // Not created yet, deleted, or refused until the operator fixes it: the
+                    // provisioner looks again (throttled). The forwarder parks the recType
+                    // from this failure itself.
+                    self.hubs.ask(None, msg.topic(), &self.config);
                 }
                 Err(failed)
             }

@@ -23,14 +23,18 @@ use super::refusal::{Refusal, Setup};
 
 /// How long one look-up or creation may take.
 const ANSWER: Duration = Duration::from_secs(10);
-/// A hub that could not be used is tried again at most this often (the sink asks again
-/// whenever a write to it fails).
-const RETRY: Duration = Duration::from_secs(60);
+/// A hub that could not be used is tried again after this long at first, doubling up to
+/// [`RETRY_MAX`] (the sink asks again whenever a write to it fails): an operator's fix (a
+/// key with Manage, a hub made in the portal) is picked up soon, a lasting refusal costs one
+/// CreateTopics a minute.
+const RETRY_MIN: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// One hub to make sure of, with the settings of the sink that asks (after key rotation,
 /// the new key's).
 struct Request {
-    /// `None`: whoever asks parks the recType itself.
+    /// `None`: a write to the hub failed, and whoever asks parks the recType itself. The hub
+    /// is looked at again even if it was usable before (it may have been deleted).
     rec_type: Option<String>,
     hub: String,
     client: ClientConfig,
@@ -40,7 +44,9 @@ struct Request {
 #[derive(Clone)]
 pub struct Hubs {
     setup: Setup,
-    refused: Arc<Mutex<HashMap<String, Refusal>>>,
+    /// Why each hub was refused, and when: a finding older than [`RETRY_MAX`] is stale (the
+    /// provisioner renews it on every refused ask).
+    refused: Arc<Mutex<HashMap<String, (Refusal, Instant)>>>,
     /// `None`: nothing provisions (a sink on its own, as in unit tests).
     requests: Option<Sender<Request>>,
 }
@@ -71,16 +77,30 @@ impl Hubs {
         }
     }
 
-    /// Why a write to `hub` failed with `code` and `text`: the provisioner's finding when it
-    /// has one (it knows more than a failed write tells), else the answer's own reading;
-    /// `None` when the failure is not the hub's.
+    /// Why a write to `hub` failed with `code` and `text`: the provisioner's recent finding
+    /// when it has one (it knows more than a failed write tells), else the answer's own
+    /// reading; `None` when the failure is not the hub's.
     pub fn refusal(&self, code: RDKafkaErrorCode, text: &str, hub: &str) -> Option<Refusal> {
         let read = self.setup.on_produce(code, text, hub)?;
-        let known = self.lock().get(hub).cloned();
-        Some(known.unwrap_or(read))
+        Some(self.refused(hub).unwrap_or(read))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Refusal>> {
+    /// A write to `hub` went through: whatever was refused before is fixed.
+    pub fn delivered(&self, hub: &str) {
+        let mut refused = self.lock();
+        if !refused.is_empty() {
+            refused.remove(hub);
+        }
+    }
+
+    /// The provisioner's finding on `hub`, unless it is stale.
+    fn refused(&self, hub: &str) -> Option<Refusal> {
+        let refused = self.lock();
+        let (refusal, at) = refused.get(hub)?;
+        (at.elapsed() < RETRY_MAX).then(|| refusal.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Refusal, Instant)>> {
         self.refused.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -112,25 +132,44 @@ pub fn start(setup: Setup, parks: UnboundedSender<(String, Refusal)>) -> Hubs {
 
 fn serve(hubs: &Hubs, rx: &Receiver<Request>, parks: &UnboundedSender<(String, Refusal)>) {
     let mut usable: HashSet<String> = HashSet::new();
-    let mut tried: HashMap<String, Instant> = HashMap::new();
+    // Per hub not usable yet: when it was last asked about, and the wait before the next ask.
+    let mut tried: HashMap<String, (Instant, Duration)> = HashMap::new();
+    // Per hub: the recTypes that asked for it, each parked when it is refused.
+    let mut rec_types: HashMap<String, HashSet<String>> = HashMap::new();
     while let Ok(first) = rx.recv() {
         // What queued up meanwhile is one round trip.
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         let mut todo: Vec<&Request> = Vec::new();
         for r in &batch {
+            match &r.rec_type {
+                Some(rec_type) => {
+                    rec_types
+                        .entry(r.hub.clone())
+                        .or_default()
+                        .insert(rec_type.clone());
+                }
+                // A write failed: the hub may be gone since it was last seen.
+                None => {
+                    usable.remove(&r.hub);
+                }
+            }
             if usable.contains(&r.hub) {
                 continue;
             }
-            if let (Some(refusal), Some(rec_type)) = (hubs.lock().get(&r.hub), &r.rec_type) {
+            if let (Some(refusal), Some(rec_type)) = (hubs.refused(&r.hub), &r.rec_type) {
                 // Every recType of a refused hub is parked, not only the first to ask.
-                let _ = parks.send((rec_type.clone(), refusal.clone()));
+                let _ = parks.send((rec_type.clone(), refusal));
             }
-            if tried.get(&r.hub).is_some_and(|t| t.elapsed() < RETRY) {
-                continue;
+            let wait = match tried.get(&r.hub) {
+                Some((at, wait)) if at.elapsed() < *wait => continue,
+                Some((_, wait)) => (*wait * 2).min(RETRY_MAX),
+                None => RETRY_MIN,
+            };
+            tried.insert(r.hub.clone(), (Instant::now(), wait));
+            if !todo.iter().any(|t| t.hub == r.hub) {
+                todo.push(r);
             }
-            tried.insert(r.hub.clone(), Instant::now());
-            todo.push(r);
         }
         let Some(client) = todo.first().map(|r| &r.client) else {
             continue;
@@ -148,23 +187,28 @@ fn serve(hubs: &Hubs, rx: &Receiver<Request>, parks: &UnboundedSender<(String, R
         for r in todo {
             match found.get(&r.hub) {
                 Some(Some(refusal)) => {
-                    hubs.lock().insert(r.hub.clone(), refusal.clone());
-                    if let Some(rec_type) = &r.rec_type {
+                    hubs.lock()
+                        .insert(r.hub.clone(), (refusal.clone(), Instant::now()));
+                    for rec_type in rec_types.get(&r.hub).into_iter().flatten() {
                         let _ = parks.send((rec_type.clone(), refusal.clone()));
                     }
                 }
-                _ => {
+                Some(None) => {
                     hubs.lock().remove(&r.hub);
                     usable.insert(r.hub.clone());
+                    tried.remove(&r.hub);
                 }
+                // Not answered (the broker was busy): asked again when records go to it.
+                None => {}
             }
         }
     }
 }
 
 /// Look `hubs` up and, with `provisioning = "auto"`, create those missing. Each hub maps to
-/// `None` when it exists (now), else to why not. `Err`: the broker could not be asked.
-/// Blocks up to twice [`ANSWER`].
+/// `None` when it exists (now), else to why not; a hub left out got only a "not now" (the
+/// broker timed out or was busy) and is to be asked about again. `Err`: the broker could
+/// not be asked. Blocks up to twice [`ANSWER`].
 pub fn ensure(
     client: &ClientConfig,
     setup: &Setup,
@@ -176,8 +220,11 @@ pub fn ensure(
         .copied()
         .filter(|h| !present.contains_key(*h))
         .collect();
-    let mut out: HashMap<String, Option<Refusal>> =
-        hubs.iter().map(|h| (h.to_string(), None)).collect();
+    let mut out: HashMap<String, Option<Refusal>> = hubs
+        .iter()
+        .filter(|h| present.contains_key(**h))
+        .map(|h| (h.to_string(), None))
+        .collect();
     if missing.is_empty() {
         return Ok(out);
     }
@@ -187,16 +234,30 @@ pub fn ensure(
         }
         return Ok(out);
     }
-    for (hub, code, text) in create(client, &missing, setup.partitions, false)? {
-        let refusal = setup.on_create(code, &text, &hub);
+    let answers = create(client, &missing, setup.partitions, false)?;
+    for hub in missing {
+        let Some((_, code, text)) = answers.iter().find(|(h, ..)| h == hub) else {
+            let refusal = setup.unanswered(hub);
+            log::error!("hubs: {refusal}");
+            out.insert(hub.to_string(), Some(refusal));
+            continue;
+        };
+        if super::refusal::transient(*code, text) {
+            log::warn!("hubs: creating hub {hub:?} not answered yet ({code:?}: {text}); asking again when records go to it");
+            continue;
+        }
+        let refusal = setup.on_create(*code, text, hub);
         match &refusal {
+            None if *code == RDKafkaErrorCode::TopicAlreadyExists => {
+                log::info!("hubs: hub {hub:?} exists (created meanwhile)")
+            }
             None => log::info!(
                 "hubs: created hub {hub:?} with {} partition(s)",
                 setup.partitions
             ),
             Some(r) => log::error!("hubs: {r}"),
         }
-        out.insert(hub, refusal);
+        out.insert(hub.to_string(), refusal);
     }
     Ok(out)
 }

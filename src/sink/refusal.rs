@@ -117,16 +117,16 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// What the broker's words say, whatever the code (Event Hubs' own texts).
+/// What the broker's words say where its code does not (Event Hubs' own texts: the hub cap
+/// is its 403 with `SubCode=40300`, the claims it names are its rights).
 fn by_words(text: &str) -> Option<Cause> {
     let t = text.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
     if has(&[
-        "40300",
-        "maximum number",
-        "quota",
-        "too many topics",
-        "limit exceeded",
+        "subcode=40300",
+        "maximum number of eventhubs",
+        "maximum number of event hubs",
+        "resources of type eventhub",
     ]) {
         Some(Cause::HubCap)
     } else if has(&["basic tier", "basic sku", "tier does not support"]) {
@@ -138,6 +138,16 @@ fn by_words(text: &str) -> Option<Cause> {
     } else {
         None
     }
+}
+
+/// Whether an answer to CreateTopics only says "not now" (a timeout, a broker moving its
+/// controller, Event Hubs' "unable to process the request" when it is busy): no answer
+/// about the hub, which is asked about again.
+pub fn transient(code: C, text: &str) -> bool {
+    matches!(
+        code,
+        C::RequestTimedOut | C::NotController | C::OperationTimedOut
+    ) || text.to_ascii_lowercase().contains("unable to process")
 }
 
 /// What the broker's answers are read against: the connection string's `EntityPath`, the
@@ -155,16 +165,18 @@ impl Setup {
         if matches!(code, C::NoError | C::TopicAlreadyExists) {
             return None;
         }
-        let cause = by_words(text).unwrap_or(match code {
-            C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => {
-                self.scoped_elsewhere(hub, Cause::NoManage)
-            }
+        // Codes that say it all first; the words refine the rest.
+        let cause = match code {
             C::InvalidPartitions => Cause::Partitions,
-            C::PolicyViolation | C::UnsupportedVersion | C::InvalidRequest | C::InvalidConfig => {
-                Cause::CreateUnsupported
+            C::UnsupportedVersion | C::UnsupportedFeature => Cause::CreateUnsupported,
+            C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => {
+                by_words(text).unwrap_or(self.scoped_elsewhere(hub, Cause::NoManage))
             }
-            _ => Cause::Unclassified,
-        });
+            C::PolicyViolation | C::InvalidRequest | C::InvalidConfig => {
+                by_words(text).unwrap_or(Cause::CreateUnsupported)
+            }
+            _ => by_words(text).unwrap_or(Cause::Unclassified),
+        };
         Some(self.refusal(hub, cause, code, text))
     }
 
@@ -196,6 +208,16 @@ impl Setup {
             hub: hub.to_string(),
             cause: Cause::Missing,
             broker: "not among the hubs the broker lists".into(),
+            partitions: self.partitions,
+        }
+    }
+
+    /// CreateTopics was answered, but not for `hub`.
+    pub fn unanswered(&self, hub: &str) -> Refusal {
+        Refusal {
+            hub: hub.to_string(),
+            cause: Cause::Unclassified,
+            broker: "no answer for this hub in the CreateTopics response".into(),
             partitions: self.partitions,
         }
     }
@@ -280,6 +302,24 @@ mod tests {
             create(C::InvalidPartitions, "", None),
             Some(Cause::Partitions)
         );
+        // The code says it: a limit in the words is the partitions' one, not the hub cap.
+        assert_eq!(
+            create(
+                C::InvalidPartitions,
+                "Number of partitions exceeds the maximum number allowed (quota)",
+                None
+            ),
+            Some(Cause::Partitions)
+        );
+        // Words that merely sound like the hub cap are not Event Hubs' marker for it.
+        assert_eq!(
+            create(C::PolicyViolation, "quota of requests per second", None),
+            Some(Cause::CreateUnsupported)
+        );
+        assert_eq!(
+            create(C::UnsupportedFeature, "CreateTopics not supported", None),
+            Some(Cause::CreateUnsupported)
+        );
         assert_eq!(
             create(
                 C::TopicAuthorizationFailed,
@@ -331,6 +371,18 @@ mod tests {
             Some(Cause::Missing)
         );
         assert_eq!(produce(C::RequestTimedOut, "", None), None);
+    }
+
+    #[test]
+    fn not_now_is_no_answer() {
+        assert!(transient(C::RequestTimedOut, ""));
+        assert!(transient(C::NotController, ""));
+        assert!(transient(
+            C::Unknown,
+            "The service was unable to process the request; please retry"
+        ));
+        assert!(!transient(C::TopicAuthorizationFailed, ""));
+        assert!(!transient(C::PolicyViolation, "SubCode=40300"));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! It speaks only old, fixed-layout API versions (ApiVersions 0, Metadata 1, Produce 3,
 //! InitProducerId 0, CreateTopics 1, SaslHandshake 1, SaslAuthenticate 0), which librdkafka
-//! negotiates down to. Produce answers the configured error for every partition, or accepts
-//! (and discards) the records. [`StandIn::start`] is plain TCP without a login;
+//! negotiates down to. Produce answers the configured error for every partition, unknown
+//! topic for a topic that does not exist, or accepts the records and keeps their values
+//! (uncompressed record batches only). The answers can be changed while clients run. [`StandIn::start`] is plain TCP without a login;
 //! [`StandIn::start_tls`] puts stunnel in front and takes any SASL PLAIN login, as the Event
 //! Hubs sink connects.
 
@@ -30,6 +31,10 @@ pub struct Answers {
     pub produce: Option<i16>,
     /// A key scoped to this one hub: writes to any other answer TOPIC_AUTHORIZATION_FAILED.
     pub only_writable: Option<String>,
+    /// An endpoint without CreateTopics: ApiVersions does not offer it.
+    pub no_create_topics: bool,
+    /// CreateTopics answers for none of the topics asked for (an empty topic list).
+    pub create_answers_nothing: bool,
 }
 
 #[derive(Default)]
@@ -37,6 +42,8 @@ struct State {
     answers: Answers,
     /// Topic -> partition count.
     topics: BTreeMap<String, i32>,
+    /// Topic -> the values of the records accepted, in the order they arrived.
+    written: BTreeMap<String, Vec<String>>,
     /// Requests seen, by API key.
     seen: BTreeMap<i16, usize>,
 }
@@ -82,6 +89,7 @@ impl StandIn {
         let state = Arc::new(Mutex::new(State {
             answers,
             topics: topics.iter().map(|t| (t.to_string(), 1)).collect(),
+            written: BTreeMap::new(),
             seen: BTreeMap::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -136,6 +144,22 @@ impl StandIn {
     /// The topics that exist now.
     pub fn topics(&self) -> Vec<String> {
         self.state.lock().unwrap().topics.keys().cloned().collect()
+    }
+
+    /// Answer with `answers` from now on (an operator fixing the key, say).
+    pub fn set_answers(&self, answers: Answers) {
+        self.state.lock().unwrap().answers = answers;
+    }
+
+    /// Delete `topic`, as an operator can in the portal.
+    pub fn delete(&self, topic: &str) {
+        self.state.lock().unwrap().topics.remove(topic);
+    }
+
+    /// The values of the records accepted for `topic`, in arrival order.
+    pub fn written(&self, topic: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state.written.get(topic).cloned().unwrap_or_default()
     }
 }
 
@@ -212,12 +236,54 @@ impl In<'_> {
         }
         String::from_utf8_lossy(self.take(n as usize)).into_owned()
     }
-    fn bytes(&mut self) {
+    fn bytes(&mut self) -> &[u8] {
         let n = self.i32();
-        if n > 0 {
-            self.take(n as usize);
+        self.take(n.max(0) as usize)
+    }
+    fn varint(&mut self) -> i64 {
+        let (mut v, mut shift) = (0u64, 0);
+        while let Some(&b) = self.take(1).first() {
+            v |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 63 {
+                break;
+            }
+        }
+        (v >> 1) as i64 ^ -((v & 1) as i64)
+    }
+    fn varbytes(&mut self) -> &[u8] {
+        let n = self.varint();
+        self.take(n.max(0) as usize)
+    }
+}
+
+/// The values of the records in `batches` (record batches v2, uncompressed).
+fn values(batches: &[u8]) -> Vec<String> {
+    let mut r = In(batches);
+    let mut out = Vec::new();
+    while r.0.len() >= 61 {
+        r.take(8);
+        let length = r.i32().max(0) as usize;
+        let mut batch = In(r.take(length));
+        batch.take(4 + 1 + 4);
+        let attributes = batch.i16();
+        batch.take(4 + 8 + 8 + 8 + 2 + 4);
+        let count = batch.i32();
+        assert_eq!(
+            attributes & 7,
+            0,
+            "the stand-in reads uncompressed batches only"
+        );
+        for _ in 0..count {
+            let mut rec = In(batch.varbytes());
+            rec.take(1);
+            rec.varint();
+            rec.varint();
+            rec.varbytes();
+            out.push(String::from_utf8_lossy(rec.varbytes()).into_owned());
         }
     }
+    out
 }
 
 /// Builds a response body.
@@ -278,8 +344,12 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
             out.i16(35).i32(0);
         }
         (18, 0) => {
-            out.i16(0).i32(APIS.len() as i32);
-            for (k, min, max) in APIS {
+            let apis: Vec<_> = APIS
+                .iter()
+                .filter(|(k, ..)| !(*k == 19 && st.answers.no_create_topics))
+                .collect();
+            out.i16(0).i32(apis.len() as i32);
+            for (k, min, max) in apis {
                 out.i16(*k).i16(*min).i16(*max);
             }
         }
@@ -332,6 +402,9 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
             }
             let _timeout = r.i32();
             let validate_only = r.take(1) == [1];
+            if st.answers.create_answers_nothing {
+                names.clear();
+            }
             out.i32(names.len() as i32);
             for (name, partitions) in names {
                 out.string(&name);
@@ -371,11 +444,18 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
                 out.string(&topic).i32(parts);
                 for _ in 0..parts {
                     let p = r.i32();
-                    r.bytes();
+                    let batches = r.bytes().to_vec();
                     let code = match &st.answers.only_writable {
                         Some(hub) if *hub != topic => 29,
+                        _ if !st.topics.contains_key(&topic) => 3,
                         _ => st.answers.produce.unwrap_or(0),
                     };
+                    if code == 0 {
+                        st.written
+                            .entry(topic.clone())
+                            .or_default()
+                            .extend(values(&batches));
+                    }
                     out.i32(p).i16(code).i64(0).i64(-1);
                 }
             }
