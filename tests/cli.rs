@@ -436,38 +436,72 @@ fn a_closed_output_pipe_ends_quietly() {
     }
 }
 
+/// Records `buffer_stats_export_and_purge` puts in the buffer.
+const BUFFER_RECORDS: u64 = 10_000;
+/// Set to a buffer path, [`fill_a_buffer_for_the_buffer_commands`] fills it.
+const FILL_BUFFER: &str = "HUBGATE_TEST_FILL_BUFFER";
+
+fn buffer_body(i: u64) -> String {
+    format!("{{\"id\":\"r{i}\",\"pad\":\"{}\"}}", "x".repeat(900))
+}
+
+/// Not a test of its own: the process in which `buffer_stats_export_and_purge` fills its
+/// buffer (does nothing unless [`FILL_BUFFER`] is set). Prints the encoded records' bytes.
+#[test]
+fn fill_a_buffer_for_the_buffer_commands() {
+    use hubgate::buffer::{encode, SledStore, Store};
+    let Some(buffer) = std::env::var_os(FILL_BUFFER) else {
+        return;
+    };
+    let mut store = SledStore::open(Path::new(&buffer)).unwrap();
+    let mut bytes = 0;
+    for seq in 0..BUFFER_RECORDS {
+        let rec = hubgate::record::Record {
+            id: format!("r{seq}"),
+            rec_type: "io.microshare.environment.unpacked".into(),
+            key: "58-A0-CB-00-00-10-12-34".into(),
+            created_ms: hubgate::record::ms_since_epoch(std::time::SystemTime::now()),
+            body: buffer_body(seq),
+        };
+        let value = encode(&rec);
+        bytes += value.len();
+        store.insert(seq, value).unwrap();
+    }
+    for seq in BUFFER_RECORDS..BUFFER_RECORDS + 2 {
+        store.dead_letter(seq, vec![7; 100]).unwrap();
+    }
+    store.flush().unwrap();
+    println!("filled bytes={bytes}");
+}
+
 /// `hubgate buffer stats|export|purge` on a buffer left by an outage: the numbers, every
 /// record as one JSON line in order with progress on stderr, and a purge that gives the
 /// disk space back.
 #[test]
 fn buffer_stats_export_and_purge() {
-    use hubgate::buffer::{encode, SledStore, Store};
     let dir = tempfile::tempdir().unwrap();
     let buffer = dir.path().join("buffer");
-    let n = 10_000u64;
-    let bodies: Vec<String> = (0..n)
-        .map(|i| format!("{{\"id\":\"r{i}\",\"pad\":\"{}\"}}", "x".repeat(900)))
-        .collect();
-    let mut bytes = 0;
-    {
-        let mut store = SledStore::open(&buffer).unwrap();
-        for (seq, body) in (0..n).zip(&bodies) {
-            let rec = hubgate::record::Record {
-                id: format!("r{seq}"),
-                rec_type: "io.microshare.environment.unpacked".into(),
-                key: "58-A0-CB-00-00-10-12-34".into(),
-                created_ms: hubgate::record::ms_since_epoch(std::time::SystemTime::now()),
-                body: body.clone(),
-            };
-            let value = encode(&rec);
-            bytes += value.len();
-            store.insert(seq, value).unwrap();
-        }
-        for seq in n..n + 2 {
-            store.dead_letter(seq, vec![7; 100]).unwrap();
-        }
-        store.flush().unwrap();
-    }
+    let n = BUFFER_RECORDS;
+    let bodies: Vec<String> = (0..n).map(buffer_body).collect();
+    // Written by a process of its own: sled lets go of its file lock on a background thread
+    // some time after the last handle is dropped (sled issue 1289), and in this process
+    // that thread may hold it past the `hubgate` commands' wait.
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "fill_a_buffer_for_the_buffer_commands",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(FILL_BUFFER, &buffer)
+        .output()
+        .unwrap();
+    assert!(child.status.success(), "{}", stderr(&child));
+    let bytes: usize = stdout(&child)
+        .lines()
+        .find_map(|l| l.strip_prefix("filled bytes="))
+        .unwrap_or_else(|| panic!("no byte count in {}", stdout(&child)))
+        .parse()
+        .unwrap();
     let config = dir.path().join("hubgate.toml");
     std::fs::write(
         &config,
