@@ -56,12 +56,12 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 expect "--version" "$(run --version)" "hubgate $version"
 expect "check -c config/demo.toml" "$(run check -c config/demo.toml 2>&1)" "config/demo.toml: OK"
 # tests/cli.rs decode_prints_the_unpacked_record: Browan TBHH100, 14 °C, 45 %RH, 3.7 V
-# (pretty-printed JSON with sorted keys, compared without whitespace).
+# (JSON with sorted keys, whole numbers written as integers, compared without whitespace).
 expect "decode browan-tbhh100" \
     "$(run decode --codec browan-tbhh100 --fport 103 088C2E2DFFFFFFFF | tr -d ' \n')" \
     '"recType":"io.microshare.environment.unpacked"' \
-    '"temperature":[{"unit":"°C","value":14.0}]' \
-    '"humidity":[{"unit":"%RH","value":45.0}]' \
+    '"temperature":[{"unit":"°C","value":14}]' \
+    '"humidity":[{"unit":"%RH","value":45}]' \
     '"voltage":[{"unit":"V","value":3.7}]'
 if [ -z "$features" ]; then
     # The JavaScript engine runs on the target: codecs/example-door.js and its table.
