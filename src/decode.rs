@@ -364,11 +364,10 @@ impl Decoder {
                                 .as_ref()
                                 .or_else(|| device.and_then(|d| d.mapping.as_ref()));
                             let mapped = mapping::map(Some(&out.data), table, &out.normalized);
-                            heard(Outcome::Decoded {
+                            heard(Outcome::Mapped {
                                 codec: "javascript",
                                 rec_type: rec_type::known(&mapped.rec_type),
-                                readings: &[],
-                                health: &[],
+                                mapped: &mapped,
                             });
                             let payload = Payload::Object {
                                 class: &script.class,
@@ -403,11 +402,10 @@ impl Decoder {
                     }
                     let table = device.and_then(|d| d.mapping.as_ref());
                     let mapped = mapping::map(up.ns.object.as_ref(), table, &up.ns.normalized);
-                    heard(Outcome::Decoded {
+                    heard(Outcome::Mapped {
                         codec: NETWORK,
                         rec_type: rec_type::known(&mapped.rec_type),
-                        readings: &[],
-                        health: &[],
+                        mapped: &mapped,
                     });
                     let payload = Payload::Object {
                         class: NETWORK,

@@ -3,6 +3,7 @@
 //! least recently. Updated for every uplink, so an update reuses the entry's buffers and
 //! allocates only for a device not seen before (or a longer packed reason than before).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -34,8 +35,25 @@ pub enum Outcome<'a> {
         /// Battery and other device-domain values.
         health: &'a [Reading],
     },
+    /// Decoded into Microshare fields by a JavaScript codec or from the network server's
+    /// object (field names from the mapping tables, not the built-in codecs).
+    Mapped {
+        codec: &'static str,
+        rec_type: &'static str,
+        mapped: &'a crate::mapping::Mapped,
+    },
     /// Sent packed: no codec, unknown device, or the codec failed (`reason`).
     Packed { reason: &'a str },
+}
+
+/// Most mapped readings kept a device (a mapped object may hold hundreds of fields).
+const MAPPED_MAX: usize = 16;
+
+/// A reading of a mapped object: its field name and unit are the tables' own, so owned.
+struct MappedReading {
+    field: String,
+    value: serde_json::Value,
+    unit: Option<String>,
 }
 
 pub struct DeviceTable {
@@ -72,6 +90,8 @@ struct Device {
     /// Times the counter went back (a rejoin or reset of the device).
     fcnt_resets: u64,
     readings: Vec<Reading>,
+    /// The readings of a mapped decode (then `readings` is empty).
+    mapped: Vec<MappedReading>,
 }
 
 impl Default for DeviceTable {
@@ -128,6 +148,7 @@ impl DeviceTable {
             fcnt_missed: 0,
             fcnt_resets: 0,
             readings: Vec::new(),
+            mapped: Vec::new(),
         });
         if d.uplinks > 0 {
             d.gap = now.duration_since(d.last_seen).ok();
@@ -167,12 +188,44 @@ impl DeviceTable {
                 d.readings.clear();
                 d.readings.extend_from_slice(readings);
                 d.readings.extend_from_slice(health);
+                d.mapped.clear();
+            }
+            Outcome::Mapped {
+                codec,
+                rec_type,
+                mapped,
+            } => {
+                d.codec = Some(codec);
+                d.rec_type = rec_type;
+                d.readings.clear();
+                d.mapped.clear();
+                let fields = mapped
+                    .data
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != crate::mapping::ORIGIN)
+                    .chain(&mapped.health);
+                for (field, list) in fields {
+                    for v in list.as_array().into_iter().flatten() {
+                        if d.mapped.len() == MAPPED_MAX {
+                            break;
+                        }
+                        d.mapped.push(MappedReading {
+                            field: cut(field, NAME_MAX).to_string(),
+                            value: v.get("value").cloned().unwrap_or_default(),
+                            unit: v
+                                .get("unit")
+                                .and_then(|u| u.as_str())
+                                .map(|u| cut(u, NAME_MAX).to_string()),
+                        });
+                    }
+                }
             }
             Outcome::Packed { reason } => {
                 d.codec = None;
                 d.rec_type = "";
                 d.packed_reason.push_str(cut(reason, REASON_MAX));
                 d.readings.clear();
+                d.mapped.clear();
             }
         }
     }
@@ -361,11 +414,11 @@ pub struct DeviceView {
 
 #[derive(Serialize)]
 pub struct ReadingView {
-    pub field: &'static str,
+    pub field: Cow<'static, str>,
     pub value: serde_json::Value,
     /// Absent for counts and booleans.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<&'static str>,
+    pub unit: Option<Cow<'static, str>>,
     /// Present for multi-channel formats (Cayenne LPP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<u8>,
@@ -397,15 +450,21 @@ impl DeviceView {
                 .readings
                 .iter()
                 .map(|r| ReadingView {
-                    field: r.field,
+                    field: Cow::Borrowed(r.field),
                     value: match r.value {
                         Value::Num(v) => v.into(),
                         Value::Int(v) => v.into(),
                         Value::Bool(v) => v.into(),
                     },
-                    unit: r.unit,
+                    unit: r.unit.map(Cow::Borrowed),
                     channel: r.context_id,
                 })
+                .chain(d.mapped.iter().map(|r| ReadingView {
+                    field: Cow::Owned(r.field.clone()),
+                    value: r.value.clone(),
+                    unit: r.unit.clone().map(Cow::Owned),
+                    channel: None,
+                }))
                 .collect(),
         }
     }
@@ -535,8 +594,66 @@ mod tests {
                 readings,
                 health,
             },
+            Outcome::Mapped {
+                codec,
+                rec_type,
+                mapped,
+            } => Outcome::Mapped {
+                codec,
+                rec_type,
+                mapped,
+            },
             Outcome::Packed { reason } => Outcome::Packed { reason },
         }
+    }
+
+    /// A device decoded by a JavaScript codec or from the network server's object shows its
+    /// mapped readings (not `origin`), at most [`MAPPED_MAX`] of them.
+    #[test]
+    fn mapped_readings_are_shown_and_bounded() {
+        let t = DeviceTable::new(10);
+        let mut mapped = crate::mapping::Mapped::default();
+        mapped.data.insert(
+            "soil_moisture".into(),
+            serde_json::json!([{"value": 31, "unit": "%"}]),
+        );
+        mapped
+            .data
+            .insert("origin".into(), serde_json::json!({"fw": "1.2"}));
+        mapped.health.insert(
+            "voltage".into(),
+            serde_json::json!([{"value": 3.6, "unit": "V"}]),
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let outcome = Outcome::Mapped {
+            codec: "javascript",
+            rec_type: "io.microshare.lorawan.unpacked",
+            mapped: &mapped,
+        };
+        t.heard(&up(1, 1), &[], outcome, now);
+        let all = Selection {
+            filter: String::new(),
+            sort: Sort::Eui,
+            offset: 0,
+            limit: 10,
+        };
+        let d = &t.select(&all, now).devices[0];
+        assert_eq!(
+            serde_json::to_value(&d.readings).unwrap(),
+            serde_json::json!([
+                {"field": "soil_moisture", "value": 31, "unit": "%"},
+                {"field": "voltage", "value": 3.6, "unit": "V"},
+            ])
+        );
+        let many: serde_json::Value = (0..40).map(|i| serde_json::json!({"value": i})).collect();
+        mapped.data.insert("count".into(), many);
+        let outcome = Outcome::Mapped {
+            codec: "javascript",
+            rec_type: "io.microshare.lorawan.unpacked",
+            mapped: &mapped,
+        };
+        t.heard(&up(1, 2), &[], outcome, now);
+        assert_eq!(t.select(&all, now).devices[0].readings.len(), MAPPED_MAX);
     }
 
     #[test]

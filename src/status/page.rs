@@ -203,10 +203,13 @@ fn device_row(b: &mut String, d: &DeviceView) {
             b,
             "{}<span class=reading>{}{} {}{}</span>",
             if i > 0 { ", " } else { "" },
-            esc(r.field),
+            esc(&r.field),
             r.channel.map(|c| format!("[{c}]")).unwrap_or_default(),
             esc(&r.value.to_string()),
-            r.unit.map(|u| format!(" {}", esc(u))).unwrap_or_default()
+            r.unit
+                .as_deref()
+                .map(|u| format!(" {}", esc(u)))
+                .unwrap_or_default()
         );
     }
     b.push_str("</tr>");
