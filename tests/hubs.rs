@@ -126,6 +126,12 @@ fn creation_refusals_are_classified_by_code_and_words() {
         partitions: 4,
         auto: true,
     };
+    // A stand-in broker answering as `answers` says, and what the provisioner made of it.
+    let ask = |answers: Answers| {
+        let broker = StandIn::start(&[], answers);
+        let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION]).unwrap();
+        (broker, found)
+    };
     let quota = "error code: 403, Details: SubCode=40300. The maximum number of event hubs for the namespace has been reached";
     for (code, words, cause) in [
         (TOPIC_AUTHORIZATION_FAILED, "", "no_manage"),
@@ -144,15 +150,10 @@ fn creation_refusals_are_classified_by_code_and_words() {
         // INVALID_PARTITIONS says it, whatever limit its words name.
         (37, "exceeds the maximum number allowed", "partitions"),
     ] {
-        let broker = StandIn::start(
-            &[],
-            Answers {
-                create: Some((code, words.to_string())),
-                ..Answers::default()
-            },
-        );
-        let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION])
-            .unwrap_or_else(|e| panic!("{code}: {e}"));
+        let (broker, found) = ask(Answers {
+            create: Some((code, words.to_string())),
+            ..Answers::default()
+        });
         let refusal = found[MOTION].clone().expect("refused");
         assert_eq!(refusal.kind(), cause, "{code} {words:?}: {refusal}");
         if !words.is_empty() {
@@ -164,26 +165,18 @@ fn creation_refusals_are_classified_by_code_and_words() {
         assert_eq!(broker.seen(19), 1, "one CreateTopics");
     }
     // An endpoint without CreateTopics (not in its ApiVersions): the portal is the way.
-    let broker = StandIn::start(
-        &[],
-        Answers {
-            no_create_topics: true,
-            ..Answers::default()
-        },
-    );
-    let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION]).unwrap();
+    let (broker, found) = ask(Answers {
+        no_create_topics: true,
+        ..Answers::default()
+    });
     let refusal = found[MOTION].clone().expect("refused");
     assert_eq!(refusal.kind(), "create_unsupported", "{refusal}");
     assert_eq!(broker.seen(19), 0);
     // An answer that leaves the hub out does not make it exist.
-    let broker = StandIn::start(
-        &[],
-        Answers {
-            create_answers_nothing: true,
-            ..Answers::default()
-        },
-    );
-    let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION]).unwrap();
+    let (_broker, found) = ask(Answers {
+        create_answers_nothing: true,
+        ..Answers::default()
+    });
     let refusal = found[MOTION].clone().expect("refused");
     assert_eq!(refusal.kind(), "unclassified", "{refusal}");
     assert!(refusal.broker.contains("no answer"), "{refusal}");
@@ -193,19 +186,14 @@ fn creation_refusals_are_classified_by_code_and_words() {
         (41, "The service was unable to process the request"),
         (7, ""),
     ] {
-        let broker = StandIn::start(
-            &[],
-            Answers {
-                create: Some((code, words.to_string())),
-                ..Answers::default()
-            },
-        );
-        let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION]).unwrap();
+        let (_broker, found) = ask(Answers {
+            create: Some((code, words.to_string())),
+            ..Answers::default()
+        });
         assert_eq!(found.get(MOTION), None, "{code}: {found:?}");
     }
     // Created: the hub exists afterwards with the partition count asked for.
-    let broker = StandIn::start(&[], Answers::default());
-    let found = provision::ensure(&plain(&broker.bootstrap()), &setup, &[MOTION]).unwrap();
+    let (broker, found) = ask(Answers::default());
     assert_eq!(found[MOTION], None);
     assert_eq!(broker.topics(), [MOTION]);
     // `precreated`: a missing hub is reported, nothing is created.
