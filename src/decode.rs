@@ -64,15 +64,8 @@ fn load_scripts(cfg: &Config, metrics: &Metrics) -> Scripts {
 /// The mapping table `<dir>/<name>.toml`; a missing or bad one is a problem (`codec_file`),
 /// and the device's fields then all go under `origin`: kept, not lost.
 fn table(dir: &Path, name: &str, metrics: &Metrics) -> Option<Table> {
-    let path = dir.join(format!("{name}.toml"));
-    let table = crate::files::read_capped(&path, crate::files::CONFIG_CAP)
-        .and_then(|text| Table::parse(&text));
-    table
-        .map_err(|e| {
-            metrics.problem("codec_file", || {
-                format!("mapping table {}: {e}", path.display())
-            })
-        })
+    crate::js::dir::load_table(dir, name)
+        .map_err(|e| metrics.problem("codec_file", || format!("mapping table {e}")))
         .ok()
 }
 

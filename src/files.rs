@@ -89,6 +89,25 @@ pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
     None
 }
 
+/// `Err` when `path` (a file or a directory holding `what`) may be written by its group or by
+/// every user: hubgate runs what such files say, so one user could make the agent run code.
+pub fn refuse_writable_by_others(path: &Path, what: &str) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} holds {what} and is writable by {} (mode {mode:04o}): refused; chmod go-w",
+            path.display(),
+            if mode & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+        ));
+    }
+    Ok(())
+}
+
 /// The name of group `gid`, if it has one.
 fn group_name(gid: u32) -> Option<String> {
     let mut group: libc::group = unsafe { std::mem::zeroed() };

@@ -37,15 +37,34 @@ pub fn path(dir: &Path, name: &str, ext: &str) -> Result<PathBuf, String> {
     Ok(dir.join(format!("{name}.{ext}")))
 }
 
-/// Load the codec `name` of `dir` and its mapping table.
+/// Load the codec `name` of `dir` and its mapping table. A directory others may write to is
+/// refused: whoever can add or replace a file there runs code in the agent.
 pub fn load(dir: &Path, name: &str) -> Result<Script, String> {
+    crate::files::refuse_writable_by_others(dir, "codecs")?;
     load_file(&path(dir, name, "js")?)
+}
+
+/// Load the mapping table `name` of `dir` (`<name>.toml`), as [`load`] loads a codec.
+pub fn load_table(dir: &Path, name: &str) -> Result<Table, String> {
+    crate::files::refuse_writable_by_others(dir, "codecs")?;
+    parse_table(&path(dir, name, "toml")?)
+}
+
+fn parse_table(file: &Path) -> Result<Table, String> {
+    Table::parse(&read(file)?).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// The text of a codec or mapping file of at most [`FILE_CAP`] bytes that only its owner may
+/// write; the error names the file.
+pub fn read(file: &Path) -> Result<String, String> {
+    crate::files::refuse_writable_by_others(file, "a codec")?;
+    crate::files::read_capped(file, FILE_CAP).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// Load one codec file and its mapping table, the `.toml` beside it (none when there is no
 /// such file).
 pub fn load_file(file: &Path) -> Result<Script, String> {
-    let source = crate::files::read_capped(file, FILE_CAP)?;
+    let source = read(file)?;
     let name = file.file_stem().map_or_else(
         || file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -54,8 +73,7 @@ pub fn load_file(file: &Path) -> Result<Script, String> {
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let toml = file.with_extension("toml");
     let table = if toml.exists() {
-        let text = crate::files::read_capped(&toml, FILE_CAP)?;
-        Some(Table::parse(&text).map_err(|e| format!("{}: {e}", toml.display()))?)
+        Some(parse_table(&toml)?)
     } else {
         None
     };

@@ -183,3 +183,58 @@ fn loading_fails_with_a_reason() {
         .table
         .is_none());
 }
+
+/// Every error of the codec directory names the file; a codec, mapping table or directory
+/// that its group or every user may write is refused, saying so.
+#[test]
+fn codec_files_errors_name_the_file_and_writable_ones_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let chmod = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    chmod(d, 0o755).unwrap();
+    let js = d.join("c.js");
+    let e = dir::load(d, "c").err().unwrap();
+    assert!(e.starts_with(&format!("{}: ", js.display())), "{e}");
+    std::fs::write(&js, vec![b' '; dir::FILE_CAP as usize + 1]).unwrap();
+    let e = dir::load(d, "c").err().unwrap();
+    assert!(
+        e.starts_with(&format!("{}: larger than", js.display())),
+        "{e}"
+    );
+    std::fs::write(&js, "function Decode(p, b) { return {n: b.length}; }").unwrap();
+    let toml = d.join("c.toml");
+    std::fs::write(&toml, "[fields\n").unwrap();
+    let e = dir::load(d, "c").err().unwrap();
+    assert!(e.starts_with(&format!("{}: ", toml.display())), "{e}");
+    let e = dir::load_table(d, "c").unwrap_err();
+    assert!(e.starts_with(&format!("{}: ", toml.display())), "{e}");
+    std::fs::remove_file(&toml).unwrap();
+    chmod(&js, 0o664).unwrap();
+    assert_eq!(
+        dir::load(d, "c").err().unwrap(),
+        format!(
+            "{} holds a codec and is writable by its group (mode 0664): refused; chmod go-w",
+            js.display()
+        )
+    );
+    chmod(&js, 0o644).unwrap();
+    chmod(d, 0o777).unwrap();
+    assert_eq!(
+        dir::load(d, "c").err().unwrap(),
+        format!(
+            "{} holds codecs and is writable by every user (mode 0777): refused; chmod go-w",
+            d.display()
+        )
+    );
+    assert!(dir::load_table(d, "c").unwrap_err().contains("mode 0777"));
+    chmod(d, 0o755).unwrap();
+    std::fs::write(&toml, "[fields]\n").unwrap();
+    chmod(&toml, 0o646).unwrap();
+    assert!(dir::load(d, "c")
+        .err()
+        .unwrap()
+        .contains("every user (mode 0646)"));
+    chmod(&toml, 0o644).unwrap();
+    assert_eq!(dir::load(d, "c").unwrap().class, "js/c");
+}
