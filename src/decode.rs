@@ -2,8 +2,8 @@
 //! record, decoded or packed, never dropped.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,10 +11,10 @@ use crate::codec::{rec_type, Codec, CodecError};
 use crate::config::{CodecsConfig, Config, DecodeStep};
 use crate::format::DeadLetter;
 use crate::ids::DevEui;
-use crate::js::dir::{Script, Scripts};
+use crate::js::dir::{Script, Set};
 use crate::js::JsError;
 use crate::lorawan::{self, LorawanError};
-use crate::mapping::{self, Table};
+use crate::mapping;
 use crate::metrics::devices::Outcome;
 use crate::metrics::Metrics;
 use crate::record::{self, DeviceInfo, Payload, Record};
@@ -26,8 +26,9 @@ struct Device {
     order: Vec<DecodeStep>,
     /// Its JavaScript codec's name (`js_codec`); else the device profile's, if any.
     js: Option<String>,
-    /// Mapping table of the network server's object.
-    mapping: Option<Table>,
+    /// Name of the mapping table of the network server's object (and of a JavaScript codec
+    /// without a table of its own).
+    mapping: Option<String>,
     tags: Vec<String>,
     usecase: Option<String>,
     packed_rec_type: Option<String>,
@@ -37,11 +38,12 @@ pub struct Decoder {
     /// Session keys and frame counters of devices whose radio frames hubgate decrypts.
     lorawan: lorawan::Decoder,
     devices: HashMap<DevEui, Device>,
-    /// The JavaScript codecs the config names, and where they come from.
-    scripts: Scripts,
+    /// The JavaScript codecs and mapping tables the config names.
+    files: Set,
     codecs: CodecsConfig,
-    /// Set (SIGHUP) to load the codec directory again before the next uplink.
-    reload: Arc<AtomicBool>,
+    /// Sets of them loaded again (SIGHUP), taken before the next input.
+    reloads: mpsc::Receiver<Set>,
+    reloader: Reloader,
     packed_rec_type: String,
     global_tags: Vec<String>,
     /// The envelope's `source`.
@@ -49,24 +51,62 @@ pub struct Decoder {
     metrics: Arc<Metrics>,
 }
 
-/// The JavaScript codecs `cfg` names: its devices' and its device profiles'.
-fn load_scripts(cfg: &Config, metrics: &Metrics) -> Scripts {
-    let names = cfg
-        .devices
-        .iter()
-        .filter_map(|d| d.js_codec.as_deref())
-        .chain(cfg.codecs.profiles.values().map(String::as_str));
-    Scripts::load(&cfg.codecs.dir, names, |e| {
-        metrics.problem("codec_file", || format!("JavaScript codec {e}"))
-    })
+/// Loads the codec directory again (SIGHUP) away from the forwarder's thread and hands the
+/// new set to the decoder, which takes it before its next input: a codec file that now fails
+/// to load leaves the version in use in place (see [`Set::update`]).
+#[derive(Clone)]
+pub struct Reloader {
+    dir: PathBuf,
+    codecs: Vec<String>,
+    tables: Vec<String>,
+    to_decoder: mpsc::Sender<Set>,
+    metrics: Arc<Metrics>,
 }
 
-/// The mapping table `<dir>/<name>.toml`; a missing or bad one is a problem (`codec_file`),
-/// and the device's fields then all go under `origin`: kept, not lost.
-fn table(dir: &Path, name: &str, metrics: &Metrics) -> Option<Table> {
-    crate::js::dir::load_table(dir, name)
-        .map_err(|e| metrics.problem("codec_file", || format!("mapping table {e}")))
-        .ok()
+impl Reloader {
+    /// The files `cfg` names, and where the sets go.
+    fn new(cfg: &Config, to_decoder: mpsc::Sender<Set>, metrics: Arc<Metrics>) -> Reloader {
+        let codecs = cfg
+            .devices
+            .iter()
+            .filter_map(|d| d.js_codec.clone())
+            .chain(cfg.codecs.profiles.values().cloned())
+            .collect();
+        let tables = cfg.devices.iter().filter_map(|d| d.mapping.clone());
+        Reloader {
+            dir: cfg.codecs.dir.clone(),
+            codecs,
+            tables: tables.collect(),
+            to_decoder,
+            metrics,
+        }
+    }
+
+    fn load(&self) -> Set {
+        let codecs = self.codecs.iter().map(String::as_str);
+        Set::load(&self.dir, codecs, self.tables.iter().map(String::as_str))
+    }
+
+    /// Load the directory again and hand it to the decoder. Blocks (engines are built): run
+    /// it on the blocking pool. A panic while loading leaves the codecs in use in place.
+    pub fn reload(&self) {
+        match crate::contain::contain(|| self.load()) {
+            Ok(set) => {
+                let loaded = set.loaded();
+                // The decoder is gone only when the agent stops.
+                let _ = self.to_decoder.send(set);
+                log::info!(
+                    "codec directory {} loaded again: {loaded} of {} JavaScript codec(s)",
+                    self.dir.display(),
+                    self.codecs.len()
+                );
+            }
+            Err(panic) => self.metrics.problem_now(
+                "codec_file",
+                format!("loading the codec directory again {panic}: the codecs in use stay"),
+            ),
+        }
+    }
 }
 
 impl Decoder {
@@ -81,10 +121,7 @@ impl Decoder {
                         codec: d.codec,
                         order: d.decode_order.clone(),
                         js: d.js_codec.clone(),
-                        mapping: d
-                            .mapping
-                            .as_deref()
-                            .and_then(|name| table(&cfg.codecs.dir, name, &metrics)),
+                        mapping: d.mapping.clone(),
                         tags: d.tags.clone(),
                         usecase: d.usecase.clone(),
                         packed_rec_type: d.packed_rec_type.clone(),
@@ -98,12 +135,18 @@ impl Decoder {
                 sessions.add(lorawan::Session::new(dev_addr, d.dev_eui, keys));
             }
         }
-        let scripts = load_scripts(cfg, &metrics);
+        let (to_decoder, reloads) = mpsc::channel();
+        let reloader = Reloader::new(cfg, to_decoder, metrics.clone());
+        let files = reloader.load();
+        for e in files.failures() {
+            metrics.problem_now("codec_file", e);
+        }
         Decoder {
             devices,
-            scripts,
+            files,
             codecs: cfg.codecs.clone(),
-            reload: Arc::new(AtomicBool::new(false)),
+            reloads,
+            reloader,
             lorawan: sessions,
             packed_rec_type: cfg.record.packed_rec_type.clone(),
             global_tags: cfg.record.global_tags.clone(),
@@ -112,30 +155,33 @@ impl Decoder {
         }
     }
 
-    /// A flag that, once set, has the codec directory loaded again before the next uplink
-    /// (SIGHUP), on the thread that decodes.
-    pub fn reload_flag(&self) -> Arc<AtomicBool> {
-        self.reload.clone()
+    /// What loads the codec directory again for this decoder (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
-    /// Load the JavaScript codecs again (their files may have changed); the ones that fail
-    /// now are counted and keep their reason.
-    fn reload_scripts(&mut self) {
-        let names: Vec<String> = self
-            .devices
-            .values()
-            .filter_map(|d| d.js.clone())
-            .chain(self.codecs.profiles.values().cloned())
-            .collect();
-        let metrics = &self.metrics;
-        self.scripts = Scripts::load(&self.codecs.dir, names.iter().map(String::as_str), |e| {
-            metrics.problem("codec_file", || format!("JavaScript codec {e}"))
-        });
-        log::info!(
-            "codec directory {} loaded again: {} JavaScript codec(s)",
-            self.codecs.dir.display(),
-            self.scripts.len()
-        );
+    /// Take the sets loaded again since the last input. Each file that now fails is counted
+    /// and logged with its reason; where a version of it was in use, that one stays.
+    fn take_reloads(&mut self) {
+        while let Ok(set) = self.reloads.try_recv() {
+            let (replaced, kept) = self.files.update(set);
+            for e in self.files.failures() {
+                self.metrics.problem_now("codec_file", e);
+            }
+            for e in kept {
+                self.metrics.problem_now(
+                    "codec_file",
+                    format!("{e}; the version loaded before stays in use"),
+                );
+            }
+            // Freeing engines is work the forwarder need not wait for.
+            let dropped = std::thread::Builder::new()
+                .name("codec-drop".into())
+                .spawn(move || drop(replaced));
+            if let Err(e) = dropped {
+                log::debug!("codecs replaced on reload freed in place: {e}");
+            }
+        }
     }
 
     /// LoRaWAN frame counters accepted since the last call: (DevAddr, DevEUI, FCnt32).
@@ -152,11 +198,11 @@ impl Decoder {
     /// `None` when the input holds nothing to send (see [`Input`]). A panic while decoding
     /// (a bug) is contained: counted as `decode_panic`, and the input still becomes a record.
     pub fn decode(&mut self, input: &Input) -> Option<Record> {
-        if self.reload.swap(false, Ordering::Relaxed) {
-            self.reload_scripts();
-        }
-        crate::contain::contain(|| self.decode_inner(input))
-            .unwrap_or_else(|panic| Some(self.after_panic(input, &panic)))
+        crate::contain::contain(|| {
+            self.take_reloads();
+            self.decode_inner(input)
+        })
+        .unwrap_or_else(|panic| Some(self.after_panic(input, &panic)))
     }
 
     /// An uplink goes out packed with the reason (its payload is not lost); anything else, or
@@ -278,6 +324,11 @@ impl Decoder {
         }
     }
 
+    /// The device's mapping table, when it names one that loaded.
+    fn mapping(&self, device: Option<&Device>) -> Option<&mapping::Table> {
+        self.files.table(device?.mapping.as_deref()?)
+    }
+
     fn uplink(&self, up: &Uplink) -> Record {
         let now = SystemTime::now();
         let device = self.devices.get(&up.dev_eui);
@@ -342,7 +393,7 @@ impl Decoder {
                     else {
                         continue;
                     };
-                    let script = match self.scripts.get(name) {
+                    let script = match self.files.codec(name) {
                         Some(Ok(script)) => script,
                         Some(Err(e)) => {
                             failed.get_or_insert_with(|| format!("JavaScript codec {e}"));
@@ -352,10 +403,7 @@ impl Decoder {
                     };
                     match script.codec.decode(up.fport, &up.payload, up.time) {
                         Ok(out) => {
-                            let table = script
-                                .table
-                                .as_ref()
-                                .or_else(|| device.and_then(|d| d.mapping.as_ref()));
+                            let table = script.table.as_ref().or_else(|| self.mapping(device));
                             let mapped = mapping::map(Some(&out.data), table, &out.normalized);
                             heard(Outcome::Mapped {
                                 codec: "javascript",
@@ -393,8 +441,11 @@ impl Decoder {
                     if up.ns.is_empty() {
                         continue;
                     }
-                    let table = device.and_then(|d| d.mapping.as_ref());
-                    let mapped = mapping::map(up.ns.object.as_ref(), table, &up.ns.normalized);
+                    let mapped = mapping::map(
+                        up.ns.object.as_ref(),
+                        self.mapping(device),
+                        &up.ns.normalized,
+                    );
                     heard(Outcome::Mapped {
                         codec: NETWORK,
                         rec_type: rec_type::known(&mapped.rec_type),
@@ -438,6 +489,7 @@ mod tests {
     use super::*;
     use crate::contain::test_point;
     use crate::uplink::Radio;
+    use std::path::Path;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn decoder() -> (Decoder, Arc<Metrics>) {
@@ -738,14 +790,18 @@ mod tests {
     }
 
     /// A codec file that cannot be loaded is a counted problem and its devices' uplinks go
-    /// out packed with the reason; SIGHUP's flag loads the directory again.
+    /// out packed with the reason; a reload (SIGHUP) loads the codecs and mapping tables
+    /// again, file by file: one that fails now leaves the version in use in place, saying
+    /// why, and a good new version takes over.
     #[cfg(feature = "js")]
     #[test]
     fn codec_files_load_at_start_and_again_on_reload() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.js");
+        let table = dir.path().join("m.toml");
         std::fs::write(&file, "function decodeUplink( {").unwrap();
-        let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
+        std::fs::write(&table, "[fields]\nb = { field = \"temperature\" }\n").unwrap();
+        let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\nmapping = \"m\"\n", "");
         assert_eq!(m.problems("codec_file"), 1);
         let rec = d.decode(&with_payload(&[7])).unwrap();
         assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
@@ -754,15 +810,48 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(error.contains("c.js: threw SyntaxError"), "{error}");
-        std::fs::write(
-            &file,
-            "function decodeUplink(i) { return {data: {b: i.bytes[0]}}; }",
-        )
-        .unwrap();
-        d.reload_flag().store(true, Ordering::Relaxed);
-        let v = body(&d.decode(&with_payload(&[7])).unwrap());
-        assert_eq!(v["obj"]["data"]["origin"], serde_json::json!({"b": 7}));
-        assert_eq!(v["obj"]["recType"], "io.microshare.lorawan.unpacked");
+        let version = |v: u32| {
+            let js = format!(
+                "function decodeUplink(i) {{ return {{data: {{b: i.bytes[0], v: {v}}}}}; }}"
+            );
+            std::fs::write(&file, js).unwrap();
+        };
+        let decoded =
+            |d: &mut Decoder| body(&d.decode(&with_payload(&[7])).unwrap())["obj"]["data"].clone();
+        version(1);
+        d.reloader().reload();
+        let data = decoded(&mut d);
+        assert_eq!(data["temperature"][0]["value"], 7);
+        assert_eq!(data["origin"], serde_json::json!({"v": 1}));
+        // Broken now, codec and table: the ones in use stay, and the log says why.
+        std::fs::write(&file, "function decodeUplink(i) { return ").unwrap();
+        std::fs::write(&table, "[fields\n").unwrap();
+        d.reloader().reload();
+        let data = decoded(&mut d);
+        assert_eq!(data["temperature"][0]["value"], 7);
+        assert_eq!(data["origin"], serde_json::json!({"v": 1}));
+        assert_eq!(m.problems("codec_file"), 3);
+        let lines: Vec<String> = m.recent_problems().into_iter().map(|w| w.line).collect();
+        let said = |what: &str, why: &str| {
+            lines.iter().any(|l| {
+                l.starts_with(&format!("{what} {}", dir.path().display()))
+                    && l.contains(why)
+                    && l.ends_with("; the version loaded before stays in use")
+            })
+        };
+        assert!(
+            said("JavaScript codec", "c.js: threw SyntaxError"),
+            "{lines:?}"
+        );
+        assert!(said("mapping table", "m.toml: "), "{lines:?}");
+        // Good new versions take over.
+        version(2);
+        std::fs::write(&table, "[fields]\nb = { field = \"humidity\" }\n").unwrap();
+        d.reloader().reload();
+        let data = decoded(&mut d);
+        assert_eq!(data["humidity"][0]["value"], 7);
+        assert_eq!(data["origin"], serde_json::json!({"v": 2}));
+        assert_eq!(m.problems("codec_file"), 3);
     }
 
     /// A device's `usecase` and `packed_rec_type` win over the recType's code and the site's

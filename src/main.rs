@@ -330,7 +330,8 @@ impl Held {
     }
 }
 
-/// SIGHUP (`systemctl reload`): re-read the connection string and rebuild the sink.
+/// SIGHUP (`systemctl reload`): load the codec directory again, and read the connection
+/// string file again (a new key there rebuilds the sink).
 async fn forward_sighup(
     mut hup: tokio::signal::unix::Signal,
     reload: tokio::sync::mpsc::Sender<()>,

@@ -1,6 +1,7 @@
 //! The codec directory (`[codecs] dir`): JavaScript codecs `<name>.js`, each with an optional
 //! mapping table `<name>.toml` (src/mapping.rs). The operator drops vendor files in.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::JsCodec;
@@ -92,43 +93,91 @@ pub struct Script {
     pub class: String,
 }
 
-/// The codecs a config names (devices' `js_codec`, `[codecs.profiles]`), each loaded once;
-/// one that failed to load keeps its reason, which its uplinks' packed records carry.
+/// The codecs and mapping tables a config names (devices' `js_codec` and `mapping`,
+/// `[codecs.profiles]`), each loaded once; one that failed to load keeps its reason, which
+/// its uplinks' packed records carry.
 #[derive(Default)]
-pub struct Scripts {
-    loaded: std::collections::HashMap<String, Result<Script, String>>,
+pub struct Set {
+    codecs: HashMap<String, Result<Script, String>>,
+    tables: HashMap<String, Result<Table, String>>,
 }
 
-impl Scripts {
-    /// Load `names` from `dir`; `failed` hears about each that could not be loaded.
+impl Set {
+    /// Load the codecs `codecs` and the mapping tables `tables` of `dir`. Blocks: the
+    /// agent runs it off the forwarder's thread except at start.
     pub fn load<'a>(
         dir: &Path,
-        names: impl IntoIterator<Item = &'a str>,
-        mut failed: impl FnMut(&str),
-    ) -> Scripts {
-        let mut loaded = std::collections::HashMap::new();
-        for name in names {
-            if loaded.contains_key(name) {
-                continue;
+        codecs: impl IntoIterator<Item = &'a str>,
+        tables: impl IntoIterator<Item = &'a str>,
+    ) -> Set {
+        let mut set = Set::default();
+        for name in codecs {
+            if !set.codecs.contains_key(name) {
+                set.codecs.insert(name.to_string(), load(dir, name));
             }
-            let script = load(dir, name);
-            if let Err(e) = &script {
-                failed(e);
-            }
-            loaded.insert(name.to_string(), script);
         }
-        Scripts { loaded }
+        for name in tables {
+            if !set.tables.contains_key(name) {
+                set.tables.insert(name.to_string(), load_table(dir, name));
+            }
+        }
+        set
     }
 
-    pub fn get(&self, name: &str) -> Option<&Result<Script, String>> {
-        self.loaded.get(name)
+    pub fn codec(&self, name: &str) -> Option<&Result<Script, String>> {
+        self.codecs.get(name)
     }
 
-    pub fn len(&self) -> usize {
-        self.loaded.len()
+    /// The mapping table `name`, if it loaded.
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.get(name).and_then(|t| t.as_ref().ok())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.loaded.is_empty()
+    /// Why the files that failed to load failed, each naming its file.
+    pub fn failures(&self) -> Vec<String> {
+        let codecs = self.codecs.values().filter_map(|c| c.as_ref().err());
+        let tables = self.tables.values().filter_map(|t| t.as_ref().err());
+        let mut out: Vec<String> = codecs
+            .map(|e| format!("JavaScript codec {e}"))
+            .chain(tables.map(|e| format!("mapping table {e}")))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// How many codecs loaded.
+    pub fn loaded(&self) -> usize {
+        self.codecs.values().filter(|c| c.is_ok()).count()
+    }
+
+    /// Take the files of `new` (the same names, loaded again), each on its own: where the new
+    /// version failed to load and the one in use had loaded, the one in use is kept and the
+    /// failure goes into the list returned. Hands back what was replaced, for the caller to
+    /// drop where freeing engines does no harm.
+    pub fn update(&mut self, new: Set) -> (Set, Vec<String>) {
+        let mut replaced = Set::default();
+        let mut kept = Vec::new();
+        for (name, codec) in new.codecs {
+            match (codec, self.codecs.get(&name)) {
+                (Err(e), Some(Ok(_))) => kept.push(format!("JavaScript codec {e}")),
+                (codec, _) => {
+                    if let Some(old) = self.codecs.insert(name.clone(), codec) {
+                        replaced.codecs.insert(name, old);
+                    }
+                }
+            }
+        }
+        for (name, table) in new.tables {
+            match (table, self.tables.get(&name)) {
+                (Err(e), Some(Ok(_))) => kept.push(format!("mapping table {e}")),
+                (table, _) => {
+                    if let Some(old) = self.tables.insert(name.clone(), table) {
+                        replaced.tables.insert(name, old);
+                    }
+                }
+            }
+        }
+        kept.sort();
+        (replaced, kept)
     }
 }

@@ -155,6 +155,15 @@ impl Metrics {
         self.log.log(log::Level::Warn, kind, msg);
     }
 
+    /// Count a problem and log it at once, not rate-limited: for a few lines an operator
+    /// asked for and waits to read, such as each codec file that failed to load on SIGHUP.
+    pub fn problem_now(&self, kind: &'static str, line: String) {
+        self.problems.inc(kind);
+        let line = crate::logline::clean(&line);
+        log::warn!("{line} [{kind}]");
+        self.log.remember(log::Level::Warn, kind, line);
+    }
+
     /// The recTypes the config can emit: the status line says that every recType is parked
     /// only when these and every recType delivered so far are.
     pub fn foresee(&self, rec_types: impl IntoIterator<Item = String>) {

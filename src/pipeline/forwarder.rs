@@ -83,9 +83,9 @@ impl Forwarder {
         })
     }
 
-    /// Set on SIGHUP: the decoder loads the codec directory again before its next uplink.
-    pub fn codec_reload(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-        self.decoder.reload_flag()
+    /// Loads the codec directory again for the decoder (SIGHUP).
+    pub fn codec_reloader(&self) -> crate::decode::Reloader {
+        self.decoder.reloader()
     }
 
     /// Beats once per round, for the systemd watchdog.

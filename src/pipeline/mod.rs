@@ -43,8 +43,8 @@ pub enum RunError {
 
 /// Run the agent, with the parts [`prepare::prepare`] built from `cfg`, until `stop`
 /// resolves or every source has ended and all is delivered. A message on `reload` (SIGHUP)
-/// re-reads the connection string and rebuilds the sink, and has the codec directory loaded
-/// again.
+/// has the codec directory loaded again and the connection string file read again (a new
+/// key there rebuilds the sink).
 pub async fn run(
     cfg: Config,
     prepared: prepare::Prepared,
@@ -118,11 +118,11 @@ pub async fn run(
     drop((urgent_tx, patient_tx));
 
     let (sink_tx, sink_rx) = mpsc::channel(1);
-    let rotation = tokio::spawn(rotate_credentials(
+    let rotation = tokio::spawn(reload_on_request(
         cfg.sink.clone(),
         delivery_tx,
         sink_tx,
-        (reload, forwarder.codec_reload()),
+        (reload, forwarder.codec_reloader()),
         metrics.clone(),
         hubs,
     ));
@@ -230,21 +230,26 @@ fn provision_hubs(cfg: &Config, parks: mpsc::UnboundedSender<(String, Refusal)>)
 /// How often the connection string file is checked for a new key.
 const SECRET_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Key rotation: on `reload` (SIGHUP) or when the connection string file changes, read it
-/// again and hand the forwarder a new sink; existing Kafka sessions would otherwise keep the
-/// old key alive. SIGHUP also sets `codecs`: the decoder loads the codec directory again.
-async fn rotate_credentials(
+/// SIGHUP (`reload`) loads the codec directory again, on the blocking pool. Key rotation: on
+/// SIGHUP, or when the poll sees the connection string file change, the file is read again
+/// and, when it holds another key than the sink's, the forwarder gets a new sink; existing
+/// Kafka sessions would otherwise keep the old key alive. Nothing else rebuilds the sink: a
+/// new producer reconnects and resends what was in flight.
+async fn reload_on_request(
     sink_cfg: crate::config::SinkConfig,
     deliveries: crate::sink::Deliveries,
     new_sinks: mpsc::Sender<Box<dyn crate::sink::Sink>>,
-    (mut reload, codecs): (mpsc::Receiver<()>, Arc<std::sync::atomic::AtomicBool>),
+    (mut reload, codecs): (mpsc::Receiver<()>, crate::decode::Reloader),
     metrics: std::sync::Arc<Metrics>,
     hubs: Hubs,
 ) {
-    use crate::config::{secret_file_mtime, SinkConfig};
-    let file = match &sink_cfg {
-        SinkConfig::Eventhubs(eh) => eh.connection_string_file.clone(),
-        _ => None,
+    use crate::config::{read_secret_file, secret_file_mtime, SinkConfig};
+    let (file, mut in_use) = match &sink_cfg {
+        SinkConfig::Eventhubs(eh) => (
+            eh.connection_string_file.clone(),
+            eh.connection_string.clone(),
+        ),
+        _ => (None, None),
     };
     let mtime = || {
         let file = file.clone();
@@ -262,18 +267,31 @@ async fn rotate_credentials(
                     continue;
                 }
                 log::info!("reload requested");
-                codecs.store(true, std::sync::atomic::Ordering::Relaxed);
-                // The file is read now: the poll must not rebuild the sink for it again.
-                seen = mtime().await;
+                let codecs = codecs.clone();
+                crate::blocking::run(move || codecs.reload()).await;
             }
             _ = poll.tick() => {
-                let now = mtime().await;
-                if now == seen {
+                if mtime().await == seen {
                     continue;
                 }
-                seen = now;
                 log::info!("connection string file changed");
             }
+        }
+        let Some(file) = file.clone() else {
+            continue;
+        };
+        // Read now: the poll must not come back for this change.
+        seen = mtime().await;
+        let key = match crate::blocking::run(move || read_secret_file(&file)).await {
+            Ok(key) => key,
+            Err(e) => {
+                log::error!("key rotation: {e}; keeping the current sink");
+                continue;
+            }
+        };
+        if in_use.as_ref().map(|k| k.expose()) == Some(key.expose()) {
+            log::info!("key rotation: the connection string is the same; keeping the sink");
+            continue;
         }
         // The slot first: a built producer must never be dropped here (dropping one blocks
         // while it winds down), not even when the forwarder is gone.
@@ -281,30 +299,21 @@ async fn rotate_credentials(
             return;
         };
         let built = {
-            let (cfg, file) = (sink_cfg.clone(), file.clone());
+            let mut cfg = sink_cfg.clone();
+            if let SinkConfig::Eventhubs(eh) = &mut cfg {
+                eh.connection_string = Some(key.clone());
+            }
             let (deliveries, metrics, hubs) = (deliveries.clone(), metrics.clone(), hubs.clone());
-            crate::blocking::run(move || new_sink(cfg, file.as_deref(), deliveries, metrics, hubs))
-                .await
+            crate::blocking::run(move || crate::sink::open(&cfg, deliveries, metrics, hubs)).await
         };
         match built {
-            Ok(sink) => slot.send(sink),
+            Ok(sink) => {
+                slot.send(sink);
+                in_use = Some(key);
+            }
             Err(e) => log::error!("key rotation: {e}; keeping the current sink"),
         }
     }
-}
-
-/// The sink of `cfg` with the connection string read again from `file`. Blocks.
-fn new_sink(
-    mut cfg: crate::config::SinkConfig,
-    file: Option<&std::path::Path>,
-    deliveries: crate::sink::Deliveries,
-    metrics: Arc<Metrics>,
-    hubs: Hubs,
-) -> Result<Box<dyn crate::sink::Sink>, String> {
-    if let (crate::config::SinkConfig::Eventhubs(eh), Some(f)) = (&mut cfg, file) {
-        eh.connection_string = Some(crate::config::read_secret_file(f)?);
-    }
-    crate::sink::open(&cfg, deliveries, metrics, hubs).map_err(|e| e.to_string())
 }
 
 /// A buffer that cannot reach its cap before the disk fills is worth a warning at start

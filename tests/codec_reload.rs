@@ -1,0 +1,105 @@
+//! SIGHUP loads the JavaScript codecs again in the running agent: a codec file broken on disk
+//! leaves the version in use decoding, with the reason in the log and the problem counted,
+//! and a good new version takes over.
+#![cfg(feature = "js")]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::Value;
+use support::agent::{chirpstack_uplink, publish_all, uplink_topic, Agent, TH, WAIT};
+use support::Mosquitto;
+
+fn config(dir: &Path, codecs: &Path, mqtt: &Mosquitto) -> String {
+    format!(
+        "[buffer]\npath = \"{}\"\n[codecs]\ndir = \"{}\"\n\
+         [[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"hubgate-reload\"\n\
+         reconnect_max = \"1s\"\n[[device]]\ndev_eui = \"{TH}\"\njs_codec = \"c\"\n\
+         [sink]\ntype = \"stdout\"\n",
+        dir.join("buffer").display(),
+        codecs.display(),
+        mqtt.port()
+    )
+}
+
+fn version(file: &Path, v: u32) {
+    let js = format!("function decodeUplink(i) {{ return {{data: {{b: i.bytes[0], v: {v}}}}}; }}");
+    std::fs::write(file, js).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_a_working_codec_when_its_new_file_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = dir.path().join("codecs");
+    std::fs::create_dir(&codecs).unwrap();
+    std::fs::set_permissions(&codecs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = codecs.join("c.js");
+    version(&file, 1);
+    std::fs::write(
+        codecs.join("c.toml"),
+        "[fields]\nb = { field = \"temperature\", unit = \"°C\" }\n",
+    )
+    .unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut agent = Agent::start_with_stdout(dir.path(), &config(dir.path(), &codecs, &mqtt));
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let port = mqtt.port();
+    let send = |fcnt: u32| async move {
+        let body = chirpstack_uplink(TH, fcnt, 1, &[20 + fcnt as u8]);
+        publish_all(port, &[(uplink_topic(TH), body)]).await
+    };
+    let hup = |agent: &Agent| {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(agent.pid(), libc::SIGHUP) }, 0);
+    };
+    send(1).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+
+    std::fs::write(&file, "function decodeUplink(i) { return ").unwrap();
+    hup(&agent);
+    agent.wait_log("loaded again: 0 of 1 JavaScript codec(s)", 1, WAIT);
+    send(2).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 2);
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"codec_file\"}"),
+        1
+    );
+    let kept = format!("JavaScript codec {}: threw SyntaxError", file.display());
+    let log = agent.wait_log(&kept, 1, WAIT);
+    assert!(
+        log.contains("the version loaded before stays in use [codec_file]"),
+        "{log}"
+    );
+
+    version(&file, 2);
+    hup(&agent);
+    agent.wait_log("loaded again: 1 of 1 JavaScript codec(s)", 1, WAIT);
+    send(3).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 3);
+
+    let records: Vec<Value> = agent
+        .stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(Value, Value, Value)> = records
+        .iter()
+        .map(|r| &r["obj"]["data"])
+        .map(|d| {
+            (
+                d["meta"]["iot"]["fcnt_up"].clone(),
+                d["temperature"][0]["value"].clone(),
+                d["origin"]["v"].clone(),
+            )
+        })
+        .collect();
+    let want = |f: u32, t: u32, v: u32| (Value::from(f), Value::from(t), Value::from(v));
+    assert_eq!(seen, [want(1, 21, 1), want(2, 22, 1), want(3, 23, 2)]);
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"codec_file\"}"),
+        1
+    );
+    assert!(agent.terminate(WAIT).success());
+}
