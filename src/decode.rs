@@ -2,7 +2,6 @@
 //! record, decoded or packed, never dropped.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,7 +10,7 @@ use crate::codec::{rec_type, Codec, CodecError};
 use crate::config::{CodecsConfig, Config, DecodeStep};
 use crate::format::DeadLetter;
 use crate::ids::DevEui;
-use crate::js::dir::{Script, Set};
+use crate::js::dir::{Named, Script, Set};
 use crate::js::JsError;
 use crate::lorawan::{self, LorawanError};
 use crate::mapping;
@@ -56,49 +55,24 @@ pub struct Decoder {
 /// to load leaves the version in use in place (see [`Set::update`]).
 #[derive(Clone)]
 pub struct Reloader {
-    dir: PathBuf,
-    codecs: Vec<String>,
-    tables: Vec<String>,
+    files: Named,
     to_decoder: mpsc::Sender<Set>,
     metrics: Arc<Metrics>,
 }
 
 impl Reloader {
-    /// The files `cfg` names, and where the sets go.
-    fn new(cfg: &Config, to_decoder: mpsc::Sender<Set>, metrics: Arc<Metrics>) -> Reloader {
-        let codecs = cfg
-            .devices
-            .iter()
-            .filter_map(|d| d.js_codec.clone())
-            .chain(cfg.codecs.profiles.values().cloned())
-            .collect();
-        let tables = cfg.devices.iter().filter_map(|d| d.mapping.clone());
-        Reloader {
-            dir: cfg.codecs.dir.clone(),
-            codecs,
-            tables: tables.collect(),
-            to_decoder,
-            metrics,
-        }
-    }
-
-    fn load(&self) -> Set {
-        let codecs = self.codecs.iter().map(String::as_str);
-        Set::load(&self.dir, codecs, self.tables.iter().map(String::as_str))
-    }
-
     /// Load the directory again and hand it to the decoder. Blocks (engines are built): run
     /// it on the blocking pool. A panic while loading leaves the codecs in use in place.
     pub fn reload(&self) {
-        match crate::contain::contain(|| self.load()) {
+        match crate::contain::contain(|| self.files.load()) {
             Ok(set) => {
                 let loaded = set.loaded();
                 // The decoder is gone only when the agent stops.
                 let _ = self.to_decoder.send(set);
                 log::info!(
                     "codec directory {} loaded again: {loaded} of {} JavaScript codec(s)",
-                    self.dir.display(),
-                    self.codecs.len()
+                    self.files.dir.display(),
+                    self.files.codecs.len()
                 );
             }
             Err(panic) => self.metrics.problem_now(
@@ -136,8 +110,12 @@ impl Decoder {
             }
         }
         let (to_decoder, reloads) = mpsc::channel();
-        let reloader = Reloader::new(cfg, to_decoder, metrics.clone());
-        let files = reloader.load();
+        let reloader = Reloader {
+            files: Named::of(cfg),
+            to_decoder,
+            metrics: metrics.clone(),
+        };
+        let files = reloader.files.load();
         for e in files.failures() {
             metrics.problem_now("codec_file", e);
         }
@@ -299,8 +277,7 @@ impl Decoder {
     /// The record of `up` decoded with the JavaScript codec `script`, as
     /// [`decode_with`](Decoder::decode_with) does for the built-in ones.
     pub fn decode_js_with(&self, up: &Uplink, script: &Script) -> Result<Record, JsError> {
-        let out = script.codec.decode(up.fport, &up.payload, up.time)?;
-        let mapped = mapping::map(Some(&out.data), script.table.as_ref(), &out.normalized);
+        let mapped = self.run_js(up, script)?;
         let payload = Payload::Object {
             class: &script.class,
             mapped,
@@ -311,6 +288,15 @@ impl Decoder {
             payload,
             SystemTime::now(),
         ))
+    }
+
+    /// `up` decoded by `script` and mapped by the codec's own table, or else by the device's
+    /// `mapping` table: the pipeline and `hubgate decode --js` map alike.
+    fn run_js(&self, up: &Uplink, script: &Script) -> Result<mapping::Mapped, JsError> {
+        let out = script.codec.decode(up.fport, &up.payload, up.time)?;
+        let device = self.devices.get(&up.dev_eui);
+        let table = script.table.as_ref().or_else(|| self.mapping(device));
+        Ok(mapping::map(Some(&out.data), table, &out.normalized))
     }
 
     /// What the config says about the device of `up` and the site.
@@ -401,10 +387,8 @@ impl Decoder {
                         }
                         None => continue,
                     };
-                    match script.codec.decode(up.fport, &up.payload, up.time) {
-                        Ok(out) => {
-                            let table = script.table.as_ref().or_else(|| self.mapping(device));
-                            let mapped = mapping::map(Some(&out.data), table, &out.normalized);
+                    match self.run_js(up, script) {
+                        Ok(mapped) => {
                             heard(Outcome::Mapped {
                                 codec: "javascript",
                                 rec_type: rec_type::known(&mapped.rec_type),
@@ -852,6 +836,38 @@ mod tests {
         assert_eq!(data["humidity"][0]["value"], 7);
         assert_eq!(data["origin"], serde_json::json!({"v": 2}));
         assert_eq!(m.problems("codec_file"), 3);
+    }
+
+    /// `hubgate decode --js` maps as the pipeline does: with the codec's own table, else
+    /// with the device's `mapping` table.
+    #[cfg(feature = "js")]
+    #[test]
+    fn decode_js_with_falls_back_to_the_device_mapping_table() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("c.js"),
+            "function Decode(p, b) { return {t: b[0]}; }",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("m.toml"),
+            "[fields]\nt = { field = \"temperature\", unit = \"°C\" }\n",
+        )
+        .unwrap();
+        let (mut d, _) = js_decoder(dir.path(), "js_codec = \"c\"\nmapping = \"m\"\n", "");
+        let Input::Uplink(up) = with_payload(&[21]) else {
+            unreachable!()
+        };
+        let script = crate::js::dir::load(dir.path(), "c").unwrap();
+        let by_decode = body(&d.decode_js_with(&up, &script).unwrap());
+        let by_pipeline = body(&d.decode(&Input::Uplink(up)).unwrap());
+        for v in [&by_decode, &by_pipeline] {
+            assert_eq!(v["obj"]["recType"], "io.microshare.environment.unpacked");
+            assert_eq!(
+                v["obj"]["data"]["temperature"],
+                serde_json::json!([{"value": 21, "unit": "°C"}])
+            );
+        }
     }
 
     /// A device's `usecase` and `packed_rec_type` win over the recType's code and the site's

@@ -179,9 +179,32 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
             Err(e) => Outcome::Fail(e.to_string()),
         },
     );
+    let named = crate::js::dir::Named::of(&cfg);
+    if !(named.codecs.is_empty() && named.tables.is_empty()) {
+        list.step(
+            &format!("codecs {}", named.dir.display()),
+            js_codecs(&named),
+        );
+    }
     list.step("status page", status_page(&cfg.metrics));
     list.step("clock", clock(crate::clock::synchronized()));
     !list.failed
+}
+
+/// The JavaScript codecs and mapping tables the config names, loaded as the agent loads them.
+/// One that fails is a failure here (its devices' uplinks would go out packed), though the
+/// agent runs without it.
+fn js_codecs(named: &crate::js::dir::Named) -> Outcome {
+    let set = named.load();
+    let loaded = format!(
+        "{} of {} JavaScript codec(s) loaded",
+        set.loaded(),
+        named.codecs.len()
+    );
+    match set.failures()[..] {
+        [] => Outcome::Ok(loaded),
+        ref failed => Outcome::Fail(format!("{loaded}; {}", failed.join("; "))),
+    }
 }
 
 /// The system clock. Unsynchronised is a warning, not a failure: right after boot NTP has
@@ -787,6 +810,45 @@ fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The codecs step says how many of the named codecs load, and names each file that
+    /// does not with its reason.
+    #[cfg(feature = "js")]
+    #[test]
+    fn the_codecs_step_counts_what_loads_and_names_what_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.js"),
+            "function Decoder(b) { return {}; }",
+        )
+        .unwrap();
+        let cfg = |devices: &str| {
+            let text = format!(
+                "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n{devices}",
+                dir.path()
+            );
+            crate::js::dir::Named::of(&Config::parse(&text).unwrap())
+        };
+        let device = |eui: &str, more: &str| format!("[[device]]\ndev_eui = \"{eui}\"\n{more}");
+        let good = device("0000000000000001", "js_codec = \"a\"\n")
+            + &device("0000000000000002", "js_codec = \"a\"\n");
+        let Outcome::Ok(text) = js_codecs(&cfg(&good)) else {
+            panic!("not OK")
+        };
+        assert_eq!(text, "1 of 1 JavaScript codec(s) loaded");
+        let bad = good + &device("0000000000000003", "js_codec = \"b\"\nmapping = \"m\"\n");
+        let Outcome::Fail(text) = js_codecs(&cfg(&bad)) else {
+            panic!("not a failure")
+        };
+        let (b, m) = (dir.path().join("b.js"), dir.path().join("m.toml"));
+        assert!(
+            text.starts_with(&format!(
+                "1 of 2 JavaScript codec(s) loaded; JavaScript codec {}: ",
+                b.display()
+            )) && text.contains(&format!("; mapping table {}: ", m.display())),
+            "{text}"
+        );
+    }
 
     #[test]
     fn an_unsynchronised_clock_is_a_warning_with_its_fix() {

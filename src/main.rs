@@ -95,11 +95,16 @@ enum Command {
         phyhex: String,
     },
     /// List codec ids, the recType each produces and an example payload (fPort, hex); then
-    /// the JavaScript codecs of DIR: `js/<name>`, the recType of their mapping table (`-`:
-    /// chosen from the fields) and whether they load.
+    /// the JavaScript codecs of the config's `[codecs] dir`: `js/<name>`, the recType of their
+    /// mapping table (`-`: chosen from the fields) and whether they load.
     Codecs {
-        #[arg(long, value_name = "DIR", default_value = "/etc/hubgate/codecs")]
-        dir: PathBuf,
+        /// List this directory's JavaScript codecs instead of the config's.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The config naming the directory [default: /etc/hubgate/hubgate.toml; when it does
+        /// not exist, /etc/hubgate/codecs].
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Inspect or empty the spill buffer (stop the agent first).
     Buffer {
@@ -184,33 +189,10 @@ fn main() -> ExitCode {
             Ok((nwk, app)) => lorawan(nwk.as_deref(), app.as_deref(), fcnt32, &phyhex),
             Err(code) => code,
         },
-        Command::Codecs { dir } => {
-            // id, recType, then an example: `hubgate decode --codec ID --fport PORT HEX`.
-            for &c in Codec::ALL {
-                let e = c.example();
-                println!(
-                    "{:<24} {:<38} {:<3} {}",
-                    c.id(),
-                    c.rec_type(),
-                    e.fport,
-                    e.hex
-                );
-            }
-            // A missing directory just means no JavaScript codecs.
-            for name in hubgate::js::dir::names(&dir).unwrap_or_default() {
-                let (rec_type, state) = match hubgate::js::dir::load(&dir, &name) {
-                    Ok(s) => (
-                        s.table
-                            .and_then(|t| t.rec_type)
-                            .unwrap_or_else(|| "-".into()),
-                        "ok".to_string(),
-                    ),
-                    Err(e) => ("-".into(), e),
-                };
-                println!("{:<24} {:<38} {state}", format!("js/{name}"), rec_type);
-            }
-            ExitCode::SUCCESS
-        }
+        Command::Codecs { dir, config } => match codec_dir(dir, config) {
+            Ok(dir) => codecs(&dir),
+            Err(code) => code,
+        },
         Command::Buffer { action, config } => buffer_cmd(&config, action),
         Command::Configfile => {
             print!("{}", hubgate::config::TEMPLATE);
@@ -224,6 +206,53 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The directory `hubgate codecs` lists: `--dir`, else the config's `[codecs] dir`.
+fn codec_dir(dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(dir) = dir {
+        return Ok(dir);
+    }
+    let path = match config {
+        Some(path) => path,
+        // Without a config (a machine that does not run the agent) the default directory.
+        None if !Path::new(DEFAULT_CONFIG).exists() => {
+            return Ok(hubgate::config::CodecsConfig::default().dir)
+        }
+        None => PathBuf::from(DEFAULT_CONFIG),
+    };
+    Config::load(&path)
+        .map(|cfg| cfg.codecs.dir)
+        .map_err(|e| fail(2, e))
+}
+
+/// `hubgate codecs`: the built-in codecs, then the JavaScript ones of `dir`.
+fn codecs(dir: &Path) -> ExitCode {
+    // id, recType, then an example: `hubgate decode --codec ID --fport PORT HEX`.
+    for &c in Codec::ALL {
+        let e = c.example();
+        println!(
+            "{:<24} {:<38} {:<3} {}",
+            c.id(),
+            c.rec_type(),
+            e.fport,
+            e.hex
+        );
+    }
+    // A missing directory just means no JavaScript codecs.
+    for name in hubgate::js::dir::names(dir).unwrap_or_default() {
+        let (rec_type, state) = match hubgate::js::dir::load(dir, &name) {
+            Ok(s) => (
+                s.table
+                    .and_then(|t| t.rec_type)
+                    .unwrap_or_else(|| "-".into()),
+                "ok".to_string(),
+            ),
+            Err(e) => ("-".into(), e),
+        };
+        println!("{:<24} {:<38} {state}", format!("js/{name}"), rec_type);
+    }
+    ExitCode::SUCCESS
 }
 
 /// The one-shot commands print and exit: when the reader of their output goes away
@@ -360,6 +389,10 @@ fn check(path: &Path, print: bool) -> ExitCode {
     }
     for n in prepared.notes {
         eprintln!("hubgate: note: {n}");
+    }
+    // A codec that does not load costs its devices' decoding, not the agent's start: warned.
+    for e in hubgate::js::dir::Named::of(&cfg).load().failures() {
+        eprintln!("hubgate: warning: {e}");
     }
     let verdict = format!(
         "{}: OK ({} source(s), {} device(s))",

@@ -613,3 +613,74 @@ fn codecs_lists_the_javascript_codecs_of_a_directory() {
     );
     assert_eq!(words(lines[2]), ["js/example-th", "-", "ok"]);
 }
+
+/// Without `--dir`, `hubgate codecs` lists the config's `[codecs] dir`; `hubgate check`
+/// warns about each JavaScript codec or mapping table the config names that does not load
+/// (missing, broken), naming the file and the reason, and still passes the config: the agent
+/// runs without them.
+#[cfg(feature = "js")]
+#[test]
+fn codecs_and_check_read_the_configs_codec_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = dir.path().join("codecs");
+    std::fs::create_dir(&codecs).unwrap();
+    std::fs::copy(repo("codecs/example-th.js"), codecs.join("th.js")).unwrap();
+    std::fs::write(codecs.join("broken.js"), "function Decode( {").unwrap();
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        "[codecs]\ndir = \"codecs\"\n[sink]\ntype = \"stdout\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1700\"\n\
+         [[device]]\ndev_eui = \"0000000000000001\"\njs_codec = \"th\"\n\
+         [[device]]\ndev_eui = \"0000000000000002\"\njs_codec = \"broken\"\n\
+         [[device]]\ndev_eui = \"0000000000000003\"\njs_codec = \"gone\"\nmapping = \"nomap\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let o = hubgate(&["codecs", "-c", config]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let js: Vec<&str> = out.lines().filter(|l| l.starts_with("js/")).collect();
+    assert_eq!(js.len(), 2, "{out}");
+    assert!(
+        js[0].starts_with("js/broken") && js[0].contains("broken.js: threw SyntaxError"),
+        "{out}"
+    );
+    assert!(
+        js[1].starts_with("js/th ") && js[1].ends_with(" ok"),
+        "{out}"
+    );
+    let o = hubgate(&["codecs", "-c", "/nonexistent/hubgate.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    let o = hubgate(&["check", "-c", config]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warnings: Vec<String> = stderr(&o)
+        .lines()
+        .filter(|l| l.starts_with("hubgate: warning: "))
+        .map(String::from)
+        .collect();
+    let at = |f: &str| codecs.join(f).display().to_string();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "hubgate: warning: JavaScript codec {}: threw SyntaxError",
+            at("broken.js")
+        )),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!(
+            "hubgate: warning: JavaScript codec {}: No such file",
+            at("gone.js")
+        )),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[2].starts_with(&format!(
+            "hubgate: warning: mapping table {}: No such file",
+            at("nomap.toml")
+        )),
+        "{warnings:?}"
+    );
+}

@@ -165,6 +165,10 @@ impl Config {
         if self.sources.is_empty() {
             return Err(("source".into(), "at least one [[source]] is needed".into()));
         }
+        // As the replay file's: the agent's working directory under systemd is `/`.
+        if self.codecs.dir.is_relative() {
+            self.codecs.dir = base.join(&self.codecs.dir);
+        }
         for (i, d) in self.devices.iter_mut().enumerate() {
             for (secret, file, name) in [
                 (&mut d.nwk_s_key, &d.nwk_s_key_file, "nwk_s_key"),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::JsCodec;
+use crate::config::Config;
 use crate::mapping::Table;
 
 /// Largest codec file read: vendor codecs with lookup tables reach a few hundred KB.
@@ -94,7 +95,46 @@ pub struct Script {
 }
 
 /// The codecs and mapping tables a config names (devices' `js_codec` and `mapping`,
-/// `[codecs.profiles]`), each loaded once; one that failed to load keeps its reason, which
+/// `[codecs.profiles]`), each once, and the directory they come from.
+#[derive(Clone)]
+pub struct Named {
+    pub dir: PathBuf,
+    pub codecs: Vec<String>,
+    pub tables: Vec<String>,
+}
+
+impl Named {
+    pub fn of(cfg: &Config) -> Named {
+        let mut codecs: Vec<String> = cfg
+            .devices
+            .iter()
+            .filter_map(|d| d.js_codec.clone())
+            .chain(cfg.codecs.profiles.values().cloned())
+            .collect();
+        let mut tables: Vec<String> = cfg
+            .devices
+            .iter()
+            .filter_map(|d| d.mapping.clone())
+            .collect();
+        for names in [&mut codecs, &mut tables] {
+            names.sort();
+            names.dedup();
+        }
+        Named {
+            dir: cfg.codecs.dir.clone(),
+            codecs,
+            tables,
+        }
+    }
+
+    /// Load them. Blocks: the agent runs it off the forwarder's thread except at start.
+    pub fn load(&self) -> Set {
+        let codecs = self.codecs.iter().map(String::as_str);
+        Set::load(&self.dir, codecs, self.tables.iter().map(String::as_str))
+    }
+}
+
+/// The codecs and mapping tables of a [`Named`], each loaded once; one that failed to load keeps its reason, which
 /// its uplinks' packed records carry.
 #[derive(Default)]
 pub struct Set {
@@ -103,8 +143,7 @@ pub struct Set {
 }
 
 impl Set {
-    /// Load the codecs `codecs` and the mapping tables `tables` of `dir`. Blocks: the
-    /// agent runs it off the forwarder's thread except at start.
+    /// Load the codecs `codecs` and the mapping tables `tables` of `dir`.
     pub fn load<'a>(
         dir: &Path,
         codecs: impl IntoIterator<Item = &'a str>,
