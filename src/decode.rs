@@ -473,6 +473,7 @@ mod tests {
     use super::*;
     use crate::contain::test_point;
     use crate::uplink::Radio;
+    #[cfg(feature = "js")]
     use std::path::Path;
     use std::time::{Duration, UNIX_EPOCH};
 
