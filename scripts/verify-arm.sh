@@ -18,8 +18,8 @@ set -euo pipefail
 die() { echo "verify-arm: $*" >&2; exit 1; }
 
 target=${1:-}
-# features: QuickJS (JavaScript codecs, the default `js` feature) has bindings for 64-bit
-# targets only, so 32-bit builds go without it.
+# features: rquickjs (JavaScript codecs, the default `js` feature) ships no bindings for
+# 32-bit ARM, so those builds go without it (docs/building.md: building them with libclang).
 case "$target" in
     aarch64-unknown-linux-gnu) gnu=aarch64-linux-gnu; arch=""; features="" ;;
     armv7-unknown-linux-gnueabihf) gnu=arm-linux-gnueabihf; arch=v7; features=--no-default-features ;;

@@ -85,7 +85,7 @@ fn every_target_puts_the_curl_headers_on_its_c_include_path() {
 fn building_doc_shows_cross_config_for_every_target() {
     let doc = read("docs/building.md");
     for triple in PI_TARGETS {
-        // 32-bit ARM goes without the default `js` feature: QuickJS has no bindings there.
+        // 32-bit ARM goes without the default `js` feature: rquickjs ships no bindings there.
         let features = if triple.starts_with("aarch64") {
             "--features vendored-openssl"
         } else {
