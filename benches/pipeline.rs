@@ -15,7 +15,7 @@ use harness::Options;
 fn usage() -> &'static str {
     "usage: bench.sh [--smoke] [--tls] [--bridge] [--records N] [--drain-records N] [--devices N]\n\
      \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--mqtt-nodelay]\n\
-     \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--dir DIR]\n\
+     \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--load N] [--dir DIR]\n\
      --smoke          a few seconds, small counts (what `cargo test` runs)\n\
      --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
      --bridge         also measure the hand-written Python bridge (scripts/bridge; needs\n\
@@ -28,7 +28,9 @@ fn usage() -> &'static str {
      --mqtt-nodelay   mosquitto set_tcp_nodelay true (its default is Nagle's algorithm)\n\
      --set            librdkafka property for hubgate's producer, e.g. --set linger.ms=0\n\
      --buffer         hubgate [buffer] setting (a TOML value), e.g. --buffer max_in_flight=2000\n\
-     --dir            keep the services' and hubgate's files and logs there"
+     --load           N busy loops beside the whole run, a loaded machine (--load 2 on 2 cores)\n\
+     --dir            keep the services' and hubgate's files and logs there, and each fixed-rate\n\
+     \x20                record's times in latency.csv"
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -59,6 +61,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--drain-records" => o.drain_records = number(value()?)?,
             "--devices" => o.devices = number(value()?)?.max(1),
             "--mqtt-inflight" => o.mqtt_inflight = number(value()?)? as u32,
+            "--load" => o.load = number(value()?)?,
             "--dir" => o.dir = Some(value()?.into()),
             "--set" | "--buffer" => {
                 let v = value()?;

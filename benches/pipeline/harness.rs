@@ -60,6 +60,8 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Also measure the hand-written Python bridge (`scripts/bridge`).
     pub bridge: bool,
+    /// Busy loops (threads of this process) competing for the CPU through the whole run.
+    pub load: u64,
 }
 
 impl Default for Options {
@@ -80,6 +82,7 @@ impl Default for Options {
             buffer: Vec::new(),
             dir: None,
             bridge: false,
+            load: 0,
         }
     }
 }
@@ -105,11 +108,17 @@ pub struct Latency {
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
+    /// Publish -> handed to the producer (the record's Kafka timestamp, whole milliseconds):
+    /// the part before librdkafka and the broker. p99 and max.
+    pub to_producer_p99: f64,
+    pub to_producer_max: f64,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub machine: String,
+    /// Busy loops run beside the benchmark (`--load`).
+    pub load: u64,
     pub broker: String,
     pub ceiling_per_s: f64,
     pub startup_ms: f64,
@@ -155,6 +164,7 @@ const WAIT: Duration = Duration::from_secs(120);
 pub fn run(opts: &Options) -> Report {
     let tmp = tempfile::tempdir().expect("temporary directory");
     let dir = opts.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let _load = BusyLoops::start(opts.load);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -178,6 +188,7 @@ pub fn run(opts: &Options) -> Report {
     };
     let mut report = Report {
         machine: machine(),
+        load: opts.load,
         broker: if opts.tls {
             "tansu 0.6 (sqlite) behind stunnel, SASL_SSL PLAIN".into()
         } else {
@@ -223,6 +234,9 @@ pub fn run(opts: &Options) -> Report {
         seq += n;
     }
     consumer.stop();
+    if opts.dir.is_some() {
+        stamps.save(&dir.join("latency.csv"));
+    }
     // The warm-up connects the producer and the consumer; it is not a measurement.
     report.latency.remove(0);
     report.spill_mode_write_per_record =
@@ -305,6 +319,39 @@ pub fn run(opts: &Options) -> Report {
         report.bridge = Some(bridge::run(&rt, &mqtt, &kafka, &load, opts, &dir, seq));
     }
     report
+}
+
+/// `--load N`: N threads that spin until dropped, a loaded gateway's other work.
+struct BusyLoops {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyLoops {
+    fn start(n: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        BusyLoops { stop, threads }
+    }
+}
+
+impl Drop for BusyLoops {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -444,10 +491,14 @@ impl Load {
     }
 }
 
-/// Publish time and read-back time of every latency-run record (ns since `base`, 0 = not yet).
+/// Publish time, time handed to the producer and read-back time of every latency-run record
+/// (ns since `base`, 0 = not yet).
 struct Stamps {
     base: Instant,
+    /// The wall clock at `base`, for the records' Kafka timestamps.
+    base_wall: SystemTime,
     published: Vec<AtomicU64>,
+    produced: Vec<AtomicU64>,
     read: Vec<AtomicU64>,
 }
 
@@ -456,7 +507,9 @@ impl Stamps {
         let v = || (0..n).map(|_| AtomicU64::new(0)).collect();
         Stamps {
             base: Instant::now(),
+            base_wall: SystemTime::now(),
             published: v(),
+            produced: v(),
             read: v(),
         }
     }
@@ -465,28 +518,46 @@ impl Stamps {
         self.base.elapsed().as_nanos() as u64 + 1
     }
 
+    /// Every record's times as `seq,published,produced,read` (ms since the first publish),
+    /// to see when a slow stretch began and where its records waited.
+    fn save(&self, path: &Path) {
+        let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+        let mut csv = String::from("seq,published_ms,produced_ms,read_ms\n");
+        for s in 0..self.read.len() {
+            let (p, q, r) = (&self.published[s], &self.produced[s], &self.read[s]);
+            let _ = writeln!(csv, "{s},{:.3},{:.0},{:.3}", ms(p), ms(q), ms(r));
+        }
+        std::fs::write(path, csv).expect("write latency.csv");
+    }
+
     /// Wait until every record of `range` is read back; their latency percentiles.
     fn wait_latency(&self, rate: u64, range: Range<u64>, logs: impl Fn() -> String) -> Latency {
         let seen = |s: u64| self.read[s as usize].load(Ordering::Relaxed) != 0;
         wait_for(|| range.clone().all(seen), logs);
-        let mut ns: Vec<u64> = range
-            .clone()
-            .map(|s| {
-                let s = s as usize;
-                self.read[s]
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(self.published[s].load(Ordering::Relaxed))
-            })
-            .collect();
-        ns.sort_unstable();
-        let pct = |q: f64| ns[((ns.len() as f64 * q) as usize).min(ns.len() - 1)] as f64 / 1e6;
+        let since_publish = |to: &[AtomicU64]| {
+            let mut ns: Vec<u64> = range
+                .clone()
+                .map(|s| {
+                    let s = s as usize;
+                    to[s]
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(self.published[s].load(Ordering::Relaxed))
+                })
+                .collect();
+            ns.sort_unstable();
+            move |q: f64| ns[((ns.len() as f64 * q) as usize).min(ns.len() - 1)] as f64 / 1e6
+        };
+        let pct = since_publish(&self.read);
+        let to_producer = since_publish(&self.produced);
         Latency {
             rate,
-            records: ns.len() as u64,
+            records: range.end - range.start,
             p50: pct(0.50),
             p90: pct(0.90),
             p99: pct(0.99),
             max: pct(1.0),
+            to_producer_p99: to_producer(0.99),
+            to_producer_max: to_producer(1.0),
         }
     }
 }
@@ -530,8 +601,15 @@ impl LatencyConsumer {
                 };
                 let now = stamps.now();
                 let seq = load.seq_of(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
-                if let Some(slot) = seq.and_then(|s| stamps.read.get(s as usize)) {
-                    slot.store(now, Ordering::Relaxed);
+                if let Some(s) = seq.filter(|&s| s < stamps.read.len() as u64) {
+                    stamps.read[s as usize].store(now, Ordering::Relaxed);
+                    if let Some(ms) = m.timestamp().to_millis() {
+                        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64);
+                        let ns = at
+                            .duration_since(stamps.base_wall)
+                            .map_or(0, |d| d.as_nanos());
+                        stamps.produced[s as usize].store(ns as u64 + 1, Ordering::Relaxed);
+                    }
                 }
             }
         });
@@ -840,6 +918,9 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(t, "machine: {}", self.machine);
+        if self.load > 0 {
+            let _ = writeln!(t, "load:    {} busy loops through the run", self.load);
+        }
         let _ = writeln!(t, "broker:  {}", self.broker);
         let _ = writeln!(t, "{:<52} {:>14}  target", "measure", "value");
         let mut row = |name: &str, value: String, target: &str| {
@@ -893,6 +974,11 @@ impl Report {
             row(
                 &format!("latency at {}/s max ms", l.rate),
                 format!("{:.1}", l.max),
+                "",
+            );
+            row(
+                &format!("  publish -> producer at {}/s p99 (max) ms", l.rate),
+                format!("{:.0} ({:.0})", l.to_producer_p99, l.to_producer_max),
                 "",
             );
         }
