@@ -25,20 +25,30 @@ const STATS_INTERVAL_MS: &str = "5000";
 ///
 /// Idempotence keeps librdkafka's own retries free of duplicates. The gap-less guarantee
 /// turns a record refused for good (`POLICY_VIOLATION`) into a fatal producer error, so
-/// nothing queued behind it can overtake it: the sink builds a new producer and the
-/// forwarder sends the refused record and everything after it again, in order.
+/// nothing queued or in flight behind it can overtake it: the sink builds a new producer and
+/// the forwarder sends the refused record and everything after it again, in order.
+///
+/// One produce request in flight: records queue into the next batch meanwhile. Up to five
+/// (a site's `[sink.properties]`) keep order too while the producer is idempotent, as each
+/// batch carries its partition's sequence number, but against tansu they halved the
+/// backlog rate per CPU second (docs/performance.md, "Pipelined produce requests").
 pub fn base_config() -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("acks", "all")
         .set("enable.idempotence", "true")
         .set("enable.gapless.guarantee", "true")
-        .set("max.in.flight.requests.per.connection", "1")
+        .set(IN_FLIGHT, ONE_REQUEST)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000")
         .set("socket.keepalive.enable", "true")
         .set("statistics.interval.ms", STATS_INTERVAL_MS);
     c
 }
+
+/// Produce requests in flight per broker connection, and librdkafka's other name for it.
+const IN_FLIGHT: &str = "max.in.flight.requests.per.connection";
+const IN_FLIGHT_ALIAS: &str = "max.in.flight";
+const ONE_REQUEST: &str = "1";
 
 /// Everything the sink sets, from the config.
 pub fn sink_config(cfg: &KafkaConfig) -> ClientConfig {
@@ -90,6 +100,8 @@ pub fn site_settings(c: &mut ClientConfig, p: Provisioning, properties: &BTreeMa
         if auto { "true" } else { "false" },
     );
     for (k, v) in properties {
+        // One name per setting: librdkafka applies a config's keys in no fixed order.
+        let k = if k == IN_FLIGHT_ALIAS { IN_FLIGHT } else { k };
         c.set(k, v);
     }
     if c.get("enable.idempotence") == Some("false") {
@@ -378,9 +390,11 @@ impl Sink for KafkaSink {
                  without idempotence: a retried request may write a record twice (consumers \
                  de-duplicate by record id) and a throttled record may be overtaken"
             );
+            // Without idempotence a retried request lands behind the ones sent after it.
             self.config
                 .set("enable.idempotence", "false")
-                .set("enable.gapless.guarantee", "false");
+                .set("enable.gapless.guarantee", "false")
+                .set(IN_FLIGHT, ONE_REQUEST);
         }
         match create(&self.config, &self.deliveries, &self.metrics, &self.hubs) {
             Ok(producer) => {
@@ -505,6 +519,28 @@ mod tests {
             .expect("a valid producer config");
     }
 
+    /// One request in flight unless the site says otherwise, under either of librdkafka's
+    /// names for the setting (both in one config would be applied in no fixed order).
+    #[test]
+    fn a_site_sets_the_requests_in_flight_under_either_name() {
+        let settings = |props: &[(&str, &str)]| {
+            let mut c = base_config();
+            let props = props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            site_settings(&mut c, Provisioning::Precreated, &props);
+            (
+                c.get(IN_FLIGHT).map(str::to_string),
+                c.get(IN_FLIGHT_ALIAS).is_some(),
+            )
+        };
+        let n = |v: &str| (Some(v.to_string()), false);
+        assert_eq!(settings(&[]), n(ONE_REQUEST));
+        assert_eq!(settings(&[(IN_FLIGHT_ALIAS, "5")]), n("5"));
+        assert_eq!(settings(&[(IN_FLIGHT, "3")]), n("3"));
+    }
+
     /// A build with its own OpenSSL looks for the system's CA store; a site's own CA wins.
     #[test]
     fn a_vendored_openssl_probes_for_the_system_ca_store() {
@@ -526,10 +562,13 @@ mod tests {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic(TOPIC, 1, 1).unwrap();
         let (mut sink, mut rx) = sink(&mock.bootstrap_servers());
+        // A site that pipelines its requests.
+        sink.config.set(IN_FLIGHT, "5");
         fail_for_good(&sink, Err::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
         assert!(matches!(sink.send(1, &record(1)), Err(SinkError::Retry(_))));
         assert!(sink.tick());
         assert_eq!(idempotent(&sink), Some("false"));
+        assert_eq!(sink.config.get(IN_FLIGHT), Some(ONE_REQUEST));
         sink.send(1, &record(1)).unwrap();
         let d = next(&mut rx).await;
         assert_eq!((d.seq, d.result.is_ok()), (1, true));
