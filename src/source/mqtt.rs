@@ -7,6 +7,9 @@
 //! kept as a dead letter (topic, size, SHA-256, first bytes) and then acknowledged, so the
 //! broker's queue moves on. A larger one makes rumqttc drop the connection and the broker
 //! delivers it again: cap messages at the broker too (mosquitto `message_size_limit`).
+//!
+//! Each message read is acknowledged on the TCP level at once ([`QuickAck`]), so a broker
+//! that uses Nagle's algorithm does not hold the next one until its PUBACK.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,6 +20,7 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
+use super::quickack::QuickAck;
 use super::{Ack, Context, Frame, Input};
 use crate::config::{MqttSourceConfig, MqttTls, UplinkFormat};
 use crate::format::DeadLetter;
@@ -130,10 +134,12 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     let mut stopping = ctx.stopping.clone();
     let mut acked = ctx.acked.clone();
     let mut reconnect = Reconnect::new(cfg.reconnect_max);
+    let mut quick = QuickAck::default();
     loop {
         tokio::select! {
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    quick = QuickAck::to(&host, port).await;
                     ctx.metrics.log_limited(log::Level::Info, "mqtt_connected", || {
                         format!("mqtt: connected to {} as {client_id} (session present: {})", cfg.url, ack.session_present)
                     });
@@ -152,6 +158,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     ctx.metrics.mqtt_subscribed.set(&broker, 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    // The broker may hold its next message until this one is acknowledged.
+                    quick.now();
                     // Once stopping, leave new messages unacknowledged: the broker keeps them.
                     if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, p).await {
                         break;
@@ -159,6 +167,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    quick = QuickAck::default();
                     ctx.metrics.mqtt_connected.set(&broker, 0);
                     ctx.metrics.mqtt_subscribed.set(&broker, 0);
                     let (wait, first) = reconnect.failed(Instant::now());
