@@ -518,11 +518,19 @@ impl Stamps {
         self.base.elapsed().as_nanos() as u64 + 1
     }
 
-    /// Every record's times as `seq,published,produced,read` (ms since the first publish),
-    /// to see when a slow stretch began and where its records waited.
+    /// Every record's times as `seq,published,produced,read` in ms since the stamps began
+    /// (their wall-clock time heads the file), to see when a slow stretch began and where
+    /// its records waited.
     fn save(&self, path: &Path) {
         let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
-        let mut csv = String::from("seq,published_ms,produced_ms,read_ms\n");
+        let base = self
+            .base_wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut csv = format!(
+            "# 0 ms = {} ms since the Unix epoch\nseq,published_ms,produced_ms,read_ms\n",
+            base.as_millis()
+        );
         for s in 0..self.read.len() {
             let (p, q, r) = (&self.published[s], &self.produced[s], &self.read[s]);
             let _ = writeln!(csv, "{s},{:.3},{:.0},{:.3}", ms(p), ms(q), ms(r));
