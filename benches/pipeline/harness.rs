@@ -768,8 +768,9 @@ fn broker_producer(
 }
 
 /// The broker alone at each of `rates` (after a warm-up): hubgate's records produced straight
-/// to it with hubgate's producer settings, produce call -> readable by the same consumer as
-/// the pipeline's latency runs. What hubgate adds is the difference.
+/// to it with hubgate's producer settings and into the same two topics, produce call ->
+/// readable by the same consumer as the pipeline's latency runs. What hubgate adds is the
+/// difference.
 fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
     let rates: Vec<(u64, Duration)> = [WARM_UP].iter().chain(&opts.rates).copied().collect();
     let total: u64 = rates.iter().map(|(r, d)| rate_records(*r, *d)).sum();
@@ -789,9 +790,15 @@ fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
                 std::thread::sleep(wait);
             }
             let record = sample_record(load, seq + k);
+            // Each device's records to its recType's topic, as hubgate's go (TBMS100: motion).
+            let topic = if (seq + k) % load.devices % 3 == 1 {
+                MOTION
+            } else {
+                ENV
+            };
             stamps.published[(seq + k) as usize].store(stamps.now(), Ordering::Relaxed);
             producer
-                .send(BaseRecord::to(ENV).key(&record.key).payload(&record.body))
+                .send(BaseRecord::to(topic).key(&record.key).payload(&record.body))
                 .expect("broker-alone produce");
             producer.poll(Duration::ZERO);
         }
