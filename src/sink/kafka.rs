@@ -8,9 +8,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 
+use super::polled::Polled;
 use super::provision::Hubs;
 use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
 use crate::config::{KafkaConfig, Provisioning};
@@ -249,7 +250,7 @@ pub fn classify(e: &KafkaError, hub: &str, hubs: &Hubs) -> SinkError {
 }
 
 pub struct KafkaSink {
-    producer: ThreadedProducer<DeliveryContext>,
+    producer: Polled<DeliveryContext>,
     /// Kept to build a new producer when this one fails for good.
     config: ClientConfig,
     topics: BTreeMap<String, String>,
@@ -272,20 +273,19 @@ fn create(
     deliveries: &Deliveries,
     metrics: &Arc<Metrics>,
     hubs: &Hubs,
-) -> Result<ThreadedProducer<DeliveryContext>, OpenError> {
-    config
-        .create_with_context(DeliveryContext {
-            deliveries: deliveries.clone(),
-            metrics: metrics.clone(),
-            hubs: hubs.clone(),
-            config: config.clone(),
-        })
-        .map_err(|e| {
-            OpenError(format!(
-                "cannot create the Kafka producer: {}",
-                super::properties::config_error(&e)
-            ))
-        })
+) -> Result<Polled<DeliveryContext>, OpenError> {
+    let context = DeliveryContext {
+        deliveries: deliveries.clone(),
+        metrics: metrics.clone(),
+        hubs: hubs.clone(),
+        config: config.clone(),
+    };
+    Polled::new(config, context).map_err(|e| {
+        OpenError(format!(
+            "cannot create the Kafka producer: {}",
+            super::properties::config_error(&e)
+        ))
+    })
 }
 
 impl KafkaSink {
@@ -348,7 +348,7 @@ impl Sink for KafkaSink {
                 },
             ));
         }
-        self.producer.send(record).map_err(|(e, _)| match e {
+        self.producer.send(record).map_err(|e| match e {
             KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                 SinkError::Retry("local producer queue is full".into())
             }

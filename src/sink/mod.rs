@@ -3,6 +3,7 @@
 
 pub mod eventhubs;
 pub mod kafka;
+mod polled;
 pub mod probe;
 pub mod properties;
 pub mod provision;
