@@ -68,6 +68,12 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
             pings += 1;
         }
     }
+    // The forwarder is idle here, and still beats between two pings.
+    assert!(
+        !agent.logs().contains("withholding the watchdog ping"),
+        "{}",
+        agent.logs()
+    );
 
     let status = agent.terminate(WAIT);
     assert!(status.success(), "exit after SIGTERM: {status}");

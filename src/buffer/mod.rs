@@ -449,6 +449,12 @@ impl Buffer {
         }
     }
 
+    /// Something for [`Buffer::sync_deletions_if_due`], [`Buffer::update_oldest_if_due`] or
+    /// [`Buffer::give_space_back_if_quiet`] to do later.
+    pub fn housekeeping_due(&self) -> bool {
+        self.unsynced_removals > 0 || self.oldest_left || self.drained.is_some()
+    }
+
     /// Look up the oldest record's time if its predecessor left and the last look
     /// is [`OLDEST_CHECKED_WITHIN`] old at `now` (call it now and then). Until then its age
     /// reads a little high.

@@ -21,7 +21,12 @@ use crate::source::Frame;
 
 /// Frames taken from the input per round: one buffer flush covers them all.
 const BATCH: usize = 256;
+/// Housekeeping while anything is in flight, waiting, buffered or due to be synced: slow
+/// records spill, a failed producer is replaced, the buffer drains after a back-off.
 const TICK: Duration = Duration::from_millis(100);
+/// Housekeeping while there is nothing of that (the clock's state, a producer that failed
+/// with nothing to send, the watchdog's heartbeat): an idle agent wakes once a second.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for the sink to confirm what is in flight before spilling it.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
@@ -146,8 +151,10 @@ impl Forwarder {
                 self.ledger.buffered()
             );
         }
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let idle_tick = idle_tick(sd_notify::watchdog_enabled());
+        let mut ticked = tokio::time::Instant::now();
+        let tick = tokio::time::sleep_until(ticked + TICK);
+        tokio::pin!(tick);
         let (mut urgent_open, mut patient_open) = (true, true);
         loop {
             self.heartbeat.beat();
@@ -156,6 +163,10 @@ impl Forwarder {
             }
             let accepting = self.ledger.accepting();
             let patient = accepting && self.ledger.takes_patient(Instant::now());
+            let next = ticked + if self.ledger.quiet() { idle_tick } else { TICK };
+            if tick.deadline() != next {
+                tick.as_mut().reset(next);
+            }
             tokio::select! {
                 biased;
                 _ = inp.stop.changed() => break,
@@ -177,7 +188,8 @@ impl Forwarder {
                     }),
                     None => patient_open = false,
                 },
-                _ = tick.tick() => {
+                () = &mut tick => {
+                    ticked = tokio::time::Instant::now();
                     if self.ledger.sink().tick() {
                         self.sink_restarted(&mut inp.deliveries)?;
                     }
@@ -287,5 +299,26 @@ impl Forwarder {
             self.ledger.buffered()
         );
         Ok(())
+    }
+}
+
+/// The idle tick, short enough that the systemd watchdog (pinging at half its `timeout`, and
+/// only while the forwarder's heartbeat moves) sees a beat between two pings.
+fn idle_tick(watchdog: Option<Duration>) -> Duration {
+    watchdog.map_or(IDLE_TICK, |timeout| IDLE_TICK.min(timeout / 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_tick_beats_between_two_watchdog_pings() {
+        assert_eq!(idle_tick(None), IDLE_TICK);
+        assert_eq!(idle_tick(Some(Duration::from_secs(60))), IDLE_TICK);
+        assert_eq!(
+            idle_tick(Some(Duration::from_millis(400))),
+            Duration::from_millis(100)
+        );
     }
 }

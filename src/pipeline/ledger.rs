@@ -125,6 +125,16 @@ impl Ledger {
         self.in_flight.is_empty() && self.waiting.is_empty() && self.buffer.is_empty()
     }
 
+    /// Idle, and nothing due later either: no acknowledgement or flush held back, no
+    /// buffer housekeeping pending. Until then the forwarder ticks often.
+    pub fn quiet(&self) -> bool {
+        self.idle()
+            && self.spill_mark.is_none()
+            && self.pending_acks.is_empty()
+            && !self.dirty
+            && !self.buffer.housekeeping_due()
+    }
+
     /// New input may be taken: nothing waits for room in the buffer.
     pub fn accepting(&self) -> bool {
         self.waiting.is_empty()
@@ -704,6 +714,51 @@ mod tests {
             ledger.takes_patient(t0 + cfg.spill_after),
             "a slow sink gets the buffer again"
         );
+    }
+
+    /// The forwarder ticks seldom while the ledger is quiet, so it is quiet only while a tick
+    /// has nothing to do: not with an acknowledgement held for the round's end, a record in
+    /// flight, or a drained buffer that has yet to sync and give its space back.
+    #[test]
+    fn quiet_only_while_a_tick_has_nothing_to_do() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(StdoutSink::new(false, tx));
+        let t0 = Instant::now();
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        assert!(ledger.quiet());
+
+        ledger.take(None, Ack::None, t0);
+        assert!(
+            !ledger.quiet(),
+            "an acknowledgement waits for the round's end"
+        );
+        ledger.end_round(t0).unwrap();
+        assert!(ledger.quiet());
+
+        ledger.take(Some(record(1)), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert!(!ledger.quiet(), "in flight");
+        ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
+        ledger.end_round(t0).unwrap();
+        assert!(ledger.quiet());
+
+        ledger.take(Some(record(2)), Ack::None, t0);
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        assert_eq!(ledger.buffered(), 1, "spilled: the sink was slow");
+        ledger.delivered(reports.try_recv().unwrap(), late).unwrap();
+        ledger.end_round(late).unwrap();
+        assert!(!ledger.quiet(), "drained: its space is given back later");
+        ledger.tick(late);
+        let later = late + Duration::from_secs(5);
+        ledger.tick(later);
+        ledger.end_round(later).unwrap();
+        assert!(ledger.quiet());
     }
 
     /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,

@@ -61,7 +61,7 @@ pub trait Sink: Send {
     /// headers given to the producer (before compression and protocol framing), for stdout
     /// the line written.
     fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError>;
-    /// Housekeeping, every forwarder tick (100 ms). `true`: the sink started over (a new
+    /// Housekeeping, every forwarder tick (100 ms; 1 s while idle). `true`: the sink started over (a new
     /// producer) and has reported what the old one held, as far as it could.
     fn tick(&mut self) -> bool {
         false
