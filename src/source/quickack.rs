@@ -31,9 +31,15 @@ impl QuickAck {
             Err(_) => return QuickAck::default(),
         };
         // Reading /proc/self/fd never waits for a disk, but it is a file system walk.
-        tokio::task::spawn_blocking(move || QuickAck::connected_to(&peers))
+        let quick = tokio::task::spawn_blocking(move || QuickAck::connected_to(&peers))
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if quick.sockets.is_empty() {
+            log::debug!(
+                "mqtt: no socket to {host}:{port} found: TCP acknowledgements stay delayed"
+            );
+        }
+        quick
     }
 
     fn connected_to(peers: &[SocketAddr]) -> QuickAck {
@@ -83,15 +89,16 @@ mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
 
-    /// The client end of a connection is found by its peer's address (not the listener, not
-    /// the accepted end), and a socket back in delayed-acknowledgement mode leaves it.
-    #[test]
-    fn finds_the_connection_to_the_broker_and_acknowledges_at_once() {
+    /// The client end of a connection is found by its peer's host name and port, as the MQTT
+    /// source knows them (not the listener, not the accepted end), and a socket back in
+    /// delayed-acknowledgement mode leaves it.
+    #[tokio::test]
+    async fn finds_the_connection_to_the_broker_and_acknowledges_at_once() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let broker = listener.local_addr().unwrap();
         let client = TcpStream::connect(broker).unwrap();
         let (_accepted, _) = listener.accept().unwrap();
-        let quick = QuickAck::connected_to(&[broker]);
+        let quick = QuickAck::to("localhost", broker.port()).await;
         use std::os::fd::AsRawFd;
         assert_eq!(quick.sockets, [client.as_raw_fd()]);
         let client = SockRef::from(&client);
