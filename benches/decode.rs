@@ -87,10 +87,10 @@ fn record_build(c: &mut Criterion) {
     g.finish();
 }
 
-/// Resident memory of this process in KB (Linux).
+/// Resident memory of process `pid` in KB (Linux).
 #[cfg(feature = "js")]
-fn rss_kb() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+fn rss_kb(pid: u32) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()
         .nth(1)
@@ -99,24 +99,35 @@ fn rss_kb() -> u64 {
     pages * 4
 }
 
-/// The example JavaScript codecs (`codecs/`), the engine reused across calls: the call
-/// alone, and the whole decode stage (call, mapping, record). Before that, the memory a
-/// loaded codec costs: RSS grown over 100 loaded copies, and one runtime's own heap.
+/// The example JavaScript codecs (`codecs/`) in hubgate's codec worker, engine and worker
+/// reused across calls: the call alone (round trip included), and the whole decode stage
+/// (call, mapping, record). Before that, the memory loaded codecs cost the worker: its RSS
+/// with 1, 10 and 100 loaded.
 #[cfg(feature = "js")]
 fn js_codecs(c: &mut Criterion) {
-    use hubgate::js::dir;
+    use hubgate::js::{dir, Launcher, Worker};
     use std::path::Path;
     use std::time::{SystemTime, UNIX_EPOCH};
     let examples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/codecs"));
-    let before = rss_kb();
-    let loaded: Vec<_> = (0..100)
-        .map(|_| dir::load(examples, "example-th").unwrap())
-        .collect();
-    let after = rss_kb();
+    let launcher = || Launcher::program(env!("CARGO_BIN_EXE_hubgate"));
+    let worker = Worker::new(launcher());
+    let agent = rss_kb(std::process::id());
+    let mut loaded = Vec::new();
+    let mut rss = Vec::new();
+    for n in [1, 10, 100] {
+        while loaded.len() < n {
+            loaded.push(dir::load(examples, "example-th", &worker).unwrap());
+        }
+        rss.push(rss_kb(worker.pid().unwrap()));
+    }
     eprintln!(
-        "js: RSS {} KB per loaded codec (100 loaded: {before} -> {after} KB); one runtime's heap {} KB",
-        (after - before) / 100,
-        loaded[0].codec.memory_used() / 1024
+        "js: worker RSS {} KB with 1 codec loaded, {} KB with 10, {} KB with 100 ({} KB per \
+         codec); this process {agent} -> {} KB",
+        rss[0],
+        rss[1],
+        rss[2],
+        (rss[2] - rss[0]) / 99,
+        rss_kb(std::process::id())
     );
     drop(loaded);
     let time = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -128,7 +139,7 @@ fn js_codecs(c: &mut Criterion) {
     let mut g = c.benchmark_group("js");
     g.throughput(Throughput::Elements(1));
     for (name, fport, hex) in cases {
-        let script = dir::load(examples, name).unwrap();
+        let script = dir::load(examples, name, &worker).unwrap();
         let payload = hex::decode(hex).unwrap();
         assert!(script.codec.decode(Some(fport), &payload, time).is_ok());
         g.bench_function(name, |b| {
@@ -145,7 +156,8 @@ fn js_codecs(c: &mut Criterion) {
          [[device]]\ndev_eui = \"58a0cb0000101234\"\njs_codec = \"example-th\"\n"
     ))
     .unwrap();
-    let mut decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
+    let mut decoder =
+        hubgate::decode::Decoder::with_launcher(&cfg, hubgate::metrics::Metrics::new(), launcher());
     let input = hubgate::source::Input::Uplink(hubgate::uplink::Uplink {
         dev_eui: hubgate::ids::DevEui::parse("58a0cb0000101234").unwrap(),
         device_name: None,

@@ -11,7 +11,7 @@ use crate::config::{CodecsConfig, Config, DecodeStep};
 use crate::format::DeadLetter;
 use crate::ids::DevEui;
 use crate::js::dir::{Named, Script, Set};
-use crate::js::JsError;
+use crate::js::{JsError, Launcher};
 use crate::lorawan::{self, LorawanError};
 use crate::mapping;
 use crate::metrics::devices::Outcome;
@@ -57,6 +57,8 @@ pub struct Decoder {
 pub struct Reloader {
     files: Named,
     to_decoder: mpsc::Sender<Set>,
+    /// How the codecs' worker process is started.
+    launcher: Launcher,
     metrics: Arc<Metrics>,
 }
 
@@ -64,7 +66,7 @@ impl Reloader {
     /// Load the directory again and hand it to the decoder. Blocks (engines are built): run
     /// it on the blocking pool. A panic while loading leaves the codecs in use in place.
     pub fn reload(&self) {
-        match crate::contain::contain(|| self.files.load()) {
+        match crate::contain::contain(|| self.files.load(self.launcher.clone())) {
             Ok(set) => {
                 let loaded = set.loaded();
                 // The decoder is gone only when the agent stops.
@@ -85,6 +87,12 @@ impl Reloader {
 
 impl Decoder {
     pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
+        Decoder::with_launcher(cfg, metrics, Launcher::default())
+    }
+
+    /// The same, with the JavaScript codecs' worker started by `launcher` (tests and
+    /// benchmarks, whose own binary is not hubgate).
+    pub fn with_launcher(cfg: &Config, metrics: Arc<Metrics>, launcher: Launcher) -> Self {
         let devices = cfg
             .devices
             .iter()
@@ -113,9 +121,10 @@ impl Decoder {
         let reloader = Reloader {
             files: Named::of(cfg),
             to_decoder,
+            launcher,
             metrics: metrics.clone(),
         };
-        let files = reloader.files.load();
+        let files = reloader.files.load(reloader.launcher.clone());
         for e in files.failures() {
             metrics.problem_now("codec_file", e);
         }
@@ -291,9 +300,20 @@ impl Decoder {
     }
 
     /// `up` decoded by `script` and mapped by the codec's own table, or else by the device's
-    /// `mapping` table: the pipeline and `hubgate decode --js` map alike.
+    /// `mapping` table: the pipeline and `hubgate decode --js` map alike. The codec's
+    /// warnings are the problem `js_warning`.
     fn run_js(&self, up: &Uplink, script: &Script) -> Result<mapping::Mapped, JsError> {
         let out = script.codec.decode(up.fport, &up.payload, up.time)?;
+        if !out.warnings.is_empty() {
+            self.metrics.problem("js_warning", || {
+                format!(
+                    "device {} ({}): {}",
+                    up.device_id(),
+                    script.class,
+                    out.warnings.join("; ")
+                )
+            });
+        }
         let device = self.devices.get(&up.dev_eui);
         let table = script.table.as_ref().or_else(|| self.mapping(device));
         Ok(mapping::map(Some(&out.data), table, &out.normalized))
@@ -403,7 +423,7 @@ impl Decoder {
                         }
                         Err(e) => {
                             self.metrics.decode_errors.inc(JS_ERRORS);
-                            self.metrics.problem("js_error", || {
+                            self.metrics.problem(e.kind(), || {
                                 format!("device {} (JavaScript {name}): {e}", up.device_id())
                             });
                             failed.get_or_insert_with(|| format!("JavaScript {name}: {e}"));
@@ -751,12 +771,13 @@ mod tests {
         );
         assert_eq!(m.problems("js_error"), 1);
         // By device profile.
-        let (mut d, _) = js_decoder(
+        let (mut d, m) = js_decoder(
             examples,
             "",
             "[codecs.profiles]\n\"TH sensor\" = \"example-th\"\n",
         );
-        let Input::Uplink(mut up) = with_payload(&[0x08, 0x66, 0x51, 0x0e, 0x10]) else {
+        // One trailing byte: the codec's warning is counted.
+        let Input::Uplink(mut up) = with_payload(&[0x08, 0x66, 0x51, 0x0e, 0x10, 0]) else {
             unreachable!()
         };
         up.fport = Some(1);
@@ -772,6 +793,7 @@ mod tests {
             v["obj"]["data"]["origin"],
             serde_json::json!({"temperature": 21.5, "humidity": 40.5, "battery_mv": 3600})
         );
+        assert_eq!(m.problems("js_warning"), 1);
     }
 
     /// A codec file that cannot be loaded is a counted problem and its devices' uplinks go
@@ -859,7 +881,8 @@ mod tests {
         let Input::Uplink(up) = with_payload(&[21]) else {
             unreachable!()
         };
-        let script = crate::js::dir::load(dir.path(), "c").unwrap();
+        let worker = crate::js::Worker::new(Launcher::default());
+        let script = crate::js::dir::load(dir.path(), "c", &worker).unwrap();
         let by_decode = body(&d.decode_js_with(&up, &script).unwrap());
         let by_pipeline = body(&d.decode(&Input::Uplink(up)).unwrap());
         for v in [&by_decode, &by_pipeline] {

@@ -195,7 +195,7 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
 /// One that fails is a failure here (its devices' uplinks would go out packed), though the
 /// agent runs without it.
 fn js_codecs(named: &crate::js::dir::Named) -> Outcome {
-    let set = named.load();
+    let set = named.load(crate::js::Launcher::default());
     let loaded = format!(
         "{} of {} JavaScript codec(s) loaded",
         set.loaded(),

@@ -115,6 +115,9 @@ enum Command {
     },
     /// Print a commented template config.
     Configfile,
+    /// The JavaScript codecs' worker process, started by the agent itself.
+    #[command(name = "js-worker", hide = true)]
+    JsWorker,
     /// Preflight: DNS, TCP, TLS, login and hubs of the sink, the sources, the buffer; one
     /// line per step, exit 1 if any failed.
     Doctor {
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Run { config } => run(&config),
+        Command::JsWorker => hubgate::js::worker::main(),
         Command::Check { config, print } => check(&config, print),
         Command::Decode {
             config,
@@ -240,8 +244,9 @@ fn codecs(dir: &Path) -> ExitCode {
         );
     }
     // A missing directory just means no JavaScript codecs.
+    let worker = hubgate::js::Worker::new(hubgate::js::Launcher::this_program());
     for name in hubgate::js::dir::names(dir).unwrap_or_default() {
-        let (rec_type, state) = match hubgate::js::dir::load(dir, &name) {
+        let (rec_type, state) = match hubgate::js::dir::load(dir, &name, &worker) {
             Ok(s) => (
                 s.table
                     .and_then(|t| t.rec_type)
@@ -391,7 +396,8 @@ fn check(path: &Path, print: bool) -> ExitCode {
         eprintln!("hubgate: note: {n}");
     }
     // A codec that does not load costs its devices' decoding, not the agent's start: warned.
-    for e in hubgate::js::dir::Named::of(&cfg).load().failures() {
+    let launcher = hubgate::js::Launcher::this_program();
+    for e in hubgate::js::dir::Named::of(&cfg).load(launcher).failures() {
         eprintln!("hubgate: warning: {e}");
     }
     let verdict = format!(
@@ -442,7 +448,10 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
                 )
             }
         },
-        With::Js(file) => match hubgate::js::dir::load_file(&file) {
+        With::Js(file) => match hubgate::js::dir::load_file(
+            &file,
+            &hubgate::js::Worker::new(hubgate::js::Launcher::this_program()),
+        ) {
             Ok(script) => Loaded::Js(Box::new(script)),
             Err(e) => return fail(2, format!("--js {e}")),
         },

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::JsCodec;
+use super::{JsCodec, Launcher, Worker};
 use crate::config::Config;
 use crate::mapping::Table;
 
@@ -41,9 +41,9 @@ pub fn path(dir: &Path, name: &str, ext: &str) -> Result<PathBuf, String> {
 
 /// Load the codec `name` of `dir` and its mapping table. A directory others may write to is
 /// refused: whoever can add or replace a file there runs code in the agent.
-pub fn load(dir: &Path, name: &str) -> Result<Script, String> {
+pub fn load(dir: &Path, name: &str, worker: &Worker) -> Result<Script, String> {
     crate::files::refuse_writable_by_others(dir, "codecs")?;
-    load_file(&path(dir, name, "js")?)
+    load_file(&path(dir, name, "js")?, worker)
 }
 
 /// Load the mapping table `name` of `dir` (`<name>.toml`), as [`load`] loads a codec.
@@ -65,13 +65,14 @@ pub fn read(file: &Path) -> Result<String, String> {
 
 /// Load one codec file and its mapping table, the `.toml` beside it (none when there is no
 /// such file).
-pub fn load_file(file: &Path) -> Result<Script, String> {
+pub fn load_file(file: &Path, worker: &Worker) -> Result<Script, String> {
     let source = read(file)?;
     let name = file.file_stem().map_or_else(
         || file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let codec = JsCodec::load(&format!("{name}.js"), &source)
+    let codec = worker
+        .load(&format!("{name}.js"), &source)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let toml = file.with_extension("toml");
     let table = if toml.exists() {
@@ -127,10 +128,12 @@ impl Named {
         }
     }
 
-    /// Load them. Blocks: the agent runs it off the forwarder's thread except at start.
-    pub fn load(&self) -> Set {
+    /// Load them, the codecs into a worker started with `launcher`. Blocks: the agent runs
+    /// it off the forwarder's thread except at start.
+    pub fn load(&self, launcher: Launcher) -> Set {
         let codecs = self.codecs.iter().map(String::as_str);
-        Set::load(&self.dir, codecs, self.tables.iter().map(String::as_str))
+        let tables = self.tables.iter().map(String::as_str);
+        Set::load(&self.dir, codecs, tables, launcher)
     }
 }
 
@@ -143,16 +146,20 @@ pub struct Set {
 }
 
 impl Set {
-    /// Load the codecs `codecs` and the mapping tables `tables` of `dir`.
+    /// Load the codecs `codecs` of `dir`, into one worker started with `launcher`, and the
+    /// mapping tables `tables`.
     pub fn load<'a>(
         dir: &Path,
         codecs: impl IntoIterator<Item = &'a str>,
         tables: impl IntoIterator<Item = &'a str>,
+        launcher: Launcher,
     ) -> Set {
+        let worker = Worker::new(launcher);
         let mut set = Set::default();
         for name in codecs {
             if !set.codecs.contains_key(name) {
-                set.codecs.insert(name.to_string(), load(dir, name));
+                set.codecs
+                    .insert(name.to_string(), load(dir, name, &worker));
             }
         }
         for name in tables {

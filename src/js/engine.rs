@@ -1,25 +1,40 @@
-//! The QuickJS sandbox (rquickjs): one runtime per codec with its limits.
+//! The QuickJS sandbox (rquickjs), run inside the worker process: one runtime per codec with
+//! its limits, kept across calls.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Duration;
 
+use rquickjs::context::intrinsic;
 use rquickjs::{Context, Function, Runtime};
 
-use serde_json::Value as Json;
-
-use super::{JsError, Output, MEMORY_LIMIT, OUTPUT_LIMIT, STACK_LIMIT, TIME_LIMIT};
+use super::{one_line, JsError, LOAD_LIMIT, MEMORY_LIMIT, OUTPUT_LIMIT, STACK_LIMIT, TIME_LIMIT};
 
 /// Runs the codec's function with the uplink and hands back its result as JSON text, so that
-/// whatever the script returns is turned into plain data inside the sandbox.
+/// whatever the script returns is turned into plain data inside the sandbox. A
+/// `normalizeUplink` that throws or returns what JSON cannot hold costs a warning, not the
+/// good `decodeUplink` result; the time limit and running out of memory (InternalError)
+/// still end the call.
 const GLUE: &str = r#"
 (function (g) {
+  var normalize = function (data) {
+    try {
+      var n = g.normalizeUplink({ data: data });
+      JSON.stringify(n);
+      return n;
+    } catch (e) {
+      if (e && e.name === "InternalError") { throw e; }
+      var m;
+      try { m = String(e); } catch (_) { m = "an error"; }
+      return { errors: ["threw " + m] };
+    }
+  };
   var call = function (bytes, fPort, recvTime) {
     if (typeof g.decodeUplink === "function") {
       var out = g.decodeUplink({ bytes: bytes, fPort: fPort, recvTime: new Date(recvTime), variables: {} });
       if (out && typeof out === "object" && typeof g.normalizeUplink === "function" &&
           out.data && !(out.errors && out.errors.length)) {
-        out.normalized = g.normalizeUplink({ data: out.data });
+        out.normalized = normalize(out.data);
       }
       return out;
     }
@@ -34,8 +49,60 @@ const GLUE: &str = r#"
 })(globalThis);
 "#;
 
-/// One loaded codec with its own sandboxed runtime.
-pub struct JsCodec {
+/// What a codec's context offers besides the base objects: no Promise (its jobs would never
+/// run and only hold memory), no WeakRef, no Proxy, no `performance`.
+type Intrinsics = (
+    intrinsic::Date,
+    intrinsic::Eval,
+    intrinsic::RegExpCompiler,
+    intrinsic::RegExp,
+    intrinsic::Json,
+    intrinsic::MapSet,
+    intrinsic::TypedArrays,
+    intrinsic::BigInt,
+);
+
+/// One loaded codec: its source, to build its runtime again, and the runtime.
+pub struct Sandbox {
+    name: String,
+    source: String,
+    live: Live,
+}
+
+impl Sandbox {
+    /// Load `source` (a codec file's text) into a fresh runtime. `name` appears in the
+    /// script's error stacks.
+    pub fn load(name: &str, source: &str) -> Result<Sandbox, JsError> {
+        Ok(Sandbox {
+            live: Live::new(name, source)?,
+            name: name.to_string(),
+            source: source.to_string(),
+        })
+    }
+
+    /// Decode one payload into the glue's JSON text. `time_ms` is the uplink's receive time
+    /// (`input.recvTime`), in ms since 1970.
+    pub fn decode(
+        &mut self,
+        fport: Option<u8>,
+        bytes: &[u8],
+        time_ms: f64,
+    ) -> Result<String, JsError> {
+        let result = self.live.decode(fport, bytes, time_ms);
+        // An interrupted call, or one that failed inside the engine, may have left the
+        // script's globals half-updated: the next call gets the codec as loaded. (A runtime
+        // that ran out of memory is never freed: the worker exits instead.)
+        if matches!(result, Err(JsError::TimedOut(_) | JsError::Engine(_))) {
+            if let Ok(live) = Live::new(&self.name, &self.source) {
+                self.live = live;
+            }
+        }
+        result
+    }
+}
+
+/// A runtime with the codec loaded.
+struct Live {
     ctx: Context,
     /// Keeps the runtime (and its limits) alive as long as the context.
     runtime: Runtime,
@@ -44,10 +111,8 @@ pub struct JsCodec {
     deadline: Arc<AtomicU64>,
 }
 
-impl JsCodec {
-    /// Load `source` (a codec file's text) into a fresh runtime. `name` appears in the
-    /// script's error stacks.
-    pub fn load(name: &str, source: &str) -> Result<JsCodec, JsError> {
+impl Live {
+    fn new(name: &str, source: &str) -> Result<Live, JsError> {
         let runtime = Runtime::new().map_err(|e| JsError::Engine(e.to_string()))?;
         runtime.set_memory_limit(MEMORY_LIMIT);
         runtime.set_max_stack_size(STACK_LIMIT);
@@ -58,14 +123,15 @@ impl JsCodec {
             let limit = seen.load(Ordering::Relaxed);
             limit != u64::MAX && thread_cpu_ns() >= limit
         })));
-        let ctx = Context::full(&runtime).map_err(|e| JsError::Engine(e.to_string()))?;
-        let codec = JsCodec {
+        let ctx =
+            Context::custom::<Intrinsics>(&runtime).map_err(|e| JsError::Engine(e.to_string()))?;
+        let live = Live {
             ctx,
             runtime,
             deadline,
         };
-        codec.limited(|| {
-            codec.ctx.with(|ctx| {
+        let loaded = live.limited(LOAD_LIMIT, || {
+            live.ctx.with(|ctx| {
                 let mut options = rquickjs::context::EvalOptions::default();
                 options.filename = Some(name.to_string());
                 options.strict = false;
@@ -80,21 +146,21 @@ impl JsCodec {
                 }
                 caught(&ctx, ctx.eval::<(), _>(GLUE))
             })
-        })?;
-        Ok(codec)
+        });
+        match loaded {
+            Ok(()) => Ok(live),
+            Err(e) => {
+                if e == JsError::OutOfMemory {
+                    // Never freed: see `Sandbox::decode`.
+                    std::mem::forget(live);
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Decode one payload. `time` is the uplink's receive time (`input.recvTime`).
-    pub fn decode(
-        &self,
-        fport: Option<u8>,
-        bytes: &[u8],
-        time: SystemTime,
-    ) -> Result<Output, JsError> {
-        let ms = time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_millis() as f64);
-        let text = self.limited(|| {
+    fn decode(&self, fport: Option<u8>, bytes: &[u8], time_ms: f64) -> Result<String, JsError> {
+        let text = self.limited(TIME_LIMIT, || {
             self.ctx.with(|ctx| {
                 let f: Function = ctx
                     .globals()
@@ -103,7 +169,7 @@ impl JsCodec {
                 let port = fport.map(i32::from);
                 caught(
                     &ctx,
-                    f.call::<_, Option<String>>((bytes.to_vec(), port, ms)),
+                    f.call::<_, Option<String>>((bytes.to_vec(), port, time_ms)),
                 )
             })
         })?;
@@ -111,31 +177,33 @@ impl JsCodec {
         if text.len() > OUTPUT_LIMIT {
             return Err(JsError::Junk(format!("{} bytes of JSON", text.len())));
         }
-        output(&text)
+        Ok(text)
     }
 
-    /// Bytes the runtime has allocated (its heap, the codec's code and data included).
-    pub fn memory_used(&self) -> u64 {
-        self.runtime.memory_usage().malloc_size.max(0) as u64
-    }
-
-    /// Run `f` with the time limit armed; an out-of-memory or interrupted script is told
-    /// apart from one that threw. The limit is the thread's CPU time, not the clock: a busy
-    /// gateway that preempts the forwarder must not fail a codec that did little.
-    fn limited<T>(&self, f: impl FnOnce() -> Result<T, JsError>) -> Result<T, JsError> {
-        let deadline = thread_cpu_ns().saturating_add(TIME_LIMIT.as_nanos() as u64);
+    /// Run `f` with `limit` armed; an out-of-memory or interrupted script is told apart from
+    /// one that threw. The limit is the thread's CPU time, not the clock: a busy gateway
+    /// that preempts the worker must not fail a codec that did little.
+    fn limited<T>(
+        &self,
+        limit: Duration,
+        f: impl FnOnce() -> Result<T, JsError>,
+    ) -> Result<T, JsError> {
+        let deadline = thread_cpu_ns().saturating_add(limit.as_nanos() as u64);
         self.deadline.store(deadline, Ordering::Relaxed);
         let result = f();
         let over = thread_cpu_ns() >= deadline;
         self.deadline.store(u64::MAX, Ordering::Relaxed);
-        // Free what a failed call left behind before the next one.
-        if result.is_err() {
-            self.runtime.run_gc();
-        }
         match result {
-            Err(JsError::Threw(m)) if over && m.contains("interrupted") => Err(JsError::TimedOut),
+            Err(JsError::Threw(m)) if over && m.contains("interrupted") => {
+                Err(JsError::TimedOut(limit.as_millis() as u64))
+            }
             Err(JsError::Threw(m)) if m.contains("out of memory") => Err(JsError::OutOfMemory),
-            other => other,
+            Err(e) => {
+                // Free what a failed call left behind before the next one.
+                self.runtime.run_gc();
+                Err(e)
+            }
+            ok => ok,
         }
     }
 }
@@ -175,93 +243,5 @@ fn caught<'js, T>(ctx: &rquickjs::Ctx<'js>, r: rquickjs::Result<T>) -> Result<T,
             Err(JsError::Threw(one_line(&text)))
         }
         Err(e) => Err(JsError::Engine(one_line(&e.to_string()))),
-    }
-}
-
-/// At most 200 characters on one line (a script's message is the outside world's text).
-fn one_line(s: &str) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect();
-    flat
-}
-
-/// The glue's JSON: `{data, warnings, errors, normalized}`.
-fn output(text: &str) -> Result<Output, JsError> {
-    let v: Json = serde_json::from_str(text).map_err(|e| JsError::Junk(e.to_string()))?;
-    let mut top = match v {
-        Json::Object(top) => top,
-        other => return Err(JsError::Junk(format!("{}, not {{data}}", kind(&other)))),
-    };
-    if let Some(errors) = messages(top.get("errors")).filter(|e| !e.is_empty()) {
-        return Err(JsError::Reported(one_line(&errors.join("; "))));
-    }
-    let data = match top.remove("data") {
-        Some(Json::Object(m)) => m,
-        Some(other) => {
-            return Err(JsError::Junk(format!(
-                "data that is not an object: {}",
-                kind(&other)
-            )))
-        }
-        None => return Err(JsError::Junk("no data".into())),
-    };
-    let mut warnings = messages(top.get("warnings")).unwrap_or_default();
-    let normalized = match top.remove("normalized") {
-        Some(Json::Object(mut n)) => {
-            let errors = messages(n.get("errors")).unwrap_or_default();
-            if errors.is_empty() {
-                warnings.extend(messages(n.get("warnings")).unwrap_or_default());
-                match n.remove("data") {
-                    Some(Json::Object(m)) => vec![m],
-                    Some(Json::Array(items)) => items
-                        .into_iter()
-                        .filter_map(|i| match i {
-                            Json::Object(m) => Some(m),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                }
-            } else {
-                warnings.push(format!("normalizeUplink: {}", errors.join("; ")));
-                Vec::new()
-            }
-        }
-        _ => Vec::new(),
-    };
-    Ok(Output {
-        data,
-        normalized,
-        warnings,
-    })
-}
-
-fn messages(v: Option<&Json>) -> Option<Vec<String>> {
-    match v? {
-        Json::Array(items) => Some(
-            items
-                .iter()
-                .map(|i| match i {
-                    Json::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect(),
-        ),
-        Json::String(s) => Some(vec![s.clone()]),
-        _ => None,
-    }
-}
-
-fn kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
     }
 }

@@ -1,27 +1,21 @@
 //! Built without the `js` feature: no engine, so no codec can be loaded.
 
-use std::time::SystemTime;
-
-use super::{JsError, Output};
+use super::JsError;
 
 /// A codec that cannot exist in this build.
-pub enum JsCodec {}
+pub enum Sandbox {}
 
-impl JsCodec {
-    pub fn load(_name: &str, _source: &str) -> Result<JsCodec, JsError> {
+impl Sandbox {
+    pub fn load(_name: &str, _source: &str) -> Result<Sandbox, JsError> {
         Err(JsError::NotBuilt)
     }
 
     pub fn decode(
-        &self,
+        &mut self,
         _fport: Option<u8>,
         _bytes: &[u8],
-        _time: SystemTime,
-    ) -> Result<Output, JsError> {
-        match *self {}
-    }
-
-    pub fn memory_used(&self) -> u64 {
+        _time_ms: f64,
+    ) -> Result<String, JsError> {
         match *self {}
     }
 }

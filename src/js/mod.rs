@@ -1,10 +1,15 @@
-//! Vendor JavaScript codecs, run sandboxed in QuickJS (docs/codecs.md, "JavaScript codecs").
+//! Vendor JavaScript codecs, run in QuickJS in a worker process of their own (docs/codecs.md,
+//! "JavaScript codecs").
 //!
-//! Each codec gets a QuickJS runtime of its own, kept and reused across calls: a memory
-//! limit, a stack limit and a time limit per call (QuickJS's interrupt handler), no module
-//! loader and no I/O (the engine has none without quickjs-libc, which is not built in).
-//! Whatever the script does — throw, loop, exhaust its memory, return junk — the call returns
-//! an error naming it; the uplink then goes out packed with that reason.
+//! QuickJS cannot be made safe inside the agent: its interrupt handler is checked only between
+//! bytecodes, so a C builtin on a huge array-like (`Array.prototype.includes.call({length:
+//! 2**53-1}, 0)`) never returns, and its C asserts can abort the whole process. So the codecs
+//! run in `hubgate js-worker` ([`worker`]), the agent's own binary started again, which talks
+//! to the agent over a socket ([`wire`]). The agent ([`supervisor`]) gives every call a hard
+//! deadline, kills and replaces a worker that misses it, dies or answers garbage, and
+//! quarantines a codec that keeps doing that. Inside the worker each codec has a QuickJS
+//! runtime of its own ([`engine`]), kept across calls, with a memory limit, a stack limit, a
+//! time limit per call, no module loader and no I/O.
 //!
 //! The three forms vendors ship are recognised by the function the script defines:
 //! `decodeUplink(input)` (The Things Network's Device Repository and ChirpStack v4; an
@@ -16,8 +21,12 @@ pub mod dir;
 // fails to load with `JsError::NotBuilt`.
 #[cfg_attr(not(feature = "js"), path = "engine_off.rs")]
 mod engine;
+mod output;
+mod supervisor;
+mod wire;
+pub mod worker;
 
-pub use engine::*;
+pub use supervisor::{JsCodec, Launcher, Worker};
 
 use std::time::Duration;
 
@@ -25,22 +34,34 @@ use serde_json::{Map, Value as Json};
 
 /// Heap of one codec's runtime: a codec decoding a frame needs a few hundred KB at most.
 pub const MEMORY_LIMIT: usize = 16 << 20;
-/// Native stack a script may use (recursion), well inside the forwarder thread's.
+/// Memory of the whole worker process (RLIMIT_DATA: heap and private mappings), every
+/// codec's runtime included.
+pub const WORKER_MEMORY: u64 = 128 << 20;
+/// Native stack a script may use (recursion), well inside the worker's.
 pub const STACK_LIMIT: usize = 256 << 10;
 /// CPU time one call may take; a decode normally takes tens of microseconds.
 pub const TIME_LIMIT: Duration = Duration::from_millis(100);
+/// CPU time loading a codec (running its top-level code) may take: a large vendor file on a
+/// slow gateway takes far longer than a call.
+pub const LOAD_LIMIT: Duration = Duration::from_secs(2);
 /// Longest JSON a call may return (a frame holds at most 242 bytes).
 pub const OUTPUT_LIMIT: usize = 64 << 10;
+/// Calls in a row that time out, run out of memory or take the worker down before the codec
+/// is quarantined.
+pub const STRIKES: u32 = 3;
+/// How long a quarantined codec is not called: its uplinks go out packed meanwhile.
+pub const QUARANTINE: Duration = Duration::from_secs(600);
 
 /// Why a codec could not be loaded or could not decode a payload. One line.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum JsError {
     #[error("does not define decodeUplink, Decode or Decoder")]
     NoEntryPoint,
     #[error("threw {0}")]
     Threw(String),
-    #[error("ran longer than {} ms of CPU time", TIME_LIMIT.as_millis())]
-    TimedOut,
+    /// The time limit (QuickJS's interrupt) stopped the script after this many ms.
+    #[error("ran longer than {0} ms of CPU time")]
+    TimedOut(u64),
     #[error("needed more than {} MiB", MEMORY_LIMIT >> 20)]
     OutOfMemory,
     #[error("returned {0}")]
@@ -49,8 +70,42 @@ pub enum JsError {
     Reported(String),
     #[error("engine: {0}")]
     Engine(String),
+    /// The worker did not answer in time (a builtin that never checks the time limit): it
+    /// was killed.
+    #[error("did not answer within {0} ms: its worker was killed")]
+    Hung(u64),
+    /// The worker died or answered garbage during the call.
+    #[error("its worker died: {0}")]
+    Crashed(String),
+    #[error(
+        "quarantined for another {0} s after {STRIKES} calls in a row that timed out, ran out \
+         of memory or took the worker down"
+    )]
+    Quarantined(u64),
     #[error("cannot run: this hubgate was built without JavaScript (cargo feature js)")]
     NotBuilt,
+}
+
+impl JsError {
+    /// The problem counter of this failure (`hubgate_problems_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JsError::TimedOut(_) | JsError::Hung(_) => "js_timeout",
+            JsError::OutOfMemory => "js_oom",
+            JsError::Crashed(_) => "js_crashed",
+            JsError::Quarantined(_) => "js_quarantined",
+            _ => "js_error",
+        }
+    }
+
+    /// A failure that costs the gateway real time or a worker, so that a codec doing it on
+    /// every frame is quarantined.
+    fn strikes(&self) -> bool {
+        matches!(
+            self,
+            JsError::TimedOut(_) | JsError::Hung(_) | JsError::OutOfMemory | JsError::Crashed(_)
+        )
+    }
 }
 
 /// What a codec made of one payload.
@@ -61,6 +116,14 @@ pub struct Output {
     /// `normalizeUplink`'s measurements, when the codec has one.
     pub normalized: Vec<Map<String, Json>>,
     pub warnings: Vec<String>,
+}
+
+/// At most 200 characters on one line (a script's message is the outside world's text).
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
 }
 
 #[cfg(all(test, feature = "js"))]

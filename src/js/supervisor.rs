@@ -1,0 +1,488 @@
+//! The agent's side of the codec worker ([`super::worker`]): starts it, hands it the codecs
+//! and the calls, gives every call a hard deadline measured here, kills (SIGKILL) and reaps a
+//! worker that misses it, dies or answers garbage, starts a fresh one for the next call, and
+//! quarantines a codec that does that [`STRIKES`] times in a row.
+//!
+//! The calls block (socket reads with a timeout): they run where decoding runs, on the
+//! forwarder's own thread, never on an async worker.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::wire::{self, Answer, Request};
+use super::{output, worker, JsError, Output, LOAD_LIMIT, QUARANTINE, STRIKES, TIME_LIMIT};
+
+/// How long an answer may take beyond the worker's own CPU limit for the call: on a busy
+/// gateway the worker waits for a CPU too.
+pub const SLACK: Duration = Duration::from_millis(400);
+/// A new worker's first answer also waits for the process to start.
+const STARTUP: Duration = Duration::from_secs(5);
+/// A worker past its deadline that has not used more CPU time than the call's limit and this
+/// (a new one: and its start) was only waiting for a CPU: it is given more time, up to
+/// [`PATIENCE`] times the deadline. One that has is stuck where its limit does not reach.
+const CPU_GRACE: Duration = Duration::from_millis(100);
+const PATIENCE: u32 = 10;
+
+/// How to start a worker.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    slack: Duration,
+}
+
+impl Launcher {
+    /// This very program, started again as `js-worker` (`/proc/self/exe` stays this
+    /// program's file even when a package upgrade has replaced it on disk).
+    pub fn this_program() -> Launcher {
+        Launcher::program("/proc/self/exe")
+    }
+
+    /// The hubgate program at `path` (tests and benchmarks, whose own binary is not hubgate).
+    pub fn program(path: impl Into<PathBuf>) -> Launcher {
+        Launcher {
+            program: path.into(),
+            args: vec![worker::COMMAND.into()],
+            env: Vec::new(),
+            slack: SLACK,
+        }
+    }
+
+    /// The same, with answers allowed `slack` beyond the worker's own limits instead of
+    /// [`SLACK`].
+    pub fn with_slack(self, slack: Duration) -> Launcher {
+        Launcher { slack, ..self }
+    }
+
+    /// The library's test binary, which is the worker when run as its one test
+    /// (`worker::harness`).
+    #[cfg(test)]
+    fn test_binary() -> Launcher {
+        Launcher {
+            program: "/proc/self/exe".into(),
+            args: [
+                worker::harness::TEST,
+                "--exact",
+                "--test-threads=1",
+                "--quiet",
+            ]
+            .map(OsString::from)
+            .to_vec(),
+            env: vec![(worker::harness::ENV.into(), "1".into())],
+            slack: SLACK,
+        }
+    }
+
+    fn spawn(&self) -> io::Result<Process> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Process {
+            child,
+            socket: ours,
+            loaded: Vec::new(),
+            fresh: true,
+            cpu_seen: Duration::ZERO,
+        })
+    }
+}
+
+impl Default for Launcher {
+    /// This program; in the library's own tests, their binary.
+    fn default() -> Self {
+        #[cfg(test)]
+        return Launcher::test_binary();
+        #[cfg(not(test))]
+        Launcher::this_program()
+    }
+}
+
+/// A worker process and the codecs it runs; the codecs' handles ([`JsCodec`]) share it. The
+/// process starts with the first load and after every kill at the next call.
+#[derive(Clone)]
+pub struct Worker(Arc<Mutex<Supervisor>>);
+
+impl Worker {
+    pub fn new(launcher: Launcher) -> Worker {
+        Worker(Arc::new(Mutex::new(Supervisor {
+            launcher,
+            process: None,
+            codecs: Vec::new(),
+            request: Vec::new(),
+            answer: Vec::new(),
+        })))
+    }
+
+    /// Load a codec: `name` appears in its error stacks, `source` is its file's text.
+    pub fn load(&self, name: &str, source: &str) -> Result<JsCodec, JsError> {
+        let id = self.lock().load(name, source)?;
+        Ok(JsCodec {
+            worker: self.clone(),
+            id,
+        })
+    }
+
+    /// The worker process's id, while one runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().process.as_ref().map(|p| p.child.id())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Supervisor> {
+        // A panic while it was held (contained by the decode stage) left nothing half-done
+        // that the next call would trust: a broken exchange kills the worker.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One loaded codec.
+pub struct JsCodec {
+    worker: Worker,
+    id: u32,
+}
+
+impl JsCodec {
+    /// Decode one payload. `time` is the uplink's receive time (`input.recvTime`).
+    pub fn decode(
+        &self,
+        fport: Option<u8>,
+        bytes: &[u8],
+        time: SystemTime,
+    ) -> Result<Output, JsError> {
+        let ms = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_millis() as f64);
+        self.worker.lock().decode(self.id, fport, bytes, ms)
+    }
+
+    /// The worker that runs this codec.
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+}
+
+struct Codec {
+    name: String,
+    /// Kept to load it into the next worker; emptied when it failed to load.
+    source: String,
+    /// Calls in a row that struck (see [`JsError::strikes`]).
+    strikes: u32,
+    quarantined_until: Option<Instant>,
+}
+
+struct Supervisor {
+    launcher: Launcher,
+    process: Option<Process>,
+    /// Indexed by codec id.
+    codecs: Vec<Codec>,
+    request: Vec<u8>,
+    answer: Vec<u8>,
+}
+
+impl Supervisor {
+    fn load(&mut self, name: &str, source: &str) -> Result<u32, JsError> {
+        let id = self.codecs.len() as u32;
+        self.codecs.push(Codec {
+            name: name.to_string(),
+            source: source.to_string(),
+            strikes: 0,
+            quarantined_until: None,
+        });
+        self.ensure_loaded(id).inspect_err(|_| {
+            // Never called: its id only keeps the others'.
+            self.codecs[id as usize].source = String::new();
+        })?;
+        Ok(id)
+    }
+
+    fn decode(
+        &mut self,
+        id: u32,
+        fport: Option<u8>,
+        bytes: &[u8],
+        time_ms: f64,
+    ) -> Result<Output, JsError> {
+        let codec = &mut self.codecs[id as usize];
+        if let Some(until) = codec.quarantined_until {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return Err(JsError::Quarantined(left.as_secs().max(1)));
+            }
+            codec.quarantined_until = None;
+        }
+        let result = self
+            .ensure_loaded(id)
+            .and_then(|()| {
+                self.request.clear();
+                Request::Decode {
+                    id,
+                    fport,
+                    time_ms,
+                    bytes,
+                }
+                .write_to(&mut self.request);
+                self.call(TIME_LIMIT)
+            })
+            .and_then(|text| output::parse(&text));
+        let codec = &mut self.codecs[id as usize];
+        match &result {
+            Err(e) if e.strikes() => {
+                codec.strikes += 1;
+                if codec.strikes >= STRIKES {
+                    codec.strikes = 0;
+                    codec.quarantined_until = Some(Instant::now() + QUARANTINE);
+                }
+            }
+            _ => codec.strikes = 0,
+        }
+        result
+    }
+
+    /// Load codec `id` into the worker unless it is there already (a new worker has none).
+    fn ensure_loaded(&mut self, id: u32) -> Result<(), JsError> {
+        if self.process.as_ref().is_some_and(|p| p.has(id)) {
+            return Ok(());
+        }
+        let codec = &self.codecs[id as usize];
+        self.request.clear();
+        Request::Load {
+            id,
+            name: &codec.name,
+            source: &codec.source,
+        }
+        .write_to(&mut self.request);
+        self.call(LOAD_LIMIT)?;
+        if let Some(p) = &mut self.process {
+            p.loaded.push(id);
+        }
+        Ok(())
+    }
+
+    /// Send the request in `self.request` to the worker (started if there is none) and wait
+    /// for its answer, at most `limit` (the worker's own limit for it) and the slack.
+    fn call(&mut self, limit: Duration) -> Result<String, JsError> {
+        let process = match &mut self.process {
+            Some(p) => p,
+            None => match self.launcher.spawn() {
+                Ok(p) => self.process.insert(p),
+                Err(e) => return Err(JsError::Crashed(format!("cannot start it: {e}"))),
+            },
+        };
+        let started = Instant::now();
+        match process.exchange(&self.request, &mut self.answer, limit, self.launcher.slack) {
+            Ok(answer) => {
+                process.fresh = false;
+                process.cpu_seen = Duration::from_micros(answer.cpu_us);
+                if answer.retire {
+                    self.stop();
+                }
+                answer.result
+            }
+            Err(Fault::Late) => {
+                self.stop();
+                Err(JsError::Hung(started.elapsed().as_millis() as u64))
+            }
+            Err(Fault::Broke(what)) => {
+                let end = self.stop();
+                Err(JsError::Crashed(format!("{what}; it {end}")))
+            }
+        }
+    }
+
+    /// Kill and reap the worker; how it ended.
+    fn stop(&mut self) -> String {
+        let Some(mut p) = self.process.take() else {
+            return "was not running".into();
+        };
+        // Killing one that already ended is harmless: it stays unreaped until the wait.
+        let _ = p.child.kill();
+        match p.child.wait() {
+            Ok(status) => ended(status),
+            Err(e) => format!("could not be reaped: {e}"),
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn ended(status: ExitStatus) -> String {
+    match (status.signal(), status.code()) {
+        (Some(9), _) => "was killed".into(),
+        (Some(signal), _) => format!("ended by signal {signal}"),
+        (None, Some(code)) => format!("exited with status {code}"),
+        (None, None) => format!("ended: {status}"),
+    }
+}
+
+/// A worker process and the codecs loaded into it.
+struct Process {
+    child: Child,
+    socket: UnixStream,
+    loaded: Vec<u32>,
+    /// Has not answered yet.
+    fresh: bool,
+    /// The CPU time it had used at its latest answer.
+    cpu_seen: Duration,
+}
+
+/// Why an exchange with the worker failed.
+enum Fault {
+    /// No answer in time.
+    Late,
+    /// The socket closed or failed, or the answer was garbage.
+    Broke(String),
+}
+
+impl Process {
+    fn has(&self, id: u32) -> bool {
+        self.loaded.contains(&id)
+    }
+
+    /// Send `request` and read the answer into `answer`. The worker limits the call to
+    /// `limit` of CPU time; the deadline here is that and `slack` (a new worker: and
+    /// [`STARTUP`]), later for a worker that was only waiting for a CPU.
+    fn exchange(
+        &mut self,
+        request: &[u8],
+        answer: &mut Vec<u8>,
+        limit: Duration,
+        slack: Duration,
+    ) -> Result<Answer, Fault> {
+        let start = if self.fresh { STARTUP } else { Duration::ZERO };
+        let within = limit + slack + start;
+        let now = Instant::now();
+        let deadline = now + within;
+        let fault = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Fault::Late,
+            io::ErrorKind::UnexpectedEof => Fault::Broke("it closed the socket".into()),
+            _ => Fault::Broke(e.to_string()),
+        };
+        send(&self.socket, request, deadline).map_err(fault)?;
+        let mut until = Until {
+            socket: &self.socket,
+            deadline,
+            last: now + within * PATIENCE,
+            slack,
+            pid: self.child.id(),
+            cpu_allowed: self.cpu_seen + limit + CPU_GRACE + start,
+        };
+        match wire::read_frame(&mut until, answer, wire::MAX_ANSWER) {
+            Ok(true) => {
+                Answer::parse(answer).ok_or_else(|| Fault::Broke("it answered garbage".into()))
+            }
+            Ok(false) => Err(Fault::Broke("it closed the socket".into())),
+            Err(e) => Err(fault(e)),
+        }
+    }
+}
+
+/// Write all of `bytes` by `deadline`; a worker that is gone is an error, not SIGPIPE.
+fn send(socket: &UnixStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    while !bytes.is_empty() {
+        socket.set_write_timeout(Some(left(deadline)?))?;
+        // SAFETY: send reads `bytes.len()` bytes from `bytes`.
+        let n = unsafe {
+            libc::send(
+                socket.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else {
+            bytes = &bytes[n as usize..];
+        }
+    }
+    Ok(())
+}
+
+fn left(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    Ok(left)
+}
+
+/// Reads of the worker's answer that give up at `deadline`, unless the worker has not used
+/// its CPU time yet (it was waiting for a CPU): then `slack` more, until `last`.
+struct Until<'a> {
+    socket: &'a UnixStream,
+    deadline: Instant,
+    last: Instant,
+    slack: Duration,
+    pid: u32,
+    /// Its total CPU time beyond which it is stuck.
+    cpu_allowed: Duration,
+}
+
+impl Read for Until<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                self.socket.set_read_timeout(Some(left))?;
+                match (&*self.socket).read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
+            }
+            let now = Instant::now();
+            let waiting = cpu_time(self.pid).is_some_and(|used| used <= self.cpu_allowed);
+            if !waiting || now >= self.last {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.deadline = (now + self.slack).min(self.last);
+        }
+    }
+}
+
+/// The CPU time process `pid` has used (`/proc/PID/stat`: utime and stime, in clock ticks).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold anything.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The patience with a worker that waits for a CPU rests on reading its CPU time.
+    #[test]
+    fn cpu_time_of_a_process_is_read() {
+        let t0 = cpu_time(std::process::id()).unwrap();
+        let start = Instant::now();
+        while cpu_time(std::process::id()).unwrap() < t0 + Duration::from_millis(30) {
+            assert!(start.elapsed() < Duration::from_secs(60));
+        }
+        assert_eq!(cpu_time(u32::MAX), None);
+    }
+}

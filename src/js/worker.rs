@@ -1,0 +1,187 @@
+//! The codec worker: `hubgate js-worker`, the agent's own binary started again by
+//! [`super::supervisor`] with its end of a socket as standard input. It answers the agent's
+//! requests ([`super::wire`]) one at a time: load a codec into a runtime of its own, decode a
+//! payload with one. Whatever a codec does to this process — hang in a builtin, abort in a
+//! QuickJS assert, exhaust its memory — the agent only loses the call.
+//!
+//! Its own limits: [`WORKER_MEMORY`] of heap for all codecs together (RLIMIT_DATA), no core
+//! dumps, no file or socket it could open (RLIMIT_NOFILE: only the three it has), no new
+//! privileges, and a CPU backstop (RLIMIT_CPU) that is moved on at every request so that
+//! only a worker left hanging without its agent reaches it. It ends when the agent's end of
+//! the socket closes, even in the middle of a call that never returns.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::os::fd::FromRawFd;
+use std::time::Duration;
+
+use super::engine::Sandbox;
+use super::wire::{self, Answer, Request};
+use super::{JsError, WORKER_MEMORY};
+
+/// The hidden command that runs the worker.
+pub const COMMAND: &str = "js-worker";
+
+/// Seconds of CPU time past what the worker has used at its latest request after which the
+/// kernel ends it (SIGXCPU): far beyond a call's deadline, so only reached without an agent.
+const CPU_BACKSTOP: u64 = 10;
+
+/// Run the worker on standard input until the agent goes away.
+pub fn main() -> ! {
+    limit_self();
+    end_with_the_agent();
+    // SAFETY: standard input is the worker's end of the socket (see the module comment);
+    // nothing else in this process reads or writes it.
+    let socket = unsafe { File::from_raw_fd(0) };
+    serve(&socket)
+}
+
+fn serve(socket: &File) -> ! {
+    let mut reader = BufReader::new(socket);
+    let mut codecs: HashMap<u32, Sandbox> = HashMap::new();
+    let mut cpu_limit = 0;
+    let (mut frame, mut out) = (Vec::new(), Vec::new());
+    loop {
+        match wire::read_frame(&mut reader, &mut frame, wire::MAX_REQUEST) {
+            Ok(true) => {}
+            Ok(false) => exit(0),
+            Err(e) => {
+                log::warn!("JavaScript worker: reading a request: {e}");
+                exit(1)
+            }
+        }
+        move_cpu_backstop(cpu_used().as_secs(), &mut cpu_limit);
+        let result = match Request::parse(&frame) {
+            Some(Request::Load { id, name, source }) => Sandbox::load(name, source).map(|codec| {
+                codecs.insert(id, codec);
+                String::new()
+            }),
+            Some(Request::Decode {
+                id,
+                fport,
+                time_ms,
+                bytes,
+            }) => match codecs.get_mut(&id) {
+                Some(codec) => codec.decode(fport, bytes, time_ms),
+                None => Err(JsError::Engine(format!("codec {id} is not loaded"))),
+            },
+            None => {
+                log::warn!("JavaScript worker: a request it cannot read");
+                exit(1)
+            }
+        };
+        // A runtime that ran out of memory is never freed (QuickJS may assert on what it
+        // left behind): the worker answers and exits, and the agent starts another.
+        let retire = result == Err(JsError::OutOfMemory);
+        out.clear();
+        let cpu_us = cpu_used().as_micros() as u64;
+        Answer {
+            result,
+            retire,
+            cpu_us,
+        }
+        .write_to(&mut out);
+        if (&*socket).write_all(&out).is_err() || retire {
+            exit(0)
+        }
+    }
+}
+
+/// Leave without freeing anything: the runtimes may hold what QuickJS asserts on.
+fn exit(code: i32) -> ! {
+    std::process::exit(code)
+}
+
+fn limit_self() {
+    let set = |what: &str, resource, value| {
+        let limit = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        // SAFETY: setrlimit reads one rlimit, which `limit` is.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            log::warn!(
+                "JavaScript worker: cannot limit its {what}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    };
+    set("memory", libc::RLIMIT_DATA, WORKER_MEMORY as libc::rlim_t);
+    set("core dumps", libc::RLIMIT_CORE, 0);
+    set("open files", libc::RLIMIT_NOFILE, 3);
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+}
+
+/// The CPU time this process has used.
+fn cpu_used() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Set RLIMIT_CPU's soft limit to [`CPU_BACKSTOP`] seconds past `used` (seconds of CPU time
+/// used so far), once half of that margin is used up.
+fn move_cpu_backstop(used: u64, limit: &mut u64) {
+    if used + CPU_BACKSTOP / 2 < *limit {
+        return;
+    }
+    *limit = used + CPU_BACKSTOP;
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or write one rlimit, which `current` is.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_CPU, &mut current);
+        current.rlim_cur = current.rlim_max.min(*limit as libc::rlim_t);
+        libc::setrlimit(libc::RLIMIT_CPU, &current);
+    }
+}
+
+/// A thread that ends the process as soon as the agent's end of the socket closes: the
+/// agent died, or dropped the worker, while a call may never return.
+fn end_with_the_agent() {
+    let watch = || {
+        let mut fd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: poll reads and writes one pollfd, which `fd` is.
+            let n = unsafe { libc::poll(&mut fd, 1, -1) };
+            if n > 0 {
+                // SAFETY: _exit ends the process without running anything else.
+                unsafe { libc::_exit(0) };
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("agent-watch".into())
+        .stack_size(64 << 10)
+        .spawn(watch)
+    {
+        log::warn!("JavaScript worker: cannot watch for the agent's end: {e}");
+    }
+}
+
+/// The library's own tests start their test binary as the worker (it has no `js-worker`
+/// command): run alone with [`ENV`](harness::ENV) set, this test is the worker.
+#[cfg(test)]
+pub(crate) mod harness {
+    pub const ENV: &str = "HUBGATE_TEST_JS_WORKER";
+    pub const TEST: &str = "js::worker::harness::worker_process";
+
+    #[test]
+    fn worker_process() {
+        if std::env::var_os(ENV).is_some() {
+            super::main()
+        }
+    }
+}

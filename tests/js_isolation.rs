@@ -1,0 +1,236 @@
+//! JavaScript codecs cannot hang, abort or bloat the agent: they run in hubgate's codec worker
+//! (`hubgate js-worker`). A builtin that never returns, a codec that runs out of memory or a
+//! worker killed in the middle of a call costs that one uplink, packed with the reason, and
+//! the next uplink of a good codec decodes; a codec that keeps doing it is quarantined.
+#![cfg(feature = "js")]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hubgate::decode::Decoder;
+use hubgate::js::{JsError, Launcher, Worker};
+use hubgate::metrics::Metrics;
+use hubgate::record::Record;
+use hubgate::source::Input;
+use serde_json::Value;
+
+const GOOD: &str = "58a0cb0000100001";
+const BAD: &str = "58a0cb0000100002";
+
+/// Never returns for bytes 1-5: C builtins that loop without looking at the time limit.
+const HANG: &str = r#"
+function decodeUplink(input) {
+  var huge = { length: Math.pow(2, 53) - 1 };
+  switch (input.bytes[0]) {
+    case 1: return { data: { r: Array.prototype.includes.call(huge, 0) } };
+    case 2: return { data: { r: Array.prototype.indexOf.call(huge, 0) } };
+    case 3: return { data: { r: Array.prototype.lastIndexOf.call(huge, 0) } };
+    case 4: return { data: { r: "a".repeat(4e6).indexOf("a".repeat(2e6) + "b") } };
+    case 5: return { data: { r: Array(Math.pow(2, 32) - 1).join("").length } };
+    default: return { data: { ok: true } };
+  }
+}
+"#;
+
+/// Keeps a little of every payload: its heap grows with every call until it runs out.
+const LEAK: &str = r#"
+var kept = [];
+function decodeUplink(input) {
+  if (input.bytes[0] === 1) { for (;;) { kept.push(new Array(100000).fill(1)); } }
+  kept.push("x".repeat(20000) + kept.length);
+  return { data: { kept: kept.length } };
+}
+"#;
+
+fn launcher() -> Launcher {
+    Launcher::program(env!("CARGO_BIN_EXE_hubgate"))
+}
+
+/// A decoder whose device GOOD has the example door codec and BAD the codec `bad`.
+fn decoder(bad: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.js"), bad).unwrap();
+    let examples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/codecs"));
+    for ext in ["js", "toml"] {
+        std::fs::copy(
+            examples.join(format!("example-door.{ext}")),
+            dir.path().join(format!("door.{ext}")),
+        )
+        .unwrap();
+    }
+    let cfg = hubgate::config::Config::parse(&format!(
+        "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
+         [[device]]\ndev_eui = \"{GOOD}\"\njs_codec = \"door\"\n\
+         [[device]]\ndev_eui = \"{BAD}\"\njs_codec = \"bad\"\n",
+        dir.path()
+    ))
+    .unwrap();
+    let metrics = Metrics::new();
+    let decoder = Decoder::with_launcher(&cfg, metrics.clone(), launcher());
+    assert_eq!(metrics.problems("codec_file"), 0);
+    (decoder, metrics, dir)
+}
+
+fn uplink(dev_eui: &str, payload: &[u8]) -> Input {
+    Input::Uplink(hubgate::uplink::Uplink {
+        dev_eui: hubgate::ids::DevEui::parse(dev_eui).unwrap(),
+        device_name: None,
+        fport: Some(10),
+        fcnt: Some(1),
+        payload: payload.to_vec(),
+        time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        radio: hubgate::uplink::Radio::default(),
+        ns: hubgate::uplink::NsDecoded::default(),
+    })
+}
+
+fn body(rec: &Record) -> Value {
+    serde_json::from_str(&rec.body).unwrap()
+}
+
+/// The packed record's reason.
+fn packed(rec: &Record) -> String {
+    assert_eq!(rec.rec_type, "io.microshare.lorawan.packed", "{}", rec.body);
+    body(rec)["obj"]["data"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The good codec still decodes.
+fn good_decodes(d: &mut Decoder) {
+    let rec = d.decode(&uplink(GOOD, &[1, 0, 42, 87])).unwrap();
+    assert_eq!(rec.rec_type, "io.microshare.openclose.unpacked");
+    assert_eq!(body(&rec)["obj"]["data"]["open"][0]["value"], true);
+}
+
+#[test]
+fn a_builtin_that_never_returns_costs_one_packed_record() {
+    let (mut d, m, _dir) = decoder(HANG);
+    for case in 1..=5u8 {
+        let rec = d.decode(&uplink(BAD, &[case])).unwrap();
+        let reason = packed(&rec);
+        assert!(
+            reason.starts_with("JavaScript bad: did not answer within "),
+            "case {case}: {reason}"
+        );
+        assert!(reason.ends_with(" ms: its worker was killed"), "{reason}");
+        good_decodes(&mut d);
+        // The same codec decodes its next good payload in a fresh worker.
+        let rec = d.decode(&uplink(BAD, &[0])).unwrap();
+        assert_eq!(body(&rec)["obj"]["data"]["origin"]["ok"], true);
+    }
+    assert_eq!(m.problems("js_timeout"), 5);
+    assert_eq!(m.problems("js_quarantined"), 0);
+}
+
+#[test]
+fn a_codec_that_runs_out_of_memory_costs_one_packed_record() {
+    let (mut d, m, _dir) = decoder(LEAK);
+    let rec = d.decode(&uplink(BAD, &[0])).unwrap();
+    assert_eq!(body(&rec)["obj"]["data"]["origin"]["kept"], 1);
+    let rec = d.decode(&uplink(BAD, &[1])).unwrap();
+    assert_eq!(packed(&rec), "JavaScript bad: needed more than 16 MiB");
+    assert_eq!(m.problems("js_oom"), 1);
+    good_decodes(&mut d);
+    // A new worker, a new runtime: what the codec had kept is gone.
+    let rec = d.decode(&uplink(BAD, &[0])).unwrap();
+    assert_eq!(body(&rec)["obj"]["data"]["origin"]["kept"], 1);
+}
+
+/// The CPU time process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else { return 0 };
+    let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A worker that dies in the middle of a call (here: SIGKILL while it is stuck, with the
+/// agent's deadline out of the way) costs that call; the next call gets a new worker.
+#[test]
+fn a_worker_that_dies_during_a_call_costs_that_call() {
+    let worker = Worker::new(launcher().with_slack(Duration::from_secs(120)));
+    let bad = worker.load("bad.js", HANG).unwrap();
+    let pid = worker.pid().unwrap();
+    let before = cpu_ticks(pid);
+    let time = SystemTime::now();
+    let call = std::thread::spawn(move || (bad.decode(Some(1), &[1], time), bad));
+    // Kill it once it is busy with the call.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cpu_ticks(pid) < before + 5 {
+        assert!(Instant::now() < deadline, "the worker never got busy");
+        std::thread::yield_now();
+    }
+    // SAFETY: kill sends a signal to the worker this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let (result, bad) = call.join().unwrap();
+    assert_eq!(
+        result,
+        Err(JsError::Crashed(
+            "it closed the socket; it was killed".into()
+        ))
+    );
+    let out = bad.decode(Some(1), &[0], time).unwrap();
+    assert_eq!(out.data["ok"], true);
+    assert_ne!(worker.pid(), Some(pid));
+}
+
+#[test]
+fn a_codec_that_keeps_hanging_is_quarantined() {
+    let (mut d, m, _dir) = decoder(HANG);
+    for _ in 0..3 {
+        let reason = packed(&d.decode(&uplink(BAD, &[1])).unwrap());
+        assert!(reason.contains("did not answer within"), "{reason}");
+        good_decodes(&mut d);
+    }
+    // Not called any more, even with a payload it would decode.
+    for payload in [[1], [0]] {
+        let reason = packed(&d.decode(&uplink(BAD, &payload)).unwrap());
+        assert!(
+            reason.starts_with("JavaScript bad: quarantined for another "),
+            "{reason}"
+        );
+        assert!(reason.contains(" s after 3 calls in a row"), "{reason}");
+    }
+    assert_eq!(m.problems("js_timeout"), 3);
+    assert_eq!(m.problems("js_quarantined"), 2);
+    good_decodes(&mut d);
+}
+
+/// Resident memory of this process in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 4096
+}
+
+/// A codec that keeps everything grows its worker's heap to the limit, not the agent's: the
+/// worker runs out of memory, is replaced, and the agent's RSS stays where it was.
+#[test]
+fn a_leaking_codec_does_not_grow_the_agent() {
+    let (mut d, m, _dir) = decoder(LEAK);
+    for _ in 0..50 {
+        d.decode(&uplink(BAD, &[0])).unwrap();
+    }
+    let before = rss();
+    let mut most = 0;
+    for _ in 0..2_000 {
+        let rec = d.decode(&uplink(BAD, &[0])).unwrap();
+        if let Some(kept) = body(&rec)["obj"]["data"]["origin"]["kept"].as_u64() {
+            most = most.max(kept);
+        }
+    }
+    let after = rss();
+    // 20 KB a call: the codec held more than 12 MB at its most, then ran out.
+    assert!(most > 600, "{most}");
+    assert!(m.problems("js_oom") >= 1);
+    assert!(after < before + (4 << 20), "RSS {before} -> {after} bytes");
+    good_decodes(&mut d);
+}
