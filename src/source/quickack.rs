@@ -73,9 +73,10 @@ impl QuickAck {
 
 /// `f` on descriptor `fd` as a socket (`None`: `fd` is negative).
 ///
-/// The descriptors are rumqttc's, found after its CONNACK and dropped at the next connection
-/// error; in between it closes none, as its event loop is polled only by the task that holds
-/// them. One closed and reused by another thread meanwhile would at worst get an early ACK.
+/// The search looks at every descriptor of the process: one closed meanwhile fails, one
+/// reused is judged by its new peer. The descriptors kept are rumqttc's, found after its
+/// CONNACK and dropped at the next connection error; in between it closes none, as its event
+/// loop is polled only by the task that holds them.
 fn with_socket<T>(fd: RawFd, f: impl FnOnce(SockRef<'_>) -> T) -> Option<T> {
     (fd >= 0).then(|| {
         // SAFETY: see above; the borrow does not outlive this call and closes nothing.
