@@ -630,3 +630,83 @@ partitions = 2
     let records = kafka.consume_all(hub, 3, RUN);
     assert_eq!(records.len(), 3, "{hub}: {records:?}");
 }
+
+/// A hub deleted after its first records: the next writes find it missing, its recType
+/// (only that one) parks and asks the provisioner, which creates the hub again; every
+/// record arrives, each device's in FCnt order, none lost, and the other recType's records
+/// flow meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_deleted_after_use_is_created_again() {
+    use support::agent::{publish_all, uplink_topic};
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = support::Mosquitto::start(&dir.path().join("mqtt"));
+    let broker = StandIn::start(&[ENV, MOTION, PACKED], Answers::default());
+    let uplinks = |fcnts: std::ops::RangeInclusive<u32>, th: bool| -> Vec<(String, String)> {
+        fcnts
+            .flat_map(|i| {
+                let mut v = vec![(
+                    uplink_topic(PIR),
+                    chirpstack_uplink(PIR, i, 102, &tbms100(i)),
+                )];
+                if th {
+                    v.push((
+                        uplink_topic(TH),
+                        chirpstack_uplink(TH, i, 103, &tbhh100(20, 40)),
+                    ));
+                }
+                v
+            })
+            .collect()
+    };
+    let config = format!(
+        r#"
+[buffer]
+path = "{buffer}"
+[[source]]
+type = "mqtt"
+url = "mqtt://127.0.0.1:{port}"
+client_id = "hubgate-test"
+[[device]]
+dev_eui = "{TH}"
+codec = "browan-tbhh100"
+[[device]]
+dev_eui = "{PIR}"
+codec = "browan-tbms100"
+[sink]
+type = "kafka"
+brokers = "{bootstrap}"
+security_protocol = "plaintext"
+insecure = true
+provisioning = "auto"
+"#,
+        buffer = dir.path().join("buffer").display(),
+        port = mqtt.port(),
+        bootstrap = broker.bootstrap(),
+    );
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", RUN, |v| v == 1);
+    publish_all(mqtt.port(), &uplinks(1..=3, true)).await;
+    agent.wait_metric("hubgate_delivered_total", RUN, |v| v == 6);
+
+    // The operator deletes the hub; creating it is refused for now.
+    broker.set_answers(Answers {
+        create: Some((TOPIC_AUTHORIZATION_FAILED, String::new())),
+        ..Answers::default()
+    });
+    broker.delete(ENV);
+    publish_all(mqtt.port(), &uplinks(4..=6, true)).await;
+    agent.wait_metric("hubgate_hubs_parked{reason=\"no_manage\"}", RUN, |v| v == 1);
+    // The other recType is not held up while the hub is missing.
+    publish_all(mqtt.port(), &uplinks(7..=9, false)).await;
+    agent.wait_metric("hubgate_delivered_total", RUN, |v| v == 12);
+    assert_eq!(fcnts_written(&broker, MOTION), (1..=9).collect::<Vec<_>>());
+    assert_eq!(agent.metric("hubgate_hubs_parked{reason=\"no_manage\"}"), 1);
+
+    // Creation allowed again: the hub is created and the held records follow, in order.
+    broker.set_answers(Answers::default());
+    agent.wait_metric("hubgate_delivered_total", RUN, |v| v == 15);
+    agent.wait_metric("hubgate_buffer_records", RUN, |v| v == 0);
+    assert!(broker.topics().contains(&ENV.to_string()));
+    assert_eq!(fcnts_written(&broker, ENV), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(agent.metric("hubgate_dropped_total"), 0);
+}

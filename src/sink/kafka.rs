@@ -190,16 +190,7 @@ impl ProducerContext for DeliveryContext {
                 self.hubs.delivered(m.topic());
                 Ok(handed_over(m))
             }
-            Err((e, msg)) => {
-                let failed = classify(e, msg.topic(), &self.hubs);
-                if let SinkError::Park(_) = &failed {
-                    // Not created yet, deleted, or refused until the operator fixes it: the
-                    // provisioner looks again (throttled). The forwarder parks the recType
-                    // from this failure itself.
-                    self.hubs.ask(None, msg.topic(), &self.config);
-                }
-                Err(failed)
-            }
+            Err((e, msg)) => Err(failed(e, msg.topic(), &self.hubs, &self.config)),
         };
         let _ = self.deliveries.send(Delivery { seq: *seq, result });
     }
@@ -222,6 +213,18 @@ pub fn error_code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
         KafkaError::MessageProduction(code) => Some(*code),
         other => other.rdkafka_error_code(),
     }
+}
+
+/// [`classify`] a write to `hub` that failed, at hand-over or in its delivery report. A hub
+/// not created yet, deleted since, or refused until the operator fixes it: the provisioner
+/// (asked with `client`'s settings) looks again, throttled, and creates it anew if it may;
+/// the forwarder parks the recType from this failure itself.
+fn failed(e: &KafkaError, hub: &str, hubs: &Hubs, client: &ClientConfig) -> SinkError {
+    let failed = classify(e, hub, hubs);
+    if let SinkError::Park(_) = &failed {
+        hubs.ask(None, hub, client);
+    }
+    failed
 }
 
 /// What to do about an error writing to `hub` (docs/design.md "Error classes"). librdkafka
@@ -263,6 +266,10 @@ pub struct KafkaSink {
     single_hub: Option<String>,
     /// When the producer was last replaced (see [`Sink::tick`]).
     rebuilt: Option<Instant>,
+    /// Hubs this producer refused at hand-over as missing, and since when: librdkafka keeps a
+    /// topic it saw vanish as missing, even once it exists again, until its periodic metadata
+    /// refresh (minutes), so the producer is replaced when the provisioner finds one again.
+    vanished: std::collections::HashMap<String, Instant>,
 }
 
 /// The least time between two producer replacements.
@@ -312,7 +319,24 @@ impl KafkaSink {
             asked: Default::default(),
             single_hub: None,
             rebuilt: None,
+            vanished: Default::default(),
         })
+    }
+
+    /// A new producer with the current settings in place of the old one (see [`Sink::tick`]).
+    fn replace_producer(&mut self) -> bool {
+        match create(&self.config, &self.deliveries, &self.metrics, &self.hubs) {
+            Ok(producer) => {
+                drop(std::mem::replace(&mut self.producer, producer));
+                self.vanished.clear();
+                true
+            }
+            Err(e) => {
+                self.metrics
+                    .problem("producer_rebuild", || format!("kafka: {e}; trying again"));
+                false
+            }
+        }
     }
 
     /// Send every record to `hub`, with its recType in a `recType` header.
@@ -348,12 +372,21 @@ impl Sink for KafkaSink {
                 },
             ));
         }
-        self.producer.send(record).map_err(|e| match e {
-            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                SinkError::Retry("local producer queue is full".into())
-            }
-            e => classify(&e, topic, &self.hubs),
-        })
+        let Err(e) = self.producer.send(record) else {
+            return Ok(());
+        };
+        if let KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) = e {
+            return Err(SinkError::Retry("local producer queue is full".into()));
+        }
+        let failed = failed(&e, topic, &self.hubs, &self.config);
+        if matches!(
+            error_code(&e),
+            Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition)
+        ) {
+            let hub = topic.to_string();
+            self.vanished.entry(hub).or_insert_with(Instant::now);
+        }
+        Err(failed)
     }
 
     /// A producer that failed for good takes no more records: replace it, with the same
@@ -363,15 +396,30 @@ impl Sink for KafkaSink {
     /// The old producer reports what it still held as failed while it is dropped; `true`
     /// tells the forwarder to take those reports and start again from the oldest record,
     /// so nothing overtakes them.
+    ///
+    /// Likewise once a hub this producer saw vanish exists again (see `vanished`).
     fn tick(&mut self) -> bool {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
+        let fatal = self.producer.client().fatal_error();
+        let back = self
+            .vanished
+            .iter()
+            .find(|(hub, since)| self.hubs.found_since(hub, **since))
+            .map(|(hub, _)| hub.clone());
+        if fatal.is_none() && back.is_none() {
             return false;
-        };
+        }
         // A producer that fails again at once is not rebuilt ten times a second.
         if self.rebuilt.is_some_and(|t| t.elapsed() < REBUILD_MIN) {
             return false;
         }
         self.rebuilt = Some(Instant::now());
+        let Some((code, reason)) = fatal else {
+            log::info!(
+                "kafka: hub {:?} exists again: a new producer, which sees it",
+                back.unwrap_or_default()
+            );
+            return self.replace_producer();
+        };
         if code == RDKafkaErrorCode::GaplessGuarantee {
             // Routine: a refused record (logged as a sink error) stopped it.
             log::debug!("kafka: {reason}; new producer");
@@ -396,17 +444,7 @@ impl Sink for KafkaSink {
                 .set("enable.gapless.guarantee", "false")
                 .set(IN_FLIGHT, ONE_REQUEST);
         }
-        match create(&self.config, &self.deliveries, &self.metrics, &self.hubs) {
-            Ok(producer) => {
-                drop(std::mem::replace(&mut self.producer, producer));
-                true
-            }
-            Err(e) => {
-                self.metrics
-                    .problem("producer_rebuild", || format!("kafka: {e}; trying again"));
-                false
-            }
-        }
+        self.replace_producer()
     }
 
     fn flush(&mut self, timeout: Duration) {

@@ -47,6 +47,8 @@ pub struct Hubs {
     /// Why each hub was refused, and when: a finding older than [`RETRY_MAX`] is stale (the
     /// provisioner renews it on every refused ask).
     refused: Arc<Mutex<HashMap<String, (Refusal, Instant)>>>,
+    /// When the provisioner last found each hub existing (or made it).
+    found: Arc<Mutex<HashMap<String, Instant>>>,
     /// `None`: nothing provisions (a sink on its own, as in unit tests).
     requests: Option<Sender<Request>>,
 }
@@ -57,6 +59,7 @@ impl Hubs {
         Hubs {
             setup,
             refused: Arc::default(),
+            found: Arc::default(),
             requests: None,
         }
     }
@@ -93,6 +96,12 @@ impl Hubs {
         }
     }
 
+    /// Whether the provisioner found `hub` existing (or made it) after `since`.
+    pub fn found_since(&self, hub: &str, since: Instant) -> bool {
+        let found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found.get(hub).is_some_and(|at| *at > since)
+    }
+
     /// The provisioner's finding on `hub`, unless it is stale.
     fn refused(&self, hub: &str) -> Option<Refusal> {
         let refused = self.lock();
@@ -112,6 +121,7 @@ pub fn start(setup: Setup, parks: UnboundedSender<(String, Refusal)>) -> Hubs {
     let hubs = Hubs {
         setup,
         refused: Arc::default(),
+        found: Arc::default(),
         requests: Some(tx),
     };
     // The thread's own handle holds no sender: the thread ends with the last sink's.
@@ -195,6 +205,10 @@ fn serve(hubs: &Hubs, rx: &Receiver<Request>, parks: &UnboundedSender<(String, R
                 }
                 Some(None) => {
                     hubs.lock().remove(&r.hub);
+                    hubs.found
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(r.hub.clone(), Instant::now());
                     usable.insert(r.hub.clone());
                     tried.remove(&r.hub);
                 }
