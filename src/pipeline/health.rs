@@ -99,7 +99,14 @@ impl SinkHealth {
                     .get(rec_type)
                     .filter(|p| now < p.until || sent < p.since)
                 {
-                    return Verdict::Parked(p.until.saturating_duration_since(now));
+                    // Same round. While the park runs a newer finding (the provisioner's
+                    // cause after the write's "does not exist yet") is the one shown.
+                    let running = now < p.until;
+                    let wait = p.until.saturating_duration_since(now);
+                    if running {
+                        self.show_reason(rec_type, reason);
+                    }
+                    return Verdict::Parked(wait);
                 }
                 let next = self.parked.get(rec_type).map_or(PARK_MIN, |p| p.next);
                 let wait = self.jitter(next);
@@ -119,15 +126,7 @@ impl SinkHealth {
                 };
                 self.parked.insert(rec_type.to_string(), park);
                 self.metrics.parked.set(rec_type, 1);
-                self.metrics.park_reasons.set(
-                    rec_type,
-                    crate::metrics::ParkReason {
-                        kind: reason.kind(),
-                        what: reason.what(),
-                        fix: reason.fix(),
-                        line: reason.to_string(),
-                    },
-                );
+                self.show_reason(rec_type, reason);
                 Verdict::Parked(wait)
             }
             SinkError::Retry(_) | SinkError::Reject(_) => {
@@ -143,6 +142,19 @@ impl SinkHealth {
                 Verdict::Backoff(wait)
             }
         }
+    }
+
+    /// Why `rec_type` is parked, for the status line, page and `hubgate_hubs_parked`.
+    fn show_reason(&self, rec_type: &str, reason: &crate::sink::refusal::Refusal) {
+        self.metrics.park_reasons.set(
+            rec_type,
+            crate::metrics::ParkReason {
+                kind: reason.kind(),
+                what: reason.what(),
+                fix: reason.fix(),
+                line: reason.to_string(),
+            },
+        );
     }
 
     /// True once for each park that ran out since the last call: its records want a rescan.
@@ -259,6 +271,35 @@ mod tests {
         h.succeeded("motion");
         assert!(!h.is_parked("motion", later));
         assert_eq!(metrics.parked.get("motion"), Some(0));
+    }
+
+    /// A newer reason while a park runs (the provisioner's finding after the write's own)
+    /// replaces the older one in the metric and the status line, without a new round.
+    #[test]
+    fn a_newer_park_reason_replaces_the_older_one() {
+        let metrics = Metrics::new();
+        let mut h = SinkHealth::new(metrics.clone(), 1);
+        let now = Instant::now();
+        h.failed(&SinkError::Park(missing()), "motion", now, now);
+        let until = parked_until(&h, "motion");
+        let refused = crate::sink::refusal::Setup::default()
+            .on_create(
+                rdkafka::error::RDKafkaErrorCode::TopicAuthorizationFailed,
+                "",
+                "motion",
+            )
+            .unwrap();
+        let later = now + Duration::from_millis(1);
+        h.failed(&SinkError::Park(refused), "motion", later, later);
+        assert_eq!(
+            metrics.park_reasons.by_cause(),
+            [("no_manage".to_string(), 1)]
+        );
+        assert!(metrics
+            .park_reasons
+            .get("motion")
+            .is_some_and(|l| l.contains("no Manage right")));
+        assert_eq!(parked_until(&h, "motion"), until, "the same round");
     }
 
     fn parked_until(h: &SinkHealth, rec_type: &str) -> Instant {
