@@ -757,11 +757,7 @@ fn broker_producer(
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     // `--set` applied as hubgate applies `[sink.properties]`.
-    hubgate::sink::kafka::site_settings(
-        &mut config,
-        hubgate::config::Provisioning::Precreated,
-        &opts.properties.iter().cloned().collect(),
-    );
+    hubgate::sink::kafka::site_settings(&mut config, &opts.properties.iter().cloned().collect());
     config
         .create_with_context(Counting(delivered.clone()))
         .expect("create the broker-alone producer")

@@ -34,7 +34,7 @@ pub fn client_config(cs: &ConnectionString) -> ClientConfig {
     c
 }
 
-/// Everything the sink sets, from the config: the preset, CA, provisioning, extra properties.
+/// Everything the sink sets, from the config: the preset, CA, extra properties.
 pub fn sink_config(cfg: &EventHubsConfig) -> Result<(ClientConfig, &ConnectionString), OpenError> {
     let cs = cfg
         .connection_string
@@ -46,7 +46,7 @@ pub fn sink_config(cfg: &EventHubsConfig) -> Result<(ClientConfig, &ConnectionSt
         c.set("ssl.ca.location", ca.display().to_string());
     }
     c.set("compression.codec", cfg.compression.as_librdkafka());
-    super::kafka::site_settings(&mut c, cfg.provisioning, &cfg.properties);
+    super::kafka::site_settings(&mut c, &cfg.properties);
     Ok((c, cs))
 }
 

@@ -14,7 +14,7 @@ use rdkafka::ClientContext;
 use super::polled::Polled;
 use super::provision::Hubs;
 use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
-use crate::config::{KafkaConfig, Provisioning};
+use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::record::Record;
 
@@ -67,7 +67,7 @@ pub fn sink_config(cfg: &KafkaConfig) -> ClientConfig {
         c.set("ssl.ca.location", ca.display().to_string());
     }
     c.set("compression.codec", cfg.compression.as_librdkafka());
-    site_settings(&mut c, cfg.provisioning, &cfg.properties);
+    site_settings(&mut c, &cfg.properties);
     c
 }
 
@@ -86,20 +86,17 @@ pub fn open(
     )
 }
 
-/// What the site's config adds to a preset: hub provisioning (`auto` also lets the producer
-/// ask for missing topics in its metadata requests, for brokers that create them so; the
-/// provisioner creates them through CreateTopics either way) and `[sink.properties]`,
-/// which win. The gap-less guarantee needs idempotence, so it goes when that is turned off.
+/// What the site's config adds to a preset: `[sink.properties]`, which win. The producer never
+/// asks the broker to create a missing topic in its metadata requests: hubs are the
+/// provisioner's, made through CreateTopics with the configured partition count, and a hub a
+/// broker made on a metadata request would have the broker's default count and race the
+/// provisioner. The gap-less guarantee needs idempotence, so it goes when that is turned off.
 ///
 /// Without a CA of the site's own, librdkafka trusts what the linked OpenSSL's default paths
 /// hold. A vendored OpenSSL's default directory is its build prefix, which holds nothing on
 /// a gateway, so those builds look for the system's CA store where distributions keep it.
-pub fn site_settings(c: &mut ClientConfig, p: Provisioning, properties: &BTreeMap<String, String>) {
-    let auto = p == Provisioning::Auto;
-    c.set(
-        "allow.auto.create.topics",
-        if auto { "true" } else { "false" },
-    );
+pub fn site_settings(c: &mut ClientConfig, properties: &BTreeMap<String, String>) {
+    c.set("allow.auto.create.topics", "false");
     for (k, v) in properties {
         // One name per setting: librdkafka applies a config's keys in no fixed order.
         let k = if k == IN_FLIGHT_ALIAS { IN_FLIGHT } else { k };
@@ -549,7 +546,7 @@ mod tests {
     fn idempotence_turned_off_by_the_site_drops_the_gapless_guarantee() {
         let mut c = base_config();
         let props = BTreeMap::from([("enable.idempotence".to_string(), "false".to_string())]);
-        site_settings(&mut c, Provisioning::Precreated, &props);
+        site_settings(&mut c, &props);
         c.set("bootstrap.servers", "127.0.0.1:9");
         assert_eq!(c.get("enable.gapless.guarantee"), Some("false"));
         let (tx, _rx) = unbounded_channel();
@@ -567,7 +564,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            site_settings(&mut c, Provisioning::Precreated, &props);
+            site_settings(&mut c, &props);
             (
                 c.get(IN_FLIGHT).map(str::to_string),
                 c.get(IN_FLIGHT_ALIAS).is_some(),
@@ -583,14 +580,38 @@ mod tests {
     #[test]
     fn a_vendored_openssl_probes_for_the_system_ca_store() {
         let mut c = base_config();
-        site_settings(&mut c, Provisioning::Precreated, &BTreeMap::new());
+        site_settings(&mut c, &BTreeMap::new());
         assert_eq!(
             c.get("ssl.ca.location"),
             VENDORED_OPENSSL.then_some("probe")
         );
         let props = BTreeMap::from([("ssl.ca.location".to_string(), "/ca.pem".to_string())]);
-        site_settings(&mut c, Provisioning::Precreated, &props);
+        site_settings(&mut c, &props);
         assert_eq!(c.get("ssl.ca.location"), Some("/ca.pem"));
+    }
+
+    /// Hubs are the provisioner's alone (with the configured partition count): the producer's
+    /// metadata requests never ask the broker to create one, which the mock cluster would do
+    /// (with its default of 4 partitions), so a record to a missing hub is not delivered.
+    #[tokio::test]
+    async fn the_producer_never_creates_a_hub() {
+        let mock = MockCluster::new(1).unwrap();
+        let mut c = base_config();
+        site_settings(&mut c, &BTreeMap::new());
+        c.set("bootstrap.servers", mock.bootstrap_servers())
+            .set("message.timeout.ms", "2000");
+        let (tx, mut rx) = unbounded_channel();
+        let mut sink =
+            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+        sink.send(1, &record(1)).unwrap();
+        let d = next(&mut rx).await;
+        assert!(d.result.is_err(), "{d:?}");
+        let md = sink
+            .producer
+            .client()
+            .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(md.topics()[0].partitions().len(), 0, "no hub {TOPIC}");
     }
 
     /// A broker that will not have this client as an idempotent producer: hubgate goes on
