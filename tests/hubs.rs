@@ -710,3 +710,31 @@ provisioning = "auto"
     assert_eq!(fcnts_written(&broker, ENV), [1, 2, 3, 4, 5, 6]);
     assert_eq!(agent.metric("hubgate_dropped_total"), 0);
 }
+
+/// The stand-in stops, and its drop returns, even while a client sends requests and reads
+/// none of the answers (the stand-in's writes block once the socket buffers are full).
+#[test]
+fn the_stand_in_stops_while_a_client_reads_nothing() {
+    use std::io::Write;
+    let broker = StandIn::start(&[], Answers::default());
+    let mut client = std::net::TcpStream::connect(broker.bootstrap()).unwrap();
+    client
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // ApiVersions v0 (correlation id 1, no client id), each answered with some 60 bytes.
+    let request = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff].repeat(1000);
+    let deadline = std::time::Instant::now() + RUN;
+    while client.write_all(&request).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in kept reading"
+        );
+    }
+    let (stopped, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(broker);
+        let _ = stopped.send(());
+    });
+    done.recv_timeout(RUN).expect("the stand-in stopped");
+    drop(client);
+}

@@ -163,22 +163,32 @@ impl StandIn {
     }
 }
 
+/// How long a connection may wait for its client to take an answer: a client that reads
+/// nothing cannot hold the stand-in (or its drop) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Drop for StandIn {
+    /// Stops every thread and waits for them: connection threads notice `stop` within their
+    /// read timeout, or give up a write within [`WRITE_TIMEOUT`]. The accept loop is woken by
+    /// a connection of its own; if that cannot be made, it is left behind rather than waited
+    /// for.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some((front, _)) = self.tls.as_mut() {
             front.kill_quietly();
         }
-        // Wake the accept loop; connection threads notice `stop` within their read timeout.
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.backend));
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
+        let backend = (Ipv4Addr::LOCALHOST, self.backend).into();
+        if TcpStream::connect_timeout(&backend, Duration::from_secs(5)).is_ok() {
+            if let Some(t) = self.accept.take() {
+                let _ = t.join();
+            }
         }
     }
 }
 
 fn serve(mut conn: TcpStream, port: u16, state: &Mutex<State>, stop: &AtomicBool) {
     let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 65536];
     while !stop.load(Ordering::SeqCst) {
