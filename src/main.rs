@@ -101,8 +101,8 @@ enum Command {
         /// List this directory's JavaScript codecs instead of the config's.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// The config naming the directory [default: /etc/hubgate/hubgate.toml; when it does
-        /// not exist, /etc/hubgate/codecs].
+        /// The config naming the directory (only its `[codecs]` is read) [default:
+        /// /etc/hubgate/hubgate.toml; when it cannot be read, /etc/hubgate/codecs].
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
@@ -193,10 +193,7 @@ fn main() -> ExitCode {
             Ok((nwk, app)) => lorawan(nwk.as_deref(), app.as_deref(), fcnt32, &phyhex),
             Err(code) => code,
         },
-        Command::Codecs { dir, config } => match codec_dir(dir, config) {
-            Ok(dir) => codecs(&dir),
-            Err(code) => code,
-        },
+        Command::Codecs { dir, config } => codecs(dir, config),
         Command::Buffer { action, config } => buffer_cmd(&config, action),
         Command::Configfile => {
             print!("{}", hubgate::config::TEMPLATE);
@@ -212,26 +209,34 @@ fn main() -> ExitCode {
     }
 }
 
-/// The directory `hubgate codecs` lists: `--dir`, else the config's `[codecs] dir`.
+/// The directory `hubgate codecs` lists: `--dir`, else the config's `[codecs] dir` (read
+/// alone: the secrets the rest of the config names are not read, so this works outside the
+/// agent's service, where they often cannot be). `Err` when a config named with `-c` cannot
+/// be read; the default config only earns a warning, and the default directory is listed.
 fn codec_dir(dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    let default = || hubgate::config::CodecsConfig::default().dir;
     if let Some(dir) = dir {
         return Ok(dir);
     }
-    let path = match config {
-        Some(path) => path,
-        // Without a config (a machine that does not run the agent) the default directory.
-        None if !Path::new(DEFAULT_CONFIG).exists() => {
-            return Ok(hubgate::config::CodecsConfig::default().dir)
+    let named = config.is_some();
+    let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    // Without a config (a machine that does not run the agent) the default directory.
+    if !named && !path.exists() {
+        return Ok(default());
+    }
+    match hubgate::config::CodecsConfig::load(&path) {
+        Ok(codecs) => Ok(codecs.dir),
+        Err(e) if named => Err(fail(2, e)),
+        Err(e) => {
+            let dir = default();
+            eprintln!("hubgate: warning: {e}; listing {}", dir.display());
+            Ok(dir)
         }
-        None => PathBuf::from(DEFAULT_CONFIG),
-    };
-    Config::load(&path)
-        .map(|cfg| cfg.codecs.dir)
-        .map_err(|e| fail(2, e))
+    }
 }
 
-/// `hubgate codecs`: the built-in codecs, then the JavaScript ones of `dir`.
-fn codecs(dir: &Path) -> ExitCode {
+/// `hubgate codecs`: the built-in codecs, then the JavaScript ones of the directory.
+fn codecs(dir: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
     // id, recType, then an example: `hubgate decode --codec ID --fport PORT HEX`.
     for &c in Codec::ALL {
         let e = c.example();
@@ -243,10 +248,14 @@ fn codecs(dir: &Path) -> ExitCode {
             e.hex
         );
     }
+    let dir = match codec_dir(dir, config) {
+        Ok(dir) => dir,
+        Err(code) => return code,
+    };
     // A missing directory just means no JavaScript codecs.
     let worker = hubgate::js::Worker::new(hubgate::js::Launcher::this_program());
-    for name in hubgate::js::dir::names(dir).unwrap_or_default() {
-        let (rec_type, state) = match hubgate::js::dir::load(dir, &name, &worker) {
+    for name in hubgate::js::dir::names(&dir).unwrap_or_default() {
+        let (rec_type, state) = match hubgate::js::dir::load(&dir, &name, &worker) {
             Ok(s) => (
                 s.table
                     .and_then(|t| t.rec_type)

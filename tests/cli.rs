@@ -614,6 +614,77 @@ fn codecs_lists_the_javascript_codecs_of_a_directory() {
     assert_eq!(words(lines[2]), ["js/example-th", "-", "ok"]);
 }
 
+/// A config named by a relative path resolves its relative paths from its own directory to
+/// absolute ones, which `check --print` shows: the agent's working directory is `/`.
+#[test]
+fn relative_paths_of_a_relative_config_are_printed_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hubgate.toml"),
+        "[codecs]\ndir = \"codecs\"\n[sink]\ntype = \"stdout\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1700\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["check", "--print", "-c", "hubgate.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed: toml::Table = toml::from_str(&stdout(&o)).unwrap();
+    let codecs = std::path::absolute(dir.path().join("codecs")).unwrap();
+    assert_eq!(printed["codecs"]["dir"].as_str(), codecs.to_str());
+}
+
+/// `hubgate codecs -c` reads only the config's `[codecs]`: an operator's shell cannot read
+/// the connection string the agent's service gets (systemd `LoadCredential=`), which must not
+/// stop the listing. A config that cannot be read at all still lists the built-in codecs,
+/// then says why on one line.
+#[test]
+fn codecs_list_without_reading_the_configs_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = dir.path().join("codecs");
+    std::fs::create_dir(&codecs).unwrap();
+    std::fs::write(
+        codecs.join("th.js"),
+        "function decodeUplink(input) { return {data: {}}; }",
+    )
+    .unwrap();
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        "[codecs]\ndir = \"codecs\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1700\"\n\
+         [sink]\ntype = \"eventhubs\"\n\
+         connection_string_file = \"/run/credentials/hubgate.service/eventhubs.secret\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let o = hubgate(&["check", "-c", config]);
+    assert_eq!(o.status.code(), Some(1), "the secret is unreadable here");
+    assert!(
+        stderr(&o).contains("connection_string_file"),
+        "{}",
+        stderr(&o)
+    );
+    let all = hubgate::codec::Codec::ALL.len();
+    let o = hubgate(&["codecs", "-c", config]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), all + 1, "{out}");
+    assert!(lines[all].starts_with("js/th "), "{out}");
+
+    // A config that is no file: the built-ins, then one line naming it, exit 2.
+    let o = hubgate(&["codecs", "-c", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), all, "{}", stdout(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
 /// Without `--dir`, `hubgate codecs` lists the config's `[codecs] dir`; `hubgate check`
 /// warns about each JavaScript codec or mapping table the config names that does not load
 /// (missing, broken), naming the file and the reason, and still passes the config: the agent

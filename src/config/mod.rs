@@ -73,16 +73,61 @@ fn default_gateway_id() -> String {
     "hubgate".into()
 }
 
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    crate::files::read_capped(path, crate::files::CONFIG_CAP).map_err(|reason| ConfigError::Read {
+        file: path.display().to_string(),
+        reason,
+    })
+}
+
+/// The directory relative paths in the config `path` are resolved from, absolute: the agent's
+/// working directory under systemd is `/`, and `hubgate check --print` shows the paths used.
+fn base_of(path: &Path) -> PathBuf {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+impl CodecsConfig {
+    /// Only the `[codecs]` section of the config `path`, its directory resolved as
+    /// [`Config::load`] resolves it. For `hubgate codecs`, which must work where the rest of
+    /// the file cannot be resolved (a secret file only the agent's service can read).
+    pub fn load(path: &Path) -> Result<CodecsConfig, ConfigError> {
+        #[derive(Deserialize)]
+        struct Only {
+            #[serde(default)]
+            codecs: CodecsConfig,
+        }
+        let text = read_config(path)?;
+        let de = toml::Deserializer::parse(&text).map_err(|e| {
+            let (key, reason) = toml_error(&text, &e);
+            ConfigError::Invalid {
+                file: path.display().to_string(),
+                key,
+                reason,
+            }
+        })?;
+        let only: Only = serde_path_to_error::deserialize(de).map_err(|e| {
+            let (key, reason) = keypath::located(&text, &e);
+            ConfigError::Invalid {
+                file: path.display().to_string(),
+                key,
+                reason,
+            }
+        })?;
+        let mut codecs = only.codecs;
+        codecs.dir = base_of(path).join(&codecs.dir);
+        Ok(codecs)
+    }
+}
+
 impl Config {
     /// Read, parse and validate `path`. Relative paths inside are resolved from its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = crate::files::read_capped(path, crate::files::CONFIG_CAP).map_err(|reason| {
-            ConfigError::Read {
-                file: file.clone(),
-                reason,
-            }
-        })?;
+        let text = read_config(path)?;
         let mut cfg = Config::parse(&text).map_err(|(key, reason)| ConfigError::Invalid {
             file: file.clone(),
             key,
@@ -94,8 +139,7 @@ impl Config {
             cfg.file_warnings
                 .extend(crate::files::readable_by_others(path, &what));
         }
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.resolve(base)
+        cfg.resolve(&base_of(path))
             .map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
         Ok(cfg)
     }
