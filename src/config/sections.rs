@@ -40,6 +40,14 @@ pub struct BufferConfig {
     /// Records in memory on their way to the sink; past this, new records spill.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// The same window in bytes (records' bodies, keys and ids; each is held twice, by
+    /// hubgate and by the producer): whichever bound is reached first closes it.
+    #[serde(
+        default = "default_max_in_flight_bytes",
+        deserialize_with = "de_size",
+        serialize_with = "ser_size"
+    )]
+    pub max_in_flight_bytes: u64,
     /// A record not confirmed by the sink after this long is written to sled and acknowledged.
     #[serde(
         default = "default_spill_after",
@@ -73,6 +81,11 @@ fn default_max_age() -> Duration {
 fn default_max_in_flight() -> usize {
     2_000
 }
+/// 2,000 records of a typical 1.2 KB; records with larger bodies (a network server's whole
+/// uplink object, long JavaScript output) hold the window's memory to this instead.
+fn default_max_in_flight_bytes() -> u64 {
+    2 << 20
+}
 fn default_spill_after() -> Duration {
     Duration::from_secs(2)
 }
@@ -88,6 +101,7 @@ impl Default for BufferConfig {
             max_age: default_max_age(),
             when_full: WhenFull::default(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
             spill_after: default_spill_after(),
             min_free: default_min_free(),
         }

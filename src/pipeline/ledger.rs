@@ -39,6 +39,11 @@ struct InFlight {
     sent_at: Instant,
 }
 
+/// What a record in flight takes in memory, near enough: its strings.
+pub(super) fn size(r: &Record) -> u64 {
+    (r.body.len() + r.key.len() + r.id.len() + r.rec_type.len()) as u64
+}
+
 /// A record that is not durable yet and not with the sink: it goes into the buffer next.
 struct Waiting {
     record: Record,
@@ -52,6 +57,9 @@ pub struct Ledger {
     dedup: Dedup,
     health: SinkHealth,
     max_in_flight: usize,
+    max_in_flight_bytes: u64,
+    /// What the records in flight take ([`size`]).
+    in_flight_bytes: u64,
     spill_after: Duration,
     max_age_ms: u64,
     next_seq: u64,
@@ -102,6 +110,8 @@ impl Ledger {
             metrics,
             dedup,
             max_in_flight: cfg.max_in_flight.max(1),
+            max_in_flight_bytes: cfg.max_in_flight_bytes,
+            in_flight_bytes: 0,
             spill_after: cfg.spill_after,
             max_age_ms: cfg.max_age.as_millis() as u64,
             next_seq,
@@ -145,7 +155,14 @@ impl Ledger {
     /// when it would only be written to the buffer. A sink that fails or is slow gets the
     /// buffer as before, so the source is never held up by a sink that does not confirm.
     pub fn takes_patient(&self, now: Instant) -> bool {
-        self.in_flight.len() < self.max_in_flight || !self.healthy(now)
+        !self.window_full() || !self.healthy(now)
+    }
+
+    /// The in-flight window holds `max_in_flight` records or `max_in_flight_bytes` (the
+    /// record that crosses the byte bound still goes: one larger than it goes alone).
+    fn window_full(&self) -> bool {
+        self.in_flight.len() >= self.max_in_flight
+            || self.in_flight_bytes >= self.max_in_flight_bytes
     }
 
     /// Records held in memory (in flight or waiting for the buffer).
@@ -194,7 +211,7 @@ impl Ledger {
         self.next_seq += 1;
         if self.buffer.is_empty()
             && self.waiting.is_empty()
-            && self.in_flight.len() < self.max_in_flight
+            && !self.window_full()
             && self.healthy(now)
             && !self.health.is_parked(&record.rec_type, now)
         {
@@ -248,6 +265,7 @@ impl Ledger {
     }
 
     fn track(&mut self, seq: u64, record: Record, acks: Vec<Ack>, in_buffer: bool, now: Instant) {
+        self.in_flight_bytes += size(&record);
         self.in_flight.insert(
             seq,
             InFlight {
@@ -392,6 +410,7 @@ impl Ledger {
         let Some(f) = self.in_flight.remove(&d.seq) else {
             return Ok(());
         };
+        self.in_flight_bytes -= size(&f.record);
         self.metrics.in_flight.set(self.in_flight.len() as u64);
         match d.result {
             Ok(bytes) => {
@@ -436,6 +455,7 @@ impl Ledger {
     /// this ledger every report the old one made: what got none is sent again, oldest
     /// first, from the buffer (or, if it is not there yet, through it).
     pub fn resend_in_flight(&mut self) {
+        self.in_flight_bytes = 0;
         for (seq, f) in std::mem::take(&mut self.in_flight) {
             if !f.in_buffer {
                 self.wait(seq, f.record, f.acks);
@@ -536,10 +556,7 @@ impl Ledger {
 
     /// Send buffered records, oldest first, while the sink keeps up.
     fn drain(&mut self, now: Instant) -> Result<(), BufferError> {
-        if self.buffer.is_empty()
-            || !self.healthy(now)
-            || self.in_flight.len() >= self.max_in_flight
-        {
+        if self.buffer.is_empty() || !self.healthy(now) || self.window_full() {
             return Ok(());
         }
         if self.health.unpark_expired(now) {
@@ -550,6 +567,9 @@ impl Ledger {
         let wall = self.started.1 + now.saturating_duration_since(self.started.0);
         let now_ms = ms_since_epoch(wall);
         for (seq, record) in self.buffer.next(self.drain_cursor, room)? {
+            if self.window_full() {
+                break;
+            }
             self.drain_cursor = Some(seq);
             if self.in_flight.contains_key(&seq) || self.health.is_parked(&record.rec_type, now) {
                 continue;
@@ -713,6 +733,51 @@ mod tests {
         assert!(
             ledger.takes_patient(t0 + cfg.spill_after),
             "a slow sink gets the buffer again"
+        );
+    }
+
+    /// The in-flight window is bounded in bytes as well as in records: a source that can wait
+    /// is held back once the records in flight take `max_in_flight_bytes`, the record that
+    /// crosses the bound still going; one larger than the bound goes alone.
+    #[test]
+    fn the_window_is_bounded_in_bytes_too() {
+        let one = size(&record(0));
+        let cfg = BufferConfig {
+            max_in_flight: 100,
+            max_in_flight_bytes: 3 * one,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(StdoutSink::new(false, tx));
+        let t0 = Instant::now();
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let mut n = 0;
+        while ledger.takes_patient(t0) {
+            ledger.take(Some(record(n)), Ack::None, t0);
+            ledger.end_round(t0).unwrap();
+            n += 1;
+        }
+        assert_eq!((n, ledger.held()), (3, 3), "three records' worth in flight");
+        assert_eq!(ledger.in_flight_bytes, 3 * one);
+        while let Ok(d) = reports.try_recv() {
+            ledger.delivered(d, t0).unwrap();
+        }
+        assert_eq!(ledger.in_flight_bytes, 0);
+
+        let large = Record {
+            body: "x".repeat(10 * one as usize),
+            ..record(99)
+        };
+        ledger.take(Some(large), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert!(!ledger.takes_patient(t0), "alone in the window");
+        assert_eq!(
+            (ledger.held(), metrics.spilled.get()),
+            (1, 0),
+            "sent, not spilled"
         );
     }
 

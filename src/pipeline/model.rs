@@ -112,6 +112,8 @@ fn step() -> impl Strategy<Value = Step> {
 #[derive(Debug, Clone)]
 struct Settings {
     max_in_flight: usize,
+    /// `max_in_flight_bytes`, in records of the model's size.
+    in_flight_records_of_bytes: u64,
     spill_after: Duration,
     /// Room for this many records in the buffer (`when_full = "block"`), or plenty.
     buffer_records: Option<u64>,
@@ -120,14 +122,18 @@ struct Settings {
 fn settings() -> impl Strategy<Value = Settings> {
     (
         1usize..6,
+        1u64..8,
         prop_oneof![Just(50u64), Just(500), Just(2000)],
         prop::option::of(2u64..8),
     )
-        .prop_map(|(max_in_flight, spill_ms, buffer_records)| Settings {
-            max_in_flight,
-            spill_after: Duration::from_millis(spill_ms),
-            buffer_records,
-        })
+        .prop_map(
+            |(max_in_flight, bytes, spill_ms, buffer_records)| Settings {
+                max_in_flight,
+                in_flight_records_of_bytes: bytes,
+                spill_after: Duration::from_millis(spill_ms),
+                buffer_records,
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -445,6 +451,8 @@ impl World {
                 .map_or(u64::MAX / 2, |n| n * one),
             when_full: WhenFull::Block,
             max_in_flight: self.settings.max_in_flight,
+            max_in_flight_bytes: self.settings.in_flight_records_of_bytes
+                * super::ledger::size(&record(0, 0)),
             spill_after: self.settings.spill_after,
             max_age: Duration::from_secs(1 << 30),
             min_free: 0,
