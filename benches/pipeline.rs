@@ -14,6 +14,7 @@ use harness::Options;
 
 fn usage() -> &'static str {
     "usage: bench.sh [--smoke] [--tls] [--bridge] [--records N] [--drain-records N] [--devices N]\n\
+     \x20               [--idle SECS]\n\
      \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--mqtt-nodelay]\n\
      \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--load N] [--dir DIR]\n\
      --smoke          a few seconds, small counts (what `cargo test` runs)\n\
@@ -23,7 +24,9 @@ fn usage() -> &'static str {
      --records        backlog of the throughput run and of the broker-alone ceiling (200000)\n\
      --drain-records  records spilled during the outage, then drained (200000; 1000000 works;\n\
      \x20                keep it well above max_in_flight, 2000, or librdkafka holds them all)\n\
-     --rates          fixed-rate latency runs (100:10,1000:10,10000:5)\n\
+     --rates          fixed-rate latency runs (200:10,1000:10,10000:5); each also gives CPU\n\
+     \x20                and context switches per record, less what idling costs meanwhile\n\
+     --idle           seconds the idle agent is watched for CPU and wake-ups per thread (10)\n\
      --mqtt-inflight  mosquitto max_inflight_messages towards hubgate (1000)\n\
      --mqtt-nodelay   mosquitto set_tcp_nodelay true (its default is Nagle's algorithm)\n\
      --set            librdkafka property for hubgate's producer, e.g. --set linger.ms=0\n\
@@ -60,6 +63,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--records" => o.records = number(value()?)?,
             "--drain-records" => o.drain_records = number(value()?)?,
             "--devices" => o.devices = number(value()?)?.max(1),
+            "--idle" => o.idle = Duration::from_secs(number(value()?)?),
             "--mqtt-inflight" => o.mqtt_inflight = number(value()?)? as u32,
             "--load" => o.load = number(value()?)?,
             "--dir" => o.dir = Some(value()?.into()),

@@ -27,4 +27,6 @@ fn benchmark_smoke_run_completes_every_phase() {
             && r.peak_rss_kb > 0
     );
     assert!(r.cpu_s_per_1000 > 0.0 && r.fill_sled_bytes_per_record > 0.0);
+    assert!(r.idle.secs > 0.0 && r.idle.threads.iter().any(|t| t.0 == "forwarder"));
+    assert_eq!(r.live.len(), opts.rates.len());
 }

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::cost;
 use super::{
     cpu_seconds, high_watermarks, publish, status_kb, wait_for, Latency, LatencyConsumer, Load,
     Options, Stamps, WAIT,
@@ -22,6 +23,8 @@ pub struct BridgeReport {
     pub throughput_per_s: f64,
     pub cpu_s_per_1000: f64,
     pub peak_rss_kb: u64,
+    pub idle: cost::Idle,
+    pub live: Vec<cost::Live>,
 }
 
 struct Bridge {
@@ -105,6 +108,7 @@ pub fn run(
     std::fs::create_dir_all(&dir).unwrap();
     let mut report = BridgeReport::default();
     let bridge = Bridge::start(&dir, mqtt, kafka);
+    report.idle = cost::idle(bridge.pid(), opts.idle);
     let rates: Vec<_> = opts.rates.iter().filter(|(r, _)| *r <= 1_000).collect();
     let end = seq
         + rates
@@ -115,6 +119,7 @@ pub fn run(
     let consumer = LatencyConsumer::start(kafka, load, stamps.clone());
     for &&(rate, duration) in &rates {
         let range = seq..seq + super::rate_records(rate, duration);
+        let before = cost::Sample::take(bridge.pid());
         rt.block_on(publish(
             mqtt,
             load,
@@ -125,6 +130,11 @@ pub fn run(
         report
             .latency
             .push(stamps.wait_latency(rate, range.clone(), || bridge.logs()));
+        let after = cost::Sample::take(bridge.pid());
+        let records = range.end - range.start;
+        report
+            .live
+            .push(cost::live(rate, records, &before, &after, &report.idle));
         seq = range.end;
     }
     consumer.stop();

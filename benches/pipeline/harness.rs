@@ -4,9 +4,11 @@
 //!
 //! Phases:
 //! 1. ceiling: an rdkafka producer with hubgate's producer settings straight to the broker;
-//! 2. start-up to ready (MQTT subscribed) and idle RSS;
-//! 3. latency at fixed rates, MQTT publish -> record read back from the broker, and what
-//!    hubgate writes to disk meanwhile (the sink keeps up: it should write nothing);
+//! 2. start-up to ready (MQTT subscribed), idle RSS, and idle CPU and wake-ups per thread
+//!    ([`cost`]);
+//! 3. latency at fixed rates, MQTT publish -> record read back from the broker, CPU and
+//!    context switches per record beyond idling, and what hubgate writes to disk meanwhile
+//!    (the sink keeps up: it should write nothing);
 //! 4. throughput: a backlog pre-loaded into hubgate's persistent MQTT session while it is
 //!    stopped, then the time until the broker holds all of it (so the load generator cannot
 //!    be the bottleneck); CPU and peak RSS over that run;
@@ -14,6 +16,7 @@
 //! 6. with `--bridge`, the hand-written Python bridge on the same load ([`bridge`]).
 
 mod bridge;
+mod cost;
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -62,6 +65,8 @@ pub struct Options {
     pub bridge: bool,
     /// Busy loops (threads of this process) competing for the CPU through the whole run.
     pub load: u64,
+    /// How long the idle agent is watched for its CPU and wake-ups.
+    pub idle: Duration,
 }
 
 impl Default for Options {
@@ -69,7 +74,7 @@ impl Default for Options {
         Options {
             devices: 1000,
             rates: vec![
-                (100, Duration::from_secs(10)),
+                (200, Duration::from_secs(10)),
                 (1_000, Duration::from_secs(10)),
                 (10_000, Duration::from_secs(5)),
             ],
@@ -83,6 +88,7 @@ impl Default for Options {
             dir: None,
             bridge: false,
             load: 0,
+            idle: Duration::from_secs(10),
         }
     }
 }
@@ -94,6 +100,7 @@ impl Options {
             rates: vec![(200, Duration::from_millis(500))],
             records: 1_000,
             drain_records: 500,
+            idle: Duration::from_secs(1),
             ..Options::default()
         }
     }
@@ -123,9 +130,12 @@ pub struct Report {
     pub ceiling_per_s: f64,
     pub startup_ms: f64,
     pub idle_rss_kb: u64,
+    pub idle: cost::Idle,
     /// The broker alone at the same rates: hubgate's records produced straight to it.
     pub broker_latency: Vec<Latency>,
     pub latency: Vec<Latency>,
+    /// CPU and context switches per record of each fixed-rate run.
+    pub live: Vec<cost::Live>,
     /// Bytes hubgate wrote to disk (`/proc/PID/io` write_bytes) and the growth of its sled
     /// directory, per record, during the latency runs.
     pub spill_mode_write_per_record: f64,
@@ -209,6 +219,7 @@ pub fn run(opts: &Options) -> Report {
     report.startup_ms = ms(spawned.elapsed());
     std::thread::sleep(Duration::from_secs(1));
     let pid = agent.pid() as u32;
+    report.idle = cost::idle(pid, opts.idle);
     report.idle_rss_kb = status_kb(pid, "VmRSS");
 
     let rates: Vec<(u64, Duration)> = [WARM_UP].iter().chain(&opts.rates).copied().collect();
@@ -221,6 +232,7 @@ pub fn run(opts: &Options) -> Report {
     for &(rate, duration) in &rates {
         let n = rate_records(rate, duration);
         let range = seq..seq + n;
+        let before = cost::Sample::take(pid);
         rt.block_on(publish(
             &mqtt,
             &load,
@@ -231,6 +243,10 @@ pub fn run(opts: &Options) -> Report {
         report
             .latency
             .push(stamps.wait_latency(rate, range, || agent.logs()));
+        let after = cost::Sample::take(pid);
+        report
+            .live
+            .push(cost::live(rate, n, &before, &after, &report.idle));
         seq += n;
     }
     consumer.stop();
@@ -239,6 +255,7 @@ pub fn run(opts: &Options) -> Report {
     }
     // The warm-up connects the producer and the consumer; it is not a measurement.
     report.latency.remove(0);
+    report.live.remove(0);
     report.spill_mode_write_per_record =
         write_bytes(pid).saturating_sub(written) as f64 / seq as f64;
     report.spill_mode_sled_growth_per_record =
@@ -969,6 +986,32 @@ impl Report {
                 "(floor)",
             );
         }
+        row(
+            &format!("idle CPU ms per s (over {:.0} s)", self.idle.secs),
+            format!("{:.3}", self.idle.cpu_ms_per_s),
+            "<= 1",
+        );
+        row(
+            "idle wake-ups (context switches) per s",
+            format!("{:.1}", self.idle.wakeups_per_s),
+            "",
+        );
+        for l in &self.live {
+            row(
+                &format!("CPU us per record at {}/s, less idle", l.rate),
+                format!("{:.1}", l.cpu_us_per_record),
+                match l.rate {
+                    200 => "<= 40",
+                    1000 => "<= 25",
+                    _ => "",
+                },
+            );
+            row(
+                &format!("context switches per record at {}/s", l.rate),
+                format!("{:.2}", l.switches_per_record),
+                "",
+            );
+        }
         for l in &self.latency {
             row(
                 &format!(
@@ -1082,7 +1125,28 @@ impl Report {
                 format!("{:.1}", b.peak_rss_kb as f64 / 1024.0),
                 "",
             );
+            row(
+                "python bridge: idle CPU ms per s",
+                format!("{:.3}", b.idle.cpu_ms_per_s),
+                "",
+            );
+            row(
+                "python bridge: idle wake-ups per s",
+                format!("{:.1}", b.idle.wakeups_per_s),
+                "",
+            );
+            for l in &b.live {
+                row(
+                    &format!(
+                        "python bridge: CPU us / switches per record at {}/s",
+                        l.rate
+                    ),
+                    format!("{:.1} / {:.2}", l.cpu_us_per_record, l.switches_per_record),
+                    "",
+                );
+            }
         }
+        let _ = writeln!(t, "hubgate idle, per thread:\n{}", self.idle.table());
         t
     }
 }
