@@ -12,6 +12,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 
 use super::polled::Polled;
+use super::properties::{is_false, setting_name};
 use super::provision::Hubs;
 use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
 use crate::config::KafkaConfig;
@@ -46,9 +47,8 @@ pub fn base_config() -> ClientConfig {
     c
 }
 
-/// Produce requests in flight per broker connection, and librdkafka's other name for it.
+/// Produce requests in flight per broker connection.
 const IN_FLIGHT: &str = "max.in.flight.requests.per.connection";
-const IN_FLIGHT_ALIAS: &str = "max.in.flight";
 const ONE_REQUEST: &str = "1";
 
 /// Everything the sink sets, from the config.
@@ -90,7 +90,9 @@ pub fn open(
 /// asks the broker to create a missing topic in its metadata requests: hubs are the
 /// provisioner's, made through CreateTopics with the configured partition count, and a hub a
 /// broker made on a metadata request would have the broker's default count and race the
-/// provisioner. The gap-less guarantee needs idempotence, so it goes when that is turned off.
+/// provisioner. The properties go under the name hubgate uses ([`setting_name`]). The gap-less
+/// guarantee needs idempotence, so it goes when that is turned off, and so do more requests
+/// in flight: a retried request would land behind the ones sent after it.
 ///
 /// Without a CA of the site's own, librdkafka trusts what the linked OpenSSL's default paths
 /// hold. A vendored OpenSSL's default directory is its build prefix, which holds nothing on
@@ -98,12 +100,17 @@ pub fn open(
 pub fn site_settings(c: &mut ClientConfig, properties: &BTreeMap<String, String>) {
     c.set("allow.auto.create.topics", "false");
     for (k, v) in properties {
-        // One name per setting: librdkafka applies a config's keys in no fixed order.
-        let k = if k == IN_FLIGHT_ALIAS { IN_FLIGHT } else { k };
-        c.set(k, v);
+        c.set(setting_name(k), v);
     }
-    if c.get("enable.idempotence") == Some("false") {
+    if c.get("enable.idempotence").is_some_and(is_false) {
         c.set("enable.gapless.guarantee", "false");
+        if c.get(IN_FLIGHT) != Some(ONE_REQUEST) {
+            log::warn!(
+                "kafka: enable.idempotence is off, so {IN_FLIGHT} is 1: with more, a retried \
+                 request would land behind the ones sent after it"
+            );
+            c.set(IN_FLIGHT, ONE_REQUEST);
+        }
     }
     if VENDORED_OPENSSL && c.get("ssl.ca.location").is_none() && c.get("ssl.ca.pem").is_none() {
         c.set("ssl.ca.location", "probe");
@@ -554,26 +561,59 @@ mod tests {
             .expect("a valid producer config");
     }
 
-    /// One request in flight unless the site says otherwise, under either of librdkafka's
-    /// names for the setting (both in one config would be applied in no fixed order).
+    fn with_site(props: &[(&str, &str)]) -> ClientConfig {
+        let mut c = base_config();
+        let props = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        site_settings(&mut c, &props);
+        c
+    }
+
+    /// A site's setting replaces hubgate's under either of librdkafka's names for it (both
+    /// in one config would be applied in no fixed order); the base settings and the Event
+    /// Hubs preset use one name per setting.
     #[test]
-    fn a_site_sets_the_requests_in_flight_under_either_name() {
-        let settings = |props: &[(&str, &str)]| {
-            let mut c = base_config();
-            let props = props
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+    fn a_site_sets_a_setting_under_either_name() {
+        for (key, value, name) in [
+            ("max.in.flight", "5", IN_FLIGHT),
+            (IN_FLIGHT, "3", IN_FLIGHT),
+            ("request.required.acks", "1", "acks"),
+            ("queue.buffering.max.ms", "0", "linger.ms"),
+            ("delivery.timeout.ms", "30000", "message.timeout.ms"),
+        ] {
+            let c = with_site(&[(key, value)]);
+            let set: Vec<_> = c
+                .config_map()
+                .into_iter()
+                .filter(|(k, _)| setting_name(k) == name)
                 .collect();
-            site_settings(&mut c, &props);
-            (
-                c.get(IN_FLIGHT).map(str::to_string),
-                c.get(IN_FLIGHT_ALIAS).is_some(),
-            )
-        };
-        let n = |v: &str| (Some(v.to_string()), false);
-        assert_eq!(settings(&[]), n(ONE_REQUEST));
-        assert_eq!(settings(&[(IN_FLIGHT_ALIAS, "5")]), n("5"));
-        assert_eq!(settings(&[(IN_FLIGHT, "3")]), n("3"));
+            assert_eq!(set, [(name, value)], "{key}");
+        }
+        assert_eq!(with_site(&[]).get(IN_FLIGHT), Some(ONE_REQUEST));
+        let cs = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=s";
+        let eventhubs = super::super::eventhubs::client_config(
+            &crate::connection_string::ConnectionString::parse(cs).unwrap(),
+        );
+        for c in [base_config(), eventhubs] {
+            for k in c.config_map().keys() {
+                assert_eq!(setting_name(k), *k);
+            }
+        }
+    }
+
+    /// Without idempotence a retried request lands behind the ones sent after it: a site
+    /// that turns it off gets one request in flight whatever it asked for.
+    #[test]
+    fn without_idempotence_one_request_is_in_flight() {
+        for off in ["false", "F", "0"] {
+            let c = with_site(&[("enable.idempotence", off), ("max.in.flight", "5")]);
+            assert_eq!(c.get(IN_FLIGHT), Some(ONE_REQUEST), "{off}");
+            assert_eq!(c.get("enable.gapless.guarantee"), Some("false"), "{off}");
+        }
+        let c = with_site(&[("enable.idempotence", "true"), ("max.in.flight", "5")]);
+        assert_eq!(c.get(IN_FLIGHT), Some("5"));
     }
 
     /// A build with its own OpenSSL looks for the system's CA store; a site's own CA wins.

@@ -21,7 +21,7 @@ pub fn tls_off(key: &str, value: &str) -> Option<&'static str> {
         "security.protocol" if matches!(v.as_str(), "plaintext" | "sasl_plaintext") => {
             Some("no TLS: everything, the login included, goes over the network in clear text")
         }
-        "enable.ssl.certificate.verification" if matches!(v.as_str(), "false" | "f" | "0") => {
+        "enable.ssl.certificate.verification" if is_false(&v) => {
             Some("the broker's certificate is not verified: anyone on the path can pose as it")
         }
         "ssl.endpoint.identification.algorithm" if v == "none" => {
@@ -32,6 +32,36 @@ pub fn tls_off(key: &str, value: &str) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// librdkafka's second names for settings hubgate sets, each with the name hubgate uses (the
+/// base settings, the Event Hubs preset and `[sink]`'s own keys). librdkafka applies a
+/// config's keys in no fixed order, so a setting must appear under one name only.
+const SECOND_NAMES: &[(&str, &str)] = &[
+    ("request.required.acks", "acks"),
+    ("queue.buffering.max.ms", "linger.ms"),
+    ("max.in.flight", "max.in.flight.requests.per.connection"),
+    ("delivery.timeout.ms", "message.timeout.ms"),
+    ("retries", "message.send.max.retries"),
+    ("compression.type", "compression.codec"),
+    ("sasl.mechanism", "sasl.mechanisms"),
+    ("metadata.broker.list", "bootstrap.servers"),
+];
+
+/// The name hubgate uses for librdkafka's setting `key`.
+pub fn setting_name(key: &str) -> &str {
+    SECOND_NAMES
+        .iter()
+        .find(|(second, _)| *second == key)
+        .map_or(key, |(_, name)| name)
+}
+
+/// Whether librdkafka reads `value` as a boolean false.
+pub fn is_false(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "false" | "f" | "0"
+    )
 }
 
 /// The first of `properties` that turns TLS off: (key, why).
@@ -62,14 +92,19 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
         SinkConfig::Kafka(k) => &k.properties,
         SinkConfig::Stdout(_) => return Ok(()),
     };
-    // Two names of one librdkafka setting: which of them wins is not defined.
-    if let Some(key) = ["compression.codec", "compression.type"]
-        .into_iter()
-        .find(|k| properties.contains_key(*k))
+    if let Some(key) = properties
+        .keys()
+        .find(|k| setting_name(k) == "compression.codec")
     {
         return Err((
             format!("sink.properties.{key:?}"),
             "set compression in [sink] instead".into(),
+        ));
+    }
+    if let Some((key, other)) = twice(properties) {
+        return Err((
+            format!("sink.properties.{key:?}"),
+            format!("{other:?} is the same librdkafka setting: keep one of them"),
         ));
     }
     match cfg {
@@ -94,6 +129,17 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
         SinkConfig::Stdout(_) => {}
     }
     Ok(())
+}
+
+/// Two keys of `properties` that name one setting: which of them librdkafka applies last is
+/// not defined.
+fn twice(properties: &BTreeMap<String, String>) -> Option<(&str, &str)> {
+    properties.keys().find_map(|key| {
+        properties
+            .keys()
+            .find(|other| other != &key && setting_name(other) == setting_name(key))
+            .map(|other| (key.as_str(), other.as_str()))
+    })
 }
 
 /// What `insecure = true` turns off, as the warning `check` prints and `run` logs.
@@ -189,6 +235,35 @@ mod tests {
         assert_eq!(
             first_tls_off(&p).map(|(k, _)| k),
             Some("enable.ssl.certificate.verification")
+        );
+    }
+
+    /// Every second name maps to a name librdkafka knows that has no second name itself,
+    /// and a site's properties may not set one setting under two names.
+    #[test]
+    fn one_setting_has_one_name() {
+        for (second, name) in SECOND_NAMES {
+            assert_eq!(setting_name(name), *name, "{second}");
+            let mut c = ClientConfig::new();
+            c.set(*name, "1");
+            if let Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) =
+                c.create_native_config()
+            {
+                panic!("{name} is not a librdkafka property");
+            }
+        }
+        assert_eq!(
+            setting_name("max.in.flight"),
+            "max.in.flight.requests.per.connection"
+        );
+        assert_eq!(setting_name("socket.nagle.disable"), "socket.nagle.disable");
+        assert_eq!(twice(&props(&[("acks", "all"), ("linger.ms", "5")])), None);
+        assert_eq!(
+            twice(&props(&[
+                ("queue.buffering.max.ms", "1"),
+                ("linger.ms", "5")
+            ])),
+            Some(("linger.ms", "queue.buffering.max.ms"))
         );
     }
 
