@@ -3,6 +3,7 @@
 //! synchronised it. Until then, wall-clock ages mean nothing, so buffer expiry waits.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 /// Where systemd-timesyncd says so: the directory exists while it runs, the file once it has
 /// synchronised the clock.
@@ -14,6 +15,23 @@ const TIMESYNC: &str = "/run/systemd/timesync";
 /// systemd-timesyncd's flag file answers.
 pub fn synchronized() -> Option<bool> {
     kernel().or_else(|| timesyncd(Path::new(TIMESYNC)))
+}
+
+/// 2026-01-01T00:00:00Z: no clock that was ever set shows an earlier time to this hubgate.
+const NOT_BEFORE: Duration = Duration::from_secs(1_767_225_600);
+
+/// Whether `now` is a time the clock can show once it was set: not before [`NOT_BEFORE`]. A
+/// Pi without a real-time clock and without fake-hwclock boots at 1970.
+pub fn plausible(now: SystemTime) -> bool {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .is_ok_and(|t| t >= NOT_BEFORE)
+}
+
+/// Whether record times and buffer expiry may follow the wall clock at `now`, given what
+/// [`synchronized`] said: when synchronised; when nothing can say, unless it shows a time
+/// before [`NOT_BEFORE`] (a clock never set).
+pub fn trusted(synchronized: Option<bool>, now: SystemTime) -> bool {
+    synchronized.unwrap_or_else(|| plausible(now))
 }
 
 fn kernel() -> Option<bool> {
@@ -29,6 +47,19 @@ fn timesyncd(dir: &Path) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
+    /// Unknown is trusted only while the clock shows a time it can show once set.
+    #[test]
+    fn an_unknown_clock_is_trusted_unless_it_was_never_set() {
+        let booted = SystemTime::UNIX_EPOCH + Duration::from_secs(42);
+        let set = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert!(super::trusted(None, set));
+        assert!(!super::trusted(None, booted));
+        assert!(!super::trusted(Some(false), set));
+        assert!(super::trusted(Some(true), booted), "the kernel's word wins");
+    }
+
     #[test]
     fn timesyncd_says_synchronised_with_its_flag_file_and_nothing_without_its_directory() {
         let dir = tempfile::tempdir().unwrap();

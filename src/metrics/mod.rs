@@ -106,8 +106,10 @@ pub struct Metrics {
     /// fsync/fdatasync calls that made buffer writes durable.
     pub buffer_syncs: Counter,
     pub in_flight: Counter,
-    /// 1 while the system clock is synchronised (NTP); 0 holds buffer expiry.
+    /// 1 while the system clock is known to be synchronised (NTP).
     pub clock_synchronized: Counter,
+    /// 1 while nothing can tell whether it is.
+    pub clock_unknown: Counter,
     /// Unix seconds of the last delivery the sink confirmed (0: none yet).
     pub last_delivery: Counter,
     /// Payloads a codec could not decode (sent packed instead), by codec id.
@@ -251,7 +253,8 @@ impl Metrics {
             ),
             e("dead_lettered_total", "counter", "", "records the sink rejected for good", one(&self.dead_lettered)),
             e("in_flight", "gauge", "", "records sent, not yet confirmed", one(&self.in_flight)),
-            e("clock_synchronized", "gauge", "", "1 while the system clock is synchronised; 0: buffered records do not expire", one(&self.clock_synchronized)),
+            e("clock_synchronized", "gauge", "", "1 while the system clock is known to be synchronised (docs/durability.md: what expiry does otherwise)", one(&self.clock_synchronized)),
+            e("clock_unknown", "gauge", "", "1 while nothing can tell whether the system clock is synchronised", one(&self.clock_unknown)),
             e("sink_errors_total", "counter", "class", "sink failures, by class (retry, park, reject)", self.sink_errors.snapshot()),
             e("last_delivery_timestamp_seconds", "gauge", "", "unix time of the last record the sink confirmed (0: none yet)", one(&self.last_delivery)),
             e("parked", "gauge", "rec_type", "1 while a recType is held back (hub missing or refused)", self.parked.snapshot()),

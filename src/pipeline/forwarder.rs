@@ -51,8 +51,9 @@ pub struct Forwarder {
     ledger: Ledger,
     metrics: Arc<Metrics>,
     heartbeat: Heartbeat,
-    /// The clock's state as last seen (`None`: not looked at yet).
-    clock: Option<bool>,
+    /// The clock's state as last seen, and whether the ledger trusts it (`None`: not looked
+    /// at yet).
+    clock: Option<(Option<bool>, bool)>,
 }
 
 impl Forwarder {
@@ -121,26 +122,38 @@ impl Forwarder {
         Ok((thread, rx))
     }
 
-    /// Tell the ledger whether the clock is synchronised; say so when that changes. A kernel
-    /// that cannot tell is trusted.
+    /// Tell the ledger whether the clock can be trusted (see [`crate::clock::trusted`]); say
+    /// so when that changes.
     fn check_clock(&mut self) {
-        let synchronized = crate::clock::synchronized().unwrap_or(true);
-        if self.clock == Some(synchronized) {
+        let synchronized = crate::clock::synchronized();
+        let wall = SystemTime::now();
+        let trusted = crate::clock::trusted(synchronized, wall);
+        if self.clock == Some((synchronized, trusted)) {
             return;
         }
-        if synchronized {
-            log::info!(
+        match (synchronized, trusted) {
+            (Some(true), _) => log::info!(
                 "the system clock is synchronised: buffered records expire after max_age again"
-            );
-        } else {
-            log::warn!(
+            ),
+            (Some(false), _) => log::warn!(
                 "the system clock is not synchronised (no NTP sync yet?): buffered records do not expire until it is"
-            );
+            ),
+            (None, true) => log::warn!(
+                "nothing can tell whether the system clock is synchronised (adjtimex refused, no systemd-timesyncd): record times and max_age follow it as it is"
+            ),
+            (None, false) => log::warn!(
+                "the system clock shows {}, a time it cannot show once set: buffered records do not expire until it does",
+                humantime::format_rfc3339_seconds(wall)
+            ),
         }
-        self.clock = Some(synchronized);
-        self.metrics.clock_synchronized.set(u64::from(synchronized));
-        self.ledger
-            .clock(synchronized, Instant::now(), SystemTime::now());
+        self.clock = Some((synchronized, trusted));
+        self.metrics
+            .clock_synchronized
+            .set(u64::from(synchronized == Some(true)));
+        self.metrics
+            .clock_unknown
+            .set(u64::from(synchronized.is_none()));
+        self.ledger.clock(trusted, Instant::now(), wall);
     }
 
     async fn run(mut self, mut inp: Inputs) -> Result<(), BufferError> {

@@ -75,8 +75,9 @@ pub struct Ledger {
     drain_cursor: Option<u64>,
     /// The wall clock at `started`, so record ages follow the time the ledger is given.
     started: (Instant, SystemTime),
-    /// Whether the wall clock is synchronised. While it is not, nothing expires, and records
-    /// taken get no creation time (0): theirs would be from the wrong clock.
+    /// Whether the wall clock is trusted ([`crate::clock::trusted`]). While it is not,
+    /// nothing expires, and records taken get no creation time (0): theirs would be from the
+    /// wrong clock. Such a record ages from `started`'s wall time.
     clock_synchronized: bool,
 }
 
@@ -361,8 +362,9 @@ impl Ledger {
         self.spill_mark = None;
     }
 
-    /// The clock's state (see [`crate::clock`]). When it becomes synchronised, record ages
-    /// are counted from `wall` at `now`: the time at start was from the wrong clock.
+    /// Whether the clock is trusted (see [`crate::clock::trusted`]). When it becomes so,
+    /// record ages are counted from `wall` at `now`: the time at start was from the wrong
+    /// clock, and records without a time age from then.
     pub fn clock(&mut self, synchronized: bool, now: Instant, wall: SystemTime) {
         if synchronized && !self.clock_synchronized {
             self.started = (now, wall);
@@ -370,8 +372,17 @@ impl Ledger {
         self.clock_synchronized = synchronized;
     }
 
-    /// A record made while the clock is unsynchronised has no creation time: it is never
-    /// expired by age (`max_bytes` still bounds the buffer).
+    /// Whether a record created at `created_ms` (0: no time) is past `max_age` at `now_ms`.
+    fn expired(&self, created_ms: u64, now_ms: u64) -> bool {
+        let created = match created_ms {
+            0 => ms_since_epoch(self.started.1),
+            t => t,
+        };
+        self.clock_synchronized && now_ms.saturating_sub(created) > self.max_age_ms
+    }
+
+    /// A record made while the clock is not trusted has no creation time: it expires
+    /// `max_age` after this run first trusted the clock (its start, or the sync).
     fn stamped(&self, mut record: Record) -> Record {
         if !self.clock_synchronized {
             record.created_ms = 0;
@@ -574,8 +585,7 @@ impl Ledger {
             if self.in_flight.contains_key(&seq) || self.health.is_parked(&record.rec_type, now) {
                 continue;
             }
-            let expires = self.clock_synchronized && record.created_ms != 0;
-            if expires && now_ms.saturating_sub(record.created_ms) > self.max_age_ms {
+            if self.expired(record.created_ms, now_ms) {
                 self.metrics.dropped_expired.inc();
                 self.metrics.problem("expired", || {
                     format!(
@@ -851,7 +861,8 @@ mod tests {
     }
 
     /// While the clock is unsynchronised nothing expires; records taken then get no creation
-    /// time and never expire by age; once it is synchronised, ages count from the new time.
+    /// time; once it is synchronised, ages count from the new time, and a record without a
+    /// time expires max_age after the sync: neither kept forever nor dropped at once.
     #[test]
     fn an_unsynchronised_clock_holds_expiry() {
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -872,12 +883,20 @@ mod tests {
         );
         assert_eq!(ledger.stamped(record(9)).created_ms, 1);
 
+        let synced_ms = ms_since_epoch(synced_at);
+        assert!(!ledger.expired(0, synced_ms), "not dropped at once");
+        assert!(!ledger.expired(0, synced_ms + 3_599_000));
+        assert!(
+            ledger.expired(0, synced_ms + 3_601_000),
+            "not kept forever: max_age after the sync"
+        );
+
         let (mut ledger, metrics) = aged(&[two_hours_ago, 0], wall, true);
         ledger.end_round(Instant::now()).unwrap();
         assert_eq!(
             metrics.dropped_expired.get(),
             1,
-            "synchronised: the old record expires, the one without a time does not"
+            "synchronised: the old record expires, the one without a time not yet"
         );
     }
 }

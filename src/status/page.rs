@@ -236,6 +236,18 @@ fn foot(b: &mut String) {
     );
 }
 
+/// The clock's state; unknown said as such (adjtimex refused and no systemd-timesyncd).
+fn clock(synchronized: Option<bool>) -> String {
+    match synchronized {
+        None => "<span class=muted>unknown (nothing can tell)</span>".into(),
+        known => yes_no(
+            known,
+            "synchronised",
+            "NOT synchronised (records carry wrong times)",
+        ),
+    }
+}
+
 fn yes_no(v: Option<bool>, yes: &str, no: &str) -> String {
     match v {
         Some(true) => format!("<span class=ok>{yes}</span>"),
@@ -307,7 +319,7 @@ fn sources(b: &mut String, s: &Snapshot) {
         s.received,
         s.decoded,
         s.duplicates,
-        yes_no(s.clock_synchronized, "synchronised", "NOT synchronised (records carry wrong times)"),
+        clock(s.clock_synchronized),
         s.version,
         age(s.uptime_s)
     );
