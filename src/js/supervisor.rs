@@ -7,7 +7,7 @@
 //! forwarder's own thread, never on an async worker.
 
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -96,6 +96,7 @@ impl Launcher {
             loaded: Vec::new(),
             fresh: true,
             cpu_seen: Duration::ZERO,
+            timeouts: None,
         })
     }
 }
@@ -341,6 +342,8 @@ struct Process {
     fresh: bool,
     /// The CPU time it had used at its latest answer.
     cpu_seen: Duration,
+    /// The socket's read and write timeouts, while both are the same.
+    timeouts: Option<Duration>,
 }
 
 /// Why an exchange with the worker failed.
@@ -375,16 +378,28 @@ impl Process {
             io::ErrorKind::UnexpectedEof => Fault::Broke("it closed the socket".into()),
             _ => Fault::Broke(e.to_string()),
         };
-        send(&self.socket, request, deadline).map_err(fault)?;
-        let mut until = Until {
+        // The same timeouts call after call: set only when they change.
+        if self.timeouts != Some(within) {
+            let set = self
+                .socket
+                .set_write_timeout(Some(within))
+                .and_then(|()| self.socket.set_read_timeout(Some(within)));
+            set.map_err(fault)?;
+            self.timeouts = Some(within);
+        }
+        send(&self.socket, request).map_err(fault)?;
+        let until = Until {
             socket: &self.socket,
+            timeouts: &mut self.timeouts,
             deadline,
             last: now + within * PATIENCE,
             slack,
             pid: self.child.id(),
             cpu_allowed: self.cpu_seen + limit + CPU_GRACE + start,
         };
-        match wire::read_frame(&mut until, answer, wire::MAX_ANSWER) {
+        // The answer comes in one write: one read takes it all.
+        let mut reader = BufReader::with_capacity(wire::MAX_ANSWER + 4, until);
+        match wire::read_frame(&mut reader, answer, wire::MAX_ANSWER) {
             Ok(true) => {
                 Answer::parse(answer).ok_or_else(|| Fault::Broke("it answered garbage".into()))
             }
@@ -394,10 +409,10 @@ impl Process {
     }
 }
 
-/// Write all of `bytes` by `deadline`; a worker that is gone is an error, not SIGPIPE.
-fn send(socket: &UnixStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+/// Write all of `bytes` (the write timeout is set); a worker that is gone is an error, not
+/// SIGPIPE.
+fn send(socket: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        socket.set_write_timeout(Some(left(deadline)?))?;
         // SAFETY: send reads `bytes.len()` bytes from `bytes`.
         let n = unsafe {
             libc::send(
@@ -419,18 +434,13 @@ fn send(socket: &UnixStream, mut bytes: &[u8], deadline: Instant) -> io::Result<
     Ok(())
 }
 
-fn left(deadline: Instant) -> io::Result<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::ErrorKind::TimedOut.into());
-    }
-    Ok(left)
-}
-
 /// Reads of the worker's answer that give up at `deadline`, unless the worker has not used
 /// its CPU time yet (it was waiting for a CPU): then `slack` more, until `last`.
 struct Until<'a> {
     socket: &'a UnixStream,
+    /// The process's record of the socket's timeouts: cleared when the patience with a
+    /// worker changes the read timeout.
+    timeouts: &'a mut Option<Duration>,
     deadline: Instant,
     last: Instant,
     slack: Duration,
@@ -444,7 +454,6 @@ impl Read for Until<'_> {
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
             if !left.is_zero() {
-                self.socket.set_read_timeout(Some(left))?;
                 match (&*self.socket).read(buf) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     other => return other,
@@ -456,6 +465,8 @@ impl Read for Until<'_> {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             self.deadline = (now + self.slack).min(self.last);
+            self.socket.set_read_timeout(Some(self.slack))?;
+            *self.timeouts = None;
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Its own limits: [`WORKER_MEMORY`] of heap for all codecs together (RLIMIT_DATA), no core
 //! dumps, no file or socket it could open (RLIMIT_NOFILE: only the three it has), no new
-//! privileges, and a CPU backstop (RLIMIT_CPU) that is moved on at every request so that
+//! privileges, and a CPU backstop (RLIMIT_CPU) that is moved on after every answer so that
 //! only a worker left hanging without its agent reaches it. It ends when the agent's end of
 //! the socket closes, even in the middle of a call that never returns.
 
@@ -23,7 +23,7 @@ use super::{JsError, WORKER_MEMORY};
 /// The hidden command that runs the worker.
 pub const COMMAND: &str = "js-worker";
 
-/// Seconds of CPU time past what the worker has used at its latest request after which the
+/// Seconds of CPU time past what the worker has used at its latest answer after which the
 /// kernel ends it (SIGXCPU): far beyond a call's deadline, so only reached without an agent.
 const CPU_BACKSTOP: u64 = 10;
 
@@ -41,6 +41,7 @@ fn serve(socket: &File) -> ! {
     let mut reader = BufReader::new(socket);
     let mut codecs: HashMap<u32, Sandbox> = HashMap::new();
     let mut cpu_limit = 0;
+    move_cpu_backstop(cpu_used().as_secs(), &mut cpu_limit);
     let (mut frame, mut out) = (Vec::new(), Vec::new());
     loop {
         match wire::read_frame(&mut reader, &mut frame, wire::MAX_REQUEST) {
@@ -51,7 +52,6 @@ fn serve(socket: &File) -> ! {
                 exit(1)
             }
         }
-        move_cpu_backstop(cpu_used().as_secs(), &mut cpu_limit);
         let result = match Request::parse(&frame) {
             Some(Request::Load { id, name, source }) => Sandbox::load(name, source).map(|codec| {
                 codecs.insert(id, codec);
@@ -75,16 +75,17 @@ fn serve(socket: &File) -> ! {
         // left behind): the worker answers and exits, and the agent starts another.
         let retire = result == Err(JsError::OutOfMemory);
         out.clear();
-        let cpu_us = cpu_used().as_micros() as u64;
+        let cpu = cpu_used();
         Answer {
             result,
             retire,
-            cpu_us,
+            cpu_us: cpu.as_micros() as u64,
         }
         .write_to(&mut out);
         if (&*socket).write_all(&out).is_err() || retire {
             exit(0)
         }
+        move_cpu_backstop(cpu.as_secs(), &mut cpu_limit);
     }
 }
 
