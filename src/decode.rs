@@ -235,6 +235,7 @@ impl Decoder {
                 time,
             } => Some(record::gateway_status(
                 &self.source,
+                &self.global_tags,
                 gateway_id,
                 stat,
                 *time,
@@ -926,5 +927,17 @@ mod tests {
         let v = body(plain.decode(&uplink()).unwrap());
         assert_eq!(v["source"], "hubgate");
         assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE09");
+        let status = Input::GatewayStatus {
+            gateway_id: "b827ebfffe000001".into(),
+            stat: serde_json::Map::new(),
+            time: SystemTime::UNIX_EPOCH,
+        };
+        let v = body(d.decode(&status).unwrap());
+        assert_eq!(v["source"], "ShareService");
+        assert_eq!(
+            v["obj"]["tags"],
+            serde_json::json!(["London"]),
+            "a gateway's record has the global tags too"
+        );
     }
 }

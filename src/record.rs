@@ -391,9 +391,10 @@ impl Serialize for ReadingJson<'_> {
 }
 
 /// A gateway's GWMP `stat` report as a record of its own (`io.microshare.gateway.unpacked`),
-/// keyed by the gateway id.
+/// keyed by the gateway id, with the site's global tags as a device's record has them.
 pub fn gateway_status(
     source: &str,
+    global_tags: &[String],
     gateway_id: &str,
     stat: &Map<String, Json>,
     time: SystemTime,
@@ -410,7 +411,7 @@ pub fn gateway_status(
         "id": id,
         "recType": rec_type,
         "tstamp": ms_since_epoch(time),
-        "tags": [],
+        "tags": global_tags,
         "data": {
             "device_health": { "id": gateway_id },
             "stat": stat,
