@@ -105,7 +105,11 @@ impl Decoder {
                         js: d.js_codec.clone(),
                         mapping: d.mapping.clone(),
                         tags: d.tags.clone(),
-                        usecase: d.usecase.clone(),
+                        // The device's own, else its codec's (`[record] usecases`).
+                        usecase: d.usecase.clone().or_else(|| {
+                            let codec = d.codec.map(|c| c.id()).or(d.js_codec.as_deref())?;
+                            cfg.record.usecases.get(codec).cloned()
+                        }),
                         packed_rec_type: d.packed_rec_type.clone(),
                     },
                 )
@@ -895,12 +899,14 @@ mod tests {
         }
     }
 
-    /// A device's `usecase` and `packed_rec_type` win over the recType's code and the site's
-    /// packed recType; the site's `source` and global tags go into every record.
+    /// A device's `usecase` and `packed_rec_type` win over its codec's usecase, the
+    /// recType's code and the site's packed recType; the site's `source` and global tags go
+    /// into every record.
     #[test]
     fn device_and_site_settings_go_into_the_records() {
         let cfg = Config::parse(
             "[record]\nsource = \"ShareService\"\nglobal_tags = [\"London\"]\n\
+             usecases = { \"browan-tbhh100\" = \"SE02\" }\n\
              [sink]\ntype = \"stdout\"\n\
              [[device]]\ndev_eui = \"58a0cb0000101234\"\ncodec = \"browan-tbhh100\"\n\
              usecase = \"SE01\"\npacked_rec_type = \"io.microshare.environment.packed\"\n\
@@ -927,6 +933,20 @@ mod tests {
         let v = body(plain.decode(&uplink()).unwrap());
         assert_eq!(v["source"], "hubgate");
         assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE09");
+        let by_codec = Config::parse(
+            "[record]\nusecases = { \"browan-tbhh100\" = \"SE02\" }\n[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\ncodec = \"browan-tbhh100\"\n",
+        )
+        .unwrap();
+        let v = body(
+            Decoder::new(&by_codec, Metrics::new())
+                .decode(&uplink())
+                .unwrap(),
+        );
+        assert_eq!(
+            v["obj"]["data"]["meta"]["usecase"], "SE02",
+            "the codec's usecase for a device without its own"
+        );
         let status = Input::GatewayStatus {
             gateway_id: "b827ebfffe000001".into(),
             stat: serde_json::Map::new(),

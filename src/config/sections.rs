@@ -136,6 +136,10 @@ pub struct RecordConfig {
     /// The envelope's `source`: who made the record.
     #[serde(default = "default_source")]
     pub source: String,
+    /// Microshare usecase code (`meta.usecase`) per codec (a built-in codec's id or a
+    /// JavaScript codec's name), for devices without a `usecase` of their own.
+    #[serde(default)]
+    pub usecases: std::collections::BTreeMap<String, String>,
 }
 
 fn default_packed_rec_type() -> String {
@@ -155,6 +159,7 @@ impl Default for RecordConfig {
             global_tags: Vec::new(),
             dedup_window: default_dedup_window(),
             source: default_source(),
+            usecases: Default::default(),
         }
     }
 }
