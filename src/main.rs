@@ -47,7 +47,7 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// A built-in codec (`hubgate codecs`).
-        #[arg(long, required_unless_present = "js", conflicts_with = "js")]
+        #[arg(long, required_unless_present_any = ["js", "uplink"], conflicts_with = "js")]
         codec: Option<String>,
         /// A JavaScript codec file (its `.toml` mapping table beside it, if any).
         #[arg(long, value_name = "FILE")]
@@ -64,7 +64,13 @@ enum Command {
         #[arg(long, value_name = "RFC3339")]
         time: Option<String>,
         /// Payload in hex.
-        hex: String,
+        #[arg(required_unless_present = "uplink")]
+        hex: Option<String>,
+        /// Instead of the above: one whole uplink as the network server sends it (`-`: stdin),
+        /// in the format of the config's first MQTT or replay source (default ChirpStack v4),
+        /// radio metadata included, decoded as the agent decodes it with the config's devices.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["codec", "js", "fport", "dev_eui", "fcnt", "time", "hex"])]
+        uplink: Option<PathBuf>,
     },
     /// Parse a LoRaWAN 1.0.x PHYPayload and print it as JSON; with keys, check the MIC and
     /// decrypt. Without the key for its FPort the payload is printed still encrypted; without
@@ -165,7 +171,11 @@ fn main() -> ExitCode {
             fcnt,
             time,
             hex,
+            uplink,
         } => {
+            if let Some(file) = uplink {
+                return decode_uplink(config.as_deref(), &file);
+            }
             let up = DecodeArgs {
                 fport,
                 dev_eui,
@@ -177,7 +187,7 @@ fn main() -> ExitCode {
                 (None, Some(file)) => With::Js(file),
                 (None, None) => unreachable!("clap requires --codec or --js"),
             };
-            decode(config.as_deref(), with, up, &hex)
+            decode(config.as_deref(), with, up, &hex.unwrap_or_default())
         }
         Command::Lorawan {
             fcnt32,
@@ -480,13 +490,7 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
         Some(Ok(t)) => t,
         Some(Err(e)) => return fail(2, format!("--time: {e}")),
     };
-    let cfg = match config {
-        Some(path) => Config::load(path),
-        None => {
-            Ok(Config::parse("[sink]\ntype = \"stdout\"\n").expect("the minimal config parses"))
-        }
-    };
-    let cfg = match cfg {
+    let cfg = match decode_config(config) {
         Ok(cfg) => cfg,
         Err(e) => return fail(2, e),
     };
@@ -511,12 +515,64 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
         Ok(rec) => rec,
         Err(e) => return fail(2, e),
     };
+    print_obj(&rec)
+}
+
+/// The config `decode` takes its devices and record settings from: `-c`'s, else none.
+fn decode_config(config: Option<&Path>) -> Result<Config, String> {
+    match config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string()),
+        None => {
+            Ok(Config::parse("[sink]\ntype = \"stdout\"\n").expect("the minimal config parses"))
+        }
+    }
+}
+
+/// A record's `obj`, byte for byte as the sink sends it.
+fn print_obj(rec: &record::Record) -> ExitCode {
     match record::obj_of(&rec.body) {
         Some(obj) => {
             println!("{obj}");
             ExitCode::SUCCESS
         }
         None => fail(2, "the record has no obj"),
+    }
+}
+
+/// `decode --uplink`: one network-server message through the agent's own parser and decoder.
+fn decode_uplink(config: Option<&Path>, file: &Path) -> ExitCode {
+    use hubgate::config::{SourceConfig, UplinkFormat};
+    let cfg = match decode_config(config) {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(2, e),
+    };
+    let bytes = if file == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map(|_| b)
+    } else {
+        std::fs::read(file)
+    };
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => return fail(2, format!("--uplink {}: {e}", file.display())),
+    };
+    let format = cfg
+        .sources
+        .iter()
+        .find_map(|s| match s {
+            SourceConfig::Mqtt(m) => Some(m.format),
+            SourceConfig::Replay(r) => Some(r.format),
+            _ => None,
+        })
+        .unwrap_or(UplinkFormat::ChirpstackV4);
+    let input = match hubgate::source::parse(format, &bytes, SystemTime::now()) {
+        Ok(input) => input,
+        Err(e) => return fail(2, format!("--uplink {}: {e}", file.display())),
+    };
+    let mut decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
+    match decoder.decode(&input) {
+        Some(rec) => print_obj(&rec),
+        None => fail(2, "no record: the message is not an uplink hubgate decodes"),
     }
 }
 

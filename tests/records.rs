@@ -181,3 +181,50 @@ fn decode_prints_the_bytes_the_sink_sends() {
     );
     assert!(obj.contains("\"tags\":[\"Europe\""), "{obj}");
 }
+
+/// `hubgate decode --uplink` takes the whole network-server message, radio metadata
+/// (rxInfo, txInfo) included, and prints the bytes the sink sends for it.
+#[test]
+fn decode_of_a_whole_uplink_prints_the_bytes_the_sink_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let uplink = r#"{"time":"2023-10-02T13:28:32.556Z","deviceInfo":{"devEui":"0016160000000cbb","deviceName":"wc-men-west"},"fCnt":6,"fPort":103,"data":"MQs3I84B/////zc=","rxInfo":[{"gatewayId":"b827ebfffe000001","rssi":-79,"snr":9.5,"channel":7}],"txInfo":{"frequency":903700000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":10}}}}"#;
+    let file = dir.path().join("uplink.json");
+    std::fs::write(&file, uplink).unwrap();
+    let uplinks = dir.path().join("uplinks.jsonl");
+    std::fs::write(&uplinks, format!("{uplink}\n")).unwrap();
+    let config = dir.path().join("site.toml");
+    let site = format!(
+        "{SITE}\n[buffer]\npath = {buffer:?}\n[[source]]\ntype = \"replay\"\npath = {uplinks:?}\ninterval = \"0s\"\n",
+        buffer = dir.path().join("buffer"),
+    );
+    std::fs::write(&config, site).unwrap();
+    let config = config.to_str().unwrap();
+    let run = hubgate(&["run", "-c", config]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let sent = String::from_utf8(run.stdout).unwrap();
+    let decode = hubgate(&["decode", "-c", config, "--uplink", file.to_str().unwrap()]);
+    assert!(
+        decode.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decode.stderr)
+    );
+    let printed = String::from_utf8(decode.stdout).unwrap();
+    let obj = printed.strip_suffix('\n').expect("one line");
+    assert_eq!(sent.lines().count(), 1, "{sent}");
+    assert!(
+        sent.contains(&format!("\"obj\":{obj},")),
+        "decode printed\n{obj}\nthe sink sent\n{sent}"
+    );
+    for radio in [
+        "\"freq\":903.7",
+        "\"bw\":125",
+        "\"channel\":7",
+        "\"rssi\":-79",
+    ] {
+        assert!(obj.contains(radio), "{radio} in {obj}");
+    }
+}
