@@ -100,6 +100,20 @@ pub fn idle(pid: u32, secs: Duration) -> Idle {
     }
 }
 
+impl Live {
+    /// One line per thread name.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        for (name, cpu, switches) in &self.threads {
+            let _ = writeln!(
+                s,
+                "  {name:<28} {cpu:>8.1} us CPU {switches:>6.2} switches per record"
+            );
+        }
+        s
+    }
+}
+
 impl Idle {
     /// One line per thread name.
     pub fn table(&self) -> String {
@@ -120,18 +134,27 @@ pub struct Live {
     pub rate: u64,
     pub cpu_us_per_record: f64,
     pub switches_per_record: f64,
+    /// (thread name, CPU us, context switches) per record, idling not taken off; busiest
+    /// first.
+    pub threads: Vec<(String, f64, f64)>,
 }
 
 /// From `before` (taken when the first of `records` was sent) to `after` (the last one
 /// confirmed), less what `idle` costs over that span.
 pub fn live(rate: u64, records: u64, before: &Sample, after: &Sample, idle: &Idle) -> Live {
     let span = after.at.duration_since(before.at).as_secs_f64();
-    let (cpu, switches) = after
-        .since(before)
+    let by_name = after.since(before);
+    let (cpu, switches) = by_name
         .values()
         .fold((0, 0), |(c, s), (cpu, sw)| (c + cpu, s + sw));
     let records = records.max(1) as f64;
+    let mut threads: Vec<_> = by_name
+        .into_iter()
+        .map(|(name, (cpu, sw))| (name, cpu as f64 / 1e3 / records, sw as f64 / records))
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
     Live {
+        threads,
         rate,
         cpu_us_per_record: (cpu as f64 / 1e3 - idle.cpu_ms_per_s * 1e3 * span).max(0.0) / records,
         switches_per_record: (switches as f64 - idle.wakeups_per_s * span).max(0.0) / records,

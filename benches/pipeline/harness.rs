@@ -1147,6 +1147,9 @@ impl Report {
             }
         }
         let _ = writeln!(t, "hubgate idle, per thread:\n{}", self.idle.table());
+        for l in &self.live {
+            let _ = writeln!(t, "hubgate at {}/s, per thread:\n{}", l.rate, l.table());
+        }
         t
     }
 }
