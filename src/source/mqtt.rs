@@ -135,11 +135,29 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     let mut acked = ctx.acked.clone();
     let mut reconnect = Reconnect::new(cfg.reconnect_max);
     let mut quick = QuickAck::default();
+    // The search for the connection's socket, started at each CONNACK.
+    let mut finding: Option<tokio::task::JoinHandle<Result<QuickAck, String>>> = None;
+    let mut quick_warned = false;
     loop {
+        // An event polled with none queued comes from a new read (rumqttc reads up to ten
+        // packets at once and hands them out one per poll).
+        let fresh_read = events.state.events.is_empty();
         tokio::select! {
+            found = async { finding.as_mut().expect("a search").await }, if finding.is_some() => {
+                finding = None;
+                match found {
+                    Ok(Ok(found)) => quick = found,
+                    Ok(Err(why)) if !quick_warned => {
+                        quick_warned = true;
+                        log::warn!("mqtt: {}: TCP acknowledgements stay delayed (a broker with Nagle's algorithm on then waits for each PUBACK): {why}", cfg.url);
+                    }
+                    Ok(Err(why)) => log::debug!("mqtt: {}: no TCP_QUICKACK: {why}", cfg.url),
+                    Err(e) => log::debug!("mqtt: the socket search failed: {e}"),
+                }
+            }
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    quick = QuickAck::to(&host, port).await;
+                    finding = Some(tokio::spawn(QuickAck::find(host.clone(), port)));
                     ctx.metrics.log_limited(log::Level::Info, "mqtt_connected", || {
                         format!("mqtt: connected to {} as {client_id} (session present: {})", cfg.url, ack.session_present)
                     });
@@ -158,8 +176,10 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     ctx.metrics.mqtt_subscribed.set(&broker, 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    // The broker may hold its next message until this one is acknowledged.
-                    quick.now();
+                    // The broker may hold its next message until this read is acknowledged.
+                    if fresh_read {
+                        quick.now();
+                    }
                     // Once stopping, leave new messages unacknowledged: the broker keeps them.
                     if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, p).await {
                         break;
@@ -167,7 +187,11 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    // rumqttc has closed the socket: neither it nor a search for it is ours.
                     quick = QuickAck::default();
+                    if let Some(search) = finding.take() {
+                        search.abort();
+                    }
                     ctx.metrics.mqtt_connected.set(&broker, 0);
                     ctx.metrics.mqtt_subscribed.set(&broker, 0);
                     let (wait, first) = reconnect.failed(Instant::now());
