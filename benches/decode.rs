@@ -99,6 +99,28 @@ fn rss_kb(pid: u32) -> u64 {
     pages * 4
 }
 
+/// CPU time of the calling thread in µs.
+#[cfg(feature = "js")]
+fn thread_cpu_us() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
+}
+
+/// CPU time of process `pid` in µs (`/proc/PID/stat`, in clock ticks).
+#[cfg(feature = "js")]
+fn process_cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a constant.
+    ticks * 1_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64
+}
+
 /// The example JavaScript codecs (`codecs/`) in hubgate's codec worker, engine and worker
 /// reused across calls: the call alone (round trip included), and the whole decode stage
 /// (call, mapping, record). Before that, the memory loaded codecs cost the worker: its RSS
@@ -130,7 +152,26 @@ fn js_codecs(c: &mut Criterion) {
         rss_kb(std::process::id())
     );
     drop(loaded);
+    // CPU time per call, the agent's and the worker's together: what a call costs a core
+    // whatever else runs on the machine (the wall-clock times below wait for the scheduler).
+    let door = dir::load(examples, "example-door", &worker).unwrap();
     let time = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let pid = worker.pid().unwrap();
+    let (agent0, worker0) = (thread_cpu_us(), process_cpu_us(pid));
+    let calls = 20_000;
+    for _ in 0..calls {
+        black_box(door.codec.decode(Some(2), &[1, 0, 42, 87], time).unwrap());
+    }
+    let agent = thread_cpu_us() - agent0;
+    let worker_cpu = process_cpu_us(pid) - worker0;
+    eprintln!(
+        "js: example-door CPU per call {:.1} µs ({:.1} in the agent, {:.1} in the worker): {:.0} \
+         calls/s per core",
+        (agent + worker_cpu) as f64 / calls as f64,
+        agent as f64 / calls as f64,
+        worker_cpu as f64 / calls as f64,
+        calls as f64 * 1e6 / (agent + worker_cpu) as f64
+    );
     let cases = [
         ("example-th", 1u8, "0866510e10"),
         ("example-door", 2, "01002a57"),
