@@ -9,6 +9,10 @@ use hubgate::lorawan::{self, crypto, Frame, Key};
 use std::hint::black_box;
 use std::time::Duration;
 
+#[cfg(feature = "js")]
+#[path = "../tests/support/codec_files.rs"]
+mod codec_files;
+
 /// Every codec on its example payload (`hubgate codecs` shows the same ones).
 fn codecs(c: &mut Criterion) {
     let mut g = c.benchmark_group("codec");
@@ -128,9 +132,9 @@ fn process_cpu_us(pid: u32) -> u64 {
 #[cfg(feature = "js")]
 fn js_codecs(c: &mut Criterion) {
     use hubgate::js::{dir, Launcher, Worker};
-    use std::path::Path;
     use std::time::{SystemTime, UNIX_EPOCH};
-    let examples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/codecs"));
+    let examples = codec_files::examples();
+    let examples = examples.path();
     let launcher = || Launcher::program(env!("CARGO_BIN_EXE_hubgate"));
     let worker = Worker::new(launcher());
     let agent = rss_kb(std::process::id());

@@ -617,12 +617,11 @@ mod tests {
     /// decoded the payload becomes an unpacked record, not a packed one.
     #[test]
     fn what_the_network_server_decoded_becomes_an_unpacked_record() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(
             dir.path().join("th.toml"),
             "[fields]\nTempC = { field = \"temperature\", unit = \"°C\" }\n",
-        )
-        .unwrap();
+        );
         let text = format!(
             "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
              [[device]]\ndev_eui = \"58a0cb0000101234\"\nmapping = \"th\"\n",
@@ -751,7 +750,8 @@ mod tests {
     #[cfg(feature = "js")]
     #[test]
     fn a_javascript_codec_decodes_into_an_unpacked_record() {
-        let examples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/codecs"));
+        let examples = crate::codec_files::examples();
+        let examples = examples.path();
         let (mut d, m) = js_decoder(examples, "js_codec = \"example-door\"\n", "");
         let rec = d.decode(&with_payload(&[1, 0, 42, 87])).unwrap();
         assert_eq!(rec.rec_type, "io.microshare.openclose.unpacked");
@@ -808,11 +808,11 @@ mod tests {
     #[cfg(feature = "js")]
     #[test]
     fn codec_files_load_at_start_and_again_on_reload() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::codec_files::tempdir();
         let file = dir.path().join("c.js");
         let table = dir.path().join("m.toml");
-        std::fs::write(&file, "function decodeUplink( {").unwrap();
-        std::fs::write(&table, "[fields]\nb = { field = \"temperature\" }\n").unwrap();
+        crate::codec_files::write(&file, "function decodeUplink( {");
+        crate::codec_files::write(&table, "[fields]\nb = { field = \"temperature\" }\n");
         let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\nmapping = \"m\"\n", "");
         assert_eq!(m.problems("codec_file"), 1);
         let rec = d.decode(&with_payload(&[7])).unwrap();
@@ -826,7 +826,7 @@ mod tests {
             let js = format!(
                 "function decodeUplink(i) {{ return {{data: {{b: i.bytes[0], v: {v}}}}}; }}"
             );
-            std::fs::write(&file, js).unwrap();
+            crate::codec_files::write(&file, js);
         };
         let decoded =
             |d: &mut Decoder| body(&d.decode(&with_payload(&[7])).unwrap())["obj"]["data"].clone();
@@ -836,8 +836,8 @@ mod tests {
         assert_eq!(data["temperature"][0]["value"], 7);
         assert_eq!(data["origin"], serde_json::json!({"v": 1}));
         // Broken now, codec and table: the ones in use stay, and the log says why.
-        std::fs::write(&file, "function decodeUplink(i) { return ").unwrap();
-        std::fs::write(&table, "[fields\n").unwrap();
+        crate::codec_files::write(&file, "function decodeUplink(i) { return ");
+        crate::codec_files::write(&table, "[fields\n");
         d.reloader().reload();
         let data = decoded(&mut d);
         assert_eq!(data["temperature"][0]["value"], 7);
@@ -858,7 +858,7 @@ mod tests {
         assert!(said("mapping table", "m.toml: "), "{lines:?}");
         // Good new versions take over.
         version(2);
-        std::fs::write(&table, "[fields]\nb = { field = \"humidity\" }\n").unwrap();
+        crate::codec_files::write(&table, "[fields]\nb = { field = \"humidity\" }\n");
         d.reloader().reload();
         let data = decoded(&mut d);
         assert_eq!(data["humidity"][0]["value"], 7);
@@ -871,17 +871,15 @@ mod tests {
     #[cfg(feature = "js")]
     #[test]
     fn decode_js_with_falls_back_to_the_device_mapping_table() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(
             dir.path().join("c.js"),
             "function Decode(p, b) { return {t: b[0]}; }",
-        )
-        .unwrap();
-        std::fs::write(
+        );
+        crate::codec_files::write(
             dir.path().join("m.toml"),
             "[fields]\nt = { field = \"temperature\", unit = \"°C\" }\n",
-        )
-        .unwrap();
+        );
         let (mut d, _) = js_decoder(dir.path(), "js_codec = \"c\"\nmapping = \"m\"\n", "");
         let Input::Uplink(up) = with_payload(&[21]) else {
             unreachable!()

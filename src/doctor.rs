@@ -821,12 +821,11 @@ mod tests {
     #[cfg(feature = "js")]
     #[test]
     fn the_codecs_step_counts_what_loads_and_names_what_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(
             dir.path().join("a.js"),
             "function Decoder(b) { return {}; }",
-        )
-        .unwrap();
+        );
         let cfg = |devices: &str| {
             let text = format!(
                 "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n{devices}",

@@ -31,3 +31,7 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod uplink;
+
+#[cfg(test)]
+#[path = "../tests/support/codec_files.rs"]
+mod codec_files;

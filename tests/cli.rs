@@ -4,6 +4,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[path = "support/codec_files.rs"]
+mod codec_files;
+
 fn hubgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hubgate"))
         .args(args)
@@ -571,14 +574,16 @@ fn buffer_stats_export_and_purge() {
 #[cfg(feature = "js")]
 #[test]
 fn decode_with_a_javascript_codec() {
-    let door = repo("codecs/example-door.js");
-    let o = hubgate(&["decode", "--js", &door, "--fport", "2", "01002a57"]);
+    let examples = codec_files::examples();
+    let door = examples.path().join("example-door.js");
+    let door = door.to_str().unwrap();
+    let o = hubgate(&["decode", "--js", door, "--fport", "2", "01002a57"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["recType"], "io.microshare.openclose.unpacked");
     assert_eq!(v["data"]["open"], serde_json::json!([{"value": true}]));
     assert_eq!(v["data"]["unpacker"]["class"], "js/example-door");
-    let o = hubgate(&["decode", "--js", &door, "01"]);
+    let o = hubgate(&["decode", "--js", door, "01"]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         stderr(&o),
@@ -594,11 +599,11 @@ fn decode_with_a_javascript_codec() {
 #[cfg(feature = "js")]
 #[test]
 fn codecs_lists_the_javascript_codecs_of_a_directory() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = codec_files::tempdir();
     for f in ["example-door.js", "example-door.toml", "example-th.js"] {
-        std::fs::copy(repo(&format!("codecs/{f}")), dir.path().join(f)).unwrap();
+        codec_files::copy_example(f, &dir.path().join(f));
     }
-    std::fs::write(dir.path().join("broken.js"), "function Decode( {").unwrap();
+    codec_files::write(dir.path().join("broken.js"), "function Decode( {");
     let out = stdout(&hubgate(&["codecs", "--dir", dir.path().to_str().unwrap()]));
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("js/")).collect();
     assert_eq!(lines.len(), 3, "{out}");
@@ -644,12 +649,11 @@ fn relative_paths_of_a_relative_config_are_printed_absolute() {
 fn codecs_list_without_reading_the_configs_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let codecs = dir.path().join("codecs");
-    std::fs::create_dir(&codecs).unwrap();
-    std::fs::write(
+    codec_files::create_dir(&codecs);
+    codec_files::write(
         codecs.join("th.js"),
         "function decodeUplink(input) { return {data: {}}; }",
-    )
-    .unwrap();
+    );
     let config = dir.path().join("hubgate.toml");
     std::fs::write(
         &config,
@@ -694,9 +698,9 @@ fn codecs_list_without_reading_the_configs_secrets() {
 fn codecs_and_check_read_the_configs_codec_directory() {
     let dir = tempfile::tempdir().unwrap();
     let codecs = dir.path().join("codecs");
-    std::fs::create_dir(&codecs).unwrap();
-    std::fs::copy(repo("codecs/example-th.js"), codecs.join("th.js")).unwrap();
-    std::fs::write(codecs.join("broken.js"), "function Decode( {").unwrap();
+    codec_files::create_dir(&codecs);
+    codec_files::copy_example("example-th.js", &codecs.join("th.js"));
+    codec_files::write(codecs.join("broken.js"), "function Decode( {");
     let config = dir.path().join("hubgate.toml");
     std::fs::write(
         &config,

@@ -5,12 +5,11 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::Value;
 use support::agent::{chirpstack_uplink, publish_all, uplink_topic, Agent, TH, WAIT};
-use support::Mosquitto;
+use support::{codec_files, Mosquitto};
 
 fn config(dir: &Path, codecs: &Path, mqtt: &Mosquitto) -> String {
     format!(
@@ -26,22 +25,20 @@ fn config(dir: &Path, codecs: &Path, mqtt: &Mosquitto) -> String {
 
 fn version(file: &Path, v: u32) {
     let js = format!("function decodeUplink(i) {{ return {{data: {{b: i.bytes[0], v: {v}}}}}; }}");
-    std::fs::write(file, js).unwrap();
+    codec_files::write(file, js);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_keeps_a_working_codec_when_its_new_file_is_broken() {
     let dir = tempfile::tempdir().unwrap();
     let codecs = dir.path().join("codecs");
-    std::fs::create_dir(&codecs).unwrap();
-    std::fs::set_permissions(&codecs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    codec_files::create_dir(&codecs);
     let file = codecs.join("c.js");
     version(&file, 1);
-    std::fs::write(
+    codec_files::write(
         codecs.join("c.toml"),
         "[fields]\nb = { field = \"temperature\", unit = \"°C\" }\n",
-    )
-    .unwrap();
+    );
     let mqtt = Mosquitto::start(dir.path());
     let mut agent = Agent::start_with_stdout(dir.path(), &config(dir.path(), &codecs, &mqtt));
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
@@ -57,7 +54,7 @@ async fn sighup_keeps_a_working_codec_when_its_new_file_is_broken() {
     send(1).await;
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
 
-    std::fs::write(&file, "function decodeUplink(i) { return ").unwrap();
+    codec_files::write(&file, "function decodeUplink(i) { return ");
     hup(&agent);
     agent.wait_log("loaded again: 0 of 1 JavaScript codec(s)", 1, WAIT);
     send(2).await;

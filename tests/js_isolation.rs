@@ -4,7 +4,9 @@
 //! the next uplink of a good codec decodes; a codec that keeps doing it is quarantined.
 #![cfg(feature = "js")]
 
-use std::path::Path;
+#[path = "support/codec_files.rs"]
+mod codec_files;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,15 +51,13 @@ fn launcher() -> Launcher {
 
 /// A decoder whose device GOOD has the example door codec and BAD the codec `bad`.
 fn decoder(bad: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.js"), bad).unwrap();
-    let examples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/codecs"));
+    let dir = codec_files::tempdir();
+    codec_files::write(dir.path().join("bad.js"), bad);
     for ext in ["js", "toml"] {
-        std::fs::copy(
-            examples.join(format!("example-door.{ext}")),
-            dir.path().join(format!("door.{ext}")),
-        )
-        .unwrap();
+        codec_files::copy_example(
+            &format!("example-door.{ext}"),
+            &dir.path().join(format!("door.{ext}")),
+        );
     }
     let cfg = hubgate::config::Config::parse(&format!(
         "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\

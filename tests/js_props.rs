@@ -5,14 +5,14 @@
 //! flat; through the decode stage each uplink is exactly one record.
 #![cfg(feature = "js")]
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hubgate::js::{dir, JsCodec, JsError, Launcher, Worker, WORKER_MEMORY};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/codecs");
+#[path = "support/codec_files.rs"]
+mod codec_files;
 
 fn launcher() -> Launcher {
     Launcher::program(env!("CARGO_BIN_EXE_hubgate"))
@@ -64,8 +64,9 @@ fn flat(f: impl FnOnce()) {
 #[test]
 fn random_bytes_into_the_example_codecs() {
     let worker = Worker::new(launcher());
-    for name in dir::names(Path::new(EXAMPLES)).unwrap() {
-        let script = dir::load(Path::new(EXAMPLES), &name, &worker).unwrap();
+    let examples = codec_files::examples();
+    for name in dir::names(examples.path()).unwrap() {
+        let script = dir::load(examples.path(), &name, &worker).unwrap();
         flat(|| {
             TestRunner::new(Config::with_cases(2_000))
                 .run(&payload(), |(fport, bytes)| {
@@ -131,9 +132,11 @@ fn random_bytes_into_a_greedy_codec() {
 /// record, unpacked or packed with the reason.
 #[test]
 fn every_uplink_becomes_one_record() {
+    let examples = codec_files::examples();
     let cfg = hubgate::config::Config::parse(&format!(
-        "[codecs]\ndir = {EXAMPLES:?}\n[sink]\ntype = \"stdout\"\n\
-         [[device]]\ndev_eui = \"58a0cb0000101234\"\njs_codec = \"example-door\"\n"
+        "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
+         [[device]]\ndev_eui = \"58a0cb0000101234\"\njs_codec = \"example-door\"\n",
+        examples.path()
     ))
     .unwrap();
     let decoder = std::cell::RefCell::new(hubgate::decode::Decoder::with_launcher(

@@ -5,14 +5,14 @@ use std::time::SystemTime;
 
 use std::path::Path;
 
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/codecs");
+use crate::codec_files;
 
 fn worker() -> Worker {
     Worker::new(Launcher::default())
 }
 
 fn example(name: &str) -> JsCodec {
-    dir::load(Path::new(EXAMPLES), name, &worker())
+    dir::load(codec_files::examples().path(), name, &worker())
         .unwrap()
         .codec
 }
@@ -171,14 +171,15 @@ fn loading_fails_with_a_reason() {
     assert_eq!(load("for (;;) {}").err(), Some(JsError::TimedOut(2000)));
     assert!(dir::path(Path::new("/d"), "../etc/passwd", "js").is_err());
     assert!(dir::path(Path::new("/d"), ".hidden", "js").is_err());
+    let examples = codec_files::examples();
     assert_eq!(
-        dir::names(Path::new(EXAMPLES)).unwrap(),
+        dir::names(examples.path()).unwrap(),
         ["example-counter", "example-door", "example-th"]
     );
-    let door = dir::load(Path::new(EXAMPLES), "example-door", &worker()).unwrap();
+    let door = dir::load(examples.path(), "example-door", &worker()).unwrap();
     assert_eq!(door.table.unwrap().fields["door_open"].field, "open");
     assert_eq!(door.class, "js/example-door");
-    assert!(dir::load(Path::new(EXAMPLES), "example-th", &worker())
+    assert!(dir::load(examples.path(), "example-th", &worker())
         .unwrap()
         .table
         .is_none());
@@ -196,15 +197,15 @@ fn codec_files_errors_name_the_file_and_writable_ones_are_refused() {
     let js = d.join("c.js");
     let e = dir::load(d, "c", &worker()).err().unwrap();
     assert!(e.starts_with(&format!("{}: ", js.display())), "{e}");
-    std::fs::write(&js, vec![b' '; dir::FILE_CAP as usize + 1]).unwrap();
+    codec_files::write(&js, vec![b' '; dir::FILE_CAP as usize + 1]);
     let e = dir::load(d, "c", &worker()).err().unwrap();
     assert!(
         e.starts_with(&format!("{}: larger than", js.display())),
         "{e}"
     );
-    std::fs::write(&js, "function Decode(p, b) { return {n: b.length}; }").unwrap();
+    codec_files::write(&js, "function Decode(p, b) { return {n: b.length}; }");
     let toml = d.join("c.toml");
-    std::fs::write(&toml, "[fields\n").unwrap();
+    codec_files::write(&toml, "[fields\n");
     let e = dir::load(d, "c", &worker()).err().unwrap();
     assert!(e.starts_with(&format!("{}: ", toml.display())), "{e}");
     let e = dir::load_table(d, "c").unwrap_err();
@@ -229,7 +230,7 @@ fn codec_files_errors_name_the_file_and_writable_ones_are_refused() {
     );
     assert!(dir::load_table(d, "c").unwrap_err().contains("mode 0777"));
     chmod(d, 0o755).unwrap();
-    std::fs::write(&toml, "[fields]\n").unwrap();
+    codec_files::write(&toml, "[fields]\n");
     chmod(&toml, 0o646).unwrap();
     assert!(dir::load(d, "c", &worker())
         .err()
