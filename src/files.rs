@@ -15,12 +15,19 @@ pub const CA_CAP: u64 = 1 << 20;
 
 /// The text of `path`, which must be a regular file of at most `cap` bytes.
 pub fn read_capped(path: &Path, cap: u64) -> Result<String, String> {
-    // Non-blocking, so that opening a FIFO does not wait for a writer.
-    let file = std::fs::OpenOptions::new()
+    read_open(open(path, 0)?, cap)
+}
+
+/// Non-blocking, so that opening a FIFO does not wait for a writer.
+fn open(path: &Path, flags: i32) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | flags)
         .open(path)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+fn read_open(file: std::fs::File, cap: u64) -> Result<String, String> {
     check_regular(&file.metadata().map_err(|e| e.to_string())?, cap)?;
     let mut text = String::new();
     // One byte more than the cap tells a file that grew since the check.
@@ -89,23 +96,91 @@ pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
     None
 }
 
-/// `Err` when `path` (a file or a directory holding `what`) may be written by its group or by
-/// every user: hubgate runs what such files say, so one user could make the agent run code.
-pub fn refuse_writable_by_others(path: &Path, what: &str) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Why a file or directory hubgate runs code from could be changed by someone other than
+/// root or the agent's own user, who could then make the agent run their code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Untrusted {
+    /// What is wrong, naming the path.
+    pub what: String,
+    /// The command that puts it right.
+    pub fix: &'static str,
+}
+
+impl Untrusted {
+    /// The one-line error of a file the agent refuses.
+    pub fn refused(&self) -> String {
+        format!("{}: refused; {}", self.what, self.fix)
+    }
+}
+
+/// The text of `path` (as [`read_capped`]) and, if so, why it is [`Untrusted`]: a symbolic
+/// link (its target is read, but whoever owns the link's directory entry decides where it
+/// points, so the agent takes none), an owner other than root and the agent's user, or
+/// writable by its group or by every user. The checks are made on the opened file, so a file
+/// replaced between the check and the read cannot slip through.
+pub fn read_checked(
+    path: &Path,
+    cap: u64,
+    what: &str,
+) -> Result<(String, Option<Untrusted>), String> {
+    let (file, link) = match open(path, libc::O_NOFOLLOW) {
+        Ok(file) => (file, None),
+        Err(_) if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) => {
+            let link = Untrusted {
+                what: format!("{} holds {what} and is a symbolic link", path.display()),
+                fix: "copy the file in instead",
+            };
+            (open(path, 0)?, Some(link))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let untrusted = link.or_else(|| untrusted(&meta, path, what));
+    Ok((read_open(file, cap)?, untrusted))
+}
+
+/// `Err` unless `dir` is a directory (a symbolic link to one is followed: the directory is the
+/// config's choice) that only root or the agent's user may change.
+pub fn check_trusted_dir(dir: &Path, what: &str) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()));
+    }
+    match untrusted(&meta, dir, what) {
+        Some(u) => Err(u.refused()),
+        None => Ok(()),
+    }
+}
+
+fn untrusted(meta: &std::fs::Metadata, path: &Path, what: &str) -> Option<Untrusted> {
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(format!(
-            "{} holds {what} and is writable by {} (mode {mode:04o}): refused; chmod go-w",
-            path.display(),
-            if mode & 0o002 != 0 {
-                "every user"
-            } else {
-                "its group"
-            },
-        ));
+        let by = if mode & 0o002 != 0 {
+            "every user"
+        } else {
+            "its group"
+        };
+        return Some(Untrusted {
+            what: format!(
+                "{} holds {what} and is writable by {by} (mode {mode:04o})",
+                path.display()
+            ),
+            fix: "chmod go-w",
+        });
     }
-    Ok(())
+    // SAFETY: geteuid has no failure mode.
+    let agent = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != agent {
+        return Some(Untrusted {
+            what: format!(
+                "{} holds {what} and is owned by uid {}, neither root nor the agent's user (uid {agent})",
+                path.display(),
+                meta.uid()
+            ),
+            fix: "chown root",
+        });
+    }
+    None
 }
 
 /// The name of group `gid`, if it has one.

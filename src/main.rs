@@ -467,13 +467,21 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
                 )
             }
         },
-        With::Js(file) => match hubgate::js::dir::load_file(
-            &file,
-            &hubgate::js::Worker::new(hubgate::js::Launcher::this_program()),
-        ) {
-            Ok(script) => Loaded::Js(Box::new(script)),
-            Err(e) => return fail(2, format!("--js {e}")),
-        },
+        With::Js(file) => {
+            let mut warnings = Vec::new();
+            let loaded = hubgate::js::dir::load_file(
+                &file,
+                &hubgate::js::Worker::new(hubgate::js::Launcher::this_program()),
+                hubgate::js::dir::Checks::Warn(&mut warnings),
+            );
+            for w in warnings {
+                eprintln!("hubgate: warning: {w}");
+            }
+            match loaded {
+                Ok(script) => Loaded::Js(Box::new(script)),
+                Err(e) => return fail(2, format!("--js {e}")),
+            }
+        }
     };
     let clean: String = hex_payload.chars().filter(|c| !c.is_whitespace()).collect();
     let payload = match hex::decode(&clean) {

@@ -589,6 +589,17 @@ fn decode_with_a_javascript_codec() {
         stderr(&o),
         "hubgate: js/example-door: threw Error: need 4 bytes, got 1\n"
     );
+    // A file the agent would refuse (group-writable) is the operator's own here: a warning.
+    std::fs::set_permissions(door, std::os::unix::fs::PermissionsExt::from_mode(0o664)).unwrap();
+    let o = hubgate(&["decode", "--js", door, "--fport", "2", "01002a57"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "hubgate: warning: {door} holds a codec and is writable by its group (mode 0664): \
+             the agent would refuse it; chmod go-w\n"
+        )
+    );
     let o = hubgate(&["decode", "--js", &repo("codecs/missing.js"), "01"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).starts_with("hubgate: --js "), "{}", stderr(&o));

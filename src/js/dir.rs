@@ -39,34 +39,51 @@ pub fn path(dir: &Path, name: &str, ext: &str) -> Result<PathBuf, String> {
     Ok(dir.join(format!("{name}.{ext}")))
 }
 
-/// Load the codec `name` of `dir` and its mapping table. A directory others may write to is
-/// refused: whoever can add or replace a file there runs code in the agent.
+/// Load the codec `name` of `dir` and its mapping table. A directory, file or table that
+/// someone other than root or the agent's user could change is refused: whoever can add or
+/// replace a file there runs code in the agent.
 pub fn load(dir: &Path, name: &str, worker: &Worker) -> Result<Script, String> {
-    crate::files::refuse_writable_by_others(dir, "codecs")?;
-    load_file(&path(dir, name, "js")?, worker)
+    crate::files::check_trusted_dir(dir, "codecs")?;
+    load_file(&path(dir, name, "js")?, worker, Checks::Refuse)
 }
 
 /// Load the mapping table `name` of `dir` (`<name>.toml`), as [`load`] loads a codec.
 pub fn load_table(dir: &Path, name: &str) -> Result<Table, String> {
-    crate::files::refuse_writable_by_others(dir, "codecs")?;
-    parse_table(&path(dir, name, "toml")?)
+    crate::files::check_trusted_dir(dir, "codecs")?;
+    parse_table(&path(dir, name, "toml")?, &mut Checks::Refuse)
 }
 
-fn parse_table(file: &Path) -> Result<Table, String> {
-    Table::parse(&read(file)?).map_err(|e| format!("{}: {e}", file.display()))
+/// What a codec or mapping file others could change costs.
+pub enum Checks<'a> {
+    /// Refused: the agent's files.
+    Refuse,
+    /// A warning here: `hubgate decode --js FILE`, the operator trying a file of their own.
+    Warn(&'a mut Vec<String>),
 }
 
-/// The text of a codec or mapping file of at most [`FILE_CAP`] bytes that only its owner may
-/// write; the error names the file.
-pub fn read(file: &Path) -> Result<String, String> {
-    crate::files::refuse_writable_by_others(file, "a codec")?;
-    crate::files::read_capped(file, FILE_CAP).map_err(|e| format!("{}: {e}", file.display()))
+fn parse_table(file: &Path, checks: &mut Checks) -> Result<Table, String> {
+    Table::parse(&read(file, checks)?).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// The text of a codec or mapping file of at most [`FILE_CAP`] bytes
+/// ([`crate::files::read_checked`]); the error names the file.
+fn read(file: &Path, checks: &mut Checks) -> Result<String, String> {
+    let (text, untrusted) = crate::files::read_checked(file, FILE_CAP, "a codec")
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    match (untrusted, checks) {
+        (None, _) => {}
+        (Some(u), Checks::Refuse) => return Err(u.refused()),
+        (Some(u), Checks::Warn(warnings)) => {
+            warnings.push(format!("{}: the agent would refuse it; {}", u.what, u.fix))
+        }
+    }
+    Ok(text)
 }
 
 /// Load one codec file and its mapping table, the `.toml` beside it (none when there is no
 /// such file).
-pub fn load_file(file: &Path, worker: &Worker) -> Result<Script, String> {
-    let source = read(file)?;
+pub fn load_file(file: &Path, worker: &Worker, mut checks: Checks) -> Result<Script, String> {
+    let source = read(file, &mut checks)?;
     let name = file.file_stem().map_or_else(
         || file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -76,7 +93,7 @@ pub fn load_file(file: &Path, worker: &Worker) -> Result<Script, String> {
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let toml = file.with_extension("toml");
     let table = if toml.exists() {
-        Some(parse_table(&toml)?)
+        Some(parse_table(&toml, &mut checks)?)
     } else {
         None
     };

@@ -240,6 +240,68 @@ fn codec_files_errors_name_the_file_and_writable_ones_are_refused() {
     assert_eq!(dir::load(d, "c", &worker()).unwrap().class, "js/c");
 }
 
+/// A codec or table in the codec directory that is a symbolic link is refused (whoever can
+/// change where it points picks the code), and so is a file or directory owned by another
+/// user than root or the agent's (giving one away needs root, as CI runs).
+#[test]
+fn symbolic_links_and_foreign_owners_are_refused() {
+    let tmp = codec_files::tempdir();
+    let d = tmp.path();
+    let outside = codec_files::tempdir();
+    let target = outside.path().join("c.js");
+    codec_files::write(&target, "function Decode(p, b) { return {n: b.length}; }");
+    let js = d.join("c.js");
+    std::os::unix::fs::symlink(&target, &js).unwrap();
+    assert_eq!(
+        dir::load(d, "c", &worker()).err().unwrap(),
+        format!(
+            "{} holds a codec and is a symbolic link: refused; copy the file in instead",
+            js.display()
+        )
+    );
+    std::fs::remove_file(&js).unwrap();
+    std::fs::copy(&target, &js).unwrap();
+    let toml = d.join("c.toml");
+    codec_files::write(outside.path().join("c.toml"), "[fields]\n");
+    std::os::unix::fs::symlink(outside.path().join("c.toml"), &toml).unwrap();
+    let e = dir::load(d, "c", &worker()).err().unwrap();
+    assert!(
+        e.contains("c.toml holds a codec and is a symbolic link"),
+        "{e}"
+    );
+    assert!(dir::load_table(d, "c").is_err());
+    std::fs::remove_file(&toml).unwrap();
+    assert_eq!(dir::load(d, "c", &worker()).unwrap().class, "js/c");
+
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the owner checks are left to CI");
+        return;
+    }
+    let chown = |p: &Path, uid: u32| std::os::unix::fs::chown(p, Some(uid), None).unwrap();
+    chown(&js, 65534);
+    assert_eq!(
+        dir::load(d, "c", &worker()).err().unwrap(),
+        format!(
+            "{} holds a codec and is owned by uid 65534, neither root nor the agent's user \
+             (uid 0): refused; chown root",
+            js.display()
+        )
+    );
+    chown(&js, 0);
+    chown(d, 65534);
+    let e = dir::load(d, "c", &worker()).err().unwrap();
+    assert!(
+        e.starts_with(&format!(
+            "{} holds codecs and is owned by uid 65534",
+            d.display()
+        )),
+        "{e}"
+    );
+    chown(d, 0);
+    assert_eq!(dir::load(d, "c", &worker()).unwrap().class, "js/c");
+}
+
 /// A `normalizeUplink` that throws or returns what JSON cannot hold costs its normalized
 /// values and a warning, not the decoded data; the codec's own warnings come back too.
 #[test]
