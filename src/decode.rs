@@ -56,6 +56,9 @@ pub struct Decoder {
 #[derive(Clone)]
 pub struct Reloader {
     files: Named,
+    /// The files ([`Set::outcomes`]) a loaded version of which is in use: one that fails on a
+    /// reload keeps it, as [`Set::update`] decides.
+    in_use: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     to_decoder: mpsc::Sender<Set>,
     /// How the codecs' worker process is started.
     launcher: Launcher,
@@ -63,18 +66,42 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Load the directory again and hand it to the decoder. Blocks (engines are built): run
+    /// Load the directory again and hand it to the decoder; each file that fails is logged
+    /// with its reason here, then one line sums the reload up. Blocks (engines are built): run
     /// it on the blocking pool. A panic while loading leaves the codecs in use in place.
     pub fn reload(&self) {
         match crate::contain::contain(|| self.files.load(self.launcher.clone())) {
             Ok(set) => {
-                let loaded = set.loaded();
+                let (mut loaded, mut kept, mut failed) = (0, 0, 0);
+                {
+                    let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+                    for (file, error) in set.outcomes() {
+                        match error {
+                            None => {
+                                loaded += 1;
+                                in_use.insert(file);
+                            }
+                            Some(e) if in_use.contains(&file) => {
+                                kept += 1;
+                                self.metrics.problem_now(
+                                    "codec_file",
+                                    format!("{e}; the version loaded before stays in use"),
+                                );
+                            }
+                            Some(e) => {
+                                failed += 1;
+                                self.metrics.problem_now("codec_file", e);
+                            }
+                        }
+                    }
+                }
                 // The decoder is gone only when the agent stops.
                 let _ = self.to_decoder.send(set);
                 log::info!(
-                    "codec directory {} loaded again: {loaded} of {} JavaScript codec(s)",
+                    "codec directory {} reloaded: {loaded} file(s) loaded, {kept} kept at their \
+                     previous version, {failed} failed with none to keep (which device uses \
+                     which codec is read from the config at start only)",
                     self.files.dir.display(),
-                    self.files.codecs.len()
                 );
             }
             Err(panic) => self.metrics.problem_now(
@@ -122,16 +149,25 @@ impl Decoder {
             }
         }
         let (to_decoder, reloads) = mpsc::channel();
+        let files = Named::of(cfg);
+        let files_in_use = files.load(launcher.clone());
+        let mut in_use = std::collections::HashSet::new();
+        for (file, error) in files_in_use.outcomes() {
+            match error {
+                None => {
+                    in_use.insert(file);
+                }
+                Some(e) => metrics.problem_now("codec_file", e),
+            }
+        }
         let reloader = Reloader {
-            files: Named::of(cfg),
+            files,
+            in_use: Arc::new(std::sync::Mutex::new(in_use)),
             to_decoder,
             launcher,
             metrics: metrics.clone(),
         };
-        let files = reloader.files.load(reloader.launcher.clone());
-        for e in files.failures() {
-            metrics.problem_now("codec_file", e);
-        }
+        let files = files_in_use;
         Decoder {
             devices,
             files,
@@ -151,20 +187,11 @@ impl Decoder {
         self.reloader.clone()
     }
 
-    /// Take the sets loaded again since the last input. Each file that now fails is counted
-    /// and logged with its reason; where a version of it was in use, that one stays.
+    /// Take the sets loaded again since the last input (the reload logged their failures):
+    /// where a file now fails and a version of it was in use, that one stays.
     fn take_reloads(&mut self) {
         while let Ok(set) = self.reloads.try_recv() {
-            let (replaced, kept) = self.files.update(set);
-            for e in self.files.failures() {
-                self.metrics.problem_now("codec_file", e);
-            }
-            for e in kept {
-                self.metrics.problem_now(
-                    "codec_file",
-                    format!("{e}; the version loaded before stays in use"),
-                );
-            }
+            let replaced = self.files.update(set);
             // Freeing engines is work the forwarder need not wait for.
             let dropped = std::thread::Builder::new()
                 .name("codec-drop".into())
@@ -839,9 +866,7 @@ mod tests {
         crate::codec_files::write(&file, "function decodeUplink(i) { return ");
         crate::codec_files::write(&table, "[fields\n");
         d.reloader().reload();
-        let data = decoded(&mut d);
-        assert_eq!(data["temperature"][0]["value"], 7);
-        assert_eq!(data["origin"], serde_json::json!({"v": 1}));
+        // Said by the reload itself, before any uplink.
         assert_eq!(m.problems("codec_file"), 3);
         let lines: Vec<String> = m.recent_problems().into_iter().map(|w| w.line).collect();
         let said = |what: &str, why: &str| {
@@ -856,6 +881,9 @@ mod tests {
             "{lines:?}"
         );
         assert!(said("mapping table", "m.toml: "), "{lines:?}");
+        let data = decoded(&mut d);
+        assert_eq!(data["temperature"][0]["value"], 7);
+        assert_eq!(data["origin"], serde_json::json!({"v": 1}));
         // Good new versions take over.
         version(2);
         crate::codec_files::write(&table, "[fields]\nb = { field = \"humidity\" }\n");

@@ -56,23 +56,31 @@ async fn sighup_keeps_a_working_codec_when_its_new_file_is_broken() {
 
     codec_files::write(&file, "function decodeUplink(i) { return ");
     hup(&agent);
-    agent.wait_log("loaded again: 0 of 1 JavaScript codec(s)", 1, WAIT);
-    send(2).await;
-    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 2);
-    assert_eq!(
-        agent.metric("hubgate_problems_total{kind=\"codec_file\"}"),
-        1
+    agent.wait_log(
+        "reloaded: 0 file(s) loaded, 1 kept at their previous version, 0 failed",
+        1,
+        WAIT,
     );
+    // The reload itself said which file failed and why, before any uplink.
     let kept = format!("JavaScript codec {}: threw SyntaxError", file.display());
     let log = agent.wait_log(&kept, 1, WAIT);
     assert!(
         log.contains("the version loaded before stays in use [codec_file]"),
         "{log}"
     );
+    agent.wait_metric("hubgate_problems_total{kind=\"codec_file\"}", WAIT, |v| {
+        v == 1
+    });
+    send(2).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 2);
 
     version(&file, 2);
     hup(&agent);
-    agent.wait_log("loaded again: 1 of 1 JavaScript codec(s)", 1, WAIT);
+    agent.wait_log(
+        "reloaded: 1 file(s) loaded, 0 kept at their previous version, 0 failed",
+        1,
+        WAIT,
+    );
     send(3).await;
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 3);
 

@@ -213,34 +213,41 @@ impl Set {
         self.codecs.values().filter(|c| c.is_ok()).count()
     }
 
+    /// Each file by its name (`js/<name>`, `table/<name>`) and why it failed to load, if it
+    /// did, naming the file.
+    pub fn outcomes(&self) -> Vec<(String, Option<String>)> {
+        let codecs = self.codecs.iter().map(|(name, c)| {
+            let e = c.as_ref().err().map(|e| format!("JavaScript codec {e}"));
+            (format!("js/{name}"), e)
+        });
+        let tables = self.tables.iter().map(|(name, t)| {
+            let e = t.as_ref().err().map(|e| format!("mapping table {e}"));
+            (format!("table/{name}"), e)
+        });
+        let mut out: Vec<_> = codecs.chain(tables).collect();
+        out.sort();
+        out
+    }
+
     /// Take the files of `new` (the same names, loaded again), each on its own: where the new
-    /// version failed to load and the one in use had loaded, the one in use is kept and the
-    /// failure goes into the list returned. Hands back what was replaced, for the caller to
-    /// drop where freeing engines does no harm.
-    pub fn update(&mut self, new: Set) -> (Set, Vec<String>) {
+    /// version failed to load and the one in use had loaded, the one in use is kept. Hands
+    /// back what was replaced, for the caller to drop where freeing engines does no harm.
+    pub fn update(&mut self, new: Set) -> Set {
         let mut replaced = Set::default();
-        let mut kept = Vec::new();
         for (name, codec) in new.codecs {
-            match (codec, self.codecs.get(&name)) {
-                (Err(e), Some(Ok(_))) => kept.push(format!("JavaScript codec {e}")),
-                (codec, _) => {
-                    if let Some(old) = self.codecs.insert(name.clone(), codec) {
-                        replaced.codecs.insert(name, old);
-                    }
+            if codec.is_ok() || !matches!(self.codecs.get(&name), Some(Ok(_))) {
+                if let Some(old) = self.codecs.insert(name.clone(), codec) {
+                    replaced.codecs.insert(name, old);
                 }
             }
         }
         for (name, table) in new.tables {
-            match (table, self.tables.get(&name)) {
-                (Err(e), Some(Ok(_))) => kept.push(format!("mapping table {e}")),
-                (table, _) => {
-                    if let Some(old) = self.tables.insert(name.clone(), table) {
-                        replaced.tables.insert(name, old);
-                    }
+            if table.is_ok() || !matches!(self.tables.get(&name), Some(Ok(_))) {
+                if let Some(old) = self.tables.insert(name.clone(), table) {
+                    replaced.tables.insert(name, old);
                 }
             }
         }
-        kept.sort();
-        (replaced, kept)
+        replaced
     }
 }
