@@ -62,13 +62,14 @@ pub enum Checks<'a> {
 }
 
 fn parse_table(file: &Path, checks: &mut Checks) -> Result<Table, String> {
-    Table::parse(&read(file, checks)?).map_err(|e| format!("{}: {e}", file.display()))
+    Table::parse(&read(file, "a mapping table", checks)?)
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// The text of a codec or mapping file of at most [`FILE_CAP`] bytes
 /// ([`crate::files::read_checked`]); the error names the file.
-fn read(file: &Path, checks: &mut Checks) -> Result<String, String> {
-    let (text, untrusted) = crate::files::read_checked(file, FILE_CAP, "a codec")
+fn read(file: &Path, what: &str, checks: &mut Checks) -> Result<String, String> {
+    let (text, untrusted) = crate::files::read_checked(file, FILE_CAP, what)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     match (untrusted, checks) {
         (None, _) => {}
@@ -83,7 +84,7 @@ fn read(file: &Path, checks: &mut Checks) -> Result<String, String> {
 /// Load one codec file and its mapping table, the `.toml` beside it (none when there is no
 /// such file).
 pub fn load_file(file: &Path, worker: &Worker, mut checks: Checks) -> Result<Script, String> {
-    let source = read(file, &mut checks)?;
+    let source = read(file, "a codec", &mut checks)?;
     let name = file.file_stem().map_or_else(
         || file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -148,9 +149,18 @@ impl Named {
     /// Load them, the codecs into a worker started with `launcher`. Blocks: the agent runs
     /// it off the forwarder's thread except at start.
     pub fn load(&self, launcher: Launcher) -> Set {
-        let codecs = self.codecs.iter().map(String::as_str);
-        let tables = self.tables.iter().map(String::as_str);
-        Set::load(&self.dir, codecs, tables, launcher)
+        let worker = Worker::new(launcher);
+        let codecs = self.codecs.iter().map(|name| {
+            let loaded = load(&self.dir, name, &worker);
+            (name.clone(), loaded)
+        });
+        let tables = self.tables.iter();
+        Set {
+            codecs: codecs.collect(),
+            tables: tables
+                .map(|name| (name.clone(), load_table(&self.dir, name)))
+                .collect(),
+        }
     }
 }
 
@@ -163,30 +173,6 @@ pub struct Set {
 }
 
 impl Set {
-    /// Load the codecs `codecs` of `dir`, into one worker started with `launcher`, and the
-    /// mapping tables `tables`.
-    pub fn load<'a>(
-        dir: &Path,
-        codecs: impl IntoIterator<Item = &'a str>,
-        tables: impl IntoIterator<Item = &'a str>,
-        launcher: Launcher,
-    ) -> Set {
-        let worker = Worker::new(launcher);
-        let mut set = Set::default();
-        for name in codecs {
-            if !set.codecs.contains_key(name) {
-                set.codecs
-                    .insert(name.to_string(), load(dir, name, &worker));
-            }
-        }
-        for name in tables {
-            if !set.tables.contains_key(name) {
-                set.tables.insert(name.to_string(), load_table(dir, name));
-            }
-        }
-        set
-    }
-
     pub fn codec(&self, name: &str) -> Option<&Result<Script, String>> {
         self.codecs.get(name)
     }
@@ -230,7 +216,10 @@ impl Set {
     }
 
     /// Take the files of `new` (the same names, loaded again), each on its own: where the new
-    /// version failed to load and the one in use had loaded, the one in use is kept. Hands
+    /// version failed to load and the one in use had loaded, the one in use is kept. A codec
+    /// and the table beside it are one [`Script`], kept or taken together; a device's
+    /// `mapping` table is a file of its own, so a new codec can meet the previous version of
+    /// that table (docs/operations.md, "Codec reload"). Hands
     /// back what was replaced, for the caller to drop where freeing engines does no harm.
     pub fn update(&mut self, new: Set) -> Set {
         let mut replaced = Set::default();

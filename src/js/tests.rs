@@ -266,7 +266,7 @@ fn symbolic_links_and_foreign_owners_are_refused() {
     std::os::unix::fs::symlink(outside.path().join("c.toml"), &toml).unwrap();
     let e = dir::load(d, "c", &worker()).err().unwrap();
     assert!(
-        e.contains("c.toml holds a codec and is a symbolic link"),
+        e.contains("c.toml holds a mapping table and is a symbolic link"),
         "{e}"
     );
     assert!(dir::load_table(d, "c").is_err());
