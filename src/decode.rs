@@ -137,7 +137,12 @@ impl Decoder {
                             let codec = d.codec.map(|c| c.id()).or(d.js_codec.as_deref())?;
                             cfg.record.usecases.get(codec).cloned()
                         }),
-                        packed_rec_type: d.packed_rec_type.clone(),
+                        // The device's own, else its codec's domain: Microshare's packed
+                        // recTypes are per domain (`[record] packed_rec_type` is the rest's).
+                        packed_rec_type: d.packed_rec_type.clone().or_else(|| {
+                            let unpacked = d.codec?.rec_type();
+                            Some(format!("{}.packed", unpacked.strip_suffix(".unpacked")?))
+                        }),
                     },
                 )
             })
@@ -724,7 +729,10 @@ mod tests {
         assert_eq!(m.problems("codec_error"), 1);
         let (mut d, _) = cfg("decode_order = [\"codec\"]\n");
         let rec = d.decode(&Input::Uplink(bad)).unwrap();
-        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        assert_eq!(
+            rec.rec_type, "io.microshare.environment.packed",
+            "the codec's domain"
+        );
         assert!(body(&rec)["obj"]["data"]["error"]
             .as_str()
             .unwrap()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::agent::{
     chirpstack_uplink, config_with, publish_all, topics, uplink_topic, uplinks, uplinks_at, Agent,
-    ENV, MOTION, OPENCLOSE, PACKED, TH, WAIT,
+    ENV, MOTION, OPENCLOSE, TH, WAIT,
 };
 use support::{free_udp_port, Kafka, Mosquitto};
 
@@ -49,7 +49,8 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
     agent.wait_metric(&format!("hubgate_mqtt_connected{broker}"), WAIT, |v| v == 1);
     agent.wait_metric("hubgate_kafka_connected", WAIT, |v| v == 1);
 
-    // 5 uplinks per device, and one TBHH100 payload too short for its codec (sent packed).
+    // 5 uplinks per device, and one TBHH100 payload too short for its codec (sent packed, in
+    // the codec's domain).
     let n = 5;
     let mut messages = uplinks(n);
     messages.push((uplink_topic(TH), chirpstack_uplink(TH, 100, 103, &[0x08])));
@@ -62,7 +63,12 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
         total
     );
     assert_eq!(agent.metric("hubgate_received_total"), total);
-    for (rec_type, want) in [(ENV, n), (MOTION, n), (OPENCLOSE, n), (PACKED, 1)] {
+    for (rec_type, want) in [
+        (ENV, n),
+        (MOTION, n),
+        (OPENCLOSE, n),
+        ("io.microshare.environment.packed", 1),
+    ] {
         assert_eq!(
             agent.metric(&format!(
                 "hubgate_delivered_total{{rec_type=\"{rec_type}\"}}"
@@ -72,7 +78,12 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
         );
     }
     // Bytes sent: each recType's keys and values exactly as the broker holds them.
-    for (rec_type, want) in [(ENV, n), (MOTION, n), (OPENCLOSE, n), (PACKED, 1)] {
+    for (rec_type, want) in [
+        (ENV, n),
+        (MOTION, n),
+        (OPENCLOSE, n),
+        ("io.microshare.environment.packed", 1),
+    ] {
         let records = kafka.consume_all(rec_type, want as usize, WAIT);
         let bytes: usize = records.iter().map(|(k, v, _, _)| k.len() + v.len()).sum();
         assert_eq!(

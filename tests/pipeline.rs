@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -257,16 +256,17 @@ async fn bad_input_is_counted_and_nothing_else_is_lost() {
 
     let env = consume(&kafka, ENV, 3);
     assert_eq!(fcnts(&env), vec![1, 2, 3]);
-    let packed = consume(&kafka, PACKED, 2);
-    assert_eq!(
-        packed.len(),
-        2,
-        "unknown device and truncated payload go out packed"
-    );
-    let by_key: BTreeMap<&str, &Value> = packed.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let unknown = by_key["00-04-A3-0B-00-FF-EE-01"];
+    // The unknown device's under the site's packed recType, the truncated payload under its
+    // codec's domain.
+    let packed = consume(&kafka, PACKED, 1);
+    assert_eq!(packed.len(), 1, "the unknown device goes out packed");
+    let (key, unknown) = &packed[0];
+    assert_eq!(key, "00-04-A3-0B-00-FF-EE-01");
     assert_eq!(unknown["obj"]["data"]["meta"]["iot"]["payload"], "deadbeef");
-    let trunc = by_key[dashed(PIR).as_str()];
+    let truncated = consume(&kafka, "io.microshare.motion.packed", 1);
+    assert_eq!(truncated.len(), 1, "the truncated payload goes out packed");
+    let (key, trunc) = &truncated[0];
+    assert_eq!(key, &dashed(PIR));
     assert_eq!(trunc["obj"]["data"]["meta"]["iot"]["payload"], "010b");
     assert!(
         trunc["obj"]["data"]["error"]

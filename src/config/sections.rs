@@ -124,7 +124,8 @@ pub enum WhenFull {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordConfig {
-    /// recType of frames without a codec, or whose codec failed.
+    /// recType of frames sent undecoded from devices without a built-in codec (those with
+    /// one use its domain's packed recType).
     #[serde(default = "default_packed_rec_type")]
     pub packed_rec_type: String,
     /// Tags added to every record's `meta.global`, and ahead of the device's in `obj.tags`.
