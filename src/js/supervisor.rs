@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -81,15 +81,29 @@ impl Launcher {
         }
     }
 
+    /// The worker gets its socket as standard input, stderr for its log lines and nothing
+    /// else: no other descriptor of the agent's (libraries open some without close-on-exec)
+    /// and none of its environment (secrets given through `${VAR}`, `NOTIFY_SOCKET`,
+    /// `CREDENTIALS_DIRECTORY`) but the log filter and the time zone.
     fn spawn(&self) -> io::Result<Process> {
         let (ours, theirs) = UnixStream::pair()?;
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(&self.args)
+            .env_clear()
+            .envs(
+                KEPT_ENV
+                    .iter()
+                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+            .stderr(Stdio::inherit());
+        // SAFETY: the closure only makes syscalls (no allocation, no locks), as is required
+        // between fork and exec.
+        unsafe { command.pre_exec(close_on_exec_from_3) };
+        let child = command.spawn()?;
         Ok(Process {
             child,
             socket: ours,
@@ -99,6 +113,43 @@ impl Launcher {
             timeouts: None,
         })
     }
+}
+
+/// The agent's environment variables a worker gets.
+const KEPT_ENV: [&str; 2] = ["RUST_LOG", "TZ"];
+
+/// Mark every descriptor from 3 on close-on-exec (runs in the child, after its standard
+/// descriptors are in place). Close-on-exec rather than closed: the standard library's
+/// pipe that reports a failed exec to the parent is among them.
+fn close_on_exec_from_3() -> io::Result<()> {
+    // SAFETY: close_range takes plain integers.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if !done {
+        // Kernels before 5.11: one descriptor at a time, up to the highest one allowed.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit, which `limit` is; fcntl takes integers and
+        // fails harmlessly on descriptors that are not open.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let highest = limit.rlim_cur.min(libc::c_int::MAX as libc::rlim_t) as libc::c_int;
+            for fd in 3..highest {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Default for Launcher {

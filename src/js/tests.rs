@@ -330,3 +330,41 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
     let out = c.decode(Some(1), &[20], at()).unwrap();
     assert_eq!(out.normalized[0]["air"]["temperature"], 20);
 }
+
+/// The worker holds its socket, /dev/null and stderr and nothing else of the agent's: no
+/// descriptor a library left open across exec, no environment variable but its own.
+#[test]
+fn the_worker_inherits_no_descriptors_and_no_environment() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: dup returns a new descriptor (without close-on-exec), owned from here on.
+    let left_open = unsafe { OwnedFd::from_raw_fd(libc::dup(2)) };
+    assert!(std::env::var_os("PATH").is_some());
+    let w = worker();
+    let _c = w
+        .load("test.js", "function decodeUplink(i) { return {data: {}}; }")
+        .unwrap();
+    let pid = w.pid().unwrap();
+    let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, [0, 1, 2]);
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let names: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v.split(|&b| b == b'=').next().unwrap()).into())
+        .collect();
+    assert!(
+        names.contains(&worker::harness::ENV.to_string()),
+        "{names:?}"
+    );
+    for name in &names {
+        assert!(
+            [worker::harness::ENV, "RUST_LOG", "TZ"].contains(&name.as_str()),
+            "{names:?}"
+        );
+    }
+    drop(left_open);
+}
