@@ -522,29 +522,58 @@ impl Read for Until<'_> {
     }
 }
 
-/// The CPU time process `pid` has used (`/proc/PID/stat`: utime and stime, in clock ticks).
+/// The CPU time process `pid` has used, read from its CPU clock. Not from `/proc/PID/stat`:
+/// the worker runs the agent's start-up, which makes it not dumpable, and under the unit's
+/// `ProtectProc=invisible` a process that is not dumpable is missing from `/proc`, so a
+/// worker only waiting for a CPU would be taken for a stuck one and killed.
 fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which is in parentheses and may hold anything.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a constant.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
+    let pid = libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)?;
+    let mut clock = 0;
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: each writes one value of the type it is given.
+    let read = unsafe {
+        libc::clock_getcpuclockid(pid, &mut clock) == 0 && libc::clock_gettime(clock, &mut t) == 0
+    };
+    read.then(|| Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The patience with a worker that waits for a CPU rests on reading its CPU time.
+    /// The patience with a worker that waits for a CPU rests on reading its CPU time, also
+    /// of a process that is not dumpable.
     #[test]
     fn cpu_time_of_a_process_is_read() {
-        let t0 = cpu_time(std::process::id()).unwrap();
-        let start = Instant::now();
-        while cpu_time(std::process::id()).unwrap() < t0 + Duration::from_millis(30) {
-            assert!(start.elapsed() < Duration::from_secs(60));
+        // SAFETY: the child only makes syscalls and spins until it is killed.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+            loop {
+                std::hint::spin_loop();
+            }
         }
+        let pid = child as u32;
+        let start = Instant::now();
+        let reached = loop {
+            match cpu_time(pid) {
+                Some(t) if t >= Duration::from_millis(30) => break true,
+                Some(_) if start.elapsed() < Duration::from_secs(60) => {}
+                _ => break false,
+            }
+        };
+        // SAFETY: the child is ours and not reaped yet.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        assert!(reached);
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap();
+        assert_eq!(cpu_time(pid_max.trim().parse().unwrap()), None);
         assert_eq!(cpu_time(u32::MAX), None);
     }
 }
