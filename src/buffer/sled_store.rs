@@ -247,7 +247,7 @@ fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     loop {
         match sled::Config::new()
             .path(dir)
-            .cache_capacity(16 << 20)
+            .cache_capacity(4 << 20)
             .flush_every_ms(None)
             .open()
         {
