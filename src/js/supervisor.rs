@@ -247,6 +247,7 @@ struct Supervisor {
 
 impl Supervisor {
     fn load(&mut self, name: &str, source: &str) -> Result<u32, JsError> {
+        self.forget_dead_worker();
         let id = self.codecs.len() as u32;
         self.codecs.push(Codec {
             name: name.to_string(),
@@ -276,6 +277,7 @@ impl Supervisor {
             }
             codec.quarantined_until = None;
         }
+        self.forget_dead_worker();
         let result = self
             .ensure_loaded(id)
             .and_then(|()| {
@@ -351,6 +353,18 @@ impl Supervisor {
             Err(Fault::Broke(what)) => {
                 let end = self.stop();
                 Err(JsError::Crashed(format!("{what}; it {end}")))
+            }
+        }
+    }
+
+    /// Reap a worker that ended since its latest answer (killed from outside, out of
+    /// memory): the call starts a new one instead of failing on the dead one, and strikes
+    /// no codec for it.
+    fn forget_dead_worker(&mut self) {
+        if let Some(p) = &mut self.process {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                log::warn!("JavaScript worker {}: {}", p.child.id(), ended(status));
+                self.process = None;
             }
         }
     }

@@ -368,3 +368,30 @@ fn the_worker_inherits_no_descriptors_and_no_environment() {
     }
     drop(left_open);
 }
+
+/// A stop signal for the whole group leaves the worker be; a worker that died between calls
+/// is replaced before the next call, which neither fails nor strikes its codec.
+#[test]
+fn the_worker_ignores_stop_signals_and_a_dead_one_costs_no_call() {
+    let c = codec("function decodeUplink(i) { return {data: {b: i.bytes[0]}}; }");
+    let b = |n: u8| c.decode(Some(1), &[n], at()).unwrap().data["b"].clone();
+    assert_eq!(b(1), 1);
+    let pid = c.worker().pid().unwrap();
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: kill takes plain integers; the worker is ours and not reaped.
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        // A signal that ended it would have been handled before it read the request.
+        assert_eq!(b(2), 2);
+        assert_eq!(c.worker().pid(), Some(pid));
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    // Until it has ended, left unreaped for the supervisor.
+    // SAFETY: waitid writes one siginfo_t, which `info` is.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let waited =
+        unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    assert_eq!(waited, 0);
+    assert_eq!(b(3), 3);
+    assert_ne!(c.worker().pid(), Some(pid));
+}

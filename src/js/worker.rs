@@ -29,6 +29,7 @@ const CPU_BACKSTOP: u64 = 10;
 
 /// Run the worker on standard input until the agent goes away.
 pub fn main() -> ! {
+    ignore_stop_signals();
     limit_self();
     end_with_the_agent();
     // SAFETY: standard input is the worker's end of the socket (see the module comment);
@@ -113,6 +114,16 @@ fn limit_self() {
     set("open files", libc::RLIMIT_NOFILE, 3);
     // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+}
+
+/// SIGTERM, SIGINT and SIGHUP are meant for the agent (systemd, a terminal's Ctrl-C and a
+/// reload reach the whole group): the worker ends when the agent closes its socket, so a stop
+/// never cuts a call short and costs an innocent frame its codec.
+fn ignore_stop_signals() {
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: setting a signal to be ignored takes no handler of ours.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
 }
 
 /// The CPU time this process has used.
