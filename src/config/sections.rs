@@ -41,7 +41,8 @@ pub struct BufferConfig {
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// The same window in bytes (records' bodies, keys and ids; each is held twice, by
-    /// hubgate and by the producer): whichever bound is reached first closes it.
+    /// hubgate and by the producer): whichever bound is reached first closes it. 0 counts as
+    /// 1: one record at a time, never none.
     #[serde(
         default = "default_max_in_flight_bytes",
         deserialize_with = "de_size",

@@ -111,7 +111,7 @@ impl Ledger {
             metrics,
             dedup,
             max_in_flight: cfg.max_in_flight.max(1),
-            max_in_flight_bytes: cfg.max_in_flight_bytes,
+            max_in_flight_bytes: cfg.max_in_flight_bytes.max(1),
             in_flight_bytes: 0,
             spill_after: cfg.spill_after,
             max_age_ms: cfg.max_age.as_millis() as u64,
@@ -789,6 +789,22 @@ mod tests {
             (1, 0),
             "sent, not spilled"
         );
+
+        let zero = BufferConfig {
+            max_in_flight_bytes: 0,
+            ..cfg
+        };
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &zero, metrics.clone());
+        let (tx, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(StdoutSink::new(false, tx));
+        let mut ledger = Ledger::new(&zero, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        assert!(
+            ledger.takes_patient(t0),
+            "a bound of 0 still lets one record go"
+        );
+        ledger.take(Some(record(0)), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!((ledger.held(), metrics.spilled.get()), (1, 0));
     }
 
     /// The forwarder ticks seldom while the ledger is quiet, so it is quiet only while a tick
