@@ -94,7 +94,7 @@ impl Forwarder {
         self.decoder.reloader()
     }
 
-    /// Beats once per round, for the systemd watchdog.
+    /// Beats once per round and once per frame it decodes, for the systemd watchdog.
     pub fn heartbeat(&self) -> Heartbeat {
         self.heartbeat.clone()
     }
@@ -235,6 +235,9 @@ impl Forwarder {
     }
 
     fn take(&mut self, f: Frame) {
+        // Per frame, not only per round: a round of up to BATCH frames whose JavaScript
+        // codecs each take their full deadline would otherwise outlast the watchdog.
+        self.heartbeat.beat();
         self.metrics.received.inc(f.source);
         let record = self.decoder.decode(&f.input);
         self.ledger.keep_fcnts(self.decoder.take_fcnts());
@@ -324,6 +327,7 @@ fn idle_tick(watchdog: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::{Ack, Input};
 
     #[test]
     fn the_idle_tick_beats_between_two_watchdog_pings() {
@@ -333,5 +337,41 @@ mod tests {
             idle_tick(Some(Duration::from_millis(400))),
             Duration::from_millis(100)
         );
+    }
+
+    /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves
+    /// with every frame, not only between rounds.
+    #[test]
+    fn the_heartbeat_moves_with_every_frame_of_a_round() {
+        let cfg = crate::config::Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+        let metrics = Metrics::new();
+        let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let store = crate::buffer::MemoryStore::default();
+        let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
+        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let decoder = Decoder::new(&cfg, metrics.clone());
+        let dedup = cfg.record.dedup_window;
+        let mut forwarder =
+            Forwarder::new(&cfg.buffer, dedup, decoder, buffer, Box::new(sink), metrics).unwrap();
+        let (tx, mut frames) = tokio::sync::mpsc::channel(BATCH);
+        for n in 0..BATCH {
+            let status = Input::GatewayStatus {
+                gateway_id: format!("gw{n}"),
+                stat: serde_json::Map::new(),
+                time: SystemTime::UNIX_EPOCH,
+            };
+            let frame = Frame {
+                source: "test",
+                input: status,
+                ack: Ack::None,
+            };
+            tx.try_send(frame).ok().unwrap();
+        }
+        let heartbeat = forwarder.heartbeat();
+        let before = heartbeat.count();
+        let first = frames.try_recv().unwrap();
+        forwarder.take_batch(first, &mut frames, |_| true);
+        assert!(frames.try_recv().is_err());
+        assert_eq!(heartbeat.count() - before, BATCH as u64);
     }
 }
