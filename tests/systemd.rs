@@ -9,8 +9,11 @@ use support::run_ok;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hubgate.service");
 const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hubgate.sysusers");
-/// `systemd-analyze security` calls 2.0 and below "OK"; the unit is at 1.5 and stays there.
-const MAX_EXPOSURE: f64 = 1.5;
+/// `systemd-analyze security` calls 2.0 and below "OK"; the unit is at 1.6 and stays there.
+/// It was 1.5 until the JavaScript codec worker needed `setrlimit`/`prlimit64` back from
+/// `~@resources` to cap itself: the analyzer charges 0.2 for the group once any member is
+/// allowed, though with an empty capability bounding set a limit can only be lowered.
+const MAX_EXPOSURE: f64 = 1.6;
 
 #[test]
 fn unit_exposure_is_ok() {
