@@ -653,6 +653,19 @@ mod tests {
     use crate::buffer::MemoryStore;
     use crate::sink::stdout::StdoutSink;
 
+    /// A ledger over `buffer` and a stdout sink, with the receiver of the sink's reports.
+    fn stdout_ledger(
+        cfg: &BufferConfig,
+        buffer: Buffer,
+        metrics: &Arc<Metrics>,
+        now: (Instant, SystemTime),
+    ) -> (Ledger, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
+        let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(StdoutSink::new(false, tx));
+        let ledger = Ledger::new(cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        (ledger, reports)
+    }
+
     fn record(n: u32) -> Record {
         Record {
             id: format!("id-{n}"),
@@ -673,10 +686,8 @@ mod tests {
         for n in 0..3 {
             buffer.push(u64::from(n), &record(n)).unwrap();
         }
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(StdoutSink::new(false, tx));
         let now = (Instant::now(), SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (mut ledger, _rx) = stdout_ledger(&cfg, buffer, &metrics, now);
         // Held back, so the drain leaves the buffer as it is.
         ledger.park(
             "t",
@@ -708,11 +719,9 @@ mod tests {
         };
         let metrics = Metrics::new();
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(StdoutSink::new(false, tx));
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let mut confirmed = Vec::new();
         for n in 0..100 {
             while !ledger.takes_patient(t0) {
@@ -759,11 +768,9 @@ mod tests {
         };
         let metrics = Metrics::new();
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(StdoutSink::new(false, tx));
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let mut n = 0;
         while ledger.takes_patient(t0) {
             ledger.take(Some(record(n)), Ack::None, t0);
@@ -795,9 +802,7 @@ mod tests {
             ..cfg
         };
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &zero, metrics.clone());
-        let (tx, _reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(StdoutSink::new(false, tx));
-        let mut ledger = Ledger::new(&zero, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (mut ledger, _reports) = stdout_ledger(&zero, buffer, &metrics, now);
         assert!(
             ledger.takes_patient(t0),
             "a bound of 0 still lets one record go"
@@ -815,11 +820,9 @@ mod tests {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(StdoutSink::new(false, tx));
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         assert!(ledger.quiet());
 
         ledger.take(None, Ack::None, t0);
@@ -868,10 +871,8 @@ mod tests {
             };
             buffer.push(n as u64, &rec).unwrap();
         }
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(StdoutSink::new(false, tx));
         let now = (Instant::now(), wall);
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (mut ledger, _rx) = stdout_ledger(&cfg, buffer, &metrics, now);
         ledger.clock(synchronized, now.0, wall);
         (ledger, metrics)
     }
