@@ -6,6 +6,8 @@
 
 #[path = "support/codec_files.rs"]
 mod codec_files;
+#[path = "support/rss.rs"]
+mod rss;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -199,18 +201,6 @@ fn a_codec_that_keeps_hanging_is_quarantined() {
     good_decodes(&mut d);
 }
 
-/// Resident memory of this process in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 4096
-}
-
 /// A codec that keeps everything grows its worker's heap to the limit, not the agent's: the
 /// worker runs out of memory, is replaced, and the agent's RSS stays where it was.
 #[test]
@@ -219,7 +209,7 @@ fn a_leaking_codec_does_not_grow_the_agent() {
     for _ in 0..50 {
         d.decode(&uplink(BAD, &[0])).unwrap();
     }
-    let before = rss();
+    let before = rss::rss(std::process::id());
     let mut most = 0;
     for _ in 0..2_000 {
         let rec = d.decode(&uplink(BAD, &[0])).unwrap();
@@ -227,7 +217,7 @@ fn a_leaking_codec_does_not_grow_the_agent() {
             most = most.max(kept);
         }
     }
-    let after = rss();
+    let after = rss::rss(std::process::id());
     // 20 KB a call: the codec held more than 12 MB at its most, then ran out.
     assert!(most > 600, "{most}");
     assert!(m.problems("js_oom") >= 1);

@@ -13,21 +13,11 @@ use proptest::test_runner::{Config, TestRunner};
 
 #[path = "support/codec_files.rs"]
 mod codec_files;
+#[path = "support/rss.rs"]
+mod rss;
 
 fn launcher() -> Launcher {
     Launcher::program(env!("CARGO_BIN_EXE_hubgate"))
-}
-
-/// Resident memory of process `pid` in bytes.
-fn rss(pid: u32) -> u64 {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 4096
 }
 
 fn time() -> SystemTime {
@@ -47,7 +37,11 @@ fn bounded(codec: &JsCodec, fport: Option<u8>, bytes: &[u8]) -> Result<(), TestC
         Err(e) => prop_assert!(!e.to_string().contains('\n'), "{e}"),
     }
     if let Some(pid) = codec.worker().pid() {
-        prop_assert!(rss(pid) <= WORKER_MEMORY, "worker RSS {}", rss(pid));
+        prop_assert!(
+            rss::rss(pid) <= WORKER_MEMORY,
+            "worker RSS {}",
+            rss::rss(pid)
+        );
     }
     Ok(())
 }
@@ -55,9 +49,9 @@ fn bounded(codec: &JsCodec, fport: Option<u8>, bytes: &[u8]) -> Result<(), TestC
 /// This process's RSS grew by less than 16 MiB while `f` ran: the codecs' memory is the
 /// worker's.
 fn flat(f: impl FnOnce()) {
-    let before = rss(std::process::id());
+    let before = rss::rss(std::process::id());
     f();
-    let after = rss(std::process::id());
+    let after = rss::rss(std::process::id());
     assert!(after < before + (16 << 20), "RSS {before} -> {after} bytes");
 }
 

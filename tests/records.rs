@@ -129,27 +129,33 @@ fn a_record_matches_microshares_published_example_field_by_field() {
     assert_eq!(ours["id"], ours["obj"]["id"]);
 }
 
-/// `hubgate decode` prints the `obj` the sink sends for the same uplink, byte for byte.
-#[test]
-fn decode_prints_the_bytes_the_sink_sends() {
-    let dir = tempfile::tempdir().unwrap();
-    let uplink = r#"{"time":"2023-10-02T13:28:32.556Z","deviceInfo":{"devEui":"0016160000000cbb"},"fCnt":6,"fPort":103,"data":"MQs3I84B/////zc="}"#;
-    let uplinks = dir.path().join("uplinks.jsonl");
+/// `hubgate run` of a site config in `dir` that replays `uplink` to stdout: the config's path
+/// and what the sink sent.
+fn replayed(dir: &std::path::Path, uplink: &str) -> (std::path::PathBuf, String) {
+    let uplinks = dir.join("uplinks.jsonl");
     std::fs::write(&uplinks, format!("{uplink}\n")).unwrap();
-    let config = dir.path().join("site.toml");
+    let config = dir.join("site.toml");
     let site = format!(
         "{SITE}\n[buffer]\npath = {buffer:?}\n[[source]]\ntype = \"replay\"\npath = {uplinks:?}\ninterval = \"0s\"\n",
-        buffer = dir.path().join("buffer"),
+        buffer = dir.join("buffer"),
     );
     std::fs::write(&config, site).unwrap();
-    let config = config.to_str().unwrap();
-    let run = hubgate(&["run", "-c", config]);
+    let run = hubgate(&["run", "-c", config.to_str().unwrap()]);
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let sent = String::from_utf8(run.stdout).unwrap();
+    (config, String::from_utf8(run.stdout).unwrap())
+}
+
+/// `hubgate decode` prints the `obj` the sink sends for the same uplink, byte for byte.
+#[test]
+fn decode_prints_the_bytes_the_sink_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let uplink = r#"{"time":"2023-10-02T13:28:32.556Z","deviceInfo":{"devEui":"0016160000000cbb"},"fCnt":6,"fPort":103,"data":"MQs3I84B/////zc="}"#;
+    let (config, sent) = replayed(dir.path(), uplink);
+    let config = config.to_str().unwrap();
     let args = [
         "decode",
         "-c",
@@ -190,22 +196,8 @@ fn decode_of_a_whole_uplink_prints_the_bytes_the_sink_sends() {
     let uplink = r#"{"time":"2023-10-02T13:28:32.556Z","deviceInfo":{"devEui":"0016160000000cbb","deviceName":"wc-men-west"},"fCnt":6,"fPort":103,"data":"MQs3I84B/////zc=","rxInfo":[{"gatewayId":"b827ebfffe000001","rssi":-79,"snr":9.5,"channel":7}],"txInfo":{"frequency":903700000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":10}}}}"#;
     let file = dir.path().join("uplink.json");
     std::fs::write(&file, uplink).unwrap();
-    let uplinks = dir.path().join("uplinks.jsonl");
-    std::fs::write(&uplinks, format!("{uplink}\n")).unwrap();
-    let config = dir.path().join("site.toml");
-    let site = format!(
-        "{SITE}\n[buffer]\npath = {buffer:?}\n[[source]]\ntype = \"replay\"\npath = {uplinks:?}\ninterval = \"0s\"\n",
-        buffer = dir.path().join("buffer"),
-    );
-    std::fs::write(&config, site).unwrap();
+    let (config, sent) = replayed(dir.path(), uplink);
     let config = config.to_str().unwrap();
-    let run = hubgate(&["run", "-c", config]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let sent = String::from_utf8(run.stdout).unwrap();
     let decode = hubgate(&["decode", "-c", config, "--uplink", file.to_str().unwrap()]);
     assert!(
         decode.status.success(),
