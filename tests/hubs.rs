@@ -292,12 +292,9 @@ fn a_refused_creation_is_asked_again_and_the_parked_records_follow() {
     // The operator gives the key Manage. The replay has ended, so hubgate stops once the
     // parked records are delivered: its last status line tells.
     broker.set_answers(Answers::default());
-    let deadline = std::time::Instant::now() + RUN;
-    while agent.alive() {
-        assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = agent.wait_exit(RUN, "the end of the replay");
     let log = agent.full_log();
+    assert!(status.success(), "{status}: {log}");
     assert!(
         log.contains("out 10, buffered 0 record(s) / 0 B, dropped 0,"),
         "{log}"

@@ -1,7 +1,7 @@
 //! In-memory [`Store`] for tests and for `hubgate decode`-style one-shot use.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{BufferError, StateEntry, Store};
@@ -14,6 +14,8 @@ pub struct MemoryStore {
     state: BTreeMap<Vec<u8>, Vec<u8>>,
     /// A pretend disk's free space, shared by clones so a test can change it underway.
     disk_free: Option<Arc<AtomicU64>>,
+    /// A pretend disk that refuses flushes, shared by clones likewise.
+    flush_fails: Arc<AtomicBool>,
 }
 
 impl MemoryStore {
@@ -28,6 +30,10 @@ impl MemoryStore {
         if let Some(free) = &self.disk_free {
             free.store(bytes, Ordering::Relaxed);
         }
+    }
+
+    pub fn set_flush_fails(&self, fails: bool) {
+        self.flush_fails.store(fails, Ordering::Relaxed);
     }
 }
 
@@ -84,6 +90,9 @@ impl Store for MemoryStore {
     }
 
     fn flush(&mut self) -> Result<u64, BufferError> {
+        if self.flush_fails.load(Ordering::Relaxed) {
+            return Err(BufferError::Storage("the disk refuses the flush".into()));
+        }
         Ok(0)
     }
 

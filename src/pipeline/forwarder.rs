@@ -26,7 +26,7 @@ const BATCH: usize = 256;
 const TICK: Duration = Duration::from_millis(100);
 /// Housekeeping while there is nothing of that (the clock's state, a producer that failed
 /// with nothing to send, the watchdog's heartbeat): an idle agent wakes once a second.
-const IDLE_TICK: Duration = Duration::from_secs(1);
+pub(super) const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for the sink to confirm what is in flight before spilling it.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
@@ -262,8 +262,8 @@ impl Forwarder {
         deliveries: &mut UnboundedReceiver<Delivery>,
     ) -> Result<(), BufferError> {
         self.settle(deliveries)?;
-        // Dropped first: what it still held is reported (as failed) before the reports
-        // are taken below.
+        // Dropped first: its last reports are in before they are taken below (what it
+        // still held is in the buffer since `settle`, and is sent from there).
         drop(self.ledger.replace_sink(sink));
         self.sink_restarted(deliveries)?;
         log::info!("sink replaced (new credentials); buffered records are sent with the new one");

@@ -650,7 +650,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::MemoryStore;
+    use crate::buffer::{MemoryStore, Store};
     use crate::sink::stdout::StdoutSink;
 
     /// A ledger over `buffer` and a stdout sink, with the receiver of the sink's reports.
@@ -853,6 +853,83 @@ mod tests {
         ledger.tick(later);
         ledger.end_round(later).unwrap();
         assert!(ledger.quiet());
+    }
+
+    /// Nor while something waits for the disk: a flush that failed (tried again each tick,
+    /// the acknowledgements held), a frame counter to sync, records that found no room in the
+    /// buffer; nor while the buffer's oldest record left and the next one's age is to be
+    /// looked up (the buffer still holds records then).
+    #[test]
+    fn not_quiet_while_something_waits_for_the_disk() {
+        let cfg = BufferConfig {
+            when_full: crate::config::WhenFull::Block,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        // The last run left a dead letter, which this run has yet to flush.
+        let mut store = MemoryStore::default();
+        store.dead_letter(0, Vec::new()).unwrap();
+        store.set_flush_fails(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let now = (t0, SystemTime::now());
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        ledger.end_round(t0).unwrap();
+        assert!(!ledger.quiet(), "a failed flush is tried again");
+        let dead = Record {
+            rec_type: DEAD_LETTER.into(),
+            ..record(0)
+        };
+        ledger.take(Some(dead), Ack::None, t0);
+        ledger.tick(t0);
+        ledger.end_round(t0).unwrap();
+        assert!(!ledger.quiet(), "it failed again");
+        store.set_flush_fails(false);
+        // Ticks at `t` and 5 s later: the buffer's housekeeping is done by then (a dead
+        // letter leaves the buffer like a delivered record).
+        let settled = |ledger: &mut Ledger, t: Instant| {
+            for t in [t, t + Duration::from_secs(5)] {
+                ledger.tick(t);
+                ledger.end_round(t).unwrap();
+            }
+            ledger.quiet()
+        };
+        assert!(settled(&mut ledger, t0), "flushed");
+
+        let eui = DevEui([1; 8]);
+        ledger.keep_fcnts(vec![(DevAddr(1), eui, 7)]);
+        ledger.end_round(t0).unwrap();
+        assert!(!ledger.quiet(), "a frame counter waits for its sync");
+        assert!(settled(&mut ledger, Instant::now()));
+
+        // Spilled by a slow sink, then the oldest is confirmed and leaves.
+        for n in 1..=2 {
+            ledger.take(Some(record(n)), Ack::None, t0);
+        }
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        assert_eq!(ledger.buffered(), 2);
+        ledger.delivered(reports.try_recv().unwrap(), late).unwrap();
+        ledger.end_round(late).unwrap();
+        assert!(!ledger.quiet(), "the next oldest's age is to be looked up");
+        ledger.delivered(reports.try_recv().unwrap(), late).unwrap();
+        assert!(settled(&mut ledger, late));
+
+        // No room in the buffer: the record waits in memory, its source unacknowledged.
+        let full = BufferConfig {
+            max_bytes: 1,
+            ..cfg
+        };
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &full, metrics.clone());
+        let (mut ledger, _reports) = stdout_ledger(&full, buffer, &metrics, now);
+        let missing = crate::sink::refusal::Setup::default().missing("t");
+        ledger.park("t", missing, t0);
+        ledger.take(Some(record(3)), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!((ledger.held(), ledger.buffered()), (1, 0));
+        assert!(!ledger.accepting());
+        assert!(!ledger.quiet(), "a record waits for room in the buffer");
     }
 
     /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,

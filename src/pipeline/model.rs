@@ -8,9 +8,11 @@
 //! - a scripted Kafka-like sink: per-device order, reports in any order across devices and
 //!   late, local queue full, transient failures, parked hubs, refusals, timeouts after the
 //!   write; a failure stops the producer (the gap-less guarantee) until `tick` replaces it,
-//!   and a dropped sink reports what it held as failed,
+//!   and a replaced or dropped producer makes no report on what it held (librdkafka purges
+//!   it),
 //! - a store that keeps only what was flushed when it crashes, and can fail to flush,
-//! - a clock the script moves.
+//! - a clock the script moves, and the shell's tick: every step of the clock while the
+//!   ledger has something to do, at most once a second while it is quiet.
 //!
 //! After every step: nothing acknowledged is lost (delivered, or in the flushed buffer, or
 //! dead-lettered), and memory stays bounded. At the end, once the sink heals: every uplink is
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use proptest::prelude::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use super::forwarder::IDLE_TICK;
 use super::ledger::Ledger;
 use crate::buffer::{self, Buffer, BufferError, MemoryStore, Store};
 use crate::config::{BufferConfig, WhenFull};
@@ -298,30 +301,21 @@ impl Broker {
 struct ModelSink {
     broker: Arc<Mutex<Broker>>,
     producer: u64,
-    reports: UnboundedSender<Delivery>,
 }
 
 impl ModelSink {
-    fn new(broker: &Arc<Mutex<Broker>>, reports: UnboundedSender<Delivery>) -> Self {
+    fn new(broker: &Arc<Mutex<Broker>>) -> Self {
         let producer = broker.lock().unwrap().new_producer();
         ModelSink {
             broker: broker.clone(),
             producer,
-            reports,
         }
     }
 
-    /// What this producer still holds is reported failed (as librdkafka does when a
-    /// producer is destroyed).
-    fn fail_held(&self, b: &mut Broker) {
-        let producer = self.producer;
-        for (_, seq, _, _) in b.held.iter().filter(|h| h.0 == producer) {
-            let _ = self.reports.send(Delivery {
-                seq: *seq,
-                result: Err(SinkError::Retry("producer destroyed".into())),
-            });
-        }
-        b.held.retain(|h| h.0 != producer);
+    /// What this producer still holds is purged: never written, and no report (as the
+    /// Kafka sink does when it replaces or drops a producer).
+    fn purge_held(&self, b: &mut Broker) {
+        b.held.retain(|h| h.0 != self.producer);
     }
 }
 
@@ -347,7 +341,7 @@ impl Sink for ModelSink {
         if !b.stopped.contains(&self.producer) {
             return false;
         }
-        self.fail_held(&mut b);
+        self.purge_held(&mut b);
         self.producer = b.new_producer();
         true
     }
@@ -359,7 +353,7 @@ impl Drop for ModelSink {
     fn drop(&mut self) {
         let broker = self.broker.clone();
         let mut b = broker.lock().unwrap();
-        self.fail_held(&mut b);
+        self.purge_held(&mut b);
     }
 }
 
@@ -405,6 +399,8 @@ struct World {
     puback_tx: UnboundedSender<(rumqttc::QoS, u16)>,
     pubacks: UnboundedReceiver<(rumqttc::QoS, u16)>,
     now: Instant,
+    /// The shell's last tick.
+    ticked: Instant,
     wall: SystemTime,
     restarts: usize,
     /// Sent again (`Again`) in this run.
@@ -432,6 +428,7 @@ impl World {
             puback_tx,
             pubacks,
             now: Instant::now(),
+            ticked: Instant::now(),
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             restarts: 0,
             copies: BTreeSet::new(),
@@ -462,7 +459,7 @@ impl World {
         let store = ModelStore(self.disk.clone());
         let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
         let (report_tx, reports) = unbounded_channel();
-        let sink = ModelSink::new(&self.broker, report_tx.clone());
+        let sink = ModelSink::new(&self.broker);
         let ledger = Ledger::new(
             &cfg,
             DEDUP_WINDOW,
@@ -611,8 +608,7 @@ impl World {
             }
             Step::Rotate => {
                 self.settle();
-                let tx = self.agent().report_tx.clone();
-                let new = ModelSink::new(&self.broker, tx);
+                let new = ModelSink::new(&self.broker);
                 drop(self.ledger().replace_sink(Box::new(new)));
                 self.take_reports();
                 self.ledger().resend_in_flight();
@@ -633,12 +629,14 @@ impl World {
         self.drain_pubacks();
     }
 
-    /// The shell's tick. While the ledger is quiet the shell ticks only once a second; here
-    /// not at all, so nothing may depend on those ticks.
+    /// The shell's tick: at every step of the clock while the ledger has something to do,
+    /// at most once a second while it is quiet (e.g. a producer stopped by a refused record
+    /// that was dead-lettered is replaced then).
     fn tick(&mut self) {
-        if self.ledger().quiet() {
+        if self.ledger().quiet() && self.now.duration_since(self.ticked) < IDLE_TICK {
             return;
         }
+        self.ticked = self.now;
         if self.ledger().sink().tick() {
             self.take_reports();
             self.ledger().resend_in_flight();

@@ -188,16 +188,27 @@ impl ClientContext for DeliveryContext {
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<u64>;
 
+    /// A record purged from a producer being replaced or dropped gets no report: the
+    /// forwarder sends what got none again once the old producer is gone, with no failure
+    /// counted and no back-off (nothing is wrong with the sink).
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let result = match result {
             Ok(m) => {
                 self.hubs.delivered(m.topic());
                 Ok(handed_over(m))
             }
+            Err((e, _)) if is_purged(e) => return,
             Err((e, msg)) => Err(failed(e, msg.topic(), &self.hubs, &self.config)),
         };
         let _ = self.deliveries.send(Delivery { seq: *seq, result });
     }
+}
+
+fn is_purged(e: &KafkaError) -> bool {
+    matches!(
+        error_code(e),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
 }
 
 /// The bytes of a message as the producer was given them: value, key, header names and
@@ -278,6 +289,10 @@ pub struct KafkaSink {
 
 /// The least time between two producer replacements.
 const REBUILD_MIN: Duration = Duration::from_secs(1);
+
+/// How long a producer that still works may confirm what it holds before it is replaced
+/// (the forwarder waits meanwhile); what it has not confirmed by then is sent again.
+const FLUSH_BEFORE_REPLACING: Duration = Duration::from_secs(1);
 
 fn create(
     config: &ClientConfig,
@@ -397,11 +412,13 @@ impl Sink for KafkaSink {
     /// settings, unless the broker will not have an idempotent producer (it does not
     /// support one, or the key lacks the right): then without idempotence.
     ///
-    /// The old producer reports what it still held as failed while it is dropped; `true`
-    /// tells the forwarder to take those reports and start again from the oldest record,
-    /// so nothing overtakes them.
+    /// What the old producer still held gets no report (it is purged); `true` tells the
+    /// forwarder to take the reports it did make and send the rest again, oldest first, so
+    /// nothing overtakes them.
     ///
-    /// Likewise once a hub this producer saw vanish exists again (see `vanished`).
+    /// Likewise once a hub this producer saw vanish exists again (see `vanished`); that
+    /// producer still works, so it first gets [`FLUSH_BEFORE_REPLACING`] to confirm what it
+    /// holds, which is then not sent twice.
     fn tick(&mut self) -> bool {
         let fatal = self.producer.client().fatal_error();
         let back = self
@@ -422,6 +439,8 @@ impl Sink for KafkaSink {
                 "kafka: hub {:?} exists again: a new producer, which sees it",
                 back.unwrap_or_default()
             );
+            // Confirmed or not by then, what it holds is accounted for below.
+            let _ = self.producer.flush(FLUSH_BEFORE_REPLACING);
             return self.replace_producer();
         };
         if code == RDKafkaErrorCode::GaplessGuarantee {
@@ -518,8 +537,9 @@ mod tests {
     }
 
     /// A record refused for good fails the producer (gap-less guarantee): records are
-    /// refused until the next tick replaces it, what it still held comes back as a retry,
-    /// and a new producer with the same settings takes them all.
+    /// refused until the next tick replaces it, what it still held gets no report (no
+    /// failure to count or back off for: the forwarder sends it again), and a new producer
+    /// with the same settings takes them all.
     #[tokio::test]
     async fn a_producer_failed_by_a_gap_is_replaced_as_it_was() {
         let mock = MockCluster::new(1).unwrap();
@@ -534,9 +554,8 @@ mod tests {
         assert!(matches!(sink.send(3, &record(3)), Err(SinkError::Retry(_))));
         assert!(sink.tick(), "replaced");
         assert!(!sink.tick(), "replaced once");
-        let held = next(&mut rx).await;
-        assert_eq!(held.seq, 2);
-        assert!(matches!(held.result, Err(SinkError::Retry(_))), "{held:?}");
+        // The old producer made its last reports while it was dropped.
+        assert!(rx.try_recv().is_err(), "no report for the record it held");
         assert_eq!(idempotent(&sink), Some("true"));
         mock.broker_up(1).unwrap();
         sink.send(2, &record(2)).unwrap();
@@ -545,6 +564,39 @@ mod tests {
             let d = next(&mut rx).await;
             assert_eq!((d.seq, d.result.is_ok()), (seq, true));
         }
+    }
+
+    /// A producer replaced because a hub it saw vanish exists again still works: it gets
+    /// to confirm what it holds first (here a record that would linger a minute), so that
+    /// record is confirmed, not purged and sent twice.
+    #[tokio::test]
+    async fn a_working_producer_confirms_what_it_holds_before_it_is_replaced() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let mut c = base_config();
+        c.set("bootstrap.servers", mock.bootstrap_servers())
+            .set("linger.ms", "60000");
+        let (tx, mut rx) = unbounded_channel();
+        let (parks, _parked) = unbounded_channel();
+        let hubs = super::super::provision::start(Default::default(), parks);
+        let since = Instant::now();
+        let mut sink =
+            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), hubs.clone()).unwrap();
+        sink.send(1, &record(1)).unwrap();
+        sink.flush(Duration::from_secs(20));
+        assert!(next(&mut rx).await.result.is_ok(), "the producer is up");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !hubs.found_since(TOPIC, since) {
+            assert!(Instant::now() < deadline, "the provisioner finds {TOPIC}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sink.send(2, &record(2)).unwrap();
+        sink.vanished.insert(TOPIC.into(), since);
+        assert!(sink.tick(), "replaced");
+        let d = rx
+            .try_recv()
+            .expect("a report before the old producer went");
+        assert_eq!((d.seq, d.result.is_ok()), (2, true), "{d:?}");
     }
 
     /// A site that turns idempotence off in `[sink.properties]` still gets a producer

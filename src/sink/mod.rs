@@ -56,13 +56,14 @@ pub type Deliveries = UnboundedSender<Delivery>;
 
 pub trait Sink: Send {
     /// Hand one record over. `Err` means it was not taken (the queue is full, or it is
-    /// rejected); `Ok` means a [`Delivery`] for `seq` will follow. A confirmed delivery
+    /// rejected); `Ok` means a [`Delivery`] for `seq` will follow, unless the sink starts over
+    /// or is dropped first (the forwarder then sends what got none again). A confirmed delivery
     /// carries the bytes the sink handed on for the record: for Kafka the value, key and
     /// headers given to the producer (before compression and protocol framing), for stdout
     /// the line written.
     fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError>;
     /// Housekeeping, every forwarder tick (100 ms; 1 s while idle). `true`: the sink started over (a new
-    /// producer) and has reported what the old one held, as far as it could.
+    /// producer) and has made every report the old one will make.
     fn tick(&mut self) -> bool {
         false
     }

@@ -209,8 +209,13 @@ impl Agent {
 
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        self.wait_exit(timeout, "SIGTERM")
+    }
+
+    /// Wait up to `timeout` for hubgate to exit (after `what`) and return its status.
+    pub fn wait_exit(&mut self, timeout: Duration, what: &str) -> ExitStatus {
         let mut c = self.child.take().expect("running");
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = c.try_wait().unwrap() {
@@ -220,7 +225,7 @@ impl Agent {
                 let _ = c.kill();
                 let _ = c.wait();
                 panic!(
-                    "hubgate did not exit within {timeout:?} of SIGTERM:\n{}",
+                    "hubgate did not exit within {timeout:?} of {what}:\n{}",
                     log_tail(&self.log)
                 );
             }
