@@ -1,10 +1,11 @@
 //! The QuickJS sandbox (rquickjs), run inside the worker process: one runtime per codec with
 //! its limits, kept across calls.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rquickjs::allocator::Allocator;
 use rquickjs::context::intrinsic;
 use rquickjs::{Context, Function, Runtime};
 
@@ -62,10 +63,10 @@ type Intrinsics = (
     intrinsic::BigInt,
 );
 
-/// One loaded codec: its source, to build its runtime again, and the runtime.
+/// One loaded codec: a runtime of its own with the codec loaded. A call that fails in a way
+/// that leaves the runtime in doubt ([`JsError::retires`]) is the runtime's last: the worker
+/// answers, then exits without freeing it, and the agent loads the codec into a new worker.
 pub struct Sandbox {
-    name: String,
-    source: String,
     live: Live,
 }
 
@@ -75,29 +76,13 @@ impl Sandbox {
     pub fn load(name: &str, source: &str) -> Result<Sandbox, JsError> {
         Ok(Sandbox {
             live: Live::new(name, source)?,
-            name: name.to_string(),
-            source: source.to_string(),
         })
     }
 
     /// Decode one payload into the glue's JSON text. `time_ms` is the uplink's receive time
     /// (`input.recvTime`), in ms since 1970.
-    pub fn decode(
-        &mut self,
-        fport: Option<u8>,
-        bytes: &[u8],
-        time_ms: f64,
-    ) -> Result<String, JsError> {
-        let result = self.live.decode(fport, bytes, time_ms);
-        // An interrupted call, or one that failed inside the engine, may have left the
-        // script's globals half-updated: the next call gets the codec as loaded. (A runtime
-        // that ran out of memory is never freed: the worker exits instead.)
-        if matches!(result, Err(JsError::TimedOut(_) | JsError::Engine(_))) {
-            if let Ok(live) = Live::new(&self.name, &self.source) {
-                self.live = live;
-            }
-        }
-        result
+    pub fn decode(&self, fport: Option<u8>, bytes: &[u8], time_ms: f64) -> Result<String, JsError> {
+        self.live.decode(fport, bytes, time_ms)
     }
 }
 
@@ -109,12 +94,18 @@ struct Live {
     /// The calling thread's CPU time (ns) at which the current call must stop; `u64::MAX`
     /// between calls.
     deadline: Arc<AtomicU64>,
+    /// Set by the runtime's allocator when it refuses an allocation.
+    refused: Arc<AtomicBool>,
 }
 
 impl Live {
     fn new(name: &str, source: &str) -> Result<Live, JsError> {
-        let runtime = Runtime::new().map_err(|e| JsError::Engine(e.to_string()))?;
-        runtime.set_memory_limit(MEMORY_LIMIT);
+        let refused = Arc::new(AtomicBool::new(false));
+        let heap = Capped {
+            used: 0,
+            refused: refused.clone(),
+        };
+        let runtime = Runtime::new_with_alloc(heap).map_err(|e| JsError::Engine(e.to_string()))?;
         runtime.set_max_stack_size(STACK_LIMIT);
         let deadline = Arc::new(AtomicU64::new(u64::MAX));
         let seen = deadline.clone();
@@ -129,6 +120,7 @@ impl Live {
             ctx,
             runtime,
             deadline,
+            refused,
         };
         let loaded = live.limited(LOAD_LIMIT, || {
             live.ctx.with(|ctx| {
@@ -150,8 +142,8 @@ impl Live {
         match loaded {
             Ok(()) => Ok(live),
             Err(e) => {
-                if e == JsError::OutOfMemory {
-                    // Never freed: see `Sandbox::decode`.
+                if e.retires() {
+                    // Never freed: see `Sandbox`.
                     std::mem::forget(live);
                 }
                 Err(e)
@@ -180,8 +172,10 @@ impl Live {
         Ok(text)
     }
 
-    /// Run `f` with `limit` armed; an out-of-memory or interrupted script is told apart from
-    /// one that threw. The limit is the thread's CPU time, not the clock: a busy gateway
+    /// Run `f` with `limit` armed; a script that ran out of memory or was interrupted is told
+    /// apart from one that threw: by the allocator's refusal and the clock, not by the
+    /// message, which a script can throw too. Running out of memory is that even where the
+    /// script caught it. The limit is the thread's CPU time, not the clock: a busy gateway
     /// that preempts the worker must not fail a codec that did little.
     fn limited<T>(
         &self,
@@ -193,11 +187,13 @@ impl Live {
         let result = f();
         let over = thread_cpu_ns() >= deadline;
         self.deadline.store(u64::MAX, Ordering::Relaxed);
+        if self.refused.swap(false, Ordering::Relaxed) {
+            return Err(JsError::OutOfMemory);
+        }
         match result {
             Err(JsError::Threw(m)) if over && m.contains("interrupted") => {
                 Err(JsError::TimedOut(limit.as_millis() as u64))
             }
-            Err(JsError::Threw(m)) if m.contains("out of memory") => Err(JsError::OutOfMemory),
             Err(e) => {
                 // Free what a failed call left behind before the next one.
                 self.runtime.run_gc();
@@ -205,6 +201,85 @@ impl Live {
             }
             ok => ok,
         }
+    }
+}
+
+/// A runtime's heap: the C library's malloc, capped at [`MEMORY_LIMIT`] here rather than by
+/// QuickJS's own limit, so that a refused allocation is seen (QuickJS only throws an
+/// `InternalError: out of memory`, which a script can throw as well). The count is of usable
+/// sizes, as QuickJS counts.
+struct Capped {
+    used: usize,
+    refused: Arc<AtomicBool>,
+}
+
+impl Capped {
+    fn admits(&self, more: usize) -> bool {
+        self.used
+            .checked_add(more)
+            .is_some_and(|n| n <= MEMORY_LIMIT)
+    }
+
+    /// Count a block the C library handed out, or the refusal.
+    fn took(&mut self, ptr: *mut libc::c_void) -> *mut u8 {
+        if ptr.is_null() {
+            self.refused.store(true, Ordering::Relaxed);
+        } else {
+            // SAFETY: `ptr` is a live block of the C library's malloc.
+            self.used += unsafe { libc::malloc_usable_size(ptr) };
+        }
+        ptr.cast()
+    }
+
+    fn refuse(&self) -> *mut u8 {
+        self.refused.store(true, Ordering::Relaxed);
+        std::ptr::null_mut()
+    }
+}
+
+// SAFETY: every block comes from the C library's malloc, calloc or realloc, which align to
+// at least 16 bytes, and `usable_size` is that library's answer for it.
+unsafe impl Allocator for Capped {
+    fn alloc(&mut self, size: usize) -> *mut u8 {
+        if !self.admits(size) {
+            return self.refuse();
+        }
+        // SAFETY: malloc takes any size.
+        self.took(unsafe { libc::malloc(size) })
+    }
+
+    fn calloc(&mut self, count: usize, size: usize) -> *mut u8 {
+        if !count.checked_mul(size).is_some_and(|n| self.admits(n)) {
+            return self.refuse();
+        }
+        // SAFETY: calloc takes any count and size.
+        self.took(unsafe { libc::calloc(count, size) })
+    }
+
+    unsafe fn dealloc(&mut self, ptr: *mut u8) {
+        self.used -= Self::usable_size(ptr);
+        libc::free(ptr.cast());
+    }
+
+    unsafe fn realloc(&mut self, ptr: *mut u8, new_size: usize) -> *mut u8 {
+        let old = Self::usable_size(ptr);
+        if new_size == 0 {
+            self.dealloc(ptr);
+            return std::ptr::null_mut();
+        }
+        if !self.admits(new_size.saturating_sub(old)) {
+            return self.refuse();
+        }
+        let moved = libc::realloc(ptr.cast(), new_size);
+        if moved.is_null() {
+            return self.refuse();
+        }
+        self.used -= old;
+        self.took(moved)
+    }
+
+    unsafe fn usable_size(ptr: *mut u8) -> usize {
+        libc::malloc_usable_size(ptr.cast())
     }
 }
 

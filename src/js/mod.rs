@@ -98,6 +98,16 @@ impl JsError {
         }
     }
 
+    /// A failure after which the codec's runtime may be left half-way (an interrupted script,
+    /// an engine failure) or may hold what QuickJS asserts on when it is freed (it ran out of
+    /// memory): the worker answers it, then exits without freeing anything.
+    pub fn retires(&self) -> bool {
+        matches!(
+            self,
+            JsError::TimedOut(_) | JsError::OutOfMemory | JsError::Engine(_)
+        )
+    }
+
     /// A failure that costs the gateway real time or a worker, so that a codec doing it on
     /// every frame is quarantined.
     fn strikes(&self) -> bool {

@@ -137,6 +137,56 @@ fn misbehaving_codecs_cost_one_call() {
     assert_eq!(ok(), true);
 }
 
+/// A call that runs out of time is answered at once and its worker retires; the codec is
+/// loaded into the next worker as a request of its own, under the load limit. Its top-level
+/// code (here: 800 ms) no longer runs again inside the failed call's allowance, which got the
+/// worker killed as hung.
+#[test]
+fn a_timeout_is_answered_first_and_the_codec_loads_again_under_the_load_limit() {
+    let c = codec(
+        "var t0 = Date.now(); while (Date.now() - t0 < 800) {}
+         function decodeUplink(i) {
+           if (i.bytes[0] === 1) { for (;;) {} }
+           return {data: {ok: true}};
+         }",
+    );
+    let pid = c.worker().pid();
+    assert_eq!(err(&c, &[1]), JsError::TimedOut(100));
+    assert_eq!(c.worker().pid(), None, "the worker retired");
+    assert_eq!(c.decode(Some(1), &[0], at()).unwrap().data["ok"], true);
+    assert_ne!(c.worker().pid(), pid);
+}
+
+/// Running out of memory is what the runtime's allocator refused, not a message: a codec
+/// that throws "out of memory" itself is an ordinary error and its worker stays.
+#[test]
+fn out_of_memory_is_the_allocators_refusal_not_a_message() {
+    let c = codec(
+        "function decodeUplink(i) {
+           switch (i.bytes[0]) {
+             case 1: throw 'out of memory';
+             case 2: throw new InternalError('out of memory');
+             case 3: try { var a = 'x'; for (;;) { a += a; } } catch (e) { return {data: {}}; }
+             case 4: var b = 'x'; for (;;) { b += b; }
+             default: return {data: {ok: true}};
+           }
+         }",
+    );
+    assert_eq!(c.decode(Some(1), &[0], at()).unwrap().data["ok"], true);
+    let pid = c.worker().pid();
+    assert_eq!(err(&c, &[1]), JsError::Threw("\"out of memory\"".into()));
+    assert_eq!(
+        err(&c, &[2]),
+        JsError::Threw("InternalError: out of memory".into())
+    );
+    assert_eq!(c.worker().pid(), pid, "a thrown message retires no worker");
+    // Caught by the script, it still ran out: the runtime is not used again.
+    assert_eq!(err(&c, &[3]), JsError::OutOfMemory);
+    assert_eq!(c.worker().pid(), None);
+    assert_eq!(err(&c, &[4]), JsError::OutOfMemory);
+    assert_eq!(c.decode(Some(1), &[0], at()).unwrap().data["ok"], true);
+}
+
 /// No module loading, no I/O: the engine has neither.
 #[test]
 fn the_sandbox_has_no_io_and_no_modules() {

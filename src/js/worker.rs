@@ -63,7 +63,7 @@ fn serve(socket: &File) -> ! {
                 fport,
                 time_ms,
                 bytes,
-            }) => match codecs.get_mut(&id) {
+            }) => match codecs.get(&id) {
                 Some(codec) => codec.decode(fport, bytes, time_ms),
                 None => Err(JsError::Engine(format!("codec {id} is not loaded"))),
             },
@@ -72,9 +72,10 @@ fn serve(socket: &File) -> ! {
                 exit(1)
             }
         };
-        // A runtime that ran out of memory is never freed (QuickJS may assert on what it
-        // left behind): the worker answers and exits, and the agent starts another.
-        let retire = result == Err(JsError::OutOfMemory);
+        // A runtime left in doubt is never used again nor freed (`JsError::retires`): the
+        // worker answers first, then exits; the agent starts another and loads each codec
+        // into it as its own request, under the load limit, not a call's.
+        let retire = result.as_ref().is_err_and(JsError::retires);
         out.clear();
         let cpu = cpu_used();
         Answer {
