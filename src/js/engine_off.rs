@@ -11,7 +11,7 @@ impl Sandbox {
     }
 
     pub fn decode(
-        &mut self,
+        &self,
         _fport: Option<u8>,
         _bytes: &[u8],
         _time_ms: f64,
