@@ -1,16 +1,18 @@
 //! Decode stage: an input becomes a [`Record`]. An uplink of ours always becomes exactly one
 //! record, decoded or packed, never dropped.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::codec::{rec_type, Codec, CodecError};
 use crate::config::{CodecsConfig, Config, DecodeStep};
 use crate::format::DeadLetter;
 use crate::ids::DevEui;
 use crate::js::dir::{Named, Script, Set};
+use crate::js::guard::{self, Guard};
 use crate::js::{JsError, Launcher};
 use crate::lorawan::{self, LorawanError};
 use crate::mapping;
@@ -42,6 +44,9 @@ pub struct Decoder {
     codecs: CodecsConfig,
     /// Sets of them loaded again (SIGHUP), taken before the next input.
     reloads: mpsc::Receiver<Set>,
+    /// Which JavaScript calls are made (quarantines, the round's budget); its own cell because
+    /// decoding an uplink only reads the rest.
+    guard: RefCell<Guard>,
     reloader: Reloader,
     packed_rec_type: String,
     global_tags: Vec<String>,
@@ -178,6 +183,7 @@ impl Decoder {
             files,
             codecs: cfg.codecs.clone(),
             reloads,
+            guard: RefCell::new(Guard::new(cfg.codecs.quarantine, cfg.codecs.round_budget)),
             reloader,
             lorawan: sessions,
             packed_rec_type: cfg.record.packed_rec_type.clone(),
@@ -205,6 +211,12 @@ impl Decoder {
                 log::debug!("codecs replaced on reload freed in place: {e}");
             }
         }
+    }
+
+    /// A new round of the forwarder: its JavaScript calls may take `[codecs] round_budget` of
+    /// wall time together. Before the first round there is no budget (`hubgate decode`).
+    pub fn start_round(&mut self) {
+        self.guard.get_mut().start_round();
     }
 
     /// LoRaWAN frame counters accepted since the last call: (DevAddr, DevEUI, FCnt32).
@@ -356,6 +368,42 @@ impl Decoder {
         Ok(mapping::map(Some(&out.data), table, &out.normalized))
     }
 
+    /// [`run_js`](Decoder::run_js), unless the guard says the codec is not to be called for
+    /// this device now; its outcome goes to the guard.
+    fn guarded_js(
+        &self,
+        up: &Uplink,
+        name: &str,
+        script: &Script,
+    ) -> Result<mapping::Mapped, JsError> {
+        let mut guard = self.guard.borrow_mut();
+        guard.admit(name, up.dev_eui, Instant::now())?;
+        let start = Instant::now();
+        let result = self.run_js(up, script);
+        let now = Instant::now();
+        let started = guard.settle(name, up.dev_eui, &result, now - start, now);
+        let secs = guard.quarantine().as_secs();
+        let line = match started {
+            None => return result,
+            Some(guard::Started::Device) => format!(
+                "device {}: JavaScript {name} is not called for it for {secs} s: {} of its \
+                 calls in a row timed out, ran out of memory or took the worker down; its \
+                 uplinks go out packed meanwhile",
+                up.device_id(),
+                guard::STRIKES,
+            ),
+            Some(guard::Started::Codec) => format!(
+                "JavaScript {name} is not called for any device for {secs} s: {} of its calls \
+                 within {} s timed out, ran out of memory or took the worker down; its uplinks \
+                 go out packed meanwhile",
+                guard::CODEC_STRIKES,
+                guard::WINDOW.as_secs(),
+            ),
+        };
+        self.metrics.problem("js_quarantine_started", || line);
+        result
+    }
+
     /// What the config says about the device of `up` and the site.
     fn info(&self, up: &Uplink) -> DeviceInfo<'_> {
         let device = self.devices.get(&up.dev_eui);
@@ -444,7 +492,7 @@ impl Decoder {
                         }
                         None => continue,
                     };
-                    match self.run_js(up, script) {
+                    match self.guarded_js(up, name, script) {
                         Ok(mapped) => {
                             heard(Outcome::Mapped {
                                 codec: "javascript",

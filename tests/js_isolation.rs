@@ -1,7 +1,9 @@
 //! JavaScript codecs cannot hang, abort or bloat the agent: they run in hubgate's codec worker
 //! (`hubgate js-worker`). A builtin that never returns, a codec that runs out of memory or a
 //! worker killed in the middle of a call costs that one uplink, packed with the reason, and
-//! the next uplink of a good codec decodes; a codec that keeps doing it is quarantined.
+//! the next uplink of a good codec decodes; a device whose frames keep doing it is quarantined
+//! for its codec while the codec's other devices go on decoding, and one round of the
+//! forwarder spends at most its budget of time in calls.
 #![cfg(feature = "js")]
 
 #[path = "support/codec_files.rs"]
@@ -21,8 +23,11 @@ use serde_json::Value;
 
 const GOOD: &str = "58a0cb0000100001";
 const BAD: &str = "58a0cb0000100002";
+/// A good device with the same codec as BAD.
+const NEIGHBOUR: &str = "58a0cb0000100003";
 
-/// Never returns for bytes 1-5: C builtins that loop without looking at the time limit.
+/// Never returns for bytes 1-5: C builtins that loop without looking at the time limit; 6
+/// loops until the time limit stops it; else it returns the second byte.
 const HANG: &str = r#"
 function decodeUplink(input) {
   var huge = { length: Math.pow(2, 53) - 1 };
@@ -32,7 +37,8 @@ function decodeUplink(input) {
     case 3: return { data: { r: Array.prototype.lastIndexOf.call(huge, 0) } };
     case 4: return { data: { r: "a".repeat(4e6).indexOf("a".repeat(2e6) + "b") } };
     case 5: return { data: { r: Array(Math.pow(2, 32) - 1).join("").length } };
-    default: return { data: { ok: true } };
+    case 6: for (;;) {}
+    default: return { data: { ok: true, n: input.bytes[1] } };
   }
 }
 "#;
@@ -51,8 +57,14 @@ fn launcher() -> Launcher {
     Launcher::program(env!("CARGO_BIN_EXE_hubgate"))
 }
 
-/// A decoder whose device GOOD has the example door codec and BAD the codec `bad`.
+/// A decoder whose device GOOD has the example door codec and BAD and NEIGHBOUR the codec
+/// `bad`.
 fn decoder(bad: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
+    decoder_with(bad, "")
+}
+
+/// The same, with more settings of `[codecs]`.
+fn decoder_with(bad: &str, codecs: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
     let dir = codec_files::tempdir();
     codec_files::write(dir.path().join("bad.js"), bad);
     for ext in ["js", "toml"] {
@@ -62,9 +74,10 @@ fn decoder(bad: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
         );
     }
     let cfg = hubgate::config::Config::parse(&format!(
-        "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
+        "[codecs]\ndir = {:?}\n{codecs}[sink]\ntype = \"stdout\"\n\
          [[device]]\ndev_eui = \"{GOOD}\"\njs_codec = \"door\"\n\
-         [[device]]\ndev_eui = \"{BAD}\"\njs_codec = \"bad\"\n",
+         [[device]]\ndev_eui = \"{BAD}\"\njs_codec = \"bad\"\n\
+         [[device]]\ndev_eui = \"{NEIGHBOUR}\"\njs_codec = \"bad\"\n",
         dir.path()
     ))
     .unwrap();
@@ -187,18 +200,120 @@ fn a_codec_that_keeps_hanging_is_quarantined() {
         assert!(reason.contains("did not answer within"), "{reason}");
         good_decodes(&mut d);
     }
-    // Not called any more, even with a payload it would decode.
+    // Not called any more for this device, even with a payload it would decode.
     for payload in [[1], [0]] {
-        let reason = packed(&d.decode(&uplink(BAD, &payload)).unwrap());
-        assert!(
-            reason.starts_with("JavaScript bad: quarantined for another "),
-            "{reason}"
-        );
-        assert!(reason.contains(" s after 3 calls in a row"), "{reason}");
+        assert_quarantined(&packed(&d.decode(&uplink(BAD, &payload)).unwrap()));
     }
     assert_eq!(m.problems("js_timeout"), 3);
     assert_eq!(m.problems("js_quarantined"), 2);
+    assert_eq!(m.problems("js_quarantine_started"), 1);
     good_decodes(&mut d);
+}
+
+fn assert_quarantined(reason: &str) {
+    assert!(
+        reason.starts_with("JavaScript bad: quarantined for this device for another "),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with(
+            " s after 3 of its calls in a row timed out, ran out of memory or took the worker down"
+        ),
+        "{reason}"
+    );
+}
+
+/// The record NEIGHBOUR's frame `[0, n]` decodes into.
+fn neighbour_decodes(d: &mut Decoder, n: u8) {
+    let rec = d.decode(&uplink(NEIGHBOUR, &[0, n])).unwrap();
+    assert_eq!(
+        rec.rec_type, "io.microshare.lorawan.unpacked",
+        "{}",
+        rec.body
+    );
+    assert_eq!(body(&rec)["obj"]["data"]["origin"]["n"], n);
+}
+
+/// A poison device (every frame hangs the codec) between good devices on the same codec is
+/// quarantined after 3 of its frames, though the codec decodes fine in between; the good
+/// device's records are all decoded, in order.
+#[test]
+fn a_poison_device_among_good_ones_on_its_codec_is_quarantined() {
+    let (mut d, m, _dir) = decoder(HANG);
+    for n in 0..8u8 {
+        let reason = packed(&d.decode(&uplink(BAD, &[1])).unwrap());
+        if n < 3 {
+            assert!(reason.contains("did not answer within"), "{n}: {reason}");
+        } else {
+            assert_quarantined(&reason);
+        }
+        neighbour_decodes(&mut d, n);
+        good_decodes(&mut d);
+    }
+    assert_eq!(m.problems("js_timeout"), 3);
+    assert_eq!(m.problems("js_quarantined"), 5);
+    assert_eq!(m.problems("js_quarantine_started"), 1);
+    let line = m
+        .recent_problems()
+        .into_iter()
+        .find(|w| w.kind == "js_quarantine_started")
+        .map(|w| w.line)
+        .unwrap();
+    assert!(
+        line.starts_with(
+            "device 58-A0-CB-00-00-10-00-02: JavaScript bad is not called for it for 600 s: 3 \
+             of its calls in a row timed out"
+        ),
+        "{line}"
+    );
+}
+
+/// A device's quarantine ends after `[codecs] quarantine`: its frames are called again.
+#[test]
+fn a_quarantine_ends() {
+    let (mut d, m, _dir) = decoder_with(HANG, "quarantine = \"3s\"\n");
+    for _ in 0..3 {
+        packed(&d.decode(&uplink(BAD, &[6])).unwrap());
+    }
+    assert_eq!(m.problems("js_timeout"), 3);
+    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 7])).unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rec = d.decode(&uplink(BAD, &[0, 7])).unwrap();
+        if rec.rec_type == "io.microshare.lorawan.unpacked" {
+            assert_eq!(body(&rec)["obj"]["data"]["origin"]["n"], 7);
+            break;
+        }
+        assert_quarantined(&packed(&rec));
+        assert!(Instant::now() < deadline, "still quarantined");
+        std::thread::yield_now();
+    }
+    assert_eq!(m.problems("js_timeout"), 3);
+}
+
+/// Once a round's calls took `[codecs] round_budget`, the round's other JavaScript frames go
+/// out packed without a call, counted; the next round calls again. Before any round (no
+/// forwarder: `hubgate decode`) there is no budget.
+#[test]
+fn a_round_spends_at_most_its_budget() {
+    let (mut d, m, _dir) = decoder_with(HANG, "round_budget = \"1ms\"\n");
+    packed(&d.decode(&uplink(BAD, &[6])).unwrap());
+    good_decodes(&mut d);
+    d.start_round();
+    packed(&d.decode(&uplink(BAD, &[6])).unwrap());
+    for _ in 0..3 {
+        assert_eq!(
+            packed(&d.decode(&uplink(GOOD, &[1, 0, 42, 87])).unwrap()),
+            "JavaScript door: not called: this round's JavaScript calls took its budget (1 ms)"
+        );
+    }
+    assert_eq!(m.problems("js_budget"), 3);
+    d.start_round();
+    good_decodes(&mut d);
+    d.start_round();
+    neighbour_decodes(&mut d, 1);
+    assert_eq!(m.problems("js_budget"), 3);
+    assert_eq!(m.problems("js_timeout"), 2);
 }
 
 /// A codec that keeps everything grows its worker's heap to the limit, not the agent's: the

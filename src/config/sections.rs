@@ -253,6 +253,29 @@ pub struct CodecsConfig {
     /// devices without `js_codec`.
     #[serde(default)]
     pub profiles: std::collections::BTreeMap<String, String>,
+    /// How long a device (or a codec) whose calls keep timing out, running out of memory or
+    /// taking the worker down is not called: its uplinks go out packed meanwhile.
+    #[serde(
+        default = "default_quarantine",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub quarantine: Duration,
+    /// Wall time the JavaScript calls of one round of the forwarder (up to 256 frames) may
+    /// take together; the round's later JavaScript frames go out packed.
+    #[serde(
+        default = "default_round_budget",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub round_budget: Duration,
+}
+
+fn default_quarantine() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_round_budget() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_codecs_dir() -> PathBuf {
@@ -264,6 +287,8 @@ impl Default for CodecsConfig {
         CodecsConfig {
             dir: default_codecs_dir(),
             profiles: Default::default(),
+            quarantine: default_quarantine(),
+            round_budget: default_round_budget(),
         }
     }
 }

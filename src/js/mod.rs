@@ -6,8 +6,9 @@
 //! 2**53-1}, 0)`) never returns, and its C asserts can abort the whole process. So the codecs
 //! run in `hubgate js-worker` ([`worker`]), the agent's own binary started again, which talks
 //! to the agent over a socket ([`wire`]). The agent ([`supervisor`]) gives every call a hard
-//! deadline, kills and replaces a worker that misses it, dies or answers garbage, and
-//! quarantines a codec that keeps doing that. Inside the worker each codec has a QuickJS
+//! deadline, kills and replaces a worker that misses it, dies or answers garbage; the decode
+//! stage quarantines a device or a codec that keeps doing that and bounds the time a round of
+//! the forwarder spends in calls ([`guard`]). Inside the worker each codec has a QuickJS
 //! runtime of its own ([`engine`]), kept across calls, with a memory limit, a stack limit, a
 //! time limit per call, no module loader and no I/O.
 //!
@@ -21,6 +22,7 @@ pub mod dir;
 // fails to load with `JsError::NotBuilt`.
 #[cfg_attr(not(feature = "js"), path = "engine_off.rs")]
 mod engine;
+pub mod guard;
 mod output;
 mod supervisor;
 mod wire;
@@ -46,11 +48,6 @@ pub const TIME_LIMIT: Duration = Duration::from_millis(100);
 pub const LOAD_LIMIT: Duration = Duration::from_secs(2);
 /// Longest JSON a call may return (a frame holds at most 242 bytes).
 pub const OUTPUT_LIMIT: usize = 64 << 10;
-/// Calls in a row that time out, run out of memory or take the worker down before the codec
-/// is quarantined.
-pub const STRIKES: u32 = 3;
-/// How long a quarantined codec is not called: its uplinks go out packed meanwhile.
-pub const QUARANTINE: Duration = Duration::from_secs(600);
 
 /// Why a codec could not be loaded or could not decode a payload. One line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -77,11 +74,24 @@ pub enum JsError {
     /// The worker died or answered garbage during the call.
     #[error("its worker died: {0}")]
     Crashed(String),
+    /// [`guard`]: not called for any device.
     #[error(
-        "quarantined for another {0} s after {STRIKES} calls in a row that timed out, ran out \
-         of memory or took the worker down"
+        "quarantined for another {0} s after {n} calls within {w} s timed out, ran out of \
+         memory or took the worker down",
+        n = guard::CODEC_STRIKES,
+        w = guard::WINDOW.as_secs()
     )]
     Quarantined(u64),
+    /// [`guard`]: not called for this device.
+    #[error(
+        "quarantined for this device for another {0} s after {n} of its calls in a row timed \
+         out, ran out of memory or took the worker down",
+        n = guard::STRIKES
+    )]
+    DeviceQuarantined(u64),
+    /// [`guard`]: not called because this round of the forwarder's calls took this many ms.
+    #[error("not called: this round's JavaScript calls took its budget ({0} ms)")]
+    OverBudget(u64),
     #[error("cannot run: this hubgate was built without JavaScript (cargo feature js)")]
     NotBuilt,
 }
@@ -93,7 +103,8 @@ impl JsError {
             JsError::TimedOut(_) | JsError::Hung(_) => "js_timeout",
             JsError::OutOfMemory => "js_oom",
             JsError::Crashed(_) => "js_crashed",
-            JsError::Quarantined(_) => "js_quarantined",
+            JsError::Quarantined(_) | JsError::DeviceQuarantined(_) => "js_quarantined",
+            JsError::OverBudget(_) => "js_budget",
             _ => "js_error",
         }
     }

@@ -1,7 +1,7 @@
 //! The agent's side of the codec worker ([`super::worker`]): starts it, hands it the codecs
 //! and the calls, gives every call a hard deadline measured here, kills (SIGKILL) and reaps a
-//! worker that misses it, dies or answers garbage, starts a fresh one for the next call, and
-//! quarantines a codec that does that [`STRIKES`] times in a row.
+//! worker that misses it, dies or answers garbage, and starts a fresh one for the next call.
+//! Which calls are made at all is the decode stage's [`super::guard`].
 //!
 //! The calls block (socket reads with a timeout): they run where decoding runs, on the
 //! forwarder's own thread, never on an async worker.
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::wire::{self, Answer, Request};
-use super::{output, worker, JsError, Output, LOAD_LIMIT, QUARANTINE, STRIKES, TIME_LIMIT};
+use super::{output, worker, JsError, Output, LOAD_LIMIT, TIME_LIMIT};
 
 /// How long an answer may take beyond the worker's own CPU limit for the call: on a busy
 /// gateway the worker waits for a CPU too.
@@ -231,9 +231,6 @@ struct Codec {
     name: String,
     /// Kept to load it into the next worker; emptied when it failed to load.
     source: String,
-    /// Calls in a row that struck (see [`JsError::strikes`]).
-    strikes: u32,
-    quarantined_until: Option<Instant>,
 }
 
 struct Supervisor {
@@ -252,8 +249,6 @@ impl Supervisor {
         self.codecs.push(Codec {
             name: name.to_string(),
             source: source.to_string(),
-            strikes: 0,
-            quarantined_until: None,
         });
         self.ensure_loaded(id).inspect_err(|_| {
             // Never called: its id only keeps the others'.
@@ -269,17 +264,8 @@ impl Supervisor {
         bytes: &[u8],
         time_ms: f64,
     ) -> Result<Output, JsError> {
-        let codec = &mut self.codecs[id as usize];
-        if let Some(until) = codec.quarantined_until {
-            let left = until.saturating_duration_since(Instant::now());
-            if !left.is_zero() {
-                return Err(JsError::Quarantined(left.as_secs().max(1)));
-            }
-            codec.quarantined_until = None;
-        }
         self.forget_dead_worker();
-        let result = self
-            .ensure_loaded(id)
+        self.ensure_loaded(id)
             .and_then(|()| {
                 self.request.clear();
                 Request::Decode {
@@ -291,19 +277,7 @@ impl Supervisor {
                 .write_to(&mut self.request);
                 self.call(TIME_LIMIT)
             })
-            .and_then(|text| output::parse(&text));
-        let codec = &mut self.codecs[id as usize];
-        match &result {
-            Err(e) if e.strikes() => {
-                codec.strikes += 1;
-                if codec.strikes >= STRIKES {
-                    codec.strikes = 0;
-                    codec.quarantined_until = Some(Instant::now() + QUARANTINE);
-                }
-            }
-            _ => codec.strikes = 0,
-        }
-        result
+            .and_then(|text| output::parse(&text))
     }
 
     /// Load codec `id` into the worker unless it is there already (a new worker has none).

@@ -222,6 +222,9 @@ impl Forwarder {
         frames: &mut Receiver<Frame>,
         more: impl Fn(&Ledger) -> bool,
     ) {
+        // A round's JavaScript calls share one budget: a burst of slow ones cannot hold the
+        // forwarder away from the sink's reports and the ticks for long.
+        self.decoder.start_round();
         self.take(first);
         for _ in 1..BATCH {
             if !more(&self.ledger) {
@@ -295,6 +298,7 @@ impl Forwarder {
     /// Stop: buffer any frame already received, give the sink a moment to confirm what is in
     /// flight, buffer the rest, flush, acknowledge.
     fn shutdown(mut self, mut inp: Inputs) -> Result<(), BufferError> {
+        self.decoder.start_round();
         for frames in [&mut inp.urgent, &mut inp.patient] {
             frames.close();
             while let Ok(f) = frames.try_recv() {
@@ -339,11 +343,9 @@ mod tests {
         );
     }
 
-    /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves
-    /// with every frame, not only between rounds.
-    #[test]
-    fn the_heartbeat_moves_with_every_frame_of_a_round() {
-        let cfg = crate::config::Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+    /// A forwarder of the config `text` over a stdout sink and a buffer in memory.
+    fn forwarder(text: &str) -> (Forwarder, Arc<Metrics>) {
+        let cfg = crate::config::Config::parse(text).unwrap();
         let metrics = Metrics::new();
         let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
         let store = crate::buffer::MemoryStore::default();
@@ -351,27 +353,83 @@ mod tests {
         let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
         let decoder = Decoder::new(&cfg, metrics.clone());
         let dedup = cfg.record.dedup_window;
-        let mut forwarder =
-            Forwarder::new(&cfg.buffer, dedup, decoder, buffer, Box::new(sink), metrics).unwrap();
+        let forwarder = Forwarder::new(
+            &cfg.buffer,
+            dedup,
+            decoder,
+            buffer,
+            Box::new(sink),
+            metrics.clone(),
+        )
+        .unwrap();
+        (forwarder, metrics)
+    }
+
+    /// Take `inputs` as one round.
+    fn take_round(forwarder: &mut Forwarder, inputs: Vec<Input>) {
         let (tx, mut frames) = tokio::sync::mpsc::channel(BATCH);
-        for n in 0..BATCH {
-            let status = Input::GatewayStatus {
-                gateway_id: format!("gw{n}"),
-                stat: serde_json::Map::new(),
-                time: SystemTime::UNIX_EPOCH,
-            };
+        for input in inputs {
             let frame = Frame {
                 source: "test",
-                input: status,
+                input,
                 ack: Ack::None,
             };
             tx.try_send(frame).ok().unwrap();
         }
-        let heartbeat = forwarder.heartbeat();
-        let before = heartbeat.count();
         let first = frames.try_recv().unwrap();
         forwarder.take_batch(first, &mut frames, |_| true);
         assert!(frames.try_recv().is_err());
+    }
+
+    /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves
+    /// with every frame, not only between rounds.
+    #[test]
+    fn the_heartbeat_moves_with_every_frame_of_a_round() {
+        let (mut forwarder, _) = forwarder("[sink]\ntype = \"stdout\"\n");
+        let statuses = (0..BATCH).map(|n| Input::GatewayStatus {
+            gateway_id: format!("gw{n}"),
+            stat: serde_json::Map::new(),
+            time: SystemTime::UNIX_EPOCH,
+        });
+        let heartbeat = forwarder.heartbeat();
+        let before = heartbeat.count();
+        take_round(&mut forwarder, statuses.collect());
         assert_eq!(heartbeat.count() - before, BATCH as u64);
+    }
+
+    /// Every round has its own budget of JavaScript time: once a slow call used it up, the
+    /// round's later JavaScript frames go out packed without a call; the next round calls.
+    #[cfg(feature = "js")]
+    #[test]
+    fn each_round_has_its_own_javascript_budget() {
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(
+            dir.path().join("c.js"),
+            "function decodeUplink(i) { if (i.bytes[0] === 1) { for (;;) {} } \
+             return {data: {b: i.bytes[0]}}; }",
+        );
+        let (mut forwarder, m) = forwarder(&format!(
+            "[codecs]\ndir = {:?}\nround_budget = \"1ms\"\n[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\njs_codec = \"c\"\n",
+            dir.path()
+        ));
+        let uplink = |b: u8| {
+            Input::Uplink(crate::uplink::Uplink {
+                dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
+                device_name: None,
+                fport: Some(1),
+                fcnt: Some(u32::from(b)),
+                payload: vec![b],
+                time: SystemTime::UNIX_EPOCH,
+                radio: crate::uplink::Radio::default(),
+                ns: crate::uplink::NsDecoded::default(),
+            })
+        };
+        take_round(&mut forwarder, vec![uplink(1), uplink(2), uplink(3)]);
+        assert_eq!(m.problems("js_timeout"), 1);
+        assert_eq!(m.problems("js_budget"), 2);
+        take_round(&mut forwarder, vec![uplink(4)]);
+        assert_eq!(m.problems("js_budget"), 2);
+        assert_eq!(m.problems("js_error"), 0);
     }
 }

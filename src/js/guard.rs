@@ -1,0 +1,323 @@
+//! What JavaScript calls may cost the forwarder, decided where decoding runs: a device whose
+//! frames keep making its codec time out, run out of memory or take the worker down is
+//! quarantined for that codec while its other devices go on decoding; a codec that does it
+//! for many devices is quarantined as a whole; and one round of the forwarder spends at most
+//! its budget of wall time in calls (docs/codecs.md, "Strikes, quarantine and the round
+//! budget").
+//!
+//! Kept by codec name in the decode stage, not in the worker, so that neither a new worker nor
+//! a reload that finds a codec's file unchanged gives a poison device a fresh start.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::JsError;
+use crate::ids::DevEui;
+
+/// Calls of one device in a row that strike (see [`JsError::strikes`]) before the device is
+/// quarantined for its codec.
+pub const STRIKES: u32 = 3;
+/// Strikes of one codec, whichever devices, within [`WINDOW`] that quarantine the codec.
+pub const CODEC_STRIKES: usize = 10;
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Devices with strikes a codec keeps before it forgets those that are neither quarantined
+/// nor struck within the quarantine time (DevEUIs come from the radio: their number is not
+/// ours to bound).
+const KEPT: usize = 4096;
+
+pub struct Guard {
+    quarantine: Duration,
+    budget: Duration,
+    /// Wall time the calls of this round took; `None` before the first round (`hubgate
+    /// decode`, tests), which has no budget.
+    spent: Option<Duration>,
+    codecs: HashMap<String, CodecStrikes>,
+}
+
+#[derive(Default)]
+struct CodecStrikes {
+    /// Its strikes within the latest [`WINDOW`], oldest first.
+    recent: VecDeque<Instant>,
+    until: Option<Instant>,
+    /// Only devices with a strike or a quarantine: a success removes its device.
+    devices: HashMap<DevEui, DeviceStrikes>,
+}
+
+struct DeviceStrikes {
+    in_a_row: u32,
+    last: Instant,
+    until: Option<Instant>,
+}
+
+/// A quarantine a call's outcome started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// Of the device, for this codec.
+    Device,
+    /// Of the codec, for every device.
+    Codec,
+}
+
+impl Guard {
+    /// Quarantines last `quarantine`; a round's calls may take `budget` together.
+    pub fn new(quarantine: Duration, budget: Duration) -> Guard {
+        Guard {
+            quarantine,
+            budget,
+            spent: None,
+            codecs: HashMap::new(),
+        }
+    }
+
+    /// A new round of the forwarder: its budget is whole again.
+    pub fn start_round(&mut self) {
+        self.spent = Some(Duration::ZERO);
+    }
+
+    /// Whether codec `name` may be called for `device` at `now`; if not, why not.
+    pub fn admit(&mut self, name: &str, device: DevEui, now: Instant) -> Result<(), JsError> {
+        if self.spent.is_some_and(|spent| spent >= self.budget) {
+            return Err(JsError::OverBudget(self.budget.as_millis() as u64));
+        }
+        let Some(codec) = self.codecs.get_mut(name) else {
+            return Ok(());
+        };
+        if let Some(left) = left(&mut codec.until, now) {
+            return Err(JsError::Quarantined(left));
+        }
+        if let Some(d) = codec.devices.get_mut(&device) {
+            if let Some(left) = left(&mut d.until, now) {
+                return Err(JsError::DeviceQuarantined(left));
+            }
+        }
+        Ok(())
+    }
+
+    /// Take the outcome of a call of codec `name` for `device` that took `took` and ended at
+    /// `now`; the quarantine it started, if it did.
+    pub fn settle<T>(
+        &mut self,
+        name: &str,
+        device: DevEui,
+        outcome: &Result<T, JsError>,
+        took: Duration,
+        now: Instant,
+    ) -> Option<Started> {
+        if let Some(spent) = &mut self.spent {
+            *spent += took;
+        }
+        let struck = matches!(outcome, Err(e) if e.strikes());
+        if !struck {
+            if let Some(codec) = self.codecs.get_mut(name) {
+                codec.devices.remove(&device);
+            }
+            return None;
+        }
+        let quarantine = self.quarantine;
+        let codec = self.codecs.entry(name.to_string()).or_default();
+        if codec.devices.len() >= KEPT {
+            codec.devices.retain(|_, d| {
+                d.until.is_some_and(|u| u > now) || now.duration_since(d.last) < quarantine
+            });
+        }
+        let d = codec.devices.entry(device).or_insert(DeviceStrikes {
+            in_a_row: 0,
+            last: now,
+            until: None,
+        });
+        d.in_a_row += 1;
+        d.last = now;
+        let mut started = None;
+        if d.in_a_row >= STRIKES {
+            d.in_a_row = 0;
+            d.until = Some(now + quarantine);
+            started = Some(Started::Device);
+        }
+        while codec
+            .recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= WINDOW)
+        {
+            codec.recent.pop_front();
+        }
+        codec.recent.push_back(now);
+        if codec.recent.len() >= CODEC_STRIKES {
+            codec.recent.clear();
+            codec.until = Some(now + quarantine);
+            started = Some(Started::Codec);
+        }
+        started
+    }
+
+    /// Forget the strikes and quarantines of codec `name`: its file changed.
+    pub fn forget(&mut self, name: &str) {
+        self.codecs.remove(name);
+    }
+
+    /// How long quarantines last.
+    pub fn quarantine(&self) -> Duration {
+        self.quarantine
+    }
+}
+
+/// Whole seconds (at least 1) left of the quarantine `until` at `now`; an ended one is cleared.
+fn left(until: &mut Option<Instant>, now: Instant) -> Option<u64> {
+    let left = until.as_ref()?.saturating_duration_since(now);
+    if left.is_zero() {
+        *until = None;
+        return None;
+    }
+    Some(left.as_secs().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: Duration = Duration::from_secs(600);
+    const CODEC: &str = "bad";
+
+    fn dev(n: u8) -> DevEui {
+        DevEui([0, 0, 0, 0, 0, 0, 0, n])
+    }
+
+    fn hung() -> Result<(), JsError> {
+        Err(JsError::Hung(500))
+    }
+
+    /// A poison device between good ones on the same codec is quarantined after STRIKES of
+    /// its calls in a row, the good ones are not; a success of its own starts the count again.
+    #[test]
+    fn strikes_count_per_device() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let t = Instant::now();
+        let ms = Duration::from_millis(1);
+        for n in 0..STRIKES {
+            assert_eq!(g.admit(CODEC, dev(1), t), Ok(()));
+            let started = g.settle(CODEC, dev(1), &hung(), ms, t);
+            assert_eq!(started, (n + 1 == STRIKES).then_some(Started::Device));
+            assert_eq!(g.admit(CODEC, dev(2), t), Ok(()));
+            assert_eq!(g.settle(CODEC, dev(2), &Ok(()), ms, t), None);
+        }
+        assert_eq!(
+            g.admit(CODEC, dev(1), t),
+            Err(JsError::DeviceQuarantined(600))
+        );
+        assert_eq!(g.admit(CODEC, dev(2), t), Ok(()));
+        assert_eq!(g.admit("other", dev(1), t), Ok(()));
+        // Two strikes, a success, two strikes: never three in a row.
+        for outcome in [hung(), hung(), Ok(()), hung(), hung()] {
+            assert_eq!(g.settle(CODEC, dev(3), &outcome, ms, t), None);
+        }
+        assert_eq!(g.admit(CODEC, dev(3), t), Ok(()));
+        // A codec error that does not strike ends a run too.
+        let threw: Result<(), _> = Err(JsError::Threw("x".into()));
+        assert_eq!(g.settle(CODEC, dev(3), &threw, ms, t), None);
+        assert_eq!(g.settle(CODEC, dev(3), &hung(), ms, t), None);
+        assert_eq!(g.settle(CODEC, dev(3), &hung(), ms, t), None);
+        assert_eq!(g.admit(CODEC, dev(3), t), Ok(()));
+    }
+
+    /// A quarantine ends after its time; the device then gets STRIKES calls again.
+    #[test]
+    fn a_quarantine_ends() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let t = Instant::now();
+        for _ in 0..STRIKES {
+            g.settle(CODEC, dev(1), &hung(), Duration::ZERO, t);
+        }
+        let almost = t + Q - Duration::from_millis(1);
+        assert_eq!(
+            g.admit(CODEC, dev(1), almost),
+            Err(JsError::DeviceQuarantined(1))
+        );
+        assert_eq!(g.admit(CODEC, dev(1), t + Q), Ok(()));
+        let later = t + Q;
+        assert_eq!(
+            g.settle(CODEC, dev(1), &hung(), Duration::ZERO, later),
+            None
+        );
+        assert_eq!(g.admit(CODEC, dev(1), later), Ok(()));
+    }
+
+    /// CODEC_STRIKES strikes of different devices within WINDOW quarantine the codec for
+    /// every device, successes in between or not; spread wider, they do not.
+    #[test]
+    fn many_devices_striking_quarantine_the_codec() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let t = Instant::now();
+        let step = WINDOW / (CODEC_STRIKES as u32 - 1) + Duration::from_millis(1);
+        // Spread over more than the window: never CODEC_STRIKES within it.
+        for n in 0..2 * CODEC_STRIKES {
+            let at = t + step * n as u32;
+            assert_eq!(
+                g.settle(CODEC, dev(n as u8), &hung(), Duration::ZERO, at),
+                None
+            );
+            g.settle(CODEC, dev(200), &Ok(()), Duration::ZERO, at);
+        }
+        let t = t + step * 2 * CODEC_STRIKES as u32 + WINDOW;
+        for n in 0..CODEC_STRIKES {
+            let started = g.settle(CODEC, dev(100 + n as u8), &hung(), Duration::ZERO, t);
+            assert_eq!(
+                started,
+                (n + 1 == CODEC_STRIKES).then_some(Started::Codec),
+                "{n}"
+            );
+            g.settle(CODEC, dev(200), &Ok(()), Duration::ZERO, t);
+        }
+        assert_eq!(g.admit(CODEC, dev(200), t), Err(JsError::Quarantined(600)));
+        assert_eq!(g.admit("other", dev(200), t), Ok(()));
+        assert_eq!(g.admit(CODEC, dev(200), t + Q), Ok(()));
+    }
+
+    /// Once a round's calls took its budget, the rest of the round is not called; a new round
+    /// has the whole budget; before any round there is none.
+    #[test]
+    fn a_round_spends_at_most_its_budget() {
+        let budget = Duration::from_secs(5);
+        let mut g = Guard::new(Q, budget);
+        let t = Instant::now();
+        let slow = Duration::from_millis(2_600);
+        for _ in 0..3 {
+            g.settle(CODEC, dev(1), &Ok(()), slow, t);
+        }
+        assert_eq!(g.admit(CODEC, dev(1), t), Ok(()));
+        g.start_round();
+        g.settle(CODEC, dev(1), &Ok(()), slow, t);
+        assert_eq!(g.admit(CODEC, dev(2), t), Ok(()));
+        g.settle(CODEC, dev(2), &Ok(()), slow, t);
+        assert_eq!(g.admit("other", dev(3), t), Err(JsError::OverBudget(5_000)));
+        g.start_round();
+        assert_eq!(g.admit("other", dev(3), t), Ok(()));
+    }
+
+    /// Forgetting a codec (its file changed) ends its quarantines.
+    #[test]
+    fn a_forgotten_codec_starts_afresh() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let t = Instant::now();
+        for _ in 0..STRIKES {
+            g.settle(CODEC, dev(1), &hung(), Duration::ZERO, t);
+        }
+        assert!(g.admit(CODEC, dev(1), t).is_err());
+        g.forget(CODEC);
+        assert_eq!(g.admit(CODEC, dev(1), t), Ok(()));
+    }
+
+    /// The devices a codec keeps stay bounded: ones long past their strikes are forgotten.
+    #[test]
+    fn old_strikes_are_forgotten() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let t = Instant::now();
+        for n in 0..KEPT as u32 {
+            let eui = DevEui([0, 0, 0, 0, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+            let crashed: Result<(), _> = Err(JsError::Crashed("x".into()));
+            g.settle(CODEC, eui, &crashed, Duration::ZERO, t);
+            g.codecs.get_mut(CODEC).unwrap().recent.clear();
+        }
+        assert_eq!(g.codecs[CODEC].devices.len(), KEPT);
+        g.settle(CODEC, dev(1), &hung(), Duration::ZERO, t + Q);
+        assert_eq!(g.codecs[CODEC].devices.len(), 1);
+    }
+}
