@@ -16,7 +16,8 @@ fn usage() -> &'static str {
     "usage: bench.sh [--smoke] [--tls] [--bridge] [--records N] [--drain-records N] [--devices N]\n\
      \x20               [--idle SECS]\n\
      \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--mqtt-nodelay]\n\
-     \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--load N] [--dir DIR]\n\
+     \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--load N] [--rtt MS]\n\
+     \x20               [--dir DIR]\n\
      --smoke          a few seconds, small counts (what `cargo test` runs)\n\
      --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
      --bridge         also measure the hand-written Python bridge (scripts/bridge; needs\n\
@@ -32,8 +33,10 @@ fn usage() -> &'static str {
      --set            librdkafka property for hubgate's producer, e.g. --set linger.ms=0\n\
      --buffer         hubgate [buffer] setting (a TOML value), e.g. --buffer max_in_flight=2000\n\
      --load           N busy loops beside the whole run, a loaded machine (--load 2 on 2 cores)\n\
+     --rtt            a round trip of MS milliseconds between every Kafka client and the broker\n\
+     \x20                (a delaying proxy in front of tansu; --rtt 0: the proxy alone; not with --tls)\n\
      --dir            keep the services' and hubgate's files and logs there, and each fixed-rate\n\
-     \x20                record's times in latency.csv"
+     \x20                record's times in latency.csv (broker-latency.csv, bridge-latency.csv)"
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -66,6 +69,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--idle" => o.idle = Duration::from_secs(number(value()?)?),
             "--mqtt-inflight" => o.mqtt_inflight = number(value()?)? as u32,
             "--load" => o.load = number(value()?)?,
+            "--rtt" => o.rtt = Some(Duration::from_millis(number(value()?)?)),
             "--dir" => o.dir = Some(value()?.into()),
             "--set" | "--buffer" => {
                 let v = value()?;

@@ -117,6 +117,7 @@ pub fn run(
             .sum::<u64>();
     let stamps = Arc::new(Stamps::new(end));
     let consumer = LatencyConsumer::start(kafka, load, stamps.clone());
+    let mut runs = Vec::new();
     for &&(rate, duration) in &rates {
         let range = seq..seq + super::rate_records(rate, duration);
         let before = cost::Sample::take(bridge.pid());
@@ -125,7 +126,7 @@ pub fn run(
             load,
             range.clone(),
             Some(rate),
-            Some(&stamps),
+            Some(stamps.clone()),
         ));
         report
             .latency
@@ -135,6 +136,8 @@ pub fn run(
         report
             .live
             .push(cost::live(rate, records, &before, &after, &report.idle));
+        runs.push((rate, range.clone()));
+        stamps.save_to(opts, "bridge-latency.csv", &runs);
         seq = range.end;
     }
     consumer.stop();

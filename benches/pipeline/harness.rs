@@ -14,9 +14,14 @@
 //!    be the bottleneck); CPU and peak RSS over that run;
 //! 5. outage: the broker stopped, records spilled to sled, the broker started, drain timed;
 //! 6. with `--bridge`, the hand-written Python bridge on the same load ([`bridge`]).
+//!
+//! With `--rtt MS` every Kafka client (hubgate's producer, the broker-alone producer, the
+//! consumers) reaches tansu through a proxy that delays each direction by half of it
+//! ([`delay`]).
 
 mod bridge;
 mod cost;
+mod delay;
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -67,6 +72,8 @@ pub struct Options {
     pub load: u64,
     /// How long the idle agent is watched for its CPU and wake-ups.
     pub idle: Duration,
+    /// A round trip added between every Kafka client and tansu (a delaying proxy).
+    pub rtt: Option<Duration>,
 }
 
 impl Default for Options {
@@ -89,6 +96,7 @@ impl Default for Options {
             bridge: false,
             load: 0,
             idle: Duration::from_secs(10),
+            rtt: None,
         }
     }
 }
@@ -115,8 +123,9 @@ pub struct Latency {
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
-    /// Publish -> handed to the producer (the record's Kafka timestamp, whole milliseconds):
-    /// the part before librdkafka and the broker. p99 and max.
+    /// Publish -> handed to the producer (the record's Kafka create time, whole
+    /// milliseconds, less the publish time): the part before librdkafka and the broker. p99
+    /// and max.
     pub to_producer_p99: f64,
     pub to_producer_max: f64,
 }
@@ -127,6 +136,8 @@ pub struct Report {
     /// Busy loops run beside the benchmark (`--load`).
     pub load: u64,
     pub broker: String,
+    /// `--rtt`: the round trip added between the Kafka clients and the broker.
+    pub rtt: Option<Duration>,
     pub ceiling_per_s: f64,
     pub startup_ms: f64,
     pub idle_rss_kb: u64,
@@ -155,16 +166,19 @@ pub struct Report {
     pub fill_per_s: f64,
     pub fill_sled_bytes_per_record: f64,
     pub drain_per_s: f64,
+    /// hubgate's CPU over the drain, per 1,000 records.
+    pub drain_cpu_s_per_1000: f64,
     /// From the broker's restart to the last record, including reconnect back-off.
     pub drain_from_restart_s: f64,
     pub bridge: Option<bridge::BridgeReport>,
 }
 
 /// Records before the latency runs, so that connecting is not measured.
-const WARM_UP: (u64, Duration) = (100, Duration::from_millis(200));
+pub const WARM_UP: (u64, Duration) = (100, Duration::from_millis(200));
 const SUBSCRIBED: &str = "hubgate_mqtt_subscribed";
 const ACKED: &str = "hubgate_acked_total";
 const SPILLED: &str = "hubgate_spilled_total";
+const DELIVERED: &str = "hubgate_delivered_total";
 /// The first DevEUI of the simulated devices.
 const EUI_BASE: u64 = 0x70b3_d500_0000_0000;
 /// Bound on any single wait (busy 2-core machines).
@@ -187,11 +201,16 @@ pub fn run(opts: &Options) -> Report {
             opts.mqtt_inflight, opts.mqtt_nodelay
         ),
     );
-    let mut kafka = if opts.tls {
-        Kafka::start(&dir.join("kafka"))
-    } else {
-        Kafka::start_plain(&dir.join("kafka"))
+    let mut proxy = opts.rtt.map(delay::DelayProxy::bind);
+    let mut kafka = match (&proxy, opts.tls) {
+        (None, true) => Kafka::start(&dir.join("kafka")),
+        (None, false) => Kafka::start_plain(&dir.join("kafka")),
+        (Some(_), true) => panic!("--rtt with --tls is not supported"),
+        (Some(p), false) => Kafka::start_plain_behind(&dir.join("kafka"), Some(p.port())),
     };
+    if let Some(p) = proxy.as_mut() {
+        p.forward_to(kafka.broker_port());
+    }
     kafka.create_topics(&[ENV, MOTION]);
     let load = Load {
         devices: opts.devices,
@@ -204,6 +223,7 @@ pub fn run(opts: &Options) -> Report {
         } else {
             "tansu 0.6 (sqlite), plain TCP".into()
         },
+        rtt: opts.rtt,
         ..Report::default()
     };
     report.ceiling_per_s = ceiling(&kafka, &load, opts);
@@ -229,6 +249,7 @@ pub fn run(opts: &Options) -> Report {
     let written = write_bytes(pid);
     let sled = dir_bytes(&agent_dir.join("buffer"));
     let mut seq = 0;
+    let mut runs = Vec::new();
     for &(rate, duration) in &rates {
         let n = rate_records(rate, duration);
         let range = seq..seq + n;
@@ -238,21 +259,20 @@ pub fn run(opts: &Options) -> Report {
             &load,
             range.clone(),
             Some(rate),
-            Some(&stamps),
+            Some(stamps.clone()),
         ));
         report
             .latency
-            .push(stamps.wait_latency(rate, range, || agent.logs()));
+            .push(stamps.wait_latency(rate, range.clone(), || agent.logs()));
         let after = cost::Sample::take(pid);
         report
             .live
             .push(cost::live(rate, n, &before, &after, &report.idle));
+        runs.push((rate, range));
+        stamps.save_to(opts, "latency.csv", &runs);
         seq += n;
     }
     consumer.stop();
-    if opts.dir.is_some() {
-        stamps.save(&dir.join("latency.csv"));
-    }
     // The warm-up connects the producer and the consumer; it is not a measurement.
     report.latency.remove(0);
     report.live.remove(0);
@@ -321,13 +341,22 @@ pub fn run(opts: &Options) -> Report {
         dir_bytes(&drain_dir.join("buffer")) as f64 / opts.drain_records as f64;
     let restarted = Instant::now();
     kafka.start_again();
-    wait_for(|| high_watermarks(&kafka) > before, || agent.logs());
+    // From the first confirmation to the last, as hubgate counts them: a watermark client
+    // reconnecting to the restarted broker would see the first ones late.
+    wait_for(|| agent.metric(DELIVERED) > 0, || agent.logs());
     let first = Instant::now();
+    let cpu = cpu_seconds(agent.pid() as u32);
+    wait_for(
+        || agent.metric(DELIVERED) >= opts.drain_records,
+        || agent.logs(),
+    );
+    report.drain_per_s = opts.drain_records as f64 / first.elapsed().as_secs_f64();
+    report.drain_cpu_s_per_1000 =
+        (cpu_seconds(agent.pid() as u32) - cpu) * 1000.0 / opts.drain_records as f64;
     wait_for(
         || high_watermarks(&kafka) >= before + opts.drain_records,
         || agent.logs(),
     );
-    report.drain_per_s = opts.drain_records as f64 / first.elapsed().as_secs_f64();
     report.drain_from_restart_s = restarted.elapsed().as_secs_f64();
     report.peak_rss_drain_kb = status_kb(agent.pid() as u32, "VmHWM");
     drop(agent);
@@ -375,7 +404,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn rate_records(rate: u64, d: Duration) -> u64 {
+pub fn rate_records(rate: u64, d: Duration) -> u64 {
     (rate as f64 * d.as_secs_f64()).round() as u64
 }
 
@@ -535,24 +564,31 @@ impl Stamps {
         self.base.elapsed().as_nanos() as u64 + 1
     }
 
-    /// Every record's times as `seq,published,produced,read` in ms since the stamps began
-    /// (their wall-clock time heads the file), to see when a slow stretch began and where
-    /// its records waited.
-    fn save(&self, path: &Path) {
+    /// With `--dir`, the times of every record of the finished `runs` (rate, sequence
+    /// numbers) in `dir/name`, rewritten after each run, as `rate,seq,published_ms,
+    /// produced_ms,read_ms`, ms since the stamps began (their wall-clock time heads the
+    /// file): to see when a slow stretch began and where its records waited. `produced_ms`
+    /// is the record's Kafka create time, whole milliseconds, so its decimals are the
+    /// base's.
+    fn save_to(&self, opts: &Options, name: &str, runs: &[(u64, Range<u64>)]) {
+        let Some(dir) = &opts.dir else { return };
         let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
         let base = self
             .base_wall
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let mut csv = format!(
-            "# 0 ms = {} ms since the Unix epoch\nseq,published_ms,produced_ms,read_ms\n",
+            "# 0 ms = {} ms since the Unix epoch\nrate,seq,published_ms,produced_ms,read_ms\n",
             base.as_millis()
         );
-        for s in 0..self.read.len() {
-            let (p, q, r) = (&self.published[s], &self.produced[s], &self.read[s]);
-            let _ = writeln!(csv, "{s},{:.3},{:.0},{:.3}", ms(p), ms(q), ms(r));
+        for (rate, range) in runs {
+            for s in range.clone().map(|s| s as usize) {
+                let (p, q, r) = (&self.published[s], &self.produced[s], &self.read[s]);
+                let _ = writeln!(csv, "{rate},{s},{:.3},{:.3},{:.3}", ms(p), ms(q), ms(r));
+            }
         }
-        std::fs::write(path, csv).expect("write latency.csv");
+        let path = dir.join(name);
+        std::fs::write(&path, csv).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
     /// Wait until every record of `range` is read back; their latency percentiles.
@@ -628,7 +664,9 @@ impl LatencyConsumer {
                 let seq = load.seq_of(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
                 if let Some(s) = seq.filter(|&s| s < stamps.read.len() as u64) {
                     stamps.read[s as usize].store(now, Ordering::Relaxed);
-                    if let Some(ms) = m.timestamp().to_millis() {
+                    // The producer's create time (hubgate's hand-over to librdkafka), not a
+                    // broker's log-append time.
+                    if let rdkafka::Timestamp::CreateTime(ms) = m.timestamp() {
                         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64);
                         let ns = at
                             .duration_since(stamps.base_wall)
@@ -664,12 +702,17 @@ impl Drop for LatencyConsumer {
 
 /// Publish the uplinks of `range` with QoS 1, at `rate` per second (else as fast as the
 /// broker takes them), and wait for every PUBACK.
+///
+/// A record's publish time is taken when rumqttc has written its PUBLISH to the socket (its
+/// `Outgoing::Publish` event, in the order the publishes were queued), not when the load
+/// generator queues it: a late timer or a busy runtime here is the benchmark's delay, not
+/// hubgate's.
 async fn publish(
     mqtt: &Mosquitto,
     load: &Load,
     range: Range<u64>,
     rate: Option<u64>,
-    stamps: Option<&Stamps>,
+    stamps: Option<Arc<Stamps>>,
 ) {
     let mut opts = MqttOptions::new(unique("load"), "127.0.0.1", mqtt.port());
     opts.set_keep_alive(Duration::from_secs(30))
@@ -677,11 +720,19 @@ async fn publish(
         .set_request_channel_capacity(10_000);
     let (client, mut events) = AsyncClient::new(opts, 10_000);
     let expected = range.end - range.start;
+    let queued = range.clone();
+    let mut next = range.start;
     let acks = tokio::spawn(async move {
         let mut acked = 0;
         while acked < expected {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                    if let Some(s) = stamps.as_ref().filter(|_| next < range.end) {
+                        s.published[next as usize].store(s.now(), Ordering::Relaxed);
+                    }
+                    next += 1;
+                }
                 Ok(_) => {}
                 Err(e) => panic!("load generator: MQTT: {e}"),
             }
@@ -689,14 +740,11 @@ async fn publish(
         events
     });
     let start = tokio::time::Instant::now();
-    for (k, seq) in range.enumerate() {
+    for (k, seq) in queued.enumerate() {
         if let Some(rate) = rate {
             tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate as f64)).await;
         }
         let (topic, body) = load.message(seq);
-        if let Some(s) = stamps {
-            s.published[seq as usize].store(s.now(), Ordering::Relaxed);
-        }
         client
             .publish(topic, QoS::AtLeastOnce, false, body)
             .await
@@ -792,6 +840,7 @@ fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
     let producer = broker_producer(kafka, opts, &Arc::new(AtomicU64::new(0)));
     let mut seq = 0;
     let mut latency = Vec::new();
+    let mut runs = Vec::new();
     for &(rate, duration) in &rates {
         let n = rate_records(rate, duration);
         let start = Instant::now();
@@ -817,6 +866,8 @@ fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
         }
         producer.flush(WAIT).expect("broker-alone producer flush");
         latency.push(stamps.wait_latency(rate, seq..seq + n, String::new));
+        runs.push((rate, seq..seq + n));
+        stamps.save_to(opts, "broker-latency.csv", &runs);
         seq += n;
     }
     consumer.stop();
@@ -950,6 +1001,13 @@ impl Report {
             let _ = writeln!(t, "load:    {} busy loops through the run", self.load);
         }
         let _ = writeln!(t, "broker:  {}", self.broker);
+        if let Some(rtt) = self.rtt {
+            let _ = writeln!(
+                t,
+                "rtt:     {:.0} ms added between the Kafka clients and the broker",
+                ms(rtt)
+            );
+        }
         let _ = writeln!(t, "{:<52} {:>14}  target", "measure", "value");
         let mut row = |name: &str, value: String, target: &str| {
             let _ = writeln!(t, "{name:<52} {value:>14}  {target}");
@@ -1030,9 +1088,21 @@ impl Report {
                 format!("{:.1}", l.max),
                 "",
             );
+            if let Some(f) = self.broker_latency.iter().find(|f| f.rate == l.rate) {
+                row(
+                    &format!("  over the broker alone at {}/s: p50/p99 ms", l.rate),
+                    format!("{:+.1}/{:+.1}", l.p50 - f.p50, l.p99 - f.p99),
+                    if l.rate == 1000 { "<= 1 / <= 3" } else { "" },
+                );
+                row(
+                    &format!("  p99 / broker-alone p99 at {}/s", l.rate),
+                    format!("{:.2}", l.p99 / f.p99),
+                    "<= 3 (loaded)",
+                );
+            }
             row(
                 &format!("  publish -> producer at {}/s p99 (max) ms", l.rate),
-                format!("{:.0} ({:.0})", l.to_producer_p99, l.to_producer_max),
+                format!("{:.1} ({:.1})", l.to_producer_p99, l.to_producer_max),
                 "",
             );
         }
@@ -1085,6 +1155,11 @@ impl Report {
             "backlog drain from sled, records/s",
             format!("{:.0}", self.drain_per_s),
             ">= 30000",
+        );
+        row(
+            "backlog drain from sled: CPU seconds per 1,000 records",
+            format!("{:.3}", self.drain_cpu_s_per_1000),
+            "",
         );
         row(
             "broker restart -> backlog delivered, s",

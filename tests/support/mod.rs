@@ -559,9 +559,10 @@ pub struct Kafka {
     /// stunnel's certificates (`None` for a plain-TCP broker).
     certs: Option<Certs>,
     tansu_bin: PathBuf,
-    /// tansu's plaintext listener (internal, only stunnel talks to it).
+    /// tansu's plaintext listener (internal when stunnel or a proxy is in front of it).
     broker_port: u16,
-    /// stunnel's TLS port: what clients use and what tansu advertises.
+    /// What clients use and what tansu advertises: stunnel's TLS port, a proxy's port
+    /// ([`Kafka::start_plain_behind`]) or `broker_port`.
     tls_port: u16,
     tansu: Service,
     /// `None` for a plain-TCP broker without authentication ([`Kafka::start_plain`]).
@@ -601,20 +602,33 @@ impl Kafka {
     /// tansu alone: plain TCP, no authentication (the benchmark's broker, without the TLS
     /// front's cost). Clients use [`Kafka::client_config`] as with [`Kafka::start`].
     pub fn start_plain(dir: &Path) -> Kafka {
+        Self::start_plain_behind(dir, None)
+    }
+
+    /// [`Kafka::start_plain`], advertising `front` (a proxy's port that forwards to
+    /// [`Kafka::broker_port`]) instead of its own, so every client connection goes through
+    /// the proxy.
+    pub fn start_plain_behind(dir: &Path, front: Option<u16>) -> Kafka {
         fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let tansu_bin = tansu_binary();
         let broker_port = free_port();
-        let mut tansu = spawn_tansu(&tansu_bin, dir, broker_port, broker_port, false);
+        let advertised = front.unwrap_or(broker_port);
+        let mut tansu = spawn_tansu(&tansu_bin, dir, broker_port, advertised, false);
         tansu.wait_accepting(broker_port, START_TIMEOUT);
         Kafka {
             dir: dir.to_path_buf(),
             certs: None,
             tansu_bin,
             broker_port,
-            tls_port: broker_port,
+            tls_port: advertised,
             tansu,
             stunnel: None,
         }
+    }
+
+    /// The port tansu itself listens on.
+    pub fn broker_port(&self) -> u16 {
+        self.broker_port
     }
 
     /// Is the broker behind the TLS front with SASL PLAIN (else plain TCP)?
