@@ -17,7 +17,7 @@ fn usage() -> &'static str {
      \x20               [--idle SECS]\n\
      \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--mqtt-nodelay]\n\
      \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--load N] [--rtt MS]\n\
-     \x20               [--dir DIR]\n\
+     \x20               [--dir DIR [--sched]]\n\
      --smoke          a few seconds, small counts (what `cargo test` runs)\n\
      --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
      --bridge         also measure the hand-written Python bridge (scripts/bridge; needs\n\
@@ -36,7 +36,10 @@ fn usage() -> &'static str {
      --rtt            a round trip of MS milliseconds between every Kafka client and the broker\n\
      \x20                (a delaying proxy in front of tansu; --rtt 0: the proxy alone; not with --tls)\n\
      --dir            keep the services' and hubgate's files and logs there, and each fixed-rate\n\
-     \x20                record's times in latency.csv (broker-latency.csv, bridge-latency.csv)"
+     \x20                record's times in latency.csv (broker-latency.csv, bridge-latency.csv)\n\
+     --sched          with --dir: every 10 ms through the fixed-rate runs, each thread's CPU time,\n\
+     \x20                wait for a CPU, state and kernel wait channel (hubgate, tansu, mosquitto,\n\
+     \x20                the benchmark) in sched.csv; scripts/stalls.py DIR reads it"
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -63,6 +66,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--tls" => o.tls = true,
             "--bridge" => o.bridge = true,
             "--mqtt-nodelay" => o.mqtt_nodelay = true,
+            "--sched" => o.sched = true,
             "--records" => o.records = number(value()?)?,
             "--drain-records" => o.drain_records = number(value()?)?,
             "--devices" => o.devices = number(value()?)?.max(1),

@@ -22,6 +22,7 @@
 mod bridge;
 mod cost;
 mod delay;
+mod offcpu;
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -74,6 +75,9 @@ pub struct Options {
     pub idle: Duration,
     /// A round trip added between every Kafka client and tansu (a delaying proxy).
     pub rtt: Option<Duration>,
+    /// With `dir`: sample the threads of hubgate, tansu, mosquitto and the benchmark through
+    /// the fixed-rate runs into `sched.csv` ([`offcpu`]).
+    pub sched: bool,
 }
 
 impl Default for Options {
@@ -97,6 +101,7 @@ impl Default for Options {
             load: 0,
             idle: Duration::from_secs(10),
             rtt: None,
+            sched: false,
         }
     }
 }
@@ -246,6 +251,14 @@ pub fn run(opts: &Options) -> Report {
     let total: u64 = rates.iter().map(|(r, d)| rate_records(*r, *d)).sum();
     let stamps = Arc::new(Stamps::new(total));
     let consumer = LatencyConsumer::start(&kafka, &load, stamps.clone());
+    let sampler = sampler(
+        opts,
+        &[
+            ("hubgate", Some(pid)),
+            ("tansu", kafka.pid()),
+            ("mosquitto", mqtt.pid()),
+        ],
+    );
     let written = write_bytes(pid);
     let sled = dir_bytes(&agent_dir.join("buffer"));
     let mut seq = 0;
@@ -273,6 +286,7 @@ pub fn run(opts: &Options) -> Report {
         seq += n;
     }
     consumer.stop();
+    drop(sampler);
     // The warm-up connects the producer and the consumer; it is not a measurement.
     report.latency.remove(0);
     report.live.remove(0);
@@ -365,6 +379,17 @@ pub fn run(opts: &Options) -> Report {
         report.bridge = Some(bridge::run(&rt, &mqtt, &kafka, &load, opts, &dir, seq));
     }
     report
+}
+
+/// `--sched`: sample `processes` (and this one) while it lives, when there is a `--dir`.
+fn sampler(opts: &Options, processes: &[(&'static str, Option<u32>)]) -> Option<offcpu::Sampler> {
+    let dir = opts.dir.as_ref().filter(|_| opts.sched)?;
+    let mut all: Vec<(&'static str, u32)> = processes
+        .iter()
+        .filter_map(|(name, pid)| Some((*name, (*pid)?)))
+        .collect();
+    all.push(("bench", std::process::id()));
+    Some(offcpu::Sampler::start(dir, all))
 }
 
 /// `--load N`: N threads that spin until dropped, a loaded gateway's other work.
@@ -838,6 +863,7 @@ fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
     let stamps = Arc::new(Stamps::new(total));
     let consumer = LatencyConsumer::start(kafka, load, stamps.clone());
     let producer = broker_producer(kafka, opts, &Arc::new(AtomicU64::new(0)));
+    let _sampler = sampler(opts, &[("tansu", kafka.pid())]);
     let mut seq = 0;
     let mut latency = Vec::new();
     let mut runs = Vec::new();

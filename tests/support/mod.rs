@@ -737,6 +737,11 @@ impl Kafka {
         self.tansu.wait_accepting(self.broker_port, START_TIMEOUT);
     }
 
+    /// tansu's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.tansu.pid()
+    }
+
     /// Is the broker process running (not stopped)?
     pub fn is_running(&self) -> bool {
         self.tansu.pid().is_some()
