@@ -2,9 +2,10 @@
 //! requests in flight without touching the machine's loopback (docs/performance.md,
 //! "Pipelined produce requests").
 //!
-//! `cargo run --release --example producer_rtt -- IN_FLIGHT RTT_MS rate|drain`: `rate` sends
-//! 10,000 records at 1,000/s, `drain` 50,000 with at most 2,000 unconfirmed (the forwarder's
-//! window); it prints records/s, send-to-confirmation p50/p99, the CPU per record of the
+//! `cargo run --release --example producer_rtt -- IN_FLIGHT RTT_MS rate|drain [KEYS]`: `rate`
+//! sends 10,000 records at 1,000/s, `drain` 50,000 with at most 2,000 unconfirmed (the
+//! forwarder's window), over KEYS keys (50; the mock's topic has 4 partitions, so 1 puts every
+//! record in one partition); it prints records/s, send-to-confirmation p50/p99, the CPU per record of the
 //! producer's threads (the mock broker's thread left out), and from librdkafka's statistics
 //! the produce requests it took (records per request) and its broker thread's wake-ups.
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,7 @@ fn cpu_ms() -> f64 {
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let (inflight, rtt, mode) = (&a[1], &a[2], a[3].as_str());
+    let keys: usize = a.get(4).map_or(50, |k| k.parse().expect("KEYS: a number"));
     let mut c = hubgate::sink::kafka::base_config();
     c.set("bootstrap.servers", "unused:9092")
         .set("test.mock.num.brokers", "1")
@@ -79,12 +81,12 @@ fn main() {
         .create_with_context(Ctx(lat.clone(), stats.clone()))
         .unwrap();
     let body = "x".repeat(400);
-    let keys: Vec<String> = (0..50)
+    let keys: Vec<String> = (0..keys)
         .map(|i| format!("58-A0-CB-00-00-10-{i:02}-34"))
         .collect();
     let send = |n: usize| loop {
         let r = BaseRecord::with_opaque_to("t", Box::new(Instant::now()))
-            .key(&keys[n % 50])
+            .key(&keys[n % keys.len()])
             .payload(&body);
         match p.send(r) {
             Ok(()) => break,
