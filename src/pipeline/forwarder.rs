@@ -1,6 +1,7 @@
 //! The forwarder: the I/O shell around the [`Ledger`]. It takes frames from the sources,
-//! decodes them, hands the ledger the sink's reports, new sinks and the time, and ends every
-//! round with the ledger's commit. It runs on a thread of its own with a single-threaded
+//! decodes them, hands the ledger the sink's reports (serving librdkafka's itself when told
+//! that some are queued), new sinks and the time, and ends every round with the ledger's
+//! commit. It runs on a thread of its own with a single-threaded
 //! runtime: sled calls and the sink's flush block, and must not hold up the sources.
 
 use std::sync::Arc;
@@ -169,6 +170,7 @@ impl Forwarder {
         let tick = tokio::time::sleep_until(ticked + TICK);
         tokio::pin!(tick);
         let (mut urgent_open, mut patient_open) = (true, true);
+        let mut queued = self.ledger.sink().queued();
         loop {
             self.heartbeat.beat();
             if !urgent_open && !patient_open && self.ledger.idle() {
@@ -183,9 +185,16 @@ impl Forwarder {
             tokio::select! {
                 biased;
                 _ = inp.stop.changed() => break,
-                Some(sink) = inp.new_sinks.recv() => self.replace_sink(sink, &mut inp.deliveries)?,
+                Some(sink) = inp.new_sinks.recv() => {
+                    self.replace_sink(sink, &mut inp.deliveries)?;
+                    queued = self.ledger.sink().queued();
+                }
                 Some((rec_type, why)) = inp.parks.recv() => {
                     self.ledger.park(&rec_type, why, Instant::now());
+                }
+                () = notified(queued.as_deref()) => {
+                    self.ledger.sink().serve();
+                    self.take_reports(&mut inp.deliveries)?;
                 }
                 Some(d) = inp.deliveries.recv() => {
                     self.ledger.delivered(d, Instant::now())?;
@@ -319,6 +328,14 @@ impl Forwarder {
             self.ledger.buffered()
         );
         Ok(())
+    }
+}
+
+/// Until the sink has reports to serve; never for a sink whose reports come by themselves.
+async fn notified(queued: Option<&tokio::sync::Notify>) {
+    match queued {
+        Some(q) => q.notified().await,
+        None => std::future::pending().await,
     }
 }
 

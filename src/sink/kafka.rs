@@ -10,6 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
+use tokio::sync::Notify;
 
 use super::polled::Polled;
 use super::properties::{is_false, setting_name};
@@ -301,6 +302,7 @@ fn create(
     deliveries: &Deliveries,
     metrics: &Arc<Metrics>,
     hubs: &Hubs,
+    queued: Arc<Notify>,
 ) -> Result<Polled<DeliveryContext>, OpenError> {
     let context = DeliveryContext {
         deliveries: deliveries.clone(),
@@ -308,7 +310,7 @@ fn create(
         hubs: hubs.clone(),
         config: config.clone(),
     };
-    Polled::new(config, context).map_err(|e| {
+    Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
             "cannot create the Kafka producer: {}",
             super::properties::config_error(&e)
@@ -329,7 +331,9 @@ impl KafkaSink {
         if metrics.kafka_connected.get("").is_none() {
             metrics.kafka_connected.set("", 0);
         }
-        let producer = create(&config, &deliveries, &metrics, &hubs)?;
+        // One for every producer of this sink: the forwarder waits on it.
+        let queued = Arc::new(Notify::new());
+        let producer = create(&config, &deliveries, &metrics, &hubs, queued)?;
         Ok(KafkaSink {
             producer,
             config,
@@ -346,7 +350,14 @@ impl KafkaSink {
 
     /// A new producer with the current settings in place of the old one (see [`Sink::tick`]).
     fn replace_producer(&mut self) -> bool {
-        match create(&self.config, &self.deliveries, &self.metrics, &self.hubs) {
+        let queued = self.producer.queued().clone();
+        match create(
+            &self.config,
+            &self.deliveries,
+            &self.metrics,
+            &self.hubs,
+            queued,
+        ) {
             Ok(producer) => {
                 drop(std::mem::replace(&mut self.producer, producer));
                 self.vanished.clear();
@@ -472,6 +483,14 @@ impl Sink for KafkaSink {
         self.replace_producer()
     }
 
+    fn queued(&self) -> Option<Arc<Notify>> {
+        Some(self.producer.queued().clone())
+    }
+
+    fn serve(&mut self) {
+        self.producer.serve();
+    }
+
     fn flush(&mut self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {
             log::warn!(
@@ -527,11 +546,22 @@ mod tests {
         assert_eq!(raised, Err::RD_KAFKA_RESP_ERR_NO_ERROR);
     }
 
-    async fn next(rx: &mut UnboundedReceiver<Delivery>) -> Delivery {
-        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+    /// The next report, served as the forwarder serves them: when the sink says some are
+    /// queued.
+    async fn next(sink: &mut KafkaSink, rx: &mut UnboundedReceiver<Delivery>) -> Delivery {
+        let queued = sink.queued().expect("a sink that is served");
+        let report = async {
+            loop {
+                sink.serve();
+                if let Ok(d) = rx.try_recv() {
+                    return d;
+                }
+                queued.notified().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), report)
             .await
             .expect("a delivery report in time")
-            .expect("the channel is open")
     }
 
     fn idempotent(sink: &KafkaSink) -> Option<&str> {
@@ -549,7 +579,7 @@ mod tests {
         let (mut sink, mut rx) = sink(&mock.bootstrap_servers());
         sink.send(1, &record(1)).unwrap();
         let key_and_body = (record(1).key.len() + record(1).body.len()) as u64;
-        assert_eq!(next(&mut rx).await.result, Ok(key_and_body));
+        assert_eq!(next(&mut sink, &mut rx).await.result, Ok(key_and_body));
         mock.broker_down(1).unwrap();
         sink.send(2, &record(2)).unwrap();
         fail_for_good(&sink, Err::RD_KAFKA_RESP_ERR__GAPLESS_GUARANTEE);
@@ -563,7 +593,7 @@ mod tests {
         sink.send(2, &record(2)).unwrap();
         sink.send(3, &record(3)).unwrap();
         for seq in [2, 3] {
-            let d = next(&mut rx).await;
+            let d = next(&mut sink, &mut rx).await;
             assert_eq!((d.seq, d.result.is_ok()), (seq, true));
         }
     }
@@ -586,7 +616,10 @@ mod tests {
             KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), hubs.clone()).unwrap();
         sink.send(1, &record(1)).unwrap();
         sink.flush(Duration::from_secs(20));
-        assert!(next(&mut rx).await.result.is_ok(), "the producer is up");
+        assert!(
+            next(&mut sink, &mut rx).await.result.is_ok(),
+            "the producer is up"
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while !hubs.found_since(TOPIC, since) {
             assert!(Instant::now() < deadline, "the provisioner finds {TOPIC}");
@@ -698,7 +731,7 @@ mod tests {
         let mut sink =
             KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
         sink.send(1, &record(1)).unwrap();
-        let d = next(&mut rx).await;
+        let d = next(&mut sink, &mut rx).await;
         assert!(d.result.is_err(), "{d:?}");
         let md = sink
             .producer
@@ -723,7 +756,7 @@ mod tests {
         assert_eq!(idempotent(&sink), Some("false"));
         assert_eq!(sink.config.get(IN_FLIGHT), Some(ONE_REQUEST));
         sink.send(1, &record(1)).unwrap();
-        let d = next(&mut rx).await;
+        let d = next(&mut sink, &mut rx).await;
         assert_eq!((d.seq, d.result.is_ok()), (1, true));
     }
 }

@@ -67,7 +67,16 @@ pub trait Sink: Send {
     fn tick(&mut self) -> bool {
         false
     }
-    /// Wait up to `timeout` for outstanding deliveries (on shutdown).
+    /// Notified when the sink has reports to [serve](Sink::serve) on the forwarder's
+    /// thread; `None`: its reports come on the channel by themselves. The same for the
+    /// sink's whole life.
+    fn queued(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+    /// Serve what the sink has queued (librdkafka's delivery reports, errors, statistics:
+    /// its callbacks, and so the reports on the channel, run here), without waiting.
+    fn serve(&mut self) {}
+    /// Wait up to `timeout` for outstanding deliveries (on shutdown), serving them.
     fn flush(&mut self, timeout: std::time::Duration);
 }
 

@@ -1,17 +1,18 @@
-//! A librdkafka producer with a thread that serves its delivery reports (and errors and
-//! statistics) as they come, and sleeps while there are none.
+//! A librdkafka producer whose delivery reports (and errors and statistics) are served on the
+//! thread that sends, the forwarder's, as they come: no thread of its own, no timer.
 //!
-//! rust-rdkafka's `ThreadedProducer` polls every 100 ms and spins through the end of each
-//! poll: librdkafka waits in whole milliseconds, truncated, so it returns up to a few ms
-//! before rust-rdkafka's deadline, which then polls again with a timeout of 0 until the
-//! deadline passes. On an idle agent that was 7–9 ms of CPU a second (`strace`: 0.8–3.4 ms
-//! without a system call after each timed-out wait). Here librdkafka's queue event callback
-//! (called on its own thread when the queue of reports goes from empty to not empty) wakes
-//! the thread, which takes what is there without waiting.
+//! librdkafka calls its queue event callback, on one of its threads, when the queue of
+//! reports goes from empty to not empty; the callback only notifies the forwarder, which
+//! then serves what is there without waiting ([`Polled::serve`]) and applies the reports in
+//! the same round. rust-rdkafka's `ThreadedProducer` polls every 100 ms instead and spins
+//! through the end of each poll: librdkafka waits in whole milliseconds, truncated, so it
+//! returns up to a few ms before rust-rdkafka's deadline, which then polls again with a
+//! timeout of 0 until the deadline passes (7–9 ms of CPU a second on an idle agent). A
+//! thread of hubgate's that served the reports and handed them to the forwarder through a
+//! channel cost each report one thread hop more (docs/performance.md).
 
 use std::os::raw::c_void;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
@@ -19,40 +20,15 @@ use rdkafka::client::Client;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
-
-/// Set by librdkafka's callback or by `Drop`; the poll thread waits for it.
-#[derive(Default)]
-struct Wake {
-    /// (something to take, stop)
-    state: Mutex<(bool, bool)>,
-    cond: Condvar,
-}
-
-impl Wake {
-    fn set(&self, stop: bool) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 = true;
-        s.1 |= stop;
-        self.cond.notify_one();
-    }
-
-    /// Wait until set; `true`: stop.
-    fn wait(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while !s.0 {
-            s = self.cond.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        s.0 = false;
-        s.1
-    }
-}
+use tokio::sync::Notify;
 
 /// Called by librdkafka, on one of its threads, when its main queue stops being empty.
 unsafe extern "C" fn queued(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
-    // SAFETY: `opaque` is the `Wake` that `Polled` keeps alive until it has turned this
-    // callback off (in `Drop`).
-    let wake = unsafe { &*(opaque as *const Wake) };
-    wake.set(false);
+    // SAFETY: `opaque` is the `Notify` that `Polled` holds until after the client is
+    // destroyed (its fields drop in order), and no librdkafka thread outlives that.
+    let queued = unsafe { &*(opaque as *const Notify) };
+    // A permit is kept when the forwarder is not waiting yet: no report is left unserved.
+    queued.notify_one();
 }
 
 /// The main queue's handle, for its length and its event callback.
@@ -60,76 +36,64 @@ struct Queue(*mut rd::rd_kafka_queue_t);
 
 // SAFETY: librdkafka's queue handles may be used from any thread.
 unsafe impl Send for Queue {}
-unsafe impl Sync for Queue {}
 
 impl Queue {
     fn len(&self) -> usize {
-        // SAFETY: a live handle (destroyed only in `Polled::drop`, after the thread ended).
+        // SAFETY: a live handle (destroyed only in `Polled::drop`).
         unsafe { rd::rd_kafka_queue_length(self.0) }
     }
 }
 
+/// How long a flush serves reports at a time before it looks whether `rd_kafka_flush` is
+/// done.
+const SERVE_WHILE_FLUSHING: Duration = Duration::from_millis(10);
+
 pub struct Polled<C: ProducerContext + 'static> {
-    producer: Arc<BaseProducer<C>>,
-    queue: Arc<Queue>,
-    wake: Arc<Wake>,
-    thread: Option<JoinHandle<()>>,
+    // Fields drop in this order, after `Drop::drop` has let go of the queue handle: the
+    // producer (which reports what it still held) and with it librdkafka's threads, then
+    // the `Notify` its callback used.
+    producer: BaseProducer<C>,
+    queue: Queue,
+    queued: Arc<Notify>,
 }
 
 impl<C: ProducerContext + 'static> Polled<C> {
-    pub fn new(config: &ClientConfig, context: C) -> KafkaResult<Self> {
-        let producer = Arc::new(BaseProducer::from_config_and_context(config, context)?);
-        let wake = Arc::new(Wake::default());
-        // SAFETY: the client outlives the handle (both go in `Drop`, the handle first).
-        let queue = Arc::new(Queue(unsafe {
-            rd::rd_kafka_queue_get_main(producer.client().native_ptr())
-        }));
-        // SAFETY: `wake` outlives the callback, which `Drop` turns off before it goes.
+    /// A producer that notifies `queued` when it has something to [serve](Polled::serve).
+    pub fn new(config: &ClientConfig, context: C, queued: Arc<Notify>) -> KafkaResult<Self> {
+        let producer = BaseProducer::from_config_and_context(config, context)?;
+        // SAFETY: the client outlives the handle (`Drop` destroys the handle first).
+        let queue = Queue(unsafe { rd::rd_kafka_queue_get_main(producer.client().native_ptr()) });
+        // SAFETY: `queued` outlives the callback (see `queued`).
         unsafe {
             rd::rd_kafka_queue_cb_event_enable(
                 queue.0,
-                Some(queued),
-                Arc::as_ptr(&wake) as *mut c_void,
+                Some(self::queued),
+                Arc::as_ptr(&queued) as *mut c_void,
             )
         };
-        let thread = {
-            let (producer, queue, wake) = (producer.clone(), queue.clone(), wake.clone());
-            std::thread::Builder::new()
-                .name("kafka reports".into())
-                .spawn(move || {
-                    // What arrived before the callback was on is taken first.
-                    loop {
-                        while queue.len() > 0 {
-                            producer.poll(Duration::ZERO);
-                        }
-                        if wake.wait() {
-                            break;
-                        }
-                    }
-                })
-        };
-        let thread = match thread {
-            Ok(t) => Some(t),
-            Err(e) => {
-                // SAFETY: as in `Drop`.
-                unsafe {
-                    rd::rd_kafka_queue_cb_event_enable(queue.0, None, std::ptr::null_mut());
-                    rd::rd_kafka_queue_destroy(queue.0);
-                }
-                return Err(KafkaError::ClientCreation(format!(
-                    "cannot start the thread for delivery reports: {e}"
-                )));
-            }
-        };
+        // What arrived before the callback was on is served at the first wake.
+        queued.notify_one();
         Ok(Polled {
             producer,
             queue,
-            wake,
-            thread,
+            queued,
         })
     }
 
-    /// Hand `record` to librdkafka; its report comes through the context.
+    /// Serve every delivery report, error and statistics event queued (the context's
+    /// callbacks run here), without waiting.
+    pub fn serve(&self) {
+        while self.queue.len() > 0 {
+            self.producer.poll(Duration::ZERO);
+        }
+    }
+
+    /// What the callback notifies.
+    pub fn queued(&self) -> &Arc<Notify> {
+        &self.queued
+    }
+
+    /// Hand `record` to librdkafka; its report comes through the context when served.
     pub fn send(
         &self,
         record: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
@@ -141,16 +105,34 @@ impl<C: ProducerContext + 'static> Polled<C> {
         self.producer.client()
     }
 
-    /// Wait up to `timeout` until everything handed over is confirmed or has failed. One
-    /// `rd_kafka_flush`, which sends what lingers at once and serves reports while it waits;
-    /// `BaseProducer::flush` calls it without waiting and then polls in 100 ms slices beside
-    /// the report thread, so what it flushed still waited out `linger.ms`.
+    /// Wait up to `timeout` until everything handed over is confirmed or has failed,
+    /// serving the reports meanwhile on this thread. `rd_kafka_flush` sends what lingers at
+    /// once, but with reports as events (rust-rdkafka's way) it only waits for another thread
+    /// to serve them, so it waits on a short thread of its own while this one serves.
+    /// `BaseProducer::flush` calls it without waiting and then polls in 100 ms slices, so
+    /// what it flushed still waited out `linger.ms`.
     pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: a live client handle.
-        match unsafe { rd::rd_kafka_flush(self.producer.client().native_ptr(), ms) } {
-            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
-            e => Err(KafkaError::Flush(e.into())),
+        let producer = &self.producer;
+        let result = std::thread::scope(|s| {
+            let flush = std::thread::Builder::new()
+                .name("kafka flush".into())
+                // SAFETY: a live client handle (the producer outlives the scope).
+                .spawn_scoped(s, move || unsafe {
+                    rd::rd_kafka_flush(producer.client().native_ptr(), ms)
+                })
+                .ok()?;
+            while !flush.is_finished() {
+                producer.poll(SERVE_WHILE_FLUSHING);
+            }
+            self.serve();
+            flush.join().ok()
+        });
+        match result {
+            Some(rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR) => Ok(()),
+            Some(e) => Err(KafkaError::Flush(e.into())),
+            // No thread: rust-rdkafka's flush, which serves the reports itself.
+            None => producer.flush(timeout),
         }
     }
 
@@ -159,18 +141,16 @@ impl<C: ProducerContext + 'static> Polled<C> {
     }
 }
 
-/// The thread ends first; dropping the producer then reports what it still held (as failed)
-/// on the dropping thread.
+/// The callback goes first; dropping the producer then reports what it still held (as
+/// failed) on the dropping thread.
 impl<C: ProducerContext + 'static> Drop for Polled<C> {
     fn drop(&mut self) {
-        // SAFETY: a live handle; after this librdkafka no longer calls `queued`.
-        unsafe { rd::rd_kafka_queue_cb_event_enable(self.queue.0, None, std::ptr::null_mut()) };
-        self.wake.set(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // SAFETY: a live handle, used by nothing else; librdkafka destroys a client only once
+        // no handle to its queues is left.
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(self.queue.0, None, std::ptr::null_mut());
+            rd::rd_kafka_queue_destroy(self.queue.0);
         }
-        // SAFETY: the thread is gone and nothing else holds the handle.
-        unsafe { rd::rd_kafka_queue_destroy(self.queue.0) };
     }
 }
 
@@ -180,7 +160,8 @@ mod tests {
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::DefaultProducerContext;
 
-    /// A flush sends a record at once rather than after `linger.ms` (a minute here).
+    /// A flush sends a record at once rather than after `linger.ms` (a minute here), and
+    /// serves its report itself.
     #[test]
     fn a_flush_does_not_wait_for_linger() {
         let mock = MockCluster::new(1).unwrap();
@@ -188,7 +169,7 @@ mod tests {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", mock.bootstrap_servers())
             .set("linger.ms", "60000");
-        let producer = Polled::new(&c, DefaultProducerContext).unwrap();
+        let producer = Polled::new(&c, DefaultProducerContext, Arc::new(Notify::new())).unwrap();
         producer
             .send(BaseRecord::to("t").key(&b"k"[..]).payload(&b"v"[..]))
             .unwrap();
