@@ -40,8 +40,8 @@ pub enum Input {
 pub enum Ack {
     /// The source cannot be acknowledged (replay, serial, UDP).
     None,
-    /// MQTT QoS 1: the PUBACK, handed to the source's acknowledging task (which waits for
-    /// room in rumqttc's request queue, so a burst of acknowledgements is never dropped).
+    /// MQTT QoS 1: the PUBACK, handed back to the source's task (which keeps what does not
+    /// fit in rumqttc's request queue yet, so a burst of acknowledgements is never dropped).
     /// Only what a PUBACK needs is kept, not the message and its payload.
     Mqtt {
         acks: tokio::sync::mpsc::UnboundedSender<(rumqttc::QoS, u16)>,

@@ -35,6 +35,8 @@ const STABLE: Duration = Duration::from_secs(10);
 pub const READ_LIMIT: usize = crate::config::MAX_MQTT_MESSAGE;
 /// Largest packet hubgate sends (subscriptions, acknowledgements).
 const WRITE_LIMIT: usize = 64 * 1024;
+/// rumqttc's request queue (PUBACKs, subscriptions), and the most PUBACKs taken at once.
+const REQUESTS: usize = 1024;
 
 /// The size of a message rumqttc refused to read, if that is why the connection ended.
 fn unreadable(e: &rumqttc::ConnectionError) -> Option<usize> {
@@ -128,9 +130,9 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     let client_id = opts.client_id();
     let (host, port) = opts.broker_address();
     let broker = format!("{host}:{port}");
-    let (client, mut events) = AsyncClient::new(opts, 1024);
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let mut acker = tokio::spawn(send_acks(client.clone(), ack_rx));
+    let (client, mut events) = AsyncClient::new(opts, REQUESTS);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let mut acks = Acks::default();
     let mut stopping = ctx.stopping.clone();
     let mut acked = ctx.acked.clone();
     let mut reconnect = Reconnect::new(cfg.reconnect_max);
@@ -142,7 +144,11 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
         // An event polled with none queued comes from a new read (rumqttc reads up to ten
         // packets at once and hands them out one per poll).
         let fresh_read = events.state.events.is_empty();
+        acks.hand(&client);
         tokio::select! {
+            // What the pipeline released since, in one go (a round's worth, or more); the
+            // channel stays open while `ack_tx` is here.
+            _ = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => {}
             found = async { finding.as_mut().expect("a search").await }, if finding.is_some() => {
                 finding = None;
                 match found {
@@ -214,13 +220,14 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
             _ = acked.changed() => break,
         }
     }
-    // Everything is acknowledged (or left to the broker): let the acknowledging task send
-    // what it holds, polling the event loop meanwhile so the PUBACKs go out.
+    // Everything is acknowledged (or left to the broker): hand rumqttc the PUBACKs still
+    // here, polling the event loop meanwhile so that they go out; the DISCONNECT follows them.
     drop(ack_tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
+            acks.hand(&client);
             tokio::select! {
-                _ = &mut acker => break,
+                n = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => if n == 0 { break },
                 ev = events.poll() => if ev.is_err() { break },
             }
         }
@@ -269,16 +276,30 @@ impl Reconnect {
     }
 }
 
-/// PUBACKs in the order the pipeline releases them, waiting for room in the request queue.
-async fn send_acks(client: AsyncClient, mut acks: mpsc::UnboundedReceiver<(QoS, u16)>) {
-    while let Some((qos, pkid)) = acks.recv().await {
-        // rumqttc acknowledges by QoS and packet id; the rest of the message is not needed.
-        let mut p = Publish::new("", qos, Vec::new());
-        p.pkid = pkid;
-        if let Err(e) = client.ack(&p).await {
-            log::warn!("mqtt: could not acknowledge message {pkid}: {e}");
-            return;
-        }
+/// PUBACKs the pipeline released, in its order, taken by the source's own task and handed to
+/// rumqttc's request queue there: no task of their own, which cost each one a wake-up more.
+#[derive(Default)]
+struct Acks {
+    /// Taken from the pipeline, not yet in the request queue (it holds [`REQUESTS`]; the
+    /// event loop makes room as it writes them).
+    taken: Vec<(QoS, u16)>,
+}
+
+impl Acks {
+    /// Hand rumqttc what fits, oldest first; the event loop writes them at its next poll.
+    fn hand(&mut self, client: &AsyncClient) {
+        let handed = self
+            .taken
+            .iter()
+            .take_while(|(qos, pkid)| {
+                // rumqttc acknowledges by QoS and packet id; the rest of the message is not
+                // needed. The only error is a full queue (the event loop is ours).
+                let mut p = Publish::new("", *qos, Vec::new());
+                p.pkid = *pkid;
+                client.try_ack(&p).is_ok()
+            })
+            .count();
+        self.taken.drain(..handed);
     }
 }
 
@@ -366,6 +387,31 @@ mod tests {
             default_topic(UplinkFormat::ChirpstackGateway),
             "+/gateway/+/event/up"
         );
+    }
+
+    /// A burst of acknowledgements larger than rumqttc's request queue is handed over as the
+    /// queue makes room, in order, none dropped.
+    #[test]
+    fn acknowledgements_wait_for_room_in_the_request_queue() {
+        let (client, mut events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 2);
+        // PUBRECs (QoS 2), which `clean` keeps, stand for PUBACKs, which it drops: the
+        // handing over is the same.
+        let mut acks = Acks {
+            taken: (1..=5).map(|pkid| (QoS::ExactlyOnce, pkid)).collect(),
+        };
+        let mut handed = Vec::new();
+        while !acks.taken.is_empty() {
+            let before = acks.taken.len();
+            acks.hand(&client);
+            assert_eq!(before - acks.taken.len(), 2.min(before), "as many as fit");
+            // What the event loop would write, making room.
+            events.clean();
+            handed.extend(events.pending.drain(..).map(|r| match r {
+                rumqttc::Request::PubRec(r) => r.pkid,
+                other => panic!("{other:?}"),
+            }));
+        }
+        assert_eq!(handed, [1, 2, 3, 4, 5]);
     }
 
     #[test]
