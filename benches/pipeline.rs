@@ -8,12 +8,16 @@ mod support;
 #[path = "pipeline/harness.rs"]
 mod harness;
 
+#[path = "pipeline/floor_child.rs"]
+mod floor_child;
+
 use std::time::Duration;
 
 use harness::Options;
 
 fn usage() -> &'static str {
-    "usage: bench.sh [--smoke] [--tls] [--bridge] [--records N] [--drain-records N] [--devices N]\n\
+    "usage: bench.sh [--smoke] [--tls] [--bridge] [--floor] [--records N] [--drain-records N]\n\
+     \x20               [--devices N]\n\
      \x20               [--idle SECS]\n\
      \x20               [--rates RATE:SECS,...] [--mqtt-inflight N] [--mqtt-nodelay]\n\
      \x20               [--set KEY=VALUE]... [--buffer KEY=VALUE]... [--load N] [--rtt MS]\n\
@@ -22,6 +26,8 @@ fn usage() -> &'static str {
      --tls            broker behind stunnel with SASL_SSL PLAIN, as Event Hubs (default plain TCP)\n\
      --bridge         also measure the hand-written Python bridge (scripts/bridge; needs\n\
      \x20                python3 with venv, installs paho-mqtt and confluent-kafka from PyPI)\n\
+     --floor          also measure a bare rumqttc subscriber and a bare rdkafka producer (hubgate's\n\
+     \x20                settings) alone at the fixed rates: the libraries' floor under hubgate\n\
      --records        backlog of the throughput run and of the broker-alone ceiling (200000)\n\
      --drain-records  records spilled during the outage, then drained (200000; 1000000 works;\n\
      \x20                keep it well above max_in_flight, 2000, or librdkafka holds them all)\n\
@@ -39,7 +45,11 @@ fn usage() -> &'static str {
      \x20                record's times in latency.csv (broker-latency.csv, bridge-latency.csv)\n\
      --sched          with --dir: every 10 ms through the fixed-rate runs, each thread's CPU time,\n\
      \x20                wait for a CPU, state and kernel wait channel (hubgate, tansu, mosquitto,\n\
-     \x20                the benchmark) in sched.csv; scripts/stalls.py DIR reads it"
+     \x20                the benchmark) in sched.csv; scripts/stalls.py DIR reads it\n\
+     environment: HUBGATE_AGENT_BIN runs that hubgate binary instead of this build's;\n\
+     \x20                HUBGATE_AGENT_WRAP runs it and the --floor processes under a command, e.g.\n\
+     \x20                'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p': then\n\
+     \x20                instructions per record are counted (CPU and switches mean nothing there)"
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -65,6 +75,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--smoke" | "--bench" => {}
             "--tls" => o.tls = true,
             "--bridge" => o.bridge = true,
+            "--floor" => o.floor = true,
             "--mqtt-nodelay" => o.mqtt_nodelay = true,
             "--sched" => o.sched = true,
             "--records" => o.records = number(value()?)?,
@@ -110,6 +121,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(("--floor-child", child)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
+        floor_child::run(child);
+        return;
+    }
     let opts = parse(&args).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2);

@@ -2,7 +2,11 @@
 //! threads' `schedstat` (nanoseconds on a CPU, not sampled at clock ticks as `stat`'s
 //! utime and stime are) and context switches (each thread's voluntary + involuntary ones:
 //! every wake-up of a thread that slept is one). This VM has no hardware counters
-//! (`perf stat -e instructions:u` is "not supported"), so instructions are not counted here.
+//! (`perf stat -e instructions:u` is "not supported"), so instructions are counted by
+//! valgrind instead when the process runs under callgrind (`HUBGATE_AGENT_WRAP`, see
+//! `scripts/bench.sh --help`): each sample dumps its counters (`callgrind_control --dump`),
+//! which also starts the next count. Instructions are user space only, as `instructions:u`;
+//! under valgrind the threads take turns on one core, so its CPU and switches mean nothing.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +18,8 @@ pub struct Sample {
     at: Instant,
     /// Thread id → (name, CPU ns, context switches).
     threads: BTreeMap<u32, (String, u64, u64)>,
+    /// Instructions since the previous sample, under callgrind.
+    instructions: Option<u64>,
 }
 
 impl Sample {
@@ -33,6 +39,7 @@ impl Sample {
         Sample {
             at: Instant::now(),
             threads,
+            instructions: callgrind_dump(pid),
         }
     }
 
@@ -48,6 +55,48 @@ impl Sample {
         }
         by_name
     }
+}
+
+/// Instructions `pid` executed since its previous dump (or its start), if it runs under
+/// callgrind: valgrind's own command line names the tool and the output file.
+fn callgrind_dump(pid: u32) -> Option<u64> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if !args.iter().any(|a| a == "--tool=callgrind") {
+        return None;
+    }
+    let out = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--callgrind-out-file="))
+        .unwrap_or("callgrind.out.%p")
+        .replace("%p", &pid.to_string());
+    let out = std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()?
+        .join(out);
+    let dumped = std::process::Command::new("callgrind_control")
+        .arg("--dump")
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(dumped, "callgrind_control --dump {pid} failed");
+    // Dumps are numbered OUT.1, OUT.2, ...: the newest is this one.
+    let prefix = format!("{}.", out.file_name()?.to_str()?);
+    let newest = std::fs::read_dir(out.parent()?)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n: u64 = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .max()?;
+    let dump = std::fs::read_to_string(newest.1).ok()?;
+    dump.lines()
+        .find_map(|l| l.strip_prefix("totals:")?.trim().parse().ok())
 }
 
 /// (name, CPU ns, context switches) of thread `tid` of `pid`.
@@ -73,6 +122,8 @@ pub struct Idle {
     pub secs: f64,
     pub cpu_ms_per_s: f64,
     pub wakeups_per_s: f64,
+    /// Under callgrind.
+    pub instructions_per_s: Option<f64>,
     /// (thread name, threads of that name, CPU ms/s, wake-ups/s), busiest first.
     pub threads: Vec<(String, usize, f64, f64)>,
 }
@@ -96,6 +147,7 @@ pub fn idle(pid: u32, secs: Duration) -> Idle {
         secs: span,
         cpu_ms_per_s: threads.iter().map(|t| t.2).sum(),
         wakeups_per_s: threads.iter().map(|t| t.3).sum(),
+        instructions_per_s: after.instructions.map(|i| i as f64 / span),
         threads,
     }
 }
@@ -104,6 +156,9 @@ impl Live {
     /// One line per thread name.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        if let Some(i) = self.instructions_per_record {
+            let _ = writeln!(s, "  instructions per record, less idle: {i:.0}");
+        }
         for (name, cpu, switches) in &self.threads {
             let _ = writeln!(
                 s,
@@ -118,6 +173,9 @@ impl Idle {
     /// One line per thread name.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        if let Some(i) = self.instructions_per_s {
+            let _ = writeln!(s, "  instructions per s: {i:.0}");
+        }
         for (name, count, cpu, wakeups) in &self.threads {
             let _ = writeln!(
                 s,
@@ -134,6 +192,8 @@ pub struct Live {
     pub rate: u64,
     pub cpu_us_per_record: f64,
     pub switches_per_record: f64,
+    /// Under callgrind, less idle.
+    pub instructions_per_record: Option<f64>,
     /// (thread name, CPU us, context switches) per record, idling not taken off; busiest
     /// first.
     pub threads: Vec<(String, f64, f64)>,
@@ -158,5 +218,8 @@ pub fn live(rate: u64, records: u64, before: &Sample, after: &Sample, idle: &Idl
         rate,
         cpu_us_per_record: (cpu as f64 / 1e3 - idle.cpu_ms_per_s * 1e3 * span).max(0.0) / records,
         switches_per_record: (switches as f64 - idle.wakeups_per_s * span).max(0.0) / records,
+        instructions_per_record: after
+            .instructions
+            .map(|i| (i as f64 - idle.instructions_per_s.unwrap_or(0.0) * span).max(0.0) / records),
     }
 }

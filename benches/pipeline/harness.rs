@@ -13,7 +13,8 @@
 //!    stopped, then the time until the broker holds all of it (so the load generator cannot
 //!    be the bottleneck); CPU and peak RSS over that run;
 //! 5. outage: the broker stopped, records spilled to sled, the broker started, drain timed;
-//! 6. with `--bridge`, the hand-written Python bridge on the same load ([`bridge`]).
+//! 6. with `--bridge`, the hand-written Python bridge on the same load ([`bridge`]);
+//! 7. with `--floor`, the MQTT and Kafka libraries alone at the fixed rates ([`floor`]).
 //!
 //! With `--rtt MS` every Kafka client (hubgate's producer, the broker-alone producer, the
 //! consumers) reaches tansu through a proxy that delays each direction by half of it
@@ -22,6 +23,7 @@
 mod bridge;
 mod cost;
 mod delay;
+mod floor;
 mod offcpu;
 
 use std::fmt::Write as _;
@@ -78,6 +80,8 @@ pub struct Options {
     /// With `dir`: sample the threads of hubgate, tansu, mosquitto and the benchmark through
     /// the fixed-rate runs into `sched.csv` ([`offcpu`]).
     pub sched: bool,
+    /// Also measure the libraries alone at the fixed rates.
+    pub floor: bool,
 }
 
 impl Default for Options {
@@ -102,6 +106,7 @@ impl Default for Options {
             idle: Duration::from_secs(10),
             rtt: None,
             sched: false,
+            floor: false,
         }
     }
 }
@@ -176,6 +181,7 @@ pub struct Report {
     /// From the broker's restart to the last record, including reconnect back-off.
     pub drain_from_restart_s: f64,
     pub bridge: Option<bridge::BridgeReport>,
+    pub floor: Option<floor::Floor>,
 }
 
 /// Records before the latency runs, so that connecting is not measured.
@@ -377,6 +383,10 @@ pub fn run(opts: &Options) -> Report {
     if opts.bridge {
         let seq = seq + opts.drain_records;
         report.bridge = Some(bridge::run(&rt, &mqtt, &kafka, &load, opts, &dir, seq));
+    }
+    if opts.floor {
+        let seq = seq + 2 * opts.drain_records;
+        report.floor = Some(floor::run(&rt, &mqtt, &kafka, &load, opts, seq));
     }
     report
 }
@@ -1250,6 +1260,9 @@ impl Report {
         let _ = writeln!(t, "hubgate idle, per thread:\n{}", self.idle.table());
         for l in &self.live {
             let _ = writeln!(t, "hubgate at {}/s, per thread:\n{}", l.rate, l.table());
+        }
+        if let Some(floor) = &self.floor {
+            t.push_str(&floor.table());
         }
         t
     }

@@ -11,6 +11,26 @@ use serde_json::Value;
 
 use super::{free_port, log_tail, Kafka, Mosquitto};
 
+/// This build's hubgate, or for the benchmark `$HUBGATE_AGENT_BIN` (another build), run
+/// under `$HUBGATE_AGENT_WRAP` (a command's words, e.g. `valgrind --tool=callgrind`).
+pub fn command() -> Command {
+    let bin = std::env::var_os("HUBGATE_AGENT_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hubgate").into());
+    wrapped(bin)
+}
+
+/// `program` under `$HUBGATE_AGENT_WRAP`, if set.
+pub fn wrapped(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let wrap = std::env::var("HUBGATE_AGENT_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let Some(first) = words.next() else {
+        return Command::new(program);
+    };
+    let mut c = Command::new(first);
+    c.args(words).arg(program);
+    c
+}
+
 pub struct Agent {
     child: Option<Child>,
     config: PathBuf,
@@ -173,7 +193,7 @@ impl Agent {
                 .unwrap(),
             None => log.try_clone().unwrap(),
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        let child = command()
             .args(["run", "-c"])
             .arg(&self.config)
             .env("RUST_LOG", self.rust_log)
