@@ -120,7 +120,7 @@ mod tests {
         .unwrap();
         profile.apply(&mut site);
         assert_eq!(site["buffer"]["max_bytes"].as_str(), Some("8MiB"));
-        assert_eq!(site["buffer"]["max_in_flight"].as_integer(), Some(2_000));
+        assert_eq!(site["buffer"]["max_in_flight"].as_integer(), Some(500));
         let sources = site["source"].as_array().unwrap();
         assert_eq!(sources[0]["device"].as_str(), Some("/dev/serial0"));
         assert_eq!(sources[1]["device"].as_str(), Some("/dev/ttyUSB0"));

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod js;
 pub mod logline;
 pub mod lorawan;
+pub mod malloc;
 pub mod mapping;
 pub mod metrics;
 pub mod mqtt_url;

@@ -75,15 +75,16 @@ fn default_max_bytes() -> u64 {
 fn default_max_age() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
-/// Two produce requests' worth (librdkafka's `batch.size` 1 MB ≈ 1,000 records): one in
-/// flight, one filling (`max.in.flight.requests.per.connection` is 1). A larger window did not
-/// raise throughput or drain rate in `scripts/bench.sh` but held each record twice in memory
-/// (ours and librdkafka's copy): peak RSS of a 200,000-record drain 128 MB at 10,000.
+/// Each record in flight is held twice (ours and librdkafka's copy, ~2.5 KB in all for a
+/// typical 1.2 KB record, with the source's message behind it). With one produce request
+/// in flight a larger window mostly waits: 500 drained a 50,000-uplink backlog as fast as
+/// 2,000 in `scripts/bench.sh` and peaked 5.6 MB lower (17.5 against 23.1 MB; 128 MB at
+/// 10,000 for a 200,000-record drain).
 fn default_max_in_flight() -> usize {
-    2_000
+    500
 }
-/// 2,000 records of a typical 1.2 KB; records with larger bodies (a network server's whole
-/// uplink object, long JavaScript output) hold the window's memory to this instead.
+/// Records with large bodies (a network server's whole uplink object, long JavaScript
+/// output) hold the window's memory to this instead (500 records of 4 KB).
 fn default_max_in_flight_bytes() -> u64 {
     2 << 20
 }

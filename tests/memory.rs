@@ -1,0 +1,35 @@
+//! The running agent's allocator settings (`src/malloc.rs`).
+
+mod support;
+
+use support::agent::Agent;
+use support::free_udp_port;
+
+/// Each extra glibc arena reserves 64 MiB of address space (on 64-bit), the part not in use
+/// mapped without access; an agent with one arena has no such reservation, though its
+/// threads (tokio's, the forwarder) have all allocated by the time it serves metrics.
+#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+#[test]
+fn the_agent_allocates_from_one_arena() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let agent = Agent::start(
+        dir.path(),
+        &format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\n[sink]\ntype = \"stdout\"\n",
+            dir.path().join("buffer").display()
+        ),
+    );
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", agent.pid())).unwrap();
+    let reserved: Vec<&str> = maps
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (start, end) = f[0].split_once('-').unwrap();
+            let size =
+                u64::from_str_radix(end, 16).unwrap() - u64::from_str_radix(start, 16).unwrap();
+            f[1] == "---p" && f.len() == 5 && size >= 1 << 20
+        })
+        .collect();
+    assert!(reserved.is_empty(), "arena reservations: {reserved:#?}");
+}
