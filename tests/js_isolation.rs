@@ -162,24 +162,65 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// A worker that dies in the middle of a call (here: SIGKILL while it is stuck, with the
-/// agent's deadline out of the way) costs that call; the next call gets a new worker.
-#[test]
-fn a_worker_that_dies_during_a_call_costs_that_call() {
-    let worker = Worker::new(launcher().with_slack(Duration::from_secs(120)));
-    let bad = worker.load("bad.js", HANG).unwrap();
-    let pid = worker.pid().unwrap();
+/// Kill process `pid` (SIGKILL).
+fn kill(pid: u32) {
+    // SAFETY: kill sends a signal to a worker this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+}
+
+/// Once worker `pid` has used some CPU time on the call it is stuck in, kill it.
+fn kill_when_busy(pid: u32) {
     let before = cpu_ticks(pid);
-    let time = SystemTime::now();
-    let call = std::thread::spawn(move || (bad.decode(Some(1), &[1], time), bad));
-    // Kill it once it is busy with the call.
     let deadline = Instant::now() + Duration::from_secs(60);
     while cpu_ticks(pid) < before + 5 {
         assert!(Instant::now() < deadline, "the worker never got busy");
         std::thread::yield_now();
     }
-    // SAFETY: kill sends a signal to the worker this test started.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    kill(pid);
+}
+
+/// The worker thread `tid` of this process started, other than `not`, once there is one.
+fn child_of(tid: i64, not: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/self/task/{tid}/children"));
+        let found = children
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|&p| p != not);
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no new worker");
+        std::thread::yield_now();
+    }
+}
+
+/// A worker that dies in the middle of a call (here: SIGKILL while it is stuck, with the
+/// agent's deadlines out of the way) might have been killed from outside: the call is made
+/// once more in a new worker; when that one dies too, the call fails. The next call gets a
+/// new worker.
+#[test]
+fn a_worker_that_dies_during_a_call_and_again_costs_that_call() {
+    let launcher = launcher()
+        .with_slack(Duration::from_secs(120))
+        .with_cap(Duration::from_secs(600));
+    let worker = Worker::new(launcher);
+    let bad = worker.load("bad.js", HANG).unwrap();
+    let pid = worker.pid().unwrap();
+    let time = SystemTime::now();
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let call = std::thread::spawn(move || {
+        // SAFETY: gettid takes nothing and cannot fail.
+        tid_tx
+            .send(unsafe { libc::syscall(libc::SYS_gettid) })
+            .unwrap();
+        (bad.decode(Some(1), &[1], time), bad)
+    });
+    let tid = tid.recv().unwrap();
+    kill_when_busy(pid);
+    kill_when_busy(child_of(tid, pid));
     let (result, bad) = call.join().unwrap();
     assert_eq!(
         result,
@@ -189,6 +230,56 @@ fn a_worker_that_dies_during_a_call_costs_that_call() {
     );
     let out = bad.decode(Some(1), &[0], time).unwrap();
     assert_eq!(out.data["ok"], true);
+    assert_ne!(worker.pid(), Some(pid));
+}
+
+/// A worker killed from outside between two calls, however short before the next one,
+/// costs that call nothing: it is made in a new worker.
+#[test]
+fn a_worker_killed_right_before_a_call_costs_nothing() {
+    let worker = Worker::new(launcher());
+    let bad = worker.load("bad.js", HANG).unwrap();
+    let time = SystemTime::now();
+    for n in 0..20u8 {
+        let pid = worker.pid().unwrap();
+        kill(pid);
+        let out = bad.decode(Some(1), &[0, n], time).unwrap();
+        assert_eq!(out.data["n"], n);
+        assert_ne!(worker.pid(), Some(pid));
+    }
+}
+
+/// A call gives up after the launcher's cap, the start of a new worker and the loading of
+/// its codec included, however patient the agent is with a worker that only waits for a CPU
+/// (here: a worker that never answers and never runs, whose first deadline alone would be
+/// 7.4 s and its patience ten times that).
+#[test]
+fn a_call_gives_up_at_its_cap_with_the_load_included() {
+    let dir = codec_files::tempdir();
+    let script = dir.path().join("worker.sh");
+    let started = dir.path().join("started");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+if [ -e {started:?} ]; then exec /bin/sleep 1000; fi
+: > {started:?}
+\
+             exec {:?} \"$@\"\n",
+            env!("CARGO_BIN_EXE_hubgate")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let worker = Worker::new(Launcher::program(&script).with_cap(Duration::from_secs(4)));
+    let bad = worker.load("bad.js", HANG).unwrap();
+    let pid = worker.pid().unwrap();
+    kill(pid);
+    let result = bad.decode(Some(1), &[0], SystemTime::now());
+    let Err(JsError::Hung(ms)) = result else {
+        panic!("{result:?}")
+    };
+    assert!(ms < 7_400, "{ms}");
     assert_ne!(worker.pid(), Some(pid));
 }
 

@@ -29,6 +29,9 @@ const STARTUP: Duration = Duration::from_secs(5);
 /// [`PATIENCE`] times the deadline. One that has is stuck where its limit does not reach.
 const CPU_GRACE: Duration = Duration::from_millis(100);
 const PATIENCE: u32 = 10;
+/// Longest wall time of one decode, whatever the patience with a worker waiting for a CPU:
+/// starting a new worker, loading the codec into it and a second try included.
+pub const CAP: Duration = Duration::from_secs(10);
 
 /// How to start a worker.
 #[derive(Debug, Clone)]
@@ -37,6 +40,7 @@ pub struct Launcher {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     slack: Duration,
+    cap: Duration,
 }
 
 impl Launcher {
@@ -53,6 +57,7 @@ impl Launcher {
             args: vec![worker::COMMAND.into()],
             env: Vec::new(),
             slack: SLACK,
+            cap: CAP,
         }
     }
 
@@ -60,6 +65,11 @@ impl Launcher {
     /// [`SLACK`].
     pub fn with_slack(self, slack: Duration) -> Launcher {
         Launcher { slack, ..self }
+    }
+
+    /// The same, with a decode given up after `cap` instead of [`CAP`].
+    pub fn with_cap(self, cap: Duration) -> Launcher {
+        Launcher { cap, ..self }
     }
 
     /// The library's test binary, which is the worker when run as its one test
@@ -78,6 +88,7 @@ impl Launcher {
             .to_vec(),
             env: vec![(worker::harness::ENV.into(), "1".into())],
             slack: SLACK,
+            cap: CAP,
         }
     }
 
@@ -250,10 +261,14 @@ impl Supervisor {
             name: name.to_string(),
             source: source.to_string(),
         });
-        self.ensure_loaded(id).inspect_err(|_| {
-            // Never called: its id only keeps the others'.
-            self.codecs[id as usize].source = String::new();
-        })?;
+        // At start or on a reload, not in the forwarder's way: only the patience bounds it,
+        // so a large codec on a busy gateway still loads.
+        let patience = (LOAD_LIMIT + self.launcher.slack + STARTUP) * PATIENCE;
+        self.ensure_loaded(id, Instant::now() + patience)
+            .inspect_err(|_| {
+                // Never called: its id only keeps the others'.
+                self.codecs[id as usize].source = String::new();
+            })?;
         Ok(id)
     }
 
@@ -264,8 +279,30 @@ impl Supervisor {
         bytes: &[u8],
         time_ms: f64,
     ) -> Result<Output, JsError> {
+        let cap = Instant::now() + self.launcher.cap;
         self.forget_dead_worker();
-        self.ensure_loaded(id)
+        match self.try_decode(id, fport, bytes, time_ms, cap) {
+            // The worker ended without answering. One killed from outside after the check
+            // above (a stop, the OOM killer, an operator) looks the same here as one the
+            // codec took down: the call is made once more in a new worker, and fails only if
+            // that one ends too.
+            Err(JsError::Crashed(why)) => {
+                log::warn!("JavaScript worker ended during a call ({why}): trying once more");
+                self.try_decode(id, fport, bytes, time_ms, cap)
+            }
+            other => other,
+        }
+    }
+
+    fn try_decode(
+        &mut self,
+        id: u32,
+        fport: Option<u8>,
+        bytes: &[u8],
+        time_ms: f64,
+        cap: Instant,
+    ) -> Result<Output, JsError> {
+        self.ensure_loaded(id, cap)
             .and_then(|()| {
                 self.request.clear();
                 Request::Decode {
@@ -275,13 +312,14 @@ impl Supervisor {
                     bytes,
                 }
                 .write_to(&mut self.request);
-                self.call(TIME_LIMIT)
+                self.call(TIME_LIMIT, cap)
             })
             .and_then(|text| output::parse(&text))
     }
 
-    /// Load codec `id` into the worker unless it is there already (a new worker has none).
-    fn ensure_loaded(&mut self, id: u32) -> Result<(), JsError> {
+    /// Load codec `id` into the worker unless it is there already (a new worker has none),
+    /// giving up at `cap`.
+    fn ensure_loaded(&mut self, id: u32, cap: Instant) -> Result<(), JsError> {
         if self.process.as_ref().is_some_and(|p| p.has(id)) {
             return Ok(());
         }
@@ -293,7 +331,7 @@ impl Supervisor {
             source: &codec.source,
         }
         .write_to(&mut self.request);
-        self.call(LOAD_LIMIT)?;
+        self.call(LOAD_LIMIT, cap)?;
         if let Some(p) = &mut self.process {
             p.loaded.push(id);
         }
@@ -301,8 +339,9 @@ impl Supervisor {
     }
 
     /// Send the request in `self.request` to the worker (started if there is none) and wait
-    /// for its answer, at most `limit` (the worker's own limit for it) and the slack.
-    fn call(&mut self, limit: Duration) -> Result<String, JsError> {
+    /// for its answer, at most `limit` (the worker's own limit for it) and the slack, and not
+    /// past `cap`.
+    fn call(&mut self, limit: Duration, cap: Instant) -> Result<String, JsError> {
         let process = match &mut self.process {
             Some(p) => p,
             None => match self.launcher.spawn() {
@@ -311,7 +350,8 @@ impl Supervisor {
             },
         };
         let started = Instant::now();
-        match process.exchange(&self.request, &mut self.answer, limit, self.launcher.slack) {
+        let slack = self.launcher.slack;
+        match process.exchange(&self.request, &mut self.answer, limit, slack, cap) {
             Ok(answer) => {
                 process.fresh = false;
                 process.cpu_seen = Duration::from_micros(answer.cpu_us);
@@ -400,17 +440,22 @@ impl Process {
 
     /// Send `request` and read the answer into `answer`. The worker limits the call to
     /// `limit` of CPU time; the deadline here is that and `slack` (a new worker: and
-    /// [`STARTUP`]), later for a worker that was only waiting for a CPU.
+    /// [`STARTUP`]), later for a worker that was only waiting for a CPU; never past `cap`.
     fn exchange(
         &mut self,
         request: &[u8],
         answer: &mut Vec<u8>,
         limit: Duration,
         slack: Duration,
+        cap: Instant,
     ) -> Result<Answer, Fault> {
         let start = if self.fresh { STARTUP } else { Duration::ZERO };
-        let within = limit + slack + start;
         let now = Instant::now();
+        let room = cap.saturating_duration_since(now);
+        if room.is_zero() {
+            return Err(Fault::Late);
+        }
+        let within = (limit + slack + start).min(room);
         let deadline = now + within;
         let fault = |e: io::Error| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Fault::Late,
@@ -431,7 +476,7 @@ impl Process {
             socket: &self.socket,
             timeouts: &mut self.timeouts,
             deadline,
-            last: now + within * PATIENCE,
+            last: (now + (limit + slack + start) * PATIENCE).min(cap),
             slack,
             pid: self.child.id(),
             cpu_allowed: self.cpu_seen + limit + CPU_GRACE + start,
@@ -504,7 +549,7 @@ impl Read for Until<'_> {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             self.deadline = (now + self.slack).min(self.last);
-            self.socket.set_read_timeout(Some(self.slack))?;
+            self.socket.set_read_timeout(Some(self.deadline - now))?;
             *self.timeouts = None;
         }
     }
