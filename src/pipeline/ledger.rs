@@ -697,14 +697,17 @@ mod tests {
         let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
         let ack = Ack::Mqtt {
             acks,
-            qos: rumqttc::QoS::AtLeastOnce,
-            pkid: 7,
+            ack: crate::source::PubAck {
+                connection: 0,
+                qos: rumqttc::QoS::AtLeastOnce,
+                pkid: 7,
+            },
         };
         ledger.take(Some(record(2)), ack, now.0);
         ledger.end_round(now.0).unwrap();
         assert_eq!(metrics.duplicates.get(), 1);
         assert_eq!(ledger.buffered(), 3);
-        assert_eq!(pubacks.try_recv().unwrap().1, 7);
+        assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
     }
 
     /// While the sink keeps up, a source that can wait is held back when the window is full,

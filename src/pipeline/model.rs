@@ -33,7 +33,7 @@ use crate::config::{BufferConfig, WhenFull};
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::sink::{Delivery, Sink, SinkError};
-use crate::source::Ack;
+use crate::source::{Ack, PubAck};
 
 const DEVICES: u32 = 3;
 /// At most this many frames per `Take` step (a round of the shell).
@@ -396,8 +396,8 @@ struct World {
     /// Sent to this run of hubgate (what a second gateway may send again).
     this_run: Vec<u32>,
     next_uplink: u32,
-    puback_tx: UnboundedSender<(rumqttc::QoS, u16)>,
-    pubacks: UnboundedReceiver<(rumqttc::QoS, u16)>,
+    puback_tx: UnboundedSender<PubAck>,
+    pubacks: UnboundedReceiver<PubAck>,
     now: Instant,
     /// The shell's last tick.
     ticked: Instant,
@@ -520,8 +520,11 @@ impl World {
     fn offer(&mut self, uplink: u32) {
         let ack = Ack::Mqtt {
             acks: self.puback_tx.clone(),
-            qos: rumqttc::QoS::AtLeastOnce,
-            pkid: uplink as u16,
+            ack: PubAck {
+                connection: 0,
+                qos: rumqttc::QoS::AtLeastOnce,
+                pkid: uplink as u16,
+            },
         };
         let created = crate::record::ms_since_epoch(self.wall);
         self.unacked.insert(uplink);
@@ -677,8 +680,8 @@ impl World {
     }
 
     fn drain_pubacks(&mut self) {
-        while let Ok((_, pkid)) = self.pubacks.try_recv() {
-            let u = u32::from(pkid);
+        while let Ok(ack) = self.pubacks.try_recv() {
+            let u = u32::from(ack.pkid);
             self.unacked.remove(&u);
             self.acked.insert(u);
         }

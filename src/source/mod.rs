@@ -44,20 +44,31 @@ pub enum Ack {
     /// fit in rumqttc's request queue yet, so a burst of acknowledgements is never dropped).
     /// Only what a PUBACK needs is kept, not the message and its payload.
     Mqtt {
-        acks: tokio::sync::mpsc::UnboundedSender<(rumqttc::QoS, u16)>,
-        qos: rumqttc::QoS,
-        pkid: u16,
+        acks: tokio::sync::mpsc::UnboundedSender<PubAck>,
+        ack: PubAck,
     },
+}
+
+/// A PUBACK for one message, and the connection it came on: a packet id means something
+/// only on its own connection (a broker that lost the session numbers new messages from 1
+/// again), so the source drops acknowledgements released after their connection failed; the
+/// broker delivers those messages again, as rumqttc expects (it drops queued PUBACKs then too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PubAck {
+    pub connection: u32,
+    pub qos: rumqttc::QoS,
+    pub pkid: u16,
 }
 
 impl Ack {
     pub fn send(self) {
-        if let Ack::Mqtt { acks, qos, pkid } = self {
+        if let Ack::Mqtt { acks, ack } = self {
             // Fails only when the MQTT source is gone; the broker then redelivers, which the
             // de-duplication window absorbs.
-            if acks.send((qos, pkid)).is_err() {
+            if acks.send(ack).is_err() {
                 log::warn!(
-                    "mqtt: could not acknowledge message {pkid}: the MQTT source has stopped"
+                    "mqtt: could not acknowledge message {}: the MQTT source has stopped",
+                    ack.pkid
                 );
             }
         }

@@ -21,7 +21,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use super::quickack::QuickAck;
-use super::{Ack, Context, Frame, Input};
+use super::{Ack, Context, Frame, Input, PubAck};
 use crate::config::{MqttSourceConfig, MqttTls, UplinkFormat};
 use crate::format::DeadLetter;
 use crate::format::{chirpstack, tts};
@@ -133,6 +133,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     let (client, mut events) = AsyncClient::new(opts, REQUESTS);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let mut acks = Acks::default();
+    // Which connection this is: acknowledgements carry it (see [`PubAck`]).
+    let mut connection = 0u32;
     let mut stopping = ctx.stopping.clone();
     let mut acked = ctx.acked.clone();
     let mut reconnect = Reconnect::new(cfg.reconnect_max);
@@ -187,14 +189,17 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                         quick.now();
                     }
                     // Once stopping, leave new messages unacknowledged: the broker keeps them.
-                    if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, p).await {
+                    if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, connection, p).await {
                         break;
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    // rumqttc has closed the socket: neither it nor a search for it is ours.
+                    // rumqttc has closed the socket: neither it nor a search for it is ours,
+                    // nor are the packet ids of the messages it brought.
                     quick = QuickAck::default();
+                    connection = connection.wrapping_add(1);
+                    acks.current = connection;
                     if let Some(search) = finding.take() {
                         search.abort();
                     }
@@ -282,20 +287,24 @@ impl Reconnect {
 struct Acks {
     /// Taken from the pipeline, not yet in the request queue (it holds [`REQUESTS`]; the
     /// event loop makes room as it writes them).
-    taken: Vec<(QoS, u16)>,
+    taken: Vec<PubAck>,
+    /// The connection whose acknowledgements go out; older ones are dropped.
+    current: u32,
 }
 
 impl Acks {
     /// Hand rumqttc what fits, oldest first; the event loop writes them at its next poll.
     fn hand(&mut self, client: &AsyncClient) {
+        let current = self.current;
+        self.taken.retain(|a| a.connection == current);
         let handed = self
             .taken
             .iter()
-            .take_while(|(qos, pkid)| {
+            .take_while(|a| {
                 // rumqttc acknowledges by QoS and packet id; the rest of the message is not
                 // needed. The only error is a full queue (the event loop is ours).
-                let mut p = Publish::new("", *qos, Vec::new());
-                p.pkid = *pkid;
+                let mut p = Publish::new("", a.qos, Vec::new());
+                p.pkid = a.pkid;
                 client.try_ack(&p).is_ok()
             })
             .count();
@@ -307,7 +316,8 @@ impl Acks {
 async fn forward(
     ctx: &Context,
     cfg: &MqttSourceConfig,
-    acks: &mpsc::UnboundedSender<(QoS, u16)>,
+    acks: &mpsc::UnboundedSender<PubAck>,
+    connection: u32,
     p: Publish,
 ) -> bool {
     let input = if p.payload.len() as u64 > cfg.max_message {
@@ -332,8 +342,11 @@ async fn forward(
     };
     let ack = Ack::Mqtt {
         acks: acks.clone(),
-        qos: p.qos,
-        pkid: p.pkid,
+        ack: PubAck {
+            connection,
+            qos: p.qos,
+            pkid: p.pkid,
+        },
     };
     match input {
         Some(input) => ctx
@@ -397,7 +410,8 @@ mod tests {
         // PUBRECs (QoS 2), which `clean` keeps, stand for PUBACKs, which it drops: the
         // handing over is the same.
         let mut acks = Acks {
-            taken: (1..=5).map(|pkid| (QoS::ExactlyOnce, pkid)).collect(),
+            taken: (1..=5).map(|pkid| pubrec(0, pkid)).collect(),
+            current: 0,
         };
         let mut handed = Vec::new();
         while !acks.taken.is_empty() {
@@ -412,6 +426,37 @@ mod tests {
             }));
         }
         assert_eq!(handed, [1, 2, 3, 4, 5]);
+    }
+
+    fn pubrec(connection: u32, pkid: u16) -> PubAck {
+        PubAck {
+            connection,
+            qos: QoS::ExactlyOnce,
+            pkid,
+        }
+    }
+
+    /// An acknowledgement released after its connection failed is not sent on the next one,
+    /// where its packet id may name a newer message the pipeline still holds.
+    #[test]
+    fn acknowledgements_of_a_failed_connection_are_dropped() {
+        let (client, mut events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 10);
+        let mut acks = Acks {
+            taken: vec![pubrec(0, 1), pubrec(1, 1), pubrec(0, 2), pubrec(1, 3)],
+            current: 1,
+        };
+        acks.hand(&client);
+        assert!(acks.taken.is_empty());
+        events.clean();
+        let handed: Vec<u16> = events
+            .pending
+            .drain(..)
+            .map(|r| match r {
+                rumqttc::Request::PubRec(r) => r.pkid,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(handed, [1, 3]);
     }
 
     #[test]
