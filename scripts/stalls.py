@@ -105,7 +105,10 @@ def main(d):
                   f"p50/max {pct(hand, 0.5):.0f}/{max(hand, default=0):.0f} ms, hand-over -> "
                   f"read p50/max {pct(after, 0.5):.0f}/{max(after, default=0):.0f} ms")
             for process, (ran, waited, blocked) in sorted(where(threads, base + start, base + end).items()):
-                top = ", ".join(f"{k} {v * 10} ms" for k, v in blocked.most_common(4))
+                # Uninterruptible waits (D: disk I/O, page writeback) first: a thread asleep
+                # in epoll or on a futex is usually just idle.
+                top = sorted(blocked.items(), key=lambda kv: (":D:" not in kv[0], -kv[1]))[:4]
+                top = ", ".join(f"{k} {v * 10} ms" for k, v in top)
                 print(f"    {process:<10} ran {ran:7.1f} ms, waited for a CPU {waited:7.1f} ms; "
                       f"blocked: {top}")
 
