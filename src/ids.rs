@@ -15,13 +15,18 @@ impl DevEui {
     }
 
     /// Microshare's dashed upper-case form, `58-A0-CB-00-00-10-12-34`.
+    ///
+    /// Digit by digit: it is built for every record, and a `format!` per byte cost about
+    /// 5,000 instructions a record (callgrind, release build).
     pub fn dashed(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let mut s = String::with_capacity(23);
         for (i, b) in self.0.iter().enumerate() {
             if i > 0 {
                 s.push('-');
             }
-            s.push_str(&format!("{b:02X}"));
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         s
     }
@@ -66,6 +71,8 @@ mod tests {
         }
         assert_eq!(eui.to_string(), "58a0cb0000101234");
         assert_eq!(eui.dashed(), "58-A0-CB-00-00-10-12-34");
+        let every_digit = DevEui([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
+        assert_eq!(every_digit.dashed(), "01-23-45-67-89-AB-CD-EF");
         assert_eq!(format!("{eui:?}"), "DevEui(58a0cb0000101234)");
         let e = DevEui::parse("0011").unwrap_err();
         assert_eq!(e, "bad DevEUI \"0011\": expected 16 hex digits");
