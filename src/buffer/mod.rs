@@ -542,9 +542,13 @@ impl Buffer {
     pub fn dead_letter(&mut self, seq: u64, rec: &Record) -> Result<(), BufferError> {
         self.store.dead_letter(seq, encode(rec))?;
         self.dead += 1;
-        self.store.remove(seq)?;
         self.metrics.dead_lettered.inc();
-        self.removed(seq)
+        // A record never buffered (refused straight from memory, or input given up on) leaves
+        // nothing behind: no deletion to sync, no drained buffer to give space back.
+        if self.store.remove(seq)? > 0 {
+            self.removed(seq)?;
+        }
+        Ok(())
     }
 
     /// Keep the dead letter of a message hubgate gave up on, unless [`MAX_DEAD_LETTERS`] are
@@ -625,6 +629,24 @@ mod tests {
         assert!(!b.dead_letter_input(MAX_DEAD_LETTERS, &rec(0)).unwrap());
         assert_eq!(m.dead_lettered.get(), MAX_DEAD_LETTERS);
         assert_eq!(b.store.dead_letters(), MAX_DEAD_LETTERS);
+    }
+
+    /// A dead letter of a record that was never buffered leaves the buffer's housekeeping as
+    /// it was (it kept an idle forwarder ticking ten times a second for 5 s, to sync and
+    /// give back space that no record took); one of a buffered record is a record that left.
+    #[test]
+    fn a_dead_letter_never_buffered_leaves_no_housekeeping() {
+        let (mut b, m) = buffer(1 << 20, WhenFull::DropOldest);
+        b.dead_letter(7, &rec(7)).unwrap();
+        assert_eq!((b.dead_letters(), m.dead_lettered.get()), (1, 1));
+        assert!(!b.housekeeping_due());
+        b.push(8, &rec(8)).unwrap();
+        b.dead_letter(8, &rec(8)).unwrap();
+        assert!(b.is_empty());
+        assert!(
+            b.housekeeping_due(),
+            "drained: its space is given back later"
+        );
     }
 
     /// The oldest record's age follows the records in and out: at once when the buffer

@@ -888,8 +888,7 @@ mod tests {
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "it failed again");
         store.set_flush_fails(false);
-        // Ticks at `t` and 5 s later: the buffer's housekeeping is done by then (a dead
-        // letter leaves the buffer like a delivered record).
+        // Ticks at `t` and 5 s later: the buffer's housekeeping is done by then.
         let settled = |ledger: &mut Ledger, t: Instant| {
             for t in [t, t + Duration::from_secs(5)] {
                 ledger.tick(t);
