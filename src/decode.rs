@@ -199,9 +199,21 @@ impl Decoder {
     }
 
     /// Take the sets loaded again since the last input (the reload logged their failures):
-    /// where a file now fails and a version of it was in use, that one stays.
+    /// where a file now fails and a version of it was in use, that one stays. A codec whose
+    /// file changed starts without strikes or quarantines; one whose file is the same keeps
+    /// them, or a reload would give a poison device a fresh start.
     fn take_reloads(&mut self) {
+        #[cfg(test)]
+        crate::contain::test_point::reach("take_reloads");
         while let Ok(set) = self.reloads.try_recv() {
+            let guard = self.guard.get_mut();
+            for (name, new) in set.scripts() {
+                let same =
+                    matches!(self.files.codec(name), Some(Ok(old)) if old.version == new.version);
+                if !same {
+                    guard.forget(name);
+                }
+            }
             let replaced = self.files.update(set);
             // Freeing engines is work the forwarder need not wait for.
             let dropped = std::thread::Builder::new()
@@ -233,11 +245,11 @@ impl Decoder {
     /// `None` when the input holds nothing to send (see [`Input`]). A panic while decoding
     /// (a bug) is contained: counted as `decode_panic`, and the input still becomes a record.
     pub fn decode(&mut self, input: &Input) -> Option<Record> {
-        crate::contain::contain(|| {
-            self.take_reloads();
-            self.decode_inner(input)
-        })
-        .unwrap_or_else(|panic| Some(self.after_panic(input, &panic)))
+        // Not the input's work: a panic here is not contained with it (the codecs could be
+        // left half-taken), it ends the agent as any other panic outside containment does.
+        self.take_reloads();
+        crate::contain::contain(|| self.decode_inner(input))
+            .unwrap_or_else(|panic| Some(self.after_panic(input, &panic)))
     }
 
     /// An uplink goes out packed with the reason (its payload is not lost); anything else, or
@@ -617,6 +629,20 @@ mod tests {
         assert_eq!(d.lorawan.len(), 1);
         let s = &d.lorawan.sessions(lorawan::DevAddr(0x2601_1bda))[0];
         assert_eq!(s.dev_eui.to_string(), "58a0cb0000101234");
+    }
+
+    /// Taking reloaded codecs is not one input's work: a panic there is not contained as the
+    /// input's (no packed record blaming it), it goes on as a panic.
+    #[test]
+    fn a_panic_taking_reloads_is_not_the_inputs() {
+        let (mut d, m) = decoder();
+        test_point::arm("take_reloads");
+        let decoded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.decode(&uplink())));
+        assert!(decoded.is_err());
+        assert_eq!(m.problems("decode_panic"), 0);
+        let rec = d.decode(&uplink()).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
     }
 
     /// A panic while decoding is counted, the uplink still goes out (packed, with the

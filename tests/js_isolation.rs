@@ -382,6 +382,26 @@ fn a_quarantine_ends() {
     assert_eq!(m.problems("js_timeout"), 3);
 }
 
+/// A reload (SIGHUP) that finds a codec's file unchanged keeps its quarantines, so a poison
+/// device gets no fresh start from it; a changed file starts the codec afresh.
+#[test]
+fn a_reload_keeps_the_quarantines_of_an_unchanged_codec() {
+    let (mut d, m, dir) = decoder(HANG);
+    for _ in 0..3 {
+        packed(&d.decode(&uplink(BAD, &[6])).unwrap());
+    }
+    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 1])).unwrap()));
+    d.reloader().reload();
+    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 2])).unwrap()));
+    neighbour_decodes(&mut d, 3);
+    codec_files::write(dir.path().join("bad.js"), format!("{HANG}// fixed\n"));
+    d.reloader().reload();
+    let rec = d.decode(&uplink(BAD, &[0, 4])).unwrap();
+    assert_eq!(body(&rec)["obj"]["data"]["origin"]["n"], 4, "{}", rec.body);
+    assert_eq!(m.problems("codec_file"), 0);
+    assert_eq!(m.problems("js_timeout"), 3);
+}
+
 /// Once a round's calls took `[codecs] round_budget`, the round's other JavaScript frames go
 /// out packed without a call, counted; the next round calls again. Before any round (no
 /// forwarder: `hubgate decode`) there is no budget.

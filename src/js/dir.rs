@@ -2,6 +2,7 @@
 //! mapping table `<name>.toml` (src/mapping.rs). The operator drops vendor files in.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use super::{JsCodec, Launcher, Worker};
@@ -98,10 +99,13 @@ pub fn load_file(file: &Path, worker: &Worker, mut checks: Checks) -> Result<Scr
     } else {
         None
     };
+    let mut version = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut version);
     Ok(Script {
         codec,
         table,
         class: format!("js/{name}"),
+        version: version.finish(),
     })
 }
 
@@ -111,6 +115,9 @@ pub struct Script {
     pub table: Option<Table>,
     /// `unpacker.class` of its records: `js/<name>`.
     pub class: String,
+    /// A hash of its source: a reload that finds the same text keeps the codec's strikes and
+    /// quarantines ([`super::guard`]).
+    pub version: u64,
 }
 
 /// The codecs and mapping tables a config names (devices' `js_codec` and `mapping`,
@@ -175,6 +182,12 @@ pub struct Set {
 impl Set {
     pub fn codec(&self, name: &str) -> Option<&Result<Script, String>> {
         self.codecs.get(name)
+    }
+
+    /// The codecs that loaded, by name.
+    pub fn scripts(&self) -> impl Iterator<Item = (&str, &Script)> {
+        let loaded = self.codecs.iter();
+        loaded.filter_map(|(name, c)| Some((name.as_str(), c.as_ref().ok()?)))
     }
 
     /// The mapping table `name`, if it loaded.
