@@ -63,11 +63,16 @@ expect "decode browan-tbhh100" \
     '"temperature":[{"unit":"°C","value":14}]' \
     '"humidity":[{"unit":"%RH","value":45}]' \
     '"voltage":[{"unit":"V","value":3.7}]'
-if [ -z "$features" ]; then
-    # The JavaScript engine runs on the target: codecs/example-door.js and its table.
+# The JavaScript engine runs on the target: codecs/example-door.js and its table. It runs in a
+# second process (hubgate js-worker), which the kernel can only start on this host through a
+# binfmt_misc entry for the target: qemu-user runs the first process alone.
+qemu_binfmt=/proc/sys/fs/binfmt_misc/qemu-${gnu%%-*}
+if [ -z "$features" ] && [ -e "$qemu_binfmt" ]; then
     expect "decode --js codecs/example-door.js" \
         "$(run decode --js codecs/example-door.js --fport 2 01002a57)" \
         '"recType":"io.microshare.openclose.unpacked"' '"open":[{"value":true}]'
+elif [ -z "$features" ]; then
+    echo "verify-arm: decode --js NOT checked: no $qemu_binfmt to start the codec worker under qemu"
 fi
 
 stripped=$(mktemp)
