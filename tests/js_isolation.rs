@@ -225,7 +225,7 @@ fn a_worker_that_dies_during_a_call_and_again_costs_that_call() {
     assert_eq!(
         result,
         Err(JsError::Crashed(
-            "it closed the socket; it was killed".into()
+            "it closed the socket; it ended by signal 9 (SIGKILL)".into()
         ))
     );
     let out = bad.decode(Some(1), &[0], time).unwrap();
@@ -449,4 +449,94 @@ fn a_leaking_codec_does_not_grow_the_agent() {
     assert!(m.problems("js_oom") >= 1);
     assert!(after < before + (4 << 20), "RSS {before} -> {after} bytes");
     good_decodes(&mut d);
+}
+
+/// A launcher that starts hubgate's worker through a shell script: `prefix` before the
+/// program (commands that change how it runs), its standard error appended to `log`.
+fn wrapped(dir: &std::path::Path, prefix: &str, log: &std::path::Path) -> Launcher {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("worker.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec 2>>'{}'\nexec {prefix} '{}' \"$@\"\n",
+            log.display(),
+            env!("CARGO_BIN_EXE_hubgate")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The script stands where the agent's binary would; it passes `js-worker` on.
+    Launcher::program(script)
+}
+
+fn root() -> bool {
+    // SAFETY: geteuid takes nothing.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Run as a user other than root, as under systemd (and not dumpable, as the agent's start-up
+/// makes it), the worker still makes itself the OOM killer's first pick.
+#[test]
+fn a_worker_of_an_ordinary_user_is_the_oom_killers_first_pick() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    // Tests run as root (CI) switch to `nobody`; any other user is one already.
+    let prefix = if root() {
+        "setpriv --reuid=65534 --regid=65534 --clear-groups"
+    } else {
+        ""
+    };
+    let worker = Worker::new(wrapped(dir.path(), prefix, &log));
+    let c = worker
+        .load("ok.js", "function decodeUplink(i) { return {data: {}}; }")
+        .unwrap();
+    assert!(c.decode(Some(1), &[], SystemTime::now()).is_ok());
+    let pid = worker.pid().unwrap();
+    let uid = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        uid.lines()
+            .any(|l| l.starts_with("Uid:") && !l.contains("\t0\t")),
+        "{uid}"
+    );
+    let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    assert_eq!(
+        adj.trim(),
+        "1000",
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+/// A worker that cannot set its limits (here: a hard memory limit below its own, which it
+/// may not raise) runs no codec: it ends at once with the reason on its standard error, and
+/// the load fails.
+#[test]
+fn a_worker_that_cannot_limit_itself_runs_no_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let hard = hubgate::js::WORKER_MEMORY / 2;
+    // Root may raise a hard limit: not without CAP_SYS_RESOURCE.
+    let drop_cap = if root() {
+        "setpriv --bounding-set=-sys_resource"
+    } else {
+        ""
+    };
+    let prefix = format!("prlimit --data={hard} {drop_cap}");
+    let worker = Worker::new(wrapped(dir.path(), &prefix, &log));
+    let e = worker
+        .load("ok.js", "function decodeUplink(i) { return {data: {}}; }")
+        .err();
+    assert!(
+        matches!(&e, Some(JsError::Crashed(m)) if m.ends_with("it exited with status 1")),
+        "{e:?}"
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains(
+            "JavaScript worker: cannot limit its memory: Operation not permitted (os error 1); \
+             it runs no codec without"
+        ),
+        "{said}"
+    );
 }

@@ -95,6 +95,8 @@ fn unit_bounds_resources() {
         "LimitCORE=0",
         "LimitNOFILE=1024",
         "MemoryMax=256M",
+        // The codec worker goes first when memory runs out; the agent replaces it.
+        "OOMPolicy=continue",
         "LogRateLimitIntervalSec=30s",
         "LogRateLimitBurst=1000",
     ] {

@@ -164,6 +164,7 @@ impl Named {
         let tables = self.tables.iter();
         Set {
             codecs: codecs.collect(),
+            worker: Some(worker.clone()),
             tables: tables
                 .map(|name| (name.clone(), load_table(&self.dir, name)))
                 .collect(),
@@ -176,6 +177,8 @@ impl Named {
 #[derive(Default)]
 pub struct Set {
     codecs: HashMap<String, Result<Script, String>>,
+    /// The worker the codecs were loaded into.
+    worker: Option<Worker>,
     tables: HashMap<String, Result<Table, String>>,
 }
 
@@ -232,15 +235,24 @@ impl Set {
     /// version failed to load and the one in use had loaded, the one in use is kept. A codec
     /// and the table beside it are one [`Script`], kept or taken together; a device's
     /// `mapping` table is a file of its own, so a new codec can meet the previous version of
-    /// that table (docs/operations.md, "Codec reload"). Hands
-    /// back what was replaced, for the caller to drop where freeing engines does no harm.
+    /// that table (docs/operations.md, "Codec reload"). A codec kept moves to `new`'s worker
+    /// (loaded there at its first call), so that the worker it was loaded into ends with the
+    /// rest of what was replaced: two workers are alive only during a reload. Hands back what
+    /// was replaced, for the caller to drop where freeing engines does no harm.
     pub fn update(&mut self, new: Set) -> Set {
-        let mut replaced = Set::default();
+        let mut replaced = Set {
+            worker: std::mem::replace(&mut self.worker, new.worker.clone()),
+            ..Set::default()
+        };
         for (name, codec) in new.codecs {
             if codec.is_ok() || !matches!(self.codecs.get(&name), Some(Ok(_))) {
                 if let Some(old) = self.codecs.insert(name.clone(), codec) {
                     replaced.codecs.insert(name, old);
                 }
+            } else if let (Some(Ok(kept)), Some(worker)) =
+                (self.codecs.get_mut(&name), &self.worker)
+            {
+                kept.codec = worker.adopt(&kept.codec);
             }
         }
         for (name, table) in new.tables {

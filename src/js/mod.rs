@@ -36,9 +36,11 @@ use serde_json::{Map, Value as Json};
 
 /// Heap of one codec's runtime: a codec decoding a frame needs a few hundred KB at most.
 pub const MEMORY_LIMIT: usize = 16 << 20;
-/// Memory of the whole worker process (RLIMIT_DATA: heap and private mappings), every
-/// codec's runtime included.
-pub const WORKER_MEMORY: u64 = 128 << 20;
+/// Memory of the whole worker process (RLIMIT_DATA: heap and private writable mappings),
+/// every codec's runtime included. Measured: 0.8 MB with the three example codecs loaded,
+/// 10 MB with 100, so 64 MiB leaves room for three runtimes at their limit; two workers (one
+/// during a reload) and the agent's worst case fit the unit's MemoryMax (docs/codecs.md).
+pub const WORKER_MEMORY: u64 = 64 << 20;
 /// Native stack a script may use (recursion), well inside the worker's.
 pub const STACK_LIMIT: usize = 256 << 10;
 /// CPU time one call may take; a decode normally takes tens of microseconds.

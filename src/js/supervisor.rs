@@ -72,6 +72,13 @@ impl Launcher {
         Launcher { cap, ..self }
     }
 
+    /// The same, with `key` set to `value` in the worker's environment.
+    #[cfg(test)]
+    pub(crate) fn with_env(mut self, key: &str, value: &str) -> Launcher {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// The library's test binary, which is the worker when run as its one test
     /// (`worker::harness`).
     #[cfg(test)]
@@ -196,6 +203,23 @@ impl Worker {
             worker: self.clone(),
             id,
         })
+    }
+
+    /// `codec`, loaded into another worker, in this one (loaded into its process at the first
+    /// call): a codec kept across a reload must not keep the worker it was loaded into alive.
+    pub fn adopt(&self, codec: &JsCodec) -> JsCodec {
+        let (name, source) = {
+            let other = codec.worker.lock();
+            let c = &other.codecs[codec.id as usize];
+            (c.name.clone(), c.source.clone())
+        };
+        let mut this = self.lock();
+        let id = this.codecs.len() as u32;
+        this.codecs.push(Codec { name, source });
+        JsCodec {
+            worker: self.clone(),
+            id,
+        }
     }
 
     /// The worker process's id, while one runs.
@@ -403,10 +427,19 @@ impl Drop for Supervisor {
     }
 }
 
+/// How a worker ended; a signal by its number and name (SIGKILL: the kernel's OOM killer, or
+/// the agent after a broken exchange).
 fn ended(status: ExitStatus) -> String {
+    let name = |signal| match signal {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGXCPU => " (SIGXCPU)",
+        _ => "",
+    };
     match (status.signal(), status.code()) {
-        (Some(9), _) => "was killed".into(),
-        (Some(signal), _) => format!("ended by signal {signal}"),
+        (Some(signal), _) => format!("ended by signal {signal}{}", name(signal)),
         (None, Some(code)) => format!("exited with status {code}"),
         (None, None) => format!("ended: {status}"),
     }

@@ -445,3 +445,57 @@ fn the_worker_ignores_stop_signals_and_a_dead_one_costs_no_call() {
     assert_eq!(b(3), 3);
     assert_ne!(c.worker().pid(), Some(pid));
 }
+
+/// A codec kept across a reload (its new file fails to load) moves into the new worker: the
+/// worker it was loaded into ends with the reload instead of living on for that one codec.
+#[test]
+fn a_codec_kept_across_a_reload_leaves_its_old_worker() {
+    let d = codec_files::tempdir();
+    let file = d.path().join("c.js");
+    codec_files::write(&file, "function decodeUplink(i) { return {data: {v: 1}}; }");
+    let named = dir::Named {
+        dir: d.path().to_path_buf(),
+        codecs: vec!["c".into()],
+        tables: Vec::new(),
+    };
+    let mut set = named.load(Launcher::default());
+    let codec = |set: &dir::Set| {
+        set.codec("c")
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .codec
+            .worker()
+            .clone()
+    };
+    let old = codec(&set).pid().unwrap();
+    codec_files::write(&file, "function decodeUplink(i) {");
+    drop(set.update(named.load(Launcher::default())));
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    assert_ne!(
+        unsafe { libc::kill(old as i32, 0) },
+        0,
+        "old worker still runs"
+    );
+    let kept = &set.codec("c").unwrap().as_ref().unwrap().codec;
+    assert_eq!(kept.decode(Some(1), &[], at()).unwrap().data["v"], 1);
+    assert_ne!(kept.worker().pid(), Some(old));
+}
+
+/// The worker is the process the OOM killer ends first, and its codecs see the local time
+/// zone: it reads the zone before the limit on open files would stop it.
+#[test]
+fn the_worker_goes_first_under_oom_and_keeps_the_local_time_zone() {
+    let w = Worker::new(Launcher::default().with_env("TZ", "Europe/Berlin"));
+    let c = w
+        .load(
+            "tz.js",
+            "function decodeUplink(i) { return {data: {offset: i.recvTime.getTimezoneOffset()}}; }",
+        )
+        .unwrap();
+    // 2023-11-14: Central European Time, UTC+1.
+    assert_eq!(c.decode(Some(1), &[], at()).unwrap().data["offset"], -60);
+    let pid = w.pid().unwrap();
+    let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    assert_eq!(adj.trim(), "1000");
+}

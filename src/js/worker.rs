@@ -6,7 +6,7 @@
 //!
 //! Its own limits: [`WORKER_MEMORY`] of heap for all codecs together (RLIMIT_DATA), no core
 //! dumps, no file or socket it could open (RLIMIT_NOFILE: only the three it has), no new
-//! privileges, and a CPU backstop (RLIMIT_CPU) that is moved on after every answer so that
+//! privileges (a limit it cannot set ends it), the OOM killer's first pick, and a CPU backstop (RLIMIT_CPU) that is moved on after every answer so that
 //! only a worker left hanging without its agent reaches it. It ends when the agent's end of
 //! the socket closes, even in the middle of a call that never returns.
 
@@ -30,6 +30,11 @@ const CPU_BACKSTOP: u64 = 10;
 /// Run the worker on standard input until the agent goes away.
 pub fn main() -> ! {
     ignore_stop_signals();
+    // Both open a file, which the limits below forbid: the time zone (codecs' `Date` in
+    // local time) is read once here and kept.
+    // SAFETY: tzset takes nothing; no other thread runs yet.
+    unsafe { tzset() };
+    first_to_go();
     limit_self();
     end_with_the_agent();
     // SAFETY: standard input is the worker's end of the socket (see the module comment);
@@ -91,11 +96,19 @@ fn serve(socket: &File) -> ! {
     }
 }
 
+extern "C" {
+    /// The C library's: reads `TZ` or `/etc/localtime` once for every later local time.
+    fn tzset();
+}
+
 /// Leave without freeing anything: the runtimes may hold what QuickJS asserts on.
 fn exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// Set the worker's limits; one that cannot be set ends the worker with the reason on its
+/// standard error (the journal's line for the agent's unit): a worker without its limits runs
+/// no codec, and the agent reports the codecs' calls as failed (`js_crashed`).
 fn limit_self() {
     let set = |what: &str, resource, value| {
         let limit = libc::rlimit {
@@ -104,17 +117,41 @@ fn limit_self() {
         };
         // SAFETY: setrlimit reads one rlimit, which `limit` is.
         if unsafe { libc::setrlimit(resource, &limit) } != 0 {
-            log::warn!(
-                "JavaScript worker: cannot limit its {what}: {}",
+            log::error!(
+                "JavaScript worker: cannot limit its {what}: {}; it runs no codec without",
                 std::io::Error::last_os_error()
             );
+            exit(1)
         }
     };
     set("memory", libc::RLIMIT_DATA, WORKER_MEMORY as libc::rlim_t);
     set("core dumps", libc::RLIMIT_CORE, 0);
     set("open files", libc::RLIMIT_NOFILE, 3);
     // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
-    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        log::error!(
+            "JavaScript worker: cannot give up new privileges: {}; it runs no codec without",
+            std::io::Error::last_os_error()
+        );
+        exit(1)
+    }
+}
+
+/// Make the worker the process the kernel's OOM killer ends first (`oom_score_adj` 1000):
+/// when the unit's memory (MemoryMax) runs out, losing the worker costs the agent a call,
+/// losing the agent costs a restart. Raising it needs no privilege, but the files under
+/// `/proc/self` of a process that is not dumpable (the agent's start-up made it so) belong
+/// to root: the worker is dumpable only for the write.
+fn first_to_go() {
+    // SAFETY: PR_SET_DUMPABLE takes plain integers.
+    let dumpable =
+        |on: bool| unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) };
+    dumpable(true);
+    let written = std::fs::write("/proc/self/oom_score_adj", "1000");
+    dumpable(false);
+    if let Err(e) = written {
+        log::warn!("JavaScript worker: cannot make itself the first the OOM killer ends: {e}");
+    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP are meant for the agent (systemd, a terminal's Ctrl-C and a
