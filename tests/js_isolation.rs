@@ -540,3 +540,104 @@ fn a_worker_that_cannot_limit_itself_runs_no_codec() {
         "{said}"
     );
 }
+
+/// Set for the test binary run as a fake worker ([`fake_worker`]): how it misbehaves.
+const FAKE: &str = "HUBGATE_TEST_FAKE_WORKER";
+
+/// Run alone with [`FAKE`] set, this test is a worker that answers its first request (a load)
+/// as hubgate's does, then answers the next one as FAKE says: `garbage` (a frame that is no
+/// answer), `huge` (a frame longer than any answer) or `trickle` (a frame's length, then a
+/// byte of it every 100 ms).
+#[test]
+fn fake_worker() {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let Some(how) = std::env::var_os(FAKE) else {
+        return;
+    };
+    // SAFETY: standard input is this worker's end of the socket, used by nothing else.
+    let mut socket = unsafe { std::fs::File::from_raw_fd(0) };
+    let request = |socket: &mut std::fs::File| {
+        let mut len = [0; 4];
+        socket.read_exact(&mut len).unwrap();
+        let mut body = vec![0; u32::from_le_bytes(len) as usize];
+        socket.read_exact(&mut body).unwrap();
+    };
+    request(&mut socket);
+    // Loaded: status 0, not retiring, 0 µs of CPU, no text.
+    let loaded = [&10u32.to_le_bytes()[..], &[0; 10]].concat();
+    socket.write_all(&loaded).unwrap();
+    request(&mut socket);
+    match how.to_str().unwrap() {
+        "garbage" => socket.write_all(b"\x05\0\0\0\x07\0abc").unwrap(),
+        "huge" => socket.write_all(&u32::MAX.to_le_bytes()).unwrap(),
+        _ => {
+            // A frame of 10,000 bytes, which at this pace would take 1,000 s.
+            socket.write_all(&10_000u32.to_le_bytes()).unwrap();
+            loop {
+                socket.write_all(&[0]).unwrap();
+                std::thread::park_timeout(Duration::from_millis(100));
+            }
+        }
+    }
+    // Stay until the agent ends it.
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A launcher whose worker is this test binary's [`fake_worker`], misbehaving as `how` says.
+fn fake(dir: &std::path::Path, how: &str) -> Launcher {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("fake.sh");
+    let me = std::env::current_exe().unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec env {FAKE}={how} '{}' fake_worker --exact --test-threads=1 --quiet\n",
+            me.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Launcher::program(script)
+}
+
+/// A worker that answers garbage, a frame too long to be an answer, or an answer a byte at a
+/// time that never ends costs that call: it is killed, the call fails with the reason and
+/// the agent is not held up past its patience with the worker.
+#[test]
+fn a_worker_that_answers_garbage_or_trickles_costs_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let time = SystemTime::now();
+    let cases = [
+        (
+            "garbage",
+            "its worker died: it answered garbage; it ended by signal 9 (SIGKILL)",
+        ),
+        (
+            "huge",
+            "its worker died: a frame of 4294967295 bytes; it ended by signal 9 (SIGKILL)",
+        ),
+    ];
+    for (how, reason) in cases {
+        let worker = Worker::new(fake(dir.path(), how));
+        let c = worker.load("c.js", "function decodeUplink(i) {}").unwrap();
+        let pid = worker.pid().unwrap();
+        let e = c.decode(Some(1), &[1], time).unwrap_err();
+        assert_eq!(e.to_string(), reason, "{how}");
+        assert_eq!(worker.pid(), None, "{how}: {pid} not stopped");
+    }
+    let worker = Worker::new(fake(dir.path(), "trickle"));
+    let c = worker.load("c.js", "function decodeUplink(i) {}").unwrap();
+    let start = Instant::now();
+    let e = c.decode(Some(1), &[1], time).unwrap_err();
+    assert!(matches!(e, JsError::Hung(_)), "{e}");
+    // Patience with a worker that uses no CPU time: 10 times the call's 500 ms deadline.
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(worker.pid(), None);
+}

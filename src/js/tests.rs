@@ -193,7 +193,8 @@ fn the_sandbox_has_no_io_and_no_modules() {
     let c = codec(
         "function decodeUplink(i) {
            var seen = {};
-           ['require', 'process', 'std', 'os', 'fetch', 'XMLHttpRequest', 'Deno', 'scriptArgs']
+           ['require', 'process', 'std', 'os', 'fetch', 'XMLHttpRequest', 'Deno', 'scriptArgs',
+            'Promise', 'WeakRef', 'FinalizationRegistry', 'Proxy', 'performance']
              .forEach(function (n) { seen[n] = typeof globalThis[n]; });
            return {data: seen};
          }",
@@ -204,6 +205,13 @@ fn the_sandbox_has_no_io_and_no_modules() {
         "{:?}",
         out.data
     );
+    // Without Promise, an async function is an error, not a job that never runs.
+    let c = codec(
+        "async function later() { return 1; }
+         function decodeUplink(i) { later(); return {data: {}}; }",
+    );
+    assert!(c.decode(Some(1), &[], at()).is_err());
+    assert!(c.decode(Some(1), &[], at()).is_err());
     let e = load("import * as os from 'os'; function decodeUplink() {}");
     assert!(
         matches!(e, Err(JsError::Threw(m)) if m.starts_with("SyntaxError")),
