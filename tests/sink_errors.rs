@@ -112,6 +112,18 @@ fn mock() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
 /// hubgate re-queues, backs off and delivers everything, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_ends_in_delivery_not_loss() {
+    throttled_run_delivers_in_order(None).await;
+}
+
+/// The same with the 5 produce requests in flight a site may set (docs/performance.md,
+/// "Pipelined produce requests"): the idempotent producer and the gap-less guarantee keep
+/// the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_with_five_requests_in_flight_keeps_order() {
+    throttled_run_delivers_in_order(Some("5")).await;
+}
+
+async fn throttled_run_delivers_in_order(in_flight: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     write_uplinks(&dir.path().join("uplinks.jsonl"), 20);
     let mock = mock();
@@ -120,7 +132,11 @@ async fn throttling_ends_in_delivery_not_loss() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_POLICY_VIOLATION; 8],
     );
-    run(config(dir.path(), &bs, "")).await;
+    let mut cfg = config(dir.path(), &bs, "");
+    if let (Some(n), hubgate::config::SinkConfig::Kafka(k)) = (in_flight, &mut cfg.sink) {
+        k.properties.insert("max.in.flight".into(), n.into());
+    }
+    run(cfg).await;
     let expected: Vec<u64> = (1..=20).collect();
     assert_eq!(fcnts(&bs, ENV, 20), expected);
     assert_eq!(fcnts(&bs, MOTION, 20), expected);
