@@ -28,6 +28,7 @@ pub mod lazyfs;
 pub mod standin;
 pub mod stuffing;
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -60,22 +61,44 @@ const POLL: Duration = Duration::from_millis(10);
 /// is returned as an empty string, a missing payload as an empty vector.
 pub type Record = (String, Vec<u8>, i32, i64);
 
-/// A free TCP port on 127.0.0.1 (bound and released at once; the OS does not
-/// hand the same ephemeral port out again immediately).
+/// A free TCP port on 127.0.0.1, never one this process handed out before.
+///
+/// The port is bound and released at once, and the kernel may hand a released port
+/// out again to the next `bind(0)`: two tests of one binary could then both get it
+/// (one test's broker not yet listening, the other's picking), and the second
+/// broker's wait for "accepting" would be answered by the first (seen: mosquitto
+/// "started" in 0.6 ms, then its client was reset by tansu). Tests of one binary are
+/// threads of one process, so remembering what was handed out rules that out.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0 to find a free port")
-        .port()
+    unused_port(|| {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0 to find a free port")
+            .port()
+    })
 }
 
 /// A UDP port on 127.0.0.1 that nothing listens on right now (a free TCP port says
-/// nothing about UDP).
+/// nothing about UDP); like [`free_port`], never one this process handed out before.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|s| s.local_addr())
-        .expect("bind udp 127.0.0.1:0 to find a free port")
-        .port()
+    unused_port(|| {
+        std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("bind udp 127.0.0.1:0 to find a free port")
+            .port()
+    })
+}
+
+/// Ask `pick` for ports until one comes that this process has not handed out.
+fn unused_port(pick: impl Fn() -> u16) -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = pick();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A unique suffix for group ids, client ids, topic names.
