@@ -508,11 +508,11 @@ fn a_worker_of_an_ordinary_user_is_the_oom_killers_first_pick() {
     );
 }
 
-/// A worker that cannot set its limits (here: a hard memory limit below its own, which it
-/// may not raise) runs no codec: it ends at once with the reason on its standard error, and
-/// the load fails.
+/// A worker that inherits a stricter memory limit than its own (here half of it, hard, which
+/// it may not raise) keeps that limit and runs its codecs: it lowers limits, never asks for
+/// more (it ended with "cannot limit its memory" before, and every codec call failed).
 #[test]
-fn a_worker_that_cannot_limit_itself_runs_no_codec() {
+fn a_worker_under_a_stricter_inherited_limit_keeps_it_and_runs_codecs() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("worker.log");
     let hard = hubgate::js::WORKER_MEMORY / 2;
@@ -524,21 +524,28 @@ fn a_worker_that_cannot_limit_itself_runs_no_codec() {
     };
     let prefix = format!("prlimit --data={hard} {drop_cap}");
     let worker = Worker::new(wrapped(dir.path(), &prefix, &log));
-    let e = worker
-        .load("ok.js", "function decodeUplink(i) { return {data: {}}; }")
-        .err();
-    assert!(
-        matches!(&e, Some(JsError::Crashed(m)) if m.ends_with("it exited with status 1")),
-        "{e:?}"
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let c = worker
+        .load(
+            "ok.js",
+            "function decodeUplink(i) { return {data: {n: i.bytes.length}}; }",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}: {}", said()));
+    let data = c
+        .decode(Some(1), &[1, 2, 3], SystemTime::now())
+        .unwrap_or_else(|e| panic!("{e:?}: {}", said()));
+    assert_eq!(
+        serde_json::Value::Object(data.data).to_string(),
+        r#"{"n":3}"#
     );
-    let said = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        said.contains(
-            "JavaScript worker: cannot limit its memory: Operation not permitted (os error 1); \
-             it runs no codec without"
-        ),
-        "{said}"
-    );
+    let pid = worker.pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let data_line = limits
+        .lines()
+        .find(|l| l.starts_with("Max data size"))
+        .unwrap();
+    let numbers: Vec<&str> = data_line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, [hard.to_string(), hard.to_string()], "{limits}");
 }
 
 /// Set for the test binary run as a fake worker ([`fake_worker`]): how it misbehaves.

@@ -73,7 +73,7 @@ impl Launcher {
     }
 
     /// The same, with `key` set to `value` in the worker's environment.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "js"))]
     pub(crate) fn with_env(mut self, key: &str, value: &str) -> Launcher {
         self.env.push((key.into(), value.into()));
         self

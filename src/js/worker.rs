@@ -108,9 +108,21 @@ fn exit(code: i32) -> ! {
 
 /// Set the worker's limits; one that cannot be set ends the worker with the reason on its
 /// standard error (the journal's line for the agent's unit): a worker without its limits runs
-/// no codec, and the agent reports the codecs' calls as failed (`js_crashed`).
+/// no codec, and the agent reports the codecs' calls as failed (`js_crashed`). A stricter limit
+/// the worker inherited (a unit's or a shell's `ulimit`) is kept: without privileges a hard limit
+/// can only be lowered, and asking for more would end a worker that is already bounded.
 fn limit_self() {
-    let set = |what: &str, resource, value| {
+    let set = |what: &str, resource, value: libc::rlim_t| {
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit, which `now` is.
+        let value = if unsafe { libc::getrlimit(resource, &mut now) } == 0 {
+            value.min(now.rlim_max)
+        } else {
+            value
+        };
         let limit = libc::rlimit {
             rlim_cur: value,
             rlim_max: value,
