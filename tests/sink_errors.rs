@@ -10,6 +10,7 @@ use std::time::Duration;
 use hubgate::config::Config;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::Producer;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use support::agent::chirpstack_uplink;
 
@@ -112,34 +113,87 @@ fn mock() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
 /// hubgate re-queues, backs off and delivers everything, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_ends_in_delivery_not_loss() {
-    throttled_run_delivers_in_order(None).await;
+    assert_eq!(throttled_run_delivers_in_order(None).await, 0);
 }
 
-/// The same with the 5 produce requests in flight a site may set (docs/performance.md,
-/// "Pipelined produce requests"): the idempotent producer and the gap-less guarantee keep
-/// the order.
+/// A site's 5 produce requests in flight are held to one: with 5, a refused request's records
+/// were written after those of the requests behind it (FCnt 2, 3, 1, 3, ...). One record a
+/// request and a broker that answers after 200 ms would make requests overlap: none did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_with_five_requests_in_flight_keeps_order() {
-    throttled_run_delivers_in_order(Some("5")).await;
+async fn throttling_with_five_requests_in_flight_asked_keeps_order() {
+    assert_eq!(throttled_run_delivers_in_order(Some("5")).await, 0);
 }
 
-async fn throttled_run_delivers_in_order(in_flight: Option<&str>) {
+/// Deliver 20 records a topic through 8 refused produce requests, one record a request, the
+/// broker answering each after [`RTT`]; returns how many produce requests reached the broker
+/// less than [`RTT`] after the one before, so before that one could have been answered.
+async fn throttled_run_delivers_in_order(in_flight: Option<&str>) -> usize {
+    const RTT: Duration = Duration::from_millis(50);
     let dir = tempfile::tempdir().unwrap();
     write_uplinks(&dir.path().join("uplinks.jsonl"), 20);
-    let mock = mock();
+    // A mock cluster of our own client's, so its raw handle can track requests.
+    let holder: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .unwrap();
+    let mock = holder.client().mock_cluster().unwrap();
+    mock.create_topic(ENV, 1, 1).unwrap();
+    mock.create_topic(MOTION, 1, 1).unwrap();
+    mock.broker_round_trip_time(1, RTT).unwrap();
     let bs = mock.bootstrap_servers();
+    // SAFETY: the holder owns the mock cluster and outlives every use of its handle.
+    let raw =
+        unsafe { rdkafka::bindings::rd_kafka_handle_mock_cluster(holder.client().native_ptr()) };
+    // SAFETY: `raw` is the live mock cluster.
+    unsafe { rdkafka::bindings::rd_kafka_mock_start_request_tracking(raw) };
     mock.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_POLICY_VIOLATION; 8],
     );
     let mut cfg = config(dir.path(), &bs, "");
-    if let (Some(n), hubgate::config::SinkConfig::Kafka(k)) = (in_flight, &mut cfg.sink) {
+    let hubgate::config::SinkConfig::Kafka(k) = &mut cfg.sink else {
+        panic!("the config's sink is Kafka");
+    };
+    k.properties.insert("linger.ms".into(), "0".into());
+    k.properties.insert("batch.num.messages".into(), "1".into());
+    k.properties
+        .insert("message.timeout.ms".into(), "60000".into());
+    if let Some(n) = in_flight {
         k.properties.insert("max.in.flight".into(), n.into());
     }
     run(cfg).await;
     let expected: Vec<u64> = (1..=20).collect();
-    assert_eq!(fcnts(&bs, ENV, 20), expected);
-    assert_eq!(fcnts(&bs, MOTION, 20), expected);
+    for topic in [ENV, MOTION] {
+        // A record whose report a replaced producer never made is sent again (consumers
+        // drop the copy by its id): copies are allowed, a record written before the one
+        // ahead of it is not.
+        let mut seen = std::collections::BTreeSet::new();
+        let got = fcnts(&bs, topic, 20);
+        let first_copies: Vec<u64> = got.iter().copied().filter(|f| seen.insert(*f)).collect();
+        assert_eq!(first_copies, expected, "{topic}: {got:?}");
+    }
+    let produced = produce_request_times(raw);
+    produced
+        .windows(2)
+        .filter(|w| w[1] - w[0] < RTT.as_micros() as i64)
+        .count()
+}
+
+/// When each produce request reached the mock broker (µs, in order), since tracking started.
+fn produce_request_times(raw: *mut rdkafka::bindings::rd_kafka_mock_cluster_t) -> Vec<i64> {
+    use rdkafka::bindings as rd;
+    let mut n = 0;
+    // SAFETY: `raw` is a live mock cluster; the array and its requests are ours to destroy.
+    unsafe {
+        let requests = rd::rd_kafka_mock_get_requests(raw, &mut n);
+        let times = (0..n)
+            .map(|i| *requests.add(i))
+            .filter(|&r| rd::rd_kafka_mock_request_api_key(r) == RDKafkaApiKey::Produce as i16)
+            .map(|r| rd::rd_kafka_mock_request_timestamp(r))
+            .collect();
+        rd::rd_kafka_mock_request_destroy_array(requests, n);
+        times
+    }
 }
 
 /// A broker that goes away and comes back, slow meanwhile: nothing lost, order kept.

@@ -31,12 +31,12 @@ const STATS_INTERVAL_MS: &str = "5000";
 /// nothing queued or in flight behind it can overtake it: the sink builds a new producer and
 /// the forwarder sends the refused record and everything after it again, in order.
 ///
-/// One produce request in flight: records queue into the next batch meanwhile. Up to five
-/// (a site's `[sink.properties]`) keep order too while the producer is idempotent, as each
-/// batch carries its partition's sequence number, and halve the latency to a hub 20-50 ms
-/// away; but librdkafka's broker thread then busy-loops while a partition waits for the
-/// confirmation of 5 or more records, at 10-20x the CPU per record through every backlog
-/// drain (docs/performance.md, "Pipelined produce requests").
+/// One produce request in flight, whatever a site's `[sink.properties]` ask: records queue
+/// into the next batch meanwhile. With more, a refused request's records were written after
+/// the ones of the requests sent behind it (`tests/sink_errors.rs`, throttling: FCnt 2, 3, 1,
+/// 3, ... with 5 on librdkafka's mock broker, which does not check the idempotent producer's
+/// sequence numbers, nor need every broker), and librdkafka's broker thread busy-loops while
+/// a partition waits for 5 or more records (docs/performance.md, "Pipelined produce requests").
 pub fn base_config() -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("acks", "all")
@@ -89,13 +89,13 @@ pub fn open(
     )
 }
 
-/// What the site's config adds to a preset: `[sink.properties]`, which win. The producer never
+/// What the site's config adds to a preset: `[sink.properties]`, which win, but for the
+/// number of produce requests in flight, which stays one ([`base_config`]). The producer never
 /// asks the broker to create a missing topic in its metadata requests: hubs are the
 /// provisioner's, made through CreateTopics with the configured partition count, and a hub a
 /// broker made on a metadata request would have the broker's default count and race the
 /// provisioner. The properties go under the name hubgate uses ([`setting_name`]). The gap-less
-/// guarantee needs idempotence, so it goes when that is turned off, and so do more requests
-/// in flight: a retried request would land behind the ones sent after it.
+/// guarantee needs idempotence, so it goes when that is turned off.
 ///
 /// Without a CA of the site's own, librdkafka trusts what the linked OpenSSL's default paths
 /// hold. A vendored OpenSSL's default directory is its build prefix, which holds nothing on
@@ -107,13 +107,13 @@ pub fn site_settings(c: &mut ClientConfig, properties: &BTreeMap<String, String>
     }
     if c.get("enable.idempotence").is_some_and(is_false) {
         c.set("enable.gapless.guarantee", "false");
-        if c.get(IN_FLIGHT) != Some(ONE_REQUEST) {
-            log::warn!(
-                "kafka: enable.idempotence is off, so {IN_FLIGHT} is 1: with more, a retried \
-                 request would land behind the ones sent after it"
-            );
-            c.set(IN_FLIGHT, ONE_REQUEST);
-        }
+    }
+    if c.get(IN_FLIGHT) != Some(ONE_REQUEST) {
+        log::warn!(
+            "kafka: {IN_FLIGHT} stays 1: with more, a refused request's records can be written \
+             after those of the requests sent behind it"
+        );
+        c.set(IN_FLIGHT, ONE_REQUEST);
     }
     if VENDORED_OPENSSL && c.get("ssl.ca.location").is_none() && c.get("ssl.ca.pem").is_none() {
         c.set("ssl.ca.location", "probe");
@@ -664,8 +664,7 @@ mod tests {
     #[test]
     fn a_site_sets_a_setting_under_either_name() {
         for (key, value, name) in [
-            ("max.in.flight", "5", IN_FLIGHT),
-            (IN_FLIGHT, "3", IN_FLIGHT),
+            ("retries", "3", "message.send.max.retries"),
             ("request.required.acks", "1", "acks"),
             ("queue.buffering.max.ms", "0", "linger.ms"),
             ("delivery.timeout.ms", "30000", "message.timeout.ms"),
@@ -690,17 +689,28 @@ mod tests {
         }
     }
 
-    /// Without idempotence a retried request lands behind the ones sent after it: a site
-    /// that turns it off gets one request in flight whatever it asked for.
+    /// More produce requests in flight let a refused request's records be written after later
+    /// ones: a site gets one whatever it asked for, under either name, with idempotence or
+    /// without (which also drops the gap-less guarantee, which needs it).
     #[test]
-    fn without_idempotence_one_request_is_in_flight() {
-        for off in ["false", "F", "0"] {
-            let c = with_site(&[("enable.idempotence", off), ("max.in.flight", "5")]);
-            assert_eq!(c.get(IN_FLIGHT), Some(ONE_REQUEST), "{off}");
-            assert_eq!(c.get("enable.gapless.guarantee"), Some("false"), "{off}");
+    fn one_request_is_in_flight_whatever_the_site_asks() {
+        for idempotence in ["true", "false", "F", "0"] {
+            for key in ["max.in.flight", IN_FLIGHT] {
+                let c = with_site(&[("enable.idempotence", idempotence), (key, "5")]);
+                let set: Vec<_> = c
+                    .config_map()
+                    .into_iter()
+                    .filter(|(k, _)| setting_name(k) == IN_FLIGHT)
+                    .collect();
+                assert_eq!(set, [(IN_FLIGHT, ONE_REQUEST)], "{idempotence} {key}");
+                let gapless = if is_false(idempotence) {
+                    "false"
+                } else {
+                    "true"
+                };
+                assert_eq!(c.get("enable.gapless.guarantee"), Some(gapless));
+            }
         }
-        let c = with_site(&[("enable.idempotence", "true"), ("max.in.flight", "5")]);
-        assert_eq!(c.get(IN_FLIGHT), Some("5"));
     }
 
     /// A build with its own OpenSSL looks for the system's CA store; a site's own CA wins.
