@@ -399,8 +399,8 @@ impl Decoder {
             None => return result,
             Some(guard::Started::Device) => format!(
                 "device {}: JavaScript {name} is not called for it for {secs} s: {} of its \
-                 calls in a row timed out, ran out of memory or took the worker down; its \
-                 uplinks go out packed meanwhile",
+                 calls with no success between them timed out, ran out of memory or took the \
+                 worker down; its uplinks go out packed meanwhile",
                 up.device_id(),
                 guard::STRIKES,
             ),

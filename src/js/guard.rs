@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use super::JsError;
 use crate::ids::DevEui;
 
-/// Calls of one device in a row that strike (see [`JsError::strikes`]) before the device is
-/// quarantined for its codec.
+/// Calls of one device that strike (see [`JsError::strikes`]) with no success between them
+/// before the device is quarantined for its codec.
 pub const STRIKES: u32 = 3;
 /// Strikes of one codec, whichever devices, within [`WINDOW`] that quarantine the codec.
 pub const CODEC_STRIKES: usize = 10;
@@ -106,12 +106,17 @@ impl Guard {
         if let Some(spent) = &mut self.spent {
             *spent += took;
         }
-        let struck = matches!(outcome, Err(e) if e.strikes());
-        if !struck {
-            if let Some(codec) = self.codecs.get_mut(name) {
-                codec.devices.remove(&device);
+        match outcome {
+            Ok(_) => {
+                if let Some(codec) = self.codecs.get_mut(name) {
+                    codec.devices.remove(&device);
+                }
+                return None;
             }
-            return None;
+            // Neither a strike nor a success: a poison device whose frames throw now and
+            // then still strikes out.
+            Err(e) if !e.strikes() => return None,
+            Err(_) => {}
         }
         let quarantine = self.quarantine;
         let codec = self.codecs.entry(name.to_string()).or_default();
@@ -186,7 +191,8 @@ mod tests {
     }
 
     /// A poison device between good ones on the same codec is quarantined after STRIKES of
-    /// its calls in a row, the good ones are not; a success of its own starts the count again.
+    /// its calls without a success between them, the good ones are not; a success of its own
+    /// starts the count again, an error that is no strike does not.
     #[test]
     fn strikes_count_per_device() {
         let mut g = Guard::new(Q, Duration::from_secs(5));
@@ -205,17 +211,46 @@ mod tests {
         );
         assert_eq!(g.admit(CODEC, dev(2), t), Ok(()));
         assert_eq!(g.admit("other", dev(1), t), Ok(()));
-        // Two strikes, a success, two strikes: never three in a row.
+        // Two strikes, a success, two strikes: never three without a success between.
         for outcome in [hung(), hung(), Ok(()), hung(), hung()] {
             assert_eq!(g.settle(CODEC, dev(3), &outcome, ms, t), None);
         }
         assert_eq!(g.admit(CODEC, dev(3), t), Ok(()));
-        // A codec error that does not strike ends a run too.
+        // A codec error that does not strike does not end a run: only a success does.
         let threw: Result<(), _> = Err(JsError::Threw("x".into()));
         assert_eq!(g.settle(CODEC, dev(3), &threw, ms, t), None);
-        assert_eq!(g.settle(CODEC, dev(3), &hung(), ms, t), None);
-        assert_eq!(g.settle(CODEC, dev(3), &hung(), ms, t), None);
-        assert_eq!(g.admit(CODEC, dev(3), t), Ok(()));
+        assert_eq!(
+            g.settle(CODEC, dev(3), &hung(), ms, t),
+            Some(Started::Device)
+        );
+        assert_eq!(
+            g.admit(CODEC, dev(3), t),
+            Err(JsError::DeviceQuarantined(600))
+        );
+    }
+
+    /// A failure of the engine ends its worker as a timeout does: it strikes too. One that
+    /// is the codec's (it threw, returned junk, reported errors) does not.
+    #[test]
+    fn engine_failures_strike_codec_errors_do_not() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let t = Instant::now();
+        for n in 0..STRIKES {
+            let engine: Result<(), _> = Err(JsError::Engine("x".into()));
+            let started = g.settle(CODEC, dev(1), &engine, Duration::ZERO, t);
+            assert_eq!(started, (n + 1 == STRIKES).then_some(Started::Device));
+        }
+        for e in [
+            JsError::Threw("x".into()),
+            JsError::Junk("x".into()),
+            JsError::Reported("x".into()),
+        ] {
+            for _ in 0..STRIKES {
+                let outcome: Result<(), _> = Err(e.clone());
+                assert_eq!(g.settle(CODEC, dev(2), &outcome, Duration::ZERO, t), None);
+            }
+        }
+        assert_eq!(g.admit(CODEC, dev(2), t), Ok(()));
     }
 
     /// A quarantine ends after its time; the device then gets STRIKES calls again.

@@ -86,8 +86,8 @@ pub enum JsError {
     Quarantined(u64),
     /// [`guard`]: not called for this device.
     #[error(
-        "quarantined for this device for another {0} s after {n} of its calls in a row timed \
-         out, ran out of memory or took the worker down",
+        "quarantined for this device for another {0} s after {n} of its calls with no success \
+         between them timed out, ran out of memory or took the worker down",
         n = guard::STRIKES
     )]
     DeviceQuarantined(u64),
@@ -122,11 +122,17 @@ impl JsError {
     }
 
     /// A failure that costs the gateway real time or a worker, so that a codec doing it on
-    /// every frame is quarantined.
+    /// every frame is quarantined. An engine failure ends its worker as a timeout does
+    /// ([`retires`](JsError::retires)): a payload that keeps causing one costs a new worker
+    /// and the loading of every codec into it each time.
     fn strikes(&self) -> bool {
         matches!(
             self,
-            JsError::TimedOut(_) | JsError::Hung(_) | JsError::OutOfMemory | JsError::Crashed(_)
+            JsError::TimedOut(_)
+                | JsError::Hung(_)
+                | JsError::OutOfMemory
+                | JsError::Crashed(_)
+                | JsError::Engine(_)
         )
     }
 }
