@@ -213,6 +213,14 @@ impl Config {
         if self.codecs.dir.is_relative() {
             self.codecs.dir = base.join(&self.codecs.dir);
         }
+        if self.codecs.round_budget.is_zero() {
+            return Err((
+                "codecs.round_budget".into(),
+                "must be more than 0: the wall time the JavaScript calls of one round of the \
+                 forwarder may take (default \"5s\")"
+                    .into(),
+            ));
+        }
         for (i, d) in self.devices.iter_mut().enumerate() {
             for (secret, file, name) in [
                 (&mut d.nwk_s_key, &d.nwk_s_key_file, "nwk_s_key"),

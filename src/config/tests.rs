@@ -596,3 +596,26 @@ fn an_empty_connection_string_file_is_called_empty() {
     assert_eq!(key, "sink.connection_string_file");
     assert_eq!(reason, format!("the file {} is empty", file.display()));
 }
+
+/// A round budget of nothing is refused by `check`, naming the key; any other is taken.
+#[test]
+fn a_zero_round_budget_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |budget: &str| {
+        let text = format!(
+            "[codecs]\nround_budget = \"{budget}\"\n[[source]]\ntype = \"udp\"\n\
+             [sink]\ntype = \"stdout\"\n"
+        );
+        Config::load(&write(dir.path(), "hubgate.toml", &text, 0o600))
+    };
+    let e = config("0s").unwrap_err().to_string();
+    assert!(
+        e.ends_with(
+            "codecs.round_budget: must be more than 0: the wall time the JavaScript calls of \
+             one round of the forwarder may take (default \"5s\")"
+        ),
+        "{e}"
+    );
+    let cfg = config("1ms").unwrap();
+    assert_eq!(cfg.codecs.round_budget, Duration::from_millis(1));
+}
