@@ -231,6 +231,12 @@ impl Decoder {
         self.guard.get_mut().start_round();
     }
 
+    /// Whether this round's JavaScript calls took `[codecs] round_budget`: the forwarder then
+    /// ends the round, and the frames it has not taken wait for the next one.
+    pub fn budget_spent(&self) -> bool {
+        self.guard.borrow().budget_spent()
+    }
+
     /// LoRaWAN frame counters accepted since the last call: (DevAddr, DevEUI, FCnt32).
     pub fn take_fcnts(&mut self) -> Vec<(lorawan::DevAddr, DevEui, u32)> {
         self.lorawan.take_advanced()

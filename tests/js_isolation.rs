@@ -2,8 +2,8 @@
 //! (`hubgate js-worker`). A builtin that never returns, a codec that runs out of memory or a
 //! worker killed in the middle of a call costs that one uplink, packed with the reason, and
 //! the next uplink of a good codec decodes; a device whose frames keep doing it is quarantined
-//! for its codec while the codec's other devices go on decoding, and one round of the
-//! forwarder spends at most its budget of time in calls.
+//! for its codec while the codec's other devices go on decoding, and the decoder calls no more
+//! once a round's calls took its budget.
 #![cfg(feature = "js")]
 
 #[path = "support/codec_files.rs"]
@@ -403,7 +403,8 @@ fn a_reload_keeps_the_quarantines_of_an_unchanged_codec() {
     assert_eq!(m.problems("js_timeout"), 3);
 }
 
-/// Once a round's calls took `[codecs] round_budget`, the round's other JavaScript frames go
+/// Once a round's calls took `[codecs] round_budget`, the decoder calls no more in that round:
+/// a frame it is given then (the forwarder ends the round instead; only a stop goes on) goes
 /// out packed without a call, counted; the next round calls again. Before any round (no
 /// forwarder: `hubgate decode`) there is no budget.
 #[test]

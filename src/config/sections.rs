@@ -263,7 +263,8 @@ pub struct CodecsConfig {
     )]
     pub quarantine: Duration,
     /// Wall time the JavaScript calls of one round of the forwarder (up to 256 frames) may
-    /// take together; the round's later JavaScript frames go out packed.
+    /// take together: once they took it, the round ends and the frames it has not taken wait
+    /// for the next. More than 0.
     #[serde(
         default = "default_round_budget",
         deserialize_with = "de_duration",

@@ -1,9 +1,9 @@
 //! What JavaScript calls may cost the forwarder, decided where decoding runs: a device whose
 //! frames keep making its codec time out, run out of memory or take the worker down is
 //! quarantined for that codec while its other devices go on decoding; a codec that does it
-//! for many devices is quarantined as a whole; and one round of the forwarder spends at most
-//! its budget of wall time in calls (docs/codecs.md, "Strikes, quarantine and the round
-//! budget").
+//! for many devices is quarantined as a whole; and a round of the forwarder ends once its
+//! calls took its budget of wall time, leaving its other frames for the next round
+//! (docs/codecs.md, "Strikes, quarantine and the round budget").
 //!
 //! Kept by codec name in the decode stage, not in the worker, so that neither a new worker nor
 //! a reload that finds a codec's file unchanged gives a poison device a fresh start.
@@ -74,9 +74,17 @@ impl Guard {
         self.spent = Some(Duration::ZERO);
     }
 
-    /// Whether codec `name` may be called for `device` at `now`; if not, why not.
+    /// Whether this round's calls have taken its budget: the forwarder ends the round, and
+    /// the frames it has not taken yet wait for the next one.
+    pub fn budget_spent(&self) -> bool {
+        self.spent.is_some_and(|spent| spent >= self.budget)
+    }
+
+    /// Whether codec `name` may be called for `device` at `now`; if not, why not. Past the
+    /// round's budget nothing is called: only a stop takes frames after that (the forwarder
+    /// ends a round whose budget is spent), and its frames go to the buffer packed.
     pub fn admit(&mut self, name: &str, device: DevEui, now: Instant) -> Result<(), JsError> {
-        if self.spent.is_some_and(|spent| spent >= self.budget) {
+        if self.budget_spent() {
             return Err(JsError::OverBudget(self.budget.as_millis() as u64));
         }
         let Some(codec) = self.codecs.get_mut(name) else {

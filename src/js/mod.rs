@@ -91,7 +91,8 @@ pub enum JsError {
         n = guard::STRIKES
     )]
     DeviceQuarantined(u64),
-    /// [`guard`]: not called because this round of the forwarder's calls took this many ms.
+    /// [`guard`]: not called because this round's calls took this many ms. Only at a stop:
+    /// the forwarder ends a round whose budget is spent.
     #[error("not called: this round's JavaScript calls took its budget ({0} ms)")]
     OverBudget(u64),
     #[error("cannot run: this hubgate was built without JavaScript (cargo feature js)")]

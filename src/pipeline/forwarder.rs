@@ -224,19 +224,21 @@ impl Forwarder {
         self.shutdown(inp)
     }
 
-    /// Take `first` and what else `frames` holds, up to [`BATCH`], while `more` allows.
+    /// Take `first` and what else `frames` holds, up to [`BATCH`], while `more` allows and
+    /// the round's JavaScript calls have not taken its budget.
     fn take_batch(
         &mut self,
         first: Frame,
         frames: &mut Receiver<Frame>,
         more: impl Fn(&Ledger) -> bool,
     ) {
-        // A round's JavaScript calls share one budget: a burst of slow ones cannot hold the
-        // forwarder away from the sink's reports and the ticks for long.
+        // A round's JavaScript calls share one budget, so a burst of slow ones cannot hold the
+        // forwarder away from the sink's reports and the ticks for long: once they took it,
+        // the round ends and the frames not taken wait in their queue for the next round.
         self.decoder.start_round();
         self.take(first);
         for _ in 1..BATCH {
-            if !more(&self.ledger) {
+            if !more(&self.ledger) || self.decoder.budget_spent() {
                 break;
             }
             match frames.try_recv() {
@@ -307,6 +309,8 @@ impl Forwarder {
     /// Stop: buffer any frame already received, give the sink a moment to confirm what is in
     /// flight, buffer the rest, flush, acknowledge.
     fn shutdown(mut self, mut inp: Inputs) -> Result<(), BufferError> {
+        // One round's budget for all of them: past it, JavaScript frames go to the buffer
+        // packed rather than hold the stop up.
         self.decoder.start_round();
         for frames in [&mut inp.urgent, &mut inp.patient] {
             frames.close();
@@ -382,9 +386,9 @@ mod tests {
         (forwarder, metrics)
     }
 
-    /// Take `inputs` as one round.
-    fn take_round(forwarder: &mut Forwarder, inputs: Vec<Input>) {
-        let (tx, mut frames) = tokio::sync::mpsc::channel(BATCH);
+    /// A source's queue holding `inputs`.
+    fn queue(inputs: Vec<Input>) -> Receiver<Frame> {
+        let (tx, frames) = tokio::sync::mpsc::channel(BATCH.max(inputs.len()));
         for input in inputs {
             let frame = Frame {
                 source: "test",
@@ -393,9 +397,15 @@ mod tests {
             };
             tx.try_send(frame).ok().unwrap();
         }
+        frames
+    }
+
+    /// One round of the forwarder on `frames`; how many frames it took.
+    fn round(forwarder: &mut Forwarder, frames: &mut Receiver<Frame>) -> usize {
+        let before = frames.len();
         let first = frames.try_recv().unwrap();
-        forwarder.take_batch(first, &mut frames, |_| true);
-        assert!(frames.try_recv().is_err());
+        forwarder.take_batch(first, frames, |_| true);
+        before - frames.len()
     }
 
     /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves
@@ -410,43 +420,103 @@ mod tests {
         });
         let heartbeat = forwarder.heartbeat();
         let before = heartbeat.count();
-        take_round(&mut forwarder, statuses.collect());
+        let mut frames = queue(statuses.collect());
+        assert_eq!(round(&mut forwarder, &mut frames), BATCH);
         assert_eq!(heartbeat.count() - before, BATCH as u64);
     }
 
-    /// Every round has its own budget of JavaScript time: once a slow call used it up, the
-    /// round's later JavaScript frames go out packed without a call; the next round calls.
+    /// A forwarder whose devices `58a0cb00000000NN` (`devices`) use the JavaScript codec
+    /// `source`, with `[codecs]` settings `codecs`; the codec directory.
     #[cfg(feature = "js")]
-    #[test]
-    fn each_round_has_its_own_javascript_budget() {
+    fn js_forwarder(
+        source: &str,
+        codecs: &str,
+        devices: u8,
+    ) -> (Forwarder, Arc<Metrics>, tempfile::TempDir) {
         let dir = crate::codec_files::tempdir();
-        crate::codec_files::write(
-            dir.path().join("c.js"),
-            "function decodeUplink(i) { if (i.bytes[0] === 1) { for (;;) {} } \
-             return {data: {b: i.bytes[0]}}; }",
-        );
-        let (mut forwarder, m) = forwarder(&format!(
-            "[codecs]\ndir = {:?}\nround_budget = \"1ms\"\n[sink]\ntype = \"stdout\"\n\
-             [[device]]\ndev_eui = \"58a0cb0000101234\"\njs_codec = \"c\"\n",
+        crate::codec_files::write(dir.path().join("c.js"), source);
+        let devices: String = (1..=devices)
+            .map(|n| format!("[[device]]\ndev_eui = \"58a0cb00000000{n:02x}\"\njs_codec = \"c\"\n"))
+            .collect();
+        let (forwarder, m) = forwarder(&format!(
+            "[codecs]\ndir = {:?}\n{codecs}[sink]\ntype = \"stdout\"\n{devices}",
             dir.path()
         ));
-        let uplink = |b: u8| {
-            Input::Uplink(crate::uplink::Uplink {
-                dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
-                device_name: None,
-                fport: Some(1),
-                fcnt: Some(u32::from(b)),
-                payload: vec![b],
-                time: SystemTime::UNIX_EPOCH,
-                radio: crate::uplink::Radio::default(),
-                ns: crate::uplink::NsDecoded::default(),
-            })
-        };
-        take_round(&mut forwarder, vec![uplink(1), uplink(2), uplink(3)]);
+        (forwarder, m, dir)
+    }
+
+    /// An uplink of device `58a0cb00000000NN` (`device`) with the one byte `b`.
+    #[cfg(feature = "js")]
+    fn js_uplink(device: u8, b: u8) -> Input {
+        Input::Uplink(crate::uplink::Uplink {
+            dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0, 0, device]),
+            device_name: None,
+            fport: Some(1),
+            fcnt: Some(u32::from(b)),
+            payload: vec![b],
+            time: SystemTime::UNIX_EPOCH,
+            radio: crate::uplink::Radio::default(),
+            ns: crate::uplink::NsDecoded::default(),
+        })
+    }
+
+    /// Every round has its own budget of JavaScript time: once a slow call took it, the round
+    /// ends and the frames not taken wait in their queue; the next rounds decode them, none
+    /// goes out packed for the slow one.
+    #[cfg(feature = "js")]
+    #[test]
+    fn a_spent_budget_ends_the_round_and_the_rest_waits_for_the_next() {
+        let (mut forwarder, m, _dir) = js_forwarder(
+            "function decodeUplink(i) { if (i.bytes[0] === 1) { for (;;) {} } \
+             return {data: {b: i.bytes[0]}}; }",
+            "round_budget = \"1ms\"\n",
+            1,
+        );
+        let mut frames = queue(vec![js_uplink(1, 1), js_uplink(1, 2), js_uplink(1, 3)]);
+        // The loop ran for 100 ms of CPU time, past the budget.
+        assert_eq!(round(&mut forwarder, &mut frames), 1);
         assert_eq!(m.problems("js_timeout"), 1);
-        assert_eq!(m.problems("js_budget"), 2);
-        take_round(&mut forwarder, vec![uplink(4)]);
-        assert_eq!(m.problems("js_budget"), 2);
+        assert_eq!(frames.len(), 2);
+        while !frames.is_empty() {
+            round(&mut forwarder, &mut frames);
+        }
+        // Three records, one of them packed: the loop's.
+        assert_eq!(m.decoded.get(), 3);
+        assert_eq!(m.decode_errors.get("javascript"), Some(1));
+        assert_eq!(m.problems("js_budget"), 0);
         assert_eq!(m.problems("js_error"), 0);
+    }
+
+    /// A poison device whose every frame hangs its codec (each call at least the 500 ms
+    /// deadline, past the budget) ends every round it is called in, and holds its neighbours'
+    /// frames back only until its quarantine: 3 calls. They all decode, none is packed.
+    #[cfg(feature = "js")]
+    #[test]
+    fn a_poison_device_ends_rounds_until_it_is_quarantined() {
+        let (mut forwarder, m, _dir) = js_forwarder(
+            "function decodeUplink(i) { if (i.bytes[0] === 1) { \
+             return {data: {r: Array.prototype.includes.call({length: Math.pow(2, 53) - 1}, 0)}}; } \
+             return {data: {b: i.bytes[0]}}; }",
+            "round_budget = \"300ms\"\n",
+            3,
+        );
+        let inputs =
+            (0..6).flat_map(|n| [js_uplink(1, 1), js_uplink(2, n + 2), js_uplink(3, n + 2)]);
+        let mut frames = queue(inputs.collect());
+        let mut rounds = 0;
+        while !frames.is_empty() {
+            let struck = m.problems("js_timeout");
+            round(&mut forwarder, &mut frames);
+            rounds += 1;
+            assert!(m.problems("js_timeout") - struck <= 1, "round {rounds}");
+        }
+        assert!(rounds >= 3, "{rounds}");
+        assert_eq!(m.problems("js_timeout"), 3);
+        assert_eq!(m.problems("js_quarantined"), 3);
+        assert_eq!(m.problems("js_quarantine_started"), 1);
+        // 18 records, the poison device's 6 packed.
+        assert_eq!(m.decoded.get(), 18);
+        assert_eq!(m.decode_errors.get("javascript"), Some(6));
+        assert_eq!(m.problems("js_budget"), 0);
     }
 }
