@@ -84,6 +84,13 @@ impl Sandbox {
     pub fn decode(&self, fport: Option<u8>, bytes: &[u8], time_ms: f64) -> Result<String, JsError> {
         self.live.decode(fport, bytes, time_ms)
     }
+
+    /// Its allocator refused memory during a call that did not fail for it (the script
+    /// caught the error, or QuickJS went on without): the call's result stands, but the
+    /// runtime is used no more, as after [`JsError::OutOfMemory`].
+    pub fn in_doubt(&self) -> bool {
+        self.live.refused.load(Ordering::Relaxed)
+    }
 }
 
 /// A runtime with the codec loaded.
@@ -94,7 +101,8 @@ struct Live {
     /// The calling thread's CPU time (ns) at which the current call must stop; `u64::MAX`
     /// between calls.
     deadline: Arc<AtomicU64>,
-    /// Set by the runtime's allocator when it refuses an allocation.
+    /// Set by the runtime's allocator when it refuses an allocation; never cleared, as the
+    /// runtime is not used again.
     refused: Arc<AtomicBool>,
 }
 
@@ -139,6 +147,14 @@ impl Live {
                 caught(&ctx, ctx.eval::<(), _>(GLUE))
             })
         });
+        // Its top level caught running out of memory: a runtime in doubt before its first call.
+        let loaded = loaded.and_then(|()| {
+            if live.refused.load(Ordering::Relaxed) {
+                Err(JsError::OutOfMemory)
+            } else {
+                Ok(())
+            }
+        });
         match loaded {
             Ok(()) => Ok(live),
             Err(e) => {
@@ -174,9 +190,10 @@ impl Live {
 
     /// Run `f` with `limit` armed; a script that ran out of memory or was interrupted is told
     /// apart from one that threw: by the allocator's refusal and the clock, not by the
-    /// message, which a script can throw too. Running out of memory is that even where the
-    /// script caught it. The limit is the thread's CPU time, not the clock: a busy gateway
-    /// that preempts the worker must not fail a codec that did little.
+    /// message, which a script can throw too. A call that failed after a refusal ran out of
+    /// memory, whatever error the script made of it; one that succeeded keeps its result
+    /// (see [`Sandbox::in_doubt`]). The limit is the thread's CPU time, not the clock: a busy
+    /// gateway that preempts the worker must not fail a codec that did little.
     fn limited<T>(
         &self,
         limit: Duration,
@@ -187,10 +204,8 @@ impl Live {
         let result = f();
         let over = thread_cpu_ns() >= deadline;
         self.deadline.store(u64::MAX, Ordering::Relaxed);
-        if self.refused.swap(false, Ordering::Relaxed) {
-            return Err(JsError::OutOfMemory);
-        }
         match result {
+            Err(_) if self.refused.load(Ordering::Relaxed) => Err(JsError::OutOfMemory),
             Err(JsError::Threw(m)) if over && m.contains("interrupted") => {
                 Err(JsError::TimedOut(limit.as_millis() as u64))
             }

@@ -158,7 +158,8 @@ fn a_timeout_is_answered_first_and_the_codec_loads_again_under_the_load_limit() 
 }
 
 /// Running out of memory is what the runtime's allocator refused, not a message: a codec
-/// that throws "out of memory" itself is an ordinary error and its worker stays.
+/// that throws "out of memory" itself is an ordinary error and its worker stays. A call that
+/// caught running out and returned keeps its result, and its runtime is not used again.
 #[test]
 fn out_of_memory_is_the_allocators_refusal_not_a_message() {
     let c = codec(
@@ -166,7 +167,7 @@ fn out_of_memory_is_the_allocators_refusal_not_a_message() {
            switch (i.bytes[0]) {
              case 1: throw 'out of memory';
              case 2: throw new InternalError('out of memory');
-             case 3: try { var a = 'x'; for (;;) { a += a; } } catch (e) { return {data: {}}; }
+             case 3: try { var a = 'x'; for (;;) { a += a; } } catch (e) { return {data: {caught: true}}; }
              case 4: var b = 'x'; for (;;) { b += b; }
              default: return {data: {ok: true}};
            }
@@ -180,8 +181,10 @@ fn out_of_memory_is_the_allocators_refusal_not_a_message() {
         JsError::Threw("InternalError: out of memory".into())
     );
     assert_eq!(c.worker().pid(), pid, "a thrown message retires no worker");
-    // Caught by the script, it still ran out: the runtime is not used again.
-    assert_eq!(err(&c, &[3]), JsError::OutOfMemory);
+    // Caught by the script: its result stands, but it ran out, so the runtime is not used
+    // again.
+    let out = c.decode(Some(1), &[3], at()).unwrap();
+    assert_eq!(Json::Object(out.data), json!({"caught": true}));
     assert_eq!(c.worker().pid(), None);
     assert_eq!(err(&c, &[4]), JsError::OutOfMemory);
     assert_eq!(c.decode(Some(1), &[0], at()).unwrap().data["ok"], true);

@@ -58,6 +58,8 @@ fn serve(socket: &File) -> ! {
                 exit(1)
             }
         }
+        // Whether the call left its runtime in doubt though it did not fail for it.
+        let mut in_doubt = false;
         let result = match Request::parse(&frame) {
             Some(Request::Load { id, name, source }) => Sandbox::load(name, source).map(|codec| {
                 codecs.insert(id, codec);
@@ -69,7 +71,11 @@ fn serve(socket: &File) -> ! {
                 time_ms,
                 bytes,
             }) => match codecs.get(&id) {
-                Some(codec) => codec.decode(fport, bytes, time_ms),
+                Some(codec) => {
+                    let result = codec.decode(fport, bytes, time_ms);
+                    in_doubt = codec.in_doubt();
+                    result
+                }
                 None => Err(JsError::Engine(format!("codec {id} is not loaded"))),
             },
             None => {
@@ -80,7 +86,7 @@ fn serve(socket: &File) -> ! {
         // A runtime left in doubt is never used again nor freed (`JsError::retires`): the
         // worker answers first, then exits; the agent starts another and loads each codec
         // into it as its own request, under the load limit, not a call's.
-        let retire = result.as_ref().is_err_and(JsError::retires);
+        let retire = in_doubt || result.as_ref().is_err_and(JsError::retires);
         out.clear();
         let cpu = cpu_used();
         Answer {
