@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -42,8 +41,8 @@ pub struct Decoder {
     /// The JavaScript codecs and mapping tables the config names.
     files: Set,
     codecs: CodecsConfig,
-    /// Sets of them loaded again (SIGHUP), taken before the next input.
-    reloads: mpsc::Receiver<Set>,
+    /// What the reloads (SIGHUP) since the last input loaded, taken before the next input.
+    reloads: Pending,
     /// Which JavaScript calls are made (quarantines, the round's budget); its own cell because
     /// decoding an uplink only reads the rest.
     guard: RefCell<Guard>,
@@ -55,6 +54,10 @@ pub struct Decoder {
     metrics: Arc<Metrics>,
 }
 
+/// The codecs reloaded and not yet taken: one set, whatever the number of reloads, so reloads
+/// without an input between them keep one worker of theirs alive, not one each.
+type Pending = Arc<std::sync::Mutex<Option<Set>>>;
+
 /// Loads the codec directory again (SIGHUP) away from the forwarder's thread and hands the
 /// new set to the decoder, which takes it before its next input: a codec file that now fails
 /// to load leaves the version in use in place (see [`Set::update`]).
@@ -64,7 +67,8 @@ pub struct Reloader {
     /// The files ([`Set::outcomes`]) a loaded version of which is in use: one that fails on a
     /// reload keeps it, as [`Set::update`] decides.
     in_use: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-    to_decoder: mpsc::Sender<Set>,
+    /// Where the decoder takes the reloaded set from.
+    to_decoder: Pending,
     /// How the codecs' worker process is started.
     launcher: Launcher,
     metrics: Arc<Metrics>,
@@ -100,8 +104,19 @@ impl Reloader {
                         }
                     }
                 }
-                // The decoder is gone only when the agent stops.
-                let _ = self.to_decoder.send(set);
+                // A set not yet taken takes this one as the decoder would: each file's new
+                // version where it loaded. What it replaced (with its worker) ends here.
+                let replaced = {
+                    let mut pending = self.to_decoder.lock().unwrap_or_else(|p| p.into_inner());
+                    match pending.as_mut() {
+                        Some(earlier) => Some(earlier.update(set)),
+                        None => {
+                            *pending = Some(set);
+                            None
+                        }
+                    }
+                };
+                drop(replaced);
                 log::info!(
                     "codec directory {} reloaded: {loaded} file(s) loaded, {kept} kept at their \
                      previous version, {failed} failed with none to keep (which device uses \
@@ -158,7 +173,7 @@ impl Decoder {
                 sessions.add(lorawan::Session::new(dev_addr, d.dev_eui, keys));
             }
         }
-        let (to_decoder, reloads) = mpsc::channel();
+        let reloads = Pending::default();
         let files = Named::of(cfg);
         let files_in_use = files.load(launcher.clone());
         let mut in_use = std::collections::HashSet::new();
@@ -173,7 +188,7 @@ impl Decoder {
         let reloader = Reloader {
             files,
             in_use: Arc::new(std::sync::Mutex::new(in_use)),
-            to_decoder,
+            to_decoder: reloads.clone(),
             launcher,
             metrics: metrics.clone(),
         };
@@ -198,14 +213,19 @@ impl Decoder {
         self.reloader.clone()
     }
 
-    /// Take the sets loaded again since the last input (the reload logged their failures):
+    /// Take the set loaded again since the last input (the reloads logged their failures):
     /// where a file now fails and a version of it was in use, that one stays. A codec whose
     /// file changed starts without strikes or quarantines; one whose file is the same keeps
     /// them, or a reload would give a poison device a fresh start.
     fn take_reloads(&mut self) {
         #[cfg(test)]
         crate::contain::test_point::reach("take_reloads");
-        while let Ok(set) = self.reloads.try_recv() {
+        let taken = self
+            .reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(set) = taken {
             let guard = self.guard.get_mut();
             for (name, new) in set.scripts() {
                 let same =
@@ -980,6 +1000,45 @@ mod tests {
         assert_eq!(data["humidity"][0]["value"], 7);
         assert_eq!(data["origin"], serde_json::json!({"v": 2}));
         assert_eq!(m.problems("codec_file"), 3);
+    }
+
+    /// Reloads with no input between them leave one set waiting, with one worker: each
+    /// earlier one's worker has ended (it kept running until the next input before, one more
+    /// process per SIGHUP). The codec of the last reload is the one the next input meets.
+    #[cfg(feature = "js")]
+    #[test]
+    fn reloads_without_an_input_between_keep_one_worker() {
+        let dir = crate::codec_files::tempdir();
+        let file = dir.path().join("c.js");
+        let version = |v: u32| {
+            let js = format!("function decodeUplink(i) {{ return {{data: {{v: {v}}}}}; }}");
+            crate::codec_files::write(&file, js);
+        };
+        version(0);
+        let (mut d, _m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
+        let waiting = |d: &Decoder| {
+            let pending = d.reloads.lock().unwrap();
+            pending.as_ref().and_then(Set::worker_pid).unwrap()
+        };
+        let mut earlier = Vec::new();
+        for v in 1..=3 {
+            version(v);
+            d.reloader().reload();
+            earlier.push(waiting(&d));
+        }
+        let last = earlier.pop().unwrap();
+        for pid in earlier {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "worker {pid} of an earlier reload still runs"
+            );
+        }
+        assert!(std::path::Path::new(&format!("/proc/{last}")).exists());
+        let rec = d.decode(&with_payload(&[7])).unwrap();
+        assert_eq!(
+            body(&rec)["obj"]["data"]["origin"],
+            serde_json::json!({"v": 3})
+        );
     }
 
     /// `hubgate decode --js` maps as the pipeline does: with the codec's own table, else

@@ -183,6 +183,12 @@ pub struct Set {
 }
 
 impl Set {
+    /// The process id of the worker the codecs were loaded into, while it runs.
+    #[cfg(test)]
+    pub fn worker_pid(&self) -> Option<u32> {
+        self.worker.as_ref().and_then(Worker::pid)
+    }
+
     pub fn codec(&self, name: &str) -> Option<&Result<Script, String>> {
         self.codecs.get(name)
     }
@@ -237,7 +243,7 @@ impl Set {
     /// `mapping` table is a file of its own, so a new codec can meet the previous version of
     /// that table (docs/operations.md, "Codec reload"). A codec kept moves to `new`'s worker
     /// (loaded there at its first call), so that the worker it was loaded into ends with the
-    /// rest of what was replaced: two workers are alive only during a reload. Hands back what
+    /// rest of what was replaced, and at most one set waits (see `decode::Pending`). Hands back what
     /// was replaced, for the caller to drop where freeing engines does no harm.
     pub fn update(&mut self, new: Set) -> Set {
         let mut replaced = Set {

@@ -39,7 +39,8 @@ pub const MEMORY_LIMIT: usize = 16 << 20;
 /// Memory of the whole worker process (RLIMIT_DATA: heap and private writable mappings),
 /// every codec's runtime included. Measured: 0.8 MB with the three example codecs loaded,
 /// 10 MB with 100, so 64 MiB leaves room for three runtimes at their limit; two workers (one
-/// during a reload) and the agent's worst case fit the unit's MemoryMax (docs/codecs.md).
+/// a reload's, waiting for the next input) and the agent's worst case fit the unit's MemoryMax
+/// (docs/codecs.md); past it, the kernel ends a worker first.
 pub const WORKER_MEMORY: u64 = 64 << 20;
 /// Native stack a script may use (recursion), well inside the worker's.
 pub const STACK_LIMIT: usize = 256 << 10;
