@@ -159,23 +159,48 @@ mod tests {
     use super::*;
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::DefaultProducerContext;
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Instant;
 
-    /// A flush sends a record at once rather than after `linger.ms` (a minute here), and
-    /// serves its report itself.
+    /// Flushes send what lingers at once (`linger.ms` is a minute here) and serve the reports
+    /// themselves: 100 records, each flushed alone, are confirmed within 5 s, where
+    /// `BaseProducer::flush` takes 100 ms at least for each (10 s in all).
     #[test]
-    fn a_flush_does_not_wait_for_linger() {
+    fn flushes_do_not_wait_for_linger() {
+        // On a thread of its own, so that a flush that never returns fails the test too.
+        let (alive, ended) = std::sync::mpsc::channel::<()>();
+        let flushes = std::thread::spawn(move || {
+            let _alive = alive;
+            flush_lingering_records(100, Duration::from_secs(5));
+        });
+        let ended = ended.recv_timeout(Duration::from_secs(10));
+        assert_ne!(
+            ended,
+            Err(RecvTimeoutError::Timeout),
+            "a flush never returned"
+        );
+        if let Err(panic) = flushes.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    fn flush_lingering_records(records: usize, within: Duration) {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("t", 1, 1).unwrap();
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", mock.bootstrap_servers())
             .set("linger.ms", "60000");
         let producer = Polled::new(&c, DefaultProducerContext, Arc::new(Notify::new())).unwrap();
-        producer
-            .send(BaseRecord::to("t").key(&b"k"[..]).payload(&b"v"[..]))
-            .unwrap();
-        producer
-            .flush(Duration::from_secs(20))
-            .expect("confirmed well before linger.ms");
-        assert_eq!(producer.in_flight_count(), 0);
+        let deadline = Instant::now() + within;
+        for n in 1..=records {
+            producer
+                .send(BaseRecord::to("t").key(&b"k"[..]).payload(&b"v"[..]))
+                .unwrap();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = producer.flush(left) {
+                panic!("flush {n} of {records} not done within {within:?}: {e}");
+            }
+            assert_eq!(producer.in_flight_count(), 0, "flush {n}");
+        }
     }
 }
