@@ -50,8 +50,8 @@ const SERVE_WHILE_FLUSHING: Duration = Duration::from_millis(10);
 
 pub struct Polled<C: ProducerContext + 'static> {
     // Fields drop in this order, after `Drop::drop` has let go of the queue handle: the
-    // producer (which reports what it still held) and with it librdkafka's threads, then
-    // the `Notify` its callback used.
+    // producer (which purges what it still holds and serves the purge reports) and with it
+    // librdkafka's threads, then the `Notify` its callback used.
     producer: BaseProducer<C>,
     queue: Queue,
     queued: Arc<Notify>,
@@ -141,8 +141,9 @@ impl<C: ProducerContext + 'static> Polled<C> {
     }
 }
 
-/// The callback goes first; dropping the producer then reports what it still held (as
-/// failed) on the dropping thread.
+/// The callback goes first. Dropping the producer then purges what it still holds: the
+/// context gets those records' reports (`PurgeQueue`, `PurgeInflight`) on the dropping
+/// thread (the Kafka sink's passes none of them on).
 impl<C: ProducerContext + 'static> Drop for Polled<C> {
     fn drop(&mut self) {
         // SAFETY: a live handle, used by nothing else; librdkafka destroys a client only once
