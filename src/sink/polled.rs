@@ -11,8 +11,11 @@
 //! thread of hubgate's that served the reports and handed them to the forwarder through a
 //! channel cost each report one thread hop more (docs/performance.md).
 
+use std::future::Future;
 use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
@@ -44,9 +47,24 @@ impl Queue {
     }
 }
 
-/// How long a flush serves reports at a time before it looks whether `rd_kafka_flush` is
-/// done.
-const SERVE_WHILE_FLUSHING: Duration = Duration::from_millis(10);
+/// Block this thread until `queued` is notified (at once if it holds a permit).
+fn wait(queued: &Notify) {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut notified = std::pin::pin!(queued.notified());
+    while notified
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending()
+    {
+        std::thread::park();
+    }
+}
 
 pub struct Polled<C: ProducerContext + 'static> {
     // Fields drop in this order, after `Drop::drop` has let go of the queue handle: the
@@ -106,26 +124,40 @@ impl<C: ProducerContext + 'static> Polled<C> {
     }
 
     /// Wait up to `timeout` until everything handed over is confirmed or has failed,
-    /// serving the reports meanwhile on this thread. `rd_kafka_flush` sends what lingers at
-    /// once, but with reports as events (rust-rdkafka's way) it only waits for another thread
-    /// to serve them, so it waits on a short thread of its own while this one serves.
-    /// `BaseProducer::flush` calls it without waiting and then polls in 100 ms slices, so
-    /// what it flushed still waited out `linger.ms`.
+    /// serving the reports meanwhile on this thread. `rd_kafka_flush` has librdkafka send what
+    /// lingers at once for as long as it runs, but with reports as events (rust-rdkafka's
+    /// way) it only waits for another thread to serve them, so it runs on a short thread of
+    /// its own while this one serves what the queue callback announces; it wakes this one
+    /// when it returns. `BaseProducer::flush` instead calls it without waiting between polls
+    /// of 100 ms: a flush of anything takes 100 ms at least, and a broker thread sends what
+    /// lingers only if it looks during one of those calls (at `linger.ms` 60 s on the mock
+    /// cluster: after 0.3 s to over 20 s).
     pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         let producer = &self.producer;
+        let queued = &*self.queued;
+        let done = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             let flush = std::thread::Builder::new()
                 .name("kafka flush".into())
-                // SAFETY: a live client handle (the producer outlives the scope).
-                .spawn_scoped(s, move || unsafe {
-                    rd::rd_kafka_flush(producer.client().native_ptr(), ms)
+                .spawn_scoped(s, || {
+                    // SAFETY: a live client handle (the producer outlives the scope).
+                    let result = unsafe { rd::rd_kafka_flush(producer.client().native_ptr(), ms) };
+                    done.store(true, Ordering::Release);
+                    // Should the loop below have seen `done` already, this permit wakes the
+                    // forwarder once for nothing.
+                    queued.notify_one();
+                    result
                 })
                 .ok()?;
-            while !flush.is_finished() {
-                producer.poll(SERVE_WHILE_FLUSHING);
+            // Each wake-up is followed by a serve, so no report announced is left unserved.
+            loop {
+                self.serve();
+                if done.load(Ordering::Acquire) {
+                    break;
+                }
+                wait(queued);
             }
-            self.serve();
             flush.join().ok()
         });
         match result {
