@@ -288,6 +288,8 @@ pub struct KafkaSink {
     /// topic it saw vanish as missing, even once it exists again, until its periodic metadata
     /// refresh (minutes), so the producer is replaced when the provisioner finds one again.
     vanished: std::collections::HashMap<String, Instant>,
+    /// [`FLUSH_BEFORE_REPLACING`]; the tests give the mock cluster more on a loaded machine.
+    flush_before_replacing: Duration,
 }
 
 /// The least time between two producer replacements.
@@ -345,6 +347,7 @@ impl KafkaSink {
             single_hub: None,
             rebuilt: None,
             vanished: Default::default(),
+            flush_before_replacing: FLUSH_BEFORE_REPLACING,
         })
     }
 
@@ -453,7 +456,7 @@ impl Sink for KafkaSink {
                 back.unwrap_or_default()
             );
             // Confirmed or not by then, what it holds is accounted for below.
-            let _ = self.producer.flush(FLUSH_BEFORE_REPLACING);
+            let _ = self.producer.flush(self.flush_before_replacing);
             return self.replace_producer();
         };
         if code == RDKafkaErrorCode::GaplessGuarantee {
@@ -627,6 +630,8 @@ mod tests {
         }
         sink.send(2, &record(2)).unwrap();
         sink.vanished.insert(TOPIC.into(), since);
+        // What is tested is that the old producer gets to confirm, not how fast it does.
+        sink.flush_before_replacing = Duration::from_secs(20);
         assert!(sink.tick(), "replaced");
         let d = rx
             .try_recv()
