@@ -366,13 +366,14 @@ async fn forward(
     }
 }
 
-/// Send the queued acknowledgements and a DISCONNECT, then stop polling.
+/// Send the queued acknowledgements and a DISCONNECT, then stop polling. A request queue full
+/// of acknowledgements takes the DISCONNECT once the event loop has written one of them.
 pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
-    if client.try_disconnect().is_err() {
-        return;
-    }
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // The only error is a full queue (the event loop is ours).
+        let mut queued = false;
         loop {
+            queued = queued || client.try_disconnect().is_ok();
             match events.poll().await {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
                 Ok(_) => {}
@@ -457,6 +458,47 @@ mod tests {
             })
             .collect();
         assert_eq!(handed, [1, 3]);
+    }
+
+    /// At shutdown rumqttc's request queue may be full of acknowledgements: the DISCONNECT
+    /// waits for room, and the broker gets the acknowledgements and then the DISCONNECT.
+    #[tokio::test]
+    async fn a_full_request_queue_is_written_out_before_the_disconnect() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = broker.local_addr().unwrap().port();
+        // A broker that accepts the session and keeps what it receives after the CONNECT.
+        let broker = tokio::spawn(async move {
+            let (mut s, _) = broker.accept().await.unwrap();
+            let mut header = [0; 2];
+            s.read_exact(&mut header).await.unwrap();
+            // The CONNECT's remaining length fits its one byte.
+            let mut connect = vec![0; usize::from(header[1])];
+            s.read_exact(&mut connect).await.unwrap();
+            s.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+            let mut received = Vec::new();
+            s.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let (client, mut events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", port), 2);
+        let connack = events.poll().await;
+        assert!(
+            matches!(connack, Ok(Event::Incoming(Packet::ConnAck(_)))),
+            "{connack:?}"
+        );
+        for pkid in [1, 2] {
+            let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
+            p.pkid = pkid;
+            client.try_ack(&p).unwrap();
+        }
+        disconnect(&client, &mut events).await;
+        drop(events);
+        let received = tokio::time::timeout(Duration::from_secs(10), broker)
+            .await
+            .expect("the connection closed")
+            .unwrap();
+        let (puback_1, puback_2, disconnect) = ([0x40, 2, 0, 1], [0x40, 2, 0, 2], [0xe0, 0]);
+        assert_eq!(received, [&puback_1[..], &puback_2, &disconnect].concat());
     }
 
     #[test]
