@@ -466,13 +466,16 @@ impl Decoder {
         if device.is_none() {
             self.metrics.problem("unknown_device", || {
                 format!(
-                    "device {} is not in the config: sent as packed records unless the \
-                     network server decoded them",
+                    "device {} is not in the config: sent as packed records unless its device \
+                     profile has a JavaScript codec or the network server decoded them",
                     up.device_id()
                 )
             });
         }
-        let order: &[DecodeStep] = device.map_or(&[DecodeStep::Network], |d| &d.order);
+        // A device not listed has no codec of its own: its profile's JavaScript codec, else
+        // what the network server decoded (the default order without the built-in codec).
+        let order: &[DecodeStep] =
+            device.map_or(&[DecodeStep::Js, DecodeStep::Network], |d| &d.order);
         // Why the decoders that were tried failed, for the packed record.
         let mut failed: Option<String> = None;
         for step in order {
@@ -934,6 +937,17 @@ mod tests {
             serde_json::json!({"temperature": 21.5, "humidity": 40.5, "battery_mv": 3600})
         );
         assert_eq!(m.problems("js_warning"), 1);
+        // A device not in the config: its profile's codec too (a site lists no device then).
+        let Input::Uplink(mut up) = with_payload(&[0x08, 0x66, 0x51, 0x0e, 0x10]) else {
+            unreachable!()
+        };
+        up.dev_eui = crate::ids::DevEui::parse("58a0cb00001099aa").unwrap();
+        up.fport = Some(1);
+        up.ns.profile = Some("TH sensor".into());
+        let rec = d.decode(&Input::Uplink(up)).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
+        assert_eq!(body(&rec)["obj"]["data"]["temperature"][0]["value"], 21.5);
+        assert_eq!(m.problems("unknown_device"), 1);
     }
 
     /// A codec file that cannot be loaded is a counted problem and its devices' uplinks go

@@ -259,13 +259,23 @@ fn codecs(dir: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
             e.hex
         );
     }
+    let named = dir.is_some();
     let dir = match codec_dir(dir, config) {
         Ok(dir) => dir,
         Err(code) => return code,
     };
-    // A missing directory just means no JavaScript codecs.
+    // A directory that cannot be listed: a mistyped --dir is an error, the config's (or the
+    // default) one that is missing means no JavaScript codecs, said on standard error.
+    let names = match hubgate::js::dir::names(&dir) {
+        Ok(names) => names,
+        Err(e) if named => return fail(2, format!("codec directory {e}")),
+        Err(e) => {
+            eprintln!("hubgate: no JavaScript codecs: codec directory {e}");
+            return ExitCode::SUCCESS;
+        }
+    };
     let worker = hubgate::js::Worker::new(hubgate::js::Launcher::this_program());
-    for name in hubgate::js::dir::names(&dir).unwrap_or_default() {
+    for name in names {
         let (rec_type, state) = match hubgate::js::dir::load(&dir, &name, &worker) {
             Ok(s) => (
                 s.table

@@ -384,7 +384,18 @@ fn demo_prints_decoded_records_and_exits() {
 /// `hubgate decode` decodes each example with the listed recType.
 #[test]
 fn every_listed_codec_decodes_its_example_with_its_rec_type() {
-    let listing = stdout(&hubgate(&["codecs", "--dir", "/nonexistent"]));
+    let empty = tempfile::tempdir().unwrap();
+    let o = hubgate(&["codecs", "--dir", empty.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listing = stdout(&o);
+    // A directory that cannot be listed is an error when named, after the built-ins.
+    let missing = hubgate(&["codecs", "--dir", "/nonexistent"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(stdout(&missing), listing);
+    assert_eq!(
+        stderr(&missing),
+        "hubgate: codec directory /nonexistent: No such file or directory (os error 2)\n"
+    );
     let mut ids = Vec::new();
     for line in listing.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();

@@ -239,6 +239,8 @@ impl Config {
                     format!("DevEUI {} is listed twice", d.dev_eui),
                 ));
             }
+            check_decode_order(&d.decode_order)
+                .map_err(|e| (format!("device[{i}].decode_order"), e))?;
         }
         self.check_sessions()?;
         let (mapping, key) = match &self.sink {
@@ -508,5 +510,26 @@ pub const TEMPLATE: &str = include_str!("../../config/hubgate.toml");
 
 #[cfg(test)]
 mod template_tests;
+/// A device's `decode_order`: each of `codec`, `js`, `network` at most once (a step twice would
+/// call a failing decoder twice for one uplink, a JavaScript codec's strikes counted twice),
+/// and at least one (none sends everything packed, which leaving the device out of the
+/// config, or giving it no codec, says more plainly).
+fn check_decode_order(order: &[DecodeStep]) -> Result<(), String> {
+    if order.is_empty() {
+        return Err("is empty: name at least one of \"codec\", \"js\", \"network\"".into());
+    }
+    for (i, step) in order.iter().enumerate() {
+        if order[..i].contains(step) {
+            let name = match step {
+                DecodeStep::Codec => "codec",
+                DecodeStep::Js => "js",
+                DecodeStep::Network => "network",
+            };
+            return Err(format!("names {name:?} twice"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

@@ -619,3 +619,36 @@ fn a_zero_round_budget_is_refused() {
     let cfg = config("1ms").unwrap();
     assert_eq!(cfg.codecs.round_budget, Duration::from_millis(1));
 }
+
+/// A `decode_order` that names a step twice or none is refused, naming the device.
+#[test]
+fn a_decode_order_names_each_step_at_most_once_and_one_at_least() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |order: &str| {
+        let text = format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101235\"\ndecode_order = {order}\n"
+        );
+        Config::load(&write(dir.path(), "hubgate.toml", &text, 0o600))
+    };
+    let e = config(r#"["js", "network", "js"]"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with(r#"device[1].decode_order: names "js" twice"#),
+        "{e}"
+    );
+    let e = config("[]").unwrap_err().to_string();
+    assert!(
+        e.ends_with(
+            r#"device[1].decode_order: is empty: name at least one of "codec", "js", "network""#
+        ),
+        "{e}"
+    );
+    let cfg = config(r#"["network", "js"]"#).unwrap();
+    assert_eq!(
+        cfg.devices[1].decode_order,
+        [DecodeStep::Network, DecodeStep::Js]
+    );
+}
