@@ -120,6 +120,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 fn main() {
+    // Read here, not by the tests that share the harness: which hubgate runs, and under what.
+    support::agent::run_as(support::agent::Launch {
+        binary: std::env::var_os("HUBGATE_AGENT_BIN").map(Into::into),
+        wrap: std::env::var("HUBGATE_AGENT_WRAP")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    });
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(("--floor-child", child)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
         floor_child::run(child);

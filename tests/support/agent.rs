@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -11,23 +12,40 @@ use serde_json::Value;
 
 use super::{free_port, log_tail, Kafka, Mosquitto};
 
-/// This build's hubgate, or for the benchmark `$HUBGATE_AGENT_BIN` (another build), run
-/// under `$HUBGATE_AGENT_WRAP` (a command's words, e.g. `valgrind --tool=callgrind`).
+/// How the agents and the benchmark's `--floor` processes are run: this build's hubgate, run
+/// directly, unless the benchmark chose otherwise ([`run_as`]); tests never do.
+static LAUNCH: OnceLock<Launch> = OnceLock::new();
+
+/// Another hubgate binary and a command (its words) to run it and the floor processes under.
+#[derive(Debug)]
+pub struct Launch {
+    pub binary: Option<PathBuf>,
+    pub wrap: Vec<String>,
+}
+
+/// For the benchmark only (its `HUBGATE_AGENT_BIN` and `HUBGATE_AGENT_WRAP`), before it starts
+/// anything; a second call is refused.
+pub fn run_as(launch: Launch) {
+    LAUNCH.set(launch).expect("run_as once, before any start");
+}
+
+/// This build's hubgate, or the one given to [`run_as`], under its wrapping command.
 pub fn command() -> Command {
-    let bin = std::env::var_os("HUBGATE_AGENT_BIN")
+    let bin = LAUNCH
+        .get()
+        .and_then(|l| l.binary.clone())
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_hubgate").into());
     wrapped(bin)
 }
 
-/// `program` under `$HUBGATE_AGENT_WRAP`, if set.
+/// `program` under the wrapping command given to [`run_as`], if any.
 pub fn wrapped(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let wrap = std::env::var("HUBGATE_AGENT_WRAP").unwrap_or_default();
-    let mut words = wrap.split_whitespace();
-    let Some(first) = words.next() else {
+    let wrap = LAUNCH.get().map_or(&[][..], |l| &l.wrap[..]);
+    let Some((first, rest)) = wrap.split_first() else {
         return Command::new(program);
     };
     let mut c = Command::new(first);
-    c.args(words).arg(program);
+    c.args(rest).arg(program);
     c
 }
 
