@@ -6,19 +6,25 @@
 //!   acknowledging each message as it reads it, one current-thread runtime;
 //! - a bare rdkafka producer with hubgate's settings (`base_config`: idempotent, `acks=all`,
 //!   `linger.ms` 5, one request in flight; and `--set`) sending hubgate's records at the rate
-//!   from one thread, which sleeps until each next record and serves the reports then.
+//!   into the two topics hubgate writes them to (a third to motion, as the broker-alone floor
+//!   does) from one thread, which sleeps until each next record and serves the reports then.
+//!   Its settings go to it on its standard input, not its command line: with `--tls` they
+//!   hold the SASL password.
 //!
 //! Their sum is what any agent built on these two libraries pays per record before it does
 //! anything of its own: decoding, buffering, and handing records between its threads.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
-use super::{cost, publish, rate_records, sample_record, Load, Options, ENV, WARM_UP};
+use super::{
+    cost, publish, rate_records, sample_record, Load, Options, ENV, MOTION, WAIT, WARM_UP,
+};
 use crate::support::{agent::wrapped, Kafka, Mosquitto};
 
 /// Each library alone: idle, then per fixed rate.
@@ -43,14 +49,14 @@ pub fn run(
     let mut floor = Floor::default();
 
     let topics = crate::support::agent::uplink_topic("+");
-    let mut sub = Driven::start(&["mqtt".into(), mqtt.port().to_string(), topics]);
+    let mut sub = Driven::start(&["mqtt".into(), mqtt.port().to_string(), topics], &[]);
     floor.subscriber_idle = cost::idle(sub.pid(), opts.idle);
     for &(rate, duration) in &rates {
         let n = rate_records(rate, duration);
         let before = cost::Sample::take(sub.pid());
         sub.command(&format!("expect {n}"));
         rt.block_on(publish(mqtt, load, seq..seq + n, Some(rate), None));
-        sub.done();
+        sub.done(Duration::ZERO);
         let after = cost::Sample::take(sub.pid());
         let live = cost::live(rate, n, &before, &after, &floor.subscriber_idle);
         floor.subscriber.push(live);
@@ -68,15 +74,25 @@ pub fn run(
     );
     hubgate::sink::kafka::site_settings(&mut config, &opts.properties.iter().cloned().collect());
     let body = sample_record(load, 0).body;
-    let mut args = vec!["kafka".into(), ENV.into(), body, load.devices.to_string()];
-    args.extend(config.config_map().iter().map(|(k, v)| format!("{k}={v}")));
-    let mut producer = Driven::start(&args);
+    let args = [
+        "kafka".into(),
+        ENV.into(),
+        MOTION.into(),
+        body,
+        load.devices.to_string(),
+    ];
+    let settings: Vec<String> = config
+        .config_map()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut producer = Driven::start(&args, &settings);
     floor.producer_idle = cost::idle(producer.pid(), opts.idle);
     for &(rate, duration) in &rates {
         let n = rate_records(rate, duration);
         let before = cost::Sample::take(producer.pid());
         producer.command(&format!("send {rate} {n}"));
-        producer.done();
+        producer.done(duration);
         let after = cost::Sample::take(producer.pid());
         let live = cost::live(rate, n, &before, &after, &floor.producer_idle);
         floor.producer.push(live);
@@ -120,16 +136,19 @@ impl Floor {
     }
 }
 
-/// A floor process driven line by line: a command on its stdin, `ok` on its stdout once
-/// done; `ready` once connected.
+/// A floor process driven line by line: its `settings` and an empty line on its stdin first
+/// (if any), then a command on its stdin, `ok` on its stdout once done; `ready` once
+/// connected. Every answer is awaited within [`WAIT`] (beyond the run's own duration): a
+/// floor process that hangs fails the benchmark instead of hanging it.
 struct Driven {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    /// Its stdout's lines, read on a thread of their own.
+    lines: Receiver<String>,
 }
 
 impl Driven {
-    fn start(args: &[String]) -> Driven {
+    fn start(args: &[String], settings: &[String]) -> Driven {
         let exe = std::env::current_exe().expect("the benchmark's own path");
         let mut child = wrapped(exe)
             .arg("--floor-child")
@@ -140,12 +159,23 @@ impl Driven {
             .expect("start a floor process");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let mut d = Driven {
             child,
             stdin,
-            stdout,
+            lines,
         };
-        d.expect("ready");
+        if !settings.is_empty() {
+            d.command(&format!("{}\n", settings.join("\n")));
+        }
+        d.expect("ready", Duration::ZERO);
         d
     }
 
@@ -159,14 +189,25 @@ impl Driven {
             .expect("command a floor process");
     }
 
-    fn done(&mut self) {
-        self.expect("ok");
+    /// Wait for the `ok` of a command that runs for `duration`.
+    fn done(&mut self, duration: Duration) {
+        self.expect("ok", duration);
     }
 
-    fn expect(&mut self, word: &str) {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("a floor process");
-        assert_eq!(line.trim(), word, "floor process {:?}", self.child.id());
+    fn expect(&mut self, word: &str, duration: Duration) {
+        let id = self.child.id();
+        match self.lines.recv_timeout(duration + WAIT) {
+            Ok(line) => assert_eq!(line.trim(), word, "floor process {id}"),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!(
+                    "floor process {id}: no {word:?} within {:?}",
+                    duration + WAIT
+                )
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("floor process {id} ended before {word:?}")
+            }
+        }
     }
 }
 

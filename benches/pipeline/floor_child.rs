@@ -1,8 +1,9 @@
 //! The processes of the benchmark's `--floor` (`benches/pipeline/floor.rs`): the benchmark
-//! runs itself again with `--floor-child mqtt PORT TOPIC` or `--floor-child kafka TOPIC BODY
-//! DEVICES KEY=VALUE...` and drives it line by line: `ready` once connected, then a command
-//! on stdin (`expect N`: N messages; `send RATE N`: N records at RATE per second) and `ok`
-//! on stdout once it is done.
+//! runs itself again with `--floor-child mqtt PORT TOPIC` or `--floor-child kafka ENV MOTION
+//! BODY DEVICES` and drives it line by line: the producer's settings first (`KEY=VALUE` lines
+//! on stdin up to an empty line; never on the command line, where anyone could read a
+//! password), `ready` once connected, then a command on stdin (`expect N`: N messages; `send
+//! RATE N`: N records at RATE per second) and `ok` on stdout once it is done.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -25,9 +26,9 @@ fn commands() -> impl Iterator<Item = String> {
 pub fn run(args: &[String]) {
     match args {
         [mode, port, topic] if mode == "mqtt" => subscriber(port.parse().unwrap(), topic),
-        [mode, topic, body, devices, settings @ ..] if mode == "kafka" => {
+        [mode, env, motion, body, devices] if mode == "kafka" => {
             let mut config = ClientConfig::new();
-            for kv in settings {
+            for kv in commands().take_while(|l| !l.is_empty()) {
                 let (k, v) = kv.split_once('=').unwrap();
                 config.set(k, v);
             }
@@ -35,6 +36,10 @@ pub fn run(args: &[String]) {
             // Made beforehand: the floor is the producer's cost, not building records.
             let keys: Vec<String> = (0..devices.parse().unwrap())
                 .map(|d: u64| format!("{d:016x}"))
+                .collect();
+            // Each device's records to one topic, a third of them to motion, as hubgate's.
+            let topics: Vec<&String> = (0..keys.len())
+                .map(|d| if d % 3 == 1 { motion } else { env })
                 .collect();
             let mut seq = 0;
             let mut send = |rate: u64, n: u64| {
@@ -46,10 +51,14 @@ pub fn run(args: &[String]) {
                     if let Some(wait) = at.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
-                    let key = &keys[seq % keys.len()];
+                    let device = seq % keys.len();
                     seq += 1;
                     producer
-                        .send(BaseRecord::to(topic).key(key).payload(body))
+                        .send(
+                            BaseRecord::to(topics[device])
+                                .key(&keys[device])
+                                .payload(body),
+                        )
                         .expect("floor produce");
                     producer.poll(Duration::ZERO);
                 }
@@ -69,7 +78,7 @@ pub fn run(args: &[String]) {
                 say("ok");
             }
         }
-        _ => panic!("--floor-child mqtt PORT TOPIC | kafka TOPIC BODY DEVICES KEY=VALUE..."),
+        _ => panic!("--floor-child mqtt PORT TOPIC | kafka ENV MOTION BODY DEVICES"),
     }
 }
 
