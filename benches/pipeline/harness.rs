@@ -866,9 +866,9 @@ fn broker_producer(
 }
 
 /// The broker alone at each of `rates` (after a warm-up): hubgate's records produced straight
-/// to it with hubgate's producer settings and into the same two topics, produce call ->
-/// readable by the same consumer as the pipeline's latency runs. What hubgate adds is the
-/// difference.
+/// to it with hubgate's producer settings and into the same two topics, handed to the
+/// producer -> readable by the same consumer as the pipeline's latency runs. What hubgate
+/// adds is the difference.
 fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
     let rates: Vec<(u64, Duration)> = [WARM_UP].iter().chain(&opts.rates).copied().collect();
     let total: u64 = rates.iter().map(|(r, d)| rate_records(*r, *d)).sum();
@@ -896,10 +896,12 @@ fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
             } else {
                 ENV
             };
-            stamps.published[(seq + k) as usize].store(stamps.now(), Ordering::Relaxed);
             producer
                 .send(BaseRecord::to(topic).key(&record.key).payload(&record.body))
                 .expect("broker-alone produce");
+            // Once handed over, as the pipeline's publish time is taken once the PUBLISH is
+            // written: neither includes the call that hands it over.
+            stamps.published[(seq + k) as usize].store(stamps.now(), Ordering::Relaxed);
             producer.poll(Duration::ZERO);
         }
         producer.flush(WAIT).expect("broker-alone producer flush");
