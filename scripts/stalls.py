@@ -20,22 +20,17 @@ import sys
 
 
 def records(path):
-    """(base epoch ms, [(rate, seq, published, produced, read)]) in ms since the base."""
+    """(base epoch ms, {run: [(rate, seq, published, produced, read)]}) in ms since the base.
+
+    Run 0 is the warm-up and is left out; the measured runs are numbered from 1 in the order
+    of --rates, in latency.csv and broker-latency.csv alike (two runs may have one rate)."""
     with open(path) as f:
         base = float(f.readline().split("=")[1].split()[0])
-        rows = [tuple(float(x) for x in r) for r in csv.reader(f) if r and r[0] != "rate"]
-    return base, rows
-
-
-def runs(rows):
-    """Rows grouped into the consecutive fixed-rate runs, the warm-up dropped."""
-    groups = []
-    for r in rows:
-        if groups and groups[-1][0][0] == r[0]:
-            groups[-1].append(r)
-        else:
-            groups.append([r])
-    return groups[1:]
+        runs = collections.defaultdict(list)
+        for r in csv.reader(f):
+            if r and r[0] != "run" and int(r[0]) > 0:
+                runs[int(r[0])].append(tuple(float(x) for x in r[1:]))
+    return base, runs
 
 
 def pct(values, q):
@@ -88,11 +83,11 @@ def main(d):
     base, hub = records(os.path.join(d, "latency.csv"))
     _, floor = records(os.path.join(d, "broker-latency.csv"))
     threads = sched(os.path.join(d, "sched.csv"))
-    floors = {run[0][0]: pct([r[4] - r[2] for r in run], 0.99) for run in runs(floor)}
-    for run in runs(hub):
+    floors = {n: pct([r[4] - r[2] for r in run], 0.99) for n, run in floor.items()}
+    for n, run in sorted(hub.items()):
         rate = run[0][0]
         lat = [r[4] - r[2] for r in run]
-        p99, f99 = pct(lat, 0.99), floors.get(rate, 0.0)
+        p99, f99 = pct(lat, 0.99), floors.get(n, 0.0)
         verdict = "met" if p99 <= 3 * f99 else "MISSED"
         print(f"{rate:.0f}/s: {len(run)} records, p50 {pct(lat, 0.5):.1f} p99 {p99:.1f} ms; "
               f"floor p99 {f99:.1f} ms; p99/floor {p99 / f99 if f99 else 0:.2f}: 3x {verdict}")

@@ -53,7 +53,8 @@ fn benchmark_smoke_run_completes_every_phase() {
     }
 
     // latency.csv and broker-latency.csv: a row per record of every rate run (the warm-up
-    // included), each with its rate and its publish, hand-over and read-back times.
+    // included, as run 0), each with its run, its rate and its publish, hand-over and
+    // read-back times.
     let warm_up = harness::rate_records(harness::WARM_UP.0, harness::WARM_UP.1);
     let records: u64 = opts
         .rates
@@ -67,21 +68,21 @@ fn benchmark_smoke_run_completes_every_phase() {
         assert!(lines.next().unwrap().starts_with("# 0 ms = "));
         assert_eq!(
             lines.next(),
-            Some("rate,seq,published_ms,produced_ms,read_ms")
+            Some("run,rate,seq,published_ms,produced_ms,read_ms")
         );
         let rows: Vec<Vec<f64>> = lines
             .map(|l| l.split(',').map(|f| f.parse().unwrap()).collect())
             .collect();
         assert_eq!(rows.len() as u64, records, "{name}");
         for (seq, row) in rows.iter().enumerate() {
-            let rate = if (seq as u64) < warm_up {
-                harness::WARM_UP.0
+            let (run, rate) = if (seq as u64) < warm_up {
+                (0, harness::WARM_UP.0)
             } else {
-                opts.rates[0].0
+                (1, opts.rates[0].0)
             };
-            assert_eq!(row[..2], [rate as f64, seq as f64], "{name}");
+            assert_eq!(row[..3], [run as f64, rate as f64, seq as f64], "{name}");
             assert!(
-                row[2] > 0.0 && row[3] > 0.0 && row[4] > row[2],
+                row[3] > 0.0 && row[4] > 0.0 && row[5] > row[3],
                 "{name}: {row:?}"
             );
         }

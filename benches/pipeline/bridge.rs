@@ -118,7 +118,8 @@ pub fn run(
     let stamps = Arc::new(Stamps::new(end));
     let consumer = LatencyConsumer::start(kafka, load, stamps.clone());
     let mut runs = Vec::new();
-    for &&(rate, duration) in &rates {
+    // Numbered as hubgate's measured runs; the bridge has no warm-up run.
+    for (run, &&(rate, duration)) in (1..).zip(&rates) {
         let range = seq..seq + super::rate_records(rate, duration);
         let before = cost::Sample::take(bridge.pid());
         rt.block_on(publish(
@@ -136,7 +137,7 @@ pub fn run(
         report
             .live
             .push(cost::live(rate, records, &before, &after, &report.idle));
-        runs.push((rate, range.clone()));
+        runs.push((run, rate, range.clone()));
         stamps.save_to(opts, "bridge-latency.csv", &runs);
         seq = range.end;
     }

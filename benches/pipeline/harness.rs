@@ -269,7 +269,7 @@ pub fn run(opts: &Options) -> Report {
     let sled = dir_bytes(&agent_dir.join("buffer"));
     let mut seq = 0;
     let mut runs = Vec::new();
-    for &(rate, duration) in &rates {
+    for (run, &(rate, duration)) in rates.iter().enumerate() {
         let n = rate_records(rate, duration);
         let range = seq..seq + n;
         let before = cost::Sample::take(pid);
@@ -287,7 +287,7 @@ pub fn run(opts: &Options) -> Report {
         report
             .live
             .push(cost::live(rate, n, &before, &after, &report.idle));
-        runs.push((rate, range));
+        runs.push((run, rate, range));
         stamps.save_to(opts, "latency.csv", &runs);
         seq += n;
     }
@@ -601,13 +601,14 @@ impl Stamps {
         self.base.elapsed().as_nanos() as u64 + 1
     }
 
-    /// With `--dir`, the times of every record of the finished `runs` (rate, sequence
-    /// numbers) in `dir/name`, rewritten after each run, as `rate,seq,published_ms,
-    /// produced_ms,read_ms`, ms since the stamps began (their wall-clock time heads the
-    /// file): to see when a slow stretch began and where its records waited. `produced_ms`
-    /// is the record's Kafka create time, whole milliseconds, so its decimals are the
-    /// base's.
-    fn save_to(&self, opts: &Options, name: &str, runs: &[(u64, Range<u64>)]) {
+    /// With `--dir`, the times of every record of the finished `runs` (run number, rate,
+    /// sequence numbers; run 0 is the warm-up, the measured runs are numbered from 1 in the
+    /// order of `--rates`) in `dir/name`, rewritten after each run, as `run,rate,seq,
+    /// published_ms,produced_ms,read_ms`, ms since the stamps began (their wall-clock time
+    /// heads the file): to see when a slow stretch began and where its records waited.
+    /// `produced_ms` is the record's Kafka create time, whole milliseconds, so its decimals
+    /// are the base's.
+    fn save_to(&self, opts: &Options, name: &str, runs: &[(usize, u64, Range<u64>)]) {
         let Some(dir) = &opts.dir else { return };
         let ms = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
         let base = self
@@ -615,13 +616,14 @@ impl Stamps {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let mut csv = format!(
-            "# 0 ms = {} ms since the Unix epoch\nrate,seq,published_ms,produced_ms,read_ms\n",
+            "# 0 ms = {} ms since the Unix epoch\nrun,rate,seq,published_ms,produced_ms,read_ms\n",
             base.as_millis()
         );
-        for (rate, range) in runs {
+        for (run, rate, range) in runs {
             for s in range.clone().map(|s| s as usize) {
                 let (p, q, r) = (&self.published[s], &self.produced[s], &self.read[s]);
-                let _ = writeln!(csv, "{rate},{s},{:.3},{:.3},{:.3}", ms(p), ms(q), ms(r));
+                let (p, q, r) = (ms(p), ms(q), ms(r));
+                let _ = writeln!(csv, "{run},{rate},{s},{p:.3},{q:.3},{r:.3}");
             }
         }
         let path = dir.join(name);
@@ -879,7 +881,7 @@ fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
     let mut seq = 0;
     let mut latency = Vec::new();
     let mut runs = Vec::new();
-    for &(rate, duration) in &rates {
+    for (run, &(rate, duration)) in rates.iter().enumerate() {
         let n = rate_records(rate, duration);
         let start = Instant::now();
         for k in 0..n {
@@ -906,7 +908,7 @@ fn broker_latency(kafka: &Kafka, load: &Load, opts: &Options) -> Vec<Latency> {
         }
         producer.flush(WAIT).expect("broker-alone producer flush");
         latency.push(stamps.wait_latency(rate, seq..seq + n, String::new));
-        runs.push((rate, seq..seq + n));
+        runs.push((run, rate, seq..seq + n));
         stamps.save_to(opts, "broker-latency.csv", &runs);
         seq += n;
     }
