@@ -373,7 +373,8 @@ impl Decoder {
     /// The record of `up` decoded with the JavaScript codec `script`, as
     /// [`decode_with`](Decoder::decode_with) does for the built-in ones.
     pub fn decode_js_with(&self, up: &Uplink, script: &Script) -> Result<Record, JsError> {
-        let mapped = self.run_js(up, script)?;
+        // One call, from the command line: a worker that ended after it costs nothing here.
+        let (mapped, _) = self.run_js(up, script)?;
         let payload = Payload::Object {
             class: &script.class,
             mapped,
@@ -389,7 +390,7 @@ impl Decoder {
     /// `up` decoded by `script` and mapped by the codec's own table, or else by the device's
     /// `mapping` table: the pipeline and `hubgate decode --js` map alike. The codec's
     /// warnings are the problem `js_warning`.
-    fn run_js(&self, up: &Uplink, script: &Script) -> Result<mapping::Mapped, JsError> {
+    fn run_js(&self, up: &Uplink, script: &Script) -> Result<(mapping::Mapped, bool), JsError> {
         let out = script.codec.decode(up.fport, &up.payload, up.time)?;
         if !out.warnings.is_empty() {
             self.metrics.problem("js_warning", || {
@@ -403,7 +404,8 @@ impl Decoder {
         }
         let device = self.devices.get(&up.dev_eui);
         let table = script.table.as_ref().or_else(|| self.mapping(device));
-        Ok(mapping::map(Some(&out.data), table, &out.normalized))
+        let mapped = mapping::map(Some(&out.data), table, &out.normalized);
+        Ok((mapped, out.retired))
     }
 
     /// [`run_js`](Decoder::run_js), unless the guard says the codec is not to be called for
@@ -419,21 +421,36 @@ impl Decoder {
         let start = Instant::now();
         let result = self.run_js(up, script);
         let now = Instant::now();
-        let started = guard.settle(name, up.dev_eui, &result, now - start, now);
+        let started = match &result {
+            // Its result stands, but its worker ended: a strike, as running out of memory is.
+            Ok((_, true)) => {
+                self.metrics.problem("js_oom", || {
+                    format!(
+                        "device {} (JavaScript {name}): ran out of memory and caught it: its \
+                         result is sent, its worker is started again",
+                        up.device_id()
+                    )
+                });
+                let oom = Err::<(), _>(JsError::OutOfMemory);
+                guard.settle(name, up.dev_eui, &oom, now - start, now)
+            }
+            other => guard.settle(name, up.dev_eui, other, now - start, now),
+        };
+        let result = result.map(|(mapped, _)| mapped);
         let secs = guard.quarantine().as_secs();
         let line = match started {
             None => return result,
             Some(guard::Started::Device) => format!(
                 "device {}: JavaScript {name} is not called for it for {secs} s: {} of its \
-                 calls with no success between them timed out, ran out of memory or took the \
-                 worker down; its uplinks go out packed meanwhile",
+                 calls with no success between them timed out, ran out of memory, failed in the \
+                 engine or took the worker down; its uplinks go out packed meanwhile",
                 up.device_id(),
                 guard::STRIKES,
             ),
             Some(guard::Started::Codec) => format!(
                 "JavaScript {name} is not called for any device for {secs} s: {} of its calls \
-                 within {} s timed out, ran out of memory or took the worker down; its uplinks \
-                 go out packed meanwhile",
+                 within {} s timed out, ran out of memory, failed in the engine or took the \
+                 worker down; its uplinks go out packed meanwhile",
                 guard::CODEC_STRIKES,
                 guard::WINDOW.as_secs(),
             ),
@@ -948,6 +965,32 @@ mod tests {
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
         assert_eq!(body(&rec)["obj"]["data"]["temperature"][0]["value"], 21.5);
         assert_eq!(m.problems("unknown_device"), 1);
+    }
+
+    /// A call that ran out of memory, caught it and returned keeps its result, but ended its
+    /// worker: it strikes as running out of memory does (`js_oom`), so a device whose every
+    /// frame does it is quarantined instead of costing a new worker and every codec's loading
+    /// at each frame.
+    #[cfg(feature = "js")]
+    #[test]
+    fn a_call_that_catches_running_out_of_memory_strikes() {
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(
+            dir.path().join("greedy.js"),
+            "function decodeUplink(i) {
+               try { var a = 'x'; for (;;) { a += a; } } catch (e) { return {data: {n: 1}}; }
+             }",
+        );
+        let (mut d, m) = js_decoder(dir.path(), "js_codec = \"greedy\"\n", "");
+        for _ in 0..guard::STRIKES {
+            let rec = d.decode(&with_payload(&[1])).unwrap();
+            assert_eq!(body(&rec)["obj"]["data"]["origin"]["n"], 1, "{}", rec.body);
+        }
+        assert_eq!(m.problems("js_oom"), guard::STRIKES as u64);
+        assert_eq!(m.problems("js_quarantine_started"), 1);
+        let rec = d.decode(&with_payload(&[1])).unwrap();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        assert_eq!(m.problems("js_quarantined"), 1);
     }
 
     /// A codec file that cannot be loaded is a counted problem and its devices' uplinks go

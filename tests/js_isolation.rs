@@ -308,8 +308,8 @@ fn assert_quarantined(reason: &str) {
     );
     assert!(
         reason.ends_with(
-            " s after 3 of its calls with no success between them timed out, ran out of memory \
-             or took the worker down"
+            " s after 3 of its calls with no success between them timed out, ran out of memory, \
+             failed in the engine or took the worker down"
         ),
         "{reason}"
     );

@@ -118,7 +118,7 @@ async fn throttling_ends_in_delivery_not_loss() {
 
 /// A site's 5 produce requests in flight are held to one: with 5, a refused request's records
 /// were written after those of the requests behind it (FCnt 2, 3, 1, 3, ...). One record a
-/// request and a broker that answers after 200 ms would make requests overlap: none did.
+/// request and a broker that answers after 50 ms would make requests overlap: none did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_with_five_requests_in_flight_asked_keeps_order() {
     assert_eq!(throttled_run_delivers_in_order(Some("5")).await, 0);

@@ -254,8 +254,9 @@ pub struct CodecsConfig {
     /// devices without `js_codec`.
     #[serde(default)]
     pub profiles: std::collections::BTreeMap<String, String>,
-    /// How long a device (or a codec) whose calls keep timing out, running out of memory or
-    /// taking the worker down is not called: its uplinks go out packed meanwhile.
+    /// How long a device (or a codec) whose calls keep timing out, running out of memory,
+    /// failing in the engine or taking the worker down is not called: its uplinks go out
+    /// packed meanwhile.
     #[serde(
         default = "default_quarantine",
         deserialize_with = "de_duration",

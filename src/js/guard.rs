@@ -1,5 +1,6 @@
 //! What JavaScript calls may cost the forwarder, decided where decoding runs: a device whose
-//! frames keep making its codec time out, run out of memory or take the worker down is
+//! frames keep making its codec time out, run out of memory, fail in the engine or take the
+//! worker down (a call that caught running out of memory and returned included) is
 //! quarantined for that codec while its other devices go on decoding; a codec that does it
 //! for many devices is quarantined as a whole; and a round of the forwarder ends once its
 //! calls took its budget of wall time, leaving its other frames for the next round
@@ -44,7 +45,7 @@ struct CodecStrikes {
 }
 
 struct DeviceStrikes {
-    in_a_row: u32,
+    since_success: u32,
     last: Instant,
     until: Option<Instant>,
 }
@@ -134,15 +135,15 @@ impl Guard {
             });
         }
         let d = codec.devices.entry(device).or_insert(DeviceStrikes {
-            in_a_row: 0,
+            since_success: 0,
             last: now,
             until: None,
         });
-        d.in_a_row += 1;
+        d.since_success += 1;
         d.last = now;
         let mut started = None;
-        if d.in_a_row >= STRIKES {
-            d.in_a_row = 0;
+        if d.since_success >= STRIKES {
+            d.since_success = 0;
             d.until = Some(now + quarantine);
             started = Some(Started::Device);
         }

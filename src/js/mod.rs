@@ -80,7 +80,7 @@ pub enum JsError {
     /// [`guard`]: not called for any device.
     #[error(
         "quarantined for another {0} s after {n} calls within {w} s timed out, ran out of \
-         memory or took the worker down",
+         memory, failed in the engine or took the worker down",
         n = guard::CODEC_STRIKES,
         w = guard::WINDOW.as_secs()
     )]
@@ -88,7 +88,7 @@ pub enum JsError {
     /// [`guard`]: not called for this device.
     #[error(
         "quarantined for this device for another {0} s after {n} of its calls with no success \
-         between them timed out, ran out of memory or took the worker down",
+         between them timed out, ran out of memory, failed in the engine or took the worker down",
         n = guard::STRIKES
     )]
     DeviceQuarantined(u64),
@@ -147,6 +147,10 @@ pub struct Output {
     /// `normalizeUplink`'s measurements, when the codec has one.
     pub normalized: Vec<Map<String, Json>>,
     pub warnings: Vec<String>,
+    /// The call ran out of memory, caught it and returned: its result stands, but its runtime
+    /// is in doubt and its worker ended (a new one loads every codec again), so it strikes
+    /// as running out of memory does (`js_oom`) without being a success.
+    pub retired: bool,
 }
 
 /// At most 200 characters on one line (a script's message is the outside world's text).

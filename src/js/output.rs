@@ -53,6 +53,7 @@ pub fn parse(text: &str) -> Result<Output, JsError> {
         data,
         normalized,
         warnings,
+        retired: false,
     })
 }
 

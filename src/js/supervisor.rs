@@ -338,7 +338,7 @@ impl Supervisor {
                 .write_to(&mut self.request);
                 self.call(TIME_LIMIT, cap)
             })
-            .and_then(|text| output::parse(&text))
+            .and_then(|(text, retired)| output::parse(&text).map(|out| Output { retired, ..out }))
     }
 
     /// Load codec `id` into the worker unless it is there already (a new worker has none),
@@ -364,8 +364,8 @@ impl Supervisor {
 
     /// Send the request in `self.request` to the worker (started if there is none) and wait
     /// for its answer, at most `limit` (the worker's own limit for it) and the slack, and not
-    /// past `cap`.
-    fn call(&mut self, limit: Duration, cap: Instant) -> Result<String, JsError> {
+    /// past `cap`; with it, whether the worker ended after answering (a runtime in doubt).
+    fn call(&mut self, limit: Duration, cap: Instant) -> Result<(String, bool), JsError> {
         let process = match &mut self.process {
             Some(p) => p,
             None => match self.launcher.spawn() {
@@ -382,7 +382,7 @@ impl Supervisor {
                 if answer.retire {
                     self.stop();
                 }
-                answer.result
+                answer.result.map(|text| (text, answer.retire))
             }
             Err(Fault::Late) => {
                 self.stop();

@@ -124,14 +124,16 @@ fn limit_self() {
             rlim_max: 0,
         };
         // SAFETY: getrlimit writes one rlimit, which `now` is.
-        let value = if unsafe { libc::getrlimit(resource, &mut now) } == 0 {
-            value.min(now.rlim_max)
+        let limit = if unsafe { libc::getrlimit(resource, &mut now) } == 0 {
+            libc::rlimit {
+                rlim_cur: value.min(now.rlim_cur),
+                rlim_max: value.min(now.rlim_max),
+            }
         } else {
-            value
-        };
-        let limit = libc::rlimit {
-            rlim_cur: value,
-            rlim_max: value,
+            libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            }
         };
         // SAFETY: setrlimit reads one rlimit, which `limit` is.
         if unsafe { libc::setrlimit(resource, &limit) } != 0 {

@@ -34,7 +34,7 @@ const STATS_INTERVAL_MS: &str = "5000";
 /// One produce request in flight, whatever a site's `[sink.properties]` ask: records queue
 /// into the next batch meanwhile. With more, a refused request's records were written after
 /// the ones of the requests sent behind it (`tests/sink_errors.rs`, throttling: FCnt 2, 3, 1,
-/// 3, ... with 5 on librdkafka's mock broker, which does not check the idempotent producer's
+/// 4, ... with 5 on librdkafka's mock broker, which does not check the idempotent producer's
 /// sequence numbers, nor need every broker), and librdkafka's broker thread busy-loops while
 /// a partition waits for 5 or more records (docs/performance.md, "Pipelined produce requests").
 pub fn base_config() -> ClientConfig {

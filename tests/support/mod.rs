@@ -68,7 +68,8 @@ pub type Record = (String, Vec<u8>, i32, i64);
 /// (one test's broker not yet listening, the other's picking), and the second
 /// broker's wait for "accepting" would be answered by the first (seen: mosquitto
 /// "started" in 0.6 ms, then its client was reset by tansu). Tests of one binary are
-/// threads of one process, so remembering what was handed out rules that out.
+/// threads of one process, so remembering what was handed out rules that out between them;
+/// another process, or an outgoing connection's port, can still take it first.
 pub fn free_port() -> u16 {
     unused_port(|| {
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
