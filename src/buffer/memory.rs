@@ -16,6 +16,8 @@ pub struct MemoryStore {
     disk_free: Option<Arc<AtomicU64>>,
     /// A pretend disk that refuses flushes, shared by clones likewise.
     flush_fails: Arc<AtomicBool>,
+    /// A pretend disk whose file syncs fail ([`BufferError::SyncFailed`]), likewise.
+    sync_fails: Arc<AtomicBool>,
 }
 
 impl MemoryStore {
@@ -30,6 +32,10 @@ impl MemoryStore {
         if let Some(free) = &self.disk_free {
             free.store(bytes, Ordering::Relaxed);
         }
+    }
+
+    pub fn set_sync_fails(&self, fails: bool) {
+        self.sync_fails.store(fails, Ordering::Relaxed);
     }
 
     pub fn set_flush_fails(&self, fails: bool) {
@@ -92,6 +98,9 @@ impl Store for MemoryStore {
     fn flush(&mut self) -> Result<u64, BufferError> {
         if self.flush_fails.load(Ordering::Relaxed) {
             return Err(BufferError::Storage("the disk refuses the flush".into()));
+        }
+        if self.sync_fails.load(Ordering::Relaxed) {
+            return Err(BufferError::SyncFailed("the disk lost a write".into()));
         }
         Ok(0)
     }

@@ -40,6 +40,12 @@ const FCNT_PREFIX: &[u8] = b"fcnt/";
 pub enum BufferError {
     #[error("buffer storage: {0}")]
     Storage(String),
+    /// A file sync failed. Linux reports a failed write-back once and then counts its pages
+    /// as written, so a second sync would succeed without them: nothing written before can be
+    /// trusted to be on disk. hubgate stops; a restart reopens the buffer from what is on
+    /// disk, and the sources send again what was never acknowledged.
+    #[error("buffer storage: {0}; stopping, as what was written cannot be trusted to be on disk (a restart reopens the buffer from what is)")]
+    SyncFailed(String),
 }
 
 /// A state entry: (key, value).

@@ -69,6 +69,9 @@ pub struct SledStore {
     lock: Option<BufferLock>,
     /// Set when a failed rebuild could not be undone for sure: flushes fail from then on.
     broken: Option<String>,
+    /// Set when a file sync failed: every flush after it fails the same way (see
+    /// [`BufferError::SyncFailed`]).
+    sync_failed: Option<String>,
 }
 
 fn err(e: sled::Error) -> BufferError {
@@ -76,6 +79,12 @@ fn err(e: sled::Error) -> BufferError {
 }
 
 impl SledStore {
+    /// A sync failed: this flush and every later one fail with `why`.
+    fn fail_syncs(&mut self, why: String) -> BufferError {
+        self.sync_failed = Some(why.clone());
+        BufferError::SyncFailed(why)
+    }
+
     /// Open the database at `dir`. One that will not open is moved aside (loudly) and a
     /// fresh one started: a damaged card must not crash-loop the agent.
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
@@ -147,6 +156,7 @@ impl SledStore {
             reclaimed_to: 0,
             lock: None,
             broken: None,
+            sync_failed: None,
         };
         store.highest = [store.stored_mark(), store.last_key(), marked]
             .into_iter()
@@ -439,6 +449,9 @@ impl Store for SledStore {
     }
 
     fn flush(&mut self) -> Result<u64, BufferError> {
+        if let Some(why) = &self.sync_failed {
+            return Err(BufferError::SyncFailed(why.clone()));
+        }
         if let Some(why) = &self.broken {
             return Err(BufferError::Storage(format!(
                 "the buffer database is unusable after a failed rebuild ({why}); restart hubgate"
@@ -454,15 +467,17 @@ impl Store for SledStore {
                 .map_err(err)?;
         }
         self.db.flush().map_err(err)?;
-        let storage = |what: &str, e: std::io::Error| {
-            BufferError::Storage(format!("{}: syncing {what}: {e}", self.dir.display()))
-        };
-        let mut syncs = self.files.sync().map_err(|e| storage("the log", e))?;
+        // Never tried again: a second sync would succeed without what the first lost.
+        let dir = self.dir.display().to_string();
+        let failed = |what: &str, e: std::io::Error| format!("{dir}: syncing {what}: {e}");
+        let synced = self.files.sync().map_err(|e| failed("the log", e));
+        let mut syncs = synced.map_err(|why| self.fail_syncs(why))?;
         self.changed = false;
         // Only a mark whose records are durable: a lower one can miss a loss, a higher one
         // would report records that were never acknowledged as lost.
         if let Some(seq) = mark {
-            syncs += self.mark.set(seq).map_err(|e| storage(MARK_FILE, e))?;
+            let marked = self.mark.set(seq).map_err(|e| failed(MARK_FILE, e));
+            syncs += marked.map_err(|why| self.fail_syncs(why))?;
         }
         Ok(syncs + std::mem::take(&mut self.unreported_syncs))
     }
@@ -677,6 +692,27 @@ mod tests {
         assert_eq!(s.usage(), (0, 0));
         assert_eq!(s.last_seq(), Some(41));
         assert_eq!(asides(dir.path()), 0);
+    }
+
+    /// A failed file sync fails that flush and every later one, even once the disk would
+    /// sync again: Linux reports a lost write-back once, and a second sync would succeed
+    /// without the records it lost.
+    #[test]
+    fn a_failed_sync_fails_every_later_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledStore::open(dir.path()).unwrap();
+        store.insert(1, vec![1; 100]).unwrap();
+        // Syncing a character device is refused (EINVAL), as a failed write-back is (EIO).
+        let log = store
+            .files
+            .swap_log(std::fs::File::open("/dev/null").unwrap());
+        let first = store.flush().unwrap_err();
+        assert!(matches!(first, BufferError::SyncFailed(_)), "{first}");
+        store.files.swap_log(log);
+        store.insert(2, vec![2; 100]).unwrap();
+        let again = store.flush().unwrap_err();
+        assert_eq!(again.to_string(), first.to_string());
+        assert!(again.to_string().contains("syncing the log"), "{again}");
     }
 
     #[test]

@@ -322,7 +322,7 @@ impl Forwarder {
             }
         }
         self.settle(&mut inp.deliveries)?;
-        self.ledger.commit(Instant::now(), true);
+        self.ledger.commit(Instant::now(), true)?;
         let lost = self.ledger.unbuffered();
         if lost > 0 {
             log::error!("shutdown: {lost} record(s) could not be buffered (buffer full); their sources were not acknowledged");

@@ -614,31 +614,36 @@ impl Ledger {
     /// deletions, often enough), the acknowledgements that waited on it, then the drain.
     pub fn end_round(&mut self, now: Instant) -> Result<(), BufferError> {
         self.store_waiting();
-        self.commit(now, false);
+        self.commit(now, false)?;
         self.drain(now)
     }
 
     /// Flush if anything was written, or with `force` (deletions alone are synced every so
-    /// often by the buffer), then release the acknowledgements that waited on it.
-    pub fn commit(&mut self, now: Instant, force: bool) {
+    /// often by the buffer), then release the acknowledgements that waited on it. A failed
+    /// file sync is the error: nothing written can be trusted to be on disk any more.
+    pub fn commit(&mut self, now: Instant, force: bool) -> Result<(), BufferError> {
         self.buffer.update_oldest_if_due(now);
         if !self.dirty && !force {
             self.buffer.sync_deletions_if_due(now);
         } else {
-            if let Err(e) = self.buffer.flush() {
-                // A full or failing disk: nothing is acknowledged until a flush succeeds
-                // (retried every tick); the sources keep their copies meanwhile.
-                self.metrics.problem("buffer_write_error", || {
-                    format!("cannot flush the buffer: {e}; holding acknowledgements")
-                });
-                return;
+            match self.buffer.flush() {
+                Ok(()) => self.dirty = false,
+                Err(e @ BufferError::SyncFailed(_)) => return Err(e),
+                Err(e) => {
+                    // A full disk, a refused write: nothing is acknowledged until a flush
+                    // succeeds (retried every tick); the sources keep their copies meanwhile.
+                    self.metrics.problem("buffer_write_error", || {
+                        format!("cannot flush the buffer: {e}; holding acknowledgements")
+                    });
+                    return Ok(());
+                }
             }
-            self.dirty = false;
         }
         for (_, ack) in self.pending_acks.drain(..) {
             ack.send();
             self.metrics.acked.inc();
         }
+        Ok(())
     }
 
     /// Records that could not be buffered at shutdown (their sources were not acknowledged).
@@ -856,6 +861,34 @@ mod tests {
         ledger.tick(later);
         ledger.end_round(later).unwrap();
         assert!(ledger.quiet());
+    }
+
+    /// A failed file sync ends the round with the error (the forwarder stops, and with it the
+    /// agent): the acknowledgements that waited for the flush are not released, and the
+    /// flush is not tried again, as a refused write's is.
+    #[test]
+    fn a_failed_sync_is_the_rounds_error_and_acknowledges_nothing() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_sync_fails(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let ack = Ack::Mqtt {
+            acks,
+            ack: crate::source::PubAck {
+                connection: 0,
+                qos: rumqttc::QoS::AtLeastOnce,
+                pkid: 7,
+            },
+        };
+        ledger.take_to_buffer(Some(record(1)), ack);
+        let e = ledger.end_round(t0).unwrap_err();
+        assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
+        assert_eq!(metrics.acked.get(), 0);
+        assert!(pubacks.try_recv().is_err(), "acknowledged");
     }
 
     /// Nor while something waits for the disk: a flush that failed (tried again each tick,

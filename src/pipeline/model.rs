@@ -621,7 +621,7 @@ impl World {
             Step::Stop => {
                 self.settle();
                 let now = self.now;
-                self.ledger().commit(now, true);
+                self.ledger().commit(now, true).unwrap();
                 self.drain_pubacks();
                 self.agent = None;
                 self.restarts += 1;
