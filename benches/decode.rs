@@ -1,6 +1,6 @@
 //! Decoding speed: every codec on its example payload (records built, JSON not serialised),
-//! LoRaWAN MIC check + FRMPayload decryption, one record built and serialised, and the
-//! example JavaScript codecs.
+//! LoRaWAN MIC check + FRMPayload decryption, one ChirpStack uplink event parsed, one record
+//! built and serialised, and the example JavaScript codecs.
 //! `cargo bench --bench decode`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -48,6 +48,20 @@ fn lorawan_mic_and_decrypt(c: &mut Criterion) {
             assert!(crypto::verify_mic(&f, &nwk, 7));
             crypto::decrypt_payload(&f, crypto::payload_key(&f, &nwk, &app), 7)
         })
+    });
+    g.finish();
+}
+
+/// One ChirpStack v4 uplink event parsed, as the benchmark's load generator publishes it
+/// (`tests/support/agent.rs`; keys sorted, as serde_json prints them).
+fn chirpstack(c: &mut Criterion) {
+    use std::time::UNIX_EPOCH;
+    let event = br#"{"data":"CIwuLf////8=","deduplicationId":"58a0cb0000101234-42","deviceInfo":{"applicationId":"app","devEui":"58a0cb0000101234","deviceName":"dev-58a0cb0000101234","tenantId":"t"},"fCnt":42,"fPort":103,"rxInfo":[{"gatewayId":"b827ebfffe000001","rssi":-80,"snr":7.5}],"time":"2026-11-26T10:00:00.000Z"}"#;
+    assert!(hubgate::format::chirpstack::parse(event, UNIX_EPOCH).is_ok());
+    let mut g = c.benchmark_group("format");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("chirpstack", |b| {
+        b.iter(|| hubgate::format::chirpstack::parse(black_box(event), UNIX_EPOCH))
     });
     g.finish();
 }
@@ -226,9 +240,16 @@ criterion_group!(
     benches,
     codecs,
     lorawan_mic_and_decrypt,
+    chirpstack,
     record_build,
     js_codecs
 );
 #[cfg(not(feature = "js"))]
-criterion_group!(benches, codecs, lorawan_mic_and_decrypt, record_build);
+criterion_group!(
+    benches,
+    codecs,
+    lorawan_mic_and_decrypt,
+    chirpstack,
+    record_build
+);
 criterion_main!(benches);

@@ -1,5 +1,6 @@
 //! ChirpStack v4 application-integration uplink events (`application/+/device/+/event/up`).
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -13,15 +14,23 @@ pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
 pub const GATEWAY_TOPIC: &str = "+/gateway/+/event/up";
 use crate::uplink::{NsDecoded, Radio, RadioFrame, Uplink};
 
+/// A JSON string, borrowed from the message unless it has escapes: no allocation for the
+/// strings that are only read (`Cow<str>` borrows only as a field of its own, not inside an
+/// `Option`).
+#[derive(Deserialize, Default)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Event {
-    time: Option<String>,
-    device_info: DeviceInfo,
+struct Event<'a> {
+    #[serde(borrow)]
+    time: Option<Text<'a>>,
+    #[serde(borrow)]
+    device_info: DeviceInfo<'a>,
     f_cnt: Option<u32>,
     f_port: Option<u8>,
-    #[serde(default)]
-    data: String,
+    #[serde(default, borrow)]
+    data: Text<'a>,
     #[serde(default)]
     rx_info: Vec<RxInfo>,
     tx_info: Option<TxInfo>,
@@ -31,8 +40,9 @@ struct Event {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DeviceInfo {
-    dev_eui: String,
+struct DeviceInfo<'a> {
+    #[serde(borrow)]
+    dev_eui: Text<'a>,
     device_name: Option<String>,
     device_profile_name: Option<String>,
 }
@@ -68,23 +78,28 @@ struct Lora {
 /// A raw uplink frame of the ChirpStack MQTT forwarder / gateway bridge (`event/up`, JSON).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GatewayFrame {
-    phy_payload: String,
+struct GatewayFrame<'a> {
+    #[serde(borrow)]
+    phy_payload: Text<'a>,
     tx_info: Option<TxInfo>,
-    rx_info: Option<GatewayRxInfo>,
+    #[serde(borrow)]
+    rx_info: Option<GatewayRxInfo<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GatewayRxInfo {
+struct GatewayRxInfo<'a> {
     gateway_id: Option<String>,
     rssi: Option<i32>,
     snr: Option<f64>,
     #[serde(default, deserialize_with = "super::de_channel")]
     channel: Option<u32>,
-    gw_time: Option<String>,
-    ns_time: Option<String>,
-    crc_status: Option<String>,
+    #[serde(borrow)]
+    gw_time: Option<Text<'a>>,
+    #[serde(borrow)]
+    ns_time: Option<Text<'a>>,
+    #[serde(borrow)]
+    crc_status: Option<Text<'a>>,
 }
 
 /// Parse one raw gateway frame; its PHYPayload still has to be verified and decrypted.
@@ -92,16 +107,16 @@ pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFra
     let f: GatewayFrame =
         serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
     let phy = base64::engine::general_purpose::STANDARD
-        .decode(f.phy_payload.as_bytes())
+        .decode(f.phy_payload.0.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let rx = f.rx_info.as_ref();
-    if let Some(status) = rx.and_then(|r| r.crc_status.as_deref()) {
+    if let Some(Text(status)) = rx.and_then(|r| r.crc_status.as_ref()) {
         if status != "CRC_OK" {
-            return Err(ParseError::Crc(status.into()));
+            return Err(ParseError::Crc(status.as_ref().into()));
         }
     }
     let time = match rx.and_then(|r| r.gw_time.as_ref().or(r.ns_time.as_ref())) {
-        Some(t) => super::parse_time(t)?,
+        Some(t) => super::parse_time(&t.0)?,
         None => received,
     };
     let lora = f
@@ -128,17 +143,22 @@ pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFra
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
     let ev: Event =
         serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
-    let dev_eui = crate::ids::DevEui::parse(&ev.device_info.dev_eui)
-        .map_err(|_| ParseError::DevEui(ev.device_info.dev_eui.as_str().into()))?;
+    let dev_eui = &ev.device_info.dev_eui.0;
+    let dev_eui = crate::ids::DevEui::parse(dev_eui)
+        .map_err(|_| ParseError::DevEui(dev_eui.as_ref().into()))?;
     let payload = base64::engine::general_purpose::STANDARD
-        .decode(ev.data.as_bytes())
+        .decode(ev.data.0.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let time = match &ev.time {
-        Some(t) => super::parse_time(t)?,
+        Some(t) => super::parse_time(&t.0)?,
         None => received,
     };
-    // The strongest reception stands for the uplink, as Microshare's meta.iot does.
-    let best = ev.rx_info.iter().max_by_key(|r| r.rssi.unwrap_or(i32::MIN));
+    // The strongest reception stands for the uplink, as Microshare's meta.iot does (the last of
+    // equally strong ones, as `max_by_key` picks).
+    let best = ev
+        .rx_info
+        .into_iter()
+        .max_by_key(|r| r.rssi.unwrap_or(i32::MIN));
     let lora = ev
         .tx_info
         .as_ref()
@@ -152,13 +172,13 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
         payload,
         time,
         radio: Radio {
-            rssi: best.and_then(|r| r.rssi),
-            snr: best.and_then(|r| r.snr),
-            gateway_id: best.and_then(|r| r.gateway_id.clone()),
+            rssi: best.as_ref().and_then(|r| r.rssi),
+            snr: best.as_ref().and_then(|r| r.snr),
+            channel: best.as_ref().and_then(|r| r.channel),
+            gateway_id: best.and_then(|r| r.gateway_id),
             frequency: ev.tx_info.as_ref().and_then(|t| t.frequency),
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
-            channel: best.and_then(|r| r.channel),
         },
         ns: NsDecoded {
             profile: ev.device_info.device_profile_name,
@@ -215,6 +235,30 @@ mod tests {
             .unwrap()
             .as_millis();
         assert_eq!(ms, 1_714_557_600_123);
+    }
+
+    /// Strings with escapes (a JSON encoder may write `/` as `\/`) read as their text, as the
+    /// ones borrowed straight from the message do.
+    #[test]
+    fn escaped_strings_are_read_as_their_text() {
+        let escaped = UP
+            .replace("CIwuLf////8=", r"CIwuLf\/\/\/\/8=")
+            .replace("58a0cb0000101234", r"58a0cb000010123\u0034")
+            .replace("10:00:00.123Z", r"10:00:00.12\u0033Z");
+        assert_eq!(
+            parse(escaped.as_bytes(), SystemTime::UNIX_EPOCH).unwrap(),
+            parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap()
+        );
+        let gw = r#"{"phyPayload":"QNobASYABwACQCbInLhVIeM=","rxInfo":{"gwTime":"2024-05-01T10:00:00.250Z","crcStatus":"CRC_OK"}}"#;
+        let escaped = gw
+            .replace("QNob", r"QN\u006fb")
+            .replace("CRC_OK", r"CRC\u005fOK")
+            .replace(".250Z", r".25\u0030Z");
+        let (a, b) = (
+            parse_gateway_frame(escaped.as_bytes(), SystemTime::UNIX_EPOCH).unwrap(),
+            parse_gateway_frame(gw.as_bytes(), SystemTime::UNIX_EPOCH).unwrap(),
+        );
+        assert_eq!((a.phy, a.time), (b.phy, b.time));
     }
 
     /// A channel that is not a channel index is left out; the uplink is not refused for it.
