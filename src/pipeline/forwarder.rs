@@ -170,6 +170,10 @@ impl Forwarder {
         let tick = tokio::time::sleep_until(ticked + TICK);
         tokio::pin!(tick);
         let (mut urgent_open, mut patient_open) = (true, true);
+        // Set by a round of serial and UDP frames that its JavaScript budget ended: MQTT and
+        // replay frames waiting get the next round, or a slow codec on serial traffic would
+        // keep them out for good.
+        let mut patient_turn = false;
         let mut queued = self.ledger.sink().queued();
         loop {
             self.heartbeat.beat();
@@ -178,7 +182,18 @@ impl Forwarder {
             }
             let accepting = self.ledger.accepting();
             let patient = accepting && self.ledger.takes_patient(Instant::now());
+            let urgent_turn = !(patient_turn && patient && !inp.patient.is_empty());
             let next = ticked + if self.ledger.quiet() { idle_tick } else { TICK };
+            // A due tick goes first. The timer alone cannot say so: it fires only when this
+            // thread's runtime waits, which rounds back to back (a codec slower than the serial
+            // traffic, a stream of reports) never let it do, and spills, a failed producer's
+            // replacement and the clock check would wait for them to end.
+            if tokio::time::Instant::now() >= next {
+                ticked = tokio::time::Instant::now();
+                self.tick(&mut inp.deliveries)?;
+                self.ledger.end_round(Instant::now())?;
+                continue;
+            }
             if tick.deadline() != next {
                 tick.as_mut().reset(next);
             }
@@ -200,28 +215,41 @@ impl Forwarder {
                     self.ledger.delivered(d, Instant::now())?;
                     self.take_reports(&mut inp.deliveries)?;
                 }
-                f = inp.urgent.recv(), if urgent_open && accepting => match f {
-                    Some(f) => self.take_batch(f, &mut inp.urgent, |_| true),
+                f = inp.urgent.recv(), if urgent_open && accepting && urgent_turn => match f {
+                    Some(f) => {
+                        self.take_batch(f, &mut inp.urgent, |_| true);
+                        patient_turn = self.decoder.budget_spent();
+                    }
                     None => urgent_open = false,
                 },
                 f = inp.patient.recv(), if patient_open && patient => match f {
-                    Some(f) => self.take_batch(f, &mut inp.patient, |l| {
-                        l.takes_patient(Instant::now())
-                    }),
+                    Some(f) => {
+                        self.take_batch(f, &mut inp.patient, |l| {
+                            l.takes_patient(Instant::now())
+                        });
+                        patient_turn = false;
+                    }
                     None => patient_open = false,
                 },
                 () = &mut tick => {
                     ticked = tokio::time::Instant::now();
-                    if self.ledger.sink().tick() {
-                        self.sink_restarted(&mut inp.deliveries)?;
-                    }
-                    self.check_clock();
-                    self.ledger.tick(Instant::now());
+                    self.tick(&mut inp.deliveries)?;
                 }
             }
             self.ledger.end_round(Instant::now())?;
         }
         self.shutdown(inp)
+    }
+
+    /// Every [`TICK`] while anything waits (every `idle_tick` when quiet): the sink's own
+    /// housekeeping (a failed producer replaced), the clock, the ledger's timers.
+    fn tick(&mut self, deliveries: &mut UnboundedReceiver<Delivery>) -> Result<(), BufferError> {
+        if self.ledger.sink().tick() {
+            self.sink_restarted(deliveries)?;
+        }
+        self.check_clock();
+        self.ledger.tick(Instant::now());
+        Ok(())
     }
 
     /// Take `first` and what else `frames` holds, up to [`BATCH`], while `more` allows and
@@ -518,5 +546,118 @@ mod tests {
         assert_eq!(m.decoded.get(), 18);
         assert_eq!(m.decode_errors.get("javascript"), Some(6));
         assert_eq!(m.problems("js_budget"), 0);
+    }
+
+    /// A sink that confirms what it was sent at its ticks (so the forwarder ticks every
+    /// 100 ms while records wait), noting at each how many records it had been sent by then,
+    /// and where the MQTT device's records came.
+    #[cfg(feature = "js")]
+    struct TickNoting {
+        sent: usize,
+        unconfirmed: Vec<u64>,
+        ticks: Arc<std::sync::Mutex<Vec<usize>>>,
+        /// Where the MQTT device's records came in the order sent (1 = first).
+        mqtt_at: Arc<std::sync::Mutex<Vec<usize>>>,
+        deliveries: tokio::sync::mpsc::UnboundedSender<Delivery>,
+    }
+
+    #[cfg(feature = "js")]
+    impl Sink for TickNoting {
+        fn send(
+            &mut self,
+            seq: u64,
+            rec: &crate::record::Record,
+        ) -> Result<(), crate::sink::SinkError> {
+            self.sent += 1;
+            if rec.body.contains("58-A0-CB-00-00-00-00-02") {
+                self.mqtt_at.lock().unwrap().push(self.sent);
+            }
+            self.unconfirmed.push(seq);
+            Ok(())
+        }
+
+        fn tick(&mut self) -> bool {
+            self.ticks.lock().unwrap().push(self.sent);
+            for seq in self.unconfirmed.drain(..) {
+                let _ = self.deliveries.send(Delivery { seq, result: Ok(1) });
+            }
+            false
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// Serial frames whose codec is slower than they come (each call 20 ms, past a 1 ms
+    /// budget: one frame a round, rounds back to back) leave the 100 ms tick its turn: it
+    /// runs while frames still wait (it waited for the queue to empty before), and MQTT
+    /// frames waiting get a round after each such one.
+    #[cfg(feature = "js")]
+    #[test]
+    fn rounds_ended_by_the_budget_leave_the_tick_and_mqtt_their_turn() {
+        const FRAMES: usize = 30;
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(
+            dir.path().join("c.js"),
+            "function decodeUplink(i) { var t = Date.now(); while (Date.now() - t < 20) {} \
+             return {data: {b: i.bytes[0]}}; }",
+        );
+        let cfg = crate::config::Config::parse(&format!(
+            "[codecs]\ndir = {:?}\nround_budget = \"1ms\"\n[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000000001\"\njs_codec = \"c\"\n",
+            dir.path()
+        ))
+        .unwrap();
+        let metrics = Metrics::new();
+        let (deliveries, delivered) = tokio::sync::mpsc::unbounded_channel();
+        let ticks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mqtt_at = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = TickNoting {
+            sent: 0,
+            unconfirmed: Vec::new(),
+            ticks: ticks.clone(),
+            mqtt_at: mqtt_at.clone(),
+            deliveries,
+        };
+        let buffer = Buffer::new(
+            Box::new(crate::buffer::MemoryStore::default()),
+            &cfg.buffer,
+            metrics.clone(),
+        );
+        let forwarder = Forwarder::new(
+            &cfg.buffer,
+            cfg.record.dedup_window,
+            Decoder::new(&cfg, metrics.clone()),
+            buffer,
+            Box::new(sink),
+            metrics.clone(),
+        )
+        .unwrap();
+        let urgent = queue((1..=FRAMES as u8).map(|b| js_uplink(1, b)).collect());
+        let patient = queue(vec![js_uplink(2, 1), js_uplink(2, 2)]);
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let (_new_sinks, new_sinks) = tokio::sync::mpsc::channel(1);
+        let (_parks, parks) = tokio::sync::mpsc::unbounded_channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(forwarder.run(Inputs {
+            urgent,
+            patient,
+            deliveries: delivered,
+            stop,
+            new_sinks,
+            parks,
+        }))
+        .unwrap();
+        let ticks = ticks.lock().unwrap().clone();
+        let sent = FRAMES + 2;
+        assert!(
+            ticks.iter().any(|&n| n < sent),
+            "no tick before the last frame: {ticks:?}"
+        );
+        // Both in the round after the first serial one (the last two records before).
+        assert_eq!(*mqtt_at.lock().unwrap(), [2, 3]);
+        assert_eq!(metrics.decoded.get(), sent as u64);
     }
 }
