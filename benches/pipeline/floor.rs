@@ -20,8 +20,6 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-
 use super::{
     cost, publish, rate_records, sample_record, Load, Options, ENV, MOTION, WAIT, WARM_UP,
 };
@@ -64,15 +62,7 @@ pub fn run(
     }
     drop(sub);
 
-    let mut config: ClientConfig = hubgate::sink::kafka::base_config();
-    config.extend(
-        kafka
-            .client_config()
-            .config_map()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    hubgate::sink::kafka::site_settings(&mut config, &opts.properties.iter().cloned().collect());
+    let config = super::producer_config(kafka, opts);
     let body = sample_record(load, 0).body;
     let args = [
         "kafka".into(),

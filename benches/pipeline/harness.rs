@@ -847,11 +847,9 @@ fn ceiling(kafka: &Kafka, load: &Load, opts: &Options) -> f64 {
 
 /// An rdkafka producer with hubgate's producer settings (and `--set`), counting confirmed
 /// records.
-fn broker_producer(
-    kafka: &Kafka,
-    opts: &Options,
-    delivered: &Arc<AtomicU64>,
-) -> BaseProducer<Counting> {
+/// A producer's settings as hubgate's, for the broker `kafka`, with `--set` applied as hubgate
+/// applies `[sink.properties]`.
+pub fn producer_config(kafka: &Kafka, opts: &Options) -> ClientConfig {
     let mut config: ClientConfig = hubgate::sink::kafka::base_config();
     config.extend(
         kafka
@@ -860,9 +858,16 @@ fn broker_producer(
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    // `--set` applied as hubgate applies `[sink.properties]`.
     hubgate::sink::kafka::site_settings(&mut config, &opts.properties.iter().cloned().collect());
     config
+}
+
+fn broker_producer(
+    kafka: &Kafka,
+    opts: &Options,
+    delivered: &Arc<AtomicU64>,
+) -> BaseProducer<Counting> {
+    producer_config(kafka, opts)
         .create_with_context(Counting(delivered.clone()))
         .expect("create the broker-alone producer")
 }

@@ -658,6 +658,22 @@ mod tests {
     use crate::buffer::{MemoryStore, Store};
     use crate::sink::stdout::StdoutSink;
 
+    /// An MQTT acknowledgement of packet `pkid`, and where it goes once released.
+    fn puback(
+        pkid: u16,
+    ) -> (
+        Ack,
+        tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
+    ) {
+        let (acks, pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let ack = crate::source::PubAck {
+            connection: 0,
+            qos: rumqttc::QoS::AtLeastOnce,
+            pkid,
+        };
+        (Ack::Mqtt { acks, ack }, pubacks)
+    }
+
     /// A ledger over `buffer` and a stdout sink, with the receiver of the sink's reports.
     fn stdout_ledger(
         cfg: &BufferConfig,
@@ -699,15 +715,7 @@ mod tests {
             crate::sink::refusal::Setup::default().missing("t"),
             now.0,
         );
-        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
-        let ack = Ack::Mqtt {
-            acks,
-            ack: crate::source::PubAck {
-                connection: 0,
-                qos: rumqttc::QoS::AtLeastOnce,
-                pkid: 7,
-            },
-        };
+        let (ack, mut pubacks) = puback(7);
         ledger.take(Some(record(2)), ack, now.0);
         ledger.end_round(now.0).unwrap();
         assert_eq!(metrics.duplicates.get(), 1);
@@ -875,15 +883,7 @@ mod tests {
         let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
         let t0 = Instant::now();
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
-        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
-        let ack = Ack::Mqtt {
-            acks,
-            ack: crate::source::PubAck {
-                connection: 0,
-                qos: rumqttc::QoS::AtLeastOnce,
-                pkid: 7,
-            },
-        };
+        let (ack, mut pubacks) = puback(7);
         ledger.take_to_buffer(Some(record(1)), ack);
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
