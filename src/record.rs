@@ -360,6 +360,14 @@ impl JsonOut {
     }
 
     /// A number, boolean or JSON value, as serde_json writes it.
+    /// `key` and its value, when there is one.
+    fn optional(&mut self, key: &'static str, v: Option<impl Serialize>) {
+        if let Some(v) = v {
+            self.key(key);
+            self.value(&v);
+        }
+    }
+
     fn value(&mut self, v: &(impl Serialize + ?Sized)) {
         // Into a Vec, numbers, booleans, strings and `Value`s: this cannot fail.
         serde_json::to_writer(&mut self.0, v).expect("the value serialises");
@@ -443,32 +451,17 @@ impl JsonOut {
         self.key("iot");
         self.open();
         // Microshare writes the bandwidth in kHz and the frequency in MHz.
-        if let Some(hz) = radio.bandwidth {
-            self.key("bw");
-            self.value(&Num(f64::from(hz) / 1e3));
-        }
-        if let Some(c) = radio.channel {
-            self.key("channel");
-            self.value(&c);
-        }
+        self.optional("bw", radio.bandwidth.map(|hz| Num(f64::from(hz) / 1e3)));
+        self.optional("channel", radio.channel);
         self.key("device_id");
         self.plain(m.device_id);
         if let Some(n) = &up.device_name {
             self.key("device_name");
             self.string(n);
         }
-        if let Some(f) = up.fcnt {
-            self.key("fcnt_up");
-            self.value(&f);
-        }
-        if let Some(p) = up.fport {
-            self.key("fport");
-            self.value(&p);
-        }
-        if let Some(hz) = radio.frequency {
-            self.key("freq");
-            self.value(&Num(hz as f64 / 1e6));
-        }
+        self.optional("fcnt_up", up.fcnt);
+        self.optional("fport", up.fport);
+        self.optional("freq", radio.frequency.map(|hz| Num(hz as f64 / 1e6)));
         if let Some(g) = &radio.gateway_id {
             self.key("gateway_id");
             self.string(g);
@@ -479,18 +472,9 @@ impl JsonOut {
         self.hex(&up.payload);
         self.key("payload_fmt");
         self.value(&1);
-        if let Some(r) = radio.rssi {
-            self.key("rssi");
-            self.value(&r);
-        }
-        if let Some(sf) = radio.spreading_factor {
-            self.key("sf");
-            self.value(&sf);
-        }
-        if let Some(snr) = radio.snr {
-            self.key("snr");
-            self.value(&Num(snr));
-        }
+        self.optional("rssi", radio.rssi);
+        self.optional("sf", radio.spreading_factor);
+        self.optional("snr", radio.snr.map(Num));
         self.key("time");
         self.plain(m.time);
         self.key("type");

@@ -79,8 +79,10 @@ fn err(e: sled::Error) -> BufferError {
 }
 
 impl SledStore {
-    /// A sync failed: this flush and every later one fail with `why`.
-    fn fail_syncs(&mut self, why: String) -> BufferError {
+    /// Syncing `what` failed: this flush and every later one fail with it. Never tried again:
+    /// a second sync would succeed without what the first lost.
+    fn fail_syncs(&mut self, what: &str, e: std::io::Error) -> BufferError {
+        let why = format!("{}: syncing {what}: {e}", self.dir.display());
         self.sync_failed = Some(why.clone());
         BufferError::SyncFailed(why)
     }
@@ -467,17 +469,18 @@ impl Store for SledStore {
                 .map_err(err)?;
         }
         self.db.flush().map_err(err)?;
-        // Never tried again: a second sync would succeed without what the first lost.
-        let dir = self.dir.display().to_string();
-        let failed = |what: &str, e: std::io::Error| format!("{dir}: syncing {what}: {e}");
-        let synced = self.files.sync().map_err(|e| failed("the log", e));
-        let mut syncs = synced.map_err(|why| self.fail_syncs(why))?;
+        let mut syncs = match self.files.sync() {
+            Ok(n) => n,
+            Err(e) => return Err(self.fail_syncs("the log", e)),
+        };
         self.changed = false;
         // Only a mark whose records are durable: a lower one can miss a loss, a higher one
         // would report records that were never acknowledged as lost.
         if let Some(seq) = mark {
-            let marked = self.mark.set(seq).map_err(|e| failed(MARK_FILE, e));
-            syncs += marked.map_err(|why| self.fail_syncs(why))?;
+            match self.mark.set(seq) {
+                Ok(n) => syncs += n,
+                Err(e) => return Err(self.fail_syncs(MARK_FILE, e)),
+            }
         }
         Ok(syncs + std::mem::take(&mut self.unreported_syncs))
     }

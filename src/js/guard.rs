@@ -262,14 +262,20 @@ mod tests {
         assert_eq!(g.admit(CODEC, dev(2), t), Ok(()));
     }
 
-    /// A quarantine ends after its time; the device then gets STRIKES calls again.
-    #[test]
-    fn a_quarantine_ends() {
+    /// A guard whose codec has quarantined device 1 at `t`: STRIKES hung calls.
+    fn device_1_quarantined(t: Instant) -> Guard {
         let mut g = Guard::new(Q, Duration::from_secs(5));
-        let t = Instant::now();
         for _ in 0..STRIKES {
             g.settle(CODEC, dev(1), &hung(), Duration::ZERO, t);
         }
+        g
+    }
+
+    /// A quarantine ends after its time; the device then gets STRIKES calls again.
+    #[test]
+    fn a_quarantine_ends() {
+        let t = Instant::now();
+        let mut g = device_1_quarantined(t);
         let almost = t + Q - Duration::from_millis(1);
         assert_eq!(
             g.admit(CODEC, dev(1), almost),
@@ -339,11 +345,8 @@ mod tests {
     /// Forgetting a codec (its file changed) ends its quarantines.
     #[test]
     fn a_forgotten_codec_starts_afresh() {
-        let mut g = Guard::new(Q, Duration::from_secs(5));
         let t = Instant::now();
-        for _ in 0..STRIKES {
-            g.settle(CODEC, dev(1), &hung(), Duration::ZERO, t);
-        }
+        let mut g = device_1_quarantined(t);
         assert!(g.admit(CODEC, dev(1), t).is_err());
         g.forget(CODEC);
         assert_eq!(g.admit(CODEC, dev(1), t), Ok(()));
