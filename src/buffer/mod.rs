@@ -19,6 +19,8 @@ pub use sled_store::SledStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::Notify;
+
 use crate::config::{BufferConfig, WhenFull};
 use crate::metrics::Metrics;
 use crate::record::{ms_since_epoch, Record};
@@ -68,6 +70,19 @@ pub trait Store: Send {
     /// Make every change so far survive a power cut; returns the number of file syncs
     /// (`fsync`/`fdatasync`) that took.
     fn flush(&mut self) -> Result<u64, BufferError>;
+    /// [`Store::flush`], on a thread of the store's own where it has one: `None` then, and
+    /// [`Store::flushed`] gives the outcome once it is done (`done` is notified). A store
+    /// without one flushes here and returns the outcome. The flush covers every change made
+    /// before the call; changes made while it runs may or may not be covered. One at a time:
+    /// not called again before [`Store::flushed`] gave the outcome.
+    fn start_flush(&mut self, _done: &Arc<Notify>) -> Option<Result<u64, BufferError>> {
+        Some(self.flush())
+    }
+    /// The outcome of the flush [`Store::start_flush`] left running, once it is done (with
+    /// `wait`, blocking until then); `None` while it runs.
+    fn flushed(&mut self, _wait: bool) -> Option<Result<u64, BufferError>> {
+        None
+    }
     /// (number of entries, total bytes of values); computed at open, kept up to date after.
     fn usage(&self) -> (u64, u64);
     fn last_seq(&self) -> Option<u64>;
@@ -139,6 +154,14 @@ pub enum Pushed {
     Full,
 }
 
+/// The buffer's flush: none running, running on the store's thread, or done with its
+/// outcome not taken yet.
+enum Flush {
+    Idle,
+    Running,
+    Done(Result<u64, BufferError>),
+}
+
 #[derive(Clone, Copy)]
 enum Full {
     /// `buffer.max_bytes` reached.
@@ -156,11 +179,18 @@ pub struct Buffer {
     /// Set while less than `min_free` is left on the disk (one statvfs per spilled record):
     /// the byte cap frozen at what was stored when it went low.
     disk_cap: Option<u64>,
-    /// Records removed (or state entries set) since the last flush, and how many may wait
-    /// for one.
+    /// Records removed since the last flush started, and how many may wait for one.
     unsynced_removals: usize,
     removals_per_sync: usize,
+    /// Records removed that the running flush is to make durable.
+    syncing_removals: usize,
+    /// State entries (frame counters) set since the last flush started.
+    unsynced_state: bool,
+    /// When the last flush started.
     last_flush: Instant,
+    flush: Flush,
+    /// Notified when a flush the store runs on a thread of its own is done.
+    flush_done: Arc<Notify>,
     /// Dead letters kept (the store counts them once, at open).
     dead: u64,
     /// When records were stored, for the oldest one's age.
@@ -188,7 +218,11 @@ impl Buffer {
             disk_cap: None,
             unsynced_removals: 0,
             removals_per_sync: (cfg.max_in_flight / 2).max(1),
+            syncing_removals: 0,
+            unsynced_state: false,
             last_flush: Instant::now(),
+            flush: Flush::Idle,
+            flush_done: Arc::new(Notify::new()),
             stored_at: stored_at::StoredAt::default(),
             oldest: None,
             oldest_left: false,
@@ -352,42 +386,37 @@ impl Buffer {
         }
     }
 
-    /// Remove a delivered record. Deletions are synced after every `max_in_flight / 2` of
-    /// them, when the buffer has drained, and by [`Buffer::sync_deletions_if_due`]: a crash
-    /// or power cut brings back at most that many delivered records, which are then sent
+    /// Remove a delivered record. Its deletion is durable with the next flush: one is due
+    /// after every `max_in_flight / 2` deletions, when the buffer has drained, and within a
+    /// second ([`Buffer::sync_due`]). A crash or power cut brings back the delivered records
+    /// whose deletion was not synced yet ([`Buffer::unsynced_removals`]), and they are sent
     /// again.
     pub fn remove(&mut self, seq: u64) -> Result<(), BufferError> {
         self.store.remove(seq)?;
         self.removed(seq)
     }
 
-    /// Sync deletions and state that have waited [`DELETIONS_SYNCED_WITHIN`] at `now` (call
-    /// it now and then).
-    pub fn sync_deletions_if_due(&mut self, now: Instant) {
-        if self.unsynced_removals > 0
-            && now.saturating_duration_since(self.last_flush) >= DELETIONS_SYNCED_WITHIN
-        {
-            self.sync_deletions();
-        }
+    /// A flush is due at `now` for deletions and state entries alone (records written wait
+    /// for none: whoever wrote them flushes).
+    pub fn sync_due(&self, now: Instant) -> bool {
+        let waiting = self.unsynced_removals > 0 || self.unsynced_state;
+        waiting
+            && (self.unsynced_removals >= self.removals_per_sync
+                || (self.unsynced_removals > 0 && self.is_empty())
+                || now.saturating_duration_since(self.last_flush) >= DELETIONS_SYNCED_WITHIN)
     }
 
-    fn sync_deletions(&mut self) {
-        // Only duplicates depend on it: a failure is reported, not fatal.
-        if let Err(e) = self.flush() {
-            self.metrics.problem("buffer_write_error", || {
-                format!("cannot sync deletions from the buffer: {e}")
-            });
-        }
+    /// Records removed whose removal is not durable yet: not flushed, or in the flush that
+    /// runs. A crash sends them again.
+    pub fn unsynced_removals(&self) -> usize {
+        self.unsynced_removals + self.syncing_removals
     }
 
-    /// After records left: gauges, deletions synced now and then; once the buffer has
-    /// drained, giving its space back is due ([`Buffer::give_space_back_if_quiet`]).
+    /// After records left: gauges, and once the buffer has drained, giving its space back is
+    /// due ([`Buffer::give_space_back_if_quiet`]).
     fn removed(&mut self, seq: u64) -> Result<(), BufferError> {
         self.left(seq);
         self.unsynced_removals += 1;
-        if self.unsynced_removals >= self.removals_per_sync || self.is_empty() {
-            self.sync_deletions();
-        }
         self.update_gauges();
         if self.is_empty() && self.drained.is_none() {
             self.drained = Some(None);
@@ -399,6 +428,10 @@ impl Buffer {
     /// stayed empty for [`REBUILD_WHEN_EMPTY_FOR`] (from the first call that saw it empty),
     /// let the store give the drained records' space back (a rebuild, if it grew large).
     pub fn give_space_back_if_quiet(&mut self, now: Instant) {
+        // A rebuild replaces the database under a running flush: not now.
+        if self.flushing() {
+            return;
+        }
         let Some(since) = self.drained.as_mut() else {
             return;
         };
@@ -455,10 +488,13 @@ impl Buffer {
         }
     }
 
-    /// Something for [`Buffer::sync_deletions_if_due`], [`Buffer::update_oldest_if_due`] or
+    /// Something for a flush ([`Buffer::sync_due`]), [`Buffer::update_oldest_if_due`] or
     /// [`Buffer::give_space_back_if_quiet`] to do later.
     pub fn housekeeping_due(&self) -> bool {
-        self.unsynced_removals > 0 || self.oldest_left || self.drained.is_some()
+        self.unsynced_removals > 0
+            || self.unsynced_state
+            || self.oldest_left
+            || self.drained.is_some()
     }
 
     /// Look up the oldest record's time if its predecessor left and the last look
@@ -491,12 +527,56 @@ impl Buffer {
         }
     }
 
+    /// Flush here and now (no flush may be running).
     pub fn flush(&mut self) -> Result<(), BufferError> {
-        let syncs = self.store.flush()?;
-        self.metrics.buffer_syncs.add(syncs);
-        self.unsynced_removals = 0;
-        self.last_flush = Instant::now();
-        Ok(())
+        self.start_flush(Instant::now());
+        self.flush_outcome(true)
+            .expect("a flush started here is done once waited for")
+    }
+
+    /// Start a flush of every change made so far, at `now`, on the store's thread where it
+    /// has one, so that records can go on being written and sent meanwhile; its outcome
+    /// comes from [`Buffer::flush_outcome`]. Not while one is running ([`Buffer::flushing`]).
+    pub fn start_flush(&mut self, now: Instant) {
+        debug_assert!(!self.flushing(), "one flush at a time");
+        self.syncing_removals = std::mem::take(&mut self.unsynced_removals);
+        self.unsynced_state = false;
+        self.last_flush = now;
+        self.flush = match self.store.start_flush(&self.flush_done) {
+            Some(outcome) => Flush::Done(outcome),
+            None => Flush::Running,
+        };
+    }
+
+    /// A flush was started and its outcome not taken yet.
+    pub fn flushing(&self) -> bool {
+        !matches!(self.flush, Flush::Idle)
+    }
+
+    /// Notified when a flush that runs on the store's thread is done.
+    pub fn flush_done(&self) -> Arc<Notify> {
+        self.flush_done.clone()
+    }
+
+    /// The outcome of the flush started last, once it is done (with `wait`, blocking until
+    /// then); `None` while it runs, or when none was started. After a failure what it was to
+    /// sync is not durable: flush again.
+    pub fn flush_outcome(&mut self, wait: bool) -> Option<Result<(), BufferError>> {
+        let outcome = match std::mem::replace(&mut self.flush, Flush::Idle) {
+            Flush::Idle => return None,
+            Flush::Done(outcome) => outcome,
+            Flush::Running => match self.store.flushed(wait) {
+                Some(outcome) => outcome,
+                None => {
+                    self.flush = Flush::Running;
+                    return None;
+                }
+            },
+        };
+        // Durable now, or, after a failure, no longer counted: a disk that refuses flushes
+        // must not stop the drain (item 7 of docs/durability.md says what that costs).
+        self.syncing_removals = 0;
+        Some(outcome.map(|syncs| self.metrics.buffer_syncs.add(syncs)))
     }
 
     /// Keep the last accepted frame counter of a LoRaWAN session (DevAddr, DevEUI). It is
@@ -511,7 +591,7 @@ impl Buffer {
         key.extend_from_slice(&dev_addr.to_be_bytes());
         key.extend_from_slice(&dev_eui);
         self.store.state_set(&key, &fcnt.to_be_bytes())?;
-        self.unsynced_removals += 1;
+        self.unsynced_state = true;
         Ok(())
     }
 
@@ -758,8 +838,9 @@ mod tests {
         (Buffer::new(Box::new(store), &cfg, m.clone()), m)
     }
 
-    /// Delivered records leave the buffer durably every `max_in_flight / 2` deletions and
-    /// within a second: a crash sends at most that many again.
+    /// A flush of deletions is due every `max_in_flight / 2` of them, within a second and
+    /// once the buffer has drained; until one that covers them is done they count as not
+    /// durable (a crash sends them again).
     #[test]
     fn deletions_are_synced_every_half_window_and_within_a_second() {
         let dir = tempfile::tempdir().unwrap();
@@ -768,29 +849,73 @@ mod tests {
             b.push(i, &rec(i as u32)).unwrap();
         }
         b.flush().unwrap();
-        let synced = m.buffer_syncs.get();
+        let t0 = Instant::now();
+        b.start_flush(t0);
+        assert!(b.flush_outcome(true).unwrap().is_ok());
+        assert!(
+            !b.sync_due(t0 + 2 * DELETIONS_SYNCED_WITHIN),
+            "nothing to sync"
+        );
         b.remove(0).unwrap();
         b.remove(1).unwrap();
-        assert_eq!(m.buffer_syncs.get(), synced, "two deletions wait");
+        assert!(!b.sync_due(t0), "two deletions wait");
         b.remove(2).unwrap();
-        assert_eq!(
-            m.buffer_syncs.get(),
-            synced + 1,
-            "the third is synced with them"
-        );
+        assert!(b.sync_due(t0), "the third is synced with them");
+        let synced = m.buffer_syncs.get();
+        b.start_flush(t0);
         b.remove(3).unwrap();
-        b.sync_deletions_if_due(Instant::now());
-        assert_eq!(m.buffer_syncs.get(), synced + 1, "not a second old yet");
-        b.sync_deletions_if_due(Instant::now() + DELETIONS_SYNCED_WITHIN);
-        assert_eq!(m.buffer_syncs.get(), synced + 2, "a second old: synced");
-        b.sync_deletions_if_due(Instant::now() + 2 * DELETIONS_SYNCED_WITHIN);
-        assert_eq!(m.buffer_syncs.get(), synced + 2, "nothing left to sync");
+        assert_eq!(
+            b.unsynced_removals(),
+            4,
+            "not durable before the flush is done"
+        );
+        assert!(b.flush_outcome(true).unwrap().is_ok());
+        assert_eq!(m.buffer_syncs.get(), synced + 1);
+        assert_eq!(b.unsynced_removals(), 1, "the one removed after it started");
+        assert!(!b.sync_due(t0), "not a second old yet");
+        assert!(b.sync_due(t0 + DELETIONS_SYNCED_WITHIN), "a second old");
         for seq in 4..9 {
             b.remove(seq).unwrap();
         }
-        assert_eq!(m.buffer_syncs.get(), synced + 3, "three more synced");
+        b.flush().unwrap();
         b.remove(9).unwrap();
-        assert_eq!(m.buffer_syncs.get(), synced + 4, "drained: synced at once");
+        assert!(b.sync_due(t0), "drained: synced at once");
+    }
+
+    /// A flush runs on the store's thread while records are written and removed; it makes
+    /// what was written before it started durable; the next one what came after.
+    #[test]
+    fn a_flush_runs_beside_writes_and_covers_what_came_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, m) = sled_buffer(dir.path(), 10);
+        b.push(0, &rec(0)).unwrap();
+        let t0 = Instant::now();
+        b.start_flush(t0);
+        b.push(1, &rec(1)).unwrap();
+        b.remove(0).unwrap();
+        let done = b.flush_done();
+        let outcome = loop {
+            if let Some(outcome) = b.flush_outcome(false) {
+                break outcome;
+            }
+            // Notified by the flush thread (a permit is kept if it came first).
+            block_until_notified(&done);
+        };
+        assert!(outcome.is_ok());
+        assert!(!b.flushing());
+        assert!(m.buffer_syncs.get() >= 2, "the log and the mark");
+        b.flush().unwrap();
+        drop(b);
+        let (mut b, _) = sled_buffer(dir.path(), 10);
+        assert_eq!(seqs(&mut b), vec![1]);
+    }
+
+    /// Blocks until `n` is notified.
+    fn block_until_notified(n: &Notify) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(n.notified());
     }
 
     #[test]
@@ -851,10 +976,10 @@ mod tests {
         b.save_fcnt(0x2601_1bda, [1; 8], 7).unwrap();
         b.save_fcnt(0x2601_1bda, [1; 8], 9).unwrap();
         b.save_fcnt(0x2601_1bdb, [2; 8], 70_000).unwrap();
-        b.sync_deletions_if_due(Instant::now());
-        assert_eq!(m.buffer_syncs.get(), 0, "not a second old yet");
-        b.sync_deletions_if_due(Instant::now() + DELETIONS_SYNCED_WITHIN);
-        assert!(m.buffer_syncs.get() > 0, "synced within a second");
+        assert!(!b.sync_due(Instant::now()), "not a second old yet");
+        assert!(b.sync_due(Instant::now() + DELETIONS_SYNCED_WITHIN));
+        b.flush().unwrap();
+        assert!(m.buffer_syncs.get() > 0);
         drop(b);
         let mut s = SledStore::open(dir.path()).unwrap();
         for seq in 0..1000 {

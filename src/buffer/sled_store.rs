@@ -5,7 +5,10 @@
 //! an idle or healthy gateway does not write to its SD card at all.
 //!
 //! A flush is sled's flush followed by hubgate's own syncs of sled's files (see
-//! [`super::durable`]): only then does it survive a power cut.
+//! [`super::durable`]): only then does it survive a power cut. The buffer's flushes run on a
+//! thread of the store's own (`buffer sync`, see [`Store::start_flush`]): on a busy SD card
+//! they take hundreds of milliseconds, and the forwarder goes on writing, deleting and
+//! sending records meanwhile (sled takes writes while it flushes).
 //!
 //! sled treats a cut-off log as a torn tail and opens it without complaint, which would
 //! silently lose records that were flushed and acknowledged. So hubgate keeps its own
@@ -22,7 +25,10 @@
 //! undoes a swap a power cut interrupted.
 
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use super::durable::{sync_dir, SledFiles};
 use super::lock::BufferLock;
@@ -55,11 +61,11 @@ pub struct SledStore {
     bytes: u64,
     /// Highest sequence number ever stored (records or dead letters).
     highest: Option<u64>,
-    /// The mark file: the highest sequence number flushed.
-    mark: Mark,
-    /// sled's files, synced by every flush.
-    files: SledFiles,
-    /// Something was inserted or removed since the last flush.
+    /// The mark file and sled's files, shared with the flush thread.
+    syncs: Arc<Mutex<Syncs>>,
+    /// The flush thread, once a flush was started on it.
+    flusher: Option<Flusher>,
+    /// Something was inserted or removed since the last flush started (or failed).
     changed: bool,
     /// Syncs made by [`SledStore::open`], not yet counted by a flush.
     unreported_syncs: u64,
@@ -78,15 +84,88 @@ fn err(e: sled::Error) -> BufferError {
     BufferError::Storage(e.to_string())
 }
 
-impl SledStore {
-    /// Syncing `what` failed: this flush and every later one fail with it. Never tried again:
-    /// a second sync would succeed without what the first lost.
-    fn fail_syncs(&mut self, what: &str, e: std::io::Error) -> BufferError {
-        let why = format!("{}: syncing {what}: {e}", self.dir.display());
-        self.sync_failed = Some(why.clone());
-        BufferError::SyncFailed(why)
-    }
+/// What a flush syncs besides sled's own flush: one flush at a time uses it.
+struct Syncs {
+    /// sled's files, synced by every flush.
+    files: SledFiles,
+    /// The mark file: the highest sequence number flushed.
+    mark: Mark,
+}
 
+/// One flush: sled's, then its files, then the mark.
+struct SyncJob {
+    db: sled::Db,
+    syncs: Arc<Mutex<Syncs>>,
+    /// The mark to write once the records it claims are durable.
+    mark: Option<u64>,
+    dir: PathBuf,
+}
+
+impl SyncJob {
+    fn run(self) -> Result<u64, BufferError> {
+        self.db.flush().map_err(err)?;
+        // Never tried again: a second sync would succeed without what the first lost.
+        let failed = |what: &str, e: std::io::Error| {
+            BufferError::SyncFailed(format!("{}: syncing {what}: {e}", self.dir.display()))
+        };
+        let mut syncs = self.syncs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut n = syncs.files.sync().map_err(|e| failed("the log", e))?;
+        // Only a mark whose records are durable: a lower one can miss a loss, a higher one
+        // would report records that were never acknowledged as lost.
+        if let Some(seq) = self.mark {
+            n += syncs.mark.set(seq).map_err(|e| failed(MARK_FILE, e))?;
+        }
+        Ok(n)
+    }
+}
+
+/// The `buffer sync` thread: runs the flushes it is sent, one after the other, and notifies
+/// each one's `done` when it is.
+struct Flusher {
+    jobs: Option<mpsc::Sender<(SyncJob, Arc<Notify>)>>,
+    done: mpsc::Receiver<Result<u64, BufferError>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start() -> std::io::Result<Flusher> {
+        let (jobs, todo) = mpsc::channel::<(SyncJob, Arc<Notify>)>();
+        let (report, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("buffer sync".into())
+            .spawn(move || {
+                for (job, notify) in todo {
+                    if report.send(job.run()).is_err() {
+                        return;
+                    }
+                    notify.notify_one();
+                }
+            })?;
+        Ok(Flusher {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Flusher {
+    /// Lets a flush that runs finish: the store is not gone before its files are synced.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The flush thread ended (it panicked) with a flush running: whether that flush's syncs
+/// failed is unknown, so it counts as a failed sync.
+fn thread_gone() -> BufferError {
+    BufferError::SyncFailed("the buffer's flush thread ended".into())
+}
+
+impl SledStore {
     /// Open the database at `dir`. One that will not open is moved aside (loudly) and a
     /// fresh one started: a damaged card must not crash-loop the agent.
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
@@ -111,7 +190,7 @@ impl SledStore {
             Err(e) => return Err(BufferError::Storage(format!("{}: {e}", dir.display()))),
         };
         store.lock = Some(lock);
-        match (store.stored_mark(), store.mark.value()) {
+        match (store.stored_mark(), store.marked()) {
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
                 store.salvage(stored, flushed)
             }
@@ -151,8 +230,8 @@ impl SledStore {
             count,
             bytes,
             highest: None,
-            mark,
-            files,
+            syncs: Arc::new(Mutex::new(Syncs { files, mark })),
+            flusher: None,
             changed: false,
             unreported_syncs,
             reclaimed_to: 0,
@@ -165,6 +244,62 @@ impl SledStore {
             .max()
             .flatten();
         Ok(store)
+    }
+
+    /// The highest sequence number flushed, as the mark file holds it.
+    fn marked(&self) -> Option<u64> {
+        self.syncs().mark.value()
+    }
+
+    /// No flush runs while the forwarder looks (one at a time), so this does not wait.
+    fn syncs(&self) -> std::sync::MutexGuard<'_, Syncs> {
+        self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the next flush has to do (`None`: nothing), with the mark it is to write: every
+    /// change so far, which sled's flush covers once it starts after this.
+    fn prepare_flush(&mut self) -> Result<Option<SyncJob>, BufferError> {
+        if let Some(why) = &self.sync_failed {
+            return Err(BufferError::SyncFailed(why.clone()));
+        }
+        if let Some(why) = &self.broken {
+            return Err(BufferError::Storage(format!(
+                "the buffer database is unusable after a failed rebuild ({why}); restart hubgate"
+            )));
+        }
+        let mark = self.highest.filter(|h| Some(*h) != self.marked());
+        if !self.changed && mark.is_none() {
+            return Ok(None);
+        }
+        if let Some(seq) = mark {
+            self.meta
+                .insert(MARK_KEY, &seq.to_be_bytes())
+                .map_err(err)?;
+        }
+        self.changed = false;
+        Ok(Some(SyncJob {
+            db: self.db.clone(),
+            syncs: self.syncs.clone(),
+            mark,
+            dir: self.dir.clone(),
+        }))
+    }
+
+    /// A flush's outcome. After a failed file sync every later flush fails the same way
+    /// (see [`BufferError::SyncFailed`]); any other failure (sled's own flush refused) has
+    /// to be done again, whole.
+    fn finish_flush(&mut self, outcome: Result<u64, BufferError>) -> Result<u64, BufferError> {
+        match outcome {
+            Ok(syncs) => Ok(syncs + std::mem::take(&mut self.unreported_syncs)),
+            Err(BufferError::SyncFailed(why)) => {
+                self.sync_failed = Some(why.clone());
+                Err(BufferError::SyncFailed(why))
+            }
+            Err(e) => {
+                self.changed = true;
+                Err(e)
+            }
+        }
     }
 
     /// Bytes the database takes on disk (more than the records: see [`RECLAIM_ABOVE`]).
@@ -451,38 +586,55 @@ impl Store for SledStore {
     }
 
     fn flush(&mut self) -> Result<u64, BufferError> {
-        if let Some(why) = &self.sync_failed {
-            return Err(BufferError::SyncFailed(why.clone()));
-        }
-        if let Some(why) = &self.broken {
-            return Err(BufferError::Storage(format!(
-                "the buffer database is unusable after a failed rebuild ({why}); restart hubgate"
-            )));
-        }
-        let mark = self.highest.filter(|h| Some(*h) != self.mark.value());
-        if !self.changed && mark.is_none() {
-            return Ok(std::mem::take(&mut self.unreported_syncs));
-        }
-        if let Some(seq) = mark {
-            self.meta
-                .insert(MARK_KEY, &seq.to_be_bytes())
-                .map_err(err)?;
-        }
-        self.db.flush().map_err(err)?;
-        let mut syncs = match self.files.sync() {
-            Ok(n) => n,
-            Err(e) => return Err(self.fail_syncs("the log", e)),
+        let outcome = match self.prepare_flush()? {
+            Some(job) => job.run(),
+            None => Ok(0),
         };
-        self.changed = false;
-        // Only a mark whose records are durable: a lower one can miss a loss, a higher one
-        // would report records that were never acknowledged as lost.
-        if let Some(seq) = mark {
-            match self.mark.set(seq) {
-                Ok(n) => syncs += n,
-                Err(e) => return Err(self.fail_syncs(MARK_FILE, e)),
+        self.finish_flush(outcome)
+    }
+
+    fn start_flush(&mut self, done: &Arc<Notify>) -> Option<Result<u64, BufferError>> {
+        let job = match self.prepare_flush() {
+            Ok(Some(job)) => job,
+            Ok(None) => return Some(self.finish_flush(Ok(0))),
+            Err(e) => return Some(Err(e)),
+        };
+        if self.flusher.is_none() {
+            match Flusher::start() {
+                Ok(f) => self.flusher = Some(f),
+                Err(e) => {
+                    log::warn!("buffer: cannot start the flush thread ({e}): flushing here");
+                    let outcome = job.run();
+                    return Some(self.finish_flush(outcome));
+                }
             }
         }
-        Ok(syncs + std::mem::take(&mut self.unreported_syncs))
+        let flusher = self.flusher.as_ref().expect("started above");
+        match flusher
+            .jobs
+            .as_ref()
+            .map(|jobs| jobs.send((job, done.clone())))
+        {
+            Some(Ok(())) => None,
+            _ => {
+                self.flusher = None;
+                Some(self.finish_flush(Err(thread_gone())))
+            }
+        }
+    }
+
+    fn flushed(&mut self, wait: bool) -> Option<Result<u64, BufferError>> {
+        let done = &self.flusher.as_ref()?.done;
+        let outcome = if wait {
+            done.recv().unwrap_or_else(|_| Err(thread_gone()))
+        } else {
+            match done.try_recv() {
+                Ok(outcome) => outcome,
+                Err(mpsc::TryRecvError::Empty) => return None,
+                Err(mpsc::TryRecvError::Disconnected) => Err(thread_gone()),
+            }
+        };
+        Some(self.finish_flush(outcome))
     }
 
     fn usage(&self) -> (u64, u64) {
@@ -678,7 +830,7 @@ mod tests {
         drop(s);
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(seqs(&s, None), vec![2, 4]);
-        assert_eq!(s.mark.value(), Some(4));
+        assert_eq!(s.marked(), Some(4));
     }
 
     #[test]
@@ -707,11 +859,12 @@ mod tests {
         store.insert(1, vec![1; 100]).unwrap();
         // Syncing a character device is refused (EINVAL), as a failed write-back is (EIO).
         let log = store
+            .syncs()
             .files
             .swap_log(std::fs::File::open("/dev/null").unwrap());
         let first = store.flush().unwrap_err();
         assert!(matches!(first, BufferError::SyncFailed(_)), "{first}");
-        store.files.swap_log(log);
+        store.syncs().files.swap_log(log);
         store.insert(2, vec![2; 100]).unwrap();
         let again = store.flush().unwrap_err();
         assert_eq!(again.to_string(), first.to_string());

@@ -2,7 +2,10 @@
 //! decodes them, hands the ledger the sink's reports (serving librdkafka's itself when told
 //! that some are queued), new sinks and the time, and ends every round with the ledger's
 //! commit. It runs on a thread of its own with a single-threaded
-//! runtime: sled calls and the sink's flush block, and must not hold up the sources.
+//! runtime: sled calls and the sink's flush block, and must not hold up the sources. The
+//! buffer's flushes (an `fsync` may take hundreds of milliseconds on a busy SD card) run on
+//! the store's thread: the forwarder goes on taking frames, reports and handing records to
+//! the sink meanwhile, and is woken when one is done.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -175,6 +178,7 @@ impl Forwarder {
         // keep them out for good.
         let mut patient_turn = false;
         let mut queued = self.ledger.sink().queued();
+        let flushed = self.ledger.flush_done();
         loop {
             self.heartbeat.beat();
             if !urgent_open && !patient_open && self.ledger.idle() {
@@ -215,6 +219,8 @@ impl Forwarder {
                     self.ledger.delivered(d, Instant::now())?;
                     self.take_reports(&mut inp.deliveries)?;
                 }
+                // The buffer's flush is done: the round's end releases what waited for it.
+                () = flushed.notified() => {}
                 f = inp.urgent.recv(), if urgent_open && accepting && urgent_turn => match f {
                     Some(f) => {
                         self.take_batch(f, &mut inp.urgent, |_| true);
@@ -394,23 +400,24 @@ mod tests {
 
     /// A forwarder of the config `text` over a stdout sink and a buffer in memory.
     fn forwarder(text: &str) -> (Forwarder, Arc<Metrics>) {
+        let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let store = crate::buffer::MemoryStore::default();
+        forwarder_of(text, Box::new(store), Box::new(sink))
+    }
+
+    fn forwarder_of(
+        text: &str,
+        store: Box<dyn crate::buffer::Store>,
+        sink: Box<dyn Sink>,
+    ) -> (Forwarder, Arc<Metrics>) {
         let cfg = crate::config::Config::parse(text).unwrap();
         let metrics = Metrics::new();
-        let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
-        let store = crate::buffer::MemoryStore::default();
-        let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
-        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let buffer = Buffer::new(store, &cfg.buffer, metrics.clone());
         let decoder = Decoder::new(&cfg, metrics.clone());
         let dedup = cfg.record.dedup_window;
-        let forwarder = Forwarder::new(
-            &cfg.buffer,
-            dedup,
-            decoder,
-            buffer,
-            Box::new(sink),
-            metrics.clone(),
-        )
-        .unwrap();
+        let forwarder =
+            Forwarder::new(&cfg.buffer, dedup, decoder, buffer, sink, metrics.clone()).unwrap();
         (forwarder, metrics)
     }
 
@@ -434,6 +441,232 @@ mod tests {
         let first = frames.try_recv().unwrap();
         forwarder.take_batch(first, frames, |_| true);
         before - frames.len()
+    }
+
+    use std::sync::mpsc;
+
+    /// A buffer in memory whose flushes each wait, on a thread of their own, for a permit
+    /// from the test: a disk that takes its time. `entered` tells the test one is waiting.
+    struct SlowDisk {
+        mem: crate::buffer::MemoryStore,
+        entered: mpsc::Sender<()>,
+        permits: Arc<std::sync::Mutex<mpsc::Receiver<()>>>,
+        running: Option<mpsc::Receiver<Result<u64, BufferError>>>,
+    }
+
+    impl SlowDisk {
+        fn wait_for_permit(
+            entered: &mpsc::Sender<()>,
+            permits: &std::sync::Mutex<mpsc::Receiver<()>>,
+        ) {
+            let _ = entered.send(());
+            // Once the test drops the sender, every flush goes through.
+            let _ = permits.lock().unwrap().recv();
+        }
+    }
+
+    impl crate::buffer::Store for SlowDisk {
+        fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+            self.mem.insert(seq, value)
+        }
+        fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
+            self.mem.remove(seq)
+        }
+        fn scan(
+            &self,
+            after: Option<u64>,
+            limit: usize,
+        ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+            self.mem.scan(after, limit)
+        }
+        fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+            self.mem.scan_back(limit)
+        }
+        fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
+            self.mem.state_set(key, value)
+        }
+        fn state_scan(&self, prefix: &[u8]) -> Result<Vec<crate::buffer::StateEntry>, BufferError> {
+            self.mem.state_scan(prefix)
+        }
+        fn flush(&mut self) -> Result<u64, BufferError> {
+            Self::wait_for_permit(&self.entered, &self.permits);
+            Ok(1)
+        }
+        fn start_flush(
+            &mut self,
+            done: &Arc<tokio::sync::Notify>,
+        ) -> Option<Result<u64, BufferError>> {
+            let (tx, rx) = mpsc::channel();
+            let (entered, permits, done) =
+                (self.entered.clone(), self.permits.clone(), done.clone());
+            std::thread::spawn(move || {
+                Self::wait_for_permit(&entered, &permits);
+                let _ = tx.send(Ok(1));
+                done.notify_one();
+            });
+            self.running = Some(rx);
+            None
+        }
+        fn flushed(&mut self, wait: bool) -> Option<Result<u64, BufferError>> {
+            let running = self.running.as_ref()?;
+            let outcome = if wait {
+                running.recv().ok()?
+            } else {
+                running.try_recv().ok()?
+            };
+            self.running = None;
+            Some(outcome)
+        }
+        fn usage(&self) -> (u64, u64) {
+            self.mem.usage()
+        }
+        fn last_seq(&self) -> Option<u64> {
+            self.mem.last_seq()
+        }
+        fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+            self.mem.dead_letter(seq, value)
+        }
+        fn dead_letters(&self) -> u64 {
+            self.mem.dead_letters()
+        }
+        fn scan_dead(
+            &self,
+            after: Option<u64>,
+            limit: usize,
+        ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+            self.mem.scan_dead(after, limit)
+        }
+        fn purge(&mut self) -> Result<u64, BufferError> {
+            self.mem.purge()
+        }
+        fn disk_free(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    /// A producer that confirms nothing by itself: the test sends its reports. It tells the
+    /// test the sequence number of each record it is handed.
+    struct Producer(mpsc::Sender<u64>);
+
+    impl Sink for Producer {
+        fn send(
+            &mut self,
+            seq: u64,
+            _rec: &crate::record::Record,
+        ) -> Result<(), crate::sink::SinkError> {
+            let _ = self.0.send(seq);
+            Ok(())
+        }
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// A deadline for what the forwarder's thread does, never a pause.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// A broker that stalls past `spill_after` gets what it has not confirmed spilled, and
+    /// the spill's flush takes long (an SD card busy with other writes). Meanwhile the
+    /// forwarder goes on: the broker's late confirmation acknowledges the spilled record
+    /// (delivered is durable) and the next frame goes to the producer at once, all before
+    /// the flush is done.
+    #[test]
+    fn new_records_reach_the_producer_while_a_spill_is_flushed() {
+        let (entered_tx, entered) = mpsc::channel();
+        let (permit, permits) = mpsc::channel();
+        let disk = SlowDisk {
+            mem: crate::buffer::MemoryStore::default(),
+            entered: entered_tx,
+            permits: Arc::new(std::sync::Mutex::new(permits)),
+            running: None,
+        };
+        let (handed_tx, handed) = mpsc::channel();
+        let (fwd, _metrics) = forwarder_of(
+            "[buffer]\nspill_after = \"100ms\"\n[sink]\ntype = \"stdout\"\n",
+            Box::new(disk),
+            Box::new(Producer(handed_tx)),
+        );
+        let (urgent_tx, urgent) = tokio::sync::mpsc::channel(8);
+        let (_patient_tx, patient) = tokio::sync::mpsc::channel(8);
+        let (reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (_sinks_tx, new_sinks) = tokio::sync::mpsc::channel(1);
+        let (_parks_tx, parks) = tokio::sync::mpsc::unbounded_channel();
+        let (thread, outcome) = fwd
+            .spawn(Inputs {
+                urgent,
+                patient,
+                deliveries,
+                stop,
+                new_sinks,
+                parks,
+            })
+            .unwrap();
+        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let frame = |fcnt: u16| Frame {
+            source: "test",
+            input: Input::Uplink(crate::uplink::Uplink {
+                dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
+                device_name: None,
+                fport: Some(1),
+                fcnt: Some(u32::from(fcnt)),
+                payload: vec![fcnt as u8],
+                time: SystemTime::UNIX_EPOCH,
+                radio: crate::uplink::Radio::default(),
+                ns: crate::uplink::NsDecoded::default(),
+            }),
+            ack: Ack::Mqtt {
+                acks: acks.clone(),
+                ack: crate::source::PubAck {
+                    connection: 0,
+                    qos: rumqttc::QoS::AtLeastOnce,
+                    pkid: fcnt,
+                },
+            },
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut puback = || {
+            rt.block_on(async { tokio::time::timeout(DEADLINE, pubacks.recv()).await })
+                .ok()
+                .flatten()
+                .map(|a| a.pkid)
+        };
+
+        urgent_tx.try_send(frame(1)).ok().unwrap();
+        assert_eq!(handed.recv_timeout(DEADLINE), Ok(0));
+        // Not confirmed within spill_after: spilled, and its flush waits for the disk.
+        entered
+            .recv_timeout(DEADLINE)
+            .expect("the spill is flushed");
+        reports
+            .send(Delivery {
+                seq: 0,
+                result: Ok(1),
+            })
+            .unwrap();
+        assert_eq!(puback(), Some(1), "confirmed during the flush");
+        urgent_tx.try_send(frame(2)).ok().unwrap();
+        assert_eq!(
+            handed.recv_timeout(DEADLINE),
+            Ok(1),
+            "handed to the producer while the flush waits for the disk"
+        );
+        reports
+            .send(Delivery {
+                seq: 1,
+                result: Ok(1),
+            })
+            .unwrap();
+        assert_eq!(puback(), Some(2));
+
+        // The disk catches up.
+        drop(permit);
+        stop_tx.send(true).unwrap();
+        thread.join().unwrap();
+        assert!(outcome.blocking_recv().unwrap().is_ok());
+        drop(acks);
+        assert_eq!(puback(), None, "each acknowledged once");
     }
 
     /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves

@@ -6,7 +6,10 @@
 //! - healthy sink, empty buffer: records go from memory straight to the sink and their
 //!   source is acknowledged on the delivery report;
 //! - a failure, a slow report (`spill_after`), a full in-flight window or shutdown: records
-//!   are written to the buffer, flushed, and only then acknowledged; a source that can wait
+//!   are written to the buffer, flushed, and only then acknowledged (the flush runs on the
+//!   store's thread: records go on being written, drained and sent meanwhile, and the
+//!   acknowledgements wait for a flush that started after their records were written,
+//!   [`Ledger::commit`]); a source that can wait
 //!   is not read from while the window is full and the sink keeps up
 //!   ([`Ledger::takes_patient`]), so its records are not written only to be sent a moment
 //!   later;
@@ -67,9 +70,13 @@ pub struct Ledger {
     waiting: BTreeMap<u64, Waiting>,
     /// Every record up to here that is not confirmed goes into the buffer.
     spill_mark: Option<u64>,
-    /// Acknowledgements released by the next [`Ledger::commit`], with the sequence number
-    /// of the record in flight they belong to, if any (its delivery releases them too).
+    /// Acknowledgements released once a flush that starts later is done (or at once when
+    /// nothing waits for one), with the sequence number of the record in flight they belong
+    /// to, if any (its delivery releases them too).
     pending_acks: Vec<(Option<u64>, Ack)>,
+    /// Acknowledgements released when the running flush is done.
+    syncing_acks: Vec<(Option<u64>, Ack)>,
+    /// Written to the buffer since the last flush started (or failed).
     dirty: bool,
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
@@ -120,6 +127,7 @@ impl Ledger {
             waiting: BTreeMap::new(),
             spill_mark: None,
             pending_acks: Vec::new(),
+            syncing_acks: Vec::new(),
             dirty: left_over,
             drain_cursor: None,
             started: now,
@@ -143,6 +151,7 @@ impl Ledger {
             && self.spill_mark.is_none()
             && self.pending_acks.is_empty()
             && !self.dirty
+            && !self.buffer.flushing()
             && !self.buffer.housekeeping_due()
     }
 
@@ -160,10 +169,15 @@ impl Ledger {
     }
 
     /// The in-flight window holds `max_in_flight` records or `max_in_flight_bytes` (the
-    /// record that crosses the byte bound still goes: one larger than it goes alone).
+    /// record that crosses the byte bound still goes: one larger than it goes alone), or the
+    /// records a crash would send again, in flight or delivered from the buffer with their
+    /// deletion not synced yet, number `max_in_flight * 1.5` (flushes run beside the drain:
+    /// deletions must not pile up while one takes long).
     fn window_full(&self) -> bool {
         self.in_flight.len() >= self.max_in_flight
             || self.in_flight_bytes >= self.max_in_flight_bytes
+            || self.in_flight.len() + self.buffer.unsynced_removals()
+                >= self.max_in_flight + self.max_in_flight / 2
     }
 
     /// Records held in memory (in flight or waiting for the buffer).
@@ -435,12 +449,9 @@ impl Ledger {
                 if f.in_buffer {
                     self.buffer.remove(d.seq)?;
                     // Its acknowledgements may still wait for a flush: delivered is durable.
-                    if self.pending_acks.iter().any(|(s, _)| *s == Some(d.seq)) {
-                        let (mine, rest) = std::mem::take(&mut self.pending_acks)
-                            .into_iter()
-                            .partition(|(s, _)| *s == Some(d.seq));
-                        self.pending_acks = rest;
-                        acks.extend(mine.into_iter().map(|(_, a): (_, Ack)| a));
+                    for waiting in [&mut self.pending_acks, &mut self.syncing_acks] {
+                        let mine = waiting.extract_if(.., |(s, _)| *s == Some(d.seq));
+                        acks.extend(mine.map(|(_, a)| a));
                     }
                 }
                 self.dedup.durable(&f.record.id);
@@ -610,40 +621,72 @@ impl Ledger {
         Ok(())
     }
 
-    /// The end of a round: waiting records into the buffer, one flush for all of it (and for
-    /// deletions, often enough), the acknowledgements that waited on it, then the drain.
+    /// The end of a round: waiting records into the buffer, a flush for all of it (and for
+    /// deletions, often enough) unless one runs, the acknowledgements of a flush that is
+    /// done, then the drain.
     pub fn end_round(&mut self, now: Instant) -> Result<(), BufferError> {
         self.store_waiting();
         self.commit(now, false)?;
         self.drain(now)
     }
 
-    /// Flush if anything was written, or with `force` (deletions alone are synced every so
-    /// often by the buffer), then release the acknowledgements that waited on it. A failed
-    /// file sync is the error: nothing written can be trusted to be on disk any more.
+    /// Group commit. Take the outcome of the running flush, if it is done; with none running,
+    /// start one if anything was written (or with `force`, or for deletions due a sync): the
+    /// acknowledgements waiting so far are released when it is done. With nothing written
+    /// since the last flush that worked and none running, they are released at once. With
+    /// `force` (shutdown), wait for the flushes. A failed file sync is the error: nothing
+    /// written can be trusted to be on disk any more, and nothing waiting is released.
     pub fn commit(&mut self, now: Instant, force: bool) -> Result<(), BufferError> {
         self.buffer.update_oldest_if_due(now);
-        if !self.dirty && !force {
-            self.buffer.sync_deletions_if_due(now);
-        } else {
-            match self.buffer.flush() {
-                Ok(()) => self.dirty = false,
-                Err(e @ BufferError::SyncFailed(_)) => return Err(e),
-                Err(e) => {
-                    // A full disk, a refused write: nothing is acknowledged until a flush
-                    // succeeds (retried every tick); the sources keep their copies meanwhile.
-                    self.metrics.problem("buffer_write_error", || {
-                        format!("cannot flush the buffer: {e}; holding acknowledgements")
-                    });
-                    return Ok(());
-                }
-            }
+        self.take_flush_outcome(force)?;
+        if self.buffer.flushing() {
+            return Ok(());
         }
-        for (_, ack) in self.pending_acks.drain(..) {
-            ack.send();
-            self.metrics.acked.inc();
+        if self.dirty || force || self.buffer.sync_due(now) {
+            self.buffer.start_flush(now);
+            self.syncing_acks.append(&mut self.pending_acks);
+            self.dirty = false;
+            self.take_flush_outcome(force)?;
+        } else {
+            Self::release(&self.metrics, &mut self.pending_acks);
         }
         Ok(())
+    }
+
+    /// The running flush's outcome, if it is done (with `wait`, once it is).
+    fn take_flush_outcome(&mut self, wait: bool) -> Result<(), BufferError> {
+        let Some(outcome) = self.buffer.flush_outcome(wait) else {
+            return Ok(());
+        };
+        let Err(e) = outcome else {
+            Self::release(&self.metrics, &mut self.syncing_acks);
+            return Ok(());
+        };
+        // Nothing is acknowledged until a flush succeeds; the sources keep their copies.
+        self.dirty = true;
+        self.syncing_acks.append(&mut self.pending_acks);
+        self.pending_acks = std::mem::take(&mut self.syncing_acks);
+        if let BufferError::SyncFailed(_) = e {
+            // Every later flush fails the same way: the round ends with the error.
+            return Err(e);
+        }
+        // A full disk, a refused write: tried again at the next round or tick.
+        self.metrics.problem("buffer_write_error", || {
+            format!("cannot flush the buffer: {e}; holding acknowledgements")
+        });
+        Ok(())
+    }
+
+    fn release(metrics: &Metrics, acks: &mut Vec<(Option<u64>, Ack)>) {
+        for (_, ack) in acks.drain(..) {
+            ack.send();
+            metrics.acked.inc();
+        }
+    }
+
+    /// Notified when a flush that ran beside the forwarder is done.
+    pub fn flush_done(&self) -> Arc<tokio::sync::Notify> {
+        self.buffer.flush_done()
     }
 
     /// Records that could not be buffered at shutdown (their sources were not acknowledged).

@@ -10,7 +10,9 @@
 //!   write; a failure stops the producer (the gap-less guarantee) until `tick` replaces it,
 //!   and a replaced or dropped producer makes no report on what it held (librdkafka purges
 //!   it),
-//! - a store that keeps only what was flushed when it crashes, and can fail to flush,
+//! - a store that keeps only what was flushed when it crashes, and can fail to flush; its
+//!   flushes run beside the ledger (as on the store's thread) and are done when the script
+//!   says, covering what was written before they started, or also what came after,
 //! - a clock the script moves, and the shell's tick: every step of the clock while the
 //!   ledger has something to do, at most once a second while it is quiet.
 //!
@@ -87,6 +89,9 @@ enum Step {
     Stop,
     /// The disk refuses flushes (or works again).
     FlushFails(bool),
+    /// The running flush is done (`late`: it also covered what was written while it ran),
+    /// and the shell's round that its notification starts.
+    Flushed { late: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -109,6 +114,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(|written| Step::Crash { written }),
         1 => Just(Step::Stop),
         1 => any::<bool>().prop_map(Step::FlushFails),
+        6 => any::<bool>().prop_map(|late| Step::Flushed { late }),
     ]
 }
 
@@ -147,6 +153,10 @@ fn settings() -> impl Strategy<Value = Settings> {
 struct Disk {
     live: MemoryStore,
     synced: MemoryStore,
+    /// The running flush: the live store as it started.
+    flushing: Option<MemoryStore>,
+    /// The outcome of the flush that is done, not taken yet.
+    outcome: Option<Result<u64, BufferError>>,
     flush_fails: bool,
     /// A flush failed since the last one that worked.
     unsynced: bool,
@@ -161,6 +171,23 @@ fn uplinks(entries: Vec<(u64, Vec<u8>)>) -> impl Iterator<Item = u32> {
 impl Disk {
     fn crash(&mut self) {
         self.live = self.synced.clone();
+        self.flushing = None;
+        self.outcome = None;
+    }
+
+    /// The running flush is done; `late`: it covered the store as it is now.
+    fn finish_flush(&mut self, late: bool) {
+        let Some(started) = self.flushing.take() else {
+            return;
+        };
+        self.outcome = Some(if self.flush_fails {
+            self.unsynced = true;
+            Err(BufferError::Storage("disk refuses the flush".into()))
+        } else {
+            self.unsynced = false;
+            self.synced = if late { self.live.clone() } else { started };
+            Ok(1)
+        });
     }
 
     /// Uplinks the flushed store holds as records.
@@ -216,13 +243,30 @@ impl Store for ModelStore {
 
     fn flush(&mut self) -> Result<u64, BufferError> {
         let mut d = self.disk();
-        if d.flush_fails {
-            d.unsynced = true;
-            return Err(BufferError::Storage("disk refuses the flush".into()));
+        d.flushing = Some(d.live.clone());
+        d.finish_flush(false);
+        d.outcome.take().expect("finished")
+    }
+
+    fn start_flush(
+        &mut self,
+        _done: &Arc<tokio::sync::Notify>,
+    ) -> Option<Result<u64, BufferError>> {
+        let mut d = self.disk();
+        assert!(
+            d.flushing.is_none() && d.outcome.is_none(),
+            "one flush at a time"
+        );
+        d.flushing = Some(d.live.clone());
+        None
+    }
+
+    fn flushed(&mut self, wait: bool) -> Option<Result<u64, BufferError>> {
+        let mut d = self.disk();
+        if wait {
+            d.finish_flush(false);
         }
-        d.unsynced = false;
-        d.synced = d.live.clone();
-        Ok(1)
+        d.outcome.take()
     }
 
     fn usage(&self) -> (u64, u64) {
@@ -628,6 +672,10 @@ impl World {
                 self.start();
             }
             Step::FlushFails(fails) => self.disk.lock().unwrap().flush_fails = fails,
+            Step::Flushed { late } => {
+                self.disk.lock().unwrap().finish_flush(late);
+                self.round();
+            }
         }
         self.drain_pubacks();
     }
@@ -729,6 +777,7 @@ impl World {
                 self.apply(&Step::Confirm(0));
             }
             self.apply(&Step::Reports);
+            self.apply(&Step::Flushed { late: false });
             self.apply(&Step::Advance(1000));
         }
         let agent = self.agent.as_ref().expect("running");
