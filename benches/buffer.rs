@@ -1,7 +1,10 @@
 //! The spill buffer on disk, without brokers: records spilled per second with a flush (and
-//! its file syncs) per forwarder round of 256 records, then drained (read, deleted) in order.
-//! `cargo bench --bench buffer -- [RECORDS] [DIR]` (50000 records in a temporary directory
-//! under /var/tmp by default: put DIR on the file system to measure, not on a tmpfs).
+//! its file syncs) per forwarder round of PER_FLUSH records (256), then drained (read,
+//! deleted, and synced when the forwarder would) in order; and what that writes to the disk
+//! per record (`/proc/self/io` write_bytes).
+//! `cargo bench --bench buffer -- [RECORDS] [DIR] [PER_FLUSH]` (50000 records in a temporary
+//! directory under /var/tmp by default: put DIR on the file system to measure, not on a
+//! tmpfs).
 
 use std::time::Instant;
 
@@ -10,8 +13,19 @@ use hubgate::config::BufferConfig;
 use hubgate::metrics::Metrics;
 use hubgate::record::Record;
 
-/// Records per flush, as the forwarder takes them per round.
+/// Records per flush, as the forwarder takes them per round at most.
 const BATCH: u64 = 256;
+
+/// Bytes this process caused to be written to storage so far.
+fn write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
 
 fn record(i: u64) -> Record {
     Record {
@@ -33,6 +47,7 @@ fn main() {
     let base = args
         .get(1)
         .map_or("/var/tmp".into(), std::path::PathBuf::from);
+    let per_flush: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(BATCH);
     let dir = tempfile::tempdir_in(base).expect("temporary directory");
     let cfg = BufferConfig {
         path: dir.path().to_path_buf(),
@@ -47,18 +62,21 @@ fn main() {
 
     let start = Instant::now();
     let syncs = metrics.buffer_syncs.get();
+    let written = write_bytes();
     for (seq, rec) in records.iter().enumerate() {
         buffer.push(seq as u64, rec).expect("push");
-        if seq as u64 % BATCH == BATCH - 1 {
+        if seq as u64 % per_flush == per_flush - 1 {
             buffer.flush().expect("flush");
         }
     }
     buffer.flush().expect("flush");
     let spill = start.elapsed().as_secs_f64();
     let spill_syncs = metrics.buffer_syncs.get() - syncs;
+    let spill_written = write_bytes() - written;
 
     let start = Instant::now();
     let syncs = metrics.buffer_syncs.get();
+    let written = write_bytes();
     let mut after = None;
     loop {
         let batch = buffer.next(after, 2000).expect("next");
@@ -66,11 +84,15 @@ fn main() {
         after = Some(*last);
         for (seq, _) in batch {
             buffer.remove(seq).expect("remove");
+            if buffer.sync_due(Instant::now()) {
+                buffer.flush().expect("flush");
+            }
         }
     }
     buffer.flush().expect("flush");
     let drain = start.elapsed().as_secs_f64();
     let drain_syncs = metrics.buffer_syncs.get() - syncs;
+    let drain_written = write_bytes() - written;
 
     println!(
         "buffer: {n} records of {} bytes in {}",
@@ -78,14 +100,16 @@ fn main() {
         dir.path().display()
     );
     println!(
-        "spill: {:.0} records/s, {:.0} flushes/s, {spill_syncs} syncs ({:.0}/s)",
+        "spill: {per_flush} records per flush, {:.0} records/s, {:.0} flushes/s, {spill_syncs} syncs ({:.0}/s), {:.0} bytes written per record",
         n as f64 / spill,
-        n.div_ceil(BATCH) as f64 / spill,
-        spill_syncs as f64 / spill
+        n.div_ceil(per_flush) as f64 / spill,
+        spill_syncs as f64 / spill,
+        spill_written as f64 / n as f64
     );
     println!(
-        "drain: {:.0} records/s, {drain_syncs} syncs ({:.0}/s)",
+        "drain: {:.0} records/s, {drain_syncs} syncs ({:.0}/s), {:.0} bytes written per record",
         n as f64 / drain,
-        drain_syncs as f64 / drain
+        drain_syncs as f64 / drain,
+        drain_written as f64 / n as f64
     );
 }
