@@ -764,11 +764,11 @@ impl World {
             let done = self.queue.is_empty()
                 && self.unacked.is_empty()
                 && self.broker.lock().unwrap().held.is_empty()
-                // What the last flush is to keep (a dead letter) is kept only once it is done.
-                && self.disk.lock().unwrap().flushing.is_none()
                 && {
+                    // Quiet, not only idle: what the last round wrote (a dead letter) is kept
+                    // only once a flush started after it is done.
                     let agent = self.agent();
-                    agent.reports.is_empty() && agent.ledger.idle()
+                    agent.reports.is_empty() && agent.ledger.quiet()
                 };
             if done {
                 return Ok(());
