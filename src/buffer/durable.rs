@@ -35,7 +35,7 @@ impl SledFiles {
             log,
             blobs: BTreeSet::new(),
         };
-        let mut syncs = files.sync()?;
+        let mut syncs = files.sync(files.blobs_to_sync()?)?;
         File::open(dir.join(CONF))?.sync_all()?;
         for d in [dir, dir.parent().unwrap_or(Path::new("."))] {
             sync_dir(d)?;
@@ -44,33 +44,72 @@ impl SledFiles {
         Ok((files, syncs))
     }
 
-    /// Make what sled's last flush wrote durable: its log and blob files it added since the
-    /// last sync. Returns the number of syncs it took (1 unless blobs were added).
     /// Put `log` in place of the log's handle; the old one back (a test's failing sync).
     #[cfg(test)]
     pub fn swap_log(&mut self, log: File) -> File {
         std::mem::replace(&mut self.log, log)
     }
 
-    pub fn sync(&mut self) -> io::Result<u64> {
-        self.log.sync_data()?;
-        let mut syncs = 1;
-        let mut present = BTreeSet::new();
+    /// The blob files a flush starting now has to sync. Called on the thread that writes to
+    /// sled and never while that thread is inside sled: sled writes a blob whole on the
+    /// writing thread before the call that made it returns, so every blob listed is
+    /// complete. One written later is left to the next flush (listed by a flush thread, it
+    /// could be half written, synced so, and then skipped by the flush that covers it).
+    pub fn blobs_to_sync(&self) -> io::Result<Blobs> {
+        let mut blobs = Blobs::default();
         for entry in std::fs::read_dir(&self.blob_dir)? {
             let name = entry?.file_name();
             if !self.blobs.contains(&name) {
-                File::open(self.blob_dir.join(&name))?.sync_all()?;
-                syncs += 1;
+                blobs.new.push(name.clone());
             }
-            present.insert(name);
+            blobs.present.insert(name);
         }
-        if present.iter().any(|n| !self.blobs.contains(n)) {
+        Ok(blobs)
+    }
+
+    /// Make what sled's last flush wrote durable: its log and the `blobs` listed before that
+    /// flush started ([`SledFiles::blobs_to_sync`]), counted as synced only once all of it
+    /// is. Returns the number of syncs it took (1 unless blobs were added).
+    pub fn sync(&mut self, blobs: Blobs) -> io::Result<u64> {
+        self.log.sync_data()?;
+        let mut syncs = 1;
+        for name in &blobs.new {
+            match File::open(self.blob_dir.join(name)) {
+                Ok(blob) => blob.sync_all()?,
+                // sled deleted it meanwhile (it no longer needs it): nothing to sync.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            syncs += 1;
+        }
+        if !blobs.new.is_empty() {
             sync_dir(&self.blob_dir)?;
             syncs += 1;
         }
         // sled deletes blobs it no longer needs: forget those.
-        self.blobs = present;
+        self.blobs = blobs.present;
         Ok(syncs)
+    }
+
+    /// The blob files counted as synced.
+    #[cfg(test)]
+    pub fn synced_blobs(&self) -> &BTreeSet<OsString> {
+        &self.blobs
+    }
+}
+
+/// sled's blob files when a flush was prepared: those a flush has to sync, and all of them.
+#[derive(Default)]
+pub struct Blobs {
+    new: Vec<OsString>,
+    present: BTreeSet<OsString>,
+}
+
+impl Blobs {
+    /// The names of the blob files not synced yet.
+    #[cfg(test)]
+    pub fn new_names(&self) -> &[OsString] {
+        &self.new
     }
 }
 
