@@ -527,7 +527,7 @@ impl Buffer {
         }
     }
 
-    /// Flush here and now (no flush may be running).
+    /// Flush here and now. Not while a flush runs (it panics, as [`Buffer::start_flush`]).
     pub fn flush(&mut self) -> Result<(), BufferError> {
         self.start_flush(Instant::now());
         self.flush_outcome(true)
@@ -536,9 +536,11 @@ impl Buffer {
 
     /// Start a flush of every change made so far, at `now`, on the store's thread where it
     /// has one, so that records can go on being written and sent meanwhile; its outcome
-    /// comes from [`Buffer::flush_outcome`]. Not while one is running ([`Buffer::flushing`]).
+    /// comes from [`Buffer::flush_outcome`]. Not while one is running
+    /// ([`Buffer::flushing`]): that panics, as a second flush would take the counts of
+    /// deletions the first is to make durable, and its outcome could be taken for the second's.
     pub fn start_flush(&mut self, now: Instant) {
-        debug_assert!(!self.flushing(), "one flush at a time");
+        assert!(!self.flushing(), "one flush at a time");
         self.syncing_removals = std::mem::take(&mut self.unsynced_removals);
         self.unsynced_state = false;
         self.last_flush = now;
@@ -908,6 +910,20 @@ mod tests {
         drop(b);
         let (mut b, _) = sled_buffer(dir.path(), 10);
         assert_eq!(seqs(&mut b), vec![1]);
+    }
+
+    /// A second flush while one runs is a bug that would mix up their outcomes: it panics,
+    /// in release builds too.
+    #[test]
+    #[should_panic(expected = "one flush at a time")]
+    fn a_second_flush_while_one_runs_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = sled_buffer(dir.path(), 10);
+        b.push(0, &rec(0)).unwrap();
+        b.start_flush(Instant::now());
+        assert!(b.flushing());
+        b.push(1, &rec(1)).unwrap();
+        let _ = b.flush();
     }
 
     /// Blocks until `n` is notified.

@@ -861,9 +861,9 @@ mod tests {
         assert_eq!(asides(dir.path()), 0);
     }
 
-    /// A failed file sync fails that flush and every later one, even once the disk would
-    /// sync again: Linux reports a lost write-back once, and a second sync would succeed
-    /// without the records it lost.
+    /// A failed file sync on the flush thread fails that flush and every later one, even
+    /// once the disk would sync again: Linux reports a lost write-back once, and a second
+    /// sync would succeed without the records it lost.
     #[test]
     fn a_failed_sync_fails_every_later_flush() {
         let dir = tempfile::tempdir().unwrap();
@@ -874,10 +874,14 @@ mod tests {
             .syncs()
             .files
             .swap_log(std::fs::File::open("/dev/null").unwrap());
-        let first = store.flush().unwrap_err();
+        let done = Arc::new(Notify::new());
+        assert!(store.start_flush(&done).is_none(), "on the flush thread");
+        let first = store.flushed(true).unwrap().unwrap_err();
         assert!(matches!(first, BufferError::SyncFailed(_)), "{first}");
         store.syncs().files.swap_log(log);
         store.insert(2, vec![2; 100]).unwrap();
+        let again = store.start_flush(&done).unwrap().unwrap_err();
+        assert_eq!(again.to_string(), first.to_string());
         let again = store.flush().unwrap_err();
         assert_eq!(again.to_string(), first.to_string());
         assert!(again.to_string().contains("syncing the log"), "{again}");

@@ -243,6 +243,10 @@ impl Store for ModelStore {
 
     fn flush(&mut self) -> Result<u64, BufferError> {
         let mut d = self.disk();
+        assert!(
+            d.flushing.is_none() && d.outcome.is_none(),
+            "one flush at a time"
+        );
         d.flushing = Some(d.live.clone());
         d.finish_flush(false);
         d.outcome.take().expect("finished")
