@@ -546,8 +546,16 @@ impl Buffer {
         self.last_flush = now;
         self.flush = match self.store.start_flush(&self.flush_done) {
             Some(outcome) => Flush::Done(outcome),
-            None => Flush::Running,
+            None => {
+                self.metrics.buffer_flush.set(Some(now));
+                Flush::Running
+            }
         };
+    }
+
+    /// When the flush running on the store's thread started (`None`: none runs).
+    pub fn flush_started(&self) -> Option<Instant> {
+        matches!(self.flush, Flush::Running).then_some(self.last_flush)
     }
 
     /// A flush was started and its outcome not taken yet.
@@ -575,6 +583,7 @@ impl Buffer {
                 }
             },
         };
+        self.metrics.buffer_flush.set(None);
         // Durable now, or, after a failure, no longer counted: a disk that refuses flushes
         // must not stop the drain (item 7 of docs/durability.md says what that costs).
         self.syncing_removals = 0;

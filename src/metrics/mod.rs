@@ -105,6 +105,8 @@ pub struct Metrics {
     pub buffer_oldest: OldestRecord,
     /// fsync/fdatasync calls that made buffer writes durable.
     pub buffer_syncs: Counter,
+    /// When the buffer's running flush started (none: unset), on the same clock.
+    pub buffer_flush: OldestRecord,
     pub in_flight: Counter,
     /// 1 while the system clock is known to be synchronised (NTP).
     pub clock_synchronized: Counter,
@@ -237,6 +239,13 @@ impl Metrics {
                 "",
                 "seconds since the oldest record in the buffer was stored (0: empty)",
                 one_value(self.buffer_oldest.age_s(std::time::Instant::now())),
+            ),
+            e(
+                "buffer_flush_seconds",
+                "gauge",
+                "",
+                "seconds the buffer's running flush (its fsyncs, on buffer sync) has taken so far (0: none runs); acknowledgements of spilled records wait for it",
+                one_value(self.buffer_flush.age_s(std::time::Instant::now())),
             ),
             e("buffer_syncs_total", "counter", "", "fsync/fdatasync calls that made buffer writes durable", one(&self.buffer_syncs)),
             e(

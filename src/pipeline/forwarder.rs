@@ -33,6 +33,9 @@ const TICK: Duration = Duration::from_millis(100);
 pub(super) const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for the sink to confirm what is in flight before spilling it.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// A buffer flush that has run this long is the problem `buffer_flush_slow` (an SD card
+/// that takes seconds for an fsync is failing or far too busy).
+const FLUSH_SLOW: Duration = Duration::from_secs(10);
 
 /// What the forwarder listens to.
 pub struct Inputs {
@@ -55,6 +58,11 @@ pub struct Forwarder {
     ledger: Ledger,
     metrics: Arc<Metrics>,
     heartbeat: Heartbeat,
+    /// A buffer flush that has run longer than this has hung: the heartbeat stops, so the
+    /// systemd watchdog restarts hubgate (half its timeout; `None`: no watchdog).
+    flush_hangs_after: Option<Duration>,
+    /// The start of the last flush reported as `buffer_flush_slow` (once per flush).
+    slow_flush: Option<Instant>,
     /// The clock's state as last seen, and whether the ledger trusts it (`None`: not looked
     /// at yet).
     clock: Option<(Option<bool>, bool)>,
@@ -89,6 +97,8 @@ impl Forwarder {
             ledger,
             metrics,
             heartbeat: Heartbeat::default(),
+            flush_hangs_after: sd_notify::watchdog_enabled().map(|timeout| timeout / 2),
+            slow_flush: None,
             clock: None,
         })
     }
@@ -180,7 +190,7 @@ impl Forwarder {
         let mut queued = self.ledger.sink().queued();
         let flushed = self.ledger.flush_done();
         loop {
-            self.heartbeat.beat();
+            self.beat(Instant::now());
             if !urgent_open && !patient_open && self.ledger.idle() {
                 break;
             }
@@ -285,11 +295,35 @@ impl Forwarder {
     fn take(&mut self, f: Frame) {
         // Per frame, not only per round: a round of up to BATCH frames whose JavaScript
         // codecs each take their full deadline would otherwise outlast the watchdog.
-        self.heartbeat.beat();
+        self.beat(Instant::now());
         self.metrics.received.inc(f.source);
         let record = self.decoder.decode(&f.input);
         self.ledger.keep_fcnts(self.decoder.take_fcnts());
         self.ledger.take(record, f.ack, Instant::now());
+    }
+
+    /// A beat for the watchdog, unless the buffer's flush, which runs on a thread of its
+    /// own, has hung (run past [`Forwarder::flush_hangs_after`]): the acknowledgements of
+    /// spilled records wait for it, and the restart the watchdog then makes is what a disk
+    /// that hangs got while the forwarder waited in the flush itself. A flush past
+    /// [`FLUSH_SLOW`] is a problem, once.
+    fn beat(&mut self, now: Instant) {
+        if let Some(started) = self.ledger.flush_started() {
+            let running = now.saturating_duration_since(started);
+            if running >= FLUSH_SLOW && self.slow_flush != Some(started) {
+                self.slow_flush = Some(started);
+                self.metrics.problem("buffer_flush_slow", || {
+                    format!(
+                        "the buffer's flush has run for {}s: acknowledgements of spilled records wait for it",
+                        running.as_secs()
+                    )
+                });
+            }
+            if self.flush_hangs_after.is_some_and(|limit| running > limit) {
+                return;
+            }
+        }
+        self.heartbeat.beat();
     }
 
     fn take_reports(
@@ -667,6 +701,63 @@ mod tests {
         assert!(outcome.blocking_recv().unwrap().is_ok());
         drop(acks);
         assert_eq!(puback(), None, "each acknowledged once");
+    }
+
+    /// A flush that runs long is the problem `buffer_flush_slow`, once, and its age is the
+    /// gauge `buffer_flush_seconds`; one that has run past half the watchdog's timeout stops
+    /// the heartbeat (systemd then restarts hubgate, as when the forwarder itself hung in
+    /// the flush). Once it is done, the heartbeat moves again. The times are given, not slept.
+    #[test]
+    fn a_hung_flush_stops_the_heartbeat() {
+        let (entered_tx, entered) = mpsc::channel();
+        let (permit, permits) = mpsc::channel();
+        let disk = SlowDisk {
+            mem: crate::buffer::MemoryStore::default(),
+            entered: entered_tx,
+            permits: Arc::new(std::sync::Mutex::new(permits)),
+            running: None,
+        };
+        let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let (mut fwd, metrics) = forwarder_of(
+            "[sink]\ntype = \"stdout\"\n",
+            Box::new(disk),
+            Box::new(sink),
+        );
+        fwd.flush_hangs_after = Some(Duration::from_secs(30));
+        let heartbeat = fwd.heartbeat();
+        let beats = |fwd: &mut Forwarder, after: u64, at: Instant| {
+            let before = heartbeat.count();
+            fwd.beat(at + Duration::from_secs(after));
+            heartbeat.count() - before
+        };
+        let record = crate::record::Record {
+            id: "id-1".into(),
+            rec_type: "t".into(),
+            key: "k".into(),
+            created_ms: 1,
+            body: "{}".into(),
+        };
+        let t0 = Instant::now();
+        fwd.ledger.take_to_buffer(Some(record), Ack::None);
+        fwd.ledger.end_round(t0).unwrap();
+        entered.recv_timeout(DEADLINE).expect("the flush runs");
+        assert_eq!(fwd.ledger.flush_started(), Some(t0));
+        assert_eq!(beats(&mut fwd, 9, t0), 1);
+        assert_eq!(metrics.problems("buffer_flush_slow"), 0);
+        assert_eq!(beats(&mut fwd, 10, t0), 1, "slow, not hung");
+        assert_eq!(beats(&mut fwd, 30, t0), 1);
+        assert_eq!(metrics.problems("buffer_flush_slow"), 1, "once a flush");
+        assert_eq!(metrics.buffer_flush.age_s(t0 + Duration::from_secs(31)), 31);
+        assert_eq!(beats(&mut fwd, 31, t0), 0, "hung: no beat");
+        assert_eq!(beats(&mut fwd, 600, t0), 0);
+
+        drop(permit);
+        fwd.ledger.commit(t0, true).unwrap();
+        assert_eq!(fwd.ledger.flush_started(), None);
+        assert_eq!(metrics.buffer_flush.age_s(t0 + Duration::from_secs(31)), 0);
+        assert_eq!(beats(&mut fwd, 600, t0), 1, "done: beating again");
+        assert_eq!(metrics.problems("buffer_flush_slow"), 1);
     }
 
     /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves

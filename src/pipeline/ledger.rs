@@ -684,6 +684,11 @@ impl Ledger {
         }
     }
 
+    /// When the buffer's running flush started (`None`: none runs).
+    pub fn flush_started(&self) -> Option<Instant> {
+        self.buffer.flush_started()
+    }
+
     /// Notified when a flush that ran beside the forwarder is done.
     pub fn flush_done(&self) -> Arc<tokio::sync::Notify> {
         self.buffer.flush_done()
