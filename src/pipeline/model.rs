@@ -458,9 +458,13 @@ struct World {
     /// Restarts after flushes had failed: the delivered records sent again then (their
     /// deletion or acknowledgement could not be made durable).
     resent_unsynced: usize,
-    /// Restarts found records buffered whose acknowledgement waited for a flush that was not
-    /// done (they were written while one ran): sent from the buffer, and again by the broker
-    /// if that copy comes once they are no longer known (a second restart).
+    /// Uplinks a restart found buffered but not acknowledged (their acknowledgement waited
+    /// for a flush that was not done: written while one ran). The restart's dedup knows
+    /// them (seeded from the buffer), so the broker's copy is dropped.
+    seeded_unacked: BTreeSet<u32>,
+    /// Duplicates that can come of those: a later restart finds one still unacknowledged
+    /// but no longer buffered (delivered, and a second crash came before its copy was
+    /// taken), or a restart finds more of them buffered than its dedup is seeded with.
     durable_unacked: usize,
 }
 
@@ -486,6 +490,7 @@ impl World {
             copies: BTreeSet::new(),
             lost_copy_acks: 0,
             resent_unsynced: 0,
+            seeded_unacked: BTreeSet::new(),
             durable_unacked: 0,
         };
         w.start();
@@ -532,7 +537,18 @@ impl World {
         self.lost_copy_acks += self.copies.intersection(&self.unacked).count();
         self.copies.clear();
         let disk = self.disk.lock().unwrap();
-        self.durable_unacked += disk.buffered().filter(|u| self.unacked.contains(u)).count();
+        let buffered: Vec<u32> = disk.buffered().collect();
+        let seeded: BTreeSet<u32> = buffered.iter().rev().take(DEDUP_WINDOW).copied().collect();
+        self.durable_unacked += self
+            .unacked
+            .iter()
+            .filter(|u| {
+                let unknown = self.seeded_unacked.contains(u) && !buffered.contains(u);
+                unknown || (buffered.contains(u) && !seeded.contains(u))
+            })
+            .count();
+        self.seeded_unacked
+            .extend(buffered.iter().filter(|u| self.unacked.contains(u)));
         if disk.unsynced {
             let log: BTreeSet<u32> = self.broker.lock().unwrap().log.iter().copied().collect();
             self.resent_unsynced += disk
@@ -850,7 +866,9 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     // deliveries whose deletion was not flushed yet; one per timeout after the write, and
     // one per copy of an uplink whose acknowledgement a restart lost (it waited for a flush
     // that failed), and one per record a restart found buffered but not acknowledged (its
-    // flush was not done).
+    // flush was not done) that a later restart finds unacknowledged and no longer buffered,
+    // or that the restart's dedup was not seeded with. A restart's dedup that forgets what
+    // it found buffered (Dedup::seed, recent_ids) fails this.
     let duplicates = b.log.len() - delivered.len();
     let per_restart = settings.max_in_flight + settings.max_in_flight / 2;
     let bound = w.restarts * per_restart
