@@ -481,14 +481,39 @@ mod tests {
 
     /// A buffer in memory whose flushes each wait, on a thread of their own, for a permit
     /// from the test: a disk that takes its time. `entered` tells the test one is waiting.
+    /// With `sync_fails`, each flush's file sync fails once it has its permit.
     struct SlowDisk {
         mem: crate::buffer::MemoryStore,
         entered: mpsc::Sender<()>,
         permits: Arc<std::sync::Mutex<mpsc::Receiver<()>>>,
         running: Option<mpsc::Receiver<Result<u64, BufferError>>>,
+        sync_fails: bool,
     }
 
     impl SlowDisk {
+        /// The disk, what tells the test a flush waits, and the permits (dropped: every
+        /// flush goes through).
+        fn new(sync_fails: bool) -> (SlowDisk, mpsc::Receiver<()>, mpsc::Sender<()>) {
+            let (entered, entered_rx) = mpsc::channel();
+            let (permit, permits) = mpsc::channel();
+            let disk = SlowDisk {
+                mem: crate::buffer::MemoryStore::default(),
+                entered,
+                permits: Arc::new(std::sync::Mutex::new(permits)),
+                running: None,
+                sync_fails,
+            };
+            (disk, entered_rx, permit)
+        }
+
+        fn outcome(sync_fails: bool) -> Result<u64, BufferError> {
+            if sync_fails {
+                Err(BufferError::SyncFailed("the disk lost a write".into()))
+            } else {
+                Ok(1)
+            }
+        }
+
         fn wait_for_permit(
             entered: &mpsc::Sender<()>,
             permits: &std::sync::Mutex<mpsc::Receiver<()>>,
@@ -524,7 +549,7 @@ mod tests {
         }
         fn flush(&mut self) -> Result<u64, BufferError> {
             Self::wait_for_permit(&self.entered, &self.permits);
-            Ok(1)
+            Self::outcome(self.sync_fails)
         }
         fn start_flush(
             &mut self,
@@ -533,9 +558,10 @@ mod tests {
             let (tx, rx) = mpsc::channel();
             let (entered, permits, done) =
                 (self.entered.clone(), self.permits.clone(), done.clone());
+            let sync_fails = self.sync_fails;
             std::thread::spawn(move || {
                 Self::wait_for_permit(&entered, &permits);
-                let _ = tx.send(Ok(1));
+                let _ = tx.send(Self::outcome(sync_fails));
                 done.notify_one();
             });
             self.running = Some(rx);
@@ -597,6 +623,131 @@ mod tests {
     /// A deadline for what the forwarder's thread does, never a pause.
     const DEADLINE: Duration = Duration::from_secs(20);
 
+    /// A forwarder on its thread over `disk` and a [`Producer`] (`handed` gets what it is
+    /// handed), spilling after 100 ms; MQTT frames of one device, whose PUBACKs come with
+    /// [`Running::puback`].
+    struct Running {
+        thread: std::thread::JoinHandle<()>,
+        outcome: tokio::sync::oneshot::Receiver<Result<(), BufferError>>,
+        urgent: tokio::sync::mpsc::Sender<Frame>,
+        reports: tokio::sync::mpsc::UnboundedSender<Delivery>,
+        stop: tokio::sync::watch::Sender<bool>,
+        handed: mpsc::Receiver<u64>,
+        acks: Option<tokio::sync::mpsc::UnboundedSender<crate::source::PubAck>>,
+        pubacks: tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
+        rt: tokio::runtime::Runtime,
+        /// Inputs kept open for the forwarder's run.
+        _patient: tokio::sync::mpsc::Sender<Frame>,
+        _sinks: tokio::sync::mpsc::Sender<Box<dyn Sink>>,
+        _parks: tokio::sync::mpsc::UnboundedSender<(String, crate::sink::refusal::Refusal)>,
+    }
+
+    impl Running {
+        fn start(disk: SlowDisk) -> Running {
+            let (handed_tx, handed) = mpsc::channel();
+            let (fwd, _metrics) = forwarder_of(
+                "[buffer]\nspill_after = \"100ms\"\n[sink]\ntype = \"stdout\"\n",
+                Box::new(disk),
+                Box::new(Producer(handed_tx)),
+            );
+            let (urgent_tx, urgent) = tokio::sync::mpsc::channel(8);
+            let (patient_tx, patient) = tokio::sync::mpsc::channel(8);
+            let (reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            let (sinks_tx, new_sinks) = tokio::sync::mpsc::channel(1);
+            let (parks_tx, parks) = tokio::sync::mpsc::unbounded_channel();
+            let (thread, outcome) = fwd
+                .spawn(Inputs {
+                    urgent,
+                    patient,
+                    deliveries,
+                    stop,
+                    new_sinks,
+                    parks,
+                })
+                .unwrap();
+            let (acks, pubacks) = tokio::sync::mpsc::unbounded_channel();
+            Running {
+                thread,
+                outcome,
+                urgent: urgent_tx,
+                reports,
+                stop: stop_tx,
+                handed,
+                acks: Some(acks),
+                pubacks,
+                rt: tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap(),
+                _patient: patient_tx,
+                _sinks: sinks_tx,
+                _parks: parks_tx,
+            }
+        }
+
+        /// Frame `fcnt` in; its PUBACK carries `fcnt` as the packet id.
+        fn frame(&self, fcnt: u16) {
+            let frame = Frame {
+                source: "test",
+                input: Input::Uplink(crate::uplink::Uplink {
+                    dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
+                    device_name: None,
+                    fport: Some(1),
+                    fcnt: Some(u32::from(fcnt)),
+                    payload: vec![fcnt as u8],
+                    time: SystemTime::UNIX_EPOCH,
+                    radio: crate::uplink::Radio::default(),
+                    ns: crate::uplink::NsDecoded::default(),
+                }),
+                ack: Ack::Mqtt {
+                    acks: self.acks.clone().expect("running"),
+                    ack: crate::source::PubAck {
+                        connection: 0,
+                        qos: rumqttc::QoS::AtLeastOnce,
+                        pkid: fcnt,
+                    },
+                },
+            };
+            self.urgent.try_send(frame).ok().unwrap();
+        }
+
+        fn confirm(&self, seq: u64) {
+            let report = Delivery { seq, result: Ok(1) };
+            self.reports.send(report).unwrap();
+        }
+
+        /// The next PUBACK's packet id (`None` at the deadline).
+        fn puback(&mut self) -> Option<u16> {
+            let next = self.pubacks.recv();
+            let next = self
+                .rt
+                .block_on(async { tokio::time::timeout(DEADLINE, next).await });
+            next.ok().flatten().map(|a| a.pkid)
+        }
+
+        /// Stop it (if it has not ended by itself) and join it: its outcome, and the
+        /// PUBACKs not taken yet.
+        fn end(self) -> (Result<(), BufferError>, Vec<u16>) {
+            let Running {
+                thread,
+                outcome,
+                stop,
+                acks,
+                mut pubacks,
+                ..
+            } = self;
+            let _ = stop.send(true);
+            thread.join().unwrap();
+            drop(acks);
+            let mut left = Vec::new();
+            while let Ok(ack) = pubacks.try_recv() {
+                left.push(ack.pkid);
+            }
+            (outcome.blocking_recv().unwrap(), left)
+        }
+    }
+
     /// A broker that stalls past `spill_after` gets what it has not confirmed spilled, and
     /// the spill's flush takes long (an SD card busy with other writes). Meanwhile the
     /// forwarder goes on: the broker's late confirmation acknowledges the spilled record
@@ -604,103 +755,49 @@ mod tests {
     /// the flush is done.
     #[test]
     fn new_records_reach_the_producer_while_a_spill_is_flushed() {
-        let (entered_tx, entered) = mpsc::channel();
-        let (permit, permits) = mpsc::channel();
-        let disk = SlowDisk {
-            mem: crate::buffer::MemoryStore::default(),
-            entered: entered_tx,
-            permits: Arc::new(std::sync::Mutex::new(permits)),
-            running: None,
-        };
-        let (handed_tx, handed) = mpsc::channel();
-        let (fwd, _metrics) = forwarder_of(
-            "[buffer]\nspill_after = \"100ms\"\n[sink]\ntype = \"stdout\"\n",
-            Box::new(disk),
-            Box::new(Producer(handed_tx)),
-        );
-        let (urgent_tx, urgent) = tokio::sync::mpsc::channel(8);
-        let (_patient_tx, patient) = tokio::sync::mpsc::channel(8);
-        let (reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
-        let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let (_sinks_tx, new_sinks) = tokio::sync::mpsc::channel(1);
-        let (_parks_tx, parks) = tokio::sync::mpsc::unbounded_channel();
-        let (thread, outcome) = fwd
-            .spawn(Inputs {
-                urgent,
-                patient,
-                deliveries,
-                stop,
-                new_sinks,
-                parks,
-            })
-            .unwrap();
-        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
-        let frame = |fcnt: u16| Frame {
-            source: "test",
-            input: Input::Uplink(crate::uplink::Uplink {
-                dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
-                device_name: None,
-                fport: Some(1),
-                fcnt: Some(u32::from(fcnt)),
-                payload: vec![fcnt as u8],
-                time: SystemTime::UNIX_EPOCH,
-                radio: crate::uplink::Radio::default(),
-                ns: crate::uplink::NsDecoded::default(),
-            }),
-            ack: Ack::Mqtt {
-                acks: acks.clone(),
-                ack: crate::source::PubAck {
-                    connection: 0,
-                    qos: rumqttc::QoS::AtLeastOnce,
-                    pkid: fcnt,
-                },
-            },
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let mut puback = || {
-            rt.block_on(async { tokio::time::timeout(DEADLINE, pubacks.recv()).await })
-                .ok()
-                .flatten()
-                .map(|a| a.pkid)
-        };
-
-        urgent_tx.try_send(frame(1)).ok().unwrap();
-        assert_eq!(handed.recv_timeout(DEADLINE), Ok(0));
+        let (disk, entered, permit) = SlowDisk::new(false);
+        let mut fwd = Running::start(disk);
+        fwd.frame(1);
+        assert_eq!(fwd.handed.recv_timeout(DEADLINE), Ok(0));
         // Not confirmed within spill_after: spilled, and its flush waits for the disk.
         entered
             .recv_timeout(DEADLINE)
             .expect("the spill is flushed");
-        reports
-            .send(Delivery {
-                seq: 0,
-                result: Ok(1),
-            })
-            .unwrap();
-        assert_eq!(puback(), Some(1), "confirmed during the flush");
-        urgent_tx.try_send(frame(2)).ok().unwrap();
+        fwd.confirm(0);
+        assert_eq!(fwd.puback(), Some(1), "confirmed during the flush");
+        fwd.frame(2);
         assert_eq!(
-            handed.recv_timeout(DEADLINE),
+            fwd.handed.recv_timeout(DEADLINE),
             Ok(1),
             "handed to the producer while the flush waits for the disk"
         );
-        reports
-            .send(Delivery {
-                seq: 1,
-                result: Ok(1),
-            })
-            .unwrap();
-        assert_eq!(puback(), Some(2));
+        fwd.confirm(1);
+        assert_eq!(fwd.puback(), Some(2));
 
         // The disk catches up.
         drop(permit);
-        stop_tx.send(true).unwrap();
-        thread.join().unwrap();
-        assert!(outcome.blocking_recv().unwrap().is_ok());
-        drop(acks);
-        assert_eq!(puback(), None, "each acknowledged once");
+        let (outcome, left) = fwd.end();
+        assert!(outcome.is_ok());
+        assert_eq!(left, Vec::<u16>::new(), "each acknowledged once");
+    }
+
+    /// A spill whose file sync fails on the flush thread ends the forwarder with the error
+    /// (hubgate stops; systemd starts it again), and the spilled record is never
+    /// acknowledged: the broker sends it again.
+    #[test]
+    fn a_sync_that_fails_on_the_flush_thread_ends_the_forwarder_unacknowledged() {
+        let (disk, entered, permit) = SlowDisk::new(true);
+        let fwd = Running::start(disk);
+        fwd.frame(1);
+        assert_eq!(fwd.handed.recv_timeout(DEADLINE), Ok(0));
+        entered
+            .recv_timeout(DEADLINE)
+            .expect("the spill is flushed");
+        drop(permit);
+        let (outcome, left) = fwd.end();
+        let e = outcome.unwrap_err();
+        assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
+        assert_eq!(left, Vec::<u16>::new(), "acknowledged");
     }
 
     /// A flush that runs long is the problem `buffer_flush_slow`, once, and its age is the
@@ -709,14 +806,7 @@ mod tests {
     /// the flush). Once it is done, the heartbeat moves again. The times are given, not slept.
     #[test]
     fn a_hung_flush_stops_the_heartbeat() {
-        let (entered_tx, entered) = mpsc::channel();
-        let (permit, permits) = mpsc::channel();
-        let disk = SlowDisk {
-            mem: crate::buffer::MemoryStore::default(),
-            entered: entered_tx,
-            permits: Arc::new(std::sync::Mutex::new(permits)),
-            running: None,
-        };
+        let (disk, entered, permit) = SlowDisk::new(false);
         let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
         let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
         let (mut fwd, metrics) = forwarder_of(
