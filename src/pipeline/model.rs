@@ -12,7 +12,9 @@
 //!   it),
 //! - a store that keeps only what was flushed when it crashes, and can fail to flush; its
 //!   flushes run beside the ledger (as on the store's thread) and are done when the script
-//!   says, covering what was written before they started, or also what came after,
+//!   says, covering what was written before they started, or also what came after; the
+//!   round that takes a flush's outcome follows at once or with a later step (a crash may
+//!   come first),
 //! - a clock the script moves, and the shell's tick: every step of the clock while the
 //!   ledger has something to do, at most once a second while it is quiet.
 //!
@@ -89,9 +91,11 @@ enum Step {
     Stop,
     /// The disk refuses flushes (or works again).
     FlushFails(bool),
-    /// The running flush is done (`late`: it also covered what was written while it ran),
-    /// and the shell's round that its notification starts.
-    Flushed { late: bool },
+    /// The running flush is done (`late`: it also covered what was written while it ran);
+    /// with `round`, the shell's round that its notification starts follows at once,
+    /// otherwise with the next step that makes one (a crash first keeps the flush's records
+    /// and loses the acknowledgements that waited for it).
+    Flushed { late: bool, round: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -114,7 +118,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(|written| Step::Crash { written }),
         1 => Just(Step::Stop),
         1 => any::<bool>().prop_map(Step::FlushFails),
-        6 => any::<bool>().prop_map(|late| Step::Flushed { late }),
+        6 => (any::<bool>(), any::<bool>()).prop_map(|(late, round)| Step::Flushed { late, round }),
     ]
 }
 
@@ -551,11 +555,15 @@ impl World {
             .extend(buffered.iter().filter(|u| self.unacked.contains(u)));
         if disk.unsynced {
             let log: BTreeSet<u32> = self.broker.lock().unwrap().log.iter().copied().collect();
-            self.resent_unsynced += disk
+            // Delivered, and coming again from the buffer or from the broker: sent to this
+            // run and not acknowledged, or sent again by an earlier restart and not taken yet
+            // (a record this run delivered from a buffer its flushes never made durable).
+            let again: BTreeSet<u32> = disk
                 .buffered()
                 .chain(self.unacked.iter().copied())
-                .filter(|u| log.contains(u))
-                .count();
+                .chain(self.queue.iter().copied())
+                .collect();
+            self.resent_unsynced += again.intersection(&log).count();
         }
         drop(disk);
         // What the broker got no PUBACK for comes again, first, in order.
@@ -698,9 +706,11 @@ impl World {
                 self.start();
             }
             Step::FlushFails(fails) => self.disk.lock().unwrap().flush_fails = fails,
-            Step::Flushed { late } => {
+            Step::Flushed { late, round } => {
                 self.disk.lock().unwrap().finish_flush(late);
-                self.round();
+                if round {
+                    self.round();
+                }
             }
         }
         self.drain_pubacks();
@@ -805,7 +815,10 @@ impl World {
                 self.apply(&Step::Confirm(0));
             }
             self.apply(&Step::Reports);
-            self.apply(&Step::Flushed { late: false });
+            self.apply(&Step::Flushed {
+                late: false,
+                round: true,
+            });
             self.apply(&Step::Advance(1000));
         }
         let agent = self.agent.as_ref().expect("running");
