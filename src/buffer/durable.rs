@@ -53,7 +53,7 @@ impl SledFiles {
     /// The blob files a flush starting now has to sync. Called on the thread that writes to
     /// sled and never while that thread is inside sled: sled writes a blob whole on the
     /// writing thread before the call that made it returns, so every blob listed is
-    /// complete. One written later is left to the next flush (listed by a flush thread, it
+    /// complete. One written later is the next flush's to count (listed by a flush thread, it
     /// could be half written, synced so, and then skipped by the flush that covers it).
     pub fn blobs_to_sync(&self) -> io::Result<Blobs> {
         let mut blobs = Blobs::default();
@@ -67,13 +67,23 @@ impl SledFiles {
         Ok(blobs)
     }
 
-    /// Make what sled's last flush wrote durable: its log and the `blobs` listed before that
-    /// flush started ([`SledFiles::blobs_to_sync`]), counted as synced only once all of it
-    /// is. Returns the number of syncs it took (1 unless blobs were added).
+    /// Make what sled's last flush wrote durable: its blobs, then the log that points at
+    /// them. Counted as synced once all of it is: only the `blobs` listed before that flush
+    /// started ([`SledFiles::blobs_to_sync`]). Those sled wrote since are synced too but not
+    /// counted: the flush may have made their log entries durable (sled writes a blob whole
+    /// before its entry's reservation ends, and its flush waits for that), while one still
+    /// being written is synced again by the next flush. Returns the number of syncs it took
+    /// (1 unless there were blobs to sync).
     pub fn sync(&mut self, blobs: Blobs) -> io::Result<u64> {
-        self.log.sync_data()?;
-        let mut syncs = 1;
-        for name in &blobs.new {
+        let mut late = Vec::new();
+        for entry in std::fs::read_dir(&self.blob_dir)? {
+            let name = entry?.file_name();
+            if !self.blobs.contains(&name) && !blobs.present.contains(&name) {
+                late.push(name);
+            }
+        }
+        let mut syncs = 0;
+        for name in blobs.new.iter().chain(&late) {
             match File::open(self.blob_dir.join(name)) {
                 Ok(blob) => blob.sync_all()?,
                 // sled deleted it meanwhile (it no longer needs it): nothing to sync.
@@ -82,13 +92,14 @@ impl SledFiles {
             }
             syncs += 1;
         }
-        if !blobs.new.is_empty() {
+        if syncs > 0 {
             sync_dir(&self.blob_dir)?;
             syncs += 1;
         }
+        self.log.sync_data()?;
         // sled deletes blobs it no longer needs: forget those.
         self.blobs = blobs.present;
-        Ok(syncs)
+        Ok(syncs + 1)
     }
 
     /// The blob files counted as synced.

@@ -893,10 +893,11 @@ mod tests {
         assert!(b.sync_due(t0), "drained: synced at once");
     }
 
-    /// A flush runs on the store's thread while records are written and removed; it makes
-    /// what was written before it started durable; the next one what came after.
+    /// A flush runs on the store's thread while records are written and removed, notifies
+    /// when it is done, and its outcome is taken then; the next one leaves what came after it
+    /// started durable. (What a power cut keeps of a flush is the fault tests' to show.)
     #[test]
-    fn a_flush_runs_beside_writes_and_covers_what_came_before() {
+    fn a_flush_runs_beside_writes_and_notifies_when_done() {
         let dir = tempfile::tempdir().unwrap();
         let (mut b, m) = sled_buffer(dir.path(), 10);
         b.push(0, &rec(0)).unwrap();
@@ -921,8 +922,8 @@ mod tests {
         assert_eq!(seqs(&mut b), vec![1]);
     }
 
-    /// A second flush while one runs is a bug that would mix up their outcomes: it panics,
-    /// in release builds too.
+    /// A second flush while one runs is a bug that would mix up their outcomes: it panics
+    /// (an `assert!`, so in release builds too; this test runs the debug build only).
     #[test]
     #[should_panic(expected = "one flush at a time")]
     fn a_second_flush_while_one_runs_panics() {
