@@ -978,7 +978,7 @@ mod tests {
         crate::codec_files::write(
             dir.path().join("greedy.js"),
             "function decodeUplink(i) {
-               try { var a = 'x'; for (;;) { a += a; } } catch (e) { return {data: {n: 1}}; }
+               try { var a = 'x'; for (;;) { a = a.repeat(2); } } catch (e) { return {data: {n: 1}}; }
              }",
         );
         let (mut d, m) = js_decoder(dir.path(), "js_codec = \"greedy\"\n", "");

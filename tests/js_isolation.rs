@@ -27,17 +27,21 @@ const BAD: &str = "58a0cb0000100002";
 const NEIGHBOUR: &str = "58a0cb0000100003";
 
 /// Never returns for bytes 1-5: C builtins that loop without looking at the time limit; 6
-/// loops until the time limit stops it; else it returns the second byte.
+/// loops until the time limit stops it, as 7-9 do: builtins that look at it since QuickJS-ng
+/// 0.16 (rquickjs 0.14) and never returned before; else it returns the second byte.
 const HANG: &str = r#"
 function decodeUplink(input) {
   var huge = { length: Math.pow(2, 53) - 1 };
   switch (input.bytes[0]) {
-    case 1: return { data: { r: Array.prototype.includes.call(huge, 0) } };
-    case 2: return { data: { r: Array.prototype.indexOf.call(huge, 0) } };
-    case 3: return { data: { r: Array.prototype.lastIndexOf.call(huge, 0) } };
-    case 4: return { data: { r: "a".repeat(4e6).indexOf("a".repeat(2e6) + "b") } };
-    case 5: return { data: { r: Array(Math.pow(2, 32) - 1).join("").length } };
+    case 1: return { data: { r: "a".repeat(4e6).indexOf("a".repeat(2e6) + "b") } };
+    case 2: return { data: { r: Array(Math.pow(2, 32) - 1).join("").length } };
+    case 3: return { data: { r: Array.prototype.copyWithin.call(huge, 0, 1).length } };
+    case 4: return { data: { r: Array.prototype.reverse.call(huge).length } };
+    case 5: return { data: { r: "a".repeat(4e6).includes("a".repeat(2e6) + "b") } };
     case 6: for (;;) {}
+    case 7: return { data: { r: Array.prototype.includes.call(huge, 0) } };
+    case 8: return { data: { r: Array.prototype.indexOf.call(huge, 0) } };
+    case 9: return { data: { r: Array.prototype.lastIndexOf.call(huge, 0) } };
     default: return { data: { ok: true, n: input.bytes[1] } };
   }
 }
@@ -138,6 +142,18 @@ fn a_builtin_that_never_returns_costs_one_packed_record() {
     }
     assert_eq!(m.problems("js_timeout"), 5);
     assert_eq!(m.problems("js_quarantined"), 0);
+}
+
+/// The builtins that look at the time limit are stopped by it, inside the worker, as an
+/// endless loop is.
+#[test]
+fn the_time_limit_stops_builtins_that_look_at_it() {
+    let worker = Worker::new(launcher());
+    let bad = worker.load("bad.js", HANG).unwrap();
+    for case in 6..=9u8 {
+        let result = bad.decode(Some(1), &[case], SystemTime::now());
+        assert_eq!(result, Err(JsError::TimedOut(100)), "case {case}");
+    }
 }
 
 #[test]

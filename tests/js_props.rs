@@ -101,7 +101,7 @@ function decodeUplink(input) {
   var b = input.bytes, out = {};
   var n = b.length ? b[0] : 0;
   if (n === 255) { for (;;) {} }
-  if (n === 254) { var big = "x"; for (;;) { big += big; } }
+  if (n === 254) { var big = "x"; for (;;) { big = big.repeat(2); } }
   if (n === 253) { var f = function (k) { return f(k + 1) + 1; }; return f(0); }
   if (n === 252) { throw new Error("rejected " + b.length); }
   if (n === 251) { return "not an object"; }

@@ -50,8 +50,9 @@ const GLUE: &str = r#"
 })(globalThis);
 "#;
 
-/// What a codec's context offers besides the base objects: no Promise (its jobs would never
-/// run and only hold memory), no WeakRef, no Proxy, no `performance`.
+/// What a codec's context offers besides the base objects (BigInt is one of them since
+/// QuickJS-ng 0.16): no Promise (its jobs would never run and only hold memory), no WeakRef,
+/// no Proxy, no `performance`.
 type Intrinsics = (
     intrinsic::Date,
     intrinsic::Eval,
@@ -60,7 +61,6 @@ type Intrinsics = (
     intrinsic::Json,
     intrinsic::MapSet,
     intrinsic::TypedArrays,
-    intrinsic::BigInt,
 );
 
 /// One loaded codec: a runtime of its own with the codec loaded. A call that fails in a way

@@ -1,16 +1,16 @@
 //! Vendor JavaScript codecs, run in QuickJS in a worker process of their own (docs/codecs.md,
 //! "JavaScript codecs").
 //!
-//! QuickJS cannot be made safe inside the agent: its interrupt handler is checked only between
-//! bytecodes, so a C builtin on a huge array-like (`Array.prototype.includes.call({length:
-//! 2**53-1}, 0)`) never returns, and its C asserts can abort the whole process. So the codecs
-//! run in `hubgate js-worker` ([`worker`]), the agent's own binary started again, which talks
-//! to the agent over a socket ([`wire`]). The agent ([`supervisor`]) gives every call a hard
-//! deadline, kills and replaces a worker that misses it, dies or answers garbage; the decode
-//! stage quarantines a device or a codec that keeps doing that and bounds the time a round of
-//! the forwarder spends in calls ([`guard`]). Inside the worker each codec has a QuickJS
-//! runtime of its own ([`engine`]), kept across calls, with a memory limit, a stack limit, a
-//! time limit per call, no module loader and no I/O.
+//! QuickJS cannot be made safe inside the agent: its interrupt handler is checked between
+//! bytecodes and only in some C builtins, so others on a huge input
+//! (`Array.prototype.reverse.call({length: 2**53-1})`) never return, and its C asserts can
+//! abort the whole process. So the codecs run in `hubgate js-worker` ([`worker`]), the agent's
+//! own binary started again, which talks to the agent over a socket ([`wire`]). The agent
+//! ([`supervisor`]) gives every call a hard deadline, kills and replaces a worker that misses
+//! it, dies or answers garbage; the decode stage quarantines a device or a codec that keeps
+//! doing that and bounds the time a round of the forwarder spends in calls ([`guard`]). Inside
+//! the worker each codec has a QuickJS runtime of its own ([`engine`]), kept across calls, with
+//! a memory limit, a stack limit, a time limit per call, no module loader and no I/O.
 //!
 //! The three forms vendors ship are recognised by the function the script defines:
 //! `decodeUplink(input)` (The Things Network's Device Repository and ChirpStack v4; an

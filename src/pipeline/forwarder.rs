@@ -937,7 +937,7 @@ mod tests {
     fn a_poison_device_ends_rounds_until_it_is_quarantined() {
         let (mut forwarder, m, _dir) = js_forwarder(
             "function decodeUplink(i) { if (i.bytes[0] === 1) { \
-             return {data: {r: Array.prototype.includes.call({length: Math.pow(2, 53) - 1}, 0)}}; } \
+             return {data: {r: Array.prototype.reverse.call({length: Math.pow(2, 53) - 1}).length}}; } \
              return {data: {b: i.bytes[0]}}; }",
             "round_budget = \"300ms\"\n",
             3,
