@@ -72,8 +72,10 @@ impl SledFiles {
     /// started ([`SledFiles::blobs_to_sync`]). Those sled wrote since are synced too but not
     /// counted: the flush may have made their log entries durable (sled writes a blob whole
     /// before its entry's reservation ends, and its flush waits for that), while one still
-    /// being written is synced again by the next flush. Returns the number of syncs it took
-    /// (1 unless there were blobs to sync).
+    /// being written is synced again by the next flush. This narrows the window in which a
+    /// durable entry points at an unsynced blob; sled's own log writes leave one open
+    /// (docs/durability.md, item 1). Returns the number of syncs it took (1 unless there were
+    /// blobs to sync).
     pub fn sync(&mut self, blobs: Blobs) -> io::Result<u64> {
         let mut late = Vec::new();
         for entry in std::fs::read_dir(&self.blob_dir)? {

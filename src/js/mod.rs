@@ -18,7 +18,7 @@
 //! (ChirpStack v3) and `Decoder(bytes, fPort)` (TTN v2).
 
 pub mod dir;
-// Without the `js` feature (32-bit ARM: QuickJS has no prebuilt bindings there) every codec
+// Without the `js` feature (ARMv6: rquickjs has no prebuilt bindings there) every codec
 // fails to load with `JsError::NotBuilt`.
 #[cfg_attr(not(feature = "js"), path = "engine_off.rs")]
 mod engine;
