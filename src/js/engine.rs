@@ -253,7 +253,8 @@ impl Capped {
 }
 
 // SAFETY: every block comes from the C library's malloc, calloc or realloc, which align to
-// at least 16 bytes, and `usable_size` is that library's answer for it.
+// at least 8 bytes (16 on 64-bit), rquickjs's requirement being `usize`'s alignment, and
+// `usable_size` is that library's answer for it.
 unsafe impl Allocator for Capped {
     fn alloc(&mut self, size: usize) -> *mut u8 {
         if !self.admits(size) {

@@ -37,8 +37,9 @@ use serde_json::{Map, Value as Json};
 /// Heap of one codec's runtime: a codec decoding a frame needs a few hundred KB at most.
 pub const MEMORY_LIMIT: usize = 16 << 20;
 /// Memory of the whole worker process (RLIMIT_DATA: heap and private writable mappings),
-/// every codec's runtime included. Measured: 0.8 MB with the three example codecs loaded,
-/// 10 MB with 100, so 64 MiB leaves room for three runtimes at their limit; two workers (one
+/// every codec's runtime included. Measured with rquickjs 0.11: 0.8 MB with the three example
+/// codecs loaded, 10 MB with 100, so 64 MiB left room for three runtimes at their limit (0.14
+/// takes about 1.8x the memory per codec: with 100 codecs, about two); two workers (one
 /// a reload's, waiting for the next input) and the agent's worst case fit the unit's MemoryMax
 /// (docs/codecs.md); past it, the kernel ends a worker first.
 pub const WORKER_MEMORY: u64 = 64 << 20;
