@@ -77,28 +77,32 @@ impl SledFiles {
     /// (docs/durability.md, item 1). Returns the number of syncs it took (1 unless there were
     /// blobs to sync).
     pub fn sync(&mut self, blobs: Blobs) -> io::Result<u64> {
+        let listing = |e| step("listing the blob directory", e);
         let mut late = Vec::new();
-        for entry in std::fs::read_dir(&self.blob_dir)? {
-            let name = entry?.file_name();
+        for entry in std::fs::read_dir(&self.blob_dir).map_err(listing)? {
+            let name = entry.map_err(listing)?.file_name();
             if !self.blobs.contains(&name) && !blobs.present.contains(&name) {
                 late.push(name);
             }
         }
         let mut syncs = 0;
         for name in blobs.new.iter().chain(&late) {
+            let blob = |e| step(&format!("syncing blob {name:?}"), e);
             match File::open(self.blob_dir.join(name)) {
-                Ok(blob) => blob.sync_all()?,
+                Ok(file) => file.sync_all().map_err(blob)?,
                 // sled deleted it meanwhile (it no longer needs it): nothing to sync.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(blob(e)),
             }
             syncs += 1;
         }
         if syncs > 0 {
-            sync_dir(&self.blob_dir)?;
+            sync_dir(&self.blob_dir).map_err(|e| step("syncing the blob directory", e))?;
             syncs += 1;
         }
-        self.log.sync_data()?;
+        self.log
+            .sync_data()
+            .map_err(|e| step("syncing the log", e))?;
         // sled deletes blobs it no longer needs: forget those.
         self.blobs = blobs.present;
         Ok(syncs + 1)
@@ -127,6 +131,11 @@ impl Blobs {
 }
 
 /// Make the entries of directory `dir` (creations, renames) survive a power cut.
+/// `e` with the step of a sync that failed in front of it: an operator sees which file.
+pub fn step(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::durable::{sync_dir, Blobs, SledFiles};
+use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::lock::BufferLock;
 use super::mark::Mark;
 use super::{BufferError, StateEntry, Store};
@@ -108,18 +108,17 @@ impl SyncJob {
     fn run(self) -> Result<u64, BufferError> {
         self.db.flush().map_err(err)?;
         // Never tried again: a second sync would succeed without what the first lost.
-        let failed = |what: &str, e: std::io::Error| {
-            BufferError::SyncFailed(format!("{}: syncing {what}: {e}", self.dir.display()))
-        };
+        let failed =
+            |e: std::io::Error| BufferError::SyncFailed(format!("{}: {e}", self.dir.display()));
         let mut syncs = self.syncs.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut n = syncs
-            .files
-            .sync(self.blobs)
-            .map_err(|e| failed("the log", e))?;
+        let mut n = syncs.files.sync(self.blobs).map_err(failed)?;
         // Only a mark whose records are durable: a lower one can miss a loss, a higher one
         // would report records that were never acknowledged as lost.
         if let Some(seq) = self.mark {
-            n += syncs.mark.set(seq).map_err(|e| failed(MARK_FILE, e))?;
+            n += syncs
+                .mark
+                .set(seq)
+                .map_err(|e| failed(step(&format!("syncing {MARK_FILE}"), e)))?;
         }
         Ok(n)
     }
