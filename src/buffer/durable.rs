@@ -130,12 +130,12 @@ impl Blobs {
     }
 }
 
-/// Make the entries of directory `dir` (creations, renames) survive a power cut.
 /// `e` with the step of a sync that failed in front of it: an operator sees which file.
 pub fn step(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Make the entries of directory `dir` (creations, renames) survive a power cut.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
