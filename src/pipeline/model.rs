@@ -12,7 +12,8 @@
 //!   it),
 //! - a store that keeps only what was flushed when it crashes, and can fail to flush; its
 //!   flushes run beside the ledger (as on the store's thread) and are done when the script
-//!   says, covering what was written before they started, or also what came after; the
+//!   says, covering what was written before they started and some of what came after (none,
+//!   all, or the first writes of it in order, as a log written front to back does); the
 //!   round that takes a flush's outcome follows at once or with a later step (a crash may
 //!   come first),
 //! - a clock the script moves, and the shell's tick: every step of the clock while the
@@ -91,11 +92,12 @@ enum Step {
     Stop,
     /// The disk refuses flushes (or works again).
     FlushFails(bool),
-    /// The running flush is done (`late`: it also covered what was written while it ran);
-    /// with `round`, the shell's round that its notification starts follows at once,
-    /// otherwise with the next step that makes one (a crash first keeps the flush's records
-    /// and loses the acknowledgements that waited for it).
-    Flushed { late: bool, round: bool },
+    /// The running flush is done, and also covered the first `late` writes made while it
+    /// ran (all of them if there were fewer); with `round`, the shell's round that its
+    /// notification starts follows at once, otherwise with the next step that makes one (a
+    /// crash first keeps the flush's records and loses the acknowledgements that waited for
+    /// it).
+    Flushed { late: u8, round: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -118,7 +120,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(|written| Step::Crash { written }),
         1 => Just(Step::Stop),
         1 => any::<bool>().prop_map(Step::FlushFails),
-        6 => (any::<bool>(), any::<bool>()).prop_map(|(late, round)| Step::Flushed { late, round }),
+        6 => (prop_oneof![Just(0u8), Just(u8::MAX), 1u8..8], any::<bool>())
+            .prop_map(|(late, round)| Step::Flushed { late, round }),
     ]
 }
 
@@ -152,13 +155,36 @@ fn settings() -> impl Strategy<Value = Settings> {
 // ---------------------------------------------------------------------------------------
 // The store: what was flushed survives a crash, nothing else.
 
+/// A write to the store, kept while a flush runs (it may cover some of them).
+#[derive(Clone)]
+enum Write {
+    Insert(u64, Vec<u8>),
+    Remove(u64),
+    State(Vec<u8>, Vec<u8>),
+    DeadLetter(u64, Vec<u8>),
+    Purge,
+}
+
+impl Write {
+    /// Returns what the store's method returns as a number (0 where it returns nothing).
+    fn apply(self, store: &mut MemoryStore) -> Result<u64, BufferError> {
+        match self {
+            Write::Insert(seq, v) => store.insert(seq, v).map(|()| 0),
+            Write::Remove(seq) => store.remove(seq),
+            Write::State(k, v) => store.state_set(&k, &v).map(|()| 0),
+            Write::DeadLetter(seq, v) => store.dead_letter(seq, v).map(|()| 0),
+            Write::Purge => store.purge(),
+        }
+    }
+}
+
 /// The live store and a copy of it as of the last flush that worked.
 #[derive(Default)]
 struct Disk {
     live: MemoryStore,
     synced: MemoryStore,
-    /// The running flush: the live store as it started.
-    flushing: Option<MemoryStore>,
+    /// The running flush: the live store as it started, and the writes made since.
+    flushing: Option<(MemoryStore, Vec<Write>)>,
     /// The outcome of the flush that is done, not taken yet.
     outcome: Option<Result<u64, BufferError>>,
     flush_fails: bool,
@@ -179,9 +205,10 @@ impl Disk {
         self.outcome = None;
     }
 
-    /// The running flush is done; `late`: it covered the store as it is now.
-    fn finish_flush(&mut self, late: bool) {
-        let Some(started) = self.flushing.take() else {
+    /// The running flush is done; it also covered the first `late` writes made since it
+    /// started.
+    fn finish_flush(&mut self, late: u8) {
+        let Some((mut started, since)) = self.flushing.take() else {
             return;
         };
         self.outcome = Some(if self.flush_fails {
@@ -189,9 +216,20 @@ impl Disk {
             Err(BufferError::Storage("disk refuses the flush".into()))
         } else {
             self.unsynced = false;
-            self.synced = if late { self.live.clone() } else { started };
+            for w in since.into_iter().take(late.into()) {
+                w.apply(&mut started).expect("memory");
+            }
+            self.synced = started;
             Ok(1)
         });
+    }
+
+    /// Write to the live store, and keep the write for a running flush to cover.
+    fn write(&mut self, w: Write) -> Result<u64, BufferError> {
+        if let Some((_, since)) = &mut self.flushing {
+            since.push(w.clone());
+        }
+        w.apply(&mut self.live)
     }
 
     /// Uplinks the flushed store holds as records.
@@ -222,11 +260,11 @@ impl ModelStore {
 
 impl Store for ModelStore {
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
-        self.disk().live.insert(seq, value)
+        self.disk().write(Write::Insert(seq, value)).map(drop)
     }
 
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
-        self.disk().live.remove(seq)
+        self.disk().write(Write::Remove(seq))
     }
 
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
@@ -238,7 +276,9 @@ impl Store for ModelStore {
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
-        self.disk().live.state_set(key, value)
+        self.disk()
+            .write(Write::State(key.to_vec(), value.to_vec()))
+            .map(drop)
     }
 
     fn state_scan(&self, prefix: &[u8]) -> Result<Vec<buffer::StateEntry>, BufferError> {
@@ -251,8 +291,8 @@ impl Store for ModelStore {
             d.flushing.is_none() && d.outcome.is_none(),
             "one flush at a time"
         );
-        d.flushing = Some(d.live.clone());
-        d.finish_flush(false);
+        d.flushing = Some((d.live.clone(), Vec::new()));
+        d.finish_flush(0);
         d.outcome.take().expect("finished")
     }
 
@@ -265,14 +305,14 @@ impl Store for ModelStore {
             d.flushing.is_none() && d.outcome.is_none(),
             "one flush at a time"
         );
-        d.flushing = Some(d.live.clone());
+        d.flushing = Some((d.live.clone(), Vec::new()));
         None
     }
 
     fn flushed(&mut self, wait: bool) -> Option<Result<u64, BufferError>> {
         let mut d = self.disk();
         if wait {
-            d.finish_flush(false);
+            d.finish_flush(0);
         }
         d.outcome.take()
     }
@@ -286,7 +326,7 @@ impl Store for ModelStore {
     }
 
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
-        self.disk().live.dead_letter(seq, value)
+        self.disk().write(Write::DeadLetter(seq, value)).map(drop)
     }
 
     fn dead_letters(&self) -> u64 {
@@ -302,7 +342,7 @@ impl Store for ModelStore {
     }
 
     fn purge(&mut self) -> Result<u64, BufferError> {
-        self.disk().live.purge()
+        self.disk().write(Write::Purge)
     }
 
     fn disk_free(&self) -> Option<u64> {
@@ -816,7 +856,7 @@ impl World {
             }
             self.apply(&Step::Reports);
             self.apply(&Step::Flushed {
-                late: false,
+                late: 0,
                 round: true,
             });
             self.apply(&Step::Advance(1000));
