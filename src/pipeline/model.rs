@@ -10,7 +10,8 @@
 //!   write; a failure stops the producer (the gap-less guarantee) until `tick` replaces it,
 //!   and a replaced or dropped producer makes no report on what it held (librdkafka purges
 //!   it),
-//! - a store that keeps only what was flushed when it crashes, and can fail to flush; its
+//! - a store that keeps only what was flushed when it crashes, and can fail to flush or fail
+//!   a sync (hubgate exits then, as a crash, with or without the flush's writes); its
 //!   flushes run beside the ledger (as on the store's thread) and are done when the script
 //!   says, covering what was written before they started and some of what came after (none,
 //!   all, or the first writes of it in order, as a log written front to back does); the
@@ -92,6 +93,9 @@ enum Step {
     Stop,
     /// The disk refuses flushes (or works again).
     FlushFails(bool),
+    /// The next flush's file sync fails (or its thread dies): hubgate exits and is started
+    /// again. `kept`: what the flush covered reached the disk all the same.
+    SyncFails { kept: bool },
     /// The running flush is done, and also covered the first `late` writes made while it
     /// ran (all of them if there were fewer); with `round`, the shell's round that its
     /// notification starts follows at once, otherwise with the next step that makes one (a
@@ -120,6 +124,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(|written| Step::Crash { written }),
         1 => Just(Step::Stop),
         1 => any::<bool>().prop_map(Step::FlushFails),
+        1 => any::<bool>().prop_map(|kept| Step::SyncFails { kept }),
         6 => (prop_oneof![Just(0u8), Just(u8::MAX), 1u8..8], any::<bool>())
             .prop_map(|(late, round)| Step::Flushed { late, round }),
     ]
@@ -188,6 +193,8 @@ struct Disk {
     /// The outcome of the flush that is done, not taken yet.
     outcome: Option<Result<u64, BufferError>>,
     flush_fails: bool,
+    /// The next flush's sync fails; `Some(true)`: what it covered is on the disk all the same.
+    sync_fails: Option<bool>,
     /// A flush failed since the last one that worked.
     unsynced: bool,
 }
@@ -211,14 +218,20 @@ impl Disk {
         let Some((mut started, since)) = self.flushing.take() else {
             return;
         };
-        self.outcome = Some(if self.flush_fails {
+        for w in since.into_iter().take(late.into()) {
+            w.apply(&mut started).expect("memory");
+        }
+        self.outcome = Some(if let Some(kept) = self.sync_fails.take() {
+            self.unsynced = true;
+            if kept {
+                self.synced = started;
+            }
+            Err(BufferError::SyncFailed("the disk lost a write".into()))
+        } else if self.flush_fails {
             self.unsynced = true;
             Err(BufferError::Storage("disk refuses the flush".into()))
         } else {
             self.unsynced = false;
-            for w in since.into_iter().take(late.into()) {
-                w.apply(&mut started).expect("memory");
-            }
             self.synced = started;
             Ok(1)
         });
@@ -622,9 +635,18 @@ impl World {
 
     fn round(&mut self) {
         let now = self.now;
-        self.ledger()
-            .end_round(now)
-            .expect("the model store does not fail reads");
+        let outcome = self.ledger().end_round(now);
+        self.exit_on_sync_failure(outcome);
+    }
+
+    /// A failed sync ends the forwarder, and hubgate exits: as a crash, what the producer
+    /// held may or may not have been written.
+    fn exit_on_sync_failure(&mut self, outcome: Result<(), BufferError>) {
+        match outcome {
+            Ok(()) => {}
+            Err(BufferError::SyncFailed(_)) => self.crash(false),
+            Err(e) => panic!("the model store fails nothing but flushes: {e}"),
+        }
     }
 
     fn take_reports(&mut self) {
@@ -739,13 +761,17 @@ impl World {
             Step::Stop => {
                 self.settle();
                 let now = self.now;
-                self.ledger().commit(now, true).unwrap();
+                let outcome = self.ledger().commit(now, true);
+                if outcome.is_err() {
+                    return self.exit_on_sync_failure(outcome);
+                }
                 self.drain_pubacks();
                 self.agent = None;
                 self.restarts += 1;
                 self.start();
             }
             Step::FlushFails(fails) => self.disk.lock().unwrap().flush_fails = fails,
+            Step::SyncFails { kept } => self.disk.lock().unwrap().sync_fails = Some(kept),
             Step::Flushed { late, round } => {
                 self.disk.lock().unwrap().finish_flush(late);
                 if round {
@@ -826,7 +852,11 @@ impl World {
 
     /// The sink and the disk work again; run rounds until everything has gone through.
     fn heal(&mut self) -> Result<(), TestCaseError> {
-        self.disk.lock().unwrap().flush_fails = false;
+        {
+            let mut disk = self.disk.lock().unwrap();
+            disk.flush_fails = false;
+            disk.sync_fails = None;
+        }
         self.broker.lock().unwrap().queue_full = false;
         // A tick: what a failed flush left is flushed now.
         self.apply(&Step::Advance(100));
