@@ -50,9 +50,10 @@ const GLUE: &str = r#"
 })(globalThis);
 "#;
 
-/// What a codec's context offers besides the base objects (BigInt is one of them since
-/// QuickJS-ng 0.16): no Promise (its jobs would never run and only hold memory), no WeakRef,
-/// no Proxy, no `performance`.
+/// What a codec's context offers besides the base objects (`queueMicrotask`, whose jobs run
+/// before the call answers, is one of them, and BigInt since QuickJS-ng 0.16): no Promise (a
+/// decode's result is what its function returns, so an async codec's would come too late; an
+/// `async` function throws without it), no WeakRef, no Proxy, no `performance`.
 type Intrinsics = (
     intrinsic::Date,
     intrinsic::Eval,
@@ -188,12 +189,13 @@ impl Live {
         Ok(text)
     }
 
-    /// Run `f` with `limit` armed; a script that ran out of memory or was interrupted is told
-    /// apart from one that threw: by the allocator's refusal and the clock, not by the
-    /// message, which a script can throw too. A call that failed after a refusal ran out of
-    /// memory, whatever error the script made of it; one that succeeded keeps its result
-    /// (see [`Sandbox::in_doubt`]). The limit is the thread's CPU time, not the clock: a busy
-    /// gateway that preempts the worker must not fail a codec that did little.
+    /// Run `f`, then the jobs it queued ([`Live::run_jobs`]), with `limit` armed; a script
+    /// that ran out of memory or was interrupted is told apart from one that threw: by the
+    /// allocator's refusal and the clock, not by the message, which a script can throw too. A
+    /// call that failed after a refusal ran out of memory, whatever error the script made of
+    /// it; one that succeeded keeps its result (see [`Sandbox::in_doubt`]). The limit is the
+    /// thread's CPU time, not the clock: a busy gateway that preempts the worker must not fail
+    /// a codec that did little.
     fn limited<T>(
         &self,
         limit: Duration,
@@ -202,8 +204,14 @@ impl Live {
         let deadline = thread_cpu_ns().saturating_add(limit.as_nanos() as u64);
         self.deadline.store(deadline, Ordering::Relaxed);
         let result = f();
+        let jobs = self.run_jobs(limit, deadline);
         let over = thread_cpu_ns() >= deadline;
         self.deadline.store(u64::MAX, Ordering::Relaxed);
+        // Jobs left queued time the call out whatever it returned: its runtime retires with them.
+        let result = match jobs {
+            Err(timed_out @ JsError::TimedOut(_)) => Err(timed_out),
+            jobs => result.and_then(|value| jobs.map(|()| value)),
+        };
         match result {
             Err(_) if self.refused.load(Ordering::Relaxed) => Err(JsError::OutOfMemory),
             Err(JsError::Threw(m)) if over && m.contains("interrupted") => {
@@ -216,6 +224,28 @@ impl Live {
             }
             ok => ok,
         }
+    }
+
+    /// Run the jobs the script queued (`queueMicrotask`, and those its jobs queue) until none
+    /// is left, as a host runs a script's jobs once it returned, before `deadline`: none waits
+    /// into the next call, holding what it captured. A job that throws is the call's error
+    /// (the first one's), and the jobs after it still run. Jobs still queued at the deadline
+    /// time the call out, so that its runtime retires with them.
+    fn run_jobs(&self, limit: Duration, deadline: u64) -> Result<(), JsError> {
+        let mut first = Ok(());
+        while self.runtime.is_job_pending() {
+            if thread_cpu_ns() >= deadline {
+                return Err(JsError::TimedOut(limit.as_millis() as u64));
+            }
+            if let Err(job) = self.runtime.execute_pending_job() {
+                // Its context holds the exception.
+                let threw = job
+                    .0
+                    .with(|ctx| caught(&ctx, Err::<(), _>(rquickjs::Error::Exception)));
+                first = first.and(threw);
+            }
+        }
+        first
     }
 }
 

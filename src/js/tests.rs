@@ -200,6 +200,63 @@ fn out_of_memory_is_the_allocators_refusal_not_a_message() {
     assert_eq!((out.data["ok"].as_bool(), out.retired), (Some(true), false));
 }
 
+/// Jobs a codec queues (`queueMicrotask`, one of QuickJS-ng's base objects) run once
+/// its top level or its function returned, before the answer, under the same time limit:
+/// none is left queued into the next call. They piled up unrun before, each holding what it
+/// captured, until the runtime ran out of memory (here after about 1,400 calls).
+#[test]
+fn queued_jobs_run_before_the_answer_and_none_is_left() {
+    let c = codec(
+        "var ran = 0, loaded = false, kept = 0;
+         queueMicrotask(function () { loaded = true; });
+         function decodeUplink(i) {
+           switch (i.bytes[0]) {
+             case 1:
+               queueMicrotask(function () { throw new Error('late'); });
+               queueMicrotask(function () { ran++; });
+               return {data: {}};
+             case 2:
+               queueMicrotask(function () { queueMicrotask(function () { ran += 10; }); });
+               return {data: {}};
+             case 3: var again = function () { queueMicrotask(again); }; again(); return {data: {}};
+             case 4: again = function () { queueMicrotask(again); }; again(); throw new Error('no');
+             case 5:
+               queueMicrotask(function () { var a = 'x'; for (;;) { a = a.repeat(2); } });
+               return {data: {}};
+             default:
+               var big = 'q'.repeat(10000) + ran;
+               queueMicrotask(function () { ran++; kept = big.length; });
+               return {data: {ran: ran, loaded: loaded}};
+           }
+         }",
+    );
+    for n in 0..10_000u32 {
+        let out = c.decode(Some(1), &[0], at()).unwrap();
+        assert_eq!(Json::Object(out.data), json!({"ran": n, "loaded": true}));
+    }
+    let pid = c.worker().pid();
+    // A job that throws fails the call as the function's own throw would; the jobs after it
+    // still run.
+    assert_eq!(err(&c, &[1]), JsError::Threw("Error: late".into()));
+    assert_eq!(c.decode(Some(1), &[0], at()).unwrap().data["ran"], 10_001);
+    // A job queued by a job runs too.
+    c.decode(Some(1), &[2], at()).unwrap();
+    assert_eq!(c.decode(Some(1), &[0], at()).unwrap().data["ran"], 10_012);
+    assert_eq!(c.worker().pid(), pid);
+    // Jobs that queue jobs without end stop at the time limit, whatever the function did, and
+    // the worker retires (with them); so does a job that runs out of memory.
+    for (case, error) in [
+        (3, JsError::TimedOut(100)),
+        (4, JsError::TimedOut(100)),
+        (5, JsError::OutOfMemory),
+    ] {
+        assert_eq!(err(&c, &[case]), error);
+        assert_eq!(c.worker().pid(), None);
+        let out = c.decode(Some(1), &[0], at()).unwrap();
+        assert_eq!(Json::Object(out.data), json!({"ran": 0, "loaded": true}));
+    }
+}
+
 /// No module loading, no I/O: the engine has neither.
 #[test]
 fn the_sandbox_has_no_io_and_no_modules() {
