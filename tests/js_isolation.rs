@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hubgate::decode::Decoder;
-use hubgate::js::{JsError, Launcher, Worker};
+use hubgate::js::{JsCodec, JsError, Launcher, Worker};
 use hubgate::metrics::Metrics;
 use hubgate::record::Record;
 use hubgate::source::Input;
@@ -464,6 +464,168 @@ fn a_leaking_codec_does_not_grow_the_agent() {
     assert!(m.problems("js_oom") >= 1);
     assert!(after < before + (4 << 20), "RSS {before} -> {after} bytes");
     good_decodes(&mut d);
+}
+
+/// Takes 1 MiB blocks until its runtime refuses one, catches that and returns how many it
+/// got.
+const RUNAWAY: &str = r#"
+function decodeUplink(input) {
+  var got = [];
+  try { for (;;) { got.push(new Uint8Array(1 << 20)); } } catch (e) {}
+  var mib = got.length;
+  got = null;
+  return { data: { mib: mib } };
+}
+"#;
+
+/// Keeps 15 MiB, under its runtime's 16 MiB, from its first call on.
+const HOLDER: &str = r#"
+var kept;
+function decodeUplink(input) {
+  kept = kept || new Uint8Array(15 << 20);
+  return { data: { mib: kept.length >> 20 } };
+}
+"#;
+
+/// The example codecs, each with a payload it decodes.
+const EXAMPLES: [(&str, u8, &[u8]); 3] = [
+    ("example-th", 1, &[8, 102, 81, 14, 16]),
+    ("example-door", 2, &[1, 0, 42, 87]),
+    ("example-counter", 3, &[0, 1, 0, 1]),
+];
+
+/// `n` codecs loaded, the examples in turn.
+fn examples_loaded(worker: &Worker, examples: &std::path::Path, n: usize) -> Vec<JsCodec> {
+    (0..n)
+        .map(|i| {
+            hubgate::js::dir::load(examples, EXAMPLES[i % 3].0, worker)
+                .unwrap()
+                .codec
+        })
+        .collect()
+}
+
+/// Each of `codecs` (loaded by [`examples_loaded`]) decodes its example payload.
+fn examples_decode(codecs: &[JsCodec]) {
+    for (i, c) in codecs.iter().enumerate() {
+        let (_, fport, payload) = EXAMPLES[i % 3];
+        c.decode(Some(fport), payload, SystemTime::now()).unwrap();
+    }
+}
+
+/// The worker's memory (`WORKER_MEMORY`) holds 100 loaded codecs, a codec keeping a heap near
+/// its own limit and a runaway: the runaway is stopped by its own runtime's limit, having got
+/// its 16 MiB less what its runtime holds, not earlier by the worker's, which would refuse
+/// whichever codec allocates next, an innocent one too. The next payload decodes.
+#[test]
+fn a_runaway_beside_100_codecs_and_one_near_its_limit_stops_at_its_own_limit() {
+    let examples = codec_files::examples();
+    let worker = Worker::new(launcher());
+    let codecs = examples_loaded(&worker, examples.path(), 100);
+    examples_decode(&codecs);
+    let time = SystemTime::now();
+    let holder = worker.load("holder.js", HOLDER).unwrap();
+    assert_eq!(holder.decode(Some(1), &[], time).unwrap().data["mib"], 15);
+    let runaway = worker.load("runaway.js", RUNAWAY).unwrap();
+    let out = runaway.decode(Some(1), &[], time).unwrap();
+    assert_eq!((out.data["mib"].as_u64(), out.retired), (Some(15), true));
+    assert_eq!(worker.pid(), None, "the worker retired");
+    examples_decode(&codecs);
+    assert_eq!(holder.decode(Some(1), &[], time).unwrap().data["mib"], 15);
+}
+
+/// `/proc/PID/status` fields of process `pid`, in KiB.
+fn vm_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The worker's memory, by hand (docs/codecs.md, "Measured through the worker"): its VmData
+/// (what RLIMIT_DATA counts) and RSS with the three example codecs loaded and with 100, then
+/// after 1,000 calls of each; how many it holds before its limit refuses a load; and what one
+/// runtime grown to its limit adds, keeping numbers, small objects, strings or property
+/// tables, or fragmenting the heap.
+/// `cargo test --test js_isolation worker_memory -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn worker_memory() {
+    let examples = codec_files::examples();
+    let figures = |pid| {
+        let kib = |field| vm_kib(pid, field);
+        format!(
+            "VmData {} KiB, VmRSS {} KiB (VmHWM {})",
+            kib("VmData:"),
+            kib("VmRSS:"),
+            kib("VmHWM:")
+        )
+    };
+    for n in [3, 100] {
+        let worker = Worker::new(launcher());
+        let codecs = examples_loaded(&worker, examples.path(), n);
+        let pid = worker.pid().unwrap();
+        let loaded = figures(pid);
+        for _ in 0..1000 {
+            examples_decode(&codecs);
+        }
+        eprintln!(
+            "js: worker with {n} codecs loaded: {loaded}; after 1,000 calls of each: {}",
+            figures(pid)
+        );
+    }
+    let worker = Worker::new(launcher());
+    let mut codecs = examples_loaded(&worker, examples.path(), 100);
+    let pid = worker.pid().unwrap();
+    let mut last = figures(pid);
+    while let Ok(s) = hubgate::js::dir::load(examples.path(), EXAMPLES[codecs.len() % 3].0, &worker)
+    {
+        codecs.push(s.codec);
+        last = figures(pid);
+    }
+    eprintln!(
+        "js: worker with {} codecs loaded: {last}; the next load was refused",
+        codecs.len()
+    );
+    let grow = r#"
+      var kept = [];
+      function decodeUplink(input) {
+        var n = kept.length, i, tmp = [];
+        switch (input.bytes[0]) {
+          case 1: kept.push(new Array(8192).fill(1.5)); break;
+          case 2: for (i = 0; i < 1000; i++) kept.push({ a: i }); break;
+          case 3: kept.push("x".repeat(60000) + n); break;
+          case 4: var o = {}; for (i = 0; i < 1000; i++) o["p" + n + "_" + i] = i; kept.push(o); break;
+          case 5:
+            for (i = 0; i < 400; i++) tmp.push("z".repeat(1000 + n * 4) + i);
+            for (i = 0; i < tmp.length; i += 2) kept.push(tmp[i]);
+            break;
+        }
+        return { data: { kept: kept.length } };
+      }
+    "#;
+    for (case, what) in [
+        (1, "arrays of numbers"),
+        (2, "small objects"),
+        (3, "strings"),
+        (4, "property tables"),
+        (5, "growing strings, every other one freed"),
+    ] {
+        let worker = Worker::new(launcher());
+        let c = worker.load("grow.js", grow).unwrap();
+        let pid = worker.pid().unwrap();
+        let base = vm_kib(pid, "VmData:");
+        let mut most = base;
+        while c
+            .decode(Some(1), &[case], SystemTime::now())
+            .is_ok_and(|o| !o.retired)
+        {
+            most = vm_kib(pid, "VmData:");
+        }
+        eprintln!(
+            "js: a runtime grown to its limit keeping {what}: VmData {base} -> {most} KiB (+{})",
+            most - base
+        );
+    }
 }
 
 /// A launcher that starts hubgate's worker through a shell script: `prefix` before the
