@@ -37,11 +37,15 @@ use serde_json::{Map, Value as Json};
 /// Heap of one codec's runtime: a codec decoding a frame needs a few hundred KB at most.
 pub const MEMORY_LIMIT: usize = 16 << 20;
 /// Memory of the whole worker process (RLIMIT_DATA: heap and private writable mappings),
-/// every codec's runtime included. Measured with rquickjs 0.11: 0.8 MB with the three example
-/// codecs loaded, 10 MB with 100, so 64 MiB left room for three runtimes at their limit (0.14
-/// takes about 1.8x the memory per codec: with 100 codecs, about two); two workers (one
-/// a reload's, waiting for the next input) and the agent's worst case fit the unit's MemoryMax
-/// (docs/codecs.md); past it, the kernel ends a worker first.
+/// every codec's runtime included. Measured with rquickjs 0.14 (VmData, docs/codecs.md): 0.9
+/// MiB with the three example codecs loaded, 17.7 MiB with 100 (177 KiB each), and a runtime
+/// grown to its limit adds up to 16.3 MiB (25 MiB fragmenting the heap on purpose). So 64 MiB
+/// holds 100 codecs and two runtimes at their limit, with 13.7 MiB to spare (three would need
+/// 66.7 MiB): a runaway, which ends its worker at its first refused allocation, and one codec
+/// keeping a heap near its own limit, so that the runaway's own limit stops it, not the
+/// worker's, which would refuse whichever codec allocates next. Two workers (one a reload's,
+/// waiting for the next input) and the agent's worst case fit the unit's MemoryMax; past it,
+/// the kernel ends a worker first.
 pub const WORKER_MEMORY: u64 = 64 << 20;
 /// Native stack a script may use (recursion), well inside the worker's.
 pub const STACK_LIMIT: usize = 256 << 10;
