@@ -257,9 +257,9 @@ impl Decoder {
         self.guard.borrow().budget_spent()
     }
 
-    /// LoRaWAN frame counters accepted since the last call: (DevAddr, DevEUI, FCnt32).
-    pub fn take_fcnts(&mut self) -> Vec<(lorawan::DevAddr, DevEui, u32)> {
-        self.lorawan.take_advanced()
+    /// What the inputs decoded since the last call did to LoRaWAN frame counters.
+    pub fn take_counters(&mut self) -> lorawan::Counters {
+        self.lorawan.take_counters()
     }
 
     /// Continue a LoRaWAN session from a counter kept before a restart (false: no such

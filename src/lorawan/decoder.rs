@@ -36,8 +36,19 @@ impl Session {
 #[derive(Debug, Default)]
 pub struct Decoder {
     sessions: HashMap<DevAddr, Vec<Session>>,
-    /// Counters accepted since [`Decoder::take_advanced`] was last called.
-    advanced: Vec<(DevAddr, DevEui, u32)>,
+    /// What the frames decoded since [`Decoder::take_counters`] was last called did to the
+    /// counters.
+    counters: Counters,
+}
+
+/// What decoding a frame did to the frame counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// (DevAddr, DevEUI, FCnt32) of every counter accepted, to be kept across restarts.
+    pub advanced: Vec<(DevAddr, DevEui, u32)>,
+    /// (DevAddr, FCnt32) of a frame refused as a replay: a copy of one accepted before (a
+    /// source's redelivery, a second gateway) or an attack.
+    pub replayed: Option<(DevAddr, u32)>,
 }
 
 impl Decoder {
@@ -69,10 +80,9 @@ impl Decoder {
         }
     }
 
-    /// (DevAddr, DevEUI, FCnt32) of every counter accepted since the last call, to be kept
-    /// across restarts.
-    pub fn take_advanced(&mut self) -> Vec<(DevAddr, DevEui, u32)> {
-        std::mem::take(&mut self.advanced)
+    /// What the frames decoded since the last call did to the counters.
+    pub fn take_counters(&mut self) -> Counters {
+        std::mem::take(&mut self.counters)
     }
 
     /// Sessions using this DevAddr.
@@ -124,16 +134,18 @@ impl Decoder {
                 dev_addr,
                 fcnt16: frame.fcnt16,
             })?;
-        session
-            .fcnt
-            .check(fcnt32)
-            .map_err(|FcntError::Replay { fcnt, last }| LorawanError::Replay {
+        if let Err(FcntError::Replay { fcnt, last }) = session.fcnt.check(fcnt32) {
+            self.counters.replayed = Some((dev_addr, fcnt));
+            return Err(LorawanError::Replay {
                 dev_addr,
                 fcnt,
                 last,
-            })?;
+            });
+        }
         session.fcnt.accept(fcnt32);
-        self.advanced.push((dev_addr, session.dev_eui, fcnt32));
+        self.counters
+            .advanced
+            .push((dev_addr, session.dev_eui, fcnt32));
         let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
         Ok(Uplink {
             dev_eui: session.dev_eui,

@@ -15,8 +15,8 @@
 //! * A session with no state yet (hubgate started, or the session was just configured) does not
 //!   know the upper half: candidates are `k << 16 | w` for k in 0..[`INITIAL_UPPER_HALVES`], so a
 //!   device past FCnt 65535 is still picked up. The last accepted counter of each session
-//!   is kept in the buffer (synced with it) and resumed at start, so a frame captured before a
-//!   restart is still a replay after it.
+//!   is kept in the buffer once its frame's record is durable and resumed at start, so a
+//!   frame captured before a restart is still a replay after it.
 
 /// Largest forward step accepted when guessing a 16-bit rollover.
 pub const MAX_FCNT_GAP: u32 = 16_384;

@@ -18,7 +18,7 @@ pub mod frame;
 
 use std::fmt;
 
-pub use decoder::{Decoder, Session};
+pub use decoder::{Counters, Decoder, Session};
 pub use fcnt::{FcntTracker, MAX_FCNT_GAP};
 pub use frame::{parse, DataFrame, Direction, Frame, JoinRequest, MType};
 

@@ -298,8 +298,8 @@ impl Forwarder {
         self.beat(Instant::now());
         self.metrics.received.inc(f.source);
         let record = self.decoder.decode(&f.input);
-        self.ledger.keep_fcnts(self.decoder.take_fcnts());
-        self.ledger.take(record, f.ack, Instant::now());
+        let counters = self.decoder.take_counters();
+        self.ledger.take(record, counters, f.ack, Instant::now());
     }
 
     /// A beat for the watchdog, unless the buffer's flush, which runs on a thread of its
@@ -385,8 +385,8 @@ impl Forwarder {
             while let Ok(f) = frames.try_recv() {
                 self.metrics.received.inc(f.source);
                 let record = self.decoder.decode(&f.input);
-                self.ledger.keep_fcnts(self.decoder.take_fcnts());
-                self.ledger.take_to_buffer(record, f.ack);
+                let counters = self.decoder.take_counters();
+                self.ledger.take_to_buffer(record, counters, f.ack);
             }
         }
         self.settle(&mut inp.deliveries)?;
@@ -420,6 +420,7 @@ fn idle_tick(watchdog: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lorawan::Counters;
     use crate::source::{Ack, Input};
 
     #[test]
@@ -829,7 +830,8 @@ mod tests {
             body: "{}".into(),
         };
         let t0 = Instant::now();
-        fwd.ledger.take_to_buffer(Some(record), Ack::None);
+        fwd.ledger
+            .take_to_buffer(Some(record), Counters::default(), Ack::None);
         fwd.ledger.end_round(t0).unwrap();
         entered.recv_timeout(DEADLINE).expect("the flush runs");
         assert_eq!(fwd.ledger.flush_started(), Some(t0));

@@ -28,7 +28,7 @@ use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, Pushed};
 use crate::config::BufferConfig;
 use crate::ids::DevEui;
-use crate::lorawan::DevAddr;
+use crate::lorawan::{Counters, DevAddr};
 use crate::metrics::{unix_seconds, Metrics};
 use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
@@ -76,6 +76,9 @@ pub struct Ledger {
     pending_acks: Vec<(Option<u64>, Ack)>,
     /// Acknowledgements released when the running flush is done.
     syncing_acks: Vec<(Option<u64>, Ack)>,
+    /// The LoRaWAN frame counters records advanced, kept until the record is durable
+    /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`].
+    unsettled: BTreeMap<u64, Vec<(DevAddr, DevEui, u32)>>,
     /// Written to the buffer since the last flush started (or failed).
     dirty: bool,
     /// Last buffered sequence number handed to the sink by the drain.
@@ -128,6 +131,7 @@ impl Ledger {
             spill_mark: None,
             pending_acks: Vec::new(),
             syncing_acks: Vec::new(),
+            unsettled: BTreeMap::new(),
             dirty: left_over,
             drain_cursor: None,
             started: now,
@@ -192,38 +196,33 @@ impl Ledger {
             .failed(&SinkError::Park(reason), rec_type, now, now);
     }
 
-    /// A decoded input (`None`: nothing to keep, e.g. a frame of another network) and the
-    /// acknowledgement its source waits for.
-    pub fn take(&mut self, record: Option<Record>, ack: Ack, now: Instant) {
+    /// A decoded input (`None`: nothing to keep, e.g. a frame of another network), what its
+    /// decode did to LoRaWAN frame counters, and the acknowledgement its source waits for.
+    pub fn take(&mut self, record: Option<Record>, counters: Counters, ack: Ack, now: Instant) {
         let Some(record) = record.map(|r| self.stamped(r)) else {
-            self.pending_acks.push((None, ack));
-            return;
+            return self.nothing_to_keep(counters, ack);
         };
         if record.rec_type == DEAD_LETTER {
-            return self.keep_dead_letter(&record, ack);
+            self.keep_dead_letter(&record, ack);
+            return self.keep_fcnts(counters.advanced);
         }
         let seq = self.next_seq;
         match self.dedup.check(&record.id, seq) {
             Seen::New => {}
             Seen::Pending(first) => {
                 self.metrics.duplicates.inc();
-                match self.in_flight.get_mut(&first) {
-                    // Acknowledge the copy when the first one becomes durable.
-                    Some(f) if !f.in_buffer => f.acks.push(ack),
-                    _ => match self.waiting.get_mut(&first) {
-                        Some(w) => w.acks.push(ack),
-                        None => self.pending_acks.push((None, ack)),
-                    },
-                }
-                return;
+                self.unsettle(first, counters.advanced);
+                return self.ack_with(first, ack);
             }
             Seen::Durable => {
                 self.metrics.duplicates.inc();
+                self.keep_fcnts(counters.advanced);
                 self.pending_acks.push((None, ack));
                 return;
             }
         }
         self.next_seq += 1;
+        self.unsettle(seq, counters.advanced);
         if self.buffer.is_empty()
             && self.waiting.is_empty()
             && !self.window_full()
@@ -245,9 +244,56 @@ impl Ledger {
         self.wait(seq, record, vec![ack]);
     }
 
+    /// An input that makes no record. A replayed LoRaWAN frame whose first copy's record is
+    /// not durable yet (a source's redelivery after its connection dropped, a second
+    /// gateway) is acknowledged with that record, not before: acknowledged at once, the
+    /// reading would be lost if hubgate stopped before the record was durable.
+    fn nothing_to_keep(&mut self, counters: Counters, ack: Ack) {
+        self.keep_fcnts(counters.advanced);
+        let first = counters.replayed.and_then(|(dev_addr, fcnt)| {
+            self.unsettled
+                .iter()
+                .find(|(_, kept)| kept.iter().any(|&(a, _, f)| (a, f) == (dev_addr, fcnt)))
+                .map(|(seq, _)| *seq)
+        });
+        match first {
+            Some(seq) => self.ack_with(seq, ack),
+            None => self.pending_acks.push((None, ack)),
+        }
+    }
+
+    /// Acknowledge a copy of record `first` when that one becomes durable.
+    fn ack_with(&mut self, first: u64, ack: Ack) {
+        match self.in_flight.get_mut(&first) {
+            Some(f) if !f.in_buffer => f.acks.push(ack),
+            _ => match self.waiting.get_mut(&first) {
+                Some(w) => w.acks.push(ack),
+                None => self.pending_acks.push((None, ack)),
+            },
+        }
+    }
+
+    /// The frame counters `fcnts` are kept once record `seq` is durable ([`Ledger::settled`]).
+    fn unsettle(&mut self, seq: u64, fcnts: Vec<(DevAddr, DevEui, u32)>) {
+        if !fcnts.is_empty() {
+            self.unsettled.entry(seq).or_default().extend(fcnts);
+        }
+    }
+
+    /// Record `seq` is durable (or gone for good): the frame counters it advanced are kept
+    /// now. Kept earlier, they would outlive a crash that lost the record, and the source's
+    /// redelivery of its frame would be a replay after the restart: acknowledged, with no
+    /// record made. The buffer writes them after the record, so the flush that makes the
+    /// record durable makes them durable too.
+    fn settled(&mut self, seq: u64) {
+        if let Some(fcnts) = self.unsettled.remove(&seq) {
+            self.keep_fcnts(fcnts);
+        }
+    }
+
     /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer, durable with its
     /// next flush, so a frame captured before a restart is still a replay after it.
-    pub fn keep_fcnts(&mut self, fcnts: Vec<(DevAddr, DevEui, u32)>) {
+    fn keep_fcnts(&mut self, fcnts: Vec<(DevAddr, DevEui, u32)>) {
         for (dev_addr, dev_eui, fcnt) in fcnts {
             if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt) {
                 self.metrics.problem("buffer_write_error", || {
@@ -258,15 +304,19 @@ impl Ledger {
     }
 
     /// Shutdown: what was received goes into the buffer, not to the sink.
-    pub fn take_to_buffer(&mut self, record: Option<Record>, ack: Ack) {
+    pub fn take_to_buffer(&mut self, record: Option<Record>, counters: Counters, ack: Ack) {
         match record.map(|r| self.stamped(r)) {
-            Some(record) if record.rec_type == DEAD_LETTER => self.keep_dead_letter(&record, ack),
+            Some(record) if record.rec_type == DEAD_LETTER => {
+                self.keep_dead_letter(&record, ack);
+                self.keep_fcnts(counters.advanced);
+            }
             Some(record) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                self.unsettle(seq, counters.advanced);
                 self.wait(seq, record, vec![ack]);
             }
-            None => self.pending_acks.push((None, ack)),
+            None => self.nothing_to_keep(counters, ack),
         }
     }
 
@@ -359,6 +409,7 @@ impl Ledger {
                 self.dirty = true;
                 self.dedup.durable(&record.id);
             }
+            self.settled(seq);
             if let Some(w) = self.waiting.remove(&seq) {
                 self.pending_acks
                     .extend(w.acks.into_iter().map(|a| (None, a)));
@@ -455,6 +506,7 @@ impl Ledger {
                     }
                 }
                 self.dedup.durable(&f.record.id);
+                self.settled(d.seq);
                 for ack in acks {
                     ack.send();
                     self.metrics.acked.inc();
@@ -552,6 +604,7 @@ impl Ledger {
     fn dead_letter(&mut self, seq: u64, record: &Record, acks: impl IntoIterator<Item = Ack>) {
         match self.buffer.dead_letter(seq, record) {
             Ok(()) => {
+                self.settled(seq);
                 self.dirty = true;
                 self.pending_acks
                     .extend(acks.into_iter().map(|a| (None, a)));
@@ -764,7 +817,7 @@ mod tests {
             now.0,
         );
         let (ack, mut pubacks) = puback(7);
-        ledger.take(Some(record(2)), ack, now.0);
+        ledger.take(Some(record(2)), Counters::default(), ack, now.0);
         ledger.end_round(now.0).unwrap();
         assert_eq!(metrics.duplicates.get(), 1);
         assert_eq!(ledger.buffered(), 3);
@@ -795,7 +848,7 @@ mod tests {
                 confirmed.push(d.seq);
                 ledger.delivered(d, t0).unwrap();
             }
-            ledger.take(Some(record(n)), Ack::None, t0);
+            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
             ledger.end_round(t0).unwrap();
             assert!(ledger.held() <= cfg.max_in_flight);
         }
@@ -804,7 +857,7 @@ mod tests {
         assert_eq!(confirmed.len(), 100 - cfg.max_in_flight);
 
         assert!(!ledger.takes_patient(t0));
-        ledger.take(Some(record(100)), Ack::None, t0);
+        ledger.take(Some(record(100)), Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         // Spilled with the older records in flight (the buffer is filled oldest first).
         let spilled = cfg.max_in_flight as u64 + 1;
@@ -837,7 +890,7 @@ mod tests {
         let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let mut n = 0;
         while ledger.takes_patient(t0) {
-            ledger.take(Some(record(n)), Ack::None, t0);
+            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
             ledger.end_round(t0).unwrap();
             n += 1;
         }
@@ -852,7 +905,7 @@ mod tests {
             body: "x".repeat(10 * one as usize),
             ..record(99)
         };
-        ledger.take(Some(large), Ack::None, t0);
+        ledger.take(Some(large), Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.takes_patient(t0), "alone in the window");
         assert_eq!(
@@ -871,7 +924,7 @@ mod tests {
             ledger.takes_patient(t0),
             "a bound of 0 still lets one record go"
         );
-        ledger.take(Some(record(0)), Ack::None, t0);
+        ledger.take(Some(record(0)), Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!((ledger.held(), metrics.spilled.get()), (1, 0));
     }
@@ -889,7 +942,7 @@ mod tests {
         let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         assert!(ledger.quiet());
 
-        ledger.take(None, Ack::None, t0);
+        ledger.take(None, Counters::default(), Ack::None, t0);
         assert!(
             !ledger.quiet(),
             "an acknowledgement waits for the round's end"
@@ -897,14 +950,14 @@ mod tests {
         ledger.end_round(t0).unwrap();
         assert!(ledger.quiet());
 
-        ledger.take(Some(record(1)), Ack::None, t0);
+        ledger.take(Some(record(1)), Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "in flight");
         ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
         ledger.end_round(t0).unwrap();
         assert!(ledger.quiet());
 
-        ledger.take(Some(record(2)), Ack::None, t0);
+        ledger.take(Some(record(2)), Counters::default(), Ack::None, t0);
         let late = t0 + cfg.spill_after;
         ledger.tick(late);
         ledger.end_round(late).unwrap();
@@ -932,7 +985,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
         let (ack, mut pubacks) = puback(7);
-        ledger.take_to_buffer(Some(record(1)), ack);
+        ledger.take_to_buffer(Some(record(1)), Counters::default(), ack);
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(metrics.acked.get(), 0);
@@ -964,7 +1017,7 @@ mod tests {
             rec_type: DEAD_LETTER.into(),
             ..record(0)
         };
-        ledger.take(Some(dead), Ack::None, t0);
+        ledger.take(Some(dead), Counters::default(), Ack::None, t0);
         ledger.tick(t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "it failed again");
@@ -987,7 +1040,7 @@ mod tests {
 
         // Spilled by a slow sink, then the oldest is confirmed and leaves.
         for n in 1..=2 {
-            ledger.take(Some(record(n)), Ack::None, t0);
+            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
         }
         let late = t0 + cfg.spill_after;
         ledger.tick(late);
@@ -1008,11 +1061,99 @@ mod tests {
         let (mut ledger, _reports) = stdout_ledger(&full, buffer, &metrics, now);
         let missing = crate::sink::refusal::Setup::default().missing("t");
         ledger.park("t", missing, t0);
-        ledger.take(Some(record(3)), Ack::None, t0);
+        ledger.take(Some(record(3)), Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!((ledger.held(), ledger.buffered()), (1, 0));
         assert!(!ledger.accepting());
         assert!(!ledger.quiet(), "a record waits for room in the buffer");
+    }
+
+    /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).
+    fn counter(replayed: bool) -> Counters {
+        let kept = (DevAddr(1), DevEui([1; 8]), 7);
+        match replayed {
+            false => Counters {
+                advanced: vec![kept],
+                replayed: None,
+            },
+            true => Counters {
+                advanced: Vec::new(),
+                replayed: Some((kept.0, kept.2)),
+            },
+        }
+    }
+
+    fn kept_counters(ledger: &Ledger) -> Vec<u32> {
+        let kept = ledger.buffer.fcnts().unwrap();
+        kept.into_iter().map(|(_, _, fcnt)| fcnt).collect()
+    }
+
+    /// A frame's counter is kept (and made durable) no earlier than its record: kept while
+    /// the record is with the sink unconfirmed, a crash would make the source's redelivery
+    /// of the frame a replay after the restart, acknowledged without a record. It is kept
+    /// once the sink confirms the record, or with the record when the record is buffered.
+    #[test]
+    fn a_frame_counter_is_kept_only_once_its_record_is_durable() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, mut reports) =
+            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        ledger.take(Some(record(1)), counter(false), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert!(
+            kept_counters(&ledger).is_empty(),
+            "its record is not durable"
+        );
+        ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
+        assert_eq!(kept_counters(&ledger), [7]);
+
+        let (mut ledger, _reports) = stdout_ledger(
+            &cfg,
+            Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone()),
+            &metrics,
+            (t0, SystemTime::now()),
+        );
+        ledger.take(Some(record(2)), counter(false), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        assert_eq!(ledger.buffered(), 1);
+        assert_eq!(kept_counters(&ledger), [7], "buffered with its record");
+    }
+
+    /// A copy of a frame whose record the sink has not confirmed (an MQTT redelivery after
+    /// the connection dropped, a second gateway) is a replay and makes no record; it is
+    /// acknowledged with the first copy's record, not before. A replay of a frame whose
+    /// record is durable is acknowledged at once.
+    #[test]
+    fn a_replayed_frame_is_acknowledged_with_its_first_copy() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, mut reports) =
+            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (first, mut first_acked) = puback(1);
+        let (copy, mut copy_acked) = puback(2);
+        ledger.take(Some(record(1)), counter(false), first, t0);
+        ledger.end_round(t0).unwrap();
+        ledger.take(None, counter(true), copy, t0);
+        ledger.end_round(t0).unwrap();
+        assert!(
+            copy_acked.try_recv().is_err(),
+            "the first copy's record is not durable"
+        );
+        ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
+        assert_eq!(first_acked.try_recv().unwrap().pkid, 1);
+        assert_eq!(copy_acked.try_recv().unwrap().pkid, 2);
+
+        let (late_copy, mut late_copy_acked) = puback(3);
+        ledger.take(None, counter(true), late_copy, t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(late_copy_acked.try_recv().unwrap().pkid, 3);
     }
 
     /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,

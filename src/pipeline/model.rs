@@ -36,6 +36,7 @@ use super::forwarder::IDLE_TICK;
 use super::ledger::Ledger;
 use crate::buffer::{self, Buffer, BufferError, MemoryStore, Store};
 use crate::config::{BufferConfig, WhenFull};
+use crate::lorawan::Counters;
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::sink::{Delivery, Sink, SinkError};
@@ -670,7 +671,8 @@ impl World {
         self.unacked.insert(uplink);
         self.this_run.push(uplink);
         let now = self.now;
-        self.ledger().take(Some(record(uplink, created)), ack, now);
+        self.ledger()
+            .take(Some(record(uplink, created)), Counters::default(), ack, now);
     }
 
     fn apply(&mut self, step: &Step) {
