@@ -567,8 +567,29 @@ pub const DEAD_LETTER: &str = "hubgate.dead_letter";
 /// The record of a message hubgate gave up on (see [`DeadLetter`]), keyed by its source; the
 /// same message always gets the same id.
 pub fn dead_letter(d: &DeadLetter, now: SystemTime) -> Record {
-    let id = uuid_form(&d.sha256);
-    let body = json!({
+    kept(d, uuid_form(&d.sha256), d.source.into(), None, now)
+}
+
+/// What the dead-letter tree keeps of a record the sink refused for good (too large): its
+/// body as a [`DeadLetter`] of source `sink` (size, SHA-256, first bytes), under the record's
+/// own id, with its recType, key (cut like an [`Excerpt`](crate::format::Excerpt)) and
+/// creation time. A few hundred bytes, however large the record.
+pub fn refused(rec: &Record, reason: &str, now: SystemTime) -> Record {
+    let key = crate::format::Excerpt::from(&rec.key).to_string();
+    let reason = crate::format::Excerpt::from(reason).to_string();
+    let d = DeadLetter::new("sink", reason, None, rec.body.as_bytes(), now);
+    let created = UNIX_EPOCH.checked_add(std::time::Duration::from_millis(rec.created_ms));
+    let record = json!({
+        "recType": rec.rec_type,
+        "key": key,
+        "created": created.map(iso8601),
+    });
+    kept(&d, rec.id.clone(), key, Some(record), now)
+}
+
+/// The dead-letter record of `d`; `record`: what the sink refused, if it was a record.
+fn kept(d: &DeadLetter, id: String, key: String, record: Option<Json>, now: SystemTime) -> Record {
+    let mut body = json!({
         "event_type": "dead_letter",
         "id": id,
         "recType": DEAD_LETTER,
@@ -580,10 +601,13 @@ pub fn dead_letter(d: &DeadLetter, now: SystemTime) -> Record {
         "head_base64": base64::engine::general_purpose::STANDARD.encode(&d.head),
         "received": iso8601(d.received),
     });
+    if let Some(record) = record {
+        body["record"] = record;
+    }
     Record {
         id,
         rec_type: DEAD_LETTER.into(),
-        key: d.source.into(),
+        key,
         created_ms: ms_since_epoch(now),
         body: body.to_string(),
     }

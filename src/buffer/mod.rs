@@ -640,8 +640,13 @@ impl Buffer {
         self.store.dead_letter(seq, encode(rec))?;
         self.dead += 1;
         self.metrics.dead_lettered.inc();
-        // A record never buffered (refused straight from memory, or input given up on) leaves
-        // nothing behind: no deletion to sync, no drained buffer to give space back.
+        self.discard(seq)
+    }
+
+    /// Remove record `seq` if it is buffered. A record never buffered (refused straight from
+    /// memory, or input given up on) leaves nothing behind: no deletion to sync, no drained
+    /// buffer to give space back.
+    pub fn discard(&mut self, seq: u64) -> Result<(), BufferError> {
         if self.store.remove(seq)? > 0 {
             self.removed(seq)?;
         }
@@ -660,8 +665,9 @@ impl Buffer {
     }
 }
 
-/// Dead letters kept before those of messages hubgate gives up on are only counted (at most
-/// about 12 MB of them: one keeps 256 bytes of its message and short excerpts of the rest).
+/// Dead letters kept before further ones (of messages hubgate gives up on, or of records the
+/// sink refused) are only counted (at most about 12 MB of them: one keeps 256 bytes of its
+/// message or record and short excerpts of the rest).
 pub const MAX_DEAD_LETTERS: u64 = 10_000;
 
 #[cfg(test)]

@@ -589,15 +589,45 @@ impl Ledger {
         }
     }
 
-    /// The sink will never take this record (too large): dead-letter it.
+    /// The sink will never take this record (too large): dead-letter an excerpt of it
+    /// ([`crate::record::refused`]), or past [`crate::buffer::MAX_DEAD_LETTERS`] only count
+    /// it, as [`Ledger::keep_dead_letter`] does (input decides how large and how many such
+    /// records come). Either way it leaves the buffer, the frame counters it advanced are
+    /// kept, and its sources are acknowledged with the flush that carries them.
     fn reject(&mut self, seq: u64, record: &Record, e: &str, acks: impl IntoIterator<Item = Ack>) {
         self.metrics.sink_errors.inc("reject");
-        log::error!(
-            "record {} of {} rejected by the sink: {e}",
-            record.id,
-            record.key
-        );
-        self.dead_letter(seq, record, acks);
+        self.metrics
+            .log_limited(log::Level::Error, "sink_reject", || {
+                format!(
+                    "record {} of {} rejected by the sink: {e}",
+                    record.id, record.key
+                )
+            });
+        if self.buffer.dead_letters() < crate::buffer::MAX_DEAD_LETTERS {
+            let excerpt = crate::record::refused(record, e, SystemTime::now());
+            return self.dead_letter(seq, &excerpt, acks);
+        }
+        self.metrics.problem("dead_letters_full", || {
+            format!(
+                "{} dead letters are kept already: record {} refused by the sink only counted",
+                crate::buffer::MAX_DEAD_LETTERS,
+                record.id
+            )
+        });
+        match self.buffer.discard(seq) {
+            Ok(()) => {
+                self.settled(seq);
+                self.dirty = true;
+                self.pending_acks
+                    .extend(acks.into_iter().map(|a| (None, a)));
+            }
+            Err(e) => {
+                self.metrics.problem("buffer_write_error", || {
+                    format!("cannot drop a refused record: {e}")
+                });
+                self.rewind(seq);
+            }
+        }
     }
 
     /// Into the dead-letter tree; the sources are acknowledged once that is flushed.
@@ -1216,5 +1246,92 @@ mod tests {
             1,
             "synchronised: the old record expires, the one without a time not yet"
         );
+    }
+
+    /// A sink that refuses every record for good, as Kafka refuses one larger than the
+    /// broker takes.
+    struct Refusing;
+
+    impl Sink for Refusing {
+        fn send(&mut self, _seq: u64, _rec: &Record) -> Result<(), SinkError> {
+            Err(SinkError::Reject("Broker: Message size too large".into()))
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// A record the sink refuses for good is dead-lettered as an excerpt of a few hundred
+    /// bytes, not whole (a hostile 260 KB uplink makes a 4.4 MB record), and counts against
+    /// `MAX_DEAD_LETTERS` as dead letters of input do: past it, a refused record is only
+    /// counted, leaves the buffer, and its source is acknowledged.
+    #[test]
+    fn refused_records_are_dead_lettered_as_excerpts_up_to_the_cap() {
+        use crate::buffer::{SledStore, MAX_DEAD_LETTERS};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        // Made now, so not expired.
+        let fresh = |n| Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(n)
+        };
+        let huge = Record {
+            body: format!("{{\"data\":\"{}\"}}", "AWYB".repeat(1_000_000)),
+            ..fresh(0)
+        };
+        buffer.push(0, &huge).unwrap();
+        buffer.push(1, &fresh(1)).unwrap();
+        // One dead letter short of the cap: the huge record takes the last place.
+        for seq in 2..=MAX_DEAD_LETTERS {
+            assert!(buffer.dead_letter_input(seq, &record(2)).unwrap());
+        }
+        let mut ledger = Ledger::new(
+            &cfg,
+            16,
+            buffer,
+            Box::new(Refusing),
+            metrics.clone(),
+            now,
+            1,
+        )
+        .unwrap();
+        ledger.end_round(now.0).unwrap();
+        let (ack, mut pubacks) = puback(7);
+        ledger.take(Some(fresh(3)), counter(false), ack, now.0);
+        ledger.end_round(now.0).unwrap();
+        ledger.commit(now.0, true).unwrap();
+        assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
+        assert_eq!(metrics.sink_errors.get("reject"), Some(3));
+        assert_eq!(metrics.problems("dead_letters_full"), 2);
+        assert_eq!(ledger.buffered(), 0, "refused records leave the buffer");
+        assert_eq!(ledger.buffer.dead_letters(), MAX_DEAD_LETTERS);
+        assert_eq!(
+            kept_counters(&ledger),
+            [7],
+            "a record only counted is gone for good"
+        );
+        drop(ledger);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        let dead = store.scan_dead(None, usize::MAX).unwrap();
+        assert_eq!(dead.len() as u64, MAX_DEAD_LETTERS);
+        let (seq, kept) = &dead[0];
+        assert_eq!(*seq, 0, "the huge record's");
+        assert!(kept.len() < 1_200, "{} bytes kept", kept.len());
+        let kept = crate::buffer::decode(kept).unwrap();
+        assert_eq!(
+            (kept.id.as_str(), kept.rec_type.as_str()),
+            ("id-0", DEAD_LETTER)
+        );
+        let body: serde_json::Value = serde_json::from_str(&kept.body).unwrap();
+        assert_eq!(body["source"], "sink");
+        assert_eq!(body["reason"], "Broker: Message size too large");
+        assert_eq!(body["size"], huge.body.len());
+        assert_eq!(body["record"]["recType"], "t");
+        assert_eq!(body["record"]["key"], "k");
+        assert_eq!(body["head_base64"].as_str().unwrap().len(), 344);
     }
 }
