@@ -1,7 +1,8 @@
 //! Every device heard, for the status page: its last uplink's radio values, frame counter
 //! and readings. Bounded: at [`DeviceTable::cap`] devices a new one evicts the one heard
 //! least recently. Updated for every uplink, so an update reuses the entry's buffers and
-//! allocates only for a device not seen before (or a longer packed reason than before).
+//! allocates only for a device not seen before (or a longer packed reason, or more readings,
+//! than before: at most [`READINGS_MAX`] are kept).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -46,8 +47,13 @@ pub enum Outcome<'a> {
     Packed { reason: &'a str },
 }
 
-/// Most mapped readings kept a device (a mapped object may hold hundreds of fields).
-const MAPPED_MAX: usize = 16;
+/// Most readings kept a device, decoded or mapped: what a status page row shows of its last
+/// uplink. A mapped object may hold hundreds of fields, and a crafted Cayenne LPP payload
+/// of 195,000 bytes decodes to 130,000 readings (9.4 MB kept per device, and the page
+/// rendered every one of them under the table's lock). 16 shows every reading of the usual
+/// uplinks (the page budgets six) and keeps a row bounded: 16 readings are about 1.2 KB of
+/// memory and under 1 KB of HTML.
+const READINGS_MAX: usize = 16;
 
 /// A reading of a mapped object: its field name and unit are the tables' own, so owned.
 struct MappedReading {
@@ -185,7 +191,12 @@ impl DeviceTable {
             } => {
                 d.codec = Some(codec);
                 d.rec_type = rec_type;
+                // The device's health (battery) is kept first, the rest as far as room is
+                // left; the room reserved is exact, so never more than READINGS_MAX.
+                let health = &health[..health.len().min(READINGS_MAX)];
+                let readings = &readings[..readings.len().min(READINGS_MAX - health.len())];
                 d.readings.clear();
+                d.readings.reserve_exact(readings.len() + health.len());
                 d.readings.extend_from_slice(readings);
                 d.readings.extend_from_slice(health);
                 d.mapped.clear();
@@ -206,7 +217,7 @@ impl DeviceTable {
                     .chain(&mapped.health);
                 for (field, list) in fields {
                     for v in list.as_array().into_iter().flatten() {
-                        if d.mapped.len() == MAPPED_MAX {
+                        if d.mapped.len() == READINGS_MAX {
                             break;
                         }
                         d.mapped.push(MappedReading {
@@ -608,7 +619,7 @@ mod tests {
     }
 
     /// A device decoded by a JavaScript codec or from the network server's object shows its
-    /// mapped readings (not `origin`), at most [`MAPPED_MAX`] of them.
+    /// mapped readings (not `origin`), at most [`READINGS_MAX`] of them.
     #[test]
     fn mapped_readings_are_shown_and_bounded() {
         let t = DeviceTable::new(10);
@@ -653,7 +664,41 @@ mod tests {
             mapped: &mapped,
         };
         t.heard(&up(1, 2), &[], outcome, now);
-        assert_eq!(t.select(&all, now).devices[0].readings.len(), MAPPED_MAX);
+        assert_eq!(t.select(&all, now).devices[0].readings.len(), READINGS_MAX);
+    }
+
+    /// One huge uplink (a crafted Cayenne LPP payload decodes to 130,000 readings, 9.4 MB)
+    /// keeps at most [`READINGS_MAX`] readings, battery first, and no more room than that
+    /// once a small uplink follows; the page shows what is kept.
+    #[test]
+    fn readings_kept_are_bounded_after_a_huge_uplink() {
+        let t = DeviceTable::new(10);
+        let huge: Vec<Reading> = (0..130_000)
+            .map(|_| Reading::new("presence", Value::Bool(true), None))
+            .collect();
+        let battery = [Reading::new("battery", Value::Num(3.6), Some("V"))];
+        let outcome = |readings, health| Outcome::Decoded {
+            codec: "cayenne-lpp",
+            rec_type: "io.microshare.occupancy.unpacked",
+            readings,
+            health,
+        };
+        let now = at(0);
+        t.heard(&up(1, 1), &[], outcome(&huge, &battery), now);
+        let kept = |t: &DeviceTable| {
+            let table = t.lock();
+            let d = &table.devices[&up(1, 0).dev_eui];
+            (d.readings.len(), d.readings.capacity())
+        };
+        assert_eq!(kept(&t), (READINGS_MAX, READINGS_MAX));
+        let shown = &all(&t, now).devices[0].readings;
+        assert_eq!(shown.len(), READINGS_MAX);
+        assert_eq!(shown[READINGS_MAX - 1].field, "battery");
+        let temp = [Reading::new("temperature", Value::Num(21.5), Some("°C"))];
+        t.heard(&up(1, 2), &[], outcome(&temp, &[]), now);
+        let (len, capacity) = kept(&t);
+        assert_eq!(len, 1);
+        assert!(capacity <= READINGS_MAX, "{capacity} readings of room kept");
     }
 
     #[test]
