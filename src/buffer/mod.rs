@@ -9,6 +9,7 @@ mod durable;
 mod lock;
 mod mark;
 mod memory;
+mod segments;
 mod sled_store;
 mod stored_at;
 
@@ -1073,9 +1074,11 @@ mod tests {
         };
         let metrics = Metrics::new();
         let mut b = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        // sled takes ~180 bytes per record (pointer and churn; the bodies are in segment
+        // files, deleted as they drain): 50,000 records pass the rebuild size.
         let mut big = rec(0);
-        big.body = "x".repeat(1000);
-        for seq in 0..10_000 {
+        big.body = "x".repeat(100);
+        for seq in 0..50_000 {
             b.push(seq, &big).unwrap();
             if seq % 256 == 255 {
                 b.flush().unwrap();
@@ -1083,7 +1086,7 @@ mod tests {
         }
         b.flush().unwrap();
         let full = dir_bytes(dir.path());
-        for seq in 0..9_999 {
+        for seq in 0..49_999 {
             b.remove(seq).unwrap();
         }
         b.flush().unwrap();
@@ -1093,13 +1096,13 @@ mod tests {
             undrained * 2 > full,
             "sled gives little back by itself: {full} -> {undrained} bytes"
         );
-        b.remove(9_999).unwrap();
+        b.remove(49_999).unwrap();
         let t0 = Instant::now();
         b.give_space_back_if_quiet(t0);
         // The drain goes on: a record spills and leaves again.
-        b.push(10_000, &big).unwrap();
+        b.push(50_000, &big).unwrap();
         b.give_space_back_if_quiet(t0 + REBUILD_WHEN_EMPTY_FOR);
-        b.remove(10_000).unwrap();
+        b.remove(50_000).unwrap();
         b.give_space_back_if_quiet(t0 + REBUILD_WHEN_EMPTY_FOR);
         b.give_space_back_if_quiet(t0 + 2 * REBUILD_WHEN_EMPTY_FOR - Duration::from_millis(1));
         assert_eq!(metrics.buffer_rebuilds.get(), 0, "no rebuild mid-drain");

@@ -24,6 +24,7 @@
 //! (`sled.new`) and swapped in (the old one goes via `sled.old`). Opening finishes or
 //! undoes a swap a power cut interrupted.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -33,12 +34,21 @@ use tokio::sync::Notify;
 use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::lock::BufferLock;
 use super::mark::Mark;
+use super::segments::{Pointer, SegmentSync, Segments};
 use super::{BufferError, StateEntry, Store};
 
 const DB_DIR: &str = "sled";
 /// The high-water mark file, inside the database directory (moved aside with it).
 const MARK_FILE: &str = "hubgate-flushed";
 const MARK_KEY: &[u8] = b"max_seq";
+/// sled's tree of pointers to the records' bodies (see [`super::segments`]).
+const RECORDS: &str = "record_at";
+/// The tree that held the records' bodies themselves before they moved to segments: its
+/// records are moved over at open ([`SledStore::upgrade`]).
+const OLD_RECORDS: &[u8] = b"records";
+/// sled's cache. Its floor is one leaf per LRU shard (256), whatever this says; with 12-byte
+/// pointers a small capacity keeps the leaves it holds beyond that few (docs/performance.md).
+const CACHE: u64 = 256 << 10;
 /// A drained database larger than this is rebuilt to give the space back.
 pub const RECLAIM_ABOVE: u64 = 8 << 20;
 /// The same while the disk is short of space (below `min_free`): a few MiB held by a drained
@@ -52,7 +62,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct SledStore {
     db: sled::Db,
     dir: PathBuf,
+    /// Sequence number -> [`Pointer`] to the body in [`SledStore::segments`].
     records: sled::Tree,
+    segments: Segments,
+    /// Empty segments the running flush makes deletable (see [`Segments::deletable`]).
+    retiring: BTreeSet<u32>,
     dead: sled::Tree,
     meta: sled::Tree,
     /// State kept with the records (see [`Store::state_set`]).
@@ -92,9 +106,12 @@ struct Syncs {
     mark: Mark,
 }
 
-/// One flush: sled's, then its files, then the mark.
+/// One flush: the segments appended to, sled's flush, then its files, then the mark.
 struct SyncJob {
     db: sled::Db,
+    /// The segments appended to before the job was made: synced before sled's flush can
+    /// make a pointer to them durable.
+    values: SegmentSync,
     syncs: Arc<Mutex<Syncs>>,
     /// The mark to write once the records it claims are durable.
     mark: Option<u64>,
@@ -106,12 +123,13 @@ struct SyncJob {
 
 impl SyncJob {
     fn run(self) -> Result<u64, BufferError> {
-        self.db.flush().map_err(err)?;
         // Never tried again: a second sync would succeed without what the first lost.
         let failed =
             |e: std::io::Error| BufferError::SyncFailed(format!("{}: {e}", self.dir.display()));
+        let mut n = self.values.run().map_err(failed)?;
+        self.db.flush().map_err(err)?;
         let mut syncs = self.syncs.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut n = syncs.files.sync(self.blobs).map_err(failed)?;
+        n += syncs.files.sync(self.blobs).map_err(failed)?;
         // Only a mark whose records are durable: a lower one can miss a loss, a higher one
         // would report records that were never acknowledged as lost.
         if let Some(seq) = self.mark {
@@ -195,12 +213,43 @@ impl SledStore {
             Err(e) => return Err(BufferError::Storage(format!("{}: {e}", dir.display()))),
         };
         store.lock = Some(lock);
-        match (store.stored_mark(), store.marked()) {
-            (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
-                store.salvage(stored, flushed)
-            }
+        // Taken before the upgrade, whose flush writes the mark.
+        let (stored, flushed) = (store.stored_mark(), store.marked());
+        store.upgrade()?;
+        match flushed {
+            Some(flushed) if stored.is_none_or(|s| s < flushed) => store.salvage(stored, flushed),
             _ => Ok(store),
         }
+    }
+
+    /// Move the records of a database written before the bodies left sled (tree `records`)
+    /// into segments and pointers, flush, then drop the old tree and flush again. A crash
+    /// before the old tree's drop is durable leaves it whole: the next open moves the same
+    /// records again, over the same sequence numbers (no duplicates).
+    fn upgrade(&mut self) -> Result<(), BufferError> {
+        if !self.db.tree_names().iter().any(|n| n == OLD_RECORDS) {
+            return Ok(());
+        }
+        let old = self.db.open_tree(OLD_RECORDS).map_err(err)?;
+        let mut moved = 0u64;
+        for item in old.iter() {
+            let (k, v) = item.map_err(err)?;
+            if let Some(seq) = seq_of(&k) {
+                self.insert(seq, v.to_vec())?;
+                moved += 1;
+            }
+        }
+        self.flush()?;
+        drop(old);
+        self.db.drop_tree(OLD_RECORDS).map_err(err)?;
+        self.changed = true;
+        self.flush()?;
+        if moved > 0 {
+            log::info!(
+                "buffer: moved {moved} record(s) to the new layout (bodies in segment files)"
+            );
+        }
+        Ok(())
     }
 
     /// [`SledStore::open_inner`] with the error as a [`BufferError`] naming `dir`.
@@ -210,17 +259,22 @@ impl SledStore {
 
     fn open_inner(dir: &Path) -> Result<SledStore, sled::Error> {
         let db = open_db(dir)?;
-        let records = db.open_tree("records")?;
+        let records = db.open_tree(RECORDS)?;
         let dead = db.open_tree("dead_letter")?;
         let meta = db.open_tree("meta")?;
         let state = db.open_tree("state")?;
         let (mut count, mut bytes) = (0, 0);
+        let mut live = BTreeMap::new();
         for item in records.iter() {
             let (_, v) = item?;
             count += 1;
-            bytes += v.len() as u64;
+            if let Some(p) = Pointer::from_bytes(&v) {
+                bytes += u64::from(p.len);
+                *live.entry(p.segment).or_default() += 1;
+            }
         }
         let io = |e: std::io::Error| sled::Error::Io(e);
+        let segments = Segments::open(dir, live).map_err(io)?;
         let mark = Mark::open(&dir.join(MARK_FILE)).map_err(io)?;
         // After the mark file: its directory entry is synced with sled's.
         let (files, unreported_syncs) = SledFiles::open(dir).map_err(io)?;
@@ -229,6 +283,8 @@ impl SledStore {
             db,
             dir: dir.to_path_buf(),
             records,
+            segments,
+            retiring: BTreeSet::new(),
             dead,
             meta,
             state,
@@ -285,8 +341,10 @@ impl SledStore {
             BufferError::Storage(format!("{}: listing sled's blobs: {e}", self.dir.display()))
         })?;
         self.changed = false;
+        self.retiring = self.segments.deletable();
         Ok(Some(SyncJob {
             db: self.db.clone(),
+            values: self.segments.take_unsynced(),
             syncs: self.syncs.clone(),
             mark,
             blobs,
@@ -296,8 +354,15 @@ impl SledStore {
 
     /// A flush's outcome. After a failed file sync every later flush fails the same way
     /// (see [`BufferError::SyncFailed`]); any other failure (sled's own flush refused) has
-    /// to be done again, whole.
+    /// to be done again, whole. Segments emptied before the flush was prepared are deleted
+    /// once it succeeded: no durable pointer names them any more.
     fn finish_flush(&mut self, outcome: Result<u64, BufferError>) -> Result<u64, BufferError> {
+        let retiring = std::mem::take(&mut self.retiring);
+        if outcome.is_ok() {
+            self.segments.delete(retiring);
+        } else {
+            self.segments.keep(retiring);
+        }
         match outcome {
             Ok(syncs) => Ok(syncs + std::mem::take(&mut self.unreported_syncs)),
             Err(BufferError::SyncFailed(why)) => {
@@ -311,9 +376,13 @@ impl SledStore {
         }
     }
 
-    /// Bytes the database takes on disk (more than the records: see [`RECLAIM_ABOVE`]).
+    /// Bytes the database takes on disk, segments included (more than the records: see
+    /// [`RECLAIM_ABOVE`]).
     pub fn size_on_disk(&self) -> Result<u64, BufferError> {
-        self.db.size_on_disk().map_err(err)
+        let segments = self.segments.size_on_disk().map_err(|e| {
+            BufferError::Storage(format!("{}: sizing the segments: {e}", self.dir.display()))
+        })?;
+        Ok(self.db.size_on_disk().map_err(err)? + segments)
     }
 
     /// A fresh database at `dir` with this one's dead letters and high-water mark, synced.
@@ -350,6 +419,42 @@ impl SledStore {
             .and_then(|v| seq_of(&v))
     }
 
+    /// Record `seq`'s body, which `pointer` (sled's value) points at; the reason when it
+    /// cannot be read.
+    fn body(&self, seq: u64, pointer: &[u8]) -> Result<Vec<u8>, String> {
+        let p = Pointer::from_bytes(pointer)
+            .ok_or_else(|| format!("a pointer of {} bytes", pointer.len()))?;
+        self.segments.read(seq, p)
+    }
+
+    /// Bodies for the pointers `(seq, pointer)`. One that cannot be read whole comes back
+    /// empty, which [`super::decode`] rejects: the buffer counts it as damaged and removes
+    /// it, and the forwarder goes on. Only a record never acknowledged can be in that state:
+    /// every flush syncs the segments before sled's flush makes a pointer durable.
+    fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Vec<(u64, Vec<u8>)> {
+        pointers
+            .into_iter()
+            .map(|(seq, pointer)| match self.body(seq, &pointer) {
+                Ok(body) => (seq, body),
+                Err(why) => {
+                    log::error!("buffer: the body of record #{seq} cannot be read: {why}");
+                    (seq, Vec::new())
+                }
+            })
+            .collect()
+    }
+
+    /// A pointer left sled: one record less. Returns the bytes its body counted for.
+    fn forget(&mut self, pointer: &[u8]) -> u64 {
+        self.count -= 1;
+        let Some(p) = Pointer::from_bytes(pointer) else {
+            return 0;
+        };
+        self.segments.removed(p);
+        self.bytes -= u64::from(p.len);
+        u64::from(p.len)
+    }
+
     fn last_key(&self) -> Option<u64> {
         let last = |t: &sled::Tree| t.last().ok().flatten().and_then(|(k, _)| seq_of(&k));
         last(&self.records).max(last(&self.dead))
@@ -359,13 +464,18 @@ impl SledStore {
     /// what it still holds into a fresh one, and say so loudly.
     fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
+        self.segments.moved_to(&aside);
         let mut fresh = Self::open_at(&self.dir)?;
         fresh.lock = self.lock.take();
-        let mut kept = 0u64;
+        let (mut kept, mut unreadable) = (0u64, 0u64);
         for (k, v) in self.records.iter().flatten() {
-            if let Some(seq) = seq_of(&k) {
-                fresh.insert(seq, v.to_vec())?;
-                kept += 1;
+            let Some(seq) = seq_of(&k) else { continue };
+            match self.body(seq, &v) {
+                Ok(body) => {
+                    fresh.insert(seq, body)?;
+                    kept += 1;
+                }
+                Err(_) => unreadable += 1,
             }
         }
         for (k, v) in self.dead.iter().flatten() {
@@ -382,7 +492,7 @@ impl SledStore {
         log::error!(
             "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed up to #{flushed}): \
              the file was truncated or damaged and up to {} record(s) are gone. It was moved to {}; \
-             carried the {kept} readable record(s) into a fresh database",
+             carried the {kept} readable record(s) into a fresh database ({unreadable} had no readable body)",
             dir.display(),
             stored.map_or("nothing".to_string(), |s| s.to_string()),
             flushed - stored.unwrap_or(0),
@@ -403,7 +513,7 @@ fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     loop {
         match sled::Config::new()
             .path(dir)
-            .cache_capacity(4 << 20)
+            .cache_capacity(CACHE)
             .flush_every_ms(None)
             .open()
         {
@@ -505,7 +615,7 @@ fn scan_tree(
     tree: &sled::Tree,
     after: Option<u64>,
     limit: usize,
-) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+) -> Result<Vec<(u64, sled::IVec)>, BufferError> {
     let iter = match after {
         Some(a) => tree.range((
             std::ops::Bound::Excluded(a.to_be_bytes()),
@@ -517,7 +627,7 @@ fn scan_tree(
     for item in iter.take(limit) {
         let (k, v) = item.map_err(err)?;
         match seq_of(&k) {
-            Some(seq) => out.push((seq, v.to_vec())),
+            Some(seq) => out.push((seq, v)),
             None => log::error!(
                 "buffer: ignoring a key of {} bytes that is not a sequence number",
                 k.len()
@@ -532,34 +642,42 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 }
 
 impl Store for SledStore {
+    /// The body goes to the segment first, then its pointer into sled. An append that fails
+    /// (a full disk) is an error, as sled's own insert failing is, and leaves no record.
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
-        let n = value.len() as u64;
+        let p = self.segments.append(seq, &value).map_err(|e| {
+            BufferError::Storage(format!(
+                "{}: appending record #{seq}: {e}",
+                self.dir.display()
+            ))
+        })?;
         self.highest = self.highest.max(Some(seq));
         self.changed = true;
-        if let Some(old) = self.records.insert(seq.to_be_bytes(), value).map_err(err)? {
-            self.bytes -= old.len() as u64;
-            self.count -= 1;
+        if let Some(old) = self
+            .records
+            .insert(seq.to_be_bytes(), &p.to_bytes())
+            .map_err(err)?
+        {
+            self.forget(&old);
         }
+        self.segments.added(p);
         self.count += 1;
-        self.bytes += n;
+        self.bytes += u64::from(p.len);
         Ok(())
     }
 
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
-        let n = match self.records.remove(seq.to_be_bytes()).map_err(err)? {
-            Some(v) => {
-                self.count -= 1;
+        match self.records.remove(seq.to_be_bytes()).map_err(err)? {
+            Some(old) => {
                 self.changed = true;
-                v.len() as u64
+                Ok(self.forget(&old))
             }
-            None => 0,
-        };
-        self.bytes -= n;
-        Ok(n)
+            None => Ok(0),
+        }
     }
 
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        scan_tree(&self.records, after, limit)
+        Ok(self.bodies(scan_tree(&self.records, after, limit)?))
     }
 
     fn scan_dead(
@@ -567,18 +685,19 @@ impl Store for SledStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        scan_tree(&self.dead, after, limit)
+        let letters = scan_tree(&self.dead, after, limit)?;
+        Ok(letters.into_iter().map(|(s, v)| (s, v.to_vec())).collect())
     }
 
     fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut pointers = Vec::with_capacity(limit.min(1024));
         for item in self.records.iter().rev().take(limit) {
             let (k, v) = item.map_err(err)?;
             if let Some(seq) = seq_of(&k) {
-                out.push((seq, v.to_vec()));
+                pointers.push((seq, v));
             }
         }
-        Ok(out)
+        Ok(self.bodies(pointers))
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
@@ -746,6 +865,7 @@ impl Store for SledStore {
     fn purge(&mut self) -> Result<u64, BufferError> {
         let n = self.count;
         self.records.clear().map_err(err)?;
+        self.segments.clear();
         self.changed = true;
         self.count = 0;
         self.bytes = 0;
@@ -802,21 +922,270 @@ mod tests {
         {
             let mut s = SledStore::open(dir.path()).unwrap();
             for seq in [3u64, 1, 2, 300] {
-                s.insert(seq, vec![seq as u8; 10]).unwrap();
+                s.insert(seq, vec![seq as u8; 10 + seq as usize]).unwrap();
             }
             s.remove(2).unwrap();
+            // Stored again: the old body no longer counts.
+            s.insert(1, vec![9; 5]).unwrap();
+            assert_eq!(s.usage(), (3, 5 + 13 + 310));
             s.flush().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(s.usage(), (3, 30));
+        assert_eq!(s.usage(), (3, 5 + 13 + 310));
         assert_eq!(seqs(&s, None), vec![1, 3, 300]);
         assert_eq!(seqs(&s, Some(1)), vec![3, 300]);
         assert_eq!(s.last_seq(), Some(300));
+        let bodies = |v: Vec<(u64, Vec<u8>)>| v.into_iter().map(|(_, b)| b).collect::<Vec<_>>();
+        let (one, three, last) = (vec![9u8; 5], vec![3u8; 13], vec![44u8; 310]);
+        let all = vec![one, three.clone(), last.clone()];
+        assert_eq!(bodies(s.scan(None, 10).unwrap()), all);
+        assert_eq!(bodies(s.scan_back(2).unwrap()), vec![last, three]);
+    }
+
+    /// `n` records of `len` bytes from `first` on, each body filled with its number.
+    fn fill(s: &mut SledStore, first: u64, n: u64, len: usize) {
+        for seq in first..first + n {
+            s.insert(seq, vec![seq as u8; len]).unwrap();
+        }
+    }
+
+    /// Records of 300,000 bytes: four fill a segment (1 MiB), the fifth starts the next.
+    const QUARTER: usize = 300_000;
+
+    #[test]
+    fn segments_rotate_and_go_once_drained_and_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill(&mut s, 0, 9, QUARTER);
+        assert_eq!(s.segments.files(), vec![1, 2, 3]);
+        s.flush().unwrap();
+        for seq in 0..4 {
+            s.remove(seq).unwrap();
+        }
+        assert_eq!(
+            s.segments.files(),
+            vec![1, 2, 3],
+            "removals not durable yet"
+        );
+        // A flush that fails keeps it: its removals may not be durable.
+        let job = s.prepare_flush().unwrap().unwrap();
+        drop(job);
+        let refused = BufferError::Storage("sled refused".into());
+        assert!(s.finish_flush(Err(refused)).is_err());
+        assert_eq!(s.segments.files(), vec![1, 2, 3]);
+        // Removals made after a flush was prepared wait for the next one.
+        let job = s.prepare_flush().unwrap().unwrap();
+        for seq in 4..8 {
+            s.remove(seq).unwrap();
+        }
+        run(&mut s, job).unwrap();
+        assert_eq!(s.segments.files(), vec![2, 3]);
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![3]);
+        // The segment appended to stays while it is, even without records.
+        s.remove(8).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![3]);
+        assert_eq!(s.usage(), (0, 0));
+        s.insert(9, vec![9; 10]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![3]);
+        drop(s);
+        // Appends start in a new segment at open.
+        let mut s = SledStore::open(dir.path()).unwrap();
+        s.insert(10, vec![10; 10]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![3, 4]);
+        assert_eq!(seqs(&s, None), vec![9, 10]);
+        // A purge deletes them all, the one appended to too.
+        assert_eq!(s.purge().unwrap(), 2);
+        assert!(s.segments.files().is_empty());
+        s.insert(11, vec![11; 10]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![5]);
+    }
+
+    /// A failed sync keeps drained segments too (no flush succeeds after it).
+    #[test]
+    fn a_failed_sync_keeps_drained_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill(&mut s, 0, 5, QUARTER);
+        s.flush().unwrap();
+        for seq in 0..4 {
+            s.remove(seq).unwrap();
+        }
+        let log = s
+            .syncs()
+            .files
+            .swap_log(std::fs::File::open("/dev/null").unwrap());
+        assert!(matches!(s.flush(), Err(BufferError::SyncFailed(_))));
+        s.syncs().files.swap_log(log);
+        assert_eq!(s.segments.files(), vec![1, 2]);
+    }
+
+    #[test]
+    fn segments_no_pointer_names_are_deleted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill(&mut s, 0, 5, QUARTER);
+            s.flush().unwrap();
+            s.segments.dir().to_path_buf()
+        };
+        // Written, its pointer never durable (a crash).
+        std::fs::write(values.join("00000099.seg"), b"left over").unwrap();
+        std::fs::write(values.join("not-a-segment"), b"kept").unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.segments.files(), vec![1, 2]);
+        assert!(values.join("not-a-segment").exists());
+        s.insert(6, vec![6; 10]).unwrap();
+        assert_eq!(
+            s.segments.files(),
+            vec![1, 2, 100],
+            "numbers are not reused"
+        );
+    }
+
+    /// A buffer over `s`, to see what its reader makes of the records.
+    fn buffer_of(dir: &Path, s: SledStore) -> (super::super::Buffer, Arc<crate::metrics::Metrics>) {
+        let m = crate::metrics::Metrics::new();
+        let cfg = crate::config::BufferConfig {
+            path: dir.to_path_buf(),
+            min_free: 0,
+            ..Default::default()
+        };
+        (super::super::Buffer::new(Box::new(s), &cfg, m.clone()), m)
+    }
+
+    fn record(seq: u64, len: usize) -> crate::record::Record {
+        crate::record::Record {
+            id: format!("id-{seq}"),
+            rec_type: "t".into(),
+            key: "k".into(),
+            created_ms: 1,
+            body: "x".repeat(len),
+        }
+    }
+
+    /// A body that cannot be read whole (its segment cut short or gone) is a damaged record:
+    /// counted, removed and skipped; the others are read. Only a record never acknowledged
+    /// can be in that state (the segments are synced before the pointers).
+    #[test]
+    fn a_missing_or_torn_body_is_a_damaged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            for seq in 0..9 {
+                s.insert(seq, super::super::encode(&record(seq, QUARTER)))
+                    .unwrap();
+            }
+            s.flush().unwrap();
+            s.segments.dir().to_path_buf()
+        };
+        // Segment 1 holds 0..4: cut into #2's entry. Segment 2 (4..8) is gone.
+        let seg = values.join("00000001.seg");
+        let cut = 2 * (12 + super::super::encode(&record(0, QUARTER)).len() as u64) + 100;
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(cut).unwrap();
+        std::fs::remove_file(values.join("00000002.seg")).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.usage().0, 9);
+        let (mut b, m) = buffer_of(dir.path(), s);
+        let read: Vec<u64> = b
+            .next(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(read, vec![0, 1, 8]);
+        assert_eq!(m.dropped_corrupt.get(), 6);
+        assert_eq!(b.len(), 3);
+        b.flush().unwrap();
+        drop(b);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![0, 1, 8]);
+    }
+
+    /// An entry whose header names another record (a pointer into a reused place) is not
+    /// taken for the record's body.
+    #[test]
+    fn a_body_under_another_sequence_number_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill(&mut s, 0, 2, 10);
+        let p0 = s.records.get(0u64.to_be_bytes()).unwrap().unwrap();
+        s.records.insert(1u64.to_be_bytes(), p0).unwrap();
+        let scanned = s.scan(None, 10).unwrap();
+        assert_eq!(scanned, vec![(0, vec![0; 10]), (1, vec![])]);
+    }
+
+    /// A database written before the bodies left sled: its records in tree `records`.
+    fn old_layout(dir: &Path, n: u64) {
+        let db = sled::open(dir.join(DB_DIR)).unwrap();
+        let records = db.open_tree(OLD_RECORDS).unwrap();
+        for seq in 0..n {
+            records
+                .insert(seq.to_be_bytes(), vec![seq as u8; 100 + seq as usize])
+                .unwrap();
+        }
+        db.open_tree("dead_letter")
+            .unwrap()
+            .insert(n.to_be_bytes(), vec![1; 10])
+            .unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(MARK_KEY, &n.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    fn check_upgraded(s: &SledStore, n: u64) {
+        let bytes: u64 = (0..n).map(|seq| 100 + seq).sum();
+        assert_eq!(s.usage(), (n, bytes));
+        let all = s.scan(None, 1000).unwrap();
+        assert_eq!(all.len() as u64, n);
+        for (seq, body) in all {
+            assert_eq!(body, vec![seq as u8; 100 + seq as usize]);
+        }
+        assert_eq!(s.dead_letters(), 1);
+        assert_eq!(s.last_seq(), Some(n));
+        assert!(!s.db.tree_names().iter().any(|t| t == OLD_RECORDS));
+    }
+
+    #[test]
+    fn an_old_database_is_upgraded_once_even_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        old_layout(dir.path(), 300);
+        let s = SledStore::open(dir.path()).unwrap();
+        check_upgraded(&s, 300);
+        assert_eq!(s.segments.files(), vec![1]);
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        check_upgraded(&s, 300);
+        drop(s);
+        // A crash before the old tree's drop was durable: it is back, whole, beside the
+        // pointers and their segment; and a torn segment of an upgrade cut short.
+        old_layout(dir.path(), 300);
+        let values = dir
+            .path()
+            .join(DB_DIR)
+            .join(super::super::segments::VALUES_DIR);
+        std::fs::write(values.join("00000002.seg"), b"torn").unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        check_upgraded(&s, 300);
+        assert_eq!(
+            s.segments.files(),
+            vec![3],
+            "the first upgrade's segment went"
+        );
+        assert_eq!(asides(dir.path()), 0);
     }
 
     /// sled's own flush does not survive a power cut (it ends in sync_file_range): every
-    /// flush that an acknowledgement may rest on must sync the log, and the mark once the
-    /// records it claims are durable. An idle flush writes nothing.
+    /// flush that an acknowledgement may rest on must sync the segments appended to (and
+    /// their directory after a new one), the log, and the mark once the records it claims
+    /// are durable. An idle flush writes nothing.
     #[test]
     fn every_flush_of_a_change_is_synced() {
         let dir = tempfile::tempdir().unwrap();
@@ -827,21 +1196,25 @@ mod tests {
         s.insert(2, vec![2; 100]).unwrap();
         assert_eq!(
             s.flush().unwrap(),
-            2,
-            "one log sync for the batch, one mark sync"
+            4,
+            "the new segment and its directory, one log sync for the batch, one mark sync"
         );
         s.remove(1).unwrap();
         assert_eq!(s.flush().unwrap(), 1, "a deletion: the log only");
         s.dead_letter(3, vec![3; 10]).unwrap();
         assert_eq!(s.flush().unwrap(), 2);
-        // sled keeps a large value in a file of its own: that is synced too.
+        // A record larger than sled's blob threshold goes to the segment like any other.
         s.insert(4, vec![4; 600_000]).unwrap();
+        assert_eq!(s.flush().unwrap(), 3, "segment, log, mark");
+        // sled keeps a large dead letter in a file of its own: that is synced too.
+        s.dead_letter(5, vec![5; 600_000]).unwrap();
         assert_eq!(s.flush().unwrap(), 4, "log, blob, blob directory, mark");
         assert_eq!(s.flush().unwrap(), 0);
         drop(s);
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(seqs(&s, None), vec![2, 4]);
-        assert_eq!(s.marked(), Some(4));
+        assert_eq!(s.scan(Some(2), 1).unwrap()[0].1, vec![4; 600_000]);
+        assert_eq!(s.marked(), Some(5));
     }
 
     #[test]
@@ -908,10 +1281,10 @@ mod tests {
     fn a_flush_syncs_the_blobs_listed_when_it_was_prepared() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SledStore::open(dir.path()).unwrap();
-        store.insert(1, vec![1; 100]).unwrap();
+        store.dead_letter(1, vec![1; 100]).unwrap();
         let job = store.prepare_flush().unwrap().unwrap();
         // Over a quarter of sled's segment: sled writes it to a blob file of its own.
-        store.insert(2, vec![2; 600_000]).unwrap();
+        store.dead_letter(2, vec![2; 600_000]).unwrap();
         let blob: Vec<_> = blob_names(dir.path()).into_iter().collect();
         assert_eq!(blob.len(), 1);
         // Synced all the same (with its directory, before the log and the mark): sled's
@@ -931,7 +1304,7 @@ mod tests {
         let synced = store.syncs().files.synced_blobs().clone();
         assert_eq!(synced.into_iter().collect::<Vec<_>>(), blob);
 
-        store.insert(3, vec![3; 600_000]).unwrap();
+        store.dead_letter(3, vec![3; 600_000]).unwrap();
         let job = store.prepare_flush().unwrap().unwrap();
         let [gone] = job.blobs.new_names() else {
             panic!("one new blob");
@@ -1032,7 +1405,7 @@ mod tests {
     /// forwarder does, then deliver every record.
     fn fill_and_drain(s: &mut SledStore, n: u64, dead: u64) {
         for seq in 0..n {
-            s.insert(seq, vec![seq as u8; 1000]).unwrap();
+            s.insert(seq, vec![seq as u8; 100]).unwrap();
             if seq % 256 == 255 {
                 s.flush().unwrap();
             }
@@ -1057,7 +1430,8 @@ mod tests {
             None,
             "records left: nothing to do"
         );
-        fill_and_drain(&mut s, 12_000, 3);
+        // sled takes ~180 bytes per record of pointer and churn: 50,000 pass 8 MiB.
+        fill_and_drain(&mut s, 50_000, 3);
         let purged = tempfile::tempdir().unwrap();
         let mut p = SledStore::open(purged.path()).unwrap();
         for seq in 0..12_000 {
@@ -1077,7 +1451,7 @@ mod tests {
         assert_eq!((s.usage(), s.dead_letters()), ((0, 0), 3));
         assert_eq!(
             s.last_seq(),
-            Some(12_002),
+            Some(50_002),
             "sequence numbers are not reused"
         );
         assert!(
@@ -1086,12 +1460,12 @@ mod tests {
             leftovers(dir.path())
         );
         // Still a working buffer, and it opens quietly.
-        s.insert(12_003, vec![2; 10]).unwrap();
+        s.insert(50_003, vec![2; 10]).unwrap();
         s.flush().unwrap();
         drop(s);
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!((s.usage(), s.dead_letters()), ((1, 10), 3));
-        assert_eq!(s.last_seq(), Some(12_003));
+        assert_eq!(s.last_seq(), Some(50_003));
         assert_eq!(asides(dir.path()), 0);
     }
 

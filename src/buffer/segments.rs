@@ -1,0 +1,335 @@
+//! The buffered records' bodies, kept out of sled: appended to segment files in the
+//! database's `values` directory, while sled holds a 12-byte pointer per record (see
+//! [`Pointer`]). sled keeps whole leaves of values in its cache, several times its
+//! configured capacity (docs/performance.md); small pointers keep that small, and each body
+//! is written to the SD card once instead of being rewritten by sled's page consolidation
+//! and segment cleaning.
+//!
+//! Each entry is the record's sequence number (u64, big-endian), the value's length (u32,
+//! big-endian), then the value. A segment is never written again once the store appends to
+//! a newer one, and a segment whose records all left is deleted once a flush made those
+//! removals durable ([`Segments::deletable`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+/// The directory of the segments, inside the database directory: moved aside, salvaged and
+/// rebuilt with it.
+pub const VALUES_DIR: &str = "values";
+/// A segment is closed once it holds this much. A new one costs a file creation and a
+/// directory sync in the next flush (every ~450 records of 2.3 KB, about two flush rounds
+/// of 256), and a drained buffer keeps at most this much of delivered bodies in the segment
+/// it appends to until the next one is started.
+pub const SEGMENT_SIZE: u64 = 1 << 20;
+/// An entry's header: sequence number and length.
+const HEADER: usize = 12;
+const SUFFIX: &str = ".seg";
+
+/// Where a record's body is: segment number, offset of its entry, length of the value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pointer {
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl Pointer {
+    pub fn to_bytes(self) -> [u8; 12] {
+        let mut b = [0; 12];
+        b[..4].copy_from_slice(&self.segment.to_be_bytes());
+        b[4..8].copy_from_slice(&self.offset.to_be_bytes());
+        b[8..].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    /// `None` for anything that is not 12 bytes.
+    pub fn from_bytes(b: &[u8]) -> Option<Pointer> {
+        let b: &[u8; 12] = b.try_into().ok()?;
+        let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(Pointer {
+            segment: word(0),
+            offset: word(4),
+            len: word(8),
+        })
+    }
+}
+
+/// The segment being appended to.
+struct Current {
+    number: u32,
+    file: File,
+    /// Where the next entry goes (entries are written with `pwrite`: a failed append leaves
+    /// nothing the next one does not overwrite).
+    end: u64,
+}
+
+pub struct Segments {
+    dir: PathBuf,
+    current: Option<Current>,
+    /// The number the next new segment gets.
+    next: u32,
+    /// Records per segment that has any (the current one may have none).
+    live: BTreeMap<u32, u64>,
+    /// Segments appended to since the last flush was prepared, with a handle to sync them.
+    unsynced: BTreeMap<u32, File>,
+    /// A segment was created since the last flush was prepared: the directory needs a sync.
+    created: bool,
+    /// Segments without records that will never be appended to again: deleted after the
+    /// next flush that makes their removals durable.
+    empty: BTreeSet<u32>,
+    /// The last segment read, kept open for the next read (a drain reads in order).
+    reading: Mutex<Option<(u32, File)>>,
+}
+
+/// What a flush syncs of the segments, taken when it is prepared.
+#[derive(Default)]
+pub struct SegmentSync {
+    files: Vec<(u32, File)>,
+    dir: Option<PathBuf>,
+}
+
+impl SegmentSync {
+    /// `fdatasync` every segment appended to, then the directory if one was created. Returns
+    /// the number of syncs.
+    pub fn run(self) -> io::Result<u64> {
+        let mut n = 0;
+        for (number, file) in &self.files {
+            file.sync_data()
+                .map_err(|e| super::durable::step(&format!("syncing segment {number}"), e))?;
+            n += 1;
+        }
+        if let Some(dir) = &self.dir {
+            super::durable::sync_dir(dir)
+                .map_err(|e| super::durable::step("syncing the segment directory", e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn name(number: u32) -> String {
+    format!("{number:08}{SUFFIX}")
+}
+
+fn number_of(name: &std::ffi::OsStr) -> Option<u32> {
+    name.to_str()?.strip_suffix(SUFFIX)?.parse().ok()
+}
+
+impl Segments {
+    /// The segments in `db_dir` (the directory is created if missing), with `live`: the
+    /// records each segment holds, counted from sled's pointers. Segment files no pointer
+    /// names are deleted; appending starts in a new segment (the last one may end in a torn
+    /// entry). The caller syncs `db_dir`, where the directory may have been created.
+    pub fn open(db_dir: &Path, live: BTreeMap<u32, u64>) -> io::Result<Segments> {
+        let dir = db_dir.join(VALUES_DIR);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let mut highest = live.keys().next_back().copied();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let Some(number) = number_of(&entry.file_name()) else {
+                continue;
+            };
+            highest = highest.max(Some(number));
+            if !live.contains_key(&number) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        let next = highest.map_or(1, |h| h.saturating_add(1));
+        Ok(Segments {
+            dir,
+            current: None,
+            next,
+            live,
+            unsynced: BTreeMap::new(),
+            created: false,
+            empty: BTreeSet::new(),
+            reading: Mutex::new(None),
+        })
+    }
+
+    /// The database directory was renamed to `db_dir` (moved aside): read from there.
+    pub fn moved_to(&mut self, db_dir: &Path) {
+        self.dir = db_dir.join(VALUES_DIR);
+    }
+
+    fn path(&self, number: u32) -> PathBuf {
+        self.dir.join(name(number))
+    }
+
+    /// Append `value` as record `seq`'s body. The caller counts it ([`Segments::added`])
+    /// once sled holds the pointer.
+    pub fn append(&mut self, seq: u64, value: &[u8]) -> io::Result<Pointer> {
+        let len = u32::try_from(value.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+        if self.current.as_ref().is_none_or(|c| c.end >= SEGMENT_SIZE) {
+            self.start_segment()?;
+        }
+        let current = self.current.as_mut().expect("started above");
+        let offset = u32::try_from(current.end).expect("a segment is closed at 1 MiB");
+        let mut entry = Vec::with_capacity(HEADER + value.len());
+        entry.extend_from_slice(&seq.to_be_bytes());
+        entry.extend_from_slice(&len.to_be_bytes());
+        entry.extend_from_slice(value);
+        current.file.write_all_at(&entry, current.end)?;
+        current.end += entry.len() as u64;
+        if let std::collections::btree_map::Entry::Vacant(e) = self.unsynced.entry(current.number) {
+            e.insert(current.file.try_clone()?);
+        }
+        Ok(Pointer {
+            segment: current.number,
+            offset,
+            len,
+        })
+    }
+
+    /// Close the current segment and create the next one.
+    fn start_segment(&mut self) -> io::Result<()> {
+        let number = self.next;
+        let next = number
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("segment numbers exhausted"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(self.path(number))?;
+        self.next = next;
+        self.created = true;
+        if let Some(old) = self.current.replace(Current {
+            number,
+            file,
+            end: 0,
+        }) {
+            if !self.live.contains_key(&old.number) {
+                self.empty.insert(old.number);
+            }
+        }
+        Ok(())
+    }
+
+    /// A pointer into segment `p` is now in sled.
+    pub fn added(&mut self, p: Pointer) {
+        *self.live.entry(p.segment).or_default() += 1;
+    }
+
+    /// A pointer into `p` left sled.
+    pub fn removed(&mut self, p: Pointer) {
+        let Some(n) = self.live.get_mut(&p.segment) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.live.remove(&p.segment);
+            if self.current.as_ref().is_none_or(|c| c.number != p.segment) {
+                self.empty.insert(p.segment);
+            }
+        }
+    }
+
+    /// Every record left (a purge): every segment goes after the next flush, the current one
+    /// too.
+    pub fn clear(&mut self) {
+        if let Some(c) = self.current.take() {
+            self.empty.insert(c.number);
+        }
+        let live = std::mem::take(&mut self.live);
+        self.empty.extend(live.into_keys());
+    }
+
+    /// The body `p` points at, or `None` (with the reason) when it cannot be read whole or
+    /// its entry is not record `seq`'s.
+    pub fn read(&self, seq: u64, p: Pointer) -> Result<Vec<u8>, String> {
+        let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        if reading.as_ref().is_none_or(|(n, _)| *n != p.segment) {
+            *reading = None;
+            let file = File::open(self.path(p.segment))
+                .map_err(|e| format!("segment {}: {e}", p.segment))?;
+            *reading = Some((p.segment, file));
+        }
+        let (_, file) = reading.as_ref().expect("opened above");
+        let mut entry = vec![0; HEADER + p.len as usize];
+        file.read_exact_at(&mut entry, u64::from(p.offset))
+            .map_err(|e| format!("segment {} at {}: {e}", p.segment, p.offset))?;
+        let header_seq = u64::from_be_bytes(entry[..8].try_into().expect("8 bytes"));
+        let header_len = u32::from_be_bytes(entry[8..HEADER].try_into().expect("4 bytes"));
+        if header_seq != seq || header_len != p.len {
+            return Err(format!(
+                "segment {} at {} holds #{header_seq} ({header_len} bytes)",
+                p.segment, p.offset
+            ));
+        }
+        entry.drain(..HEADER);
+        Ok(entry)
+    }
+
+    /// What a flush prepared now has to sync: the segments appended to since the last one
+    /// was prepared (each whole: appends run on this thread), and the directory if one was
+    /// created.
+    pub fn take_unsynced(&mut self) -> SegmentSync {
+        SegmentSync {
+            files: std::mem::take(&mut self.unsynced).into_iter().collect(),
+            dir: std::mem::take(&mut self.created).then(|| self.dir.clone()),
+        }
+    }
+
+    /// The empty segments a flush prepared now makes deletable (it makes their removals
+    /// durable). Once it succeeded, [`Segments::delete`] them; if it failed, give them back
+    /// with [`Segments::keep`].
+    pub fn deletable(&mut self) -> BTreeSet<u32> {
+        std::mem::take(&mut self.empty)
+    }
+
+    pub fn keep(&mut self, numbers: BTreeSet<u32>) {
+        self.empty.extend(numbers);
+    }
+
+    /// Delete segments no durable pointer names. A power cut that brings one back is
+    /// harmless: the next open deletes it.
+    pub fn delete(&mut self, numbers: BTreeSet<u32>) {
+        let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        if reading.as_ref().is_some_and(|(n, _)| numbers.contains(n)) {
+            *reading = None;
+        }
+        for number in numbers {
+            match std::fs::remove_file(self.path(number)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    log::warn!("buffer: cannot delete segment {number}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Bytes the segment files take.
+    pub fn size_on_disk(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            total += entry?.metadata()?.len();
+        }
+        Ok(total)
+    }
+
+    /// The segment files present (tests).
+    #[cfg(test)]
+    pub fn files(&self) -> Vec<u32> {
+        let mut numbers: Vec<u32> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(|e| number_of(&e.unwrap().file_name()))
+            .collect();
+        numbers.sort();
+        numbers
+    }
+
+    #[cfg(test)]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
