@@ -254,6 +254,18 @@ impl Segments {
             *reading = Some((p.segment, file));
         }
         let (_, file) = reading.as_ref().expect("opened above");
+        // Against the file's length first: a damaged pointer must not size an allocation.
+        let size = file
+            .metadata()
+            .map_err(|e| format!("segment {}: {e}", p.segment))?
+            .len();
+        let end = u64::from(p.offset) + HEADER as u64 + u64::from(p.len);
+        if end > size {
+            return Err(format!(
+                "segment {} ends at {size}, the entry at {} would end at {end}",
+                p.segment, p.offset
+            ));
+        }
         let mut entry = vec![0; HEADER + p.len as usize];
         file.read_exact_at(&mut entry, u64::from(p.offset))
             .map_err(|e| format!("segment {} at {}: {e}", p.segment, p.offset))?;

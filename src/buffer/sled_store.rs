@@ -213,13 +213,32 @@ impl SledStore {
             Err(e) => return Err(BufferError::Storage(format!("{}: {e}", dir.display()))),
         };
         store.lock = Some(lock);
-        // Taken before the upgrade, whose flush writes the mark.
-        let (stored, flushed) = (store.stored_mark(), store.marked());
-        store.upgrade()?;
-        match flushed {
-            Some(flushed) if stored.is_none_or(|s| s < flushed) => store.salvage(stored, flushed),
-            _ => Ok(store),
+        match (store.stored_mark(), store.marked()) {
+            // The salvage carries an old layout's records too.
+            (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
+                store.salvage(stored, flushed)
+            }
+            _ => {
+                if let Err(e) = store.upgrade() {
+                    // Not fatal (a full disk must not stop the agent from starting): the
+                    // records not moved yet stay in the old tree for the next start.
+                    log::error!(
+                        "buffer: moving the records of {} to the new layout failed ({e}); \
+                         those not moved stay there and the next start tries again",
+                        dir.display()
+                    );
+                }
+                Ok(store)
+            }
         }
+    }
+
+    /// The tree an earlier release kept the records' bodies in, if the database has one.
+    fn old_records(&self) -> Result<Option<sled::Tree>, BufferError> {
+        if !self.db.tree_names().iter().any(|n| n == OLD_RECORDS) {
+            return Ok(None);
+        }
+        self.db.open_tree(OLD_RECORDS).map(Some).map_err(err)
     }
 
     /// Move the records of a database written before the bodies left sled (tree `records`)
@@ -227,10 +246,9 @@ impl SledStore {
     /// before the old tree's drop is durable leaves it whole: the next open moves the same
     /// records again, over the same sequence numbers (no duplicates).
     fn upgrade(&mut self) -> Result<(), BufferError> {
-        if !self.db.tree_names().iter().any(|n| n == OLD_RECORDS) {
+        let Some(old) = self.old_records()? else {
             return Ok(());
-        }
-        let old = self.db.open_tree(OLD_RECORDS).map_err(err)?;
+        };
         let mut moved = 0u64;
         for item in old.iter() {
             let (k, v) = item.map_err(err)?;
@@ -300,7 +318,14 @@ impl SledStore {
             broken: None,
             sync_failed: None,
         };
-        store.highest = [store.stored_mark(), store.last_key(), marked]
+        // An old layout's records count too: they are moved over under their numbers.
+        let old_last = store
+            .old_records()
+            .ok()
+            .flatten()
+            .and_then(|t| t.last().ok().flatten())
+            .and_then(|(k, _)| seq_of(&k));
+        store.highest = [store.stored_mark(), store.last_key(), marked, old_last]
             .into_iter()
             .max()
             .flatten();
@@ -476,6 +501,15 @@ impl SledStore {
                     kept += 1;
                 }
                 Err(_) => unreadable += 1,
+            }
+        }
+        // A database an earlier release wrote: its records are in the old tree.
+        if let Ok(Some(old)) = self.old_records() {
+            for (k, v) in old.iter().flatten() {
+                if let Some(seq) = seq_of(&k) {
+                    fresh.insert(seq, v.to_vec())?;
+                    kept += 1;
+                }
             }
         }
         for (k, v) in self.dead.iter().flatten() {
@@ -1115,9 +1149,16 @@ mod tests {
         let mut s = SledStore::open(dir.path()).unwrap();
         fill(&mut s, 0, 2, 10);
         let p0 = s.records.get(0u64.to_be_bytes()).unwrap().unwrap();
-        s.records.insert(1u64.to_be_bytes(), p0).unwrap();
+        s.records.insert(1u64.to_be_bytes(), p0.clone()).unwrap();
         let scanned = s.scan(None, 10).unwrap();
         assert_eq!(scanned, vec![(0, vec![0; 10]), (1, vec![])]);
+        // A length beyond the segment's end is not read (nor allocated).
+        let mut huge = Pointer::from_bytes(&p0).unwrap();
+        huge.len = u32::MAX;
+        s.records
+            .insert(0u64.to_be_bytes(), &huge.to_bytes())
+            .unwrap();
+        assert_eq!(s.scan(None, 1).unwrap(), vec![(0, vec![])]);
     }
 
     /// A database written before the bodies left sled: its records in tree `records`.
@@ -1180,6 +1221,22 @@ mod tests {
             "the first upgrade's segment went"
         );
         assert_eq!(asides(dir.path()), 0);
+    }
+
+    /// An old database that lost flushed records is salvaged with what its old tree holds.
+    #[test]
+    fn an_old_database_that_lost_records_is_salvaged_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        old_layout(dir.path(), 300);
+        let mut mark = Mark::open(&dir.path().join(DB_DIR).join(MARK_FILE)).unwrap();
+        mark.set(400).unwrap();
+        drop(mark);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(s.last_seq(), Some(400));
+        let bytes: u64 = (0..300).map(|seq| 100 + seq).sum();
+        assert_eq!(s.usage(), (300, bytes));
+        assert_eq!(s.scan(Some(298), 1).unwrap(), vec![(299, vec![43; 399])]);
     }
 
     /// sled's own flush does not survive a power cut (it ends in sync_file_range): every
