@@ -175,6 +175,10 @@ pub struct Report {
     pub peak_rss_drain_kb: u64,
     pub fill_per_s: f64,
     pub fill_sled_bytes_per_record: f64,
+    /// Bytes hubgate wrote to disk (`/proc/PID/io` write_bytes) per record over the outage's
+    /// fill, and over its drain.
+    pub fill_write_per_record: f64,
+    pub drain_write_per_record: f64,
     pub drain_per_s: f64,
     /// hubgate's CPU over the drain, per 1,000 records.
     pub drain_cpu_s_per_1000: f64,
@@ -347,6 +351,7 @@ pub fn run(opts: &Options) -> Report {
     );
     let agent = Agent::start_with_log(&drain_dir, &config, "info");
     agent.wait_metric(SUBSCRIBED, WAIT, |v| v == 1);
+    let written = write_bytes(agent.pid() as u32);
     let started = Instant::now();
     rt.block_on(publish(
         &mqtt,
@@ -359,6 +364,9 @@ pub fn run(opts: &Options) -> Report {
     report.fill_per_s = opts.drain_records as f64 / started.elapsed().as_secs_f64();
     report.fill_sled_bytes_per_record =
         dir_bytes(&drain_dir.join("buffer")) as f64 / opts.drain_records as f64;
+    let filled = write_bytes(agent.pid() as u32);
+    report.fill_write_per_record =
+        filled.saturating_sub(written) as f64 / opts.drain_records as f64;
     let restarted = Instant::now();
     kafka.start_again();
     // From the first confirmation to the last, as hubgate counts them: a watermark client
@@ -380,6 +388,8 @@ pub fn run(opts: &Options) -> Report {
         || agent.logs(),
     );
     report.drain_from_restart_s = restarted.elapsed().as_secs_f64();
+    report.drain_write_per_record =
+        write_bytes(agent.pid() as u32).saturating_sub(filled) as f64 / opts.drain_records as f64;
     report.peak_rss_drain_kb = status_kb(agent.pid() as u32, "VmHWM");
     drop(agent);
     if opts.bridge {
@@ -1196,6 +1206,14 @@ impl Report {
         row(
             "outage: sled size per spilled record (bytes)",
             format!("{:.0}", self.fill_sled_bytes_per_record),
+            "",
+        );
+        row(
+            "outage: bytes written per spilled record, fill + drain",
+            format!(
+                "{:.0} + {:.0}",
+                self.fill_write_per_record, self.drain_write_per_record
+            ),
             "",
         );
         row(
