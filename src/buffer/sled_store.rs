@@ -1,11 +1,13 @@
 //! sled-backed [`Store`]: survives kill -9 and power cuts once flushed.
 //!
-//! Keys are big-endian sequence numbers so sled's order is arrival order. sled's own
+//! Keys are big-endian sequence numbers so sled's order is arrival order. A record's value
+//! in sled is a pointer to its body in a segment file (see [`super::segments`]). sled's own
 //! periodic flush is off: hubgate flushes when it must (before acknowledging a source), so
 //! an idle or healthy gateway does not write to its SD card at all.
 //!
-//! A flush is sled's flush followed by hubgate's own syncs of sled's files (see
-//! [`super::durable`]): only then does it survive a power cut. The buffer's flushes run on a
+//! A flush syncs the segments appended to, then runs sled's flush, then hubgate's own syncs
+//! of sled's files (see [`super::durable`]): only then does it survive a power cut, and no
+//! durable pointer names a body that is not on the disk. The buffer's flushes run on a
 //! thread of the store's own (`buffer sync`, see [`Store::start_flush`]): on a busy SD card
 //! they take hundreds of milliseconds, and the forwarder goes on writing, deleting and
 //! sending records meanwhile (sled takes writes while it flushes).
