@@ -86,7 +86,6 @@ pub struct Segments {
 }
 
 /// What a flush syncs of the segments, taken when it is prepared.
-#[derive(Default)]
 pub struct SegmentSync {
     files: Vec<(u32, File)>,
     dir: Option<PathBuf>,
