@@ -220,7 +220,10 @@ impl SledStore {
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
                 store.salvage(stored, flushed)
             }
-            _ => {
+            (_, flushed) => {
+                if let Err(e) = store.drop_torn_unflushed(flushed) {
+                    log::error!("buffer: checking the records written after the last flush: {e}");
+                }
                 if let Err(e) = store.upgrade() {
                     // Not fatal (a full disk must not stop the agent from starting): the
                     // records not moved yet stay in the old tree for the next start.
@@ -231,6 +234,31 @@ impl SledStore {
                     );
                 }
                 Ok(store)
+            }
+        }
+    }
+
+    /// Records above the mark `flushed` were never covered by a flush that succeeded, so never
+    /// acknowledged; a power cut can leave such a record's pointer durable (sled writes its
+    /// log as it fills) without its body. Those whose body cannot be read are removed here,
+    /// with a warning, instead of being counted as damaged: nothing was lost, their sources
+    /// send them again.
+    fn drop_torn_unflushed(&mut self, flushed: Option<u64>) -> Result<(), BufferError> {
+        let mut after = flushed;
+        loop {
+            let batch = scan_tree(&self.records, after, 256)?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(());
+            };
+            after = Some(*last);
+            for (seq, pointer) in batch {
+                if let Err(why) = self.body(seq, &pointer) {
+                    log::warn!(
+                        "buffer: record #{seq} was written but not flushed before the process or \
+                         the power stopped ({why}): dropped, never acknowledged"
+                    );
+                    self.remove(seq)?;
+                }
             }
         }
     }
@@ -1141,6 +1169,28 @@ mod tests {
         drop(b);
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(seqs(&s, None), vec![0, 1, 8]);
+    }
+
+    /// A record no flush covered can come back after a power cut as a pointer without its
+    /// body (sled writes its log as it fills): dropped at open, not a damaged record. One
+    /// that is whole stays.
+    #[test]
+    fn unflushed_records_without_a_body_are_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill(&mut s, 0, 3, 100);
+            s.flush().unwrap();
+            fill(&mut s, 3, 3, 100);
+        }
+        // The bodies of #4 and #5 never reached the disk.
+        let seg = dir.path().join(DB_DIR).join("values").join("00000001.seg");
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(4 * 112).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![0, 1, 2, 3]);
+        assert_eq!(s.usage(), (4, 400));
+        assert_eq!(s.last_seq(), Some(5), "sequence numbers are not reused");
     }
 
     /// An entry whose header names another record (a pointer into a reused place) is not
