@@ -484,8 +484,10 @@ impl SledStore {
 
     /// Bodies for the pointers `(seq, pointer)`. One that cannot be read whole comes back
     /// empty, which [`super::decode`] rejects: the buffer counts it as damaged and removes
-    /// it, and the forwarder goes on. Only a record never acknowledged can be in that state:
-    /// every flush syncs the segments before sled's flush makes a pointer durable.
+    /// it, and the forwarder goes on. Every flush syncs the segments before sled's flush makes
+    /// a pointer durable, and the open drops records no flush covered whose body did not
+    /// reach the disk ([`SledStore::drop_torn_unflushed`]): what is left in that state is
+    /// damage.
     fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Vec<(u64, Vec<u8>)> {
         pointers
             .into_iter()
