@@ -48,6 +48,8 @@ const RECORDS: &str = "record_at";
 /// The tree that held the records' bodies themselves before they moved to segments: its
 /// records are moved over at open ([`SledStore::upgrade`]).
 const OLD_RECORDS: &[u8] = b"records";
+/// Records moved per flush by the upgrade and the salvage.
+const MOVE_BATCH: usize = 256;
 /// sled's cache. Its floor is one leaf per LRU shard (256), whatever this says; with 12-byte
 /// pointers a small capacity keeps the leaves it holds beyond that few (docs/performance.md).
 const CACHE: u64 = 256 << 10;
@@ -224,15 +226,17 @@ impl SledStore {
                 if let Err(e) = store.drop_torn_unflushed(flushed) {
                     log::error!("buffer: checking the records written after the last flush: {e}");
                 }
-                if let Err(e) = store.upgrade() {
-                    // Not fatal (a full disk must not stop the agent from starting): the
-                    // records not moved yet stay in the old tree for the next start.
-                    log::error!(
-                        "buffer: moving the records of {} to the new layout failed ({e}); \
-                         those not moved stay there and the next start tries again",
+                // Fatal: records left in the old tree would be neither counted nor
+                // delivered in this run. Every batch moved is durable, so the next start
+                // (systemd restarts hubgate) goes on from there.
+                store.upgrade().map_err(|e| {
+                    BufferError::Storage(format!(
+                        "{}: moving the records to the new layout (bodies in segment files) \
+                         failed: {e}; those not moved yet stay in the old tree and the next \
+                         start goes on from there",
                         dir.display()
-                    );
-                }
+                    ))
+                })?;
                 Ok(store)
             }
         }
@@ -272,22 +276,40 @@ impl SledStore {
     }
 
     /// Move the records of a database written before the bodies left sled (tree `records`)
-    /// into segments and pointers, flush, then drop the old tree and flush again. A crash
-    /// before the old tree's drop is durable leaves it whole: the next open moves the same
-    /// records again, over the same sequence numbers (no duplicates).
+    /// into segments and pointers, [`MOVE_BATCH`] at a time: a batch is inserted and flushed,
+    /// then its keys leave the old tree and that is flushed too; at the end the empty tree is
+    /// dropped. A crash or an error keeps every batch moved before it; the batch in progress
+    /// is still in the old tree and is moved again, over the same sequence numbers (no
+    /// duplicates). The flush per batch also bounds the segments' open files.
     fn upgrade(&mut self) -> Result<(), BufferError> {
         let Some(old) = self.old_records()? else {
             return Ok(());
         };
         let mut moved = 0u64;
-        for item in old.iter() {
-            let (k, v) = item.map_err(err)?;
-            if let Some(seq) = seq_of(&k) {
-                self.insert(seq, v.to_vec())?;
-                moved += 1;
+        loop {
+            let batch = old
+                .iter()
+                .take(MOVE_BATCH)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            if batch.is_empty() {
+                break;
             }
+            for (k, v) in &batch {
+                if let Some(seq) = seq_of(k) {
+                    self.insert(seq, v.to_vec())?;
+                    moved += 1;
+                }
+            }
+            #[cfg(test)]
+            tests::upgrade_may_fail()?;
+            self.flush()?;
+            for (k, _) in &batch {
+                old.remove(k).map_err(err)?;
+            }
+            self.changed = true;
+            self.flush()?;
         }
-        self.flush()?;
         drop(old);
         self.db.drop_tree(OLD_RECORDS).map_err(err)?;
         self.changed = true;
@@ -524,14 +546,22 @@ impl SledStore {
         self.segments.moved_to(&aside);
         let mut fresh = Self::open_at(&self.dir)?;
         fresh.lock = self.lock.take();
+        // No sequence number up to `flushed` is handed out again, whichever flush is last.
+        fresh.highest = fresh.highest.max(Some(flushed));
         let (mut kept, mut unreadable) = (0u64, 0u64);
+        // A flush every batch bounds the segments' open files.
+        let mut carry = |fresh: &mut SledStore, seq: u64, body: Vec<u8>| {
+            fresh.insert(seq, body)?;
+            kept += 1;
+            if kept % MOVE_BATCH as u64 == 0 {
+                fresh.flush()?;
+            }
+            Ok::<(), BufferError>(())
+        };
         for (k, v) in self.records.iter().flatten() {
             let Some(seq) = seq_of(&k) else { continue };
             match self.body(seq, &v) {
-                Ok(body) => {
-                    fresh.insert(seq, body)?;
-                    kept += 1;
-                }
+                Ok(body) => carry(&mut fresh, seq, body)?,
                 Err(_) => unreadable += 1,
             }
         }
@@ -539,8 +569,7 @@ impl SledStore {
         if let Ok(Some(old)) = self.old_records() {
             for (k, v) in old.iter().flatten() {
                 if let Some(seq) = seq_of(&k) {
-                    fresh.insert(seq, v.to_vec())?;
-                    kept += 1;
+                    carry(&mut fresh, seq, v.to_vec())?;
                 }
             }
         }
@@ -553,7 +582,6 @@ impl SledStore {
         fresh.carry_state(&self)?;
         let dir = self.dir.clone();
         drop(self);
-        fresh.highest = fresh.highest.max(Some(flushed));
         fresh.flush()?;
         log::error!(
             "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed up to #{flushed}): \
@@ -1274,6 +1302,55 @@ mod tests {
             vec![3],
             "the first upgrade's segment went"
         );
+        assert_eq!(asides(dir.path()), 0);
+    }
+
+    thread_local! {
+        /// The upgrade fails once this many batches are moved, with the next one inserted
+        /// but not flushed.
+        static UPGRADE_FAILS_AFTER: std::cell::Cell<Option<u32>> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    pub(super) fn upgrade_may_fail() -> Result<(), BufferError> {
+        UPGRADE_FAILS_AFTER.with(|f| match f.get() {
+            Some(0) => Err(BufferError::Storage("injected upgrade failure".into())),
+            Some(n) => {
+                f.set(Some(n - 1));
+                Ok(())
+            }
+            None => Ok(()),
+        })
+    }
+
+    /// An upgrade that fails part-way fails the open (records left in the old tree would be
+    /// neither counted nor delivered), keeps the batches it moved, and the next open moves
+    /// the rest: every record once.
+    #[test]
+    fn a_failed_upgrade_fails_the_open_and_the_next_one_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = MOVE_BATCH as u64;
+        let n = 2 * batch + 100;
+        old_layout(dir.path(), n);
+        UPGRADE_FAILS_AFTER.with(|f| f.set(Some(1)));
+        let e = SledStore::open(dir.path())
+            .err()
+            .expect("a failed upgrade fails the open");
+        UPGRADE_FAILS_AFTER.with(|f| f.set(None));
+        assert!(e.to_string().contains("injected upgrade failure"), "{e}");
+        {
+            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
+            let old = db.open_tree(OLD_RECORDS).unwrap();
+            assert_eq!(
+                old.len() as u64,
+                n - batch,
+                "the first batch left the old tree"
+            );
+            let first = old.first().unwrap().unwrap().0;
+            assert_eq!(seq_of(&first), Some(batch));
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        check_upgraded(&s, n);
         assert_eq!(asides(dir.path()), 0);
     }
 
