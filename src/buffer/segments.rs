@@ -110,6 +110,74 @@ impl SegmentSync {
     }
 }
 
+/// Why a body cannot be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Its entry is not there whole (segment gone, file too short) or is another record's:
+    /// damage, the body is gone.
+    Damaged(String),
+    /// Reading failed otherwise (EMFILE, EIO, ENOMEM...): the body may be whole and a later
+    /// read may succeed.
+    Io(String),
+}
+
+impl ReadError {
+    /// `e` from reading `what`, classified by [`is_damage`].
+    fn of(what: String, e: io::Error) -> ReadError {
+        if is_damage(&e) {
+            ReadError::Damaged(format!("{what}: {e}"))
+        } else {
+            ReadError::Io(format!("{what}: {e}"))
+        }
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Damaged(why) | ReadError::Io(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Whether `e` says the entry is not there (the segment is gone, or ends before it), as
+/// opposed to a failure to read what is there.
+fn is_damage(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Record `seq`'s entry at `p` in `file`, segment `p.segment`.
+fn read_entry(file: &File, seq: u64, p: Pointer) -> Result<Vec<u8>, ReadError> {
+    // Against the file's length first: a damaged pointer must not size an allocation.
+    let size = file
+        .metadata()
+        .map_err(|e| ReadError::of(format!("segment {}", p.segment), e))?
+        .len();
+    let end = u64::from(p.offset) + HEADER as u64 + u64::from(p.len);
+    if end > size {
+        return Err(ReadError::Damaged(format!(
+            "segment {} ends at {size}, the entry at {} would end at {end}",
+            p.segment, p.offset
+        )));
+    }
+    let mut entry = vec![0; HEADER + p.len as usize];
+    file.read_exact_at(&mut entry, u64::from(p.offset))
+        .map_err(|e| ReadError::of(format!("segment {} at {}", p.segment, p.offset), e))?;
+    let header_seq = u64::from_be_bytes(entry[..8].try_into().expect("8 bytes"));
+    let header_len = u32::from_be_bytes(entry[8..HEADER].try_into().expect("4 bytes"));
+    if header_seq != seq || header_len != p.len {
+        return Err(ReadError::Damaged(format!(
+            "segment {} at {} holds #{header_seq} ({header_len} bytes)",
+            p.segment, p.offset
+        )));
+    }
+    entry.drain(..HEADER);
+    Ok(entry)
+}
+
 fn name(number: u32) -> String {
     format!("{number:08}{SUFFIX}")
 }
@@ -242,42 +310,18 @@ impl Segments {
         self.empty.extend(live.into_keys());
     }
 
-    /// The body `p` points at, or `None` (with the reason) when it cannot be read whole or
-    /// its entry is not record `seq`'s.
-    pub fn read(&self, seq: u64, p: Pointer) -> Result<Vec<u8>, String> {
+    /// The body `p` points at; [`ReadError::Damaged`] when its entry is not there whole or
+    /// is not record `seq`'s, [`ReadError::Io`] when reading it failed otherwise.
+    pub fn read(&self, seq: u64, p: Pointer) -> Result<Vec<u8>, ReadError> {
         let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
         if reading.as_ref().is_none_or(|(n, _)| *n != p.segment) {
             *reading = None;
             let file = File::open(self.path(p.segment))
-                .map_err(|e| format!("segment {}: {e}", p.segment))?;
+                .map_err(|e| ReadError::of(format!("segment {}", p.segment), e))?;
             *reading = Some((p.segment, file));
         }
         let (_, file) = reading.as_ref().expect("opened above");
-        // Against the file's length first: a damaged pointer must not size an allocation.
-        let size = file
-            .metadata()
-            .map_err(|e| format!("segment {}: {e}", p.segment))?
-            .len();
-        let end = u64::from(p.offset) + HEADER as u64 + u64::from(p.len);
-        if end > size {
-            return Err(format!(
-                "segment {} ends at {size}, the entry at {} would end at {end}",
-                p.segment, p.offset
-            ));
-        }
-        let mut entry = vec![0; HEADER + p.len as usize];
-        file.read_exact_at(&mut entry, u64::from(p.offset))
-            .map_err(|e| format!("segment {} at {}: {e}", p.segment, p.offset))?;
-        let header_seq = u64::from_be_bytes(entry[..8].try_into().expect("8 bytes"));
-        let header_len = u32::from_be_bytes(entry[8..HEADER].try_into().expect("4 bytes"));
-        if header_seq != seq || header_len != p.len {
-            return Err(format!(
-                "segment {} at {} holds #{header_seq} ({header_len} bytes)",
-                p.segment, p.offset
-            ));
-        }
-        entry.drain(..HEADER);
-        Ok(entry)
+        read_entry(file, seq, p)
     }
 
     /// What a flush prepared now has to sync: the segments appended to since the last one
@@ -342,5 +386,29 @@ impl Segments {
     #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    /// Only an entry that is not there is damage; any other failure may pass.
+    #[test]
+    fn only_a_missing_or_short_entry_is_damage() {
+        assert!(super::is_damage(&Error::from(ErrorKind::NotFound)));
+        assert!(super::is_damage(&Error::from(ErrorKind::UnexpectedEof)));
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::EIO,
+            libc::ENOMEM,
+            libc::EISDIR,
+        ] {
+            assert!(
+                !super::is_damage(&Error::from_raw_os_error(errno)),
+                "errno {errno}"
+            );
+        }
     }
 }

@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::lock::BufferLock;
 use super::mark::Mark;
-use super::segments::{Pointer, SegmentSync, Segments};
+use super::segments::{Pointer, ReadError, SegmentSync, Segments};
 use super::{BufferError, StateEntry, Store};
 
 const DB_DIR: &str = "sled";
@@ -496,29 +496,34 @@ impl SledStore {
             .and_then(|v| seq_of(&v))
     }
 
-    /// Record `seq`'s body, which `pointer` (sled's value) points at; the reason when it
-    /// cannot be read.
-    fn body(&self, seq: u64, pointer: &[u8]) -> Result<Vec<u8>, String> {
+    /// Record `seq`'s body, which `pointer` (sled's value) points at; why when it cannot be
+    /// read.
+    fn body(&self, seq: u64, pointer: &[u8]) -> Result<Vec<u8>, ReadError> {
         let p = Pointer::from_bytes(pointer)
-            .ok_or_else(|| format!("a pointer of {} bytes", pointer.len()))?;
+            .ok_or_else(|| ReadError::Damaged(format!("a pointer of {} bytes", pointer.len())))?;
         self.segments.read(seq, p)
     }
 
-    /// Bodies for the pointers `(seq, pointer)`. One that cannot be read whole comes back
-    /// empty, which [`super::decode`] rejects: the buffer counts it as damaged and removes
-    /// it, and the forwarder goes on. Every flush syncs the segments before sled's flush makes
-    /// a pointer durable, and the open drops records no flush covered whose body did not
-    /// reach the disk ([`SledStore::drop_torn_unflushed`]): what is left in that state is
-    /// damage.
-    fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Vec<(u64, Vec<u8>)> {
+    /// Bodies for the pointers `(seq, pointer)`. A damaged one (its entry not there whole)
+    /// comes back empty, which [`super::decode`] rejects: the buffer counts it as damaged and
+    /// removes it, and the forwarder goes on. Every flush syncs the segments before sled's
+    /// flush makes a pointer durable, and the open drops records no flush covered whose body
+    /// did not reach the disk ([`SledStore::drop_torn_unflushed`]): what is left in that
+    /// state is damage. Any other read error (EMFILE, EIO) is an error, as sled's own read
+    /// error is: nothing is removed.
+    fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
         pointers
             .into_iter()
             .map(|(seq, pointer)| match self.body(seq, &pointer) {
-                Ok(body) => (seq, body),
-                Err(why) => {
+                Ok(body) => Ok((seq, body)),
+                Err(ReadError::Damaged(why)) => {
                     log::error!("buffer: the body of record #{seq} cannot be read: {why}");
-                    (seq, Vec::new())
+                    Ok((seq, Vec::new()))
                 }
+                Err(ReadError::Io(why)) => Err(BufferError::Storage(format!(
+                    "{}: reading record #{seq}: {why}",
+                    self.dir.display()
+                ))),
             })
             .collect()
     }
@@ -771,7 +776,7 @@ impl Store for SledStore {
     }
 
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        Ok(self.bodies(scan_tree(&self.records, after, limit)?))
+        self.bodies(scan_tree(&self.records, after, limit)?)
     }
 
     fn scan_dead(
@@ -791,7 +796,7 @@ impl Store for SledStore {
                 pointers.push((seq, v));
             }
         }
-        Ok(self.bodies(pointers))
+        self.bodies(pointers)
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
@@ -1321,6 +1326,40 @@ mod tests {
             }
             None => Ok(()),
         })
+    }
+
+    /// A body that fails to read for another reason than damage (here EISDIR: the segment
+    /// became a directory) is a storage error from scan and scan_back: nothing is removed,
+    /// the forwarder tries again. Once the segment is gone, its records are damaged.
+    #[test]
+    fn a_read_error_is_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        for seq in 0..3 {
+            s.insert(seq, super::super::encode(&record(seq, 100)))
+                .unwrap();
+        }
+        s.flush().unwrap();
+        drop(s);
+        let values = dir
+            .path()
+            .join(DB_DIR)
+            .join(super::super::segments::VALUES_DIR);
+        let seg = values.join("00000001.seg");
+        std::fs::remove_file(&seg).unwrap();
+        std::fs::create_dir(&seg).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        for e in [s.scan(None, 10).unwrap_err(), s.scan_back(10).unwrap_err()] {
+            assert!(matches!(e, BufferError::Storage(_)), "{e}");
+        }
+        let (mut b, m) = buffer_of(dir.path(), s);
+        assert!(b.next(None, 10).is_err());
+        assert_eq!(m.dropped_corrupt.get(), 0);
+        assert_eq!(b.len(), 3);
+        std::fs::remove_dir(&seg).unwrap();
+        assert!(b.next(None, 10).unwrap().is_empty());
+        assert_eq!(m.dropped_corrupt.get(), 3);
+        assert_eq!(b.len(), 0);
     }
 
     /// An upgrade that fails part-way fails the open (records left in the old tree would be
