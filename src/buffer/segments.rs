@@ -189,7 +189,7 @@ fn number_of(name: &std::ffi::OsStr) -> Option<u32> {
 impl Segments {
     /// The segments in `db_dir` (the directory is created if missing), with `live`: the
     /// records each segment holds, counted from sled's pointers. Segment files no pointer
-    /// names are deleted; appending starts in a new segment (the last one may end in a torn
+    /// names are deleted (one that cannot be is left, with a warning); appending starts in a new segment (the last one may end in a torn
     /// entry). The caller syncs `db_dir`, where the directory may have been created.
     pub fn open(db_dir: &Path, live: BTreeMap<u32, u64>) -> io::Result<Segments> {
         let dir = db_dir.join(VALUES_DIR);
@@ -205,7 +205,14 @@ impl Segments {
             };
             highest = highest.max(Some(number));
             if !live.contains_key(&number) {
-                std::fs::remove_file(entry.path())?;
+                // Left for the next open: no pointer can name it, and the records that
+                // pointers name are still readable.
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    log::warn!(
+                        "buffer: cannot delete segment {} that no record names: {e}",
+                        entry.path().display()
+                    );
+                }
             }
         }
         let next = highest.map_or(1, |h| h.saturating_add(1));

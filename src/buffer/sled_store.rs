@@ -1328,6 +1328,26 @@ mod tests {
         })
     }
 
+    /// A left-over segment that cannot be deleted (here a directory of that name) is a
+    /// warning, not a database that will not open.
+    #[test]
+    fn an_undeletable_left_over_segment_does_not_fail_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill(&mut s, 0, 5, QUARTER);
+            s.flush().unwrap();
+            s.segments.dir().to_path_buf()
+        };
+        std::fs::create_dir(values.join("00000099.seg")).unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(seqs(&s, None), vec![0, 1, 2, 3, 4]);
+        s.insert(6, vec![6; 10]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![1, 2, 99, 100]);
+    }
+
     /// A body that fails to read for another reason than damage (here EISDIR: the segment
     /// became a directory) is a storage error from scan and scan_back: nothing is removed,
     /// the forwarder tries again. Once the segment is gone, its records are damaged.
