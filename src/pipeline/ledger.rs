@@ -614,25 +614,28 @@ impl Ledger {
                 record.id
             )
         });
-        match self.buffer.discard(seq) {
-            Ok(()) => {
-                self.settled(seq);
-                self.dirty = true;
-                self.pending_acks
-                    .extend(acks.into_iter().map(|a| (None, a)));
-            }
-            Err(e) => {
-                self.metrics.problem("buffer_write_error", || {
-                    format!("cannot drop a refused record: {e}")
-                });
-                self.rewind(seq);
-            }
-        }
+        let written = self.buffer.discard(seq);
+        self.left_for_good(seq, written, "drop a refused record", acks);
     }
 
     /// Into the dead-letter tree; the sources are acknowledged once that is flushed.
     fn dead_letter(&mut self, seq: u64, record: &Record, acks: impl IntoIterator<Item = Ack>) {
-        match self.buffer.dead_letter(seq, record) {
+        let written = self.buffer.dead_letter(seq, record);
+        self.left_for_good(seq, written, "dead-letter a record", acks);
+    }
+
+    /// Record `seq` left the send path for good (dead-lettered, or only counted) once
+    /// `written` succeeded: its frame counters are kept and its sources acknowledged with
+    /// the next flush. If the write failed it stays unacknowledged; the drain or the source
+    /// offers it again.
+    fn left_for_good(
+        &mut self,
+        seq: u64,
+        written: Result<(), BufferError>,
+        what: &str,
+        acks: impl IntoIterator<Item = Ack>,
+    ) {
+        match written {
             Ok(()) => {
                 self.settled(seq);
                 self.dirty = true;
@@ -640,10 +643,8 @@ impl Ledger {
                     .extend(acks.into_iter().map(|a| (None, a)));
             }
             Err(e) => {
-                // Kept in memory, unacknowledged; the drain or the source offers it again.
-                self.metrics.problem("buffer_write_error", || {
-                    format!("cannot dead-letter a record: {e}")
-                });
+                self.metrics
+                    .problem("buffer_write_error", || format!("cannot {what}: {e}"));
                 self.rewind(seq);
             }
         }
