@@ -1,14 +1,16 @@
 //! Who may read the status page and metrics. Without `metrics.password_file` (loopback, or
 //! the read-only opt-in) everyone; with it every client, loopback and Prometheus included
 //! (`basic_auth`), gives the password by HTTP Basic (the browser asks for it; any user name). The password is compared as SHA-256 digests in
-//! constant time, and wrong guesses are rate-limited per client address: after [`FAILURES`]
-//! in [`WINDOW`], that address gets 429 until the window ends, without being checked. One
-//! guessing host cannot lock the installer or Prometheus out; [`PEERS`] addresses guessing at
-//! once lock out further new addresses until a window ends, which bounds the guesses a host
-//! with many addresses gets answered.
+//! constant time, and wrong guesses are rate-limited per client ([`client`]: an IPv4
+//! address, or an IPv6 /64 network, as one host may take any address in its /64): after
+//! [`FAILURES`] in [`WINDOW`], that client gets 429 until the window ends, without being
+//! checked. One guessing host cannot lock the installer or Prometheus out, unless they share
+//! its IPv4 address or its IPv6 /64; [`PEERS`] clients guessing at once lock out further new
+//! clients until a window ends, which bounds the guesses a host with many addresses gets
+//! answered.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use sha2::{Digest, Sha256};
 /// Wrong passwords accepted per window before the listener stops checking.
 pub const FAILURES: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// Client addresses with wrong passwords tracked at once.
+/// Clients ([`client`]) with wrong passwords tracked at once.
 pub const PEERS: usize = 256;
 
 pub enum Access {
@@ -28,10 +30,11 @@ pub enum Access {
 
 pub struct Password {
     digest: [u8; 32],
+    /// By [`client`].
     failures: Mutex<HashMap<IpAddr, Window>>,
 }
 
-/// Wrong passwords from one address since the first of its current window.
+/// Wrong passwords from one client since the first of its current window.
 struct Window {
     since: Instant,
     count: u32,
@@ -64,6 +67,7 @@ impl Access {
         let Access::Password(p) = self else {
             return Verdict::Allowed;
         };
+        let peer = client(peer);
         let mut failures = p.failures.lock().unwrap_or_else(|e| e.into_inner());
         let left = |w: &Window| WINDOW.saturating_sub(now.saturating_duration_since(w.since));
         failures.retain(|_, w| !left(w).is_zero());
@@ -89,6 +93,18 @@ impl Access {
             })
             .count += 1;
         Verdict::Ask { wrong: true }
+    }
+}
+
+/// Whom wrong passwords from `peer` are counted against: an IPv4 address (also when it
+/// comes IPv4-mapped, as a dual-stack listener sees IPv4 peers), or an IPv6 address's /64
+/// network. An IPv6 host has its whole /64 to pick addresses from (privacy addresses, or at
+/// will); counted by address, one host could fill [`PEERS`] on its own and lock every new
+/// client out, Prometheus included.
+fn client(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -212,5 +228,61 @@ mod tests {
             Verdict::Allowed,
             "an address already seen is still checked"
         );
+    }
+
+    /// An address of the IPv6 /64 `net`: its last 64 bits are `host`.
+    fn v6(net: u64, host: u64) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from((u128::from(net) << 64) | u128::from(host)))
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64_and_cannot_lock_out_others_alone() {
+        let a = Access::of(Some("right"));
+        let t0 = Instant::now();
+        let net = 0x2001_0db8_0000_0001;
+        for n in 0..u64::from(FAILURES) {
+            assert_eq!(
+                a.check(Some(&basic("x:wrong")), v6(net, n), t0),
+                Verdict::Ask { wrong: true }
+            );
+        }
+        assert_eq!(
+            a.check(Some(&basic("x:right")), v6(net, 0xffff), t0),
+            Verdict::Locked(WINDOW),
+            "another address of the same /64 is the same client"
+        );
+        for n in 0..2 * PEERS as u64 {
+            a.check(Some(&basic("x:wrong")), v6(net, 0x1_0000 + n), t0);
+        }
+        assert_eq!(
+            a.check(Some(&basic("x:right")), HOST, t0),
+            Verdict::Allowed,
+            "one /64's addresses do not fill the cap"
+        );
+        assert_eq!(
+            a.check(Some(&basic("x:right")), v6(net + 1, 1), t0),
+            Verdict::Allowed,
+            "another /64 is another client"
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_counted_as_its_ipv4_address() {
+        let a = Access::of(Some("right"));
+        let t0 = Instant::now();
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(192, 168, 1, 20).to_ipv6_mapped());
+        for peer in [HOST, mapped].repeat(FAILURES as usize / 2) {
+            assert_eq!(
+                a.check(Some(&basic("x:wrong")), peer, t0),
+                Verdict::Ask { wrong: true }
+            );
+        }
+        for peer in [HOST, mapped] {
+            assert_eq!(
+                a.check(Some(&basic("x:right")), peer, t0),
+                Verdict::Locked(WINDOW),
+                "{peer}"
+            );
+        }
     }
 }

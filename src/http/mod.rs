@@ -145,7 +145,7 @@ async fn respond(
                 .metrics()
                 .log_limited(log::Level::Warn, "http_auth_locked", || {
                     format!(
-                    "status page: too many wrong passwords from {} (or from {} addresses) in {:?}: not checking for {}s",
+                    "status page: too many wrong passwords from {} (or from {} addresses, an IPv6 /64 counted as one) in {:?}: not checking for {}s",
                     peer.ip(),
                     auth::PEERS,
                     auth::WINDOW,
