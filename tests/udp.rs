@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use support::agent::Agent;
 use support::free_udp_port;
+use support::lorawan::{device, PHY};
 
 const WAIT: Duration = Duration::from_secs(30);
 const GATEWAY: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0x00, 0x00, 0x01];
@@ -97,18 +98,6 @@ fn push_and_pull_are_acknowledged_and_status_becomes_a_record() {
     assert_eq!(r["recType"], "io.microshare.gateway.unpacked");
     assert_eq!(r["obj"]["data"]["device_health"]["id"], "b827ebfffe000001");
     assert_eq!(r["obj"]["data"]["stat"]["rxok"], 5);
-}
-
-/// The worked example of docs/codecs.md: DevAddr 26011BDA, FCnt 7, FPort 2, LPP temperature 27.2 °C on channel 3.
-const PHY: &str = "QNobASYABwACQCbInLhVIeM=";
-const NWK_S_KEY: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
-const APP_S_KEY: &str = "000102030405060708090A0B0C0D0E0F";
-
-/// The device of that example, with its session keys.
-fn device() -> String {
-    format!(
-        "[[device]]\ndev_eui = \"a840410000006001\"\ncodec = \"cayenne-lpp\"\ntags = [\"Lab\"]\ndev_addr = \"26011BDA\"\nnwk_s_key = \"{NWK_S_KEY}\"\napp_s_key = \"{APP_S_KEY}\"\n"
-    )
 }
 
 fn rxpk(gateway_rssi: i32, data: &str) -> String {

@@ -25,6 +25,7 @@ pub mod agent;
 pub mod codec_files;
 pub mod frames;
 pub mod lazyfs;
+pub mod lorawan;
 pub mod standin;
 pub mod stuffing;
 

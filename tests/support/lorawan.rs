@@ -1,0 +1,17 @@
+//! The worked example of docs/codecs.md: a device with session keys and one radio frame of
+//! it, for the sources that carry raw LoRaWAN frames (the UDP packet forwarder, ChirpStack
+//! gateway frames over MQTT).
+
+/// DevAddr 26011BDA, FCnt 7, FPort 2, LPP temperature 27.2 °C on channel 3 (base64).
+pub const PHY: &str = "QNobASYABwACQCbInLhVIeM=";
+pub const NWK_S_KEY: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
+pub const APP_S_KEY: &str = "000102030405060708090A0B0C0D0E0F";
+/// The device's EUI.
+pub const DEV_EUI: &str = "a840410000006001";
+
+/// The device of that example, with its session keys: a `[[device]]` table.
+pub fn device() -> String {
+    format!(
+        "[[device]]\ndev_eui = \"{DEV_EUI}\"\ncodec = \"cayenne-lpp\"\ntags = [\"Lab\"]\ndev_addr = \"26011BDA\"\nnwk_s_key = \"{NWK_S_KEY}\"\napp_s_key = \"{APP_S_KEY}\"\n"
+    )
+}
