@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::agent::{
-    assert_complete_in_order, chirpstack_uplink, config_with, consume, dashed, fcnts, publish_all,
-    tbhh100, topics, uplink_topic, uplinks, uplinks_at, Agent, DOOR, ENV, MOTION, OPENCLOSE,
-    PACKED, PIR, TH, WAIT,
+    assert_complete_in_order, chirpstack_uplink, config_with, consume, dashed, fcnt, fcnts,
+    publish_all, tbhh100, topics, uplink_topic, uplinks, uplinks_at, Agent, DOOR, ENV, MOTION,
+    OPENCLOSE, PACKED, PIR, TH, WAIT,
 };
+use support::lorawan::{self, gateway_frame, GATEWAY_TOPIC, PHY};
 use support::{Kafka, Mosquitto};
 
 /// A recognisable SharedAccessKey: it must never show up in hubgate's output.
@@ -195,6 +196,98 @@ async fn sigkill_with_a_spilled_backlog_loses_nothing() {
     assert_complete_in_order(&consume(&kafka, ENV, n as usize), n, &dashed(TH));
     assert_complete_in_order(&consume(&kafka, MOTION, n as usize), n, &dashed(PIR));
     assert_complete_in_order(&consume(&kafka, OPENCLOSE, n as usize), n, &dashed(DOOR));
+}
+
+/// A radio frame's counter is kept only once its record is durable (docs/durability.md, item
+/// 7). ChirpStack gateway frames with session keys: the frame's record is with the sink,
+/// which does not confirm it (the broker is down), and not spilled, when a flush makes the
+/// buffer durable; hubgate is killed then. Kept at decode, the counter was in that flush, and
+/// after the restart mosquitto's redelivery of the frame was a replay: acknowledged with no
+/// record made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_unconfirmed_at_a_kill_is_delivered_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let body = config_with(
+        &dir.path().join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        "",
+        &lorawan::device(),
+    )
+    .replace(
+        "reconnect_max = \"1s\"",
+        "reconnect_max = \"1s\"\nformat = \"chirpstack-gateway\"\nmax_message = \"1KiB\"",
+    )
+    // Neither spilled nor failed by the producer before the kill: the record stays in memory.
+    .replace("spill_after = \"500ms\"", "spill_after = \"1h\"")
+    .replace(
+        "\"message.timeout.ms\" = \"30000\"",
+        "\"message.timeout.ms\" = \"3600000\"",
+    );
+    let mut agent = Agent::start(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    // The sink works, then stops confirming: the broker is gone, and the producer holds
+    // what it is given.
+    agent.wait_metric("hubgate_kafka_connected", WAIT, |v| v == 1);
+    kafka.stop();
+
+    // The frame, then a message over max_message: a dead letter, written to the buffer and
+    // acknowledged once a flush that started after it is done. Both come in one MQTT
+    // session, in order, so its PUBACK at the broker shows that a flush after the frame's
+    // decode made the buffer durable.
+    let frame = (GATEWAY_TOPIC.to_string(), gateway_frame(PHY));
+    let oversized = (GATEWAY_TOPIC.to_string(), "x".repeat(2048));
+    publish_all(mqtt.port(), &[frame, oversized]).await;
+    mqtt.wait_pubacks("hubgate-test", 1);
+    let window = [
+        "hubgate_received_total",
+        "hubgate_problems_total{kind=\"mqtt_oversized\"}",
+        "hubgate_acked_total",
+        "hubgate_in_flight",
+        "hubgate_spilled_total",
+        "hubgate_delivered_total",
+    ]
+    .map(|m| agent.metric(m));
+    assert_eq!(
+        window,
+        [2, 1, 1, 1, 0, 0],
+        "(received, oversized, acked, in flight, spilled, delivered) at the kill: the frame's \
+         record is with the sink only\n{}",
+        agent.logs()
+    );
+
+    agent.kill();
+    kafka.start_again();
+    agent.start_again();
+    // mosquitto sends the frame again: a new record, not a replay.
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 1);
+    let after = [
+        "hubgate_received_total",
+        "hubgate_duplicates_total",
+        "hubgate_delivered_total",
+    ]
+    .map(|m| agent.metric(m));
+    assert_eq!(
+        after,
+        [1, 0, 1],
+        "(received, duplicates, delivered) after the restart\n{}",
+        agent.logs()
+    );
+    mqtt.wait_pubacks("hubgate-test", 2);
+    let env = consume(&kafka, ENV, 1);
+    assert_eq!(env.len(), 1, "{env:?}");
+    let (key, v) = &env[0];
+    assert_eq!(key, &dashed(lorawan::DEV_EUI));
+    let iot = &v["obj"]["data"]["meta"]["iot"];
+    assert_eq!(
+        (fcnt(v), &iot["fport"], &iot["payload"]),
+        (7, &2.into(), &"03670110".into())
+    );
+    assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 27.2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,3 +15,17 @@ pub fn device() -> String {
         "[[device]]\ndev_eui = \"{DEV_EUI}\"\ncodec = \"cayenne-lpp\"\ntags = [\"Lab\"]\ndev_addr = \"26011BDA\"\nnwk_s_key = \"{NWK_S_KEY}\"\napp_s_key = \"{APP_S_KEY}\"\n"
     )
 }
+
+/// Where a ChirpStack gateway publishes its uplink frames (`format = "chirpstack-gateway"`).
+pub const GATEWAY_TOPIC: &str = "eu868/gateway/0016c001ff10a235/event/up";
+
+/// A ChirpStack gateway's uplink message carrying `phy` (base64), without a time: hubgate
+/// stamps it when it receives it.
+pub fn gateway_frame(phy: &str) -> String {
+    serde_json::json!({
+        "phyPayload": phy,
+        "txInfo": {"frequency": 868_100_000, "modulation": {"lora": {"bandwidth": 125_000, "spreadingFactor": 7}}},
+        "rxInfo": {"gatewayId": "0016c001ff10a235", "rssi": -36, "snr": 10.5, "crcStatus": "CRC_OK"},
+    })
+    .to_string()
+}
