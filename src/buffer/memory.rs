@@ -18,6 +18,8 @@ pub struct MemoryStore {
     flush_fails: Arc<AtomicBool>,
     /// A pretend disk whose file syncs fail ([`BufferError::SyncFailed`]), likewise.
     sync_fails: Arc<AtomicBool>,
+    /// A pretend disk that refuses dead letters, likewise.
+    dead_letter_fails: Arc<AtomicBool>,
 }
 
 impl MemoryStore {
@@ -40,6 +42,10 @@ impl MemoryStore {
 
     pub fn set_flush_fails(&self, fails: bool) {
         self.flush_fails.store(fails, Ordering::Relaxed);
+    }
+
+    pub fn set_dead_letter_fails(&self, fails: bool) {
+        self.dead_letter_fails.store(fails, Ordering::Relaxed);
     }
 }
 
@@ -114,6 +120,11 @@ impl Store for MemoryStore {
     }
 
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+        if self.dead_letter_fails.load(Ordering::Relaxed) {
+            return Err(BufferError::Storage(
+                "the disk refuses the dead letter".into(),
+            ));
+        }
         self.dead.push((seq, value));
         Ok(())
     }

@@ -653,17 +653,6 @@ impl Buffer {
         }
         Ok(())
     }
-
-    /// Keep the dead letter of a message hubgate gave up on, unless [`MAX_DEAD_LETTERS`] are
-    /// kept already (input decides how many come: the disk is not theirs to fill). Returns
-    /// whether it was kept.
-    pub fn dead_letter_input(&mut self, seq: u64, rec: &Record) -> Result<bool, BufferError> {
-        if self.dead >= MAX_DEAD_LETTERS {
-            return Ok(false);
-        }
-        self.dead_letter(seq, rec)?;
-        Ok(true)
-    }
 }
 
 /// Dead letters kept before further ones (of messages hubgate gives up on, or of records the
@@ -722,17 +711,6 @@ mod tests {
             .into_iter()
             .map(|(s, _)| s)
             .collect()
-    }
-
-    #[test]
-    fn dead_letters_of_input_stop_at_the_cap() {
-        let (mut b, m) = buffer(1 << 30, WhenFull::DropOldest);
-        for i in 0..MAX_DEAD_LETTERS {
-            assert!(b.dead_letter_input(i, &rec(0)).unwrap());
-        }
-        assert!(!b.dead_letter_input(MAX_DEAD_LETTERS, &rec(0)).unwrap());
-        assert_eq!(m.dead_lettered.get(), MAX_DEAD_LETTERS);
-        assert_eq!(b.store.dead_letters(), MAX_DEAD_LETTERS);
     }
 
     /// A dead letter of a record that was never buffered leaves the buffer's housekeeping as

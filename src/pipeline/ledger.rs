@@ -53,6 +53,15 @@ struct Waiting {
     acks: Vec<Ack>,
 }
 
+/// A record that leaves the send path for good, and the sources to acknowledge once it has:
+/// kept as `letter` in the dead-letter tree or, past [`crate::buffer::MAX_DEAD_LETTERS`],
+/// only counted (`None`); if `buffered`, it leaves the buffer too.
+struct Leaving {
+    letter: Option<Record>,
+    acks: Vec<Ack>,
+    buffered: bool,
+}
+
 pub struct Ledger {
     buffer: Buffer,
     sink: Box<dyn Sink>,
@@ -68,6 +77,9 @@ pub struct Ledger {
     next_seq: u64,
     in_flight: BTreeMap<u64, InFlight>,
     waiting: BTreeMap<u64, Waiting>,
+    /// Records whose dead letter (or removal) the disk refused: written again before
+    /// anything else goes into the buffer, their sources unacknowledged until then.
+    unwritten: BTreeMap<u64, Leaving>,
     /// Every record up to here that is not confirmed goes into the buffer.
     spill_mark: Option<u64>,
     /// Acknowledgements released once a flush that starts later is done (or at once when
@@ -128,6 +140,7 @@ impl Ledger {
             next_seq,
             in_flight: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            unwritten: BTreeMap::new(),
             spill_mark: None,
             pending_acks: Vec::new(),
             syncing_acks: Vec::new(),
@@ -143,9 +156,12 @@ impl Ledger {
         self.buffer.len()
     }
 
-    /// Nothing in flight, waiting or buffered.
+    /// Nothing in flight, waiting (for the buffer or a dead letter's write) or buffered.
     pub fn idle(&self) -> bool {
-        self.in_flight.is_empty() && self.waiting.is_empty() && self.buffer.is_empty()
+        self.in_flight.is_empty()
+            && self.waiting.is_empty()
+            && self.unwritten.is_empty()
+            && self.buffer.is_empty()
     }
 
     /// Idle, and nothing due later either: no acknowledgement or flush held back, no
@@ -159,9 +175,10 @@ impl Ledger {
             && !self.buffer.housekeeping_due()
     }
 
-    /// New input may be taken: nothing waits for room in the buffer.
+    /// New input may be taken: nothing waits for room in the buffer or for a write the disk
+    /// refused.
     pub fn accepting(&self) -> bool {
-        self.waiting.is_empty()
+        self.waiting.is_empty() && self.unwritten.is_empty()
     }
 
     /// A frame of a source that can wait may be taken at `now`: unless the sink keeps up
@@ -184,10 +201,11 @@ impl Ledger {
                 >= self.max_in_flight + self.max_in_flight / 2
     }
 
-    /// Records held in memory (in flight or waiting for the buffer).
+    /// Records held in memory (in flight, waiting for the buffer or for their dead letter's
+    /// write).
     #[cfg(test)]
     pub fn held(&self) -> usize {
-        self.in_flight.len() + self.waiting.len()
+        self.in_flight.len() + self.waiting.len() + self.unwritten.len()
     }
 
     /// Hold records of `rec_type` back (its hub is missing) while the others flow.
@@ -235,7 +253,7 @@ impl Ledger {
                     return;
                 }
                 Err(SinkError::Reject(e)) => {
-                    self.reject(seq, &record, &e, [ack]);
+                    self.reject(seq, &record, &e, vec![ack], false);
                     return;
                 }
                 Err(e) => self.failed(&e, &record.rec_type, now, now),
@@ -264,12 +282,14 @@ impl Ledger {
 
     /// Acknowledge a copy of record `first` when that one becomes durable.
     fn ack_with(&mut self, first: u64, ack: Ack) {
-        match self.in_flight.get_mut(&first) {
-            Some(f) if !f.in_buffer => f.acks.push(ack),
-            _ => match self.waiting.get_mut(&first) {
-                Some(w) => w.acks.push(ack),
-                None => self.pending_acks.push((None, ack)),
-            },
+        if let Some(f) = self.in_flight.get_mut(&first).filter(|f| !f.in_buffer) {
+            f.acks.push(ack);
+        } else if let Some(w) = self.waiting.get_mut(&first) {
+            w.acks.push(ack);
+        } else if let Some(l) = self.unwritten.get_mut(&first) {
+            l.acks.push(ack);
+        } else {
+            self.pending_acks.push((None, ack));
         }
     }
 
@@ -366,6 +386,7 @@ impl Ledger {
     /// (nothing newer may be stored, and so acknowledged, before it). A stored record's
     /// sources are acknowledged at the next commit.
     fn store_waiting(&mut self) {
+        self.write_unwritten();
         let Some(mark) = self.spill_mark else {
             return;
         };
@@ -512,7 +533,9 @@ impl Ledger {
                     self.metrics.acked.inc();
                 }
             }
-            Err(SinkError::Reject(e)) => self.reject(d.seq, &f.record, &e, f.acks),
+            Err(SinkError::Reject(e)) => {
+                self.reject(d.seq, &f.record, &e, f.acks, f.in_buffer);
+            }
             Err(e) => {
                 self.failed(&e, &f.record.rec_type, f.sent_at, now);
                 if f.in_buffer {
@@ -567,34 +590,47 @@ impl Ledger {
     fn keep_dead_letter(&mut self, record: &Record, ack: Ack) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        match self.buffer.dead_letter_input(seq, record) {
-            Ok(kept) => {
-                if kept {
-                    self.dirty = true;
-                } else {
-                    self.metrics.problem("dead_letters_full", || {
-                        format!(
-                            "{} dead letters are kept already: dead letter {} only counted",
-                            crate::buffer::MAX_DEAD_LETTERS,
-                            record.id
-                        )
-                    });
-                }
-                self.pending_acks.push((None, ack));
-            }
-            // Not acknowledged: the source offers it again.
-            Err(e) => self.metrics.problem("buffer_write_error", || {
-                format!("cannot keep a dead letter: {e}")
-            }),
+        let letter = self.letter(|| record.clone(), "dead letter", &record.id);
+        let acks = vec![ack];
+        self.left_for_good(
+            seq,
+            Leaving {
+                letter,
+                acks,
+                buffered: false,
+            },
+        );
+    }
+
+    /// `make()`'s dead letter, or `None` (only counted) once
+    /// [`crate::buffer::MAX_DEAD_LETTERS`] are kept: input decides how large and how many
+    /// such records come.
+    fn letter(&self, make: impl FnOnce() -> Record, what: &str, id: &str) -> Option<Record> {
+        if self.buffer.dead_letters() < crate::buffer::MAX_DEAD_LETTERS {
+            return Some(make());
         }
+        self.metrics.problem("dead_letters_full", || {
+            format!(
+                "{} dead letters are kept already: {what} {id} only counted",
+                crate::buffer::MAX_DEAD_LETTERS,
+            )
+        });
+        None
     }
 
     /// The sink will never take this record (too large): dead-letter an excerpt of it
     /// ([`crate::record::refused`]), or past [`crate::buffer::MAX_DEAD_LETTERS`] only count
-    /// it, as [`Ledger::keep_dead_letter`] does (input decides how large and how many such
-    /// records come). Either way it leaves the buffer, the frame counters it advanced are
-    /// kept, and its sources are acknowledged with the flush that carries them.
-    fn reject(&mut self, seq: u64, record: &Record, e: &str, acks: impl IntoIterator<Item = Ack>) {
+    /// it, as [`Ledger::keep_dead_letter`] does. Either way it leaves the buffer (if
+    /// `buffered`), the frame counters it advanced are kept, and its sources are acknowledged
+    /// with the flush that carries them. Returns whether its dead letter was written.
+    fn reject(
+        &mut self,
+        seq: u64,
+        record: &Record,
+        e: &str,
+        acks: Vec<Ack>,
+        buffered: bool,
+    ) -> bool {
         self.metrics.sink_errors.inc("reject");
         self.metrics
             .log_limited(log::Level::Error, "sink_reject", || {
@@ -603,49 +639,58 @@ impl Ledger {
                     record.id, record.key
                 )
             });
-        if self.buffer.dead_letters() < crate::buffer::MAX_DEAD_LETTERS {
-            let excerpt = crate::record::refused(record, e, SystemTime::now());
-            return self.dead_letter(seq, &excerpt, acks);
-        }
-        self.metrics.problem("dead_letters_full", || {
-            format!(
-                "{} dead letters are kept already: record {} refused by the sink only counted",
-                crate::buffer::MAX_DEAD_LETTERS,
-                record.id
-            )
-        });
-        let written = self.buffer.discard(seq);
-        self.left_for_good(seq, written, "drop a refused record", acks);
+        let excerpt = || crate::record::refused(record, e, SystemTime::now());
+        let letter = self.letter(excerpt, "record refused by the sink", &record.id);
+        self.left_for_good(
+            seq,
+            Leaving {
+                letter,
+                acks,
+                buffered,
+            },
+        )
     }
 
-    /// Into the dead-letter tree; the sources are acknowledged once that is flushed.
-    fn dead_letter(&mut self, seq: u64, record: &Record, acks: impl IntoIterator<Item = Ack>) {
-        let written = self.buffer.dead_letter(seq, record);
-        self.left_for_good(seq, written, "dead-letter a record", acks);
-    }
-
-    /// Record `seq` left the send path for good (dead-lettered, or only counted) once
-    /// `written` succeeded: its frame counters are kept and its sources acknowledged with
-    /// the next flush. If the write failed it stays unacknowledged; the drain or the source
-    /// offers it again.
-    fn left_for_good(
-        &mut self,
-        seq: u64,
-        written: Result<(), BufferError>,
-        what: &str,
-        acks: impl IntoIterator<Item = Ack>,
-    ) {
+    /// Record `seq` leaves the send path for good: its dead letter is written (or, with
+    /// none, the record leaves the buffer), then its frame counters are kept and its sources
+    /// acknowledged with the next flush. A write the disk refuses keeps the record (in the
+    /// buffer, if it is there) and its acknowledgements, and is done again before anything
+    /// else goes into the buffer ([`Ledger::write_unwritten`]): as with a record that cannot
+    /// be buffered, new input waits meanwhile, and so does the drain. Returns whether it was
+    /// written.
+    fn left_for_good(&mut self, seq: u64, leaving: Leaving) -> bool {
+        let written = match &leaving.letter {
+            Some(letter) => self.buffer.dead_letter(seq, letter),
+            None => self.buffer.discard(seq),
+        };
         match written {
             Ok(()) => {
                 self.settled(seq);
                 self.dirty = true;
                 self.pending_acks
-                    .extend(acks.into_iter().map(|a| (None, a)));
+                    .extend(leaving.acks.into_iter().map(|a| (None, a)));
+                true
             }
             Err(e) => {
-                self.metrics
-                    .problem("buffer_write_error", || format!("cannot {what}: {e}"));
-                self.rewind(seq);
+                self.metrics.problem("buffer_write_error", || {
+                    let what = match leaving.letter {
+                        Some(_) => "keep a dead letter",
+                        None => "drop a refused record",
+                    };
+                    format!("cannot {what}: {e}; holding its acknowledgements")
+                });
+                self.unwritten.insert(seq, leaving);
+                false
+            }
+        }
+    }
+
+    /// The dead letters the disk refused get another try, oldest first, up to the first
+    /// it refuses again.
+    fn write_unwritten(&mut self) {
+        while let Some((seq, leaving)) = self.unwritten.pop_first() {
+            if !self.left_for_good(seq, leaving) {
+                break;
             }
         }
     }
@@ -660,9 +705,14 @@ impl Ledger {
         }
     }
 
-    /// Send buffered records, oldest first, while the sink keeps up.
+    /// Send buffered records, oldest first, while the sink keeps up and no dead letter waits
+    /// for the disk.
     fn drain(&mut self, now: Instant) -> Result<(), BufferError> {
-        if self.buffer.is_empty() || !self.healthy(now) || self.window_full() {
+        if self.buffer.is_empty()
+            || !self.unwritten.is_empty()
+            || !self.healthy(now)
+            || self.window_full()
+        {
             return Ok(());
         }
         if self.health.unpark_expired(now) {
@@ -693,7 +743,11 @@ impl Ledger {
             }
             match self.sink.send(seq, &record) {
                 Ok(()) => self.track(seq, record, Vec::new(), true, now),
-                Err(SinkError::Reject(e)) => self.reject(seq, &record, &e, None),
+                Err(SinkError::Reject(e)) => {
+                    if !self.reject(seq, &record, &e, Vec::new(), true) {
+                        break;
+                    }
+                }
                 Err(e) => {
                     self.failed(&e, &record.rec_type, now, now);
                     if !self.health.ready(now) {
@@ -778,9 +832,12 @@ impl Ledger {
         self.buffer.flush_done()
     }
 
-    /// Records that could not be buffered at shutdown (their sources were not acknowledged).
+    /// Records that could not be buffered (or dead-lettered) at shutdown (their sources were
+    /// not acknowledged).
     pub fn unbuffered(&self) -> usize {
-        self.waiting.len() + self.in_flight.values().filter(|f| !f.in_buffer).count()
+        self.waiting.len()
+            + self.unwritten.values().filter(|l| !l.buffered).count()
+            + self.in_flight.values().filter(|f| !f.in_buffer).count()
     }
 }
 
@@ -1261,10 +1318,148 @@ mod tests {
         fn flush(&mut self, _timeout: Duration) {}
     }
 
+    /// Every acknowledgement released so far, by packet id.
+    fn pkids(
+        pubacks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
+    ) -> Vec<u16> {
+        std::iter::from_fn(|| pubacks.try_recv().ok())
+            .map(|a| a.pkid)
+            .collect()
+    }
+
+    /// A dead letter the disk will not write (a disk error) is written again at each round's
+    /// end. Until it is, its record's sources are not acknowledged, nor are the copies of its
+    /// record and the replays of its LoRaWAN frame (acknowledged with it), its frame counter
+    /// is not kept, and no new input is taken; once it is written and flushed, all of them
+    /// are acknowledged. The same for a record refused as it is sent and a dead letter of
+    /// input.
+    #[test]
+    fn a_dead_letter_the_disk_refuses_holds_its_acknowledgements_until_written() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_dead_letter_fails(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let ack = |pkid| Ack::Mqtt {
+            acks: acks.clone(),
+            ack: crate::source::PubAck {
+                connection: 0,
+                qos: rumqttc::QoS::AtLeastOnce,
+                pkid,
+            },
+        };
+        // In flight: a copy of its record and a replay of its frame wait with it.
+        ledger.take(Some(record(1)), counter(false), ack(1), t0);
+        ledger.take(Some(record(1)), Counters::default(), ack(2), t0);
+        ledger.take(None, counter(true), ack(3), t0);
+        ledger.end_round(t0).unwrap();
+        let refused = Delivery {
+            seq: 0,
+            result: Err(SinkError::Reject("Broker: Message size too large".into())),
+        };
+        ledger.delivered(refused, t0).unwrap();
+        // Another replay, taken at shutdown (when the queued frames are taken whatever the
+        // ledger says).
+        ledger.take_to_buffer(None, counter(true), ack(4));
+        for _ in 0..3 {
+            ledger.tick(t0);
+            ledger.end_round(t0).unwrap();
+        }
+        assert_eq!(
+            pkids(&mut pubacks),
+            [0u16; 0],
+            "acknowledged without a record"
+        );
+        assert!(
+            kept_counters(&ledger).is_empty(),
+            "its record is not durable"
+        );
+        assert_eq!(ledger.held(), 1);
+        assert!(!ledger.accepting());
+        assert!(!ledger.quiet());
+        assert_eq!(ledger.unbuffered(), 1);
+        store.set_dead_letter_fails(false);
+        ledger.end_round(t0).unwrap();
+        ledger.commit(t0, true).unwrap();
+        assert_eq!(pkids(&mut pubacks), [1, 2, 3, 4]);
+        assert_eq!(kept_counters(&ledger), [7]);
+        assert_eq!(ledger.buffer.dead_letters(), 1);
+        assert!(ledger.accepting());
+
+        // Refused as it is sent, and a dead letter of input.
+        let store = MemoryStore::default();
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(
+            &cfg,
+            16,
+            buffer,
+            Box::new(Refusing),
+            metrics.clone(),
+            now,
+            1,
+        )
+        .unwrap();
+        ledger.end_round(t0).unwrap();
+        store.set_dead_letter_fails(true);
+        ledger.take(Some(record(2)), Counters::default(), ack(5), t0);
+        let input = Record {
+            rec_type: DEAD_LETTER.into(),
+            ..record(3)
+        };
+        ledger.take(Some(input), Counters::default(), ack(6), t0);
+        ledger.end_round(t0).unwrap();
+        ledger.end_round(t0).unwrap();
+        assert_eq!(pkids(&mut pubacks), [0u16; 0]);
+        assert_eq!(ledger.held(), 2);
+        store.set_dead_letter_fails(false);
+        ledger.end_round(t0).unwrap();
+        ledger.commit(t0, true).unwrap();
+        assert_eq!(pkids(&mut pubacks), [5, 6]);
+        assert_eq!(ledger.buffer.dead_letters(), 2);
+
+        // Buffered records: the one refused stays in the buffer, and the drain waits for its
+        // dead letter (one round's records wait in memory, not one per round).
+        let store = MemoryStore::default();
+        let mut buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        for n in 0..3 {
+            let fresh = Record {
+                created_ms: ms_since_epoch(now.1),
+                ..record(n as u32)
+            };
+            buffer.push(n, &fresh).unwrap();
+        }
+        let mut ledger = Ledger::new(
+            &cfg,
+            16,
+            buffer,
+            Box::new(Refusing),
+            metrics.clone(),
+            now,
+            1,
+        )
+        .unwrap();
+        store.set_dead_letter_fails(true);
+        for _ in 0..3 {
+            ledger.end_round(t0).unwrap();
+        }
+        assert_eq!((ledger.held(), ledger.buffered()), (1, 3));
+        assert_eq!(ledger.unbuffered(), 0, "it is in the buffer");
+        store.set_dead_letter_fails(false);
+        for _ in 0..3 {
+            ledger.end_round(t0).unwrap();
+        }
+        assert_eq!((ledger.held(), ledger.buffered()), (0, 0));
+        assert_eq!(ledger.buffer.dead_letters(), 3);
+    }
+
     /// A record the sink refuses for good is dead-lettered as an excerpt of a few hundred
     /// bytes, not whole (a hostile 260 KB uplink makes a 4.4 MB record), and counts against
-    /// `MAX_DEAD_LETTERS` as dead letters of input do: past it, a refused record is only
-    /// counted, leaves the buffer, and its source is acknowledged.
+    /// `MAX_DEAD_LETTERS` as dead letters of input do: past it, a refused record (or a dead
+    /// letter of input) is only counted, leaves the buffer, and its source is acknowledged.
     #[test]
     fn refused_records_are_dead_lettered_as_excerpts_up_to_the_cap() {
         use crate::buffer::{SledStore, MAX_DEAD_LETTERS};
@@ -1287,7 +1482,7 @@ mod tests {
         buffer.push(1, &fresh(1)).unwrap();
         // One dead letter short of the cap: the huge record takes the last place.
         for seq in 2..=MAX_DEAD_LETTERS {
-            assert!(buffer.dead_letter_input(seq, &record(2)).unwrap());
+            buffer.dead_letter(seq, &record(2)).unwrap();
         }
         let mut ledger = Ledger::new(
             &cfg,
@@ -1302,11 +1497,18 @@ mod tests {
         ledger.end_round(now.0).unwrap();
         let (ack, mut pubacks) = puback(7);
         ledger.take(Some(fresh(3)), counter(false), ack, now.0);
+        let (input_ack, mut input_pubacks) = puback(8);
+        let input = Record {
+            rec_type: DEAD_LETTER.into(),
+            ..record(4)
+        };
+        ledger.take(Some(input), Counters::default(), input_ack, now.0);
         ledger.end_round(now.0).unwrap();
         ledger.commit(now.0, true).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
+        assert_eq!(input_pubacks.try_recv().unwrap().pkid, 8);
         assert_eq!(metrics.sink_errors.get("reject"), Some(3));
-        assert_eq!(metrics.problems("dead_letters_full"), 2);
+        assert_eq!(metrics.problems("dead_letters_full"), 3);
         assert_eq!(ledger.buffered(), 0, "refused records leave the buffer");
         assert_eq!(ledger.buffer.dead_letters(), MAX_DEAD_LETTERS);
         assert_eq!(

@@ -10,8 +10,9 @@
 //!   write; a failure stops the producer (the gap-less guarantee) until `tick` replaces it,
 //!   and a replaced or dropped producer makes no report on what it held (librdkafka purges
 //!   it),
-//! - a store that keeps only what was flushed when it crashes, and can fail to flush or fail
-//!   a sync (hubgate exits then, as a crash, with or without the flush's writes); its
+//! - a store that keeps only what was flushed when it crashes, and can fail to flush, fail
+//!   a sync (hubgate exits then, as a crash, with or without the flush's writes) or refuse
+//!   to write dead letters; its
 //!   flushes run beside the ledger (as on the store's thread) and are done when the script
 //!   says, covering what was written before they started and some of what came after (none,
 //!   all, or the first writes of it in order, as a log written front to back does); the
@@ -94,6 +95,8 @@ enum Step {
     Stop,
     /// The disk refuses flushes (or works again).
     FlushFails(bool),
+    /// The disk refuses to write dead letters (or works again).
+    DeadLetterFails(bool),
     /// The next flush's file sync fails (or its thread dies): hubgate exits and is started
     /// again. `kept`: what the flush covered reached the disk all the same.
     SyncFails { kept: bool },
@@ -125,6 +128,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(|written| Step::Crash { written }),
         1 => Just(Step::Stop),
         1 => any::<bool>().prop_map(Step::FlushFails),
+        1 => any::<bool>().prop_map(Step::DeadLetterFails),
         1 => any::<bool>().prop_map(|kept| Step::SyncFails { kept }),
         6 => (prop_oneof![Just(0u8), Just(u8::MAX), 1u8..8], any::<bool>())
             .prop_map(|(late, round)| Step::Flushed { late, round }),
@@ -194,6 +198,7 @@ struct Disk {
     /// The outcome of the flush that is done, not taken yet.
     outcome: Option<Result<u64, BufferError>>,
     flush_fails: bool,
+    dead_letter_fails: bool,
     /// The next flush's sync fails; `Some(true)`: what it covered is on the disk all the same.
     sync_fails: Option<bool>,
     /// A flush failed since the last one that worked.
@@ -340,7 +345,11 @@ impl Store for ModelStore {
     }
 
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
-        self.disk().write(Write::DeadLetter(seq, value)).map(drop)
+        let mut disk = self.disk();
+        if disk.dead_letter_fails {
+            return Err(BufferError::Storage("disk refuses the dead letter".into()));
+        }
+        disk.write(Write::DeadLetter(seq, value)).map(drop)
     }
 
     fn dead_letters(&self) -> u64 {
@@ -773,6 +782,7 @@ impl World {
                 self.start();
             }
             Step::FlushFails(fails) => self.disk.lock().unwrap().flush_fails = fails,
+            Step::DeadLetterFails(fails) => self.disk.lock().unwrap().dead_letter_fails = fails,
             Step::SyncFails { kept } => self.disk.lock().unwrap().sync_fails = Some(kept),
             Step::Flushed { late, round } => {
                 self.disk.lock().unwrap().finish_flush(late);
@@ -857,6 +867,7 @@ impl World {
         {
             let mut disk = self.disk.lock().unwrap();
             disk.flush_fails = false;
+            disk.dead_letter_fails = false;
             disk.sync_fails = None;
         }
         self.broker.lock().unwrap().queue_full = false;
