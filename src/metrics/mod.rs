@@ -98,6 +98,8 @@ pub struct Metrics {
     pub dropped_disk_full: Counter,
     pub dropped_expired: Counter,
     pub dropped_corrupt: Counter,
+    /// Frames of sources that cannot wait, dropped for want of room in the frame queue.
+    pub dropped_queue_full: Counter,
     pub dead_lettered: Counter,
     pub buffer_records: Counter,
     pub buffer_bytes: Counter,
@@ -208,6 +210,7 @@ impl Metrics {
             + self.dropped_disk_full.get()
             + self.dropped_expired.get()
             + self.dropped_corrupt.get()
+            + self.dropped_queue_full.get()
     }
 
     fn exposed(&self) -> Vec<Exposed> {
@@ -252,12 +255,13 @@ impl Metrics {
                 "dropped_total",
                 "counter",
                 "reason",
-                "records dropped, by reason (full: buffer full, disk_full: less than buffer.min_free left on the disk, expired: older than max_age, corrupt: failed its checksum)",
+                "records dropped, by reason (full: buffer full, disk_full: less than buffer.min_free left on the disk, expired: older than max_age, corrupt: failed its checksum, queue_full: a serial or UDP frame found the frame queue's bytes taken)",
                 vec![
                     ("full".into(), self.dropped_full.get()),
                     ("disk_full".into(), self.dropped_disk_full.get()),
                     ("expired".into(), self.dropped_expired.get()),
                     ("corrupt".into(), self.dropped_corrupt.get()),
+                    ("queue_full".into(), self.dropped_queue_full.get()),
                 ],
             ),
             e("dead_lettered_total", "counter", "", "records the sink rejected for good", one(&self.dead_lettered)),

@@ -464,6 +464,7 @@ mod tests {
                 source: "test",
                 input,
                 ack: Ack::None,
+                room: None,
             };
             tx.try_send(frame).ok().unwrap();
         }
@@ -709,6 +710,7 @@ mod tests {
                         pkid: fcnt,
                     },
                 },
+                room: None,
             };
             self.urgent.try_send(frame).ok().unwrap();
         }

@@ -23,9 +23,13 @@ use std::sync::Arc;
 
 pub use forwarder::{Forwarder, Inputs};
 
-/// Frames waiting between the sources and the forwarder. Small: when the forwarder is busy
-/// the sources wait (and MQTT stops acknowledging) instead of piling up memory.
+/// Frames waiting between the sources and the forwarder, per queue. Few: when the forwarder
+/// is busy the sources wait (and MQTT stops acknowledging) instead of piling up memory.
 const FRAME_QUEUE: usize = 1024;
+/// The bytes they may take ([`source::Input::size`]), per queue: large messages fill it
+/// before the frames do (32 of 256 KiB), small ones never (1,024 radio frames or ChirpStack
+/// uplinks take a few MiB at most).
+const FRAME_QUEUE_BYTES: usize = 8 << 20;
 /// How long sources get to send their last acknowledgements and disconnect.
 const SOURCE_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -99,8 +103,8 @@ pub async fn run(
 
     // One queue per patience: the forwarder stops taking from the one of sources that can
     // wait while the sink keeps up and its window is full, and always takes from the other.
-    let (urgent_tx, urgent_rx) = mpsc::channel(FRAME_QUEUE);
-    let (patient_tx, patient_rx) = mpsc::channel(FRAME_QUEUE);
+    let (urgent_tx, urgent_rx) = source::queue(FRAME_QUEUE, FRAME_QUEUE_BYTES);
+    let (patient_tx, patient_rx) = source::queue(FRAME_QUEUE, FRAME_QUEUE_BYTES);
     // `stopping`: sources stop taking new input. `acked`: the forwarder has sent its last
     // acknowledgement, so an MQTT source may now disconnect.
     let (stopping_tx, stopping_rx) = watch::channel(false);

@@ -7,7 +7,10 @@ pub mod serial;
 mod start;
 pub mod udp;
 
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::format::{self, DeadLetter, ParseError};
 use crate::uplink::{RadioFrame, Uplink};
@@ -18,6 +21,9 @@ pub struct Frame {
     pub source: &'static str,
     pub input: Input,
     pub ack: Ack,
+    /// The bytes of its [`Queue`] it takes, given back when the frame is dropped (once the
+    /// forwarder took it); `None` for a frame that went through no queue.
+    pub room: Option<OwnedSemaphorePermit>,
 }
 
 pub enum Input {
@@ -34,6 +40,126 @@ pub enum Input {
     /// A message hubgate will not process (too large, or its parsing failed): kept as a dead
     /// letter, then acknowledged, so the broker does not deliver it again.
     DeadLetter(Box<DeadLetter>),
+}
+
+impl Input {
+    /// What the input takes in memory, near enough: its bytes and the text of its JSON
+    /// values, and a JSON value's own size for each of them.
+    pub fn size(&self) -> usize {
+        let inline = std::mem::size_of::<Input>();
+        inline
+            + match self {
+                Input::Uplink(u) => {
+                    let ns = u.ns.object.iter().chain(&u.ns.normalized);
+                    u.payload.len() + ns.map(json_size).sum::<usize>()
+                }
+                Input::Radio(r) => r.phy.len(),
+                Input::GatewayStatus { stat, .. } => json_size(stat),
+                Input::DeadLetter(d) => d.head.len() + d.reason.len(),
+            }
+    }
+}
+
+fn json_size(map: &serde_json::Map<String, serde_json::Value>) -> usize {
+    use serde_json::Value;
+    fn value(v: &Value) -> usize {
+        std::mem::size_of::<Value>()
+            + match v {
+                Value::String(s) => s.len(),
+                Value::Array(a) => a.iter().map(value).sum(),
+                Value::Object(m) => json_size(m),
+                Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+            }
+    }
+    map.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// The sources' end of a queue of frames to the forwarder, bounded in frames and in bytes
+/// ([`Input::size`]): 1,024 frames of 256 KiB MQTT messages would take 256 MiB.
+#[derive(Clone)]
+pub struct Queue {
+    frames: mpsc::Sender<Frame>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+/// The forwarder is gone: the source stops.
+#[derive(Debug)]
+pub struct Closed;
+
+/// A queue of up to `frames` frames taking up to `max_bytes` (a frame larger than that goes
+/// alone), and the forwarder's end of it.
+pub fn queue(frames: usize, max_bytes: usize) -> (Queue, mpsc::Receiver<Frame>) {
+    let (tx, rx) = mpsc::channel(frames);
+    let queue = Queue {
+        frames: tx,
+        bytes: Arc::new(Semaphore::new(max_bytes)),
+        max_bytes,
+    };
+    (queue, rx)
+}
+
+impl Queue {
+    /// The bytes `input` takes of the queue: all of them for one larger than the bound.
+    fn permits(&self, input: &Input) -> u32 {
+        u32::try_from(input.size().min(self.max_bytes)).unwrap_or(u32::MAX)
+    }
+
+    /// Queue `input` once there is room for it, in frames and in bytes.
+    pub async fn send(&self, source: &'static str, input: Input, ack: Ack) -> Result<(), Closed> {
+        let bytes = self.bytes.clone();
+        let room = bytes.acquire_many_owned(self.permits(&input)).await;
+        self.put(source, input, ack, room.map_err(|_| Closed)?)
+            .await
+    }
+
+    /// For a source that cannot wait: a frame that finds the queue's bytes taken is dropped,
+    /// counted (`hubgate_dropped_total{reason="queue_full"}`) and logged, rate-limited. (A
+    /// full queue of small frames is waited out: the frames' bound is the queue's, and what
+    /// a source does not read meanwhile waits in the kernel's buffers.)
+    pub async fn send_or_drop(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        source: &'static str,
+        input: Input,
+    ) -> Result<(), Closed> {
+        let size = input.size();
+        let room = match self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(self.permits(&input))
+        {
+            Ok(room) => room,
+            Err(TryAcquireError::NoPermits) => {
+                metrics.dropped_queue_full.inc();
+                metrics.log_limited(log::Level::Warn, "queue_full", || {
+                    format!(
+                        "{source}: a frame of {size} bytes dropped: the frame queue's {} bytes are taken (reason queue_full)",
+                        self.max_bytes
+                    )
+                });
+                return Ok(());
+            }
+            Err(TryAcquireError::Closed) => return Err(Closed),
+        };
+        self.put(source, input, Ack::None, room).await
+    }
+
+    async fn put(
+        &self,
+        source: &'static str,
+        input: Input,
+        ack: Ack,
+        room: OwnedSemaphorePermit,
+    ) -> Result<(), Closed> {
+        let frame = Frame {
+            source,
+            input,
+            ack,
+            room: Some(room),
+        };
+        self.frames.send(frame).await.map_err(|_| Closed)
+    }
 }
 
 /// How to tell a source that a frame's records are durable.
@@ -90,7 +216,7 @@ pub enum Patience {
 
 /// What every source task gets from the pipeline.
 pub struct Context {
-    pub frames: tokio::sync::mpsc::Sender<Frame>,
+    pub frames: Queue,
     /// Turns true when the agent stops: take no new input.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Turns true when the last acknowledgement has been handed over: safe to disconnect.
@@ -173,7 +299,7 @@ mod tests {
     /// parses normally.
     #[test]
     fn a_panic_in_parsing_is_contained() {
-        let (frames, _rx) = tokio::sync::mpsc::channel(1);
+        let (frames, _rx) = queue(1, 1 << 20);
         let (_stop, stopping) = tokio::sync::watch::channel(false);
         let (_ack, acked) = tokio::sync::watch::channel(false);
         let metrics = crate::metrics::Metrics::new();
@@ -199,5 +325,66 @@ mod tests {
         assert_eq!(metrics.problems("parse_panic"), 1);
         let next = ctx.parse("mqtt", None, UplinkFormat::ChirpstackV4, msg);
         assert!(matches!(next, Some(Input::Uplink(_))));
+    }
+
+    fn radio(bytes: usize) -> Input {
+        Input::Radio(RadioFrame {
+            phy: vec![0; bytes],
+            time: SystemTime::UNIX_EPOCH,
+            radio: crate::uplink::Radio::default(),
+        })
+    }
+
+    /// Polls `f` once: whether it is done (nothing here needs a runtime to make progress).
+    fn ready<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
+        let waker = std::task::Waker::noop();
+        f.poll(&mut std::task::Context::from_waker(waker))
+            .is_ready()
+    }
+
+    /// The sizes of the frames queued, taking them off the queue.
+    fn taken(rx: &mut mpsc::Receiver<Frame>) -> Vec<usize> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| f.input.size())
+            .collect()
+    }
+
+    /// The frame queue is bounded in bytes as well as in frames: a source that can wait waits
+    /// for room, which the forwarder gives back as it takes frames; one that cannot drops the
+    /// frame, counted; a frame larger than the whole bound goes alone.
+    #[test]
+    fn the_frame_queue_is_bounded_in_bytes() {
+        let metrics = crate::metrics::Metrics::new();
+        let one = radio(1000).size();
+        let (q, mut rx) = queue(100, 3 * one);
+        for _ in 0..3 {
+            assert!(ready(std::pin::pin!(q.send("t", radio(1000), Ack::None))));
+        }
+        let mut fourth = std::pin::pin!(q.send("t", radio(1000), Ack::None));
+        assert!(!ready(fourth.as_mut()), "no room: it waits");
+        assert!(!ready(fourth.as_mut()));
+        assert!(ready(std::pin::pin!(q.send_or_drop(
+            &metrics,
+            "udp",
+            radio(1)
+        ))));
+        assert_eq!(metrics.dropped_queue_full.get(), 1, "dropped");
+        assert_eq!(rx.len(), 3);
+        drop(rx.try_recv().unwrap());
+        assert!(ready(fourth), "taken by the forwarder: room again");
+        assert_eq!(taken(&mut rx), [one; 3]);
+        assert_eq!(q.bytes.available_permits(), 3 * one);
+
+        // Larger than the whole bound: alone, and only into an empty queue.
+        assert!(ready(std::pin::pin!(q.send("t", radio(1), Ack::None))));
+        let mut large = std::pin::pin!(q.send("t", radio(10 * one), Ack::None));
+        assert!(!ready(large.as_mut()));
+        assert_eq!(taken(&mut rx), [radio(1).size()]);
+        assert!(ready(large));
+        let small = std::pin::pin!(q.send_or_drop(&metrics, "serial", radio(1)));
+        assert!(ready(small));
+        assert_eq!(metrics.dropped_queue_full.get(), 2);
+        assert_eq!(taken(&mut rx), [radio(10 * one).size()]);
+        assert_eq!(q.bytes.available_permits(), 3 * one);
     }
 }

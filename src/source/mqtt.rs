@@ -21,7 +21,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use super::quickack::QuickAck;
-use super::{Ack, Context, Frame, Input, PubAck};
+use super::{Ack, Context, Input, PubAck};
 use crate::config::{MqttSourceConfig, MqttTls, UplinkFormat};
 use crate::format::DeadLetter;
 use crate::format::{chirpstack, tts};
@@ -349,15 +349,7 @@ async fn forward(
         },
     };
     match input {
-        Some(input) => ctx
-            .frames
-            .send(Frame {
-                source: "mqtt",
-                input,
-                ack,
-            })
-            .await
-            .is_ok(),
+        Some(input) => ctx.frames.send("mqtt", input, ack).await.is_ok(),
         None => {
             ack.send();
             ctx.metrics.acked.inc();

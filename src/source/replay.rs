@@ -2,7 +2,7 @@
 
 use tokio::io::AsyncBufReadExt;
 
-use super::{Ack, Context, Frame};
+use super::{Ack, Context};
 use crate::config::ReplaySourceConfig;
 
 pub async fn run(cfg: ReplaySourceConfig, ctx: Context) {
@@ -37,12 +37,7 @@ pub async fn run(cfg: ReplaySourceConfig, ctx: Context) {
         }
         n += 1;
         if let Some(input) = ctx.parse("replay", None, format, line.as_bytes()) {
-            let frame = Frame {
-                source: "replay",
-                input,
-                ack: Ack::None,
-            };
-            if ctx.frames.send(frame).await.is_err() {
+            if ctx.frames.send("replay", input, Ack::None).await.is_err() {
                 return;
             }
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio_serial::SerialPortBuilderExt;
 
-use super::{Ack, Context, Frame, Input};
+use super::{Context, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
 use crate::format::{cbor_envelope, ParseError};
 use crate::framing::Deframer;
@@ -183,12 +183,8 @@ async fn read(
                     }
                 }
             };
-            let frame = Frame {
-                source: "serial",
-                input,
-                ack: Ack::None,
-            };
-            if ctx.frames.send(frame).await.is_err() {
+            let queued = ctx.frames.send_or_drop(&ctx.metrics, "serial", input);
+            if queued.await.is_err() {
                 return Ended::Stopping;
             }
         }

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use tokio::net::UdpSocket;
 
-use super::{Ack, Context, Frame, Input};
+use super::{Context, Input};
 use crate::config::UdpSourceConfig;
 use crate::format::gwmp::{self, Packet};
 use crate::metrics::Metrics;
@@ -54,12 +54,12 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
             acknowledge(&socket, ack, peer, &ctx.metrics).await;
         }
         for input in datagram.inputs {
-            let frame = Frame {
-                source: "udp",
-                input,
-                ack: Ack::None,
-            };
-            if ctx.frames.send(frame).await.is_err() {
+            if ctx
+                .frames
+                .send_or_drop(&ctx.metrics, "udp", input)
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -232,6 +232,7 @@ impl Status {
                 ("disk_full", m.dropped_disk_full.get()),
                 ("expired", m.dropped_expired.get()),
                 ("corrupt", m.dropped_corrupt.get()),
+                ("queue_full", m.dropped_queue_full.get()),
             ]),
             minutes: m.history.minutes(&current),
             recent_problems: m
