@@ -18,8 +18,8 @@ pub struct MemoryStore {
     flush_fails: Arc<AtomicBool>,
     /// A pretend disk whose file syncs fail ([`BufferError::SyncFailed`]), likewise.
     sync_fails: Arc<AtomicBool>,
-    /// A pretend disk that refuses dead letters, likewise.
-    dead_letter_fails: Arc<AtomicBool>,
+    /// A pretend disk that refuses records and dead letters, likewise.
+    writes_fail: Arc<AtomicBool>,
 }
 
 impl MemoryStore {
@@ -44,13 +44,21 @@ impl MemoryStore {
         self.flush_fails.store(fails, Ordering::Relaxed);
     }
 
-    pub fn set_dead_letter_fails(&self, fails: bool) {
-        self.dead_letter_fails.store(fails, Ordering::Relaxed);
+    pub fn set_writes_fail(&self, fail: bool) {
+        self.writes_fail.store(fail, Ordering::Relaxed);
+    }
+
+    fn refuse(&self) -> Result<(), BufferError> {
+        match self.writes_fail.load(Ordering::Relaxed) {
+            true => Err(BufferError::Storage("the disk refuses the write".into())),
+            false => Ok(()),
+        }
     }
 }
 
 impl Store for MemoryStore {
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+        self.refuse()?;
         self.bytes += value.len() as u64;
         if let Some(old) = self.map.insert(seq, value) {
             self.bytes -= old.len() as u64;
@@ -120,11 +128,7 @@ impl Store for MemoryStore {
     }
 
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
-        if self.dead_letter_fails.load(Ordering::Relaxed) {
-            return Err(BufferError::Storage(
-                "the disk refuses the dead letter".into(),
-            ));
-        }
+        self.refuse()?;
         self.dead.push((seq, value));
         Ok(())
     }

@@ -46,7 +46,9 @@ pub enum BufferError {
     /// A file sync failed. Linux reports a failed write-back once and then counts its pages
     /// as written, so a second sync would succeed without them: nothing written before can be
     /// trusted to be on disk. hubgate stops; a restart reopens the buffer from what is on
-    /// disk, and the sources send again what was never acknowledged.
+    /// disk, and the sources send again what was never acknowledged. sled's flush failing
+    /// counts as this too: sled keeps the first failed write of its log and fails every
+    /// later flush and write with it until the database is opened again.
     #[error("buffer storage: {0}; stopping, as what was written cannot be trusted to be on disk (a restart reopens the buffer from what is)")]
     SyncFailed(String),
 }

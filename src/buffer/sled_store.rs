@@ -131,7 +131,12 @@ impl SyncJob {
         let failed =
             |e: std::io::Error| BufferError::SyncFailed(format!("{}: {e}", self.dir.display()));
         let mut n = self.values.run().map_err(failed)?;
-        self.db.flush().map_err(err)?;
+        // sled keeps the first error of a write of its log and fails every later flush with
+        // it until the database is opened again: no flush to try again, but a run to end
+        // (`a_failed_sled_write_fails_every_later_flush_until_reopened`).
+        self.db.flush().map_err(|e| {
+            BufferError::SyncFailed(format!("{}: sled's flush: {e}", self.dir.display()))
+        })?;
         let mut syncs = self.syncs.lock().unwrap_or_else(PoisonError::into_inner);
         n += syncs.files.sync(self.blobs).map_err(failed)?;
         // Only a mark whose records are durable: a lower one can miss a loss, a higher one
@@ -1755,5 +1760,79 @@ mod tests {
         assert_eq!(s.last_seq(), Some(5));
         assert!(leftovers(dir.path()).is_empty());
         assert_eq!(asides(dir.path()), 0);
+    }
+
+    /// Sets this process's limit on the size of a file it writes (RLIMIT_FSIZE).
+    fn limit_file_size(bytes: libc::rlim_t) {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: plain system calls with a valid pointer.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+        }
+    }
+
+    /// sled 0.34 keeps the first error of a write of its log and fails every later flush
+    /// and write with it, whatever became of the cause, until the database is opened again
+    /// (`Config::global_error`): a flush of sled is never worth trying again. So the store
+    /// reports sled's failed flush as a failed sync, which ends the run, and the restart
+    /// opens the database again with what was flushed before. Runs itself as a child
+    /// process, which limits the size of the files it writes (RLIMIT_FSIZE) to make sled's
+    /// log write fail, then lifts the limit.
+    #[test]
+    fn a_failed_sled_write_fails_every_later_flush_until_reopened() {
+        if std::env::var_os("HUBGATE_FSIZE_CHILD").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "buffer::sled_store::tests::a_failed_sled_write_fails_every_later_flush_until_reopened",
+                ])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("HUBGATE_FSIZE_CHILD", "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("1 passed"), "{stdout}{out:?}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        s.insert(0, vec![0; 10]).unwrap();
+        s.flush().unwrap();
+        let log = s.dir.join("db");
+        let room = std::fs::metadata(&log).unwrap().len() + 4096;
+        limit_file_size(room);
+        // Each flush writes sled's log further; its pointers outgrow the segment's bodies.
+        let mut seq = 0;
+        let e = loop {
+            seq += 1;
+            s.insert(seq, vec![0; 10]).unwrap();
+            if let Err(e) = s.flush() {
+                break e;
+            }
+        };
+        assert!(
+            matches!(&e, BufferError::SyncFailed(why) if why.contains("sled's flush")),
+            "{e}"
+        );
+        limit_file_size(libc::RLIM_INFINITY);
+        assert!(s.db.flush().is_err(), "sled's own error stays");
+        assert!(
+            s.records.insert(b"after", &[1]).is_err(),
+            "and fails writes too"
+        );
+        assert!(matches!(s.flush(), Err(BufferError::SyncFailed(_))));
+        drop(s);
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            seqs(&s, None),
+            (0..seq).collect::<Vec<_>>(),
+            "what was flushed"
+        );
+        s.insert(seq, vec![0; 10]).unwrap();
+        s.flush().unwrap();
     }
 }

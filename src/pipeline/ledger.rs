@@ -419,10 +419,12 @@ impl Ledger {
                 Ok(Pushed::Full) => return,
                 Err(e) => {
                     // A full or failing disk behaves like a full buffer: hold, don't
-                    // acknowledge.
+                    // acknowledge; and flush, which ends the run if the store can no longer
+                    // write at all ([`Ledger::refused`]).
                     self.metrics.problem("buffer_write_error", || {
                         format!("cannot write to the buffer: {e}; holding records in memory")
                     });
+                    self.refused();
                     return;
                 }
             };
@@ -679,10 +681,19 @@ impl Ledger {
                     };
                     format!("cannot {what}: {e}; holding its acknowledgements")
                 });
+                self.refused();
                 self.unwritten.insert(seq, leaving);
                 false
             }
         }
+    }
+
+    /// The store refused a write: the next commit flushes. A store that failed for good
+    /// fails that flush as it fails a sync (sled after a write of its log failed: see
+    /// [`BufferError::SyncFailed`]), which ends the run; waiting for a flush that other writes
+    /// would start could hold the sources for good.
+    fn refused(&mut self) {
+        self.dirty = true;
     }
 
     /// The dead letters the disk refused get another try, oldest first, up to the first
@@ -1332,13 +1343,14 @@ mod tests {
     /// record and the replays of its LoRaWAN frame (acknowledged with it), its frame counter
     /// is not kept, and no new input is taken; once it is written and flushed, all of them
     /// are acknowledged. The same for a record refused as it is sent and a dead letter of
-    /// input.
+    /// input. A store that fails for good (its flush failing as a sync does) ends the run
+    /// at the write it refuses.
     #[test]
     fn a_dead_letter_the_disk_refuses_holds_its_acknowledgements_until_written() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
         let store = MemoryStore::default();
-        store.set_dead_letter_fails(true);
+        store.set_writes_fail(true);
         let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
         let t0 = Instant::now();
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
@@ -1381,7 +1393,7 @@ mod tests {
         assert!(!ledger.accepting());
         assert!(!ledger.quiet());
         assert_eq!(ledger.unbuffered(), 1);
-        store.set_dead_letter_fails(false);
+        store.set_writes_fail(false);
         ledger.end_round(t0).unwrap();
         ledger.commit(t0, true).unwrap();
         assert_eq!(pkids(&mut pubacks), [1, 2, 3, 4]);
@@ -1404,7 +1416,7 @@ mod tests {
         )
         .unwrap();
         ledger.end_round(t0).unwrap();
-        store.set_dead_letter_fails(true);
+        store.set_writes_fail(true);
         ledger.take(Some(record(2)), Counters::default(), ack(5), t0);
         let input = Record {
             rec_type: DEAD_LETTER.into(),
@@ -1415,7 +1427,7 @@ mod tests {
         ledger.end_round(t0).unwrap();
         assert_eq!(pkids(&mut pubacks), [0u16; 0]);
         assert_eq!(ledger.held(), 2);
-        store.set_dead_letter_fails(false);
+        store.set_writes_fail(false);
         ledger.end_round(t0).unwrap();
         ledger.commit(t0, true).unwrap();
         assert_eq!(pkids(&mut pubacks), [5, 6]);
@@ -1442,18 +1454,42 @@ mod tests {
             1,
         )
         .unwrap();
-        store.set_dead_letter_fails(true);
+        store.set_writes_fail(true);
         for _ in 0..3 {
             ledger.end_round(t0).unwrap();
         }
         assert_eq!((ledger.held(), ledger.buffered()), (1, 3));
         assert_eq!(ledger.unbuffered(), 0, "it is in the buffer");
-        store.set_dead_letter_fails(false);
+        store.set_writes_fail(false);
         for _ in 0..3 {
             ledger.end_round(t0).unwrap();
         }
         assert_eq!((ledger.held(), ledger.buffered()), (0, 0));
         assert_eq!(ledger.buffer.dead_letters(), 3);
+
+        // A store that can no longer write at all (sled, once a write of its log failed)
+        // fails the flush the refused write starts: the run ends, acknowledging nothing.
+        store.set_writes_fail(true);
+        store.set_sync_fails(true);
+        let input = Record {
+            rec_type: DEAD_LETTER.into(),
+            ..record(4)
+        };
+        ledger.take(Some(input), Counters::default(), ack(7), t0);
+        let e = ledger.end_round(t0).unwrap_err();
+        assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
+        // A record it cannot buffer likewise.
+        let (mut ledger, _reports) = stdout_ledger(
+            &cfg,
+            Buffer::new(Box::new(store.clone()), &cfg, metrics.clone()),
+            &metrics,
+            now,
+        );
+        ledger.take_to_buffer(Some(record(5)), Counters::default(), ack(8));
+        let e = ledger.end_round(t0).unwrap_err();
+        assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
+        assert_eq!(ledger.held(), 1);
+        assert_eq!(pkids(&mut pubacks), [0u16; 0]);
     }
 
     /// A record the sink refuses for good is dead-lettered as an excerpt of a few hundred
