@@ -283,6 +283,18 @@ impl Buffer {
     pub fn push(&mut self, seq: u64, rec: &Record) -> Result<Pushed, BufferError> {
         let value = encode(rec);
         let need = value.len() as u64;
+        if need > u64::from(segments::MAX_VALUE) {
+            // Never stored, whatever the room: waiting for room (`block`) would stall.
+            self.dropped(
+                Full::Cap,
+                format_args!(
+                    "record {} ({need} bytes) is over the largest the buffer holds ({}): dropped",
+                    rec.id,
+                    segments::MAX_VALUE
+                ),
+            );
+            return Ok(Pushed::Dropped);
+        }
         let (cap, full) = self.room();
         if need > cap && self.when_full != WhenFull::Block {
             // Not even an empty buffer would hold it: the buffer is not emptied for it.
@@ -784,6 +796,21 @@ mod tests {
         assert_eq!(seqs(&mut b), vec![2, 3, 4]);
         assert_eq!(m.dropped_full.get(), 2);
         assert_eq!(m.buffer_records.get(), 3);
+    }
+
+    /// A record over the largest value a segment entry holds is dropped whatever
+    /// `when_full` says: `block` would wait for room that never comes.
+    #[test]
+    fn a_record_over_the_largest_value_is_dropped_even_when_blocking() {
+        let (mut b, m) = buffer(1 << 30, WhenFull::Block);
+        let huge = Record {
+            body: "x".repeat(segments::MAX_VALUE as usize),
+            ..rec(0)
+        };
+        assert_eq!(b.push(0, &huge).unwrap(), Pushed::Dropped);
+        assert_eq!((m.dropped_full.get(), b.len()), (1, 0));
+        assert_eq!(b.push(1, &rec(1)).unwrap(), Pushed::Stored);
+        assert_eq!(seqs(&mut b), vec![1]);
     }
 
     #[test]

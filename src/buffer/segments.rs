@@ -25,6 +25,13 @@ pub const VALUES_DIR: &str = "values";
 /// of 256), and a drained buffer keeps at most this much of delivered bodies in the segment
 /// it appends to until the next one is started.
 pub const SEGMENT_SIZE: u64 = 1 << 20;
+/// The largest value an entry holds. The largest input a source reads is an MQTT message of
+/// 16 MiB (`MAX_MQTT_MESSAGE`; a serial frame is 2 KiB, a UDP datagram 64 KiB), and a record
+/// built from one is its JSON plus an envelope of a few hundred bytes; four times that leaves
+/// room for escaping and mapping. [`Segments::append`] refuses a larger value (the buffer
+/// drops such a record before it gets here), so a pointer with a larger length is damaged
+/// and is never read: a damaged length must not size an allocation.
+pub const MAX_VALUE: u32 = 64 << 20;
 /// An entry's header: sequence number and length.
 const HEADER: usize = 12;
 const SUFFIX: &str = ".seg";
@@ -151,7 +158,14 @@ fn is_damage(e: &io::Error) -> bool {
 
 /// Record `seq`'s entry at `p` in `file`, segment `p.segment`.
 fn read_entry(file: &File, seq: u64, p: Pointer) -> Result<Vec<u8>, ReadError> {
-    // Against the file's length first: a damaged pointer must not size an allocation.
+    // A damaged pointer must not size an allocation: its length is checked against the
+    // largest value first, then against the file's length (a sparse file can be large).
+    if p.len > MAX_VALUE {
+        return Err(ReadError::Damaged(format!(
+            "a length of {} bytes in segment {} at {}, over the largest value ({MAX_VALUE})",
+            p.len, p.segment, p.offset
+        )));
+    }
     let size = file
         .metadata()
         .map_err(|e| ReadError::of(format!("segment {}", p.segment), e))?
@@ -241,7 +255,17 @@ impl Segments {
     /// once sled holds the pointer.
     pub fn append(&mut self, seq: u64, value: &[u8]) -> io::Result<Pointer> {
         let len = u32::try_from(value.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+            .ok()
+            .filter(|len| *len <= MAX_VALUE)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a record of {} bytes, over the largest the buffer holds ({MAX_VALUE})",
+                        value.len()
+                    ),
+                )
+            })?;
         if self.current.as_ref().is_none_or(|c| c.end >= SEGMENT_SIZE) {
             self.start_segment()?;
         }

@@ -1244,13 +1244,42 @@ mod tests {
         s.records.insert(1u64.to_be_bytes(), p0.clone()).unwrap();
         let scanned = s.scan(None, 10).unwrap();
         assert_eq!(scanned, vec![(0, vec![0; 10]), (1, vec![])]);
-        // A length beyond the segment's end is not read (nor allocated).
+        // A length beyond the segment's end (within the largest value) is not read (nor
+        // allocated).
         let mut huge = Pointer::from_bytes(&p0).unwrap();
-        huge.len = u32::MAX;
+        huge.len = super::super::segments::MAX_VALUE;
+        match s.body(0, &huge.to_bytes()) {
+            Err(ReadError::Damaged(why)) => assert!(why.contains("would end at"), "{why}"),
+            other => panic!("{other:?}"),
+        }
         s.records
             .insert(0u64.to_be_bytes(), &huge.to_bytes())
             .unwrap();
         assert_eq!(s.scan(None, 1).unwrap(), vec![(0, vec![])]);
+    }
+
+    /// A pointer whose length is over the largest value is damaged, not read: the segment it
+    /// points into may be as large (sparse, or damaged), and the length must not size an
+    /// allocation. A value that large is not appended.
+    #[test]
+    fn a_length_over_the_largest_value_is_damage_without_reading() {
+        use super::super::segments::MAX_VALUE;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill(&mut s, 0, 1, 10);
+        let seg = s.segments.dir().join("00000001.seg");
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(2 * u64::from(MAX_VALUE)).unwrap();
+        let mut p =
+            Pointer::from_bytes(&s.records.get(0u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        p.len = MAX_VALUE + 1;
+        match s.body(0, &p.to_bytes()) {
+            Err(ReadError::Damaged(why)) => assert!(why.contains("over the largest"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let e = s.insert(1, vec![0; MAX_VALUE as usize + 1]).unwrap_err();
+        assert!(e.to_string().contains("over the largest"), "{e}");
+        assert_eq!(s.usage(), (1, 10));
     }
 
     /// A database written before the bodies left sled: its records in tree `records`.
