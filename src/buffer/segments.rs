@@ -90,6 +90,8 @@ pub struct Segments {
     empty: BTreeSet<u32>,
     /// The last segment read, kept open for the next read (a drain reads in order).
     reading: Mutex<Option<(u32, File)>>,
+    /// Segment files no pointer named at open, deleted by [`Segments::remove_orphans`].
+    orphans: Vec<PathBuf>,
 }
 
 /// What a flush syncs of the segments, taken when it is prepared.
@@ -203,8 +205,10 @@ fn number_of(name: &std::ffi::OsStr) -> Option<u32> {
 impl Segments {
     /// The segments in `db_dir` (the directory is created if missing), with `live`: the
     /// records each segment holds, counted from sled's pointers. Segment files no pointer
-    /// names are deleted (one that cannot be is left, with a warning); appending starts in a new segment (the last one may end in a torn
-    /// entry). The caller syncs `db_dir`, where the directory may have been created.
+    /// names are left for [`Segments::remove_orphans`]: they hold the bodies of records
+    /// whose pointers sled lost, should it have. Appending starts in a new segment (the last
+    /// one may end in a torn entry). The caller syncs `db_dir`, where the directory may have
+    /// been created.
     pub fn open(db_dir: &Path, live: BTreeMap<u32, u64>) -> io::Result<Segments> {
         let dir = db_dir.join(VALUES_DIR);
         match std::fs::create_dir(&dir) {
@@ -212,6 +216,7 @@ impl Segments {
             _ => {}
         }
         let mut highest = live.keys().next_back().copied();
+        let mut orphans = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let Some(number) = number_of(&entry.file_name()) else {
@@ -219,14 +224,7 @@ impl Segments {
             };
             highest = highest.max(Some(number));
             if !live.contains_key(&number) {
-                // Left for the next open: no pointer can name it, and the records that
-                // pointers name are still readable.
-                if let Err(e) = std::fs::remove_file(entry.path()) {
-                    log::warn!(
-                        "buffer: cannot delete segment {} that no record names: {e}",
-                        entry.path().display()
-                    );
-                }
+                orphans.push(entry.path());
             }
         }
         let next = highest.map_or(1, |h| h.saturating_add(1));
@@ -239,7 +237,60 @@ impl Segments {
             created: false,
             empty: BTreeSet::new(),
             reading: Mutex::new(None),
+            orphans,
         })
+    }
+
+    /// Delete the segment files no pointer named at open (written, their pointers never
+    /// durable), once the open knows sled lost no flushed pointer. One that cannot be
+    /// deleted is left for the next open, with a warning: no pointer can name it, and the
+    /// records that pointers name are still readable.
+    pub fn remove_orphans(&mut self) {
+        for path in std::mem::take(&mut self.orphans) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!(
+                    "buffer: cannot delete segment {} that no record names: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    /// The numbers of the segment files present, in order.
+    pub fn numbers(&self) -> io::Result<Vec<u32>> {
+        let mut numbers = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            numbers.extend(number_of(&entry?.file_name()));
+        }
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    /// The whole entries of segment `number` as `(seq, value)`, in order, whether or not a
+    /// pointer names them (the salvage looks for bodies whose pointers sled lost). Reading
+    /// stops at the first entry that is not whole (a torn tail) or claims more than
+    /// [`MAX_VALUE`]; no entry starts past [`SEGMENT_SIZE`], so this holds at most a
+    /// segment and one entry.
+    pub fn entries(&self, number: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        let file = File::open(self.path(number))?;
+        let size = file.metadata()?.len();
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        while offset < SEGMENT_SIZE && offset + HEADER as u64 <= size {
+            let mut header = [0; HEADER];
+            file.read_exact_at(&mut header, offset)?;
+            let seq = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+            let len = u32::from_be_bytes(header[8..].try_into().expect("4 bytes"));
+            let end = offset + HEADER as u64 + u64::from(len);
+            if len > MAX_VALUE || end > size {
+                break;
+            }
+            let mut value = vec![0; len as usize];
+            file.read_exact_at(&mut value, offset + HEADER as u64)?;
+            out.push((seq, value));
+            offset = end;
+        }
+        Ok(out)
     }
 
     /// The database directory was renamed to `db_dir` (moved aside): read from there.

@@ -228,6 +228,7 @@ impl SledStore {
                 store.salvage(stored, flushed)
             }
             (_, flushed) => {
+                store.segments.remove_orphans();
                 if let Err(e) = store.drop_torn_unflushed(flushed) {
                     log::error!("buffer: checking the records written after the last flush: {e}");
                 }
@@ -576,12 +577,51 @@ impl SledStore {
             }
         }
         // A database an earlier release wrote: its records are in the old tree.
-        if let Ok(Some(old)) = self.old_records() {
+        let old = self.old_records().ok().flatten();
+        if let Some(old) = &old {
             for (k, v) in old.iter().flatten() {
                 if let Some(seq) = seq_of(&k) {
                     carry(&mut fresh, seq, v.to_vec())?;
                 }
             }
+        }
+        // The bodies of the records whose pointers sled lost are still in the segments
+        // (synced before sled's flush): every whole entry flushed after the last mark sled
+        // holds that no pointer names. A record delivered in that range comes again (a
+        // duplicate), rather than one acknowledged being lost.
+        let lost = |seq: u64| stored.is_none_or(|s| seq > s) && seq <= flushed;
+        let named = |seq: u64| {
+            let key = seq.to_be_bytes();
+            // A tree that fails to answer: carried all the same, a duplicate at worst.
+            self.records.contains_key(key).unwrap_or(false)
+                || old
+                    .as_ref()
+                    .is_some_and(|t| t.contains_key(key).unwrap_or(false))
+        };
+        let mut found = BTreeSet::new();
+        match self.segments.numbers() {
+            Ok(numbers) => {
+                for number in numbers {
+                    let entries = self.segments.entries(number).unwrap_or_else(|e| {
+                        log::error!(
+                            "buffer: reading segment {number} of {}: {e}",
+                            aside.display()
+                        );
+                        Vec::new()
+                    });
+                    for (seq, body) in entries {
+                        // Sequence numbers are never handed out twice: the first whole copy.
+                        if lost(seq)
+                            && !named(seq)
+                            && super::decode(&body).is_ok()
+                            && found.insert(seq)
+                        {
+                            carry(&mut fresh, seq, body)?;
+                        }
+                    }
+                }
+            }
+            Err(e) => log::error!("buffer: listing the segments of {}: {e}", aside.display()),
         }
         for (k, v) in self.dead.iter().flatten() {
             if let Some(seq) = seq_of(&k) {
@@ -596,11 +636,13 @@ impl SledStore {
         log::error!(
             "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed up to #{flushed}): \
              the file was truncated or damaged and up to {} record(s) are gone. It was moved to {}; \
-             carried the {kept} readable record(s) into a fresh database ({unreadable} had no readable body)",
+             carried the {kept} readable record(s) into a fresh database ({unreadable} had no readable body; \
+             {} of them found in the segments without their pointers)",
             dir.display(),
             stored.map_or("nothing".to_string(), |s| s.to_string()),
             flushed - stored.unwrap_or(0),
-            aside.display()
+            aside.display(),
+            found.len()
         );
         Ok(fresh)
     }
@@ -1669,6 +1711,42 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(asides(dir.path()), 1);
         assert_eq!(seqs(&s, None), left);
+    }
+
+    /// sled lost flushed pointers (its mark says #1, the mark file #9): the bodies are still
+    /// in the segments, in one no pointer names any more (#8's) and beside records whose
+    /// pointers are left. The salvage finds every one: none is deleted before it looks.
+    #[test]
+    fn a_salvage_carries_the_bodies_whose_pointers_sled_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |seq: u64| super::super::encode(&record(seq, QUARTER));
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            for seq in 0..9 {
+                s.insert(seq, body(seq)).unwrap();
+            }
+            // Not a record: no decoder would take it.
+            s.insert(9, vec![9; 10]).unwrap();
+            s.flush().unwrap();
+            assert_eq!(s.segments.files(), vec![1, 2, 3]);
+            // What sled keeps after losing the end of its log; #0 was delivered before.
+            for seq in [0u64, 2, 5, 6, 7, 8, 9] {
+                s.records.remove(seq.to_be_bytes()).unwrap();
+            }
+            s.meta.insert(MARK_KEY, &1u64.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        let all = s.scan(None, 100).unwrap();
+        assert_eq!(
+            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..9).collect::<Vec<_>>()
+        );
+        for (seq, b) in all {
+            assert_eq!(b, body(seq), "#{seq}");
+        }
+        assert_eq!(s.last_seq(), Some(9));
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
