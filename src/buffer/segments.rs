@@ -35,6 +35,8 @@ pub const MAX_VALUE: u32 = 64 << 20;
 /// An entry's header: sequence number and length.
 const HEADER: usize = 12;
 const SUFFIX: &str = ".seg";
+/// Numbers a new segment tries before the append fails: each one skipped is in use.
+const NUMBER_TRIES: u32 = 1024;
 
 /// Where a record's body is: segment number, offset of its entry, length of the value.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -198,8 +200,12 @@ fn name(number: u32) -> String {
     format!("{number:08}{SUFFIX}")
 }
 
-fn number_of(name: &std::ffi::OsStr) -> Option<u32> {
-    name.to_str()?.strip_suffix(SUFFIX)?.parse().ok()
+/// The number of the segment file named `file`; `None` for any other name (`5.seg` and
+/// `+5.seg` are not segment 5's).
+fn number_of(file: &std::ffi::OsStr) -> Option<u32> {
+    let file = file.to_str()?;
+    let number = file.strip_suffix(SUFFIX)?.parse().ok()?;
+    (name(number) == file).then_some(number)
 }
 
 impl Segments {
@@ -215,19 +221,19 @@ impl Segments {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
-        let mut highest = live.keys().next_back().copied();
         let mut orphans = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
-            let Some(number) = number_of(&entry.file_name()) else {
-                continue;
-            };
-            highest = highest.max(Some(number));
-            if !live.contains_key(&number) {
+            if number_of(&entry.file_name()).is_some_and(|n| !live.contains_key(&n)) {
                 orphans.push(entry.path());
             }
         }
-        let next = highest.map_or(1, |h| h.saturating_add(1));
+        // From the segments kept only: an orphan's number (any, `u32::MAX` included) goes
+        // with it. A number used again is safe: a new segment's directory entry is synced
+        // by the flush that makes a pointer into it durable, and each entry's header names
+        // its record, so an old file that a power cut brings back under that number is not
+        // read as the new one's records.
+        let next = live.keys().next_back().map_or(1, |h| h.saturating_add(1));
         Ok(Segments {
             dir,
             current: None,
@@ -338,29 +344,41 @@ impl Segments {
         })
     }
 
-    /// Close the current segment and create the next one.
+    /// Close the current segment and create the next one. Numbers wrap after `u32::MAX`;
+    /// one in use is skipped: a live segment's, or a file's that is there (one waiting to be
+    /// deleted, or one left that could not be).
     fn start_segment(&mut self) -> io::Result<()> {
-        let number = self.next;
-        let next = number
-            .checked_add(1)
-            .ok_or_else(|| io::Error::other("segment numbers exhausted"))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(self.path(number))?;
-        self.next = next;
-        self.created = true;
-        if let Some(old) = self.current.replace(Current {
-            number,
-            file,
-            end: 0,
-        }) {
-            if !self.live.contains_key(&old.number) {
-                self.empty.insert(old.number);
+        for _ in 0..NUMBER_TRIES {
+            let number = self.next;
+            self.next = number.checked_add(1).unwrap_or(1);
+            if self.live.contains_key(&number) {
+                continue;
             }
+            let file = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(self.path(number))
+            {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                file => file?,
+            };
+            self.created = true;
+            if let Some(old) = self.current.replace(Current {
+                number,
+                file,
+                end: 0,
+            }) {
+                if !self.live.contains_key(&old.number) {
+                    self.empty.insert(old.number);
+                }
+            }
+            return Ok(());
         }
-        Ok(())
+        Err(io::Error::other(format!(
+            "no free segment number among the {NUMBER_TRIES} before {}",
+            self.next
+        )))
     }
 
     /// A pointer into segment `p` is now in sled.

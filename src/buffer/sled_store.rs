@@ -1188,8 +1188,53 @@ mod tests {
         s.insert(6, vec![6; 10]).unwrap();
         assert_eq!(
             s.segments.files(),
-            vec![1, 2, 100],
-            "numbers are not reused"
+            vec![1, 2, 3],
+            "numbered after the segments kept"
+        );
+    }
+
+    /// A segment number taken from a damaged or hostile name (`u32::MAX`, or a damaged
+    /// pointer's) does not stop inserts: the files no pointer names go, and numbers wrap
+    /// past the last one, skipping those in use. Names that only parse to a number are not
+    /// segments.
+    #[test]
+    fn a_segment_number_at_the_end_does_not_stop_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill(&mut s, 0, 2, 10);
+            s.flush().unwrap();
+            s.segments.dir().to_path_buf()
+        };
+        std::fs::write(values.join("4294967295.seg"), b"hostile").unwrap();
+        std::fs::write(values.join("+7.seg"), b"not a segment").unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert!(!values.join("4294967295.seg").exists());
+        assert!(values.join("+7.seg").exists());
+        s.insert(2, vec![2; 10]).unwrap();
+        assert_eq!(s.segments.files(), vec![1, 2]);
+        // A damaged pointer names the last number: the next segment wraps to the first
+        // number not in use.
+        let mut p =
+            Pointer::from_bytes(&s.records.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        p.segment = u32::MAX;
+        s.records.insert(1u64.to_be_bytes(), &p.to_bytes()).unwrap();
+        s.flush().unwrap();
+        s.db.flush().unwrap();
+        drop(s);
+        let mut s = SledStore::open(dir.path()).unwrap();
+        s.insert(3, vec![3; 10]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![1, 2, 3]);
+        let read = s.scan(None, 10).unwrap();
+        assert_eq!(
+            read,
+            vec![
+                (0, vec![0; 10]),
+                (1, vec![]),
+                (2, vec![2; 10]),
+                (3, vec![3; 10])
+            ]
         );
     }
 
@@ -1380,8 +1425,8 @@ mod tests {
         check_upgraded(&s, 300);
         assert_eq!(
             s.segments.files(),
-            vec![3],
-            "the first upgrade's segment went"
+            vec![2],
+            "the first upgrade's segment went, the torn one's number is used again"
         );
         assert_eq!(asides(dir.path()), 0);
     }
@@ -1415,13 +1460,15 @@ mod tests {
             s.flush().unwrap();
             s.segments.dir().to_path_buf()
         };
-        std::fs::create_dir(values.join("00000099.seg")).unwrap();
+        std::fs::create_dir(values.join("00000003.seg")).unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
         assert_eq!(asides(dir.path()), 0);
         assert_eq!(seqs(&s, None), vec![0, 1, 2, 3, 4]);
+        // Its number is skipped.
         s.insert(6, vec![6; 10]).unwrap();
         s.flush().unwrap();
-        assert_eq!(s.segments.files(), vec![1, 2, 99, 100]);
+        assert_eq!(s.segments.files(), vec![1, 2, 3, 4]);
+        assert!(values.join("00000003.seg").is_dir());
     }
 
     /// A body that fails to read for another reason than damage (here EISDIR: the segment
