@@ -208,7 +208,7 @@ impl SledStore {
         finish_swap(dir)?;
         let mut store = match Self::open_inner(dir) {
             Ok(s) => s,
-            Err(e) if dir.exists() && !is_busy(&e) => {
+            Err(OpenError::Db(e)) if dir.exists() && !is_busy(&e) => {
                 let aside = move_aside(dir)?;
                 log::error!(
                     "buffer database {} will not open ({e}); moved to {} and starting a fresh one",
@@ -333,7 +333,7 @@ impl SledStore {
         Self::open_inner(dir).map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))
     }
 
-    fn open_inner(dir: &Path) -> Result<SledStore, sled::Error> {
+    fn open_inner(dir: &Path) -> Result<SledStore, OpenError> {
         let db = open_db(dir)?;
         let records = db.open_tree(RECORDS)?;
         let dead = db.open_tree("dead_letter")?;
@@ -350,7 +350,7 @@ impl SledStore {
             }
         }
         let io = |e: std::io::Error| sled::Error::Io(e);
-        let segments = Segments::open(dir, live).map_err(io)?;
+        let segments = Segments::open(dir, live).map_err(OpenError::Values)?;
         let mark = Mark::open(&dir.join(MARK_FILE)).map_err(io)?;
         // After the mark file: its directory entry is synced with sled's.
         let (files, unreported_syncs) = SledFiles::open(dir).map_err(io)?;
@@ -645,6 +645,39 @@ impl SledStore {
             found.len()
         );
         Ok(fresh)
+    }
+}
+
+/// Why [`SledStore::open_inner`] failed.
+enum OpenError {
+    /// sled or a file of hubgate's beside it will not open: see [`is_busy`] for when that is
+    /// damage.
+    Db(sled::Error),
+    /// The segment directory cannot be used (a plain file, unreadable). Not a damaged
+    /// database: its pointers are intact, and the bodies are in that directory or nowhere.
+    /// Moving the database aside would lose every buffered record, and so would moving the
+    /// directory alone, should the failure pass; the open fails instead, touching nothing.
+    Values(std::io::Error),
+}
+
+impl From<sled::Error> for OpenError {
+    fn from(e: sled::Error) -> OpenError {
+        OpenError::Db(e)
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Db(e) => e.fmt(f),
+            OpenError::Values(e) => write!(
+                f,
+                "its segment directory {} cannot be used ({e}); the database was left as it \
+                 is, since the buffered records' bodies are there: make it a readable \
+                 directory again",
+                super::segments::VALUES_DIR
+            ),
+        }
     }
 }
 
@@ -1709,6 +1742,31 @@ mod tests {
         release.join().unwrap();
         assert_eq!(s.usage(), (0, 0));
         assert_eq!(asides(dir.path()), 0);
+    }
+
+    /// A segment directory that cannot be used (here a plain file) fails the open with an
+    /// error naming it, and moves nothing aside: once it is a directory again, every record
+    /// is there.
+    #[test]
+    fn an_unusable_segment_directory_fails_the_open_and_moves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill(&mut s, 0, 3, 10);
+            s.flush().unwrap();
+            s.segments.dir().to_path_buf()
+        };
+        let kept = dir.path().join("values.kept");
+        std::fs::rename(&values, &kept).unwrap();
+        std::fs::write(&values, b"not a directory").unwrap();
+        let e = SledStore::open(dir.path()).err().expect("the open fails");
+        assert!(e.to_string().contains("segment directory values"), "{e}");
+        assert_eq!(asides(dir.path()), 0);
+        std::fs::remove_file(&values).unwrap();
+        std::fs::rename(&kept, &values).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.scan(None, 10).unwrap().len(), 3);
+        assert_eq!(seqs(&s, None), vec![0, 1, 2]);
     }
 
     #[test]
