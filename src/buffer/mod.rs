@@ -1040,11 +1040,15 @@ mod tests {
     fn a_low_disk_reclaims_a_smaller_drained_database() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
-        for seq in 0..1000 {
-            s.insert(seq, vec![1; 1000]).unwrap();
+        // sled's own files: ~180 bytes per record (the drained segments are gone).
+        for seq in 0..10_000 {
+            s.insert(seq, vec![1; 100]).unwrap();
+            if seq % 256 == 255 {
+                s.flush().unwrap();
+            }
         }
         s.flush().unwrap();
-        for seq in 0..1000 {
+        for seq in 0..10_000 {
             s.remove(seq).unwrap();
         }
         s.flush().unwrap();

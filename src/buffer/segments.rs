@@ -22,8 +22,7 @@ use std::sync::{Mutex, PoisonError};
 pub const VALUES_DIR: &str = "values";
 /// A segment is closed once it holds this much. A new one costs a file creation and a
 /// directory sync in the next flush (every ~450 records of 2.3 KB, about two flush rounds
-/// of 256), and a drained buffer keeps at most this much of delivered bodies in the segment
-/// it appends to until the next one is started.
+/// of 256).
 pub const SEGMENT_SIZE: u64 = 1 << 20;
 /// The largest value an entry holds. The largest input a source reads is an MQTT message of
 /// 16 MiB (`MAX_MQTT_MESSAGE`; a serial frame is 2 KiB, a UDP datagram 64 KiB), and a record
@@ -386,7 +385,9 @@ impl Segments {
         *self.live.entry(p.segment).or_default() += 1;
     }
 
-    /// A pointer into `p` left sled.
+    /// A pointer into `p` left sled. A pointer stored in its place is [`Segments::added`]
+    /// first: the segment it points into may be the current one, which a drained store
+    /// retires.
     pub fn removed(&mut self, p: Pointer) {
         let Some(n) = self.live.get_mut(&p.segment) else {
             return;
@@ -396,6 +397,14 @@ impl Segments {
             self.live.remove(&p.segment);
             if self.current.as_ref().is_none_or(|c| c.number != p.segment) {
                 self.empty.insert(p.segment);
+            }
+            if self.live.is_empty() {
+                // Drained: the segment appended to goes too (the next append starts a new
+                // one), so the next flush gives its space back without a rebuild of the
+                // database, which a low disk would otherwise need for it.
+                if let Some(c) = self.current.take() {
+                    self.empty.insert(c.number);
+                }
             }
         }
     }

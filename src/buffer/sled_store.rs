@@ -832,15 +832,17 @@ impl Store for SledStore {
         })?;
         self.highest = self.highest.max(Some(seq));
         self.changed = true;
-        if let Some(old) = self
+        let old = self
             .records
             .insert(seq.to_be_bytes(), &p.to_bytes())
-            .map_err(err)?
-        {
-            self.forget(&old);
-        }
+            .map_err(err)?;
+        // Counted before the old pointer leaves: were it the last, the segment `p` points
+        // into would be retired as drained.
         self.segments.added(p);
         self.count += 1;
+        if let Some(old) = old {
+            self.forget(&old);
+        }
         self.bytes += u64::from(p.len);
         Ok(())
     }
@@ -1161,27 +1163,52 @@ mod tests {
         assert_eq!(s.segments.files(), vec![2, 3]);
         s.flush().unwrap();
         assert_eq!(s.segments.files(), vec![3]);
-        // The segment appended to stays while it is, even without records.
+        // Drained: the segment appended to goes too; the next record starts a new one.
         s.remove(8).unwrap();
         s.flush().unwrap();
-        assert_eq!(s.segments.files(), vec![3]);
+        assert!(s.segments.files().is_empty());
         assert_eq!(s.usage(), (0, 0));
         s.insert(9, vec![9; 10]).unwrap();
         s.flush().unwrap();
-        assert_eq!(s.segments.files(), vec![3]);
+        assert_eq!(s.segments.files(), vec![4]);
         drop(s);
         // Appends start in a new segment at open.
         let mut s = SledStore::open(dir.path()).unwrap();
         s.insert(10, vec![10; 10]).unwrap();
         s.flush().unwrap();
-        assert_eq!(s.segments.files(), vec![3, 4]);
+        assert_eq!(s.segments.files(), vec![4, 5]);
         assert_eq!(seqs(&s, None), vec![9, 10]);
         // A purge deletes them all, the one appended to too.
         assert_eq!(s.purge().unwrap(), 2);
         assert!(s.segments.files().is_empty());
         s.insert(11, vec![11; 10]).unwrap();
         s.flush().unwrap();
-        assert_eq!(s.segments.files(), vec![5]);
+        assert_eq!(s.segments.files(), vec![6]);
+    }
+
+    /// A drained store holds no segment once the flush that made the removals durable is
+    /// done, the one it appended to included: on a low disk its space comes back without a
+    /// rebuild. A record stored over the only one left keeps its segment.
+    #[test]
+    fn a_drained_store_holds_no_segment_after_its_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill(&mut s, 0, 3, QUARTER);
+        s.flush().unwrap();
+        for seq in 0..3 {
+            s.remove(seq).unwrap();
+        }
+        assert_eq!(s.segments.files(), vec![1], "removals not durable yet");
+        s.flush().unwrap();
+        assert!(s.segments.files().is_empty());
+        assert_eq!(s.size_on_disk().unwrap(), s.db.size_on_disk().unwrap());
+        assert_eq!(s.reclaim(true).unwrap(), None, "nothing to rebuild for");
+        s.insert(3, vec![3; 10]).unwrap();
+        s.flush().unwrap();
+        s.insert(3, vec![4; 10]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![2]);
+        assert_eq!(s.scan(None, 10).unwrap(), vec![(3, vec![4; 10])]);
     }
 
     /// A failed sync keeps drained segments too (no flush succeeds after it).
@@ -1894,8 +1921,9 @@ mod tests {
             None,
             "records left: nothing to do"
         );
-        // sled takes ~180 bytes per record of pointer and churn: 50,000 pass 8 MiB.
-        fill_and_drain(&mut s, 50_000, 3);
+        // sled takes ~165 bytes per record of pointer and churn: 60,000 took 9.96 MB, past
+        // 8 MiB (the drained segments are gone).
+        fill_and_drain(&mut s, 60_000, 3);
         let purged = tempfile::tempdir().unwrap();
         let mut p = SledStore::open(purged.path()).unwrap();
         for seq in 0..12_000 {
@@ -1915,7 +1943,7 @@ mod tests {
         assert_eq!((s.usage(), s.dead_letters()), ((0, 0), 3));
         assert_eq!(
             s.last_seq(),
-            Some(50_002),
+            Some(60_002),
             "sequence numbers are not reused"
         );
         assert!(
@@ -1924,12 +1952,12 @@ mod tests {
             leftovers(dir.path())
         );
         // Still a working buffer, and it opens quietly.
-        s.insert(50_003, vec![2; 10]).unwrap();
+        s.insert(60_003, vec![2; 10]).unwrap();
         s.flush().unwrap();
         drop(s);
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!((s.usage(), s.dead_letters()), ((1, 10), 3));
-        assert_eq!(s.last_seq(), Some(50_003));
+        assert_eq!(s.last_seq(), Some(60_003));
         assert_eq!(asides(dir.path()), 0);
     }
 
