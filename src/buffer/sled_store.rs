@@ -50,6 +50,11 @@ const RECORDS: &str = "record_at";
 const OLD_RECORDS: &[u8] = b"records";
 /// Records moved per flush by the upgrade and the salvage.
 const MOVE_BATCH: usize = 256;
+/// How long systemd's start timeout is pushed after each batch the upgrade moved: as long
+/// as a start takes by default (90 s), for a batch of 256 records and its two flushes.
+const UPGRADE_BATCH_ALLOWANCE: Duration = Duration::from_secs(90);
+/// The upgrade logs its progress every this many batches (16,384 records).
+const UPGRADE_LOG_EVERY: u64 = 64;
 /// sled's cache. Its floor is one leaf per LRU shard (256), whatever this says; with 12-byte
 /// pointers a small capacity keeps the leaves it holds beyond that few (docs/performance.md).
 const CACHE: u64 = 256 << 10;
@@ -235,7 +240,21 @@ impl SledStore {
                 // Fatal: records left in the old tree would be neither counted nor
                 // delivered in this run. Every batch moved is durable, so the next start
                 // (systemd restarts hubgate) goes on from there.
-                store.upgrade().map_err(|e| {
+                // It runs before READY=1: each batch tells systemd the start goes on.
+                let mut batches = 0u64;
+                let progress = |moved: u64| {
+                    crate::notify::extend_start(
+                        UPGRADE_BATCH_ALLOWANCE,
+                        &format!("moving the buffer to the new layout: {moved} record(s) moved"),
+                    );
+                    batches += 1;
+                    if batches.is_multiple_of(UPGRADE_LOG_EVERY) {
+                        log::info!(
+                            "buffer: moving the records to the new layout: {moved} moved so far"
+                        );
+                    }
+                };
+                store.upgrade(progress).map_err(|e| {
                     BufferError::Storage(format!(
                         "{}: moving the records to the new layout (bodies in segment files) \
                          failed: {e}; those not moved yet stay in the old tree and the next \
@@ -286,8 +305,9 @@ impl SledStore {
     /// then its keys leave the old tree and that is flushed too; at the end the empty tree is
     /// dropped. A crash or an error keeps every batch moved before it; the batch in progress
     /// is still in the old tree and is moved again, over the same sequence numbers (no
-    /// duplicates). The flush per batch also bounds the segments' open files.
-    fn upgrade(&mut self) -> Result<(), BufferError> {
+    /// duplicates). The flush per batch also bounds the segments' open files. `progress`
+    /// gets the number of records moved so far after each batch.
+    fn upgrade(&mut self, mut progress: impl FnMut(u64)) -> Result<(), BufferError> {
         let Some(old) = self.old_records()? else {
             return Ok(());
         };
@@ -315,6 +335,7 @@ impl SledStore {
             }
             self.changed = true;
             self.flush()?;
+            progress(moved);
         }
         drop(old);
         self.db.drop_tree(OLD_RECORDS).map_err(err)?;
@@ -1594,6 +1615,20 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         check_upgraded(&s, n);
         assert_eq!(asides(dir.path()), 0);
+    }
+
+    /// The upgrade reports its progress after every batch (the open tells systemd the
+    /// start goes on with each).
+    #[test]
+    fn the_upgrade_reports_each_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 2 * MOVE_BATCH as u64 + 100;
+        old_layout(dir.path(), n);
+        let mut s = SledStore::open_at(&dir.path().join(DB_DIR)).unwrap();
+        let mut seen = Vec::new();
+        s.upgrade(|moved| seen.push(moved)).unwrap();
+        assert_eq!(seen, vec![256, 512, n]);
+        check_upgraded(&s, n);
     }
 
     /// An old database that lost flushed records is salvaged with what its old tree holds.
