@@ -29,7 +29,8 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify");
     let sock = UnixDatagram::bind(&socket_path).unwrap();
-    // The child inherits these. This binary has this one test, so no other test sees them.
+    // The child inherits these. The other tests of this binary give their children their
+    // own NOTIFY_SOCKET or none.
     std::env::set_var("NOTIFY_SOCKET", &socket_path);
     std::env::set_var("WATCHDOG_USEC", WATCHDOG_USEC.to_string());
     let port = free_udp_port();
@@ -91,4 +92,79 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
         rest.iter().any(|m| m.lines().any(|l| l == "STOPPING=1")),
         "no STOPPING=1 after SIGTERM: {rest:?}"
     );
+}
+
+/// Where [`make_an_old_buffer`] writes, when this binary runs it as a process of its own.
+const OLD_BUFFER: &str = "HUBGATE_TEST_OLD_BUFFER";
+/// Records in the old buffer: three batches of the upgrade (256, 256, 100).
+const OLD_RECORDS: u64 = 612;
+
+/// Not a test of its own: writes a buffer in the layout of an earlier release (bodies in
+/// sled's tree `records`) when [`OLD_BUFFER`] names one. Run in a process of its own, so that
+/// sled's lock is gone with it before hubgate opens the database.
+#[test]
+fn make_an_old_buffer() {
+    let Some(buffer) = std::env::var_os(OLD_BUFFER) else {
+        return;
+    };
+    let db = sled::open(std::path::Path::new(&buffer).join("sled")).unwrap();
+    let records = db.open_tree("records").unwrap();
+    for seq in 0..OLD_RECORDS {
+        records.insert(seq.to_be_bytes(), vec![7; 100]).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+/// The upgrade of an old buffer runs before READY=1: after each batch hubgate pushes
+/// systemd's start timeout with EXTEND_TIMEOUT_USEC and says how far it got.
+#[test]
+fn the_upgrade_extends_the_start_timeout_after_each_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let made = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["make_an_old_buffer", "--exact"])
+        .env(OLD_BUFFER, &buffer)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n",
+            buffer.display()
+        ),
+    )
+    .unwrap();
+    let socket_path = dir.path().join("notify-upgrade");
+    let sock = UnixDatagram::bind(&socket_path).unwrap();
+    let stats = support::agent::command()
+        .args(["buffer", "stats", "-c"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(stats.status.success(), "{stats:?}");
+    assert!(
+        String::from_utf8_lossy(&stats.stdout).contains(&format!("records: {OLD_RECORDS}")),
+        "{stats:?}"
+    );
+    // Everything it sent is queued: it has exited.
+    sock.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let expected: Vec<String> = [256, 512, OLD_RECORDS]
+        .iter()
+        .map(|moved| {
+            format!(
+                "EXTEND_TIMEOUT_USEC=90000000\nSTATUS=moving the buffer to the new layout: \
+                 {moved} record(s) moved\n"
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
 }
