@@ -142,6 +142,12 @@ impl SyncJob {
         self.db.flush().map_err(|e| {
             BufferError::SyncFailed(format!("{}: sled's flush: {e}", self.dir.display()))
         })?;
+        // sled frees a sealed log buffer (512 KiB, its segment size) through crossbeam-epoch:
+        // deferred to the thread that sealed it, which keeps it in a bag of 64 deferred frees
+        // until the bag is full. sled's flush seals one on this thread, so without this ~64
+        // flushes' buffers (up to 7 MB in an outage) stay allocated; here they go once no
+        // thread can still read them (docs/performance.md, "Memory").
+        crossbeam_epoch::pin().flush();
         let mut syncs = self.syncs.lock().unwrap_or_else(PoisonError::into_inner);
         n += syncs.files.sync(self.blobs).map_err(failed)?;
         // Only a mark whose records are durable: a lower one can miss a loss, a higher one
