@@ -236,8 +236,69 @@ async fn oversized_record_is_dead_lettered() {
         fcnts(&bs, ENV, 0).is_empty(),
         "oversized records must not be sent"
     );
-    let store = hubgate::buffer::SledStore::open(&dir.path().join("buffer")).unwrap();
+    assert_eq!(dead_letters(dir.path()), (5, 0), "nothing left to send");
+}
+
+/// A broker whose topic takes less than the producer's batch refuses the whole produce
+/// request with `MESSAGE_TOO_LARGE` (injected here on the first one, with the records lingering
+/// so that they share it): each of its records would be taken alone, and is, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_too_large_is_sent_again_record_by_record() {
+    let (dir, mock) = refused_as_too_large(1, &[TH, PIR]).await;
+    let bs = mock.bootstrap_servers();
+    assert_eq!(fcnts(&bs, ENV, 5), vec![1, 2, 3, 4, 5]);
+    assert_eq!(fcnts(&bs, MOTION, 5), vec![1, 2, 3, 4, 5]);
+    assert_eq!(dead_letters(dir.path()), (0, 0));
+}
+
+/// A record the broker refuses as too large when it was sent alone is dead-lettered (not
+/// retried for ever); the others get through, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_alone_as_too_large_is_dead_lettered() {
+    // The first request (the batch), then the first record alone.
+    let (dir, mock) = refused_as_too_large(2, &[TH]).await;
+    let bs = mock.bootstrap_servers();
+    assert_eq!(fcnts(&bs, ENV, 4), vec![2, 3, 4, 5]);
+    assert_eq!(dead_letters(dir.path()), (1, 0));
+}
+
+/// Run 5 uplinks of each of `devices` against a broker that answers the first `refusals`
+/// produce requests with `MESSAGE_TOO_LARGE`; returns the run's directory and the broker.
+async fn refused_as_too_large(
+    refusals: usize,
+    devices: &[&str],
+) -> (
+    tempfile::TempDir,
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let uplinks = dir.path().join("uplinks.jsonl");
+    write_uplinks(&uplinks, 5);
+    let lines = std::fs::read_to_string(&uplinks).unwrap();
+    let kept: String = lines
+        .lines()
+        .filter(|l| devices.iter().any(|d| l.contains(d)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&uplinks, kept).unwrap();
+    let mock = mock();
+    let bs = mock.bootstrap_servers();
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; refusals],
+    );
+    let mut cfg = config(dir.path(), &bs, "");
+    let hubgate::config::SinkConfig::Kafka(k) = &mut cfg.sink else {
+        panic!("the config's sink is Kafka");
+    };
+    k.properties.insert("linger.ms".into(), "300".into());
+    run(cfg).await;
+    (dir, mock)
+}
+
+/// Dead letters kept, and records left in the buffer.
+fn dead_letters(dir: &Path) -> (u64, u64) {
     use hubgate::buffer::Store;
-    assert_eq!(store.dead_letters(), 5);
-    assert_eq!(store.usage().0, 0, "nothing left to send");
+    let store = hubgate::buffer::SledStore::open(&dir.join("buffer")).unwrap();
+    (store.dead_letters(), store.usage().0)
 }

@@ -1,7 +1,7 @@
 //! Kafka sink (librdkafka): any Kafka broker, and the engine under the Event Hubs sink.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::DefaultClientContext;
@@ -129,7 +129,17 @@ pub struct DeliveryContext {
     hubs: Hubs,
     /// The producer's settings, for the provisioner when a write finds its hub missing.
     config: ClientConfig,
+    /// Whether this producer puts more than one record in a batch.
+    batched: bool,
+    refused: Refused,
 }
+
+/// The last record (its seq) of those a broker refused in batches too large for it, until it
+/// is through: shared by the sink and its producers' contexts (see [`DeliveryContext::delivery`]).
+type Refused = Arc<Mutex<Option<u64>>>;
+
+/// What makes a producer send each record in a batch of its own.
+const ALONE: (&str, &str) = ("batch.num.messages", "1");
 
 /// The part of librdkafka's statistics that says whether a broker connection is up.
 #[derive(serde::Deserialize)]
@@ -194,16 +204,54 @@ impl ProducerContext for DeliveryContext {
     /// A record purged from a producer being replaced or dropped gets no report: the
     /// forwarder sends what got none again once the old producer is gone, with no failure
     /// counted and no back-off (nothing is wrong with the sink).
+    ///
+    /// A broker's `MESSAGE_TOO_LARGE` is about a whole batch (Kafka checks a topic's
+    /// `max.message.bytes` against the batch, and librdkafka gives the error to every record
+    /// in it), unlike librdkafka's own refusal at hand-over, which is about the one record.
+    /// From a producer that batches, it is `Retry`: the sink's next producer sends each record
+    /// alone until the last one refused is through, and only a record refused alone is
+    /// rejected.
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
+        let seq = *seq;
         let result = match result {
             Ok(m) => {
                 self.hubs.delivered(m.topic());
                 Ok(handed_over(m))
             }
             Err((e, _)) if is_purged(e) => return,
+            Err((e, msg))
+                if self.batched && error_code(e) == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                Err(self.batch_too_large(seq, msg.topic(), e))
+            }
             Err((e, msg)) => Err(failed(e, msg.topic(), &self.hubs, &self.config)),
         };
-        let _ = self.deliveries.send(Delivery { seq: *seq, result });
+        if !self.batched && matches!(result, Ok(_) | Err(SinkError::Reject(_))) {
+            let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            if refused.is_some_and(|last| seq >= last) {
+                *refused = None;
+            }
+        }
+        let _ = self.deliveries.send(Delivery { seq, result });
+    }
+}
+
+impl DeliveryContext {
+    /// Record `seq` was in a batch the broker refused as too large for `hub`: to be sent
+    /// again alone.
+    fn batch_too_large(&self, seq: u64, hub: &str, e: &KafkaError) -> SinkError {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        *refused = Some(refused.map_or(seq, |last| last.max(seq)));
+        self.metrics.problem("batch_too_large", || {
+            format!(
+                "kafka: the broker refused a batch to {hub:?} as too large: the topic's \
+                 max.message.bytes (or the broker's message.max.bytes) is below the producer's \
+                 batch.size ({}); its records are sent again one by one: lower batch.size in \
+                 [sink.properties] or raise the topic's limit",
+                self.config.get("batch.size").unwrap_or("1000000")
+            )
+        });
+        SinkError::Retry(format!("{e}, in a batch: sent again alone"))
     }
 }
 
@@ -252,9 +300,11 @@ pub fn classify(e: &KafkaError, hub: &str, hubs: &Hubs) -> SinkError {
     let code = error_code(e);
     let text = e.to_string();
     match code {
-        Some(
-            C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidMessage | C::InvalidRecord,
-        ) => SinkError::Reject(text),
+        // At hand-over, librdkafka's check of the one record; in a delivery report, see
+        // `DeliveryContext::delivery`. `InvalidMessage` (CORRUPT_MESSAGE) is retriable.
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidRecord) => {
+            SinkError::Reject(text)
+        }
         // Nothing gets through until the credentials are fixed; keep retrying, loudly.
         Some(C::SaslAuthenticationFailed | C::Authentication | C::ClusterAuthorizationFailed) => {
             SinkError::Retry(format!(
@@ -290,6 +340,11 @@ pub struct KafkaSink {
     vanished: std::collections::HashMap<String, Instant>,
     /// [`FLUSH_BEFORE_REPLACING`]; the tests give the mock cluster more on a loaded machine.
     flush_before_replacing: Duration,
+    /// Records a broker refused in a batch too large for it, until they are through: while
+    /// there are some, producers are built to send each record alone ([`ALONE`]).
+    refused: Refused,
+    /// Whether the producer was built so.
+    alone: bool,
 }
 
 /// The least time between two producer replacements.
@@ -304,6 +359,7 @@ fn create(
     deliveries: &Deliveries,
     metrics: &Arc<Metrics>,
     hubs: &Hubs,
+    refused: &Refused,
     queued: Arc<Notify>,
 ) -> Result<Polled<DeliveryContext>, OpenError> {
     let context = DeliveryContext {
@@ -311,6 +367,8 @@ fn create(
         metrics: metrics.clone(),
         hubs: hubs.clone(),
         config: config.clone(),
+        batched: config.get(ALONE.0) != Some(ALONE.1),
+        refused: refused.clone(),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -335,7 +393,8 @@ impl KafkaSink {
         }
         // One for every producer of this sink: the forwarder waits on it.
         let queued = Arc::new(Notify::new());
-        let producer = create(&config, &deliveries, &metrics, &hubs, queued)?;
+        let refused = Refused::default();
+        let producer = create(&config, &deliveries, &metrics, &hubs, &refused, queued)?;
         Ok(KafkaSink {
             producer,
             config,
@@ -348,22 +407,40 @@ impl KafkaSink {
             rebuilt: None,
             vanished: Default::default(),
             flush_before_replacing: FLUSH_BEFORE_REPLACING,
+            refused,
+            alone: false,
         })
     }
 
-    /// A new producer with the current settings in place of the old one (see [`Sink::tick`]).
+    /// Whether records refused in a batch too large are not through yet.
+    fn refused_in_batch(&self) -> bool {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// A new producer with the current settings in place of the old one (see [`Sink::tick`]),
+    /// sending each record alone while [`KafkaSink::refused`] holds some.
     fn replace_producer(&mut self) -> bool {
         let queued = self.producer.queued().clone();
+        let alone = self.refused_in_batch();
+        let mut config = self.config.clone();
+        if alone {
+            config.set(ALONE.0, ALONE.1);
+        }
         match create(
-            &self.config,
+            &config,
             &self.deliveries,
             &self.metrics,
             &self.hubs,
+            &self.refused,
             queued,
         ) {
             Ok(producer) => {
                 drop(std::mem::replace(&mut self.producer, producer));
                 self.vanished.clear();
+                self.alone = alone;
                 true
             }
             Err(e) => {
@@ -432,9 +509,10 @@ impl Sink for KafkaSink {
     /// forwarder to take the reports it did make and send the rest again, oldest first, so
     /// nothing overtakes them.
     ///
-    /// Likewise once a hub this producer saw vanish exists again (see `vanished`); that
-    /// producer still works, so it first gets [`FLUSH_BEFORE_REPLACING`] to confirm what it
-    /// holds, which is then not sent twice.
+    /// Likewise once a hub this producer saw vanish exists again (see `vanished`), and when
+    /// records a broker refused in a batch too large are to be sent alone, or are through
+    /// (see [`DeliveryContext::delivery`]); that producer still works, so it first gets
+    /// [`FLUSH_BEFORE_REPLACING`] to confirm what it holds, which is then not sent twice.
     fn tick(&mut self) -> bool {
         let fatal = self.producer.client().fatal_error();
         let back = self
@@ -442,7 +520,8 @@ impl Sink for KafkaSink {
             .iter()
             .find(|(hub, since)| self.hubs.found_since(hub, **since))
             .map(|(hub, _)| hub.clone());
-        if fatal.is_none() && back.is_none() {
+        let alone = self.refused_in_batch();
+        if fatal.is_none() && back.is_none() && alone == self.alone {
             return false;
         }
         // A producer that fails again at once is not rebuilt ten times a second.
@@ -451,10 +530,19 @@ impl Sink for KafkaSink {
         }
         self.rebuilt = Some(Instant::now());
         let Some((code, reason)) = fatal else {
-            log::info!(
-                "kafka: hub {:?} exists again: a new producer, which sees it",
-                back.unwrap_or_default()
-            );
+            match back {
+                Some(hub) => {
+                    log::info!("kafka: hub {hub:?} exists again: a new producer, which sees it");
+                }
+                None if alone => log::info!(
+                    "kafka: a new producer that sends each record alone, until those refused in \
+                     a batch too large are through"
+                ),
+                None => log::info!(
+                    "kafka: the records refused in a batch too large are through: a new \
+                     producer that batches again"
+                ),
+            }
             // Confirmed or not by then, what it holds is accounted for below.
             let _ = self.producer.flush(self.flush_before_replacing);
             return self.replace_producer();
@@ -598,6 +686,72 @@ mod tests {
         for seq in [2, 3] {
             let d = next(&mut sink, &mut rx).await;
             assert_eq!((d.seq, d.result.is_ok()), (seq, true));
+        }
+    }
+
+    /// A batch the broker refuses as too large (here injected twice): its records are sent
+    /// again, each alone, and only one refused alone is rejected; once the last of them is
+    /// through, the producer batches again.
+    #[tokio::test]
+    async fn records_refused_in_a_batch_too_large_are_sent_alone_until_through() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let mut c = base_config();
+        c.set("bootstrap.servers", mock.bootstrap_servers())
+            .set("linger.ms", "60000");
+        let (tx, mut rx) = unbounded_channel();
+        let mut sink =
+            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+        mock.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
+        );
+        let mut send = async |sink: &mut KafkaSink, seqs: &[u64]| {
+            for &seq in seqs {
+                sink.send(seq, &record(seq)).unwrap();
+            }
+            sink.flush(Duration::from_secs(20));
+            let mut reports = Vec::new();
+            for _ in seqs {
+                let d = next(sink, &mut rx).await;
+                reports.push((d.seq, d.result.map_err(|e| e.class())));
+            }
+            reports
+        };
+        assert_eq!(
+            send(&mut sink, &[1, 2]).await,
+            [(1, Err("retry")), (2, Err("retry"))]
+        );
+        assert!(
+            sink.tick() && sink.alone,
+            "a producer that sends each record alone"
+        );
+        assert_eq!(send(&mut sink, &[1]).await, [(1, Err("reject"))]);
+        sink.rebuilt = None;
+        assert!(sink.tick() && sink.alone, "record 2 is not through yet");
+        let bytes = (record(2).key.len() + record(2).body.len()) as u64;
+        assert_eq!(send(&mut sink, &[2]).await, [(2, Ok(bytes))]);
+        sink.rebuilt = None;
+        assert!(sink.tick() && !sink.alone, "batching again");
+        assert_eq!(sink.producer.client().fatal_error(), None);
+        assert!(!sink.tick());
+    }
+
+    /// A record too large at hand-over is librdkafka's own check of that record: rejected. A
+    /// corrupt message on the wire (`CORRUPT_MESSAGE`, retriable in Kafka) is tried again.
+    #[test]
+    fn only_a_record_that_can_never_be_taken_is_rejected() {
+        let class = |code| classify(&KafkaError::MessageProduction(code), TOPIC, &unattended());
+        use RDKafkaErrorCode as C;
+        for code in [
+            C::MessageSizeTooLarge,
+            C::InvalidMessageSize,
+            C::InvalidRecord,
+        ] {
+            assert!(matches!(class(code), SinkError::Reject(_)), "{code:?}");
+        }
+        for code in [C::InvalidMessage, C::PolicyViolation, C::RequestTimedOut] {
+            assert!(matches!(class(code), SinkError::Retry(_)), "{code:?}");
         }
     }
 
