@@ -582,6 +582,30 @@ fn compression_reaches_the_producer() {
     }
 }
 
+/// `check` refuses a Kafka or Event Hubs sink whose properties lower `acks` or turn the
+/// idempotent producer off (`insecure` does not allow it), or that librdkafka would refuse
+/// only when the producer is created, with one line naming the property.
+#[test]
+fn check_refuses_properties_that_weaken_delivery() {
+    let eh = format!("type = \"eventhubs\"\nconnection_string = \"{CS}\"");
+    let kafka = "type = \"kafka\"\nbrokers = \"x:9093\"\ninsecure = true".to_string();
+    for base in [eh, kafka] {
+        for (key, value, why) in [
+            ("acks", "1", "only all"),
+            ("request.required.acks", "0", "only all"),
+            ("enable.idempotence", "false", "idempotent producer"),
+            ("retries", "0", "1 or more"),
+        ] {
+            let cfg = sink(&format!("{base}\n[sink.properties]\n{key:?} = {value:?}")).unwrap();
+            let (path, reason) = crate::sink::check(&cfg.sink).unwrap_err();
+            assert_eq!(path, format!("sink.properties.{key:?}"), "{base}");
+            assert!(reason.contains(why) && !reason.contains('\n'), "{reason}");
+        }
+        let cfg = sink(&format!("{base}\n[sink.properties]\n\"acks\" = \"-1\"")).unwrap();
+        crate::sink::check(&cfg.sink).unwrap();
+    }
+}
+
 /// The .deb installs the connection string's file empty: `check` says so, not "missing
 /// Endpoint".
 #[test]

@@ -95,7 +95,8 @@ pub fn open(
 /// provisioner's, made through CreateTopics with the configured partition count, and a hub a
 /// broker made on a metadata request would have the broker's default count and race the
 /// provisioner. The properties go under the name hubgate uses ([`setting_name`]). The gap-less
-/// guarantee needs idempotence, so it goes when that is turned off.
+/// guarantee needs idempotence, so it goes when that is turned off (`check` refuses that in
+/// `[sink.properties]`; the benchmark's broker-alone producer may).
 ///
 /// Without a CA of the site's own, librdkafka trusts what the linked OpenSSL's default paths
 /// hold. A vendored OpenSSL's default directory is its build prefix, which holds nothing on

@@ -34,6 +34,58 @@ pub fn tls_off(key: &str, value: &str) -> Option<&'static str> {
     }
 }
 
+/// Why setting `key` to `value` would weaken what a delivery report means, on which hubgate
+/// acknowledges sources; `None` if it does not.
+pub fn weakens_delivery(key: &str, value: &str) -> Option<&'static str> {
+    let v = value.trim().to_ascii_lowercase();
+    match setting_name(key) {
+        "acks" if !matches!(v.as_str(), "all" | "-1") => Some(
+            "hubgate takes only all (or -1): with fewer replicas confirming, a record it \
+             acknowledged to its source can be lost with a broker",
+        ),
+        "enable.idempotence" if is_false(&v) => Some(
+            "the idempotent producer keeps retries free of copies and a refused record ahead \
+             of the ones behind it; hubgate goes without it by itself only for a broker that \
+             refuses one",
+        ),
+        _ => None,
+    }
+}
+
+/// What librdkafka refuses when the producer is created (not when a property is set) of
+/// hubgate's settings with `properties` over them: (key, why), the key as the site wrote it.
+fn refused_at_creation(properties: &BTreeMap<String, String>) -> Option<(&str, String)> {
+    let base = super::kafka::base_config();
+    let site = |name: &str| {
+        properties
+            .iter()
+            .find(|(k, _)| setting_name(k) == name)
+            .map(|(k, v)| (k.as_str(), v.trim().to_ascii_lowercase()))
+    };
+    let number = |name: &str| -> Option<f64> {
+        site(name)
+            .map(|(_, v)| v)
+            .or_else(|| base.get(name).map(String::from))
+            .and_then(|v| v.parse().ok())
+    };
+    if let Some((key, _)) = site("message.send.max.retries").filter(|(_, v)| v.parse() == Ok(0)) {
+        return Some((key, "must be 1 or more with the idempotent producer".into()));
+    }
+    if let Some((key, _)) = site("queuing.strategy").filter(|(_, v)| v != "fifo") {
+        return Some((key, "must be fifo with the idempotent producer".into()));
+    }
+    let timeout = number("message.timeout.ms").unwrap_or(0.0);
+    let linger = number("linger.ms").unwrap_or(0.0);
+    if timeout != 0.0 && timeout <= linger {
+        let (key, _) = site("message.timeout.ms").or_else(|| site("linger.ms"))?;
+        return Some((
+            key,
+            "message.timeout.ms must be greater than linger.ms".into(),
+        ));
+    }
+    None
+}
+
 /// librdkafka's second names for settings hubgate sets, each with the name hubgate uses (the
 /// base settings, the Event Hubs preset and `[sink]`'s own keys). librdkafka applies a
 /// config's keys in no fixed order, so a setting must appear under one name only.
@@ -82,9 +134,10 @@ pub fn kafka_tls_off(k: &KafkaConfig) -> Vec<(String, &'static str)> {
     protocol.into_iter().chain(properties).collect()
 }
 
-/// `[sink.properties]` are librdkafka's, and TLS with verified certificates stays on: always
-/// for Event Hubs (the connection string is the password), and for a Kafka broker unless
-/// `insecure = true`. On error (key path, reason).
+/// `[sink.properties]` are librdkafka's, ones the producer can be created with, that keep
+/// `acks=all` and the idempotent producer ([`weakens_delivery`]), and TLS with verified
+/// certificates stays on: always for Event Hubs (the connection string is the password), and
+/// for a Kafka broker unless `insecure = true`. On error (key path, reason).
 pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
     let in_properties = |(k, reason): (String, String)| (format!("sink.properties.{k:?}"), reason);
     let properties = match cfg {
@@ -107,10 +160,22 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
             format!("{other:?} is the same librdkafka setting: keep one of them"),
         ));
     }
+    validate(properties).map_err(in_properties)?;
+    if let Some((key, why)) = properties
+        .iter()
+        .find_map(|(k, v)| weakens_delivery(k, v).map(|why| (k, why)))
+    {
+        return Err((
+            format!("sink.properties.{key:?}"),
+            format!("refused: {why}"),
+        ));
+    }
+    if let Some((key, why)) = refused_at_creation(properties) {
+        return Err((format!("sink.properties.{key:?}"), why));
+    }
     match cfg {
-        SinkConfig::Eventhubs(eh) => {
-            validate(&eh.properties).map_err(in_properties)?;
-            if let Some((key, why)) = first_tls_off(&eh.properties) {
+        SinkConfig::Eventhubs(_) => {
+            if let Some((key, why)) = first_tls_off(properties) {
                 return Err((
                     format!("sink.properties.{key:?}"),
                     format!("refused: {why}; the Event Hubs sink always uses TLS with verified certificates"),
@@ -118,7 +183,6 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
             }
         }
         SinkConfig::Kafka(k) => {
-            validate(&k.properties).map_err(in_properties)?;
             if let Some((key, why)) = kafka_tls_off(k).into_iter().next().filter(|_| !k.insecure) {
                 return Err((
                     key,
@@ -278,5 +342,72 @@ mod tests {
         assert_eq!(key, "linger.ms");
         assert!(reason.contains("does not accept"), "{reason}");
         assert!(!reason.contains("SharedAccessKey"), "{reason}");
+    }
+
+    /// A delivery report means stored by every in-sync replica, from an idempotent producer:
+    /// `acks` below all, or idempotence off, is found under either name, in any spelling.
+    #[test]
+    fn settings_that_weaken_delivery_are_found_in_any_spelling() {
+        for (k, v) in [
+            ("acks", "0"),
+            ("acks", "1"),
+            ("request.required.acks", "1"),
+            ("acks", " 2 "),
+            ("enable.idempotence", "false"),
+            ("enable.idempotence", "F"),
+            ("enable.idempotence", "0"),
+        ] {
+            assert!(weakens_delivery(k, v).is_some(), "{k} = {v}");
+        }
+        for (k, v) in [
+            ("acks", "all"),
+            ("acks", "ALL"),
+            ("acks", "-1"),
+            ("request.required.acks", "all"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "0"),
+        ] {
+            assert_eq!(weakens_delivery(k, v), None, "{k} = {v}");
+        }
+    }
+
+    /// What librdkafka refuses only when the producer is created is found beforehand, under
+    /// the key the site wrote; what it creates a producer with is not.
+    #[test]
+    fn what_the_producer_would_refuse_is_found_beforehand() {
+        let creates = |p: &BTreeMap<String, String>| {
+            let mut c = super::super::kafka::base_config();
+            super::super::kafka::site_settings(&mut c, p);
+            c.set("bootstrap.servers", "127.0.0.1:9")
+                .create::<rdkafka::producer::BaseProducer>()
+                .is_ok()
+        };
+        for (pairs, key) in [
+            (&[("retries", "0")][..], "retries"),
+            (&[("queuing.strategy", "lifo")], "queuing.strategy"),
+            (&[("message.timeout.ms", "3")], "message.timeout.ms"),
+            (
+                &[("queue.buffering.max.ms", "200000")],
+                "queue.buffering.max.ms",
+            ),
+            (
+                &[("linger.ms", "20000"), ("delivery.timeout.ms", "10000")],
+                "delivery.timeout.ms",
+            ),
+        ] {
+            let p = props(pairs);
+            assert_eq!(refused_at_creation(&p).map(|(k, _)| k), Some(key), "{p:?}");
+            assert!(!creates(&p), "{p:?} is refused by librdkafka too");
+        }
+        for pairs in [
+            &[("retries", "3"), ("queuing.strategy", "fifo")][..],
+            &[("message.timeout.ms", "0"), ("linger.ms", "200000")],
+            &[("linger.ms", "20"), ("message.timeout.ms", "5000")],
+            &[],
+        ] {
+            let p = props(pairs);
+            assert_eq!(refused_at_creation(&p), None, "{p:?}");
+            assert!(creates(&p), "{p:?}");
+        }
     }
 }
