@@ -43,21 +43,41 @@ pub enum Input {
 }
 
 impl Input {
-    /// What the input takes in memory, near enough: its bytes and the text of its JSON
-    /// values, and a JSON value's own size for each of them.
+    /// What the input takes in memory, near enough: every byte and string it holds (payload,
+    /// device, profile and gateway names...), the text of its JSON values, and a JSON value's
+    /// own size for each of them.
     pub fn size(&self) -> usize {
         let inline = std::mem::size_of::<Input>();
         inline
             + match self {
                 Input::Uplink(u) => {
                     let ns = u.ns.object.iter().chain(&u.ns.normalized);
-                    u.payload.len() + ns.map(json_size).sum::<usize>()
+                    u.payload.len()
+                        + text(&u.device_name)
+                        + text(&u.ns.profile)
+                        + radio_size(&u.radio)
+                        + ns.map(json_size).sum::<usize>()
                 }
-                Input::Radio(r) => r.phy.len(),
-                Input::GatewayStatus { stat, .. } => json_size(stat),
-                Input::DeadLetter(d) => d.head.len() + d.reason.len(),
+                Input::Radio(r) => r.phy.len() + radio_size(&r.radio),
+                Input::GatewayStatus {
+                    gateway_id, stat, ..
+                } => gateway_id.len() + json_size(stat),
+                Input::DeadLetter(d) => {
+                    std::mem::size_of::<DeadLetter>()
+                        + d.head.len()
+                        + d.reason.len()
+                        + text(&d.topic)
+                }
             }
     }
+}
+
+fn text(s: &Option<String>) -> usize {
+    s.as_ref().map_or(0, String::len)
+}
+
+fn radio_size(r: &crate::uplink::Radio) -> usize {
+    text(&r.gateway_id)
 }
 
 fn json_size(map: &serde_json::Map<String, serde_json::Value>) -> usize {
@@ -325,6 +345,49 @@ mod tests {
         assert_eq!(metrics.problems("parse_panic"), 1);
         let next = ctx.parse("mqtt", None, UplinkFormat::ChirpstackV4, msg);
         assert!(matches!(next, Some(Input::Uplink(_))));
+    }
+
+    /// Every string a frame holds counts towards its size, so that the frame queue's byte
+    /// bound holds for input whose bulk is a device, profile or gateway name.
+    #[test]
+    fn a_frame_is_as_large_as_the_strings_it_holds() {
+        let long = "x".repeat(600_000);
+        let up = |device: &str, profile: &str, gateway: &str| {
+            format!(
+                r#"{{"time":"2024-05-01T10:00:00.123Z","deviceInfo":{{"deviceName":"{device}",
+                "deviceProfileName":"{profile}","devEui":"58a0cb0000101234"}},"fCnt":1,"fPort":1,
+                "data":"AA==","rxInfo":[{{"gatewayId":"{gateway}","rssi":-90,"snr":3.5}}]}}"#
+            )
+        };
+        for msg in [
+            up(&long, "p", "g"),
+            up("d", &long, "g"),
+            up("d", "p", &long),
+        ] {
+            let input = parse(
+                UplinkFormat::ChirpstackV4,
+                msg.as_bytes(),
+                SystemTime::UNIX_EPOCH,
+            );
+            let size = input.expect("parses").size();
+            assert!(size >= 600_000, "{size} bytes counted");
+        }
+        let radio = Input::Radio(RadioFrame {
+            phy: vec![0; 20],
+            time: SystemTime::UNIX_EPOCH,
+            radio: crate::uplink::Radio {
+                gateway_id: Some(long.clone()),
+                ..Default::default()
+            },
+        });
+        let status = Input::GatewayStatus {
+            gateway_id: long.clone(),
+            stat: serde_json::Map::new(),
+            time: SystemTime::UNIX_EPOCH,
+        };
+        for input in [radio, status] {
+            assert!(input.size() >= 600_000, "{} bytes counted", input.size());
+        }
     }
 
     fn radio(bytes: usize) -> Input {
