@@ -443,9 +443,15 @@ impl SledStore {
             return Ok(None);
         }
         if let Some(seq) = mark {
-            self.meta
-                .insert(MARK_KEY, &seq.to_be_bytes())
-                .map_err(err)?;
+            // sled refuses every write once a write of its log failed, one its own threads
+            // make included, until the database is opened again: like its flush, a failed
+            // sync, not a flush to try again
+            // (`a_failed_background_write_of_sleds_log_fails_the_next_flush`).
+            if let Err(e) = self.meta.insert(MARK_KEY, &seq.to_be_bytes()) {
+                let why = format!("{}: sled's write of the mark: {e}", self.dir.display());
+                self.sync_failed = Some(why.clone());
+                return Err(BufferError::SyncFailed(why));
+            }
         }
         let blobs = self.syncs().files.blobs_to_sync().map_err(|e| {
             BufferError::Storage(format!("{}: listing sled's blobs: {e}", self.dir.display()))
@@ -874,8 +880,14 @@ impl Store for SledStore {
         Ok(())
     }
 
+    /// A removal sled refuses has the next flush call sled's, which fails the same way if
+    /// sled failed for good.
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
-        match self.records.remove(seq.to_be_bytes()).map_err(err)? {
+        let removed = self.records.remove(seq.to_be_bytes()).map_err(|e| {
+            self.changed = true;
+            err(e)
+        })?;
+        match removed {
             Some(old) => {
                 self.changed = true;
                 Ok(self.forget(&old))
@@ -909,8 +921,8 @@ impl Store for SledStore {
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
-        self.state.insert(key, value).map_err(err)?;
         self.changed = true;
+        self.state.insert(key, value).map_err(err)?;
         Ok(())
     }
 
@@ -2056,6 +2068,68 @@ mod tests {
         }
     }
 
+    /// Whether this is the child process that runs test `name` with a file size limit of its
+    /// own; if not, runs that child and checks that the test passed in it.
+    fn in_child(name: &str) -> bool {
+        if std::env::var_os("HUBGATE_FSIZE_CHILD").is_some() {
+            return true;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", &format!("buffer::sled_store::tests::{name}")])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("HUBGATE_FSIZE_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("1 passed"), "{stdout}{out:?}");
+        false
+    }
+
+    /// A store whose one record (0) is flushed, and whose sled then failed a write of its
+    /// log made on a thread of its own: its log cannot grow past a limit any more, and
+    /// writes to sled (not through the store) filled a log buffer.
+    fn store_whose_sled_failed(dir: &Path) -> SledStore {
+        limit_file_size(libc::RLIM_INFINITY);
+        let mut s = SledStore::open(dir).unwrap();
+        s.insert(0, vec![0; 10]).unwrap();
+        s.flush().unwrap();
+        limit_file_size(std::fs::metadata(s.dir.join("db")).unwrap().len() + 4096);
+        let e = (1..1_000_000u64).find_map(|n| s.db.insert(n.to_be_bytes(), vec![0; 100]).err());
+        let e = e.expect("sled's log grows past the limit").to_string();
+        assert!(e.contains("File too large"), "{e}");
+        s
+    }
+
+    /// sled also writes its log on threads of its own, whenever a log buffer (512 KiB) is
+    /// full, and keeps that write's error as it keeps its flush's: the store's next flush is
+    /// a failed sync too, not a flush to try again every round (which held acknowledgements
+    /// and the sources for good), whether it has a mark to write (a record written since the
+    /// last flush) or only a removal sled refused.
+    #[test]
+    fn a_failed_background_write_of_sleds_log_fails_the_next_flush() {
+        if !in_child("a_failed_background_write_of_sleds_log_fails_the_next_flush") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_whose_sled_failed(dir.path());
+        assert!(s.insert(1, vec![0; 10]).is_err());
+        let e = s.flush().unwrap_err();
+        assert!(
+            matches!(&e, BufferError::SyncFailed(why) if why.contains("sled's write of the mark")),
+            "{e}"
+        );
+        assert!(matches!(s.flush(), Err(BufferError::SyncFailed(_))));
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_whose_sled_failed(dir.path());
+        assert!(s.remove(0).is_err());
+        let e = s.flush().unwrap_err();
+        assert!(
+            matches!(&e, BufferError::SyncFailed(why) if why.contains("sled's flush")),
+            "{e}"
+        );
+    }
+
     /// sled 0.34 keeps the first error of a write of its log and fails every later flush
     /// and write with it, whatever became of the cause, until the database is opened again
     /// (`Config::global_error`): a flush of sled is never worth trying again. So the store
@@ -2065,18 +2139,7 @@ mod tests {
     /// log write fail, then lifts the limit.
     #[test]
     fn a_failed_sled_write_fails_every_later_flush_until_reopened() {
-        if std::env::var_os("HUBGATE_FSIZE_CHILD").is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "buffer::sled_store::tests::a_failed_sled_write_fails_every_later_flush_until_reopened",
-                ])
-                .args(["--nocapture", "--test-threads=1"])
-                .env("HUBGATE_FSIZE_CHILD", "1")
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(stdout.contains("1 passed"), "{stdout}{out:?}");
+        if !in_child("a_failed_sled_write_fails_every_later_flush_until_reopened") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
