@@ -20,6 +20,8 @@ pub struct MemoryStore {
     sync_fails: Arc<AtomicBool>,
     /// A pretend disk that refuses records and dead letters, likewise.
     writes_fail: Arc<AtomicBool>,
+    /// A pretend disk that refuses removals, likewise.
+    removes_fail: Arc<AtomicBool>,
 }
 
 impl MemoryStore {
@@ -48,8 +50,16 @@ impl MemoryStore {
         self.writes_fail.store(fail, Ordering::Relaxed);
     }
 
+    pub fn set_removes_fail(&self, fail: bool) {
+        self.removes_fail.store(fail, Ordering::Relaxed);
+    }
+
     fn refuse(&self) -> Result<(), BufferError> {
-        match self.writes_fail.load(Ordering::Relaxed) {
+        Self::refuse_if(&self.writes_fail)
+    }
+
+    fn refuse_if(fails: &AtomicBool) -> Result<(), BufferError> {
+        match fails.load(Ordering::Relaxed) {
             true => Err(BufferError::Storage("the disk refuses the write".into())),
             false => Ok(()),
         }
@@ -67,6 +77,7 @@ impl Store for MemoryStore {
     }
 
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
+        Self::refuse_if(&self.removes_fail)?;
         let n = self.map.remove(&seq).map_or(0, |v| v.len() as u64);
         self.bytes -= n;
         Ok(n)

@@ -651,11 +651,13 @@ impl Buffer {
         Ok(ids)
     }
 
+    /// Keep `rec` as dead letter `seq`, counted. A buffered record `seq` stays: it is
+    /// [`Buffer::discard`]ed once its letter is written.
     pub fn dead_letter(&mut self, seq: u64, rec: &Record) -> Result<(), BufferError> {
         self.store.dead_letter(seq, encode(rec))?;
         self.dead += 1;
         self.metrics.dead_lettered.inc();
-        self.discard(seq)
+        Ok(())
     }
 
     /// Remove record `seq` if it is buffered. A record never buffered (refused straight from
@@ -738,6 +740,7 @@ mod tests {
         assert!(!b.housekeeping_due());
         b.push(8, &rec(8)).unwrap();
         b.dead_letter(8, &rec(8)).unwrap();
+        b.discard(8).unwrap();
         assert!(b.is_empty());
         assert!(
             b.housekeeping_due(),

@@ -55,7 +55,8 @@ struct Waiting {
 
 /// A record that leaves the send path for good, and the sources to acknowledge once it has:
 /// kept as `letter` in the dead-letter tree or, past [`crate::buffer::MAX_DEAD_LETTERS`],
-/// only counted (`None`); if `buffered`, it leaves the buffer too.
+/// only counted (`None`, as once its letter is written); if `buffered`, it leaves the buffer
+/// too.
 struct Leaving {
     letter: Option<Record>,
     acks: Vec<Ack>,
@@ -660,12 +661,16 @@ impl Ledger {
     /// else goes into the buffer ([`Ledger::write_unwritten`]): as with a record that cannot
     /// be buffered, new input waits meanwhile, and so does the drain. Returns whether it was
     /// written.
-    fn left_for_good(&mut self, seq: u64, leaving: Leaving) -> bool {
-        let written = match &leaving.letter {
+    fn left_for_good(&mut self, seq: u64, mut leaving: Leaving) -> bool {
+        let letter = match &leaving.letter {
             Some(letter) => self.buffer.dead_letter(seq, letter),
-            None => self.buffer.discard(seq),
+            None => Ok(()),
         };
-        match written {
+        if letter.is_ok() {
+            // Written and counted once: what is left to do again is the record's removal.
+            leaving.letter = None;
+        }
+        match letter.and_then(|()| self.buffer.discard(seq)) {
             Ok(()) => {
                 self.settled(seq);
                 self.dirty = true;
@@ -1490,6 +1495,49 @@ mod tests {
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(ledger.held(), 1);
         assert_eq!(pkids(&mut pubacks), [0u16; 0]);
+    }
+
+    /// A buffered record refused for good whose dead letter is written but whose removal
+    /// the disk refuses is removed again each round, its letter written and counted once.
+    #[test]
+    fn a_dead_letter_written_is_counted_once_while_its_removal_is_refused() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let store = MemoryStore::default();
+        let mut buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let fresh = Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(0)
+        };
+        buffer.push(0, &fresh).unwrap();
+        let mut ledger = Ledger::new(
+            &cfg,
+            16,
+            buffer,
+            Box::new(Refusing),
+            metrics.clone(),
+            now,
+            1,
+        )
+        .unwrap();
+        store.set_removes_fail(true);
+        for _ in 0..4 {
+            ledger.end_round(now.0).unwrap();
+        }
+        assert_eq!((ledger.held(), ledger.buffered()), (1, 1), "not removed");
+        assert_eq!(
+            (ledger.buffer.dead_letters(), metrics.dead_lettered.get()),
+            (1, 1)
+        );
+        store.set_removes_fail(false);
+        ledger.end_round(now.0).unwrap();
+        ledger.commit(now.0, true).unwrap();
+        assert_eq!((ledger.held(), ledger.buffered()), (0, 0));
+        assert_eq!(
+            (ledger.buffer.dead_letters(), metrics.dead_lettered.get()),
+            (1, 1)
+        );
     }
 
     /// A record the sink refuses for good is dead-lettered as an excerpt of a few hundred
