@@ -78,8 +78,8 @@ pub struct Ledger {
     next_seq: u64,
     in_flight: BTreeMap<u64, InFlight>,
     waiting: BTreeMap<u64, Waiting>,
-    /// Records whose dead letter (or removal) the disk refused: written again before
-    /// anything else goes into the buffer, their sources unacknowledged until then.
+    /// Records whose dead letter (or removal) the disk refused: written again first in each
+    /// round, their sources unacknowledged until then.
     unwritten: BTreeMap<u64, Leaving>,
     /// Every record up to here that is not confirmed goes into the buffer.
     spill_mark: Option<u64>,
@@ -657,10 +657,10 @@ impl Ledger {
     /// Record `seq` leaves the send path for good: its dead letter is written (or, with
     /// none, the record leaves the buffer), then its frame counters are kept and its sources
     /// acknowledged with the next flush. A write the disk refuses keeps the record (in the
-    /// buffer, if it is there) and its acknowledgements, and is done again before anything
-    /// else goes into the buffer ([`Ledger::write_unwritten`]): as with a record that cannot
-    /// be buffered, new input waits meanwhile, and so does the drain. Returns whether it was
-    /// written.
+    /// buffer, if it is there) and its acknowledgements, and is done again first in each
+    /// round ([`Ledger::write_unwritten`]): as with a record that cannot be buffered, no new
+    /// input is taken meanwhile (a batch being taken goes on), and the drain waits; records
+    /// taken before are still sent or buffered. Returns whether it was written.
     fn left_for_good(&mut self, seq: u64, mut leaving: Leaving) -> bool {
         let letter = match &leaving.letter {
             Some(letter) => self.buffer.dead_letter(seq, letter),
