@@ -1,6 +1,6 @@
 //! Kafka sink (librdkafka): any Kafka broker, and the engine under the Event Hubs sink.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,9 +135,16 @@ pub struct DeliveryContext {
     refused: Refused,
 }
 
-/// The last record (its seq) of those a broker refused in batches too large for it, until it
-/// is through: shared by the sink and its producers' contexts (see [`DeliveryContext::delivery`]).
-type Refused = Arc<Mutex<Option<u64>>>;
+/// Per topic and partition, the last record (its seq) of those a broker refused in batches
+/// too large for it, until it is through: shared by the sink and its producers' contexts (see
+/// [`DeliveryContext::delivery`]). By partition, as librdkafka sends each partition's
+/// batches on their own and serves partitions in turn: a later record of another partition
+/// is often confirmed before the refused ones.
+type Refused = Arc<Mutex<HashMap<(String, i32), u64>>>;
+
+/// librdkafka's description of a broker's `MESSAGE_TOO_LARGE`, as a fatal error's reason
+/// quotes it.
+const TOO_LARGE: &str = "Broker: Message size too large";
 
 /// What makes a producer send each record in a batch of its own.
 const ALONE: (&str, &str) = ("batch.num.messages", "1");
@@ -145,7 +152,7 @@ const ALONE: (&str, &str) = ("batch.num.messages", "1");
 /// The part of librdkafka's statistics that says whether a broker connection is up.
 #[derive(serde::Deserialize)]
 struct Stats {
-    brokers: std::collections::HashMap<String, BrokerStats>,
+    brokers: HashMap<String, BrokerStats>,
 }
 
 #[derive(serde::Deserialize)]
@@ -214,23 +221,28 @@ impl ProducerContext for DeliveryContext {
     /// rejected.
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let seq = *seq;
-        let result = match result {
+        let (result, place) = match result {
             Ok(m) => {
                 self.hubs.delivered(m.topic());
-                Ok(handed_over(m))
+                (Ok(handed_over(m)), (m.topic(), m.partition()))
             }
             Err((e, _)) if is_purged(e) => return,
             Err((e, msg))
                 if self.batched && error_code(e) == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
             {
-                Err(self.batch_too_large(seq, msg.topic(), e))
+                let place = (msg.topic(), msg.partition());
+                (Err(self.batch_too_large(seq, place, e)), place)
             }
-            Err((e, msg)) => Err(failed(e, msg.topic(), &self.hubs, &self.config)),
+            Err((e, msg)) => (
+                Err(failed(e, msg.topic(), &self.hubs, &self.config)),
+                (msg.topic(), msg.partition()),
+            ),
         };
         if !self.batched && matches!(result, Ok(_) | Err(SinkError::Reject(_))) {
             let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-            if refused.is_some_and(|last| seq >= last) {
-                *refused = None;
+            let key = (place.0.to_string(), place.1);
+            if refused.get(&key).is_some_and(|&last| seq >= last) {
+                refused.remove(&key);
             }
         }
         let _ = self.deliveries.send(Delivery { seq, result });
@@ -238,11 +250,13 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl DeliveryContext {
-    /// Record `seq` was in a batch the broker refused as too large for `hub`: to be sent
-    /// again alone.
-    fn batch_too_large(&self, seq: u64, hub: &str, e: &KafkaError) -> SinkError {
+    /// Record `seq` was in a batch the broker refused as too large for `hub` (its partition
+    /// `place.1`): to be sent again alone.
+    fn batch_too_large(&self, seq: u64, place: (&str, i32), e: &KafkaError) -> SinkError {
+        let hub = place.0;
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        *refused = Some(refused.map_or(seq, |last| last.max(seq)));
+        let last = refused.entry((hub.to_string(), place.1)).or_insert(seq);
+        *last = (*last).max(seq);
         self.metrics.problem("batch_too_large", || {
             format!(
                 "kafka: the broker refused a batch to {hub:?} as too large: the topic's \
@@ -338,7 +352,7 @@ pub struct KafkaSink {
     /// Hubs this producer refused at hand-over as missing, and since when: librdkafka keeps a
     /// topic it saw vanish as missing, even once it exists again, until its periodic metadata
     /// refresh (minutes), so the producer is replaced when the provisioner finds one again.
-    vanished: std::collections::HashMap<String, Instant>,
+    vanished: HashMap<String, Instant>,
     /// [`FLUSH_BEFORE_REPLACING`]; the tests give the mock cluster more on a loaded machine.
     flush_before_replacing: Duration,
     /// Records a broker refused in a batch too large for it, until they are through: while
@@ -415,17 +429,18 @@ impl KafkaSink {
 
     /// Whether records refused in a batch too large are not through yet.
     fn refused_in_batch(&self) -> bool {
-        self.refused
+        !self
+            .refused
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+            .is_empty()
     }
 
     /// A new producer with the current settings in place of the old one (see [`Sink::tick`]),
-    /// sending each record alone while [`KafkaSink::refused`] holds some.
-    fn replace_producer(&mut self) -> bool {
+    /// sending each record `alone` (while records refused in a batch too large are not
+    /// through).
+    fn replace_producer(&mut self, alone: bool) -> bool {
         let queued = self.producer.queued().clone();
-        let alone = self.refused_in_batch();
         let mut config = self.config.clone();
         if alone {
             config.set(ALONE.0, ALONE.1);
@@ -546,7 +561,7 @@ impl Sink for KafkaSink {
             }
             // Confirmed or not by then, what it holds is accounted for below.
             let _ = self.producer.flush(self.flush_before_replacing);
-            return self.replace_producer();
+            return self.replace_producer(alone);
         };
         if code == RDKafkaErrorCode::GaplessGuarantee {
             // Routine: a refused record (logged as a sink error) stopped it.
@@ -572,7 +587,10 @@ impl Sink for KafkaSink {
                 .set("enable.gapless.guarantee", "false")
                 .set(IN_FLIGHT, ONE_REQUEST);
         }
-        self.replace_producer()
+        // librdkafka sets the fatal error before it queues the reports of the request that
+        // caused it, whose broker error its reason names: a batch refused as too large is sent
+        // again alone even when this tick comes before its reports.
+        self.replace_producer(alone || reason.contains(TOO_LARGE))
     }
 
     fn queued(&self) -> Option<Arc<Notify>> {
@@ -601,6 +619,7 @@ mod tests {
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
     const TOPIC: &str = "io.microshare.environment.unpacked";
+    const OTHER: &str = "io.microshare.motion.unpacked";
 
     fn unattended() -> Hubs {
         Hubs::unattended(Default::default())
@@ -697,6 +716,7 @@ mod tests {
     async fn records_refused_in_a_batch_too_large_are_sent_alone_until_through() {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic(TOPIC, 1, 1).unwrap();
+        mock.create_topic(OTHER, 1, 1).unwrap();
         let mut c = base_config();
         c.set("bootstrap.servers", mock.bootstrap_servers())
             .set("linger.ms", "60000");
@@ -707,9 +727,17 @@ mod tests {
             rdkafka::types::RDKafkaApiKey::Produce,
             &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
         );
+        // Record 3 goes to another hub.
+        let of = |seq| match seq {
+            3 => Record {
+                rec_type: OTHER.into(),
+                ..record(seq)
+            },
+            _ => record(seq),
+        };
         let mut send = async |sink: &mut KafkaSink, seqs: &[u64]| {
             for &seq in seqs {
-                sink.send(seq, &record(seq)).unwrap();
+                sink.send(seq, &of(seq)).unwrap();
             }
             sink.flush(Duration::from_secs(20));
             let mut reports = Vec::new();
@@ -730,12 +758,49 @@ mod tests {
         assert_eq!(send(&mut sink, &[1]).await, [(1, Err("reject"))]);
         sink.rebuilt = None;
         assert!(sink.tick() && sink.alone, "record 2 is not through yet");
-        let bytes = (record(2).key.len() + record(2).body.len()) as u64;
-        assert_eq!(send(&mut sink, &[2]).await, [(2, Ok(bytes))]);
+        let bytes = |seq| (of(seq).key.len() + of(seq).body.len()) as u64;
+        assert_eq!(send(&mut sink, &[3]).await, [(3, Ok(bytes(3)))]);
+        sink.rebuilt = None;
+        assert!(
+            !sink.tick() && sink.alone,
+            "a later record of another hub is through, not those refused"
+        );
+        assert_eq!(send(&mut sink, &[2]).await, [(2, Ok(bytes(2)))]);
         sink.rebuilt = None;
         assert!(sink.tick() && !sink.alone, "batching again");
         assert_eq!(sink.producer.client().fatal_error(), None);
         assert!(!sink.tick());
+    }
+
+    /// librdkafka sets its fatal error before it queues the refused batch's reports: a tick
+    /// between the two still builds a producer that sends each record alone.
+    #[tokio::test]
+    async fn a_tick_before_a_batch_too_larges_reports_still_sends_alone() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let mut c = base_config();
+        c.set("bootstrap.servers", mock.bootstrap_servers());
+        let (tx, _rx) = unbounded_channel();
+        let mut sink =
+            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+        mock.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        sink.send(1, &record(1)).unwrap();
+        // Nothing is served: the refused record's report stays queued.
+        let failed = async {
+            while sink.producer.client().fatal_error().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), failed)
+            .await
+            .expect("the refused batch fails the producer");
+        assert!(!sink.refused_in_batch(), "its report is not served yet");
+        let (_, reason) = sink.producer.client().fatal_error().unwrap();
+        assert!(reason.contains(TOO_LARGE), "{reason}");
+        assert!(sink.tick() && sink.alone);
     }
 
     /// A record too large at hand-over is librdkafka's own check of that record: rejected. A
@@ -794,8 +859,9 @@ mod tests {
         assert_eq!((d.seq, d.result.is_ok()), (2, true), "{d:?}");
     }
 
-    /// A site that turns idempotence off in `[sink.properties]` still gets a producer
-    /// (librdkafka refuses the gap-less guarantee without idempotence).
+    /// Settings with idempotence off (the benchmark's broker-alone producer; `check` refuses
+    /// it in `[sink.properties]`) still give a producer (librdkafka refuses the gap-less
+    /// guarantee without idempotence).
     #[test]
     fn idempotence_turned_off_by_the_site_drops_the_gapless_guarantee() {
         let mut c = base_config();

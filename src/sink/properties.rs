@@ -48,6 +48,10 @@ pub fn weakens_delivery(key: &str, value: &str) -> Option<&'static str> {
              of the ones behind it; hubgate goes without it by itself only for a broker that \
              refuses one",
         ),
+        "enable.gapless.guarantee" if is_false(&v) => Some(
+            "without it the records behind one the broker refused are written before it is \
+             sent again, out of each device's order",
+        ),
         _ => None,
     }
 }
@@ -135,9 +139,10 @@ pub fn kafka_tls_off(k: &KafkaConfig) -> Vec<(String, &'static str)> {
 }
 
 /// `[sink.properties]` are librdkafka's, ones the producer can be created with, that keep
-/// `acks=all` and the idempotent producer ([`weakens_delivery`]), and TLS with verified
-/// certificates stays on: always for Event Hubs (the connection string is the password), and
-/// for a Kafka broker unless `insecure = true`. On error (key path, reason).
+/// `acks=all`, the idempotent producer and its gap-less guarantee ([`weakens_delivery`]),
+/// and TLS with verified certificates stays on: always for Event Hubs (the connection string
+/// is the password), and for a Kafka broker unless `insecure = true`. On error (key path,
+/// reason).
 pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
     let in_properties = |(k, reason): (String, String)| (format!("sink.properties.{k:?}"), reason);
     let properties = match cfg {
@@ -345,7 +350,8 @@ mod tests {
     }
 
     /// A delivery report means stored by every in-sync replica, from an idempotent producer:
-    /// `acks` below all, or idempotence off, is found under either name, in any spelling.
+    /// `acks` below all, idempotence or the gap-less guarantee off, is found under either
+    /// name, in any spelling.
     #[test]
     fn settings_that_weaken_delivery_are_found_in_any_spelling() {
         for (k, v) in [
@@ -356,6 +362,7 @@ mod tests {
             ("enable.idempotence", "false"),
             ("enable.idempotence", "F"),
             ("enable.idempotence", "0"),
+            ("enable.gapless.guarantee", "false"),
         ] {
             assert!(weakens_delivery(k, v).is_some(), "{k} = {v}");
         }
@@ -365,6 +372,7 @@ mod tests {
             ("acks", "-1"),
             ("request.required.acks", "all"),
             ("enable.idempotence", "true"),
+            ("enable.gapless.guarantee", "true"),
             ("linger.ms", "0"),
         ] {
             assert_eq!(weakens_delivery(k, v), None, "{k} = {v}");
