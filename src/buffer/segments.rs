@@ -207,6 +207,22 @@ fn number_of(file: &std::ffi::OsStr) -> Option<u32> {
     (name(number) == file).then_some(number)
 }
 
+/// `numbers` (ascending) in the order their segments were written: a new segment takes a
+/// number above those in use, and numbers wrap from `u32::MAX` to 1. Across a wrap the
+/// numbers alone do not tell which segment is older, so the order starts after the widest
+/// gap between them, going round: the numbers in use are a narrow band (each stands for up
+/// to a MiB written, and reaching a wrap takes 4 PiB), and that gap is the unused rest of
+/// the range. Unwrapped, that gap is the one from the highest number round to the lowest,
+/// which keeps them ascending (it wins a tie).
+fn written_order(mut numbers: Vec<u32>) -> Vec<u32> {
+    let n = numbers.len();
+    let widest = (0..n).max_by_key(|&i| numbers[(i + 1) % n].wrapping_sub(numbers[i]));
+    if let Some(i) = widest {
+        numbers.rotate_left((i + 1) % n);
+    }
+    numbers
+}
+
 impl Segments {
     /// The segments in `db_dir` (the directory is created if missing), with `live`: the
     /// records each segment holds, counted from sled's pointers. Segment files no pointer
@@ -269,6 +285,12 @@ impl Segments {
         }
         numbers.sort_unstable();
         Ok(numbers)
+    }
+
+    /// The numbers of the segment files present, in the order they were written (see
+    /// [`written_order`]).
+    pub fn numbers_as_written(&self) -> io::Result<Vec<u32>> {
+        Ok(written_order(self.numbers()?))
     }
 
     /// The whole entries of segment `number` as `(seq, value)`, in order, whether or not a
@@ -519,5 +541,22 @@ mod tests {
                 "errno {errno}"
             );
         }
+    }
+
+    /// Segments are read in the order written: ascending, and across a wrap of the numbers
+    /// from the widest gap on.
+    #[test]
+    fn segments_are_ordered_as_written_across_a_wrap() {
+        let order = |n: &[u32]| super::written_order(n.to_vec());
+        assert_eq!(order(&[]), Vec::<u32>::new());
+        assert_eq!(order(&[7]), vec![7]);
+        assert_eq!(order(&[1, 2, 9]), vec![1, 2, 9]);
+        assert_eq!(order(&[1, u32::MAX]), vec![u32::MAX, 1]);
+        assert_eq!(
+            order(&[1, 2, u32::MAX - 1, u32::MAX]),
+            vec![u32::MAX - 1, u32::MAX, 1, 2]
+        );
+        assert_eq!(order(&[3, 5, 3 << 30]), vec![3 << 30, 3, 5]);
+        assert_eq!(order(&[3, 5, 1 << 30]), vec![3, 5, 1 << 30]);
     }
 }

@@ -592,12 +592,12 @@ impl SledStore {
         fresh.lock = self.lock.take();
         // No sequence number up to `flushed` is handed out again, whichever flush is last.
         fresh.highest = fresh.highest.max(Some(flushed));
-        let (mut kept, mut unreadable) = (0u64, 0u64);
+        let (mut kept, mut unreadable, mut written) = (0u64, 0u64, 0u64);
         // A flush every batch bounds the segments' open files.
         let mut carry = |fresh: &mut SledStore, seq: u64, body: Vec<u8>| {
             fresh.insert(seq, body)?;
-            kept += 1;
-            if kept % MOVE_BATCH as u64 == 0 {
+            written += 1;
+            if written % MOVE_BATCH as u64 == 0 {
                 fresh.flush()?;
             }
             Ok::<(), BufferError>(())
@@ -605,7 +605,10 @@ impl SledStore {
         for (k, v) in self.records.iter().flatten() {
             let Some(seq) = seq_of(&k) else { continue };
             match self.body(seq, &v) {
-                Ok(body) => carry(&mut fresh, seq, body)?,
+                Ok(body) => {
+                    carry(&mut fresh, seq, body)?;
+                    kept += 1;
+                }
                 Err(_) => unreadable += 1,
             }
         }
@@ -615,13 +618,15 @@ impl SledStore {
             for (k, v) in old.iter().flatten() {
                 if let Some(seq) = seq_of(&k) {
                     carry(&mut fresh, seq, v.to_vec())?;
+                    kept += 1;
                 }
             }
         }
         // The bodies of the records whose pointers sled lost are still in the segments
-        // (synced before sled's flush): every whole entry flushed after the last mark sled
-        // holds that no pointer names. A record delivered in that range comes again (a
-        // duplicate), rather than one acknowledged being lost.
+        // (synced before sled's flush): every whole entry whose sequence number is past the
+        // last mark sled holds, up to the mark file's, and that no pointer names. A record
+        // delivered in that range comes again (a duplicate), rather than one acknowledged
+        // being lost.
         let lost = |seq: u64| stored.is_none_or(|s| seq > s) && seq <= flushed;
         let named = |seq: u64| {
             let key = seq.to_be_bytes();
@@ -632,7 +637,7 @@ impl SledStore {
                     .is_some_and(|t| t.contains_key(key).unwrap_or(false))
         };
         let mut found = BTreeSet::new();
-        match self.segments.numbers() {
+        match self.segments.numbers_as_written() {
             Ok(numbers) => {
                 for number in numbers {
                     let entries = self.segments.entries(number).unwrap_or_else(|e| {
@@ -643,13 +648,15 @@ impl SledStore {
                         Vec::new()
                     });
                     for (seq, body) in entries {
-                        // Sequence numbers are never handed out twice: the first whole copy.
-                        if lost(seq)
-                            && !named(seq)
-                            && super::decode(&body).is_ok()
-                            && found.insert(seq)
-                        {
+                        // A number can have two whole copies: one appended whose pointer a
+                        // crash kept from sled is handed out again by the next run, to
+                        // another record. The copy written last is that record, the one
+                        // acknowledged: it takes the place of any carried before it.
+                        if lost(seq) && !named(seq) && super::decode(&body).is_ok() {
                             carry(&mut fresh, seq, body)?;
+                            if found.insert(seq) {
+                                kept += 1;
+                            }
                         }
                     }
                 }
@@ -1932,6 +1939,47 @@ mod tests {
             assert_eq!(b, body(seq), "#{seq}");
         }
         assert_eq!(s.last_seq(), Some(9));
+    }
+
+    /// A record appended whose pointer a crash kept from sled has its number handed out
+    /// again; the next record under it is flushed and acknowledged. When sled then loses
+    /// that flush, the salvage carries the copy written last: the acknowledged one.
+    #[test]
+    fn a_salvage_carries_the_copy_of_a_number_written_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |seq: u64, len: usize| super::super::encode(&record(seq, len));
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            for seq in 0..3 {
+                s.insert(seq, body(seq, 100)).unwrap();
+            }
+            s.flush().unwrap();
+            // #3 appended, its pointer never in sled's file.
+            s.insert(3, body(3, 100)).unwrap();
+            s.records.remove(3u64.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            assert_eq!(s.last_seq(), Some(2), "#3 is handed out again");
+            s.insert(3, body(3, 200)).unwrap();
+            s.flush().unwrap();
+            assert_eq!(s.marked(), Some(3));
+            assert_eq!(s.segments.files(), vec![1, 2]);
+            // sled loses that flush.
+            s.records.remove(3u64.to_be_bytes()).unwrap();
+            s.meta.insert(MARK_KEY, &2u64.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        let all = s.scan(None, 10).unwrap();
+        assert_eq!(
+            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(all[3].1, body(3, 200), "the acknowledged copy");
+        assert_eq!(s.usage().0, 4);
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
