@@ -219,7 +219,7 @@ impl SledStore {
         finish_swap(dir)?;
         let mut store = match Self::open_inner(dir) {
             Ok(s) => s,
-            Err(OpenError::Db(e)) if dir.exists() && !is_busy(&e) => {
+            Err(e) if dir.exists() && e.is_damage() => {
                 let aside = move_aside(dir)?;
                 log::error!(
                     "buffer database {} will not open ({e}); moved to {} and starting a fresh one",
@@ -230,7 +230,13 @@ impl SledStore {
                 store.lock = Some(lock);
                 return Ok(store);
             }
-            Err(e) => return Err(BufferError::Storage(format!("{}: {e}", dir.display()))),
+            Err(e) => {
+                return Err(BufferError::Storage(format!(
+                    "{}: {e}{}",
+                    dir.display(),
+                    e.advice()
+                )))
+            }
         };
         store.lock = Some(lock);
         match (store.stored_mark(), store.marked()) {
@@ -693,11 +699,42 @@ enum OpenError {
     /// sled or a file of hubgate's beside it will not open: see [`is_busy`] for when that is
     /// damage.
     Db(sled::Error),
-    /// The segment directory cannot be used (a plain file, unreadable). Not a damaged
-    /// database: its pointers are intact, and the bodies are in that directory or nowhere.
-    /// Moving the database aside would lose every buffered record, and so would moving the
-    /// directory alone, should the failure pass; the open fails instead, touching nothing.
+    /// The segment directory cannot be used: see [`passes`] for when that is damage.
     Values(std::io::Error),
+}
+
+impl OpenError {
+    /// Whether the database is damaged, and so is moved aside, rather than not usable now.
+    fn is_damage(&self) -> bool {
+        match self {
+            OpenError::Db(e) => !is_busy(e),
+            OpenError::Values(e) => !passes(e),
+        }
+    }
+
+    /// What the operator does about a failure that is not damage.
+    fn advice(&self) -> &'static str {
+        match self {
+            OpenError::Db(_) => "",
+            OpenError::Values(_) => {
+                "; the database was left as it is, since the buffered records' bodies are \
+                 there: make it a readable directory again"
+            }
+        }
+    }
+}
+
+/// Whether a failure to use the segment directory may pass: [`is_resource`], an I/O error
+/// (a card's read that fails may succeed the next time) or a `values` that is not there (a
+/// symbolic link to a file system not mounted yet). Its pointers are intact and the bodies
+/// are in that directory or nowhere: moving the database aside would take every buffered
+/// record out of the pipeline, and moving the directory alone would turn bodies that may be
+/// readable again into damaged records, so the open fails, touching nothing. Anything else
+/// (`values` a plain file: ENOTDIR; a file system that reports its own damage: EUCLEAN) is
+/// damage that no restart clears, and the database is moved aside: the gateway runs on, the
+/// records are kept on disk for a human.
+fn passes(e: &std::io::Error) -> bool {
+    is_resource(e) || matches!(e.raw_os_error(), Some(libc::EIO | libc::ENOENT))
 }
 
 impl From<sled::Error> for OpenError {
@@ -712,9 +749,7 @@ impl std::fmt::Display for OpenError {
             OpenError::Db(e) => e.fmt(f),
             OpenError::Values(e) => write!(
                 f,
-                "its segment directory {} cannot be used ({e}); the database was left as it \
-                 is, since the buffered records' bodies are there: make it a readable \
-                 directory again",
+                "its segment directory {} cannot be used ({e})",
                 super::segments::VALUES_DIR
             ),
         }
@@ -806,8 +841,12 @@ fn is_busy(e: &sled::Error) -> bool {
     let sled::Error::Io(io) = e else {
         return false;
     };
-    is_locked(e)
-        || io.kind() == std::io::ErrorKind::PermissionDenied
+    is_locked(e) || is_resource(io)
+}
+
+/// No permission, out of descriptors or memory, a read-only or full file system.
+fn is_resource(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::PermissionDenied
         || matches!(
             io.raw_os_error(),
             Some(
@@ -1831,11 +1870,36 @@ mod tests {
         assert_eq!(asides(dir.path()), 0);
     }
 
-    /// A segment directory that cannot be used (here a plain file) fails the open with an
-    /// error naming it, and moves nothing aside: once it is a directory again, every record
-    /// is there.
+    /// A segment directory not there for now (here a symbolic link to a file system not
+    /// mounted yet) fails the open with an error naming it, and moves nothing aside: once
+    /// it is there again, every record is.
     #[test]
-    fn an_unusable_segment_directory_fails_the_open_and_moves_nothing() {
+    fn a_segment_directory_not_there_for_now_fails_the_open_and_moves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill(&mut s, 0, 3, 10);
+            s.flush().unwrap();
+            s.segments.dir().to_path_buf()
+        };
+        let kept = dir.path().join("values.kept");
+        let card = dir.path().join("card");
+        std::fs::rename(&values, &kept).unwrap();
+        std::os::unix::fs::symlink(&card, &values).unwrap();
+        let e = SledStore::open(dir.path()).err().expect("the open fails");
+        assert!(e.to_string().contains("segment directory values"), "{e}");
+        assert!(e.to_string().contains("left as it is"), "{e}");
+        assert_eq!(asides(dir.path()), 0);
+        std::fs::rename(&kept, &card).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.scan(None, 10).unwrap().len(), 3);
+        assert_eq!(seqs(&s, None), vec![0, 1, 2]);
+    }
+
+    /// A segment directory that no restart makes usable (here a plain file) is damage: the
+    /// database is moved aside, records and all, and a fresh one started.
+    #[test]
+    fn a_segment_directory_that_is_a_file_moves_the_database_aside() {
         let dir = tempfile::tempdir().unwrap();
         let values = {
             let mut s = SledStore::open(dir.path()).unwrap();
@@ -1846,14 +1910,52 @@ mod tests {
         let kept = dir.path().join("values.kept");
         std::fs::rename(&values, &kept).unwrap();
         std::fs::write(&values, b"not a directory").unwrap();
-        let e = SledStore::open(dir.path()).err().expect("the open fails");
-        assert!(e.to_string().contains("segment directory values"), "{e}");
-        assert_eq!(asides(dir.path()), 0);
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(s.usage(), (0, 0));
+        s.insert(0, vec![1; 10]).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        // The records are in the database moved aside.
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains("sled.broken-"))
+            .unwrap();
+        let inspect = tempfile::tempdir().unwrap();
+        std::fs::rename(&aside, inspect.path().join(DB_DIR)).unwrap();
+        let values = inspect
+            .path()
+            .join(DB_DIR)
+            .join(super::super::segments::VALUES_DIR);
         std::fs::remove_file(&values).unwrap();
         std::fs::rename(&kept, &values).unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(s.scan(None, 10).unwrap().len(), 3);
+        let s = SledStore::open(inspect.path()).unwrap();
         assert_eq!(seqs(&s, None), vec![0, 1, 2]);
+        assert_eq!(s.scan(None, 10).unwrap().len(), 3);
+    }
+
+    /// Only a failure no restart clears moves the database aside for its segment directory.
+    #[test]
+    fn a_segment_directory_error_is_damage_only_when_it_cannot_pass() {
+        for errno in [
+            libc::EACCES,
+            libc::EPERM,
+            libc::EIO,
+            libc::ENOSPC,
+            libc::EROFS,
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::ENOENT,
+        ] {
+            let e = OpenError::Values(std::io::Error::from_raw_os_error(errno));
+            assert!(!e.is_damage(), "errno {errno}");
+        }
+        for errno in [libc::ENOTDIR, libc::EUCLEAN, libc::ELOOP] {
+            let e = OpenError::Values(std::io::Error::from_raw_os_error(errno));
+            assert!(e.is_damage(), "errno {errno}");
+        }
     }
 
     #[test]
