@@ -634,10 +634,12 @@ impl SledStore {
         // delivered in that range comes again (a duplicate), rather than one acknowledged
         // being lost.
         let lost = |seq: u64| stored.is_none_or(|s| seq > s) && seq <= flushed;
+        // A dead letter is not carried as a record too: the sink refused it for good.
         let named = |seq: u64| {
             let key = seq.to_be_bytes();
             // A tree that fails to answer: carried all the same, a duplicate at worst.
             self.records.contains_key(key).unwrap_or(false)
+                || self.dead.contains_key(key).unwrap_or(false)
                 || old
                     .as_ref()
                     .is_some_and(|t| t.contains_key(key).unwrap_or(false))
@@ -2082,6 +2084,32 @@ mod tests {
         );
         assert_eq!(all[3].1, body(3, 200), "the acknowledged copy");
         assert_eq!(s.usage().0, 4);
+    }
+
+    /// A record dead-lettered in the range sled lost, its body still in a segment: the
+    /// salvage carries the dead letter, not a live record as well.
+    #[test]
+    fn a_salvage_does_not_bring_a_dead_letter_back_as_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |seq: u64| super::super::encode(&record(seq, 100));
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            for seq in 0..4 {
+                s.insert(seq, body(seq)).unwrap();
+            }
+            s.flush().unwrap();
+            assert_eq!(s.marked(), Some(3));
+            // The part of sled's log kept goes past the dead letter, not its mark.
+            s.dead_letter(3, body(3)).unwrap();
+            s.remove(3).unwrap();
+            s.meta.insert(MARK_KEY, &2u64.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(seqs(&s, None), vec![0, 1, 2]);
+        let dead = s.scan_dead(None, 10).unwrap();
+        assert_eq!(dead, vec![(3, body(3))]);
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
