@@ -839,12 +839,16 @@ async fn a_truncated_buffer_log_is_reported_and_what_is_left_is_delivered() {
         })
         .await;
     let log = read_log(dir.path());
+    assert!(
+        log.contains("lost records it had flushed"),
+        "the loss was not reported:\n{log}"
+    );
     let said = log
         .lines()
-        .find(|l| l.contains("lost records it had flushed"))
-        .unwrap_or_else(|| panic!("the loss was not reported:\n{log}"));
+        .find(|l| l.contains("salvage done"))
+        .unwrap_or_else(|| panic!("the salvage did not finish:\n{log}"));
     let kept: u64 = said
-        .split("carried the ")
+        .split("carried ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())

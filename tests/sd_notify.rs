@@ -115,19 +115,37 @@ fn make_an_old_buffer() {
     db.flush().unwrap();
 }
 
-/// The upgrade of an old buffer runs before READY=1: after each batch hubgate pushes
-/// systemd's start timeout with EXTEND_TIMEOUT_USEC and says how far it got.
+/// Not a test of its own: when [`LOSE_MARK`] names a buffer, sets the mark its database holds
+/// back to #0, as if sled had lost the flushes after it (the mark file says #611). Run in a
+/// process of its own, for sled's lock.
 #[test]
-fn the_upgrade_extends_the_start_timeout_after_each_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let buffer = dir.path().join("buffer");
+fn make_the_buffer_lose_its_mark() {
+    let Some(buffer) = std::env::var_os(LOSE_MARK) else {
+        return;
+    };
+    let db = sled::open(std::path::Path::new(&buffer).join("sled")).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    meta.insert(b"max_seq", &0u64.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+}
+
+/// Where [`make_the_buffer_lose_its_mark`] writes.
+const LOSE_MARK: &str = "HUBGATE_TEST_LOSE_MARK";
+
+/// Runs this binary's helper `test` (`make_an_old_buffer`, ...) with `var` set to `buffer`.
+fn helper(test: &str, var: &str, buffer: &std::path::Path) {
     let made = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["make_an_old_buffer", "--exact"])
-        .env(OLD_BUFFER, &buffer)
+        .args([test, "--exact"])
+        .env(var, buffer)
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let config = dir.path().join("hubgate.toml");
+}
+
+/// A config with its buffer in `dir`/buffer.
+fn buffer_config(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let buffer = dir.join("buffer");
+    let config = dir.join("hubgate.toml");
     std::fs::write(
         &config,
         format!(
@@ -136,11 +154,17 @@ fn the_upgrade_extends_the_start_timeout_after_each_batch() {
         ),
     )
     .unwrap();
-    let socket_path = dir.path().join("notify-upgrade");
+    (buffer, config)
+}
+
+/// Runs `hubgate buffer stats` on `config` with a notify socket, checks it counts every
+/// record and returns the datagrams it sent.
+fn stats_notified(dir: &std::path::Path, config: &std::path::Path) -> Vec<String> {
+    let socket_path = dir.join("notify-buffer");
     let sock = UnixDatagram::bind(&socket_path).unwrap();
     let stats = support::agent::command()
         .args(["buffer", "stats", "-c"])
-        .arg(&config)
+        .arg(config)
         .env("NOTIFY_SOCKET", &socket_path)
         .env("RUST_LOG", "warn")
         .output()
@@ -157,6 +181,18 @@ fn the_upgrade_extends_the_start_timeout_after_each_batch() {
     while let Ok(n) = sock.recv(&mut buf) {
         got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
+    std::fs::remove_file(&socket_path).unwrap();
+    got
+}
+
+/// The upgrade of an old buffer runs before READY=1: after each batch hubgate pushes
+/// systemd's start timeout with EXTEND_TIMEOUT_USEC and says how far it got.
+#[test]
+fn the_upgrade_extends_the_start_timeout_after_each_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buffer, config) = buffer_config(dir.path());
+    helper("make_an_old_buffer", OLD_BUFFER, &buffer);
+    let got = stats_notified(dir.path(), &config);
     let expected: Vec<String> = [256, 512, OLD_RECORDS]
         .iter()
         .map(|moved| {
@@ -167,4 +203,43 @@ fn the_upgrade_extends_the_start_timeout_after_each_batch() {
         })
         .collect();
     assert_eq!(got, expected);
+}
+
+/// The salvage of a database that lost flushed writes runs before READY=1 too: after each
+/// batch carried and each segment read, hubgate pushes systemd's start timeout.
+#[test]
+fn the_salvage_extends_the_start_timeout_after_each_batch_and_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buffer, config) = buffer_config(dir.path());
+    helper("make_an_old_buffer", OLD_BUFFER, &buffer);
+    // The upgrade, without a socket: its records flushed, the mark file at #611.
+    let stats = support::agent::command()
+        .args(["buffer", "stats", "-c"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert!(stats.status.success(), "{stats:?}");
+    helper("make_the_buffer_lose_its_mark", LOSE_MARK, &buffer);
+    let got = stats_notified(dir.path(), &config);
+    let expected: Vec<String> = [
+        "256 record(s) carried",
+        "512 record(s) carried",
+        "segment 1 of 1 read",
+    ]
+    .iter()
+    .map(|status| format!("EXTEND_TIMEOUT_USEC=90000000\nSTATUS=salvaging the buffer: {status}\n"))
+    .collect();
+    assert_eq!(got, expected);
+    let asides = std::fs::read_dir(&buffer)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("sled.broken-")
+        })
+        .count();
+    assert_eq!(asides, 1);
 }

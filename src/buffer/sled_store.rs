@@ -50,9 +50,10 @@ const RECORDS: &str = "record_at";
 const OLD_RECORDS: &[u8] = b"records";
 /// Records moved per flush by the upgrade and the salvage.
 const MOVE_BATCH: usize = 256;
-/// How long systemd's start timeout is pushed after each batch the upgrade moved: as long
-/// as a start takes by default (90 s), for a batch of 256 records and its two flushes.
-const UPGRADE_BATCH_ALLOWANCE: Duration = Duration::from_secs(90);
+/// How long systemd's start timeout is pushed after each batch the upgrade or the salvage
+/// moved, and after each segment the salvage read: as long as a start takes by default
+/// (90 s), for a batch of 256 records and its two flushes, or a segment of 1 MiB.
+const BATCH_ALLOWANCE: Duration = Duration::from_secs(90);
 /// The upgrade logs its progress every this many batches (16,384 records).
 const UPGRADE_LOG_EVERY: u64 = 64;
 /// sled's cache. Its floor is one leaf per LRU shard (256), whatever this says; with 12-byte
@@ -256,7 +257,7 @@ impl SledStore {
                 let mut batches = 0u64;
                 let progress = |moved: u64| {
                     crate::notify::extend_start(
-                        UPGRADE_BATCH_ALLOWANCE,
+                        BATCH_ALLOWANCE,
                         &format!("moving the buffer to the new layout: {moved} record(s) moved"),
                     );
                     batches += 1;
@@ -590,9 +591,20 @@ impl SledStore {
     }
 
     /// The database lost writes that had been flushed: keep it aside for inspection, carry
-    /// what it still holds into a fresh one, and say so loudly.
+    /// what it still holds into a fresh one, and say so loudly. It runs before READY=1:
+    /// each batch carried and each segment read tells systemd the start goes on.
     fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
+        // Before the work: a salvage cut short (killed, failed) leaves the records not yet
+        // carried only in the database moved aside, and this line says where.
+        log::error!(
+            "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed \
+             up to #{flushed}): the file was truncated or damaged. It was moved to {}; carrying \
+             what it still holds into a fresh database",
+            self.dir.display(),
+            stored.map_or("nothing".to_string(), |s| s.to_string()),
+            aside.display()
+        );
         self.segments.moved_to(&aside);
         let mut fresh = Self::open_at(&self.dir)?;
         fresh.lock = self.lock.take();
@@ -605,6 +617,10 @@ impl SledStore {
             written += 1;
             if written % MOVE_BATCH as u64 == 0 {
                 fresh.flush()?;
+                crate::notify::extend_start(
+                    BATCH_ALLOWANCE,
+                    &format!("salvaging the buffer: {written} record(s) carried"),
+                );
             }
             Ok::<(), BufferError>(())
         };
@@ -647,7 +663,7 @@ impl SledStore {
         let mut found = BTreeSet::new();
         match self.segments.numbers_as_written() {
             Ok(numbers) => {
-                for number in numbers {
+                for (i, &number) in numbers.iter().enumerate() {
                     let entries = self.segments.entries(number).unwrap_or_else(|e| {
                         log::error!(
                             "buffer: reading segment {number} of {}: {e}",
@@ -655,6 +671,14 @@ impl SledStore {
                         );
                         Vec::new()
                     });
+                    crate::notify::extend_start(
+                        BATCH_ALLOWANCE,
+                        &format!(
+                            "salvaging the buffer: segment {} of {} read",
+                            i + 1,
+                            numbers.len()
+                        ),
+                    );
                     for (seq, body) in entries {
                         // A number can have two whole copies: one appended whose pointer a
                         // crash kept from sled is handed out again by the next run, to
@@ -671,26 +695,26 @@ impl SledStore {
             }
             Err(e) => log::error!("buffer: listing the segments of {}: {e}", aside.display()),
         }
+        let mut dead = 0u64;
         for (k, v) in self.dead.iter().flatten() {
             if let Some(seq) = seq_of(&k) {
                 fresh.dead_letter(seq, v.to_vec())?;
-                kept += 1;
+                dead += 1;
             }
         }
         fresh.carry_state(&self)?;
-        let dir = self.dir.clone();
         drop(self);
         fresh.flush()?;
+        // The numbers past the mark sled still holds, up to the mark file's.
+        let range = stored.map_or(flushed.saturating_add(1), |s| flushed - s);
         log::error!(
-            "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed up to #{flushed}): \
-             the file was truncated or damaged and up to {} record(s) are gone. It was moved to {}; \
-             carried the {kept} readable record(s) into a fresh database ({unreadable} had no readable body; \
-             {} of them found in the segments without their pointers)",
-            dir.display(),
-            stored.map_or("nothing".to_string(), |s| s.to_string()),
-            flushed - stored.unwrap_or(0),
-            aside.display(),
-            found.len()
+            "buffer: salvage done: carried {kept} record(s) and {dead} dead letter(s) into a fresh \
+             database; {unreadable} record(s) had no readable body and are gone; of the {range} \
+             sequence number(s) past the mark the database still held, {} had a body in the \
+             segments and were carried, the others were delivered before or are gone. The \
+             database is kept at {} for inspection",
+            found.len(),
+            aside.display()
         );
         Ok(fresh)
     }
