@@ -171,6 +171,9 @@ enum Full {
     Cap,
     /// Less than `buffer.min_free` left on the disk.
     Disk,
+    /// A record larger than any the buffer holds, whatever its room (counted as
+    /// `buffer_full`).
+    TooLarge,
 }
 
 pub struct Buffer {
@@ -286,7 +289,7 @@ impl Buffer {
         if need > u64::from(segments::MAX_VALUE) {
             // Never stored, whatever the room: waiting for room (`block`) would stall.
             self.dropped(
-                Full::Cap,
+                Full::TooLarge,
                 format_args!(
                     "record {} ({need} bytes) is over the largest the buffer holds ({}): dropped",
                     rec.id,
@@ -396,6 +399,12 @@ impl Buffer {
                 self.metrics.dropped_disk_full.inc();
                 self.metrics.log_limited(level, "disk_full", || {
                     format!("disk full (reason disk_full): {what}")
+                });
+            }
+            Full::TooLarge => {
+                self.metrics.dropped_full.inc();
+                self.metrics.log_limited(level, "buffer_full", || {
+                    format!("too large for the buffer (reason buffer_full): {what}")
                 });
             }
         }
