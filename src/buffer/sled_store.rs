@@ -750,17 +750,18 @@ impl OpenError {
     }
 }
 
-/// Whether a failure to use the segment directory may pass: [`is_resource`], an I/O error
-/// (a card's read that fails may succeed the next time) or a `values` that is not there (a
-/// symbolic link to a file system not mounted yet). Its pointers are intact and the bodies
-/// are in that directory or nowhere: moving the database aside would take every buffered
-/// record out of the pipeline, and moving the directory alone would turn bodies that may be
-/// readable again into damaged records, so the open fails, touching nothing. Anything else
-/// (`values` a plain file: ENOTDIR; a file system that reports its own damage: EUCLEAN) is
-/// damage that no restart clears, and the database is moved aside: the gateway runs on, the
-/// records are kept on disk for a human.
+/// Whether a failure to use the segment directory may pass: [`is_resource`], or a `values`
+/// that is not there (a symbolic link to a file system not mounted yet). Its pointers are
+/// intact and the bodies are in that directory or nowhere: moving the database aside would
+/// take every buffered record out of the pipeline, and moving the directory alone would turn
+/// bodies that may be readable again into damaged records, so the open fails, touching
+/// nothing. Anything else is damage no restart clears, and the database is moved aside: the
+/// gateway runs on, the records are kept on disk for a human. That includes an I/O error
+/// (EIO): a card's bad block fails every start, and failing the open would leave the gateway
+/// down once systemd stops restarting it (as for sled's own files); also `values` a plain
+/// file (ENOTDIR), and a file system that reports its own damage (EUCLEAN).
 fn passes(e: &std::io::Error) -> bool {
-    is_resource(e) || matches!(e.raw_os_error(), Some(libc::EIO | libc::ENOENT))
+    is_resource(e) || e.raw_os_error() == Some(libc::ENOENT)
 }
 
 impl From<sled::Error> for OpenError {
@@ -1967,7 +1968,6 @@ mod tests {
         for errno in [
             libc::EACCES,
             libc::EPERM,
-            libc::EIO,
             libc::ENOSPC,
             libc::EROFS,
             libc::EMFILE,
@@ -1978,7 +1978,7 @@ mod tests {
             let e = OpenError::Values(std::io::Error::from_raw_os_error(errno));
             assert!(!e.is_damage(), "errno {errno}");
         }
-        for errno in [libc::ENOTDIR, libc::EUCLEAN, libc::ELOOP] {
+        for errno in [libc::EIO, libc::ENOTDIR, libc::EUCLEAN, libc::ELOOP] {
             let e = OpenError::Values(std::io::Error::from_raw_os_error(errno));
             assert!(e.is_damage(), "errno {errno}");
         }

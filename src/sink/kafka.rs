@@ -140,7 +140,16 @@ pub struct DeliveryContext {
 /// [`DeliveryContext::delivery`]). By partition, as librdkafka sends each partition's
 /// batches on their own and serves partitions in turn: a later record of another partition
 /// is often confirmed before the refused ones.
-type Refused = Arc<Mutex<HashMap<(String, i32), u64>>>;
+/// With when that ends if no report for it comes: [`ONE_BY_ONE_FOR`] after the last refusal
+/// there.
+type Refused = Arc<Mutex<HashMap<(String, i32), (u64, Instant)>>>;
+
+/// How long after the last refusal in a partition its records are still sent alone, when no
+/// report for the last refused record or a later one of that partition came: the refused
+/// record may never come back (its recType parked, its age past `max_age`), and one record
+/// per round trip is slow for a backlog. If some are still to go, they are refused in a
+/// batch again, and sent alone again.
+const ONE_BY_ONE_FOR: Duration = Duration::from_secs(600);
 
 /// librdkafka's description of a broker's `MESSAGE_TOO_LARGE`, as a fatal error's reason
 /// quotes it.
@@ -241,7 +250,7 @@ impl ProducerContext for DeliveryContext {
         if !self.batched && matches!(result, Ok(_) | Err(SinkError::Reject(_))) {
             let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
             let key = (place.0.to_string(), place.1);
-            if refused.get(&key).is_some_and(|&last| seq >= last) {
+            if refused.get(&key).is_some_and(|&(last, _)| seq >= last) {
                 refused.remove(&key);
             }
         }
@@ -255,8 +264,12 @@ impl DeliveryContext {
     fn batch_too_large(&self, seq: u64, place: (&str, i32), e: &KafkaError) -> SinkError {
         let hub = place.0;
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        let last = refused.entry((hub.to_string(), place.1)).or_insert(seq);
+        let until = Instant::now() + ONE_BY_ONE_FOR;
+        let (last, ends) = refused
+            .entry((hub.to_string(), place.1))
+            .or_insert((seq, until));
         *last = (*last).max(seq);
+        *ends = until;
         self.metrics.problem("batch_too_large", || {
             format!(
                 "kafka: the broker refused a batch to {hub:?} as too large: the topic's \
@@ -427,13 +440,13 @@ impl KafkaSink {
         })
     }
 
-    /// Whether records refused in a batch too large are not through yet.
+    /// Whether records refused in a batch too large are not through yet (within
+    /// [`ONE_BY_ONE_FOR`]).
     fn refused_in_batch(&self) -> bool {
-        !self
-            .refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        refused.retain(|_, (_, ends)| *ends > now);
+        !refused.is_empty()
     }
 
     /// A new producer with the current settings in place of the old one (see [`Sink::tick`]),
@@ -768,6 +781,30 @@ mod tests {
         assert_eq!(send(&mut sink, &[2]).await, [(2, Ok(bytes(2)))]);
         sink.rebuilt = None;
         assert!(sink.tick() && !sink.alone, "batching again");
+        assert_eq!(sink.producer.client().fatal_error(), None);
+        assert!(!sink.tick());
+    }
+
+    /// A partition's refused records that never come back (parked, expired) do not keep the
+    /// producer sending alone for good.
+    #[tokio::test]
+    async fn sending_alone_ends_a_while_after_the_last_refusal() {
+        let (tx, _rx) = unbounded_channel();
+        let mut c = base_config();
+        c.set("bootstrap.servers", "127.0.0.1:9");
+        let mut sink =
+            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+        // Refused `ago` before now: sent alone until `ONE_BY_ONE_FOR` after that.
+        let refuse = |sink: &KafkaSink, ago| {
+            let ends = Instant::now() + (ONE_BY_ONE_FOR - ago);
+            let mut refused = sink.refused.lock().unwrap();
+            refused.insert((TOPIC.to_string(), 0), (2, ends));
+        };
+        refuse(&sink, ONE_BY_ONE_FOR / 2);
+        assert!(sink.tick() && sink.alone, "refused a while ago");
+        refuse(&sink, ONE_BY_ONE_FOR);
+        sink.rebuilt = None;
+        assert!(sink.tick() && !sink.alone, "refused too long ago");
         assert_eq!(sink.producer.client().fatal_error(), None);
         assert!(!sink.tick());
     }
