@@ -39,11 +39,14 @@ const AZURE_DOMAINS: &[&str] = &[
 ];
 
 impl ConnectionString {
-    /// Parse without ever putting the key into an error message.
+    /// Parse without ever putting the key into an error message. Whitespace around it (a
+    /// `${VAR}` whose value ends in a newline) is not part of it: librdkafka's password is
+    /// the string trimmed.
     pub fn parse(s: &str) -> Result<ConnectionString, ConnectionStringError> {
+        let s = s.trim();
         let text = s.to_string();
         let (mut endpoint, mut key_name, mut has_key, mut entity_path) = (None, None, false, None);
-        for part in s.trim().split(';').filter(|p| !p.trim().is_empty()) {
+        for part in s.split(';').filter(|p| !p.trim().is_empty()) {
             let (k, v) = part
                 .split_once('=')
                 .ok_or(ConnectionStringError::Malformed)?;
@@ -56,7 +59,7 @@ impl ConnectionString {
                 _ => {}
             }
         }
-        if s.trim_start().starts_with("SharedAccessSignature ") {
+        if s.starts_with("SharedAccessSignature ") {
             return Err(ConnectionStringError::SasToken);
         }
         let endpoint = endpoint.ok_or(ConnectionStringError::Missing("Endpoint"))?;
@@ -131,6 +134,7 @@ mod tests {
         assert_eq!(c.entity_path, None);
         assert_eq!(c.text(), s);
         assert!(!format!("{c:?}").contains(KEY));
+        assert_eq!(cs(&format!(" {s}\n")).unwrap().text(), s);
     }
 
     #[test]
