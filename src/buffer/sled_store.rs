@@ -1242,6 +1242,14 @@ mod tests {
         }
     }
 
+    /// A store at `dir` with three records of 10 bytes flushed, closed: its segment directory.
+    fn three_flushed(dir: &Path) -> PathBuf {
+        let mut s = SledStore::open(dir).unwrap();
+        fill(&mut s, 0, 3, 10);
+        s.flush().unwrap();
+        s.segments.dir().to_path_buf()
+    }
+
     /// Records of 300,000 bytes: four fill a segment (1 MiB), the fifth starts the next.
     const QUARTER: usize = 300_000;
 
@@ -1903,12 +1911,7 @@ mod tests {
     #[test]
     fn a_segment_directory_not_there_for_now_fails_the_open_and_moves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let values = {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill(&mut s, 0, 3, 10);
-            s.flush().unwrap();
-            s.segments.dir().to_path_buf()
-        };
+        let values = three_flushed(dir.path());
         let kept = dir.path().join("values.kept");
         let card = dir.path().join("card");
         std::fs::rename(&values, &kept).unwrap();
@@ -1928,12 +1931,7 @@ mod tests {
     #[test]
     fn a_segment_directory_that_is_a_file_moves_the_database_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let values = {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill(&mut s, 0, 3, 10);
-            s.flush().unwrap();
-            s.segments.dir().to_path_buf()
-        };
+        let values = three_flushed(dir.path());
         let kept = dir.path().join("values.kept");
         std::fs::rename(&values, &kept).unwrap();
         std::fs::write(&values, b"not a directory").unwrap();

@@ -1334,6 +1334,16 @@ mod tests {
         fn flush(&mut self, _timeout: Duration) {}
     }
 
+    /// A ledger over `buffer` whose sink refuses every record.
+    fn refusing_ledger(
+        cfg: &BufferConfig,
+        buffer: Buffer,
+        metrics: &Arc<Metrics>,
+        now: (Instant, SystemTime),
+    ) -> Ledger {
+        Ledger::new(cfg, 16, buffer, Box::new(Refusing), metrics.clone(), now, 1).unwrap()
+    }
+
     /// Every acknowledgement released so far, by packet id.
     fn pkids(
         pubacks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
@@ -1410,16 +1420,7 @@ mod tests {
         let store = MemoryStore::default();
         let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
         let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(
-            &cfg,
-            16,
-            buffer,
-            Box::new(Refusing),
-            metrics.clone(),
-            now,
-            1,
-        )
-        .unwrap();
+        let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         ledger.end_round(t0).unwrap();
         store.set_writes_fail(true);
         ledger.take(Some(record(2)), Counters::default(), ack(5), t0);
@@ -1449,16 +1450,7 @@ mod tests {
             };
             buffer.push(n, &fresh).unwrap();
         }
-        let mut ledger = Ledger::new(
-            &cfg,
-            16,
-            buffer,
-            Box::new(Refusing),
-            metrics.clone(),
-            now,
-            1,
-        )
-        .unwrap();
+        let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         store.set_writes_fail(true);
         for _ in 0..3 {
             ledger.end_round(t0).unwrap();
@@ -1511,16 +1503,7 @@ mod tests {
             ..record(0)
         };
         buffer.push(0, &fresh).unwrap();
-        let mut ledger = Ledger::new(
-            &cfg,
-            16,
-            buffer,
-            Box::new(Refusing),
-            metrics.clone(),
-            now,
-            1,
-        )
-        .unwrap();
+        let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         store.set_removes_fail(true);
         for _ in 0..4 {
             ledger.end_round(now.0).unwrap();
@@ -1568,16 +1551,7 @@ mod tests {
         for seq in 2..=MAX_DEAD_LETTERS {
             buffer.dead_letter(seq, &record(2)).unwrap();
         }
-        let mut ledger = Ledger::new(
-            &cfg,
-            16,
-            buffer,
-            Box::new(Refusing),
-            metrics.clone(),
-            now,
-            1,
-        )
-        .unwrap();
+        let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         ledger.end_round(now.0).unwrap();
         let (ack, mut pubacks) = puback(7);
         ledger.take(Some(fresh(3)), counter(false), ack, now.0);
