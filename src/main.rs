@@ -762,11 +762,48 @@ fn lorawan(
     }
 }
 
+/// Run as root, go on as the owner of the buffer directory (or of its nearest existing
+/// parent), once the config (secrets included) is read: what opening, rebuilding or purging
+/// the buffer writes must stay the agent's (`User=hubgate`), which otherwise can no longer
+/// open it and fails every start.
+fn become_buffer_owner(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let Some(owner) = path.ancestors().find_map(|p| std::fs::metadata(p).ok()) else {
+        return Ok(());
+    };
+    let (uid, gid) = (owner.uid(), owner.gid());
+    if uid == 0 {
+        return Ok(());
+    }
+    // SAFETY: setgroups reads no list when its length is 0; setgid and setuid take plain ids.
+    let dropped = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(gid) == 0
+            && libc::setuid(uid) == 0
+    };
+    if dropped {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot go on as the owner of {} (uid {uid}): {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
 fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
     let cfg = match load(path) {
         Ok((c, _)) => c,
         Err(code) => return code,
     };
+    if let Err(e) = become_buffer_owner(&cfg.buffer.path) {
+        return fail(1, e);
+    }
     let mut store = match SledStore::open(&cfg.buffer.path) {
         Ok(s) => s,
         Err(e) => return fail(1, format!("{e} (is hubgate running? stop it first)")),

@@ -1,7 +1,9 @@
 //! The command line contract (docs/design.md): exit codes, one-line errors, the demo.
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 #[path = "support/codec_files.rs"]
@@ -455,6 +457,25 @@ const BUFFER_RECORDS: u64 = 10_000;
 /// Set to a buffer path, [`fill_a_buffer_for_the_buffer_commands`] fills it.
 const FILL_BUFFER: &str = "HUBGATE_TEST_FILL_BUFFER";
 
+/// The user the buffer commands' test gives the buffer to.
+const NOBODY: u32 = 65534;
+
+/// `path` and everything under it.
+fn walk(path: &Path) -> Vec<PathBuf> {
+    let mut all = vec![path.to_path_buf()];
+    if std::fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            all.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    all
+}
+
+/// Owner of `path`, not following a symbolic link.
+fn owner(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().uid()
+}
+
 fn buffer_body(i: u64) -> String {
     format!("{{\"id\":\"r{i}\",\"pad\":\"{}\"}}", "x".repeat(900))
 }
@@ -526,6 +547,15 @@ fn buffer_stats_export_and_purge() {
     )
     .unwrap();
     let cfg = config.to_str().unwrap();
+    // SAFETY: geteuid has no failure mode.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        // The agent's buffer, as under `User=hubgate`; the commands are run as root.
+        for p in walk(&buffer) {
+            std::os::unix::fs::lchown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let field = |o: &Output, name: &str| -> u64 {
         stdout(o)
             .lines()
@@ -578,6 +608,16 @@ fn buffer_stats_export_and_purge() {
         after * 4 < on_disk,
         "purge gives the space back: {on_disk} -> {after}"
     );
+    if root {
+        let owners: BTreeSet<u32> = walk(&buffer).iter().map(|p| owner(p)).collect();
+        assert_eq!(
+            owners,
+            BTreeSet::from([NOBODY]),
+            "the agent can open it again"
+        );
+    } else {
+        eprintln!("not root: the buffer's owner is left to CI");
+    }
 }
 
 /// `hubgate decode --js FILE` prints the record like the built-in codecs, mapped by the
