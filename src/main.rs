@@ -819,12 +819,20 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
             }
             println!("dead letters: {}", store.dead_letters());
             let oldest = store.scan(None, 1).ok().and_then(|v| v.into_iter().next());
-            if let Some(Ok(rec)) = oldest.map(|(_, bytes)| buffer::decode(&bytes)) {
-                let age = record::ms_since_epoch(SystemTime::now()).saturating_sub(rec.created_ms);
-                println!(
-                    "oldest: {}",
-                    humantime::format_duration(Duration::from_secs(age / 1000))
-                );
+            match oldest.map(|(_, bytes)| buffer::decode(&bytes)) {
+                // Made before the gateway's clock was set: its time is not known.
+                Some(Ok(rec)) if rec.created_ms == 0 => {
+                    println!("oldest: unknown (made before the clock was set)");
+                }
+                Some(Ok(rec)) => {
+                    let now = record::ms_since_epoch(SystemTime::now());
+                    let age = now.saturating_sub(rec.created_ms);
+                    println!(
+                        "oldest: {}",
+                        humantime::format_duration(Duration::from_secs(age / 1000))
+                    );
+                }
+                _ => {}
             }
             ExitCode::SUCCESS
         }
