@@ -5,8 +5,9 @@
 //! QuickJS assert, exhaust its memory — the agent only loses the call.
 //!
 //! Its own limits: [`WORKER_MEMORY`] of heap for all codecs together (RLIMIT_DATA), no core
-//! dumps, no file or socket it could open (RLIMIT_NOFILE: only the three it has), no new
-//! privileges (a limit it cannot set ends it), the OOM killer's first pick, and a CPU backstop (RLIMIT_CPU) that is moved on after every answer so that
+//! dumps, three descriptors (RLIMIT_NOFILE caps their numbers: QuickJS's lack of a file or
+//! socket API is what keeps scripts from opening one), no new privileges (a limit it cannot
+//! set ends it), the OOM killer's first pick, and a CPU backstop (RLIMIT_CPU) that is moved on after every answer so that
 //! only a worker left hanging without its agent reaches it. It ends when the agent's end of
 //! the socket closes, even in the middle of a call that never returns.
 
