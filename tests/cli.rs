@@ -6,6 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/buffer_cmd.rs"]
+mod buffer_cmd;
 #[path = "support/codec_files.rs"]
 mod codec_files;
 
@@ -541,15 +543,7 @@ fn buffer_stats_export_and_purge() {
         .unwrap_or_else(|| panic!("no byte count in {}", stdout(&child)))
         .parse()
         .unwrap();
-    let config = dir.path().join("hubgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n",
-            buffer.display()
-        ),
-    )
-    .unwrap();
+    let (_, config) = buffer_cmd::config(dir.path());
     let cfg = config.to_str().unwrap();
     // SAFETY: geteuid has no failure mode.
     let root = unsafe { libc::geteuid() } == 0;

@@ -142,21 +142,6 @@ fn helper(test: &str, var: &str, buffer: &std::path::Path) {
     assert!(made.status.success(), "{made:?}");
 }
 
-/// A config with its buffer in `dir`/buffer.
-fn buffer_config(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let buffer = dir.join("buffer");
-    let config = dir.join("hubgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n",
-            buffer.display()
-        ),
-    )
-    .unwrap();
-    (buffer, config)
-}
-
 /// Runs `hubgate buffer stats` on `config` with a notify socket, checks it counts every
 /// record and returns the datagrams it sent.
 fn stats_notified(dir: &std::path::Path, config: &std::path::Path) -> Vec<String> {
@@ -190,7 +175,7 @@ fn stats_notified(dir: &std::path::Path, config: &std::path::Path) -> Vec<String
 #[test]
 fn the_upgrade_extends_the_start_timeout_after_each_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let (buffer, config) = buffer_config(dir.path());
+    let (buffer, config) = support::buffer_cmd::config(dir.path());
     helper("make_an_old_buffer", OLD_BUFFER, &buffer);
     let got = stats_notified(dir.path(), &config);
     let expected: Vec<String> = [256, 512, OLD_RECORDS]
@@ -210,7 +195,7 @@ fn the_upgrade_extends_the_start_timeout_after_each_batch() {
 #[test]
 fn the_salvage_extends_the_start_timeout_after_each_batch_and_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let (buffer, config) = buffer_config(dir.path());
+    let (buffer, config) = support::buffer_cmd::config(dir.path());
     helper("make_an_old_buffer", OLD_BUFFER, &buffer);
     // The upgrade, without a socket: its records flushed, the mark file at #611.
     let stats = support::agent::command()

@@ -22,6 +22,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod agent;
+pub mod buffer_cmd;
 pub mod codec_files;
 pub mod frames;
 pub mod lazyfs;
