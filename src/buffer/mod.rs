@@ -299,8 +299,10 @@ impl Buffer {
             return Ok(Pushed::Dropped);
         }
         let (cap, full) = self.room();
-        if need > cap && self.when_full != WhenFull::Block {
-            // Not even an empty buffer would hold it: the buffer is not emptied for it.
+        // Not even an empty buffer would hold it: the buffer is not emptied for it, and
+        // `block` does not wait for it unless the disk is what is short (space may come
+        // back; `max_bytes` does not grow), or every newer record would wait behind it.
+        if need > cap && (self.when_full != WhenFull::Block || need > self.max_bytes) {
             self.dropped(
                 full,
                 format_args!(
@@ -840,6 +842,22 @@ mod tests {
         assert_eq!(m.dropped_full.get(), 0);
         b.remove(0).unwrap();
         assert_eq!(b.push(2, &rec(2)).unwrap(), Pushed::Stored);
+    }
+
+    /// A record larger than `max_bytes` would never fit: `block` drops it (counted) instead
+    /// of holding every newer record behind it for good.
+    #[test]
+    fn block_drops_a_record_larger_than_the_whole_buffer() {
+        let one = encode(&rec(0)).len() as u64;
+        let (mut b, m) = buffer(one * 2, WhenFull::Block);
+        let big = Record {
+            body: "x".repeat(one as usize * 2),
+            ..rec(0)
+        };
+        assert_eq!(b.push(0, &big).unwrap(), Pushed::Dropped);
+        assert_eq!((m.dropped_full.get(), b.len()), (1, 0));
+        assert_eq!(b.push(1, &rec(1)).unwrap(), Pushed::Stored);
+        assert_eq!(seqs(&mut b), vec![1]);
     }
 
     #[test]

@@ -1156,13 +1156,11 @@ mod tests {
         ledger.delivered(reports.try_recv().unwrap(), late).unwrap();
         assert!(settled(&mut ledger, late));
 
-        // No room in the buffer: the record waits in memory, its source unacknowledged.
-        let full = BufferConfig {
-            max_bytes: 1,
-            ..cfg
-        };
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &full, metrics.clone());
-        let (mut ledger, _reports) = stdout_ledger(&full, buffer, &metrics, now);
+        // No room in the buffer (the disk is full): the record waits in memory, its source
+        // unacknowledged.
+        let disk_full = MemoryStore::with_disk_free(10);
+        let buffer = Buffer::new(Box::new(disk_full), &cfg, metrics.clone());
+        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let missing = crate::sink::refusal::Setup::default().missing("t");
         ledger.park("t", missing, t0);
         ledger.take(Some(record(3)), Counters::default(), Ack::None, t0);
