@@ -100,15 +100,20 @@ fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
     let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
     assert_eq!(conffiles.trim(), "/etc/hubgate/hubgate.toml");
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
-    assert!(postinst.contains("systemd-sysusers"), "{postinst}");
-    // The group exists before the config is given to it.
-    let chgrp = postinst
-        .find("chgrp hubgate /etc/hubgate/hubgate.toml")
-        .unwrap_or_else(|| panic!("no chgrp in {postinst}"));
+    // On an upgrade the config is the group's before the agent restarts (it could not read
+    // a root:root config), and on a first install once sysusers has made the group.
+    let at = |what: &str| {
+        postinst
+            .find(what)
+            .unwrap_or_else(|| panic!("no {what} in {postinst}"))
+    };
+    let call = "\n    config_to_group\n";
+    assert!(at(call) < at("try-restart"), "{postinst}");
     assert!(
-        postinst.find("systemd-sysusers").unwrap() < chgrp,
+        at("systemd-sysusers") < postinst.rfind(call).unwrap(),
         "{postinst}"
     );
+    postinst_gives_the_config_to_the_group(&control.join("postinst"));
     assert!(
         postinst
             .contains("install -m 0600 -o root -g root /dev/null /etc/hubgate/eventhubs.secret"),
@@ -148,4 +153,52 @@ fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
         .args(["check", "-c"])
         .arg(root.join("etc/hubgate/hubgate.toml")));
     assert!(check.contains(": OK"), "{check}");
+}
+
+/// Runs the package's `postinst configure` with the commands it calls replaced by scripts
+/// that log their arguments (nothing on this machine changes): `chgrp` runs where the group
+/// exists and the config is still root's group, and not where the operator chose another.
+fn postinst_gives_the_config_to_the_group(postinst: &Path) {
+    for (config_gid, chgrps) in [("0", 2), ("1234", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let shim = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\necho {name} \"$@\" >> {}\n{body}\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+            std::fs::set_permissions(&path, executable).unwrap();
+        };
+        shim("getent", "exit 0");
+        shim("stat", &format!("echo {config_gid}"));
+        for name in [
+            "chgrp",
+            "install",
+            "systemd-sysusers",
+            "systemctl",
+            "deb-systemd-invoke",
+        ] {
+            shim(name, "exit 0");
+        }
+        shim("deb-systemd-helper", "exit 1");
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        run(Command::new("sh")
+            .arg(postinst)
+            .args(["configure", "0.1.0"])
+            .env("PATH", path));
+        let log = std::fs::read_to_string(&log).unwrap();
+        let chgrp = "chgrp hubgate /etc/hubgate/hubgate.toml";
+        assert_eq!(log.lines().filter(|l| *l == chgrp).count(), chgrps, "{log}");
+        assert!(log.contains("systemd-sysusers hubgate.conf"), "{log}");
+    }
 }
