@@ -51,14 +51,17 @@ struct DeviceInfo<'a> {
 #[serde(rename_all = "camelCase")]
 struct RxInfo {
     gateway_id: Option<String>,
+    #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
+    #[serde(default, deserialize_with = "super::de_meta_float")]
     snr: Option<f64>,
-    #[serde(default, deserialize_with = "super::de_channel")]
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     channel: Option<u32>,
 }
 
 #[derive(Deserialize)]
 struct TxInfo {
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     frequency: Option<u64>,
     modulation: Option<Modulation>,
 }
@@ -71,7 +74,9 @@ struct Modulation {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Lora {
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     bandwidth: Option<u32>,
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     spreading_factor: Option<u8>,
 }
 
@@ -90,9 +95,11 @@ struct GatewayFrame<'a> {
 #[serde(rename_all = "camelCase")]
 struct GatewayRxInfo<'a> {
     gateway_id: Option<String>,
+    #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
+    #[serde(default, deserialize_with = "super::de_meta_float")]
     snr: Option<f64>,
-    #[serde(default, deserialize_with = "super::de_channel")]
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     channel: Option<u32>,
     #[serde(borrow)]
     gw_time: Option<Text<'a>>,

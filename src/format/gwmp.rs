@@ -96,11 +96,14 @@ struct Rxpk {
     time: Option<String>,
     #[serde(default)]
     stat: i8,
-    #[serde(default, deserialize_with = "super::de_channel")]
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     chan: Option<u32>,
+    #[serde(default, deserialize_with = "super::de_meta_float")]
     freq: Option<f64>,
     datr: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
+    #[serde(default, deserialize_with = "super::de_meta_float")]
     lsnr: Option<f64>,
     data: String,
 }
@@ -255,15 +258,19 @@ mod tests {
         assert_eq!(c.stat.unwrap()["rxok"], 1);
     }
 
-    /// An entry of the wrong shape (RSSI past i32, data not a string) is counted and
-    /// skipped; the good one beside it is kept (the whole datagram used to be refused).
+    /// An entry of the wrong shape (data not a string) is counted and skipped; the good one
+    /// beside it is kept (the whole datagram used to be refused). Radio metadata that does not
+    /// fit (RSSI past i32) is left out; the frame is kept.
     #[test]
     fn a_broken_rxpk_entry_does_not_spoil_the_others() {
         let json = r#"{"rxpk":[{"stat":1,"rssi":99999999999,"data":"QNobASY="},{"stat":1,"data":7},
             {"stat":1,"rssi":-61,"data":"QNobASY="}]}"#;
         let c = parse_push(json.as_bytes(), &[0; 8], SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!((c.frames.len(), c.bad_rxpk), (1, 2));
-        assert_eq!(c.frames[0].radio.rssi, Some(-61));
+        assert_eq!((c.frames.len(), c.bad_rxpk), (2, 1));
+        assert_eq!(
+            (c.frames[0].radio.rssi, c.frames[1].radio.rssi),
+            (None, Some(-61))
+        );
     }
 
     /// A bandwidth past u32 in Hz is no bandwidth (it used to wrap, or panic in debug builds).

@@ -79,12 +79,37 @@ impl std::fmt::Debug for Excerpt {
     }
 }
 
-/// A channel index, or `None` when the field is not one (metadata is never a reason to
-/// refuse the uplink it describes).
-fn de_channel<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+/// A whole number of radio metadata (channel, frequency, bandwidth, spreading factor), or
+/// `None` when the field is not a whole number that fits: metadata is never a reason to refuse
+/// the uplink it describes.
+fn de_meta_int<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
     let v: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
-    Ok(v.and_then(|v| v.as_u64())
-        .and_then(|c| u32::try_from(c).ok()))
+    Ok(v.and_then(|v| v.as_i64()).and_then(|n| T::try_from(n).ok()))
+}
+
+/// An RSSI in dBm, rounded (TTS declares it a float), or `None` when the field is not a
+/// number that fits (see [`de_meta_int`]).
+fn de_rssi<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    let v: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
+    let whole = v.and_then(|v| {
+        v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| f.round() as i64)
+        })
+    });
+    Ok(whole.and_then(|n| i32::try_from(n).ok()))
+}
+
+/// A fractional number of radio metadata (SNR, frequency in MHz), or `None` when the field is
+/// not a finite number (see [`de_meta_int`]).
+fn de_meta_float<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
+    Ok(v.and_then(|v| v.as_f64()).filter(|f| f.is_finite()))
 }
 
 /// An RFC 3339 time from input, refused unless a record can carry it

@@ -46,9 +46,11 @@ struct UplinkMessage {
 #[derive(Deserialize)]
 struct RxMetadata {
     gateway_ids: Option<GatewayIds>,
+    #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
+    #[serde(default, deserialize_with = "super::de_meta_float")]
     snr: Option<f64>,
-    #[serde(default, deserialize_with = "super::de_channel")]
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     channel_index: Option<u32>,
 }
 
@@ -71,7 +73,9 @@ struct DataRate {
 
 #[derive(Deserialize)]
 struct Lora {
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     bandwidth: Option<u32>,
+    #[serde(default, deserialize_with = "super::de_meta_int")]
     spreading_factor: Option<u8>,
 }
 
@@ -205,6 +209,31 @@ mod tests {
             zeros(max / 2)
         ));
         assert!(split.is_empty() && split.oversized.is_some());
+    }
+
+    /// TTS declares RSSI a float: a fraction is rounded, and radio metadata of the wrong
+    /// type is left out rather than refusing the uplink.
+    #[test]
+    fn odd_radio_metadata_does_not_refuse_the_uplink() {
+        let t = SystemTime::UNIX_EPOCH;
+        let fractional = UP.replace(r#""rssi":-71,"snr":8.5"#, r#""rssi":-70.5,"snr":8.5"#);
+        let up = parse(fractional.as_bytes(), t).unwrap();
+        assert_eq!(
+            (up.radio.gateway_id.as_deref(), up.radio.rssi),
+            (Some("gw-b"), Some(-71))
+        );
+        let odd = UP
+            .replace(
+                r#""rssi":-71,"snr":8.5"#,
+                r#""rssi":"strong","snr":null,"channel_index":-1"#,
+            )
+            .replace(r#""spreading_factor":9"#, r#""spreading_factor":900"#);
+        let up = parse(odd.as_bytes(), t).unwrap();
+        assert_eq!(
+            (up.radio.gateway_id.as_deref(), up.radio.rssi, up.radio.snr),
+            (Some("gw-a"), Some(-95), Some(2.25))
+        );
+        assert_eq!((up.radio.spreading_factor, up.fcnt), (None, Some(42)));
     }
 
     #[test]
