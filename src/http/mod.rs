@@ -47,8 +47,7 @@ pub struct Site {
 /// Serve on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, site: Arc<Site>) {
     let metrics = site.status.metrics();
-    // Pages are built one at a time, on a blocking thread: a page over thousands of devices
-    // takes a while, and the two async workers also carry the sources.
+    // Pages are built one at a time (see [`in_turn`]).
     let renders = Arc::new(Semaphore::new(1));
     let mut live: VecDeque<JoinHandle<()>> = VecDeque::new();
     let mut pause = ACCEPT_PAUSE.0;
@@ -98,7 +97,7 @@ fn close_oldest(live: &mut VecDeque<JoinHandle<()>>, metrics: &Metrics) {
 async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>, renders: Arc<Semaphore>) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (site, renders) = (site.clone(), renders.clone());
-        async move { Ok::<_, Infallible>(respond(&req, peer, site, &renders).await) }
+        async move { Ok::<_, Infallible>(respond(&req, peer, site, renders).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -115,7 +114,7 @@ async fn respond(
     req: &Request<Incoming>,
     peer: SocketAddr,
     site: Arc<Site>,
-    renders: &Semaphore,
+    renders: Arc<Semaphore>,
 ) -> Answer {
     let status = &site.status;
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -173,16 +172,13 @@ async fn respond(
     match View::of_path(path) {
         Some(view) => {
             let query = req.uri().query().map(str::to_string);
-            let Ok(_turn) = renders.acquire().await else {
-                return answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n");
-            };
             let site = site.clone();
-            let built = tokio::task::spawn_blocking(move || {
+            let built = in_turn(renders, move || {
                 site.status
                     .render(view, query.as_deref(), SystemTime::now())
             })
             .await;
-            let Ok((kind, body)) = built else {
+            let Some((kind, body)) = built else {
                 return answer(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "failed\n");
             };
             let mut a = answer(StatusCode::OK, kind, body);
@@ -195,10 +191,56 @@ async fn respond(
     }
 }
 
+/// Run `build` on a blocking thread once the renders before it are done: a page over
+/// thousands of devices takes a while, holds the device table's lock that the forwarder takes
+/// for every frame, and the two async workers also carry the sources. The turn goes with the
+/// build, not with the request: a request closed early (the oldest of too many connections,
+/// or past its deadline) cannot end a build that runs, and must not let the next one start
+/// beside it. `None` if the build panicked.
+async fn in_turn<T: Send + 'static>(
+    renders: Arc<Semaphore>,
+    build: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    // The semaphore is never closed.
+    let turn = renders.acquire_owned().await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        let built = build();
+        drop(turn);
+        built
+    })
+    .await
+    .ok()
+}
+
 fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
     let mut a = Response::new(Full::new(body.into()));
     *a.status_mut() = status;
     a.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request aborted while its page is built (the oldest of too many connections) leaves
+    /// the turn with the build: the next page waits until that build is done.
+    #[tokio::test]
+    async fn an_aborted_request_keeps_its_turn_until_its_page_is_built() {
+        let renders = Arc::new(Semaphore::new(1));
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
+        let request = tokio::spawn(in_turn(renders.clone(), move || {
+            started_tx.send(()).unwrap();
+            finish_rx.recv().unwrap();
+        }));
+        started.await.unwrap();
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        assert!(renders.try_acquire().is_err(), "a second build would start");
+        finish.send(()).unwrap();
+        let next = in_turn(renders.clone(), || 7).await;
+        assert_eq!(next, Some(7));
+    }
 }
