@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::values::{
-    de_codec, de_dev_addr, de_dev_eui, de_duration, de_listen, de_size, ser_codec, ser_dev_addr,
-    ser_display, ser_duration, ser_listen, ser_size,
+    de_codec, de_dev_addr, de_dev_eui, de_duration, de_listen, de_period, de_size, ser_codec,
+    ser_dev_addr, ser_display, ser_duration, ser_listen, ser_size,
 };
 use crate::codec::Codec;
 use crate::ids::DevEui;
@@ -180,7 +180,7 @@ pub struct MetricsConfig {
     /// How often a status line is logged; `"0s"` turns it off.
     #[serde(
         default = "default_status_interval",
-        deserialize_with = "de_duration",
+        deserialize_with = "de_period",
         serialize_with = "ser_duration"
     )]
     pub status_interval: Duration,

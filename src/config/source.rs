@@ -9,7 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::keypath::{fields, tagged, unknown_kind, Tagged};
 use super::secrets::read_secret_file;
 use super::values::{
-    de_duration, de_euis, de_mqtt_url, de_size, ser_display, ser_duration, ser_euis, ser_size,
+    de_backoff, de_duration, de_euis, de_mqtt_url, de_period, de_size, ser_display, ser_duration,
+    ser_euis, ser_size,
 };
 use crate::mqtt_url::MqttUrl;
 use crate::secret::Secret;
@@ -119,16 +120,17 @@ pub struct MqttSourceConfig {
     /// What those files hold, read when the config is loaded.
     #[serde(skip)]
     pub tls: MqttTls,
+    /// MQTT keep-alive; `"0s"` turns it off.
     #[serde(
         default = "default_keep_alive",
-        deserialize_with = "de_duration",
+        deserialize_with = "de_period",
         serialize_with = "ser_duration"
     )]
     pub keep_alive: Duration,
     /// Longest wait between reconnect attempts.
     #[serde(
         default = "default_reconnect_max",
-        deserialize_with = "de_duration",
+        deserialize_with = "de_backoff",
         serialize_with = "ser_duration"
     )]
     pub reconnect_max: Duration,

@@ -484,6 +484,36 @@ fn template_parses() {
     Config::parse(TEMPLATE).unwrap();
 }
 
+/// A sub-second period is a typo that would log, ping or reconnect in a tight loop (rumqttc
+/// panics on a keep-alive under a second): refused, naming the key.
+#[test]
+fn periods_under_a_second_are_refused() {
+    let mqtt = "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\nformat = \"chirpstack-v4\"\n";
+    for (table, key) in [
+        (
+            "[metrics]\nstatus_interval = \"1ms\"\n",
+            "metrics.status_interval",
+        ),
+        (
+            &format!("{mqtt}keep_alive = \"500ms\"\n"),
+            "source[0].keep_alive",
+        ),
+        (
+            &format!("{mqtt}reconnect_max = \"0s\"\n"),
+            "source[0].reconnect_max",
+        ),
+    ] {
+        let text = format!("[sink]\ntype = \"stdout\"\n{table}");
+        let (k, reason) = Config::parse(&text).unwrap_err();
+        assert_eq!(k, key, "{text}");
+        assert!(reason.contains("under a second"), "{reason}");
+    }
+    let text =
+        format!("[sink]\ntype = \"stdout\"\n{mqtt}keep_alive = \"0s\"\nreconnect_max = \"1s\"\n");
+    let cfg = Config::parse(&text).unwrap();
+    assert!(matches!(&cfg.sources[0], SourceConfig::Mqtt(m) if m.keep_alive.is_zero()));
+}
+
 #[test]
 fn metrics_defaults_and_off() {
     let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();

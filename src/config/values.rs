@@ -120,6 +120,30 @@ pub(super) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
         .map_err(|e| de::Error::custom(format!("bad duration {s:?} ({e}): expected e.g. \"30s\"")))
 }
 
+/// A period that `"0s"` turns off and that is otherwise at least a second: a shorter one is a
+/// typo (`"1ms"` for `"1m"`) that would log or ping in a tight loop (rumqttc panics on a
+/// keep-alive under a second).
+pub(super) fn de_period<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let p = de_duration(d)?;
+    if !p.is_zero() && p < Duration::from_secs(1) {
+        return Err(de::Error::custom(format!(
+            "{p:?} is under a second: \"0s\" turns it off, else at least \"1s\""
+        )));
+    }
+    Ok(p)
+}
+
+/// A wait of at least a second between attempts: a shorter one would retry in a tight loop.
+pub(super) fn de_backoff<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let p = de_duration(d)?;
+    if p < Duration::from_secs(1) {
+        return Err(de::Error::custom(format!(
+            "{p:?} is under a second: at least \"1s\""
+        )));
+    }
+    Ok(p)
+}
+
 pub(super) fn de_dev_eui<'de, D: Deserializer<'de>>(d: D) -> Result<DevEui, D::Error> {
     DevEui::parse(&String::deserialize(d)?).map_err(de::Error::custom)
 }
