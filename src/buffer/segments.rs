@@ -91,8 +91,9 @@ pub struct Segments {
     empty: BTreeSet<u32>,
     /// The last segment read, kept open for the next read (a drain reads in order).
     reading: Mutex<Option<(u32, File)>>,
-    /// Segment files no pointer named at open, deleted by [`Segments::remove_orphans`].
-    orphans: Vec<PathBuf>,
+    /// Numbers of the segment files no pointer named at open, deleted by
+    /// [`Segments::remove_orphans`].
+    orphans: Vec<u32>,
 }
 
 /// What a flush syncs of the segments, taken when it is prepared.
@@ -238,10 +239,7 @@ impl Segments {
         }
         let mut orphans = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            if number_of(&entry.file_name()).is_some_and(|n| !live.contains_key(&n)) {
-                orphans.push(entry.path());
-            }
+            orphans.extend(number_of(&entry?.file_name()).filter(|n| !live.contains_key(n)));
         }
         // From the segments kept only: an orphan's number (any, `u32::MAX` included) goes
         // with it. A number used again is safe: a new segment's directory entry is synced
@@ -267,7 +265,8 @@ impl Segments {
     /// deleted is left for the next open, with a warning: no pointer can name it, and the
     /// records that pointers name are still readable.
     pub fn remove_orphans(&mut self) {
-        for path in std::mem::take(&mut self.orphans) {
+        for number in std::mem::take(&mut self.orphans) {
+            let path = self.path(number);
             if let Err(e) = std::fs::remove_file(&path) {
                 log::warn!(
                     "buffer: cannot delete segment {} that no record names: {e}",
@@ -275,6 +274,17 @@ impl Segments {
                 );
             }
         }
+    }
+
+    /// The segments that can hold entries appended after the last flush without a pointer
+    /// in sled: appends go to one segment, then to a newer one, never back, with ascending
+    /// sequence numbers. An entry above every number sled holds was appended after the
+    /// newest pointer's: later in the newest segment a pointer names (in written order), or
+    /// in a segment none names, which the open deletes ([`Segments::remove_orphans`]) unless
+    /// sled lost flushed writes. Older segments and the rest of the buffer are not read.
+    pub fn unflushed(&self) -> Vec<u32> {
+        let newest = written_order(self.live.keys().copied().collect()).pop();
+        self.orphans.iter().copied().chain(newest).collect()
     }
 
     /// The numbers of the segment files present, in order.

@@ -246,6 +246,8 @@ impl SledStore {
                 store.salvage(stored, flushed)
             }
             (_, flushed) => {
+                // Before the segments no pointer names go: they may hold the numbers.
+                store.highest = store.highest.max(store.highest_appended());
                 store.segments.remove_orphans();
                 if let Err(e) = store.drop_torn_unflushed(flushed) {
                     log::error!("buffer: checking the records written after the last flush: {e}");
@@ -278,6 +280,31 @@ impl SledStore {
                 Ok(store)
             }
         }
+    }
+
+    /// The highest sequence number among the entries appended after the last flush, whose
+    /// pointers a crash may have kept from sled ([`Segments::unflushed`]). Such a number
+    /// handed out again to a record that is then acknowledged would have two copies, and a
+    /// salvage could carry the stale one instead (one in a segment that could not be
+    /// deleted and sorts after the new copy's). Only entries that decode count, as in the
+    /// salvage: a torn or damaged header must not move the numbers anywhere.
+    fn highest_appended(&self) -> Option<u64> {
+        let mut highest = None;
+        for number in self.segments.unflushed() {
+            match self.segments.entries(number) {
+                Ok(entries) => {
+                    let decoded = entries
+                        .into_iter()
+                        .filter(|(_, b)| super::decode(b).is_ok());
+                    highest = highest.max(decoded.map(|(seq, _)| seq).max());
+                }
+                Err(e) => log::warn!(
+                    "buffer: reading segment {number} for the numbers appended after the last \
+                     flush: {e}; a number in it may be handed out again"
+                ),
+            }
+        }
+        highest
     }
 
     /// Records above the mark `flushed` were never covered by a flush that succeeded, so never
@@ -680,10 +707,11 @@ impl SledStore {
                         ),
                     );
                     for (seq, body) in entries {
-                        // A number can have two whole copies: one appended whose pointer a
-                        // crash kept from sled is handed out again by the next run, to
-                        // another record. The copy written last is that record, the one
-                        // acknowledged: it takes the place of any carried before it.
+                        // A number can have two whole copies when a run handed out again
+                        // one appended before a crash without its pointer: a database an
+                        // earlier release wrote, or a segment the open could not read
+                        // (`highest_appended`). The copy written last is the one handed
+                        // out again, acknowledged: it takes the place of any carried before.
                         if lost(seq) && !named(seq) && super::decode(&body).is_ok() {
                             carry(&mut fresh, seq, body)?;
                             if found.insert(seq) {
@@ -1237,8 +1265,13 @@ mod tests {
 
     /// `n` records of `len` bytes from `first` on, each body filled with its number.
     fn fill(s: &mut SledStore, first: u64, n: u64, len: usize) {
-        for seq in first..first + n {
-            s.insert(seq, vec![seq as u8; len]).unwrap();
+        fill_with(s, first..first + n, |seq| vec![seq as u8; len]);
+    }
+
+    /// Records `seqs` with the bodies `body` gives.
+    fn fill_with(s: &mut SledStore, seqs: std::ops::Range<u64>, body: impl Fn(u64) -> Vec<u8>) {
+        for seq in seqs {
+            s.insert(seq, body(seq)).unwrap();
         }
     }
 
@@ -2067,9 +2100,10 @@ mod tests {
         assert_eq!(s.last_seq(), Some(9));
     }
 
-    /// A record appended whose pointer a crash kept from sled has its number handed out
-    /// again; the next record under it is flushed and acknowledged. When sled then loses
-    /// that flush, the salvage carries the copy written last: the acknowledged one.
+    /// A record appended whose pointer a crash kept from sled had its number handed out
+    /// again by an earlier release; the next record under it was flushed and acknowledged.
+    /// When sled then loses that flush, the salvage carries the copy written last: the
+    /// acknowledged one.
     #[test]
     fn a_salvage_carries_the_copy_of_a_number_written_last() {
         let dir = tempfile::tempdir().unwrap();
@@ -2080,14 +2114,12 @@ mod tests {
                 s.insert(seq, body(seq, 100)).unwrap();
             }
             s.flush().unwrap();
-            // #3 appended, its pointer never in sled's file.
             s.insert(3, body(3, 100)).unwrap();
-            s.records.remove(3u64.to_be_bytes()).unwrap();
-            s.db.flush().unwrap();
+            lose_pointers(&s, 3..4);
         }
         {
             let mut s = SledStore::open(dir.path()).unwrap();
-            assert_eq!(s.last_seq(), Some(2), "#3 is handed out again");
+            // As a release before the open read the segments' tails did.
             s.insert(3, body(3, 200)).unwrap();
             s.flush().unwrap();
             assert_eq!(s.marked(), Some(3));
@@ -2106,6 +2138,153 @@ mod tests {
         );
         assert_eq!(all[3].1, body(3, 200), "the acknowledged copy");
         assert_eq!(s.usage().0, 4);
+    }
+
+    /// A crash before the pointers of `seqs` reached sled's file: their bodies stay in the
+    /// segments.
+    fn lose_pointers(s: &SledStore, seqs: std::ops::Range<u64>) {
+        for seq in seqs {
+            s.records.remove(seq.to_be_bytes()).unwrap();
+        }
+        s.db.flush().unwrap();
+    }
+
+    /// Records appended after the last flush whose pointers a crash kept from sled leave
+    /// their numbers in the segments: in the tail of the newest segment a pointer names, or
+    /// in one no pointer names (here the buffer had drained before). The next run hands out
+    /// numbers above them.
+    #[test]
+    fn numbers_appended_before_a_crash_are_not_handed_out_again() {
+        let body = |seq: u64| super::super::encode(&record(seq, 100));
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..3, body);
+            s.flush().unwrap();
+            fill_with(&mut s, 3..5, body);
+            assert_eq!(s.segments.files(), vec![1]);
+            lose_pointers(&s, 3..5);
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![0, 1, 2]);
+        assert_eq!(s.last_seq(), Some(4), "from segment 1's tail");
+
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            s.insert(0, body(0)).unwrap();
+            s.flush().unwrap();
+            s.remove(0).unwrap();
+            s.flush().unwrap();
+            fill_with(&mut s, 1..3, body);
+            assert_eq!(s.segments.files(), vec![2]);
+            lose_pointers(&s, 1..3);
+            // A whole entry that is not a record (damage) does not move the numbers.
+            let mut junk = u64::MAX.to_be_bytes().to_vec();
+            junk.extend_from_slice(&4u32.to_be_bytes());
+            junk.extend_from_slice(b"junk");
+            std::fs::write(s.segments.dir().join("00000003.seg"), junk).unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.usage(), (0, 0));
+        assert_eq!(s.last_seq(), Some(2), "from segment 2, no pointer names it");
+        assert!(s.segments.files().is_empty(), "deleted once read");
+    }
+
+    /// Runs `f` on a thread of its own without CAP_FOWNER (capabilities are a thread's): in
+    /// a directory with the sticky bit, it cannot delete a file another user owns, root or
+    /// not.
+    fn without_fowner<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: libc::c_int,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Sets {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        const CAP_FOWNER: u32 = 3;
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| {
+                let mut header = Header {
+                    version: VERSION_3,
+                    pid: 0,
+                };
+                let mut sets = [Sets::default(); 2];
+                // SAFETY: capget and capset of the calling thread (pid 0), with the header
+                // and the two sets version 3 takes.
+                unsafe {
+                    let got = libc::syscall(libc::SYS_capget, &mut header, sets.as_mut_ptr());
+                    assert_eq!(got, 0);
+                    sets[0].effective &= !(1 << CAP_FOWNER);
+                    let set = libc::syscall(libc::SYS_capset, &mut header, sets.as_ptr());
+                    assert_eq!(set, 0);
+                }
+                f()
+            });
+            thread.join().unwrap()
+        })
+    }
+
+    /// The salvage reads the segments in written order and keeps a number's last copy. A
+    /// segment no pointer names that could not be deleted, numbered after the one the next
+    /// run appends to, holds a record appended before a crash (#8): were its number handed
+    /// out again, that stale copy would take the place of the acknowledged one when sled
+    /// later loses a flush. The open hands out numbers above it instead.
+    #[test]
+    fn a_salvage_keeps_acknowledged_records_beside_an_undeletable_segment() {
+        // SAFETY: geteuid has no failure mode.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: a segment that cannot be deleted is left to CI");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let big = |seq: u64| super::super::encode(&record(seq, QUARTER));
+        let small = |seq: u64| super::super::encode(&record(seq, 100));
+        let values = {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..4, big);
+            s.flush().unwrap();
+            fill_with(&mut s, 4..9, big);
+            assert_eq!(s.segments.files(), vec![1, 2, 3]);
+            lose_pointers(&s, 4..9);
+            s.segments.dir().to_path_buf()
+        };
+        // Segment 3 cannot be deleted without CAP_FOWNER: another user's, in a directory
+        // with the sticky bit.
+        let nobody = |p: &Path| std::os::unix::fs::chown(p, Some(65534), None).unwrap();
+        nobody(&values);
+        nobody(&values.join("00000003.seg"));
+        let sticky = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode;
+        std::fs::set_permissions(&values, sticky(0o1777)).unwrap();
+        let acknowledged = without_fowner(|| {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            assert_eq!(s.segments.files(), vec![1, 3], "segment 3 is left");
+            let first = s.last_seq().unwrap() + 1;
+            fill_with(&mut s, first..first + 5, small);
+            s.flush().unwrap();
+            assert_eq!(s.segments.files(), vec![1, 2, 3], "appended to segment 2");
+            // sled loses that flush.
+            s.meta.insert(MARK_KEY, &3u64.to_be_bytes()).unwrap();
+            lose_pointers(&s, first..first + 5);
+            first..first + 5
+        });
+        assert_eq!(
+            acknowledged,
+            9..14,
+            "above the records appended before the crash"
+        );
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        for seq in acknowledged {
+            let got = s.scan(Some(seq - 1), 1).unwrap();
+            assert_eq!(got, vec![(seq, small(seq))], "#{seq}");
+        }
     }
 
     /// A record dead-lettered in the range sled lost, its body still in a segment: the
