@@ -442,10 +442,12 @@ impl Decoder {
             None => return result,
             Some(guard::Started::Device) => format!(
                 "device {}: JavaScript {name} is not called for it for {secs} s: {} of its \
-                 calls with no success between them timed out, ran out of memory, failed in the \
-                 engine or took the worker down; its uplinks go out packed meanwhile",
+                 calls timed out, ran out of memory, failed in the engine or took the worker \
+                 down, and no success {} s or more after the last of them forgot them; its \
+                 uplinks go out packed meanwhile",
                 up.device_id(),
                 guard::STRIKES,
+                guard::WINDOW.as_secs(),
             ),
             Some(guard::Started::Codec) => format!(
                 "JavaScript {name} is not called for any device for {secs} s: {} of its calls \

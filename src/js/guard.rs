@@ -15,12 +15,17 @@ use std::time::{Duration, Instant};
 use super::JsError;
 use crate::ids::DevEui;
 
-/// Calls of one device that strike (see [`JsError::strikes`]) with no success between them
-/// before the device is quarantined for its codec.
+/// Calls of one device that strike (see [`JsError::strikes`]) before the device is
+/// quarantined for its codec. Only a success [`WINDOW`] or more after its last strike forgets
+/// its strikes: a device whose frames hang and decode by turns strikes out too, while a rare
+/// strike is forgotten by the good frames that follow it.
 pub const STRIKES: u32 = 3;
-/// Strikes of one codec, whichever devices, within [`WINDOW`] that quarantine the codec.
+/// Strikes of one codec within [`WINDOW`] that quarantine the codec, counting at most
+/// [`STRIKES`] of any one device: one device alone, however short its quarantines, never
+/// quarantines its codec.
 pub const CODEC_STRIKES: usize = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
+const _: () = assert!((STRIKES as usize) < CODEC_STRIKES);
 /// Devices with strikes a codec keeps before it forgets those that are neither quarantined
 /// nor struck within the quarantine time (DevEUIs come from the radio: their number is not
 /// ours to bound).
@@ -37,15 +42,17 @@ pub struct Guard {
 
 #[derive(Default)]
 struct CodecStrikes {
-    /// Its strikes within the latest [`WINDOW`], oldest first.
-    recent: VecDeque<Instant>,
+    /// Its strikes counted within the latest [`WINDOW`], oldest first, with their device.
+    recent: VecDeque<(Instant, DevEui)>,
     until: Option<Instant>,
-    /// Only devices with a strike or a quarantine: a success removes its device.
+    /// Only devices with strikes not forgotten: a success [`WINDOW`] after the last strike
+    /// removes its device.
     devices: HashMap<DevEui, DeviceStrikes>,
 }
 
 struct DeviceStrikes {
-    since_success: u32,
+    /// Since its last quarantine or a success forgot them.
+    strikes: u32,
     last: Instant,
     until: Option<Instant>,
 }
@@ -118,7 +125,10 @@ impl Guard {
         match outcome {
             Ok(_) => {
                 if let Some(codec) = self.codecs.get_mut(name) {
-                    codec.devices.remove(&device);
+                    let forgets = |d: &DeviceStrikes| now.duration_since(d.last) >= WINDOW;
+                    if codec.devices.get(&device).is_some_and(forgets) {
+                        codec.devices.remove(&device);
+                    }
                 }
                 return None;
             }
@@ -135,26 +145,30 @@ impl Guard {
             });
         }
         let d = codec.devices.entry(device).or_insert(DeviceStrikes {
-            since_success: 0,
+            strikes: 0,
             last: now,
             until: None,
         });
-        d.since_success += 1;
+        d.strikes += 1;
         d.last = now;
         let mut started = None;
-        if d.since_success >= STRIKES {
-            d.since_success = 0;
+        if d.strikes >= STRIKES {
+            d.strikes = 0;
             d.until = Some(now + quarantine);
             started = Some(Started::Device);
         }
         while codec
             .recent
             .front()
-            .is_some_and(|&t| now.duration_since(t) >= WINDOW)
+            .is_some_and(|&(t, _)| now.duration_since(t) >= WINDOW)
         {
             codec.recent.pop_front();
         }
-        codec.recent.push_back(now);
+        let counted = codec.recent.iter().filter(|&&(_, d)| d == device).count();
+        if counted >= STRIKES as usize {
+            return started;
+        }
+        codec.recent.push_back((now, device));
         if codec.recent.len() >= CODEC_STRIKES {
             codec.recent.clear();
             codec.until = Some(now + quarantine);
@@ -200,7 +214,7 @@ mod tests {
     }
 
     /// A poison device between good ones on the same codec is quarantined after STRIKES of
-    /// its calls without a success between them, the good ones are not; a success of its own
+    /// its calls, the good ones are not; a success of its own WINDOW after its last strike
     /// starts the count again, an error that is no strike does not.
     #[test]
     fn strikes_count_per_device() {
@@ -220,22 +234,105 @@ mod tests {
         );
         assert_eq!(g.admit(CODEC, dev(2), t), Ok(()));
         assert_eq!(g.admit("other", dev(1), t), Ok(()));
-        // Two strikes, a success, two strikes: never three without a success between.
-        for outcome in [hung(), hung(), Ok(()), hung(), hung()] {
-            assert_eq!(g.settle(CODEC, dev(3), &outcome, ms, t), None);
+        // Two strikes, a success WINDOW later, two strikes: the success forgot the first two.
+        let mut at = t;
+        for (outcome, after) in [
+            (hung(), Duration::ZERO),
+            (hung(), Duration::ZERO),
+            (Ok(()), WINDOW),
+            (hung(), Duration::ZERO),
+            (hung(), Duration::ZERO),
+        ] {
+            at += after;
+            assert_eq!(g.settle(CODEC, dev(3), &outcome, ms, at), None);
         }
-        assert_eq!(g.admit(CODEC, dev(3), t), Ok(()));
-        // A codec error that does not strike does not end a run: only a success does.
+        assert_eq!(g.admit(CODEC, dev(3), at), Ok(()));
+        // A codec error that does not strike forgets nothing: only a success does.
         let threw: Result<(), _> = Err(JsError::Threw("x".into()));
-        assert_eq!(g.settle(CODEC, dev(3), &threw, ms, t), None);
+        at += WINDOW;
+        assert_eq!(g.settle(CODEC, dev(3), &threw, ms, at), None);
         assert_eq!(
-            g.settle(CODEC, dev(3), &hung(), ms, t),
+            g.settle(CODEC, dev(3), &hung(), ms, at),
             Some(Started::Device)
         );
         assert_eq!(
-            g.admit(CODEC, dev(3), t),
+            g.admit(CODEC, dev(3), at),
             Err(JsError::DeviceQuarantined(600))
         );
+    }
+
+    /// A device whose frames hang and decode by turns is quarantined at its STRIKES-th hang,
+    /// its successes (each a little less than WINDOW after a hang) notwithstanding; its codec
+    /// is not.
+    #[test]
+    fn a_device_that_hangs_between_successes_is_quarantined() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let t = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut at = t;
+        for n in 0..STRIKES {
+            if n > 0 {
+                at += WINDOW - ms;
+                assert_eq!(g.admit(CODEC, dev(1), at), Ok(()));
+                assert_eq!(g.settle(CODEC, dev(1), &Ok(()), ms, at), None);
+            }
+            assert_eq!(g.admit(CODEC, dev(1), at), Ok(()));
+            let started = g.settle(CODEC, dev(1), &hung(), ms, at);
+            assert_eq!(started, (n + 1 == STRIKES).then_some(Started::Device));
+        }
+        assert_eq!(
+            g.admit(CODEC, dev(1), at),
+            Err(JsError::DeviceQuarantined(600))
+        );
+        assert_eq!(g.admit(CODEC, dev(2), at), Ok(()));
+    }
+
+    /// One device alone never quarantines its codec, however short its quarantines: called
+    /// every 100 ms when not quarantined, for three windows, it hangs and decodes by turns.
+    #[test]
+    fn one_device_alone_never_quarantines_its_codec() {
+        let ms = Duration::from_millis(1);
+        for quarantine in [Duration::from_millis(100), Duration::from_secs(1)] {
+            let mut g = Guard::new(quarantine, Duration::from_secs(5));
+            let t = Instant::now();
+            let mut strikes = 0;
+            let mut hangs = true;
+            let mut at = t;
+            while at < t + 3 * WINDOW {
+                at += Duration::from_millis(100);
+                if g.admit(CODEC, dev(1), at).is_err() {
+                    continue;
+                }
+                let outcome = if hangs { hung() } else { Ok(()) };
+                strikes += usize::from(hangs);
+                hangs = !hangs;
+                let started = g.settle(CODEC, dev(1), &outcome, ms, at);
+                assert_ne!(started, Some(Started::Codec), "{quarantine:?} {strikes}");
+            }
+            assert!(strikes > 2 * CODEC_STRIKES, "{quarantine:?} {strikes}");
+            assert_eq!(g.admit(CODEC, dev(2), at), Ok(()));
+        }
+    }
+
+    /// A rare strike is forgotten by the device's first success WINDOW after it: a device
+    /// that hangs once in a while, good frames every 10 s between, is never quarantined and
+    /// not kept.
+    #[test]
+    fn rare_strikes_are_forgotten() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let ms = Duration::from_millis(1);
+        let step = Duration::from_secs(10);
+        let mut at = Instant::now();
+        for _ in 0..3 * STRIKES {
+            assert_eq!(g.admit(CODEC, dev(1), at), Ok(()));
+            assert_eq!(g.settle(CODEC, dev(1), &hung(), ms, at), None);
+            for _ in 0..WINDOW.as_secs() / step.as_secs() {
+                at += step;
+                assert_eq!(g.admit(CODEC, dev(1), at), Ok(()));
+                assert_eq!(g.settle(CODEC, dev(1), &Ok(()), ms, at), None);
+            }
+        }
+        assert!(!g.codecs[CODEC].devices.contains_key(&dev(1)));
     }
 
     /// A failure of the engine ends its worker as a timeout does: it strikes too. One that

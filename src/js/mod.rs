@@ -92,9 +92,11 @@ pub enum JsError {
     Quarantined(u64),
     /// [`guard`]: not called for this device.
     #[error(
-        "quarantined for this device for another {0} s after {n} of its calls with no success \
-         between them timed out, ran out of memory, failed in the engine or took the worker down",
-        n = guard::STRIKES
+        "quarantined for this device for another {0} s after {n} of its calls timed out, ran out \
+         of memory, failed in the engine or took the worker down (only a success {w} s or more \
+         after the last of them forgets them)",
+        n = guard::STRIKES,
+        w = guard::WINDOW.as_secs()
     )]
     DeviceQuarantined(u64),
     /// [`guard`]: not called because this round's calls took this many ms. Only at a stop:
