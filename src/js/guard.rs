@@ -314,6 +314,24 @@ mod tests {
         }
     }
 
+    /// Devices that each hang and decode by turns quarantine their codec together: each
+    /// device's strikes count up to its quarantine.
+    #[test]
+    fn devices_taking_turns_quarantine_their_codec_together() {
+        let mut g = Guard::new(Q, Duration::from_secs(5));
+        let t = Instant::now();
+        let mut started = Vec::new();
+        for n in 0..CODEC_STRIKES.div_ceil(STRIKES as usize) as u8 {
+            for _ in 0..STRIKES {
+                started.push(g.settle(CODEC, dev(n), &hung(), Duration::ZERO, t));
+                g.settle(CODEC, dev(n), &Ok(()), Duration::ZERO, t);
+            }
+        }
+        assert_eq!(started[CODEC_STRIKES - 1], Some(Started::Codec));
+        assert!(!started[..CODEC_STRIKES - 1].contains(&Some(Started::Codec)));
+        assert_eq!(g.admit(CODEC, dev(200), t), Err(JsError::Quarantined(600)));
+    }
+
     /// A rare strike is forgotten by the device's first success WINDOW after it: a device
     /// that hangs once in a while, good frames every 10 s between, is never quarantined and
     /// not kept.
