@@ -341,6 +341,16 @@ impl Decoder {
                 self.metrics.duplicates.inc();
                 None
             }
+            // Not a copy: the device looks dead until told apart from one.
+            Err(e @ LorawanError::FcntReset { last, .. }) => {
+                self.metrics.problem("fcnt_reset", || {
+                    format!(
+                        "radio frame refused: {e}; its frames are refused until its counter \
+                         passes {last}"
+                    )
+                });
+                None
+            }
             Err(e @ (LorawanError::UnknownDevAddr(_) | LorawanError::NotUplink(_))) => {
                 self.metrics
                     .problem("not_ours", || format!("radio frame skipped: {e}"));
@@ -677,6 +687,49 @@ mod tests {
         assert_eq!(d.lorawan.len(), 1);
         let s = &d.lorawan.sessions(lorawan::DevAddr(0x2601_1bda))[0];
         assert_eq!(s.dev_eui.to_string(), "58a0cb0000101234");
+    }
+
+    /// A decoder with the session of `crate::lorawan::tests::up`'s frames (`device`: more
+    /// keys for its `[[device]]`), and a radio frame of it at `fcnt`.
+    fn radio_decoder(device: &str) -> (Decoder, Arc<Metrics>) {
+        let text = format!(
+            "[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\ndev_addr = \"26011BDA\"\n\
+             nwk_s_key = \"2B7E151628AED2A6ABF7158809CF4F3C\"\n\
+             app_s_key = \"000102030405060708090A0B0C0D0E0F\"\n{device}"
+        );
+        let m = Metrics::new();
+        (Decoder::new(&Config::parse(&text).unwrap(), m.clone()), m)
+    }
+
+    fn radio_frame(fcnt: u32) -> Input {
+        Input::Radio(RadioFrame {
+            phy: lorawan::tests::up(fcnt, Some(2), &[0x03, 0x67, 0x01, 0x10]),
+            time: UNIX_EPOCH,
+            radio: Radio::default(),
+        })
+    }
+
+    /// A device that restarted its counter is told (each refused frame counted, the line
+    /// naming the device and the counters); a copy stays a silent duplicate.
+    #[test]
+    fn a_counter_restart_is_a_problem_and_a_copy_a_duplicate() {
+        let (mut d, m) = radio_decoder("");
+        assert!(d.decode(&radio_frame(5000)).is_some());
+        assert!(d.decode(&radio_frame(5000)).is_none());
+        assert_eq!((m.duplicates.get(), m.problems("fcnt_reset")), (1, 0));
+        assert!(d.decode(&radio_frame(0)).is_none());
+        assert!(d.decode(&radio_frame(1)).is_none());
+        assert_eq!((m.duplicates.get(), m.problems("fcnt_reset")), (1, 2));
+        let lines: Vec<String> = m.recent_problems().into_iter().map(|w| w.line).collect();
+        assert_eq!(
+            lines,
+            [
+                "radio frame refused: FCnt 0 from DevAddr 26011bda (DevEUI 58a0cb0000101234) \
+              after 5000: the device very likely restarted its frame counter; its frames are \
+              refused until its counter passes 5000"
+            ]
+        );
     }
 
     /// Taking reloaded codecs is not one input's work: a panic there is not contained as the

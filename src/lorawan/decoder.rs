@@ -47,7 +47,8 @@ pub struct Counters {
     /// (DevAddr, DevEUI, FCnt32) of every counter accepted, to be kept across restarts.
     pub advanced: Vec<(DevAddr, DevEui, u32)>,
     /// (DevAddr, FCnt32) of a frame refused as a replay: a copy of one accepted before (a
-    /// source's redelivery, a second gateway) or an attack.
+    /// source's redelivery, a second gateway), an attack, or a device that restarted its
+    /// counter.
     pub replayed: Option<(DevAddr, u32)>,
 }
 
@@ -134,12 +135,20 @@ impl Decoder {
                 dev_addr,
                 fcnt16: frame.fcnt16,
             })?;
-        if let Err(FcntError::Replay { fcnt, last }) = session.fcnt.check(fcnt32) {
-            self.counters.replayed = Some((dev_addr, fcnt));
-            return Err(LorawanError::Replay {
-                dev_addr,
-                fcnt,
-                last,
+        if let Err(e) = session.fcnt.check(fcnt32) {
+            self.counters.replayed = Some((dev_addr, fcnt32));
+            return Err(match e {
+                FcntError::Replay { fcnt, last } => LorawanError::Replay {
+                    dev_addr,
+                    fcnt,
+                    last,
+                },
+                FcntError::Reset { fcnt, last } => LorawanError::FcntReset {
+                    dev_addr,
+                    dev_eui: session.dev_eui,
+                    fcnt,
+                    last,
+                },
             });
         }
         session.fcnt.accept(fcnt32);

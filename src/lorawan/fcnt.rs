@@ -17,17 +17,27 @@
 //!   device past FCnt 65535 is still picked up. The last accepted counter of each session
 //!   is kept in the buffer once its frame's record is durable and resumed at start, so a
 //!   frame captured before a restart is still a replay after it.
+//! * A refused counter below [`RESET_BELOW`] while the last accepted is at or above it is
+//!   [`FcntError::Reset`]: far more likely a device that restarted its counter (an ABP device
+//!   that does not keep it across a power cycle) than a copy, which repeats a recent counter.
+//!   So that a device past FCnt 65535 is told too, such a small wire value is also tried with
+//!   the upper half 0.
 
 /// Largest forward step accepted when guessing a 16-bit rollover.
 pub const MAX_FCNT_GAP: u32 = 16_384;
 /// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
 pub const INITIAL_UPPER_HALVES: u32 = 16;
+/// A refused FCnt32 below this, after a last accepted at or above it, is taken for a counter
+/// restart ([`FcntError::Reset`]).
+pub const RESET_BELOW: u32 = 16;
 
 /// Why a MIC-verified counter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FcntError {
     #[error("replayed or old FCnt {fcnt} (last accepted {last})")]
     Replay { fcnt: u32, last: u32 },
+    #[error("FCnt {fcnt} after {last}: the device very likely restarted its frame counter")]
+    Reset { fcnt: u32, last: u32 },
 }
 
 /// Frame counter state of one session (one direction: uplinks).
@@ -73,7 +83,8 @@ impl FcntTracker {
     }
 
     /// FCnt32 values to try (in order) for a 16-bit wire value. Includes the same-half value
-    /// even when it is not ahead, so a replay verifies and is reported as one by [`check`].
+    /// even when it is not ahead, so a replay verifies and is reported as one by [`check`],
+    /// and a small value in the upper half 0, so a counter restart is told as one.
     ///
     /// [`check`]: FcntTracker::check
     pub fn candidates(&self, wire: u16) -> Vec<u32> {
@@ -90,12 +101,18 @@ impl FcntTracker {
                 }
             }
         }
+        if w < RESET_BELOW && same != w {
+            out.push(w);
+        }
         out
     }
 
     /// Whether a (MIC-verified) FCnt32 may be accepted: it must be ahead of the last one.
     pub fn check(&self, fcnt32: u32) -> Result<(), FcntError> {
         match self.last {
+            Some(last) if fcnt32 < RESET_BELOW && last >= RESET_BELOW => {
+                Err(FcntError::Reset { fcnt: fcnt32, last })
+            }
             Some(last) if fcnt32 <= last => Err(FcntError::Replay { fcnt: fcnt32, last }),
             _ => Ok(()),
         }
@@ -148,7 +165,7 @@ mod tests {
     #[test]
     fn top_of_the_counter_space_does_not_overflow() {
         let t = FcntTracker::resume(u32::MAX);
-        assert_eq!(t.candidates(0x0001), vec![0xFFFF_0001]);
+        assert_eq!(t.candidates(0x0001), vec![0xFFFF_0001, 0x0001]);
         assert!(t.check(0xFFFF_0001).is_err());
     }
 
@@ -162,5 +179,35 @@ mod tests {
         t.check(8).unwrap();
         t.accept(8);
         assert_eq!(t.last(), Some(8));
+    }
+
+    #[test]
+    fn a_small_wire_value_is_also_tried_from_the_start() {
+        let t = FcntTracker::resume(0x2_0010);
+        assert_eq!(t.candidates(0x0003), vec![0x2_0003, 0x0003]);
+        assert_eq!(
+            t.candidates(RESET_BELOW as u16),
+            vec![0x2_0000 | RESET_BELOW]
+        );
+        // In the upper half 0 the same-half value is that one already.
+        assert_eq!(FcntTracker::resume(0x4000).candidates(3), vec![3]);
+    }
+
+    #[test]
+    fn a_small_counter_after_a_large_one_is_a_reset() {
+        let t = FcntTracker::resume(RESET_BELOW);
+        assert_eq!(
+            t.check(RESET_BELOW - 1),
+            Err(FcntError::Reset {
+                fcnt: RESET_BELOW - 1,
+                last: RESET_BELOW
+            })
+        );
+        assert!(matches!(
+            t.check(RESET_BELOW),
+            Err(FcntError::Replay { .. })
+        ));
+        let t = FcntTracker::resume(RESET_BELOW - 1);
+        assert!(matches!(t.check(0), Err(FcntError::Replay { .. })));
     }
 }

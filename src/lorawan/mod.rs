@@ -18,6 +18,8 @@ pub mod frame;
 
 use std::fmt;
 
+use crate::ids::DevEui;
+
 pub use decoder::{Counters, Decoder, Session};
 pub use fcnt::{FcntTracker, MAX_FCNT_GAP};
 pub use frame::{parse, DataFrame, Direction, Frame, JoinRequest, MType};
@@ -54,6 +56,13 @@ pub enum LorawanError {
     #[error("replayed or old FCnt {fcnt} from DevAddr {dev_addr} (last accepted {last})")]
     Replay {
         dev_addr: DevAddr,
+        fcnt: u32,
+        last: u32,
+    },
+    #[error("FCnt {fcnt} from DevAddr {dev_addr} (DevEUI {dev_eui}) after {last}: the device very likely restarted its frame counter")]
+    FcntReset {
+        dev_addr: DevAddr,
+        dev_eui: DevEui,
         fcnt: u32,
         last: u32,
     },
@@ -136,5 +145,6 @@ pub struct SessionKeys {
     pub app_s_key: Key,
 }
 
+/// Also builds frames for the decode stage's tests.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

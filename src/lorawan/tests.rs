@@ -70,7 +70,8 @@ fn reference_frame(
     f
 }
 
-fn up(fcnt32: u32, fport: Option<u8>, plain: &[u8]) -> Vec<u8> {
+/// An uplink of DevAddr 26011BDA under the keys of docs/codecs.md's worked example.
+pub(crate) fn up(fcnt32: u32, fport: Option<u8>, plain: &[u8]) -> Vec<u8> {
     reference_frame(0x40, 0x2601_1BDA, 0, fcnt32, &[], fport, plain, &NWK, &APP)
 }
 
@@ -473,4 +474,74 @@ fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
             .fcnt,
         Some(70_006)
     );
+}
+
+/// A copy repeats a recent counter; a device that restarted its counter sends a small one
+/// after a large one. Both are refused, told apart, and acknowledged as replays are.
+#[test]
+fn a_counter_restart_is_told_apart_from_a_copy() {
+    let mut d = decoder();
+    let radio = Radio::default;
+    d.decode_uplink(&up(5000, Some(2), b"a"), t0(), radio())
+        .unwrap();
+    d.take_counters();
+    let e = d
+        .decode_uplink(&up(3, Some(2), b"b"), t0(), radio())
+        .unwrap_err();
+    assert_eq!(
+        e,
+        LorawanError::FcntReset {
+            dev_addr: DevAddr(0x2601_1BDA),
+            dev_eui: DEV_EUI,
+            fcnt: 3,
+            last: 5000
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "FCnt 3 from DevAddr 26011bda (DevEUI 58a0cb0000101234) after 5000: the device very \
+         likely restarted its frame counter"
+    );
+    assert_eq!(d.take_counters().replayed, Some((DevAddr(0x2601_1BDA), 3)));
+    // The same counter again, or one old but not small: copies.
+    for old in [5000, 4999, fcnt::RESET_BELOW] {
+        assert!(matches!(
+            d.decode_uplink(&up(old, Some(2), b"c"), t0(), radio()),
+            Err(LorawanError::Replay { fcnt, last: 5000, .. }) if fcnt == old
+        ));
+    }
+    assert_eq!(d.sessions(DevAddr(0x2601_1BDA))[0].fcnt.last(), Some(5000));
+}
+
+/// Below the small counters a restart cannot be told from a copy.
+#[test]
+fn a_small_counter_after_a_small_one_is_a_copy() {
+    let mut d = decoder();
+    d.decode_uplink(
+        &up(fcnt::RESET_BELOW - 1, Some(2), b"a"),
+        t0(),
+        Radio::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        d.decode_uplink(&up(0, Some(2), b"b"), t0(), Radio::default()),
+        Err(LorawanError::Replay { fcnt: 0, .. })
+    ));
+}
+
+/// A device past FCnt 65535 that restarts sends counters whose upper half is 0, not its
+/// session's: told as a restart, not as a MIC failure.
+#[test]
+fn a_restart_past_16_bits_is_told_as_one() {
+    let mut d = decoder();
+    d.decode_uplink(&up(0x2_0010, Some(2), b"a"), t0(), Radio::default())
+        .unwrap();
+    assert!(matches!(
+        d.decode_uplink(&up(1, Some(2), b"b"), t0(), Radio::default()),
+        Err(LorawanError::FcntReset {
+            fcnt: 1,
+            last: 0x2_0010,
+            ..
+        })
+    ));
 }
