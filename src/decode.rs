@@ -170,7 +170,12 @@ impl Decoder {
         let mut sessions = lorawan::Decoder::new();
         for d in &cfg.devices {
             if let Some((dev_addr, keys)) = d.session() {
-                sessions.add(lorawan::Session::new(dev_addr, d.dev_eui, keys));
+                let session = lorawan::Session::new(dev_addr, d.dev_eui, keys);
+                sessions.add(if d.resets_fcnt {
+                    session.resetting_fcnt()
+                } else {
+                    session
+                });
             }
         }
         let reloads = Pending::default();
@@ -346,7 +351,8 @@ impl Decoder {
                 self.metrics.problem("fcnt_reset", || {
                     format!(
                         "radio frame refused: {e}; its frames are refused until its counter \
-                         passes {last}"
+                         passes {last}, unless its [[device]] has `resets_fcnt = true` (for a \
+                         device known to restart its counter: weakens its replay protection)"
                     )
                 });
                 None
@@ -690,7 +696,7 @@ mod tests {
     }
 
     /// A decoder with the session of `crate::lorawan::tests::up`'s frames (`device`: more
-    /// keys for its `[[device]]`), and a radio frame of it at `fcnt`.
+    /// keys for its `[[device]]`).
     fn radio_decoder(device: &str) -> (Decoder, Arc<Metrics>) {
         let text = format!(
             "[sink]\ntype = \"stdout\"\n\
@@ -702,6 +708,7 @@ mod tests {
         (Decoder::new(&Config::parse(&text).unwrap(), m.clone()), m)
     }
 
+    /// A radio frame of that session at `fcnt`.
     fn radio_frame(fcnt: u32) -> Input {
         Input::Radio(RadioFrame {
             phy: lorawan::tests::up(fcnt, Some(2), &[0x03, 0x67, 0x01, 0x10]),
@@ -727,9 +734,22 @@ mod tests {
             [
                 "radio frame refused: FCnt 0 from DevAddr 26011bda (DevEUI 58a0cb0000101234) \
               after 5000: the device very likely restarted its frame counter; its frames are \
-              refused until its counter passes 5000"
+              refused until its counter passes 5000, unless its [[device]] has \
+              `resets_fcnt = true` (for a device known to restart its counter: weakens its \
+              replay protection)"
             ]
         );
+    }
+
+    /// With `resets_fcnt`, the restarted device's frame is a record, not a problem.
+    #[test]
+    fn a_device_that_resets_its_counter_makes_records_after_a_restart() {
+        let (mut d, m) = radio_decoder("resets_fcnt = true\n");
+        assert!(d.decode(&radio_frame(5000)).is_some());
+        let rec = d.decode(&radio_frame(0)).unwrap();
+        assert!(rec.body.contains("\"fcnt_up\":0"), "{}", rec.body);
+        assert!(d.decode(&radio_frame(0)).is_none());
+        assert_eq!((m.duplicates.get(), m.problems("fcnt_reset")), (1, 0));
     }
 
     /// Taking reloaded codecs is not one input's work: a panic there is not contained as the

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::agent::Agent;
 use support::free_udp_port;
-use support::lorawan::{device, PHY};
+use support::lorawan::{device, phy, PHY};
 
 const WAIT: Duration = Duration::from_secs(30);
 const GATEWAY: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0x00, 0x00, 0x01];
@@ -181,6 +181,43 @@ fn a_frame_replayed_after_a_restart_is_rejected() {
         1,
         "delivered once in all"
     );
+}
+
+/// A device with `resets_fcnt` that restarts its counter is accepted, and the kept counter
+/// follows the restart across restarts of hubgate: the same frame after the next restart is
+/// a replay (a kept counter still at the old value would take it for another restart).
+#[test]
+fn a_counter_restart_is_kept_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = format!("{}resets_fcnt = true\n", device());
+    let (mut agent, sock) = start(dir.path(), "", &devices);
+    let push = |fcnt: u32| format!(r#"{{"rxpk":[{}]}}"#, rxpk(-61, &phy(fcnt)));
+    assert_eq!(phy(7), PHY);
+    let mut token = 0;
+    let mut send = |fcnt: u32| {
+        token += 1;
+        let answer = exchange(&sock, &datagram(token, 0x00, &push(fcnt)));
+        assert_eq!(answer, [2, 0, token as u8, 0x01]);
+    };
+    // Each run: a frame delivered, then its counter kept (a sync after it), then SIGKILL.
+    for (run, fcnt) in [(1, 5000), (2, 0)] {
+        let opened = agent.metric("hubgate_buffer_syncs_total");
+        send(fcnt);
+        agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+        agent.wait_metric("hubgate_buffer_syncs_total", WAIT, |v| v > opened);
+        agent.kill();
+        agent.start_again();
+        agent.wait_log("packet forwarder source on", run + 1, WAIT);
+    }
+    send(0);
+    agent.wait_metric("hubgate_received_total", WAIT, |v| v == 1);
+    agent.wait_metric("hubgate_duplicates_total", WAIT, |v| v == 1);
+    assert_eq!(agent.metric("hubgate_delivered_total"), 0);
+    let fcnts: Vec<_> = printed(&agent, dir.path())
+        .iter()
+        .map(|r| r["obj"]["data"]["meta"]["iot"]["fcnt_up"].clone())
+        .collect();
+    assert_eq!(fcnts, [5000, 0]);
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -358,7 +358,8 @@ impl Config {
         out
     }
 
-    /// A device's LoRaWAN session is all of `dev_addr`, `nwk_s_key`, `app_s_key`, or nothing.
+    /// A device's LoRaWAN session is all of `dev_addr`, `nwk_s_key`, `app_s_key`, or nothing;
+    /// `resets_fcnt` is an option of the session.
     fn check_sessions(&self) -> Result<(), (String, String)> {
         for (i, d) in self.devices.iter().enumerate() {
             let fields = [
@@ -373,6 +374,13 @@ impl Config {
                         "missing: a LoRaWAN session needs dev_addr, nwk_s_key and app_s_key".into(),
                     ));
                 }
+            } else if d.resets_fcnt {
+                return Err((
+                    format!("device[{i}].resets_fcnt"),
+                    "applies to a LoRaWAN session (dev_addr, nwk_s_key, app_s_key) only: the \
+                     network server keeps the frame counters of the others"
+                        .into(),
+                ));
             }
         }
         Ok(())

@@ -346,6 +346,12 @@ pub struct DeviceConfig {
     pub app_s_key: Option<Secret<Key>>,
     /// A file (0600, or a systemd credential) holding the AppSKey.
     pub app_s_key_file: Option<PathBuf>,
+    /// The device restarts its frame counter from 0 (an ABP device that does not keep it
+    /// across a power cycle): a counter below the last accepted is taken as a restart and
+    /// accepted. Weakens replay protection for this device: a frame captured before a
+    /// restart can be replayed after it. Needs a LoRaWAN session.
+    #[serde(default)]
+    pub resets_fcnt: bool,
 }
 
 impl DeviceConfig {

@@ -182,6 +182,25 @@ fn bad_dev_addr_names_its_path() {
     assert!(reason.contains("8 hex digits"), "{reason}");
 }
 
+/// `resets_fcnt` is an option of a LoRaWAN session, off unless set.
+#[test]
+fn resets_fcnt_needs_a_session() {
+    let session = format!(
+        "{SESSION}dev_addr = \"26011BDA\"\nnwk_s_key = \"2B7E151628AED2A6ABF7158809CF4F3C\"\napp_s_key = \"000102030405060708090A0B0C0D0E0F\"\n"
+    );
+    let cfg = Config::parse(&session).unwrap();
+    assert!(!cfg.devices[0].resets_fcnt);
+    let cfg = Config::parse(&format!("{session}resets_fcnt = true\n")).unwrap();
+    assert!(cfg.devices[0].resets_fcnt);
+    cfg.check_sessions().unwrap();
+    let cfg = Config::parse(&format!("{SESSION}resets_fcnt = true\n")).unwrap();
+    let (key, reason) = cfg.check_sessions().unwrap_err();
+    assert_eq!(key, "device[0].resets_fcnt");
+    assert!(reason.contains("LoRaWAN session"), "{reason}");
+    let (key, _) = Config::parse(&format!("{session}resets_fcnt = \"yes\"\n")).unwrap_err();
+    assert_eq!(key, "device[0].resets_fcnt");
+}
+
 #[test]
 fn partial_session_is_refused() {
     let text = format!(

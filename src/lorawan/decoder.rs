@@ -29,6 +29,14 @@ impl Session {
             fcnt: FcntTracker::new(),
         }
     }
+
+    /// Its device restarts its frame counter (`resets_fcnt`): see [`FcntTracker::resetting`].
+    pub fn resetting_fcnt(self) -> Session {
+        Session {
+            fcnt: FcntTracker::resetting(),
+            ..self
+        }
+    }
 }
 
 /// The LoRaWAN decode stage: sessions keyed by DevAddr (several devices may share one DevAddr;
@@ -101,7 +109,8 @@ impl Decoder {
     }
 
     /// Parse an uplink PHYPayload, find its session by DevAddr and MIC, reconstruct the 32-bit
-    /// FCnt (see [`super::fcnt`]), reject replays, and decrypt the FRMPayload.
+    /// FCnt (see [`super::fcnt`]), reject replays (accept restarts of a device that restarts
+    /// its counter), and decrypt the FRMPayload.
     ///
     /// The session's counter advances only when everything checked out. FPort 0 frames (MAC
     /// commands only) come back with `fport: Some(0)` and the decrypted commands as payload;

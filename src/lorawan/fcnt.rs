@@ -22,6 +22,10 @@
 //!   that does not keep it across a power cycle) than a copy, which repeats a recent counter.
 //!   So that a device past FCnt 65535 is told too, such a small wire value is also tried with
 //!   the upper half 0.
+//! * A session of a device known to restart its counter ([`FcntTracker::resetting`], the
+//!   device's `resets_fcnt`) accepts a counter below the last accepted as such a restart, and
+//!   goes on from it; an equal one is still a copy. Every wire value is then also tried with
+//!   the upper half 0, since the restarted counter may be past 16 when first heard.
 
 /// Largest forward step accepted when guessing a 16-bit rollover.
 pub const MAX_FCNT_GAP: u32 = 16_384;
@@ -45,6 +49,8 @@ pub enum FcntError {
 pub struct FcntTracker {
     last: Option<u32>,
     max_gap: u32,
+    /// The device restarts its counter: a smaller one is a restart, not a replay.
+    resets: bool,
 }
 
 impl Default for FcntTracker {
@@ -62,6 +68,17 @@ impl FcntTracker {
         FcntTracker {
             last: None,
             max_gap,
+            resets: false,
+        }
+    }
+
+    /// A tracker of a device that restarts its counter: a MIC-verified counter below the last
+    /// accepted is accepted and the count goes on from it. A frame captured before a restart
+    /// can then be replayed after it.
+    pub fn resetting() -> Self {
+        FcntTracker {
+            resets: true,
+            ..FcntTracker::new()
         }
     }
 
@@ -101,15 +118,17 @@ impl FcntTracker {
                 }
             }
         }
-        if w < RESET_BELOW && same != w {
+        if (w < RESET_BELOW || self.resets) && same != w {
             out.push(w);
         }
         out
     }
 
-    /// Whether a (MIC-verified) FCnt32 may be accepted: it must be ahead of the last one.
+    /// Whether a (MIC-verified) FCnt32 may be accepted: it must be ahead of the last one, or,
+    /// for a device that restarts its counter, behind it.
     pub fn check(&self, fcnt32: u32) -> Result<(), FcntError> {
         match self.last {
+            Some(last) if self.resets && fcnt32 < last => Ok(()),
             Some(last) if fcnt32 < RESET_BELOW && last >= RESET_BELOW => {
                 Err(FcntError::Reset { fcnt: fcnt32, last })
             }
@@ -118,9 +137,13 @@ impl FcntTracker {
         }
     }
 
-    /// Record an accepted FCnt32 (after [`check`](FcntTracker::check) passed).
+    /// Record an accepted FCnt32 (after [`check`](FcntTracker::check) passed): a smaller
+    /// one is a restart of a device that restarts its counter, which goes on from it.
     pub fn accept(&mut self, fcnt32: u32) {
-        self.last = Some(self.last.map_or(fcnt32, |l| l.max(fcnt32)));
+        self.last = Some(match self.last {
+            Some(l) if !self.resets => l.max(fcnt32),
+            _ => fcnt32,
+        });
     }
 }
 
@@ -209,5 +232,27 @@ mod tests {
         ));
         let t = FcntTracker::resume(RESET_BELOW - 1);
         assert!(matches!(t.check(0), Err(FcntError::Replay { .. })));
+    }
+
+    #[test]
+    fn a_resetting_tracker_restarts_and_goes_on() {
+        let mut t = FcntTracker::resetting();
+        t.accept(0x2_0010);
+        // Every wire value is tried in the upper half 0 too.
+        assert_eq!(t.candidates(40), vec![0x2_0028, 40]);
+        assert_eq!(
+            t.check(0x2_0010),
+            Err(FcntError::Replay {
+                fcnt: 0x2_0010,
+                last: 0x2_0010
+            })
+        );
+        t.check(40).unwrap();
+        t.accept(40);
+        assert_eq!(t.last(), Some(40));
+        assert!(matches!(t.check(40), Err(FcntError::Replay { .. })));
+        t.check(41).unwrap();
+        t.accept(41);
+        assert_eq!(t.last(), Some(41));
     }
 }

@@ -545,3 +545,64 @@ fn a_restart_past_16_bits_is_told_as_one() {
         })
     ));
 }
+
+fn resetting_decoder() -> Decoder {
+    let mut d = Decoder::new();
+    d.add(
+        Session::new(
+            DevAddr(0x2601_1BDA),
+            DEV_EUI,
+            SessionKeys {
+                nwk_s_key: Key::new(NWK),
+                app_s_key: Key::new(APP),
+            },
+        )
+        .resetting_fcnt(),
+    );
+    d
+}
+
+/// A device known to restart its counter (`resets_fcnt`): a smaller counter is accepted and
+/// the session goes on from it; the same counter again is still a copy.
+#[test]
+fn a_device_that_resets_its_counter_is_accepted_after_a_restart() {
+    let mut d = resetting_decoder();
+    let decode = |d: &mut Decoder, fcnt: u32| {
+        d.decode_uplink(&up(fcnt, Some(2), b"p"), t0(), Radio::default())
+    };
+    decode(&mut d, 5000).unwrap();
+    let u = decode(&mut d, 3).unwrap();
+    assert_eq!((u.fcnt, u.payload), (Some(3), b"p".to_vec()));
+    assert_eq!(
+        d.take_counters().advanced,
+        vec![
+            (DevAddr(0x2601_1BDA), DEV_EUI, 5000),
+            (DevAddr(0x2601_1BDA), DEV_EUI, 3)
+        ],
+        "the restarted counter is the one kept"
+    );
+    assert_eq!(
+        decode(&mut d, 3).unwrap_err(),
+        LorawanError::Replay {
+            dev_addr: DevAddr(0x2601_1BDA),
+            fcnt: 3,
+            last: 3
+        }
+    );
+    assert_eq!(d.take_counters().replayed, Some((DevAddr(0x2601_1BDA), 3)));
+    assert_eq!(decode(&mut d, 4).unwrap().fcnt, Some(4));
+    assert_eq!(decode(&mut d, 6).unwrap().fcnt, Some(6));
+    assert_eq!(d.sessions(DevAddr(0x2601_1BDA))[0].fcnt.last(), Some(6));
+}
+
+/// A device past FCnt 65535 that restarts, first heard again past 16.
+#[test]
+fn a_device_that_resets_its_counter_is_accepted_from_past_16_bits() {
+    let mut d = resetting_decoder();
+    d.decode_uplink(&up(0x2_0010, Some(2), b"a"), t0(), Radio::default())
+        .unwrap();
+    let u = d
+        .decode_uplink(&up(40, Some(2), b"b"), t0(), Radio::default())
+        .unwrap();
+    assert_eq!((u.fcnt, u.payload), (Some(40), b"b".to_vec()));
+}
