@@ -341,6 +341,12 @@ impl Decoder {
     /// second source) are counted and dropped; only authenticated uplinks become records.
     fn radio(&mut self, f: &RadioFrame) -> Option<Record> {
         match self.lorawan.decode_uplink(&f.phy, f.time, f.radio.clone()) {
+            // MAC commands are the network server's business, not readings (a codec that
+            // ignores the port would read them as some); its counter is kept all the same.
+            Ok(up) if up.fport == Some(0) => {
+                self.metrics.mac_frames.inc();
+                None
+            }
             Ok(up) => Some(self.uplink(&up)),
             Err(LorawanError::Replay { .. }) => {
                 self.metrics.duplicates.inc();
@@ -739,6 +745,23 @@ mod tests {
               replay protection)"
             ]
         );
+    }
+
+    /// A frame on FPort 0 carries MAC commands only: counted, no record, and its counter is
+    /// taken (a copy of it is a duplicate).
+    #[test]
+    fn a_mac_command_frame_is_no_record() {
+        let (mut d, m) = radio_decoder("");
+        let mac = Input::Radio(RadioFrame {
+            phy: lorawan::tests::up(7, Some(0), &[0x02]),
+            time: UNIX_EPOCH,
+            radio: Radio::default(),
+        });
+        assert!(d.decode(&mac).is_none());
+        assert_eq!((m.mac_frames.get(), m.duplicates.get()), (1, 0));
+        assert!(d.decode(&mac).is_none());
+        assert_eq!((m.mac_frames.get(), m.duplicates.get()), (1, 1));
+        assert!(d.decode(&radio_frame(8)).is_some());
     }
 
     /// With `resets_fcnt`, the restarted device's frame is a record, not a problem.

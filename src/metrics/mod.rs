@@ -89,6 +89,8 @@ pub struct Metrics {
     /// [`crate::sink::Sink::send`]).
     pub bytes_sent: Family,
     pub duplicates: Counter,
+    /// Radio uplinks on FPort 0 (MAC commands only): no record, as a network server makes none.
+    pub mac_frames: Counter,
     pub spilled: Counter,
     /// Rebuilds of the drained buffer database that gave disk space back.
     pub buffer_rebuilds: Counter,
@@ -230,6 +232,7 @@ impl Metrics {
             e("bytes_sent_total", "counter", "rec_type", "bytes of the records the sink confirmed, by recType: for Kafka and Event Hubs the value, key and headers handed to the producer (before compression; Kafka framing and TLS not counted), for stdout the line written", self.bytes_sent.snapshot()),
             e("acked_total", "counter", "", "source messages acknowledged", one(&self.acked)),
             e("duplicates_total", "counter", "", "duplicate uplinks dropped", one(&self.duplicates)),
+            e("mac_frames_total", "counter", "", "radio uplinks on FPort 0 (MAC commands only), not made into records", one(&self.mac_frames)),
             e("decode_errors_total", "counter", "codec", "payloads a codec could not decode (sent packed), by codec", self.decode_errors.snapshot()),
             e("problems_total", "counter", "kind", "bad input and decode failures, by kind", self.problems.snapshot()),
             e("spilled_total", "counter", "", "records written to the buffer", one(&self.spilled)),
