@@ -142,7 +142,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     // The search for the connection's socket, started at each CONNACK.
     let mut finding: Option<tokio::task::JoinHandle<Result<QuickAck, String>>> = None;
     let mut quick_warned = false;
-    loop {
+    'run: loop {
         // An event polled with none queued comes from a new read (rumqttc reads up to ten
         // packets at once and hands them out one per poll).
         let fresh_read = events.state.events.is_empty();
@@ -195,6 +195,16 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    // Messages read in the batch that ended in this error are still queued in
+                    // rumqttc, which would hand them out after the reconnect. They came on this
+                    // connection: forwarded as its own, their acknowledgements are dropped with
+                    // its others. A broker that kept the session delivers them again (the
+                    // de-duplication window absorbs the copy); one that lost it does not.
+                    for p in stranded(&mut events) {
+                        if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, connection, p).await {
+                            break 'run;
+                        }
+                    }
                     // rumqttc has closed the socket: neither it nor a search for it is ours,
                     // nor are the packet ids of the messages it brought.
                     quick = QuickAck::default();
@@ -239,6 +249,21 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     })
     .await;
     disconnect(&client, &mut events).await;
+}
+
+/// The messages rumqttc read but has not handed out yet. It reads up to ten packets at once
+/// and hands them out one per poll; what is left of a batch that ended in an error it keeps,
+/// and hands out after the reconnect as if it came on the new connection.
+fn stranded(events: &mut EventLoop) -> Vec<Publish> {
+    events
+        .state
+        .events
+        .drain(..)
+        .filter_map(|e| match e {
+            Event::Incoming(Packet::Publish(p)) => Some(p),
+            _ => None,
+        })
+        .collect()
 }
 
 /// When to try again after the connection failed, and whether to log it.
@@ -491,6 +516,131 @@ mod tests {
             .unwrap();
         let (puback_1, puback_2, disconnect) = ([0x40, 2, 0, 1], [0x40, 2, 0, 2], [0xe0, 0]);
         assert_eq!(received, [&puback_1[..], &puback_2, &disconnect].concat());
+    }
+
+    /// One MQTT packet from `s` (type and flags, rest), or `None` at the end.
+    async fn read_packet(s: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let kind = s.read_u8().await.ok()?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = s.read_u8().await.ok()?;
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut rest = vec![0; len];
+        s.read_exact(&mut rest).await.ok()?;
+        Some((kind, rest))
+    }
+
+    /// A packet's remaining length.
+    fn varint(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let b = (n % 128) as u8;
+            n /= 128;
+            if n == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// A QoS 1 PUBLISH on topic `t` of an uplink whose payload is the byte `data`.
+    fn publish(pkid: u16, data: u8) -> Vec<u8> {
+        use base64::Engine;
+        let payload = format!(
+            r#"{{"deviceInfo":{{"devEui":"58a0cb0000101234"}},"data":"{}"}}"#,
+            base64::engine::general_purpose::STANDARD.encode([data])
+        );
+        let body = [&[0, 1, b't'][..], &pkid.to_be_bytes(), payload.as_bytes()].concat();
+        [&[0x32][..], &varint(body.len()), &body].concat()
+    }
+
+    const CONNACK_NEW_SESSION: [u8; 4] = [0x20, 2, 0, 0];
+
+    /// rumqttc keeps the messages of a read that ended in an error and hands them out after
+    /// the reconnect. They are the old connection's: a broker that lost the session numbers
+    /// new messages from 1 again, and a PUBACK 1 for an old message released on the new
+    /// connection would acknowledge the new message 1 before its record is durable.
+    #[tokio::test]
+    async fn messages_read_before_a_connection_failed_are_not_acknowledged_on_the_next() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let broker = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
+            s.write_all(&CONNACK_NEW_SESSION).await.unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x82, "SUBSCRIBE");
+            // Two messages and, in the same segment, the header of one over READ_LIMIT:
+            // rumqttc reads all three at once and fails on the third.
+            let over = [&[0x32][..], &varint(READ_LIMIT + 1)].concat();
+            let batch = [publish(1, 1), publish(2, 2), over].concat();
+            s.write_all(&batch).await.unwrap();
+            while read_packet(&mut s).await.is_some() {}
+            // The broker lost the session: its next message is number 1 again.
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
+            s.write_all(&[&CONNACK_NEW_SESSION[..], &publish(1, 3)].concat())
+                .await
+                .unwrap();
+            let mut pubacks = Vec::new();
+            while let Some((kind, rest)) = read_packet(&mut s).await {
+                if kind == 0x40 {
+                    pubacks.push(u16::from_be_bytes([rest[0], rest[1]]));
+                }
+            }
+            pubacks
+        });
+        let text = format!(
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic = \"t\"\n[sink]\ntype = \"stdout\"\n"
+        );
+        let crate::config::SourceConfig::Mqtt(cfg) = crate::config::Config::parse(&text)
+            .unwrap()
+            .sources
+            .remove(0)
+        else {
+            panic!("not mqtt")
+        };
+        let opts = options(&cfg, "t").unwrap();
+        let (frames, mut rx) = super::super::queue(8, 1 << 20);
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let (all_acked, acked) = tokio::sync::watch::channel(false);
+        let ctx = Context {
+            frames,
+            stopping,
+            acked,
+            metrics: crate::metrics::Metrics::new(),
+        };
+        let source = tokio::spawn(run(*cfg, opts, ctx));
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            taken.push(rx.recv().await.expect("a frame"));
+        }
+        let tags: Vec<(u32, u16)> = taken
+            .iter()
+            .map(|f| match &f.ack {
+                Ack::Mqtt { ack, .. } => (ack.connection, ack.pkid),
+                Ack::None => panic!("no PUBACK"),
+            })
+            .collect();
+        assert_eq!(tags, [(0, 1), (0, 2), (1, 1)]);
+        // The old messages' records become durable first, then the new one's.
+        for f in taken {
+            f.ack.send();
+        }
+        all_acked.send(true).unwrap();
+        source.await.unwrap();
+        let pubacks = tokio::time::timeout(Duration::from_secs(10), broker)
+            .await
+            .expect("the connection closed")
+            .unwrap();
+        assert_eq!(pubacks, [1], "only the new message's PUBACK");
     }
 
     #[test]
