@@ -209,6 +209,7 @@ impl Config {
         if self.sources.is_empty() {
             return Err(("source".into(), "at least one [[source]] is needed".into()));
         }
+        self.check_mqtt_client_ids()?;
         // As the replay file's: the agent's working directory under systemd is `/`.
         if self.codecs.dir.is_relative() {
             self.codecs.dir = base.join(&self.codecs.dir);
@@ -356,6 +357,48 @@ impl Config {
             SinkConfig::Stdout(_) => {}
         }
         out
+    }
+
+    /// The client id of each source, by its index (`None` for a source that is not MQTT): its
+    /// `client_id`, else `hubgate-<gateway_id>` for the first MQTT source without one, which
+    /// keeps the id (and the broker's session) that every such source had before, and
+    /// `hubgate-<gateway_id>-<n>` for the n-th. A broker lets one connection per client id.
+    pub fn mqtt_client_ids(&self) -> Vec<Option<String>> {
+        let mut defaulted = 0;
+        self.sources
+            .iter()
+            .map(|src| {
+                let SourceConfig::Mqtt(m) = src else {
+                    return None;
+                };
+                Some(m.client_id.clone().unwrap_or_else(|| {
+                    defaulted += 1;
+                    match defaulted {
+                        1 => format!("hubgate-{}", self.gateway_id),
+                        n => format!("hubgate-{}-{n}", self.gateway_id),
+                    }
+                }))
+            })
+            .collect()
+    }
+
+    /// No two MQTT sources connect to one broker with one client id: the broker would drop
+    /// each when the other connects, and they would share one session and its messages.
+    fn check_mqtt_client_ids(&self) -> Result<(), (String, String)> {
+        let mut seen = std::collections::HashMap::new();
+        for (i, (src, id)) in self.sources.iter().zip(self.mqtt_client_ids()).enumerate() {
+            let (SourceConfig::Mqtt(m), Some(id)) = (src, id) else {
+                continue;
+            };
+            let broker = format!("{}:{}", m.url.host.to_ascii_lowercase(), m.url.port);
+            if let Some(first) = seen.insert((broker.clone(), id.clone()), i) {
+                return Err((
+                    format!("source[{i}].client_id"),
+                    format!("client id {id:?} is source[{first}]'s too, on the same broker {broker}: give each MQTT source its own client_id"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A device's LoRaWAN session is all of `dev_addr`, `nwk_s_key`, `app_s_key`, or nothing;

@@ -103,7 +103,7 @@ pub struct MqttSourceConfig {
     pub topic: Option<String>,
     #[serde(default = "default_format")]
     pub format: UplinkFormat,
-    /// Client id of the persistent session; default `hubgate-<gateway_id>`.
+    /// Client id of the persistent session; default see [`super::Config::mqtt_client_ids`].
     pub client_id: Option<String>,
     pub username: Option<String>,
     /// `${ENV}` is expanded; prefer `password_file`.

@@ -725,3 +725,71 @@ fn a_decode_order_names_each_step_at_most_once_and_one_at_least() {
         [DecodeStep::Network, DecodeStep::Js]
     );
 }
+
+fn mqtt_sources(sources: &[(&str, Option<&str>)]) -> Config {
+    let mut text =
+        "gateway_id = \"gw\"\n[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n".to_string();
+    for (url, id) in sources {
+        text += &format!("[[source]]\ntype = \"mqtt\"\nurl = \"{url}\"\n");
+        if let Some(id) = id {
+            text += &format!("client_id = \"{id}\"\n");
+        }
+    }
+    Config::parse(&text).unwrap()
+}
+
+/// Each MQTT source has its own client id by default; the first without one keeps the id
+/// (and so the broker's session) every MQTT source had before.
+#[test]
+fn mqtt_sources_have_distinct_default_client_ids() {
+    let cfg = mqtt_sources(&[
+        ("mqtt://localhost", None),
+        ("mqtt://localhost", Some("mine")),
+        ("mqtt://localhost", None),
+        ("mqtt://other", None),
+    ]);
+    let ids = cfg.mqtt_client_ids();
+    let ids: Vec<Option<&str>> = ids.iter().map(Option::as_deref).collect();
+    assert_eq!(
+        ids,
+        [
+            None,
+            Some("hubgate-gw"),
+            Some("mine"),
+            Some("hubgate-gw-2"),
+            Some("hubgate-gw-3")
+        ]
+    );
+    let mut cfg = cfg;
+    cfg.resolve(Path::new(".")).unwrap();
+}
+
+/// Two MQTT sources with one client id on one broker are refused, whether the id is given or
+/// a default; on different brokers they are fine.
+#[test]
+fn one_client_id_twice_on_one_broker_is_refused() {
+    let refused = |sources: &[(&str, Option<&str>)]| {
+        mqtt_sources(sources).resolve(Path::new(".")).unwrap_err()
+    };
+    let (key, reason) = refused(&[
+        ("mqtt://localhost", Some("a")),
+        ("mqtt://LOCALHOST:1883", Some("a")),
+    ]);
+    assert_eq!(key, "source[2].client_id");
+    assert_eq!(
+        reason,
+        "client id \"a\" is source[1]'s too, on the same broker localhost:1883: give each MQTT source its own client_id"
+    );
+    let (key, _) = refused(&[
+        ("mqtt://localhost", None),
+        ("mqtt://localhost", Some("hubgate-gw")),
+    ]);
+    assert_eq!(key, "source[2].client_id");
+    mqtt_sources(&[
+        ("mqtt://localhost", Some("a")),
+        ("mqtt://localhost:1884", Some("a")),
+        ("mqtts://localhost", Some("a")),
+    ])
+    .resolve(Path::new("."))
+    .unwrap();
+}

@@ -36,13 +36,11 @@ pub struct BindError(pub SocketAddr, pub std::io::Error);
 /// connector). On error (key path, reason).
 pub fn build(cfg: &Config) -> Result<Built, (String, String)> {
     let mut out = Vec::with_capacity(cfg.sources.len());
-    for (i, src) in cfg.sources.iter().enumerate() {
+    let client_ids = cfg.mqtt_client_ids();
+    for (i, (src, client_id)) in cfg.sources.iter().zip(client_ids).enumerate() {
         out.push(match src {
             SourceConfig::Mqtt(m) => {
-                let client_id = m
-                    .client_id
-                    .clone()
-                    .unwrap_or_else(|| format!("hubgate-{}", cfg.gateway_id));
+                let client_id = client_id.expect("every MQTT source has a client id");
                 let options = super::mqtt::options(m, &client_id)
                     .map_err(|(key, e)| (format!("source[{i}].{key}"), e))?;
                 Source::Mqtt(Box::new(((**m).clone(), options)))
