@@ -1,5 +1,6 @@
 //! MQTT sessions and subscriptions against a real mosquitto: two sources on one broker each
-//! have their own session.
+//! have their own session, a changed topic takes effect on a session the broker kept, and a
+//! subscription the broker refuses is reported and asked for again.
 
 mod support;
 
@@ -47,4 +48,68 @@ async fn two_sources_on_one_broker_have_their_own_sessions() {
     let log = agent.full_log();
     assert!(log.contains("as hubgate-hubgate (session"), "{log}");
     assert!(log.contains("as hubgate-hubgate-2 (session"), "{log}");
+}
+
+/// A new `topic` takes effect although the broker kept the session (and so says "session
+/// present"): hubgate subscribes at every connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_topic_takes_effect_on_a_kept_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let id = "client_id = \"hubgate-topics\"\n";
+    let mut agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &[("old/#", id)]));
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    agent.terminate(WAIT);
+    drop(agent);
+
+    let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &[("new/#", id)]));
+    agent.wait_log("(session present: true)", 1, WAIT);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    publish_all(mqtt.port(), &[uplink("new/x", 1)]).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+}
+
+/// mosquitto's dynamic security plugin, which (unlike its `acl_file`) refuses a subscription
+/// in the SUBACK; this one refuses every subscription.
+fn refusing_broker(dir: &Path) -> Mosquitto {
+    let plugin = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .map(|e| e.unwrap().path().join("mosquitto_dynamic_security.so"))
+        .find(|p| p.exists())
+        .expect("mosquitto_dynamic_security.so (Debian package mosquitto)");
+    let dynsec = dir.join("dynamic-security.json");
+    std::fs::write(
+        &dynsec,
+        r#"{"defaultACLAccess":{"publishClientSend":true,"publishClientReceive":true,"subscribe":false,"unsubscribe":true},"clients":[],"groups":[],"roles":[]}"#,
+    )
+    .unwrap();
+    Mosquitto::start_with(
+        dir,
+        &format!(
+            "log_type all\nplugin {}\nplugin_opt_config_file {}\n",
+            plugin.display(),
+            dynsec.display()
+        ),
+    )
+}
+
+/// A SUBACK that refuses the subscription is a problem pointing at the broker's ACL, not a
+/// subscription; it is asked for again with backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_is_reported_and_asked_for_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = refusing_broker(dir.path());
+    let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &[("denied/#", "")]));
+    let refused = "hubgate_problems_total{kind=\"mqtt_subscribe_refused\"}";
+    agent.wait_metric(refused, WAIT, |v| v >= 2);
+    assert_eq!(agent.metric("hubgate_mqtt_subscribed"), 0);
+    assert_eq!(agent.metric("hubgate_mqtt_connected"), 1);
+    let log = agent.full_log();
+    assert!(
+        log.contains(
+            "refused the subscription to denied/# (SUBACK failure): check the broker's ACL"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("mqtt: subscribed to"), "{log}");
 }

@@ -187,6 +187,12 @@ impl Config {
                         format!("must be between 1 byte and {limit} bytes (16 MiB)"),
                     ));
                 }
+                if let Some(topic) = m.topic.as_ref().filter(|t| !rumqttc::valid_filter(t)) {
+                    return Err((
+                        format!("source[{i}].topic"),
+                        format!("{topic:?} is not an MQTT topic filter ('#' only as the last level, '+' and '#' only as whole levels)"),
+                    ));
+                }
                 let key = format!("source[{i}].password");
                 load_secret(&mut m.password, &m.password_file, &key, &mut secret_files)?;
             }

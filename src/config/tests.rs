@@ -793,3 +793,22 @@ fn one_client_id_twice_on_one_broker_is_refused() {
     .resolve(Path::new("."))
     .unwrap();
 }
+
+/// A topic filter the broker would refuse is refused at load, not retried at every connect.
+#[test]
+fn an_invalid_topic_filter_is_refused() {
+    for topic in ["", "a/#/b", "a+/b", "a/#x"] {
+        let text = format!("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\ntopic = \"{topic}\"\n");
+        let (key, reason) = Config::parse(&text)
+            .unwrap()
+            .resolve(Path::new("."))
+            .unwrap_err();
+        assert_eq!(key, "source[0].topic", "{topic}");
+        assert!(reason.contains("not an MQTT topic filter"), "{reason}");
+    }
+    let text = "[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\ntopic = \"a/+/b/#\"\n";
+    Config::parse(text)
+        .unwrap()
+        .resolve(Path::new("."))
+        .unwrap();
+}

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::tokio_native_tls::native_tls;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration,
-    Transport,
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 
@@ -127,6 +127,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
         .topic
         .clone()
         .unwrap_or_else(|| default_topic(cfg.format).to_string());
+    let mut subscription = Subscription::new(cfg.reconnect_max);
     let client_id = opts.client_id();
     let (host, port) = opts.broker_address();
     let broker = format!("{host}:{port}");
@@ -171,17 +172,24 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     });
                     reconnect.connected(Instant::now());
                     ctx.metrics.mqtt_connected.set(&broker, 1);
-                    if ack.session_present {
+                    subscription.connected();
+                    subscription.ask(&client, &topic);
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
+                        log::info!("mqtt: subscribed to {topic}");
                         ctx.metrics.mqtt_subscribed.set(&broker, 1);
                     } else {
-                        if let Err(e) = client.try_subscribe(&topic, QoS::AtLeastOnce) {
-                            log::error!("mqtt: cannot subscribe to {topic}: {e}");
-                        }
+                        ctx.metrics.mqtt_subscribed.set(&broker, 0);
+                        let wait = subscription.retry();
+                        ctx.metrics.problem("mqtt_subscribe_refused", || {
+                            format!(
+                                "mqtt: {} refused the subscription to {topic} (SUBACK failure): check the broker's ACL \
+                                 for client id {client_id} and its user; asking again in {wait:?}",
+                                cfg.url
+                            )
+                        });
                     }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    log::info!("mqtt: subscribed to {topic}");
-                    ctx.metrics.mqtt_subscribed.set(&broker, 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // The broker may hold its next message until this read is acknowledged.
@@ -208,6 +216,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     // rumqttc has closed the socket: neither it nor a search for it is ours,
                     // nor are the packet ids of the messages it brought.
                     quick = QuickAck::default();
+                    subscription.lost();
                     connection = connection.wrapping_add(1);
                     acks.current = connection;
                     if let Some(search) = finding.take() {
@@ -231,6 +240,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     tokio::time::sleep(wait).await;
                 }
             },
+            _ = tokio::time::sleep_until(subscription.retry_at.unwrap_or_else(tokio::time::Instant::now)),
+                if subscription.retry_at.is_some() => subscription.ask(&client, &topic),
             _ = stopping.changed() => {}
             _ = acked.changed() => break,
         }
@@ -264,6 +275,56 @@ fn stranded(events: &mut EventLoop) -> Vec<Publish> {
             _ => None,
         })
         .collect()
+}
+
+/// The subscription, asked for at every CONNACK: a broker that kept the session has the old
+/// filter, but a changed `topic` takes effect only when asked for (subscribing again to a
+/// filter replaces it). Asked again with backoff, up to `reconnect_max`, while the broker
+/// refuses it or rumqttc's request queue has no room.
+struct Subscription {
+    /// When to ask again, on this connection.
+    retry_at: Option<tokio::time::Instant>,
+    backoff: Duration,
+    max: Duration,
+}
+
+impl Subscription {
+    fn new(max: Duration) -> Self {
+        Subscription {
+            retry_at: None,
+            backoff: RECONNECT_MIN,
+            max,
+        }
+    }
+
+    /// A new connection: its first refusal waits the least.
+    fn connected(&mut self) {
+        self.retry_at = None;
+        self.backoff = RECONNECT_MIN;
+    }
+
+    /// The connection failed: the next CONNACK asks.
+    fn lost(&mut self) {
+        self.retry_at = None;
+    }
+
+    /// Queue a SUBSCRIBE for `topic`; with no room for it, ask again later.
+    fn ask(&mut self, client: &AsyncClient, topic: &str) {
+        self.retry_at = None;
+        // The only error is a full queue (the event loop is ours).
+        if let Err(e) = client.try_subscribe(topic, QoS::AtLeastOnce) {
+            let wait = self.retry();
+            log::error!("mqtt: cannot subscribe to {topic}: {e}; trying again in {wait:?}");
+        }
+    }
+
+    /// Ask again after the backoff, which it returns.
+    fn retry(&mut self) -> Duration {
+        let wait = self.backoff;
+        self.retry_at = Some(tokio::time::Instant::now() + wait);
+        self.backoff = (self.backoff * 2).min(self.max);
+        wait
+    }
 }
 
 /// When to try again after the connection failed, and whether to log it.
@@ -641,6 +702,24 @@ mod tests {
             .expect("the connection closed")
             .unwrap();
         assert_eq!(pubacks, [1], "only the new message's PUBACK");
+    }
+
+    /// A SUBSCRIBE that finds rumqttc's request queue full is asked for again later, with a
+    /// backoff that grows up to `reconnect_max` and starts over on a new connection.
+    #[test]
+    fn a_subscription_without_room_is_asked_for_again() {
+        let (client, _events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 1);
+        let mut sub = Subscription::new(Duration::from_secs(1));
+        sub.ask(&client, "t/#");
+        assert!(sub.retry_at.is_none(), "queued");
+        sub.ask(&client, "t/#");
+        assert!(sub.retry_at.is_some(), "no room: later");
+        let waits: Vec<u128> = (0..4).map(|_| sub.retry().as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 1000, 1000]);
+        sub.lost();
+        assert!(sub.retry_at.is_none(), "the next CONNACK asks");
+        sub.connected();
+        assert_eq!(sub.retry(), RECONNECT_MIN);
     }
 
     #[test]
