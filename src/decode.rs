@@ -157,12 +157,7 @@ impl Decoder {
                             let codec = d.codec.map(|c| c.id()).or(d.js_codec.as_deref())?;
                             cfg.record.usecases.get(codec).cloned()
                         }),
-                        // The device's own, else its codec's domain: Microshare's packed
-                        // recTypes are per domain (`[record] packed_rec_type` is the rest's).
-                        packed_rec_type: d.packed_rec_type.clone().or_else(|| {
-                            let unpacked = d.codec?.rec_type();
-                            Some(format!("{}.packed", unpacked.strip_suffix(".unpacked")?))
-                        }),
+                        packed_rec_type: d.own_packed_rec_type(),
                     },
                 )
             })

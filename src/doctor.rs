@@ -378,13 +378,13 @@ fn hub_steps(
     cfg: &Config,
     client: &ClientConfig,
     present: &probe::Hubs,
-    plan: &[(&str, &str)],
+    plan: &[(String, String)],
     list: &mut Checklist,
 ) {
     let setup = crate::sink::hub_setup(&cfg.sink).unwrap_or_default();
     let mut missing: Vec<&str> = plan
         .iter()
-        .map(|(_, h)| *h)
+        .map(|(_, h)| h.as_str())
         .filter(|h| !present.contains_key(*h))
         .collect();
     missing.sort_unstable();
@@ -400,7 +400,7 @@ fn hub_steps(
         } else {
             format!("hub {hub:?}")
         };
-        let outcome = match (present.get(*hub), &creatable) {
+        let outcome = match (present.get(hub), &creatable) {
             (Some(partitions), _) => {
                 Outcome::Ok(format!("{name} exists ({partitions} partition(s))"))
             }
@@ -408,7 +408,7 @@ fn hub_steps(
                 "{name} does not exist: {}; until then its records wait in the buffer",
                 setup.missing(hub).fix()
             )),
-            (None, Ok(found)) => match found.get(*hub) {
+            (None, Ok(found)) => match found.get(hub.as_str()) {
                 Some(Some(r)) => Outcome::Fail(format!("{}: {} (broker: {})", r.what(), r.fix(), r.broker)),
                 _ => Outcome::Ok(format!(
                     "{name} does not exist yet; the broker accepts its creation (asked to validate only): the agent creates it at start with {} partition(s)",
@@ -424,7 +424,7 @@ fn hub_steps(
     if matches!(cfg.sink, SinkConfig::Eventhubs(_)) {
         list.step("hub count", hub_count(present, plan));
     }
-    match plan.iter().find(|(_, h)| present.contains_key(*h)) {
+    match plan.iter().find(|(_, h)| present.contains_key(h)) {
         Some((rec_type, hub)) => {
             let outcome = write(client, &setup, present, rec_type, hub);
             list.step(&format!("write {hub}"), outcome);
@@ -442,10 +442,10 @@ fn hub_steps(
 /// The hubs the namespace would hold with this site's (those there, and those to create)
 /// against the tiers' caps: 10 on Basic and Standard, 100 per processing unit on Premium,
 /// 1000 on Dedicated. The tier does not show over Kafka: more than 10 is a warning.
-fn hub_count(present: &probe::Hubs, plan: &[(&str, &str)]) -> Outcome {
+fn hub_count(present: &probe::Hubs, plan: &[(String, String)]) -> Outcome {
     let new: std::collections::BTreeSet<&str> = plan
         .iter()
-        .map(|(_, h)| *h)
+        .map(|(_, h)| h.as_str())
         .filter(|h| !present.contains_key(*h))
         .collect();
     let total = present.len() + new.len();
@@ -953,9 +953,11 @@ mod tests {
         )
         .unwrap();
         let cfg = Config::load(&path).unwrap();
-        let [(rec_type, hub)] = cfg.hub_plan()[..] else {
-            panic!("one recType: {:?}", cfg.hub_plan());
+        let plan = cfg.hub_plan();
+        let [(rec_type, hub)] = &plan[..] else {
+            panic!("one recType: {plan:?}");
         };
+        let hub = hub.as_str();
         let hub_step = || {
             let mut out = Vec::new();
             run(&path, &mut out);

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::agent::{config_with, topics, Agent, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
+use support::agent::{
+    config_with, topics, Agent, CODECS_PACKED, ENV, MOTION, OPENCLOSE, PACKED, WAIT,
+};
 use support::{free_udp_port, Kafka, Mosquitto};
 
 const KEY: &str = "ZG9jdG9yLXRlc3Qta2V5LXNlY3JldA==";
@@ -114,18 +116,23 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
 
     let (code, out, _) = doctor(&cfg);
     let server = kafka.bootstrap();
+    // The plan in recType order: each codec's packed one sorts before its unpacked one.
+    let [env_packed, motion_packed, openclose_packed] = CODECS_PACKED;
     let steps = [
         "config".to_string(),
         "dns localhost".into(),
         format!("tcp {server}"),
         format!("tls {server}"),
         "sasl".into(),
+        format!("hub {env_packed}"),
         format!("hub {ENV}"),
         format!("hub {PACKED}"),
+        format!("hub {motion_packed}"),
         format!("hub {MOTION}"),
+        format!("hub {openclose_packed}"),
         format!("hub {OPENCLOSE}"),
         "hub count".into(),
-        format!("write {ENV}"),
+        format!("write {env_packed}"),
         format!("mqtt mqtt://127.0.0.1:{}", mqtt.port()),
         format!("serial {}", pty.path.display()),
         format!("udp 127.0.0.1:{udp}"),

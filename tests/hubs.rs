@@ -20,6 +20,9 @@ use support::Kafka;
 
 const RUN: Duration = Duration::from_secs(120);
 const PACKED: &str = "io.microshare.lorawan.packed";
+/// The two devices' packed recTypes (a payload their codec rejects).
+const ENV_PACKED: &str = "io.microshare.environment.packed";
+const MOTION_PACKED: &str = "io.microshare.motion.packed";
 
 /// `n` uplinks per device (TBHH100 environment, TBMS100 motion), FCnt 1..=n, interleaved.
 fn write_uplinks(path: &Path, n: u32) {
@@ -102,7 +105,9 @@ async fn hubs_are_created_on_the_first_start() {
     }
     let client = kafka.client_config();
     let hubs = hubgate::sink::probe::hubs(&client, Duration::from_secs(30)).unwrap();
-    for topic in [ENV, MOTION, PACKED] {
+    // The codecs' packed hubs too, though no payload was rejected: a site that goes on with
+    // a Send key and `precreated` finds them there the day one is.
+    for topic in [ENV, MOTION, PACKED, ENV_PACKED, MOTION_PACKED] {
         assert_eq!(
             hubs.get(topic),
             Some(&3),
@@ -245,7 +250,7 @@ fn a_refused_creation_parks_every_rec_type_and_keeps_the_records() {
         &agent_config(dir.path(), &broker.bootstrap()),
         "status_interval = \"1s\"",
     );
-    agent.wait_metric("hubgate_hubs_parked{reason=\"no_manage\"}", RUN, |v| v == 3);
+    agent.wait_metric("hubgate_hubs_parked{reason=\"no_manage\"}", RUN, |v| v == 5);
     agent.wait_metric("hubgate_buffer_records", RUN, |v| v == 10);
     let log = agent.wait_log("EVERY recType parked", 1, RUN);
     let line = log
@@ -286,7 +291,7 @@ fn a_refused_creation_is_asked_again_and_the_parked_records_follow() {
         },
     );
     let mut agent = Agent::start(dir.path(), &agent_config(dir.path(), &broker.bootstrap()));
-    agent.wait_metric("hubgate_hubs_parked{reason=\"no_manage\"}", RUN, |v| v == 3);
+    agent.wait_metric("hubgate_hubs_parked{reason=\"no_manage\"}", RUN, |v| v == 5);
     agent.wait_metric("hubgate_buffer_records", RUN, |v| v == 10);
     assert!(broker.topics().is_empty());
     // The operator gives the key Manage. The replay has ended, so hubgate stops once the
@@ -311,7 +316,7 @@ fn a_refused_write_parks_with_its_cause() {
     let dir = tempfile::tempdir().unwrap();
     write_uplinks(&dir.path().join("uplinks.jsonl"), 5);
     let broker = StandIn::start(
-        &[ENV, MOTION, PACKED],
+        &[ENV, MOTION, PACKED, ENV_PACKED, MOTION_PACKED],
         Answers {
             produce: Some(TOPIC_AUTHORIZATION_FAILED),
             ..Answers::default()
@@ -439,11 +444,12 @@ ca_location = "{ca}"
 #[test]
 fn doctor_proves_writing() {
     let dir = tempfile::tempdir().unwrap();
-    let hubs = [ENV, PACKED];
+    // The plan's first hub, in recType order, takes the probe.
+    let hubs = [ENV_PACKED, ENV, PACKED];
     let broker = StandIn::start_tls(&dir.path().join("ok"), &hubs, Answers::default());
     let (code, out) = doctor(dir.path(), &broker, "", "");
     assert_eq!(code, 0, "{out}");
-    let line = support::doctor_step(&out, &format!("write {ENV}"));
+    let line = support::doctor_step(&out, &format!("write {ENV_PACKED}"));
     assert!(
         line.starts_with("OK") && line.contains("one probe record written and confirmed"),
         "{out}"
@@ -454,7 +460,7 @@ fn doctor_proves_writing() {
     );
     assert_eq!(broker.seen(0), 1, "one Produce: one probe record");
     assert!(
-        support::doctor_step(&out, "hub count").starts_with("OK   hub count: 2 hub(s)"),
+        support::doctor_step(&out, "hub count").starts_with("OK   hub count: 3 hub(s)"),
         "{out}"
     );
 
@@ -465,7 +471,7 @@ fn doctor_proves_writing() {
     let broker = StandIn::start_tls(&dir.path().join("listen"), &hubs, listen_only);
     let (code, out) = doctor(dir.path(), &broker, "", "");
     assert_eq!(code, 1, "{out}");
-    let line = support::doctor_step(&out, &format!("write {ENV}"));
+    let line = support::doctor_step(&out, &format!("write {ENV_PACKED}"));
     assert!(
         line.starts_with("FAIL") && line.contains("a Listen-only key"),
         "{out}"
@@ -531,9 +537,10 @@ fn doctor_checks_creation_and_the_hub_count() {
         "{out}"
     );
     assert_eq!(broker.topics().len(), 10, "validated, not created");
+    // 10 there, and the device's two to create: its codec's recType and packed one.
     let line = support::doctor_step(&out, "hub count");
     assert!(
-        line.starts_with("WARN hub count: 11 hub(s)") && line.contains("[sink.hubs]"),
+        line.starts_with("WARN hub count: 12 hub(s)") && line.contains("[sink.hubs]"),
         "{out}"
     );
 }
@@ -615,11 +622,11 @@ partitions = 2
     )
     .unwrap();
     let cfg = Config::load(&file).unwrap();
-    let foreseen: Vec<String> = cfg.rec_types().into_iter().map(String::from).collect();
+    let foreseen = cfg.rec_types();
     support::agent::run_to_the_end(cfg, RUN).await;
 
     let hubs = hubgate::sink::probe::hubs(&kafka.client_config(), Duration::from_secs(30)).unwrap();
-    let seen: Vec<&String> = hubs.keys().filter(|h| !foreseen.contains(h)).collect();
+    let seen: Vec<&String> = hubs.keys().filter(|h| !foreseen.contains(*h)).collect();
     let [hub] = seen[..] else {
         panic!("one hub beyond the foreseen {foreseen:?}: {hubs:?}");
     };

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::agent::{Agent, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
+use support::agent::{Agent, CODECS_PACKED, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
 use support::{free_udp_port, Kafka};
 
 const LEAK: &str = "io.microshare.leak.unpacked";
@@ -62,8 +62,9 @@ fn json(agent: &Agent, path: &str) -> Value {
 
 fn start(dir: &Path) -> (Agent, Kafka) {
     let kafka = Kafka::start(dir);
-    // Every hub but the door sensor's.
-    kafka.create_topics(&[ENV, MOTION, PACKED, LEAK]);
+    // Every hub of the plan but the door sensor's readings' (its packed one is there).
+    let hubs = [ENV, MOTION, PACKED, LEAK, "io.microshare.leak.packed"];
+    kafka.create_topics(&[&hubs[..], &CODECS_PACKED[..]].concat());
     let agent = Agent::start(dir, &demo_config(dir, &kafka));
     let parked = format!("hubgate_parked{{rec_type=\"{OPENCLOSE}\"}}");
     agent.wait_metric(&parked, WAIT, |v| v == 1);

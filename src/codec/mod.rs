@@ -131,6 +131,19 @@ vendors! {
     Smilio(smilio, SmilioModel),
 }
 
+impl Codec {
+    /// Every recType this codec's records can be published under: [`Codec::rec_type`], and
+    /// for the family that decides per frame (`netvox-r718`) each of its models' too.
+    pub fn rec_types(self) -> Vec<&'static str> {
+        match self {
+            Codec::Netvox(NetvoxModel::Family) => {
+                NetvoxModel::ALL.iter().map(|m| m.rec_type()).collect()
+            }
+            c => vec![c.rec_type()],
+        }
+    }
+}
+
 /// An example payload of one model and the fPort it comes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Example {

@@ -435,43 +435,43 @@ impl Config {
         Ok(())
     }
 
-    /// Every recType this configuration can emit: the configured codecs', the packed one
-    /// (unknown devices, failed decodes) and gateway status when a UDP source reports it.
-    pub fn rec_types(&self) -> std::collections::BTreeSet<&str> {
-        let mut out: std::collections::BTreeSet<&str> = self
+    /// Every recType this configuration can emit, so that their hubs exist before the first
+    /// record and show in `doctor` and on the status page: the built-in codecs' (every model
+    /// a family decides between), the packed ones (`[record] packed_rec_type` for unknown
+    /// devices, each device's own or its codec's domain's), the recTypes the mapping tables of
+    /// its JavaScript codecs and devices declare (read from `[codecs] dir` now; one that does
+    /// not load adds none), and gateway status when a UDP source reports it. Not in it: the recTypes chosen from a decoded object's
+    /// fields when no table declares one (docs/codecs.md), whose hubs are made on first use.
+    pub fn rec_types(&self) -> std::collections::BTreeSet<String> {
+        let mut out: std::collections::BTreeSet<String> = self
             .devices
             .iter()
             .filter_map(|d| d.codec)
-            .map(Codec::rec_type)
+            .flat_map(Codec::rec_types)
+            .map(str::to_string)
             .collect();
-        out.insert(&self.record.packed_rec_type);
-        out.extend(
-            self.devices
-                .iter()
-                .filter_map(|d| d.packed_rec_type.as_deref()),
-        );
+        out.insert(self.record.packed_rec_type.clone());
+        out.extend(self.devices.iter().filter_map(|d| d.own_packed_rec_type()));
+        out.extend(crate::js::dir::Named::of(self).declared_rec_types());
         if self
             .sources
             .iter()
             .any(|s| matches!(s, SourceConfig::Udp(u) if u.gateway_status))
         {
-            out.insert(crate::codec::rec_type::GATEWAY);
+            out.insert(crate::codec::rec_type::GATEWAY.to_string());
         }
         out
     }
 
-    /// recType -> hub (topic) for every recType this configuration can emit.
-    pub fn hub_plan(&self) -> Vec<(&str, &str)> {
-        let (mapping, single) = match &self.sink {
-            SinkConfig::Eventhubs(eh) => (Some(&eh.hubs), eh.single_hub()),
-            SinkConfig::Kafka(k) => (Some(&k.topics), None),
-            SinkConfig::Stdout(_) => (None, None),
-        };
+    /// recType -> hub (topic) for every recType this configuration can emit
+    /// ([`Config::rec_types`]).
+    pub fn hub_plan(&self) -> Vec<(String, String)> {
+        let names = self.sink.hub_names().unwrap_or_default();
         self.rec_types()
             .into_iter()
             .map(|r| {
-                let mapped = mapping.and_then(|m| m.get(r)).map(String::as_str);
-                (r, single.or(mapped).unwrap_or(r))
+                let hub = names.hub(&r).to_string();
+                (r, hub)
             })
             .collect()
     }
@@ -530,7 +530,7 @@ impl Config {
             }
         }
         if let SinkConfig::Eventhubs(_) = self.sink {
-            let hubs: std::collections::BTreeSet<&str> =
+            let hubs: std::collections::BTreeSet<String> =
                 self.hub_plan().into_iter().map(|(_, h)| h).collect();
             if hubs.len() > 10 {
                 out.push(format!(

@@ -363,4 +363,15 @@ impl DeviceConfig {
         };
         Some((self.dev_addr?, keys))
     }
+
+    /// The recType of its packed records (no codec, or the codec failed) when it is not
+    /// `[record] packed_rec_type`: its own `packed_rec_type`, else its built-in codec's
+    /// domain's, because Microshare's packed recTypes are per domain
+    /// (`io.microshare.environment.packed`).
+    pub fn own_packed_rec_type(&self) -> Option<String> {
+        self.packed_rec_type.clone().or_else(|| {
+            let unpacked = self.codec?.rec_type();
+            Some(format!("{}.packed", unpacked.strip_suffix(".unpacked")?))
+        })
+    }
 }

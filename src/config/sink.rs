@@ -235,7 +235,38 @@ impl EventHubsConfig {
     }
 }
 
+/// Which hub (topic) a recType's records go to: every recType to the `EntityPath` hub with
+/// `hub_mode = "single"`, else the one `[sink.hubs]` (`[sink.topics]`) maps it to, else the
+/// hub named like the recType.
+#[derive(Debug, Clone, Default)]
+pub struct HubNames {
+    single: Option<String>,
+    mapped: BTreeMap<String, String>,
+}
+
+impl HubNames {
+    pub fn hub<'a>(&'a self, rec_type: &'a str) -> &'a str {
+        self.single
+            .as_deref()
+            .or_else(|| self.mapped.get(rec_type).map(String::as_str))
+            .unwrap_or(rec_type)
+    }
+}
+
 impl SinkConfig {
+    /// Where its recTypes go; `None` for sinks without hubs.
+    pub fn hub_names(&self) -> Option<HubNames> {
+        let (single, mapped) = match self {
+            SinkConfig::Eventhubs(eh) => (eh.single_hub(), &eh.hubs),
+            SinkConfig::Kafka(k) => (None, &k.topics),
+            SinkConfig::Stdout(_) => return None,
+        };
+        Some(HubNames {
+            single: single.map(str::to_string),
+            mapped: mapped.clone(),
+        })
+    }
+
     /// How hubs come to exist; `None` for sinks without hubs.
     pub fn provisioning(&self) -> Option<Provisioning> {
         match self {

@@ -115,13 +115,24 @@ fn hub_names_follow_event_hubs_rules() {
     assert!(reason.contains("bad hub name"), "{reason}");
 }
 
+fn pairs(plan: &[(String, String)]) -> Vec<(&str, &str)> {
+    plan.iter().map(|(r, h)| (r.as_str(), h.as_str())).collect()
+}
+
+/// The packed recTypes the decode stage gives devices with a built-in codec are planned: a
+/// payload their codec rejects must not find its hub missing weeks after the start with a
+/// Manage key (docs/eventhubs.md).
 #[test]
 fn hub_plan_maps_the_rec_types_the_config_can_emit() {
-    let text = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[sink.topics]\n\"io.microshare.motion.unpacked\" = \"motion\"\n[[source]]\ntype = \"udp\"\n[[device]]\ndev_eui = \"0000000000000001\"\ncodec = \"browan-tbms100\"\n[[device]]\ndev_eui = \"0000000000000002\"\ncodec = \"browan-tbhh100\"\n";
+    let text = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[sink.topics]\n\"io.microshare.motion.unpacked\" = \"motion\"\n[[source]]\ntype = \"udp\"\n[[device]]\ndev_eui = \"0000000000000001\"\ncodec = \"browan-tbms100\"\n[[device]]\ndev_eui = \"0000000000000002\"\ncodec = \"browan-tbhh100\"\n[[device]]\ndev_eui = \"0000000000000003\"\ncodec = \"browan-tbhh100\"\npacked_rec_type = \"site.packed\"\n";
     let cfg = Config::parse(text).unwrap();
     assert_eq!(
-        cfg.hub_plan(),
-        vec![
+        pairs(&cfg.hub_plan()),
+        [
+            (
+                "io.microshare.environment.packed",
+                "io.microshare.environment.packed"
+            ),
             (
                 "io.microshare.environment.unpacked",
                 "io.microshare.environment.unpacked"
@@ -130,7 +141,68 @@ fn hub_plan_maps_the_rec_types_the_config_can_emit() {
                 "io.microshare.lorawan.packed",
                 "io.microshare.lorawan.packed"
             ),
+            ("io.microshare.motion.packed", "io.microshare.motion.packed"),
             ("io.microshare.motion.unpacked", "motion"),
+            ("site.packed", "site.packed"),
+        ]
+    );
+}
+
+/// `netvox-r718` decides the recType per frame: each of its models' is planned.
+#[test]
+fn a_codec_family_plans_every_rec_type_of_its_models() {
+    let text = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[[source]]\ntype = \"udp\"\n[[device]]\ndev_eui = \"0000000000000001\"\ncodec = \"netvox-r718\"\n";
+    let cfg = Config::parse(text).unwrap();
+    let rec_types: Vec<String> = cfg.rec_types().into_iter().collect();
+    assert_eq!(
+        rec_types,
+        [
+            "io.microshare.environment.packed",
+            "io.microshare.environment.unpacked",
+            "io.microshare.leak.unpacked",
+            "io.microshare.lorawan.packed",
+            "io.microshare.openclose.unpacked",
+        ]
+    );
+}
+
+/// The recTypes the mapping tables of the codec directory declare are planned: a JavaScript
+/// codec's own table and a device's `mapping` table. A codec without a table, a table that
+/// does not load and a file the config does not name add none.
+#[test]
+fn hub_plan_has_the_rec_types_the_codec_directory_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    file("own.js", "");
+    file(
+        "own.toml",
+        "rec_type = \"io.microshare.feedback.unpacked\"\n",
+    );
+    file("plain.js", "");
+    file("broken.js", "");
+    file("broken.toml", "rec_type = 1\n");
+    file("ns.toml", "rec_type = \"site.meters\"\n");
+    file("unnamed.toml", "rec_type = \"site.unnamed\"\n");
+    let text = format!(
+        "[codecs]\ndir = {:?}\n[codecs.profiles]\nmeter = \"plain\"\n[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[sink.topics]\n\"site.meters\" = \"meters\"\n[[source]]\ntype = \"udp\"\n\
+         [[device]]\ndev_eui = \"0000000000000001\"\njs_codec = \"own\"\n\
+         [[device]]\ndev_eui = \"0000000000000002\"\njs_codec = \"broken\"\n\
+         [[device]]\ndev_eui = \"0000000000000003\"\nmapping = \"ns\"\n",
+        dir.path()
+    );
+    let cfg = Config::parse(&text).unwrap();
+    assert_eq!(
+        pairs(&cfg.hub_plan()),
+        [
+            (
+                "io.microshare.feedback.unpacked",
+                "io.microshare.feedback.unpacked"
+            ),
+            (
+                "io.microshare.lorawan.packed",
+                "io.microshare.lorawan.packed"
+            ),
+            ("site.meters", "meters"),
         ]
     );
 }

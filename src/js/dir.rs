@@ -153,6 +153,16 @@ impl Named {
         }
     }
 
+    /// The recTypes their mapping tables declare (`rec_type`): a codec's own table (none is
+    /// fine) and the devices' tables. Reads only the tables; one that does not load declares
+    /// nothing, as the decode stage uses none of it.
+    pub fn declared_rec_types(&self) -> Vec<String> {
+        let tables = self.codecs.iter().chain(&self.tables);
+        tables
+            .filter_map(|name| load_table(&self.dir, name).ok()?.rec_type)
+            .collect()
+    }
+
     /// Load them, the codecs into a worker started with `launcher`. Blocks: the agent runs
     /// it off the forwarder's thread except at start.
     pub fn load(&self, launcher: Launcher) -> Set {

@@ -86,7 +86,7 @@ pub async fn run(
     // Ports are taken before anything starts (see `source::Built::bind`).
     let sources = prepared.sources.bind().await?;
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
-    metrics.foresee(cfg.rec_types().into_iter().map(str::to_string));
+    metrics.foresee(cfg.rec_types());
     let (parks_tx, parks) = mpsc::unbounded_channel();
     let hubs = provision_hubs(&cfg, parks_tx);
     let forwarder = {
@@ -222,7 +222,7 @@ fn provision_hubs(cfg: &Config, parks: mpsc::UnboundedSender<(String, Refusal)>)
     match crate::sink::kafka_client_config(&cfg.sink) {
         Ok(Some(client)) => {
             for (rec_type, hub) in cfg.hub_plan() {
-                hubs.ask(Some(rec_type), hub, &client);
+                hubs.ask(Some(&rec_type), &hub, &client);
             }
         }
         Ok(None) => {}

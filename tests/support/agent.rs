@@ -437,6 +437,12 @@ pub const ENV: &str = "io.microshare.environment.unpacked";
 pub const MOTION: &str = "io.microshare.motion.unpacked";
 pub const OPENCLOSE: &str = "io.microshare.openclose.unpacked";
 pub const PACKED: &str = "io.microshare.lorawan.packed";
+/// The packed recTypes of the three devices' codecs' domains (a payload the codec rejects).
+pub const CODECS_PACKED: [&str; 3] = [
+    "io.microshare.environment.packed",
+    "io.microshare.motion.packed",
+    "io.microshare.openclose.packed",
+];
 /// Generous bound for waits on brokers and the agent (busy 2-core CI machines).
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -534,7 +540,11 @@ pub fn uplinks(per_device: u32) -> Vec<(String, String)> {
 
 /// Create every topic the three devices' records go to.
 pub fn topics(kafka: &Kafka) {
-    kafka.create_topics(&[ENV, MOTION, OPENCLOSE, PACKED]);
+    let all: Vec<&str> = [ENV, MOTION, OPENCLOSE, PACKED]
+        .into_iter()
+        .chain(CODECS_PACKED)
+        .collect();
+    kafka.create_topics(&all);
 }
 
 /// Consume `topic` and return (key, JSON body), in partition order (one partition here).
