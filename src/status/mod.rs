@@ -6,14 +6,14 @@
 mod page;
 mod query;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::{Config, SinkConfig, SourceConfig};
+use crate::config::{Config, HubNames, SinkConfig, SourceConfig};
 use crate::metrics::history::Sample;
 use crate::metrics::{history, unix_seconds, Metrics};
 
@@ -24,8 +24,10 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 pub struct Facts {
     gateway_id: String,
     sink: &'static str,
-    /// (recType, hub) for sinks with hubs.
-    hubs: Vec<(String, String)>,
+    /// Where each recType goes, for sinks with hubs.
+    hub_names: Option<HubNames>,
+    /// The recTypes the config can emit ([`Config::rec_types`]).
+    planned: BTreeSet<String>,
     /// (kind, where) per source; never a URL's credentials (the config refuses those).
     sources: Vec<(&'static str, String)>,
     /// The `host:port` label of each MQTT source's connection gauge, by source.
@@ -41,14 +43,6 @@ impl Facts {
             SinkConfig::Eventhubs(_) => "eventhubs",
             SinkConfig::Kafka(_) => "kafka",
             SinkConfig::Stdout(_) => "stdout",
-        };
-        let hubs = match cfg.sink {
-            SinkConfig::Stdout(_) => Vec::new(),
-            _ => cfg
-                .hub_plan()
-                .into_iter()
-                .map(|(r, h)| (r.to_string(), h.to_string()))
-                .collect(),
         };
         let sources = cfg
             .sources
@@ -72,7 +66,8 @@ impl Facts {
             brokers,
             gateway_id: cfg.gateway_id.clone(),
             sink,
-            hubs,
+            hub_names: cfg.sink.hub_names(),
+            planned: cfg.rec_types(),
             sources,
             buffer_path: cfg.buffer.path.clone(),
             buffer_max_bytes: cfg.buffer.max_bytes,
@@ -154,25 +149,37 @@ impl Status {
         let f = &self.facts;
         let current = Sample::of(m, unix_seconds(now));
         let hour = m.history.last_hour(&current);
-        let hubs = f
-            .hubs
-            .iter()
-            .map(|(rec_type, hub)| {
-                let reason = (m.parked.get(rec_type) == Some(1))
-                    .then(|| m.park_reasons.get(rec_type).unwrap_or_default());
-                Hub {
-                    fix: reason.as_deref().map(|r| fix_for(r, hub, f.sink)),
-                    state: if reason.is_some() {
-                        "parked"
-                    } else {
-                        "delivering"
-                    },
-                    rec_type: rec_type.clone(),
-                    hub: hub.clone(),
-                    reason,
-                }
-            })
-            .collect();
+        let hubs = f.hub_names.as_ref().map_or_else(Vec::new, |names| {
+            // Those planned, and any other one parked or sent meanwhile (a codec's recType
+            // chosen from its fields, a table added by a reload): a parked one stays listed
+            // with its cause and fix.
+            let seen = m
+                .parked
+                .snapshot()
+                .into_iter()
+                .chain(m.delivered.snapshot());
+            let mut rec_types = f.planned.clone();
+            rec_types.extend(seen.map(|(rec_type, _)| rec_type));
+            rec_types
+                .into_iter()
+                .map(|rec_type| {
+                    let hub = names.hub(&rec_type).to_string();
+                    let reason = (m.parked.get(&rec_type) == Some(1))
+                        .then(|| m.park_reasons.get(&rec_type).unwrap_or_default());
+                    Hub {
+                        fix: reason.as_deref().map(|r| fix_for(r, &hub, f.sink)),
+                        state: if reason.is_some() {
+                            "parked"
+                        } else {
+                            "delivering"
+                        },
+                        rec_type,
+                        hub,
+                        reason,
+                    }
+                })
+                .collect()
+        });
         let per = |list: &[(String, u64)], kind: &str| {
             list.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n)
         };
@@ -444,6 +451,56 @@ mod tests {
         );
         eprintln!("limit=1000: {} bytes", body.len());
         assert!(body.len() < 1_000_000, "{} bytes", body.len());
+    }
+
+    /// The hub list is the plan and every recType parked or sent besides: a recType chosen
+    /// from a decoded object's fields that parks stays listed, with its cause and fix.
+    #[test]
+    fn the_hub_list_keeps_what_was_parked_or_sent_outside_the_plan() {
+        let cfg = Config::parse(
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n[sink.topics]\n\
+             \"io.microshare.gps.unpacked\" = \"gps\"\n[[source]]\ntype = \"udp\"\n\
+             [[device]]\ndev_eui = \"0000000000000001\"\ncodec = \"browan-tbhh100\"\n",
+        )
+        .unwrap();
+        let metrics = Metrics::new();
+        metrics.delivered.inc("io.microshare.light.unpacked");
+        metrics.parked.set("io.microshare.gps.unpacked", 1);
+        let line = "Broker: Unknown topic or partition";
+        let reason = crate::metrics::ParkReason {
+            kind: "missing",
+            what: "no hub".into(),
+            fix: "create it".into(),
+            line: line.into(),
+        };
+        metrics
+            .park_reasons
+            .set("io.microshare.gps.unpacked", reason);
+        let status = Status::new(metrics, Facts::of(&cfg));
+        let snapshot = status.snapshot(SystemTime::now());
+        let hubs: Vec<(&str, &str, &str)> = snapshot
+            .upstream
+            .hubs
+            .iter()
+            .map(|h| (h.rec_type.as_str(), h.hub.as_str(), h.state))
+            .collect();
+        let env_packed = "io.microshare.environment.packed";
+        let env = "io.microshare.environment.unpacked";
+        let light = "io.microshare.light.unpacked";
+        let packed = "io.microshare.lorawan.packed";
+        assert_eq!(
+            hubs,
+            [
+                (env_packed, env_packed, "delivering"),
+                (env, env, "delivering"),
+                ("io.microshare.gps.unpacked", "gps", "parked"),
+                (light, light, "delivering"),
+                (packed, packed, "delivering"),
+            ]
+        );
+        let gps = &snapshot.upstream.hubs[2];
+        assert_eq!(gps.reason.as_deref(), Some(line));
+        assert_eq!(gps.fix, Some(fix_for(line, "gps", "kafka")));
     }
 
     #[test]
