@@ -233,6 +233,14 @@ impl EventHubsConfig {
             .then(|| self.entity_path())
             .flatten()
     }
+
+    /// Where its recTypes go.
+    pub fn hub_names(&self) -> HubNames {
+        HubNames {
+            single: self.single_hub().map(str::to_string),
+            mapped: self.hubs.clone(),
+        }
+    }
 }
 
 /// Which hub (topic) a recType's records go to: every recType to the `EntityPath` hub with
@@ -245,6 +253,19 @@ pub struct HubNames {
 }
 
 impl HubNames {
+    /// Each recType to the hub `mapped` names, else to the one named like it.
+    pub fn mapped(mapped: BTreeMap<String, String>) -> HubNames {
+        HubNames {
+            single: None,
+            mapped,
+        }
+    }
+
+    /// The one hub of every recType (`hub_mode = "single"`).
+    pub fn single(&self) -> Option<&str> {
+        self.single.as_deref()
+    }
+
     pub fn hub<'a>(&'a self, rec_type: &'a str) -> &'a str {
         self.single
             .as_deref()
@@ -256,15 +277,11 @@ impl HubNames {
 impl SinkConfig {
     /// Where its recTypes go; `None` for sinks without hubs.
     pub fn hub_names(&self) -> Option<HubNames> {
-        let (single, mapped) = match self {
-            SinkConfig::Eventhubs(eh) => (eh.single_hub(), &eh.hubs),
-            SinkConfig::Kafka(k) => (None, &k.topics),
-            SinkConfig::Stdout(_) => return None,
-        };
-        Some(HubNames {
-            single: single.map(str::to_string),
-            mapped: mapped.clone(),
-        })
+        match self {
+            SinkConfig::Eventhubs(eh) => Some(eh.hub_names()),
+            SinkConfig::Kafka(k) => Some(HubNames::mapped(k.topics.clone())),
+            SinkConfig::Stdout(_) => None,
+        }
     }
 
     /// How hubs come to exist; `None` for sinks without hubs.

@@ -58,12 +58,10 @@ pub fn open(
 ) -> Result<KafkaSink, OpenError> {
     let (c, cs) = sink_config(cfg)?;
     log::info!("eventhubs: {} as key {:?}", cs.bootstrap, cs.key_name);
-    let mut sink = KafkaSink::new(c, cfg.hubs.clone(), deliveries, metrics, hubs)?;
     if let Some(hub) = cfg.single_hub() {
         log::info!("eventhubs: every recType to hub {hub:?} (hub_mode = \"single\")");
-        sink.send_all_to(hub);
     }
-    Ok(sink)
+    KafkaSink::new(c, cfg.hub_names(), deliveries, metrics, hubs)
 }
 
 /// What `check` says about the connection string's `EntityPath`: what it means with the

@@ -16,7 +16,7 @@ use super::polled::Polled;
 use super::properties::{is_false, setting_name};
 use super::provision::Hubs;
 use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
-use crate::config::KafkaConfig;
+use crate::config::{HubNames, KafkaConfig};
 use crate::metrics::Metrics;
 use crate::record::Record;
 
@@ -82,7 +82,7 @@ pub fn open(
 ) -> Result<KafkaSink, OpenError> {
     KafkaSink::new(
         sink_config(cfg),
-        cfg.topics.clone(),
+        HubNames::mapped(cfg.topics.clone()),
         deliveries,
         metrics,
         hubs,
@@ -352,14 +352,14 @@ pub struct KafkaSink {
     producer: Polled<DeliveryContext>,
     /// Kept to build a new producer when this one fails for good.
     config: ClientConfig,
-    topics: BTreeMap<String, String>,
+    /// Where each recType goes; with a single hub, every record carries its recType in a
+    /// header (`hub_mode = "single"`).
+    names: HubNames,
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
     hubs: Hubs,
     /// Hubs already handed to the provisioner by this sink.
     asked: std::collections::HashSet<String>,
-    /// Every record to this hub, with its recType in a header (`hub_mode = "single"`).
-    single_hub: Option<String>,
     /// When the producer was last replaced (see [`Sink::tick`]).
     rebuilt: Option<Instant>,
     /// Hubs this producer refused at hand-over as missing, and since when: librdkafka keeps a
@@ -409,7 +409,7 @@ fn create(
 impl KafkaSink {
     pub fn new(
         config: ClientConfig,
-        topics: BTreeMap<String, String>,
+        names: HubNames,
         deliveries: Deliveries,
         metrics: Arc<Metrics>,
         hubs: Hubs,
@@ -426,12 +426,11 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             config,
-            topics,
+            names,
             deliveries,
             metrics,
             hubs,
             asked: Default::default(),
-            single_hub: None,
             rebuilt: None,
             vanished: Default::default(),
             flush_before_replacing: FLUSH_BEFORE_REPLACING,
@@ -480,16 +479,8 @@ impl KafkaSink {
         }
     }
 
-    /// Send every record to `hub`, with its recType in a `recType` header.
-    pub fn send_all_to(&mut self, hub: &str) {
-        self.single_hub = Some(hub.to_string());
-    }
-
     fn topic<'a>(&'a self, rec_type: &'a str) -> &'a str {
-        self.single_hub
-            .as_deref()
-            .or(self.topics.get(rec_type).map(String::as_str))
-            .unwrap_or(rec_type)
+        self.names.hub(rec_type)
     }
 }
 
@@ -505,7 +496,7 @@ impl Sink for KafkaSink {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(seq))
             .key(rec.key.as_bytes())
             .payload(rec.body.as_bytes());
-        if self.single_hub.is_some() {
+        if self.names.single().is_some() {
             record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
                 rdkafka::message::Header {
                     key: "recType",
@@ -653,7 +644,8 @@ mod tests {
         c.set("bootstrap.servers", bootstrap)
             .set("message.timeout.ms", "10000");
         let (tx, rx) = unbounded_channel();
-        let sink = KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+        let sink =
+            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
         (sink, rx)
     }
 
@@ -735,7 +727,7 @@ mod tests {
             .set("linger.ms", "60000");
         let (tx, mut rx) = unbounded_channel();
         let mut sink =
-            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
         mock.request_errors(
             rdkafka::types::RDKafkaApiKey::Produce,
             &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
@@ -793,7 +785,7 @@ mod tests {
         let mut c = base_config();
         c.set("bootstrap.servers", "127.0.0.1:9");
         let mut sink =
-            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
         // Refused `ago` before now: sent alone until `ONE_BY_ONE_FOR` after that.
         let refuse = |sink: &KafkaSink, ago| {
             let ends = Instant::now() + (ONE_BY_ONE_FOR - ago);
@@ -819,7 +811,7 @@ mod tests {
         c.set("bootstrap.servers", mock.bootstrap_servers());
         let (tx, _rx) = unbounded_channel();
         let mut sink =
-            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
         mock.request_errors(
             rdkafka::types::RDKafkaApiKey::Produce,
             &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
@@ -873,7 +865,7 @@ mod tests {
         let hubs = super::super::provision::start(Default::default(), parks);
         let since = Instant::now();
         let mut sink =
-            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), hubs.clone()).unwrap();
+            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), hubs.clone()).unwrap();
         sink.send(1, &record(1)).unwrap();
         sink.flush(Duration::from_secs(20));
         assert!(
@@ -907,7 +899,7 @@ mod tests {
         c.set("bootstrap.servers", "127.0.0.1:9");
         assert_eq!(c.get("enable.gapless.guarantee"), Some("false"));
         let (tx, _rx) = unbounded_channel();
-        KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended())
+        KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended())
             .expect("a valid producer config");
     }
 
@@ -1002,7 +994,7 @@ mod tests {
             .set("message.timeout.ms", "2000");
         let (tx, mut rx) = unbounded_channel();
         let mut sink =
-            KafkaSink::new(c, BTreeMap::new(), tx, Metrics::new(), unattended()).unwrap();
+            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
         sink.send(1, &record(1)).unwrap();
         let d = next(&mut sink, &mut rx).await;
         assert!(d.result.is_err(), "{d:?}");
