@@ -6,8 +6,15 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::BufferError;
+
+/// How long a lock found held is tried again. A store this process just closed can leave it
+/// held for a moment: a child another thread forked before the close shares the lock's open
+/// file until it execs (the file is close-on-exec), which on a loaded machine takes a while.
+/// Another hubgate holds it for longer, and is told so after this wait.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
 
 /// The lock of a buffer directory, held until dropped (closing the file releases it).
 pub struct BufferLock {
@@ -16,8 +23,13 @@ pub struct BufferLock {
 
 impl BufferLock {
     /// Take the lock of `buffer_dir` (created if missing); an error when another process
-    /// (or another open store in this one) holds it.
+    /// (or another open store in this one) holds it for longer than [`BUSY_WAIT`].
     pub fn take(buffer_dir: &Path) -> Result<BufferLock, BufferError> {
+        Self::take_waiting(buffer_dir, || {})
+    }
+
+    /// [`BufferLock::take`], calling `busy` after each attempt that found the lock held.
+    fn take_waiting(buffer_dir: &Path, mut busy: impl FnMut()) -> Result<BufferLock, BufferError> {
         let path = path(buffer_dir);
         let storage = |e: std::io::Error| BufferError::Storage(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(buffer_dir).map_err(storage)?;
@@ -28,13 +40,24 @@ impl BufferLock {
             .truncate(false)
             .open(&path)
             .map_err(storage)?;
-        match try_exclusive(&file) {
-            Ok(true) => Ok(BufferLock { _file: file }),
-            Ok(false) => Err(BufferError::Storage(format!(
-                "{}: could not acquire lock: another hubgate uses this buffer",
-                path.display()
-            ))),
-            Err(e) => Err(storage(e)),
+        let deadline = Instant::now() + BUSY_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match try_exclusive(&file) {
+                Ok(true) => return Ok(BufferLock { _file: file }),
+                Ok(false) if Instant::now() < deadline => {
+                    busy();
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Ok(false) => {
+                    return Err(BufferError::Storage(format!(
+                        "{}: could not acquire lock: another hubgate uses this buffer",
+                        path.display()
+                    )))
+                }
+                Err(e) => return Err(storage(e)),
+            }
         }
     }
 
@@ -87,6 +110,21 @@ mod tests {
         drop(lock);
         assert!(!BufferLock::is_held(dir.path()).unwrap());
         BufferLock::take(dir.path()).expect("free again");
+    }
+
+    /// A lock let go while an open waits for it (as a forked child's copy is at its exec)
+    /// is taken.
+    #[test]
+    fn a_lock_let_go_within_the_wait_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut held = Some(BufferLock::take(dir.path()).unwrap());
+        let mut tries = 0;
+        let lock = BufferLock::take_waiting(dir.path(), || {
+            tries += 1;
+            held = None;
+        });
+        assert!(lock.is_ok());
+        assert_eq!(tries, 1);
     }
 
     /// What `hubgate doctor` relies on to say that an agent runs on a buffer.
