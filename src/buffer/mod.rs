@@ -151,10 +151,16 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
     Stored,
-    /// `when_full = "drop_newest"`: the record was refused (counted).
+    /// Dropped by `when_full` (counted).
     Dropped,
     /// `when_full = "block"`: no room; try again once records have left.
     Full,
+    /// No buffer of this configuration ever holds it (over `max_bytes` or the largest
+    /// entry), whatever `when_full` says. Nothing is counted yet: the caller drops it with
+    /// [`Buffer::drop_too_large`], or keeps it where it is (in flight, its sink settles it).
+    TooLarge {
+        bytes: u64,
+    },
 }
 
 /// The buffer's flush: none running, running on the store's thread, or done with its
@@ -286,23 +292,15 @@ impl Buffer {
     pub fn push(&mut self, seq: u64, rec: &Record) -> Result<Pushed, BufferError> {
         let value = encode(rec);
         let need = value.len() as u64;
-        if need > u64::from(segments::MAX_VALUE) {
-            // Never stored, whatever the room: waiting for room (`block`) would stall.
-            self.dropped(
-                Full::TooLarge,
-                format_args!(
-                    "record {} ({need} bytes) is over the largest the buffer holds ({}): dropped",
-                    rec.id,
-                    segments::MAX_VALUE
-                ),
-            );
-            return Ok(Pushed::Dropped);
+        if need > self.max_bytes || need > u64::from(segments::MAX_VALUE) {
+            // Never stored, whatever the room: waiting for room (`block`) would stall, and
+            // the buffer is not emptied for it.
+            return Ok(Pushed::TooLarge { bytes: need });
         }
         let (cap, full) = self.room();
-        // Not even an empty buffer would hold it: the buffer is not emptied for it, and
-        // `block` does not wait for it unless the disk is what is short (space may come
-        // back; `max_bytes` does not grow), or every newer record would wait behind it.
-        if need > cap && (self.when_full != WhenFull::Block || need > self.max_bytes) {
+        // Not even an empty buffer would hold it while the disk is low: the buffer is not
+        // emptied for it, and `block` waits (space may come back).
+        if need > cap && self.when_full != WhenFull::Block {
             self.dropped(
                 full,
                 format_args!(
@@ -350,6 +348,25 @@ impl Buffer {
         self.metrics.spilled.inc();
         self.update_gauges();
         Ok(Pushed::Stored)
+    }
+
+    /// Count a record no buffer of this configuration holds ([`Pushed::TooLarge`]) as
+    /// dropped: `buffer_full`, as the room it lacks is the configured one.
+    pub fn drop_too_large(&self, id: &str, bytes: u64) {
+        if bytes > u64::from(segments::MAX_VALUE) {
+            self.dropped(
+                Full::TooLarge,
+                format_args!(
+                    "record {id} ({bytes} bytes) is over the largest the buffer holds ({}): dropped",
+                    segments::MAX_VALUE
+                ),
+            );
+        } else {
+            self.dropped(
+                Full::Cap,
+                format_args!("record {id} ({bytes} bytes) is over max_bytes: dropped"),
+            );
+        }
     }
 
     /// The byte cap for the next record: the configured one, or, while the disk is down to
@@ -812,7 +829,7 @@ mod tests {
         assert_eq!(m.buffer_records.get(), 3);
     }
 
-    /// A record over the largest value a segment entry holds is dropped whatever
+    /// A record over the largest value a segment entry holds is never waited for, whatever
     /// `when_full` says: `block` would wait for room that never comes.
     #[test]
     fn a_record_over_the_largest_value_is_dropped_even_when_blocking() {
@@ -821,7 +838,9 @@ mod tests {
             body: "x".repeat(segments::MAX_VALUE as usize),
             ..rec(0)
         };
-        assert_eq!(b.push(0, &huge).unwrap(), Pushed::Dropped);
+        let bytes = encode(&huge).len() as u64;
+        assert_eq!(b.push(0, &huge).unwrap(), Pushed::TooLarge { bytes });
+        b.drop_too_large(&huge.id, bytes);
         assert_eq!((m.dropped_full.get(), b.len()), (1, 0));
         assert_eq!(b.push(1, &rec(1)).unwrap(), Pushed::Stored);
         assert_eq!(seqs(&mut b), vec![1]);
@@ -844,20 +863,31 @@ mod tests {
         assert_eq!(b.push(2, &rec(2)).unwrap(), Pushed::Stored);
     }
 
-    /// A record larger than `max_bytes` would never fit: `block` drops it (counted) instead
-    /// of holding every newer record behind it for good.
+    /// A record larger than `max_bytes` would never fit: the buffer is not emptied for it
+    /// nor waited on (the caller drops it or keeps it in flight), and its drop counts as
+    /// `buffer_full`, even while the disk is low too.
     #[test]
-    fn block_drops_a_record_larger_than_the_whole_buffer() {
+    fn a_record_larger_than_the_whole_buffer_is_never_waited_for() {
         let one = encode(&rec(0)).len() as u64;
-        let (mut b, m) = buffer(one * 2, WhenFull::Block);
         let big = Record {
             body: "x".repeat(one as usize * 2),
             ..rec(0)
         };
-        assert_eq!(b.push(0, &big).unwrap(), Pushed::Dropped);
-        assert_eq!((m.dropped_full.get(), b.len()), (1, 0));
+        let bytes = encode(&big).len() as u64;
+        let (mut b, m) = buffer(one * 2, WhenFull::Block);
+        assert_eq!(b.push(0, &big).unwrap(), Pushed::TooLarge { bytes });
+        assert_eq!((m.dropped_full.get(), b.len()), (0, 0));
         assert_eq!(b.push(1, &rec(1)).unwrap(), Pushed::Stored);
         assert_eq!(seqs(&mut b), vec![1]);
+
+        let disk = MemoryStore::with_disk_free(1 << 30);
+        let (mut b, m) = buffer_on(disk.clone(), one * 2, WhenFull::DropOldest);
+        b.push(1, &rec(1)).unwrap();
+        disk.set_disk_free(10);
+        assert_eq!(b.push(0, &big).unwrap(), Pushed::TooLarge { bytes });
+        assert_eq!(seqs(&mut b), vec![1], "emptied for it");
+        b.drop_too_large(&big.id, bytes);
+        assert_eq!((m.dropped_full.get(), m.dropped_disk_full.get()), (1, 0));
     }
 
     #[test]

@@ -418,6 +418,15 @@ impl Ledger {
                 Ok(Pushed::Stored) => true,
                 Ok(Pushed::Dropped) => false,
                 Ok(Pushed::Full) => return,
+                // A record no buffer holds: one waiting for the sink reaches it only
+                // through the buffer, so it is dropped (or, under `block`, every newer record
+                // would wait behind it for good); one in flight stays unacknowledged until
+                // its sink confirms it, as if the buffer were full.
+                Ok(Pushed::TooLarge { bytes }) if self.waiting.contains_key(&seq) => {
+                    self.buffer.drop_too_large(&record.id, bytes);
+                    false
+                }
+                Ok(Pushed::TooLarge { .. }) => return,
                 Err(e) => {
                     // A full or failing disk behaves like a full buffer: hold, don't
                     // acknowledge; and flush, which ends the run if the store can no longer
@@ -441,7 +450,7 @@ impl Ledger {
                     self.rewind(seq);
                 }
             } else if let Some(f) = self.in_flight.get_mut(&seq) {
-                // Dropped by `when_full`: nothing more to keep for it either.
+                // Dropped by `drop_newest`/`drop_oldest`: nothing more to keep for it either.
                 f.in_buffer = true;
                 self.pending_acks
                     .extend(f.acks.drain(..).map(|a| (Some(seq), a)));
@@ -1168,6 +1177,51 @@ mod tests {
         assert_eq!((ledger.held(), ledger.buffered()), (1, 0));
         assert!(!ledger.accepting());
         assert!(!ledger.quiet(), "a record waits for room in the buffer");
+    }
+
+    /// `block` and a record larger than `max_bytes`: in flight, it stays unacknowledged until
+    /// its sink confirms it (spilling it would acknowledge a record held only in memory);
+    /// waiting for a parked hub, which it reaches only through the buffer, it is dropped and
+    /// counted, and newer records are buffered behind it.
+    #[test]
+    fn block_acknowledges_a_record_larger_than_the_buffer_only_when_delivered() {
+        let cfg = BufferConfig {
+            when_full: crate::config::WhenFull::Block,
+            max_bytes: 300,
+            ..BufferConfig::default()
+        };
+        let big = |n| Record {
+            body: "x".repeat(400),
+            ..record(n)
+        };
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, mut reports) =
+            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (ack, mut pubacks) = puback(7);
+        ledger.take(Some(big(1)), Counters::default(), ack, t0);
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        assert!(pubacks.try_recv().is_err(), "acknowledged before delivery");
+        assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (0, 0));
+        ledger.delivered(reports.try_recv().unwrap(), late).unwrap();
+        ledger.end_round(late).unwrap();
+        assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
+        assert_eq!(metrics.dropped_full.get(), 0);
+
+        ledger.park(
+            "t",
+            crate::sink::refusal::Setup::default().missing("t"),
+            late,
+        );
+        let (ack, mut pubacks) = puback(8);
+        ledger.take(Some(big(2)), Counters::default(), ack, late);
+        ledger.take(Some(record(3)), Counters::default(), Ack::None, late);
+        ledger.end_round(late).unwrap();
+        assert_eq!(pubacks.try_recv().unwrap().pkid, 8);
+        assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
     }
 
     /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).
