@@ -50,6 +50,7 @@ struct DeviceInfo<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RxInfo {
+    #[serde(default, deserialize_with = "super::de_meta_text")]
     gateway_id: Option<String>,
     #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
@@ -94,6 +95,7 @@ struct GatewayFrame<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GatewayRxInfo<'a> {
+    #[serde(default, deserialize_with = "super::de_meta_text")]
     gateway_id: Option<String>,
     #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
@@ -268,14 +270,27 @@ mod tests {
         assert_eq!((a.phy, a.time), (b.phy, b.time));
     }
 
-    /// A channel that is not a channel index is left out; the uplink is not refused for it.
+    /// A channel that is not a channel index, or a gateway id that is not text, is left out;
+    /// the uplink is not refused for it.
     #[test]
-    fn a_bad_channel_does_not_refuse_the_uplink() {
+    fn bad_radio_metadata_does_not_refuse_the_uplink() {
         for bad in ["\"x\"", "-1", "4294967296", "1.5", "null"] {
             let json = UP.replace("\"channel\":4", &format!("\"channel\":{bad}"));
             let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
             assert_eq!(up.radio.channel, None, "{bad}");
             assert_eq!(up.radio.rssi, Some(-79));
+        }
+        let json = UP.replace("\"channel\":4", "\"channel\":\"4\"");
+        let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(up.radio.channel, Some(4));
+        for bad in ["42", "{}", "null"] {
+            let json = UP.replace("\"gatewayId\":\"g2\"", &format!("\"gatewayId\":{bad}"));
+            let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+            assert_eq!(
+                (up.radio.gateway_id, up.radio.rssi),
+                (None, Some(-79)),
+                "{bad}"
+            );
         }
     }
 

@@ -93,7 +93,8 @@ struct Push {
 
 #[derive(Deserialize)]
 struct Rxpk {
-    time: Option<String>,
+    /// Any JSON: a time of the wrong type costs the time (counted), not the frame.
+    time: Option<serde_json::Value>,
     #[serde(default)]
     stat: i8,
     #[serde(default, deserialize_with = "super::de_meta_int")]
@@ -152,13 +153,15 @@ pub fn parse_push(
             .unwrap_or((None, None));
         // The gateway's clock is not covered by the MIC; the frame is, so a bad time does not
         // cost the reading.
-        let time = match p.time.as_deref().map(super::parse_time) {
-            Some(Ok(t)) => t,
-            Some(Err(_)) => {
-                out.bad_time += 1;
-                received
-            }
-            None => received,
+        let time = match p.time {
+            None | Some(serde_json::Value::Null) => received,
+            Some(t) => match t.as_str().map(super::parse_time) {
+                Some(Ok(t)) => t,
+                _ => {
+                    out.bad_time += 1;
+                    received
+                }
+            },
         };
         out.frames.push(RadioFrame {
             phy,
@@ -282,13 +285,19 @@ mod tests {
         assert_eq!(lora_datr("SF7BW-1"), (Some(7), None));
     }
 
-    /// A `time` a record cannot carry (it used to panic when the record was built) is
-    /// counted and replaced by the receive time; the frame is kept.
+    /// A `time` a record cannot carry (it used to panic when the record was built), or one
+    /// that is not a string, is counted and replaced by the receive time; the frame is kept.
     #[test]
     fn bad_rxpk_time_is_counted_and_the_receive_time_used() {
         let received = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        for t in ["9999-12-31T23:59:59-23:59", "1969-12-31T23:59:59Z", "soon"] {
-            let json = format!(r#"{{"rxpk":[{{"time":"{t}","stat":1,"data":"QNobASY="}}]}}"#);
+        for t in [
+            "\"9999-12-31T23:59:59-23:59\"",
+            "\"1969-12-31T23:59:59Z\"",
+            "\"soon\"",
+            "1714557600",
+            "{}",
+        ] {
+            let json = format!(r#"{{"rxpk":[{{"time":{t},"stat":1,"data":"QNobASY="}}]}}"#);
             let c = parse_push(json.as_bytes(), &[0; 8], received).unwrap();
             assert_eq!((c.frames.len(), c.bad_time), (1, 1), "{t}");
             assert_eq!(c.frames[0].time, received, "{t}");

@@ -79,16 +79,28 @@ impl std::fmt::Debug for Excerpt {
     }
 }
 
-/// A whole number of radio metadata (channel, frequency, bandwidth, spreading factor), or
-/// `None` when the field is not a whole number that fits: metadata is never a reason to refuse
-/// the uplink it describes.
+/// A whole number of radio metadata (channel, frequency, bandwidth, spreading factor), as a
+/// number or a decimal string (protobuf JSON writes 64-bit integers as strings), or `None`
+/// when the field is not a whole number that fits: metadata is never a reason to refuse the
+/// uplink it describes.
 fn de_meta_int<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: TryFrom<i64>,
 {
     let v: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
-    Ok(v.and_then(|v| v.as_i64()).and_then(|n| T::try_from(n).ok()))
+    let whole = v.and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+    Ok(whole.and_then(|n| T::try_from(n).ok()))
+}
+
+/// A text field of radio metadata (a gateway id), or `None` when it is not a string (see
+/// [`de_meta_int`]).
+fn de_meta_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
+    Ok(match v {
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    })
 }
 
 /// An RSSI in dBm, rounded (TTS declares it a float), or `None` when the field is not a

@@ -56,6 +56,7 @@ struct RxMetadata {
 
 #[derive(Deserialize)]
 struct GatewayIds {
+    #[serde(default, deserialize_with = "super::de_meta_text")]
     gateway_id: Option<String>,
 }
 
@@ -63,7 +64,8 @@ struct GatewayIds {
 struct Settings {
     data_rate: Option<DataRate>,
     /// A decimal string in TTS JSON (uint64 in protobuf).
-    frequency: Option<String>,
+    #[serde(default, deserialize_with = "super::de_meta_int")]
+    frequency: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -118,11 +120,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             gateway_id: best
                 .and_then(|r| r.gateway_ids.as_ref())
                 .and_then(|g| g.gateway_id.clone()),
-            frequency: up
-                .settings
-                .as_ref()
-                .and_then(|s| s.frequency.as_ref())
-                .and_then(|f| f.parse().ok()),
+            frequency: up.settings.as_ref().and_then(|s| s.frequency),
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: best.and_then(|r| r.channel_index),
@@ -234,6 +232,17 @@ mod tests {
             (Some("gw-a"), Some(-95), Some(2.25))
         );
         assert_eq!((up.radio.spreading_factor, up.fcnt), (None, Some(42)));
+        // Numbers where TTS writes strings, and the other way round.
+        let swapped = UP
+            .replace(r#""frequency":"868300000""#, r#""frequency":868300000"#)
+            .replace(r#""gateway_id":"gw-b""#, r#""gateway_id":7"#);
+        let up = parse(swapped.as_bytes(), t).unwrap();
+        assert_eq!(
+            (up.radio.frequency, up.radio.gateway_id, up.radio.rssi),
+            (Some(868_300_000), None, Some(-71))
+        );
+        let odd = UP.replace(r#""frequency":"868300000""#, r#""frequency":{"hz":1}"#);
+        assert_eq!(parse(odd.as_bytes(), t).unwrap().radio.frequency, None);
     }
 
     #[test]
