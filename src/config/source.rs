@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::keypath::{fields, tagged, unknown_kind, Tagged};
 use super::secrets::read_secret_file;
 use super::values::{
-    de_backoff, de_duration, de_euis, de_mqtt_url, de_period, de_size, ser_display, ser_duration,
-    ser_euis, ser_size,
+    de_backoff, de_duration, de_euis, de_keep_alive, de_mqtt_url, de_size, ser_display,
+    ser_duration, ser_euis, ser_size,
 };
 use crate::mqtt_url::MqttUrl;
 use crate::secret::Secret;
@@ -120,10 +120,10 @@ pub struct MqttSourceConfig {
     /// What those files hold, read when the config is loaded.
     #[serde(skip)]
     pub tls: MqttTls,
-    /// MQTT keep-alive; `"0s"` turns it off.
+    /// MQTT keep-alive, whole seconds; `"0s"` turns it off.
     #[serde(
         default = "default_keep_alive",
-        deserialize_with = "de_period",
+        deserialize_with = "de_keep_alive",
         serialize_with = "ser_duration"
     )]
     pub keep_alive: Duration,

@@ -599,6 +599,16 @@ fn periods_under_a_second_are_refused() {
         assert_eq!(k, key, "{text}");
         assert!(reason.contains("under a second"), "{reason}");
     }
+    // MQTT carries the keep-alive as whole seconds in 16 bits.
+    for bad in ["1500ms", "65536s", "1d"] {
+        let text = format!("[sink]\ntype = \"stdout\"\n{mqtt}keep_alive = \"{bad}\"\n");
+        let (k, reason) = Config::parse(&text).unwrap_err();
+        assert_eq!(k, "source[0].keep_alive", "{bad}");
+        assert!(reason.contains("from 1 to 65535"), "{reason}");
+    }
+    let text = format!("[sink]\ntype = \"stdout\"\n{mqtt}keep_alive = \"65535s\"\n");
+    let cfg = Config::parse(&text).unwrap();
+    assert!(matches!(&cfg.sources[0], SourceConfig::Mqtt(m) if m.keep_alive.as_secs() == 65535));
     let text =
         format!("[sink]\ntype = \"stdout\"\n{mqtt}keep_alive = \"0s\"\nreconnect_max = \"1s\"\n");
     let cfg = Config::parse(&text).unwrap();

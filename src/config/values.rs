@@ -133,6 +133,19 @@ pub(super) fn de_period<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::
     Ok(p)
 }
 
+/// An MQTT keep-alive: `"0s"` (off) or whole seconds up to 65535. The protocol carries it as
+/// 16-bit seconds and rumqttc truncates to them: `"1500ms"` would tell the broker 1 s while
+/// pinging after 1.5 s (the broker drops the connection), `"65536s"` would wrap to 0 (off).
+pub(super) fn de_keep_alive<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let p = de_period(d)?;
+    if p.subsec_nanos() != 0 || p.as_secs() > u64::from(u16::MAX) {
+        return Err(de::Error::custom(format!(
+            "{p:?} is not whole seconds from 1 to 65535 (MQTT's limit); \"0s\" turns it off"
+        )));
+    }
+    Ok(p)
+}
+
 /// A wait of at least a second between attempts: a shorter one would retry in a tight loop.
 pub(super) fn de_backoff<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let p = de_duration(d)?;
