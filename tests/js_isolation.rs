@@ -303,7 +303,7 @@ if [ -e {started:?} ]; then exec /bin/sleep 1000; fi
 /// A device whose frames hang its codec 3 times is quarantined for it, though its frames
 /// between decode: one device cannot go on costing the codec timeouts by taking turns.
 #[test]
-fn a_codec_that_keeps_hanging_is_quarantined() {
+fn a_device_hanging_between_good_frames_is_quarantined() {
     let (mut d, m, _dir) = decoder(HANG);
     for n in 0..3 {
         if n > 0 {

@@ -141,7 +141,9 @@ impl Guard {
         let codec = self.codecs.entry(name.to_string()).or_default();
         if codec.devices.len() >= KEPT {
             codec.devices.retain(|_, d| {
-                d.until.is_some_and(|u| u > now) || now.duration_since(d.last) < quarantine
+                // Strikes last until a success a WINDOW after the last one.
+                d.until.is_some_and(|u| u > now)
+                    || now.duration_since(d.last) < quarantine.max(WINDOW)
             });
         }
         let d = codec.devices.entry(device).or_insert(DeviceStrikes {
@@ -467,19 +469,24 @@ mod tests {
         assert_eq!(g.admit(CODEC, dev(1), t), Ok(()));
     }
 
-    /// The devices a codec keeps stay bounded: ones long past their strikes are forgotten.
+    /// The devices a codec keeps stay bounded: ones long past their strikes (the quarantine,
+    /// and at least the WINDOW their strikes count for) are forgotten, and only those.
     #[test]
     fn old_strikes_are_forgotten() {
-        let mut g = Guard::new(Q, Duration::from_secs(5));
-        let t = Instant::now();
-        for n in 0..KEPT as u32 {
-            let eui = DevEui([0, 0, 0, 0, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
-            let crashed: Result<(), _> = Err(JsError::Crashed("x".into()));
-            g.settle(CODEC, eui, &crashed, Duration::ZERO, t);
-            g.codecs.get_mut(CODEC).unwrap().recent.clear();
+        for quarantine in [Q, Duration::from_secs(10)] {
+            let mut g = Guard::new(quarantine, Duration::from_secs(5));
+            let t = Instant::now();
+            for n in 0..KEPT as u32 {
+                let eui = DevEui([0, 0, 0, 0, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+                let crashed: Result<(), _> = Err(JsError::Crashed("x".into()));
+                g.settle(CODEC, eui, &crashed, Duration::ZERO, t);
+                g.codecs.get_mut(CODEC).unwrap().recent.clear();
+            }
+            let kept = quarantine.max(WINDOW);
+            g.settle(CODEC, dev(1), &hung(), Duration::ZERO, t + kept / 2);
+            assert_eq!(g.codecs[CODEC].devices.len(), KEPT, "{quarantine:?}");
+            g.settle(CODEC, dev(2), &hung(), Duration::ZERO, t + kept);
+            assert_eq!(g.codecs[CODEC].devices.len(), 2, "{quarantine:?}");
         }
-        assert_eq!(g.codecs[CODEC].devices.len(), KEPT);
-        g.settle(CODEC, dev(1), &hung(), Duration::ZERO, t + Q);
-        assert_eq!(g.codecs[CODEC].devices.len(), 1);
     }
 }
