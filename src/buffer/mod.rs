@@ -350,6 +350,11 @@ impl Buffer {
         Ok(Pushed::Stored)
     }
 
+    /// Whether `when_full = "block"`: nothing acknowledged is dropped for want of room.
+    pub fn blocks(&self) -> bool {
+        self.when_full == WhenFull::Block
+    }
+
     /// Count a record no buffer of this configuration holds ([`Pushed::TooLarge`]) as
     /// dropped: `buffer_full`, as the room it lacks is the configured one.
     pub fn drop_too_large(&self, id: &str, bytes: u64) {
@@ -832,7 +837,7 @@ mod tests {
     /// A record over the largest value a segment entry holds is never waited for, whatever
     /// `when_full` says: `block` would wait for room that never comes.
     #[test]
-    fn a_record_over_the_largest_value_is_dropped_even_when_blocking() {
+    fn a_record_over_the_largest_value_is_never_waited_for_even_when_blocking() {
         let (mut b, m) = buffer(1 << 30, WhenFull::Block);
         let huge = Record {
             body: "x".repeat(segments::MAX_VALUE as usize),

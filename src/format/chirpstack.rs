@@ -43,7 +43,9 @@ struct Event<'a> {
 struct DeviceInfo<'a> {
     #[serde(borrow)]
     dev_eui: Text<'a>,
+    #[serde(default, deserialize_with = "super::de_meta_text")]
     device_name: Option<String>,
+    #[serde(default, deserialize_with = "super::de_meta_text")]
     device_profile_name: Option<String>,
 }
 
@@ -284,13 +286,19 @@ mod tests {
         let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(up.radio.channel, Some(4));
         for bad in ["42", "{}", "null"] {
-            let json = UP.replace("\"gatewayId\":\"g2\"", &format!("\"gatewayId\":{bad}"));
+            let json = UP
+                .replace("\"gatewayId\":\"g2\"", &format!("\"gatewayId\":{bad}"))
+                .replace(
+                    "\"deviceName\":\"lobby-th\"",
+                    &format!("\"deviceName\":{bad}"),
+                );
             let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
             assert_eq!(
                 (up.radio.gateway_id, up.radio.rssi),
                 (None, Some(-79)),
                 "{bad}"
             );
+            assert_eq!(up.device_name, None, "{bad}");
         }
     }
 

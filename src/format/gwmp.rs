@@ -154,7 +154,7 @@ pub fn parse_push(
         // The gateway's clock is not covered by the MIC; the frame is, so a bad time does not
         // cost the reading.
         let time = match p.time {
-            None | Some(serde_json::Value::Null) => received,
+            None => received,
             Some(t) => match t.as_str().map(super::parse_time) {
                 Some(Ok(t)) => t,
                 _ => {

@@ -20,6 +20,7 @@ struct Message {
 
 #[derive(Deserialize)]
 struct DeviceIds {
+    #[serde(default, deserialize_with = "super::de_meta_text")]
     device_id: Option<String>,
     dev_eui: Option<String>,
 }
@@ -235,12 +236,14 @@ mod tests {
         // Numbers where TTS writes strings, and the other way round.
         let swapped = UP
             .replace(r#""frequency":"868300000""#, r#""frequency":868300000"#)
-            .replace(r#""gateway_id":"gw-b""#, r#""gateway_id":7"#);
+            .replace(r#""gateway_id":"gw-b""#, r#""gateway_id":7"#)
+            .replace(r#""device_id":"lobby-th""#, r#""device_id":[]"#);
         let up = parse(swapped.as_bytes(), t).unwrap();
         assert_eq!(
             (up.radio.frequency, up.radio.gateway_id, up.radio.rssi),
             (Some(868_300_000), None, Some(-71))
         );
+        assert_eq!(up.device_name, None);
         let odd = UP.replace(r#""frequency":"868300000""#, r#""frequency":{"hz":1}"#);
         assert_eq!(parse(odd.as_bytes(), t).unwrap().radio.frequency, None);
     }

@@ -27,8 +27,8 @@ pub const CODEC_STRIKES: usize = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
 const _: () = assert!((STRIKES as usize) < CODEC_STRIKES);
 /// Devices with strikes a codec keeps before it forgets those that are neither quarantined
-/// nor struck within the quarantine time (DevEUIs come from the radio: their number is not
-/// ours to bound).
+/// nor struck within the quarantine time or the WINDOW, the longer (DevEUIs come from the
+/// radio: their number is not ours to bound).
 const KEPT: usize = 4096;
 
 pub struct Guard {

@@ -393,7 +393,7 @@ impl Forwarder {
         self.ledger.commit(Instant::now(), true)?;
         let lost = self.ledger.unbuffered();
         if lost > 0 {
-            log::error!("shutdown: {lost} record(s) could not be buffered (buffer full or failing); their sources were not acknowledged");
+            log::error!("shutdown: {lost} record(s) could not be buffered (buffer full or failing, or behind an unconfirmed record too large for it); their sources were not acknowledged");
         }
         log::info!(
             "stopped; {} record(s) wait in the buffer",

@@ -420,9 +420,11 @@ impl Ledger {
                 Ok(Pushed::Full) => return,
                 // A record no buffer holds: one waiting for the sink reaches it only
                 // through the buffer, so it is dropped (or, under `block`, every newer record
-                // would wait behind it for good); one in flight stays unacknowledged until
-                // its sink confirms it, as if the buffer were full.
-                Ok(Pushed::TooLarge { bytes }) if self.waiting.contains_key(&seq) => {
+                // would wait behind it for good); under `block`, one in flight stays
+                // unacknowledged until its sink confirms it, as if the buffer were full.
+                Ok(Pushed::TooLarge { bytes })
+                    if self.waiting.contains_key(&seq) || !self.buffer.blocks() =>
+                {
                     self.buffer.drop_too_large(&record.id, bytes);
                     false
                 }
@@ -450,7 +452,8 @@ impl Ledger {
                     self.rewind(seq);
                 }
             } else if let Some(f) = self.in_flight.get_mut(&seq) {
-                // Dropped by `drop_newest`/`drop_oldest`: nothing more to keep for it either.
+                // Dropped (by `drop_newest`/`drop_oldest`, or too large for any buffer):
+                // nothing more to keep for it either.
                 f.in_buffer = true;
                 self.pending_acks
                     .extend(f.acks.drain(..).map(|a| (Some(seq), a)));
@@ -1222,6 +1225,37 @@ mod tests {
         ledger.end_round(late).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 8);
         assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
+    }
+
+    /// Under `drop_oldest` a record larger than the buffer, in flight past `spill_after`, is
+    /// dropped (counted) as before, so the records after it are buffered and acknowledged
+    /// instead of every source waiting for its report.
+    #[test]
+    fn drop_modes_drop_a_record_larger_than_the_buffer_in_flight() {
+        let cfg = BufferConfig {
+            max_bytes: 300,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let big = Record {
+            body: "x".repeat(400),
+            ..record(1)
+        };
+        let (ack, mut pubacks) = puback(7);
+        ledger.take(Some(big), Counters::default(), ack, t0);
+        let (ack, mut newer) = puback(8);
+        ledger.take(Some(record(2)), Counters::default(), ack, t0);
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        ledger.commit(late, true).unwrap();
+        assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
+        assert_eq!(newer.try_recv().unwrap().pkid, 8);
+        assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
+        assert!(ledger.accepting());
     }
 
     /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).
