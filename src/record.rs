@@ -1,7 +1,7 @@
 //! Records: one recType event in Microshare's streaming envelope.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
@@ -155,12 +155,27 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
     let id = stable_id(up);
     let device_id = up.device_id();
     let time = iso8601(up.time);
-    let (decoded, mapped, error);
+    let (decoded, mapped, error, history_times);
     let mut data = Fields::new();
     let (rec_type, class) = match payload {
         Payload::Decoded { codec, decoded: d } => {
             decoded = d;
             put_readings(&mut data, &decoded.readings);
+            history_times = decoded
+                .history
+                .iter()
+                .map(|h| iso8601(UNIX_EPOCH + Duration::from_secs(h.time.into())))
+                .collect::<Vec<_>>();
+            if !decoded.history.is_empty() {
+                let entries = decoded.history.iter().zip(&history_times);
+                let entries = entries.map(|(h, time)| {
+                    let mut entry = Fields::new();
+                    put_readings(&mut entry, &h.readings);
+                    entry.insert("time", Field::Str(time));
+                    entry
+                });
+                data.insert("history", Field::List(entries.collect()));
+            }
             let mut health = Fields::from([("id", Field::Str(&device_id))]);
             put_readings(&mut health, &decoded.health);
             data.insert("device_health", Field::Map(health));
@@ -257,6 +272,8 @@ enum Field<'a> {
     Str(&'a str),
     Readings(Vec<&'a Reading>),
     Map(Fields<'a>),
+    /// `history`: one object per time, shaped as `data` is (its `time`, reading arrays).
+    List(Vec<Fields<'a>>),
     /// `meta`, written from the record's [`Meta`].
     Meta,
     /// `unpacker`: who made the record.
@@ -388,6 +405,14 @@ impl JsonOut {
                     self.0.push(b']');
                 }
                 Field::Map(m) => self.fields(m, meta),
+                Field::List(list) => {
+                    self.0.push(b'[');
+                    for m in list {
+                        self.separate();
+                        self.fields(m, meta);
+                    }
+                    self.0.push(b']');
+                }
                 Field::Meta => self.meta(meta),
                 Field::Unpacker => {
                     self.open();
@@ -405,16 +430,12 @@ impl JsonOut {
         self.close();
     }
 
-    /// One reading as `{context_id, time, unit, value}` (sorted; absent ones left out).
+    /// One reading as `{context_id, unit, value}` (sorted; absent ones left out).
     fn reading(&mut self, r: &Reading) {
         self.open();
         if let Some(c) = r.context_id {
             self.key("context_id");
             self.plain(&c.to_string());
-        }
-        if let Some(t) = r.time.and_then(reading_time) {
-            self.key("time");
-            self.plain(&t);
         }
         if let Some(u) = r.unit {
             self.key("unit");
@@ -625,15 +646,6 @@ fn put_readings<'a>(into: &mut Fields<'a>, readings: &'a [Reading]) {
     }
 }
 
-/// ISO 8601 of a reading's own measurement time (unix seconds); `None` beyond year 9999,
-/// which no codec produces (their timestamps are u32) but which a record cannot show.
-fn reading_time(secs: u64) -> Option<String> {
-    UNIX_EPOCH
-        .checked_add(std::time::Duration::from_secs(secs))
-        .filter(|t| crate::uplink::valid_time(*t))
-        .map(iso8601)
-}
-
 /// The unpacked record (`obj`) of an envelope, byte for byte as it is in the envelope: what
 /// `hubgate decode` prints.
 pub fn obj_of(body: &str) -> Option<&str> {
@@ -650,7 +662,7 @@ pub fn obj_of(body: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{BrowanModel, Codec};
+    use crate::codec::{BrowanModel, Codec, History};
     use crate::uplink::Radio;
     use std::time::Duration;
 
@@ -735,7 +747,7 @@ mod tests {
             source: "ShareService",
         };
         let mut bodies = Vec::new();
-        // Every codec's example (EM300-SLD's carries a history record: a reading time).
+        // Every codec's example (EM300-SLD's carries a history record).
         for &codec in Codec::ALL {
             let example = codec.example();
             up.fport = Some(example.fport);
@@ -760,16 +772,27 @@ mod tests {
         }
     }
 
+    /// Readings of earlier times go under `history`, each time an object shaped as `data`;
+    /// the live arrays hold only readings of now, as Microshare's `{unit, value}` do.
     #[test]
-    fn reading_time_is_emitted_as_iso8601() {
+    fn history_is_kept_apart_from_the_readings_of_now() {
         let decoded = Decoded {
-            rec_type: "io.microshare.environment.unpacked",
-            readings: vec![
-                Reading::num("temperature", 21.5, "°C").at(1_700_000_000),
-                Reading::num("temperature", 22.0, "°C"),
+            rec_type: "io.microshare.leak.unpacked",
+            readings: vec![Reading::num("temperature", 22.0, "°C")],
+            history: vec![
+                History {
+                    time: 1_600_000_000,
+                    readings: vec![
+                        Reading::flag("leak", true).ctx(5),
+                        Reading::num("temperature", 21.5, "°C"),
+                    ],
+                },
+                History {
+                    time: u32::MAX,
+                    readings: vec![Reading::num("temperature", 21.0, "°C")],
+                },
             ],
-            health: Vec::new(),
-            stopped: None,
+            ..Decoded::default()
         };
         let payload = Payload::Decoded {
             codec: "test",
@@ -777,10 +800,25 @@ mod tests {
         };
         let rec = build(&uplink(), &DeviceInfo::UNKNOWN, payload, SystemTime::now());
         let v: Json = serde_json::from_str(&rec.body).unwrap();
-        let m = &v["obj"]["data"];
-        assert_eq!(m["temperature"][0]["time"], "2023-11-14T22:13:20.000Z");
-        assert!(m["temperature"][1].get("time").is_none());
-        assert_eq!(reading_time(u64::MAX), None);
+        let data = &v["obj"]["data"];
+        assert_eq!(data["temperature"], json!([{"unit": "°C", "value": 22}]));
+        assert!(data.get("leak").is_none());
+        assert_eq!(data["time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            data["history"],
+            json!([
+                {
+                    "leak": [{"context_id": "5", "value": true}],
+                    "temperature": [{"unit": "°C", "value": 21.5}],
+                    "time": "2020-09-13T12:26:40.000Z",
+                },
+                {
+                    "temperature": [{"unit": "°C", "value": 21}],
+                    "time": "2106-02-07T06:28:15.000Z",
+                },
+            ])
+        );
+        assert_eq!(rec.body, v.to_string());
     }
 
     #[test]
@@ -858,7 +896,15 @@ mod tests {
         use crate::mapping::Mapped;
         use proptest::prelude::*;
 
-        const FIELDS: &[&str] = &["temperature", "meta", "time", "device_health", "error", "a"];
+        const FIELDS: &[&str] = &[
+            "temperature",
+            "meta",
+            "time",
+            "device_health",
+            "error",
+            "history",
+            "a",
+        ];
 
         pub fn text() -> impl Strategy<Value = String> {
             prop_oneof![
@@ -884,21 +930,23 @@ mod tests {
                 any::<bool>().prop_map(Value::Bool),
             ];
             let unit = proptest::option::of(prop_oneof![Just("°C"), Just("q\"\\\n")]);
-            let time = proptest::option::of(prop_oneof![any::<u64>(), 0u64..300_000_000_000]);
             (
                 proptest::sample::select(FIELDS),
                 value,
                 unit,
                 any::<Option<u8>>(),
-                time,
             )
-                .prop_map(|(field, value, unit, context_id, time)| Reading {
+                .prop_map(|(field, value, unit, context_id)| Reading {
                     field,
                     value,
                     unit,
                     context_id,
-                    time,
                 })
+        }
+
+        fn history() -> impl Strategy<Value = History> {
+            (any::<u32>(), proptest::collection::vec(reading(), 0..3))
+                .prop_map(|(time, readings)| History { time, readings })
         }
 
         fn object() -> impl Strategy<Value = Map<String, Json>> {
@@ -918,7 +966,7 @@ mod tests {
         /// A [`Payload`] of each kind, owned (a `Payload` borrows).
         #[derive(Debug, Clone)]
         pub enum Owned {
-            Decoded(Vec<Reading>, Vec<Reading>),
+            Decoded(Vec<Reading>, Vec<Reading>, Vec<History>),
             Object(String, Map<String, Json>, Map<String, Json>),
             Packed(Option<String>),
         }
@@ -927,12 +975,13 @@ mod tests {
             pub fn payload(&self) -> Payload<'_> {
                 const REC_TYPE: &str = "io.microshare.environment.unpacked";
                 match self {
-                    Owned::Decoded(readings, health) => Payload::Decoded {
+                    Owned::Decoded(readings, health, history) => Payload::Decoded {
                         codec: "codec \"x\"",
                         decoded: Decoded {
                             rec_type: REC_TYPE,
                             readings: readings.clone(),
                             health: health.clone(),
+                            history: history.clone(),
                             stopped: None,
                         },
                     },
@@ -955,7 +1004,12 @@ mod tests {
         pub fn payload() -> impl Strategy<Value = Owned> {
             let readings = || proptest::collection::vec(reading(), 0..6);
             prop_oneof![
-                (readings(), readings()).prop_map(|(r, h)| Owned::Decoded(r, h)),
+                (
+                    readings(),
+                    readings(),
+                    proptest::collection::vec(history(), 0..3)
+                )
+                    .prop_map(|(r, h, past)| Owned::Decoded(r, h, past)),
                 (text(), object(), object()).prop_map(|(r, d, h)| Owned::Object(r, d, h)),
                 proptest::option::of(text()).prop_map(Owned::Packed),
             ]

@@ -22,13 +22,12 @@ fn check(codec: Codec, fport: Option<u8>, payload: &[u8]) -> Result<(), TestCase
     } else {
         prop_assert_eq!(d.rec_type, codec.rec_type());
     }
-    prop_assert!(!d.readings.is_empty() || !d.health.is_empty());
-    for r in d.readings.iter().chain(&d.health) {
+    prop_assert!(!d.is_empty());
+    let past = d.history.iter().flat_map(|h| &h.readings);
+    for r in d.readings.iter().chain(&d.health).chain(past) {
         if let Value::Num(x) = r.value {
             prop_assert!(x.is_finite(), "{}: {} = {}", codec, r.field, x);
         }
-        // Own measurement times come from u32 fields.
-        prop_assert!(r.time.is_none_or(|t| t <= u64::from(u32::MAX)));
     }
     if codec == Codec::Cayenne(CayenneModel::Lpp) {
         prop_assert!(!d.readings.is_empty());
@@ -192,19 +191,18 @@ proptest! {
         }
     }
 
-    /// Well-formed EM300 frames (8-byte history records) decode; history readings are
-    /// timestamped, live ones are not.
+    /// Well-formed EM300 frames (8-byte history records) decode; each history record is a
+    /// history entry of its own, apart from the live readings.
     #[test]
     fn milesight_wellformed_frames_decode((frame, _) in records(milesight_records(), 8)) {
         for id in ["milesight-em300-th", "milesight-em300-mcs", "milesight-em300-sld"] {
             let codec = Codec::from_id(id).unwrap();
             let d = codec.decode(None, &frame).map_err(|e| TestCaseError::fail(format!("{codec}: {e}")))?;
             check(codec, None, &frame)?;
-            let history = frame.windows(2).any(|w| w == [0x20, 0xCE]);
-            if !history {
-                prop_assert!(d.readings.iter().all(|r| r.time.is_none()));
-            }
-            for r in &d.readings {
+            let records = frame.windows(2).filter(|w| w == &[0x20, 0xCE]).count();
+            // At most one per `20 CE` (a value's bytes can hold those two too).
+            prop_assert!(d.history.len() <= records);
+            for r in d.readings.iter().chain(d.history.iter().flat_map(|h| &h.readings)) {
                 prop_assert!(r.context_id.is_some(), "{} without channel", r.field);
             }
         }

@@ -1,7 +1,7 @@
 //! Dragino devices (docs/codecs.md, "Dragino LHT65 / LHT65N" and "Dragino LDS02"). Each model
 //! has a layout of its own on a port of its own, all big-endian: the LHT65 / LHT65N
 //! temperature & humidity sensor and the LDS02 door sensor.
-use super::{check_port, rec_type, Bytes, CodecError, Decoded, Example, Reading};
+use super::{check_port, rec_type, Bytes, CodecError, Decoded, Example, History, Reading};
 
 models! {
     /// LHT65 temperature & humidity sensor (external probe optional).
@@ -62,7 +62,8 @@ fn temperature(raw: u16) -> Option<f64> {
 ///   value is emitted, whatever the type).
 /// * Ext type 9 (DS18B20 + timestamp): bytes 0-1 are the probe temperature, the battery
 ///   status moves to byte 4 bits 7..6, bytes 7-10 are the unix time of the measurement:
-///   every reading carries that `time`, and no voltage is reported.
+///   the readings are a [`History`] of that time (it may be a datalog replay of old data),
+///   none a reading of now, and no voltage is reported.
 /// * Ext type 15 (probe ID report) is not telemetry (`Invalid`); an undocumented ext type
 ///   is `UnknownType` at offset 6 (it may change the meaning of the other bytes, as 9 does).
 ///
@@ -104,15 +105,16 @@ fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Co
     let humidity = Reading::num("humidity", f64::from(b.u16be(4)? & 0x0FFF) / 10.0, "%RH");
     let internal = temperature(b.u16be(2)?).map(|t| Reading::num("temperature", t, "°C"));
     if ty == 9 {
-        let t = u64::from(b.u32be(7)?);
-        d.readings.extend(internal.map(|r| r.at(t)));
-        d.readings.push(humidity.at(t));
+        let mut readings: Vec<_> = internal.into_iter().chain([humidity]).collect();
         if connected {
             if let Some(probe) = temperature(b.u16be(0)?) {
-                d.readings
-                    .push(Reading::num("ext_temperature", probe, "°C").ctx(1).at(t));
+                readings.push(Reading::num("ext_temperature", probe, "°C").ctx(1));
             }
         }
+        d.history.push(History {
+            time: b.u32be(7)?,
+            readings,
+        });
         d.health.push(Reading::int(
             "battery_status",
             i64::from(b.u8(4)? >> 6),
@@ -205,7 +207,7 @@ fn lds02(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
             f64::from(status & 0x3FFF) / 1000.0,
             "V",
         )],
-        stopped: None,
+        ..Decoded::default()
     })
 }
 
@@ -311,14 +313,17 @@ mod tests {
         // Probe 0xFC18 = −10.00 °C in bytes 0-1; battery status 2 in byte 4 bits 7..6;
         // humidity 0x1F4 = 50.0 %; time 0x6553F100 = 1 700 000 000.
         let d = lht65(C, Some(2), &hex("FC 18 09 C4 81 F4 09 65 53 F1 00")).unwrap();
-        let t = 1_700_000_000;
+        assert_eq!(d.readings, vec![]);
         assert_eq!(
-            d.readings,
-            vec![
-                n("temperature", 25.0, "°C").at(t),
-                n("humidity", 50.0, "%RH").at(t),
-                n("ext_temperature", -10.0, "°C").ctx(1).at(t),
-            ]
+            d.history,
+            vec![History {
+                time: 1_700_000_000,
+                readings: vec![
+                    n("temperature", 25.0, "°C"),
+                    n("humidity", 50.0, "%RH"),
+                    n("ext_temperature", -10.0, "°C").ctx(1),
+                ],
+            }]
         );
         assert_eq!(d.health, vec![Reading::int("battery_status", 2, None)]);
         assert!(matches!(

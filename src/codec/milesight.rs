@@ -12,8 +12,8 @@
 //!   as a raw `digital_input` state on their channel rather than guessed; `04 00` is
 //!   `daylight` (WS202) everywhere except on the WS301, where it is its `tamper` switch;
 //! * the layout of history records (`20 CE`, and `21 CE` on the AM30x v2 with TVOC in
-//!   µg/m³). Each record becomes readings with the live field names and channels plus
-//!   `time` = the record's own unix time. Models without a documented history layout
+//!   µg/m³). Each record becomes a [`History`] of its own unix time, with the live field names
+//!   and channels, apart from the live readings. Models without a documented history layout
 //!   (WS series, plain `milesight`) report history as an unknown type.
 //!
 //! Device-information channels (`FF 01/09/0A/0B/0F/16/FF`) are attributes, not telemetry:
@@ -21,7 +21,7 @@
 //! kept, as the vendor decoders do (`break`), and `Decoded::stopped` names the offset of the
 //! type byte; with nothing before it the frame is `UnknownType`. A frame with nothing but
 //! device information is `Invalid`.
-use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading};
+use super::{rec_type, Bytes, CodecError, Decoded, Example, History, Reading};
 
 const CODEC: &str = "milesight";
 
@@ -187,7 +187,7 @@ fn history(
     d: &mut Decoded,
 ) -> Result<(), CodecError> {
     let u16le = |at: usize| b.u16le(at).map(f64::from);
-    let t = u64::from(b.u32le(v)?);
+    let time = b.u32le(v)?;
     let temperature =
         Reading::num("temperature", f64::from(b.i16le(v + 4)?) / 10.0, "°C").ctx(0x03);
     let mut out = vec![temperature];
@@ -226,7 +226,10 @@ fn history(
             }
         }
     }
-    d.readings.extend(out.into_iter().map(|r| r.at(t)));
+    d.history.push(History {
+        time,
+        readings: out,
+    });
     Ok(())
 }
 
@@ -258,7 +261,7 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
         let Some(n) = n else {
             // The rest of the frame cannot be split: keep what came before, as the vendor's
             // decoders do.
-            if d.readings.is_empty() && d.health.is_empty() {
+            if d.is_empty() {
                 return Err(unknown);
             }
             d.stopped = Some(unknown);
@@ -273,7 +276,7 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
         }
         off = v + n;
     }
-    if d.readings.is_empty() && d.health.is_empty() {
+    if d.is_empty() {
         return Err(CodecError::Invalid {
             codec: CODEC,
             offset: 0,
@@ -446,27 +449,52 @@ mod tests {
             "20 CE 58 F3 53 65 E1 00 50 00",
         ));
         let d = decode(Model::Em300Sld, &frame).unwrap();
+        // Each record apart, at its own time; nothing is a reading of now.
+        assert_eq!(d.readings, vec![]);
         assert_eq!(
-            d.readings,
+            d.history,
             vec![
-                n("temperature", -1.0, "°C", 3).at(1_700_000_000),
-                n("humidity", 50.0, "%RH", 4).at(1_700_000_000),
-                flag("leak", true, 5).at(1_700_000_000),
-                n("temperature", 22.5, "°C", 3).at(1_700_000_600),
-                n("humidity", 40.0, "%RH", 4).at(1_700_000_600),
-                flag("leak", false, 5).at(1_700_000_600),
+                History {
+                    time: 1_700_000_000,
+                    readings: vec![
+                        n("temperature", -1.0, "°C", 3),
+                        n("humidity", 50.0, "%RH", 4),
+                        flag("leak", true, 5),
+                    ],
+                },
+                History {
+                    time: 1_700_000_600,
+                    readings: vec![
+                        n("temperature", 22.5, "°C", 3),
+                        n("humidity", 40.0, "%RH", 4),
+                        flag("leak", false, 5),
+                    ],
+                },
             ]
         );
         // Byte-identical MCS record means "door open" (docs/codecs.md, "Choosing a codec").
         let d = decode(Model::Em300Mcs, &frame[..10]).unwrap();
-        assert_eq!(d.readings[2], flag("open", true, 6).at(1_700_000_000));
+        assert_eq!(d.history[0].readings[2], flag("open", true, 6));
         // TH: byte 7 reserved.
         let d = decode(Model::Em300Th, &frame[..10]).unwrap();
-        assert_eq!(d.readings.len(), 2);
+        assert_eq!(d.history[0].readings.len(), 2);
         // AM102: 7-byte records, followed by a live value.
         let d = decode(Model::Am102, &hex("20 CE 00 F1 53 65 F6 FF 64 01 75 50")).unwrap();
-        assert_eq!(d.readings.len(), 2);
+        assert_eq!(d.history[0].readings.len(), 2);
+        assert_eq!(d.readings, vec![]);
         assert_eq!(d.health, vec![Reading::num("charge", 80.0, "%")]);
+        // A live frame with a record after it: the live readings stay live.
+        let d = decode(
+            Model::Em300Sld,
+            &hex("03 67 0A 01 20 CE 00 F1 53 65 F6 FF 64 01"),
+        )
+        .unwrap();
+        assert_eq!(d.readings, vec![n("temperature", 26.6, "°C", 3)]);
+        assert_eq!(d.history.len(), 1);
+        // A record, then a pair the model does not know: the record is kept, decoding stops.
+        let d = decode(Model::Em300Sld, &hex("20 CE 00 F1 53 65 F6 FF 64 01 99 99")).unwrap();
+        assert_eq!(d.history.len(), 1);
+        assert!(d.stopped.is_some());
     }
 
     #[test]
@@ -482,35 +510,33 @@ mod tests {
             "0C 00 0D 00", // pm2.5 12, pm10 13
             "19 00",       // hcho 0.25
         );
-        let t = 1_700_000_000;
         let d = decode(Model::Am319, &hex(&format!("20 CE {rec}"))).unwrap();
+        assert_eq!(d.readings, vec![]);
         assert_eq!(
-            d.readings,
-            vec![
-                n("temperature", 22.5, "°C", 3).at(t),
-                n("humidity", 40.5, "%RH", 4).at(t),
-                flag("presence", true, 5).at(t),
-                Reading::int("light_level", 3, None).ctx(6).at(t),
-                n("co2", 600.0, "ppm", 7).at(t),
-                Reading::int("tvoc_raw", 300, None).ctx(8).at(t),
-                n("pressure", 1012.2, "hPa", 9).at(t),
-                n("pm2_5", 12.0, "µg/m³", 11).at(t),
-                n("pm10", 13.0, "µg/m³", 12).at(t),
-                n("formaldehyde", 0.25, "mg/m³", 10).at(t),
-            ]
+            d.history,
+            vec![History {
+                time: 1_700_000_000,
+                readings: vec![
+                    n("temperature", 22.5, "°C", 3),
+                    n("humidity", 40.5, "%RH", 4),
+                    flag("presence", true, 5),
+                    Reading::int("light_level", 3, None).ctx(6),
+                    n("co2", 600.0, "ppm", 7),
+                    Reading::int("tvoc_raw", 300, None).ctx(8),
+                    n("pressure", 1012.2, "hPa", 9),
+                    n("pm2_5", 12.0, "µg/m³", 11),
+                    n("pm10", 13.0, "µg/m³", 12),
+                    n("formaldehyde", 0.25, "mg/m³", 10),
+                ],
+            }]
         );
         let d = decode(Model::Am319, &hex(&format!("21 CE {rec}"))).unwrap();
-        assert_eq!(d.readings[5], n("tvoc", 300.0, "µg/m³", 8).at(t));
+        assert_eq!(d.history[0].readings[5], n("tvoc", 300.0, "µg/m³", 8));
         // AM307: 16 bytes, AM308: 20 bytes.
         let bytes = hex(&format!("20 CE {rec}"));
-        assert_eq!(
-            decode(Model::Am307, &bytes[..18]).unwrap().readings.len(),
-            7
-        );
-        assert_eq!(
-            decode(Model::Am308, &bytes[..22]).unwrap().readings.len(),
-            9
-        );
+        let history_len = |model, bytes| decode(model, bytes).unwrap().history[0].readings.len();
+        assert_eq!(history_len(Model::Am307, &bytes[..18]), 7);
+        assert_eq!(history_len(Model::Am308, &bytes[..22]), 9);
         assert!(matches!(
             decode(Model::Am308, &bytes[..21]).unwrap_err(),
             CodecError::Truncated { need: 22, .. }

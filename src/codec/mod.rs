@@ -176,9 +176,6 @@ pub struct Reading {
     pub unit: Option<&'static str>,
     /// Channel of multi-channel formats (Cayenne LPP: the channel number as a string).
     pub context_id: Option<u8>,
-    /// When the value was measured (unix seconds), for values that are not from "now":
-    /// Milesight history records, Dragino LHT65 datalog (ext type 9). `None` = the uplink time.
-    pub time: Option<u64>,
 }
 
 impl Reading {
@@ -188,7 +185,6 @@ impl Reading {
             value,
             unit,
             context_id: None,
-            time: None,
         }
     }
 
@@ -212,12 +208,16 @@ impl Reading {
         self.context_id = Some(c);
         self
     }
+}
 
-    /// The same reading measured at `t` (unix seconds).
-    pub fn at(mut self, t: u64) -> Self {
-        self.time = Some(t);
-        self
-    }
+/// Readings measured together at a time of their own, earlier than the uplink: a Milesight
+/// history record, a Dragino LHT65 ext type 9 frame. They are kept apart from the live
+/// readings, so a consumer never takes them for the device's state now (docs/records.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    /// When they were measured: unix seconds, by the device's clock.
+    pub time: u32,
+    pub readings: Vec<Reading>,
 }
 
 /// What a codec made of one payload.
@@ -225,14 +225,23 @@ impl Reading {
 pub struct Decoded {
     /// Full recType, e.g. `io.microshare.environment.unpacked`.
     pub rec_type: &'static str,
-    /// Sensor readings, placed directly under `data`.
+    /// Sensor readings of now (the uplink's time), placed directly under `data`.
     pub readings: Vec<Reading>,
     /// Device-domain values (battery voltage/charge, board temperature) under `data.device_health`.
     pub health: Vec<Reading>,
+    /// Readings of earlier times, in the payload's order, under `data.history`.
+    pub history: Vec<History>,
     /// Why decoding stopped before the end of the payload, when it did: a run-of-records format
     /// (Milesight, Elsys) met a record it does not know after decoding some. The readings
     /// before it are kept, as the vendors' own decoders do; the stop is counted and logged.
     pub stopped: Option<CodecError>,
+}
+
+impl Decoded {
+    /// Nothing decoded: no reading of now or of earlier, no device value.
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty() && self.health.is_empty() && self.history.is_empty()
+    }
 }
 
 /// Why a payload could not be decoded. Display is one line naming what was wrong.
