@@ -351,7 +351,9 @@ pub fn tbpb100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
 /// micro-degrees, bits 31..29 α with accuracy ≤ 2^(α+2) m (α = 7: no bound, no accuracy
 /// reading). Without a GNSS fix (status bit 3) or on a GNSS error (bit 4) the coordinates
 /// are stale (the last known ones, possibly 0/0), so no position is emitted; `gnss_fix`
-/// says which case it is. Battery byte 0x00 means "charging": no voltage or charge then.
+/// says which case it is. A position off the globe (latitude beyond ±90°, longitude beyond
+/// ±180°: a corrupt or forged frame) is no fix either. Battery byte 0x00 means "charging":
+/// no voltage or charge then.
 pub fn tbol100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = Model::Tbol100;
     let b = Bytes::new(m.id(), p);
@@ -362,18 +364,22 @@ pub fn tbol100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
             .retain(|r| r.field != "voltage" && r.field != "charge");
         d.health.push(Reading::flag("charging", true));
     }
-    let fix = h.status & 0x18 == 0;
+    let lat = sign_extend(b.uint_le(3, 4)?, 28) as f64 / 1e6;
+    let lon_word = b.u32le(7)?;
+    let lon = sign_extend(u64::from(lon_word), 29) as f64 / 1e6;
+    // The frame's other readings stand; only its position is not one. `gnss_fix` false is
+    // what a gps consumer already reads as "no position", where an `Invalid` frame would
+    // lose the button, motion and battery too.
+    let on_globe = (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
+    let fix = h.status & 0x18 == 0 && on_globe;
     d.readings.push(Reading::flag("push", h.status & 0x01 != 0));
     d.readings
         .push(Reading::flag("moving", h.status & 0x02 != 0));
     d.readings.push(Reading::flag("gnss_fix", fix));
     if fix {
-        let lat = sign_extend(b.uint_le(3, 4)?, 28);
-        let lon_word = b.u32le(7)?;
-        let lon = sign_extend(u64::from(lon_word), 29);
         let alpha = lon_word >> 29;
-        d.readings.push(Reading::num("lat", lat as f64 / 1e6, "°"));
-        d.readings.push(Reading::num("lon", lon as f64 / 1e6, "°"));
+        d.readings.push(Reading::num("lat", lat, "°"));
+        d.readings.push(Reading::num("lon", lon, "°"));
         if alpha < 7 {
             d.readings.push(Reading::num(
                 "accuracy",
@@ -823,5 +829,29 @@ mod tests {
             vec![n("temperature", 26.0, "°C"), flag("charging", true)]
         );
         assert!(tbol100(Some(136), &hex("00 0B 3A 00 34 FB 0D 54 45 03")).is_err());
+    }
+
+    /// A position off the globe is no fix: the review's frame (−134.2°, −268.4°), then
+    /// each coordinate just past its bound with the other in range; both bounds are valid.
+    #[test]
+    fn tbol100_position_off_the_globe_is_no_fix() {
+        let no_fix = |payload: &str| {
+            let d = tbol100(Some(136), &hex(payload)).unwrap();
+            assert_eq!(get(&d.readings, "gnss_fix"), Some(&Value::Bool(false)));
+            assert_eq!(get(&d.readings, "lat"), None);
+            assert_eq!(get(&d.readings, "lon"), None);
+            assert_eq!(get(&d.readings, "accuracy"), None);
+            assert_eq!(get(&d.readings, "push"), Some(&Value::Bool(false)));
+        };
+        no_fix("00 0B 3A 00 00 00 08 00 00 00 10");
+        // lat 90.000001° (0x055D_4A81), lon 0.
+        no_fix("00 0B 3A 81 4A 5D 05 00 00 00 00");
+        // lat 0, lon −180.000001° (s29 0x1545_6AFF), α 0.
+        no_fix("00 0B 3A 00 00 00 00 FF 6A 45 15");
+        // lat −90° (s28 0x0AA2_B580), lon 180° (0x0ABA_9500), α 0: on the globe.
+        let d = tbol100(Some(136), &hex("00 0B 3A 80 B5 A2 0A 00 95 BA 0A")).unwrap();
+        assert_eq!(get(&d.readings, "gnss_fix"), Some(&Value::Bool(true)));
+        assert_eq!(get(&d.readings, "lat"), Some(&Value::Num(-90.0)));
+        assert_eq!(get(&d.readings, "lon"), Some(&Value::Num(180.0)));
     }
 }

@@ -133,14 +133,26 @@ fn scaled(field: &'static str, raw: i64, scale: Scale, ch: u8) -> Reading {
 }
 
 /// GPS (136) at `at`: lat, lon s24 × 0.0001°, altitude s24 × 0.01 m.
+///
+/// A position off the globe (latitude beyond ±90°, longitude beyond ±180°; s24 reaches
+/// ±838°) is `Invalid`: LPP has no fix flag to clear, and a corrupt or forged frame must not
+/// put an impossible point on a map. The frame then goes out packed with the reason.
 fn gps(b: &Bytes, at: usize, ch: u8, out: &mut Vec<Reading>) -> Result<(), CodecError> {
+    const DEG: i64 = 10_000;
+    let (lat, lon) = (b.int_be(at, 3)?, b.int_be(at + 3, 3)?);
+    if lat.abs() > 90 * DEG || lon.abs() > 180 * DEG {
+        return Err(CodecError::Invalid {
+            codec: CODEC,
+            offset: at,
+            what: "GPS position off the globe",
+        });
+    }
     let comps = [
-        ("lat", 10_000.0, "°"),
-        ("lon", 10_000.0, "°"),
-        ("altitude", 100.0, "m"),
+        ("lat", lat, DEG as f64, "°"),
+        ("lon", lon, DEG as f64, "°"),
+        ("altitude", b.int_be(at + 6, 3)?, 100.0, "m"),
     ];
-    for (i, (field, div, unit)) in comps.into_iter().enumerate() {
-        let raw = b.int_be(at + 3 * i, 3)?;
+    for (field, raw, div, unit) in comps {
         out.push(scaled(field, raw, Scale::Num(div, unit), ch));
     }
     Ok(())
@@ -252,15 +264,26 @@ mod tests {
 
     #[test]
     fn gps_extremes() {
-        // lat 0x7FFFFF (max positive), lon 0x800000 (most negative), alt 0xFFFFFF = −1 → −0.01 m.
+        // lat −90° (0xF2_4460), lon 180° (0x1B_7740), alt 0xFFFFFF = −1 → −0.01 m.
         assert_eq!(
-            ok("01 88 7F FF FF 80 00 00 FF FF FF"),
+            ok("01 88 F2 44 60 1B 77 40 FF FF FF"),
             vec![
-                num("lat", 838.8607, "°", 1),
-                num("lon", -838.8608, "°", 1),
+                num("lat", -90.0, "°", 1),
+                num("lon", 180.0, "°", 1),
                 num("altitude", -0.01, "m", 1),
             ]
         );
+        // Off the globe: the review's frame (838.8607°, 838.8607°), lat 90.0001° (0x0D_BBA1),
+        // lon −180.0001° (0xE4_88BF).
+        let off_globe = |payload: &str| decode(&hex(payload)).unwrap_err();
+        let invalid = CodecError::Invalid {
+            codec: CODEC,
+            offset: 2,
+            what: "GPS position off the globe",
+        };
+        assert_eq!(off_globe("01 88 7F FF FF 7F FF FF 00 00 00"), invalid);
+        assert_eq!(off_globe("01 88 0D BB A1 00 00 00 00 00 00"), invalid);
+        assert_eq!(off_globe("01 88 00 00 00 E4 88 BF 00 00 00"), invalid);
     }
 
     #[test]
