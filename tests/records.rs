@@ -36,7 +36,6 @@ const NOT_KNOWN: &[&str] = &[
 const ADDED: &[&str] = &[
     "obj.data.unpacker",
     "obj.data.meta.dc",
-    "obj.data.device_health.charge",
     "obj.data.device_health.temperature",
 ];
 

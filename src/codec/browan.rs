@@ -110,9 +110,10 @@ struct Header {
     status: u8,
     /// Battery voltage in V, from the low nibble of byte 1.
     battery_v: f64,
-    /// Battery capacity in %, from the high nibble of byte 1. Most firmware leaves the nibble
-    /// 0, which then means "not reported"; it is still written as 0, as Microshare does.
-    battery_pct: f64,
+    /// Battery capacity in %, from the high nibble of byte 1; `None` for a nibble of 0, which
+    /// most firmware sends and which means "not reported" (Microshare's published record of
+    /// such a frame has no `charge`; a 0 % would set off low-battery rules).
+    battery_pct: Option<f64>,
     /// Byte 2 in °C: ambient on TBHH100, board sensor on the other models.
     temperature_c: f64,
 }
@@ -157,7 +158,7 @@ fn header(m: Model, fport: Option<u8>, b: &Bytes, bit3: Bit3) -> Result<Header, 
     Ok(Header {
         status,
         battery_v: f64::from(25 + v) / 10.0,
-        battery_pct: (f64::from(c) * 100.0 / 15.0).round(),
+        battery_pct: (c > 0).then(|| (f64::from(c) * 100.0 / 15.0).round()),
         temperature_c: temperature(b.u8(2)?),
     })
 }
@@ -176,10 +177,8 @@ fn humidity(b: u8) -> Option<f64> {
 /// Empty record of the model with the battery in `device_health`, plus the byte-2
 /// temperature there too when `board_temperature` (it is the PCB sensor on that model).
 fn record(m: Model, h: &Header, board_temperature: bool) -> Decoded {
-    let mut health = vec![
-        Reading::num("voltage", h.battery_v, "V"),
-        Reading::num("charge", h.battery_pct, "%"),
-    ];
+    let mut health = vec![Reading::num("voltage", h.battery_v, "V")];
+    health.extend(h.battery_pct.map(|pct| Reading::num("charge", pct, "%")));
     if board_temperature {
         health.push(Reading::num("temperature", h.temperature_c, "°C"));
     }
@@ -445,11 +444,7 @@ mod tests {
         // Capacity nibble 0 → charge 0, as Microshare writes it.
         assert_eq!(
             d.health,
-            vec![
-                n("voltage", 3.8, "V"),
-                n("charge", 0.0, "%"),
-                n("temperature", -4.0, "°C")
-            ]
+            vec![n("voltage", 3.8, "V"), n("temperature", -4.0, "°C")]
         );
     }
 
@@ -470,11 +465,7 @@ mod tests {
         );
         assert_eq!(
             d.health,
-            vec![
-                n("voltage", 3.6, "V"),
-                n("charge", 0.0, "%"),
-                n("temperature", 24.0, "°C")
-            ]
+            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
         );
     }
 
@@ -531,10 +522,7 @@ mod tests {
         // 0x1E → −2 °C (the shared header), 0x00 → −32 °C, 0x80 → bit 7 masked → −32 °C.
         let d = tbhh100(None, &hex("08 00 1E 32 FF FF FF FF")).unwrap();
         assert_eq!(get(&d.readings, "temperature"), Some(&Value::Num(-2.0)));
-        assert_eq!(
-            d.health,
-            vec![n("voltage", 2.5, "V"), n("charge", 0.0, "%")]
-        );
+        assert_eq!(d.health, vec![n("voltage", 2.5, "V")]);
         let d = tbwl100(None, &hex("00 0B 00 28 80")).unwrap();
         assert_eq!(get(&d.readings, "temperature"), Some(&Value::Num(-32.0)));
         assert_eq!(get(&d.health, "temperature"), Some(&Value::Num(-32.0)));
@@ -560,7 +548,7 @@ mod tests {
             let d = tbwl100(None, &[0, b, 0x3F, 40, 0x3F]).unwrap();
             get(&d.health, "charge").cloned()
         };
-        assert_eq!(charge(0x0B), Some(Value::Num(0.0)));
+        assert_eq!(charge(0x0B), None);
         assert_eq!(charge(0x1B), Some(Value::Num(7.0))); // 6.67
         assert_eq!(charge(0x8B), Some(Value::Num(53.0)));
         assert_eq!(charge(0xCB), Some(Value::Num(80.0)));
@@ -603,11 +591,7 @@ mod tests {
         );
         assert_eq!(
             d.health,
-            vec![
-                n("voltage", 3.6, "V"),
-                n("charge", 0.0, "%"),
-                n("temperature", 24.0, "°C")
-            ]
+            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
         );
         let d = tbwl100(Some(106), &hex("60 0B 38 37 36")).unwrap();
         assert_eq!(get(&d.readings, "leak"), Some(&Value::Bool(false)));
@@ -720,11 +704,7 @@ mod tests {
         assert_eq!(d.readings, vec![n("illuminance", 100.0, "lx")]);
         assert_eq!(
             d.health,
-            vec![
-                n("voltage", 3.6, "V"),
-                n("charge", 0.0, "%"),
-                n("temperature", 20.0, "°C")
-            ]
+            vec![n("voltage", 3.6, "V"), n("temperature", 20.0, "°C")]
         );
     }
 
@@ -745,11 +725,7 @@ mod tests {
         assert_eq!(d.readings, vec![n("loudness", 65.0, "dBA")]);
         assert_eq!(
             d.health,
-            vec![
-                n("voltage", 3.6, "V"),
-                n("charge", 0.0, "%"),
-                n("temperature", 24.0, "°C")
-            ]
+            vec![n("voltage", 3.6, "V"), n("temperature", 24.0, "°C")]
         );
         // 254 is a value, 255 the error marker; longer frames are accepted.
         let d = tbsl100(None, &hex("00 0B 38 FE 00 00")).unwrap();
@@ -795,11 +771,7 @@ mod tests {
         );
         assert_eq!(
             d.health,
-            vec![
-                n("voltage", 3.6, "V"),
-                n("charge", 0.0, "%"),
-                n("temperature", 26.0, "°C")
-            ]
+            vec![n("voltage", 3.6, "V"), n("temperature", 26.0, "°C")]
         );
     }
 
