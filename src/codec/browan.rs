@@ -195,7 +195,7 @@ fn available(b: &Bytes, off: usize) -> Result<Option<f64>, CodecError> {
     Ok((raw != NOT_AVAILABLE).then_some(f64::from(raw)))
 }
 
-/// CO2 (bytes 4-5) and VOC (bytes 6-7), each omitted when 0xFFFF.
+/// TBHV110 CO2 (bytes 4-5) and VOC (bytes 6-7), each omitted when 0xFFFF.
 fn co2_voc(d: &mut Decoded, b: &Bytes) -> Result<(), CodecError> {
     if let Some(co2) = available(b, 4)? {
         d.readings.push(Reading::num("co2", co2, "ppm"));
@@ -208,8 +208,9 @@ fn co2_voc(d: &mut Decoded, b: &Bytes) -> Result<(), CodecError> {
 
 /// TBHH100 temperature & humidity (fPort 103, 8 bytes, status bit 3 = 1).
 ///
-/// Bytes 4-7 are normally `FF FF FF FF`; decoded like the TBHV110 CO2/VOC fields (as
-/// Microshare's unpacker does) and omitted when 0xFFFF.
+/// Bytes 4-7 are reserved (normally `FF FF FF FF`) and not read: the device has no gas
+/// sensor, so CO2/VOC read there would be invented. Microshare's 2020 unpacker read them as
+/// the TBHV110's CO2/VOC and wrote 65535 for the filler.
 pub fn tbhh100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     let m = Model::Tbhh100;
     let b = Bytes::new(m.id(), p);
@@ -220,7 +221,6 @@ pub fn tbhh100(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     if let Some(rh) = humidity(b.u8(3)?) {
         d.readings.push(Reading::num("humidity", rh, "%RH"));
     }
-    co2_voc(&mut d, &b)?;
     Ok(d)
 }
 
@@ -569,11 +569,17 @@ mod tests {
         assert_eq!(get(&d.readings, "iaq"), Some(&Value::Int(500)));
     }
 
+    /// Whatever the reserved bytes hold (the review's zeros, a TBHV110-like CO2), a TBHH100
+    /// has temperature and humidity only.
     #[test]
-    fn tbhh100_reserved_bytes_when_not_ff() {
-        let d = tbhh100(Some(103), &hex("08 0B 3F 28 20 03 FF FF")).unwrap();
-        assert_eq!(get(&d.readings, "co2"), Some(&Value::Num(800.0)));
-        assert_eq!(get(&d.readings, "voc"), None);
+    fn tbhh100_reserved_bytes_are_not_read() {
+        for payload in ["08 0B 2E 2D 00 00 00 00", "08 0B 2E 2D 20 03 96 00"] {
+            let d = tbhh100(Some(103), &hex(payload)).unwrap();
+            assert_eq!(
+                d.readings,
+                vec![n("temperature", 14.0, "°C"), n("humidity", 45.0, "%RH")]
+            );
+        }
     }
 
     #[test]
