@@ -58,12 +58,13 @@ fn temperature(raw: u16) -> Option<f64> {
 /// * Bytes 0-1: battery status (bits 15..14) and battery mV (bits 13..0), except ext type 9.
 /// * Bytes 2-3: internal temperature s16 × 0.01 °C (0x7FFF = no reading, as for the probe).
 /// * Bytes 4-5: humidity, low 12 bits × 0.1 %RH.
-/// * Byte 6: bits 3..0 external type, bit 7 external sensor not connected (then no external
-///   value is emitted, whatever the type).
+/// * Byte 6: bits 3..0 external type, bit 6 poll/datalog reply, bit 7 external sensor not
+///   connected (then no external value is emitted, whatever the type).
 /// * Ext type 9 (DS18B20 + timestamp): bytes 0-1 are the probe temperature, the battery
-///   status moves to byte 4 bits 7..6, bytes 7-10 are the unix time of the measurement:
-///   the readings are a [`History`] of that time (it may be a datalog replay of old data),
-///   none a reading of now, and no voltage is reported.
+///   status moves to byte 4 bits 7..6, bytes 7-10 are the unix time of the measurement, and
+///   no voltage is reported. The device's periodic uplink in this mode is a reading of now;
+///   a datalog reply (bit 6) replays stored data, so its readings are a [`History`] of that
+///   time, none a reading of now.
 /// * Ext type 15 (probe ID report) is not telemetry (`Invalid`); an undocumented ext type
 ///   is `UnknownType` at offset 6 (it may change the meaning of the other bytes, as 9 does).
 ///
@@ -75,6 +76,7 @@ fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Co
     let ext = b.u8(6)?;
     let ty = ext & 0x0F;
     let connected = ext & 0x80 == 0;
+    let replay = ext & 0x40 != 0;
     let mut d = Decoded {
         rec_type: rec_type::ENVIRONMENT,
         ..Decoded::default()
@@ -111,10 +113,11 @@ fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Co
                 readings.push(Reading::num("ext_temperature", probe, "°C").ctx(1));
             }
         }
-        d.history.push(History {
-            time: b.u32be(7)?,
-            readings,
-        });
+        let time = b.u32be(7)?;
+        match replay {
+            true => d.history.push(History { time, readings }),
+            false => d.readings = readings,
+        }
         d.health.push(Reading::int(
             "battery_status",
             i64::from(b.u8(4)? >> 6),
@@ -308,24 +311,29 @@ mod tests {
         );
     }
 
+    /// Ext type 9: the periodic uplink is a reading of now; a datalog reply (byte 6 bit 6)
+    /// is history at its timestamp.
     #[test]
     fn ext_type_9_datalog_with_timestamp() {
         // Probe 0xFC18 = −10.00 °C in bytes 0-1; battery status 2 in byte 4 bits 7..6;
         // humidity 0x1F4 = 50.0 %; time 0x6553F100 = 1 700 000 000.
+        let readings = vec![
+            n("temperature", 25.0, "°C"),
+            n("humidity", 50.0, "%RH"),
+            n("ext_temperature", -10.0, "°C").ctx(1),
+        ];
         let d = lht65(C, Some(2), &hex("FC 18 09 C4 81 F4 09 65 53 F1 00")).unwrap();
+        assert_eq!((&d.readings, &d.history), (&readings, &vec![]));
+        assert_eq!(d.health, vec![Reading::int("battery_status", 2, None)]);
+        let d = lht65(C, Some(2), &hex("FC 18 09 C4 81 F4 49 65 53 F1 00")).unwrap();
         assert_eq!(d.readings, vec![]);
         assert_eq!(
             d.history,
             vec![History {
                 time: 1_700_000_000,
-                readings: vec![
-                    n("temperature", 25.0, "°C"),
-                    n("humidity", 50.0, "%RH"),
-                    n("ext_temperature", -10.0, "°C").ctx(1),
-                ],
+                readings,
             }]
         );
-        assert_eq!(d.health, vec![Reading::int("battery_status", 2, None)]);
         assert!(matches!(
             lht65(C, Some(2), &hex("FC 18 09 C4 81 F4 09")).unwrap_err(),
             CodecError::Truncated { need: 11, .. }
