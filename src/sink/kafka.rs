@@ -28,8 +28,11 @@ const STATS_INTERVAL_MS: &str = "5000";
 ///
 /// Idempotence keeps librdkafka's own retries free of duplicates. The gap-less guarantee
 /// turns a record refused for good (`POLICY_VIOLATION`) into a fatal producer error, so
-/// nothing queued or in flight behind it can overtake it: the sink builds a new producer and
-/// the forwarder sends the refused record and everything after it again, in order.
+/// nothing queued behind it is sent: the sink builds a new producer and the forwarder sends
+/// the refused record and everything after it again, in order. Not the partition's next
+/// request if librdkafka built it already, which it does while one is in flight: it goes out
+/// after the refusal, and only a broker that checks its sequence number refuses it, which
+/// Kafka does not for a producer's first write to a partition (docs/durability.md, item 9).
 ///
 /// One produce request in flight, whatever a site's `[sink.properties]` ask: records queue
 /// into the next batch meanwhile. With more, a refused request's records were written after
@@ -712,6 +715,42 @@ mod tests {
             let d = next(&mut sink, &mut rx).await;
             assert_eq!((d.seq, d.result.is_ok()), (seq, true));
         }
+    }
+
+    /// What the gap-less guarantee leaves uncovered (docs/durability.md, item 9): librdkafka
+    /// builds a partition's next request while one is in flight, and sends it after the one
+    /// ahead was refused and stopped the producer. A broker that does not check the sequence
+    /// numbers (this mock cluster; Kafka on a producer's first write to a partition) writes
+    /// record 2 before record 1, which hubgate sends again later.
+    #[tokio::test]
+    async fn a_request_built_behind_a_refused_one_is_still_written() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        // Record 2's request is built while record 1's waits for its answer.
+        mock.broker_round_trip_time(1, Duration::from_millis(500))
+            .unwrap();
+        let mut c = base_config();
+        c.set("bootstrap.servers", mock.bootstrap_servers())
+            .set(ALONE.0, ALONE.1);
+        let (tx, mut rx) = unbounded_channel();
+        let mut sink =
+            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
+        mock.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[Err::RD_KAFKA_RESP_ERR_POLICY_VIOLATION],
+        );
+        sink.send(1, &record(1)).unwrap();
+        sink.send(2, &record(2)).unwrap();
+        let mut reports = Vec::new();
+        for _ in 0..2 {
+            let d = next(&mut sink, &mut rx).await;
+            reports.push((d.seq, d.result.is_ok()));
+        }
+        assert_eq!(reports, [(1, false), (2, true)]);
+        assert!(
+            sink.producer.client().fatal_error().is_some(),
+            "record 2 was written after the refusal stopped the producer"
+        );
     }
 
     /// A batch the broker refuses as too large (here injected twice): its records are sent
