@@ -12,6 +12,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 use tokio::sync::Notify;
 
+use super::first_write::{Admit, FirstWrites};
 use super::polled::Polled;
 use super::properties::{is_false, setting_name};
 use super::provision::Hubs;
@@ -32,7 +33,8 @@ const STATS_INTERVAL_MS: &str = "5000";
 /// the refused record and everything after it again, in order. Not the partition's next
 /// request if librdkafka built it already, which it does while one is in flight: it goes out
 /// after the refusal, and only a broker that checks its sequence number refuses it, which
-/// Kafka does not for a producer's first write to a partition (docs/durability.md, item 9).
+/// Kafka does not for a producer's first write to a partition; so a new producer's first
+/// record of each device goes alone ([`FirstWrites`], docs/durability.md, item 9).
 ///
 /// One produce request in flight, whatever a site's `[sink.properties]` ask: records queue
 /// into the next batch meanwhile. With more, a refused request's records were written after
@@ -136,6 +138,8 @@ pub struct DeliveryContext {
     /// Whether this producer puts more than one record in a batch.
     batched: bool,
     refused: Refused,
+    /// This producer's first records of each key.
+    first: FirstWrites,
 }
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
@@ -233,6 +237,11 @@ impl ProducerContext for DeliveryContext {
     /// rejected.
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let seq = *seq;
+        let key = match result {
+            Ok(m) => m.key(),
+            Err((_, m)) => m.key(),
+        };
+        let key = key.and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("");
         let (result, place) = match result {
             Ok(m) => {
                 self.hubs.delivered(m.topic());
@@ -250,6 +259,7 @@ impl ProducerContext for DeliveryContext {
                 (msg.topic(), msg.partition()),
             ),
         };
+        self.first.reported(seq, key, result.is_ok());
         if !self.batched && matches!(result, Ok(_) | Err(SinkError::Reject(_))) {
             let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
             let key = (place.0.to_string(), place.1);
@@ -376,6 +386,8 @@ pub struct KafkaSink {
     refused: Refused,
     /// Whether the producer was built so.
     alone: bool,
+    /// The producer's first records of each key (see [`FirstWrites`]).
+    first: FirstWrites,
 }
 
 /// The least time between two producer replacements.
@@ -391,6 +403,7 @@ fn create(
     metrics: &Arc<Metrics>,
     hubs: &Hubs,
     refused: &Refused,
+    first: &FirstWrites,
     queued: Arc<Notify>,
 ) -> Result<Polled<DeliveryContext>, OpenError> {
     let context = DeliveryContext {
@@ -400,6 +413,7 @@ fn create(
         config: config.clone(),
         batched: config.get(ALONE.0) != Some(ALONE.1),
         refused: refused.clone(),
+        first: first.clone(),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -425,7 +439,16 @@ impl KafkaSink {
         // One for every producer of this sink: the forwarder waits on it.
         let queued = Arc::new(Notify::new());
         let refused = Refused::default();
-        let producer = create(&config, &deliveries, &metrics, &hubs, &refused, queued)?;
+        let first = FirstWrites::default();
+        let producer = create(
+            &config,
+            &deliveries,
+            &metrics,
+            &hubs,
+            &refused,
+            &first,
+            queued,
+        )?;
         Ok(KafkaSink {
             producer,
             config,
@@ -439,6 +462,7 @@ impl KafkaSink {
             flush_before_replacing: FLUSH_BEFORE_REPLACING,
             refused,
             alone: false,
+            first,
         })
     }
 
@@ -460,18 +484,23 @@ impl KafkaSink {
         if alone {
             config.set(ALONE.0, ALONE.1);
         }
+        // A new producer is new to every partition. What the old one held back gets no
+        // report, as what it still held: the forwarder sends it all again.
+        let first = FirstWrites::default();
         match create(
             &config,
             &self.deliveries,
             &self.metrics,
             &self.hubs,
             &self.refused,
+            &first,
             queued,
         ) {
             Ok(producer) => {
                 drop(std::mem::replace(&mut self.producer, producer));
                 self.vanished.clear();
                 self.alone = alone;
+                self.first = first;
                 true
             }
             Err(e) => {
@@ -485,16 +514,40 @@ impl KafkaSink {
     fn topic<'a>(&'a self, rec_type: &'a str) -> &'a str {
         self.names.hub(rec_type)
     }
-}
 
-impl Sink for KafkaSink {
-    fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
-        if !self.asked.contains(self.topic(&rec.rec_type)) {
-            // A hub new to this sink (maybe of a recType the config did not foresee).
-            let topic = self.topic(&rec.rec_type).to_string();
-            self.hubs.ask(Some(&rec.rec_type), &topic, &self.config);
-            self.asked.insert(topic);
+    /// Records held behind a key's first record that got its report: handed over once it is
+    /// confirmed; failed (to be sent again in order) once it failed, or from the first that
+    /// the producer does not take. A producer that failed for good is replaced at the next
+    /// tick, and what it held back then gets no report, as what it still held: the forwarder
+    /// sends it again without counting a failure for each record (or backing off for them).
+    fn release_held(&mut self) {
+        let released = self.first.released();
+        if released.is_empty() || self.producer.client().fatal_error().is_some() {
+            return;
         }
+        for released in released {
+            let mut failed = (!released.confirmed)
+                .then(|| "held behind a record of the device that failed".to_string());
+            for (seq, rec) in released.records {
+                let result = match &failed {
+                    Some(why) => Err(SinkError::Retry(why.clone())),
+                    None => match self.hand_over(seq, &rec) {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            failed = Some(format!(
+                                "held behind record {seq} of the device, which was not taken"
+                            ));
+                            Err(e)
+                        }
+                    },
+                };
+                let _ = self.deliveries.send(Delivery { seq, result });
+            }
+        }
+    }
+
+    /// Give record `seq` to the producer.
+    fn hand_over(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
         let topic = self.topic(&rec.rec_type);
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(seq))
             .key(rec.key.as_bytes())
@@ -522,6 +575,25 @@ impl Sink for KafkaSink {
             self.vanished.entry(hub).or_insert_with(Instant::now);
         }
         Err(failed)
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+        if !self.asked.contains(self.topic(&rec.rec_type)) {
+            // A hub new to this sink (maybe of a recType the config did not foresee).
+            let topic = self.topic(&rec.rec_type).to_string();
+            self.hubs.ask(Some(&rec.rec_type), &topic, &self.config);
+            self.asked.insert(topic);
+        }
+        if self.first.admit(seq, rec) == Admit::Held {
+            return Ok(());
+        }
+        let handed = self.hand_over(seq, rec);
+        if handed.is_err() {
+            self.first.not_taken(seq, &rec.key);
+        }
+        handed
     }
 
     /// A producer that failed for good takes no more records: replace it, with the same
@@ -606,6 +678,7 @@ impl Sink for KafkaSink {
 
     fn serve(&mut self) {
         self.producer.serve();
+        self.release_held();
     }
 
     fn flush(&mut self, timeout: Duration) {
@@ -717,16 +790,18 @@ mod tests {
         }
     }
 
-    /// What the gap-less guarantee leaves uncovered (docs/durability.md, item 9): librdkafka
-    /// builds a partition's next request while one is in flight, and sends it after the one
-    /// ahead was refused and stopped the producer. A broker that does not check the sequence
-    /// numbers (this mock cluster; Kafka on a producer's first write to a partition) writes
-    /// record 2 before record 1, which hubgate sends again later.
+    /// The gap-less guarantee stops a producer at a refused record, but librdkafka builds a
+    /// partition's next request while one is in flight and sends it after the refusal; a
+    /// broker that does not check the sequence numbers (this mock cluster; Kafka on a
+    /// producer's first write to a partition) would write record 2 before record 1. A new
+    /// producer's next record of a device waits for the first one's report: refused for
+    /// good, it gets no report, as what the stopped producer held (the forwarder sends both
+    /// again, in order, once it is replaced); confirmed, it goes.
     #[tokio::test]
-    async fn a_request_built_behind_a_refused_one_is_still_written() {
+    async fn a_devices_next_record_waits_for_a_new_producers_first() {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic(TOPIC, 1, 1).unwrap();
-        // Record 2's request is built while record 1's waits for its answer.
+        // Record 2's request would be built while record 1's waits for its answer.
         mock.broker_round_trip_time(1, Duration::from_millis(500))
             .unwrap();
         let mut c = base_config();
@@ -739,18 +814,50 @@ mod tests {
             rdkafka::types::RDKafkaApiKey::Produce,
             &[Err::RD_KAFKA_RESP_ERR_POLICY_VIOLATION],
         );
-        sink.send(1, &record(1)).unwrap();
-        sink.send(2, &record(2)).unwrap();
-        let mut reports = Vec::new();
-        for _ in 0..2 {
-            let d = next(&mut sink, &mut rx).await;
-            reports.push((d.seq, d.result.is_ok()));
-        }
-        assert_eq!(reports, [(1, false), (2, true)]);
-        assert!(
-            sink.producer.client().fatal_error().is_some(),
-            "record 2 was written after the refusal stopped the producer"
+        let reports =
+            async |sink: &mut KafkaSink, rx: &mut UnboundedReceiver<_>, seqs: &[u64], n| {
+                for &seq in seqs {
+                    sink.send(seq, &record(seq)).unwrap();
+                }
+                let mut reports = Vec::new();
+                for _ in 0..n {
+                    let d = next(sink, rx).await;
+                    reports.push((d.seq, d.result.is_ok()));
+                }
+                reports
+            };
+        assert_eq!(reports(&mut sink, &mut rx, &[1, 2], 1).await, [(1, false)]);
+        assert!(sink.tick(), "the refusal stopped the producer: replaced");
+        assert!(rx.try_recv().is_err(), "no report for record 2");
+        assert_eq!(
+            reports(&mut sink, &mut rx, &[1, 2, 3], 3).await,
+            [(1, true), (2, true), (3, true)]
         );
+        assert_eq!(written(&mock.bootstrap_servers(), 3), [1, 2, 3]);
+    }
+
+    /// The `n` of the first `count` records in [`TOPIC`] (one partition), in order.
+    fn written(bootstrap: &str, count: usize) -> Vec<u64> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "test")
+            .create()
+            .unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        partitions
+            .add_partition_offset(TOPIC, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&partitions).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut out = Vec::new();
+        while out.len() < count && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                out.push(v["n"].as_u64().unwrap());
+            }
+        }
+        out
     }
 
     /// A batch the broker refuses as too large (here injected twice): its records are sent
@@ -771,8 +878,13 @@ mod tests {
             rdkafka::types::RDKafkaApiKey::Produce,
             &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
         );
-        // Record 3 goes to another hub.
+        // Record 2 is of another device (so the new producer batches it with record 1's
+        // first write), record 3 goes to another hub.
         let of = |seq| match seq {
+            2 => Record {
+                key: "58-A0-CB-00-00-10-12-35".into(),
+                ..record(seq)
+            },
             3 => Record {
                 rec_type: OTHER.into(),
                 ..record(seq)

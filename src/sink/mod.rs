@@ -2,6 +2,7 @@
 //! channel, so the pipeline can acknowledge sources and clean the buffer on confirmation.
 
 pub mod eventhubs;
+mod first_write;
 pub mod kafka;
 mod polled;
 pub mod probe;
