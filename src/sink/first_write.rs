@@ -1,4 +1,5 @@
-//! A new producer's first record of each device (record key) goes alone.
+//! A new producer hands a device's next record of a hub to librdkafka only once the first is
+//! confirmed.
 //!
 //! One produce request in flight limits what librdkafka sends, not what it builds: while a
 //! partition's request waits for its answer, librdkafka builds that partition's next one, and
@@ -6,32 +7,37 @@
 //! producer. A broker that checks the idempotent producer's sequence numbers refuses it, but
 //! Kafka checks none on a partition the producer has not written to yet (and librdkafka's mock
 //! cluster none at all): a device's record 2 would be written before its record 1. So until a
-//! producer has had a record of a key confirmed, the key's later records are held back here and
-//! handed over once the first is confirmed; if it fails, they fail with it and the forwarder
-//! sends them all again, in order. A new producer starts with none confirmed (docs/durability.md,
-//! item 9).
+//! producer has had a record of a device (record key) in a hub confirmed, the device's later
+//! records for that hub wait here, and go once the first is confirmed. If the first is refused
+//! for good, the producer is replaced and what waited gets no report (the forwarder sends it
+//! all again, in order); after a failure that does not stop the producer, they fail with it.
+//! Records of other devices, and of other hubs, do not wait (docs/durability.md, item 9).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::SinkError;
 use crate::record::Record;
 
-/// One producer's keys; shared by the sink and the producer's delivery callback.
+/// One producer's devices per hub; shared by the sink and the producer's delivery callback.
 #[derive(Clone, Default)]
-pub struct FirstWrites(Arc<Mutex<Keys>>);
+pub struct FirstWrites(Arc<Mutex<Hubs>>);
+
+/// Per hub (topic).
+type Hubs = HashMap<Box<str>, Keys>;
 
 #[derive(Default)]
 struct Keys {
     /// Keys with a record this producer had confirmed: their partition knows the producer.
     confirmed: HashSet<Box<str>>,
-    /// Keys whose first record is handed over and not settled yet.
+    /// Keys whose first record is handed over and not released yet.
     open: HashMap<Box<str>, Open>,
 }
 
 struct Open {
     seq: u64,
-    /// Its report: `Some(true)` confirmed, `Some(false)` failed.
-    settled: Option<bool>,
+    /// Its report: `Ok` confirmed, else why it failed.
+    settled: Option<Result<(), SinkError>>,
     /// Records of the key taken since, in order.
     held: Vec<(u64, Record)>,
 }
@@ -41,24 +47,31 @@ struct Open {
 pub enum Admit {
     /// Hand it over now.
     Send,
-    /// Held behind the key's first record.
+    /// Held behind the first record of its device in its hub.
     Held,
 }
 
 /// Records held behind a first record that got its report.
 pub struct Released {
-    pub confirmed: bool,
+    /// `Ok`: the first was confirmed; else what the held ones fail with.
+    pub first: Result<(), SinkError>,
     pub records: Vec<(u64, Record)>,
 }
 
 impl FirstWrites {
-    fn keys(&self) -> MutexGuard<'_, Keys> {
+    fn hubs(&self) -> MutexGuard<'_, Hubs> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Record `seq` is to go: now, or (a record of a key whose first is not settled yet) held.
-    pub fn admit(&self, seq: u64, rec: &Record) -> Admit {
-        let mut keys = self.keys();
+    /// Record `seq`, for `hub`, is to go: now, or (a record of a device whose first in the
+    /// hub is not released yet) held.
+    pub fn admit(&self, seq: u64, hub: &str, rec: &Record) -> Admit {
+        let mut hubs = self.hubs();
+        // Looked up first: a hub's name is allocated once, not for every record.
+        if !hubs.contains_key(hub) {
+            hubs.insert(hub.into(), Keys::default());
+        }
+        let keys = hubs.get_mut(hub).expect("inserted above");
         if let Some(open) = keys.open.get_mut(rec.key.as_str()) {
             open.held.push((seq, rec.clone()));
             return Admit::Held;
@@ -74,53 +87,71 @@ impl FirstWrites {
         Admit::Send
     }
 
-    /// Record `seq`, admitted to go now, was not taken by the producer.
-    pub fn not_taken(&self, seq: u64, key: &str) {
-        let mut keys = self.keys();
-        if keys.open.get(key).is_some_and(|o| o.seq == seq) {
-            keys.open.remove(key);
+    /// Record `seq` of `key`, admitted to go now, was not taken by the producer.
+    pub fn not_taken(&self, seq: u64, hub: &str, key: &str) {
+        if let Some(keys) = self.hubs().get_mut(hub) {
+            if keys.open.get(key).is_some_and(|o| o.seq == seq) {
+                keys.open.remove(key);
+            }
         }
     }
 
-    /// The report of record `seq` of `key` (called by the producer's delivery callback).
-    pub fn reported(&self, seq: u64, key: &str, confirmed: bool) {
-        let mut keys = self.keys();
-        if let Some(open) = keys.open.get_mut(key).filter(|o| o.seq == seq) {
-            open.settled = Some(confirmed);
+    /// The report of record `seq` of `key` in `hub` (called by the producer's delivery
+    /// callback).
+    pub fn reported(&self, seq: u64, hub: &str, key: &str, result: &Result<u64, SinkError>) {
+        let mut hubs = self.hubs();
+        let open = hubs.get_mut(hub).and_then(|k| k.open.get_mut(key));
+        if let Some(open) = open.filter(|o| o.seq == seq) {
+            open.settled = Some(result.as_ref().map(|_| ()).map_err(|e| match e {
+                // What is rejected is the first record alone.
+                SinkError::Reject(why) => SinkError::Retry(why.clone()),
+                e => e.clone(),
+            }));
         }
     }
 
     /// The records held behind first records that got their report, oldest first for each
-    /// key; a confirmed key's records go at once from now on.
+    /// device; a confirmed device's records go at once from now on.
     pub fn released(&self) -> Vec<Released> {
-        let mut keys = self.keys();
-        let settled: Vec<Box<str>> = keys
-            .open
-            .iter()
-            .filter(|(_, o)| o.settled.is_some())
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut out = Vec::with_capacity(settled.len());
-        for key in settled {
-            let Some(open) = keys.open.remove(&key) else {
-                continue;
-            };
-            let confirmed = open.settled == Some(true);
-            if confirmed {
-                keys.confirmed.insert(key);
+        let mut hubs = self.hubs();
+        let mut out = Vec::new();
+        for keys in hubs.values_mut() {
+            let settled: Vec<Box<str>> = keys
+                .open
+                .iter()
+                .filter(|(_, o)| o.settled.is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in settled {
+                let Some(open) = keys.open.remove(&key) else {
+                    continue;
+                };
+                let first = open.settled.unwrap_or(Ok(()));
+                if first.is_ok() {
+                    keys.confirmed.insert(key);
+                }
+                out.push(Released {
+                    first,
+                    records: open.held,
+                });
             }
-            out.push(Released {
-                confirmed,
-                records: open.held,
-            });
         }
         out
+    }
+
+    /// How many records wait behind first records.
+    pub fn held(&self) -> usize {
+        let hubs = self.hubs();
+        let open = hubs.values().flat_map(|k| k.open.values());
+        open.map(|o| o.held.len()).sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HUB: &str = "h";
 
     fn rec(key: &str, n: u64) -> Record {
         Record {
@@ -136,45 +167,64 @@ mod tests {
         r.records.iter().map(|(s, _)| *s).collect()
     }
 
-    /// A key's first record goes, the next ones wait for its report; once it is confirmed
-    /// they are released in order and later ones go at once. Other keys are not held up.
+    const OK: Result<u64, SinkError> = Ok(1);
+
+    /// A device's first record in a hub goes, the next ones wait for its report; once it is
+    /// confirmed they are released in order and later ones go at once. Other devices, and
+    /// the device's records for another hub, are not held up, and wait on their own.
     #[test]
-    fn a_keys_records_wait_for_its_first_to_be_confirmed() {
+    fn a_devices_records_wait_for_its_first_in_the_hub_to_be_confirmed() {
         let f = FirstWrites::default();
-        assert_eq!(f.admit(1, &rec("a", 1)), Admit::Send);
-        assert_eq!(f.admit(2, &rec("b", 1)), Admit::Send);
-        assert_eq!(f.admit(3, &rec("a", 2)), Admit::Held);
-        assert_eq!(f.admit(4, &rec("a", 3)), Admit::Held);
+        assert_eq!(f.admit(1, HUB, &rec("a", 1)), Admit::Send);
+        assert_eq!(f.admit(2, HUB, &rec("b", 1)), Admit::Send);
+        assert_eq!(f.admit(3, HUB, &rec("a", 2)), Admit::Held);
+        assert_eq!(f.admit(4, HUB, &rec("a", 3)), Admit::Held);
+        assert_eq!(f.admit(5, "other", &rec("a", 4)), Admit::Send);
+        assert_eq!(f.admit(6, "other", &rec("a", 5)), Admit::Held);
         assert!(f.released().is_empty());
-        // A report of another record of the key settles nothing.
-        f.reported(3, "a", true);
+        assert_eq!(f.held(), 3);
+        // A report of another record of the device, or of another hub, settles nothing.
+        f.reported(3, HUB, "a", &OK);
+        f.reported(1, "other", "a", &OK);
         assert!(f.released().is_empty());
-        f.reported(1, "a", true);
-        assert_eq!(f.admit(5, &rec("a", 4)), Admit::Held, "not released yet");
+        f.reported(1, HUB, "a", &OK);
+        assert_eq!(
+            f.admit(7, HUB, &rec("a", 6)),
+            Admit::Held,
+            "not released yet"
+        );
         let released = f.released();
         assert_eq!(released.len(), 1);
-        assert!(released[0].confirmed);
-        assert_eq!(seqs(&released[0]), vec![3, 4, 5]);
-        assert_eq!(f.admit(6, &rec("a", 5)), Admit::Send);
-        assert_eq!(f.admit(7, &rec("b", 2)), Admit::Held);
+        assert_eq!(released[0].first, Ok(()));
+        assert_eq!(seqs(&released[0]), vec![3, 4, 7]);
+        assert_eq!(f.admit(8, HUB, &rec("a", 7)), Admit::Send);
+        assert_eq!(f.admit(9, HUB, &rec("b", 2)), Admit::Held);
+        assert_eq!(f.admit(10, "other", &rec("a", 8)), Admit::Held);
     }
 
-    /// A first record that failed releases what waited behind it unconfirmed (to fail too);
-    /// the key's next record is a first again. One the producer did not take frees the key.
+    /// A first record that failed releases what waited behind it with its error (a
+    /// rejection is the first record's alone: the others are to be tried again); the
+    /// device's next record is a first again. One the producer did not take frees the key.
     #[test]
-    fn a_failed_or_untaken_first_record_leaves_the_key_unconfirmed() {
+    fn a_failed_or_untaken_first_record_leaves_the_device_unconfirmed() {
         let f = FirstWrites::default();
-        assert_eq!(f.admit(1, &rec("a", 1)), Admit::Send);
-        assert_eq!(f.admit(2, &rec("a", 2)), Admit::Held);
-        f.reported(1, "a", false);
+        assert_eq!(f.admit(1, HUB, &rec("a", 1)), Admit::Send);
+        assert_eq!(f.admit(2, HUB, &rec("a", 2)), Admit::Held);
+        let parked = SinkError::Retry("hub missing".into());
+        f.reported(1, HUB, "a", &Err(parked.clone()));
         let released = f.released();
         assert_eq!(
-            (released[0].confirmed, seqs(&released[0])),
-            (false, vec![2])
+            (released[0].first.clone(), seqs(&released[0])),
+            (Err(parked), vec![2])
         );
-        assert_eq!(f.admit(1, &rec("a", 1)), Admit::Send);
-        f.not_taken(1, "a");
-        assert_eq!(f.admit(1, &rec("a", 1)), Admit::Send);
-        assert_eq!(f.admit(2, &rec("a", 2)), Admit::Held);
+        assert_eq!(f.admit(1, HUB, &rec("a", 1)), Admit::Send);
+        assert_eq!(f.admit(2, HUB, &rec("a", 2)), Admit::Held);
+        f.reported(1, HUB, "a", &Err(SinkError::Reject("too large".into())));
+        let first = f.released().pop().unwrap().first;
+        assert_eq!(first, Err(SinkError::Retry("too large".into())));
+        assert_eq!(f.admit(1, HUB, &rec("a", 1)), Admit::Send);
+        f.not_taken(1, HUB, "a");
+        assert_eq!(f.admit(1, HUB, &rec("a", 1)), Admit::Send);
+        assert_eq!(f.admit(2, HUB, &rec("a", 2)), Admit::Held);
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
@@ -33,8 +33,9 @@ const STATS_INTERVAL_MS: &str = "5000";
 /// the refused record and everything after it again, in order. Not the partition's next
 /// request if librdkafka built it already, which it does while one is in flight: it goes out
 /// after the refusal, and only a broker that checks its sequence number refuses it, which
-/// Kafka does not for a producer's first write to a partition; so a new producer's first
-/// record of each device goes alone ([`FirstWrites`], docs/durability.md, item 9).
+/// Kafka does not for a producer's first write to a partition; so a new producer hands a
+/// device's next record for a hub over only once the first is confirmed ([`FirstWrites`],
+/// docs/durability.md, item 9).
 ///
 /// One produce request in flight, whatever a site's `[sink.properties]` ask: records queue
 /// into the next batch meanwhile. With more, a refused request's records were written after
@@ -237,9 +238,9 @@ impl ProducerContext for DeliveryContext {
     /// rejected.
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let seq = *seq;
-        let key = match result {
-            Ok(m) => m.key(),
-            Err((_, m)) => m.key(),
+        let (topic, key) = match result {
+            Ok(m) => (m.topic(), m.key()),
+            Err((_, m)) => (m.topic(), m.key()),
         };
         let key = key.and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("");
         let (result, place) = match result {
@@ -259,7 +260,7 @@ impl ProducerContext for DeliveryContext {
                 (msg.topic(), msg.partition()),
             ),
         };
-        self.first.reported(seq, key, result.is_ok());
+        self.first.reported(seq, topic, key, &result);
         if !self.batched && matches!(result, Ok(_) | Err(SinkError::Reject(_))) {
             let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
             let key = (place.0.to_string(), place.1);
@@ -506,6 +507,8 @@ impl KafkaSink {
             Err(e) => {
                 self.metrics
                     .problem("producer_rebuild", || format!("kafka: {e}; trying again"));
+                // The old producer goes on: what its flush confirmed lets held records go.
+                self.release_held();
                 false
             }
         }
@@ -515,33 +518,52 @@ impl KafkaSink {
         self.names.hub(rec_type)
     }
 
-    /// Records held behind a key's first record that got its report: handed over once it is
-    /// confirmed; failed (to be sent again in order) once it failed, or from the first that
-    /// the producer does not take. A producer that failed for good is replaced at the next
-    /// tick, and what it held back then gets no report, as what it still held: the forwarder
-    /// sends it again without counting a failure for each record (or backing off for them).
-    fn release_held(&mut self) {
+    /// Records held behind a device's first record in a hub that got its report: handed
+    /// over once it is confirmed; failed with its error (to be sent again in order) once it
+    /// failed, or from the first that the producer does not take. A producer that failed for
+    /// good is replaced at the next tick, and what it held back then gets no report, as what
+    /// it still held: the forwarder sends it again without counting a failure for each
+    /// record (or backing off for them). Whether any were handed over.
+    fn release_held(&mut self) -> bool {
         let released = self.first.released();
         if released.is_empty() || self.producer.client().fatal_error().is_some() {
-            return;
+            return false;
         }
+        let mut handed = false;
         for released in released {
-            let mut failed = (!released.confirmed)
-                .then(|| "held behind a record of the device that failed".to_string());
+            let mut failed = released.first.err();
             for (seq, rec) in released.records {
                 let result = match &failed {
-                    Some(why) => Err(SinkError::Retry(why.clone())),
+                    Some(e) => Err(e.clone()),
                     None => match self.hand_over(seq, &rec) {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            handed = true;
+                            continue;
+                        }
                         Err(e) => {
-                            failed = Some(format!(
+                            failed = Some(SinkError::Retry(format!(
                                 "held behind record {seq} of the device, which was not taken"
-                            ));
+                            )));
                             Err(e)
                         }
                     },
                 };
                 let _ = self.deliveries.send(Delivery { seq, result });
+            }
+        }
+        handed
+    }
+
+    /// Flush for up to `timeout`, handing over what waited behind first records confirmed
+    /// meanwhile (and flushing those too) while time is left.
+    fn flush_all(&mut self, timeout: Duration) -> KafkaResult<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let flushed = self
+                .producer
+                .flush(deadline.saturating_duration_since(Instant::now()));
+            if !self.release_held() || Instant::now() >= deadline {
+                return flushed;
             }
         }
     }
@@ -586,12 +608,14 @@ impl Sink for KafkaSink {
             self.hubs.ask(Some(&rec.rec_type), &topic, &self.config);
             self.asked.insert(topic);
         }
-        if self.first.admit(seq, rec) == Admit::Held {
+        let topic = self.topic(&rec.rec_type);
+        if self.first.admit(seq, topic, rec) == Admit::Held {
             return Ok(());
         }
         let handed = self.hand_over(seq, rec);
         if handed.is_err() {
-            self.first.not_taken(seq, &rec.key);
+            let topic = self.topic(&rec.rec_type);
+            self.first.not_taken(seq, topic, &rec.key);
         }
         handed
     }
@@ -639,7 +663,7 @@ impl Sink for KafkaSink {
                 ),
             }
             // Confirmed or not by then, what it holds is accounted for below.
-            let _ = self.producer.flush(self.flush_before_replacing);
+            let _ = self.flush_all(self.flush_before_replacing);
             return self.replace_producer(alone);
         };
         if code == RDKafkaErrorCode::GaplessGuarantee {
@@ -682,10 +706,14 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&mut self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
+        let flushed = self.flush_all(timeout);
+        let held = self.first.held();
+        if flushed.is_err() || held > 0 {
+            let queued = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
             log::warn!(
-                "kafka: {} record(s) not confirmed at shutdown: {e}",
-                self.producer.in_flight_count()
+                "kafka: {} record(s) not confirmed at shutdown ({held} of them waiting for \
+                 their device's first record to be)",
+                queued + held
             );
         }
     }
@@ -834,6 +862,23 @@ mod tests {
             [(1, true), (2, true), (3, true)]
         );
         assert_eq!(written(&mock.bootstrap_servers(), 3), [1, 2, 3]);
+    }
+
+    /// A flush (at shutdown, before a producer is replaced) carries the records held behind
+    /// a device's first one through too, rather than leaving them to the buffer.
+    #[tokio::test]
+    async fn a_flush_carries_held_records_through() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let (mut sink, mut rx) = sink(&mock.bootstrap_servers());
+        for seq in [1, 2, 3] {
+            sink.send(seq, &record(seq)).unwrap();
+        }
+        sink.flush(Duration::from_secs(20));
+        let reports: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|d| (d.seq, d.result.is_ok()))
+            .collect();
+        assert_eq!(reports, [(1, true), (2, true), (3, true)]);
     }
 
     /// The `n` of the first `count` records in [`TOPIC`] (one partition), in order.
