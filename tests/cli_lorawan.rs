@@ -1,9 +1,10 @@
 //! `hubgate lorawan` against the contract in docs/design.md, run as the built binary.
 
+mod support;
+
 use std::process::{Command, Output};
 
-const NWK: &str = "2B7E151628AED2A6ABF7158809CF4F3C";
-const APP: &str = "000102030405060708090A0B0C0D0E0F";
+use support::lorawan::{APP_S_KEY as APP, NWK_S_KEY as NWK};
 /// The worked example of docs/codecs.md.
 const WORKED: &str = "40DA1B0126000700024026C89CB85521E3";
 
@@ -69,24 +70,10 @@ fn output_has_the_contract_fields_in_order() {
     );
 }
 
-/// The worked example's frame sent with a 32-bit counter: the MIC and the keystream use all
-/// 32 bits, while the frame carries the low 16.
+/// The worked example's frame sent with a 32-bit counter (hex): the MIC and the keystream use
+/// all 32 bits, while the frame carries the low 16.
 fn with_fcnt32(fcnt: u32) -> String {
-    let key = |k: &str| <[u8; 16]>::try_from(hex::decode(k).unwrap()).unwrap();
-    let mut c = lorawan::creator::DataPayloadCreator::new();
-    c.set_uplink(true)
-        .set_dev_addr(&[0xDA, 0x1B, 0x01, 0x26])
-        .set_fcnt(fcnt)
-        .set_f_port(2);
-    let phy = c
-        .build(
-            &[0x03, 0x67, 0x01, 0x10],
-            &[],
-            &lorawan::keys::NewSKey::from(key(NWK)),
-            &lorawan::keys::AppSKey::from(key(APP)),
-        )
-        .unwrap();
-    hex::encode(phy)
+    hex::encode(support::lorawan::frame(fcnt))
 }
 
 /// A device past FCnt 65535: the MIC verifies with the counter the agent would try, the

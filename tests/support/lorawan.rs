@@ -9,25 +9,29 @@ pub const APP_S_KEY: &str = "000102030405060708090A0B0C0D0E0F";
 /// The device's EUI.
 pub const DEV_EUI: &str = "a840410000006001";
 
-/// The frame of that example sent with 32-bit counter `fcnt` (base64): the MIC and the
-/// keystream use all 32 bits, the frame carries the low 16.
+/// The frame of that example sent with 32-bit counter `fcnt` (base64), see [`frame`].
 pub fn phy(fcnt: u32) -> String {
     use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(frame(fcnt))
+}
+
+/// The frame of that example sent with 32-bit counter `fcnt`: the MIC and the keystream use
+/// all 32 bits, the frame carries the low 16.
+pub fn frame(fcnt: u32) -> Vec<u8> {
     let key = |k: &str| <[u8; 16]>::try_from(hex::decode(k).unwrap()).unwrap();
     let mut c = lorawan::creator::DataPayloadCreator::new();
     c.set_uplink(true)
         .set_dev_addr(&[0xDA, 0x1B, 0x01, 0x26])
         .set_fcnt(fcnt)
         .set_f_port(2);
-    let frame = c
-        .build(
-            &[0x03, 0x67, 0x01, 0x10],
-            &[],
-            &lorawan::keys::NewSKey::from(key(NWK_S_KEY)),
-            &lorawan::keys::AppSKey::from(key(APP_S_KEY)),
-        )
-        .unwrap();
-    base64::engine::general_purpose::STANDARD.encode(frame)
+    c.build(
+        &[0x03, 0x67, 0x01, 0x10],
+        &[],
+        &lorawan::keys::NewSKey::from(key(NWK_S_KEY)),
+        &lorawan::keys::AppSKey::from(key(APP_S_KEY)),
+    )
+    .unwrap()
+    .to_vec()
 }
 
 /// The device of that example, with its session keys: a `[[device]]` table.
