@@ -1188,23 +1188,16 @@ mod tests {
     /// counted, and newer records are buffered behind it.
     #[test]
     fn block_acknowledges_a_record_larger_than_the_buffer_only_when_delivered() {
-        let cfg = BufferConfig {
-            when_full: crate::config::WhenFull::Block,
-            max_bytes: 300,
-            ..BufferConfig::default()
-        };
-        let big = |n| Record {
-            body: "x".repeat(400),
-            ..record(n)
-        };
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, mut reports) =
-            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, mut reports, metrics, t0) =
+            small_buffer_ledger(crate::config::WhenFull::Block);
         let (ack, mut pubacks) = puback(7);
-        ledger.take(Some(big(1)), Counters::default(), ack, t0);
-        let late = t0 + cfg.spill_after;
+        ledger.take(
+            Some(larger_than_the_buffer(1)),
+            Counters::default(),
+            ack,
+            t0,
+        );
+        let late = t0 + ledger.spill_after;
         ledger.tick(late);
         ledger.end_round(late).unwrap();
         assert!(pubacks.try_recv().is_err(), "acknowledged before delivery");
@@ -1220,7 +1213,12 @@ mod tests {
             late,
         );
         let (ack, mut pubacks) = puback(8);
-        ledger.take(Some(big(2)), Counters::default(), ack, late);
+        ledger.take(
+            Some(larger_than_the_buffer(2)),
+            Counters::default(),
+            ack,
+            late,
+        );
         ledger.take(Some(record(3)), Counters::default(), Ack::None, late);
         ledger.end_round(late).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 8);
@@ -1232,23 +1230,18 @@ mod tests {
     /// instead of every source waiting for its report.
     #[test]
     fn drop_modes_drop_a_record_larger_than_the_buffer_in_flight() {
-        let cfg = BufferConfig {
-            max_bytes: 300,
-            ..BufferConfig::default()
-        };
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
-        let big = Record {
-            body: "x".repeat(400),
-            ..record(1)
-        };
+        let (mut ledger, _reports, metrics, t0) =
+            small_buffer_ledger(crate::config::WhenFull::DropOldest);
         let (ack, mut pubacks) = puback(7);
-        ledger.take(Some(big), Counters::default(), ack, t0);
+        ledger.take(
+            Some(larger_than_the_buffer(1)),
+            Counters::default(),
+            ack,
+            t0,
+        );
         let (ack, mut newer) = puback(8);
         ledger.take(Some(record(2)), Counters::default(), ack, t0);
-        let late = t0 + cfg.spill_after;
+        let late = t0 + ledger.spill_after;
         ledger.tick(late);
         ledger.end_round(late).unwrap();
         ledger.commit(late, true).unwrap();
@@ -1256,6 +1249,36 @@ mod tests {
         assert_eq!(newer.try_recv().unwrap().pkid, 8);
         assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
         assert!(ledger.accepting());
+    }
+
+    /// A ledger over a 300-byte buffer with `when_full`, the reports of its stdout sink, its
+    /// metrics, and when it started.
+    fn small_buffer_ledger(
+        when_full: crate::config::WhenFull,
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Arc<Metrics>,
+        Instant,
+    ) {
+        let cfg = BufferConfig {
+            when_full,
+            max_bytes: 300,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (ledger, reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        (ledger, reports, metrics, t0)
+    }
+
+    /// Record `n`, larger than all of [`small_buffer_ledger`]'s buffer.
+    fn larger_than_the_buffer(n: u32) -> Record {
+        Record {
+            body: "x".repeat(400),
+            ..record(n)
+        }
     }
 
     /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).

@@ -116,16 +116,7 @@ impl FirstWrites {
         let mut hubs = self.hubs();
         let mut out = Vec::new();
         for keys in hubs.values_mut() {
-            let settled: Vec<Box<str>> = keys
-                .open
-                .iter()
-                .filter(|(_, o)| o.settled.is_some())
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in settled {
-                let Some(open) = keys.open.remove(&key) else {
-                    continue;
-                };
+            for (key, open) in keys.open.extract_if(|_, o| o.settled.is_some()) {
                 let first = open.settled.unwrap_or(Ok(()));
                 if first.is_ok() {
                     keys.confirmed.insert(key);

@@ -238,29 +238,26 @@ impl ProducerContext for DeliveryContext {
     /// rejected.
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let seq = *seq;
-        let (topic, key) = match result {
-            Ok(m) => (m.topic(), m.key()),
-            Err((_, m)) => (m.topic(), m.key()),
+        let msg = match result {
+            Ok(m) | Err((_, m)) => m,
         };
-        let key = key.and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("");
-        let (result, place) = match result {
+        let place = (msg.topic(), msg.partition());
+        let result = match result {
             Ok(m) => {
                 self.hubs.delivered(m.topic());
-                (Ok(handed_over(m)), (m.topic(), m.partition()))
+                Ok(handed_over(m))
             }
             Err((e, _)) if is_purged(e) => return,
-            Err((e, msg))
+            Err((e, _))
                 if self.batched && error_code(e) == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
             {
-                let place = (msg.topic(), msg.partition());
-                (Err(self.batch_too_large(seq, place, e)), place)
+                Err(self.batch_too_large(seq, place, e))
             }
-            Err((e, msg)) => (
-                Err(failed(e, msg.topic(), &self.hubs, &self.config)),
-                (msg.topic(), msg.partition()),
-            ),
+            Err((e, _)) => Err(failed(e, place.0, &self.hubs, &self.config)),
         };
-        self.first.reported(seq, topic, key, &result);
+        let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
+        self.first
+            .reported(seq, place.0, key.unwrap_or(""), &result);
         if !self.batched && matches!(result, Ok(_) | Err(SinkError::Reject(_))) {
             let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
             let key = (place.0.to_string(), place.1);
