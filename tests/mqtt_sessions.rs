@@ -1,6 +1,7 @@
 //! MQTT sessions and subscriptions against a real mosquitto: two sources on one broker each
 //! have their own session, a changed topic takes effect on a session the broker kept, and a
-//! subscription the broker refuses is reported and asked for again.
+//! subscription the broker refuses is reported and asked for again, and one it grants only at
+//! QoS 0 is reported.
 
 mod support;
 
@@ -112,4 +113,28 @@ async fn a_refused_subscription_is_reported_and_asked_for_again() {
         "{log}"
     );
     assert!(!log.contains("mqtt: subscribed to"), "{log}");
+}
+
+/// A broker that grants QoS 0 only (mosquitto `max_qos 0`) is a problem that names the loss it
+/// risks; its messages still flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_granted_at_qos_0_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start_with(dir.path(), "log_type all\nmax_qos 0\n");
+    let body = config(dir.path(), &mqtt, &[("low/#", "")]);
+    let agent = Agent::start_with_stdout(dir.path(), &body);
+    let granted = "hubgate_problems_total{kind=\"mqtt_qos0_granted\"}";
+    agent.wait_metric(granted, WAIT, |v| v == 1);
+    assert_eq!(agent.metric("hubgate_mqtt_subscribed"), 1);
+    // The broker also refuses QoS 1 publishes, so this one goes at QoS 0.
+    let (topic, payload) = uplink("low/x", 1);
+    let port = mqtt.port().to_string();
+    let args = ["-p", &port, "-q", "0", "-t", &topic, "-m", &payload];
+    let published = std::process::Command::new("mosquitto_pub")
+        .args(args)
+        .status();
+    assert!(published.unwrap().success());
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    let log = agent.full_log();
+    assert!(log.contains("granted only QoS 0 for low/#"), "{log}");
 }

@@ -179,6 +179,18 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
                         log::info!("mqtt: subscribed to {topic}");
                         ctx.metrics.mqtt_subscribed.set(&broker, 1);
+                        // Messages then come without a PUBACK to wait for: the broker forgets
+                        // each once sent, and drops what comes while hubgate is away.
+                        if ack.return_codes.contains(&SubscribeReasonCode::Success(QoS::AtMostOnce)) {
+                            ctx.metrics.problem("mqtt_qos0_granted", || {
+                                format!(
+                                    "mqtt: {} granted only QoS 0 for {topic}: its messages are not acknowledged, and \
+                                     those sent while hubgate is stopped, or before they are on disk, are lost; allow \
+                                     QoS 1 for client id {client_id} at the broker (mosquitto: max_qos)",
+                                    cfg.url
+                                )
+                            });
+                        }
                     } else {
                         ctx.metrics.mqtt_subscribed.set(&broker, 0);
                         let wait = subscription.retry();
