@@ -585,7 +585,15 @@ fn decode_uplink(config: Option<&Path>, file: &Path) -> ExitCode {
         })
         .unwrap_or(UplinkFormat::ChirpstackV4);
     let input = match hubgate::source::parse(format, &bytes, SystemTime::now()) {
-        Ok(input) => input,
+        Ok(parsed) => {
+            if let Some(e) = &parsed.bad_time {
+                eprintln!(
+                    "--uplink {}: {e}: decoded with the time now",
+                    file.display()
+                );
+            }
+            parsed.value
+        }
         Err(e) => return fail(2, format!("--uplink {}: {e}", file.display())),
     };
     let mut decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{de, Deserialize, Deserializer};
 
-use super::ParseError;
+use super::{ParseError, Parsed};
 use crate::ids::DevEui;
 use crate::uplink::{Radio, Uplink};
 
@@ -19,30 +19,30 @@ use crate::uplink::{Radio, Uplink};
 /// | `fcnt`    | unsigned integer (frame counter; keeps record ids distinct) | optional |
 /// | `rssi`    | integer dBm                                        | optional |
 /// | `snr`     | number dB                                          | optional |
-/// | `time`    | Unix seconds (integer or float), or RFC 3339 text; 1970..=9999 | optional, else receive time |
+/// | `time`    | Unix seconds (integer or float), or RFC 3339 text; 1970..=9999 | optional, else (or if bad) receive time |
 ///
 /// Other keys are ignored. Without `fcnt`, the record id is made from the time (ms), so two
 /// equal payloads of one device with one `time` count as duplicates.
-pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
+pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
     let env: Envelope =
         serde_cbor::from_slice(bytes).map_err(|e| ParseError::Cbor(e.to_string().into()))?;
-    Ok(Uplink {
+    let given = env.time.as_ref().and_then(|t| time_of(t).transpose());
+    let (time, bad_time) = super::time_or_received(given, received);
+    let value = Uplink {
         dev_eui: env.dev_eui,
         device_name: None,
         fport: env.fport,
         fcnt: env.fcnt,
         payload: env.payload,
-        time: match &env.time {
-            Some(t) => time_of(t)?.unwrap_or(received),
-            None => received,
-        },
+        time,
         radio: Radio {
             rssi: env.rssi,
             snr: env.snr,
             ..Radio::default()
         },
         ns: crate::uplink::NsDecoded::default(),
-    })
+    };
+    Ok(Parsed { value, bad_time })
 }
 
 #[derive(Deserialize)]
@@ -93,7 +93,8 @@ fn de_payload<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
 }
 
 /// The envelope's `time`: Unix seconds (integer or float) or RFC 3339 text, null for "not
-/// given". Anything else, or a time a record cannot carry, is a `bad_time`.
+/// given". Anything else, or a time a record cannot carry, is a `bad_time` (the receive time
+/// stands in).
 fn time_of(v: &serde_cbor::Value) -> Result<Option<SystemTime>, ParseError> {
     use serde_cbor::Value as V;
     let t = match v {
@@ -141,7 +142,7 @@ mod tests {
             ("time", Value::Integer(1_700_000_000)),
             ("extra", Value::Text("ignored".into())),
         ]);
-        let up = parse(&b, SystemTime::UNIX_EPOCH).unwrap();
+        let up = parse(&b, SystemTime::UNIX_EPOCH).unwrap().value;
         assert_eq!(up.dev_eui, DevEui(EUI));
         assert_eq!((up.fport, up.fcnt), (Some(103), Some(7)));
         assert_eq!(up.payload, [1, 2, 3]);
@@ -159,7 +160,7 @@ mod tests {
             ("dev_eui", Value::Text("58-A0-CB-00-00-10-12-34".into())),
             ("payload", Value::Text("0a0B".into())),
         ]);
-        let up = parse(&b, received).unwrap();
+        let up = parse(&b, received).unwrap().value;
         assert_eq!(up.dev_eui, DevEui(EUI));
         assert_eq!(up.payload, [0x0a, 0x0b]);
         assert_eq!((up.fport, up.fcnt, up.radio.rssi), (None, None, None));
@@ -171,6 +172,7 @@ mod tests {
         ]);
         let ms = parse(&b, received)
             .unwrap()
+            .value
             .time
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -182,7 +184,7 @@ mod tests {
             ("time", Value::Float(1.25)),
         ]);
         assert_eq!(
-            parse(&b, received).unwrap().time,
+            parse(&b, received).unwrap().value.time,
             SystemTime::UNIX_EPOCH + Duration::from_millis(1250)
         );
         let b = envelope(&[
@@ -190,7 +192,7 @@ mod tests {
             ("payload", Value::Bytes(vec![])),
             ("time", Value::Null),
         ]);
-        assert_eq!(parse(&b, received).unwrap().time, received);
+        assert_eq!(parse(&b, received).unwrap().value.time, received);
     }
 
     #[test]
@@ -221,8 +223,9 @@ mod tests {
         }
     }
 
-    /// Times a record cannot show (before 1970, past 9999 in UTC, not a time) are refused
-    /// as `bad_time`; a time past 9999 used to panic when the record was built.
+    /// Times a record cannot show (before 1970, past 9999 in UTC, not a time) are `bad_time`,
+    /// and the reading is kept with the receive time; a time past 9999 used to panic when the
+    /// record was built.
     #[test]
     fn times_outside_1970_to_9999_are_bad_time() {
         let bad = [
@@ -243,15 +246,17 @@ mod tests {
                 ("payload", Value::Bytes(vec![1])),
                 ("time", t.clone()),
             ]);
-            let e = parse(&b, SystemTime::UNIX_EPOCH).unwrap_err();
-            assert_eq!(e.kind(), "bad_time", "{t:?}: {e}");
+            let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let up = parse(&b, received).unwrap();
+            assert_eq!(up.bad_time.map(|e| e.kind()), Some("bad_time"), "{t:?}");
+            assert_eq!((up.value.time, up.value.payload), (received, vec![1]));
         }
         let b = envelope(&[
             ("dev_eui", Value::Bytes(EUI.to_vec())),
             ("payload", Value::Bytes(vec![1])),
             ("time", Value::Integer(253_402_300_799)),
         ]);
-        let up = parse(&b, SystemTime::UNIX_EPOCH).unwrap();
+        let up = parse(&b, SystemTime::UNIX_EPOCH).unwrap().value;
         let rec = crate::record::build(
             &up,
             &crate::record::DeviceInfo::UNKNOWN,

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::ParseError;
+use super::{ParseError, Parsed};
 
 /// The MQTT topic filter of application uplink events (`event/up`).
 pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
@@ -114,7 +114,10 @@ struct GatewayRxInfo<'a> {
 }
 
 /// Parse one raw gateway frame; its PHYPayload still has to be verified and decrypted.
-pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFrame, ParseError> {
+pub fn parse_gateway_frame(
+    json: &[u8],
+    received: SystemTime,
+) -> Result<Parsed<RadioFrame>, ParseError> {
     let f: GatewayFrame =
         serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
     let phy = base64::engine::general_purpose::STANDARD
@@ -126,16 +129,15 @@ pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFra
             return Err(ParseError::Crc(status.as_ref().into()));
         }
     }
-    let time = match rx.and_then(|r| r.gw_time.as_ref().or(r.ns_time.as_ref())) {
-        Some(t) => super::parse_time(&t.0)?,
-        None => received,
-    };
+    let given = rx.and_then(|r| r.gw_time.as_ref().or(r.ns_time.as_ref()));
+    let (time, bad_time) =
+        super::time_or_received(given.map(|t| super::parse_time(&t.0)), received);
     let lora = f
         .tx_info
         .as_ref()
         .and_then(|t| t.modulation.as_ref())
         .and_then(|m| m.lora.as_ref());
-    Ok(RadioFrame {
+    let value = RadioFrame {
         phy,
         time,
         radio: Radio {
@@ -147,11 +149,12 @@ pub fn parse_gateway_frame(json: &[u8], received: SystemTime) -> Result<RadioFra
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: rx.and_then(|r| r.channel),
         },
-    })
+    };
+    Ok(Parsed { value, bad_time })
 }
 
 /// Parse one uplink event. `received` stands in for a missing `time`.
-pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
+pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
     let ev: Event =
         serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
     let dev_eui = &ev.device_info.dev_eui.0;
@@ -160,10 +163,8 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
     let payload = base64::engine::general_purpose::STANDARD
         .decode(ev.data.0.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
-    let time = match &ev.time {
-        Some(t) => super::parse_time(&t.0)?,
-        None => received,
-    };
+    let given = ev.time.as_ref().map(|t| super::parse_time(&t.0));
+    let (time, bad_time) = super::time_or_received(given, received);
     // The strongest reception stands for the uplink, as Microshare's meta.iot does (the last of
     // equally strong ones, as `max_by_key` picks).
     let best = ev
@@ -175,7 +176,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
         .as_ref()
         .and_then(|t| t.modulation.as_ref())
         .and_then(|m| m.lora.as_ref());
-    Ok(Uplink {
+    let value = Uplink {
         dev_eui,
         device_name: ev.device_info.device_name,
         fport: ev.f_port,
@@ -195,7 +196,8 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             profile: ev.device_info.device_profile_name,
             ..super::ns_decoded(ev.object, None)
         },
-    })
+    };
+    Ok(Parsed { value, bad_time })
 }
 
 #[cfg(test)]
@@ -213,7 +215,10 @@ mod tests {
     fn carries_the_decoded_object() {
         let with = |object: &str| {
             let text = UP.replacen("\"fCnt\"", &format!("\"object\":{object},\"fCnt\""), 1);
-            parse(text.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().ns
+            parse(text.as_bytes(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .value
+                .ns
         };
         let ns = with(r#"{"temperature":21.5,"status":{"door":"open"}}"#);
         assert_eq!(
@@ -224,13 +229,14 @@ mod tests {
         assert!(with("null").is_empty());
         assert!(parse(UP.as_bytes(), SystemTime::UNIX_EPOCH)
             .unwrap()
+            .value
             .ns
             .is_empty());
     }
 
     #[test]
     fn parses_the_fields_hubgate_uses() {
-        let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+        let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().value;
         assert_eq!(up.dev_eui.to_string(), "58a0cb0000101234");
         assert_eq!(up.device_name.as_deref(), Some("lobby-th"));
         assert_eq!((up.fport, up.fcnt), (Some(103), Some(42)));
@@ -257,8 +263,10 @@ mod tests {
             .replace("58a0cb0000101234", r"58a0cb000010123\u0034")
             .replace("10:00:00.123Z", r"10:00:00.12\u0033Z");
         assert_eq!(
-            parse(escaped.as_bytes(), SystemTime::UNIX_EPOCH).unwrap(),
-            parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap()
+            parse(escaped.as_bytes(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .value,
+            parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().value
         );
         let gw = r#"{"phyPayload":"QNobASYABwACQCbInLhVIeM=","rxInfo":{"gwTime":"2024-05-01T10:00:00.250Z","crcStatus":"CRC_OK"}}"#;
         let escaped = gw
@@ -266,8 +274,12 @@ mod tests {
             .replace("CRC_OK", r"CRC\u005fOK")
             .replace(".250Z", r".25\u0030Z");
         let (a, b) = (
-            parse_gateway_frame(escaped.as_bytes(), SystemTime::UNIX_EPOCH).unwrap(),
-            parse_gateway_frame(gw.as_bytes(), SystemTime::UNIX_EPOCH).unwrap(),
+            parse_gateway_frame(escaped.as_bytes(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .value,
+            parse_gateway_frame(gw.as_bytes(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .value,
         );
         assert_eq!((a.phy, a.time), (b.phy, b.time));
     }
@@ -278,12 +290,16 @@ mod tests {
     fn bad_radio_metadata_does_not_refuse_the_uplink() {
         for bad in ["\"x\"", "-1", "4294967296", "1.5", "null"] {
             let json = UP.replace("\"channel\":4", &format!("\"channel\":{bad}"));
-            let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+            let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .value;
             assert_eq!(up.radio.channel, None, "{bad}");
             assert_eq!(up.radio.rssi, Some(-79));
         }
         let json = UP.replace("\"channel\":4", "\"channel\":\"4\"");
-        let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+        let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .value;
         assert_eq!(up.radio.channel, Some(4));
         for bad in ["42", "{}", "null"] {
             let json = UP
@@ -292,7 +308,9 @@ mod tests {
                     "\"deviceName\":\"lobby-th\"",
                     &format!("\"deviceName\":{bad}"),
                 );
-            let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+            let up = parse(json.as_bytes(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .value;
             assert_eq!(
                 (up.radio.gateway_id, up.radio.rssi),
                 (None, Some(-79)),
@@ -308,7 +326,9 @@ mod tests {
             "modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7,"codeRate":"CR_4_5"}}},
             "rxInfo":{"gatewayId":"0016c001ff10a235","uplinkId":4217106255,"gwTime":"2024-05-01T10:00:00.250Z",
             "rssi":-36,"snr":10.5,"channel":2,"context":"AAAAAA==","crcStatus":"CRC_OK"}}"#;
-        let f = parse_gateway_frame(json, SystemTime::UNIX_EPOCH).unwrap();
+        let f = parse_gateway_frame(json, SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .value;
         assert_eq!(hex::encode(&f.phy), "40da1b0126000700024026c89cb85521e3");
         assert_eq!(f.radio.gateway_id.as_deref(), Some("0016c001ff10a235"));
         assert_eq!((f.radio.rssi, f.radio.snr), (Some(-36), Some(10.5)));
@@ -345,27 +365,31 @@ mod tests {
             parse(bad_eui.as_bytes(), t).unwrap_err().kind(),
             "bad_dev_eui"
         );
-        let bad_time = UP.replace("2024-05-01T10:00:00.123Z", "yesterday");
-        assert_eq!(
-            parse(bad_time.as_bytes(), t).unwrap_err().kind(),
-            "bad_time"
-        );
     }
 
-    /// Past 9999 in UTC (it used to panic when the record was built) or before 1970.
+    /// A time that is not one, past 9999 in UTC (it used to panic when the record was built)
+    /// or before 1970 is `bad_time`: the uplink or frame is kept with the receive time.
     #[test]
-    fn times_a_record_cannot_carry_are_bad_time() {
-        let t = SystemTime::UNIX_EPOCH;
+    fn bad_times_keep_the_message_with_the_receive_time() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let gw = r#"{"phyPayload":"QNobASY=","rxInfo":{"gwTime":"2024-05-01T10:00:00.250Z"}}"#;
-        for bad in ["9999-12-31T23:59:59-23:59", "1969-12-31T23:59:59.999Z"] {
-            let up = UP.replace("2024-05-01T10:00:00.123Z", bad);
-            assert_eq!(parse(up.as_bytes(), t).unwrap_err().kind(), "bad_time");
+        for bad in [
+            "yesterday",
+            "9999-12-31T23:59:59-23:59",
+            "1969-12-31T23:59:59.999Z",
+        ] {
+            let up = parse(UP.replace("2024-05-01T10:00:00.123Z", bad).as_bytes(), t).unwrap();
+            assert_eq!(up.bad_time.map(|e| e.kind()), Some("bad_time"), "{bad}");
+            assert_eq!((up.value.time, up.value.fcnt), (t, Some(42)));
             let f = gw.replace("2024-05-01T10:00:00.250Z", bad);
-            let e = parse_gateway_frame(f.as_bytes(), t).unwrap_err();
-            assert_eq!(e.kind(), "bad_time");
+            let f = parse_gateway_frame(f.as_bytes(), t).unwrap();
+            assert_eq!(f.bad_time.map(|e| e.kind()), Some("bad_time"), "{bad}");
+            assert_eq!((f.value.time, f.value.phy.len()), (t, 5));
         }
         let last = UP.replace("2024-05-01T10:00:00.123Z", "9999-12-31T23:59:59.999Z");
-        assert!(parse(last.as_bytes(), t).is_ok());
+        let up = parse(last.as_bytes(), t).unwrap();
+        assert!(up.bad_time.is_none());
+        assert_ne!(up.value.time, t);
     }
 
     /// What the input said is quoted short: a 100 KB DevEUI makes a line, not 100 KB.

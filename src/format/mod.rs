@@ -176,6 +176,38 @@ fn count_values(v: &serde_json::Value) -> usize {
     }
 }
 
+/// A message parsed, with what was wrong in it but did not cost the reading.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    pub value: T,
+    /// The message's time could not be used (not a time, or one a record cannot carry):
+    /// hubgate's receive time stands in. The reading and its frame counter do not depend on
+    /// the time, so a bad one is counted (`bad_time`), not a reason to drop the message.
+    pub bad_time: Option<ParseError>,
+}
+
+impl<T> Parsed<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Parsed<U> {
+        Parsed {
+            value: f(self.value),
+            bad_time: self.bad_time,
+        }
+    }
+}
+
+/// The message's time `given` (`None`: it has none) or else `received`, and whether a given
+/// time was bad ([`Parsed::bad_time`]).
+fn time_or_received(
+    given: Option<Result<SystemTime, ParseError>>,
+    received: SystemTime,
+) -> (SystemTime, Option<ParseError>) {
+    match given {
+        None => (received, None),
+        Some(Ok(t)) => (t, None),
+        Some(Err(e)) => (received, Some(e)),
+    }
+}
+
 fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()

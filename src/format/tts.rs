@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::ParseError;
+use super::{ParseError, Parsed};
 
 /// The MQTT topic filter of uplink messages.
 pub const TOPIC: &str = "v3/+/devices/+/up";
@@ -82,7 +82,7 @@ struct Lora {
     spreading_factor: Option<u8>,
 }
 
-pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
+pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
     let m: Message =
         serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
     let eui = m
@@ -95,10 +95,8 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
     let payload = base64::engine::general_purpose::STANDARD
         .decode(up.frm_payload.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
-    let time = match up.received_at.as_ref().or(m.received_at.as_ref()) {
-        Some(t) => super::parse_time(t)?,
-        None => received,
-    };
+    let given = up.received_at.as_ref().or(m.received_at.as_ref());
+    let (time, bad_time) = super::time_or_received(given.map(|t| super::parse_time(t)), received);
     let best = up
         .rx_metadata
         .iter()
@@ -108,7 +106,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
         .as_ref()
         .and_then(|s| s.data_rate.as_ref())
         .and_then(|d| d.lora.as_ref());
-    Ok(Uplink {
+    let value = Uplink {
         dev_eui,
         device_name: m.end_device_ids.device_id,
         fport: Some(up.f_port),
@@ -127,7 +125,8 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Uplink, ParseError> {
             channel: best.and_then(|r| r.channel_index),
         },
         ns: super::ns_decoded(up.decoded_payload, up.normalized_payload),
-    })
+    };
+    Ok(Parsed { value, bad_time })
 }
 
 #[cfg(test)]
@@ -145,7 +144,7 @@ mod tests {
 
     #[test]
     fn parses_the_fields_hubgate_uses() {
-        let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+        let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().value;
         assert_eq!(up.dev_eui.to_string(), "58a0cb0000101234");
         assert_eq!(up.device_name.as_deref(), Some("lobby-th"));
         assert_eq!((up.fport, up.fcnt), (Some(103), Some(42)));
@@ -165,7 +164,10 @@ mod tests {
     /// What the network server decoded, from `UP` with `extra` fields in its uplink message.
     fn ns_with(extra: &str) -> crate::uplink::NsDecoded {
         let text = UP.replacen("\"f_port\"", &format!("{extra},\"f_port\""), 1);
-        parse(text.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().ns
+        parse(text.as_bytes(), SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .value
+            .ns
     }
 
     /// `decoded_payload` and `normalized_payload` (an array, or one object) are carried.
@@ -216,7 +218,7 @@ mod tests {
     fn odd_radio_metadata_does_not_refuse_the_uplink() {
         let t = SystemTime::UNIX_EPOCH;
         let fractional = UP.replace(r#""rssi":-71,"snr":8.5"#, r#""rssi":-70.5,"snr":8.5"#);
-        let up = parse(fractional.as_bytes(), t).unwrap();
+        let up = parse(fractional.as_bytes(), t).unwrap().value;
         assert_eq!(
             (up.radio.gateway_id.as_deref(), up.radio.rssi),
             (Some("gw-b"), Some(-71))
@@ -227,7 +229,7 @@ mod tests {
                 r#""rssi":"strong","snr":null,"channel_index":-1"#,
             )
             .replace(r#""spreading_factor":9"#, r#""spreading_factor":900"#);
-        let up = parse(odd.as_bytes(), t).unwrap();
+        let up = parse(odd.as_bytes(), t).unwrap().value;
         assert_eq!(
             (up.radio.gateway_id.as_deref(), up.radio.rssi, up.radio.snr),
             (Some("gw-a"), Some(-95), Some(2.25))
@@ -238,14 +240,17 @@ mod tests {
             .replace(r#""frequency":"868300000""#, r#""frequency":868300000"#)
             .replace(r#""gateway_id":"gw-b""#, r#""gateway_id":7"#)
             .replace(r#""device_id":"lobby-th""#, r#""device_id":[]"#);
-        let up = parse(swapped.as_bytes(), t).unwrap();
+        let up = parse(swapped.as_bytes(), t).unwrap().value;
         assert_eq!(
             (up.radio.frequency, up.radio.gateway_id, up.radio.rssi),
             (Some(868_300_000), None, Some(-71))
         );
         assert_eq!(up.device_name, None);
         let odd = UP.replace(r#""frequency":"868300000""#, r#""frequency":{"hz":1}"#);
-        assert_eq!(parse(odd.as_bytes(), t).unwrap().radio.frequency, None);
+        assert_eq!(
+            parse(odd.as_bytes(), t).unwrap().value.radio.frequency,
+            None
+        );
     }
 
     #[test]
@@ -254,7 +259,7 @@ mod tests {
             br#"{"end_device_ids":{"dev_eui":"0000000000000001"},"uplink_message":{"frm_payload":"AQ=="}}"#,
             SystemTime::UNIX_EPOCH,
         )
-        .unwrap();
+        .unwrap().value;
         assert_eq!((up.fport, up.fcnt, up.payload), (Some(0), Some(0), vec![1]));
     }
 
@@ -269,8 +274,10 @@ mod tests {
         );
         let bad = UP.replace("CIwuLf////8=", "%%%");
         assert_eq!(parse(bad.as_bytes(), t).unwrap_err().kind(), "bad_base64");
-        // Past 9999 in UTC: used to panic when the record was built.
+        // Past 9999 in UTC (used to panic when the record was built): kept, at receive time.
         let late = UP.replace("2024-05-01T10:00:00.123Z", "9999-12-31T23:59:59-23:59");
-        assert_eq!(parse(late.as_bytes(), t).unwrap_err().kind(), "bad_time");
+        let up = parse(late.as_bytes(), t).unwrap();
+        assert_eq!(up.bad_time.map(|e| e.kind()), Some("bad_time"));
+        assert_eq!((up.value.time, up.value.fcnt), (t, Some(42)));
     }
 }

@@ -257,7 +257,7 @@ impl Context {
             parse(format, bytes, SystemTime::now())
         });
         match parsed {
-            Ok(Ok(input)) => Some(input),
+            Ok(Ok(parsed)) => Some(kept(&self.metrics, source, parsed)),
             Err(dead) => Some(Input::DeadLetter(dead)),
             Ok(Err(e)) => {
                 self.metrics
@@ -266,6 +266,20 @@ impl Context {
             }
         }
     }
+}
+
+/// A parsed message's input, kept; what was wrong in it is counted and logged.
+pub fn kept(
+    metrics: &crate::metrics::Metrics,
+    source: &str,
+    parsed: format::Parsed<Input>,
+) -> Input {
+    if let Some(e) = parsed.bad_time {
+        metrics.problem(e.kind(), || {
+            format!("{source}: {e}: the message is kept with hubgate's receive time")
+        });
+    }
+    parsed.value
 }
 
 /// Run `parse` for one message inside [`crate::contain::contain`]: a panic makes the message
@@ -297,17 +311,17 @@ pub fn parse(
     format: crate::config::UplinkFormat,
     bytes: &[u8],
     received: SystemTime,
-) -> Result<Input, ParseError> {
+) -> Result<format::Parsed<Input>, ParseError> {
     use crate::config::UplinkFormat as F;
     #[cfg(test)]
     crate::contain::test_point::reach("parse");
-    match format {
-        F::ChirpstackV4 => format::chirpstack::parse(bytes, received).map(Input::Uplink),
-        F::TtsV3 => format::tts::parse(bytes, received).map(Input::Uplink),
+    Ok(match format {
+        F::ChirpstackV4 => format::chirpstack::parse(bytes, received)?.map(Input::Uplink),
+        F::TtsV3 => format::tts::parse(bytes, received)?.map(Input::Uplink),
         F::ChirpstackGateway => {
-            format::chirpstack::parse_gateway_frame(bytes, received).map(Input::Radio)
+            format::chirpstack::parse_gateway_frame(bytes, received)?.map(Input::Radio)
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -315,10 +329,7 @@ mod tests {
     use super::*;
     use crate::config::UplinkFormat;
 
-    /// A panic while parsing makes the message a dead letter (counted), and the next message
-    /// parses normally.
-    #[test]
-    fn a_panic_in_parsing_is_contained() {
+    fn context() -> (Context, std::sync::Arc<crate::metrics::Metrics>) {
         let (frames, _rx) = queue(1, 1 << 20);
         let (_stop, stopping) = tokio::sync::watch::channel(false);
         let (_ack, acked) = tokio::sync::watch::channel(false);
@@ -329,6 +340,30 @@ mod tests {
             acked,
             metrics: metrics.clone(),
         };
+        (ctx, metrics)
+    }
+
+    /// A message whose time is bad is kept with the receive time, and the bad time counted.
+    #[test]
+    fn a_bad_time_is_counted_and_the_message_kept() {
+        let (ctx, metrics) = context();
+        let msg =
+            br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"fCnt":7,"data":"AQ==","time":"soon"}"#;
+        let before = SystemTime::now();
+        let Some(Input::Uplink(up)) = ctx.parse("mqtt", None, UplinkFormat::ChirpstackV4, msg)
+        else {
+            panic!("not kept")
+        };
+        assert!(up.time >= before, "{:?}", up.time);
+        assert_eq!((up.fcnt, up.payload), (Some(7), vec![1]));
+        assert_eq!(metrics.problems("bad_time"), 1);
+    }
+
+    /// A panic while parsing makes the message a dead letter (counted), and the next message
+    /// parses normally.
+    #[test]
+    fn a_panic_in_parsing_is_contained() {
+        let (ctx, metrics) = context();
         let msg = br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"data":"AQ=="}"#;
         crate::contain::test_point::arm("parse");
         let Some(Input::DeadLetter(d)) =
@@ -369,7 +404,7 @@ mod tests {
                 msg.as_bytes(),
                 SystemTime::UNIX_EPOCH,
             );
-            let size = input.expect("parses").size();
+            let size = input.expect("parses").value.size();
             assert!(size >= 600_000, "{size} bytes counted");
         }
         let radio = Input::Radio(RadioFrame {

@@ -19,7 +19,7 @@ use tokio_serial::SerialPortBuilderExt;
 
 use super::{Context, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
-use crate::format::{cbor_envelope, ParseError};
+use crate::format::{cbor_envelope, ParseError, Parsed};
 use crate::framing::Deframer;
 use crate::uplink::{Radio, RadioFrame};
 
@@ -172,7 +172,7 @@ async fn read(
                         content_of(content, frame, SystemTime::now())
                     });
                     match parsed {
-                        Ok(Ok(input)) => input,
+                        Ok(Ok(parsed)) => super::kept(&ctx.metrics, "serial", parsed),
                         Err(dead) => Input::DeadLetter(dead),
                         Ok(Err(e)) => {
                             ctx.metrics.problem(e.kind(), || {
@@ -193,13 +193,20 @@ async fn read(
 
 /// A frame's content: a wired sensor's CBOR envelope, or a LoRaWAN PHYPayload from a radio
 /// module (verified and decrypted later with the device's session keys).
-fn content_of(content: SerialContent, frame: &[u8], now: SystemTime) -> Result<Input, ParseError> {
-    match content {
-        SerialContent::Cbor => cbor_envelope::parse(frame, now).map(Input::Uplink),
-        SerialContent::Phy => Ok(Input::Radio(RadioFrame {
-            phy: frame.to_vec(),
-            time: now,
-            radio: Radio::default(),
-        })),
-    }
+fn content_of(
+    content: SerialContent,
+    frame: &[u8],
+    now: SystemTime,
+) -> Result<Parsed<Input>, ParseError> {
+    Ok(match content {
+        SerialContent::Cbor => cbor_envelope::parse(frame, now)?.map(Input::Uplink),
+        SerialContent::Phy => Parsed {
+            value: Input::Radio(RadioFrame {
+                phy: frame.to_vec(),
+                time: now,
+                radio: Radio::default(),
+            }),
+            bad_time: None,
+        },
+    })
 }
