@@ -92,6 +92,11 @@ fn push_and_pull_are_acknowledged_and_status_becomes_a_record() {
         agent.metric("hubgate_problems_total{kind=\"gwmp_bad_json\"}"),
         1
     );
+    // The kernel's drops on the source's socket are exposed (none here).
+    let listen = format!("127.0.0.1:{}", sock.peer_addr().unwrap().port());
+    let drops = format!("hubgate_udp_kernel_drops_total{{listen=\"{listen}\"}}");
+    assert!(agent.has_metric(&drops), "{drops}");
+    assert_eq!(agent.metric(&drops), 0);
     let records = printed(&agent, dir.path());
     assert_eq!(records.len(), 1, "{records:?}");
     let r = &records[0];

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod history;
 mod oldest;
 mod park_reasons;
+mod udp_drops;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use oldest::OldestRecord;
 pub use park_reasons::{ParkReason, ParkReasons};
+pub use udp_drops::UdpDrops;
 
 /// One number: a counter, or a gauge when `set`.
 #[derive(Default)]
@@ -102,6 +104,8 @@ pub struct Metrics {
     pub dropped_corrupt: Counter,
     /// Frames of sources that cannot wait, dropped for want of room in the frame queue.
     pub dropped_queue_full: Counter,
+    /// Datagrams the kernel dropped before a UDP source could read them.
+    pub udp_drops: UdpDrops,
     pub dead_lettered: Counter,
     pub buffer_records: Counter,
     pub buffer_bytes: Counter,
@@ -267,6 +271,7 @@ impl Metrics {
                     ("queue_full".into(), self.dropped_queue_full.get()),
                 ],
             ),
+            e("udp_kernel_drops_total", "counter", "listen", "datagrams the kernel dropped on a UDP source's socket (receive buffer full), by listen address", self.udp_drops.snapshot()),
             e("dead_lettered_total", "counter", "", "records the sink rejected for good", one(&self.dead_lettered)),
             e("in_flight", "gauge", "", "records sent, not yet confirmed", one(&self.in_flight)),
             e("clock_synchronized", "gauge", "", "1 while the system clock is known to be synchronised (docs/durability.md: what expiry does otherwise)", one(&self.clock_synchronized)),

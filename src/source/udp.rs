@@ -25,9 +25,13 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// Serve the packet forwarder on `socket` (bound by the pipeline before start-up).
 pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
-    match socket.local_addr() {
-        Ok(a) => log::info!("udp: packet forwarder source on {a}"),
-        Err(e) => log::info!("udp: packet forwarder source (address unknown: {e})"),
+    let listen = match socket.local_addr() {
+        Ok(a) => a.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    log::info!("udp: packet forwarder source on {listen}");
+    if let Err(e) = ctx.metrics.udp_drops.watch(listen, &socket) {
+        log::warn!("udp: datagrams the kernel drops cannot be counted: {e}");
     }
     let mut stopping = ctx.stopping.clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
