@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{ParseError, Parsed};
+use super::{ParseError, Parsed, Shape};
 
 /// The MQTT topic filter of application uplink events (`event/up`).
 pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
@@ -113,13 +113,33 @@ struct GatewayRxInfo<'a> {
     crc_status: Option<Text<'a>>,
 }
 
+/// Parts of an uplink event that may be of the wrong type without costing the uplink (with
+/// [`TX_INFO`]).
+const EVENT_PARTS: &[(&str, Shape)] = &[("time", Shape::Text), ("rxInfo", Shape::Objects)];
+
+/// Parts of a gateway frame that may be of the wrong type without costing the frame (with
+/// [`TX_INFO`]).
+const GATEWAY_FRAME_PARTS: &[(&str, Shape)] = &[
+    ("rxInfo", Shape::Object),
+    ("rxInfo/gwTime", Shape::Text),
+    ("rxInfo/nsTime", Shape::Text),
+    ("rxInfo/crcStatus", Shape::Text),
+];
+
+/// The transmission's radio settings, in events and frames alike.
+const TX_INFO: &[(&str, Shape)] = &[
+    ("txInfo", Shape::Object),
+    ("txInfo/modulation", Shape::Object),
+    ("txInfo/modulation/lora", Shape::Object),
+];
+
 /// Parse one raw gateway frame; its PHYPayload still has to be verified and decrypted.
 pub fn parse_gateway_frame(
     json: &[u8],
     received: SystemTime,
 ) -> Result<Parsed<RadioFrame>, ParseError> {
-    let f: GatewayFrame =
-        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
+    let mut mended = None;
+    let f: GatewayFrame = super::from_json(json, &[GATEWAY_FRAME_PARTS, TX_INFO], &mut mended)?;
     let phy = base64::engine::general_purpose::STANDARD
         .decode(f.phy_payload.0.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
@@ -155,8 +175,8 @@ pub fn parse_gateway_frame(
 
 /// Parse one uplink event. `received` stands in for a missing `time`.
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
-    let ev: Event =
-        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
+    let mut mended = None;
+    let ev: Event = super::from_json(json, &[EVENT_PARTS, TX_INFO], &mut mended)?;
     let dev_eui = &ev.device_info.dev_eui.0;
     let dev_eui = crate::ids::DevEui::parse(dev_eui)
         .map_err(|_| ParseError::DevEui(dev_eui.as_ref().into()))?;
@@ -365,6 +385,55 @@ mod tests {
             parse(bad_eui.as_bytes(), t).unwrap_err().kind(),
             "bad_dev_eui"
         );
+    }
+
+    /// Radio metadata or a time of the wrong JSON type costs the uplink (or frame) only what
+    /// it held; what is wrong in the rest still refuses it.
+    #[test]
+    fn metadata_of_the_wrong_type_is_left_out() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let odd = UP
+            .replace(
+                r#""time":"2024-05-01T10:00:00.123Z""#,
+                r#""time":1714557600"#,
+            )
+            .replace(r#"{"gatewayId":"g1","#, r#"7,{"gatewayId":"g1","#)
+            .replace(
+                r#""modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}"#,
+                r#""modulation":{"lora":[]}"#,
+            );
+        let up = parse(odd.as_bytes(), t).unwrap();
+        let e = up.bad_time.unwrap();
+        assert_eq!(
+            (e.kind(), e.to_string().contains("1714557600")),
+            ("bad_time", true)
+        );
+        let up = up.value;
+        assert_eq!((up.time, up.fcnt, up.payload.len()), (t, Some(42), 8));
+        assert_eq!(up.radio.gateway_id.as_deref(), Some("g2"));
+        assert_eq!(
+            (up.radio.frequency, up.radio.bandwidth),
+            (Some(868_100_000), None)
+        );
+        for (from, to) in [
+            (r#""rxInfo":["#, r#""rxInfo":"x","no":["#),
+            (r#""txInfo":{"#, r#""txInfo":5,"no":{"#),
+        ] {
+            let up = parse(UP.replace(from, to).as_bytes(), t).unwrap().value;
+            assert_eq!(up.payload.len(), 8, "{to}");
+        }
+        let no_eui = UP.replace(r#""devEui":"58a0cb0000101234""#, r#""devEui":5"#);
+        let e = parse(no_eui.as_bytes(), t).unwrap_err();
+        assert_eq!(e.kind(), "malformed_json");
+        let frame = r#"{"phyPayload":"QNobASY=","rxInfo":[1],"txInfo":"x"}"#;
+        let f = parse_gateway_frame(frame.as_bytes(), t).unwrap();
+        assert_eq!(
+            (f.value.time, f.value.phy.len(), f.bad_time.is_none()),
+            (t, 5, true)
+        );
+        let frame = r#"{"phyPayload":"QNobASY=","rxInfo":{"gwTime":false,"crcStatus":0}}"#;
+        let e = parse_gateway_frame(frame.as_bytes(), t).unwrap_err();
+        assert_eq!(e.kind(), "bad_crc");
     }
 
     /// A time that is not one, past 9999 in UTC (it used to panic when the record was built)

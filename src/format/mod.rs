@@ -124,8 +124,6 @@ fn de_meta_float<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, 
     Ok(v.and_then(|v| v.as_f64()).filter(|f| f.is_finite()))
 }
 
-/// An RFC 3339 time from input, refused unless a record can carry it
-/// ([`crate::uplink::valid_time`]).
 /// Most JSON values a network server's decoded payload may hold (objects, arrays and
 /// scalars, counted together over `object` and `normalized`). Real decoders return tens of
 /// fields; a parsed value costs far more memory than its text, and an uplink waits in a
@@ -208,6 +206,88 @@ fn time_or_received(
     }
 }
 
+/// What JSON type a part of a message must have, for [`with_odd_parts_mended`].
+enum Shape {
+    /// Radio metadata: an object, or it is left out.
+    Object,
+    /// Radio metadata: an array of objects; what is not one is left out.
+    Objects,
+    /// A time: a string, or it becomes the string of its JSON text (a `bad_time` then).
+    Text,
+}
+
+/// A message of type `T`; one the strict parse refuses is parsed again with the parts at
+/// `paths` mended ([`with_odd_parts_mended`]), into `mended`, which what it borrows lives in.
+fn from_json<'a, T: serde::Deserialize<'a>>(
+    json: &'a [u8],
+    paths: &[&[(&str, Shape)]],
+    mended: &'a mut Option<serde_json::Value>,
+) -> Result<T, ParseError> {
+    let e = match serde_json::from_slice(json) {
+        Ok(t) => return Ok(t),
+        Err(e) => e,
+    };
+    let refused = || ParseError::Json(e.to_string().into());
+    *mended = with_odd_parts_mended(json, paths);
+    let mended: &'a Option<serde_json::Value> = mended;
+    T::deserialize(mended.as_ref().ok_or_else(refused)?).map_err(|_| refused())
+}
+
+/// `json` parsed again with the parts at `paths` (keys from the top, `*` for every element
+/// of an array) that have the wrong type mended as their [`Shape`] says, so radio metadata
+/// or a time of the wrong type never costs the uplink, as a wrong field inside them does not
+/// ([`de_meta_int`]). `None`: not JSON, or nothing to mend. Only for a message the strict
+/// parse refused, so the usual message is read once, without a tree.
+fn with_odd_parts_mended(json: &[u8], paths: &[&[(&str, Shape)]]) -> Option<serde_json::Value> {
+    let mut v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let mut mended = false;
+    for (path, shape) in paths.iter().copied().flatten() {
+        let keys: Vec<&str> = path.split('/').collect();
+        mend(&mut v, &keys, shape, &mut mended);
+    }
+    mended.then_some(v)
+}
+
+fn mend(v: &mut serde_json::Value, keys: &[&str], shape: &Shape, mended: &mut bool) {
+    use serde_json::Value as V;
+    match keys {
+        [] => {}
+        ["*", rest @ ..] => {
+            if let V::Array(items) = v {
+                items.iter_mut().for_each(|i| mend(i, rest, shape, mended));
+            }
+        }
+        [key, rest @ ..] => {
+            let V::Object(m) = v else { return };
+            if !rest.is_empty() {
+                if let Some(inner) = m.get_mut(*key) {
+                    mend(inner, rest, shape, mended);
+                }
+                return;
+            }
+            let Some(part) = m.get_mut(*key) else { return };
+            match (shape, &mut *part) {
+                (_, V::Null) | (Shape::Object, V::Object(_)) | (Shape::Text, V::String(_)) => {}
+                (Shape::Objects, V::Array(items)) => {
+                    let before = items.len();
+                    items.retain(|i| i.is_object());
+                    *mended |= items.len() != before;
+                }
+                (Shape::Text, other) => {
+                    *part = V::String(other.to_string());
+                    *mended = true;
+                }
+                (Shape::Object | Shape::Objects, _) => {
+                    m.remove(*key);
+                    *mended = true;
+                }
+            }
+        }
+    }
+}
+
+/// An RFC 3339 time from input, refused unless a record can carry it
+/// ([`crate::uplink::valid_time`]).
 fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()

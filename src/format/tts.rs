@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{ParseError, Parsed};
+use super::{ParseError, Parsed, Shape};
 
 /// The MQTT topic filter of uplink messages.
 pub const TOPIC: &str = "v3/+/devices/+/up";
@@ -82,9 +82,20 @@ struct Lora {
     spreading_factor: Option<u8>,
 }
 
+/// Parts of an uplink message that may be of the wrong type without costing the uplink.
+const PARTS: &[(&str, Shape)] = &[
+    ("received_at", Shape::Text),
+    ("uplink_message/received_at", Shape::Text),
+    ("uplink_message/rx_metadata", Shape::Objects),
+    ("uplink_message/rx_metadata/*/gateway_ids", Shape::Object),
+    ("uplink_message/settings", Shape::Object),
+    ("uplink_message/settings/data_rate", Shape::Object),
+    ("uplink_message/settings/data_rate/lora", Shape::Object),
+];
+
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
-    let m: Message =
-        serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string().into()))?;
+    let mut mended = None;
+    let m: Message = super::from_json(json, &[PARTS], &mut mended)?;
     let eui = m
         .end_device_ids
         .dev_eui
@@ -261,6 +272,35 @@ mod tests {
         )
         .unwrap().value;
         assert_eq!((up.fport, up.fcnt, up.payload), (Some(0), Some(0), vec![1]));
+    }
+
+    /// Radio metadata or a time of the wrong JSON type costs the uplink only what it held.
+    #[test]
+    fn metadata_of_the_wrong_type_is_left_out() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let odd = UP
+            .replace(
+                r#""gateway_ids":{"gateway_id":"gw-b"}"#,
+                r#""gateway_ids":"gw-b""#,
+            )
+            .replace(r#""data_rate":{"#, r#""data_rate":7,"no":{"#)
+            .replace(
+                r#""received_at":"2024-05-01T10:00:00.123Z""#,
+                r#""received_at":{}"#,
+            );
+        let up = parse(odd.as_bytes(), t).unwrap();
+        assert_eq!(up.bad_time.map(|e| e.kind()), Some("bad_time"));
+        let up = up.value;
+        // The uplink's own received_at is taken before the message's, bad or not.
+        assert_eq!((up.time, up.fcnt, up.payload.len()), (t, Some(42), 8));
+        assert_eq!((up.radio.rssi, up.radio.gateway_id), (Some(-71), None));
+        assert_eq!(
+            (up.radio.spreading_factor, up.radio.frequency),
+            (None, Some(868_300_000))
+        );
+        let odd = UP.replace(r#""rx_metadata":["#, r#""rx_metadata":{},"no":["#);
+        let up = parse(odd.as_bytes(), t).unwrap().value;
+        assert_eq!((up.radio.rssi, up.payload.len()), (None, 8));
     }
 
     #[test]
