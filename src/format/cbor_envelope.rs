@@ -22,7 +22,10 @@ use crate::uplink::{Radio, Uplink};
 /// | `time`    | Unix seconds (integer or float), or RFC 3339 text; 1970..=9999 | optional, else (or if bad) receive time |
 ///
 /// Other keys are ignored. Without `fcnt`, the record id is made from the time (ms), so two
-/// equal payloads of one device with one `time` count as duplicates.
+/// equal payloads of one device with one `time` count as duplicates. An optional key of the
+/// wrong type or out of range (a fractional `fcnt`, an `fport` of 256, `snr` as text) is taken
+/// as not given rather than costing the reading, which a serial line cannot send again; a
+/// fractional `rssi` is rounded.
 pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
     let env: Envelope =
         serde_cbor::from_slice(bytes).map_err(|e| ParseError::Cbor(e.to_string().into()))?;
@@ -31,13 +34,20 @@ pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, Parse
     let value = Uplink {
         dev_eui: env.dev_eui,
         device_name: None,
-        fport: env.fport,
-        fcnt: env.fcnt,
+        fport: whole(env.fport),
+        fcnt: whole(env.fcnt),
         payload: env.payload,
         time,
         radio: Radio {
-            rssi: env.rssi,
-            snr: env.snr,
+            rssi: match env.rssi {
+                Some(serde_cbor::Value::Float(f)) if f.is_finite() => whole(Some(f.round())),
+                other => whole(other),
+            },
+            snr: match env.snr {
+                Some(serde_cbor::Value::Float(f)) => Some(f).filter(|f| f.is_finite()),
+                Some(serde_cbor::Value::Integer(i)) => Some(i as f64),
+                _ => None,
+            },
             ..Radio::default()
         },
         ns: crate::uplink::NsDecoded::default(),
@@ -50,17 +60,29 @@ struct Envelope {
     #[serde(deserialize_with = "de_dev_eui")]
     dev_eui: DevEui,
     #[serde(default)]
-    fport: Option<u8>,
+    fport: Option<serde_cbor::Value>,
     #[serde(default)]
-    fcnt: Option<u32>,
+    fcnt: Option<serde_cbor::Value>,
     #[serde(deserialize_with = "de_payload")]
     payload: Vec<u8>,
     #[serde(default)]
-    rssi: Option<i32>,
+    rssi: Option<serde_cbor::Value>,
     #[serde(default)]
-    snr: Option<f64>,
+    snr: Option<serde_cbor::Value>,
     #[serde(default)]
     time: Option<serde_cbor::Value>,
+}
+
+/// An optional whole number: `None` unless `v` is an integer (or a float without a fraction)
+/// that fits `T`.
+fn whole<T: TryFrom<i128>>(v: Option<impl Into<serde_cbor::Value>>) -> Option<T> {
+    match v.map(Into::into)? {
+        serde_cbor::Value::Integer(i) => T::try_from(i).ok(),
+        serde_cbor::Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e18 => {
+            T::try_from(f as i128).ok()
+        }
+        _ => None,
+    }
 }
 
 /// Bytes given as a CBOR byte string or as hex text.
@@ -153,6 +175,48 @@ mod tests {
         );
     }
 
+    /// Optional keys of the wrong type or out of range are taken as not given: a serial
+    /// line cannot send the reading again.
+    #[test]
+    fn odd_optional_keys_do_not_cost_the_reading() {
+        let odd = |key: &str, v: Value| {
+            let b = envelope(&[
+                ("dev_eui", Value::Bytes(EUI.to_vec())),
+                ("payload", Value::Bytes(vec![1])),
+                (key, v),
+            ]);
+            let up = parse(&b, SystemTime::UNIX_EPOCH).unwrap().value;
+            assert_eq!(up.payload, [1]);
+            (up.fport, up.fcnt, up.radio.rssi, up.radio.snr)
+        };
+        assert_eq!(odd("fport", Value::Integer(256)), (None, None, None, None));
+        assert_eq!(
+            odd("fport", Value::Text("7".into())),
+            (None, None, None, None)
+        );
+        assert_eq!(odd("fcnt", Value::Float(7.5)), (None, None, None, None));
+        assert_eq!(odd("fcnt", Value::Float(7.0)), (None, Some(7), None, None));
+        assert_eq!(odd("fcnt", Value::Integer(-1)), (None, None, None, None));
+        assert_eq!(
+            odd("rssi", Value::Float(-71.5)),
+            (None, None, Some(-72), None)
+        );
+        assert_eq!(
+            odd("rssi", Value::Float(f64::NAN)),
+            (None, None, None, None)
+        );
+        assert_eq!(odd("rssi", Value::Bytes(vec![1])), (None, None, None, None));
+        assert_eq!(
+            odd("snr", Value::Text("7".into())),
+            (None, None, None, None)
+        );
+        assert_eq!(odd("snr", Value::Integer(7)), (None, None, None, Some(7.0)));
+        assert_eq!(
+            odd("snr", Value::Float(f64::INFINITY)),
+            (None, None, None, None)
+        );
+    }
+
     #[test]
     fn hex_text_forms_and_defaults() {
         let received = SystemTime::UNIX_EPOCH + Duration::from_secs(42);
@@ -209,11 +273,6 @@ mod tests {
             envelope(&[
                 ("dev_eui", Value::Bytes(EUI.to_vec())),
                 ("payload", Value::Text("xyz".into())),
-            ]),
-            envelope(&[
-                ("dev_eui", Value::Bytes(EUI.to_vec())),
-                ("payload", Value::Bytes(vec![1])),
-                ("fport", Value::Integer(300)),
             ]),
             Vec::new(),
         ];
