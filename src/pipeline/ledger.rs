@@ -92,6 +92,11 @@ pub struct Ledger {
     /// The LoRaWAN frame counters records advanced, kept until the record is durable
     /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`].
     unsettled: BTreeMap<u64, Vec<(DevAddr, DevEui, u32)>>,
+    /// Frame counters of records written to the buffer (or dropped, or dead-lettered), kept
+    /// once a flush that starts later is done, as `pending_acks` are released.
+    pending_fcnts: Vec<(DevAddr, DevEui, u32)>,
+    /// Frame counters kept when the running flush is done.
+    syncing_fcnts: Vec<(DevAddr, DevEui, u32)>,
     /// Written to the buffer since the last flush started (or failed).
     dirty: bool,
     /// Last buffered sequence number handed to the sink by the drain.
@@ -146,6 +151,8 @@ impl Ledger {
             pending_acks: Vec::new(),
             syncing_acks: Vec::new(),
             unsettled: BTreeMap::new(),
+            pending_fcnts: Vec::new(),
+            syncing_fcnts: Vec::new(),
             dirty: left_over,
             drain_cursor: None,
             started: now,
@@ -171,6 +178,7 @@ impl Ledger {
         self.idle()
             && self.spill_mark.is_none()
             && self.pending_acks.is_empty()
+            && self.pending_fcnts.is_empty()
             && !self.dirty
             && !self.buffer.flushing()
             && !self.buffer.housekeeping_due()
@@ -223,7 +231,7 @@ impl Ledger {
         };
         if record.rec_type == DEAD_LETTER {
             self.keep_dead_letter(&record, ack);
-            return self.keep_fcnts(counters.advanced);
+            return self.pending_fcnts.extend(counters.advanced);
         }
         let seq = self.next_seq;
         match self.dedup.check(&record.id, seq) {
@@ -234,8 +242,9 @@ impl Ledger {
                 return self.ack_with(first, ack);
             }
             Seen::Durable => {
+                // Its record may be written and not flushed yet.
                 self.metrics.duplicates.inc();
-                self.keep_fcnts(counters.advanced);
+                self.pending_fcnts.extend(counters.advanced);
                 self.pending_acks.push((None, ack));
                 return;
             }
@@ -301,14 +310,23 @@ impl Ledger {
         }
     }
 
-    /// Record `seq` is durable (or gone for good): the frame counters it advanced are kept
-    /// now. Kept earlier, they would outlive a crash that lost the record, and the source's
-    /// redelivery of its frame would be a replay after the restart: acknowledged, with no
-    /// record made. The buffer writes them after the record, so the flush that makes the
-    /// record durable makes them durable too.
+    /// The sink confirmed record `seq`: the frame counters it advanced are kept now. Kept
+    /// earlier, they would outlive a crash that lost the record, and the source's redelivery
+    /// of its frame would be a replay after the restart: acknowledged, with no record made.
     fn settled(&mut self, seq: u64) {
         if let Some(fcnts) = self.unsettled.remove(&seq) {
             self.keep_fcnts(fcnts);
+        }
+    }
+
+    /// Record `seq` was written to the buffer (or left it for good): its frame counters are
+    /// kept once a flush that starts later is done. Written beside the record, they could be
+    /// durable before it: sled's flush makes every sled write durable, also one made after
+    /// the flush synced the record's segment, and after a power cut the record, never
+    /// acknowledged, is dropped at open while its counter makes the redelivery a replay.
+    fn settled_with_flush(&mut self, seq: u64) {
+        if let Some(fcnts) = self.unsettled.remove(&seq) {
+            self.pending_fcnts.extend(fcnts);
         }
     }
 
@@ -329,7 +347,7 @@ impl Ledger {
         match record.map(|r| self.stamped(r)) {
             Some(record) if record.rec_type == DEAD_LETTER => {
                 self.keep_dead_letter(&record, ack);
-                self.keep_fcnts(counters.advanced);
+                self.pending_fcnts.extend(counters.advanced);
             }
             Some(record) => {
                 let seq = self.next_seq;
@@ -444,7 +462,7 @@ impl Ledger {
                 self.dirty = true;
                 self.dedup.durable(&record.id);
             }
-            self.settled(seq);
+            self.settled_with_flush(seq);
             if let Some(w) = self.waiting.remove(&seq) {
                 self.pending_acks
                     .extend(w.acks.into_iter().map(|a| (None, a)));
@@ -684,7 +702,7 @@ impl Ledger {
         }
         match letter.and_then(|()| self.buffer.discard(seq)) {
             Ok(()) => {
-                self.settled(seq);
+                self.settled_with_flush(seq);
                 self.dirty = true;
                 self.pending_acks
                     .extend(leaving.acks.into_iter().map(|a| (None, a)));
@@ -809,14 +827,26 @@ impl Ledger {
             return Ok(());
         }
         if self.dirty || force || self.buffer.sync_due(now) {
-            self.buffer.start_flush(now);
-            self.syncing_acks.append(&mut self.pending_acks);
-            self.dirty = false;
-            self.take_flush_outcome(force)?;
+            self.flush(now, force)?;
+            // At shutdown, the frame counters that flush let go are made durable too.
+            if force && self.dirty {
+                self.flush(now, force)?;
+            }
         } else {
             Self::release(&self.metrics, &mut self.pending_acks);
+            let fcnts = std::mem::take(&mut self.pending_fcnts);
+            self.keep_fcnts(fcnts);
         }
         Ok(())
+    }
+
+    /// Start a flush for what was written (with `wait`, and take its outcome).
+    fn flush(&mut self, now: Instant, wait: bool) -> Result<(), BufferError> {
+        self.buffer.start_flush(now);
+        self.syncing_acks.append(&mut self.pending_acks);
+        self.syncing_fcnts.append(&mut self.pending_fcnts);
+        self.dirty = false;
+        self.take_flush_outcome(wait)
     }
 
     /// The running flush's outcome, if it is done (with `wait`, once it is).
@@ -826,12 +856,18 @@ impl Ledger {
         };
         let Err(e) = outcome else {
             Self::release(&self.metrics, &mut self.syncing_acks);
+            let fcnts = std::mem::take(&mut self.syncing_fcnts);
+            // Durable with the next flush, which this asks for.
+            self.dirty |= !fcnts.is_empty();
+            self.keep_fcnts(fcnts);
             return Ok(());
         };
         // Nothing is acknowledged until a flush succeeds; the sources keep their copies.
         self.dirty = true;
         self.syncing_acks.append(&mut self.pending_acks);
         self.pending_acks = std::mem::take(&mut self.syncing_acks);
+        self.syncing_fcnts.append(&mut self.pending_fcnts);
+        self.pending_fcnts = std::mem::take(&mut self.syncing_fcnts);
         if let BufferError::SyncFailed(_) = e {
             // Every later flush fails the same way: the round ends with the error.
             return Err(e);
@@ -1335,6 +1371,37 @@ mod tests {
         ledger.end_round(late).unwrap();
         assert_eq!(ledger.buffered(), 1);
         assert_eq!(kept_counters(&ledger), [7], "buffered with its record");
+    }
+
+    /// A buffered record's counter is kept only once a flush that covers the record is done:
+    /// written beside it, sled's flush could make the counter durable before the record's
+    /// segment, and after a power cut the redelivered frame would be a replay. A flush that
+    /// fails keeps it back; the next one that works lets it go, and a flush follows for it.
+    #[test]
+    fn a_buffered_records_counter_waits_for_the_flush_that_covers_it() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (ack, mut acked) = puback(1);
+        ledger.take(Some(record(1)), counter(false), ack, t0);
+        ledger.end_round(t0).unwrap();
+        store.set_flush_fails(true);
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        assert_eq!(ledger.buffered(), 1);
+        assert!(kept_counters(&ledger).is_empty(), "its flush failed");
+        assert!(acked.try_recv().is_err());
+        store.set_flush_fails(false);
+        ledger.end_round(late).unwrap();
+        assert_eq!(kept_counters(&ledger), [7]);
+        assert_eq!(acked.try_recv().unwrap().pkid, 1);
+        assert!(ledger.dirty, "a flush is due for the counter");
+        ledger.end_round(late).unwrap();
+        assert!(!ledger.dirty);
     }
 
     /// A copy of a frame whose record the sink has not confirmed (an MQTT redelivery after
