@@ -36,6 +36,11 @@ const REBUILD_WHEN_EMPTY_FOR: Duration = Duration::from_secs(5);
 /// Once the oldest record has left, the next one's creation time is looked up within this
 /// (one read of the store's first record, not one per record drained).
 const OLDEST_CHECKED_WITHIN: Duration = Duration::from_secs(1);
+/// How long a record that cannot be read holds the drain (tried at every round) before it
+/// is taken for damage: a read error that outlasts retries for a minute is a bad block, and
+/// one record lost beats a drain stopped for good (or, ending the run, a restart loop that
+/// systemd gives up on).
+const UNREADABLE_FOR: Duration = Duration::from_secs(60);
 /// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
 const FCNT_PREFIX: &[u8] = b"fcnt/";
 
@@ -51,6 +56,11 @@ pub enum BufferError {
     /// later flush and write with it until the database is opened again.
     #[error("buffer storage: {0}; stopping, as what was written cannot be trusted to be on disk (a restart reopens the buffer from what is)")]
     SyncFailed(String),
+    /// A record's body is there but cannot be read (EIO from a bad block, EISDIR), unlike
+    /// damage, which a read can tell; [`Buffer::next`] waits and tries again before it takes
+    /// it for damage.
+    #[error("buffer storage: record #{seq} cannot be read: {why}")]
+    Unreadable { seq: u64, why: String },
 }
 
 /// A state entry: (key, value).
@@ -216,6 +226,8 @@ pub struct Buffer {
     /// Records left and emptied the buffer: giving space back is due, once it has stayed
     /// empty for [`REBUILD_WHEN_EMPTY_FOR`] (seen empty since the time kept here).
     drained: Option<Option<Instant>>,
+    /// The record that could not be read, and since when.
+    unreadable: Option<(u64, Instant)>,
 }
 
 impl Buffer {
@@ -240,6 +252,7 @@ impl Buffer {
             oldest_left: false,
             oldest_checked: Instant::now(),
             drained: None,
+            unreadable: None,
         };
         b.update_gauges();
         b.left_over();
@@ -501,14 +514,39 @@ impl Buffer {
     }
 
     /// Up to `limit` records after `after`, oldest first. Damaged ones are counted, removed
-    /// and skipped.
+    /// and skipped. One whose body cannot be read (see [`BufferError::Unreadable`]) returns
+    /// nothing, counted as the problem `buffer_read_error`, until it has failed for
+    /// [`UNREADABLE_FOR`] at `now`: then it is damaged.
     pub fn next(
         &mut self,
         after: Option<u64>,
         limit: usize,
+        now: Instant,
     ) -> Result<Vec<(u64, Record)>, BufferError> {
+        let scanned = loop {
+            match self.store.scan(after, limit) {
+                Err(BufferError::Unreadable { seq, why }) => {
+                    let since = match self.unreadable {
+                        Some((s, since)) if s == seq => since,
+                        _ => self.unreadable.insert((seq, now)).1,
+                    };
+                    if now.saturating_duration_since(since) < UNREADABLE_FOR {
+                        self.metrics.problem("buffer_read_error", || {
+                            format!("buffered record #{seq} cannot be read: {why}; the drain waits for it, and takes it for damage if it still cannot be read after {}s", UNREADABLE_FOR.as_secs())
+                        });
+                        return Ok(Vec::new());
+                    }
+                    self.metrics.dropped_corrupt.inc();
+                    log::error!("buffered record #{seq} could not be read for {}s ({why}): taken for damage and removed", UNREADABLE_FOR.as_secs());
+                    self.store.remove(seq)?;
+                    self.left(seq);
+                    self.unreadable = None;
+                }
+                scanned => break scanned?,
+            }
+        };
         let mut out = Vec::with_capacity(limit);
-        for (seq, bytes) in self.store.scan(after, limit)? {
+        for (seq, bytes) in scanned {
             match decode(&bytes) {
                 Ok(rec) => out.push((seq, rec)),
                 Err(e) => {
@@ -755,7 +793,7 @@ mod tests {
     }
 
     fn seqs(b: &mut Buffer) -> Vec<u64> {
-        b.next(None, 100)
+        b.next(None, 100, Instant::now())
             .unwrap()
             .into_iter()
             .map(|(s, _)| s)

@@ -582,8 +582,8 @@ impl SledStore {
     /// removes it, and the forwarder goes on. Every flush syncs the segments before sled's
     /// flush makes a pointer durable, and the open drops records no flush covered whose body
     /// did not reach the disk ([`SledStore::drop_torn_unflushed`]): what is left in that
-    /// state is damage. Any other read error (EMFILE, EIO) is an error, as sled's own read
-    /// error is: nothing is removed.
+    /// state is damage. Any other read error (EMFILE, EIO) is [`BufferError::Unreadable`]:
+    /// nothing is removed here.
     fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
         pointers
             .into_iter()
@@ -593,10 +593,10 @@ impl SledStore {
                     log::error!("buffer: the body of record #{seq} cannot be read: {why}");
                     Ok((seq, Vec::new()))
                 }
-                Err(ReadError::Io(why)) => Err(BufferError::Storage(format!(
-                    "{}: reading record #{seq}: {why}",
-                    self.dir.display()
-                ))),
+                Err(ReadError::Io(why)) => Err(BufferError::Unreadable {
+                    seq,
+                    why: format!("{}: {why}", self.dir.display()),
+                }),
             })
             .collect()
     }
@@ -1497,7 +1497,7 @@ mod tests {
         assert_eq!(s.usage().0, 9);
         let (mut b, m) = buffer_of(dir.path(), s);
         let read: Vec<u64> = b
-            .next(None, 100)
+            .next(None, 100, Instant::now())
             .unwrap()
             .into_iter()
             .map(|(s, _)| s)
@@ -1685,10 +1685,12 @@ mod tests {
     }
 
     /// A body that fails to read for another reason than damage (here EISDIR: the segment
-    /// became a directory) is a storage error from scan and scan_back: nothing is removed,
-    /// the forwarder tries again. Once the segment is gone, its records are damaged.
+    /// became a directory; a bad block's EIO) is `Unreadable` from scan and scan_back, and
+    /// the drain neither ends nor removes anything: it waits, counting the problem, and takes
+    /// the record for damage once it has failed for a minute. Once the segment is gone, its
+    /// records are damaged at once.
     #[test]
-    fn a_read_error_is_not_damage() {
+    fn a_read_error_holds_the_drain_for_a_while_then_is_damage() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
         for seq in 0..3 {
@@ -1705,15 +1707,24 @@ mod tests {
         std::fs::remove_file(&seg).unwrap();
         std::fs::create_dir(&seg).unwrap();
         let s = SledStore::open(dir.path()).unwrap();
-        for e in [s.scan(None, 10).unwrap_err(), s.scan_back(10).unwrap_err()] {
-            assert!(matches!(e, BufferError::Storage(_)), "{e}");
-        }
+        let e = s.scan(None, 10).unwrap_err();
+        assert!(matches!(e, BufferError::Unreadable { seq: 0, .. }), "{e}");
+        let e = s.scan_back(10).unwrap_err();
+        assert!(matches!(e, BufferError::Unreadable { seq: 2, .. }), "{e}");
         let (mut b, m) = buffer_of(dir.path(), s);
-        assert!(b.next(None, 10).is_err());
-        assert_eq!(m.dropped_corrupt.get(), 0);
-        assert_eq!(b.len(), 3);
+        let t0 = Instant::now();
+        for later in [0, 1, 59] {
+            let now = t0 + Duration::from_secs(later);
+            assert!(b.next(None, 10, now).unwrap().is_empty());
+        }
+        assert_eq!(m.problems("buffer_read_error"), 3);
+        assert_eq!((m.dropped_corrupt.get(), b.len()), (0, 3));
+        // A minute on, #0 is taken for damage; #1, in the same segment, waits its minute.
+        let minute = t0 + Duration::from_secs(60);
+        assert!(b.next(None, 10, minute).unwrap().is_empty());
+        assert_eq!((m.dropped_corrupt.get(), b.len()), (1, 2));
         std::fs::remove_dir(&seg).unwrap();
-        assert!(b.next(None, 10).unwrap().is_empty());
+        assert!(b.next(None, 10, minute).unwrap().is_empty());
         assert_eq!(m.dropped_corrupt.get(), 3);
         assert_eq!(b.len(), 0);
     }

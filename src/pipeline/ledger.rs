@@ -768,7 +768,7 @@ impl Ledger {
         let room = self.max_in_flight - self.in_flight.len();
         let wall = self.started.1 + now.saturating_duration_since(self.started.0);
         let now_ms = ms_since_epoch(wall);
-        for (seq, record) in self.buffer.next(self.drain_cursor, room)? {
+        for (seq, record) in self.buffer.next(self.drain_cursor, room, now)? {
             if self.window_full() {
                 break;
             }
