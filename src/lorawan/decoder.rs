@@ -82,7 +82,7 @@ impl Decoder {
             .and_then(|ss| ss.iter_mut().find(|s| s.dev_eui == dev_eui));
         match session {
             Some(s) => {
-                s.fcnt.accept(last);
+                s.fcnt.accept(last, None);
                 true
             }
             None => false,
@@ -144,7 +144,7 @@ impl Decoder {
                 dev_addr,
                 fcnt16: frame.fcnt16,
             })?;
-        if let Err(e) = session.fcnt.check(fcnt32) {
+        if let Err(e) = session.fcnt.check(fcnt32, frame.mic) {
             self.counters.replayed = Some((dev_addr, fcnt32));
             return Err(match e {
                 FcntError::Replay { fcnt, last } => LorawanError::Replay {
@@ -160,7 +160,7 @@ impl Decoder {
                 },
             });
         }
-        session.fcnt.accept(fcnt32);
+        session.fcnt.accept(fcnt32, Some(frame.mic));
         self.counters
             .advanced
             .push((dev_addr, session.dev_eui, fcnt32));

@@ -24,8 +24,16 @@
 //!   the upper half 0.
 //! * A session of a device known to restart its counter ([`FcntTracker::resetting`], the
 //!   device's `resets_fcnt`) accepts a counter below the last accepted as such a restart, and
-//!   goes on from it; an equal one is still a copy. Every wire value is then also tried with
-//!   the upper half 0, since the restarted counter may be past 16 when first heard.
+//!   goes on from it. Every wire value is then also tried with the upper half 0, since the
+//!   restarted counter may be past 16 when first heard.
+//! * A counter equal to the last accepted is a copy only if the frame is the same: a copy
+//!   (a second gateway, a redelivery) is the same PHYPayload, MIC included. Another MIC at
+//!   that counter is another frame, from a device that restarted its counter and reached the
+//!   same value (one that sends once per power-up sends FCnt 0 each time): a restart
+//!   ([`FcntError::Reset`], or accepted for a device that restarts its counter). Until a
+//!   frame is accepted after hubgate starts, the last MIC is not known and an equal counter
+//!   is a copy; a restarted device that sends the same payload at the same counter cannot be
+//!   told from a copy at all.
 
 /// Largest forward step accepted when guessing a 16-bit rollover.
 pub const MAX_FCNT_GAP: u32 = 16_384;
@@ -48,6 +56,8 @@ pub enum FcntError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FcntTracker {
     last: Option<u32>,
+    /// The MIC of the frame accepted last, once one was accepted in this run.
+    last_mic: Option<[u8; 4]>,
     max_gap: u32,
     /// The device restarts its counter: a smaller one is a restart, not a replay.
     resets: bool,
@@ -67,6 +77,7 @@ impl FcntTracker {
     pub fn with_max_gap(max_gap: u32) -> Self {
         FcntTracker {
             last: None,
+            last_mic: None,
             max_gap,
             resets: false,
         }
@@ -124,12 +135,14 @@ impl FcntTracker {
         out
     }
 
-    /// Whether a (MIC-verified) FCnt32 may be accepted: it must be ahead of the last one, or,
-    /// for a device that restarts its counter, behind it.
-    pub fn check(&self, fcnt32: u32) -> Result<(), FcntError> {
+    /// Whether a (MIC-verified) FCnt32 of a frame with `mic` may be accepted: it must be
+    /// ahead of the last one, or, for a device that restarts its counter, behind it or
+    /// another frame at the same counter.
+    pub fn check(&self, fcnt32: u32, mic: [u8; 4]) -> Result<(), FcntError> {
+        let another_frame = |last| fcnt32 == last && self.last_mic.is_some_and(|m| m != mic);
         match self.last {
-            Some(last) if self.resets && fcnt32 < last => Ok(()),
-            Some(last) if fcnt32 < RESET_BELOW && last >= RESET_BELOW => {
+            Some(last) if self.resets && (fcnt32 < last || another_frame(last)) => Ok(()),
+            Some(last) if (fcnt32 < RESET_BELOW && last >= RESET_BELOW) || another_frame(last) => {
                 Err(FcntError::Reset { fcnt: fcnt32, last })
             }
             Some(last) if fcnt32 <= last => Err(FcntError::Replay { fcnt: fcnt32, last }),
@@ -137,19 +150,23 @@ impl FcntTracker {
         }
     }
 
-    /// Record an accepted FCnt32 (after [`check`](FcntTracker::check) passed): a smaller
-    /// one is a restart of a device that restarts its counter, which goes on from it.
-    pub fn accept(&mut self, fcnt32: u32) {
+    /// Record an accepted FCnt32 and its frame's MIC (after [`check`](FcntTracker::check)
+    /// passed; `None`: a counter kept before a restart): a smaller one is a restart of a
+    /// device that restarts its counter, which goes on from it.
+    pub fn accept(&mut self, fcnt32: u32, mic: Option<[u8; 4]>) {
         self.last = Some(match self.last {
             Some(l) if !self.resets => l.max(fcnt32),
             _ => fcnt32,
         });
+        self.last_mic = mic;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIC: [u8; 4] = [1, 2, 3, 4];
 
     #[test]
     fn fresh_tracker_tries_low_upper_halves() {
@@ -189,18 +206,18 @@ mod tests {
     fn top_of_the_counter_space_does_not_overflow() {
         let t = FcntTracker::resume(u32::MAX);
         assert_eq!(t.candidates(0x0001), vec![0xFFFF_0001, 0x0001]);
-        assert!(t.check(0xFFFF_0001).is_err());
+        assert!(t.check(0xFFFF_0001, MIC).is_err());
     }
 
     #[test]
     fn replays_and_old_counters_are_rejected() {
         let mut t = FcntTracker::new();
-        t.check(7).unwrap();
-        t.accept(7);
-        assert_eq!(t.check(7), Err(FcntError::Replay { fcnt: 7, last: 7 }));
-        assert!(t.check(6).is_err());
-        t.check(8).unwrap();
-        t.accept(8);
+        t.check(7, MIC).unwrap();
+        t.accept(7, Some(MIC));
+        assert_eq!(t.check(7, MIC), Err(FcntError::Replay { fcnt: 7, last: 7 }));
+        assert!(t.check(6, MIC).is_err());
+        t.check(8, MIC).unwrap();
+        t.accept(8, Some(MIC));
         assert_eq!(t.last(), Some(8));
     }
 
@@ -220,39 +237,39 @@ mod tests {
     fn a_small_counter_after_a_large_one_is_a_reset() {
         let t = FcntTracker::resume(RESET_BELOW);
         assert_eq!(
-            t.check(RESET_BELOW - 1),
+            t.check(RESET_BELOW - 1, MIC),
             Err(FcntError::Reset {
                 fcnt: RESET_BELOW - 1,
                 last: RESET_BELOW
             })
         );
         assert!(matches!(
-            t.check(RESET_BELOW),
+            t.check(RESET_BELOW, MIC),
             Err(FcntError::Replay { .. })
         ));
         let t = FcntTracker::resume(RESET_BELOW - 1);
-        assert!(matches!(t.check(0), Err(FcntError::Replay { .. })));
+        assert!(matches!(t.check(0, MIC), Err(FcntError::Replay { .. })));
     }
 
     #[test]
     fn a_resetting_tracker_restarts_and_goes_on() {
         let mut t = FcntTracker::resetting();
-        t.accept(0x2_0010);
+        t.accept(0x2_0010, Some(MIC));
         // Every wire value is tried in the upper half 0 too.
         assert_eq!(t.candidates(40), vec![0x2_0028, 40]);
         assert_eq!(
-            t.check(0x2_0010),
+            t.check(0x2_0010, MIC),
             Err(FcntError::Replay {
                 fcnt: 0x2_0010,
                 last: 0x2_0010
             })
         );
-        t.check(40).unwrap();
-        t.accept(40);
+        t.check(40, MIC).unwrap();
+        t.accept(40, Some(MIC));
         assert_eq!(t.last(), Some(40));
-        assert!(matches!(t.check(40), Err(FcntError::Replay { .. })));
-        t.check(41).unwrap();
-        t.accept(41);
+        assert!(matches!(t.check(40, MIC), Err(FcntError::Replay { .. })));
+        t.check(41, MIC).unwrap();
+        t.accept(41, Some(MIC));
         assert_eq!(t.last(), Some(41));
     }
 }

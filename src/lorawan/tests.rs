@@ -503,14 +503,54 @@ fn a_counter_restart_is_told_apart_from_a_copy() {
          likely restarted its frame counter"
     );
     assert_eq!(d.take_counters().replayed, Some((DevAddr(0x2601_1BDA), 3)));
-    // The same counter again, or one old but not small: copies.
-    for old in [5000, 4999, fcnt::RESET_BELOW] {
+    // The same frame again, or one of a counter old but not small: copies.
+    for (old, payload) in [(5000, b"a"), (4999, b"c"), (fcnt::RESET_BELOW, b"c")] {
         assert!(matches!(
-            d.decode_uplink(&up(old, Some(2), b"c"), t0(), radio()),
+            d.decode_uplink(&up(old, Some(2), payload), t0(), radio()),
             Err(LorawanError::Replay { fcnt, last: 5000, .. }) if fcnt == old
         ));
     }
+    // Another frame at the last counter (another MIC) is not a copy: a restart.
+    assert!(matches!(
+        d.decode_uplink(&up(5000, Some(2), b"c"), t0(), radio()),
+        Err(LorawanError::FcntReset {
+            fcnt: 5000,
+            last: 5000,
+            ..
+        })
+    ));
     assert_eq!(d.sessions(DevAddr(0x2601_1BDA))[0].fcnt.last(), Some(5000));
+}
+
+/// A device that restarts its counter and sends once per power-up sends FCnt 0 each time:
+/// each is another frame (another MIC), taken; the same frame again is a copy. After
+/// hubgate restarts, the last frame's MIC is not known and an equal counter is a copy.
+#[test]
+fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_the_same() {
+    let mut d = resetting_decoder();
+    let radio = Radio::default;
+    for (payload, plain) in [(b"1", b"1"), (b"2", b"2")] {
+        let up0 = d.decode_uplink(&up(0, Some(2), payload), t0(), radio());
+        assert_eq!(up0.unwrap().payload, plain);
+    }
+    assert!(matches!(
+        d.decode_uplink(&up(0, Some(2), b"2"), t0(), radio()),
+        Err(LorawanError::Replay {
+            fcnt: 0,
+            last: 0,
+            ..
+        })
+    ));
+    let mut restarted = resetting_decoder();
+    assert!(restarted.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0));
+    assert!(matches!(
+        restarted.decode_uplink(&up(0, Some(2), b"3"), t0(), radio()),
+        Err(LorawanError::Replay {
+            fcnt: 0,
+            last: 0,
+            ..
+        })
+    ));
 }
 
 /// Below the small counters a restart cannot be told from a copy.
