@@ -34,6 +34,9 @@ use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::Ack;
 
+/// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32.
+type Fcnt = (DevAddr, DevEui, u32);
+
 struct InFlight {
     record: Record,
     /// Sources to acknowledge once this record is durable (empty once it is).
@@ -90,8 +93,13 @@ pub struct Ledger {
     /// Acknowledgements released when the running flush is done.
     syncing_acks: Vec<(Option<u64>, Ack)>,
     /// The LoRaWAN frame counters records advanced, kept until the record is durable
-    /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`].
-    unsettled: BTreeMap<u64, Vec<(DevAddr, DevEui, u32)>>,
+    /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`]. An input
+    /// of several records has its counters under each of them.
+    unsettled: BTreeMap<u64, Vec<Fcnt>>,
+    /// The counters of the input being taken, held until all its records are: one of them
+    /// settled at once (dead-lettered, refused) must not keep them before a later one is
+    /// under its sequence number.
+    taking: Vec<Fcnt>,
     /// Written to the buffer since the last flush started (or failed).
     dirty: bool,
     /// Last buffered sequence number handed to the sink by the drain.
@@ -146,6 +154,7 @@ impl Ledger {
             pending_acks: Vec::new(),
             syncing_acks: Vec::new(),
             unsettled: BTreeMap::new(),
+            taking: Vec::new(),
             dirty: left_over,
             drain_cursor: None,
             started: now,
@@ -215,33 +224,58 @@ impl Ledger {
             .failed(&SinkError::Park(reason), rec_type, now, now);
     }
 
-    /// A decoded input (`None`: nothing to keep, e.g. a frame of another network), what its
-    /// decode did to LoRaWAN frame counters, and the acknowledgement its source waits for.
-    pub fn take(&mut self, record: Option<Record>, counters: Counters, ack: Ack, now: Instant) {
-        let Some(record) = record.map(|r| self.stamped(r)) else {
+    /// The records of a decoded input (none: nothing to keep, e.g. a frame of another
+    /// network), what its decode did to LoRaWAN frame counters, and the acknowledgement its
+    /// source waits for: sent once every one of its records is durable.
+    pub fn take(&mut self, records: Vec<Record>, counters: Counters, ack: Ack, now: Instant) {
+        self.take_each(records, counters, ack, |ledger, record, fcnts, ack| {
+            ledger.take_one(record, fcnts, ack, now)
+        });
+    }
+
+    /// Each of `records` taken by `one` with its part of `ack`; the frame counters go under
+    /// each record not durable yet, and are kept once all of them are.
+    fn take_each(
+        &mut self,
+        records: Vec<Record>,
+        counters: Counters,
+        ack: Ack,
+        mut one: impl FnMut(&mut Self, Record, &[Fcnt], Ack),
+    ) {
+        if records.is_empty() {
             return self.nothing_to_keep(counters, ack);
-        };
+        }
+        self.taking = counters.advanced;
+        let fcnts = self.taking.clone();
+        let parts = ack.split(records.len());
+        for (record, part) in records.into_iter().zip(parts) {
+            let record = self.stamped(record);
+            one(self, record, &fcnts, part);
+        }
+        let taken = std::mem::take(&mut self.taking);
+        self.release_fcnts(taken);
+    }
+
+    fn take_one(&mut self, record: Record, fcnts: &[Fcnt], ack: Ack, now: Instant) {
         if record.rec_type == DEAD_LETTER {
-            self.keep_dead_letter(&record, ack);
-            return self.keep_fcnts(counters.advanced);
+            return self.keep_dead_letter(&record, fcnts, ack);
         }
         let seq = self.next_seq;
         match self.dedup.check(&record.id, seq) {
             Seen::New => {}
             Seen::Pending(first) => {
                 self.metrics.duplicates.inc();
-                self.unsettle(first, counters.advanced);
+                self.unsettle(first, fcnts);
                 return self.ack_with(first, ack);
             }
             Seen::Durable => {
                 self.metrics.duplicates.inc();
-                self.keep_fcnts(counters.advanced);
                 self.pending_acks.push((None, ack));
                 return;
             }
         }
         self.next_seq += 1;
-        self.unsettle(seq, counters.advanced);
+        self.unsettle(seq, fcnts);
         if self.buffer.is_empty()
             && self.waiting.is_empty()
             && !self.window_full()
@@ -263,21 +297,25 @@ impl Ledger {
         self.wait(seq, record, vec![ack]);
     }
 
-    /// An input that makes no record. A replayed LoRaWAN frame whose first copy's record is
-    /// not durable yet (a source's redelivery after its connection dropped, a second
-    /// gateway) is acknowledged with that record, not before: acknowledged at once, the
-    /// reading would be lost if hubgate stopped before the record was durable.
+    /// An input that makes no record. A replayed LoRaWAN frame whose first copy's records
+    /// are not all durable yet (a source's redelivery after its connection dropped, a second
+    /// gateway) is acknowledged with those records, not before: acknowledged at once, the
+    /// readings would be lost if hubgate stopped before the records were durable.
     fn nothing_to_keep(&mut self, counters: Counters, ack: Ack) {
-        self.keep_fcnts(counters.advanced);
-        let first = counters.replayed.and_then(|(dev_addr, fcnt)| {
+        self.release_fcnts(counters.advanced);
+        let first: Vec<u64> = counters.replayed.map_or_else(Vec::new, |(dev_addr, fcnt)| {
             self.unsettled
                 .iter()
-                .find(|(_, kept)| kept.iter().any(|&(a, _, f)| (a, f) == (dev_addr, fcnt)))
+                .filter(|(_, kept)| kept.iter().any(|&(a, _, f)| (a, f) == (dev_addr, fcnt)))
                 .map(|(seq, _)| *seq)
+                .collect()
         });
-        match first {
-            Some(seq) => self.ack_with(seq, ack),
-            None => self.pending_acks.push((None, ack)),
+        if first.is_empty() {
+            return self.pending_acks.push((None, ack));
+        }
+        let parts = ack.split(first.len());
+        for (seq, part) in first.into_iter().zip(parts) {
+            self.ack_with(seq, part);
         }
     }
 
@@ -295,26 +333,36 @@ impl Ledger {
     }
 
     /// The frame counters `fcnts` are kept once record `seq` is durable ([`Ledger::settled`]).
-    fn unsettle(&mut self, seq: u64, fcnts: Vec<(DevAddr, DevEui, u32)>) {
+    fn unsettle(&mut self, seq: u64, fcnts: &[Fcnt]) {
         if !fcnts.is_empty() {
             self.unsettled.entry(seq).or_default().extend(fcnts);
         }
     }
 
     /// Record `seq` is durable (or gone for good): the frame counters it advanced are kept
-    /// now. Kept earlier, they would outlive a crash that lost the record, and the source's
-    /// redelivery of its frame would be a replay after the restart: acknowledged, with no
-    /// record made. The buffer writes them after the record, so the flush that makes the
-    /// record durable makes them durable too.
+    /// now, unless another record of the same frame is not durable yet. Kept earlier, they
+    /// would outlive a crash that lost a record, and the source's redelivery of its frame
+    /// would be a replay after the restart: acknowledged, with no record made. The buffer
+    /// writes them after the record, so the flush that makes the record durable makes them
+    /// durable too.
     fn settled(&mut self, seq: u64) {
         if let Some(fcnts) = self.unsettled.remove(&seq) {
-            self.keep_fcnts(fcnts);
+            self.release_fcnts(fcnts);
         }
+    }
+
+    /// Keep those of `fcnts` that no record not durable yet (nor the input being taken)
+    /// still holds.
+    fn release_fcnts(&mut self, mut fcnts: Vec<Fcnt>) {
+        fcnts.retain(|c| {
+            !self.taking.contains(c) && !self.unsettled.values().any(|held| held.contains(c))
+        });
+        self.keep_fcnts(fcnts);
     }
 
     /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer, durable with its
     /// next flush, so a frame captured before a restart is still a replay after it.
-    fn keep_fcnts(&mut self, fcnts: Vec<(DevAddr, DevEui, u32)>) {
+    fn keep_fcnts(&mut self, fcnts: Vec<Fcnt>) {
         for (dev_addr, dev_eui, fcnt) in fcnts {
             if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt) {
                 self.metrics.problem("buffer_write_error", || {
@@ -325,20 +373,16 @@ impl Ledger {
     }
 
     /// Shutdown: what was received goes into the buffer, not to the sink.
-    pub fn take_to_buffer(&mut self, record: Option<Record>, counters: Counters, ack: Ack) {
-        match record.map(|r| self.stamped(r)) {
-            Some(record) if record.rec_type == DEAD_LETTER => {
-                self.keep_dead_letter(&record, ack);
-                self.keep_fcnts(counters.advanced);
+    pub fn take_to_buffer(&mut self, records: Vec<Record>, counters: Counters, ack: Ack) {
+        self.take_each(records, counters, ack, |ledger, record, fcnts, ack| {
+            if record.rec_type == DEAD_LETTER {
+                return ledger.keep_dead_letter(&record, fcnts, ack);
             }
-            Some(record) => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.unsettle(seq, counters.advanced);
-                self.wait(seq, record, vec![ack]);
-            }
-            None => self.nothing_to_keep(counters, ack),
-        }
+            let seq = ledger.next_seq;
+            ledger.next_seq += 1;
+            ledger.unsettle(seq, fcnts);
+            ledger.wait(seq, record, vec![ack]);
+        });
     }
 
     fn healthy(&self, now: Instant) -> bool {
@@ -544,8 +588,9 @@ impl Ledger {
                 self.dedup.durable(&f.record.id);
                 self.settled(d.seq);
                 for ack in acks {
-                    ack.send();
-                    self.metrics.acked.inc();
+                    if ack.send() {
+                        self.metrics.acked.inc();
+                    }
                 }
             }
             Err(SinkError::Reject(e)) => {
@@ -601,10 +646,12 @@ impl Ledger {
     }
 
     /// A message the sources gave up on: into the dead-letter tree (up to a cap), never to the
-    /// sink; its source is acknowledged once that is flushed, so it is not delivered again.
-    fn keep_dead_letter(&mut self, record: &Record, ack: Ack) {
+    /// sink; its source is acknowledged once that is flushed, so it is not delivered again,
+    /// and the frame counters `fcnts` are kept once it is written.
+    fn keep_dead_letter(&mut self, record: &Record, fcnts: &[Fcnt], ack: Ack) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.unsettle(seq, fcnts);
         let letter = self.letter(|| record.clone(), "dead letter", &record.id);
         let acks = vec![ack];
         self.left_for_good(
@@ -845,8 +892,9 @@ impl Ledger {
 
     fn release(metrics: &Metrics, acks: &mut Vec<(Option<u64>, Ack)>) {
         for (_, ack) in acks.drain(..) {
-            ack.send();
-            metrics.acked.inc();
+            if ack.send() {
+                metrics.acked.inc();
+            }
         }
     }
 
@@ -933,7 +981,7 @@ mod tests {
             now.0,
         );
         let (ack, mut pubacks) = puback(7);
-        ledger.take(Some(record(2)), Counters::default(), ack, now.0);
+        ledger.take(vec![record(2)], Counters::default(), ack, now.0);
         ledger.end_round(now.0).unwrap();
         assert_eq!(metrics.duplicates.get(), 1);
         assert_eq!(ledger.buffered(), 3);
@@ -964,7 +1012,7 @@ mod tests {
                 confirmed.push(d.seq);
                 ledger.delivered(d, t0).unwrap();
             }
-            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
+            ledger.take(vec![record(n)], Counters::default(), Ack::None, t0);
             ledger.end_round(t0).unwrap();
             assert!(ledger.held() <= cfg.max_in_flight);
         }
@@ -973,7 +1021,7 @@ mod tests {
         assert_eq!(confirmed.len(), 100 - cfg.max_in_flight);
 
         assert!(!ledger.takes_patient(t0));
-        ledger.take(Some(record(100)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(100)], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         // Spilled with the older records in flight (the buffer is filled oldest first).
         let spilled = cfg.max_in_flight as u64 + 1;
@@ -1006,7 +1054,7 @@ mod tests {
         let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let mut n = 0;
         while ledger.takes_patient(t0) {
-            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
+            ledger.take(vec![record(n)], Counters::default(), Ack::None, t0);
             ledger.end_round(t0).unwrap();
             n += 1;
         }
@@ -1021,7 +1069,7 @@ mod tests {
             body: "x".repeat(10 * one as usize),
             ..record(99)
         };
-        ledger.take(Some(large), Counters::default(), Ack::None, t0);
+        ledger.take(vec![large], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.takes_patient(t0), "alone in the window");
         assert_eq!(
@@ -1040,7 +1088,7 @@ mod tests {
             ledger.takes_patient(t0),
             "a bound of 0 still lets one record go"
         );
-        ledger.take(Some(record(0)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(0)], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!((ledger.held(), metrics.spilled.get()), (1, 0));
     }
@@ -1058,7 +1106,7 @@ mod tests {
         let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         assert!(ledger.quiet());
 
-        ledger.take(None, Counters::default(), Ack::None, t0);
+        ledger.take(Vec::new(), Counters::default(), Ack::None, t0);
         assert!(
             !ledger.quiet(),
             "an acknowledgement waits for the round's end"
@@ -1066,14 +1114,14 @@ mod tests {
         ledger.end_round(t0).unwrap();
         assert!(ledger.quiet());
 
-        ledger.take(Some(record(1)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(1)], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "in flight");
         ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
         ledger.end_round(t0).unwrap();
         assert!(ledger.quiet());
 
-        ledger.take(Some(record(2)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(2)], Counters::default(), Ack::None, t0);
         let late = t0 + cfg.spill_after;
         ledger.tick(late);
         ledger.end_round(late).unwrap();
@@ -1101,7 +1149,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
         let (ack, mut pubacks) = puback(7);
-        ledger.take_to_buffer(Some(record(1)), Counters::default(), ack);
+        ledger.take_to_buffer(vec![record(1)], Counters::default(), ack);
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(metrics.acked.get(), 0);
@@ -1133,7 +1181,7 @@ mod tests {
             rec_type: DEAD_LETTER.into(),
             ..record(0)
         };
-        ledger.take(Some(dead), Counters::default(), Ack::None, t0);
+        ledger.take(vec![dead], Counters::default(), Ack::None, t0);
         ledger.tick(t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "it failed again");
@@ -1156,7 +1204,7 @@ mod tests {
 
         // Spilled by a slow sink, then the oldest is confirmed and leaves.
         for n in 1..=2 {
-            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
+            ledger.take(vec![record(n)], Counters::default(), Ack::None, t0);
         }
         let late = t0 + cfg.spill_after;
         ledger.tick(late);
@@ -1175,7 +1223,7 @@ mod tests {
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let missing = crate::sink::refusal::Setup::default().missing("t");
         ledger.park("t", missing, t0);
-        ledger.take(Some(record(3)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(3)], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!((ledger.held(), ledger.buffered()), (1, 0));
         assert!(!ledger.accepting());
@@ -1192,7 +1240,7 @@ mod tests {
             small_buffer_ledger(crate::config::WhenFull::Block);
         let (ack, mut pubacks) = puback(7);
         ledger.take(
-            Some(larger_than_the_buffer(1)),
+            vec![larger_than_the_buffer(1)],
             Counters::default(),
             ack,
             t0,
@@ -1214,12 +1262,12 @@ mod tests {
         );
         let (ack, mut pubacks) = puback(8);
         ledger.take(
-            Some(larger_than_the_buffer(2)),
+            vec![larger_than_the_buffer(2)],
             Counters::default(),
             ack,
             late,
         );
-        ledger.take(Some(record(3)), Counters::default(), Ack::None, late);
+        ledger.take(vec![record(3)], Counters::default(), Ack::None, late);
         ledger.end_round(late).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 8);
         assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
@@ -1234,13 +1282,13 @@ mod tests {
             small_buffer_ledger(crate::config::WhenFull::DropOldest);
         let (ack, mut pubacks) = puback(7);
         ledger.take(
-            Some(larger_than_the_buffer(1)),
+            vec![larger_than_the_buffer(1)],
             Counters::default(),
             ack,
             t0,
         );
         let (ack, mut newer) = puback(8);
-        ledger.take(Some(record(2)), Counters::default(), ack, t0);
+        ledger.take(vec![record(2)], Counters::default(), ack, t0);
         let late = t0 + ledger.spill_after;
         ledger.tick(late);
         ledger.end_round(late).unwrap();
@@ -1313,7 +1361,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut ledger, mut reports) =
             stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
-        ledger.take(Some(record(1)), counter(false), Ack::None, t0);
+        ledger.take(vec![record(1)], counter(false), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(
             kept_counters(&ledger).is_empty(),
@@ -1328,7 +1376,7 @@ mod tests {
             &metrics,
             (t0, SystemTime::now()),
         );
-        ledger.take(Some(record(2)), counter(false), Ack::None, t0);
+        ledger.take(vec![record(2)], counter(false), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         let late = t0 + cfg.spill_after;
         ledger.tick(late);
@@ -1351,9 +1399,9 @@ mod tests {
             stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
         let (first, mut first_acked) = puback(1);
         let (copy, mut copy_acked) = puback(2);
-        ledger.take(Some(record(1)), counter(false), first, t0);
+        ledger.take(vec![record(1)], counter(false), first, t0);
         ledger.end_round(t0).unwrap();
-        ledger.take(None, counter(true), copy, t0);
+        ledger.take(Vec::new(), counter(true), copy, t0);
         ledger.end_round(t0).unwrap();
         assert!(
             copy_acked.try_recv().is_err(),
@@ -1364,9 +1412,89 @@ mod tests {
         assert_eq!(copy_acked.try_recv().unwrap().pkid, 2);
 
         let (late_copy, mut late_copy_acked) = puback(3);
-        ledger.take(None, counter(true), late_copy, t0);
+        ledger.take(Vec::new(), counter(true), late_copy, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!(late_copy_acked.try_recv().unwrap().pkid, 3);
+    }
+
+    /// An input that made three records (an uplink with two history records) is
+    /// acknowledged, its frame counter kept and a replay of its frame acknowledged only once
+    /// all three are durable: not when the first and last are delivered while the middle
+    /// one is not confirmed, but once that one is buffered and flushed.
+    #[test]
+    fn an_input_of_several_records_is_acknowledged_once_all_are_durable() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, mut reports) =
+            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (ack, mut acked) = puback(1);
+        let (copy, mut copy_acked) = puback(2);
+        ledger.take(
+            vec![record(1), record(2), record(3)],
+            counter(false),
+            ack,
+            t0,
+        );
+        ledger.end_round(t0).unwrap();
+        ledger.take(Vec::new(), counter(true), copy, t0);
+        ledger.end_round(t0).unwrap();
+        let mut sent = std::iter::from_fn(|| reports.try_recv().ok());
+        let (first, _middle, last) = (sent.next().unwrap(), sent.next(), sent.next().unwrap());
+        ledger.delivered(first, t0).unwrap();
+        ledger.delivered(last, t0).unwrap();
+        ledger.end_round(t0).unwrap();
+        assert_eq!(
+            pkids(&mut acked),
+            [0u16; 0],
+            "the middle record is not durable"
+        );
+        assert_eq!(pkids(&mut copy_acked), [0u16; 0], "nor is the replay's");
+        assert!(kept_counters(&ledger).is_empty(), "nor its counter");
+        assert_eq!(metrics.acked.get(), 0);
+
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        ledger.commit(late, true).unwrap();
+        assert_eq!(ledger.buffered(), 1, "the middle record");
+        assert_eq!(pkids(&mut acked), [1]);
+        assert_eq!(pkids(&mut copy_acked), [2]);
+        assert_eq!(kept_counters(&ledger), [7]);
+        assert_eq!(metrics.acked.get(), 2, "one per input, not per record");
+    }
+
+    /// A sink that refuses one record for good and takes the others without ever
+    /// confirming them.
+    struct RefusesOne(&'static str);
+
+    impl Sink for RefusesOne {
+        fn send(&mut self, _seq: u64, rec: &Record) -> Result<(), SinkError> {
+            if rec.id == self.0 {
+                return Err(SinkError::Reject("Broker: Message size too large".into()));
+            }
+            Ok(())
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// The first record of a frame dead-lettered as it is taken does not keep the frame's
+    /// counter while the next one is with the sink unconfirmed.
+    #[test]
+    fn a_record_settled_at_once_keeps_no_counter_its_siblings_need() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let sink = Box::new(RefusesOne("id-1"));
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        ledger.take(vec![record(1), record(2)], counter(false), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(ledger.buffer.dead_letters(), 1);
+        assert!(kept_counters(&ledger).is_empty(), "record 2 is not durable");
     }
 
     /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,
@@ -1488,9 +1616,9 @@ mod tests {
             },
         };
         // In flight: a copy of its record and a replay of its frame wait with it.
-        ledger.take(Some(record(1)), counter(false), ack(1), t0);
-        ledger.take(Some(record(1)), Counters::default(), ack(2), t0);
-        ledger.take(None, counter(true), ack(3), t0);
+        ledger.take(vec![record(1)], counter(false), ack(1), t0);
+        ledger.take(vec![record(1)], Counters::default(), ack(2), t0);
+        ledger.take(Vec::new(), counter(true), ack(3), t0);
         ledger.end_round(t0).unwrap();
         let refused = Delivery {
             seq: 0,
@@ -1499,7 +1627,7 @@ mod tests {
         ledger.delivered(refused, t0).unwrap();
         // Another replay, taken at shutdown (when the queued frames are taken whatever the
         // ledger says).
-        ledger.take_to_buffer(None, counter(true), ack(4));
+        ledger.take_to_buffer(Vec::new(), counter(true), ack(4));
         for _ in 0..3 {
             ledger.tick(t0);
             ledger.end_round(t0).unwrap();
@@ -1532,12 +1660,12 @@ mod tests {
         let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         ledger.end_round(t0).unwrap();
         store.set_writes_fail(true);
-        ledger.take(Some(record(2)), Counters::default(), ack(5), t0);
+        ledger.take(vec![record(2)], Counters::default(), ack(5), t0);
         let input = Record {
             rec_type: DEAD_LETTER.into(),
             ..record(3)
         };
-        ledger.take(Some(input), Counters::default(), ack(6), t0);
+        ledger.take(vec![input], Counters::default(), ack(6), t0);
         ledger.end_round(t0).unwrap();
         ledger.end_round(t0).unwrap();
         assert_eq!(pkids(&mut pubacks), [0u16; 0]);
@@ -1581,7 +1709,7 @@ mod tests {
             rec_type: DEAD_LETTER.into(),
             ..record(4)
         };
-        ledger.take(Some(input), Counters::default(), ack(7), t0);
+        ledger.take(vec![input], Counters::default(), ack(7), t0);
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         // A record it cannot buffer likewise.
@@ -1591,7 +1719,7 @@ mod tests {
             &metrics,
             now,
         );
-        ledger.take_to_buffer(Some(record(5)), Counters::default(), ack(8));
+        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(8));
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(ledger.held(), 1);
@@ -1663,13 +1791,13 @@ mod tests {
         let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         ledger.end_round(now.0).unwrap();
         let (ack, mut pubacks) = puback(7);
-        ledger.take(Some(fresh(3)), counter(false), ack, now.0);
+        ledger.take(vec![fresh(3)], counter(false), ack, now.0);
         let (input_ack, mut input_pubacks) = puback(8);
         let input = Record {
             rec_type: DEAD_LETTER.into(),
             ..record(4)
         };
-        ledger.take(Some(input), Counters::default(), input_ack, now.0);
+        ledger.take(vec![input], Counters::default(), input_ack, now.0);
         ledger.end_round(now.0).unwrap();
         ledger.commit(now.0, true).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
