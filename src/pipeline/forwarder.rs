@@ -297,7 +297,7 @@ impl Forwarder {
         // codecs each take their full deadline would otherwise outlast the watchdog.
         self.beat(Instant::now());
         self.metrics.received.inc(f.source);
-        let records = self.decoder.decode(&f.input).into_iter().collect();
+        let records = self.decoder.decode(&f.input);
         let counters = self.decoder.take_counters();
         self.ledger.take(records, counters, f.ack, Instant::now());
     }
@@ -384,7 +384,7 @@ impl Forwarder {
             frames.close();
             while let Ok(f) = frames.try_recv() {
                 self.metrics.received.inc(f.source);
-                let records = self.decoder.decode(&f.input).into_iter().collect();
+                let records = self.decoder.decode(&f.input);
                 let counters = self.decoder.take_counters();
                 self.ledger.take_to_buffer(records, counters, f.ack);
             }

@@ -1309,15 +1309,27 @@ mod tests {
         Arc<Metrics>,
         Instant,
     ) {
-        let cfg = BufferConfig {
+        memory_ledger(&BufferConfig {
             when_full,
             max_bytes: 300,
             ..BufferConfig::default()
-        };
+        })
+    }
+
+    /// A ledger over a memory buffer with `cfg`, the reports of its stdout sink, its metrics,
+    /// and when it started.
+    fn memory_ledger(
+        cfg: &BufferConfig,
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Arc<Metrics>,
+        Instant,
+    ) {
         let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), cfg, metrics.clone());
         let t0 = Instant::now();
-        let (ledger, reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (ledger, reports) = stdout_ledger(cfg, buffer, &metrics, (t0, SystemTime::now()));
         (ledger, reports, metrics, t0)
     }
 
@@ -1356,11 +1368,7 @@ mod tests {
     #[test]
     fn a_frame_counter_is_kept_only_once_its_record_is_durable() {
         let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, mut reports) =
-            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, mut reports, _, t0) = memory_ledger(&cfg);
         ledger.take(vec![record(1)], counter(false), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(
@@ -1370,12 +1378,7 @@ mod tests {
         ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
         assert_eq!(kept_counters(&ledger), [7]);
 
-        let (mut ledger, _reports) = stdout_ledger(
-            &cfg,
-            Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone()),
-            &metrics,
-            (t0, SystemTime::now()),
-        );
+        let (mut ledger, _reports, _, t0) = memory_ledger(&cfg);
         ledger.take(vec![record(2)], counter(false), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         let late = t0 + cfg.spill_after;
@@ -1391,12 +1394,7 @@ mod tests {
     /// record is durable is acknowledged at once.
     #[test]
     fn a_replayed_frame_is_acknowledged_with_its_first_copy() {
-        let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, mut reports) =
-            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, mut reports, _, t0) = memory_ledger(&BufferConfig::default());
         let (first, mut first_acked) = puback(1);
         let (copy, mut copy_acked) = puback(2);
         ledger.take(vec![record(1)], counter(false), first, t0);
@@ -1424,11 +1422,7 @@ mod tests {
     #[test]
     fn an_input_of_several_records_is_acknowledged_once_all_are_durable() {
         let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, mut reports) =
-            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, mut reports, metrics, t0) = memory_ledger(&cfg);
         let (ack, mut acked) = puback(1);
         let (copy, mut copy_acked) = puback(2);
         ledger.take(
