@@ -228,7 +228,7 @@ fn js_codecs(c: &mut Criterion) {
         radio: hubgate::uplink::Radio::default(),
         ns: hubgate::uplink::NsDecoded::default(),
     });
-    let rec = decoder.decode(&input).unwrap();
+    let rec = decoder.decode(&input).remove(0);
     assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
     g.bench_function("example-th+record", |b| {
         b.iter(|| decoder.decode(black_box(&input)))

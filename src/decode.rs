@@ -1,5 +1,6 @@
-//! Decode stage: an input becomes a [`Record`]. An uplink of ours always becomes exactly one
-//! record, decoded or packed, never dropped.
+//! Decode stage: an input becomes its [`Record`]s. An uplink of ours always becomes at least
+//! one record, decoded or packed, never dropped: one, or with a built-in codec's readings of
+//! earlier times one per time ([`record::build`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -268,19 +269,20 @@ impl Decoder {
         self.lorawan.resume(dev_addr, dev_eui, last)
     }
 
-    /// `None` when the input holds nothing to send (see [`Input`]). A panic while decoding
-    /// (a bug) is contained: counted as `decode_panic`, and the input still becomes a record.
-    pub fn decode(&mut self, input: &Input) -> Option<Record> {
+    /// The records of `input`: none when it holds nothing to send (see [`Input`]). A panic
+    /// while decoding (a bug) is contained: counted as `decode_panic`, and the input still
+    /// becomes a record.
+    pub fn decode(&mut self, input: &Input) -> Vec<Record> {
         // Not the input's work: a panic here is not contained with it (the codecs could be
         // left half-taken), it ends the agent as any other panic outside containment does.
         self.take_reloads();
         crate::contain::contain(|| self.decode_inner(input))
-            .unwrap_or_else(|panic| Some(self.after_panic(input, &panic)))
+            .unwrap_or_else(|panic| self.after_panic(input, &panic))
     }
 
     /// An uplink goes out packed with the reason (its payload is not lost); anything else, or
     /// an uplink whose packed record panics too, becomes a dead letter.
-    fn after_panic(&self, input: &Input, panic: &str) -> Record {
+    fn after_panic(&self, input: &Input, panic: &str) -> Vec<Record> {
         self.metrics.problem("decode_panic", || {
             format!("decoding a message {panic}: sent packed or kept as a dead letter")
         });
@@ -296,8 +298,8 @@ impl Decoder {
                 rec_type: &self.packed_rec_type,
                 error: Some(reason.clone()),
             };
-            if let Ok(rec) = crate::contain::contain(|| record::build(up, &info, packed, now)) {
-                return rec;
+            if let Ok(records) = crate::contain::contain(|| record::build(up, &info, packed, now)) {
+                return records;
             }
         }
         let bytes = match input {
@@ -306,46 +308,47 @@ impl Decoder {
             Input::GatewayStatus { stat, .. } => serde_json::to_vec(stat).unwrap_or_default(),
             Input::DeadLetter(d) => d.head.clone(),
         };
-        record::dead_letter(&DeadLetter::new("decode", reason, None, &bytes, now), now)
+        let letter = DeadLetter::new("decode", reason, None, &bytes, now);
+        vec![record::dead_letter(&letter, now)]
     }
 
-    fn decode_inner(&mut self, input: &Input) -> Option<Record> {
+    fn decode_inner(&mut self, input: &Input) -> Vec<Record> {
         #[cfg(test)]
         crate::contain::test_point::reach("decode");
         match input {
-            Input::Uplink(up) => Some(self.uplink(up)),
+            Input::Uplink(up) => self.uplink(up),
             Input::Radio(f) => self.radio(f),
             Input::GatewayStatus {
                 gateway_id,
                 stat,
                 time,
-            } => Some(record::gateway_status(
+            } => vec![record::gateway_status(
                 &self.source,
                 &self.global_tags,
                 gateway_id,
                 stat,
                 *time,
                 SystemTime::now(),
-            )),
-            Input::DeadLetter(d) => Some(record::dead_letter(d, SystemTime::now())),
+            )],
+            Input::DeadLetter(d) => vec![record::dead_letter(d, SystemTime::now())],
         }
     }
 
     /// A PHYPayload heard by a radio: verified and decrypted with the device's session keys.
     /// Frames of other networks, join traffic and copies heard again (another gateway, a
     /// second source) are counted and dropped; only authenticated uplinks become records.
-    fn radio(&mut self, f: &RadioFrame) -> Option<Record> {
+    fn radio(&mut self, f: &RadioFrame) -> Vec<Record> {
         match self.lorawan.decode_uplink(&f.phy, f.time, f.radio.clone()) {
             // MAC commands are the network server's business, not readings (a codec that
             // ignores the port would read them as some); its counter is kept all the same.
             Ok(up) if up.fport == Some(0) => {
                 self.metrics.mac_frames.inc();
-                None
+                Vec::new()
             }
-            Ok(up) => Some(self.uplink(&up)),
+            Ok(up) => self.uplink(&up),
             Err(LorawanError::Replay { .. }) => {
                 self.metrics.duplicates.inc();
-                None
+                Vec::new()
             }
             // Not a copy: the device looks dead until told apart from one.
             Err(e @ LorawanError::FcntReset { last, .. }) => {
@@ -356,24 +359,24 @@ impl Decoder {
                          device known to restart its counter: weakens its replay protection)"
                     )
                 });
-                None
+                Vec::new()
             }
             Err(e @ (LorawanError::UnknownDevAddr(_) | LorawanError::NotUplink(_))) => {
                 self.metrics
                     .problem("not_ours", || format!("radio frame skipped: {e}"));
-                None
+                Vec::new()
             }
             Err(e) => {
                 self.metrics
                     .problem("lorawan_error", || format!("radio frame dropped: {e}"));
-                None
+                Vec::new()
             }
         }
     }
 
-    /// The record of `up` decoded with `codec`, whatever the device's own, with the device's
+    /// The records of `up` decoded with `codec`, whatever the device's own, with the device's
     /// tags and the site's settings: what `hubgate decode` prints, built as the sink's are.
-    pub fn decode_with(&self, up: &Uplink, codec: Codec) -> Result<Record, CodecError> {
+    pub fn decode_with(&self, up: &Uplink, codec: Codec) -> Result<Vec<Record>, CodecError> {
         let decoded = codec.decode(up.fport, &up.payload)?;
         let payload = Payload::Decoded {
             codec: codec.id(),
@@ -387,9 +390,9 @@ impl Decoder {
         ))
     }
 
-    /// The record of `up` decoded with the JavaScript codec `script`, as
+    /// The records of `up` decoded with the JavaScript codec `script`, as
     /// [`decode_with`](Decoder::decode_with) does for the built-in ones.
-    pub fn decode_js_with(&self, up: &Uplink, script: &Script) -> Result<Record, JsError> {
+    pub fn decode_js_with(&self, up: &Uplink, script: &Script) -> Result<Vec<Record>, JsError> {
         // One call, from the command line: a worker that ended after it costs nothing here.
         let (mapped, _) = self.run_js(up, script)?;
         let payload = Payload::Object {
@@ -494,7 +497,7 @@ impl Decoder {
         self.files.table(device?.mapping.as_deref()?)
     }
 
-    fn uplink(&self, up: &Uplink) -> Record {
+    fn uplink(&self, up: &Uplink) -> Vec<Record> {
         let now = SystemTime::now();
         let device = self.devices.get(&up.dev_eui);
         let info = self.info(up);
@@ -659,10 +662,28 @@ mod tests {
     use std::path::Path;
     use std::time::{Duration, UNIX_EPOCH};
 
+    /// The one record an input made.
+    trait One {
+        fn one(self) -> Record;
+    }
+
+    impl One for Vec<Record> {
+        fn one(self) -> Record {
+            let [rec] = <[Record; 1]>::try_from(self).expect("one record");
+            rec
+        }
+    }
+
     fn decoder() -> (Decoder, Arc<Metrics>) {
-        let cfg = Config::parse(
-            "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\ncodec = \"browan-tbhh100\"\n",
-        )
+        codec_decoder("browan-tbhh100")
+    }
+
+    /// A decoder whose device (`uplink()`'s) has the built-in codec `codec`.
+    fn codec_decoder(codec: &str) -> (Decoder, Arc<Metrics>) {
+        let cfg = Config::parse(&format!(
+            "[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\ncodec = \"{codec}\"\n"
+        ))
         .unwrap();
         let m = Metrics::new();
         (Decoder::new(&cfg, m.clone()), m)
@@ -723,11 +744,11 @@ mod tests {
     #[test]
     fn a_counter_restart_is_a_problem_and_a_copy_a_duplicate() {
         let (mut d, m) = radio_decoder("");
-        assert!(d.decode(&radio_frame(5000)).is_some());
-        assert!(d.decode(&radio_frame(5000)).is_none());
+        assert!(d.decode(&radio_frame(5000)).len() == 1);
+        assert!(d.decode(&radio_frame(5000)).is_empty());
         assert_eq!((m.duplicates.get(), m.problems("fcnt_reset")), (1, 0));
-        assert!(d.decode(&radio_frame(0)).is_none());
-        assert!(d.decode(&radio_frame(1)).is_none());
+        assert!(d.decode(&radio_frame(0)).is_empty());
+        assert!(d.decode(&radio_frame(1)).is_empty());
         assert_eq!((m.duplicates.get(), m.problems("fcnt_reset")), (1, 2));
         let lines: Vec<String> = m.recent_problems().into_iter().map(|w| w.line).collect();
         assert_eq!(
@@ -752,21 +773,21 @@ mod tests {
             time: UNIX_EPOCH,
             radio: Radio::default(),
         });
-        assert!(d.decode(&mac).is_none());
+        assert!(d.decode(&mac).is_empty());
         assert_eq!((m.mac_frames.get(), m.duplicates.get()), (1, 0));
-        assert!(d.decode(&mac).is_none());
+        assert!(d.decode(&mac).is_empty());
         assert_eq!((m.mac_frames.get(), m.duplicates.get()), (1, 1));
-        assert!(d.decode(&radio_frame(8)).is_some());
+        assert!(d.decode(&radio_frame(8)).len() == 1);
     }
 
     /// With `resets_fcnt`, the restarted device's frame is a record, not a problem.
     #[test]
     fn a_device_that_resets_its_counter_makes_records_after_a_restart() {
         let (mut d, m) = radio_decoder("resets_fcnt = true\n");
-        assert!(d.decode(&radio_frame(5000)).is_some());
-        let rec = d.decode(&radio_frame(0)).unwrap();
+        assert!(d.decode(&radio_frame(5000)).len() == 1);
+        let rec = d.decode(&radio_frame(0)).one();
         assert!(rec.body.contains("\"fcnt_up\":0"), "{}", rec.body);
-        assert!(d.decode(&radio_frame(0)).is_none());
+        assert!(d.decode(&radio_frame(0)).is_empty());
         assert_eq!((m.duplicates.get(), m.problems("fcnt_reset")), (1, 0));
     }
 
@@ -780,7 +801,7 @@ mod tests {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.decode(&uplink())));
         assert!(decoded.is_err());
         assert_eq!(m.problems("decode_panic"), 0);
-        let rec = d.decode(&uplink()).unwrap();
+        let rec = d.decode(&uplink()).one();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
     }
 
@@ -790,7 +811,7 @@ mod tests {
     fn a_panic_in_decoding_is_contained() {
         let (mut d, m) = decoder();
         test_point::arm("decode");
-        let rec = d.decode(&uplink()).unwrap();
+        let rec = d.decode(&uplink()).one();
         assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
         assert!(rec.body.contains("test panic at decode"), "{}", rec.body);
         assert!(rec.body.contains("088c2e2dffffffff"), "{}", rec.body);
@@ -800,7 +821,7 @@ mod tests {
             time: UNIX_EPOCH,
             radio: Radio::default(),
         });
-        let rec = d.decode(&radio).unwrap();
+        let rec = d.decode(&radio).one();
         assert_eq!(rec.rec_type, record::DEAD_LETTER);
         assert!(
             rec.body.contains("\"head_base64\":\"QAECAw==\""),
@@ -808,7 +829,7 @@ mod tests {
             rec.body
         );
         assert_eq!(m.problems("decode_panic"), 2);
-        let rec = d.decode(&uplink()).unwrap();
+        let rec = d.decode(&uplink()).one();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
     }
 
@@ -816,18 +837,12 @@ mod tests {
     /// readings before it, and the stop is counted.
     #[test]
     fn a_partly_decoded_frame_keeps_its_readings_and_is_counted() {
-        let cfg = Config::parse(
-            "[sink]\ntype = \"stdout\"\n\
-             [[device]]\ndev_eui = \"58a0cb0000101234\"\ncodec = \"milesight-am307\"\n",
-        )
-        .unwrap();
-        let m = Metrics::new();
-        let mut d = Decoder::new(&cfg, m.clone());
+        let (mut d, m) = codec_decoder("milesight-am307");
         let Input::Uplink(mut up) = uplink() else {
             unreachable!()
         };
         up.payload = crate::codec::hex("01755c 03673401 046865 0f7f01");
-        let rec = d.decode(&Input::Uplink(up)).unwrap();
+        let rec = d.decode(&Input::Uplink(up)).one();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
         let v: serde_json::Value = serde_json::from_str(&rec.body).unwrap();
         assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 30.8);
@@ -837,6 +852,65 @@ mod tests {
 
     fn body(rec: &Record) -> serde_json::Value {
         serde_json::from_str(&rec.body).unwrap()
+    }
+
+    /// An EM300-SLD frame with a reading of now and two history records makes three records:
+    /// the live one (the uplink's time and id), then one per history time, in order, with its
+    /// readings under the live names and an id of its own; decoded again (a redelivery), the
+    /// same ids. A frame of history alone makes only the history records.
+    #[test]
+    fn history_records_become_records_of_their_own() {
+        let (mut d, _) = codec_decoder("milesight-em300-sld");
+        let Input::Uplink(mut up) = uplink() else {
+            unreachable!()
+        };
+        // An hour after the first history record.
+        up.time = UNIX_EPOCH + Duration::from_secs(1_700_003_600);
+        let history = "20CE00F15365F6FF6401 20CE58F35365E1005000";
+        up.payload = crate::codec::hex(&format!("03670A01 {history}"));
+        let records = d.decode(&Input::Uplink(up.clone()));
+        let v: Vec<serde_json::Value> = records.iter().map(body).collect();
+        let data = |i: usize| &v[i]["obj"]["data"];
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].id, record::stable_id(&up));
+        assert_eq!(data(0)["time"], "2023-11-14T23:13:20.000Z");
+        assert_eq!(data(0)["temperature"][0]["value"], 26.6);
+        assert!(data(0).get("leak").is_none());
+        assert_eq!(data(1)["time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(data(1)["temperature"][0]["value"], -1);
+        assert_eq!(data(1)["leak"][0]["value"], true);
+        assert_eq!(data(2)["time"], "2023-11-14T22:23:20.000Z");
+        assert_eq!(data(2)["temperature"][0]["value"], 22.5);
+        assert_eq!(data(2)["leak"][0]["value"], false);
+        for (i, rec) in records.iter().enumerate() {
+            assert_eq!(rec.rec_type, "io.microshare.leak.unpacked");
+            assert!(data(i).get("history").is_none());
+            assert_eq!(data(i)["meta"]["iot"]["fcnt_up"], 1);
+            assert_eq!(data(i)["meta"]["iot"]["time"], "2023-11-14T23:13:20.000Z");
+            assert!(
+                records[..i].iter().all(|r| r.id != rec.id),
+                "distinct ids: {records:?}"
+            );
+        }
+        let bodies = |records: &[Record]| -> Vec<String> {
+            records.iter().map(|r| r.body.clone()).collect()
+        };
+        let again = d.decode(&Input::Uplink(up.clone()));
+        assert_eq!(
+            bodies(&again),
+            bodies(&records),
+            "a redelivery makes the same records, ids and all"
+        );
+
+        up.payload = crate::codec::hex(history);
+        let only: Vec<serde_json::Value> = d.decode(&Input::Uplink(up)).iter().map(body).collect();
+        let times: Vec<&serde_json::Value> =
+            only.iter().map(|v| &v["obj"]["data"]["time"]).collect();
+        assert_eq!(
+            times,
+            [&data(1)["time"], &data(2)["time"]],
+            "history alone: its records, no live one"
+        );
     }
 
     /// The uplink of `uplink()` as a network server that decoded it would hand it over.
@@ -878,7 +952,7 @@ mod tests {
             serde_json::json!({"TempC": 21.5, "fw": "1.2"}),
             serde_json::json!([]),
         );
-        let rec = d.decode(&input).unwrap();
+        let rec = d.decode(&input).one();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
         let v = body(&rec);
         let data = &v["obj"]["data"];
@@ -900,10 +974,10 @@ mod tests {
                 serde_json::Value::Null,
                 serde_json::json!([{"water": {"leak": true}}]),
             ))
-            .unwrap();
+            .one();
         assert_eq!(rec.rec_type, "io.microshare.leak.unpacked");
         assert_eq!(body(&rec)["obj"]["data"]["leak"][0]["value"], true);
-        let rec = other.decode(&uplink()).unwrap();
+        let rec = other.decode(&uplink()).one();
         assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
         assert_eq!(m.problems("codec_file"), 0);
     }
@@ -925,11 +999,11 @@ mod tests {
             serde_json::json!([{"air": {"temperature": 99.0}}]),
         );
         let (mut d, m) = cfg("");
-        let v = body(&d.decode(&input).unwrap());
+        let v = body(&d.decode(&input).one());
         assert_eq!(v["obj"]["data"]["unpacker"]["class"], "browan-tbhh100");
         assert_eq!(m.problems("codec_file"), 1);
         let (mut d, _) = cfg("decode_order = [\"network\", \"codec\"]\n");
-        let v = body(&d.decode(&input).unwrap());
+        let v = body(&d.decode(&input).one());
         assert_eq!(v["obj"]["data"]["unpacker"]["class"], NETWORK);
         assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 99);
         let Input::Uplink(mut bad) = input else {
@@ -937,11 +1011,11 @@ mod tests {
         };
         bad.payload.truncate(2);
         let (mut d, m) = cfg("");
-        let v = body(&d.decode(&Input::Uplink(bad.clone())).unwrap());
+        let v = body(&d.decode(&Input::Uplink(bad.clone())).one());
         assert_eq!(v["obj"]["data"]["unpacker"]["class"], NETWORK);
         assert_eq!(m.problems("codec_error"), 1);
         let (mut d, _) = cfg("decode_order = [\"codec\"]\n");
-        let rec = d.decode(&Input::Uplink(bad)).unwrap();
+        let rec = d.decode(&Input::Uplink(bad)).one();
         assert_eq!(
             rec.rec_type, "io.microshare.environment.packed",
             "the codec's domain"
@@ -964,7 +1038,7 @@ mod tests {
             &Config::parse("[sink]\ntype = \"stdout\"\n").unwrap(),
             m.clone(),
         );
-        let rec = d.decode(&Input::Uplink(up)).unwrap();
+        let rec = d.decode(&Input::Uplink(up)).one();
         assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
         let error = body(&rec)["obj"]["data"]["error"].clone();
         assert!(
@@ -1001,7 +1075,7 @@ mod tests {
         let examples = crate::codec_files::examples();
         let examples = examples.path();
         let (mut d, m) = js_decoder(examples, "js_codec = \"example-door\"\n", "");
-        let rec = d.decode(&with_payload(&[1, 0, 42, 87])).unwrap();
+        let rec = d.decode(&with_payload(&[1, 0, 42, 87])).one();
         assert_eq!(rec.rec_type, "io.microshare.openclose.unpacked");
         let v = body(&rec);
         let data = &v["obj"]["data"];
@@ -1016,7 +1090,7 @@ mod tests {
         );
         assert_eq!(data["unpacker"]["class"], "js/example-door");
         // The codec throws: packed, with its reason.
-        let rec = d.decode(&with_payload(&[1])).unwrap();
+        let rec = d.decode(&with_payload(&[1])).one();
         assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
         assert_eq!(
             body(&rec)["obj"]["data"]["error"],
@@ -1035,7 +1109,7 @@ mod tests {
         };
         up.fport = Some(1);
         up.ns.profile = Some("TH sensor".into());
-        let v = body(&d.decode(&Input::Uplink(up)).unwrap());
+        let v = body(&d.decode(&Input::Uplink(up)).one());
         assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 21.5);
         assert_eq!(v["obj"]["data"]["humidity"][0]["value"], 40.5);
         assert_eq!(
@@ -1054,7 +1128,7 @@ mod tests {
         up.dev_eui = crate::ids::DevEui::parse("58a0cb00001099aa").unwrap();
         up.fport = Some(1);
         up.ns.profile = Some("TH sensor".into());
-        let rec = d.decode(&Input::Uplink(up)).unwrap();
+        let rec = d.decode(&Input::Uplink(up)).one();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
         assert_eq!(body(&rec)["obj"]["data"]["temperature"][0]["value"], 21.5);
         assert_eq!(m.problems("unknown_device"), 1);
@@ -1076,12 +1150,12 @@ mod tests {
         );
         let (mut d, m) = js_decoder(dir.path(), "js_codec = \"greedy\"\n", "");
         for _ in 0..guard::STRIKES {
-            let rec = d.decode(&with_payload(&[1])).unwrap();
+            let rec = d.decode(&with_payload(&[1])).one();
             assert_eq!(body(&rec)["obj"]["data"]["origin"]["n"], 1, "{}", rec.body);
         }
         assert_eq!(m.problems("js_oom"), guard::STRIKES as u64);
         assert_eq!(m.problems("js_quarantine_started"), 1);
-        let rec = d.decode(&with_payload(&[1])).unwrap();
+        let rec = d.decode(&with_payload(&[1])).one();
         assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
         assert_eq!(m.problems("js_quarantined"), 1);
     }
@@ -1100,7 +1174,7 @@ mod tests {
         crate::codec_files::write(&table, "[fields]\nb = { field = \"temperature\" }\n");
         let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\nmapping = \"m\"\n", "");
         assert_eq!(m.problems("codec_file"), 1);
-        let rec = d.decode(&with_payload(&[7])).unwrap();
+        let rec = d.decode(&with_payload(&[7])).one();
         assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
         let error = body(&rec)["obj"]["data"]["error"]
             .as_str()
@@ -1114,7 +1188,7 @@ mod tests {
             crate::codec_files::write(&file, js);
         };
         let decoded =
-            |d: &mut Decoder| body(&d.decode(&with_payload(&[7])).unwrap())["obj"]["data"].clone();
+            |d: &mut Decoder| body(&d.decode(&with_payload(&[7])).one())["obj"]["data"].clone();
         version(1);
         d.reloader().reload();
         let data = decoded(&mut d);
@@ -1184,7 +1258,7 @@ mod tests {
             );
         }
         assert!(std::path::Path::new(&format!("/proc/{last}")).exists());
-        let rec = d.decode(&with_payload(&[7])).unwrap();
+        let rec = d.decode(&with_payload(&[7])).one();
         assert_eq!(
             body(&rec)["obj"]["data"]["origin"],
             serde_json::json!({"v": 3})
@@ -1211,8 +1285,8 @@ mod tests {
         };
         let worker = crate::js::Worker::new(Launcher::default());
         let script = crate::js::dir::load(dir.path(), "c", &worker).unwrap();
-        let by_decode = body(&d.decode_js_with(&up, &script).unwrap());
-        let by_pipeline = body(&d.decode(&Input::Uplink(up)).unwrap());
+        let by_decode = body(&d.decode_js_with(&up, &script).unwrap().one());
+        let by_pipeline = body(&d.decode(&Input::Uplink(up)).one());
         for v in [&by_decode, &by_pipeline] {
             assert_eq!(v["obj"]["recType"], "io.microshare.environment.unpacked");
             assert_eq!(
@@ -1238,7 +1312,7 @@ mod tests {
         .unwrap();
         let mut d = Decoder::new(&cfg, Metrics::new());
         let body = |rec: Record| serde_json::from_str::<serde_json::Value>(&rec.body).unwrap();
-        let v = body(d.decode(&uplink()).unwrap());
+        let v = body(d.decode(&uplink()).one());
         assert_eq!(v["source"], "ShareService");
         assert_eq!(v["obj"]["tags"], serde_json::json!(["London", "Lobby"]));
         assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE01");
@@ -1246,14 +1320,14 @@ mod tests {
             unreachable!()
         };
         bad.payload.truncate(2);
-        let rec = d.decode(&Input::Uplink(bad)).unwrap();
+        let rec = d.decode(&Input::Uplink(bad)).one();
         assert_eq!(rec.rec_type, "io.microshare.environment.packed");
         assert_eq!(
             body(rec)["obj"]["data"]["meta"]["dc"]["device_type"],
             "packed"
         );
         let (mut plain, _) = decoder();
-        let v = body(plain.decode(&uplink()).unwrap());
+        let v = body(plain.decode(&uplink()).one());
         assert_eq!(v["source"], "hubgate");
         assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE09");
         let by_codec = Config::parse(
@@ -1264,7 +1338,7 @@ mod tests {
         let v = body(
             Decoder::new(&by_codec, Metrics::new())
                 .decode(&uplink())
-                .unwrap(),
+                .one(),
         );
         assert_eq!(
             v["obj"]["data"]["meta"]["usecase"], "SE02",
@@ -1275,7 +1349,7 @@ mod tests {
             stat: serde_json::Map::new(),
             time: SystemTime::UNIX_EPOCH,
         };
-        let v = body(d.decode(&status).unwrap());
+        let v = body(d.decode(&status).one());
         assert_eq!(v["source"], "ShareService");
         assert_eq!(
             v["obj"]["tags"],

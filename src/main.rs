@@ -524,17 +524,16 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
         ns: hubgate::uplink::NsDecoded::default(),
     };
     let decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
-    let rec = match &loaded {
+    let records = match &loaded {
         Loaded::Codec(codec) => decoder.decode_with(&up, *codec).map_err(|e| e.to_string()),
         Loaded::Js(script) => decoder
             .decode_js_with(&up, script)
             .map_err(|e| format!("{}: {e}", script.class)),
     };
-    let rec = match rec {
-        Ok(rec) => rec,
-        Err(e) => return fail(2, e),
-    };
-    print_obj(&rec)
+    match records {
+        Ok(records) => print_objs(&records),
+        Err(e) => fail(2, e),
+    }
 }
 
 /// The config `decode` takes its devices and record settings from: `-c`'s, else none.
@@ -547,15 +546,15 @@ fn decode_config(config: Option<&Path>) -> Result<Config, String> {
     }
 }
 
-/// A record's `obj`, byte for byte as the sink sends it.
-fn print_obj(rec: &record::Record) -> ExitCode {
-    match record::obj_of(&rec.body) {
-        Some(obj) => {
-            println!("{obj}");
-            ExitCode::SUCCESS
+/// Each record's `obj`, byte for byte as the sink sends it, one a line.
+fn print_objs(records: &[record::Record]) -> ExitCode {
+    for rec in records {
+        match record::obj_of(&rec.body) {
+            Some(obj) => println!("{obj}"),
+            None => return fail(2, "the record has no obj"),
         }
-        None => fail(2, "the record has no obj"),
     }
+    ExitCode::SUCCESS
 }
 
 /// `decode --uplink`: one network-server message through the agent's own parser and decoder.
@@ -597,10 +596,11 @@ fn decode_uplink(config: Option<&Path>, file: &Path) -> ExitCode {
         Err(e) => return fail(2, format!("--uplink {}: {e}", file.display())),
     };
     let mut decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
-    match decoder.decode(&input) {
-        Some(rec) => print_obj(&rec),
-        None => fail(2, "no record: the message is not an uplink hubgate decodes"),
+    let records = decoder.decode(&input);
+    if records.is_empty() {
+        return fail(2, "no record: the message is not an uplink hubgate decodes");
     }
+    print_objs(&records)
 }
 
 /// An RFC 3339 time a record can carry (1970 to 9999).

@@ -145,41 +145,45 @@ fn hex_digits(b: u8) -> [u8; 2] {
     [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]
 }
 
-/// Build the record of one uplink. The envelope is written by hand ([`JsonOut`]): its shape is
-/// fixed, so its keys are written in sorted order, each once, exactly as a `serde_json::Value`
-/// tree (without `preserve_order`) would print them; `data`'s keys come from a `BTreeMap`, so
-/// they are sorted too. The wire format stays byte for byte the same; serde's structs, writing
-/// every key and piece through its serializer, took half of the build's instructions
+/// The id of the record of an uplink's `index`-th history entry, measured at `time` (unix
+/// seconds): a hash of the uplink's id, the time and the index, formatted like a UUID, so a
+/// redelivered uplink makes the same ids.
+pub fn history_id(uplink_id: &str, time: u32, index: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(uplink_id.as_bytes());
+    h.update(time.to_be_bytes());
+    h.update((index as u64).to_be_bytes());
+    uuid_form(&h.finalize())
+}
+
+/// Build the records of one uplink: one, except for a built-in codec's readings of earlier
+/// times (history), which make a record each, after the live one, in the payload's order.
+/// Microshare's records hold the readings of one moment: a history record has the uplink's
+/// envelope and `meta` (about the reception), its own `data.time`, `createDate` and `tstamp`
+/// (the history time), and its own id ([`history_id`]). The live record goes out when it
+/// has readings or device values of now, or when there is no history.
+///
+/// The envelope is written by hand ([`JsonOut`]): its shape is fixed, so its keys are written
+/// in sorted order, each once, exactly as a `serde_json::Value` tree (without
+/// `preserve_order`) would print them; `data`'s keys come from a `BTreeMap`, so they are
+/// sorted too. The wire format stays byte for byte the same; serde's structs, writing every
+/// key and piece through its serializer, took half of the build's instructions
 /// (docs/performance.md, "Building the record").
-pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime) -> Record {
+pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime) -> Vec<Record> {
     let id = stable_id(up);
     let device_id = up.device_id();
     let time = iso8601(up.time);
-    let (decoded, mapped, error, history_times);
+    let (decoded, mapped, error);
     let mut data = Fields::new();
-    let (rec_type, class) = match payload {
+    let (rec_type, class, history, of_now) = match payload {
         Payload::Decoded { codec, decoded: d } => {
             decoded = d;
             put_readings(&mut data, &decoded.readings);
-            history_times = decoded
-                .history
-                .iter()
-                .map(|h| iso8601(UNIX_EPOCH + Duration::from_secs(h.time.into())))
-                .collect::<Vec<_>>();
-            if !decoded.history.is_empty() {
-                let entries = decoded.history.iter().zip(&history_times);
-                let entries = entries.map(|(h, time)| {
-                    let mut entry = Fields::new();
-                    put_readings(&mut entry, &h.readings);
-                    entry.insert("time", Field::Str(time));
-                    entry
-                });
-                data.insert("history", Field::List(entries.collect()));
-            }
             let mut health = Fields::from([("id", Field::Str(&device_id))]);
             put_readings(&mut health, &decoded.health);
             data.insert("device_health", Field::Map(health));
-            (decoded.rec_type, codec)
+            let of_now = !decoded.readings.is_empty() || !decoded.health.is_empty();
+            (decoded.rec_type, codec, decoded.history.as_slice(), of_now)
         }
         Payload::Object { class, mapped: m } => {
             mapped = m;
@@ -197,7 +201,7 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
                     .map(|(k, v)| (k.as_str(), Field::Json(v))),
             );
             data.insert("device_health", Field::Map(health));
-            (mapped.rec_type.as_str(), class)
+            (mapped.rec_type.as_str(), class, &[][..], true)
         }
         Payload::Packed { rec_type, error: e } => {
             error = e;
@@ -206,12 +210,9 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
             }
             let health = Fields::from([("id", Field::Str(&device_id))]);
             data.insert("device_health", Field::Map(health));
-            (rec_type, "packed")
+            (rec_type, "packed", &[][..], true)
         }
     };
-    data.insert("meta", Field::Meta);
-    data.insert("time", Field::Str(&time));
-    data.insert("unpacker", Field::Unpacker);
     let meta = Meta {
         up,
         device,
@@ -223,7 +224,37 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
         device_id: &device_id,
         time: &time,
     };
-    let tstamp = ms_since_epoch(up.time);
+    let mut records = Vec::with_capacity(1 + history.len());
+    if of_now || history.is_empty() {
+        data.insert("time", Field::Str(&time));
+        records.push(envelope(
+            &meta,
+            id.clone(),
+            data,
+            ms_since_epoch(up.time),
+            now,
+        ));
+    }
+    for (index, h) in history.iter().enumerate() {
+        let at = UNIX_EPOCH + Duration::from_secs(h.time.into());
+        let time = iso8601(at);
+        let mut data = Fields::new();
+        put_readings(&mut data, &h.readings);
+        // No device values: they are of now, in the live record.
+        let health = Fields::from([("id", Field::Str(&device_id))]);
+        data.insert("device_health", Field::Map(health));
+        data.insert("time", Field::Str(&time));
+        let id = history_id(&id, h.time, index);
+        records.push(envelope(&meta, id, data, ms_since_epoch(at), now));
+    }
+    records
+}
+
+/// The envelope of one record: `data` (without `meta` and `unpacker`, added here), created at
+/// `tstamp` (ms since the epoch).
+fn envelope(meta: &Meta, id: String, mut data: Fields, tstamp: u64, now: SystemTime) -> Record {
+    data.insert("meta", Field::Meta);
+    data.insert("unpacker", Field::Unpacker);
     let mut j = JsonOut::default();
     j.open();
     j.key("event_type");
@@ -233,32 +264,32 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
     j.key("obj");
     j.open();
     // The record is made from the uplink alone, so building it again gives the same bytes:
-    // its creation date is the uplink's time.
+    // its creation date is the uplink's time (a history record's, its reading's).
     j.key("createDate");
     j.value(&tstamp);
     j.key("data");
-    j.fields(&data, &meta);
+    j.fields(&data, meta);
     j.key("id");
     j.plain(&id);
     j.key("recType");
-    j.string(rec_type);
+    j.string(meta.rec_type);
     // Microshare's obj.tags hold the site's global tags and the device's own.
     j.key("tags");
-    j.strings(device.global_tags.iter().chain(device.tags));
+    j.strings(meta.device.global_tags.iter().chain(meta.device.tags));
     j.key("tstamp");
     j.value(&tstamp);
     j.close();
     j.key("obj_type");
     j.plain("objs");
     j.key("recType");
-    j.string(rec_type);
+    j.string(meta.rec_type);
     j.key("source");
-    j.string(device.source);
+    j.string(meta.device.source);
     j.close();
     Record {
         body: j.into_string(),
-        rec_type: rec_type.to_string(),
-        key: device_id,
+        rec_type: meta.rec_type.to_string(),
+        key: meta.device_id.to_string(),
         created_ms: ms_since_epoch(now),
         id,
     }
@@ -272,8 +303,6 @@ enum Field<'a> {
     Str(&'a str),
     Readings(Vec<&'a Reading>),
     Map(Fields<'a>),
-    /// `history`: one object per time, shaped as `data` is (its `time`, reading arrays).
-    List(Vec<Fields<'a>>),
     /// `meta`, written from the record's [`Meta`].
     Meta,
     /// `unpacker`: who made the record.
@@ -405,14 +434,6 @@ impl JsonOut {
                     self.0.push(b']');
                 }
                 Field::Map(m) => self.fields(m, meta),
-                Field::List(list) => {
-                    self.0.push(b'[');
-                    for m in list {
-                        self.separate();
-                        self.fields(m, meta);
-                    }
-                    self.0.push(b']');
-                }
                 Field::Meta => self.meta(meta),
                 Field::Unpacker => {
                     self.open();
@@ -694,7 +715,7 @@ mod tests {
             tags: &tags,
             ..DeviceInfo::UNKNOWN
         };
-        let rec = build(
+        let [rec] = <[Record; 1]>::try_from(build(
             &up,
             &dev,
             Payload::Decoded {
@@ -702,7 +723,8 @@ mod tests {
                 decoded,
             },
             SystemTime::now(),
-        );
+        ))
+        .unwrap();
         let v: Json = serde_json::from_str(&rec.body).unwrap();
         assert_eq!(v["event_type"], "create");
         assert_eq!(v["recType"], "io.microshare.environment.unpacked");
@@ -747,7 +769,7 @@ mod tests {
             source: "ShareService",
         };
         let mut bodies = Vec::new();
-        // Every codec's example (EM300-SLD's carries a history record).
+        // Every codec's example (EM300-SLD's carries a history record: a record of its own).
         for &codec in Codec::ALL {
             let example = codec.example();
             up.fport = Some(example.fport);
@@ -759,26 +781,37 @@ mod tests {
                 },
                 Err(e) => panic!("{codec}: {e}"),
             };
-            bodies.push(build(&up, &dev, payload, SystemTime::now()).body);
+            bodies.extend(
+                build(&up, &dev, payload, SystemTime::now())
+                    .into_iter()
+                    .map(|r| r.body),
+            );
         }
         let packed = Payload::Packed {
             rec_type: "io.microshare.lorawan.packed",
             error: Some("bad \"payload\"".into()),
         };
-        bodies.push(build(&up, &dev, packed, SystemTime::now()).body);
+        bodies.extend(
+            build(&up, &dev, packed, SystemTime::now())
+                .into_iter()
+                .map(|r| r.body),
+        );
         for body in bodies {
             let value: Json = serde_json::from_str(&body).unwrap();
             assert_eq!(body, value.to_string());
         }
     }
 
-    /// Readings of earlier times go under `history`, each time an object shaped as `data`;
-    /// the live arrays hold only readings of now, as Microshare's `{unit, value}` do.
+    /// Readings of earlier times make a record each, after the live one, with the history
+    /// time as its `time`, `createDate` and `tstamp`, its readings under the live field names,
+    /// no device values (they are of now), the uplink's `meta`, and an id of its own that a
+    /// second build gives again; the live arrays hold only readings of now.
     #[test]
-    fn history_is_kept_apart_from_the_readings_of_now() {
+    fn each_history_time_makes_a_record_of_its_own() {
         let decoded = Decoded {
             rec_type: "io.microshare.leak.unpacked",
             readings: vec![Reading::num("temperature", 22.0, "°C")],
+            health: vec![Reading::num("voltage", 3.6, "V")],
             history: vec![
                 History {
                     time: 1_600_000_000,
@@ -794,31 +827,82 @@ mod tests {
             ],
             ..Decoded::default()
         };
-        let payload = Payload::Decoded {
-            codec: "test",
-            decoded,
+        let built = |decoded: &Decoded| {
+            let payload = Payload::Decoded {
+                codec: "test",
+                decoded: decoded.clone(),
+            };
+            build(&uplink(), &DeviceInfo::UNKNOWN, payload, SystemTime::now())
         };
-        let rec = build(&uplink(), &DeviceInfo::UNKNOWN, payload, SystemTime::now());
-        let v: Json = serde_json::from_str(&rec.body).unwrap();
-        let data = &v["obj"]["data"];
-        assert_eq!(data["temperature"], json!([{"unit": "°C", "value": 22}]));
-        assert!(data.get("leak").is_none());
-        assert_eq!(data["time"], "2023-11-14T22:13:20.000Z");
+        let records = built(&decoded);
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids.len(), 3);
         assert_eq!(
-            data["history"],
-            json!([
-                {
-                    "leak": [{"context_id": "5", "value": true}],
-                    "temperature": [{"unit": "°C", "value": 21.5}],
-                    "time": "2020-09-13T12:26:40.000Z",
-                },
-                {
-                    "temperature": [{"unit": "°C", "value": 21}],
-                    "time": "2106-02-07T06:28:15.000Z",
-                },
-            ])
+            ids[0],
+            stable_id(&uplink()),
+            "the live record keeps the uplink's id"
         );
-        assert_eq!(rec.body, v.to_string());
+        assert!(
+            ids[1] != ids[0] && ids[2] != ids[0] && ids[1] != ids[2],
+            "{ids:?}"
+        );
+        let again: Vec<String> = built(&decoded).into_iter().map(|r| r.id).collect();
+        assert_eq!(again, ids, "a redelivered uplink makes the same ids");
+        let v: Vec<Json> = records
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect();
+        for (rec, v) in records.iter().zip(&v) {
+            assert_eq!(rec.body, v.to_string());
+            assert_eq!(v["id"], rec.id.as_str());
+            assert_eq!(v["obj"]["id"], rec.id.as_str());
+            assert_eq!(v["recType"], "io.microshare.leak.unpacked");
+            assert_eq!(rec.key, "58-A0-CB-00-00-10-12-34");
+            let data = &v["obj"]["data"];
+            assert!(data.get("history").is_none());
+            assert_eq!(data["meta"]["iot"]["time"], "2023-11-14T22:13:20.000Z");
+            assert_eq!(data["meta"]["iot"]["fcnt_up"], 42);
+            assert_eq!(data["device_health"]["id"], "58-A0-CB-00-00-10-12-34");
+        }
+        let data = |i: usize| &v[i]["obj"]["data"];
+        assert_eq!(data(0)["temperature"], json!([{"unit": "°C", "value": 22}]));
+        assert!(data(0).get("leak").is_none());
+        assert_eq!(data(0)["time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(data(0)["device_health"]["voltage"][0]["value"], 3.6);
+        assert_eq!(v[0]["obj"]["tstamp"], 1_700_000_000_000u64);
+        assert_eq!(data(1)["leak"], json!([{"context_id": "5", "value": true}]));
+        assert_eq!(
+            data(1)["temperature"],
+            json!([{"unit": "°C", "value": 21.5}])
+        );
+        assert_eq!(data(1)["time"], "2020-09-13T12:26:40.000Z");
+        assert_eq!(v[1]["obj"]["createDate"], 1_600_000_000_000u64);
+        assert_eq!(v[1]["obj"]["tstamp"], 1_600_000_000_000u64);
+        assert_eq!(
+            data(1)["device_health"],
+            json!({"id": "58-A0-CB-00-00-10-12-34"}),
+            "no device values in a history record"
+        );
+        assert_eq!(data(2)["temperature"], json!([{"unit": "°C", "value": 21}]));
+        assert_eq!(data(2)["time"], "2106-02-07T06:28:15.000Z");
+        assert_eq!(v[2]["obj"]["tstamp"], u64::from(u32::MAX) * 1000);
+
+        // History alone: only the history records.
+        let past_only = Decoded {
+            readings: Vec::new(),
+            health: Vec::new(),
+            ..decoded
+        };
+        let records = built(&past_only);
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ids[1..]
+        );
+        // Nothing at all: the uplink's record all the same.
+        let records = built(&Decoded::default());
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].id, stable_id(&uplink()));
     }
 
     #[test]
@@ -875,15 +959,18 @@ mod tests {
                 usecase: usecase.as_deref(),
                 source: &source,
             };
-            let rec = build(&up, &dev, payload.payload(), SystemTime::now());
-            let v: Json = serde_json::from_str(&rec.body).unwrap();
-            proptest::prop_assert_eq!(&rec.body, &v.to_string());
-            let iot = &v["obj"]["data"]["meta"]["iot"];
-            proptest::prop_assert_eq!(&iot["device_name"], &json!(up.device_name));
-            proptest::prop_assert_eq!(&iot["gateway_id"], &json!(up.radio.gateway_id));
-            proptest::prop_assert_eq!(&iot["payload"], &json!(hex::encode(&up.payload)));
-            proptest::prop_assert_eq!(&v["obj"]["data"]["meta"]["device"], &json!(tags));
-            proptest::prop_assert_eq!(&v["source"], &json!(source));
+            let records = build(&up, &dev, payload.payload(), SystemTime::now());
+            proptest::prop_assert!(!records.is_empty());
+            for rec in records {
+                let v: Json = serde_json::from_str(&rec.body).unwrap();
+                proptest::prop_assert_eq!(&rec.body, &v.to_string());
+                let iot = &v["obj"]["data"]["meta"]["iot"];
+                proptest::prop_assert_eq!(&iot["device_name"], &json!(up.device_name));
+                proptest::prop_assert_eq!(&iot["gateway_id"], &json!(up.radio.gateway_id));
+                proptest::prop_assert_eq!(&iot["payload"], &json!(hex::encode(&up.payload)));
+                proptest::prop_assert_eq!(&v["obj"]["data"]["meta"]["device"], &json!(tags));
+                proptest::prop_assert_eq!(&v["source"], &json!(source));
+            }
         }
     }
 

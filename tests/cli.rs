@@ -385,7 +385,9 @@ fn demo_prints_decoded_records_and_exits() {
 }
 
 /// `hubgate codecs` lists every codec with its example (the table in `src/codec`), and
-/// `hubgate decode` decodes each example with the listed recType.
+/// `hubgate decode` decodes each example with the listed recType: a record a line, one per
+/// history time after the live one (EM300-SLD's example is a live reading and a history
+/// record).
 #[test]
 fn every_listed_codec_decodes_its_example_with_its_rec_type() {
     let empty = tempfile::tempdir().unwrap();
@@ -408,9 +410,22 @@ fn every_listed_codec_decodes_its_example_with_its_rec_type() {
         };
         let o = hubgate(&["decode", "--codec", id, "--fport", fport, hex]);
         assert!(o.status.success(), "{id}: {}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["recType"], rec_type, "{id}");
-        assert_eq!(v["data"]["unpacker"]["class"], id);
+        let records: Vec<serde_json::Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let times: Vec<&serde_json::Value> = records.iter().map(|v| &v["data"]["time"]).collect();
+        let history = usize::from(id == "milesight-em300-sld");
+        assert_eq!(records.len(), 1 + history, "{id}: {times:?}");
+        for v in &records {
+            assert_eq!(v["recType"], rec_type, "{id}");
+            assert_eq!(v["data"]["unpacker"]["class"], id);
+            assert!(v["data"].get("history").is_none(), "{id}");
+        }
+        if history > 0 {
+            assert_ne!(records[0]["id"], records[1]["id"]);
+            assert_ne!(times[0], times[1]);
+        }
         ids.push(id.to_string());
     }
     let all: Vec<&str> = hubgate::codec::Codec::ALL.iter().map(|c| c.id()).collect();

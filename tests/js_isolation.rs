@@ -119,7 +119,7 @@ fn packed(rec: &Record) -> String {
 
 /// The good codec still decodes.
 fn good_decodes(d: &mut Decoder) {
-    let rec = d.decode(&uplink(GOOD, &[1, 0, 42, 87])).unwrap();
+    let rec = d.decode(&uplink(GOOD, &[1, 0, 42, 87])).remove(0);
     assert_eq!(rec.rec_type, "io.microshare.openclose.unpacked");
     assert_eq!(body(&rec)["obj"]["data"]["open"][0]["value"], true);
 }
@@ -130,7 +130,7 @@ fn good_decodes(d: &mut Decoder) {
 fn a_builtin_that_never_returns_costs_one_packed_record() {
     for case in 1..=5u8 {
         let (mut d, m, _dir) = decoder(HANG);
-        let rec = d.decode(&uplink(BAD, &[case])).unwrap();
+        let rec = d.decode(&uplink(BAD, &[case])).remove(0);
         let reason = packed(&rec);
         assert!(
             reason.starts_with("JavaScript bad: did not answer within "),
@@ -139,7 +139,7 @@ fn a_builtin_that_never_returns_costs_one_packed_record() {
         assert!(reason.ends_with(" ms: its worker was killed"), "{reason}");
         good_decodes(&mut d);
         // The same codec decodes its next good payload in a fresh worker.
-        let rec = d.decode(&uplink(BAD, &[0])).unwrap();
+        let rec = d.decode(&uplink(BAD, &[0])).remove(0);
         assert_eq!(body(&rec)["obj"]["data"]["origin"]["ok"], true);
         assert_eq!(m.problems("js_timeout"), 1);
     }
@@ -160,14 +160,14 @@ fn the_time_limit_stops_builtins_that_look_at_it() {
 #[test]
 fn a_codec_that_runs_out_of_memory_costs_one_packed_record() {
     let (mut d, m, _dir) = decoder(LEAK);
-    let rec = d.decode(&uplink(BAD, &[0])).unwrap();
+    let rec = d.decode(&uplink(BAD, &[0])).remove(0);
     assert_eq!(body(&rec)["obj"]["data"]["origin"]["kept"], 1);
-    let rec = d.decode(&uplink(BAD, &[1])).unwrap();
+    let rec = d.decode(&uplink(BAD, &[1])).remove(0);
     assert_eq!(packed(&rec), "JavaScript bad: needed more than 16 MiB");
     assert_eq!(m.problems("js_oom"), 1);
     good_decodes(&mut d);
     // A new worker, a new runtime: what the codec had kept is gone.
-    let rec = d.decode(&uplink(BAD, &[0])).unwrap();
+    let rec = d.decode(&uplink(BAD, &[0])).remove(0);
     assert_eq!(body(&rec)["obj"]["data"]["origin"]["kept"], 1);
 }
 
@@ -307,16 +307,16 @@ fn a_device_hanging_between_good_frames_is_quarantined() {
     let (mut d, m, _dir) = decoder(HANG);
     for n in 0..3 {
         if n > 0 {
-            let rec = d.decode(&uplink(BAD, &[0, n])).unwrap();
+            let rec = d.decode(&uplink(BAD, &[0, n])).remove(0);
             assert_eq!(body(&rec)["obj"]["data"]["origin"]["n"], n, "{}", rec.body);
         }
-        let reason = packed(&d.decode(&uplink(BAD, &[1])).unwrap());
+        let reason = packed(&d.decode(&uplink(BAD, &[1])).remove(0));
         assert!(reason.contains("did not answer within"), "{reason}");
         good_decodes(&mut d);
     }
     // Not called any more for this device, even with a payload it would decode.
     for payload in [[1], [0]] {
-        assert_quarantined(&packed(&d.decode(&uplink(BAD, &payload)).unwrap()));
+        assert_quarantined(&packed(&d.decode(&uplink(BAD, &payload)).remove(0)));
     }
     assert_eq!(m.problems("js_timeout"), 3);
     assert_eq!(m.problems("js_quarantined"), 2);
@@ -340,7 +340,7 @@ fn assert_quarantined(reason: &str) {
 
 /// The record NEIGHBOUR's frame `[0, n]` decodes into.
 fn neighbour_decodes(d: &mut Decoder, n: u8) {
-    let rec = d.decode(&uplink(NEIGHBOUR, &[0, n])).unwrap();
+    let rec = d.decode(&uplink(NEIGHBOUR, &[0, n])).remove(0);
     assert_eq!(
         rec.rec_type, "io.microshare.lorawan.unpacked",
         "{}",
@@ -356,7 +356,7 @@ fn neighbour_decodes(d: &mut Decoder, n: u8) {
 fn a_poison_device_among_good_ones_on_its_codec_is_quarantined() {
     let (mut d, m, _dir) = decoder(HANG);
     for n in 0..8u8 {
-        let reason = packed(&d.decode(&uplink(BAD, &[1])).unwrap());
+        let reason = packed(&d.decode(&uplink(BAD, &[1])).remove(0));
         if n < 3 {
             assert!(reason.contains("did not answer within"), "{n}: {reason}");
         } else {
@@ -391,15 +391,15 @@ fn a_quarantine_ends() {
     let quarantine = Duration::from_secs(3);
     let (mut d, m, _dir) = decoder_with(HANG, "quarantine = \"3s\"\n");
     for _ in 0..3 {
-        packed(&d.decode(&uplink(BAD, &[6])).unwrap());
+        packed(&d.decode(&uplink(BAD, &[6])).remove(0));
     }
     // The quarantine started before the third call returned: it is over by then.
     let over = Instant::now() + quarantine;
     assert_eq!(m.problems("js_timeout"), 3);
-    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 7])).unwrap()));
+    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 7])).remove(0)));
     // A wait for the clock, which the quarantine is measured by, not for another thread.
     std::thread::sleep(over.saturating_duration_since(Instant::now()));
-    let rec = d.decode(&uplink(BAD, &[0, 7])).unwrap();
+    let rec = d.decode(&uplink(BAD, &[0, 7])).remove(0);
     assert_eq!(body(&rec)["obj"]["data"]["origin"]["n"], 7, "{}", rec.body);
     assert_eq!(m.problems("js_timeout"), 3);
     assert_eq!(m.problems("js_quarantined"), 1);
@@ -411,15 +411,15 @@ fn a_quarantine_ends() {
 fn a_reload_keeps_the_quarantines_of_an_unchanged_codec() {
     let (mut d, m, dir) = decoder(HANG);
     for _ in 0..3 {
-        packed(&d.decode(&uplink(BAD, &[6])).unwrap());
+        packed(&d.decode(&uplink(BAD, &[6])).remove(0));
     }
-    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 1])).unwrap()));
+    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 1])).remove(0)));
     d.reloader().reload();
-    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 2])).unwrap()));
+    assert_quarantined(&packed(&d.decode(&uplink(BAD, &[0, 2])).remove(0)));
     neighbour_decodes(&mut d, 3);
     codec_files::write(dir.path().join("bad.js"), format!("{HANG}// fixed\n"));
     d.reloader().reload();
-    let rec = d.decode(&uplink(BAD, &[0, 4])).unwrap();
+    let rec = d.decode(&uplink(BAD, &[0, 4])).remove(0);
     assert_eq!(body(&rec)["obj"]["data"]["origin"]["n"], 4, "{}", rec.body);
     assert_eq!(m.problems("codec_file"), 0);
     assert_eq!(m.problems("js_timeout"), 3);
@@ -432,13 +432,13 @@ fn a_reload_keeps_the_quarantines_of_an_unchanged_codec() {
 #[test]
 fn a_round_spends_at_most_its_budget() {
     let (mut d, m, _dir) = decoder_with(HANG, "round_budget = \"1ms\"\n");
-    packed(&d.decode(&uplink(BAD, &[6])).unwrap());
+    packed(&d.decode(&uplink(BAD, &[6])).remove(0));
     good_decodes(&mut d);
     d.start_round();
-    packed(&d.decode(&uplink(BAD, &[6])).unwrap());
+    packed(&d.decode(&uplink(BAD, &[6])).remove(0));
     for _ in 0..3 {
         assert_eq!(
-            packed(&d.decode(&uplink(GOOD, &[1, 0, 42, 87])).unwrap()),
+            packed(&d.decode(&uplink(GOOD, &[1, 0, 42, 87])).remove(0)),
             "JavaScript door: not called: this round's JavaScript calls took its budget (1 ms)"
         );
     }
@@ -457,12 +457,12 @@ fn a_round_spends_at_most_its_budget() {
 fn a_leaking_codec_does_not_grow_the_agent() {
     let (mut d, m, _dir) = decoder(LEAK);
     for _ in 0..50 {
-        d.decode(&uplink(BAD, &[0])).unwrap();
+        d.decode(&uplink(BAD, &[0])).remove(0);
     }
     let before = rss::rss(std::process::id());
     let mut most = 0;
     for _ in 0..2_000 {
-        let rec = d.decode(&uplink(BAD, &[0])).unwrap();
+        let rec = d.decode(&uplink(BAD, &[0])).remove(0);
         if let Some(kept) = body(&rec)["obj"]["data"]["origin"]["kept"].as_u64() {
             most = most.max(kept);
         }

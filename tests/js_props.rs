@@ -171,7 +171,7 @@ fn every_uplink_becomes_one_record() {
                 radio: hubgate::uplink::Radio::default(),
                 ns: hubgate::uplink::NsDecoded::default(),
             });
-            let rec = decoder.borrow_mut().decode(&input).unwrap();
+            let rec = decoder.borrow_mut().decode(&input).remove(0);
             let v: serde_json::Value = serde_json::from_str(&rec.body).unwrap();
             if bytes.len() >= 4 {
                 prop_assert_eq!(rec.rec_type.as_str(), "io.microshare.openclose.unpacked");

@@ -120,7 +120,10 @@ fn a_record_matches_microshares_published_example_field_by_field() {
     let cfg = Config::parse(SITE).unwrap();
     let decoder = Decoder::new(&cfg, Metrics::new());
     let codec = Codec::from_id("browan-tbhv110").unwrap();
-    let rec = decoder.decode_with(&published_uplink(), codec).unwrap();
+    let rec = decoder
+        .decode_with(&published_uplink(), codec)
+        .unwrap()
+        .remove(0);
     let ours: Value = serde_json::from_str(&rec.body).unwrap();
     let mut diffs = Vec::new();
     compare("", &ours, &golden(), &mut diffs);

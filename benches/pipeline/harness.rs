@@ -960,7 +960,7 @@ fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
         codec: "browan-tbhh100",
         decoded,
     };
-    build(&up, &dev, payload, SystemTime::now())
+    build(&up, &dev, payload, SystemTime::now()).remove(0)
 }
 
 /// Records in the broker: the sum of the high watermarks of the benchmark's topics.

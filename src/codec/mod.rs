@@ -211,8 +211,9 @@ impl Reading {
 }
 
 /// Readings measured together at a time of their own, earlier than the uplink: a Milesight
-/// history record, a Dragino LHT65 ext type 9 frame. They are kept apart from the live
-/// readings, so a consumer never takes them for the device's state now (docs/records.md).
+/// history record, a Dragino LHT65 ext type 9 frame. They make a record of their own at that
+/// time, apart from the live readings, so a consumer never takes them for the device's state
+/// now (docs/records.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct History {
     /// When they were measured: unix seconds, by the device's clock.
@@ -229,7 +230,7 @@ pub struct Decoded {
     pub readings: Vec<Reading>,
     /// Device-domain values (battery voltage/charge, board temperature) under `data.device_health`.
     pub health: Vec<Reading>,
-    /// Readings of earlier times, in the payload's order, under `data.history`.
+    /// Readings of earlier times, in the payload's order: a record each ([`crate::record::build`]).
     pub history: Vec<History>,
     /// Why decoding stopped before the end of the payload, when it did: a run-of-records format
     /// (Milesight, Elsys) met a record it does not know after decoding some. The readings

@@ -324,7 +324,8 @@ mod tests {
                 error: None,
             },
             SystemTime::now(),
-        );
+        )
+        .remove(0);
         assert!(
             rec.body.contains("\"9999-12-31T23:59:59.000Z\""),
             "{}",

@@ -297,9 +297,9 @@ impl Forwarder {
         // codecs each take their full deadline would otherwise outlast the watchdog.
         self.beat(Instant::now());
         self.metrics.received.inc(f.source);
-        let record = self.decoder.decode(&f.input);
+        let records = self.decoder.decode(&f.input);
         let counters = self.decoder.take_counters();
-        self.ledger.take(record, counters, f.ack, Instant::now());
+        self.ledger.take(records, counters, f.ack, Instant::now());
     }
 
     /// A beat for the watchdog, unless the buffer's flush, which runs on a thread of its
@@ -384,9 +384,9 @@ impl Forwarder {
             frames.close();
             while let Ok(f) = frames.try_recv() {
                 self.metrics.received.inc(f.source);
-                let record = self.decoder.decode(&f.input);
+                let records = self.decoder.decode(&f.input);
                 let counters = self.decoder.take_counters();
-                self.ledger.take_to_buffer(record, counters, f.ack);
+                self.ledger.take_to_buffer(records, counters, f.ack);
             }
         }
         self.settle(&mut inp.deliveries)?;
@@ -833,7 +833,7 @@ mod tests {
         };
         let t0 = Instant::now();
         fwd.ledger
-            .take_to_buffer(Some(record), Counters::default(), Ack::None);
+            .take_to_buffer(vec![record], Counters::default(), Ack::None);
         fwd.ledger.end_round(t0).unwrap();
         entered.recv_timeout(DEADLINE).expect("the flush runs");
         assert_eq!(fwd.ledger.flush_started(), Some(t0));

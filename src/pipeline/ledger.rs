@@ -34,6 +34,9 @@ use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::Ack;
 
+/// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32.
+type Fcnt = (DevAddr, DevEui, u32);
+
 struct InFlight {
     record: Record,
     /// Sources to acknowledge once this record is durable (empty once it is).
@@ -90,13 +93,18 @@ pub struct Ledger {
     /// Acknowledgements released when the running flush is done.
     syncing_acks: Vec<(Option<u64>, Ack)>,
     /// The LoRaWAN frame counters records advanced, kept until the record is durable
-    /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`].
-    unsettled: BTreeMap<u64, Vec<(DevAddr, DevEui, u32)>>,
+    /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`]. An input
+    /// of several records has its counters under each of them.
+    unsettled: BTreeMap<u64, Vec<Fcnt>>,
+    /// The counters of the input being taken, held until all its records are: one of them
+    /// settled at once (dead-lettered, refused) must not keep them before a later one is
+    /// under its sequence number.
+    taking: Vec<Fcnt>,
     /// Frame counters of records written to the buffer (or dropped, or dead-lettered), kept
     /// once a flush that starts later is done, as `pending_acks` are released.
-    pending_fcnts: Vec<(DevAddr, DevEui, u32)>,
+    pending_fcnts: Vec<Fcnt>,
     /// Frame counters kept when the running flush is done.
-    syncing_fcnts: Vec<(DevAddr, DevEui, u32)>,
+    syncing_fcnts: Vec<Fcnt>,
     /// Written to the buffer since the last flush started (or failed).
     dirty: bool,
     /// Last buffered sequence number handed to the sink by the drain.
@@ -151,6 +159,7 @@ impl Ledger {
             pending_acks: Vec::new(),
             syncing_acks: Vec::new(),
             unsettled: BTreeMap::new(),
+            taking: Vec::new(),
             pending_fcnts: Vec::new(),
             syncing_fcnts: Vec::new(),
             dirty: left_over,
@@ -223,34 +232,61 @@ impl Ledger {
             .failed(&SinkError::Park(reason), rec_type, now, now);
     }
 
-    /// A decoded input (`None`: nothing to keep, e.g. a frame of another network), what its
-    /// decode did to LoRaWAN frame counters, and the acknowledgement its source waits for.
-    pub fn take(&mut self, record: Option<Record>, counters: Counters, ack: Ack, now: Instant) {
-        let Some(record) = record.map(|r| self.stamped(r)) else {
+    /// The records of a decoded input (none: nothing to keep, e.g. a frame of another
+    /// network), what its decode did to LoRaWAN frame counters, and the acknowledgement its
+    /// source waits for: sent once every one of its records is durable.
+    pub fn take(&mut self, records: Vec<Record>, counters: Counters, ack: Ack, now: Instant) {
+        self.take_each(records, counters, ack, |ledger, record, fcnts, ack| {
+            ledger.take_one(record, fcnts, ack, now)
+        });
+    }
+
+    /// Each of `records` taken by `one` with its part of `ack`; the frame counters go under
+    /// each record not durable yet, and are kept once all of them are.
+    fn take_each(
+        &mut self,
+        records: Vec<Record>,
+        counters: Counters,
+        ack: Ack,
+        mut one: impl FnMut(&mut Self, Record, &[Fcnt], Ack),
+    ) {
+        if records.is_empty() {
             return self.nothing_to_keep(counters, ack);
-        };
+        }
+        self.taking = counters.advanced;
+        let fcnts = self.taking.clone();
+        let parts = ack.split(records.len());
+        for (record, part) in records.into_iter().zip(parts) {
+            let record = self.stamped(record);
+            one(self, record, &fcnts, part);
+        }
+        let taken = std::mem::take(&mut self.taking);
+        self.release_fcnts(taken);
+    }
+
+    fn take_one(&mut self, record: Record, fcnts: &[Fcnt], ack: Ack, now: Instant) {
         if record.rec_type == DEAD_LETTER {
-            self.keep_dead_letter(&record, ack);
-            return self.pending_fcnts.extend(counters.advanced);
+            return self.keep_dead_letter(&record, fcnts, ack);
         }
         let seq = self.next_seq;
         match self.dedup.check(&record.id, seq) {
             Seen::New => {}
             Seen::Pending(first) => {
                 self.metrics.duplicates.inc();
-                self.unsettle(first, counters.advanced);
+                self.unsettle(first, fcnts);
                 return self.ack_with(first, ack);
             }
             Seen::Durable => {
                 // Its record may be written and not flushed yet.
                 self.metrics.duplicates.inc();
-                self.pending_fcnts.extend(counters.advanced);
+                // Its record may be written and not flushed yet: its counters wait for
+                // that record ([`Ledger::release_fcnts`]).
                 self.pending_acks.push((None, ack));
                 return;
             }
         }
         self.next_seq += 1;
-        self.unsettle(seq, counters.advanced);
+        self.unsettle(seq, fcnts);
         if self.buffer.is_empty()
             && self.waiting.is_empty()
             && !self.window_full()
@@ -272,21 +308,25 @@ impl Ledger {
         self.wait(seq, record, vec![ack]);
     }
 
-    /// An input that makes no record. A replayed LoRaWAN frame whose first copy's record is
-    /// not durable yet (a source's redelivery after its connection dropped, a second
-    /// gateway) is acknowledged with that record, not before: acknowledged at once, the
-    /// reading would be lost if hubgate stopped before the record was durable.
+    /// An input that makes no record. A replayed LoRaWAN frame whose first copy's records
+    /// are not all durable yet (a source's redelivery after its connection dropped, a second
+    /// gateway) is acknowledged with those records, not before: acknowledged at once, the
+    /// readings would be lost if hubgate stopped before the records were durable.
     fn nothing_to_keep(&mut self, counters: Counters, ack: Ack) {
-        self.keep_fcnts(counters.advanced);
-        let first = counters.replayed.and_then(|(dev_addr, fcnt)| {
+        self.release_fcnts(counters.advanced);
+        let first: Vec<u64> = counters.replayed.map_or_else(Vec::new, |(dev_addr, fcnt)| {
             self.unsettled
                 .iter()
-                .find(|(_, kept)| kept.iter().any(|&(a, _, f)| (a, f) == (dev_addr, fcnt)))
+                .filter(|(_, kept)| kept.iter().any(|&(a, _, f)| (a, f) == (dev_addr, fcnt)))
                 .map(|(seq, _)| *seq)
+                .collect()
         });
-        match first {
-            Some(seq) => self.ack_with(seq, ack),
-            None => self.pending_acks.push((None, ack)),
+        if first.is_empty() {
+            return self.pending_acks.push((None, ack));
+        }
+        let parts = ack.split(first.len());
+        for (seq, part) in first.into_iter().zip(parts) {
+            self.ack_with(seq, part);
         }
     }
 
@@ -304,18 +344,19 @@ impl Ledger {
     }
 
     /// The frame counters `fcnts` are kept once record `seq` is durable ([`Ledger::settled`]).
-    fn unsettle(&mut self, seq: u64, fcnts: Vec<(DevAddr, DevEui, u32)>) {
+    fn unsettle(&mut self, seq: u64, fcnts: &[Fcnt]) {
         if !fcnts.is_empty() {
             self.unsettled.entry(seq).or_default().extend(fcnts);
         }
     }
 
-    /// The sink confirmed record `seq`: the frame counters it advanced are kept now. Kept
-    /// earlier, they would outlive a crash that lost the record, and the source's redelivery
-    /// of its frame would be a replay after the restart: acknowledged, with no record made.
+    /// The sink confirmed record `seq`: the frame counters it advanced are kept now, unless
+    /// another record of the same frame is not durable yet. Kept earlier, they would outlive
+    /// a crash that lost a record, and the source's redelivery of its frame would be a
+    /// replay after the restart: acknowledged, with no record made.
     fn settled(&mut self, seq: u64) {
         if let Some(fcnts) = self.unsettled.remove(&seq) {
-            self.keep_fcnts(fcnts);
+            self.release_fcnts(fcnts);
         }
     }
 
@@ -330,9 +371,21 @@ impl Ledger {
         }
     }
 
+    /// Keep those of `fcnts` that no record not durable yet (nor the input being taken, nor
+    /// a record waiting for a flush) still holds.
+    fn release_fcnts(&mut self, mut fcnts: Vec<Fcnt>) {
+        fcnts.retain(|c| {
+            !self.taking.contains(c)
+                && !self.pending_fcnts.contains(c)
+                && !self.syncing_fcnts.contains(c)
+                && !self.unsettled.values().any(|held| held.contains(c))
+        });
+        self.keep_fcnts(fcnts);
+    }
+
     /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer, durable with its
     /// next flush, so a frame captured before a restart is still a replay after it.
-    fn keep_fcnts(&mut self, fcnts: Vec<(DevAddr, DevEui, u32)>) {
+    fn keep_fcnts(&mut self, fcnts: Vec<Fcnt>) {
         for (dev_addr, dev_eui, fcnt) in fcnts {
             if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt) {
                 self.metrics.problem("buffer_write_error", || {
@@ -343,20 +396,16 @@ impl Ledger {
     }
 
     /// Shutdown: what was received goes into the buffer, not to the sink.
-    pub fn take_to_buffer(&mut self, record: Option<Record>, counters: Counters, ack: Ack) {
-        match record.map(|r| self.stamped(r)) {
-            Some(record) if record.rec_type == DEAD_LETTER => {
-                self.keep_dead_letter(&record, ack);
-                self.pending_fcnts.extend(counters.advanced);
+    pub fn take_to_buffer(&mut self, records: Vec<Record>, counters: Counters, ack: Ack) {
+        self.take_each(records, counters, ack, |ledger, record, fcnts, ack| {
+            if record.rec_type == DEAD_LETTER {
+                return ledger.keep_dead_letter(&record, fcnts, ack);
             }
-            Some(record) => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.unsettle(seq, counters.advanced);
-                self.wait(seq, record, vec![ack]);
-            }
-            None => self.nothing_to_keep(counters, ack),
-        }
+            let seq = ledger.next_seq;
+            ledger.next_seq += 1;
+            ledger.unsettle(seq, fcnts);
+            ledger.wait(seq, record, vec![ack]);
+        });
     }
 
     fn healthy(&self, now: Instant) -> bool {
@@ -562,8 +611,9 @@ impl Ledger {
                 self.dedup.durable(&f.record.id);
                 self.settled(d.seq);
                 for ack in acks {
-                    ack.send();
-                    self.metrics.acked.inc();
+                    if ack.send() {
+                        self.metrics.acked.inc();
+                    }
                 }
             }
             Err(SinkError::Reject(e)) => {
@@ -619,10 +669,12 @@ impl Ledger {
     }
 
     /// A message the sources gave up on: into the dead-letter tree (up to a cap), never to the
-    /// sink; its source is acknowledged once that is flushed, so it is not delivered again.
-    fn keep_dead_letter(&mut self, record: &Record, ack: Ack) {
+    /// sink; its source is acknowledged once that is flushed, so it is not delivered again,
+    /// and the frame counters `fcnts` are kept once it is written.
+    fn keep_dead_letter(&mut self, record: &Record, fcnts: &[Fcnt], ack: Ack) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.unsettle(seq, fcnts);
         let letter = self.letter(|| record.clone(), "dead letter", &record.id);
         let acks = vec![ack];
         self.left_for_good(
@@ -835,7 +887,7 @@ impl Ledger {
         } else {
             Self::release(&self.metrics, &mut self.pending_acks);
             let fcnts = std::mem::take(&mut self.pending_fcnts);
-            self.keep_fcnts(fcnts);
+            self.release_fcnts(fcnts);
         }
         Ok(())
     }
@@ -859,7 +911,7 @@ impl Ledger {
             let fcnts = std::mem::take(&mut self.syncing_fcnts);
             // Durable with the next flush, which this asks for.
             self.dirty |= !fcnts.is_empty();
-            self.keep_fcnts(fcnts);
+            self.release_fcnts(fcnts);
             return Ok(());
         };
         // Nothing is acknowledged until a flush succeeds; the sources keep their copies.
@@ -881,8 +933,9 @@ impl Ledger {
 
     fn release(metrics: &Metrics, acks: &mut Vec<(Option<u64>, Ack)>) {
         for (_, ack) in acks.drain(..) {
-            ack.send();
-            metrics.acked.inc();
+            if ack.send() {
+                metrics.acked.inc();
+            }
         }
     }
 
@@ -969,7 +1022,7 @@ mod tests {
             now.0,
         );
         let (ack, mut pubacks) = puback(7);
-        ledger.take(Some(record(2)), Counters::default(), ack, now.0);
+        ledger.take(vec![record(2)], Counters::default(), ack, now.0);
         ledger.end_round(now.0).unwrap();
         assert_eq!(metrics.duplicates.get(), 1);
         assert_eq!(ledger.buffered(), 3);
@@ -1000,7 +1053,7 @@ mod tests {
                 confirmed.push(d.seq);
                 ledger.delivered(d, t0).unwrap();
             }
-            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
+            ledger.take(vec![record(n)], Counters::default(), Ack::None, t0);
             ledger.end_round(t0).unwrap();
             assert!(ledger.held() <= cfg.max_in_flight);
         }
@@ -1009,7 +1062,7 @@ mod tests {
         assert_eq!(confirmed.len(), 100 - cfg.max_in_flight);
 
         assert!(!ledger.takes_patient(t0));
-        ledger.take(Some(record(100)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(100)], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         // Spilled with the older records in flight (the buffer is filled oldest first).
         let spilled = cfg.max_in_flight as u64 + 1;
@@ -1042,7 +1095,7 @@ mod tests {
         let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let mut n = 0;
         while ledger.takes_patient(t0) {
-            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
+            ledger.take(vec![record(n)], Counters::default(), Ack::None, t0);
             ledger.end_round(t0).unwrap();
             n += 1;
         }
@@ -1057,7 +1110,7 @@ mod tests {
             body: "x".repeat(10 * one as usize),
             ..record(99)
         };
-        ledger.take(Some(large), Counters::default(), Ack::None, t0);
+        ledger.take(vec![large], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.takes_patient(t0), "alone in the window");
         assert_eq!(
@@ -1076,7 +1129,7 @@ mod tests {
             ledger.takes_patient(t0),
             "a bound of 0 still lets one record go"
         );
-        ledger.take(Some(record(0)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(0)], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!((ledger.held(), metrics.spilled.get()), (1, 0));
     }
@@ -1094,7 +1147,7 @@ mod tests {
         let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         assert!(ledger.quiet());
 
-        ledger.take(None, Counters::default(), Ack::None, t0);
+        ledger.take(Vec::new(), Counters::default(), Ack::None, t0);
         assert!(
             !ledger.quiet(),
             "an acknowledgement waits for the round's end"
@@ -1102,14 +1155,14 @@ mod tests {
         ledger.end_round(t0).unwrap();
         assert!(ledger.quiet());
 
-        ledger.take(Some(record(1)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(1)], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "in flight");
         ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
         ledger.end_round(t0).unwrap();
         assert!(ledger.quiet());
 
-        ledger.take(Some(record(2)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(2)], Counters::default(), Ack::None, t0);
         let late = t0 + cfg.spill_after;
         ledger.tick(late);
         ledger.end_round(late).unwrap();
@@ -1137,7 +1190,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
         let (ack, mut pubacks) = puback(7);
-        ledger.take_to_buffer(Some(record(1)), Counters::default(), ack);
+        ledger.take_to_buffer(vec![record(1)], Counters::default(), ack);
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(metrics.acked.get(), 0);
@@ -1169,7 +1222,7 @@ mod tests {
             rec_type: DEAD_LETTER.into(),
             ..record(0)
         };
-        ledger.take(Some(dead), Counters::default(), Ack::None, t0);
+        ledger.take(vec![dead], Counters::default(), Ack::None, t0);
         ledger.tick(t0);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "it failed again");
@@ -1192,7 +1245,7 @@ mod tests {
 
         // Spilled by a slow sink, then the oldest is confirmed and leaves.
         for n in 1..=2 {
-            ledger.take(Some(record(n)), Counters::default(), Ack::None, t0);
+            ledger.take(vec![record(n)], Counters::default(), Ack::None, t0);
         }
         let late = t0 + cfg.spill_after;
         ledger.tick(late);
@@ -1211,7 +1264,7 @@ mod tests {
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let missing = crate::sink::refusal::Setup::default().missing("t");
         ledger.park("t", missing, t0);
-        ledger.take(Some(record(3)), Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(3)], Counters::default(), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!((ledger.held(), ledger.buffered()), (1, 0));
         assert!(!ledger.accepting());
@@ -1228,7 +1281,7 @@ mod tests {
             small_buffer_ledger(crate::config::WhenFull::Block);
         let (ack, mut pubacks) = puback(7);
         ledger.take(
-            Some(larger_than_the_buffer(1)),
+            vec![larger_than_the_buffer(1)],
             Counters::default(),
             ack,
             t0,
@@ -1250,12 +1303,12 @@ mod tests {
         );
         let (ack, mut pubacks) = puback(8);
         ledger.take(
-            Some(larger_than_the_buffer(2)),
+            vec![larger_than_the_buffer(2)],
             Counters::default(),
             ack,
             late,
         );
-        ledger.take(Some(record(3)), Counters::default(), Ack::None, late);
+        ledger.take(vec![record(3)], Counters::default(), Ack::None, late);
         ledger.end_round(late).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 8);
         assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
@@ -1270,13 +1323,13 @@ mod tests {
             small_buffer_ledger(crate::config::WhenFull::DropOldest);
         let (ack, mut pubacks) = puback(7);
         ledger.take(
-            Some(larger_than_the_buffer(1)),
+            vec![larger_than_the_buffer(1)],
             Counters::default(),
             ack,
             t0,
         );
         let (ack, mut newer) = puback(8);
-        ledger.take(Some(record(2)), Counters::default(), ack, t0);
+        ledger.take(vec![record(2)], Counters::default(), ack, t0);
         let late = t0 + ledger.spill_after;
         ledger.tick(late);
         ledger.end_round(late).unwrap();
@@ -1297,15 +1350,27 @@ mod tests {
         Arc<Metrics>,
         Instant,
     ) {
-        let cfg = BufferConfig {
+        memory_ledger(&BufferConfig {
             when_full,
             max_bytes: 300,
             ..BufferConfig::default()
-        };
+        })
+    }
+
+    /// A ledger over a memory buffer with `cfg`, the reports of its stdout sink, its metrics,
+    /// and when it started.
+    fn memory_ledger(
+        cfg: &BufferConfig,
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Arc<Metrics>,
+        Instant,
+    ) {
         let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), cfg, metrics.clone());
         let t0 = Instant::now();
-        let (ledger, reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (ledger, reports) = stdout_ledger(cfg, buffer, &metrics, (t0, SystemTime::now()));
         (ledger, reports, metrics, t0)
     }
 
@@ -1344,12 +1409,8 @@ mod tests {
     #[test]
     fn a_frame_counter_is_kept_only_once_its_record_is_durable() {
         let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, mut reports) =
-            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
-        ledger.take(Some(record(1)), counter(false), Ack::None, t0);
+        let (mut ledger, mut reports, _, t0) = memory_ledger(&cfg);
+        ledger.take(vec![record(1)], counter(false), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert!(
             kept_counters(&ledger).is_empty(),
@@ -1358,13 +1419,8 @@ mod tests {
         ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
         assert_eq!(kept_counters(&ledger), [7]);
 
-        let (mut ledger, _reports) = stdout_ledger(
-            &cfg,
-            Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone()),
-            &metrics,
-            (t0, SystemTime::now()),
-        );
-        ledger.take(Some(record(2)), counter(false), Ack::None, t0);
+        let (mut ledger, _reports, _, t0) = memory_ledger(&cfg);
+        ledger.take(vec![record(2)], counter(false), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         let late = t0 + cfg.spill_after;
         ledger.tick(late);
@@ -1386,7 +1442,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
         let (ack, mut acked) = puback(1);
-        ledger.take(Some(record(1)), counter(false), ack, t0);
+        ledger.take(vec![record(1)], counter(false), ack, t0);
         ledger.end_round(t0).unwrap();
         store.set_flush_fails(true);
         let late = t0 + cfg.spill_after;
@@ -1410,17 +1466,12 @@ mod tests {
     /// record is durable is acknowledged at once.
     #[test]
     fn a_replayed_frame_is_acknowledged_with_its_first_copy() {
-        let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, mut reports) =
-            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, mut reports, _, t0) = memory_ledger(&BufferConfig::default());
         let (first, mut first_acked) = puback(1);
         let (copy, mut copy_acked) = puback(2);
-        ledger.take(Some(record(1)), counter(false), first, t0);
+        ledger.take(vec![record(1)], counter(false), first, t0);
         ledger.end_round(t0).unwrap();
-        ledger.take(None, counter(true), copy, t0);
+        ledger.take(Vec::new(), counter(true), copy, t0);
         ledger.end_round(t0).unwrap();
         assert!(
             copy_acked.try_recv().is_err(),
@@ -1431,9 +1482,85 @@ mod tests {
         assert_eq!(copy_acked.try_recv().unwrap().pkid, 2);
 
         let (late_copy, mut late_copy_acked) = puback(3);
-        ledger.take(None, counter(true), late_copy, t0);
+        ledger.take(Vec::new(), counter(true), late_copy, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!(late_copy_acked.try_recv().unwrap().pkid, 3);
+    }
+
+    /// An input that made three records (an uplink with two history records) is
+    /// acknowledged, its frame counter kept and a replay of its frame acknowledged only once
+    /// all three are durable: not when the first and last are delivered while the middle
+    /// one is not confirmed, but once that one is buffered and flushed.
+    #[test]
+    fn an_input_of_several_records_is_acknowledged_once_all_are_durable() {
+        let cfg = BufferConfig::default();
+        let (mut ledger, mut reports, metrics, t0) = memory_ledger(&cfg);
+        let (ack, mut acked) = puback(1);
+        let (copy, mut copy_acked) = puback(2);
+        ledger.take(
+            vec![record(1), record(2), record(3)],
+            counter(false),
+            ack,
+            t0,
+        );
+        ledger.end_round(t0).unwrap();
+        ledger.take(Vec::new(), counter(true), copy, t0);
+        ledger.end_round(t0).unwrap();
+        let mut sent = std::iter::from_fn(|| reports.try_recv().ok());
+        let (first, _middle, last) = (sent.next().unwrap(), sent.next(), sent.next().unwrap());
+        ledger.delivered(first, t0).unwrap();
+        ledger.delivered(last, t0).unwrap();
+        ledger.end_round(t0).unwrap();
+        assert_eq!(
+            pkids(&mut acked),
+            [0u16; 0],
+            "the middle record is not durable"
+        );
+        assert_eq!(pkids(&mut copy_acked), [0u16; 0], "nor is the replay's");
+        assert!(kept_counters(&ledger).is_empty(), "nor its counter");
+        assert_eq!(metrics.acked.get(), 0);
+
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        ledger.commit(late, true).unwrap();
+        assert_eq!(ledger.buffered(), 1, "the middle record");
+        assert_eq!(pkids(&mut acked), [1]);
+        assert_eq!(pkids(&mut copy_acked), [2]);
+        assert_eq!(kept_counters(&ledger), [7]);
+        assert_eq!(metrics.acked.get(), 2, "one per input, not per record");
+    }
+
+    /// A sink that refuses one record for good and takes the others without ever
+    /// confirming them.
+    struct RefusesOne(&'static str);
+
+    impl Sink for RefusesOne {
+        fn send(&mut self, _seq: u64, rec: &Record) -> Result<(), SinkError> {
+            if rec.id == self.0 {
+                return Err(SinkError::Reject("Broker: Message size too large".into()));
+            }
+            Ok(())
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// The first record of a frame dead-lettered as it is taken does not keep the frame's
+    /// counter while the next one is with the sink unconfirmed.
+    #[test]
+    fn a_record_settled_at_once_keeps_no_counter_its_siblings_need() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let sink = Box::new(RefusesOne("id-1"));
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        ledger.take(vec![record(1), record(2)], counter(false), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(ledger.buffer.dead_letters(), 1);
+        assert!(kept_counters(&ledger).is_empty(), "record 2 is not durable");
     }
 
     /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,
@@ -1555,9 +1682,9 @@ mod tests {
             },
         };
         // In flight: a copy of its record and a replay of its frame wait with it.
-        ledger.take(Some(record(1)), counter(false), ack(1), t0);
-        ledger.take(Some(record(1)), Counters::default(), ack(2), t0);
-        ledger.take(None, counter(true), ack(3), t0);
+        ledger.take(vec![record(1)], counter(false), ack(1), t0);
+        ledger.take(vec![record(1)], Counters::default(), ack(2), t0);
+        ledger.take(Vec::new(), counter(true), ack(3), t0);
         ledger.end_round(t0).unwrap();
         let refused = Delivery {
             seq: 0,
@@ -1566,7 +1693,7 @@ mod tests {
         ledger.delivered(refused, t0).unwrap();
         // Another replay, taken at shutdown (when the queued frames are taken whatever the
         // ledger says).
-        ledger.take_to_buffer(None, counter(true), ack(4));
+        ledger.take_to_buffer(Vec::new(), counter(true), ack(4));
         for _ in 0..3 {
             ledger.tick(t0);
             ledger.end_round(t0).unwrap();
@@ -1599,12 +1726,12 @@ mod tests {
         let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         ledger.end_round(t0).unwrap();
         store.set_writes_fail(true);
-        ledger.take(Some(record(2)), Counters::default(), ack(5), t0);
+        ledger.take(vec![record(2)], Counters::default(), ack(5), t0);
         let input = Record {
             rec_type: DEAD_LETTER.into(),
             ..record(3)
         };
-        ledger.take(Some(input), Counters::default(), ack(6), t0);
+        ledger.take(vec![input], Counters::default(), ack(6), t0);
         ledger.end_round(t0).unwrap();
         ledger.end_round(t0).unwrap();
         assert_eq!(pkids(&mut pubacks), [0u16; 0]);
@@ -1648,7 +1775,7 @@ mod tests {
             rec_type: DEAD_LETTER.into(),
             ..record(4)
         };
-        ledger.take(Some(input), Counters::default(), ack(7), t0);
+        ledger.take(vec![input], Counters::default(), ack(7), t0);
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         // A record it cannot buffer likewise.
@@ -1658,7 +1785,7 @@ mod tests {
             &metrics,
             now,
         );
-        ledger.take_to_buffer(Some(record(5)), Counters::default(), ack(8));
+        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(8));
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(ledger.held(), 1);
@@ -1730,13 +1857,13 @@ mod tests {
         let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         ledger.end_round(now.0).unwrap();
         let (ack, mut pubacks) = puback(7);
-        ledger.take(Some(fresh(3)), counter(false), ack, now.0);
+        ledger.take(vec![fresh(3)], counter(false), ack, now.0);
         let (input_ack, mut input_pubacks) = puback(8);
         let input = Record {
             rec_type: DEAD_LETTER.into(),
             ..record(4)
         };
-        ledger.take(Some(input), Counters::default(), input_ack, now.0);
+        ledger.take(vec![input], Counters::default(), input_ack, now.0);
         ledger.end_round(now.0).unwrap();
         ledger.commit(now.0, true).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 7);

@@ -21,8 +21,11 @@
 //! - a clock the script moves, and the shell's tick: every step of the clock while the
 //!   ledger has something to do, at most once a second while it is quiet.
 //!
-//! After every step: nothing acknowledged is lost (delivered, or in the flushed buffer, or
-//! dead-lettered), and memory stays bounded. At the end, once the sink heals: every uplink is
+//! Some uplinks make several records (as one with history records does), acknowledged once
+//! all of them are durable.
+//!
+//! After every step: nothing acknowledged is lost (every record of it delivered, or in the
+//! flushed buffer, or dead-lettered), and memory stays bounded. At the end, once the sink heals: every uplink is
 //! delivered or dead-lettered, nothing is stuck, each device's uplinks were first delivered
 //! in order, and duplicates stay within the stated bound.
 
@@ -46,6 +49,8 @@ use crate::source::{Ack, PubAck};
 const DEVICES: u32 = 3;
 /// At most this many frames per `Take` step (a round of the shell).
 const TAKE_MAX: u8 = 6;
+/// At most this many records per uplink.
+const PARTS_MAX: u8 = 3;
 const DEDUP_WINDOW: usize = 64;
 
 fn cases() -> u32 {
@@ -205,10 +210,10 @@ struct Disk {
     unsynced: bool,
 }
 
-fn uplinks(entries: Vec<(u64, Vec<u8>)>) -> impl Iterator<Item = u32> {
+fn uplinks(entries: Vec<(u64, Vec<u8>)>) -> impl Iterator<Item = Rec> {
     entries
         .into_iter()
-        .map(|(_, v)| uplink_of(&buffer::decode(&v).expect("the model stores whole records")))
+        .map(|(_, v)| rec_of(&buffer::decode(&v).expect("the model stores whole records")))
 }
 
 impl Disk {
@@ -251,17 +256,17 @@ impl Disk {
         w.apply(&mut self.live)
     }
 
-    /// Uplinks the flushed store holds as records.
-    fn buffered(&self) -> impl Iterator<Item = u32> {
+    /// Records the flushed store holds.
+    fn buffered(&self) -> impl Iterator<Item = Rec> {
         uplinks(self.synced.scan(None, usize::MAX).expect("memory"))
     }
 
-    fn dead_lettered(&self) -> BTreeSet<u32> {
+    fn dead_lettered(&self) -> BTreeSet<Rec> {
         uplinks(self.synced.scan_dead(None, usize::MAX).expect("memory")).collect()
     }
 
-    /// Uplinks the flushed store holds, buffered or dead-lettered.
-    fn durable(&self) -> BTreeSet<u32> {
+    /// Records the flushed store holds, buffered or dead-lettered.
+    fn durable(&self) -> BTreeSet<Rec> {
         let mut all = self.dead_lettered();
         all.extend(self.buffered());
         all
@@ -378,10 +383,10 @@ impl Store for ModelStore {
 
 #[derive(Default)]
 struct Broker {
-    /// Uplinks written, in the order written.
-    log: Vec<u32>,
-    /// Records the current producers hold: (producer, seq, uplink, device), in send order.
-    held: Vec<(u64, u64, u32, u32)>,
+    /// Records written, in the order written.
+    log: Vec<Rec>,
+    /// Records the current producers hold: (producer, seq, record, device), in send order.
+    held: Vec<(u64, u64, Rec, u32)>,
     /// Producers stopped by a failure (gap-less): they take nothing until replaced.
     stopped: BTreeSet<u64>,
     queue_full: bool,
@@ -389,7 +394,7 @@ struct Broker {
     /// Written but reported failed.
     ambiguous: usize,
     /// Refused for good (too large): refused again whenever sent.
-    refused: BTreeSet<u32>,
+    refused: BTreeSet<Rec>,
 }
 
 impl Broker {
@@ -443,11 +448,11 @@ impl Sink for ModelSink {
         if b.queue_full {
             return Err(SinkError::Retry("local queue full".into()));
         }
-        let uplink = uplink_of(rec);
-        if b.refused.contains(&uplink) {
+        let r = rec_of(rec);
+        if b.refused.contains(&r) {
             return Err(SinkError::Reject("too large".into()));
         }
-        b.held.push((self.producer, seq, uplink, uplink % DEVICES));
+        b.held.push((self.producer, seq, r, r.0 % DEVICES));
         Ok(())
     }
 
@@ -475,20 +480,37 @@ impl Drop for ModelSink {
 // ---------------------------------------------------------------------------------------
 // The source: an MQTT broker's queue for hubgate's session.
 
-fn record(uplink: u32, created_ms: u64) -> Record {
+/// A record: its uplink, and which of the uplink's records it is.
+type Rec = (u32, u8);
+
+/// How many records an uplink makes (the same each time it is sent): 1 to [`PARTS_MAX`].
+fn parts(uplink: u32) -> u8 {
+    1 + (uplink / DEVICES % u32::from(PARTS_MAX)) as u8
+}
+
+/// The records of an uplink, in order.
+fn records_of(uplink: u32) -> impl Iterator<Item = Rec> {
+    (0..parts(uplink)).map(move |part| (uplink, part))
+}
+
+fn record((uplink, part): Rec, created_ms: u64) -> Record {
     let device = uplink % DEVICES;
     Record {
-        id: format!("u{uplink}"),
+        id: format!("u{uplink}.{part}"),
         // One hub per device: parking one leaves the others flowing.
         rec_type: format!("type{device}"),
         key: format!("d{device}"),
         created_ms,
-        body: format!("{{\"uplink\":{uplink}}}"),
+        body: format!("{{\"uplink\":{uplink},\"part\":{part}}}"),
     }
 }
 
-fn uplink_of(rec: &Record) -> u32 {
-    rec.id[1..].parse().expect("model record ids are u<n>")
+fn rec_of(rec: &Record) -> Rec {
+    let (uplink, part) = rec.id[1..]
+        .split_once('.')
+        .expect("model record ids are u<n>.<part>");
+    let parse = "model record ids are numbers";
+    (uplink.parse().expect(parse), part.parse().expect(parse))
 }
 
 /// The agent, started on the disk as it is.
@@ -520,15 +542,17 @@ struct World {
     restarts: usize,
     /// Sent again (`Again`) in this run.
     copies: BTreeSet<u32>,
-    /// Copies whose acknowledgement a restart lost: the broker sends them once more.
+    /// Records of copies whose acknowledgement a restart lost: the broker sends them once
+    /// more.
     lost_copy_acks: usize,
     /// Restarts after flushes had failed: the delivered records sent again then (their
     /// deletion or acknowledgement could not be made durable).
     resent_unsynced: usize,
-    /// Uplinks a restart found buffered but not acknowledged (their acknowledgement waited
-    /// for a flush that was not done: written while one ran). The restart's dedup knows
-    /// them (seeded from the buffer), so the broker's copy is dropped.
-    seeded_unacked: BTreeSet<u32>,
+    /// Records a restart found buffered but their uplink not acknowledged (the
+    /// acknowledgement waited for a flush that was not done: written while one ran, or for
+    /// the uplink's other records). The restart's dedup knows them (seeded from the buffer),
+    /// so the broker's copy of them is dropped.
+    seeded_unacked: BTreeSet<Rec>,
     /// Duplicates that can come of those: a later restart finds one still unacknowledged
     /// but no longer buffered (delivered, and a second crash came before its copy was
     /// taken), or a restart finds more of them buffered than its dedup is seeded with.
@@ -565,7 +589,7 @@ impl World {
     }
 
     fn start(&mut self) {
-        let one = buffer::encode(&record(0, 0)).len() as u64 + 4;
+        let one = buffer::encode(&record((0, 0), 0)).len() as u64 + 4;
         let cfg = BufferConfig {
             max_bytes: self
                 .settings
@@ -574,7 +598,7 @@ impl World {
             when_full: WhenFull::Block,
             max_in_flight: self.settings.max_in_flight,
             max_in_flight_bytes: self.settings.in_flight_records_of_bytes
-                * super::ledger::size(&record(0, 0)),
+                * super::ledger::size(&record((0, 0), 0)),
             spill_after: self.settings.spill_after,
             max_age: Duration::from_secs(1 << 30),
             min_free: 0,
@@ -601,30 +625,35 @@ impl World {
             report_tx,
         });
         self.this_run.clear();
-        self.lost_copy_acks += self.copies.intersection(&self.unacked).count();
+        self.lost_copy_acks += self
+            .copies
+            .intersection(&self.unacked)
+            .map(|&u| usize::from(parts(u)))
+            .sum::<usize>();
         self.copies.clear();
         let disk = self.disk.lock().unwrap();
-        let buffered: Vec<u32> = disk.buffered().collect();
-        let seeded: BTreeSet<u32> = buffered.iter().rev().take(DEDUP_WINDOW).copied().collect();
+        let buffered: Vec<Rec> = disk.buffered().collect();
+        let seeded: BTreeSet<Rec> = buffered.iter().rev().take(DEDUP_WINDOW).copied().collect();
         self.durable_unacked += self
             .unacked
             .iter()
-            .filter(|u| {
-                let unknown = self.seeded_unacked.contains(u) && !buffered.contains(u);
-                unknown || (buffered.contains(u) && !seeded.contains(u))
+            .flat_map(|&u| records_of(u))
+            .filter(|r| {
+                let unknown = self.seeded_unacked.contains(r) && !buffered.contains(r);
+                unknown || (buffered.contains(r) && !seeded.contains(r))
             })
             .count();
         self.seeded_unacked
-            .extend(buffered.iter().filter(|u| self.unacked.contains(u)));
+            .extend(buffered.iter().filter(|r| self.unacked.contains(&r.0)));
         if disk.unsynced {
-            let log: BTreeSet<u32> = self.broker.lock().unwrap().log.iter().copied().collect();
+            let log: BTreeSet<Rec> = self.broker.lock().unwrap().log.iter().copied().collect();
             // Delivered, and coming again from the buffer or from the broker: sent to this
             // run and not acknowledged, or sent again by an earlier restart and not taken yet
             // (a record this run delivered from a buffer its flushes never made durable).
-            let again: BTreeSet<u32> = disk
+            let again: BTreeSet<Rec> = disk
                 .buffered()
-                .chain(self.unacked.iter().copied())
-                .chain(self.queue.iter().copied())
+                .chain(self.unacked.iter().flat_map(|&u| records_of(u)))
+                .chain(self.queue.iter().flat_map(|&u| records_of(u)))
                 .collect();
             self.resent_unsynced += again.intersection(&log).count();
         }
@@ -680,8 +709,8 @@ impl World {
         self.unacked.insert(uplink);
         self.this_run.push(uplink);
         let now = self.now;
-        self.ledger()
-            .take(Some(record(uplink, created)), Counters::default(), ack, now);
+        let records = records_of(uplink).map(|r| record(r, created)).collect();
+        self.ledger().take(records, Counters::default(), ack, now);
     }
 
     fn apply(&mut self, step: &Step) {
@@ -716,8 +745,8 @@ impl World {
             Step::Confirm(k) => {
                 let mut b = self.broker.lock().unwrap();
                 if let Some(i) = b.pick(k) {
-                    let (_, seq, uplink, _) = b.held.remove(i);
-                    b.log.push(uplink);
+                    let (_, seq, r, _) = b.held.remove(i);
+                    b.log.push(r);
                     drop(b);
                     let _ = self.agent().report_tx.send(Delivery { seq, result: Ok(0) });
                 }
@@ -725,18 +754,18 @@ impl World {
             Step::Fail(k, failure) => {
                 let mut b = self.broker.lock().unwrap();
                 if let Some(i) = b.pick(k) {
-                    let (producer, seq, uplink, _) = b.held.remove(i);
+                    let (producer, seq, r, _) = b.held.remove(i);
                     let e = match failure {
                         Failure::Retry => SinkError::Retry("throttled".into()),
                         Failure::Park => {
                             SinkError::Park(crate::sink::refusal::Setup::default().missing("t"))
                         }
                         Failure::Reject => {
-                            b.refused.insert(uplink);
+                            b.refused.insert(r);
                             SinkError::Reject("too large".into())
                         }
                         Failure::Ambiguous => {
-                            b.log.push(uplink);
+                            b.log.push(r);
                             b.ambiguous += 1;
                             SinkError::Retry("timed out".into())
                         }
@@ -824,7 +853,7 @@ impl World {
             let mut b = self.broker.lock().unwrap();
             if written {
                 // A stopped producer writes nothing more (gap-less).
-                let held: Vec<u32> = b
+                let held: Vec<Rec> = b
                     .held
                     .iter()
                     .filter(|h| !b.stopped.contains(&h.0))
@@ -849,14 +878,15 @@ impl World {
         }
     }
 
-    /// Acknowledged means delivered or durable in the buffer.
+    /// Acknowledged means every record of the uplink delivered or durable in the buffer.
     fn check_acked_are_durable(&self) -> Result<(), TestCaseError> {
         let durable = self.disk.lock().unwrap().durable();
-        let log: BTreeSet<u32> = self.broker.lock().unwrap().log.iter().copied().collect();
-        let lost: Vec<&u32> = self
+        let log: BTreeSet<Rec> = self.broker.lock().unwrap().log.iter().copied().collect();
+        let lost: Vec<Rec> = self
             .acked
             .iter()
-            .filter(|u| !log.contains(u) && !durable.contains(u))
+            .flat_map(|&u| records_of(u))
+            .filter(|r| !log.contains(r) && !durable.contains(r))
             .collect();
         prop_assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
         Ok(())
@@ -923,7 +953,7 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
         w.apply(step);
         w.check_acked_are_durable()?;
         let held = w.ledger().held();
-        let bound = settings.max_in_flight + TAKE_MAX as usize;
+        let bound = settings.max_in_flight + usize::from(TAKE_MAX * PARTS_MAX);
         prop_assert!(
             held <= bound,
             "{held} records held in memory (bound {bound})"
@@ -934,28 +964,29 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
 
     let b = w.broker.lock().unwrap();
     let dead = w.disk.lock().unwrap().dead_lettered();
-    let delivered: BTreeSet<u32> = b.log.iter().copied().collect();
-    let missing: Vec<u32> = (0..w.next_uplink)
-        .filter(|u| !delivered.contains(u) && !dead.contains(u))
+    let delivered: BTreeSet<Rec> = b.log.iter().copied().collect();
+    let missing: Vec<Rec> = (0..w.next_uplink)
+        .flat_map(records_of)
+        .filter(|r| !delivered.contains(r) && !dead.contains(r))
         .collect();
     prop_assert!(missing.is_empty(), "never delivered: {missing:?}");
 
-    // Each device's uplinks, first deliveries only, in the order they were made.
+    // Each device's records, first deliveries only, in the order they were made.
     let mut seen = BTreeSet::new();
-    let mut last: BTreeMap<u32, u32> = BTreeMap::new();
-    for &u in &b.log {
-        if !seen.insert(u) {
+    let mut last: BTreeMap<u32, Rec> = BTreeMap::new();
+    for &r in &b.log {
+        if !seen.insert(r) {
             continue;
         }
-        if let Some(&before) = last.get(&(u % DEVICES)) {
+        let device = r.0 % DEVICES;
+        if let Some(&before) = last.get(&device) {
             prop_assert!(
-                before < u,
-                "device {}: uplink {u} first delivered after {before}; log {:?}",
-                u % DEVICES,
+                before < r,
+                "device {device}: record {r:?} first delivered after {before:?}; log {:?}",
                 b.log
             );
         }
-        last.insert(u % DEVICES, u);
+        last.insert(device, r);
     }
 
     // Duplicates: per restart, what was in flight (written, not reported) and the

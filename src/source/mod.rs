@@ -193,6 +193,16 @@ pub enum Ack {
         acks: tokio::sync::mpsc::UnboundedSender<PubAck>,
         ack: PubAck,
     },
+    /// One of the parts [`Ack::split`] made: the input's acknowledgement goes with the last
+    /// part sent.
+    Part(Arc<std::sync::Mutex<Parts>>),
+}
+
+/// What the parts of one acknowledgement share: how many are not sent yet, and the
+/// acknowledgement (taken by the last one).
+pub struct Parts {
+    left: usize,
+    ack: Option<Ack>,
 }
 
 /// A PUBACK for one message, and the connection it came on: a packet id means something
@@ -207,15 +217,51 @@ pub struct PubAck {
 }
 
 impl Ack {
-    pub fn send(self) {
-        if let Ack::Mqtt { acks, ack } = self {
-            // Fails only when the MQTT source is gone; the broker then redelivers, which the
-            // de-duplication window absorbs.
-            if acks.send(ack).is_err() {
-                log::warn!(
-                    "mqtt: could not acknowledge message {}: the MQTT source has stopped",
-                    ack.pkid
-                );
+    /// Send it; returns whether the input is acknowledged now: false for a part whose
+    /// siblings are not all sent yet.
+    pub fn send(self) -> bool {
+        match self {
+            Ack::None => true,
+            Ack::Mqtt { acks, ack } => {
+                // Fails only when the MQTT source is gone; the broker then redelivers, which
+                // the de-duplication window absorbs.
+                if acks.send(ack).is_err() {
+                    log::warn!(
+                        "mqtt: could not acknowledge message {}: the MQTT source has stopped",
+                        ack.pkid
+                    );
+                }
+                true
+            }
+            Ack::Part(parts) => {
+                let last = {
+                    let mut p = parts.lock().unwrap_or_else(|p| p.into_inner());
+                    p.left -= 1;
+                    if p.left == 0 {
+                        p.ack.take()
+                    } else {
+                        None
+                    }
+                };
+                last.is_some_and(Ack::send)
+            }
+        }
+    }
+
+    /// `n` (at least one) acknowledgements for the `n` records of one input: the input is
+    /// acknowledged once every one of them is sent. A part dropped unsent (its record not
+    /// durable at shutdown) leaves the input unacknowledged, so its source sends it again.
+    pub fn split(self, n: usize) -> Vec<Ack> {
+        debug_assert!(n > 0, "an input of no records is acknowledged as it is");
+        match (self, n) {
+            (ack, 1) => vec![ack],
+            (Ack::None, n) => (0..n).map(|_| Ack::None).collect(),
+            (ack, n) => {
+                let parts = Arc::new(std::sync::Mutex::new(Parts {
+                    left: n,
+                    ack: Some(ack),
+                }));
+                (0..n).map(|_| Ack::Part(parts.clone())).collect()
             }
         }
     }
@@ -423,6 +469,38 @@ mod tests {
         for input in [radio, status] {
             assert!(input.size() >= 600_000, "{} bytes counted", input.size());
         }
+    }
+
+    /// The parts of a split acknowledgement send it with the last of them, once; a part
+    /// dropped unsent leaves it unsent.
+    #[test]
+    fn a_split_acknowledgement_goes_with_its_last_part() {
+        let (acks, mut sent) = mpsc::unbounded_channel();
+        let ack = PubAck {
+            connection: 0,
+            qos: rumqttc::QoS::AtLeastOnce,
+            pkid: 9,
+        };
+        let mut parts = Ack::Mqtt { acks, ack }.split(3);
+        let last = parts.pop().unwrap();
+        let mut halves = parts.pop().unwrap().split(2);
+        assert!(!parts.pop().unwrap().send());
+        assert!(!halves.pop().unwrap().send());
+        assert!(!last.send());
+        assert!(
+            sent.try_recv().is_err(),
+            "the part split again is not sent yet"
+        );
+        assert!(halves.pop().unwrap().send());
+        assert_eq!(sent.try_recv().unwrap(), ack);
+        assert!(sent.try_recv().is_err(), "once");
+
+        let (acks, mut sent) = mpsc::unbounded_channel();
+        let mut parts = Ack::Mqtt { acks, ack }.split(2);
+        drop(parts.pop());
+        assert!(!parts.pop().unwrap().send());
+        assert!(sent.try_recv().is_err(), "a part dropped unsent");
+        assert!(Ack::None.split(2).into_iter().all(Ack::send));
     }
 
     fn radio(bytes: usize) -> Input {

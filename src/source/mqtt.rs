@@ -699,7 +699,7 @@ mod tests {
             .iter()
             .map(|f| match &f.ack {
                 Ack::Mqtt { ack, .. } => (ack.connection, ack.pkid),
-                Ack::None => panic!("no PUBACK"),
+                Ack::None | Ack::Part(_) => panic!("no PUBACK"),
             })
             .collect();
         assert_eq!(tags, [(0, 1), (0, 2), (1, 1)]);
