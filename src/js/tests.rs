@@ -110,6 +110,7 @@ fn misbehaving_codecs_cost_one_call() {
              case 10: return undefined;
              case 11: throw null;
              case 12: var r = 'x'; for (;;) { r += r; }
+             case 13: throw Object.defineProperty(new Error('x'), 'name', {get: function () { for (;;) {} }});
              default: return {data: {ok: true}};
            }
          }",
@@ -142,6 +143,10 @@ fn misbehaving_codecs_cost_one_call() {
         "{:?}",
         err(&c, &[12])
     );
+    // Stopped by the time limit in a getter of its own error (read for the call's message): a
+    // timeout, and its runtime retires, not the plain throw left of it.
+    assert_eq!(err(&c, &[13]), JsError::TimedOut(100));
+    assert_eq!(c.worker().pid(), None);
     assert_eq!(ok(), true);
 }
 
