@@ -150,6 +150,29 @@ fn misbehaving_codecs_cost_one_call() {
     assert_eq!(ok(), true);
 }
 
+/// A lone UTF-16 surrogate in what a codec returns (text it built from 16-bit units of the
+/// payload) becomes U+FFFD, in a value, a key or a warning, and costs no reading; text that
+/// only looks like its escape stays as it is.
+#[test]
+fn a_lone_surrogate_costs_no_reading() {
+    let c = codec(
+        r#"function decodeUplink(i) {
+             var unit = String.fromCharCode((i.bytes[0] << 8) | i.bytes[1]);
+             var data = {temperature: 21.5, label: 'A' + unit + '\\ud800'};
+             data['k' + unit] = 1;
+             return {data: data, warnings: ['odd ' + unit]};
+           }"#,
+    );
+    for unit in [[0xd8, 0x3d], [0xdc, 0x00]] {
+        let out = c.decode(Some(1), &unit, at()).unwrap();
+        assert_eq!(
+            Json::Object(out.data),
+            json!({"temperature": 21.5, "label": "A\u{fffd}\\ud800", "k\u{fffd}": 1})
+        );
+        assert_eq!(out.warnings, ["odd \u{fffd}"]);
+    }
+}
+
 /// A call that runs out of time is answered at once and its worker retires; the codec is
 /// loaded into the next worker as a request of its own, under the load limit. Its top-level
 /// code (here: 800 ms) no longer runs again inside the failed call's allowance, which got the
