@@ -173,6 +173,26 @@ fn a_lone_surrogate_costs_no_reading() {
     }
 }
 
+/// A payload longer than a codec is given is refused without a call and is no strike: past
+/// the worker's request limit (1 MiB), it took the worker down and its retry the next one.
+#[test]
+fn a_payload_too_long_is_refused_without_a_call() {
+    let c = codec("function decodeUplink(i) { return {data: {n: i.bytes.length}}; }");
+    let out = c.decode(Some(1), &vec![0; PAYLOAD_LIMIT], at()).unwrap();
+    assert_eq!(out.data["n"], PAYLOAD_LIMIT);
+    let pid = c.worker().pid();
+    for n in [PAYLOAD_LIMIT + 1, 2 << 20] {
+        let e = err(&c, &vec![0; n]);
+        assert_eq!(e, JsError::TooLong(n));
+        assert!(!e.strikes());
+        assert_eq!(c.worker().pid(), pid);
+    }
+    assert_eq!(
+        JsError::TooLong(PAYLOAD_LIMIT + 1).to_string(),
+        "not called: a payload of 65537 bytes, more than the 65536 a codec is given"
+    );
+}
+
 /// A call that runs out of time is answered at once and its worker retires; the codec is
 /// loaded into the next worker as a request of its own, under the load limit. Its top-level
 /// code (here: 800 ms) no longer runs again inside the failed call's allowance, which got the
