@@ -192,10 +192,10 @@ impl Live {
     /// Run `f`, then the jobs it queued ([`Live::run_jobs`]), with `limit` armed; a script
     /// that ran out of memory or was interrupted is told apart from one that threw: by the
     /// allocator's refusal and the clock, not by the message, which a script can throw too. A
-    /// call that failed after a refusal ran out of memory, whatever error the script made of
-    /// it; one that succeeded keeps its result (see [`Sandbox::in_doubt`]). The limit is the
-    /// thread's CPU time, not the clock: a busy gateway that preempts the worker must not fail
-    /// a codec that did little.
+    /// call that failed after a refusal ran out of memory, and one that failed past its
+    /// deadline timed out, whatever error the script made of it; one that succeeded keeps its
+    /// result (see [`Sandbox::in_doubt`]). The limit is the thread's CPU time, not the clock:
+    /// a busy gateway that preempts the worker must not fail a codec that did little.
     fn limited<T>(
         &self,
         limit: Duration,
@@ -214,9 +214,9 @@ impl Live {
         };
         match result {
             Err(_) if self.refused.load(Ordering::Relaxed) => Err(JsError::OutOfMemory),
-            Err(JsError::Threw(m)) if over && m.contains("interrupted") => {
-                Err(JsError::TimedOut(limit.as_millis() as u64))
-            }
+            // Whatever its error became: the interrupt may have stopped a getter of the script's
+            // own error (its `name`, read by `caught`), which leaves a plain throw.
+            Err(_) if over => Err(JsError::TimedOut(limit.as_millis() as u64)),
             Err(e) => {
                 // Free what a failed call left behind before the next one.
                 self.runtime.run_gc();

@@ -56,6 +56,11 @@ pub const TIME_LIMIT: Duration = Duration::from_millis(100);
 pub const LOAD_LIMIT: Duration = Duration::from_secs(2);
 /// Longest JSON a call may return (a frame holds at most 242 bytes).
 pub const OUTPUT_LIMIT: usize = 64 << 10;
+/// Longest payload a codec is called with: a LoRaWAN FRMPayload has at most 242 bytes and a
+/// serial frame 2 KiB. Only an MQTT message with `max_message` raised carries more; past the
+/// worker's request limit (about 1 MiB) such a call took the worker down, and its retry the
+/// next one, as a strike.
+pub const PAYLOAD_LIMIT: usize = 64 << 10;
 
 /// Why a codec could not be loaded or could not decode a payload. One line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -73,6 +78,9 @@ pub enum JsError {
     Junk(String),
     #[error("reported errors: {0}")]
     Reported(String),
+    /// Not called: the payload has this many bytes, more than [`PAYLOAD_LIMIT`].
+    #[error("not called: a payload of {0} bytes, more than the {PAYLOAD_LIMIT} a codec is given")]
+    TooLong(usize),
     #[error("engine: {0}")]
     Engine(String),
     /// The worker did not answer in time (a builtin that never checks the time limit): it

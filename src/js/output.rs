@@ -1,13 +1,16 @@
 //! The worker's answer to a call, the glue's JSON text, made into an [`Output`]: the codec's
 //! `data`, `normalizeUplink`'s measurements and the warnings of both.
 
+use std::borrow::Cow;
+
 use serde_json::Value as Json;
 
 use super::{one_line, JsError, Output};
 
 /// The glue's JSON: `{data, warnings, errors, normalized}`.
 pub fn parse(text: &str) -> Result<Output, JsError> {
-    let v: Json = serde_json::from_str(text).map_err(|e| JsError::Junk(e.to_string()))?;
+    let v: Json =
+        serde_json::from_str(&well_formed(text)).map_err(|e| JsError::Junk(e.to_string()))?;
     let mut top = match v {
         Json::Object(top) => top,
         other => return Err(JsError::Junk(format!("{}, not {{data}}", kind(&other)))),
@@ -57,6 +60,55 @@ pub fn parse(text: &str) -> Result<Output, JsError> {
     })
 }
 
+/// `text` with every lone UTF-16 surrogate escape (`\ud800` to `\udfff` not in a pair) made
+/// `\ufffd`, as `String.prototype.toWellFormed` would. QuickJS's `JSON.stringify` writes a lone
+/// surrogate so (a codec that builds text from 16-bit units of the payload, such as
+/// `String.fromCharCode`), and serde_json refuses it: one such label, key or warning cost
+/// the whole result, its readings with it.
+fn well_formed(text: &str) -> Cow<'_, str> {
+    let b = text.as_bytes();
+    let mut fixed = String::new();
+    // `text[..copied]` is in `fixed`.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        // An escape is a backslash and one character, or `\uXXXX`: skipping the character
+        // keeps `\\ud800` (a backslash, then text) as it is.
+        match surrogate_at(b, i) {
+            None => i += 2,
+            Some(0xd800..=0xdbff) if surrogate_at(b, i + 6).is_some_and(|low| low >= 0xdc00) => {
+                i += 12
+            }
+            Some(_) => {
+                fixed.push_str(&text[copied..i]);
+                fixed.push_str("\\ufffd");
+                i += 6;
+                copied = i;
+            }
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    fixed.push_str(&text[copied..]);
+    Cow::Owned(fixed)
+}
+
+/// The UTF-16 surrogate escaped at `b[i..]` (`\ud800` to `\udfff`), if one is.
+fn surrogate_at(b: &[u8], i: usize) -> Option<u16> {
+    match b.get(i..i + 6)? {
+        [b'\\', b'u', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit) => {
+            let unit = u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            (0xd800..=0xdfff).contains(&unit).then_some(unit)
+        }
+        _ => None,
+    }
+}
+
 fn messages(v: Option<&Json>) -> Option<Vec<String>> {
     match v? {
         Json::Array(items) => Some(
@@ -81,5 +133,32 @@ fn kind(v: &Json) -> &'static str {
         Json::String(_) => "a string",
         Json::Array(_) => "an array",
         Json::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lone_surrogates_become_the_replacement_character() {
+        for (text, fixed) in [
+            (r#"["\ud800"]"#, r#"["\ufffd"]"#),
+            (r#"["a\uDC00b\ud83d"]"#, r#"["a\ufffdb\ufffd"]"#),
+            // A pair, in either case, stays; a low one before a high one is no pair.
+            (
+                r#"["\ud83d\ude00\uD83D\uDE00"]"#,
+                r#"["\ud83d\ude00\uD83D\uDE00"]"#,
+            ),
+            (r#"["\udc00\ud800"]"#, r#"["\ufffd\ufffd"]"#),
+            (r#"["\ud800\u0041"]"#, r#"["\ufffd\u0041"]"#),
+            // An escaped backslash, then text: no escape; an odd one more is.
+            (r#"["\\ud800"]"#, r#"["\\ud800"]"#),
+            (r#"["\\\ud800"]"#, r#"["\\\ufffd"]"#),
+            (r#"["é\ud800", "\ud80"]"#, r#"["é\ufffd", "\ud80"]"#),
+        ] {
+            assert_eq!(well_formed(text), fixed, "{text}");
+        }
+        assert!(matches!(well_formed(r#"{"k":"\u0041"}"#), Cow::Borrowed(_)));
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::wire::{self, Answer, Request};
-use super::{output, worker, JsError, Output, LOAD_LIMIT, TIME_LIMIT};
+use super::{output, worker, JsError, Output, LOAD_LIMIT, PAYLOAD_LIMIT, TIME_LIMIT};
 
 /// How long an answer may take beyond the worker's own CPU limit for the call: on a busy
 /// gateway the worker waits for a CPU too.
@@ -243,13 +243,17 @@ pub struct JsCodec {
 }
 
 impl JsCodec {
-    /// Decode one payload. `time` is the uplink's receive time (`input.recvTime`).
+    /// Decode one payload. `time` is the uplink's receive time (`input.recvTime`). A payload
+    /// longer than [`PAYLOAD_LIMIT`] is refused before the worker sees it: no call, no strike.
     pub fn decode(
         &self,
         fport: Option<u8>,
         bytes: &[u8],
         time: SystemTime,
     ) -> Result<Output, JsError> {
+        if bytes.len() > PAYLOAD_LIMIT {
+            return Err(JsError::TooLong(bytes.len()));
+        }
         let ms = time
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_millis() as f64);

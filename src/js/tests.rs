@@ -110,6 +110,7 @@ fn misbehaving_codecs_cost_one_call() {
              case 10: return undefined;
              case 11: throw null;
              case 12: var r = 'x'; for (;;) { r += r; }
+             case 13: throw Object.defineProperty(new Error('x'), 'name', {get: function () { for (;;) {} }});
              default: return {data: {ok: true}};
            }
          }",
@@ -142,7 +143,54 @@ fn misbehaving_codecs_cost_one_call() {
         "{:?}",
         err(&c, &[12])
     );
+    // Stopped by the time limit in a getter of its own error (read for the call's message): a
+    // timeout, and its runtime retires, not the plain throw left of it.
+    assert_eq!(err(&c, &[13]), JsError::TimedOut(100));
+    assert_eq!(c.worker().pid(), None);
     assert_eq!(ok(), true);
+}
+
+/// A lone UTF-16 surrogate in what a codec returns (text it built from 16-bit units of the
+/// payload) becomes U+FFFD, in a value, a key or a warning, and costs no reading; text that
+/// only looks like its escape stays as it is.
+#[test]
+fn a_lone_surrogate_costs_no_reading() {
+    let c = codec(
+        r#"function decodeUplink(i) {
+             var unit = String.fromCharCode((i.bytes[0] << 8) | i.bytes[1]);
+             var data = {temperature: 21.5, label: 'A' + unit + '\\ud800'};
+             data['k' + unit] = 1;
+             return {data: data, warnings: ['odd ' + unit]};
+           }"#,
+    );
+    for unit in [[0xd8, 0x3d], [0xdc, 0x00]] {
+        let out = c.decode(Some(1), &unit, at()).unwrap();
+        assert_eq!(
+            Json::Object(out.data),
+            json!({"temperature": 21.5, "label": "A\u{fffd}\\ud800", "k\u{fffd}": 1})
+        );
+        assert_eq!(out.warnings, ["odd \u{fffd}"]);
+    }
+}
+
+/// A payload longer than a codec is given is refused without a call and is no strike: past
+/// the worker's request limit (1 MiB), it took the worker down and its retry the next one.
+#[test]
+fn a_payload_too_long_is_refused_without_a_call() {
+    let c = codec("function decodeUplink(i) { return {data: {n: i.bytes.length}}; }");
+    let out = c.decode(Some(1), &vec![0; PAYLOAD_LIMIT], at()).unwrap();
+    assert_eq!(out.data["n"], PAYLOAD_LIMIT);
+    let pid = c.worker().pid();
+    for n in [PAYLOAD_LIMIT + 1, 2 << 20] {
+        let e = err(&c, &vec![0; n]);
+        assert_eq!(e, JsError::TooLong(n));
+        assert!(!e.strikes());
+        assert_eq!(c.worker().pid(), pid);
+    }
+    assert_eq!(
+        JsError::TooLong(PAYLOAD_LIMIT + 1).to_string(),
+        "not called: a payload of 65537 bytes, more than the 65536 a codec is given"
+    );
 }
 
 /// A call that runs out of time is answered at once and its worker retires; the codec is

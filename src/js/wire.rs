@@ -10,10 +10,13 @@
 
 use std::io::{self, Read};
 
-use super::{dir, JsError, OUTPUT_LIMIT};
+use super::{dir, JsError, OUTPUT_LIMIT, PAYLOAD_LIMIT};
 
 /// Largest request: a codec file and its name.
 pub const MAX_REQUEST: usize = dir::FILE_CAP as usize + 1024;
+// A decode of the longest payload a codec is given, with its 15 bytes of header, is a request
+// the worker reads.
+const _: () = assert!(PAYLOAD_LIMIT + 15 <= MAX_REQUEST);
 /// Largest answer: the longest JSON a call may return, or an error.
 pub const MAX_ANSWER: usize = OUTPUT_LIMIT + 1024;
 
