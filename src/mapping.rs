@@ -287,6 +287,9 @@ fn walk<'a>(
 fn reading(r: &Rule, v: &Json) -> Option<Json> {
     let value = match (r.kind, v) {
         (Kind::Num, Json::Number(n)) => number(scaled(n.as_f64()?, r.scale))?,
+        // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
+        // is the number, else it stays unmapped. NaN and infinities parse but are no number.
+        (Kind::Num, Json::String(s)) => number(scaled(s.trim().parse().ok()?, r.scale))?,
         (Kind::Num | Kind::Bool, Json::Bool(b)) => Json::Bool(*b),
         (Kind::OpenState, Json::String(s)) => match s.as_str() {
             "OPEN" => Json::Bool(true),
@@ -499,5 +502,32 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    /// A number written as text, as `toFixed` returns it, is that number; other text is kept.
+    #[test]
+    fn a_number_written_as_text_is_mapped() {
+        let t = Table::parse(
+            r#"
+            [fields]
+            t = { field = "temperature", unit = "°C" }
+            mv = { field = "voltage", unit = "V", scale = 0.001, health = true }
+            h = { field = "humidity" }
+            c = { field = "co2" }
+            p = { field = "pressure" }
+            "#,
+        )
+        .unwrap();
+        let o = obj(json!({"t": "21.5", "mv": " 3012 ", "h": "40 %", "c": "NaN", "p": "1e400"}));
+        let m = map(Some(&o), Some(&t), &[]);
+        assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "temperature": [{"value": 21.5, "unit": "°C"}],
+                "origin": {"h": "40 %", "c": "NaN", "p": "1e400"},
+            })
+        );
+        assert_eq!(m.health["voltage"], json!([{"value": 3.012, "unit": "V"}]));
     }
 }
