@@ -54,12 +54,31 @@ fn one() -> f64 {
 impl Table {
     pub fn parse(text: &str) -> Result<Table, String> {
         let t: Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
-        if let Some((path, _)) = t.fields.iter().find(|(_, t)| !t.scale.is_finite()) {
-            return Err(format!("fields.{path}: scale must be a finite number"));
+        for (path, target) in &t.fields {
+            let field = target.field.as_str();
+            if !target.scale.is_finite() {
+                return Err(format!("fields.{path}: scale must be a finite number"));
+            }
+            if target.health && field == "id" {
+                return Err(format!(
+                    "fields.{path}: device_health.id is the device's id; choose another field"
+                ));
+            }
+            if !target.health && RECORD_KEYS.contains(&field) {
+                return Err(format!(
+                    "fields.{path}: \"{field}\" is one of the record's own keys ({}); choose \
+                     another field",
+                    RECORD_KEYS.join(", ")
+                ));
+            }
         }
         Ok(t)
     }
 }
+
+/// The keys `record::build` puts in a mapped record's `data` over the mapped fields, and
+/// `origin` here: a table field of that name would lose its readings or overwrite them.
+const RECORD_KEYS: &[&str] = &[ORIGIN, "device_health", "meta", "time", "unpacker"];
 
 /// How a built-in rule reads its value.
 #[derive(Clone, Copy)]
@@ -529,5 +548,21 @@ mod tests {
             })
         );
         assert_eq!(m.health["voltage"], json!([{"value": 3.012, "unit": "V"}]));
+    }
+
+    /// A table field named like a key the record sets itself is refused, naming the key,
+    /// rather than losing its readings or overwriting the device's id.
+    #[test]
+    fn a_table_field_named_like_the_records_own_keys_is_refused() {
+        let parse = |target: &str| Table::parse(&format!("[fields]\n\"a.b\" = {target}"));
+        for name in ["origin", "device_health", "meta", "time", "unpacker"] {
+            let e = parse(&format!("{{ field = \"{name}\" }}")).unwrap_err();
+            assert!(e.starts_with(&format!("fields.a.b: \"{name}\" is")), "{e}");
+        }
+        let e = parse("{ field = \"id\", health = true }").unwrap_err();
+        assert!(e.starts_with("fields.a.b: device_health.id"), "{e}");
+        // The same names are free where the record does not use them.
+        assert!(parse("{ field = \"id\" }").is_ok());
+        assert!(parse("{ field = \"meta\", health = true }").is_ok());
     }
 }
