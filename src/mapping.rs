@@ -39,7 +39,7 @@ pub struct Target {
     /// Microshare field name.
     pub field: String,
     pub unit: Option<String>,
-    /// Multiplies a number (e.g. 0.001 for mV to V).
+    /// Multiplies a number (e.g. 0.001 for mV to V), giving the decimal meant ([`scaled`]).
     #[serde(default = "one")]
     pub scale: f64,
     /// Goes under `device_health` (battery, board temperature) instead of the readings.
@@ -54,12 +54,31 @@ fn one() -> f64 {
 impl Table {
     pub fn parse(text: &str) -> Result<Table, String> {
         let t: Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
-        if let Some((path, _)) = t.fields.iter().find(|(_, t)| !t.scale.is_finite()) {
-            return Err(format!("fields.{path}: scale must be a finite number"));
+        for (path, target) in &t.fields {
+            let field = target.field.as_str();
+            if !target.scale.is_finite() {
+                return Err(format!("fields.{path}: scale must be a finite number"));
+            }
+            if target.health && field == "id" {
+                return Err(format!(
+                    "fields.{path}: device_health.id is the device's id; choose another field"
+                ));
+            }
+            if !target.health && RECORD_KEYS.contains(&field) {
+                return Err(format!(
+                    "fields.{path}: \"{field}\" is one of the record's own keys ({}); choose \
+                     another field",
+                    RECORD_KEYS.join(", ")
+                ));
+            }
         }
         Ok(t)
     }
 }
+
+/// The keys `record::build` puts in a mapped record's `data` over the mapped fields, and
+/// `origin` here: a table field of that name would lose its readings or overwrite them.
+const RECORD_KEYS: &[&str] = &[ORIGIN, "device_health", "meta", "time", "unpacker"];
 
 /// How a built-in rule reads its value.
 #[derive(Clone, Copy)]
@@ -286,7 +305,10 @@ fn walk<'a>(
 /// `{value, unit}` of `v` read by `r`, `None` when `v` is not of the rule's kind.
 fn reading(r: &Rule, v: &Json) -> Option<Json> {
     let value = match (r.kind, v) {
-        (Kind::Num, Json::Number(n)) => number(n.as_f64()? * r.scale)?,
+        (Kind::Num, Json::Number(n)) => number(scaled(n.as_f64()?, r.scale))?,
+        // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
+        // is the number, else it stays unmapped. NaN and infinities parse but are no number.
+        (Kind::Num, Json::String(s)) => number(scaled(s.trim().parse().ok()?, r.scale))?,
         (Kind::Num | Kind::Bool, Json::Bool(b)) => Json::Bool(*b),
         (Kind::OpenState, Json::String(s)) => match s.as_str() {
             "OPEN" => Json::Bool(true),
@@ -301,6 +323,24 @@ fn reading(r: &Rule, v: &Json) -> Option<Json> {
     }
     m.insert("value".into(), value);
     Some(Json::Object(m))
+}
+
+/// `x` times `scale` as the device meant it: 10133 at 0.1 is 1013.3, where the product is
+/// 1013.3000000000001. A scale that is 1/k for a whole k divides by k, which for a whole `x`
+/// is the exact quotient rounded once; any other result is rounded to 15 significant digits,
+/// the most an f64 holds for every decimal. 1/scale is compared relatively because it is not
+/// exact for every small scale (1/1e-9 is 999999999.9999999).
+fn scaled(x: f64, scale: f64) -> f64 {
+    if scale == 1.0 {
+        return x;
+    }
+    let k = scale.recip().round();
+    let divides = k.abs() >= 1.0 && (scale.recip() - k).abs() <= 1e-9 * k.abs();
+    if divides && x.fract() == 0.0 {
+        return x / k;
+    }
+    let y = if divides { x / k } else { x * scale };
+    format!("{y:.14e}").parse().unwrap_or(y)
 }
 
 /// A number as the records write it: an integer when whole, else a float; `None` for NaN
@@ -443,5 +483,86 @@ mod tests {
         assert_eq!(map(Some(&o), Some(&t), &[]).rec_type, rec_type::FEEDBACK);
         assert!(Table::parse("[fields]\nx = { unit = \"V\" }").is_err());
         assert!(Table::parse("[fields]\nx = { field = \"a\", scale = nan }").is_err());
+    }
+
+    /// Scaling gives the decimal the device meant, not the binary product's noise.
+    #[test]
+    fn scale_gives_the_decimal_not_the_product() {
+        let t = Table::parse(
+            r#"
+            [fields]
+            p = { field = "pressure", scale = 0.1 }
+            v = { field = "voltage", scale = 0.001 }
+            w = { field = "power", scale = 3 }
+            c = { field = "co2" }
+            "#,
+        )
+        .unwrap();
+        let value = |key: &str, v: Json| {
+            let m = map(Some(&obj(json!({ key: v }))), Some(&t), &[]);
+            let field = &t.fields[key].field;
+            m.data[field.as_str()][0]["value"].clone()
+        };
+        assert_eq!(value("p", json!(10133)), json!(1013.3));
+        assert_eq!(value("v", json!(9)), json!(0.009));
+        // A whole number is divided, not cut to 15 digits.
+        assert_eq!(
+            value("p", json!(1_234_567_890_123_456_i64)),
+            json!(123_456_789_012_345.6)
+        );
+        assert_eq!(value("p", json!(0.7)), json!(0.07));
+        assert_eq!(value("w", json!(0.1)), json!(0.3));
+        // Without a scale the codec's number is kept as it is.
+        assert_eq!(value("c", json!(0.1 + 0.2)), json!(0.1 + 0.2));
+        for n in -4000..4000 {
+            assert_eq!(
+                value("p", json!(n)),
+                number(n as f64 / 10.0).unwrap(),
+                "{n}"
+            );
+        }
+    }
+
+    /// A number written as text, as `toFixed` returns it, is that number; other text is kept.
+    #[test]
+    fn a_number_written_as_text_is_mapped() {
+        let t = Table::parse(
+            r#"
+            [fields]
+            t = { field = "temperature", unit = "°C" }
+            mv = { field = "voltage", unit = "V", scale = 0.001, health = true }
+            h = { field = "humidity" }
+            c = { field = "co2" }
+            p = { field = "pressure" }
+            "#,
+        )
+        .unwrap();
+        let o = obj(json!({"t": "21.5", "mv": " 3012 ", "h": "40 %", "c": "NaN", "p": "1e400"}));
+        let m = map(Some(&o), Some(&t), &[]);
+        assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "temperature": [{"value": 21.5, "unit": "°C"}],
+                "origin": {"h": "40 %", "c": "NaN", "p": "1e400"},
+            })
+        );
+        assert_eq!(m.health["voltage"], json!([{"value": 3.012, "unit": "V"}]));
+    }
+
+    /// A table field named like a key the record sets itself is refused, naming the key,
+    /// rather than losing its readings or overwriting the device's id.
+    #[test]
+    fn a_table_field_named_like_the_records_own_keys_is_refused() {
+        let parse = |target: &str| Table::parse(&format!("[fields]\n\"a.b\" = {target}"));
+        for name in ["origin", "device_health", "meta", "time", "unpacker"] {
+            let e = parse(&format!("{{ field = \"{name}\" }}")).unwrap_err();
+            assert!(e.starts_with(&format!("fields.a.b: \"{name}\" is")), "{e}");
+        }
+        let e = parse("{ field = \"id\", health = true }").unwrap_err();
+        assert!(e.starts_with("fields.a.b: device_health.id"), "{e}");
+        // The same names are free where the record does not use them.
+        assert!(parse("{ field = \"id\" }").is_ok());
+        assert!(parse("{ field = \"meta\", health = true }").is_ok());
     }
 }
