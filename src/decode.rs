@@ -340,8 +340,10 @@ impl Decoder {
     fn radio(&mut self, f: &RadioFrame) -> Vec<Record> {
         match self.lorawan.decode_uplink(&f.phy, f.time, f.radio.clone()) {
             // MAC commands are the network server's business, not readings (a codec that
-            // ignores the port would read them as some); its counter is kept all the same.
-            Ok(up) if up.fport == Some(0) => {
+            // ignores the port would read them as some), and a frame without FPort carries
+            // no payload at all (MAC commands in FOpts, an acknowledgement); its counter is
+            // kept all the same.
+            Ok(up) if up.fport.is_none_or(|p| p == 0) => {
                 self.metrics.mac_frames.inc();
                 Vec::new()
             }
@@ -763,21 +765,28 @@ mod tests {
         );
     }
 
-    /// A frame on FPort 0 carries MAC commands only: counted, no record, and its counter is
-    /// taken (a copy of it is a duplicate).
+    /// A frame on FPort 0 carries MAC commands only, one without FPort no payload at all:
+    /// counted, no record, and its counter is taken (a copy of it is a duplicate).
     #[test]
     fn a_mac_command_frame_is_no_record() {
         let (mut d, m) = radio_decoder("");
-        let mac = Input::Radio(RadioFrame {
-            phy: lorawan::tests::up(7, Some(0), &[0x02]),
-            time: UNIX_EPOCH,
-            radio: Radio::default(),
-        });
+        let frame = |fcnt, fport, payload: &[u8]| {
+            Input::Radio(RadioFrame {
+                phy: lorawan::tests::up(fcnt, fport, payload),
+                time: UNIX_EPOCH,
+                radio: Radio::default(),
+            })
+        };
+        let mac = frame(7, Some(0), &[0x02]);
         assert!(d.decode(&mac).is_empty());
         assert_eq!((m.mac_frames.get(), m.duplicates.get()), (1, 0));
         assert!(d.decode(&mac).is_empty());
         assert_eq!((m.mac_frames.get(), m.duplicates.get()), (1, 1));
-        assert!(d.decode(&radio_frame(8)).len() == 1);
+        let empty = frame(8, None, &[]);
+        assert!(d.decode(&empty).is_empty());
+        assert!(d.decode(&empty).is_empty());
+        assert_eq!((m.mac_frames.get(), m.duplicates.get()), (2, 2));
+        assert!(d.decode(&radio_frame(9)).len() == 1);
     }
 
     /// With `resets_fcnt`, the restarted device's frame is a record, not a problem.

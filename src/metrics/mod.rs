@@ -236,7 +236,7 @@ impl Metrics {
             e("bytes_sent_total", "counter", "rec_type", "bytes of the records the sink confirmed, by recType: for Kafka and Event Hubs the value, key and headers handed to the producer (before compression; Kafka framing and TLS not counted), for stdout the line written", self.bytes_sent.snapshot()),
             e("acked_total", "counter", "", "source messages acknowledged", one(&self.acked)),
             e("duplicates_total", "counter", "", "duplicate uplinks dropped", one(&self.duplicates)),
-            e("mac_frames_total", "counter", "", "radio uplinks on FPort 0 (MAC commands only), not made into records", one(&self.mac_frames)),
+            e("mac_frames_total", "counter", "", "radio uplinks on FPort 0 (MAC commands only) or without FPort (no payload), not made into records", one(&self.mac_frames)),
             e("decode_errors_total", "counter", "codec", "payloads a codec could not decode (sent packed), by codec", self.decode_errors.snapshot()),
             e("problems_total", "counter", "kind", "bad input and decode failures, by kind", self.problems.snapshot()),
             e("spilled_total", "counter", "", "records written to the buffer", one(&self.spilled)),
