@@ -79,7 +79,9 @@ fn main() {
     let written = write_bytes();
     let mut after = None;
     loop {
-        let batch = buffer.next(after, 2000, Instant::now()).expect("next");
+        let batch = buffer
+            .next(after, 2000, u64::MAX, Instant::now())
+            .expect("next");
         let Some((last, _)) = batch.last() else { break };
         after = Some(*last);
         for (seq, _) in batch {

@@ -96,14 +96,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        Ok(self
-            .map
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+    fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {
+        Ok(self.map.keys().rev().take(limit).copied().collect())
+    }
+
+    fn first_seq(&self) -> Result<Option<u64>, BufferError> {
+        Ok(self.map.keys().next().copied())
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {

@@ -36,6 +36,10 @@ const REBUILD_WHEN_EMPTY_FOR: Duration = Duration::from_secs(5);
 /// Once the oldest record has left, the next one's creation time is looked up within this
 /// (one read of the store's first record, not one per record drained).
 const OLDEST_CHECKED_WITHIN: Duration = Duration::from_secs(1);
+/// Records read at a time for [`Buffer::recent_ids`].
+const RECENT_BATCH: usize = 64;
+/// Records read at a time for [`Buffer::next`].
+const NEXT_BATCH: usize = 32;
 /// How long a record that cannot be read holds the drain (tried at every round) before it
 /// is taken for damage: a read error that outlasts retries for a minute is a bad block, and
 /// one record lost beats a drain stopped for good (or, ending the run, a restart loop that
@@ -66,6 +70,9 @@ pub enum BufferError {
 /// A state entry: (key, value).
 pub type StateEntry = (Vec<u8>, Vec<u8>);
 
+/// Stored entries: (sequence number, encoded record).
+type Entries = Vec<(u64, Vec<u8>)>;
+
 /// Ordered key-value storage of encoded records, keyed by sequence number.
 pub trait Store: Send {
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError>;
@@ -73,8 +80,10 @@ pub trait Store: Send {
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError>;
     /// Up to `limit` entries with a sequence number above `after`, in order.
     fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
-    /// The `limit` entries with the highest sequence numbers, newest first.
-    fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
+    /// The sequence numbers of the `limit` newest entries, newest first; no body is read.
+    fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError>;
+    /// The oldest entry's sequence number; no body is read.
+    fn first_seq(&self) -> Result<Option<u64>, BufferError>;
     /// Small state kept with the records and made durable by the same flushes (frame
     /// counters); survives rebuilds and purges.
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError>;
@@ -334,7 +343,7 @@ impl Buffer {
                     return Ok(Pushed::Dropped);
                 }
                 WhenFull::DropOldest => {
-                    let Some((old, _)) = self.store.scan(None, 1)?.pop() else {
+                    let Some(old) = self.store.first_seq()? else {
                         self.dropped(
                             full,
                             format_args!(
@@ -513,17 +522,60 @@ impl Buffer {
         }
     }
 
-    /// Up to `limit` records after `after`, oldest first. Damaged ones are counted, removed
-    /// and skipped. One whose body cannot be read (see [`BufferError::Unreadable`]) returns
-    /// nothing, counted as the problem `buffer_read_error`, until it has failed for
-    /// [`UNREADABLE_FOR`] at `now`: then it is damaged.
+    /// Up to `limit` records after `after`, oldest first, and no more once their bodies
+    /// take `bytes` (the one that crosses it is the last): bodies are read [`NEXT_BATCH`] at a
+    /// time, so a window with room for a few large records does not read hundreds of them
+    /// each round. Damaged ones are counted, removed and skipped. One whose body cannot be
+    /// read (see [`BufferError::Unreadable`]) ends the list before it, counted as the problem
+    /// `buffer_read_error`, until it has failed for [`UNREADABLE_FOR`] at `now`: then it is
+    /// damaged.
     pub fn next(
         &mut self,
         after: Option<u64>,
         limit: usize,
+        bytes: u64,
         now: Instant,
     ) -> Result<Vec<(u64, Record)>, BufferError> {
-        let scanned = loop {
+        let mut out = Vec::with_capacity(limit.min(NEXT_BATCH));
+        let (mut after, mut read) = (after, 0u64);
+        while out.len() < limit && read < bytes {
+            let Some(batch) = self.readable(after, (limit - out.len()).min(NEXT_BATCH), now)?
+            else {
+                break;
+            };
+            let Some(&(last, _)) = batch.last() else {
+                break;
+            };
+            after = Some(last);
+            for (seq, body) in batch {
+                if out.len() == limit || read >= bytes {
+                    break;
+                }
+                read += body.len() as u64;
+                match decode(&body) {
+                    Ok(rec) => out.push((seq, rec)),
+                    Err(e) => {
+                        self.metrics.dropped_corrupt.inc();
+                        log::error!("buffered record #{seq} is damaged ({e}): skipped and removed");
+                        self.store.remove(seq)?;
+                        self.left(seq);
+                    }
+                }
+            }
+        }
+        self.update_gauges();
+        Ok(out)
+    }
+
+    /// Up to `limit` bodies after `after`; `None` while one of them cannot be read
+    /// ([`Buffer::next`]).
+    fn readable(
+        &mut self,
+        after: Option<u64>,
+        limit: usize,
+        now: Instant,
+    ) -> Result<Option<Entries>, BufferError> {
+        loop {
             match self.store.scan(after, limit) {
                 Err(BufferError::Unreadable { seq, why }) => {
                     let since = match self.unreadable {
@@ -534,7 +586,7 @@ impl Buffer {
                         self.metrics.problem("buffer_read_error", || {
                             format!("buffered record #{seq} cannot be read: {why}; the drain waits for it, and takes it for damage if it still cannot be read after {}s", UNREADABLE_FOR.as_secs())
                         });
-                        return Ok(Vec::new());
+                        return Ok(None);
                     }
                     self.metrics.dropped_corrupt.inc();
                     log::error!("buffered record #{seq} could not be read for {}s ({why}): taken for damage and removed", UNREADABLE_FOR.as_secs());
@@ -542,23 +594,9 @@ impl Buffer {
                     self.left(seq);
                     self.unreadable = None;
                 }
-                scanned => break scanned?,
-            }
-        };
-        let mut out = Vec::with_capacity(limit);
-        for (seq, bytes) in scanned {
-            match decode(&bytes) {
-                Ok(rec) => out.push((seq, rec)),
-                Err(e) => {
-                    self.metrics.dropped_corrupt.inc();
-                    log::error!("buffered record #{seq} is damaged ({e}): skipped and removed");
-                    self.store.remove(seq)?;
-                    self.left(seq);
-                }
+                scanned => return scanned.map(Some),
             }
         }
-        self.update_gauges();
-        Ok(out)
     }
 
     /// Record `seq` left the buffer: if it was the oldest, the next one's time is looked up
@@ -596,10 +634,10 @@ impl Buffer {
     }
 
     fn find_oldest(&mut self) {
-        match self.store.scan(None, 1) {
+        match self.store.first_seq() {
             Ok(first) => {
                 self.oldest_left = false;
-                self.oldest = first.first().map(|(seq, _)| *seq);
+                self.oldest = first;
                 let at = self.oldest.and_then(|seq| self.stored_at.oldest(seq));
                 self.metrics.buffer_oldest.set(at);
             }
@@ -710,15 +748,29 @@ impl Buffer {
     }
 
     /// Ids of the newest `limit` records, oldest first (damaged ones left out): after a
-    /// restart, a source's redelivery of one of them is a duplicate, not a new record.
+    /// restart, a source's redelivery of one of them is a duplicate, not a new record. The
+    /// bodies are read [`RECENT_BATCH`] at a time: a buffer of large records must not be read
+    /// into memory whole at every start.
     pub fn recent_ids(&self, limit: usize) -> Result<Vec<String>, BufferError> {
-        let mut ids: Vec<String> = self
-            .store
-            .scan_back(limit)?
-            .into_iter()
-            .filter_map(|(_, bytes)| decode(&bytes).ok().map(|r| r.id))
-            .collect();
-        ids.reverse();
+        let Some(&oldest) = self.store.seqs_back(limit)?.last() else {
+            return Ok(Vec::new());
+        };
+        let mut ids = Vec::with_capacity(limit.min(4096));
+        let mut after = oldest.checked_sub(1);
+        while ids.len() < limit {
+            let batch = self
+                .store
+                .scan(after, RECENT_BATCH.min(limit - ids.len()))?;
+            let Some(&(last, _)) = batch.last() else {
+                break;
+            };
+            ids.extend(
+                batch
+                    .iter()
+                    .filter_map(|(_, b)| decode(b).ok().map(|r| r.id)),
+            );
+            after = Some(last);
+        }
         Ok(ids)
     }
 
@@ -793,11 +845,39 @@ mod tests {
     }
 
     fn seqs(b: &mut Buffer) -> Vec<u64> {
-        b.next(None, 100, Instant::now())
+        b.next(None, 100, u64::MAX, Instant::now())
             .unwrap()
             .into_iter()
             .map(|(s, _)| s)
             .collect()
+    }
+
+    /// The drain's read stops at the window's byte room (the record that crosses it is the
+    /// last) as well as at its count, also across the batches it reads bodies in.
+    #[test]
+    fn next_stops_at_the_byte_room() {
+        let (mut b, _) = buffer(1 << 30, WhenFull::DropOldest);
+        let large = |i| Record {
+            body: "x".repeat(1000),
+            ..rec(i)
+        };
+        for i in 0..100 {
+            b.push(u64::from(i), &large(i)).unwrap();
+        }
+        // What the first `k` bodies take, and a byte more.
+        let past = |k| (0..k).map(|i| encode(&large(i)).len() as u64).sum::<u64>() + 1;
+        let now = Instant::now();
+        let count =
+            |b: &mut Buffer, after, limit, bytes| b.next(after, limit, bytes, now).unwrap().len();
+        assert_eq!(count(&mut b, None, 100, past(2)), 3);
+        assert_eq!(count(&mut b, None, 100, 1), 1);
+        assert_eq!(
+            count(&mut b, None, 100, past(38)),
+            39,
+            "past one batch of bodies"
+        );
+        assert_eq!(count(&mut b, Some(90), 100, u64::MAX), 9);
+        assert_eq!(count(&mut b, None, 5, u64::MAX), 5);
     }
 
     /// A dead letter of a record that was never buffered leaves the buffer's housekeeping as
@@ -1072,6 +1152,13 @@ mod tests {
             }
             assert_eq!(b.recent_ids(3).unwrap(), ["id-2", "id-3", "id-4"]);
             assert_eq!(b.recent_ids(10).unwrap().len(), 5);
+            // More than one batch of bodies.
+            for i in 5..200 {
+                b.push(i, &rec(i as u32)).unwrap();
+            }
+            let newest: Vec<String> = (50..200).map(|i| format!("id-{i}")).collect();
+            assert_eq!(b.recent_ids(150).unwrap(), newest);
+            assert_eq!(b.recent_ids(1000).unwrap().len(), 200);
         }
     }
 

@@ -1010,15 +1010,21 @@ impl Store for SledStore {
         Ok(letters.into_iter().map(|(s, v)| (s, v.to_vec())).collect())
     }
 
-    fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        let mut pointers = Vec::with_capacity(limit.min(1024));
-        for item in self.records.iter().rev().take(limit) {
-            let (k, v) = item.map_err(err)?;
-            if let Some(seq) = seq_of(&k) {
-                pointers.push((seq, v));
+    fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {
+        let mut seqs = Vec::with_capacity(limit.min(1024));
+        for k in self.records.iter().keys().rev().take(limit) {
+            seqs.extend(seq_of(&k.map_err(err)?));
+        }
+        Ok(seqs)
+    }
+
+    fn first_seq(&self) -> Result<Option<u64>, BufferError> {
+        for k in self.records.iter().keys() {
+            if let Some(seq) = seq_of(&k.map_err(err)?) {
+                return Ok(Some(seq));
             }
         }
-        self.bodies(pointers)
+        Ok(None)
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
@@ -1258,9 +1264,9 @@ mod tests {
         assert_eq!(s.last_seq(), Some(300));
         let bodies = |v: Vec<(u64, Vec<u8>)>| v.into_iter().map(|(_, b)| b).collect::<Vec<_>>();
         let (one, three, last) = (vec![9u8; 5], vec![3u8; 13], vec![44u8; 310]);
-        let all = vec![one, three.clone(), last.clone()];
-        assert_eq!(bodies(s.scan(None, 10).unwrap()), all);
-        assert_eq!(bodies(s.scan_back(2).unwrap()), vec![last, three]);
+        assert_eq!(bodies(s.scan(None, 10).unwrap()), vec![one, three, last]);
+        assert_eq!(s.seqs_back(2).unwrap(), vec![300, 3]);
+        assert_eq!(s.first_seq().unwrap(), Some(1));
     }
 
     /// `n` records of `len` bytes from `first` on, each body filled with its number.
@@ -1497,7 +1503,7 @@ mod tests {
         assert_eq!(s.usage().0, 9);
         let (mut b, m) = buffer_of(dir.path(), s);
         let read: Vec<u64> = b
-            .next(None, 100, Instant::now())
+            .next(None, 100, u64::MAX, Instant::now())
             .unwrap()
             .into_iter()
             .map(|(s, _)| s)
@@ -1709,22 +1715,23 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         let e = s.scan(None, 10).unwrap_err();
         assert!(matches!(e, BufferError::Unreadable { seq: 0, .. }), "{e}");
-        let e = s.scan_back(10).unwrap_err();
-        assert!(matches!(e, BufferError::Unreadable { seq: 2, .. }), "{e}");
+        // Keys alone read no body: the oldest is known, the newest are listed.
+        assert_eq!(s.first_seq().unwrap(), Some(0));
+        assert_eq!(s.seqs_back(10).unwrap(), vec![2, 1, 0]);
         let (mut b, m) = buffer_of(dir.path(), s);
         let t0 = Instant::now();
         for later in [0, 1, 59] {
             let now = t0 + Duration::from_secs(later);
-            assert!(b.next(None, 10, now).unwrap().is_empty());
+            assert!(b.next(None, 10, u64::MAX, now).unwrap().is_empty());
         }
         assert_eq!(m.problems("buffer_read_error"), 3);
         assert_eq!((m.dropped_corrupt.get(), b.len()), (0, 3));
         // A minute on, #0 is taken for damage; #1, in the same segment, waits its minute.
         let minute = t0 + Duration::from_secs(60);
-        assert!(b.next(None, 10, minute).unwrap().is_empty());
+        assert!(b.next(None, 10, u64::MAX, minute).unwrap().is_empty());
         assert_eq!((m.dropped_corrupt.get(), b.len()), (1, 2));
         std::fs::remove_dir(&seg).unwrap();
-        assert!(b.next(None, 10, minute).unwrap().is_empty());
+        assert!(b.next(None, 10, u64::MAX, minute).unwrap().is_empty());
         assert_eq!(m.dropped_corrupt.get(), 3);
         assert_eq!(b.len(), 0);
     }

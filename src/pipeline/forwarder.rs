@@ -540,8 +540,11 @@ mod tests {
         ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
             self.mem.scan(after, limit)
         }
-        fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-            self.mem.scan_back(limit)
+        fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {
+            self.mem.seqs_back(limit)
+        }
+        fn first_seq(&self) -> Result<Option<u64>, BufferError> {
+            self.mem.first_seq()
         }
         fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
             self.mem.state_set(key, value)

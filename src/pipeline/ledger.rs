@@ -820,7 +820,10 @@ impl Ledger {
         let room = self.max_in_flight - self.in_flight.len();
         let wall = self.started.1 + now.saturating_duration_since(self.started.0);
         let now_ms = ms_since_epoch(wall);
-        for (seq, record) in self.buffer.next(self.drain_cursor, room, now)? {
+        let room_bytes = self
+            .max_in_flight_bytes
+            .saturating_sub(self.in_flight_bytes);
+        for (seq, record) in self.buffer.next(self.drain_cursor, room, room_bytes, now)? {
             if self.window_full() {
                 break;
             }

@@ -295,8 +295,12 @@ impl Store for ModelStore {
         self.disk().live.scan(after, limit)
     }
 
-    fn scan_back(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        self.disk().live.scan_back(limit)
+    fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {
+        self.disk().live.seqs_back(limit)
+    }
+
+    fn first_seq(&self) -> Result<Option<u64>, BufferError> {
+        self.disk().live.first_seq()
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
