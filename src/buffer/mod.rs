@@ -40,10 +40,10 @@ const OLDEST_CHECKED_WITHIN: Duration = Duration::from_secs(1);
 const RECENT_BATCH: usize = 64;
 /// Records read at a time for [`Buffer::next`].
 const NEXT_BATCH: usize = 32;
-/// How long a record that cannot be read holds the drain (tried at every round) before it
-/// is taken for damage: a read error that outlasts retries for a minute is a bad block, and
-/// one record lost beats a drain stopped for good (or, ending the run, a restart loop that
-/// systemd gives up on).
+/// How long records that cannot be read hold the drain (tried at every round) before they
+/// are taken for damage, each as it comes, until a read works again: a read error that
+/// outlasts retries for a minute is a bad block, and the records on it lost beat a drain
+/// stopped for good (or, ending the run, a restart loop that systemd gives up on).
 const UNREADABLE_FOR: Duration = Duration::from_secs(60);
 /// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
 const FCNT_PREFIX: &[u8] = b"fcnt/";
@@ -235,8 +235,9 @@ pub struct Buffer {
     /// Records left and emptied the buffer: giving space back is due, once it has stayed
     /// empty for [`REBUILD_WHEN_EMPTY_FOR`] (seen empty since the time kept here).
     drained: Option<Option<Instant>>,
-    /// The record that could not be read, and since when.
-    unreadable: Option<(u64, Instant)>,
+    /// Since when the drain has been held by bodies that cannot be read (none since a read
+    /// worked).
+    unreadable: Option<Instant>,
 }
 
 impl Buffer {
@@ -528,7 +529,7 @@ impl Buffer {
     /// each round. Damaged ones are counted, removed and skipped. One whose body cannot be
     /// read (see [`BufferError::Unreadable`]) ends the list before it, counted as the problem
     /// `buffer_read_error`, until it has failed for [`UNREADABLE_FOR`] at `now`: then it is
-    /// damaged.
+    /// damaged, and so is each further one until a read works.
     pub fn next(
         &mut self,
         after: Option<u64>,
@@ -578,10 +579,9 @@ impl Buffer {
         loop {
             match self.store.scan(after, limit) {
                 Err(BufferError::Unreadable { seq, why }) => {
-                    let since = match self.unreadable {
-                        Some((s, since)) if s == seq => since,
-                        _ => self.unreadable.insert((seq, now)).1,
-                    };
+                    // Timed from the first failure, not per record: a segment that cannot be
+                    // read as a whole holds a thousand records.
+                    let since = *self.unreadable.get_or_insert(now);
                     if now.saturating_duration_since(since) < UNREADABLE_FOR {
                         self.metrics.problem("buffer_read_error", || {
                             format!("buffered record #{seq} cannot be read: {why}; the drain waits for it, and takes it for damage if it still cannot be read after {}s", UNREADABLE_FOR.as_secs())
@@ -592,9 +592,12 @@ impl Buffer {
                     log::error!("buffered record #{seq} could not be read for {}s ({why}): taken for damage and removed", UNREADABLE_FOR.as_secs());
                     self.store.remove(seq)?;
                     self.left(seq);
-                    self.unreadable = None;
                 }
-                scanned => return scanned.map(Some),
+                scanned => {
+                    let scanned = scanned?;
+                    self.unreadable = None;
+                    return Ok(Some(scanned));
+                }
             }
         }
     }

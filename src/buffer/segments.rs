@@ -247,7 +247,8 @@ impl Segments {
         // its record, so an old file that a power cut brings back under that number is not
         // read as the new one's records.
         let next = live.keys().next_back().map_or(1, |h| h.saturating_add(1));
-        Ok(Segments {
+        let newest = written_order(live.keys().copied().collect()).pop();
+        let mut s = Segments {
             dir,
             current: None,
             next,
@@ -257,7 +258,21 @@ impl Segments {
             empty: BTreeSet::new(),
             reading: Mutex::new(None),
             orphans,
-        })
+        };
+        // A run that stopped before its flush (a crash, a kill) leaves what it appended to its
+        // newest segment in the page cache only. The open keeps those records when their
+        // bodies read whole, and the first flush's mark covers them: that flush syncs the
+        // segment (and the directory, which may not hold its entry durably yet) first.
+        if let Some(number) = newest {
+            match File::open(s.path(number)) {
+                Ok(file) => {
+                    s.unsynced.insert(number, file);
+                    s.created = true;
+                }
+                Err(e) => log::warn!("buffer: segment {number} cannot be opened to sync it: {e}"),
+            }
+        }
+        Ok(s)
     }
 
     /// Delete the segment files no pointer named at open (written, their pointers never
@@ -568,5 +583,24 @@ mod tests {
         );
         assert_eq!(order(&[3, 5, 3 << 30]), vec![3 << 30, 3, 5]);
         assert_eq!(order(&[3, 5, 1 << 30]), vec![3, 5, 1 << 30]);
+    }
+}
+
+#[cfg(test)]
+mod left_over {
+    /// A segment the last run appended to and never synced (it stopped before its flush) is
+    /// among what this run's first flush syncs, with the directory: that flush writes a mark
+    /// covering its records, and the ledger acknowledges their redeliveries after it.
+    #[test]
+    fn the_last_runs_newest_segment_is_synced_by_the_first_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = super::Segments::open(dir.path(), Default::default()).unwrap();
+        let p = s.append(1, b"body").unwrap();
+        drop(s); // the process stops before a flush
+        let live = [(p.segment, 1u64)].into_iter().collect();
+        let mut s = super::Segments::open(dir.path(), live).unwrap();
+        let sync = s.take_unsynced();
+        assert!(sync.files.iter().any(|(n, _)| *n == p.segment));
+        assert!(sync.dir.is_some());
     }
 }

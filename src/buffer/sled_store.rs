@@ -1692,9 +1692,9 @@ mod tests {
 
     /// A body that fails to read for another reason than damage (here EISDIR: the segment
     /// became a directory; a bad block's EIO) is `Unreadable` from scan and scan_back, and
-    /// the drain neither ends nor removes anything: it waits, counting the problem, and takes
-    /// the record for damage once it has failed for a minute. Once the segment is gone, its
-    /// records are damaged at once.
+    /// the drain neither ends nor removes anything: it waits, counting the problem, and once
+    /// reads have failed for a minute takes each record that cannot be read for damage, until
+    /// a read works again.
     #[test]
     fn a_read_error_holds_the_drain_for_a_while_then_is_damage() {
         let dir = tempfile::tempdir().unwrap();
@@ -1726,14 +1726,17 @@ mod tests {
         }
         assert_eq!(m.problems("buffer_read_error"), 3);
         assert_eq!((m.dropped_corrupt.get(), b.len()), (0, 3));
-        // A minute on, #0 is taken for damage; #1, in the same segment, waits its minute.
+        // A minute on, #0 is taken for damage, and so are #1 and #2 in the same segment,
+        // without a minute each: the wait is for the episode.
         let minute = t0 + Duration::from_secs(60);
         assert!(b.next(None, 10, u64::MAX, minute).unwrap().is_empty());
-        assert_eq!((m.dropped_corrupt.get(), b.len()), (1, 2));
+        assert_eq!((m.dropped_corrupt.get(), b.len()), (3, 0));
+        // A read that works ends the episode: the next unreadable body waits its minute.
         std::fs::remove_dir(&seg).unwrap();
-        assert!(b.next(None, 10, u64::MAX, minute).unwrap().is_empty());
-        assert_eq!(m.dropped_corrupt.get(), 3);
-        assert_eq!(b.len(), 0);
+        b.push(3, &record(3, 100)).unwrap();
+        b.flush().unwrap();
+        assert_eq!(b.next(None, 10, u64::MAX, minute).unwrap().len(), 1);
+        assert!(b.unreadable.is_none());
     }
 
     /// An upgrade that fails part-way fails the open (records left in the old tree would be

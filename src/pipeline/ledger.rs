@@ -19,7 +19,7 @@
 //! - once anything is buffered or waiting, new records queue behind it, and the buffer
 //!   drains in order, each record deleted on its delivery report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -96,10 +96,9 @@ pub struct Ledger {
     /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`]. An input
     /// of several records has its counters under each of them.
     unsettled: BTreeMap<u64, Vec<Fcnt>>,
-    /// The counters of the input being taken, held until all its records are: one of them
-    /// settled at once (dead-lettered, refused) must not keep them before a later one is
-    /// under its sequence number.
-    taking: Vec<Fcnt>,
+    /// The counter of the frame each session (DevAddr, DevEUI) took last: what is kept for
+    /// the session once none of its frames' records is held ([`Ledger::release_fcnts`]).
+    latest: HashMap<(DevAddr, DevEui), u32>,
     /// Frame counters of records written to the buffer (or dropped, or dead-lettered), kept
     /// once a flush that starts later is done, as `pending_acks` are released.
     pending_fcnts: Vec<Fcnt>,
@@ -159,7 +158,7 @@ impl Ledger {
             pending_acks: Vec::new(),
             syncing_acks: Vec::new(),
             unsettled: BTreeMap::new(),
-            taking: Vec::new(),
+            latest: HashMap::new(),
             pending_fcnts: Vec::new(),
             syncing_fcnts: Vec::new(),
             dirty: left_over,
@@ -253,15 +252,22 @@ impl Ledger {
         if records.is_empty() {
             return self.nothing_to_keep(counters, ack);
         }
-        self.taking = counters.advanced;
-        let fcnts = self.taking.clone();
+        let fcnts = counters.advanced;
+        self.took(&fcnts);
         let parts = ack.split(records.len());
         for (record, part) in records.into_iter().zip(parts) {
             let record = self.stamped(record);
             one(self, record, &fcnts, part);
         }
-        let taken = std::mem::take(&mut self.taking);
-        self.release_fcnts(taken);
+        // None of them held (copies of durable records): kept now.
+        self.release_fcnts(fcnts);
+    }
+
+    /// The sessions of `fcnts` took these frames last.
+    fn took(&mut self, fcnts: &[Fcnt]) {
+        for &(dev_addr, dev_eui, fcnt) in fcnts {
+            self.latest.insert((dev_addr, dev_eui), fcnt);
+        }
     }
 
     fn take_one(&mut self, record: Record, fcnts: &[Fcnt], ack: Ack, now: Instant) {
@@ -313,21 +319,32 @@ impl Ledger {
     /// gateway) is acknowledged with those records, not before: acknowledged at once, the
     /// readings would be lost if hubgate stopped before the records were durable.
     fn nothing_to_keep(&mut self, counters: Counters, ack: Ack) {
+        self.took(&counters.advanced);
         self.release_fcnts(counters.advanced);
-        let first: Vec<u64> = counters.replayed.map_or_else(Vec::new, |(dev_addr, fcnt)| {
-            self.unsettled
-                .iter()
-                .filter(|(_, kept)| kept.iter().any(|&(a, _, f)| (a, f) == (dev_addr, fcnt)))
-                .map(|(seq, _)| *seq)
-                .collect()
-        });
-        if first.is_empty() {
+        let Some((dev_addr, fcnt)) = counters.replayed else {
             return self.pending_acks.push((None, ack));
-        }
-        let parts = ack.split(first.len());
-        for (seq, part) in first.into_iter().zip(parts) {
+        };
+        let of_frame = |&(a, _, f): &Fcnt| (a, f) == (dev_addr, fcnt);
+        let first: Vec<u64> = self
+            .unsettled
+            .iter()
+            .filter(|(_, kept)| kept.iter().any(of_frame))
+            .map(|(seq, _)| *seq)
+            .collect();
+        // Records of the frame written (or dead-lettered) and not flushed yet: a part of the
+        // acknowledgement waits for a flush that starts later, as theirs do.
+        let written = self
+            .pending_fcnts
+            .iter()
+            .chain(&self.syncing_fcnts)
+            .any(of_frame);
+        let mut parts = ack.split(first.len() + usize::from(written || first.is_empty()));
+        for seq in first {
+            let part = parts.pop().expect("a part per record");
             self.ack_with(seq, part);
         }
+        self.pending_acks
+            .extend(parts.into_iter().map(|a| (None, a)));
     }
 
     /// Acknowledge a copy of record `first` when that one becomes durable.
@@ -371,16 +388,25 @@ impl Ledger {
         }
     }
 
-    /// Keep those of `fcnts` that no record not durable yet (nor the input being taken, nor
-    /// a record waiting for a flush) still holds.
-    fn release_fcnts(&mut self, mut fcnts: Vec<Fcnt>) {
-        fcnts.retain(|c| {
-            !self.taking.contains(c)
-                && !self.pending_fcnts.contains(c)
-                && !self.syncing_fcnts.contains(c)
-                && !self.unsettled.values().any(|held| held.contains(c))
-        });
-        self.keep_fcnts(fcnts);
+    /// The sessions of `fcnts` whose frames' records are all durable now keep the counter
+    /// they took last. A session's kept counter is one value, written over, and a restart
+    /// refuses every frame at or below it: kept while an earlier frame of the session is not
+    /// durable (in flight to a slower hub, or waiting for a flush), it would make that
+    /// frame's redelivery a replay after a crash.
+    fn release_fcnts(&mut self, fcnts: Vec<Fcnt>) {
+        let sessions: BTreeSet<(DevAddr, DevEui)> =
+            fcnts.into_iter().map(|(a, e, _)| (a, e)).collect();
+        let held = |a, e| {
+            let all = self.pending_fcnts.iter().chain(&self.syncing_fcnts);
+            all.chain(self.unsettled.values().flatten())
+                .any(|&(ha, he, _)| (ha, he) == (a, e))
+        };
+        let free: Vec<Fcnt> = sessions
+            .into_iter()
+            .filter(|&(a, e)| !held(a, e))
+            .filter_map(|s| Some((s.0, s.1, *self.latest.get(&s)?)))
+            .collect();
+        self.keep_fcnts(free);
     }
 
     /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer, durable with its
@@ -1900,5 +1926,135 @@ mod tests {
         assert_eq!(body["record"]["recType"], "t");
         assert_eq!(body["record"]["key"], "k");
         assert_eq!(body["head_base64"].as_str().unwrap().len(), 344);
+    }
+
+    /// Frame counters and copies of frames whose records are not all durable.
+    mod frame_counters_and_copies {
+        use super::*;
+
+        fn advanced(fcnt: u32) -> Counters {
+            Counters {
+                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt)],
+                replayed: None,
+            }
+        }
+
+        fn replayed(fcnt: u32) -> Counters {
+            Counters {
+                advanced: Vec::new(),
+                replayed: Some((DevAddr(1), fcnt)),
+            }
+        }
+
+        fn ledger(
+            cfg: &BufferConfig,
+        ) -> (
+            Ledger,
+            tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+            MemoryStore,
+            Instant,
+        ) {
+            let metrics = Metrics::new();
+            let store = MemoryStore::default();
+            let buffer = Buffer::new(Box::new(store.clone()), cfg, metrics.clone());
+            let t0 = Instant::now();
+            let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
+            let sink = Box::new(StdoutSink::new(false, tx));
+            let l =
+                Ledger::new(cfg, 16, buffer, sink, metrics, (t0, SystemTime::now()), 1).unwrap();
+            (l, reports, store, t0)
+        }
+
+        fn kept(l: &Ledger) -> Vec<u32> {
+            l.buffer.fcnts().unwrap().into_iter().map(|k| k.2).collect()
+        }
+
+        /// A session keeps one counter, written over, and a restart refuses every frame at or
+        /// below it: frame 8's counter is not kept while frame 7's record is with the sink
+        /// unconfirmed (8 confirmed first: another hub, or reports out of order), or frame 7's
+        /// redelivery after a crash would be a replay. Once 7 is confirmed too, 8 is kept.
+        #[test]
+        fn a_later_frames_counter_waits_for_an_earlier_frame_of_its_session() {
+            let (mut l, mut reports, _store, t0) = ledger(&BufferConfig::default());
+            l.take(vec![record(7)], advanced(7), Ack::None, t0);
+            l.take(vec![record(8)], advanced(8), Ack::None, t0);
+            l.end_round(t0).unwrap();
+            let first = reports.try_recv().unwrap();
+            let second = reports.try_recv().unwrap();
+            l.delivered(second, t0).unwrap();
+            assert!(kept(&l).is_empty(), "frame 7 is not durable");
+            l.delivered(first, t0).unwrap();
+            assert_eq!(kept(&l), [8]);
+        }
+
+        /// A frame of two records, both with the sink. The first fails (transient), so it is
+        /// buffered; its flush is not done (here: failed). A copy of the frame (the same MQTT
+        /// message delivered again on a new connection) is not acknowledged when the sink
+        /// confirms the second record: the first is not durable yet.
+        #[test]
+        fn a_copy_waits_for_a_sibling_buffered_and_not_flushed() {
+            let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
+            let (ack, mut acked) = puback(1);
+            l.take(vec![record(1), record(2)], advanced(7), ack, t0);
+            l.end_round(t0).unwrap();
+            let one = reports.try_recv().unwrap();
+            let two = reports.try_recv().unwrap();
+            store.set_flush_fails(true);
+            let failed = Delivery {
+                seq: one.seq,
+                result: Err(SinkError::Retry("timeout".into())),
+            };
+            l.delivered(failed, t0).unwrap();
+            l.end_round(t0).unwrap();
+            assert_eq!(l.buffered(), 1, "record 1 is written, its flush failed");
+            let (copy, mut copy_acked) = puback(2);
+            l.take(Vec::new(), replayed(7), copy, t0);
+            l.end_round(t0).unwrap();
+            l.delivered(two, t0).unwrap();
+            l.end_round(t0).unwrap();
+            assert!(acked.try_recv().is_err(), "the input itself waits");
+            assert!(kept(&l).is_empty(), "the counter waits");
+            assert!(
+                copy_acked.try_recv().is_err(),
+                "the copy is acknowledged while record 1 is not durable"
+            );
+        }
+
+        /// The same with a sibling dead-lettered at once (refused as it is sent): the copy
+        /// waits for the dead letter's flush too.
+        #[test]
+        fn a_copy_waits_for_a_dead_lettered_sibling_to_be_flushed() {
+            let cfg = BufferConfig::default();
+            let metrics = Metrics::new();
+            let store = MemoryStore::default();
+            let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+            let t0 = Instant::now();
+            let sink = Box::new(RefusesOne("id-1"));
+            let mut l =
+                Ledger::new(&cfg, 16, buffer, sink, metrics, (t0, SystemTime::now()), 1).unwrap();
+            store.set_flush_fails(true);
+            let (ack, mut acked) = puback(1);
+            l.take(vec![record(1), record(2)], advanced(7), ack, t0);
+            l.end_round(t0).unwrap();
+            assert_eq!(l.buffer.dead_letters(), 1);
+            let (copy, mut copy_acked) = puback(2);
+            l.take(Vec::new(), replayed(7), copy, t0);
+            l.end_round(t0).unwrap();
+            let seq2 = *l.in_flight.keys().next().unwrap();
+            l.delivered(
+                Delivery {
+                    seq: seq2,
+                    result: Ok(1),
+                },
+                t0,
+            )
+            .unwrap();
+            l.end_round(t0).unwrap();
+            assert!(acked.try_recv().is_err(), "the input itself waits");
+            assert!(
+                copy_acked.try_recv().is_err(),
+                "the copy is acknowledged while the dead letter is not flushed"
+            );
+        }
     }
 }
