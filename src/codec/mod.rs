@@ -113,6 +113,9 @@ macro_rules! vendors {
                 if payload.is_empty() {
                     return Err(CodecError::Empty);
                 }
+                if payload.len() > MAX_PAYLOAD {
+                    return Err(CodecError::TooLong(payload.len()));
+                }
                 match self {
                     $(Codec::$vendor(m) => m.decode(fport, payload),)+
                 }
@@ -270,7 +273,16 @@ pub enum CodecError {
     },
     #[error("empty payload")]
     Empty,
+    #[error(
+        "a payload of {0} bytes, longer than a device of a built-in codec sends ({MAX_PAYLOAD})"
+    )]
+    TooLong(usize),
 }
+
+/// The longest payload a built-in codec decodes: a serial frame's most (a LoRaWAN payload is
+/// at most 242 bytes). A network server's message can say anything; a longer payload is sent
+/// packed instead of being made into hundreds of history records, each a sink message.
+pub const MAX_PAYLOAD: usize = 2048;
 
 /// `WrongPort` when the transport gave an fPort that is not the format's (`None` passes).
 fn check_port(codec: &'static str, fport: Option<u8>, port: u8) -> Result<(), CodecError> {
@@ -391,6 +403,19 @@ mod tests {
             assert!(Codec::from_id(id).is_some(), "{id}");
         }
         assert_eq!(Codec::from_id("elsys-nope"), None);
+    }
+
+    /// A payload no device of a built-in codec sends (a network server's message can hold
+    /// anything) is refused: 2,048 bytes of history records would make 204 records.
+    #[test]
+    fn payloads_past_the_longest_are_refused() {
+        let em300 = Codec::from_id("milesight-em300-th").unwrap();
+        let record = hex("20 CE 00 F1 53 65 F6 FF 64 01");
+        let most = record.repeat(MAX_PAYLOAD / record.len());
+        assert_eq!(em300.decode(None, &most).unwrap().history.len(), 204);
+        let mut over = most.clone();
+        over.extend_from_slice(&record);
+        assert_eq!(em300.decode(None, &over), Err(CodecError::TooLong(2050)));
     }
 
     /// The examples are what `hubgate codecs` shows and the CLI test and the benchmark decode.

@@ -283,10 +283,9 @@ impl Ledger {
                 return self.ack_with(first, ack);
             }
             Seen::Durable => {
-                // Its record may be written and not flushed yet.
+                // Its record may be written and not flushed yet: the acknowledgement waits
+                // for a flush that starts later.
                 self.metrics.duplicates.inc();
-                // Its record may be written and not flushed yet: its counters wait for
-                // that record ([`Ledger::release_fcnts`]).
                 self.pending_acks.push((None, ack));
                 return;
             }
