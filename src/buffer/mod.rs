@@ -4,6 +4,7 @@
 //! contract on top: byte cap with `when_full`, counters, and the on-disk encoding
 //! (version byte + CRC-32 + CBOR) so a damaged record is skipped, never crash-looped on.
 
+mod compact;
 pub mod disk;
 mod durable;
 mod lock;
@@ -107,6 +108,10 @@ pub trait Store: Send {
     }
     /// (number of entries, total bytes of values); computed at open, kept up to date after.
     fn usage(&self) -> (u64, u64);
+    /// Housekeeping of the store's own waits for a flush (compaction of its files).
+    fn wants_flush(&self) -> bool {
+        false
+    }
     fn last_seq(&self) -> Option<u64>;
     /// Keep a record the sink rejected for good (or a message hubgate gave up on), out of the
     /// send path.
@@ -467,10 +472,10 @@ impl Buffer {
         self.removed(seq)
     }
 
-    /// A flush is due at `now` for deletions and state entries alone (records written wait
-    /// for none: whoever wrote them flushes).
+    /// A flush is due at `now` for deletions, state entries and the store's housekeeping
+    /// alone (records written wait for none: whoever wrote them flushes).
     pub fn sync_due(&self, now: Instant) -> bool {
-        let waiting = self.unsynced_removals > 0 || self.unsynced_state;
+        let waiting = self.unsynced_removals > 0 || self.unsynced_state || self.store.wants_flush();
         waiting
             && (self.unsynced_removals >= self.removals_per_sync
                 || (self.unsynced_removals > 0 && self.is_empty())
@@ -620,6 +625,7 @@ impl Buffer {
     pub fn housekeeping_due(&self) -> bool {
         self.unsynced_removals > 0
             || self.unsynced_state
+            || self.store.wants_flush()
             || self.oldest_left
             || self.drained.is_some()
     }

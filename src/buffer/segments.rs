@@ -8,7 +8,8 @@
 //! Each entry is the record's sequence number (u64, big-endian), the value's length (u32,
 //! big-endian), then the value. A segment is never written again once the store appends to
 //! a newer one, and a segment whose records all left is deleted once a flush made those
-//! removals durable ([`Segments::deletable`]).
+//! removals durable ([`Segments::deletable`]); [`super::compact`] moves the few records left
+//! in a sparse one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -80,8 +81,11 @@ pub struct Segments {
     current: Option<Current>,
     /// The number the next new segment gets.
     next: u32,
-    /// Records per segment that has any (the current one may have none).
-    live: BTreeMap<u32, u64>,
+    /// What each segment that has any records holds (the current one may have none).
+    live: BTreeMap<u32, Held>,
+    /// The size of each segment in `live` other than the current one: what compaction
+    /// weighs against what it holds ([`Segments::sparsest`]).
+    sizes: BTreeMap<u32, u64>,
     /// Segments appended to since the last flush was prepared, with a handle to sync them.
     unsynced: BTreeMap<u32, File>,
     /// A segment was created since the last flush was prepared: the directory needs a sync.
@@ -94,6 +98,22 @@ pub struct Segments {
     /// Numbers of the segment files no pointer named at open, deleted by
     /// [`Segments::remove_orphans`].
     orphans: Vec<u32>,
+}
+
+/// The records a segment holds (pointers in sled name them), and the bytes their entries
+/// take.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Held {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Held {
+    /// A pointer into the segment, to an entry of `p.len` bytes of value.
+    pub fn add(&mut self, p: Pointer) {
+        self.records += 1;
+        self.bytes += HEADER as u64 + u64::from(p.len);
+    }
 }
 
 /// What a flush syncs of the segments, taken when it is prepared.
@@ -118,6 +138,14 @@ impl SegmentSync {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+impl SegmentSync {
+    /// The segments it syncs.
+    pub fn numbers(&self) -> Vec<u32> {
+        self.files.iter().map(|(n, _)| *n).collect()
     }
 }
 
@@ -161,7 +189,7 @@ fn is_damage(e: &io::Error) -> bool {
 }
 
 /// Record `seq`'s entry at `p` in `file`, segment `p.segment`.
-fn read_entry(file: &File, seq: u64, p: Pointer) -> Result<Vec<u8>, ReadError> {
+pub fn read_entry(file: &File, seq: u64, p: Pointer) -> Result<Vec<u8>, ReadError> {
     // A damaged pointer must not size an allocation: its length is checked against the
     // largest value first, then against the file's length (a sparse file can be large).
     if p.len > MAX_VALUE {
@@ -231,15 +259,23 @@ impl Segments {
     /// whose pointers sled lost, should it have. Appending starts in a new segment (the last
     /// one may end in a torn entry). The caller syncs `db_dir`, where the directory may have
     /// been created.
-    pub fn open(db_dir: &Path, live: BTreeMap<u32, u64>) -> io::Result<Segments> {
+    pub fn open(db_dir: &Path, live: BTreeMap<u32, Held>) -> io::Result<Segments> {
         let dir = db_dir.join(VALUES_DIR);
         match std::fs::create_dir(&dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
-        let mut orphans = Vec::new();
+        let (mut orphans, mut sizes) = (Vec::new(), BTreeMap::new());
         for entry in std::fs::read_dir(&dir)? {
-            orphans.extend(number_of(&entry?.file_name()).filter(|n| !live.contains_key(n)));
+            let entry = entry?;
+            let Some(number) = number_of(&entry.file_name()) else {
+                continue;
+            };
+            if live.contains_key(&number) {
+                sizes.insert(number, entry.metadata()?.len());
+            } else {
+                orphans.push(number);
+            }
         }
         // From the segments kept only: an orphan's number (any, `u32::MAX` included) goes
         // with it. A number used again is safe: a new segment's directory entry is synced
@@ -247,32 +283,30 @@ impl Segments {
         // its record, so an old file that a power cut brings back under that number is not
         // read as the new one's records.
         let next = live.keys().next_back().map_or(1, |h| h.saturating_add(1));
-        let newest = written_order(live.keys().copied().collect()).pop();
-        let mut s = Segments {
+        Ok(Segments {
             dir,
             current: None,
             next,
             live,
+            sizes,
             unsynced: BTreeMap::new(),
             created: false,
             empty: BTreeSet::new(),
             reading: Mutex::new(None),
             orphans,
-        };
-        // A run that stopped before its flush (a crash, a kill) leaves what it appended to its
-        // newest segment in the page cache only. The open keeps those records when their
-        // bodies read whole, and the first flush's mark covers them: that flush syncs the
-        // segment (and the directory, which may not hold its entry durably yet) first.
-        if let Some(number) = newest {
-            match File::open(s.path(number)) {
-                Ok(file) => {
-                    s.unsynced.insert(number, file);
-                    s.created = true;
-                }
-                Err(e) => log::warn!("buffer: segment {number} cannot be opened to sync it: {e}"),
-            }
+        })
+    }
+
+    /// Segment `number` holds a record the last run wrote after its last flush (it crashed
+    /// or was killed), which the open keeps because its body reads whole, from the page
+    /// cache maybe: the next flush, whose mark covers that record, syncs the segment and the
+    /// directory (which may not hold its entry durably yet) first.
+    pub fn sync_with_next_flush(&mut self, number: u32) -> io::Result<()> {
+        if !self.unsynced.contains_key(&number) {
+            self.unsynced.insert(number, File::open(self.path(number))?);
         }
-        Ok(s)
+        self.created = true;
+        Ok(())
     }
 
     /// Delete the segment files no pointer named at open (written, their pointers never
@@ -293,7 +327,7 @@ impl Segments {
 
     /// The segments that can hold entries appended after the last flush without a pointer
     /// in sled: appends go to one segment, then to a newer one, never back, with ascending
-    /// sequence numbers. An entry above every number sled holds was appended after the
+    /// sequence numbers (compaction's copies aside: their numbers are already named). An entry above every number sled holds was appended after the
     /// newest pointer's: later in the newest segment a pointer names (in written order), or
     /// in a segment none names, which the open deletes ([`Segments::remove_orphans`]) unless
     /// sled lost flushed writes. Older segments and the rest of the buffer are not read.
@@ -319,11 +353,24 @@ impl Segments {
     }
 
     /// The whole entries of segment `number` as `(seq, value)`, in order, whether or not a
-    /// pointer names them (the salvage looks for bodies whose pointers sled lost). Reading
-    /// stops at the first entry that is not whole (a torn tail) or claims more than
-    /// [`MAX_VALUE`]; no entry starts past [`SEGMENT_SIZE`], so this holds at most a
-    /// segment and one entry.
+    /// pointer names them (the salvage looks for bodies whose pointers sled lost); see
+    /// [`Segments::headers`].
     pub fn entries(&self, number: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        let (file, headers) = self.headers(number)?;
+        headers
+            .into_iter()
+            .map(|(seq, p)| {
+                let mut value = vec![0; p.len as usize];
+                file.read_exact_at(&mut value, u64::from(p.offset) + HEADER as u64)?;
+                Ok((seq, value))
+            })
+            .collect()
+    }
+
+    /// Segment `number`, open, and where its whole entries are, as `(seq, pointer)`, in
+    /// order; no value is read. Reading stops at the first entry that is not whole (a torn
+    /// tail) or claims more than [`MAX_VALUE`]; no entry starts past [`SEGMENT_SIZE`].
+    pub fn headers(&self, number: u32) -> io::Result<(File, Vec<(u64, Pointer)>)> {
         let file = File::open(self.path(number))?;
         let size = file.metadata()?.len();
         let mut out = Vec::new();
@@ -337,12 +384,49 @@ impl Segments {
             if len > MAX_VALUE || end > size {
                 break;
             }
-            let mut value = vec![0; len as usize];
-            file.read_exact_at(&mut value, offset + HEADER as u64)?;
-            out.push((seq, value));
+            let offset32 = u32::try_from(offset).expect("below SEGMENT_SIZE");
+            out.push((
+                seq,
+                Pointer {
+                    segment: number,
+                    offset: offset32,
+                    len,
+                },
+            ));
             offset = end;
         }
-        Ok(out)
+        Ok((file, out))
+    }
+
+    /// The segment to compact, if any: once the segments closed for appends hold more bytes
+    /// of records that left than `slack`, and more than all the records left hold, the one
+    /// of them (not in `skip`) whose records take the fewest bytes, if they take at most half
+    /// of it. While records leave in order, only the oldest segment holds any that left:
+    /// nothing to do. A recType parked for long leaves its records scattered over every
+    /// segment written since; this keeps the segments' size on disk within about twice the
+    /// records' plus `slack`. The first condition is met only when a segment qualifies:
+    /// were every one more than half full, less than the records' bytes would have left.
+    pub fn sparsest(&self, slack: u64, skip: &BTreeSet<u32>) -> Option<u32> {
+        let held = |n: &u32| self.live.get(n).map_or(0, |h| h.bytes);
+        let left: u64 = self
+            .sizes
+            .iter()
+            .map(|(n, size)| size.saturating_sub(held(n)))
+            .sum();
+        let records: u64 = self.live.values().map(|h| h.bytes).sum();
+        if left <= slack.max(records) {
+            return None;
+        }
+        self.sizes
+            .iter()
+            .filter(|(n, size)| !skip.contains(n) && 2 * held(n) <= **size)
+            .min_by_key(|(n, _)| held(n))
+            .map(|(n, _)| *n)
+    }
+
+    /// How many records segment `number` holds.
+    pub fn held(&self, number: u32) -> u64 {
+        self.live.get(&number).map_or(0, |h| h.records)
     }
 
     /// The database directory was renamed to `db_dir` (moved aside): read from there.
@@ -415,7 +499,9 @@ impl Segments {
                 file,
                 end: 0,
             }) {
-                if !self.live.contains_key(&old.number) {
+                if self.live.contains_key(&old.number) {
+                    self.sizes.insert(old.number, old.end);
+                } else {
                     self.empty.insert(old.number);
                 }
             }
@@ -429,19 +515,21 @@ impl Segments {
 
     /// A pointer into segment `p` is now in sled.
     pub fn added(&mut self, p: Pointer) {
-        *self.live.entry(p.segment).or_default() += 1;
+        self.live.entry(p.segment).or_default().add(p);
     }
 
     /// A pointer into `p` left sled. A pointer stored in its place is [`Segments::added`]
     /// first: the segment it points into may be the current one, which a drained store
     /// retires.
     pub fn removed(&mut self, p: Pointer) {
-        let Some(n) = self.live.get_mut(&p.segment) else {
+        let Some(held) = self.live.get_mut(&p.segment) else {
             return;
         };
-        *n -= 1;
-        if *n == 0 {
+        held.records -= 1;
+        held.bytes = held.bytes.saturating_sub(HEADER as u64 + u64::from(p.len));
+        if held.records == 0 {
             self.live.remove(&p.segment);
+            self.sizes.remove(&p.segment);
             if self.current.as_ref().is_none_or(|c| c.number != p.segment) {
                 self.empty.insert(p.segment);
             }
@@ -463,6 +551,7 @@ impl Segments {
             self.empty.insert(c.number);
         }
         let live = std::mem::take(&mut self.live);
+        self.sizes.clear();
         self.empty.extend(live.into_keys());
     }
 
@@ -583,24 +672,5 @@ mod tests {
         );
         assert_eq!(order(&[3, 5, 3 << 30]), vec![3 << 30, 3, 5]);
         assert_eq!(order(&[3, 5, 1 << 30]), vec![3, 5, 1 << 30]);
-    }
-}
-
-#[cfg(test)]
-mod left_over {
-    /// A segment the last run appended to and never synced (it stopped before its flush) is
-    /// among what this run's first flush syncs, with the directory: that flush writes a mark
-    /// covering its records, and the ledger acknowledges their redeliveries after it.
-    #[test]
-    fn the_last_runs_newest_segment_is_synced_by_the_first_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = super::Segments::open(dir.path(), Default::default()).unwrap();
-        let p = s.append(1, b"body").unwrap();
-        drop(s); // the process stops before a flush
-        let live = [(p.segment, 1u64)].into_iter().collect();
-        let mut s = super::Segments::open(dir.path(), live).unwrap();
-        let sync = s.take_unsynced();
-        assert!(sync.files.iter().any(|(n, _)| *n == p.segment));
-        assert!(sync.dir.is_some());
     }
 }

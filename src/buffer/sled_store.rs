@@ -33,10 +33,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::compact::Compaction;
 use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::lock::BufferLock;
 use super::mark::Mark;
-use super::segments::{Pointer, ReadError, SegmentSync, Segments};
+use super::segments::{Held, Pointer, ReadError, SegmentSync, Segments};
 use super::{BufferError, StateEntry, Store};
 
 const DB_DIR: &str = "sled";
@@ -77,6 +78,8 @@ pub struct SledStore {
     segments: Segments,
     /// Empty segments the running flush makes deletable (see [`Segments::deletable`]).
     retiring: BTreeSet<u32>,
+    /// Records copied out of sparse segments (see [`super::compact`]).
+    compaction: Compaction,
     dead: sled::Tree,
     meta: sled::Tree,
     /// State kept with the records (see [`Store::state_set`]).
@@ -311,13 +314,17 @@ impl SledStore {
     /// acknowledged; a power cut can leave such a record's pointer durable (sled writes its
     /// log as it fills) without its body. Those whose body cannot be read are removed here,
     /// with a warning, instead of being counted as damaged: nothing was lost, their sources
-    /// send them again.
+    /// send them again. Those whose body reads whole (a crash or a kill left it in the page
+    /// cache) are kept, and their redeliveries acknowledged once the next flush is done: it
+    /// syncs every segment that holds one (they can span several) before its mark covers
+    /// them.
     fn drop_torn_unflushed(&mut self, flushed: Option<u64>) -> Result<(), BufferError> {
         let mut after = flushed;
+        let mut kept = BTreeMap::<u32, Vec<u64>>::new();
         loop {
             let batch = scan_tree(&self.records, after, 256)?;
             let Some((last, _)) = batch.last() else {
-                return Ok(());
+                break;
             };
             after = Some(*last);
             for (seq, pointer) in batch {
@@ -327,9 +334,26 @@ impl SledStore {
                          the power stopped ({why}): dropped, never acknowledged"
                     );
                     self.remove(seq)?;
+                } else if let Some(p) = Pointer::from_bytes(&pointer) {
+                    kept.entry(p.segment).or_default().push(seq);
                 }
             }
         }
+        for (number, seqs) in kept {
+            // Not syncable, not kept: acknowledged without its segment synced, a record could
+            // be lost to the next power cut.
+            if let Err(e) = self.segments.sync_with_next_flush(number) {
+                log::warn!(
+                    "buffer: segment {number} cannot be opened to sync it ({e}): its {} record(s) \
+                     written after the last flush are dropped, never acknowledged",
+                    seqs.len()
+                );
+                for seq in seqs {
+                    self.remove(seq)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The tree an earlier release kept the records' bodies in, if the database has one.
@@ -401,13 +425,13 @@ impl SledStore {
         let meta = db.open_tree("meta")?;
         let state = db.open_tree("state")?;
         let (mut count, mut bytes) = (0, 0);
-        let mut live = BTreeMap::new();
+        let mut live = BTreeMap::<u32, Held>::new();
         for item in records.iter() {
             let (_, v) = item?;
             count += 1;
             if let Some(p) = Pointer::from_bytes(&v) {
                 bytes += u64::from(p.len);
-                *live.entry(p.segment).or_default() += 1;
+                live.entry(p.segment).or_default().add(p);
             }
         }
         let io = |e: std::io::Error| sled::Error::Io(e);
@@ -422,6 +446,7 @@ impl SledStore {
             records,
             segments,
             retiring: BTreeSet::new(),
+            compaction: Compaction::default(),
             dead,
             meta,
             state,
@@ -491,6 +516,7 @@ impl SledStore {
             BufferError::Storage(format!("{}: listing sled's blobs: {e}", self.dir.display()))
         })?;
         self.changed = false;
+        self.compaction.prepared();
         self.retiring = self.segments.deletable();
         Ok(Some(SyncJob {
             db: self.db.clone(),
@@ -513,6 +539,16 @@ impl SledStore {
         } else {
             self.segments.keep(retiring);
         }
+        // Housekeeping: a failure leaves the records where they are, and is tried again.
+        match self
+            .compaction
+            .flushed(outcome.is_ok(), &mut self.segments, &self.records)
+        {
+            Ok(0) => {}
+            Ok(n) => log::debug!("buffer: compacting: {n} record(s) copied"),
+            Err(e) => log::warn!("buffer: {e}"),
+        }
+        self.changed |= self.compaction.wants_flush();
         match outcome {
             Ok(syncs) => Ok(syncs + std::mem::take(&mut self.unreported_syncs)),
             Err(BufferError::SyncFailed(why)) => {
@@ -637,7 +673,11 @@ impl SledStore {
         fresh.lock = self.lock.take();
         // No sequence number up to `flushed` is handed out again, whichever flush is last.
         fresh.highest = fresh.highest.max(Some(flushed));
-        let (mut kept, mut unreadable, mut written) = (0u64, 0u64, 0u64);
+        let (mut kept, mut written) = (0u64, 0u64);
+        // Records whose pointers name no body: compaction may have copied it to a segment
+        // after the pointer sled went back to (its original deleted), so they are looked
+        // for in the segments too.
+        let mut unreadable = BTreeSet::new();
         // A flush every batch bounds the segments' open files.
         let mut carry = |fresh: &mut SledStore, seq: u64, body: Vec<u8>| {
             fresh.insert(seq, body)?;
@@ -658,7 +698,9 @@ impl SledStore {
                     carry(&mut fresh, seq, body)?;
                     kept += 1;
                 }
-                Err(_) => unreadable += 1,
+                Err(_) => {
+                    unreadable.insert(seq);
+                }
             }
         }
         // A database an earlier release wrote: its records are in the old tree.
@@ -712,9 +754,10 @@ impl SledStore {
                         // earlier release wrote, or a segment the open could not read
                         // (`highest_appended`). The copy written last is the one handed
                         // out again, acknowledged: it takes the place of any carried before.
-                        if lost(seq) && !named(seq) && super::decode(&body).is_ok() {
+                        let wanted = lost(seq) && !named(seq) || unreadable.contains(&seq);
+                        if wanted && super::decode(&body).is_ok() {
                             carry(&mut fresh, seq, body)?;
-                            if found.insert(seq) {
+                            if unreadable.remove(&seq) || found.insert(seq) {
                                 kept += 1;
                             }
                         }
@@ -737,10 +780,11 @@ impl SledStore {
         let range = stored.map_or(flushed.saturating_add(1), |s| flushed - s);
         log::error!(
             "buffer: salvage done: carried {kept} record(s) and {dead} dead letter(s) into a fresh \
-             database; {unreadable} record(s) had no readable body and are gone; of the {range} \
+             database; {} record(s) had no readable body and are gone; of the {range} \
              sequence number(s) past the mark the database still held, {} had a body in the \
              segments and were carried, the others were delivered before or are gone. The \
              database is kept at {} for inspection",
+            unreadable.len(),
             found.len(),
             aside.display()
         );
@@ -1096,6 +1140,10 @@ impl Store for SledStore {
         (self.count, self.bytes)
     }
 
+    fn wants_flush(&self) -> bool {
+        self.compaction.wants_flush()
+    }
+
     /// Never below a number handed out before, so sequence numbers are not reused even
     /// after the buffer drained.
     fn last_seq(&self) -> Option<u64> {
@@ -1192,6 +1240,7 @@ impl Store for SledStore {
     fn purge(&mut self) -> Result<u64, BufferError> {
         let n = self.count;
         self.records.clear().map_err(err)?;
+        self.compaction.clear();
         self.segments.clear();
         self.changed = true;
         self.count = 0;
@@ -1517,18 +1566,23 @@ mod tests {
         assert_eq!(seqs(&s, None), vec![0, 1, 8]);
     }
 
+    /// A store at `dir` with `flushed` records of 100 bytes flushed, then `(n, len)` written
+    /// and not flushed before the process stopped; the segment files it had.
+    fn written_after_a_flush(dir: &Path, flushed: u64, (n, len): (u64, usize)) -> Vec<u32> {
+        let mut s = SledStore::open(dir).unwrap();
+        fill(&mut s, 0, flushed, 100);
+        s.flush().unwrap();
+        fill(&mut s, flushed, n, len);
+        s.segments.files()
+    }
+
     /// A record no flush covered can come back after a power cut as a pointer without its
     /// body (sled writes its log as it fills): dropped at open, not a damaged record. One
     /// that is whole stays.
     #[test]
     fn unflushed_records_without_a_body_are_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill(&mut s, 0, 3, 100);
-            s.flush().unwrap();
-            fill(&mut s, 3, 3, 100);
-        }
+        written_after_a_flush(dir.path(), 3, (3, 100));
         // The bodies of #4 and #5 never reached the disk.
         let seg = dir.path().join(DB_DIR).join("values").join("00000001.seg");
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
@@ -1537,6 +1591,132 @@ mod tests {
         assert_eq!(seqs(&s, None), vec![0, 1, 2, 3]);
         assert_eq!(s.usage(), (4, 400));
         assert_eq!(s.last_seq(), Some(5), "sequence numbers are not reused");
+    }
+
+    /// Records a crash left above the mark in two segments (appends moved on to a new one
+    /// after 1 MiB) are kept when their bodies read whole, and the first flush, whose mark
+    /// covers them, syncs both segments, not only the newest.
+    #[test]
+    fn records_kept_above_the_mark_are_synced_in_every_segment_they_are_in() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            written_after_a_flush(dir.path(), 1, (5, QUARTER)),
+            vec![1, 2]
+        );
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), vec![0, 1, 2, 3, 4, 5]);
+        let job = s.prepare_flush().unwrap().expect("a mark to write");
+        assert_eq!(job.mark, Some(5));
+        assert_eq!(job.values.numbers(), vec![1, 2]);
+    }
+
+    /// The segment record `seq`'s pointer names.
+    fn segment_of(s: &SledStore, seq: u64) -> u32 {
+        let v = s.records.get(seq.to_be_bytes()).unwrap().unwrap();
+        Pointer::from_bytes(&v).unwrap().segment
+    }
+
+    /// Flushes (the removals made durable, which may start compaction) until compaction
+    /// has nothing left to do; the number of flushes.
+    fn compact(s: &mut SledStore) -> usize {
+        s.flush().unwrap();
+        let mut flushes = 1;
+        while s.wants_flush() {
+            s.flush().unwrap();
+            flushes += 1;
+            assert!(flushes < 1000, "compaction does not end");
+        }
+        flushes
+    }
+
+    /// One record in ten stays (its recType parked) while the others are delivered: the
+    /// segments would hold every record written; compaction copies the few left in each
+    /// segment and the emptied segments go, so the disk holds about what the records take,
+    /// and every record that stays reads back whole, before and after a reopen.
+    #[test]
+    fn records_that_stay_are_compacted_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |seq: u64| -> Vec<u8> { (0..10_000).map(|i| (i as u64 ^ seq) as u8).collect() };
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill_with(&mut s, 0..3000, body);
+        s.flush().unwrap();
+        let kept: Vec<u64> = (0..3000).filter(|seq| seq % 10 == 0).collect();
+        for seq in (0..3000).filter(|seq| seq % 10 != 0) {
+            s.remove(seq).unwrap();
+        }
+        let written = s.segments.size_on_disk().unwrap();
+        assert!(written > 30_000_000, "{written}");
+        assert!(compact(&mut s) > 10);
+        let live = kept.len() as u64 * (10_000 + 12);
+        let left = s.segments.size_on_disk().unwrap();
+        assert!(
+            left <= live + super::super::compact::SLACK + super::super::segments::SEGMENT_SIZE,
+            "{left} bytes of segments for {live} of records"
+        );
+        let check = |s: &SledStore| {
+            let found = s.scan(None, 10_000).unwrap();
+            assert_eq!(found.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), kept);
+            for (seq, got) in found {
+                assert!(got == body(seq), "#{seq} read back other bytes");
+            }
+            assert_eq!(s.usage(), (300, 300 * 10_000));
+        };
+        check(&s);
+        drop(s);
+        let mut s = SledStore::open(dir.path()).unwrap();
+        check(&s);
+        drain(&mut s, &kept);
+    }
+
+    /// Delivers `seqs`, the last records: drained, the copies go as the originals did.
+    fn drain(s: &mut SledStore, seqs: &[u64]) {
+        for seq in seqs {
+            s.remove(*seq).unwrap();
+        }
+        s.flush().unwrap();
+        assert!(s.segments.files().is_empty(), "{:?}", s.segments.files());
+    }
+
+    /// The steps, in order: copies made; pointers swapped only once a flush synced the
+    /// copies; the original segment deleted only by the flush after that, which makes the
+    /// swapped pointers durable. A record that leaves while its copy waits is not swapped,
+    /// and its copy holds no segment.
+    #[test]
+    fn compaction_swaps_pointers_after_the_copies_sync_and_deletes_after_the_swap_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        // Eight segments of four records; the first record of each stays.
+        fill(&mut s, 0, 32, QUARTER);
+        s.flush().unwrap();
+        for seq in (0..32).filter(|seq| seq % 4 != 0) {
+            s.remove(seq).unwrap();
+        }
+        let before: Vec<u32> = s.segments.files();
+        assert_eq!(before.len(), 8, "{before:?}");
+        // This flush makes the removals durable, then copies #0 out of the first segment.
+        s.flush().unwrap();
+        assert!(s.wants_flush());
+        assert_eq!(
+            segment_of(&s, 0),
+            before[0],
+            "swapped before the copy was synced"
+        );
+        // This one syncs the copy; then #0 is swapped and #4 copied.
+        s.flush().unwrap();
+        assert_ne!(segment_of(&s, 0), before[0], "synced copy not swapped in");
+        assert!(
+            s.segments.files().contains(&before[0]),
+            "the original went before the swap was durable"
+        );
+        // #4 is delivered while its copy waits: it must not come back.
+        s.remove(4).unwrap();
+        s.flush().unwrap();
+        assert!(!s.segments.files().contains(&before[0]));
+        assert_eq!(seqs(&s, Some(3)).first(), Some(&8));
+        compact(&mut s);
+        let stay = [0, 8, 12, 16, 20, 24, 28];
+        assert_eq!(seqs(&s, None), stay);
+        drain(&mut s, &stay);
     }
 
     /// An entry whose header names another record (a pointer into a reused place) is not
@@ -2119,6 +2299,38 @@ mod tests {
             assert_eq!(b, body(seq), "#{seq}");
         }
         assert_eq!(s.last_seq(), Some(9));
+    }
+
+    /// sled lost flushed writes and went back to a pointer compaction had swapped away
+    /// from (its segment deleted since): the salvage finds the record's copy in the
+    /// segments.
+    #[test]
+    fn a_salvage_finds_a_compacted_record_whose_pointer_sled_took_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |seq: u64| super::super::encode(&record(seq, QUARTER));
+        let stay: Vec<u64> = (0..32).step_by(4).collect();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..32, body);
+            s.flush().unwrap();
+            let original = s.records.get(0u64.to_be_bytes()).unwrap().unwrap();
+            for seq in (0..32).filter(|seq| seq % 4 != 0) {
+                s.remove(seq).unwrap();
+            }
+            compact(&mut s);
+            let first = Pointer::from_bytes(&original).unwrap().segment;
+            assert!(!s.segments.files().contains(&first), "#0 not moved");
+            s.records.insert(0u64.to_be_bytes(), original).unwrap();
+            s.meta.insert(MARK_KEY, &1u64.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 1);
+        // Delivered records past the mark sled kept come back too (duplicates).
+        let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
+        for seq in stay {
+            assert!(all.get(&seq) == Some(&body(seq)), "#{seq} lost");
+        }
     }
 
     /// A record appended whose pointer a crash kept from sled had its number handed out

@@ -1,0 +1,157 @@
+//! Compaction of the segments: a segment goes only once every record in it has left, so a
+//! recType parked for long (its hub missing) while the others flow through the buffer
+//! would keep every segment written since, many times what `max_bytes` counts. Compaction
+//! copies the records left in the sparsest segment ([`Segments::sparsest`]) to the segment
+//! being appended to and points sled at the copies; the emptied segment then goes like a
+//! drained one.
+//!
+//! The records moved were acknowledged long ago, so at no moment may a power cut leave a
+//! durable pointer to a body that is not on the disk:
+//! 1. the bodies are copied (appended, not synced);
+//! 2. the next flush syncs the copies' segment (it is prepared after the copies);
+//! 3. once it succeeded, each record's pointer is swapped to its copy, only if it still
+//!    names the original (the record may have left meanwhile);
+//! 4. the original segment, emptied, is deleted after the flush after that, which makes
+//!    the swapped pointers durable ([`Segments::deletable`]).
+//!
+//! sled may write its log to disk at any time after step 3 (its buffers fill), which is
+//! why the swap waits for the copies' sync; until step 4 the original stays, so either
+//! pointer a power cut leaves reads the same body. A failed flush drops the copies (the
+//! pointers still name the originals); a later round copies again.
+
+use std::collections::BTreeSet;
+
+use super::segments::{read_entry, Pointer, Segments};
+use super::BufferError;
+
+/// Bytes of records that left that the closed segments may hold before compaction starts
+/// (besides as much as the records still held take): a few segments, so that a backlog
+/// drained in order, whose oldest segment alone holds records that left, never starts it.
+pub const SLACK: u64 = 4 << 20;
+
+/// A record's body copied to another segment.
+#[derive(Clone, Copy, Debug)]
+struct Move {
+    seq: u64,
+    from: Pointer,
+    to: Pointer,
+}
+
+#[derive(Default)]
+pub struct Compaction {
+    /// Copied since the last flush was prepared.
+    copied: Vec<Move>,
+    /// Copied before the running flush was prepared: swapped in once it succeeded.
+    syncing: Vec<Move>,
+    /// Pointers were swapped since the last flush was prepared: the next one makes them
+    /// durable and deletes the segments they emptied.
+    swapped: bool,
+    /// Segments a round could not empty (an entry that is not there whole, which the drain
+    /// reports as damage): not tried again in this run.
+    stuck: BTreeSet<u32>,
+}
+
+impl Compaction {
+    /// Something waits for a flush: copies to sync, or swapped pointers to make durable.
+    pub fn wants_flush(&self) -> bool {
+        !self.copied.is_empty() || !self.syncing.is_empty() || self.swapped
+    }
+
+    /// A flush is prepared: it syncs the copies made so far.
+    pub fn prepared(&mut self) {
+        self.syncing.append(&mut self.copied);
+        self.swapped = false;
+    }
+
+    /// The running flush is done: if it succeeded, swap the pointers of the copies it synced
+    /// (each only if it still names the original); if not, drop those copies. Then, with
+    /// nothing in progress, start the next round: copy the records of the sparsest segment,
+    /// if one is due. Returns the number of records copied, which the next flush syncs.
+    pub fn flushed(
+        &mut self,
+        ok: bool,
+        segments: &mut Segments,
+        records: &sled::Tree,
+    ) -> Result<usize, BufferError> {
+        let mut failed = None;
+        for m in std::mem::take(&mut self.syncing) {
+            let swapped = ok
+                && failed.is_none()
+                && match records.compare_and_swap(
+                    m.seq.to_be_bytes(),
+                    Some(&m.from.to_bytes()[..]),
+                    Some(&m.to.to_bytes()[..]),
+                ) {
+                    Ok(named) => named.is_ok(),
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                };
+            // The copy counted first: were the original the segment's last record, the
+            // segment being appended to could otherwise be retired as drained.
+            if swapped {
+                segments.removed(m.from);
+                self.swapped = true;
+            } else {
+                segments.removed(m.to);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(BufferError::Storage(format!(
+                "compaction: pointing records at their copies: {e}"
+            )));
+        }
+        if !ok || !self.copied.is_empty() {
+            return Ok(0);
+        }
+        self.copy(segments, records)
+    }
+
+    /// Copy the records still in the sparsest segment, if one is due.
+    fn copy(
+        &mut self,
+        segments: &mut Segments,
+        records: &sled::Tree,
+    ) -> Result<usize, BufferError> {
+        let Some(number) = segments.sparsest(SLACK, &self.stuck) else {
+            return Ok(0);
+        };
+        let storage = |what: &str, e: &dyn std::fmt::Display| {
+            BufferError::Storage(format!("compacting segment {number}: {what}: {e}"))
+        };
+        let (file, headers) = segments
+            .headers(number)
+            .map_err(|e| storage("reading it", &e))?;
+        for (seq, at) in headers {
+            let named = records
+                .get(seq.to_be_bytes())
+                .map_err(|e| storage("sled", &e))?;
+            if named.as_deref() != Some(&at.to_bytes()[..]) {
+                continue;
+            }
+            let value = read_entry(&file, seq, at).map_err(|e| storage("reading", &e))?;
+            let to = segments
+                .append(seq, &value)
+                .map_err(|e| storage("appending", &e))?;
+            segments.added(to);
+            self.copied.push(Move { seq, from: at, to });
+        }
+        let copied = self.copied.len();
+        if (copied as u64) < segments.held(number) {
+            log::warn!(
+                "buffer: segment {number} holds {} record(s) whose entries cannot be read whole: \
+                 it stays until they leave",
+                segments.held(number) - copied as u64
+            );
+            self.stuck.insert(number);
+        }
+        Ok(copied)
+    }
+
+    /// Every record left (a purge): the copies name nothing.
+    pub fn clear(&mut self) {
+        self.copied.clear();
+        self.syncing.clear();
+    }
+}
