@@ -47,7 +47,7 @@ pub struct Compaction {
     /// durable and deletes the segments they emptied.
     swapped: bool,
     /// Segments a round could not empty (an entry that is not there whole, which the drain
-    /// reports as damage): not tried again in this run.
+    /// reports as damage, or one that could not be read): not tried again in this run.
     stuck: BTreeSet<u32>,
 }
 
@@ -67,9 +67,11 @@ impl Compaction {
     /// (each only if it still names the original); if not, drop those copies. Then, with
     /// nothing in progress, start the next round: copy the records of the sparsest segment,
     /// if one is due. Returns the number of records copied, which the next flush syncs.
+    /// `room` says whether the disk has room for a round's copies (at most half a segment).
     pub fn flushed(
         &mut self,
         ok: bool,
+        room: impl FnOnce() -> bool,
         segments: &mut Segments,
         records: &sled::Tree,
     ) -> Result<usize, BufferError> {
@@ -105,18 +107,31 @@ impl Compaction {
         if !ok || !self.copied.is_empty() {
             return Ok(0);
         }
-        self.copy(segments, records)
+        if segments.sparsest(SLACK, &self.stuck).is_none() || !room() {
+            return Ok(0);
+        }
+        // A segment a round failed on is not tried again in this run (the same failure at
+        // every flush would keep the others from being compacted), and the next one is
+        // tried at once. What was copied before a failure is swapped in as usual.
+        while let Some(number) = segments.sparsest(SLACK, &self.stuck) {
+            if let Err(e) = self.copy(number, segments, records) {
+                log::warn!("buffer: {e}; that segment is left as it is");
+                self.stuck.insert(number);
+            }
+            if !self.copied.is_empty() {
+                break;
+            }
+        }
+        Ok(self.copied.len())
     }
 
-    /// Copy the records still in the sparsest segment, if one is due.
+    /// Copy the records still in segment `number`.
     fn copy(
         &mut self,
+        number: u32,
         segments: &mut Segments,
         records: &sled::Tree,
     ) -> Result<usize, BufferError> {
-        let Some(number) = segments.sparsest(SLACK, &self.stuck) else {
-            return Ok(0);
-        };
         let storage = |what: &str, e: &dyn std::fmt::Display| {
             BufferError::Storage(format!("compacting segment {number}: {what}: {e}"))
         };

@@ -112,6 +112,9 @@ pub trait Store: Send {
     fn wants_flush(&self) -> bool {
         false
     }
+    /// Leave this much free on the disk: housekeeping that writes (compaction) waits while
+    /// there is less.
+    fn keep_free(&mut self, _bytes: u64) {}
     fn last_seq(&self) -> Option<u64>;
     /// Keep a record the sink rejected for good (or a message hubgate gave up on), out of the
     /// send path.
@@ -246,7 +249,8 @@ pub struct Buffer {
 }
 
 impl Buffer {
-    pub fn new(store: Box<dyn Store>, cfg: &BufferConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(mut store: Box<dyn Store>, cfg: &BufferConfig, metrics: Arc<Metrics>) -> Self {
+        store.keep_free(cfg.min_free);
         let mut b = Buffer {
             dead: store.dead_letters(),
             store,

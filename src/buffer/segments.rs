@@ -98,6 +98,8 @@ pub struct Segments {
     /// Numbers of the segment files no pointer named at open, deleted by
     /// [`Segments::remove_orphans`].
     orphans: Vec<u32>,
+    /// Numbers pointers named at open whose files were not there.
+    missing: BTreeSet<u32>,
 }
 
 /// The records a segment holds (pointers in sled name them), and the bytes their entries
@@ -283,6 +285,11 @@ impl Segments {
         // its record, so an old file that a power cut brings back under that number is not
         // read as the new one's records.
         let next = live.keys().next_back().map_or(1, |h| h.saturating_add(1));
+        let missing = live
+            .keys()
+            .filter(|n| !sizes.contains_key(n))
+            .copied()
+            .collect();
         Ok(Segments {
             dir,
             current: None,
@@ -294,7 +301,32 @@ impl Segments {
             empty: BTreeSet::new(),
             reading: Mutex::new(None),
             orphans,
+            missing,
         })
+    }
+
+    /// The segments pointers named at open whose files were not there.
+    pub fn missing(&self) -> &BTreeSet<u32> {
+        &self.missing
+    }
+
+    /// Every segment that holds records.
+    pub fn holding(&self) -> Vec<u32> {
+        self.live.keys().copied().collect()
+    }
+
+    /// A record's pointer moved from `from`, into a segment that is gone, to `to`, an entry
+    /// of the record found at open in a segment that is there (one no pointer named
+    /// included: it stays).
+    pub fn relinked(&mut self, from: Pointer, to: Pointer) -> io::Result<()> {
+        if self.orphans.contains(&to.segment) {
+            let size = std::fs::metadata(self.path(to.segment))?.len();
+            self.orphans.retain(|n| *n != to.segment);
+            self.sizes.insert(to.segment, size);
+        }
+        self.added(to);
+        self.removed(from);
+        Ok(())
     }
 
     /// Segment `number` holds a record the last run wrote after its last flush (it crashed
@@ -481,7 +513,7 @@ impl Segments {
         for _ in 0..NUMBER_TRIES {
             let number = self.next;
             self.next = number.checked_add(1).unwrap_or(1);
-            if self.live.contains_key(&number) {
+            if self.live.contains_key(&number) || self.empty.contains(&number) {
                 continue;
             }
             let file = match OpenOptions::new()
@@ -494,6 +526,8 @@ impl Segments {
                 file => file?,
             };
             self.created = true;
+            // A number whose file was gone at open is this file's from now on.
+            self.missing.remove(&number);
             if let Some(old) = self.current.replace(Current {
                 number,
                 file,
@@ -530,7 +564,10 @@ impl Segments {
         if held.records == 0 {
             self.live.remove(&p.segment);
             self.sizes.remove(&p.segment);
-            if self.current.as_ref().is_none_or(|c| c.number != p.segment) {
+            // A file that is gone is not deleted: its number, free, may name a new segment
+            // before the deletion would run.
+            let gone = self.missing.contains(&p.segment);
+            if !gone && self.current.as_ref().is_none_or(|c| c.number != p.segment) {
                 self.empty.insert(p.segment);
             }
             if self.live.is_empty() {
@@ -552,7 +589,9 @@ impl Segments {
         }
         let live = std::mem::take(&mut self.live);
         self.sizes.clear();
-        self.empty.extend(live.into_keys());
+        let gone = &self.missing;
+        self.empty
+            .extend(live.into_keys().filter(|n| !gone.contains(n)));
     }
 
     /// The body `p` points at; [`ReadError::Damaged`] when its entry is not there whole or

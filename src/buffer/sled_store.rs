@@ -37,7 +37,7 @@ use super::compact::Compaction;
 use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::lock::BufferLock;
 use super::mark::Mark;
-use super::segments::{Held, Pointer, ReadError, SegmentSync, Segments};
+use super::segments::{read_entry, Held, Pointer, ReadError, SegmentSync, Segments};
 use super::{BufferError, StateEntry, Store};
 
 const DB_DIR: &str = "sled";
@@ -80,6 +80,8 @@ pub struct SledStore {
     retiring: BTreeSet<u32>,
     /// Records copied out of sparse segments (see [`super::compact`]).
     compaction: Compaction,
+    /// Free space compaction leaves on the disk (see [`Store::keep_free`]).
+    keep_free: u64,
     dead: sled::Tree,
     meta: sled::Tree,
     /// State kept with the records (see [`Store::state_set`]).
@@ -246,14 +248,28 @@ impl SledStore {
         match (store.stored_mark(), store.marked()) {
             // The salvage carries an old layout's records too.
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
-                store.salvage(stored, flushed)
+                let ends = stored.map_or("nothing".to_string(), |s| format!("#{s}"));
+                let why = format!("it ends at {ends}, hubgate had flushed up to #{flushed}");
+                store.salvage(stored, flushed, &why)
             }
             (_, flushed) => {
                 // Before the segments no pointer names go: they may hold the numbers.
                 store.highest = store.highest.max(store.highest_appended());
+                // Before the segments no pointer names go: they may hold the copies.
+                if let Err(e) = store.relink(flushed) {
+                    log::error!("buffer: looking for records in segments that are gone: {e}");
+                }
                 store.segments.remove_orphans();
                 if let Err(e) = store.drop_torn_unflushed(flushed) {
                     log::error!("buffer: checking the records written after the last flush: {e}");
+                    // Those not checked may sit in any segment: the first flush syncs all.
+                    for number in store.segments.holding() {
+                        if let Err(e) = store.segments.sync_with_next_flush(number) {
+                            log::error!(
+                                "buffer: segment {number} cannot be opened to sync it: {e}"
+                            );
+                        }
+                    }
                 }
                 // Fatal: records left in the old tree would be neither counted nor
                 // delivered in this run. Every batch moved is durable, so the next start
@@ -447,6 +463,7 @@ impl SledStore {
             segments,
             retiring: BTreeSet::new(),
             compaction: Compaction::default(),
+            keep_free: 0,
             dead,
             meta,
             state,
@@ -474,6 +491,69 @@ impl SledStore {
             .max()
             .flatten();
         Ok(store)
+    }
+
+    /// Records at or below the mark `flushed` (acknowledged) whose pointers name a segment
+    /// that is gone are pointed at an entry of theirs in the segments that are there (the
+    /// one written last), when one reads whole. A flush that only moved records
+    /// (compaction) writes no mark, so sled losing it goes unseen by the marks: its pointers
+    /// go back to originals whose segments were deleted since, and the copies are in a
+    /// segment no pointer names any more. Any other such record is damage; the drain counts
+    /// it.
+    fn relink(&mut self, flushed: Option<u64>) -> Result<(), BufferError> {
+        let (Some(flushed), missing) = (flushed, self.segments.missing().clone()) else {
+            return Ok(());
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut gone = BTreeMap::new();
+        for item in self.records.range(..=flushed.to_be_bytes()) {
+            let (k, v) = item.map_err(err)?;
+            match (seq_of(&k), Pointer::from_bytes(&v)) {
+                (Some(seq), Some(p)) if missing.contains(&p.segment) => {
+                    gone.insert(seq, p);
+                }
+                _ => {}
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut found = BTreeMap::new();
+        let numbers = self.segments.numbers_as_written().map_err(|e| {
+            BufferError::Storage(format!("{}: listing the segments: {e}", self.dir.display()))
+        })?;
+        for number in numbers {
+            let Ok((file, headers)) = self.segments.headers(number) else {
+                continue;
+            };
+            for (seq, at) in headers {
+                if gone.contains_key(&seq) && read_entry(&file, seq, at).is_ok() {
+                    found.insert(seq, at);
+                }
+            }
+        }
+        for (&seq, &to) in &found {
+            self.records
+                .insert(seq.to_be_bytes(), &to.to_bytes())
+                .map_err(err)?;
+            self.segments.relinked(gone[&seq], to).map_err(|e| {
+                BufferError::Storage(format!(
+                    "{}: segment {}: {e}",
+                    self.dir.display(),
+                    to.segment
+                ))
+            })?;
+            self.changed = true;
+        }
+        log::warn!(
+            "buffer: {} acknowledged record(s) named segment files that are gone ({missing:?}); \
+             {} found whole in the other segments (sled lost flushed writes) and kept",
+            gone.len(),
+            found.len()
+        );
+        Ok(())
     }
 
     /// The highest sequence number flushed, as the mark file holds it.
@@ -540,9 +620,11 @@ impl SledStore {
             self.segments.keep(retiring);
         }
         // Housekeeping: a failure leaves the records where they are, and is tried again.
+        let (dir, keep_free) = (&self.dir, self.keep_free);
+        let room = || super::disk::free(dir).is_none_or(|f| f >= keep_free);
         match self
             .compaction
-            .flushed(outcome.is_ok(), &mut self.segments, &self.records)
+            .flushed(outcome.is_ok(), room, &mut self.segments, &self.records)
         {
             Ok(0) => {}
             Ok(n) => log::debug!("buffer: compacting: {n} record(s) copied"),
@@ -656,16 +738,19 @@ impl SledStore {
     /// The database lost writes that had been flushed: keep it aside for inspection, carry
     /// what it still holds into a fresh one, and say so loudly. It runs before READY=1:
     /// each batch carried and each segment read tells systemd the start goes on.
-    fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
+    fn salvage(
+        mut self,
+        stored: Option<u64>,
+        flushed: u64,
+        why: &str,
+    ) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
         // Before the work: a salvage cut short (killed, failed) leaves the records not yet
         // carried only in the database moved aside, and this line says where.
         log::error!(
-            "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed \
-             up to #{flushed}): the file was truncated or damaged. It was moved to {}; carrying \
-             what it still holds into a fresh database",
+            "buffer database {} lost writes it had flushed ({why}): the file was truncated or \
+             damaged. It was moved to {}; carrying what it still holds into a fresh database",
             self.dir.display(),
-            stored.map_or("nothing".to_string(), |s| s.to_string()),
             aside.display()
         );
         self.segments.moved_to(&aside);
@@ -729,7 +814,7 @@ impl SledStore {
                     .as_ref()
                     .is_some_and(|t| t.contains_key(key).unwrap_or(false))
         };
-        let mut found = BTreeSet::new();
+        let (mut found, mut recovered) = (BTreeSet::new(), BTreeSet::new());
         match self.segments.numbers_as_written() {
             Ok(numbers) => {
                 for (i, &number) in numbers.iter().enumerate() {
@@ -754,10 +839,15 @@ impl SledStore {
                         // earlier release wrote, or a segment the open could not read
                         // (`highest_appended`). The copy written last is the one handed
                         // out again, acknowledged: it takes the place of any carried before.
-                        let wanted = lost(seq) && !named(seq) || unreadable.contains(&seq);
-                        if wanted && super::decode(&body).is_ok() {
+                        let copy = unreadable.contains(&seq);
+                        if (copy || lost(seq) && !named(seq)) && super::decode(&body).is_ok() {
                             carry(&mut fresh, seq, body)?;
-                            if unreadable.remove(&seq) || found.insert(seq) {
+                            let first = if copy {
+                                recovered.insert(seq)
+                            } else {
+                                found.insert(seq)
+                            };
+                            if first {
                                 kept += 1;
                             }
                         }
@@ -784,7 +874,7 @@ impl SledStore {
              sequence number(s) past the mark the database still held, {} had a body in the \
              segments and were carried, the others were delivered before or are gone. The \
              database is kept at {} for inspection",
-            unreadable.len(),
+            unreadable.len() - recovered.len(),
             found.len(),
             aside.display()
         );
@@ -1144,6 +1234,10 @@ impl Store for SledStore {
         self.compaction.wants_flush()
     }
 
+    fn keep_free(&mut self, bytes: u64) {
+        self.keep_free = bytes;
+    }
+
     /// Never below a number handed out before, so sequence numbers are not reused even
     /// after the buffer drained.
     fn last_seq(&self) -> Option<u64> {
@@ -1462,9 +1556,8 @@ mod tests {
     }
 
     /// A segment number taken from a damaged or hostile name (`u32::MAX`, or a damaged
-    /// pointer's) does not stop inserts: the files no pointer names go, and numbers wrap
-    /// past the last one, skipping those in use. Names that only parse to a number are not
-    /// segments.
+    /// pointer's) does not stop inserts: the files no pointer names go, and the last number
+    /// is used once free. Names that only parse to a number are not segments.
     #[test]
     fn a_segment_number_at_the_end_does_not_stop_inserts() {
         let dir = tempfile::tempdir().unwrap();
@@ -1481,8 +1574,8 @@ mod tests {
         assert!(values.join("+7.seg").exists());
         s.insert(2, vec![2; 10]).unwrap();
         assert_eq!(s.segments.files(), vec![1, 2]);
-        // A damaged pointer names the last number: the next segment wraps to the first
-        // number not in use.
+        // A damaged pointer names the last number, whose file is not there: the open finds
+        // the record in its segment, and the number, free, names the next segment.
         let mut p =
             Pointer::from_bytes(&s.records.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
         p.segment = u32::MAX;
@@ -1493,13 +1586,13 @@ mod tests {
         let mut s = SledStore::open(dir.path()).unwrap();
         s.insert(3, vec![3; 10]).unwrap();
         s.flush().unwrap();
-        assert_eq!(s.segments.files(), vec![1, 2, 3]);
+        assert_eq!(s.segments.files(), vec![1, 2, u32::MAX]);
         let read = s.scan(None, 10).unwrap();
         assert_eq!(
             read,
             vec![
                 (0, vec![0; 10]),
-                (1, vec![]),
+                (1, vec![1; 10]),
                 (2, vec![2; 10]),
                 (3, vec![3; 10])
             ]
@@ -1616,6 +1709,16 @@ mod tests {
         Pointer::from_bytes(&v).unwrap().segment
     }
 
+    /// Records `0..n`, flushed, of `len` bytes each; then every one but one in four (the
+    /// first of each segment, four records of `QUARTER`) is delivered.
+    fn one_in_four_stays(s: &mut SledStore, n: u64, body: impl Fn(u64) -> Vec<u8>) {
+        fill_with(s, 0..n, body);
+        s.flush().unwrap();
+        for seq in (0..n).filter(|seq| seq % 4 != 0) {
+            s.remove(seq).unwrap();
+        }
+    }
+
     /// Flushes (the removals made durable, which may start compaction) until compaction
     /// has nothing left to do; the number of flushes.
     fn compact(s: &mut SledStore) -> usize {
@@ -1686,11 +1789,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
         // Eight segments of four records; the first record of each stays.
-        fill(&mut s, 0, 32, QUARTER);
-        s.flush().unwrap();
-        for seq in (0..32).filter(|seq| seq % 4 != 0) {
-            s.remove(seq).unwrap();
-        }
+        one_in_four_stays(&mut s, 32, |seq| vec![seq as u8; QUARTER]);
         let before: Vec<u32> = s.segments.files();
         assert_eq!(before.len(), 8, "{before:?}");
         // This flush makes the removals durable, then copies #0 out of the first segment.
@@ -2301,36 +2400,84 @@ mod tests {
         assert_eq!(s.last_seq(), Some(9));
     }
 
-    /// sled lost flushed writes and went back to a pointer compaction had swapped away
-    /// from (its segment deleted since): the salvage finds the record's copy in the
-    /// segments.
-    #[test]
-    fn a_salvage_finds_a_compacted_record_whose_pointer_sled_took_back() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store at `dir` whose records `0..32` were written, one in four stayed and was
+    /// compacted, and whose sled then went back to the pointers before the swaps (the
+    /// originals' segments deleted since), with its stored mark at `stored` if given (sled
+    /// lost a flush that wrote one too). The records that stay, and their bodies.
+    fn compacted_then_taken_back(dir: &Path, stored: Option<u64>) -> BTreeMap<u64, Vec<u8>> {
         let body = |seq: u64| super::super::encode(&record(seq, QUARTER));
-        let stay: Vec<u64> = (0..32).step_by(4).collect();
-        {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..32, body);
-            s.flush().unwrap();
-            let original = s.records.get(0u64.to_be_bytes()).unwrap().unwrap();
-            for seq in (0..32).filter(|seq| seq % 4 != 0) {
-                s.remove(seq).unwrap();
-            }
-            compact(&mut s);
-            let first = Pointer::from_bytes(&original).unwrap().segment;
-            assert!(!s.segments.files().contains(&first), "#0 not moved");
-            s.records.insert(0u64.to_be_bytes(), original).unwrap();
-            s.meta.insert(MARK_KEY, &1u64.to_be_bytes()).unwrap();
-            s.db.flush().unwrap();
+        let mut s = SledStore::open(dir).unwrap();
+        one_in_four_stays(&mut s, 32, body);
+        let stay: BTreeMap<u64, sled::IVec> = (0..32)
+            .step_by(4)
+            .map(|seq: u64| (seq, s.records.get(seq.to_be_bytes()).unwrap().unwrap()))
+            .collect();
+        compact(&mut s);
+        let first = Pointer::from_bytes(&stay[&0]).unwrap().segment;
+        assert!(!s.segments.files().contains(&first), "#0 not moved");
+        assert_eq!(s.stored_mark(), s.marked(), "the swaps wrote no mark");
+        for (seq, original) in &stay {
+            s.records.insert(seq.to_be_bytes(), original).unwrap();
         }
+        if let Some(mark) = stored {
+            s.meta.insert(MARK_KEY, &mark.to_be_bytes()).unwrap();
+        }
+        s.db.flush().unwrap();
+        stay.into_keys().map(|seq| (seq, body(seq))).collect()
+    }
+
+    /// sled lost the flushes that swapped pointers to compaction's copies (they wrote no
+    /// mark: the marks cannot tell) and went back to the originals: the open finds the
+    /// copies, in a segment no pointer names any more, before that segment goes.
+    #[test]
+    fn compacted_records_whose_pointers_sled_took_back_are_found_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let stay = compacted_then_taken_back(dir.path(), None);
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(asides(dir.path()), 0);
+        let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
+        assert!(all == stay, "{:?}", all.keys().collect::<Vec<_>>());
+        drain(&mut s, &stay.into_keys().collect::<Vec<_>>());
+    }
+
+    /// The same when sled also lost a flush that wrote a mark: the salvage finds the copies.
+    #[test]
+    fn a_salvage_finds_compacted_records_whose_pointers_sled_took_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let stay = compacted_then_taken_back(dir.path(), Some(1));
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(asides(dir.path()), 1, "no salvage");
         // Delivered records past the mark sled kept come back too (duplicates).
         let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
-        for seq in stay {
-            assert!(all.get(&seq) == Some(&body(seq)), "#{seq} lost");
+        for (seq, body) in stay {
+            assert!(all.get(&seq) == Some(&body), "#{seq} lost");
         }
+    }
+
+    /// A segment compaction cannot read is not tried again: the others are compacted.
+    #[test]
+    fn a_segment_compaction_cannot_read_does_not_hold_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        one_in_four_stays(&mut s, 40, |seq| vec![seq as u8; QUARTER]);
+        let before = s.segments.files();
+        std::fs::remove_file(s.segments.dir().join(format!("{:08}.seg", before[0]))).unwrap();
+        compact(&mut s);
+        let after = s.segments.files();
+        assert!(after.len() < before.len() - 2, "{before:?} -> {after:?}");
+    }
+
+    /// Below the free space the buffer keeps (`min_free`), compaction copies nothing.
+    #[test]
+    fn compaction_waits_while_the_disk_is_low() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        s.keep_free(u64::MAX);
+        one_in_four_stays(&mut s, 32, |seq| vec![seq as u8; QUARTER]);
+        let before = s.segments.files();
+        compact(&mut s);
+        assert!(!s.wants_flush());
+        assert_eq!(s.segments.files(), before);
     }
 
     /// A record appended whose pointer a crash kept from sled had its number handed out
