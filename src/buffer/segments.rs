@@ -158,14 +158,17 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Whether `e` is a want of a resource (descriptors, memory, kernel buffers) or an
-/// interruption: it says nothing about the data, however long it lasts, so a body failing
-/// with it is never taken for damage (a minute without descriptors would otherwise delete
-/// the buffer).
+/// Whether `e` is a want of a resource (descriptors, memory, kernel buffers), an
+/// interruption or no permission (EACCES, EPERM: an operator's change, undone by one): it
+/// says nothing about the data, however long it lasts, so a body failing with it is never
+/// taken for damage (a minute without descriptors would otherwise delete the buffer).
 fn passes(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::OutOfMemory
+            | io::ErrorKind::PermissionDenied
     ) || matches!(
         e.raw_os_error(),
         Some(
@@ -573,8 +576,8 @@ impl Segments {
 mod tests {
     use std::io::{Error, ErrorKind};
 
-    /// A want of descriptors, memory or buffers, or an interruption, passes; what says
-    /// something about the data (EIO, EISDIR) or the entry being gone does not.
+    /// A want of descriptors, memory or buffers, an interruption or no permission passes;
+    /// what says something about the data (EIO, EISDIR) or the entry being gone does not.
     #[test]
     fn a_want_of_resources_passes_and_an_io_error_does_not() {
         for errno in [
@@ -584,6 +587,8 @@ mod tests {
             libc::ENOBUFS,
             libc::EAGAIN,
             libc::EINTR,
+            libc::EACCES,
+            libc::EPERM,
         ] {
             assert!(
                 super::passes(&Error::from_raw_os_error(errno)),
