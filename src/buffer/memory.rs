@@ -1,8 +1,8 @@
 //! In-memory [`Store`] for tests and for `hubgate decode`-style one-shot use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{BufferError, StateEntry, Store};
 
@@ -22,6 +22,11 @@ pub struct MemoryStore {
     writes_fail: Arc<AtomicBool>,
     /// A pretend disk that refuses removals, likewise.
     removes_fail: Arc<AtomicBool>,
+    /// A pretend disk on which these records' bodies cannot be read, for want of a resource
+    /// (`true`) or not, likewise.
+    unreadable: Arc<Mutex<(BTreeSet<u64>, bool)>>,
+    /// The most bytes of values one scan returned, likewise (tests of what reads hold).
+    most_scanned: Arc<AtomicU64>,
 }
 
 impl MemoryStore {
@@ -54,6 +59,19 @@ impl MemoryStore {
         self.removes_fail.store(fail, Ordering::Relaxed);
     }
 
+    /// The bodies of `seqs` cannot be read ([`BufferError::Unreadable`], `passes` as given)
+    /// until this is called again.
+    pub fn set_unreadable(&self, seqs: impl IntoIterator<Item = u64>, passes: bool) {
+        *self
+            .unreadable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (seqs.into_iter().collect(), passes);
+    }
+
+    pub fn most_scanned(&self) -> u64 {
+        self.most_scanned.load(Ordering::Relaxed)
+    }
+
     fn refuse(&self) -> Result<(), BufferError> {
         Self::refuse_if(&self.writes_fail)
     }
@@ -83,17 +101,41 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
-    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    fn scan_within(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        bytes: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
         let start = after.map_or(0, |a| a.saturating_add(1));
         if after == Some(u64::MAX) {
             return Ok(Vec::new());
         }
-        Ok(self
-            .map
-            .range(start..)
-            .take(limit)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+        let entries: Vec<_> = self.map.range(start..).take(limit).collect();
+        let n = super::within(entries.iter().map(|(_, v)| v.len() as u64), bytes);
+        let unreadable = self
+            .unreadable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (unreadable, passes) = &*unreadable;
+        let mut out = Vec::with_capacity(n);
+        for (&seq, v) in entries.into_iter().take(n) {
+            if unreadable.contains(&seq) {
+                if out.is_empty() {
+                    return Err(BufferError::Unreadable {
+                        seq,
+                        why: "the pretend disk cannot read it".into(),
+                        passes: *passes,
+                        segment: None,
+                    });
+                }
+                break;
+            }
+            out.push((seq, v.clone()));
+        }
+        let scanned = out.iter().map(|(_, v)| v.len() as u64).sum();
+        self.most_scanned.fetch_max(scanned, Ordering::Relaxed);
+        Ok(out)
     }
 
     fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {

@@ -39,13 +39,22 @@ const REBUILD_WHEN_EMPTY_FOR: Duration = Duration::from_secs(5);
 const OLDEST_CHECKED_WITHIN: Duration = Duration::from_secs(1);
 /// Records read at a time for [`Buffer::recent_ids`].
 const RECENT_BATCH: usize = 64;
+/// Bytes of bodies read at a time for [`Buffer::recent_ids`] (one larger record goes alone):
+/// 64 records of a 16 MiB MQTT message each would be a GiB at every start, past the unit's
+/// `MemoryMax`, and every start would fail the same way.
+const RECENT_BYTES: u64 = 4 << 20;
 /// Records read at a time for [`Buffer::next`].
 const NEXT_BATCH: usize = 32;
-/// How long records that cannot be read hold the drain (tried at every round) before they
-/// are taken for damage, each as it comes, until a read works again: a read error that
-/// outlasts retries for a minute is a bad block, and the records on it lost beat a drain
-/// stopped for good (or, ending the run, a restart loop that systemd gives up on).
+/// How long records that cannot be read for a reason that says something about the data
+/// (EIO, EISDIR) hold the drain (tried at every round) before they are taken for damage,
+/// each as it comes, until a read works again or one in another segment fails: a read error
+/// that outlasts retries for a minute is a bad block, and the records on it lost beat a
+/// drain stopped for good (or, ending the run, a restart loop that systemd gives up on).
 const UNREADABLE_FOR: Duration = Duration::from_secs(60);
+/// A read failing after this long without an attempt (the drain was not tried: the sink
+/// was down, the window full) starts a new [`UNREADABLE_FOR`]: only a minute of retries
+/// tells a bad block, not a first failure hours after the last.
+const UNREADABLE_GAP: Duration = Duration::from_secs(10);
 /// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
 const FCNT_PREFIX: &[u8] = b"fcnt/";
 
@@ -61,11 +70,18 @@ pub enum BufferError {
     /// later flush and write with it until the database is opened again.
     #[error("buffer storage: {0}; stopping, as what was written cannot be trusted to be on disk (a restart reopens the buffer from what is)")]
     SyncFailed(String),
-    /// A record's body is there but cannot be read (EIO from a bad block, EISDIR), unlike
-    /// damage, which a read can tell; [`Buffer::next`] waits and tries again before it takes
-    /// it for damage.
+    /// A record's body is there but cannot be read, unlike damage, which a read can tell;
+    /// [`Buffer::next`] waits and tries again. `passes`: for want of a resource (EMFILE,
+    /// ENOMEM...), which says nothing about the data and is never taken for damage;
+    /// otherwise (EIO from a bad block, EISDIR) it is once reads have failed for
+    /// [`UNREADABLE_FOR`] in its `segment` (where the store has segments).
     #[error("buffer storage: record #{seq} cannot be read: {why}")]
-    Unreadable { seq: u64, why: String },
+    Unreadable {
+        seq: u64,
+        why: String,
+        passes: bool,
+        segment: Option<u32>,
+    },
 }
 
 /// A state entry: (key, value).
@@ -79,8 +95,21 @@ pub trait Store: Send {
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError>;
     /// Removes `seq`; returns the size of what was removed (0 if absent).
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError>;
-    /// Up to `limit` entries with a sequence number above `after`, in order.
-    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
+    /// Up to `limit` entries with a sequence number above `after`, in order, and no more
+    /// once their values take `bytes` ([`within`]: the one that crosses it is the last, and
+    /// the first always comes), judged by lengths known before a body is read. A body that
+    /// cannot be read ([`BufferError::Unreadable`]) ends the entries before it, and is the
+    /// error when it comes first.
+    fn scan_within(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        bytes: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
+    /// [`Store::scan_within`] without a byte budget.
+    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        self.scan_within(after, limit, u64::MAX)
+    }
     /// The sequence numbers of the `limit` newest entries, newest first; no body is read.
     fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError>;
     /// The oldest entry's sequence number; no body is read.
@@ -136,6 +165,21 @@ pub trait Store: Send {
     fn reclaim(&mut self, _low: bool) -> Result<Option<(u64, u64)>, BufferError> {
         Ok(None)
     }
+}
+
+/// How many of the values of `lens` bytes a scan within `bytes` returns: each while those
+/// before it take less, so the first always (a value larger than the budget goes alone) and
+/// the one that crosses it last.
+fn within(lens: impl IntoIterator<Item = u64>, bytes: u64) -> usize {
+    let (mut n, mut taken) = (0, 0u64);
+    for len in lens {
+        if n > 0 && taken >= bytes {
+            break;
+        }
+        taken = taken.saturating_add(len);
+        n += 1;
+    }
+    n
 }
 
 pub fn encode(rec: &Record) -> Vec<u8> {
@@ -243,9 +287,23 @@ pub struct Buffer {
     /// Records left and emptied the buffer: giving space back is due, once it has stayed
     /// empty for [`REBUILD_WHEN_EMPTY_FOR`] (seen empty since the time kept here).
     drained: Option<Option<Instant>>,
-    /// Since when the drain has been held by bodies that cannot be read (none since a read
-    /// worked).
-    unreadable: Option<Instant>,
+    /// The episode of bodies that cannot be read holding the drain (none since a read got
+    /// past it).
+    unreadable: Option<Episode>,
+}
+
+/// Reads failing for a reason that says something about the data, one after the other.
+#[derive(Clone, Copy, Debug)]
+struct Episode {
+    /// The record that failed last, and its segment: an episode is one segment's, as a
+    /// whole segment that cannot be read holds a thousand records, and a failure in the next
+    /// one starts a new minute (an I/O error from the whole directory costs a segment a
+    /// minute, not the buffer at once).
+    seq: u64,
+    segment: Option<u32>,
+    /// The first failure, and the last: one after [`UNREADABLE_GAP`] starts a new episode.
+    since: Instant,
+    last: Instant,
 }
 
 impl Buffer {
@@ -534,11 +592,14 @@ impl Buffer {
 
     /// Up to `limit` records after `after`, oldest first, and no more once their bodies
     /// take `bytes` (the one that crosses it is the last): bodies are read [`NEXT_BATCH`] at a
-    /// time, so a window with room for a few large records does not read hundreds of them
-    /// each round. Damaged ones are counted, removed and skipped. One whose body cannot be
-    /// read (see [`BufferError::Unreadable`]) ends the list before it, counted as the problem
-    /// `buffer_read_error`, until it has failed for [`UNREADABLE_FOR`] at `now`: then it is
-    /// damaged, and so is each further one until a read works.
+    /// time and within the room left, so a window with room for a few large records does not
+    /// read hundreds of them each round. Damaged ones are counted, removed and skipped. One
+    /// whose body cannot be read (see [`BufferError::Unreadable`]) ends the list: the
+    /// records before it are returned, and it is counted as the problem `buffer_read_error`.
+    /// For want of a resource it waits for as long as that lasts; otherwise only until reads
+    /// of it have failed for [`UNREADABLE_FOR`] at `now`, tried at least every
+    /// [`UNREADABLE_GAP`]: then it is damaged, and so is each further one in its segment
+    /// until a read works.
     pub fn next(
         &mut self,
         after: Option<u64>,
@@ -549,8 +610,8 @@ impl Buffer {
         let mut out = Vec::with_capacity(limit.min(NEXT_BATCH));
         let (mut after, mut read) = (after, 0u64);
         while out.len() < limit && read < bytes {
-            let Some(batch) = self.readable(after, (limit - out.len()).min(NEXT_BATCH), now)?
-            else {
+            let count = (limit - out.len()).min(NEXT_BATCH);
+            let Some(batch) = self.readable(after, count, bytes - read, now)? else {
                 break;
             };
             let Some(&(last, _)) = batch.last() else {
@@ -577,21 +638,38 @@ impl Buffer {
         Ok(out)
     }
 
-    /// Up to `limit` bodies after `after`; `None` while one of them cannot be read
-    /// ([`Buffer::next`]).
+    /// Up to `limit` bodies after `after`, within `bytes` ([`Store::scan_within`]); `None`
+    /// while the first of them cannot be read ([`Buffer::next`]).
     fn readable(
         &mut self,
         after: Option<u64>,
         limit: usize,
+        bytes: u64,
         now: Instant,
     ) -> Result<Option<Entries>, BufferError> {
         loop {
-            match self.store.scan(after, limit) {
-                Err(BufferError::Unreadable { seq, why }) => {
-                    // Timed from the first failure, not per record: a segment that cannot be
-                    // read as a whole holds a thousand records.
-                    let since = *self.unreadable.get_or_insert(now);
-                    if now.saturating_duration_since(since) < UNREADABLE_FOR {
+            match self.store.scan_within(after, limit, bytes) {
+                Err(BufferError::Unreadable {
+                    seq,
+                    why,
+                    passes: true,
+                    ..
+                }) => {
+                    // Says nothing about the data: the episode (if any) neither goes on nor ends.
+                    self.metrics.problem("buffer_read_error", || {
+                        format!("buffered record #{seq} cannot be read for now: {why}; the drain waits for it")
+                    });
+                    return Ok(None);
+                }
+                Err(BufferError::Unreadable {
+                    seq,
+                    why,
+                    passes: false,
+                    segment,
+                }) => {
+                    if now.saturating_duration_since(self.failed_since(seq, segment, now))
+                        < UNREADABLE_FOR
+                    {
                         self.metrics.problem("buffer_read_error", || {
                             format!("buffered record #{seq} cannot be read: {why}; the drain waits for it, and takes it for damage if it still cannot be read after {}s", UNREADABLE_FOR.as_secs())
                         });
@@ -604,11 +682,42 @@ impl Buffer {
                 }
                 scanned => {
                     let scanned = scanned?;
-                    self.unreadable = None;
+                    // Read past the record that failed (or it left): the episode is over. A
+                    // read of those before it (the drain started again from the oldest) is
+                    // not.
+                    let past = |e: &Episode| scanned.last().is_some_and(|(s, _)| *s >= e.seq);
+                    if self.unreadable.as_ref().is_some_and(past) {
+                        self.unreadable = None;
+                    }
                     return Ok(Some(scanned));
                 }
             }
         }
+    }
+
+    /// Record `seq` in `segment` failed to read at `now` for a reason that says something
+    /// about the data: since when reads have failed in this episode.
+    fn failed_since(&mut self, seq: u64, segment: Option<u32>, now: Instant) -> Instant {
+        let ep = match self.unreadable {
+            Some(ep)
+                if ep.segment == segment
+                    && now.saturating_duration_since(ep.last) <= UNREADABLE_GAP =>
+            {
+                Episode {
+                    seq,
+                    last: now,
+                    ..ep
+                }
+            }
+            _ => Episode {
+                seq,
+                segment,
+                since: now,
+                last: now,
+            },
+        };
+        self.unreadable = Some(ep);
+        ep.since
     }
 
     /// Record `seq` left the buffer: if it was the oldest, the next one's time is looked up
@@ -762,8 +871,8 @@ impl Buffer {
 
     /// Ids of the newest `limit` records, oldest first (damaged ones left out): after a
     /// restart, a source's redelivery of one of them is a duplicate, not a new record. The
-    /// bodies are read [`RECENT_BATCH`] at a time: a buffer of large records must not be read
-    /// into memory whole at every start.
+    /// bodies are read [`RECENT_BATCH`] and [`RECENT_BYTES`] at a time: a buffer of large
+    /// records must not be read into memory whole at every start.
     pub fn recent_ids(&self, limit: usize) -> Result<Vec<String>, BufferError> {
         let Some(&oldest) = self.store.seqs_back(limit)?.last() else {
             return Ok(Vec::new());
@@ -771,9 +880,8 @@ impl Buffer {
         let mut ids = Vec::with_capacity(limit.min(4096));
         let mut after = oldest.checked_sub(1);
         while ids.len() < limit {
-            let batch = self
-                .store
-                .scan(after, RECENT_BATCH.min(limit - ids.len()))?;
+            let count = RECENT_BATCH.min(limit - ids.len());
+            let batch = self.store.scan_within(after, count, RECENT_BYTES)?;
             let Some(&(last, _)) = batch.last() else {
                 break;
             };
@@ -891,6 +999,148 @@ mod tests {
         );
         assert_eq!(count(&mut b, Some(90), 100, u64::MAX), 9);
         assert_eq!(count(&mut b, None, 5, u64::MAX), 5);
+    }
+
+    /// A scan returns entries while those before take less than its byte budget, judged
+    /// before reading: the first always, a large one alone, and no more than `limit`.
+    #[test]
+    fn a_scan_stops_at_its_byte_budget_but_returns_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores: [Box<dyn Store>; 2] = [
+            Box::new(SledStore::open(dir.path()).unwrap()),
+            Box::new(MemoryStore::default()),
+        ];
+        for mut s in stores {
+            for seq in 0..10 {
+                s.insert(seq, vec![seq as u8; 100]).unwrap();
+            }
+            s.insert(10, vec![10; 1000]).unwrap();
+            let seqs = |after, limit, bytes| -> Vec<u64> {
+                let entries = s.scan_within(after, limit, bytes).unwrap();
+                entries.into_iter().map(|(seq, _)| seq).collect()
+            };
+            assert_eq!(seqs(None, 8, 0), [0], "the first always");
+            assert_eq!(seqs(None, 8, 100), [0]);
+            assert_eq!(seqs(None, 8, 101), [0, 1], "the one that crosses it");
+            assert_eq!(seqs(Some(2), 8, 250), [3, 4, 5]);
+            assert_eq!(seqs(None, 8, u64::MAX), (0..8).collect::<Vec<_>>());
+            assert_eq!(seqs(Some(9), 8, 1), [10], "a large one alone");
+            assert_eq!(seqs(Some(8), 8, 1), [9]);
+            let all = s.scan(Some(5), 100).unwrap();
+            assert_eq!(all.last(), Some(&(10, vec![10; 1000])));
+            assert_eq!(all.len(), 5);
+        }
+    }
+
+    /// The drain reads no body past its byte room: a window with room for a little more
+    /// than one large record reads two, not a batch of them.
+    #[test]
+    fn next_reads_no_body_past_its_byte_room() {
+        let store = MemoryStore::default();
+        let (mut b, _) = buffer_on(store.clone(), 1 << 30, WhenFull::DropOldest);
+        let large = |i| Record {
+            body: "x".repeat(100_000),
+            ..rec(i)
+        };
+        for i in 0..10 {
+            b.push(u64::from(i), &large(i)).unwrap();
+        }
+        let one = encode(&large(0)).len() as u64;
+        let read = b.next(None, 100, one + 1, Instant::now()).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(store.most_scanned(), 2 * one);
+    }
+
+    /// The ids at a start are read a few MiB at a time, not 64 records however large (with
+    /// 16 MiB MQTT messages that was a GiB, past the unit's memory limit, at every start).
+    #[test]
+    fn recent_ids_read_large_records_a_few_mib_at_a_time() {
+        let store = MemoryStore::default();
+        let (mut b, _) = buffer_on(store.clone(), 1 << 30, WhenFull::DropOldest);
+        let large = |i| Record {
+            body: "x".repeat(1 << 20),
+            ..rec(i)
+        };
+        for i in 0..20 {
+            b.push(u64::from(i), &large(i)).unwrap();
+        }
+        let ids: Vec<String> = (2..20).map(|i| format!("id-{i}")).collect();
+        assert_eq!(b.recent_ids(18).unwrap(), ids);
+        let one = encode(&large(0)).len() as u64;
+        assert!(
+            store.most_scanned() <= RECENT_BYTES + one,
+            "{} bytes in one read",
+            store.most_scanned()
+        );
+    }
+
+    /// A buffer of `n` records whose bodies `unreadable` cannot be read (for want of a
+    /// resource if `passes`), with its store.
+    fn with_unreadable(
+        n: u64,
+        unreadable: std::ops::Range<u64>,
+        passes: bool,
+    ) -> (Buffer, Arc<Metrics>, MemoryStore) {
+        let store = MemoryStore::default();
+        let (mut b, m) = buffer_on(store.clone(), 1 << 20, WhenFull::DropOldest);
+        for i in 0..n {
+            b.push(i, &rec(i as u32)).unwrap();
+        }
+        store.set_unreadable(unreadable, passes);
+        (b, m, store)
+    }
+
+    fn read_at(b: &mut Buffer, after: Option<u64>, at: Instant) -> Vec<u64> {
+        let read = b.next(after, 10, u64::MAX, at).unwrap();
+        read.into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    /// A body that cannot be read for want of a resource (EMFILE, ENOMEM) holds the drain
+    /// for as long as that lasts, counted as a problem, and is never taken for damage: a
+    /// minute without descriptors must not delete acknowledged records.
+    #[test]
+    fn a_want_of_resources_holds_the_drain_and_is_never_damage() {
+        let (mut b, m, store) = with_unreadable(3, 0..3, true);
+        let t0 = Instant::now();
+        // Tried every few seconds for ten minutes.
+        for at in (0..=600).step_by(5) {
+            let now = t0 + Duration::from_secs(at);
+            assert_eq!(read_at(&mut b, None, now), [0u64; 0], "at {at}s");
+        }
+        assert_eq!(m.problems("buffer_read_error"), 121);
+        assert_eq!((m.dropped_corrupt.get(), b.len()), (0, 3));
+        store.set_unreadable([], true);
+        let later = t0 + Duration::from_secs(605);
+        assert_eq!(read_at(&mut b, None, later), [0, 1, 2]);
+    }
+
+    /// A body that cannot be read for a reason that says something about the data (EIO) is
+    /// damage only after a minute of attempts: its first failure after a gap without any
+    /// (the drain was not tried: the sink was down) starts the minute again, and so does
+    /// nothing else, a read of the records before it included. Those are returned.
+    #[test]
+    fn a_read_error_after_a_gap_without_attempts_waits_its_minute_again() {
+        let (mut b, m, _) = with_unreadable(4, 1..3, false);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(read_at(&mut b, None, at(0)), [0], "the record before it");
+        for s in (5..60).step_by(5) {
+            assert_eq!(read_at(&mut b, Some(0), at(s)), [0u64; 0]);
+        }
+        // Not tried for two hours, then every few seconds, now and then from the oldest
+        // again (a drain that starts over after a sink failure).
+        let later = 2 * 3600;
+        for s in (later..later + 60).step_by(5) {
+            let (after, before) = match s % 10 {
+                0 => (None, vec![0]),
+                _ => (Some(0), vec![]),
+            };
+            assert_eq!(read_at(&mut b, after, at(s)), before, "at {s}s");
+        }
+        assert_eq!((m.dropped_corrupt.get(), b.len()), (0, 4));
+        assert_eq!(read_at(&mut b, Some(0), at(later + 60)), [3]);
+        assert_eq!((m.dropped_corrupt.get(), b.len()), (2, 2));
+        assert!(b.unreadable.is_none(), "read past it: over");
     }
 
     /// A dead letter of a record that was never buffered leaves the buffer's housekeeping as

@@ -157,16 +157,21 @@ pub enum ReadError {
     /// Its entry is not there whole (segment gone, file too short) or is another record's:
     /// damage, the body is gone.
     Damaged(String),
-    /// Reading failed otherwise (EMFILE, EIO, ENOMEM...): the body may be whole and a later
-    /// read may succeed.
+    /// Reading failed in a way that says something about the data (EIO from a bad block,
+    /// EISDIR): the body may be whole and a later read may succeed, or it may never be read.
     Io(String),
+    /// Reading failed for want of a resource ([`passes`]: EMFILE, ENOMEM...): nothing is
+    /// known of the body, and the read works once the resource is back.
+    Passing(String),
 }
 
 impl ReadError {
-    /// `e` from reading `what`, classified by [`is_damage`].
+    /// `e` from reading `what`, classified by [`is_damage`] and [`passes`].
     fn of(what: String, e: io::Error) -> ReadError {
         if is_damage(&e) {
             ReadError::Damaged(format!("{what}: {e}"))
+        } else if passes(&e) {
+            ReadError::Passing(format!("{what}: {e}"))
         } else {
             ReadError::Io(format!("{what}: {e}"))
         }
@@ -176,9 +181,30 @@ impl ReadError {
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReadError::Damaged(why) | ReadError::Io(why) => f.write_str(why),
+            ReadError::Damaged(why) | ReadError::Io(why) | ReadError::Passing(why) => {
+                f.write_str(why)
+            }
         }
     }
+}
+
+/// Whether `e` is a want of a resource (descriptors, memory, kernel buffers), an
+/// interruption or no permission (EACCES, EPERM: an operator's change, undone by one): it
+/// says nothing about the data, however long it lasts, so a body failing with it is never
+/// taken for damage (a minute without descriptors would otherwise delete the buffer).
+fn passes(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::OutOfMemory
+            | io::ErrorKind::PermissionDenied
+    ) || matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EAGAIN | libc::EINTR
+        )
+    )
 }
 
 /// Whether `e` says the entry is not there (the segment is gone, or ends before it), as
@@ -595,7 +621,8 @@ impl Segments {
     }
 
     /// The body `p` points at; [`ReadError::Damaged`] when its entry is not there whole or
-    /// is not record `seq`'s, [`ReadError::Io`] when reading it failed otherwise.
+    /// is not record `seq`'s, [`ReadError::Io`] or [`ReadError::Passing`] when reading it
+    /// failed otherwise.
     pub fn read(&self, seq: u64, p: Pointer) -> Result<Vec<u8>, ReadError> {
         let mut reading = self.reading.lock().unwrap_or_else(PoisonError::into_inner);
         if reading.as_ref().is_none_or(|(n, _)| *n != p.segment) {
@@ -676,6 +703,34 @@ impl Segments {
 #[cfg(test)]
 mod tests {
     use std::io::{Error, ErrorKind};
+
+    /// A want of descriptors, memory or buffers, an interruption or no permission passes;
+    /// what says something about the data (EIO, EISDIR) or the entry being gone does not.
+    #[test]
+    fn a_want_of_resources_passes_and_an_io_error_does_not() {
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::ENOBUFS,
+            libc::EAGAIN,
+            libc::EINTR,
+            libc::EACCES,
+            libc::EPERM,
+        ] {
+            assert!(
+                super::passes(&Error::from_raw_os_error(errno)),
+                "errno {errno}"
+            );
+        }
+        for errno in [libc::EIO, libc::EISDIR, libc::ENOENT, libc::EUCLEAN] {
+            assert!(
+                !super::passes(&Error::from_raw_os_error(errno)),
+                "errno {errno}"
+            );
+        }
+        assert!(!super::passes(&Error::from(ErrorKind::UnexpectedEof)));
+    }
 
     /// Only an entry that is not there is damage; any other failure may pass.
     #[test]

@@ -700,23 +700,35 @@ impl SledStore {
     /// removes it, and the forwarder goes on. Every flush syncs the segments before sled's
     /// flush makes a pointer durable, and the open drops records no flush covered whose body
     /// did not reach the disk ([`SledStore::drop_torn_unflushed`]): what is left in that
-    /// state is damage. Any other read error (EMFILE, EIO) is [`BufferError::Unreadable`]:
-    /// nothing is removed here.
+    /// state is damage. Any other read error (EMFILE, EIO) ends the bodies before it, and
+    /// is [`BufferError::Unreadable`] when it comes first: nothing is removed here.
     fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        pointers
-            .into_iter()
-            .map(|(seq, pointer)| match self.body(seq, &pointer) {
-                Ok(body) => Ok((seq, body)),
+        let mut out = Vec::with_capacity(pointers.len());
+        for (seq, pointer) in pointers {
+            let (why, passes) = match self.body(seq, &pointer) {
+                Ok(body) => {
+                    out.push((seq, body));
+                    continue;
+                }
                 Err(ReadError::Damaged(why)) => {
                     log::error!("buffer: the body of record #{seq} cannot be read: {why}");
-                    Ok((seq, Vec::new()))
+                    out.push((seq, Vec::new()));
+                    continue;
                 }
-                Err(ReadError::Io(why)) => Err(BufferError::Unreadable {
-                    seq,
-                    why: format!("{}: {why}", self.dir.display()),
-                }),
-            })
-            .collect()
+                Err(ReadError::Io(why)) => (why, false),
+                Err(ReadError::Passing(why)) => (why, true),
+            };
+            if !out.is_empty() {
+                break;
+            }
+            return Err(BufferError::Unreadable {
+                seq,
+                why: format!("{}: {why}", self.dir.display()),
+                passes,
+                segment: Pointer::from_bytes(&pointer).map(|p| p.segment),
+            });
+        }
+        Ok(out)
     }
 
     /// A pointer left sled: one record less. Returns the bytes its body counted for.
@@ -1131,8 +1143,17 @@ impl Store for SledStore {
         }
     }
 
-    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        self.bodies(scan_tree(&self.records, after, limit)?)
+    /// The budget is counted from the pointers' lengths: no body past it is read.
+    fn scan_within(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        bytes: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        let mut pointers = scan_tree(&self.records, after, limit)?;
+        let len = |p: &sled::IVec| Pointer::from_bytes(p).map_or(0, |p| u64::from(p.len));
+        pointers.truncate(super::within(pointers.iter().map(|(_, p)| len(p)), bytes));
+        self.bodies(pointers)
     }
 
     fn scan_dead(
@@ -1969,11 +1990,11 @@ mod tests {
         assert!(values.join("00000003.seg").is_dir());
     }
 
-    /// A body that fails to read for another reason than damage (here EISDIR: the segment
-    /// became a directory; a bad block's EIO) is `Unreadable` from scan and scan_back, and
-    /// the drain neither ends nor removes anything: it waits, counting the problem, and once
-    /// reads have failed for a minute takes each record that cannot be read for damage, until
-    /// a read works again.
+    /// A body that fails to read for another reason than damage or a want of resources (here
+    /// EISDIR: the segment became a directory; a bad block's EIO) is `Unreadable` from scan
+    /// and scan_back, and the drain neither ends nor removes anything: it waits, counting the
+    /// problem, and once reads tried every few seconds have failed for a minute takes each
+    /// record of the segment that cannot be read for damage, until a read works again.
     #[test]
     fn a_read_error_holds_the_drain_for_a_while_then_is_damage() {
         let dir = tempfile::tempdir().unwrap();
@@ -1993,17 +2014,28 @@ mod tests {
         std::fs::create_dir(&seg).unwrap();
         let s = SledStore::open(dir.path()).unwrap();
         let e = s.scan(None, 10).unwrap_err();
-        assert!(matches!(e, BufferError::Unreadable { seq: 0, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                BufferError::Unreadable {
+                    seq: 0,
+                    passes: false,
+                    segment: Some(1),
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // Keys alone read no body: the oldest is known, the newest are listed.
         assert_eq!(s.first_seq().unwrap(), Some(0));
         assert_eq!(s.seqs_back(10).unwrap(), vec![2, 1, 0]);
         let (mut b, m) = buffer_of(dir.path(), s);
         let t0 = Instant::now();
-        for later in [0, 1, 59] {
+        for later in (0..60).step_by(5) {
             let now = t0 + Duration::from_secs(later);
             assert!(b.next(None, 10, u64::MAX, now).unwrap().is_empty());
         }
-        assert_eq!(m.problems("buffer_read_error"), 3);
+        assert_eq!(m.problems("buffer_read_error"), 12);
         assert_eq!((m.dropped_corrupt.get(), b.len()), (0, 3));
         // A minute on, #0 is taken for damage, and so are #1 and #2 in the same segment,
         // without a minute each: the wait is for the episode.
@@ -2016,6 +2048,123 @@ mod tests {
         b.flush().unwrap();
         assert_eq!(b.next(None, 10, u64::MAX, minute).unwrap().len(), 1);
         assert!(b.unreadable.is_none());
+    }
+
+    /// A store at `dir` with #0 in segment 1 and #2, #3 in segment 2, small enough to be
+    /// read with EISDIR from a segment made a directory (a large one would end past the
+    /// directory's size: damage); #1 closed segment 1 and left. Its segment directory.
+    fn two_segments(dir: &Path) -> PathBuf {
+        let mut s = SledStore::open(dir).unwrap();
+        let len = |seq| if seq == 1 { 1 << 20 } else { 100 };
+        fill_with(&mut s, 0..4, |seq| {
+            super::super::encode(&record(seq, len(seq)))
+        });
+        s.remove(1).unwrap();
+        s.flush().unwrap();
+        s.segments.dir().to_path_buf()
+    }
+
+    fn make_a_directory(values: &Path, number: u32) {
+        let seg = values.join(format!("{number:08}.seg"));
+        std::fs::remove_file(&seg).unwrap();
+        std::fs::create_dir(&seg).unwrap();
+    }
+
+    /// Two segments that cannot be read (EISDIR; an I/O error from the whole directory
+    /// would do the same) cost a minute each: the second's first failure starts a minute of
+    /// its own, once the first's records were taken for damage. The buffer is not emptied
+    /// at once.
+    #[test]
+    fn each_segment_that_cannot_be_read_holds_the_drain_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = two_segments(dir.path());
+        make_a_directory(&values, 1);
+        make_a_directory(&values, 2);
+        let s = SledStore::open(dir.path()).unwrap();
+        let (mut b, m) = buffer_of(dir.path(), s);
+        let t0 = Instant::now();
+        let mut left = Vec::new();
+        for later in (0..=120).step_by(5) {
+            let now = t0 + Duration::from_secs(later);
+            assert!(b.next(None, 10, u64::MAX, now).unwrap().is_empty());
+            left.push(b.len());
+        }
+        let minute = 60 / 5;
+        assert_eq!(left[..minute], [3; 12], "the first minute");
+        assert_eq!(
+            left[minute..2 * minute],
+            [2; 12],
+            "segment 1's taken for damage"
+        );
+        assert_eq!(left[2 * minute], 0, "segment 2's a minute later");
+        assert_eq!(m.dropped_corrupt.get(), 3);
+    }
+
+    /// Sets this process's limit on open descriptors (RLIMIT_NOFILE); returns the one before.
+    fn limit_descriptors(n: libc::rlim_t) -> libc::rlim_t {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain system calls with a valid pointer.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+            let before = limit.rlim_cur;
+            limit.rlim_cur = n;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+            before
+        }
+    }
+
+    /// Out of descriptors (EMFILE) when the drain comes to a segment it has not opened yet:
+    /// the drain waits for as long as that lasts, ten minutes of attempts here, and takes
+    /// nothing for damage; once descriptors are back the records are read. (In a child
+    /// process: the limit is the process's.)
+    #[test]
+    fn out_of_descriptors_the_drain_waits_and_removes_nothing() {
+        if !in_child("out_of_descriptors_the_drain_waits_and_removes_nothing") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        two_segments(dir.path());
+        let s = SledStore::open(dir.path()).unwrap();
+        let (mut b, m) = buffer_of(dir.path(), s);
+        // Segment 1 is open for reading (the oldest record's time was read); no descriptor
+        // but stdio's can be opened, even once that one is closed.
+        let before = limit_descriptors(3);
+        let t0 = Instant::now();
+        let seqs = |read: Vec<(u64, crate::record::Record)>| -> Vec<u64> {
+            read.into_iter().map(|(seq, _)| seq).collect()
+        };
+        let read = b.next(None, 10, u64::MAX, t0).unwrap();
+        assert_eq!(seqs(read), [0], "segment 1 is open");
+        for later in (0..=600).step_by(5) {
+            let now = t0 + Duration::from_secs(later);
+            assert!(b.next(Some(0), 10, u64::MAX, now).unwrap().is_empty());
+        }
+        limit_descriptors(before);
+        assert_eq!(m.problems("buffer_read_error"), 122);
+        assert_eq!((m.dropped_corrupt.get(), b.len()), (0, 3));
+        let read = b.next(Some(0), 10, u64::MAX, t0 + Duration::from_secs(605));
+        assert_eq!(seqs(read.unwrap()), [2, 3]);
+    }
+
+    /// The records before one that cannot be read are read, by the scan and the drain.
+    #[test]
+    fn the_records_before_one_that_cannot_be_read_are_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = two_segments(dir.path());
+        make_a_directory(&values, 2);
+        let s = SledStore::open(dir.path()).unwrap();
+        let read = s.scan(None, 10).unwrap();
+        assert_eq!(read.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [0]);
+        let (mut b, m) = buffer_of(dir.path(), s);
+        let read = b.next(None, 10, u64::MAX, Instant::now()).unwrap();
+        assert_eq!(
+            read.into_iter().map(|(seq, _)| seq).collect::<Vec<_>>(),
+            [0]
+        );
+        assert_eq!(m.problems("buffer_read_error"), 1);
     }
 
     /// An upgrade that fails part-way fails the open (records left in the old tree would be

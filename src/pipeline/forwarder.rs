@@ -533,12 +533,13 @@ mod tests {
         fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
             self.mem.remove(seq)
         }
-        fn scan(
+        fn scan_within(
             &self,
             after: Option<u64>,
             limit: usize,
+            bytes: u64,
         ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-            self.mem.scan(after, limit)
+            self.mem.scan_within(after, limit, bytes)
         }
         fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {
             self.mem.seqs_back(limit)

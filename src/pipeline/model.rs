@@ -291,8 +291,13 @@ impl Store for ModelStore {
         self.disk().write(Write::Remove(seq))
     }
 
-    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        self.disk().live.scan(after, limit)
+    fn scan_within(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        bytes: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        self.disk().live.scan_within(after, limit, bytes)
     }
 
     fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {
