@@ -34,8 +34,8 @@ use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::Ack;
 
-/// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32.
-type Fcnt = (DevAddr, DevEui, u32);
+/// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32, and its frame's MIC.
+type Fcnt = (DevAddr, DevEui, u32, [u8; 4]);
 
 struct InFlight {
     record: Record,
@@ -96,9 +96,10 @@ pub struct Ledger {
     /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`]. An input
     /// of several records has its counters under each of them.
     unsettled: BTreeMap<u64, Vec<Fcnt>>,
-    /// The counter of the frame each session (DevAddr, DevEUI) took last: what is kept for
-    /// the session once none of its frames' records is held ([`Ledger::release_fcnts`]).
-    latest: HashMap<(DevAddr, DevEui), u32>,
+    /// The counter (and MIC) of the frame each session (DevAddr, DevEUI) took last: what is
+    /// kept for the session once none of its frames' records is held
+    /// ([`Ledger::release_fcnts`]).
+    latest: HashMap<(DevAddr, DevEui), (u32, [u8; 4])>,
     /// Frame counters of records written to the buffer (or dropped, or dead-lettered), kept
     /// once a flush that starts later is done, as `pending_acks` are released.
     pending_fcnts: Vec<Fcnt>,
@@ -265,8 +266,8 @@ impl Ledger {
 
     /// The sessions of `fcnts` took these frames last.
     fn took(&mut self, fcnts: &[Fcnt]) {
-        for &(dev_addr, dev_eui, fcnt) in fcnts {
-            self.latest.insert((dev_addr, dev_eui), fcnt);
+        for &(dev_addr, dev_eui, fcnt, mic) in fcnts {
+            self.latest.insert((dev_addr, dev_eui), (fcnt, mic));
         }
     }
 
@@ -323,7 +324,7 @@ impl Ledger {
         let Some((dev_addr, fcnt)) = counters.replayed else {
             return self.pending_acks.push((None, ack));
         };
-        let of_frame = |&(a, _, f): &Fcnt| (a, f) == (dev_addr, fcnt);
+        let of_frame = |&(a, _, f, _): &Fcnt| (a, f) == (dev_addr, fcnt);
         let first: Vec<u64> = self
             .unsettled
             .iter()
@@ -394,25 +395,30 @@ impl Ledger {
     /// frame's redelivery a replay after a crash.
     fn release_fcnts(&mut self, fcnts: Vec<Fcnt>) {
         let sessions: BTreeSet<(DevAddr, DevEui)> =
-            fcnts.into_iter().map(|(a, e, _)| (a, e)).collect();
+            fcnts.into_iter().map(|(a, e, _, _)| (a, e)).collect();
         let held = |a, e| {
             let all = self.pending_fcnts.iter().chain(&self.syncing_fcnts);
             all.chain(self.unsettled.values().flatten())
-                .any(|&(ha, he, _)| (ha, he) == (a, e))
+                .any(|&(ha, he, _, _)| (ha, he) == (a, e))
         };
         let free: Vec<Fcnt> = sessions
             .into_iter()
             .filter(|&(a, e)| !held(a, e))
-            .filter_map(|s| Some((s.0, s.1, *self.latest.get(&s)?)))
+            .filter_map(|s| {
+                let &(fcnt, mic) = self.latest.get(&s)?;
+                Some((s.0, s.1, fcnt, mic))
+            })
             .collect();
         self.keep_fcnts(free);
     }
 
-    /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer, durable with its
-    /// next flush, so a frame captured before a restart is still a replay after it.
+    /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer with their frames'
+    /// MICs, durable with its next flush, so a frame captured before a restart is still a
+    /// replay after it, and another frame at the kept counter (a device that restarted its
+    /// counter) is not taken for a copy.
     fn keep_fcnts(&mut self, fcnts: Vec<Fcnt>) {
-        for (dev_addr, dev_eui, fcnt) in fcnts {
-            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt) {
+        for (dev_addr, dev_eui, fcnt, mic) in fcnts {
+            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic) {
                 self.metrics.problem("buffer_write_error", || {
                     format!("cannot keep the frame counter of {dev_addr}: {e}")
                 });
@@ -1266,7 +1272,7 @@ mod tests {
         assert!(settled(&mut ledger, t0), "flushed");
 
         let eui = DevEui([1; 8]);
-        ledger.keep_fcnts(vec![(DevAddr(1), eui, 7)]);
+        ledger.keep_fcnts(vec![(DevAddr(1), eui, 7, [7; 4])]);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "a frame counter waits for its sync");
         assert!(settled(&mut ledger, Instant::now()));
@@ -1412,7 +1418,7 @@ mod tests {
 
     /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).
     fn counter(replayed: bool) -> Counters {
-        let kept = (DevAddr(1), DevEui([1; 8]), 7);
+        let kept = (DevAddr(1), DevEui([1; 8]), 7, [7; 4]);
         match replayed {
             false => Counters {
                 advanced: vec![kept],
@@ -1427,7 +1433,7 @@ mod tests {
 
     fn kept_counters(ledger: &Ledger) -> Vec<u32> {
         let kept = ledger.buffer.fcnts().unwrap();
-        kept.into_iter().map(|(_, _, fcnt)| fcnt).collect()
+        kept.into_iter().map(|k| k.fcnt).collect()
     }
 
     /// A frame's counter is kept (and made durable) no earlier than its record: kept while
@@ -1933,7 +1939,7 @@ mod tests {
 
         fn advanced(fcnt: u32) -> Counters {
             Counters {
-                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt)],
+                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4])],
                 replayed: None,
             }
         }
@@ -1965,7 +1971,12 @@ mod tests {
         }
 
         fn kept(l: &Ledger) -> Vec<u32> {
-            l.buffer.fcnts().unwrap().into_iter().map(|k| k.2).collect()
+            l.buffer
+                .fcnts()
+                .unwrap()
+                .into_iter()
+                .map(|k| k.fcnt)
+                .collect()
         }
 
         /// A session keeps one counter, written over, and a restart refuses every frame at or
