@@ -100,8 +100,9 @@ pub struct Ledger {
     /// kept for the session once none of its frames' records is held
     /// ([`Ledger::release_fcnts`]).
     latest: HashMap<(DevAddr, DevEui), (u32, [u8; 4])>,
-    /// Frame counters of records written to the buffer (or dropped, or dead-lettered), kept
-    /// once a flush that starts later is done, as `pending_acks` are released.
+    /// Frame counters of records written to the buffer (or dropped, or dead-lettered), and of
+    /// copies of such records, kept once a flush that starts later is done, as `pending_acks`
+    /// are released.
     pending_fcnts: Vec<Fcnt>,
     /// Frame counters kept when the running flush is done.
     syncing_fcnts: Vec<Fcnt>,
@@ -260,7 +261,7 @@ impl Ledger {
             let record = self.stamped(record);
             one(self, record, &fcnts, part);
         }
-        // None of them held (copies of durable records): kept now.
+        // Kept now if no record holds them.
         self.release_fcnts(fcnts);
     }
 
@@ -284,10 +285,13 @@ impl Ledger {
                 return self.ack_with(first, ack);
             }
             Seen::Durable => {
-                // Its record may be written and not flushed yet: the acknowledgement waits
-                // for a flush that starts later.
+                // Its record may be written and not flushed yet: the acknowledgement and the
+                // copy's frame counters wait for a flush that starts later. Kept at once, a
+                // flush already running could make the counter durable before the record's
+                // segment is synced (see [`Ledger::settled_with_flush`]).
                 self.metrics.duplicates.inc();
                 self.pending_acks.push((None, ack));
+                self.pending_fcnts.extend(fcnts);
                 return;
             }
         }
@@ -2028,6 +2032,37 @@ mod tests {
                 copy_acked.try_recv().is_err(),
                 "the copy is acknowledged while record 1 is not durable"
             );
+        }
+
+        /// A copy of a record buffered and not yet covered by a flush that is done (here: its
+        /// flush failed) is found durable by the de-duplication (the network server's event
+        /// first, the gateway's frame second; or, after a restart, a redelivery of a record the
+        /// last run buffered). Its counter waits, as its acknowledgement does, for a flush that
+        /// starts later: kept at once, a flush already running could make it durable before
+        /// the record's segment is synced.
+        #[test]
+        fn a_copy_of_a_buffered_record_keeps_its_counter_after_a_later_flush() {
+            let cfg = BufferConfig::default();
+            let (mut l, _reports, store, t0) = ledger(&cfg);
+            let (ack, mut acked) = puback(1);
+            l.take(vec![record(1)], Counters::default(), ack, t0);
+            l.end_round(t0).unwrap();
+            store.set_flush_fails(true);
+            let late = t0 + cfg.spill_after;
+            l.tick(late);
+            l.end_round(late).unwrap();
+            assert_eq!(l.buffered(), 1, "record 1 is written, its flush failed");
+            let (copy, mut copy_acked) = puback(2);
+            l.take(vec![record(1)], advanced(7), copy, late);
+            l.end_round(late).unwrap();
+            assert_eq!(l.buffered(), 1, "a copy, not buffered again");
+            assert!(kept(&l).is_empty(), "record 1 is not durable");
+            assert!(copy_acked.try_recv().is_err());
+            store.set_flush_fails(false);
+            l.end_round(late).unwrap();
+            assert_eq!(kept(&l), [7]);
+            assert_eq!(pkids(&mut acked), [1]);
+            assert_eq!(pkids(&mut copy_acked), [2]);
         }
 
         /// The same with a sibling dead-lettered at once (refused as it is sent): the copy
