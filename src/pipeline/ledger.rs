@@ -281,8 +281,7 @@ impl Ledger {
             Seen::New => {}
             Seen::Pending(first) => {
                 self.metrics.duplicates.inc();
-                self.unsettle(first, fcnts);
-                return self.ack_with(first, ack);
+                return self.ack_with(first, fcnts, ack);
             }
             Seen::Durable => {
                 // Its record may be written and not flushed yet: the acknowledgement and the
@@ -345,23 +344,31 @@ impl Ledger {
         let mut parts = ack.split(first.len() + usize::from(written || first.is_empty()));
         for seq in first {
             let part = parts.pop().expect("a part per record");
-            self.ack_with(seq, part);
+            self.ack_with(seq, &[], part);
         }
         self.pending_acks
             .extend(parts.into_iter().map(|a| (None, a)));
     }
 
-    /// Acknowledge a copy of record `first` when that one becomes durable.
-    fn ack_with(&mut self, first: u64, ack: Ack) {
-        if let Some(f) = self.in_flight.get_mut(&first).filter(|f| !f.in_buffer) {
-            f.acks.push(ack);
+    /// Acknowledge a copy of record `first`, and keep the copy's frame counters `fcnts`, when
+    /// that one becomes durable. One that is buffered, or left for good (dead-lettered,
+    /// dropped), is no longer settled: the copy waits for a flush that starts later, as a
+    /// copy of a durable record does. Held under it, the counters would hold the session for
+    /// the rest of the run.
+    fn ack_with(&mut self, first: u64, fcnts: &[Fcnt], ack: Ack) {
+        let acks = if let Some(f) = self.in_flight.get_mut(&first).filter(|f| !f.in_buffer) {
+            &mut f.acks
         } else if let Some(w) = self.waiting.get_mut(&first) {
-            w.acks.push(ack);
+            &mut w.acks
         } else if let Some(l) = self.unwritten.get_mut(&first) {
-            l.acks.push(ack);
+            &mut l.acks
         } else {
             self.pending_acks.push((None, ack));
-        }
+            self.pending_fcnts.extend(fcnts);
+            return;
+        };
+        acks.push(ack);
+        self.unsettle(first, fcnts);
     }
 
     /// The frame counters `fcnts` are kept once record `seq` is durable ([`Ledger::settled`]).
@@ -1584,17 +1591,25 @@ mod tests {
         fn flush(&mut self, _timeout: Duration) {}
     }
 
+    /// A ledger over a memory buffer (its store is returned, to fail flushes) and a sink that
+    /// refuses record `id` and confirms none of the others by itself; and when it started.
+    fn refusing_one(id: &'static str) -> (Ledger, MemoryStore, Instant) {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let sink = Box::new(RefusesOne(id));
+        let now = (t0, SystemTime::now());
+        let ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        (ledger, store, t0)
+    }
+
     /// The first record of a frame dead-lettered as it is taken does not keep the frame's
     /// counter while the next one is with the sink unconfirmed.
     #[test]
     fn a_record_settled_at_once_keeps_no_counter_its_siblings_need() {
-        let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let sink = Box::new(RefusesOne("id-1"));
-        let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (mut ledger, _store, t0) = refusing_one("id-1");
         ledger.take(vec![record(1), record(2)], counter(false), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!(ledger.buffer.dead_letters(), 1);
@@ -2065,18 +2080,41 @@ mod tests {
             assert_eq!(pkids(&mut copy_acked), [2]);
         }
 
+        /// A record the sink refuses is dead-lettered at once, and the de-duplication still
+        /// has it pending. A copy of it that carries counters (the gateway's frame after the
+        /// network server's event) keeps its counter as a copy of a durable record does (here
+        /// at once: its dead letter's flush is done), and leaves nothing behind that holds
+        /// its session: a later frame's counter is kept on its delivery.
+        #[test]
+        fn a_copy_of_a_dead_lettered_record_does_not_hold_its_session() {
+            let (mut l, _store, t0) = refusing_one("id-1");
+            let (ack, mut acked) = puback(1);
+            l.take(vec![record(1)], Counters::default(), ack, t0);
+            l.end_round(t0).unwrap();
+            assert_eq!((l.buffer.dead_letters(), pkids(&mut acked)), (1, vec![1]));
+            let (copy, mut copy_acked) = puback(2);
+            l.take(vec![record(1)], advanced(7), copy, t0);
+            l.end_round(t0).unwrap();
+            assert_eq!(
+                l.buffer.dead_letters(),
+                1,
+                "a copy, not dead-lettered again"
+            );
+            assert_eq!(pkids(&mut copy_acked), [2]);
+            assert_eq!(kept(&l), [7]);
+            assert!(l.unsettled.is_empty(), "{:?}", l.unsettled);
+            l.take(vec![record(2)], advanced(8), Ack::None, t0);
+            l.end_round(t0).unwrap();
+            let seq = *l.in_flight.keys().next().unwrap();
+            l.delivered(Delivery { seq, result: Ok(1) }, t0).unwrap();
+            assert_eq!(kept(&l), [8]);
+        }
+
         /// The same with a sibling dead-lettered at once (refused as it is sent): the copy
         /// waits for the dead letter's flush too.
         #[test]
         fn a_copy_waits_for_a_dead_lettered_sibling_to_be_flushed() {
-            let cfg = BufferConfig::default();
-            let metrics = Metrics::new();
-            let store = MemoryStore::default();
-            let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
-            let t0 = Instant::now();
-            let sink = Box::new(RefusesOne("id-1"));
-            let mut l =
-                Ledger::new(&cfg, 16, buffer, sink, metrics, (t0, SystemTime::now()), 1).unwrap();
+            let (mut l, store, t0) = refusing_one("id-1");
             store.set_flush_fails(true);
             let (ack, mut acked) = puback(1);
             l.take(vec![record(1), record(2)], advanced(7), ack, t0);
