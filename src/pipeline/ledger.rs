@@ -2019,7 +2019,8 @@ mod tests {
         /// A frame of two records, both with the sink. The first fails (transient), so it is
         /// buffered; its flush is not done (here: failed). A copy of the frame (the same MQTT
         /// message delivered again on a new connection) is not acknowledged when the sink
-        /// confirms the second record: the first is not durable yet.
+        /// confirms the second record: the first is not durable yet. Once a flush works, the
+        /// input and the copy are acknowledged and the counter kept.
         #[test]
         fn a_copy_waits_for_a_sibling_buffered_and_not_flushed() {
             let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
@@ -2047,6 +2048,11 @@ mod tests {
                 copy_acked.try_recv().is_err(),
                 "the copy is acknowledged while record 1 is not durable"
             );
+            store.set_flush_fails(false);
+            l.end_round(t0).unwrap();
+            assert_eq!(pkids(&mut acked), [1]);
+            assert_eq!(pkids(&mut copy_acked), [2]);
+            assert_eq!(kept(&l), [7]);
         }
 
         /// A copy of a record buffered and not yet covered by a flush that is done (here: its
@@ -2111,7 +2117,7 @@ mod tests {
         }
 
         /// The same with a sibling dead-lettered at once (refused as it is sent): the copy
-        /// waits for the dead letter's flush too.
+        /// waits for the dead letter's flush too, and is acknowledged with it.
         #[test]
         fn a_copy_waits_for_a_dead_lettered_sibling_to_be_flushed() {
             let (mut l, store, t0) = refusing_one("id-1");
@@ -2138,6 +2144,12 @@ mod tests {
                 copy_acked.try_recv().is_err(),
                 "the copy is acknowledged while the dead letter is not flushed"
             );
+            assert!(kept(&l).is_empty(), "the counter waits");
+            store.set_flush_fails(false);
+            l.end_round(t0).unwrap();
+            assert_eq!(pkids(&mut acked), [1]);
+            assert_eq!(pkids(&mut copy_acked), [2]);
+            assert_eq!(kept(&l), [7]);
         }
     }
 }
