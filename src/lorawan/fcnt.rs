@@ -14,9 +14,9 @@
 //!   not a guess.
 //! * A session with no state yet (hubgate started, or the session was just configured) does not
 //!   know the upper half: candidates are `k << 16 | w` for k in 0..[`INITIAL_UPPER_HALVES`], so a
-//!   device past FCnt 65535 is still picked up. The last accepted counter of each session
-//!   is kept in the buffer once its frame's record is durable and resumed at start, so a
-//!   frame captured before a restart is still a replay after it.
+//!   device past FCnt 65535 is still picked up. An accepted counter of each session is
+//!   kept in the buffer once its frame's records, and every earlier frame's, are durable, and
+//!   resumed at start, so a frame captured before a restart is still a replay after it.
 //! * A refused counter below [`RESET_BELOW`] while the last accepted is at or above it is
 //!   [`FcntError::Reset`]: far more likely a device that restarted its counter (an ABP device
 //!   that does not keep it across a power cycle) than a copy, which repeats a recent counter.

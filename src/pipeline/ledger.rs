@@ -19,7 +19,7 @@
 //! - once anything is buffered or waiting, new records queue behind it, and the buffer
 //!   drains in order, each record deleted on its delivery report.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -96,10 +96,10 @@ pub struct Ledger {
     /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`]. An input
     /// of several records has its counters under each of them.
     unsettled: BTreeMap<u64, Vec<Fcnt>>,
-    /// The counter (and MIC) of the frame each session (DevAddr, DevEUI) took last: what is
-    /// kept for the session once none of its frames' records is held
-    /// ([`Ledger::release_fcnts`]).
-    latest: HashMap<(DevAddr, DevEui), (u32, [u8; 4])>,
+    /// The frames each session (DevAddr, DevEUI) took whose counters are not kept yet, in
+    /// take order: the newest of them that has no frame held before it, and is not held
+    /// itself, is kept ([`Ledger::release_fcnts`]).
+    taken: HashMap<(DevAddr, DevEui), VecDeque<Fcnt>>,
     /// Frame counters of records written to the buffer (or dropped, or dead-lettered), and of
     /// copies of such records, kept once a flush that starts later is done, as `pending_acks`
     /// are released.
@@ -160,7 +160,7 @@ impl Ledger {
             pending_acks: Vec::new(),
             syncing_acks: Vec::new(),
             unsettled: BTreeMap::new(),
-            latest: HashMap::new(),
+            taken: HashMap::new(),
             pending_fcnts: Vec::new(),
             syncing_fcnts: Vec::new(),
             dirty: left_over,
@@ -267,8 +267,9 @@ impl Ledger {
 
     /// The sessions of `fcnts` took these frames last.
     fn took(&mut self, fcnts: &[Fcnt]) {
-        for &(dev_addr, dev_eui, fcnt, mic) in fcnts {
-            self.latest.insert((dev_addr, dev_eui), (fcnt, mic));
+        for &frame in fcnts {
+            let session = (frame.0, frame.1);
+            self.taken.entry(session).or_default().push_back(frame);
         }
     }
 
@@ -399,27 +400,35 @@ impl Ledger {
         }
     }
 
-    /// The sessions of `fcnts` whose frames' records are all durable now keep the counter
-    /// they took last. A session's kept counter is one value, written over, and a restart
-    /// refuses every frame at or below it: kept while an earlier frame of the session is not
-    /// durable (in flight to a slower hub, or waiting for a flush), it would make that
-    /// frame's redelivery a replay after a crash.
+    /// Each session of `fcnts` keeps the counter of the newest frame it took whose records,
+    /// and the records of every frame it took before, are durable. A session's kept counter
+    /// is one value, written over, and a restart refuses every frame at or below it: kept
+    /// while an earlier frame of the session is not durable (in flight to a slower hub, or
+    /// waiting for a flush), it would make that frame's redelivery a replay after a crash.
+    /// A later frame held does not hold it back: under steady traffic a session has one
+    /// held nearly always, and its counter would be kept late or never.
     fn release_fcnts(&mut self, fcnts: Vec<Fcnt>) {
         let sessions: BTreeSet<(DevAddr, DevEui)> =
             fcnts.into_iter().map(|(a, e, _, _)| (a, e)).collect();
-        let held = |a, e| {
+        let held = |frame: &Fcnt| {
             let all = self.pending_fcnts.iter().chain(&self.syncing_fcnts);
             all.chain(self.unsettled.values().flatten())
-                .any(|&(ha, he, _, _)| (ha, he) == (a, e))
+                .any(|h| h == frame)
         };
-        let free: Vec<Fcnt> = sessions
-            .into_iter()
-            .filter(|&(a, e)| !held(a, e))
-            .filter_map(|s| {
-                let &(fcnt, mic) = self.latest.get(&s)?;
-                Some((s.0, s.1, fcnt, mic))
-            })
-            .collect();
+        let mut free = Vec::new();
+        for session in sessions {
+            let Some(frames) = self.taken.get_mut(&session) else {
+                continue;
+            };
+            let mut newest = None;
+            while frames.front().is_some_and(|f| !held(f)) {
+                newest = frames.pop_front();
+            }
+            if frames.is_empty() {
+                self.taken.remove(&session);
+            }
+            free.extend(newest);
+        }
         self.keep_fcnts(free);
     }
 
@@ -2014,6 +2023,27 @@ mod tests {
             assert!(kept(&l).is_empty(), "frame 7 is not durable");
             l.delivered(first, t0).unwrap();
             assert_eq!(kept(&l), [8]);
+        }
+
+        /// Under steady traffic a session nearly always has a frame held: the next one is with
+        /// the sink when the last is confirmed. Its counter is kept all the same: that of the
+        /// newest frame whose records, and every earlier frame's, are durable.
+        #[test]
+        fn a_session_with_a_frame_always_held_keeps_its_counter() {
+            let (mut l, mut reports, _store, t0) = ledger(&BufferConfig::default());
+            l.take(vec![record(7)], advanced(7), Ack::None, t0);
+            l.end_round(t0).unwrap();
+            for n in 8..11 {
+                l.take(vec![record(n)], advanced(n), Ack::None, t0);
+                l.end_round(t0).unwrap();
+                let earlier = reports.try_recv().unwrap();
+                l.delivered(earlier, t0).unwrap();
+                assert_eq!(kept(&l), [n - 1], "frame {n} is with the sink");
+            }
+            assert_eq!(l.taken[&(DevAddr(1), DevEui([1; 8]))].len(), 1);
+            l.delivered(reports.try_recv().unwrap(), t0).unwrap();
+            assert_eq!(kept(&l), [10]);
+            assert!(l.taken.is_empty(), "nothing left to keep");
         }
 
         /// A frame of two records, both with the sink. The first fails (transient), so it is
