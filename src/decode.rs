@@ -263,10 +263,16 @@ impl Decoder {
         self.lorawan.take_counters()
     }
 
-    /// Continue a LoRaWAN session from a counter kept before a restart (false: no such
-    /// session configured).
-    pub fn resume_fcnt(&mut self, dev_addr: lorawan::DevAddr, dev_eui: DevEui, last: u32) -> bool {
-        self.lorawan.resume(dev_addr, dev_eui, last)
+    /// Continue a LoRaWAN session from a counter kept before a restart, with its frame's MIC
+    /// if that was kept (false: no such session configured).
+    pub fn resume_fcnt(
+        &mut self,
+        dev_addr: lorawan::DevAddr,
+        dev_eui: DevEui,
+        last: u32,
+        mic: Option<[u8; 4]>,
+    ) -> bool {
+        self.lorawan.resume(dev_addr, dev_eui, last, mic)
     }
 
     /// The records of `input`: none when it holds nothing to send (see [`Input`]). A panic

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::agent::Agent;
 use support::free_udp_port;
-use support::lorawan::{device, phy, PHY};
+use support::lorawan::{device, phy, phy_of, PHY};
 
 const WAIT: Duration = Duration::from_secs(30);
 const GATEWAY: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0x00, 0x00, 0x01];
@@ -190,39 +190,56 @@ fn a_frame_replayed_after_a_restart_is_rejected() {
 
 /// A device with `resets_fcnt` that restarts its counter is accepted, and the kept counter
 /// follows the restart across restarts of hubgate: the same frame after the next restart is
-/// a replay (a kept counter still at the old value would take it for another restart).
+/// a replay (a kept counter still at the old value would take it for another restart). The
+/// counter is kept with its frame's MIC: another frame at it after the restart (a device
+/// that sends FCnt 0 once per power-up) is a reading, not a copy.
 #[test]
 fn a_counter_restart_is_kept_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let devices = format!("{}resets_fcnt = true\n", device());
     let (mut agent, sock) = start(dir.path(), "", &devices);
-    let push = |fcnt: u32| format!(r#"{{"rxpk":[{}]}}"#, rxpk(-61, &phy(fcnt)));
+    let push = |phy: &str| format!(r#"{{"rxpk":[{}]}}"#, rxpk(-61, phy));
     assert_eq!(phy(7), PHY);
     let mut token = 0;
-    let mut send = |fcnt: u32| {
+    let mut send = |phy: &str| {
         token += 1;
-        let answer = exchange(&sock, &datagram(token, 0x00, &push(fcnt)));
+        let answer = exchange(&sock, &datagram(token, 0x00, &push(phy)));
         assert_eq!(answer, [2, 0, token as u8, 0x01]);
     };
     // Each run: a frame delivered, then its counter kept (a sync after it), then SIGKILL.
     for (run, fcnt) in [(1, 5000), (2, 0)] {
         let opened = agent.metric("hubgate_buffer_syncs_total");
-        send(fcnt);
+        send(&phy(fcnt));
         agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
         agent.wait_metric("hubgate_buffer_syncs_total", WAIT, |v| v > opened);
         agent.kill();
         agent.start_again();
         agent.wait_log("packet forwarder source on", run + 1, WAIT);
     }
-    send(0);
+    send(&phy(0));
     agent.wait_metric("hubgate_received_total", WAIT, |v| v == 1);
     agent.wait_metric("hubgate_duplicates_total", WAIT, |v| v == 1);
     assert_eq!(agent.metric("hubgate_delivered_total"), 0);
-    let fcnts: Vec<_> = printed(&agent, dir.path())
+    // Powered up again: FCnt 0 with another reading (27.3 °C), so another MIC.
+    send(&phy_of(0, &[0x03, 0x67, 0x01, 0x11]));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    assert_eq!(agent.metric("hubgate_duplicates_total"), 1);
+    let printed: Vec<_> = printed(&agent, dir.path())
         .iter()
-        .map(|r| r["obj"]["data"]["meta"]["iot"]["fcnt_up"].clone())
+        .map(|r| {
+            let data = &r["obj"]["data"];
+            let fcnt = data["meta"]["iot"]["fcnt_up"].clone();
+            (fcnt, data["temperature"][0]["value"].clone())
+        })
         .collect();
-    assert_eq!(fcnts, [5000, 0]);
+    assert_eq!(
+        printed,
+        [
+            (5000.into(), 27.2.into()),
+            (0.into(), 27.2.into()),
+            (0.into(), 27.3.into())
+        ]
+    );
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -836,35 +836,46 @@ impl Buffer {
         Some(outcome.map(|syncs| self.metrics.buffer_syncs.add(syncs)))
     }
 
-    /// Keep the last accepted frame counter of a LoRaWAN session (DevAddr, DevEUI). It is
-    /// durable with the next flush, within [`DELETIONS_SYNCED_WITHIN`] at the latest.
+    /// Keep the last accepted frame counter of a LoRaWAN session (DevAddr, DevEUI), with its
+    /// frame's MIC (the value: FCnt then MIC, 8 bytes). It is durable with the next flush,
+    /// within [`DELETIONS_SYNCED_WITHIN`] at the latest.
     pub fn save_fcnt(
         &mut self,
         dev_addr: u32,
         dev_eui: [u8; 8],
         fcnt: u32,
+        mic: [u8; 4],
     ) -> Result<(), BufferError> {
         let mut key = FCNT_PREFIX.to_vec();
         key.extend_from_slice(&dev_addr.to_be_bytes());
         key.extend_from_slice(&dev_eui);
-        self.store.state_set(&key, &fcnt.to_be_bytes())?;
+        let mut value = fcnt.to_be_bytes().to_vec();
+        value.extend_from_slice(&mic);
+        self.store.state_set(&key, &value)?;
         self.unsynced_state = true;
         Ok(())
     }
 
-    /// Every saved frame counter: (DevAddr, DevEUI, last accepted FCnt).
-    pub fn fcnts(&self) -> Result<Vec<(u32, [u8; 8], u32)>, BufferError> {
+    /// Every saved frame counter. A value of 4 bytes (kept by a release that did not keep
+    /// the MIC) has the MIC unknown.
+    pub fn fcnts(&self) -> Result<Vec<KeptFcnt>, BufferError> {
         Ok(self
             .store
             .state_scan(FCNT_PREFIX)?
             .into_iter()
             .filter_map(|(k, v)| {
                 let k = k.strip_prefix(FCNT_PREFIX)?;
-                Some((
-                    u32::from_be_bytes(k.get(..4)?.try_into().ok()?),
-                    k.get(4..12)?.try_into().ok()?,
-                    u32::from_be_bytes(v.as_slice().try_into().ok()?),
-                ))
+                let (fcnt, mic) = match v.len() {
+                    4 => (v.as_slice(), None),
+                    8 => (&v[..4], Some(v[4..].try_into().ok()?)),
+                    _ => return None,
+                };
+                Some(KeptFcnt {
+                    dev_addr: u32::from_be_bytes(k.get(..4)?.try_into().ok()?),
+                    dev_eui: k.get(4..12)?.try_into().ok()?,
+                    fcnt: u32::from_be_bytes(fcnt.try_into().ok()?),
+                    mic,
+                })
             })
             .collect())
     }
@@ -919,6 +930,17 @@ impl Buffer {
 /// sink refused) are only counted (at most about 12 MB of them: one keeps 256 bytes of its
 /// message or record and short excerpts of the rest).
 pub const MAX_DEAD_LETTERS: u64 = 10_000;
+
+/// The frame counter kept for a LoRaWAN session ([`Buffer::fcnts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptFcnt {
+    pub dev_addr: u32,
+    pub dev_eui: [u8; 8],
+    /// The last accepted FCnt32.
+    pub fcnt: u32,
+    /// The MIC of its frame (`None`: kept without it, by an older release).
+    pub mic: Option<[u8; 4]>,
+}
 
 #[cfg(test)]
 mod tests {
@@ -1460,15 +1482,21 @@ mod tests {
         assert_eq!(seqs(&mut b), kept);
     }
 
-    /// Frame counters are kept with the records: durable with the buffer's flushes, carried
-    /// through a rebuild, untouched by a purge.
+    /// Frame counters are kept with the records, each with its frame's MIC: durable with the
+    /// buffer's flushes, carried through a rebuild, untouched by a purge. A counter kept
+    /// without its MIC (4 bytes, by an older release) is read with the MIC unknown.
     #[test]
     fn frame_counters_survive_reopen_rebuild_and_purge() {
         let dir = tempfile::tempdir().unwrap();
         let (mut b, m) = sled_buffer(dir.path(), 10);
-        b.save_fcnt(0x2601_1bda, [1; 8], 7).unwrap();
-        b.save_fcnt(0x2601_1bda, [1; 8], 9).unwrap();
-        b.save_fcnt(0x2601_1bdb, [2; 8], 70_000).unwrap();
+        b.save_fcnt(0x2601_1bda, [1; 8], 7, [7; 4]).unwrap();
+        b.save_fcnt(0x2601_1bda, [1; 8], 9, [9; 4]).unwrap();
+        b.save_fcnt(0x2601_1bdb, [2; 8], 70_000, [1, 2, 3, 4])
+            .unwrap();
+        let mut old = FCNT_PREFIX.to_vec();
+        old.extend_from_slice(&0x2601_1bdc_u32.to_be_bytes());
+        old.extend_from_slice(&[3; 8]);
+        b.store.state_set(&old, &5_u32.to_be_bytes()).unwrap();
         assert!(!b.sync_due(Instant::now()), "not a second old yet");
         assert!(b.sync_due(Instant::now() + DELETIONS_SYNCED_WITHIN));
         b.flush().unwrap();
@@ -1482,9 +1510,19 @@ mod tests {
         s.flush().unwrap();
         drop(s);
         let (b, _) = sled_buffer(dir.path(), 10);
+        let kept = |dev_addr, dev_eui, fcnt, mic| KeptFcnt {
+            dev_addr,
+            dev_eui,
+            fcnt,
+            mic,
+        };
         assert_eq!(
             b.fcnts().unwrap(),
-            vec![(0x2601_1bda, [1; 8], 9), (0x2601_1bdb, [2; 8], 70_000)]
+            vec![
+                kept(0x2601_1bda, [1; 8], 9, Some([9; 4])),
+                kept(0x2601_1bdb, [2; 8], 70_000, Some([1, 2, 3, 4])),
+                kept(0x2601_1bdc, [3; 8], 5, None),
+            ]
         );
     }
 

@@ -411,11 +411,15 @@ mod tests {
     fn payloads_past_the_longest_are_refused() {
         let em300 = Codec::from_id("milesight-em300-th").unwrap();
         let record = hex("20 CE 00 F1 53 65 F6 FF 64 01");
-        let most = record.repeat(MAX_PAYLOAD / record.len());
-        assert_eq!(em300.decode(None, &most).unwrap().history.len(), 204);
+        // 204 history records and two temperatures: 2,048 bytes exactly.
+        let mut most = record.repeat(MAX_PAYLOAD / record.len());
+        most.extend_from_slice(&hex("03 67 10 01 03 67 11 01"));
+        assert_eq!(most.len(), MAX_PAYLOAD);
+        let decoded = em300.decode(None, &most).unwrap();
+        assert_eq!((decoded.history.len(), decoded.readings.len()), (204, 2));
         let mut over = most.clone();
-        over.extend_from_slice(&record);
-        assert_eq!(em300.decode(None, &over), Err(CodecError::TooLong(2050)));
+        over.push(0x01);
+        assert_eq!(em300.decode(None, &over), Err(CodecError::TooLong(2049)));
     }
 
     /// The examples are what `hubgate codecs` shows and the CLI test and the benchmark decode.

@@ -52,8 +52,9 @@ pub struct Decoder {
 /// What decoding a frame did to the frame counters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
-    /// (DevAddr, DevEUI, FCnt32) of every counter accepted, to be kept across restarts.
-    pub advanced: Vec<(DevAddr, DevEui, u32)>,
+    /// (DevAddr, DevEUI, FCnt32, MIC) of every frame accepted: its counter is kept across
+    /// restarts, with its MIC, which tells another frame at that counter from a copy.
+    pub advanced: Vec<(DevAddr, DevEui, u32, [u8; 4])>,
     /// (DevAddr, FCnt32) of a frame refused as a replay: a copy of one accepted before (a
     /// source's redelivery, a second gateway), an attack, or a device that restarted its
     /// counter.
@@ -72,17 +73,24 @@ impl Decoder {
             .push(session);
     }
 
-    /// Continue the session (DevAddr, DevEUI) from a counter accepted before a restart, so
-    /// a frame captured earlier is a replay. Returns false when no such session is
-    /// configured any more.
-    pub fn resume(&mut self, dev_addr: DevAddr, dev_eui: DevEui, last: u32) -> bool {
+    /// Continue the session (DevAddr, DevEUI) from a counter accepted before a restart and
+    /// its frame's MIC (`None`: kept without it, by an older release), so a frame captured
+    /// earlier is a replay, and another frame at that counter is not a copy. Returns false
+    /// when no such session is configured any more.
+    pub fn resume(
+        &mut self,
+        dev_addr: DevAddr,
+        dev_eui: DevEui,
+        last: u32,
+        mic: Option<[u8; 4]>,
+    ) -> bool {
         let session = self
             .sessions
             .get_mut(&dev_addr)
             .and_then(|ss| ss.iter_mut().find(|s| s.dev_eui == dev_eui));
         match session {
             Some(s) => {
-                s.fcnt.accept(last, None);
+                s.fcnt.accept(last, mic);
                 true
             }
             None => false,
@@ -163,7 +171,7 @@ impl Decoder {
         session.fcnt.accept(fcnt32, Some(frame.mic));
         self.counters
             .advanced
-            .push((dev_addr, session.dev_eui, fcnt32));
+            .push((dev_addr, session.dev_eui, fcnt32, frame.mic));
         let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
         Ok(Uplink {
             dev_eui: session.dev_eui,

@@ -14,9 +14,9 @@
 //!   not a guess.
 //! * A session with no state yet (hubgate started, or the session was just configured) does not
 //!   know the upper half: candidates are `k << 16 | w` for k in 0..[`INITIAL_UPPER_HALVES`], so a
-//!   device past FCnt 65535 is still picked up. The last accepted counter of each session
-//!   is kept in the buffer once its frame's record is durable and resumed at start, so a
-//!   frame captured before a restart is still a replay after it.
+//!   device past FCnt 65535 is still picked up. An accepted counter of each session is
+//!   kept in the buffer once its frame's records, and every earlier frame's, are durable, and
+//!   resumed at start, so a frame captured before a restart is still a replay after it.
 //! * A refused counter below [`RESET_BELOW`] while the last accepted is at or above it is
 //!   [`FcntError::Reset`]: far more likely a device that restarted its counter (an ABP device
 //!   that does not keep it across a power cycle) than a copy, which repeats a recent counter.
@@ -30,10 +30,12 @@
 //!   (a second gateway, a redelivery) is the same PHYPayload, MIC included. Another MIC at
 //!   that counter is another frame, from a device that restarted its counter and reached the
 //!   same value (one that sends once per power-up sends FCnt 0 each time): a restart
-//!   ([`FcntError::Reset`], or accepted for a device that restarts its counter). Until a
-//!   frame is accepted after hubgate starts, the last MIC is not known and an equal counter
-//!   is a copy; a restarted device that sends the same payload at the same counter cannot be
-//!   told from a copy at all.
+//!   ([`FcntError::Reset`], or accepted for a device that restarts its counter). The MIC is
+//!   kept with the counter across a restart of hubgate: without it, a device that sends FCnt
+//!   0 once per power-up would have every later frame taken for a copy. Only a counter kept
+//!   without its MIC (by an older release) leaves it unknown until a frame is accepted, an
+//!   equal counter being a copy meanwhile; a restarted device that sends the same payload at
+//!   the same counter cannot be told from a copy at all.
 
 /// Largest forward step accepted when guessing a 16-bit rollover.
 pub const MAX_FCNT_GAP: u32 = 16_384;
@@ -56,7 +58,7 @@ pub enum FcntError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FcntTracker {
     last: Option<u32>,
-    /// The MIC of the frame accepted last, once one was accepted in this run.
+    /// The MIC of the frame accepted last (`None`: not known, a counter kept without it).
     last_mic: Option<[u8; 4]>,
     max_gap: u32,
     /// The device restarts its counter: a smaller one is a restart, not a replay.
@@ -151,7 +153,7 @@ impl FcntTracker {
     }
 
     /// Record an accepted FCnt32 and its frame's MIC (after [`check`](FcntTracker::check)
-    /// passed; `None`: a counter kept before a restart): a smaller one is a restart of a
+    /// passed; `None`: a counter kept without its MIC): a smaller one is a restart of a
     /// device that restarts its counter, which goes on from it.
     pub fn accept(&mut self, fcnt32: u32, mic: Option<[u8; 4]>) {
         self.last = Some(match self.last {

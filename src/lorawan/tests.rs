@@ -75,6 +75,11 @@ pub(crate) fn up(fcnt32: u32, fport: Option<u8>, plain: &[u8]) -> Vec<u8> {
     reference_frame(0x40, 0x2601_1BDA, 0, fcnt32, &[], fport, plain, &NWK, &APP)
 }
 
+/// The MIC of frame `phy`: its last 4 bytes.
+fn mic(phy: &[u8]) -> [u8; 4] {
+    phy[phy.len() - 4..].try_into().unwrap()
+}
+
 fn decoder() -> Decoder {
     let mut d = Decoder::new();
     d.add(Session::new(
@@ -446,13 +451,17 @@ fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
     let old = up(70_005, Some(2), b"x");
     d.decode_uplink(&old, t0(), Radio::default()).unwrap();
     let kept = d.take_counters().advanced;
-    assert_eq!(kept, vec![(DevAddr(0x2601_1BDA), DEV_EUI, 70_005)]);
+    assert_eq!(
+        kept,
+        vec![(DevAddr(0x2601_1BDA), DEV_EUI, 70_005, mic(&old))]
+    );
     assert_eq!(d.take_counters(), Counters::default());
 
     let mut restarted = decoder();
-    assert!(!restarted.resume(DevAddr(0x2601_1BDA), DevEui([9; 8]), 70_005));
-    for (dev_addr, dev_eui, fcnt) in kept {
-        assert!(restarted.resume(dev_addr, dev_eui, fcnt));
+    let other = DevEui([9; 8]);
+    assert!(!restarted.resume(DevAddr(0x2601_1BDA), other, 70_005, None));
+    for (dev_addr, dev_eui, fcnt, mic) in kept {
+        assert!(restarted.resume(dev_addr, dev_eui, fcnt, Some(mic)));
     }
     assert!(matches!(
         restarted.decode_uplink(&old, t0(), Radio::default()),
@@ -523,8 +532,9 @@ fn a_counter_restart_is_told_apart_from_a_copy() {
 }
 
 /// A device that restarts its counter and sends once per power-up sends FCnt 0 each time:
-/// each is another frame (another MIC), taken; the same frame again is a copy. After
-/// hubgate restarts, the last frame's MIC is not known and an equal counter is a copy.
+/// each is another frame (another MIC), taken; the same frame again is a copy. So after
+/// hubgate restarts, resumed with the last frame's MIC kept with its counter. Resumed from a
+/// counter kept without its MIC (an older release), an equal counter is a copy.
 #[test]
 fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_the_same() {
     let mut d = resetting_decoder();
@@ -541,10 +551,24 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_the_same(
             ..
         })
     ));
+    let last = mic(&up(0, Some(2), b"2"));
     let mut restarted = resetting_decoder();
-    assert!(restarted.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0));
+    assert!(restarted.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last)));
     assert!(matches!(
-        restarted.decode_uplink(&up(0, Some(2), b"3"), t0(), radio()),
+        restarted.decode_uplink(&up(0, Some(2), b"2"), t0(), radio()),
+        Err(LorawanError::Replay {
+            fcnt: 0,
+            last: 0,
+            ..
+        })
+    ));
+    let up3 = restarted.decode_uplink(&up(0, Some(2), b"3"), t0(), radio());
+    assert_eq!(up3.unwrap().payload, b"3");
+
+    let mut old_release = resetting_decoder();
+    assert!(old_release.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, None));
+    assert!(matches!(
+        old_release.decode_uplink(&up(0, Some(2), b"3"), t0(), radio()),
         Err(LorawanError::Replay {
             fcnt: 0,
             last: 0,
@@ -616,8 +640,13 @@ fn a_device_that_resets_its_counter_is_accepted_after_a_restart() {
     assert_eq!(
         d.take_counters().advanced,
         vec![
-            (DevAddr(0x2601_1BDA), DEV_EUI, 5000),
-            (DevAddr(0x2601_1BDA), DEV_EUI, 3)
+            (
+                DevAddr(0x2601_1BDA),
+                DEV_EUI,
+                5000,
+                mic(&up(5000, Some(2), b"p"))
+            ),
+            (DevAddr(0x2601_1BDA), DEV_EUI, 3, mic(&up(3, Some(2), b"p")))
         ],
         "the restarted counter is the one kept"
     );

@@ -80,8 +80,8 @@ impl Forwarder {
         // LoRaWAN sessions go on from the frame counters kept before a restart.
         match buffer.fcnts() {
             Ok(kept) => {
-                for (dev_addr, dev_eui, fcnt) in kept {
-                    decoder.resume_fcnt(DevAddr(dev_addr), DevEui(dev_eui), fcnt);
+                for k in kept {
+                    decoder.resume_fcnt(DevAddr(k.dev_addr), DevEui(k.dev_eui), k.fcnt, k.mic);
                 }
             }
             Err(e) => log::warn!("buffer: cannot read the kept frame counters: {e}"),

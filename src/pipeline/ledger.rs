@@ -19,7 +19,7 @@
 //! - once anything is buffered or waiting, new records queue behind it, and the buffer
 //!   drains in order, each record deleted on its delivery report.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,8 +34,8 @@ use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::Ack;
 
-/// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32.
-type Fcnt = (DevAddr, DevEui, u32);
+/// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32, and its frame's MIC.
+type Fcnt = (DevAddr, DevEui, u32, [u8; 4]);
 
 struct InFlight {
     record: Record,
@@ -96,11 +96,13 @@ pub struct Ledger {
     /// (delivered, buffered or dead-lettered; or dropped): see [`Ledger::settled`]. An input
     /// of several records has its counters under each of them.
     unsettled: BTreeMap<u64, Vec<Fcnt>>,
-    /// The counter of the frame each session (DevAddr, DevEUI) took last: what is kept for
-    /// the session once none of its frames' records is held ([`Ledger::release_fcnts`]).
-    latest: HashMap<(DevAddr, DevEui), u32>,
-    /// Frame counters of records written to the buffer (or dropped, or dead-lettered), kept
-    /// once a flush that starts later is done, as `pending_acks` are released.
+    /// The frames each session (DevAddr, DevEUI) took whose counters are not kept yet, in
+    /// take order: the newest of them that has no frame held before it, and is not held
+    /// itself, is kept ([`Ledger::release_fcnts`]).
+    taken: HashMap<(DevAddr, DevEui), VecDeque<Fcnt>>,
+    /// Frame counters of records written to the buffer (or dropped, or dead-lettered), and of
+    /// copies of such records, kept once a flush that starts later is done, as `pending_acks`
+    /// are released.
     pending_fcnts: Vec<Fcnt>,
     /// Frame counters kept when the running flush is done.
     syncing_fcnts: Vec<Fcnt>,
@@ -158,7 +160,7 @@ impl Ledger {
             pending_acks: Vec::new(),
             syncing_acks: Vec::new(),
             unsettled: BTreeMap::new(),
-            latest: HashMap::new(),
+            taken: HashMap::new(),
             pending_fcnts: Vec::new(),
             syncing_fcnts: Vec::new(),
             dirty: left_over,
@@ -259,14 +261,15 @@ impl Ledger {
             let record = self.stamped(record);
             one(self, record, &fcnts, part);
         }
-        // None of them held (copies of durable records): kept now.
+        // Kept now if no record holds them.
         self.release_fcnts(fcnts);
     }
 
     /// The sessions of `fcnts` took these frames last.
     fn took(&mut self, fcnts: &[Fcnt]) {
-        for &(dev_addr, dev_eui, fcnt) in fcnts {
-            self.latest.insert((dev_addr, dev_eui), fcnt);
+        for &frame in fcnts {
+            let session = (frame.0, frame.1);
+            self.taken.entry(session).or_default().push_back(frame);
         }
     }
 
@@ -279,14 +282,16 @@ impl Ledger {
             Seen::New => {}
             Seen::Pending(first) => {
                 self.metrics.duplicates.inc();
-                self.unsettle(first, fcnts);
-                return self.ack_with(first, ack);
+                return self.ack_with(first, fcnts, ack);
             }
             Seen::Durable => {
-                // Its record may be written and not flushed yet: the acknowledgement waits
-                // for a flush that starts later.
+                // Its record may be written and not flushed yet: the acknowledgement and the
+                // copy's frame counters wait for a flush that starts later. Kept at once, a
+                // flush already running could make the counter durable before the record's
+                // segment is synced (see [`Ledger::settled_with_flush`]).
                 self.metrics.duplicates.inc();
                 self.pending_acks.push((None, ack));
+                self.pending_fcnts.extend(fcnts);
                 return;
             }
         }
@@ -323,7 +328,7 @@ impl Ledger {
         let Some((dev_addr, fcnt)) = counters.replayed else {
             return self.pending_acks.push((None, ack));
         };
-        let of_frame = |&(a, _, f): &Fcnt| (a, f) == (dev_addr, fcnt);
+        let of_frame = |&(a, _, f, _): &Fcnt| (a, f) == (dev_addr, fcnt);
         let first: Vec<u64> = self
             .unsettled
             .iter()
@@ -340,23 +345,31 @@ impl Ledger {
         let mut parts = ack.split(first.len() + usize::from(written || first.is_empty()));
         for seq in first {
             let part = parts.pop().expect("a part per record");
-            self.ack_with(seq, part);
+            self.ack_with(seq, &[], part);
         }
         self.pending_acks
             .extend(parts.into_iter().map(|a| (None, a)));
     }
 
-    /// Acknowledge a copy of record `first` when that one becomes durable.
-    fn ack_with(&mut self, first: u64, ack: Ack) {
-        if let Some(f) = self.in_flight.get_mut(&first).filter(|f| !f.in_buffer) {
-            f.acks.push(ack);
+    /// Acknowledge a copy of record `first`, and keep the copy's frame counters `fcnts`, when
+    /// that one becomes durable. One that is buffered, or left for good (dead-lettered,
+    /// dropped), is no longer settled: the copy waits for a flush that starts later, as a
+    /// copy of a durable record does. Held under it, the counters would hold the session for
+    /// the rest of the run.
+    fn ack_with(&mut self, first: u64, fcnts: &[Fcnt], ack: Ack) {
+        let acks = if let Some(f) = self.in_flight.get_mut(&first).filter(|f| !f.in_buffer) {
+            &mut f.acks
         } else if let Some(w) = self.waiting.get_mut(&first) {
-            w.acks.push(ack);
+            &mut w.acks
         } else if let Some(l) = self.unwritten.get_mut(&first) {
-            l.acks.push(ack);
+            &mut l.acks
         } else {
             self.pending_acks.push((None, ack));
-        }
+            self.pending_fcnts.extend(fcnts);
+            return;
+        };
+        acks.push(ack);
+        self.unsettle(first, fcnts);
     }
 
     /// The frame counters `fcnts` are kept once record `seq` is durable ([`Ledger::settled`]).
@@ -387,32 +400,45 @@ impl Ledger {
         }
     }
 
-    /// The sessions of `fcnts` whose frames' records are all durable now keep the counter
-    /// they took last. A session's kept counter is one value, written over, and a restart
-    /// refuses every frame at or below it: kept while an earlier frame of the session is not
-    /// durable (in flight to a slower hub, or waiting for a flush), it would make that
-    /// frame's redelivery a replay after a crash.
+    /// Each session of `fcnts` keeps the counter of the newest frame it took whose records,
+    /// and the records of every frame it took before, are durable. A session's kept counter
+    /// is one value, written over, and a restart refuses every frame at or below it: kept
+    /// while an earlier frame of the session is not durable (in flight to a slower hub, or
+    /// waiting for a flush), it would make that frame's redelivery a replay after a crash.
+    /// A later frame held does not hold it back: under steady traffic a session has one
+    /// held nearly always, and its counter would be kept late or never.
     fn release_fcnts(&mut self, fcnts: Vec<Fcnt>) {
         let sessions: BTreeSet<(DevAddr, DevEui)> =
-            fcnts.into_iter().map(|(a, e, _)| (a, e)).collect();
-        let held = |a, e| {
+            fcnts.into_iter().map(|(a, e, _, _)| (a, e)).collect();
+        let held = |frame: &Fcnt| {
             let all = self.pending_fcnts.iter().chain(&self.syncing_fcnts);
             all.chain(self.unsettled.values().flatten())
-                .any(|&(ha, he, _)| (ha, he) == (a, e))
+                .any(|h| h == frame)
         };
-        let free: Vec<Fcnt> = sessions
-            .into_iter()
-            .filter(|&(a, e)| !held(a, e))
-            .filter_map(|s| Some((s.0, s.1, *self.latest.get(&s)?)))
-            .collect();
+        let mut free = Vec::new();
+        for session in sessions {
+            let Some(frames) = self.taken.get_mut(&session) else {
+                continue;
+            };
+            let mut newest = None;
+            while frames.front().is_some_and(|f| !held(f)) {
+                newest = frames.pop_front();
+            }
+            if frames.is_empty() {
+                self.taken.remove(&session);
+            }
+            free.extend(newest);
+        }
         self.keep_fcnts(free);
     }
 
-    /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer, durable with its
-    /// next flush, so a frame captured before a restart is still a replay after it.
+    /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer with their frames'
+    /// MICs, durable with its next flush, so a frame captured before a restart is still a
+    /// replay after it, and another frame at the kept counter (a device that restarted its
+    /// counter) is not taken for a copy.
     fn keep_fcnts(&mut self, fcnts: Vec<Fcnt>) {
-        for (dev_addr, dev_eui, fcnt) in fcnts {
-            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt) {
+        for (dev_addr, dev_eui, fcnt, mic) in fcnts {
+            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic) {
                 self.metrics.problem("buffer_write_error", || {
                     format!("cannot keep the frame counter of {dev_addr}: {e}")
                 });
@@ -1266,7 +1292,7 @@ mod tests {
         assert!(settled(&mut ledger, t0), "flushed");
 
         let eui = DevEui([1; 8]);
-        ledger.keep_fcnts(vec![(DevAddr(1), eui, 7)]);
+        ledger.keep_fcnts(vec![(DevAddr(1), eui, 7, [7; 4])]);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "a frame counter waits for its sync");
         assert!(settled(&mut ledger, Instant::now()));
@@ -1412,7 +1438,7 @@ mod tests {
 
     /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).
     fn counter(replayed: bool) -> Counters {
-        let kept = (DevAddr(1), DevEui([1; 8]), 7);
+        let kept = (DevAddr(1), DevEui([1; 8]), 7, [7; 4]);
         match replayed {
             false => Counters {
                 advanced: vec![kept],
@@ -1427,7 +1453,7 @@ mod tests {
 
     fn kept_counters(ledger: &Ledger) -> Vec<u32> {
         let kept = ledger.buffer.fcnts().unwrap();
-        kept.into_iter().map(|(_, _, fcnt)| fcnt).collect()
+        kept.into_iter().map(|k| k.fcnt).collect()
     }
 
     /// A frame's counter is kept (and made durable) no earlier than its record: kept while
@@ -1574,17 +1600,25 @@ mod tests {
         fn flush(&mut self, _timeout: Duration) {}
     }
 
+    /// A ledger over a memory buffer (its store is returned, to fail flushes) and a sink that
+    /// refuses record `id` and confirms none of the others by itself; and when it started.
+    fn refusing_one(id: &'static str) -> (Ledger, MemoryStore, Instant) {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let sink = Box::new(RefusesOne(id));
+        let now = (t0, SystemTime::now());
+        let ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        (ledger, store, t0)
+    }
+
     /// The first record of a frame dead-lettered as it is taken does not keep the frame's
     /// counter while the next one is with the sink unconfirmed.
     #[test]
     fn a_record_settled_at_once_keeps_no_counter_its_siblings_need() {
-        let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let sink = Box::new(RefusesOne("id-1"));
-        let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (mut ledger, _store, t0) = refusing_one("id-1");
         ledger.take(vec![record(1), record(2)], counter(false), Ack::None, t0);
         ledger.end_round(t0).unwrap();
         assert_eq!(ledger.buffer.dead_letters(), 1);
@@ -1933,7 +1967,7 @@ mod tests {
 
         fn advanced(fcnt: u32) -> Counters {
             Counters {
-                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt)],
+                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4])],
                 replayed: None,
             }
         }
@@ -1965,7 +1999,12 @@ mod tests {
         }
 
         fn kept(l: &Ledger) -> Vec<u32> {
-            l.buffer.fcnts().unwrap().into_iter().map(|k| k.2).collect()
+            l.buffer
+                .fcnts()
+                .unwrap()
+                .into_iter()
+                .map(|k| k.fcnt)
+                .collect()
         }
 
         /// A session keeps one counter, written over, and a restart refuses every frame at or
@@ -1986,10 +2025,32 @@ mod tests {
             assert_eq!(kept(&l), [8]);
         }
 
+        /// Under steady traffic a session nearly always has a frame held: the next one is with
+        /// the sink when the last is confirmed. Its counter is kept all the same: that of the
+        /// newest frame whose records, and every earlier frame's, are durable.
+        #[test]
+        fn a_session_with_a_frame_always_held_keeps_its_counter() {
+            let (mut l, mut reports, _store, t0) = ledger(&BufferConfig::default());
+            l.take(vec![record(7)], advanced(7), Ack::None, t0);
+            l.end_round(t0).unwrap();
+            for n in 8..11 {
+                l.take(vec![record(n)], advanced(n), Ack::None, t0);
+                l.end_round(t0).unwrap();
+                let earlier = reports.try_recv().unwrap();
+                l.delivered(earlier, t0).unwrap();
+                assert_eq!(kept(&l), [n - 1], "frame {n} is with the sink");
+            }
+            assert_eq!(l.taken[&(DevAddr(1), DevEui([1; 8]))].len(), 1);
+            l.delivered(reports.try_recv().unwrap(), t0).unwrap();
+            assert_eq!(kept(&l), [10]);
+            assert!(l.taken.is_empty(), "nothing left to keep");
+        }
+
         /// A frame of two records, both with the sink. The first fails (transient), so it is
         /// buffered; its flush is not done (here: failed). A copy of the frame (the same MQTT
         /// message delivered again on a new connection) is not acknowledged when the sink
-        /// confirms the second record: the first is not durable yet.
+        /// confirms the second record: the first is not durable yet. Once a flush works, the
+        /// input and the copy are acknowledged and the counter kept.
         #[test]
         fn a_copy_waits_for_a_sibling_buffered_and_not_flushed() {
             let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
@@ -2017,20 +2078,79 @@ mod tests {
                 copy_acked.try_recv().is_err(),
                 "the copy is acknowledged while record 1 is not durable"
             );
+            store.set_flush_fails(false);
+            l.end_round(t0).unwrap();
+            assert_eq!(pkids(&mut acked), [1]);
+            assert_eq!(pkids(&mut copy_acked), [2]);
+            assert_eq!(kept(&l), [7]);
+        }
+
+        /// A copy of a record buffered and not yet covered by a flush that is done (here: its
+        /// flush failed) is found durable by the de-duplication (the network server's event
+        /// first, the gateway's frame second; or, after a restart, a redelivery of a record the
+        /// last run buffered). Its counter waits, as its acknowledgement does, for a flush that
+        /// starts later: kept at once, a flush already running could make it durable before
+        /// the record's segment is synced.
+        #[test]
+        fn a_copy_of_a_buffered_record_keeps_its_counter_after_a_later_flush() {
+            let cfg = BufferConfig::default();
+            let (mut l, _reports, store, t0) = ledger(&cfg);
+            let (ack, mut acked) = puback(1);
+            l.take(vec![record(1)], Counters::default(), ack, t0);
+            l.end_round(t0).unwrap();
+            store.set_flush_fails(true);
+            let late = t0 + cfg.spill_after;
+            l.tick(late);
+            l.end_round(late).unwrap();
+            assert_eq!(l.buffered(), 1, "record 1 is written, its flush failed");
+            let (copy, mut copy_acked) = puback(2);
+            l.take(vec![record(1)], advanced(7), copy, late);
+            l.end_round(late).unwrap();
+            assert_eq!(l.buffered(), 1, "a copy, not buffered again");
+            assert!(kept(&l).is_empty(), "record 1 is not durable");
+            assert!(copy_acked.try_recv().is_err());
+            store.set_flush_fails(false);
+            l.end_round(late).unwrap();
+            assert_eq!(kept(&l), [7]);
+            assert_eq!(pkids(&mut acked), [1]);
+            assert_eq!(pkids(&mut copy_acked), [2]);
+        }
+
+        /// A record the sink refuses is dead-lettered at once, and the de-duplication still
+        /// has it pending. A copy of it that carries counters (the gateway's frame after the
+        /// network server's event) keeps its counter as a copy of a durable record does (here
+        /// at once: its dead letter's flush is done), and leaves nothing behind that holds
+        /// its session: a later frame's counter is kept on its delivery.
+        #[test]
+        fn a_copy_of_a_dead_lettered_record_does_not_hold_its_session() {
+            let (mut l, _store, t0) = refusing_one("id-1");
+            let (ack, mut acked) = puback(1);
+            l.take(vec![record(1)], Counters::default(), ack, t0);
+            l.end_round(t0).unwrap();
+            assert_eq!((l.buffer.dead_letters(), pkids(&mut acked)), (1, vec![1]));
+            let (copy, mut copy_acked) = puback(2);
+            l.take(vec![record(1)], advanced(7), copy, t0);
+            l.end_round(t0).unwrap();
+            assert_eq!(
+                l.buffer.dead_letters(),
+                1,
+                "a copy, not dead-lettered again"
+            );
+            assert_eq!(pkids(&mut copy_acked), [2]);
+            assert_eq!(kept(&l), [7]);
+            assert!(l.unsettled.is_empty(), "{:?}", l.unsettled);
+            l.take(vec![record(2)], advanced(8), Ack::None, t0);
+            l.end_round(t0).unwrap();
+            let seq = *l.in_flight.keys().next().unwrap();
+            l.delivered(Delivery { seq, result: Ok(1) }, t0).unwrap();
+            assert_eq!(kept(&l), [8]);
         }
 
         /// The same with a sibling dead-lettered at once (refused as it is sent): the copy
-        /// waits for the dead letter's flush too.
+        /// waits for the dead letter's flush too, and is acknowledged with it.
         #[test]
         fn a_copy_waits_for_a_dead_lettered_sibling_to_be_flushed() {
-            let cfg = BufferConfig::default();
-            let metrics = Metrics::new();
-            let store = MemoryStore::default();
-            let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
-            let t0 = Instant::now();
-            let sink = Box::new(RefusesOne("id-1"));
-            let mut l =
-                Ledger::new(&cfg, 16, buffer, sink, metrics, (t0, SystemTime::now()), 1).unwrap();
+            let (mut l, store, t0) = refusing_one("id-1");
             store.set_flush_fails(true);
             let (ack, mut acked) = puback(1);
             l.take(vec![record(1), record(2)], advanced(7), ack, t0);
@@ -2054,6 +2174,12 @@ mod tests {
                 copy_acked.try_recv().is_err(),
                 "the copy is acknowledged while the dead letter is not flushed"
             );
+            assert!(kept(&l).is_empty(), "the counter waits");
+            store.set_flush_fails(false);
+            l.end_round(t0).unwrap();
+            assert_eq!(pkids(&mut acked), [1]);
+            assert_eq!(pkids(&mut copy_acked), [2]);
+            assert_eq!(kept(&l), [7]);
         }
     }
 }

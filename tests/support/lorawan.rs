@@ -18,6 +18,17 @@ pub fn phy(fcnt: u32) -> String {
 /// The frame of that example sent with 32-bit counter `fcnt`: the MIC and the keystream use
 /// all 32 bits, the frame carries the low 16.
 pub fn frame(fcnt: u32) -> Vec<u8> {
+    frame_of(fcnt, &[0x03, 0x67, 0x01, 0x10])
+}
+
+/// A frame of that device with counter `fcnt` and FPort 2 carrying `plain` (base64).
+pub fn phy_of(fcnt: u32, plain: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(frame_of(fcnt, plain))
+}
+
+/// A frame of that device with counter `fcnt` and FPort 2 carrying `plain`.
+pub fn frame_of(fcnt: u32, plain: &[u8]) -> Vec<u8> {
     let key = |k: &str| <[u8; 16]>::try_from(hex::decode(k).unwrap()).unwrap();
     let mut c = lorawan::creator::DataPayloadCreator::new();
     c.set_uplink(true)
@@ -25,7 +36,7 @@ pub fn frame(fcnt: u32) -> Vec<u8> {
         .set_fcnt(fcnt)
         .set_f_port(2);
     c.build(
-        &[0x03, 0x67, 0x01, 0x10],
+        plain,
         &[],
         &lorawan::keys::NewSKey::from(key(NWK_S_KEY)),
         &lorawan::keys::AppSKey::from(key(APP_S_KEY)),
