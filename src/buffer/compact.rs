@@ -20,14 +20,37 @@
 //! pointers still name the originals); a later round copies again.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
-use super::segments::{read_entry, Pointer, Segments};
+use super::segments::{passes, read_entry, Pointer, ReadError, Segments};
 use super::BufferError;
 
 /// Bytes of records that left that the closed segments may hold before compaction starts
 /// (besides as much as the records still held take): a few segments, so that a backlog
 /// drained in order, whose oldest segment alone holds records that left, never starts it.
 pub const SLACK: u64 = 4 << 20;
+
+/// Free space a round leaves beyond its copies (sled's own writes; it hangs on ENOSPC),
+/// unless the buffer keeps less free (`min_free`).
+const RESERVE: u64 = 1 << 20;
+/// A round that failed for a reason that may pass is logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether a round that copies `needed` bytes may run with `free` bytes free on the disk
+/// (`None`: unknown), where the buffer keeps `keep_free` free. Not by `keep_free` alone:
+/// below it the buffer still stores records in place of those that leave, and compaction
+/// is then all that gives the space of parked records' segments back.
+pub fn has_room(free: Option<u64>, needed: u64, keep_free: u64) -> bool {
+    free.is_none_or(|f| f >= keep_free.min(needed + RESERVE))
+}
+
+/// Why a round stopped.
+enum Failed {
+    /// The segment cannot be read: it is left as it is for the run.
+    Segment(String),
+    /// The disk, sled or a read error that may pass: tried again at a later flush.
+    Round(String),
+}
 
 /// A record's body copied to another segment.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +72,8 @@ pub struct Compaction {
     /// Segments a round could not empty (an entry that is not there whole, which the drain
     /// reports as damage, or one that could not be read): not tried again in this run.
     stuck: BTreeSet<u32>,
+    /// When a round that failed for a reason that may pass was last logged.
+    warned: Option<Instant>,
 }
 
 impl Compaction {
@@ -67,11 +92,12 @@ impl Compaction {
     /// (each only if it still names the original); if not, drop those copies. Then, with
     /// nothing in progress, start the next round: copy the records of the sparsest segment,
     /// if one is due. Returns the number of records copied, which the next flush syncs.
-    /// `room` says whether the disk has room for a round's copies (at most half a segment).
+    /// `room` says whether the disk has room for a round's copies of so many bytes (see
+    /// [`has_room`]).
     pub fn flushed(
         &mut self,
         ok: bool,
-        room: impl FnOnce() -> bool,
+        room: impl Fn(u64) -> bool,
         segments: &mut Segments,
         records: &sled::Tree,
     ) -> Result<usize, BufferError> {
@@ -107,16 +133,26 @@ impl Compaction {
         if !ok || !self.copied.is_empty() {
             return Ok(0);
         }
-        if segments.sparsest(SLACK, &self.stuck).is_none() || !room() {
-            return Ok(0);
-        }
-        // A segment a round failed on is not tried again in this run (the same failure at
+        // A segment that cannot be read is not tried again in this run (the same failure at
         // every flush would keep the others from being compacted), and the next one is
         // tried at once. What was copied before a failure is swapped in as usual.
         while let Some(number) = segments.sparsest(SLACK, &self.stuck) {
-            if let Err(e) = self.copy(number, segments, records) {
-                log::warn!("buffer: {e}; that segment is left as it is");
-                self.stuck.insert(number);
+            if !room(segments.held_bytes(number)) {
+                break;
+            }
+            match self.copy(number, segments, records) {
+                Ok(_) => {}
+                Err(Failed::Segment(why)) => {
+                    log::warn!("buffer: {why}: that segment is left as it is");
+                    self.stuck.insert(number);
+                }
+                Err(Failed::Round(why)) => {
+                    if self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                        self.warned = Some(Instant::now());
+                        log::warn!("buffer: {why}: compaction tries again later");
+                    }
+                    break;
+                }
             }
             if !self.copied.is_empty() {
                 break;
@@ -131,24 +167,32 @@ impl Compaction {
         number: u32,
         segments: &mut Segments,
         records: &sled::Tree,
-    ) -> Result<usize, BufferError> {
-        let storage = |what: &str, e: &dyn std::fmt::Display| {
-            BufferError::Storage(format!("compacting segment {number}: {what}: {e}"))
+    ) -> Result<usize, Failed> {
+        let why = |what: &str, e: &dyn std::fmt::Display| {
+            format!("compacting segment {number}: {what}: {e}")
         };
-        let (file, headers) = segments
-            .headers(number)
-            .map_err(|e| storage("reading it", &e))?;
+        let (file, headers) = segments.headers(number).map_err(|e| {
+            let why = why("reading it", &e);
+            if passes(&e) {
+                Failed::Round(why)
+            } else {
+                Failed::Segment(why)
+            }
+        })?;
         for (seq, at) in headers {
             let named = records
                 .get(seq.to_be_bytes())
-                .map_err(|e| storage("sled", &e))?;
+                .map_err(|e| Failed::Round(why("sled", &e)))?;
             if named.as_deref() != Some(&at.to_bytes()[..]) {
                 continue;
             }
-            let value = read_entry(&file, seq, at).map_err(|e| storage("reading", &e))?;
+            let value = read_entry(&file, seq, at).map_err(|e| match e {
+                ReadError::Passing(_) => Failed::Round(why("reading", &e)),
+                ReadError::Damaged(_) | ReadError::Io(_) => Failed::Segment(why("reading", &e)),
+            })?;
             let to = segments
                 .append(seq, &value)
-                .map_err(|e| storage("appending", &e))?;
+                .map_err(|e| Failed::Round(why("appending", &e)))?;
             segments.added(to);
             self.copied.push(Move { seq, from: at, to });
         }
@@ -168,5 +212,24 @@ impl Compaction {
     pub fn clear(&mut self) {
         self.copied.clear();
         self.syncing.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{has_room, RESERVE};
+
+    /// A round runs with room for its copies and the reserve, below `min_free` too (it is
+    /// what gives space back there); with less, it waits; with no reserve asked, it runs.
+    #[test]
+    fn a_round_needs_room_for_its_copies_not_min_free() {
+        let min_free = 16 << 20;
+        let needed = 300_000;
+        assert!(has_room(None, needed, min_free));
+        assert!(has_room(Some(min_free), needed, min_free));
+        assert!(has_room(Some(needed + RESERVE), needed, min_free));
+        assert!(!has_room(Some(needed + RESERVE - 1), needed, min_free));
+        assert!(!has_room(Some(0), needed, min_free));
+        assert!(has_room(Some(0), needed, 0));
     }
 }

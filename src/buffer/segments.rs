@@ -192,7 +192,7 @@ impl std::fmt::Display for ReadError {
 /// interruption or no permission (EACCES, EPERM: an operator's change, undone by one): it
 /// says nothing about the data, however long it lasts, so a body failing with it is never
 /// taken for damage (a minute without descriptors would otherwise delete the buffer).
-fn passes(e: &io::Error) -> bool {
+pub fn passes(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::Interrupted
@@ -485,6 +485,11 @@ impl Segments {
     /// How many records segment `number` holds.
     pub fn held(&self, number: u32) -> u64 {
         self.live.get(&number).map_or(0, |h| h.records)
+    }
+
+    /// The bytes of the entries segment `number` holds.
+    pub fn held_bytes(&self, number: u32) -> u64 {
+        self.live.get(&number).map_or(0, |h| h.bytes)
     }
 
     /// The database directory was renamed to `db_dir` (moved aside): read from there.

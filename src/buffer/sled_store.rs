@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::compact::Compaction;
+use super::compact::{self, Compaction};
 use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::lock::BufferLock;
 use super::mark::Mark;
@@ -248,22 +248,31 @@ impl SledStore {
         match (store.stored_mark(), store.marked()) {
             // The salvage carries an old layout's records too.
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
-                let ends = stored.map_or("nothing".to_string(), |s| format!("#{s}"));
-                let why = format!("it ends at {ends}, hubgate had flushed up to #{flushed}");
-                store.salvage(stored, flushed, &why)
+                store.salvage(stored, flushed)
             }
             (_, flushed) => {
                 // Before the segments no pointer names go: they may hold the numbers.
                 store.highest = store.highest.max(store.highest_appended());
                 // Before the segments no pointer names go: they may hold the copies.
-                if let Err(e) = store.relink(flushed) {
-                    log::error!("buffer: looking for records in segments that are gone: {e}");
+                match store.relink(flushed) {
+                    Ok(true) => store.segments.remove_orphans(),
+                    Ok(false) => log::error!(
+                        "buffer: not every segment could be looked in for records that name \
+                         segments that are gone: those no record names stay until the next start"
+                    ),
+                    Err(e) => log::error!(
+                        "buffer: looking for records that name segments that are gone: {e}; \
+                         the segments no record names stay until the next start"
+                    ),
                 }
-                store.segments.remove_orphans();
                 if let Err(e) = store.drop_torn_unflushed(flushed) {
                     log::error!("buffer: checking the records written after the last flush: {e}");
                     // Those not checked may sit in any segment: the first flush syncs all.
+                    let missing = store.segments.missing().clone();
                     for number in store.segments.holding() {
+                        if missing.contains(&number) {
+                            continue;
+                        }
                         if let Err(e) = store.segments.sync_with_next_flush(number) {
                             log::error!(
                                 "buffer: segment {number} cannot be opened to sync it: {e}"
@@ -500,12 +509,15 @@ impl SledStore {
     /// go back to originals whose segments were deleted since, and the copies are in a
     /// segment no pointer names any more. Any other such record is damage; the drain counts
     /// it.
-    fn relink(&mut self, flushed: Option<u64>) -> Result<(), BufferError> {
+    ///
+    /// Returns whether every segment there could be looked in: if not, the segments no
+    /// pointer names must stay for this run (they may hold the copies).
+    fn relink(&mut self, flushed: Option<u64>) -> Result<bool, BufferError> {
         let (Some(flushed), missing) = (flushed, self.segments.missing().clone()) else {
-            return Ok(());
+            return Ok(true);
         };
         if missing.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let mut gone = BTreeMap::new();
         for item in self.records.range(..=flushed.to_be_bytes()) {
@@ -518,33 +530,59 @@ impl SledStore {
             }
         }
         if gone.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let mut found = BTreeMap::new();
         let numbers = self.segments.numbers_as_written().map_err(|e| {
             BufferError::Storage(format!("{}: listing the segments: {e}", self.dir.display()))
         })?;
-        for number in numbers {
+        let mut complete = true;
+        for (i, &number) in numbers.iter().enumerate() {
+            crate::notify::extend_start(
+                BATCH_ALLOWANCE,
+                &format!(
+                    "looking for records in the buffer's segments: {} of {}",
+                    i + 1,
+                    numbers.len()
+                ),
+            );
             let Ok((file, headers)) = self.segments.headers(number) else {
+                complete = false;
                 continue;
             };
             for (seq, at) in headers {
-                if gone.contains_key(&seq) && read_entry(&file, seq, at).is_ok() {
-                    found.insert(seq, at);
+                if !gone.contains_key(&seq) {
+                    continue;
+                }
+                match read_entry(&file, seq, at) {
+                    Ok(body) if super::decode(&body).is_ok() => {
+                        found.insert(seq, at);
+                    }
+                    Ok(_) | Err(ReadError::Damaged(_)) => {}
+                    Err(_) => complete = false,
                 }
             }
         }
         for (&seq, &to) in &found {
+            let from = gone[&seq];
+            // The segment is taken as holding it (off the list of those deleted at open)
+            // before sled's pointer names it, and its entry synced by the next flush.
+            let taken = self
+                .segments
+                .relinked(from, to)
+                .and_then(|()| self.segments.sync_with_next_flush(to.segment));
+            if let Err(e) = taken {
+                log::error!(
+                    "buffer: record #{seq} found in segment {}, which cannot be used: {e}",
+                    to.segment
+                );
+                complete = false;
+                continue;
+            }
             self.records
                 .insert(seq.to_be_bytes(), &to.to_bytes())
                 .map_err(err)?;
-            self.segments.relinked(gone[&seq], to).map_err(|e| {
-                BufferError::Storage(format!(
-                    "{}: segment {}: {e}",
-                    self.dir.display(),
-                    to.segment
-                ))
-            })?;
+            self.bytes = self.bytes - u64::from(from.len) + u64::from(to.len);
             self.changed = true;
         }
         log::warn!(
@@ -553,7 +591,7 @@ impl SledStore {
             gone.len(),
             found.len()
         );
-        Ok(())
+        Ok(complete)
     }
 
     /// The highest sequence number flushed, as the mark file holds it.
@@ -621,7 +659,7 @@ impl SledStore {
         }
         // Housekeeping: a failure leaves the records where they are, and is tried again.
         let (dir, keep_free) = (&self.dir, self.keep_free);
-        let room = || super::disk::free(dir).is_none_or(|f| f >= keep_free);
+        let room = |needed| compact::has_room(super::disk::free(dir), needed, keep_free);
         match self
             .compaction
             .flushed(outcome.is_ok(), room, &mut self.segments, &self.records)
@@ -750,19 +788,16 @@ impl SledStore {
     /// The database lost writes that had been flushed: keep it aside for inspection, carry
     /// what it still holds into a fresh one, and say so loudly. It runs before READY=1:
     /// each batch carried and each segment read tells systemd the start goes on.
-    fn salvage(
-        mut self,
-        stored: Option<u64>,
-        flushed: u64,
-        why: &str,
-    ) -> Result<SledStore, BufferError> {
+    fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
         // Before the work: a salvage cut short (killed, failed) leaves the records not yet
         // carried only in the database moved aside, and this line says where.
         log::error!(
-            "buffer database {} lost writes it had flushed ({why}): the file was truncated or \
-             damaged. It was moved to {}; carrying what it still holds into a fresh database",
+            "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed \
+             up to #{flushed}): the file was truncated or damaged. It was moved to {}; carrying \
+             what it still holds into a fresh database",
             self.dir.display(),
+            stored.map_or("nothing".to_string(), |s| s.to_string()),
             aside.display()
         );
         self.segments.moved_to(&aside);
@@ -1342,6 +1377,7 @@ impl Store for SledStore {
             }
         };
         fresh.lock = self.lock.take();
+        fresh.keep_free = self.keep_free;
         drop(std::mem::replace(self, fresh));
         if let Err(e) = std::fs::remove_dir_all(&old) {
             // Harmless: the next start removes it.
@@ -1577,8 +1613,9 @@ mod tests {
     }
 
     /// A segment number taken from a damaged or hostile name (`u32::MAX`, or a damaged
-    /// pointer's) does not stop inserts: the files no pointer names go, and the last number
-    /// is used once free. Names that only parse to a number are not segments.
+    /// pointer's) does not stop inserts: the files no pointer names go, and numbers wrap
+    /// past the last one, skipping those in use. Names that only parse to a number are not
+    /// segments.
     #[test]
     fn a_segment_number_at_the_end_does_not_stop_inserts() {
         let dir = tempfile::tempdir().unwrap();
@@ -1595,8 +1632,8 @@ mod tests {
         assert!(values.join("+7.seg").exists());
         s.insert(2, vec![2; 10]).unwrap();
         assert_eq!(s.segments.files(), vec![1, 2]);
-        // A damaged pointer names the last number, whose file is not there: the open finds
-        // the record in its segment, and the number, free, names the next segment.
+        // A damaged pointer names the last number (no entry of the record that decodes is
+        // found elsewhere): the next segment wraps to the first number not in use.
         let mut p =
             Pointer::from_bytes(&s.records.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
         p.segment = u32::MAX;
@@ -1607,13 +1644,13 @@ mod tests {
         let mut s = SledStore::open(dir.path()).unwrap();
         s.insert(3, vec![3; 10]).unwrap();
         s.flush().unwrap();
-        assert_eq!(s.segments.files(), vec![1, 2, u32::MAX]);
+        assert_eq!(s.segments.files(), vec![1, 2, 3]);
         let read = s.scan(None, 10).unwrap();
         assert_eq!(
             read,
             vec![
                 (0, vec![0; 10]),
-                (1, vec![1; 10]),
+                (1, vec![]),
                 (2, vec![2; 10]),
                 (3, vec![3; 10])
             ]
@@ -2603,6 +2640,34 @@ mod tests {
         }
     }
 
+    /// A record found again in another segment frees the number of the segment that is
+    /// gone; a new segment that takes that number is not deleted as the gone one would have
+    /// been.
+    #[test]
+    fn a_gone_segments_number_taken_again_is_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |seq: u64| super::super::encode(&record(seq, 100));
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..2, body);
+            s.flush().unwrap();
+            let mut p =
+                Pointer::from_bytes(&s.records.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+            p.segment = u32::MAX;
+            s.records.insert(1u64.to_be_bytes(), &p.to_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        let mut s = SledStore::open(dir.path()).unwrap();
+        s.insert(2, body(2)).unwrap();
+        s.flush().unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![1, u32::MAX]);
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        let all = s.scan(None, 10).unwrap();
+        assert_eq!(all, (0..3).map(|seq| (seq, body(seq))).collect::<Vec<_>>());
+    }
+
     /// A segment compaction cannot read is not tried again: the others are compacted.
     #[test]
     fn a_segment_compaction_cannot_read_does_not_hold_the_others() {
@@ -2614,19 +2679,6 @@ mod tests {
         compact(&mut s);
         let after = s.segments.files();
         assert!(after.len() < before.len() - 2, "{before:?} -> {after:?}");
-    }
-
-    /// Below the free space the buffer keeps (`min_free`), compaction copies nothing.
-    #[test]
-    fn compaction_waits_while_the_disk_is_low() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = SledStore::open(dir.path()).unwrap();
-        s.keep_free(u64::MAX);
-        one_in_four_stays(&mut s, 32, |seq| vec![seq as u8; QUARTER]);
-        let before = s.segments.files();
-        compact(&mut s);
-        assert!(!s.wants_flush());
-        assert_eq!(s.segments.files(), before);
     }
 
     /// A record appended whose pointer a crash kept from sled had its number handed out
