@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{BufferError, StateEntry, Store};
+use super::{BufferError, Entries, StateEntry, Store};
 
 #[derive(Default, Clone)]
 pub struct MemoryStore {
@@ -106,7 +106,7 @@ impl Store for MemoryStore {
         after: Option<u64>,
         limit: usize,
         bytes: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    ) -> Result<Entries, BufferError> {
         let start = after.map_or(0, |a| a.saturating_add(1));
         if after == Some(u64::MAX) {
             return Ok(Vec::new());
@@ -188,11 +188,7 @@ impl Store for MemoryStore {
         self.dead.len() as u64
     }
 
-    fn scan_dead(
-        &self,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    fn scan_dead(&self, after: Option<u64>, limit: usize) -> Result<Entries, BufferError> {
         Ok(self
             .dead
             .iter()

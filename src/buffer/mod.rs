@@ -88,7 +88,7 @@ pub enum BufferError {
 pub type StateEntry = (Vec<u8>, Vec<u8>);
 
 /// Stored entries: (sequence number, encoded record).
-type Entries = Vec<(u64, Vec<u8>)>;
+pub type Entries = Vec<(u64, Vec<u8>)>;
 
 /// Ordered key-value storage of encoded records, keyed by sequence number.
 pub trait Store: Send {
@@ -105,9 +105,9 @@ pub trait Store: Send {
         after: Option<u64>,
         limit: usize,
         bytes: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
+    ) -> Result<Entries, BufferError>;
     /// [`Store::scan_within`] without a byte budget.
-    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    fn scan(&self, after: Option<u64>, limit: usize) -> Result<Entries, BufferError> {
         self.scan_within(after, limit, u64::MAX)
     }
     /// The sequence numbers of the `limit` newest entries, newest first; no body is read.
@@ -150,11 +150,7 @@ pub trait Store: Send {
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError>;
     fn dead_letters(&self) -> u64;
     /// Like [`Store::scan`], over the dead letters.
-    fn scan_dead(
-        &self,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError>;
+    fn scan_dead(&self, after: Option<u64>, limit: usize) -> Result<Entries, BufferError>;
     /// Delete everything (the `buffer purge` command).
     fn purge(&mut self) -> Result<u64, BufferError>;
     /// Bytes still free for an unprivileged writer on the storage's file system, where

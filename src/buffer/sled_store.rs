@@ -38,7 +38,7 @@ use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::lock::BufferLock;
 use super::mark::Mark;
 use super::segments::{read_entry, Held, Pointer, ReadError, SegmentSync, Segments};
-use super::{BufferError, StateEntry, Store};
+use super::{BufferError, Entries, StateEntry, Store};
 
 const DB_DIR: &str = "sled";
 /// The high-water mark file, inside the database directory (moved aside with it).
@@ -740,7 +740,7 @@ impl SledStore {
     /// did not reach the disk ([`SledStore::drop_torn_unflushed`]): what is left in that
     /// state is damage. Any other read error (EMFILE, EIO) ends the bodies before it, and
     /// is [`BufferError::Unreadable`] when it comes first: nothing is removed here.
-    fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Result<Entries, BufferError> {
         let mut out = Vec::with_capacity(pointers.len());
         for (seq, pointer) in pointers {
             let (why, passes) = match self.body(seq, &pointer) {
@@ -1184,18 +1184,14 @@ impl Store for SledStore {
         after: Option<u64>,
         limit: usize,
         bytes: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    ) -> Result<Entries, BufferError> {
         let mut pointers = scan_tree(&self.records, after, limit)?;
         let len = |p: &sled::IVec| Pointer::from_bytes(p).map_or(0, |p| u64::from(p.len));
         pointers.truncate(super::within(pointers.iter().map(|(_, p)| len(p)), bytes));
         self.bodies(pointers)
     }
 
-    fn scan_dead(
-        &self,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    fn scan_dead(&self, after: Option<u64>, limit: usize) -> Result<Entries, BufferError> {
         let letters = scan_tree(&self.dead, after, limit)?;
         Ok(letters.into_iter().map(|(s, v)| (s, v.to_vec())).collect())
     }

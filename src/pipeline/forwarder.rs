@@ -420,6 +420,7 @@ fn idle_tick(watchdog: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::Entries;
     use crate::lorawan::Counters;
     use crate::source::{Ack, Input};
 
@@ -538,7 +539,7 @@ mod tests {
             after: Option<u64>,
             limit: usize,
             bytes: u64,
-        ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        ) -> Result<Entries, BufferError> {
             self.mem.scan_within(after, limit, bytes)
         }
         fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {
@@ -595,11 +596,7 @@ mod tests {
         fn dead_letters(&self) -> u64 {
             self.mem.dead_letters()
         }
-        fn scan_dead(
-            &self,
-            after: Option<u64>,
-            limit: usize,
-        ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        fn scan_dead(&self, after: Option<u64>, limit: usize) -> Result<Entries, BufferError> {
             self.mem.scan_dead(after, limit)
         }
         fn purge(&mut self) -> Result<u64, BufferError> {

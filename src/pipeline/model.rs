@@ -38,7 +38,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::forwarder::IDLE_TICK;
 use super::ledger::Ledger;
-use crate::buffer::{self, Buffer, BufferError, MemoryStore, Store};
+use crate::buffer::{self, Buffer, BufferError, Entries, MemoryStore, Store};
 use crate::config::{BufferConfig, WhenFull};
 use crate::lorawan::Counters;
 use crate::metrics::Metrics;
@@ -296,7 +296,7 @@ impl Store for ModelStore {
         after: Option<u64>,
         limit: usize,
         bytes: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    ) -> Result<Entries, BufferError> {
         self.disk().live.scan_within(after, limit, bytes)
     }
 
@@ -370,11 +370,7 @@ impl Store for ModelStore {
         self.disk().live.dead_letters()
     }
 
-    fn scan_dead(
-        &self,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+    fn scan_dead(&self, after: Option<u64>, limit: usize) -> Result<Entries, BufferError> {
         self.disk().live.scan_dead(after, limit)
     }
 
