@@ -22,7 +22,11 @@
 //!   ledger has something to do, at most once a second while it is quiet.
 //!
 //! Some uplinks make several records (as one with history records does), acknowledged once
-//! all of them are durable.
+//! all of them are durable. One device's uplinks are LoRaWAN frames of a session hubgate
+//! decrypts: as its decoder does, the shell refuses a frame at or below the session's last
+//! accepted counter as a replay (no records; acknowledged with its first copy), and starts
+//! each run from the counter the store kept. A counter kept before its frame's records are
+//! durable turns a crash's redelivery into a replay: acknowledged, and lost.
 //!
 //! After every step: nothing acknowledged is lost (every record of it delivered, or in the
 //! flushed buffer, or dead-lettered), and memory stays bounded. At the end, once the sink heals: every uplink is
@@ -40,7 +44,8 @@ use super::forwarder::IDLE_TICK;
 use super::ledger::Ledger;
 use crate::buffer::{self, Buffer, BufferError, Entries, MemoryStore, Store};
 use crate::config::{BufferConfig, WhenFull};
-use crate::lorawan::Counters;
+use crate::ids::DevEui;
+use crate::lorawan::{Counters, DevAddr};
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::sink::{Delivery, Sink, SinkError};
@@ -52,6 +57,11 @@ const TAKE_MAX: u8 = 6;
 /// At most this many records per uplink.
 const PARTS_MAX: u8 = 3;
 const DEDUP_WINDOW: usize = 64;
+/// The device whose uplinks are frames of a LoRaWAN session, each uplink's number its
+/// frame counter.
+const SESSION_DEVICE: u32 = 0;
+const DEV_ADDR: DevAddr = DevAddr(0x2601_1bda);
+const DEV_EUI: DevEui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0, 0, 1]);
 
 fn cases() -> u32 {
     std::env::var("HUBGATE_MODEL_CASES")
@@ -537,6 +547,8 @@ struct World {
     acked: BTreeSet<u32>,
     /// Sent to this run of hubgate (what a second gateway may send again).
     this_run: Vec<u32>,
+    /// The session's last accepted frame counter, as this run's decoder has it.
+    fcnt: Option<u32>,
     next_uplink: u32,
     puback_tx: UnboundedSender<PubAck>,
     pubacks: UnboundedReceiver<PubAck>,
@@ -576,6 +588,7 @@ impl World {
             unacked: BTreeSet::new(),
             acked: BTreeSet::new(),
             this_run: Vec::new(),
+            fcnt: None,
             next_uplink: 0,
             puback_tx,
             pubacks,
@@ -612,6 +625,8 @@ impl World {
         let metrics = Metrics::new();
         let store = ModelStore(self.disk.clone());
         let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let kept = buffer.fcnts().expect("the model store does not fail reads");
+        self.fcnt = kept.iter().map(|k| k.fcnt).max();
         let (report_tx, reports) = unbounded_channel();
         let sink = ModelSink::new(&self.broker);
         let ledger = Ledger::new(
@@ -714,8 +729,19 @@ impl World {
         self.unacked.insert(uplink);
         self.this_run.push(uplink);
         let now = self.now;
-        let records = records_of(uplink).map(|r| record(r, created)).collect();
-        self.ledger().take(records, Counters::default(), ack, now);
+        let mut records: Vec<Record> = records_of(uplink).map(|r| record(r, created)).collect();
+        let mut counters = Counters::default();
+        if uplink % DEVICES == SESSION_DEVICE {
+            if self.fcnt.is_some_and(|last| uplink <= last) {
+                records.clear();
+                counters.replayed = Some((DEV_ADDR, uplink));
+            } else {
+                self.fcnt = Some(uplink);
+                let mic = uplink.to_be_bytes();
+                counters.advanced.push((DEV_ADDR, DEV_EUI, uplink, mic));
+            }
+        }
+        self.ledger().take(records, counters, ack, now);
     }
 
     fn apply(&mut self, step: &Step) {
