@@ -132,7 +132,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand)]
 enum BufferAction {
     /// Count and size of buffered records.
     Stats,
@@ -145,6 +145,15 @@ enum BufferAction {
     },
     /// Delete every buffered record.
     Purge,
+    /// Carry the records of a buffer database moved aside because it would not open
+    /// (`<buffer path>/sled.broken-<time>`) back into the buffer, to be delivered at the next
+    /// start. Records that had left it already come again (duplicates, same ids); run again,
+    /// it goes on where it stopped.
+    Recover {
+        /// The directory moved aside.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -882,5 +891,51 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
             }
             Err(e) => fail(1, e),
         },
+        BufferAction::Recover { dir } => recover(&mut store, &cfg.buffer, &dir),
+    }
+}
+
+fn recover(store: &mut SledStore, cfg: &hubgate::config::BufferConfig, dir: &Path) -> ExitCode {
+    let held = store.usage().0;
+    let in_use = std::fs::canonicalize(cfg.path.join("sled")).ok();
+    if in_use.is_some() && std::fs::canonicalize(dir).ok() == in_use {
+        return fail(1, format!("{} is the buffer in use", dir.display()));
+    }
+    let done = buffer::recover(store, dir, |i, of, records| {
+        eprintln!("hubgate: segment {i} of {of} read, {records} record(s) carried");
+    });
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => return fail(1, e),
+    };
+    for (number, e) in &done.unreadable {
+        eprintln!("hubgate: segment {number} cannot be read, its records are not carried: {e}");
+    }
+    if done.done_before == done.segments {
+        println!(
+            "{} was recovered before: nothing more to carry",
+            dir.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "carried {} record(s) from {} of {} segment(s) ({} damaged left out); the buffer held {held}",
+        done.records,
+        done.segments - done.done_before - done.unreadable.len(),
+        done.segments - done.done_before,
+        done.damaged,
+    );
+    let (_, now) = store.usage();
+    if now > cfg.max_bytes {
+        eprintln!(
+            "hubgate: the buffer now holds {now} bytes, more than [buffer] max_bytes = {}: \
+             raise it before hubgate starts, or the buffer makes room by its when_full rule",
+            cfg.max_bytes
+        );
+    }
+    if done.unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

@@ -530,15 +530,9 @@ fn fill_a_buffer_for_the_buffer_commands() {
     println!("filled bytes={bytes}");
 }
 
-/// `hubgate buffer stats|export|purge` on a buffer left by an outage: the numbers, every
-/// record as one JSON line in order with progress on stderr, and a purge that gives the
-/// disk space back.
-#[test]
-fn buffer_stats_export_and_purge() {
-    let dir = tempfile::tempdir().unwrap();
-    let buffer = dir.path().join("buffer");
-    let n = BUFFER_RECORDS;
-    let bodies: Vec<String> = (0..n).map(buffer_body).collect();
+/// The buffer `buffer` filled with [`BUFFER_RECORDS`] records ([`buffer_body`]) and two
+/// dead letters; returns the records' encoded bytes.
+fn fill_buffer(buffer: &Path) -> usize {
     // Written by a process of its own: sled lets go of its file lock on a background thread
     // some time after the last handle is dropped (sled issue 1289), and in this process
     // that thread may hold it past the `hubgate` commands' wait.
@@ -548,16 +542,28 @@ fn buffer_stats_export_and_purge() {
             "--exact",
             "--nocapture",
         ])
-        .env(FILL_BUFFER, &buffer)
+        .env(FILL_BUFFER, buffer)
         .output()
         .unwrap();
     assert!(child.status.success(), "{}", stderr(&child));
-    let bytes: usize = stdout(&child)
+    stdout(&child)
         .lines()
         .find_map(|l| l.strip_prefix("filled bytes="))
         .unwrap_or_else(|| panic!("no byte count in {}", stdout(&child)))
         .parse()
-        .unwrap();
+        .unwrap()
+}
+
+/// `hubgate buffer stats|export|purge` on a buffer left by an outage: the numbers, every
+/// record as one JSON line in order with progress on stderr, and a purge that gives the
+/// disk space back.
+#[test]
+fn buffer_stats_export_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let n = BUFFER_RECORDS;
+    let bodies: Vec<String> = (0..n).map(buffer_body).collect();
+    let bytes = fill_buffer(&buffer);
     let (_, config) = buffer_cmd::config(dir.path());
     let cfg = config.to_str().unwrap();
     // SAFETY: geteuid has no failure mode.
@@ -635,6 +641,97 @@ fn buffer_stats_export_and_purge() {
     } else {
         eprintln!("not root: the buffer's owner is left to CI");
     }
+}
+
+/// `hubgate buffer recover DIR` carries every record of a database moved aside because it
+/// would not open back into the buffer, in order; run again it carries nothing more, and
+/// one that stopped part-way goes on after the segments it had carried.
+#[test]
+fn buffer_recover_carries_a_broken_databases_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let bodies: Vec<String> = (0..BUFFER_RECORDS).map(buffer_body).collect();
+    fill_buffer(&buffer);
+    let (_, config) = buffer_cmd::config(dir.path());
+    let cfg = config.to_str().unwrap();
+    std::fs::write(buffer.join("sled").join("conf"), b"\xff not sled's config").unwrap();
+    let stats = hubgate(&["buffer", "stats", "-c", cfg]);
+    assert!(
+        stderr(&stats).contains("will not open"),
+        "{}",
+        stderr(&stats)
+    );
+    assert!(
+        stdout(&stats).contains("records: 0\n"),
+        "{}",
+        stdout(&stats)
+    );
+    let aside = std::fs::read_dir(&buffer)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("sled.broken-"))
+        .expect("the database moved aside");
+    let aside = aside.to_str().unwrap();
+    let export = || -> Vec<String> {
+        let o = hubgate(&["buffer", "export", "-c", cfg]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).lines().map(String::from).collect()
+    };
+    let recover = |dir: &str| hubgate(&["buffer", "recover", "-c", cfg, dir]);
+
+    let o = recover(aside);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let segments = std::fs::read_dir(Path::new(aside).join("values"))
+        .unwrap()
+        .count();
+    assert!(segments > 4, "{segments} segments");
+    assert_eq!(
+        stdout(&o).trim(),
+        format!(
+            "carried {} record(s) from {segments} of {segments} segment(s) (0 damaged left out); \
+             the buffer held 0",
+            BUFFER_RECORDS
+        )
+    );
+    assert_eq!(
+        stderr(&o).lines().last(),
+        Some(format!("hubgate: segment {segments} of {segments} read, {BUFFER_RECORDS} record(s) carried").as_str())
+    );
+    assert_eq!(export(), bodies, "every record, in order");
+
+    let o = recover(aside);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("{aside} was recovered before: nothing more to carry")
+    );
+    assert_eq!(export().len(), bodies.len(), "nothing carried twice");
+
+    // Stopped after three segments: the next run carries the rest, after what the buffer
+    // holds.
+    std::fs::write(Path::new(aside).join("hubgate-recovered"), "3\n").unwrap();
+    let o = recover(aside);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = export();
+    let rest = all.len() - bodies.len();
+    assert!(rest > 0 && rest < bodies.len(), "{rest} carried");
+    assert_eq!(all[..bodies.len()], bodies[..]);
+    assert_eq!(all[bodies.len()..], bodies[bodies.len() - rest..]);
+
+    let o = recover(buffer.join("sled").to_str().unwrap());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is the buffer in use"),
+        "{}",
+        stderr(&o)
+    );
+    let o = recover(dir.path().to_str().unwrap());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a buffer database moved aside"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `hubgate decode --js FILE` prints the record like the built-in codecs, mapped by the

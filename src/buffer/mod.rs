@@ -10,12 +10,14 @@ mod durable;
 mod lock;
 mod mark;
 mod memory;
+mod recover;
 mod segments;
 mod sled_store;
 mod stored_at;
 
 pub use lock::BufferLock;
 pub use memory::MemoryStore;
+pub use recover::{recover, Recovered};
 pub use sled_store::SledStore;
 
 use std::sync::Arc;
