@@ -75,6 +75,7 @@ fn record_build(c: &mut Criterion) {
     use std::time::{SystemTime, UNIX_EPOCH};
     let up = Uplink {
         dev_eui: hubgate::ids::DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
+        dev_addr: None,
         device_name: Some("dev-58a0cb0000101234".into()),
         fport: Some(103),
         fcnt: Some(42),
@@ -220,6 +221,7 @@ fn js_codecs(c: &mut Criterion) {
         hubgate::decode::Decoder::with_launcher(&cfg, hubgate::metrics::Metrics::new(), launcher());
     let input = hubgate::source::Input::Uplink(hubgate::uplink::Uplink {
         dev_eui: hubgate::ids::DevEui::parse("58a0cb0000101234").unwrap(),
+        dev_addr: None,
         device_name: None,
         fport: Some(1),
         fcnt: Some(1),

@@ -700,6 +700,7 @@ mod tests {
     fn uplink() -> Input {
         Input::Uplink(Uplink {
             dev_eui: crate::ids::DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
+            dev_addr: None,
             device_name: None,
             fport: Some(103),
             fcnt: Some(1),

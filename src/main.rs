@@ -57,6 +57,10 @@ enum Command {
         /// The device (default 00-00-00-00-00-00-00-00).
         #[arg(long, value_name = "EUI")]
         dev_eui: Option<String>,
+        /// The session's device address (8 hex digits), which goes into the record id as
+        /// when the network server gives it.
+        #[arg(long, value_name = "HEX")]
+        dev_addr: Option<String>,
         /// The uplink's frame counter.
         #[arg(long)]
         fcnt: Option<u32>,
@@ -69,7 +73,7 @@ enum Command {
         /// Instead of the above: one whole uplink as the network server sends it (`-`: stdin),
         /// in the format of the config's first MQTT or replay source (default ChirpStack v4),
         /// radio metadata included, decoded as the agent decodes it with the config's devices.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["codec", "js", "fport", "dev_eui", "fcnt", "time", "hex"])]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["codec", "js", "fport", "dev_eui", "dev_addr", "fcnt", "time", "hex"])]
         uplink: Option<PathBuf>,
     },
     /// Parse a LoRaWAN 1.0.x PHYPayload and print it as JSON; with keys, check the MIC and
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
             js,
             fport,
             dev_eui,
+            dev_addr,
             fcnt,
             time,
             hex,
@@ -189,6 +194,7 @@ fn main() -> ExitCode {
             let up = DecodeArgs {
                 fport,
                 dev_eui,
+                dev_addr,
                 fcnt,
                 time,
             };
@@ -462,6 +468,7 @@ fn check(path: &Path, print: bool) -> ExitCode {
 struct DecodeArgs {
     fport: Option<u8>,
     dev_eui: Option<String>,
+    dev_addr: Option<String>,
     fcnt: Option<u32>,
     time: Option<String>,
 }
@@ -513,6 +520,15 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
         Some(Ok(eui)) => eui,
         Some(Err(e)) => return fail(2, format!("--dev-eui: {e}")),
     };
+    let dev_addr = match args
+        .dev_addr
+        .as_deref()
+        .map(hubgate::lorawan::DevAddr::parse)
+    {
+        None => None,
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(e)) => return fail(2, format!("--dev-addr: {e}")),
+    };
     let time = match args.time.as_deref().map(parse_time) {
         None => SystemTime::now(),
         Some(Ok(t)) => t,
@@ -524,6 +540,7 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
     };
     let up = Uplink {
         dev_eui,
+        dev_addr,
         device_name: None,
         fport: args.fport,
         fcnt: args.fcnt,

@@ -111,11 +111,18 @@ pub fn iso8601(t: SystemTime) -> String {
     s
 }
 
-/// The record id: a hash of what identifies the uplink (DevEUI, FCnt, FPort, payload; the
-/// time only when the FCnt is unknown), formatted like a UUID.
+/// The record id: a hash of what identifies the uplink (DevEUI, the DevAddr where known,
+/// FCnt, FPort, payload; the time only when the FCnt is unknown), formatted like a UUID.
+/// The DevAddr tells the sessions of a device apart: one that joined again counts its FCnt
+/// from 0 again, and the same reading at the same FCnt as before must not be taken for a
+/// copy of the old one.
 pub fn stable_id(up: &Uplink) -> String {
     let mut h = Sha256::new();
     h.update(up.dev_eui.0);
+    if let Some(a) = up.dev_addr {
+        h.update(b"DevAddr");
+        h.update(a.0.to_be_bytes());
+    }
     match up.fcnt {
         Some(f) => h.update(f.to_be_bytes()),
         None => h.update(ms_since_epoch(up.time).to_be_bytes()),
@@ -690,6 +697,7 @@ mod tests {
     fn uplink() -> Uplink {
         Uplink {
             dev_eui: crate::ids::DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
+            dev_addr: None,
             device_name: None,
             fport: Some(103),
             fcnt: Some(42),
@@ -1135,6 +1143,7 @@ mod tests {
                 .prop_map(|(eui, device_name, fport, fcnt, payload, ms, radio)| {
                     Uplink {
                         dev_eui: crate::ids::DevEui(eui),
+                        dev_addr: None,
                         device_name,
                         fport,
                         fcnt,

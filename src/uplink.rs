@@ -29,6 +29,9 @@ pub struct Radio {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uplink {
     pub dev_eui: crate::ids::DevEui,
+    /// The session's device address, where the transport gives it: a device that joined
+    /// again restarts its FCnt under a new one, and the record id tells the sessions apart.
+    pub dev_addr: Option<crate::lorawan::DevAddr>,
     pub device_name: Option<String>,
     pub fport: Option<u8>,
     pub fcnt: Option<u32>,

@@ -94,6 +94,7 @@ fn decoder_with(bad: &str, codecs: &str) -> (Decoder, Arc<Metrics>, tempfile::Te
 fn uplink(dev_eui: &str, payload: &[u8]) -> Input {
     Input::Uplink(hubgate::uplink::Uplink {
         dev_eui: hubgate::ids::DevEui::parse(dev_eui).unwrap(),
+        dev_addr: None,
         device_name: None,
         fport: Some(10),
         fcnt: Some(1),

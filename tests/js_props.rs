@@ -163,6 +163,7 @@ fn every_uplink_becomes_one_record() {
         .run(&payload(), |(fport, bytes)| {
             let input = hubgate::source::Input::Uplink(hubgate::uplink::Uplink {
                 dev_eui: hubgate::ids::DevEui::parse("58a0cb0000101234").unwrap(),
+                dev_addr: None,
                 device_name: None,
                 fport,
                 fcnt: Some(1),

@@ -85,6 +85,7 @@ fn compare(path: &str, ours: &Value, theirs: &Value, diffs: &mut Vec<String>) {
 fn published_uplink() -> Uplink {
     Uplink {
         dev_eui: hubgate::ids::DevEui::parse("0016160000000CBB").unwrap(),
+        dev_addr: None,
         device_name: None,
         fport: Some(103),
         fcnt: Some(6),

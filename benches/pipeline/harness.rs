@@ -939,6 +939,7 @@ fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
     let fcnt = (seq / load.devices + 1) as u32;
     let up = hubgate::uplink::Uplink {
         dev_eui: hubgate::ids::DevEui((EUI_BASE + seq % load.devices).to_be_bytes()),
+        dev_addr: None,
         device_name: Some("dev-bench".into()),
         fport: Some(103),
         fcnt: Some(fcnt),

@@ -33,6 +33,7 @@ pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, Parse
     let (time, bad_time) = super::time_or_received(given, received);
     let value = Uplink {
         dev_eui: env.dev_eui,
+        dev_addr: None,
         device_name: None,
         fport: whole(env.fport),
         fcnt: whole(env.fcnt),

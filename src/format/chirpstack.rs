@@ -27,6 +27,8 @@ struct Event<'a> {
     time: Option<Text<'a>>,
     #[serde(borrow)]
     device_info: DeviceInfo<'a>,
+    #[serde(default, deserialize_with = "super::de_meta_text")]
+    dev_addr: Option<String>,
     f_cnt: Option<u32>,
     f_port: Option<u8>,
     #[serde(default, borrow)]
@@ -198,6 +200,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         .and_then(|m| m.lora.as_ref());
     let value = Uplink {
         dev_eui,
+        dev_addr: super::dev_addr(ev.dev_addr.as_deref()),
         device_name: ev.device_info.device_name,
         fport: ev.f_port,
         fcnt: ev.f_cnt,
@@ -258,6 +261,7 @@ mod tests {
     fn parses_the_fields_hubgate_uses() {
         let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().value;
         assert_eq!(up.dev_eui.to_string(), "58a0cb0000101234");
+        assert_eq!(up.dev_addr, Some(crate::lorawan::DevAddr(0x2601_1bda)));
         assert_eq!(up.device_name.as_deref(), Some("lobby-th"));
         assert_eq!((up.fport, up.fcnt), (Some(103), Some(42)));
         assert_eq!(up.payload, [0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff]);

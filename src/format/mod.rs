@@ -93,6 +93,12 @@ where
     Ok(whole.and_then(|n| T::try_from(n).ok()))
 }
 
+/// A DevAddr given as text; one that is not 8 hex digits is left out, and the record id is
+/// made without it.
+fn dev_addr(text: Option<&str>) -> Option<crate::lorawan::DevAddr> {
+    text.and_then(|t| crate::lorawan::DevAddr::parse(t).ok())
+}
+
 /// A text field of radio metadata (a gateway id), or `None` when it is not a string (see
 /// [`de_meta_int`]).
 fn de_meta_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -23,6 +23,8 @@ struct DeviceIds {
     #[serde(default, deserialize_with = "super::de_meta_text")]
     device_id: Option<String>,
     dev_eui: Option<String>,
+    #[serde(default, deserialize_with = "super::de_meta_text")]
+    dev_addr: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +121,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         .and_then(|d| d.lora.as_ref());
     let value = Uplink {
         dev_eui,
+        dev_addr: super::dev_addr(m.end_device_ids.dev_addr.as_deref()),
         device_name: m.end_device_ids.device_id,
         fport: Some(up.f_port),
         fcnt: Some(up.f_cnt),
@@ -157,6 +160,7 @@ mod tests {
     fn parses_the_fields_hubgate_uses() {
         let up = parse(UP.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().value;
         assert_eq!(up.dev_eui.to_string(), "58a0cb0000101234");
+        assert_eq!(up.dev_addr, Some(crate::lorawan::DevAddr(0x2601_1bda)));
         assert_eq!(up.device_name.as_deref(), Some("lobby-th"));
         assert_eq!((up.fport, up.fcnt), (Some(103), Some(42)));
         assert_eq!(up.payload, [0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff]);

@@ -175,6 +175,7 @@ impl Decoder {
         let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
         Ok(Uplink {
             dev_eui: session.dev_eui,
+            dev_addr: Some(dev_addr),
             device_name: None,
             fport: frame.fport,
             fcnt: Some(fcnt32),

@@ -490,6 +490,7 @@ mod tests {
     fn up(eui: u8, fcnt: u32) -> Uplink {
         Uplink {
             dev_eui: DevEui([0, 0, 0, 0, 0, 0, 0, eui]),
+            dev_addr: None,
             device_name: Some(format!("dev-{eui}")),
             fport: Some(1),
             fcnt: Some(fcnt),

@@ -695,6 +695,7 @@ mod tests {
                 source: "test",
                 input: Input::Uplink(crate::uplink::Uplink {
                     dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
+                    dev_addr: None,
                     device_name: None,
                     fport: Some(1),
                     fcnt: Some(u32::from(fcnt)),
@@ -897,6 +898,7 @@ mod tests {
     fn js_uplink(device: u8, b: u8) -> Input {
         Input::Uplink(crate::uplink::Uplink {
             dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0, 0, device]),
+            dev_addr: None,
             device_name: None,
             fport: Some(1),
             fcnt: Some(u32::from(b)),
@@ -1078,5 +1080,30 @@ mod tests {
         // Both in the round after the first serial one (the last two records before).
         assert_eq!(*mqtt_at.lock().unwrap(), [2, 3]);
         assert_eq!(metrics.decoded.get(), sent as u64);
+    }
+
+    /// A device that joined again (a new DevAddr, its FCnt from 0 again) and sends the same
+    /// payload at the same FCnt as before is a new reading; the same uplink again (a
+    /// redelivery: the same DevAddr) is still a copy.
+    #[test]
+    fn a_reading_after_a_rejoin_is_not_a_copy() {
+        let (mut fwd, metrics) = forwarder("[sink]\ntype = \"stdout\"\n");
+        let up = |dedup: &str, addr: &str, time: &str| {
+            let text = format!(
+                r#"{{"deduplicationId":"{dedup}","time":"{time}","deviceInfo":{{"devEui":"58a0cb0000101234"}},"devAddr":"{addr}","fCnt":3,"fPort":1,"data":"AQ=="}}"#
+            );
+            let format = crate::config::UplinkFormat::ChirpstackV4;
+            crate::source::parse(format, text.as_bytes(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .value
+        };
+        let mut frames = queue(vec![
+            up("aaaa", "26011bda", "2026-12-01T10:00:00Z"),
+            up("bbbb", "26011c07", "2026-12-02T10:00:00Z"),
+            up("bbbb", "26011c07", "2026-12-02T10:00:00Z"),
+        ]);
+        assert_eq!(round(&mut fwd, &mut frames), 3);
+        assert_eq!(metrics.decoded.get(), 3);
+        assert_eq!(metrics.duplicates.get(), 1, "only the redelivery is a copy");
     }
 }

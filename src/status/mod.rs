@@ -387,6 +387,7 @@ mod tests {
         for i in 0..10_000u32 {
             let up = Uplink {
                 dev_eui: DevEui([0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]),
+                dev_addr: None,
                 device_name: Some(format!("a-rather-long-device-name-{i}")),
                 fport: Some(1),
                 fcnt: Some(i * 7),
