@@ -50,6 +50,9 @@ enum Failed {
     Segment(String),
     /// The disk, sled or a read error that may pass: tried again at a later flush.
     Round(String),
+    /// The segment cannot be opened now, for a reason that may pass (no descriptor, no
+    /// permission): the next one is tried, this one again at a later flush.
+    Later(String),
 }
 
 /// A record's body copied to another segment.
@@ -135,8 +138,11 @@ impl Compaction {
         }
         // A segment that cannot be read is not tried again in this run (the same failure at
         // every flush would keep the others from being compacted), and the next one is
-        // tried at once. What was copied before a failure is swapped in as usual.
-        while let Some(number) = segments.sparsest(SLACK, &self.stuck) {
+        // tried at once. What was copied before a failure is swapped in as usual. One that
+        // cannot be opened for now is passed over in this round only: it would otherwise
+        // stay the sparsest and end every round while its cause lasts.
+        let mut skip = self.stuck.clone();
+        while let Some(number) = segments.sparsest(SLACK, &skip) {
             if !room(segments.held_bytes(number)) {
                 break;
             }
@@ -145,12 +151,14 @@ impl Compaction {
                 Err(Failed::Segment(why)) => {
                     log::warn!("buffer: {why}: that segment is left as it is");
                     self.stuck.insert(number);
+                    skip.insert(number);
+                }
+                Err(Failed::Later(why)) => {
+                    self.warn(&why);
+                    skip.insert(number);
                 }
                 Err(Failed::Round(why)) => {
-                    if self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-                        self.warned = Some(Instant::now());
-                        log::warn!("buffer: {why}: compaction tries again later");
-                    }
+                    self.warn(&why);
                     break;
                 }
             }
@@ -159,6 +167,14 @@ impl Compaction {
             }
         }
         Ok(self.copied.len())
+    }
+
+    /// A failure that may pass, logged at most once every [`WARN_EVERY`].
+    fn warn(&mut self, why: &str) {
+        if self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            self.warned = Some(Instant::now());
+            log::warn!("buffer: {why}: compaction tries again later");
+        }
     }
 
     /// Copy the records still in segment `number`.
@@ -174,7 +190,7 @@ impl Compaction {
         let (file, headers) = segments.headers(number).map_err(|e| {
             let why = why("reading it", &e);
             if passes(&e) {
-                Failed::Round(why)
+                Failed::Later(why)
             } else {
                 Failed::Segment(why)
             }

@@ -2664,17 +2664,219 @@ mod tests {
         assert_eq!(all, (0..3).map(|seq| (seq, body(seq))).collect::<Vec<_>>());
     }
 
+    /// Sets the permission bits of `path` to `mode`.
+    fn set_mode(path: &Path, mode: u32) {
+        let perms = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode);
+        std::fs::set_permissions(path, perms).unwrap();
+    }
+
+    /// A relink that cannot look in every segment (one cannot be opened for now: no
+    /// permission) keeps the segments no pointer names for the run, that one included: it
+    /// holds the only copies of records whose pointers sled took back. Once it can be read
+    /// again, the next open finds those records there (the drain had not reached them) and
+    /// deletes the segments that no pointer names.
+    #[test]
+    fn segments_no_pointer_names_stay_while_one_cannot_be_looked_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let stay = compacted_then_taken_back(dir.path(), None);
+        let db = dir.path().join(DB_DIR);
+        // The segment that holds the copies (no pointer names it), #0's among them.
+        let segments = Segments::open(&db, BTreeMap::new()).unwrap();
+        let numbers = segments.numbers().unwrap();
+        let seqs_in = |n: u32| -> BTreeSet<u64> {
+            let (_, headers) = segments.headers(n).unwrap();
+            headers.into_iter().map(|(seq, _)| seq).collect()
+        };
+        let with_copies = *numbers.iter().find(|n| seqs_in(**n).contains(&0)).unwrap();
+        let copied = seqs_in(with_copies);
+        assert!(copied.len() < stay.len(), "{copied:?}");
+        let unreadable = segments.dir().join(format!("{with_copies:08}.seg"));
+        // Written, its pointer never durable (a crash): deleted once relink looked everywhere.
+        let left_over = segments.dir().join("00000099.seg");
+        std::fs::write(&left_over, b"left over").unwrap();
+        set_mode(&unreadable, 0o000);
+        let whole = without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            s.flush().unwrap();
+            let all = s.scan(None, 100).unwrap().into_iter();
+            let whole = all.filter(|(seq, body)| stay.get(seq) == Some(body));
+            whole.map(|(seq, _)| seq).collect::<BTreeSet<u64>>()
+        });
+        let elsewhere = stay.keys().filter(|seq| !copied.contains(seq));
+        assert_eq!(
+            whole,
+            elsewhere.copied().collect(),
+            "found where it could look"
+        );
+        assert!(
+            unreadable.exists(),
+            "the segment it could not look in was deleted"
+        );
+        assert!(
+            left_over.exists(),
+            "deleted though relink could not look everywhere"
+        );
+        set_mode(&unreadable, 0o644);
+        let s = SledStore::open(dir.path()).unwrap();
+        let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
+        assert!(all == stay, "{:?}", all.keys().collect::<Vec<_>>());
+        assert!(!left_over.exists(), "kept once relink looked everywhere");
+        assert!(unreadable.exists(), "it holds records");
+    }
+
     /// A segment compaction cannot read is not tried again: the others are compacted.
     #[test]
     fn a_segment_compaction_cannot_read_does_not_hold_the_others() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = SledStore::open(dir.path()).unwrap();
-        one_in_four_stays(&mut s, 40, |seq| vec![seq as u8; QUARTER]);
+        let mut s = sparse_forty(dir.path());
         let before = s.segments.files();
         std::fs::remove_file(s.segments.dir().join(format!("{:08}.seg", before[0]))).unwrap();
         compact(&mut s);
         let after = s.segments.files();
         assert!(after.len() < before.len() - 2, "{before:?} -> {after:?}");
+    }
+
+    /// A segment that cannot be read for a reason that says something about the data (here
+    /// EISDIR: its file made a directory) is left for the run: though the sparsest (the
+    /// first of equals), it is skipped by every round while the others are compacted, and
+    /// still after it can be read again.
+    #[test]
+    fn a_segment_compaction_cannot_read_is_left_for_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sparse_forty(dir.path());
+        let (before, path) = first_segment(&s);
+        let aside = dir.path().join("aside.seg");
+        std::fs::rename(&path, &aside).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        // Makes the removals durable; its round fails on the first segment.
+        s.flush().unwrap();
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+        compact(&mut s);
+        only_the_others_compacted(&before, &s.segments.files());
+        read_back_whole(&s);
+    }
+
+    /// A segment that cannot be opened for now (no permission), though the sparsest, is
+    /// passed over by each round, which compacts the next: it used to end every round while
+    /// its cause lasted.
+    #[test]
+    fn a_segment_that_cannot_be_opened_for_now_does_not_hold_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sparse_forty(dir.path());
+        let (before, path) = first_segment(&s);
+        set_mode(&path, 0o000);
+        let after = without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+            compact(&mut s);
+            s.segments.files()
+        });
+        set_mode(&path, 0o644);
+        only_the_others_compacted(&before, &after);
+        read_back_whole(&s);
+    }
+
+    /// The segments of `s` and the path of the first, the sparsest of equals.
+    fn first_segment(s: &SledStore) -> (Vec<u32>, PathBuf) {
+        let before = s.segments.files();
+        let path = s.segments.dir().join(format!("{:08}.seg", before[0]));
+        (before, path)
+    }
+
+    /// From the segments `before` to those `after`: the first is still there, and the
+    /// others were compacted.
+    fn only_the_others_compacted(before: &[u32], after: &[u32]) {
+        assert!(after.contains(&before[0]), "tried again: {after:?}");
+        let gone = before[1..].iter().filter(|n| !after.contains(n)).count();
+        assert!(gone > 2, "{before:?} -> {after:?}");
+    }
+
+    /// A store at `dir` whose records `0..40`, bodies `vec![seq; QUARTER]`, were written and
+    /// flushed, then one in four stayed ([`one_in_four_stays`]): nine sparse segments and
+    /// the one appended to.
+    fn sparse_forty(dir: &Path) -> SledStore {
+        let mut s = SledStore::open(dir).unwrap();
+        one_in_four_stays(&mut s, 40, |seq| vec![seq as u8; QUARTER]);
+        s
+    }
+
+    /// Checks that `s` holds the records of [`sparse_forty`] that stay, whole.
+    fn read_back_whole(s: &SledStore) {
+        let stay: Vec<(u64, Vec<u8>)> = (0..40)
+            .step_by(4)
+            .map(|seq| (seq, vec![seq as u8; QUARTER]))
+            .collect();
+        assert!(
+            s.scan(None, 100).unwrap() == stay,
+            "other records or bodies"
+        );
+    }
+
+    /// A [`sparse_forty`] store at `dir` after the flush that made the removals durable,
+    /// whose compaction round ran while a fault held (`fault` makes it, what it returns ends
+    /// it); and whether that round copied anything.
+    fn sparse_after_a_round_under(
+        dir: &Path,
+        fault: impl FnOnce() -> Box<dyn FnOnce()>,
+    ) -> (SledStore, bool) {
+        let mut s = sparse_forty(dir);
+        let job = s.prepare_flush().unwrap().expect("removals to flush");
+        let outcome = job.run();
+        let end = fault();
+        let done = s.finish_flush(outcome);
+        end();
+        done.unwrap();
+        let copied = s.wants_flush();
+        (s, copied)
+    }
+
+    /// A compaction round that fails for a reason that may pass (`fault`) copies nothing,
+    /// ends, and leaves no segment aside: the later flushes compact exactly the segments
+    /// they compact without the fault, and the records read back whole.
+    fn a_passing_failure_ends_the_round_only(fault: impl FnOnce() -> Box<dyn FnOnce()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, copied) = sparse_after_a_round_under(dir.path(), fault);
+        assert!(!copied, "the round copied under the fault");
+        let before = s.segments.files();
+        compact(&mut s);
+        let clean = tempfile::tempdir().unwrap();
+        let (mut reference, copied) = sparse_after_a_round_under(clean.path(), || Box::new(|| ()));
+        assert!(copied, "the round copied nothing without the fault");
+        compact(&mut reference);
+        let after = s.segments.files();
+        assert_eq!(after, reference.segments.files(), "from {before:?}");
+        assert!(after.len() < before.len() - 2, "{before:?} -> {after:?}");
+        read_back_whole(&s);
+    }
+
+    /// Out of descriptors (EMFILE) as a round opens the sparsest segment: the round ends,
+    /// no segment is left aside (one such moment used to leave every sparse segment for
+    /// the run), and a later flush compacts them. (In a child process: the limit is the
+    /// process's.)
+    #[test]
+    fn out_of_descriptors_a_compaction_round_ends_and_leaves_no_segment_aside() {
+        if !in_child("out_of_descriptors_a_compaction_round_ends_and_leaves_no_segment_aside") {
+            return;
+        }
+        a_passing_failure_ends_the_round_only(|| {
+            let before = limit_descriptors(3);
+            Box::new(move || {
+                limit_descriptors(before);
+            })
+        });
+    }
+
+    /// A copy the disk refuses (its write fails: EFBIG past a file size limit stands in for
+    /// ENOSPC, which takes a full file system) ends the round, and leaves no segment aside.
+    /// (In a child process: the limit is the process's.)
+    #[test]
+    fn a_copy_the_disk_refuses_ends_the_round_and_leaves_no_segment_aside() {
+        if !in_child("a_copy_the_disk_refuses_ends_the_round_and_leaves_no_segment_aside") {
+            return;
+        }
+        a_passing_failure_ends_the_round_only(|| {
+            limit_file_size(4096);
+            Box::new(|| limit_file_size(libc::RLIM_INFINITY))
+        });
     }
 
     /// A record appended whose pointer a crash kept from sled had its number handed out
@@ -2768,10 +2970,18 @@ mod tests {
         assert!(s.segments.files().is_empty(), "deleted once read");
     }
 
-    /// Runs `f` on a thread of its own without CAP_FOWNER (capabilities are a thread's): in
-    /// a directory with the sticky bit, it cannot delete a file another user owns, root or
-    /// not.
-    fn without_fowner<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    /// Bypasses the permission bits of a file to read and write it.
+    const CAP_DAC_OVERRIDE: u32 = 1;
+    /// Bypasses them to read a file and search a directory.
+    const CAP_DAC_READ_SEARCH: u32 = 2;
+    /// Deletes another user's file in a directory with the sticky bit.
+    const CAP_FOWNER: u32 = 3;
+
+    /// Runs `f` on a thread of its own without the capabilities `caps` (capabilities are a
+    /// thread's): without CAP_FOWNER, in a directory with the sticky bit, it cannot delete a
+    /// file another user owns; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, it cannot
+    /// open a file of mode 000; root or not.
+    fn without<T: Send>(caps: &[u32], f: impl FnOnce() -> T + Send) -> T {
         #[repr(C)]
         struct Header {
             version: u32,
@@ -2785,7 +2995,6 @@ mod tests {
             inheritable: u32,
         }
         const VERSION_3: u32 = 0x2008_0522;
-        const CAP_FOWNER: u32 = 3;
         std::thread::scope(|scope| {
             let thread = scope.spawn(|| {
                 let mut header = Header {
@@ -2798,7 +3007,9 @@ mod tests {
                 unsafe {
                     let got = libc::syscall(libc::SYS_capget, &mut header, sets.as_mut_ptr());
                     assert_eq!(got, 0);
-                    sets[0].effective &= !(1 << CAP_FOWNER);
+                    for cap in caps {
+                        sets[0].effective &= !(1 << cap);
+                    }
                     let set = libc::syscall(libc::SYS_capset, &mut header, sets.as_ptr());
                     assert_eq!(set, 0);
                 }
@@ -2839,7 +3050,7 @@ mod tests {
         nobody(&values.join("00000003.seg"));
         let sticky = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode;
         std::fs::set_permissions(&values, sticky(0o1777)).unwrap();
-        let acknowledged = without_fowner(|| {
+        let acknowledged = without(&[CAP_FOWNER], || {
             let mut s = SledStore::open(dir.path()).unwrap();
             assert_eq!(s.segments.files(), vec![1, 3], "segment 3 is left");
             let first = s.last_seq().unwrap() + 1;
