@@ -5,13 +5,13 @@
 //! * The next counter must be greater than the last accepted one: an equal or smaller FCnt32 is
 //!   a replay (or a duplicate heard twice) and is rejected with [`FcntError::Replay`].
 //! * Candidates for the wire value `w` after last accepted `l`: `upper(l) | w` (same upper
-//!   half), and when that is not ahead of `l`, the rollover `upper(l) + 0x1_0000 | w`. The MIC
-//!   decides between them; a wrong guess is a MIC failure.
-//! * The rollover candidate is only tried when it is at most `max_gap` (default
-//!   [`MAX_FCNT_GAP`] = 16384, the 1.0.x `MAX_FCNT_GAP`) ahead of `l`: a 16-bit value that went
-//!   backwards by a little is far more likely a replay than 49152+ lost frames. Within the same
-//!   upper half a forward jump of any size is accepted: the MIC proves it and the upper half is
-//!   not a guess.
+//!   half) first, then the rollovers `upper(l) + k * 0x1_0000 | w` for k in
+//!   1..=[`BLOCKS_AHEAD`]. The MIC decides between them; a wrong guess is a MIC failure. The
+//!   MIC covers all 32 bits, so a frame captured earlier verifies only under its own counter
+//!   (the same-half value, at or below `l`: a replay), never under a rollover: a jump of any
+//!   size is accepted, within a half or across halves. LoRaWAN 1.0.2's `MAX_FCNT_GAP` (16384)
+//!   is not applied: past it a device heard again after a gap of some days (the gateway off)
+//!   across a rollover would fail every frame for good, its counter never advancing.
 //! * A session with no state yet (hubgate started, or the session was just configured) does not
 //!   know the upper half: candidates are `k << 16 | w` for k in 0..[`INITIAL_UPPER_HALVES`], so a
 //!   device past FCnt 65535 is still picked up. An accepted counter of each session is
@@ -37,10 +37,11 @@
 //!   equal counter being a copy meanwhile; a restarted device that sends the same payload at
 //!   the same counter cannot be told from a copy at all.
 
-/// Largest forward step accepted when guessing a 16-bit rollover.
-pub const MAX_FCNT_GAP: u32 = 16_384;
 /// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
 pub const INITIAL_UPPER_HALVES: u32 = 16;
+/// Upper halves ahead of the last accepted one tried as rollovers: a gap of up to 15 × 65536
+/// lost frames (a year at a frame every 30 s).
+pub const BLOCKS_AHEAD: u32 = 16;
 /// A refused FCnt32 below this, after a last accepted at or above it, is taken for a counter
 /// restart ([`FcntError::Reset`]).
 pub const RESET_BELOW: u32 = 16;
@@ -60,7 +61,6 @@ pub struct FcntTracker {
     last: Option<u32>,
     /// The MIC of the frame accepted last (`None`: not known, a counter kept without it).
     last_mic: Option<[u8; 4]>,
-    max_gap: u32,
     /// The device restarts its counter: a smaller one is a restart, not a replay.
     resets: bool,
 }
@@ -73,14 +73,9 @@ impl Default for FcntTracker {
 
 impl FcntTracker {
     pub fn new() -> Self {
-        FcntTracker::with_max_gap(MAX_FCNT_GAP)
-    }
-
-    pub fn with_max_gap(max_gap: u32) -> Self {
         FcntTracker {
             last: None,
             last_mic: None,
-            max_gap,
             resets: false,
         }
     }
@@ -108,10 +103,6 @@ impl FcntTracker {
         self.last
     }
 
-    pub fn max_gap(&self) -> u32 {
-        self.max_gap
-    }
-
     /// FCnt32 values to try (in order) for a 16-bit wire value. Includes the same-half value
     /// even when it is not ahead, so a replay verifies and is reported as one by [`check`],
     /// and a small value in the upper half 0, so a counter restart is told as one.
@@ -124,13 +115,7 @@ impl FcntTracker {
         };
         let same = (last & 0xFFFF_0000) | w;
         let mut out = vec![same];
-        if same <= last {
-            if let Some(rollover) = same.checked_add(0x1_0000) {
-                if rollover - last <= self.max_gap {
-                    out.push(rollover);
-                }
-            }
-        }
+        out.extend((1..=BLOCKS_AHEAD).map_while(|k| same.checked_add(k << 16)));
         if (w < RESET_BELOW || self.resets) && same != w {
             out.push(w);
         }
@@ -170,6 +155,11 @@ mod tests {
 
     const MIC: [u8; 4] = [1, 2, 3, 4];
 
+    /// `same`, then the same wire value in each of the [`BLOCKS_AHEAD`] halves after it.
+    fn ahead(same: u32) -> Vec<u32> {
+        (0..=BLOCKS_AHEAD).map(|k| same + (k << 16)).collect()
+    }
+
     #[test]
     fn fresh_tracker_tries_low_upper_halves() {
         let c = FcntTracker::new().candidates(7);
@@ -179,29 +169,28 @@ mod tests {
     }
 
     #[test]
-    fn forward_in_same_half_is_the_only_candidate() {
+    fn the_same_half_comes_first_then_the_halves_ahead() {
         let t = FcntTracker::resume(0x0002_0010);
-        assert_eq!(t.candidates(0x0011), vec![0x0002_0011]);
-        assert_eq!(t.candidates(0xF000), vec![0x0002_F000]);
+        assert_eq!(t.candidates(0x0011), ahead(0x0002_0011));
+        assert_eq!(t.candidates(0xF000), ahead(0x0002_F000));
     }
 
     #[test]
-    fn backwards_wire_value_adds_the_rollover_candidate() {
+    fn backwards_wire_value_is_tried_as_a_rollover() {
         let t = FcntTracker::resume(0xFFF0);
-        assert_eq!(t.candidates(0x0003), vec![0x0003, 0x1_0003]);
-        // Same value again: replay candidate plus a rollover 65536 ahead, beyond max_gap.
-        assert_eq!(t.candidates(0xFFF0), vec![0xFFF0]);
+        assert_eq!(t.candidates(0x0003)[..2], [0x0003, 0x1_0003]);
+        // Same value again: the replay candidate first.
+        assert_eq!(t.candidates(0xFFF0), ahead(0xFFF0));
     }
 
+    /// The MIC covers all 32 bits: a rollover of any size is tried (an old frame verifies
+    /// only under its own counter, the same-half value, which comes first).
     #[test]
-    fn rollover_beyond_max_gap_is_not_guessed() {
+    fn a_rollover_of_any_size_is_tried() {
         let t = FcntTracker::resume(0x8000);
-        // 0x7FFF would be 65535 frames ahead as a rollover: treated as old, not guessed.
-        assert_eq!(t.candidates(0x7FFF), vec![0x7FFF]);
-        let t = FcntTracker::resume(0xC000);
-        assert_eq!(t.candidates(0x0000), vec![0x0000, 0x1_0000]);
+        assert_eq!(t.candidates(0x7FFF), ahead(0x7FFF));
         let t = FcntTracker::resume(0xBFFF);
-        assert_eq!(t.candidates(0x0000), vec![0x0000]);
+        assert_eq!(t.candidates(0x0000), ahead(0x0000));
     }
 
     #[test]
@@ -226,13 +215,15 @@ mod tests {
     #[test]
     fn a_small_wire_value_is_also_tried_from_the_start() {
         let t = FcntTracker::resume(0x2_0010);
-        assert_eq!(t.candidates(0x0003), vec![0x2_0003, 0x0003]);
+        let mut small = ahead(0x2_0003);
+        small.push(0x0003);
+        assert_eq!(t.candidates(0x0003), small);
         assert_eq!(
             t.candidates(RESET_BELOW as u16),
-            vec![0x2_0000 | RESET_BELOW]
+            ahead(0x2_0000 | RESET_BELOW)
         );
         // In the upper half 0 the same-half value is that one already.
-        assert_eq!(FcntTracker::resume(0x4000).candidates(3), vec![3]);
+        assert_eq!(FcntTracker::resume(0x4000).candidates(3), ahead(3));
     }
 
     #[test]
@@ -258,7 +249,9 @@ mod tests {
         let mut t = FcntTracker::resetting();
         t.accept(0x2_0010, Some(MIC));
         // Every wire value is tried in the upper half 0 too.
-        assert_eq!(t.candidates(40), vec![0x2_0028, 40]);
+        let mut both = ahead(0x2_0028);
+        both.push(40);
+        assert_eq!(t.candidates(40), both);
         assert_eq!(
             t.check(0x2_0010, MIC),
             Err(FcntError::Replay {

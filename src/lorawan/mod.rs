@@ -21,7 +21,7 @@ use std::fmt;
 use crate::ids::DevEui;
 
 pub use decoder::{Counters, Decoder, Session};
-pub use fcnt::{FcntTracker, MAX_FCNT_GAP};
+pub use fcnt::{FcntTracker, BLOCKS_AHEAD};
 pub use frame::{parse, DataFrame, Direction, Frame, JoinRequest, MType};
 
 /// What was wrong with a frame, or why it was not accepted.
