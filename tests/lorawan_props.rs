@@ -63,7 +63,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
     /// Encrypt and MIC with the crate's creator, decode with hubgate: same payload, port and
-    /// 32-bit counter, including across 16-bit rollovers (a gap of up to 15 halves, the device
+    /// 32-bit counter, including across 16-bit rollovers (a gap of up to 3 halves, the device
     /// unheard for long); the same frame again is a replay.
     #[test]
     fn creator_frames_round_trip(

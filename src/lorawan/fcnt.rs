@@ -39,9 +39,11 @@
 
 /// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
 pub const INITIAL_UPPER_HALVES: u32 = 16;
-/// Upper halves ahead of the last accepted one tried as rollovers: a gap of up to 15 × 65536
-/// lost frames (a year at a frame every 30 s).
-pub const BLOCKS_AHEAD: u32 = 16;
+/// Upper halves ahead of the last accepted one tried as rollovers: a gap of at least
+/// 3 × 65536 lost frames (68 days at a frame every 30 s). Not more: each candidate is one
+/// more chance for a forged frame to pass the 32-bit MIC, and one that did would move the
+/// counter ahead of the device's own.
+pub const BLOCKS_AHEAD: u32 = 4;
 /// A refused FCnt32 below this, after a last accepted at or above it, is taken for a counter
 /// restart ([`FcntError::Reset`]).
 pub const RESET_BELOW: u32 = 16;
