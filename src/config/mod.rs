@@ -354,13 +354,25 @@ impl Config {
             note(format!("device[{i}].nwk_s_key"), inline(&d.nwk_s_key));
             note(format!("device[{i}].app_s_key"), inline(&d.app_s_key));
         }
-        match &self.sink {
-            SinkConfig::Eventhubs(eh) => note(
-                "sink.connection_string".into(),
-                inline(&eh.connection_string),
-            ),
-            SinkConfig::Kafka(k) => note("sink.sasl_password".into(), inline(&k.sasl_password)),
-            SinkConfig::Stdout(_) => {}
+        let properties = match &self.sink {
+            SinkConfig::Eventhubs(eh) => {
+                note(
+                    "sink.connection_string".into(),
+                    inline(&eh.connection_string),
+                );
+                Some(&eh.properties)
+            }
+            SinkConfig::Kafka(k) => {
+                note("sink.sasl_password".into(), inline(&k.sasl_password));
+                Some(&k.properties)
+            }
+            SinkConfig::Stdout(_) => None,
+        };
+        // librdkafka properties are never taken from the environment: always inline.
+        for key in properties.iter().flat_map(|p| p.keys()) {
+            if Properties::is_secret(key) {
+                out.push(format!("sink.properties.{key:?}"));
+            }
         }
         out
     }

@@ -137,10 +137,13 @@ impl std::ops::DerefMut for Properties {
 
 impl Properties {
     /// librdkafka properties that hold a secret (`sasl.password`, `ssl.key.password`,
-    /// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, …): `check --print` masks them.
+    /// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, the OAuth assertion's private key and
+    /// its passphrase, …): `check --print` masks them.
     pub fn is_secret(key: &str) -> bool {
         key.contains("password")
             || key.contains("secret")
+            || key.contains("passphrase")
+            || key.ends_with("private.key.pem")
             || key == "ssl.key.pem"
             || key == "sasl.oauthbearer.config"
     }

@@ -537,6 +537,30 @@ fn inline_secrets_in_a_world_readable_config_are_warned_about() {
     assert!(Config::load(&env).unwrap().warnings().is_empty());
 }
 
+/// Secret librdkafka properties are always inline: warned about like the other secrets,
+/// by key path and without their value; other properties are not.
+#[test]
+fn inline_secret_properties_in_a_world_readable_config_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"b:9093\"\n\
+                [sink.properties]\n\"ssl.key.password\" = \"hunter2\"\n\"linger.ms\" = \"5\"\n";
+    let open = write(dir.path(), "open.toml", text, 0o644);
+    let warnings = Config::load(&open).unwrap().warnings();
+    for key in [
+        "sasl.oauthbearer.assertion.private.key.pem",
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+    ] {
+        assert!(super::sink::Properties::is_secret(key), "{key}");
+    }
+    assert_eq!(
+        warnings,
+        vec![format!(
+            "{} holds secrets inline (sink.properties.\"ssl.key.password\") and is readable by every user (mode 0644): chmod 600, or 640 with the agent's group (chgrp hubgate)",
+            open.display()
+        )]
+    );
+}
+
 /// A config, secret or CA path that is a device or FIFO fails at once, naming the key.
 #[test]
 fn devices_and_fifos_are_refused_where_files_are_expected() {
