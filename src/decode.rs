@@ -166,12 +166,14 @@ impl Decoder {
         let mut sessions = lorawan::Decoder::new();
         for d in &cfg.devices {
             if let Some((dev_addr, keys)) = d.session() {
-                let session = lorawan::Session::new(dev_addr, d.dev_eui, keys);
-                sessions.add(if d.resets_fcnt {
-                    session.resetting_fcnt()
-                } else {
-                    session
-                });
+                let mut session = lorawan::Session::new(dev_addr, d.dev_eui, keys);
+                if d.resets_fcnt {
+                    session = session.resetting_fcnt();
+                }
+                if let Some(fcnt) = d.fcnt_from {
+                    session = session.fcnt_from(fcnt);
+                }
+                sessions.add(session);
             }
         }
         let reloads = Pending::default();

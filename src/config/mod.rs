@@ -420,7 +420,7 @@ impl Config {
     }
 
     /// A device's LoRaWAN session is all of `dev_addr`, `nwk_s_key`, `app_s_key`, or nothing;
-    /// `resets_fcnt` is an option of the session.
+    /// `resets_fcnt` and `fcnt_from` are options of the session.
     fn check_sessions(&self) -> Result<(), (String, String)> {
         for (i, d) in self.devices.iter().enumerate() {
             let fields = [
@@ -435,9 +435,15 @@ impl Config {
                         "missing: a LoRaWAN session needs dev_addr, nwk_s_key and app_s_key".into(),
                     ));
                 }
-            } else if d.resets_fcnt {
+            } else if let Some(option) = [
+                ("resets_fcnt", d.resets_fcnt),
+                ("fcnt_from", d.fcnt_from.is_some()),
+            ]
+            .into_iter()
+            .find_map(|(name, set)| set.then_some(name))
+            {
                 return Err((
-                    format!("device[{i}].resets_fcnt"),
+                    format!("device[{i}].{option}"),
                     "applies to a LoRaWAN session (dev_addr, nwk_s_key, app_s_key) only: the \
                      network server keeps the frame counters of the others"
                         .into(),

@@ -352,6 +352,10 @@ pub struct DeviceConfig {
     /// restart can be replayed after it. Needs a LoRaWAN session.
     #[serde(default)]
     pub resets_fcnt: bool,
+    /// The device's frame counter is at least this: a session is first looked for below
+    /// 2^20 frames, so a device already past that when hubgate first hears it needs it.
+    /// Frames below it are refused as old. Needs a LoRaWAN session.
+    pub fcnt_from: Option<u32>,
 }
 
 impl DeviceConfig {

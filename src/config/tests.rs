@@ -271,6 +271,12 @@ fn resets_fcnt_needs_a_session() {
     assert!(reason.contains("LoRaWAN session"), "{reason}");
     let (key, _) = Config::parse(&format!("{session}resets_fcnt = \"yes\"\n")).unwrap_err();
     assert_eq!(key, "device[0].resets_fcnt");
+    let cfg = Config::parse(&format!("{session}fcnt_from = 2000000\n")).unwrap();
+    assert_eq!(cfg.devices[0].fcnt_from, Some(2_000_000));
+    cfg.check_sessions().unwrap();
+    let cfg = Config::parse(&format!("{SESSION}fcnt_from = 2000000\n")).unwrap();
+    let (key, _) = cfg.check_sessions().unwrap_err();
+    assert_eq!(key, "device[0].fcnt_from");
 }
 
 #[test]

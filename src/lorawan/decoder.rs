@@ -30,6 +30,16 @@ impl Session {
         }
     }
 
+    /// Its device's frame counter is at least `fcnt` (`fcnt_from`): the counter is looked
+    /// for from there, and a frame below it is refused as old. A counter kept since counts
+    /// if it is ahead.
+    pub fn fcnt_from(mut self, fcnt: u32) -> Session {
+        if let Some(before) = fcnt.checked_sub(1) {
+            self.fcnt.accept(before, None);
+        }
+        self
+    }
+
     /// Its device restarts its frame counter (`resets_fcnt`): see [`FcntTracker::resetting`].
     pub fn resetting_fcnt(self) -> Session {
         Session {

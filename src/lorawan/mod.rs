@@ -51,7 +51,7 @@ pub enum LorawanError {
     NotUplink(MType),
     #[error("no session for DevAddr {0}")]
     UnknownDevAddr(DevAddr),
-    #[error("MIC check failed for DevAddr {dev_addr} (FCnt {fcnt16} on air): wrong NwkSKey, counter out of range, or a damaged frame")]
+    #[error("MIC check failed for DevAddr {dev_addr} (FCnt {fcnt16} on air): wrong NwkSKey, counter out of range (a device first heard past 2^20 frames needs fcnt_from), or a damaged frame")]
     MicMismatch { dev_addr: DevAddr, fcnt16: u16 },
     #[error("replayed or old FCnt {fcnt} from DevAddr {dev_addr} (last accepted {last})")]
     Replay {

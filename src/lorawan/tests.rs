@@ -704,3 +704,33 @@ fn a_counter_jump_past_the_old_gap_across_a_rollover_is_not_lost_for_good() {
     }
     assert!(refused.is_empty(), "{refused:#?}");
 }
+
+/// A device first heard past 2^20 frames (a new site, a device newly added) is not found in
+/// the first search; with `fcnt_from` its counter is looked for from there, frames below it
+/// are refused as old, and a counter kept since counts if it is ahead.
+#[test]
+fn a_device_past_two_to_the_twenty_frames_is_picked_up_from_fcnt_from() {
+    let far = up(0x10_0005, Some(2), b"b");
+    assert!(decoder()
+        .decode_uplink(&far, t0(), Radio::default())
+        .is_err());
+    let session = |from| {
+        let keys = SessionKeys {
+            nwk_s_key: Key::new(NWK),
+            app_s_key: Key::new(APP),
+        };
+        let mut d = Decoder::new();
+        d.add(Session::new(DevAddr(0x2601_1BDA), DEV_EUI, keys).fcnt_from(from));
+        d
+    };
+    let mut d = session(0x10_0000);
+    let u = d.decode_uplink(&far, t0(), Radio::default()).unwrap();
+    assert_eq!(u.fcnt, Some(0x10_0005));
+    let mut d = session(0x10_0000);
+    assert!(d
+        .decode_uplink(&up(0xF_FFFF, Some(2), b"old"), t0(), Radio::default())
+        .is_err());
+    let mut d = session(0x10_0000);
+    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0x10_0005, Some(mic(&far))));
+    assert!(d.decode_uplink(&far, t0(), Radio::default()).is_err());
+}
