@@ -586,6 +586,9 @@ impl Buffer {
             Ok(None) => {}
             Err(e) => log::error!("buffer drained, but its disk space was not given back: {e}"),
         }
+        // What the outage's records and sled's tree took is free now, scattered through
+        // the heap.
+        crate::malloc::trim();
     }
 
     /// Up to `limit` records after `after`, oldest first, and no more once their bodies

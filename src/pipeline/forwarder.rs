@@ -36,6 +36,9 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// A buffer flush that has run this long is the problem `buffer_flush_slow` (an SD card
 /// that takes seconds for an fsync is failing or far too busy).
 const FLUSH_SLOW: Duration = Duration::from_secs(10);
+/// While quiet, the heap's free pages go back to the kernel at most this often: soon after
+/// start-up and after an outage's drain, and a negligible cost in between.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 /// What the forwarder listens to.
 pub struct Inputs {
@@ -66,6 +69,7 @@ pub struct Forwarder {
     /// The clock's state as last seen, and whether the ledger trusts it (`None`: not looked
     /// at yet).
     clock: Option<(Option<bool>, bool)>,
+    trimmer: crate::malloc::Trimmer,
 }
 
 impl Forwarder {
@@ -100,6 +104,7 @@ impl Forwarder {
             flush_hangs_after: sd_notify::watchdog_enabled().map(|timeout| timeout / 2),
             slow_flush: None,
             clock: None,
+            trimmer: crate::malloc::Trimmer::new(TRIM_EVERY),
         })
     }
 
@@ -265,6 +270,9 @@ impl Forwarder {
         }
         self.check_clock();
         self.ledger.tick(Instant::now());
+        if self.ledger.quiet() {
+            self.trimmer.trim(Instant::now());
+        }
         Ok(())
     }
 
