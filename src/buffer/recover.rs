@@ -9,13 +9,15 @@
 //! Progress is kept in the directory moved aside, after each segment's records are flushed:
 //! a recovery stopped part-way (killed, the disk full) goes on where it stopped when run
 //! again, and one that finished carries nothing more. A crash between the flush and the
-//! progress file costs a segment carried twice, duplicates again.
+//! progress file costs a segment carried twice, duplicates again. A segment that cannot be
+//! read for a reason that may pass (descriptors, permission) stops the run before it; one
+//! that cannot be read at all is named and passed over.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::segments::{Segments, SEGMENT_SIZE, VALUES_DIR};
+use super::segments::{passes, Segments, SEGMENT_SIZE, VALUES_DIR};
 use super::{BufferError, SledStore, Store};
 
 /// In the directory moved aside: how many of its segments (in the order written) were
@@ -100,6 +102,15 @@ pub fn recover(
                     done.records += 1;
                 }
             }
+            // Out of descriptors, no permission: counted as carried, the segment would
+            // never be tried again.
+            Err(e) if passes(&e) => {
+                return Err(BufferError::Storage(format!(
+                    "segment {number} cannot be read for now ({e}): stopped before it, {} \
+                     record(s) carried; run it again to go on",
+                    done.records
+                )))
+            }
             Err(e) => done.unreadable.push((number, e.to_string())),
         }
         store.flush()?;
@@ -112,7 +123,7 @@ pub fn recover(
 /// Written to a new file, synced, then renamed over the old one and the directory synced:
 /// a power cut leaves either count.
 fn save_progress(path: &Path, segments: usize) -> std::io::Result<()> {
-    let new = PathBuf::from(format!("{}.new", path.display()));
+    let new = path.with_extension("new");
     let mut f = std::fs::File::create(&new)?;
     writeln!(f, "{segments}")?;
     f.sync_all()?;

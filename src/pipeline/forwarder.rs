@@ -269,9 +269,10 @@ impl Forwarder {
             self.sink_restarted(deliveries)?;
         }
         self.check_clock();
-        self.ledger.tick(Instant::now());
+        let now = Instant::now();
+        self.ledger.tick(now);
         if self.ledger.quiet() {
-            self.trimmer.trim(Instant::now());
+            self.trimmer.trim(now);
         }
         Ok(())
     }
