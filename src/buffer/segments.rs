@@ -100,6 +100,9 @@ pub struct Segments {
     orphans: Vec<u32>,
     /// Numbers pointers named at open whose files were not there.
     missing: BTreeSet<u32>,
+    /// Segments that may hold the only copies of records whose pointers name a missing
+    /// one, and could not be looked in yet ([`Segments::look_in_later`]).
+    unlooked: BTreeSet<u32>,
 }
 
 /// The records a segment holds (pointers in sled name them), and the bytes their entries
@@ -209,7 +212,7 @@ pub fn passes(e: &io::Error) -> bool {
 
 /// Whether `e` says the entry is not there (the segment is gone, or ends before it), as
 /// opposed to a failure to read what is there.
-fn is_damage(e: &io::Error) -> bool {
+pub fn is_damage(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
@@ -328,12 +331,26 @@ impl Segments {
             reading: Mutex::new(None),
             orphans,
             missing,
+            unlooked: BTreeSet::new(),
         })
     }
 
     /// The segments pointers named at open whose files were not there.
     pub fn missing(&self) -> &BTreeSet<u32> {
         &self.missing
+    }
+
+    /// Segments relink could not look in (empty: it looked everywhere). Until it can, one
+    /// whose last record leaves (delivered, or copied away by compaction) is kept as an
+    /// orphan instead of deleted: entries no pointer names in it may be the copies looked
+    /// for.
+    pub fn look_in_later(&mut self, numbers: BTreeSet<u32>) {
+        self.unlooked = numbers;
+    }
+
+    /// The segments [`Segments::look_in_later`] named, in the order they were written.
+    pub fn unlooked_as_written(&self) -> Vec<u32> {
+        written_order(self.unlooked.iter().copied().collect())
     }
 
     /// Every segment that holds records.
@@ -598,7 +615,9 @@ impl Segments {
             // A file that is gone is not deleted: its number, free, may name a new segment
             // before the deletion would run.
             let gone = self.missing.contains(&p.segment);
-            if !gone && self.current.as_ref().is_none_or(|c| c.number != p.segment) {
+            if self.unlooked.contains(&p.segment) {
+                self.orphans.push(p.segment);
+            } else if !gone && self.current.as_ref().is_none_or(|c| c.number != p.segment) {
                 self.empty.insert(p.segment);
             }
             if self.live.is_empty() {

@@ -69,6 +69,9 @@ const RECLAIM_WHEN_LOW: u64 = 1 << 20;
 const REBUILD_ROOM: u64 = 1 << 20;
 /// How long an open waits for sled to let go of a database this process just closed.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How often relink looks again in the segments it could not look in (see [`Unlinked`]):
+/// several times within the minute the drain waits on a record it cannot read.
+const RELINK_RETRY: Duration = Duration::from_secs(10);
 
 pub struct SledStore {
     db: sled::Db,
@@ -107,6 +110,26 @@ pub struct SledStore {
     /// Set when a file sync failed: every flush after it fails the same way (see
     /// [`BufferError::SyncFailed`]).
     sync_failed: Option<String>,
+    /// Set while relink could not look everywhere (see [`Unlinked`]).
+    unlinked: Option<Unlinked>,
+}
+
+/// Acknowledged records whose pointers name a segment that is gone, while some segment
+/// that may hold their copies could not be looked in ([`Segments::look_in_later`]).
+/// Their reads are not damage but a wait ([`BufferError::Unreadable`]): the drain would
+/// otherwise remove them at once, and the next open delete the segment holding their
+/// copies. Flushes look again every [`RELINK_RETRY`] until every segment was looked in.
+struct Unlinked {
+    /// The mark at open: the records at or below it are the ones looked for.
+    flushed: u64,
+    /// Those records, with the pointer each held; `None` when sled could not tell (all
+    /// are looked for again, everywhere).
+    gone: Option<BTreeMap<u64, Pointer>>,
+    /// Every failure to look was for a reason that may pass (no permission, descriptors):
+    /// the drain waits on those records for as long as that lasts.
+    passes: bool,
+    /// When to look again.
+    retry: Instant,
 }
 
 fn err(e: sled::Error) -> BufferError {
@@ -254,16 +277,9 @@ impl SledStore {
                 // Before the segments no pointer names go: they may hold the numbers.
                 store.highest = store.highest.max(store.highest_appended());
                 // Before the segments no pointer names go: they may hold the copies.
-                match store.relink(flushed) {
-                    Ok(true) => store.segments.remove_orphans(),
-                    Ok(false) => log::error!(
-                        "buffer: not every segment could be looked in for records that name \
-                         segments that are gone: those no record names stay until the next start"
-                    ),
-                    Err(e) => log::error!(
-                        "buffer: looking for records that name segments that are gone: {e}; \
-                         the segments no record names stay until the next start"
-                    ),
+                match flushed {
+                    Some(flushed) => store.relink(flushed, None),
+                    None => store.segments.remove_orphans(),
                 }
                 if let Err(e) = store.drop_torn_unflushed(flushed) {
                     log::error!("buffer: checking the records written after the last flush: {e}");
@@ -487,6 +503,7 @@ impl SledStore {
             lock: None,
             broken: None,
             sync_failed: None,
+            unlinked: None,
         };
         // An old layout's records count too: they are moved over under their numbers.
         let old_last = store
@@ -510,45 +527,162 @@ impl SledStore {
     /// segment no pointer names any more. Any other such record is damage; the drain counts
     /// it.
     ///
-    /// Returns whether every segment there could be looked in: if not, the segments no
-    /// pointer names must stay for this run (they may hold the copies).
-    fn relink(&mut self, flushed: Option<u64>) -> Result<bool, BufferError> {
-        let (Some(flushed), missing) = (flushed, self.segments.missing().clone()) else {
-            return Ok(true);
+    /// `gone`: what the last look left to find (`None`: look for every such record, in
+    /// every segment); only the segments it could not look in are looked in again. Once
+    /// every segment was looked in, those no pointer names are deleted; until then they
+    /// stay, and [`Unlinked`] says when to look again.
+    fn relink(&mut self, flushed: u64, gone: Option<BTreeMap<u64, Pointer>>) {
+        let at_open = self.unlinked.is_none();
+        let looked = self
+            .to_find(flushed, gone)
+            .and_then(|(gone, numbers)| self.look_in(&gone, &numbers, at_open).map(|l| (gone, l)));
+        let (gone, (found, unlooked, passes)) = match looked {
+            Ok(looked) => looked,
+            Err(e) => {
+                log::error!(
+                    "buffer: looking for records that name segments that are gone: {e}; \
+                     looked for again in {}s, and the segments no record names stay until then",
+                    RELINK_RETRY.as_secs()
+                );
+                let holding = self.segments.holding().into_iter().collect();
+                self.segments.look_in_later(holding);
+                self.unlinked = Some(Unlinked {
+                    flushed,
+                    gone: None,
+                    passes: false,
+                    retry: Instant::now() + RELINK_RETRY,
+                });
+                return;
+            }
         };
-        if missing.is_empty() {
-            return Ok(true);
+        if !gone.is_empty() && (at_open || !found.is_empty()) {
+            log::warn!(
+                "buffer: {} acknowledged record(s) named segment files that are gone ({:?}); \
+                 {} found whole in the other segments (sled lost flushed writes) and kept",
+                gone.len(),
+                self.segments.missing(),
+                found.len()
+            );
         }
-        let mut gone = BTreeMap::new();
-        for item in self.records.range(..=flushed.to_be_bytes()) {
-            let (k, v) = item.map_err(err)?;
-            match (seq_of(&k), Pointer::from_bytes(&v)) {
-                (Some(seq), Some(p)) if missing.contains(&p.segment) => {
-                    gone.insert(seq, p);
+        if unlooked.is_empty() {
+            self.segments.look_in_later(BTreeSet::new());
+            self.segments.remove_orphans();
+            self.unlinked = None;
+            return;
+        }
+        let left: BTreeMap<u64, Pointer> = gone
+            .into_iter()
+            .filter(|(seq, _)| !found.contains_key(seq))
+            .collect();
+        if at_open {
+            log::error!(
+                "buffer: segments {unlooked:?} cannot be looked in for the {} record(s) still \
+                 not found: looked in again every {}s; until then the drain waits on those \
+                 records, and the segments no record names stay",
+                left.len(),
+                RELINK_RETRY.as_secs()
+            );
+        }
+        self.segments.look_in_later(unlooked);
+        self.unlinked = Some(Unlinked {
+            flushed,
+            gone: Some(left),
+            passes,
+            retry: Instant::now() + RELINK_RETRY,
+        });
+    }
+
+    /// Look again for the records relink could not find, once [`RELINK_RETRY`] passed.
+    fn relink_if_due(&mut self) {
+        let Some(u) = self.unlinked.as_mut().filter(|u| Instant::now() >= u.retry) else {
+            return;
+        };
+        let (flushed, gone) = (u.flushed, u.gone.take());
+        self.relink(flushed, gone);
+    }
+
+    /// The records to look for, with the pointers they hold, and the segments to look in,
+    /// in the order they were written: those the last look left (`gone`) that still hold
+    /// the same pointers, in the segments it could not look in; with no last look, every
+    /// record at or below `flushed` whose pointer names a segment that is gone, in every
+    /// segment.
+    #[allow(clippy::type_complexity)]
+    fn to_find(
+        &self,
+        flushed: u64,
+        gone: Option<BTreeMap<u64, Pointer>>,
+    ) -> Result<(BTreeMap<u64, Pointer>, Vec<u32>), BufferError> {
+        if let Some(gone) = gone {
+            let mut still = BTreeMap::new();
+            for (seq, p) in gone {
+                let named = self.records.get(seq.to_be_bytes()).map_err(err)?;
+                if named.as_deref() == Some(&p.to_bytes()[..]) {
+                    still.insert(seq, p);
                 }
-                _ => {}
+            }
+            // Once they have all left (delivered, expired, taken for damage), nothing is
+            // looked for: the segments no pointer names can go.
+            let numbers = if still.is_empty() {
+                Vec::new()
+            } else {
+                self.segments.unlooked_as_written()
+            };
+            return Ok((still, numbers));
+        }
+        let missing = self.segments.missing();
+        let mut gone = BTreeMap::new();
+        if !missing.is_empty() {
+            for item in self.records.range(..=flushed.to_be_bytes()) {
+                let (k, v) = item.map_err(err)?;
+                match (seq_of(&k), Pointer::from_bytes(&v)) {
+                    (Some(seq), Some(p)) if missing.contains(&p.segment) => {
+                        gone.insert(seq, p);
+                    }
+                    _ => {}
+                }
             }
         }
         if gone.is_empty() {
-            return Ok(true);
+            return Ok((gone, Vec::new()));
         }
-        let mut found = BTreeMap::new();
         let numbers = self.segments.numbers_as_written().map_err(|e| {
             BufferError::Storage(format!("{}: listing the segments: {e}", self.dir.display()))
         })?;
-        let mut complete = true;
+        Ok((gone, numbers))
+    }
+
+    /// Look in segments `numbers` for whole entries of the records `gone`, and point each
+    /// found at the one written last. Returns those found, the segments that could not be
+    /// looked in, and whether every failure to look may pass. `at_open`: each segment tells
+    /// systemd the start goes on.
+    #[allow(clippy::type_complexity)]
+    fn look_in(
+        &mut self,
+        gone: &BTreeMap<u64, Pointer>,
+        numbers: &[u32],
+        at_open: bool,
+    ) -> Result<(BTreeMap<u64, Pointer>, BTreeSet<u32>, bool), BufferError> {
+        let (mut found, mut unlooked, mut passes) = (BTreeMap::new(), BTreeSet::new(), true);
         for (i, &number) in numbers.iter().enumerate() {
-            crate::notify::extend_start(
-                BATCH_ALLOWANCE,
-                &format!(
-                    "looking for records in the buffer's segments: {} of {}",
-                    i + 1,
-                    numbers.len()
-                ),
-            );
-            let Ok((file, headers)) = self.segments.headers(number) else {
-                complete = false;
-                continue;
+            if at_open {
+                crate::notify::extend_start(
+                    BATCH_ALLOWANCE,
+                    &format!(
+                        "looking for records in the buffer's segments: {} of {}",
+                        i + 1,
+                        numbers.len()
+                    ),
+                );
+            }
+            let (file, headers) = match self.segments.headers(number) {
+                Ok(opened) => opened,
+                // Gone or cut short since it was listed: what is left of it was looked in.
+                Err(e) if super::segments::is_damage(&e) => continue,
+                Err(e) => {
+                    passes &= super::segments::passes(&e);
+                    unlooked.insert(number);
+                    continue;
+                }
             };
             for (seq, at) in headers {
                 if !gone.contains_key(&seq) {
@@ -559,24 +693,29 @@ impl SledStore {
                         found.insert(seq, at);
                     }
                     Ok(_) | Err(ReadError::Damaged(_)) => {}
-                    Err(_) => complete = false,
+                    Err(e) => {
+                        passes &= matches!(e, ReadError::Passing(_));
+                        unlooked.insert(number);
+                    }
                 }
             }
         }
-        for (&seq, &to) in &found {
+        let mut taken = BTreeMap::new();
+        for (seq, to) in found {
             let from = gone[&seq];
             // The segment is taken as holding it (off the list of those deleted at open)
             // before sled's pointer names it, and its entry synced by the next flush.
-            let taken = self
+            let held = self
                 .segments
-                .relinked(from, to)
-                .and_then(|()| self.segments.sync_with_next_flush(to.segment));
-            if let Err(e) = taken {
+                .sync_with_next_flush(to.segment)
+                .and_then(|()| self.segments.relinked(from, to));
+            if let Err(e) = held {
                 log::error!(
                     "buffer: record #{seq} found in segment {}, which cannot be used: {e}",
                     to.segment
                 );
-                complete = false;
+                passes &= super::segments::passes(&e);
+                unlooked.insert(to.segment);
                 continue;
             }
             self.records
@@ -584,14 +723,9 @@ impl SledStore {
                 .map_err(err)?;
             self.bytes = self.bytes - u64::from(from.len) + u64::from(to.len);
             self.changed = true;
+            taken.insert(seq, to);
         }
-        log::warn!(
-            "buffer: {} acknowledged record(s) named segment files that are gone ({missing:?}); \
-             {} found whole in the other segments (sled lost flushed writes) and kept",
-            gone.len(),
-            found.len()
-        );
-        Ok(complete)
+        Ok((taken, unlooked, passes))
     }
 
     /// The highest sequence number flushed, as the mark file holds it.
@@ -615,6 +749,7 @@ impl SledStore {
                 "the buffer database is unusable after a failed rebuild ({why}); restart hubgate"
             )));
         }
+        self.relink_if_due();
         let mark = self.highest.filter(|h| Some(*h) != self.marked());
         if !self.changed && mark.is_none() {
             return Ok(None);
@@ -739,7 +874,9 @@ impl SledStore {
     /// flush makes a pointer durable, and the open drops records no flush covered whose body
     /// did not reach the disk ([`SledStore::drop_torn_unflushed`]): what is left in that
     /// state is damage. Any other read error (EMFILE, EIO) ends the bodies before it, and
-    /// is [`BufferError::Unreadable`] when it comes first: nothing is removed here.
+    /// is [`BufferError::Unreadable`] when it comes first: nothing is removed here. So does a
+    /// pointer into a segment that is gone while relink could not look everywhere
+    /// ([`Unlinked`]): its copy may be found yet.
     fn bodies(&self, pointers: Vec<(u64, sled::IVec)>) -> Result<Entries, BufferError> {
         let mut out = Vec::with_capacity(pointers.len());
         for (seq, pointer) in pointers {
@@ -748,11 +885,21 @@ impl SledStore {
                     out.push((seq, body));
                     continue;
                 }
-                Err(ReadError::Damaged(why)) => {
-                    log::error!("buffer: the body of record #{seq} cannot be read: {why}");
-                    out.push((seq, Vec::new()));
-                    continue;
-                }
+                Err(ReadError::Damaged(why)) => match self.copy_looked_for(&pointer) {
+                    Some(passes) => (
+                        format!(
+                            "{why}; a copy may be in a segment that cannot be looked in yet \
+                             (looked in again every {}s)",
+                            RELINK_RETRY.as_secs()
+                        ),
+                        passes,
+                    ),
+                    None => {
+                        log::error!("buffer: the body of record #{seq} cannot be read: {why}");
+                        out.push((seq, Vec::new()));
+                        continue;
+                    }
+                },
                 Err(ReadError::Io(why)) => (why, false),
                 Err(ReadError::Passing(why)) => (why, true),
             };
@@ -767,6 +914,17 @@ impl SledStore {
             });
         }
         Ok(out)
+    }
+
+    /// For a pointer into a segment that is gone while relink could not look everywhere
+    /// ([`Unlinked`]): whether the reason it could not may pass. `None` for any other.
+    fn copy_looked_for(&self, pointer: &[u8]) -> Option<bool> {
+        let unlinked = self.unlinked.as_ref()?;
+        let p = Pointer::from_bytes(pointer)?;
+        self.segments
+            .missing()
+            .contains(&p.segment)
+            .then_some(unlinked.passes)
     }
 
     /// A pointer left sled: one record less. Returns the bytes its body counted for.
@@ -1284,6 +1442,10 @@ impl Store for SledStore {
 
     fn wants_flush(&self) -> bool {
         self.compaction.wants_flush()
+            || self
+                .unlinked
+                .as_ref()
+                .is_some_and(|u| Instant::now() >= u.retry)
     }
 
     fn keep_free(&mut self, bytes: u64) {
@@ -2585,11 +2747,17 @@ mod tests {
     /// A store at `dir` whose records `0..32` were written, one in four stayed and was
     /// compacted, and whose sled then went back to the pointers before the swaps (the
     /// originals' segments deleted since), with its stored mark at `stored` if given (sled
-    /// lost a flush that wrote one too). The records that stay, and their bodies.
-    fn compacted_then_taken_back(dir: &Path, stored: Option<u64>) -> BTreeMap<u64, Vec<u8>> {
+    /// lost a flush that wrote one too); `before` runs on it before the compaction. The
+    /// records `0..32` that stay, and their bodies.
+    fn compacted_then_taken_back(
+        dir: &Path,
+        stored: Option<u64>,
+        before: impl FnOnce(&mut SledStore),
+    ) -> BTreeMap<u64, Vec<u8>> {
         let body = |seq: u64| super::super::encode(&record(seq, QUARTER));
         let mut s = SledStore::open(dir).unwrap();
         one_in_four_stays(&mut s, 32, body);
+        before(&mut s);
         let stay: BTreeMap<u64, sled::IVec> = (0..32)
             .step_by(4)
             .map(|seq: u64| (seq, s.records.get(seq.to_be_bytes()).unwrap().unwrap()))
@@ -2614,7 +2782,7 @@ mod tests {
     #[test]
     fn compacted_records_whose_pointers_sled_took_back_are_found_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let stay = compacted_then_taken_back(dir.path(), None);
+        let stay = compacted_then_taken_back(dir.path(), None, |_| {});
         let mut s = SledStore::open(dir.path()).unwrap();
         assert_eq!(asides(dir.path()), 0);
         let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
@@ -2626,7 +2794,7 @@ mod tests {
     #[test]
     fn a_salvage_finds_compacted_records_whose_pointers_sled_took_back() {
         let dir = tempfile::tempdir().unwrap();
-        let stay = compacted_then_taken_back(dir.path(), Some(1));
+        let stay = compacted_then_taken_back(dir.path(), Some(1), |_| {});
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(asides(dir.path()), 1, "no salvage");
         // Delivered records past the mark sled kept come back too (duplicates).
@@ -2670,58 +2838,181 @@ mod tests {
         std::fs::set_permissions(path, perms).unwrap();
     }
 
-    /// A relink that cannot look in every segment (one cannot be opened for now: no
-    /// permission) keeps the segments no pointer names for the run, that one included: it
-    /// holds the only copies of records whose pointers sled took back. Once it can be read
-    /// again, the next open finds those records there (the drain had not reached them) and
-    /// deletes the segments that no pointer names.
-    #[test]
-    fn segments_no_pointer_names_stay_while_one_cannot_be_looked_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let stay = compacted_then_taken_back(dir.path(), None);
-        let db = dir.path().join(DB_DIR);
-        // The segment that holds the copies (no pointer names it), #0's among them.
-        let segments = Segments::open(&db, BTreeMap::new()).unwrap();
-        let numbers = segments.numbers().unwrap();
+    /// The segment that holds the copies of the records [`compacted_then_taken_back`] left
+    /// (no pointer names it), with the records it holds copies of, and its path.
+    fn segment_with_copies(dir: &Path) -> (BTreeSet<u64>, PathBuf) {
+        let segments = Segments::open(&dir.join(DB_DIR), BTreeMap::new()).unwrap();
         let seqs_in = |n: u32| -> BTreeSet<u64> {
             let (_, headers) = segments.headers(n).unwrap();
             headers.into_iter().map(|(seq, _)| seq).collect()
         };
+        let numbers = segments.numbers().unwrap();
         let with_copies = *numbers.iter().find(|n| seqs_in(**n).contains(&0)).unwrap();
-        let copied = seqs_in(with_copies);
+        let path = segments.dir().join(format!("{with_copies:08}.seg"));
+        (seqs_in(with_copies), path)
+    }
+
+    /// A flush at which relink is due to look again.
+    fn look_again(s: &mut SledStore) {
+        s.unlinked.as_mut().unwrap().retry = Instant::now();
+        s.flush().unwrap();
+    }
+
+    /// `s` holds exactly `stay`, and once they left, no segment (every one it kept held
+    /// records).
+    fn holds_then_drain(s: &mut SledStore, stay: &BTreeMap<u64, Vec<u8>>) {
+        let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
+        assert!(all == *stay, "{:?}", all.keys().collect::<Vec<_>>());
+        drain(s, &stay.keys().copied().collect::<Vec<_>>());
+    }
+
+    /// A relink that cannot look in every segment (one cannot be opened for now: no
+    /// permission) keeps the segments no pointer names, that one included: it holds the
+    /// only copies of records whose pointers sled took back. Reads of those records wait
+    /// instead of finding damage. Once the segment can be read, a flush after
+    /// [`RELINK_RETRY`] finds them there, in the same run, and deletes the segments no
+    /// pointer names.
+    #[test]
+    fn records_whose_copies_relink_could_not_look_at_are_found_in_the_same_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let stay = compacted_then_taken_back(dir.path(), None, |_| {});
+        let (copied, unreadable) = segment_with_copies(dir.path());
         assert!(copied.len() < stay.len(), "{copied:?}");
-        let unreadable = segments.dir().join(format!("{with_copies:08}.seg"));
         // Written, its pointer never durable (a crash): deleted once relink looked everywhere.
-        let left_over = segments.dir().join("00000099.seg");
+        let left_over = unreadable.with_file_name("00000099.seg");
         std::fs::write(&left_over, b"left over").unwrap();
         set_mode(&unreadable, 0o000);
-        let whole = without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+        without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
             let mut s = SledStore::open(dir.path()).unwrap();
             s.flush().unwrap();
-            let all = s.scan(None, 100).unwrap().into_iter();
-            let whole = all.filter(|(seq, body)| stay.get(seq) == Some(body));
-            whole.map(|(seq, _)| seq).collect::<BTreeSet<u64>>()
+            for (&seq, body) in &stay {
+                let read = s.scan(seq.checked_sub(1), 1);
+                if copied.contains(&seq) {
+                    assert!(
+                        matches!(read, Err(BufferError::Unreadable { seq: s, passes: true, .. }) if s == seq),
+                        "#{seq}: {read:?}"
+                    );
+                } else {
+                    assert_eq!(read.unwrap(), vec![(seq, body.clone())], "#{seq}");
+                }
+            }
+            assert!(
+                unreadable.exists(),
+                "the segment it could not look in was deleted"
+            );
+            assert!(
+                left_over.exists(),
+                "deleted though relink could not look everywhere"
+            );
+            assert!(!s.wants_flush(), "looks again before {RELINK_RETRY:?}");
+            // Looked in again at the first flush after RELINK_RETRY.
+            look_again(&mut s);
+            assert!(left_over.exists(), "still cannot look in it");
+            set_mode(&unreadable, 0o644);
+            s.unlinked.as_mut().unwrap().retry = Instant::now();
+            assert!(s.wants_flush());
+            s.flush().unwrap();
+            assert!(s.unlinked.is_none());
+            assert!(!left_over.exists(), "kept once relink looked everywhere");
+            holds_then_drain(&mut s, &stay);
         });
-        let elsewhere = stay.keys().filter(|seq| !copied.contains(seq));
-        assert_eq!(
-            whole,
-            elsewhere.copied().collect(),
-            "found where it could look"
-        );
-        assert!(
-            unreadable.exists(),
-            "the segment it could not look in was deleted"
-        );
-        assert!(
-            left_over.exists(),
-            "deleted though relink could not look everywhere"
-        );
+    }
+
+    /// Once the records looked for have all left (expired, say), relink stops looking
+    /// though the segment still cannot be looked in, and the segments no pointer names go.
+    #[test]
+    fn relink_stops_looking_once_the_records_looked_for_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let stay = compacted_then_taken_back(dir.path(), None, |_| {});
+        let (copied, unreadable) = segment_with_copies(dir.path());
+        set_mode(&unreadable, 0o000);
+        without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            let mut rest = copied.clone();
+            let first = rest.pop_first().unwrap();
+            for seq in rest {
+                s.remove(seq).unwrap();
+            }
+            look_again(&mut s);
+            assert!(s.unlinked.is_some(), "#{first} is still looked for");
+            s.remove(first).unwrap();
+            look_again(&mut s);
+            assert!(s.unlinked.is_none());
+            assert!(!unreadable.exists(), "no record names it");
+            let left: Vec<u64> = stay
+                .keys()
+                .filter(|q| !copied.contains(q))
+                .copied()
+                .collect();
+            drain(&mut s, &left);
+        });
+    }
+
+    /// A segment relink could not look in whose last record leaves meanwhile stays: entries
+    /// no pointer names in it are copies looked for.
+    #[test]
+    fn a_segment_relink_could_not_look_in_stays_when_its_records_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let later = 100;
+        // Appended just before the compaction's copies, to the same segment.
+        let stay = compacted_then_taken_back(dir.path(), None, |s| {
+            s.insert(later, super::super::encode(&record(later, 10)))
+                .unwrap();
+            s.flush().unwrap();
+        });
+        let segments = Segments::open(&dir.path().join(DB_DIR), BTreeMap::new()).unwrap();
+        let seqs_in = |n: u32| -> BTreeSet<u64> {
+            let (_, headers) = segments.headers(n).unwrap();
+            headers.into_iter().map(|(seq, _)| seq).collect()
+        };
+        let numbers = segments.numbers().unwrap();
+        let with_later = *numbers
+            .iter()
+            .find(|n| seqs_in(**n).contains(&later))
+            .unwrap();
+        let copies = seqs_in(with_later)
+            .into_iter()
+            .filter(|seq| stay.contains_key(seq));
+        assert!(copies.count() > 0, "no copies beside #{later}");
+        let path = segments.dir().join(format!("{with_later:08}.seg"));
+        set_mode(&path, 0o000);
+        without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            s.remove(later).unwrap();
+            s.flush().unwrap();
+            assert!(path.exists(), "deleted with the copies in it");
+            set_mode(&path, 0o644);
+            look_again(&mut s);
+            holds_then_drain(&mut s, &stay);
+        });
+    }
+
+    /// The drain run while the segment cannot be looked in waits on the records whose only
+    /// copies it holds: none is taken for damage, and the next open finds them all.
+    #[test]
+    fn records_whose_copies_relink_could_not_look_at_survive_the_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let stay = compacted_then_taken_back(dir.path(), None, |_| {});
+        let (_, unreadable) = segment_with_copies(dir.path());
+        set_mode(&unreadable, 0o000);
+        let (read, dropped) = without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+            let s = SledStore::open(dir.path()).unwrap();
+            let (mut b, m) = buffer_of(dir.path(), s);
+            let at = Instant::now();
+            let mut read = b.next(None, 100, u64::MAX, at).unwrap();
+            // Past the minute a record that cannot be read is otherwise waited on.
+            read.extend(
+                b.next(None, 100, u64::MAX, at + Duration::from_secs(120))
+                    .unwrap(),
+            );
+            b.flush().unwrap();
+            (read.len(), m.dropped_corrupt.get())
+        });
+        assert_eq!((read, dropped), (0, 0), "#0 is the first record and waits");
         set_mode(&unreadable, 0o644);
         let s = SledStore::open(dir.path()).unwrap();
         let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
-        assert!(all == stay, "{:?}", all.keys().collect::<Vec<_>>());
-        assert!(!left_over.exists(), "kept once relink looked everywhere");
-        assert!(unreadable.exists(), "it holds records");
+        assert!(all == stay, "left {:?}", all.keys().collect::<Vec<_>>());
     }
 
     /// A segment compaction cannot read is not tried again: the others are compacted.
