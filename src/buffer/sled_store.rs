@@ -565,6 +565,14 @@ impl SledStore {
             );
         }
         if unlooked.is_empty() {
+            if !at_open {
+                log::warn!(
+                    "buffer: the segments relink could not look in were looked in: {} more \
+                     record(s) found; {} still name segments that are gone and are damage",
+                    found.len(),
+                    gone.len() - found.len()
+                );
+            }
             self.segments.look_in_later(BTreeSet::new());
             self.segments.remove_orphans();
             self.unlinked = None;
