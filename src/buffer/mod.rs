@@ -881,7 +881,8 @@ impl Buffer {
             .collect())
     }
 
-    /// Ids of the newest `limit` records, oldest first (damaged ones left out): after a
+    /// Ids of the newest `limit` records, oldest first (damaged and unreadable ones left
+    /// out): after a
     /// restart, a source's redelivery of one of them is a duplicate, not a new record. The
     /// bodies are read [`RECENT_BATCH`] and [`RECENT_BYTES`] at a time: a buffer of large
     /// records must not be read into memory whole at every start.
@@ -893,7 +894,14 @@ impl Buffer {
         let mut after = oldest.checked_sub(1);
         while ids.len() < limit {
             let count = RECENT_BATCH.min(limit - ids.len());
-            let batch = self.store.scan_within(after, count, RECENT_BYTES)?;
+            let batch = match self.store.scan_within(after, count, RECENT_BYTES) {
+                // Its id is not known, as a damaged one's is not: left out.
+                Err(BufferError::Unreadable { seq, .. }) => {
+                    after = Some(seq);
+                    continue;
+                }
+                batch => batch?,
+            };
             let Some(&(last, _)) = batch.last() else {
                 break;
             };

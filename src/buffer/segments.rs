@@ -103,6 +103,8 @@ pub struct Segments {
     /// Segments that may hold the only copies of records whose pointers name a missing
     /// one, and could not be looked in yet ([`Segments::look_in_later`]).
     unlooked: BTreeSet<u32>,
+    /// The segment files there at open: only they can hold such copies.
+    opened: BTreeSet<u32>,
 }
 
 /// The records a segment holds (pointers in sled name them), and the bytes their entries
@@ -319,6 +321,7 @@ impl Segments {
             .filter(|n| !sizes.contains_key(n))
             .copied()
             .collect();
+        let opened = sizes.keys().chain(&orphans).copied().collect();
         Ok(Segments {
             dir,
             current: None,
@@ -332,6 +335,7 @@ impl Segments {
             orphans,
             missing,
             unlooked: BTreeSet::new(),
+            opened,
         })
     }
 
@@ -340,12 +344,13 @@ impl Segments {
         &self.missing
     }
 
-    /// Segments relink could not look in (empty: it looked everywhere). Until it can, one
-    /// whose last record leaves (delivered, or copied away by compaction) is kept as an
-    /// orphan instead of deleted: entries no pointer names in it may be the copies looked
-    /// for.
+    /// Segments relink could not look in (empty: it looked everywhere), of those there at
+    /// open (one created since, the one appended to among them, holds no copy). Until it
+    /// can, one whose last record leaves (delivered, or copied away by compaction) is kept
+    /// as an orphan instead of deleted: entries no pointer names in it may be the copies
+    /// looked for.
     pub fn look_in_later(&mut self, numbers: BTreeSet<u32>) {
-        self.unlooked = numbers;
+        self.unlooked = numbers.intersection(&self.opened).copied().collect();
     }
 
     /// The segments [`Segments::look_in_later`] named, in the order they were written.
@@ -367,6 +372,8 @@ impl Segments {
             self.orphans.retain(|n| *n != to.segment);
             self.sizes.insert(to.segment, size);
         }
+        // Emptied in this run and not deleted yet: it holds a record again.
+        self.empty.remove(&to.segment);
         self.added(to);
         self.removed(from);
         Ok(())
@@ -398,6 +405,12 @@ impl Segments {
                 );
             }
         }
+    }
+
+    /// The segment files no pointer names go with the next flush's deletions, once it has
+    /// made durable the removals that emptied those relink kept ([`Segments::look_in_later`]).
+    pub fn retire_orphans(&mut self) {
+        self.empty.extend(std::mem::take(&mut self.orphans));
     }
 
     /// The segments that can hold entries appended after the last flush without a pointer

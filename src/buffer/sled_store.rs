@@ -130,6 +130,25 @@ struct Unlinked {
     passes: bool,
     /// When to look again.
     retry: Instant,
+    /// Looks in a row that failed before looking anywhere: each doubles the wait for the
+    /// next, which reads every segment's headers again.
+    failed: u32,
+}
+
+/// Why relink could not look, and whether that may pass.
+struct LookFailed {
+    why: String,
+    passes: bool,
+}
+
+impl From<sled::Error> for LookFailed {
+    fn from(e: sled::Error) -> LookFailed {
+        let passes = matches!(&e, sled::Error::Io(io) if super::segments::passes(io));
+        LookFailed {
+            why: e.to_string(),
+            passes,
+        }
+    }
 }
 
 fn err(e: sled::Error) -> BufferError {
@@ -539,18 +558,22 @@ impl SledStore {
         let (gone, (found, unlooked, passes)) = match looked {
             Ok(looked) => looked,
             Err(e) => {
+                let failed = self.unlinked.as_ref().map_or(0, |u| u.failed) + 1;
+                let wait = RELINK_RETRY * 2u32.pow(failed.min(6) - 1);
                 log::error!(
-                    "buffer: looking for records that name segments that are gone: {e}; \
+                    "buffer: looking for records that name segments that are gone: {}; \
                      looked for again in {}s, and the segments no record names stay until then",
-                    RELINK_RETRY.as_secs()
+                    e.why,
+                    wait.as_secs()
                 );
                 let holding = self.segments.holding().into_iter().collect();
                 self.segments.look_in_later(holding);
                 self.unlinked = Some(Unlinked {
                     flushed,
                     gone: None,
-                    passes: false,
-                    retry: Instant::now() + RELINK_RETRY,
+                    passes: e.passes,
+                    retry: Instant::now() + wait,
+                    failed,
                 });
                 return;
             }
@@ -574,7 +597,12 @@ impl SledStore {
                 );
             }
             self.segments.look_in_later(BTreeSet::new());
-            self.segments.remove_orphans();
+            if at_open {
+                self.segments.remove_orphans();
+            } else {
+                // Some may have been emptied by removals the flush about to run makes durable.
+                self.segments.retire_orphans();
+            }
             self.unlinked = None;
             return;
         }
@@ -597,6 +625,7 @@ impl SledStore {
             gone: Some(left),
             passes,
             retry: Instant::now() + RELINK_RETRY,
+            failed: 0,
         });
     }
 
@@ -619,11 +648,11 @@ impl SledStore {
         &self,
         flushed: u64,
         gone: Option<BTreeMap<u64, Pointer>>,
-    ) -> Result<(BTreeMap<u64, Pointer>, Vec<u32>), BufferError> {
+    ) -> Result<(BTreeMap<u64, Pointer>, Vec<u32>), LookFailed> {
         if let Some(gone) = gone {
             let mut still = BTreeMap::new();
             for (seq, p) in gone {
-                let named = self.records.get(seq.to_be_bytes()).map_err(err)?;
+                let named = self.records.get(seq.to_be_bytes())?;
                 if named.as_deref() == Some(&p.to_bytes()[..]) {
                     still.insert(seq, p);
                 }
@@ -641,7 +670,7 @@ impl SledStore {
         let mut gone = BTreeMap::new();
         if !missing.is_empty() {
             for item in self.records.range(..=flushed.to_be_bytes()) {
-                let (k, v) = item.map_err(err)?;
+                let (k, v) = item?;
                 match (seq_of(&k), Pointer::from_bytes(&v)) {
                     (Some(seq), Some(p)) if missing.contains(&p.segment) => {
                         gone.insert(seq, p);
@@ -653,8 +682,9 @@ impl SledStore {
         if gone.is_empty() {
             return Ok((gone, Vec::new()));
         }
-        let numbers = self.segments.numbers_as_written().map_err(|e| {
-            BufferError::Storage(format!("{}: listing the segments: {e}", self.dir.display()))
+        let numbers = self.segments.numbers_as_written().map_err(|e| LookFailed {
+            why: format!("{}: listing the segments: {e}", self.dir.display()),
+            passes: super::segments::passes(&e),
         })?;
         Ok((gone, numbers))
     }
@@ -669,7 +699,7 @@ impl SledStore {
         gone: &BTreeMap<u64, Pointer>,
         numbers: &[u32],
         at_open: bool,
-    ) -> Result<(BTreeMap<u64, Pointer>, BTreeSet<u32>, bool), BufferError> {
+    ) -> Result<(BTreeMap<u64, Pointer>, BTreeSet<u32>, bool), LookFailed> {
         let (mut found, mut unlooked, mut passes) = (BTreeMap::new(), BTreeSet::new(), true);
         for (i, &number) in numbers.iter().enumerate() {
             if at_open {
@@ -726,9 +756,7 @@ impl SledStore {
                 unlooked.insert(to.segment);
                 continue;
             }
-            self.records
-                .insert(seq.to_be_bytes(), &to.to_bytes())
-                .map_err(err)?;
+            self.records.insert(seq.to_be_bytes(), &to.to_bytes())?;
             self.bytes = self.bytes - u64::from(from.len) + u64::from(to.len);
             self.changed = true;
             taken.insert(seq, to);
@@ -2846,9 +2874,11 @@ mod tests {
         std::fs::set_permissions(path, perms).unwrap();
     }
 
-    /// The segment that holds the copies of the records [`compacted_then_taken_back`] left
-    /// (no pointer names it), with the records it holds copies of, and its path.
-    fn segment_with_copies(dir: &Path) -> (BTreeSet<u64>, PathBuf) {
+    /// [`compacted_then_taken_back`] at `dir`, with the segment that holds the copies (no
+    /// pointer names it) made unreadable but to root (mode 000; see [`without`] and
+    /// [`NO_DAC`]). The records that stay, those it holds copies of, and its path.
+    fn copies_out_of_reach(dir: &Path) -> (BTreeMap<u64, Vec<u8>>, BTreeSet<u64>, PathBuf) {
+        let stay = compacted_then_taken_back(dir, None, |_| {});
         let segments = Segments::open(&dir.join(DB_DIR), BTreeMap::new()).unwrap();
         let seqs_in = |n: u32| -> BTreeSet<u64> {
             let (_, headers) = segments.headers(n).unwrap();
@@ -2857,7 +2887,8 @@ mod tests {
         let numbers = segments.numbers().unwrap();
         let with_copies = *numbers.iter().find(|n| seqs_in(**n).contains(&0)).unwrap();
         let path = segments.dir().join(format!("{with_copies:08}.seg"));
-        (seqs_in(with_copies), path)
+        set_mode(&path, 0o000);
+        (stay, seqs_in(with_copies), path)
     }
 
     /// A flush at which relink is due to look again.
@@ -2883,14 +2914,12 @@ mod tests {
     #[test]
     fn records_whose_copies_relink_could_not_look_at_are_found_in_the_same_run() {
         let dir = tempfile::tempdir().unwrap();
-        let stay = compacted_then_taken_back(dir.path(), None, |_| {});
-        let (copied, unreadable) = segment_with_copies(dir.path());
+        let (stay, copied, unreadable) = copies_out_of_reach(dir.path());
         assert!(copied.len() < stay.len(), "{copied:?}");
         // Written, its pointer never durable (a crash): deleted once relink looked everywhere.
         let left_over = unreadable.with_file_name("00000099.seg");
         std::fs::write(&left_over, b"left over").unwrap();
-        set_mode(&unreadable, 0o000);
-        without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+        without(&NO_DAC, || {
             let mut s = SledStore::open(dir.path()).unwrap();
             s.flush().unwrap();
             for (&seq, body) in &stay {
@@ -2931,10 +2960,8 @@ mod tests {
     #[test]
     fn relink_stops_looking_once_the_records_looked_for_left() {
         let dir = tempfile::tempdir().unwrap();
-        let stay = compacted_then_taken_back(dir.path(), None, |_| {});
-        let (copied, unreadable) = segment_with_copies(dir.path());
-        set_mode(&unreadable, 0o000);
-        without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+        let (stay, copied, unreadable) = copies_out_of_reach(dir.path());
+        without(&NO_DAC, || {
             let mut s = SledStore::open(dir.path()).unwrap();
             let mut rest = copied.clone();
             let first = rest.pop_first().unwrap();
@@ -2984,7 +3011,7 @@ mod tests {
         assert!(copies.count() > 0, "no copies beside #{later}");
         let path = segments.dir().join(format!("{with_later:08}.seg"));
         set_mode(&path, 0o000);
-        without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+        without(&NO_DAC, || {
             let mut s = SledStore::open(dir.path()).unwrap();
             s.remove(later).unwrap();
             s.flush().unwrap();
@@ -3000,10 +3027,8 @@ mod tests {
     #[test]
     fn records_whose_copies_relink_could_not_look_at_survive_the_drain() {
         let dir = tempfile::tempdir().unwrap();
-        let stay = compacted_then_taken_back(dir.path(), None, |_| {});
-        let (_, unreadable) = segment_with_copies(dir.path());
-        set_mode(&unreadable, 0o000);
-        let (read, dropped) = without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+        let (stay, _, unreadable) = copies_out_of_reach(dir.path());
+        let (read, dropped) = without(&NO_DAC, || {
             let s = SledStore::open(dir.path()).unwrap();
             let (mut b, m) = buffer_of(dir.path(), s);
             let at = Instant::now();
@@ -3065,7 +3090,7 @@ mod tests {
         let mut s = sparse_forty(dir.path());
         let (before, path) = first_segment(&s);
         set_mode(&path, 0o000);
-        let after = without(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH], || {
+        let after = without(&NO_DAC, || {
             compact(&mut s);
             s.segments.files()
         });
@@ -3275,6 +3300,8 @@ mod tests {
     const CAP_DAC_READ_SEARCH: u32 = 2;
     /// Deletes another user's file in a directory with the sticky bit.
     const CAP_FOWNER: u32 = 3;
+    /// Without them, even root cannot open a file of mode 000.
+    const NO_DAC: [u32; 2] = [CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH];
 
     /// Runs `f` on a thread of its own without the capabilities `caps` (capabilities are a
     /// thread's): without CAP_FOWNER, in a directory with the sticky bit, it cannot delete a
@@ -3644,5 +3671,198 @@ mod tests {
         );
         s.insert(seq, vec![0; 10]).unwrap();
         s.flush().unwrap();
+    }
+
+    /// Relink as the open runs it, but with the listing of the segments refused (EMFILE,
+    /// EACCES on the directory...): its error arm. `values` is left unlistable.
+    fn relink_with_listing_refused(s: &mut SledStore, values: &Path) -> u64 {
+        let flushed = s.marked().unwrap();
+        s.unlinked = None;
+        s.segments.look_in_later(BTreeSet::new());
+        set_mode(values, 0o300);
+        s.relink(flushed, None);
+        assert!(s.unlinked.as_ref().unwrap().gone.is_none(), "the error arm");
+        flushed
+    }
+
+    /// Relink failing before it could look anywhere keeps every segment that was there at
+    /// open for later, and waits longer after each such failure. The segment appended to
+    /// since is not among them: emptied, it is not kept as an orphan, so the look that
+    /// completes does not delete it with a record acknowledged since.
+    #[test]
+    fn the_segment_appended_to_is_not_kept_for_relink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, with_copies) = copies_out_of_reach(dir.path());
+        let values = with_copies.parent().unwrap().to_path_buf();
+        without(&NO_DAC, || {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            relink_with_listing_refused(&mut s, &values);
+            set_mode(&values, 0o755);
+            let body = |seq: u64| super::super::encode(&record(seq, 10));
+            s.insert(100, body(100)).unwrap();
+            s.flush().unwrap();
+            let current = segment_of(&s, 100);
+            let current_path = values.join(format!("{current:08}.seg"));
+            // The retry: the listing is refused again.
+            set_mode(&values, 0o300);
+            look_again(&mut s);
+            set_mode(&values, 0o755);
+            let u = s.unlinked.as_ref().unwrap();
+            assert!(u.gone.is_none());
+            assert_eq!(u.failed, 2);
+            assert!(u.retry > Instant::now() + RELINK_RETRY, "no longer wait");
+            assert!(!s.segments.unlooked_as_written().contains(&current));
+            // #100 delivered; the records looked for keep the buffer from draining.
+            s.remove(100).unwrap();
+            s.flush().unwrap();
+            // #101 goes to the same segment, and is acknowledged.
+            s.insert(101, body(101)).unwrap();
+            s.flush().unwrap();
+            assert_eq!(segment_of(&s, 101), current);
+            set_mode(&values, 0o755);
+            set_mode(&with_copies, 0o644);
+            look_again(&mut s);
+            assert!(s.unlinked.is_none());
+            let exists = current_path.exists();
+            let read = s.scan(Some(100), 1);
+            set_mode(&values, 0o755);
+            assert!(
+                exists,
+                "segment {current} deleted with acknowledged #101 in it"
+            );
+            assert_eq!(read.unwrap(), vec![(101, body(101))]);
+        });
+    }
+
+    /// Relink failing for a reason that may pass (the listing refused for now) makes the
+    /// records looked for wait for as long as it lasts, not a minute: none is taken for
+    /// damage, and the next look finds them all.
+    #[test]
+    fn records_looked_for_wait_while_the_listing_is_refused_for_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stay, copied, with_copies) = copies_out_of_reach(dir.path());
+        let values = with_copies.parent().unwrap().to_path_buf();
+        let (first_read, read, dropped) = without(&NO_DAC, || {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            relink_with_listing_refused(&mut s, &values);
+            set_mode(&with_copies, 0o644);
+            let first = *copied.first().unwrap();
+            let first_read = format!("{:?}", s.scan(first.checked_sub(1), 1));
+            let (mut b, m) = buffer_of(dir.path(), s);
+            let at = Instant::now();
+            // The drain tries every 5 s for 70 s; the listing is still refused meanwhile
+            // (an fd leak, say).
+            let mut read = Vec::new();
+            for i in 0..=14 {
+                let now = at + Duration::from_secs(5 * i);
+                read.extend(b.next(None, 100, u64::MAX, now).unwrap());
+            }
+            b.flush().unwrap();
+            (first_read, read.len(), m.dropped_corrupt.get())
+        });
+        set_mode(&values, 0o755);
+        // The listing works again: the next look (here the open) finds nothing left to
+        // look for and deletes the segment with the copies.
+        let s = SledStore::open(dir.path()).unwrap();
+        let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
+        let lost: Vec<u64> = stay
+            .keys()
+            .filter(|q| !all.contains_key(q))
+            .copied()
+            .collect();
+        let kept = with_copies.exists();
+        assert!(
+            lost.is_empty(),
+            "acknowledged {lost:?} lost ({dropped} taken for damage, {read} read, segment with the copies kept: {kept}); first read: {first_read}"
+        );
+    }
+
+    /// A segment relink could not look in, emptied by deliveries, goes once the flush that
+    /// makes those removals durable succeeded, as any emptied segment: not as the look that
+    /// completes runs, before that flush (a power cut would bring back pointers into it).
+    #[test]
+    fn a_kept_segment_emptied_goes_only_after_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, with_copies) = copies_out_of_reach(dir.path());
+        let values = with_copies.parent().unwrap().to_path_buf();
+        let later = 200;
+        let own = without(&NO_DAC, || {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            s.insert(later, super::super::encode(&record(later, 10)))
+                .unwrap();
+            s.flush().unwrap();
+            segment_of(&s, later)
+        });
+        let own_path = values.join(format!("{own:08}.seg"));
+        set_mode(&own_path, 0o000);
+        let (before_job, after_job) = without(&NO_DAC, || {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            assert!(s.segments.unlooked_as_written().contains(&own));
+            s.remove(later).unwrap();
+            set_mode(&own_path, 0o644);
+            set_mode(&with_copies, 0o644);
+            s.unlinked.as_mut().unwrap().retry = Instant::now();
+            let job = s.prepare_flush().unwrap().unwrap();
+            let before_job = own_path.exists();
+            let outcome = job.run();
+            s.finish_flush(outcome).unwrap();
+            (before_job, own_path.exists())
+        });
+        assert!(!after_job);
+        assert!(
+            before_job,
+            "deleted before the flush that makes #{later}'s removal durable"
+        );
+    }
+
+    /// A record looked for among the newest is left out of `recent_ids`, which seed the
+    /// de-duplication at start, as a damaged one is: the others are still read.
+    #[test]
+    fn recent_ids_read_past_a_record_looked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stay, copied, with_copies) = copies_out_of_reach(dir.path());
+        let ids = without(&NO_DAC, || {
+            let s = SledStore::open(dir.path()).unwrap();
+            let (b, _) = buffer_of(dir.path(), s);
+            b.recent_ids(100).map_err(|e| e.to_string())
+        });
+        set_mode(&with_copies, 0o644);
+        let readable = stay.keys().filter(|seq| !copied.contains(seq));
+        let expected: Vec<String> = readable.map(|seq| format!("id-{seq}")).collect();
+        assert!(!expected.is_empty());
+        assert_eq!(ids, Ok(expected));
+    }
+
+    /// A look that finds nothing costs no sync; counts and bytes match the records after a
+    /// relink in the run; nothing is due with nothing looked for.
+    #[test]
+    fn a_fruitless_look_writes_nothing_and_counts_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stay, _, with_copies) = copies_out_of_reach(dir.path());
+        without(&NO_DAC, || {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            s.flush().unwrap();
+            assert!(!s.wants_flush());
+            s.unlinked.as_mut().unwrap().retry = Instant::now();
+            assert!(s.wants_flush());
+            assert_eq!(s.flush().unwrap(), 0, "a look that found nothing synced");
+            assert!(!s.wants_flush(), "due again at once");
+            let bytes: u64 = stay.values().map(|b| b.len() as u64).sum();
+            assert_eq!(s.usage(), (stay.len() as u64, bytes));
+            set_mode(&with_copies, 0o644);
+            look_again(&mut s);
+            assert!(s.unlinked.is_none());
+            assert!(!s.wants_flush());
+            assert_eq!(s.usage(), (stay.len() as u64, bytes));
+            let held: u64 = s
+                .segments
+                .holding()
+                .iter()
+                .map(|n| s.segments.held(*n))
+                .sum();
+            assert_eq!(held, stay.len() as u64);
+            holds_then_drain(&mut s, &stay);
+            assert_eq!(s.usage(), (0, 0));
+        });
     }
 }
