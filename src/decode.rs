@@ -266,15 +266,22 @@ impl Decoder {
     }
 
     /// Continue a LoRaWAN session from a counter kept before a restart, with its frame's MIC
-    /// if that was kept (false: no such session configured).
+    /// and its keys' print if those were kept (false: no such session configured, or not
+    /// with these keys).
     pub fn resume_fcnt(
         &mut self,
         dev_addr: lorawan::DevAddr,
         dev_eui: DevEui,
         last: u32,
         mic: Option<[u8; 4]>,
+        keys: Option<[u8; 4]>,
     ) -> bool {
-        self.lorawan.resume(dev_addr, dev_eui, last, mic)
+        self.lorawan.resume(dev_addr, dev_eui, last, mic, keys)
+    }
+
+    /// The LoRaWAN sessions' key prints ([`lorawan::Decoder::key_prints`]).
+    pub fn key_prints(&self) -> HashMap<(lorawan::DevAddr, DevEui), [u8; 4]> {
+        self.lorawan.key_prints()
     }
 
     /// The records of `input`: none when it holds nothing to send (see [`Input`]). A panic
@@ -342,6 +349,32 @@ impl Decoder {
         }
     }
 
+    /// A join request: from a device with a session in the config, that session is over
+    /// (hubgate cannot follow a join), which is told, naming the device; any other is
+    /// another device's or network's join traffic.
+    fn join_request(&self, phy: &[u8]) {
+        let ours = match lorawan::parse(phy) {
+            Ok(lorawan::Frame::JoinRequest(j)) => {
+                let dev_eui = DevEui(j.dev_eui);
+                self.lorawan.dev_addr_of(dev_eui).map(|a| (dev_eui, a))
+            }
+            _ => None,
+        };
+        match ours {
+            Some((dev_eui, dev_addr)) => self.metrics.problem("rejoined", || {
+                format!(
+                    "join request from {dev_eui}, whose session (DevAddr {dev_addr}) is in \
+                     the config: the device joined again, and its frames now come from a \
+                     DevAddr with keys hubgate does not have; copy its new session (dev_addr, \
+                     nwk_s_key, app_s_key) from the network server into its [[device]]"
+                )
+            }),
+            None => self.metrics.problem("not_ours", || {
+                "radio frame skipped: a join request of a device without a session here".into()
+            }),
+        }
+    }
+
     /// A PHYPayload heard by a radio: verified and decrypted with the device's session keys.
     /// Frames of other networks, join traffic and copies heard again (another gateway, a
     /// second source) are counted and dropped; only authenticated uplinks become records.
@@ -369,6 +402,10 @@ impl Decoder {
                          device known to restart its counter: weakens its replay protection)"
                     )
                 });
+                Vec::new()
+            }
+            Err(LorawanError::NotUplink(lorawan::MType::JoinRequest)) => {
+                self.join_request(&f.phy);
                 Vec::new()
             }
             Err(e @ (LorawanError::UnknownDevAddr(_) | LorawanError::NotUplink(_))) => {
@@ -772,6 +809,37 @@ mod tests {
               replay protection)"
             ]
         );
+    }
+
+    /// A join request from a device whose session is in the config is told as `rejoined`,
+    /// naming the device (its session is over); one from another device is `not_ours`.
+    #[test]
+    fn a_configured_device_joining_again_is_told_by_its_dev_eui() {
+        let (mut d, m) = radio_decoder("");
+        let join = |dev_eui: [u8; 8]| {
+            let mut phy = vec![0x00];
+            phy.extend([0x01, 0, 0, 0, 0, 0, 0, 0x70]); // AppEUI, little-endian
+            phy.extend(dev_eui.iter().rev());
+            phy.extend([0x2a, 0x00, 1, 2, 3, 4]); // DevNonce, MIC
+            Input::Radio(RadioFrame {
+                phy,
+                time: UNIX_EPOCH,
+                radio: Radio::default(),
+            })
+        };
+        let ours = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
+        assert!(d.decode(&join(ours)).is_empty());
+        assert_eq!((m.problems("rejoined"), m.problems("not_ours")), (1, 0));
+        let lines: Vec<String> = m.recent_problems().into_iter().map(|w| w.line).collect();
+        assert!(
+            lines[0].starts_with(
+                "join request from 58a0cb0000101234, whose session (DevAddr 26011bda) is in \
+                 the config: the device joined again"
+            ),
+            "{lines:?}"
+        );
+        assert!(d.decode(&join([7; 8])).is_empty());
+        assert_eq!((m.problems("rejoined"), m.problems("not_ours")), (1, 1));
     }
 
     /// A frame on FPort 0 carries MAC commands only, one without FPort no payload at all:

@@ -20,6 +20,7 @@ pub use memory::MemoryStore;
 pub use recover::{recover, Recovered};
 pub use sled_store::SledStore;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -288,6 +289,9 @@ pub struct Buffer {
     /// The episode of bodies that cannot be read holding the drain (none since a read got
     /// past it).
     unreadable: Option<Episode>,
+    /// The print of each LoRaWAN session's keys, by (DevAddr, DevEUI), kept with its frame
+    /// counter ([`Buffer::save_fcnt`]).
+    key_prints: HashMap<(u32, [u8; 8]), [u8; 4]>,
 }
 
 /// Reads failing for a reason that says something about the data, one after the other.
@@ -328,6 +332,7 @@ impl Buffer {
             oldest_checked: Instant::now(),
             drained: None,
             unreadable: None,
+            key_prints: HashMap::new(),
         };
         b.update_gauges();
         b.left_over();
@@ -837,9 +842,16 @@ impl Buffer {
         Some(outcome.map(|syncs| self.metrics.buffer_syncs.add(syncs)))
     }
 
+    /// The prints of the LoRaWAN sessions' keys, by (DevAddr, DevEUI), that
+    /// [`Buffer::save_fcnt`] keeps with their counters.
+    pub fn set_key_prints(&mut self, prints: HashMap<(u32, [u8; 8]), [u8; 4]>) {
+        self.key_prints = prints;
+    }
+
     /// Keep the last accepted frame counter of a LoRaWAN session (DevAddr, DevEUI), with its
-    /// frame's MIC (the value: FCnt then MIC, 8 bytes). It is durable with the next flush,
-    /// within [`DELETIONS_SYNCED_WITHIN`] at the latest.
+    /// frame's MIC and its keys' print if known (the value: FCnt, MIC, print: 12 bytes, or
+    /// 8 without the print). It is durable with the next flush, within
+    /// [`DELETIONS_SYNCED_WITHIN`] at the latest.
     pub fn save_fcnt(
         &mut self,
         dev_addr: u32,
@@ -852,13 +864,16 @@ impl Buffer {
         key.extend_from_slice(&dev_eui);
         let mut value = fcnt.to_be_bytes().to_vec();
         value.extend_from_slice(&mic);
+        if let Some(print) = self.key_prints.get(&(dev_addr, dev_eui)) {
+            value.extend_from_slice(print);
+        }
         self.store.state_set(&key, &value)?;
         self.unsynced_state = true;
         Ok(())
     }
 
     /// Every saved frame counter. A value of 4 bytes (kept by a release that did not keep
-    /// the MIC) has the MIC unknown.
+    /// the MIC) has the MIC unknown, one of 8 the keys' print.
     pub fn fcnts(&self) -> Result<Vec<KeptFcnt>, BufferError> {
         Ok(self
             .store
@@ -866,9 +881,14 @@ impl Buffer {
             .into_iter()
             .filter_map(|(k, v)| {
                 let k = k.strip_prefix(FCNT_PREFIX)?;
-                let (fcnt, mic) = match v.len() {
-                    4 => (v.as_slice(), None),
-                    8 => (&v[..4], Some(v[4..].try_into().ok()?)),
+                let (fcnt, mic, keys) = match v.len() {
+                    4 => (v.as_slice(), None, None),
+                    8 => (&v[..4], Some(v[4..].try_into().ok()?), None),
+                    12 => (
+                        &v[..4],
+                        Some(v[4..8].try_into().ok()?),
+                        Some(v[8..].try_into().ok()?),
+                    ),
                     _ => return None,
                 };
                 Some(KeptFcnt {
@@ -876,6 +896,7 @@ impl Buffer {
                     dev_eui: k.get(4..12)?.try_into().ok()?,
                     fcnt: u32::from_be_bytes(fcnt.try_into().ok()?),
                     mic,
+                    keys,
                 })
             })
             .collect())
@@ -949,6 +970,8 @@ pub struct KeptFcnt {
     pub fcnt: u32,
     /// The MIC of its frame (`None`: kept without it, by an older release).
     pub mic: Option<[u8; 4]>,
+    /// The print of the session's keys it was kept with (`None`: by an older release).
+    pub keys: Option<[u8; 4]>,
 }
 
 #[cfg(test)]
@@ -1491,13 +1514,16 @@ mod tests {
         assert_eq!(seqs(&mut b), kept);
     }
 
-    /// Frame counters are kept with the records, each with its frame's MIC: durable with the
-    /// buffer's flushes, carried through a rebuild, untouched by a purge. A counter kept
-    /// without its MIC (4 bytes, by an older release) is read with the MIC unknown.
+    /// Frame counters are kept with the records, each with its frame's MIC and its session
+    /// keys' print where known: durable with the buffer's flushes, carried through a
+    /// rebuild, untouched by a purge. A counter kept without its MIC (4 bytes, by an older
+    /// release) is read with the MIC unknown, one without the print (8 bytes) with the print
+    /// unknown.
     #[test]
     fn frame_counters_survive_reopen_rebuild_and_purge() {
         let dir = tempfile::tempdir().unwrap();
         let (mut b, m) = sled_buffer(dir.path(), 10);
+        b.set_key_prints(HashMap::from([((0x2601_1bda, [1; 8]), [4, 3, 2, 1])]));
         b.save_fcnt(0x2601_1bda, [1; 8], 7, [7; 4]).unwrap();
         b.save_fcnt(0x2601_1bda, [1; 8], 9, [9; 4]).unwrap();
         b.save_fcnt(0x2601_1bdb, [2; 8], 70_000, [1, 2, 3, 4])
@@ -1519,18 +1545,19 @@ mod tests {
         s.flush().unwrap();
         drop(s);
         let (b, _) = sled_buffer(dir.path(), 10);
-        let kept = |dev_addr, dev_eui, fcnt, mic| KeptFcnt {
+        let kept = |dev_addr, dev_eui, fcnt, mic, keys| KeptFcnt {
             dev_addr,
             dev_eui,
             fcnt,
             mic,
+            keys,
         };
         assert_eq!(
             b.fcnts().unwrap(),
             vec![
-                kept(0x2601_1bda, [1; 8], 9, Some([9; 4])),
-                kept(0x2601_1bdb, [2; 8], 70_000, Some([1, 2, 3, 4])),
-                kept(0x2601_1bdc, [3; 8], 5, None),
+                kept(0x2601_1bda, [1; 8], 9, Some([9; 4]), Some([4, 3, 2, 1])),
+                kept(0x2601_1bdb, [2; 8], 70_000, Some([1, 2, 3, 4]), None),
+                kept(0x2601_1bdc, [3; 8], 5, None, None),
             ]
         );
     }

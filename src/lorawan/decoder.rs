@@ -86,25 +86,48 @@ impl Decoder {
     /// Continue the session (DevAddr, DevEUI) from a counter accepted before a restart and
     /// its frame's MIC (`None`: kept without it, by an older release), so a frame captured
     /// earlier is a replay, and another frame at that counter is not a copy. Returns false
-    /// when no such session is configured any more.
+    /// when no such session is configured any more, or its keys are not those the counter
+    /// was kept with (`keys`, [`SessionKeys::print`]; `None`: kept by an older release).
     pub fn resume(
         &mut self,
         dev_addr: DevAddr,
         dev_eui: DevEui,
         last: u32,
         mic: Option<[u8; 4]>,
+        keys: Option<[u8; 4]>,
     ) -> bool {
         let session = self
             .sessions
             .get_mut(&dev_addr)
             .and_then(|ss| ss.iter_mut().find(|s| s.dev_eui == dev_eui));
         match session {
+            Some(s) if keys.is_some_and(|k| k != s.keys.print()) => {
+                log::warn!(
+                    "LoRaWAN session of {dev_eui} ({dev_addr}): the frame counter kept ({last}) \
+                     was for other session keys; the new keys' counter starts afresh"
+                );
+                false
+            }
             Some(s) => {
                 s.fcnt.accept(last, mic);
                 true
             }
             None => false,
         }
+    }
+
+    /// The DevAddr of device `dev_eui`'s session, if one is configured.
+    pub fn dev_addr_of(&self, dev_eui: DevEui) -> Option<DevAddr> {
+        let mut sessions = self.sessions.values().flatten();
+        sessions.find(|s| s.dev_eui == dev_eui).map(|s| s.dev_addr)
+    }
+
+    /// Every session's (DevAddr, DevEUI) with its keys' [`SessionKeys::print`].
+    pub fn key_prints(&self) -> HashMap<(DevAddr, DevEui), [u8; 4]> {
+        let sessions = self.sessions.values().flatten();
+        sessions
+            .map(|s| ((s.dev_addr, s.dev_eui), s.keys.print()))
+            .collect()
     }
 
     /// What the frames decoded since the last call did to the counters.

@@ -145,6 +145,21 @@ pub struct SessionKeys {
     pub app_s_key: Key,
 }
 
+impl SessionKeys {
+    /// Four bytes that change with the keys (of a SHA-256 over both; the keys cannot be
+    /// told from them): a frame counter is kept with them, so new keys under the same
+    /// DevAddr (a device provisioned again) do not go on from the old session's counter.
+    pub fn print(&self) -> [u8; 4] {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"hubgate session keys");
+        hash.update(self.nwk_s_key.0);
+        hash.update(self.app_s_key.0);
+        let digest = hash.finalize();
+        [digest[0], digest[1], digest[2], digest[3]]
+    }
+}
+
 /// Also builds frames for the decode stage's tests.
 #[cfg(test)]
 pub(crate) mod tests;

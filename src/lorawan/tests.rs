@@ -36,7 +36,7 @@ fn block(first: u8, dir: u8, dev_addr: u32, fcnt: u32, last: u8) -> [u8; 16] {
 
 /// A data frame built by the letter of the spec.
 #[allow(clippy::too_many_arguments)]
-fn reference_frame(
+pub(crate) fn reference_frame(
     mhdr: u8,
     dev_addr: u32,
     fctrl_flags: u8,
@@ -459,9 +459,9 @@ fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
 
     let mut restarted = decoder();
     let other = DevEui([9; 8]);
-    assert!(!restarted.resume(DevAddr(0x2601_1BDA), other, 70_005, None));
+    assert!(!restarted.resume(DevAddr(0x2601_1BDA), other, 70_005, None, None));
     for (dev_addr, dev_eui, fcnt, mic) in kept {
-        assert!(restarted.resume(dev_addr, dev_eui, fcnt, Some(mic)));
+        assert!(restarted.resume(dev_addr, dev_eui, fcnt, Some(mic), None));
     }
     assert!(matches!(
         restarted.decode_uplink(&old, t0(), Radio::default()),
@@ -553,7 +553,7 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_the_same(
     ));
     let last = mic(&up(0, Some(2), b"2"));
     let mut restarted = resetting_decoder();
-    assert!(restarted.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last)));
+    assert!(restarted.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last), None));
     assert!(matches!(
         restarted.decode_uplink(&up(0, Some(2), b"2"), t0(), radio()),
         Err(LorawanError::Replay {
@@ -566,7 +566,7 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_the_same(
     assert_eq!(up3.unwrap().payload, b"3");
 
     let mut old_release = resetting_decoder();
-    assert!(old_release.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, None));
+    assert!(old_release.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, None, None));
     assert!(matches!(
         old_release.decode_uplink(&up(0, Some(2), b"3"), t0(), radio()),
         Err(LorawanError::Replay {
@@ -693,7 +693,13 @@ fn a_counter_jump_past_the_old_gap_across_a_rollover_is_not_lost_for_good() {
     // 16,385 frames on, and every frame after that one; and after hubgate restarts (the
     // session resumed from the kept counter).
     let mut resumed = decoder();
-    assert!(resumed.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0xBFFF, Some(mic(&last))));
+    assert!(resumed.resume(
+        DevAddr(0x2601_1BDA),
+        DEV_EUI,
+        0xBFFF,
+        Some(mic(&last)),
+        None
+    ));
     let mut refused = Vec::new();
     for fcnt in [0x1_0000, 0x1_0001, 0x1_4000, 0x1_BFFF, 0x1_C000, 0x2_0000] {
         for (who, d) in [("running", &mut d), ("restarted", &mut resumed)] {
@@ -731,6 +737,68 @@ fn a_device_past_two_to_the_twenty_frames_is_picked_up_from_fcnt_from() {
         .decode_uplink(&up(0xF_FFFF, Some(2), b"old"), t0(), Radio::default())
         .is_err());
     let mut d = session(0x10_0000);
-    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0x10_0005, Some(mic(&far))));
+    assert!(d.resume(
+        DevAddr(0x2601_1BDA),
+        DEV_EUI,
+        0x10_0005,
+        Some(mic(&far)),
+        None
+    ));
     assert!(d.decode_uplink(&far, t0(), Radio::default()).is_err());
+}
+
+/// A counter kept with other session keys (the device provisioned again under the same
+/// DevAddr) is not resumed: the new keys' frames from FCnt 0 are taken. One kept with
+/// these keys, or by a release that kept no print, is.
+#[test]
+fn new_session_keys_do_not_go_on_from_the_old_sessions_counter() {
+    const NWK2: [u8; 16] = [0x11; 16];
+    const APP2: [u8; 16] = [0x22; 16];
+    let keys = SessionKeys {
+        nwk_s_key: Key::new(NWK2),
+        app_s_key: Key::new(APP2),
+    };
+    let old = SessionKeys {
+        nwk_s_key: Key::new(NWK),
+        app_s_key: Key::new(APP),
+    };
+    assert_ne!(keys.print(), old.print());
+    let old_frame = up(5000, Some(2), b"old");
+    let session = || {
+        let mut d = Decoder::new();
+        d.add(Session::new(DevAddr(0x2601_1BDA), DEV_EUI, keys.clone()));
+        d
+    };
+    let frame = |fcnt| {
+        reference_frame(
+            0x40,
+            0x2601_1BDA,
+            0,
+            fcnt,
+            &[],
+            Some(2),
+            b"new",
+            &NWK2,
+            &APP2,
+        )
+    };
+    let mut d = session();
+    let print = Some(old.print());
+    assert!(!d.resume(
+        DevAddr(0x2601_1BDA),
+        DEV_EUI,
+        5000,
+        Some(mic(&old_frame)),
+        print
+    ));
+    for fcnt in [0, 1, 2, 16, 17, 100, 4999] {
+        let decoded = d.decode_uplink(&frame(fcnt), t0(), Radio::default());
+        assert!(decoded.is_ok(), "{fcnt}: {decoded:?}");
+    }
+    for print in [Some(keys.print()), None] {
+        let mut d = session();
+        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 5000, None, print));
+        let decoded = d.decode_uplink(&frame(4999), t0(), Radio::default());
+        assert!(decoded.is_err(), "{print:?}: {decoded:?}");
+    }
 }

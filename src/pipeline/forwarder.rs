@@ -77,7 +77,7 @@ impl Forwarder {
         cfg: &BufferConfig,
         dedup_window: usize,
         mut decoder: Decoder,
-        buffer: Buffer,
+        mut buffer: Buffer,
         sink: Box<dyn Sink>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BufferError> {
@@ -85,11 +85,14 @@ impl Forwarder {
         match buffer.fcnts() {
             Ok(kept) => {
                 for k in kept {
-                    decoder.resume_fcnt(DevAddr(k.dev_addr), DevEui(k.dev_eui), k.fcnt, k.mic);
+                    let (dev_addr, dev_eui) = (DevAddr(k.dev_addr), DevEui(k.dev_eui));
+                    decoder.resume_fcnt(dev_addr, dev_eui, k.fcnt, k.mic, k.keys);
                 }
             }
             Err(e) => log::warn!("buffer: cannot read the kept frame counters: {e}"),
         }
+        let prints = decoder.key_prints().into_iter();
+        buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
         let now = (Instant::now(), SystemTime::now());
         let seed = now
             .1
@@ -1089,6 +1092,64 @@ mod tests {
         // Both in the round after the first serial one (the last two records before).
         assert_eq!(*mqtt_at.lock().unwrap(), [2, 3]);
         assert_eq!(metrics.decoded.get(), sent as u64);
+    }
+
+    /// A frame counter is kept with its session keys' print: the same keys go on from it
+    /// after a restart (an old frame is refused), new keys under the same DevAddr (a device
+    /// provisioned again) start afresh (their FCnt 0 is a reading, not a restart to refuse).
+    #[test]
+    fn a_kept_counter_holds_for_its_session_keys_only() {
+        const KEYS: [u8; 16] = [
+            0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF,
+            0x4F, 0x3C,
+        ];
+        const APP: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+        const NEW: [u8; 16] = [0x11; 16];
+        let dir = tempfile::tempdir().unwrap();
+        let start = |nwk: &[u8; 16]| {
+            let text = format!(
+                "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
+                 dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n",
+                hex::encode(nwk),
+                hex::encode(APP)
+            );
+            let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
+            let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+            let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+            forwarder_of(&text, Box::new(store), Box::new(sink)).0
+        };
+        let frame = |fcnt, nwk: &[u8; 16]| {
+            let phy = crate::lorawan::tests::reference_frame(
+                0x40,
+                0x2601_1BDA,
+                0,
+                fcnt,
+                &[],
+                Some(2),
+                &[0x03, 0x67, 0x01, 0x10],
+                nwk,
+                &APP,
+            );
+            Input::Radio(crate::uplink::RadioFrame {
+                phy,
+                time: SystemTime::UNIX_EPOCH,
+                radio: crate::uplink::Radio::default(),
+            })
+        };
+        let mut fwd = start(&KEYS);
+        let records = fwd.decoder.decode(&frame(5000, &KEYS));
+        assert_eq!(records.len(), 1);
+        let counters = fwd.decoder.take_counters();
+        let t0 = Instant::now();
+        fwd.ledger.take_to_buffer(records, counters, Ack::None);
+        fwd.ledger.end_round(t0).unwrap();
+        fwd.ledger.commit(t0, true).unwrap();
+        drop(fwd);
+        let mut again = start(&KEYS);
+        assert!(again.decoder.decode(&frame(4999, &KEYS)).is_empty(), "old");
+        drop(again);
+        let mut provisioned = start(&NEW);
+        assert_eq!(provisioned.decoder.decode(&frame(0, &NEW)).len(), 1);
     }
 
     /// A device that joined again (a new DevAddr, its FCnt from 0 again) and sends the same
