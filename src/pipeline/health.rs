@@ -72,16 +72,20 @@ impl SinkHealth {
         self.parked.get(rec_type).is_some_and(|p| now < p.until)
     }
 
-    /// A delivery went through: the sink is fine, and so is this recType's hub.
-    pub fn succeeded(&mut self, rec_type: &str) {
+    /// A delivery went through: the sink is fine, and so is this recType's hub. True when
+    /// that ended a park: the records of the recType the drain passed over meanwhile want
+    /// a rescan, as when a park runs out ([`SinkHealth::unpark_expired`]).
+    pub fn succeeded(&mut self, rec_type: &str) -> bool {
         self.retry_at = None;
         self.backoff_since = None;
         self.backoff = BACKOFF_MIN;
-        if self.parked.remove(rec_type).is_some() {
+        let unparked = self.parked.remove(rec_type).is_some();
+        if unparked {
             self.metrics.parked.set(rec_type, 0);
             self.metrics.park_reasons.clear(rec_type);
             log::info!("hub for {rec_type} accepts records again: unparked");
         }
+        unparked
     }
 
     /// A record sent at `sent` failed with `e`, reported at `now`.
@@ -220,7 +224,7 @@ mod tests {
         }
         assert!(last >= BACKOFF_MAX / 2);
         assert!(!h.ready(at - Duration::from_millis(1)));
-        h.succeeded("a");
+        assert!(!h.succeeded("a"), "nothing was parked");
         assert!(h.ready(now));
         // Failures reported while already waiting do not escalate.
         let Verdict::Backoff(first) = h.failed(&SinkError::Retry("down".into()), "a", now, now)
@@ -268,7 +272,7 @@ mod tests {
             panic!()
         };
         assert!(w >= PARK_MIN, "{w:?}");
-        h.succeeded("motion");
+        assert!(h.succeeded("motion"), "it ended a park");
         assert!(!h.is_parked("motion", later));
         assert_eq!(metrics.parked.get("motion"), Some(0));
     }

@@ -649,7 +649,10 @@ impl Ledger {
                 self.metrics
                     .last_delivery
                     .set(unix_seconds(SystemTime::now()));
-                self.health.succeeded(&f.record.rec_type);
+                if self.health.succeeded(&f.record.rec_type) {
+                    // Records of it the drain passed over while parked: look at them again.
+                    self.drain_cursor = None;
+                }
                 let mut acks = f.acks;
                 if f.in_buffer {
                     self.buffer.remove(d.seq)?;
@@ -1055,6 +1058,57 @@ mod tests {
             created_ms: 1,
             body: "{}".into(),
         }
+    }
+
+    /// A record of a parked recType that the drain passed over while the park ran is sent
+    /// once the recType flows again, in its order, also when a delivery of the recType (a
+    /// record sent before the park began, its hub created meanwhile) ends the park before
+    /// it runs out: not left in the buffer behind newer records until a restart.
+    #[test]
+    fn a_record_passed_over_while_parked_is_sent_when_a_success_ends_the_park() {
+        let cfg = BufferConfig::default();
+        let (mut ledger, mut reports, metrics, t0) = memory_ledger(&cfg);
+        let record = |n| Record {
+            created_ms: ms_since_epoch(SystemTime::now()),
+            ..record(n)
+        };
+        // Two records of "t" go to the sink straight from memory.
+        ledger.take(vec![record(0)], Counters::default(), Ack::None, t0);
+        ledger.take(vec![record(1)], Counters::default(), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        let first = reports.try_recv().unwrap();
+        let second = reports.try_recv().unwrap();
+        assert_eq!((first.seq, second.seq), (0, 1));
+        // The hub is missing for the first (it goes into the buffer, "t" is parked) ...
+        let missing = crate::sink::refusal::Setup::default().missing("t");
+        let parked = Delivery {
+            seq: 0,
+            result: Err(SinkError::Park(missing)),
+        };
+        ledger.delivered(parked, t0).unwrap();
+        ledger.end_round(t0).unwrap();
+        assert_eq!(ledger.buffered(), 1);
+        // ... and the hub took the second (created meanwhile): "t" flows again.
+        ledger.delivered(second, t0).unwrap();
+        // A new record of "t" comes, behind the buffered one, and goes.
+        ledger.take(vec![record(2)], Counters::default(), Ack::None, t0);
+        let mut sent = Vec::new();
+        for s in 0..600u64 {
+            let now = t0 + Duration::from_secs(s);
+            ledger.tick(now);
+            ledger.end_round(now).unwrap();
+            while let Ok(d) = reports.try_recv() {
+                sent.push(d.seq);
+                ledger.delivered(d, now).unwrap();
+            }
+        }
+        assert_eq!(
+            (sent.clone(), ledger.buffered()),
+            (vec![0, 2], 0),
+            "sent {sent:?}; {} record(s) left in the buffer for 10 minutes, delivered {:?}",
+            ledger.buffered(),
+            metrics.delivered.get("t")
+        );
     }
 
     /// An MQTT redelivery, after a restart, of a record already buffered is acknowledged
