@@ -50,6 +50,9 @@ fn temperature(raw: u16) -> Option<f64> {
     (t != NO_READING).then(|| f64::from(t) / 100.0)
 }
 
+/// One datalog entry: every datalog (poll) reply is a run of these.
+const ENTRY: usize = 11;
+
 /// LHT65 / LHT65N (docs/codecs.md, "Dragino LHT65 / LHT65N").
 ///
 /// fPort 2, 11 bytes. The 4 external-sensor bytes may be omitted when the
@@ -62,39 +65,36 @@ fn temperature(raw: u16) -> Option<f64> {
 ///   connected (then no external value is emitted, whatever the type).
 /// * Ext type 9 (DS18B20 + timestamp): bytes 0-1 are the probe temperature, the battery
 ///   status moves to byte 4 bits 7..6, bytes 7-10 are the unix time of the measurement, and
-///   no voltage is reported. The device's periodic uplink in this mode is a reading of now;
-///   a datalog reply (bit 6) replays stored data, so its readings are a [`History`] of that
-///   time, none a reading of now.
+///   no voltage is reported. Its periodic uplink is a reading of now.
 /// * Ext type 15 (probe ID report) is not telemetry (`Invalid`); an undocumented ext type
 ///   is `UnknownType` at offset 6 (it may change the meaning of the other bytes, as 9 does).
+/// * A datalog reply (bit 6) is stored data of any ext type in a layout of its own: see
+///   [`datalog`]. Its "nothing stored" form, 11 zero bytes, has bit 6 clear; it is `Invalid`
+///   rather than a reading of 0 V, 0 °C and 0 %RH now.
 ///
 /// Both ids decode the same layout; they differ only in name.
 fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     check_port(codec, fport, PORT)?;
     let b = Bytes::new(codec, p);
     b.need(7)?;
+    // No live frame is all zero: its battery would be 0 mV.
+    if p.len() == ENTRY && p.iter().all(|&x| x == 0) {
+        return Err(CodecError::Invalid {
+            codec,
+            offset: 0,
+            what: "11 zero bytes, the datalog reply with nothing stored: no reading",
+        });
+    }
     let ext = b.u8(6)?;
-    let ty = ext & 0x0F;
+    if ext & 0x40 != 0 {
+        return datalog(codec, &b);
+    }
+    let ty = ext_type(codec, ext, 6)?;
     let connected = ext & 0x80 == 0;
-    let replay = ext & 0x40 != 0;
     let mut d = Decoded {
         rec_type: rec_type::ENVIRONMENT,
         ..Decoded::default()
     };
-    if ty == 15 {
-        return Err(CodecError::Invalid {
-            codec,
-            offset: 6,
-            what: "DS18B20 ID report, not telemetry",
-        });
-    }
-    if !matches!(ty, 0 | 1 | 4..=9) {
-        return Err(CodecError::UnknownType {
-            codec,
-            offset: 6,
-            byte: ext,
-        });
-    }
     let ext_len = match ty {
         0 => 0,
         8 | 9 => 4,
@@ -104,19 +104,10 @@ fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Co
     if ty == 9 || (connected && ext_len > 0) {
         b.need(7 + ext_len)?;
     }
-    let humidity = Reading::num("humidity", f64::from(b.u16be(4)? & 0x0FFF) / 10.0, "%RH");
-    let internal = temperature(b.u16be(2)?).map(|t| Reading::num("temperature", t, "°C"));
+    d.readings = built_in(&b, 0)?;
     if ty == 9 {
-        let mut readings: Vec<_> = internal.into_iter().chain([humidity]).collect();
         if connected {
-            if let Some(probe) = temperature(b.u16be(0)?) {
-                readings.push(Reading::num("ext_temperature", probe, "°C").ctx(1));
-            }
-        }
-        let time = b.u32be(7)?;
-        match replay {
-            true => d.history.push(History { time, readings }),
-            false => d.readings = readings,
+            ext_value(&b, ty, 0, &mut d.readings)?;
         }
         d.health.push(Reading::int(
             "battery_status",
@@ -133,44 +124,120 @@ fn lht65(codec: &'static str, fport: Option<u8>, p: &[u8]) -> Result<Decoded, Co
     ));
     d.health
         .push(Reading::int("battery_status", i64::from(bat >> 14), None));
-    d.readings.extend(internal);
-    d.readings.push(humidity);
     if !connected {
         return Ok(d);
     }
     match ty {
-        1 => {
-            if let Some(t) = temperature(b.u16be(7)?) {
-                d.readings
-                    .push(Reading::num("ext_temperature", t, "°C").ctx(1));
-            }
-        }
-        4 => {
-            d.readings
-                .push(Reading::int("pin_level", i64::from(b.u8(7)?), None));
-            d.readings.push(Reading::flag("interrupt", b.u8(8)? == 1));
-        }
-        5 => d
-            .readings
-            .push(Reading::num("illuminance", f64::from(b.u16be(7)?), "lx")),
-        6 => d.readings.push(Reading::num(
-            "analog_input",
-            f64::from(b.u16be(7)?) / 1000.0,
-            "V",
-        )),
-        7 => d.readings.push(Reading::int(
-            "events_since_reset",
-            i64::from(b.u16be(7)?),
-            None,
-        )),
         8 => {
             let c = b.u32be(7)?;
             d.readings
                 .push(Reading::int("events_since_reset", i64::from(c), None));
         }
-        _ => {}
+        _ => ext_value(&b, ty, 7, &mut d.readings)?,
     }
     Ok(d)
+}
+
+/// A datalog (poll) reply, byte 6 bit 6 (LHT65 / LHT65N manuals, "Datalog Uplink payload"):
+/// as many 11-byte entries as the data rate allows, each `[external sensor data 2][built-in
+/// temperature 2][humidity 2][poll flag & ext 1][unix time 4]`, with byte 6's meaning as in a
+/// live frame. All of it is stored data: each entry is a [`History`] at its own time, and
+/// nothing is of now, not even the battery (bytes 0-1 are the external value here, and byte
+/// 4's battery status of type 9 is the stored entry's).
+///
+/// A reply whose length is not whole entries is `Invalid` at the partial entry; an entry
+/// without the poll flag or of a type a live frame refuses fails the whole reply, which then
+/// goes out packed. Type 8's 32-bit count does not fit the entry's 2 bytes, so an entry of
+/// type 8 carries no external value.
+fn datalog(codec: &'static str, b: &Bytes) -> Result<Decoded, CodecError> {
+    let partial = b.len() % ENTRY;
+    if partial != 0 {
+        return Err(CodecError::Invalid {
+            codec,
+            offset: b.len() - partial,
+            what: "datalog reply (byte 6 bit 6) ends in a partial 11-byte entry",
+        });
+    }
+    let mut d = Decoded {
+        rec_type: rec_type::ENVIRONMENT,
+        ..Decoded::default()
+    };
+    for at in (0..b.len()).step_by(ENTRY) {
+        let ext = b.u8(at + 6)?;
+        if ext & 0x40 == 0 {
+            return Err(CodecError::Invalid {
+                codec,
+                offset: at + 6,
+                what: "datalog entry without the poll flag (bit 6)",
+            });
+        }
+        let ty = ext_type(codec, ext, at + 6)?;
+        let mut readings = built_in(b, at)?;
+        if ext & 0x80 == 0 {
+            ext_value(b, ty, at, &mut readings)?;
+        }
+        d.history.push(History {
+            time: b.u32be(at + 7)?,
+            readings,
+        });
+    }
+    Ok(d)
+}
+
+/// The external type in `ext` (the byte at `offset`), if hubgate decodes it.
+fn ext_type(codec: &'static str, ext: u8, offset: usize) -> Result<u8, CodecError> {
+    match ext & 0x0F {
+        15 => Err(CodecError::Invalid {
+            codec,
+            offset,
+            what: "DS18B20 ID report, not telemetry",
+        }),
+        ty @ (0 | 1 | 4..=9) => Ok(ty),
+        _ => Err(CodecError::UnknownType {
+            codec,
+            offset,
+            byte: ext,
+        }),
+    }
+}
+
+/// Built-in temperature and humidity, at `at + 2` and `at + 4` in a live frame and a datalog
+/// entry alike.
+fn built_in(b: &Bytes, at: usize) -> Result<Vec<Reading>, CodecError> {
+    let internal = temperature(b.u16be(at + 2)?).map(|t| Reading::num("temperature", t, "°C"));
+    let humidity = f64::from(b.u16be(at + 4)? & 0x0FFF) / 10.0;
+    Ok(internal
+        .into_iter()
+        .chain([Reading::num("humidity", humidity, "%RH")])
+        .collect())
+}
+
+/// The 2-byte external value of type `ty` at `at` (type 8's 4 bytes are the caller's).
+fn ext_value(b: &Bytes, ty: u8, at: usize, out: &mut Vec<Reading>) -> Result<(), CodecError> {
+    match ty {
+        1 | 9 => {
+            if let Some(t) = temperature(b.u16be(at)?) {
+                out.push(Reading::num("ext_temperature", t, "°C").ctx(1));
+            }
+        }
+        4 => {
+            out.push(Reading::int("pin_level", i64::from(b.u8(at)?), None));
+            out.push(Reading::flag("interrupt", b.u8(at + 1)? == 1));
+        }
+        5 => out.push(Reading::num("illuminance", f64::from(b.u16be(at)?), "lx")),
+        6 => out.push(Reading::num(
+            "analog_input",
+            f64::from(b.u16be(at)?) / 1000.0,
+            "V",
+        )),
+        7 => out.push(Reading::int(
+            "events_since_reset",
+            i64::from(b.u16be(at)?),
+            None,
+        )),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// LDS02 (docs/codecs.md, "Dragino LDS02"): fPort 10, 10 bytes.
@@ -283,36 +350,51 @@ mod tests {
         assert_eq!(d.readings, vec![n("humidity", 50.0, "%RH")]);
     }
 
+    /// The 2-byte external values, the same in a live frame (bytes 7-8) and in a datalog
+    /// entry (bytes 0-1, as the vendor decoder reads them).
     #[test]
     fn other_ext_types() {
-        let ext = |s: &str| lht65(C, None, &hex(s)).unwrap().readings[2..].to_vec();
+        let cases = [
+            (
+                4,
+                "01 01",
+                vec![
+                    Reading::int("pin_level", 1, None),
+                    Reading::flag("interrupt", true),
+                ],
+            ),
+            (5, "FF FF", vec![n("illuminance", 65535.0, "lx")]),
+            (6, "0C E4", vec![n("analog_input", 3.3, "V")]),
+            (
+                7,
+                "FF FF",
+                vec![Reading::int("events_since_reset", 65535, None)],
+            ),
+        ];
+        for (ty, value, want) in cases {
+            let live = lht65(
+                C,
+                None,
+                &hex(&format!("0B B8 09 C4 01 F4 0{ty} {value} 00 00")),
+            );
+            assert_eq!(live.unwrap().readings[2..], want, "type {ty}");
+            let entry = format!("{value} 09 C4 01 F4 4{ty} 65 53 F1 00");
+            let d = lht65(C, None, &hex(&entry)).unwrap();
+            assert_eq!((&d.readings, &d.health), (&vec![], &vec![]), "type {ty}");
+            assert_eq!(d.history.len(), 1, "type {ty}");
+            assert_eq!(d.history[0].time, 1_700_000_000, "type {ty}");
+            assert_eq!(d.history[0].readings[2..], want, "datalog type {ty}");
+        }
         assert_eq!(
-            ext("0B B8 09 C4 01 F4 04 01 01 00 00"),
-            vec![
-                Reading::int("pin_level", 1, None),
-                Reading::flag("interrupt", true)
-            ]
-        );
-        assert_eq!(
-            ext("0B B8 09 C4 01 F4 05 FF FF 00 00"),
-            vec![n("illuminance", 65535.0, "lx")]
-        );
-        assert_eq!(
-            ext("0B B8 09 C4 01 F4 06 0C E4 00 00"),
-            vec![n("analog_input", 3.3, "V")]
-        );
-        assert_eq!(
-            ext("0B B8 09 C4 01 F4 07 FF FF 00 00"),
-            vec![Reading::int("events_since_reset", 65535, None)]
-        );
-        assert_eq!(
-            ext("0B B8 09 C4 01 F4 08 FF FF FF FF"),
-            vec![Reading::int("events_since_reset", 4_294_967_295, None)]
+            lht65(C, None, &hex("0B B8 09 C4 01 F4 08 FF FF FF FF"))
+                .unwrap()
+                .readings[2..],
+            [Reading::int("events_since_reset", 4_294_967_295, None)]
         );
     }
 
     /// Ext type 9: the periodic uplink is a reading of now; a datalog reply (byte 6 bit 6)
-    /// is history at its timestamp.
+    /// is history at its timestamp, as for every other type.
     #[test]
     fn ext_type_9_datalog_with_timestamp() {
         // Probe 0xFC18 = −10.00 °C in bytes 0-1; battery status 2 in byte 4 bits 7..6;
@@ -327,6 +409,8 @@ mod tests {
         assert_eq!(d.health, vec![Reading::int("battery_status", 2, None)]);
         let d = lht65(C, Some(2), &hex("FC 18 09 C4 81 F4 49 65 53 F1 00")).unwrap();
         assert_eq!(d.readings, vec![]);
+        // The battery status in byte 4 is the stored entry's, not of now.
+        assert_eq!(d.health, vec![]);
         assert_eq!(
             d.history,
             vec![History {
@@ -337,6 +421,150 @@ mod tests {
         assert!(matches!(
             lht65(C, Some(2), &hex("FC 18 09 C4 81 F4 09")).unwrap_err(),
             CodecError::Truncated { need: 11, .. }
+        ));
+    }
+
+    /// A datalog poll reply (byte 6 bit 6) of an LHT65/LHT65N with any ext type but 9. Per
+    /// Dragino's manual ("Datalog Uplink payload") each 11-byte entry is external sensor data
+    /// (2), built-in temperature (2), humidity (2), poll flag & ext (1) and the entry's unix
+    /// time (4), and a reply holds as many entries as the data rate allows (4 at US915 DR1).
+    /// Example data from the manual: 2021-01-19 04:27:03 22.00 °C 32.6 %RH and 04:28:57
+    /// 21.90 °C 33.1 %RH, DS18B20 reading 327.67 (0x7FFF).
+    #[test]
+    fn datalog_reply_of_ext_type_1_is_history_entry_by_entry() {
+        let reply = hex("7FFF 0898 0146 41 60065F97 7FFF 088E 014B 41 60066009");
+        let d = lht65(C, Some(2), &reply).unwrap();
+        let mut wrong = Vec::new();
+        if !d.readings.is_empty() {
+            wrong.push(format!(
+                "readings of now from a reply of stored data: {:?}",
+                d.readings
+            ));
+        }
+        if d.health.iter().any(|r| r.field == "voltage") {
+            wrong.push(format!(
+                "bytes 0-1 (external sensor data) read as battery: {:?}",
+                d.health
+            ));
+        }
+        let times: Vec<u32> = d.history.iter().map(|h| h.time).collect();
+        if times != [0x6006_5F97, 0x6006_6009] {
+            wrong.push(format!("history times {times:x?}, want both entries"));
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        // The values, entry by entry; the probe's 0x7FFF is no reading, and nothing is of now.
+        assert_eq!(
+            d.history,
+            vec![
+                History {
+                    time: 0x6006_5F97,
+                    readings: vec![n("temperature", 22.0, "°C"), n("humidity", 32.6, "%RH")],
+                },
+                History {
+                    time: 0x6006_6009,
+                    readings: vec![n("temperature", 21.9, "°C"), n("humidity", 33.1, "%RH")],
+                },
+            ]
+        );
+        assert_eq!(d.health, vec![]);
+        assert_eq!(d.rec_type, rec_type::ENVIRONMENT);
+    }
+
+    /// "If device doesn't have any data in the polling time, device will uplink 11 bytes of 0"
+    /// (manual): that is no reading, not 0.00 °C and 0.0 %RH now.
+    #[test]
+    fn empty_datalog_reply_is_no_reading() {
+        let d = lht65(C, Some(2), &[0; 11]);
+        assert!(d.as_ref().map_or(true, |d| d.readings.is_empty()), "{d:?}");
+        assert!(
+            matches!(d, Err(CodecError::Invalid { offset: 0, .. })),
+            "{d:?}"
+        );
+        // Only the whole 11 zero bytes: a zero battery alone is still a frame.
+        let d = lht65(C, Some(2), &hex("0000 09C4 01F4 00 00000000")).unwrap();
+        assert_eq!(d.readings.len(), 2);
+    }
+
+    /// The probe in a datalog entry is bytes 0-1; bit 7 (not connected) drops it as in a live
+    /// frame; type 8's 32-bit count has no room in the entry.
+    #[test]
+    fn datalog_ext_values_per_type() {
+        let ext = |s: &str| {
+            let d = lht65(C, None, &hex(s)).unwrap();
+            assert_eq!((&d.readings, &d.health), (&vec![], &vec![]), "{s}");
+            assert_eq!(d.history.len(), 1, "{s}");
+            d.history[0].readings[2..].to_vec()
+        };
+        assert_eq!(
+            ext("FC18 09C4 01F4 41 6553F100"),
+            vec![n("ext_temperature", -10.0, "°C").ctx(1)]
+        );
+        assert_eq!(ext("FC18 09C4 01F4 C1 6553F100"), vec![]);
+        assert_eq!(ext("FC18 09C4 01F4 40 6553F100"), vec![]);
+        assert_eq!(ext("FFFF 09C4 01F4 48 6553F100"), vec![]);
+        // Each entry's own byte 6, and its own time.
+        let d = lht65(
+            C,
+            None,
+            &hex("FC18 09C4 01F4 41 6553F100 0CE4 09C4 01F4 46 6553F164"),
+        )
+        .unwrap();
+        let got: Vec<_> = d
+            .history
+            .iter()
+            .map(|h| (h.time, h.readings[2].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1_700_000_000, n("ext_temperature", -10.0, "°C").ctx(1)),
+                (1_700_000_100, n("analog_input", 3.3, "V")),
+            ]
+        );
+        // The most a US915 DR3 reply holds: 22 entries, all of them.
+        let d = lht65(C, None, &hex(&"FC18 09C4 01F4 41 6553F100".repeat(22))).unwrap();
+        assert_eq!(d.history.len(), 22);
+    }
+
+    /// A reply that is not whole entries, or an entry that is not one, is refused whole.
+    #[test]
+    fn datalog_errors() {
+        let entry = "FC18 09C4 01F4 41 6553F100";
+        let e = lht65(C, None, &hex(&format!("{entry} 0000"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dragino-lht65n: datalog reply (byte 6 bit 6) ends in a partial 11-byte entry \
+             at offset 11"
+        );
+        assert!(matches!(
+            lht65(C, None, &hex("FC18 09C4 01F4 41")).unwrap_err(),
+            CodecError::Invalid { offset: 0, .. }
+        ));
+        assert!(matches!(
+            lht65(C, None, &hex(&format!("{entry} {}", "00".repeat(11)))).unwrap_err(),
+            CodecError::Invalid { offset: 17, .. }
+        ));
+        assert_eq!(
+            lht65(
+                C,
+                None,
+                &hex(&format!("{entry} FC18 09C4 01F4 42 6553F100"))
+            )
+            .unwrap_err(),
+            CodecError::UnknownType {
+                codec: C,
+                offset: 17,
+                byte: 0x42
+            }
+        );
+        assert!(matches!(
+            lht65(
+                C,
+                None,
+                &hex(&format!("{entry} FC18 09C4 01F4 4F 6553F100"))
+            )
+            .unwrap_err(),
+            CodecError::Invalid { offset: 17, .. }
         ));
     }
 
