@@ -11,6 +11,7 @@
 //! removals durable ([`Segments::deletable`]); [`super::compact`] moves the few records left
 //! in a sparse one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -193,6 +194,99 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// What [`Segments::scan`] found in a segment.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The entries whose values check out, as `(seq, value)`, in order.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Bytes of the file in none of them: damage, a torn tail, what could not be read.
+    pub skipped: u64,
+    /// Bytes of the blocks that could not be read, and the first failure.
+    pub unreadable: u64,
+    pub failed: Option<String>,
+}
+
+/// What a read that fails is narrowed to: a bad sector of an SD card or a disk takes its
+/// block with it, not the segment.
+pub const BLOCK: u64 = 4096;
+/// Bytes of values that do not check out that a scan reads past before it gives the rest of
+/// the segment up: a damaged segment whose every offset looks like the header of a long
+/// entry would otherwise cost a CRC of up to [`MAX_VALUE`] per byte.
+const SCAN_BUDGET: u64 = MAX_VALUE as u64;
+
+/// A segment's bytes up to `head` (those entries start in), read once, and the blocks that
+/// failed to read, anywhere: each is read at most once.
+struct Blocks<'a> {
+    file: &'a File,
+    number: u32,
+    head: Vec<u8>,
+    bad: BTreeSet<u64>,
+    failed: Option<String>,
+}
+
+impl<'a> Blocks<'a> {
+    /// Reads `[0, head)` in chunks of 16 blocks.
+    fn read(file: &'a File, number: u32, head: u64) -> io::Result<Blocks<'a>> {
+        let mut blocks = Blocks {
+            file,
+            number,
+            head: vec![0; usize::try_from(head).expect("a segment's head fits in memory")],
+            bad: BTreeSet::new(),
+            failed: None,
+        };
+        let mut head = std::mem::take(&mut blocks.head);
+        for (i, chunk) in head.chunks_mut(16 * BLOCK as usize).enumerate() {
+            let from = i as u64 * 16 * BLOCK;
+            blocks.fill(chunk, from)?;
+        }
+        blocks.head = head;
+        Ok(blocks)
+    }
+
+    /// `buf` from `from` on, or as much of it as reads: after a failure, block by block,
+    /// each block that fails marked bad. Whether it all read.
+    fn fill(&mut self, buf: &mut [u8], from: u64) -> io::Result<bool> {
+        match self.file.read_exact_at(buf, from) {
+            Ok(()) => return Ok(true),
+            Err(e) if passes(&e) => return Err(e),
+            Err(_) => {}
+        }
+        let (mut at, end, mut whole) = (from, from + buf.len() as u64, true);
+        while at < end {
+            let next = ((at / BLOCK + 1) * BLOCK).min(end);
+            let part = &mut buf[(at - from) as usize..(next - from) as usize];
+            if let Err(e) = self.file.read_exact_at(part, at) {
+                if passes(&e) {
+                    return Err(e);
+                }
+                self.failed
+                    .get_or_insert_with(|| format!("segment {} at {at}: {e}", self.number));
+                self.bad.insert(at / BLOCK);
+                whole = false;
+            }
+            at = next;
+        }
+        Ok(whole)
+    }
+
+    /// Bytes `[from, to)`, `None` if a block of them cannot be read. Those past the head are
+    /// read from the file, a block that fails only once.
+    fn get(&mut self, from: u64, to: u64) -> io::Result<Option<Cow<'_, [u8]>>> {
+        if to > from && self.bad.range(from / BLOCK..=(to - 1) / BLOCK).next().is_some() {
+            return Ok(None);
+        }
+        let head = self.head.len() as u64;
+        if to <= head {
+            return Ok(Some(Cow::Borrowed(&self.head[from as usize..to as usize])));
+        }
+        let split = head.saturating_sub(from);
+        let mut out = vec![0; (to - from) as usize];
+        out[..split as usize].copy_from_slice(&self.head[from.min(head) as usize..]);
+        let whole = self.fill(&mut out[split as usize..], from + split)?;
+        Ok(whole.then_some(Cow::Owned(out)))
+    }
+}
+
 /// Whether `e` is a want of a resource (descriptors, memory, kernel buffers), an
 /// interruption or no permission (EACCES, EPERM: an operator's change, undone by one): it
 /// says nothing about the data, however long it lasts, so a body failing with it is never
@@ -276,7 +370,7 @@ fn number_of(file: &std::ffi::OsStr) -> Option<u32> {
 /// to a MiB written, and reaching a wrap takes 4 PiB), and that gap is the unused rest of
 /// the range. Unwrapped, that gap is the one from the highest number round to the lowest,
 /// which keeps them ascending (it wins a tie).
-fn written_order(mut numbers: Vec<u32>) -> Vec<u32> {
+pub(super) fn written_order(mut numbers: Vec<u32>) -> Vec<u32> {
     let n = numbers.len();
     let widest = (0..n).max_by_key(|&i| numbers[(i + 1) % n].wrapping_sub(numbers[i]));
     if let Some(i) = widest {
@@ -440,19 +534,72 @@ impl Segments {
         Ok(written_order(self.numbers()?))
     }
 
-    /// The whole entries of segment `number` as `(seq, value)`, in order, whether or not a
-    /// pointer names them (the salvage looks for bodies whose pointers sled lost); see
-    /// [`Segments::headers`].
+    /// The entries of segment `number` whose values decode, as `(seq, value)`, in order,
+    /// whether or not a pointer names them (the salvage looks for bodies whose pointers sled
+    /// lost); see [`Segments::scan`]. A read that failed costs the entries it covers, with a
+    /// warning; one that fails for a reason that may pass ([`passes`]) fails the whole.
     pub fn entries(&self, number: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        let (file, headers) = self.headers(number)?;
-        headers
-            .into_iter()
-            .map(|(seq, p)| {
-                let mut value = vec![0; p.len as usize];
-                file.read_exact_at(&mut value, u64::from(p.offset) + HEADER as u64)?;
-                Ok((seq, value))
-            })
-            .collect()
+        let found = self.scan(number, |v| super::decode(v).is_ok())?;
+        if let Some(e) = &found.failed {
+            log::warn!(
+                "buffer: segment {number}: {e}; the entries in the {} byte(s) that cannot be \
+                 read are left out",
+                found.unreadable
+            );
+        }
+        Ok(found.entries)
+    }
+
+    /// Every entry of segment `number` whose value checks out (`valid`), in order. After one
+    /// that does not (damaged length or body, torn tail) the scan goes on at the next byte,
+    /// and so on until an entry checks out: one damaged header costs its entry, not the rest
+    /// of the segment. Its bytes are counted in [`Found::skipped`]. The bytes up to
+    /// [`SEGMENT_SIZE`] (no entry starts past it) are read once into memory; a read that
+    /// fails is narrowed to the [`BLOCK`]s that fail, and an entry touching one is left out
+    /// as unreadable. Only a failure that may pass ([`passes`]) fails the whole.
+    pub fn scan(&self, number: u32, valid: impl Fn(&[u8]) -> bool) -> io::Result<Found> {
+        let file = File::open(self.path(number))?;
+        let size = file.metadata()?.len();
+        let mut blocks = Blocks::read(&file, number, size.min(SEGMENT_SIZE + HEADER as u64))?;
+        let mut found = Found::default();
+        let (mut at, mut covered, mut spent) = (0u64, 0u64, 0u64);
+        while at < SEGMENT_SIZE && at + HEADER as u64 <= size && spent <= SCAN_BUDGET {
+            let header = blocks
+                .get(at, at + HEADER as u64)?
+                .map(|h| <[u8; HEADER]>::try_from(&h[..]).expect("a header"));
+            let entry = match header {
+                Some(header) => {
+                    let seq = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+                    let len = u32::from_be_bytes(header[8..].try_into().expect("4 bytes"));
+                    let end = at + HEADER as u64 + u64::from(len);
+                    if len > MAX_VALUE || end > size {
+                        None
+                    } else {
+                        let value = blocks.get(at + HEADER as u64, end)?;
+                        match value {
+                            Some(v) if valid(&v) => Some((seq, v.into_owned(), end)),
+                            _ => {
+                                spent += u64::from(len);
+                                None
+                            }
+                        }
+                    }
+                }
+                None => None,
+            };
+            match entry {
+                Some((seq, value, end)) => {
+                    found.entries.push((seq, value));
+                    covered += end - at;
+                    at = end;
+                }
+                None => at += 1,
+            }
+        }
+        found.skipped = size - covered;
+        found.unreadable = blocks.bad.len() as u64 * BLOCK;
+        found.failed = blocks.failed;
+        Ok(found)
     }
 
     /// Segment `number`, open, and where its whole entries are, as `(seq, pointer)`, in
