@@ -716,7 +716,10 @@ fn buffer_recover_carries_a_broken_databases_records() {
     files.sort();
     let third: u32 = files[2].trim_end_matches(".seg").parse().unwrap();
     let progress = Path::new(aside).join("hubgate-recovered");
-    let last: u32 = files[files.len() - 1].trim_end_matches(".seg").parse().unwrap();
+    let last: u32 = files[files.len() - 1]
+        .trim_end_matches(".seg")
+        .parse()
+        .unwrap();
     assert_eq!(
         std::fs::read_to_string(&progress).unwrap(),
         format!("through {last}\n")

@@ -383,9 +383,8 @@ mod tests {
         assert_eq!(segs.len(), 3, "{segs:?}");
         let in_first = entries_of(&segs[0]).len() as u64;
         let in_second = entries_of(&segs[1]).len() as u64;
-        let number = |p: &Path| -> u32 {
-            p.file_stem().unwrap().to_str().unwrap().parse().unwrap()
-        };
+        let number =
+            |p: &Path| -> u32 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
         let progress = aside.join(PROGRESS_FILE);
         std::fs::write(&progress, format!("through {}\n", number(&segs[1]))).unwrap();
         // Its records carried, an operator removes the second segment.

@@ -216,17 +216,17 @@ const SCAN_BUDGET: u64 = MAX_VALUE as u64;
 
 /// A segment's bytes up to `head` (those entries start in), read once, and the blocks that
 /// failed to read, anywhere: each is read at most once.
-struct Blocks<'a> {
-    file: &'a File,
+struct Blocks<'a, F> {
+    file: &'a F,
     number: u32,
     head: Vec<u8>,
     bad: BTreeSet<u64>,
     failed: Option<String>,
 }
 
-impl<'a> Blocks<'a> {
+impl<'a, F: FileExt> Blocks<'a, F> {
     /// Reads `[0, head)` in chunks of 16 blocks.
-    fn read(file: &'a File, number: u32, head: u64) -> io::Result<Blocks<'a>> {
+    fn read(file: &'a F, number: u32, head: u64) -> io::Result<Blocks<'a, F>> {
         let mut blocks = Blocks {
             file,
             number,
@@ -272,7 +272,13 @@ impl<'a> Blocks<'a> {
     /// Bytes `[from, to)`, `None` if a block of them cannot be read. Those past the head are
     /// read from the file, a block that fails only once.
     fn get(&mut self, from: u64, to: u64) -> io::Result<Option<Cow<'_, [u8]>>> {
-        if to > from && self.bad.range(from / BLOCK..=(to - 1) / BLOCK).next().is_some() {
+        if to > from
+            && self
+                .bad
+                .range(from / BLOCK..=(to - 1) / BLOCK)
+                .next()
+                .is_some()
+        {
             return Ok(None);
         }
         let head = self.head.len() as u64;
@@ -285,6 +291,55 @@ impl<'a> Blocks<'a> {
         let whole = self.fill(&mut out[split as usize..], from + split)?;
         Ok(whole.then_some(Cow::Owned(out)))
     }
+}
+
+/// [`Segments::scan`] of segment `number`, `size` bytes long, open as `file`.
+fn scan<F: FileExt>(
+    file: &F,
+    number: u32,
+    size: u64,
+    valid: impl Fn(&[u8]) -> bool,
+) -> io::Result<Found> {
+    let mut blocks = Blocks::read(file, number, size.min(SEGMENT_SIZE + HEADER as u64))?;
+    let mut found = Found::default();
+    let (mut at, mut covered, mut spent) = (0u64, 0u64, 0u64);
+    while at < SEGMENT_SIZE && at + HEADER as u64 <= size && spent <= SCAN_BUDGET {
+        let header = blocks
+            .get(at, at + HEADER as u64)?
+            .map(|h| <[u8; HEADER]>::try_from(&h[..]).expect("a header"));
+        let entry = match header {
+            Some(header) => {
+                let seq = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+                let len = u32::from_be_bytes(header[8..].try_into().expect("4 bytes"));
+                let end = at + HEADER as u64 + u64::from(len);
+                if len > MAX_VALUE || end > size {
+                    None
+                } else {
+                    let value = blocks.get(at + HEADER as u64, end)?;
+                    match value {
+                        Some(v) if valid(&v) => Some((seq, v.into_owned(), end)),
+                        _ => {
+                            spent += u64::from(len);
+                            None
+                        }
+                    }
+                }
+            }
+            None => None,
+        };
+        match entry {
+            Some((seq, value, end)) => {
+                found.entries.push((seq, value));
+                covered += end - at;
+                at = end;
+            }
+            None => at += 1,
+        }
+    }
+    found.skipped = size - covered;
+    found.unreadable = blocks.bad.len() as u64 * BLOCK;
+    found.failed = blocks.failed;
+    Ok(found)
 }
 
 /// Whether `e` is a want of a resource (descriptors, memory, kernel buffers), an
@@ -560,46 +615,7 @@ impl Segments {
     pub fn scan(&self, number: u32, valid: impl Fn(&[u8]) -> bool) -> io::Result<Found> {
         let file = File::open(self.path(number))?;
         let size = file.metadata()?.len();
-        let mut blocks = Blocks::read(&file, number, size.min(SEGMENT_SIZE + HEADER as u64))?;
-        let mut found = Found::default();
-        let (mut at, mut covered, mut spent) = (0u64, 0u64, 0u64);
-        while at < SEGMENT_SIZE && at + HEADER as u64 <= size && spent <= SCAN_BUDGET {
-            let header = blocks
-                .get(at, at + HEADER as u64)?
-                .map(|h| <[u8; HEADER]>::try_from(&h[..]).expect("a header"));
-            let entry = match header {
-                Some(header) => {
-                    let seq = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
-                    let len = u32::from_be_bytes(header[8..].try_into().expect("4 bytes"));
-                    let end = at + HEADER as u64 + u64::from(len);
-                    if len > MAX_VALUE || end > size {
-                        None
-                    } else {
-                        let value = blocks.get(at + HEADER as u64, end)?;
-                        match value {
-                            Some(v) if valid(&v) => Some((seq, v.into_owned(), end)),
-                            _ => {
-                                spent += u64::from(len);
-                                None
-                            }
-                        }
-                    }
-                }
-                None => None,
-            };
-            match entry {
-                Some((seq, value, end)) => {
-                    found.entries.push((seq, value));
-                    covered += end - at;
-                    at = end;
-                }
-                None => at += 1,
-            }
-        }
-        found.skipped = size - covered;
-        found.unreadable = blocks.bad.len() as u64 * BLOCK;
-        found.failed = blocks.failed;
-        Ok(found)
+        scan(&file, number, size, valid)
     }
 
     /// Segment `number`, open, and where its whole entries are, as `(seq, pointer)`, in
@@ -933,6 +949,129 @@ mod tests {
                 "errno {errno}"
             );
         }
+    }
+
+    /// A segment's bytes, whose reads fail (EIO) in the blocks `bad`; counts the reads
+    /// that touch one.
+    struct Damaged {
+        bytes: Vec<u8>,
+        bad: Vec<u64>,
+        bad_reads: std::cell::Cell<u32>,
+    }
+
+    impl std::os::unix::fs::FileExt for Damaged {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            let end = (offset + buf.len() as u64).min(self.bytes.len() as u64);
+            if offset >= end {
+                return Ok(0);
+            }
+            let touched = offset / super::BLOCK..=(end - 1) / super::BLOCK;
+            if self.bad.iter().any(|b| touched.contains(b)) {
+                self.bad_reads.set(self.bad_reads.get() + 1);
+                return Err(Error::from_raw_os_error(libc::EIO));
+            }
+            let n = (end - offset) as usize;
+            buf[..n].copy_from_slice(&self.bytes[offset as usize..end as usize]);
+            Ok(n)
+        }
+
+        fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<usize> {
+            unreachable!("a scan only reads")
+        }
+    }
+
+    /// `n` entries of 100-byte values `[i; 100]` (valid: all bytes the same), and where
+    /// each starts.
+    fn segment(n: u8) -> (Vec<u8>, Vec<u64>) {
+        let (mut bytes, mut starts) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            starts.push(bytes.len() as u64);
+            bytes.extend_from_slice(&u64::from(i).to_be_bytes());
+            bytes.extend_from_slice(&100u32.to_be_bytes());
+            bytes.extend_from_slice(&[i; 100]);
+        }
+        (bytes, starts)
+    }
+
+    fn valid(v: &[u8]) -> bool {
+        v.len() == 100 && v.iter().all(|b| *b == v[0])
+    }
+
+    /// Damage in the middle of a segment (a zeroed stretch over a header and a body, a
+    /// flipped value byte) and a torn tail cost the entries they touch: the scan finds every
+    /// other one, and counts the bytes in none as skipped.
+    #[test]
+    fn a_scan_goes_on_past_damage_to_the_next_entry_that_checks_out() {
+        let (mut bytes, starts) = segment(200);
+        // Entries 50 and 51: zeroed from inside 50's value to the end of 51's header.
+        bytes[starts[50] as usize + 40..starts[51] as usize + 12].fill(0);
+        // Entry 120: one value byte.
+        bytes[starts[120] as usize + 50] ^= 0x10;
+        // A torn tail: half an entry.
+        bytes.extend_from_slice(&segment(201).0[starts[199] as usize + 112..][..60]);
+        let file = Damaged {
+            bytes,
+            bad: Vec::new(),
+            bad_reads: Default::default(),
+        };
+        let found = super::scan(&file, 7, file.bytes.len() as u64, valid).unwrap();
+        let seqs: Vec<u64> = found.entries.iter().map(|(s, _)| *s).collect();
+        let expected: Vec<u64> = (0..200).filter(|i| ![50, 51, 120].contains(i)).collect();
+        assert_eq!(seqs, expected);
+        assert_eq!(found.skipped, 3 * 112 + 60);
+        assert_eq!((found.unreadable, found.failed), (0, None));
+    }
+
+    /// A block that cannot be read (EIO) costs the entries it covers, not the segment, and
+    /// is read once in the chunk and once alone, however many entries it covers.
+    #[test]
+    fn a_bad_block_costs_only_the_entries_it_covers() {
+        let (bytes, starts) = segment(200);
+        let file = Damaged {
+            bytes,
+            bad: vec![3],
+            bad_reads: Default::default(),
+        };
+        let found = super::scan(&file, 7, file.bytes.len() as u64, valid).unwrap();
+        let seqs: Vec<u64> = found.entries.iter().map(|(s, _)| *s).collect();
+        let block = 3 * super::BLOCK..4 * super::BLOCK;
+        let expected: Vec<u64> = (0..200u64)
+            .filter(|&i| {
+                let (from, to) = (starts[i as usize], starts[i as usize] + 112);
+                to <= block.start || from >= block.end
+            })
+            .collect();
+        assert!(expected.len() < 200 && expected.len() > 150, "{expected:?}");
+        assert_eq!(seqs, expected);
+        assert_eq!(found.unreadable, super::BLOCK);
+        assert!(
+            found
+                .failed
+                .as_deref()
+                .is_some_and(|f| f.contains("segment 7 at 12288")),
+            "{:?}",
+            found.failed
+        );
+        assert_eq!(file.bad_reads.get(), 2);
+
+        // Past the first MiB (read as needed, not kept): two entries over one bad block,
+        // read once.
+        let size = super::SEGMENT_SIZE + 4 * super::BLOCK;
+        let mut bytes = vec![0xff; size as usize];
+        for (at, seq) in [(0usize, 1u64), (112, 2)] {
+            bytes[at..at + 8].copy_from_slice(&seq.to_be_bytes());
+            let len = u32::try_from(size - at as u64 - 12).unwrap();
+            bytes[at + 8..at + 12].copy_from_slice(&len.to_be_bytes());
+        }
+        let file = Damaged {
+            bytes,
+            bad: vec![super::SEGMENT_SIZE / super::BLOCK + 2],
+            bad_reads: Default::default(),
+        };
+        let found = super::scan(&file, 7, size, |v| v.len() as u64 > super::SEGMENT_SIZE).unwrap();
+        assert!(found.entries.is_empty(), "{:?}", found.entries.len());
+        assert_eq!((found.skipped, found.unreadable), (size, super::BLOCK));
+        assert_eq!(file.bad_reads.get(), 2);
     }
 
     /// Segments are read in the order written: ascending, and across a wrap of the numbers
