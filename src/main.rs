@@ -926,9 +926,13 @@ fn recover(store: &mut SledStore, cfg: &hubgate::config::BufferConfig, dir: &Pat
         Err(e) => return fail(1, e),
     };
     for (number, e) in &done.unreadable {
-        eprintln!("hubgate: segment {number} cannot be read, its records are not carried: {e}");
+        eprintln!(
+            "hubgate: segment {number} cannot be read whole, the records in what cannot be read \
+             are not carried ({e}); run it again once it reads: that segment is read again"
+        );
     }
-    if done.done_before == done.segments {
+    let todo = done.segments.saturating_sub(done.done_before);
+    if todo == 0 {
         println!(
             "{} was recovered before: nothing more to carry",
             dir.display()
@@ -936,10 +940,10 @@ fn recover(store: &mut SledStore, cfg: &hubgate::config::BufferConfig, dir: &Pat
         return ExitCode::SUCCESS;
     }
     println!(
-        "carried {} record(s) from {} of {} segment(s) ({} damaged left out); the buffer held {held}",
+        "carried {} record(s) from {} of {todo} segment(s) ({} damaged byte(s) left out); the \
+         buffer held {held}",
         done.records,
-        done.segments - done.done_before - done.unreadable.len(),
-        done.segments - done.done_before,
+        todo.saturating_sub(done.unreadable.len()),
         done.damaged,
     );
     let (_, now) = store.usage();

@@ -688,8 +688,8 @@ fn buffer_recover_carries_a_broken_databases_records() {
     assert_eq!(
         stdout(&o).trim(),
         format!(
-            "carried {} record(s) from {segments} of {segments} segment(s) (0 damaged left out); \
-             the buffer held 0",
+            "carried {} record(s) from {segments} of {segments} segment(s) (0 damaged byte(s) left \
+             out); the buffer held 0",
             BUFFER_RECORDS
         )
     );
@@ -708,8 +708,23 @@ fn buffer_recover_carries_a_broken_databases_records() {
     assert_eq!(export().len(), bodies.len(), "nothing carried twice");
 
     // Stopped after three segments: the next run carries the rest, after what the buffer
-    // holds.
-    std::fs::write(Path::new(aside).join("hubgate-recovered"), "3\n").unwrap();
+    // holds. The progress names the last segment carried by its number.
+    let mut files: Vec<String> = std::fs::read_dir(Path::new(aside).join("values"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let third: u32 = files[2].trim_end_matches(".seg").parse().unwrap();
+    let progress = Path::new(aside).join("hubgate-recovered");
+    let last: u32 = files[files.len() - 1]
+        .trim_end_matches(".seg")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&progress).unwrap(),
+        format!("through {last}\n")
+    );
+    std::fs::write(&progress, format!("through {third}\n")).unwrap();
     let o = recover(aside);
     assert!(o.status.success(), "{}", stderr(&o));
     let all = export();

@@ -11,6 +11,7 @@
 //! removals durable ([`Segments::deletable`]); [`super::compact`] moves the few records left
 //! in a sparse one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -193,6 +194,154 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// What [`Segments::scan`] found in a segment.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The entries whose values check out, as `(seq, value)`, in order.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Bytes of the file in none of them: damage, a torn tail, what could not be read.
+    pub skipped: u64,
+    /// Bytes of the blocks that could not be read, and the first failure.
+    pub unreadable: u64,
+    pub failed: Option<String>,
+}
+
+/// What a read that fails is narrowed to: a bad sector of an SD card or a disk takes its
+/// block with it, not the segment.
+pub const BLOCK: u64 = 4096;
+/// Bytes of values that do not check out that a scan reads past before it gives the rest of
+/// the segment up: a damaged segment whose every offset looks like the header of a long
+/// entry would otherwise cost a CRC of up to [`MAX_VALUE`] per byte.
+const SCAN_BUDGET: u64 = MAX_VALUE as u64;
+
+/// A segment's bytes up to `head` (those entries start in), read once, and the blocks that
+/// failed to read, anywhere: each is read at most once.
+struct Blocks<'a, F> {
+    file: &'a F,
+    number: u32,
+    head: Vec<u8>,
+    bad: BTreeSet<u64>,
+    failed: Option<String>,
+}
+
+impl<'a, F: FileExt> Blocks<'a, F> {
+    /// Reads `[0, head)` in chunks of 16 blocks.
+    fn read(file: &'a F, number: u32, head: u64) -> io::Result<Blocks<'a, F>> {
+        let mut blocks = Blocks {
+            file,
+            number,
+            head: vec![0; usize::try_from(head).expect("a segment's head fits in memory")],
+            bad: BTreeSet::new(),
+            failed: None,
+        };
+        let mut head = std::mem::take(&mut blocks.head);
+        for (i, chunk) in head.chunks_mut(16 * BLOCK as usize).enumerate() {
+            let from = i as u64 * 16 * BLOCK;
+            blocks.fill(chunk, from)?;
+        }
+        blocks.head = head;
+        Ok(blocks)
+    }
+
+    /// `buf` from `from` on, or as much of it as reads: after a failure, block by block,
+    /// each block that fails marked bad. Whether it all read.
+    fn fill(&mut self, buf: &mut [u8], from: u64) -> io::Result<bool> {
+        match self.file.read_exact_at(buf, from) {
+            Ok(()) => return Ok(true),
+            Err(e) if passes(&e) => return Err(e),
+            Err(_) => {}
+        }
+        let (mut at, end, mut whole) = (from, from + buf.len() as u64, true);
+        while at < end {
+            let next = ((at / BLOCK + 1) * BLOCK).min(end);
+            let part = &mut buf[(at - from) as usize..(next - from) as usize];
+            if let Err(e) = self.file.read_exact_at(part, at) {
+                if passes(&e) {
+                    return Err(e);
+                }
+                self.failed
+                    .get_or_insert_with(|| format!("segment {} at {at}: {e}", self.number));
+                self.bad.insert(at / BLOCK);
+                whole = false;
+            }
+            at = next;
+        }
+        Ok(whole)
+    }
+
+    /// Bytes `[from, to)`, `None` if a block of them cannot be read. Those past the head are
+    /// read from the file, a block that fails only once.
+    fn get(&mut self, from: u64, to: u64) -> io::Result<Option<Cow<'_, [u8]>>> {
+        if to > from
+            && self
+                .bad
+                .range(from / BLOCK..=(to - 1) / BLOCK)
+                .next()
+                .is_some()
+        {
+            return Ok(None);
+        }
+        let head = self.head.len() as u64;
+        if to <= head {
+            return Ok(Some(Cow::Borrowed(&self.head[from as usize..to as usize])));
+        }
+        let split = head.saturating_sub(from);
+        let mut out = vec![0; (to - from) as usize];
+        out[..split as usize].copy_from_slice(&self.head[from.min(head) as usize..]);
+        let whole = self.fill(&mut out[split as usize..], from + split)?;
+        Ok(whole.then_some(Cow::Owned(out)))
+    }
+}
+
+/// [`Segments::scan`] of segment `number`, `size` bytes long, open as `file`.
+fn scan<F: FileExt>(
+    file: &F,
+    number: u32,
+    size: u64,
+    valid: impl Fn(&[u8]) -> bool,
+) -> io::Result<Found> {
+    let mut blocks = Blocks::read(file, number, size.min(SEGMENT_SIZE + HEADER as u64))?;
+    let mut found = Found::default();
+    let (mut at, mut covered, mut spent) = (0u64, 0u64, 0u64);
+    while at < SEGMENT_SIZE && at + HEADER as u64 <= size && spent <= SCAN_BUDGET {
+        let header = blocks
+            .get(at, at + HEADER as u64)?
+            .map(|h| <[u8; HEADER]>::try_from(&h[..]).expect("a header"));
+        let entry = match header {
+            Some(header) => {
+                let seq = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+                let len = u32::from_be_bytes(header[8..].try_into().expect("4 bytes"));
+                let end = at + HEADER as u64 + u64::from(len);
+                if len > MAX_VALUE || end > size {
+                    None
+                } else {
+                    let value = blocks.get(at + HEADER as u64, end)?;
+                    match value {
+                        Some(v) if valid(&v) => Some((seq, v.into_owned(), end)),
+                        _ => {
+                            spent += u64::from(len);
+                            None
+                        }
+                    }
+                }
+            }
+            None => None,
+        };
+        match entry {
+            Some((seq, value, end)) => {
+                found.entries.push((seq, value));
+                covered += end - at;
+                at = end;
+            }
+            None => at += 1,
+        }
+    }
+    found.skipped = size - covered;
+    found.unreadable = blocks.bad.len() as u64 * BLOCK;
+    found.failed = blocks.failed;
+    Ok(found)
+}
+
 /// Whether `e` is a want of a resource (descriptors, memory, kernel buffers), an
 /// interruption or no permission (EACCES, EPERM: an operator's change, undone by one): it
 /// says nothing about the data, however long it lasts, so a body failing with it is never
@@ -276,7 +425,7 @@ fn number_of(file: &std::ffi::OsStr) -> Option<u32> {
 /// to a MiB written, and reaching a wrap takes 4 PiB), and that gap is the unused rest of
 /// the range. Unwrapped, that gap is the one from the highest number round to the lowest,
 /// which keeps them ascending (it wins a tie).
-fn written_order(mut numbers: Vec<u32>) -> Vec<u32> {
+pub(super) fn written_order(mut numbers: Vec<u32>) -> Vec<u32> {
     let n = numbers.len();
     let widest = (0..n).max_by_key(|&i| numbers[(i + 1) % n].wrapping_sub(numbers[i]));
     if let Some(i) = widest {
@@ -440,19 +589,33 @@ impl Segments {
         Ok(written_order(self.numbers()?))
     }
 
-    /// The whole entries of segment `number` as `(seq, value)`, in order, whether or not a
-    /// pointer names them (the salvage looks for bodies whose pointers sled lost); see
-    /// [`Segments::headers`].
+    /// The entries of segment `number` whose values decode, as `(seq, value)`, in order,
+    /// whether or not a pointer names them (the salvage looks for bodies whose pointers sled
+    /// lost); see [`Segments::scan`]. A read that failed costs the entries it covers, with a
+    /// warning; one that fails for a reason that may pass ([`passes`]) fails the whole.
     pub fn entries(&self, number: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        let (file, headers) = self.headers(number)?;
-        headers
-            .into_iter()
-            .map(|(seq, p)| {
-                let mut value = vec![0; p.len as usize];
-                file.read_exact_at(&mut value, u64::from(p.offset) + HEADER as u64)?;
-                Ok((seq, value))
-            })
-            .collect()
+        let found = self.scan(number, |v| super::decode(v).is_ok())?;
+        if let Some(e) = &found.failed {
+            log::warn!(
+                "buffer: segment {number}: {e}; the entries in the {} byte(s) that cannot be \
+                 read are left out",
+                found.unreadable
+            );
+        }
+        Ok(found.entries)
+    }
+
+    /// Every entry of segment `number` whose value checks out (`valid`), in order. After one
+    /// that does not (damaged length or body, torn tail) the scan goes on at the next byte,
+    /// and so on until an entry checks out: one damaged header costs its entry, not the rest
+    /// of the segment. Its bytes are counted in [`Found::skipped`]. The bytes up to
+    /// [`SEGMENT_SIZE`] (no entry starts past it) are read once into memory; a read that
+    /// fails is narrowed to the [`BLOCK`]s that fail, and an entry touching one is left out
+    /// as unreadable. Only a failure that may pass ([`passes`]) fails the whole.
+    pub fn scan(&self, number: u32, valid: impl Fn(&[u8]) -> bool) -> io::Result<Found> {
+        let file = File::open(self.path(number))?;
+        let size = file.metadata()?.len();
+        scan(&file, number, size, valid)
     }
 
     /// Segment `number`, open, and where its whole entries are, as `(seq, pointer)`, in
@@ -786,6 +949,129 @@ mod tests {
                 "errno {errno}"
             );
         }
+    }
+
+    /// A segment's bytes, whose reads fail (EIO) in the blocks `bad`; counts the reads
+    /// that touch one.
+    struct Damaged {
+        bytes: Vec<u8>,
+        bad: Vec<u64>,
+        bad_reads: std::cell::Cell<u32>,
+    }
+
+    impl std::os::unix::fs::FileExt for Damaged {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            let end = (offset + buf.len() as u64).min(self.bytes.len() as u64);
+            if offset >= end {
+                return Ok(0);
+            }
+            let touched = offset / super::BLOCK..=(end - 1) / super::BLOCK;
+            if self.bad.iter().any(|b| touched.contains(b)) {
+                self.bad_reads.set(self.bad_reads.get() + 1);
+                return Err(Error::from_raw_os_error(libc::EIO));
+            }
+            let n = (end - offset) as usize;
+            buf[..n].copy_from_slice(&self.bytes[offset as usize..end as usize]);
+            Ok(n)
+        }
+
+        fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<usize> {
+            unreachable!("a scan only reads")
+        }
+    }
+
+    /// `n` entries of 100-byte values `[i; 100]` (valid: all bytes the same), and where
+    /// each starts.
+    fn segment(n: u8) -> (Vec<u8>, Vec<u64>) {
+        let (mut bytes, mut starts) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            starts.push(bytes.len() as u64);
+            bytes.extend_from_slice(&u64::from(i).to_be_bytes());
+            bytes.extend_from_slice(&100u32.to_be_bytes());
+            bytes.extend_from_slice(&[i; 100]);
+        }
+        (bytes, starts)
+    }
+
+    fn valid(v: &[u8]) -> bool {
+        v.len() == 100 && v.iter().all(|b| *b == v[0])
+    }
+
+    /// Damage in the middle of a segment (a zeroed stretch over a header and a body, a
+    /// flipped value byte) and a torn tail cost the entries they touch: the scan finds every
+    /// other one, and counts the bytes in none as skipped.
+    #[test]
+    fn a_scan_goes_on_past_damage_to_the_next_entry_that_checks_out() {
+        let (mut bytes, starts) = segment(200);
+        // Entries 50 and 51: zeroed from inside 50's value to the end of 51's header.
+        bytes[starts[50] as usize + 40..starts[51] as usize + 12].fill(0);
+        // Entry 120: one value byte.
+        bytes[starts[120] as usize + 50] ^= 0x10;
+        // A torn tail: half an entry.
+        bytes.extend_from_slice(&segment(201).0[starts[199] as usize + 112..][..60]);
+        let file = Damaged {
+            bytes,
+            bad: Vec::new(),
+            bad_reads: Default::default(),
+        };
+        let found = super::scan(&file, 7, file.bytes.len() as u64, valid).unwrap();
+        let seqs: Vec<u64> = found.entries.iter().map(|(s, _)| *s).collect();
+        let expected: Vec<u64> = (0..200).filter(|i| ![50, 51, 120].contains(i)).collect();
+        assert_eq!(seqs, expected);
+        assert_eq!(found.skipped, 3 * 112 + 60);
+        assert_eq!((found.unreadable, found.failed), (0, None));
+    }
+
+    /// A block that cannot be read (EIO) costs the entries it covers, not the segment, and
+    /// is read once in the chunk and once alone, however many entries it covers.
+    #[test]
+    fn a_bad_block_costs_only_the_entries_it_covers() {
+        let (bytes, starts) = segment(200);
+        let file = Damaged {
+            bytes,
+            bad: vec![3],
+            bad_reads: Default::default(),
+        };
+        let found = super::scan(&file, 7, file.bytes.len() as u64, valid).unwrap();
+        let seqs: Vec<u64> = found.entries.iter().map(|(s, _)| *s).collect();
+        let block = 3 * super::BLOCK..4 * super::BLOCK;
+        let expected: Vec<u64> = (0..200u64)
+            .filter(|&i| {
+                let (from, to) = (starts[i as usize], starts[i as usize] + 112);
+                to <= block.start || from >= block.end
+            })
+            .collect();
+        assert!(expected.len() < 200 && expected.len() > 150, "{expected:?}");
+        assert_eq!(seqs, expected);
+        assert_eq!(found.unreadable, super::BLOCK);
+        assert!(
+            found
+                .failed
+                .as_deref()
+                .is_some_and(|f| f.contains("segment 7 at 12288")),
+            "{:?}",
+            found.failed
+        );
+        assert_eq!(file.bad_reads.get(), 2);
+
+        // Past the first MiB (read as needed, not kept): two entries over one bad block,
+        // read once.
+        let size = super::SEGMENT_SIZE + 4 * super::BLOCK;
+        let mut bytes = vec![0xff; size as usize];
+        for (at, seq) in [(0usize, 1u64), (112, 2)] {
+            bytes[at..at + 8].copy_from_slice(&seq.to_be_bytes());
+            let len = u32::try_from(size - at as u64 - 12).unwrap();
+            bytes[at + 8..at + 12].copy_from_slice(&len.to_be_bytes());
+        }
+        let file = Damaged {
+            bytes,
+            bad: vec![super::SEGMENT_SIZE / super::BLOCK + 2],
+            bad_reads: Default::default(),
+        };
+        let found = super::scan(&file, 7, size, |v| v.len() as u64 > super::SEGMENT_SIZE).unwrap();
+        assert!(found.entries.is_empty(), "{:?}", found.entries.len());
+        assert_eq!((found.skipped, found.unreadable), (size, super::BLOCK));
+        assert_eq!(file.bad_reads.get(), 2);
     }
 
     /// Segments are read in the order written: ascending, and across a wrap of the numbers
