@@ -591,18 +591,23 @@ impl Segments {
 
     /// The entries of segment `number` whose values decode, as `(seq, value)`, in order,
     /// whether or not a pointer names them (the salvage looks for bodies whose pointers sled
-    /// lost); see [`Segments::scan`]. A read that failed costs the entries it covers, with a
-    /// warning; one that fails for a reason that may pass ([`passes`]) fails the whole.
+    /// lost, the open for numbers appended after the last flush). They follow the headers as
+    /// appended ([`Segments::headers`]) and end at the first that is not whole, unlike
+    /// [`Segments::scan`], which `hubgate buffer recover` runs on a database moved aside: in
+    /// a buffer in use, a torn entry is its segment's last (appends after a crash go to a new
+    /// one), and in its body a record's own bytes (a device name, say) could read as a whole
+    /// entry of any number, which would move every number handed out after it.
     pub fn entries(&self, number: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        let found = self.scan(number, |v| super::decode(v).is_ok())?;
-        if let Some(e) = &found.failed {
-            log::warn!(
-                "buffer: segment {number}: {e}; the entries in the {} byte(s) that cannot be \
-                 read are left out",
-                found.unreadable
-            );
+        let (file, headers) = self.headers(number)?;
+        let mut entries = Vec::with_capacity(headers.len());
+        for (seq, p) in headers {
+            let mut value = vec![0; p.len as usize];
+            file.read_exact_at(&mut value, u64::from(p.offset) + HEADER as u64)?;
+            if super::decode(&value).is_ok() {
+                entries.push((seq, value));
+            }
         }
-        Ok(found.entries)
+        Ok(entries)
     }
 
     /// Every entry of segment `number` whose value checks out (`valid`), in order. After one
