@@ -214,9 +214,9 @@ impl Reading {
 }
 
 /// Readings measured together at a time of their own, earlier than the uplink: a Milesight
-/// history record, a Dragino LHT65 ext type 9 frame. They make a record of their own at that
-/// time, apart from the live readings, so a consumer never takes them for the device's state
-/// now (docs/records.md).
+/// history record, an entry of a Dragino LHT65 datalog reply. They make a record of their
+/// own at that time, apart from the live readings, so a consumer never takes them for the
+/// device's state now (docs/records.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct History {
     /// When they were measured: unix seconds, by the device's clock.
