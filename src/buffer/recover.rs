@@ -331,17 +331,23 @@ mod tests {
         }
     }
 
+    /// A database of 30 records of about 100 KB (10 a segment), moved aside: its `sled`
+    /// directory, its 3 segment files, and how many records the first and second hold.
+    fn three_segments(dir: &Path) -> (PathBuf, Vec<PathBuf>, u64, u64) {
+        let aside = aside_with(dir, 30, 100_000);
+        let segs = segment_files(&aside);
+        assert_eq!(segs.len(), 3, "{segs:?}");
+        let in_first = entries_of(&segs[0]).len() as u64;
+        let in_second = entries_of(&segs[1]).len() as u64;
+        (aside, segs, in_first, in_second)
+    }
+
     /// A segment that cannot be read is named, and not counted as carried: run again once
     /// it is repaired, the recovery carries it, and nothing else twice.
     #[test]
     fn a_segment_that_could_not_be_read_is_read_again_by_the_next_run() {
         let dir = tempfile::tempdir().unwrap();
-        // About 100 KB a record: 10 a segment.
-        let aside = aside_with(dir.path(), 30, 100_000);
-        let segs = segment_files(&aside);
-        assert_eq!(segs.len(), 3, "{segs:?}");
-        let in_first = entries_of(&segs[0]).len() as u64;
-        let in_second = entries_of(&segs[1]).len() as u64;
+        let (aside, segs, in_first, in_second) = three_segments(dir.path());
         // The second unreadable: a directory in its place (EISDIR).
         let kept = dir.path().join("kept");
         std::fs::rename(&segs[1], &kept).unwrap();
@@ -378,11 +384,7 @@ mod tests {
     #[test]
     fn progress_survives_a_removed_segment_and_a_count_past_the_end() {
         let dir = tempfile::tempdir().unwrap();
-        let aside = aside_with(dir.path(), 30, 100_000);
-        let segs = segment_files(&aside);
-        assert_eq!(segs.len(), 3, "{segs:?}");
-        let in_first = entries_of(&segs[0]).len() as u64;
-        let in_second = entries_of(&segs[1]).len() as u64;
+        let (aside, segs, in_first, in_second) = three_segments(dir.path());
         let number =
             |p: &Path| -> u32 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
         let progress = aside.join(PROGRESS_FILE);
