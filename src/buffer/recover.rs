@@ -187,7 +187,9 @@ pub fn recover(
                 done.damaged += found.skipped;
                 match found.failed {
                     Some(e) => {
-                        done.unreadable.push((number, e));
+                        let bad = found.unreadable;
+                        done.unreadable
+                            .push((number, format!("{e} ({bad} byte(s) unread)")));
                         saved.again.insert(number);
                     }
                     None => {
@@ -195,8 +197,8 @@ pub fn recover(
                     }
                 }
             }
-            // Out of descriptors, no permission: counted as carried, the segment would
-            // never be tried again.
+            // Out of descriptors, no permission: nothing is known of the segment, and the
+            // run goes on from it once that passes.
             Err(e) if passes(&e) => {
                 return Err(BufferError::Storage(format!(
                     "segment {number} cannot be read for now ({e}): stopped before it, {} \

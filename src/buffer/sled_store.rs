@@ -124,7 +124,7 @@ struct Unlinked {
     flushed: u64,
     /// Those records, with the pointer each held; `None` when sled could not tell (all
     /// are looked for again, everywhere).
-    gone: Option<BTreeMap<u64, Pointer>>,
+    gone: Option<Gone>,
     /// Every failure to look was for a reason that may pass (no permission, descriptors):
     /// the drain waits on those records for as long as that lasts.
     passes: bool,
@@ -133,6 +133,19 @@ struct Unlinked {
     /// Looks in a row that failed before looking anywhere: each doubles the wait for the
     /// next, which reads every segment's headers again.
     failed: u32,
+}
+
+/// Records looked for, each with the pointer into a missing segment it held.
+type Gone = BTreeMap<u64, Pointer>;
+
+/// What one look of relink found ([`SledStore::look_in`]).
+struct Looked {
+    /// The records pointed at an entry of theirs, with their new pointers.
+    found: Gone,
+    /// The segments that could not be looked in.
+    unlooked: BTreeSet<u32>,
+    /// Every failure to look may pass.
+    passes: bool,
 }
 
 /// Why relink could not look, and whether that may pass.
@@ -547,12 +560,19 @@ impl SledStore {
     /// every segment); only the segments it could not look in are looked in again. Once
     /// every segment was looked in, those no pointer names are deleted; until then they
     /// stay, and [`Unlinked`] says when to look again.
-    fn relink(&mut self, flushed: u64, gone: Option<BTreeMap<u64, Pointer>>) {
+    fn relink(&mut self, flushed: u64, gone: Option<Gone>) {
         let at_open = self.unlinked.is_none();
         let looked = self
             .to_find(flushed, gone)
             .and_then(|(gone, numbers)| self.look_in(&gone, &numbers, at_open).map(|l| (gone, l)));
-        let (gone, (found, unlooked, passes)) = match looked {
+        let (
+            gone,
+            Looked {
+                found,
+                unlooked,
+                passes,
+            },
+        ) = match looked {
             Ok(looked) => looked,
             Err(e) => {
                 let failed = self.unlinked.as_ref().map_or(0, |u| u.failed) + 1;
@@ -603,7 +623,7 @@ impl SledStore {
             self.unlinked = None;
             return;
         }
-        let left: BTreeMap<u64, Pointer> = gone
+        let left: Gone = gone
             .into_iter()
             .filter(|(seq, _)| !found.contains_key(seq))
             .collect();
@@ -640,12 +660,7 @@ impl SledStore {
     /// the same pointers, in the segments it could not look in; with no last look, every
     /// record at or below `flushed` whose pointer names a segment that is gone, in every
     /// segment.
-    #[allow(clippy::type_complexity)]
-    fn to_find(
-        &self,
-        flushed: u64,
-        gone: Option<BTreeMap<u64, Pointer>>,
-    ) -> Result<(BTreeMap<u64, Pointer>, Vec<u32>), LookFailed> {
+    fn to_find(&self, flushed: u64, gone: Option<Gone>) -> Result<(Gone, Vec<u32>), LookFailed> {
         if let Some(gone) = gone {
             let mut still = BTreeMap::new();
             for (seq, p) in gone {
@@ -687,16 +702,14 @@ impl SledStore {
     }
 
     /// Look in segments `numbers` for whole entries of the records `gone`, and point each
-    /// found at the one written last. Returns those found, the segments that could not be
-    /// looked in, and whether every failure to look may pass. `at_open`: each segment tells
-    /// systemd the start goes on.
-    #[allow(clippy::type_complexity)]
+    /// found at the one written last. `at_open`: each segment tells systemd the start goes
+    /// on.
     fn look_in(
         &mut self,
-        gone: &BTreeMap<u64, Pointer>,
+        gone: &Gone,
         numbers: &[u32],
         at_open: bool,
-    ) -> Result<(BTreeMap<u64, Pointer>, BTreeSet<u32>, bool), LookFailed> {
+    ) -> Result<Looked, LookFailed> {
         let (mut found, mut unlooked, mut passes) = (BTreeMap::new(), BTreeSet::new(), true);
         for (i, &number) in numbers.iter().enumerate() {
             if at_open {
@@ -758,7 +771,11 @@ impl SledStore {
             self.changed = true;
             taken.insert(seq, to);
         }
-        Ok((taken, unlooked, passes))
+        Ok(Looked {
+            found: taken,
+            unlooked,
+            passes,
+        })
     }
 
     /// The highest sequence number flushed, as the mark file holds it.
