@@ -527,14 +527,18 @@ impl Buffer {
         }
     }
 
-    /// Remove a delivered record. Its deletion is durable with the next flush: one is due
-    /// after every `max_in_flight / 2` deletions, when the buffer has drained, and within a
-    /// second ([`Buffer::sync_due`]). A crash or power cut brings back the delivered records
-    /// whose deletion was not synced yet ([`Buffer::unsynced_removals`]), and they are sent
-    /// again.
+    /// Remove record `seq` (delivered, or left for good) if it is buffered. Its deletion is
+    /// durable with the next flush: one is due after every `max_in_flight / 2` deletions, when
+    /// the buffer has drained, and within a second ([`Buffer::sync_due`]). A crash or power
+    /// cut brings back the delivered records whose deletion was not synced yet
+    /// ([`Buffer::unsynced_removals`]), and they are sent again. A record not buffered (sent
+    /// straight from memory, refused by a full buffer, evicted) leaves nothing behind: no
+    /// deletion to sync, no drained buffer to give space back.
     pub fn remove(&mut self, seq: u64) -> Result<(), BufferError> {
-        self.store.remove(seq)?;
-        self.removed(seq)
+        if self.store.remove(seq)? > 0 {
+            self.removed(seq)?;
+        }
+        Ok(())
     }
 
     /// A flush is due at `now` for deletions, state entries and the store's housekeeping
@@ -937,21 +941,11 @@ impl Buffer {
     }
 
     /// Keep `rec` as dead letter `seq`, counted. A buffered record `seq` stays: it is
-    /// [`Buffer::discard`]ed once its letter is written.
+    /// [`Buffer::remove`]d once its letter is written.
     pub fn dead_letter(&mut self, seq: u64, rec: &Record) -> Result<(), BufferError> {
         self.store.dead_letter(seq, encode(rec))?;
         self.dead += 1;
         self.metrics.dead_lettered.inc();
-        Ok(())
-    }
-
-    /// Remove record `seq` if it is buffered. A record never buffered (refused straight from
-    /// memory, or input given up on) leaves nothing behind: no deletion to sync, no drained
-    /// buffer to give space back.
-    pub fn discard(&mut self, seq: u64) -> Result<(), BufferError> {
-        if self.store.remove(seq)? > 0 {
-            self.removed(seq)?;
-        }
         Ok(())
     }
 }
@@ -1208,12 +1202,25 @@ mod tests {
         assert!(!b.housekeeping_due());
         b.push(8, &rec(8)).unwrap();
         b.dead_letter(8, &rec(8)).unwrap();
-        b.discard(8).unwrap();
+        b.remove(8).unwrap();
         assert!(b.is_empty());
         assert!(
             b.housekeeping_due(),
             "drained: its space is given back later"
         );
+    }
+
+    /// The delivery of a record the buffer does not hold (refused by a full buffer, or
+    /// evicted, after the sink took it) counts no deletion: no flush is due for it, and the
+    /// in-flight window does not shrink by it.
+    #[test]
+    fn removing_a_record_not_buffered_counts_no_deletion() {
+        let (mut b, _m) = buffer(1 << 20, WhenFull::DropOldest);
+        b.push(1, &rec(1)).unwrap();
+        b.remove(2).unwrap();
+        assert_eq!((b.unsynced_removals(), b.len()), (0, 1));
+        b.remove(1).unwrap();
+        assert_eq!((b.unsynced_removals(), b.len()), (1, 0));
     }
 
     /// The oldest record's age follows the records in and out: at once when the buffer

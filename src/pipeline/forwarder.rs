@@ -144,12 +144,13 @@ impl Forwarder {
         Ok((thread, rx))
     }
 
-    /// Tell the ledger whether the clock can be trusted (see [`crate::clock::trusted`]); say
-    /// so when that changes.
+    /// Tell the ledger whether the clock can be trusted (see [`crate::clock::trusted`]) and
+    /// the time it shows; say so when that changes.
     fn check_clock(&mut self) {
         let synchronized = crate::clock::synchronized();
         let wall = SystemTime::now();
         let trusted = crate::clock::trusted(synchronized, wall);
+        self.ledger.clock(trusted, Instant::now(), wall);
         if self.clock == Some((synchronized, trusted)) {
             return;
         }
@@ -175,7 +176,6 @@ impl Forwarder {
         self.metrics
             .clock_unknown
             .set(u64::from(synchronized.is_none()));
-        self.ledger.clock(trusted, Instant::now(), wall);
     }
 
     async fn run(mut self, mut inp: Inputs) -> Result<(), BufferError> {

@@ -110,12 +110,15 @@ pub struct Ledger {
     dirty: bool,
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
-    /// The wall clock at `started`, so record ages follow the time the ledger is given.
-    started: (Instant, SystemTime),
+    /// The wall clock at an instant, as last read while trusted: record ages follow the time
+    /// the ledger is given, and a step of the clock from the next reading on.
+    wall_at: (Instant, SystemTime),
     /// Whether the wall clock is trusted ([`crate::clock::trusted`]). While it is not,
     /// nothing expires, and records taken get no creation time (0): theirs would be from the
-    /// wrong clock. Such a record ages from `started`'s wall time.
+    /// wrong clock. Such a record ages from `trusted_since`.
     clock_synchronized: bool,
+    /// When this run came to trust the clock: its start, or the sync.
+    trusted_since: SystemTime,
 }
 
 impl Ledger {
@@ -165,8 +168,9 @@ impl Ledger {
             syncing_fcnts: Vec::new(),
             dirty: left_over,
             drain_cursor: None,
-            started: now,
+            wall_at: now,
             clock_synchronized: true,
+            trusted_since: now.1,
         })
     }
 
@@ -274,29 +278,9 @@ impl Ledger {
     }
 
     fn take_one(&mut self, record: Record, fcnts: &[Fcnt], ack: Ack, now: Instant) {
-        if record.rec_type == DEAD_LETTER {
-            return self.keep_dead_letter(&record, fcnts, ack);
-        }
-        let seq = self.next_seq;
-        match self.dedup.check(&record.id, seq) {
-            Seen::New => {}
-            Seen::Pending(first) => {
-                self.metrics.duplicates.inc();
-                return self.ack_with(first, fcnts, ack);
-            }
-            Seen::Durable => {
-                // Its record may be written and not flushed yet: the acknowledgement and the
-                // copy's frame counters wait for a flush that starts later. Kept at once, a
-                // flush already running could make the counter durable before the record's
-                // segment is synced (see [`Ledger::settled_with_flush`]).
-                self.metrics.duplicates.inc();
-                self.pending_acks.push((None, ack));
-                self.pending_fcnts.extend(fcnts);
-                return;
-            }
-        }
-        self.next_seq += 1;
-        self.unsettle(seq, fcnts);
+        let Some((seq, record, ack)) = self.admit(record, fcnts, ack) else {
+            return;
+        };
         if self.buffer.is_empty()
             && self.waiting.is_empty()
             && !self.window_full()
@@ -316,6 +300,37 @@ impl Ledger {
             }
         }
         self.wait(seq, record, vec![ack]);
+    }
+
+    /// A record numbered, its frame counters held under it; `None` for a dead letter (kept
+    /// at once) and for a copy of a record taken before, acknowledged with that one.
+    fn admit(&mut self, record: Record, fcnts: &[Fcnt], ack: Ack) -> Option<(u64, Record, Ack)> {
+        if record.rec_type == DEAD_LETTER {
+            self.keep_dead_letter(&record, fcnts, ack);
+            return None;
+        }
+        let seq = self.next_seq;
+        match self.dedup.check(&record.id, seq) {
+            Seen::New => {}
+            Seen::Pending(first) => {
+                self.metrics.duplicates.inc();
+                self.ack_with(first, fcnts, ack);
+                return None;
+            }
+            Seen::Durable => {
+                // Its record may be written and not flushed yet: the acknowledgement and the
+                // copy's frame counters wait for a flush that starts later. Kept at once, a
+                // flush already running could make the counter durable before the record's
+                // segment is synced (see [`Ledger::settled_with_flush`]).
+                self.metrics.duplicates.inc();
+                self.pending_acks.push((None, ack));
+                self.pending_fcnts.extend(fcnts);
+                return None;
+            }
+        }
+        self.next_seq += 1;
+        self.unsettle(seq, fcnts);
+        Some((seq, record, ack))
     }
 
     /// An input that makes no record. A replayed LoRaWAN frame whose first copy's records
@@ -446,16 +461,13 @@ impl Ledger {
         }
     }
 
-    /// Shutdown: what was received goes into the buffer, not to the sink.
+    /// Shutdown: what was received goes into the buffer, not to the sink; a copy of a record
+    /// taken before is acknowledged with it, as in [`Ledger::take`].
     pub fn take_to_buffer(&mut self, records: Vec<Record>, counters: Counters, ack: Ack) {
         self.take_each(records, counters, ack, |ledger, record, fcnts, ack| {
-            if record.rec_type == DEAD_LETTER {
-                return ledger.keep_dead_letter(&record, fcnts, ack);
+            if let Some((seq, record, ack)) = ledger.admit(record, fcnts, ack) {
+                ledger.wait(seq, record, vec![ack]);
             }
-            let seq = ledger.next_seq;
-            ledger.next_seq += 1;
-            ledger.unsettle(seq, fcnts);
-            ledger.wait(seq, record, vec![ack]);
         });
     }
 
@@ -581,20 +593,25 @@ impl Ledger {
         self.spill_mark = None;
     }
 
-    /// Whether the clock is trusted (see [`crate::clock::trusted`]). When it becomes so,
-    /// record ages are counted from `wall` at `now`: the time at start was from the wrong
-    /// clock, and records without a time age from then.
-    pub fn clock(&mut self, synchronized: bool, now: Instant, wall: SystemTime) {
-        if synchronized && !self.clock_synchronized {
-            self.started = (now, wall);
+    /// Whether the clock is trusted (see [`crate::clock::trusted`]), and the time it shows
+    /// (`wall` at `now`), read every clock check. While trusted, record ages count from the
+    /// latest reading, so a step of the clock (an NTP sync after a start with a wrong time
+    /// that could not be told from a right one) is followed; records without a time age
+    /// from the moment it became trusted.
+    pub fn clock(&mut self, trusted: bool, now: Instant, wall: SystemTime) {
+        if trusted {
+            if !self.clock_synchronized {
+                self.trusted_since = wall;
+            }
+            self.wall_at = (now, wall);
         }
-        self.clock_synchronized = synchronized;
+        self.clock_synchronized = trusted;
     }
 
     /// Whether a record created at `created_ms` (0: no time) is past `max_age` at `now_ms`.
     fn expired(&self, created_ms: u64, now_ms: u64) -> bool {
         let created = match created_ms {
-            0 => ms_since_epoch(self.started.1),
+            0 => ms_since_epoch(self.trusted_since),
             t => t,
         };
         self.clock_synchronized && now_ms.saturating_sub(created) > self.max_age_ms
@@ -806,7 +823,7 @@ impl Ledger {
             // Written and counted once: what is left to do again is the record's removal.
             leaving.letter = None;
         }
-        match letter.and_then(|()| self.buffer.discard(seq)) {
+        match letter.and_then(|()| self.buffer.remove(seq)) {
             Ok(()) => {
                 self.settled_with_flush(seq);
                 self.dirty = true;
@@ -872,7 +889,7 @@ impl Ledger {
             self.drain_cursor = None;
         }
         let room = self.max_in_flight - self.in_flight.len();
-        let wall = self.started.1 + now.saturating_duration_since(self.started.0);
+        let wall = self.wall_at.1 + now.saturating_duration_since(self.wall_at.0);
         let now_ms = ms_since_epoch(wall);
         let room_bytes = self
             .max_in_flight_bytes
@@ -1028,16 +1045,27 @@ mod tests {
         Ack,
         tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
     ) {
-        let (acks, pubacks) = tokio::sync::mpsc::unbounded_channel();
-        let ack = crate::source::PubAck {
-            connection: 0,
-            qos: rumqttc::QoS::AtLeastOnce,
-            pkid,
-        };
-        (Ack::Mqtt { acks, ack }, pubacks)
+        let (ack, pubacks) = pubacks();
+        (ack(pkid), pubacks)
     }
 
-    /// A ledger over `buffer` and a stdout sink, with the receiver of the sink's reports.
+    /// Acknowledgements of several inputs, handed back on one channel.
+    fn pubacks() -> (
+        impl Fn(u16) -> Ack,
+        tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
+    ) {
+        let (acks, pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let ack = move |pkid| Ack::Mqtt {
+            acks: acks.clone(),
+            ack: crate::source::PubAck {
+                connection: 0,
+                qos: rumqttc::QoS::AtLeastOnce,
+                pkid,
+            },
+        };
+        (ack, pubacks)
+    }
+
     fn stdout_ledger(
         cfg: &BufferConfig,
         buffer: Buffer,
@@ -1111,30 +1139,59 @@ mod tests {
         );
     }
 
-    /// An MQTT redelivery, after a restart, of a record already buffered is acknowledged
-    /// (after the first flush) and not buffered a second time.
-    #[test]
-    fn a_redelivery_of_a_buffered_record_is_not_buffered_again() {
+    /// A restart's ledger with records 0 to 2 in the buffer, their recType parked so the
+    /// drain leaves the buffer as it is.
+    fn three_buffered_held_back(
+        metrics: &Arc<Metrics>,
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Instant,
+    ) {
         let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
         let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
         for n in 0..3 {
             buffer.push(u64::from(n), &record(n)).unwrap();
         }
         let now = (Instant::now(), SystemTime::now());
-        let (mut ledger, _rx) = stdout_ledger(&cfg, buffer, &metrics, now);
-        // Held back, so the drain leaves the buffer as it is.
+        let (mut ledger, rx) = stdout_ledger(&cfg, buffer, metrics, now);
         ledger.park(
             "t",
             crate::sink::refusal::Setup::default().missing("t"),
             now.0,
         );
+        (ledger, rx, now.0)
+    }
+
+    /// An MQTT redelivery, after a restart, of a record already buffered is acknowledged
+    /// (after the first flush) and not buffered a second time.
+    #[test]
+    fn a_redelivery_of_a_buffered_record_is_not_buffered_again() {
+        let metrics = Metrics::new();
+        let (mut ledger, _rx, now) = three_buffered_held_back(&metrics);
         let (ack, mut pubacks) = puback(7);
-        ledger.take(vec![record(2)], Counters::default(), ack, now.0);
-        ledger.end_round(now.0).unwrap();
+        ledger.take(vec![record(2)], Counters::default(), ack, now);
+        ledger.end_round(now).unwrap();
         assert_eq!(metrics.duplicates.get(), 1);
         assert_eq!(ledger.buffered(), 3);
         assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
+    }
+
+    /// At shutdown, too, a copy (of a record buffered before the restart, or of one taken in
+    /// this run) is acknowledged with its first and not buffered a second time.
+    #[test]
+    fn copies_taken_at_shutdown_are_not_buffered_again() {
+        let metrics = Metrics::new();
+        let (mut ledger, _rx, now) = three_buffered_held_back(&metrics);
+        let (ack, mut pubacks) = pubacks();
+        ledger.take_to_buffer(vec![record(2)], Counters::default(), ack(7));
+        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(8));
+        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(9));
+        ledger.take_to_buffer(vec![record(6)], Counters::default(), ack(10));
+        ledger.end_round(now).unwrap();
+        assert_eq!(metrics.duplicates.get(), 2);
+        assert_eq!(ledger.buffered(), 5);
+        assert_eq!(pkids(&mut pubacks), [7, 8, 9, 10]);
     }
 
     /// While the sink keeps up, a source that can wait is held back when the window is full,
@@ -1719,7 +1776,8 @@ mod tests {
         let synced_at = wall + Duration::from_secs(86_400);
         ledger.clock(true, Instant::now(), synced_at);
         assert_eq!(
-            ledger.started.1, synced_at,
+            (ledger.wall_at.1, ledger.trusted_since),
+            (synced_at, synced_at),
             "ages count from the synchronised time"
         );
         assert_eq!(ledger.stamped(record(9)).created_ms, 1);
@@ -1738,6 +1796,26 @@ mod tests {
             metrics.dropped_expired.get(),
             1,
             "synchronised: the old record expires, the one without a time not yet"
+        );
+    }
+
+    /// A clock trusted at start (nothing could tell) that showed a time two hours ahead and
+    /// is stepped back later: ages count from the time it shows after the step, so a record
+    /// ten minutes old is not dropped as two hours and ten minutes old; one two hours old is.
+    #[test]
+    fn a_step_of_a_trusted_clock_is_followed() {
+        let right = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ahead = right + Duration::from_secs(2 * 3600);
+        let right_ms = ms_since_epoch(right);
+        let created = [right_ms - 10 * 60 * 1000, right_ms - 2 * 3600 * 1000];
+        let (mut ledger, metrics) = aged(&created, ahead, true);
+        let now = Instant::now();
+        ledger.clock(true, now, right);
+        ledger.end_round(now).unwrap();
+        assert_eq!(
+            (metrics.dropped_expired.get(), ledger.buffered()),
+            (1, 1),
+            "the ten minutes old one is kept (and in flight)"
         );
     }
 
@@ -1788,15 +1866,7 @@ mod tests {
         let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
         let t0 = Instant::now();
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
-        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
-        let ack = |pkid| Ack::Mqtt {
-            acks: acks.clone(),
-            ack: crate::source::PubAck {
-                connection: 0,
-                qos: rumqttc::QoS::AtLeastOnce,
-                pkid,
-            },
-        };
+        let (ack, mut pubacks) = pubacks();
         // In flight: a copy of its record and a replay of its frame wait with it.
         ledger.take(vec![record(1)], counter(false), ack(1), t0);
         ledger.take(vec![record(1)], Counters::default(), ack(2), t0);
