@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 
-use hubgate::buffer::{self, SledStore, Store};
+use hubgate::buffer::{self, BufferError, SledStore, Store};
 use hubgate::codec::Codec;
 use hubgate::config::Config;
 use hubgate::record;
@@ -875,7 +875,7 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
                 true => store.dead_letters(),
                 false => store.usage().0,
             };
-            let (mut after, mut done) = (None, 0u64);
+            let (mut after, mut done, mut left_out) = (None, 0u64, 0u64);
             loop {
                 let batch = match dead_letters {
                     true => store.scan_dead(after, 1000),
@@ -883,21 +883,35 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
                 };
                 let batch = match batch {
                     Ok(b) => b,
+                    // The records after one that cannot be read are still exported.
+                    Err(BufferError::Unreadable { seq, why, .. }) => {
+                        eprintln!("hubgate: record #{seq} cannot be read, left out: {why}");
+                        left_out += 1;
+                        done += 1;
+                        after = Some(seq);
+                        continue;
+                    }
                     Err(e) => return fail(1, e),
                 };
                 let Some(last) = batch.last().map(|(s, _)| *s) else {
                     break;
                 };
+                done = (done + batch.len() as u64).min(total);
                 for (seq, bytes) in batch {
                     match buffer::decode(&bytes) {
                         Ok(rec) => println!("{}", rec.body),
-                        Err(e) => eprintln!("hubgate: record #{seq} is damaged: {e}"),
+                        Err(e) => {
+                            eprintln!("hubgate: record #{seq} is damaged, left out: {e}");
+                            left_out += 1;
+                        }
                     }
                 }
                 after = Some(last);
-                done = (done + 1000).min(total);
                 // Progress on stderr, so stdout stays pure JSON lines.
                 eprintln!("hubgate: exported {done} of {total} record(s)");
+            }
+            if left_out > 0 {
+                return fail(1, format!("{left_out} record(s) left out of the export"));
             }
             ExitCode::SUCCESS
         }

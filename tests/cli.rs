@@ -611,6 +611,43 @@ fn buffer_stats_export_and_purge() {
     assert_eq!(progress.last(), Some(&"exported 10000 of 10000 record(s)"));
     assert_eq!(progress.len(), 10);
 
+    if root {
+        // A segment the agent's user cannot read: its records are left out, named, and the
+        // export goes on past them and fails at the end.
+        let mut segments: Vec<PathBuf> = walk(&buffer)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segments.sort();
+        let locked = &segments[segments.len() / 2];
+        std::fs::set_permissions(locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let export = hubgate(&["buffer", "export", "-c", cfg]);
+        std::fs::set_permissions(locked, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(export.status.code(), Some(1), "{}", stderr(&export));
+        let log = stderr(&export);
+        let left_out: Vec<usize> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("hubgate: record #"))
+            .filter(|l| l.contains("cannot be read, left out"))
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(!left_out.is_empty(), "{log}");
+        assert!(
+            log.ends_with(&format!(
+                "hubgate: {} record(s) left out of the export\n",
+                left_out.len()
+            )),
+            "{log}"
+        );
+        let kept: Vec<String> = (0..bodies.len())
+            .filter(|i| !left_out.contains(i))
+            .map(|i| bodies[i].clone())
+            .collect();
+        assert_eq!(stdout(&export).lines().collect::<Vec<_>>(), kept);
+        let run = left_out[0]..left_out[0] + left_out.len();
+        assert_eq!(left_out, run.collect::<Vec<_>>(), "one segment's records");
+    }
+
     // A reader that goes away (`| head`) ends the export by SIGPIPE, not a panic.
     let o = closed_output(&["buffer", "export", "-c", cfg]);
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
