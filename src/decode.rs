@@ -388,7 +388,11 @@ impl Decoder {
                 self.metrics.mac_frames.inc();
                 Vec::new()
             }
-            Ok(up) => self.uplink(&up),
+            // A panic past this point leaves the frame decrypted and its counter taken: it
+            // goes out packed with the reason, as an uplink's would, not as a dead letter of
+            // the encrypted frame that a redelivery could not make a record of again.
+            Ok(up) => crate::contain::contain(|| self.uplink(&up))
+                .unwrap_or_else(|panic| self.after_panic(&Input::Uplink(up), &panic)),
             Err(LorawanError::Replay { .. }) => {
                 self.metrics.duplicates.inc();
                 Vec::new()
@@ -545,6 +549,8 @@ impl Decoder {
     }
 
     fn uplink(&self, up: &Uplink) -> Vec<Record> {
+        #[cfg(test)]
+        crate::contain::test_point::reach("uplink");
         let now = SystemTime::now();
         let device = self.devices.get(&up.dev_eui);
         let info = self.info(up);
@@ -917,6 +923,29 @@ mod tests {
         assert_eq!(m.problems("decode_panic"), 2);
         let rec = d.decode(&uplink()).one();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
+    }
+
+    /// A panic decoding an authenticated radio frame's payload (its counter taken) sends the
+    /// decrypted payload packed with the reason, not the encrypted frame as a dead letter.
+    #[test]
+    fn a_panic_after_a_radio_frame_is_decrypted_sends_its_payload_packed() {
+        let (mut d, m) = radio_decoder("");
+        test_point::arm("uplink");
+        let rec = d.decode(&radio_frame(9)).one();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        let v = body(&rec);
+        assert!(v.to_string().contains("test panic at uplink"), "{v}");
+        assert_eq!(m.problems("decode_panic"), 1);
+        let iot = &v["obj"]["data"]["meta"]["iot"];
+        assert_eq!(
+            (&iot["payload"], &iot["fcnt_up"]),
+            (&"03670110".into(), &9.into())
+        );
+        assert_eq!(
+            d.decode(&radio_frame(10)).len(),
+            1,
+            "the next frame decodes"
+        );
     }
 
     /// A frame whose decoding stopped at a record the codec does not know still sends the
