@@ -267,7 +267,7 @@ pub struct SerialSourceConfig {
     /// Longest frame content in bytes (CRC not counted); longer frames are dropped, counted.
     #[serde(default = "default_max_frame")]
     pub max_frame: usize,
-    /// What a frame holds: `"cbor"` (default), a CBOR envelope of a wired sensor.
+    /// What a frame holds: `"cbor"` (default), a CBOR envelope of a wired sensor, or `"phy"`.
     #[serde(default)]
     pub content: SerialContent,
     /// Longest wait between attempts to reopen a device that went away.
@@ -363,7 +363,8 @@ pub enum SerialContent {
     /// A CBOR map `{dev_eui, fport, payload, fcnt?, rssi?, snr?, time?}` (wired sensors).
     #[default]
     Cbor,
-    /// A LoRaWAN PHYPayload. Not supported yet: rejected when the config is loaded.
+    /// A LoRaWAN PHYPayload from a radio module: verified and decrypted with the sessions
+    /// of the `[[device]]`s, as radio frames from the packet forwarder are.
     Phy,
 }
 
