@@ -296,3 +296,78 @@ fn the_agent_runs_without_core_dumps() {
         "{core}"
     );
 }
+
+/// s32 hunt (operator surfaces): `hubgate_udp_kernel_drops_total` under the shipped unit. Its
+/// `ProcSubset=pid` mounts a procfs that shows only the process directories: `/proc/net`
+/// (a link to `self/net`) is not there, `/proc/self/net/udp` is. The agent reads
+/// `/proc/net/udp`, so under the unit the metric an operator is told to alert on never
+/// appears. Reproduced with the same mount option in a mount and PID namespace of its own
+/// (needs root, as `unshare` does; skipped without).
+#[test]
+fn udp_kernel_drops_are_counted_under_the_units_proc_subset() {
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "-p", "-f", "--kill-child", "sh", "-c"])
+        .arg("mount -t proc -o subset=pid proc /proc && test -e /proc/self/net/udp")
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot mount a procfs with subset=pid here (unshare needs root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = support::free_port();
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n\
+             [sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+            dir.path().join("buffer").display(),
+            free_udp_port()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("hubgate.log")).unwrap();
+    let mut child = std::process::Command::new("unshare")
+        .args(["-m", "-p", "-f", "--kill-child", "sh", "-c"])
+        .arg("mount -t proc -o subset=pid proc /proc && exec \"$0\" run -c \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_hubgate"))
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.contains("# TYPE hubgate_received_total").then_some(out)
+    };
+    // The listener answers before the sources are bound: scrape once they run.
+    let log = || std::fs::read_to_string(dir.path().join("hubgate.log")).unwrap_or_default();
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        if let Some(text) = log()
+            .contains("running: 1 source(s)")
+            .then(scrape)
+            .flatten()
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no scrape: {}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains("hubgate_udp_kernel_drops_total{listen=\"127.0.0.1:"),
+        "no drops line for the UDP source:\n{}",
+        text.lines()
+            .filter(|l| l.contains("udp_kernel_drops"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -1,7 +1,9 @@
 //! Datagrams the kernel dropped on a UDP source's socket because its receive buffer was full
 //! (a burst faster than the source reads, or a stalled process). They never reach hubgate, so
-//! nothing in it can count them; Linux counts them per socket in `/proc/net/udp` and
-//! `/proc/net/udp6` (the last column, `drops`), found by the socket's inode.
+//! nothing in it can count them; Linux counts them per socket in `/proc/self/net/udp` and
+//! `/proc/self/net/udp6` (the last column, `drops`), found by the socket's inode. Not
+//! `/proc/net/...`: under the unit's `ProcSubset=pid` procfs hides that link, while the
+//! process's own `net` directory (the same network namespace) stays.
 //!
 //! Read when the metrics are rendered, not on a timer: nothing wakes up for it while idle.
 
@@ -28,7 +30,7 @@ impl UdpDrops {
         if sockets.is_empty() {
             return Vec::new();
         }
-        let tables = ["/proc/net/udp", "/proc/net/udp6"].map(std::fs::read_to_string);
+        let tables = ["/proc/self/net/udp", "/proc/self/net/udp6"].map(std::fs::read_to_string);
         let drops = tables.iter().flatten().flat_map(|t| t.lines().skip(1));
         let drops: Vec<(u64, u64)> = drops.filter_map(inode_and_drops).collect();
         sockets
@@ -45,7 +47,7 @@ impl UdpDrops {
     }
 }
 
-/// A socket line of `/proc/net/udp`: `sl local rem st tx:rx tr:when retrnsmt uid timeout
+/// A socket line of `/proc/self/net/udp`: `sl local rem st tx:rx tr:when retrnsmt uid timeout
 /// inode ref pointer drops`.
 fn inode_and_drops(line: &str) -> Option<(u64, u64)> {
     let fields: Vec<&str> = line.split_whitespace().collect();
