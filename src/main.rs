@@ -835,6 +835,18 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
         Ok((c, _)) => c,
         Err(code) => return code,
     };
+    let db = cfg.buffer.path.join("sled");
+    if !matches!(action, BufferAction::Recover { .. }) && !db.is_dir() {
+        // Opening would make an empty buffer, and a wrong path would read as an empty one.
+        return fail(
+            1,
+            format!(
+                "no buffer at {} (no {}): check buffer.path; the agent makes it at its first start",
+                cfg.buffer.path.display(),
+                db.display()
+            ),
+        );
+    }
     if let Err(e) = become_buffer_owner(&cfg.buffer.path) {
         return fail(1, e);
     }

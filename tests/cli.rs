@@ -987,3 +987,92 @@ fn codecs_and_check_read_the_configs_codec_directory() {
         "{warnings:?}"
     );
 }
+
+/// A config's relative `buffer.path` is taken from the config's directory, as every path in
+/// it is: `hubgate buffer stats` (or `recover`, `purge`) run from another directory looks at
+/// the agent's buffer, not at (or making) a second one there.
+#[test]
+fn a_relative_buffer_path_is_the_configs_whatever_the_working_directory() {
+    let conf = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = conf.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        "[buffer]\npath = \"buf\"\n[sink]\ntype = \"stdout\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1700\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["buffer", "stats", "-c", config.to_str().unwrap()])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let made_here = elsewhere.path().join("buf").exists();
+    let want = format!("no buffer at {} ", conf.path().join("buf").display());
+    assert!(
+        stderr(&o).contains(&want) && !made_here,
+        "wanted {want:?}; printed:\n{}a buffer made in the working directory: {made_here}",
+        stderr(&o)
+    );
+}
+
+/// A relative secret file (`metrics.password_file` here; the same for every `*_file` and
+/// `ca_file`) is read from the config's directory, so `check` says the same from any working
+/// directory (the service's is `/`).
+#[test]
+fn a_relative_secret_file_is_read_from_the_configs_directory() {
+    let conf = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pw = conf.path().join("status.pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = conf.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        "[metrics]\npassword_file = \"status.pw\"\n[sink]\ntype = \"stdout\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1700\"\n",
+    )
+    .unwrap();
+    let check_from = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["check", "-c", config.to_str().unwrap()])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    let there = check_from(conf.path());
+    let here = check_from(elsewhere.path());
+    assert_eq!(
+        (there.status.success(), here.status.success()),
+        (true, true),
+        "from the config's directory: {}from elsewhere: {}",
+        stderr(&there),
+        stderr(&here)
+    );
+}
+
+/// `hubgate buffer stats` where there is no buffer (a wrong `-c`, a typo in `buffer.path`)
+/// says so, exits 1 and makes none (it made an empty one and reported `records: 0`).
+#[test]
+fn buffer_stats_where_there_is_no_buffer_says_so_and_makes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("no-such-buffer");
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = {:?}\n[sink]\ntype = \"stdout\"\n\
+             [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1700\"\n",
+            buffer.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = hubgate(&["buffer", "stats", "-c", config.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && !buffer.exists(),
+        "exit {:?}, {} made; printed:\n{}",
+        o.status.code(),
+        buffer.display(),
+        stdout(&o)
+    );
+}

@@ -92,16 +92,46 @@ fn line_in_table(text: &str, table: &str, field: &str) -> Option<usize> {
     Some(at_field.unwrap_or(header).0 + 1)
 }
 
-/// One-line reason from a toml error, with the line number when it has a span.
+/// One-line reason from a toml error, with the line number when it has a span, and the key
+/// written on that line when it has one (a value TOML cannot hold, as an integer past 2^63).
 pub(super) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
     let msg = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            ("(parse)".into(), format!("{msg} (line {line})"))
+            let key = key_on_line(text, line).unwrap_or_else(|| "(parse)".into());
+            (key, format!("{msg} (line {line})"))
         }
         None => ("(parse)".into(), msg),
     }
+}
+
+/// The key path that line `n` (from 1) of `text` assigns: the table header above it and the
+/// key before `=` (`source[1].url` in the second `[[source]]`); `None` for a line that
+/// assigns nothing.
+fn key_on_line(text: &str, n: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (key, _) = lines.get(n.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with(['[', '#']) {
+        return None;
+    }
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for l in &lines[..n - 1] {
+        let l = l.trim();
+        if let Some((name, _)) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let count = arrays.entry(name.trim()).or_default();
+            table = format!("{}[{count}]", name.trim());
+            *count += 1;
+        } else if let Some((name, _)) = l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = name.trim().to_string();
+        }
+    }
+    Some(match table.is_empty() {
+        true => key.to_string(),
+        false => format!("{table}.{key}"),
+    })
 }
 
 /// The key path and one-line reason of a deserialization error in `text`.

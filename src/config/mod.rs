@@ -175,6 +175,8 @@ impl Config {
     /// Read what the config refers to (secret and TLS files, relative paths from `base`) and
     /// check what serde cannot; on error (key path, reason).
     pub(crate) fn resolve(&mut self, base: &Path) -> Result<(), (String, String)> {
+        self.buffer.validate()?;
+        self.paths_from(base);
         let mut secret_files = Vec::new();
         for (i, source) in self.sources.iter_mut().enumerate() {
             if let SourceConfig::Mqtt(m) = source {
@@ -201,9 +203,6 @@ impl Config {
                     .map_err(|(key, e)| (format!("source[{i}].{key}"), e))?;
             }
             if let SourceConfig::Replay(r) = source {
-                if r.path.is_relative() {
-                    r.path = base.join(&r.path);
-                }
                 if !r.path.is_file() {
                     return Err((
                         format!("source[{i}].path"),
@@ -216,10 +215,7 @@ impl Config {
             return Err(("source".into(), "at least one [[source]] is needed".into()));
         }
         self.check_mqtt_client_ids()?;
-        // As the replay file's: the agent's working directory under systemd is `/`.
-        if self.codecs.dir.is_relative() {
-            self.codecs.dir = base.join(&self.codecs.dir);
-        }
+        self.check_udp_listens()?;
         if self.codecs.round_budget.is_zero() {
             return Err((
                 "codecs.round_budget".into(),
@@ -419,6 +415,26 @@ impl Config {
         Ok(())
     }
 
+    /// Two UDP sources on one address: the second cannot bind it, and the start fails.
+    fn check_udp_listens(&self) -> Result<(), (String, String)> {
+        let mut seen = std::collections::HashMap::new();
+        for (i, src) in self.sources.iter().enumerate() {
+            let SourceConfig::Udp(u) = src else {
+                continue;
+            };
+            if let Some(first) = seen.insert(u.listen, i) {
+                return Err((
+                    format!("source[{i}].listen"),
+                    format!(
+                        "{} is source[{first}]'s too: one UDP source per address",
+                        u.listen
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A device's LoRaWAN session is all of `dev_addr`, `nwk_s_key`, `app_s_key`, or nothing;
     /// `resets_fcnt` and `fcnt_from` are options of the session.
     fn check_sessions(&self) -> Result<(), (String, String)> {
@@ -496,6 +512,50 @@ impl Config {
 
     /// The status page's password; a listener beyond loopback needs one, or the read-only
     /// opt-in.
+    /// Every path the config names, taken from `base` (the config file's directory) when
+    /// relative: the agent's working directory under systemd is `/`, and the `hubgate`
+    /// commands run from anywhere would otherwise read other files (or open another buffer).
+    /// A path that starts with `${` is whatever the variable holds.
+    fn paths_from(&mut self, base: &Path) {
+        let from_base = |p: &mut PathBuf| {
+            if p.is_relative() && !p.to_string_lossy().starts_with("${") {
+                *p = base.join(&*p);
+            }
+        };
+        let each = |p: &mut Option<PathBuf>| p.iter_mut().for_each(from_base);
+        for source in &mut self.sources {
+            match source {
+                SourceConfig::Mqtt(m) => {
+                    for f in [
+                        &mut m.password_file,
+                        &mut m.ca_file,
+                        &mut m.client_cert_file,
+                        &mut m.client_key_file,
+                    ] {
+                        each(f);
+                    }
+                }
+                SourceConfig::Replay(r) => from_base(&mut r.path),
+                SourceConfig::Serial(_) | SourceConfig::Udp(_) => {}
+            }
+        }
+        for d in &mut self.devices {
+            each(&mut d.nwk_s_key_file);
+            each(&mut d.app_s_key_file);
+        }
+        match &mut self.sink {
+            SinkConfig::Eventhubs(eh) => {
+                each(&mut eh.connection_string_file);
+                each(&mut eh.ca_location);
+            }
+            SinkConfig::Kafka(k) => each(&mut k.ca_location),
+            SinkConfig::Stdout(_) => {}
+        }
+        each(&mut self.metrics.password_file);
+        from_base(&mut self.buffer.path);
+        from_base(&mut self.codecs.dir);
+    }
+
     fn resolve_metrics(
         &mut self,
         secret_files: &mut Vec<(PathBuf, &'static str)>,

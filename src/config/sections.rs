@@ -95,6 +95,40 @@ fn default_min_free() -> u64 {
     16 << 20
 }
 
+/// Below this a buffer bridges no outage worth the name: a cap written as a bare number is
+/// bytes, and `max_bytes = 256` meant as MiB would drop every record that spills.
+pub const MIN_BUFFER_BYTES: u64 = 1 << 20;
+
+impl BufferConfig {
+    /// Checks serde cannot express; on error (key path, reason).
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        if self.path.as_os_str().is_empty() {
+            return Err(("buffer.path".into(), "must name a directory".into()));
+        }
+        if self.max_bytes < MIN_BUFFER_BYTES {
+            return Err((
+                "buffer.max_bytes".into(),
+                format!(
+                    "{} bytes is under the least a buffer may hold (1 MiB): records that \
+                     spill would be acknowledged and dropped; a number without a unit is \
+                     bytes (e.g. \"256MiB\")",
+                    self.max_bytes
+                ),
+            ));
+        }
+        if self.max_age.is_zero() {
+            return Err((
+                "buffer.max_age".into(),
+                "must be more than 0: \"0s\" would drop every buffered record (each \
+                 acknowledged already) the first time the drain saw it; there is no \"never\", \
+                 write a long time such as \"3650d\""
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig {

@@ -924,3 +924,56 @@ fn an_invalid_topic_filter_is_refused() {
         .resolve(Path::new("."))
         .unwrap();
 }
+
+/// A config whose buffer can keep nothing is refused, not run: `max_age = "0s"` (other
+/// periods read "0s" as off) would expire every buffered record the first time the drain saw
+/// it, after its source was acknowledged; a `max_bytes` under 1 MiB (0, "0.5B", a bare 256
+/// meant as MiB) would drop every record that must spill; an empty path is none; and a
+/// second UDP source on the first one's address would fail the start.
+#[test]
+fn a_config_that_keeps_nothing_or_cannot_start_is_refused() {
+    let accepted: Vec<&str> = [
+        ("[buffer]\nmax_age = \"0s\"\n", "buffer.max_age"),
+        ("[buffer]\nmax_bytes = 0\n", "buffer.max_bytes"),
+        ("[buffer]\nmax_bytes = \"0.5B\"\n", "buffer.max_bytes"),
+        ("[buffer]\nmax_bytes = 256\n", "buffer.max_bytes"),
+        ("[buffer]\npath = \"\"\n", "buffer.path"),
+        ("[[source]]\ntype = \"udp\"\n", "source[1].listen"),
+    ]
+    .into_iter()
+    .filter(|(extra, key)| {
+        let text = format!("[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n{extra}");
+        let refused = Config::parse(&text).and_then(|mut cfg| cfg.resolve(Path::new(".")));
+        refused.as_ref().map_err(|(k, _)| k.as_str()) != Err(*key)
+    })
+    .map(|(extra, _)| extra)
+    .collect();
+    assert!(accepted.is_empty(), "accepted: {accepted:?}");
+}
+
+/// A value of the wrong sign, one past TOML's integers, or a duration past 100 years names its
+/// key and says what is wrong, instead of serde's "untagged enum Size" or the key "(parse)";
+/// so does a value past an integer in the second of two `[[source]]` tables.
+#[test]
+fn size_and_integer_errors_name_the_key_and_the_problem() {
+    let base = "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n";
+    let errors: Vec<(String, String)> = [
+        ("[buffer]\nmax_bytes = -1\n", "buffer.max_bytes", "cannot be negative"),
+        ("[record]\ndedup_window = 18446744073709551615\n", "record.dedup_window", "(line 6)"),
+        ("[buffer]\nmax_age = \"200years\"\n", "buffer.max_age", "100 years"),
+        ("[codecs]\nquarantine = \"200years\"\n", "codecs.quarantine", "100 years"),
+        (
+            "[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1701\"\nrcvbuf = 99999999999999999999\n",
+            "source[1].rcvbuf",
+            "(line 8)",
+        ),
+    ]
+    .iter()
+    .map(|(extra, key, says)| {
+        let (k, reason) = Config::parse(&format!("{base}{extra}")).unwrap_err();
+        (k == *key && reason.contains(says)).then_some(()).ok_or((k, reason))
+    })
+    .filter_map(Result::err)
+    .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}

@@ -101,23 +101,43 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((num * mult as f64) as u64)
 }
 
+/// A size: a whole number of bytes or a text with a unit.
 pub(super) fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Int(u64),
-        Text(String),
+    struct Size;
+    impl de::Visitor<'_> for Size {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number of bytes or a size such as \"256MiB\"")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<u64, E> {
+            Ok(n)
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n).map_err(|_| E::custom(format!("{n}: a size cannot be negative")))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<u64, E> {
+            parse_size(s).map_err(E::custom)
+        }
     }
-    match Size::deserialize(d)? {
-        Size::Int(n) => Ok(n),
-        Size::Text(s) => parse_size(&s).map_err(de::Error::custom),
-    }
+    d.deserialize_any(Size)
 }
+
+/// The longest duration any key takes: longer ones are typos, and past 2^64 milliseconds
+/// (max_age is counted in them) or an `Instant`'s range (a quarantine's end) one would wrap
+/// or panic.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 pub(super) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| de::Error::custom(format!("bad duration {s:?} ({e}): expected e.g. \"30s\"")))
+    let t = humantime::parse_duration(&s).map_err(|e| {
+        de::Error::custom(format!("bad duration {s:?} ({e}): expected e.g. \"30s\""))
+    })?;
+    if t > MAX_DURATION {
+        return Err(de::Error::custom(format!(
+            "{s:?} is longer than the 100 years any duration here may be"
+        )));
+    }
+    Ok(t)
 }
 
 /// A period that `"0s"` turns off and that is otherwise at least a second: a shorter one is a

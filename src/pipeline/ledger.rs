@@ -154,7 +154,7 @@ impl Ledger {
             max_in_flight_bytes: cfg.max_in_flight_bytes.max(1),
             in_flight_bytes: 0,
             spill_after: cfg.spill_after,
-            max_age_ms: cfg.max_age.as_millis() as u64,
+            max_age_ms: u64::try_from(cfg.max_age.as_millis()).unwrap_or(u64::MAX),
             next_seq,
             in_flight: BTreeMap::new(),
             waiting: BTreeMap::new(),
@@ -1520,6 +1520,27 @@ mod tests {
             max_bytes: 300,
             ..BufferConfig::default()
         })
+    }
+
+    /// A `max_age` past 2^64 milliseconds (built in code: the config refuses over 100 years)
+    /// is kept whole, not wrapped to the low 64 bits (`"18446744073709552s"` was 384 ms, and
+    /// every buffered, acknowledged record expired).
+    #[test]
+    fn a_long_max_age_does_not_wrap_to_a_short_one() {
+        for secs in [18_446_744_073_709_552u64, 18_446_744_073_709_600] {
+            let cfg = BufferConfig {
+                max_age: std::time::Duration::from_secs(secs),
+                ..BufferConfig::default()
+            };
+            let (ledger, _reports, _metrics, _t0) = memory_ledger(&cfg);
+            let now_ms = ms_since_epoch(SystemTime::now());
+            let a_day_old = now_ms - 86_400_000;
+            assert!(
+                !ledger.expired(a_day_old, now_ms),
+                "max_age = \"{secs}s\": a record a day old expires (max_age_ms = {})",
+                ledger.max_age_ms
+            );
+        }
     }
 
     /// A ledger over a memory buffer with `cfg`, the reports of its stdout sink, its metrics,
