@@ -134,7 +134,6 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
         "hub count".into(),
         format!("write {env_packed}"),
         format!("mqtt mqtt://127.0.0.1:{}", mqtt.port()),
-        format!("serial {}", pty.path.display()),
         format!("udp 127.0.0.1:{udp}"),
         format!("buffer {}", dir.path().join("buffer").display()),
         "buffer lock".into(),
@@ -146,7 +145,17 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
         clock.starts_with("OK   clock: synchronised") || clock.starts_with("WARN clock: not"),
         "{out}"
     );
-    let lines: Vec<&str> = out.lines().filter(|l| *l != clock).collect();
+    // A pty stands in for the serial port: readable, but not a class the unit lets open.
+    let serial = line(&out, &format!("serial {}", pty.path.display()));
+    assert!(
+        serial.starts_with("WARN ")
+            && serial.contains("a pts device, which the shipped unit's DeviceAllow="),
+        "{out}"
+    );
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| *l != clock && *l != serial)
+        .collect();
     assert_eq!(lines.len(), steps.len(), "{out}");
     for (l, step) in lines.iter().zip(&steps) {
         assert!(
@@ -371,5 +380,44 @@ fn an_insecure_kafka_sink_fails() {
         "security",
         "FAIL",
         "insecure = true: sink.security_protocol: no TLS",
+    );
+}
+
+/// Doctor runs as root (`sudo hubgate doctor`: the config is root's and the agent's group's),
+/// where `access()` passes for every device: a serial port the agent's user (here the buffer
+/// directory's owner, as `hubgate buffer` takes it) cannot open, another owner's with mode
+/// 0600, fails the step instead of passing. Needs root; skipped without.
+#[test]
+fn doctor_judges_a_serial_port_for_the_agents_user_not_for_root() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root, as the operator's `sudo hubgate doctor`");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pty = Pty::open();
+    std::os::unix::fs::chown(&pty.path, Some(4242), Some(4242)).unwrap();
+    std::fs::set_permissions(&pty.path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let buffer = dir.path().join("buffer");
+    std::fs::create_dir(&buffer).unwrap();
+    std::os::unix::fs::chown(&buffer, Some(4343), Some(4343)).unwrap();
+    let config = dir.path().join("serial.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"serial\"\ndevice = \"{}\"\n\
+             framing = \"slip\"\n[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\n",
+            buffer.display(),
+            pty.path.display()
+        ),
+    )
+    .unwrap();
+    let (_, out, _) = doctor(&config);
+    let step = format!("serial {}", pty.path.display());
+    let serial = line(&out, &step);
+    assert!(
+        serial.starts_with("FAIL ") && serial.contains("(uid 4343, the buffer's owner) may not"),
+        "uid 4343 cannot open a 0600 device of uid 4242:\n{out}"
     );
 }

@@ -16,6 +16,8 @@ use crate::config::{BufferConfig, Config, MqttSourceConfig, SinkConfig, SourceCo
 use crate::sink::refusal::{Cause, Setup};
 use crate::sink::{probe, provision};
 
+mod serial;
+
 /// How long one network step may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -150,15 +152,17 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
     };
     sink(&cfg, &mut list);
     let agent = BufferLock::is_held(&cfg.buffer.path);
+    let agent_user = serial::agent_user(&cfg.buffer.path, Path::new("/etc"));
     for src in &cfg.sources {
         match src {
             SourceConfig::Mqtt(m) => {
                 let outcome = runtime.block_on(mqtt(m));
                 list.step(&format!("mqtt {}", m.url), outcome);
             }
-            SourceConfig::Serial(s) => {
-                list.step(&format!("serial {}", s.device.display()), serial(&s.device))
-            }
+            SourceConfig::Serial(s) => list.step(
+                &format!("serial {}", s.device.display()),
+                serial::serial(&s.device, agent_user.as_ref()),
+            ),
             SourceConfig::Udp(u) => list.step(
                 &format!("udp {}", u.listen),
                 udp(u.listen, matches!(agent, Ok(true))),
@@ -716,40 +720,6 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
         }
         Err(_) => Outcome::Fail(format!("no CONNACK within {STEP_TIMEOUT:?}")),
     }
-}
-
-/// The device exists, is a character device, and this user may read and write it. Not
-/// opened: opening a port can reset the board behind it.
-fn serial(device: &Path) -> Outcome {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let meta =
-        match std::fs::metadata(device) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Fail(
-                "no such device: is it plugged in? (a /dev/serial/by-id/... link keeps its name)"
-                    .into(),
-            ),
-            Err(e) => return Outcome::Fail(e.to_string()),
-        };
-    if !meta.file_type().is_char_device() {
-        return Outcome::Fail("not a character device, so not a serial port".into());
-    }
-    let owner = format!(
-        "owner {}:{}, mode {:o}",
-        meta.uid(),
-        meta.gid(),
-        meta.mode() & 0o777
-    );
-    let Ok(c) = std::ffi::CString::new(device.as_os_str().as_encoded_bytes()) else {
-        return Outcome::Fail("bad device path".into());
-    };
-    // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
-        return Outcome::Fail(format!(
-            "this user may not read and write it ({owner}): add the user to its group, usually dialout"
-        ));
-    }
-    Outcome::Ok(format!("character device, readable and writable ({owner})"))
 }
 
 fn udp(listen: SocketAddr, agent_running: bool) -> Outcome {

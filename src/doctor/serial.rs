@@ -1,0 +1,199 @@
+//! The serial step: whether the agent will be able to open a serial device. Doctor runs as
+//! root (the config is readable by root and the agent's group only), and root may open
+//! anything: the device is judged for the agent's user instead, and against the device
+//! classes the shipped unit lets it open.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use super::Outcome;
+
+/// The device classes the shipped unit's `DeviceAllow=` lets the agent open.
+const UNIT_ALLOWS: [&str; 4] = ["ttyS", "ttyAMA", "ttyUSB", "ttyACM"];
+
+/// Who the agent runs as, as far as file modes tell: a user id and its groups.
+#[derive(Debug, PartialEq)]
+pub(super) struct AgentUser {
+    uid: u32,
+    groups: Vec<u32>,
+    /// How it was found, for the step's line.
+    name: String,
+}
+
+/// The agent's user when doctor runs as root: the owner of the buffer directory (or of its
+/// nearest existing parent), as `hubgate buffer` takes it, else the `hubgate` system user;
+/// with its groups from `etc` (`passwd`, `group`) and `dialout`, which the unit adds. `None`
+/// when not root, or when neither is found: the device is judged for this user then.
+pub(super) fn agent_user(buffer: &Path, etc: &Path) -> Option<AgentUser> {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string(etc.join("passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(etc.join("group")).unwrap_or_default();
+    let owner = buffer
+        .ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.uid(), m.gid()))
+        .filter(|(uid, _)| *uid != 0);
+    let user = |f: &dyn Fn(&[&str]) -> bool| {
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f2| f2.len() > 3 && f(f2))
+    };
+    let (uid, gid, name) = match owner {
+        Some((uid, gid)) => {
+            let name = user(&|f| f[2] == uid.to_string()).map(|f| f[0].to_string());
+            (uid, gid, name)
+        }
+        None => {
+            let f = user(&|f| f[0] == "hubgate")?;
+            (
+                f[2].parse().ok()?,
+                f[3].parse().ok()?,
+                Some("hubgate".to_string()),
+            )
+        }
+    };
+    let mut groups = vec![gid];
+    for g in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+        let [gname, _, id, members] = g[..] else {
+            continue;
+        };
+        let member = name
+            .as_deref()
+            .is_some_and(|n| members.split(',').any(|m| m == n));
+        if gname == "dialout" || member {
+            groups.extend(id.parse::<u32>().ok());
+        }
+    }
+    let name = match name {
+        Some(n) => format!("the agent's user {n} (uid {uid})"),
+        None => format!("the agent's user (uid {uid}, the buffer's owner)"),
+    };
+    Some(AgentUser { uid, groups, name })
+}
+
+/// The serial step for `device`, judged for `agent` (root running doctor), else for this
+/// user. Not opened: opening a port can reset the board behind it.
+pub(super) fn serial(device: &Path, agent: Option<&AgentUser>) -> Outcome {
+    let meta =
+        match std::fs::metadata(device) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Fail(
+                "no such device: is it plugged in? (a /dev/serial/by-id/... link keeps its name)"
+                    .into(),
+            ),
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+    if !meta.file_type().is_char_device() {
+        return Outcome::Fail("not a character device, so not a serial port".into());
+    }
+    let owner = format!(
+        "owner {}:{}, mode {:o}",
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o777
+    );
+    let who = match agent {
+        Some(a) if !may_open(&meta, a) => {
+            return Outcome::Fail(format!(
+                "{} may not read and write it ({owner}): give it to the dialout group, or \
+                 add that user to the device's group",
+                a.name
+            ))
+        }
+        Some(a) => a.name.clone(),
+        None => {
+            let Ok(c) = std::ffi::CString::new(device.as_os_str().as_encoded_bytes()) else {
+                return Outcome::Fail("bad device path".into());
+            };
+            // SAFETY: `c` is a valid NUL-terminated path.
+            if unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+                return Outcome::Fail(format!(
+                    "this user may not read and write it ({owner}): add the user to its group, usually dialout"
+                ));
+            }
+            "this user".into()
+        }
+    };
+    let class = device_class(libc::major(meta.rdev()));
+    match class.as_deref() {
+        Some(c) if UNIT_ALLOWS.contains(&c) => Outcome::Ok(format!(
+            "character device, readable and writable by {who} ({owner})"
+        )),
+        _ => Outcome::Warn(format!(
+            "readable and writable by {who} ({owner}), but a {} device, which the shipped \
+             unit's DeviceAllow= does not let the agent open: add `DeviceAllow=char-{} rw` in \
+             a drop-in (systemctl edit hubgate)",
+            class.as_deref().unwrap_or("(unknown class)"),
+            class.as_deref().unwrap_or("<class>")
+        )),
+    }
+}
+
+/// What the mode bits let `user` do: read and write.
+fn may_open(meta: &std::fs::Metadata, user: &AgentUser) -> bool {
+    let mode = meta.mode();
+    let bits = if user.uid == 0 {
+        0o6
+    } else if meta.uid() == user.uid {
+        mode >> 6
+    } else if user.groups.contains(&meta.gid()) {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o6 == 0o6
+}
+
+/// The name `/proc/devices` gives the character devices of `major` (`ttyUSB`, `pts`).
+fn device_class(major: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/devices").ok()?;
+    text.lines()
+        .skip_while(|l| !l.starts_with("Character devices:"))
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.trim().split_once(' '))
+        .find(|(n, _)| n.parse() == Ok(major))
+        .map(|(_, name)| name.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As root, the agent's user comes from the buffer directory's owner, with its groups
+    /// from `group` and dialout; with a root-owned buffer, the `hubgate` user.
+    #[test]
+    fn the_agents_user_is_the_buffers_owner_else_hubgate() {
+        // SAFETY: geteuid has no failure mode.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (chown)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "root:x:0:0::/root:/bin/sh\nhubgate:x:990:990::/:/usr/sbin/nologin\nsam:x:4343:4300::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("group"),
+            "dialout:x:20:\nsensors:x:77:sam,other\nhubgate:x:990:\n",
+        )
+        .unwrap();
+        let owned = dir.path().join("owned");
+        std::fs::create_dir(&owned).unwrap();
+        std::os::unix::fs::chown(&owned, Some(4343), Some(4300)).unwrap();
+        let sam = agent_user(&owned.join("not-yet"), &etc).unwrap();
+        assert_eq!((sam.uid, sam.groups.clone()), (4343, vec![4300, 20, 77]));
+        assert_eq!(sam.name, "the agent's user sam (uid 4343)");
+        let hubgate = agent_user(dir.path(), &etc).unwrap();
+        assert_eq!((hubgate.uid, hubgate.groups), (990, vec![990, 20]));
+        std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        assert_eq!(agent_user(dir.path(), &etc), None, "judged for root then");
+    }
+}
