@@ -660,6 +660,14 @@ impl Decoder {
                         });
                         failed.get_or_insert(e);
                     }
+                    if let Some(why) = &up.ns.unreadable {
+                        let e =
+                            format!("the network server's decoded payload is unreadable: {why}");
+                        self.metrics.problem("ns_object_unreadable", || {
+                            format!("device {}: {e}", up.device_id())
+                        });
+                        failed.get_or_insert(e);
+                    }
                     if up.ns.is_empty() {
                         continue;
                     }
@@ -1161,6 +1169,32 @@ mod tests {
             "{error}"
         );
         assert_eq!(m.problems("ns_object_too_large"), 1);
+    }
+
+    /// A decoded payload the JSON parser refused leaves the uplink packed, saying why,
+    /// counted.
+    #[test]
+    fn an_unreadable_network_object_is_sent_packed_with_the_reason() {
+        let Input::Uplink(mut up) = uplink() else {
+            unreachable!()
+        };
+        up.ns.unreadable = Some("number out of range at line 1 column 12".into());
+        let m = Metrics::new();
+        let mut d = Decoder::new(
+            &Config::parse("[sink]\ntype = \"stdout\"\n").unwrap(),
+            m.clone(),
+        );
+        let rec = d.decode(&Input::Uplink(up)).one();
+        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+        let error = body(&rec)["obj"]["data"]["error"].clone();
+        assert!(
+            error
+                .as_str()
+                .unwrap()
+                .contains("unreadable: number out of range"),
+            "{error}"
+        );
+        assert_eq!(m.problems("ns_object_unreadable"), 1);
     }
 
     #[cfg(feature = "js")]

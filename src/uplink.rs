@@ -55,6 +55,9 @@ pub struct NsDecoded {
     /// The network server sent a decoded payload of this many JSON values, too many to carry
     /// ([`crate::format::MAX_NS_VALUES`]); `object` and `normalized` are then empty.
     pub oversized: Option<usize>,
+    /// The network server sent a decoded payload the JSON parser refuses (nested too deep, a
+    /// number out of range), and why; `object` and `normalized` are then empty.
+    pub unreadable: Option<String>,
     /// The device profile the network server has the device under (ChirpStack v4
     /// `deviceInfo.deviceProfileName`): picks a JavaScript codec in `[codecs.profiles]`.
     pub profile: Option<String>,

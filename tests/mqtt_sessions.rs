@@ -138,3 +138,40 @@ async fn a_subscription_granted_at_qos_0_is_reported() {
     let log = agent.full_log();
     assert!(log.contains("granted only QoS 0 for low/#"), "{log}");
 }
+
+/// A broker that is down when hubgate stops: the stop ends the MQTT source's reconnect
+/// backoff (up to `reconnect_max`) at once, rather than the pipeline waiting for it until it
+/// gives up on the source ("a source did not stop within 5s").
+#[test]
+fn a_stop_while_the_broker_is_down_is_prompt() {
+    // A "broker" that takes each connection and closes it at once: every attempt fails fast
+    // and the backoff doubles (250 ms, 500 ms ... 8 s after the sixth).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, attempts) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[buffer]\npath = \"{}\"\n[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\nreconnect_max = \"30s\"\n",
+        dir.path().join("buffer").display()
+    );
+    let mut agent = Agent::start(dir.path(), &body);
+    for _ in 0..6 {
+        attempts.recv_timeout(WAIT).expect("a connection attempt");
+    }
+    let asked = std::time::Instant::now();
+    agent.terminate(WAIT);
+    let took = asked.elapsed();
+    let log = agent.full_log();
+    assert!(
+        !log.contains("did not stop"),
+        "the stop took {took:?}\n{log}"
+    );
+}

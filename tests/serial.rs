@@ -563,3 +563,33 @@ type = "stdout"
     assert_eq!(data["meta"]["iot"]["payload"], "03670110");
     assert_eq!(problem(&agent, "serial_other_line"), 1);
 }
+
+/// A device that keeps going away and coming back (a loose USB cable, a module in a boot
+/// loop) is an outage that repeats: its log lines are rate-limited per kind, as every line an
+/// outage causes is (docs/operations.md, "Logs and signals"), not two lines per flap (the
+/// ones held back show at debug level, which the waits here read).
+#[test]
+fn a_flapping_device_does_not_flood_the_log() {
+    const FLAPS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let mut pty = PtyPair::start(dir.path());
+    let agent = start_agent(dir.path(), &pty, "slip");
+    for i in 1..=FLAPS {
+        pty.stop();
+        agent.wait_log("device gone", i, WAIT);
+        pty = PtyPair::start(dir.path());
+        agent.wait_log("opened again after", i, WAIT);
+    }
+    let log = agent.full_log();
+    let at = |level: &str| {
+        log.lines()
+            .filter(|l| l.contains(level) && l.contains("serial "))
+            .count()
+    };
+    assert!(
+        at(" WARN ") <= 2 && at(" INFO ") <= 3,
+        "{FLAPS} flaps in a few seconds: {} warnings, {} info lines\n{log}",
+        at(" WARN "),
+        at(" INFO ")
+    );
+}

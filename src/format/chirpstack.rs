@@ -37,7 +37,8 @@ struct Event<'a> {
     rx_info: Vec<RxInfo>,
     tx_info: Option<TxInfo>,
     /// What the device profile's codec made of `data`; anything but an object is ignored.
-    object: Option<serde_json::Value>,
+    /// Raw: one the parser refuses costs only itself ([`super::ns_decoded`]).
+    object: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -135,13 +136,23 @@ const TX_INFO: &[(&str, Shape)] = &[
     ("txInfo/modulation/lora", Shape::Object),
 ];
 
+/// What makes the ChirpStack forwarders send JSON, which `chirpstack-gateway` reads.
+const JSON_PLEASE: &str = r#"set the forwarder's json = true, the bridge's marshaler = "json""#;
+
 /// Parse one raw gateway frame; its PHYPayload still has to be verified and decrypted.
 pub fn parse_gateway_frame(
     json: &[u8],
     received: SystemTime,
 ) -> Result<Parsed<RadioFrame>, ParseError> {
     let mut mended = None;
-    let f: GatewayFrame = super::from_json(json, &[GATEWAY_FRAME_PARTS, TX_INFO], &mut mended)?;
+    let f: GatewayFrame = super::from_json(json, &[GATEWAY_FRAME_PARTS, TX_INFO], &mut mended)
+        .map_err(|e| match e {
+            // Both ChirpStack forwarders send Protobuf unless told otherwise: say how.
+            ParseError::Json(e) if json.trim_ascii_start().first() != Some(&b'{') => {
+                ParseError::Json(format!("{e} (Protobuf? {JSON_PLEASE})").into())
+            }
+            e => e,
+        })?;
     let phy = base64::engine::general_purpose::STANDARD
         .decode(f.phy_payload.0.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
@@ -479,5 +490,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(line.len() < 200, "{} bytes", line.len());
+    }
+
+    /// A decoded `object` the JSON parser refuses (nested deeper than it goes, a number
+    /// beyond f64) costs only the object, as one too large to carry does: the uplink (`data`,
+    /// fCnt) is taken, with the object marked unreadable so it goes out packed with the reason.
+    #[test]
+    fn an_unreadable_network_object_costs_only_the_object() {
+        let up = r#"{"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"devEui":"58a0cb0000101234"},"devAddr":"26011bda","fCnt":42,"fPort":103,"data":"CIwuLf////8=","object":OBJECT}"#;
+        let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+        for object in [format!(r#"{{"a":{deep}}}"#), r#"{"big":1e400}"#.to_string()] {
+            let text = up.replace("OBJECT", &object);
+            let parsed = parse(text.as_bytes(), SystemTime::UNIX_EPOCH);
+            let Ok(Parsed { value: up, .. }) = parsed else {
+                panic!("{}: {:?}", &object[..12], parsed.err());
+            };
+            assert_eq!((up.fcnt, up.payload.len()), (Some(42), 8));
+            assert!(
+                up.ns.is_empty() && up.ns.unreadable.is_some(),
+                "{:?}",
+                up.ns
+            );
+        }
+    }
+
+    /// A gateway frame that is not JSON (the ChirpStack forwarders send Protobuf unless told
+    /// otherwise) is refused with a hint at the setting that fixes it; broken JSON is not.
+    #[test]
+    fn a_protobuf_gateway_frame_is_refused_with_the_fix() {
+        let t = SystemTime::UNIX_EPOCH;
+        let protobuf = b"\x0a\x17\x40\x01\x02\x03\x04\x00\x01\x00";
+        let e = parse_gateway_frame(protobuf, t).unwrap_err();
+        assert_eq!(e.kind(), "malformed_json");
+        assert!(e.to_string().contains(r#"marshaler = "json""#), "{e}");
+        let e = parse_gateway_frame(b"{\"phyPayload\":", t).unwrap_err();
+        assert!(!e.to_string().contains("Protobuf"), "{e}");
     }
 }

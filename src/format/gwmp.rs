@@ -30,11 +30,14 @@ pub enum GwmpError {
 #[derive(Debug, PartialEq)]
 pub enum Packet<'a> {
     PushData {
+        /// The protocol version (1 or 2), which the acknowledgement must carry.
+        version: u8,
         token: [u8; 2],
         gateway: [u8; 8],
         json: &'a [u8],
     },
     PullData {
+        version: u8,
         token: [u8; 2],
         gateway: [u8; 8],
     },
@@ -44,11 +47,16 @@ pub enum Packet<'a> {
 }
 
 impl Packet<'_> {
-    /// The acknowledgement `lora_pkt_fwd` waits for, if any.
+    /// The acknowledgement `lora_pkt_fwd` waits for, if any, in the request's version: a
+    /// forwarder ignores one of another version (`buff_ack[0] != PROTOCOL_VERSION`).
     pub fn ack(&self) -> Option<[u8; 4]> {
-        match self {
-            Packet::PushData { token, .. } => Some([2, token[0], token[1], PUSH_ACK]),
-            Packet::PullData { token, .. } => Some([2, token[0], token[1], PULL_ACK]),
+        match *self {
+            Packet::PushData { version, token, .. } => {
+                Some([version, token[0], token[1], PUSH_ACK])
+            }
+            Packet::PullData { version, token, .. } => {
+                Some([version, token[0], token[1], PULL_ACK])
+            }
             Packet::TxAck { .. } => None,
         }
     }
@@ -70,11 +78,13 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, GwmpError> {
     };
     match d[3] {
         PUSH_DATA => Ok(Packet::PushData {
+            version: d[0],
             token,
             gateway: gateway(d)?,
             json: &d[12..],
         }),
         PULL_DATA => Ok(Packet::PullData {
+            version: d[0],
             token,
             gateway: gateway(d)?,
         }),

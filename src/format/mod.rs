@@ -138,11 +138,26 @@ pub const MAX_NS_VALUES: usize = 1024;
 
 /// What a network server decoded, from the message's `object`/`decoded_payload` and
 /// (TTS) `normalized_payload` (an array of objects, or one). Only non-empty JSON objects are
-/// used: a decoder that returned a bare number or `{}` decoded nothing.
+/// used: a decoder that returned a bare number or `{}` decoded nothing. They come as raw text,
+/// parsed here apart from the message: one the parser refuses (nested deeper than it goes, a
+/// number beyond f64) is not carried, and the uplink is sent packed, as for a too large one.
 fn ns_decoded(
-    object: Option<serde_json::Value>,
-    normalized: Option<serde_json::Value>,
+    object: Option<Box<serde_json::value::RawValue>>,
+    normalized: Option<Box<serde_json::value::RawValue>>,
 ) -> NsDecoded {
+    let parse = |raw: Option<Box<serde_json::value::RawValue>>| {
+        raw.map(|r| serde_json::from_str::<serde_json::Value>(r.get()))
+            .transpose()
+    };
+    let (object, normalized) = match (parse(object), parse(normalized)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => {
+            return NsDecoded {
+                unreadable: Some(e.to_string()),
+                ..NsDecoded::default()
+            }
+        }
+    };
     let values = [&object, &normalized]
         .into_iter()
         .flatten()
@@ -166,8 +181,7 @@ fn ns_decoded(
             }
             other => other.and_then(object_of).into_iter().collect(),
         },
-        oversized: None,
-        profile: None,
+        ..NsDecoded::default()
     }
 }
 

@@ -41,9 +41,10 @@ struct UplinkMessage {
     settings: Option<Settings>,
     received_at: Option<String>,
     /// The application's payload formatter output; anything but an object is ignored.
-    decoded_payload: Option<serde_json::Value>,
+    /// Raw, as the next: one the parser refuses costs only itself ([`super::ns_decoded`]).
+    decoded_payload: Option<Box<serde_json::value::RawValue>>,
     /// The Device Repository codec's normalized output: an object or an array of them.
-    normalized_payload: Option<serde_json::Value>,
+    normalized_payload: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +226,20 @@ mod tests {
             zeros(max / 2)
         ));
         assert!(split.is_empty() && split.oversized.is_some());
+    }
+
+    /// A decoded or normalized payload the JSON parser refuses (a number beyond f64, nesting
+    /// deeper than it goes) is not carried, and costs nothing else of the uplink.
+    #[test]
+    fn an_unreadable_decoded_payload_is_not_carried() {
+        let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+        for extra in [
+            r#""decoded_payload":{"big":-1e400}"#.to_string(),
+            format!(r#""decoded_payload":{{"a":1}},"normalized_payload":[{{"b":{deep}}}]"#),
+        ] {
+            let ns = ns_with(&extra);
+            assert!(ns.is_empty() && ns.unreadable.is_some(), "{extra}: {ns:?}");
+        }
     }
 
     /// TTS declares RSSI a float: a fraction is rounded, and radio metadata of the wrong

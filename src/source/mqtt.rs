@@ -249,7 +249,13 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     } else if first {
                         log::warn!("mqtt: {}: {e}; reconnecting with backoff up to {:?}", cfg.url, cfg.reconnect_max);
                     }
-                    tokio::time::sleep(wait).await;
+                    // A stop ends the wait, and the source: with the connection gone nothing
+                    // here can be acknowledged (what it brought is tagged with it, see
+                    // [`PubAck`]), and the broker keeps what it did not get a PUBACK for.
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
                 }
             },
             _ = tokio::time::sleep_until(subscription.retry_at.unwrap_or_else(tokio::time::Instant::now)),

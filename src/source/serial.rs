@@ -57,11 +57,17 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
         };
         match opened {
             Ok(mut port) => {
+                // A device that keeps going and coming back (a loose cable, a module in a boot
+                // loop) is an outage that repeats: its lines are rate-limited, as MQTT's are.
                 match outage.take() {
-                    Some(since) => log::info!(
-                        "serial {dev}: opened again after {:.1?} away",
-                        since.elapsed()
-                    ),
+                    Some(since) => ctx
+                        .metrics
+                        .log_limited(log::Level::Info, "serial_back", || {
+                            format!(
+                                "serial {dev}: opened again after {:.1?} away",
+                                since.elapsed()
+                            )
+                        }),
                     None => log::info!(
                         "serial {dev}: opened at {} baud, framing {:?}",
                         cfg.baud,
@@ -82,10 +88,12 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                 {
                     Ended::Stopping => return,
                     Ended::Gone(e) => {
-                        log::warn!(
-                            "serial {dev}: device gone ({e}); reopening with backoff up to {:?}",
-                            cfg.reopen_max
-                        );
+                        ctx.metrics.log_limited(log::Level::Warn, "serial_gone", || {
+                            format!(
+                                "serial {dev}: device gone ({e}); reopening with backoff up to {:?}",
+                                cfg.reopen_max
+                            )
+                        });
                         outage = Some(Instant::now());
                     }
                 }

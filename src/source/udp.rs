@@ -262,6 +262,29 @@ mod tests {
         assert!(Config::parse(&text("0.0.0.0:1700", "gateways = [\"x\"]\n")).is_err());
     }
 
+    /// A forwarder of protocol version 1, which hubgate serves, drops an acknowledgement of
+    /// another version unread (`lora_pkt_fwd`: `buff_ack[0] != PROTOCOL_VERSION`): the
+    /// PUSH_ACK and PULL_ACK it gets carry its own version.
+    #[test]
+    fn a_version_1_forwarder_is_answered_in_version_1() {
+        let m = Metrics::new();
+        let peer: SocketAddr = ([127, 0, 0, 1], 5000).into();
+        let mut push = push(GW);
+        push[0] = 1;
+        let mut pull = vec![1, 0, 8, gwmp::PULL_DATA];
+        pull.extend_from_slice(&GW);
+        let t = SystemTime::UNIX_EPOCH;
+        let open = cfg(Vec::new());
+        assert_eq!(
+            handle(&push, peer, &open, &m, t).ack,
+            Some([1, 0, 7, gwmp::PUSH_ACK])
+        );
+        assert_eq!(
+            handle(&pull, peer, &open, &m, t).ack,
+            Some([1, 0, 8, gwmp::PULL_ACK])
+        );
+    }
+
     /// An acknowledgement that cannot be sent (source port 0, as a spoofed datagram can
     /// have) is counted per datagram and logged through the rate limiter, not per datagram.
     #[tokio::test]
