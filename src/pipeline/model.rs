@@ -7,9 +7,11 @@
 //!   cannot,
 //! - a scripted Kafka-like sink: per-device order, reports in any order across devices and
 //!   late, local queue full, transient failures, parked hubs, refusals, timeouts after the
-//!   write; a failure stops the producer (the gap-less guarantee) until `tick` replaces it,
-//!   and a replaced or dropped producer makes no report on what it held (librdkafka purges
-//!   it),
+//!   write; such a failure stops the producer (the gap-less guarantee) until `tick` replaces
+//!   it, and a replaced or dropped producer makes no report on what it held (librdkafka
+//!   purges it); a timeout in the producer (`message.timeout.ms`, written or not) does not
+//!   stop it; one device's hub can go missing, refusing its records at hand-over (parked)
+//!   while records sent before still get through and end the park,
 //! - a store that keeps only what was flushed when it crashes, and can fail to flush, fail
 //!   a sync (hubgate exits then, as a crash, with or without the flush's writes) or refuse
 //!   to write dead letters; its
@@ -19,7 +21,12 @@
 //!   round that takes a flush's outcome follows at once or with a later step (a crash may
 //!   come first),
 //! - a clock the script moves, and the shell's tick: every step of the clock while the
-//!   ledger has something to do, at most once a second while it is quiet.
+//!   ledger has something to do, at most once a second while it is quiet,
+//! - a stop that first takes the frames still queued into the buffer, as the shell's
+//!   shutdown does.
+//!
+//! Each script draws `when_full` (`drop_oldest`, `drop_newest`, `block`) and `max_age`
+//! (2 s, 5 s, or never within a script); some uplinks carry a dead letter of the input.
 //!
 //! Some uplinks make several records (as one with history records does), acknowledged once
 //! all of them are durable. One device's uplinks are LoRaWAN frames of a session hubgate
@@ -29,15 +36,19 @@
 //! durable turns a crash's redelivery into a replay: acknowledged, and lost.
 //!
 //! After every step: nothing acknowledged is lost (every record of it delivered, or in the
-//! flushed buffer, or dead-lettered), and memory stays bounded. At the end, once the sink heals: every uplink is
-//! delivered or dead-lettered, nothing is stuck, each device's uplinks were first delivered
-//! in order, and duplicates stay within the stated bound.
+//! flushed buffer, or dead-lettered) beyond the drops the metrics count (full buffer,
+//! expired, damaged; summed over restarts), and memory stays bounded. At the end, once the
+//! sink heals: every uplink is delivered or dead-lettered but for as many records as were
+//! counted dropped, nothing is stuck, duplicates stay within the stated bound, and, where
+//! the order is promised (nothing dropped, no timeout in the producer), each device's
+//! uplinks were first delivered in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::forwarder::IDLE_TICK;
@@ -47,7 +58,7 @@ use crate::config::{BufferConfig, WhenFull};
 use crate::ids::DevEui;
 use crate::lorawan::{Counters, DevAddr};
 use crate::metrics::Metrics;
-use crate::record::Record;
+use crate::record::{Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::{Ack, PubAck};
 
@@ -62,12 +73,25 @@ const DEDUP_WINDOW: usize = 64;
 const SESSION_DEVICE: u32 = 0;
 const DEV_ADDR: DevAddr = DevAddr(0x2601_1bda);
 const DEV_EUI: DevEui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0, 0, 1]);
+/// The device whose hub can go missing at hand-over (`Step::HubMissing`).
+const HUB_DEVICE: u32 = 1;
+/// Every this many uplinks, the uplink's first record is a dead letter of the input.
+const DEAD_LETTER_EVERY: u32 = 7;
 
 fn cases() -> u32 {
     std::env::var("HUBGATE_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000)
+}
+
+/// Fixed, so that a run fails or passes the same each time; another seed explores other
+/// scripts.
+fn seed() -> u64 {
+    std::env::var("HUBGATE_MODEL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +104,9 @@ enum Failure {
     Reject,
     /// Written, but reported failed (a timeout after the write): sent again.
     Ambiguous,
+    /// Timed out in the producer (`message.timeout.ms`), `written` or not; the producer
+    /// goes on, so the device's later records may be written first.
+    Timeout { written: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -93,8 +120,12 @@ enum Step {
     Again(u8),
     /// The broker writes the oldest record it holds of one device and reports it.
     Confirm(u8),
-    /// The oldest record of one device fails; the producer stops (gap-less).
+    /// The oldest record of one device fails; the producer stops (gap-less), but for a
+    /// timeout.
     Fail(u8, Failure),
+    /// The hub of [`HUB_DEVICE`] is missing at hand-over (or there again); what was sent
+    /// before goes through.
+    HubMissing(bool),
     /// The shell takes the sink's reports (one round).
     Reports,
     /// The producer's local queue is full (sends refused) or not.
@@ -106,8 +137,9 @@ enum Step {
     /// SIGKILL or power cut: only what was flushed stays; what the producer held was
     /// written to the broker or not.
     Crash { written: bool },
-    /// SIGTERM, then a new start.
-    Stop,
+    /// SIGTERM (the shell first takes the next `received` frames into the buffer: they
+    /// were in its queue), then a new start.
+    Stop { received: u8 },
     /// The disk refuses flushes (or works again).
     FlushFails(bool),
     /// The disk refuses to write dead letters (or works again).
@@ -129,6 +161,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Failure::Park),
         1 => Just(Failure::Reject),
         1 => Just(Failure::Ambiguous),
+        1 => any::<bool>().prop_map(|written| Failure::Timeout { written }),
     ];
     prop_oneof![
         8 => Just(Step::Uplink),
@@ -136,12 +169,15 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<u8>().prop_map(Step::Again),
         8 => any::<u8>().prop_map(Step::Confirm),
         2 => (any::<u8>(), failure).prop_map(|(k, f)| Step::Fail(k, f)),
+        // Often: a park at hand-over that a success of a record sent before it ends is
+        // undone by most failures and restarts that follow, so it needs many tries.
+        5 => any::<bool>().prop_map(Step::HubMissing),
         5 => Just(Step::Reports),
         1 => any::<bool>().prop_map(Step::QueueFull),
         4 => (1u16..3000).prop_map(Step::Advance),
         1 => Just(Step::Rotate),
         1 => any::<bool>().prop_map(|written| Step::Crash { written }),
-        1 => Just(Step::Stop),
+        1 => (0..=TAKE_MAX).prop_map(|received| Step::Stop { received }),
         1 => any::<bool>().prop_map(Step::FlushFails),
         1 => any::<bool>().prop_map(Step::DeadLetterFails),
         1 => any::<bool>().prop_map(|kept| Step::SyncFails { kept }),
@@ -156,8 +192,10 @@ struct Settings {
     /// `max_in_flight_bytes`, in records of the model's size.
     in_flight_records_of_bytes: u64,
     spill_after: Duration,
-    /// Room for this many records in the buffer (`when_full = "block"`), or plenty.
+    /// Room for this many records in the buffer, or plenty.
     buffer_records: Option<u64>,
+    when_full: WhenFull,
+    max_age: Duration,
 }
 
 fn settings() -> impl Strategy<Value = Settings> {
@@ -166,13 +204,21 @@ fn settings() -> impl Strategy<Value = Settings> {
         1u64..8,
         prop_oneof![Just(50u64), Just(500), Just(2000)],
         prop::option::of(2u64..8),
+        prop_oneof![
+            Just(WhenFull::DropOldest),
+            Just(WhenFull::DropNewest),
+            Just(WhenFull::Block)
+        ],
+        prop_oneof![Just(2u64), Just(5), Just(1 << 30)],
     )
         .prop_map(
-            |(max_in_flight, bytes, spill_ms, buffer_records)| Settings {
+            |(max_in_flight, bytes, spill_ms, buffer_records, when_full, max_age)| Settings {
                 max_in_flight,
                 in_flight_records_of_bytes: bytes,
                 spill_after: Duration::from_millis(spill_ms),
                 buffer_records,
+                when_full,
+                max_age: Duration::from_secs(max_age),
             },
         )
 }
@@ -410,6 +456,8 @@ struct Broker {
     ambiguous: usize,
     /// Refused for good (too large): refused again whenever sent.
     refused: BTreeSet<Rec>,
+    /// [`HUB_DEVICE`]'s hub is missing: its records are refused at hand-over.
+    hub_missing: bool,
 }
 
 impl Broker {
@@ -464,6 +512,10 @@ impl Sink for ModelSink {
             return Err(SinkError::Retry("local queue full".into()));
         }
         let r = rec_of(rec);
+        if b.hub_missing && r.0 % DEVICES == HUB_DEVICE {
+            let missing = crate::sink::refusal::Setup::default().missing(&rec.rec_type);
+            return Err(SinkError::Park(missing));
+        }
         if b.refused.contains(&r) {
             return Err(SinkError::Reject("too large".into()));
         }
@@ -513,7 +565,11 @@ fn record((uplink, part): Rec, created_ms: u64) -> Record {
     Record {
         id: format!("u{uplink}.{part}"),
         // One hub per device: parking one leaves the others flowing.
-        rec_type: format!("type{device}"),
+        rec_type: if uplink % DEAD_LETTER_EVERY == DEAD_LETTER_EVERY - 1 && part == 0 {
+            DEAD_LETTER.into()
+        } else {
+            format!("type{device}")
+        },
         key: format!("d{device}"),
         created_ms,
         body: format!("{{\"uplink\":{uplink},\"part\":{part}}}"),
@@ -533,6 +589,15 @@ struct Agent {
     ledger: Ledger,
     reports: UnboundedReceiver<Delivery>,
     report_tx: UnboundedSender<Delivery>,
+    metrics: Arc<Metrics>,
+}
+
+/// Records the run dropped by policy or found damaged: what may be lost.
+fn drops_of(m: &Metrics) -> u64 {
+    m.dropped_full.get()
+        + m.dropped_disk_full.get()
+        + m.dropped_expired.get()
+        + m.dropped_corrupt.get()
 }
 
 struct World {
@@ -574,6 +639,10 @@ struct World {
     /// but no longer buffered (delivered, and a second crash came before its copy was
     /// taken), or a restart finds more of them buffered than its dedup is seeded with.
     durable_unacked: usize,
+    /// Drops counted by the runs before this one.
+    drops_before: u64,
+    /// A record timed out in the producer, which went on: the order is not promised.
+    timed_out: bool,
 }
 
 impl World {
@@ -601,6 +670,8 @@ impl World {
             resent_unsynced: 0,
             seeded_unacked: BTreeSet::new(),
             durable_unacked: 0,
+            drops_before: 0,
+            timed_out: false,
         };
         w.start();
         w
@@ -613,12 +684,12 @@ impl World {
                 .settings
                 .buffer_records
                 .map_or(u64::MAX / 2, |n| n * one),
-            when_full: WhenFull::Block,
+            when_full: self.settings.when_full,
             max_in_flight: self.settings.max_in_flight,
             max_in_flight_bytes: self.settings.in_flight_records_of_bytes
                 * super::ledger::size(&record((0, 0), 0)),
             spill_after: self.settings.spill_after,
-            max_age: Duration::from_secs(1 << 30),
+            max_age: self.settings.max_age,
             min_free: 0,
             ..BufferConfig::default()
         };
@@ -634,7 +705,7 @@ impl World {
             DEDUP_WINDOW,
             buffer,
             Box::new(sink),
-            metrics,
+            metrics.clone(),
             (self.now, self.wall),
             7,
         )
@@ -643,6 +714,7 @@ impl World {
             ledger,
             reports,
             report_tx,
+            metrics,
         });
         self.this_run.clear();
         self.lost_copy_acks += self
@@ -684,6 +756,18 @@ impl World {
         self.queue = again.into_iter().collect();
     }
 
+    /// The running agent ends (its producer purged); its drops are kept.
+    fn end_run(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            self.drops_before += drops_of(&agent.metrics);
+        }
+    }
+
+    /// Drops counted by all runs so far.
+    fn drops(&self) -> u64 {
+        self.drops_before + self.agent.as_ref().map_or(0, |a| drops_of(&a.metrics))
+    }
+
     fn agent(&mut self) -> &mut Agent {
         self.agent.as_mut().expect("running")
     }
@@ -716,7 +800,8 @@ impl World {
         }
     }
 
-    fn offer(&mut self, uplink: u32) {
+    /// The shell takes an uplink in a round or, `at_shutdown`, into the buffer.
+    fn offer(&mut self, uplink: u32, at_shutdown: bool) {
         let ack = Ack::Mqtt {
             acks: self.puback_tx.clone(),
             ack: PubAck {
@@ -741,7 +826,11 @@ impl World {
                 counters.advanced.push((DEV_ADDR, DEV_EUI, uplink, mic));
             }
         }
-        self.ledger().take(records, counters, ack, now);
+        if at_shutdown {
+            self.ledger().take_to_buffer(records, counters, ack);
+        } else {
+            self.ledger().take(records, counters, ack, now);
+        }
     }
 
     fn apply(&mut self, step: &Step) {
@@ -760,7 +849,7 @@ impl World {
                         let Some(u) = self.queue.pop_front() else {
                             break;
                         };
-                        self.offer(u);
+                        self.offer(u, false);
                     }
                 }
                 self.round();
@@ -769,7 +858,7 @@ impl World {
                 if !self.this_run.is_empty() && self.ledger().accepting() {
                     let u = self.this_run[k as usize % self.this_run.len()];
                     self.copies.insert(u);
-                    self.offer(u);
+                    self.offer(u, false);
                 }
                 self.round();
             }
@@ -786,6 +875,7 @@ impl World {
                 let mut b = self.broker.lock().unwrap();
                 if let Some(i) = b.pick(k) {
                     let (producer, seq, r, _) = b.held.remove(i);
+                    let stops = !matches!(failure, Failure::Timeout { .. });
                     let e = match failure {
                         Failure::Retry => SinkError::Retry("throttled".into()),
                         Failure::Park => {
@@ -800,8 +890,19 @@ impl World {
                             b.ambiguous += 1;
                             SinkError::Retry("timed out".into())
                         }
+                        Failure::Timeout { written } => {
+                            if written {
+                                b.log.push(r);
+                                b.ambiguous += 1;
+                            }
+                            SinkError::Retry("message timed out".into())
+                        }
                     };
-                    b.stopped.insert(producer);
+                    if stops {
+                        b.stopped.insert(producer);
+                    } else {
+                        self.timed_out = true;
+                    }
                     drop(b);
                     let _ = self.agent().report_tx.send(Delivery {
                         seq,
@@ -813,6 +914,7 @@ impl World {
                 self.take_reports();
                 self.round();
             }
+            Step::HubMissing(missing) => self.broker.lock().unwrap().hub_missing = missing,
             Step::QueueFull(full) => self.broker.lock().unwrap().queue_full = full,
             Step::Advance(ms) => {
                 let d = Duration::from_millis(ms.into());
@@ -829,7 +931,12 @@ impl World {
                 self.round();
             }
             Step::Crash { written } => self.crash(written),
-            Step::Stop => {
+            Step::Stop { received } => {
+                for _ in 0..received {
+                    if let Some(u) = self.queue.pop_front() {
+                        self.offer(u, true);
+                    }
+                }
                 self.settle();
                 let now = self.now;
                 let outcome = self.ledger().commit(now, true);
@@ -837,7 +944,7 @@ impl World {
                     return self.exit_on_sync_failure(outcome);
                 }
                 self.drain_pubacks();
-                self.agent = None;
+                self.end_run();
                 self.restarts += 1;
                 self.start();
             }
@@ -895,7 +1002,7 @@ impl World {
             b.held.clear();
         }
         self.drain_pubacks();
-        self.agent = None;
+        self.end_run();
         self.disk.lock().unwrap().crash();
         self.restarts += 1;
         self.start();
@@ -909,7 +1016,8 @@ impl World {
         }
     }
 
-    /// Acknowledged means every record of the uplink delivered or durable in the buffer.
+    /// Acknowledged means every record of the uplink delivered or durable in the buffer, but
+    /// for as many as were counted dropped.
     fn check_acked_are_durable(&self) -> Result<(), TestCaseError> {
         let durable = self.disk.lock().unwrap().durable();
         let log: BTreeSet<Rec> = self.broker.lock().unwrap().log.iter().copied().collect();
@@ -919,7 +1027,11 @@ impl World {
             .flat_map(|&u| records_of(u))
             .filter(|r| !log.contains(r) && !durable.contains(r))
             .collect();
-        prop_assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+        let drops = self.drops();
+        prop_assert!(
+            lost.len() as u64 <= drops,
+            "acknowledged, then lost: {lost:?}, drops counted {drops}"
+        );
         Ok(())
     }
 
@@ -931,7 +1043,11 @@ impl World {
             disk.dead_letter_fails = false;
             disk.sync_fails = None;
         }
-        self.broker.lock().unwrap().queue_full = false;
+        {
+            let mut b = self.broker.lock().unwrap();
+            b.queue_full = false;
+            b.hub_missing = false;
+        }
         // A tick: what a failed flush left is flushed now.
         self.apply(&Step::Advance(100));
         for round in 0..2000 {
@@ -1000,24 +1116,33 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
         .flat_map(records_of)
         .filter(|r| !delivered.contains(r) && !dead.contains(r))
         .collect();
-    prop_assert!(missing.is_empty(), "never delivered: {missing:?}");
+    let drops = w.drops();
+    prop_assert!(
+        missing.len() as u64 <= drops,
+        "never delivered: {missing:?}, drops counted {drops}"
+    );
 
-    // Each device's records, first deliveries only, in the order they were made.
-    let mut seen = BTreeSet::new();
-    let mut last: BTreeMap<u32, Rec> = BTreeMap::new();
-    for &r in &b.log {
-        if !seen.insert(r) {
-            continue;
+    // Each device's records, first deliveries only, in the order they were made. Not
+    // promised once the producer went on past a timeout, or a record was dropped (one that
+    // expired before its uplink was acknowledged comes again from the source after a
+    // restart, behind newer ones); with nothing dropped, `when_full` made no difference.
+    if !w.timed_out && drops == 0 {
+        let mut seen = BTreeSet::new();
+        let mut last: BTreeMap<u32, Rec> = BTreeMap::new();
+        for &r in &b.log {
+            if !seen.insert(r) {
+                continue;
+            }
+            let device = r.0 % DEVICES;
+            if let Some(&before) = last.get(&device) {
+                prop_assert!(
+                    before < r,
+                    "device {device}: record {r:?} first delivered after {before:?}; log {:?}",
+                    b.log
+                );
+            }
+            last.insert(device, r);
         }
-        let device = r.0 % DEVICES;
-        if let Some(&before) = last.get(&device) {
-            prop_assert!(
-                before < r,
-                "device {device}: record {r:?} first delivered after {before:?}; log {:?}",
-                b.log
-            );
-        }
-        last.insert(device, r);
     }
 
     // Duplicates: per restart, what was in flight (written, not reported) and the
@@ -1049,6 +1174,7 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
+        rng_seed: RngSeed::Fixed(seed()),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
