@@ -66,6 +66,10 @@ const ENTRY: usize = 11;
 /// * Ext type 9 (DS18B20 + timestamp): bytes 0-1 are the probe temperature, the battery
 ///   status moves to byte 4 bits 7..6, bytes 7-10 are the unix time of the measurement, and
 ///   no voltage is reported. Its periodic uplink is a reading of now.
+/// * Ext type 2 (LHT65N with the E2 TMP117 probe, firmware v1.3 on; manual "Ext=2 TMP117
+///   Sensor") has type 1's layout: the probe s16 × 0.01 °C in bytes 7-8, emitted as type 1's
+///   `ext_temperature` (the same socket). `0x7FFF`, far past the TMP117's −55..150 °C, is no
+///   reading as for the DS18B20.
 /// * Ext type 15 (probe ID report) is not telemetry (`Invalid`); an undocumented ext type
 ///   is `UnknownType` at offset 6 (it may change the meaning of the other bytes, as 9 does).
 /// * A datalog reply (bit 6) is stored data of any ext type in a layout of its own: see
@@ -192,7 +196,7 @@ fn ext_type(codec: &'static str, ext: u8, offset: usize) -> Result<u8, CodecErro
             offset,
             what: "DS18B20 ID report, not telemetry",
         }),
-        ty @ (0 | 1 | 4..=9) => Ok(ty),
+        ty @ (0 | 1 | 2 | 4..=9) => Ok(ty),
         _ => Err(CodecError::UnknownType {
             codec,
             offset,
@@ -215,7 +219,8 @@ fn built_in(b: &Bytes, at: usize) -> Result<Vec<Reading>, CodecError> {
 /// The 2-byte external value of type `ty` at `at` (type 8's 4 bytes are the caller's).
 fn ext_value(b: &Bytes, ty: u8, at: usize, out: &mut Vec<Reading>) -> Result<(), CodecError> {
     match ty {
-        1 | 9 => {
+        // DS18B20 (1, 9) and TMP117 (2) probes: the same encoding.
+        1 | 2 | 9 => {
             if let Some(t) = temperature(b.u16be(at)?) {
                 out.push(Reading::num("ext_temperature", t, "°C").ctx(1));
             }
@@ -548,13 +553,13 @@ mod tests {
             lht65(
                 C,
                 None,
-                &hex(&format!("{entry} FC18 09C4 01F4 42 6553F100"))
+                &hex(&format!("{entry} FC18 09C4 01F4 43 6553F100"))
             )
             .unwrap_err(),
             CodecError::UnknownType {
                 codec: C,
                 offset: 17,
-                byte: 0x42
+                byte: 0x43
             }
         );
         assert!(matches!(
@@ -585,12 +590,13 @@ mod tests {
         // Probe announced but its bytes missing.
         assert!(lht65(C, None, &hex("CB A0 09 C4 01 F4 01")).is_err());
         assert!(lht65(C, None, &hex("CB A0 09 C4 01 F4 08 00 00 00")).is_err());
+        // Type 3 is in no Dragino document.
         assert_eq!(
-            lht65(C, None, &hex("CB A0 09 C4 01 F4 02 00 00 00 00")).unwrap_err(),
+            lht65(C, None, &hex("CB A0 09 C4 01 F4 03 00 00 00 00")).unwrap_err(),
             CodecError::UnknownType {
                 codec: C,
                 offset: 6,
-                byte: 2
+                byte: 3
             }
         );
         assert!(matches!(
@@ -665,6 +671,44 @@ mod tests {
                 offset: 2,
                 byte: 2
             }
+        );
+    }
+
+    /// Dragino's LHT65N manual ("2.4.6.4 Ext=2 TMP117 Sensor (since Firmware v1.3)") and
+    /// TTN's vendor/dragino/lht65n.js decode ext type 2 as the TMP117 probe: s16 × 0.01 °C in
+    /// bytes 7-8 (`TempC_TMP117`), beside the battery and built-in values as for type 1; in a
+    /// datalog entry the probe is bytes 0-1, as for types 1 and 9 (the vendor's `datalog`).
+    #[test]
+    fn ext_type_2_is_the_tmp117_probe() {
+        // Vendor: BatV 2.976, TempC_SHT 25.00, Hum_SHT 50.0, TempC_TMP117 27.81.
+        let d = lht65(C, Some(2), &hex("CB A0 09 C4 01 F4 02 0A DD 7F FF")).unwrap();
+        let readings = vec![
+            n("temperature", 25.0, "°C"),
+            n("humidity", 50.0, "%RH"),
+            n("ext_temperature", 27.81, "°C").ctx(1),
+        ];
+        assert_eq!(d.readings, readings);
+        assert_eq!(
+            d.health,
+            vec![
+                n("voltage", 2.976, "V"),
+                Reading::int("battery_status", 3, None)
+            ]
+        );
+        // Below zero (s16), and not connected (bit 7): no probe value.
+        let d = lht65(C, Some(2), &hex("CB A0 09 C4 01 F4 02 FC 18 00 00")).unwrap();
+        assert_eq!(d.readings[2..], [n("ext_temperature", -10.0, "°C").ctx(1)]);
+        let d = lht65(C, Some(2), &hex("CB A0 09 C4 01 F4 82 0A DD 00 00")).unwrap();
+        assert_eq!(d.readings, readings[..2]);
+        // Datalog entry: the probe in bytes 0-1, at the entry's time.
+        let d = lht65(C, Some(2), &hex("0ADD 09C4 01F4 42 6553F100")).unwrap();
+        assert_eq!((&d.readings, &d.health), (&vec![], &vec![]));
+        assert_eq!(
+            d.history,
+            vec![History {
+                time: 1_700_000_000,
+                readings,
+            }]
         );
     }
 }
