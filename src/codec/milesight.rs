@@ -16,8 +16,9 @@
 //!   and channels, apart from the live readings. Models without a documented history layout
 //!   (WS series, plain `milesight`) report history as an unknown type.
 //!
-//! Device-information channels (`FF 01/09/0A/0B/0F/16/FF`) are attributes, not telemetry:
-//! skipped. An unknown pair stops decoding (its length is unknown): the readings before it are
+//! Device-information channels (`FF 01/08/09/0A/0B/0F/16/FE/FF`) are attributes, not
+//! telemetry: skipped. (`FF 18`, sensor enable, is not among them: Milesight's AM107
+//! decoders disagree on its length, 1 or 2 bytes, so it stays an unknown pair.) An unknown pair stops decoding (its length is unknown): the readings before it are
 //! kept, as the vendor decoders do (`break`), and `Decoded::stopped` names the offset of the
 //! type byte; with nothing before it the frame is `UnknownType`. A frame with nothing but
 //! device information is `Invalid`.
@@ -113,9 +114,11 @@ fn live_len(id: u8, ty: u8) -> Option<usize> {
         (0x03..=0x06, 0x00) | (0x06, 0xCB) | (0x0E, 0x01) | (0xFF, 0x2E) => 1,
         (0x05, 0x6A) | (0x07..=0x0D, 0x7D) | (0x08, 0xE6) | (0x09, 0x73) => 2,
         // Device information: protocol version, hardware, firmware, power status, class,
-        // serial number, TSL version.
-        (0xFF, 0x01 | 0x0B | 0x0F) => 1,
+        // reset event (sent after a restart, before the readings), serial number (8 bytes;
+        // 6 as `FF 08` on the WS101/WS301), TSL version.
+        (0xFF, 0x01 | 0x0B | 0x0F | 0xFE) => 1,
         (0xFF, 0x09 | 0x0A | 0xFF) => 2,
+        (0xFF, 0x08) => 6,
         (0xFF, 0x16) => 8,
         _ => return None,
     })
@@ -653,5 +656,36 @@ mod tests {
             decode(Model::Ws301, &hex("20 CE 00 F1 53 65 F6 FF 64 01")).unwrap_err(),
             CodecError::UnknownType { offset: 1, .. }
         ));
+    }
+
+    /// Milesight's own decoders (Milesight-IoT/SensorDecoders: EM300-TH, EM300-MCS,
+    /// EM300-SLD, AM102, AM107, WS101, WS202, WS301) read `FF FE` (reset event, 1 byte) as
+    /// device information and go on with the rest of the frame; the WS301 decoder reads its
+    /// serial number as `FF 08` (6 bytes). The readings after them are the device's.
+    #[test]
+    fn reset_event_and_six_byte_serial_are_device_information() {
+        // Vendor: reset_event, battery 100, temperature -24.6.
+        let d = decode(Model::Em300Th, &hex("FF FE 01 01 75 64 03 67 0A FF")).unwrap();
+        assert_eq!(d.readings, vec![n("temperature", -24.6, "°C", 3)]);
+        assert_eq!(d.health, vec![Reading::num("charge", 100.0, "%")]);
+        assert_eq!(d.stopped, None);
+        // Vendor: sn, battery 100, magnet_status open.
+        let d = decode(
+            Model::Ws301,
+            &hex("FF 08 65 43 C4 01 23 45 01 75 64 03 00 01"),
+        )
+        .unwrap();
+        assert_eq!(d.readings, vec![flag("open", true, 3)]);
+        assert_eq!(d.stopped, None);
+        // A frame of device information only is that, not an unknown type.
+        for info in ["FF 0B FF FF FE 01", "FF 08 65 43 C4 01 23 45 FF FE 01"] {
+            assert!(
+                matches!(
+                    decode(Model::Ws301, &hex(info)).unwrap_err(),
+                    CodecError::Invalid { .. }
+                ),
+                "{info}"
+            );
+        }
     }
 }
