@@ -7,10 +7,10 @@
 //! The model (codec alias) decides:
 //! * the recType (docs/codecs.md, "Choosing a codec");
 //! * the meaning of the ambiguous pairs `05 00` (PIR `presence` on AM307/308/319, `leak` on
-//!   EM300-SLD/ZLD) and `03 00` (PIR `presence` on WS202, `leak` on WS303, door `open` on
-//!   WS301). On any other model, including the plain `milesight` id, these pairs are emitted
-//!   as a raw `digital_input` state on their channel rather than guessed; `04 00` is
-//!   `daylight` (WS202) everywhere except on the WS301, where it is its `tamper` switch;
+//!   EM300-SLD/ZLD), `03 00` (PIR `presence` on WS202, `leak` on WS303, door `open` on
+//!   WS301) and `04 00` (`daylight` on WS202, the `tamper` switch on WS301). On any other
+//!   model, including the plain `milesight` id, these pairs are emitted as a raw
+//!   `digital_input` state on their channel rather than guessed;
 //! * the layout of history records (`20 CE`, and `21 CE` on the AM30x v2 with TVOC in
 //!   µg/m³). Each record becomes a [`History`] of its own unix time, with the live field names
 //!   and channels, apart from the live readings. Models without a documented history layout
@@ -151,9 +151,9 @@ fn live(
         (0x03, 0x00) if model == Model::Ws301 => Reading::flag("open", b.u8(v)? != 0),
         // WS301: 1 = taken off its mounting (the tamper switch), 0 = installed.
         (0x04, 0x00) if model == Model::Ws301 => Reading::flag("tamper", b.u8(v)? != 0),
+        (0x04, 0x00) if model == Model::Ws202 => Reading::flag("daylight", b.u8(v)? != 0),
         // Ambiguous pair on a model that does not define it: raw state, not a guess.
-        (0x03 | 0x05, 0x00) => Reading::int("digital_input", i64::from(b.u8(v)?), None),
-        (0x04, 0x00) => Reading::flag("daylight", b.u8(v)? != 0),
+        (0x03..=0x05, 0x00) => Reading::int("digital_input", i64::from(b.u8(v)?), None),
         (0x06, 0x00) => Reading::flag("open", b.u8(v)? != 0),
         (0x06, 0xCB) => Reading::int("light_level", i64::from(b.u8(v)?), None),
         // PIR activity: movements counted over the reporting interval (AM307 and kin).
@@ -364,7 +364,7 @@ mod tests {
             "0C 7D 0D 00", // 13
             "0D 7D 0A 00", // 0.1 ppm
             "0E 01 01",    // buzzer
-            "04 00 01",    // daylight
+            "04 00 01",    // WS202 daylight or WS301 tamper: raw here
             "FF 01 01 FF 09 01 40 FF 0A 01 14 FF 0B FF FF 0F 00",
             "FF 16 67 46 C3 35 47 68 00 00 FF FF 01 00", // device info: skipped
         ));
@@ -384,7 +384,7 @@ mod tests {
                 n("pm10", 13.0, "µg/m³", 12),
                 n("ozone", 0.1, "ppm", 13),
                 flag("buzzer", true, 14),
-                flag("daylight", true, 4),
+                Reading::int("digital_input", 1, None).ctx(4),
             ]
         );
         assert!(d.health.is_empty());
@@ -687,5 +687,32 @@ mod tests {
                 "{info}"
             );
         }
+    }
+
+    /// `04 00` is daylight on the WS202 (WS202_Decoder.js: 0 dim, 1 bright) and the
+    /// installation state on the WS301 (WS301_Decoder.js: 0 installed, 1 uninstalled). The
+    /// plain `milesight` id is "the unambiguous channels only" and already emits `03 00` and
+    /// `05 00` raw; a WS301 taken off its mounting must not read as daylight on it.
+    #[test]
+    fn generic_id_does_not_guess_the_04_00_pair() {
+        // A WS301 frame: battery, door open, removed from its mounting.
+        let d = decode(Model::Generic, &hex("01 75 64 03 00 01 04 00 01")).unwrap();
+        assert_eq!(
+            d.readings,
+            vec![
+                Reading::int("digital_input", 1, None).ctx(3),
+                Reading::int("digital_input", 1, None).ctx(4),
+            ]
+        );
+        // Only the two models that define it read it.
+        let pair = hex("04 00 00");
+        assert_eq!(
+            decode(Model::Ws202, &pair).unwrap().readings,
+            vec![flag("daylight", false, 4)]
+        );
+        assert_eq!(
+            decode(Model::Ws301, &pair).unwrap().readings,
+            vec![flag("tamper", false, 4)]
+        );
     }
 }
