@@ -156,7 +156,8 @@ fn live(
         (0x03..=0x05, 0x00) => Reading::int("digital_input", i64::from(b.u8(v)?), None),
         (0x06, 0x00) => Reading::flag("open", b.u8(v)? != 0),
         (0x06, 0xCB) => Reading::int("light_level", i64::from(b.u8(v)?), None),
-        // PIR activity: movements counted over the reporting interval (AM307 and kin).
+        // PIR activity: movements counted over the reporting interval (AM104/AM107; the AM307
+        // sends its PIR as `05 00`).
         (0x05, 0x6A) => Reading::int("activity", i64::from(b.u16le(v)?), None),
         (0x07, 0x7D) => Reading::num("co2", u16le(v)?, "ppm"),
         // v1 firmware sends a level, v2 an IAQ index × 100: kept raw (docs/codecs.md, "Milesight").
@@ -565,10 +566,12 @@ mod tests {
         assert!(decode(Model::Em300Th, &hex("21 CE 00 F1 53 65 F6 FF 64 01")).is_err());
     }
 
-    /// The frame of the vector check: an AM307 with its `05 6A` activity count decodes
-    /// whole; a pair nobody knows keeps what came before it.
+    /// docs/codecs.md, "Milesight", example 5: an AM104/AM107 frame (Milesight's AM107 decoder
+    /// has `05 6A` activity, u16; its AM307 decoders have no such pair) decodes whole on the
+    /// plain id, as these models have none of their own; a pair nobody knows keeps what came
+    /// before it.
     #[test]
-    fn am307_activity_and_an_unknown_pair() {
+    fn am107_activity_and_an_unknown_pair() {
         let head = "01 75 5C 03 67 34 01 04 68 65";
         let kept = (
             vec![
@@ -577,7 +580,7 @@ mod tests {
             ],
             vec![Reading::num("charge", 92.0, "%")],
         );
-        let d = decode(Model::Am307, &hex(&format!("{head} 05 6A 49 01"))).unwrap();
+        let d = decode(Model::Generic, &hex(&format!("{head} 05 6A 49 01"))).unwrap();
         let mut readings = kept.0.clone();
         readings.push(Reading::int("activity", 329, None).ctx(5));
         assert_eq!(
