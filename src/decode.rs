@@ -1149,52 +1149,39 @@ mod tests {
             .contains("too short"));
     }
 
-    /// A decoded payload too large to carry leaves the uplink packed, saying why, counted.
+    /// A decoded payload too large to carry, or one the JSON parser refused, leaves the
+    /// uplink packed, saying why, counted.
     #[test]
-    fn an_oversized_network_object_is_sent_packed_with_the_reason() {
-        let Input::Uplink(mut up) = uplink() else {
-            unreachable!()
-        };
-        up.ns.oversized = Some(5000);
-        let m = Metrics::new();
-        let mut d = Decoder::new(
-            &Config::parse("[sink]\ntype = \"stdout\"\n").unwrap(),
-            m.clone(),
-        );
-        let rec = d.decode(&Input::Uplink(up)).one();
-        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
-        let error = body(&rec)["obj"]["data"]["error"].clone();
-        assert!(
-            error.as_str().unwrap().contains("5000 JSON values"),
-            "{error}"
-        );
-        assert_eq!(m.problems("ns_object_too_large"), 1);
-    }
-
-    /// A decoded payload the JSON parser refused leaves the uplink packed, saying why,
-    /// counted.
-    #[test]
-    fn an_unreadable_network_object_is_sent_packed_with_the_reason() {
-        let Input::Uplink(mut up) = uplink() else {
-            unreachable!()
-        };
-        up.ns.unreadable = Some("number out of range at line 1 column 12".into());
-        let m = Metrics::new();
-        let mut d = Decoder::new(
-            &Config::parse("[sink]\ntype = \"stdout\"\n").unwrap(),
-            m.clone(),
-        );
-        let rec = d.decode(&Input::Uplink(up)).one();
-        assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
-        let error = body(&rec)["obj"]["data"]["error"].clone();
-        assert!(
-            error
-                .as_str()
-                .unwrap()
-                .contains("unreadable: number out of range"),
-            "{error}"
-        );
-        assert_eq!(m.problems("ns_object_unreadable"), 1);
+    fn an_oversized_or_unreadable_network_object_is_sent_packed_with_the_reason() {
+        type Spoil = fn(&mut crate::uplink::NsDecoded);
+        let cases: [(Spoil, &str, &str); 2] = [
+            (
+                |ns| ns.oversized = Some(5000),
+                "5000 JSON values",
+                "ns_object_too_large",
+            ),
+            (
+                |ns| ns.unreadable = Some("number out of range".into()),
+                "unreadable: number out of range",
+                "ns_object_unreadable",
+            ),
+        ];
+        for (spoil, says, kind) in cases {
+            let Input::Uplink(mut up) = uplink() else {
+                unreachable!()
+            };
+            spoil(&mut up.ns);
+            let m = Metrics::new();
+            let mut d = Decoder::new(
+                &Config::parse("[sink]\ntype = \"stdout\"\n").unwrap(),
+                m.clone(),
+            );
+            let rec = d.decode(&Input::Uplink(up)).one();
+            assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+            let error = body(&rec)["obj"]["data"]["error"].clone();
+            assert!(error.as_str().unwrap().contains(says), "{error}");
+            assert_eq!(m.problems(kind), 1);
+        }
     }
 
     #[cfg(feature = "js")]
