@@ -36,34 +36,31 @@ pub(super) fn agent_user(buffer: &Path, etc: &Path) -> Option<AgentUser> {
         .find_map(|p| std::fs::metadata(p).ok())
         .map(|m| (m.uid(), m.gid()))
         .filter(|(uid, _)| *uid != 0);
-    let user = |f: &dyn Fn(&[&str]) -> bool| {
-        passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f2| f2.len() > 3 && f(f2))
-    };
+    // (name, uid, gid) of each user.
+    let users: Vec<(&str, u32, u32)> = passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((
+                *f.first()?,
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect();
     let (uid, gid, name) = match owner {
-        Some((uid, gid)) => {
-            let name = user(&|f| f[2] == uid.to_string()).map(|f| f[0].to_string());
-            (uid, gid, name)
-        }
-        None => {
-            let f = user(&|f| f[0] == "hubgate")?;
-            (
-                f[2].parse().ok()?,
-                f[3].parse().ok()?,
-                Some("hubgate".to_string()),
-            )
-        }
+        Some((uid, gid)) => (uid, gid, users.iter().find(|u| u.1 == uid).map(|u| u.0)),
+        None => users
+            .iter()
+            .find(|u| u.0 == "hubgate")
+            .map(|&(n, uid, gid)| (uid, gid, Some(n)))?,
     };
     let mut groups = vec![gid];
     for g in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
         let [gname, _, id, members] = g[..] else {
             continue;
         };
-        let member = name
-            .as_deref()
-            .is_some_and(|n| members.split(',').any(|m| m == n));
+        let member = name.is_some_and(|n| members.split(',').any(|m| m == n));
         if gname == "dialout" || member {
             groups.extend(id.parse::<u32>().ok());
         }
