@@ -327,16 +327,18 @@ fn udp_kernel_drops_are_counted_under_the_units_proc_subset() {
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("hubgate.log")).unwrap();
-    let mut child = std::process::Command::new("unshare")
-        .args(["-m", "-p", "-f", "--kill-child", "sh", "-c"])
-        .arg("mount -t proc -o subset=pid proc /proc && exec \"$0\" run -c \"$1\"")
-        .arg(env!("CARGO_BIN_EXE_hubgate"))
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let agent = Unshared(
+        std::process::Command::new("unshare")
+            .args(["-m", "-p", "-f", "--kill-child", "sh", "-c"])
+            .arg("mount -t proc -o subset=pid proc /proc && exec \"$0\" run -c \"$1\"")
+            .arg(env!("CARGO_BIN_EXE_hubgate"))
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let scrape = || {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
@@ -360,8 +362,7 @@ fn udp_kernel_drops_are_counted_under_the_units_proc_subset() {
         assert!(Instant::now() < deadline, "no scrape: {}", log());
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(agent);
     assert!(
         text.contains("hubgate_udp_kernel_drops_total{listen=\"127.0.0.1:"),
         "no drops line for the UDP source:\n{}",
@@ -370,4 +371,15 @@ fn udp_kernel_drops_are_counted_under_the_units_proc_subset() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// The agent under `unshare`, killed with its namespace (`--kill-child`) however the test
+/// ends, a failed wait included.
+struct Unshared(std::process::Child);
+
+impl Drop for Unshared {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
