@@ -495,15 +495,20 @@ mod tests {
     /// A decoded `object` the JSON parser refuses (nested deeper than it goes, a number
     /// beyond f64) costs only the object, as one too large to carry does: the uplink (`data`,
     /// fCnt) is taken, with the object marked unreadable so it goes out packed with the reason.
+    /// So it is when radio metadata of the wrong type is mended as well.
     #[test]
     fn an_unreadable_network_object_costs_only_the_object() {
-        let up = r#"{"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"devEui":"58a0cb0000101234"},"devAddr":"26011bda","fCnt":42,"fPort":103,"data":"CIwuLf////8=","object":OBJECT}"#;
+        let up = r#"{"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"devEui":"58a0cb0000101234"},"devAddr":"26011bda","fCnt":42,"fPort":103,"data":"CIwuLf////8=","object":OBJECT RADIO}"#;
         let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
-        for object in [format!(r#"{{"a":{deep}}}"#), r#"{"big":1e400}"#.to_string()] {
-            let text = up.replace("OBJECT", &object);
+        let objects = [format!(r#"{{"a":{deep}}}"#), r#"{"big":1e400}"#.to_string()];
+        for (object, radio) in objects
+            .iter()
+            .flat_map(|o| ["", r#","rxInfo":"x","txInfo":{"modulation":5}"#].map(|r| (o, r)))
+        {
+            let text = up.replace("OBJECT", object).replace(" RADIO", radio);
             let parsed = parse(text.as_bytes(), SystemTime::UNIX_EPOCH);
             let Ok(Parsed { value: up, .. }) = parsed else {
-                panic!("{}: {:?}", &object[..12], parsed.err());
+                panic!("{}{radio}: {:?}", &object[..12], parsed.err());
             };
             assert_eq!((up.fcnt, up.payload.len()), (Some(42), 8));
             assert!(

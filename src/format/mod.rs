@@ -241,7 +241,7 @@ enum Shape {
 fn from_json<'a, T: serde::Deserialize<'a>>(
     json: &'a [u8],
     paths: &[&[(&str, Shape)]],
-    mended: &'a mut Option<serde_json::Value>,
+    mended: &'a mut Option<String>,
 ) -> Result<T, ParseError> {
     let e = match serde_json::from_slice(json) {
         Ok(t) => return Ok(t),
@@ -249,60 +249,82 @@ fn from_json<'a, T: serde::Deserialize<'a>>(
     };
     let refused = || ParseError::Json(e.to_string().into());
     *mended = with_odd_parts_mended(json, paths);
-    let mended: &'a Option<serde_json::Value> = mended;
-    T::deserialize(mended.as_ref().ok_or_else(refused)?).map_err(|_| refused())
+    let mended: &'a Option<String> = mended;
+    serde_json::from_str(mended.as_deref().ok_or_else(refused)?).map_err(|_| refused())
 }
 
-/// `json` parsed again with the parts at `paths` (keys from the top, `*` for every element
-/// of an array) that have the wrong type mended as their [`Shape`] says, so radio metadata
-/// or a time of the wrong type never costs the uplink, as a wrong field inside them does not
-/// ([`de_meta_int`]). `None`: not JSON, or nothing to mend. Only for a message the strict
-/// parse refused, so the usual message is read once, without a tree.
-fn with_odd_parts_mended(json: &[u8], paths: &[&[(&str, Shape)]]) -> Option<serde_json::Value> {
-    let mut v: serde_json::Value = serde_json::from_slice(json).ok()?;
+type Raw = Box<serde_json::value::RawValue>;
+
+/// `json` again with the parts at `paths` (keys from the top, `*` for every element of an
+/// array) that have the wrong type mended as their [`Shape`] says, so radio metadata or a
+/// time of the wrong type never costs the uplink, as a wrong field inside them does not
+/// ([`de_meta_int`]). Only the objects and arrays on the paths are taken apart; the rest stays
+/// raw text, so a decoded object the parser refuses (too deep) costs only itself here too.
+/// `None`: not JSON, or nothing to mend. Only for a message the strict parse refused.
+fn with_odd_parts_mended(json: &[u8], paths: &[&[(&str, Shape)]]) -> Option<String> {
+    let mut doc: Raw = serde_json::from_slice(json).ok()?;
     let mut mended = false;
     for (path, shape) in paths.iter().copied().flatten() {
         let keys: Vec<&str> = path.split('/').collect();
-        mend(&mut v, &keys, shape, &mut mended);
+        if let Some(m) = mend(&doc, &keys, shape) {
+            doc = m;
+            mended = true;
+        }
     }
-    mended.then_some(v)
+    mended.then(|| doc.get().to_owned())
 }
 
-fn mend(v: &mut serde_json::Value, keys: &[&str], shape: &Shape, mended: &mut bool) {
-    use serde_json::Value as V;
+/// `v` with the part at `keys` mended, or `None` when it needs nothing (or is not there).
+fn mend(v: &serde_json::value::RawValue, keys: &[&str], shape: &Shape) -> Option<Raw> {
     match keys {
-        [] => {}
+        [] => None,
         ["*", rest @ ..] => {
-            if let V::Array(items) = v {
-                items.iter_mut().for_each(|i| mend(i, rest, shape, mended));
+            let mut items: Vec<Raw> = serde_json::from_str(v.get()).ok()?;
+            let mut any = false;
+            for item in &mut items {
+                if let Some(m) = mend(item, rest, shape) {
+                    *item = m;
+                    any = true;
+                }
             }
+            any.then(|| raw(&items)).flatten()
         }
         [key, rest @ ..] => {
-            let V::Object(m) = v else { return };
-            if !rest.is_empty() {
-                if let Some(inner) = m.get_mut(*key) {
-                    mend(inner, rest, shape, mended);
-                }
-                return;
-            }
-            let Some(part) = m.get_mut(*key) else { return };
-            match (shape, &mut *part) {
-                (_, V::Null) | (Shape::Object, V::Object(_)) | (Shape::Text, V::String(_)) => {}
-                (Shape::Objects, V::Array(items)) => {
-                    let before = items.len();
-                    items.retain(|i| i.is_object());
-                    *mended |= items.len() != before;
-                }
-                (Shape::Text, other) => {
-                    *part = V::String(other.to_string());
-                    *mended = true;
-                }
-                (Shape::Object | Shape::Objects, _) => {
-                    m.remove(*key);
-                    *mended = true;
-                }
-            }
+            let mut m: std::collections::BTreeMap<String, Raw> =
+                serde_json::from_str(v.get()).ok()?;
+            let part = m.get(*key)?;
+            let new = if rest.is_empty() {
+                mend_part(part, shape)?
+            } else {
+                Some(mend(part, rest, shape)?)
+            };
+            match new {
+                Some(raw) => m.insert((*key).to_owned(), raw),
+                None => m.remove(*key),
+            };
+            raw(&m)
         }
+    }
+}
+
+fn raw<T: serde::Serialize + ?Sized>(v: &T) -> Option<Raw> {
+    serde_json::value::to_raw_value(v).ok()
+}
+
+/// A part of the wrong [`Shape`]: `Some(None)` when it is left out, `Some(Some(raw))` when
+/// it is replaced, `None` when it is right (or `null`, as good as absent).
+fn mend_part(part: &serde_json::value::RawValue, shape: &Shape) -> Option<Option<Raw>> {
+    let first = part.get().trim_start().bytes().next();
+    match (shape, first) {
+        (_, Some(b'n')) | (Shape::Object, Some(b'{')) | (Shape::Text, Some(b'"')) => None,
+        (Shape::Objects, Some(b'[')) => {
+            let mut items: Vec<Raw> = serde_json::from_str(part.get()).ok()?;
+            let before = items.len();
+            items.retain(|i| i.get().starts_with('{'));
+            (items.len() != before).then(|| raw(&items))
+        }
+        (Shape::Text, _) => Some(raw(part.get())),
+        (Shape::Object | Shape::Objects, _) => Some(None),
     }
 }
 

@@ -240,6 +240,21 @@ mod tests {
             let ns = ns_with(&extra);
             assert!(ns.is_empty() && ns.unreadable.is_some(), "{extra}: {ns:?}");
         }
+        // So with radio metadata of the wrong type mended as well.
+        let odd = UP
+            .replace(r#""rx_metadata":["#, r#""rx_metadata":7,"no":["#)
+            .replace(r#""settings":{"#, r#""settings":[],"no2":{"#)
+            .replace(
+                "\"f_port\"",
+                &format!(r#""decoded_payload":{{"a":{deep}}},"f_port""#),
+            );
+        let up = parse(odd.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().value;
+        assert_eq!((up.fcnt, up.radio.rssi), (Some(42), None));
+        assert!(
+            up.ns.is_empty() && up.ns.unreadable.is_some(),
+            "{:?}",
+            up.ns
+        );
     }
 
     /// TTS declares RSSI a float: a fraction is rounded, and radio metadata of the wrong
