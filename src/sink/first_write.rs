@@ -29,9 +29,50 @@ type Hubs = HashMap<Box<str>, Keys>;
 #[derive(Default)]
 struct Keys {
     /// Keys with a record this producer had confirmed: their partition knows the producer.
-    confirmed: HashSet<Box<str>>,
+    confirmed: Confirmed,
     /// Keys whose first record is handed over and not released yet.
     open: HashMap<Box<str>, Open>,
+}
+
+/// Keys confirmed per hub that a producer remembers. Keys come from input (any DevEUI a
+/// broker's publishers name, any gateway EUI a datagram carries) and a producer lives for
+/// months, so they are bounded; forgetting one only makes its next record a first again.
+pub const CONFIRMED_KEPT: usize = 10_000;
+
+/// The confirmed keys of a hub, in two generations: a key is looked up in both, and the older
+/// is dropped when the newer is full, so at most [`CONFIRMED_KEPT`] are kept and a key in use
+/// (moved to the newer when found in the older) is not forgotten.
+#[derive(Default)]
+struct Confirmed {
+    new: HashSet<Box<str>>,
+    old: HashSet<Box<str>>,
+}
+
+impl Confirmed {
+    fn contains(&mut self, key: &str) -> bool {
+        if self.new.contains(key) {
+            return true;
+        }
+        match self.old.take(key) {
+            Some(key) => {
+                self.insert(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&mut self, key: Box<str>) {
+        if self.new.len() >= CONFIRMED_KEPT / 2 {
+            self.old = std::mem::take(&mut self.new);
+        }
+        self.new.insert(key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.new.len() + self.old.len()
+    }
 }
 
 struct Open {
@@ -217,5 +258,38 @@ mod tests {
         f.not_taken(1, HUB, "a");
         assert_eq!(f.admit(1, HUB, &rec("a", 1)), Admit::Send);
         assert_eq!(f.admit(2, HUB, &rec("a", 2)), Admit::Held);
+    }
+
+    /// A producer lives for months and keys come from input (DevEUIs of MQTT uplinks, gateway
+    /// EUIs of UDP `stat` reports): a flood of distinct ones keeps at most [`CONFIRMED_KEPT`],
+    /// and a device that keeps sending stays confirmed through it.
+    #[test]
+    fn confirmed_keys_stay_bounded_under_many_distinct_devices() {
+        let bound = CONFIRMED_KEPT;
+        let f = FirstWrites::default();
+        let n = 5 * bound as u64;
+        assert_eq!(f.admit(n, HUB, &rec("steady", 0)), Admit::Send);
+        f.reported(n, HUB, "steady", &OK);
+        assert_eq!(f.released().len(), 1);
+        for seq in 0..n {
+            if seq % 1000 == 0 {
+                // Were it forgotten, the first would go and the second wait for it.
+                let steady = [0, 1].map(|i| f.admit(n + seq + i, HUB, &rec("steady", seq + i)));
+                assert_eq!(steady, [Admit::Send, Admit::Send], "after {seq} others");
+            }
+            let key = format!("{seq:016x}");
+            assert_eq!(f.admit(seq, HUB, &rec(&key, seq)), Admit::Send);
+            f.reported(seq, HUB, &key, &OK);
+            assert_eq!(f.released().len(), 1);
+        }
+        let hubs = f.hubs();
+        let kept: usize = hubs
+            .values()
+            .map(|k| k.confirmed.len() + k.open.len())
+            .sum();
+        assert!(
+            kept <= bound,
+            "{kept} keys kept after {n} distinct devices (bound {bound})"
+        );
     }
 }
