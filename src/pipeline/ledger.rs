@@ -108,6 +108,8 @@ pub struct Ledger {
     syncing_fcnts: Vec<Fcnt>,
     /// Written to the buffer since the last flush started (or failed).
     dirty: bool,
+    /// The last flush failed (and the run goes on): what waits for one is bounded.
+    flush_failing: bool,
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
     /// The wall clock at an instant, as last read while trusted: record ages follow the time
@@ -167,6 +169,7 @@ impl Ledger {
             pending_fcnts: Vec::new(),
             syncing_fcnts: Vec::new(),
             dirty: left_over,
+            flush_failing: false,
             drain_cursor: None,
             wall_at: now,
             clock_synchronized: true,
@@ -199,9 +202,18 @@ impl Ledger {
     }
 
     /// New input may be taken: nothing waits for room in the buffer or for a write the disk
-    /// refused.
+    /// refused, and, while flushes fail, fewer than `max_in_flight` acknowledgements and
+    /// frame counters wait for one (each input adds to them until a flush works again).
     pub fn accepting(&self) -> bool {
-        self.waiting.is_empty() && self.unwritten.is_empty()
+        let held = || {
+            self.pending_acks.len()
+                + self.syncing_acks.len()
+                + self.pending_fcnts.len()
+                + self.syncing_fcnts.len()
+        };
+        self.waiting.is_empty()
+            && self.unwritten.is_empty()
+            && !(self.flush_failing && held() >= self.max_in_flight)
     }
 
     /// A frame of a source that can wait may be taken at `now`: unless the sink keeps up
@@ -323,7 +335,7 @@ impl Ledger {
                 // flush already running could make the counter durable before the record's
                 // segment is synced (see [`Ledger::settled_with_flush`]).
                 self.metrics.duplicates.inc();
-                self.pending_acks.push((None, ack));
+                self.hold(None, [ack]);
                 self.pending_fcnts.extend(fcnts);
                 return None;
             }
@@ -341,7 +353,7 @@ impl Ledger {
         self.took(&counters.advanced);
         self.release_fcnts(counters.advanced);
         let Some((dev_addr, fcnt)) = counters.replayed else {
-            return self.pending_acks.push((None, ack));
+            return self.hold(None, [ack]);
         };
         let of_frame = |&(a, _, f, _): &Fcnt| (a, f) == (dev_addr, fcnt);
         let first: Vec<u64> = self
@@ -362,8 +374,14 @@ impl Ledger {
             let part = parts.pop().expect("a part per record");
             self.ack_with(seq, &[], part);
         }
-        self.pending_acks
-            .extend(parts.into_iter().map(|a| (None, a)));
+        self.hold(None, parts);
+    }
+
+    /// Hold `acks` (of record `seq` in flight, if any) until a flush that starts later is
+    /// done. [`Ack::None`] is not held: there is nothing to send.
+    fn hold(&mut self, seq: Option<u64>, acks: impl IntoIterator<Item = Ack>) {
+        let acks = acks.into_iter().filter(|a| !matches!(a, Ack::None));
+        self.pending_acks.extend(acks.map(|a| (seq, a)));
     }
 
     /// Acknowledge a copy of record `first`, and keep the copy's frame counters `fcnts`, when
@@ -379,7 +397,7 @@ impl Ledger {
         } else if let Some(l) = self.unwritten.get_mut(&first) {
             &mut l.acks
         } else {
-            self.pending_acks.push((None, ack));
+            self.hold(None, [ack]);
             self.pending_fcnts.extend(fcnts);
             return;
         };
@@ -576,8 +594,7 @@ impl Ledger {
             }
             self.settled_with_flush(seq);
             if let Some(w) = self.waiting.remove(&seq) {
-                self.pending_acks
-                    .extend(w.acks.into_iter().map(|a| (None, a)));
+                self.hold(None, w.acks);
                 if stored {
                     self.rewind(seq);
                 }
@@ -585,8 +602,8 @@ impl Ledger {
                 // Dropped (by `drop_newest`/`drop_oldest`, or too large for any buffer):
                 // nothing more to keep for it either.
                 f.in_buffer = true;
-                self.pending_acks
-                    .extend(f.acks.drain(..).map(|a| (Some(seq), a)));
+                let acks = std::mem::take(&mut f.acks);
+                self.hold(Some(seq), acks);
             }
         }
         // Everything up to the mark is in the buffer (or in flight and confirmed later).
@@ -827,8 +844,7 @@ impl Ledger {
             Ok(()) => {
                 self.settled_with_flush(seq);
                 self.dirty = true;
-                self.pending_acks
-                    .extend(leaving.acks.into_iter().map(|a| (None, a)));
+                self.hold(None, leaving.acks);
                 true
             }
             Err(e) => {
@@ -980,6 +996,7 @@ impl Ledger {
         let Some(outcome) = self.buffer.flush_outcome(wait) else {
             return Ok(());
         };
+        self.flush_failing = outcome.is_err();
         let Err(e) = outcome else {
             Self::release(&self.metrics, &mut self.syncing_acks);
             let fcnts = std::mem::take(&mut self.syncing_fcnts);
@@ -1312,7 +1329,8 @@ mod tests {
         let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         assert!(ledger.quiet());
 
-        ledger.take(Vec::new(), Counters::default(), Ack::None, t0);
+        let (ack, _pubacks) = pubacks();
+        ledger.take(Vec::new(), Counters::default(), ack(1), t0);
         assert!(
             !ledger.quiet(),
             "an acknowledgement waits for the round's end"
@@ -1372,15 +1390,8 @@ mod tests {
             when_full: crate::config::WhenFull::Block,
             ..BufferConfig::default()
         };
-        let metrics = Metrics::new();
-        // The last run left a dead letter, which this run has yet to flush.
-        let mut store = MemoryStore::default();
-        store.dead_letter(0, Vec::new()).unwrap();
-        store.set_flush_fails(true);
-        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
-        let t0 = Instant::now();
+        let (mut ledger, mut reports, metrics, store, t0) = flush_fails_ledger(&cfg);
         let now = (t0, SystemTime::now());
-        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "a failed flush is tried again");
         let dead = Record {
@@ -1541,6 +1552,65 @@ mod tests {
                 ledger.max_age_ms
             );
         }
+    }
+
+    /// While the buffer's flush keeps failing with an error that does not end the run (a
+    /// database a failed rebuild left unusable refuses every flush), nothing is acknowledged
+    /// and each input adds to what waits for a flush: inputs with nothing to acknowledge (UDP,
+    /// serial) add nothing, others are taken up to `max_in_flight` waiting, then input stops
+    /// until a flush works, which releases them all.
+    #[test]
+    fn acknowledgements_held_by_a_failing_flush_stay_bounded() {
+        let cfg = BufferConfig::default();
+        let (mut ledger, _reports, _metrics, store, t0) = flush_fails_ledger(&cfg);
+        for _ in 0..10_000 {
+            assert!(ledger.accepting());
+            ledger.take(Vec::new(), Counters::default(), Ack::None, t0);
+            ledger.end_round(t0).unwrap();
+        }
+        assert_eq!(ledger.pending_acks.len() + ledger.syncing_acks.len(), 0);
+        let (ack, mut pubacks) = pubacks();
+        let mut taken = 0;
+        while ledger.accepting() {
+            assert!(taken < 10_000, "input is still taken");
+            ledger.take(Vec::new(), Counters::default(), ack(taken + 1), t0);
+            ledger.end_round(t0).unwrap();
+            taken += 1;
+        }
+        assert_eq!(usize::from(taken), cfg.max_in_flight);
+        assert!(pubacks.try_recv().is_err(), "acknowledged before a flush");
+        store.set_flush_fails(false);
+        ledger.end_round(t0).unwrap();
+        assert!(ledger.accepting());
+        let released = std::iter::from_fn(|| pubacks.try_recv().ok()).count();
+        assert_eq!(released, cfg.max_in_flight);
+        // With flushes working, a burst of inputs between two flushes is not held back.
+        for pkid in 1..=taken + 1 {
+            ledger.take(Vec::new(), Counters::default(), ack(pkid), t0);
+            assert!(ledger.accepting());
+        }
+    }
+
+    /// As [`memory_ledger`], over a store whose flushes fail (returned, to let them work
+    /// again) and that holds a dead letter the last run left, which this run has yet to
+    /// flush.
+    fn flush_fails_ledger(
+        cfg: &BufferConfig,
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Arc<Metrics>,
+        MemoryStore,
+        Instant,
+    ) {
+        let metrics = Metrics::new();
+        let mut store = MemoryStore::default();
+        store.dead_letter(0, Vec::new()).unwrap();
+        store.set_flush_fails(true);
+        let buffer = Buffer::new(Box::new(store.clone()), cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (ledger, reports) = stdout_ledger(cfg, buffer, &metrics, (t0, SystemTime::now()));
+        (ledger, reports, metrics, store, t0)
     }
 
     /// A ledger over a memory buffer with `cfg`, the reports of its stdout sink, its metrics,
