@@ -1,6 +1,7 @@
 //! Kafka sink (librdkafka): any Kafka broker, and the engine under the Event Hubs sink.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,9 @@ pub struct DeliveryContext {
     refused: Refused,
     /// This producer's first records of each key.
     first: FirstWrites,
+    /// A record of this producer timed out and none was confirmed since (see
+    /// [`Sink::tick`]).
+    stuck: AtomicBool,
 }
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
@@ -242,6 +246,10 @@ impl ProducerContext for DeliveryContext {
             Ok(m) | Err((_, m)) => m,
         };
         let place = (msg.topic(), msg.partition());
+        let timed_out = matches!(result, Err((e, _)) if error_code(e) == Some(RDKafkaErrorCode::MessageTimedOut));
+        if result.is_ok() || timed_out {
+            self.stuck.store(timed_out, Ordering::Relaxed);
+        }
         let result = match result {
             Ok(m) => {
                 self.hubs.delivered(m.topic());
@@ -323,10 +331,14 @@ pub fn error_code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
 /// [`classify`] a write to `hub` that failed, at hand-over or in its delivery report. A hub
 /// not created yet, deleted since, or refused until the operator fixes it: the provisioner
 /// (asked with `client`'s settings) looks again, throttled, and creates it anew if it may;
-/// the forwarder parks the recType from this failure itself.
+/// the forwarder parks the recType from this failure itself. So it looks after a timeout: a
+/// producer waits for a hub it does not know to appear, and a short `message.timeout.ms`
+/// ends the wait before librdkafka calls the hub missing.
 fn failed(e: &KafkaError, hub: &str, hubs: &Hubs, client: &ClientConfig) -> SinkError {
     let failed = classify(e, hub, hubs);
-    if let SinkError::Park(_) = &failed {
+    if matches!(failed, SinkError::Park(_))
+        || error_code(e) == Some(RDKafkaErrorCode::MessageTimedOut)
+    {
         hubs.ask(None, hub, client);
     }
     failed
@@ -412,6 +424,7 @@ fn create(
         batched: config.get(ALONE.0) != Some(ALONE.1),
         refused: refused.clone(),
         first: first.clone(),
+        stuck: false.into(),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -629,15 +642,26 @@ impl Sink for KafkaSink {
     /// records a broker refused in a batch too large are to be sent alone, or are through
     /// (see [`DeliveryContext::delivery`]); that producer still works, so it first gets
     /// [`FLUSH_BEFORE_REPLACING`] to confirm what it holds, which is then not sent twice.
+    ///
+    /// And when its records time out and none is confirmed: a broker that lost this
+    /// producer's id (restarted without its data, a failover) refuses every request of it as
+    /// of an unknown producer, which librdkafka does not take as fatal, so without a new
+    /// producer (a new id) nothing would go until hubgate restarted.
     fn tick(&mut self) -> bool {
         let fatal = self.producer.client().fatal_error();
+        let stuck = self
+            .producer
+            .client()
+            .context()
+            .stuck
+            .load(Ordering::Relaxed);
         let back = self
             .vanished
             .iter()
             .find(|(hub, since)| self.hubs.found_since(hub, **since))
             .map(|(hub, _)| hub.clone());
         let alone = self.refused_in_batch();
-        if fatal.is_none() && back.is_none() && alone == self.alone {
+        if fatal.is_none() && !stuck && back.is_none() && alone == self.alone {
             return false;
         }
         // A producer that fails again at once is not rebuilt ten times a second.
@@ -645,6 +669,14 @@ impl Sink for KafkaSink {
             return false;
         }
         self.rebuilt = Some(Instant::now());
+        if fatal.is_none() && stuck {
+            self.metrics.problem("producer_timed_out", || {
+                "kafka: records timed out and none was confirmed since: a new producer (a \
+                 broker that lost this producer's id refuses it until then)"
+                    .to_string()
+            });
+            return self.replace_producer(alone);
+        }
         let Some((code, reason)) = fatal else {
             match back {
                 Some(hub) => {
