@@ -73,6 +73,8 @@ pub struct Reloader {
     /// How the codecs' worker process is started.
     launcher: Launcher,
     metrics: Arc<Metrics>,
+    /// Set when the agent stops ([`Reloader::stop`]).
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reloader {
@@ -80,8 +82,19 @@ impl Reloader {
     /// with its reason here, then one line sums the reload up. Blocks (engines are built): run
     /// it on the blocking pool. A panic while loading leaves the codecs in use in place.
     pub fn reload(&self) {
-        match crate::contain::contain(|| self.files.load(self.launcher.clone())) {
-            Ok(set) => {
+        use std::sync::atomic::Ordering;
+        let load = || {
+            let launcher = self.launcher.clone();
+            self.files
+                .load_with(launcher, |_| !self.stopping.load(Ordering::Relaxed))
+        };
+        match crate::contain::contain(load) {
+            // Nobody takes the set any more; its worker ends with it.
+            Ok(Err(stopped)) => log::info!(
+                "codec directory {} reload: {stopped}, as the agent stops",
+                self.files.dir.display()
+            ),
+            Ok(Ok(set)) => {
                 let (mut loaded, mut kept, mut failed) = (0, 0, 0);
                 {
                     let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,16 +144,55 @@ impl Reloader {
             ),
         }
     }
+
+    /// The agent stops: a reload going on ends before its next codec file, as would any later
+    /// one. The runtime's end waits for the blocking pool, so a reload of files that hang
+    /// (seconds each) would hold the exit up past systemd's `TimeoutStopSec=`.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
+
+/// How far each codec file loaded before `READY=1` pushes systemd's start timeout, as the
+/// buffer's upgrade does for each batch: a file takes at most its load limit of CPU, plus the
+/// worker's patience on a busy gateway ([`crate::js`]).
+const START_ALLOWANCE_PER_CODEC: std::time::Duration = std::time::Duration::from_secs(90);
 
 impl Decoder {
     pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
         Decoder::with_launcher(cfg, metrics, Launcher::default())
     }
 
+    /// The agent's, before `READY=1`: ahead of each codec file, which may take seconds,
+    /// systemd hears that the start goes on (nothing is sent outside systemd).
+    pub fn starting(cfg: &Config, metrics: Arc<Metrics>) -> Self {
+        Decoder::build(cfg, metrics, Launcher::default(), |next| {
+            crate::notify::extend_start(
+                START_ALLOWANCE_PER_CODEC,
+                &format!(
+                    "loading the JavaScript codecs: {}.js ({} of {})",
+                    next.name,
+                    next.done + 1,
+                    next.of
+                ),
+            );
+            true
+        })
+    }
+
     /// The same, with the JavaScript codecs' worker started by `launcher` (tests and
     /// benchmarks, whose own binary is not hubgate).
     pub fn with_launcher(cfg: &Config, metrics: Arc<Metrics>, launcher: Launcher) -> Self {
+        Decoder::build(cfg, metrics, launcher, |_| true)
+    }
+
+    fn build(
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+        launcher: Launcher,
+        before: impl FnMut(crate::js::dir::Next) -> bool,
+    ) -> Self {
         let devices = cfg
             .devices
             .iter()
@@ -178,7 +230,10 @@ impl Decoder {
         }
         let reloads = Pending::default();
         let files = Named::of(cfg);
-        let files_in_use = files.load(launcher.clone());
+        let files_in_use = match files.load_with(launcher.clone(), before) {
+            Ok(set) => set,
+            Err(stopped) => unreachable!("a decoder's first load goes on: {stopped}"),
+        };
         let mut in_use = std::collections::HashSet::new();
         for (file, error) in files_in_use.outcomes() {
             match error {
@@ -194,6 +249,7 @@ impl Decoder {
             to_decoder: reloads.clone(),
             launcher,
             metrics: metrics.clone(),
+            stopping: Default::default(),
         };
         let files = files_in_use;
         Decoder {
@@ -1362,6 +1418,35 @@ mod tests {
         assert_eq!(m.problems("codec_file"), 3);
     }
 
+    /// A codec at `file` whose records carry `{v}`: which version decoded.
+    #[cfg(feature = "js")]
+    fn write_version(file: &std::path::Path, v: u32) {
+        let js = format!("function decodeUplink(i) {{ return {{data: {{v: {v}}}}}; }}");
+        crate::codec_files::write(file, js);
+    }
+
+    /// Once the agent stops, a reload loads no codec file and hands the decoder nothing: the
+    /// version in use stays, whatever is on disk now.
+    #[cfg(feature = "js")]
+    #[test]
+    fn a_reload_after_the_stop_loads_nothing() {
+        let dir = crate::codec_files::tempdir();
+        let file = dir.path().join("c.js");
+        let version = |v: u32| write_version(&file, v);
+        version(1);
+        let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
+        version(2);
+        let reloader = d.reloader();
+        reloader.stop();
+        reloader.reload();
+        let rec = d.decode(&with_payload(&[7])).one();
+        assert_eq!(
+            body(&rec)["obj"]["data"]["origin"],
+            serde_json::json!({"v": 1})
+        );
+        assert_eq!(m.problems("codec_file"), 0);
+    }
+
     /// Reloads with no input between them leave one set waiting, with one worker: each
     /// earlier one's worker has ended (it kept running until the next input before, one more
     /// process per SIGHUP). The codec of the last reload is the one the next input meets.
@@ -1370,10 +1455,7 @@ mod tests {
     fn reloads_without_an_input_between_keep_one_worker() {
         let dir = crate::codec_files::tempdir();
         let file = dir.path().join("c.js");
-        let version = |v: u32| {
-            let js = format!("function decodeUplink(i) {{ return {{data: {{v: {v}}}}}; }}");
-            crate::codec_files::write(&file, js);
-        };
+        let version = |v: u32| write_version(&file, v);
         version(0);
         let (mut d, _m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
         let waiting = |d: &Decoder| {

@@ -1,7 +1,7 @@
 //! systemd service notifications (`Type=notify`): `READY=1` once the sink and the sources are
-//! up, `EXTEND_TIMEOUT_USEC=` while a long start (the buffer's upgrade) goes on, `WATCHDOG=1`
-//! while the forwarder loop keeps turning, `STOPPING=1` on shutdown, and a `STATUS=` line for
-//! `systemctl status`. Outside systemd (no `NOTIFY_SOCKET`) all of it is a
+//! up, `EXTEND_TIMEOUT_USEC=` while a long start (the buffer's upgrade, the codecs' load) goes
+//! on, `WATCHDOG=1` while the forwarder loop keeps turning, `STOPPING=1` on shutdown, and a
+//! `STATUS=` line for `systemctl status`. Outside systemd (no `NOTIFY_SOCKET`) all of it is a
 //! no-op.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,8 @@ pub fn ready(status: &str) {
 
 /// Start-up goes on, slowly but moving: systemd's start timeout (`TimeoutStartSec=`) is
 /// pushed to `by` from now, with `status` as the status line. Sent again before `by` has
-/// passed, it keeps a long start (the buffer's upgrade) from being killed as a hang.
+/// passed, it keeps a long start (the buffer's upgrade, the codecs' load) from being killed
+/// as a hang.
 pub fn extend_start(by: std::time::Duration, status: &str) {
     let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
     send(&[

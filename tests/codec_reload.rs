@@ -108,3 +108,49 @@ async fn sighup_keeps_a_working_codec_when_its_new_file_is_broken() {
     );
     assert!(agent.terminate(WAIT).success());
 }
+
+/// A SIGTERM during a SIGHUP reload stops the reload before its next codec file. The reload
+/// runs on tokio's blocking pool, which the runtime's end waits for: one that went on loading
+/// files that hang (each costs its load limit, 2 s, and more) would hold the exit up past
+/// systemd's `TimeoutStopSec=30` with a dozen of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_a_codec_reload_stops_it_before_its_next_file() {
+    const CODECS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = dir.path().join("codecs");
+    codec_files::create_dir(&codecs);
+    let mut devices = String::new();
+    for i in 0..CODECS {
+        version(&codecs.join(format!("c{i}.js")), 1);
+        devices.push_str(&format!(
+            "[[device]]\ndev_eui = \"00000000000000{i:02x}\"\njs_codec = \"c{i}\"\n"
+        ));
+    }
+    let port = support::free_udp_port();
+    let config = format!(
+        "[buffer]\npath = \"{}\"\n[codecs]\ndir = \"{}\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\n{devices}\
+         [sink]\ntype = \"stdout\"\n",
+        dir.path().join("buffer").display(),
+        codecs.display(),
+    );
+    let mut agent = Agent::start_with_stdout(dir.path(), &config);
+    // The first load is done (the forwarder runs with the good versions).
+    agent.wait_log("running: ", 1, WAIT);
+    for i in 0..CODECS {
+        codec_files::write(codecs.join(format!("c{i}.js")), "while (true) {}\n");
+    }
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(agent.pid(), libc::SIGHUP) }, 0);
+    agent.wait_log("reload requested", 1, WAIT);
+    // The whole reload would take about 17 s; the bound is only for a test that fails.
+    let status = agent.terminate(std::time::Duration::from_secs(60));
+    assert!(status.success(), "{status}");
+    let log = agent.full_log();
+    let stopped = log.find("stopped; ").expect("the forwarder stopped");
+    let reload_stopped = log.find(" reload: stopped before c").unwrap_or_else(|| {
+        panic!("the reload did not stop (it ran to its end or is gone):\n{log}")
+    });
+    assert!(stopped < reload_stopped, "{log}");
+    assert!(!log.contains(" reloaded: "), "{log}");
+}

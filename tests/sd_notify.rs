@@ -228,3 +228,62 @@ fn the_salvage_extends_the_start_timeout_after_each_batch_and_segment() {
         .count();
     assert_eq!(asides, 1);
 }
+
+/// The JavaScript codecs load before READY=1, one after the other, each for up to its load
+/// limit (2 s of CPU, then the worker's restart): ahead of each file hubgate pushes systemd's
+/// start timeout, or enough files that hang (or are merely slow) would outlast
+/// `TimeoutStartSec=` (90 s by default) and get every start killed.
+#[cfg(feature = "js")]
+#[test]
+fn loading_the_codecs_at_start_extends_the_start_timeout_before_each_file() {
+    const CODECS: usize = 3;
+    let dir = support::codec_files::tempdir();
+    let socket_path = dir.path().join("notify-codecs");
+    let sock = UnixDatagram::bind(&socket_path).unwrap();
+    let codecs = dir.path().join("codecs");
+    support::codec_files::create_dir(&codecs);
+    let mut devices = String::new();
+    for i in 0..CODECS {
+        support::codec_files::write(codecs.join(format!("c{i}.js")), "while (true) {}\n");
+        devices.push_str(&format!(
+            "[[device]]\ndev_eui = \"00000000000000{i:02x}\"\njs_codec = \"c{i}\"\n"
+        ));
+    }
+    let config = format!(
+        "[buffer]\npath = \"{}\"\n[codecs]\ndir = \"{}\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n{devices}\
+         [sink]\ntype = \"stdout\"\n",
+        dir.path().join("buffer").display(),
+        codecs.display(),
+        free_udp_port(),
+    );
+    let mut agent = Agent::begin_notifying(dir.path(), &config, &socket_path);
+    // Each file hangs for its load limit and more: a minute is plenty for the three.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while !got.last().is_some_and(|m: &String| m.contains("READY=1")) {
+        let msg = next(&sock, deadline)
+            .unwrap_or_else(|| panic!("no READY=1 after {got:?}:\n{}", agent.logs()));
+        got.push(msg);
+    }
+    assert!(agent.terminate(WAIT).success());
+    let ready = got.pop().unwrap();
+    let expected: Vec<String> = (0..CODECS)
+        .map(|i| {
+            format!(
+                "EXTEND_TIMEOUT_USEC=90000000\nSTATUS=loading the JavaScript codecs: \
+                 c{i}.js ({} of {CODECS})\n",
+                i + 1
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "{}", agent.logs());
+    // The files did hang: each failed to load, which READY=1 then follows.
+    assert!(ready.starts_with("READY=1\n"), "{ready:?}");
+    assert_eq!(
+        agent.full_log().matches("ran longer than").count(),
+        CODECS,
+        "{}",
+        agent.logs()
+    );
+}

@@ -166,19 +166,71 @@ impl Named {
     /// Load them, the codecs into a worker started with `launcher`. Blocks: the agent runs
     /// it off the forwarder's thread except at start.
     pub fn load(&self, launcher: Launcher) -> Set {
+        match self.load_with(launcher, |_| true) {
+            Ok(set) => set,
+            Err(stopped) => unreachable!("nothing stops this load: {stopped}"),
+        }
+    }
+
+    /// [`Named::load`], asking `before` ahead of each codec file (a load that hangs costs
+    /// seconds): it may tell systemd the start goes on, or answer false to stop there, the
+    /// files before it loaded for nothing.
+    pub fn load_with(
+        &self,
+        launcher: Launcher,
+        mut before: impl FnMut(Next) -> bool,
+    ) -> Result<Set, Stopped> {
         let worker = Worker::new(launcher);
-        let codecs = self.codecs.iter().map(|name| {
-            let loaded = load(&self.dir, name, &worker);
-            (name.clone(), loaded)
-        });
+        let mut codecs = HashMap::new();
+        for (done, name) in self.codecs.iter().enumerate() {
+            let next = Next {
+                name,
+                done,
+                of: self.codecs.len(),
+            };
+            if !before(next) {
+                return Err(Stopped {
+                    before: name.clone(),
+                    done,
+                    of: self.codecs.len(),
+                });
+            }
+            codecs.insert(name.clone(), load(&self.dir, name, &worker));
+        }
         let tables = self.tables.iter();
-        Set {
-            codecs: codecs.collect(),
+        Ok(Set {
+            codecs,
             worker: Some(worker.clone()),
             tables: tables
                 .map(|name| (name.clone(), load_table(&self.dir, name)))
                 .collect(),
-        }
+        })
+    }
+}
+
+/// The codec file [`Named::load_with`] loads next: `name`, after `done` of `of`.
+#[derive(Clone, Copy)]
+pub struct Next<'a> {
+    pub name: &'a str,
+    pub done: usize,
+    pub of: usize,
+}
+
+/// A [`Named::load_with`] stopped before the codec file `before`, `done` of `of` loaded.
+#[derive(Debug)]
+pub struct Stopped {
+    pub before: String,
+    pub done: usize,
+    pub of: usize,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped before {}.js, {} of {} codec file(s) loaded",
+            self.before, self.done, self.of
+        )
     }
 }
 

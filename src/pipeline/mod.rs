@@ -122,11 +122,12 @@ pub async fn run(
     drop((urgent_tx, patient_tx));
 
     let (sink_tx, sink_rx) = mpsc::channel(1);
+    let codecs = forwarder.codec_reloader();
     let rotation = tokio::spawn(reload_on_request(
         cfg.sink.clone(),
         delivery_tx,
         sink_tx,
-        (reload, forwarder.codec_reloader()),
+        (reload, codecs.clone()),
         metrics.clone(),
         hubs,
     ));
@@ -160,6 +161,9 @@ pub async fn run(
     };
     let _ = stopping_tx.send(true);
     let _ = acked_tx.send(true);
+    // Aborting the task leaves a codec reload running on the blocking pool, which the
+    // runtime's end waits for: it stops before its next file.
+    codecs.stop();
     rotation.abort();
     watchdog.abort();
     for t in tasks {
@@ -200,7 +204,7 @@ fn open_forwarder(
     let store = SledStore::open(&cfg.buffer.path)?;
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone(), hubs)?;
-    let decoder = Decoder::new(cfg, metrics.clone());
+    let decoder = Decoder::starting(cfg, metrics.clone());
     Ok(Forwarder::new(
         &cfg.buffer,
         cfg.record.dedup_window,

@@ -57,6 +57,8 @@ pub struct Agent {
     stdout: Option<PathBuf>,
     pub metrics_port: u16,
     rust_log: &'static str,
+    /// The child's own `NOTIFY_SOCKET` (see [`Agent::begin_notifying`]).
+    notify_socket: Option<PathBuf>,
 }
 
 const DEFAULT_LOG: &str = "debug,librdkafka=debug";
@@ -94,6 +96,15 @@ impl Agent {
     /// during start-up); [`Agent::start_again`] and [`Agent::begin_again`] reuse the config.
     pub fn begin(dir: &Path, config_body: &str) -> Agent {
         let mut a = Agent::configure(dir, config_body, "", None, DEFAULT_LOG);
+        a.spawn_child();
+        a
+    }
+
+    /// Like [`Agent::begin`], the child telling `socket` what it would tell systemd (and no
+    /// watchdog), whatever this process's environment holds.
+    pub fn begin_notifying(dir: &Path, config_body: &str, socket: &Path) -> Agent {
+        let mut a = Agent::configure(dir, config_body, "", None, DEFAULT_LOG);
+        a.notify_socket = Some(socket.to_owned());
         a.spawn_child();
         a
     }
@@ -139,6 +150,7 @@ impl Agent {
             stdout,
             metrics_port,
             rust_log,
+            notify_socket: None,
         }
     }
 
@@ -211,7 +223,13 @@ impl Agent {
                 .unwrap(),
             None => log.try_clone().unwrap(),
         };
-        let child = command()
+        let mut command = command();
+        if let Some(socket) = &self.notify_socket {
+            command
+                .env("NOTIFY_SOCKET", socket)
+                .env_remove("WATCHDOG_USEC");
+        }
+        let child = command
             .args(["run", "-c"])
             .arg(&self.config)
             .env("RUST_LOG", self.rust_log)
