@@ -18,7 +18,7 @@ mod stored_at;
 pub use lock::BufferLock;
 pub use memory::MemoryStore;
 pub use recover::{recover, Recovered};
-pub use sled_store::SledStore;
+pub use sled_store::{moved_aside, SledStore};
 
 use std::collections::HashMap;
 use std::sync::Arc;

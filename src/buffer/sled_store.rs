@@ -112,6 +112,8 @@ pub struct SledStore {
     sync_failed: Option<String>,
     /// Set while relink could not look everywhere (see [`Unlinked`]).
     unlinked: Option<Unlinked>,
+    /// This open moved the database aside: it would not open, or lost flushed writes.
+    moved_aside: bool,
 }
 
 /// Acknowledged records whose pointers name a segment that is gone, while some segment
@@ -278,6 +280,7 @@ impl SledStore {
         let dir = &buffer_dir.join(DB_DIR);
         let lock = BufferLock::take(buffer_dir)?;
         finish_swap(dir)?;
+        remove_salvaged(buffer_dir);
         let mut store = match Self::open_inner(dir) {
             Ok(s) => s,
             Err(e) if dir.exists() && e.is_damage() => {
@@ -289,6 +292,7 @@ impl SledStore {
                 );
                 let mut store = Self::open_at(dir)?;
                 store.lock = Some(lock);
+                store.moved_aside = true;
                 return Ok(store);
             }
             Err(e) => {
@@ -533,6 +537,7 @@ impl SledStore {
             broken: None,
             sync_failed: None,
             unlinked: None,
+            moved_aside: false,
         };
         // An old layout's records count too: they are moved over under their numbers.
         let old_last = store
@@ -993,8 +998,32 @@ impl SledStore {
         last(&self.records).max(last(&self.dead))
     }
 
-    /// The database lost writes that had been flushed: keep it aside for inspection, carry
-    /// what it still holds into a fresh one, and say so loudly. It runs before READY=1:
+    /// Whether this open moved the database aside, whether or not it is kept (see
+    /// [`moved_aside`]): it would not open, or it lost flushed writes and was salvaged.
+    pub fn moved_aside_at_open(&self) -> bool {
+        self.moved_aside
+    }
+
+    /// Whether the salvage's read of segment `number` (`entries`, which stops at the first
+    /// entry that is not whole) got every entry `hubgate buffer recover` would: its scan goes
+    /// on past damage, and narrows a failed read to the blocks that fail. Anything more it
+    /// finds (an entry after a damaged one, as a card that lost a page mid-segment leaves)
+    /// keeps the database moved aside for it.
+    fn read_as_recover_would(&self, number: u32, entries: &[(u64, Vec<u8>)]) -> bool {
+        let read: BTreeSet<u64> = entries.iter().map(|(seq, _)| *seq).collect();
+        match self.segments.scan(number, |v| super::decode(v).is_ok()) {
+            Ok(found) => {
+                found.failed.is_none() && found.entries.iter().all(|(seq, _)| read.contains(seq))
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The database lost writes that had been flushed: move it aside, carry what it still
+    /// holds into a fresh one, and say so loudly. Once the fresh one is durable, the one
+    /// moved aside goes if nothing more could be read from it (see [`discard`]): each power
+    /// cut on a card that lies about its syncs would otherwise leave a whole buffer's copy
+    /// on the disk. It runs before READY=1:
     /// each batch carried and each segment read tells systemd the start goes on.
     fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
@@ -1011,6 +1040,7 @@ impl SledStore {
         self.segments.moved_to(&aside);
         let mut fresh = Self::open_at(&self.dir)?;
         fresh.lock = self.lock.take();
+        fresh.moved_aside = true;
         // No sequence number up to `flushed` is handed out again, whichever flush is last.
         fresh.highest = fresh.highest.max(Some(flushed));
         let (mut kept, mut written) = (0u64, 0u64);
@@ -1018,6 +1048,9 @@ impl SledStore {
         // after the pointer sled went back to (its original deleted), so they are looked
         // for in the segments too.
         let mut unreadable = BTreeSet::new();
+        // Whether everything `hubgate buffer recover` could take from the aside was read
+        // here: then the aside holds nothing more and goes once the fresh one is durable.
+        let mut whole = true;
         // A flush every batch bounds the segments' open files.
         let mut carry = |fresh: &mut SledStore, seq: u64, body: Vec<u8>| {
             fresh.insert(seq, body)?;
@@ -1031,7 +1064,11 @@ impl SledStore {
             }
             Ok::<(), BufferError>(())
         };
-        for (k, v) in self.records.iter().flatten() {
+        for entry in self.records.iter() {
+            let Ok((k, v)) = entry else {
+                whole = false;
+                continue;
+            };
             let Some(seq) = seq_of(&k) else { continue };
             match self.body(seq, &v) {
                 Ok(body) => {
@@ -1046,7 +1083,11 @@ impl SledStore {
         // A database an earlier release wrote: its records are in the old tree.
         let old = self.old_records().ok().flatten();
         if let Some(old) = &old {
-            for (k, v) in old.iter().flatten() {
+            for entry in old.iter() {
+                let Ok((k, v)) = entry else {
+                    whole = false;
+                    continue;
+                };
                 if let Some(seq) = seq_of(&k) {
                     carry(&mut fresh, seq, v.to_vec())?;
                     kept += 1;
@@ -1078,8 +1119,12 @@ impl SledStore {
                             "buffer: reading segment {number} of {}: {e}",
                             aside.display()
                         );
+                        whole = false;
                         Vec::new()
                     });
+                    if whole && !self.read_as_recover_would(number, &entries) {
+                        whole = false;
+                    }
                     crate::notify::extend_start(
                         BATCH_ALLOWANCE,
                         &format!(
@@ -1109,18 +1154,44 @@ impl SledStore {
                     }
                 }
             }
-            Err(e) => log::error!("buffer: listing the segments of {}: {e}", aside.display()),
+            Err(e) => {
+                log::error!("buffer: listing the segments of {}: {e}", aside.display());
+                whole = false;
+            }
         }
         let mut dead = 0u64;
-        for (k, v) in self.dead.iter().flatten() {
+        for entry in self.dead.iter() {
+            let Ok((k, v)) = entry else {
+                whole = false;
+                continue;
+            };
             if let Some(seq) = seq_of(&k) {
                 fresh.dead_letter(seq, v.to_vec())?;
                 dead += 1;
             }
         }
         fresh.carry_state(&self)?;
+        let buffer_dir = self.dir.parent().map(Path::to_path_buf);
         drop(self);
         fresh.flush()?;
+        let left = if !whole {
+            format!(
+                "not everything in it could be read, so it is kept at {}: with hubgate \
+                 stopped, `hubgate buffer recover {}` carries what it can read of it (records \
+                 carried already come twice), then remove it",
+                aside.display(),
+                aside.display()
+            )
+        } else {
+            match buffer_dir.map(|d| discard(&aside, &d)) {
+                Some(Ok(())) => "it held nothing more and was removed".to_string(),
+                Some(Err(e)) => format!(
+                    "it holds nothing more but {} could not be removed ({e}): remove it",
+                    aside.display()
+                ),
+                None => format!("it holds nothing more: remove {}", aside.display()),
+            }
+        };
         // The numbers past the mark sled still holds, up to the mark file's.
         let range = stored.map_or(flushed.saturating_add(1), |s| flushed - s);
         log::error!(
@@ -1128,10 +1199,9 @@ impl SledStore {
              database; {} record(s) had no readable body and are gone; of the {range} \
              sequence number(s) past the mark the database still held, {} had a body in the \
              segments and were carried, the others were delivered before or are gone. The \
-             database is kept at {} for inspection",
+             database moved aside: {left}",
             unreadable.len() - recovered.len(),
             found.len(),
-            aside.display()
         );
         Ok(fresh)
     }
@@ -1271,10 +1341,88 @@ fn fs_error(what: &str, p: &Path, e: std::io::Error) -> BufferError {
     BufferError::Storage(format!("{what} {}: {e}", p.display()))
 }
 
+/// Remove `aside`, a database moved aside that a salvage read all of into the fresh one
+/// beside it in `buffer_dir`. The fresh one's entry in `buffer_dir` is made durable first,
+/// and `aside` renamed to `sled.salvaged` before it is removed: a power cut mid-removal
+/// leaves no part of it under a `sled.broken-` name, to be taken for records still to
+/// recover; the next open removes the rest ([`remove_salvaged`]).
+fn discard(aside: &Path, buffer_dir: &Path) -> std::io::Result<()> {
+    super::durable::sync_dir(buffer_dir)?;
+    let gone = buffer_dir.join(SALVAGED_DIR);
+    std::fs::rename(aside, &gone)?;
+    super::durable::sync_dir(buffer_dir)?;
+    std::fs::remove_dir_all(&gone)
+}
+
+/// What is left of a database moved aside whose salvage was done, while it is removed.
+const SALVAGED_DIR: &str = "sled.salvaged";
+
+/// Remove what a power cut left of a salvaged database being removed (see [`discard`]).
+fn remove_salvaged(buffer_dir: &Path) {
+    let gone = buffer_dir.join(SALVAGED_DIR);
+    if gone.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&gone) {
+            log::warn!("buffer: removing {}: {e}", gone.display());
+        }
+    }
+}
+
+/// Prefix of the name a database moved aside takes in the buffer directory.
+const ASIDE_PREFIX: &str = "sled.broken-";
+
+/// The databases moved aside and kept in `buffer_dir`, each with its size in bytes, oldest
+/// name first: those that would not open at all (the only copy of their records) and those
+/// whose salvage could not read everything. `hubgate buffer recover` takes their records
+/// back; nothing removes them but the operator, so they are reported instead (the problem
+/// `buffer_moved_aside`, `hubgate doctor`). A directory that cannot be listed is left out.
+pub fn moved_aside(buffer_dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(list) = std::fs::read_dir(buffer_dir) else {
+        return Vec::new();
+    };
+    let mut kept: Vec<(PathBuf, u64)> = list
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(ASIDE_PREFIX))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .map(|p| {
+            let bytes = bytes_in(&p);
+            (p, bytes)
+        })
+        .collect();
+    kept.sort();
+    kept
+}
+
+/// Bytes of the files under `dir`, what can be read of it (symbolic links not followed).
+fn bytes_in(dir: &Path) -> u64 {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    list.filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+        .map(|(p, t)| {
+            if t.is_dir() {
+                bytes_in(&p)
+            } else {
+                std::fs::symlink_metadata(&p).map_or(0, |m| m.len())
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Databases moved aside on this thread: how a test tells that a salvage ran, since
+    /// one that read everything leaves no directory behind.
+    static MOVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn move_aside(dir: &Path) -> Result<PathBuf, BufferError> {
     let aside = aside_name(dir);
     std::fs::rename(dir, &aside)
         .map_err(|e| BufferError::Storage(format!("moving {} aside: {e}", dir.display())))?;
+    #[cfg(test)]
+    MOVED.with(|m| m.set(m.get() + 1));
     Ok(aside)
 }
 
@@ -1304,12 +1452,20 @@ fn is_resource(io: &std::io::Error) -> bool {
         )
 }
 
+/// `sled.broken-<unix seconds>`, or with `-2`, `-3`, ... after it when that is taken: two
+/// moves aside within a second (a salvage, then a database that will not open at the
+/// restart) would otherwise meet on one name, and the rename fail the open. The buffer
+/// lock keeps any other hubgate from taking the name meanwhile.
 fn aside_name(dir: &Path) -> PathBuf {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    with_suffix(dir, &format!(".broken-{stamp}"))
+    let first = with_suffix(dir, &format!(".broken-{stamp}"));
+    std::iter::once(first.clone())
+        .chain((2u32..).map(|n| with_suffix(dir, &format!(".broken-{stamp}-{n}"))))
+        .find(|p| p.symlink_metadata().is_err())
+        .unwrap_or(first)
 }
 
 /// Up to `limit` entries of `tree` with a sequence number above `after`, in order.
@@ -1643,12 +1799,9 @@ mod tests {
             .collect()
     }
 
-    fn asides(dir: &Path) -> usize {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("sled.broken-"))
-            .count()
+    /// Databases this test moved aside, kept or removed since.
+    fn moved() -> usize {
+        MOVED.with(std::cell::Cell::get)
     }
 
     #[test]
@@ -2192,7 +2345,7 @@ mod tests {
             vec![2],
             "the first upgrade's segment went, the torn one's number is used again"
         );
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
     }
 
     thread_local! {
@@ -2226,7 +2379,7 @@ mod tests {
         };
         std::fs::create_dir(values.join("00000003.seg")).unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
         assert_eq!(seqs(&s, None), vec![0, 1, 2, 3, 4]);
         // Its number is skipped.
         s.insert(6, vec![6; 10]).unwrap();
@@ -2440,7 +2593,7 @@ mod tests {
         }
         let s = SledStore::open(dir.path()).unwrap();
         check_upgraded(&s, n);
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
     }
 
     /// The upgrade reports its progress after every batch (the open tells systemd the
@@ -2466,7 +2619,7 @@ mod tests {
         mark.set(400).unwrap();
         drop(mark);
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
         assert_eq!(s.last_seq(), Some(400));
         let bytes: u64 = (0..300).map(|seq| 100 + seq).sum();
         assert_eq!(s.usage(), (300, bytes));
@@ -2521,7 +2674,7 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.usage(), (0, 0));
         assert_eq!(s.last_seq(), Some(41));
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
     }
 
     /// A failed file sync on the flush thread fails that flush and every later one, even
@@ -2612,7 +2765,7 @@ mod tests {
             .err()
             .expect("second open must fail");
         assert!(e.to_string().contains("lock"), "{e}");
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
     }
 
     /// sled lets go of its file lock some time after its last handle is dropped: an open in
@@ -2629,7 +2782,7 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         release.join().unwrap();
         assert_eq!(s.usage(), (0, 0));
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
     }
 
     /// A segment directory not there for now (here a symbolic link to a file system not
@@ -2646,7 +2799,7 @@ mod tests {
         let e = SledStore::open(dir.path()).err().expect("the open fails");
         assert!(e.to_string().contains("segment directory values"), "{e}");
         assert!(e.to_string().contains("left as it is"), "{e}");
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
         std::fs::rename(&kept, &card).unwrap();
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.scan(None, 10).unwrap().len(), 3);
@@ -2663,7 +2816,7 @@ mod tests {
         std::fs::rename(&values, &kept).unwrap();
         std::fs::write(&values, b"not a directory").unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
         assert_eq!(s.usage(), (0, 0));
         s.insert(0, vec![1; 10]).unwrap();
         s.flush().unwrap();
@@ -2715,7 +2868,7 @@ mod tests {
         std::fs::write(dir.path().join(DB_DIR), b"not a sled directory").unwrap();
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.usage(), (0, 0));
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
     }
 
     /// sled opens a cut-off log as if it had been torn by a crash; the high-water mark
@@ -2741,7 +2894,7 @@ mod tests {
             .set_len(len / 2)
             .unwrap();
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
         let left = seqs(&s, None);
         assert!(left.len() < 400, "nothing was lost? {}", left.len());
         assert!(left.windows(2).all(|w| w[0] < w[1]));
@@ -2754,8 +2907,197 @@ mod tests {
         drop(s);
         // The fresh database carries the mark: opening again is quiet.
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
         assert_eq!(seqs(&s, None), left);
+    }
+
+    /// Makes the store at `dir` lose what sled loses when a card acknowledged a sync it did
+    /// not do and the power was cut: 400 records written and flushed after those it holds,
+    /// then sled's last ten pointers and its own mark back before them (the mark file says
+    /// the last of the 400). The next open salvages. The numbers written.
+    fn lose_the_last_ten(dir: &Path) -> std::ops::Range<u64> {
+        let mut s = SledStore::open(dir).unwrap();
+        let from = s.last_seq().map_or(0, |l| l + 1);
+        for seq in from..from + 400 {
+            s.insert(seq, super::super::encode(&record(seq, 200)))
+                .unwrap();
+            if seq % 50 == 49 {
+                s.flush().unwrap();
+            }
+        }
+        s.flush().unwrap();
+        for seq in from + 390..from + 400 {
+            s.records.remove(seq.to_be_bytes()).unwrap();
+        }
+        s.meta
+            .insert(MARK_KEY, &(from + 389).to_be_bytes())
+            .unwrap();
+        s.db.flush().unwrap();
+        from..from + 400
+    }
+
+    /// s33 hunt (growth): every salvage (sled lost writes it had flushed: a card that
+    /// acknowledges a sync it did not do, then a power cut) moves the whole database aside,
+    /// segments and all. Once the salvage read everything `hubgate buffer recover` could
+    /// take from it and the fresh database is durable, the copy goes: a gateway that meets
+    /// this at each power cut would otherwise fill its disk with copies, and the buffer's
+    /// room for an outage shrink to nothing.
+    #[test]
+    fn databases_moved_aside_by_salvages_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Vec::new();
+        for round in 0..3 {
+            all.extend(lose_the_last_ten(dir.path()));
+            let s = SledStore::open(dir.path()).unwrap();
+            assert_eq!(moved(), round + 1, "round {round}: no salvage");
+            assert!(s.moved_aside_at_open());
+            // Everything came back, the ten whose pointers sled lost too.
+            let got: Vec<u64> = s
+                .scan(None, 10_000)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert!(
+                got == all,
+                "round {round}: {} record(s), last {:?}",
+                got.len(),
+                got.last()
+            );
+            assert_eq!(moved_aside(dir.path()), vec![], "round {round}");
+            assert!(!dir.path().join(SALVAGED_DIR).exists());
+        }
+    }
+
+    /// A salvage that could not read one segment (EISDIR here; a bad block the same)
+    /// keeps the database moved aside, whose records `hubgate buffer recover` may take back
+    /// once the segment reads; it is listed with its size. Each salvage so keeps its own:
+    /// they may hold different records.
+    #[test]
+    fn a_salvage_that_could_not_read_everything_keeps_what_it_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..2 {
+            lose_the_last_ten(dir.path());
+            let values = dir
+                .path()
+                .join(DB_DIR)
+                .join(super::super::segments::VALUES_DIR);
+            // The last segment, holding the bodies of the ten sled lost the pointers of.
+            let seg = std::fs::read_dir(&values)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .max()
+                .unwrap();
+            std::fs::rename(&seg, dir.path().join(format!("kept-{round}"))).unwrap();
+            std::fs::create_dir(&seg).unwrap();
+            drop(SledStore::open(dir.path()).unwrap());
+            assert_eq!(moved(), round + 1, "round {round}: no salvage");
+            let kept = moved_aside(dir.path());
+            assert_eq!(kept.len(), round + 1, "round {round}: {kept:?}");
+            let (newest, bytes) = kept.last().unwrap();
+            assert!(newest.join(super::super::segments::VALUES_DIR).is_dir());
+            assert_eq!(*bytes, bytes_in(newest));
+            assert!(*bytes > 0);
+        }
+    }
+
+    /// An entry after a damaged one in a segment (a card that lost a page mid-segment) is
+    /// out of the salvage's reach, which stops at the first entry that is not whole, but
+    /// not of `hubgate buffer recover`'s, which scans on: the database moved aside is kept.
+    #[test]
+    fn a_salvage_keeps_what_it_moved_aside_when_recover_would_find_more() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let body = |seq: u64| super::super::encode(&record(seq, 100));
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..4, body);
+            s.flush().unwrap();
+            for seq in 2..4u64 {
+                s.records.remove(seq.to_be_bytes()).unwrap();
+            }
+            s.meta.insert(MARK_KEY, &1u64.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+            let number = segment_of(&s, 1);
+            // #1's length, in its header, now runs past the end of the file.
+            let seg = s.segments.dir().join(format!("{number:08}.seg"));
+            let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
+            let at = s.segments.headers(number).unwrap().1[1].1.offset;
+            f.write_all_at(&u32::MAX.to_be_bytes(), u64::from(at) + 8)
+                .unwrap();
+        }
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(moved(), 1, "no salvage");
+        let carried = seqs(&s, None);
+        assert!(carried.contains(&0) && !carried.contains(&2), "{carried:?}");
+        let kept = moved_aside(dir.path());
+        assert_eq!(kept.len(), 1);
+        // And recover does find the two the salvage could not reach.
+        let before = s.last_seq().unwrap();
+        super::super::recover(&mut s, &kept[0].0, |_, _, _| {}).unwrap();
+        let got: Vec<Vec<u8>> = s
+            .scan(Some(before), 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        assert!(
+            got.contains(&body(2)) && got.contains(&body(3)),
+            "{}",
+            got.len()
+        );
+    }
+
+    /// Two databases moved aside within a second each get a name: the second rename would
+    /// otherwise fail the open.
+    #[test]
+    fn two_moves_aside_within_a_second_do_not_meet() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_DIR);
+        let mut names = BTreeSet::new();
+        for n in 0..3u8 {
+            std::fs::create_dir(&db).unwrap();
+            std::fs::write(db.join("f"), [n]).unwrap();
+            names.insert(move_aside(&db).unwrap());
+        }
+        assert_eq!(names.len(), 3, "{names:?}");
+        let kept = moved_aside(dir.path());
+        assert_eq!(
+            kept.iter().map(|(p, _)| p.clone()).collect::<BTreeSet<_>>(),
+            names
+        );
+        assert!(kept.iter().all(|(_, bytes)| *bytes == 1));
+    }
+
+    /// A database that will not open is never removed: it holds the only copy of its
+    /// records. It is listed with its size.
+    #[test]
+    fn a_database_that_will_not_open_is_kept_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        three_flushed(dir.path());
+        std::fs::write(
+            dir.path().join(DB_DIR).join("conf"),
+            b"\xff not sled's config",
+        )
+        .unwrap();
+        assert!(SledStore::open(dir.path()).unwrap().moved_aside_at_open());
+        assert!(!SledStore::open(dir.path()).unwrap().moved_aside_at_open());
+        let kept = moved_aside(dir.path());
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0].1 > 0);
+        assert!(kept[0].0.join(super::super::segments::VALUES_DIR).is_dir());
+    }
+
+    /// What a power cut left of a salvaged database being removed goes at the next open.
+    #[test]
+    fn a_salvaged_database_cut_short_in_its_removal_goes_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join(SALVAGED_DIR);
+        std::fs::create_dir_all(gone.join("values")).unwrap();
+        std::fs::write(gone.join("values").join("00000001.seg"), [1; 10]).unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        assert!(!gone.exists());
+        assert_eq!(moved_aside(dir.path()), vec![]);
     }
 
     /// sled lost flushed pointers (its mark says #1, the mark file #9): the bodies are still
@@ -2782,7 +3124,7 @@ mod tests {
             s.db.flush().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
         let all = s.scan(None, 100).unwrap();
         assert_eq!(
             all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
@@ -2834,7 +3176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stay = compacted_then_taken_back(dir.path(), None, |_| {});
         let mut s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
         let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
         assert!(all == stay, "{:?}", all.keys().collect::<Vec<_>>());
         drain(&mut s, &stay.into_keys().collect::<Vec<_>>());
@@ -2846,7 +3188,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stay = compacted_then_taken_back(dir.path(), Some(1), |_| {});
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1, "no salvage");
+        assert_eq!(moved(), 1, "no salvage");
         // Delivered records past the mark sled kept come back too (duplicates).
         let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
         for (seq, body) in stay {
@@ -3247,7 +3589,7 @@ mod tests {
             s.db.flush().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
         let all = s.scan(None, 10).unwrap();
         assert_eq!(
             all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
@@ -3428,7 +3770,7 @@ mod tests {
             "above the records appended before the crash"
         );
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
         for seq in acknowledged {
             let got = s.scan(Some(seq - 1), 1).unwrap();
             assert_eq!(got, vec![(seq, small(seq))], "#{seq}");
@@ -3455,7 +3797,7 @@ mod tests {
             s.db.flush().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(asides(dir.path()), 1);
+        assert_eq!(moved(), 1);
         assert_eq!(seqs(&s, None), vec![0, 1, 2]);
         let dead = s.scan_dead(None, 10).unwrap();
         assert_eq!(dead, vec![(3, body(3))]);
@@ -3538,7 +3880,7 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!((s.usage(), s.dead_letters()), ((1, 10), 3));
         assert_eq!(s.last_seq(), Some(60_003));
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
     }
 
     /// A power cut before the swap leaves a complete `sled.new` beside the old database;
@@ -3579,7 +3921,7 @@ mod tests {
         assert_eq!(seqs(&s, None), vec![5]);
         assert_eq!(s.last_seq(), Some(5));
         assert!(leftovers(dir.path()).is_empty());
-        assert_eq!(asides(dir.path()), 0);
+        assert_eq!(moved(), 0);
     }
 
     /// Sets this process's limit on the size of a file it writes (RLIMIT_FSIZE).

@@ -175,6 +175,9 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
         &format!("buffer {}", cfg.buffer.path.display()),
         buffer_space(&cfg.buffer),
     );
+    if let Some(outcome) = moved_aside(&cfg.buffer.path) {
+        list.step("buffer moved aside", outcome);
+    }
     list.step(
         "buffer lock",
         match agent {
@@ -766,6 +769,24 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
     }
 }
 
+/// The databases moved aside and kept in the buffer directory, named with their sizes: a
+/// warning, as they take disk space outside `max_bytes` until recovered and removed.
+fn moved_aside(buffer_dir: &Path) -> Option<Outcome> {
+    let kept = crate::buffer::moved_aside(buffer_dir);
+    if kept.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = kept
+        .iter()
+        .map(|(p, bytes)| format!("{} ({})", p.display(), human(*bytes)))
+        .collect();
+    Some(Outcome::Warn(format!(
+        "{}; with hubgate stopped, `hubgate buffer recover <dir>` takes their records back, \
+         then remove them",
+        list.join(", ")
+    )))
+}
+
 /// `1536` -> `"1.5 KiB"`: sizes as people read them.
 fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -895,6 +916,24 @@ mod tests {
         );
         assert_eq!(probe(&[&empty, &certs, &bundle]), CaSource::Location(certs));
         assert_eq!(probe(&[&missing, &empty]), CaSource::Default);
+    }
+
+    /// A database moved aside is a warning naming its directory and size; none, no line.
+    #[test]
+    fn a_database_moved_aside_is_named_with_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(moved_aside(dir.path()).is_none());
+        let aside = dir.path().join("sled.broken-1");
+        std::fs::create_dir_all(aside.join("values")).unwrap();
+        std::fs::write(aside.join("values").join("00000001.seg"), vec![0; 1536]).unwrap();
+        match moved_aside(dir.path()) {
+            Some(Outcome::Warn(text)) => assert!(
+                text.starts_with(&format!("{} (1.5 KiB)", aside.display())),
+                "{text}"
+            ),
+            Some(Outcome::Ok(t) | Outcome::Fail(t) | Outcome::Skip(t)) => panic!("{t}"),
+            None => panic!("no line"),
+        }
     }
 
     #[test]

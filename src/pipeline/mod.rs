@@ -202,6 +202,7 @@ fn open_forwarder(
     })?;
     warn_if_disk_smaller_than_cap(&cfg.buffer);
     let store = SledStore::open(&cfg.buffer.path)?;
+    report_moved_aside(&cfg.buffer.path, &metrics);
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone(), hubs)?;
     let decoder = Decoder::starting(cfg, metrics.clone());
@@ -213,6 +214,29 @@ fn open_forwarder(
         sink,
         metrics,
     )?)
+}
+
+/// Databases moved aside and kept in the buffer directory (see
+/// [`crate::buffer::moved_aside`]): on the disk, outside `max_bytes`, until the operator
+/// recovers and removes them. The problem `buffer_moved_aside`, once per start.
+fn report_moved_aside(buffer_dir: &std::path::Path, metrics: &Metrics) {
+    let kept = crate::buffer::moved_aside(buffer_dir);
+    if kept.is_empty() {
+        return;
+    }
+    let list: Vec<String> = kept
+        .iter()
+        .map(|(p, bytes)| format!("{} ({bytes} bytes)", p.display()))
+        .collect();
+    metrics.problem_now(
+        "buffer_moved_aside",
+        format!(
+            "buffer: {} database(s) moved aside are kept, outside max_bytes: {}; with hubgate \
+             stopped, `hubgate buffer recover <dir>` takes their records back, then remove them",
+            kept.len(),
+            list.join(", ")
+        ),
+    );
 }
 
 /// Start the hub provisioner (see [`crate::sink::provision`]) and hand it the hubs of every
@@ -336,5 +360,22 @@ fn warn_if_disk_smaller_than_cap(cfg: &crate::config::BufferConfig) {
                 room.need
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database moved aside and kept is one `buffer_moved_aside` per start; none, none.
+    #[test]
+    fn a_database_moved_aside_is_a_problem_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        report_moved_aside(dir.path(), &metrics);
+        assert_eq!(metrics.problems("buffer_moved_aside"), 0);
+        std::fs::create_dir_all(dir.path().join("sled.broken-1").join("values")).unwrap();
+        report_moved_aside(dir.path(), &metrics);
+        assert_eq!(metrics.problems("buffer_moved_aside"), 1);
     }
 }
