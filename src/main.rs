@@ -854,6 +854,13 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(1, format!("{e} (is hubgate running? stop it first)")),
     };
+    let released = store.release_reserve_if_short();
+    if released > 0 {
+        eprintln!(
+            "hubgate: the disk is full; the buffer's reserve of {released} bytes was deleted so \
+             it could open (the agent makes it again once the disk has room)"
+        );
+    }
     match action {
         BufferAction::Stats => {
             let (n, bytes) = store.usage();

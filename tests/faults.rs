@@ -1102,14 +1102,21 @@ fn dropped_oldest(
     (delivered, missing_total)
 }
 
+/// A tmpfs of `size` under `dir` for the buffer, a broker, and Kafka with the topics made,
+/// then stopped: the tests start in an outage.
+fn outage_on_a_small_disk(dir: &Path, size: &str) -> (Tmpfs, Mosquitto, Kafka) {
+    let disk = Tmpfs::mount(dir.join("disk"), size);
+    let mqtt = Mosquitto::start(dir);
+    let mut kafka = Kafka::start(dir);
+    topics(&kafka);
+    kafka.stop();
+    (disk, mqtt, kafka)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_drops_oldest_counted_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = Tmpfs::mount(dir.path().join("disk"), "24m");
-    let mqtt = Mosquitto::start(dir.path());
-    let mut kafka = Kafka::start(dir.path());
-    topics(&kafka);
-    kafka.stop();
+    let (disk, mqtt, mut kafka) = outage_on_a_small_disk(dir.path(), "24m");
     let filler = disk.0.join("filler");
     std::fs::write(&filler, vec![0u8; 14 << 20]).unwrap();
     let config = config_with(
@@ -1176,11 +1183,7 @@ async fn a_full_disk_drops_oldest_counted_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_outages_on_a_small_disk_keep_the_newest_and_recover() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = Tmpfs::mount(dir.path().join("disk"), "12m");
-    let mqtt = Mosquitto::start(dir.path());
-    let mut kafka = Kafka::start(dir.path());
-    topics(&kafka);
-    kafka.stop();
+    let (disk, mqtt, mut kafka) = outage_on_a_small_disk(dir.path(), "12m");
     let config = config_with(
         &disk.0.join("buffer"),
         &mqtt,
@@ -1243,4 +1246,116 @@ async fn two_outages_on_a_small_disk_keep_the_newest_and_recover() {
     let confirmed = agent.metric("hubgate_delivered_total") as usize;
     // Only the oldest of the first outage may be missing.
     dropped_oldest(&kafka, confirmed, 2100, 2000, &line);
+}
+
+/// Write zeros to `path` until the disk is full.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = f.sync_all();
+}
+
+/// The disk fills to the last byte while hubgate is stopped (a reboot onto a full SD card,
+/// another program's files; `min_free` only holds the buffer back). With the sink back, the
+/// next start must deliver the acknowledged backlog, which is also what frees the disk,
+/// rather than fail its start on ENOSPC (under systemd: a restart loop) with the records
+/// stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_full_at_start_still_drains_the_buffer() {
+    disk_full_then_drain(true).await;
+}
+
+/// The same with hubgate running: the disk fills to the last byte while the sink is down;
+/// the sink comes back. The drain's removals would fail sled's flush, which stops hubgate by
+/// design (exit 1: what was written cannot be trusted): the flush must find room and the
+/// agent run on and deliver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_full_while_running_still_drains_the_buffer() {
+    disk_full_then_drain(false).await;
+}
+
+async fn disk_full_then_drain(restart: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, mqtt, mut kafka) = outage_on_a_small_disk(dir.path(), "24m");
+    let buffer = disk.0.join("buffer");
+    let config = config_with(&buffer, &mqtt, &kafka, KEY, r#"min_free = "1MiB""#, "");
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    // Made at the start, while the disk had room.
+    assert!(hubgate::buffer::reserve::present(&buffer));
+    let n = 50u32;
+    let sent: Vec<(String, String)> = (1..=n).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &sent).await;
+    let total = sent.len() as u64;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == total);
+    assert_eq!(agent.metric("hubgate_buffer_records"), total);
+    if restart {
+        assert!(agent.terminate(WAIT).success());
+    }
+    fill(&disk.0.join("filler"));
+    let free = hubgate::buffer::disk::free(&disk.0);
+    assert!(free.is_some_and(|f| f < 64 << 10), "{free:?} left");
+    kafka.start_again();
+    if restart {
+        agent.begin_again();
+    }
+    // The gauge reads 0 before the buffer is open: only a process that delivered has drained.
+    let deadline = Instant::now() + WAIT;
+    let delivered = loop {
+        if !agent.alive() {
+            let status = agent.wait_exit(WAIT, "a full disk");
+            panic!(
+                "hubgate ended ({status}) on a full disk, {total} acknowledged records in its \
+                 buffer and the sink up:\n{}",
+                read_log(dir.path())
+            );
+        }
+        let drained = agent.scrape().map(|t| {
+            (
+                support::agent::metric_value(&t, "hubgate_delivered_total"),
+                support::agent::metric_value(&t, "hubgate_buffer_records"),
+            )
+        });
+        if let Some((delivered, 0)) = drained.filter(|(d, _)| *d > 0) {
+            break delivered;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivered and buffered {drained:?} of {total}:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Nothing was delivered before the disk filled: the whole backlog went in this run.
+    assert_eq!(delivered, total);
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"disk_reserve_used\"}"),
+        1
+    );
+    assert!(
+        !hubgate::buffer::reserve::present(&buffer),
+        "made again on a full disk"
+    );
+    // Every acknowledged uplink is in Kafka, once: no flush failed, so no removal was lost.
+    let acked: Vec<(usize, u32)> = (1..=n)
+        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
+        .collect();
+    let v = verify(&kafka, &acked);
+    let line = v.line(
+        if restart {
+            "disk_full_at_start"
+        } else {
+            "disk_full_running"
+        },
+        0,
+    );
+    v.assert_ok(&line);
+    assert_eq!(v.duplicates, 0, "{line}");
+    assert!(agent.terminate(WAIT).success());
 }

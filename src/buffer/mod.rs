@@ -11,6 +11,7 @@ mod lock;
 mod mark;
 mod memory;
 mod recover;
+pub mod reserve;
 mod segments;
 mod sled_store;
 mod stored_at;
@@ -163,6 +164,16 @@ pub trait Store: Send {
     /// disk is `low` on free space); `Some((before, after))` in bytes when it did.
     fn reclaim(&mut self, _low: bool) -> Result<Option<(u64, u64)>, BufferError> {
         Ok(None)
+    }
+    /// Give the disk space reserve (see [`reserve`]) back if the disk is short of space;
+    /// the bytes given back since the last call, by the open too.
+    fn release_reserve_if_short(&mut self) -> u64 {
+        0
+    }
+    /// Make the disk space reserve where it is missing and the disk has room for it, beside
+    /// `min_free`; whether it was made.
+    fn keep_reserve(&mut self, _min_free: u64) -> std::io::Result<bool> {
+        Ok(false)
     }
 }
 
@@ -336,7 +347,39 @@ impl Buffer {
         };
         b.update_gauges();
         b.left_over();
+        b.release_reserve_if_short();
+        b.keep_reserve();
         b
+    }
+
+    /// A disk another program filled: without the reserve's room sled can neither open nor
+    /// flush (and a failed flush stops the agent), so the drain that frees the disk could
+    /// not run.
+    fn release_reserve_if_short(&mut self) {
+        let released = self.store.release_reserve_if_short();
+        if released > 0 {
+            self.metrics.problem_now(
+                "disk_reserve_used",
+                format!(
+                    "buffer: the disk is full; its reserve of {released} bytes was deleted so the \
+                     buffer can open, flush and drain (it is made again once the disk has room)"
+                ),
+            );
+        }
+    }
+
+    /// Make the disk space reserve if it is missing and there is room. Housekeeping: a
+    /// failure is logged, and tried again at the next drain.
+    fn keep_reserve(&mut self) {
+        match self.store.keep_reserve(self.min_free) {
+            Ok(true) => log::info!(
+                "buffer: disk space reserve of {} bytes made, for the buffer to open and drain \
+                 should another program fill the disk",
+                reserve::BYTES
+            ),
+            Ok(false) => {}
+            Err(e) => log::warn!("buffer: the disk space reserve could not be made: {e}"),
+        }
     }
 
     /// Records from before a restart count from the oldest one's creation time, or from now
@@ -595,6 +638,8 @@ impl Buffer {
             Ok(None) => {}
             Err(e) => log::error!("buffer drained, but its disk space was not given back: {e}"),
         }
+        // A reserve given back to a full disk is made again once the drain left room.
+        self.keep_reserve();
         // What the outage's records and sled's tree took is free now, scattered through
         // the heap.
         crate::malloc::trim();
@@ -797,6 +842,7 @@ impl Buffer {
     /// deletions the first is to make durable, and its outcome could be taken for the second's.
     pub fn start_flush(&mut self, now: Instant) {
         assert!(!self.flushing(), "one flush at a time");
+        self.release_reserve_if_short();
         self.syncing_removals = std::mem::take(&mut self.unsynced_removals);
         self.unsynced_state = false;
         self.last_flush = now;
@@ -1611,14 +1657,10 @@ mod tests {
     #[test]
     fn draining_a_large_backlog_gives_the_disk_space_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let cfg = BufferConfig {
-            path: dir.path().to_path_buf(),
-            min_free: 0,
-            ..BufferConfig::default()
-        };
-        let metrics = Metrics::new();
-        let mut b = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let (mut b, metrics) = sled_buffer(dir.path(), BufferConfig::default().max_in_flight);
+        // The database, without the disk space reserve beside it (which does not change).
+        assert!(reserve::present(dir.path()));
+        let db = dir.path().join("sled");
         // sled takes ~180 bytes per record (pointer and churn; the bodies are in segment
         // files, deleted as they drain): 50,000 records pass the rebuild size.
         let mut big = rec(0);
@@ -1630,13 +1672,13 @@ mod tests {
             }
         }
         b.flush().unwrap();
-        let full = dir_bytes(dir.path());
+        let full = dir_bytes(&db);
         for seq in 0..49_999 {
             b.remove(seq).unwrap();
         }
         b.flush().unwrap();
         // sled may trim free segments off its log's end, but keeps most of the space.
-        let undrained = dir_bytes(dir.path());
+        let undrained = dir_bytes(&db);
         assert!(
             undrained * 2 > full,
             "sled gives little back by itself: {full} -> {undrained} bytes"
@@ -1651,10 +1693,27 @@ mod tests {
         b.give_space_back_if_quiet(t0 + REBUILD_WHEN_EMPTY_FOR);
         b.give_space_back_if_quiet(t0 + 2 * REBUILD_WHEN_EMPTY_FOR - Duration::from_millis(1));
         assert_eq!(metrics.buffer_rebuilds.get(), 0, "no rebuild mid-drain");
-        assert!(dir_bytes(dir.path()) * 2 > full);
+        assert!(dir_bytes(&db) * 2 > full);
         b.give_space_back_if_quiet(t0 + 2 * REBUILD_WHEN_EMPTY_FOR);
         assert_eq!(metrics.buffer_rebuilds.get(), 1);
-        let drained = dir_bytes(dir.path());
+        let drained = dir_bytes(&db);
         assert!(drained * 4 < full, "{full} -> {drained} bytes");
+    }
+
+    /// A reserve given back to a full disk is made again once the buffer has drained and
+    /// stayed empty, as the space given back after a drain: the drain is what frees the disk.
+    #[test]
+    fn the_disk_space_reserve_is_made_again_after_a_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = sled_buffer(dir.path(), BufferConfig::default().max_in_flight);
+        assert!(reserve::present(dir.path()), "made at the start");
+        std::fs::remove_file(dir.path().join("reserve")).unwrap();
+        b.push(0, &rec(0)).unwrap();
+        b.remove(0).unwrap();
+        let t0 = Instant::now();
+        b.give_space_back_if_quiet(t0);
+        assert!(!reserve::present(dir.path()), "not while a drain may go on");
+        b.give_space_back_if_quiet(t0 + REBUILD_WHEN_EMPTY_FOR);
+        assert!(reserve::present(dir.path()));
     }
 }

@@ -114,6 +114,9 @@ pub struct SledStore {
     unlinked: Option<Unlinked>,
     /// This open moved the database aside: it would not open, or lost flushed writes.
     moved_aside: bool,
+    /// Bytes of the disk space reserve the open gave back, until
+    /// [`Store::release_reserve_if_short`] reports them.
+    reserve_released: u64,
 }
 
 /// Acknowledged records whose pointers name a segment that is gone, while some segment
@@ -275,10 +278,24 @@ impl SledStore {
     /// Open the database at `dir`. One that will not open is moved aside (loudly) and a
     /// fresh one started: a damaged card must not crash-loop the agent.
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
+        let lock = BufferLock::take(buffer_dir)?;
+        // A disk another program filled to the last byte: sled cannot open without room.
+        let released = super::reserve::release_if_short(buffer_dir);
+        let mut store = Self::open_locked(buffer_dir, lock)?;
+        store.reserve_released = released;
+        Ok(store)
+    }
+
+    /// The buffer directory, which holds the database's directory.
+    fn buffer_dir(&self) -> &Path {
+        self.dir.parent().unwrap_or(Path::new("."))
+    }
+
+    /// [`SledStore::open`] once the buffer directory's lock is held.
+    fn open_locked(buffer_dir: &Path, lock: BufferLock) -> Result<SledStore, BufferError> {
         // The database is a directory of its own inside the buffer directory, so it can be
         // moved aside where systemd's StateDirectory= is the only writable place.
         let dir = &buffer_dir.join(DB_DIR);
-        let lock = BufferLock::take(buffer_dir)?;
         finish_swap(dir)?;
         remove_salvaged(buffer_dir);
         let mut store = match Self::open_inner(dir) {
@@ -538,6 +555,7 @@ impl SledStore {
             sync_failed: None,
             unlinked: None,
             moved_aside: false,
+            reserve_released: 0,
         };
         // An old layout's records count too: they are moved over under their numbers.
         let old_last = store
@@ -1656,6 +1674,15 @@ impl Store for SledStore {
 
     fn keep_free(&mut self, bytes: u64) {
         self.keep_free = bytes;
+    }
+
+    fn release_reserve_if_short(&mut self) -> u64 {
+        std::mem::take(&mut self.reserve_released)
+            + super::reserve::release_if_short(self.buffer_dir())
+    }
+
+    fn keep_reserve(&mut self, min_free: u64) -> std::io::Result<bool> {
+        super::reserve::keep(self.buffer_dir(), min_free)
     }
 
     /// Never below a number handed out before, so sequence numbers are not reused even

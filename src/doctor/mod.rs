@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 
-use crate::buffer::{disk, BufferLock};
+use crate::buffer::{disk, reserve, BufferLock};
 use crate::config::{BufferConfig, Config, MqttSourceConfig, SinkConfig, SourceConfig};
 use crate::sink::refusal::{Cause, Setup};
 use crate::sink::{probe, provision};
@@ -749,10 +749,13 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
         Ok(room) => room,
         Err(e) => return Outcome::Fail(e.to_string()),
     };
-    let created = if room.measured == cfg.path {
-        ""
-    } else {
+    let created = if room.measured != cfg.path {
         " (the directory is created at start)"
+    } else if reserve::present(&cfg.path) {
+        ", disk space reserve held"
+    } else {
+        // Missing on a full disk: the buffer's open took it back (docs/durability.md).
+        ", no disk space reserve (the agent makes it when the disk has room)"
     };
     let sizes = format!(
         "max_bytes {} + min_free {}",
