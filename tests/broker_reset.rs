@@ -8,46 +8,18 @@ mod support;
 use std::path::Path;
 
 use support::agent::{
-    consume, fcnts, publish_all, uplinks, Agent, DOOR, ENV, MOTION, OPENCLOSE, PIR, TH, WAIT,
+    consume, fcnts, publish_all, three_devices, uplinks, Agent, DOOR, ENV, MOTION, OPENCLOSE, PIR,
+    TH, WAIT,
 };
 use support::{Kafka, Mosquitto};
 
 const DEVICES: [(&str, &str); 3] = [(TH, ENV), (PIR, MOTION), (DOOR, OPENCLOSE)];
 
-/// The three devices, mosquitto in, the Kafka sink on plain tansu; `extra` goes at the end.
-fn config(dir: &Path, mqtt: &Mosquitto, kafka: &Kafka, sink: &str, extra: &str) -> String {
-    format!(
-        r#"
-gateway_id = "test"
-[buffer]
-path = "{buffer}"
-spill_after = "500ms"
-[[source]]
-type = "mqtt"
-url = "mqtt://127.0.0.1:{mqtt}"
-client_id = "hubgate-test"
-reconnect_max = "1s"
-[[device]]
-dev_eui = "{TH}"
-codec = "browan-tbhh100"
-[[device]]
-dev_eui = "{PIR}"
-codec = "browan-tbms100"
-[[device]]
-dev_eui = "{DOOR}"
-codec = "browan-tbdw100"
-{extra}
-[sink]
-type = "kafka"
-brokers = "{bootstrap}"
-security_protocol = "plaintext"
-insecure = true
-{sink}
-"#,
-        buffer = dir.join("buffer").display(),
-        mqtt = mqtt.port(),
-        bootstrap = kafka.bootstrap(),
-    )
+/// The three devices, mosquitto in, the Kafka sink on plain tansu with `sink` in `[sink]`.
+fn config(dir: &Path, mqtt: &Mosquitto, kafka: &Kafka, sink: &str) -> String {
+    let inputs = three_devices(&dir.join("buffer"), mqtt, "");
+    let bootstrap = kafka.bootstrap();
+    format!("{inputs}[sink]\ntype = \"kafka\"\nbrokers = \"{bootstrap}\"\nsecurity_protocol = \"plaintext\"\ninsecure = true\n{sink}")
 }
 
 fn parked(rec_type: &str) -> String {
@@ -92,7 +64,7 @@ async fn topics_lost(auto: bool, timeout_ms: Option<u32>, back_at_once: &[&str])
     } else {
         kafka.create_topics(&[ENV, MOTION, OPENCLOSE]);
     }
-    let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &kafka, &sink, ""));
+    let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &kafka, &sink));
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     publish_all(mqtt.port(), &uplinks(5)).await;
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 15);

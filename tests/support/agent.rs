@@ -480,6 +480,25 @@ pub fn config_with(
     extra: &str,
 ) -> String {
     format!(
+        r#"{inputs}
+[sink]
+type = "eventhubs"
+connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey={key}"
+ca_location = "{ca}"
+[sink.properties]
+"message.timeout.ms" = "30000"
+{extra}
+"#,
+        inputs = three_devices(buffer, mqtt, buffer_extra),
+        bootstrap = kafka.bootstrap(),
+        ca = kafka.ca_path().display(),
+    )
+}
+
+/// The part of a config before `[sink]`: the buffer in `buffer` (`buffer_extra` goes into
+/// `[buffer]`), mosquitto in, the three devices.
+pub fn three_devices(buffer: &Path, mqtt: &Mosquitto, buffer_extra: &str) -> String {
+    format!(
         r#"
 gateway_id = "test"
 [buffer]
@@ -501,18 +520,9 @@ codec = "browan-tbms100"
 [[device]]
 dev_eui = "{DOOR}"
 codec = "browan-tbdw100"
-[sink]
-type = "eventhubs"
-connection_string = "Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey={key}"
-ca_location = "{ca}"
-[sink.properties]
-"message.timeout.ms" = "30000"
-{extra}
 "#,
         buffer = buffer.display(),
         mqtt = mqtt.port(),
-        bootstrap = kafka.bootstrap(),
-        ca = kafka.ca_path().display(),
     )
 }
 
