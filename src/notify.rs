@@ -55,27 +55,106 @@ fn send(states: &[NotifyState]) {
     }
 }
 
-/// Ping systemd's watchdog (`WatchdogSec=`, seen as `WATCHDOG_USEC`) at half its timeout
-/// while `heartbeat` advances, with `status()` as the status line. Returns at once when no
-/// watchdog is set.
+/// Ping systemd's watchdog (`WatchdogSec=`, seen as `WATCHDOG_USEC`) while `heartbeat`
+/// advances, with `status()` as the status line. Returns at once when no watchdog is set.
 pub async fn watchdog(heartbeat: Heartbeat, status: impl Fn() -> String) {
     let Some(timeout) = sd_notify::watchdog_enabled() else {
         return;
     };
-    let mut tick = tokio::time::interval(timeout / 2);
+    let mut tick = tokio::time::interval(timeout / TICKS_PER_TIMEOUT);
     tick.tick().await;
-    let mut last = heartbeat.count();
+    let mut pings = Pings::new(heartbeat.count());
     loop {
         tick.tick().await;
-        let now = heartbeat.count();
-        if now == last {
-            log::warn!(
-                "the forwarder has not moved for {:?}: withholding the watchdog ping",
-                timeout / 2
-            );
-            continue;
+        match pings.at_tick(heartbeat.count()) {
+            Ok(()) => send(&[NotifyState::Watchdog, NotifyState::Status(&status())]),
+            Err(1) => log::warn!(
+                "the forwarder has not moved for {:?}: withholding the watchdog ping until it does",
+                timeout / TICKS_PER_TIMEOUT
+            ),
+            Err(_) => {}
         }
-        last = now;
-        send(&[NotifyState::Watchdog, NotifyState::Status(&status())]);
+    }
+}
+
+/// How often the watchdog looks at the heartbeat, per timeout. A ping goes out at a look
+/// when the heartbeat moved since the last one, so a forwarder busy for S leaves the pings
+/// between S - timeout/4 and S + timeout/4 apart: one busy for up to three quarters of the
+/// timeout is never killed, one stuck for a quarter more than it always is (with 2, half and
+/// one and a half).
+const TICKS_PER_TIMEOUT: u32 = 4;
+
+/// Whether the heartbeat moved between two looks.
+struct Pings {
+    count: u64,
+    /// Looks in a row without a move.
+    still: u32,
+}
+
+impl Pings {
+    fn new(count: u64) -> Pings {
+        Pings { count, still: 0 }
+    }
+
+    /// `Ok`: ping; else how many looks in a row saw no move.
+    fn at_tick(&mut self, count: u64) -> Result<(), u32> {
+        if count != self.count {
+            (self.count, self.still) = (count, 0);
+            return Ok(());
+        }
+        self.still += 1;
+        Err(self.still)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The longest time between two pings when the forwarder beats every 100 ms except for a
+    /// stall of `stall` starting `phase` after a look.
+    fn longest_gap(timeout: Duration, stall: Duration, phase: Duration) -> Duration {
+        let tick = timeout / TICKS_PER_TIMEOUT;
+        let from = tick * 8 + phase;
+        // Beats up to `at`, none within the stall.
+        let beats = |at: Duration| -> u64 {
+            let count = |d: Duration| (d.as_millis() / 100) as u64;
+            if at < from {
+                count(at)
+            } else {
+                count(from) + count(at.saturating_sub(from + stall))
+            }
+        };
+        let mut pings = Pings::new(0);
+        let (mut last, mut longest) = (Duration::ZERO, Duration::ZERO);
+        for k in 1..400 {
+            let at = tick * k;
+            if pings.at_tick(beats(at)).is_ok() {
+                longest = longest.max(at - last);
+                last = at;
+            }
+        }
+        longest
+    }
+
+    /// systemd kills when no ping came for the whole timeout: a forwarder busy for two thirds
+    /// of it, whenever that starts, is not killed; one stuck for 1.3 times it is.
+    #[test]
+    fn only_a_forwarder_stuck_for_about_the_timeout_misses_pings() {
+        let timeout = Duration::from_secs(60);
+        for ms in (0..15_000).step_by(500) {
+            let phase = Duration::from_millis(ms + 50);
+            let busy = longest_gap(timeout, timeout * 2 / 3, phase);
+            assert!(
+                busy < timeout,
+                "a 40 s stall at +{phase:?}: pings {busy:?} apart"
+            );
+            let stuck = longest_gap(timeout, timeout * 13 / 10, phase);
+            assert!(
+                stuck >= timeout,
+                "a 78 s stall at +{phase:?}: pings {stuck:?} apart"
+            );
+        }
     }
 }

@@ -423,10 +423,11 @@ async fn notified(queued: Option<&tokio::sync::Notify>) {
     }
 }
 
-/// The idle tick, short enough that the systemd watchdog (pinging at half its `timeout`, and
-/// only while the forwarder's heartbeat moves) sees a beat between two pings.
+/// The idle tick, short enough that the systemd watchdog (looking at the forwarder's
+/// heartbeat every quarter of its `timeout`, and pinging only when it moved) sees a beat
+/// between two looks.
 fn idle_tick(watchdog: Option<Duration>) -> Duration {
-    watchdog.map_or(IDLE_TICK, |timeout| IDLE_TICK.min(timeout / 4))
+    watchdog.map_or(IDLE_TICK, |timeout| IDLE_TICK.min(timeout / 8))
 }
 
 #[cfg(test)]
@@ -442,7 +443,7 @@ mod tests {
         assert_eq!(idle_tick(Some(Duration::from_secs(60))), IDLE_TICK);
         assert_eq!(
             idle_tick(Some(Duration::from_millis(400))),
-            Duration::from_millis(100)
+            Duration::from_millis(50)
         );
     }
 
