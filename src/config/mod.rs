@@ -264,7 +264,22 @@ impl Config {
                 if !valid_hub_name(hub) {
                     return Err((
                         format!("{key}.{rec_type:?}"),
-                        format!("bad hub name {hub:?}: 1-256 letters, digits, '.', '-', '_', starting and ending with a letter or digit"),
+                        format!("bad hub name {hub:?}: {HUB_NAMES}"),
+                    ));
+                }
+            }
+            // A recType no hub is mapped for goes to the hub named like it, which must be
+            // a name a hub can have: else its records would wait, parked, until max_age.
+            for (rec_type, hub) in self.hub_plan() {
+                if !valid_hub_name(&hub) {
+                    let origin = if rec_type == self.record.packed_rec_type {
+                        "record.packed_rec_type"
+                    } else {
+                        "rec_type"
+                    };
+                    return Err((
+                        origin.into(),
+                        format!("recType {rec_type:?} goes to the hub named like it, and that is no hub name ({HUB_NAMES}): rename it, or map it to a hub in [{key}]"),
                     ));
                 }
             }

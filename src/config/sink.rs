@@ -353,6 +353,10 @@ impl Provisioning {
     }
 }
 
+/// What [`valid_hub_name`] takes, for errors.
+pub const HUB_NAMES: &str =
+    "1-256 letters, digits, '.', '-', '_', starting and ending with a letter or digit";
+
 /// Event Hubs names: 1-256 letters, digits, `.`, `-`, `_`, starting and ending with a
 /// letter or digit.
 pub fn valid_hub_name(name: &str) -> bool {

@@ -977,3 +977,19 @@ fn size_and_integer_errors_name_the_key_and_the_problem() {
     .collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// A recType no hub is mapped for goes to the hub named like it: one that cannot be a hub's
+/// name is refused by `check` (its records would wait parked until `max_age`), unless mapped.
+#[test]
+fn a_rec_type_that_cannot_name_its_hub_is_refused_unless_mapped() {
+    let base = "[[source]]\ntype = \"udp\"\n[record]\npacked_rec_type = \"io.microshare lorawan\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n";
+    let resolve = |text: &str| Config::parse(text).and_then(|mut c| c.resolve(Path::new(".")));
+    let (key, why) = resolve(base).unwrap_err();
+    assert_eq!(key, "record.packed_rec_type");
+    assert!(
+        why.contains("\"io.microshare lorawan\"") && why.contains("[sink.topics]"),
+        "{why}"
+    );
+    let mapped = format!("{base}[sink.topics]\n\"io.microshare lorawan\" = \"packed\"\n");
+    assert!(resolve(&mapped).is_ok());
+}
