@@ -1099,7 +1099,15 @@ impl SledStore {
             }
         }
         // A database an earlier release wrote: its records are in the old tree.
-        let old = self.old_records().ok().flatten();
+        let old = self.old_records().unwrap_or_else(|e| {
+            // Its records are only there: the copy moved aside stays for `buffer recover`.
+            log::error!(
+                "buffer: reading the old records of {}: {e}",
+                aside.display()
+            );
+            whole = false;
+            None
+        });
         if let Some(old) = &old {
             for entry in old.iter() {
                 let Ok((k, v)) = entry else {
@@ -1158,6 +1166,12 @@ impl SledStore {
                         // (`highest_appended`). The copy written last is the one handed
                         // out again, acknowledged: it takes the place of any carried before.
                         let copy = unreadable.contains(&seq);
+                        // Past the mark file: not acknowledged, unless the card lied about
+                        // the mark's sync as it did about sled's; not carried, so the copy
+                        // moved aside stays for `buffer recover`.
+                        if !copy && seq > flushed && !named(seq) {
+                            whole = false;
+                        }
                         if (copy || lost(seq) && !named(seq)) && super::decode(&body).is_ok() {
                             carry(&mut fresh, seq, body)?;
                             let first = if copy {
@@ -2942,7 +2956,7 @@ mod tests {
     /// not do and the power was cut: 400 records written and flushed after those it holds,
     /// then sled's last ten pointers and its own mark back before them (the mark file says
     /// the last of the 400). The next open salvages. The numbers written.
-    fn lose_the_last_ten(dir: &Path) -> std::ops::Range<u64> {
+    fn lose_the_last_ten(dir: &Path, past_the_mark: u64) -> std::ops::Range<u64> {
         let mut s = SledStore::open(dir).unwrap();
         let from = s.last_seq().map_or(0, |l| l + 1);
         for seq in from..from + 400 {
@@ -2953,7 +2967,12 @@ mod tests {
             }
         }
         s.flush().unwrap();
-        for seq in from + 390..from + 400 {
+        // Appended since, their flush not done: past the mark file.
+        for seq in from + 400..from + 400 + past_the_mark {
+            s.insert(seq, super::super::encode(&record(seq, 200)))
+                .unwrap();
+        }
+        for seq in from + 390..from + 400 + past_the_mark {
             s.records.remove(seq.to_be_bytes()).unwrap();
         }
         s.meta
@@ -2974,7 +2993,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut all = Vec::new();
         for round in 0..3 {
-            all.extend(lose_the_last_ten(dir.path()));
+            all.extend(lose_the_last_ten(dir.path(), 0));
             let s = SledStore::open(dir.path()).unwrap();
             assert_eq!(moved(), round + 1, "round {round}: no salvage");
             assert!(s.moved_aside_at_open());
@@ -2996,6 +3015,18 @@ mod tests {
         }
     }
 
+    /// Entries past the mark file (appended, their flush not done) are not carried: not
+    /// acknowledged, unless the card lied about the mark's sync too. So the database moved
+    /// aside is kept for `hubgate buffer recover`, not removed.
+    #[test]
+    fn entries_past_the_mark_keep_what_was_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        lose_the_last_ten(dir.path(), 5);
+        drop(SledStore::open(dir.path()).unwrap());
+        assert_eq!(moved(), 1, "no salvage");
+        assert_eq!(moved_aside(dir.path()).len(), 1);
+    }
+
     /// A salvage that could not read one segment (EISDIR here; a bad block the same)
     /// keeps the database moved aside, whose records `hubgate buffer recover` may take back
     /// once the segment reads; it is listed with its size. Each salvage so keeps its own:
@@ -3004,7 +3035,7 @@ mod tests {
     fn a_salvage_that_could_not_read_everything_keeps_what_it_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         for round in 0..2 {
-            lose_the_last_ten(dir.path());
+            lose_the_last_ten(dir.path(), 0);
             let values = dir
                 .path()
                 .join(DB_DIR)
