@@ -675,6 +675,8 @@ impl Sink for KafkaSink {
                  broker that lost this producer's id refuses it until then)"
                     .to_string()
             });
+            // Other hubs' records it still holds may be confirmed yet: not sent twice.
+            let _ = self.flush_all(self.flush_before_replacing);
             return self.replace_producer(alone);
         }
         let Some((code, reason)) = fatal else {
