@@ -85,8 +85,12 @@ impl Reloader {
         use std::sync::atomic::Ordering;
         let load = || {
             let launcher = self.launcher.clone();
-            self.files
-                .load_with(launcher, |_| !self.stopping.load(Ordering::Relaxed))
+            self.files.load_with(launcher, |next| {
+                if self.stopping.load(Ordering::Relaxed) {
+                    return Err(crate::js::dir::Stopped::at(next));
+                }
+                Ok(())
+            })
         };
         match crate::contain::contain(load) {
             // Nobody takes the set any more; its worker ends with it.
@@ -177,21 +181,20 @@ impl Decoder {
                     next.of
                 ),
             );
-            true
         })
     }
 
     /// The same, with the JavaScript codecs' worker started by `launcher` (tests and
     /// benchmarks, whose own binary is not hubgate).
     pub fn with_launcher(cfg: &Config, metrics: Arc<Metrics>, launcher: Launcher) -> Self {
-        Decoder::build(cfg, metrics, launcher, |_| true)
+        Decoder::build(cfg, metrics, launcher, |_| {})
     }
 
     fn build(
         cfg: &Config,
         metrics: Arc<Metrics>,
         launcher: Launcher,
-        before: impl FnMut(crate::js::dir::Next) -> bool,
+        mut before: impl FnMut(crate::js::dir::Next),
     ) -> Self {
         let devices = cfg
             .devices
@@ -230,10 +233,10 @@ impl Decoder {
         }
         let reloads = Pending::default();
         let files = Named::of(cfg);
-        let files_in_use = match files.load_with(launcher.clone(), before) {
-            Ok(set) => set,
-            Err(stopped) => unreachable!("a decoder's first load goes on: {stopped}"),
-        };
+        let Ok(files_in_use) = files.load_with(launcher.clone(), |next| {
+            before(next);
+            Ok::<(), std::convert::Infallible>(())
+        });
         let mut in_use = std::collections::HashSet::new();
         for (file, error) in files_in_use.outcomes() {
             match error {

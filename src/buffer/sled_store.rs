@@ -1203,7 +1203,7 @@ impl SledStore {
             }
         }
         fresh.carry_state(&self)?;
-        let buffer_dir = self.dir.parent().map(Path::to_path_buf);
+        let buffer_dir = self.buffer_dir().to_path_buf();
         drop(self);
         fresh.flush()?;
         let left = if !whole {
@@ -1215,13 +1215,12 @@ impl SledStore {
                 aside.display()
             )
         } else {
-            match buffer_dir.map(|d| discard(&aside, &d)) {
-                Some(Ok(())) => "it held nothing more and was removed".to_string(),
-                Some(Err(e)) => format!(
+            match discard(&aside, &buffer_dir) {
+                Ok(()) => "it held nothing more and was removed".to_string(),
+                Err(e) => format!(
                     "it holds nothing more but {} could not be removed ({e}): remove it",
                     aside.display()
                 ),
-                None => format!("it holds nothing more: remove {}", aside.display()),
             }
         };
         // The numbers past the mark sled still holds, up to the mark file's.
@@ -1748,7 +1747,7 @@ impl Store for SledStore {
         // Whatever happens now, do not try again before it has doubled.
         self.reclaimed_to = before;
         let (new, old) = swap_dirs(&self.dir);
-        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        let parent = self.buffer_dir();
         if let Err(e) = self.build(&new) {
             let _ = std::fs::remove_dir_all(&new);
             return Err(e);

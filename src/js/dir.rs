@@ -166,20 +166,18 @@ impl Named {
     /// Load them, the codecs into a worker started with `launcher`. Blocks: the agent runs
     /// it off the forwarder's thread except at start.
     pub fn load(&self, launcher: Launcher) -> Set {
-        match self.load_with(launcher, |_| true) {
-            Ok(set) => set,
-            Err(stopped) => unreachable!("nothing stops this load: {stopped}"),
-        }
+        let Ok(set) = self.load_with(launcher, |_| Ok::<(), std::convert::Infallible>(()));
+        set
     }
 
     /// [`Named::load`], asking `before` ahead of each codec file (a load that hangs costs
-    /// seconds): it may tell systemd the start goes on, or answer false to stop there, the
-    /// files before it loaded for nothing.
-    pub fn load_with(
+    /// seconds): it may tell systemd the start goes on, or answer an error to stop there,
+    /// the files before it loaded for nothing.
+    pub fn load_with<E>(
         &self,
         launcher: Launcher,
-        mut before: impl FnMut(Next) -> bool,
-    ) -> Result<Set, Stopped> {
+        mut before: impl FnMut(Next) -> Result<(), E>,
+    ) -> Result<Set, E> {
         let worker = Worker::new(launcher);
         let mut codecs = HashMap::new();
         for (done, name) in self.codecs.iter().enumerate() {
@@ -188,13 +186,7 @@ impl Named {
                 done,
                 of: self.codecs.len(),
             };
-            if !before(next) {
-                return Err(Stopped {
-                    before: name.clone(),
-                    done,
-                    of: self.codecs.len(),
-                });
-            }
+            before(next)?;
             codecs.insert(name.clone(), load(&self.dir, name, &worker));
         }
         let tables = self.tables.iter();
@@ -222,6 +214,17 @@ pub struct Stopped {
     pub before: String,
     pub done: usize,
     pub of: usize,
+}
+
+impl Stopped {
+    /// Stopped before `next`.
+    pub fn at(next: Next) -> Stopped {
+        Stopped {
+            before: next.name.to_string(),
+            done: next.done,
+            of: next.of,
+        }
+    }
 }
 
 impl std::fmt::Display for Stopped {
