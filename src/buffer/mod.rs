@@ -19,7 +19,7 @@ mod stored_at;
 pub use lock::BufferLock;
 pub use memory::MemoryStore;
 pub use recover::{recover, Recovered};
-pub use sled_store::{moved_aside, SledStore};
+pub use sled_store::{moved_aside, SledStore, MOVED_ASIDE_ADVICE};
 
 use std::collections::HashMap;
 use std::sync::Arc;

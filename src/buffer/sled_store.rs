@@ -1389,6 +1389,10 @@ fn remove_salvaged(buffer_dir: &Path) {
 /// Prefix of the name a database moved aside takes in the buffer directory.
 const ASIDE_PREFIX: &str = "sled.broken-";
 
+/// What an operator does with the databases [`moved_aside`] lists.
+pub const MOVED_ASIDE_ADVICE: &str =
+    "with hubgate stopped, `hubgate buffer recover <dir>` takes their records back, then remove them";
+
 /// The databases moved aside and kept in `buffer_dir`, each with its size in bytes, oldest
 /// name first: those that would not open at all (the only copy of their records) and those
 /// whose salvage could not read everything. `hubgate buffer recover` takes their records

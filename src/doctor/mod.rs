@@ -784,9 +784,9 @@ fn moved_aside(buffer_dir: &Path) -> Option<Outcome> {
         .map(|(p, bytes)| format!("{} ({})", p.display(), human(*bytes)))
         .collect();
     Some(Outcome::Warn(format!(
-        "{}; with hubgate stopped, `hubgate buffer recover <dir>` takes their records back, \
-         then remove them",
-        list.join(", ")
+        "{}; {}",
+        list.join(", "),
+        crate::buffer::MOVED_ASIDE_ADVICE
     )))
 }
 

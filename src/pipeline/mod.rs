@@ -231,10 +231,10 @@ fn report_moved_aside(buffer_dir: &std::path::Path, metrics: &Metrics) {
     metrics.problem_now(
         "buffer_moved_aside",
         format!(
-            "buffer: {} database(s) moved aside are kept, outside max_bytes: {}; with hubgate \
-             stopped, `hubgate buffer recover <dir>` takes their records back, then remove them",
+            "buffer: {} database(s) moved aside are kept, outside max_bytes: {}; {}",
             kept.len(),
-            list.join(", ")
+            list.join(", "),
+            crate::buffer::MOVED_ASIDE_ADVICE
         ),
     );
 }
