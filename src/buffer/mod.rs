@@ -61,6 +61,8 @@ const UNREADABLE_FOR: Duration = Duration::from_secs(60);
 const UNREADABLE_GAP: Duration = Duration::from_secs(10);
 /// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
 const FCNT_PREFIX: &[u8] = b"fcnt/";
+/// State key of the wall clock's forward steps (see `pipeline::clock_steps`).
+const CLOCK_STEPS: &[u8] = b"clock-steps";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -936,6 +938,24 @@ impl Buffer {
         self.store.state_set(&key, &value)?;
         self.unsynced_state = true;
         Ok(())
+    }
+
+    /// Keep the wall clock's forward steps (as the pipeline encodes them), durable with the
+    /// next flush.
+    pub fn save_clock_steps(&mut self, steps: &[u8]) -> Result<(), BufferError> {
+        self.store.state_set(CLOCK_STEPS, steps)?;
+        self.unsynced_state = true;
+        Ok(())
+    }
+
+    /// The wall clock's forward steps as last saved (empty: none).
+    pub fn clock_steps(&self) -> Result<Vec<u8>, BufferError> {
+        Ok(self
+            .store
+            .state_scan(CLOCK_STEPS)?
+            .into_iter()
+            .find_map(|(k, v)| (k == CLOCK_STEPS).then_some(v))
+            .unwrap_or_default())
     }
 
     /// Every saved frame counter. A value of 4 bytes (kept by a release that did not keep

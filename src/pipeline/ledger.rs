@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::clock_steps::ClockSteps;
 use super::dedup::{Dedup, Seen};
 use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, Pushed};
@@ -121,7 +122,15 @@ pub struct Ledger {
     clock_synchronized: bool,
     /// When this run came to trust the clock: its start, or the sync.
     trusted_since: SystemTime,
+    /// The clock's forward steps, this run's and earlier ones', kept in the buffer's state.
+    steps: ClockSteps,
+    /// The first sequence number this run hands out.
+    run_from: u64,
 }
+
+/// A reading of a trusted clock further ahead than the monotonic clock moved since the last
+/// is a step (NTP slews smaller differences, at most 0.5 ms a second).
+const STEP_AT_LEAST: Duration = Duration::from_secs(1);
 
 impl Ledger {
     /// `seed` spreads the sink's retry jitter; `now` is the time of the caller's clock.
@@ -146,6 +155,13 @@ impl Ledger {
             Err(e) => log::warn!("buffer: cannot read the ids of buffered records: {e}"),
         }
         let left_over = !buffer.is_empty() || buffer.dead_letters() > 0;
+        let steps = buffer.clock_steps().map_or_else(
+            |e| {
+                log::warn!("buffer: cannot read the clock's steps: {e}");
+                ClockSteps::default()
+            },
+            |b| ClockSteps::decode(&b),
+        );
         Ok(Ledger {
             buffer,
             sink,
@@ -174,6 +190,8 @@ impl Ledger {
             wall_at: now,
             clock_synchronized: true,
             trusted_since: now.1,
+            steps,
+            run_from: next_seq,
         })
     }
 
@@ -614,10 +632,18 @@ impl Ledger {
     /// (`wall` at `now`), read every clock check. While trusted, record ages count from the
     /// latest reading, so a step of the clock (an NTP sync after a start with a wrong time
     /// that could not be told from a right one) is followed; records without a time age
-    /// from the moment it became trusted.
+    /// from the moment it became trusted. A forward step is kept with the records taken
+    /// before it (see [`ClockSteps`]): it does not age them.
     pub fn clock(&mut self, trusted: bool, now: Instant, wall: SystemTime) {
         if trusted {
-            if !self.clock_synchronized {
+            if self.clock_synchronized {
+                let expected = self.wall_at.1 + now.saturating_duration_since(self.wall_at.0);
+                if let Ok(step) = wall.duration_since(expected) {
+                    if step >= STEP_AT_LEAST {
+                        self.clock_stepped(step);
+                    }
+                }
+            } else {
                 self.trusted_since = wall;
             }
             self.wall_at = (now, wall);
@@ -625,13 +651,32 @@ impl Ledger {
         self.clock_synchronized = trusted;
     }
 
-    /// Whether a record created at `created_ms` (0: no time) is past `max_age` at `now_ms`.
-    fn expired(&self, created_ms: u64, now_ms: u64) -> bool {
+    fn clock_stepped(&mut self, step: Duration) {
+        log::warn!(
+            "the system clock stepped {} forward: records taken before it do not count it in \
+             their age",
+            humantime::format_duration(Duration::from_secs(step.as_secs()))
+        );
+        let ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
+        self.steps.stepped(self.run_from, self.next_seq, ms);
+        if let Err(e) = self.buffer.save_clock_steps(&self.steps.encode()) {
+            // Kept for this run all the same; a restart ages those records by the clock.
+            log::error!("buffer: cannot keep the clock's step: {e}");
+        }
+        self.dirty = true;
+    }
+
+    /// Whether record `seq`, created at `created_ms` (0: no time), is past `max_age` at
+    /// `now_ms`.
+    fn expired(&self, seq: u64, created_ms: u64, now_ms: u64) -> bool {
         let created = match created_ms {
             0 => ms_since_epoch(self.trusted_since),
             t => t,
         };
-        self.clock_synchronized && now_ms.saturating_sub(created) > self.max_age_ms
+        let age = now_ms
+            .saturating_sub(created)
+            .saturating_sub(self.steps.after(seq));
+        self.clock_synchronized && age > self.max_age_ms
     }
 
     /// A record made while the clock is not trusted has no creation time: it expires
@@ -918,7 +963,7 @@ impl Ledger {
             if self.in_flight.contains_key(&seq) || self.health.is_parked(&record.rec_type, now) {
                 continue;
             }
-            if self.expired(record.created_ms, now_ms) {
+            if self.expired(seq, record.created_ms, now_ms) {
                 self.metrics.dropped_expired.inc();
                 self.metrics.problem("expired", || {
                     format!(
@@ -1547,7 +1592,7 @@ mod tests {
             let now_ms = ms_since_epoch(SystemTime::now());
             let a_day_old = now_ms - 86_400_000;
             assert!(
-                !ledger.expired(a_day_old, now_ms),
+                !ledger.expired(0, a_day_old, now_ms),
                 "max_age = \"{secs}s\": a record a day old expires (max_age_ms = {})",
                 ledger.max_age_ms
             );
@@ -1874,10 +1919,10 @@ mod tests {
         assert_eq!(ledger.stamped(record(9)).created_ms, 1);
 
         let synced_ms = ms_since_epoch(synced_at);
-        assert!(!ledger.expired(0, synced_ms), "not dropped at once");
-        assert!(!ledger.expired(0, synced_ms + 3_599_000));
+        assert!(!ledger.expired(0, 0, synced_ms), "not dropped at once");
+        assert!(!ledger.expired(0, 0, synced_ms + 3_599_000));
         assert!(
-            ledger.expired(0, synced_ms + 3_601_000),
+            ledger.expired(0, 0, synced_ms + 3_601_000),
             "not kept forever: max_age after the sync"
         );
 
@@ -2396,5 +2441,127 @@ mod tests {
             assert_eq!(pkids(&mut copy_acked), [2]);
             assert_eq!(kept(&l), [7]);
         }
+    }
+
+    /// A sink that refuses to take anything (transport down) until `up`, then confirms what
+    /// it is sent, as the stdout sink does, keeping the bodies.
+    struct Switch {
+        up: Arc<std::sync::atomic::AtomicBool>,
+        bodies: Arc<std::sync::Mutex<Vec<String>>>,
+        deliveries: crate::sink::Deliveries,
+    }
+
+    impl Sink for Switch {
+        fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+            if !self.up.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(SinkError::Retry("down".into()));
+            }
+            self.bodies.lock().unwrap().push(rec.body.clone());
+            let _ = self.deliveries.send(Delivery {
+                seq,
+                result: Ok(100),
+            });
+            Ok(())
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// A ledger over a memory buffer whose sink is a [`Switch`] (up as given), started at
+    /// `now` with the clock trusted or not.
+    #[allow(clippy::type_complexity)]
+    fn switched_ledger(
+        up: bool,
+        now: (Instant, SystemTime),
+        trusted: bool,
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Arc<Metrics>,
+        Arc<std::sync::atomic::AtomicBool>,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(up));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Switch {
+            up: up.clone(),
+            bodies: bodies.clone(),
+            deliveries: tx,
+        };
+        let mut ledger =
+            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        ledger.clock(trusted, now.0, now.1);
+        (ledger, reports, metrics, up, bodies)
+    }
+
+    /// A gateway whose clock's state nothing can tell (adjtimex refused under
+    /// `ProtectClock=yes`, chrony or ntpd instead of systemd-timesyncd) boots with
+    /// fake-hwclock's saved time, a month old but from 2026 on, so the clock is trusted.
+    /// Readings taken then are stamped with that time and buffered while the uplink is down.
+    /// Two seconds later NTP steps the clock a month forward. The readings are two seconds
+    /// old: the drain must not drop them as older than `max_age` (7 days), in this run nor
+    /// after a restart. The same holds for a synchronised clock stepped forward by more than
+    /// `max_age` (a wrong NTP or GPS time).
+    #[test]
+    fn a_forward_step_of_the_clock_does_not_expire_records_taken_just_before_it() {
+        for restart in [false, true] {
+            forward_step(restart);
+        }
+    }
+
+    fn forward_step(restart: bool) {
+        assert_eq!(
+            BufferConfig::default().max_age,
+            Duration::from_secs(7 * 86_400)
+        );
+        // 2026-05-29: what fake-hwclock saved at the last shutdown, a month before today.
+        let saved = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+        assert!(crate::clock::trusted(None, saved), "nothing tells: trusted");
+        let t0 = Instant::now();
+        let (mut ledger, mut reports, metrics, up, _) = switched_ledger(false, (t0, saved), true);
+        // Three readings, stamped as `record::build` does: with the clock's time.
+        for n in 0..3 {
+            let rec = Record {
+                created_ms: ms_since_epoch(saved),
+                ..record(n)
+            };
+            ledger.take(vec![rec], Counters::default(), Ack::None, t0);
+            ledger.end_round(t0).unwrap();
+        }
+        assert_eq!(ledger.buffered(), 3, "the uplink is down: buffered");
+        // NTP steps the clock a month forward; the uplink comes back.
+        let step = Duration::from_secs(30 * 86_400);
+        let now = (
+            t0 + Duration::from_secs(2),
+            saved + step + Duration::from_secs(2),
+        );
+        ledger.clock(true, now.0, now.1);
+        ledger.end_round(now.0).unwrap();
+        if restart {
+            let (cfg, sink) = (BufferConfig::default(), ledger.sink);
+            ledger = Ledger::new(&cfg, 16, ledger.buffer, sink, metrics.clone(), now, 1).unwrap();
+            ledger.clock(true, now.0, now.1);
+        }
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut delivered = 0;
+        for s in 3..600u64 {
+            let now = t0 + Duration::from_secs(s);
+            ledger.clock(true, now, saved + step + Duration::from_secs(s));
+            ledger.tick(now);
+            ledger.end_round(now).unwrap();
+            while let Ok(d) = reports.try_recv() {
+                delivered += 1;
+                ledger.delivered(d, now).unwrap();
+            }
+        }
+        assert_eq!(
+            (metrics.dropped_expired.get(), delivered),
+            (0, 3),
+            "restart {restart}: readings two seconds old dropped as expired by the clock's step"
+        );
     }
 }

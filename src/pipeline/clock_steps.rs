@@ -1,0 +1,125 @@
+//! Forward steps of the wall clock, and which records were taken before each: their
+//! creation times are from the clock before the step, so their age must not count it.
+//!
+//! A Pi without a real-time clock boots at the time fake-hwclock saved (days or months
+//! old, yet a time the clock can show, so trusted when nothing says whether it is
+//! synchronised), and NTP steps it forward later; a wrong NTP or GPS time can step a
+//! synchronised clock too. Without this, a step of more than `max_age` would drop every
+//! buffered reading as expired at the next drain, seconds after it was acknowledged.
+//! Backward steps are not kept: they only make records expire later.
+//!
+//! Kept in the buffer's state, so a restart after the step still knows it.
+
+/// Steps kept at most; past it the two oldest merge (see [`ClockSteps::stepped`]).
+const MAX_STEPS: usize = 64;
+/// Bytes of one step in the buffer's state.
+const STEP_BYTES: usize = 24;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ClockSteps(Vec<Step>);
+
+/// The clock stepped forward by `ms` after the records `from..to` (sequence numbers) of one
+/// run were taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Step {
+    from: u64,
+    to: u64,
+    ms: u64,
+}
+
+impl ClockSteps {
+    /// Steps as [`ClockSteps::encode`] wrote them; a value of the wrong length (not written
+    /// by this code) is none.
+    pub fn decode(bytes: &[u8]) -> ClockSteps {
+        if !bytes.len().is_multiple_of(STEP_BYTES) {
+            return ClockSteps::default();
+        }
+        let word = |c: &[u8], i: usize| {
+            u64::from_be_bytes(c[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        };
+        ClockSteps(
+            bytes
+                .chunks(STEP_BYTES)
+                .map(|c| Step {
+                    from: word(c, 0),
+                    to: word(c, 1),
+                    ms: word(c, 2),
+                })
+                .collect(),
+        )
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.0
+            .iter()
+            .flat_map(|s| [s.from, s.to, s.ms])
+            .flat_map(u64::to_be_bytes)
+            .collect()
+    }
+
+    /// The clock stepped forward by `ms` after the records `from..to` were taken. Past
+    /// [`MAX_STEPS`] the two oldest become one over both their records with both their
+    /// sizes: records of one then count a step they did not see, which makes them expire
+    /// later, never sooner.
+    pub fn stepped(&mut self, from: u64, to: u64, ms: u64) {
+        if from >= to || ms == 0 {
+            return;
+        }
+        self.0.push(Step { from, to, ms });
+        if self.0.len() > MAX_STEPS {
+            let (a, b) = (self.0[0], self.0[1]);
+            self.0[1] = Step {
+                from: a.from.min(b.from),
+                to: a.to.max(b.to),
+                ms: a.ms.saturating_add(b.ms),
+            };
+            self.0.remove(0);
+        }
+    }
+
+    /// Milliseconds the clock stepped forward after record `seq` was taken.
+    pub fn after(&self, seq: u64) -> u64 {
+        self.0
+            .iter()
+            .filter(|s| (s.from..s.to).contains(&seq))
+            .fold(0, |sum, s| sum.saturating_add(s.ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_counts_for_the_records_taken_before_it_in_its_run() {
+        let mut s = ClockSteps::default();
+        s.stepped(10, 20, 5_000);
+        s.stepped(15, 30, 1_000);
+        assert_eq!(s.after(9), 0, "an earlier run's record");
+        assert_eq!(s.after(10), 5_000);
+        assert_eq!(s.after(17), 6_000);
+        assert_eq!(s.after(20), 1_000, "taken after the first step");
+        assert_eq!(s.after(30), 0, "taken after both");
+        assert_eq!(ClockSteps::decode(&s.encode()), s);
+    }
+
+    #[test]
+    fn steps_stay_bounded_and_merged_ones_only_make_records_younger() {
+        let mut s = ClockSteps::default();
+        for i in 0..1_000u64 {
+            s.stepped(0, i + 1, 1);
+        }
+        assert_eq!(s.0.len(), MAX_STEPS);
+        assert_eq!(s.encode().len(), MAX_STEPS * STEP_BYTES);
+        // Record 0 saw every step; none is lost from its sum.
+        assert_eq!(s.after(0), 1_000);
+        // A later record counts at least the steps it saw.
+        assert!(s.after(500) >= 500, "{}", s.after(500));
+    }
+
+    #[test]
+    fn nothing_and_damage_decode_as_no_steps() {
+        assert_eq!(ClockSteps::decode(&[]), ClockSteps::default());
+        assert_eq!(ClockSteps::decode(&[1, 2, 3]), ClockSteps::default());
+    }
+}
