@@ -31,6 +31,9 @@ use crate::config::{BufferConfig, WhenFull};
 use crate::metrics::Metrics;
 use crate::record::{ms_since_epoch, Record};
 
+/// The format of a record's bytes. A release that raises it raises the buffer's layout too
+/// (`sled_store::LAYOUT`), so an older release refuses the buffer rather than take its
+/// records for damage.
 const FORMAT_VERSION: u8 = 1;
 /// Deletions not synced yet are synced once they are this old (see [`Buffer::remove`]).
 const DELETIONS_SYNCED_WITHIN: Duration = Duration::from_secs(1);

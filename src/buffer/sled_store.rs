@@ -44,6 +44,11 @@ const DB_DIR: &str = "sled";
 /// The high-water mark file, inside the database directory (moved aside with it).
 const MARK_FILE: &str = "hubgate-flushed";
 const MARK_KEY: &[u8] = b"max_seq";
+/// The buffer's layout, in the state tree (carried by rebuilds and salvages): raised
+/// whenever a release writes what an older one would misread (the record format, where
+/// bodies are kept). An open refuses a higher one ([`SledStore::check_layout`]).
+const LAYOUT: u32 = 1;
+const LAYOUT_KEY: &[u8] = b"layout";
 /// sled's tree of pointers to the records' bodies (see [`super::segments`]).
 const RECORDS: &str = "record_at";
 /// The tree that held the records' bodies themselves before they moved to segments: its
@@ -310,6 +315,7 @@ impl SledStore {
                 let mut store = Self::open_at(dir)?;
                 store.lock = Some(lock);
                 store.moved_aside = true;
+                store.check_layout()?;
                 return Ok(store);
             }
             Err(e) => {
@@ -321,6 +327,7 @@ impl SledStore {
             }
         };
         store.lock = Some(lock);
+        store.check_layout()?;
         match (store.stored_mark(), store.marked()) {
             // The salvage carries an old layout's records too.
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
@@ -922,6 +929,27 @@ impl SledStore {
             self.state_set(&k, &v)?;
         }
         Ok(())
+    }
+
+    /// Refuse a database a newer hubgate wrote in a layout this one would misread, before
+    /// anything is changed (no salvage, no removal: a downgrade must not cost the backlog);
+    /// mark an older or unmarked one as this release's.
+    fn check_layout(&mut self) -> Result<(), BufferError> {
+        let stored = self
+            .state
+            .get(LAYOUT_KEY)
+            .map_err(err)?
+            .and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?)));
+        match stored {
+            Some(layout) if layout > LAYOUT => Err(BufferError::Storage(format!(
+                "{}: written by a newer hubgate (buffer layout {layout}; this one reads layout \
+                 {LAYOUT}): nothing was changed. Run the newer hubgate until the buffer has \
+                 drained, or move the directory away to start with an empty buffer",
+                self.dir.display()
+            ))),
+            Some(LAYOUT) => Ok(()),
+            _ => self.state_set(LAYOUT_KEY, &LAYOUT.to_be_bytes()),
+        }
     }
 
     /// The high-water mark sled itself holds (written at every flush).
@@ -3084,6 +3112,37 @@ mod tests {
             "#1's body is damaged"
         );
         assert_eq!(moved_aside(dir.path()), vec![]);
+    }
+
+    /// A database a newer hubgate marked with a higher layout (a downgrade) is refused
+    /// before anything in it changes: no salvage, no move aside, every record still there
+    /// for the newer release. One without a mark (an earlier release's) gets this one's.
+    #[test]
+    fn a_database_of_a_newer_layout_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill(&mut s, 0, 3, 10);
+            s.state_set(LAYOUT_KEY, &(LAYOUT + 1).to_be_bytes())
+                .unwrap();
+            s.flush().unwrap();
+        }
+        for _ in 0..2 {
+            let e = SledStore::open(dir.path()).err().expect("refused");
+            assert!(e.to_string().contains("written by a newer hubgate"), "{e}");
+        }
+        assert_eq!(moved_aside(dir.path()), vec![]);
+        let db = sled::open(dir.path().join(DB_DIR)).unwrap();
+        assert_eq!(db.open_tree(RECORDS).unwrap().len(), 3);
+        drop(db);
+
+        let other = tempfile::tempdir().unwrap();
+        drop(SledStore::open(other.path()).unwrap());
+        let s = SledStore::open(other.path()).unwrap();
+        assert_eq!(
+            s.state.get(LAYOUT_KEY).unwrap().as_deref(),
+            Some(&LAYOUT.to_be_bytes()[..])
+        );
     }
 
     /// Two databases moved aside within a second each get a name: the second rename would
