@@ -155,6 +155,21 @@ fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
     assert!(check.contains(": OK"), "{check}");
 }
 
+/// A command `name` in `dir` that logs its arguments to `log`, then runs `body`.
+fn shim(dir: &Path, log: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho {name} \"$@\" >> {}\n{body}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&path, executable).unwrap();
+}
+
 /// Runs the package's `postinst configure` with the commands it calls replaced by scripts
 /// that log their arguments (nothing on this machine changes): `chgrp` runs where the group
 /// exists and the config is still root's group, and not where the operator chose another.
@@ -162,19 +177,7 @@ fn postinst_gives_the_config_to_the_group(postinst: &Path) {
     for (config_gid, chgrps) in [("0", 2), ("1234", 0)] {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
-        let shim = |name: &str, body: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(
-                &path,
-                format!(
-                    "#!/bin/sh\necho {name} \"$@\" >> {}\n{body}\n",
-                    log.display()
-                ),
-            )
-            .unwrap();
-            let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-            std::fs::set_permissions(&path, executable).unwrap();
-        };
+        let shim = |name: &str, body: &str| shim(dir.path(), &log, name, body);
         shim("getent", "exit 0");
         shim("stat", &format!("echo {config_gid}"));
         for name in [
@@ -187,13 +190,23 @@ fn postinst_gives_the_config_to_the_group(postinst: &Path) {
             shim(name, "exit 0");
         }
         shim("deb-systemd-helper", "exit 1");
+        // The upgrade's check of the kept config passes (it has a test of its own).
+        shim("hubgate", "exit 0");
+        let script = dir.path().join("postinst");
+        let text = std::fs::read_to_string(postinst).unwrap();
+        let hubgate = dir.path().join("hubgate");
+        std::fs::write(
+            &script,
+            text.replace("/usr/bin/hubgate", &hubgate.display().to_string()),
+        )
+        .unwrap();
         let path = format!(
             "{}:{}",
             dir.path().display(),
             std::env::var("PATH").unwrap()
         );
         run(Command::new("sh")
-            .arg(postinst)
+            .arg(&script)
             .args(["configure", "0.1.0"])
             .env("PATH", path));
         let log = std::fs::read_to_string(&log).unwrap();
@@ -201,4 +214,126 @@ fn postinst_gives_the_config_to_the_group(postinst: &Path) {
         assert_eq!(log.lines().filter(|l| *l == chgrp).count(), chgrps, "{log}");
         assert!(log.contains("systemd-sysusers hubgate.conf"), "{log}");
     }
+}
+
+/// The package's postinst on an upgrade (`configure <old version>`), with the machine's paths
+/// moved into `dir` (`etc` holds the kept config and the secret, `/usr/bin/hubgate` is the
+/// binary just built) and the commands it calls replaced by scripts that log their arguments.
+/// `in_use` is what `systemctl is-active`/`is-enabled` answer. Returns its exit status,
+/// stderr and the log.
+fn upgrade_postinst(
+    dir: &Path,
+    postinst: &str,
+    in_use: bool,
+) -> (std::process::ExitStatus, String, String) {
+    let systemd = dir.join("run-systemd-system");
+    std::fs::create_dir_all(&systemd).unwrap();
+    let script = dir.join("postinst");
+    std::fs::write(
+        &script,
+        postinst
+            .replace("/etc/hubgate", &dir.join("etc").display().to_string())
+            .replace("/run/systemd/system", &systemd.display().to_string())
+            .replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate")),
+    )
+    .unwrap();
+    let shims = dir.join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    let log = dir.join("log");
+    let _ = std::fs::remove_file(&log);
+    let systemctl = format!(
+        "case \"$1\" in is-active|is-enabled) exit {} ;; esac",
+        if in_use { 0 } else { 1 }
+    );
+    for (name, body) in [
+        ("getent", "exit 0"),
+        ("stat", "echo 1234"),
+        ("chgrp", "exit 0"),
+        ("install", "exit 0"),
+        ("systemd-sysusers", "exit 0"),
+        ("systemctl", &systemctl),
+        ("deb-systemd-helper", "exit 1"),
+        // systemctl try-restart of a unit whose ExecStartPre fails answers 1.
+        ("deb-systemd-invoke", "exit 1"),
+    ] {
+        shim(&shims, &log, name, body);
+    }
+    let path = format!("{}:{}", shims.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("sh")
+        .arg(&script)
+        .args(["configure", "0.1.0-1"])
+        .env("PATH", path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    (out.status, stderr, log)
+}
+
+/// An upgrade whose new `check` refuses the config the operator kept (a conffile). The
+/// previous release accepts `packed_rec_type = "io.microshare lorawan"`, this one refuses it:
+/// restarted, the unit's `ExecStartPre=hubgate check` would fail every start for good
+/// (`StartLimitIntervalSec=0`) while `try-restart ... || true` let apt report success. The
+/// postinst checks with the new binary first: with the agent in use it fails configure,
+/// naming the problem, and does not restart it; not in use, it warns and goes on. A config
+/// reading its secret as the unit's credential passes (the check sees /etc/hubgate as the
+/// credential directory) and the agent is restarted.
+#[test]
+fn an_upgrade_whose_check_refuses_the_kept_config_does_not_stop_the_running_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = build_deb(dir.path());
+    let control = dir.path().join("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let config = etc.join("hubgate.toml");
+    std::fs::write(
+        &config,
+        "[[source]]\ntype = \"udp\"\n[record]\npacked_rec_type = \"io.microshare lorawan\"\n\
+         [sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n",
+    )
+    .unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "the new check refuses it");
+    let restart = "deb-systemd-invoke try-restart hubgate.service";
+
+    let (status, stderr, log) = upgrade_postinst(dir.path(), &postinst, true);
+    assert!(
+        !status.success() && !log.contains(restart),
+        "postinst restarted the agent into a config its check refuses or reported success \
+         (exit {status}):\n{stderr}\n{log}"
+    );
+    assert!(
+        stderr.contains("refuses the kept") && stderr.contains("record.packed_rec_type"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("dpkg --configure -a"), "{stderr}");
+
+    let (status, stderr, log) = upgrade_postinst(dir.path(), &postinst, false);
+    assert!(status.success(), "not in use: {stderr}\n{log}");
+    assert!(stderr.contains("warning"), "{stderr}");
+
+    std::fs::write(
+        etc.join("eventhubs.secret"),
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;\
+         SharedAccessKey=c2VjcmV0Cg==\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
+         connection_string_file = \"${CREDENTIALS_DIRECTORY}/eventhubs.secret\"\n",
+    )
+    .unwrap();
+    let (status, stderr, log) = upgrade_postinst(dir.path(), &postinst, true);
+    assert!(status.success(), "accepted: {stderr}\n{log}");
+    assert!(log.contains(restart), "{log}");
+    assert!(!stderr.contains("hubgate:"), "{stderr}");
 }
