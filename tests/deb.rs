@@ -337,3 +337,193 @@ fn an_upgrade_whose_check_refuses_the_kept_config_does_not_stop_the_running_agen
     assert!(log.contains(restart), "{log}");
     assert!(!stderr.contains("hubgate:"), "{stderr}");
 }
+
+/// A package named hubgate at `version` whose only content is its prerm `prerm`, built in
+/// `dir`: the scripts are what dpkg's downgrade runs between two releases.
+fn prerm_only_deb(dir: &Path, version: &str, prerm: &str) -> PathBuf {
+    let tree = dir.join(format!("tree-{version}"));
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    std::fs::write(
+        tree.join("DEBIAN/control"),
+        format!(
+            "Package: hubgate\nVersion: {version}\nArchitecture: all\n\
+             Maintainer: test <test@example.invalid>\nDescription: prerm only\n"
+        ),
+    )
+    .unwrap();
+    let script = tree.join("DEBIAN/prerm");
+    std::fs::write(&script, prerm).unwrap();
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&script, executable).unwrap();
+    let deb = dir.join(format!("hubgate_{version}_all.deb"));
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&tree)
+        .arg(&deb));
+    deb
+}
+
+/// A downgrade to a release older than the buffer's layout (`prerm upgrade <older>`, run from
+/// the installed package) is refused while the buffer holds records, or while the agent runs
+/// and holds it (it cannot be counted then), unless HUBGATE_DOWNGRADE_LOSES_BUFFER=yes. An
+/// empty buffer, none at all, or an upgrade go on. With real dpkg (in a scratch root): the
+/// refusal holds against a release whose prerm refuses in `failed-upgrade` too, as this one
+/// does; the releases before the guard (0.1.0-1, whose prerm knows only `remove`) let dpkg go
+/// on, as docs/operations.md says.
+#[test]
+fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records() {
+    use hubgate::buffer::{encode, BufferLock, SledStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let deb = build_deb(dir.path());
+    let control = dir.path().join("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let shipped = std::fs::read_to_string(control.join("prerm")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        shipped.contains(&format!("\nthis_version={version}\n")),
+        "the prerm names the package's version {version}:\n{shipped}"
+    );
+
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let buffer = dir.path().join("buffer");
+    std::fs::write(
+        etc.join("hubgate.toml"),
+        format!(
+            "[[source]]\ntype = \"udp\"\n[buffer]\npath = \"{}\"\n[sink]\ntype = \"stdout\"\n",
+            buffer.display()
+        ),
+    )
+    .unwrap();
+    let prerm = shipped
+        .replace("/etc/hubgate", &etc.display().to_string())
+        .replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate"));
+    let script = dir.path().join("prerm");
+    std::fs::write(&script, &prerm).unwrap();
+    let override_var = "HUBGATE_DOWNGRADE_LOSES_BUFFER";
+    let prerm_run = |args: &[&str], allow: bool| {
+        let mut cmd = Command::new("sh");
+        cmd.arg(&script).args(args).env_remove(override_var);
+        if allow {
+            cmd.env(override_var, "yes");
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stderr)
+    };
+
+    // No buffer yet (the agent never ran): nothing to lose.
+    let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
+    assert!(ok, "{stderr}");
+
+    let mut store = SledStore::open(&buffer).unwrap();
+    for seq in 0..3 {
+        let rec = hubgate::record::Record {
+            id: format!("r{seq}"),
+            rec_type: "io.microshare.environment.unpacked".into(),
+            key: "58-A0-CB-00-00-10-12-34".into(),
+            created_ms: 0,
+            body: "{}".into(),
+        };
+        store.insert(seq, encode(&rec)).unwrap();
+    }
+    store.flush().unwrap();
+    drop(store);
+
+    let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
+    assert!(!ok, "a downgrade with 3 records went on: {stderr}");
+    assert!(
+        stderr.contains("refusing the downgrade to 0.1.0-1: the buffer holds 3 record(s)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(override_var), "{stderr}");
+    assert!(stderr.contains("do not back this refusal up"), "{stderr}");
+    let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], true);
+    assert!(ok, "the override: {stderr}");
+    let (ok, stderr) = prerm_run(&["upgrade", "99.0.0-1"], false);
+    assert!(ok, "an upgrade: {stderr}");
+    assert_eq!(stderr, "");
+    let (ok, stderr) = prerm_run(&["failed-upgrade", "99.0.0-1"], false);
+    assert!(!ok, "failed-upgrade from a newer release: {stderr}");
+    assert!(
+        stderr.contains(&format!("refusing the downgrade to {version}")),
+        "{stderr}"
+    );
+    let (ok, stderr) = prerm_run(&["failed-upgrade", "0.1.0-1"], false);
+    assert!(ok, "failed-upgrade from an older release: {stderr}");
+
+    // A running agent holds the buffer's lock: not counted, refused.
+    let lock = BufferLock::take(&buffer).unwrap();
+    let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("the buffer could not be counted") && stderr.contains("lock"),
+        "{stderr}"
+    );
+    drop(lock);
+
+    // Real dpkg, in a scratch root; the scripts run outside it (they name the scratch paths).
+    let root = dir.path().join("root");
+    let admin = root.join("var/lib/dpkg");
+    for sub in ["info", "updates"] {
+        std::fs::create_dir_all(admin.join(sub)).unwrap();
+    }
+    std::fs::write(admin.join("status"), "").unwrap();
+    let dpkg = |deb: &Path, allow: bool| {
+        let mut cmd = Command::new("dpkg");
+        cmd.arg(format!("--root={}", root.display()))
+            .args([
+                "--force-script-chrootless",
+                "--force-not-root",
+                "--log=/dev/null",
+            ])
+            .arg("-i")
+            .arg(deb)
+            .env_remove(override_var);
+        if allow {
+            cmd.env(override_var, "yes");
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let installed = || {
+        run(Command::new("dpkg-query")
+            .arg(format!("--admindir={}", admin.display()))
+            .args(["-W", "-f", "${Version} ${Status}", "hubgate"]))
+    };
+    // A later release with a layout this one cannot read.
+    let later = prerm
+        .replace(
+            "\nreads_buffer_since=0.2.0\n",
+            "\nreads_buffer_since=99.0.0\n",
+        )
+        .replace(
+            &format!("\nthis_version={version}\n"),
+            "\nthis_version=99.0.0\n",
+        );
+    let (ok, out) = dpkg(&prerm_only_deb(dir.path(), "99.0.0-1", &later), false);
+    assert!(ok, "{out}");
+    let this = prerm_only_deb(dir.path(), &format!("{version}-1"), &prerm);
+    let (ok, out) = dpkg(&this, false);
+    assert!(!ok, "dpkg downgraded with 3 records: {out}");
+    assert_eq!(installed(), "99.0.0-1 install ok installed", "{out}");
+    let (ok, out) = dpkg(&this, true);
+    assert!(ok, "the override: {out}");
+    assert_eq!(installed(), format!("{version}-1 install ok installed"));
+
+    // 0.1.0-1's prerm, as cargo-deb made it: dpkg runs it for `failed-upgrade` when the
+    // refusal fails `upgrade`, it succeeds, and dpkg goes on.
+    let before_guard =
+        "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ] && [ \"$1\" = remove ]; then\n\
+                        \tdeb-systemd-invoke stop hubgate.service >/dev/null || true\nfi\n";
+    let (ok, out) = dpkg(&prerm_only_deb(dir.path(), "0.1.0-1", before_guard), false);
+    assert!(out.contains("refusing the downgrade to 0.1.0-1"), "{out}");
+    assert!(ok, "{out}");
+    assert_eq!(installed(), "0.1.0-1 install ok installed", "{out}");
+}
