@@ -388,10 +388,18 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     let etc = dir.path().join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     let buffer = dir.path().join("buffer");
+    // The documented Event Hubs setup: the secret from the unit's credential directory.
+    std::fs::write(
+        etc.join("eventhubs.secret"),
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;\
+         SharedAccessKey=c2VjcmV0Cg==\n",
+    )
+    .unwrap();
     std::fs::write(
         etc.join("hubgate.toml"),
         format!(
-            "[[source]]\ntype = \"udp\"\n[buffer]\npath = \"{}\"\n[sink]\ntype = \"stdout\"\n",
+            "[[source]]\ntype = \"udp\"\n[buffer]\npath = \"{}\"\n[sink]\ntype = \"eventhubs\"\n\
+             connection_string_file = \"${{CREDENTIALS_DIRECTORY}}/eventhubs.secret\"\n",
             buffer.display()
         ),
     )
@@ -404,7 +412,10 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     let override_var = "HUBGATE_DOWNGRADE_LOSES_BUFFER";
     let prerm_run = |args: &[&str], allow: bool| {
         let mut cmd = Command::new("sh");
-        cmd.arg(&script).args(args).env_remove(override_var);
+        cmd.arg(&script)
+            .args(args)
+            .env_remove(override_var)
+            .env_remove("CREDENTIALS_DIRECTORY");
         if allow {
             cmd.env(override_var, "yes");
         }
@@ -452,6 +463,8 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     );
     let (ok, stderr) = prerm_run(&["failed-upgrade", "0.1.0-1"], false);
     assert!(ok, "failed-upgrade from an older release: {stderr}");
+    let (ok, stderr) = prerm_run(&["failed-upgrade", &format!("{version}-1")], false);
+    assert!(ok, "failed-upgrade of a reinstall: {stderr}");
 
     // A running agent holds the buffer's lock: not counted, refused.
     let lock = BufferLock::take(&buffer).unwrap();
