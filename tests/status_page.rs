@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::agent::{Agent, CODECS_PACKED, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
@@ -272,57 +272,10 @@ fn with_a_password_every_path_needs_it_and_guessing_is_stopped() {
     assert!(!log.contains("guess"), "a guess is in the log");
 }
 
-/// Debian's `chromium`, headless, on `url`: what it does after `budget` of virtual time
-/// (the pages' refresh script runs meanwhile), and how long it may take for real.
-fn chromium(dir: &Path, url: &str, what: &[String], budget: Duration) -> String {
-    use std::os::unix::process::CommandExt;
-    let out = dir.join("chromium.out");
-    let mut child = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--window-size=1100,900",
-            "--hide-scrollbars",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.join("chromium").display()
-        ))
-        .arg(format!("--virtual-time-budget={}", budget.as_millis()))
-        .args(what)
-        .arg(url)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(dir.join("chromium.err")).unwrap())
-        // Its helper processes go with it if it has to be killed.
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start chromium ({e}): install Debian's chromium package")
-        });
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let err = std::fs::read_to_string(dir.join("chromium.err")).unwrap_or_default();
-            assert!(status.success(), "chromium {what:?} {url}: {status}\n{err}");
-            break;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: signals the process group started above.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            panic!("chromium {url} did not finish in {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::fs::read_to_string(out).unwrap()
-}
-
 /// The rendered DOM of `path` after two refreshes' worth of virtual time.
 fn dom(agent: &Agent, dir: &Path, path: &str) -> String {
     let url = format!("http://127.0.0.1:{}{path}", agent.metrics_port);
-    let dom = chromium(dir, &url, &["--dump-dom".into()], Duration::from_secs(12));
+    let dom = support::chromium::run(dir, &url, &["--dump-dom".into()], Duration::from_secs(12));
     assert!(dom.contains("</main>"), "{path}: {dom}");
     dom
 }
@@ -334,7 +287,7 @@ fn screenshot(agent: &Agent, dir: &Path, path: &str, name: &str) {
     let file = shots.join(name);
     let _ = std::fs::remove_file(&file);
     let url = format!("http://127.0.0.1:{}{path}", agent.metrics_port);
-    chromium(
+    support::chromium::run(
         dir,
         &url,
         &[format!("--screenshot={}", file.display())],
