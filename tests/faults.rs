@@ -1176,6 +1176,42 @@ async fn a_full_disk_drops_oldest_counted_and_recovers() {
     assert!(agent.alive());
 }
 
+/// With `min_free` under the reserve's 8 MiB the buffer itself takes the disk below the mark
+/// at which the reserve is given back. The room that gives back is for sled's flushes (the
+/// drain's among them): records must not take it until the reserve is made again, or the
+/// next flush finds the disk full, and a failed flush stops hubgate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_leave_the_room_of_a_reserve_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, mqtt, mut kafka) = outage_on_a_small_disk(dir.path(), "20m");
+    let buffer = disk.0.join("buffer");
+    let config = config_with(&buffer, &mqtt, &kafka, KEY, r#"min_free = "1MiB""#, "");
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    assert!(hubgate::buffer::reserve::present(&buffer));
+    // Far more than the disk holds.
+    let sent: Vec<(String, String)> = (1..=6000).flat_map(uplinks_at).collect();
+    for chunk in sent.chunks(3_000) {
+        publish_all(mqtt.port(), chunk).await;
+    }
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == sent.len() as u64);
+    let free = hubgate::buffer::disk::free(&disk.0).unwrap();
+    assert!(
+        free >= hubgate::buffer::reserve::BYTES - (1 << 20),
+        "{free} bytes free: records took the reserve's room"
+    );
+    assert!(agent.metric("hubgate_dropped_total{reason=\"disk_full\"}") > 0);
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"disk_reserve_used\"}"),
+        1
+    );
+    let kept = agent.metric("hubgate_buffer_records");
+    kafka.start_again();
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    assert!(agent.metric("hubgate_delivered_total") >= kept);
+    assert!(agent.alive());
+}
+
 /// Two Kafka outages in a row on a small disk. The first fills it: the buffer keeps the
 /// newest records that fit (drops counted, logged once, not per record). Once it has
 /// drained, the segment files of the delivered records are deleted (no rebuild needed), so

@@ -272,6 +272,10 @@ pub struct Buffer {
     /// Set while less than `min_free` is left on the disk (one statvfs per spilled record):
     /// the byte cap frozen at what was stored when it went low.
     disk_cap: Option<u64>,
+    /// The disk space reserve was given back and is not made again yet: its room is for
+    /// sled's flushes, so records leave it free as well as `min_free` (with `min_free` under
+    /// the reserve's size they would take it at once).
+    reserve_out: bool,
     /// Records removed since the last flush started, and how many may wait for one.
     unsynced_removals: usize,
     removals_per_sync: usize,
@@ -330,6 +334,7 @@ impl Buffer {
             when_full: cfg.when_full,
             metrics,
             disk_cap: None,
+            reserve_out: false,
             unsynced_removals: 0,
             removals_per_sync: (cfg.max_in_flight / 2).max(1),
             syncing_removals: 0,
@@ -358,6 +363,7 @@ impl Buffer {
     fn release_reserve_if_short(&mut self) {
         let released = self.store.release_reserve_if_short();
         if released > 0 {
+            self.reserve_out = true;
             self.metrics.problem_now(
                 "disk_reserve_used",
                 format!(
@@ -372,11 +378,14 @@ impl Buffer {
     /// failure is logged, and tried again at the next drain.
     fn keep_reserve(&mut self) {
         match self.store.keep_reserve(self.min_free) {
-            Ok(true) => log::info!(
-                "buffer: disk space reserve of {} bytes made, for the buffer to open and drain \
-                 should another program fill the disk",
-                reserve::BYTES
-            ),
+            Ok(true) => {
+                self.reserve_out = false;
+                log::info!(
+                    "buffer: disk space reserve of {} bytes made, for the buffer to open and \
+                     drain should another program fill the disk",
+                    reserve::BYTES
+                )
+            }
             Ok(false) => {}
             Err(e) => log::warn!("buffer: the disk space reserve could not be made: {e}"),
         }
@@ -521,7 +530,7 @@ impl Buffer {
                 let cap = self.store.usage().1;
                 log::error!(
                     "buffer: less than {} bytes free on the disk: the buffer stops growing at {cap} bytes and when_full applies",
-                    self.min_free
+                    self.floor()
                 );
                 self.disk_cap = Some(cap);
             }
@@ -538,7 +547,14 @@ impl Buffer {
     }
 
     fn disk_low(&self) -> bool {
-        self.store.disk_free().is_some_and(|f| f < self.min_free)
+        self.store.disk_free().is_some_and(|f| f < self.floor())
+    }
+
+    /// The free space on the disk the buffer leaves: `min_free`, and the reserve's room
+    /// while it is given back.
+    fn floor(&self) -> u64 {
+        let given_back = if self.reserve_out { reserve::BYTES } else { 0 };
+        self.min_free.saturating_add(given_back)
     }
 
     /// Count a drop; the log gets the first one of a reason at once, then one line per

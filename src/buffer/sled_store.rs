@@ -1022,21 +1022,6 @@ impl SledStore {
         self.moved_aside
     }
 
-    /// Whether the salvage's read of segment `number` (`entries`, which stops at the first
-    /// entry that is not whole) got every entry `hubgate buffer recover` would: its scan goes
-    /// on past damage, and narrows a failed read to the blocks that fail. Anything more it
-    /// finds (an entry after a damaged one, as a card that lost a page mid-segment leaves)
-    /// keeps the database moved aside for it.
-    fn read_as_recover_would(&self, number: u32, entries: &[(u64, Vec<u8>)]) -> bool {
-        let read: BTreeSet<u64> = entries.iter().map(|(seq, _)| *seq).collect();
-        match self.segments.scan(number, |v| super::decode(v).is_ok()) {
-            Ok(found) => {
-                found.failed.is_none() && found.entries.iter().all(|(seq, _)| read.contains(seq))
-            }
-            Err(_) => false,
-        }
-    }
-
     /// The database lost writes that had been flushed: move it aside, carry what it still
     /// holds into a fresh one, and say so loudly. Once the fresh one is durable, the one
     /// moved aside goes if nothing more could be read from it (see [`discard`]): each power
@@ -1140,15 +1125,18 @@ impl SledStore {
         match self.segments.numbers_as_written() {
             Ok(numbers) => {
                 for (i, &number) in numbers.iter().enumerate() {
-                    let entries = self.segments.entries(number).unwrap_or_else(|e| {
+                    // As `hubgate buffer recover` reads it: on past a damaged entry (a card
+                    // that lost a page mid-segment), a failed read narrowed to its blocks.
+                    let (entries, failed) =
+                        match self.segments.scan(number, |v| super::decode(v).is_ok()) {
+                            Ok(found) => (found.entries, found.failed),
+                            Err(e) => (Vec::new(), Some(e.to_string())),
+                        };
+                    if let Some(e) = failed {
                         log::error!(
                             "buffer: reading segment {number} of {}: {e}",
                             aside.display()
                         );
-                        whole = false;
-                        Vec::new()
-                    });
-                    if whole && !self.read_as_recover_would(number, &entries) {
                         whole = false;
                     }
                     crate::notify::extend_start(
@@ -1172,7 +1160,7 @@ impl SledStore {
                         if !copy && seq > flushed && !named(seq) {
                             whole = false;
                         }
-                        if (copy || lost(seq) && !named(seq)) && super::decode(&body).is_ok() {
+                        if copy || lost(seq) && !named(seq) {
                             carry(&mut fresh, seq, body)?;
                             let first = if copy {
                                 recovered.insert(seq)
@@ -3058,11 +3046,11 @@ mod tests {
         }
     }
 
-    /// An entry after a damaged one in a segment (a card that lost a page mid-segment) is
-    /// out of the salvage's reach, which stops at the first entry that is not whole, but
-    /// not of `hubgate buffer recover`'s, which scans on: the database moved aside is kept.
+    /// Entries after a damaged one in a segment (a card that lost a page mid-segment) are
+    /// carried: the salvage scans on past damage as `hubgate buffer recover` does, so the
+    /// database moved aside holds nothing more and goes.
     #[test]
-    fn a_salvage_keeps_what_it_moved_aside_when_recover_would_find_more() {
+    fn a_salvage_carries_the_entries_after_a_damaged_one() {
         use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let body = |seq: u64| super::super::encode(&record(seq, 100));
@@ -3083,26 +3071,15 @@ mod tests {
             f.write_all_at(&u32::MAX.to_be_bytes(), u64::from(at) + 8)
                 .unwrap();
         }
-        let mut s = SledStore::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(moved(), 1, "no salvage");
-        let carried = seqs(&s, None);
-        assert!(carried.contains(&0) && !carried.contains(&2), "{carried:?}");
-        let kept = moved_aside(dir.path());
-        assert_eq!(kept.len(), 1);
-        // And recover does find the two the salvage could not reach.
-        let before = s.last_seq().unwrap();
-        super::super::recover(&mut s, &kept[0].0, |_, _, _| {}).unwrap();
-        let got: Vec<Vec<u8>> = s
-            .scan(Some(before), 100)
-            .unwrap()
-            .into_iter()
-            .map(|(_, b)| b)
-            .collect();
-        assert!(
-            got.contains(&body(2)) && got.contains(&body(3)),
-            "{}",
-            got.len()
+        let carried = s.scan(None, 100).unwrap();
+        assert_eq!(
+            carried,
+            vec![(0, body(0)), (2, body(2)), (3, body(3))],
+            "#1's body is damaged"
         );
+        assert_eq!(moved_aside(dir.path()), vec![]);
     }
 
     /// Two databases moved aside within a second each get a name: the second rename would

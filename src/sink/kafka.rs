@@ -1,7 +1,6 @@
 //! Kafka sink (librdkafka): any Kafka broker, and the engine under the Event Hubs sink.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use super::first_write::{Admit, FirstWrites};
 use super::polled::Polled;
 use super::properties::{is_false, setting_name};
 use super::provision::Hubs;
+use super::stuck::Timeouts;
 use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
 use crate::config::{HubNames, KafkaConfig};
 use crate::metrics::Metrics;
@@ -51,11 +51,14 @@ pub fn base_config() -> ClientConfig {
         .set("enable.gapless.guarantee", "true")
         .set(IN_FLIGHT, ONE_REQUEST)
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "120000")
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
         .set("socket.keepalive.enable", "true")
         .set("statistics.interval.ms", STATS_INTERVAL_MS);
     c
 }
+
+/// How long librdkafka tries a record, unless a site's `[sink.properties]` say otherwise.
+const MESSAGE_TIMEOUT_MS: u64 = 120_000;
 
 /// Produce requests in flight per broker connection.
 const IN_FLIGHT: &str = "max.in.flight.requests.per.connection";
@@ -142,9 +145,8 @@ pub struct DeliveryContext {
     refused: Refused,
     /// This producer's first records of each key.
     first: FirstWrites,
-    /// A record of this producer timed out and none was confirmed since (see
-    /// [`Sink::tick`]).
-    stuck: AtomicBool,
+    /// When its records were confirmed and whether one timed out since (see [`Sink::tick`]).
+    timeouts: Timeouts,
 }
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
@@ -247,8 +249,10 @@ impl ProducerContext for DeliveryContext {
         };
         let place = (msg.topic(), msg.partition());
         let timed_out = matches!(result, Err((e, _)) if error_code(e) == Some(RDKafkaErrorCode::MessageTimedOut));
-        if result.is_ok() || timed_out {
-            self.stuck.store(timed_out, Ordering::Relaxed);
+        if timed_out {
+            self.timeouts.timed_out();
+        } else if result.is_ok() {
+            self.timeouts.confirmed(Instant::now());
         }
         let result = match result {
             Ok(m) => {
@@ -424,7 +428,7 @@ fn create(
         batched: config.get(ALONE.0) != Some(ALONE.1),
         refused: refused.clone(),
         first: first.clone(),
-        stuck: false.into(),
+        timeouts: Timeouts::default(),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -484,6 +488,15 @@ impl KafkaSink {
         let now = Instant::now();
         refused.retain(|_, (_, ends)| *ends > now);
         !refused.is_empty()
+    }
+
+    /// How long librdkafka tries a record before it times out.
+    fn message_timeout(&self) -> Duration {
+        let ms = self
+            .config
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse().ok());
+        Duration::from_millis(ms.unwrap_or(MESSAGE_TIMEOUT_MS))
     }
 
     /// A new producer with the current settings in place of the old one (see [`Sink::tick`]),
@@ -643,18 +656,16 @@ impl Sink for KafkaSink {
     /// (see [`DeliveryContext::delivery`]); that producer still works, so it first gets
     /// [`FLUSH_BEFORE_REPLACING`] to confirm what it holds, which is then not sent twice.
     ///
-    /// And when its records time out and none is confirmed: a broker that lost this
-    /// producer's id (restarted without its data, a failover) refuses every request of it as
-    /// of an unknown producer, which librdkafka does not take as fatal, so without a new
-    /// producer (a new id) nothing would go until hubgate restarted.
+    /// And when it is stuck (see [`Timeouts`]): its records time out and no hub confirmed
+    /// any for `message.timeout.ms`.
     fn tick(&mut self) -> bool {
         let fatal = self.producer.client().fatal_error();
         let stuck = self
             .producer
             .client()
             .context()
-            .stuck
-            .load(Ordering::Relaxed);
+            .timeouts
+            .stuck(Instant::now(), self.message_timeout());
         let back = self
             .vanished
             .iter()
@@ -671,8 +682,8 @@ impl Sink for KafkaSink {
         self.rebuilt = Some(Instant::now());
         if fatal.is_none() && stuck {
             self.metrics.problem("producer_timed_out", || {
-                "kafka: records timed out and none was confirmed since: a new producer (a \
-                 broker that lost this producer's id refuses it until then)"
+                "kafka: records timed out and no hub confirmed any for message.timeout.ms: a \
+                 new producer (a broker that lost this producer's id refuses it until then)"
                     .to_string()
             });
             // Other hubs' records it still holds may be confirmed yet: not sent twice.

@@ -10,6 +10,7 @@ pub mod properties;
 pub mod provision;
 pub mod refusal;
 pub mod stdout;
+mod stuck;
 
 use tokio::sync::mpsc::UnboundedSender;
 
