@@ -60,6 +60,15 @@ fn json(agent: &Agent, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// A UDP source (keeps the agent running), a stdout sink and the buffer in `dir`.
+fn quiet_config(dir: &Path) -> String {
+    format!(
+        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n[sink]\ntype = \"stdout\"\n",
+        dir.join("buffer").display(),
+        free_udp_port()
+    )
+}
+
 fn start(dir: &Path) -> (Agent, Kafka) {
     let kafka = Kafka::start(dir);
     // Every hub of the plan but the door sensor's readings' (its packed one is there).
@@ -218,14 +227,9 @@ fn with_a_password_every_path_needs_it_and_guessing_is_stopped() {
     let file = dir.path().join("status.password");
     std::fs::write(&file, format!("{password}\n")).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let body = format!(
-        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n[sink]\ntype = \"stdout\"\n",
-        dir.path().join("buffer").display(),
-        free_udp_port()
-    );
     let agent = Agent::start_with_metrics(
         dir.path(),
-        &body,
+        &quiet_config(dir.path()),
         &format!("password_file = \"{}\"", file.display()),
     );
     agent.wait_log("running: 1 source(s)", 1, WAIT);
@@ -270,6 +274,54 @@ fn with_a_password_every_path_needs_it_and_guessing_is_stopped() {
     let log = agent.full_log();
     assert!(!log.contains(password), "the password is in the log");
     assert!(!log.contains("guess"), "a guess is in the log");
+}
+
+/// DNS rebinding: a web page on another site, opened in a browser on the gateway's LAN (or
+/// on the gateway, for the default loopback listener), points its own name at the gateway and
+/// then reads the page as same-origin; without a password (loopback, `lan_read_only`)
+/// nothing else stops it. Only the gateway's own names and addresses are answered.
+#[test]
+fn a_request_for_another_host_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start_with_metrics(
+        dir.path(),
+        &quiet_config(dir.path()),
+        "hosts = [\"gw.example.net\"]",
+    );
+    agent.wait_log("running: 1 source(s)", 1, WAIT);
+    let port = agent.metrics_port;
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let machine = machine.trim().split('.').next().unwrap();
+    let for_host = |host: &str| {
+        agent
+            .request(&format!(
+                "GET /api/status HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nConnection: close\r\n\r\n"
+            ))
+            .unwrap()
+    };
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        format!("localhost:{port}"),
+        format!("{}.LOCAL:{port}", machine.to_uppercase()),
+        format!("GW.example.net:{port}"),
+    ] {
+        let (code, head, _) = for_host(&host);
+        assert_eq!(code, 200, "{host} is refused: {head}");
+    }
+    let (code, head, body) = for_host(&format!("rebind.attacker.example:{port}"));
+    assert_eq!(
+        (code, body.as_str()),
+        (421, "hubgate answers to its IP address, localhost, its host name and <host name>.local; list other names in [metrics] hosts\n"),
+        "a request for another site's name:\n{head}\n\n{}",
+        &body[..body.len().min(300)]
+    );
+    let (code, head, _) = agent
+        .request(
+            "GET http://rebind.attacker.example/api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(code, 421, "the absolute URI's name counts: {head}");
 }
 
 /// The rendered DOM of `path` after two refreshes' worth of virtual time.

@@ -3,9 +3,11 @@
 //! oldest, so idle or slow connections cannot lock a scrape out), a deadline to send the
 //! request head and one to take the answer, one request per connection, and a pause after a
 //! failed accept (out of file descriptors) instead of a loop that retries at once and spins.
-//! Read-only: GET and HEAD only, nothing served changes state. Who may read: [`auth`].
+//! Read-only: GET and HEAD only, nothing served changes state. Who may read: [`auth`]; for
+//! which host names: [`host`].
 
 pub mod auth;
+pub mod host;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -42,6 +45,7 @@ const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration:
 pub struct Site {
     pub status: Status,
     pub access: auth::Access,
+    pub hosts: host::Names,
 }
 
 /// Serve on `listener` until the task is dropped.
@@ -117,6 +121,18 @@ async fn respond(
     renders: Arc<Semaphore>,
 ) -> Answer {
     let status = &site.status;
+    // An absolute URI's authority stands for `Host`; a browser sends `Host` alone.
+    let named = match req.uri().authority() {
+        Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or_default()),
+        None => req.headers().get(HOST).map(|h| h.to_str().unwrap_or("?")),
+    };
+    if !site.hosts.allow(named) {
+        return answer(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            "hubgate answers to its IP address, localhost, its host name and <host name>.local; list other names in [metrics] hosts\n",
+        );
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut a = answer(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
         a.headers_mut()

@@ -68,6 +68,7 @@ pub async fn run(
                     access: crate::http::auth::Access::of(
                         cfg.metrics.password.as_ref().map(|p| p.expose().as_str()),
                     ),
+                    hosts: crate::http::host::Names::of(&cfg.metrics.hosts),
                 };
                 reporters.push(tokio::spawn(crate::http::serve(listener, Arc::new(site))));
                 reporters.push(tokio::spawn(status::sample(metrics.clone())));
