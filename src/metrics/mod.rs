@@ -471,7 +471,7 @@ mod tests {
                 kind: "no_manage",
                 what: "hub \"a\" does not exist and this key may not create it".into(),
                 fix: "use a key with Manage".into(),
-                line: String::new(),
+                broker: String::new(),
             },
         );
         assert!(

@@ -164,18 +164,16 @@ impl Status {
                 .into_iter()
                 .map(|rec_type| {
                     let hub = names.hub(&rec_type).to_string();
-                    let reason = (m.parked.get(&rec_type) == Some(1))
-                        .then(|| m.park_reasons.get(&rec_type).unwrap_or_default());
+                    let parked = m.parked.get(&rec_type) == Some(1);
+                    // The sink's classification of the refusal: its one fix for that cause.
+                    let why = parked.then(|| m.park_reasons.get(&rec_type)).flatten();
                     Hub {
-                        fix: reason.as_deref().map(|r| fix_for(r, &hub, f.sink)),
-                        state: if reason.is_some() {
-                            "parked"
-                        } else {
-                            "delivering"
-                        },
+                        state: if parked { "parked" } else { "delivering" },
                         rec_type,
                         hub,
-                        reason,
+                        reason: why.as_ref().map(|r| r.what.clone()),
+                        fix: why.as_ref().map(|r| r.fix.clone()),
+                        broker: why.map(|r| r.broker),
                     }
                 })
                 .collect()
@@ -265,25 +263,6 @@ pub async fn sample(metrics: Arc<Metrics>) {
     }
 }
 
-/// The one thing to do about a parked hub, from the sink's reason.
-fn fix_for(reason: &str, hub: &str, sink: &str) -> String {
-    let r = reason.to_ascii_lowercase();
-    let (what, policy) = match sink {
-        "eventhubs" => (
-            "Event Hub",
-            "the shared access policy of the connection string",
-        ),
-        _ => ("topic", "the SASL user"),
-    };
-    if r.contains("authoriz") || r.contains("not writable") || r.contains("denied") {
-        format!("give {policy} Send rights on {what} \"{hub}\"")
-    } else {
-        format!(
-            "create the {what} \"{hub}\" (or map this recType to an existing one in the config)"
-        )
-    }
-}
-
 #[derive(Serialize)]
 pub struct Snapshot {
     pub version: &'static str,
@@ -323,8 +302,11 @@ pub struct Hub {
     pub hub: String,
     /// `delivering` or `parked`.
     pub state: &'static str,
+    /// A parked hub's refusal as the sink classified it: what is wrong, the one fix for that
+    /// cause, and the broker's own words.
     pub reason: Option<String>,
     pub fix: Option<String>,
+    pub broker: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -467,12 +449,12 @@ mod tests {
         let metrics = Metrics::new();
         metrics.delivered.inc("io.microshare.light.unpacked");
         metrics.parked.set("io.microshare.gps.unpacked", 1);
-        let line = "Broker: Unknown topic or partition";
+        let broker = "Broker: Unknown topic or partition";
         let reason = crate::metrics::ParkReason {
             kind: "missing",
             what: "no hub".into(),
             fix: "create it".into(),
-            line: line.into(),
+            broker: broker.into(),
         };
         metrics
             .park_reasons
@@ -500,19 +482,106 @@ mod tests {
             ]
         );
         let gps = &snapshot.upstream.hubs[2];
-        assert_eq!(gps.reason.as_deref(), Some(line));
-        assert_eq!(gps.fix, Some(fix_for(line, "gps", "kafka")));
+        assert_eq!(
+            (
+                gps.reason.as_deref(),
+                gps.fix.as_deref(),
+                gps.broker.as_deref()
+            ),
+            (Some("no hub"), Some("create it"), Some(broker))
+        );
     }
 
+    /// The bold "Fix:" of a parked hub is the sink's fix for the cause it classified from the
+    /// broker's answer (`Refusal::fix`), not one guessed from words in the answer: a key
+    /// scoped to another hub (EntityPath), a key without Manage, the namespace's hub cap and
+    /// a hub hubgate is creating itself each have their own (docs/eventhubs.md).
     #[test]
-    fn the_fix_follows_the_reason() {
-        assert_eq!(
-            fix_for("Broker: Unknown topic or partition", "motion", "eventhubs"),
-            "create the Event Hub \"motion\" (or map this recType to an existing one in the config)"
-        );
-        assert_eq!(
-            fix_for("Broker: Topic authorization failed", "motion", "kafka"),
-            "give the SASL user Send rights on topic \"motion\""
-        );
+    fn the_page_shows_the_fix_of_the_hubs_refusal() {
+        use crate::metrics::ParkReason;
+        use crate::sink::refusal::Setup;
+        use rdkafka::error::RDKafkaErrorCode as C;
+
+        let cfg = Config::parse(
+            "[sink]\ntype = \"eventhubs\"\nconnection_string = \"Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=a2V5\"\n\
+             [[source]]\ntype = \"udp\"\n\
+             [[device]]\ndev_eui = \"0000000000000001\"\ncodec = \"browan-tbhh100\"\n",
+        )
+        .unwrap();
+        let env = "io.microshare.environment.unpacked";
+        let scoped = Setup {
+            entity_path: Some("motion".into()),
+            partitions: 2,
+            auto: true,
+        };
+        let plain = Setup {
+            entity_path: None,
+            partitions: 2,
+            auto: true,
+        };
+        let cap =
+            "SubCode=40300. The maximum number of resources of type EventHub has been reached";
+        let refusals = [
+            scoped.on_produce(
+                C::TopicAuthorizationFailed,
+                "Broker: Topic authorization failed",
+                env,
+            ),
+            plain.on_create(
+                C::TopicAuthorizationFailed,
+                "Unauthorized access. 'Manage' claim(s) are required",
+                env,
+            ),
+            plain.on_create(C::PolicyViolation, cap, env),
+            plain.on_produce(
+                C::UnknownTopicOrPartition,
+                "Broker: Unknown topic or partition",
+                env,
+            ),
+        ];
+        let mut kinds = Vec::new();
+        for refusal in refusals.into_iter().map(Option::unwrap) {
+            let metrics = Metrics::new();
+            metrics.parked.set(env, 1);
+            // As the forwarder keeps it (pipeline/health.rs, `show_reason`).
+            metrics.park_reasons.set(
+                env,
+                ParkReason {
+                    kind: refusal.kind(),
+                    what: refusal.what(),
+                    fix: refusal.fix(),
+                    broker: refusal.broker.clone(),
+                },
+            );
+            let status = Status::new(metrics, Facts::of(&cfg));
+            let now = SystemTime::now();
+            let snapshot = status.snapshot(now);
+            let hub = snapshot
+                .upstream
+                .hubs
+                .iter()
+                .find(|h| h.rec_type == env)
+                .unwrap();
+            assert_eq!(hub.state, "parked");
+            assert_eq!(
+                (hub.reason.clone(), hub.fix.clone(), hub.broker.clone()),
+                (
+                    Some(refusal.what()),
+                    Some(refusal.fix()),
+                    Some(refusal.broker.clone())
+                ),
+                "{}",
+                refusal.kind()
+            );
+            let (_, page) = status.render(View::Overview, None, now);
+            let fix = format!("<span class=fix>Fix: {}</span>", page::esc(&refusal.fix()));
+            assert!(
+                page.contains(&fix),
+                "{}: no {fix} in {page}",
+                refusal.kind()
+            );
+            kinds.push(refusal.kind());
+        }
+        assert_eq!(kinds, ["other_hub", "no_manage", "hub_cap", "creating"]);
     }
 }

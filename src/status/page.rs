@@ -278,7 +278,7 @@ fn upstream(b: &mut String, s: &Snapshot) {
             let parked = h.state == "parked";
             let _ = write!(
                 b,
-                "<tr{}><td>{}<td>{}<td>{}<td>{}{}</tr>",
+                "<tr{}><td>{}<td>{}<td>{}<td>{}{}{}</tr>",
                 if parked { " class=parked" } else { "" },
                 esc(&h.rec_type),
                 esc(&h.hub),
@@ -291,6 +291,10 @@ fn upstream(b: &mut String, s: &Snapshot) {
                 h.fix
                     .as_deref()
                     .map(|f| format!("<br><span class=fix>Fix: {}</span>", esc(f)))
+                    .unwrap_or_default(),
+                h.broker
+                    .as_deref()
+                    .map(|w| format!("<br><span class=muted>broker: {}</span>", esc(w)))
                     .unwrap_or_default()
             );
         }
@@ -454,7 +458,7 @@ fn bytes(n: u64) -> String {
 }
 
 /// HTML-escape text and attribute values.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
