@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -334,6 +336,120 @@ fn a_request_for_another_host_name_is_refused() {
         )
         .unwrap();
     assert_eq!(code, 421, "the absolute URI's name counts: {head}");
+}
+
+/// A stand-in for the browser's network path to the agent: serves every request from the
+/// agent, and the first `/devices` with `script` added before `</body>` (what the test
+/// makes the "installer" do on the page). Same origin for the page, so its refresh script
+/// fetches through here too.
+fn proxy(agent_port: u16, script: String) -> u16 {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let injected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (script, injected) = (script.clone(), injected.clone());
+            // A thread each: chromium opens connections ahead that may never send anything.
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let mut upstream = TcpStream::connect(("127.0.0.1", agent_port)).unwrap();
+                upstream
+                    .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+                    .unwrap();
+                let mut answer = Vec::new();
+                upstream.read_to_end(&mut answer).unwrap();
+                let answer = String::from_utf8_lossy(&answer).into_owned();
+                let (up_head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+                let status = up_head.lines().next().unwrap_or("HTTP/1.1 502 Bad Gateway");
+                let kind = up_head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-type: "))
+                    .unwrap_or("text/plain");
+                let mut body = body.to_string();
+                if path == "/devices" && !injected.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    body = body.replace("</body>", &format!("<script>{script}</script></body>"));
+                }
+                let _ = conn.write_all(
+                    format!(
+                        "{status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    port
+}
+
+/// The installer types a filter into the devices page's box (and has not pressed Enter
+/// yet): the refresh every 5 s swaps the whole `<main>`, the form inside it, for the
+/// server's copy; it waits while the box has the focus, or what was typed would be gone and
+/// the box lose the focus (on a phone the keyboard closes). In real chromium: text typed,
+/// two refreshes' time later still there, focused, nothing swapped; once the box lets go of
+/// the focus the page refreshes again.
+#[test]
+fn a_filter_being_typed_survives_the_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &quiet_config(dir.path()));
+    agent.wait_log("running: 1 source(s)", 1, WAIT);
+    // Types "kitch" into the box, then, 11 s later (virtual time: two of the page's 5 s
+    // refreshes), notes what the box holds, whether it still has the focus, and how many
+    // refreshes swapped the page meanwhile; then leaves the box and, 6 s later, notes the
+    // refreshes again.
+    let script = "const q=document.querySelector('input[name=q]');q.focus();\
+        if(!document.execCommand('insertText',false,'kitch'))q.value='kitch';\
+        const b=document.body.dataset;b.typedBefore=q.value;\
+        setTimeout(()=>{const now=document.querySelector('input[name=q]');\
+        b.typedAfter=now.value;b.focusKept=String(document.activeElement===now);\
+        b.swapped=String(+b.refreshes||0);now.blur();\
+        setTimeout(()=>{b.resumed=String(+b.refreshes||0)},6000)},11000);"
+        .to_string();
+    let port = proxy(agent.metrics_port, script);
+    let dom = support::chromium::run(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/devices"),
+        &["--dump-dom".into()],
+        Duration::from_secs(19),
+    );
+    assert!(
+        dom.contains("data-typed-before=\"kitch\""),
+        "the typing did not happen: {dom}"
+    );
+    let after = dom
+        .split("data-typed-after=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("the check did not run: {dom}"));
+    let swapped = dom
+        .split("data-swapped=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("?");
+    assert!(
+        after == "kitch" && dom.contains("data-focus-kept=\"true\"") && swapped == "0",
+        "10 s after typing \"kitch\" the filter box holds {after:?}, focus kept: {} ({swapped} refresh(es) swapped the page)",
+        dom.contains("data-focus-kept=\"true\"")
+    );
+    let resumed = dom
+        .split("data-resumed=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("the second check did not run: {dom}"));
+    assert!(
+        resumed.parse::<u32>().is_ok_and(|n| n >= 1),
+        "no refresh in the 6 s after the box let go of the focus: {resumed}"
+    );
 }
 
 /// The rendered DOM of `path` after two refreshes' worth of virtual time.

@@ -24,10 +24,14 @@ tr.silent{background:#fde8e8}tr.parked{background:#fde8e8}.fix{font-weight:bold}
 form{margin:.5em 0}";
 
 /// Refetch the page and swap `<main>`, keeping the scroll position; stop quietly while the
-/// agent is unreachable and go on when it answers again.
+/// agent is unreachable and go on when it answers again. Not while something in `<main>`
+/// has the focus (the devices filter being typed: the swap would take the text and, on a
+/// phone, the keyboard) or text is selected (a DevEUI being copied); `updated` then shows
+/// how old the page is.
 const SCRIPT: &str =
     "setInterval(async()=>{try{const r=await fetch(location.href,{cache:'no-store'});\
 if(!r.ok)return;const d=new DOMParser().parseFromString(await r.text(),'text/html');\
+if(document.querySelector('main :focus')||String(getSelection()))return;\
 const m=d.querySelector('main');if(m){document.querySelector('main').replaceWith(m);\
 document.getElementById('updated').textContent=d.getElementById('updated').textContent;\
 const b=document.body.dataset;b.refreshes=(+b.refreshes||0)+1}}catch(e){}},";
