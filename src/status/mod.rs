@@ -584,4 +584,57 @@ mod tests {
         }
         assert_eq!(kinds, ["other_hub", "no_manage", "hub_cap", "creating"]);
     }
+
+    /// The devices page says how many rows it shows, not only how many devices match: with
+    /// 150 heard the first page has 100 rows, the second 50.
+    #[test]
+    fn the_device_count_says_how_many_rows_are_shown() {
+        use crate::metrics::devices::Outcome;
+
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let metrics = Metrics::new();
+        let now = SystemTime::now();
+        for i in 0..150u8 {
+            let up = Uplink {
+                dev_eui: DevEui([0, 0, 0, 0, 0, 0, 1, i]),
+                dev_addr: None,
+                device_name: Some(format!("d{i}")),
+                fport: Some(1),
+                fcnt: Some(1),
+                payload: vec![],
+                time: now,
+                radio: Radio::default(),
+                ns: crate::uplink::NsDecoded::default(),
+            };
+            let outcome = Outcome::Packed { reason: "no codec" };
+            metrics.devices.heard(&up, &[], outcome, now);
+        }
+        let status = Status::new(metrics, Facts::of(&cfg));
+        for (query, rows, count) in [
+            (None, 100, "150 device(s) heard, 150 match, 1–100 shown."),
+            (
+                Some("page=1"),
+                50,
+                "150 device(s) heard, 150 match, 101–150 shown.",
+            ),
+            (
+                Some("page=2"),
+                0,
+                "150 device(s) heard, 150 match, none on this page.",
+            ),
+            (Some("q=d14"), 11, "150 device(s) heard, 11 shown."),
+        ] {
+            let (_, page) = status.render(View::Devices, query, now);
+            let said = page
+                .split("<p id=device-count>")
+                .nth(1)
+                .and_then(|r| r.split("</p>").next())
+                .unwrap();
+            assert_eq!(
+                (page.matches("<tr data-eui=").count(), said),
+                (rows, count),
+                "{query:?}"
+            );
+        }
+    }
 }

@@ -104,11 +104,24 @@ pub fn devices(s: &Snapshot, d: &Devices, sel: &Selection) -> String {
         );
     }
     b.push_str("</select> <button>show</button></form>");
+    // The rows below, and which of the matches they are when not all fit on the page.
+    let rows = d.devices.len();
+    let shown = if rows == d.matched {
+        format!("{rows} shown")
+    } else if rows == 0 {
+        format!("{} match, none on this page", d.matched)
+    } else {
+        format!(
+            "{} match, {}–{} shown",
+            d.matched,
+            sel.offset + 1,
+            sel.offset + rows
+        )
+    };
     let _ = write!(
         b,
-        "<p id=device-count>{} device(s) heard, {} shown{}{}.</p>",
+        "<p id=device-count>{} device(s) heard, {shown}{}{}.</p>",
         d.heard,
-        d.matched,
         if d.silent > 0 {
             format!(", <span class=bad>{} silent</span>", d.silent)
         } else {
