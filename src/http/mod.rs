@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -191,7 +191,7 @@ async fn respond(
             let site = site.clone();
             let built = in_turn(renders, move || {
                 site.status
-                    .render(view, query.as_deref(), SystemTime::now())
+                    .render(view, query.as_deref(), crate::metrics::Moment::now())
             })
             .await;
             let Some((kind, body)) = built else {

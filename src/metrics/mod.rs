@@ -371,6 +371,35 @@ impl Metrics {
     }
 }
 
+/// A moment on both clocks: the wall clock's to show it, the monotonic one to measure
+/// ages, intervals and uptime. A Pi has no real-time clock: it boots with the time saved at
+/// shutdown and NTP steps the wall clock forward by however long it was off, which on the
+/// wall clock alone would age the agent and silence every device by that much.
+#[derive(Clone, Copy, Debug)]
+pub struct Moment {
+    pub wall: SystemTime,
+    pub mono: std::time::Instant,
+}
+
+impl Moment {
+    pub fn now() -> Moment {
+        Moment {
+            wall: SystemTime::now(),
+            mono: std::time::Instant::now(),
+        }
+    }
+}
+
+impl std::ops::Add<Duration> for Moment {
+    type Output = Moment;
+    fn add(self, d: Duration) -> Moment {
+        Moment {
+            wall: self.wall + d,
+            mono: self.mono + d,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch (0 for a clock before it).
 pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

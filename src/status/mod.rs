@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::{Config, HubNames, SinkConfig, SourceConfig};
 use crate::metrics::history::Sample;
-use crate::metrics::{history, unix_seconds, Metrics};
+use crate::metrics::{history, unix_seconds, Metrics, Moment};
 
 /// How often the running totals are sampled for the last hour's plot.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -34,7 +34,8 @@ pub struct Facts {
     brokers: Vec<Option<String>>,
     buffer_path: PathBuf,
     buffer_max_bytes: u64,
-    started: SystemTime,
+    /// On the monotonic clock: the uptime survives the wall clock's first NTP step.
+    started: Instant,
 }
 
 impl Facts {
@@ -71,7 +72,7 @@ impl Facts {
             sources,
             buffer_path: cfg.buffer.path.clone(),
             buffer_max_bytes: cfg.buffer.max_bytes,
-            started: SystemTime::now(),
+            started: Instant::now(),
         }
     }
 }
@@ -115,12 +116,7 @@ impl Status {
 
     /// The body and its content type; `query` is the URL's (the devices' filter, sort and
     /// page, see [`query`]).
-    pub fn render(
-        &self,
-        view: View,
-        query: Option<&str>,
-        now: SystemTime,
-    ) -> (&'static str, String) {
+    pub fn render(&self, view: View, query: Option<&str>, now: Moment) -> (&'static str, String) {
         const JSON: &str = "application/json";
         const HTML: &str = "text/html; charset=utf-8";
         let json =
@@ -144,9 +140,10 @@ impl Status {
     }
 
     /// `/api/status`.
-    pub fn snapshot(&self, now: SystemTime) -> Snapshot {
+    pub fn snapshot(&self, at: Moment) -> Snapshot {
         let m = &self.metrics;
         let f = &self.facts;
+        let now = at.wall;
         let current = Sample::of(m, unix_seconds(now));
         let hour = m.history.last_hour(&current);
         let hubs = f.hub_names.as_ref().map_or_else(Vec::new, |names| {
@@ -202,7 +199,7 @@ impl Status {
             version: env!("CARGO_PKG_VERSION"),
             gateway_id: f.gateway_id.clone(),
             now: crate::record::iso8601(now),
-            uptime_s: now.duration_since(f.started).unwrap_or_default().as_secs(),
+            uptime_s: at.mono.saturating_duration_since(f.started).as_secs(),
             clock_synchronized: crate::clock::synchronized(),
             upstream: Upstream {
                 sink: f.sink,
@@ -220,7 +217,7 @@ impl Status {
                 records: current.buffer_records,
                 bytes: current.buffer_bytes,
                 max_bytes: f.buffer_max_bytes,
-                oldest_age_s: m.buffer_oldest.age_s(Instant::now()),
+                oldest_age_s: m.buffer_oldest.age_s(at.mono),
                 disk_free,
                 dead_lettered: m.dead_lettered.get(),
             },
@@ -365,7 +362,7 @@ mod tests {
         let tags: Vec<String> = (0..3)
             .map(|i| format!("Building {i} / Floor & <x>"))
             .collect();
-        let t0 = SystemTime::now() - Duration::from_secs(7200);
+        let t0 = Moment::now();
         for i in 0..10_000u32 {
             let up = Uplink {
                 dev_eui: DevEui([0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]),
@@ -374,7 +371,7 @@ mod tests {
                 fport: Some(1),
                 fcnt: Some(i * 7),
                 payload: vec![],
-                time: t0,
+                time: t0.wall,
                 radio: Radio {
                     rssi: Some(-120),
                     snr: Some(-12.25),
@@ -393,8 +390,8 @@ mod tests {
                 .devices
                 .heard(&up, &tags, outcome, t0 + Duration::from_secs(i.into()));
         }
-        let now = SystemTime::now();
-        let minute = unix_seconds(now) / 60;
+        let now = t0 + Duration::from_secs(7200);
+        let minute = unix_seconds(now.wall) / 60;
         for m in (minute - 61)..=minute {
             let mut s = Sample::of(&metrics, m * 60);
             s.received = m * 1_000_000;
@@ -460,7 +457,7 @@ mod tests {
             .park_reasons
             .set("io.microshare.gps.unpacked", reason);
         let status = Status::new(metrics, Facts::of(&cfg));
-        let snapshot = status.snapshot(SystemTime::now());
+        let snapshot = status.snapshot(Moment::now());
         let hubs: Vec<(&str, &str, &str)> = snapshot
             .upstream
             .hubs
@@ -554,7 +551,7 @@ mod tests {
                 },
             );
             let status = Status::new(metrics, Facts::of(&cfg));
-            let now = SystemTime::now();
+            let now = Moment::now();
             let snapshot = status.snapshot(now);
             let hub = snapshot
                 .upstream
@@ -593,7 +590,7 @@ mod tests {
 
         let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
         let metrics = Metrics::new();
-        let now = SystemTime::now();
+        let now = Moment::now();
         for i in 0..150u8 {
             let up = Uplink {
                 dev_eui: DevEui([0, 0, 0, 0, 0, 0, 1, i]),
@@ -602,7 +599,7 @@ mod tests {
                 fport: Some(1),
                 fcnt: Some(1),
                 payload: vec![],
-                time: now,
+                time: now.wall,
                 radio: Radio::default(),
                 ns: crate::uplink::NsDecoded::default(),
             };
@@ -636,5 +633,53 @@ mod tests {
                 "{query:?}"
             );
         }
+    }
+
+    /// A Pi has no real-time clock: it boots with the time it saved at shutdown, and
+    /// systemd-timesyncd steps the clock forward once NTP answers, by however long the gateway
+    /// was off (`After=time-sync.target` does not wait for that step). Uptime, a device's
+    /// age and its silence are measured on the monotonic clock, so such a step (here a day,
+    /// a moment after the start) neither ages the agent nor silences a device heard just
+    /// before; the wall clock only says when.
+    #[test]
+    fn a_clock_step_neither_ages_the_agent_nor_silences_its_devices() {
+        use crate::metrics::devices::Outcome;
+
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let metrics = Metrics::new();
+        let status = Status::new(metrics.clone(), Facts::of(&cfg));
+        let heard = Moment::now();
+        let up = Uplink {
+            dev_eui: DevEui([0, 0, 0, 0, 0, 0, 0, 7]),
+            dev_addr: None,
+            device_name: Some("door".into()),
+            fport: Some(1),
+            fcnt: Some(1),
+            payload: vec![],
+            time: heard.wall,
+            radio: Radio::default(),
+            ns: crate::uplink::NsDecoded::default(),
+        };
+        let outcome = Outcome::Packed { reason: "no codec" };
+        metrics.devices.heard(&up, &[], outcome, heard);
+        // A second later, after timesyncd stepped the wall clock a day forward.
+        let later = heard + Duration::from_secs(1);
+        let stepped = Moment {
+            wall: later.wall + Duration::from_secs(86_400),
+            mono: later.mono,
+        };
+        let snapshot = status.snapshot(stepped);
+        let (_, body) = status.render(View::DevicesJson, None, stepped);
+        let devices: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let device = &devices["devices"][0];
+        assert!(
+            snapshot.uptime_s < 60 && device["silent"] == false && device["age_s"] == 1,
+            "a second after the start: uptime {} s; the device heard a second ago: silent {}, last seen {} s ago",
+            snapshot.uptime_s,
+            device["silent"],
+            device["age_s"]
+        );
+        assert_eq!(device["last_seen"], crate::record::iso8601(heard.wall));
+        assert_eq!(snapshot.now, crate::record::iso8601(stepped.wall));
     }
 }
