@@ -52,8 +52,8 @@ pub enum Outcome<'a> {
 /// uplink. A mapped object may hold hundreds of fields, and a crafted Cayenne LPP payload
 /// of 195,000 bytes decodes to 130,000 readings (9.4 MB kept per device, and the page
 /// rendered every one of them under the table's lock). 16 shows every reading of the usual
-/// uplinks (the page budgets six) and keeps a row bounded: 16 readings are about 1.2 KB of
-/// memory and under 1 KB of HTML.
+/// uplinks and keeps a row bounded: 16 readings are about 1.2 KB of memory and under 1 KB
+/// of HTML (the page's and the API's bounds, `status::query`, are measured with 16).
 const READINGS_MAX: usize = 16;
 
 /// A reading of a mapped object: its field name and unit are the tables' own, so owned.

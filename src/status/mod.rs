@@ -350,13 +350,15 @@ mod tests {
     use crate::ids::DevEui;
     use crate::uplink::{Radio, Uplink};
 
-    /// The heaviest pages stay under 100 KB: 10,000 devices with long names, tags and six
-    /// readings each; an hour of history; the whole ring of recent problems at full length.
+    /// The heaviest pages stay under 150 KB, an API answer under 0.8 MB
+    /// (docs/operations.md): 10,000 devices with names of the longest kept, tags and the 16
+    /// readings a device keeps; an hour of history; the whole ring of recent problems at full
+    /// length.
     #[test]
-    fn pages_stay_under_100_kb_when_full() {
+    fn pages_stay_within_their_bounds_when_full() {
         let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
         let metrics = Metrics::new();
-        let readings: Vec<Reading> = (0..6)
+        let readings: Vec<Reading> = (0..16)
             .map(|_| Reading::new("temperature", Value::Num(-123.456), Some("°C")))
             .collect();
         let tags: Vec<String> = (0..3)
@@ -367,7 +369,7 @@ mod tests {
             let up = Uplink {
                 dev_eui: DevEui([0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]),
                 dev_addr: None,
-                device_name: Some(format!("a-rather-long-device-name-{i}")),
+                device_name: Some(format!("{i:->64}")),
                 fport: Some(1),
                 fcnt: Some(i * 7),
                 payload: vec![],
@@ -413,7 +415,7 @@ mod tests {
             let (_, body) = status.render(view, query, now);
             eprintln!("{query:?}: {} bytes", body.len());
             assert!(
-                (least..100 * 1024).contains(&body.len()),
+                (least..150 * 1024).contains(&body.len()),
                 "{query:?}: {} bytes",
                 body.len()
             );
@@ -427,10 +429,10 @@ mod tests {
         );
         assert_eq!(
             (all["matched"].as_u64(), all["limit"].as_u64()),
-            (Some(10_000), Some(1000))
+            (Some(10_000), Some(500))
         );
-        eprintln!("limit=1000: {} bytes", body.len());
-        assert!(body.len() < 1_000_000, "{} bytes", body.len());
+        eprintln!("limit=500: {} bytes", body.len());
+        assert!(body.len() < 800_000, "{} bytes", body.len());
     }
 
     /// The hub list is the plan and every recType parked or sent besides: a recType chosen
@@ -681,5 +683,81 @@ mod tests {
         );
         assert_eq!(device["last_seen"], crate::record::iso8601(heard.wall));
         assert_eq!(snapshot.now, crate::record::iso8601(stepped.wall));
+    }
+
+    /// docs/operations.md: "a devices page shows 100 at a time, so every page stays under
+    /// 150 KB", and `/api/devices` "at most 500: an answer stays under 0.8 MB". With the
+    /// readings of a real multi-sensor: a Cayenne LPP payload of 16 (temperature, humidity,
+    /// pressure, light, accelerometer, gyrometer, GPS, three analog inputs), decoded by the
+    /// codec, on 1,000 devices. (Measured with six readings, the bounds were 100 KB and 1,000
+    /// devices an answer, and a page of these was 109 KB, 1,000 of them 1.3 MB.)
+    #[test]
+    fn pages_stay_within_the_documented_bounds_with_sixteen_readings_a_device() {
+        use crate::codec::Codec;
+        use crate::metrics::devices::Outcome;
+
+        // ch1 temperature, ch2 humidity, ch3 barometer, ch4 illuminance, ch5 accelerometer
+        // (3), ch6 gyrometer (3), ch7 GPS (3), ch8 to ch10 analog inputs: 16 readings.
+        let payload = hex::decode(concat!(
+            "0167ff38",
+            "02688f",
+            "0373279f",
+            "04650190",
+            "0571fc18000a03e8",
+            "06860064ff9c0000",
+            "07880627e8ff8ea90004b0",
+            "080201f4",
+            "0902fe0c",
+            "0a020064",
+        ))
+        .unwrap();
+        let codec = Codec::from_id("cayenne-lpp").unwrap();
+        let decoded = codec.decode(Some(2), &payload).unwrap();
+        assert_eq!(decoded.readings.len() + decoded.health.len(), 16);
+
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let metrics = Metrics::new();
+        let now = Moment::now();
+        let tags = ["Building 1".to_string(), "Floor 2".to_string()];
+        for i in 0..1_000u32 {
+            let [_, x, y, z] = i.to_be_bytes();
+            let up = Uplink {
+                dev_eui: DevEui([0xa8, 0x40, 0x41, 0, x, y, z, 1]),
+                dev_addr: None,
+                device_name: Some(format!("lab-multisensor-{i}")),
+                fport: Some(2),
+                fcnt: Some(i),
+                payload: payload.clone(),
+                time: now.wall,
+                radio: Radio {
+                    rssi: Some(-97),
+                    snr: Some(-3.5),
+                    spreading_factor: Some(9),
+                    ..Radio::default()
+                },
+                ns: crate::uplink::NsDecoded::default(),
+            };
+            let outcome = Outcome::Decoded {
+                codec: codec.id(),
+                rec_type: decoded.rec_type,
+                readings: &decoded.readings,
+                health: &decoded.health,
+            };
+            metrics.devices.heard(&up, &tags, outcome, now);
+        }
+        let status = Status::new(metrics, Facts::of(&cfg));
+        let (_, page) = status.render(View::Devices, None, now);
+        let (_, api) = status.render(View::DevicesJson, Some("limit=1000"), now);
+        let all: serde_json::Value = serde_json::from_str(&api).unwrap();
+        assert_eq!(
+            all["devices"].as_array().unwrap().len(),
+            query::API_MAX_LIMIT
+        );
+        assert!(
+            page.len() < 150 * 1024 && api.len() < 800_000,
+            "devices page {} bytes (documented: under 150 KB), /api/devices?limit=1000 {} bytes (documented: under 0.8 MB)",
+            page.len(),
+            api.len()
+        );
     }
 }
