@@ -290,6 +290,63 @@ fn with_a_password_every_path_needs_it_and_guessing_is_stopped() {
     assert!(!log.contains("guess"), "a guess is in the log");
 }
 
+/// Two sources of one kind (two replay files here; two MQTT brokers or two UDP listeners
+/// alike) each have a row on the overview and in `/api/status`, each with its own frames
+/// (`hubgate_received_total` counts them by kind): one file holds the demo's 21 uplinks, the
+/// other none, and the UDP source heard nothing.
+#[test]
+fn two_sources_of_one_kind_each_count_their_own_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    // The empty one first: a count kept for the first source alone would show there.
+    let replays = format!(
+        "[[source]]\ntype = \"replay\"\npath = \"{}\"\n\
+         [[source]]\ntype = \"replay\"\npath = \"{root}/config/demo-uplinks.jsonl\"\n",
+        empty.display()
+    );
+    let agent = Agent::start_with_stdout(
+        dir.path(),
+        &format!("{replays}{}", quiet_config(dir.path())),
+    );
+    agent.wait_metric("hubgate_received_total{source=\"replay\"}", WAIT, |v| {
+        v == 21
+    });
+    let status = json(&agent, "/api/status");
+    let rows: Vec<(String, String, u64)> = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().to_string(),
+                s["at"].as_str().unwrap().to_string(),
+                s["frames_total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let demo = rows
+        .iter()
+        .find(|r| r.1.ends_with("demo-uplinks.jsonl"))
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    let idle = rows
+        .iter()
+        .find(|r| r.1.ends_with("empty.jsonl"))
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(demo.2, 21, "{rows:?}");
+    assert_eq!(
+        idle.2, 0,
+        "the empty file's row counts the other file's frames: {rows:?}"
+    );
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["replay", "replay", "udp"],
+        "in the config's order"
+    );
+    assert_eq!(rows[2].2, 0, "{rows:?}");
+}
+
 /// DNS rebinding: a web page on another site, opened in a browser on the gateway's LAN (or
 /// on the gateway, for the default loopback listener), points its own name at the gateway and
 /// then reads the page as same-origin; without a password (loopback, `lan_read_only`)

@@ -18,6 +18,32 @@ pub use oldest::OldestRecord;
 pub use park_reasons::{ParkReason, ParkReasons};
 pub use udp_drops::UdpDrops;
 
+/// Frames taken from each source, by its place in the config ([`crate::source::Frame::origin`]):
+/// `received` counts them by kind, which two sources of one kind share.
+#[derive(Default)]
+pub struct PerSource(Mutex<Vec<u64>>);
+
+impl PerSource {
+    pub fn inc(&self, origin: usize) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() <= origin {
+            // As many as the config has sources.
+            counts.resize(origin + 1, 0);
+        }
+        counts[origin] += 1;
+    }
+
+    /// (place, count) of each source that sent a frame, the place as a label.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i.to_string(), *n))
+            .collect()
+    }
+}
+
 /// One number: a counter, or a gauge when `set`.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -83,6 +109,8 @@ impl Family {
 pub struct Metrics {
     /// Frames taken from sources, by source (`mqtt`, `serial`, `udp`, `replay`).
     pub received: Family,
+    /// The same by each source (the status page's rows).
+    pub received_from: PerSource,
     pub decoded: Counter,
     pub acked: Counter,
     /// Records confirmed by the sink, by recType.

@@ -111,10 +111,10 @@ pub async fn run(
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let (acked_tx, acked_rx) = watch::channel(false);
     let count = sources.len();
-    let tasks = sources.spawn(|patience| source::Context {
+    let tasks = sources.spawn(|origin, patience| source::Context {
         frames: match patience {
-            source::Patience::CanWait => patient_tx.clone(),
-            source::Patience::CannotWait => urgent_tx.clone(),
+            source::Patience::CanWait => patient_tx.of_source(origin),
+            source::Patience::CannotWait => urgent_tx.of_source(origin),
         },
         stopping: stopping_rx.clone(),
         acked: acked_rx.clone(),

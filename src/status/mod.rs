@@ -175,22 +175,27 @@ impl Status {
                 })
                 .collect()
         });
-        let per = |list: &[(String, u64)], kind: &str| {
-            list.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n)
+        // By each source's place in the config ([`crate::metrics::PerSource`]).
+        let per = |list: &[(String, u64)], origin: usize| {
+            let origin = origin.to_string();
+            list.iter()
+                .find(|(k, _)| *k == origin)
+                .map_or(0, |(_, n)| *n)
         };
         let sources = f
             .sources
             .iter()
             .zip(&f.brokers)
-            .map(|((kind, at), broker)| SourceView {
+            .enumerate()
+            .map(|(i, ((kind, at), broker))| SourceView {
                 kind,
                 at: at.clone(),
                 connected: broker
                     .as_deref()
                     .map(|b| m.mqtt_connected.get(b) == Some(1)),
-                frames_total: per(&current.by_source, kind),
-                frames_last_minute: per(&hour.last_minute_by_source, kind),
-                frames_last_hour: per(&hour.by_source, kind),
+                frames_total: per(&current.by_source, i),
+                frames_last_minute: per(&hour.last_minute_by_source, i),
+                frames_last_hour: per(&hour.by_source, i),
             })
             .collect();
         let last = m.last_delivery.get();
