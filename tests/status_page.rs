@@ -483,25 +483,15 @@ fn a_filter_being_typed_survives_the_refresh() {
         dom.contains("data-typed-before=\"kitch\""),
         "the typing did not happen: {dom}"
     );
-    let after = dom
-        .split("data-typed-after=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
+    let after = between(&dom, "data-typed-after=\"", "\"")
         .unwrap_or_else(|| panic!("the check did not run: {dom}"));
-    let swapped = dom
-        .split("data-swapped=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or("?");
+    let swapped = between(&dom, "data-swapped=\"", "\"").unwrap_or("?");
     assert!(
         after == "kitch" && dom.contains("data-focus-kept=\"true\"") && swapped == "0",
         "10 s after typing \"kitch\" the filter box holds {after:?}, focus kept: {} ({swapped} refresh(es) swapped the page)",
         dom.contains("data-focus-kept=\"true\"")
     );
-    let resumed = dom
-        .split("data-resumed=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
+    let resumed = between(&dom, "data-resumed=\"", "\"")
         .unwrap_or_else(|| panic!("the second check did not run: {dom}"));
     assert!(
         resumed.parse::<u32>().is_ok_and(|n| n >= 1),
@@ -536,6 +526,11 @@ fn screenshot(agent: &Agent, dir: &Path, path: &str, name: &str) {
         "{}",
         file.display()
     );
+}
+
+/// What `text` holds between the first `start` and the `end` after it.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    text.split_once(start)?.1.split(end).next()
 }
 
 /// The rows of the table with id `table` in `dom`, as HTML.
@@ -579,10 +574,7 @@ fn in_a_real_browser_the_pages_show_the_demo_and_the_parked_hub() {
     );
     // How long they have waited, the disk's room, the replay's frames, what went wrong in
     // the last hour, and the agent itself.
-    let oldest = overview
-        .split("<b id=\"buffer-oldest\">")
-        .nth(1)
-        .and_then(|rest| rest.split(" s</b>").next())
+    let oldest = between(&overview, "<b id=\"buffer-oldest\">", " s</b>")
         .unwrap_or_else(|| panic!("no buffer-oldest in {overview}"));
     assert!(oldest.parse::<u64>().is_ok(), "{oldest}");
     assert!(overview.contains(" · disk free "), "{overview}");
