@@ -355,6 +355,21 @@ mod tests {
     use crate::ids::DevEui;
     use crate::uplink::{Radio, Uplink};
 
+    /// An uplink of `dev_eui` named `name` with frame counter `fcnt`, heard at `time`.
+    fn uplink(dev_eui: [u8; 8], name: &str, fcnt: u32, time: SystemTime) -> Uplink {
+        Uplink {
+            dev_eui: DevEui(dev_eui),
+            dev_addr: None,
+            device_name: Some(name.into()),
+            fport: Some(1),
+            fcnt: Some(fcnt),
+            payload: vec![],
+            time,
+            radio: Radio::default(),
+            ns: crate::uplink::NsDecoded::default(),
+        }
+    }
+
     /// The heaviest pages stay under 150 KB, an API answer under 0.8 MB
     /// (docs/operations.md): 10,000 devices with names of the longest kept, tags and the 16
     /// readings a device keeps; an hour of history; the whole ring of recent problems at full
@@ -371,21 +386,17 @@ mod tests {
             .collect();
         let t0 = Moment::now();
         for i in 0..10_000u32 {
-            let up = Uplink {
-                dev_eui: DevEui([0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]),
-                dev_addr: None,
-                device_name: Some(format!("{i:->64}")),
-                fport: Some(1),
-                fcnt: Some(i * 7),
-                payload: vec![],
-                time: t0.wall,
-                radio: Radio {
-                    rssi: Some(-120),
-                    snr: Some(-12.25),
-                    spreading_factor: Some(12),
-                    ..Radio::default()
-                },
-                ns: crate::uplink::NsDecoded::default(),
+            let mut up = uplink(
+                [0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1],
+                &format!("{i:->64}"),
+                i * 7,
+                t0.wall,
+            );
+            up.radio = Radio {
+                rssi: Some(-120),
+                snr: Some(-12.25),
+                spreading_factor: Some(12),
+                ..Radio::default()
             };
             let outcome = crate::metrics::devices::Outcome::Decoded {
                 codec: "browan-tbhh100",
@@ -599,17 +610,7 @@ mod tests {
         let metrics = Metrics::new();
         let now = Moment::now();
         for i in 0..150u8 {
-            let up = Uplink {
-                dev_eui: DevEui([0, 0, 0, 0, 0, 0, 1, i]),
-                dev_addr: None,
-                device_name: Some(format!("d{i}")),
-                fport: Some(1),
-                fcnt: Some(1),
-                payload: vec![],
-                time: now.wall,
-                radio: Radio::default(),
-                ns: crate::uplink::NsDecoded::default(),
-            };
+            let up = uplink([0, 0, 0, 0, 0, 0, 1, i], &format!("d{i}"), 1, now.wall);
             let outcome = Outcome::Packed { reason: "no codec" };
             metrics.devices.heard(&up, &[], outcome, now);
         }
@@ -656,17 +657,7 @@ mod tests {
         let metrics = Metrics::new();
         let status = Status::new(metrics.clone(), Facts::of(&cfg));
         let heard = Moment::now();
-        let up = Uplink {
-            dev_eui: DevEui([0, 0, 0, 0, 0, 0, 0, 7]),
-            dev_addr: None,
-            device_name: Some("door".into()),
-            fport: Some(1),
-            fcnt: Some(1),
-            payload: vec![],
-            time: heard.wall,
-            radio: Radio::default(),
-            ns: crate::uplink::NsDecoded::default(),
-        };
+        let up = uplink([0, 0, 0, 0, 0, 0, 0, 7], "door", 1, heard.wall);
         let outcome = Outcome::Packed { reason: "no codec" };
         metrics.devices.heard(&up, &[], outcome, heard);
         // A second later, after timesyncd stepped the wall clock a day forward.
@@ -726,22 +717,20 @@ mod tests {
         let tags = ["Building 1".to_string(), "Floor 2".to_string()];
         for i in 0..1_000u32 {
             let [_, x, y, z] = i.to_be_bytes();
-            let up = Uplink {
-                dev_eui: DevEui([0xa8, 0x40, 0x41, 0, x, y, z, 1]),
-                dev_addr: None,
-                device_name: Some(format!("lab-multisensor-{i}")),
-                fport: Some(2),
-                fcnt: Some(i),
-                payload: payload.clone(),
-                time: now.wall,
-                radio: Radio {
-                    rssi: Some(-97),
-                    snr: Some(-3.5),
-                    spreading_factor: Some(9),
-                    ..Radio::default()
-                },
-                ns: crate::uplink::NsDecoded::default(),
+            let mut up = uplink(
+                [0xa8, 0x40, 0x41, 0, x, y, z, 1],
+                &format!("lab-multisensor-{i}"),
+                i,
+                now.wall,
+            );
+            up.payload = payload.clone();
+            up.radio = Radio {
+                rssi: Some(-97),
+                snr: Some(-3.5),
+                spreading_factor: Some(9),
+                ..Radio::default()
             };
+            up.fport = Some(2);
             let outcome = Outcome::Decoded {
                 codec: codec.id(),
                 rec_type: decoded.rec_type,
