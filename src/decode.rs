@@ -613,7 +613,11 @@ impl Decoder {
         let now = SystemTime::now();
         let device = self.devices.get(&up.dev_eui);
         let info = self.info(up);
-        let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, now);
+        let at = crate::metrics::Moment {
+            wall: now,
+            mono: std::time::Instant::now(),
+        };
+        let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, at);
         if device.is_none() {
             self.metrics.problem("unknown_device", || {
                 format!(

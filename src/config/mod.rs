@@ -576,6 +576,17 @@ impl Config {
         secret_files: &mut Vec<(PathBuf, &'static str)>,
     ) -> Result<(), (String, String)> {
         let m = &mut self.metrics;
+        if let Some((i, name)) = m
+            .hosts
+            .iter()
+            .enumerate()
+            .find(|(_, n)| !crate::http::host::valid(n))
+        {
+            return Err((
+                format!("metrics.hosts[{i}]"),
+                format!("{name:?} is not a host name: give the name alone (letters, digits, '-' and '.'), without scheme, port or path"),
+            ));
+        }
         load_secret(
             &mut m.password,
             &m.password_file,

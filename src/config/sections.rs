@@ -228,6 +228,12 @@ pub struct MetricsConfig {
     /// that network sees device names, readings and hubs (never a secret). Warned at start.
     #[serde(default)]
     pub lan_read_only: bool,
+    /// Host names the page is also reached by (a DNS name of the gateway), beside its IP
+    /// addresses, `localhost`, the machine's host name and `<host name>.local`: a request
+    /// naming any other is refused, so that no other web site can read the page through a
+    /// visitor's browser (DNS rebinding).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl MetricsConfig {
@@ -259,6 +265,7 @@ impl Default for MetricsConfig {
             password_file: None,
             password: None,
             lan_read_only: false,
+            hosts: Vec::new(),
         }
     }
 }

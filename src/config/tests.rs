@@ -713,6 +713,33 @@ fn metrics_defaults_and_off() {
     assert!(reason.contains("\"off\""), "{reason}");
 }
 
+/// `[metrics] hosts` takes plain host names: a port or a URL there would never match a
+/// request's `Host`, and the page would answer 421 under the name the operator meant.
+#[test]
+fn metrics_hosts_are_plain_host_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |hosts: &str| {
+        let path = dir.path().join("hubgate.toml");
+        let text = format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n[metrics]\nhosts = {hosts}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path).map_err(|e| e.to_string())
+    };
+    let cfg = load("[\"gw.example.net\", \"Gate-1.lan\"]").unwrap();
+    assert_eq!(cfg.metrics.hosts, ["gw.example.net", "Gate-1.lan"]);
+    let e = load("[\"gw.example.net\", \"http://gw.example.net:9898\"]").unwrap_err();
+    assert!(
+        e.ends_with(": metrics.hosts[1]: \"http://gw.example.net:9898\" is not a host name: give the name alone (letters, digits, '-' and '.'), without scheme, port or path"),
+        "{e}"
+    );
+    assert!(Config::parse("[sink]\ntype = \"stdout\"\n")
+        .unwrap()
+        .metrics
+        .hosts
+        .is_empty());
+}
+
 /// `compression` is what the producer is built with; Event Hubs takes none or gzip only, and
 /// librdkafka's own names for it in `[sink.properties]` are refused (with the preset's, which
 /// of two names wins is not defined).

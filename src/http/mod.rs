@@ -3,20 +3,23 @@
 //! oldest, so idle or slow connections cannot lock a scrape out), a deadline to send the
 //! request head and one to take the answer, one request per connection, and a pause after a
 //! failed accept (out of file descriptors) instead of a loop that retries at once and spins.
-//! Read-only: GET and HEAD only, nothing served changes state. Who may read: [`auth`].
+//! Read-only: GET and HEAD only, nothing served changes state. Who may read: [`auth`]; for
+//! which host names: [`host`].
 
 pub mod auth;
+pub mod host;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -42,6 +45,7 @@ const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration:
 pub struct Site {
     pub status: Status,
     pub access: auth::Access,
+    pub hosts: host::Names,
 }
 
 /// Serve on `listener` until the task is dropped.
@@ -117,6 +121,18 @@ async fn respond(
     renders: Arc<Semaphore>,
 ) -> Answer {
     let status = &site.status;
+    // An absolute URI's authority stands for `Host`; a browser sends `Host` alone.
+    let named = match req.uri().authority() {
+        Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or_default()),
+        None => req.headers().get(HOST).map(|h| h.to_str().unwrap_or("?")),
+    };
+    if !site.hosts.allow(named) {
+        return answer(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            "hubgate answers to its IP address, localhost, its host name and <host name>.local; list other names in [metrics] hosts\n",
+        );
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut a = answer(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
         a.headers_mut()
@@ -175,11 +191,17 @@ async fn respond(
             let site = site.clone();
             let built = in_turn(renders, move || {
                 site.status
-                    .render(view, query.as_deref(), SystemTime::now())
+                    .render(view, query.as_deref(), crate::metrics::Moment::now())
             })
             .await;
-            let Some((kind, body)) = built else {
-                return answer(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "failed\n");
+            let (kind, body) = match built {
+                Ok(built) => built,
+                Err(e) => {
+                    status.metrics().problem("page_panic", || {
+                        format!("status page: building {path} {e}; answered 500")
+                    });
+                    return answer(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "failed\n");
+                }
             };
             let mut a = answer(StatusCode::OK, kind, body);
             // Live numbers: never from a cache.
@@ -196,20 +218,23 @@ async fn respond(
 /// for every frame, and the two async workers also carry the sources. The turn goes with the
 /// build, not with the request: a request closed early (the oldest of too many connections,
 /// or past its deadline) cannot end a build that runs, and must not let the next one start
-/// beside it. `None` if the build panicked.
+/// beside it. A build only reads, so a panic in it is contained ([`crate::contain`]): a
+/// page's bug costs that request a 500 (`Err`, where it panicked), not the agent.
 async fn in_turn<T: Send + 'static>(
     renders: Arc<Semaphore>,
     build: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    // The semaphore is never closed.
-    let turn = renders.acquire_owned().await.ok()?;
+) -> Result<T, String> {
+    let turn = renders
+        .acquire_owned()
+        .await
+        .map_err(|_| "never: the semaphore is never closed".to_string())?;
     tokio::task::spawn_blocking(move || {
-        let built = build();
+        let built = crate::contain::contain(build);
         drop(turn);
         built
     })
     .await
-    .ok()
+    .map_err(|e| e.to_string())?
 }
 
 fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
@@ -241,6 +266,45 @@ mod tests {
         assert!(renders.try_acquire().is_err(), "a second build would start");
         finish.send(()).unwrap();
         let next = in_turn(renders.clone(), || 7).await;
-        assert_eq!(next, Some(7));
+        assert_eq!(next, Ok(7));
+    }
+
+    /// With the agent's panic hook (a panic outside containment aborts the process), a
+    /// page whose build panics is answered 500 and the next one is built. Runs itself as a
+    /// child process, which is the one that would abort.
+    #[test]
+    fn a_page_that_panics_costs_a_500_not_the_agent() {
+        if std::env::var_os("HUBGATE_PAGE_PANIC_CHILD").is_some() {
+            crate::contain::abort_outside_containment();
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let renders = Arc::new(Semaphore::new(1));
+            let e = rt
+                .block_on(in_turn(renders.clone(), || -> u8 { panic!("a page bug") }))
+                .unwrap_err();
+            assert!(
+                e.contains("src/http/mod.rs:") && e.contains("a page bug"),
+                "{e}"
+            );
+            let next = rt.block_on(in_turn(renders, || 7));
+            println!("survived: {e}; then {next:?}");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "http::tests::a_page_that_panics_costs_a_500_not_the_agent",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("HUBGATE_PAGE_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("survived: panicked at src/http/mod.rs:")
+                && stdout.contains("; then Ok(7)"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{out:?}");
     }
 }

@@ -8,10 +8,11 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use super::Moment;
 use crate::codec::{Reading, Value};
 use crate::ids::DevEui;
 use crate::uplink::Uplink;
@@ -51,8 +52,8 @@ pub enum Outcome<'a> {
 /// uplink. A mapped object may hold hundreds of fields, and a crafted Cayenne LPP payload
 /// of 195,000 bytes decodes to 130,000 readings (9.4 MB kept per device, and the page
 /// rendered every one of them under the table's lock). 16 shows every reading of the usual
-/// uplinks (the page budgets six) and keeps a row bounded: 16 readings are about 1.2 KB of
-/// memory and under 1 KB of HTML.
+/// uplinks and keeps a row bounded: 16 readings are about 1.2 KB of memory and under 1 KB
+/// of HTML (the page's and the API's bounds, `status::query`, are measured with 16).
 const READINGS_MAX: usize = 16;
 
 /// A reading of a mapped object: its field name and unit are the tables' own, so owned.
@@ -71,7 +72,7 @@ pub struct DeviceTable {
 struct Table {
     devices: HashMap<DevEui, Device>,
     /// The devices by last uplink, oldest first: eviction without a scan.
-    order: BTreeSet<(SystemTime, DevEui)>,
+    order: BTreeSet<(Instant, DevEui)>,
     evicted: u64,
 }
 
@@ -82,8 +83,11 @@ struct Device {
     codec: Option<&'static str>,
     rec_type: &'static str,
     packed_reason: String,
+    /// On the wall clock, to show.
     first_seen: SystemTime,
     last_seen: SystemTime,
+    /// The last uplink on the monotonic clock: age, interval, silence and order.
+    last_heard: Instant,
     /// Time between its last two uplinks.
     gap: Option<Duration>,
     uplinks: u64,
@@ -116,7 +120,7 @@ impl DeviceTable {
 
     /// Note an uplink heard at `now`; `tags` are the device's from the config. A second
     /// copy of the last uplink (another gateway, a redelivery) changes nothing.
-    pub fn heard(&self, up: &Uplink, tags: &[String], outcome: Outcome, now: SystemTime) {
+    pub fn heard(&self, up: &Uplink, tags: &[String], outcome: Outcome, now: Moment) {
         let mut t = self.lock();
         let Table {
             devices,
@@ -126,7 +130,7 @@ impl DeviceTable {
         match devices.get(&up.dev_eui) {
             Some(d) if d.fcnt.is_some() && d.fcnt == up.fcnt => return,
             Some(d) => {
-                order.remove(&(d.last_seen, up.dev_eui));
+                order.remove(&(d.last_heard, up.dev_eui));
             }
             None if devices.len() >= self.cap => {
                 if let Some((_, oldest)) = order.pop_first() {
@@ -136,15 +140,16 @@ impl DeviceTable {
             }
             None => {}
         }
-        order.insert((now, up.dev_eui));
+        order.insert((now.mono, up.dev_eui));
         let d = devices.entry(up.dev_eui).or_insert_with(|| Device {
             name: None,
             tags: tags.to_vec(),
             codec: None,
             rec_type: "",
             packed_reason: String::new(),
-            first_seen: now,
-            last_seen: now,
+            first_seen: now.wall,
+            last_seen: now.wall,
+            last_heard: now.mono,
             gap: None,
             uplinks: 0,
             rssi: None,
@@ -157,10 +162,11 @@ impl DeviceTable {
             mapped: Vec::new(),
         });
         if d.uplinks > 0 {
-            d.gap = now.duration_since(d.last_seen).ok();
+            d.gap = Some(now.mono.saturating_duration_since(d.last_heard));
         }
         d.uplinks += 1;
-        d.last_seen = now;
+        d.last_seen = now.wall;
+        d.last_heard = now.mono;
         match &up.device_name {
             Some(name) => {
                 let name = cut(name, NAME_MAX);
@@ -243,13 +249,13 @@ impl DeviceTable {
 
     /// The devices `sel` asks for: filtered, sorted and cut to one page while the table is
     /// locked, so only the page's entries are copied out (not all 10,000 for every request).
-    pub fn select(&self, sel: &Selection, now: SystemTime) -> Devices {
+    pub fn select(&self, sel: &Selection, now: Moment) -> Devices {
         let t = self.lock();
         let filter = sel.filter.to_lowercase();
         let mut silent = 0;
         let mut matched: Vec<(&DevEui, &Device, bool)> = Vec::new();
         for (eui, d) in &t.devices {
-            let quiet = d.silent(now);
+            let quiet = d.silent(now.mono);
             silent += usize::from(quiet);
             if filter.is_empty() || d.matches(eui, &filter, quiet) {
                 matched.push((eui, d, quiet));
@@ -258,8 +264,8 @@ impl DeviceTable {
         let (key, then) = (sel.sort, |a: &DevEui, b: &DevEui| a.0.cmp(&b.0));
         matched.sort_unstable_by(|(ea, a, qa), (eb, b, qb)| {
             match key {
-                Sort::LastSeen => b.last_seen.cmp(&a.last_seen),
-                Sort::Silent => qb.cmp(qa).then(b.last_seen.cmp(&a.last_seen)),
+                Sort::LastSeen => b.last_heard.cmp(&a.last_heard),
+                Sort::Silent => qb.cmp(qa).then(b.last_heard.cmp(&a.last_heard)),
                 Sort::Eui => Ordering::Equal,
                 Sort::Name => a.name.cmp(&b.name),
                 Sort::Rssi => a.rssi.unwrap_or(i32::MAX).cmp(&b.rssi.unwrap_or(i32::MAX)),
@@ -279,7 +285,7 @@ impl DeviceTable {
                 .iter()
                 .skip(sel.offset)
                 .take(sel.limit)
-                .map(|(eui, d, quiet)| DeviceView::of(eui, d, *quiet, now))
+                .map(|(eui, d, quiet)| DeviceView::of(eui, d, *quiet, now.mono))
                 .collect(),
         }
     }
@@ -291,8 +297,8 @@ impl DeviceTable {
 
 impl Device {
     /// No uplink for [`SILENT_GAPS`] of its intervals, and at least [`SILENT_MIN`].
-    fn silent(&self, now: SystemTime) -> bool {
-        let age = now.duration_since(self.last_seen).unwrap_or_default();
+    fn silent(&self, now: Instant) -> bool {
+        let age = now.saturating_duration_since(self.last_heard);
         let after = self
             .gap
             .map_or(SILENT_MIN, |g| (g * SILENT_GAPS).max(SILENT_MIN));
@@ -436,8 +442,8 @@ pub struct ReadingView {
 }
 
 impl DeviceView {
-    fn of(eui: &DevEui, d: &Device, silent: bool, now: SystemTime) -> DeviceView {
-        let age = now.duration_since(d.last_seen).unwrap_or_default();
+    fn of(eui: &DevEui, d: &Device, silent: bool, now: Instant) -> DeviceView {
+        let age = now.saturating_duration_since(d.last_heard);
         DeviceView {
             dev_eui: eui.to_string(),
             name: d.name.clone(),
@@ -506,8 +512,13 @@ mod tests {
         }
     }
 
-    fn at(s: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+    /// `s` seconds after a start, on both clocks.
+    fn at(s: u64) -> Moment {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        Moment {
+            wall: UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s),
+            mono: *START.get_or_init(Instant::now) + Duration::from_secs(s),
+        }
     }
 
     const PACKED: Outcome = Outcome::Packed { reason: "no codec" };
@@ -518,7 +529,7 @@ mod tests {
         sort: Sort,
         offset: usize,
         limit: usize,
-        now: SystemTime,
+        now: Moment,
     ) -> Devices {
         let sel = Selection {
             filter: filter.into(),
@@ -529,7 +540,7 @@ mod tests {
         t.select(&sel, now)
     }
 
-    fn all(t: &DeviceTable, now: SystemTime) -> Devices {
+    fn all(t: &DeviceTable, now: Moment) -> Devices {
         pick(t, "", Sort::LastSeen, 0, usize::MAX, now)
     }
 
@@ -636,7 +647,7 @@ mod tests {
             "voltage".into(),
             serde_json::json!([{"value": 3.6, "unit": "V"}]),
         );
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let now = at(1_000);
         let outcome = Outcome::Mapped {
             codec: "javascript",
             rec_type: "io.microshare.lorawan.unpacked",

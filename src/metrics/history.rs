@@ -21,7 +21,7 @@ pub struct Sample {
     pub dropped: u64,
     pub buffer_records: u64,
     pub buffer_bytes: u64,
-    /// Frames received by source, running totals.
+    /// Frames received by source (its place in the config, from 0), running totals.
     pub by_source: Vec<(String, u64)>,
     /// Problems by kind, running totals.
     pub problems: Vec<(String, u64)>,
@@ -36,7 +36,7 @@ impl Sample {
             dropped: metrics.dropped(),
             buffer_records: metrics.buffer_records.get(),
             buffer_bytes: metrics.buffer_bytes.get(),
-            by_source: metrics.received.snapshot(),
+            by_source: metrics.received_from.snapshot(),
             problems: metrics.problem_counts(),
         }
     }

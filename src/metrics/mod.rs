@@ -18,6 +18,32 @@ pub use oldest::OldestRecord;
 pub use park_reasons::{ParkReason, ParkReasons};
 pub use udp_drops::UdpDrops;
 
+/// Frames taken from each source, by its place in the config ([`crate::source::Frame::origin`]):
+/// `received` counts them by kind, which two sources of one kind share.
+#[derive(Default)]
+pub struct PerSource(Mutex<Vec<u64>>);
+
+impl PerSource {
+    pub fn inc(&self, origin: usize) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() <= origin {
+            // As many as the config has sources.
+            counts.resize(origin + 1, 0);
+        }
+        counts[origin] += 1;
+    }
+
+    /// (place, count) of each source that sent a frame, the place as a label.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i.to_string(), *n))
+            .collect()
+    }
+}
+
 /// One number: a counter, or a gauge when `set`.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -83,6 +109,8 @@ impl Family {
 pub struct Metrics {
     /// Frames taken from sources, by source (`mqtt`, `serial`, `udp`, `replay`).
     pub received: Family,
+    /// The same by each source (the status page's rows).
+    pub received_from: PerSource,
     pub decoded: Counter,
     pub acked: Counter,
     /// Records confirmed by the sink, by recType.
@@ -371,6 +399,35 @@ impl Metrics {
     }
 }
 
+/// A moment on both clocks: the wall clock's to show it, the monotonic one to measure
+/// ages, intervals and uptime. A Pi has no real-time clock: it boots with the time saved at
+/// shutdown and NTP steps the wall clock forward by however long it was off, which on the
+/// wall clock alone would age the agent and silence every device by that much.
+#[derive(Clone, Copy, Debug)]
+pub struct Moment {
+    pub wall: SystemTime,
+    pub mono: std::time::Instant,
+}
+
+impl Moment {
+    pub fn now() -> Moment {
+        Moment {
+            wall: SystemTime::now(),
+            mono: std::time::Instant::now(),
+        }
+    }
+}
+
+impl std::ops::Add<Duration> for Moment {
+    type Output = Moment;
+    fn add(self, d: Duration) -> Moment {
+        Moment {
+            wall: self.wall + d,
+            mono: self.mono + d,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch (0 for a clock before it).
 pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -471,7 +528,7 @@ mod tests {
                 kind: "no_manage",
                 what: "hub \"a\" does not exist and this key may not create it".into(),
                 fix: "use a key with Manage".into(),
-                line: String::new(),
+                broker: String::new(),
             },
         );
         assert!(

@@ -13,8 +13,8 @@ pub struct ParkReason {
     pub what: String,
     /// The one thing to do about it.
     pub fix: String,
-    /// All of it on one line, the broker's words included.
-    pub line: String,
+    /// What the broker said (error code and message).
+    pub broker: String,
 }
 
 /// Why each parked recType is parked (the hub's refusal).
@@ -28,9 +28,8 @@ impl ParkReasons {
     pub fn clear(&self, rec_type: &str) {
         self.lock().remove(rec_type);
     }
-    /// The reason as a line: what, the fix, the broker's words.
-    pub fn get(&self, rec_type: &str) -> Option<String> {
-        self.lock().get(rec_type).map(|r| r.line.clone())
+    pub fn get(&self, rec_type: &str) -> Option<ParkReason> {
+        self.lock().get(rec_type).cloned()
     }
     /// How many recTypes are parked, by cause (the metric's `reason` label).
     pub fn by_cause(&self) -> Vec<(String, u64)> {

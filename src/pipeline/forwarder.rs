@@ -309,6 +309,7 @@ impl Forwarder {
         // codecs each take their full deadline would otherwise outlast the watchdog.
         self.beat(Instant::now());
         self.metrics.received.inc(f.source);
+        self.metrics.received_from.inc(f.origin);
         let records = self.decoder.decode(&f.input);
         let counters = self.decoder.take_counters();
         self.ledger.take(records, counters, f.ack, Instant::now());
@@ -396,6 +397,7 @@ impl Forwarder {
             frames.close();
             while let Ok(f) = frames.try_recv() {
                 self.metrics.received.inc(f.source);
+                self.metrics.received_from.inc(f.origin);
                 let records = self.decoder.decode(&f.input);
                 let counters = self.decoder.take_counters();
                 self.ledger.take_to_buffer(records, counters, f.ack);
@@ -476,6 +478,7 @@ mod tests {
         for input in inputs {
             let frame = Frame {
                 source: "test",
+                origin: 0,
                 input,
                 ack: Ack::None,
                 room: None,
@@ -706,6 +709,7 @@ mod tests {
         fn frame(&self, fcnt: u16) {
             let frame = Frame {
                 source: "test",
+                origin: 0,
                 input: Input::Uplink(crate::uplink::Uplink {
                     dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
                     dev_addr: None,

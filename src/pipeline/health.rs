@@ -156,7 +156,7 @@ impl SinkHealth {
                 kind: reason.kind(),
                 what: reason.what(),
                 fix: reason.fix(),
-                line: reason.to_string(),
+                broker: reason.broker.clone(),
             },
         );
     }
@@ -302,7 +302,7 @@ mod tests {
         assert!(metrics
             .park_reasons
             .get("motion")
-            .is_some_and(|l| l.contains("no Manage right")));
+            .is_some_and(|r| r.what.contains("no Manage right")));
         assert_eq!(parked_until(&h, "motion"), until, "the same round");
     }
 

@@ -69,6 +69,7 @@ pub async fn run(
                     access: crate::http::auth::Access::of(
                         cfg.metrics.password.as_ref().map(|p| p.expose().as_str()),
                     ),
+                    hosts: crate::http::host::Names::of(&cfg.metrics.hosts),
                 };
                 reporters.push(tokio::spawn(crate::http::serve(listener, Arc::new(site))));
                 reporters.push(tokio::spawn(status::sample(metrics.clone())));
@@ -111,10 +112,10 @@ pub async fn run(
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let (acked_tx, acked_rx) = watch::channel(false);
     let count = sources.len();
-    let tasks = sources.spawn(|patience| source::Context {
+    let tasks = sources.spawn(|origin, patience| source::Context {
         frames: match patience {
-            source::Patience::CanWait => patient_tx.clone(),
-            source::Patience::CannotWait => urgent_tx.clone(),
+            source::Patience::CanWait => patient_tx.of_source(origin),
+            source::Patience::CannotWait => urgent_tx.of_source(origin),
         },
         stopping: stopping_rx.clone(),
         acked: acked_rx.clone(),

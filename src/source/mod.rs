@@ -19,6 +19,9 @@ pub use start::{build, BindError, Bound, Built};
 /// What a source hands over, with the handle that acknowledges it once it is durable.
 pub struct Frame {
     pub source: &'static str,
+    /// The source's place in the config (`[[source]]` order): two sources of one kind (two
+    /// brokers, two UDP listeners) count their frames apart on the status page.
+    pub origin: usize,
     pub input: Input,
     pub ack: Ack,
     /// The bytes of its [`Queue`] it takes, given back when the frame is dropped (once the
@@ -101,6 +104,8 @@ pub struct Queue {
     frames: mpsc::Sender<Frame>,
     bytes: Arc<Semaphore>,
     max_bytes: usize,
+    /// Whose frames these are ([`Frame::origin`]).
+    origin: usize,
 }
 
 /// The forwarder is gone: the source stops.
@@ -115,11 +120,20 @@ pub fn queue(frames: usize, max_bytes: usize) -> (Queue, mpsc::Receiver<Frame>) 
         frames: tx,
         bytes: Arc::new(Semaphore::new(max_bytes)),
         max_bytes,
+        origin: 0,
     };
     (queue, rx)
 }
 
 impl Queue {
+    /// This queue for the source at `origin` in the config: its frames say so.
+    pub fn of_source(&self, origin: usize) -> Queue {
+        Queue {
+            origin,
+            ..self.clone()
+        }
+    }
+
     /// The bytes `input` takes of the queue: all of them for one larger than the bound.
     fn permits(&self, input: &Input) -> u32 {
         u32::try_from(input.size().min(self.max_bytes)).unwrap_or(u32::MAX)
@@ -174,6 +188,7 @@ impl Queue {
     ) -> Result<(), Closed> {
         let frame = Frame {
             source,
+            origin: self.origin,
             input,
             ack,
             room: Some(room),

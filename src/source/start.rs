@@ -83,20 +83,24 @@ impl Bound {
         self.0.is_empty()
     }
 
-    /// Start every source as a task, each with the context `ctx` makes for its patience.
-    pub fn spawn(self, ctx: impl Fn(Patience) -> Context) -> Vec<JoinHandle<()>> {
+    /// Start every source as a task, each with the context `ctx` makes for its place in the
+    /// config and its patience.
+    pub fn spawn(self, ctx: impl Fn(usize, Patience) -> Context) -> Vec<JoinHandle<()>> {
         self.0
             .into_iter()
-            .map(|src| match src {
+            .enumerate()
+            .map(|(i, src)| match src {
                 Source::Mqtt(m) => {
                     let (cfg, options) = *m;
-                    tokio::spawn(super::mqtt::run(cfg, options, ctx(Patience::CanWait)))
+                    tokio::spawn(super::mqtt::run(cfg, options, ctx(i, Patience::CanWait)))
                 }
                 Source::Udp(u, socket) => {
-                    tokio::spawn(super::udp::run(socket, u, ctx(Patience::CannotWait)))
+                    tokio::spawn(super::udp::run(socket, u, ctx(i, Patience::CannotWait)))
                 }
-                Source::Replay(r) => tokio::spawn(super::replay::run(r, ctx(Patience::CanWait))),
-                Source::Serial(s) => tokio::spawn(super::serial::run(s, ctx(Patience::CannotWait))),
+                Source::Replay(r) => tokio::spawn(super::replay::run(r, ctx(i, Patience::CanWait))),
+                Source::Serial(s) => {
+                    tokio::spawn(super::serial::run(s, ctx(i, Patience::CannotWait)))
+                }
             })
             .collect()
     }

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::{Config, HubNames, SinkConfig, SourceConfig};
 use crate::metrics::history::Sample;
-use crate::metrics::{history, unix_seconds, Metrics};
+use crate::metrics::{history, unix_seconds, Metrics, Moment};
 
 /// How often the running totals are sampled for the last hour's plot.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -34,7 +34,8 @@ pub struct Facts {
     brokers: Vec<Option<String>>,
     buffer_path: PathBuf,
     buffer_max_bytes: u64,
-    started: SystemTime,
+    /// On the monotonic clock: the uptime survives the wall clock's first NTP step.
+    started: Instant,
 }
 
 impl Facts {
@@ -71,7 +72,7 @@ impl Facts {
             sources,
             buffer_path: cfg.buffer.path.clone(),
             buffer_max_bytes: cfg.buffer.max_bytes,
-            started: SystemTime::now(),
+            started: Instant::now(),
         }
     }
 }
@@ -115,12 +116,7 @@ impl Status {
 
     /// The body and its content type; `query` is the URL's (the devices' filter, sort and
     /// page, see [`query`]).
-    pub fn render(
-        &self,
-        view: View,
-        query: Option<&str>,
-        now: SystemTime,
-    ) -> (&'static str, String) {
+    pub fn render(&self, view: View, query: Option<&str>, now: Moment) -> (&'static str, String) {
         const JSON: &str = "application/json";
         const HTML: &str = "text/html; charset=utf-8";
         let json =
@@ -144,9 +140,10 @@ impl Status {
     }
 
     /// `/api/status`.
-    pub fn snapshot(&self, now: SystemTime) -> Snapshot {
+    pub fn snapshot(&self, at: Moment) -> Snapshot {
         let m = &self.metrics;
         let f = &self.facts;
+        let now = at.wall;
         let current = Sample::of(m, unix_seconds(now));
         let hour = m.history.last_hour(&current);
         let hubs = f.hub_names.as_ref().map_or_else(Vec::new, |names| {
@@ -164,38 +161,41 @@ impl Status {
                 .into_iter()
                 .map(|rec_type| {
                     let hub = names.hub(&rec_type).to_string();
-                    let reason = (m.parked.get(&rec_type) == Some(1))
-                        .then(|| m.park_reasons.get(&rec_type).unwrap_or_default());
+                    let parked = m.parked.get(&rec_type) == Some(1);
+                    // The sink's classification of the refusal: its one fix for that cause.
+                    let why = parked.then(|| m.park_reasons.get(&rec_type)).flatten();
                     Hub {
-                        fix: reason.as_deref().map(|r| fix_for(r, &hub, f.sink)),
-                        state: if reason.is_some() {
-                            "parked"
-                        } else {
-                            "delivering"
-                        },
+                        state: if parked { "parked" } else { "delivering" },
                         rec_type,
                         hub,
-                        reason,
+                        reason: why.as_ref().map(|r| r.what.clone()),
+                        fix: why.as_ref().map(|r| r.fix.clone()),
+                        broker: why.map(|r| r.broker),
                     }
                 })
                 .collect()
         });
-        let per = |list: &[(String, u64)], kind: &str| {
-            list.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n)
+        // By each source's place in the config ([`crate::metrics::PerSource`]).
+        let per = |list: &[(String, u64)], origin: usize| {
+            let origin = origin.to_string();
+            list.iter()
+                .find(|(k, _)| *k == origin)
+                .map_or(0, |(_, n)| *n)
         };
         let sources = f
             .sources
             .iter()
             .zip(&f.brokers)
-            .map(|((kind, at), broker)| SourceView {
+            .enumerate()
+            .map(|(i, ((kind, at), broker))| SourceView {
                 kind,
                 at: at.clone(),
                 connected: broker
                     .as_deref()
                     .map(|b| m.mqtt_connected.get(b) == Some(1)),
-                frames_total: per(&current.by_source, kind),
-                frames_last_minute: per(&hour.last_minute_by_source, kind),
-                frames_last_hour: per(&hour.by_source, kind),
+                frames_total: per(&current.by_source, i),
+                frames_last_minute: per(&hour.last_minute_by_source, i),
+                frames_last_hour: per(&hour.by_source, i),
             })
             .collect();
         let last = m.last_delivery.get();
@@ -204,7 +204,7 @@ impl Status {
             version: env!("CARGO_PKG_VERSION"),
             gateway_id: f.gateway_id.clone(),
             now: crate::record::iso8601(now),
-            uptime_s: now.duration_since(f.started).unwrap_or_default().as_secs(),
+            uptime_s: at.mono.saturating_duration_since(f.started).as_secs(),
             clock_synchronized: crate::clock::synchronized(),
             upstream: Upstream {
                 sink: f.sink,
@@ -222,7 +222,7 @@ impl Status {
                 records: current.buffer_records,
                 bytes: current.buffer_bytes,
                 max_bytes: f.buffer_max_bytes,
-                oldest_age_s: m.buffer_oldest.age_s(Instant::now()),
+                oldest_age_s: m.buffer_oldest.age_s(at.mono),
                 disk_free,
                 dead_lettered: m.dead_lettered.get(),
             },
@@ -265,25 +265,6 @@ pub async fn sample(metrics: Arc<Metrics>) {
     }
 }
 
-/// The one thing to do about a parked hub, from the sink's reason.
-fn fix_for(reason: &str, hub: &str, sink: &str) -> String {
-    let r = reason.to_ascii_lowercase();
-    let (what, policy) = match sink {
-        "eventhubs" => (
-            "Event Hub",
-            "the shared access policy of the connection string",
-        ),
-        _ => ("topic", "the SASL user"),
-    };
-    if r.contains("authoriz") || r.contains("not writable") || r.contains("denied") {
-        format!("give {policy} Send rights on {what} \"{hub}\"")
-    } else {
-        format!(
-            "create the {what} \"{hub}\" (or map this recType to an existing one in the config)"
-        )
-    }
-}
-
 #[derive(Serialize)]
 pub struct Snapshot {
     pub version: &'static str,
@@ -323,8 +304,11 @@ pub struct Hub {
     pub hub: String,
     /// `delivering` or `parked`.
     pub state: &'static str,
+    /// A parked hub's refusal as the sink classified it: what is wrong, the one fix for that
+    /// cause, and the broker's own words.
     pub reason: Option<String>,
     pub fix: Option<String>,
+    pub broker: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -371,35 +355,48 @@ mod tests {
     use crate::ids::DevEui;
     use crate::uplink::{Radio, Uplink};
 
-    /// The heaviest pages stay under 100 KB: 10,000 devices with long names, tags and six
-    /// readings each; an hour of history; the whole ring of recent problems at full length.
+    /// An uplink of `dev_eui` named `name` with frame counter `fcnt`, heard at `time`.
+    fn uplink(dev_eui: [u8; 8], name: &str, fcnt: u32, time: SystemTime) -> Uplink {
+        Uplink {
+            dev_eui: DevEui(dev_eui),
+            dev_addr: None,
+            device_name: Some(name.into()),
+            fport: Some(1),
+            fcnt: Some(fcnt),
+            payload: vec![],
+            time,
+            radio: Radio::default(),
+            ns: crate::uplink::NsDecoded::default(),
+        }
+    }
+
+    /// The heaviest pages stay under 150 KB, an API answer under 0.8 MB
+    /// (docs/operations.md): 10,000 devices with names of the longest kept, tags and the 16
+    /// readings a device keeps; an hour of history; the whole ring of recent problems at full
+    /// length.
     #[test]
-    fn pages_stay_under_100_kb_when_full() {
+    fn pages_stay_within_their_bounds_when_full() {
         let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
         let metrics = Metrics::new();
-        let readings: Vec<Reading> = (0..6)
+        let readings: Vec<Reading> = (0..16)
             .map(|_| Reading::new("temperature", Value::Num(-123.456), Some("°C")))
             .collect();
         let tags: Vec<String> = (0..3)
             .map(|i| format!("Building {i} / Floor & <x>"))
             .collect();
-        let t0 = SystemTime::now() - Duration::from_secs(7200);
+        let t0 = Moment::now();
         for i in 0..10_000u32 {
-            let up = Uplink {
-                dev_eui: DevEui([0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]),
-                dev_addr: None,
-                device_name: Some(format!("a-rather-long-device-name-{i}")),
-                fport: Some(1),
-                fcnt: Some(i * 7),
-                payload: vec![],
-                time: t0,
-                radio: Radio {
-                    rssi: Some(-120),
-                    snr: Some(-12.25),
-                    spreading_factor: Some(12),
-                    ..Radio::default()
-                },
-                ns: crate::uplink::NsDecoded::default(),
+            let mut up = uplink(
+                [0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1],
+                &format!("{i:->64}"),
+                i * 7,
+                t0.wall,
+            );
+            up.radio = Radio {
+                rssi: Some(-120),
+                snr: Some(-12.25),
+                spreading_factor: Some(12),
+                ..Radio::default()
             };
             let outcome = crate::metrics::devices::Outcome::Decoded {
                 codec: "browan-tbhh100",
@@ -411,8 +408,8 @@ mod tests {
                 .devices
                 .heard(&up, &tags, outcome, t0 + Duration::from_secs(i.into()));
         }
-        let now = SystemTime::now();
-        let minute = unix_seconds(now) / 60;
+        let now = t0 + Duration::from_secs(7200);
+        let minute = unix_seconds(now.wall) / 60;
         for m in (minute - 61)..=minute {
             let mut s = Sample::of(&metrics, m * 60);
             s.received = m * 1_000_000;
@@ -434,7 +431,7 @@ mod tests {
             let (_, body) = status.render(view, query, now);
             eprintln!("{query:?}: {} bytes", body.len());
             assert!(
-                (least..100 * 1024).contains(&body.len()),
+                (least..150 * 1024).contains(&body.len()),
                 "{query:?}: {} bytes",
                 body.len()
             );
@@ -448,10 +445,10 @@ mod tests {
         );
         assert_eq!(
             (all["matched"].as_u64(), all["limit"].as_u64()),
-            (Some(10_000), Some(1000))
+            (Some(10_000), Some(500))
         );
-        eprintln!("limit=1000: {} bytes", body.len());
-        assert!(body.len() < 1_000_000, "{} bytes", body.len());
+        eprintln!("limit=500: {} bytes", body.len());
+        assert!(body.len() < 800_000, "{} bytes", body.len());
     }
 
     /// The hub list is the plan and every recType parked or sent besides: a recType chosen
@@ -467,18 +464,18 @@ mod tests {
         let metrics = Metrics::new();
         metrics.delivered.inc("io.microshare.light.unpacked");
         metrics.parked.set("io.microshare.gps.unpacked", 1);
-        let line = "Broker: Unknown topic or partition";
+        let broker = "Broker: Unknown topic or partition";
         let reason = crate::metrics::ParkReason {
             kind: "missing",
             what: "no hub".into(),
             fix: "create it".into(),
-            line: line.into(),
+            broker: broker.into(),
         };
         metrics
             .park_reasons
             .set("io.microshare.gps.unpacked", reason);
         let status = Status::new(metrics, Facts::of(&cfg));
-        let snapshot = status.snapshot(SystemTime::now());
+        let snapshot = status.snapshot(Moment::now());
         let hubs: Vec<(&str, &str, &str)> = snapshot
             .upstream
             .hubs
@@ -500,19 +497,261 @@ mod tests {
             ]
         );
         let gps = &snapshot.upstream.hubs[2];
-        assert_eq!(gps.reason.as_deref(), Some(line));
-        assert_eq!(gps.fix, Some(fix_for(line, "gps", "kafka")));
+        assert_eq!(
+            (
+                gps.reason.as_deref(),
+                gps.fix.as_deref(),
+                gps.broker.as_deref()
+            ),
+            (Some("no hub"), Some("create it"), Some(broker))
+        );
     }
 
+    /// The bold "Fix:" of a parked hub is the sink's fix for the cause it classified from the
+    /// broker's answer (`Refusal::fix`), not one guessed from words in the answer: a key
+    /// scoped to another hub (EntityPath), a key without Manage, the namespace's hub cap and
+    /// a hub hubgate is creating itself each have their own (docs/eventhubs.md).
     #[test]
-    fn the_fix_follows_the_reason() {
-        assert_eq!(
-            fix_for("Broker: Unknown topic or partition", "motion", "eventhubs"),
-            "create the Event Hub \"motion\" (or map this recType to an existing one in the config)"
+    fn the_page_shows_the_fix_of_the_hubs_refusal() {
+        use crate::metrics::ParkReason;
+        use crate::sink::refusal::Setup;
+        use rdkafka::error::RDKafkaErrorCode as C;
+
+        let cfg = Config::parse(
+            "[sink]\ntype = \"eventhubs\"\nconnection_string = \"Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=a2V5\"\n\
+             [[source]]\ntype = \"udp\"\n\
+             [[device]]\ndev_eui = \"0000000000000001\"\ncodec = \"browan-tbhh100\"\n",
+        )
+        .unwrap();
+        let env = "io.microshare.environment.unpacked";
+        let scoped = Setup {
+            entity_path: Some("motion".into()),
+            partitions: 2,
+            auto: true,
+        };
+        let plain = Setup {
+            entity_path: None,
+            partitions: 2,
+            auto: true,
+        };
+        let cap =
+            "SubCode=40300. The maximum number of resources of type EventHub has been reached";
+        let refusals = [
+            scoped.on_produce(
+                C::TopicAuthorizationFailed,
+                "Broker: Topic authorization failed",
+                env,
+            ),
+            plain.on_create(
+                C::TopicAuthorizationFailed,
+                "Unauthorized access. 'Manage' claim(s) are required",
+                env,
+            ),
+            plain.on_create(C::PolicyViolation, cap, env),
+            plain.on_produce(
+                C::UnknownTopicOrPartition,
+                "Broker: Unknown topic or partition",
+                env,
+            ),
+        ];
+        let mut kinds = Vec::new();
+        for refusal in refusals.into_iter().map(Option::unwrap) {
+            let metrics = Metrics::new();
+            metrics.parked.set(env, 1);
+            // As the forwarder keeps it (pipeline/health.rs, `show_reason`).
+            metrics.park_reasons.set(
+                env,
+                ParkReason {
+                    kind: refusal.kind(),
+                    what: refusal.what(),
+                    fix: refusal.fix(),
+                    broker: refusal.broker.clone(),
+                },
+            );
+            let status = Status::new(metrics, Facts::of(&cfg));
+            let now = Moment::now();
+            let snapshot = status.snapshot(now);
+            let hub = snapshot
+                .upstream
+                .hubs
+                .iter()
+                .find(|h| h.rec_type == env)
+                .unwrap();
+            assert_eq!(hub.state, "parked");
+            assert_eq!(
+                (hub.reason.clone(), hub.fix.clone(), hub.broker.clone()),
+                (
+                    Some(refusal.what()),
+                    Some(refusal.fix()),
+                    Some(refusal.broker.clone())
+                ),
+                "{}",
+                refusal.kind()
+            );
+            let (_, page) = status.render(View::Overview, None, now);
+            let fix = format!("<span class=fix>Fix: {}</span>", page::esc(&refusal.fix()));
+            assert!(
+                page.contains(&fix),
+                "{}: no {fix} in {page}",
+                refusal.kind()
+            );
+            kinds.push(refusal.kind());
+        }
+        assert_eq!(kinds, ["other_hub", "no_manage", "hub_cap", "creating"]);
+    }
+
+    /// The devices page says how many rows it shows, not only how many devices match: with
+    /// 150 heard the first page has 100 rows, the second 50.
+    #[test]
+    fn the_device_count_says_how_many_rows_are_shown() {
+        use crate::metrics::devices::Outcome;
+
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let metrics = Metrics::new();
+        let now = Moment::now();
+        for i in 0..150u8 {
+            let up = uplink([0, 0, 0, 0, 0, 0, 1, i], &format!("d{i}"), 1, now.wall);
+            let outcome = Outcome::Packed { reason: "no codec" };
+            metrics.devices.heard(&up, &[], outcome, now);
+        }
+        let status = Status::new(metrics, Facts::of(&cfg));
+        for (query, rows, count) in [
+            (None, 100, "150 device(s) heard, 150 match, 1–100 shown."),
+            (
+                Some("page=1"),
+                50,
+                "150 device(s) heard, 150 match, 101–150 shown.",
+            ),
+            (
+                Some("page=2"),
+                0,
+                "150 device(s) heard, 150 match, none on this page.",
+            ),
+            (Some("q=d14"), 11, "150 device(s) heard, 11 shown."),
+        ] {
+            let (_, page) = status.render(View::Devices, query, now);
+            let said = page
+                .split("<p id=device-count>")
+                .nth(1)
+                .and_then(|r| r.split("</p>").next())
+                .unwrap();
+            assert_eq!(
+                (page.matches("<tr data-eui=").count(), said),
+                (rows, count),
+                "{query:?}"
+            );
+        }
+    }
+
+    /// A Pi has no real-time clock: it boots with the time it saved at shutdown, and
+    /// systemd-timesyncd steps the clock forward once NTP answers, by however long the gateway
+    /// was off (`After=time-sync.target` does not wait for that step). Uptime, a device's
+    /// age and its silence are measured on the monotonic clock, so such a step (here a day,
+    /// a moment after the start) neither ages the agent nor silences a device heard just
+    /// before; the wall clock only says when.
+    #[test]
+    fn a_clock_step_neither_ages_the_agent_nor_silences_its_devices() {
+        use crate::metrics::devices::Outcome;
+
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let metrics = Metrics::new();
+        let status = Status::new(metrics.clone(), Facts::of(&cfg));
+        let heard = Moment::now();
+        let up = uplink([0, 0, 0, 0, 0, 0, 0, 7], "door", 1, heard.wall);
+        let outcome = Outcome::Packed { reason: "no codec" };
+        metrics.devices.heard(&up, &[], outcome, heard);
+        // A second later, after timesyncd stepped the wall clock a day forward.
+        let later = heard + Duration::from_secs(1);
+        let stepped = Moment {
+            wall: later.wall + Duration::from_secs(86_400),
+            mono: later.mono,
+        };
+        let snapshot = status.snapshot(stepped);
+        let (_, body) = status.render(View::DevicesJson, None, stepped);
+        let devices: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let device = &devices["devices"][0];
+        assert!(
+            snapshot.uptime_s < 60 && device["silent"] == false && device["age_s"] == 1,
+            "a second after the start: uptime {} s; the device heard a second ago: silent {}, last seen {} s ago",
+            snapshot.uptime_s,
+            device["silent"],
+            device["age_s"]
         );
+        assert_eq!(device["last_seen"], crate::record::iso8601(heard.wall));
+        assert_eq!(snapshot.now, crate::record::iso8601(stepped.wall));
+    }
+
+    /// docs/operations.md: "a devices page shows 100 at a time, so every page stays under
+    /// 150 KB", and `/api/devices` "at most 500: an answer stays under 0.8 MB". With the
+    /// readings of a real multi-sensor: a Cayenne LPP payload of 16 (temperature, humidity,
+    /// pressure, light, accelerometer, gyrometer, GPS, three analog inputs), decoded by the
+    /// codec, on 1,000 devices. (Measured with six readings, the bounds were 100 KB and 1,000
+    /// devices an answer, and a page of these was 109 KB, 1,000 of them 1.3 MB.)
+    #[test]
+    fn pages_stay_within_the_documented_bounds_with_sixteen_readings_a_device() {
+        use crate::codec::Codec;
+        use crate::metrics::devices::Outcome;
+
+        // ch1 temperature, ch2 humidity, ch3 barometer, ch4 illuminance, ch5 accelerometer
+        // (3), ch6 gyrometer (3), ch7 GPS (3), ch8 to ch10 analog inputs: 16 readings.
+        let payload = hex::decode(concat!(
+            "0167ff38",
+            "02688f",
+            "0373279f",
+            "04650190",
+            "0571fc18000a03e8",
+            "06860064ff9c0000",
+            "07880627e8ff8ea90004b0",
+            "080201f4",
+            "0902fe0c",
+            "0a020064",
+        ))
+        .unwrap();
+        let codec = Codec::from_id("cayenne-lpp").unwrap();
+        let decoded = codec.decode(Some(2), &payload).unwrap();
+        assert_eq!(decoded.readings.len() + decoded.health.len(), 16);
+
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let metrics = Metrics::new();
+        let now = Moment::now();
+        let tags = ["Building 1".to_string(), "Floor 2".to_string()];
+        for i in 0..1_000u32 {
+            let [_, x, y, z] = i.to_be_bytes();
+            let mut up = uplink(
+                [0xa8, 0x40, 0x41, 0, x, y, z, 1],
+                &format!("lab-multisensor-{i}"),
+                i,
+                now.wall,
+            );
+            up.payload = payload.clone();
+            up.radio = Radio {
+                rssi: Some(-97),
+                snr: Some(-3.5),
+                spreading_factor: Some(9),
+                ..Radio::default()
+            };
+            up.fport = Some(2);
+            let outcome = Outcome::Decoded {
+                codec: codec.id(),
+                rec_type: decoded.rec_type,
+                readings: &decoded.readings,
+                health: &decoded.health,
+            };
+            metrics.devices.heard(&up, &tags, outcome, now);
+        }
+        let status = Status::new(metrics, Facts::of(&cfg));
+        let (_, page) = status.render(View::Devices, None, now);
+        let (_, api) = status.render(View::DevicesJson, Some("limit=1000"), now);
+        let all: serde_json::Value = serde_json::from_str(&api).unwrap();
         assert_eq!(
-            fix_for("Broker: Topic authorization failed", "motion", "kafka"),
-            "give the SASL user Send rights on topic \"motion\""
+            all["devices"].as_array().unwrap().len(),
+            query::API_MAX_LIMIT
+        );
+        assert!(
+            page.len() < 150 * 1024 && api.len() < 800_000,
+            "devices page {} bytes (documented: under 150 KB), /api/devices?limit=1000 {} bytes (documented: under 0.8 MB)",
+            page.len(),
+            api.len()
         );
     }
 }

@@ -24,10 +24,14 @@ tr.silent{background:#fde8e8}tr.parked{background:#fde8e8}.fix{font-weight:bold}
 form{margin:.5em 0}";
 
 /// Refetch the page and swap `<main>`, keeping the scroll position; stop quietly while the
-/// agent is unreachable and go on when it answers again.
+/// agent is unreachable and go on when it answers again. Not while something in `<main>`
+/// has the focus (the devices filter being typed: the swap would take the text and, on a
+/// phone, the keyboard) or text is selected (a DevEUI being copied); `updated` then shows
+/// how old the page is.
 const SCRIPT: &str =
     "setInterval(async()=>{try{const r=await fetch(location.href,{cache:'no-store'});\
 if(!r.ok)return;const d=new DOMParser().parseFromString(await r.text(),'text/html');\
+if(document.querySelector('main :focus')||String(getSelection()))return;\
 const m=d.querySelector('main');if(m){document.querySelector('main').replaceWith(m);\
 document.getElementById('updated').textContent=d.getElementById('updated').textContent;\
 const b=document.body.dataset;b.refreshes=(+b.refreshes||0)+1}}catch(e){}},";
@@ -100,11 +104,24 @@ pub fn devices(s: &Snapshot, d: &Devices, sel: &Selection) -> String {
         );
     }
     b.push_str("</select> <button>show</button></form>");
+    // The rows below, and which of the matches they are when not all fit on the page.
+    let rows = d.devices.len();
+    let shown = if rows == d.matched {
+        format!("{rows} shown")
+    } else if rows == 0 {
+        format!("{} match, none on this page", d.matched)
+    } else {
+        format!(
+            "{} match, {}–{} shown",
+            d.matched,
+            sel.offset + 1,
+            sel.offset + rows
+        )
+    };
     let _ = write!(
         b,
-        "<p id=device-count>{} device(s) heard, {} shown{}{}.</p>",
+        "<p id=device-count>{} device(s) heard, {shown}{}{}.</p>",
         d.heard,
-        d.matched,
         if d.silent > 0 {
             format!(", <span class=bad>{} silent</span>", d.silent)
         } else {
@@ -278,7 +295,7 @@ fn upstream(b: &mut String, s: &Snapshot) {
             let parked = h.state == "parked";
             let _ = write!(
                 b,
-                "<tr{}><td>{}<td>{}<td>{}<td>{}{}</tr>",
+                "<tr{}><td>{}<td>{}<td>{}<td>{}{}{}</tr>",
                 if parked { " class=parked" } else { "" },
                 esc(&h.rec_type),
                 esc(&h.hub),
@@ -291,6 +308,10 @@ fn upstream(b: &mut String, s: &Snapshot) {
                 h.fix
                     .as_deref()
                     .map(|f| format!("<br><span class=fix>Fix: {}</span>", esc(f)))
+                    .unwrap_or_default(),
+                h.broker
+                    .as_deref()
+                    .map(|w| format!("<br><span class=muted>broker: {}</span>", esc(w)))
                     .unwrap_or_default()
             );
         }
@@ -454,7 +475,7 @@ fn bytes(n: u64) -> String {
 }
 
 /// HTML-escape text and attribute values.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

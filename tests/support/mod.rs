@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod buffer_cmd;
+pub mod chromium;
 pub mod codec_files;
 pub mod frames;
 pub mod lazyfs;
