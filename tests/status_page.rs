@@ -393,6 +393,14 @@ fn a_request_for_another_host_name_is_refused() {
         )
         .unwrap();
     assert_eq!(code, 421, "the absolute URI's name counts: {head}");
+    // A Prometheus that scrapes the gateway by its site's DNS name.
+    let (code, head, body) = agent
+        .request(&format!(
+            "GET /metrics HTTP/1.1\r\nHost: gw-01.site.example:{port}\r\nConnection: close\r\n\r\n"
+        ))
+        .unwrap();
+    assert_eq!(code, 200, "{head}");
+    assert!(body.contains("hubgate_decoded_total"), "{body}");
 }
 
 /// A stand-in for the browser's network path to the agent: serves every request from the

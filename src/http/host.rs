@@ -1,10 +1,11 @@
 //! Which host names the listener answers to. A web page on another site, opened in a
 //! browser that can reach the gateway, can point its own name at the gateway's address (DNS
 //! rebinding) and then read the page and the JSON as its own; the browser still names that
-//! site in `Host`. So a request is answered only when `Host` is absent (HTTP/1.0: Prometheus,
-//! scripts), an IP literal, `localhost`, this machine's host name or `<name>.local` (mDNS,
-//! how installers reach a Pi), or a name the operator lists in `[metrics] hosts`; any other
-//! gets 421. Names are compared without case and without a final dot.
+//! site in `Host`. So a request for the page or the JSON is answered only when `Host` is
+//! absent (HTTP/1.0 scripts), an IP literal, `localhost`, this machine's host name or
+//! `<name>.local` (mDNS, how installers reach a Pi), or a name the operator lists in
+//! `[metrics] hosts`; any other gets 421. Names are compared without case and without a
+//! final dot. `/metrics` is answered for any name (see `respond`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

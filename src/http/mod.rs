@@ -126,7 +126,9 @@ async fn respond(
         Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or_default()),
         None => req.headers().get(HOST).map(|h| h.to_str().unwrap_or("?")),
     };
-    if !site.hosts.allow(named) {
+    // Prometheus text is answered whatever the name: scrapers name the gateway as their
+    // site's DNS knows it, and it holds nothing a rebinding page would be after.
+    if req.uri().path() != "/metrics" && !site.hosts.allow(named) {
         return answer(
             StatusCode::MISDIRECTED_REQUEST,
             "text/plain",
