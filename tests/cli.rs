@@ -1076,3 +1076,61 @@ fn buffer_stats_where_there_is_no_buffer_says_so_and_makes_none() {
         stdout(&o)
     );
 }
+
+/// Write `text` to `path` with `mode` and run `hubgate check -c` on it: (exit success, stderr).
+fn check_file(path: &Path, mode: u32, text: &str) -> (bool, String) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let o = hubgate(&["check", "-c", path.to_str().unwrap()]);
+    (o.status.success(), stderr(&o))
+}
+
+/// `check` (also `ExecStartPre=`, so the journal) on a config with secrets written as
+/// numbers: serde's type error would quote the number; the error names the key only.
+#[test]
+fn a_secret_written_as_a_number_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\nusername = \"u\"\n";
+    let device = "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"0011223344556677\"\n\
+                  codec = \"browan-tbhh100\"\ndev_addr = \"01020304\"\n";
+    let cases = [
+        (
+            format!("{mqtt}password = 31415926\n[sink]\ntype = \"stdout\"\n"),
+            "source[0].password",
+            "31415926",
+        ),
+        (
+            format!("{mqtt}password = 2718.2818\n[sink]\ntype = \"stdout\"\n"),
+            "source[0].password",
+            "2718",
+        ),
+        (
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\n\
+             sasl_username = \"u\"\nsasl_password = 16180339\n"
+                .to_string(),
+            "sink.sasl_password",
+            "16180339",
+        ),
+        (
+            format!("{device}app_s_key = 1122334455667788\n"),
+            "device[0].app_s_key",
+            "1122334455667788",
+        ),
+        (
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\n\
+             [sink.properties]\n\"sasl.password\" = 14142135\n"
+                .to_string(),
+            "sasl.password",
+            "14142135",
+        ),
+    ];
+    for (i, (text, key, secret)) in cases.iter().enumerate() {
+        let (ok, err) = check_file(&dir.path().join(format!("num{i}.toml")), 0o600, text);
+        assert!(!ok, "{key}: taken");
+        assert!(err.contains(key), "{err}");
+        assert!(
+            !err.contains(secret),
+            "{key}: the secret is in the error: {err}"
+        );
+    }
+}
