@@ -1134,3 +1134,46 @@ fn a_secret_written_as_a_number_is_refused_without_echoing_it() {
         );
     }
 }
+
+/// An Event Hubs connection string in `dir/eh.secret`, mode 0600.
+fn eh_secret(dir: &Path) -> PathBuf {
+    let secret = dir.join("eh.secret");
+    std::fs::write(
+        &secret,
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=a2V5\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    secret
+}
+
+/// The Event Hubs connection string is the SASL password, key included, and goes to whatever
+/// `bootstrap.servers` says: `[sink.properties]` may not set that (under either name), nor the
+/// SASL settings or the protocol hubgate derives from the string.
+#[test]
+fn eventhubs_properties_may_not_set_what_the_connection_string_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = eh_secret(dir.path());
+    for (key, value) in [
+        ("bootstrap.servers", "collector.example.net:9093"),
+        ("metadata.broker.list", "collector.example.net:9093"),
+        ("sasl.username", "$ConnectionString"),
+        ("sasl.password", "pa55"),
+        ("sasl.mechanism", "PLAIN"),
+        ("security.protocol", "sasl_ssl"),
+    ] {
+        let text = format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
+             connection_string_file = \"{}\"\n[sink.properties]\n\"{key}\" = \"{value}\"\n",
+            secret.display()
+        );
+        let (ok, err) = check_file(&dir.path().join("elsewhere.toml"), 0o600, &text);
+        assert!(!ok, "{key} taken: {err}");
+        assert!(
+            err.contains(&format!(
+                "sink.properties.\"{key}\": refused: hubgate sets this from the connection string"
+            )),
+            "{err}"
+        );
+    }
+}
