@@ -1177,3 +1177,23 @@ fn eventhubs_properties_may_not_set_what_the_connection_string_gives() {
         );
     }
 }
+
+/// `mqtt://` with port 8883 (the MQTT-over-TLS port: an `s` forgotten) is plain TCP, and the
+/// password would go out in the CONNECT in clear text before the broker's TLS listener drops
+/// the connection: with the port saying TLS it is a slip, not a choice, so it is refused.
+#[test]
+fn plain_mqtt_to_the_tls_port_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = check_file(
+        &dir.path().join("slip.toml"),
+        0o600,
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://broker.example:8883\"\nusername = \"u\"\n\
+         password = \"hunter2\"\n[sink]\ntype = \"stdout\"\n",
+    );
+    assert!(!ok, "taken: {err}");
+    assert!(
+        err.contains("source[0].url") && err.contains("write mqtts://broker.example:8883"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
