@@ -1197,3 +1197,43 @@ fn plain_mqtt_to_the_tls_port_is_refused() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// A secret that is partly a `${ENV}` reference and partly written inline (the namespace from
+/// the environment, the key in the file) is inline: `check --print` masks it, and a config
+/// every user can read holding it is warned about.
+#[test]
+fn a_secret_partly_from_the_environment_counts_as_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.toml");
+    let key = "S2V5TWF0ZXJpYWxOZXZlclByaW50ZWQ=";
+    std::fs::write(
+        &file,
+        format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
+             connection_string = \"Endpoint=sb://${{HUNT_EH_NS}}.servicebus.windows.net/;\
+             SharedAccessKeyName=send;SharedAccessKey={key}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["check", "--print", "-c", file.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .env("HUNT_EH_NS", "acme")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("connection_string = ")),
+        "{printed}"
+    );
+    assert!(!printed.contains(key), "the key is printed:\n{printed}");
+    let err = stderr(&o);
+    assert!(
+        err.contains("holds secrets inline (sink.connection_string)"),
+        "no warning about a world-readable config holding the key: {err}"
+    );
+}
