@@ -1237,3 +1237,39 @@ fn a_secret_partly_from_the_environment_counts_as_inline() {
         "no warning about a world-readable config holding the key: {err}"
     );
 }
+
+/// A password that holds `${` (a generated one) is taken for a reference; the error for the
+/// unset "variable" must not quote the part of the password between the braces.
+#[test]
+fn an_unset_variable_in_a_partly_inline_secret_is_not_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = check_file(
+        &dir.path().join("pw.toml"),
+        0o600,
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtts://broker.example\"\nusername = \"u\"\n\
+         password = \"Xq7${Hu9kLm2Pz}w4\"\n[sink]\ntype = \"stdout\"\n",
+    );
+    assert!(!ok, "taken: {err}");
+    assert!(
+        err.contains(
+            ": source[0].password: a ${…} in it names an environment variable that is not set"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Hu9kLm2Pz"),
+        "part of the password is in the error: {err}"
+    );
+    // A value that is nothing but a reference names the variable: nothing secret is in it.
+    let (ok, err) = check_file(
+        &dir.path().join("env.toml"),
+        0o600,
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtts://broker.example\"\nusername = \"u\"\n\
+         password = \"${HUBGATE_TEST_UNSET_PW}\"\n[sink]\ntype = \"stdout\"\n",
+    );
+    assert!(!ok, "taken: {err}");
+    assert!(
+        err.contains(": source[0].password: environment variable HUBGATE_TEST_UNSET_PW is not set"),
+        "{err}"
+    );
+}

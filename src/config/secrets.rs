@@ -7,7 +7,7 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::connection_string::ConnectionString;
 use crate::lorawan::Key;
-use crate::secret::{Origin, Secret};
+use crate::secret::{only_references, Origin, Secret};
 
 /// What a secret holds, parsed from its text (`${ENV}` expanded, a file's content trimmed).
 /// Errors never quote the text.
@@ -99,8 +99,16 @@ impl<'de, T: SecretText> Deserialize<'de> for Secret<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = SecretString::deserialize(d)?.0;
         refuse_mask(&raw).map_err(de::Error::custom)?;
-        let value = T::from_text(expand_env(&raw).map_err(de::Error::custom)?)
-            .map_err(de::Error::custom)?;
+        // What is not a reference may be the secret (a password holding `${`): the variable
+        // is named only when the value is nothing but references.
+        let text = expand_env(&raw).map_err(|e| match only_references(&raw) {
+            true => de::Error::custom(e),
+            false => de::Error::custom(
+                "a ${…} in it names an environment variable that is not set (not named here: \
+                 the value is more than ${NAME} references, and the rest may be secret)",
+            ),
+        })?;
+        let value = T::from_text(text).map_err(de::Error::custom)?;
         Ok(Secret::written(value, &raw))
     }
 }
