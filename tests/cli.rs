@@ -1273,3 +1273,26 @@ fn an_unset_variable_in_a_partly_inline_secret_is_not_named() {
         "{err}"
     );
 }
+
+/// An MQTT password without a username is never sent (MQTT 3.1.1 has no password without a
+/// user name): the session would go out anonymous while the site believes it logs in.
+#[test]
+fn an_mqtt_password_without_a_username_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("mqtt.password");
+    std::fs::write(&secret, "hunter2\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file_key = format!("password_file = \"{}\"", secret.display());
+    for password in ["password = \"hunter2\"", file_key.as_str()] {
+        let (ok, err) = check_file(
+            &dir.path().join("nouser.toml"),
+            0o600,
+            &format!(
+                "[[source]]\ntype = \"mqtt\"\nurl = \"mqtts://broker.example\"\n{password}\n\
+                 [sink]\ntype = \"stdout\"\n"
+            ),
+        );
+        assert!(!ok, "{password}: taken: {err}");
+        assert!(err.contains(": source[0].username: missing: "), "{err}");
+    }
+}

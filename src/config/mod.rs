@@ -195,6 +195,14 @@ impl Config {
                         format!("{topic:?} is not an MQTT topic filter ('#' only as the last level, '+' and '#' only as whole levels)"),
                     ));
                 }
+                // MQTT 3.1.1 has no password without a user name: it would be dropped and the
+                // session go out anonymous, while the site believes it logs in.
+                if m.username.is_none() && (m.password.is_some() || m.password_file.is_some()) {
+                    return Err((
+                        format!("source[{i}].username"),
+                        "missing: MQTT sends a password only with a user name; without one the password would not be sent".into(),
+                    ));
+                }
                 let key = format!("source[{i}].password");
                 load_secret(&mut m.password, &m.password_file, &key, &mut secret_files)?;
             }
