@@ -1296,3 +1296,53 @@ fn an_mqtt_password_without_a_username_is_refused() {
         assert!(err.contains(": source[0].username: missing: "), "{err}");
     }
 }
+
+/// A config, secret file or CA file that others may write is warned about: whoever can write
+/// the config can send the connection string to a broker of theirs (a Kafka sink's `brokers`),
+/// whoever can write the secret file can swap the key, and whoever can write a CA file can
+/// vouch for any host.
+#[test]
+fn a_config_secret_or_ca_file_others_can_write_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = eh_secret(dir.path());
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let file = dir.path().join("open.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"{}\"\n\
+             ca_location = \"{}\"\n",
+            secret.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    for (modes, open) in [
+        ([0o622, 0o600, 0o644], Some(&file)),
+        ([0o600, 0o622, 0o644], Some(&secret)),
+        ([0o600, 0o600, 0o664], Some(&ca)),
+        ([0o600, 0o600, 0o644], None),
+    ] {
+        for (path, mode) in [&file, &secret, &ca].into_iter().zip(modes) {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "a warning, not a refusal: {}",
+            stderr(&o)
+        );
+        let err = stderr(&o);
+        let warned: Vec<&str> = err.lines().filter(|l| l.contains("writable by")).collect();
+        match open {
+            Some(open) => assert!(
+                warned.len() == 1 && warned[0].contains(&format!("{} holds", open.display())),
+                "modes {:?}: no warning that others can write {}: {err}",
+                modes.map(|m| format!("{m:04o}")),
+                open.display()
+            ),
+            None => assert!(warned.is_empty(), "{err}"),
+        }
+    }
+}

@@ -139,6 +139,8 @@ impl Config {
             cfg.file_warnings
                 .extend(crate::files::readable_by_others(path, &what));
         }
+        cfg.file_warnings
+            .extend(crate::files::writable_by_others(path, "the configuration"));
         cfg.resolve(&base_of(path))
             .map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
         Ok(cfg)
@@ -178,6 +180,7 @@ impl Config {
         self.buffer.validate()?;
         self.paths_from(base);
         let mut secret_files = Vec::new();
+        let mut trusted_cas = Vec::new();
         for (i, source) in self.sources.iter_mut().enumerate() {
             if let SourceConfig::Mqtt(m) = source {
                 m.load_tls(&mut secret_files)
@@ -205,6 +208,7 @@ impl Config {
                 }
                 let key = format!("source[{i}].password");
                 load_secret(&mut m.password, &m.password_file, &key, &mut secret_files)?;
+                trusted_cas.extend(m.ca_file.clone());
             }
             if let SourceConfig::Serial(sc) = source {
                 sc.validate()
@@ -321,23 +325,32 @@ impl Config {
                 (Some(_), None) => {}
             }
         }
-        self.check_ca_files()?;
+        trusted_cas.extend(self.check_ca_files()?);
         for (file, what) in secret_files {
             if let Ok(path) = secret_path(&file) {
                 self.file_warnings
                     .extend(crate::files::readable_by_others(&path, what));
+                self.file_warnings
+                    .extend(crate::files::writable_by_others(&path, what));
             }
+        }
+        for ca in trusted_cas {
+            self.file_warnings.extend(crate::files::writable_by_others(
+                &ca,
+                "trusted CA certificates",
+            ));
         }
         Ok(())
     }
 
     /// CA bundles are directories or regular files under [`crate::files::CA_CAP`]: librdkafka
     /// would otherwise hang on a FIFO or read `/dev/zero` until memory runs out.
-    fn check_ca_files(&self) -> Result<(), (String, String)> {
+    /// Returns the CA bundles checked.
+    fn check_ca_files(&self) -> Result<Vec<PathBuf>, (String, String)> {
         let (ca, properties) = match &self.sink {
             SinkConfig::Eventhubs(eh) => (&eh.ca_location, &eh.properties),
             SinkConfig::Kafka(k) => (&k.ca_location, &k.properties),
-            SinkConfig::Stdout(_) => return Ok(()),
+            SinkConfig::Stdout(_) => return Ok(Vec::new()),
         };
         let in_properties = properties
             .get("ssl.ca.location")
@@ -349,11 +362,13 @@ impl Config {
                 )
             });
         let field = ca.clone().map(|l| ("sink.ca_location".to_string(), l));
+        let mut checked = Vec::new();
         for (key, path) in field.into_iter().chain(in_properties) {
             crate::files::check_file_or_dir(&path, crate::files::CA_CAP)
                 .map_err(|e| (key, format!("{}: {e}", path.display())))?;
+            checked.push(path);
         }
-        Ok(())
+        Ok(checked)
     }
 
     /// Key paths of the secrets written into the config file itself.
