@@ -1346,3 +1346,42 @@ fn a_config_secret_or_ca_file_others_can_write_is_warned_about() {
         }
     }
 }
+
+/// A Kafka sink's SASL password comes from a file (0600, or a systemd credential) like every
+/// other secret: else it is written into the config, or passed by `Environment=`, which
+/// systemd shows to every local user (`systemctl show`).
+#[test]
+fn the_kafka_sasl_password_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("kafka.secret");
+    std::fs::write(&secret, "pa55word\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = dir.path().join("kafka.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\n\
+             security_protocol = \"sasl_ssl\"\nsasl_username = \"u\"\nsasl_password_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let o = hubgate(&["check", "--print", "-c", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l == format!("sasl_password_file = \"{}\"", secret.display())),
+        "{printed}"
+    );
+    assert!(!printed.contains("pa55word"), "{printed}");
+    // Not both: which would win is not for the site to guess.
+    let both = std::fs::read_to_string(&file).unwrap() + "sasl_password = \"other\"\n";
+    let (ok, err) = check_file(&file, 0o600, &both);
+    assert!(!ok, "taken: {err}");
+    assert!(
+        err.contains(": sink.sasl_password: give sasl_password or sasl_password_file, not both"),
+        "{err}"
+    );
+}

@@ -296,6 +296,10 @@ impl Config {
                 }
             }
         }
+        if let SinkConfig::Kafka(k) = &mut self.sink {
+            let (value, file) = (&mut k.sasl_password, &k.sasl_password_file);
+            load_secret(value, file, "sink.sasl_password", &mut secret_files)?;
+        }
         if let SinkConfig::Eventhubs(eh) = &mut self.sink {
             if !matches!(eh.compression, Compression::None | Compression::Gzip) {
                 return Err((
@@ -586,7 +590,10 @@ impl Config {
                 each(&mut eh.connection_string_file);
                 each(&mut eh.ca_location);
             }
-            SinkConfig::Kafka(k) => each(&mut k.ca_location),
+            SinkConfig::Kafka(k) => {
+                each(&mut k.sasl_password_file);
+                each(&mut k.ca_location);
+            }
             SinkConfig::Stdout(_) => {}
         }
         each(&mut self.metrics.password_file);

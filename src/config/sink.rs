@@ -96,7 +96,10 @@ pub struct KafkaConfig {
     #[serde(default = "default_mechanism")]
     pub sasl_mechanism: String,
     pub sasl_username: Option<String>,
+    /// `${ENV}` is expanded; prefer `sasl_password_file`.
     pub sasl_password: Option<Secret>,
+    /// A file (0600, or a systemd credential) holding the SASL password. Read at start only.
+    pub sasl_password_file: Option<PathBuf>,
     pub ca_location: Option<PathBuf>,
     /// recType -> topic; unmapped recTypes go to the topic named like the recType.
     #[serde(default)]
