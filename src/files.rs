@@ -96,6 +96,21 @@ pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
     None
 }
 
+/// Who besides root and the agent's user may change `path`, which holds `what` (the config,
+/// a secret, trusted CAs); `None` when nobody else can. Whoever can write the config can send
+/// the secrets to a broker of theirs, a secret file swap the key, a CA file vouch for any
+/// host. A warning, not a refusal as for codecs (code the agent runs): a group-writable config
+/// is what umask 002 gives, and refusing it would stop an agent at an upgrade.
+pub fn writable_by_others(path: &Path, what: &str) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    untrusted(&meta, path, what).map(|u| {
+        format!(
+            "{}: whoever can change it can redirect or replace what it holds; {}",
+            u.what, u.fix
+        )
+    })
+}
+
 /// Why a file or directory hubgate runs code from could be changed by someone other than
 /// root or the agent's own user, who could then make the agent run their code.
 #[derive(Debug, Clone, PartialEq)]

@@ -46,6 +46,13 @@ impl MqttUrl {
         if host.is_empty() {
             return Err(format!("bad MQTT url {url:?}: no host"));
         }
+        // A forgotten `s`: plain TCP to the TLS port sends the CONNECT, password included,
+        // in clear text before the broker's TLS listener drops it.
+        if !tls && port == 8883 {
+            return Err(format!(
+                "{url:?} is plain MQTT to port 8883, MQTT over TLS: write mqtts://{host}:8883"
+            ));
+        }
         Ok(MqttUrl {
             text: url.to_string(),
             host: host.to_string(),
@@ -95,6 +102,10 @@ mod tests {
         );
         assert!(MqttUrl::parse("http://x").is_err());
         assert!(MqttUrl::parse("mqtt://x:port").is_err());
+        for slip in ["mqtt://broker:8883", "tcp://broker:8883/"] {
+            let e = MqttUrl::parse(slip).unwrap_err();
+            assert!(e.contains("mqtts://broker:8883"), "{e}");
+        }
         let e = MqttUrl::parse("mqtt://user:hunter2@broker:1883").unwrap_err();
         assert!(e.contains("password_file") && !e.contains("hunter2"), "{e}");
     }

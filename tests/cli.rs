@@ -1076,3 +1076,312 @@ fn buffer_stats_where_there_is_no_buffer_says_so_and_makes_none() {
         stdout(&o)
     );
 }
+
+/// Write `text` to `path` with `mode` and run `hubgate check -c` on it: (exit success, stderr).
+fn check_file(path: &Path, mode: u32, text: &str) -> (bool, String) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let o = hubgate(&["check", "-c", path.to_str().unwrap()]);
+    (o.status.success(), stderr(&o))
+}
+
+/// `check` (also `ExecStartPre=`, so the journal) on a config with secrets written as
+/// numbers: serde's type error would quote the number; the error names the key only.
+#[test]
+fn a_secret_written_as_a_number_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\nusername = \"u\"\n";
+    let device = "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"0011223344556677\"\n\
+                  codec = \"browan-tbhh100\"\ndev_addr = \"01020304\"\n";
+    let cases = [
+        (
+            format!("{mqtt}password = 31415926\n[sink]\ntype = \"stdout\"\n"),
+            "source[0].password",
+            "31415926",
+        ),
+        (
+            format!("{mqtt}password = 2718.2818\n[sink]\ntype = \"stdout\"\n"),
+            "source[0].password",
+            "2718",
+        ),
+        (
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\n\
+             sasl_username = \"u\"\nsasl_password = 16180339\n"
+                .to_string(),
+            "sink.sasl_password",
+            "16180339",
+        ),
+        (
+            format!("{device}app_s_key = 1122334455667788\n"),
+            "device[0].app_s_key",
+            "1122334455667788",
+        ),
+        (
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\n\
+             [sink.properties]\n\"sasl.password\" = 14142135\n"
+                .to_string(),
+            "sasl.password",
+            "14142135",
+        ),
+    ];
+    for (i, (text, key, secret)) in cases.iter().enumerate() {
+        let (ok, err) = check_file(&dir.path().join(format!("num{i}.toml")), 0o600, text);
+        assert!(!ok, "{key}: taken");
+        assert!(err.contains(key), "{err}");
+        assert!(
+            !err.contains(secret),
+            "{key}: the secret is in the error: {err}"
+        );
+    }
+}
+
+/// An Event Hubs connection string in `dir/eh.secret`, mode 0600.
+fn eh_secret(dir: &Path) -> PathBuf {
+    let secret = dir.join("eh.secret");
+    std::fs::write(
+        &secret,
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=a2V5\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    secret
+}
+
+/// The Event Hubs connection string is the SASL password, key included, and goes to whatever
+/// `bootstrap.servers` says: `[sink.properties]` may not set that (under either name), nor the
+/// SASL settings or the protocol hubgate derives from the string.
+#[test]
+fn eventhubs_properties_may_not_set_what_the_connection_string_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = eh_secret(dir.path());
+    for (key, value) in [
+        ("bootstrap.servers", "collector.example.net:9093"),
+        ("metadata.broker.list", "collector.example.net:9093"),
+        ("sasl.username", "$ConnectionString"),
+        ("sasl.password", "pa55"),
+        ("sasl.mechanism", "PLAIN"),
+        ("security.protocol", "sasl_ssl"),
+    ] {
+        let text = format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
+             connection_string_file = \"{}\"\n[sink.properties]\n\"{key}\" = \"{value}\"\n",
+            secret.display()
+        );
+        let (ok, err) = check_file(&dir.path().join("elsewhere.toml"), 0o600, &text);
+        assert!(!ok, "{key} taken: {err}");
+        assert!(
+            err.contains(&format!(
+                "sink.properties.\"{key}\": refused: hubgate sets this from the connection string"
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// `mqtt://` with port 8883 (the MQTT-over-TLS port: an `s` forgotten) is plain TCP, and the
+/// password would go out in the CONNECT in clear text before the broker's TLS listener drops
+/// the connection: with the port saying TLS it is a slip, not a choice, so it is refused.
+#[test]
+fn plain_mqtt_to_the_tls_port_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = check_file(
+        &dir.path().join("slip.toml"),
+        0o600,
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://broker.example:8883\"\nusername = \"u\"\n\
+         password = \"hunter2\"\n[sink]\ntype = \"stdout\"\n",
+    );
+    assert!(!ok, "taken: {err}");
+    assert!(
+        err.contains("source[0].url") && err.contains("write mqtts://broker.example:8883"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A secret that is partly a `${ENV}` reference and partly written inline (the namespace from
+/// the environment, the key in the file) is inline: `check --print` masks it, and a config
+/// every user can read holding it is warned about.
+#[test]
+fn a_secret_partly_from_the_environment_counts_as_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.toml");
+    let key = "S2V5TWF0ZXJpYWxOZXZlclByaW50ZWQ=";
+    std::fs::write(
+        &file,
+        format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
+             connection_string = \"Endpoint=sb://${{HUNT_EH_NS}}.servicebus.windows.net/;\
+             SharedAccessKeyName=send;SharedAccessKey={key}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["check", "--print", "-c", file.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .env("HUNT_EH_NS", "acme")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("connection_string = ")),
+        "{printed}"
+    );
+    assert!(!printed.contains(key), "the key is printed:\n{printed}");
+    let err = stderr(&o);
+    assert!(
+        err.contains("holds secrets inline (sink.connection_string)"),
+        "no warning about a world-readable config holding the key: {err}"
+    );
+}
+
+/// A password that holds `${` (a generated one) is taken for a reference; the error for the
+/// unset "variable" must not quote the part of the password between the braces.
+#[test]
+fn an_unset_variable_in_a_partly_inline_secret_is_not_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = check_file(
+        &dir.path().join("pw.toml"),
+        0o600,
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtts://broker.example\"\nusername = \"u\"\n\
+         password = \"Xq7${Hu9kLm2Pz}w4\"\n[sink]\ntype = \"stdout\"\n",
+    );
+    assert!(!ok, "taken: {err}");
+    assert!(
+        err.contains(
+            ": source[0].password: a ${…} in it names an environment variable that is not set"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Hu9kLm2Pz"),
+        "part of the password is in the error: {err}"
+    );
+    // A value that is nothing but a reference names the variable: nothing secret is in it.
+    let (ok, err) = check_file(
+        &dir.path().join("env.toml"),
+        0o600,
+        "[[source]]\ntype = \"mqtt\"\nurl = \"mqtts://broker.example\"\nusername = \"u\"\n\
+         password = \"${HUBGATE_TEST_UNSET_PW}\"\n[sink]\ntype = \"stdout\"\n",
+    );
+    assert!(!ok, "taken: {err}");
+    assert!(
+        err.contains(": source[0].password: environment variable HUBGATE_TEST_UNSET_PW is not set"),
+        "{err}"
+    );
+}
+
+/// An MQTT password without a username is never sent (MQTT 3.1.1 has no password without a
+/// user name): the session would go out anonymous while the site believes it logs in.
+#[test]
+fn an_mqtt_password_without_a_username_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("mqtt.password");
+    std::fs::write(&secret, "hunter2\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file_key = format!("password_file = \"{}\"", secret.display());
+    for password in ["password = \"hunter2\"", file_key.as_str()] {
+        let (ok, err) = check_file(
+            &dir.path().join("nouser.toml"),
+            0o600,
+            &format!(
+                "[[source]]\ntype = \"mqtt\"\nurl = \"mqtts://broker.example\"\n{password}\n\
+                 [sink]\ntype = \"stdout\"\n"
+            ),
+        );
+        assert!(!ok, "{password}: taken: {err}");
+        assert!(err.contains(": source[0].username: missing: "), "{err}");
+    }
+}
+
+/// A config, secret file or CA file that others may write is warned about: whoever can write
+/// the config can send the connection string to a broker of theirs (a Kafka sink's `brokers`),
+/// whoever can write the secret file can swap the key, and whoever can write a CA file can
+/// vouch for any host.
+#[test]
+fn a_config_secret_or_ca_file_others_can_write_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = eh_secret(dir.path());
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let file = dir.path().join("open.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"{}\"\n\
+             ca_location = \"{}\"\n",
+            secret.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    for (modes, open) in [
+        ([0o622, 0o600, 0o644], Some(&file)),
+        ([0o600, 0o622, 0o644], Some(&secret)),
+        ([0o600, 0o600, 0o664], Some(&ca)),
+        ([0o600, 0o600, 0o644], None),
+    ] {
+        for (path, mode) in [&file, &secret, &ca].into_iter().zip(modes) {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "a warning, not a refusal: {}",
+            stderr(&o)
+        );
+        let err = stderr(&o);
+        let warned: Vec<&str> = err.lines().filter(|l| l.contains("writable by")).collect();
+        match open {
+            Some(open) => assert!(
+                warned.len() == 1 && warned[0].contains(&format!("{} holds", open.display())),
+                "modes {:?}: no warning that others can write {}: {err}",
+                modes.map(|m| format!("{m:04o}")),
+                open.display()
+            ),
+            None => assert!(warned.is_empty(), "{err}"),
+        }
+    }
+}
+
+/// A Kafka sink's SASL password comes from a file (0600, or a systemd credential) like every
+/// other secret: else it is written into the config, or passed by `Environment=`, which
+/// systemd shows to every local user (`systemctl show`).
+#[test]
+fn the_kafka_sasl_password_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("kafka.secret");
+    std::fs::write(&secret, "pa55word\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = dir.path().join("kafka.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\n\
+             security_protocol = \"sasl_ssl\"\nsasl_username = \"u\"\nsasl_password_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let o = hubgate(&["check", "--print", "-c", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l == format!("sasl_password_file = \"{}\"", secret.display())),
+        "{printed}"
+    );
+    assert!(!printed.contains("pa55word"), "{printed}");
+    // Not both: which would win is not for the site to guess.
+    let both = std::fs::read_to_string(&file).unwrap() + "sasl_password = \"other\"\n";
+    let (ok, err) = check_file(&file, 0o600, &both);
+    assert!(!ok, "taken: {err}");
+    assert!(
+        err.contains(": sink.sasl_password: give sasl_password or sasl_password_file, not both"),
+        "{err}"
+    );
+}

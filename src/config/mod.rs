@@ -139,6 +139,8 @@ impl Config {
             cfg.file_warnings
                 .extend(crate::files::readable_by_others(path, &what));
         }
+        cfg.file_warnings
+            .extend(crate::files::writable_by_others(path, "the configuration"));
         cfg.resolve(&base_of(path))
             .map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
         Ok(cfg)
@@ -178,6 +180,7 @@ impl Config {
         self.buffer.validate()?;
         self.paths_from(base);
         let mut secret_files = Vec::new();
+        let mut trusted_cas = Vec::new();
         for (i, source) in self.sources.iter_mut().enumerate() {
             if let SourceConfig::Mqtt(m) = source {
                 m.load_tls(&mut secret_files)
@@ -195,8 +198,17 @@ impl Config {
                         format!("{topic:?} is not an MQTT topic filter ('#' only as the last level, '+' and '#' only as whole levels)"),
                     ));
                 }
+                // MQTT 3.1.1 has no password without a user name: it would be dropped and the
+                // session go out anonymous, while the site believes it logs in.
+                if m.username.is_none() && (m.password.is_some() || m.password_file.is_some()) {
+                    return Err((
+                        format!("source[{i}].username"),
+                        "missing: MQTT sends a password only with a user name; without one the password would not be sent".into(),
+                    ));
+                }
                 let key = format!("source[{i}].password");
                 load_secret(&mut m.password, &m.password_file, &key, &mut secret_files)?;
+                trusted_cas.extend(m.ca_file.clone());
             }
             if let SourceConfig::Serial(sc) = source {
                 sc.validate()
@@ -284,6 +296,10 @@ impl Config {
                 }
             }
         }
+        if let SinkConfig::Kafka(k) = &mut self.sink {
+            let (value, file) = (&mut k.sasl_password, &k.sasl_password_file);
+            load_secret(value, file, "sink.sasl_password", &mut secret_files)?;
+        }
         if let SinkConfig::Eventhubs(eh) = &mut self.sink {
             if !matches!(eh.compression, Compression::None | Compression::Gzip) {
                 return Err((
@@ -313,23 +329,32 @@ impl Config {
                 (Some(_), None) => {}
             }
         }
-        self.check_ca_files()?;
+        trusted_cas.extend(self.check_ca_files()?);
         for (file, what) in secret_files {
             if let Ok(path) = secret_path(&file) {
                 self.file_warnings
                     .extend(crate::files::readable_by_others(&path, what));
+                self.file_warnings
+                    .extend(crate::files::writable_by_others(&path, what));
             }
+        }
+        for ca in trusted_cas {
+            self.file_warnings.extend(crate::files::writable_by_others(
+                &ca,
+                "trusted CA certificates",
+            ));
         }
         Ok(())
     }
 
     /// CA bundles are directories or regular files under [`crate::files::CA_CAP`]: librdkafka
     /// would otherwise hang on a FIFO or read `/dev/zero` until memory runs out.
-    fn check_ca_files(&self) -> Result<(), (String, String)> {
+    /// Returns the CA bundles checked.
+    fn check_ca_files(&self) -> Result<Vec<PathBuf>, (String, String)> {
         let (ca, properties) = match &self.sink {
             SinkConfig::Eventhubs(eh) => (&eh.ca_location, &eh.properties),
             SinkConfig::Kafka(k) => (&k.ca_location, &k.properties),
-            SinkConfig::Stdout(_) => return Ok(()),
+            SinkConfig::Stdout(_) => return Ok(Vec::new()),
         };
         let in_properties = properties
             .get("ssl.ca.location")
@@ -341,11 +366,13 @@ impl Config {
                 )
             });
         let field = ca.clone().map(|l| ("sink.ca_location".to_string(), l));
+        let mut checked = Vec::new();
         for (key, path) in field.into_iter().chain(in_properties) {
             crate::files::check_file_or_dir(&path, crate::files::CA_CAP)
                 .map_err(|e| (key, format!("{}: {e}", path.display())))?;
+            checked.push(path);
         }
-        Ok(())
+        Ok(checked)
     }
 
     /// Key paths of the secrets written into the config file itself.
@@ -563,7 +590,10 @@ impl Config {
                 each(&mut eh.connection_string_file);
                 each(&mut eh.ca_location);
             }
-            SinkConfig::Kafka(k) => each(&mut k.ca_location),
+            SinkConfig::Kafka(k) => {
+                each(&mut k.sasl_password_file);
+                each(&mut k.ca_location);
+            }
             SinkConfig::Stdout(_) => {}
         }
         each(&mut self.metrics.password_file);

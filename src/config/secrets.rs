@@ -7,7 +7,7 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::connection_string::ConnectionString;
 use crate::lorawan::Key;
-use crate::secret::{Origin, Secret};
+use crate::secret::{only_references, Origin, Secret};
 
 /// What a secret holds, parsed from its text (`${ENV}` expanded, a file's content trimmed).
 /// Errors never quote the text.
@@ -46,12 +46,69 @@ fn refuse_mask(raw: &str) -> Result<(), String> {
     }
 }
 
+/// A secret's text as written: a string only. serde's own type error quotes a number or
+/// boolean given instead (`invalid type: integer `31415926``), so those get a fixed message.
+pub(crate) struct SecretString(pub String);
+
+const UNQUOTED: &str = "a secret must be a quoted string (value not shown)";
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl de::Visitor<'_> for Text {
+            type Value = String;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quoted string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+                Ok(v)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<String, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<String, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<String, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<String, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<String, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<String, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_char<E: de::Error>(self, _: char) -> Result<String, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<String, E> {
+                Err(E::custom(UNQUOTED))
+            }
+        }
+        d.deserialize_string(Text).map(SecretString)
+    }
+}
+
 impl<'de, T: SecretText> Deserialize<'de> for Secret<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
+        let raw = SecretString::deserialize(d)?.0;
         refuse_mask(&raw).map_err(de::Error::custom)?;
-        let value = T::from_text(expand_env(&raw).map_err(de::Error::custom)?)
-            .map_err(de::Error::custom)?;
+        // What is not a reference may be the secret (a password holding `${`): the variable
+        // is named only when the value is nothing but references.
+        let text = expand_env(&raw).map_err(|e| match only_references(&raw) {
+            true => de::Error::custom(e),
+            false => de::Error::custom(
+                "a ${…} in it names an environment variable that is not set (not named here: \
+                 the value is more than ${NAME} references, and the rest may be secret)",
+            ),
+        })?;
+        let value = T::from_text(text).map_err(de::Error::custom)?;
         Ok(Secret::written(value, &raw))
     }
 }

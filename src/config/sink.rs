@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keypath::{fields, tagged, unknown_kind, Tagged};
-use super::secrets::MASK;
+use super::secrets::{SecretString, MASK};
 use crate::connection_string::ConnectionString;
 use crate::secret::Secret;
 
@@ -96,7 +96,10 @@ pub struct KafkaConfig {
     #[serde(default = "default_mechanism")]
     pub sasl_mechanism: String,
     pub sasl_username: Option<String>,
+    /// `${ENV}` is expanded; prefer `sasl_password_file`.
     pub sasl_password: Option<Secret>,
+    /// A file (0600, or a systemd credential) holding the SASL password. Read at start only.
+    pub sasl_password_file: Option<PathBuf>,
     pub ca_location: Option<PathBuf>,
     /// recType -> topic; unmapped recTypes go to the topic named like the recType.
     #[serde(default)]
@@ -118,9 +121,34 @@ pub struct KafkaConfig {
 
 /// `[sink.properties]`: librdkafka settings. Debug output shows the keys only, since a value
 /// may be a password.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, Default)]
 pub struct Properties(pub BTreeMap<String, String>);
+
+/// A secret property's value is read as a secret is: a number in its place is refused
+/// without serde's message, which would quote it.
+impl<'de> Deserialize<'de> for Properties {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Map;
+        impl<'de> de::Visitor<'de> for Map {
+            type Value = Properties;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table of librdkafka properties")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Properties, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = match Properties::is_secret(&key) {
+                        true => map.next_value::<SecretString>()?.0,
+                        false => map.next_value::<String>()?,
+                    };
+                    out.insert(key, value);
+                }
+                Ok(Properties(out))
+            }
+        }
+        d.deserialize_map(Map)
+    }
+}
 
 impl std::ops::Deref for Properties {
     type Target = BTreeMap<String, String>;

@@ -419,6 +419,23 @@ fn sink(sink: &str) -> Result<Config, (String, String)> {
     Ok(cfg)
 }
 
+/// The Kafka SASL password from `sasl_password_file` (a relative one from the config's
+/// directory) is the one the sink logs in with.
+#[test]
+fn the_kafka_sasl_password_is_read_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "kafka.secret", "pa55word\n", 0o600);
+    let text = "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n\
+                sasl_username = \"u\"\nsasl_password_file = \"kafka.secret\"\n";
+    let cfg = Config::load(&write(dir.path(), "kafka.toml", text, 0o600)).unwrap();
+    let SinkConfig::Kafka(k) = &cfg.sink else {
+        panic!("not kafka")
+    };
+    assert_eq!(k.sasl_password.as_ref().unwrap().expose(), "pa55word");
+    let client = crate::sink::kafka::sink_config(k);
+    assert_eq!(client.get("sasl.password"), Some("pa55word"));
+}
+
 fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);

@@ -12,6 +12,8 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, Producer};
 
+use super::properties::config_error;
+
 /// Hub name -> partition count, for the hubs the broker lists without error.
 pub type Hubs = HashMap<String, usize>;
 
@@ -23,7 +25,7 @@ pub fn hubs(client: &ClientConfig, timeout: Duration) -> Result<Hubs, String> {
         .clone()
         .set_log_level(RDKafkaLogLevel::Info)
         .create_with_context(Errors::default())
-        .map_err(|e| format!("cannot create the Kafka client: {e}"))?;
+        .map_err(|e| format!("cannot create the Kafka client: {}", config_error(&e)))?;
     match producer.client().fetch_metadata(None, timeout) {
         Ok(md) => Ok(md
             .topics()
@@ -64,7 +66,12 @@ pub fn write(
         .clone()
         .set("message.timeout.ms", timeout.as_millis().to_string())
         .create_with_context(Errors::default())
-        .map_err(|e| (None, format!("cannot create the Kafka client: {e}")))?;
+        .map_err(|e| {
+            (
+                None,
+                format!("cannot create the Kafka client: {}", config_error(&e)),
+            )
+        })?;
     let started = std::time::Instant::now();
     let id = format!(
         "doctor-{}",

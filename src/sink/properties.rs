@@ -186,6 +186,14 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
                     format!("refused: {why}; the Event Hubs sink always uses TLS with verified certificates"),
                 ));
             }
+            if let Some(key) = properties.keys().find(|k| from_connection_string(k)) {
+                return Err((
+                    format!("sink.properties.{key:?}"),
+                    "refused: hubgate sets this from the connection string, which is the SASL \
+                     password and goes to its Endpoint only"
+                        .into(),
+                ));
+            }
         }
         SinkConfig::Kafka(k) => {
             if let Some((key, why)) = kafka_tls_off(k).into_iter().next().filter(|_| !k.insecure) {
@@ -198,6 +206,16 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
         SinkConfig::Stdout(_) => {}
     }
     Ok(())
+}
+
+/// Whether an Event Hubs sink's `key` (under either of librdkafka's names) is one hubgate
+/// derives from the connection string. The whole string, key included, is the SASL
+/// password: with `bootstrap.servers` set here it would go to that host, over TLS checked
+/// against that host's own name, and the SASL and protocol settings are what keep it a
+/// password sent over TLS.
+fn from_connection_string(key: &str) -> bool {
+    let name = setting_name(key);
+    name == "bootstrap.servers" || name == "security.protocol" || name.starts_with("sasl.")
 }
 
 /// Two keys of `properties` that name one setting: which of them librdkafka applies last is
