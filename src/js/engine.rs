@@ -1,13 +1,14 @@
 //! The QuickJS sandbox (rquickjs), run inside the worker process: one runtime per codec with
-//! its limits, kept across calls.
+//! its limits, kept across calls, and a fresh context for every call.
 
+use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rquickjs::allocator::Allocator;
 use rquickjs::context::intrinsic;
-use rquickjs::{Context, Function, Runtime};
+use rquickjs::{qjs, Context, Ctx, Function, Runtime};
 
 use super::{one_line, JsError, LOAD_LIMIT, MEMORY_LIMIT, OUTPUT_LIMIT, STACK_LIMIT, TIME_LIMIT};
 
@@ -64,16 +65,20 @@ type Intrinsics = (
     intrinsic::TypedArrays,
 );
 
-/// One loaded codec: a runtime of its own with the codec loaded. A call that fails in a way
-/// that leaves the runtime in doubt ([`JsError::retires`]) is the runtime's last: the worker
-/// answers, then exits without freeing it, and the agent loads the codec into a new worker.
+/// One loaded codec: a runtime of its own and the codec compiled once, run afresh for every
+/// call in a context of its own (as ChirpStack v4, v3 and TTN do): what a call leaves in the
+/// codec's globals (one device's readings, a replaced builtin) never reaches another call. A
+/// call that fails in a way that leaves the runtime in doubt ([`JsError::retires`]) is the
+/// runtime's last: the worker answers, then exits without freeing it, and the agent loads the
+/// codec into a new worker.
 pub struct Sandbox {
     live: Live,
 }
 
 impl Sandbox {
-    /// Load `source` (a codec file's text) into a fresh runtime. `name` appears in the
-    /// script's error stacks.
+    /// Compile `source` (a codec file's text) in a fresh runtime and run it once, as a call
+    /// does, to see that it defines an entry point. `name` appears in the script's error
+    /// stacks.
     pub fn load(name: &str, source: &str) -> Result<Sandbox, JsError> {
         Ok(Sandbox {
             live: Live::new(name, source)?,
@@ -94,11 +99,15 @@ impl Sandbox {
     }
 }
 
-/// A runtime with the codec loaded.
+/// A runtime with the codec's bytecode.
 struct Live {
-    ctx: Context,
-    /// Keeps the runtime (and its limits) alive as long as the context.
+    /// Keeps the runtime (and its limits) alive as long as the codec.
     runtime: Runtime,
+    /// The codec's script and the glue, compiled at load, as QuickJS writes bytecode: each
+    /// call reads them into its own context. Not one compiled function run in every context:
+    /// a function runs in the realm (globals) of the context that read or compiled it.
+    script: Vec<u8>,
+    glue: Vec<u8>,
     /// The calling thread's CPU time (ns) at which the current call must stop; `u64::MAX`
     /// between calls.
     deadline: Arc<AtomicU64>,
@@ -123,20 +132,24 @@ impl Live {
             let limit = seen.load(Ordering::Relaxed);
             limit != u64::MAX && thread_cpu_ns() >= limit
         })));
-        let ctx =
-            Context::custom::<Intrinsics>(&runtime).map_err(|e| JsError::Engine(e.to_string()))?;
-        let live = Live {
-            ctx,
+        let mut live = Live {
             runtime,
+            script: Vec::new(),
+            glue: Vec::new(),
             deadline,
             refused,
         };
+        let mut held = None;
         let loaded = live.limited(LOAD_LIMIT, || {
-            live.ctx.with(|ctx| {
-                let mut options = rquickjs::context::EvalOptions::default();
-                options.filename = Some(name.to_string());
-                options.strict = false;
-                caught(&ctx, ctx.eval_with_options::<(), _>(source, options))?;
+            let context = held.insert(live.context()?);
+            let (script, glue) = context.with(|ctx| {
+                let script = caught(&ctx, compile(&ctx, source, name))?;
+                let glue = caught(&ctx, compile(&ctx, GLUE, "glue"))?;
+                caught(&ctx, run(&ctx, &script))?;
+                Ok((script, glue))
+            })?;
+            live.run_jobs(LOAD_LIMIT)?;
+            context.with(|ctx| {
                 let g = ctx.globals();
                 let defines = |f: &str| g.get::<_, Function>(f).is_ok();
                 if !["decodeUplink", "Decode", "Decoder"]
@@ -145,19 +158,25 @@ impl Live {
                 {
                     return Err(JsError::NoEntryPoint);
                 }
-                caught(&ctx, ctx.eval::<(), _>(GLUE))
-            })
+                Ok(())
+            })?;
+            Ok((script, glue))
         });
+        live.leave(held, loaded.as_ref().err());
         // Its top level caught running out of memory: a runtime in doubt before its first call.
-        let loaded = loaded.and_then(|()| {
+        let loaded = loaded.and_then(|code| {
             if live.refused.load(Ordering::Relaxed) {
                 Err(JsError::OutOfMemory)
             } else {
-                Ok(())
+                Ok(code)
             }
         });
         match loaded {
-            Ok(()) => Ok(live),
+            Ok((script, glue)) => {
+                live.script = script;
+                live.glue = glue;
+                Ok(live)
+            }
             Err(e) => {
                 if e.retires() {
                     // Never freed: see `Sandbox`.
@@ -168,9 +187,33 @@ impl Live {
         }
     }
 
+    /// Be done with a call's context: freed, and collected with what it held (its objects and
+    /// it refer to each other, so only a collection frees them), before the next call rather
+    /// than once the heap has grown; but never freed when the runtime is in doubt.
+    fn leave(&self, context: Option<Context>, error: Option<&JsError>) {
+        if self.refused.load(Ordering::Relaxed) || error.is_some_and(JsError::retires) {
+            std::mem::forget(context);
+        } else {
+            drop(context);
+            self.runtime.run_gc();
+        }
+    }
+
+    /// A context of the codec's runtime with nothing run in it.
+    fn context(&self) -> Result<Context, JsError> {
+        Context::custom::<Intrinsics>(&self.runtime).map_err(|e| JsError::Engine(e.to_string()))
+    }
+
+    /// Run the codec's top level in a fresh context, then the jobs it queued, then the glue,
+    /// then the call: all of it within the call's limit.
     fn decode(&self, fport: Option<u8>, bytes: &[u8], time_ms: f64) -> Result<String, JsError> {
+        let mut held = None;
         let text = self.limited(TIME_LIMIT, || {
-            self.ctx.with(|ctx| {
+            let context = held.insert(self.context()?);
+            context.with(|ctx| caught(&ctx, run(&ctx, &self.script)))?;
+            self.run_jobs(TIME_LIMIT)?;
+            context.with(|ctx| {
+                caught(&ctx, run(&ctx, &self.glue))?;
                 let f: Function = ctx
                     .globals()
                     .get("__hubgate_decode")
@@ -181,8 +224,9 @@ impl Live {
                     f.call::<_, Option<String>>((bytes.to_vec(), port, time_ms)),
                 )
             })
-        })?;
-        let text = text.ok_or_else(|| JsError::Junk("nothing JSON can hold".into()))?;
+        });
+        self.leave(held, text.as_ref().err());
+        let text = text?.ok_or_else(|| JsError::Junk("nothing JSON can hold".into()))?;
         if text.len() > OUTPUT_LIMIT {
             return Err(JsError::Junk(format!("{} bytes of JSON", text.len())));
         }
@@ -204,7 +248,7 @@ impl Live {
         let deadline = thread_cpu_ns().saturating_add(limit.as_nanos() as u64);
         self.deadline.store(deadline, Ordering::Relaxed);
         let result = f();
-        let jobs = self.run_jobs(limit, deadline);
+        let jobs = self.run_jobs(limit);
         let over = thread_cpu_ns() >= deadline;
         self.deadline.store(u64::MAX, Ordering::Relaxed);
         // Jobs left queued time the call out whatever it returned: its runtime retires with them.
@@ -217,21 +261,18 @@ impl Live {
             // Whatever its error became: the interrupt may have stopped a getter of the script's
             // own error (its `name`, read by `caught`), which leaves a plain throw.
             Err(_) if over => Err(JsError::TimedOut(limit.as_millis() as u64)),
-            Err(e) => {
-                // Free what a failed call left behind before the next one.
-                self.runtime.run_gc();
-                Err(e)
-            }
-            ok => ok,
+            result => result,
         }
     }
 
     /// Run the jobs the script queued (`queueMicrotask`, and those its jobs queue) until none
-    /// is left, as a host runs a script's jobs once it returned, before `deadline`: none waits
-    /// into the next call, holding what it captured. A job that throws is the call's error
-    /// (the first one's), and the jobs after it still run. Jobs still queued at the deadline
-    /// time the call out, so that its runtime retires with them.
-    fn run_jobs(&self, limit: Duration, deadline: u64) -> Result<(), JsError> {
+    /// is left, as a host runs a script's jobs once it returned, before the armed deadline:
+    /// none waits into the next call, holding what it captured. A job that throws is the
+    /// call's error (the first one's), and the jobs after it still run. Jobs still queued at
+    /// the deadline time the call out (`limit` is the deadline's, for the error), so that its
+    /// runtime retires with them.
+    fn run_jobs(&self, limit: Duration) -> Result<(), JsError> {
+        let deadline = self.deadline.load(Ordering::Relaxed);
         let mut first = Ok(());
         while self.runtime.is_job_pending() {
             if thread_cpu_ns() >= deadline {
@@ -247,6 +288,62 @@ impl Live {
         }
         first
     }
+}
+
+/// Compile `source` as a script (not a module: a codec's `var`s and functions are globals)
+/// into QuickJS's bytecode, without running it.
+fn compile(ctx: &Ctx<'_>, source: &str, name: &str) -> rquickjs::Result<Vec<u8>> {
+    let name = CString::new(name)?;
+    let text = CString::new(source)?;
+    let ctx = ctx.as_raw().as_ptr();
+    // SAFETY: `text` and `name` are NUL-terminated and live through the calls; the compiled
+    // function is freed once written, and the buffer QuickJS wrote once copied.
+    unsafe {
+        let function = qjs::JS_Eval(
+            ctx,
+            text.as_ptr(),
+            source.len() as _,
+            name.as_ptr(),
+            (qjs::JS_EVAL_TYPE_GLOBAL | qjs::JS_EVAL_FLAG_COMPILE_ONLY) as i32,
+        );
+        if qjs::JS_IsException(function) {
+            return Err(rquickjs::Error::Exception);
+        }
+        let mut len = 0;
+        let buf = qjs::JS_WriteObject(ctx, &mut len, function, qjs::JS_WRITE_OBJ_BYTECODE as i32);
+        qjs::JS_FreeValue(ctx, function);
+        if buf.is_null() {
+            return Err(rquickjs::Error::Exception);
+        }
+        let bytes = std::slice::from_raw_parts(buf, len as usize).to_vec();
+        qjs::js_free(ctx, buf.cast());
+        Ok(bytes)
+    }
+}
+
+/// Read bytecode written by [`compile`] into `ctx` and run it there.
+fn run(ctx: &Ctx<'_>, bytecode: &[u8]) -> rquickjs::Result<()> {
+    let ctx = ctx.as_raw().as_ptr();
+    // SAFETY: `bytecode` is what `compile` wrote with this very engine; JS_EvalFunction takes
+    // the function read (freeing it) and its result is freed here.
+    unsafe {
+        qjs::JS_UpdateStackTop(qjs::JS_GetRuntime(ctx));
+        let function = qjs::JS_ReadObject(
+            ctx,
+            bytecode.as_ptr(),
+            bytecode.len() as _,
+            qjs::JS_READ_OBJ_BYTECODE as i32,
+        );
+        if qjs::JS_IsException(function) {
+            return Err(rquickjs::Error::Exception);
+        }
+        let result = qjs::JS_EvalFunction(ctx, function);
+        if qjs::JS_IsException(result) {
+            return Err(rquickjs::Error::Exception);
+        }
+        qjs::JS_FreeValue(ctx, result);
+    }
+    Ok(())
 }
 
 /// A runtime's heap: the C library's malloc, capped at [`MEMORY_LIMIT`] here rather than by
