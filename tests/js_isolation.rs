@@ -267,6 +267,32 @@ fn a_worker_killed_right_before_a_call_costs_nothing() {
     }
 }
 
+/// A worker that ends while it loads a codec (the OOM killer's first pick, an operator's
+/// kill) is not the codec's doing: the load is made once more in a new worker, as a call is.
+/// It failed instead, and at start that codec stayed failed for the whole run (its devices'
+/// uplinks all went out packed with "its worker died") until a SIGHUP or a restart.
+#[test]
+fn a_worker_killed_while_it_loads_a_codec_costs_the_codec_nothing() {
+    // A top level that takes a while (1.2 s, under the 2 s load limit).
+    const SLOW: &str = "var t0 = Date.now(); while (Date.now() - t0 < 1200) {}
+        function decodeUplink(i) { return {data: {ok: true}}; }";
+    let worker = Worker::new(
+        launcher()
+            .with_slack(Duration::from_secs(60))
+            .with_cap(Duration::from_secs(600)),
+    );
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let load = std::thread::spawn(move || {
+        // SAFETY: gettid takes nothing and cannot fail.
+        tid_tx
+            .send(unsafe { libc::syscall(libc::SYS_gettid) })
+            .unwrap();
+        worker.load("slow.js", SLOW).map(|_| ())
+    });
+    kill_when_busy(child_of(tid.recv().unwrap(), 0));
+    assert_eq!(load.join().unwrap(), Ok(()));
+}
+
 /// A call gives up after the launcher's cap, the start of a new worker and the loading of
 /// its codec included, however patient the agent is with a worker that only waits for a CPU
 /// (here: a worker that never answers and never runs, whose first deadline alone would be

@@ -291,12 +291,23 @@ impl Supervisor {
         });
         // At start or on a reload, not in the forwarder's way: only the patience bounds it,
         // so a large codec on a busy gateway still loads.
-        let patience = (LOAD_LIMIT + self.launcher.slack + STARTUP) * PATIENCE;
-        self.ensure_loaded(id, Instant::now() + patience)
-            .inspect_err(|_| {
-                // Never called: its id only keeps the others'.
-                self.codecs[id as usize].source = String::new();
-            })?;
+        let until = Instant::now() + (LOAD_LIMIT + self.launcher.slack + STARTUP) * PATIENCE;
+        let loaded = match self.ensure_loaded(id, until) {
+            // As for a call (`decode`): a worker killed from outside during the load (the OOM
+            // killer's first pick, an operator) looks the same as a codec that took it down, and
+            // a codec failed at start stays failed for the run.
+            Err(JsError::Crashed(why)) => {
+                log::warn!(
+                    "JavaScript worker ended while it loaded {name} ({why}): trying once more"
+                );
+                self.ensure_loaded(id, until)
+            }
+            other => other,
+        };
+        loaded.inspect_err(|_| {
+            // Never called: its id only keeps the others'.
+            self.codecs[id as usize].source = String::new();
+        })?;
         Ok(id)
     }
 
