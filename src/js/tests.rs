@@ -495,6 +495,31 @@ fn symbolic_links_and_foreign_owners_are_refused() {
     assert_eq!(dir::load(d, "c", &worker()).unwrap().class, "js/c");
 }
 
+/// A codec's mapping table that is a symbolic link pointing nowhere fails the codec's load,
+/// naming it. It was taken for no table at all: the codec loaded without it, its fields all
+/// went under `origin` and its recType was no longer the table's, with no `codec_file`
+/// problem, no log line and nothing from `hubgate check`.
+#[test]
+fn a_dangling_symbolic_link_for_a_codecs_table_is_refused() {
+    let tmp = codec_files::tempdir();
+    let d = tmp.path();
+    codec_files::write(
+        d.join("c.js"),
+        "function decodeUplink(i) { return {data: {t: 1}}; }",
+    );
+    let toml = d.join("c.toml");
+    std::os::unix::fs::symlink(d.join("gone/c.toml"), &toml).unwrap();
+    let loaded = dir::load(d, "c", &worker()).map(|s| s.table.is_some());
+    assert_eq!(
+        loaded,
+        Err(format!(
+            "{}: a symbolic link to nothing it can open (No such file or directory (os error 2))",
+            toml.display()
+        )),
+        "a codec whose table is a dangling link (Ok: whether it has a table)"
+    );
+}
+
 /// A `normalizeUplink` that throws or returns what JSON cannot hold costs its normalized
 /// values and a warning, not the decoded data; the codec's own warnings come back too.
 #[test]
