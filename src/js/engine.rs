@@ -236,9 +236,9 @@ impl Live {
     /// Run `f`, then the jobs it queued ([`Live::run_jobs`]), with `limit` armed; a script
     /// that ran out of memory or was interrupted is told apart from one that threw: by the
     /// allocator's refusal and the clock, not by the message, which a script can throw too. A
-    /// call that failed after a refusal ran out of memory, and one that failed past its
-    /// deadline timed out, whatever error the script made of it; one that succeeded keeps its
-    /// result (see [`Sandbox::in_doubt`]). The limit is the thread's CPU time, not the clock:
+    /// call that failed after a refusal ran out of memory, and one that ended past its
+    /// deadline timed out, whatever error the script made of it or whatever it returned; one
+    /// that succeeded within it keeps its result (see [`Sandbox::in_doubt`]). The limit is the thread's CPU time, not the clock:
     /// a busy gateway that preempts the worker must not fail a codec that did little.
     fn limited<T>(
         &self,
@@ -261,6 +261,12 @@ impl Live {
             // Whatever its error became: the interrupt may have stopped a getter of the script's
             // own error (its `name`, read by `caught`), which leaves a plain throw.
             Err(_) if over => Err(JsError::TimedOut(limit.as_millis() as u64)),
+            // Returned past its limit all the same: QuickJS asks the interrupt handler only
+            // every 10,000 polls (calls, jumps back), which a few dozen costly builtins (sorts
+            // of a large typed array) never reach. Only the agent's deadline, 5 times the
+            // limit, stopped such a call, and it struck nothing: a codec could take 450 ms a
+            // call for good.
+            Ok(_) if over => Err(JsError::TimedOut(limit.as_millis() as u64)),
             result => result,
         }
     }
@@ -461,5 +467,29 @@ fn caught<'js, T>(ctx: &rquickjs::Ctx<'js>, r: rquickjs::Result<T>) -> Result<T,
             Err(JsError::Threw(one_line(&text)))
         }
         Err(e) => Err(JsError::Engine(one_line(&e.to_string()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that returns, but past its CPU time limit, times out (a strike) rather than
+    /// succeed: the limit bounds what a call that does not strike costs.
+    #[test]
+    fn a_call_that_returns_past_its_cpu_time_limit_times_out() {
+        let live = Live::new("t.js", "function decodeUplink(i) { return {data: {}}; }").unwrap();
+        let limit = Duration::from_millis(20);
+        // A builtin that never reaches the interrupt handler: it spins on this thread's own
+        // CPU clock, so the time it uses does not depend on the machine's load.
+        let busy = || {
+            let end = thread_cpu_ns() + 2 * limit.as_nanos() as u64;
+            while thread_cpu_ns() < end {
+                std::hint::spin_loop();
+            }
+            Ok(1)
+        };
+        assert_eq!(live.limited(limit, busy), Err(JsError::TimedOut(20)));
+        assert_eq!(live.limited(Duration::from_secs(60), busy), Ok(1));
     }
 }
