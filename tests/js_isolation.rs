@@ -618,6 +618,70 @@ function decodeUplink(input) {
 }
 "#;
 
+/// About 1 MB of code (a string literal, as a large vendor codec's tables are), loaded
+/// codec after codec; and 12 MiB, inside its runtime's 16 MiB, taken in a call given 1.
+fn large_codec() -> String {
+    format!(
+        "var table = '{}';
+         function decodeUplink(input) {{
+           var got = input.bytes[0] === 1 ? new Uint8Array(12 << 20) : [];
+           return {{ data: {{ mib: got.length >> 20, table: table.length }} }};
+         }}",
+        "t".repeat(1_000_000)
+    )
+}
+
+/// A call that the worker's memory refuses (RLIMIT_DATA, 64 MiB for all the codecs loaded)
+/// while the codec is within its own runtime's limit is not the codec's doing: it is made
+/// once more in a new worker, which holds only that codec at first, and decodes. It failed as
+/// "needed more than 16 MiB" (`js_oom`), a strike on an innocent device, and a load that a
+/// full worker refused failed for the run.
+#[test]
+fn a_call_a_full_worker_refuses_is_made_again_in_a_new_one() {
+    let (worker, codecs) = nearly_full_worker();
+    let pid = worker.pid();
+    let time = SystemTime::now();
+    assert_eq!(
+        codecs[1].decode(Some(1), &[0], time).unwrap().data["mib"],
+        0
+    );
+    // 55 MB of code loaded: 12 MiB more do not fit beside it.
+    let out = codecs[0].decode(Some(1), &[1], time).unwrap();
+    assert_eq!((out.data["mib"].as_u64(), out.retired), (Some(12), false));
+    assert_ne!(worker.pid(), pid, "made in a new worker");
+    assert_eq!(
+        codecs[54].decode(Some(1), &[0], time).unwrap().data["table"],
+        1_000_000
+    );
+}
+
+/// A worker with 55 MB of code loaded ([`large_codec`]).
+fn nearly_full_worker() -> (Worker, Vec<JsCodec>) {
+    let worker = Worker::new(launcher());
+    let source = large_codec();
+    let codecs = (0..55)
+        .map(|n| worker.load(&format!("large{n}.js"), &source).unwrap())
+        .collect();
+    (worker, codecs)
+}
+
+/// The same for a load: one that a full worker refuses is made again in a new worker.
+#[test]
+fn a_load_a_full_worker_refuses_is_made_again_in_a_new_one() {
+    let (worker, _codecs) = nearly_full_worker();
+    let pid = worker.pid();
+    let c = worker
+        .load(
+            "top.js",
+            "var got = new Uint8Array(12 << 20);
+             function decodeUplink(input) { return { data: { mib: got.length >> 20 } }; }",
+        )
+        .unwrap();
+    assert_ne!(worker.pid(), pid, "loaded into a new worker");
+    let out = c.decode(Some(1), &[], SystemTime::now()).unwrap();
+    assert_eq!(out.data["mib"], 12);
+}
+
 /// The example codecs, each with a payload it decodes.
 const EXAMPLES: [(&str, u8, &[u8]); 3] = [
     ("example-th", 1, &[8, 102, 81, 14, 16]),

@@ -114,14 +114,19 @@ struct Live {
     /// Set by the runtime's allocator when it refuses an allocation; never cleared, as the
     /// runtime is not used again.
     refused: Arc<AtomicBool>,
+    /// Set with `refused` when the refusal was the C library's, not the runtime's limit: the
+    /// worker's memory (RLIMIT_DATA), which all codecs share, was full.
+    full: Arc<AtomicBool>,
 }
 
 impl Live {
     fn new(name: &str, source: &str) -> Result<Live, JsError> {
         let refused = Arc::new(AtomicBool::new(false));
+        let full = Arc::new(AtomicBool::new(false));
         let heap = Capped {
             used: 0,
             refused: refused.clone(),
+            full: full.clone(),
         };
         let runtime = Runtime::new_with_alloc(heap).map_err(|e| JsError::Engine(e.to_string()))?;
         runtime.set_max_stack_size(STACK_LIMIT);
@@ -138,6 +143,7 @@ impl Live {
             glue: Vec::new(),
             deadline,
             refused,
+            full,
         };
         let mut held = None;
         let loaded = live.limited(LOAD_LIMIT, || {
@@ -165,7 +171,9 @@ impl Live {
         live.leave(held, loaded.as_ref().err());
         // Its top level caught running out of memory: a runtime in doubt before its first call.
         let loaded = loaded.and_then(|code| {
-            if live.refused.load(Ordering::Relaxed) {
+            if live.full.load(Ordering::Relaxed) {
+                Err(JsError::WorkerFull)
+            } else if live.refused.load(Ordering::Relaxed) {
                 Err(JsError::OutOfMemory)
             } else {
                 Ok(code)
@@ -257,6 +265,9 @@ impl Live {
             jobs => result.and_then(|value| jobs.map(|()| value)),
         };
         match result {
+            // Not the codec's doing, whatever it made of it: the agent tries once more in a new
+            // worker.
+            _ if self.full.load(Ordering::Relaxed) => Err(JsError::WorkerFull),
             Err(_) if self.refused.load(Ordering::Relaxed) => Err(JsError::OutOfMemory),
             // Whatever its error became: the interrupt may have stopped a getter of the script's
             // own error (its `name`, read by `caught`), which leaves a plain throw.
@@ -359,6 +370,7 @@ fn run(ctx: &Ctx<'_>, bytecode: &[u8]) -> rquickjs::Result<()> {
 struct Capped {
     used: usize,
     refused: Arc<AtomicBool>,
+    full: Arc<AtomicBool>,
 }
 
 impl Capped {
@@ -368,9 +380,10 @@ impl Capped {
             .is_some_and(|n| n <= MEMORY_LIMIT)
     }
 
-    /// Count a block the C library handed out, or the refusal.
+    /// Count a block the C library handed out, or its refusal (the worker is full).
     fn took(&mut self, ptr: *mut libc::c_void) -> *mut u8 {
         if ptr.is_null() {
+            self.full.store(true, Ordering::Relaxed);
             self.refused.store(true, Ordering::Relaxed);
         } else {
             // SAFETY: `ptr` is a live block of the C library's malloc.
@@ -421,7 +434,7 @@ unsafe impl Allocator for Capped {
         }
         let moved = libc::realloc(ptr.cast(), new_size);
         if moved.is_null() {
-            return self.refuse();
+            return self.took(moved);
         }
         self.used -= old;
         self.took(moved)

@@ -76,6 +76,11 @@ pub enum JsError {
     TimedOut(u64),
     #[error("needed more than {} MiB", MEMORY_LIMIT >> 20)]
     OutOfMemory,
+    /// The worker's memory for all codecs ([`WORKER_MEMORY`]) refused an allocation, not the
+    /// codec's own limit: the supervisor tries once more in a new worker, which holds only
+    /// this codec at first, and only a refusal there is the codec's ([`JsError::OutOfMemory`]).
+    #[error("its worker's memory for all codecs ({} MiB) was full", WORKER_MEMORY >> 20)]
+    WorkerFull,
     #[error("returned {0}")]
     Junk(String),
     #[error("reported errors: {0}")]
@@ -122,7 +127,7 @@ impl JsError {
     pub fn kind(&self) -> &'static str {
         match self {
             JsError::TimedOut(_) | JsError::Hung(_) => "js_timeout",
-            JsError::OutOfMemory => "js_oom",
+            JsError::OutOfMemory | JsError::WorkerFull => "js_oom",
             JsError::Crashed(_) => "js_crashed",
             JsError::Quarantined(_) | JsError::DeviceQuarantined(_) => "js_quarantined",
             JsError::OverBudget(_) => "js_budget",
@@ -136,7 +141,7 @@ impl JsError {
     pub fn retires(&self) -> bool {
         matches!(
             self,
-            JsError::TimedOut(_) | JsError::OutOfMemory | JsError::Engine(_)
+            JsError::TimedOut(_) | JsError::OutOfMemory | JsError::WorkerFull | JsError::Engine(_)
         )
     }
 

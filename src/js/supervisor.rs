@@ -302,6 +302,7 @@ impl Supervisor {
                 );
                 self.ensure_loaded(id, until)
             }
+            Err(JsError::WorkerFull) => self.ensure_loaded(id, until).map_err(own_refusal),
             other => other,
         };
         loaded.inspect_err(|_| {
@@ -329,6 +330,11 @@ impl Supervisor {
                 log::warn!("JavaScript worker ended during a call ({why}): trying once more");
                 self.try_decode(id, fport, bytes, time_ms, cap)
             }
+            // The worker's memory, which the codecs loaded into it share, was full (it retired
+            // with it): the call, or the codec's load into it, is made once more in a new worker.
+            Err(JsError::WorkerFull) => self
+                .try_decode(id, fport, bytes, time_ms, cap)
+                .map_err(own_refusal),
             other => other,
         }
     }
@@ -439,6 +445,15 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// What a full worker is after a try in a new one, which held only the codec at first: the
+/// codec's own doing.
+fn own_refusal(e: JsError) -> JsError {
+    match e {
+        JsError::WorkerFull => JsError::OutOfMemory,
+        other => other,
     }
 }
 
