@@ -145,7 +145,10 @@ pub fn read_checked(
                 what: format!("{} holds {what} and is a symbolic link", path.display()),
                 fix: "copy the file in instead",
             };
-            (open(path, 0)?, Some(link))
+            // One that points nowhere says so: "No such file" of a name `ls` shows misleads.
+            let followed = open(path, 0)
+                .map_err(|e| format!("a symbolic link to nothing it can open ({e})"))?;
+            (followed, Some(link))
         }
         Err(e) => return Err(e),
     };

@@ -94,10 +94,11 @@ pub fn load_file(file: &Path, worker: &Worker, mut checks: Checks) -> Result<Scr
         .load(&format!("{name}.js"), &source)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let toml = file.with_extension("toml");
-    let table = if toml.exists() {
-        Some(parse_table(&toml, &mut checks)?)
-    } else {
-        None
+    // Not `exists()`, which follows a link: one that points nowhere was taken for no table.
+    // Any entry by that name is read, and a link refused saying so.
+    let table = match toml.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        _ => Some(parse_table(&toml, &mut checks)?),
     };
     let mut version = std::collections::hash_map::DefaultHasher::new();
     source.hash(&mut version);

@@ -1,13 +1,14 @@
 //! The QuickJS sandbox (rquickjs), run inside the worker process: one runtime per codec with
-//! its limits, kept across calls.
+//! its limits, kept across calls, and a fresh context for every call.
 
+use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rquickjs::allocator::Allocator;
 use rquickjs::context::intrinsic;
-use rquickjs::{Context, Function, Runtime};
+use rquickjs::{qjs, Context, Ctx, Function, Runtime};
 
 use super::{one_line, JsError, LOAD_LIMIT, MEMORY_LIMIT, OUTPUT_LIMIT, STACK_LIMIT, TIME_LIMIT};
 
@@ -64,16 +65,20 @@ type Intrinsics = (
     intrinsic::TypedArrays,
 );
 
-/// One loaded codec: a runtime of its own with the codec loaded. A call that fails in a way
-/// that leaves the runtime in doubt ([`JsError::retires`]) is the runtime's last: the worker
-/// answers, then exits without freeing it, and the agent loads the codec into a new worker.
+/// One loaded codec: a runtime of its own and the codec compiled once, run afresh for every
+/// call in a context of its own (as ChirpStack v4, v3 and TTN do): what a call leaves in the
+/// codec's globals (one device's readings, a replaced builtin) never reaches another call. A
+/// call that fails in a way that leaves the runtime in doubt ([`JsError::retires`]) is the
+/// runtime's last: the worker answers, then exits without freeing it, and the agent loads the
+/// codec into a new worker.
 pub struct Sandbox {
     live: Live,
 }
 
 impl Sandbox {
-    /// Load `source` (a codec file's text) into a fresh runtime. `name` appears in the
-    /// script's error stacks.
+    /// Compile `source` (a codec file's text) in a fresh runtime and run it once, as a call
+    /// does, to see that it defines an entry point. `name` appears in the script's error
+    /// stacks.
     pub fn load(name: &str, source: &str) -> Result<Sandbox, JsError> {
         Ok(Sandbox {
             live: Live::new(name, source)?,
@@ -94,25 +99,34 @@ impl Sandbox {
     }
 }
 
-/// A runtime with the codec loaded.
+/// A runtime with the codec's bytecode.
 struct Live {
-    ctx: Context,
-    /// Keeps the runtime (and its limits) alive as long as the context.
+    /// Keeps the runtime (and its limits) alive as long as the codec.
     runtime: Runtime,
+    /// The codec's script and the glue, compiled at load, as QuickJS writes bytecode: each
+    /// call reads them into its own context. Not one compiled function run in every context:
+    /// a function runs in the realm (globals) of the context that read or compiled it.
+    script: Vec<u8>,
+    glue: Vec<u8>,
     /// The calling thread's CPU time (ns) at which the current call must stop; `u64::MAX`
     /// between calls.
     deadline: Arc<AtomicU64>,
     /// Set by the runtime's allocator when it refuses an allocation; never cleared, as the
     /// runtime is not used again.
     refused: Arc<AtomicBool>,
+    /// Set with `refused` when the refusal was the C library's, not the runtime's limit: the
+    /// worker's memory (RLIMIT_DATA), which all codecs share, was full.
+    full: Arc<AtomicBool>,
 }
 
 impl Live {
     fn new(name: &str, source: &str) -> Result<Live, JsError> {
         let refused = Arc::new(AtomicBool::new(false));
+        let full = Arc::new(AtomicBool::new(false));
         let heap = Capped {
             used: 0,
             refused: refused.clone(),
+            full: full.clone(),
         };
         let runtime = Runtime::new_with_alloc(heap).map_err(|e| JsError::Engine(e.to_string()))?;
         runtime.set_max_stack_size(STACK_LIMIT);
@@ -123,20 +137,25 @@ impl Live {
             let limit = seen.load(Ordering::Relaxed);
             limit != u64::MAX && thread_cpu_ns() >= limit
         })));
-        let ctx =
-            Context::custom::<Intrinsics>(&runtime).map_err(|e| JsError::Engine(e.to_string()))?;
-        let live = Live {
-            ctx,
+        let mut live = Live {
             runtime,
+            script: Vec::new(),
+            glue: Vec::new(),
             deadline,
             refused,
+            full,
         };
+        let mut held = None;
         let loaded = live.limited(LOAD_LIMIT, || {
-            live.ctx.with(|ctx| {
-                let mut options = rquickjs::context::EvalOptions::default();
-                options.filename = Some(name.to_string());
-                options.strict = false;
-                caught(&ctx, ctx.eval_with_options::<(), _>(source, options))?;
+            let context = held.insert(live.context()?);
+            let (script, glue) = context.with(|ctx| {
+                let script = caught(&ctx, compile(&ctx, source, name))?;
+                let glue = caught(&ctx, compile(&ctx, GLUE, "glue"))?;
+                caught(&ctx, run(&ctx, &script))?;
+                Ok((script, glue))
+            })?;
+            live.run_jobs(LOAD_LIMIT)?;
+            context.with(|ctx| {
                 let g = ctx.globals();
                 let defines = |f: &str| g.get::<_, Function>(f).is_ok();
                 if !["decodeUplink", "Decode", "Decoder"]
@@ -145,19 +164,27 @@ impl Live {
                 {
                     return Err(JsError::NoEntryPoint);
                 }
-                caught(&ctx, ctx.eval::<(), _>(GLUE))
-            })
+                Ok(())
+            })?;
+            Ok((script, glue))
         });
+        live.leave(held, loaded.as_ref().err());
         // Its top level caught running out of memory: a runtime in doubt before its first call.
-        let loaded = loaded.and_then(|()| {
-            if live.refused.load(Ordering::Relaxed) {
+        let loaded = loaded.and_then(|code| {
+            if live.full.load(Ordering::Relaxed) {
+                Err(JsError::WorkerFull)
+            } else if live.refused.load(Ordering::Relaxed) {
                 Err(JsError::OutOfMemory)
             } else {
-                Ok(())
+                Ok(code)
             }
         });
         match loaded {
-            Ok(()) => Ok(live),
+            Ok((script, glue)) => {
+                live.script = script;
+                live.glue = glue;
+                Ok(live)
+            }
             Err(e) => {
                 if e.retires() {
                     // Never freed: see `Sandbox`.
@@ -168,9 +195,33 @@ impl Live {
         }
     }
 
+    /// Be done with a call's context: freed, and collected with what it held (its objects and
+    /// it refer to each other, so only a collection frees them), before the next call rather
+    /// than once the heap has grown; but never freed when the runtime is in doubt.
+    fn leave(&self, context: Option<Context>, error: Option<&JsError>) {
+        if self.refused.load(Ordering::Relaxed) || error.is_some_and(JsError::retires) {
+            std::mem::forget(context);
+        } else {
+            drop(context);
+            self.runtime.run_gc();
+        }
+    }
+
+    /// A context of the codec's runtime with nothing run in it.
+    fn context(&self) -> Result<Context, JsError> {
+        Context::custom::<Intrinsics>(&self.runtime).map_err(|e| JsError::Engine(e.to_string()))
+    }
+
+    /// Run the codec's top level in a fresh context, then the jobs it queued, then the glue,
+    /// then the call: all of it within the call's limit.
     fn decode(&self, fport: Option<u8>, bytes: &[u8], time_ms: f64) -> Result<String, JsError> {
+        let mut held = None;
         let text = self.limited(TIME_LIMIT, || {
-            self.ctx.with(|ctx| {
+            let context = held.insert(self.context()?);
+            context.with(|ctx| caught(&ctx, run(&ctx, &self.script)))?;
+            self.run_jobs(TIME_LIMIT)?;
+            context.with(|ctx| {
+                caught(&ctx, run(&ctx, &self.glue))?;
                 let f: Function = ctx
                     .globals()
                     .get("__hubgate_decode")
@@ -181,8 +232,9 @@ impl Live {
                     f.call::<_, Option<String>>((bytes.to_vec(), port, time_ms)),
                 )
             })
-        })?;
-        let text = text.ok_or_else(|| JsError::Junk("nothing JSON can hold".into()))?;
+        });
+        self.leave(held, text.as_ref().err());
+        let text = text?.ok_or_else(|| JsError::Junk("nothing JSON can hold".into()))?;
         if text.len() > OUTPUT_LIMIT {
             return Err(JsError::Junk(format!("{} bytes of JSON", text.len())));
         }
@@ -192,9 +244,9 @@ impl Live {
     /// Run `f`, then the jobs it queued ([`Live::run_jobs`]), with `limit` armed; a script
     /// that ran out of memory or was interrupted is told apart from one that threw: by the
     /// allocator's refusal and the clock, not by the message, which a script can throw too. A
-    /// call that failed after a refusal ran out of memory, and one that failed past its
-    /// deadline timed out, whatever error the script made of it; one that succeeded keeps its
-    /// result (see [`Sandbox::in_doubt`]). The limit is the thread's CPU time, not the clock:
+    /// call that failed after a refusal ran out of memory, and one that ended past its
+    /// deadline timed out, whatever error the script made of it or whatever it returned; one
+    /// that succeeded within it keeps its result (see [`Sandbox::in_doubt`]). The limit is the thread's CPU time, not the clock:
     /// a busy gateway that preempts the worker must not fail a codec that did little.
     fn limited<T>(
         &self,
@@ -204,7 +256,7 @@ impl Live {
         let deadline = thread_cpu_ns().saturating_add(limit.as_nanos() as u64);
         self.deadline.store(deadline, Ordering::Relaxed);
         let result = f();
-        let jobs = self.run_jobs(limit, deadline);
+        let jobs = self.run_jobs(limit);
         let over = thread_cpu_ns() >= deadline;
         self.deadline.store(u64::MAX, Ordering::Relaxed);
         // Jobs left queued time the call out whatever it returned: its runtime retires with them.
@@ -213,25 +265,31 @@ impl Live {
             jobs => result.and_then(|value| jobs.map(|()| value)),
         };
         match result {
+            // Not the codec's doing, whatever it made of it: the agent tries once more in a new
+            // worker.
+            _ if self.full.load(Ordering::Relaxed) => Err(JsError::WorkerFull),
             Err(_) if self.refused.load(Ordering::Relaxed) => Err(JsError::OutOfMemory),
             // Whatever its error became: the interrupt may have stopped a getter of the script's
             // own error (its `name`, read by `caught`), which leaves a plain throw.
             Err(_) if over => Err(JsError::TimedOut(limit.as_millis() as u64)),
-            Err(e) => {
-                // Free what a failed call left behind before the next one.
-                self.runtime.run_gc();
-                Err(e)
-            }
-            ok => ok,
+            // Returned past its limit all the same: QuickJS asks the interrupt handler only
+            // every 10,000 polls (calls, jumps back), which a few dozen costly builtins (sorts
+            // of a large typed array) never reach. Only the agent's deadline, 5 times the
+            // limit, stopped such a call, and it struck nothing: a codec could take 450 ms a
+            // call for good.
+            Ok(_) if over => Err(JsError::TimedOut(limit.as_millis() as u64)),
+            result => result,
         }
     }
 
     /// Run the jobs the script queued (`queueMicrotask`, and those its jobs queue) until none
-    /// is left, as a host runs a script's jobs once it returned, before `deadline`: none waits
-    /// into the next call, holding what it captured. A job that throws is the call's error
-    /// (the first one's), and the jobs after it still run. Jobs still queued at the deadline
-    /// time the call out, so that its runtime retires with them.
-    fn run_jobs(&self, limit: Duration, deadline: u64) -> Result<(), JsError> {
+    /// is left, as a host runs a script's jobs once it returned, before the armed deadline:
+    /// none waits into the next call, holding what it captured. A job that throws is the
+    /// call's error (the first one's), and the jobs after it still run. Jobs still queued at
+    /// the deadline time the call out (`limit` is the deadline's, for the error), so that its
+    /// runtime retires with them.
+    fn run_jobs(&self, limit: Duration) -> Result<(), JsError> {
+        let deadline = self.deadline.load(Ordering::Relaxed);
         let mut first = Ok(());
         while self.runtime.is_job_pending() {
             if thread_cpu_ns() >= deadline {
@@ -249,6 +307,62 @@ impl Live {
     }
 }
 
+/// Compile `source` as a script (not a module: a codec's `var`s and functions are globals)
+/// into QuickJS's bytecode, without running it.
+fn compile(ctx: &Ctx<'_>, source: &str, name: &str) -> rquickjs::Result<Vec<u8>> {
+    let name = CString::new(name)?;
+    let text = CString::new(source)?;
+    let ctx = ctx.as_raw().as_ptr();
+    // SAFETY: `text` and `name` are NUL-terminated and live through the calls; the compiled
+    // function is freed once written, and the buffer QuickJS wrote once copied.
+    unsafe {
+        let function = qjs::JS_Eval(
+            ctx,
+            text.as_ptr(),
+            source.len() as _,
+            name.as_ptr(),
+            (qjs::JS_EVAL_TYPE_GLOBAL | qjs::JS_EVAL_FLAG_COMPILE_ONLY) as i32,
+        );
+        if qjs::JS_IsException(function) {
+            return Err(rquickjs::Error::Exception);
+        }
+        let mut len = 0;
+        let buf = qjs::JS_WriteObject(ctx, &mut len, function, qjs::JS_WRITE_OBJ_BYTECODE as i32);
+        qjs::JS_FreeValue(ctx, function);
+        if buf.is_null() {
+            return Err(rquickjs::Error::Exception);
+        }
+        let bytes = std::slice::from_raw_parts(buf, len as usize).to_vec();
+        qjs::js_free(ctx, buf.cast());
+        Ok(bytes)
+    }
+}
+
+/// Read bytecode written by [`compile`] into `ctx` and run it there.
+fn run(ctx: &Ctx<'_>, bytecode: &[u8]) -> rquickjs::Result<()> {
+    let ctx = ctx.as_raw().as_ptr();
+    // SAFETY: `bytecode` is what `compile` wrote with this very engine; JS_EvalFunction takes
+    // the function read (freeing it) and its result is freed here.
+    unsafe {
+        qjs::JS_UpdateStackTop(qjs::JS_GetRuntime(ctx));
+        let function = qjs::JS_ReadObject(
+            ctx,
+            bytecode.as_ptr(),
+            bytecode.len() as _,
+            qjs::JS_READ_OBJ_BYTECODE as i32,
+        );
+        if qjs::JS_IsException(function) {
+            return Err(rquickjs::Error::Exception);
+        }
+        let result = qjs::JS_EvalFunction(ctx, function);
+        if qjs::JS_IsException(result) {
+            return Err(rquickjs::Error::Exception);
+        }
+        qjs::JS_FreeValue(ctx, result);
+    }
+    Ok(())
+}
+
 /// A runtime's heap: the C library's malloc, capped at [`MEMORY_LIMIT`] here rather than by
 /// QuickJS's own limit, so that a refused allocation is seen (QuickJS only throws an
 /// `InternalError: out of memory`, which a script can throw as well). The count is of usable
@@ -256,6 +370,7 @@ impl Live {
 struct Capped {
     used: usize,
     refused: Arc<AtomicBool>,
+    full: Arc<AtomicBool>,
 }
 
 impl Capped {
@@ -265,9 +380,10 @@ impl Capped {
             .is_some_and(|n| n <= MEMORY_LIMIT)
     }
 
-    /// Count a block the C library handed out, or the refusal.
+    /// Count a block the C library handed out, or its refusal (the worker is full).
     fn took(&mut self, ptr: *mut libc::c_void) -> *mut u8 {
         if ptr.is_null() {
+            self.full.store(true, Ordering::Relaxed);
             self.refused.store(true, Ordering::Relaxed);
         } else {
             // SAFETY: `ptr` is a live block of the C library's malloc.
@@ -318,7 +434,7 @@ unsafe impl Allocator for Capped {
         }
         let moved = libc::realloc(ptr.cast(), new_size);
         if moved.is_null() {
-            return self.refuse();
+            return self.took(moved);
         }
         self.used -= old;
         self.took(moved)
@@ -364,5 +480,29 @@ fn caught<'js, T>(ctx: &rquickjs::Ctx<'js>, r: rquickjs::Result<T>) -> Result<T,
             Err(JsError::Threw(one_line(&text)))
         }
         Err(e) => Err(JsError::Engine(one_line(&e.to_string()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that returns, but past its CPU time limit, times out (a strike) rather than
+    /// succeed: the limit bounds what a call that does not strike costs.
+    #[test]
+    fn a_call_that_returns_past_its_cpu_time_limit_times_out() {
+        let live = Live::new("t.js", "function decodeUplink(i) { return {data: {}}; }").unwrap();
+        let limit = Duration::from_millis(20);
+        // A builtin that never reaches the interrupt handler: it spins on this thread's own
+        // CPU clock, so the time it uses does not depend on the machine's load.
+        let busy = || {
+            let end = thread_cpu_ns() + 2 * limit.as_nanos() as u64;
+            while thread_cpu_ns() < end {
+                std::hint::spin_loop();
+            }
+            Ok(1)
+        };
+        assert_eq!(live.limited(limit, busy), Err(JsError::TimedOut(20)));
+        assert_eq!(live.limited(Duration::from_secs(60), busy), Ok(1));
     }
 }

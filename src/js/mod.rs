@@ -10,7 +10,8 @@
 //! it, dies or answers garbage; the decode stage quarantines a device or a codec that keeps
 //! doing that and bounds the time a round of the forwarder spends in calls ([`guard`]). Inside
 //! the worker each codec has a QuickJS runtime of its own ([`engine`]), kept across calls, with
-//! a memory limit, a stack limit, a time limit per call, no module loader and no I/O.
+//! a memory limit, a stack limit, a time limit per call, no module loader and no I/O; each call
+//! runs the codec afresh in a context of its own, so no call sees what another left.
 //!
 //! The three forms vendors ship are recognised by the function the script defines:
 //! `decodeUplink(input)` (The Things Network's Device Repository and ChirpStack v4; an
@@ -37,22 +38,23 @@ use serde_json::{Map, Value as Json};
 /// Heap of one codec's runtime: a codec decoding a frame needs a few hundred KB at most.
 pub const MEMORY_LIMIT: usize = 16 << 20;
 /// Memory of the whole worker process (RLIMIT_DATA: heap and private writable mappings),
-/// every codec's runtime included. Measured with rquickjs 0.14 (VmData, docs/codecs.md): 0.9
-/// MiB with the three example codecs loaded, 17.7 MiB with 100 (177 KiB each), and a runtime
-/// grown to its limit adds up to 16.3 MiB (25 MiB fragmenting the heap on purpose). So 64 MiB
-/// holds 100 codecs and two runtimes at their limit, with 13.7 MiB to spare (three would need
-/// 66.7 MiB): a runaway, which ends its worker at its first refused allocation, and one codec
-/// keeping a heap near its own limit, so that the runaway's own limit stops it, not the
+/// every codec's runtime included. Measured with rquickjs 0.14 and a context per call (VmData,
+/// docs/codecs.md): 0.6 MiB with the three example codecs loaded, 5.1 MiB with 100 (47 KiB
+/// each: a runtime and its bytecode; a call's context is freed with the call), and a runtime
+/// grown to its limit in a call adds up to 16.2 MiB (28 MiB fragmenting the heap on purpose).
+/// Only the runtime in a call grows, so 64 MiB holds a runaway, which ends its worker at its
+/// first refused allocation, beside hundreds of codecs: its own limit stops it, not the
 /// worker's, which would refuse whichever codec allocates next. Two workers (one a reload's,
 /// waiting for the next input) and the agent's worst case fit the unit's MemoryMax; past it,
 /// the kernel ends a worker first.
 pub const WORKER_MEMORY: u64 = 64 << 20;
 /// Native stack a script may use (recursion), well inside the worker's.
 pub const STACK_LIMIT: usize = 256 << 10;
-/// CPU time one call may take; a decode normally takes tens of microseconds.
+/// CPU time one call may take, the codec's top level included; a decode normally takes tens
+/// of microseconds.
 pub const TIME_LIMIT: Duration = Duration::from_millis(100);
-/// CPU time loading a codec (running its top-level code) may take: a large vendor file on a
-/// slow gateway takes far longer than a call.
+/// CPU time loading a codec (compiling it and running its top-level code once) may take: a
+/// large vendor file on a slow gateway takes far longer than a call.
 pub const LOAD_LIMIT: Duration = Duration::from_secs(2);
 /// Longest JSON a call may return (a frame holds at most 242 bytes).
 pub const OUTPUT_LIMIT: usize = 64 << 10;
@@ -74,6 +76,11 @@ pub enum JsError {
     TimedOut(u64),
     #[error("needed more than {} MiB", MEMORY_LIMIT >> 20)]
     OutOfMemory,
+    /// The worker's memory for all codecs ([`WORKER_MEMORY`]) refused an allocation, not the
+    /// codec's own limit: the supervisor tries once more in a new worker, which holds only
+    /// this codec at first, and only a refusal there is the codec's ([`JsError::OutOfMemory`]).
+    #[error("its worker's memory for all codecs ({} MiB) was full", WORKER_MEMORY >> 20)]
+    WorkerFull,
     #[error("returned {0}")]
     Junk(String),
     #[error("reported errors: {0}")]
@@ -120,7 +127,7 @@ impl JsError {
     pub fn kind(&self) -> &'static str {
         match self {
             JsError::TimedOut(_) | JsError::Hung(_) => "js_timeout",
-            JsError::OutOfMemory => "js_oom",
+            JsError::OutOfMemory | JsError::WorkerFull => "js_oom",
             JsError::Crashed(_) => "js_crashed",
             JsError::Quarantined(_) | JsError::DeviceQuarantined(_) => "js_quarantined",
             JsError::OverBudget(_) => "js_budget",
@@ -134,7 +141,7 @@ impl JsError {
     pub fn retires(&self) -> bool {
         matches!(
             self,
-            JsError::TimedOut(_) | JsError::OutOfMemory | JsError::Engine(_)
+            JsError::TimedOut(_) | JsError::OutOfMemory | JsError::WorkerFull | JsError::Engine(_)
         )
     }
 

@@ -291,12 +291,24 @@ impl Supervisor {
         });
         // At start or on a reload, not in the forwarder's way: only the patience bounds it,
         // so a large codec on a busy gateway still loads.
-        let patience = (LOAD_LIMIT + self.launcher.slack + STARTUP) * PATIENCE;
-        self.ensure_loaded(id, Instant::now() + patience)
-            .inspect_err(|_| {
-                // Never called: its id only keeps the others'.
-                self.codecs[id as usize].source = String::new();
-            })?;
+        let until = Instant::now() + (LOAD_LIMIT + self.launcher.slack + STARTUP) * PATIENCE;
+        let loaded = match self.ensure_loaded(id, until) {
+            // As for a call (`decode`): a worker killed from outside during the load (the OOM
+            // killer's first pick, an operator) looks the same as a codec that took it down, and
+            // a codec failed at start stays failed for the run.
+            Err(JsError::Crashed(why)) => {
+                log::warn!(
+                    "JavaScript worker ended while it loaded {name} ({why}): trying once more"
+                );
+                self.ensure_loaded(id, until)
+            }
+            Err(JsError::WorkerFull) => self.ensure_loaded(id, until).map_err(own_refusal),
+            other => other,
+        };
+        loaded.inspect_err(|_| {
+            // Never called: its id only keeps the others'.
+            self.codecs[id as usize].source = String::new();
+        })?;
         Ok(id)
     }
 
@@ -318,6 +330,11 @@ impl Supervisor {
                 log::warn!("JavaScript worker ended during a call ({why}): trying once more");
                 self.try_decode(id, fport, bytes, time_ms, cap)
             }
+            // The worker's memory, which the codecs loaded into it share, was full (it retired
+            // with it): the call, or the codec's load into it, is made once more in a new worker.
+            Err(JsError::WorkerFull) => self
+                .try_decode(id, fport, bytes, time_ms, cap)
+                .map_err(own_refusal),
             other => other,
         }
     }
@@ -428,6 +445,15 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// What a full worker is after a try in a new one, which held only the codec at first: the
+/// codec's own doing.
+fn own_refusal(e: JsError) -> JsError {
+    match e {
+        JsError::WorkerFull => JsError::OutOfMemory,
+        other => other,
     }
 }
 
