@@ -282,10 +282,7 @@ fn upgrade_postinst(
 #[test]
 fn an_upgrade_whose_check_refuses_the_kept_config_does_not_stop_the_running_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = build_deb(dir.path());
-    let control = dir.path().join("control");
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
-    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    let postinst = maintainer_script(dir.path(), "postinst");
 
     let etc = dir.path().join("etc");
     std::fs::create_dir_all(&etc).unwrap();
@@ -320,12 +317,7 @@ fn an_upgrade_whose_check_refuses_the_kept_config_does_not_stop_the_running_agen
     assert!(status.success(), "not in use: {stderr}\n{log}");
     assert!(stderr.contains("warning"), "{stderr}");
 
-    std::fs::write(
-        etc.join("eventhubs.secret"),
-        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;\
-         SharedAccessKey=c2VjcmV0Cg==\n",
-    )
-    .unwrap();
+    eventhubs_secret(&etc);
     std::fs::write(
         &config,
         "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
@@ -363,6 +355,25 @@ fn prerm_only_deb(dir: &Path, version: &str, prerm: &str) -> PathBuf {
     deb
 }
 
+/// The maintainer script `name` of the package built in `dir`.
+fn maintainer_script(dir: &Path, name: &str) -> String {
+    let deb = build_deb(dir);
+    let control = dir.join("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    std::fs::read_to_string(control.join(name)).unwrap()
+}
+
+/// An Event Hubs connection string in `etc/eventhubs.secret`, where the documented config
+/// reads it (`${CREDENTIALS_DIRECTORY}/eventhubs.secret`).
+fn eventhubs_secret(etc: &Path) {
+    std::fs::write(
+        etc.join("eventhubs.secret"),
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;\
+         SharedAccessKey=c2VjcmV0Cg==\n",
+    )
+    .unwrap();
+}
+
 /// A downgrade to a release older than the buffer's layout (`prerm upgrade <older>`, run from
 /// the installed package) is refused while the buffer holds records, or while the agent runs
 /// and holds it (it cannot be counted then), unless HUBGATE_DOWNGRADE_LOSES_BUFFER=yes. An
@@ -375,10 +386,7 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     use hubgate::buffer::{encode, BufferLock, SledStore, Store};
 
     let dir = tempfile::tempdir().unwrap();
-    let deb = build_deb(dir.path());
-    let control = dir.path().join("control");
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
-    let shipped = std::fs::read_to_string(control.join("prerm")).unwrap();
+    let shipped = maintainer_script(dir.path(), "prerm");
     let version = env!("CARGO_PKG_VERSION");
     assert!(
         shipped.contains(&format!("\nthis_version={version}\n")),
@@ -389,12 +397,7 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     std::fs::create_dir_all(&etc).unwrap();
     let buffer = dir.path().join("buffer");
     // The documented Event Hubs setup: the secret from the unit's credential directory.
-    std::fs::write(
-        etc.join("eventhubs.secret"),
-        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;\
-         SharedAccessKey=c2VjcmV0Cg==\n",
-    )
-    .unwrap();
+    eventhubs_secret(&etc);
     std::fs::write(
         etc.join("hubgate.toml"),
         format!(
