@@ -6,23 +6,25 @@
 //! synchronised), and NTP steps it forward later; a wrong NTP or GPS time can step a
 //! synchronised clock too. Without this, a step of more than `max_age` would drop every
 //! buffered reading as expired at the next drain, seconds after it was acknowledged.
-//! Backward steps are not kept: they only make records expire later.
+//! A step counts for every record taken before it, earlier runs' too (their times may be
+//! from the same wrong clock, before a restart): one whose time was right then expires
+//! later than due, never sooner. Backward steps are not kept: they only make records expire
+//! later.
 //!
 //! Kept in the buffer's state, so a restart after the step still knows it.
 
 /// Steps kept at most; past it the two oldest merge (see [`ClockSteps::stepped`]).
 const MAX_STEPS: usize = 64;
 /// Bytes of one step in the buffer's state.
-const STEP_BYTES: usize = 24;
+const STEP_BYTES: usize = 16;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ClockSteps(Vec<Step>);
 
-/// The clock stepped forward by `ms` after the records `from..to` (sequence numbers) of one
-/// run were taken.
+/// The clock stepped forward by `ms` after the records before `to` (sequence numbers) were
+/// taken.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Step {
-    from: u64,
     to: u64,
     ms: u64,
 }
@@ -41,9 +43,8 @@ impl ClockSteps {
             bytes
                 .chunks(STEP_BYTES)
                 .map(|c| Step {
-                    from: word(c, 0),
-                    to: word(c, 1),
-                    ms: word(c, 2),
+                    to: word(c, 0),
+                    ms: word(c, 1),
                 })
                 .collect(),
         )
@@ -52,24 +53,23 @@ impl ClockSteps {
     pub fn encode(&self) -> Vec<u8> {
         self.0
             .iter()
-            .flat_map(|s| [s.from, s.to, s.ms])
+            .flat_map(|s| [s.to, s.ms])
             .flat_map(u64::to_be_bytes)
             .collect()
     }
 
-    /// The clock stepped forward by `ms` after the records `from..to` were taken. Past
-    /// [`MAX_STEPS`] the two oldest become one over both their records with both their
-    /// sizes: records of one then count a step they did not see, which makes them expire
-    /// later, never sooner.
-    pub fn stepped(&mut self, from: u64, to: u64, ms: u64) {
-        if from >= to || ms == 0 {
+    /// The clock stepped forward by `ms` after the records before `to` were taken. Past
+    /// [`MAX_STEPS`] the two oldest become one over the records before the later of them,
+    /// with both their sizes: records taken between them then count a step they did not
+    /// see, which makes them expire later, never sooner.
+    pub fn stepped(&mut self, to: u64, ms: u64) {
+        if to == 0 || ms == 0 {
             return;
         }
-        self.0.push(Step { from, to, ms });
+        self.0.push(Step { to, ms });
         if self.0.len() > MAX_STEPS {
             let (a, b) = (self.0[0], self.0[1]);
             self.0[1] = Step {
-                from: a.from.min(b.from),
                 to: a.to.max(b.to),
                 ms: a.ms.saturating_add(b.ms),
             };
@@ -81,7 +81,7 @@ impl ClockSteps {
     pub fn after(&self, seq: u64) -> u64 {
         self.0
             .iter()
-            .filter(|s| (s.from..s.to).contains(&seq))
+            .filter(|s| seq < s.to)
             .fold(0, |sum, s| sum.saturating_add(s.ms))
     }
 }
@@ -91,13 +91,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_step_counts_for_the_records_taken_before_it_in_its_run() {
+    fn a_step_counts_for_the_records_taken_before_it() {
         let mut s = ClockSteps::default();
-        s.stepped(10, 20, 5_000);
-        s.stepped(15, 30, 1_000);
-        assert_eq!(s.after(9), 0, "an earlier run's record");
-        assert_eq!(s.after(10), 5_000);
-        assert_eq!(s.after(17), 6_000);
+        s.stepped(20, 5_000);
+        s.stepped(30, 1_000);
+        assert_eq!(s.after(0), 6_000, "an earlier run's record");
+        assert_eq!(s.after(19), 6_000);
         assert_eq!(s.after(20), 1_000, "taken after the first step");
         assert_eq!(s.after(30), 0, "taken after both");
         assert_eq!(ClockSteps::decode(&s.encode()), s);
@@ -107,7 +106,7 @@ mod tests {
     fn steps_stay_bounded_and_merged_ones_only_make_records_younger() {
         let mut s = ClockSteps::default();
         for i in 0..1_000u64 {
-            s.stepped(0, i + 1, 1);
+            s.stepped(i + 1, 1);
         }
         assert_eq!(s.0.len(), MAX_STEPS);
         assert_eq!(s.encode().len(), MAX_STEPS * STEP_BYTES);
@@ -115,6 +114,7 @@ mod tests {
         assert_eq!(s.after(0), 1_000);
         // A later record counts at least the steps it saw.
         assert!(s.after(500) >= 500, "{}", s.after(500));
+        assert_eq!(s.after(1_000), 0, "taken after the last");
     }
 
     #[test]

@@ -124,8 +124,6 @@ pub struct Ledger {
     trusted_since: SystemTime,
     /// The clock's forward steps, this run's and earlier ones', kept in the buffer's state.
     steps: ClockSteps,
-    /// The first sequence number this run hands out.
-    run_from: u64,
 }
 
 /// A reading of a trusted clock further ahead than the monotonic clock moved since the last
@@ -191,7 +189,6 @@ impl Ledger {
             clock_synchronized: true,
             trusted_since: now.1,
             steps,
-            run_from: next_seq,
         })
     }
 
@@ -652,13 +649,15 @@ impl Ledger {
     }
 
     fn clock_stepped(&mut self, step: Duration) {
-        log::warn!(
-            "the system clock stepped {} forward: records taken before it do not count it in \
-             their age",
-            humantime::format_duration(Duration::from_secs(step.as_secs()))
-        );
+        self.metrics.problem("clock_stepped", || {
+            format!(
+                "the system clock stepped {} forward: records taken before it do not count it \
+                 in their age",
+                humantime::format_duration(Duration::from_secs(step.as_secs()))
+            )
+        });
         let ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
-        self.steps.stepped(self.run_from, self.next_seq, ms);
+        self.steps.stepped(self.next_seq, ms);
         if let Err(e) = self.buffer.save_clock_steps(&self.steps.encode()) {
             // Kept for this run all the same; a restart ages those records by the clock.
             log::error!("buffer: cannot keep the clock's step: {e}");
@@ -2508,12 +2507,35 @@ mod tests {
     /// `max_age` (a wrong NTP or GPS time).
     #[test]
     fn a_forward_step_of_the_clock_does_not_expire_records_taken_just_before_it() {
-        for restart in [false, true] {
+        for restart in [None, Some(Restart::BeforeTheStep), Some(Restart::AfterIt)] {
             forward_step(restart);
         }
     }
 
-    fn forward_step(restart: bool) {
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Restart {
+        BeforeTheStep,
+        AfterIt,
+    }
+
+    /// The ledger again over the same buffer, as after a restart at `now`.
+    fn restarted(ledger: Ledger, metrics: &Arc<Metrics>, now: (Instant, SystemTime)) -> Ledger {
+        let cfg = BufferConfig::default();
+        let mut ledger = Ledger::new(
+            &cfg,
+            16,
+            ledger.buffer,
+            ledger.sink,
+            metrics.clone(),
+            now,
+            1,
+        )
+        .unwrap();
+        ledger.clock(true, now.0, now.1);
+        ledger
+    }
+
+    fn forward_step(restart: Option<Restart>) {
         assert_eq!(
             BufferConfig::default().max_age,
             Duration::from_secs(7 * 86_400)
@@ -2533,6 +2555,10 @@ mod tests {
             ledger.end_round(t0).unwrap();
         }
         assert_eq!(ledger.buffered(), 3, "the uplink is down: buffered");
+        if restart == Some(Restart::BeforeTheStep) {
+            let now = (t0 + Duration::from_secs(1), saved + Duration::from_secs(1));
+            ledger = restarted(ledger, &metrics, now);
+        }
         // NTP steps the clock a month forward; the uplink comes back.
         let step = Duration::from_secs(30 * 86_400);
         let now = (
@@ -2541,10 +2567,8 @@ mod tests {
         );
         ledger.clock(true, now.0, now.1);
         ledger.end_round(now.0).unwrap();
-        if restart {
-            let (cfg, sink) = (BufferConfig::default(), ledger.sink);
-            ledger = Ledger::new(&cfg, 16, ledger.buffer, sink, metrics.clone(), now, 1).unwrap();
-            ledger.clock(true, now.0, now.1);
+        if restart == Some(Restart::AfterIt) {
+            ledger = restarted(ledger, &metrics, now);
         }
         up.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut delivered = 0;
@@ -2561,7 +2585,8 @@ mod tests {
         assert_eq!(
             (metrics.dropped_expired.get(), delivered),
             (0, 3),
-            "restart {restart}: readings two seconds old dropped as expired by the clock's step"
+            "restart {restart:?}: readings two seconds old dropped as expired by the clock's step"
         );
+        assert_eq!(metrics.problems("clock_stepped"), 1, "restart {restart:?}");
     }
 }
