@@ -590,13 +590,16 @@ impl Segments {
     }
 
     /// The entries of segment `number` whose values decode, as `(seq, value)`, in order,
-    /// whether or not a pointer names them (the salvage looks for bodies whose pointers sled
-    /// lost, the open for numbers appended after the last flush). They follow the headers as
-    /// appended ([`Segments::headers`]) and end at the first that is not whole, unlike
-    /// [`Segments::scan`], which `hubgate buffer recover` runs on a database moved aside: in
-    /// a buffer in use, a torn entry is its segment's last (appends after a crash go to a new
-    /// one), and in its body a record's own bytes (a device name, say) could read as a whole
-    /// entry of any number, which would move every number handed out after it.
+    /// whether or not a pointer names them (the open looks for numbers appended after the
+    /// last flush). They follow the headers as appended ([`Segments::headers`]) and end at
+    /// the first that is not whole, unlike [`Segments::scan`], which the salvage and
+    /// `hubgate buffer recover` run on a database moved aside: in a buffer in use, a torn
+    /// entry is its segment's last (appends after a crash go to a new one), and reading on
+    /// past it byte by byte could take bytes inside a damaged entry for an entry of any
+    /// number, which would move every number handed out after it. (For the scan's carrying
+    /// such bytes would need a whole header and a value whose CRC checks, inside one record:
+    /// its text is JSON, which holds no raw zero bytes, and a header's number starts with
+    /// several.)
     pub fn entries(&self, number: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let (file, headers) = self.headers(number)?;
         let mut entries = Vec::with_capacity(headers.len());
