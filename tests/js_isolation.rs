@@ -478,10 +478,30 @@ fn a_round_spends_at_most_its_budget() {
     assert_eq!(m.problems("js_timeout"), 2);
 }
 
+/// Set in the child process that runs [`a_leaking_codec_grows_neither_its_worker_nor_the_agent`]
+/// alone: the agent's RSS is its process's, which this binary's other tests grow when they
+/// run beside it.
+const ALONE: &str = "HUBGATE_JS_TEST_ALONE";
+
 /// A codec that keeps everything keeps nothing past its call (each call runs in a context of
 /// its own): neither the worker's heap nor the agent's grows, call after call.
 #[test]
 fn a_leaking_codec_grows_neither_its_worker_nor_the_agent() {
+    const NAME: &str = "a_leaking_codec_grows_neither_its_worker_nor_the_agent";
+    if std::env::var_os(ALONE).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([NAME, "--exact", "--test-threads=1"])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.contains("1 passed"), "{said}");
+        return;
+    }
     let (mut d, m, _dir) = decoder(LEAK);
     for _ in 0..50 {
         d.decode(&uplink(BAD, &[0])).remove(0);
