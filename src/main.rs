@@ -831,26 +831,28 @@ fn become_buffer_owner(path: &Path) -> Result<(), String> {
 }
 
 fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
-    let cfg = match load(path) {
-        Ok((c, _)) => c,
-        Err(code) => return code,
+    // Only `[buffer]`: the package's prerm counts the buffer with this, where the unit's
+    // environment (a `${VAR}` secret) is not there.
+    let cfg = match hubgate::config::BufferConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(1, e),
     };
-    let db = cfg.buffer.path.join("sled");
+    let db = cfg.path.join("sled");
     if !matches!(action, BufferAction::Recover { .. }) && !db.is_dir() {
         // Opening would make an empty buffer, and a wrong path would read as an empty one.
         return fail(
             1,
             format!(
                 "no buffer at {} (no {}): check buffer.path; the agent makes it at its first start",
-                cfg.buffer.path.display(),
+                cfg.path.display(),
                 db.display()
             ),
         );
     }
-    if let Err(e) = become_buffer_owner(&cfg.buffer.path) {
+    if let Err(e) = become_buffer_owner(&cfg.path) {
         return fail(1, e);
     }
-    let mut store = match SledStore::open(&cfg.buffer.path) {
+    let mut store = match SledStore::open(&cfg.path) {
         Ok(s) => s,
         Err(e) => return fail(1, format!("{e} (is hubgate running? stop it first)")),
     };
@@ -864,7 +866,7 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
     match action {
         BufferAction::Stats => {
             let (n, bytes) = store.usage();
-            println!("path: {}", cfg.buffer.path.display());
+            println!("path: {}", cfg.path.display());
             println!("records: {n}");
             println!("bytes: {bytes}");
             if let Ok(n) = store.size_on_disk() {
@@ -941,7 +943,7 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
             }
             Err(e) => fail(1, e),
         },
-        BufferAction::Recover { dir } => recover(&mut store, &cfg.buffer, &dir),
+        BufferAction::Recover { dir } => recover(&mut store, &cfg, &dir),
     }
 }
 

@@ -328,6 +328,22 @@ fn an_upgrade_whose_check_refuses_the_kept_config_does_not_stop_the_running_agen
     assert!(status.success(), "accepted: {stderr}\n{log}");
     assert!(log.contains(restart), "{log}");
     assert!(!stderr.contains("hubgate:"), "{stderr}");
+
+    // A secret the unit's own environment gives (EnvironmentFile=) is not there to check:
+    // the upgrade says so and goes on.
+    std::fs::write(
+        &config,
+        "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
+         connection_string = \"${HUBGATE_TEST_UNSET_CONNECTION}\"\n",
+    )
+    .unwrap();
+    let (status, stderr, log) = upgrade_postinst(dir.path(), &postinst, true);
+    assert!(status.success(), "from the environment: {stderr}\n{log}");
+    assert!(log.contains(restart), "{log}");
+    assert!(
+        stderr.contains("names an environment variable this upgrade"),
+        "{stderr}"
+    );
 }
 
 /// A package named hubgate at `version` whose only content is its prerm `prerm`, built in

@@ -90,16 +90,20 @@ fn base_of(path: &Path) -> PathBuf {
     std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
 }
 
-impl CodecsConfig {
-    /// Only the `[codecs]` section of the config `path`, its directory resolved as
-    /// [`Config::load`] resolves it. For `hubgate codecs`, which must work where the rest of
-    /// the file cannot be resolved (a secret file only the agent's service can read).
-    pub fn load(path: &Path) -> Result<CodecsConfig, ConfigError> {
-        #[derive(Deserialize)]
-        struct Only {
-            #[serde(default)]
-            codecs: CodecsConfig,
-        }
+/// The sections a command reads alone from the config (see [`CodecsConfig::load`],
+/// [`BufferConfig::load`]): the rest of the file is neither resolved nor checked, so these
+/// work where it cannot be (a secret file only the agent's service can read, a `${VAR}` set
+/// only in the unit's environment).
+#[derive(Deserialize)]
+struct AloneSections {
+    #[serde(default)]
+    codecs: CodecsConfig,
+    #[serde(default)]
+    buffer: BufferConfig,
+}
+
+impl AloneSections {
+    fn load(path: &Path) -> Result<AloneSections, ConfigError> {
         let text = read_config(path)?;
         let de = toml::Deserializer::parse(&text).map_err(|e| {
             let (key, reason) = toml_error(&text, &e);
@@ -109,17 +113,35 @@ impl CodecsConfig {
                 reason,
             }
         })?;
-        let only: Only = serde_path_to_error::deserialize(de).map_err(|e| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
             let (key, reason) = keypath::located(&text, &e);
             ConfigError::Invalid {
                 file: path.display().to_string(),
                 key,
                 reason,
             }
-        })?;
-        let mut codecs = only.codecs;
+        })
+    }
+}
+
+impl CodecsConfig {
+    /// Only the `[codecs]` section of the config `path`, its directory resolved as
+    /// [`Config::load`] resolves it. For `hubgate codecs`.
+    pub fn load(path: &Path) -> Result<CodecsConfig, ConfigError> {
+        let mut codecs = AloneSections::load(path)?.codecs;
         codecs.dir = base_of(path).join(&codecs.dir);
         Ok(codecs)
+    }
+}
+
+impl BufferConfig {
+    /// Only the `[buffer]` section of the config `path`, its path resolved as
+    /// [`Config::load`] resolves it. For `hubgate buffer`, which the package's scripts run to
+    /// count the buffer (a downgrade).
+    pub fn load(path: &Path) -> Result<BufferConfig, ConfigError> {
+        let mut buffer = AloneSections::load(path)?.buffer;
+        buffer.path = base_of(path).join(&buffer.path);
+        Ok(buffer)
     }
 }
 
