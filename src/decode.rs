@@ -610,13 +610,10 @@ impl Decoder {
     fn uplink(&self, up: &Uplink) -> Vec<Record> {
         #[cfg(test)]
         crate::contain::test_point::reach("uplink");
-        let now = SystemTime::now();
+        let at = crate::metrics::Moment::now();
+        let now = at.wall;
         let device = self.devices.get(&up.dev_eui);
         let info = self.info(up);
-        let at = crate::metrics::Moment {
-            wall: now,
-            mono: std::time::Instant::now(),
-        };
         let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, at);
         if device.is_none() {
             self.metrics.problem("unknown_device", || {

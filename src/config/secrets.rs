@@ -54,44 +54,9 @@ const UNQUOTED: &str = "a secret must be a quoted string (value not shown)";
 
 impl<'de> Deserialize<'de> for SecretString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl de::Visitor<'_> for Text {
-            type Value = String;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a quoted string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-                Ok(v.to_string())
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
-                Ok(v)
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<String, E> {
-                Err(E::custom(UNQUOTED))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<String, E> {
-                Err(E::custom(UNQUOTED))
-            }
-            fn visit_i128<E: de::Error>(self, _: i128) -> Result<String, E> {
-                Err(E::custom(UNQUOTED))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<String, E> {
-                Err(E::custom(UNQUOTED))
-            }
-            fn visit_u128<E: de::Error>(self, _: u128) -> Result<String, E> {
-                Err(E::custom(UNQUOTED))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<String, E> {
-                Err(E::custom(UNQUOTED))
-            }
-            fn visit_char<E: de::Error>(self, _: char) -> Result<String, E> {
-                Err(E::custom(UNQUOTED))
-            }
-            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<String, E> {
-                Err(E::custom(UNQUOTED))
-            }
-        }
-        d.deserialize_string(Text).map(SecretString)
+        String::deserialize(d)
+            .map(SecretString)
+            .map_err(|_| de::Error::custom(UNQUOTED))
     }
 }
 
