@@ -8,35 +8,32 @@
 //! final dot. `/metrics` is answered for any name (see `respond`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 
-/// Where the machine's host name is read, once at start.
+/// Where the machine's host name is read: again for each request that names no other
+/// allowed host, so a Pi renamed while the agent runs answers to its new name.
 const HOSTNAME: &str = "/proc/sys/kernel/hostname";
 
 pub struct Names {
-    /// Lower case, without a final dot; `localhost` first.
-    names: Vec<String>,
+    /// `localhost` and the config's names: lower case, without a final dot.
+    listed: Vec<String>,
+    /// The file holding the machine's host name.
+    hostname: PathBuf,
 }
 
 impl Names {
     /// `localhost`, the machine's host name and its mDNS name, and `listed` (the config's).
     pub fn of(listed: &[String]) -> Names {
-        let machine = std::fs::read_to_string(HOSTNAME).unwrap_or_default();
-        Names::new(machine.trim(), listed)
+        Names::reading(HOSTNAME.into(), listed)
     }
 
-    /// As [`Names::of`], with `machine` the host name (empty: unknown).
-    pub fn new(machine: &str, listed: &[String]) -> Names {
-        let mut names = vec!["localhost".to_string()];
-        if !machine.is_empty() {
-            // A fully qualified host name is reached by its first label over mDNS.
-            let short = machine.split('.').next().unwrap_or(machine);
-            names.extend([machine.to_string(), format!("{short}.local")]);
-        }
-        names.extend(listed.iter().cloned());
-        for n in &mut names {
-            *n = bare(n).to_ascii_lowercase();
-        }
-        Names { names }
+    /// As [`Names::of`], with the host name read from `hostname` (missing or empty: unknown).
+    fn reading(hostname: PathBuf, listed: &[String]) -> Names {
+        let listed = std::iter::once("localhost")
+            .chain(listed.iter().map(String::as_str))
+            .map(|n| bare(n).to_ascii_lowercase())
+            .collect();
+        Names { listed, hostname }
     }
 
     /// Whether a request for `host` (its `Host` header or absolute URI's authority: a name or
@@ -59,11 +56,25 @@ impl Names {
             Some(_) => return false,
             None => host,
         };
+        let name = bare(name);
         name.parse::<Ipv4Addr>().is_ok()
-            || self
-                .names
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(bare(name)))
+            || self.listed.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || self.is_machine(name)
+    }
+
+    /// Whether `name` is the machine's host name or its mDNS name (a fully qualified host
+    /// name is reached by its first label over mDNS).
+    fn is_machine(&self, name: &str) -> bool {
+        let machine = std::fs::read_to_string(&self.hostname).unwrap_or_default();
+        let machine = bare(machine.trim());
+        if machine.is_empty() {
+            return false;
+        }
+        let short = machine.split('.').next().unwrap_or(machine);
+        name.eq_ignore_ascii_case(machine)
+            || name.rsplit_once('.').is_some_and(|(n, mdns)| {
+                mdns.eq_ignore_ascii_case("local") && n.eq_ignore_ascii_case(short)
+            })
     }
 }
 
@@ -91,9 +102,17 @@ pub fn valid(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Names read from a host name file holding `machine` (kept while the names are used).
+    fn named(machine: &str, listed: &[String]) -> (tempfile::TempDir, Names) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hostname");
+        std::fs::write(&file, format!("{machine}\n")).unwrap();
+        (dir, Names::reading(file, listed))
+    }
+
     #[test]
     fn only_its_own_names_and_ip_literals_are_answered() {
-        let names = Names::new("gatepi", &["gw.Example.net".to_string()]);
+        let (_dir, names) = named("gatepi", &["gw.Example.net".to_string()]);
         for host in [
             None,
             Some(""),
@@ -127,13 +146,29 @@ mod tests {
         ] {
             assert!(!names.allow(Some(host)), "{host:?} answered");
         }
-        let fqdn = Names::new("gatepi.lan", &[]);
+        let (_dir, fqdn) = named("gatepi.lan", &[]);
         for host in ["gatepi.lan", "gatepi.local"] {
             assert!(fqdn.allow(Some(host)), "{host:?} refused");
         }
         assert!(!fqdn.allow(Some("gatepi")));
-        let unknown = Names::new("", &[]);
+        let (_dir, unknown) = named("", &[]);
         assert!(!unknown.allow(Some(".local")));
+        let missing = Names::reading("/nonexistent/hostname".into(), &[]);
+        assert!(missing.allow(Some("localhost")));
+        assert!(!missing.allow(Some("gatepi")));
+    }
+
+    #[test]
+    fn a_machine_renamed_while_it_runs_answers_to_its_new_name_only() {
+        let (dir, names) = named("raspberrypi", &[]);
+        assert!(names.allow(Some("raspberrypi.local:9898")));
+        std::fs::write(dir.path().join("hostname"), "gate-7\n").unwrap();
+        for host in ["gate-7", "gate-7.local", "GATE-7.Local:9898"] {
+            assert!(names.allow(Some(host)), "{host:?} refused");
+        }
+        for host in ["raspberrypi", "raspberrypi.local"] {
+            assert!(!names.allow(Some(host)), "{host:?} answered");
+        }
     }
 
     #[test]
