@@ -130,6 +130,7 @@ fn creation_refusals_are_classified_by_code_and_words() {
         entity_path: None,
         partitions: 4,
         auto: true,
+        kafka: false,
     };
     // A stand-in broker answering as `answers` says, and what the provisioner made of it.
     let ask = |answers: Answers| {
@@ -232,8 +233,9 @@ provisioning = "auto"
     )
 }
 
-/// A key without Manage: every hub's creation is refused. Every recType is parked with
-/// that cause (metric, status line); every record waits in the buffer, none is dropped.
+/// A user the broker does not let create topics: every hub's creation is refused. Every
+/// recType is parked with that cause (metric, status line, in a Kafka broker's words);
+/// every record waits in the buffer, none is dropped.
 #[test]
 fn a_refused_creation_parks_every_rec_type_and_keeps_the_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,8 +259,8 @@ fn a_refused_creation_parks_every_rec_type_and_keeps_the_records() {
         .lines()
         .find(|l| l.contains("EVERY recType parked"))
         .unwrap();
-    assert!(line.contains("this key may not create it"), "{line}");
-    assert!(line.contains("Manage"), "the fix: {line}");
+    assert!(line.contains("this user may not create it"), "{line}");
+    assert!(line.contains("CREATE right"), "the fix: {line}");
     assert_eq!(agent.metric("hubgate_delivered_total"), 0);
     assert_eq!(agent.metric("hubgate_dropped_total"), 0);
     assert!(broker.topics().is_empty());

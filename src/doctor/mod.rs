@@ -438,10 +438,12 @@ fn hub_steps(
         }
         None => list.step(
             "write",
-            Outcome::Skip(
+            Outcome::Skip(if setup.auto {
                 "no hub exists yet to write to; run doctor again once the agent has created them"
-                    .into(),
-            ),
+                    .into()
+            } else {
+                "no hub exists to write to; run doctor again once they are created (above)".into()
+            }),
         ),
     }
 }

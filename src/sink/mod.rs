@@ -99,6 +99,7 @@ pub fn hub_setup(cfg: &SinkConfig) -> Option<refusal::Setup> {
         entity_path,
         partitions,
         auto: cfg.provisioning() == Some(crate::config::Provisioning::Auto),
+        kafka: matches!(cfg, SinkConfig::Kafka(_)),
     })
 }
 

@@ -43,6 +43,9 @@ pub struct Refusal {
     pub broker: String,
     /// The partition count hubgate asked for, named in the fixes that create the hub.
     pub partitions: u16,
+    /// A plain Kafka broker's topic rather than an Event Hub: the fixes name the broker's
+    /// rights, not the portal's.
+    pub kafka: bool,
 }
 
 impl Refusal {
@@ -65,17 +68,20 @@ impl Refusal {
     /// What is wrong, in a few words.
     pub fn what(&self) -> String {
         let hub = &self.hub;
+        let noun = if self.kafka { "topic" } else { "hub" };
         match &self.cause {
-            Cause::Missing => format!("hub {hub:?} does not exist"),
-            Cause::Creating => format!("hub {hub:?} does not exist yet"),
+            Cause::Missing => format!("{noun} {hub:?} does not exist"),
+            Cause::Creating => format!("{noun} {hub:?} does not exist yet"),
+            Cause::NoManage if self.kafka => format!("topic {hub:?} does not exist and this user may not create it"),
             Cause::NoManage => format!("hub {hub:?} does not exist and this key may not create it (no Manage right)"),
+            Cause::ListenOnly if self.kafka => format!("topic {hub:?} refuses writes from this user"),
             Cause::ListenOnly => format!("hub {hub:?} refuses writes with this key (a Listen-only key, or a Basic-tier namespace)"),
-            Cause::BasicTier => format!("hub {hub:?} cannot be used: the namespace is Basic tier"),
-            Cause::HubCap => format!("hub {hub:?} cannot be created: the namespace holds as many hubs as its tier allows"),
-            Cause::OtherHub(scope) => format!("hub {hub:?} refuses this key, which may be scoped to hub {scope:?} (EntityPath)"),
-            Cause::Partitions => format!("hub {hub:?} cannot be created with {} partitions", self.partitions),
-            Cause::CreateUnsupported => format!("hub {hub:?} does not exist and the endpoint would not create it"),
-            Cause::Unclassified => format!("hub {hub:?} refused, unclassified"),
+            Cause::BasicTier => format!("{noun} {hub:?} cannot be used: the namespace is Basic tier"),
+            Cause::HubCap => format!("{noun} {hub:?} cannot be created: the namespace holds as many hubs as its tier allows"),
+            Cause::OtherHub(scope) => format!("{noun} {hub:?} refuses this key, which may be scoped to hub {scope:?} (EntityPath)"),
+            Cause::Partitions => format!("{noun} {hub:?} cannot be created with {} partitions", self.partitions),
+            Cause::CreateUnsupported => format!("{noun} {hub:?} does not exist and the endpoint would not create it"),
+            Cause::Unclassified => format!("{noun} {hub:?} refused, unclassified"),
         }
     }
 
@@ -83,20 +89,29 @@ impl Refusal {
     pub fn fix(&self) -> String {
         let (hub, n) = (&self.hub, self.partitions);
         match &self.cause {
+            Cause::Missing if self.kafka => format!(
+                "create topic {hub:?} ({n} partitions) on the broker, or set provisioning = \"auto\" with a user the broker lets create topics"
+            ),
             Cause::Missing => format!(
                 "create hub {hub:?} ({n} partitions) in the portal, or set provisioning = \"auto\" with a key that has Manage"
+            ),
+            Cause::NoManage if self.kafka => format!(
+                "let this user create topics on the broker (its CREATE right), or create topic {hub:?} ({n} partitions) there"
             ),
             Cause::NoManage => format!(
                 "use the connection string of a namespace-level policy with Manage, or create hub {hub:?} ({n} partitions) in the portal"
             ),
             Cause::Creating => "none: hubgate creates it (provisioning = \"auto\"); if this stays, `hubgate doctor` says why".into(),
+            Cause::ListenOnly if self.kafka => format!("let this user write to topic {hub:?} on the broker (its WRITE right)"),
             Cause::ListenOnly => "use a namespace-level policy with Send (or Manage); if it has one already, the namespace is Basic tier: move it to Standard or higher".into(),
             Cause::BasicTier => "move the namespace to Standard or higher (Basic has no Kafka endpoint)".into(),
             Cause::HubCap => "map recTypes onto fewer hubs with [sink.hubs], use a second namespace, or move to Premium (Standard allows 10 hubs)".into(),
             Cause::OtherHub(scope) => format!(
                 "use the connection string of a namespace-level policy (no EntityPath), or set hub_mode = \"single\" to send every recType to hub {scope:?}"
             ),
+            Cause::Partitions if self.kafka => "lower partitions to a count the broker allows".into(),
             Cause::Partitions => "lower partitions (Standard allows 1-32)".into(),
+            Cause::CreateUnsupported if self.kafka => format!("create topic {hub:?} ({n} partitions) on the broker"),
             Cause::CreateUnsupported => format!(
                 "create hub {hub:?} ({n} partitions) in the portal (a Basic-tier namespace has no Kafka endpoint at all: move it to Standard)"
             ),
@@ -151,12 +166,14 @@ pub fn transient(code: C, text: &str) -> bool {
 }
 
 /// What the broker's answers are read against: the connection string's `EntityPath`, the
-/// partition count hubgate creates hubs with, and whether it creates them at all.
+/// partition count hubgate creates hubs with, whether it creates them at all, and whether
+/// the broker is a plain Kafka one (topics) rather than Event Hubs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Setup {
     pub entity_path: Option<String>,
     pub partitions: u16,
     pub auto: bool,
+    pub kafka: bool,
 }
 
 impl Setup {
@@ -207,8 +224,9 @@ impl Setup {
         Refusal {
             hub: hub.to_string(),
             cause: Cause::Missing,
-            broker: "not among the hubs the broker lists".into(),
+            broker: "not among those the broker lists".into(),
             partitions: self.partitions,
+            kafka: self.kafka,
         }
     }
 
@@ -219,6 +237,7 @@ impl Setup {
             cause: Cause::Unclassified,
             broker: "no answer for this hub in the CreateTopics response".into(),
             partitions: self.partitions,
+            kafka: self.kafka,
         }
     }
 
@@ -234,6 +253,7 @@ impl Setup {
             cause,
             broker,
             partitions: self.partitions,
+            kafka: self.kafka,
         }
     }
 }
@@ -247,6 +267,7 @@ mod tests {
             entity_path: ep.map(str::to_string),
             partitions: 4,
             auto: true,
+            kafka: false,
         }
     }
 
@@ -413,5 +434,42 @@ mod tests {
             assert!(line.contains("\"hub-a\""), "{line}");
             assert!(!r.fix().is_empty(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_kafka_brokers_refusals_name_topics_and_the_brokers_rights() {
+        let kafka = Setup {
+            kafka: true,
+            auto: false,
+            ..setup(None)
+        };
+        let missing = kafka
+            .on_produce(C::UnknownTopicOrPartition, "", "t")
+            .unwrap();
+        let create = Setup {
+            auto: true,
+            ..kafka.clone()
+        }
+        .on_create(C::TopicAuthorizationFailed, "", "t")
+        .unwrap();
+        let write = kafka
+            .on_produce(C::TopicAuthorizationFailed, "", "t")
+            .unwrap();
+        let lines = [missing, create, write, kafka.missing("t")].map(|r| r.to_string());
+        for line in &lines {
+            assert!(line.starts_with("topic \"t\" "), "{line}");
+            for eventhubs in ["portal", "Manage", "namespace", "key"] {
+                assert!(!line.contains(eventhubs), "{line}");
+            }
+        }
+        assert!(
+            lines[0].contains("create topic \"t\" (4 partitions) on the broker"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("CREATE right"), "{}", lines[1]);
+        assert!(lines[2].contains("WRITE right"), "{}", lines[2]);
+        let hub = setup(None).missing("t").to_string();
+        assert!(hub.contains("in the portal"), "{hub}");
     }
 }

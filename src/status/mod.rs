@@ -528,11 +528,13 @@ mod tests {
             entity_path: Some("motion".into()),
             partitions: 2,
             auto: true,
+            kafka: false,
         };
         let plain = Setup {
             entity_path: None,
             partitions: 2,
             auto: true,
+            kafka: false,
         };
         let cap =
             "SubCode=40300. The maximum number of resources of type EventHub has been reached";
