@@ -160,6 +160,56 @@ fn radio_frames_are_verified_decrypted_decoded_and_deduplicated() {
     assert_eq!(data["meta"]["iot"]["rssi"], -61);
 }
 
+/// A value the JSON parser refuses (a number past f64 in a `stat`, an entry nested past 128)
+/// or a byte that is not UTF-8 costs only the entry or the `stat` it is in, counted: the good
+/// frames of the datagram are taken (they used to go with it, counted as `gwmp_bad_json`).
+#[test]
+fn one_unreadable_value_costs_only_itself_not_the_datagrams_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, sock) = start(dir.path(), "gateway_status = true\n", &device());
+    let deep = format!("{}{}", "[".repeat(130), "]".repeat(130));
+    let nine = rxpk(-61, &phy(9));
+    let jsons: Vec<Vec<u8>> = vec![
+        format!(
+            r#"{{"rxpk":[{}],"stat":{{"rxnb":1,"temp":1e400}}}}"#,
+            rxpk(-61, &phy(7))
+        )
+        .into(),
+        format!(
+            r#"{{"rxpk":[{},{{"stat":1,"data":"AAA=","x":{deep}}}]}}"#,
+            rxpk(-61, &phy(8))
+        )
+        .into(),
+        // Latin-1 "été" in a field hubgate does not read, in the frame's own entry.
+        [
+            br#"{"rxpk":[{"desc":""#.as_slice(),
+            b"\xe9t\xe9\",",
+            &nine.as_bytes()[1..],
+            b"]}",
+        ]
+        .concat(),
+        // The barrier: the source and the forwarder keep order.
+        format!(r#"{{"rxpk":[{}]}}"#, rxpk(-61, &phy(10))).into(),
+    ];
+    for (token, json) in (1..).zip(jsons) {
+        let mut d = datagram(token, 0x00, "");
+        d.extend_from_slice(&json);
+        assert_eq!(exchange(&sock, &d), [2, 0, token as u8, 0x01]);
+    }
+    agent.wait_log("\"fcnt_up\":10", 1, WAIT);
+    let fcnts: Vec<_> = printed(&agent, dir.path())
+        .iter()
+        .map(|r| r["obj"]["data"]["meta"]["iot"]["fcnt_up"].clone())
+        .collect();
+    let problem = |kind: &str| agent.metric(&format!("hubgate_problems_total{{kind=\"{kind}\"}}"));
+    assert_eq!(
+        (fcnts, problem("gwmp_bad_json")),
+        (vec![7.into(), 8.into(), 9.into(), 10.into()], 0),
+        "good frames lost beside an unreadable value"
+    );
+    assert_eq!((problem("gwmp_bad_stat"), problem("gwmp_bad_rxpk")), (1, 1));
+}
+
 /// The frame counter outlives the process: a frame heard before a SIGKILL and sent again
 /// after the restart (a replay) is rejected and counted, not delivered twice.
 #[test]

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::uplink::{Radio, RadioFrame};
 
@@ -93,12 +94,51 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, GwmpError> {
     }
 }
 
-#[derive(Deserialize)]
-struct Push {
-    /// Taken apart one by one: an entry of the wrong shape does not spoil the others.
-    #[serde(default)]
-    rxpk: Vec<serde_json::Value>,
-    stat: Option<serde_json::Map<String, serde_json::Value>>,
+/// The top level of a PUSH_DATA with its parts kept raw, each read on its own afterwards: a
+/// value the parser refuses (a number past f64, nesting past 128) costs only the entry or the
+/// `stat` it is in. Skipping a raw value has no depth limit and computes no numbers. A key
+/// given twice keeps the last, as Go's encoding/json does (serde's derive refuses it).
+#[derive(Default)]
+struct Push<'a> {
+    rxpk: Option<&'a RawValue>,
+    stat: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Push<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Key {
+            Rxpk,
+            Stat,
+            #[serde(other)]
+            Other,
+        }
+        struct Top;
+        impl<'de> serde::de::Visitor<'de> for Top {
+            type Value = Push<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a PUSH_DATA object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Push<'de>, A::Error> {
+                let mut push = Push::default();
+                while let Some(key) = m.next_key()? {
+                    match key {
+                        Key::Rxpk => push.rxpk = m.next_value()?,
+                        Key::Stat => push.stat = m.next_value()?,
+                        Key::Other => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(push)
+            }
+        }
+        d.deserialize_map(Top)
+    }
 }
 
 #[derive(Deserialize)]
@@ -127,26 +167,51 @@ pub struct PushContent {
     pub bad_crc: usize,
     /// Frames whose `time` was not a time a record can carry: kept, with the receive time.
     pub bad_time: usize,
-    /// Entries that are no `rxpk` object (a field of the wrong type or range): skipped.
+    /// Entries that are no readable `rxpk` object (a field of the wrong type or range, a
+    /// value the parser refuses), or an `rxpk` that is not an array: skipped.
     pub bad_rxpk: usize,
-    /// The gateway's `stat` object, when present.
+    /// The gateway's `stat` object, when present and asked for.
     pub stat: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Why the `stat` asked for could not be read, when it could not: it is then left out.
+    pub bad_stat: Option<String>,
 }
 
-/// Parse the JSON of a PUSH_DATA. One broken `rxpk` entry does not spoil the others.
+/// Parse the JSON of a PUSH_DATA; its `stat` only when `with_stat` (one hubgate cannot read
+/// then costs nothing when unused). An `rxpk` entry or a `stat` hubgate cannot read costs only
+/// itself: only a datagram whose top level cannot be read at all is refused.
 pub fn parse_push(
     json: &[u8],
     gateway: &[u8; 8],
     received: SystemTime,
+    with_stat: bool,
 ) -> Result<PushContent, GwmpError> {
-    let push: Push = serde_json::from_slice(json).map_err(|e| GwmpError::Json(e.to_string()))?;
+    // Bytes that are not UTF-8 (in a free-text field of some forwarder) read as U+FFFD, as Go's
+    // encoding/json reads them, instead of costing the datagram.
+    let json = String::from_utf8_lossy(json);
+    let push: Push = serde_json::from_str(&json).map_err(|e| GwmpError::Json(e.to_string()))?;
     let gateway_id = hex::encode(gateway);
-    let mut out = PushContent {
-        stat: push.stat,
-        ..PushContent::default()
+    let mut out = PushContent::default();
+    if let (true, Some(stat)) = (with_stat, push.stat) {
+        match serde_json::from_str(stat.get()) {
+            Ok(stat) => out.stat = Some(stat),
+            Err(e) => out.bad_stat = Some(e.to_string()),
+        }
+    }
+    let entries = match push
+        .rxpk
+        .map(|r| serde_json::from_str::<Vec<&RawValue>>(r.get()))
+    {
+        None => Vec::new(),
+        Some(Ok(entries)) => entries,
+        Some(Err(_)) => {
+            out.bad_rxpk += 1;
+            Vec::new()
+        }
     };
-    for p in push.rxpk {
-        let Ok(p) = Rxpk::deserialize(p) else {
+    for p in entries {
+        // Through a `Value`: a key given twice in an entry keeps the last.
+        let Ok(p) = serde_json::from_str::<serde_json::Value>(p.get()).and_then(Rxpk::deserialize)
+        else {
             out.bad_rxpk += 1;
             continue;
         };
@@ -248,6 +313,7 @@ mod tests {
             json.as_bytes(),
             &[0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 1],
             SystemTime::UNIX_EPOCH,
+            true,
         )
         .unwrap();
         assert_eq!(c.bad_crc, 1);
@@ -278,12 +344,108 @@ mod tests {
     fn a_broken_rxpk_entry_does_not_spoil_the_others() {
         let json = r#"{"rxpk":[{"stat":1,"rssi":99999999999,"data":"QNobASY="},{"stat":1,"data":7},
             {"stat":1,"rssi":-61,"data":"QNobASY="}]}"#;
-        let c = parse_push(json.as_bytes(), &[0; 8], SystemTime::UNIX_EPOCH).unwrap();
+        let c = parse_push(json.as_bytes(), &[0; 8], SystemTime::UNIX_EPOCH, true).unwrap();
         assert_eq!((c.frames.len(), c.bad_rxpk), (2, 1));
         assert_eq!(
             (c.frames[0].radio.rssi, c.frames[1].radio.rssi),
             (None, Some(-61))
         );
+    }
+
+    /// A value the JSON parser refuses (a number past f64, nesting past 128), a byte that is
+    /// not UTF-8, a top-level key given twice or a part of the wrong type costs only the entry
+    /// or the `stat` it is in: the good frames beside it are taken (the whole datagram used to
+    /// be refused). Only a top level that cannot be read at all refuses the datagram.
+    #[test]
+    fn one_unreadable_value_costs_only_its_entry_or_stat() {
+        const GOOD: &str = r#"{"stat":1,"rssi":-61,"data":"QNobASY="}"#;
+        let deep = format!("{}{}", "[".repeat(130), "]".repeat(130));
+        let read = |json: &[u8], with_stat: bool| {
+            parse_push(json, &[0; 8], SystemTime::UNIX_EPOCH, with_stat).map(|c| {
+                let rssi: Vec<_> = c.frames.iter().map(|f| f.radio.rssi).collect();
+                (rssi, c.bad_rxpk, c.stat.is_some(), c.bad_stat.is_some())
+            })
+        };
+        /// (datagram, stat asked for, (good frames, bad entries, a stat, an unreadable stat))
+        type Case = (Vec<u8>, bool, (usize, usize, bool, bool));
+        let cases: Vec<Case> = vec![
+            (
+                format!(r#"{{"rxpk":[{GOOD}],"stat":{{"rxnb":1,"temp":1e400}}}}"#).into(),
+                true,
+                (1, 0, false, true),
+            ),
+            (
+                format!(r#"{{"rxpk":[{GOOD}],"stat":"up"}}"#).into(),
+                true,
+                (1, 0, false, true),
+            ),
+            (
+                format!(r#"{{"rxpk":[{GOOD}],"stat":"up"}}"#).into(),
+                false,
+                (1, 0, false, false),
+            ),
+            (
+                format!(r#"{{"rxpk":[{GOOD},{{"stat":1,"data":"AAA=","x":{deep}}}],"stat":{{}}}}"#)
+                    .into(),
+                true,
+                (1, 1, true, false),
+            ),
+            (
+                format!(r#"{{"rxpk":[{GOOD},{{"stat":1,"data":"AAA=","tmst":1e400}}]}}"#).into(),
+                true,
+                (1, 1, false, false),
+            ),
+            (
+                [
+                    br#"{"rxpk":[{"stat":1,"rssi":-61,"data":"QNobASY=","desc":""#.as_slice(),
+                    b"\xe9t\xe9\"}]}",
+                ]
+                .concat(),
+                true,
+                (1, 0, false, false),
+            ),
+            (
+                format!(r#"{{"rxpk":[{{"data":7}}],"stat":5,"rxpk":[{GOOD}],"stat":{{}}}}"#).into(),
+                true,
+                (1, 0, true, false),
+            ),
+            // Inside an entry too, as it was.
+            (
+                br#"{"rxpk":[{"stat":1,"rssi":-90,"rssi":-61,"data":"QNobASY="}]}"#.to_vec(),
+                true,
+                (1, 0, false, false),
+            ),
+            (
+                br#"{"rxpk":null,"stat":{"rxnb":1}}"#.to_vec(),
+                true,
+                (0, 0, true, false),
+            ),
+            (
+                br#"{"rxpk":{"data":"QNobASY="},"stat":{"rxnb":1}}"#.to_vec(),
+                true,
+                (0, 1, true, false),
+            ),
+        ];
+        for (json, with_stat, (frames, bad_rxpk, stat, bad_stat)) in cases {
+            let text = String::from_utf8_lossy(&json).into_owned();
+            let rssi = vec![Some(-61); frames];
+            assert_eq!(
+                read(&json, with_stat),
+                Ok((rssi, bad_rxpk, stat, bad_stat)),
+                "{text}"
+            );
+        }
+        for top in [
+            "[]",
+            "null",
+            "{\"rxpk\":[{\"stat\":1,\"data\":\"QNobASY=\"}]",
+            "",
+        ] {
+            assert!(
+                matches!(read(top.as_bytes(), true), Err(GwmpError::Json(_))),
+                "{top}"
+            );
+        }
     }
 
     /// A bandwidth past u32 in Hz is no bandwidth (it used to wrap, or panic in debug builds).
@@ -308,7 +470,7 @@ mod tests {
             "{}",
         ] {
             let json = format!(r#"{{"rxpk":[{{"time":{t},"stat":1,"data":"QNobASY="}}]}}"#);
-            let c = parse_push(json.as_bytes(), &[0; 8], received).unwrap();
+            let c = parse_push(json.as_bytes(), &[0; 8], received, true).unwrap();
             assert_eq!((c.frames.len(), c.bad_time), (1, 1), "{t}");
             assert_eq!(c.frames[0].time, received, "{t}");
         }

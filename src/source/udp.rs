@@ -132,13 +132,23 @@ fn push_inputs(
     peer: SocketAddr,
     received: SystemTime,
 ) -> Vec<Input> {
-    let content = match gwmp::parse_push(json, &gateway, received) {
+    let content = match gwmp::parse_push(json, &gateway, received, gateway_status) {
         Ok(c) => c,
         Err(e) => {
-            metrics.problem("gwmp_bad_json", || format!("udp: from {peer}: {e}"));
+            metrics.problem("gwmp_bad_json", || {
+                format!("udp: from {peer}: {e}: the datagram is dropped, with any frames in it")
+            });
             return Vec::new();
         }
     };
+    if let Some(e) = &content.bad_stat {
+        metrics.problem("gwmp_bad_stat", || {
+            format!(
+                "udp: gateway {}: its stat is unreadable ({e}): no status record; its frames are taken",
+                hex::encode(gateway)
+            )
+        });
+    }
     for _ in 0..content.bad_crc {
         metrics.problem("bad_crc", || {
             format!(
@@ -150,7 +160,7 @@ fn push_inputs(
     for _ in 0..content.bad_rxpk {
         metrics.problem("gwmp_bad_rxpk", || {
             format!(
-                "udp: gateway {}: skipped an rxpk entry of the wrong shape",
+                "udp: gateway {}: skipped an rxpk entry that cannot be read or is of the wrong shape",
                 hex::encode(gateway)
             )
         });
@@ -164,7 +174,7 @@ fn push_inputs(
         });
     }
     let mut inputs: Vec<Input> = content.frames.into_iter().map(Input::Radio).collect();
-    if let (true, Some(stat)) = (gateway_status, content.stat) {
+    if let Some(stat) = content.stat {
         inputs.push(Input::GatewayStatus {
             gateway_id: hex::encode(gateway),
             stat,
