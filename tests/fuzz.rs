@@ -367,7 +367,12 @@ fn gwmp_datagrams() {
                 .collect();
         })
     });
-    let body = prop_oneof![6 => json, 2 => mutated(RXPK.into()), 1 => random_bytes()];
+    let body = prop_oneof![
+        6 => json,
+        2 => mutated(RXPK.into()),
+        2 => unreadable_parts(),
+        1 => random_bytes()
+    ];
     let head = (
         prop_oneof![4 => Just(2u8), 1 => Just(1u8), 1 => any::<u8>()],
         any::<[u8; 2]>(),
@@ -405,6 +410,64 @@ fn gwmp_datagrams() {
             finish(&dec, got.inputs)
         })
         .unwrap();
+}
+
+/// A PUSH_DATA with values a `Value` cannot hold (a number past f64, nesting past 128, bytes
+/// that are not UTF-8, a key given twice, parts of the wrong type) in its `stat`, in an entry
+/// or at the top, beside a good entry: each part is read on its own.
+fn unreadable_parts() -> impl Strategy<Value = Vec<u8>> {
+    let deep = format!("{}{}", "[".repeat(130), "]".repeat(130)).into_bytes();
+    let odd = prop_oneof![
+        Just(b"1e400".to_vec()),
+        Just(deep),
+        Just(b"\"\xe9t\xe9\"".to_vec()),
+        Just(b"null".to_vec()),
+        Just(b"7".to_vec()),
+        Just(b"{}".to_vec()),
+        Just(b"[{}]".to_vec()),
+    ];
+    let entry = &RXPK[RXPK.find('[').unwrap() + 1..RXPK.find(']').unwrap()];
+    (odd.clone(), odd, 0..4usize).prop_map(move |(a, b, shape)| {
+        let parts: [&[u8]; 7] = match shape {
+            0 => [
+                b"{\"rxpk\":[",
+                entry.as_bytes(),
+                b"],\"stat\":{\"rxnb\":1,\"temp\":",
+                &a,
+                b"},\"x\":",
+                &b,
+                b"}",
+            ],
+            1 => [
+                b"{\"rxpk\":[",
+                entry.as_bytes(),
+                b",{\"stat\":1,\"data\":\"AAA=\",\"x\":",
+                &a,
+                b"}],\"stat\":",
+                &b,
+                b"}",
+            ],
+            2 => [
+                b"{\"rxpk\":",
+                &a,
+                b",\"stat\":{},\"rxpk\":[",
+                entry.as_bytes(),
+                b"],\"stat\":",
+                &b,
+                b"}",
+            ],
+            _ => [
+                b"{\"rxpk\":[",
+                entry.as_bytes(),
+                b"],\"stat\":",
+                &a,
+                b",\"stat\":",
+                &b,
+                b"}",
+            ],
+        };
+        parts.concat()
+    })
 }
 
 /// A serial CBOR envelope: configured devices (or not), fields of every type and edge value.
