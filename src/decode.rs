@@ -436,7 +436,9 @@ impl Decoder {
 
     /// A PHYPayload heard by a radio: verified and decrypted with the device's session keys.
     /// Frames of other networks, join traffic and copies heard again (another gateway, a
-    /// second source) are counted and dropped; only authenticated uplinks become records.
+    /// second source) are counted and dropped; only authenticated uplinks become records. The
+    /// first copy's radio metadata stands (a source merged copies it got together into the
+    /// best one), not a stronger copy arriving later.
     fn radio(&mut self, f: &RadioFrame) -> Vec<Record> {
         match self.lorawan.decode_uplink(&f.phy, f.time, f.radio.clone()) {
             // MAC commands are the network server's business, not readings (a codec that

@@ -12,7 +12,9 @@ pub fn valid_time(t: SystemTime) -> bool {
     t.duration_since(UNIX_EPOCH).is_ok_and(|d| d <= LATEST)
 }
 
-/// Radio metadata of the best reception of an uplink, when the source knows it.
+/// Radio metadata of the best reception of an uplink, when the source knows it. For a raw
+/// radio frame, the best copy in the first datagram or message that carried it: a copy from
+/// a later one (another gateway's too) is a duplicate however strong, not waited for.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Radio {
     pub rssi: Option<i32>,

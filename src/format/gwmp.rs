@@ -1,6 +1,7 @@
 //! Semtech GWMP v2 (the UDP "packet forwarder" protocol of `lora_pkt_fwd`): the packets, the
 //! acknowledgements it expects, and the `rxpk`/`stat` JSON.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -170,6 +171,9 @@ pub struct PushContent {
     /// Entries that are no readable `rxpk` object (a field of the wrong type or range, a
     /// value the parser refuses), or an `rxpk` that is not an array: skipped.
     pub bad_rxpk: usize,
+    /// Copies of a frame the datagram carried more than once (a gateway with two antennas or
+    /// RF chains hears it twice): merged into the best one, in `frames`.
+    pub copies: usize,
     /// The gateway's `stat` object, when present and asked for.
     pub stat: Option<serde_json::Map<String, serde_json::Value>>,
     /// Why the `stat` asked for could not be read, when it could not: it is then left out.
@@ -208,6 +212,8 @@ pub fn parse_push(
             Vec::new()
         }
     };
+    // Where each frame is in `out.frames`, for its copies.
+    let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
     for p in entries {
         // Through a `Value`: a key given twice in an entry keeps the last.
         let Ok(p) = serde_json::from_str::<serde_json::Value>(p.get()).and_then(Rxpk::deserialize)
@@ -238,7 +244,7 @@ pub fn parse_push(
                 }
             },
         };
-        out.frames.push(RadioFrame {
+        let frame = RadioFrame {
             phy,
             time,
             radio: Radio {
@@ -250,9 +256,31 @@ pub fn parse_push(
                 bandwidth: bw,
                 channel: p.chan,
             },
-        });
+        };
+        // A copy stands for the frame if it was heard better: the record carries the best
+        // reception's metadata, as for a network server's rxInfo.
+        match at.entry(frame.phy.clone()) {
+            Entry::Vacant(e) => {
+                e.insert(out.frames.len());
+                out.frames.push(frame);
+            }
+            Entry::Occupied(e) => {
+                out.copies += 1;
+                let kept = &mut out.frames[*e.get()];
+                if heard_better(&frame.radio, &kept.radio) {
+                    *kept = frame;
+                }
+            }
+        }
     }
     Ok(out)
+}
+
+/// Whether `a` is a better reception than `b`: a higher RSSI, then a higher SNR (a missing
+/// one is the worst).
+fn heard_better(a: &Radio, b: &Radio) -> bool {
+    let snr = |r: &Radio| r.snr.unwrap_or(f64::NEG_INFINITY);
+    a.rssi.cmp(&b.rssi).then(snr(a).total_cmp(&snr(b))).is_gt()
 }
 
 /// `"SF7BW125"` -> (7, 125000).
@@ -342,7 +370,7 @@ mod tests {
     /// fit (RSSI past i32) is left out; the frame is kept.
     #[test]
     fn a_broken_rxpk_entry_does_not_spoil_the_others() {
-        let json = r#"{"rxpk":[{"stat":1,"rssi":99999999999,"data":"QNobASY="},{"stat":1,"data":7},
+        let json = r#"{"rxpk":[{"stat":1,"rssi":99999999999,"data":"AAA="},{"stat":1,"data":7},
             {"stat":1,"rssi":-61,"data":"QNobASY="}]}"#;
         let c = parse_push(json.as_bytes(), &[0; 8], SystemTime::UNIX_EPOCH, true).unwrap();
         assert_eq!((c.frames.len(), c.bad_rxpk), (2, 1));
@@ -446,6 +474,43 @@ mod tests {
                 "{top}"
             );
         }
+    }
+
+    /// Copies of one frame in a datagram (a gateway with two antennas or RF chains) become one
+    /// frame with the best reception's metadata: the highest RSSI, then the highest SNR, the
+    /// first of equal ones (the first copy used to stand for it, however weak). Other frames
+    /// keep their place.
+    #[test]
+    fn copies_in_a_datagram_become_the_best_one() {
+        let x = "QNobASY=";
+        let e = |chan: u32, radio: &str, data: &str| {
+            format!(r#"{{"stat":1,"chan":{chan},{radio}"data":"{data}"}}"#)
+        };
+        let entries = [
+            e(0, r#""rssi":-118,"lsnr":7.2,"#, x),
+            e(1, r#""rssi":-100,"lsnr":1.5,"#, x),
+            e(2, r#""rssi":-50,"#, "AAA="),
+            e(3, r#""rssi":-100,"lsnr":5.5,"#, x),
+            e(4, r#""rssi":-100,"lsnr":5.5,"#, x),
+            e(5, r#""lsnr":9.5,"#, x),
+        ];
+        let json = format!(r#"{{"rxpk":[{}]}}"#, entries.join(","));
+        let c = parse_push(json.as_bytes(), &[0; 8], SystemTime::UNIX_EPOCH, true).unwrap();
+        let got: Vec<_> = c
+            .frames
+            .iter()
+            .map(|f| (f.phy.len(), f.radio.channel, f.radio.rssi, f.radio.snr))
+            .collect();
+        assert_eq!(
+            (got, c.copies),
+            (
+                vec![
+                    (5, Some(3), Some(-100), Some(5.5)),
+                    (2, Some(2), Some(-50), None)
+                ],
+                4
+            )
+        );
     }
 
     /// A bandwidth past u32 in Hz is no bandwidth (it used to wrap, or panic in debug builds).

@@ -173,6 +173,8 @@ fn push_inputs(
             )
         });
     }
+    // Counted as the copies in later datagrams are, when decoding finds them replays.
+    metrics.duplicates.add(content.copies as u64);
     let mut inputs: Vec<Input> = content.frames.into_iter().map(Input::Radio).collect();
     if let Some(stat) = content.stat {
         inputs.push(Input::GatewayStatus {
