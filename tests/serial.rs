@@ -449,6 +449,44 @@ fn device_missing_at_start_is_waited_for() {
     assert_eq!(agent.full_log().matches(": cannot open (").count(), 1);
 }
 
+/// A wired sensor without `fcnt` and `time` (docs/records.md tells one whose counter restarts
+/// at power-up to leave `fcnt` out) sends the same reading several times, and the frames
+/// reach hubgate in one read (a USB adapter's latency timer batches bytes): each is a reading
+/// of its own, not a copy, since a serial line never delivers a frame twice.
+#[test]
+fn equal_readings_in_one_read_are_each_delivered() {
+    const N: u64 = 10;
+    let without_fcnt = |payload: Vec<u8>| {
+        let mut m = BTreeMap::new();
+        m.insert(Value::Text("dev_eui".into()), Value::Text(TH.into()));
+        m.insert(Value::Text("fport".into()), Value::Integer(103));
+        m.insert(Value::Text("payload".into()), Value::Bytes(payload));
+        slip(&with_crc(&serde_cbor::to_vec(&Value::Map(m)).unwrap()))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    let agent = start_agent(dir.path(), &pty, "slip");
+    let mut burst = without_fcnt(tbhh100(21, 40)).repeat(N as usize);
+    // A different reading last: once it is in, every frame before it was taken.
+    burst.extend(without_fcnt(tbhh100(22, 41)));
+    let mut w = pty.writer();
+    w.write_all(&burst).unwrap();
+    w.flush().unwrap();
+    agent.wait_metric("hubgate_received_total", WAIT, |n| n > N);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| {
+        n + agent.metric("hubgate_duplicates_total") > N
+    });
+    assert_eq!(
+        (
+            agent.metric("hubgate_delivered_total"),
+            agent.metric("hubgate_duplicates_total")
+        ),
+        (N + 1, 0),
+        "{}",
+        agent.full_log()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // no allocation on the read path
 

@@ -11,6 +11,7 @@
 //! once and tries to reopen it, waiting 250 ms, then twice as long each time up to
 //! `reopen_max`; it logs again when the device is back. A frame cut by the outage is lost.
 //! Serial input cannot be acknowledged: frames are sent with [`Ack::None`].
+//! Each frame's receive time is at least 1 ms after the previous one's ([`receive_time`]).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,6 +47,8 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     let mut backoff = REOPEN_MIN;
     // Some(since) while the device is away: logged once when it goes and once when it is back.
     let mut outage: Option<Instant> = None;
+    // The last frame's receive time, kept across reopens (see `receive_time`).
+    let mut last_time: Option<SystemTime> = None;
     loop {
         if *stopping.borrow() {
             return;
@@ -83,6 +86,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                     cfg.content,
                     &ctx,
                     &mut stopping,
+                    &mut last_time,
                 )
                 .await
                 {
@@ -148,6 +152,7 @@ async fn read(
     content: SerialContent,
     ctx: &Context,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
+    last_time: &mut Option<SystemTime>,
 ) -> Ended {
     let mut buf = [0u8; READ_CHUNK];
     loop {
@@ -176,8 +181,10 @@ async fn read(
                     continue;
                 }
                 Some(Ok(frame)) => {
+                    let now = receive_time(SystemTime::now(), *last_time);
+                    *last_time = Some(now);
                     let parsed = super::or_dead_letter(&ctx.metrics, "serial", None, frame, || {
-                        content_of(content, frame, SystemTime::now())
+                        content_of(content, frame, now)
                     });
                     match parsed {
                         Ok(Ok(parsed)) => super::kept(&ctx.metrics, "serial", parsed),
@@ -199,6 +206,21 @@ async fn read(
     }
 }
 
+/// A frame's receive time: now, but at least 1 ms after the previous frame's. Frames that
+/// arrive in one read (a USB adapter's latency timer batches bytes) are parsed within one
+/// millisecond, and the record id of an envelope without `fcnt` hashes its time in ms
+/// ([`crate::record::stable_id`]): equal readings would share an id and all but one be
+/// dropped as copies, though a serial line never delivers a frame twice. A clock stepped back
+/// by more than a second is followed, so times do not stay ahead of it.
+fn receive_time(now: SystemTime, last: Option<SystemTime>) -> SystemTime {
+    const STEP: Duration = Duration::from_millis(1);
+    const STEPPED_BACK: Duration = Duration::from_secs(1);
+    match last {
+        Some(last) if now < last + STEP && now + STEPPED_BACK > last => last + STEP,
+        _ => now,
+    }
+}
+
 /// A frame's content: a wired sensor's CBOR envelope, or a LoRaWAN PHYPayload from a radio
 /// module (verified and decrypted later with the device's session keys).
 fn content_of(
@@ -217,4 +239,34 @@ fn content_of(
             bad_time: None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::ms_since_epoch;
+
+    #[test]
+    fn receive_times_are_distinct_to_the_millisecond() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_400);
+        assert_eq!(receive_time(t, None), t);
+        let mut last = None;
+        let ms: Vec<u64> = (0..5)
+            .map(|_| {
+                let now = receive_time(t, last);
+                last = Some(now);
+                ms_since_epoch(now)
+            })
+            .collect();
+        assert_eq!(
+            ms,
+            (0..5).map(|i| 1_700_000_000_123 + i).collect::<Vec<_>>()
+        );
+        // A clock ahead of the last time is taken as it is.
+        let later = t + Duration::from_millis(40);
+        assert_eq!(receive_time(later, last), later);
+        // A clock stepped back an hour is followed, not held an hour ahead of.
+        let back = t - Duration::from_secs(3600);
+        assert_eq!(receive_time(back, Some(t)), back);
+    }
 }
