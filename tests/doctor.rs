@@ -421,3 +421,40 @@ fn doctor_judges_a_serial_port_for_the_agents_user_not_for_root() {
         "uid 4343 cannot open a 0600 device of uid 4242:\n{out}"
     );
 }
+
+/// `/dev/ttyS*` (major 4, as `/dev/serial0` on a Raspberry Pi 3/4 and most x86 boards) is a
+/// class the shipped unit allows (`DeviceAllow=char-ttyS rw`), though `/proc/devices` lists
+/// major 4 first as `/dev/vc/0`, then `tty`, then `ttyS`: the step passes and names `ttyS`.
+/// Needs root (mknod); skipped without.
+#[test]
+fn doctor_passes_a_ttys_port_whose_major_has_several_names() {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (mknod)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("ttyS1");
+    let c = std::ffi::CString::new(dev.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(4, 65)) };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    let config = dir.path().join("serial.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"serial\"\ndevice = \"{}\"\n\
+             framing = \"slip\"\n[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\n",
+            dir.path().join("buffer").display(),
+            dev.display()
+        ),
+    )
+    .unwrap();
+    let (_, out, _) = doctor(&config);
+    expect(
+        &out,
+        &format!("serial {}", dev.display()),
+        "OK",
+        "ttyS character device, readable and writable by",
+    );
+}

@@ -115,19 +115,27 @@ pub(super) fn serial(device: &Path, agent: Option<&AgentUser>) -> Outcome {
             "this user".into()
         }
     };
-    let class = device_class(libc::major(meta.rdev()));
-    match class.as_deref() {
-        Some(c) if UNIT_ALLOWS.contains(&c) => Outcome::Ok(format!(
-            "character device, readable and writable by {who} ({owner})"
-        )),
-        _ => Outcome::Warn(format!(
-            "readable and writable by {who} ({owner}), but a {} device, which the shipped \
-             unit's DeviceAllow= does not let the agent open: add `DeviceAllow=char-{} rw` in \
-             a drop-in (systemctl edit hubgate)",
-            class.as_deref().unwrap_or("(unknown class)"),
-            class.as_deref().unwrap_or("<class>")
-        )),
+    let text = std::fs::read_to_string("/proc/devices").unwrap_or_default();
+    let classes = device_classes(&text, libc::major(meta.rdev()));
+    // A major can be listed under several names (4: `/dev/vc/0`, `tty`, `ttyS`); the unit's
+    // `DeviceAllow=char-ttyS` allows the whole major, so any allowed name will do.
+    if let Some(c) = classes.iter().find(|c| UNIT_ALLOWS.contains(c)) {
+        return Outcome::Ok(format!(
+            "{c} character device, readable and writable by {who} ({owner})"
+        ));
     }
+    // The name to add: a plain one (`pts`) rather than a path (`/dev/vc/0`).
+    let class = classes
+        .iter()
+        .find(|c| !c.starts_with('/'))
+        .or(classes.first());
+    Outcome::Warn(format!(
+        "readable and writable by {who} ({owner}), but a {} device, which the shipped \
+         unit's DeviceAllow= does not let the agent open: add `DeviceAllow=char-{} rw` in \
+         a drop-in (systemctl edit hubgate)",
+        class.unwrap_or(&"(unknown class)"),
+        class.unwrap_or(&"<class>")
+    ))
 }
 
 /// What the mode bits let `user` do: read and write.
@@ -145,15 +153,16 @@ fn may_open(meta: &std::fs::Metadata, user: &AgentUser) -> bool {
     bits & 0o6 == 0o6
 }
 
-/// The name `/proc/devices` gives the character devices of `major` (`ttyUSB`, `pts`).
-fn device_class(major: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/proc/devices").ok()?;
+/// The names `/proc/devices` (its text) gives the character devices of `major` (`ttyUSB`,
+/// `pts`), in its order.
+fn device_classes(text: &str, major: u32) -> Vec<&str> {
     text.lines()
         .skip_while(|l| !l.starts_with("Character devices:"))
         .take_while(|l| !l.trim().is_empty())
         .filter_map(|l| l.trim().split_once(' '))
-        .find(|(n, _)| n.parse() == Ok(major))
-        .map(|(_, name)| name.trim().to_string())
+        .filter(|(n, _)| n.parse() == Ok(major))
+        .map(|(_, name)| name.trim())
+        .collect()
 }
 
 #[cfg(test)]
@@ -192,5 +201,14 @@ mod tests {
         assert_eq!((hubgate.uid, hubgate.groups), (990, vec![990, 20]));
         std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
         assert_eq!(agent_user(dir.path(), &etc), None, "judged for root then");
+    }
+
+    #[test]
+    fn every_name_of_a_major_is_its_class() {
+        let text = "Character devices:\n  1 mem\n  4 /dev/vc/0\n  4 tty\n  4 ttyS\n\
+                    136 pts\n188 ttyUSB\n\nBlock devices:\n  4 notachar\n";
+        assert_eq!(device_classes(text, 4), ["/dev/vc/0", "tty", "ttyS"]);
+        assert_eq!(device_classes(text, 188), ["ttyUSB"]);
+        assert_eq!(device_classes(text, 99), Vec::<&str>::new());
     }
 }
