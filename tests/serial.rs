@@ -439,12 +439,15 @@ fn device_missing_at_start_is_waited_for() {
     let tty_b = dir.path().join("ttyB");
     let agent = Agent::start_with_stdout(dir.path(), &config(dir.path(), &tty_b, "cobs"));
     agent.wait_log("cannot open", 1, WAIT);
+    // Away from the start: the gauge is there, at 0, before the device ever opened.
+    assert_eq!(serial_state(&agent, &tty_b), (0, NOT_OPEN.into()));
     let pty = PtyPair::start(dir.path());
     agent.wait_log("opened again after", 1, WAIT);
     let mut w = pty.writer();
     write_awkwardly(&mut w, &cobs(&with_crc(&envelope((7, 19, 45)))));
     agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 1);
     assert_eq!(readings(&agent), [(7, 19, 45)]);
+    assert_eq!(serial_state(&agent, &tty_b), (1, OPEN.into()));
     // The warning, once; the retries after it are debug lines ("still cannot open").
     assert_eq!(agent.full_log().matches(": cannot open (").count(), 1);
 }
@@ -485,6 +488,50 @@ fn equal_readings_in_one_read_are_each_delivered() {
         "{}",
         agent.full_log()
     );
+}
+
+/// `hubgate_serial_connected{device}` and the state on the status page's source row (the
+/// page as served, its HTML read without a browser).
+fn serial_state(agent: &Agent, device: &Path) -> (u64, String) {
+    let series = format!(
+        "hubgate_serial_connected{{device=\"{}\"}}",
+        device.display()
+    );
+    assert!(
+        agent.has_metric(&series),
+        "no {series}:\n{}",
+        agent.scrape().unwrap_or_default()
+    );
+    let (code, _, page) = agent
+        .request("GET / HTTP/1.0\r\n\r\n")
+        .expect("status page");
+    assert_eq!(code, 200);
+    let row = format!("<tr><td>serial<td>{}<td>", device.display());
+    let state = page
+        .split_once(&row)
+        .and_then(|(_, rest)| rest.split_once("<td>"))
+        .unwrap_or_else(|| panic!("no {row} in {page}"))
+        .0;
+    (agent.metric(&series), state.to_string())
+}
+
+const OPEN: &str = "<span class=ok>open</span>";
+const NOT_OPEN: &str = "<span class=bad>not open</span>";
+
+/// While a serial device is away (unplugged, its module in a boot loop), the metrics and the
+/// status page say so: an unplugged radio is not quiet air.
+#[test]
+fn a_device_that_is_away_shows_on_the_metrics_and_the_status_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pty = PtyPair::start(dir.path());
+    let agent = start_agent(dir.path(), &pty, "slip");
+    assert_eq!(serial_state(&agent, &pty.b), (1, OPEN.into()));
+    pty.stop();
+    agent.wait_log("device gone", 1, WAIT);
+    assert_eq!(serial_state(&agent, &pty.b), (0, NOT_OPEN.into()));
+    let _pty = PtyPair::start(dir.path());
+    agent.wait_log("opened again after", 1, WAIT);
+    assert_eq!(serial_state(&agent, &pty.b), (1, OPEN.into()));
 }
 
 // ---------------------------------------------------------------------------

@@ -154,6 +154,9 @@ pub struct Metrics {
     pub decode_errors: Family,
     /// 1 while the MQTT source of broker `host:port` is connected.
     pub mqtt_connected: Family,
+    /// 1 while the serial source of a device (its path as configured) has it open; 0 from
+    /// the start until it first opens, and while it is away.
+    pub serial_connected: Family,
     /// 1 while the MQTT source of broker `host:port` holds its subscription.
     pub mqtt_subscribed: Family,
     /// 1 while librdkafka has a broker connection up; only with a Kafka or Event Hubs sink.
@@ -310,6 +313,7 @@ impl Metrics {
             e("hubs_parked", "gauge", "reason", "recTypes held back, by the cause of their hub's refusal (docs/eventhubs.md)", self.park_reasons.by_cause()),
             e("mqtt_connected", "gauge", "broker", "1 while the MQTT source is connected", self.mqtt_connected.snapshot()),
             e("mqtt_subscribed", "gauge", "broker", "1 while the MQTT source is subscribed", self.mqtt_subscribed.snapshot()),
+            e("serial_connected", "gauge", "device", "1 while the serial source has its device open (0: not yet opened, or away)", self.serial_connected.snapshot()),
             e("kafka_connected", "gauge", "", "1 while a Kafka broker connection is up", self.kafka_connected.snapshot()),
         ]
     }

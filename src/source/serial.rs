@@ -43,6 +43,8 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
             return;
         }
     };
+    // Away until it opens: monitoring tells a missing radio from quiet air.
+    ctx.metrics.serial_connected.set(&dev, 0);
     let mut stopping = ctx.stopping.clone();
     let mut backoff = REOPEN_MIN;
     // Some(since) while the device is away: logged once when it goes and once when it is back.
@@ -77,6 +79,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                         cfg.framing
                     ),
                 }
+                ctx.metrics.serial_connected.set(&dev, 1);
                 backoff = REOPEN_MIN;
                 deframer.reset();
                 match read(
@@ -92,6 +95,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                 {
                     Ended::Stopping => return,
                     Ended::Gone(e) => {
+                        ctx.metrics.serial_connected.set(&dev, 0);
                         ctx.metrics.log_limited(log::Level::Warn, "serial_gone", || {
                             format!(
                                 "serial {dev}: device gone ({e}); reopening with backoff up to {:?}",

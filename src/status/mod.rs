@@ -30,8 +30,8 @@ pub struct Facts {
     planned: BTreeSet<String>,
     /// (kind, where) per source; never a URL's credentials (the config refuses those).
     sources: Vec<(&'static str, String)>,
-    /// The `host:port` label of each MQTT source's connection gauge, by source.
-    brokers: Vec<Option<String>>,
+    /// The connection gauge of each source that has one, by source.
+    links: Vec<Option<Link>>,
     buffer_path: PathBuf,
     buffer_max_bytes: u64,
     /// On the monotonic clock: the uptime survives the wall clock's first NTP step.
@@ -55,16 +55,19 @@ impl Facts {
                 SourceConfig::Replay(r) => ("replay", r.path.display().to_string()),
             })
             .collect();
-        let brokers = cfg
+        let links = cfg
             .sources
             .iter()
             .map(|s| match s {
-                SourceConfig::Mqtt(m) => Some(format!("{}:{}", m.url.host, m.url.port)),
+                SourceConfig::Mqtt(m) => {
+                    Some(Link::Broker(format!("{}:{}", m.url.host, m.url.port)))
+                }
+                SourceConfig::Serial(s) => Some(Link::Device(s.device.display().to_string())),
                 _ => None,
             })
             .collect();
         Facts {
-            brokers,
+            links,
             gateway_id: cfg.gateway_id.clone(),
             sink,
             hub_names: cfg.sink.hub_names(),
@@ -75,6 +78,14 @@ impl Facts {
             started: Instant::now(),
         }
     }
+}
+
+/// The label of a source's connection gauge.
+enum Link {
+    /// `hubgate_mqtt_connected`'s `host:port`.
+    Broker(String),
+    /// `hubgate_serial_connected`'s device path.
+    Device(String),
 }
 
 /// The page's view of a running agent.
@@ -185,14 +196,15 @@ impl Status {
         let sources = f
             .sources
             .iter()
-            .zip(&f.brokers)
+            .zip(&f.links)
             .enumerate()
-            .map(|(i, ((kind, at), broker))| SourceView {
+            .map(|(i, ((kind, at), link))| SourceView {
                 kind,
                 at: at.clone(),
-                connected: broker
-                    .as_deref()
-                    .map(|b| m.mqtt_connected.get(b) == Some(1)),
+                connected: link.as_ref().map(|l| match l {
+                    Link::Broker(b) => m.mqtt_connected.get(b) == Some(1),
+                    Link::Device(d) => m.serial_connected.get(d) == Some(1),
+                }),
                 frames_total: per(&current.by_source, i),
                 frames_last_minute: per(&hour.last_minute_by_source, i),
                 frames_last_hour: per(&hour.by_source, i),
@@ -315,7 +327,7 @@ pub struct Hub {
 pub struct SourceView {
     pub kind: &'static str,
     pub at: String,
-    /// Known for MQTT only.
+    /// Known for MQTT (connected to the broker) and serial (the device open) only.
     pub connected: Option<bool>,
     pub frames_total: u64,
     /// In the last full minute (the first minute after a start: so far).

@@ -328,7 +328,10 @@ fn sources(b: &mut String, s: &Snapshot) {
             "<tr><td>{}<td>{}<td>{}<td>{}<td>{}<td>{}</tr>",
             src.kind,
             esc(&src.at),
-            yes_no(src.connected, "connected", "not connected"),
+            match src.kind {
+                "serial" => yes_no(src.connected, "open", "not open"),
+                _ => yes_no(src.connected, "connected", "not connected"),
+            },
             src.frames_last_minute,
             src.frames_last_hour,
             src.frames_total
