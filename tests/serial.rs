@@ -442,7 +442,11 @@ fn device_missing_at_start_is_waited_for() {
     // Away from the start: the gauge is there, at 0, before the device ever opened.
     assert_eq!(serial_state(&agent, &tty_b), (0, NOT_OPEN.into()));
     let pty = PtyPair::start(dir.path());
-    agent.wait_log("opened again after", 1, WAIT);
+    agent.wait_log("opened ", 1, WAIT);
+    // Its first open: the line that confirms the settings, not one for a device back.
+    let log = agent.full_log();
+    assert_eq!(log.matches("opened at 115200 baud").count(), 1, "{log}");
+    assert_eq!(log.matches("opened again").count(), 0, "{log}");
     let mut w = pty.writer();
     write_awkwardly(&mut w, &cobs(&with_crc(&envelope((7, 19, 45)))));
     agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 1);

@@ -49,6 +49,9 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     let mut backoff = REOPEN_MIN;
     // Some(since) while the device is away: logged once when it goes and once when it is back.
     let mut outage: Option<Instant> = None;
+    // Whether it has been opened yet: the first open confirms the settings, even after a
+    // wait for a device missing at the start.
+    let mut opened_before = false;
     // The last frame's receive time, kept across reopens (see `receive_time`).
     let mut last_time: Option<SystemTime> = None;
     loop {
@@ -64,20 +67,23 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
             Ok(mut port) => {
                 // A device that keeps going and coming back (a loose cable, a module in a boot
                 // loop) is an outage that repeats: its lines are rate-limited, as MQTT's are.
-                match outage.take() {
-                    Some(since) => ctx
-                        .metrics
+                let away = outage.take();
+                if !std::mem::replace(&mut opened_before, true) {
+                    log::info!(
+                        "serial {dev}: opened at {} baud, framing {:?}{}",
+                        cfg.baud,
+                        cfg.framing,
+                        away.map(|since| format!(" after {:.1?} waiting for it", since.elapsed()))
+                            .unwrap_or_default()
+                    );
+                } else if let Some(since) = away {
+                    ctx.metrics
                         .log_limited(log::Level::Info, "serial_back", || {
                             format!(
                                 "serial {dev}: opened again after {:.1?} away",
                                 since.elapsed()
                             )
-                        }),
-                    None => log::info!(
-                        "serial {dev}: opened at {} baud, framing {:?}",
-                        cfg.baud,
-                        cfg.framing
-                    ),
+                        });
                 }
                 ctx.metrics.serial_connected.set(&dev, 1);
                 backoff = REOPEN_MIN;
