@@ -9,7 +9,7 @@
 //!
 //! When the device goes away (USB unplug, the far end of a pty closes) the source logs it
 //! once and tries to reopen it, waiting 250 ms, then twice as long each time up to
-//! `reopen_max`; it logs again when the device is back. A frame cut by the outage is lost.
+//! `reopen_max` (see [`Backoff`]); it logs again when the device is back. A frame cut by the outage is lost.
 //! Serial input cannot be acknowledged: frames are sent with [`Ack::None`].
 //! Each frame's receive time is at least 1 ms after the previous one's ([`receive_time`]).
 
@@ -25,13 +25,49 @@ use crate::framing::Deframer;
 use crate::uplink::{Radio, RadioFrame};
 
 const REOPEN_MIN: Duration = Duration::from_millis(250);
+/// A port open this long worked, even if silent: one that fails at its first read (EIO, end
+/// of file) does so within milliseconds of the open.
+const STAYED_UP: Duration = Duration::from_secs(1);
 /// Bytes taken from the port per read; frames may span reads.
 const READ_CHUNK: usize = 1024;
 
 /// Why the read loop ended.
 enum Ended {
     Stopping,
-    Gone(String),
+    /// The device went away: why, and whether it delivered any bytes first.
+    Gone(String, bool),
+}
+
+/// The wait before each attempt to open the device: [`REOPEN_MIN`] (`reopen_max` if that is
+/// shorter), then twice as long each time up to `reopen_max`.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Backoff {
+        Backoff {
+            next: REOPEN_MIN.min(max),
+            max,
+        }
+    }
+
+    /// The wait before the next attempt; the one after is twice as long.
+    fn wait(&mut self) -> Duration {
+        let w = self.next;
+        self.next = (w * 2).min(self.max);
+        w
+    }
+
+    /// The port was open for `up` and `delivered` bytes or not, then went: it starts over from
+    /// the shortest wait only if it worked, so a port that opens and fails at once is retried
+    /// with back-off rather than every 250 ms for good.
+    fn ended(&mut self, delivered: bool, up: Duration) {
+        if delivered || up >= STAYED_UP {
+            self.next = REOPEN_MIN.min(self.max);
+        }
+    }
 }
 
 pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
@@ -46,7 +82,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     // Away until it opens: monitoring tells a missing radio from quiet air.
     ctx.metrics.serial_connected.set(&dev, 0);
     let mut stopping = ctx.stopping.clone();
-    let mut backoff = REOPEN_MIN;
+    let mut backoff = Backoff::new(cfg.reopen_max);
     // Some(since) while the device is away: logged once when it goes and once when it is back.
     let mut outage: Option<Instant> = None;
     // Whether it has been opened yet: the first open confirms the settings, even after a
@@ -86,7 +122,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                         });
                 }
                 ctx.metrics.serial_connected.set(&dev, 1);
-                backoff = REOPEN_MIN;
+                let up = Instant::now();
                 deframer.reset();
                 match read(
                     &mut port,
@@ -100,8 +136,9 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                 .await
                 {
                     Ended::Stopping => return,
-                    Ended::Gone(e) => {
+                    Ended::Gone(e, delivered) => {
                         ctx.metrics.serial_connected.set(&dev, 0);
+                        backoff.ended(delivered, up.elapsed());
                         ctx.metrics.log_limited(log::Level::Warn, "serial_gone", || {
                             format!(
                                 "serial {dev}: device gone ({e}); reopening with backoff up to {:?}",
@@ -125,10 +162,9 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.wait()) => {}
             _ = stopping.changed() => {}
         }
-        backoff = (backoff * 2).min(cfg.reopen_max);
     }
 }
 
@@ -165,12 +201,13 @@ async fn read(
     last_time: &mut Option<SystemTime>,
 ) -> Ended {
     let mut buf = [0u8; READ_CHUNK];
+    let mut delivered = false;
     loop {
         let n = tokio::select! {
             r = port.read(&mut buf) => match r {
-                Ok(0) => return Ended::Gone("end of file".into()),
+                Ok(0) => return Ended::Gone("end of file".into(), delivered),
                 Ok(n) => n,
-                Err(e) => return Ended::Gone(e.to_string()),
+                Err(e) => return Ended::Gone(e.to_string(), delivered),
             },
             _ = stopping.changed() => {
                 if *stopping.borrow() {
@@ -179,6 +216,7 @@ async fn read(
                 continue;
             }
         };
+        delivered = true;
         let mut input = &buf[..n];
         while !input.is_empty() {
             let (used, event) = deframer.push(input);
@@ -255,6 +293,32 @@ fn content_of(
 mod tests {
     use super::*;
     use crate::record::ms_since_epoch;
+
+    /// The first wait is never longer than `reopen_max`, "the longest wait".
+    #[test]
+    fn no_wait_is_longer_than_reopen_max() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(200));
+        assert_eq!([b.wait(), b.wait()], [ms(200), ms(200)]);
+        let mut b = Backoff::new(ms(900));
+        assert_eq!([b.wait(), b.wait(), b.wait()], [ms(250), ms(500), ms(900)]);
+    }
+
+    /// A port that opens and fails at its first read does not start the back-off over; one
+    /// that delivered bytes, or stayed up, does.
+    #[test]
+    fn only_a_port_that_worked_starts_the_back_off_over() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(Duration::from_secs(30));
+        assert_eq!([b.wait(), b.wait()], [ms(250), ms(500)]);
+        b.ended(false, ms(3));
+        assert_eq!(b.wait(), ms(1000));
+        b.ended(true, ms(3));
+        assert_eq!(b.wait(), ms(250));
+        b.wait();
+        b.ended(false, STAYED_UP);
+        assert_eq!(b.wait(), ms(250));
+    }
 
     #[test]
     fn receive_times_are_distinct_to_the_millisecond() {
