@@ -494,6 +494,28 @@ fn equal_readings_in_one_read_are_each_delivered() {
     );
 }
 
+/// A device that goes away in the middle of a frame (unplugged, its module reset while it
+/// sends): the cut frame is counted, not silently forgotten.
+#[test]
+fn a_frame_cut_by_an_outage_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pty = PtyPair::start(dir.path());
+    let agent = start_agent(dir.path(), &pty, "slip");
+    let whole = slip(&with_crc(&envelope((1, 20, 50))));
+    let mut stream = whole.clone();
+    stream.extend_from_slice(&whole[..whole.len() / 2]);
+    let mut w = pty.writer();
+    // One write: the reader has the half frame once the whole one before it is delivered.
+    w.write_all(&stream).unwrap();
+    w.flush().unwrap();
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n == 1);
+    drop(w);
+    pty.stop();
+    agent.wait_log("device gone", 1, WAIT);
+    assert_eq!(problem(&agent, "serial_cut"), 1, "{}", agent.full_log());
+    assert_eq!(problem(&agent, "serial_crc"), 0);
+}
+
 /// `hubgate_serial_connected{device}` and the state on the status page's source row (the
 /// page as served, its HTML read without a browser).
 fn serial_state(agent: &Agent, device: &Path) -> (u64, String) {

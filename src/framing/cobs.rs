@@ -38,11 +38,13 @@ impl Cobs {
         })
     }
 
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self) -> bool {
+        let cut = !self.done && !self.discarding && self.started;
         self.buf.clear();
         self.new_frame();
         self.discarding = false;
         self.done = false;
+        cut
     }
 
     fn new_frame(&mut self) {

@@ -56,10 +56,13 @@ impl LinesHex {
         })
     }
 
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self) -> bool {
+        // A line that lacks only its line end is cut too; blanks alone are no line.
+        let cut = !self.done && !self.discarding && !self.line.trim_ascii().is_empty();
         self.line.clear();
         self.discarding = false;
         self.done = false;
+        cut
     }
 
     /// See [`super::Deframer::push`].

@@ -139,8 +139,9 @@ impl Deframer {
         }
     }
 
-    /// Forget any partial frame (after the device was reopened).
-    pub fn reset(&mut self) {
+    /// Forget any partial frame (the device went away); returns whether there was one: bytes
+    /// after the last delimiter that were not skipped as part of a reported problem.
+    pub fn reset(&mut self) -> bool {
         match self {
             Deframer::LinesHex(d) => d.reset(),
             Deframer::Slip(d) => d.reset(),
@@ -253,5 +254,41 @@ pub(crate) mod testutil {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(feed_chunks(&mut make(), &bytes), expected, "byte by byte");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::{feed_chunks, stuffing, with_crc};
+    use super::{Deframer, Framing};
+
+    /// `reset` tells whether it threw away a frame cut short (the serial source counts it as
+    /// `serial_cut`): not after a whole frame, nor while skipping a reported bad one.
+    #[test]
+    fn reset_tells_whether_a_frame_was_cut() {
+        let content = b"reading";
+        let cases: [(Framing, Vec<u8>); 3] = [
+            (Framing::Slip, stuffing::slip(&with_crc(content))),
+            (Framing::Cobs, stuffing::cobs(&with_crc(content))),
+            (
+                Framing::LinesHex,
+                format!("rx {}\r\n", hex::encode(content)).into_bytes(),
+            ),
+        ];
+        for (framing, frame) in cases {
+            let mut d = Deframer::new(framing, 16, Some("rx")).unwrap();
+            assert!(!d.reset(), "{framing:?}: fresh");
+            assert_eq!(feed_chunks(&mut d, &[&frame]), [Ok(content.to_vec())]);
+            assert!(!d.reset(), "{framing:?}: after a whole frame");
+            // All but the delimiter (lines-hex: a line lacking only its line end).
+            let end = if framing == Framing::LinesHex { 2 } else { 1 };
+            assert!(feed_chunks(&mut d, &[&frame[..frame.len() - end]]).is_empty());
+            assert!(d.reset(), "{framing:?}: cut");
+            assert!(!d.reset(), "{framing:?}: already forgotten");
+            // Skipping the rest of an over-long frame, already counted.
+            assert_eq!(feed_chunks(&mut d, &[&[0x41; 300]]).len(), 1);
+            assert!(!d.reset(), "{framing:?}: while discarding");
+            assert_eq!(feed_chunks(&mut d, &[&frame]), [Ok(content.to_vec())]);
+        }
     }
 }

@@ -35,11 +35,13 @@ impl Slip {
         })
     }
 
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self) -> bool {
+        let cut = !self.done && !self.discarding && (self.esc || !self.buf.is_empty());
         self.buf.clear();
         self.esc = false;
         self.discarding = false;
         self.done = false;
+        cut
     }
 
     /// See [`super::Deframer::push`].

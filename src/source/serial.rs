@@ -9,7 +9,8 @@
 //!
 //! When the device goes away (USB unplug, the far end of a pty closes) the source logs it
 //! once and tries to reopen it, waiting 250 ms, then twice as long each time up to
-//! `reopen_max` (see [`Backoff`]); it logs again when the device is back. A frame cut by the outage is lost.
+//! `reopen_max` (see [`Backoff`]); it logs again when the device is back. A frame cut by the
+//! outage is lost and counted (`serial_cut`).
 //! Serial input cannot be acknowledged: frames are sent with [`Ack::None`].
 //! Each frame's receive time is at least 1 ms after the previous one's ([`receive_time`]).
 
@@ -123,7 +124,6 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                 }
                 ctx.metrics.serial_connected.set(&dev, 1);
                 let up = Instant::now();
-                deframer.reset();
                 match read(
                     &mut port,
                     &mut deframer,
@@ -139,6 +139,11 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                     Ended::Gone(e, delivered) => {
                         ctx.metrics.serial_connected.set(&dev, 0);
                         backoff.ended(delivered, up.elapsed());
+                        if deframer.reset() {
+                            ctx.metrics.problem("serial_cut", || {
+                                format!("serial {dev}: dropped a frame cut short by the outage")
+                            });
+                        }
                         ctx.metrics.log_limited(log::Level::Warn, "serial_gone", || {
                             format!(
                                 "serial {dev}: device gone ({e}); reopening with backoff up to {:?}",
