@@ -250,6 +250,7 @@ impl Config {
         }
         self.check_mqtt_client_ids()?;
         self.check_udp_listens()?;
+        self.check_serial_devices()?;
         if self.codecs.round_budget.is_zero() {
             return Err((
                 "codecs.round_budget".into(),
@@ -492,6 +493,30 @@ impl Config {
                     format!(
                         "{} is source[{first}]'s too: one UDP source per address",
                         u.listen
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Two serial sources on one device (its path, or a link to it such as a
+    /// `/dev/serial/by-id/…` one, where it exists): the port is opened exclusively, so the
+    /// second could never open it and would only log "cannot open" once.
+    fn check_serial_devices(&self) -> Result<(), (String, String)> {
+        let mut seen = std::collections::HashMap::new();
+        for (i, src) in self.sources.iter().enumerate() {
+            let SourceConfig::Serial(s) = src else {
+                continue;
+            };
+            let device = std::fs::canonicalize(&s.device).unwrap_or_else(|_| s.device.clone());
+            if let Some(first) = seen.insert(device.clone(), i) {
+                return Err((
+                    format!("source[{i}].device"),
+                    format!(
+                        "{} is source[{first}]'s device too ({}): one serial source per device",
+                        s.device.display(),
+                        device.display()
                     ),
                 ));
             }

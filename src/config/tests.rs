@@ -1037,3 +1037,38 @@ fn a_rec_type_that_cannot_name_its_hub_is_refused_unless_mapped() {
     let mapped = format!("{base}[sink.topics]\n\"io.microshare lorawan\" = \"packed\"\n");
     assert!(resolve(&mapped).is_ok());
 }
+
+/// Two serial sources on one device, named alike or one by a link to it, are refused: the
+/// port is opened exclusively, so the second could never read. Two devices are fine.
+#[test]
+fn one_serial_device_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tty = dir.path().join("ttyUSB0");
+    std::fs::write(&tty, "").unwrap();
+    let by_id = dir.path().join("usb-FTDI_radio-if00-port0");
+    std::os::unix::fs::symlink(&tty, &by_id).unwrap();
+    let resolve = |devices: &[&Path]| {
+        let mut text = String::from("[sink]\ntype = \"stdout\"\n");
+        for d in devices {
+            text += &format!(
+                "[[source]]\ntype = \"serial\"\ndevice = \"{}\"\nframing = \"slip\"\n",
+                d.display()
+            );
+        }
+        Config::parse(&text).unwrap().resolve(Path::new("."))
+    };
+    let (key, reason) = resolve(&[&tty, &dir.path().join("ttyUSB1"), &by_id]).unwrap_err();
+    assert_eq!(key, "source[2].device");
+    assert_eq!(
+        reason,
+        format!(
+            "{} is source[0]'s device too ({}): one serial source per device",
+            by_id.display(),
+            tty.canonicalize().unwrap().display()
+        )
+    );
+    let missing = dir.path().join("ttyACM0");
+    let (key, _) = resolve(&[&missing, &missing]).unwrap_err();
+    assert_eq!(key, "source[1].device");
+    resolve(&[&tty, &missing]).unwrap();
+}
