@@ -383,6 +383,22 @@ fn an_insecure_kafka_sink_fails() {
     );
 }
 
+/// A config of one serial source on `device`, written to `dir/serial.toml`.
+fn serial_config(dir: &Path, buffer: &Path, device: &Path) -> PathBuf {
+    let config = dir.join("serial.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"serial\"\ndevice = \"{}\"\n\
+             framing = \"slip\"\n[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\n",
+            buffer.display(),
+            device.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// Doctor runs as root (`sudo hubgate doctor`: the config is root's and the agent's group's),
 /// where `access()` passes for every device: a serial port the agent's user (here the buffer
 /// directory's owner, as `hubgate buffer` takes it) cannot open, another owner's with mode
@@ -402,18 +418,7 @@ fn doctor_judges_a_serial_port_for_the_agents_user_not_for_root() {
     let buffer = dir.path().join("buffer");
     std::fs::create_dir(&buffer).unwrap();
     std::os::unix::fs::chown(&buffer, Some(4343), Some(4343)).unwrap();
-    let config = dir.path().join("serial.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"serial\"\ndevice = \"{}\"\n\
-             framing = \"slip\"\n[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\n",
-            buffer.display(),
-            pty.path.display()
-        ),
-    )
-    .unwrap();
-    let (_, out, _) = doctor(&config);
+    let (_, out, _) = doctor(&serial_config(dir.path(), &buffer, &pty.path));
     let step = format!("serial {}", pty.path.display());
     let serial = line(&out, &step);
     assert!(
@@ -439,18 +444,7 @@ fn doctor_passes_a_ttys_port_whose_major_has_several_names() {
     // SAFETY: `c` is a valid NUL-terminated path.
     let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(4, 65)) };
     assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
-    let config = dir.path().join("serial.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"serial\"\ndevice = \"{}\"\n\
-             framing = \"slip\"\n[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\n",
-            dir.path().join("buffer").display(),
-            dev.display()
-        ),
-    )
-    .unwrap();
-    let (_, out, _) = doctor(&config);
+    let (_, out, _) = doctor(&serial_config(dir.path(), &dir.path().join("buffer"), &dev));
     expect(
         &out,
         &format!("serial {}", dev.display()),
