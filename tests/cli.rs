@@ -919,8 +919,8 @@ fn codecs_list_without_reading_the_configs_secrets() {
 
 /// Without `--dir`, `hubgate codecs` lists the config's `[codecs] dir`; `hubgate check`
 /// warns about each JavaScript codec or mapping table the config names that does not load
-/// (missing, broken), naming the file and the reason, and still passes the config: the agent
-/// runs without them.
+/// (missing, broken, a top level too slow for a call), naming the file and the reason, and
+/// still passes the config: the agent runs without them.
 #[cfg(feature = "js")]
 #[test]
 fn codecs_and_check_read_the_configs_codec_directory() {
@@ -929,6 +929,10 @@ fn codecs_and_check_read_the_configs_codec_directory() {
     codec_files::create_dir(&codecs);
     codec_files::copy_example("example-th.js", &codecs.join("th.js"));
     codec_files::write(codecs.join("broken.js"), "function Decode( {");
+    codec_files::write(
+        codecs.join("slow.js"),
+        "var n = 0;\nfor (var i = 0; i < 3e6; i++) { n += i; }\nfunction Decode(p, b) { return {}; }",
+    );
     let config = dir.path().join("hubgate.toml");
     std::fs::write(
         &config,
@@ -936,7 +940,8 @@ fn codecs_and_check_read_the_configs_codec_directory() {
          [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1700\"\n\
          [[device]]\ndev_eui = \"0000000000000001\"\njs_codec = \"th\"\n\
          [[device]]\ndev_eui = \"0000000000000002\"\njs_codec = \"broken\"\n\
-         [[device]]\ndev_eui = \"0000000000000003\"\njs_codec = \"gone\"\nmapping = \"nomap\"\n",
+         [[device]]\ndev_eui = \"0000000000000003\"\njs_codec = \"gone\"\nmapping = \"nomap\"\n\
+         [[device]]\ndev_eui = \"0000000000000004\"\njs_codec = \"slow\"\n",
     )
     .unwrap();
     let config = config.to_str().unwrap();
@@ -944,13 +949,17 @@ fn codecs_and_check_read_the_configs_codec_directory() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let js: Vec<&str> = out.lines().filter(|l| l.starts_with("js/")).collect();
-    assert_eq!(js.len(), 2, "{out}");
+    assert_eq!(js.len(), 3, "{out}");
     assert!(
         js[0].starts_with("js/broken") && js[0].contains("broken.js: threw SyntaxError"),
         "{out}"
     );
     assert!(
-        js[1].starts_with("js/th ") && js[1].ends_with(" ok"),
+        js[1].starts_with("js/slow") && js[1].contains("slow.js: its top level took "),
+        "{out}"
+    );
+    assert!(
+        js[2].starts_with("js/th ") && js[2].ends_with(" ok"),
         "{out}"
     );
     let o = hubgate(&["codecs", "-c", "/nonexistent/hubgate.toml"]);
@@ -964,7 +973,7 @@ fn codecs_and_check_read_the_configs_codec_directory() {
         .map(String::from)
         .collect();
     let at = |f: &str| codecs.join(f).display().to_string();
-    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert_eq!(warnings.len(), 4, "{warnings:?}");
     assert!(
         warnings[0].starts_with(&format!(
             "hubgate: warning: JavaScript codec {}: threw SyntaxError",
@@ -981,6 +990,13 @@ fn codecs_and_check_read_the_configs_codec_directory() {
     );
     assert!(
         warnings[2].starts_with(&format!(
+            "hubgate: warning: JavaScript codec {}: its top level took ",
+            at("slow.js")
+        )) && warnings[2].ends_with("it may take at most 50 ms of a call's 100 ms"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[3].starts_with(&format!(
             "hubgate: warning: mapping table {}: No such file",
             at("nomap.toml")
         )),

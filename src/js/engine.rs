@@ -10,7 +10,10 @@ use rquickjs::allocator::Allocator;
 use rquickjs::context::intrinsic;
 use rquickjs::{qjs, Context, Ctx, Function, Runtime};
 
-use super::{one_line, JsError, LOAD_LIMIT, MEMORY_LIMIT, OUTPUT_LIMIT, STACK_LIMIT, TIME_LIMIT};
+use super::{
+    one_line, JsError, LOAD_LIMIT, MEMORY_LIMIT, OUTPUT_LIMIT, STACK_LIMIT, TIME_LIMIT,
+    TOP_LEVEL_LIMIT,
+};
 
 /// Runs the codec's function with the uplink and hands back its result as JSON text, so that
 /// whatever the script returns is turned into plain data inside the sandbox. A
@@ -151,10 +154,14 @@ impl Live {
             let (script, glue) = context.with(|ctx| {
                 let script = caught(&ctx, compile(&ctx, source, name))?;
                 let glue = caught(&ctx, compile(&ctx, GLUE, "glue"))?;
-                caught(&ctx, run(&ctx, &script))?;
                 Ok((script, glue))
             })?;
+            // The top level as every call runs it (reading the bytecode, running it, then its
+            // jobs), timed as a call is: by this thread's CPU time.
+            let start = thread_cpu_ns();
+            context.with(|ctx| caught(&ctx, run(&ctx, &script)))?;
             live.run_jobs(LOAD_LIMIT)?;
+            let top_level = Duration::from_nanos(thread_cpu_ns().saturating_sub(start));
             context.with(|ctx| {
                 let g = ctx.globals();
                 let defines = |f: &str| g.get::<_, Function>(f).is_ok();
@@ -166,6 +173,11 @@ impl Live {
                 }
                 Ok(())
             })?;
+            // Every call runs it again within its own limit: one that cannot fit a call would
+            // load, then time out on every call, a strike each.
+            if top_level > TOP_LEVEL_LIMIT {
+                return Err(JsError::SlowTopLevel(top_level.as_micros() as u64));
+            }
             Ok((script, glue))
         });
         live.leave(held, loaded.as_ref().err());

@@ -56,6 +56,14 @@ pub const TIME_LIMIT: Duration = Duration::from_millis(100);
 /// CPU time loading a codec (compiling it and running its top-level code once) may take: a
 /// large vendor file on a slow gateway takes far longer than a call.
 pub const LOAD_LIMIT: Duration = Duration::from_secs(2);
+/// CPU time a codec's top level may take when it is loaded: every call runs it again, within
+/// the call's [`TIME_LIMIT`], so one that takes longer is refused at load rather than loaded
+/// to time out on every call (a strike each, every uplink packed). Half the call's limit: the
+/// other half is the function's, the call's fresh context's and the run-to-run spread of CPU
+/// time (the load's run is the first; a busy machine's shared caches and a slower clock make
+/// the same code take longer). A vendor codec's top level (functions, lookup tables) takes
+/// well under a millisecond.
+pub const TOP_LEVEL_LIMIT: Duration = Duration::from_millis(50);
 /// Longest JSON a call may return (a frame holds at most 242 bytes).
 pub const OUTPUT_LIMIT: usize = 64 << 10;
 /// Longest payload a codec is called with: a LoRaWAN FRMPayload has at most 242 bytes and a
@@ -74,6 +82,15 @@ pub enum JsError {
     /// The time limit (QuickJS's interrupt) stopped the script after this many ms.
     #[error("ran longer than {0} ms of CPU time")]
     TimedOut(u64),
+    /// Loading: its top level took this many µs of CPU time, more than [`TOP_LEVEL_LIMIT`].
+    #[error(
+        "its top level took {:.1} ms of CPU time: every call runs it again, and it may take \
+         at most {} ms of a call's {} ms",
+        *.0 as f64 / 1000.0,
+        TOP_LEVEL_LIMIT.as_millis(),
+        TIME_LIMIT.as_millis()
+    )]
+    SlowTopLevel(u64),
     #[error("needed more than {} MiB", MEMORY_LIMIT >> 20)]
     OutOfMemory,
     /// The worker's memory for all codecs ([`WORKER_MEMORY`]) refused an allocation, not the

@@ -378,6 +378,31 @@ fn loading_fails_with_a_reason() {
         .is_none());
 }
 
+/// A codec whose top level alone cannot fit a call (every call runs it again, within the
+/// call's 100 ms) is refused at load, naming the file, the time it took and what it may take:
+/// it loaded (the load has 2 s), then timed out on every call, a strike each and every uplink
+/// packed.
+#[test]
+fn a_codec_whose_top_level_cannot_fit_a_call_is_refused_at_load() {
+    // About 0.3 s of CPU time here, well past the 50 ms and well within the load's 2 s.
+    const SLOW: &str = "var n = 0; for (var i = 0; i < 3e6; i++) { n += i; }
+        function decodeUplink(i) { return {data: {n: n}}; }";
+    let tmp = codec_files::tempdir();
+    let file = tmp.path().join("slow.js");
+    codec_files::write(&file, SLOW);
+    let e = dir::load(tmp.path(), "slow", &worker()).err().unwrap();
+    let took = e
+        .strip_prefix(&format!("{}: its top level took ", file.display()))
+        .and_then(|rest| {
+            rest.strip_suffix(
+                " ms of CPU time: every call runs it again, and it may take at most 50 ms of a \
+             call's 100 ms",
+            )
+        })
+        .unwrap_or_else(|| panic!("{e}"));
+    assert!(took.parse::<f64>().unwrap() > 50.0, "{e}");
+}
+
 /// Every error of the codec directory names the file; a codec, mapping table or directory
 /// that its group or every user may write is refused, saying so.
 #[test]
