@@ -372,29 +372,77 @@ async fn bad_input_is_counted_and_nothing_else_is_lost() {
     assert!(status.success(), "SIGTERM exit: {status}");
 }
 
+/// The key a rotation brings in.
+const NEW_KEY: &str = "cm90YXRlZC1rZXktbWF0ZXJpYWwtZm9yLXRlc3Q=";
+
+/// An Event Hubs connection string for `bootstrap` with `key`, plus `tail` (e.g.
+/// `;EntityPath=x`).
+fn connection_string(bootstrap: &str, key: &str, tail: &str) -> String {
+    format!("Endpoint=sb://{bootstrap}/;SharedAccessKeyName=test;SharedAccessKey={key}{tail}")
+}
+
+/// [`config`], the connection string read from `secret` instead, with `extra` in `[sink]`.
+fn config_reading(
+    dir: &Path,
+    mqtt: &Mosquitto,
+    kafka: &Kafka,
+    secret: &Path,
+    extra: &str,
+) -> String {
+    let inline = format!(
+        "connection_string = \"{}\"",
+        connection_string(&kafka.bootstrap(), KEY, "")
+    );
+    let body = config(dir, mqtt, kafka);
+    assert!(body.contains(&inline));
+    body.replace(
+        &inline,
+        &format!("connection_string_file = \"{}\"\n{extra}", secret.display()),
+    )
+}
+
+/// Write `text` to the secret file `path`, 0600 as the agent wants it.
+fn secret_file(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn hup(agent: &Agent) {
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(agent.pid(), libc::SIGHUP) }, 0);
+}
+
+/// Wait until the log holds `a` or `b`; returns the one it holds.
+fn wait_either<'a>(agent: &Agent, a: &'a str, b: &'a str) -> &'a str {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let log = agent.full_log();
+        if let Some(found) = [a, b].into_iter().find(|needle| log.contains(needle)) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log never had {a:?} nor {b:?}:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Key rotation: a new connection string in the file plus SIGHUP rebuilds the producer, and
 /// records keep flowing; SIGHUP with the same one does not. Neither key appears in the log,
 /// even at trace level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_on_sighup_and_no_key_in_any_log_line() {
-    const NEW_KEY: &str = "cm90YXRlZC1rZXktbWF0ZXJpYWwtZm9yLXRlc3Q=";
     let dir = tempfile::tempdir().unwrap();
     let mqtt = Mosquitto::start(dir.path());
     let kafka = Kafka::start(dir.path());
     topics(&kafka);
     let secret = dir.path().join("eventhubs.secret");
-    let cs = |key: &str| {
-        format!(
-            "Endpoint=sb://{}/;SharedAccessKeyName=test;SharedAccessKey={key}",
-            kafka.bootstrap()
-        )
-    };
-    std::fs::write(&secret, cs(KEY)).unwrap();
-    let config = config(dir.path(), &mqtt, &kafka).replace(
-        &format!("connection_string = \"{}\"", cs(KEY)),
-        &format!("connection_string_file = \"{}\"", secret.display()),
-    );
-    assert!(config.contains("connection_string_file"));
+    let cs = |key: &str| connection_string(&kafka.bootstrap(), key, "");
+    secret_file(&secret, &cs(KEY));
+    let config = config_reading(dir.path(), &mqtt, &kafka, &secret, "");
     let agent = Agent::start_with_log(dir.path(), &config, "trace");
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     let all = uplinks(10);
@@ -402,15 +450,15 @@ async fn key_rotation_on_sighup_and_no_key_in_any_log_line() {
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 15);
 
     // A reload with the same key (e.g. for the codecs) keeps the producer.
-    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    hup(&agent);
     agent.wait_log(
         "the connection string is the same; keeping the sink",
         1,
         WAIT,
     );
     assert!(!agent.full_log().contains("sink replaced"));
-    std::fs::write(&secret, cs(NEW_KEY)).unwrap();
-    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    secret_file(&secret, &cs(NEW_KEY));
+    hup(&agent);
     agent.wait_log("sink replaced", 1, WAIT);
     publish_all(mqtt.port(), &all[15..]).await;
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 30);
@@ -420,6 +468,73 @@ async fn key_rotation_on_sighup_and_no_key_in_any_log_line() {
     assert!(log.contains("TRACE"), "the agent should log at trace level");
     assert!(!log.contains(KEY), "the old key leaked into the log");
     assert!(!log.contains(NEW_KEY), "the new key leaked into the log");
+}
+
+/// `hub_mode = "single"` needs an `EntityPath` in the connection string, at start and on a
+/// key rotation alike. A rotation to one without (a namespace policy's, copied from the
+/// portal) is refused and the current sink kept: taken, it would send each recType to a hub
+/// of its own (created, provisioning being "auto") that the site's consumers never read, and
+/// the next start would fail the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_keeps_hub_mode_single_on_its_entity_path_hub() {
+    const SINGLE: &str = "site";
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(&dir.path().join("kafka"));
+    kafka.create_topics(&[SINGLE]);
+    let secret = dir.path().join("eventhubs.secret");
+    let entity_path = format!(";EntityPath={SINGLE}");
+    secret_file(
+        &secret,
+        &connection_string(&kafka.bootstrap(), KEY, &entity_path),
+    );
+    let extra = "hub_mode = \"single\"\npartitions = 1";
+    let body = config_reading(dir.path(), &mqtt, &kafka, &secret, extra);
+    let agent = Agent::start(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let all = uplinks(4);
+    publish_all(mqtt.port(), &all[..6]).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 6);
+
+    // The same namespace, another policy's connection string: no EntityPath.
+    secret_file(&secret, &connection_string(&kafka.bootstrap(), NEW_KEY, ""));
+    hup(&agent);
+    // Either outcome ends the wait: the sink replaced, or the rotation refused.
+    let replaced = wait_either(&agent, "sink replaced", "key rotation: ") == "sink replaced";
+    publish_all(mqtt.port(), &all[6..]).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 12);
+
+    // The recTypes' own hubs exist only if the new sink created them.
+    let hubs = hubgate::sink::probe::hubs(&kafka.client_config(), WAIT).unwrap();
+    let elsewhere: Vec<usize> = [ENV, MOTION, OPENCLOSE]
+        .iter()
+        .map(|hub| match hubs.contains_key(*hub) {
+            true => kafka.consume_all(hub, 0, Duration::from_secs(5)).len(),
+            false => 0,
+        })
+        .collect();
+    let single = kafka.consume_all(SINGLE, 12, Duration::from_secs(20));
+    let th: Vec<u64> = single
+        .iter()
+        .filter(|(key, ..)| *key == dashed(TH))
+        .map(|(_, payload, ..)| fcnt(&serde_json::from_slice(payload).unwrap()))
+        .collect();
+    assert_eq!(
+        (single.len(), th, elsewhere.clone()),
+        (12, vec![1, 2, 3, 4], vec![0, 0, 0]),
+        "after the rotation (sink replaced: {replaced}) the records went to their recTypes' \
+         own hubs ({ENV}, {MOTION}, {OPENCLOSE}: {elsewhere:?}) instead of the single hub"
+    );
+    let refused = agent.wait_log("key rotation: ", 1, WAIT);
+    let refused = refused
+        .lines()
+        .find(|l| l.contains("key rotation: "))
+        .unwrap();
+    assert!(
+        refused.contains("sink.hub_mode") && refused.contains("keeping the current sink"),
+        "{refused}"
+    );
+    assert!(!refused.contains(NEW_KEY), "the key leaked: {refused}");
 }
 
 /// The config of the start-up tests: the broker is down (stopped before hubgate starts).

@@ -316,7 +316,8 @@ async fn reload_on_request(
         };
         // Read now: the poll must not come back for this change.
         seen = mtime().await;
-        let key = match crate::blocking::run(move || read_secret_file(&file)).await {
+        let read = file.clone();
+        let key = match crate::blocking::run(move || read_secret_file(&read)).await {
             Ok(key) => key,
             Err(e) => {
                 log::error!("key rotation: {e}; keeping the current sink");
@@ -327,16 +328,26 @@ async fn reload_on_request(
             log::info!("key rotation: the connection string is the same; keeping the sink");
             continue;
         }
+        let mut cfg = sink_cfg.clone();
+        if let SinkConfig::Eventhubs(eh) = &mut cfg {
+            eh.connection_string = Some(key.clone());
+        }
+        // The rules a start holds the connection string to (`hub_mode = "single"` needs its
+        // EntityPath): a rotation that broke one would send records where nobody reads them,
+        // and the next start would refuse the file.
+        if let Err((at, reason)) = crate::sink::check(&cfg) {
+            log::error!(
+                "key rotation: {}: {at}: {reason}; keeping the current sink",
+                file.display()
+            );
+            continue;
+        }
         // The slot first: a built producer must never be dropped here (dropping one blocks
         // while it winds down), not even when the forwarder is gone.
         let Ok(slot) = new_sinks.reserve().await else {
             return;
         };
         let built = {
-            let mut cfg = sink_cfg.clone();
-            if let SinkConfig::Eventhubs(eh) = &mut cfg {
-                eh.connection_string = Some(key.clone());
-            }
             let (deliveries, metrics, hubs) = (deliveries.clone(), metrics.clone(), hubs.clone());
             crate::blocking::run(move || crate::sink::open(&cfg, deliveries, metrics, hubs)).await
         };
