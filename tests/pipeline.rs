@@ -537,6 +537,99 @@ async fn a_key_rotation_keeps_hub_mode_single_on_its_entity_path_hub() {
     assert!(!refused.contains(NEW_KEY), "the key leaked: {refused}");
 }
 
+/// The next datagram on the notify socket, or None once `deadline` has passed.
+#[cfg(feature = "js")]
+fn next_notice(
+    sock: &std::os::unix::net::UnixDatagram,
+    deadline: std::time::Instant,
+) -> Option<String> {
+    let left = deadline.checked_duration_since(std::time::Instant::now())?;
+    sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// "hubgate also notices a changed file by itself within 10 s" (docs/operations.md), also
+/// when the key was written while the agent started: after the config read the file, before
+/// the forwarder was open (buffer, sink, codecs: seconds to minutes).
+#[cfg(feature = "js")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_written_during_the_start_is_noticed_by_the_poll() {
+    let dir = support::codec_files::tempdir();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(&dir.path().join("kafka"));
+    topics(&kafka);
+    let secret = dir.path().join("eventhubs.secret");
+    secret_file(&secret, &connection_string(&kafka.bootstrap(), KEY, ""));
+    let codecs = dir.path().join("codecs");
+    support::codec_files::create_dir(&codecs);
+    // A codec that loads for its whole limit (2 s of CPU): the start goes on for that long
+    // after it says (EXTEND_TIMEOUT_USEC) that it loads the codec.
+    support::codec_files::write(codecs.join("slow.js"), "while (true) {}\n");
+    let body = config_reading(dir.path(), &mqtt, &kafka, &secret, "").replace(
+        "[sink]\n",
+        &format!(
+            "[codecs]\ndir = \"{}\"\n[[device]]\ndev_eui = \"00000000000000aa\"\n\
+                 js_codec = \"slow\"\n[sink]\n",
+            codecs.display()
+        ),
+    );
+    let socket = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    let mut agent = Agent::begin_notifying(dir.path(), &body, &socket);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let notice = next_notice(&sock, deadline)
+            .unwrap_or_else(|| panic!("no codec load announced:\n{}", agent.logs()));
+        if notice.contains("loading the JavaScript codecs: slow.js") {
+            break;
+        }
+    }
+    // The config (and the key) was read before the codecs load.
+    secret_file(&secret, &connection_string(&kafka.bootstrap(), NEW_KEY, ""));
+    agent.wait_log("running: ", 1, WAIT);
+    // Three polls' worth: the docs promise ten seconds.
+    agent.wait_log("sink replaced", 1, Duration::from_secs(30));
+    assert!(agent.terminate(WAIT).success());
+}
+
+/// A rotation that failed for a reason the operator then fixes (here the CA bundle, gone
+/// while the new producer was built) is tried again by the next poll, without a SIGHUP and
+/// without another write of the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_that_failed_is_tried_again_by_the_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(&dir.path().join("kafka"));
+    topics(&kafka);
+    let secret = dir.path().join("eventhubs.secret");
+    secret_file(&secret, &connection_string(&kafka.bootstrap(), KEY, ""));
+    let body = config_reading(dir.path(), &mqtt, &kafka, &secret, "");
+    let agent = Agent::start(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let all = uplinks(2);
+    publish_all(mqtt.port(), &all[..3]).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 3);
+
+    let ca = kafka.ca_path();
+    let away = ca.with_extension("away");
+    std::fs::rename(&ca, &away).unwrap();
+    secret_file(&secret, &connection_string(&kafka.bootstrap(), NEW_KEY, ""));
+    hup(&agent);
+    let log = agent.wait_log("keeping the current sink", 1, WAIT);
+    assert!(
+        !log.contains("sink replaced"),
+        "built without its CA:\n{log}"
+    );
+    std::fs::rename(&away, &ca).unwrap();
+    // Two polls' worth.
+    agent.wait_log("sink replaced", 1, Duration::from_secs(25));
+    publish_all(mqtt.port(), &all[3..]).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 6);
+}
+
 /// The config of the start-up tests: the broker is down (stopped before hubgate starts).
 fn config_sink_down(dir: &Path, mqtt: &Mosquitto) -> String {
     let mut kafka = Kafka::start(dir);

@@ -24,7 +24,7 @@ use crate::ids::DevEui;
 pub use crate::secret::Secret;
 use keypath::toml_error;
 use secrets::{load_secret, secret_path};
-pub use secrets::{read_secret_file, secret_file_mtime, SecretText};
+pub use secrets::{read_secret_file, SecretText};
 pub use sections::*;
 pub use sink::*;
 pub use source::*;

@@ -209,9 +209,3 @@ pub(super) fn load_secret<T: SecretText>(
     files.push((file.clone(), "a secret"));
     Ok(())
 }
-
-/// When the secret file was last changed (for key rotation without a restart).
-pub fn secret_file_mtime(file: &Path) -> Option<std::time::SystemTime> {
-    let file = secret_path(file).ok()?;
-    std::fs::metadata(file).and_then(|m| m.modified()).ok()
-}
