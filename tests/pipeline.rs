@@ -630,6 +630,93 @@ async fn a_key_rotation_that_failed_is_tried_again_by_the_poll() {
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 6);
 }
 
+/// Wait until the log holds `count` lines that `want` takes; returns the last of them.
+fn wait_lines(agent: &Agent, count: usize, want: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let log = agent.full_log();
+        let lines: Vec<&str> = log.lines().filter(|l| want(l)).collect();
+        if lines.len() >= count {
+            return lines[count - 1].to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log never had {count} such line(s):\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The operator pasted a Listen-only policy's connection string: every write is refused and
+/// the recType parked, each park twice the last (up to 5 min). They paste the Send policy's:
+/// the sink is replaced, and the parks and the backoff the old key earned are lifted with
+/// it, so the record goes out with the new key at once and the status no longer names the
+/// old key's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_lifts_the_parks_the_old_key_earned() {
+    use support::standin::{Answers, StandIn, TOPIC_AUTHORIZATION_FAILED};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let hubs: Vec<&str> = [ENV, MOTION, OPENCLOSE, PACKED]
+        .into_iter()
+        .chain(support::agent::CODECS_PACKED)
+        .collect();
+    let listen_only = Answers {
+        produce: Some(TOPIC_AUTHORIZATION_FAILED),
+        ..Answers::default()
+    };
+    let broker = StandIn::start_tls(&dir.path().join("broker"), &hubs, listen_only);
+    let secret = dir.path().join("eventhubs.secret");
+    secret_file(&secret, &connection_string(&broker.bootstrap(), KEY, ""));
+    let body = format!(
+        "{}\n[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"{}\"\n\
+         ca_location = \"{}\"\nprovisioning = \"precreated\"\n",
+        support::agent::three_devices(&dir.path().join("buffer"), &mqtt, ""),
+        secret.display(),
+        broker.ca_path().display(),
+    );
+    let agent = Agent::start(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let uplink = chirpstack_uplink(TH, 1, 103, &tbhh100(21, 40));
+    publish_all(mqtt.port(), &[(uplink_topic(TH), uplink)]).await;
+    // Each refusal parks the recType, each park twice as long as the last (with jitter, in
+    // [d/2, d]): the fifth, logged at `parked_at` (to the second), lasts at least 8 s.
+    let parked = |l: &str| l.contains(&format!("ERROR hubgate::metrics] {ENV}: "));
+    let fifth = wait_lines(&agent, 5, parked);
+    let parked_at = fifth
+        .strip_prefix('[')
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no time in {fifth:?}"));
+    let parked_at = humantime::parse_rfc3339(parked_at)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    agent.wait_metric(
+        &format!("hubgate_parked{{rec_type=\"{ENV}\"}}"),
+        WAIT,
+        |v| v == 1,
+    );
+
+    // The Send policy's connection string.
+    broker.set_answers(Answers::default());
+    secret_file(
+        &secret,
+        &connection_string(&broker.bootstrap(), NEW_KEY, ""),
+    );
+    hup(&agent);
+    agent.wait_log("sink replaced", 1, WAIT);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    let delivered = agent.metric("hubgate_last_delivery_timestamp_seconds");
+    assert!(
+        delivered <= parked_at + 5,
+        "the record went out with the new key only at {delivered}, once the park the old key \
+         earned (from {parked_at}, 8 to 16 s) ran out"
+    );
+}
+
 /// The config of the start-up tests: the broker is down (stopped before hubgate starts).
 fn config_sink_down(dir: &Path, mqtt: &Mosquitto) -> String {
     let mut kafka = Kafka::start(dir);

@@ -361,6 +361,7 @@ impl Forwarder {
         // still held is in the buffer since `settle`, and is sent from there).
         drop(self.ledger.replace_sink(sink));
         self.sink_restarted(deliveries)?;
+        self.ledger.forget_old_sink();
         log::info!("sink replaced (new credentials); buffered records are sent with the new one");
         Ok(())
     }

@@ -148,6 +148,19 @@ impl SinkHealth {
         }
     }
 
+    /// A new sink (new credentials): what the old one earned is no verdict on it. The parks
+    /// and the backoff are lifted, so it is tried at once; a recType still refused parks
+    /// again by itself.
+    pub fn reset(&mut self) {
+        self.retry_at = None;
+        self.backoff_since = None;
+        self.backoff = BACKOFF_MIN;
+        for rec_type in std::mem::take(&mut self.parked).into_keys() {
+            self.metrics.parked.set(&rec_type, 0);
+            self.metrics.park_reasons.clear(&rec_type);
+        }
+    }
+
     /// Why `rec_type` is parked, for the status line, page and `hubgate_hubs_parked`.
     fn show_reason(&self, rec_type: &str, reason: &crate::sink::refusal::Refusal) {
         self.metrics.park_reasons.set(
@@ -304,6 +317,31 @@ mod tests {
             .get("motion")
             .is_some_and(|r| r.what.contains("no Manage right")));
         assert_eq!(parked_until(&h, "motion"), until, "the same round");
+    }
+
+    /// A new sink starts with a clean slate: nothing parked (nor shown as parked), no
+    /// backoff, and the next park is the shortest again.
+    #[test]
+    fn a_reset_lifts_the_parks_and_the_backoff() {
+        let metrics = Metrics::new();
+        let mut h = SinkHealth::new(metrics.clone(), 1);
+        let now = Instant::now();
+        for i in 0..4 {
+            let at = now + PARK_MAX * i;
+            h.failed(&SinkError::Park(missing()), "motion", at, at);
+        }
+        h.failed(&SinkError::Retry("down".into()), "env", now, now);
+        assert!(h.is_parked("motion", now + PARK_MAX * 3) && !h.ready(now));
+        assert_eq!(metrics.parked.get("motion"), Some(1));
+        h.reset();
+        assert!(!h.is_parked("motion", now) && h.ready(now));
+        assert_eq!(metrics.parked.get("motion"), Some(0));
+        assert!(metrics.park_reasons.get("motion").is_none());
+        let Verdict::Parked(wait) = h.failed(&SinkError::Park(missing()), "motion", now, now)
+        else {
+            panic!()
+        };
+        assert!(wait <= PARK_MIN, "the next park is {wait:?}");
     }
 
     fn parked_until(h: &SinkHealth, rec_type: &str) -> Instant {

@@ -796,6 +796,14 @@ impl Ledger {
         std::mem::replace(&mut self.sink, sink)
     }
 
+    /// A sink for new credentials took over and the old one's reports are in: the parks and
+    /// the backoff the old key earned are lifted, so the new one is tried at once, from the
+    /// oldest buffered record.
+    pub fn forget_old_sink(&mut self) {
+        self.health.reset();
+        self.drain_cursor = None;
+    }
+
     pub fn has_in_flight(&self) -> bool {
         !self.in_flight.is_empty()
     }
