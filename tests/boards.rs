@@ -86,19 +86,18 @@ fn every_profile_is_valid_and_reaches_the_config() {
             !p.board.description.is_empty() && !p.board.provenance.is_empty(),
             "{id}"
         );
-        let device = p.serial["device"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{id}: no serial.device"));
+        // A HAT's header UART carries its GNSS: no default device there (the site sets one).
+        let device = p.serial.get("device").map(|d| d.as_str().unwrap());
+        let device = device.unwrap_or("/dev/ttyUSB0");
         assert!(Path::new(device).is_absolute(), "{id}: {device}");
         let max_bytes = parse_size(p.buffer["max_bytes"].as_str().unwrap()).unwrap();
 
-        let cfg = load(
-            dir.path(),
-            &site(
-                id,
-                &format!("[buffer]\npath = \"{}\"", dir.path().display()),
-            ),
-        );
+        let buffer = format!("[buffer]\npath = \"{}\"", dir.path().display());
+        let mut text = site(id, &buffer);
+        if !p.serial.contains_key("device") {
+            text = text.replace("[[source]]\n", "[[source]]\ndevice = \"/dev/ttyUSB0\"\n");
+        }
+        let cfg = load(dir.path(), &text);
         assert_eq!(cfg.board.as_deref(), Some(id.as_str()));
         assert_eq!(cfg.buffer.max_bytes, max_bytes, "{id}");
         assert_eq!(
@@ -179,7 +178,10 @@ fn readme_table_lists_every_profile_with_its_values() {
             .unwrap_or_else(|| panic!("{id} not in boards/README.md"));
         let expected = [
             p.board.target.clone(),
-            p.serial["device"].as_str().unwrap().to_string(),
+            p.serial
+                .get("device")
+                .map_or("none", |d| d.as_str().unwrap())
+                .to_string(),
             p.buffer["max_bytes"].as_str().unwrap().to_string(),
             p.buffer["max_in_flight"].to_string(),
         ];
@@ -217,6 +219,24 @@ fn check_print_shows_the_merged_config() {
             stdout.lines().any(|l| l == line),
             "no {line:?} in\n{stdout}"
         );
+    }
+}
+
+/// The HAT boards' header UART `/dev/ttyAMA0` carries the HAT's GNSS: their profiles give a
+/// serial source no default device, so one without `device` fails the check as on any
+/// config, instead of opening the GNSS port exclusively from under the packet forwarder.
+#[test]
+fn a_hat_board_does_not_default_a_serial_source_to_its_gnss_port() {
+    let dir = tempfile::tempdir().unwrap();
+    for board in ["rak7248", "seeed-wm1302"] {
+        let out = check(dir.path(), &site(board, ""));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("device"),
+            "{board}: a serial source without device passed the check:\n{stdout}{stderr}"
+        );
+        assert!(!stdout.contains("/dev/ttyAMA0"), "{board}:\n{stdout}");
     }
 }
 
