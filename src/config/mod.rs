@@ -500,28 +500,36 @@ impl Config {
         Ok(())
     }
 
-    /// Two serial sources on one device (its path, or a link to it such as a
-    /// `/dev/serial/by-id/…` one, where it exists): the port is opened exclusively, so the
-    /// second could never open it and would only log "cannot open" once.
+    /// Two serial sources on one device path: the port is opened exclusively, so the second
+    /// could never open it and would only log "cannot open" once. Paths that differ but lead
+    /// to one device now (a link such as `/dev/serial/by-id/…` and a `ttyUSB` name) are only
+    /// warned about ([`Config::warnings`]): USB names follow the order devices came up in at
+    /// this boot, and refusing the config for that would stop every other source too.
     fn check_serial_devices(&self) -> Result<(), (String, String)> {
         let mut seen = std::collections::HashMap::new();
-        for (i, src) in self.sources.iter().enumerate() {
-            let SourceConfig::Serial(s) = src else {
-                continue;
-            };
-            let device = std::fs::canonicalize(&s.device).unwrap_or_else(|_| s.device.clone());
-            if let Some(first) = seen.insert(device.clone(), i) {
+        for (i, device) in self.serial_devices() {
+            if let Some(first) = seen.insert(device, i) {
                 return Err((
                     format!("source[{i}].device"),
                     format!(
-                        "{} is source[{first}]'s device too ({}): one serial source per device",
-                        s.device.display(),
+                        "{} is source[{first}]'s device too: one serial source per device",
                         device.display()
                     ),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Each serial source's place in the config and its device path as configured.
+    fn serial_devices(&self) -> impl Iterator<Item = (usize, &Path)> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, src)| match src {
+                SourceConfig::Serial(s) => Some((i, s.device.as_path())),
+                _ => None,
+            })
     }
 
     /// A device's LoRaWAN session is all of `dev_addr`, `nwk_s_key`, `app_s_key`, or nothing;
@@ -708,6 +716,20 @@ impl Config {
                         u.listen
                     ));
                 }
+            }
+        }
+        let mut devices = std::collections::HashMap::new();
+        for (i, path) in self.serial_devices() {
+            let Ok(device) = std::fs::canonicalize(path) else {
+                continue;
+            };
+            if let Some((first, other)) = devices.insert(device.clone(), (i, path)) {
+                out.push(format!(
+                    "source[{i}].device {} and source[{first}].device {} are one device now ({}): a port opens for one source only, so the other reads nothing while this lasts",
+                    path.display(),
+                    other.display(),
+                    device.display()
+                ));
             }
         }
         if let SinkConfig::Eventhubs(_) = self.sink {

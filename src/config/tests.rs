@@ -1041,7 +1041,7 @@ fn a_rec_type_that_cannot_name_its_hub_is_refused_unless_mapped() {
 /// Two serial sources on one device, named alike or one by a link to it, are refused: the
 /// port is opened exclusively, so the second could never read. Two devices are fine.
 #[test]
-fn one_serial_device_twice_is_refused() {
+fn one_serial_device_twice_is_refused_and_two_names_of_one_are_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let tty = dir.path().join("ttyUSB0");
     std::fs::write(&tty, "").unwrap();
@@ -1055,20 +1055,32 @@ fn one_serial_device_twice_is_refused() {
                 d.display()
             );
         }
-        Config::parse(&text).unwrap().resolve(Path::new("."))
+        let mut cfg = Config::parse(&text).unwrap();
+        cfg.resolve(Path::new(".")).map(|()| cfg)
     };
-    let (key, reason) = resolve(&[&tty, &dir.path().join("ttyUSB1"), &by_id]).unwrap_err();
+    let (key, reason) = resolve(&[&tty, &dir.path().join("ttyUSB1"), &tty]).unwrap_err();
     assert_eq!(key, "source[2].device");
     assert_eq!(
         reason,
         format!(
-            "{} is source[0]'s device too ({}): one serial source per device",
-            by_id.display(),
-            tty.canonicalize().unwrap().display()
+            "{} is source[0]'s device too: one serial source per device",
+            tty.display()
         )
     );
     let missing = dir.path().join("ttyACM0");
     let (key, _) = resolve(&[&missing, &missing]).unwrap_err();
     assert_eq!(key, "source[1].device");
-    resolve(&[&tty, &missing]).unwrap();
+    assert!(resolve(&[&tty, &missing]).unwrap().warnings().is_empty());
+    // A link and the device it leads to at this boot: the config stands (the next boot may
+    // name the devices otherwise), with a warning naming both.
+    let warnings = resolve(&[&tty, &by_id]).unwrap().warnings();
+    assert_eq!(
+        warnings,
+        [format!(
+            "source[1].device {} and source[0].device {} are one device now ({}): a port opens for one source only, so the other reads nothing while this lasts",
+            by_id.display(),
+            tty.display(),
+            tty.canonicalize().unwrap().display()
+        )]
+    );
 }
