@@ -105,6 +105,8 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                 // A device that keeps going and coming back (a loose cable, a module in a boot
                 // loop) is an outage that repeats: its lines are rate-limited, as MQTT's are.
                 let away = outage.take();
+                // Before the line saying so: whoever reads the line finds the gauge set.
+                ctx.metrics.serial_connected.set(&dev, 1);
                 if !std::mem::replace(&mut opened_before, true) {
                     log::info!(
                         "serial {dev}: opened at {} baud, framing {:?}{}",
@@ -122,7 +124,6 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                             )
                         });
                 }
-                ctx.metrics.serial_connected.set(&dev, 1);
                 let up = Instant::now();
                 match read(
                     &mut port,
