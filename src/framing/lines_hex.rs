@@ -57,8 +57,11 @@ impl LinesHex {
     }
 
     pub fn reset(&mut self) -> bool {
-        // A line that lacks only its line end is cut too; blanks alone are no line.
-        let cut = !self.done && !self.discarding && !self.line.trim_ascii().is_empty();
+        // A line that lacks only its line end is cut too; blanks alone are no line, and with
+        // a prefix only a line that has it could have been a frame (not a module's prompt).
+        let text = self.line.trim_ascii();
+        let cut =
+            !self.done && !self.discarding && !text.is_empty() && self.after_prefix(text).is_some();
         self.line.clear();
         self.discarding = false;
         self.done = false;
@@ -114,17 +117,23 @@ impl LinesHex {
         Step::More
     }
 
+    /// `text` after the configured prefix (all of it without one); `None`: it lacks the prefix.
+    fn after_prefix<'a>(&self, text: &'a [u8]) -> Option<&'a [u8]> {
+        match self.prefix.as_deref() {
+            Some(p) if text.len() < p.len() || !text[..p.len()].eq_ignore_ascii_case(p) => None,
+            Some(p) => Some(&text[p.len()..]),
+            None => Some(text),
+        }
+    }
+
     /// Decode the line into `frame`. `Ok(false)`: a blank line.
     fn decode(&mut self) -> Result<bool, FrameError> {
         let mut text = self.line.trim_ascii();
         if text.is_empty() {
             return Ok(false);
         }
-        if let Some(prefix) = &self.prefix {
-            if text.len() < prefix.len() || !text[..prefix.len()].eq_ignore_ascii_case(prefix) {
-                return Err(FrameError::NoPrefix);
-            }
-            text = &text[prefix.len()..];
+        text = self.after_prefix(text).ok_or(FrameError::NoPrefix)?;
+        if self.prefix.is_some() {
             while let [b' ' | b'\t' | b'=' | b':', rest @ ..] = text {
                 text = rest;
             }

@@ -290,5 +290,12 @@ mod tests {
             assert!(!d.reset(), "{framing:?}: while discarding");
             assert_eq!(feed_chunks(&mut d, &[&frame]), [Ok(content.to_vec())]);
         }
+        // A module's prompt or status text without the prefix could not have been a frame.
+        let mut d = Deframer::new(Framing::LinesHex, 16, Some("rx")).unwrap();
+        assert!(feed_chunks(&mut d, &[b"AT+OK> "]).is_empty());
+        assert!(!d.reset(), "a prompt is no cut frame");
+        let mut d = Deframer::new(Framing::LinesHex, 16, None).unwrap();
+        assert!(feed_chunks(&mut d, &[b"0a0b"]).is_empty());
+        assert!(d.reset(), "without a prefix any text may be a frame");
     }
 }
