@@ -438,7 +438,9 @@ impl Decoder {
     /// Frames of other networks, join traffic and copies heard again (another gateway, a
     /// second source) are counted and dropped; only authenticated uplinks become records. The
     /// first copy's radio metadata stands (a source merged copies it got together into the
-    /// best one), not a stronger copy arriving later.
+    /// best one), not a stronger copy arriving later. The copies a source merged into the
+    /// frame count as copies decoded after it would: an uplink's (its counter then taken) as
+    /// duplicates, a refused frame's as the same refusal again.
     fn radio(&mut self, f: &RadioFrame) -> Vec<Record> {
         match self.lorawan.decode_uplink(&f.phy, f.time, f.radio.clone()) {
             // MAC commands are the network server's business, not readings (a codec that
@@ -447,42 +449,46 @@ impl Decoder {
             // kept all the same.
             Ok(up) if up.fport.is_none_or(|p| p == 0) => {
                 self.metrics.mac_frames.inc();
+                self.metrics.duplicates.add(u64::from(f.copies));
                 Vec::new()
             }
             // A panic past this point leaves the frame decrypted and its counter taken: it
             // goes out packed with the reason, as an uplink's would, not as a dead letter of
             // the encrypted frame that a redelivery could not make a record of again.
-            Ok(up) => crate::contain::contain(|| self.uplink(&up))
-                .unwrap_or_else(|panic| self.after_panic(&Input::Uplink(up), &panic)),
-            Err(LorawanError::Replay { .. }) => {
-                self.metrics.duplicates.inc();
-                Vec::new()
+            Ok(up) => {
+                self.metrics.duplicates.add(u64::from(f.copies));
+                crate::contain::contain(|| self.uplink(&up))
+                    .unwrap_or_else(|panic| self.after_panic(&Input::Uplink(up), &panic))
             }
-            // Not a copy: the device looks dead until told apart from one.
-            Err(e @ LorawanError::FcntReset { last, .. }) => {
-                self.metrics.problem("fcnt_reset", || {
-                    format!(
-                        "radio frame refused: {e}; its frames are refused until its counter \
-                         passes {last}, unless its [[device]] has `resets_fcnt = true` (for a \
-                         device known to restart its counter: weakens its replay protection)"
-                    )
-                });
-                Vec::new()
-            }
-            Err(LorawanError::NotUplink(lorawan::MType::JoinRequest)) => {
-                self.join_request(&f.phy);
-                Vec::new()
-            }
-            Err(e @ (LorawanError::UnknownDevAddr(_) | LorawanError::NotUplink(_))) => {
-                self.metrics
-                    .problem("not_ours", || format!("radio frame skipped: {e}"));
-                Vec::new()
-            }
+            // A refusal changes no session: each copy would be refused for the same reason.
             Err(e) => {
-                self.metrics
-                    .problem("lorawan_error", || format!("radio frame dropped: {e}"));
+                for _ in 0..=f.copies {
+                    self.refused(&e, &f.phy);
+                }
                 Vec::new()
             }
+        }
+    }
+
+    /// Count a radio frame the LoRaWAN decoder refused, by why.
+    fn refused(&self, e: &LorawanError, phy: &[u8]) {
+        match e {
+            LorawanError::Replay { .. } => self.metrics.duplicates.inc(),
+            // Not a copy: the device looks dead until told apart from one.
+            LorawanError::FcntReset { last, .. } => self.metrics.problem("fcnt_reset", || {
+                format!(
+                    "radio frame refused: {e}; its frames are refused until its counter \
+                     passes {last}, unless its [[device]] has `resets_fcnt = true` (for a \
+                     device known to restart its counter: weakens its replay protection)"
+                )
+            }),
+            LorawanError::NotUplink(lorawan::MType::JoinRequest) => self.join_request(phy),
+            LorawanError::UnknownDevAddr(_) | LorawanError::NotUplink(_) => self
+                .metrics
+                .problem("not_ours", || format!("radio frame skipped: {e}")),
+            _ => self
+                .metrics
+                .problem("lorawan_error", || format!("radio frame dropped: {e}")),
         }
     }
 
@@ -860,6 +866,7 @@ mod tests {
             phy: lorawan::tests::up(fcnt, Some(2), &[0x03, 0x67, 0x01, 0x10]),
             time: UNIX_EPOCH,
             radio: Radio::default(),
+            copies: 0,
         })
     }
 
@@ -901,6 +908,7 @@ mod tests {
                 phy,
                 time: UNIX_EPOCH,
                 radio: Radio::default(),
+                copies: 0,
             })
         };
         let ours = [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34];
@@ -928,6 +936,7 @@ mod tests {
                 phy: lorawan::tests::up(fcnt, fport, payload),
                 time: UNIX_EPOCH,
                 radio: Radio::default(),
+                copies: 0,
             })
         };
         let mac = frame(7, Some(0), &[0x02]);
@@ -940,6 +949,56 @@ mod tests {
         assert!(d.decode(&empty).is_empty());
         assert_eq!((m.mac_frames.get(), m.duplicates.get()), (2, 2));
         assert!(d.decode(&radio_frame(9)).len() == 1);
+    }
+
+    /// Copies of a frame a source merged into it (two RF chains in one datagram) count as
+    /// the same copies decoded after it: duplicates of an uplink of ours, the same refusal
+    /// for any other frame (join traffic, another network's, a bad MIC, a counter restart).
+    /// They used to count as duplicates whatever the frame, in the source.
+    #[test]
+    fn copies_merged_by_a_source_count_as_copies_decoded_later() {
+        let with = |phy: Vec<u8>, copies| {
+            Input::Radio(RadioFrame {
+                phy,
+                time: UNIX_EPOCH,
+                radio: Radio::default(),
+                copies,
+            })
+        };
+        let up = |fcnt, fport| lorawan::tests::up(fcnt, fport, &[0x03, 0x67, 0x01, 0x10]);
+        let join = |dev_eui: [u8; 8]| {
+            let mut phy = vec![0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x70];
+            phy.extend(dev_eui.iter().rev());
+            phy.extend([0x2a, 0x00, 1, 2, 3, 4]);
+            phy
+        };
+        let mut foreign = up(20, Some(2));
+        foreign[1] ^= 0xff;
+        let mut bad_mic = up(21, Some(2));
+        *bad_mic.last_mut().unwrap() ^= 1;
+        let frames = [
+            up(5000, Some(2)),
+            up(5000, Some(2)),
+            up(5001, Some(0)),
+            up(0, Some(2)),
+            join([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]),
+            join([7; 8]),
+            foreign,
+            bad_mic,
+        ];
+        let counts = |m: &Metrics| (m.duplicates.get(), m.mac_frames.get(), m.problem_counts());
+        let (mut merged, m) = radio_decoder("");
+        let (mut apart, a) = radio_decoder("");
+        for phy in frames {
+            let records = merged.decode(&with(phy.clone(), 2)).len();
+            let first = apart.decode(&with(phy.clone(), 0)).len();
+            let copies: usize = (0..2)
+                .map(|_| apart.decode(&with(phy.clone(), 0)).len())
+                .sum();
+            assert_eq!((records, copies), (first, 0), "{phy:02x?}");
+            assert_eq!(counts(&m), counts(&a), "{phy:02x?}");
+        }
+        assert_eq!(m.duplicates.get(), 2 + 3 + 2);
     }
 
     /// With `resets_fcnt`, the restarted device's frame is a record, not a problem.
@@ -982,6 +1041,7 @@ mod tests {
             phy: vec![0x40, 1, 2, 3],
             time: UNIX_EPOCH,
             radio: Radio::default(),
+            copies: 0,
         });
         let rec = d.decode(&radio).one();
         assert_eq!(rec.rec_type, record::DEAD_LETTER);

@@ -77,6 +77,9 @@ pub struct RadioFrame {
     pub phy: Vec<u8>,
     pub time: SystemTime,
     pub radio: Radio,
+    /// More copies of it the source heard in the same batch and merged into it (a gateway
+    /// with two RF chains): the decoder counts each as it counts a copy that comes later.
+    pub copies: u32,
 }
 
 impl Uplink {

@@ -126,27 +126,31 @@ fn radio_frames_are_verified_decrypted_decoded_and_deduplicated() {
         ),
         [2, 0, 2, 0x01]
     );
-    // A damaged MIC, and a frame of a device that is not ours.
+    // A damaged MIC, and a frame of a device that is not ours, each heard twice: their
+    // copies count as they would in a later datagram, not as duplicates.
     let mut bad_mic = base64_decode(PHY);
     *bad_mic.last_mut().unwrap() ^= 0x01;
     let mut foreign = base64_decode(PHY);
     foreign[1] ^= 0xff;
+    let (bad_mic, foreign) = (base64_encode(&bad_mic), base64_encode(&foreign));
     let push = format!(
-        r#"{{"rxpk":[{},{}]}}"#,
-        rxpk(-61, &base64_encode(&bad_mic)),
-        rxpk(-61, &base64_encode(&foreign))
+        r#"{{"rxpk":[{},{},{},{}]}}"#,
+        rxpk(-61, &bad_mic),
+        rxpk(-61, &foreign),
+        rxpk(-70, &foreign),
+        rxpk(-70, &bad_mic)
     );
     assert_eq!(exchange(&sock, &datagram(3, 0x00, &push)), [2, 0, 3, 0x01]);
 
-    // The two copies in the first datagram are one frame by then.
+    // The copies in a datagram are one frame by then.
     agent.wait_metric("hubgate_received_total", WAIT, |v| v == 4);
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
     assert_eq!(agent.metric("hubgate_duplicates_total"), 2);
     assert_eq!(
         agent.metric("hubgate_problems_total{kind=\"lorawan_error\"}"),
-        1
+        2
     );
-    assert_eq!(agent.metric("hubgate_problems_total{kind=\"not_ours\"}"), 1);
+    assert_eq!(agent.metric("hubgate_problems_total{kind=\"not_ours\"}"), 2);
     let records = printed(&agent, dir.path());
     assert_eq!(records.len(), 1, "{records:?}");
     let data = &records[0]["obj"]["data"];

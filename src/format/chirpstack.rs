@@ -182,6 +182,7 @@ pub fn parse_gateway_frame(
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: rx.and_then(|r| r.channel),
         },
+        copies: 0,
     };
     Ok(Parsed { value, bad_time })
 }

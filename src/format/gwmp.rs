@@ -166,14 +166,12 @@ pub struct PushContent {
     pub frames: Vec<RadioFrame>,
     /// Frames the concentrator flagged with a bad CRC (`stat` -1) or without data: skipped.
     pub bad_crc: usize,
-    /// Frames whose `time` was not a time a record can carry: kept, with the receive time.
+    /// Frames whose `time` was not a time a record can carry, nor any copy's: kept, with the
+    /// receive time. One per frame, however many of its copies had a bad time.
     pub bad_time: usize,
     /// Entries that are no readable `rxpk` object (a field of the wrong type or range, a
     /// value the parser refuses), or an `rxpk` that is not an array: skipped.
     pub bad_rxpk: usize,
-    /// Copies of a frame the datagram carried more than once (a gateway with two antennas or
-    /// RF chains hears it twice): merged into the best one, in `frames`.
-    pub copies: usize,
     /// The gateway's `stat` object, when present and asked for.
     pub stat: Option<serde_json::Map<String, serde_json::Value>>,
     /// Why the `stat` asked for could not be read, when it could not: it is then left out.
@@ -214,6 +212,8 @@ pub fn parse_push(
     };
     // Where each frame is in `out.frames`, for its copies.
     let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+    // Per frame: the first valid time among its copies, and whether a copy's time was bad.
+    let mut times: Vec<(Option<SystemTime>, bool)> = Vec::new();
     for p in entries {
         // Through a `Value`: a key given twice in an entry keeps the last.
         let Ok(p) = serde_json::from_str::<serde_json::Value>(p.get()).and_then(Rxpk::deserialize)
@@ -234,19 +234,13 @@ pub fn parse_push(
             .unwrap_or((None, None));
         // The gateway's clock is not covered by the MIC; the frame is, so a bad time does not
         // cost the reading.
-        let time = match p.time {
-            None => received,
-            Some(t) => match t.as_str().map(super::parse_time) {
-                Some(Ok(t)) => t,
-                _ => {
-                    out.bad_time += 1;
-                    received
-                }
-            },
-        };
+        let time = p.time.map(|t| match t.as_str().map(super::parse_time) {
+            Some(Ok(t)) => Some(t),
+            _ => None,
+        });
         let frame = RadioFrame {
             phy,
-            time,
+            time: received,
             radio: Radio {
                 rssi: p.rssi,
                 snr: p.lsnr,
@@ -256,21 +250,40 @@ pub fn parse_push(
                 bandwidth: bw,
                 channel: p.chan,
             },
+            copies: 0,
         };
         // A copy stands for the frame if it was heard better: the record carries the best
-        // reception's metadata, as for a network server's rxInfo.
-        match at.entry(frame.phy.clone()) {
+        // reception's metadata, as for a network server's rxInfo. Not its time: a copy whose
+        // time was bad (or missing) must not cost the GPS time another copy carried.
+        let i = match at.entry(frame.phy.clone()) {
             Entry::Vacant(e) => {
                 e.insert(out.frames.len());
                 out.frames.push(frame);
+                times.push((None, false));
+                out.frames.len() - 1
             }
             Entry::Occupied(e) => {
-                out.copies += 1;
                 let kept = &mut out.frames[*e.get()];
+                let copies = kept.copies + 1;
                 if heard_better(&frame.radio, &kept.radio) {
                     *kept = frame;
                 }
+                kept.copies = copies;
+                *e.get()
             }
+        };
+        let (first_valid, bad) = &mut times[i];
+        match time {
+            Some(Some(t)) => *first_valid = first_valid.or(Some(t)),
+            Some(None) => *bad = true,
+            None => {}
+        }
+    }
+    for (frame, (valid, bad)) in out.frames.iter_mut().zip(times) {
+        match valid {
+            Some(t) => frame.time = t,
+            None if bad => out.bad_time += 1,
+            None => {}
         }
     }
     Ok(out)
@@ -499,16 +512,61 @@ mod tests {
         let got: Vec<_> = c
             .frames
             .iter()
-            .map(|f| (f.phy.len(), f.radio.channel, f.radio.rssi, f.radio.snr))
+            .map(|f| {
+                let r = &f.radio;
+                (f.phy.len(), r.channel, r.rssi, r.snr, f.copies)
+            })
             .collect();
         assert_eq!(
-            (got, c.copies),
+            got,
+            vec![
+                (5, Some(3), Some(-100), Some(5.5), 4),
+                (2, Some(2), Some(-50), None, 0)
+            ]
+        );
+    }
+
+    /// A frame's copies give it the best reception but the first valid time among them: a
+    /// better copy whose `time` was bad or missing took the GPS time a weaker copy carried
+    /// (the receive time went out instead), and counted `bad_time` for a copy merged away.
+    /// `bad_time` counts a frame once when no copy had a valid time and one had a bad one.
+    #[test]
+    fn copies_keep_the_first_valid_time_and_count_a_bad_time_once_per_frame() {
+        let received = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let gps = |ms: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let e = |time: &str, rssi: i32, data: &str| {
+            format!(r#"{{{time}"stat":1,"rssi":{rssi},"data":"{data}"}}"#)
+        };
+        let (x, y, z) = ("QNobASY=", "AAA=", "AQE=");
+        let entries = [
+            // x: the strongest copy has a bad time, the next none, a weak one GPS time.
+            e("", -110, x),
+            e(r#""time":"2024-05-01T10:00:00.123Z","#, -120, x),
+            e(r#""time":"soon","#, -40, x),
+            e(r#""time":"2024-05-01T10:00:09Z","#, -115, x),
+            // y: bad times only, twice.
+            e(r#""time":"soon","#, -90, y),
+            e(r#""time":7,"#, -80, y),
+            // z: no time at all.
+            e("", -90, z),
+            e("", -80, z),
+        ];
+        let json = format!(r#"{{"rxpk":[{}]}}"#, entries.join(","));
+        let c = parse_push(json.as_bytes(), &[0; 8], received, true).unwrap();
+        let got: Vec<_> = c
+            .frames
+            .iter()
+            .map(|f| (f.radio.rssi, f.time, f.copies))
+            .collect();
+        assert_eq!(
+            (got, c.bad_time),
             (
                 vec![
-                    (5, Some(3), Some(-100), Some(5.5)),
-                    (2, Some(2), Some(-50), None)
+                    (Some(-40), gps(1_714_557_600_123), 3),
+                    (Some(-80), received, 1),
+                    (Some(-80), received, 1),
                 ],
-                4
+                1
             )
         );
     }

@@ -1140,6 +1140,7 @@ mod tests {
                 phy,
                 time: SystemTime::UNIX_EPOCH,
                 radio: crate::uplink::Radio::default(),
+                copies: 0,
             })
         };
         let mut fwd = start(&KEYS);

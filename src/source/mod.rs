@@ -475,6 +475,7 @@ mod tests {
                 gateway_id: Some(long.clone()),
                 ..Default::default()
             },
+            copies: 0,
         });
         let status = Input::GatewayStatus {
             gateway_id: long.clone(),
@@ -523,6 +524,7 @@ mod tests {
             phy: vec![0; bytes],
             time: SystemTime::UNIX_EPOCH,
             radio: crate::uplink::Radio::default(),
+            copies: 0,
         })
     }
 

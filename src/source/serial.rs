@@ -289,6 +289,7 @@ fn content_of(
                 phy: frame.to_vec(),
                 time: now,
                 radio: Radio::default(),
+                copies: 0,
             }),
             bad_time: None,
         },

@@ -173,8 +173,8 @@ fn push_inputs(
             )
         });
     }
-    // Counted as the copies in later datagrams are, when decoding finds them replays.
-    metrics.duplicates.add(content.copies as u64);
+    // The copies merged into a frame are counted by the decoder, as a later copy would be:
+    // a duplicate of an uplink of ours, a join or another network's frame otherwise.
     let mut inputs: Vec<Input> = content.frames.into_iter().map(Input::Radio).collect();
     if let Some(stat) = content.stat {
         inputs.push(Input::GatewayStatus {
