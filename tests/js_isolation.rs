@@ -300,6 +300,47 @@ fn a_worker_killed_while_it_loads_a_codec_costs_the_codec_nothing() {
     );
 }
 
+/// A codec that passed its first load is loaded again into a new worker without its top
+/// level being timed: one near the 50 ms limit used to pass at start, then fail that load
+/// after a retirement, and every call after it loaded it again (its top level's CPU on the
+/// forwarder's path) to fail with the same reason, until a reload. Here the new worker runs
+/// in another time zone, where the top level takes ~300 ms of CPU: its call is then held
+/// to the call's own limit (a timeout, a strike), as any call is.
+#[test]
+fn a_codec_loaded_again_into_a_new_worker_is_not_timed_again() {
+    const ZONED: &str = "if (new Date(0).getTimezoneOffset() !== 0) {
+          var n = 0; for (var i = 0; i < 5e6; i++) { n += i; } }
+        function decodeUplink(i) { return {data: {ok: true}}; }";
+    let dir = codec_files::tempdir();
+    let script = dir.path().join("worker.sh");
+    let started = dir.path().join("started");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+TZ=UTC0
+if [ -e {started:?} ]; then TZ=XYZ-5; fi
+: > {started:?}
+export TZ
+exec {:?} \"$@\"\n",
+            env!("CARGO_BIN_EXE_hubgate")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let worker = Worker::new(Launcher::program(&script));
+    let codec = worker.load("zoned.js", ZONED).unwrap();
+    let time = SystemTime::now();
+    assert_eq!(codec.decode(Some(1), &[0], time).unwrap().data["ok"], true);
+    let pid = worker.pid().unwrap();
+    kill(pid);
+    for _ in 0..2 {
+        let result = codec.decode(Some(1), &[0], time);
+        assert!(matches!(result, Err(JsError::TimedOut(100))), "{result:?}");
+    }
+    assert_ne!(worker.pid(), Some(pid));
+}
+
 /// A call gives up after the launcher's cap, the start of a new worker and the loading of
 /// its codec included, however patient the agent is with a worker that only waits for a CPU
 /// (here: a worker that never answers and never runs, whose first deadline alone would be

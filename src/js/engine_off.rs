@@ -10,6 +10,10 @@ impl Sandbox {
         Err(JsError::NotBuilt)
     }
 
+    pub fn load_again(_name: &str, _source: &str) -> Result<Sandbox, JsError> {
+        Err(JsError::NotBuilt)
+    }
+
     pub fn decode(
         &self,
         _fport: Option<u8>,

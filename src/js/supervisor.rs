@@ -292,7 +292,7 @@ impl Supervisor {
         // At start or on a reload, not in the forwarder's way: only the patience bounds it,
         // so a large codec on a busy gateway still loads.
         let until = Instant::now() + (LOAD_LIMIT + self.launcher.slack + STARTUP) * PATIENCE;
-        let loaded = match self.ensure_loaded(id, until) {
+        let loaded = match self.ensure_loaded(id, until, false) {
             // As for a call (`decode`): a worker killed from outside during the load (the OOM
             // killer's first pick, an operator) looks the same as a codec that took it down, and
             // a codec failed at start stays failed for the run.
@@ -300,9 +300,9 @@ impl Supervisor {
                 log::warn!(
                     "JavaScript worker ended while it loaded {name} ({why}): trying once more"
                 );
-                self.ensure_loaded(id, until)
+                self.ensure_loaded(id, until, false)
             }
-            Err(JsError::WorkerFull) => self.ensure_loaded(id, until).map_err(own_refusal),
+            Err(JsError::WorkerFull) => self.ensure_loaded(id, until, false).map_err(own_refusal),
             other => other,
         };
         loaded.inspect_err(|_| {
@@ -347,7 +347,8 @@ impl Supervisor {
         time_ms: f64,
         cap: Instant,
     ) -> Result<Output, JsError> {
-        self.ensure_loaded(id, cap)
+        // Only a codec that passed its first load is called.
+        self.ensure_loaded(id, cap, true)
             .and_then(|()| {
                 self.request.clear();
                 Request::Decode {
@@ -363,8 +364,10 @@ impl Supervisor {
     }
 
     /// Load codec `id` into the worker unless it is there already (a new worker has none),
-    /// giving up at `cap`.
-    fn ensure_loaded(&mut self, id: u32, cap: Instant) -> Result<(), JsError> {
+    /// giving up at `cap`. `again`: it passed its first load, so its top level is not timed
+    /// again (a codec near the limit would pass at start, then fail every call, each one
+    /// loading it again, after the worker it was in retired).
+    fn ensure_loaded(&mut self, id: u32, cap: Instant, again: bool) -> Result<(), JsError> {
         if self.process.as_ref().is_some_and(|p| p.has(id)) {
             return Ok(());
         }
@@ -374,6 +377,7 @@ impl Supervisor {
             id,
             name: &codec.name,
             source: &codec.source,
+            again,
         }
         .write_to(&mut self.request);
         self.call(LOAD_LIMIT, cap)?;

@@ -1,7 +1,8 @@
 //! What the agent and its codec worker say over their socket: frames of a 4-byte little-endian
 //! length and a body. One request, then its answer; never two requests in flight.
 //!
-//! - load: `L`, codec id (u32), name length (u16), name, source
+//! - load: `L` (its first load: its top level is timed) or `R` (loaded again into a new
+//!   worker: not timed), codec id (u32), name length (u16), name, source
 //! - decode: `D`, codec id (u32), fPort present (u8), fPort (u8), receive time in ms (f64),
 //!   payload
 //! - answer: status (0: the glue's JSON text follows, 1: the [`JsError`] as JSON follows),
@@ -26,6 +27,8 @@ pub enum Request<'a> {
         id: u32,
         name: &'a str,
         source: &'a str,
+        /// Loaded again into a new worker, after its first load passed.
+        again: bool,
     },
     Decode {
         id: u32,
@@ -39,8 +42,13 @@ impl<'a> Request<'a> {
     /// Append the request as one frame.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         frame(out, |out| match *self {
-            Request::Load { id, name, source } => {
-                out.push(b'L');
+            Request::Load {
+                id,
+                name,
+                source,
+                again,
+            } => {
+                out.push(if again { b'R' } else { b'L' });
                 out.extend_from_slice(&id.to_le_bytes());
                 let name = &name.as_bytes()[..name.len().min(usize::from(u16::MAX))];
                 out.extend_from_slice(&(name.len() as u16).to_le_bytes());
@@ -68,7 +76,7 @@ impl<'a> Request<'a> {
         let (id, rest) = rest.split_first_chunk::<4>()?;
         let id = u32::from_le_bytes(*id);
         match tag {
-            b'L' => {
+            b'L' | b'R' => {
                 let (len, rest) = rest.split_first_chunk::<2>()?;
                 let (name, source) =
                     rest.split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
@@ -76,6 +84,7 @@ impl<'a> Request<'a> {
                     id,
                     name: std::str::from_utf8(name).ok()?,
                     source: std::str::from_utf8(source).ok()?,
+                    again: tag == b'R',
                 })
             }
             b'D' => {
@@ -194,6 +203,13 @@ mod tests {
                 id: 7,
                 name: "th.js",
                 source: "function decodeUplink(i) {}",
+                again: false,
+            },
+            Request::Load {
+                id: 8,
+                name: "th.js",
+                source: "function decodeUplink(i) {}",
+                again: true,
             },
             Request::Decode {
                 id: 1 << 20,

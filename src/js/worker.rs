@@ -62,7 +62,16 @@ fn serve(socket: &File) -> ! {
         // Whether the call left its runtime in doubt though it did not fail for it.
         let mut in_doubt = false;
         let result = match Request::parse(&frame) {
-            Some(Request::Load { id, name, source }) => Sandbox::load(name, source).map(|codec| {
+            Some(Request::Load {
+                id,
+                name,
+                source,
+                again,
+            }) => match again {
+                false => Sandbox::load(name, source),
+                true => Sandbox::load_again(name, source),
+            }
+            .map(|codec| {
                 codecs.insert(id, codec);
                 String::new()
             }),
