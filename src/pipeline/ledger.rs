@@ -796,12 +796,12 @@ impl Ledger {
         std::mem::replace(&mut self.sink, sink)
     }
 
-    /// A sink for new credentials took over and the old one's reports are in: the parks and
-    /// the backoff the old key earned are lifted, so the new one is tried at once, from the
-    /// oldest buffered record.
+    /// A sink for new credentials took over and the old one's reports are in (after
+    /// [`Ledger::resend_in_flight`], which already drains again from the oldest buffered
+    /// record): the parks and the backoff the old key earned are lifted, so the new one is
+    /// tried at once.
     pub fn forget_old_sink(&mut self) {
         self.health.reset();
-        self.drain_cursor = None;
     }
 
     pub fn has_in_flight(&self) -> bool {
