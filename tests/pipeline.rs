@@ -413,23 +413,6 @@ fn hup(agent: &Agent) {
     assert_eq!(unsafe { libc::kill(agent.pid(), libc::SIGHUP) }, 0);
 }
 
-/// Wait until the log holds `a` or `b`; returns the one it holds.
-fn wait_either<'a>(agent: &Agent, a: &'a str, b: &'a str) -> &'a str {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = agent.full_log();
-        if let Some(found) = [a, b].into_iter().find(|needle| log.contains(needle)) {
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log never had {a:?} nor {b:?}:\n{}",
-            agent.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Key rotation: a new connection string in the file plus SIGHUP rebuilds the producer, and
 /// records keep flowing; SIGHUP with the same one does not. Neither key appears in the log,
 /// even at trace level.
@@ -500,7 +483,11 @@ async fn a_key_rotation_keeps_hub_mode_single_on_its_entity_path_hub() {
     secret_file(&secret, &connection_string(&kafka.bootstrap(), NEW_KEY, ""));
     hup(&agent);
     // Either outcome ends the wait: the sink replaced, or the rotation refused.
-    let replaced = wait_either(&agent, "sink replaced", "key rotation: ") == "sink replaced";
+    let replaced = agent.wait_until("a rotation's outcome", WAIT, |log| {
+        ["sink replaced", "key rotation: "]
+            .into_iter()
+            .find(|outcome| log.contains(outcome))
+    }) == "sink replaced";
     publish_all(mqtt.port(), &all[6..]).await;
     agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 12);
 
@@ -630,24 +617,6 @@ async fn a_key_rotation_that_failed_is_tried_again_by_the_poll() {
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 6);
 }
 
-/// Wait until the log holds `count` lines that `want` takes; returns the last of them.
-fn wait_lines(agent: &Agent, count: usize, want: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = agent.full_log();
-        let lines: Vec<&str> = log.lines().filter(|l| want(l)).collect();
-        if lines.len() >= count {
-            return lines[count - 1].to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log never had {count} such line(s):\n{}",
-            agent.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The operator pasted a Listen-only policy's connection string: every write is refused and
 /// the recType parked, each park twice the last (up to 5 min). They paste the Send policy's:
 /// the sink is replaced, and the parks and the backoff the old key earned are lifted with
@@ -683,8 +652,13 @@ async fn a_key_rotation_lifts_the_parks_the_old_key_earned() {
     publish_all(mqtt.port(), &[(uplink_topic(TH), uplink)]).await;
     // Each refusal parks the recType, each park twice as long as the last (with jitter, in
     // [d/2, d]): the fifth, logged at `parked_at` (to the second), lasts at least 8 s.
-    let parked = |l: &str| l.contains(&format!("ERROR hubgate::metrics] {ENV}: "));
-    let fifth = wait_lines(&agent, 5, parked);
+    let parked = format!("ERROR hubgate::metrics] {ENV}: ");
+    let fifth = agent.wait_until("five parks", WAIT, |log| {
+        log.lines()
+            .filter(|l| l.contains(&parked))
+            .nth(4)
+            .map(str::to_string)
+    });
     let parked_at = fifth
         .strip_prefix('[')
         .and_then(|rest| rest.split(' ').next())

@@ -174,15 +174,28 @@ impl Agent {
 
     /// Wait until the log holds `needle` at least `count` times; returns the log.
     pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        let what = format!("{needle:?} {count} time(s)");
+        self.wait_until(&what, timeout, |log| {
+            (log.matches(needle).count() >= count).then(|| log.to_string())
+        })
+    }
+
+    /// Wait until `find` finds what it looks for in the log (`what`, for the failure);
+    /// returns it.
+    pub fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        find: impl Fn(&str) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            let log = self.full_log();
-            if log.matches(needle).count() >= count {
-                return log;
+            if let Some(found) = find(&self.full_log()) {
+                return found;
             }
             assert!(
                 Instant::now() < deadline,
-                "log never had {needle:?} {count} time(s) within {timeout:?}:\n{}",
+                "log never had {what} within {timeout:?}:\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
