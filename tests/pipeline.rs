@@ -694,6 +694,70 @@ async fn a_key_rotation_lifts_the_parks_the_old_key_earned() {
     assert_eq!(parks_of(after, ENV), Vec::<String>::new());
 }
 
+/// With `provisioning = "auto"`, a Send-only key cannot create a missing hub: its recType is
+/// parked with that cause, and the provisioner waits before it asks the broker again. The
+/// operator rotates to a key with Manage: the new key is tried at once (the hub created, the
+/// record delivered), not told the old key's refusal until the old key's wait ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_tries_a_hub_the_old_key_could_not_create_at_once() {
+    use support::standin::{Answers, StandIn};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    // Every hub but the one of the uplink's recType.
+    let hubs: Vec<&str> = [MOTION, OPENCLOSE, PACKED]
+        .into_iter()
+        .chain(support::agent::CODECS_PACKED)
+        .collect();
+    let manage = Answers {
+        manage_key: Some(NEW_KEY.to_string()),
+        ..Answers::default()
+    };
+    let broker = StandIn::start_tls(&dir.path().join("broker"), &hubs, manage);
+    let secret = dir.path().join("eventhubs.secret");
+    secret_file(&secret, &connection_string(&broker.bootstrap(), KEY, ""));
+    let body = format!(
+        "{}\n[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"{}\"\n\
+         ca_location = \"{}\"\nprovisioning = \"auto\"\npartitions = 1\n",
+        support::agent::three_devices(&dir.path().join("buffer"), &mqtt, ""),
+        secret.display(),
+        broker.ca_path().display(),
+    );
+    let agent = Agent::start(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let uplink = chirpstack_uplink(TH, 1, 103, &tbhh100(21, 40));
+    publish_all(mqtt.port(), &[(uplink_topic(TH), uplink)]).await;
+    let old_cause = "(no Manage right)";
+    agent.wait_until("a park for want of Manage", WAIT, |log| {
+        parks_of(log, ENV)
+            .iter()
+            .any(|l| l.contains(old_cause))
+            .then_some(())
+    });
+    assert_eq!(agent.metric("hubgate_delivered_total"), 0);
+
+    // A namespace-level policy with Manage.
+    secret_file(
+        &secret,
+        &connection_string(&broker.bootstrap(), NEW_KEY, ""),
+    );
+    hup(&agent);
+    agent.wait_log("sink replaced", 1, WAIT);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    assert_eq!(broker.written(ENV).len(), 1);
+    let log = agent.full_log();
+    let after = &log[log.find("sink replaced").unwrap()..];
+    let old: Vec<String> = parks_of(after, ENV)
+        .into_iter()
+        .filter(|l| l.contains(old_cause))
+        .collect();
+    assert_eq!(
+        old,
+        Vec::<String>::new(),
+        "the new key was parked with the old key's refusal"
+    );
+}
+
 /// The config of the start-up tests: the broker is down (stopped before hubgate starts).
 fn config_sink_down(dir: &Path, mqtt: &Mosquitto) -> String {
     let mut kafka = Kafka::start(dir);

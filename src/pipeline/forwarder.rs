@@ -51,9 +51,19 @@ pub struct Inputs {
     /// Stop: spill what is unconfirmed, acknowledge, return.
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Key rotation: a sink with new credentials.
-    pub new_sinks: Receiver<Box<dyn Sink>>,
-    /// (recType, why): its hub is missing or refuses this key.
-    pub parks: UnboundedReceiver<(String, crate::sink::refusal::Refusal)>,
+    pub new_sinks: Receiver<NewSink>,
+    /// (recType, why): its hub is missing or refuses this key (the current sink's).
+    pub parks: UnboundedReceiver<Park>,
+}
+
+/// (recType, why) from the hub provisioner: park the recType.
+pub type Park = (String, crate::sink::refusal::Refusal);
+
+/// Key rotation: a sink with new credentials, and the findings of its own hub provisioner:
+/// the old key's refusals and retry waits are no verdict on the new key.
+pub struct NewSink {
+    pub sink: Box<dyn Sink>,
+    pub parks: UnboundedReceiver<Park>,
 }
 
 pub struct Forwarder {
@@ -222,8 +232,11 @@ impl Forwarder {
             tokio::select! {
                 biased;
                 _ = inp.stop.changed() => break,
-                Some(sink) = inp.new_sinks.recv() => {
-                    self.replace_sink(sink, &mut inp.deliveries)?;
+                Some(new) = inp.new_sinks.recv() => {
+                    self.replace_sink(new.sink, &mut inp.deliveries)?;
+                    // The old key's findings still queued are dropped with their channel,
+                    // unread: applied after the reset, they would park the new sink.
+                    inp.parks = new.parks;
                     queued = self.ledger.sink().queued();
                 }
                 Some((rec_type, why)) = inp.parks.recv() => {
@@ -658,8 +671,8 @@ mod tests {
         rt: tokio::runtime::Runtime,
         /// Inputs kept open for the forwarder's run.
         _patient: tokio::sync::mpsc::Sender<Frame>,
-        _sinks: tokio::sync::mpsc::Sender<Box<dyn Sink>>,
-        _parks: tokio::sync::mpsc::UnboundedSender<(String, crate::sink::refusal::Refusal)>,
+        _sinks: tokio::sync::mpsc::Sender<NewSink>,
+        _parks: tokio::sync::mpsc::UnboundedSender<Park>,
     }
 
     impl Running {

@@ -12,17 +12,18 @@ pub mod prepare;
 use tokio::sync::{mpsc, watch};
 
 use crate::buffer::{Buffer, SledStore};
-use crate::config::Config;
+use crate::config::{Config, SinkConfig};
 use crate::decode::Decoder;
 use crate::metrics::{self, Metrics};
 use crate::notify;
 use crate::sink::provision::Hubs;
-use crate::sink::refusal::Refusal;
 use crate::source;
 use crate::status::{self, Status};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 pub use forwarder::{Forwarder, Inputs};
+use forwarder::{NewSink, Park};
 
 /// Frames waiting between the sources and the forwarder, per queue. Few: when the forwarder
 /// is busy the sources wait (and MQTT stops acknowledging) instead of piling up memory.
@@ -90,7 +91,9 @@ pub async fn run(
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
     metrics.foresee(cfg.rec_types());
     let (parks_tx, parks) = mpsc::unbounded_channel();
-    let hubs = provision_hubs(&cfg, parks_tx);
+    let hubs = provisioner(&cfg.sink, parks_tx);
+    let rec_types = cfg.rec_types();
+    ask_every_hub(&hubs, &cfg.sink, &rec_types);
     let forwarder = {
         let (cfg, metrics, deliveries) = (cfg.clone(), metrics.clone(), delivery_tx.clone());
         let hubs = hubs.clone();
@@ -131,7 +134,7 @@ pub async fn run(
         sink_tx,
         (reload, codecs.clone()),
         metrics.clone(),
-        hubs,
+        rec_types,
     ));
     let heartbeat = forwarder.heartbeat();
     let (thread, mut fwd) = forwarder
@@ -241,24 +244,31 @@ fn report_moved_aside(buffer_dir: &std::path::Path, metrics: &Metrics) {
     );
 }
 
-/// Start the hub provisioner (see [`crate::sink::provision`]) and hand it the hubs of every
-/// recType the config foresees, so that missing ones are created (or their recTypes parked,
-/// with the reason, on `parks`) before their first records. Sources start meanwhile.
-fn provision_hubs(cfg: &Config, parks: mpsc::UnboundedSender<(String, Refusal)>) -> Hubs {
-    let Some(setup) = crate::sink::hub_setup(&cfg.sink) else {
-        return Hubs::unattended(Default::default());
+/// Start the hub provisioner of `sink` (see [`crate::sink::provision`]); it parks the
+/// recTypes whose hubs it finds missing or refused on `parks`.
+fn provisioner(sink: &SinkConfig, parks: mpsc::UnboundedSender<Park>) -> Hubs {
+    match crate::sink::hub_setup(sink) {
+        Some(setup) => crate::sink::provision::start(setup, parks),
+        None => Hubs::unattended(Default::default()),
+    }
+}
+
+/// Hand `hubs` the hub of every recType in `rec_types` (those the config foresees), with
+/// `sink`'s key, so that missing ones are created (or their recTypes parked, with the reason)
+/// before their first records. Sources start meanwhile.
+fn ask_every_hub(hubs: &Hubs, sink: &SinkConfig, rec_types: &BTreeSet<String>) {
+    let Some(names) = sink.hub_names() else {
+        return;
     };
-    let hubs = crate::sink::provision::start(setup, parks);
-    match crate::sink::kafka_client_config(&cfg.sink) {
+    match crate::sink::kafka_client_config(sink) {
         Ok(Some(client)) => {
-            for (rec_type, hub) in cfg.hub_plan() {
-                hubs.ask(Some(&rec_type), &hub, &client);
+            for rec_type in rec_types {
+                hubs.ask(Some(rec_type), names.hub(rec_type), &client);
             }
         }
         Ok(None) => {}
-        Err(e) => log::warn!("hubs: cannot check them at start ({e})"),
+        Err(e) => log::warn!("hubs: cannot check them ({e})"),
     }
-    hubs
 }
 
 /// How often the connection string file is checked for a new key.
@@ -327,16 +337,18 @@ impl KeyFile {
 /// ([`KeyFile`]) and, when it holds another connection string than the sink's, one that
 /// passes the start's checks, the forwarder gets a new sink; existing Kafka sessions would
 /// otherwise keep the old key alive. Nothing else rebuilds the sink: a new producer
-/// reconnects and resends what was in flight. Returns once there is nothing left to wait for.
+/// reconnects and resends what was in flight. The new sink comes with a hub provisioner of
+/// its own, which looks at the hubs of `rec_types` with the new key at once: the old one's
+/// refusals and retry waits were earned by the old key. Returns once there is nothing left
+/// to wait for.
 async fn reload_on_request(
-    sink_cfg: crate::config::SinkConfig,
+    sink_cfg: SinkConfig,
     deliveries: crate::sink::Deliveries,
-    new_sinks: mpsc::Sender<Box<dyn crate::sink::Sink>>,
+    new_sinks: mpsc::Sender<NewSink>,
     (mut reload, codecs): (mpsc::Receiver<()>, crate::decode::Reloader),
     metrics: std::sync::Arc<Metrics>,
-    hubs: Hubs,
+    rec_types: BTreeSet<String>,
 ) {
-    use crate::config::SinkConfig;
     let mut keys = KeyFile::of(&sink_cfg);
     let mut poll = tokio::time::interval(SECRET_POLL);
     poll.tick().await;
@@ -396,14 +408,19 @@ async fn reload_on_request(
         let Ok(slot) = new_sinks.reserve().await else {
             return;
         };
+        // Its thread ends with the last handle: at once if the sink is not built.
+        let (parks_tx, parks) = mpsc::unbounded_channel();
+        let hubs = provisioner(&cfg, parks_tx);
         let built = {
-            let (deliveries, metrics, hubs) = (deliveries.clone(), metrics.clone(), hubs.clone());
+            let (cfg, deliveries, metrics) = (cfg.clone(), deliveries.clone(), metrics.clone());
+            let hubs = hubs.clone();
             crate::blocking::run(move || crate::sink::open(&cfg, deliveries, metrics, hubs)).await
         };
         match built {
             Ok(sink) => {
-                slot.send(sink);
+                slot.send(NewSink { sink, parks });
                 keys.in_use(key);
+                ask_every_hub(&hubs, &cfg, &rec_types);
             }
             Err(e) => keys.failed(e.to_string(), asked),
         }
@@ -502,14 +519,13 @@ mod tests {
         let (_, reload) = mpsc::channel(1);
         let (deliveries, _) = mpsc::unbounded_channel();
         let (new_sinks, _sinks) = mpsc::channel(1);
-        let hubs = Hubs::unattended(Default::default());
         let task = reload_on_request(
             cfg.sink,
             deliveries,
             new_sinks,
             (reload, codecs),
             metrics,
-            hubs,
+            BTreeSet::new(),
         );
         tokio::time::timeout(SECRET_POLL / 2, task)
             .await

@@ -6,9 +6,10 @@
 //! InitProducerId 0, CreateTopics 1, SaslHandshake 1, SaslAuthenticate 0), which librdkafka
 //! negotiates down to. Produce answers the configured error for every partition, unknown
 //! topic for a topic that does not exist, or accepts the records and keeps their values
-//! (uncompressed record batches only). The answers can be changed while clients run. [`StandIn::start`] is plain TCP without a login;
-//! [`StandIn::start_tls`] puts stunnel in front and takes any SASL PLAIN login, as the Event
-//! Hubs sink connects.
+//! (uncompressed record batches only). The answers can be changed while clients run, and
+//! CreateTopics can depend on the key a connection logged in with. [`StandIn::start`] is
+//! plain TCP without a login; [`StandIn::start_tls`] puts stunnel in front and takes any SASL
+//! PLAIN login, as the Event Hubs sink connects.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -35,6 +36,9 @@ pub struct Answers {
     pub no_create_topics: bool,
     /// CreateTopics answers for none of the topics asked for (an empty topic list).
     pub create_answers_nothing: bool,
+    /// Only a login whose password (the connection string) holds this key has Manage:
+    /// CreateTopics on a connection of any other answers TOPIC_AUTHORIZATION_FAILED.
+    pub manage_key: Option<String>,
 }
 
 #[derive(Default)]
@@ -191,6 +195,8 @@ fn serve(mut conn: TcpStream, port: u16, state: &Mutex<State>, stop: &AtomicBool
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 65536];
+    // The SASL PLAIN password this connection logged in with.
+    let mut login = String::new();
     while !stop.load(Ordering::SeqCst) {
         match conn.read(&mut chunk) {
             Ok(0) => return,
@@ -211,7 +217,7 @@ fn serve(mut conn: TcpStream, port: u16, state: &Mutex<State>, stop: &AtomicBool
                 break;
             }
             let frame: Vec<u8> = buf.drain(..4 + size).skip(4).collect();
-            let Some(reply) = answer(&frame, port, state) else {
+            let Some(reply) = answer(&frame, port, state, &mut login) else {
                 let _ = conn.shutdown(Shutdown::Both);
                 return;
             };
@@ -340,8 +346,9 @@ const APIS: &[(i16, i16, i16)] = &[
     (36, 0, 0),
 ];
 
-/// The response to one request frame (header v1 + body); `None` closes the connection.
-fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
+/// The response to one request frame (header v1 + body) on a connection that logged in with
+/// the password `login`; `None` closes the connection.
+fn answer(frame: &[u8], port: u16, state: &Mutex<State>, login: &mut String) -> Option<Vec<u8>> {
     let mut r = In(frame);
     let (key, version, correlation) = (r.i16(), r.i16(), r.i32());
     let mut st = state.lock().unwrap();
@@ -415,10 +422,16 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
             if st.answers.create_answers_nothing {
                 names.clear();
             }
+            let create = match &st.answers.manage_key {
+                Some(key) if !login.contains(key.as_str()) => {
+                    Some((TOPIC_AUTHORIZATION_FAILED, String::new()))
+                }
+                _ => st.answers.create.clone(),
+            };
             out.i32(names.len() as i32);
             for (name, partitions) in names {
                 out.string(&name);
-                match st.answers.create.clone() {
+                match create.clone() {
                     None => {
                         if !validate_only {
                             st.topics.insert(name, partitions);
@@ -439,6 +452,10 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>) -> Option<Vec<u8>> {
             out.i16(0).i32(1).string("PLAIN");
         }
         (36, 0) => {
+            let _client_id = r.string();
+            // PLAIN: authzid NUL user NUL password.
+            let plain = String::from_utf8_lossy(r.bytes()).into_owned();
+            *login = plain.split('\0').nth(2).unwrap_or_default().to_string();
             out.i16(0).null_string().i32(0);
         }
         (0, 3) => {
