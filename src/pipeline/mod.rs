@@ -96,7 +96,8 @@ pub async fn run(
     ask_every_hub(&hubs, &cfg.sink, &rec_types);
     let forwarder = {
         let (cfg, metrics, deliveries) = (cfg.clone(), metrics.clone(), delivery_tx.clone());
-        let hubs = hubs.clone();
+        // Moved: the sink holds the only handles, so after a key rotation this provisioner's
+        // thread ends with the sink it served.
         crate::blocking::run(move || open_forwarder(&cfg, deliveries, metrics, hubs)).await?
     };
     for w in prepared.warnings {
