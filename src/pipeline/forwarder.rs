@@ -1113,6 +1113,54 @@ mod tests {
         assert_eq!(metrics.decoded.get(), sent as u64);
     }
 
+    /// Key rotation: a park the old sink's provisioner queued before the new sink came is
+    /// dropped with its channel, not applied after the reset (the select serves `new_sinks`
+    /// first); the new key's own provisioner's parks are applied.
+    #[test]
+    fn a_park_queued_by_the_old_provisioner_does_not_land_on_the_new_sink() {
+        let (forwarder, metrics) = forwarder("[sink]\ntype = \"stdout\"\n");
+        let (_, urgent) = tokio::sync::mpsc::channel(1);
+        let (_, patient) = tokio::sync::mpsc::channel(1);
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let (_reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let (old_parks, parks) = tokio::sync::mpsc::unbounded_channel();
+        let refusal = |hub| crate::sink::refusal::Setup::default().missing(hub);
+        old_parks.send(("t".to_string(), refusal("t"))).unwrap();
+        let (sinks, new_sinks) = tokio::sync::mpsc::channel(1);
+        let (reports, _) = tokio::sync::mpsc::unbounded_channel();
+        let (new_found, new_parks) = tokio::sync::mpsc::unbounded_channel();
+        new_found.send(("u".to_string(), refusal("u"))).unwrap();
+        let sink = Box::new(crate::sink::stdout::StdoutSink::new(false, reports));
+        sinks
+            .try_send(NewSink {
+                sink,
+                parks: new_parks,
+            })
+            .ok()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // Both sources are closed: it returns once it has taken what waits.
+        rt.block_on(forwarder.run(Inputs {
+            urgent,
+            patient,
+            deliveries,
+            stop,
+            new_sinks,
+            parks,
+        }))
+        .unwrap();
+        assert_eq!(metrics.parked.get("t"), None);
+        assert!(metrics.park_reasons.get("t").is_none());
+        assert_eq!(
+            metrics.parked.get("u"),
+            Some(1),
+            "the new provisioner's park"
+        );
+    }
+
     /// A frame counter is kept with its session keys' print: the same keys go on from it
     /// after a restart (an old frame is refused), new keys under the same DevAddr (a device
     /// provisioned again) start afresh (their FCnt 0 is a reading, not a restart to refuse).
