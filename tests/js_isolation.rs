@@ -300,6 +300,23 @@ fn a_worker_killed_while_it_loads_a_codec_costs_the_codec_nothing() {
     );
 }
 
+/// A worker launcher script in `dir`: it runs `first`, and from its second start on also
+/// `later`, then the worker.
+fn launcher_script(dir: &std::path::Path, first: &str, later: &str) -> std::path::PathBuf {
+    let script = dir.join("worker.sh");
+    let started = dir.join("started");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{first}\nif [ -e {started:?} ]; then {later}; fi\n: > {started:?}\nexec {:?} \"$@\"\n",
+            env!("CARGO_BIN_EXE_hubgate")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
 /// A codec that passed its first load is loaded again into a new worker without its top
 /// level being timed: one near the 50 ms limit used to pass at start, then fail that load
 /// after a retirement, and every call after it loaded it again (its top level's CPU on the
@@ -312,22 +329,7 @@ fn a_codec_loaded_again_into_a_new_worker_is_not_timed_again() {
           var n = 0; for (var i = 0; i < 5e6; i++) { n += i; } }
         function decodeUplink(i) { return {data: {ok: true}}; }";
     let dir = codec_files::tempdir();
-    let script = dir.path().join("worker.sh");
-    let started = dir.path().join("started");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh
-TZ=UTC0
-if [ -e {started:?} ]; then TZ=XYZ-5; fi
-: > {started:?}
-export TZ
-exec {:?} \"$@\"\n",
-            env!("CARGO_BIN_EXE_hubgate")
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = launcher_script(dir.path(), "TZ=UTC0; export TZ", "TZ=XYZ-5");
     let worker = Worker::new(Launcher::program(&script));
     let codec = worker.load("zoned.js", ZONED).unwrap();
     let time = SystemTime::now();
@@ -348,21 +350,7 @@ exec {:?} \"$@\"\n",
 #[test]
 fn a_call_gives_up_at_its_cap_with_the_load_included() {
     let dir = codec_files::tempdir();
-    let script = dir.path().join("worker.sh");
-    let started = dir.path().join("started");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh
-if [ -e {started:?} ]; then exec /bin/sleep 1000; fi
-: > {started:?}
-\
-             exec {:?} \"$@\"\n",
-            env!("CARGO_BIN_EXE_hubgate")
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = launcher_script(dir.path(), ":", "exec /bin/sleep 1000");
     let worker = Worker::new(Launcher::program(&script).with_cap(Duration::from_secs(4)));
     let bad = worker.load("bad.js", HANG).unwrap();
     let pid = worker.pid().unwrap();

@@ -627,6 +627,43 @@ fn parks_of(log: &str, rec_type: &str) -> Vec<String> {
         .collect()
 }
 
+/// An Event Hubs site on a TLS stand-in broker answering as `answers`, holding `hubs` (and
+/// the packed ones), its key (`KEY`) in a connection string file, `sink_extra` in `[sink]`;
+/// the agent started and one Tabs uplink published. Returns what the test goes on with.
+async fn one_uplink_to_a_stand_in(
+    dir: &Path,
+    hubs: &[&str],
+    answers: support::standin::Answers,
+    sink_extra: &str,
+) -> (
+    Mosquitto,
+    support::standin::StandIn,
+    std::path::PathBuf,
+    Agent,
+) {
+    let mqtt = Mosquitto::start(dir);
+    let hubs: Vec<&str> = hubs
+        .iter()
+        .copied()
+        .chain(support::agent::CODECS_PACKED)
+        .collect();
+    let broker = support::standin::StandIn::start_tls(&dir.join("broker"), &hubs, answers);
+    let secret = dir.join("eventhubs.secret");
+    secret_file(&secret, &connection_string(&broker.bootstrap(), KEY, ""));
+    let body = format!(
+        "{}\n[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"{}\"\n\
+         ca_location = \"{}\"\n{sink_extra}\n",
+        support::agent::three_devices(&dir.join("buffer"), &mqtt, ""),
+        secret.display(),
+        broker.ca_path().display(),
+    );
+    let agent = Agent::start(dir, &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let uplink = chirpstack_uplink(TH, 1, 103, &tbhh100(21, 40));
+    publish_all(mqtt.port(), &[(uplink_topic(TH), uplink)]).await;
+    (mqtt, broker, secret, agent)
+}
+
 /// The operator pasted a Listen-only policy's connection string: every write is refused and
 /// the recType parked, each park twice the last (up to 5 min). They paste the Send policy's:
 /// the sink is replaced, and the parks and the backoff the old key earned are lifted with
@@ -634,32 +671,21 @@ fn parks_of(log: &str, rec_type: &str) -> Vec<String> {
 /// old key's refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_lifts_the_parks_the_old_key_earned() {
-    use support::standin::{Answers, StandIn, TOPIC_AUTHORIZATION_FAILED};
+    use support::standin::{Answers, TOPIC_AUTHORIZATION_FAILED};
 
     let dir = tempfile::tempdir().unwrap();
-    let mqtt = Mosquitto::start(dir.path());
-    let hubs: Vec<&str> = [ENV, MOTION, OPENCLOSE, PACKED]
-        .into_iter()
-        .chain(support::agent::CODECS_PACKED)
-        .collect();
     let listen_only = Answers {
         produce: Some(TOPIC_AUTHORIZATION_FAILED),
         ..Answers::default()
     };
-    let broker = StandIn::start_tls(&dir.path().join("broker"), &hubs, listen_only);
-    let secret = dir.path().join("eventhubs.secret");
-    secret_file(&secret, &connection_string(&broker.bootstrap(), KEY, ""));
-    let body = format!(
-        "{}\n[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"{}\"\n\
-         ca_location = \"{}\"\nprovisioning = \"precreated\"\n",
-        support::agent::three_devices(&dir.path().join("buffer"), &mqtt, ""),
-        secret.display(),
-        broker.ca_path().display(),
-    );
-    let agent = Agent::start(dir.path(), &body);
-    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
-    let uplink = chirpstack_uplink(TH, 1, 103, &tbhh100(21, 40));
-    publish_all(mqtt.port(), &[(uplink_topic(TH), uplink)]).await;
+    let hubs = [ENV, MOTION, OPENCLOSE, PACKED];
+    let (_mqtt, broker, secret, agent) = one_uplink_to_a_stand_in(
+        dir.path(),
+        &hubs,
+        listen_only,
+        "provisioning = \"precreated\"",
+    )
+    .await;
     // Each refusal parks the recType, each park twice as long as the last (with jitter, in
     // [d/2, d]): the fifth lasts 8 to 16 s.
     agent.wait_until("five parks", WAIT, |log| {
@@ -700,33 +726,22 @@ async fn a_key_rotation_lifts_the_parks_the_old_key_earned() {
 /// record delivered), not told the old key's refusal until the old key's wait ran out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_tries_a_hub_the_old_key_could_not_create_at_once() {
-    use support::standin::{Answers, StandIn};
+    use support::standin::Answers;
 
     let dir = tempfile::tempdir().unwrap();
-    let mqtt = Mosquitto::start(dir.path());
-    // Every hub but the one of the uplink's recType.
-    let hubs: Vec<&str> = [MOTION, OPENCLOSE, PACKED]
-        .into_iter()
-        .chain(support::agent::CODECS_PACKED)
-        .collect();
     let manage = Answers {
         manage_key: Some(NEW_KEY.to_string()),
         ..Answers::default()
     };
-    let broker = StandIn::start_tls(&dir.path().join("broker"), &hubs, manage);
-    let secret = dir.path().join("eventhubs.secret");
-    secret_file(&secret, &connection_string(&broker.bootstrap(), KEY, ""));
-    let body = format!(
-        "{}\n[sink]\ntype = \"eventhubs\"\nconnection_string_file = \"{}\"\n\
-         ca_location = \"{}\"\nprovisioning = \"auto\"\npartitions = 1\n",
-        support::agent::three_devices(&dir.path().join("buffer"), &mqtt, ""),
-        secret.display(),
-        broker.ca_path().display(),
-    );
-    let agent = Agent::start(dir.path(), &body);
-    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
-    let uplink = chirpstack_uplink(TH, 1, 103, &tbhh100(21, 40));
-    publish_all(mqtt.port(), &[(uplink_topic(TH), uplink)]).await;
+    // Every hub but the one of the uplink's recType.
+    let hubs = [MOTION, OPENCLOSE, PACKED];
+    let (_mqtt, broker, secret, agent) = one_uplink_to_a_stand_in(
+        dir.path(),
+        &hubs,
+        manage,
+        "provisioning = \"auto\"\npartitions = 1",
+    )
+    .await;
     let old_cause = "(no Manage right)";
     agent.wait_until("a park for want of Manage", WAIT, |log| {
         parks_of(log, ENV)

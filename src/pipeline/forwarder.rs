@@ -1089,19 +1089,17 @@ mod tests {
         let (_stop, stop) = tokio::sync::watch::channel(false);
         let (_new_sinks, new_sinks) = tokio::sync::mpsc::channel(1);
         let (_parks, parks) = tokio::sync::mpsc::unbounded_channel();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        rt.block_on(forwarder.run(Inputs {
-            urgent,
-            patient,
-            deliveries: delivered,
-            stop,
-            new_sinks,
-            parks,
-        }))
-        .unwrap();
+        run_to_end(
+            forwarder,
+            Inputs {
+                urgent,
+                patient,
+                deliveries: delivered,
+                stop,
+                new_sinks,
+                parks,
+            },
+        );
         let ticks = ticks.lock().unwrap().clone();
         let sent = FRAMES + 2;
         assert!(
@@ -1111,6 +1109,15 @@ mod tests {
         // Both in the round after the first serial one (the last two records before).
         assert_eq!(*mqtt_at.lock().unwrap(), [2, 3]);
         assert_eq!(metrics.decoded.get(), sent as u64);
+    }
+
+    /// Run `forwarder` on `inputs` on a runtime of its own until it returns.
+    fn run_to_end(forwarder: Forwarder, inputs: Inputs) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(forwarder.run(inputs)).unwrap();
     }
 
     /// Key rotation: a park the old sink's provisioner queued before the new sink came is
@@ -1138,20 +1145,18 @@ mod tests {
             })
             .ok()
             .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
         // Both sources are closed: it returns once it has taken what waits.
-        rt.block_on(forwarder.run(Inputs {
-            urgent,
-            patient,
-            deliveries,
-            stop,
-            new_sinks,
-            parks,
-        }))
-        .unwrap();
+        run_to_end(
+            forwarder,
+            Inputs {
+                urgent,
+                patient,
+                deliveries,
+                stop,
+                new_sinks,
+                parks,
+            },
+        );
         assert_eq!(metrics.parked.get("t"), None);
         assert!(metrics.park_reasons.get("t").is_none());
         assert_eq!(
