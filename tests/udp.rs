@@ -142,9 +142,17 @@ fn radio_frames_are_verified_decrypted_decoded_and_deduplicated() {
     );
     assert_eq!(exchange(&sock, &datagram(3, 0x00, &push)), [2, 0, 3, 0x01]);
 
-    // The copies in a datagram are one frame by then.
+    // The copies in a datagram are one frame by then. A frame is counted received before it
+    // is decoded: the decoder's counts are waited for, not read once.
     agent.wait_metric("hubgate_received_total", WAIT, |v| v == 4);
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    for (counter, n) in [
+        ("hubgate_duplicates_total", 2),
+        ("hubgate_problems_total{kind=\"lorawan_error\"}", 2),
+        ("hubgate_problems_total{kind=\"not_ours\"}", 2),
+    ] {
+        agent.wait_metric(counter, WAIT, |v| v >= n);
+    }
     assert_eq!(agent.metric("hubgate_duplicates_total"), 2);
     assert_eq!(
         agent.metric("hubgate_problems_total{kind=\"lorawan_error\"}"),

@@ -384,7 +384,7 @@ fn loading_fails_with_a_reason() {
 /// packed.
 #[test]
 fn a_codec_whose_top_level_cannot_fit_a_call_is_refused_at_load() {
-    // About 0.3 s of CPU time here, well past the 50 ms and well within the load's 2 s.
+    // About 0.2 s of CPU time here, well past the 50 ms and well within the load's 2 s.
     const SLOW: &str = "var n = 0; for (var i = 0; i < 3e6; i++) { n += i; }
         function decodeUplink(i) { return {data: {n: n}}; }";
     let tmp = codec_files::tempdir();

@@ -89,10 +89,11 @@ pub async fn run(
     // Ports are taken before anything starts (see `source::Built::bind`).
     let sources = prepared.sources.bind().await?;
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
-    metrics.foresee(cfg.rec_types());
+    // Once: each reading of the recTypes reads every mapping table from disk.
+    let rec_types = cfg.rec_types();
+    metrics.foresee(rec_types.iter().cloned());
     let (parks_tx, parks) = mpsc::unbounded_channel();
     let hubs = provisioner(&cfg.sink, parks_tx);
-    let rec_types = cfg.rec_types();
     ask_every_hub(&hubs, &cfg.sink, &rec_types);
     let forwarder = {
         let (cfg, metrics, deliveries) = (cfg.clone(), metrics.clone(), delivery_tx.clone());

@@ -30,8 +30,8 @@ const ANSWER: Duration = Duration::from_secs(10);
 const RETRY_MIN: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// One hub to make sure of, with the settings of the sink that asks (after key rotation,
-/// the new key's).
+/// One hub to make sure of, with the settings of the sink that asks (each provisioner serves
+/// one sink, so these are one key's; a key rotation starts a provisioner of its own).
 struct Request {
     /// `None`: a write to the hub failed, and whoever asks parks the recType itself. The hub
     /// is looked at again even if it was usable before (it may have been deleted).
