@@ -374,7 +374,6 @@ async fn reload_on_request(
         let Some(keys) = keys.as_mut() else {
             continue;
         };
-        let file = keys.file.clone();
         let watched = keys.clone();
         let changed = crate::blocking::run(move || watched.changed()).await;
         let key = match changed {
@@ -402,7 +401,8 @@ async fn reload_on_request(
         // EntityPath): a rotation that broke one would send records where nobody reads them,
         // and the next start would refuse the file.
         if let Err((at, reason)) = crate::sink::check(&cfg) {
-            keys.failed(format!("{}: {at}: {reason}", file.display()), asked);
+            let reason = format!("{}: {at}: {reason}", keys.file.display());
+            keys.failed(reason, asked);
             continue;
         }
         // The slot first: a built producer must never be dropped here (dropping one blocks
