@@ -352,7 +352,8 @@ pub struct DeviceConfig {
     #[serde(default)]
     pub usecase: Option<String>,
     /// recType of this device's packed records (no codec, or the codec failed), e.g.
-    /// `io.microshare.environment.packed`; default: `[record] packed_rec_type`.
+    /// `io.microshare.environment.packed`; default: the built-in codec's domain's packed recType,
+    /// else `[record] packed_rec_type`.
     #[serde(default)]
     pub packed_rec_type: Option<String>,
     /// Which decoder is used when several could: `codec` (the built-in one above), `js` (the

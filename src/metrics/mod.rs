@@ -150,7 +150,7 @@ pub struct Metrics {
     pub clock_unknown: Counter,
     /// Unix seconds of the last delivery the sink confirmed (0: none yet).
     pub last_delivery: Counter,
-    /// Payloads a codec could not decode (sent packed instead), by codec id.
+    /// Payloads a codec rejected (the next decoder is tried, packed if none decodes), by codec id.
     pub decode_errors: Family,
     /// 1 while the MQTT source of broker `host:port` is connected.
     pub mqtt_connected: Family,
@@ -268,7 +268,7 @@ impl Metrics {
             e("acked_total", "counter", "", "source messages acknowledged", one(&self.acked)),
             e("duplicates_total", "counter", "", "duplicate uplinks dropped", one(&self.duplicates)),
             e("mac_frames_total", "counter", "", "radio uplinks on FPort 0 (MAC commands only) or without FPort (no payload), not made into records", one(&self.mac_frames)),
-            e("decode_errors_total", "counter", "codec", "payloads a codec could not decode (sent packed), by codec", self.decode_errors.snapshot()),
+            e("decode_errors_total", "counter", "codec", "payloads a codec rejected (the next decoder in decode_order is tried; packed if none decodes), by codec", self.decode_errors.snapshot()),
             e("problems_total", "counter", "kind", "bad input and decode failures, by kind", self.problems.snapshot()),
             e("spilled_total", "counter", "", "records written to the buffer", one(&self.spilled)),
             e("buffer_rebuilds_total", "counter", "", "rebuilds of the drained buffer database that gave disk space back", one(&self.buffer_rebuilds)),
@@ -303,7 +303,7 @@ impl Metrics {
                 ],
             ),
             e("udp_kernel_drops_total", "counter", "listen", "datagrams the kernel dropped on a UDP source's socket (receive buffer full), by listen address", self.udp_drops.snapshot()),
-            e("dead_lettered_total", "counter", "", "records the sink rejected for good", one(&self.dead_lettered)),
+            e("dead_lettered_total", "counter", "", "dead letters kept: records the sink rejected for good and messages hubgate gave up on", one(&self.dead_lettered)),
             e("in_flight", "gauge", "", "records sent, not yet confirmed", one(&self.in_flight)),
             e("clock_synchronized", "gauge", "", "1 while the system clock is known to be synchronised (docs/durability.md: what expiry does otherwise)", one(&self.clock_synchronized)),
             e("clock_unknown", "gauge", "", "1 while nothing can tell whether the system clock is synchronised", one(&self.clock_unknown)),
