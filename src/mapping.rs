@@ -182,6 +182,22 @@ impl Mapped {
     }
 }
 
+/// The deepest object (levels of objects and arrays, its own included) decoded elsewhere that
+/// is carried into a record. The record puts an object's keys under `data.origin`, 3 levels
+/// down, and a normalized measurement's under `origin.normalized[i]`, 5 down; serde_json, and
+/// consumers with its defaults, read no text nested deeper than 127 levels. A deeper object
+/// would make a record those refuse; real decoders nest a few levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// Levels of objects and arrays in `v`: 0 for a scalar, 1 for `{}` or `[1]`.
+pub fn depth(v: &Json) -> usize {
+    match v {
+        Json::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Json::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Where unmapped fields go; the unmapped part of a normalized payload goes under
 /// `origin.normalized`, an array with one element per measurement.
 pub const ORIGIN: &str = "origin";

@@ -223,3 +223,53 @@ fn decode_of_a_whole_uplink_prints_the_bytes_the_sink_sends() {
         assert!(obj.contains(radio), "{radio} in {obj}");
     }
 }
+
+/// A ChirpStack v4 uplink event carrying `object`, parsed as the MQTT source parses it.
+fn chirpstack_with_object(object: &str) -> hubgate::source::Input {
+    let text = format!(
+        r#"{{"time":"2024-05-01T10:00:00.123Z","deviceInfo":{{"devEui":"58a0cb0000101234"}},"devAddr":"26011bda","fCnt":42,"fPort":9,"data":"AQ==","object":{object}}}"#
+    );
+    let parsed = hubgate::format::chirpstack::parse(text.as_bytes(), UNIX_EPOCH)
+        .unwrap_or_else(|e| panic!("{e}"));
+    hubgate::source::Input::Uplink(parsed.value)
+}
+
+/// The record nests a carried object 3 levels deeper (envelope, obj, data, origin), so one
+/// the source's parser still reads could make a body serde_json refuses (the pretty stdout
+/// sink printed `null` for it): one nested deeper than `MAX_DEPTH` goes out packed, saying
+/// why, and every record is one a JSON parser reads.
+#[test]
+fn a_network_object_too_deep_for_its_record_goes_out_packed() {
+    let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+    let mut d = Decoder::new(&cfg, Metrics::new());
+    // The deepest object the source's parser still reads, and the deepest a record carries.
+    let parsed_deepest = (1..200)
+        .take_while(|&d| {
+            let text = format!("{}1{}", "[".repeat(d), "]".repeat(d));
+            serde_json::from_str::<Value>(&format!(r#"{{"a":{text}}}"#)).is_ok()
+        })
+        .last()
+        .unwrap();
+    let carried = hubgate::mapping::MAX_DEPTH - 1;
+    for (arrays, packed) in [
+        (parsed_deepest, true),
+        (carried + 1, true),
+        (carried, false),
+    ] {
+        let object = format!(r#"{{"a":{}1{}}}"#, "[".repeat(arrays), "]".repeat(arrays));
+        let records = d.decode(&chirpstack_with_object(&object));
+        assert_eq!(records.len(), 1);
+        let body: Value = serde_json::from_str(&records[0].body)
+            .unwrap_or_else(|e| panic!("{arrays} arrays deep: record unreadable: {e}"));
+        let data = &body["obj"]["data"];
+        assert_eq!(
+            data["unpacker"]["class"] == "packed",
+            packed,
+            "{arrays}: {data}"
+        );
+        if packed {
+            let error = data["error"].as_str().unwrap();
+            assert!(error.contains("nested deeper than 64 levels"), "{error}");
+        }
+    }
+}

@@ -8,6 +8,7 @@ mod dead_letter;
 pub mod gwmp;
 pub mod tts;
 
+use crate::mapping::{depth, MAX_DEPTH};
 use crate::uplink::NsDecoded;
 use std::time::SystemTime;
 
@@ -140,7 +141,8 @@ pub const MAX_NS_VALUES: usize = 1024;
 /// (TTS) `normalized_payload` (an array of objects, or one). Only non-empty JSON objects are
 /// used: a decoder that returned a bare number or `{}` decoded nothing. They come as raw text,
 /// parsed here apart from the message: one the parser refuses (nested deeper than it goes, a
-/// number beyond f64) is not carried, and the uplink is sent packed, as for a too large one.
+/// number beyond f64), or nested deeper than its record may be ([`MAX_DEPTH`]), is not
+/// carried, and the uplink is sent packed, as for a too large one.
 fn ns_decoded(
     object: Option<Box<serde_json::value::RawValue>>,
     normalized: Option<Box<serde_json::value::RawValue>>,
@@ -166,6 +168,18 @@ fn ns_decoded(
     if values > MAX_NS_VALUES {
         return NsDecoded {
             oversized: Some(values),
+            ..NsDecoded::default()
+        };
+    }
+    let measurements = match &normalized {
+        Some(serde_json::Value::Array(items)) => items.as_slice(),
+        other => other.as_slice(),
+    };
+    if object.iter().chain(measurements).map(depth).max() > Some(MAX_DEPTH) {
+        return NsDecoded {
+            unreadable: Some(format!(
+                "nested deeper than {MAX_DEPTH} levels, too deep for its record to be read"
+            )),
             ..NsDecoded::default()
         };
     }

@@ -52,6 +52,18 @@ pub fn parse(text: &str) -> Result<Output, JsError> {
         }
         _ => Vec::new(),
     };
+    // As the network server's object ([`crate::mapping::MAX_DEPTH`]): `data` may be nested
+    // deeper here than its record could be read.
+    let deepest = std::iter::once(&data)
+        .chain(&normalized)
+        .map(|m| 1 + m.values().map(crate::mapping::depth).max().unwrap_or(0))
+        .max();
+    if deepest > Some(crate::mapping::MAX_DEPTH) {
+        return Err(JsError::Junk(format!(
+            "data nested deeper than {} levels, too deep for its record to be read",
+            crate::mapping::MAX_DEPTH
+        )));
+    }
     Ok(Output {
         data,
         normalized,
@@ -160,5 +172,32 @@ mod tests {
             assert_eq!(well_formed(text), fixed, "{text}");
         }
         assert!(matches!(well_formed(r#"{"k":"\u0041"}"#), Cow::Borrowed(_)));
+    }
+
+    /// `data`, or a normalized measurement, nested deeper than a record can carry
+    /// (`MAX_DEPTH`) is refused: its record would be nested deeper than JSON parsers read.
+    #[test]
+    fn data_too_deep_for_its_record_is_refused() {
+        let max = crate::mapping::MAX_DEPTH;
+        // An object holding `arrays` nested arrays is `arrays + 1` levels deep.
+        let nested =
+            |arrays: usize| format!(r#"{{"a":{}1{}}}"#, "[".repeat(arrays), "]".repeat(arrays));
+        for (arrays, ok) in [(max - 1, true), (max, false)] {
+            let data = format!(r#"{{"data":{}}}"#, nested(arrays));
+            let normalized = format!(
+                r#"{{"data":{{}},"normalized":{{"data":[{{}},{}]}}}}"#,
+                nested(arrays)
+            );
+            for text in [data, normalized] {
+                match parse(&text) {
+                    Ok(_) => assert!(ok, "{arrays}"),
+                    Err(JsError::Junk(e)) => {
+                        assert!(!ok, "{arrays}: {e}");
+                        assert!(e.starts_with("data nested deeper than 64 levels"), "{e}");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
     }
 }

@@ -23,17 +23,27 @@ impl StdoutSink {
     }
 }
 
-impl Sink for StdoutSink {
-    fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+impl StdoutSink {
+    /// `body` and its newline in `line`, pretty-printed if asked for.
+    fn fill_line(&mut self, body: &str) {
         self.line.clear();
-        if self.pretty {
-            let v: serde_json::Value = serde_json::from_str(&rec.body).unwrap_or_default();
+        // A body serde_json cannot read (nested too deep) goes out as it is, not as `null`.
+        let pretty = self
+            .pretty
+            .then(|| serde_json::from_str::<serde_json::Value>(body).ok())
+            .flatten();
+        match pretty {
             // Writing a Value into a Vec cannot fail.
-            let _ = serde_json::to_writer_pretty(&mut self.line, &v);
-        } else {
-            self.line.extend_from_slice(rec.body.as_bytes());
+            Some(v) => drop(serde_json::to_writer_pretty(&mut self.line, &v)),
+            None => self.line.extend_from_slice(body.as_bytes()),
         }
         self.line.push(b'\n');
+    }
+}
+
+impl Sink for StdoutSink {
+    fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+        self.fill_line(&rec.body);
         let mut out = std::io::stdout().lock();
         let result = out
             .write_all(&self.line)
@@ -45,4 +55,20 @@ impl Sink for StdoutSink {
     }
 
     fn flush(&mut self, _timeout: std::time::Duration) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretty_prints_what_it_can_read_and_the_rest_as_it_is() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut sink = StdoutSink::new(true, tx);
+        sink.fill_line(r#"{"a":[1]}"#);
+        assert_eq!(sink.line, b"{\n  \"a\": [\n    1\n  ]\n}\n");
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        sink.fill_line(&deep);
+        assert_eq!(sink.line, format!("{deep}\n").as_bytes());
+    }
 }
