@@ -1227,6 +1227,46 @@ mod tests {
         assert_eq!(m.problems("codec_file"), 0);
     }
 
+    /// A reloaded mapping table whose `rec_type` goes to a hub no hub can be named (which
+    /// the config's check refuses at start) is not taken: the version in use stays, and one
+    /// line says why. One that `[sink.topics]` maps to a good hub is taken.
+    #[test]
+    fn a_reloaded_table_whose_rec_type_names_no_hub_is_not_taken() {
+        let dir = crate::codec_files::tempdir();
+        let table = dir.path().join("m.toml");
+        let write = |rec_type: &str| {
+            let text =
+                format!("rec_type = {rec_type:?}\n[fields]\nt = {{ field = \"temperature\" }}\n");
+            crate::codec_files::write(&table, text);
+        };
+        write(rec_type::ENVIRONMENT);
+        let text = format!(
+            "[codecs]\ndir = {:?}\n[sink]\ntype = \"kafka\"\nbrokers = \"x:9092\"\n\
+             [sink.topics]\n\"site readings\" = \"site\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\nmapping = \"m\"\n\
+             decode_order = [\"network\"]\n",
+            dir.path()
+        );
+        let m = Metrics::new();
+        let mut d = Decoder::new(&Config::parse(&text).unwrap(), m.clone());
+        let input = with_ns(serde_json::json!({"t": 21}), serde_json::json!([]));
+        assert_eq!(d.decode(&input).one().rec_type, rec_type::ENVIRONMENT);
+        write("my site readings");
+        d.reloader().reload();
+        assert_eq!(d.decode(&input).one().rec_type, rec_type::ENVIRONMENT);
+        assert_eq!(m.problems("codec_file"), 1);
+        let line = m.recent_problems().remove(0).line;
+        assert!(
+            line.contains("m.toml: rec_type \"my site readings\" goes to the hub named like it")
+                && line.ends_with("; the version loaded before stays in use"),
+            "{line}"
+        );
+        write("site readings");
+        d.reloader().reload();
+        assert_eq!(d.decode(&input).one().rec_type, "site readings");
+        assert_eq!(m.problems("codec_file"), 1);
+    }
+
     /// The device's own codec wins by default; `decode_order` puts the network server's
     /// object first; a codec that fails falls through to the next decoder.
     #[test]

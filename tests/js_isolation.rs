@@ -635,6 +635,7 @@ fn codecs_that_each_fit_their_limit_all_load_and_decode() {
         dir: dir.path().to_path_buf(),
         codecs: names.clone(),
         tables: Vec::new(),
+        hubs: None,
     };
     let set = named.load(launcher());
     assert_eq!(set.failures(), Vec::<String>::new());

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use super::{JsCodec, Launcher, Worker};
-use crate::config::Config;
+use crate::config::{valid_hub_name, Config, HubNames, HUB_NAMES};
 use crate::mapping::Table;
 
 /// Largest codec file read: vendor codecs with lookup tables reach a few hundred KB.
@@ -128,6 +128,8 @@ pub struct Named {
     pub dir: PathBuf,
     pub codecs: Vec<String>,
     pub tables: Vec<String>,
+    /// Where the sink sends each recType; `None` for a sink without hubs.
+    pub hubs: Option<HubNames>,
 }
 
 impl Named {
@@ -151,7 +153,31 @@ impl Named {
             dir: cfg.codecs.dir.clone(),
             codecs,
             tables,
+            hubs: cfg.sink.hub_names(),
         }
+    }
+
+    /// `table` (of the file `name`.toml), unless its `rec_type` goes to a hub no hub can be
+    /// named: the config's check refuses that at start, and a reload that took it would send
+    /// the device's records where they wait, parked, until `max_age` (the version in use
+    /// stays instead).
+    fn to_a_hub(&self, name: &str, table: Option<&Table>) -> Result<(), String> {
+        let Some((hubs, rec_type)) = self
+            .hubs
+            .as_ref()
+            .zip(table.and_then(|t| t.rec_type.as_ref()))
+        else {
+            return Ok(());
+        };
+        let hub = hubs.hub(rec_type);
+        if valid_hub_name(hub) {
+            return Ok(());
+        }
+        Err(format!(
+            "{}: rec_type {rec_type:?} goes to the hub named like it, and that is no hub name \
+             ({HUB_NAMES}): rename it, or map it to a hub in the sink's config and restart",
+            path(&self.dir, name, "toml")?.display()
+        ))
     }
 
     /// The recTypes their mapping tables declare (`rec_type`): a codec's own table (none is
@@ -188,15 +214,19 @@ impl Named {
                 of: self.codecs.len(),
             };
             before(next)?;
-            codecs.insert(name.clone(), load(&self.dir, name, &worker));
+            let script = load(&self.dir, name, &worker)
+                .and_then(|s| self.to_a_hub(name, s.table.as_ref()).map(|()| s));
+            codecs.insert(name.clone(), script);
         }
-        let tables = self.tables.iter();
+        let tables = self.tables.iter().map(|name| {
+            let table =
+                load_table(&self.dir, name).and_then(|t| self.to_a_hub(name, Some(&t)).map(|()| t));
+            (name.clone(), table)
+        });
         Ok(Set {
             codecs,
             worker: Some(worker.clone()),
-            tables: tables
-                .map(|name| (name.clone(), load_table(&self.dir, name)))
-                .collect(),
+            tables: tables.collect(),
         })
     }
 }

@@ -650,6 +650,7 @@ fn a_codec_kept_across_a_reload_leaves_its_old_worker() {
         dir: d.path().to_path_buf(),
         codecs: vec!["c".into()],
         tables: Vec::new(),
+        hubs: None,
     };
     let mut set = named.load(Launcher::default());
     let codec = |set: &dir::Set| {
