@@ -223,6 +223,12 @@ pub fn map(
         };
         walk(object, "", &rule, &mut m, &mut origin);
     }
+    // The Things Stack's `decoded_payload` and `normalized_payload`, like a JavaScript codec's
+    // `data` and `normalizeUplink`, are one decoder's values twice: a field the codec's own
+    // object mapped is not read again from the normalized measurements (it stays under
+    // `origin.normalized`), or one probe would look like two.
+    let own: std::collections::BTreeSet<String> =
+        m.data.keys().chain(m.health.keys()).cloned().collect();
     // One element per measurement, in order (`{}` where everything mapped), so that two
     // measurements with the same unmapped field both stay.
     let mut normalized_origin = Vec::with_capacity(normalized.len());
@@ -230,7 +236,7 @@ pub fn map(
         let rule = |path: &str| {
             NORMALIZED
                 .iter()
-                .find(|r| r.0 == path)
+                .find(|r| r.0 == path && !own.contains(r.1))
                 .map(|&(_, field, unit, kind, health)| Rule {
                     field,
                     unit,
@@ -440,6 +446,36 @@ mod tests {
         assert_eq!(
             m.data["origin"],
             json!({"normalized": [{"action": {"contactState": "AJAR"}}]})
+        );
+    }
+
+    /// The Things Stack sends a Device Repository codec's output twice, `decoded_payload` and
+    /// `normalized_payload` (a JavaScript codec with `normalizeUplink` alike): a value the
+    /// codec's table mapped is one reading, its normalized copy stays under `origin`, and
+    /// the normalized fields the table does not map are read.
+    #[test]
+    fn a_value_decoded_and_normalized_is_one_reading() {
+        let t = Table::parse(
+            "[fields]\ntemperature = { field = \"temperature\", unit = \"°C\" }\n\
+             mv = { field = \"voltage\", unit = \"V\", scale = 0.001, health = true }\n",
+        )
+        .unwrap();
+        let decoded = obj(json!({"temperature": 21.5, "mv": 3600}));
+        let normalized = [obj(
+            json!({"air": {"temperature": 21.5, "relativeHumidity": 40}, "battery": 3.6}),
+        )];
+        let m = map(Some(&decoded), Some(&t), &normalized);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "temperature": [{"unit": "°C", "value": 21.5}],
+                "humidity": [{"unit": "%RH", "value": 40}],
+                "origin": {"normalized": [{"air": {"temperature": 21.5}, "battery": 3.6}]},
+            })
+        );
+        assert_eq!(
+            Json::Object(m.health),
+            json!({"voltage": [{"unit": "V", "value": 3.6}]})
         );
     }
 
