@@ -542,7 +542,7 @@ impl Decoder {
         }
         let device = self.devices.get(&up.dev_eui);
         let table = script.table.as_ref().or_else(|| self.mapping(device));
-        let mapped = mapping::map(Some(&out.data), table, &out.normalized);
+        let mapped = mapping::map(Some(&out.data), table, &out.normalized, up.time);
         Ok((mapped, out.retired))
     }
 
@@ -743,6 +743,7 @@ impl Decoder {
                         up.ns.object.as_ref(),
                         self.mapping(device),
                         &up.ns.normalized,
+                        up.time,
                     );
                     heard(Outcome::Mapped {
                         codec: NETWORK,
@@ -1175,6 +1176,85 @@ mod tests {
             _ => Vec::new(),
         };
         Input::Uplink(up)
+    }
+
+    /// Normalized measurements with a `time` of their own (The Things Network's schema) make a
+    /// record per time, as a built-in codec's history: after the live one, in the order first
+    /// met, with the device values measured then. Those without a time, with the uplink's, or
+    /// with one that is no time, are of now. Decoded again, the same records.
+    #[test]
+    fn normalized_measurements_of_their_own_time_become_records_of_their_own() {
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+        let mut d = Decoder::new(&cfg, Metrics::new());
+        let input = with_ns(
+            serde_json::Value::Null,
+            serde_json::json!([
+                {"time": "2023-11-14T20:13:20Z", "air": {"temperature": 18.5, "location": "in"},
+                    "battery": 3.6},
+                {"time": "2023-11-14T21:13:20Z", "air": {"temperature": 19.5}},
+                {"air": {"temperature": 21}},
+                {"time": "2023-11-14T21:13:20+01:00", "air": {"relativeHumidity": 40}},
+                {"time": "2023-11-14T22:13:20.000Z", "air": {"relativeHumidity": 41}},
+                {"time": "yesterday", "air": {"co2": 600}},
+            ]),
+        );
+        let records = d.decode(&input);
+        let v: Vec<serde_json::Value> = records.iter().map(body).collect();
+        let data = |i: usize| {
+            let mut data = v[i]["obj"]["data"].clone();
+            let data = data.as_object_mut().unwrap();
+            data.remove("meta");
+            data.remove("unpacker");
+            serde_json::Value::Object(data.clone())
+        };
+        assert_eq!(records.len(), 3, "{v:?}");
+        let id = "58-A0-CB-00-00-10-12-34";
+        let all: Vec<serde_json::Value> = (0..3).map(data).collect();
+        assert_eq!(
+            all,
+            [
+                serde_json::json!({
+                    "time": "2023-11-14T22:13:20.000Z",
+                    "temperature": [{"unit": "°C", "value": 21}],
+                    "humidity": [{"unit": "%RH", "value": 41}],
+                    "co2": [{"unit": "ppm", "value": 600}],
+                    "device_health": {"id": id},
+                    "origin": {"normalized": [{}, {}, {"time": "yesterday"}]},
+                }),
+                serde_json::json!({
+                    "time": "2023-11-14T20:13:20.000Z",
+                    "temperature": [{"unit": "°C", "value": 18.5}],
+                    "humidity": [{"unit": "%RH", "value": 40}],
+                    "device_health": {"id": id, "voltage": [{"unit": "V", "value": 3.6}]},
+                    "origin": {"normalized": [{"air": {"location": "in"}}, {}]},
+                }),
+                serde_json::json!({
+                    "time": "2023-11-14T21:13:20.000Z",
+                    "temperature": [{"unit": "°C", "value": 19.5}],
+                    "device_health": {"id": id},
+                }),
+            ]
+        );
+        assert_eq!(v[1]["obj"]["createDate"], 1_699_992_800_000_u64);
+        for (i, rec) in records.iter().enumerate() {
+            assert_eq!(rec.rec_type, rec_type::ENVIRONMENT);
+            assert!(records[..i].iter().all(|r| r.id != rec.id), "{records:?}");
+        }
+        let bodies = |records: &[Record]| -> Vec<String> {
+            records.iter().map(|r| r.body.clone()).collect()
+        };
+        let again = d.decode(&input);
+        assert_eq!(bodies(&again), bodies(&records), "a redelivery: the same");
+        // Measurements of other times alone: their records, no live one.
+        let only = d.decode(&with_ns(
+            serde_json::Value::Null,
+            serde_json::json!([{"time": "2023-11-14T21:13:20Z", "air": {"temperature": 19.5}}]),
+        ));
+        assert_eq!(only.len(), 1);
+        assert_eq!(
+            body(&only[0])["obj"]["data"]["time"],
+            "2023-11-14T21:13:20.000Z"
+        );
     }
 
     /// A device without a codec of ours (or not in the config at all) whose network server

@@ -8,6 +8,7 @@
 //! [`Table`] (TOML) for codecs that return their own field names.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -173,6 +174,18 @@ pub struct Mapped {
     pub data: Map<String, Json>,
     /// Field -> `[{value, unit}, ...]` under `device_health`.
     pub health: Map<String, Json>,
+    /// Normalized measurements of a time of their own, not the uplink's, by time in the
+    /// order first met: a record each, as a built-in codec's history.
+    pub history: Vec<Moment>,
+}
+
+/// The readings of normalized measurements of one time other than the uplink's; `data` and
+/// `health` as in [`Mapped`] (what mapped nowhere under `origin.normalized`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moment {
+    pub time: SystemTime,
+    pub data: Map<String, Json>,
+    pub health: Map<String, Json>,
 }
 
 impl Mapped {
@@ -203,11 +216,13 @@ pub fn depth(v: &Json) -> usize {
 pub const ORIGIN: &str = "origin";
 
 /// Map a codec's own object with its `table` (none: everything goes under `origin`) and
-/// normalized measurements with the built-in table.
+/// normalized measurements with the built-in table; a measurement whose `time` (RFC 3339) is
+/// not `now`, the uplink's, goes into [`Mapped::history`].
 pub fn map(
     object: Option<&Map<String, Json>>,
     table: Option<&Table>,
     normalized: &[Map<String, Json>],
+    now: SystemTime,
 ) -> Mapped {
     let mut m = Mapped::default();
     let mut origin = Map::new();
@@ -221,7 +236,7 @@ pub fn map(
                 health: t.health,
             })
         };
-        walk(object, "", &rule, &mut m, &mut origin);
+        walk(object, "", &rule, (&mut m.data, &mut m.health), &mut origin);
     }
     // The Things Stack's `decoded_payload` and `normalized_payload`, like a JavaScript codec's
     // `data` and `normalizeUplink`, are one decoder's values twice: a field the codec's own
@@ -229,14 +244,17 @@ pub fn map(
     // `origin.normalized`), or one probe would look like two.
     let own: std::collections::BTreeSet<String> =
         m.data.keys().chain(m.health.keys()).cloned().collect();
-    // One element per measurement, in order (`{}` where everything mapped), so that two
-    // measurements with the same unmapped field both stay.
+    // The unmapped parts of the measurements of now ([`put_normalized`]).
     let mut normalized_origin = Vec::with_capacity(normalized.len());
+    // Per moment of `m.history`, its measurements' unmapped parts.
+    let mut history_origin: Vec<Vec<Json>> = Vec::new();
     for n in normalized {
+        // The codec's own object is of now: the copies it holds are of now too.
+        let at = measured_at(n).filter(|t| !same_ms(*t, now));
         let rule = |path: &str| {
             NORMALIZED
                 .iter()
-                .find(|r| r.0 == path && !own.contains(r.1))
+                .find(|r| r.0 == path && (at.is_some() || !own.contains(r.1)))
                 .map(|&(_, field, unit, kind, health)| Rule {
                     field,
                     unit,
@@ -246,32 +264,90 @@ pub fn map(
                 })
         };
         let mut left = Map::new();
-        walk(n, "", &rule, &mut m, &mut left);
-        normalized_origin.push(Json::Object(left));
-    }
-    if normalized_origin
-        .iter()
-        .any(|o| o.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        // Under `normalized`, or a free variant of it if the codec's own object has that key.
-        let mut key = String::from("normalized");
-        while origin.contains_key(&key) {
-            key.push('_');
+        let (data, health, unmapped) = match at {
+            None => (&mut m.data, &mut m.health, &mut normalized_origin),
+            Some(time) => {
+                let i = match m.history.iter().position(|h| h.time == time) {
+                    Some(i) => i,
+                    None => {
+                        m.history.push(Moment {
+                            time,
+                            data: Map::new(),
+                            health: Map::new(),
+                        });
+                        history_origin.push(Vec::new());
+                        m.history.len() - 1
+                    }
+                };
+                let h = &mut m.history[i];
+                (&mut h.data, &mut h.health, &mut history_origin[i])
+            }
+        };
+        walk(n, "", &rule, (data, health), &mut left);
+        // The time read is the record's `time`.
+        if measured_at(n).is_some() {
+            left.remove("time");
         }
-        origin.insert(key, Json::Array(normalized_origin));
+        unmapped.push(Json::Object(left));
     }
+    for (h, unmapped) in m.history.iter_mut().zip(history_origin) {
+        let mut origin = Map::new();
+        put_normalized(&mut origin, unmapped);
+        if !origin.is_empty() {
+            h.data.insert(ORIGIN.into(), Json::Object(origin));
+        }
+    }
+    put_normalized(&mut origin, normalized_origin);
     if !origin.is_empty() {
         m.data.insert(ORIGIN.into(), Json::Object(origin));
     }
     m.rec_type = match table.and_then(|t| t.rec_type.clone()) {
         Some(r) => r,
-        None => DOMAINS
-            .iter()
-            .find(|(_, fields)| fields.iter().any(|f| m.data.contains_key(*f)))
-            .map_or(rec_type::UNMAPPED, |(r, _)| r)
-            .to_string(),
+        None => {
+            let fields = || {
+                m.data
+                    .keys()
+                    .chain(m.history.iter().flat_map(|h| h.data.keys()))
+            };
+            DOMAINS
+                .iter()
+                .find(|(_, domain)| fields().any(|f| domain.contains(&f.as_str())))
+                .map_or(rec_type::UNMAPPED, |(r, _)| r)
+                .to_string()
+        }
     };
     m
+}
+
+/// The unmapped parts of normalized measurements (one element each, `{}` where everything
+/// mapped, so that two with the same unmapped field both stay) under `origin.normalized`, or
+/// a free variant of it if the codec's own object has that key; nothing if all mapped.
+fn put_normalized(origin: &mut Map<String, Json>, unmapped: Vec<Json>) {
+    if unmapped
+        .iter()
+        .any(|o| o.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        let mut key = String::from("normalized");
+        while origin.contains_key(&key) {
+            key.push('_');
+        }
+        origin.insert(key, Json::Array(unmapped));
+    }
+}
+
+/// A normalized measurement's own `time` (The Things Network's schema: "Date and time of the
+/// measurement", RFC 3339), when it is one a record can carry.
+fn measured_at(n: &Map<String, Json>) -> Option<SystemTime> {
+    let text = n.get("time")?.as_str()?;
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+        .filter(|t| crate::uplink::valid_time(*t))
+}
+
+/// Whether `a` and `b` are one time to a record, which shows milliseconds.
+fn same_ms(a: SystemTime, b: SystemTime) -> bool {
+    crate::record::ms_since_epoch(a) == crate::record::ms_since_epoch(b)
 }
 
 struct Rule<'a> {
@@ -282,13 +358,16 @@ struct Rule<'a> {
     health: bool,
 }
 
+/// Map `obj`'s fields by `rule` into `out`'s readings and device values; the rest into
+/// `origin`.
 fn walk<'a>(
     obj: &Map<String, Json>,
     prefix: &str,
     rule: &dyn Fn(&str) -> Option<Rule<'a>>,
-    out: &mut Mapped,
+    out: (&mut Map<String, Json>, &mut Map<String, Json>),
     origin: &mut Map<String, Json>,
 ) {
+    let (data, health) = out;
     for (key, v) in obj {
         let path = if prefix.is_empty() {
             key.clone()
@@ -297,7 +376,7 @@ fn walk<'a>(
         };
         if let Json::Object(inner) = v {
             let mut sub = Map::new();
-            walk(inner, &path, rule, out, &mut sub);
+            walk(inner, &path, rule, (&mut *data, &mut *health), &mut sub);
             if !sub.is_empty() {
                 origin.insert(key.clone(), Json::Object(sub));
             }
@@ -305,11 +384,7 @@ fn walk<'a>(
         }
         match rule(&path).and_then(|r| reading(&r, v).map(|json| (r, json))) {
             Some((r, json)) => {
-                let dest = if r.health {
-                    &mut out.health
-                } else {
-                    &mut out.data
-                };
+                let dest = if r.health { &mut *health } else { &mut *data };
                 if let Json::Array(list) = dest
                     .entry(r.field.to_string())
                     .or_insert_with(|| Json::Array(Vec::new()))
@@ -380,6 +455,7 @@ fn number(x: f64) -> Option<Json> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::UNIX_EPOCH;
 
     fn obj(v: Json) -> Map<String, Json> {
         match v {
@@ -397,7 +473,7 @@ mod tests {
             ),
             obj(json!({"air": {"temperature": 21.75}})),
         ];
-        let m = map(None, None, &n);
+        let m = map(None, None, &n, UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
         assert_eq!(
             Json::Object(m.data),
@@ -416,7 +492,7 @@ mod tests {
 
     #[test]
     fn rec_type_follows_the_most_specific_field() {
-        let rt = |v: Json| map(None, None, &[obj(v)]).rec_type;
+        let rt = |v: Json| map(None, None, &[obj(v)], UNIX_EPOCH).rec_type;
         assert_eq!(
             rt(json!({"water": {"leak": true, "temperature": 4}})),
             rec_type::LEAK
@@ -435,12 +511,14 @@ mod tests {
             None,
             None,
             &[obj(json!({"action": {"contactState": "CLOSED"}}))],
+            UNIX_EPOCH,
         );
         assert_eq!(m.data["open"], json!([{"value": false}]));
         let m = map(
             None,
             None,
             &[obj(json!({"action": {"contactState": "AJAR"}}))],
+            UNIX_EPOCH,
         );
         assert!(!m.has_readings());
         assert_eq!(
@@ -464,7 +542,7 @@ mod tests {
         let normalized = [obj(
             json!({"air": {"temperature": 21.5, "relativeHumidity": 40}, "battery": 3.6}),
         )];
-        let m = map(Some(&decoded), Some(&t), &normalized);
+        let m = map(Some(&decoded), Some(&t), &normalized, UNIX_EPOCH);
         assert_eq!(
             Json::Object(m.data),
             json!({
@@ -488,7 +566,7 @@ mod tests {
             obj(json!({"soil": {"moisture": 31}})),
         ];
         let own = obj(json!({"normalized": "own"}));
-        let m = map(Some(&own), None, &n);
+        let m = map(Some(&own), None, &n, UNIX_EPOCH);
         assert_eq!(
             m.data["origin"],
             json!({
@@ -513,7 +591,7 @@ mod tests {
             json!({"TempC_SHT": 22.5, "bat": {"mv": 3012, "status": 3}, "door": true,
             "mode": "x", "list": [1, 2]}),
         );
-        let m = map(Some(&o), Some(&t), &[]);
+        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::OPENCLOSE);
         assert_eq!(
             Json::Object(m.data),
@@ -525,14 +603,17 @@ mod tests {
         );
         assert_eq!(m.health["voltage"], json!([{"value": 3.012, "unit": "V"}]));
         // Without a table nothing is guessed: all of it is kept under origin.
-        let m = map(Some(&o), None, &[]);
+        let m = map(Some(&o), None, &[], UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::UNMAPPED);
         assert_eq!(
             Json::Object(m.data),
             json!({"origin": Json::Object(o.clone())})
         );
         let t = Table::parse("rec_type = \"io.microshare.feedback.unpacked\"").unwrap();
-        assert_eq!(map(Some(&o), Some(&t), &[]).rec_type, rec_type::FEEDBACK);
+        assert_eq!(
+            map(Some(&o), Some(&t), &[], UNIX_EPOCH).rec_type,
+            rec_type::FEEDBACK
+        );
         assert!(Table::parse("[fields]\nx = { unit = \"V\" }").is_err());
         assert!(Table::parse("[fields]\nx = { field = \"a\", scale = nan }").is_err());
     }
@@ -551,7 +632,7 @@ mod tests {
         )
         .unwrap();
         let value = |key: &str, v: Json| {
-            let m = map(Some(&obj(json!({ key: v }))), Some(&t), &[]);
+            let m = map(Some(&obj(json!({ key: v }))), Some(&t), &[], UNIX_EPOCH);
             let field = &t.fields[key].field;
             m.data[field.as_str()][0]["value"].clone()
         };
@@ -590,7 +671,7 @@ mod tests {
         )
         .unwrap();
         let o = obj(json!({"t": "21.5", "mv": " 3012 ", "h": "40 %", "c": "NaN", "p": "1e400"}));
-        let m = map(Some(&o), Some(&t), &[]);
+        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
         assert_eq!(
             Json::Object(m.data),

@@ -164,7 +164,9 @@ pub fn history_id(uplink_id: &str, time: u32, index: usize) -> String {
 }
 
 /// Build the records of one uplink: one, except for a built-in codec's readings of earlier
-/// times (history), which make a record each, after the live one, in the payload's order.
+/// times (history), which make a record each, after the live one, in the payload's order, as
+/// do normalized measurements of a time of their own ([`Mapped::history`]), with their
+/// device values.
 /// Microshare's records hold the readings of one moment: a history record has the uplink's
 /// envelope and `meta` (about the reception), its own `data.time`, `createDate` and `tstamp`
 /// (the history time), and its own id ([`history_id`]). The live record goes out when it
@@ -182,7 +184,7 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
     let time = iso8601(up.time);
     let (decoded, mapped, error);
     let mut data = Fields::new();
-    let (rec_type, class, history, of_now) = match payload {
+    let (rec_type, class, history, moments, of_now) = match payload {
         Payload::Decoded { codec, decoded: d } => {
             decoded = d;
             put_readings(&mut data, &decoded.readings);
@@ -190,7 +192,8 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
             put_readings(&mut health, &decoded.health);
             data.insert("device_health", Field::Map(health));
             let of_now = !decoded.readings.is_empty() || !decoded.health.is_empty();
-            (decoded.rec_type, codec, decoded.history.as_slice(), of_now)
+            let history = decoded.history.as_slice();
+            (decoded.rec_type, codec, history, &[][..], of_now)
         }
         Payload::Object { class, mapped: m } => {
             mapped = m;
@@ -208,7 +211,9 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
                     .map(|(k, v)| (k.as_str(), Field::Json(v))),
             );
             data.insert("device_health", Field::Map(health));
-            (mapped.rec_type.as_str(), class, &[][..], true)
+            let of_now = !mapped.data.is_empty() || !mapped.health.is_empty();
+            let moments = mapped.history.as_slice();
+            (mapped.rec_type.as_str(), class, &[][..], moments, of_now)
         }
         Payload::Packed { rec_type, error: e } => {
             error = e;
@@ -217,7 +222,7 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
             }
             let health = Fields::from([("id", Field::Str(&device_id))]);
             data.insert("device_health", Field::Map(health));
-            (rec_type, "packed", &[][..], true)
+            (rec_type, "packed", &[][..], &[][..], true)
         }
     };
     let meta = Meta {
@@ -231,8 +236,8 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
         device_id: &device_id,
         time: &time,
     };
-    let mut records = Vec::with_capacity(1 + history.len());
-    if of_now || history.is_empty() {
+    let mut records = Vec::with_capacity(1 + history.len() + moments.len());
+    if of_now || (history.is_empty() && moments.is_empty()) {
         data.insert("time", Field::Str(&time));
         records.push(envelope(
             &meta,
@@ -253,6 +258,24 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
         data.insert("time", Field::Str(&time));
         let id = history_id(&id, h.time, index);
         records.push(envelope(&meta, id, data, ms_since_epoch(at), now));
+    }
+    // Normalized measurements of their own time: as a codec's history, with the device
+    // values measured then.
+    for (index, m) in moments.iter().enumerate() {
+        let time = iso8601(m.time);
+        let mut data: Fields = m
+            .data
+            .iter()
+            .map(|(k, v)| (k.as_str(), Field::Json(v)))
+            .collect();
+        let mut health = Fields::from([("id", Field::Str(&device_id))]);
+        health.extend(m.health.iter().map(|(k, v)| (k.as_str(), Field::Json(v))));
+        data.insert("device_health", Field::Map(health));
+        data.insert("time", Field::Str(&time));
+        let tstamp = ms_since_epoch(m.time);
+        let secs = u32::try_from(tstamp / 1000).unwrap_or(u32::MAX);
+        let id = history_id(&id, secs, index);
+        records.push(envelope(&meta, id, data, tstamp, now));
     }
     records
 }
@@ -1086,6 +1109,7 @@ mod tests {
                             rec_type: rec_type.clone(),
                             data: data.clone(),
                             health: health.clone(),
+                            history: Vec::new(),
                         },
                     },
                     Owned::Packed(error) => Payload::Packed {
