@@ -150,7 +150,8 @@ const DOMAINS: &[(&str, &[&str])] = &[
     (rec_type::LEAK, &["leak"]),
     (rec_type::OPENCLOSE, &["open"]),
     (rec_type::MOTION, &["presence", "motion_count"]),
-    (rec_type::GPS, &["lat", "lon"]),
+    (rec_type::GPS, &["lat", "lon", "altitude"]),
+    // With the names the built-in codecs give the same quantities (`voc`, `iaq`, ...).
     (
         rec_type::ENVIRONMENT,
         &[
@@ -159,8 +160,13 @@ const DOMAINS: &[(&str, &[&str])] = &[
             "co2",
             "pressure",
             "tvoc",
+            "voc",
+            "iaq",
             "pm2_5",
             "pm10",
+            "formaldehyde",
+            "ozone",
+            "water_temperature",
         ],
     ),
     (rec_type::LIGHT, &["illuminance"]),
@@ -555,6 +561,32 @@ mod tests {
             Json::Object(m.health),
             json!({"voltage": [{"unit": "V", "value": 3.6}]})
         );
+    }
+
+    /// A record of mapped readings goes to their domain, not to the recType of objects that
+    /// mapped nothing: every field the built-in table maps (other than device values) has
+    /// one, and so have the names the built-in codecs give the same quantities.
+    #[test]
+    fn mapped_readings_have_a_domain() {
+        for &(path, field, _, kind, _) in NORMALIZED.iter().filter(|r| !r.4) {
+            let mut v = match kind {
+                Kind::Num => json!(1),
+                Kind::Bool => json!(true),
+                Kind::OpenState => json!("OPEN"),
+            };
+            for key in path.rsplit('.') {
+                v = json!({ key: v });
+            }
+            let m = map(None, None, &[obj(v)], UNIX_EPOCH);
+            assert!(m.data.contains_key(field), "{path}");
+            assert_ne!(m.rec_type, rec_type::UNMAPPED, "{path} -> {field}");
+        }
+        let t =
+            Table::parse("[fields]\na = { field = \"voc\" }\nb = { field = \"ozone\" }\n").unwrap();
+        for key in ["a", "b"] {
+            let m = map(Some(&obj(json!({ key: 3 }))), Some(&t), &[], UNIX_EPOCH);
+            assert_eq!(m.rec_type, rec_type::ENVIRONMENT, "{key}");
+        }
     }
 
     /// Unmapped fields are never lost: the same unmapped field in two measurements, and an

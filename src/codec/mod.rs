@@ -319,7 +319,8 @@ pub mod rec_type {
     pub const GPS: &str = "io.microshare.gps.unpacked";
     /// Default recType of frames hubgate cannot decode (raw hex payload).
     pub const PACKED: &str = "io.microshare.lorawan.packed";
-    /// Decoded objects none of whose fields map to a Microshare domain (all under `origin`).
+    /// Decoded objects none of whose mapped fields is of a Microshare domain (nothing mapped:
+    /// all under `origin`; or only fields of no domain, see `mapping::DOMAINS`).
     pub const UNMAPPED: &str = "io.microshare.lorawan.unpacked";
 
     /// The recType constant equal to `r`, for what wants a `&'static str`; an operator's
