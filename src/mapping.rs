@@ -383,7 +383,8 @@ fn walk<'a>(
         if let Json::Object(inner) = v {
             let mut sub = Map::new();
             walk(inner, &path, rule, (&mut *data, &mut *health), &mut sub);
-            if !sub.is_empty() {
+            // An object left empty by mapping goes; one empty to begin with is unmapped.
+            if !sub.is_empty() || inner.is_empty() {
                 origin.insert(key.clone(), Json::Object(sub));
             }
             continue;
@@ -606,6 +607,17 @@ mod tests {
                 "normalized_": [{"soil": {"moisture": 30}}, {"soil": {"moisture": 31}}],
             })
         );
+    }
+
+    /// An empty object maps nowhere, so it is kept, as any other unmapped field; an object
+    /// whose fields all mapped is not.
+    #[test]
+    fn an_empty_object_is_kept_in_origin() {
+        let t = Table::parse("[fields]\n\"bat.mv\" = { field = \"voltage\", health = true }\n")
+            .unwrap();
+        let o = obj(json!({"alarms": {}, "bat": {"mv": 3012}, "t": 1}));
+        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
+        assert_eq!(m.data["origin"], json!({"alarms": {}, "t": 1}));
     }
 
     #[test]
