@@ -409,6 +409,8 @@ fn walk<'a>(
 /// `{value, unit}` of `v` read by `r`, `None` when `v` is not of the rule's kind.
 fn reading(r: &Rule, v: &Json) -> Option<Json> {
     let value = match (r.kind, v) {
+        // A whole number as it is: through f64, one past 2^53 (a counter) would change.
+        (Kind::Num, Json::Number(n)) if r.scale == 1.0 && !n.is_f64() => Json::Number(n.clone()),
         (Kind::Num, Json::Number(n)) => number(scaled(n.as_f64()?, r.scale))?,
         // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
         // is the number, else it stays unmapped. NaN and infinities parse but are no number.
@@ -698,6 +700,31 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    /// A whole number without a scale keeps its value, past 2^53 too (a counter), where f64
+    /// would change it; scaled, it is a decimal as any other.
+    #[test]
+    fn a_whole_number_keeps_its_value() {
+        let t = Table::parse(
+            "[fields]\nn = { field = \"count\" }\nk = { field = \"kwh\", scale = 0.001 }\n",
+        )
+        .unwrap();
+        for n in [
+            json!(9_007_199_254_740_993_u64),
+            json!(u64::MAX),
+            json!(i64::MIN),
+        ] {
+            let m = map(Some(&obj(json!({ "n": n }))), Some(&t), &[], UNIX_EPOCH);
+            assert_eq!(m.data["count"], json!([{ "value": n }]));
+        }
+        let m = map(
+            Some(&obj(json!({"k": 1_234_567}))),
+            Some(&t),
+            &[],
+            UNIX_EPOCH,
+        );
+        assert_eq!(m.data["kwh"], json!([{"value": 1234.567}]));
     }
 
     /// A number written as text, as `toFixed` returns it, is that number; other text is kept.
