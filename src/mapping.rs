@@ -57,8 +57,11 @@ impl Table {
         let t: Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
         for (path, target) in &t.fields {
             let field = target.field.as_str();
-            if !target.scale.is_finite() {
-                return Err(format!("fields.{path}: scale must be a finite number"));
+            // 0 (a typo for 0.01, say) would make every reading of the field 0.
+            if !target.scale.is_finite() || target.scale == 0.0 {
+                return Err(format!(
+                    "fields.{path}: scale must be a finite number other than 0"
+                ));
             }
             if target.health && field == "id" {
                 return Err(format!(
@@ -661,7 +664,22 @@ mod tests {
             rec_type::FEEDBACK
         );
         assert!(Table::parse("[fields]\nx = { unit = \"V\" }").is_err());
-        assert!(Table::parse("[fields]\nx = { field = \"a\", scale = nan }").is_err());
+    }
+
+    /// A scale that is no number, or 0 (a typo for 0.01, say, which would make every reading
+    /// of the field 0), makes the table bad.
+    #[test]
+    fn a_scale_of_zero_or_no_number_is_refused() {
+        for scale in ["nan", "inf", "0", "-0.0"] {
+            let e = Table::parse(&format!(
+                "[fields]\nx = {{ field = \"a\", scale = {scale} }}"
+            ));
+            assert_eq!(
+                e.unwrap_err(),
+                "fields.x: scale must be a finite number other than 0",
+                "{scale}"
+            );
+        }
     }
 
     /// Scaling gives the decimal the device meant, not the binary product's noise.
