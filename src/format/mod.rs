@@ -326,10 +326,13 @@ fn raw<T: serde::Serialize + ?Sized>(v: &T) -> Option<Raw> {
 }
 
 /// A part of the wrong [`Shape`]: `Some(None)` when it is left out, `Some(Some(raw))` when
-/// it is replaced, `None` when it is right (or `null`, as good as absent).
+/// it is replaced, `None` when it is right (or `null`, as good as absent: the parse takes it
+/// where the part is optional, and a list, which takes no `null`, is left out instead; relays
+/// that re-publish the JSON write `null` for an empty one).
 fn mend_part(part: &serde_json::value::RawValue, shape: &Shape) -> Option<Option<Raw>> {
     let first = part.get().trim_start().bytes().next();
     match (shape, first) {
+        (Shape::Objects, Some(b'n')) => Some(None),
         (_, Some(b'n')) | (Shape::Object, Some(b'{')) | (Shape::Text, Some(b'"')) => None,
         (Shape::Objects, Some(b'[')) => {
             let mut items: Vec<Raw> = serde_json::from_str(part.get()).ok()?;

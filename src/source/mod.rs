@@ -420,6 +420,30 @@ mod tests {
         assert_eq!(metrics.problems("bad_time"), 1);
     }
 
+    /// `null` for the reception list (relays that re-publish ChirpStack or TTS JSON write it
+    /// for an empty one) costs the uplink only its radio metadata, as `txInfo: null` does.
+    #[test]
+    fn a_null_reception_list_costs_only_the_radio_metadata() {
+        let cs = r#"{"time":"2024-05-01T10:00:00Z","deviceInfo":{"devEui":"58a0cb0000101234"},"fCnt":1,"fPort":2,"data":"AQ==","txInfo":null,"rxInfo":null}"#;
+        let tts = r#"{"end_device_ids":{"device_id":"d","dev_eui":"58A0CB0000101234"},"uplink_message":{"f_port":2,"f_cnt":1,"frm_payload":"AQ==","settings":null,"rx_metadata":null}}"#;
+        let fields =
+            |format, json: &str| match parse(format, json.as_bytes(), SystemTime::UNIX_EPOCH) {
+                Ok(p) => match p.value {
+                    Input::Uplink(u) => Ok((u.payload, u.fport, u.fcnt, u.radio.rssi)),
+                    _ => Err("not an uplink"),
+                },
+                Err(e) => Err(e.kind()),
+            };
+        let want = Ok((vec![1], Some(2), Some(1), None));
+        assert_eq!(
+            (
+                fields(UplinkFormat::ChirpstackV4, cs),
+                fields(UplinkFormat::TtsV3, tts)
+            ),
+            (want.clone(), want)
+        );
+    }
+
     /// A panic while parsing makes the message a dead letter (counted), and the next message
     /// parses normally.
     #[test]
