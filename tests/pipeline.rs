@@ -316,7 +316,7 @@ async fn bad_input_is_counted_and_nothing_else_is_lost() {
         (uplink_topic(TH), bad_b64),
         (
             uplink_topic(TH),
-            "{\"deviceInfo\":{\"devEui\":\"xyz\"}}".to_string(),
+            "{\"deviceInfo\":{\"devEui\":\"xyz\"},\"data\":\"AQ==\"}".to_string(),
         ),
         (uplink_topic("0004a30b00ffee01"), unknown),
         (uplink_topic(PIR), truncated),

@@ -31,8 +31,8 @@ struct Event<'a> {
     dev_addr: Option<String>,
     f_cnt: Option<u32>,
     f_port: Option<u8>,
-    #[serde(default, borrow)]
-    data: Text<'a>,
+    #[serde(borrow)]
+    data: Option<Text<'a>>,
     #[serde(default)]
     rx_info: Vec<RxInfo>,
     tx_info: Option<TxInfo>,
@@ -191,11 +191,17 @@ pub fn parse_gateway_frame(
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
     let mut mended = None;
     let ev: Event = super::from_json(json, &[EVENT_PARTS, TX_INFO], &mut mended)?;
+    // ChirpStack's other events (join, status, ack, txack, log, location, integration) carry
+    // `deviceInfo` too, and a wide `topic` takes them in; an uplink event has `fCnt` and
+    // `rxInfo` (and `data`, `fPort` unless its payload is empty), they have none of these.
+    if ev.data.is_none() && ev.f_cnt.is_none() && ev.f_port.is_none() && ev.rx_info.is_empty() {
+        return Err(ParseError::NotUplink);
+    }
     let dev_eui = &ev.device_info.dev_eui.0;
     let dev_eui = crate::ids::DevEui::parse(dev_eui)
         .map_err(|_| ParseError::DevEui(dev_eui.as_ref().into()))?;
     let payload = base64::engine::general_purpose::STANDARD
-        .decode(ev.data.0.as_bytes())
+        .decode(ev.data.unwrap_or_default().0.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let given = ev.time.as_ref().map(|t| super::parse_time(&t.0));
     let (time, bad_time) = super::time_or_received(given, received);

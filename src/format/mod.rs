@@ -30,6 +30,10 @@ pub enum ParseError {
     Crc(Excerpt),
     #[error("bad CBOR envelope: {0}")]
     Cbor(Excerpt),
+    /// Not bad input: an event of another kind that the format's topic also carries (a
+    /// ChirpStack join or status event), skipped and counted apart from problems.
+    #[error("not an uplink event (a ChirpStack join, status, ack, txack, log or other event)")]
+    NotUplink,
 }
 
 impl ParseError {
@@ -42,6 +46,7 @@ impl ParseError {
             ParseError::Time(_) => "bad_time",
             ParseError::Crc(_) => "bad_crc",
             ParseError::Cbor(_) => "serial_bad_cbor",
+            ParseError::NotUplink => "not_uplink",
         }
     }
 }

@@ -121,6 +121,8 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Radio uplinks on FPort 0 (MAC commands only): no record, as a network server makes none.
     pub mac_frames: Counter,
+    /// Network-server events that are not uplinks (ChirpStack join, status...): no record.
+    pub non_uplink_events: Counter,
     pub spilled: Counter,
     /// Rebuilds of the drained buffer database that gave disk space back.
     pub buffer_rebuilds: Counter,
@@ -268,6 +270,7 @@ impl Metrics {
             e("acked_total", "counter", "", "source messages acknowledged", one(&self.acked)),
             e("duplicates_total", "counter", "", "duplicate uplinks dropped", one(&self.duplicates)),
             e("mac_frames_total", "counter", "", "radio uplinks on FPort 0 (MAC commands only) or without FPort (no payload), not made into records", one(&self.mac_frames)),
+            e("non_uplink_events_total", "counter", "", "network-server events other than uplinks (ChirpStack join, status, ack, txack, log...) a source's topic took in: acknowledged, not made into records", one(&self.non_uplink_events)),
             e("decode_errors_total", "counter", "codec", "payloads a codec rejected (the next decoder in decode_order is tried; packed if none decodes), by codec", self.decode_errors.snapshot()),
             e("problems_total", "counter", "kind", "bad input and decode failures, by kind", self.problems.snapshot()),
             e("spilled_total", "counter", "", "records written to the buffer", one(&self.spilled)),

@@ -320,6 +320,17 @@ impl Context {
         match parsed {
             Ok(Ok(parsed)) => Some(kept(&self.metrics, source, parsed)),
             Err(dead) => Some(Input::DeadLetter(dead)),
+            Ok(Err(ParseError::NotUplink)) => {
+                self.metrics.non_uplink_events.inc();
+                self.metrics.log_limited(log::Level::Info, "not_uplink", || {
+                    let on = topic.map(|t| format!(" on {}", format::Excerpt::from(t)));
+                    format!(
+                        "{source}: skipped an event that is not an uplink{}: acknowledged, no record (hubgate_non_uplink_events_total)",
+                        on.unwrap_or_default()
+                    )
+                });
+                None
+            }
             Ok(Err(e)) => {
                 self.metrics
                     .problem(e.kind(), || format!("{source}: dropped a message: {e}"));
@@ -418,6 +429,60 @@ mod tests {
         assert!(up.time >= before, "{:?}", up.time);
         assert_eq!((up.fcnt, up.payload), (Some(7), vec![1]));
         assert_eq!(metrics.problems("bad_time"), 1);
+    }
+
+    /// ChirpStack publishes join, status, ack, txack and log events beside `up`, each with
+    /// `deviceInfo.devEui`; a `topic` that takes them in (`application/+/device/+/event/+`)
+    /// skips and counts them (acknowledged, no record, no problem). An uplink with an empty
+    /// payload (no `data`, no `fPort`) is still one.
+    #[test]
+    fn chirpstack_events_other_than_uplinks_are_skipped_and_counted() {
+        let (ctx, metrics) = context();
+        let device = r#""time":"2024-05-01T10:00:00Z","deviceInfo":{"devEui":"58a0cb0000101234"}"#;
+        let events = [
+            ("join", r#""devAddr":"26011bda""#),
+            ("status", r#""margin":7,"batteryLevel":90.5"#),
+            (
+                "ack",
+                r#""queueItemId":"q1","acknowledged":true,"fCntDown":3"#,
+            ),
+            (
+                "txack",
+                r#""queueItemId":"q1","fCntDown":3,"gatewayId":"g1","txInfo":{"frequency":868100000}"#,
+            ),
+            (
+                "log",
+                r#""level":"ERROR","code":"UPLINK_CODEC","description":"d","context":{}"#,
+            ),
+            ("up", r#""fCnt":5,"rxInfo":[{"gatewayId":"g1","rssi":-90}]"#),
+        ];
+        let made: Vec<(&str, bool)> = events
+            .iter()
+            .map(|(kind, rest)| {
+                let topic = format!("application/a/device/58a0cb0000101234/event/{kind}");
+                let json = format!("{{{device},{rest}}}");
+                let input = ctx.parse(
+                    "mqtt",
+                    Some(&topic),
+                    UplinkFormat::ChirpstackV4,
+                    json.as_bytes(),
+                );
+                (*kind, matches!(input, Some(Input::Uplink(_))))
+            })
+            .collect();
+        assert_eq!(
+            made,
+            [
+                ("join", false),
+                ("status", false),
+                ("ack", false),
+                ("txack", false),
+                ("log", false),
+                ("up", true)
+            ]
+        );
+        assert_eq!(metrics.non_uplink_events.get(), 5);
+        assert_eq!(metrics.problem_counts(), []);
     }
 
     /// `null` for the reception list (relays that re-publish ChirpStack or TTS JSON write it
