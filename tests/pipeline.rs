@@ -337,6 +337,9 @@ async fn bad_input_is_counted_and_nothing_else_is_lost() {
         agent.metric("hubgate_problems_total{kind=\"bad_dev_eui\"}"),
         1
     );
+    // The uplinks whose payload or DevEUI does not decode are kept as dead letters; the
+    // message that is not JSON is only counted.
+    agent.wait_metric("hubgate_dead_lettered_total", WAIT, |v| v == 2);
     assert_eq!(
         agent.metric("hubgate_problems_total{kind=\"unknown_device\"}"),
         1

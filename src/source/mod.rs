@@ -331,6 +331,20 @@ impl Context {
                 });
                 None
             }
+            // An uplink of the format whose DevEUI (a TTS device registered without one) or
+            // payload does not decode holds a reading no record can carry: kept, so that the
+            // acknowledgement does not lose it unseen. Not a message that is not the format's
+            // JSON (a stale subscription's or misconfigured forwarder's, every message then,
+            // which would fill the dead-letter cap the sink's refusals share) nor a frame with a
+            // bad CRC (radio noise): no reading is lost with those.
+            Ok(Err(e @ (ParseError::DevEui(_) | ParseError::Base64(_)))) => {
+                self.metrics.problem(e.kind(), || {
+                    format!("{source}: {e}: the message is kept as a dead letter")
+                });
+                let reason = e.to_string();
+                let dead = DeadLetter::new(source, reason, topic, bytes, SystemTime::now());
+                Some(Input::DeadLetter(Box::new(dead)))
+            }
             Ok(Err(e)) => {
                 self.metrics
                     .problem(e.kind(), || format!("{source}: dropped a message: {e}"));
@@ -506,6 +520,43 @@ mod tests {
                 fields(UplinkFormat::TtsV3, tts)
             ),
             (want.clone(), want)
+        );
+    }
+
+    /// The Things Stack registers LoRaWAN 1.0 ABP devices without a DevEUI: their uplinks
+    /// (`device_id` and `dev_addr` only) are kept as dead letters, not acknowledged and lost;
+    /// so is an uplink whose payload is not base64. A message that is not the format's JSON
+    /// is only counted.
+    #[test]
+    fn an_uplink_hubgate_cannot_key_or_read_is_kept_as_a_dead_letter() {
+        let (ctx, metrics) = context();
+        let abp = r#"{"end_device_ids":{"device_id":"abp-meter-7","application_ids":{"application_id":"water"},"dev_addr":"26011BDA"},"received_at":"2024-05-01T10:00:00.5Z","uplink_message":{"f_port":1,"f_cnt":2,"frm_payload":"AQ=="}}"#;
+        let topic = "v3/water@acme/devices/abp-meter-7/up";
+        let Some(Input::DeadLetter(d)) =
+            ctx.parse("mqtt", Some(topic), UplinkFormat::TtsV3, abp.as_bytes())
+        else {
+            panic!("not a dead letter")
+        };
+        assert_eq!(
+            (d.source, d.topic.as_deref(), d.size, d.head.as_slice()),
+            ("mqtt", Some(topic), abp.len(), abp.as_bytes())
+        );
+        assert!(d.reason.contains("dev_eui"), "{}", d.reason);
+        let bad_b64 = br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"fCnt":1,"data":"!!"}"#;
+        let kept = ctx.parse("mqtt", None, UplinkFormat::ChirpstackV4, bad_b64);
+        assert!(matches!(kept, Some(Input::DeadLetter(_))));
+        assert_eq!(
+            ctx.parse("mqtt", None, UplinkFormat::TtsV3, b"{not json")
+                .map(|i| i.size()),
+            None
+        );
+        assert_eq!(
+            metrics.problem_counts(),
+            [
+                ("bad_base64".into(), 1),
+                ("bad_dev_eui".into(), 1),
+                ("malformed_json".into(), 1)
+            ]
         );
     }
 

@@ -1,7 +1,9 @@
 //! MQTT source (rumqttc): QoS 1, persistent session, manual acknowledgements.
 //!
 //! A message is acknowledged by the forwarder once its record is durable; malformed ones
-//! are counted and acknowledged at once (redelivering them would not make them better).
+//! are counted and acknowledged at once (redelivering them would not make them better),
+//! except an uplink whose DevEUI or payload does not decode, which is acknowledged once kept
+//! as a dead letter ([`Context::parse`]).
 //!
 //! Messages up to [`READ_LIMIT`] are read whole; one over `max_message` is not parsed but
 //! kept as a dead letter (topic, size, SHA-256, first bytes) and then acknowledged, so the
