@@ -145,6 +145,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     // The search for the connection's socket, started at each CONNACK.
     let mut finding: Option<tokio::task::JoinHandle<Result<QuickAck, String>>> = None;
     let mut quick_warned = false;
+    // A message delivered at QoS 0 was seen on this connection (said once per connection).
+    let mut qos0_seen = false;
     'run: loop {
         // An event polled with none queued comes from a new read (rumqttc reads up to ten
         // packets at once and hands them out one per poll).
@@ -173,6 +175,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                         format!("mqtt: connected to {} as {client_id} (session present: {})", cfg.url, ack.session_present)
                     });
                     reconnect.connected(Instant::now());
+                    qos0_seen = false;
                     ctx.metrics.mqtt_connected.set(&broker, 1);
                     subscription.connected();
                     subscription.ask(&client, &topic);
@@ -206,6 +209,20 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    // A broker delivers at the lower of the granted QoS and the publisher's:
+                    // with a QoS 1 grant this is the publisher's doing, which the SUBACK
+                    // does not show.
+                    if p.qos == QoS::AtMostOnce && !std::mem::replace(&mut qos0_seen, true) {
+                        ctx.metrics.problem("mqtt_qos0_received", || {
+                            format!(
+                                "mqtt: {} delivers messages on {} at QoS 0, as their publisher sends them: they are not \
+                                 acknowledged, and those sent while hubgate is stopped, or before they are on disk, are \
+                                 lost; have the publisher send at QoS 1 (ChirpStack: qos = 1 under [integration.mqtt])",
+                                cfg.url,
+                                crate::format::Excerpt::from(&p.topic)
+                            )
+                        });
+                    }
                     // The broker may hold its next message until this read is acknowledged.
                     if fresh_read {
                         quick.now();
@@ -633,13 +650,43 @@ mod tests {
 
     /// A QoS 1 PUBLISH on topic `t` of an uplink whose payload is the byte `data`.
     fn publish(pkid: u16, data: u8) -> Vec<u8> {
+        let body = [
+            &[0, 1, b't'][..],
+            &pkid.to_be_bytes(),
+            uplink(data).as_bytes(),
+        ]
+        .concat();
+        [&[0x32][..], &varint(body.len()), &body].concat()
+    }
+
+    /// The same at QoS 0, which has no packet id.
+    fn publish_qos0(data: u8) -> Vec<u8> {
+        let body = [&[0, 1, b't'][..], uplink(data).as_bytes()].concat();
+        [&[0x30][..], &varint(body.len()), &body].concat()
+    }
+
+    /// A ChirpStack uplink event whose payload is the byte `data`.
+    fn uplink(data: u8) -> String {
         use base64::Engine;
-        let payload = format!(
+        format!(
             r#"{{"deviceInfo":{{"devEui":"58a0cb0000101234"}},"data":"{}"}}"#,
             base64::engine::general_purpose::STANDARD.encode([data])
+        )
+    }
+
+    /// The config of a source on `port` of this host, topic `t`.
+    fn source_on(port: u16) -> MqttSourceConfig {
+        let text = format!(
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic = \"t\"\n[sink]\ntype = \"stdout\"\n"
         );
-        let body = [&[0, 1, b't'][..], &pkid.to_be_bytes(), payload.as_bytes()].concat();
-        [&[0x32][..], &varint(body.len()), &body].concat()
+        let crate::config::SourceConfig::Mqtt(cfg) = crate::config::Config::parse(&text)
+            .unwrap()
+            .sources
+            .remove(0)
+        else {
+            panic!("not mqtt")
+        };
+        *cfg
     }
 
     const CONNACK_NEW_SESSION: [u8; 4] = [0x20, 2, 0, 0];
@@ -678,16 +725,7 @@ mod tests {
             }
             pubacks
         });
-        let text = format!(
-            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic = \"t\"\n[sink]\ntype = \"stdout\"\n"
-        );
-        let crate::config::SourceConfig::Mqtt(cfg) = crate::config::Config::parse(&text)
-            .unwrap()
-            .sources
-            .remove(0)
-        else {
-            panic!("not mqtt")
-        };
+        let cfg = source_on(port);
         let opts = options(&cfg, "t").unwrap();
         let (frames, mut rx) = super::super::queue(8, 1 << 20);
         let (_stop, stopping) = tokio::sync::watch::channel(false);
@@ -698,7 +736,7 @@ mod tests {
             acked,
             metrics: crate::metrics::Metrics::new(),
         };
-        let source = tokio::spawn(run(*cfg, opts, ctx));
+        let source = tokio::spawn(run(cfg, opts, ctx));
         let mut taken = Vec::new();
         for _ in 0..3 {
             taken.push(rx.recv().await.expect("a frame"));
@@ -722,6 +760,59 @@ mod tests {
             .expect("the connection closed")
             .unwrap();
         assert_eq!(pubacks, [1], "only the new message's PUBACK");
+    }
+
+    /// ChirpStack (`[integration.mqtt] qos=0`, its default) and many publishers send at QoS
+    /// 0: the broker then delivers at QoS 0 although the subscription was granted QoS 1, keeps
+    /// nothing for hubgate while it is away and wants no PUBACK. The SUBACK does not show it,
+    /// so the first such message of each connection is a problem.
+    #[tokio::test]
+    async fn messages_delivered_at_qos0_are_reported_once_per_connection() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (taken, mut reconnect) = mpsc::unbounded_channel::<()>();
+        let broker = tokio::spawn(async move {
+            for data in [[1, 2].as_slice(), &[3]] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
+                s.write_all(&CONNACK_NEW_SESSION).await.unwrap();
+                let (kind, rest) = read_packet(&mut s).await.unwrap();
+                assert_eq!(kind, 0x82, "SUBSCRIBE");
+                // QoS 1 granted.
+                s.write_all(&[0x90, 3, rest[0], rest[1], 1]).await.unwrap();
+                let messages: Vec<u8> = data.iter().flat_map(|d| publish_qos0(*d)).collect();
+                s.write_all(&messages).await.unwrap();
+                // The connection ends once the test has taken its messages.
+                reconnect.recv().await;
+            }
+        });
+        let cfg = source_on(port);
+        let opts = options(&cfg, "t").unwrap();
+        let (frames, mut rx) = super::super::queue(8, 1 << 20);
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let (_acked, acked) = tokio::sync::watch::channel(false);
+        let metrics = crate::metrics::Metrics::new();
+        let ctx = Context {
+            frames,
+            stopping,
+            acked,
+            metrics: metrics.clone(),
+        };
+        let source = tokio::spawn(run(cfg, opts, ctx));
+        let mut reported = Vec::new();
+        for per_connection in [2, 1] {
+            for _ in 0..per_connection {
+                let frame = rx.recv().await.expect("a QoS 0 uplink");
+                assert!(matches!(frame.input, Input::Uplink(_)));
+            }
+            reported.push(metrics.problems("mqtt_qos0_received"));
+            taken.send(()).unwrap();
+        }
+        source.abort();
+        broker.await.unwrap();
+        assert_eq!(reported, [1, 2]);
+        assert_eq!(metrics.problems("mqtt_qos0_granted"), 0);
     }
 
     /// A SUBSCRIBE that finds rumqttc's request queue full is asked for again later, with a
