@@ -35,6 +35,13 @@ impl MqttUrl {
             (rest, false, 1883)
         };
         let rest = rest.trim_end_matches('/');
+        // Else taken as part of the host name, and known wrong only at connect time, by a
+        // name lookup that fails in the reconnect log rather than at config load.
+        if rest.contains(['/', '?', '#']) || rest.contains(char::is_whitespace) {
+            return Err(format!(
+                "bad MQTT url {url:?}: a path, query or space after the host; expected mqtt://host[:port] or mqtts://host[:port]"
+            ));
+        }
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (
                 h,
@@ -108,6 +115,21 @@ mod tests {
         }
         let e = MqttUrl::parse("mqtt://user:hunter2@broker:1883").unwrap_err();
         assert!(e.contains("password_file") && !e.contains("hunter2"), "{e}");
+    }
+
+    /// A path (or a space) after the host is refused at config load, not taken as part of
+    /// the host name to fail as a name lookup at every connect.
+    #[test]
+    fn a_path_or_space_after_the_host_is_refused() {
+        for url in [
+            "mqtt://broker.example/mqtt",
+            "mqtt://broker.example:1883/mqtt",
+            "mqtts://broker.example/?x",
+            "mqtt://bro ker",
+        ] {
+            let e = MqttUrl::parse(url).map(|u| u.host).unwrap_err();
+            assert!(e.contains("a path, query or space"), "{url}: {e}");
+        }
     }
 
     #[test]
