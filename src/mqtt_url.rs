@@ -2,11 +2,16 @@
 
 use std::fmt;
 
-/// `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883); `tcp://` means `mqtt://`.
-/// Displays as written (it holds no credentials: those are refused).
+/// `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883); `tcp://` means `mqtt://`;
+/// an IPv6 address in brackets (`mqtt://[::1]:1883`). Displays as written (it holds no
+/// credentials: those are refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttUrl {
     text: String,
+    /// A name or an address, an IPv6 one without its brackets: as name lookups and the TLS
+    /// name check take it (bracketed, the lookup finds nothing and the certificate's address
+    /// does not match). rumqttc resolves it as `host:port`, which the system's resolver takes
+    /// apart at the last colon, so a bare IPv6 address is reached too.
     pub host: String,
     pub port: u16,
     pub tls: bool,
@@ -42,13 +47,30 @@ impl MqttUrl {
                 "bad MQTT url {url:?}: a path, query or space after the host; expected mqtt://host[:port] or mqtts://host[:port]"
             ));
         }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse()
-                    .map_err(|_| format!("bad port in MQTT url {url:?}"))?,
-            ),
-            None => (rest, default_port),
+        let bad_port = || format!("bad port in MQTT url {url:?}");
+        let (host, port) = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((v6, after)) => {
+                if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(format!("bad IPv6 address in MQTT url {url:?}"));
+                }
+                let port = match after {
+                    "" => default_port,
+                    p => p
+                        .strip_prefix(':')
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(bad_port)?,
+                };
+                (v6, port)
+            }
+            None => match rest.rsplit_once(':') {
+                Some((h, _)) if h.contains([':', '[', ']']) => {
+                    return Err(format!(
+                        "bad MQTT url {url:?}: an IPv6 address goes in brackets, mqtt://[::1]:1883"
+                    ))
+                }
+                Some((h, p)) => (h, p.parse().map_err(|_| bad_port())?),
+                None => (rest, default_port),
+            },
         };
         if host.is_empty() {
             return Err(format!("bad MQTT url {url:?}: no host"));
@@ -68,12 +90,20 @@ impl MqttUrl {
         })
     }
 
+    /// `host:port`, an IPv6 address in brackets: the broker, in metric labels and links.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// `localhost` or a loopback address: traffic that never leaves the machine.
     pub fn is_loopback(&self) -> bool {
         self.host == "localhost"
             || self
                 .host
-                .trim_matches(['[', ']'])
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback())
     }
@@ -129,6 +159,32 @@ mod tests {
         ] {
             let e = MqttUrl::parse(url).map(|u| u.host).unwrap_err();
             assert!(e.contains("a path, query or space"), "{url}: {e}");
+        }
+    }
+
+    /// An IPv6 address is written in brackets, and kept without them (name lookups and
+    /// the TLS name check take it so); without a port the default one applies, as for a name.
+    /// One without brackets is refused, not split at its last colon.
+    #[test]
+    fn ipv6_addresses_in_brackets() {
+        let parts = |s: &str| MqttUrl::parse(s).map(|u| (u.host.clone(), u.port, u.authority()));
+        assert_eq!(
+            parts("mqtt://[::1]"),
+            Ok(("::1".into(), 1883, "[::1]:1883".into()))
+        );
+        assert_eq!(
+            parts("mqtts://[2001:db8::7]:18883/"),
+            Ok(("2001:db8::7".into(), 18883, "[2001:db8::7]:18883".into()))
+        );
+        assert_eq!(parts("mqtt://broker").unwrap().2, "broker:1883");
+        for bad in [
+            "mqtt://::1",
+            "mqtt://[::1]1883",
+            "mqtt://[::1]:x",
+            "mqtt://[broker]",
+            "mqtt://[::1",
+        ] {
+            assert!(MqttUrl::parse(bad).is_err(), "{bad}");
         }
     }
 

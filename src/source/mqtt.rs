@@ -132,7 +132,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     let mut subscription = Subscription::new(cfg.reconnect_max);
     let client_id = opts.client_id();
     let (host, port) = opts.broker_address();
-    let broker = format!("{host}:{port}");
+    let broker = cfg.url.authority();
     let (client, mut events) = AsyncClient::new(opts, REQUESTS);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let mut acks = Acks::default();
@@ -674,10 +674,10 @@ mod tests {
         )
     }
 
-    /// The config of a source on `port` of this host, topic `t`.
-    fn source_on(port: u16) -> MqttSourceConfig {
+    /// The config of a source of the broker at `address` (`host:port`), topic `t`.
+    fn source_on(address: &str) -> MqttSourceConfig {
         let text = format!(
-            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic = \"t\"\n[sink]\ntype = \"stdout\"\n"
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://{address}\"\ntopic = \"t\"\n[sink]\ntype = \"stdout\"\n"
         );
         let crate::config::SourceConfig::Mqtt(cfg) = crate::config::Config::parse(&text)
             .unwrap()
@@ -725,7 +725,7 @@ mod tests {
             }
             pubacks
         });
-        let cfg = source_on(port);
+        let cfg = source_on(&format!("127.0.0.1:{port}"));
         let opts = options(&cfg, "t").unwrap();
         let (frames, mut rx) = super::super::queue(8, 1 << 20);
         let (_stop, stopping) = tokio::sync::watch::channel(false);
@@ -787,7 +787,7 @@ mod tests {
                 reconnect.recv().await;
             }
         });
-        let cfg = source_on(port);
+        let cfg = source_on(&format!("127.0.0.1:{port}"));
         let opts = options(&cfg, "t").unwrap();
         let (frames, mut rx) = super::super::queue(8, 1 << 20);
         let (_stop, stopping) = tokio::sync::watch::channel(false);
@@ -813,6 +813,32 @@ mod tests {
         broker.await.unwrap();
         assert_eq!(reported, [1, 2]);
         assert_eq!(metrics.problems("mqtt_qos0_granted"), 0);
+    }
+
+    /// A broker at an IPv6 address (`mqtt://[::1]:port`) is reached, and the connection's
+    /// socket is found for TCP_QUICKACK: both take the address without its brackets.
+    #[tokio::test]
+    async fn a_broker_at_an_ipv6_address_is_reached_and_its_socket_found() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let broker = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
+            s.write_all(&CONNACK_NEW_SESSION).await.unwrap();
+            while read_packet(&mut s).await.is_some() {}
+        });
+        let cfg = source_on(&format!("[::1]:{port}"));
+        let (_client, mut events) = AsyncClient::new(options(&cfg, "t").unwrap(), 2);
+        let connack = events.poll().await;
+        assert!(
+            matches!(connack, Ok(Event::Incoming(Packet::ConnAck(_)))),
+            "{connack:?}"
+        );
+        let found = QuickAck::find(cfg.url.host.clone(), cfg.url.port).await;
+        assert!(found.is_ok(), "{:?}", found.err());
+        drop(events);
+        broker.await.unwrap();
     }
 
     /// A SUBSCRIBE that finds rumqttc's request queue full is asked for again later, with a

@@ -59,9 +59,7 @@ impl Facts {
             .sources
             .iter()
             .map(|s| match s {
-                SourceConfig::Mqtt(m) => {
-                    Some(Link::Broker(format!("{}:{}", m.url.host, m.url.port)))
-                }
+                SourceConfig::Mqtt(m) => Some(Link::Broker(m.url.authority())),
                 SourceConfig::Serial(s) => Some(Link::Device(s.device.display().to_string())),
                 _ => None,
             })
