@@ -469,7 +469,13 @@ impl Config {
             let (SourceConfig::Mqtt(m), Some(id)) = (src, id) else {
                 continue;
             };
-            let broker = format!("{}:{}", m.url.host.to_ascii_lowercase(), m.url.port);
+            // The loopback names and addresses (`localhost`, `127.0.0.1`, `::1`) reach one
+            // broker on this machine; two brokers on two of them (rare) take distinct ids.
+            let broker = if m.url.is_loopback() {
+                format!("localhost:{}", m.url.port)
+            } else {
+                m.url.authority().to_ascii_lowercase()
+            };
             if let Some(first) = seen.insert((broker.clone(), id.clone()), i) {
                 return Err((
                     format!("source[{i}].client_id"),

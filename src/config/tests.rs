@@ -950,6 +950,25 @@ fn one_client_id_twice_on_one_broker_is_refused() {
     .unwrap();
 }
 
+/// One broker on this machine named two ways (`localhost`, `127.0.0.1`, `[::1]`) with one
+/// client id: the two sessions would take each other over at every connect.
+#[test]
+fn one_client_id_on_two_names_of_one_local_broker_is_refused() {
+    for other in ["mqtt://127.0.0.1:1883", "mqtt://[::1]"] {
+        let (key, reason) = mqtt_sources(&[("mqtt://localhost", Some("a")), (other, Some("a"))])
+            .resolve(Path::new("."))
+            .unwrap_err();
+        assert_eq!(key, "source[2].client_id", "{other}");
+        assert!(reason.contains("same broker localhost:1883"), "{reason}");
+    }
+    mqtt_sources(&[
+        ("mqtt://127.0.0.1", Some("a")),
+        ("mqtt://broker.example", Some("a")),
+    ])
+    .resolve(Path::new("."))
+    .unwrap();
+}
+
 /// A topic filter the broker would refuse is refused at load, not retried at every connect.
 #[test]
 fn an_invalid_topic_filter_is_refused() {
