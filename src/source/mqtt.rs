@@ -691,6 +691,54 @@ mod tests {
 
     const CONNACK_NEW_SESSION: [u8; 4] = [0x20, 2, 0, 0];
 
+    /// A fake broker's listener on `address`, and its port.
+    async fn listening(address: &str) -> (tokio::net::TcpListener, u16) {
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    /// The next connection to `listener`, its CONNECT answered with a new session.
+    async fn session(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let (mut s, _) = listener.accept().await.unwrap();
+        assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
+        s.write_all(&CONNACK_NEW_SESSION).await.unwrap();
+        s
+    }
+
+    /// A source running `cfg` (client id `t`), with what the pipeline would hold of it.
+    struct Running {
+        source: tokio::task::JoinHandle<()>,
+        frames: mpsc::Receiver<super::super::Frame>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        /// Says that the last acknowledgement was handed over: the source disconnects.
+        all_acked: tokio::sync::watch::Sender<bool>,
+        /// Kept: with it gone the source would take that as a stop.
+        _stop: tokio::sync::watch::Sender<bool>,
+    }
+
+    fn running(cfg: MqttSourceConfig) -> Running {
+        let opts = options(&cfg, "t").unwrap();
+        let (queue, frames) = super::super::queue(8, 1 << 20);
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let (all_acked, acked) = tokio::sync::watch::channel(false);
+        let metrics = crate::metrics::Metrics::new();
+        let ctx = Context {
+            frames: queue,
+            stopping,
+            acked,
+            metrics: metrics.clone(),
+        };
+        Running {
+            source: tokio::spawn(run(cfg, opts, ctx)),
+            frames,
+            metrics,
+            all_acked,
+            _stop,
+        }
+    }
+
     /// rumqttc keeps the messages of a read that ended in an error and hands them out after
     /// the reconnect. They are the old connection's: a broker that lost the session numbers
     /// new messages from 1 again, and a PUBACK 1 for an old message released on the new
@@ -698,12 +746,9 @@ mod tests {
     #[tokio::test]
     async fn messages_read_before_a_connection_failed_are_not_acknowledged_on_the_next() {
         use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listening("127.0.0.1:0").await;
         let broker = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
-            s.write_all(&CONNACK_NEW_SESSION).await.unwrap();
+            let mut s = session(&listener).await;
             assert_eq!(read_packet(&mut s).await.unwrap().0, 0x82, "SUBSCRIBE");
             // Two messages and, in the same segment, the header of one over READ_LIMIT:
             // rumqttc reads all three at once and fails on the third.
@@ -725,21 +770,10 @@ mod tests {
             }
             pubacks
         });
-        let cfg = source_on(&format!("127.0.0.1:{port}"));
-        let opts = options(&cfg, "t").unwrap();
-        let (frames, mut rx) = super::super::queue(8, 1 << 20);
-        let (_stop, stopping) = tokio::sync::watch::channel(false);
-        let (all_acked, acked) = tokio::sync::watch::channel(false);
-        let ctx = Context {
-            frames,
-            stopping,
-            acked,
-            metrics: crate::metrics::Metrics::new(),
-        };
-        let source = tokio::spawn(run(cfg, opts, ctx));
+        let mut r = running(source_on(&format!("127.0.0.1:{port}")));
         let mut taken = Vec::new();
         for _ in 0..3 {
-            taken.push(rx.recv().await.expect("a frame"));
+            taken.push(r.frames.recv().await.expect("a frame"));
         }
         let tags: Vec<(u32, u16)> = taken
             .iter()
@@ -753,8 +787,8 @@ mod tests {
         for f in taken {
             f.ack.send();
         }
-        all_acked.send(true).unwrap();
-        source.await.unwrap();
+        r.all_acked.send(true).unwrap();
+        r.source.await.unwrap();
         let pubacks = tokio::time::timeout(Duration::from_secs(10), broker)
             .await
             .expect("the connection closed")
@@ -769,14 +803,11 @@ mod tests {
     #[tokio::test]
     async fn messages_delivered_at_qos0_are_reported_once_per_connection() {
         use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listening("127.0.0.1:0").await;
         let (taken, mut reconnect) = mpsc::unbounded_channel::<()>();
         let broker = tokio::spawn(async move {
             for data in [[1, 2].as_slice(), &[3]] {
-                let (mut s, _) = listener.accept().await.unwrap();
-                assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
-                s.write_all(&CONNACK_NEW_SESSION).await.unwrap();
+                let mut s = session(&listener).await;
                 let (kind, rest) = read_packet(&mut s).await.unwrap();
                 assert_eq!(kind, 0x82, "SUBSCRIBE");
                 // QoS 1 granted.
@@ -787,45 +818,29 @@ mod tests {
                 reconnect.recv().await;
             }
         });
-        let cfg = source_on(&format!("127.0.0.1:{port}"));
-        let opts = options(&cfg, "t").unwrap();
-        let (frames, mut rx) = super::super::queue(8, 1 << 20);
-        let (_stop, stopping) = tokio::sync::watch::channel(false);
-        let (_acked, acked) = tokio::sync::watch::channel(false);
-        let metrics = crate::metrics::Metrics::new();
-        let ctx = Context {
-            frames,
-            stopping,
-            acked,
-            metrics: metrics.clone(),
-        };
-        let source = tokio::spawn(run(cfg, opts, ctx));
+        let mut r = running(source_on(&format!("127.0.0.1:{port}")));
         let mut reported = Vec::new();
         for per_connection in [2, 1] {
             for _ in 0..per_connection {
-                let frame = rx.recv().await.expect("a QoS 0 uplink");
+                let frame = r.frames.recv().await.expect("a QoS 0 uplink");
                 assert!(matches!(frame.input, Input::Uplink(_)));
             }
-            reported.push(metrics.problems("mqtt_qos0_received"));
+            reported.push(r.metrics.problems("mqtt_qos0_received"));
             taken.send(()).unwrap();
         }
-        source.abort();
+        r.source.abort();
         broker.await.unwrap();
         assert_eq!(reported, [1, 2]);
-        assert_eq!(metrics.problems("mqtt_qos0_granted"), 0);
+        assert_eq!(r.metrics.problems("mqtt_qos0_granted"), 0);
     }
 
     /// A broker at an IPv6 address (`mqtt://[::1]:port`) is reached, and the connection's
     /// socket is found for TCP_QUICKACK: both take the address without its brackets.
     #[tokio::test]
     async fn a_broker_at_an_ipv6_address_is_reached_and_its_socket_found() {
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, port) = listening("[::1]:0").await;
         let broker = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
-            s.write_all(&CONNACK_NEW_SESSION).await.unwrap();
+            let mut s = session(&listener).await;
             while read_packet(&mut s).await.is_some() {}
         });
         let cfg = source_on(&format!("[::1]:{port}"));
