@@ -77,6 +77,13 @@ impl ClockSteps {
         }
     }
 
+    /// The sequence number after which no step counts: a run numbers its records from there
+    /// on at least, or they would count steps taken before they were (records sent straight
+    /// to the sink are never stored, so the buffer's highest number can be far below it).
+    pub fn first_after(&self) -> u64 {
+        self.0.iter().map(|s| s.to).max().unwrap_or(0)
+    }
+
     /// Milliseconds the clock stepped forward after record `seq` was taken.
     pub fn after(&self, seq: u64) -> u64 {
         self.0

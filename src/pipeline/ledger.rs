@@ -141,7 +141,6 @@ impl Ledger {
         now: (Instant, SystemTime),
         seed: u64,
     ) -> Result<Self, BufferError> {
-        let next_seq = buffer.last_seq().map_or(0, |s| s + 1);
         // A source redelivers what it got no acknowledgement for before a crash; what of
         // that is already in the buffer must not go in twice. What the last run left
         // (records, dead letters) is durable only once flushed by this one: it may have
@@ -160,6 +159,10 @@ impl Ledger {
             },
             |b| ClockSteps::decode(&b),
         );
+        let next_seq = buffer
+            .last_seq()
+            .map_or(0, |s| s + 1)
+            .max(steps.first_after());
         Ok(Ledger {
             buffer,
             sink,
@@ -2541,6 +2544,124 @@ mod tests {
         .unwrap();
         ledger.clock(true, now.0, now.1);
         ledger
+    }
+
+    const DAY: u64 = 86_400;
+
+    /// A ledger over `buffer` whose sink is a [`Switch`], up as given, started at `now`
+    /// with the clock read once (trusted or not) at `first` (instant, wall).
+    #[allow(clippy::type_complexity)]
+    fn over(
+        buffer: Buffer,
+        metrics: &Arc<Metrics>,
+        up: bool,
+        now: (Instant, SystemTime),
+        first: (bool, Instant, SystemTime),
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(up));
+        let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Switch {
+            up: up.clone(),
+            bodies: Arc::new(std::sync::Mutex::new(Vec::new())),
+            deliveries: tx,
+        };
+        let cfg = BufferConfig::default();
+        let mut ledger =
+            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        ledger.clock(first.0, first.1, first.2);
+        (ledger, reports, up)
+    }
+
+    fn sled_buffer(dir: &std::path::Path, metrics: &Arc<Metrics>) -> Buffer {
+        let store = crate::buffer::SledStore::open(dir).unwrap();
+        Buffer::new(Box::new(store), &BufferConfig::default(), metrics.clone())
+    }
+
+    /// Rounds at each of `secs` seconds after `t0` (wall `w0` then), the clock trusted,
+    /// the sink's reports taken; returns the records delivered.
+    fn rounds(
+        ledger: &mut Ledger,
+        reports: &mut tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        (t0, w0): (Instant, SystemTime),
+        secs: impl IntoIterator<Item = u64>,
+    ) -> u64 {
+        let mut delivered = 0;
+        for s in secs {
+            let now = t0 + Duration::from_secs(s);
+            ledger.clock(true, now, w0 + Duration::from_secs(s));
+            ledger.tick(now);
+            ledger.end_round(now).unwrap();
+            while let Ok(d) = reports.try_recv() {
+                delivered += 1;
+                ledger.delivered(d, now).unwrap();
+            }
+        }
+        delivered
+    }
+
+    /// Takes `n` records stamped `wall` at `now`, each round ended.
+    fn take_stamped(ledger: &mut Ledger, n: u32, wall: SystemTime, now: Instant) {
+        for i in 0..n {
+            let rec = Record {
+                created_ms: ms_since_epoch(wall),
+                ..record(1000 + i)
+            };
+            ledger.take(vec![rec], Counters::default(), Ack::None, now);
+            ledger.end_round(now).unwrap();
+        }
+    }
+
+    /// Run 1: the sink is up, so records go straight to it and none is buffered; the
+    /// clock (fake-hwclock's stale time, trusted as nothing can tell) is stepped a month
+    /// forward by NTP after 100 of them. The step is kept with "records before #100".
+    /// Run 2 (a restart the next day, clock right) must number its records from #100 on,
+    /// not from the highest *stored* one + 1 (0 here), or they would count the month-long
+    /// step they never saw: buffered while the uplink is down for 8 days, they are 8 days
+    /// old, past max_age (7 days), and are dropped, not delivered.
+    #[test]
+    fn a_step_kept_from_an_earlier_run_does_not_age_the_next_runs_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let right = SystemTime::UNIX_EPOCH + Duration::from_secs(1_782_600_000);
+        let stale = right - Duration::from_secs(30 * DAY);
+        let t0 = Instant::now();
+        {
+            let buffer = sled_buffer(dir.path(), &metrics);
+            let start = (t0, stale);
+            let (mut ledger, mut reports, _up) =
+                over(buffer, &metrics, true, start, (true, t0, stale));
+            take_stamped(&mut ledger, 100, stale, t0);
+            assert_eq!(rounds(&mut ledger, &mut reports, start, [0]), 100);
+            assert_eq!(ledger.buffered(), 0, "nothing buffered in run 1");
+            // NTP steps the clock a month forward.
+            let s = Duration::from_secs(1);
+            ledger.clock(true, t0 + s, right + s);
+            ledger.end_round(t0 + s).unwrap();
+            rounds(&mut ledger, &mut reports, (t0 + s, right + s), 1..5);
+            assert_eq!(metrics.problems("clock_stepped"), 1);
+            ledger.commit(Instant::now(), true).unwrap();
+        }
+        // Run 2, the next day, the clock right from the start.
+        let t1 = t0 + Duration::from_secs(DAY);
+        let w1 = right + Duration::from_secs(DAY);
+        let buffer = sled_buffer(dir.path(), &metrics);
+        let (mut ledger, mut reports, up) = over(buffer, &metrics, false, (t1, w1), (true, t1, w1));
+        take_stamped(&mut ledger, 3, w1, t1);
+        assert_eq!(ledger.buffered(), 3, "the uplink is down: buffered");
+        // Eight days later the uplink is back.
+        let t2 = t1 + Duration::from_secs(8 * DAY);
+        let w2 = w1 + Duration::from_secs(8 * DAY);
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let delivered = rounds(&mut ledger, &mut reports, (t2, w2), 0..5);
+        assert_eq!(
+            (metrics.dropped_expired.get(), delivered),
+            (3, 0),
+            "records 8 days old (max_age 7 days) delivered: they counted run 1's 30-day step"
+        );
     }
 
     fn forward_step(restart: Option<Restart>) {
