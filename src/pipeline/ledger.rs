@@ -122,6 +122,10 @@ pub struct Ledger {
     clock_synchronized: bool,
     /// When this run came to trust the clock: its start, or the sync.
     trusted_since: SystemTime,
+    /// The clock was read this run: its first reading is where ages count from, not a step
+    /// from the time the ledger started at (taken before anything said whether to trust it:
+    /// a Pi without fake-hwclock starts at 1970, and NTP may set it before the first check).
+    clock_read: bool,
     /// The clock's forward steps, this run's and earlier ones', kept in the buffer's state.
     steps: ClockSteps,
 }
@@ -191,6 +195,7 @@ impl Ledger {
             wall_at: now,
             clock_synchronized: true,
             trusted_since: now.1,
+            clock_read: false,
             steps,
         })
     }
@@ -636,7 +641,7 @@ impl Ledger {
     /// before it (see [`ClockSteps`]): it does not age them.
     pub fn clock(&mut self, trusted: bool, now: Instant, wall: SystemTime) {
         if trusted {
-            if self.clock_synchronized {
+            if self.clock_synchronized && self.clock_read {
                 let expected = self.wall_at.1 + now.saturating_duration_since(self.wall_at.0);
                 if let Ok(step) = wall.duration_since(expected) {
                     if step >= STEP_AT_LEAST {
@@ -649,6 +654,7 @@ impl Ledger {
             self.wall_at = (now, wall);
         }
         self.clock_synchronized = trusted;
+        self.clock_read = true;
     }
 
     fn clock_stepped(&mut self, step: Duration) {
@@ -2661,6 +2667,46 @@ mod tests {
             (metrics.dropped_expired.get(), delivered),
             (3, 0),
             "records 8 days old (max_age 7 days) delivered: they counted run 1's 30-day step"
+        );
+    }
+
+    /// A Pi without fake-hwclock starts hubgate at 1970; NTP sets the clock between the
+    /// ledger's start and the forwarder's first clock check. That first reading is where
+    /// ages count from, not a forward step of 56 years from the start's time (kept for good
+    /// in the buffer's state, it would keep the earlier run's records from ever expiring):
+    /// records 8 days old expire.
+    #[test]
+    fn the_first_clock_check_after_an_untrusted_start_is_no_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let right = SystemTime::UNIX_EPOCH + Duration::from_secs(1_782_600_000);
+        let t0 = Instant::now();
+        {
+            let buffer = sled_buffer(dir.path(), &metrics);
+            let (mut ledger, _reports, _up) =
+                over(buffer, &metrics, false, (t0, right), (true, t0, right));
+            take_stamped(&mut ledger, 3, right, t0);
+            ledger.commit(Instant::now(), true).unwrap();
+        }
+        // Reboot at 1970; the clock is set a moment after the ledger's start.
+        let booted = SystemTime::UNIX_EPOCH + Duration::from_secs(42);
+        assert!(!crate::clock::trusted(None, booted));
+        let t1 = t0 + Duration::from_secs(60);
+        let w1 = right + Duration::from_secs(8 * DAY);
+        let buffer = sled_buffer(dir.path(), &metrics);
+        let ms = Duration::from_millis(5);
+        let (mut ledger, mut reports, _up) =
+            over(buffer, &metrics, true, (t1, booted), (true, t1 + ms, w1));
+        let delivered = rounds(&mut ledger, &mut reports, (t1 + ms, w1), 0..5);
+        assert_eq!(
+            (
+                metrics.problems("clock_stepped"),
+                metrics.dropped_expired.get(),
+                delivered
+            ),
+            (0, 3, 0),
+            "records 8 days old (max_age 7 days): the clock's setting taken for a step \
+             of 56 years, and they were delivered"
         );
     }
 
