@@ -34,6 +34,30 @@ pub fn trusted(synchronized: Option<bool>, now: SystemTime) -> bool {
     synchronized.unwrap_or_else(|| plausible(now))
 }
 
+/// Where the kernel names this boot: a new random id at each boot.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// This boot's id, `None` where it cannot be read (`ProcSubset=pid` hides `/proc/sys`).
+pub fn boot_id() -> Option<u128> {
+    parse_boot_id(&std::fs::read_to_string(BOOT_ID).ok()?)
+}
+
+fn parse_boot_id(text: &str) -> Option<u128> {
+    u128::from_str_radix(&text.trim().replace('-', ""), 16).ok()
+}
+
+/// Time since boot, suspend included (`CLOCK_BOOTTIME`): wall time minus it is the same at
+/// every reading of one boot until the wall clock steps, as hubgate restarts too.
+pub fn since_boot() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (r == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
 fn kernel() -> Option<bool> {
     // SAFETY: an all-zero timex is valid, and modes 0 only reads the kernel's state.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
@@ -58,6 +82,18 @@ mod tests {
         assert!(!super::trusted(None, booted));
         assert!(!super::trusted(Some(false), set));
         assert!(super::trusted(Some(true), booted), "the kernel's word wins");
+    }
+
+    #[test]
+    fn the_boot_id_reads_as_the_kernel_writes_it_and_the_boot_clock_runs() {
+        let id = "c733f922-b7cf-4639-bef6-1d4da3bf976c\n";
+        assert_eq!(
+            super::parse_boot_id(id),
+            Some(0xc733f922_b7cf_4639_bef6_1d4da3bf976c)
+        );
+        assert_eq!(super::parse_boot_id("damaged"), None);
+        let (a, b) = (super::since_boot().unwrap(), super::since_boot().unwrap());
+        assert!(a > Duration::ZERO && b >= a, "{a:?} {b:?}");
     }
 
     #[test]

@@ -66,6 +66,8 @@ const UNREADABLE_GAP: Duration = Duration::from_secs(10);
 const FCNT_PREFIX: &[u8] = b"fcnt/";
 /// State key of the wall clock's forward steps (see `pipeline::clock_steps`).
 const CLOCK_STEPS: &[u8] = b"clock-steps";
+/// State key of the wall clock's last trusted reading (see `pipeline::clock_steps`).
+const CLOCK_READING: &[u8] = b"clock-reading";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -953,11 +955,30 @@ impl Buffer {
 
     /// The wall clock's forward steps as last saved (empty: none).
     pub fn clock_steps(&self) -> Result<Vec<u8>, BufferError> {
+        self.state(CLOCK_STEPS)
+    }
+
+    /// Keep the wall clock's last trusted reading (as the pipeline encodes it), durable with
+    /// the next flush.
+    pub fn save_clock_reading(&mut self, reading: &[u8]) -> Result<(), BufferError> {
+        self.store.state_set(CLOCK_READING, reading)?;
+        self.unsynced_state = true;
+        Ok(())
+    }
+
+    /// The wall clock's last trusted reading as saved (empty: none, as in a buffer written
+    /// before it was kept).
+    pub fn clock_reading(&self) -> Result<Vec<u8>, BufferError> {
+        self.state(CLOCK_READING)
+    }
+
+    /// The state entry `key` (empty: none).
+    fn state(&self, key: &[u8]) -> Result<Vec<u8>, BufferError> {
         Ok(self
             .store
-            .state_scan(CLOCK_STEPS)?
+            .state_scan(key)?
             .into_iter()
-            .find_map(|(k, v)| (k == CLOCK_STEPS).then_some(v))
+            .find_map(|(k, v)| (k == key).then_some(v))
             .unwrap_or_default())
     }
 

@@ -11,7 +11,9 @@
 //! later than due, never sooner. Backward steps are not kept: they only make records expire
 //! later.
 //!
-//! Kept in the buffer's state, so a restart after the step still knows it.
+//! Kept in the buffer's state, so a restart after the step still knows it. So is the last
+//! trusted reading of the clock ([`Reading`]): the next run compares its first with it, for
+//! a step while hubgate was not running.
 
 /// Steps kept at most; past it the two oldest merge (see [`ClockSteps::stepped`]).
 const MAX_STEPS: usize = 64;
@@ -93,6 +95,59 @@ impl ClockSteps {
     }
 }
 
+/// Bytes of a [`Reading`] in the buffer's state.
+const READING_BYTES: usize = 33;
+
+/// The boot a reading of the wall clock was taken in: its id, and the wall time it started at
+/// by that reading (wall time minus the time since boot, `CLOCK_BOOTTIME`), in ms: the same
+/// at every reading of the boot, hubgate restarted or not, until the wall clock steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Boot {
+    pub id: u128,
+    pub started_ms: i64,
+}
+
+/// A trusted reading of the wall clock, kept in the buffer's state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// The boot it was taken in, if it could be told.
+    pub boot: Option<Boot>,
+    /// The time the clock showed, ms since the epoch.
+    pub wall_ms: u64,
+    /// The clock was known to be synchronised (not only trusted for want of an answer).
+    pub synchronized: bool,
+}
+
+impl Reading {
+    /// A reading as [`Reading::encode`] wrote it; none if the value is of another length
+    /// (not written by this code).
+    pub fn decode(bytes: &[u8]) -> Option<Reading> {
+        if bytes.len() != READING_BYTES {
+            return None;
+        }
+        let id = u128::from_be_bytes(bytes[..16].try_into().expect("16 bytes"));
+        let started_ms = i64::from_be_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        Some(Reading {
+            // No boot id is 0: a random one is 0 once in 2^122 boots.
+            boot: (id != 0).then_some(Boot { id, started_ms }),
+            wall_ms: u64::from_be_bytes(bytes[24..32].try_into().expect("8 bytes")),
+            synchronized: bytes[32] == 1,
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let boot = self.boot.unwrap_or(Boot {
+            id: 0,
+            started_ms: 0,
+        });
+        let mut v = boot.id.to_be_bytes().to_vec();
+        v.extend_from_slice(&boot.started_ms.to_be_bytes());
+        v.extend_from_slice(&self.wall_ms.to_be_bytes());
+        v.push(u8::from(self.synchronized));
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +177,31 @@ mod tests {
         // A later record counts at least the steps it saw.
         assert!(s.after(500) >= 500, "{}", s.after(500));
         assert_eq!(s.after(1_000), 0, "taken after the last");
+    }
+
+    #[test]
+    fn a_reading_decodes_as_encoded_and_damage_as_none() {
+        let boot = Boot {
+            id: 0xc733f922_b7cf_4639_bef6_1d4da3bf976c,
+            started_ms: -5,
+        };
+        for r in [
+            Reading {
+                boot: Some(boot),
+                wall_ms: 1_782_600_000_000,
+                synchronized: true,
+            },
+            Reading {
+                boot: None,
+                wall_ms: 7,
+                synchronized: false,
+            },
+        ] {
+            assert_eq!(r.encode().len(), READING_BYTES);
+            assert_eq!(Reading::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(Reading::decode(&[]), None);
+        assert_eq!(Reading::decode(&[1; READING_BYTES + 1]), None);
     }
 
     #[test]

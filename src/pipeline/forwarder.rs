@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
+use super::clock_steps::Boot;
 use super::ledger::Ledger;
 use crate::buffer::{Buffer, BufferError};
 use crate::config::BufferConfig;
@@ -20,6 +21,7 @@ use crate::ids::DevEui;
 use crate::lorawan::DevAddr;
 use crate::metrics::Metrics;
 use crate::notify::Heartbeat;
+use crate::record::ms_since_epoch;
 use crate::sink::{Delivery, Sink};
 use crate::source::Frame;
 
@@ -79,6 +81,8 @@ pub struct Forwarder {
     /// The clock's state as last seen, and whether the ledger trusts it (`None`: not looked
     /// at yet).
     clock: Option<(Option<bool>, bool)>,
+    /// This boot's id, read once (`None`: it cannot be read).
+    boot_id: Option<u128>,
     trimmer: crate::malloc::Trimmer,
 }
 
@@ -109,6 +113,10 @@ impl Forwarder {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
         let ledger = Ledger::new(cfg, dedup_window, buffer, sink, metrics.clone(), now, seed)?;
+        let boot_id = crate::clock::boot_id();
+        if boot_id.is_none() {
+            log::info!("cannot read this boot's id: a step of the clock while hubgate was not running is not measured; records from before do not count that time in their age unless the clock was known to be synchronised (docs/durability.md)");
+        }
         Ok(Forwarder {
             decoder,
             ledger,
@@ -117,6 +125,7 @@ impl Forwarder {
             flush_hangs_after: sd_notify::watchdog_enabled().map(|timeout| timeout / 2),
             slow_flush: None,
             clock: None,
+            boot_id,
             trimmer: crate::malloc::Trimmer::new(TRIM_EVERY),
         })
     }
@@ -159,7 +168,15 @@ impl Forwarder {
     fn check_clock(&mut self) {
         let synchronized = crate::clock::synchronized();
         let wall = SystemTime::now();
+        let boot = self
+            .boot_id
+            .zip(crate::clock::since_boot())
+            .map(|(id, up)| Boot {
+                id,
+                started_ms: ms_since_epoch(wall) as i64 - up.as_millis() as i64,
+            });
         let trusted = crate::clock::trusted(synchronized, wall);
+        self.ledger.clock_source(synchronized == Some(true), boot);
         self.ledger.clock(trusted, Instant::now(), wall);
         if self.clock == Some((synchronized, trusted)) {
             return;

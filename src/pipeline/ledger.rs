@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::clock_steps::ClockSteps;
+use super::clock_steps::{Boot, ClockSteps, Reading};
 use super::dedup::{Dedup, Seen};
 use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, Pushed};
@@ -128,11 +128,24 @@ pub struct Ledger {
     clock_read: bool,
     /// The clock's forward steps, this run's and earlier ones', kept in the buffer's state.
     steps: ClockSteps,
+    /// What the next readings of the clock are taken with: whether it is known to be
+    /// synchronised (not only trusted for want of an answer), and the boot, if it can be told.
+    clock_source: (bool, Option<Boot>),
+    /// The last run's last trusted reading of the clock, until this run's first.
+    last_run: Option<Reading>,
+    /// The trusted reading kept in the buffer's state.
+    kept_reading: Option<Reading>,
 }
 
 /// A reading of a trusted clock further ahead than the monotonic clock moved since the last
 /// is a step (NTP slews smaller differences, at most 0.5 ms a second).
 const STEP_AT_LEAST: Duration = Duration::from_secs(1);
+/// The kept reading is taken again once the boot's start by the clock moved this much (half
+/// a step: slewing never adds up to a step between two runs), and every
+/// [`KEEP_READING_EVERY_MS`] while records are buffered (the time a reboot does not count
+/// starts from it).
+const KEEP_READING_DRIFT_MS: u64 = 500;
+const KEEP_READING_EVERY_MS: u64 = 60_000;
 
 impl Ledger {
     /// `seed` spreads the sink's retry jitter; `now` is the time of the caller's clock.
@@ -162,6 +175,13 @@ impl Ledger {
                 ClockSteps::default()
             },
             |b| ClockSteps::decode(&b),
+        );
+        let last_run = buffer.clock_reading().map_or_else(
+            |e| {
+                log::warn!("buffer: cannot read the clock's last reading: {e}");
+                None
+            },
+            |b| Reading::decode(&b),
         );
         let next_seq = buffer
             .last_seq()
@@ -197,6 +217,9 @@ impl Ledger {
             trusted_since: now.1,
             clock_read: false,
             steps,
+            clock_source: (false, None),
+            last_run,
+            kept_reading: last_run,
         })
     }
 
@@ -651,10 +674,85 @@ impl Ledger {
             } else {
                 self.trusted_since = wall;
             }
+            if let Some(last) = self.last_run.take() {
+                self.since_last_run(last, wall);
+            }
             self.wall_at = (now, wall);
+            self.keep_reading(wall);
         }
         self.clock_synchronized = trusted;
         self.clock_read = true;
+    }
+
+    /// What the next readings of the clock ([`Ledger::clock`]) are taken with: whether the
+    /// clock is known to be synchronised, and the boot, if it can be told.
+    pub fn clock_source(&mut self, synchronized: bool, boot: Option<Boot>) {
+        self.clock_source = (synchronized, boot);
+    }
+
+    /// This run's first trusted reading of the clock against the last run's last: a forward
+    /// step while hubgate was not running must not age the records taken before it either.
+    /// In the same boot it is measured (the boot's start by the clock moved). Across a reboot,
+    /// or where the boot cannot be told, nothing measures it: records stamped by a clock only
+    /// trusted for want of an answer (fake-hwclock's stale time, which NTP may have stepped
+    /// since) then do not count the time hubgate was not running in their age (they expire
+    /// later, never sooner); ones stamped by a clock known to be synchronised had the right
+    /// time, and age by it.
+    fn since_last_run(&mut self, last: Reading, wall: SystemTime) {
+        let step_ms = STEP_AT_LEAST.as_millis() as u64;
+        match (self.clock_source.1, last.boot) {
+            (Some(now), Some(then)) if now.id == then.id => {
+                if let Ok(ms) = u64::try_from(now.started_ms.saturating_sub(then.started_ms)) {
+                    if ms >= step_ms {
+                        self.clock_stepped(Duration::from_millis(ms));
+                    }
+                }
+            }
+            _ if last.synchronized => {}
+            _ => {
+                let ms = ms_since_epoch(wall).saturating_sub(last.wall_ms);
+                if ms >= step_ms && !self.buffer.is_empty() {
+                    log::info!(
+                        "hubgate was not running for {} by the clock, which may have been stepped meanwhile (nothing said whether it was synchronised): records from before do not count that time in their age",
+                        humantime::format_duration(Duration::from_secs(ms / 1000))
+                    );
+                    self.keep_step(ms);
+                }
+            }
+        }
+    }
+
+    /// Keeps a trusted reading of the clock in the buffer's state for the next run
+    /// ([`Ledger::since_last_run`]) when it says more than the kept one: another boot or
+    /// state, a step, or a time a reboot would count from that is getting old while records
+    /// are buffered.
+    fn keep_reading(&mut self, wall: SystemTime) {
+        let (synchronized, boot) = self.clock_source;
+        let reading = Reading {
+            boot,
+            wall_ms: ms_since_epoch(wall),
+            synchronized,
+        };
+        let buffered = !self.buffer.is_empty();
+        let due = self.kept_reading.is_none_or(|kept| {
+            kept.synchronized != synchronized
+                || kept.boot.map(|b| b.id) != boot.map(|b| b.id)
+                || kept.boot.zip(boot).is_some_and(|(a, b)| {
+                    a.started_ms.abs_diff(b.started_ms) >= KEEP_READING_DRIFT_MS
+                })
+                || (buffered && kept.wall_ms.abs_diff(reading.wall_ms) >= KEEP_READING_EVERY_MS)
+        });
+        if !due {
+            return;
+        }
+        match self.buffer.save_clock_reading(&reading.encode()) {
+            Ok(()) => self.kept_reading = Some(reading),
+            Err(e) => self
+                .metrics
+                .log_limited(log::Level::Error, "clock_reading", || {
+                    format!("buffer: cannot keep the clock's reading: {e}")
+                }),
+        }
     }
 
     fn clock_stepped(&mut self, step: Duration) {
@@ -665,7 +763,11 @@ impl Ledger {
                 humantime::format_duration(Duration::from_secs(step.as_secs()))
             )
         });
-        let ms = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
+        self.keep_step(u64::try_from(step.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    /// Records taken before now do not count `ms` in their age.
+    fn keep_step(&mut self, ms: u64) {
         self.steps.stepped(self.next_seq, ms);
         if let Err(e) = self.buffer.save_clock_steps(&self.steps.encode()) {
             // Kept for this run all the same; a restart ages those records by the clock.
@@ -2686,6 +2788,9 @@ mod tests {
             let (mut ledger, _reports, _up) =
                 over(buffer, &metrics, false, (t0, right), (true, t0, right));
             take_stamped(&mut ledger, 3, right, t0);
+            // Known to be synchronised, so a reboot does not make them younger either.
+            ledger.clock_source(true, None);
+            ledger.clock(true, t0, right);
             ledger.commit(Instant::now(), true).unwrap();
         }
         // Reboot at 1970; the clock is set a moment after the ledger's start.
@@ -2708,6 +2813,158 @@ mod tests {
             "records 8 days old (max_age 7 days): the clock's setting taken for a step \
              of 56 years, and they were delivered"
         );
+    }
+
+    /// A gateway power-cycled while its uplink was down ("turn it off and on again"):
+    /// before, it ran on fake-hwclock's time, a month stale but trusted (nothing can tell
+    /// its state), and buffered readings stamped with it. At the next boot the network is
+    /// there and NTP steps the clock before hubgate starts. The readings are minutes old:
+    /// the first drain must not drop them as older than max_age. In the same boot (the
+    /// agent restarted) the step is measured and kept as one; across a reboot, or where the
+    /// boot cannot be told, the time hubgate was not running does not count in their age.
+    /// Readings stamped by a clock known to be synchronised age by it across a reboot, and
+    /// within one boot without a step, hubgate stopped for 8 days: those 8 days old expire.
+    #[test]
+    fn a_step_while_hubgate_is_down_does_not_expire_the_readings_before_it() {
+        let right = SystemTime::UNIX_EPOCH + Duration::from_secs(1_782_600_000);
+        let stale = right - Duration::from_secs(30 * DAY);
+        assert!(crate::clock::trusted(None, stale));
+        let boot = |id, started_s: u64| {
+            Some(Boot {
+                id,
+                started_ms: (started_s * 1000) as i64,
+            })
+        };
+        let (b0, month) = (1_700_000_000, 30 * DAY);
+        let (later, week_on) = (
+            right + Duration::from_secs(300),
+            stale + Duration::from_secs(8 * DAY),
+        );
+        // The last run's clock (synchronised, boot), this run's and its time; then the
+        // readings expired, delivered, and steps measured.
+        for (then, now, w1, expected) in [
+            ((false, None), (false, None), later, (0, 3, 0)),
+            (
+                (false, boot(1, b0)),
+                (false, boot(2, b0 + month)),
+                later,
+                (0, 3, 0),
+            ),
+            (
+                (false, boot(1, b0)),
+                (false, boot(1, b0 + month)),
+                later,
+                (0, 3, 1),
+            ),
+            (
+                (true, boot(1, b0)),
+                (true, boot(1, b0 + month)),
+                later,
+                (0, 3, 1),
+            ),
+            (
+                (false, boot(1, b0)),
+                (false, boot(1, b0)),
+                week_on,
+                (3, 0, 0),
+            ),
+            ((true, None), (true, None), week_on, (3, 0, 0)),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let metrics = Metrics::new();
+            let t0 = Instant::now();
+            {
+                let buffer = sled_buffer(dir.path(), &metrics);
+                let (mut ledger, _reports, _up) =
+                    over(buffer, &metrics, false, (t0, stale), (true, t0, stale));
+                ledger.clock_source(then.0, then.1);
+                ledger.clock(true, t0, stale);
+                take_stamped(&mut ledger, 3, stale, t0);
+                assert_eq!(ledger.buffered(), 3);
+                ledger.commit(Instant::now(), true).unwrap();
+            }
+            let t1 = t0 + Duration::from_secs(300);
+            let buffer = sled_buffer(dir.path(), &metrics);
+            let (mut ledger, mut reports, up) =
+                over(buffer, &metrics, true, (t1, w1), (false, t1, w1));
+            ledger.clock_source(now.0, now.1);
+            up.store(true, std::sync::atomic::Ordering::Relaxed);
+            let delivered = rounds(&mut ledger, &mut reports, (t1, w1), 0..5);
+            assert_eq!(
+                (
+                    metrics.dropped_expired.get(),
+                    delivered,
+                    metrics.problems("clock_stepped")
+                ),
+                expected,
+                "last run's clock {then:?}, this run's {now:?}"
+            );
+        }
+    }
+
+    /// While records are buffered, the kept reading of the clock (what a reboot counts the
+    /// time hubgate was not running from) is at most a minute old; a step is kept at once.
+    #[test]
+    fn the_kept_reading_of_the_clock_stays_fresh_while_records_are_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let (t0, w0) = (
+            Instant::now(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_782_600_000),
+        );
+        let buffer = sled_buffer(dir.path(), &metrics);
+        let (mut ledger, mut reports, _up) =
+            over(buffer, &metrics, false, (t0, w0), (true, t0, w0));
+        take_stamped(&mut ledger, 1, w0, t0);
+        rounds(&mut ledger, &mut reports, (t0, w0), 0..600);
+        let kept = ledger.kept_reading.unwrap().wall_ms;
+        let last = ms_since_epoch(w0) + 599_000;
+        assert!((last - 60_000..=last).contains(&kept), "{kept} vs {last}");
+        let started = |s| {
+            Some(Boot {
+                id: 1,
+                started_ms: s,
+            })
+        };
+        ledger.clock_source(false, started(0));
+        ledger.clock(true, t0, w0);
+        ledger.clock_source(false, started(600));
+        ledger.clock(true, t0, w0);
+        assert_eq!(
+            ledger.kept_reading.unwrap().boot,
+            started(600),
+            "moved by a step"
+        );
+    }
+
+    /// A buffer written by a release that kept no reading of the clock (its records, its
+    /// steps) opens; nothing from before is made younger: a record 8 days old expires.
+    #[test]
+    fn a_buffer_without_a_kept_reading_of_the_clock_opens_and_ages_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let w1 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_782_600_000);
+        let created_ms = ms_since_epoch(w1) - 8 * DAY * 1000;
+        {
+            let mut buffer = sled_buffer(dir.path(), &metrics);
+            let rec = Record {
+                created_ms,
+                ..record(0)
+            };
+            buffer.push(0, &rec).unwrap();
+            let mut steps = ClockSteps::default();
+            steps.stepped(1_000, 1);
+            buffer.save_clock_steps(&steps.encode()).unwrap();
+            buffer.flush().unwrap();
+            assert!(buffer.clock_reading().unwrap().is_empty());
+        }
+        let t1 = Instant::now();
+        let buffer = sled_buffer(dir.path(), &metrics);
+        let (mut ledger, mut reports, _up) = over(buffer, &metrics, true, (t1, w1), (true, t1, w1));
+        assert!(ledger.last_run.is_none());
+        let delivered = rounds(&mut ledger, &mut reports, (t1, w1), 0..5);
+        assert_eq!((metrics.dropped_expired.get(), delivered), (1, 0));
+        assert_eq!(ledger.next_seq, 1_000, "the old steps are read");
     }
 
     fn forward_step(restart: Option<Restart>) {
