@@ -1370,6 +1370,34 @@ mod tests {
         assert!((30..=40).contains(&m.buffer_oldest.age_s(Instant::now())));
     }
 
+    /// A buffer opened on records left from before a restart, created `ago_s` seconds
+    /// ago (in that order of sequence numbers).
+    fn reopened(ago_s: &[u64]) -> (Buffer, Arc<Metrics>) {
+        let now = ms_since_epoch(SystemTime::now());
+        let mut store = MemoryStore::default();
+        for (seq, ago) in ago_s.iter().enumerate() {
+            let r = Record {
+                created_ms: now - ago * 1000,
+                ..rec(seq as u32)
+            };
+            store.insert(seq as u64, encode(&r)).unwrap();
+        }
+        buffer_on(store, 1 << 20, WhenFull::DropOldest)
+    }
+
+    /// A restart over a week-long outage's backlog: the gauge says a week (its clock once
+    /// reached a day back, and said a day).
+    #[test]
+    fn the_oldest_age_after_a_restart_is_not_capped_at_a_day() {
+        let week = 7 * 86_400;
+        let (_b, m) = reopened(&[week]);
+        let age = m.buffer_oldest.age_s(Instant::now());
+        assert!(
+            (week..week + 60).contains(&age),
+            "the oldest record is a week old; the gauge says {age} s"
+        );
+    }
+
     #[test]
     fn drop_oldest_keeps_the_newest_within_the_cap() {
         let one = encode(&rec(0)).len() as u64;

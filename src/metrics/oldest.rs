@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct OldestRecord(AtomicU64);
 
+/// How far back [`base`] is: the longest `max_age` (and any duration in the config), so that
+/// records from before a restart have a place on this clock however old they are (an
+/// instant before boot is one on Linux).
+const BACK: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// The instant the stored times count from.
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    // A day back, so that records from before a restart have a place on this clock.
     *BASE.get_or_init(|| {
         let now = Instant::now();
-        now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+        now.checked_sub(BACK).unwrap_or(now)
     })
 }
 
@@ -56,5 +60,12 @@ mod tests {
         assert_eq!(o.age_s(now), 0);
         o.set(None);
         assert_eq!(o.age_s(now + Duration::from_secs(5)), 0);
+        let year = Duration::from_secs(365 * 86_400);
+        o.set(Some(now - year));
+        assert_eq!(
+            o.age_s(now),
+            year.as_secs(),
+            "from before a restart, a year old"
+        );
     }
 }
