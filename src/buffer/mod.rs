@@ -220,6 +220,21 @@ pub enum DecodeError {
     Cbor(String),
 }
 
+/// When a record from before this run was made, on the monotonic clock: by its creation
+/// time, or at `opened` (the buffer's opening) if it has none or cannot be read.
+fn made_at(bytes: &[u8], opened: Instant) -> Instant {
+    let now = (Instant::now(), SystemTime::now());
+    decode(bytes)
+        .ok()
+        .filter(|r| r.created_ms > 0)
+        .map_or(opened, |r| {
+            let age = ms_since_epoch(now.1).saturating_sub(r.created_ms);
+            now.0
+                .checked_sub(Duration::from_millis(age))
+                .unwrap_or(now.0)
+        })
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Short)?;
     if version != FORMAT_VERSION {
@@ -305,6 +320,9 @@ pub struct Buffer {
     oldest: Option<u64>,
     oldest_left: bool,
     oldest_checked: Instant,
+    /// Records up to this sequence number were left from before this run, and when it
+    /// opened the buffer: their times are their creation's, not marks of `stored_at`.
+    left_over: Option<(u64, Instant)>,
     /// Records left and emptied the buffer: giving space back is due, once it has stayed
     /// empty for [`REBUILD_WHEN_EMPTY_FOR`] (seen empty since the time kept here).
     drained: Option<Option<Instant>>,
@@ -353,6 +371,7 @@ impl Buffer {
             oldest: None,
             oldest_left: false,
             oldest_checked: Instant::now(),
+            left_over: None,
             drained: None,
             unreadable: None,
             key_prints: HashMap::new(),
@@ -398,24 +417,33 @@ impl Buffer {
         }
     }
 
-    /// Records from before a restart count from the oldest one's creation time, or from now
-    /// if it has none (built while the clock was unsynchronised).
+    /// Records from before a restart count from their creation time, or from now if they
+    /// have none (built while the clock was unsynchronised).
     fn left_over(&mut self) {
         let Ok(Some((seq, bytes))) = self.store.scan(None, 1).map(|mut v| v.pop()) else {
             return;
         };
-        let now = (Instant::now(), SystemTime::now());
-        let age = decode(&bytes)
-            .ok()
-            .filter(|r| r.created_ms > 0)
-            .map_or(0, |r| ms_since_epoch(now.1).saturating_sub(r.created_ms));
-        let at = now
-            .0
-            .checked_sub(Duration::from_millis(age))
-            .unwrap_or(now.0);
+        let opened = Instant::now();
+        self.left_over = self.store.last_seq().map(|last| (last, opened));
+        let at = made_at(&bytes, opened);
         self.stored_at.stored(seq, at);
         self.oldest = Some(seq);
         self.metrics.buffer_oldest.set(Some(at));
+    }
+
+    /// When the oldest record was stored, if it is one from before this run: its creation
+    /// time (one body read, at most every [`OLDEST_CHECKED_WITHIN`]): `stored_at` has a mark
+    /// only for the first of them, and would give its time to all of them.
+    fn left_over_at(&mut self, seq: u64) -> Option<Instant> {
+        let (last, opened) = self.left_over?;
+        if seq > last {
+            self.left_over = None;
+            return None;
+        }
+        match self.store.scan(None, 1).map(|mut v| v.pop()) {
+            Ok(Some((first, bytes))) if first == seq => Some(made_at(&bytes, opened)),
+            _ => None,
+        }
     }
 
     fn update_gauges(&self) {
@@ -838,7 +866,10 @@ impl Buffer {
             Ok(first) => {
                 self.oldest_left = false;
                 self.oldest = first;
-                let at = self.oldest.and_then(|seq| self.stored_at.oldest(seq));
+                let at = first.and_then(|seq| {
+                    self.left_over_at(seq)
+                        .or_else(|| self.stored_at.oldest(seq))
+                });
                 self.metrics.buffer_oldest.set(at);
             }
             Err(e) => {
@@ -1396,6 +1427,30 @@ mod tests {
             (week..week + 60).contains(&age),
             "the oldest record is a week old; the gauge says {age} s"
         );
+    }
+
+    /// A restart over a backlog: its oldest record was made five hours ago, the next ten
+    /// minutes ago. Once the oldest is delivered, `hubgate_buffer_oldest_age_seconds`
+    /// (and the page's "oldest") shows about ten minutes, not five hours until every
+    /// record from before the restart has left (only the first of them has a mark).
+    #[test]
+    fn the_oldest_age_follows_records_left_from_before_a_restart() {
+        let (mut b, m) = reopened(&[5 * 3600, 600]);
+        let age = m.buffer_oldest.age_s(Instant::now());
+        assert!((5 * 3600..5 * 3600 + 60).contains(&age), "{age}");
+        b.remove(0).unwrap();
+        b.update_oldest_if_due(Instant::now() + OLDEST_CHECKED_WITHIN);
+        let age = m.buffer_oldest.age_s(Instant::now());
+        assert!(
+            (600..=700).contains(&age),
+            "the oldest record left is ten minutes old; the gauge says {age} s"
+        );
+        // Then one stored by this run: its mark, once those from before have left.
+        b.push(2, &rec(2)).unwrap();
+        b.remove(1).unwrap();
+        b.update_oldest_if_due(Instant::now() + 2 * OLDEST_CHECKED_WITHIN);
+        let age = m.buffer_oldest.age_s(Instant::now());
+        assert!(age < 60, "stored now; the gauge says {age} s");
     }
 
     #[test]
