@@ -297,14 +297,13 @@ fn the_agent_runs_without_core_dumps() {
     );
 }
 
-/// s32 hunt (operator surfaces): `hubgate_udp_kernel_drops_total` under the shipped unit. Its
-/// `ProcSubset=pid` mounts a procfs that shows only the process directories: `/proc/net`
-/// (a link to `self/net`) is not there, `/proc/self/net/udp` is. The agent reads
-/// `/proc/net/udp`, so under the unit the metric an operator is told to alert on never
-/// appears. Reproduced with the same mount option in a mount and PID namespace of its own
-/// (needs root, as `unshare` does; skipped without).
+/// `hubgate_udp_kernel_drops_total` under a unit with `ProcSubset=pid` (the shipped one had it;
+/// an operator's drop-in may add it back): that procfs shows only the process directories, so
+/// `/proc/net` (a link to `self/net`) is not there while `/proc/self/net/udp` is, which is
+/// what the agent reads. Reproduced with the same mount option in a mount and PID namespace of
+/// its own (needs root, as `unshare` does; skipped without).
 #[test]
-fn udp_kernel_drops_are_counted_under_the_units_proc_subset() {
+fn udp_kernel_drops_are_counted_under_a_proc_subset() {
     let probe = std::process::Command::new("unshare")
         .args(["-m", "-p", "-f", "--kill-child", "sh", "-c"])
         .arg("mount -t proc -o subset=pid proc /proc && test -e /proc/self/net/udp")

@@ -2,7 +2,7 @@
 //! (a burst faster than the source reads, or a stalled process). They never reach hubgate, so
 //! nothing in it can count them; Linux counts them per socket in `/proc/self/net/udp` and
 //! `/proc/self/net/udp6` (the last column, `drops`), found by the socket's inode. Not
-//! `/proc/net/...`: under the unit's `ProcSubset=pid` procfs hides that link, while the
+//! `/proc/net/...`: under a unit with `ProcSubset=pid` procfs hides that link, while the
 //! process's own `net` directory (the same network namespace) stays.
 //!
 //! Read when the metrics are rendered, not on a timer: nothing wakes up for it while idle.
