@@ -64,10 +64,25 @@ const UNREADABLE_FOR: Duration = Duration::from_secs(60);
 const UNREADABLE_GAP: Duration = Duration::from_secs(10);
 /// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
 const FCNT_PREFIX: &[u8] = b"fcnt/";
-/// State key of the wall clock's forward steps (see `pipeline::clock_steps`).
-const CLOCK_STEPS: &[u8] = b"clock-steps";
-/// State key of the wall clock's last trusted reading (see `pipeline::clock_steps`).
-const CLOCK_READING: &[u8] = b"clock-reading";
+
+/// What the pipeline keeps about the wall clock in the buffer's state, each under its own key
+/// and encoded by `pipeline::clock_steps`.
+#[derive(Debug, Clone, Copy)]
+pub enum ClockState {
+    /// The clock's forward steps, by the records taken before each.
+    Steps,
+    /// Its last trusted reading (boot, the boot's start by the clock, time, synchronised).
+    Reading,
+}
+
+impl ClockState {
+    fn key(self) -> &'static [u8] {
+        match self {
+            ClockState::Steps => b"clock-steps",
+            ClockState::Reading => b"clock-reading",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -976,31 +991,16 @@ impl Buffer {
         Ok(())
     }
 
-    /// Keep the wall clock's forward steps (as the pipeline encodes them), durable with the
-    /// next flush.
-    pub fn save_clock_steps(&mut self, steps: &[u8]) -> Result<(), BufferError> {
-        self.store.state_set(CLOCK_STEPS, steps)?;
+    /// Keep what the pipeline knows about the wall clock (`what`), durable with the next flush.
+    pub fn save_clock_state(&mut self, what: ClockState, bytes: &[u8]) -> Result<(), BufferError> {
+        self.store.state_set(what.key(), bytes)?;
         self.unsynced_state = true;
         Ok(())
     }
 
-    /// The wall clock's forward steps as last saved (empty: none).
-    pub fn clock_steps(&self) -> Result<Vec<u8>, BufferError> {
-        self.state(CLOCK_STEPS)
-    }
-
-    /// Keep the wall clock's last trusted reading (as the pipeline encodes it), durable with
-    /// the next flush.
-    pub fn save_clock_reading(&mut self, reading: &[u8]) -> Result<(), BufferError> {
-        self.store.state_set(CLOCK_READING, reading)?;
-        self.unsynced_state = true;
-        Ok(())
-    }
-
-    /// The wall clock's last trusted reading as saved (empty: none, as in a buffer written
-    /// before it was kept).
-    pub fn clock_reading(&self) -> Result<Vec<u8>, BufferError> {
-        self.state(CLOCK_READING)
+    /// `what` as last saved (empty: none, as in a buffer written before it was kept).
+    pub fn clock_state(&self, what: ClockState) -> Result<Vec<u8>, BufferError> {
+        self.state(what.key())
     }
 
     /// The state entry `key` (empty: none).

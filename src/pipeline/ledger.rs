@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::clock_steps::{Boot, ClockSteps, Reading};
 use super::dedup::{Dedup, Seen};
 use super::health::{SinkHealth, Verdict};
-use crate::buffer::{Buffer, BufferError, Pushed};
+use crate::buffer::{Buffer, BufferError, ClockState, Pushed};
 use crate::config::BufferConfig;
 use crate::ids::DevEui;
 use crate::lorawan::{Counters, DevAddr};
@@ -169,14 +169,14 @@ impl Ledger {
             Err(e) => log::warn!("buffer: cannot read the ids of buffered records: {e}"),
         }
         let left_over = !buffer.is_empty() || buffer.dead_letters() > 0;
-        let steps = buffer.clock_steps().map_or_else(
+        let steps = buffer.clock_state(ClockState::Steps).map_or_else(
             |e| {
                 log::warn!("buffer: cannot read the clock's steps: {e}");
                 ClockSteps::default()
             },
             |b| ClockSteps::decode(&b),
         );
-        let last_run = buffer.clock_reading().map_or_else(
+        let last_run = buffer.clock_state(ClockState::Reading).map_or_else(
             |e| {
                 log::warn!("buffer: cannot read the clock's last reading: {e}");
                 None
@@ -745,7 +745,10 @@ impl Ledger {
         if !due {
             return;
         }
-        match self.buffer.save_clock_reading(&reading.encode()) {
+        match self
+            .buffer
+            .save_clock_state(ClockState::Reading, &reading.encode())
+        {
             Ok(()) => self.kept_reading = Some(reading),
             Err(e) => self
                 .metrics
@@ -769,7 +772,10 @@ impl Ledger {
     /// Records taken before now do not count `ms` in their age.
     fn keep_step(&mut self, ms: u64) {
         self.steps.stepped(self.next_seq, ms);
-        if let Err(e) = self.buffer.save_clock_steps(&self.steps.encode()) {
+        if let Err(e) = self
+            .buffer
+            .save_clock_state(ClockState::Steps, &self.steps.encode())
+        {
             // Kept for this run all the same; a restart ages those records by the clock.
             log::error!("buffer: cannot keep the clock's step: {e}");
         }
@@ -2954,9 +2960,11 @@ mod tests {
             buffer.push(0, &rec).unwrap();
             let mut steps = ClockSteps::default();
             steps.stepped(1_000, 1);
-            buffer.save_clock_steps(&steps.encode()).unwrap();
+            buffer
+                .save_clock_state(ClockState::Steps, &steps.encode())
+                .unwrap();
             buffer.flush().unwrap();
-            assert!(buffer.clock_reading().unwrap().is_empty());
+            assert!(buffer.clock_state(ClockState::Reading).unwrap().is_empty());
         }
         let t1 = Instant::now();
         let buffer = sled_buffer(dir.path(), &metrics);
