@@ -42,7 +42,12 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
         &config(dir.path(), &mqtt, &kafka),
         "status_interval = \"1s\"",
     );
-    let broker = format!("{{broker=\"127.0.0.1:{}\"}}", mqtt.port());
+    // The default client id, hubgate-<gateway_id>, tells this source from any other on the
+    // broker.
+    let broker = format!(
+        "{{broker=\"127.0.0.1:{}\",client_id=\"hubgate-test\"}}",
+        mqtt.port()
+    );
     agent.wait_metric(&format!("hubgate_mqtt_subscribed{broker}"), WAIT, |v| {
         v == 1
     });

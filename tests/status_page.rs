@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::agent::{Agent, CODECS_PACKED, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
-use support::{free_udp_port, Kafka};
+use support::{free_udp_port, Kafka, Mosquitto};
 
 const LEAK: &str = "io.microshare.leak.unpacked";
 /// Uplinks in config/demo-uplinks.jsonl, and those of its door sensor (openclose).
@@ -345,6 +345,72 @@ fn two_sources_of_one_kind_each_count_their_own_frames() {
         "in the config's order"
     );
     assert_eq!(rows[2].2, 0, "{rows:?}");
+}
+
+/// Two MQTT sources on one broker (each with its own client id, as the config demands): each
+/// has its own connection gauges and its own row's `connected`. The broker refuses one at
+/// every connect and the other stays subscribed; with one series per broker the refused one
+/// wrote 0 over the other's 1 and the page showed both disconnected.
+#[test]
+fn two_mqtt_sources_on_one_broker_each_show_their_own_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    // Client ids without this prefix are refused: source[0] at every connect.
+    let mqtt = Mosquitto::start_with(dir.path(), "log_type all\nclientid_prefixes ok-\n");
+    let mut body = quiet_config(dir.path());
+    for (topic, id) in [("a/#", "refused-a"), ("b/#", "ok-b")] {
+        body += &format!(
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\ntopic = \"{topic}\"\nclient_id = \"{id}\"\nreconnect_max = \"1s\"\n",
+            mqtt.port()
+        );
+    }
+    let agent = Agent::start(dir.path(), &body);
+    agent.wait_log("mqtt: subscribed to b/#", 1, WAIT);
+    // Two more refusals of source[0]: it wrote its gauges after the first of them, which
+    // came after source[1]'s connect (one task retries after handling the refusal).
+    let refusals = || {
+        std::fs::read_to_string(mqtt.log_path())
+            .unwrap_or_default()
+            .matches("disconnected, not authorised")
+            .count()
+    };
+    let seen = refusals();
+    let deadline = std::time::Instant::now() + WAIT;
+    while refusals() < seen + 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let series = |name: &str, id: &str| {
+        format!(
+            "hubgate_mqtt_{name}{{broker=\"127.0.0.1:{}\",client_id=\"{id}\"}}",
+            mqtt.port()
+        )
+    };
+    let text = agent.scrape().unwrap_or_default();
+    for (name, id, want) in [
+        ("connected", "ok-b", 1),
+        ("subscribed", "ok-b", 1),
+        ("connected", "refused-a", 0),
+        ("subscribed", "refused-a", 0),
+    ] {
+        let series = series(name, id);
+        assert!(
+            text.lines().any(|l| l == format!("{series} {want}")),
+            "no {series} {want} in\n{text}"
+        );
+    }
+    let status = json(&agent, "/api/status");
+    let connected: Vec<&Value> = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["connected"])
+        .collect();
+    assert_eq!(
+        connected,
+        [&Value::Null, &Value::Bool(false), &Value::Bool(true)],
+        "udp, refused-a, ok-b: {}",
+        status["sources"]
+    );
 }
 
 /// DNS rebinding: a web page on another site, opened in a browser on the gateway's LAN (or

@@ -105,6 +105,34 @@ impl Family {
     }
 }
 
+/// A gauge per MQTT source, by broker (`host:port`) and client id: the config lets two
+/// sources share a broker only with their own client ids, so the pair tells them apart where
+/// the broker alone would have them write one series.
+#[derive(Default)]
+pub struct MqttLinks(Mutex<BTreeMap<(String, String), u64>>);
+
+impl MqttLinks {
+    pub fn set(&self, broker: &str, client_id: &str, n: u64) {
+        self.lock()
+            .insert((broker.to_string(), client_id.to_string()), n);
+    }
+    pub fn get(&self, broker: &str, client_id: &str) -> Option<u64> {
+        self.lock()
+            .get(&(broker.to_string(), client_id.to_string()))
+            .copied()
+    }
+    fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
+        self.lock()
+            .iter()
+            .map(|((broker, id), v)| (vec![broker.clone(), id.clone()], *v))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     /// Frames taken from sources, by source (`mqtt`, `serial`, `udp`, `replay`).
@@ -154,13 +182,13 @@ pub struct Metrics {
     pub last_delivery: Counter,
     /// Payloads a codec rejected (the next decoder is tried, packed if none decodes), by codec id.
     pub decode_errors: Family,
-    /// 1 while the MQTT source of broker `host:port` is connected.
-    pub mqtt_connected: Family,
+    /// 1 while the MQTT source of broker `host:port` and its client id is connected.
+    pub mqtt_connected: MqttLinks,
     /// 1 while the serial source of a device (its path as configured) has it open; 0 from
     /// the start until it first opens, and while it is away.
     pub serial_connected: Family,
-    /// 1 while the MQTT source of broker `host:port` holds its subscription.
-    pub mqtt_subscribed: Family,
+    /// 1 while the MQTT source of broker `host:port` and its client id holds its subscription.
+    pub mqtt_subscribed: MqttLinks,
     /// 1 while librdkafka has a broker connection up; only with a Kafka or Event Hubs sink.
     pub kafka_connected: Family,
     /// 1 for each recType held back because its hub is missing or refuses this key.
@@ -179,13 +207,14 @@ pub struct Metrics {
     foreseen: Mutex<Vec<String>>,
 }
 
-/// How a series family is exposed: name (without `hubgate_`), type, label name, help.
+/// How a series family is exposed: name (without `hubgate_`), type, label names, help, and
+/// each series' label values (in the order of the names) with its value.
 struct Exposed {
     name: &'static str,
     kind: &'static str,
-    label: &'static str,
+    labels: Vec<&'static str>,
     help: &'static str,
-    values: Vec<(String, u64)>,
+    values: Vec<(Vec<String>, u64)>,
 }
 
 impl Metrics {
@@ -255,12 +284,19 @@ impl Metrics {
     fn exposed(&self) -> Vec<Exposed> {
         let one_value = |v: u64| vec![(String::new(), v)];
         let one = |c: &Counter| one_value(c.get());
-        let e = |name, kind, label, help, values| Exposed {
+        let e = |name, kind, label: &'static str, help, values: Vec<(String, u64)>| Exposed {
             name,
             kind,
-            label,
+            labels: vec![label],
             help,
-            values,
+            values: values.into_iter().map(|(l, v)| (vec![l], v)).collect(),
+        };
+        let mqtt = |name, help, links: &MqttLinks| Exposed {
+            name,
+            kind: "gauge",
+            labels: vec!["broker", "client_id"],
+            help,
+            values: links.snapshot(),
         };
         vec![
             e("received_total", "counter", "source", "frames received, by source", self.received.snapshot()),
@@ -314,8 +350,8 @@ impl Metrics {
             e("last_delivery_timestamp_seconds", "gauge", "", "unix time of the last record the sink confirmed (0: none yet)", one(&self.last_delivery)),
             e("parked", "gauge", "rec_type", "1 while a recType is held back (hub missing or refused)", self.parked.snapshot()),
             e("hubs_parked", "gauge", "reason", "recTypes held back, by the cause of their hub's refusal (docs/eventhubs.md)", self.park_reasons.by_cause()),
-            e("mqtt_connected", "gauge", "broker", "1 while the MQTT source is connected", self.mqtt_connected.snapshot()),
-            e("mqtt_subscribed", "gauge", "broker", "1 while the MQTT source is subscribed", self.mqtt_subscribed.snapshot()),
+            mqtt("mqtt_connected", "1 while the MQTT source is connected", &self.mqtt_connected),
+            mqtt("mqtt_subscribed", "1 while the MQTT source is subscribed", &self.mqtt_subscribed),
             e("serial_connected", "gauge", "device", "1 while the serial source has its device open (0: not yet opened, or away)", self.serial_connected.snapshot()),
             e("kafka_connected", "gauge", "", "1 while a Kafka broker connection is up", self.kafka_connected.snapshot()),
         ]
@@ -330,17 +366,20 @@ impl Metrics {
                 "# HELP hubgate_{name} {}\n# TYPE hubgate_{name} {}",
                 m.help, m.kind
             );
-            for (label, v) in m.values {
-                if label.is_empty() {
+            for (values, v) in m.values {
+                // One empty value: a family without labels.
+                if values.iter().all(String::is_empty) {
                     let _ = writeln!(out, "hubgate_{name} {v}");
-                } else {
-                    let _ = writeln!(
-                        out,
-                        "hubgate_{name}{{{}=\"{}\"}} {v}",
-                        m.label,
-                        escape(&label)
-                    );
+                    continue;
                 }
+                let labels = m
+                    .labels
+                    .iter()
+                    .zip(&values)
+                    .map(|(label, value)| format!("{label}=\"{}\"", escape(value)))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let _ = writeln!(out, "hubgate_{name}{{{labels}}} {v}");
             }
         }
         out
@@ -474,6 +513,7 @@ mod tests {
         m.decode_errors.inc("browan-tbhh100");
         m.sink_errors.inc("retry");
         m.kafka_connected.set("", 1);
+        m.mqtt_connected.set("broker:1883", "a\"b", 1);
         m.dropped_expired.inc();
         m.problem("malformed_json", String::new);
         let text = m.render();
@@ -490,6 +530,7 @@ mod tests {
             "hubgate_problems_total{kind=\"malformed_json\"} 1",
             "# TYPE hubgate_kafka_connected gauge",
             "hubgate_kafka_connected 1",
+            "hubgate_mqtt_connected{broker=\"broker:1883\",client_id=\"a\\\"b\"} 1",
             "hubgate_last_delivery_timestamp_seconds 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

@@ -176,14 +176,14 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     });
                     reconnect.connected(Instant::now());
                     qos0_seen = false;
-                    ctx.metrics.mqtt_connected.set(&broker, 1);
+                    ctx.metrics.mqtt_connected.set(&broker, &client_id, 1);
                     subscription.connected();
                     subscription.ask(&client, &topic);
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
                         log::info!("mqtt: subscribed to {topic}");
-                        ctx.metrics.mqtt_subscribed.set(&broker, 1);
+                        ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 1);
                         // Messages then come without a PUBACK to wait for: the broker forgets
                         // each once sent, and drops what comes while hubgate is away.
                         if ack.return_codes.contains(&SubscribeReasonCode::Success(QoS::AtMostOnce)) {
@@ -197,7 +197,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                             });
                         }
                     } else {
-                        ctx.metrics.mqtt_subscribed.set(&broker, 0);
+                        ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 0);
                         let wait = subscription.retry();
                         ctx.metrics.problem("mqtt_subscribe_refused", || {
                             format!(
@@ -253,8 +253,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     if let Some(search) = finding.take() {
                         search.abort();
                     }
-                    ctx.metrics.mqtt_connected.set(&broker, 0);
-                    ctx.metrics.mqtt_subscribed.set(&broker, 0);
+                    ctx.metrics.mqtt_connected.set(&broker, &client_id, 0);
+                    ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 0);
                     let (wait, first) = reconnect.failed(Instant::now());
                     if let Some(size) = unreadable(&e) {
                         ctx.metrics.problem("mqtt_unreadable", || {

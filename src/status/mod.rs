@@ -58,8 +58,12 @@ impl Facts {
         let links = cfg
             .sources
             .iter()
-            .map(|s| match s {
-                SourceConfig::Mqtt(m) => Some(Link::Broker(m.url.authority())),
+            .zip(cfg.mqtt_client_ids())
+            .map(|(s, client_id)| match s {
+                SourceConfig::Mqtt(m) => Some(Link::Broker(
+                    m.url.authority(),
+                    client_id.unwrap_or_default(),
+                )),
                 SourceConfig::Serial(s) => Some(Link::Device(s.device.display().to_string())),
                 _ => None,
             })
@@ -80,8 +84,8 @@ impl Facts {
 
 /// The label of a source's connection gauge.
 enum Link {
-    /// `hubgate_mqtt_connected`'s `host:port`.
-    Broker(String),
+    /// `hubgate_mqtt_connected`'s `host:port` and client id (two sources may share a broker).
+    Broker(String, String),
     /// `hubgate_serial_connected`'s device path.
     Device(String),
 }
@@ -200,7 +204,7 @@ impl Status {
                 kind,
                 at: at.clone(),
                 connected: link.as_ref().map(|l| match l {
-                    Link::Broker(b) => m.mqtt_connected.get(b) == Some(1),
+                    Link::Broker(b, id) => m.mqtt_connected.get(b, id) == Some(1),
                     Link::Device(d) => m.serial_connected.get(d) == Some(1),
                 }),
                 frames_total: per(&current.by_source, i),
