@@ -452,3 +452,45 @@ fn doctor_passes_a_ttys_port_whose_major_has_several_names() {
         "ttyS character device, readable and writable by",
     );
 }
+
+/// The status page's port held by another program: the agent would log that it cannot listen
+/// and run on without metrics or page, so the step fails; held while a hubgate runs on the
+/// buffer (its own listener), it passes.
+#[test]
+fn a_status_page_port_held_by_another_program_fails_its_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let buffer = dir.path().join("buffer");
+    let path = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[buffer]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n",
+            buffer.display(),
+            free_udp_port()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let mut out = Vec::new();
+        hubgate::doctor::run(&path, &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let out = run();
+    assert_eq!(
+        line(&out, "status page"),
+        format!("FAIL status page: 127.0.0.1:{port} is in use by another program, and no hubgate runs on this buffer: the agent would run without metrics and status page; free the port or change metrics.listen"),
+        "{out}"
+    );
+    // The buffer's lock held, as by a running agent.
+    let _lock = hubgate::buffer::BufferLock::take(&buffer).unwrap();
+    let out = run();
+    expect(&out, "buffer lock", "OK", "in use by a running hubgate");
+    expect(
+        &out,
+        "status page",
+        "OK",
+        &format!("http://127.0.0.1:{port}/; on this machine only"),
+    );
+}

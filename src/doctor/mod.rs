@@ -152,6 +152,7 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
     };
     sink(&cfg, &mut list);
     let agent = BufferLock::is_held(&cfg.buffer.path);
+    let agent_running = matches!(agent, Ok(true));
     let agent_user = serial::agent_user(&cfg.buffer.path, Path::new("/etc"));
     for src in &cfg.sources {
         match src {
@@ -163,10 +164,9 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
                 &format!("serial {}", s.device.display()),
                 serial::serial(&s.device, agent_user.as_ref()),
             ),
-            SourceConfig::Udp(u) => list.step(
-                &format!("udp {}", u.listen),
-                udp(u.listen, matches!(agent, Ok(true))),
-            ),
+            SourceConfig::Udp(u) => {
+                list.step(&format!("udp {}", u.listen), udp(u.listen, agent_running))
+            }
             // A file, checked when the config was loaded.
             SourceConfig::Replay(_) => {}
         }
@@ -193,7 +193,7 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
             js_codecs(&named),
         );
     }
-    list.step("status page", status_page(&cfg.metrics));
+    list.step("status page", status_page(&cfg.metrics, agent_running));
     list.step("clock", clock(crate::clock::synchronized()));
     !list.failed
 }
@@ -234,8 +234,9 @@ fn clock(synchronized: Option<bool>) -> Outcome {
 }
 
 /// Where the installer finds the status page: the listen address, or for a wildcard one the
-/// gateway's own addresses.
-fn status_page(m: &crate::config::MetricsConfig) -> Outcome {
+/// gateway's own addresses; a failure when the agent could not listen there (it would run on
+/// without metrics and page).
+fn status_page(m: &crate::config::MetricsConfig, agent_running: bool) -> Outcome {
     let Some(addr) = m.listen else {
         return Outcome::Skip("off (metrics.listen = \"off\")".into());
     };
@@ -244,6 +245,34 @@ fn status_page(m: &crate::config::MetricsConfig) -> Outcome {
             "not served: {addr} is reachable from the network; set metrics.password_file or metrics.lan_read_only = true"
         ));
     }
+    match tcp_listen(addr, agent_running) {
+        Ok(()) => Outcome::Ok(status_urls(m, addr)),
+        Err(why) => Outcome::Fail(why),
+    }
+}
+
+/// Whether the agent could listen on `addr`: the port in use is fine only while a hubgate
+/// runs on this buffer, as its own listener is then what holds it.
+fn tcp_listen(addr: SocketAddr, agent_running: bool) -> Result<(), String> {
+    use std::io::ErrorKind as K;
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == K::AddrInUse && agent_running => Ok(()),
+        Err(e) if e.kind() == K::AddrInUse => Err(format!(
+            "{addr} is in use by another program, and no hubgate runs on this buffer: the agent would run without metrics and status page; free the port or change metrics.listen"
+        )),
+        Err(e) if e.kind() == K::AddrNotAvailable => Err(format!(
+            "{addr} is not an address of this machine: change metrics.listen"
+        )),
+        Err(e) if e.kind() == K::PermissionDenied => Err(format!(
+            "cannot listen on {addr}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        )),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
+}
+
+/// The status page's URLs and who may read it.
+fn status_urls(m: &crate::config::MetricsConfig, addr: SocketAddr) -> String {
     let port = addr.port();
     let urls: Vec<String> = if addr.ip().is_unspecified() {
         local_addresses()
@@ -260,7 +289,7 @@ fn status_page(m: &crate::config::MetricsConfig) -> Outcome {
     } else {
         "read-only, no password: metrics.lan_read_only"
     };
-    Outcome::Ok(format!("{}; {who}", urls.join(" ")))
+    format!("{}; {who}", urls.join(" "))
 }
 
 /// This machine's addresses on interfaces that are up, loopback last.
@@ -867,23 +896,41 @@ mod tests {
     #[test]
     fn the_status_page_line_gives_the_urls_and_who_may_read() {
         let mut m = crate::config::MetricsConfig::default();
-        let text = |o: Outcome| match o {
-            Outcome::Ok(t) => t,
-            Outcome::Fail(t) | Outcome::Skip(t) | Outcome::Warn(t) => panic!("{t}"),
-        };
         assert_eq!(
-            text(status_page(&m)),
+            status_urls(&m, m.listen.unwrap()),
             "http://127.0.0.1:9898/; on this machine only; [metrics] listen and password_file open it to the LAN"
         );
         m.listen = Some("0.0.0.0:8080".parse().unwrap());
         m.lan_read_only = true;
-        let line = text(status_page(&m));
+        let line = status_urls(&m, m.listen.unwrap());
         assert!(
             line.contains("http://127.0.0.1:8080/; read-only, no password"),
             "{line}"
         );
         m.listen = None;
-        assert!(matches!(status_page(&m), Outcome::Skip(_)));
+        assert!(matches!(status_page(&m, false), Outcome::Skip(_)));
+    }
+
+    #[test]
+    fn the_status_page_port_must_be_free_or_the_running_agents() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        assert_eq!(tcp_listen(addr, true), Ok(()), "the agent's own listener");
+        let why = tcp_listen(addr, false).unwrap_err();
+        assert!(
+            why.starts_with(&format!(
+                "{addr} is in use by another program, and no hubgate runs"
+            )),
+            "{why}"
+        );
+        drop(held);
+        assert_eq!(tcp_listen(addr, false), Ok(()), "free again");
+        // TEST-NET-1: documentation only, on no interface here.
+        let why = tcp_listen("192.0.2.1:9898".parse().unwrap(), true).unwrap_err();
+        assert_eq!(
+            why,
+            "192.0.2.1:9898 is not an address of this machine: change metrics.listen"
+        );
     }
 
     #[test]
