@@ -104,7 +104,7 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
         1
     );
     assert_eq!(agent.metric("hubgate_decode_errors_total"), 1);
-    // No sink error yet (the family shows up below, once the broker is gone).
+    // No sink error yet (each class is there at 0 from the start).
     assert_eq!(agent.metric("hubgate_sink_errors_total"), 0);
     for reason in ["full", "disk_full", "expired", "corrupt", "queue_full"] {
         let series = format!("hubgate_dropped_total{{reason=\"{reason}\"}}");
@@ -182,6 +182,36 @@ fn quiet_agent(dir: &Path) -> Agent {
     // Started, buffer open: the descriptor tests must not starve the start itself.
     agent.wait_log("running: 1 source(s)", 1, WAIT);
     agent
+}
+
+/// Counters whose label values are known at the start are there at 0 before their first
+/// event, as `hubgate_dropped_total`'s reasons are: a series born at 1 has no earlier sample,
+/// so `increase()`/`rate()` never count its first event (one sink rejection would not fire
+/// `increase(hubgate_sink_errors_total{class="reject"}[10m]) > 0`), and a "no frames" alert
+/// on a configured source has no series to look at until its first frame.
+#[test]
+fn counters_of_known_labels_are_there_at_zero_before_their_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = quiet_agent(dir.path());
+    let text = agent.scrape().unwrap();
+    for series in [
+        "hubgate_received_total{source=\"udp\"}",
+        "hubgate_sink_errors_total{class=\"retry\"}",
+        "hubgate_sink_errors_total{class=\"park\"}",
+        "hubgate_sink_errors_total{class=\"reject\"}",
+        "hubgate_delivered_total{rec_type=\"io.microshare.lorawan.packed\"}",
+        "hubgate_bytes_sent_total{rec_type=\"io.microshare.lorawan.packed\"}",
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("{series} 0")),
+            "no {series} 0 in\n{text}"
+        );
+    }
+    // Only the configured kinds.
+    assert!(
+        !text.contains("hubgate_received_total{source=\"mqtt\"}"),
+        "{text}"
+    );
 }
 
 /// The child's open descriptors, by number.

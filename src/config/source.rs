@@ -37,6 +37,18 @@ pub enum SourceConfig {
     Udp(UdpSourceConfig),
 }
 
+impl SourceConfig {
+    /// The `type`, as `hubgate_received_total` labels its frames.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Mqtt(_) => "mqtt",
+            SourceConfig::Replay(_) => "replay",
+            SourceConfig::Serial(_) => "serial",
+            SourceConfig::Udp(_) => "udp",
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for SourceConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (kind, table) = tagged(d)?;

@@ -81,6 +81,12 @@ impl Family {
     pub fn get(&self, label: &str) -> Option<u64> {
         self.lock().get(label).copied()
     }
+    /// Expose the series of `label` at 0 if it has none yet, for label values known before
+    /// their first count: a series born at 1 has no earlier sample, so `increase()` and
+    /// `rate()` would never count that first event.
+    pub fn declare(&self, label: &str) {
+        self.update(label, |_| {});
+    }
     pub fn sum(&self) -> u64 {
         self.lock().values().sum()
     }
@@ -219,7 +225,19 @@ struct Exposed {
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        Arc::new(Metrics::default())
+        let m = Metrics::default();
+        for class in crate::sink::SinkError::CLASSES {
+            m.sink_errors.declare(class);
+        }
+        Arc::new(m)
+    }
+
+    /// The sources the config has, by kind: their `received_total` series exist from the
+    /// start (see [`Family::declare`]).
+    pub fn expect_sources<'a>(&self, kinds: impl IntoIterator<Item = &'a str>) {
+        for kind in kinds {
+            self.received.declare(kind);
+        }
     }
 
     /// Count a problem of `kind` and log `msg()` at warn, rate-limited per kind (see
@@ -241,7 +259,13 @@ impl Metrics {
     /// The recTypes the config can emit: the status line says that every recType is parked
     /// only when these and every recType delivered so far are.
     pub fn foresee(&self, rec_types: impl IntoIterator<Item = String>) {
-        *self.foreseen.lock().unwrap_or_else(|e| e.into_inner()) = rec_types.into_iter().collect();
+        let rec_types: Vec<String> = rec_types.into_iter().collect();
+        // Their counters from the start (see [`Family::declare`]).
+        for rec_type in &rec_types {
+            self.delivered.declare(rec_type);
+            self.bytes_sent.declare(rec_type);
+        }
+        *self.foreseen.lock().unwrap_or_else(|e| e.into_inner()) = rec_types;
     }
 
     /// Log `msg()` at `level`, rate-limited per `kind`, without counting it as a problem

@@ -12,7 +12,7 @@ pub mod prepare;
 use tokio::sync::{mpsc, watch};
 
 use crate::buffer::{Buffer, SledStore};
-use crate::config::{Config, SinkConfig};
+use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::decode::Decoder;
 use crate::metrics::{self, Metrics};
 use crate::notify;
@@ -59,6 +59,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let cfg = Arc::new(cfg);
     let metrics = Metrics::new();
+    metrics.expect_sources(cfg.sources.iter().map(SourceConfig::kind));
     let mut reporters = Vec::new();
     if let Some(addr) = cfg.metrics.served() {
         // Metrics are not worth losing records over: without the port, run without them.

@@ -44,6 +44,9 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// Every class, as [`SinkError::class`] names them.
+    pub const CLASSES: [&'static str; 3] = ["retry", "park", "reject"];
+
     /// The class as a metric label.
     pub fn class(&self) -> &'static str {
         match self {
