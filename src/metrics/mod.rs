@@ -565,6 +565,43 @@ mod tests {
         assert_eq!(helps, m.exposed().len());
     }
 
+    /// A recType parked, then delivering again (as `pipeline::health` clears it): the gauge
+    /// of its cause reads 0 rather than vanishing, so `sum(hubgate_hubs_parked)` says 0, not
+    /// "no data" as for an agent that is not scraped.
+    #[test]
+    fn hubs_parked_reads_zero_once_its_cause_is_cleared() {
+        let m = Metrics::new();
+        let rec_type = "io.microshare.environment.unpacked";
+        assert!(
+            !m.render().contains("hubgate_hubs_parked{"),
+            "none seen yet"
+        );
+        m.parked.set(rec_type, 1);
+        let missing = ParkReason {
+            kind: "missing",
+            what: "hub missing".into(),
+            fix: "create it".into(),
+            broker: String::new(),
+        };
+        m.park_reasons.set(rec_type, missing.clone());
+        m.park_reasons.set("b", missing);
+        assert!(m
+            .render()
+            .contains("hubgate_hubs_parked{reason=\"missing\"} 2\n"));
+        m.parked.set(rec_type, 0);
+        m.park_reasons.clear(rec_type);
+        m.park_reasons.clear("b");
+        let text = m.render();
+        assert!(
+            text.contains(&format!("hubgate_parked{{rec_type=\"{rec_type}\"}} 0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("hubgate_hubs_parked{reason=\"missing\"} 0\n"),
+            "the hubs_parked series is gone instead of 0:\n{text}"
+        );
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

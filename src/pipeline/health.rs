@@ -308,9 +308,10 @@ mod tests {
             .unwrap();
         let later = now + Duration::from_millis(1);
         h.failed(&SinkError::Park(refused), "motion", later, later);
+        // The older cause stays at 0 (see `ParkReasons::by_cause`).
         assert_eq!(
             metrics.park_reasons.by_cause(),
-            [("no_manage".to_string(), 1)]
+            [("missing".to_string(), 0), ("no_manage".to_string(), 1)]
         );
         assert!(metrics
             .park_reasons
