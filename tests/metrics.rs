@@ -214,6 +214,27 @@ fn counters_of_known_labels_are_there_at_zero_before_their_first_event() {
     );
 }
 
+/// The exposition's content type names its charset: label values carry UTF-8 from the
+/// config and from input (serial paths, recTypes, hub names), which a browser or proxy would
+/// read as Latin-1 without it (Prometheus' own client libraries send the same type).
+#[test]
+fn the_exposition_is_labelled_utf_8() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = quiet_agent(dir.path());
+    let (code, head, _) = agent
+        .request("GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("metrics answered");
+    assert_eq!(code, 200, "{head}");
+    let kind = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+        .unwrap_or_default();
+    assert_eq!(
+        kind,
+        "content-type: text/plain; version=0.0.4; charset=utf-8"
+    );
+}
+
 /// The child's open descriptors, by number.
 fn fds(pid: i32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

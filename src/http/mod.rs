@@ -183,7 +183,7 @@ async fn respond(
     if path == "/metrics" {
         return answer(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
+            "text/plain; version=0.0.4; charset=utf-8",
             status.metrics().render(),
         );
     }
