@@ -494,3 +494,42 @@ fn a_status_page_port_held_by_another_program_fails_its_step() {
         &format!("http://127.0.0.1:{port}/; on this machine only"),
     );
 }
+
+/// A broker that takes the TCP connection but fails the TLS handshake (a plain port, a TLS
+/// interceptor, a bad CA): the `tcp` step passes, the `tls` step fails, and the login and hub
+/// steps are skipped naming TLS, not "no broker could be reached", which would send the
+/// installer to the firewall.
+#[test]
+fn a_broker_that_fails_tls_after_tcp_skips_the_login_naming_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    // Takes each connection and closes it: no TLS here.
+    std::thread::spawn(move || {
+        for c in plain.incoming() {
+            drop(c);
+        }
+    });
+    let path = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[buffer]\npath = \"{}\"\n[sink]\ntype = \"eventhubs\"\nconnection_string = \"Endpoint=sb://127.0.0.1:{port}/;SharedAccessKeyName=Root;SharedAccessKey=c2VjcmV0\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n",
+            dir.path().join("buffer").display(),
+            free_udp_port()
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    hubgate::doctor::run(&path, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    expect(&out, &format!("tcp 127.0.0.1:{port}"), "OK", "connected");
+    expect(&out, &format!("tls 127.0.0.1:{port}"), "FAIL", "");
+    let why = "no TLS connection to any broker: TCP connected, the TLS handshake failed";
+    assert_eq!(line(&out, "sasl"), format!("SKIP sasl: {why}"), "{out}");
+    let hubs: Vec<&str> = out.lines().filter(|l| l.contains(" hub ")).collect();
+    assert!(!hubs.is_empty(), "{out}");
+    for hub in hubs {
+        assert!(hub.starts_with("SKIP hub ") && hub.ends_with(why), "{out}");
+    }
+}

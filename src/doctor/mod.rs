@@ -363,13 +363,19 @@ fn sink(cfg: &Config, list: &mut Checklist) {
     }
     let servers = client.get("bootstrap.servers").unwrap_or("").to_string();
     let ca = CaSource::of(&client);
-    let mut reachable = false;
+    let mut reached = Reached::Nothing;
     for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        reachable |= broker(server, tls, &ca, list);
+        reached = reached.max(broker(server, tls, &ca, list));
     }
     let hubs = cfg.hub_plan();
-    if !reachable {
-        let why = "no broker could be reached";
+    if reached != Reached::Ready {
+        // A TLS failure behind a working TCP connection points at TLS (a plain port, a
+        // TLS-intercepting proxy, the CA), not at the firewall.
+        let why = if reached == Reached::Tcp {
+            "no TLS connection to any broker: TCP connected, the TLS handshake failed"
+        } else {
+            "no broker could be reached"
+        };
         list.step("sasl", Outcome::Skip(why.into()));
         for (rec_type, _) in &hubs {
             list.step(&format!("hub {rec_type}"), Outcome::Skip(why.into()));
@@ -547,7 +553,17 @@ fn write(
 }
 
 /// DNS, TCP and (with `tls`) TLS to one bootstrap `host:port`; true when all passed.
-fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> bool {
+/// How far the steps of one broker got, in their order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reached {
+    Nothing,
+    /// TCP connected, the TLS handshake failed.
+    Tcp,
+    /// Ready for the login.
+    Ready,
+}
+
+fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> Reached {
     // librdkafka accepts `proto://host:port` too.
     let server = server.rsplit("://").next().unwrap_or(server);
     let Some((host, port)) = server
@@ -558,14 +574,14 @@ fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> bool 
             &format!("dns {server}"),
             Outcome::Fail("not host:port".into()),
         );
-        return false;
+        return Reached::Nothing;
     };
     let addrs = match resolve(host, port) {
         Ok(a) => a,
         Err(e) => {
             list.step(&format!("dns {host}"), Outcome::Fail(e));
             list.step(&format!("tcp {server}"), Outcome::Skip("no address".into()));
-            return false;
+            return Reached::Nothing;
         }
     };
     let ips: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
@@ -594,20 +610,20 @@ fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> bool 
                     Outcome::Skip("no TCP connection".into()),
                 );
             }
-            return false;
+            return Reached::Nothing;
         }
     };
     if !tls {
-        return true;
+        return Reached::Ready;
     }
     match handshake(stream, host, ca) {
         Ok(detail) => {
             list.step(&format!("tls {server}"), Outcome::Ok(detail));
-            true
+            Reached::Ready
         }
         Err(e) => {
             list.step(&format!("tls {server}"), Outcome::Fail(e));
-            false
+            Reached::Tcp
         }
     }
 }
