@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -77,8 +77,9 @@ struct Table {
 }
 
 struct Device {
-    name: Option<String>,
-    tags: Vec<String>,
+    /// Shared, as are the tags, with the rows [`DeviceTable::select`] copies out.
+    name: Option<Arc<str>>,
+    tags: Arc<[String]>,
     /// The codec's id, or `None` when sent packed.
     codec: Option<&'static str>,
     rec_type: &'static str,
@@ -143,7 +144,7 @@ impl DeviceTable {
         order.insert((now.mono, up.dev_eui));
         let d = devices.entry(up.dev_eui).or_insert_with(|| Device {
             name: None,
-            tags: tags.to_vec(),
+            tags: tags.into(),
             codec: None,
             rec_type: "",
             packed_reason: String::new(),
@@ -171,7 +172,7 @@ impl DeviceTable {
             Some(name) => {
                 let name = cut(name, NAME_MAX);
                 if d.name.as_deref() != Some(name) {
-                    d.name = Some(name.to_string());
+                    d.name = Some(name.into());
                 }
             }
             None => d.name = None,
@@ -247,46 +248,65 @@ impl DeviceTable {
         }
     }
 
-    /// The devices `sel` asks for: filtered, sorted and cut to one page while the table is
-    /// locked, so only the page's entries are copied out (not all 10,000 for every request).
+    /// The devices `sel` asks for: filtered, sorted and cut to one page. The table is locked
+    /// only to copy out what filtering and sorting need ([`Row`]) and then to build the page's
+    /// entries: `heard`, which the forwarder calls for every frame, waits for neither the
+    /// filter's lower-casing nor the sort of up to 10,000 devices.
     pub fn select(&self, sel: &Selection, now: Moment) -> Devices {
-        let t = self.lock();
+        self.select_then(sel, now, || {})
+    }
+
+    /// [`DeviceTable::select`], calling `meanwhile` while filtering and sorting (the table
+    /// unlocked).
+    fn select_then(&self, sel: &Selection, now: Moment, meanwhile: impl FnOnce()) -> Devices {
+        let (mut rows, evicted) = {
+            let t = self.lock();
+            let rows: Vec<Row> = t
+                .devices
+                .iter()
+                .map(|(eui, d)| Row::of(eui, d, now.mono))
+                .collect();
+            (rows, t.evicted)
+        };
+        meanwhile();
+        let heard = rows.len();
+        let silent = rows.iter().filter(|r| r.quiet).count();
         let filter = sel.filter.to_lowercase();
-        let mut silent = 0;
-        let mut matched: Vec<(&DevEui, &Device, bool)> = Vec::new();
-        for (eui, d) in &t.devices {
-            let quiet = d.silent(now.mono);
-            silent += usize::from(quiet);
-            if filter.is_empty() || d.matches(eui, &filter, quiet) {
-                matched.push((eui, d, quiet));
-            }
+        if !filter.is_empty() {
+            rows.retain(|r| r.matches(&filter));
         }
-        let (key, then) = (sel.sort, |a: &DevEui, b: &DevEui| a.0.cmp(&b.0));
-        matched.sort_unstable_by(|(ea, a, qa), (eb, b, qb)| {
+        let key = sel.sort;
+        rows.sort_unstable_by(|a, b| {
             match key {
                 Sort::LastSeen => b.last_heard.cmp(&a.last_heard),
-                Sort::Silent => qb.cmp(qa).then(b.last_heard.cmp(&a.last_heard)),
+                Sort::Silent => b.quiet.cmp(&a.quiet).then(b.last_heard.cmp(&a.last_heard)),
                 Sort::Eui => Ordering::Equal,
                 Sort::Name => a.name.cmp(&b.name),
                 Sort::Rssi => a.rssi.unwrap_or(i32::MAX).cmp(&b.rssi.unwrap_or(i32::MAX)),
                 Sort::Missed => b.fcnt_missed.cmp(&a.fcnt_missed),
             }
-            .then_with(|| then(ea, eb))
+            .then_with(|| a.eui.0.cmp(&b.eui.0))
         });
+        let page = rows.iter().skip(sel.offset).take(sel.limit);
+        let devices = {
+            let t = self.lock();
+            // A device evicted since the copy is left out; one heard since shows its new
+            // uplink in the place of the old.
+            page.filter_map(|r| {
+                let d = t.devices.get(&r.eui)?;
+                Some(DeviceView::of(&r.eui, d, d.silent(now.mono), now.mono))
+            })
+            .collect()
+        };
         Devices {
             cap: self.cap,
-            evicted: t.evicted,
-            heard: t.devices.len(),
+            evicted,
+            heard,
             silent,
-            matched: matched.len(),
+            matched: rows.len(),
             offset: sel.offset,
             limit: sel.limit,
-            devices: matched
-                .iter()
-                .skip(sel.offset)
-                .take(sel.limit)
-                .map(|(eui, d, quiet)| DeviceView::of(eui, d, *quiet, now.mono))
-                .collect(),
+            devices,
         }
     }
 
@@ -304,17 +324,45 @@ impl Device {
             .map_or(SILENT_MIN, |g| (g * SILENT_GAPS).max(SILENT_MIN));
         age > after
     }
+}
+
+/// What filtering and sorting need of a device, copied out of the locked table: its strings
+/// are shared, so a copy allocates nothing.
+struct Row {
+    eui: DevEui,
+    name: Option<Arc<str>>,
+    tags: Arc<[String]>,
+    codec: Option<&'static str>,
+    quiet: bool,
+    last_heard: Instant,
+    rssi: Option<i32>,
+    fcnt_missed: u64,
+}
+
+impl Row {
+    fn of(eui: &DevEui, d: &Device, now: Instant) -> Row {
+        Row {
+            eui: *eui,
+            name: d.name.clone(),
+            tags: d.tags.clone(),
+            codec: d.codec,
+            quiet: d.silent(now),
+            last_heard: d.last_heard,
+            rssi: d.rssi,
+            fcnt_missed: d.fcnt_missed,
+        }
+    }
 
     /// Whether `filter` (lower case) is part of its DevEUI, name, a tag or its codec's id,
     /// or is "packed" or "silent" and the device is.
-    fn matches(&self, eui: &DevEui, filter: &str, silent: bool) -> bool {
+    fn matches(&self, filter: &str) -> bool {
         let has = |s: &str| s.to_lowercase().contains(filter);
-        has(&eui.to_string())
+        has(&self.eui.to_string())
             || self.name.as_deref().is_some_and(has)
             || self.tags.iter().any(|t| has(t))
             || self.codec.is_some_and(has)
             || (filter == "packed" && self.codec.is_none())
-            || (filter == "silent" && silent)
+            || (filter == "silent" && self.quiet)
     }
 }
 
@@ -446,8 +494,8 @@ impl DeviceView {
         let age = now.saturating_duration_since(d.last_heard);
         DeviceView {
             dev_eui: eui.to_string(),
-            name: d.name.clone(),
-            tags: d.tags.clone(),
+            name: d.name.as_deref().map(str::to_string),
+            tags: d.tags.to_vec(),
             codec: d.codec,
             rec_type: d.codec.map(|_| d.rec_type),
             packed_reason: d.codec.is_none().then(|| d.packed_reason.clone()),
@@ -602,6 +650,36 @@ mod tests {
             euis(&pick(&t, "0000000000000003", Sort::Eui, 0, 10, now)),
             [3]
         );
+    }
+
+    /// A page is filtered and sorted with the table unlocked, so `heard` (the forwarder's,
+    /// for every frame) does not wait for it; what changes meanwhile shows as of the page's
+    /// build: a device evicted is left out, one heard again shows its new uplink.
+    #[test]
+    fn a_page_is_filtered_and_sorted_without_the_tables_lock() {
+        let t = DeviceTable::new(3);
+        for eui in 1..=3u8 {
+            t.heard(&up(eui, 1), &[], PACKED, at(u64::from(eui)));
+        }
+        let sel = Selection {
+            filter: "dev".into(),
+            sort: Sort::Name,
+            offset: 0,
+            limit: 10,
+        };
+        let d = t.select_then(&sel, at(10), || {
+            assert!(
+                t.inner.try_lock().is_ok(),
+                "locked while filtering and sorting"
+            );
+            // Device 4 evicts 1, the least recently heard; 2 is heard again.
+            t.heard(&up(4, 1), &[], PACKED, at(11));
+            t.heard(&up(2, 2), &[], PACKED, at(12));
+        });
+        assert_eq!(euis(&d), [2, 3], "1 evicted meanwhile, 4 not yet copied");
+        assert_eq!(d.devices[0].fcnt, Some(2), "2's new uplink");
+        assert_eq!((d.heard, d.matched), (3, 3), "as copied");
+        assert_eq!(d.evicted, 0, "as copied");
     }
 
     fn decoded_like<'a>(o: &Outcome<'a>) -> Outcome<'a> {
