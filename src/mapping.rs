@@ -8,7 +8,7 @@
 //! [`Table`] (TOML) for codecs that return their own field names.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -83,6 +83,14 @@ impl Table {
 /// The keys `record::build` puts in a mapped record's `data` over the mapped fields, and
 /// `origin` here: a table field of that name would lose its readings or overwrite them.
 const RECORD_KEYS: &[&str] = &[ORIGIN, "device_health", "meta", "time", "unpacker"];
+/// Moments of their own that one uplink's normalized measurements may make (a record each);
+/// past them a measurement stays unmapped under the live record's `origin.normalized`, its
+/// time with it, so a normalizer stamping every sample of a waveform makes no more records
+/// than a built-in codec's history frame.
+const MAX_MOMENTS: usize = 32;
+/// A measurement timed this little before the uplink, or after it, is of now: the time
+/// between measuring and sending, or a device clock running ahead.
+const NOW_WITHIN: Duration = Duration::from_secs(60);
 
 /// How a built-in rule reads its value.
 #[derive(Clone, Copy)]
@@ -259,11 +267,32 @@ pub fn map(
     let mut history_origin: Vec<Vec<Json>> = Vec::new();
     for n in normalized {
         // The codec's own object is of now: the copies it holds are of now too.
-        let at = measured_at(n).filter(|t| !same_ms(*t, now));
+        let at = measured_at(n).filter(|t| now.duration_since(*t).is_ok_and(|d| d > NOW_WITHIN));
+        let moment = match at {
+            // A measurement of nothing but its time is no record.
+            Some(_) if n.len() == 1 => None,
+            None => None,
+            Some(time) => match m.history.iter().position(|h| same_ms(h.time, time)) {
+                Some(i) => Some(i),
+                None if m.history.len() < MAX_MOMENTS => {
+                    m.history.push(Moment {
+                        time,
+                        data: Map::new(),
+                        health: Map::new(),
+                    });
+                    history_origin.push(Vec::new());
+                    Some(m.history.len() - 1)
+                }
+                None => {
+                    normalized_origin.push(Json::Object(n.clone()));
+                    continue;
+                }
+            },
+        };
         let rule = |path: &str| {
             NORMALIZED
                 .iter()
-                .find(|r| r.0 == path && (at.is_some() || !own.contains(r.1)))
+                .find(|r| r.0 == path && (moment.is_some() || !own.contains(r.1)))
                 .map(|&(_, field, unit, kind, health)| Rule {
                     field,
                     unit,
@@ -273,28 +302,16 @@ pub fn map(
                 })
         };
         let mut left = Map::new();
-        let (data, health, unmapped) = match at {
+        let (data, health, unmapped) = match moment {
             None => (&mut m.data, &mut m.health, &mut normalized_origin),
-            Some(time) => {
-                let i = match m.history.iter().position(|h| h.time == time) {
-                    Some(i) => i,
-                    None => {
-                        m.history.push(Moment {
-                            time,
-                            data: Map::new(),
-                            health: Map::new(),
-                        });
-                        history_origin.push(Vec::new());
-                        m.history.len() - 1
-                    }
-                };
+            Some(i) => {
                 let h = &mut m.history[i];
                 (&mut h.data, &mut h.health, &mut history_origin[i])
             }
         };
         walk(n, "", &rule, (data, health), &mut left);
         // The time read is the record's `time`.
-        if measured_at(n).is_some() {
+        if measured_at(n).is_some_and(|t| moment.is_some() || same_ms(t, now)) {
             left.remove("time");
         }
         unmapped.push(Json::Object(left));
@@ -566,6 +583,43 @@ mod tests {
         assert_eq!(
             Json::Object(m.health),
             json!({"voltage": [{"unit": "V", "value": 3.6}]})
+        );
+    }
+
+    /// Timed normalized measurements make at most [`MAX_MOMENTS`] records, none for a time
+    /// alone; one timed a minute or less before the uplink, or after it, is of now (its time
+    /// kept under `origin`); those past the cap stay whole, unmapped, under `origin`.
+    #[test]
+    fn timed_measurements_make_a_bounded_number_of_records_of_something() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |before: i64| {
+            let t = time::OffsetDateTime::from(now) - time::Duration::seconds(before);
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let mut normalized = vec![obj(json!({"time": at(100)}))];
+        normalized.extend(
+            (0..40).map(|i| obj(json!({"time": at(3600 * (i + 1)), "air": {"temperature": i}}))),
+        );
+        normalized.push(obj(
+            json!({"time": at(30), "air": {"relativeHumidity": 40}}),
+        ));
+        normalized.push(obj(json!({"time": at(-5), "air": {"co2": 600}})));
+        let m = map(None, None, &normalized, now);
+        assert_eq!(m.history.len(), MAX_MOMENTS);
+        assert!(m.history.iter().all(|h| h.data.contains_key("temperature")));
+        let left: Vec<_> = [json!({"time": at(100)})]
+            .into_iter()
+            .chain((32..40).map(|i| json!({"time": at(3600 * (i + 1)), "air": {"temperature": i}})))
+            .chain([json!({"time": at(30)}), json!({"time": at(-5)})])
+            .collect();
+        assert_eq!(
+            Json::Object(m.data.clone()),
+            json!({
+                "humidity": [{"unit": "%RH", "value": 40}],
+                "co2": [{"unit": "ppm", "value": 600}],
+                "origin": {"normalized": left},
+            })
         );
     }
 
