@@ -1091,6 +1091,10 @@ impl Buffer {
 /// sink refused) are only counted (at most about 12 MB of them: one keeps 256 bytes of its
 /// message or record and short excerpts of the rest).
 pub const MAX_DEAD_LETTERS: u64 = 10_000;
+/// Of [`MAX_DEAD_LETTERS`], the last this many are kept for records the sink refuses: input
+/// (a misconfigured source, devices whose every uplink hubgate cannot key) must not take
+/// every place from them.
+pub const SINK_DEAD_LETTERS: u64 = 1_000;
 
 /// The frame counter kept for a LoRaWAN session ([`Buffer::fcnts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

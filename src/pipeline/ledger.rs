@@ -932,7 +932,8 @@ impl Ledger {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.unsettle(seq, fcnts);
-        let letter = self.letter(|| record.clone(), "dead letter", &record.id);
+        let cap = crate::buffer::MAX_DEAD_LETTERS - crate::buffer::SINK_DEAD_LETTERS;
+        let letter = self.letter(|| record.clone(), cap, "dead letter", &record.id);
         let acks = vec![ack];
         self.left_for_good(
             seq,
@@ -944,18 +945,21 @@ impl Ledger {
         );
     }
 
-    /// `make()`'s dead letter, or `None` (only counted) once
-    /// [`crate::buffer::MAX_DEAD_LETTERS`] are kept: input decides how large and how many
-    /// such records come.
-    fn letter(&self, make: impl FnOnce() -> Record, what: &str, id: &str) -> Option<Record> {
-        if self.buffer.dead_letters() < crate::buffer::MAX_DEAD_LETTERS {
+    /// `make()`'s dead letter, or `None` (only counted) once `cap` dead letters are kept:
+    /// input decides how large and how many such records come.
+    fn letter(
+        &self,
+        make: impl FnOnce() -> Record,
+        cap: u64,
+        what: &str,
+        id: &str,
+    ) -> Option<Record> {
+        let kept = self.buffer.dead_letters();
+        if kept < cap {
             return Some(make());
         }
         self.metrics.problem("dead_letters_full", || {
-            format!(
-                "{} dead letters are kept already: {what} {id} only counted",
-                crate::buffer::MAX_DEAD_LETTERS,
-            )
+            format!("{kept} dead letters are kept already: {what} {id} only counted")
         });
         None
     }
@@ -982,7 +986,8 @@ impl Ledger {
                 )
             });
         let excerpt = || crate::record::refused(record, e, SystemTime::now());
-        let letter = self.letter(excerpt, "record refused by the sink", &record.id);
+        let cap = crate::buffer::MAX_DEAD_LETTERS;
+        let letter = self.letter(excerpt, cap, "record refused by the sink", &record.id);
         self.left_for_good(
             seq,
             Leaving {
@@ -2343,6 +2348,57 @@ mod tests {
         assert_eq!(body["record"]["recType"], "t");
         assert_eq!(body["record"]["key"], "k");
         assert_eq!(body["head_base64"].as_str().unwrap().len(), 344);
+    }
+
+    /// Dead letters of input stop [`crate::buffer::SINK_DEAD_LETTERS`] short of the cap: a
+    /// source whose every message is one (devices hubgate cannot key) leaves those places to
+    /// the records the sink refuses, which are kept while input is only counted.
+    #[test]
+    fn input_leaves_the_last_dead_letters_to_records_the_sink_refuses() {
+        use crate::buffer::{SledStore, MAX_DEAD_LETTERS, SINK_DEAD_LETTERS};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let input_cap = MAX_DEAD_LETTERS - SINK_DEAD_LETTERS;
+        for seq in 1..input_cap {
+            buffer.dead_letter(seq, &record(2)).unwrap();
+        }
+        let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
+        let input = |n| Record {
+            rec_type: DEAD_LETTER.into(),
+            ..record(n)
+        };
+        for n in [3, 4] {
+            let (ack, _pubacks) = puback(n as u16);
+            ledger.take(vec![input(n)], Counters::default(), ack, now.0);
+            ledger.end_round(now.0).unwrap();
+        }
+        assert_eq!(
+            (
+                ledger.buffer.dead_letters(),
+                metrics.problems("dead_letters_full")
+            ),
+            (input_cap, 1),
+            "input takes places up to its own cap"
+        );
+        let (ack, _pubacks) = puback(5);
+        let fresh = Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(5)
+        };
+        ledger.take(vec![fresh], counter(false), ack, now.0);
+        ledger.end_round(now.0).unwrap();
+        assert_eq!(
+            (
+                ledger.buffer.dead_letters(),
+                metrics.problems("dead_letters_full")
+            ),
+            (input_cap + 1, 1),
+            "a record the sink refuses is kept past input's cap"
+        );
     }
 
     /// Frame counters and copies of frames whose records are not all durable.
