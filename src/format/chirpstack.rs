@@ -193,8 +193,14 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
     let ev: Event = super::from_json(json, &[EVENT_PARTS, TX_INFO], &mut mended)?;
     // ChirpStack's other events (join, status, ack, txack, log, location, integration) carry
     // `deviceInfo` too, and a wide `topic` takes them in; an uplink event has `fCnt` and
-    // `rxInfo` (and `data`, `fPort` unless its payload is empty), they have none of these.
-    if ev.data.is_none() && ev.f_cnt.is_none() && ev.f_port.is_none() && ev.rx_info.is_empty() {
+    // `rxInfo` (and `data`, `fPort` unless its payload is empty), they have none of these,
+    // nor an `object` (a relay may keep only that of an uplink: its readings).
+    if ev.data.is_none()
+        && ev.f_cnt.is_none()
+        && ev.f_port.is_none()
+        && ev.rx_info.is_empty()
+        && ev.object.is_none()
+    {
         return Err(ParseError::NotUplink);
     }
     let dev_eui = &ev.device_info.dev_eui.0;

@@ -469,6 +469,8 @@ mod tests {
                 r#""level":"ERROR","code":"UPLINK_CODEC","description":"d","context":{}"#,
             ),
             ("up", r#""fCnt":5,"rxInfo":[{"gatewayId":"g1","rssi":-90}]"#),
+            // A relay that keeps only the decoded readings.
+            ("up", r#""object":{"temperature":21.5}"#),
         ];
         let made: Vec<(&str, bool)> = events
             .iter()
@@ -492,6 +494,7 @@ mod tests {
                 ("ack", false),
                 ("txack", false),
                 ("log", false),
+                ("up", true),
                 ("up", true)
             ]
         );

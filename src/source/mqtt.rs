@@ -838,7 +838,12 @@ mod tests {
     /// socket is found for TCP_QUICKACK: both take the address without its brackets.
     #[tokio::test]
     async fn a_broker_at_an_ipv6_address_is_reached_and_its_socket_found() {
-        let (listener, port) = listening("[::1]:0").await;
+        // Containers without IPv6 have no `::1`: nothing to reach there.
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
         let broker = tokio::spawn(async move {
             let mut s = session(&listener).await;
             while read_packet(&mut s).await.is_some() {}
