@@ -141,7 +141,8 @@ pub struct Ledger {
 /// is a step (NTP slews smaller differences, at most 0.5 ms a second).
 const STEP_AT_LEAST: Duration = Duration::from_secs(1);
 /// The kept reading is taken again once the boot's start by the clock moved this much (half
-/// a step: slewing never adds up to a step between two runs), and every
+/// a step: slewing moves the clock and `CLOCK_BOOTTIME` alike, so only a step moves the
+/// start), and every
 /// [`KEEP_READING_EVERY_MS`] while records are buffered (the time a reboot does not count
 /// starts from it).
 const KEEP_READING_DRIFT_MS: u64 = 500;
