@@ -2356,18 +2356,16 @@ mod tests {
     /// the records the sink refuses, which are kept while input is only counted.
     #[test]
     fn input_leaves_the_last_dead_letters_to_records_the_sink_refuses() {
-        use crate::buffer::{SledStore, MAX_DEAD_LETTERS, SINK_DEAD_LETTERS};
+        use crate::buffer::{MAX_DEAD_LETTERS, SINK_DEAD_LETTERS};
         let dir = tempfile::tempdir().unwrap();
-        let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let store = SledStore::open(dir.path()).unwrap();
-        let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
-        let now = (Instant::now(), SystemTime::now());
+        let mut buffer = sled_buffer(dir.path(), &metrics);
         let input_cap = MAX_DEAD_LETTERS - SINK_DEAD_LETTERS;
         for seq in 1..input_cap {
             buffer.dead_letter(seq, &record(2)).unwrap();
         }
-        let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
+        let now = (Instant::now(), SystemTime::now());
+        let mut ledger = refusing_ledger(&BufferConfig::default(), buffer, &metrics, now);
         let input = |n| Record {
             rec_type: DEAD_LETTER.into(),
             ..record(n)
