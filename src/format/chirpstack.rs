@@ -148,7 +148,9 @@ pub fn parse_gateway_frame(
     let f: GatewayFrame = super::from_json(json, &[GATEWAY_FRAME_PARTS, TX_INFO], &mut mended)
         .map_err(|e| match e {
             // Both ChirpStack forwarders send Protobuf unless told otherwise: say how.
-            ParseError::Json(e) if json.trim_ascii_start().first() != Some(&b'{') => {
+            ParseError::Json(e)
+                if super::without_bom(json).trim_ascii_start().first() != Some(&b'{') =>
+            {
                 ParseError::Json(format!("{e} (Protobuf? {JSON_PLEASE})").into())
             }
             e => e,
@@ -530,6 +532,20 @@ mod tests {
                 up.ns
             );
         }
+    }
+
+    /// A UTF-8 byte order mark before the JSON (RFC 8259 lets a parser ignore one; Windows
+    /// tools write it) costs nothing, and leaves the Protobuf hint to what is not JSON.
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let t = SystemTime::UNIX_EPOCH;
+        let up = parse(format!("\u{feff}{UP}").as_bytes(), t).unwrap().value;
+        assert_eq!(up, parse(UP.as_bytes(), t).unwrap().value);
+        let gw = r#"{"phyPayload":"QNobASY=","rxInfo":{"gwTime":"2024-05-01T10:00:00.250Z"}}"#;
+        let f = parse_gateway_frame(format!("\u{feff}{gw}").as_bytes(), t).unwrap();
+        assert_eq!((f.value.phy.len(), f.bad_time.is_none()), (5, true));
+        let e = parse_gateway_frame("\u{feff}{\"phyPayload\":".as_bytes(), t).unwrap_err();
+        assert!(!e.to_string().contains("Protobuf"), "{e}");
     }
 
     /// A gateway frame that is not JSON (the ChirpStack forwarders send Protobuf unless told

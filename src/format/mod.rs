@@ -262,6 +262,7 @@ fn from_json<'a, T: serde::Deserialize<'a>>(
     paths: &[&[(&str, Shape)]],
     mended: &'a mut Option<String>,
 ) -> Result<T, ParseError> {
+    let json = without_bom(json);
     let e = match serde_json::from_slice(json) {
         Ok(t) => return Ok(t),
         Err(e) => e,
@@ -270,6 +271,12 @@ fn from_json<'a, T: serde::Deserialize<'a>>(
     *mended = with_odd_parts_mended(json, paths);
     let mended: &'a Option<String> = mended;
     serde_json::from_str(mended.as_deref().ok_or_else(refused)?).map_err(|_| refused())
+}
+
+/// `json` without a UTF-8 byte order mark before it: RFC 8259 lets a parser ignore one, and
+/// some tools (on Windows mostly) write it; serde_json refuses it.
+fn without_bom(json: &[u8]) -> &[u8] {
+    json.strip_prefix(b"\xef\xbb\xbf").unwrap_or(json)
 }
 
 type Raw = Box<serde_json::value::RawValue>;

@@ -298,6 +298,14 @@ mod tests {
         );
     }
 
+    /// A UTF-8 byte order mark before the JSON costs nothing.
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let t = SystemTime::UNIX_EPOCH;
+        let up = parse(format!("\u{feff}{UP}").as_bytes(), t).unwrap().value;
+        assert_eq!(up, parse(UP.as_bytes(), t).unwrap().value);
+    }
+
     #[test]
     fn zero_counters_are_left_out_by_protobuf_json() {
         let up = parse(
