@@ -548,6 +548,50 @@ mod tests {
         assert!(!e.to_string().contains("Protobuf"), "{e}");
     }
 
+    /// A string that does not decode (a lone UTF-16 surrogate escape, bytes that are not
+    /// UTF-8) in a field the uplink does not need costs only its bad characters, read as
+    /// U+FFFD; in one it needs, the uplink is still refused, by that field's own check.
+    #[test]
+    fn a_bad_string_costs_only_its_characters() {
+        let t = SystemTime::UNIX_EPOCH;
+        let named = |name: &[u8]| {
+            let mut json = UP.as_bytes().to_vec();
+            let at = UP.find("lobby-th").unwrap();
+            json.splice(at..at + "lobby-th".len(), name.iter().copied());
+            parse(&json, t).map(|p| p.value)
+        };
+        for (name, read) in [
+            (&br"lobby\ud800"[..], "lobby\u{fffd}"),
+            (br"\udc00lobby\ud83d", "\u{fffd}lobby\u{fffd}"),
+            (b"lobby\xff", "lobby\u{fffd}"),
+            // A pair, and an escaped backslash before `u`, are not lone surrogates.
+            (br"\ud83d\ude00\\ud800\udc00", "\u{1f600}\\ud800\u{fffd}"),
+        ] {
+            let up = named(name).unwrap();
+            assert_eq!(up.device_name.as_deref(), Some(read), "{read}");
+            assert_eq!((up.fcnt, up.payload.len()), (Some(42), 8));
+        }
+        let gateway = UP.replace("\"g2\"", r#""g\udfff2""#);
+        let up = parse(gateway.as_bytes(), t).unwrap().value;
+        assert_eq!(up.radio.gateway_id.as_deref(), Some("g\u{fffd}2"));
+        let time = UP.replace("10:00:00.123Z", r"10:00:00.123Z\ud800");
+        let up = parse(time.as_bytes(), t).unwrap();
+        assert_eq!(up.bad_time.map(|e| e.kind()), Some("bad_time"));
+        let eui = UP.replace("58a0cb0000101234", r"58a0cb000010123\ud800");
+        assert_eq!(parse(eui.as_bytes(), t).unwrap_err().kind(), "bad_dev_eui");
+        for cut in [
+            &UP[..UP.len() - 1],
+            r#"{"a":"\"#,
+            r#"{"a":"\u"#,
+            r#"{"a":"\ud800\"#,
+        ] {
+            assert_eq!(
+                parse(cut.as_bytes(), t).unwrap_err().kind(),
+                "malformed_json"
+            );
+        }
+    }
+
     /// A gateway frame that is not JSON (the ChirpStack forwarders send Protobuf unless told
     /// otherwise) is refused with a hint at the setting that fixes it; broken JSON is not.
     #[test]

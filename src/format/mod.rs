@@ -10,6 +10,7 @@ pub mod tts;
 
 use crate::mapping::{depth, MAX_DEPTH};
 use crate::uplink::NsDecoded;
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 pub use dead_letter::DeadLetter;
@@ -281,15 +282,16 @@ fn without_bom(json: &[u8]) -> &[u8] {
 
 type Raw = Box<serde_json::value::RawValue>;
 
-/// `json` again with the parts at `paths` (keys from the top, `*` for every element of an
-/// array) that have the wrong type mended as their [`Shape`] says, so radio metadata or a
+/// `json` again, as [`readable`] text, with the parts at `paths` (keys from the top, `*` for
+/// every element of an array) that have the wrong type mended as their [`Shape`] says, so radio metadata or a
 /// time of the wrong type never costs the uplink, as a wrong field inside them does not
 /// ([`de_meta_int`]). Only the objects and arrays on the paths are taken apart; the rest stays
 /// raw text, so a decoded object the parser refuses (too deep) costs only itself here too.
 /// `None`: not JSON, or nothing to mend. Only for a message the strict parse refused.
 fn with_odd_parts_mended(json: &[u8], paths: &[&[(&str, Shape)]]) -> Option<String> {
-    let mut doc: Raw = serde_json::from_slice(json).ok()?;
-    let mut mended = false;
+    let text = readable(json);
+    let mut doc: Raw = serde_json::from_str(&text).ok()?;
+    let mut mended = matches!(text, Cow::Owned(_));
     for (path, shape) in paths.iter().copied().flatten() {
         let keys: Vec<&str> = path.split('/').collect();
         if let Some(m) = mend(&doc, &keys, shape) {
@@ -298,6 +300,44 @@ fn with_odd_parts_mended(json: &[u8], paths: &[&[(&str, Shape)]]) -> Option<Stri
         }
     }
     mended.then(|| doc.get().to_owned())
+}
+
+/// `json` as text whose strings all decode: bytes that are not UTF-8 read as U+FFFD (as
+/// GWMP's do, and Go's encoding/json), and so does the `\u` escape of a lone UTF-16
+/// surrogate (half of a pair without the other half), which serde_json refuses in a string
+/// it reads. A bad string in a field the uplink does not need (a device name) then costs
+/// its bad characters, not the uplink; in one it needs (a DevEUI) its own check refuses it.
+fn readable(json: &[u8]) -> Cow<'_, str> {
+    let text = String::from_utf8_lossy(json);
+    let b = text.as_bytes();
+    // The UTF-16 unit of a `\uXXXX` escape at `at`.
+    let unit = |at: usize| {
+        let hex = b.get(at..at + 6)?.strip_prefix(b"\\u")?;
+        hex.iter()
+            .all(u8::is_ascii_hexdigit)
+            .then(|| u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())?
+    };
+    let (mut out, mut copied, mut i) = (String::new(), 0, 0);
+    // A backslash is only ever in a string, where it starts an escape: an escaped backslash
+    // is passed over whole, so the `u` after it is not taken for an escape.
+    while let Some(at) = b.get(i..).and_then(|r| r.iter().position(|&c| c == b'\\')) {
+        let at = i + at;
+        i = match unit(at) {
+            Some(0xd800..=0xdbff) if matches!(unit(at + 6), Some(0xdc00..=0xdfff)) => at + 12,
+            Some(0xd800..=0xdfff) => {
+                out.push_str(&text[copied..at]);
+                out.push_str("\\ufffd");
+                copied = at + 6;
+                copied
+            }
+            _ => at + 2,
+        };
+    }
+    if copied == 0 {
+        return text;
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
 }
 
 /// `v` with the part at `keys` mended, or `None` when it needs nothing (or is not there).

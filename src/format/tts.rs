@@ -306,6 +306,20 @@ mod tests {
         assert_eq!(up, parse(UP.as_bytes(), t).unwrap().value);
     }
 
+    /// A string that does not decode in a field the uplink does not need costs only its bad
+    /// characters, read as U+FFFD.
+    #[test]
+    fn a_bad_string_costs_only_its_characters() {
+        let t = SystemTime::UNIX_EPOCH;
+        let odd = UP
+            .replace("\"lobby-th\"", r#""lobby\ud800""#)
+            .replace("\"gw-b\"", r#""gw\udbff-b""#);
+        let up = parse(odd.as_bytes(), t).unwrap().value;
+        assert_eq!(up.device_name.as_deref(), Some("lobby\u{fffd}"));
+        assert_eq!(up.radio.gateway_id.as_deref(), Some("gw\u{fffd}-b"));
+        assert_eq!((up.fcnt, up.payload.len()), (Some(42), 8));
+    }
+
     #[test]
     fn zero_counters_are_left_out_by_protobuf_json() {
         let up = parse(
