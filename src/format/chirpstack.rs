@@ -129,6 +129,13 @@ const GATEWAY_FRAME_PARTS: &[(&str, Shape)] = &[
     ("rxInfo/crcStatus", Shape::Text),
 ];
 
+/// What an uplink event's reading needs: given twice with different values, the event is
+/// refused ([`super::deduplicated`]).
+const EVENT_NEEDS: &[&str] = &["deviceInfo/devEui", "data", "fCnt", "fPort"];
+
+/// What a gateway frame needs (see [`EVENT_NEEDS`]).
+const FRAME_NEEDS: &[&str] = &["phyPayload"];
+
 /// The transmission's radio settings, in events and frames alike.
 const TX_INFO: &[(&str, Shape)] = &[
     ("txInfo", Shape::Object),
@@ -145,16 +152,21 @@ pub fn parse_gateway_frame(
     received: SystemTime,
 ) -> Result<Parsed<RadioFrame>, ParseError> {
     let mut mended = None;
-    let f: GatewayFrame = super::from_json(json, &[GATEWAY_FRAME_PARTS, TX_INFO], &mut mended)
-        .map_err(|e| match e {
-            // Both ChirpStack forwarders send Protobuf unless told otherwise: say how.
-            ParseError::Json(e)
-                if super::without_bom(json).trim_ascii_start().first() != Some(&b'{') =>
-            {
-                ParseError::Json(format!("{e} (Protobuf? {JSON_PLEASE})").into())
-            }
-            e => e,
-        })?;
+    let f: GatewayFrame = super::from_json(
+        json,
+        &[GATEWAY_FRAME_PARTS, TX_INFO],
+        FRAME_NEEDS,
+        &mut mended,
+    )
+    .map_err(|e| match e {
+        // Both ChirpStack forwarders send Protobuf unless told otherwise: say how.
+        ParseError::Json(e)
+            if super::without_bom(json).trim_ascii_start().first() != Some(&b'{') =>
+        {
+            ParseError::Json(format!("{e} (Protobuf? {JSON_PLEASE})").into())
+        }
+        e => e,
+    })?;
     let phy = base64::engine::general_purpose::STANDARD
         .decode(f.phy_payload.0.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
@@ -192,7 +204,7 @@ pub fn parse_gateway_frame(
 /// Parse one uplink event. `received` stands in for a missing `time`.
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
     let mut mended = None;
-    let ev: Event = super::from_json(json, &[EVENT_PARTS, TX_INFO], &mut mended)?;
+    let ev: Event = super::from_json(json, &[EVENT_PARTS, TX_INFO], EVENT_NEEDS, &mut mended)?;
     // ChirpStack's other events (join, status, ack, txack, log, location, integration) carry
     // `deviceInfo` too, and a wide `topic` takes them in; an uplink event has `fCnt` and
     // `rxInfo` (and `data`, `fPort` unless its payload is empty), they have none of these,
@@ -590,6 +602,54 @@ mod tests {
                 "malformed_json"
             );
         }
+    }
+
+    /// A key given twice keeps its last value, as JSON parsers commonly take it, unless the
+    /// reading needs it (the DevEUI, payload, FCnt, FPort, or an object holding one) and the
+    /// two differ: which one is meant is not known, and the uplink is refused.
+    #[test]
+    fn a_key_given_twice_keeps_its_last_value_unless_the_reading_needs_it() {
+        let t = SystemTime::UNIX_EPOCH;
+        let twice = UP
+            .replace(
+                r#""deviceName":"lobby-th""#,
+                r#""deviceName":"a","deviceName":"b""#,
+            )
+            .replace(r#""fCnt":42"#, r#""fCnt":42,"fCnt":42"#)
+            .replace(
+                r#""spreadingFactor":7"#,
+                r#""spreadingFactor":7,"spreadingFactor":8"#,
+            )
+            .replace(
+                r#""gatewayId":"g2""#,
+                r#""gatewayId":"g2","gatewayId":"g3""#,
+            )
+            .replace(r#""time":"#, r#""time":"1999-01-01T00:00:00Z","time":"#);
+        let mut want = parse(UP.as_bytes(), t).unwrap().value;
+        want.device_name = Some("b".into());
+        want.radio.gateway_id = Some("g3".into());
+        want.radio.spreading_factor = Some(8);
+        assert_eq!(parse(twice.as_bytes(), t).unwrap().value, want);
+        for (from, to) in [
+            (r#""fCnt":42"#, r#""fCnt":42,"fCnt":43"#),
+            (r#""fPort":103"#, r#""fPort":103,"fPort":3"#),
+            (r#""data":"#, r#""data":"AA==","data":"#),
+            (r#""devEui":"#, r#""devEui":"58a0cb0000109999","devEui":"#),
+            (
+                r#""deviceInfo":"#,
+                r#""deviceInfo":{"devEui":"58a0cb0000109999"},"deviceInfo":"#,
+            ),
+        ] {
+            let e = parse(UP.replacen(from, to, 1).as_bytes(), t).unwrap_err();
+            assert_eq!(e.kind(), "malformed_json", "{to}");
+            assert!(e.to_string().contains("duplicate field"), "{e}");
+        }
+        let gw = r#"{"phyPayload":"QNobASY=","rxInfo":{"rssi":-40,"rssi":-36}}"#;
+        let f = parse_gateway_frame(gw.as_bytes(), t).unwrap().value;
+        assert_eq!(f.radio.rssi, Some(-36));
+        let gw = r#"{"phyPayload":"QNobASY=","phyPayload":"QNobASYA"}"#;
+        let e = parse_gateway_frame(gw.as_bytes(), t).unwrap_err();
+        assert_eq!(e.kind(), "malformed_json");
     }
 
     /// A gateway frame that is not JSON (the ChirpStack forwarders send Protobuf unless told

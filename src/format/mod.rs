@@ -10,6 +10,7 @@ pub mod tts;
 
 use crate::mapping::{depth, MAX_DEPTH};
 use crate::uplink::NsDecoded;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::time::SystemTime;
 
@@ -257,10 +258,12 @@ enum Shape {
 }
 
 /// A message of type `T`; one the strict parse refuses is parsed again with the parts at
-/// `paths` mended ([`with_odd_parts_mended`]), into `mended`, which what it borrows lives in.
+/// `paths` mended and keys given twice taken once, but for those at `needs`
+/// ([`with_odd_parts_mended`]), into `mended`, which what it borrows lives in.
 fn from_json<'a, T: serde::Deserialize<'a>>(
     json: &'a [u8],
     paths: &[&[(&str, Shape)]],
+    needs: &[&str],
     mended: &'a mut Option<String>,
 ) -> Result<T, ParseError> {
     let json = without_bom(json);
@@ -269,7 +272,7 @@ fn from_json<'a, T: serde::Deserialize<'a>>(
         Err(e) => e,
     };
     let refused = || ParseError::Json(e.to_string().into());
-    *mended = with_odd_parts_mended(json, paths);
+    *mended = with_odd_parts_mended(json, paths, needs);
     let mended: &'a Option<String> = mended;
     serde_json::from_str(mended.as_deref().ok_or_else(refused)?).map_err(|_| refused())
 }
@@ -280,18 +283,27 @@ fn without_bom(json: &[u8]) -> &[u8] {
     json.strip_prefix(b"\xef\xbb\xbf").unwrap_or(json)
 }
 
-type Raw = Box<serde_json::value::RawValue>;
+type Raw = Box<RawValue>;
 
 /// `json` again, as [`readable`] text, with the parts at `paths` (keys from the top, `*` for
 /// every element of an array) that have the wrong type mended as their [`Shape`] says, so radio metadata or a
 /// time of the wrong type never costs the uplink, as a wrong field inside them does not
 /// ([`de_meta_int`]). Only the objects and arrays on the paths are taken apart; the rest stays
 /// raw text, so a decoded object the parser refuses (too deep) costs only itself here too.
+/// A key given twice is taken once ([`deduplicated`], but for those at `needs`).
 /// `None`: not JSON, or nothing to mend. Only for a message the strict parse refused.
-fn with_odd_parts_mended(json: &[u8], paths: &[&[(&str, Shape)]]) -> Option<String> {
+fn with_odd_parts_mended(
+    json: &[u8],
+    paths: &[&[(&str, Shape)]],
+    needs: &[&str],
+) -> Option<String> {
     let text = readable(json);
     let mut doc: Raw = serde_json::from_str(&text).ok()?;
     let mut mended = matches!(text, Cow::Owned(_));
+    if let Some(d) = deduplicated(&doc, "", needs, FIELDS_DEPTH) {
+        doc = d;
+        mended = true;
+    }
     for (path, shape) in paths.iter().copied().flatten() {
         let keys: Vec<&str> = path.split('/').collect();
         if let Some(m) = mend(&doc, &keys, shape) {
@@ -338,6 +350,104 @@ fn readable(json: &[u8]) -> Cow<'_, str> {
     }
     out.push_str(&text[copied..]);
     Cow::Owned(out)
+}
+
+/// How deep the objects go that the formats' own structs read (TTS
+/// `uplink_message/settings/data_rate/lora`, `uplink_message/rx_metadata/*/gateway_ids`),
+/// counting arrays: deeper, a value is parsed whole (a decoded payload, radio metadata) by a
+/// parse that takes a key given twice as [`deduplicated`] does.
+const FIELDS_DEPTH: usize = 5;
+
+/// `v`, the value at `path` (keys from the top, `*` for an array's elements), with a key
+/// given twice in an object, `depth` objects and arrays deep at most, taken once with its
+/// last value, as JavaScript's `JSON.parse` and serde_json's own `Value` take it (serde's
+/// derived parse refuses it). A key at one of `needs` (what the reading needs: its DevEUI,
+/// payload, FCnt) or above one (`deviceInfo` for `deviceInfo/devEui`), given twice with
+/// different values, is left twice for the parse to refuse: which is meant is not known.
+/// `None`: no key to take once.
+fn deduplicated(v: &RawValue, path: &str, needs: &[&str], depth: usize) -> Option<Raw> {
+    if depth == 0 {
+        return None;
+    }
+    let at = |key: &str| match path {
+        "" => key.to_owned(),
+        _ => format!("{path}/{key}"),
+    };
+    let needed = |at: &str| {
+        needs.iter().any(|n| {
+            n.strip_prefix(at)
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+        })
+    };
+    match v.get().as_bytes().first() {
+        Some(b'{') => {
+            let Members(mut members) = serde_json::from_str(v.get()).ok()?;
+            let mut changed = false;
+            for (key, value) in &mut members {
+                if let Some(d) = deduplicated(value, &at(key), needs, depth - 1) {
+                    *value = d;
+                    changed = true;
+                }
+            }
+            // A member is dropped for a later one with its key, unless both are needed and differ.
+            let kept: Vec<&(String, Raw)> = members
+                .iter()
+                .enumerate()
+                .filter(|(i, (key, value))| {
+                    !members[i + 1..]
+                        .iter()
+                        .any(|(k, v)| k == key && (v.get() == value.get() || !needed(&at(key))))
+                })
+                .map(|(_, m)| m)
+                .collect();
+            if !changed && kept.len() == members.len() {
+                return None;
+            }
+            let body: Option<Vec<String>> = kept
+                .iter()
+                .map(|(k, v)| Some(format!("{}:{}", serde_json::to_string(k).ok()?, v.get())))
+                .collect();
+            RawValue::from_string(format!("{{{}}}", body?.join(","))).ok()
+        }
+        Some(b'[') => {
+            let mut items: Vec<Raw> = serde_json::from_str(v.get()).ok()?;
+            let mut changed = false;
+            for item in &mut items {
+                if let Some(d) = deduplicated(item, &at("*"), needs, depth - 1) {
+                    *item = d;
+                    changed = true;
+                }
+            }
+            changed.then(|| raw(&items)).flatten()
+        }
+        _ => None,
+    }
+}
+
+/// An object's members in order, a key given twice as often as it is given.
+struct Members(Vec<(String, Raw)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = m.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// `v` with the part at `keys` mended, or `None` when it needs nothing (or is not there).

@@ -96,9 +96,18 @@ const PARTS: &[(&str, Shape)] = &[
     ("uplink_message/settings/data_rate/lora", Shape::Object),
 ];
 
+/// What an uplink message's reading needs: given twice with different values, the message
+/// is refused ([`super::deduplicated`]).
+const NEEDS: &[&str] = &[
+    "end_device_ids/dev_eui",
+    "uplink_message/frm_payload",
+    "uplink_message/f_cnt",
+    "uplink_message/f_port",
+];
+
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
     let mut mended = None;
-    let m: Message = super::from_json(json, &[PARTS], &mut mended)?;
+    let m: Message = super::from_json(json, &[PARTS], NEEDS, &mut mended)?;
     let eui = m
         .end_device_ids
         .dev_eui
@@ -318,6 +327,43 @@ mod tests {
         assert_eq!(up.device_name.as_deref(), Some("lobby\u{fffd}"));
         assert_eq!(up.radio.gateway_id.as_deref(), Some("gw\u{fffd}-b"));
         assert_eq!((up.fcnt, up.payload.len()), (Some(42), 8));
+    }
+
+    /// A key given twice keeps its last value, unless the reading needs it and the two
+    /// differ.
+    #[test]
+    fn a_key_given_twice_keeps_its_last_value_unless_the_reading_needs_it() {
+        let t = SystemTime::UNIX_EPOCH;
+        let twice = UP
+            .replace(
+                r#""device_id":"lobby-th""#,
+                r#""device_id":"a","device_id":"b""#,
+            )
+            .replace(
+                r#""gateway_id":"gw-b""#,
+                r#""gateway_id":"x","gateway_id":"gw-c""#,
+            )
+            .replace(r#""f_cnt":42"#, r#""f_cnt":42,"f_cnt":42"#)
+            .replace(r#""settings":"#, r#""settings":{},"settings":"#);
+        let up = parse(twice.as_bytes(), t).unwrap().value;
+        let mut want = parse(UP.as_bytes(), t).unwrap().value;
+        want.device_name = Some("b".into());
+        want.radio.gateway_id = Some("gw-c".into());
+        assert_eq!(up, want);
+        for (from, to) in [
+            (r#""f_cnt":42"#, r#""f_cnt":42,"f_cnt":41"#),
+            (
+                r#""dev_eui":"#,
+                r#""dev_eui":"58A0CB0000109999","dev_eui":"#,
+            ),
+            (
+                r#""frm_payload":"#,
+                r#""frm_payload":"AA==","frm_payload":"#,
+            ),
+        ] {
+            let e = parse(UP.replacen(from, to, 1).as_bytes(), t).unwrap_err();
+            assert_eq!(e.kind(), "malformed_json", "{to}");
+        }
     }
 
     #[test]
