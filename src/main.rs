@@ -138,7 +138,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BufferAction {
-    /// Count and size of buffered records.
+    /// Count and size of buffered records, and the oldest one's age as `max_age` counts it
+    /// (forward steps of the clock after it was taken left out).
     Stats,
     /// Print every buffered record as a JSON line.
     Export {
@@ -873,21 +874,14 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
                 println!("on disk: {n}");
             }
             println!("dead letters: {}", store.dead_letters());
-            let oldest = store.scan(None, 1).ok().and_then(|v| v.into_iter().next());
-            match oldest.map(|(_, bytes)| buffer::decode(&bytes)) {
+            match hubgate::pipeline::oldest_age(&store, SystemTime::now()) {
                 // Made before the gateway's clock was set: its time is not known.
-                Some(Ok(rec)) if rec.created_ms == 0 => {
-                    println!("oldest: unknown (made before the clock was set)");
-                }
-                Some(Ok(rec)) => {
-                    let now = record::ms_since_epoch(SystemTime::now());
-                    let age = now.saturating_sub(rec.created_ms);
-                    println!(
-                        "oldest: {}",
-                        humantime::format_duration(Duration::from_secs(age / 1000))
-                    );
-                }
-                _ => {}
+                Some(None) => println!("oldest: unknown (made before the clock was set)"),
+                Some(Some(age)) => println!(
+                    "oldest: {}",
+                    humantime::format_duration(Duration::from_secs(age.as_secs()))
+                ),
+                None => {}
             }
             ExitCode::SUCCESS
         }

@@ -75,6 +75,20 @@ pub enum ClockState {
     Reading,
 }
 
+/// [`Buffer::clock_state`] of a store not opened as a buffer (`hubgate buffer stats`).
+pub fn clock_state(store: &dyn Store, what: ClockState) -> Result<Vec<u8>, BufferError> {
+    state(store, what.key())
+}
+
+/// The state entry `key` of `store` (empty: none).
+fn state(store: &dyn Store, key: &[u8]) -> Result<Vec<u8>, BufferError> {
+    Ok(store
+        .state_scan(key)?
+        .into_iter()
+        .find_map(|(k, v)| (k == key).then_some(v))
+        .unwrap_or_default())
+}
+
 impl ClockState {
     fn key(self) -> &'static [u8] {
         match self {
@@ -1000,17 +1014,7 @@ impl Buffer {
 
     /// `what` as last saved (empty: none, as in a buffer written before it was kept).
     pub fn clock_state(&self, what: ClockState) -> Result<Vec<u8>, BufferError> {
-        self.state(what.key())
-    }
-
-    /// The state entry `key` (empty: none).
-    fn state(&self, key: &[u8]) -> Result<Vec<u8>, BufferError> {
-        Ok(self
-            .store
-            .state_scan(key)?
-            .into_iter()
-            .find_map(|(k, v)| (k == key).then_some(v))
-            .unwrap_or_default())
+        clock_state(&*self.store, what)
     }
 
     /// Every saved frame counter. A value of 4 bytes (kept by a release that did not keep

@@ -11,7 +11,7 @@ pub mod prepare;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::buffer::{Buffer, SledStore};
+use crate::buffer::{self, Buffer, SledStore};
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::decode::Decoder;
 use crate::metrics::{self, Metrics};
@@ -24,6 +24,28 @@ use std::sync::Arc;
 
 pub use forwarder::{Forwarder, Inputs};
 use forwarder::{NewSink, Park};
+
+/// The age at `now` of the oldest record in `store` as the drain counts it for `max_age`:
+/// forward steps of the clock after it was taken ([`clock_steps`]) do not count. `None`: no
+/// record (or it cannot be read); `Some(None)`: made before the clock was set.
+pub fn oldest_age(
+    store: &dyn buffer::Store,
+    now: std::time::SystemTime,
+) -> Option<Option<std::time::Duration>> {
+    let (seq, bytes) = store.scan(None, 1).ok()?.into_iter().next()?;
+    let rec = buffer::decode(&bytes).ok()?;
+    if rec.created_ms == 0 {
+        return Some(None);
+    }
+    let steps = buffer::clock_state(store, buffer::ClockState::Steps).map_or_else(
+        |_| clock_steps::ClockSteps::default(),
+        |b| clock_steps::ClockSteps::decode(&b),
+    );
+    let age = crate::record::ms_since_epoch(now)
+        .saturating_sub(rec.created_ms)
+        .saturating_sub(steps.after(seq));
+    Some(Some(std::time::Duration::from_millis(age)))
+}
 
 /// Frames waiting between the sources and the forwarder, per queue. Few: when the forwarder
 /// is busy the sources wait (and MQTT stops acknowledging) instead of piling up memory.
@@ -450,6 +472,40 @@ mod tests {
     use super::*;
     use crate::connection_string::ConnectionString;
     use std::path::Path;
+
+    /// `buffer stats` ages its oldest record as the drain does for `max_age`: a forward step
+    /// of the clock after it was taken (NTP stepping a Pi from fake-hwclock's saved time) does
+    /// not count, so a reading buffered a day is not shown a month old.
+    #[test]
+    fn the_oldest_records_age_leaves_out_the_clock_steps_after_it() {
+        use crate::buffer::{encode, MemoryStore, Store};
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (now_ms, day) = (crate::record::ms_since_epoch(now), 86_400_000);
+        let record = |created_ms| {
+            encode(&crate::record::Record {
+                id: "r".into(),
+                rec_type: "t".into(),
+                key: "k".into(),
+                created_ms,
+                body: "{}".into(),
+            })
+        };
+        let mut store = MemoryStore::default();
+        assert_eq!(oldest_age(&store, now), None);
+        store.insert(5, record(now_ms - 30 * day)).unwrap();
+        store.insert(6, record(now_ms - day)).unwrap();
+        let by_clock = oldest_age(&store, now);
+        assert_eq!(by_clock, Some(Some(Duration::from_millis(30 * day))));
+        let mut steps = clock_steps::ClockSteps::default();
+        steps.stepped(6, 29 * day);
+        store.state_set(b"clock-steps", &steps.encode()).unwrap();
+        let by_drain = oldest_age(&store, now);
+        assert_eq!(by_drain, Some(Some(Duration::from_millis(day))));
+        store.remove(5).unwrap();
+        store.insert(4, record(0)).unwrap();
+        assert_eq!(oldest_age(&store, now), Some(None));
+    }
 
     fn connection_string(key: &str) -> String {
         format!("Endpoint=sb://ns.example:9093/;SharedAccessKeyName=send;SharedAccessKey={key}")
