@@ -389,14 +389,25 @@ fn deduplicated(v: &RawValue, path: &str, needs: &[&str], depth: usize) -> Optio
                     changed = true;
                 }
             }
-            // A member is dropped for a later one with its key, unless both are needed and differ.
+            // A member is dropped for the last one with its key, unless that key is needed and
+            // given with different values. One pass each way: a hostile message may hold tens of
+            // thousands of keys, and comparing each with the rest would take seconds.
+            let mut last: std::collections::HashMap<&str, (usize, bool)> =
+                std::collections::HashMap::with_capacity(members.len());
+            for (i, (key, value)) in members.iter().enumerate() {
+                last.entry(key)
+                    .and_modify(|(latest, same)| {
+                        *same &= members[*latest].1.get() == value.get();
+                        *latest = i;
+                    })
+                    .or_insert((i, true));
+            }
             let kept: Vec<&(String, Raw)> = members
                 .iter()
                 .enumerate()
-                .filter(|(i, (key, value))| {
-                    !members[i + 1..]
-                        .iter()
-                        .any(|(k, v)| k == key && (v.get() == value.get() || !needed(&at(key))))
+                .filter(|(i, (key, _))| {
+                    let (latest, same) = last[key.as_str()];
+                    latest == *i || (!same && needed(&at(key)))
                 })
                 .map(|(_, m)| m)
                 .collect();
