@@ -1761,4 +1761,41 @@ mod tests {
             "a gateway's record has the global tags too"
         );
     }
+
+    /// A second gateway's copy of FCnt 15 that arrives after FCnt 16 was taken is a
+    /// copy (a duplicate), not a device that restarted its counter: no `fcnt_reset`
+    /// problem telling the operator the device looks dead.
+    #[test]
+    fn a_late_copy_of_an_early_frame_is_a_duplicate_not_a_counter_restart() {
+        let (mut d, m) = radio_decoder("");
+        assert_eq!(d.decode(&radio_frame(15)).len(), 1);
+        assert_eq!(d.decode(&radio_frame(16)).len(), 1);
+        assert!(d.decode(&radio_frame(15)).is_empty(), "the late copy");
+        assert_eq!(
+            (m.duplicates.get(), m.problems("fcnt_reset")),
+            (1, 0),
+            "(duplicates, fcnt_reset problems) after a late copy of FCnt 15"
+        );
+    }
+
+    /// For a device that restarts its counter (`resets_fcnt`), a late copy of a frame
+    /// already taken (same PHYPayload, MIC included) is a copy too, not a restart: taken
+    /// as a restart it makes the record again (a duplicate once the first is out of the
+    /// ledger's dedup window, or delivered before a restart of hubgate: the window is
+    /// seeded from the buffer only) and moves the counter back.
+    #[test]
+    fn a_late_copy_for_a_resetting_device_is_a_copy_not_a_restart() {
+        let (mut d, m) = radio_decoder("resets_fcnt = true\n");
+        assert_eq!(d.decode(&radio_frame(100)).len(), 1);
+        assert_eq!(d.decode(&radio_frame(101)).len(), 1);
+        d.take_counters();
+        let late = d.decode(&radio_frame(100));
+        let advanced = d.take_counters().advanced;
+        assert_eq!(
+            (late.len(), m.duplicates.get()),
+            (0, 1),
+            "(records, duplicates) of a late copy of FCnt 100; counters advanced: {:?}",
+            advanced.iter().map(|a| a.2).collect::<Vec<_>>()
+        );
+    }
 }
