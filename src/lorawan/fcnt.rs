@@ -162,11 +162,16 @@ impl FcntTracker {
     /// passed; `None`: a counter kept without its MIC): a smaller one is a restart of a
     /// device that restarts its counter, which goes on from it.
     pub fn accept(&mut self, fcnt32: u32, mic: Option<[u8; 4]>) {
-        self.last = Some(match self.last {
+        let last = match self.last {
             Some(l) if !self.resets => l.max(fcnt32),
             _ => fcnt32,
-        });
-        self.last_mic = mic;
+        };
+        // The MIC is the last frame's: one of a counter left behind (kept below `fcnt_from`)
+        // paired with the last would make that frame's own copy another frame, a restart.
+        if last == fcnt32 {
+            self.last_mic = mic;
+        }
+        self.last = Some(last);
         if let Some(mic) = mic {
             self.remember(fcnt32, mic);
         }
