@@ -325,8 +325,8 @@ impl Decoder {
     }
 
     /// Continue a LoRaWAN session from a counter kept before a restart, with its frame's MIC
-    /// and its keys' print if those were kept (false: no such session configured, or not
-    /// with these keys).
+    /// and its keys' print if those were kept, and the frames it accepted last, oldest first
+    /// (false: no such session configured, or not with these keys).
     pub fn resume_fcnt(
         &mut self,
         dev_addr: lorawan::DevAddr,
@@ -334,8 +334,10 @@ impl Decoder {
         last: u32,
         mic: Option<[u8; 4]>,
         keys: Option<[u8; 4]>,
+        seen: &[(u32, [u8; 4])],
     ) -> bool {
-        self.lorawan.resume(dev_addr, dev_eui, last, mic, keys)
+        self.lorawan
+            .resume(dev_addr, dev_eui, last, mic, keys, seen)
     }
 
     /// The LoRaWAN sessions' key prints ([`lorawan::Decoder::key_prints`]).
@@ -1809,7 +1811,14 @@ mod tests {
         let kept = lorawan::tests::up(500, Some(2), &[0x03, 0x67, 0x01, 0x10]);
         let mic: [u8; 4] = kept[kept.len() - 4..].try_into().unwrap();
         let eui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
-        assert!(d.resume_fcnt(lorawan::DevAddr(0x2601_1bda), eui, 500, Some(mic), None));
+        assert!(d.resume_fcnt(
+            lorawan::DevAddr(0x2601_1bda),
+            eui,
+            500,
+            Some(mic),
+            None,
+            &[]
+        ));
         assert!(d.decode(&radio_frame(999)).is_empty(), "below fcnt_from");
         assert_eq!(
             (m.duplicates.get(), m.problems("fcnt_reset")),

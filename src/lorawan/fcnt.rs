@@ -40,7 +40,8 @@
 //!   ([`FcntError::Replay`]) before anything else is decided: a copy heard late (a second
 //!   gateway whose backhaul queued it, a slower source) comes after newer frames, and is
 //!   neither a restart of a device that restarts its counter (its record would be made
-//!   again) nor a [`FcntError::Reset`] when its counter is below [`RESET_BELOW`].
+//!   again) nor a [`FcntError::Reset`] when its counter is below [`RESET_BELOW`]. They are
+//!   kept with the counter, once durable as it is, and resumed with it at start.
 
 /// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
 pub const INITIAL_UPPER_HALVES: u32 = 16;
