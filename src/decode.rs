@@ -325,8 +325,8 @@ impl Decoder {
     }
 
     /// Continue a LoRaWAN session from a counter kept before a restart, with its frame's MIC
-    /// and its keys' print if those were kept, and the frames it accepted last, oldest first
-    /// (false: no such session configured, or not with these keys).
+    /// and its keys' print if those were kept (false: no such session configured, or not
+    /// with these keys).
     pub fn resume_fcnt(
         &mut self,
         dev_addr: lorawan::DevAddr,
@@ -334,10 +334,8 @@ impl Decoder {
         last: u32,
         mic: Option<[u8; 4]>,
         keys: Option<[u8; 4]>,
-        seen: &[(u32, [u8; 4])],
     ) -> bool {
-        self.lorawan
-            .resume(dev_addr, dev_eui, last, mic, keys, seen)
+        self.lorawan.resume(dev_addr, dev_eui, last, mic, keys)
     }
 
     /// The LoRaWAN sessions' key prints ([`lorawan::Decoder::key_prints`]).
@@ -1762,69 +1760,5 @@ mod tests {
             serde_json::json!(["London"]),
             "a gateway's record has the global tags too"
         );
-    }
-
-    /// A second gateway's copy of FCnt 15 that arrives after FCnt 16 was taken is a
-    /// copy (a duplicate), not a device that restarted its counter: no `fcnt_reset`
-    /// problem telling the operator the device looks dead.
-    #[test]
-    fn a_late_copy_of_an_early_frame_is_a_duplicate_not_a_counter_restart() {
-        let (mut d, m) = radio_decoder("");
-        assert_eq!(d.decode(&radio_frame(15)).len(), 1);
-        assert_eq!(d.decode(&radio_frame(16)).len(), 1);
-        assert!(d.decode(&radio_frame(15)).is_empty(), "the late copy");
-        assert_eq!(
-            (m.duplicates.get(), m.problems("fcnt_reset")),
-            (1, 0),
-            "(duplicates, fcnt_reset problems) after a late copy of FCnt 15"
-        );
-    }
-
-    /// For a device that restarts its counter (`resets_fcnt`), a late copy of a frame
-    /// already taken (same PHYPayload, MIC included) is a copy too, not a restart: taken
-    /// as a restart it makes the record again (a duplicate once the first is out of the
-    /// ledger's dedup window, or delivered before a restart of hubgate: the window is
-    /// seeded from the buffer only) and moves the counter back.
-    #[test]
-    fn a_late_copy_for_a_resetting_device_is_a_copy_not_a_restart() {
-        let (mut d, m) = radio_decoder("resets_fcnt = true\n");
-        assert_eq!(d.decode(&radio_frame(100)).len(), 1);
-        assert_eq!(d.decode(&radio_frame(101)).len(), 1);
-        d.take_counters();
-        let late = d.decode(&radio_frame(100));
-        let advanced = d.take_counters().advanced;
-        assert_eq!(
-            (late.len(), m.duplicates.get()),
-            (0, 1),
-            "(records, duplicates) of a late copy of FCnt 100; counters advanced: {:?}",
-            advanced.iter().map(|a| a.2).collect::<Vec<_>>()
-        );
-    }
-
-    /// A counter kept by an earlier run (500) below the configured `fcnt_from` (1000)
-    /// leaves the session at 999 with the MIC of a frame at 999 unknown, not FCnt 500's:
-    /// the device's own frame at 999 is old (a replay), not another frame at 999 told as a
-    /// counter restart (`fcnt_reset`).
-    #[test]
-    fn a_frame_below_fcnt_from_is_old_though_the_kept_counter_is_further_behind() {
-        let (mut d, m) = radio_decoder("fcnt_from = 1000\n");
-        let kept = lorawan::tests::up(500, Some(2), &[0x03, 0x67, 0x01, 0x10]);
-        let mic: [u8; 4] = kept[kept.len() - 4..].try_into().unwrap();
-        let eui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
-        assert!(d.resume_fcnt(
-            lorawan::DevAddr(0x2601_1bda),
-            eui,
-            500,
-            Some(mic),
-            None,
-            &[]
-        ));
-        assert!(d.decode(&radio_frame(999)).is_empty(), "below fcnt_from");
-        assert_eq!(
-            (m.duplicates.get(), m.problems("fcnt_reset")),
-            (1, 0),
-            "(duplicates, fcnt_reset problems) of FCnt 999 below fcnt_from 1000"
-        );
-        assert_eq!(d.decode(&radio_frame(1000)).len(), 1);
     }
 }

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::config::{BufferConfig, WhenFull};
-use crate::lorawan::fcnt::SEEN;
 use crate::metrics::Metrics;
 use crate::record::{ms_since_epoch, Record};
 
@@ -65,15 +64,6 @@ const UNREADABLE_FOR: Duration = Duration::from_secs(60);
 const UNREADABLE_GAP: Duration = Duration::from_secs(10);
 /// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
 const FCNT_PREFIX: &[u8] = b"fcnt/";
-/// State key prefix of the LoRaWAN frames last accepted by a session, (FCnt32, MIC), 8 bytes
-/// each, oldest first: then DevAddr and DevEUI. Not under [`FCNT_PREFIX`], whose values an
-/// older release reads.
-const SEEN_PREFIX: &[u8] = b"fcnt-seen/";
-
-/// A LoRaWAN frame accepted by a session, as remembered: (FCnt32, MIC).
-pub type SeenFrame = (u32, [u8; 4]);
-/// The frames last accepted by each LoRaWAN session (DevAddr, DevEUI), oldest first.
-pub type Seen = HashMap<(u32, [u8; 8]), Vec<SeenFrame>>;
 
 /// What the pipeline keeps about the wall clock in the buffer's state, each under its own key
 /// and encoded by `pipeline::clock_steps`.
@@ -1015,48 +1005,6 @@ impl Buffer {
         Ok(())
     }
 
-    /// Keep `frames` (FCnt32, MIC), accepted by LoRaWAN session (DevAddr, DevEUI) in this
-    /// order, among the session's last [`SEEN`] frames, so a late copy of one is still told
-    /// as a copy after a restart (at most 256 bytes a session). Durable with the next flush.
-    pub fn save_seen(
-        &mut self,
-        dev_addr: u32,
-        dev_eui: [u8; 8],
-        frames: &[SeenFrame],
-    ) -> Result<(), BufferError> {
-        let mut key = SEEN_PREFIX.to_vec();
-        key.extend_from_slice(&dev_addr.to_be_bytes());
-        key.extend_from_slice(&dev_eui);
-        let mut seen: Vec<_> = seen_frames(&state(&*self.store, &key)?)
-            .filter(|f| !frames.contains(f))
-            .collect();
-        seen.extend_from_slice(frames);
-        let newest = &seen[seen.len().saturating_sub(SEEN)..];
-        let value: Vec<u8> = newest
-            .iter()
-            .flat_map(|(fcnt, mic)| fcnt.to_be_bytes().into_iter().chain(*mic))
-            .collect();
-        self.store.state_set(&key, &value)?;
-        self.unsynced_state = true;
-        Ok(())
-    }
-
-    /// The frames last accepted by each LoRaWAN session, oldest first ([`Buffer::save_seen`];
-    /// none in a buffer written by an older release).
-    pub fn seen(&self) -> Result<Seen, BufferError> {
-        Ok(self
-            .store
-            .state_scan(SEEN_PREFIX)?
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let k = k.strip_prefix(SEEN_PREFIX)?;
-                let dev_addr = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);
-                let dev_eui = k.get(4..12)?.try_into().ok()?;
-                Some(((dev_addr, dev_eui), seen_frames(&v).collect()))
-            })
-            .collect())
-    }
-
     /// Keep what the pipeline knows about the wall clock (`what`), durable with the next flush.
     pub fn save_clock_state(&mut self, what: ClockState, bytes: &[u8]) -> Result<(), BufferError> {
         self.store.state_set(what.key(), bytes)?;
@@ -1141,14 +1089,6 @@ impl Buffer {
         self.metrics.dead_lettered.inc();
         Ok(())
     }
-}
-
-/// The (FCnt32, MIC) pairs of a [`SEEN_PREFIX`] value.
-fn seen_frames(value: &[u8]) -> impl Iterator<Item = SeenFrame> + '_ {
-    value.chunks_exact(8).map(|f| {
-        let fcnt = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
-        (fcnt, [f[4], f[5], f[6], f[7]])
-    })
 }
 
 /// Dead letters kept before further ones (of messages hubgate gives up on, or of records the
@@ -1824,45 +1764,6 @@ mod tests {
                 kept(0x2601_1bdc, [3; 8], 5, None, None),
             ]
         );
-    }
-
-    /// The frames last accepted by a session are kept beside its counter, under a key of
-    /// their own: a buffer written without them (by an older release) opens with none and its
-    /// counters as before, and an older release reading the counters finds only those. The
-    /// last [`SEEN`] are kept, each once, oldest first, through a reopen.
-    #[test]
-    fn the_frames_last_accepted_are_kept_beside_the_counters() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut b, _) = sled_buffer(dir.path(), 10);
-        b.save_fcnt(0x2601_1bda, [1; 8], 9, [9; 4]).unwrap();
-        b.flush().unwrap();
-        drop(b);
-        let (mut b, _) = sled_buffer(dir.path(), 10);
-        assert_eq!(
-            b.seen().unwrap(),
-            HashMap::new(),
-            "an older release's buffer"
-        );
-        assert_eq!(b.fcnts().unwrap()[0].fcnt, 9);
-        let frames: Vec<_> = (10..12 + SEEN as u32)
-            .map(|f| (f, f.to_be_bytes()))
-            .collect();
-        let session = (0x2601_1bda, [1; 8]);
-        b.save_seen(0x2601_1bda, [1; 8], &frames[..2]).unwrap();
-        b.save_seen(0x2601_1bda, [1; 8], &frames[1..3]).unwrap();
-        assert_eq!(b.seen().unwrap()[&session], frames[..3]);
-        b.save_seen(0x2601_1bda, [1; 8], &frames[3..]).unwrap();
-        let &(newest, mic) = frames.last().unwrap();
-        b.save_fcnt(0x2601_1bda, [1; 8], newest, mic).unwrap();
-        b.flush().unwrap();
-        drop(b);
-        let (b, _) = sled_buffer(dir.path(), 10);
-        assert_eq!(
-            b.seen().unwrap(),
-            HashMap::from([(session, frames[2..].to_vec())])
-        );
-        assert_eq!(b.store.state_scan(FCNT_PREFIX).unwrap().len(), 1);
-        assert_eq!(b.fcnts().unwrap()[0].fcnt, newest);
     }
 
     /// A drained database of a few MiB is rebuilt only while the disk is short of space.

@@ -85,8 +85,7 @@ impl Decoder {
 
     /// Continue the session (DevAddr, DevEUI) from a counter accepted before a restart and
     /// its frame's MIC (`None`: kept without it, by an older release), so a frame captured
-    /// earlier is a replay, and another frame at that counter is not a copy; `seen`, the
-    /// session's frames last accepted before it, oldest first, are copies too. Returns false
+    /// earlier is a replay, and another frame at that counter is not a copy. Returns false
     /// when no such session is configured any more, or its keys are not those the counter
     /// was kept with (`keys`, [`SessionKeys::print`]; `None`: kept by an older release).
     pub fn resume(
@@ -96,7 +95,6 @@ impl Decoder {
         last: u32,
         mic: Option<[u8; 4]>,
         keys: Option<[u8; 4]>,
-        seen: &[(u32, [u8; 4])],
     ) -> bool {
         let session = self
             .sessions
@@ -111,9 +109,6 @@ impl Decoder {
                 false
             }
             Some(s) => {
-                for &(fcnt, mic) in seen {
-                    s.fcnt.remember(fcnt, mic);
-                }
                 s.fcnt.accept(last, mic);
                 true
             }

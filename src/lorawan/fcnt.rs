@@ -36,12 +36,6 @@
 //!   without its MIC (by an older release) leaves it unknown until a frame is accepted, an
 //!   equal counter being a copy meanwhile; a restarted device that sends the same payload at
 //!   the same counter cannot be told from a copy at all.
-//! * A frame whose (FCnt32, MIC) is one of the last [`SEEN`] accepted is a copy
-//!   ([`FcntError::Replay`]) before anything else is decided: a copy heard late (a second
-//!   gateway whose backhaul queued it, a slower source) comes after newer frames, and is
-//!   neither a restart of a device that restarts its counter (its record would be made
-//!   again) nor a [`FcntError::Reset`] when its counter is below [`RESET_BELOW`]. They are
-//!   kept with the counter, once durable as it is, and resumed with it at start.
 
 /// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
 pub const INITIAL_UPPER_HALVES: u32 = 16;
@@ -53,11 +47,6 @@ pub const BLOCKS_AHEAD: u32 = 4;
 /// A refused FCnt32 below this, after a last accepted at or above it, is taken for a counter
 /// restart ([`FcntError::Reset`]).
 pub const RESET_BELOW: u32 = 16;
-
-/// Accepted frames remembered per session, as (FCnt32, MIC), to tell a late copy: a copy is
-/// heard within seconds, a few frames at most after its frame. 256 bytes a session (2.5 MB
-/// for 10,000 devices).
-pub const SEEN: usize = 32;
 
 /// Why a MIC-verified counter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -76,11 +65,6 @@ pub struct FcntTracker {
     last_mic: Option<[u8; 4]>,
     /// The device restarts its counter: a smaller one is a restart, not a replay.
     resets: bool,
-    /// The last [`SEEN`] frames accepted, (FCnt32, MIC): the first `filled`, the oldest
-    /// at `next` once all are.
-    seen: [(u32, [u8; 4]); SEEN],
-    filled: u8,
-    next: u8,
 }
 
 impl Default for FcntTracker {
@@ -95,9 +79,6 @@ impl FcntTracker {
             last: None,
             last_mic: None,
             resets: false,
-            seen: [(0, [0; 4]); SEEN],
-            filled: 0,
-            next: 0,
         }
     }
 
@@ -143,13 +124,12 @@ impl FcntTracker {
         out
     }
 
-    /// Whether a (MIC-verified) FCnt32 of a frame with `mic` may be accepted: it must not be
-    /// one of the last [`SEEN`] frames accepted, and be ahead of the last one, or, for a
-    /// device that restarts its counter, behind it or another frame at the same counter.
+    /// Whether a (MIC-verified) FCnt32 of a frame with `mic` may be accepted: it must be
+    /// ahead of the last one, or, for a device that restarts its counter, behind it or
+    /// another frame at the same counter.
     pub fn check(&self, fcnt32: u32, mic: [u8; 4]) -> Result<(), FcntError> {
         let another_frame = |last| fcnt32 == last && self.last_mic.is_some_and(|m| m != mic);
         match self.last {
-            Some(last) if self.seen(fcnt32, mic) => Err(FcntError::Replay { fcnt: fcnt32, last }),
             Some(last) if self.resets && (fcnt32 < last || another_frame(last)) => Ok(()),
             Some(last) if (fcnt32 < RESET_BELOW && last >= RESET_BELOW) || another_frame(last) => {
                 Err(FcntError::Reset { fcnt: fcnt32, last })
@@ -163,37 +143,11 @@ impl FcntTracker {
     /// passed; `None`: a counter kept without its MIC): a smaller one is a restart of a
     /// device that restarts its counter, which goes on from it.
     pub fn accept(&mut self, fcnt32: u32, mic: Option<[u8; 4]>) {
-        let last = match self.last {
+        self.last = Some(match self.last {
             Some(l) if !self.resets => l.max(fcnt32),
             _ => fcnt32,
-        };
-        // The MIC is the last frame's: one of a counter left behind (kept below `fcnt_from`)
-        // paired with the last would make that frame's own copy another frame, a restart.
-        if last == fcnt32 {
-            self.last_mic = mic;
-        }
-        self.last = Some(last);
-        if let Some(mic) = mic {
-            self.remember(fcnt32, mic);
-        }
-    }
-
-    /// Whether frame (FCnt32, MIC) is one of the last [`SEEN`] accepted.
-    fn seen(&self, fcnt32: u32, mic: [u8; 4]) -> bool {
-        self.seen[..usize::from(self.filled)].contains(&(fcnt32, mic))
-    }
-
-    /// Frame (FCnt32, MIC) was accepted: a copy of it is a copy while it is one of the last
-    /// [`SEEN`] (once only: a counter resumed at start may be remembered already).
-    pub fn remember(&mut self, fcnt32: u32, mic: [u8; 4]) {
-        if self.seen(fcnt32, mic) {
-            return;
-        }
-        self.seen[usize::from(self.next)] = (fcnt32, mic);
-        self.next = (self.next + 1) % SEEN as u8;
-        if usize::from(self.filled) < SEEN {
-            self.filled += 1;
-        }
+        });
+        self.last_mic = mic;
     }
 }
 
@@ -290,28 +244,6 @@ mod tests {
         ));
         let t = FcntTracker::resume(RESET_BELOW - 1);
         assert!(matches!(t.check(0, MIC), Err(FcntError::Replay { .. })));
-    }
-
-    /// A copy of one of the last [`SEEN`] frames is a replay, also for a device that
-    /// restarts its counter; another frame at that counter is a restart; an older copy is
-    /// no longer known.
-    #[test]
-    fn a_copy_of_one_of_the_last_frames_is_a_replay_not_a_restart() {
-        let mut t = FcntTracker::resetting();
-        let mic = |f: u32| f.to_be_bytes();
-        let newest = 100 + SEEN as u32 - 1;
-        for f in 100..=newest {
-            t.accept(f, Some(mic(f)));
-        }
-        let replay = |fcnt| Err(FcntError::Replay { fcnt, last: newest });
-        assert_eq!(t.check(100, mic(100)), replay(100));
-        assert_eq!(t.check(100, MIC), Ok(()), "another frame at 100");
-        t.accept(newest + 1, Some(mic(newest + 1)));
-        assert_eq!(t.check(100, mic(100)), Ok(()), "out of the last {SEEN}");
-        assert!(matches!(
-            t.check(101, mic(101)),
-            Err(FcntError::Replay { .. })
-        ));
     }
 
     #[test]

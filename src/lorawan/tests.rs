@@ -459,9 +459,9 @@ fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
 
     let mut restarted = decoder();
     let other = DevEui([9; 8]);
-    assert!(!restarted.resume(DevAddr(0x2601_1BDA), other, 70_005, None, None, &[]));
+    assert!(!restarted.resume(DevAddr(0x2601_1BDA), other, 70_005, None, None));
     for (dev_addr, dev_eui, fcnt, mic) in kept {
-        assert!(restarted.resume(dev_addr, dev_eui, fcnt, Some(mic), None, &[]));
+        assert!(restarted.resume(dev_addr, dev_eui, fcnt, Some(mic), None));
     }
     assert!(matches!(
         restarted.decode_uplink(&old, t0(), Radio::default()),
@@ -553,7 +553,7 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_the_same(
     ));
     let last = mic(&up(0, Some(2), b"2"));
     let mut restarted = resetting_decoder();
-    assert!(restarted.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last), None, &[]));
+    assert!(restarted.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last), None));
     assert!(matches!(
         restarted.decode_uplink(&up(0, Some(2), b"2"), t0(), radio()),
         Err(LorawanError::Replay {
@@ -566,7 +566,7 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_the_same(
     assert_eq!(up3.unwrap().payload, b"3");
 
     let mut old_release = resetting_decoder();
-    assert!(old_release.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, None, None, &[]));
+    assert!(old_release.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, None, None));
     assert!(matches!(
         old_release.decode_uplink(&up(0, Some(2), b"3"), t0(), radio()),
         Err(LorawanError::Replay {
@@ -698,8 +698,7 @@ fn a_counter_jump_past_the_old_gap_across_a_rollover_is_not_lost_for_good() {
         DEV_EUI,
         0xBFFF,
         Some(mic(&last)),
-        None,
-        &[]
+        None
     ));
     let mut refused = Vec::new();
     for fcnt in [0x1_0000, 0x1_0001, 0x1_4000, 0x1_BFFF, 0x1_C000, 0x2_0000] {
@@ -743,8 +742,7 @@ fn a_device_past_two_to_the_twenty_frames_is_picked_up_from_fcnt_from() {
         DEV_EUI,
         0x10_0005,
         Some(mic(&far)),
-        None,
-        &[]
+        None
     ));
     assert!(d.decode_uplink(&far, t0(), Radio::default()).is_err());
 }
@@ -791,8 +789,7 @@ fn new_session_keys_do_not_go_on_from_the_old_sessions_counter() {
         DEV_EUI,
         5000,
         Some(mic(&old_frame)),
-        print,
-        &[]
+        print
     ));
     for fcnt in [0, 1, 2, 16, 17, 100, 4999] {
         let decoded = d.decode_uplink(&frame(fcnt), t0(), Radio::default());
@@ -800,7 +797,7 @@ fn new_session_keys_do_not_go_on_from_the_old_sessions_counter() {
     }
     for print in [Some(keys.print()), None] {
         let mut d = session();
-        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 5000, None, print, &[]));
+        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 5000, None, print));
         let decoded = d.decode_uplink(&frame(4999), t0(), Radio::default());
         assert!(decoded.is_err(), "{print:?}: {decoded:?}");
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::clock_steps::{Boot, ClockSteps, Reading};
 use super::dedup::{Dedup, Seen};
 use super::health::{SinkHealth, Verdict};
-use crate::buffer::{Buffer, BufferError, ClockState, Pushed, SeenFrame};
+use crate::buffer::{Buffer, BufferError, ClockState, Pushed};
 use crate::config::BufferConfig;
 use crate::ids::DevEui;
 use crate::lorawan::{Counters, DevAddr};
@@ -500,36 +500,25 @@ impl Ledger {
             let Some(frames) = self.taken.get_mut(&session) else {
                 continue;
             };
+            let mut newest = None;
             while frames.front().is_some_and(|f| !held(f)) {
-                free.extend(frames.pop_front());
+                newest = frames.pop_front();
             }
             if frames.is_empty() {
                 self.taken.remove(&session);
             }
+            free.extend(newest);
         }
         self.keep_fcnts(free);
     }
 
-    /// LoRaWAN frames (DevAddr, DevEUI, FCnt32, MIC) whose records are durable, a session's
-    /// in take order, go to the buffer, durable with its next flush: each session's newest
-    /// as its counter, so a frame captured before a restart is still a replay after it, and
-    /// another frame at the kept counter (a device that restarted its counter) is not taken
-    /// for a copy; and all among its last frames, so a late copy of one (a second gateway's)
-    /// is not taken for a restart of a device that restarts its counter after a restart of
-    /// hubgate either.
-    fn keep_fcnts(&mut self, frames: Vec<Fcnt>) {
-        let mut sessions: Vec<((DevAddr, DevEui), Vec<SeenFrame>)> = Vec::new();
-        for (dev_addr, dev_eui, fcnt, mic) in frames {
-            match sessions.last_mut() {
-                Some((session, seen)) if *session == (dev_addr, dev_eui) => seen.push((fcnt, mic)),
-                _ => sessions.push(((dev_addr, dev_eui), vec![(fcnt, mic)])),
-            }
-        }
-        for ((dev_addr, dev_eui), seen) in sessions {
-            let &(fcnt, mic) = seen.last().expect("a frame a session");
-            let kept = (self.buffer.save_seen(dev_addr.0, dev_eui.0, &seen))
-                .and_then(|()| self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic));
-            if let Err(e) = kept {
+    /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer with their frames'
+    /// MICs, durable with its next flush, so a frame captured before a restart is still a
+    /// replay after it, and another frame at the kept counter (a device that restarted its
+    /// counter) is not taken for a copy.
+    fn keep_fcnts(&mut self, fcnts: Vec<Fcnt>) {
+        for (dev_addr, dev_eui, fcnt, mic) in fcnts {
+            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic) {
                 self.metrics.problem("buffer_write_error", || {
                     format!("cannot keep the frame counter of {dev_addr}: {e}")
                 });
@@ -2457,17 +2446,10 @@ mod tests {
                 .collect()
         }
 
-        fn seen(l: &Ledger) -> Vec<u32> {
-            let seen = l.buffer.seen().unwrap().into_values().flatten();
-            seen.map(|(fcnt, _)| fcnt).collect()
-        }
-
         /// A session keeps one counter, written over, and a restart refuses every frame at or
         /// below it: frame 8's counter is not kept while frame 7's record is with the sink
         /// unconfirmed (8 confirmed first: another hub, or reports out of order), or frame 7's
         /// redelivery after a crash would be a replay. Once 7 is confirmed too, 8 is kept.
-        /// The frames last accepted (to tell a late copy after a restart) are kept as the
-        /// counter is, every one released, not only the newest.
         #[test]
         fn a_later_frames_counter_waits_for_an_earlier_frame_of_its_session() {
             let (mut l, mut reports, _store, t0) = ledger(&BufferConfig::default());
@@ -2478,9 +2460,8 @@ mod tests {
             let second = reports.try_recv().unwrap();
             l.delivered(second, t0).unwrap();
             assert!(kept(&l).is_empty(), "frame 7 is not durable");
-            assert!(seen(&l).is_empty(), "frame 7 is not durable");
             l.delivered(first, t0).unwrap();
-            assert_eq!((kept(&l), seen(&l)), (vec![8], vec![7, 8]));
+            assert_eq!(kept(&l), [8]);
         }
 
         /// Under steady traffic a session nearly always has a frame held: the next one is with
