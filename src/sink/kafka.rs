@@ -408,8 +408,15 @@ pub struct KafkaSink {
 const REBUILD_MIN: Duration = Duration::from_secs(1);
 
 /// How long a producer that still works may confirm what it holds before it is replaced
-/// (the forwarder waits meanwhile); what it has not confirmed by then is sent again.
+/// (the forwarder waits meanwhile); what it has not sent by then is sent again.
 const FLUSH_BEFORE_REPLACING: Duration = Duration::from_secs(1);
+
+/// How long a producer being replaced, with nothing left to send, may wait for the answers to
+/// the requests it has in flight: a record the broker took and answered late is then
+/// confirmed, not sent again and written twice. A healthy broker answers in milliseconds; one
+/// that does not answer holds the forwarder this long (well inside the systemd watchdog's
+/// three quarters of a minute).
+const IN_FLIGHT_ANSWER: Duration = Duration::from_secs(10);
 
 fn create(
     config: &ClientConfig,
@@ -577,6 +584,18 @@ impl KafkaSink {
         handed
     }
 
+    /// Before the producer is replaced: what it holds gets `flush_before_replacing` to be
+    /// confirmed (unless it failed for good, when librdkafka has purged what it had not sent
+    /// yet); what it has still not sent is purged (the next producer sends it), and the
+    /// requests it has in flight get [`IN_FLIGHT_ANSWER`] to be answered.
+    fn settle(&mut self) {
+        if self.producer.client().fatal_error().is_none() {
+            let _ = self.flush_all(self.flush_before_replacing);
+        }
+        self.producer.purge_unsent();
+        let _ = self.producer.flush(IN_FLIGHT_ANSWER);
+    }
+
     /// Flush for up to `timeout`, handing over what waited behind first records confirmed
     /// meanwhile (and flushing those too) while time is left.
     fn flush_all(&mut self, timeout: Duration) -> KafkaResult<()> {
@@ -647,7 +666,9 @@ impl Sink for KafkaSink {
     /// settings, unless the broker will not have an idempotent producer (it does not
     /// support one, or the key lacks the right): then without idempotence.
     ///
-    /// What the old producer still held gets no report (it is purged); `true` tells the
+    /// Its requests in flight get up to [`IN_FLIGHT_ANSWER`] to be answered (see
+    /// [`KafkaSink::settle`]); what the old producer had not sent gets no report (it is
+    /// purged); `true` tells the
     /// forwarder to take the reports it did make and send the rest again, oldest first, so
     /// nothing overtakes them.
     ///
@@ -687,7 +708,7 @@ impl Sink for KafkaSink {
                     .to_string()
             });
             // Other hubs' records it still holds may be confirmed yet: not sent twice.
-            let _ = self.flush_all(self.flush_before_replacing);
+            self.settle();
             return self.replace_producer(alone);
         }
         let Some((code, reason)) = fatal else {
@@ -705,7 +726,7 @@ impl Sink for KafkaSink {
                 ),
             }
             // Confirmed or not by then, what it holds is accounted for below.
-            let _ = self.flush_all(self.flush_before_replacing);
+            self.settle();
             return self.replace_producer(alone);
         };
         if code == RDKafkaErrorCode::GaplessGuarantee {
@@ -732,10 +753,16 @@ impl Sink for KafkaSink {
                 .set("enable.gapless.guarantee", "false")
                 .set(IN_FLIGHT, ONE_REQUEST);
         }
+        // librdkafka purges what a failed producer had not sent but lets the requests it has
+        // in flight finish: a record the broker took then gets its report, and is not written
+        // twice by the next producer (in another hub's partition, its request often went out
+        // just before the failure).
+        self.settle();
         // librdkafka sets the fatal error before it queues the reports of the request that
         // caused it, whose broker error its reason names: a batch refused as too large is sent
         // again alone even when this tick comes before its reports.
-        self.replace_producer(alone || reason.contains(TOO_LARGE))
+        let alone = self.refused_in_batch() || reason.contains(TOO_LARGE);
+        self.replace_producer(alone)
     }
 
     fn queued(&self) -> Option<Arc<Notify>> {
@@ -1124,6 +1151,81 @@ mod tests {
             .try_recv()
             .expect("a report before the old producer went");
         assert_eq!((d.seq, d.result.is_ok()), (2, true), "{d:?}");
+    }
+
+    /// A producer replaced while it has a request in flight gets the answer first, whether
+    /// it failed for good (here: another hub's record refused) or still works (here: records
+    /// are to be sent alone), when the answer comes after [`FLUSH_BEFORE_REPLACING`]: a
+    /// record the broker took is confirmed, not purged, sent again and written twice.
+    #[tokio::test]
+    async fn a_producer_gets_its_request_in_flight_answered_before_it_is_replaced() {
+        let failed_for_good = |sink: &mut KafkaSink| {
+            fail_for_good(sink, Err::RD_KAFKA_RESP_ERR__GAPLESS_GUARANTEE);
+        };
+        let to_send_alone = |sink: &mut KafkaSink| {
+            let ends = Instant::now() + ONE_BY_ONE_FOR;
+            let mut refused = sink.refused.lock().unwrap();
+            refused.insert((OTHER.to_string(), 0), (9, ends));
+        };
+        answered_before_replacement(failed_for_good).await;
+        answered_before_replacement(to_send_alone).await;
+    }
+
+    async fn answered_before_replacement(replace: impl Fn(&mut KafkaSink)) {
+        use rdkafka::bindings as rd;
+        use rdkafka::producer::Producer as _;
+        // A mock cluster of a client of the test's own, so its raw handle can see requests.
+        let holder: rdkafka::producer::BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()
+            .unwrap();
+        let mock = holder.client().mock_cluster().unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        // SAFETY: the holder owns the mock cluster and outlives every use of its handle.
+        let raw = unsafe { rd::rd_kafka_handle_mock_cluster(holder.client().native_ptr()) };
+        // SAFETY: `raw` is the live mock cluster.
+        unsafe { rd::rd_kafka_mock_start_request_tracking(raw) };
+        let produce_requests = || {
+            let mut n = 0;
+            // SAFETY: `raw` is live; the array and its requests are ours to destroy.
+            unsafe {
+                let requests = rd::rd_kafka_mock_get_requests(raw, &mut n);
+                let produce = (0..n)
+                    .filter(|&i| {
+                        rd::rd_kafka_mock_request_api_key(*requests.add(i))
+                            == rdkafka::types::RDKafkaApiKey::Produce as i16
+                    })
+                    .count();
+                rd::rd_kafka_mock_request_destroy_array(requests, n);
+                produce
+            }
+        };
+        let (mut sink, mut rx) = sink(&mock.bootstrap_servers());
+        sink.send(1, &record(1)).unwrap();
+        assert!(
+            next(&mut sink, &mut rx).await.result.is_ok(),
+            "the producer is up"
+        );
+        // Record 2's request is still unanswered when the producer is to be replaced, and
+        // when what a working one holds has had its time to be confirmed.
+        mock.broker_round_trip_time(1, FLUSH_BEFORE_REPLACING + Duration::from_millis(500))
+            .unwrap();
+        sink.send(2, &record(2)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while produce_requests() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "record 2's request reaches the broker"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        replace(&mut sink);
+        assert!(sink.tick(), "replaced");
+        let d = rx
+            .try_recv()
+            .expect("a report before the old producer went");
+        assert_eq!((d.seq, d.result.is_ok()), (2, true), "{d:?}");
+        assert_eq!(written(&mock.bootstrap_servers(), 2), [1, 2]);
     }
 
     /// Settings with idempotence off (the benchmark's broker-alone producer; `check` refuses

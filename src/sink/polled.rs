@@ -168,6 +168,19 @@ impl<C: ProducerContext + 'static> Polled<C> {
         }
     }
 
+    /// Drop what was handed over but not sent yet (its reports say `PurgeQueue`); the
+    /// requests in flight go on.
+    pub fn purge_unsent(&self) {
+        // SAFETY: a live client handle; the flag is librdkafka's own. It fails only for a
+        // client that is not a producer or an unknown flag.
+        unsafe {
+            rd::rd_kafka_purge(
+                self.producer.client().native_ptr(),
+                rd::RD_KAFKA_PURGE_F_QUEUE,
+            )
+        };
+    }
+
     pub fn in_flight_count(&self) -> i32 {
         self.producer.in_flight_count()
     }
