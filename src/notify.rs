@@ -62,6 +62,10 @@ pub async fn watchdog(heartbeat: Heartbeat, status: impl Fn() -> String) {
         return;
     };
     let mut tick = tokio::time::interval(timeout / TICKS_PER_TIMEOUT);
+    // After a stall of the whole process (swapping, a stopped VM), the next look comes a
+    // period after the late one, not at once: two looks in a row would see no beat between
+    // them and withhold a ping from a forwarder that is fine.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut pings = Pings::new(heartbeat.count());
     loop {

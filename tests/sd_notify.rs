@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use support::agent::Agent;
 use support::free_udp_port;
 
-/// Watchdog timeout handed to hubgate; it pings at half of it.
-const WATCHDOG_USEC: u64 = 400_000;
+/// Watchdog timeout handed to hubgate: it looks at the forwarder's heartbeat every second
+/// and the idle forwarder beats every half second, so only a stall of a second (not a busy
+/// test machine's tenth of one) would withhold a ping.
+const WATCHDOG_USEC: u64 = 4_000_000;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The next notification datagram, or None once `deadline` has passed.
