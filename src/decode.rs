@@ -1761,4 +1761,25 @@ mod tests {
             "a gateway's record has the global tags too"
         );
     }
+
+    /// A counter kept by an earlier run (500) below the configured `fcnt_from` (1000) leaves
+    /// the session at 999 with the MIC of a frame at 999 unknown, not FCnt 500's: the
+    /// device's own frame at 999 is old (a replay), not another frame at 999 told as a
+    /// counter restart (`fcnt_reset`).
+    #[test]
+    fn a_frame_below_fcnt_from_is_old_though_the_kept_counter_is_further_behind() {
+        let (mut d, m) = radio_decoder("fcnt_from = 1000\n");
+        let kept = lorawan::tests::up(500, Some(2), &[0x03, 0x67, 0x01, 0x10]);
+        let mic: [u8; 4] = kept[kept.len() - 4..].try_into().unwrap();
+        let eui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
+        let dev_addr = lorawan::DevAddr(0x2601_1bda);
+        assert!(d.resume_fcnt(dev_addr, eui, 500, Some(mic), None));
+        assert!(d.decode(&radio_frame(999)).is_empty(), "below fcnt_from");
+        assert_eq!(
+            (m.duplicates.get(), m.problems("fcnt_reset")),
+            (1, 0),
+            "(duplicates, fcnt_reset problems) of FCnt 999 below fcnt_from 1000"
+        );
+        assert_eq!(d.decode(&radio_frame(1000)).len(), 1);
+    }
 }

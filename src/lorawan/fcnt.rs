@@ -141,13 +141,18 @@ impl FcntTracker {
 
     /// Record an accepted FCnt32 and its frame's MIC (after [`check`](FcntTracker::check)
     /// passed; `None`: a counter kept without its MIC): a smaller one is a restart of a
-    /// device that restarts its counter, which goes on from it.
+    /// device that restarts its counter, which goes on from it. The MIC is the last frame's
+    /// only if the counter is its: one of a counter left behind (kept below `fcnt_from`)
+    /// paired with the last would make that frame another frame, a restart.
     pub fn accept(&mut self, fcnt32: u32, mic: Option<[u8; 4]>) {
-        self.last = Some(match self.last {
+        let last = match self.last {
             Some(l) if !self.resets => l.max(fcnt32),
             _ => fcnt32,
-        });
-        self.last_mic = mic;
+        };
+        if last == fcnt32 {
+            self.last_mic = mic;
+        }
+        self.last = Some(last);
     }
 }
 
@@ -268,5 +273,21 @@ mod tests {
         t.check(41, MIC).unwrap();
         t.accept(41, Some(MIC));
         assert_eq!(t.last(), Some(41));
+    }
+
+    /// A counter kept below `fcnt_from` leaves the MIC at `fcnt_from - 1` unknown: the
+    /// device's own frame there is old, not another frame at the last counter (a restart).
+    #[test]
+    fn a_counter_kept_behind_fcnt_from_leaves_its_mic_unknown() {
+        let mut t = FcntTracker::new();
+        t.accept(999, None);
+        t.accept(500, Some(MIC));
+        assert_eq!(
+            t.check(999, [9; 4]),
+            Err(FcntError::Replay {
+                fcnt: 999,
+                last: 999
+            })
+        );
     }
 }
