@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::codec::{rec_type, Codec, CodecError};
 use crate::config::{CodecsConfig, Config, DecodeStep};
@@ -336,6 +336,24 @@ impl Decoder {
         keys: Option<[u8; 4]>,
     ) -> bool {
         self.lorawan.resume(dev_addr, dev_eui, last, mic, keys)
+    }
+
+    /// Tell a copy of frames a LoRaWAN session accepted before a restart
+    /// ([`lorawan::Decoder::resume_copies`]).
+    pub fn resume_copies(
+        &mut self,
+        dev_addr: lorawan::DevAddr,
+        dev_eui: DevEui,
+        keys: [u8; 4],
+        frames: &[(u32, [u8; 4], Duration)],
+    ) -> bool {
+        self.lorawan.resume_copies(dev_addr, dev_eui, keys, frames)
+    }
+
+    /// Let `time` pass on the LoRaWAN sessions' clock ([`lorawan::Decoder::pass`]).
+    #[cfg(test)]
+    pub fn pass(&mut self, time: Duration) {
+        self.lorawan.pass(time);
     }
 
     /// The LoRaWAN sessions' key prints ([`lorawan::Decoder::key_prints`]).
@@ -1759,6 +1777,62 @@ mod tests {
             v["obj"]["tags"],
             serde_json::json!(["London"]),
             "a gateway's record has the global tags too"
+        );
+    }
+
+    /// A second gateway's copy of FCnt 15 that arrives after FCnt 16 was taken is a copy (a
+    /// duplicate), not a device that restarted its counter: no `fcnt_reset` problem telling
+    /// the operator the device looks dead. Past the copy window the same bytes are told as a
+    /// restart.
+    #[test]
+    fn a_late_copy_of_an_early_frame_is_a_duplicate_not_a_counter_restart() {
+        let (mut d, m) = radio_decoder("");
+        assert_eq!(d.decode(&radio_frame(15)).len(), 1);
+        assert_eq!(d.decode(&radio_frame(16)).len(), 1);
+        assert!(d.decode(&radio_frame(15)).is_empty(), "the late copy");
+        assert_eq!(
+            (m.duplicates.get(), m.problems("fcnt_reset")),
+            (1, 0),
+            "(duplicates, fcnt_reset problems) after a late copy of FCnt 15"
+        );
+        d.pass(lorawan::fcnt::COPY_WINDOW);
+        assert!(
+            d.decode(&radio_frame(15)).is_empty(),
+            "refused all the same"
+        );
+        assert_eq!((m.duplicates.get(), m.problems("fcnt_reset")), (1, 1));
+    }
+
+    /// For a device that restarts its counter (`resets_fcnt`), a late copy of a frame already
+    /// taken (same PHYPayload, MIC included) is a copy too, not a restart: taken as one it
+    /// makes the record again (a duplicate once the first is out of the ledger's dedup window,
+    /// or delivered before a restart of hubgate: the window is seeded from the buffer only)
+    /// and moves the counter back. Past the copy window the same bytes are a restarted
+    /// device's frame, and taken.
+    #[test]
+    fn a_late_copy_for_a_resetting_device_is_a_copy_until_the_window_passed() {
+        let (mut d, m) = radio_decoder("resets_fcnt = true\n");
+        assert_eq!(d.decode(&radio_frame(100)).len(), 1);
+        assert_eq!(d.decode(&radio_frame(101)).len(), 1);
+        d.take_counters();
+        let late = d.decode(&radio_frame(100));
+        let advanced = d.take_counters().advanced;
+        assert_eq!(
+            (late.len(), advanced.len(), m.duplicates.get()),
+            (0, 0, 1),
+            "(records, counters advanced, duplicates) of a late copy of FCnt 100"
+        );
+        d.pass(lorawan::fcnt::COPY_WINDOW);
+        let again = d.decode(&radio_frame(100));
+        let advanced = d.take_counters().advanced;
+        assert_eq!(
+            (
+                again.len(),
+                advanced.iter().map(|a| a.2).collect(),
+                m.duplicates.get()
+            ),
+            (1, vec![100], 1),
+            "(records, counters advanced, duplicates) of the same bytes past the window"
         );
     }
 

@@ -311,11 +311,11 @@ fn a_frame_replayed_after_a_restart_is_rejected() {
     );
 }
 
-/// A device with `resets_fcnt` that restarts its counter is accepted, and the kept counter
-/// follows the restart across restarts of hubgate: the same frame after the next restart is
-/// a replay (a kept counter still at the old value would take it for another restart). The
-/// counter is kept with its frame's MIC: another frame at it after the restart (a device
-/// that sends FCnt 0 once per power-up) is a reading, not a copy.
+/// A device with `resets_fcnt` that restarts its counter is accepted, across restarts of
+/// hubgate too: the frames accepted are kept with the counter, with when, so the same frame
+/// heard again soon after the next restart (a second gateway's late copy) is a copy, not
+/// another restart that would make its record again. Another frame at that counter after the
+/// restart (a device that sends FCnt 0 once per power-up) is a reading, not a copy.
 #[test]
 fn a_counter_restart_is_kept_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();

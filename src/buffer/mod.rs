@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::config::{BufferConfig, WhenFull};
+use crate::lorawan::fcnt::COPIES;
 use crate::metrics::Metrics;
 use crate::record::{ms_since_epoch, Record};
 
@@ -64,6 +65,12 @@ const UNREADABLE_FOR: Duration = Duration::from_secs(60);
 const UNREADABLE_GAP: Duration = Duration::from_secs(10);
 /// State key prefix of LoRaWAN frame counters: then DevAddr (4 bytes) and DevEUI (8).
 const FCNT_PREFIX: &[u8] = b"fcnt/";
+/// State key prefix of the LoRaWAN frames a session accepted last ([`Buffer::save_copies`]):
+/// then DevAddr and DevEUI. Not under [`FCNT_PREFIX`]: an older release reads those values,
+/// and drops one of a length it does not know.
+const COPIES_PREFIX: &[u8] = b"fcnt-copies/";
+/// Bytes of a [`COPIES_PREFIX`] value before its frames: the keys' print, the boot's id.
+const COPIES_HEAD: usize = 4 + 16;
 
 /// What the pipeline keeps about the wall clock in the buffer's state, each under its own key
 /// and encoded by `pipeline::clock_steps`.
@@ -361,6 +368,9 @@ pub struct Buffer {
     /// The print of each LoRaWAN session's keys, by (DevAddr, DevEUI), kept with its frame
     /// counter ([`Buffer::save_fcnt`]).
     key_prints: HashMap<(u32, [u8; 8]), [u8; 4]>,
+    /// This boot's id ([`crate::clock::boot_id`]), kept with the frames a session accepted
+    /// last ([`Buffer::save_copies`]).
+    boot_id: Option<u128>,
 }
 
 /// Reads failing for a reason that says something about the data, one after the other.
@@ -404,6 +414,7 @@ impl Buffer {
             drained: None,
             unreadable: None,
             key_prints: HashMap::new(),
+            boot_id: None,
         };
         b.update_gauges();
         b.left_over();
@@ -1005,6 +1016,71 @@ impl Buffer {
         Ok(())
     }
 
+    /// This boot's id (`None`: it cannot be read), which [`Buffer::save_copies`] keeps with the
+    /// frames.
+    pub fn set_boot_id(&mut self, boot_id: Option<u128>) {
+        self.boot_id = boot_id;
+    }
+
+    /// Keep `frames` (FCnt32, MIC, accepted at: ms since the epoch), accepted by LoRaWAN
+    /// session (DevAddr, DevEUI) in this order, among the session's last [`COPIES`], so a copy
+    /// of one heard after a restart is still told as one (see [`crate::lorawan::fcnt`]). They
+    /// are kept with the print of the session's keys and this boot's id, and without either
+    /// not at all: the frames kept under other keys or in another boot are dropped, not
+    /// merged. At most 532 bytes a session; durable with the next flush.
+    pub fn save_copies(
+        &mut self,
+        dev_addr: u32,
+        dev_eui: [u8; 8],
+        frames: &[CopyFrame],
+    ) -> Result<(), BufferError> {
+        let (Some(&keys), Some(boot)) = (self.key_prints.get(&(dev_addr, dev_eui)), self.boot_id)
+        else {
+            return Ok(());
+        };
+        let mut key = COPIES_PREFIX.to_vec();
+        key.extend_from_slice(&dev_addr.to_be_bytes());
+        key.extend_from_slice(&dev_eui);
+        let mut kept = match copies_of(&state(&*self.store, &key)?) {
+            Some((k, b, kept)) if (k, b) == (keys, boot) => kept,
+            _ => Vec::new(),
+        };
+        kept.retain(|&(f, m, _)| !frames.iter().any(|&(nf, nm, _)| (f, m) == (nf, nm)));
+        kept.extend_from_slice(frames);
+        let newest = &kept[kept.len().saturating_sub(COPIES)..];
+        let mut value = keys.to_vec();
+        value.extend_from_slice(&boot.to_be_bytes());
+        for (fcnt, mic, at) in newest {
+            value.extend_from_slice(&fcnt.to_be_bytes());
+            value.extend_from_slice(mic);
+            value.extend_from_slice(&at.to_be_bytes());
+        }
+        self.store.state_set(&key, &value)?;
+        self.unsynced_state = true;
+        Ok(())
+    }
+
+    /// The frames each LoRaWAN session accepted last ([`Buffer::save_copies`]; none in a
+    /// buffer written by an older release).
+    pub fn copies(&self) -> Result<Vec<KeptCopies>, BufferError> {
+        Ok(self
+            .store
+            .state_scan(COPIES_PREFIX)?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let k = k.strip_prefix(COPIES_PREFIX)?;
+                let (keys, boot_id, frames) = copies_of(&v)?;
+                Some(KeptCopies {
+                    dev_addr: u32::from_be_bytes(k.get(..4)?.try_into().ok()?),
+                    dev_eui: k.get(4..12)?.try_into().ok()?,
+                    keys,
+                    boot_id,
+                    frames,
+                })
+            })
+            .collect())
+    }
+
     /// Keep what the pipeline knows about the wall clock (`what`), durable with the next flush.
     pub fn save_clock_state(&mut self, what: ClockState, bytes: &[u8]) -> Result<(), BufferError> {
         self.store.state_set(what.key(), bytes)?;
@@ -1091,6 +1167,23 @@ impl Buffer {
     }
 }
 
+/// The keys' print, the boot's id and the frames of a [`COPIES_PREFIX`] value (`None`: not
+/// one).
+fn copies_of(value: &[u8]) -> Option<([u8; 4], u128, Vec<CopyFrame>)> {
+    let frames = value.get(COPIES_HEAD..)?;
+    if frames.len() % 16 != 0 {
+        return None;
+    }
+    let keys = value[..4].try_into().ok()?;
+    let boot = u128::from_be_bytes(value[4..COPIES_HEAD].try_into().ok()?);
+    let frames = frames.chunks_exact(16).map(|f| {
+        let fcnt = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+        let at = u64::from_be_bytes(f[8..].try_into().expect("8 bytes"));
+        (fcnt, [f[4], f[5], f[6], f[7]], at)
+    });
+    Some((keys, boot, frames.collect()))
+}
+
 /// Dead letters kept before further ones (of messages hubgate gives up on, or of records the
 /// sink refused) are only counted (at most about 12 MB of them: one keeps 256 bytes of its
 /// message or record and short excerpts of the rest).
@@ -1099,6 +1192,23 @@ pub const MAX_DEAD_LETTERS: u64 = 10_000;
 /// (a misconfigured source, devices whose every uplink hubgate cannot key) must not take
 /// every place from them.
 pub const SINK_DEAD_LETTERS: u64 = 1_000;
+
+/// A LoRaWAN frame accepted, as kept to tell a copy: FCnt32, MIC, and when (ms since the
+/// epoch).
+pub type CopyFrame = (u32, [u8; 4], u64);
+
+/// The frames a LoRaWAN session accepted last, as kept ([`Buffer::copies`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptCopies {
+    pub dev_addr: u32,
+    pub dev_eui: [u8; 8],
+    /// The print of the session's keys they were accepted under.
+    pub keys: [u8; 4],
+    /// The id of the boot they were accepted in.
+    pub boot_id: u128,
+    /// Oldest first.
+    pub frames: Vec<CopyFrame>,
+}
 
 /// The frame counter kept for a LoRaWAN session ([`Buffer::fcnts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1763,6 +1873,73 @@ mod tests {
                 kept(0x2601_1bdb, [2; 8], 70_000, Some([1, 2, 3, 4]), None),
                 kept(0x2601_1bdc, [3; 8], 5, None, None),
             ]
+        );
+    }
+
+    /// The frames a session accepted last are kept beside its counter, under a key of their
+    /// own: a buffer written without them (by an older release) opens with none and its
+    /// counters as before, and an older release reading the counters finds only those. The
+    /// last [`COPIES`] are kept, each once, oldest first, through a reopen; with the keys'
+    /// print and the boot's id, and those kept under other keys or in another boot are
+    /// dropped, not merged.
+    #[test]
+    fn the_frames_last_accepted_are_kept_beside_the_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = (0x2601_1bda, [1; 8]);
+        let (mut b, _) = sled_buffer(dir.path(), 10);
+        b.save_fcnt(session.0, session.1, 9, [9; 4]).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        let (mut b, _) = sled_buffer(dir.path(), 10);
+        assert_eq!(b.copies().unwrap(), [], "an older release's buffer");
+        assert_eq!(b.fcnts().unwrap()[0].fcnt, 9);
+        let frames: Vec<_> = (10..12 + COPIES as u32)
+            .map(|f| (f, f.to_be_bytes(), 1_800_000_000_000 + u64::from(f)))
+            .collect();
+        b.save_copies(session.0, session.1, &frames[..2]).unwrap();
+        assert_eq!(
+            b.copies().unwrap(),
+            [],
+            "neither keys' print nor boot known"
+        );
+        b.set_key_prints(HashMap::from([(session, [4, 3, 2, 1])]));
+        b.save_copies(session.0, session.1, &frames[..2]).unwrap();
+        assert_eq!(b.copies().unwrap(), [], "no boot known");
+        b.set_boot_id(Some(7));
+        let kept = |frames: &[CopyFrame], keys, boot_id| KeptCopies {
+            dev_addr: session.0,
+            dev_eui: session.1,
+            keys,
+            boot_id,
+            frames: frames.to_vec(),
+        };
+        b.save_copies(session.0, session.1, &frames[..2]).unwrap();
+        b.save_copies(session.0, session.1, &frames[1..3]).unwrap();
+        assert_eq!(b.copies().unwrap(), [kept(&frames[..3], [4, 3, 2, 1], 7)]);
+        b.save_copies(session.0, session.1, &frames[3..]).unwrap();
+        let &(newest, mic, _) = frames.last().unwrap();
+        b.save_fcnt(session.0, session.1, newest, mic).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        let (mut b, _) = sled_buffer(dir.path(), 10);
+        assert_eq!(b.copies().unwrap(), [kept(&frames[2..], [4, 3, 2, 1], 7)]);
+        assert_eq!(b.store.state_scan(FCNT_PREFIX).unwrap().len(), 1);
+        assert_eq!(b.fcnts().unwrap()[0].fcnt, newest);
+
+        b.set_key_prints(HashMap::from([(session, [5; 4])]));
+        b.set_boot_id(Some(7));
+        b.save_copies(session.0, session.1, &frames[..1]).unwrap();
+        assert_eq!(
+            b.copies().unwrap(),
+            [kept(&frames[..1], [5; 4], 7)],
+            "new keys"
+        );
+        b.set_boot_id(Some(8));
+        b.save_copies(session.0, session.1, &frames[1..2]).unwrap();
+        assert_eq!(
+            b.copies().unwrap(),
+            [kept(&frames[1..2], [5; 4], 8)],
+            "new boot"
         );
     }
 

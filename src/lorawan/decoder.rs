@@ -1,7 +1,7 @@
 //! Sessions by DevAddr: frame in, verified and decrypted [`Uplink`] out.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::crypto::{decrypt_payload, payload_key, verify_mic};
 use super::fcnt::{FcntError, FcntTracker};
@@ -57,14 +57,19 @@ pub struct Decoder {
     /// What the frames decoded since [`Decoder::take_counters`] was last called did to the
     /// counters.
     counters: Counters,
+    /// How far the decoder's clock is ahead of the monotonic clock: a test lets the copy
+    /// window pass without waiting ([`Decoder::pass`]).
+    ahead: Duration,
 }
 
 /// What decoding a frame did to the frame counters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
-    /// (DevAddr, DevEUI, FCnt32, MIC) of every frame accepted: its counter is kept across
-    /// restarts, with its MIC, which tells another frame at that counter from a copy.
-    pub advanced: Vec<(DevAddr, DevEui, u32, [u8; 4])>,
+    /// (DevAddr, DevEUI, FCnt32, MIC, when) of every frame accepted: its counter is kept
+    /// across restarts, with its MIC, which tells another frame at that counter from a copy,
+    /// and the frame with when it was accepted, to tell a copy of it (see
+    /// [`Decoder::resume_copies`]).
+    pub advanced: Vec<(DevAddr, DevEui, u32, [u8; 4], Instant)>,
     /// (DevAddr, FCnt32) of a frame refused as a replay: a copy of one accepted before (a
     /// source's redelivery, a second gateway), an attack, or a device that restarted its
     /// counter.
@@ -116,6 +121,47 @@ impl Decoder {
         }
     }
 
+    /// Tell a copy of frames the session (DevAddr, DevEUI) accepted before a restart: `frames`
+    /// (FCnt32, MIC, how long ago), oldest first, kept by a run with keys whose
+    /// [`SessionKeys::print`] is `keys`; one is a copy's while less than
+    /// [`COPY_WINDOW`](super::fcnt::COPY_WINDOW) old.
+    /// Returns false, and tells none, when no such session is configured any more, or its
+    /// keys are not those: the frames of a session's old keys are not its new keys' frames.
+    pub fn resume_copies(
+        &mut self,
+        dev_addr: DevAddr,
+        dev_eui: DevEui,
+        keys: [u8; 4],
+        frames: &[(u32, [u8; 4], Duration)],
+    ) -> bool {
+        let now = self.now();
+        let session = self
+            .sessions
+            .get_mut(&dev_addr)
+            .and_then(|ss| ss.iter_mut().find(|s| s.dev_eui == dev_eui))
+            .filter(|s| s.keys.print() == keys);
+        let Some(s) = session else {
+            return false;
+        };
+        for &(fcnt, mic, age) in frames {
+            if let Some(at) = now.checked_sub(age) {
+                s.fcnt.remember(fcnt, mic, at);
+            }
+        }
+        true
+    }
+
+    /// The decoder's clock: when a frame is accepted, and how old a copy is.
+    fn now(&self) -> Instant {
+        Instant::now() + self.ahead
+    }
+
+    /// Let `time` pass on the decoder's clock.
+    #[cfg(test)]
+    pub fn pass(&mut self, time: Duration) {
+        self.ahead += time;
+    }
+
     /// The DevAddr of device `dev_eui`'s session, if one is configured.
     pub fn dev_addr_of(&self, dev_eui: DevEui) -> Option<DevAddr> {
         let mut sessions = self.sessions.values().flatten();
@@ -150,8 +196,8 @@ impl Decoder {
     }
 
     /// Parse an uplink PHYPayload, find its session by DevAddr and MIC, reconstruct the 32-bit
-    /// FCnt (see [`super::fcnt`]), reject replays (accept restarts of a device that restarts
-    /// its counter), and decrypt the FRMPayload.
+    /// FCnt (see [`super::fcnt`]), reject replays and copies (accept restarts of a device that
+    /// restarts its counter), and decrypt the FRMPayload.
     ///
     /// The session's counter advances only when everything checked out. FPort 0 frames (MAC
     /// commands only) come back with `fport: Some(0)` and the decrypted commands as payload;
@@ -167,6 +213,7 @@ impl Decoder {
             other => return Err(LorawanError::NotUplink(other.mtype())),
         };
         let dev_addr = frame.dev_addr;
+        let now = self.now();
         let sessions = self
             .sessions
             .get_mut(&dev_addr)
@@ -185,7 +232,7 @@ impl Decoder {
                 dev_addr,
                 fcnt16: frame.fcnt16,
             })?;
-        if let Err(e) = session.fcnt.check(fcnt32, frame.mic) {
+        if let Err(e) = session.fcnt.check(fcnt32, frame.mic, now) {
             self.counters.replayed = Some((dev_addr, fcnt32));
             return Err(match e {
                 FcntError::Replay { fcnt, last } => LorawanError::Replay {
@@ -201,10 +248,10 @@ impl Decoder {
                 },
             });
         }
-        session.fcnt.accept(fcnt32, Some(frame.mic));
+        session.fcnt.accept_at(fcnt32, frame.mic, now);
         self.counters
             .advanced
-            .push((dev_addr, session.dev_eui, fcnt32, frame.mic));
+            .push((dev_addr, session.dev_eui, fcnt32, frame.mic, now));
         let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
         Ok(Uplink {
             dev_eui: session.dev_eui,

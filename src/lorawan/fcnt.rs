@@ -22,20 +22,30 @@
 //!   that does not keep it across a power cycle) than a copy, which repeats a recent counter.
 //!   So that a device past FCnt 65535 is told too, such a small wire value is also tried with
 //!   the upper half 0.
+//! * A frame accepted less than [`COPY_WINDOW`] ago, among the session's last [`COPIES`]
+//!   accepted, heard again (the same FCnt32 and MIC: the same PHYPayload) is a copy, refused as
+//!   a [`FcntError::Replay`] before anything else is decided: a second gateway whose backhaul
+//!   queued it, or a source's redelivery, comes after newer frames of its device, and is
+//!   neither a restart of a device that restarts its counter (its record would be made again)
+//!   nor a [`FcntError::Reset`] when its counter is below [`RESET_BELOW`]. Past the window the
+//!   same bytes are not taken for a copy: a device that restarts its counter and sends the
+//!   same FPort and payload at the same counter (a boot message, a button code, a heartbeat)
+//!   makes the same MIC, and its frame must be taken. The frames accepted are kept with the
+//!   counter and their wall-clock time, and resumed at start only in the boot they were
+//!   accepted in (see [`crate::lorawan::Decoder::resume_copies`]).
 //! * A session of a device known to restart its counter ([`FcntTracker::resetting`], the
-//!   device's `resets_fcnt`) accepts a counter below the last accepted as such a restart, and
-//!   goes on from it. Every wire value is then also tried with the upper half 0, since the
-//!   restarted counter may be past 16 when first heard.
-//! * A counter equal to the last accepted is a copy only if the frame is the same: a copy
-//!   (a second gateway, a redelivery) is the same PHYPayload, MIC included. Another MIC at
-//!   that counter is another frame, from a device that restarted its counter and reached the
-//!   same value (one that sends once per power-up sends FCnt 0 each time): a restart
-//!   ([`FcntError::Reset`], or accepted for a device that restarts its counter). The MIC is
-//!   kept with the counter across a restart of hubgate: without it, a device that sends FCnt
-//!   0 once per power-up would have every later frame taken for a copy. Only a counter kept
-//!   without its MIC (by an older release) leaves it unknown until a frame is accepted, an
-//!   equal counter being a copy meanwhile; a restarted device that sends the same payload at
-//!   the same counter cannot be told from a copy at all.
+//!   device's `resets_fcnt`) accepts a counter at or below the last accepted, unless the frame
+//!   is such a copy, as a restart, and goes on from it. Every wire value is then also tried
+//!   with the upper half 0, since the restarted counter may be past 16 when first heard.
+//! * For any other session a counter equal to the last accepted is a copy unless the frame is
+//!   another one (another MIC): a device that restarted its counter and reached the same
+//!   value is told as a restart ([`FcntError::Reset`]). The MIC is kept with the counter
+//!   across a restart of hubgate; a counter kept without it (by an older release, or set by
+//!   `fcnt_from`) leaves it unknown until a frame is accepted, an equal counter being a
+//!   copy meanwhile.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 /// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
 pub const INITIAL_UPPER_HALVES: u32 = 16;
@@ -47,6 +57,21 @@ pub const BLOCKS_AHEAD: u32 = 4;
 /// A refused FCnt32 below this, after a last accepted at or above it, is taken for a counter
 /// restart ([`FcntError::Reset`]).
 pub const RESET_BELOW: u32 = 16;
+/// How long a frame accepted is told as a copy when heard again ([`FcntError::Replay`]), not
+/// taken as another frame of a device that restarted its counter. A copy comes within
+/// seconds (a second gateway, a source's redelivery once its connection is back), a minute
+/// or two when a gateway's backhaul queued it. A device that restarted its counter repeats
+/// the same bytes only when it reached the same counter again with the same FPort and
+/// payload (a boot message at FCnt 0 on each power-up), which takes a power cycle, rarely
+/// within minutes of the last. Such a frame within the window is refused, acknowledged as a
+/// copy, so the window is kept short (within a run its record, with the first's id, would be
+/// dropped by the ledger's de-duplication all the same). A copy later than it is taken: a
+/// duplicate record, which consumers can drop by its id, the lesser harm.
+pub const COPY_WINDOW: Duration = Duration::from_secs(180);
+/// Frames accepted remembered per session to tell a copy ([`COPY_WINDOW`]): a device may send
+/// a few in a window under its duty cycle, far fewer than this. Bounds the state kept across
+/// restarts (16 bytes a frame).
+pub const COPIES: usize = 32;
 
 /// Why a MIC-verified counter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +90,9 @@ pub struct FcntTracker {
     last_mic: Option<[u8; 4]>,
     /// The device restarts its counter: a smaller one is a restart, not a replay.
     resets: bool,
+    /// The last [`COPIES`] frames accepted, (FCnt32, MIC, when), oldest first; those older
+    /// than [`COPY_WINDOW`] before the newest are dropped.
+    recent: VecDeque<(u32, [u8; 4], Instant)>,
 }
 
 impl Default for FcntTracker {
@@ -79,6 +107,7 @@ impl FcntTracker {
             last: None,
             last_mic: None,
             resets: false,
+            recent: VecDeque::new(),
         }
     }
 
@@ -124,13 +153,16 @@ impl FcntTracker {
         out
     }
 
-    /// Whether a (MIC-verified) FCnt32 of a frame with `mic` may be accepted: it must be
-    /// ahead of the last one, or, for a device that restarts its counter, behind it or
-    /// another frame at the same counter.
-    pub fn check(&self, fcnt32: u32, mic: [u8; 4]) -> Result<(), FcntError> {
+    /// Whether a (MIC-verified) FCnt32 of a frame with `mic`, heard at `now`, may be accepted:
+    /// it must not be a copy of a frame accepted within [`COPY_WINDOW`], and be ahead of the
+    /// last one, or, for a device that restarts its counter, at or below it.
+    pub fn check(&self, fcnt32: u32, mic: [u8; 4], now: Instant) -> Result<(), FcntError> {
         let another_frame = |last| fcnt32 == last && self.last_mic.is_some_and(|m| m != mic);
         match self.last {
-            Some(last) if self.resets && (fcnt32 < last || another_frame(last)) => Ok(()),
+            Some(last) if self.copy_of(fcnt32, mic, now) => {
+                Err(FcntError::Replay { fcnt: fcnt32, last })
+            }
+            Some(last) if self.resets && fcnt32 <= last => Ok(()),
             Some(last) if (fcnt32 < RESET_BELOW && last >= RESET_BELOW) || another_frame(last) => {
                 Err(FcntError::Reset { fcnt: fcnt32, last })
             }
@@ -153,6 +185,35 @@ impl FcntTracker {
             self.last_mic = mic;
         }
         self.last = Some(last);
+    }
+
+    /// Record a frame accepted at `at` (after [`check`](FcntTracker::check) passed): its
+    /// counter as [`accept`](FcntTracker::accept) does, and the frame as
+    /// [`remember`](FcntTracker::remember) does.
+    pub fn accept_at(&mut self, fcnt32: u32, mic: [u8; 4], at: Instant) {
+        self.accept(fcnt32, Some(mic));
+        self.remember(fcnt32, mic, at);
+    }
+
+    /// Frame (FCnt32, MIC) was accepted at `at`: heard again within [`COPY_WINDOW`], it is a
+    /// copy. Frames older than the window before `at` are forgotten, and the oldest past
+    /// [`COPIES`].
+    pub fn remember(&mut self, fcnt32: u32, mic: [u8; 4], at: Instant) {
+        self.recent.retain(|&(f, m, when)| {
+            (f, m) != (fcnt32, mic) && at.saturating_duration_since(when) < COPY_WINDOW
+        });
+        self.recent.push_back((fcnt32, mic, at));
+        if self.recent.len() > COPIES {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Whether frame (FCnt32, MIC), heard at `now`, is a copy of one accepted less than
+    /// [`COPY_WINDOW`] before.
+    fn copy_of(&self, fcnt32: u32, mic: [u8; 4], now: Instant) -> bool {
+        self.recent.iter().any(|&(f, m, at)| {
+            (f, m) == (fcnt32, mic) && now.saturating_duration_since(at) < COPY_WINDOW
+        })
     }
 }
 
@@ -204,17 +265,20 @@ mod tests {
     fn top_of_the_counter_space_does_not_overflow() {
         let t = FcntTracker::resume(u32::MAX);
         assert_eq!(t.candidates(0x0001), vec![0xFFFF_0001, 0x0001]);
-        assert!(t.check(0xFFFF_0001, MIC).is_err());
+        assert!(t.check(0xFFFF_0001, MIC, Instant::now()).is_err());
     }
 
     #[test]
     fn replays_and_old_counters_are_rejected() {
         let mut t = FcntTracker::new();
-        t.check(7, MIC).unwrap();
+        t.check(7, MIC, Instant::now()).unwrap();
         t.accept(7, Some(MIC));
-        assert_eq!(t.check(7, MIC), Err(FcntError::Replay { fcnt: 7, last: 7 }));
-        assert!(t.check(6, MIC).is_err());
-        t.check(8, MIC).unwrap();
+        assert_eq!(
+            t.check(7, MIC, Instant::now()),
+            Err(FcntError::Replay { fcnt: 7, last: 7 })
+        );
+        assert!(t.check(6, MIC, Instant::now()).is_err());
+        t.check(8, MIC, Instant::now()).unwrap();
         t.accept(8, Some(MIC));
         assert_eq!(t.last(), Some(8));
     }
@@ -237,42 +301,129 @@ mod tests {
     fn a_small_counter_after_a_large_one_is_a_reset() {
         let t = FcntTracker::resume(RESET_BELOW);
         assert_eq!(
-            t.check(RESET_BELOW - 1, MIC),
+            t.check(RESET_BELOW - 1, MIC, Instant::now()),
             Err(FcntError::Reset {
                 fcnt: RESET_BELOW - 1,
                 last: RESET_BELOW
             })
         );
         assert!(matches!(
-            t.check(RESET_BELOW, MIC),
+            t.check(RESET_BELOW, MIC, Instant::now()),
             Err(FcntError::Replay { .. })
         ));
         let t = FcntTracker::resume(RESET_BELOW - 1);
-        assert!(matches!(t.check(0, MIC), Err(FcntError::Replay { .. })));
+        assert!(matches!(
+            t.check(0, MIC, Instant::now()),
+            Err(FcntError::Replay { .. })
+        ));
     }
 
     #[test]
     fn a_resetting_tracker_restarts_and_goes_on() {
         let mut t = FcntTracker::resetting();
-        t.accept(0x2_0010, Some(MIC));
+        let t0 = Instant::now();
+        t.accept_at(0x2_0010, MIC, t0);
         // Every wire value is tried in the upper half 0 too.
         let mut both = ahead(0x2_0028);
         both.push(40);
         assert_eq!(t.candidates(40), both);
         assert_eq!(
-            t.check(0x2_0010, MIC),
+            t.check(0x2_0010, MIC, t0),
             Err(FcntError::Replay {
                 fcnt: 0x2_0010,
                 last: 0x2_0010
             })
         );
-        t.check(40, MIC).unwrap();
-        t.accept(40, Some(MIC));
+        t.check(40, MIC, t0).unwrap();
+        t.accept_at(40, MIC, t0);
         assert_eq!(t.last(), Some(40));
-        assert!(matches!(t.check(40, MIC), Err(FcntError::Replay { .. })));
-        t.check(41, MIC).unwrap();
-        t.accept(41, Some(MIC));
+        assert!(matches!(
+            t.check(40, MIC, t0),
+            Err(FcntError::Replay { .. })
+        ));
+        t.check(41, MIC, t0).unwrap();
+        t.accept_at(41, MIC, t0);
         assert_eq!(t.last(), Some(41));
+    }
+
+    /// A frame accepted is a copy when heard again within [`COPY_WINDOW`], wherever it is
+    /// among the last [`COPIES`]: for a device that restarts its counter, neither a restart
+    /// (behind the last counter, or at it) nor a counter going ahead (a frame from before its
+    /// restart); for another device not a restart told ([`FcntError::Reset`]) for being
+    /// small. Past the window, or out of the last [`COPIES`], the same bytes are another
+    /// frame: a restarted device's boot message is taken.
+    #[test]
+    fn a_frame_heard_again_within_the_window_is_a_copy() {
+        let mic = |f: u32| f.to_be_bytes();
+        let t0 = Instant::now();
+        let late = t0 + COPY_WINDOW;
+        let mut t = FcntTracker::resetting();
+        for f in [100, 101, 0, 1] {
+            t.accept_at(f, mic(f), t0);
+        }
+        for f in [100, 101, 0, 1] {
+            let copy = Err(FcntError::Replay { fcnt: f, last: 1 });
+            assert_eq!(t.check(f, mic(f), t0), copy, "{f} within the window");
+            assert_eq!(t.check(f, mic(f), late), Ok(()), "{f} past the window");
+        }
+        assert_eq!(t.check(100, MIC, t0), Ok(()), "another frame at 100");
+        let just = late - Duration::from_millis(1);
+        assert!(t.check(0, mic(0), just).is_err(), "just within the window");
+
+        let mut t = FcntTracker::new();
+        t.accept_at(RESET_BELOW - 1, mic(RESET_BELOW - 1), t0);
+        t.accept_at(RESET_BELOW, mic(RESET_BELOW), t0);
+        let small = RESET_BELOW - 1;
+        assert_eq!(
+            t.check(small, mic(small), t0),
+            Err(FcntError::Replay {
+                fcnt: small,
+                last: RESET_BELOW
+            }),
+            "a copy of a small counter"
+        );
+        assert_eq!(
+            t.check(small, mic(small), late),
+            Err(FcntError::Reset {
+                fcnt: small,
+                last: RESET_BELOW
+            }),
+            "the same bytes later: a restart, told"
+        );
+
+        let mut t = FcntTracker::resetting();
+        let first = 1000;
+        for f in first..first + COPIES as u32 + 1 {
+            t.accept_at(f, mic(f), t0);
+        }
+        assert_eq!(
+            t.check(first, mic(first), t0),
+            Ok(()),
+            "out of the last {COPIES}"
+        );
+        let second = Err(FcntError::Replay {
+            fcnt: first + 1,
+            last: first + COPIES as u32,
+        });
+        assert_eq!(t.check(first + 1, mic(first + 1), t0), second);
+    }
+
+    /// Frames older than the window are forgotten as newer ones come, and a frame taken again
+    /// (the same bytes past the window) is a copy from its new time on.
+    #[test]
+    fn a_frame_taken_again_counts_from_then() {
+        let t0 = Instant::now();
+        let later = t0 + COPY_WINDOW;
+        let mut t = FcntTracker::resetting();
+        t.accept_at(0, MIC, t0);
+        t.accept_at(1, [1; 4], t0);
+        assert_eq!(t.check(0, MIC, later), Ok(()));
+        t.accept_at(0, MIC, later);
+        assert_eq!(
+            t.recent.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(),
+            [(0, later)]
+        );
+        assert!(t.check(0, MIC, later + COPY_WINDOW / 2).is_err());
     }
 
     /// A counter kept below `fcnt_from` leaves the MIC at `fcnt_from - 1` unknown: the
@@ -283,7 +434,7 @@ mod tests {
         t.accept(999, None);
         t.accept(500, Some(MIC));
         assert_eq!(
-            t.check(999, [9; 4]),
+            t.check(999, [9; 4], Instant::now()),
             Err(FcntError::Replay {
                 fcnt: 999,
                 last: 999

@@ -452,7 +452,9 @@ fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
     d.decode_uplink(&old, t0(), Radio::default()).unwrap();
     let kept = d.take_counters().advanced;
     assert_eq!(
-        kept,
+        kept.iter()
+            .map(|a| (a.0, a.1, a.2, a.3))
+            .collect::<Vec<_>>(),
         vec![(DevAddr(0x2601_1BDA), DEV_EUI, 70_005, mic(&old))]
     );
     assert_eq!(d.take_counters(), Counters::default());
@@ -460,7 +462,7 @@ fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
     let mut restarted = decoder();
     let other = DevEui([9; 8]);
     assert!(!restarted.resume(DevAddr(0x2601_1BDA), other, 70_005, None, None));
-    for (dev_addr, dev_eui, fcnt, mic) in kept {
+    for (dev_addr, dev_eui, fcnt, mic, _) in kept {
         assert!(restarted.resume(dev_addr, dev_eui, fcnt, Some(mic), None));
     }
     assert!(matches!(
@@ -532,49 +534,88 @@ fn a_counter_restart_is_told_apart_from_a_copy() {
 }
 
 /// A device that restarts its counter and sends once per power-up sends FCnt 0 each time:
-/// each is another frame (another MIC), taken; the same frame again is a copy. So after
-/// hubgate restarts, resumed with the last frame's MIC kept with its counter. Resumed from a
-/// counter kept without its MIC (an older release), an equal counter is a copy.
+/// each is another frame (another MIC), taken; the same frame again within the copy window
+/// is a copy, and past it is taken: the device sent the same reading after another
+/// power-up. So after hubgate restarts, resumed with the frames accepted and how long ago.
 #[test]
-fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_the_same() {
+fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_a_copy() {
     let mut d = resetting_decoder();
     let radio = Radio::default;
     for (payload, plain) in [(b"1", b"1"), (b"2", b"2")] {
         let up0 = d.decode_uplink(&up(0, Some(2), payload), t0(), radio());
         assert_eq!(up0.unwrap().payload, plain);
     }
-    assert!(matches!(
-        d.decode_uplink(&up(0, Some(2), b"2"), t0(), radio()),
-        Err(LorawanError::Replay {
-            fcnt: 0,
-            last: 0,
-            ..
-        })
-    ));
+    let copy = |d: &mut Decoder| {
+        matches!(
+            d.decode_uplink(&up(0, Some(2), b"2"), t0(), radio()),
+            Err(LorawanError::Replay {
+                fcnt: 0,
+                last: 0,
+                ..
+            })
+        )
+    };
+    assert!(copy(&mut d), "within the window");
+    d.pass(fcnt::COPY_WINDOW);
+    assert!(!copy(&mut d), "past the window: taken");
+    assert!(copy(&mut d), "and its copy is one");
+
     let last = mic(&up(0, Some(2), b"2"));
-    let mut restarted = resetting_decoder();
-    assert!(restarted.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last), None));
-    assert!(matches!(
-        restarted.decode_uplink(&up(0, Some(2), b"2"), t0(), radio()),
-        Err(LorawanError::Replay {
-            fcnt: 0,
-            last: 0,
-            ..
-        })
-    ));
-    let up3 = restarted.decode_uplink(&up(0, Some(2), b"3"), t0(), radio());
+    let keys = SessionKeys {
+        nwk_s_key: Key::new(NWK),
+        app_s_key: Key::new(APP),
+    }
+    .print();
+    let restarted = |age: Option<Duration>| {
+        let mut d = resetting_decoder();
+        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last), None));
+        let frames: Vec<_> = age.into_iter().map(|age| (0, last, age)).collect();
+        assert!(d.resume_copies(DevAddr(0x2601_1BDA), DEV_EUI, keys, &frames));
+        d
+    };
+    let seconds = Duration::from_secs(10);
+    assert!(copy(&mut restarted(Some(seconds))), "accepted 10 s before");
+    let mut d = restarted(Some(seconds));
+    d.pass(fcnt::COPY_WINDOW - seconds);
+    assert!(!copy(&mut d), "its window passed since");
+    assert!(
+        !copy(&mut restarted(Some(fcnt::COPY_WINDOW))),
+        "accepted before it"
+    );
+    assert!(!copy(&mut restarted(None)), "not known when accepted");
+    let up3 = restarted(Some(seconds)).decode_uplink(&up(0, Some(2), b"3"), t0(), radio());
     assert_eq!(up3.unwrap().payload, b"3");
 
     let mut old_release = resetting_decoder();
     assert!(old_release.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, None, None));
-    assert!(matches!(
-        old_release.decode_uplink(&up(0, Some(2), b"3"), t0(), radio()),
-        Err(LorawanError::Replay {
-            fcnt: 0,
-            last: 0,
-            ..
-        })
-    ));
+    assert!(!copy(&mut old_release), "a counter kept without its frames");
+}
+
+/// The frames kept with a session's old keys are not a copy's under its new keys: they are
+/// not resumed (the session's counter is not either, see
+/// `new_session_keys_do_not_go_on_from_the_old_sessions_counter`).
+#[test]
+fn frames_kept_under_other_keys_are_not_resumed() {
+    let frame = up(0, Some(2), b"2");
+    let frames = [(0, mic(&frame), Duration::from_secs(1))];
+    let keys = SessionKeys {
+        nwk_s_key: Key::new(NWK),
+        app_s_key: Key::new(APP),
+    }
+    .print();
+    let resumed = |keys: [u8; 4], dev_eui: DevEui| {
+        let mut d = resetting_decoder();
+        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(mic(&frame)), None));
+        let told = d.resume_copies(DevAddr(0x2601_1BDA), dev_eui, keys, &frames);
+        (told, d.decode_uplink(&frame, t0(), Radio::default()))
+    };
+    let (told, copy) = resumed(keys, DEV_EUI);
+    assert!(told && matches!(copy, Err(LorawanError::Replay { fcnt: 0, .. })));
+    for (keys, dev_eui) in [([0; 4], DEV_EUI), (keys, DevEui([9; 8]))] {
+        let (told, taken) = resumed(keys, dev_eui);
+        assert!(!told, "{keys:?} {dev_eui}");
+        assert_eq!(taken.unwrap().fcnt, Some(0), "{keys:?} {dev_eui}");
+    }
 }
 
 /// Below the small counters a restart cannot be told from a copy.
@@ -637,8 +678,12 @@ fn a_device_that_resets_its_counter_is_accepted_after_a_restart() {
     decode(&mut d, 5000).unwrap();
     let u = decode(&mut d, 3).unwrap();
     assert_eq!((u.fcnt, u.payload), (Some(3), b"p".to_vec()));
+    let advanced = d.take_counters().advanced;
     assert_eq!(
-        d.take_counters().advanced,
+        advanced
+            .iter()
+            .map(|a| (a.0, a.1, a.2, a.3))
+            .collect::<Vec<_>>(),
         vec![
             (
                 DevAddr(0x2601_1BDA),

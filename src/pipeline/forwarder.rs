@@ -105,17 +105,19 @@ impl Forwarder {
             }
             Err(e) => log::warn!("buffer: cannot read the kept frame counters: {e}"),
         }
+        let boot_id = crate::clock::boot_id();
+        let now = (Instant::now(), SystemTime::now());
+        resume_copies(&mut decoder, &buffer, boot_id, now.1);
         let prints = decoder.key_prints().into_iter();
         buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
-        let now = (Instant::now(), SystemTime::now());
+        buffer.set_boot_id(boot_id);
         let seed = now
             .1
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
         let ledger = Ledger::new(cfg, dedup_window, buffer, sink, metrics.clone(), now, seed)?;
-        let boot_id = crate::clock::boot_id();
         if boot_id.is_none() {
-            log::info!("cannot read this boot's id: a step of the clock while hubgate was not running is not measured; records from before do not count that time in their age unless the clock was known to be synchronised (docs/durability.md)");
+            log::info!("cannot read this boot's id: a step of the clock while hubgate was not running is not measured; records from before do not count that time in their age unless the clock was known to be synchronised, and a copy of a LoRaWAN frame heard after a restart is not told from the device's own frame (docs/durability.md)");
         }
         Ok(Forwarder {
             decoder,
@@ -445,6 +447,31 @@ impl Forwarder {
             self.ledger.buffered()
         );
         Ok(())
+    }
+}
+
+/// LoRaWAN sessions tell a copy of the frames they accepted shortly before a restart
+/// ([`crate::lorawan::fcnt::COPY_WINDOW`]): those kept in this boot (`boot_id`) and not in
+/// the future of `wall`. In another boot (or where the boot cannot be told) the wall clock
+/// does not say how old they are: a Pi without a real-time clock starts at the time it
+/// stopped at, so frames from before a power cut would look a few seconds old, and a
+/// restarted device's frame taken for a copy of one of them; they are not told as copies
+/// (a copy heard then makes a record again, the lesser harm).
+fn resume_copies(decoder: &mut Decoder, buffer: &Buffer, boot_id: Option<u128>, wall: SystemTime) {
+    let kept = match buffer.copies() {
+        Ok(kept) => kept,
+        Err(e) => return log::warn!("buffer: cannot read the frames last accepted: {e}"),
+    };
+    let now_ms = ms_since_epoch(wall);
+    for k in kept.into_iter().filter(|k| Some(k.boot_id) == boot_id) {
+        let frames: Vec<_> = (k.frames.iter())
+            .filter_map(|&(fcnt, mic, at)| {
+                let age = now_ms.checked_sub(at)?;
+                Some((fcnt, mic, Duration::from_millis(age)))
+            })
+            .collect();
+        let (dev_addr, dev_eui) = (DevAddr(k.dev_addr), DevEui(k.dev_eui));
+        decoder.resume_copies(dev_addr, dev_eui, k.keys, &frames);
     }
 }
 
@@ -1183,63 +1210,206 @@ mod tests {
         );
     }
 
+    /// Session keys of device 58a0cb0000101234 (DevAddr 26011BDA) in [`session_forwarder`].
+    const NWK: [u8; 16] = [
+        0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F,
+        0x3C,
+    ];
+    const APP: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+    /// A forwarder over a sled buffer in `dir` and a stdout sink (with its deliveries), of
+    /// device 58a0cb0000101234's session (DevAddr 26011BDA, `nwk`, [`APP`]) and the device
+    /// settings `more`.
+    fn session_forwarder(
+        dir: &std::path::Path,
+        nwk: &[u8; 16],
+        more: &str,
+    ) -> ((Forwarder, Arc<Metrics>), UnboundedReceiver<Delivery>) {
+        let text = format!(
+            "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
+             dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n{more}",
+            hex::encode(nwk),
+            hex::encode(APP)
+        );
+        let (deliveries, reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let store = crate::buffer::SledStore::open(dir).unwrap();
+        (
+            forwarder_of(&text, Box::new(store), Box::new(sink)),
+            reports,
+        )
+    }
+
+    /// That device's uplink FCnt `fcnt` under `nwk`, as a gateway heard it.
+    fn session_frame(fcnt: u32, nwk: &[u8; 16]) -> Input {
+        let phy = crate::lorawan::tests::reference_frame(
+            0x40,
+            0x2601_1BDA,
+            0,
+            fcnt,
+            &[],
+            Some(2),
+            &[0x03, 0x67, 0x01, 0x10],
+            nwk,
+            &APP,
+        );
+        Input::Radio(crate::uplink::RadioFrame {
+            phy,
+            time: SystemTime::UNIX_EPOCH,
+            radio: crate::uplink::Radio::default(),
+            copies: 0,
+        })
+    }
+
+    /// `input` decoded and taken by `fwd`'s ledger, what the sink got confirmed, and the
+    /// round ended: how many records it made and the sink got.
+    fn deliver(
+        fwd: &mut Forwarder,
+        reports: &mut UnboundedReceiver<Delivery>,
+        input: &Input,
+        now: Instant,
+    ) -> (usize, usize) {
+        let records = fwd.decoder.decode(input);
+        let made = records.len();
+        let counters = fwd.decoder.take_counters();
+        fwd.ledger.take(records, counters, Ack::None, now);
+        fwd.ledger.end_round(now).unwrap();
+        let mut sent = 0;
+        while let Ok(d) = reports.try_recv() {
+            sent += 1;
+            fwd.ledger.delivered(d, now).unwrap();
+        }
+        fwd.ledger.commit(now, true).unwrap();
+        (made, sent)
+    }
+
+    /// The frames the buffer in `dir` keeps to tell a copy after a restart, as (keys' print,
+    /// FCnts).
+    fn kept_copies(dir: &std::path::Path) -> Vec<([u8; 4], Vec<u32>)> {
+        let store = crate::buffer::SledStore::open(dir).unwrap();
+        let cfg = BufferConfig::default();
+        let buffer = Buffer::new(Box::new(store), &cfg, Metrics::new());
+        let copies = buffer.copies().unwrap().into_iter();
+        copies
+            .map(|k| (k.keys, k.frames.iter().map(|f| f.0).collect()))
+            .collect()
+    }
+
     /// A frame counter is kept with its session keys' print: the same keys go on from it
     /// after a restart (an old frame is refused), new keys under the same DevAddr (a device
     /// provisioned again) start afresh (their FCnt 0 is a reading, not a restart to refuse).
+    /// The frames accepted, kept to tell a copy, are the new keys' only: the old keys' are
+    /// not resumed, nor kept with the new keys' frames.
     #[test]
     fn a_kept_counter_holds_for_its_session_keys_only() {
-        const KEYS: [u8; 16] = [
-            0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF,
-            0x4F, 0x3C,
-        ];
-        const APP: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         const NEW: [u8; 16] = [0x11; 16];
         let dir = tempfile::tempdir().unwrap();
-        let start = |nwk: &[u8; 16]| {
-            let text = format!(
-                "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
-                 dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n",
-                hex::encode(nwk),
-                hex::encode(APP)
-            );
-            let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
-            let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
-            let store = crate::buffer::SledStore::open(dir.path()).unwrap();
-            forwarder_of(&text, Box::new(store), Box::new(sink)).0
-        };
-        let frame = |fcnt, nwk: &[u8; 16]| {
-            let phy = crate::lorawan::tests::reference_frame(
-                0x40,
-                0x2601_1BDA,
-                0,
-                fcnt,
-                &[],
-                Some(2),
-                &[0x03, 0x67, 0x01, 0x10],
-                nwk,
-                &APP,
-            );
-            Input::Radio(crate::uplink::RadioFrame {
-                phy,
-                time: SystemTime::UNIX_EPOCH,
-                radio: crate::uplink::Radio::default(),
-                copies: 0,
-            })
-        };
-        let mut fwd = start(&KEYS);
-        let records = fwd.decoder.decode(&frame(5000, &KEYS));
-        assert_eq!(records.len(), 1);
-        let counters = fwd.decoder.take_counters();
+        let start = |nwk| session_forwarder(dir.path(), nwk, "");
+        let frame = session_frame;
         let t0 = Instant::now();
-        fwd.ledger.take_to_buffer(records, counters, Ack::None);
-        fwd.ledger.end_round(t0).unwrap();
-        fwd.ledger.commit(t0, true).unwrap();
+        let ((mut fwd, _), mut reports) = start(&NWK);
+        let sent = deliver(&mut fwd, &mut reports, &frame(5000, &NWK), t0);
+        assert_eq!(sent, (1, 1));
         drop(fwd);
-        let mut again = start(&KEYS);
-        assert!(again.decoder.decode(&frame(4999, &KEYS)).is_empty(), "old");
+        let print = |nwk| {
+            let keys = crate::lorawan::SessionKeys {
+                nwk_s_key: crate::lorawan::Key::new(nwk),
+                app_s_key: crate::lorawan::Key::new(APP),
+            };
+            keys.print()
+        };
+        assert_eq!(kept_copies(dir.path()), [(print(NWK), vec![5000])]);
+        let ((mut again, _), _) = start(&NWK);
+        assert!(again.decoder.decode(&frame(4999, &NWK)).is_empty(), "old");
         drop(again);
-        let mut provisioned = start(&NEW);
-        assert_eq!(provisioned.decoder.decode(&frame(0, &NEW)).len(), 1);
+        let ((mut provisioned, _), mut reports) = start(&NEW);
+        let sent = deliver(&mut provisioned, &mut reports, &frame(0, &NEW), t0);
+        assert_eq!(sent, (1, 1));
+        drop(provisioned);
+        assert_eq!(kept_copies(dir.path()), [(print(NEW), vec![0])]);
+    }
+
+    /// A device that restarts its counter (`resets_fcnt`): FCnt 100 and 101 delivered, then
+    /// hubgate restarts, then a second gateway's late copy of FCnt 100 (its backhaul queued
+    /// it) arrives. The copy is the same frame, MIC included: it makes no second record,
+    /// though the dedup window, seeded from the buffer only, does not know the delivered
+    /// record: the frames accepted are kept with the counter, and the copy is a replay, not a
+    /// counter restart. Once the copy window has passed, the same bytes are the device's,
+    /// restarted: taken.
+    #[test]
+    fn a_late_copy_after_a_restart_is_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = || session_forwarder(dir.path(), &NWK, "resets_fcnt = true\n");
+        let frame = |fcnt| session_frame(fcnt, &NWK);
+        let ((mut fwd, _), mut reports) = start();
+        let t0 = Instant::now();
+        for fcnt in [100, 101] {
+            assert_eq!(deliver(&mut fwd, &mut reports, &frame(fcnt), t0), (1, 1));
+        }
+        drop(fwd);
+        let ((mut again, metrics), mut reports) = start();
+        assert_eq!(
+            (
+                deliver(&mut again, &mut reports, &frame(100), t0),
+                metrics.duplicates.get()
+            ),
+            ((0, 0), 1),
+            "((records made, sent again), duplicates) of the late copy of FCnt 100"
+        );
+        again.decoder.pass(crate::lorawan::fcnt::COPY_WINDOW);
+        assert_eq!(
+            deliver(&mut again, &mut reports, &frame(100), t0),
+            (1, 1),
+            "the same bytes once the window passed"
+        );
+    }
+
+    /// Frames kept in another boot, or where this boot cannot be told, or stamped later than
+    /// the clock shows now, are not told as copies after a restart: their wall-clock age
+    /// cannot be trusted (a Pi without a real-time clock starts at the time it stopped at).
+    /// Kept in this boot seconds ago, a frame is.
+    #[test]
+    fn only_frames_kept_in_this_boot_and_not_in_the_future_are_copies() {
+        let text = format!(
+            "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
+             dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n\
+             resets_fcnt = true\n",
+            hex::encode(NWK),
+            hex::encode(APP)
+        );
+        let cfg = crate::config::Config::parse(&text).unwrap();
+        let frame = session_frame(100, &NWK);
+        let Input::Radio(radio) = &frame else {
+            unreachable!()
+        };
+        let mic: [u8; 4] = radio.phy[radio.phy.len() - 4..].try_into().unwrap();
+        let wall = SystemTime::now();
+        let copy = |kept_boot: u128, boot_id: Option<u128>, kept_at: SystemTime| {
+            let mut decoder = Decoder::new(&cfg, Metrics::new());
+            let session = (0x2601_1bda, [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
+            let prints = decoder.key_prints().into_iter();
+            let mut buffer = Buffer::new(
+                Box::new(crate::buffer::MemoryStore::default()),
+                &cfg.buffer,
+                Metrics::new(),
+            );
+            buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
+            buffer.set_boot_id(Some(kept_boot));
+            let at = ms_since_epoch(kept_at);
+            buffer
+                .save_copies(session.0, session.1, &[(100, mic, at)])
+                .unwrap();
+            buffer.save_fcnt(session.0, session.1, 100, mic).unwrap();
+            let (dev_addr, dev_eui) = (DevAddr(session.0), DevEui(session.1));
+            assert!(decoder.resume_fcnt(dev_addr, dev_eui, 100, Some(mic), None));
+            resume_copies(&mut decoder, &buffer, boot_id, wall);
+            decoder.decode(&frame).is_empty()
+        };
+        let seconds = Duration::from_secs(10);
+        assert!(copy(7, Some(7), wall - seconds), "this boot, 10 s ago");
+        assert!(!copy(7, Some(8), wall - seconds), "another boot");
+        assert!(!copy(7, None, wall - seconds), "the boot cannot be told");
+        assert!(!copy(7, Some(7), wall + seconds), "in the future");
     }
 
     /// A device that joined again (a new DevAddr, its FCnt from 0 again) and sends the same

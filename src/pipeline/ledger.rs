@@ -35,8 +35,9 @@ use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::Ack;
 
-/// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32, and its frame's MIC.
-type Fcnt = (DevAddr, DevEui, u32, [u8; 4]);
+/// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32, its frame's MIC, and
+/// when the frame was accepted.
+type Fcnt = (DevAddr, DevEui, u32, [u8; 4], Instant);
 
 struct InFlight {
     record: Record,
@@ -402,7 +403,7 @@ impl Ledger {
         let Some((dev_addr, fcnt)) = counters.replayed else {
             return self.hold(None, [ack]);
         };
-        let of_frame = |&(a, _, f, _): &Fcnt| (a, f) == (dev_addr, fcnt);
+        let of_frame = |&(a, _, f, _, _): &Fcnt| (a, f) == (dev_addr, fcnt);
         let first: Vec<u64> = self
             .unsettled
             .iter()
@@ -486,10 +487,11 @@ impl Ledger {
     /// while an earlier frame of the session is not durable (in flight to a slower hub, or
     /// waiting for a flush), it would make that frame's redelivery a replay after a crash.
     /// A later frame held does not hold it back: under steady traffic a session has one
-    /// held nearly always, and its counter would be kept late or never.
+    /// held nearly always, and its counter would be kept late or never. The frames are kept
+    /// too, every one released, to tell a copy of one after a restart.
     fn release_fcnts(&mut self, fcnts: Vec<Fcnt>) {
         let sessions: BTreeSet<(DevAddr, DevEui)> =
-            fcnts.into_iter().map(|(a, e, _, _)| (a, e)).collect();
+            fcnts.into_iter().map(|(a, e, _, _, _)| (a, e)).collect();
         let held = |frame: &Fcnt| {
             let all = self.pending_fcnts.iter().chain(&self.syncing_fcnts);
             all.chain(self.unsettled.values().flatten())
@@ -500,30 +502,51 @@ impl Ledger {
             let Some(frames) = self.taken.get_mut(&session) else {
                 continue;
             };
-            let mut newest = None;
+            let mut released = Vec::new();
             while frames.front().is_some_and(|f| !held(f)) {
-                newest = frames.pop_front();
+                released.extend(frames.pop_front());
             }
             if frames.is_empty() {
                 self.taken.remove(&session);
             }
-            free.extend(newest);
+            if !released.is_empty() {
+                free.push((session, released));
+            }
         }
         self.keep_fcnts(free);
     }
 
-    /// LoRaWAN frame counters (DevAddr, DevEUI, FCnt32) go to the buffer with their frames'
-    /// MICs, durable with its next flush, so a frame captured before a restart is still a
-    /// replay after it, and another frame at the kept counter (a device that restarted its
-    /// counter) is not taken for a copy.
-    fn keep_fcnts(&mut self, fcnts: Vec<Fcnt>) {
-        for (dev_addr, dev_eui, fcnt, mic) in fcnts {
-            if let Err(e) = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic) {
+    /// The frames of LoRaWAN sessions whose records are durable, a session's in take order,
+    /// go to the buffer, durable with its next flush: each session's newest as its counter,
+    /// with its frame's MIC, so a frame captured before a restart is still a replay after it,
+    /// and another frame at the kept counter (a device that restarted its counter) is not
+    /// taken for a copy; and every one with when it was accepted (by the wall clock as the
+    /// ledger follows it), so a copy of one heard soon after a restart is still told as one.
+    fn keep_fcnts(&mut self, sessions: Vec<((DevAddr, DevEui), Vec<Fcnt>)>) {
+        for ((dev_addr, dev_eui), frames) in sessions {
+            let copies: Vec<_> = (frames.iter())
+                .map(|&(_, _, fcnt, mic, at)| (fcnt, mic, self.wall_ms_at(at)))
+                .collect();
+            let &(_, _, fcnt, mic, _) = frames.last().expect("a frame a session");
+            let counter = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic);
+            let copies = self.buffer.save_copies(dev_addr.0, dev_eui.0, &copies);
+            if let Err(e) = counter.and(copies) {
                 self.metrics.problem("buffer_write_error", || {
                     format!("cannot keep the frame counter of {dev_addr}: {e}")
                 });
             }
         }
+    }
+
+    /// The wall clock's time at `at`, in ms since the epoch, as the ledger follows it (from
+    /// its last reading while trusted).
+    fn wall_ms_at(&self, at: Instant) -> u64 {
+        let (then, wall) = self.wall_at;
+        let at_wall = match at.checked_duration_since(then) {
+            Some(after) => wall.checked_add(after),
+            None => wall.checked_sub(then.duration_since(at)),
+        };
+        at_wall.map_or(0, ms_since_epoch)
     }
 
     /// Shutdown: what was received goes into the buffer, not to the sink; a copy of a record
@@ -1589,7 +1612,8 @@ mod tests {
         assert!(settled(&mut ledger, t0), "flushed");
 
         let eui = DevEui([1; 8]);
-        ledger.keep_fcnts(vec![(DevAddr(1), eui, 7, [7; 4])]);
+        let frame = (DevAddr(1), eui, 7, [7; 4], t0);
+        ledger.keep_fcnts(vec![((DevAddr(1), eui), vec![frame])]);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "a frame counter waits for its sync");
         assert!(settled(&mut ledger, Instant::now()));
@@ -1813,9 +1837,16 @@ mod tests {
         }
     }
 
+    /// When the tests' LoRaWAN frames were accepted: one instant, so that every copy of a
+    /// frame is the same.
+    fn accepted() -> Instant {
+        static AT: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *AT.get_or_init(Instant::now)
+    }
+
     /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).
     fn counter(replayed: bool) -> Counters {
-        let kept = (DevAddr(1), DevEui([1; 8]), 7, [7; 4]);
+        let kept = (DevAddr(1), DevEui([1; 8]), 7, [7; 4], accepted());
         match replayed {
             false => Counters {
                 advanced: vec![kept],
@@ -2406,7 +2437,13 @@ mod tests {
 
         fn advanced(fcnt: u32) -> Counters {
             Counters {
-                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4])],
+                advanced: vec![(
+                    DevAddr(1),
+                    DevEui([1; 8]),
+                    fcnt,
+                    [fcnt as u8; 4],
+                    accepted(),
+                )],
                 replayed: None,
             }
         }
@@ -2462,6 +2499,36 @@ mod tests {
             assert!(kept(&l).is_empty(), "frame 7 is not durable");
             l.delivered(first, t0).unwrap();
             assert_eq!(kept(&l), [8]);
+        }
+
+        /// Every frame released is kept too, not only the newest, each with when it was
+        /// accepted by the wall clock as the ledger follows it: a copy of one heard soon after
+        /// a restart is still told as a copy.
+        #[test]
+        fn every_frame_released_is_kept_with_when_it_was_accepted() {
+            let (mut l, mut reports, _store, t0) = ledger(&BufferConfig::default());
+            l.buffer
+                .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
+            l.buffer.set_boot_id(Some(7));
+            let frame = |fcnt: u32, at| Counters {
+                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4], at)],
+                replayed: None,
+            };
+            let later = t0 + Duration::from_secs(2);
+            l.take(vec![record(7)], frame(7, t0), Ack::None, t0);
+            l.take(vec![record(8)], frame(8, later), Ack::None, t0);
+            l.end_round(t0).unwrap();
+            let first = reports.try_recv().unwrap();
+            let second = reports.try_recv().unwrap();
+            l.delivered(second, t0).unwrap();
+            assert_eq!(l.buffer.copies().unwrap(), [], "frame 7 is not durable");
+            l.delivered(first, t0).unwrap();
+            let wall = ms_since_epoch(l.wall_at.1);
+            let copies = l.buffer.copies().unwrap();
+            assert_eq!(
+                (kept(&l), copies[0].frames.clone()),
+                (vec![8], vec![(7, [7; 4], wall), (8, [8; 4], wall + 2000)])
+            );
         }
 
         /// Under steady traffic a session nearly always has a frame held: the next one is with

@@ -825,7 +825,9 @@ impl World {
             } else {
                 self.fcnt = Some(uplink);
                 let mic = uplink.to_be_bytes();
-                counters.advanced.push((DEV_ADDR, DEV_EUI, uplink, mic));
+                counters
+                    .advanced
+                    .push((DEV_ADDR, DEV_EUI, uplink, mic, now));
             }
         }
         if at_shutdown {
