@@ -27,6 +27,9 @@ pub struct MemoryStore {
     unreadable: Arc<Mutex<(BTreeSet<u64>, bool)>>,
     /// The most bytes of values one scan returned, likewise (tests of what reads hold).
     most_scanned: Arc<AtomicU64>,
+    /// Bytes of state keys and values written, likewise (tests of what a record costs the
+    /// disk).
+    state_written: Arc<AtomicU64>,
 }
 
 impl MemoryStore {
@@ -70,6 +73,10 @@ impl MemoryStore {
 
     pub fn most_scanned(&self) -> u64 {
         self.most_scanned.load(Ordering::Relaxed)
+    }
+
+    pub fn state_written(&self) -> u64 {
+        self.state_written.load(Ordering::Relaxed)
     }
 
     fn refuse(&self) -> Result<(), BufferError> {
@@ -147,6 +154,9 @@ impl Store for MemoryStore {
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        let written = key.len() + value.len();
+        self.state_written
+            .fetch_add(written as u64, Ordering::Relaxed);
         self.state.insert(key.to_vec(), value.to_vec());
         Ok(())
     }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::config::{BufferConfig, WhenFull};
-use crate::lorawan::fcnt::COPIES;
+use crate::lorawan::fcnt::{COPIES, COPY_WINDOW};
 use crate::metrics::Metrics;
 use crate::record::{ms_since_epoch, Record};
 
@@ -1027,17 +1027,30 @@ impl Buffer {
     /// of one heard after a restart is still told as one (see [`crate::lorawan::fcnt`]). They
     /// are kept with the print of the session's keys and this boot's id, and without either
     /// not at all: the frames kept under other keys or in another boot are dropped, not
-    /// merged. At most 532 bytes a session; durable with the next flush.
+    /// merged. Only frames accepted less than [`COPY_WINDOW`] before `now` (ms since the
+    /// epoch), or before the newest frame, are kept: an older one is no copy's after a
+    /// restart, which comes later still. So a device sending every few minutes keeps one, 36
+    /// bytes, and one sending faster as many as it sent in the window (at most 532 bytes).
+    /// When none of `frames` is within the window (their records were durable only late, as
+    /// after the sink was down), nothing is written: those kept already are older still.
+    /// Durable with the next flush.
     pub fn save_copies(
         &mut self,
         dev_addr: u32,
         dev_eui: [u8; 8],
         frames: &[CopyFrame],
+        now: u64,
     ) -> Result<(), BufferError> {
+        let newest = frames.iter().map(|&(_, _, at)| at).fold(now, u64::max);
+        let window = COPY_WINDOW.as_millis() as u64;
+        let within = |&(_, _, at): &CopyFrame| at.saturating_add(window) > newest;
         let (Some(&keys), Some(boot)) = (self.key_prints.get(&(dev_addr, dev_eui)), self.boot_id)
         else {
             return Ok(());
         };
+        if !frames.iter().any(within) {
+            return Ok(());
+        }
         let mut key = COPIES_PREFIX.to_vec();
         key.extend_from_slice(&dev_addr.to_be_bytes());
         key.extend_from_slice(&dev_eui);
@@ -1047,10 +1060,11 @@ impl Buffer {
         };
         kept.retain(|&(f, m, _)| !frames.iter().any(|&(nf, nm, _)| (f, m) == (nf, nm)));
         kept.extend_from_slice(frames);
-        let newest = &kept[kept.len().saturating_sub(COPIES)..];
+        kept.retain(within);
+        let last = &kept[kept.len().saturating_sub(COPIES)..];
         let mut value = keys.to_vec();
         value.extend_from_slice(&boot.to_be_bytes());
-        for (fcnt, mic, at) in newest {
+        for (fcnt, mic, at) in last {
             value.extend_from_slice(&fcnt.to_be_bytes());
             value.extend_from_slice(mic);
             value.extend_from_slice(&at.to_be_bytes());
@@ -1893,17 +1907,20 @@ mod tests {
         let (mut b, _) = sled_buffer(dir.path(), 10);
         assert_eq!(b.copies().unwrap(), [], "an older release's buffer");
         assert_eq!(b.fcnts().unwrap()[0].fcnt, 9);
+        let now = 1_800_000_000_000;
         let frames: Vec<_> = (10..12 + COPIES as u32)
-            .map(|f| (f, f.to_be_bytes(), 1_800_000_000_000 + u64::from(f)))
+            .map(|f| (f, f.to_be_bytes(), now + u64::from(f)))
             .collect();
-        b.save_copies(session.0, session.1, &frames[..2]).unwrap();
+        b.save_copies(session.0, session.1, &frames[..2], now)
+            .unwrap();
         assert_eq!(
             b.copies().unwrap(),
             [],
             "neither keys' print nor boot known"
         );
         b.set_key_prints(HashMap::from([(session, [4, 3, 2, 1])]));
-        b.save_copies(session.0, session.1, &frames[..2]).unwrap();
+        b.save_copies(session.0, session.1, &frames[..2], now)
+            .unwrap();
         assert_eq!(b.copies().unwrap(), [], "no boot known");
         b.set_boot_id(Some(7));
         let kept = |frames: &[CopyFrame], keys, boot_id| KeptCopies {
@@ -1913,10 +1930,13 @@ mod tests {
             boot_id,
             frames: frames.to_vec(),
         };
-        b.save_copies(session.0, session.1, &frames[..2]).unwrap();
-        b.save_copies(session.0, session.1, &frames[1..3]).unwrap();
+        b.save_copies(session.0, session.1, &frames[..2], now)
+            .unwrap();
+        b.save_copies(session.0, session.1, &frames[1..3], now)
+            .unwrap();
         assert_eq!(b.copies().unwrap(), [kept(&frames[..3], [4, 3, 2, 1], 7)]);
-        b.save_copies(session.0, session.1, &frames[3..]).unwrap();
+        b.save_copies(session.0, session.1, &frames[3..], now)
+            .unwrap();
         let &(newest, mic, _) = frames.last().unwrap();
         b.save_fcnt(session.0, session.1, newest, mic).unwrap();
         b.flush().unwrap();
@@ -1928,18 +1948,70 @@ mod tests {
 
         b.set_key_prints(HashMap::from([(session, [5; 4])]));
         b.set_boot_id(Some(7));
-        b.save_copies(session.0, session.1, &frames[..1]).unwrap();
+        b.save_copies(session.0, session.1, &frames[..1], now)
+            .unwrap();
         assert_eq!(
             b.copies().unwrap(),
             [kept(&frames[..1], [5; 4], 7)],
             "new keys"
         );
         b.set_boot_id(Some(8));
-        b.save_copies(session.0, session.1, &frames[1..2]).unwrap();
+        b.save_copies(session.0, session.1, &frames[1..2], now)
+            .unwrap();
         assert_eq!(
             b.copies().unwrap(),
             [kept(&frames[1..2], [5; 4], 8)],
             "new boot"
+        );
+    }
+
+    /// Only the frames accepted less than [`COPY_WINDOW`] before now, or before the newest
+    /// frame, are kept: a copy of an older one cannot come within the window after a
+    /// restart. A session sending every few minutes keeps its last frame only. When none of
+    /// the frames to keep is within the window (released late, their records durable only
+    /// after the sink was back), nothing is written: what is kept stays as it was.
+    #[test]
+    fn only_frames_within_the_copy_window_are_kept() {
+        let store = MemoryStore::default();
+        let (mut b, _) = buffer_on(store.clone(), 1 << 20, WhenFull::DropOldest);
+        let session = (0x2601_1bda, [1; 8]);
+        b.set_key_prints(HashMap::from([(session, [4; 4])]));
+        b.set_boot_id(Some(7));
+        let t = 1_800_000_000_000;
+        let window = COPY_WINDOW.as_millis() as u64;
+        let frame = |f: u32, at| (f, f.to_be_bytes(), at);
+        let mut save = |frames: &[CopyFrame], now| {
+            b.save_copies(session.0, session.1, frames, now).unwrap();
+            let kept = b.copies().unwrap().into_iter().flat_map(|k| k.frames);
+            kept.map(|(f, _, _)| f).collect::<Vec<_>>()
+        };
+        assert_eq!(save(&[frame(1, t), frame(2, t + 1000)], t + 1000), [1, 2]);
+        assert_eq!(save(&[frame(3, t + window)], t + window), [2, 3]);
+        assert_eq!(
+            save(&[frame(4, t + 2 * window)], t + window),
+            [4],
+            "the newest frame ahead of now"
+        );
+        let written = store.state_written();
+        assert_eq!(
+            (
+                save(&[frame(5, t + 2 * window + 1)], t + 3 * window + 1),
+                store.state_written()
+            ),
+            (vec![4], written),
+            "(frames kept, state bytes written) after frames older than the window"
+        );
+        let mut each = Vec::new();
+        for n in 0..4 {
+            let at = t + 4 * window + n * 10 * 60_000;
+            let before = store.state_written();
+            assert_eq!(save(&[frame(6 + n as u32, at)], at), [6 + n as u32]);
+            each.push(store.state_written() - before);
+        }
+        assert_eq!(
+            each,
+            [24 + 36; 4],
+            "key and value bytes of a frame every 10 minutes"
         );
     }
 

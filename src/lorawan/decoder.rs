@@ -62,14 +62,18 @@ pub struct Decoder {
     ahead: Duration,
 }
 
+/// A frame accepted: DevAddr, DevEUI, FCnt32, MIC, and when it was accepted, given for a
+/// session of a device that restarts its counter (`resets_fcnt`) only, whose frames are kept
+/// with the counter to tell a copy of one after a restart (see [`Decoder::resume_copies`]):
+/// any other session's kept counter refuses such a copy all the same, as at or below it.
+pub type Accepted = (DevAddr, DevEui, u32, [u8; 4], Option<Instant>);
+
 /// What decoding a frame did to the frame counters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
-    /// (DevAddr, DevEUI, FCnt32, MIC, when) of every frame accepted: its counter is kept
-    /// across restarts, with its MIC, which tells another frame at that counter from a copy,
-    /// and the frame with when it was accepted, to tell a copy of it (see
-    /// [`Decoder::resume_copies`]).
-    pub advanced: Vec<(DevAddr, DevEui, u32, [u8; 4], Instant)>,
+    /// Every frame accepted: its counter is kept across restarts, with its MIC, which tells
+    /// another frame at that counter from a copy.
+    pub advanced: Vec<Accepted>,
     /// (DevAddr, FCnt32) of a frame refused as a replay: a copy of one accepted before (a
     /// source's redelivery, a second gateway), an attack, or a device that restarted its
     /// counter.
@@ -249,9 +253,10 @@ impl Decoder {
             });
         }
         session.fcnt.accept_at(fcnt32, frame.mic, now);
+        let at = session.fcnt.resets().then_some(now);
         self.counters
             .advanced
-            .push((dev_addr, session.dev_eui, fcnt32, frame.mic, now));
+            .push((dev_addr, session.dev_eui, fcnt32, frame.mic, at));
         let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
         Ok(Uplink {
             dev_eui: session.dev_eui,

@@ -30,9 +30,11 @@
 //!   nor a [`FcntError::Reset`] when its counter is below [`RESET_BELOW`]. Past the window the
 //!   same bytes are not taken for a copy: a device that restarts its counter and sends the
 //!   same FPort and payload at the same counter (a boot message, a button code, a heartbeat)
-//!   makes the same MIC, and its frame must be taken. The frames accepted are kept with the
-//!   counter and their wall-clock time, and resumed at start only in the boot they were
-//!   accepted in (see [`crate::lorawan::Decoder::resume_copies`]).
+//!   makes the same MIC, and its frame must be taken. The frames a session of a device that
+//!   restarts its counter accepted within the window are kept with the counter and their
+//!   wall-clock time, and resumed at start only in the boot they were accepted in (see
+//!   [`crate::lorawan::Decoder::resume_copies`]); any other session's kept counter refuses
+//!   such a copy after a restart by itself.
 //! * A session of a device known to restart its counter ([`FcntTracker::resetting`], the
 //!   device's `resets_fcnt`) accepts a counter at or below the last accepted, unless the frame
 //!   is such a copy, as a restart, and goes on from it. Every wire value is then also tried
@@ -132,6 +134,11 @@ impl FcntTracker {
     /// The last accepted FCnt32, if any.
     pub fn last(&self) -> Option<u32> {
         self.last
+    }
+
+    /// Whether the device restarts its counter ([`FcntTracker::resetting`]).
+    pub fn resets(&self) -> bool {
+        self.resets
     }
 
     /// FCnt32 values to try (in order) for a 16-bit wire value. Includes the same-half value

@@ -20,7 +20,7 @@ use std::fmt;
 
 use crate::ids::DevEui;
 
-pub use decoder::{Counters, Decoder, Session};
+pub use decoder::{Accepted, Counters, Decoder, Session};
 pub use fcnt::{FcntTracker, BLOCKS_AHEAD};
 pub use frame::{parse, DataFrame, Direction, Frame, JoinRequest, MType};
 

@@ -1298,8 +1298,8 @@ mod tests {
     /// A frame counter is kept with its session keys' print: the same keys go on from it
     /// after a restart (an old frame is refused), new keys under the same DevAddr (a device
     /// provisioned again) start afresh (their FCnt 0 is a reading, not a restart to refuse).
-    /// The frames accepted, kept to tell a copy, are the new keys' only: the old keys' are
-    /// not resumed, nor kept with the new keys' frames.
+    /// A session that does not restart its counter keeps no frames beside it: its counter
+    /// refuses a copy by itself.
     #[test]
     fn a_kept_counter_holds_for_its_session_keys_only() {
         const NEW: [u8; 16] = [0x11; 16];
@@ -1311,14 +1311,6 @@ mod tests {
         let sent = deliver(&mut fwd, &mut reports, &frame(5000, &NWK), t0);
         assert_eq!(sent, (1, 1));
         drop(fwd);
-        let print = |nwk| {
-            let keys = crate::lorawan::SessionKeys {
-                nwk_s_key: crate::lorawan::Key::new(nwk),
-                app_s_key: crate::lorawan::Key::new(APP),
-            };
-            keys.print()
-        };
-        assert_eq!(kept_copies(dir.path()), [(print(NWK), vec![5000])]);
         let ((mut again, _), _) = start(&NWK);
         assert!(again.decoder.decode(&frame(4999, &NWK)).is_empty(), "old");
         drop(again);
@@ -1326,7 +1318,78 @@ mod tests {
         let sent = deliver(&mut provisioned, &mut reports, &frame(0, &NEW), t0);
         assert_eq!(sent, (1, 1));
         drop(provisioned);
-        assert_eq!(kept_copies(dir.path()), [(print(NEW), vec![0])]);
+        assert_eq!(kept_copies(dir.path()), []);
+    }
+
+    /// A device that does not restart its counter: its frames are not kept beside the
+    /// counter (no write of them, see `state_written_per_uplink`), and a late copy of one
+    /// after hubgate restarts is refused all the same, within the copy window or past it, by
+    /// the counter kept, at or below which every frame is old: a duplicate, no record made
+    /// again.
+    #[test]
+    fn a_late_copy_after_a_restart_is_refused_by_the_kept_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = || session_forwarder(dir.path(), &NWK, "");
+        let frame = |fcnt| session_frame(fcnt, &NWK);
+        let ((mut fwd, _), mut reports) = start();
+        let t0 = Instant::now();
+        for fcnt in [100, 101] {
+            assert_eq!(deliver(&mut fwd, &mut reports, &frame(fcnt), t0), (1, 1));
+        }
+        drop(fwd);
+        assert_eq!(kept_copies(dir.path()), [], "frames kept");
+        let ((mut again, metrics), mut reports) = start();
+        for fcnt in [100, 101] {
+            let copy = deliver(&mut again, &mut reports, &frame(fcnt), t0);
+            assert_eq!(
+                copy,
+                (0, 0),
+                "(records made, sent again) of a copy of {fcnt}"
+            );
+        }
+        again.decoder.pass(crate::lorawan::fcnt::COPY_WINDOW);
+        let late = deliver(&mut again, &mut reports, &frame(100), t0);
+        assert_eq!(late, (0, 0), "past the window");
+        assert_eq!(
+            (metrics.duplicates.get(), metrics.problems("fcnt_reset")),
+            (3, 0)
+        );
+    }
+
+    /// What an uplink writes to the buffer's state when its record goes straight to the sink
+    /// (keys and values, in bytes): the counter of a device that does not restart its counter
+    /// (17 + 12), and for one that does, its frames of the copy window too (24 + 20 + 16 a
+    /// frame): one, of a device sending every 10 minutes; as many as came in the last 3
+    /// minutes, of one sending every 40 seconds.
+    #[test]
+    fn state_written_per_uplink() {
+        let written = |more: &str, every: u64| {
+            let text = format!(
+                "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
+                 dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n{more}",
+                hex::encode(NWK),
+                hex::encode(APP)
+            );
+            let (deliveries, mut reports) = tokio::sync::mpsc::unbounded_channel();
+            let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+            let store = crate::buffer::MemoryStore::default();
+            let (mut fwd, _) = forwarder_of(&text, Box::new(store.clone()), Box::new(sink));
+            let t0 = Instant::now();
+            let mut each = Vec::new();
+            for fcnt in 1..=8 {
+                let before = store.state_written();
+                let frame = session_frame(fcnt, &NWK);
+                assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
+                each.push(store.state_written() - before);
+                fwd.decoder.pass(Duration::from_secs(every));
+            }
+            each
+        };
+        let resets = "resets_fcnt = true\n";
+        assert_eq!(written("", 600), [29; 8]);
+        assert_eq!(written("", 40), [29; 8]);
+        assert_eq!(written(resets, 600), [89; 8]);
+        assert_eq!(written(resets, 40), [89, 105, 121, 137, 153, 153, 153, 153]);
     }
 
     /// A device that restarts its counter (`resets_fcnt`): FCnt 100 and 101 delivered, then
@@ -1397,7 +1460,7 @@ mod tests {
             buffer.set_boot_id(Some(kept_boot));
             let at = ms_since_epoch(kept_at);
             buffer
-                .save_copies(session.0, session.1, &[(100, mic, at)])
+                .save_copies(session.0, session.1, &[(100, mic, at)], at)
                 .unwrap();
             buffer.save_fcnt(session.0, session.1, 100, mic).unwrap();
             let (dev_addr, dev_eui) = (DevAddr(session.0), DevEui(session.1));

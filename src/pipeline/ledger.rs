@@ -29,15 +29,16 @@ use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, ClockState, Pushed};
 use crate::config::BufferConfig;
 use crate::ids::DevEui;
-use crate::lorawan::{Counters, DevAddr};
+use crate::lorawan::{Accepted, Counters, DevAddr};
 use crate::metrics::{unix_seconds, Metrics};
 use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::Ack;
 
 /// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32, its frame's MIC, and
-/// when the frame was accepted.
-type Fcnt = (DevAddr, DevEui, u32, [u8; 4], Instant);
+/// when the frame was accepted, given for a session of a device that restarts its counter
+/// only, whose frames are kept to tell a copy ([`Ledger::keep_fcnts`]).
+type Fcnt = Accepted;
 
 struct InFlight {
     record: Record,
@@ -520,16 +521,26 @@ impl Ledger {
     /// go to the buffer, durable with its next flush: each session's newest as its counter,
     /// with its frame's MIC, so a frame captured before a restart is still a replay after it,
     /// and another frame at the kept counter (a device that restarted its counter) is not
-    /// taken for a copy; and every one with when it was accepted (by the wall clock as the
-    /// ledger follows it), so a copy of one heard soon after a restart is still told as one.
+    /// taken for a copy. For a session of a device that restarts its counter, which takes a
+    /// frame at or below its counter as a restart, the frames go too, with when each was
+    /// accepted (by the wall clock as the ledger follows it), so a copy of one heard soon
+    /// after a restart is still told as one ([`Buffer::save_copies`]: those of the last
+    /// [`COPY_WINDOW`](crate::lorawan::fcnt::COPY_WINDOW) only). Any other session's kept
+    /// counter refuses such a copy by itself: its frames are neither read nor written, which
+    /// spares each of its uplinks a rewrite of up to 532 bytes.
     fn keep_fcnts(&mut self, sessions: Vec<((DevAddr, DevEui), Vec<Fcnt>)>) {
         for ((dev_addr, dev_eui), frames) in sessions {
             let copies: Vec<_> = (frames.iter())
-                .map(|&(_, _, fcnt, mic, at)| (fcnt, mic, self.wall_ms_at(at)))
+                .filter_map(|&(_, _, fcnt, mic, at)| Some((fcnt, mic, self.wall_ms_at(at?))))
                 .collect();
             let &(_, _, fcnt, mic, _) = frames.last().expect("a frame a session");
             let counter = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic);
-            let copies = self.buffer.save_copies(dev_addr.0, dev_eui.0, &copies);
+            let copies = if copies.is_empty() {
+                Ok(())
+            } else {
+                let now = self.wall_ms_at(Instant::now());
+                self.buffer.save_copies(dev_addr.0, dev_eui.0, &copies, now)
+            };
             if let Err(e) = counter.and(copies) {
                 self.metrics.problem("buffer_write_error", || {
                     format!("cannot keep the frame counter of {dev_addr}: {e}")
@@ -1251,6 +1262,7 @@ impl Ledger {
 mod tests {
     use super::*;
     use crate::buffer::{MemoryStore, Store};
+    use crate::lorawan::fcnt::COPY_WINDOW;
     use crate::sink::stdout::StdoutSink;
 
     /// An MQTT acknowledgement of packet `pkid`, and where it goes once released.
@@ -1612,7 +1624,7 @@ mod tests {
         assert!(settled(&mut ledger, t0), "flushed");
 
         let eui = DevEui([1; 8]);
-        let frame = (DevAddr(1), eui, 7, [7; 4], t0);
+        let frame = (DevAddr(1), eui, 7, [7; 4], None);
         ledger.keep_fcnts(vec![((DevAddr(1), eui), vec![frame])]);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "a frame counter waits for its sync");
@@ -1837,16 +1849,9 @@ mod tests {
         }
     }
 
-    /// When the tests' LoRaWAN frames were accepted: one instant, so that every copy of a
-    /// frame is the same.
-    fn accepted() -> Instant {
-        static AT: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *AT.get_or_init(Instant::now)
-    }
-
     /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).
     fn counter(replayed: bool) -> Counters {
-        let kept = (DevAddr(1), DevEui([1; 8]), 7, [7; 4], accepted());
+        let kept = (DevAddr(1), DevEui([1; 8]), 7, [7; 4], None);
         match replayed {
             false => Counters {
                 advanced: vec![kept],
@@ -2437,13 +2442,7 @@ mod tests {
 
         fn advanced(fcnt: u32) -> Counters {
             Counters {
-                advanced: vec![(
-                    DevAddr(1),
-                    DevEui([1; 8]),
-                    fcnt,
-                    [fcnt as u8; 4],
-                    accepted(),
-                )],
+                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4], None)],
                 replayed: None,
             }
         }
@@ -2501,9 +2500,10 @@ mod tests {
             assert_eq!(kept(&l), [8]);
         }
 
-        /// Every frame released is kept too, not only the newest, each with when it was
-        /// accepted by the wall clock as the ledger follows it: a copy of one heard soon after
-        /// a restart is still told as a copy.
+        /// Every frame released of a session that restarts its counter (given with when it
+        /// was accepted) is kept too, not only the newest, each with when it was accepted by
+        /// the wall clock as the ledger follows it: a copy of one heard soon after a restart
+        /// is still told as a copy.
         #[test]
         fn every_frame_released_is_kept_with_when_it_was_accepted() {
             let (mut l, mut reports, _store, t0) = ledger(&BufferConfig::default());
@@ -2515,8 +2515,8 @@ mod tests {
                 replayed: None,
             };
             let later = t0 + Duration::from_secs(2);
-            l.take(vec![record(7)], frame(7, t0), Ack::None, t0);
-            l.take(vec![record(8)], frame(8, later), Ack::None, t0);
+            l.take(vec![record(7)], frame(7, Some(t0)), Ack::None, t0);
+            l.take(vec![record(8)], frame(8, Some(later)), Ack::None, t0);
             l.end_round(t0).unwrap();
             let first = reports.try_recv().unwrap();
             let second = reports.try_recv().unwrap();
@@ -2529,6 +2529,51 @@ mod tests {
                 (kept(&l), copies[0].frames.clone()),
                 (vec![8], vec![(7, [7; 4], wall), (8, [8; 4], wall + 2000)])
             );
+        }
+
+        /// A session that restarts its counter keeps only the frames accepted less than the
+        /// copy window before its newest (a copy of an older one cannot come within the window
+        /// after a restart); another session, its frames given without when, keeps none: its
+        /// counter refuses a copy by itself, and its uplinks write the counter only.
+        #[test]
+        fn only_a_resetting_sessions_frames_within_the_copy_window_are_kept() {
+            let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
+            let prints = [((1, [1; 8]), [4; 4]), ((2, [2; 8]), [5; 4])];
+            l.buffer.set_key_prints(HashMap::from(prints));
+            l.buffer.set_boot_id(Some(7));
+            let second = Duration::from_secs(1);
+            let mut deliver = |n: u32, dev: u8, at: Option<Instant>| {
+                let (dev_addr, dev_eui) = (DevAddr(u32::from(dev)), DevEui([dev; 8]));
+                let counters = Counters {
+                    advanced: vec![(dev_addr, dev_eui, n, [n as u8; 4], at)],
+                    replayed: None,
+                };
+                let before = store.state_written();
+                l.take(vec![record(n)], counters, Ack::None, t0);
+                l.end_round(t0).unwrap();
+                l.delivered(reports.try_recv().unwrap(), t0).unwrap();
+                let copies = l.buffer.copies().unwrap().into_iter();
+                let kept = copies.map(|k| (k.dev_addr, k.frames.iter().map(|f| f.0).collect()));
+                (
+                    kept.collect::<Vec<(u32, Vec<u32>)>>(),
+                    store.state_written() - before,
+                )
+            };
+            let counter = 17 + 12;
+            assert_eq!(
+                deliver(7, 1, Some(t0)),
+                (vec![(1, vec![7])], counter + 24 + 36)
+            );
+            let later = t0 + 2 * second;
+            assert_eq!(deliver(8, 1, Some(later)).0, [(1, vec![7, 8])]);
+            assert_eq!(
+                deliver(9, 2, None),
+                (vec![(1, vec![7, 8])], counter),
+                "(frames kept, state bytes written) of the other session"
+            );
+            let newest = t0 + COPY_WINDOW + second;
+            assert_eq!(deliver(10, 1, Some(newest)).0, [(1, vec![8, 10])]);
+            assert_eq!(kept(&l), [10, 9], "the counters of DevAddr 1 and 2");
         }
 
         /// Under steady traffic a session nearly always has a frame held: the next one is with

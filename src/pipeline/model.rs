@@ -827,7 +827,7 @@ impl World {
                 let mic = uplink.to_be_bytes();
                 counters
                     .advanced
-                    .push((DEV_ADDR, DEV_EUI, uplink, mic, now));
+                    .push((DEV_ADDR, DEV_EUI, uplink, mic, None));
             }
         }
         if at_shutdown {
