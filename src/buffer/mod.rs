@@ -1022,13 +1022,13 @@ impl Buffer {
         self.boot_id = boot_id;
     }
 
-    /// Keep `frames` (FCnt32, MIC, accepted at: ms since the epoch), accepted by LoRaWAN
+    /// Keep `frames` (FCnt32, MIC, accepted at: ms since boot), accepted by LoRaWAN
     /// session (DevAddr, DevEUI) in this order, among the session's last [`COPIES`], so a copy
     /// of one heard after a restart is still told as one (see [`crate::lorawan::fcnt`]). They
     /// are kept with the print of the session's keys and this boot's id, and without either
     /// not at all: the frames kept under other keys or in another boot are dropped, not
-    /// merged. Only frames accepted less than [`COPY_WINDOW`] before `now` (ms since the
-    /// epoch), or before the newest frame, are kept: an older one is no copy's after a
+    /// merged. Only frames accepted less than [`COPY_WINDOW`] before `now` (ms since boot),
+    /// or before the newest frame, are kept: an older one is no copy's after a
     /// restart, which comes later still. So a device sending every few minutes keeps one, 36
     /// bytes, and one sending faster as many as it sent in the window (at most 532 bytes).
     /// When none of `frames` is within the window (their records were durable only late, as
@@ -1207,8 +1207,9 @@ pub const MAX_DEAD_LETTERS: u64 = 10_000;
 /// every place from them.
 pub const SINK_DEAD_LETTERS: u64 = 1_000;
 
-/// A LoRaWAN frame accepted, as kept to tell a copy: FCnt32, MIC, and when (ms since the
-/// epoch).
+/// A LoRaWAN frame accepted, as kept to tell a copy: FCnt32, MIC, and when (ms since boot,
+/// [`crate::clock::since_boot`]: kept only for the same boot, and not moved by a step of the
+/// wall clock).
 pub type CopyFrame = (u32, [u8; 4], u64);
 
 /// The frames a LoRaWAN session accepted last, as kept ([`Buffer::copies`]).

@@ -31,8 +31,9 @@
 //!   same bytes are not taken for a copy: a device that restarts its counter and sends the
 //!   same FPort and payload at the same counter (a boot message, a button code, a heartbeat)
 //!   makes the same MIC, and its frame must be taken. The frames a session of a device that
-//!   restarts its counter accepted within the window are kept with the counter and their
-//!   wall-clock time, and resumed at start only in the boot they were accepted in (see
+//!   restarts its counter accepted within the window are kept with the counter and when each
+//!   was accepted by the time since boot (which a step of the wall clock does not move), and
+//!   resumed at start only in the boot they were accepted in (see
 //!   [`crate::lorawan::Decoder::resume_copies`]); any other session's kept counter refuses
 //!   such a copy after a restart by itself.
 //! * A session of a device known to restart its counter ([`FcntTracker::resetting`], the

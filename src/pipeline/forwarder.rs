@@ -107,7 +107,7 @@ impl Forwarder {
         }
         let boot_id = crate::clock::boot_id();
         let now = (Instant::now(), SystemTime::now());
-        resume_copies(&mut decoder, &buffer, boot_id, now.1);
+        resume_copies(&mut decoder, &buffer, boot_id, crate::clock::since_boot());
         let prints = decoder.key_prints().into_iter();
         buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
         buffer.set_boot_id(boot_id);
@@ -451,18 +451,26 @@ impl Forwarder {
 }
 
 /// LoRaWAN sessions tell a copy of the frames they accepted shortly before a restart
-/// ([`crate::lorawan::fcnt::COPY_WINDOW`]): those kept in this boot (`boot_id`) and not in
-/// the future of `wall`. In another boot (or where the boot cannot be told) the wall clock
-/// does not say how old they are: a Pi without a real-time clock starts at the time it
-/// stopped at, so frames from before a power cut would look a few seconds old, and a
-/// restarted device's frame taken for a copy of one of them; they are not told as copies
-/// (a copy heard then makes a record again, the lesser harm).
-fn resume_copies(decoder: &mut Decoder, buffer: &Buffer, boot_id: Option<u128>, wall: SystemTime) {
+/// ([`crate::lorawan::fcnt::COPY_WINDOW`]): those kept in this boot (`boot_id`), their age by
+/// the time since boot, `up` now ([`crate::clock::since_boot`]), and none stamped later than
+/// that. Not by the wall clock: a Pi without a real-time clock whose clock NTP sets back
+/// between a frame and the restart would make the frame look younger, and a restarted
+/// device's same bytes hours later a copy, a reading lost. In another boot, or where the
+/// boot or the time since it cannot be read, no frame is told as a copy (a copy heard then
+/// makes a record again, the lesser harm).
+fn resume_copies(
+    decoder: &mut Decoder,
+    buffer: &Buffer,
+    boot_id: Option<u128>,
+    up: Option<Duration>,
+) {
+    let Some(now_ms) = up.map(|up| up.as_millis() as u64) else {
+        return;
+    };
     let kept = match buffer.copies() {
         Ok(kept) => kept,
         Err(e) => return log::warn!("buffer: cannot read the frames last accepted: {e}"),
     };
-    let now_ms = ms_since_epoch(wall);
     for k in kept.into_iter().filter(|k| Some(k.boot_id) == boot_id) {
         let frames: Vec<_> = (k.frames.iter())
             .filter_map(|&(fcnt, mic, at)| {
@@ -1225,18 +1233,23 @@ mod tests {
         nwk: &[u8; 16],
         more: &str,
     ) -> ((Forwarder, Arc<Metrics>), UnboundedReceiver<Delivery>) {
-        let text = format!(
-            "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
-             dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n{more}",
-            hex::encode(nwk),
-            hex::encode(APP)
-        );
+        let text = session_config(nwk, more);
         let (deliveries, reports) = tokio::sync::mpsc::unbounded_channel();
         let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
         let store = crate::buffer::SledStore::open(dir).unwrap();
         (
             forwarder_of(&text, Box::new(store), Box::new(sink)),
             reports,
+        )
+    }
+
+    /// The configuration of one device with a session under `nwk`, `more` added to it.
+    fn session_config(nwk: &[u8; 16], more: &str) -> String {
+        format!(
+            "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
+             dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n{more}",
+            hex::encode(nwk),
+            hex::encode(APP)
         )
     }
 
@@ -1427,27 +1440,59 @@ mod tests {
         );
     }
 
-    /// Frames kept in another boot, or where this boot cannot be told, or stamped later than
-    /// the clock shows now, are not told as copies after a restart: their wall-clock age
-    /// cannot be trusted (a Pi without a real-time clock starts at the time it stopped at).
-    /// Kept in this boot seconds ago, a frame is.
+    /// A frame's age after a restart is told by the time since boot, not by the wall clock:
+    /// on a Pi without a real-time clock whose clock NTP sets back 2 hours after a frame,
+    /// hubgate restarted a minute later by that clock is 2 hours on by the boot's, and the
+    /// same bytes then (a restarted device's boot message) are a reading, taken. A minute on
+    /// by the boot's, they are still a copy.
+    #[test]
+    fn a_step_back_of_the_wall_clock_does_not_make_an_old_frame_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let more = "resets_fcnt = true\n";
+        let frame = session_frame(100, &NWK);
+        let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NWK, more);
+        let (t0, wall) = (Instant::now(), SystemTime::now());
+        let up = crate::clock::since_boot().unwrap();
+        fwd.ledger.clock(true, t0, wall);
+        assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
+        let hours = Duration::from_secs(2 * 3600);
+        fwd.ledger.clock(true, t0 + hours, wall);
+        drop(fwd);
+        let copy = |up_now| {
+            let cfg = crate::config::Config::parse(&session_config(&NWK, more)).unwrap();
+            let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+            let buffer = Buffer::new(Box::new(store), &cfg.buffer, Metrics::new());
+            let mut decoder = Decoder::new(&cfg, Metrics::new());
+            for k in buffer.fcnts().unwrap() {
+                let (dev_addr, dev_eui) = (DevAddr(k.dev_addr), DevEui(k.dev_eui));
+                decoder.resume_fcnt(dev_addr, dev_eui, k.fcnt, k.mic, k.keys);
+            }
+            resume_copies(&mut decoder, &buffer, crate::clock::boot_id(), Some(up_now));
+            decoder.decode(&frame).is_empty()
+        };
+        let minute = Duration::from_secs(60);
+        assert!(copy(up + minute), "a minute on by the boot clock");
+        assert!(
+            !copy(up + hours + minute),
+            "2 hours on by the boot clock, a minute by the wall clock set back"
+        );
+    }
+
+    /// Frames kept in another boot, or where this boot or the time since it cannot be told,
+    /// or stamped later than the time since boot now, are not told as copies after a restart:
+    /// their age cannot be trusted (a Pi without a real-time clock starts at the time it
+    /// stopped at). Kept in this boot seconds ago, a frame is.
     #[test]
     fn only_frames_kept_in_this_boot_and_not_in_the_future_are_copies() {
-        let text = format!(
-            "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
-             dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n\
-             resets_fcnt = true\n",
-            hex::encode(NWK),
-            hex::encode(APP)
-        );
-        let cfg = crate::config::Config::parse(&text).unwrap();
+        let cfg = crate::config::Config::parse(&session_config(&NWK, "resets_fcnt = true\n"));
+        let cfg = cfg.unwrap();
         let frame = session_frame(100, &NWK);
         let Input::Radio(radio) = &frame else {
             unreachable!()
         };
         let mic: [u8; 4] = radio.phy[radio.phy.len() - 4..].try_into().unwrap();
-        let wall = SystemTime::now();
-        let copy = |kept_boot: u128, boot_id: Option<u128>, kept_at: SystemTime| {
+        let up = Duration::from_secs(3600);
+        let copy = |kept_boot: u128, boot_id: Option<u128>, kept_at: Duration, now| {
             let mut decoder = Decoder::new(&cfg, Metrics::new());
             let session = (0x2601_1bda, [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
             let prints = decoder.key_prints().into_iter();
@@ -1458,21 +1503,23 @@ mod tests {
             );
             buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
             buffer.set_boot_id(Some(kept_boot));
-            let at = ms_since_epoch(kept_at);
+            let at = kept_at.as_millis() as u64;
             buffer
                 .save_copies(session.0, session.1, &[(100, mic, at)], at)
                 .unwrap();
             buffer.save_fcnt(session.0, session.1, 100, mic).unwrap();
             let (dev_addr, dev_eui) = (DevAddr(session.0), DevEui(session.1));
             assert!(decoder.resume_fcnt(dev_addr, dev_eui, 100, Some(mic), None));
-            resume_copies(&mut decoder, &buffer, boot_id, wall);
+            resume_copies(&mut decoder, &buffer, boot_id, now);
             decoder.decode(&frame).is_empty()
         };
         let seconds = Duration::from_secs(10);
-        assert!(copy(7, Some(7), wall - seconds), "this boot, 10 s ago");
-        assert!(!copy(7, Some(8), wall - seconds), "another boot");
-        assert!(!copy(7, None, wall - seconds), "the boot cannot be told");
-        assert!(!copy(7, Some(7), wall + seconds), "in the future");
+        let before = up - seconds;
+        assert!(copy(7, Some(7), before, Some(up)), "this boot, 10 s ago");
+        assert!(!copy(7, Some(8), before, Some(up)), "another boot");
+        assert!(!copy(7, None, before, Some(up)), "the boot cannot be told");
+        assert!(!copy(7, Some(7), before, None), "nor the time since it");
+        assert!(!copy(7, Some(7), up + seconds, Some(up)), "in the future");
     }
 
     /// A device that joined again (a new DevAddr, its FCnt from 0 again) and sends the same

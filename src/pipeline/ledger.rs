@@ -523,23 +523,27 @@ impl Ledger {
     /// and another frame at the kept counter (a device that restarted its counter) is not
     /// taken for a copy. For a session of a device that restarts its counter, which takes a
     /// frame at or below its counter as a restart, the frames go too, with when each was
-    /// accepted (by the wall clock as the ledger follows it), so a copy of one heard soon
-    /// after a restart is still told as one ([`Buffer::save_copies`]: those of the last
-    /// [`COPY_WINDOW`](crate::lorawan::fcnt::COPY_WINDOW) only). Any other session's kept
-    /// counter refuses such a copy by itself: its frames are neither read nor written, which
-    /// spares each of its uplinks a rewrite of up to 532 bytes.
+    /// accepted by the time since boot ([`crate::clock::since_boot`]: the wall clock may step
+    /// back between a frame and a restart, and make it look younger), so a copy of one heard
+    /// soon after a restart in the same boot is still told as one ([`Buffer::save_copies`]:
+    /// those of the last [`COPY_WINDOW`](crate::lorawan::fcnt::COPY_WINDOW) only; none where
+    /// the time since boot cannot be read). Any other session's kept counter refuses such a
+    /// copy by itself: its frames are neither read nor written, which spares each of its
+    /// uplinks a rewrite of up to 532 bytes.
     fn keep_fcnts(&mut self, sessions: Vec<((DevAddr, DevEui), Vec<Fcnt>)>) {
+        let boot = crate::clock::since_boot().map(|up| (Instant::now(), up));
         for ((dev_addr, dev_eui), frames) in sessions {
             let copies: Vec<_> = (frames.iter())
-                .filter_map(|&(_, _, fcnt, mic, at)| Some((fcnt, mic, self.wall_ms_at(at?))))
+                .filter_map(|&(_, _, fcnt, mic, at)| Some((fcnt, mic, boot_ms_at(at?, boot?)?)))
                 .collect();
             let &(_, _, fcnt, mic, _) = frames.last().expect("a frame a session");
             let counter = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic);
-            let copies = if copies.is_empty() {
-                Ok(())
-            } else {
-                let now = self.wall_ms_at(Instant::now());
-                self.buffer.save_copies(dev_addr.0, dev_eui.0, &copies, now)
+            let copies = match boot.filter(|_| !copies.is_empty()) {
+                Some((_, up)) => {
+                    let now = up.as_millis() as u64;
+                    self.buffer.save_copies(dev_addr.0, dev_eui.0, &copies, now)
+                }
+                None => Ok(()),
             };
             if let Err(e) = counter.and(copies) {
                 self.metrics.problem("buffer_write_error", || {
@@ -547,17 +551,6 @@ impl Ledger {
                 });
             }
         }
-    }
-
-    /// The wall clock's time at `at`, in ms since the epoch, as the ledger follows it (from
-    /// its last reading while trusted).
-    fn wall_ms_at(&self, at: Instant) -> u64 {
-        let (then, wall) = self.wall_at;
-        let at_wall = match at.checked_duration_since(then) {
-            Some(after) => wall.checked_add(after),
-            None => wall.checked_sub(then.duration_since(at)),
-        };
-        at_wall.map_or(0, ms_since_epoch)
     }
 
     /// Shutdown: what was received goes into the buffer, not to the sink; a copy of a record
@@ -1256,6 +1249,15 @@ impl Ledger {
             + self.unwritten.values().filter(|l| !l.buffered).count()
             + self.in_flight.values().filter(|f| !f.in_buffer).count()
     }
+}
+
+/// When `at` was by the time since boot, in ms, given that it was `up` at `now`.
+fn boot_ms_at(at: Instant, (now, up): (Instant, Duration)) -> Option<u64> {
+    let then = match at.checked_duration_since(now) {
+        Some(after) => up.checked_add(after),
+        None => up.checked_sub(now.duration_since(at)),
+    };
+    then.map(|t| t.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -2502,10 +2504,11 @@ mod tests {
 
         /// Every frame released of a session that restarts its counter (given with when it
         /// was accepted) is kept too, not only the newest, each with when it was accepted by
-        /// the wall clock as the ledger follows it: a copy of one heard soon after a restart
-        /// is still told as a copy.
+        /// the time since boot: a copy of one heard soon after a restart is still told as a
+        /// copy.
         #[test]
         fn every_frame_released_is_kept_with_when_it_was_accepted() {
+            let booted = crate::clock::since_boot().unwrap().as_millis() as u64;
             let (mut l, mut reports, _store, t0) = ledger(&BufferConfig::default());
             l.buffer
                 .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
@@ -2523,11 +2526,13 @@ mod tests {
             l.delivered(second, t0).unwrap();
             assert_eq!(l.buffer.copies().unwrap(), [], "frame 7 is not durable");
             l.delivered(first, t0).unwrap();
-            let wall = ms_since_epoch(l.wall_at.1);
+            let now = crate::clock::since_boot().unwrap().as_millis() as u64;
             let copies = l.buffer.copies().unwrap();
+            let up = copies[0].frames[0].2;
+            assert!((booted..=now).contains(&up), "{booted} <= {up} <= {now}");
             assert_eq!(
                 (kept(&l), copies[0].frames.clone()),
-                (vec![8], vec![(7, [7; 4], wall), (8, [8; 4], wall + 2000)])
+                (vec![8], vec![(7, [7; 4], up), (8, [8; 4], up + 2000)])
             );
         }
 
