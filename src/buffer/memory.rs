@@ -22,6 +22,8 @@ pub struct MemoryStore {
     writes_fail: Arc<AtomicBool>,
     /// A pretend disk that refuses removals, likewise.
     removes_fail: Arc<AtomicBool>,
+    /// A pretend disk that refuses state writes under keys starting with this, likewise.
+    state_fails: Arc<Mutex<Option<Vec<u8>>>>,
     /// A pretend disk on which these records' bodies cannot be read, for want of a resource
     /// (`true`) or not, likewise.
     unreadable: Arc<Mutex<(BTreeSet<u64>, bool)>>,
@@ -60,6 +62,13 @@ impl MemoryStore {
 
     pub fn set_removes_fail(&self, fail: bool) {
         self.removes_fail.store(fail, Ordering::Relaxed);
+    }
+
+    pub fn set_state_fails(&self, prefix: Option<&[u8]>) {
+        *self
+            .state_fails
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = prefix.map(<[u8]>::to_vec);
     }
 
     /// The bodies of `seqs` cannot be read ([`BufferError::Unreadable`], `passes` as given)
@@ -154,6 +163,14 @@ impl Store for MemoryStore {
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        let fails = self
+            .state_fails
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if fails.as_ref().is_some_and(|p| key.starts_with(p)) {
+            return Err(BufferError::Storage("the disk refuses the write".into()));
+        }
+        drop(fails);
         let written = key.len() + value.len();
         self.state_written
             .fetch_add(written as u64, Ordering::Relaxed);

@@ -545,11 +545,13 @@ impl Ledger {
                 }
                 None => Ok(()),
             };
-            if let Err(e) = counter.and(copies) {
-                self.metrics.problem("buffer_write_error", || {
-                    format!("cannot keep the frame counter of {dev_addr}: {e}")
-                });
-            }
+            let failed = match (counter, copies) {
+                (Ok(()), Ok(())) => continue,
+                (Err(e), Ok(())) => format!("cannot keep the frame counter of {dev_addr}: {e}"),
+                (Ok(()), Err(e)) => format!("cannot keep the frames {dev_addr} accepted last (a copy of one heard after a restart may be taken again): {e}"),
+                (Err(e), Err(f)) => format!("cannot keep the frame counter of {dev_addr} ({e}) nor the frames it accepted last ({f})"),
+            };
+            self.metrics.problem("buffer_write_error", || failed);
         }
     }
 
@@ -2533,6 +2535,61 @@ mod tests {
             assert_eq!(
                 (kept(&l), copies[0].frames.clone()),
                 (vec![8], vec![(7, [7; 4], up), (8, [8; 4], up + 2000)])
+            );
+        }
+
+        /// A session's frames the disk refuses to keep are told as such, and its counter kept;
+        /// its counter refused is told as the counter, and both as both: the operator is
+        /// pointed at what was not kept. Once per session released.
+        #[test]
+        fn frames_not_kept_are_told_apart_from_a_counter_not_kept() {
+            let refused = |prefix: &[u8]| {
+                let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
+                l.buffer
+                    .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
+                l.buffer.set_boot_id(Some(7));
+                store.set_state_fails(Some(prefix));
+                let counters = Counters {
+                    advanced: vec![(DevAddr(1), DevEui([1; 8]), 7, [7; 4], Some(t0))],
+                    replayed: None,
+                };
+                l.take(vec![record(7)], counters, Ack::None, t0);
+                l.end_round(t0).unwrap();
+                l.delivered(reports.try_recv().unwrap(), t0).unwrap();
+                let kept_copies = l.buffer.copies().unwrap().len();
+                let problems = l.metrics.recent_problems().into_iter();
+                (
+                    (kept(&l), kept_copies),
+                    l.metrics.problems("buffer_write_error"),
+                    problems.map(|w| w.line).collect::<Vec<_>>(),
+                )
+            };
+            let refuses = "buffer storage: the disk refuses the write";
+            assert_eq!(
+                refused(b"fcnt-copies/"),
+                (
+                    (vec![7], 0),
+                    1,
+                    vec![format!("cannot keep the frames 00000001 accepted last (a copy of one heard after a restart may be taken again): {refuses}")]
+                )
+            );
+            assert_eq!(
+                refused(b"fcnt/"),
+                (
+                    (vec![], 1),
+                    1,
+                    vec![format!(
+                        "cannot keep the frame counter of 00000001: {refuses}"
+                    )]
+                )
+            );
+            assert_eq!(
+                refused(b"fcnt"),
+                (
+                    (vec![], 0),
+                    1,
+                    vec![format!("cannot keep the frame counter of 00000001 ({refuses}) nor the frames it accepted last ({refuses})")]
+                )
             );
         }
 
