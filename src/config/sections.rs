@@ -167,7 +167,8 @@ pub struct RecordConfig {
     /// Tags added to every record's `meta.global`, and ahead of the device's in `obj.tags`.
     #[serde(default)]
     pub global_tags: Vec<String>,
-    /// How many recent uplinks are remembered to drop duplicates (same device, FCnt, payload).
+    /// How many recent record ids are remembered to drop the same uplink seen again (same
+    /// device, DevAddr, FCnt, FPort, payload); 0: none.
     #[serde(default = "default_dedup_window")]
     pub dedup_window: usize,
     /// The envelope's `source`: who made the record.
