@@ -390,8 +390,9 @@ pub struct DeviceConfig {
     /// A file (0600, or a systemd credential) holding the AppSKey.
     pub app_s_key_file: Option<PathBuf>,
     /// The device restarts its frame counter from 0 (an ABP device that does not keep it
-    /// across a power cycle): a counter below the last accepted is taken as a restart and
-    /// accepted. Weakens replay protection for this device: a frame captured before a
+    /// across a power cycle): a counter at or below the last accepted is taken as a restart
+    /// and accepted, unless it is the same frame heard again within 3 minutes (a copy).
+    /// Weakens replay protection for this device: a frame captured before a
     /// restart can be replayed after it. Needs a LoRaWAN session.
     #[serde(default)]
     pub resets_fcnt: bool,
