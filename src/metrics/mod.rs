@@ -147,6 +147,9 @@ pub struct Metrics {
     pub received_from: PerSource,
     pub decoded: Counter,
     pub acked: Counter,
+    /// Acknowledgements whose source had stopped and could not take them (logged once, at
+    /// the end of the run): their messages come again.
+    pub acks_failed: Counter,
     /// Records confirmed by the sink, by recType.
     pub delivered: Family,
     /// Bytes of the records the sink confirmed, as handed to it, by recType (see

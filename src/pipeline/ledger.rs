@@ -33,7 +33,7 @@ use crate::lorawan::{Accepted, Counters, DevAddr};
 use crate::metrics::{unix_seconds, Metrics};
 use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
-use crate::source::Ack;
+use crate::source::{Ack, Sent};
 
 /// A LoRaWAN frame counter a record advanced: DevAddr, DevEUI, FCnt32, its frame's MIC, and
 /// when the frame was accepted, given for a session of a device that restarts its counter
@@ -890,9 +890,7 @@ impl Ledger {
                 self.dedup.durable(&f.record.id);
                 self.settled(d.seq);
                 for ack in acks {
-                    if ack.send() {
-                        self.metrics.acked.inc();
-                    }
+                    send(&self.metrics, ack);
                 }
             }
             Err(SinkError::Reject(e)) => {
@@ -1228,9 +1226,7 @@ impl Ledger {
 
     fn release(metrics: &Metrics, acks: &mut Vec<(Option<u64>, Ack)>) {
         for (_, ack) in acks.drain(..) {
-            if ack.send() {
-                metrics.acked.inc();
-            }
+            send(metrics, ack);
         }
     }
 
@@ -1260,6 +1256,16 @@ fn boot_ms_at(at: Instant, (now, up): (Instant, Duration)) -> Option<u64> {
         None => up.checked_sub(now.duration_since(at)),
     };
     then.map(|t| t.as_millis() as u64)
+}
+
+/// Send `ack` and count what came of it: an acknowledgement its source could no longer
+/// take is not counted as acknowledged (the broker delivers that message again).
+fn send(metrics: &Metrics, ack: Ack) {
+    match ack.send() {
+        Sent::Acked => metrics.acked.inc(),
+        Sent::Failed => metrics.acks_failed.inc(),
+        Sent::Waiting => {}
+    }
 }
 
 #[cfg(test)]

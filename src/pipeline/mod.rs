@@ -204,6 +204,11 @@ pub async fn run(
     for r in reporters {
         r.abort();
     }
+    // One line with the count, not one per message: they all fail at the end of a stop.
+    let failed = metrics.acks_failed.get();
+    if failed > 0 {
+        log::warn!("mqtt: {failed} acknowledgement(s) could not be sent: the MQTT source had stopped; the broker delivers those messages again");
+    }
     log::info!(
         "{}, duplicates {}",
         metrics.status_line(std::time::SystemTime::now()),

@@ -231,23 +231,29 @@ pub struct PubAck {
     pub pkid: u16,
 }
 
+/// What [`Ack::send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The input is acknowledged now (or needs no acknowledgement).
+    Acked,
+    /// A part whose siblings are not all sent yet: nothing is acknowledged yet.
+    Waiting,
+    /// The source that would acknowledge it has stopped: the input stays unacknowledged and
+    /// its broker delivers it again (to be counted by the caller, not as acknowledged).
+    Failed,
+}
+
 impl Ack {
-    /// Send it; returns whether the input is acknowledged now: false for a part whose
-    /// siblings are not all sent yet.
-    pub fn send(self) -> bool {
+    /// Send it, and say what came of it.
+    pub fn send(self) -> Sent {
         match self {
-            Ack::None => true,
-            Ack::Mqtt { acks, ack } => {
-                // Fails only when the MQTT source is gone; the broker then redelivers, which
-                // the de-duplication window absorbs.
-                if acks.send(ack).is_err() {
-                    log::warn!(
-                        "mqtt: could not acknowledge message {}: the MQTT source has stopped",
-                        ack.pkid
-                    );
-                }
-                true
-            }
+            Ack::None => Sent::Acked,
+            // Fails only when the MQTT source has stopped before the forwarder ended, which it
+            // does not do while it has a connection to acknowledge on.
+            Ack::Mqtt { acks, ack } => match acks.send(ack) {
+                Ok(()) => Sent::Acked,
+                Err(_) => Sent::Failed,
+            },
             Ack::Part(parts) => {
                 let last = {
                     let mut p = parts.lock().unwrap_or_else(|p| p.into_inner());
@@ -258,7 +264,7 @@ impl Ack {
                         None
                     }
                 };
-                last.is_some_and(Ack::send)
+                last.map_or(Sent::Waiting, Ack::send)
             }
         }
     }
@@ -643,23 +649,50 @@ mod tests {
         let mut parts = Ack::Mqtt { acks, ack }.split(3);
         let last = parts.pop().unwrap();
         let mut halves = parts.pop().unwrap().split(2);
-        assert!(!parts.pop().unwrap().send());
-        assert!(!halves.pop().unwrap().send());
-        assert!(!last.send());
+        assert_eq!(parts.pop().unwrap().send(), Sent::Waiting);
+        assert_eq!(halves.pop().unwrap().send(), Sent::Waiting);
+        assert_eq!(last.send(), Sent::Waiting);
         assert!(
             sent.try_recv().is_err(),
             "the part split again is not sent yet"
         );
-        assert!(halves.pop().unwrap().send());
+        assert_eq!(halves.pop().unwrap().send(), Sent::Acked);
         assert_eq!(sent.try_recv().unwrap(), ack);
         assert!(sent.try_recv().is_err(), "once");
 
         let (acks, mut sent) = mpsc::unbounded_channel();
         let mut parts = Ack::Mqtt { acks, ack }.split(2);
         drop(parts.pop());
-        assert!(!parts.pop().unwrap().send());
+        assert_eq!(parts.pop().unwrap().send(), Sent::Waiting);
         assert!(sent.try_recv().is_err(), "a part dropped unsent");
-        assert!(Ack::None.split(2).into_iter().all(Ack::send));
+        assert!(Ack::None
+            .split(2)
+            .into_iter()
+            .all(|a| a.send() == Sent::Acked));
+    }
+
+    /// An acknowledgement released after its MQTT source stopped is not sent: it says so,
+    /// whole or as the last of its parts, so that it is not counted as acknowledged.
+    #[test]
+    fn an_acknowledgement_its_source_cannot_take_is_a_failure() {
+        let ack = PubAck {
+            connection: 0,
+            qos: rumqttc::QoS::AtLeastOnce,
+            pkid: 9,
+        };
+        let (acks, gone) = mpsc::unbounded_channel();
+        drop(gone);
+        let mut parts = Ack::Mqtt {
+            acks: acks.clone(),
+            ack,
+        }
+        .split(2);
+        let outcomes = [
+            Ack::Mqtt { acks, ack }.send(),
+            parts.pop().unwrap().send(),
+            parts.pop().unwrap().send(),
+        ];
+        assert_eq!(outcomes, [Sent::Failed, Sent::Waiting, Sent::Failed]);
     }
 
     fn radio(bytes: usize) -> Input {

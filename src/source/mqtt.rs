@@ -23,7 +23,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use super::quickack::QuickAck;
-use super::{Ack, Context, Input, PubAck};
+use super::{Ack, Context, Input, PubAck, Sent};
 use crate::config::{MqttSourceConfig, MqttTls, UplinkFormat};
 use crate::format::DeadLetter;
 use crate::format::{chirpstack, tts};
@@ -228,8 +228,13 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                         quick.now();
                     }
                     // Once stopping, leave new messages unacknowledged: the broker keeps them.
-                    if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, connection, p).await {
-                        break;
+                    // A message the forwarder no longer takes (its queue closed: it is
+                    // ending) stays so too; the connection stays up for the acknowledgements
+                    // it still releases, until `acked` (sent once it has ended, whatever
+                    // the way): leaving here would strand those, and the broker would deliver
+                    // messages again whose records are durable.
+                    if !*ctx.stopping.borrow() {
+                        forward(&ctx, &cfg, &ack_tx, connection, p).await;
                     }
                 }
                 Ok(_) => {}
@@ -473,9 +478,11 @@ async fn forward(
     };
     match input {
         Some(input) => ctx.frames.send("mqtt", input, ack).await.is_ok(),
+        // This task takes it: it cannot fail.
         None => {
-            ack.send();
-            ctx.metrics.acked.inc();
+            if ack.send() == Sent::Acked {
+                ctx.metrics.acked.inc();
+            }
             true
         }
     }
@@ -785,7 +792,7 @@ mod tests {
         assert_eq!(tags, [(0, 1), (0, 2), (1, 1)]);
         // The old messages' records become durable first, then the new one's.
         for f in taken {
-            f.ack.send();
+            assert_eq!(f.ack.send(), Sent::Acked);
         }
         r.all_acked.send(true).unwrap();
         r.source.await.unwrap();

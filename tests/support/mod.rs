@@ -764,6 +764,29 @@ impl Kafka {
         self.tansu.wait_accepting(self.broker_port, START_TIMEOUT);
     }
 
+    /// A broker that hangs: SIGSTOP tansu, and wait until it is stopped. Its connections stay
+    /// open and answer nothing; [`Kafka::stop`] still kills it, and what it had not read
+    /// then is never written.
+    pub fn pause(&self) {
+        let pid = self.tansu.pid().expect("tansu runs");
+        assert_eq!(
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) },
+            0,
+            "SIGSTOP tansu"
+        );
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = Instant::now() + START_TIMEOUT;
+        // The state follows the command, which is in parentheses: "pid (comm) T ...".
+        while !fs::read_to_string(&stat)
+            .unwrap_or_default()
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+        {
+            assert!(Instant::now() < deadline, "tansu did not stop");
+            thread::sleep(POLL);
+        }
+    }
+
     /// tansu's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.tansu.pid()
