@@ -1,6 +1,6 @@
 //! SIGTERM under load, against real parts (mosquitto -> hubgate child process -> tansu): the
 //! stop confirms or buffers what is in flight, acknowledges it, and nothing the broker
-//! delivered comes again.
+//! delivered comes again; and a source between two inputs stops at once.
 
 mod support;
 
@@ -122,4 +122,26 @@ async fn a_stop_while_mqtt_waits_for_the_queue_acknowledges_what_it_buffered() {
     let mut got = fcnts(&consume(&kafka, ENV, last as usize));
     got.sort_unstable();
     assert_eq!(got, (1..=u64::from(last)).collect::<Vec<_>>());
+}
+
+/// A replay source with a long `interval` stops at once: its wait between two lines ends
+/// with the stop, rather than the agent's stop waiting for it and giving up on it ("a
+/// source did not stop").
+#[test]
+fn a_replay_source_between_two_lines_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("uplinks.jsonl");
+    let lines: Vec<String> = uplinks(1..=2).into_iter().map(|(_, json)| json).collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let body = format!(
+        "[buffer]\npath = {:?}\n[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"{TH}\"\ncodec = \"browan-tbhh100\"\n[[source]]\ntype = \"replay\"\npath = {file:?}\ninterval = \"1h\"\n",
+        dir.path().join("buffer")
+    );
+    let mut agent = Agent::start_with_stdout(dir.path(), &body);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    assert!(agent.terminate(WAIT).success(), "{}", agent.logs());
+    let log = agent.full_log();
+    assert!(!log.contains("did not stop"), "{log}");
+    assert!(log.contains("status: in 1 (replay 1)"), "{log}");
+    assert_eq!(agent.stdout_lines().len(), 1);
 }

@@ -22,6 +22,7 @@ pub async fn run(cfg: ReplaySourceConfig, ctx: Context) {
         }
     };
     let mut reader = tokio::io::BufReader::new(file);
+    let mut stopping = ctx.stopping.clone();
     let (mut n, mut line) = (0u64, Vec::new());
     loop {
         if *ctx.stopping.borrow() {
@@ -54,7 +55,11 @@ pub async fn run(cfg: ReplaySourceConfig, ctx: Context) {
             }
         }
         if !interval.is_zero() {
-            tokio::time::sleep(interval).await;
+            // A stop ends the wait: an interval of minutes would hold the agent's stop up.
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
         }
     }
     log::info!("replay: {} line(s) of {} replayed", n, path.display());
