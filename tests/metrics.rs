@@ -106,7 +106,14 @@ async fn labelled_metrics_and_status_line_follow_the_pipeline_and_the_outage() {
     assert_eq!(agent.metric("hubgate_decode_errors_total"), 1);
     // No sink error yet (each class is there at 0 from the start).
     assert_eq!(agent.metric("hubgate_sink_errors_total"), 0);
-    for reason in ["full", "disk_full", "expired", "corrupt", "queue_full"] {
+    for reason in [
+        "full",
+        "disk_full",
+        "expired",
+        "corrupt",
+        "queue_full",
+        "stopping",
+    ] {
         let series = format!("hubgate_dropped_total{{reason=\"{reason}\"}}");
         assert!(agent.has_metric(&series), "no {series}");
         assert_eq!(agent.metric(&series), 0, "{series}");

@@ -171,6 +171,9 @@ pub struct Metrics {
     pub dropped_corrupt: Counter,
     /// Frames of sources that cannot wait, dropped for want of room in the frame queue.
     pub dropped_queue_full: Counter,
+    /// Frames of sources that cannot wait, still in their hands when the forwarder closed the
+    /// frame queue to stop.
+    pub dropped_stopping: Counter,
     /// Datagrams the kernel dropped before a UDP source could read them.
     pub udp_drops: UdpDrops,
     pub dead_lettered: Counter,
@@ -306,6 +309,7 @@ impl Metrics {
             + self.dropped_expired.get()
             + self.dropped_corrupt.get()
             + self.dropped_queue_full.get()
+            + self.dropped_stopping.get()
     }
 
     fn exposed(&self) -> Vec<Exposed> {
@@ -359,13 +363,14 @@ impl Metrics {
                 "dropped_total",
                 "counter",
                 "reason",
-                "records dropped, by reason (full: buffer full, disk_full: less than buffer.min_free left on the disk, expired: older than max_age, corrupt: failed its checksum, queue_full: a serial or UDP frame found the frame queue's bytes taken)",
+                "records dropped, by reason (full: buffer full, disk_full: less than buffer.min_free left on the disk, expired: older than max_age, corrupt: failed its checksum, queue_full: a serial or UDP frame found the frame queue's bytes taken, stopping: a serial or UDP frame found the frame queue closed as the agent stopped)",
                 vec![
                     ("full".into(), self.dropped_full.get()),
                     ("disk_full".into(), self.dropped_disk_full.get()),
                     ("expired".into(), self.dropped_expired.get()),
                     ("corrupt".into(), self.dropped_corrupt.get()),
                     ("queue_full".into(), self.dropped_queue_full.get()),
+                    ("stopping".into(), self.dropped_stopping.get()),
                 ],
             ),
             e("udp_kernel_drops_total", "counter", "listen", "datagrams the kernel dropped on a UDP source's socket (receive buffer full), by listen address", self.udp_drops.snapshot()),

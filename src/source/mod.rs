@@ -150,7 +150,10 @@ impl Queue {
     /// For a source that cannot wait: a frame that finds the queue's bytes taken is dropped,
     /// counted (`hubgate_dropped_total{reason="queue_full"}`) and logged, rate-limited. (A
     /// full queue of small frames is waited out: the frames' bound is the queue's, and what
-    /// a source does not read meanwhile waits in the kernel's buffers.)
+    /// a source does not read meanwhile waits in the kernel's buffers.) One that finds the
+    /// queue closed (the agent stops) is dropped and counted too (`reason="stopping"`):
+    /// `Closed` tells the source to stop, once it has handed each frame it still holds here
+    /// (each then counted).
     pub async fn send_or_drop(
         &self,
         metrics: &crate::metrics::Metrics,
@@ -163,7 +166,7 @@ impl Queue {
             .clone()
             .try_acquire_many_owned(self.permits(&input))
         {
-            Ok(room) => room,
+            Ok(room) => Some(room),
             Err(TryAcquireError::NoPermits) => {
                 metrics.dropped_queue_full.inc();
                 metrics.log_limited(log::Level::Warn, "queue_full", || {
@@ -174,9 +177,16 @@ impl Queue {
                 });
                 return Ok(());
             }
-            Err(TryAcquireError::Closed) => return Err(Closed),
+            Err(TryAcquireError::Closed) => None,
         };
-        self.put(source, input, Ack::None, room).await
+        let queued = match room {
+            Some(room) => self.put(source, input, Ack::None, room).await,
+            None => Err(Closed),
+        };
+        if queued.is_err() {
+            metrics.dropped_stopping.inc();
+        }
+        queued
     }
 
     async fn put(

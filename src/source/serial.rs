@@ -223,6 +223,7 @@ async fn read(
             }
         };
         delivered = true;
+        let mut closed = false;
         let mut input = &buf[..n];
         while !input.is_empty() {
             let (used, event) = deframer.push(input);
@@ -252,10 +253,13 @@ async fn read(
                     }
                 }
             };
+            // Once the queue is closed, the chunk's other frames are dropped there too, so
+            // that each is counted.
             let queued = ctx.frames.send_or_drop(&ctx.metrics, "serial", input);
-            if queued.await.is_err() {
-                return Ended::Stopping;
-            }
+            closed |= queued.await.is_err();
+        }
+        if closed {
+            return Ended::Stopping;
         }
     }
 }
@@ -300,6 +304,40 @@ fn content_of(
 mod tests {
     use super::*;
     use crate::record::ms_since_epoch;
+
+    /// The frames of one read still in the source's hands when the forwarder has closed the
+    /// queue (the agent stops) are dropped and counted, each of them, and the reading ends.
+    #[tokio::test]
+    async fn frames_that_find_the_queue_closed_are_counted_as_dropped() {
+        use tokio::io::AsyncWriteExt;
+        let (mut far, mut port) = tokio_serial::SerialStream::pair().unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let (frames, forwarder) = super::super::queue(8, 1 << 20);
+        drop(forwarder);
+        let (_stop, mut stopping) = tokio::sync::watch::channel(false);
+        let (_acked, acked) = tokio::sync::watch::channel(false);
+        let ctx = Context {
+            frames,
+            stopping: stopping.clone(),
+            acked,
+            metrics: metrics.clone(),
+        };
+        let mut deframer = Deframer::new(crate::framing::Framing::LinesHex, 64, None).unwrap();
+        far.write_all(b"0a0b\n0c0d\n0e0f\n").await.unwrap();
+        let (content, mut last_time) = (SerialContent::Phy, None);
+        let ended = read(
+            &mut port,
+            &mut deframer,
+            "pty",
+            content,
+            &ctx,
+            &mut stopping,
+            &mut last_time,
+        );
+        let ended = tokio::time::timeout(Duration::from_secs(10), ended).await;
+        assert!(matches!(ended, Ok(Ended::Stopping)));
+        assert_eq!(metrics.dropped_stopping.get(), 3);
+    }
 
     /// The first wait is never longer than `reopen_max`, "the longest wait".
     #[test]

@@ -57,15 +57,15 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
         if let Some(ack) = datagram.ack {
             acknowledge(&socket, ack, peer, &ctx.metrics).await;
         }
+        // Once the queue is closed, the datagram's other frames are dropped there too, so
+        // that each is counted.
+        let mut closed = false;
         for input in datagram.inputs {
-            if ctx
-                .frames
-                .send_or_drop(&ctx.metrics, "udp", input)
-                .await
-                .is_err()
-            {
-                return;
-            }
+            let queued = ctx.frames.send_or_drop(&ctx.metrics, "udp", input);
+            closed |= queued.await.is_err();
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -295,6 +295,40 @@ mod tests {
             handle(&pull, peer, &open, &m, t).ack,
             Some([1, 0, 8, gwmp::PULL_ACK])
         );
+    }
+
+    /// Frames still in the source's hands when the forwarder has closed the queue (the agent
+    /// stops) are dropped and counted, each of them, and the source ends.
+    #[tokio::test]
+    async fn frames_that_find_the_queue_closed_are_counted_as_dropped() {
+        let metrics = Metrics::new();
+        let (frames, forwarder) = super::super::queue(8, 1 << 20);
+        drop(forwarder);
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let (_acked, acked) = tokio::sync::watch::channel(false);
+        let ctx = Context {
+            frames,
+            stopping,
+            acked,
+            metrics: metrics.clone(),
+        };
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = socket.local_addr().unwrap();
+        let source = tokio::spawn(run(socket, cfg(Vec::new()), ctx));
+        // Two radio frames and a gateway status.
+        let mut d = vec![2, 0, 7, gwmp::PUSH_DATA];
+        d.extend_from_slice(&GW);
+        d.extend_from_slice(
+            br#"{"rxpk":[{"stat":1,"data":"QNobASY="},{"stat":1,"data":"QNobASc="}],"stat":{"rxnb":2}}"#,
+        );
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&d, to).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), source)
+            .await
+            .expect("the source ended")
+            .unwrap();
+        assert_eq!(metrics.dropped_stopping.get(), 3);
+        assert_eq!(metrics.dropped(), 3);
     }
 
     /// An acknowledgement that cannot be sent (source port 0, as a spoofed datagram can

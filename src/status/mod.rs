@@ -254,6 +254,7 @@ impl Status {
                 ("expired", m.dropped_expired.get()),
                 ("corrupt", m.dropped_corrupt.get()),
                 ("queue_full", m.dropped_queue_full.get()),
+                ("stopping", m.dropped_stopping.get()),
             ]),
             minutes: m.history.minutes(&current),
             recent_problems: m
