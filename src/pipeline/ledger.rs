@@ -529,7 +529,7 @@ impl Ledger {
     /// those of the last [`COPY_WINDOW`](crate::lorawan::fcnt::COPY_WINDOW) only; none where
     /// the time since boot cannot be read). Any other session's kept counter refuses such a
     /// copy by itself: its frames are neither read nor written, which spares each of its
-    /// uplinks a rewrite of up to 532 bytes.
+    /// uplinks a rewrite of up to 556 bytes.
     fn keep_fcnts(&mut self, sessions: Vec<((DevAddr, DevEui), Vec<Fcnt>)>) {
         let boot = crate::clock::since_boot().map(|up| (Instant::now(), up));
         for ((dev_addr, dev_eui), frames) in sessions {
