@@ -1334,6 +1334,18 @@ mod tests {
         assert_eq!(kept_copies(dir.path()), []);
     }
 
+    /// A forwarder of the session's device (`device`: more lines of its entry) on the buffer
+    /// in `dir` takes FCnt 100 and 101, each delivered, and stops; when it took them.
+    fn delivered_100_and_101(dir: &std::path::Path, device: &str) -> Instant {
+        let ((mut fwd, _), mut reports) = session_forwarder(dir, &NWK, device);
+        let t0 = Instant::now();
+        for fcnt in [100, 101] {
+            let frame = session_frame(fcnt, &NWK);
+            assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
+        }
+        t0
+    }
+
     /// A device that does not restart its counter: its frames are not kept beside the
     /// counter (no write of them, see `state_written_per_uplink`), and a late copy of one
     /// after hubgate restarts is refused all the same, within the copy window or past it, by
@@ -1344,12 +1356,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let start = || session_forwarder(dir.path(), &NWK, "");
         let frame = |fcnt| session_frame(fcnt, &NWK);
-        let ((mut fwd, _), mut reports) = start();
-        let t0 = Instant::now();
-        for fcnt in [100, 101] {
-            assert_eq!(deliver(&mut fwd, &mut reports, &frame(fcnt), t0), (1, 1));
-        }
-        drop(fwd);
+        let t0 = delivered_100_and_101(dir.path(), "");
         assert_eq!(kept_copies(dir.path()), [], "frames kept");
         let ((mut again, metrics), mut reports) = start();
         for fcnt in [100, 101] {
@@ -1417,12 +1424,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let start = || session_forwarder(dir.path(), &NWK, "resets_fcnt = true\n");
         let frame = |fcnt| session_frame(fcnt, &NWK);
-        let ((mut fwd, _), mut reports) = start();
-        let t0 = Instant::now();
-        for fcnt in [100, 101] {
-            assert_eq!(deliver(&mut fwd, &mut reports, &frame(fcnt), t0), (1, 1));
-        }
-        drop(fwd);
+        let t0 = delivered_100_and_101(dir.path(), "resets_fcnt = true\n");
         let ((mut again, metrics), mut reports) = start();
         assert_eq!(
             (
