@@ -245,6 +245,9 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     // its others. A broker that kept the session delivers them again (the
                     // de-duplication window absorbs the copy); one that lost it does not.
                     for p in stranded(&mut events) {
+                        // The queue closed (the agent is ending) while this connection is
+                        // gone: the acknowledgements still to come are this connection's,
+                        // void with it, so there is nothing to stay for.
                         if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, connection, p).await {
                             break 'run;
                         }
