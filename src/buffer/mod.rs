@@ -1003,9 +1003,7 @@ impl Buffer {
         fcnt: u32,
         mic: [u8; 4],
     ) -> Result<(), BufferError> {
-        let mut key = FCNT_PREFIX.to_vec();
-        key.extend_from_slice(&dev_addr.to_be_bytes());
-        key.extend_from_slice(&dev_eui);
+        let key = session_key(FCNT_PREFIX, dev_addr, dev_eui);
         let mut value = fcnt.to_be_bytes().to_vec();
         value.extend_from_slice(&mic);
         if let Some(print) = self.key_prints.get(&(dev_addr, dev_eui)) {
@@ -1051,9 +1049,7 @@ impl Buffer {
         if !frames.iter().any(within) {
             return Ok(());
         }
-        let mut key = COPIES_PREFIX.to_vec();
-        key.extend_from_slice(&dev_addr.to_be_bytes());
-        key.extend_from_slice(&dev_eui);
+        let key = session_key(COPIES_PREFIX, dev_addr, dev_eui);
         let mut kept = match copies_of(&state(&*self.store, &key)?) {
             Some((k, b, kept)) if (k, b) == (keys, boot) => kept,
             _ => Vec::new(),
@@ -1082,11 +1078,11 @@ impl Buffer {
             .state_scan(COPIES_PREFIX)?
             .into_iter()
             .filter_map(|(k, v)| {
-                let k = k.strip_prefix(COPIES_PREFIX)?;
+                let (dev_addr, dev_eui) = session_of(COPIES_PREFIX, &k)?;
                 let (keys, boot_id, frames) = copies_of(&v)?;
                 Some(KeptCopies {
-                    dev_addr: u32::from_be_bytes(k.get(..4)?.try_into().ok()?),
-                    dev_eui: k.get(4..12)?.try_into().ok()?,
+                    dev_addr,
+                    dev_eui,
                     keys,
                     boot_id,
                     frames,
@@ -1115,7 +1111,7 @@ impl Buffer {
             .state_scan(FCNT_PREFIX)?
             .into_iter()
             .filter_map(|(k, v)| {
-                let k = k.strip_prefix(FCNT_PREFIX)?;
+                let (dev_addr, dev_eui) = session_of(FCNT_PREFIX, &k)?;
                 let (fcnt, mic, keys) = match v.len() {
                     4 => (v.as_slice(), None, None),
                     8 => (&v[..4], Some(v[4..].try_into().ok()?), None),
@@ -1127,8 +1123,8 @@ impl Buffer {
                     _ => return None,
                 };
                 Some(KeptFcnt {
-                    dev_addr: u32::from_be_bytes(k.get(..4)?.try_into().ok()?),
-                    dev_eui: k.get(4..12)?.try_into().ok()?,
+                    dev_addr,
+                    dev_eui,
                     fcnt: u32::from_be_bytes(fcnt.try_into().ok()?),
                     mic,
                     keys,
@@ -1179,6 +1175,21 @@ impl Buffer {
         self.metrics.dead_lettered.inc();
         Ok(())
     }
+}
+
+/// The state key of LoRaWAN session (DevAddr, DevEUI) under `prefix`.
+fn session_key(prefix: &[u8], dev_addr: u32, dev_eui: [u8; 8]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&dev_addr.to_be_bytes());
+    key.extend_from_slice(&dev_eui);
+    key
+}
+
+/// The session (DevAddr, DevEUI) of a [`session_key`] under `prefix`.
+fn session_of(prefix: &[u8], key: &[u8]) -> Option<(u32, [u8; 8])> {
+    let k = key.strip_prefix(prefix)?;
+    let dev_addr = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);
+    Some((dev_addr, k.get(4..12)?.try_into().ok()?))
 }
 
 /// The keys' print, the boot's id and the frames of a [`COPIES_PREFIX`] value (`None`: not
@@ -1857,9 +1868,7 @@ mod tests {
         b.save_fcnt(0x2601_1bda, [1; 8], 9, [9; 4]).unwrap();
         b.save_fcnt(0x2601_1bdb, [2; 8], 70_000, [1, 2, 3, 4])
             .unwrap();
-        let mut old = FCNT_PREFIX.to_vec();
-        old.extend_from_slice(&0x2601_1bdc_u32.to_be_bytes());
-        old.extend_from_slice(&[3; 8]);
+        let old = session_key(FCNT_PREFIX, 0x2601_1bdc, [3; 8]);
         b.store.state_set(&old, &5_u32.to_be_bytes()).unwrap();
         assert!(!b.sync_due(Instant::now()), "not a second old yet");
         assert!(b.sync_due(Instant::now() + DELETIONS_SYNCED_WITHIN));
