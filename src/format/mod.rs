@@ -26,6 +26,10 @@ pub enum ParseError {
     Base64(Excerpt),
     #[error("bad DevEUI {0:?}")]
     DevEui(Excerpt),
+    /// A TTS device registered without a DevEUI (LoRaWAN 1.0 ABP), named by its device id:
+    /// records are keyed by DevEUI, so the operator gives the device one.
+    #[error("device {0:?} has no DevEUI (registered without one): give it its DevEUI in TTS")]
+    NoDevEui(Excerpt),
     #[error("bad time {0:?}: not an RFC 3339 time between 1970 and 9999")]
     Time(Excerpt),
     #[error("frame received with a bad CRC ({0})")]
@@ -44,7 +48,7 @@ impl ParseError {
         match self {
             ParseError::Json(_) => "malformed_json",
             ParseError::Base64(_) => "bad_base64",
-            ParseError::DevEui(_) => "bad_dev_eui",
+            ParseError::DevEui(_) | ParseError::NoDevEui(_) => "bad_dev_eui",
             ParseError::Time(_) => "bad_time",
             ParseError::Crc(_) => "bad_crc",
             ParseError::Cbor(_) => "serial_bad_cbor",

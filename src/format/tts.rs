@@ -108,10 +108,10 @@ const NEEDS: &[&str] = &[
 pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
     let mut mended = None;
     let m: Message = super::from_json(json, &[PARTS], NEEDS, &mut mended)?;
-    let eui = m
-        .end_device_ids
-        .dev_eui
-        .ok_or_else(|| ParseError::DevEui("(missing end_device_ids.dev_eui)".into()))?;
+    let ids = m.end_device_ids;
+    let eui = ids.dev_eui.ok_or_else(|| {
+        ParseError::NoDevEui(ids.device_id.as_deref().unwrap_or("(no device_id)").into())
+    })?;
     let dev_eui =
         crate::ids::DevEui::parse(&eui).map_err(|_| ParseError::DevEui(eui.as_str().into()))?;
     let up = m.uplink_message;
@@ -131,8 +131,8 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         .and_then(|d| d.lora.as_ref());
     let value = Uplink {
         dev_eui,
-        dev_addr: super::dev_addr(m.end_device_ids.dev_addr.as_deref()),
-        device_name: m.end_device_ids.device_id,
+        dev_addr: super::dev_addr(ids.dev_addr.as_deref()),
+        device_name: ids.device_id,
         fport: Some(up.f_port),
         fcnt: Some(up.f_cnt),
         payload,
@@ -410,9 +410,11 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH;
         assert_eq!(parse(b"[]", t).unwrap_err().kind(), "malformed_json");
         let no_eui = UP.replace(r#""dev_eui":"58A0CB0000101234","#, "");
+        let e = parse(no_eui.as_bytes(), t).unwrap_err();
+        assert_eq!(e.kind(), "bad_dev_eui");
         assert_eq!(
-            parse(no_eui.as_bytes(), t).unwrap_err().kind(),
-            "bad_dev_eui"
+            e.to_string(),
+            "device \"lobby-th\" has no DevEUI (registered without one): give it its DevEUI in TTS"
         );
         let bad = UP.replace("CIwuLf////8=", "%%%");
         assert_eq!(parse(bad.as_bytes(), t).unwrap_err().kind(), "bad_base64");
