@@ -983,6 +983,13 @@ impl Buffer {
         // Durable now, or, after a failure, no longer counted: a disk that refuses flushes
         // must not stop the drain (item 7 of docs/durability.md says what that costs).
         self.syncing_removals = 0;
+        if outcome.is_ok() {
+            // Every state entry set before the flush started is durable; a failed flush
+            // leaves the gauge up until one that succeeds (sled syncs all it holds).
+            self.metrics
+                .buffer_state_unsynced
+                .set(u64::from(self.unsynced_state));
+        }
         Some(outcome.map(|syncs| self.metrics.buffer_syncs.add(syncs)))
     }
 
@@ -1009,9 +1016,7 @@ impl Buffer {
         if let Some(print) = self.key_prints.get(&(dev_addr, dev_eui)) {
             value.extend_from_slice(print);
         }
-        self.store.state_set(&key, &value)?;
-        self.unsynced_state = true;
-        Ok(())
+        self.set_state(&key, &value)
     }
 
     /// This boot's id (`None`: it cannot be read), which [`Buffer::save_copies`] keeps with the
@@ -1065,9 +1070,7 @@ impl Buffer {
             value.extend_from_slice(mic);
             value.extend_from_slice(&at.to_be_bytes());
         }
-        self.store.state_set(&key, &value)?;
-        self.unsynced_state = true;
-        Ok(())
+        self.set_state(&key, &value)
     }
 
     /// The frames each LoRaWAN session accepted last ([`Buffer::save_copies`]; none in a
@@ -1093,8 +1096,14 @@ impl Buffer {
 
     /// Keep what the pipeline knows about the wall clock (`what`), durable with the next flush.
     pub fn save_clock_state(&mut self, what: ClockState, bytes: &[u8]) -> Result<(), BufferError> {
-        self.store.state_set(what.key(), bytes)?;
+        self.set_state(what.key(), bytes)
+    }
+
+    /// Set a state entry, durable with the next flush.
+    fn set_state(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        self.store.state_set(key, value)?;
         self.unsynced_state = true;
+        self.metrics.buffer_state_unsynced.set(1);
         Ok(())
     }
 
@@ -1745,6 +1754,27 @@ mod tests {
         b.flush().unwrap();
         b.remove(9).unwrap();
         assert!(b.sync_due(t0), "drained: synced at once");
+    }
+
+    /// `hubgate_buffer_state_unsynced` is up from a frame counter's being set until a flush
+    /// started after it is done: one that started before it does not clear it.
+    #[test]
+    fn state_is_reported_unsynced_until_a_flush_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, m) = sled_buffer(dir.path(), 6);
+        assert_eq!(m.buffer_state_unsynced.get(), 0);
+        b.save_fcnt(1, [1; 8], 7, [0; 4]).unwrap();
+        assert_eq!(m.buffer_state_unsynced.get(), 1);
+        b.start_flush(Instant::now());
+        b.save_fcnt(1, [1; 8], 8, [0; 4]).unwrap();
+        assert!(b.flush_outcome(true).unwrap().is_ok());
+        assert_eq!(
+            m.buffer_state_unsynced.get(),
+            1,
+            "set after the flush started"
+        );
+        b.flush().unwrap();
+        assert_eq!(m.buffer_state_unsynced.get(), 0);
     }
 
     /// A flush runs on the store's thread while records are written and removed, notifies
