@@ -224,11 +224,13 @@ mod tests {
 
     #[test]
     fn a_refused_connection_is_named() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Bound, never listening: the port refuses connections and no other test's bind
+        // can take it meanwhile.
+        let held =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let port = held.local_addr().unwrap().as_socket().unwrap().port();
         let e = hubs(
             &client(&format!("127.0.0.1:{port}")),
             Duration::from_secs(3),
