@@ -129,8 +129,10 @@ impl Decoder {
     /// (FCnt32, MIC, how long ago), oldest first, kept by a run with keys whose
     /// [`SessionKeys::print`] is `keys`; one is a copy's while less than
     /// [`COPY_WINDOW`](super::fcnt::COPY_WINDOW) old.
-    /// Returns false, and tells none, when no such session is configured any more, or its
-    /// keys are not those: the frames of a session's old keys are not its new keys' frames.
+    /// Returns false, and tells none, when no such session is configured any more, its keys
+    /// are not those (the frames of a session's old keys are not its new keys' frames), or
+    /// its device no longer restarts its counter (`resets_fcnt` turned off since): such a
+    /// session keeps no frames across a restart, its counter refusing a copy by itself.
     pub fn resume_copies(
         &mut self,
         dev_addr: DevAddr,
@@ -143,7 +145,7 @@ impl Decoder {
             .sessions
             .get_mut(&dev_addr)
             .and_then(|ss| ss.iter_mut().find(|s| s.dev_eui == dev_eui))
-            .filter(|s| s.keys.print() == keys);
+            .filter(|s| s.keys.print() == keys && s.fcnt.resets());
         let Some(s) = session else {
             return false;
         };

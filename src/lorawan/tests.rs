@@ -619,6 +619,33 @@ fn frames_kept_under_other_keys_are_not_resumed() {
     }
 }
 
+/// Frames kept while the device had `resets_fcnt`, resumed after it was turned off, are not
+/// told: a session that does not restart its counter keeps none across a restart, so a copy
+/// of its FCnt 3 after FCnt 20 is a counter restart told (`fcnt_reset`), as with no frames
+/// kept, not a copy.
+#[test]
+fn frames_are_resumed_for_a_session_that_restarts_its_counter_only() {
+    let frame = up(3, Some(2), b"3");
+    let frames = [(3, mic(&frame), Duration::from_secs(1))];
+    let keys = SessionKeys {
+        nwk_s_key: Key::new(NWK),
+        app_s_key: Key::new(APP),
+    }
+    .print();
+    let mut d = decoder();
+    let last = mic(&up(20, Some(2), b"20"));
+    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 20, Some(last), Some(keys)));
+    assert!(!d.resume_copies(DevAddr(0x2601_1BDA), DEV_EUI, keys, &frames));
+    assert!(matches!(
+        d.decode_uplink(&frame, t0(), Radio::default()),
+        Err(LorawanError::FcntReset {
+            fcnt: 3,
+            last: 20,
+            ..
+        })
+    ));
+}
+
 /// Below the small counters a restart cannot be told from a copy.
 #[test]
 fn a_small_counter_after_a_small_one_is_a_copy() {
