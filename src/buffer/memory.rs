@@ -88,6 +88,18 @@ impl MemoryStore {
         self.state_written.load(Ordering::Relaxed)
     }
 
+    /// Refuse a change of state entry `key` when [`MemoryStore::set_state_fails`] says so.
+    fn refuse_state(&self, key: &[u8]) -> Result<(), BufferError> {
+        let fails = self
+            .state_fails
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match fails.as_ref().is_some_and(|p| key.starts_with(p)) {
+            true => Err(BufferError::Storage("the disk refuses the write".into())),
+            false => Ok(()),
+        }
+    }
+
     fn refuse(&self) -> Result<(), BufferError> {
         Self::refuse_if(&self.writes_fail)
     }
@@ -163,18 +175,17 @@ impl Store for MemoryStore {
     }
 
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
-        let fails = self
-            .state_fails
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if fails.as_ref().is_some_and(|p| key.starts_with(p)) {
-            return Err(BufferError::Storage("the disk refuses the write".into()));
-        }
-        drop(fails);
+        self.refuse_state(key)?;
         let written = key.len() + value.len();
         self.state_written
             .fetch_add(written as u64, Ordering::Relaxed);
         self.state.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn state_remove(&mut self, key: &[u8]) -> Result<(), BufferError> {
+        self.refuse_state(key)?;
+        self.state.remove(key);
         Ok(())
     }
 

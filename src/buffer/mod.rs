@@ -164,6 +164,8 @@ pub trait Store: Send {
     /// Small state kept with the records and made durable by the same flushes (frame
     /// counters); survives rebuilds and purges.
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError>;
+    /// Remove state entry `key` (nothing if there is none), durable with the next flush.
+    fn state_remove(&mut self, key: &[u8]) -> Result<(), BufferError>;
     /// Every state entry whose key starts with `prefix`.
     fn state_scan(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, BufferError>;
     /// Make every change so far survive a power cut; returns the number of file syncs
@@ -1071,6 +1073,15 @@ impl Buffer {
             value.extend_from_slice(&at.to_be_bytes());
         }
         self.set_state(&key, &value)
+    }
+
+    /// Drop the frames LoRaWAN session (DevAddr, DevEUI) accepted last
+    /// ([`Buffer::save_copies`]), durable with the next flush: no session takes them any more.
+    pub fn forget_copies(&mut self, dev_addr: u32, dev_eui: [u8; 8]) -> Result<(), BufferError> {
+        let key = session_key(COPIES_PREFIX, dev_addr, dev_eui);
+        self.store.state_remove(&key)?;
+        self.unsynced_state = true;
+        Ok(())
     }
 
     /// The frames each LoRaWAN session accepted last ([`Buffer::save_copies`]; none in a

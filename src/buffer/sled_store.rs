@@ -1634,6 +1634,12 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn state_remove(&mut self, key: &[u8]) -> Result<(), BufferError> {
+        self.changed = true;
+        self.state.remove(key).map_err(err)?;
+        Ok(())
+    }
+
     fn state_scan(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, BufferError> {
         self.state
             .scan_prefix(prefix)

@@ -107,7 +107,8 @@ impl Forwarder {
         }
         let boot_id = crate::clock::boot_id();
         let now = (Instant::now(), SystemTime::now());
-        resume_copies(&mut decoder, &buffer, boot_id, crate::clock::since_boot());
+        let up = crate::clock::since_boot();
+        resume_copies(&mut decoder, &mut buffer, boot_id, up);
         let prints = decoder.key_prints().into_iter();
         buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
         buffer.set_boot_id(boot_id);
@@ -458,28 +459,42 @@ impl Forwarder {
 /// device's same bytes hours later a copy, a reading lost. In another boot, or where the
 /// boot or the time since it cannot be read, no frame is told as a copy (a copy heard then
 /// makes a record again, the lesser harm).
+///
+/// The frames no session takes any more are dropped from the buffer: kept in another boot,
+/// or for a session no longer configured, under other keys, or of a device that no longer
+/// restarts its counter. Nothing else removes them, and a session that keeps none writes
+/// none over them. Those of this boot, or where it cannot be told, stay for a session that
+/// takes them (its next frames write them over).
 fn resume_copies(
     decoder: &mut Decoder,
-    buffer: &Buffer,
+    buffer: &mut Buffer,
     boot_id: Option<u128>,
     up: Option<Duration>,
 ) {
-    let Some(now_ms) = up.map(|up| up.as_millis() as u64) else {
-        return;
-    };
+    let now_ms = up.map(|up| up.as_millis() as u64);
     let kept = match buffer.copies() {
         Ok(kept) => kept,
         Err(e) => return log::warn!("buffer: cannot read the frames last accepted: {e}"),
     };
-    for k in kept.into_iter().filter(|k| Some(k.boot_id) == boot_id) {
-        let frames: Vec<_> = (k.frames.iter())
-            .filter_map(|&(fcnt, mic, at)| {
-                let age = now_ms.checked_sub(at)?;
-                Some((fcnt, mic, Duration::from_millis(age)))
-            })
-            .collect();
+    for k in kept {
+        let this_boot = boot_id.map(|b| b == k.boot_id);
+        let frames: Vec<_> = match (this_boot, now_ms) {
+            (Some(true), Some(now_ms)) => (k.frames.iter())
+                .filter_map(|&(fcnt, mic, at)| {
+                    let age = now_ms.checked_sub(at)?;
+                    Some((fcnt, mic, Duration::from_millis(age)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let (dev_addr, dev_eui) = (DevAddr(k.dev_addr), DevEui(k.dev_eui));
-        decoder.resume_copies(dev_addr, dev_eui, k.keys, &frames);
+        let taken = decoder.resume_copies(dev_addr, dev_eui, k.keys, &frames);
+        if taken && this_boot != Some(false) {
+            continue;
+        }
+        if let Err(e) = buffer.forget_copies(k.dev_addr, k.dev_eui) {
+            log::warn!("buffer: cannot drop the frames {dev_addr} accepted last: {e}");
+        }
     }
 }
 
@@ -632,6 +647,9 @@ mod tests {
         }
         fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
             self.mem.state_set(key, value)
+        }
+        fn state_remove(&mut self, key: &[u8]) -> Result<(), BufferError> {
+            self.mem.state_remove(key)
         }
         fn state_scan(&self, prefix: &[u8]) -> Result<Vec<crate::buffer::StateEntry>, BufferError> {
             self.mem.state_scan(prefix)
@@ -1442,6 +1460,32 @@ mod tests {
         );
     }
 
+    /// The frames a session kept are dropped at start when no session takes them any more:
+    /// its device removed from the configuration, provisioned again (other keys), or no
+    /// longer `resets_fcnt`. Nothing else would remove them: such a session writes none over
+    /// them. The same session, restarted in this boot, takes them and they stay.
+    #[test]
+    fn kept_frames_no_session_takes_are_dropped_at_start() {
+        let resets = "resets_fcnt = true\n";
+        let kept_after = |text: String| {
+            let dir = tempfile::tempdir().unwrap();
+            delivered_100_and_101(dir.path(), resets);
+            assert_eq!(kept_copies(dir.path()).len(), 1, "kept before");
+            let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+            let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
+            let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+            drop(forwarder_of(&text, Box::new(store), Box::new(sink)));
+            kept_copies(dir.path()).len()
+        };
+        let new_keys = session_config(&[0x11; 16], resets);
+        let no_resets = session_config(&NWK, "");
+        let removed = "[sink]\ntype = \"stdout\"\n".to_string();
+        assert_eq!(kept_after(session_config(&NWK, resets)), 1, "the same");
+        assert_eq!(kept_after(removed), 0, "device removed");
+        assert_eq!(kept_after(new_keys), 0, "provisioned again");
+        assert_eq!(kept_after(no_resets), 0, "no longer resets_fcnt");
+    }
+
     /// A frame's age after a restart is told by the time since boot, not by the wall clock:
     /// on a Pi without a real-time clock whose clock NTP sets back 2 hours after a frame,
     /// hubgate restarted a minute later by that clock is 2 hours on by the boot's, and the
@@ -1463,13 +1507,18 @@ mod tests {
         let copy = |up_now| {
             let cfg = crate::config::Config::parse(&session_config(&NWK, more)).unwrap();
             let store = crate::buffer::SledStore::open(dir.path()).unwrap();
-            let buffer = Buffer::new(Box::new(store), &cfg.buffer, Metrics::new());
+            let mut buffer = Buffer::new(Box::new(store), &cfg.buffer, Metrics::new());
             let mut decoder = Decoder::new(&cfg, Metrics::new());
             for k in buffer.fcnts().unwrap() {
                 let (dev_addr, dev_eui) = (DevAddr(k.dev_addr), DevEui(k.dev_eui));
                 decoder.resume_fcnt(dev_addr, dev_eui, k.fcnt, k.mic, k.keys);
             }
-            resume_copies(&mut decoder, &buffer, crate::clock::boot_id(), Some(up_now));
+            resume_copies(
+                &mut decoder,
+                &mut buffer,
+                crate::clock::boot_id(),
+                Some(up_now),
+            );
             decoder.decode(&frame).is_empty()
         };
         let minute = Duration::from_secs(60);
@@ -1483,7 +1532,8 @@ mod tests {
     /// Frames kept in another boot, or where this boot or the time since it cannot be told,
     /// or stamped later than the time since boot now, are not told as copies after a restart:
     /// their age cannot be trusted (a Pi without a real-time clock starts at the time it
-    /// stopped at). Kept in this boot seconds ago, a frame is.
+    /// stopped at). Kept in this boot seconds ago, a frame is. Those kept in another boot are
+    /// dropped from the buffer; the others stay (kept in this boot, or in one not told).
     #[test]
     fn only_frames_kept_in_this_boot_and_not_in_the_future_are_copies() {
         let cfg = crate::config::Config::parse(&session_config(&NWK, "resets_fcnt = true\n"));
@@ -1512,16 +1562,33 @@ mod tests {
             buffer.save_fcnt(session.0, session.1, 100, mic).unwrap();
             let (dev_addr, dev_eui) = (DevAddr(session.0), DevEui(session.1));
             assert!(decoder.resume_fcnt(dev_addr, dev_eui, 100, Some(mic), None));
-            resume_copies(&mut decoder, &buffer, boot_id, now);
-            decoder.decode(&frame).is_empty()
+            resume_copies(&mut decoder, &mut buffer, boot_id, now);
+            let kept = buffer.copies().unwrap().len();
+            (decoder.decode(&frame).is_empty(), kept)
         };
         let seconds = Duration::from_secs(10);
         let before = up - seconds;
-        assert!(copy(7, Some(7), before, Some(up)), "this boot, 10 s ago");
-        assert!(!copy(7, Some(8), before, Some(up)), "another boot");
-        assert!(!copy(7, None, before, Some(up)), "the boot cannot be told");
-        assert!(!copy(7, Some(7), before, None), "nor the time since it");
-        assert!(!copy(7, Some(7), up + seconds, Some(up)), "in the future");
+        assert_eq!(copy(7, Some(7), before, Some(up)), (true, 1), "this boot");
+        assert_eq!(
+            copy(7, Some(8), before, Some(up)),
+            (false, 0),
+            "another boot"
+        );
+        assert_eq!(
+            copy(7, None, before, Some(up)),
+            (false, 1),
+            "boot not known"
+        );
+        assert_eq!(
+            copy(7, Some(7), before, None),
+            (false, 1),
+            "nor the time since it"
+        );
+        assert_eq!(
+            copy(7, Some(7), up + seconds, Some(up)),
+            (false, 1),
+            "in the future"
+        );
     }
 
     /// A device that joined again (a new DevAddr, its FCnt from 0 again) and sends the same

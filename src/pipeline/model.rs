@@ -234,6 +234,7 @@ enum Write {
     Insert(u64, Vec<u8>),
     Remove(u64),
     State(Vec<u8>, Vec<u8>),
+    StateRemove(Vec<u8>),
     DeadLetter(u64, Vec<u8>),
     Purge,
 }
@@ -245,6 +246,7 @@ impl Write {
             Write::Insert(seq, v) => store.insert(seq, v).map(|()| 0),
             Write::Remove(seq) => store.remove(seq),
             Write::State(k, v) => store.state_set(&k, &v).map(|()| 0),
+            Write::StateRemove(k) => store.state_remove(&k).map(|()| 0),
             Write::DeadLetter(seq, v) => store.dead_letter(seq, v).map(|()| 0),
             Write::Purge => store.purge(),
         }
@@ -369,6 +371,12 @@ impl Store for ModelStore {
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
         self.disk()
             .write(Write::State(key.to_vec(), value.to_vec()))
+            .map(drop)
+    }
+
+    fn state_remove(&mut self, key: &[u8]) -> Result<(), BufferError> {
+        self.disk()
+            .write(Write::StateRemove(key.to_vec()))
             .map(drop)
     }
 
