@@ -1080,7 +1080,7 @@ impl Buffer {
     pub fn forget_copies(&mut self, dev_addr: u32, dev_eui: [u8; 8]) -> Result<(), BufferError> {
         let key = session_key(COPIES_PREFIX, dev_addr, dev_eui);
         self.store.state_remove(&key)?;
-        self.unsynced_state = true;
+        self.state_changed();
         Ok(())
     }
 
@@ -1113,9 +1113,14 @@ impl Buffer {
     /// Set a state entry, durable with the next flush.
     fn set_state(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
         self.store.state_set(key, value)?;
+        self.state_changed();
+        Ok(())
+    }
+
+    /// A state entry was set or removed: durable with the next flush.
+    fn state_changed(&mut self) {
         self.unsynced_state = true;
         self.metrics.buffer_state_unsynced.set(1);
-        Ok(())
     }
 
     /// `what` as last saved (empty: none, as in a buffer written before it was kept).
