@@ -97,7 +97,8 @@ const NOW_WITHIN: Duration = Duration::from_secs(60);
 enum Kind {
     Num,
     Bool,
-    /// `"OPEN"` / `"CLOSED"` (normalized `action.contactState`).
+    /// `"open"` / `"closed"` in any ASCII case, and `"close"` (normalized
+    /// `action.contactState`).
     OpenState,
 }
 
@@ -436,9 +437,11 @@ fn reading(r: &Rule, v: &Json) -> Option<Json> {
         // is the number, else it stays unmapped. NaN and infinities parse but are no number.
         (Kind::Num, Json::String(s)) => number(scaled(s.trim().parse().ok()?, r.scale))?,
         (Kind::Num | Kind::Bool, Json::Bool(b)) => Json::Bool(*b),
-        (Kind::OpenState, Json::String(s)) => match s.as_str() {
-            "OPEN" => Json::Bool(true),
-            "CLOSED" => Json::Bool(false),
+        // The schema's values are `open` and `closed`; older Milesight normalizers wrote
+        // them upper case, and `CLOSE` for closed.
+        (Kind::OpenState, Json::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "open" => Json::Bool(true),
+            "closed" | "close" => Json::Bool(false),
             _ => return None,
         },
         _ => return None,
@@ -527,7 +530,7 @@ mod tests {
             rec_type::LEAK
         );
         assert_eq!(
-            rt(json!({"action": {"contactState": "OPEN"}})),
+            rt(json!({"action": {"contactState": "open"}})),
             rec_type::OPENCLOSE
         );
         assert_eq!(
@@ -536,13 +539,22 @@ mod tests {
         );
         assert_eq!(rt(json!({"air": {"lightIntensity": 300}})), rec_type::LIGHT);
         assert_eq!(rt(json!({"soil": {"moisture": 30}})), rec_type::UNMAPPED);
-        let m = map(
-            None,
-            None,
-            &[obj(json!({"action": {"contactState": "CLOSED"}}))],
-            UNIX_EPOCH,
-        );
-        assert_eq!(m.data["open"], json!([{"value": false}]));
+        for (state, open) in [
+            ("open", true),
+            ("closed", false),
+            ("OPEN", true),
+            ("CLOSED", false),
+            ("Close", false),
+        ] {
+            let m = map(
+                None,
+                None,
+                &[obj(json!({"action": {"contactState": state}}))],
+                UNIX_EPOCH,
+            );
+            assert_eq!(m.rec_type, rec_type::OPENCLOSE, "{state}");
+            assert_eq!(m.data["open"], json!([{ "value": open }]), "{state}");
+        }
         let m = map(
             None,
             None,
@@ -632,7 +644,7 @@ mod tests {
             let mut v = match kind {
                 Kind::Num => json!(1),
                 Kind::Bool => json!(true),
-                Kind::OpenState => json!("OPEN"),
+                Kind::OpenState => json!("closed"),
             };
             for key in path.rsplit('.') {
                 v = json!({ key: v });
