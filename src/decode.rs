@@ -545,22 +545,24 @@ impl Decoder {
 
     /// `up` decoded by `script` and mapped by the codec's own table, or else by the device's
     /// `mapping` table: the pipeline and `hubgate decode --js` map alike. The codec's
-    /// warnings are the problem `js_warning`.
+    /// warnings, and those about its normalized values, are the problem `js_warning`.
     fn run_js(&self, up: &Uplink, script: &Script) -> Result<(mapping::Mapped, bool), JsError> {
         let out = script.codec.decode(up.fport, &up.payload, up.time)?;
-        if !out.warnings.is_empty() {
+        let device = self.devices.get(&up.dev_eui);
+        let table = script.table.as_ref().or_else(|| self.mapping(device));
+        let mapped = mapping::map(Some(&out.data), table, &out.normalized, up.time);
+        let mut warnings = out.warnings.iter().chain(&mapped.warnings).peekable();
+        if warnings.peek().is_some() {
             self.metrics.problem("js_warning", || {
+                let warnings: Vec<&str> = warnings.map(String::as_str).collect();
                 format!(
                     "device {} ({}): {}",
                     up.device_id(),
                     script.class,
-                    out.warnings.join("; ")
+                    warnings.join("; ")
                 )
             });
         }
-        let device = self.devices.get(&up.dev_eui);
-        let table = script.table.as_ref().or_else(|| self.mapping(device));
-        let mapped = mapping::map(Some(&out.data), table, &out.normalized, up.time);
         Ok((mapped, out.retired))
     }
 
@@ -763,6 +765,11 @@ impl Decoder {
                         &up.ns.normalized,
                         up.time,
                     );
+                    if !mapped.warnings.is_empty() {
+                        self.metrics.problem("ns_value_refused", || {
+                            format!("device {}: {}", up.device_id(), mapped.warnings.join("; "))
+                        });
+                    }
                     heard(Outcome::Mapped {
                         codec: NETWORK,
                         rec_type: rec_type::known(&mapped.rec_type),
@@ -1323,6 +1330,60 @@ mod tests {
         let rec = other.decode(&uplink()).one();
         assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
         assert_eq!(m.problems("codec_file"), 0);
+    }
+
+    /// A normalized battery that is no voltage (a percentage) stays under `origin`, and is
+    /// counted: from a network server as `ns_value_refused`, from a JavaScript codec's
+    /// `normalizeUplink` as `js_warning`.
+    #[test]
+    fn a_normalized_battery_in_percent_is_kept_and_counted() {
+        let m = Metrics::new();
+        let mut d = Decoder::new(
+            &Config::parse("[sink]\ntype = \"stdout\"\n").unwrap(),
+            m.clone(),
+        );
+        let rec = d
+            .decode(&with_ns(
+                serde_json::Value::Null,
+                serde_json::json!([{"battery": 100, "air": {"temperature": 20}}]),
+            ))
+            .one();
+        let data = &body(&rec)["obj"]["data"];
+        assert_eq!(
+            data["device_health"],
+            serde_json::json!({"id": "58-A0-CB-00-00-10-12-34"})
+        );
+        assert_eq!(
+            data["origin"],
+            serde_json::json!({"normalized": [{"battery": 100}]})
+        );
+        assert_eq!(m.problems("ns_value_refused"), 1);
+        #[cfg(feature = "js")]
+        {
+            let dir = crate::codec_files::tempdir();
+            crate::codec_files::write(
+                dir.path().join("c.js"),
+                "function decodeUplink(i) { return {data: {battery: i.bytes[0]}}; }\n\
+                 function normalizeUplink(i) { return {data: {battery: i.data.battery}}; }",
+            );
+            let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
+            let data = body(&d.decode(&with_payload(&[100])).one())["obj"]["data"].clone();
+            assert_eq!(
+                data["device_health"],
+                serde_json::json!({"id": "58-A0-CB-00-00-10-12-34"})
+            );
+            assert_eq!(
+                data["origin"],
+                serde_json::json!({"battery": 100, "normalized": [{"battery": 100}]})
+            );
+            assert_eq!(m.problems("js_warning"), 1);
+            let data = body(&d.decode(&with_payload(&[3])).one())["obj"]["data"].clone();
+            assert_eq!(
+                data["device_health"]["voltage"],
+                serde_json::json!([{"unit": "V", "value": 3}])
+            );
+            assert_eq!(m.problems("js_warning"), 1);
+        }
     }
 
     /// A reloaded mapping table whose `rec_type` goes to a hub no hub can be named (which

@@ -92,9 +92,10 @@ const MAX_MOMENTS: usize = 32;
 /// between measuring and sending, or a device clock running ahead.
 const NOW_WITHIN: Duration = Duration::from_secs(60);
 
-/// How a built-in rule reads its value.
+/// How a rule reads its value.
 #[derive(Clone, Copy)]
 enum Kind {
+    /// A number, or a number written as text.
     Num,
     Bool,
     /// `"open"` / `"closed"` in any ASCII case, and `"close"` (normalized
@@ -102,59 +103,76 @@ enum Kind {
     OpenState,
 }
 
-/// The normalized schema's paths hubgate maps: path, Microshare field, unit, kind, health.
-const NORMALIZED: &[(&str, &str, Option<&str>, Kind, bool)] = &[
-    (
-        "air.temperature",
-        "temperature",
-        Some("°C"),
-        Kind::Num,
-        false,
-    ),
-    (
-        "air.relativeHumidity",
-        "humidity",
-        Some("%RH"),
-        Kind::Num,
-        false,
-    ),
-    ("air.pressure", "pressure", Some("hPa"), Kind::Num, false),
-    ("air.co2", "co2", Some("ppm"), Kind::Num, false),
-    (
-        "air.lightIntensity",
-        "illuminance",
-        Some("lx"),
-        Kind::Num,
-        false,
-    ),
-    (
-        "action.motion.detected",
-        "presence",
-        None,
-        Kind::Bool,
-        false,
-    ),
-    (
-        "action.motion.count",
-        "motion_count",
-        None,
-        Kind::Num,
-        false,
-    ),
-    ("action.contactState", "open", None, Kind::OpenState, false),
-    ("water.leak", "leak", None, Kind::Bool, false),
-    (
+/// One path of the normalized schema hubgate maps.
+struct Builtin {
+    path: &'static str,
+    /// Microshare's field.
+    field: &'static str,
+    unit: Option<&'static str>,
+    kind: Kind,
+    /// Under `device_health`.
+    health: bool,
+    /// The numbers it may hold: one outside stays under `origin`, with a warning.
+    range: (f64, f64),
+}
+
+const ANY: (f64, f64) = (f64::NEG_INFINITY, f64::INFINITY);
+
+const fn builtin(
+    path: &'static str,
+    field: &'static str,
+    unit: Option<&'static str>,
+    kind: Kind,
+) -> Builtin {
+    Builtin {
+        path,
+        field,
+        unit,
+        kind,
+        health: false,
+        range: ANY,
+    }
+}
+
+/// The normalized schema's paths hubgate maps.
+const NORMALIZED: &[Builtin] = &[
+    builtin("air.temperature", "temperature", Some("°C"), Kind::Num),
+    builtin("air.relativeHumidity", "humidity", Some("%RH"), Kind::Num),
+    builtin("air.pressure", "pressure", Some("hPa"), Kind::Num),
+    builtin("air.co2", "co2", Some("ppm"), Kind::Num),
+    builtin("air.lightIntensity", "illuminance", Some("lx"), Kind::Num),
+    builtin("action.motion.detected", "presence", None, Kind::Bool),
+    builtin("action.motion.count", "motion_count", None, Kind::Num),
+    builtin("action.contactState", "open", None, Kind::OpenState),
+    builtin("water.leak", "leak", None, Kind::Bool),
+    builtin(
         "water.temperature",
         "water_temperature",
         Some("°C"),
         Kind::Num,
-        false,
     ),
-    ("position.latitude", "lat", Some("°"), Kind::Num, false),
-    ("position.longitude", "lon", Some("°"), Kind::Num, false),
-    ("position.altitude", "altitude", Some("m"), Kind::Num, false),
-    ("battery", "voltage", Some("V"), Kind::Num, true),
+    builtin("position.latitude", "lat", Some("°"), Kind::Num),
+    builtin("position.longitude", "lon", Some("°"), Kind::Num),
+    builtin("position.altitude", "altitude", Some("m"), Kind::Num),
+    // The schema's battery is a voltage (V), but some normalizers put the charge in percent
+    // there (Milesight's: 100 for a full battery). No sensor's battery is 10 V or more; 0 to
+    // 10 is read as volts, anything else is no voltage.
+    Builtin {
+        health: true,
+        range: (0.0, 10.0),
+        ..builtin("battery", "voltage", Some("V"), Kind::Num)
+    },
 ];
+
+/// The one name of a quantity that fields of several names hold: a battery's voltage and its
+/// charge are one battery (a table mapping the codec's charge leaves the normalized battery
+/// under `origin`).
+fn quantity(field: &str) -> &str {
+    match field {
+        "charge" => "voltage",
+        other => other,
+    }
+}
 
 /// The recType a field points to, most specific first: a frame with a leak reading is a
 /// leak record even if it also has a temperature.
@@ -195,6 +213,9 @@ pub struct Mapped {
     /// Normalized measurements of a time of their own, not the uplink's, by time in the
     /// order first met: a record each, as a built-in codec's history.
     pub history: Vec<Moment>,
+    /// Normalized values the schema does not allow there (a battery of 100 V), kept under
+    /// `origin`: one line each.
+    pub warnings: Vec<String>,
 }
 
 /// The readings of normalized measurements of one time other than the uplink's; `data` and
@@ -252,16 +273,23 @@ pub fn map(
                 kind: Kind::Num,
                 scale: t.scale,
                 health: t.health,
+                range: ANY,
+                warn: false,
             })
         };
-        walk(object, "", &rule, (&mut m.data, &mut m.health), &mut origin);
+        let out = (&mut m.data, &mut m.health, &mut m.warnings);
+        walk(object, "", &rule, out, &mut origin);
     }
     // The Things Stack's `decoded_payload` and `normalized_payload`, like a JavaScript codec's
     // `data` and `normalizeUplink`, are one decoder's values twice: a field the codec's own
     // object mapped is not read again from the normalized measurements (it stays under
     // `origin.normalized`), or one probe would look like two.
-    let own: std::collections::BTreeSet<String> =
-        m.data.keys().chain(m.health.keys()).cloned().collect();
+    let own: std::collections::BTreeSet<String> = m
+        .data
+        .keys()
+        .chain(m.health.keys())
+        .map(|k| quantity(k).to_string())
+        .collect();
     // The unmapped parts of the measurements of now ([`put_normalized`]).
     let mut normalized_origin = Vec::with_capacity(normalized.len());
     // Per moment of `m.history`, its measurements' unmapped parts.
@@ -293,13 +321,15 @@ pub fn map(
         let rule = |path: &str| {
             NORMALIZED
                 .iter()
-                .find(|r| r.0 == path && (moment.is_some() || !own.contains(r.1)))
-                .map(|&(_, field, unit, kind, health)| Rule {
-                    field,
-                    unit,
-                    kind,
+                .find(|b| b.path == path && (moment.is_some() || !own.contains(quantity(b.field))))
+                .map(|b| Rule {
+                    field: b.field,
+                    unit: b.unit,
+                    kind: b.kind,
                     scale: 1.0,
-                    health,
+                    health: b.health,
+                    range: b.range,
+                    warn: true,
                 })
         };
         let mut left = Map::new();
@@ -310,7 +340,7 @@ pub fn map(
                 (&mut h.data, &mut h.health, &mut history_origin[i])
             }
         };
-        walk(n, "", &rule, (data, health), &mut left);
+        walk(n, "", &rule, (data, health, &mut m.warnings), &mut left);
         // The time read is the record's `time`.
         if measured_at(n).is_some_and(|t| moment.is_some() || same_ms(t, now)) {
             left.remove("time");
@@ -383,18 +413,34 @@ struct Rule<'a> {
     kind: Kind,
     scale: f64,
     health: bool,
+    /// The readings it may give (after `scale`): a number outside stays unmapped.
+    range: (f64, f64),
+    /// A number outside `range` is warned about.
+    warn: bool,
 }
 
-/// Map `obj`'s fields by `rule` into `out`'s readings and device values; the rest into
-/// `origin`.
+/// Why a value was not read.
+enum Miss {
+    /// It is not of the rule's kind.
+    Kind,
+    /// The number it gives is outside the rule's range.
+    Outside(f64),
+}
+
+/// Map `obj`'s fields by `rule` into `out`'s readings and device values, warning about
+/// numbers out of range; the rest into `origin`.
 fn walk<'a>(
     obj: &Map<String, Json>,
     prefix: &str,
     rule: &dyn Fn(&str) -> Option<Rule<'a>>,
-    out: (&mut Map<String, Json>, &mut Map<String, Json>),
+    out: (
+        &mut Map<String, Json>,
+        &mut Map<String, Json>,
+        &mut Vec<String>,
+    ),
     origin: &mut Map<String, Json>,
 ) {
-    let (data, health) = out;
+    let (data, health, warnings) = out;
     for (key, v) in obj {
         let path = if prefix.is_empty() {
             key.clone()
@@ -403,15 +449,20 @@ fn walk<'a>(
         };
         if let Json::Object(inner) = v {
             let mut sub = Map::new();
-            walk(inner, &path, rule, (&mut *data, &mut *health), &mut sub);
+            let out = (&mut *data, &mut *health, &mut *warnings);
+            walk(inner, &path, rule, out, &mut sub);
             // An object left empty by mapping goes; one empty to begin with is unmapped.
             if !sub.is_empty() || inner.is_empty() {
                 origin.insert(key.clone(), Json::Object(sub));
             }
             continue;
         }
-        match rule(&path).and_then(|r| reading(&r, v).map(|json| (r, json))) {
-            Some((r, json)) => {
+        let Some(r) = rule(&path) else {
+            origin.insert(key.clone(), v.clone());
+            continue;
+        };
+        match reading(&r, v) {
+            Ok(json) => {
                 let dest = if r.health { &mut *health } else { &mut *data };
                 if let Json::Array(list) = dest
                     .entry(r.field.to_string())
@@ -420,38 +471,70 @@ fn walk<'a>(
                     list.push(json);
                 }
             }
-            None => {
+            Err(miss) => {
+                if let (Miss::Outside(x), true) = (miss, r.warn) {
+                    warnings.push(outside(&path, x, &r));
+                }
                 origin.insert(key.clone(), v.clone());
             }
         }
     }
 }
 
-/// `{value, unit}` of `v` read by `r`, `None` when `v` is not of the rule's kind.
-fn reading(r: &Rule, v: &Json) -> Option<Json> {
+/// The warning for a normalized `x` at `path` outside `r`'s range.
+fn outside(path: &str, x: f64, r: &Rule) -> String {
+    let (min, max) = r.range;
+    let (side, bound) = if x < min {
+        ("below", min)
+    } else {
+        ("above", max)
+    };
+    let unit = r.unit.map(|u| format!(" {u}")).unwrap_or_default();
+    format!("normalized {path} {x} is {side} {bound}{unit}, kept under origin")
+}
+
+/// `{value, unit}` of `v` read by `r`.
+fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
     let value = match (r.kind, v) {
-        // A whole number as it is: through f64, one past 2^53 (a counter) would change.
-        (Kind::Num, Json::Number(n)) if r.scale == 1.0 && !n.is_f64() => Json::Number(n.clone()),
-        (Kind::Num, Json::Number(n)) => number(scaled(n.as_f64()?, r.scale))?,
+        (Kind::Num, Json::Number(n)) => {
+            let raw = n.as_f64().ok_or(Miss::Kind)?;
+            let x = scaled(raw, r.scale);
+            if !(r.range.0..=r.range.1).contains(&x) {
+                return Err(Miss::Outside(x));
+            }
+            // A whole number as it is: through f64, one past 2^53 (a counter) would change.
+            if r.scale == 1.0 && !n.is_f64() {
+                Json::Number(n.clone())
+            } else {
+                number(x).ok_or(Miss::Kind)?
+            }
+        }
         // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
         // is the number, else it stays unmapped. NaN and infinities parse but are no number.
-        (Kind::Num, Json::String(s)) => number(scaled(s.trim().parse().ok()?, r.scale))?,
+        (Kind::Num, Json::String(s)) => {
+            let x = scaled(s.trim().parse().map_err(|_| Miss::Kind)?, r.scale);
+            let json = number(x).ok_or(Miss::Kind)?;
+            if !(r.range.0..=r.range.1).contains(&x) {
+                return Err(Miss::Outside(x));
+            }
+            json
+        }
         (Kind::Num | Kind::Bool, Json::Bool(b)) => Json::Bool(*b),
         // The schema's values are `open` and `closed`; older Milesight normalizers wrote
         // them upper case, and `CLOSE` for closed.
         (Kind::OpenState, Json::String(s)) => match s.to_ascii_lowercase().as_str() {
             "open" => Json::Bool(true),
             "closed" | "close" => Json::Bool(false),
-            _ => return None,
+            _ => return Err(Miss::Kind),
         },
-        _ => return None,
+        _ => return Err(Miss::Kind),
     };
     let mut m = Map::new();
     if let Some(u) = r.unit {
         m.insert("unit".into(), Json::String(u.into()));
     }
     m.insert("value".into(), value);
-    Some(Json::Object(m))
+    Ok(Json::Object(m))
 }
 
 /// `x` times `scale` as the device meant it: 10133 at 0.1 is 1013.3, where the product is
@@ -598,6 +681,52 @@ mod tests {
         );
     }
 
+    /// The schema's `battery` is volts; a normalizer that puts the charge in percent there
+    /// (Milesight's 100) gives no voltage: the value stays under `origin` with a warning. A
+    /// table that maps the codec's own battery, as voltage or as charge, is the battery: the
+    /// normalized copy is not read, nor warned about.
+    #[test]
+    fn a_normalized_battery_is_a_voltage_or_nothing() {
+        let battery = |v: Json| [obj(json!({ "battery": v }))];
+        let m = map(None, None, &battery(json!(3.6)), UNIX_EPOCH);
+        assert_eq!(
+            Json::Object(m.health),
+            json!({"voltage": [{"unit": "V", "value": 3.6}]})
+        );
+        assert!(m.warnings.is_empty());
+        for pct in [json!(100), json!(-1), json!("55")] {
+            let m = map(None, None, &battery(pct.clone()), UNIX_EPOCH);
+            assert!(m.health.is_empty(), "{pct}");
+            assert_eq!(
+                m.data["origin"],
+                json!({"normalized": [{"battery": pct}]}),
+                "{pct}"
+            );
+            assert_eq!(m.warnings.len(), 1, "{pct}");
+        }
+        assert_eq!(
+            map(None, None, &battery(json!(100)), UNIX_EPOCH).warnings,
+            ["normalized battery 100 is above 10 V, kept under origin"]
+        );
+        let t = Table::parse(
+            "[fields]
+battery = { field = \"charge\", unit = \"%\", health = true }
+",
+        )
+        .unwrap();
+        let decoded = obj(json!({"battery": 100}));
+        for n in [json!(100), json!(3.1)] {
+            let m = map(Some(&decoded), Some(&t), &battery(n.clone()), UNIX_EPOCH);
+            assert_eq!(
+                Json::Object(m.health),
+                json!({"charge": [{"unit": "%", "value": 100}]}),
+                "{n}"
+            );
+            assert_eq!(m.data["origin"], json!({"normalized": [{"battery": n}]}));
+            assert!(m.warnings.is_empty(), "{n}");
+        }
+    }
+
     /// Timed normalized measurements make at most [`MAX_MOMENTS`] records, none for a time
     /// alone; one timed a minute or less before the uplink, or after it, is of now (its time
     /// kept under `origin`); those past the cap stay whole, unmapped, under `origin`.
@@ -640,9 +769,10 @@ mod tests {
     /// one, and so have the names the built-in codecs give the same quantities.
     #[test]
     fn mapped_readings_have_a_domain() {
-        for &(path, field, _, kind, _) in NORMALIZED.iter().filter(|r| !r.4) {
-            let mut v = match kind {
-                Kind::Num => json!(1),
+        for b in NORMALIZED.iter().filter(|b| !b.health) {
+            let (path, field) = (b.path, b.field);
+            let mut v = match b.kind {
+                Kind::Num => json!(b.range.0.max(1.0)),
                 Kind::Bool => json!(true),
                 Kind::OpenState => json!("closed"),
             };

@@ -1110,6 +1110,7 @@ mod tests {
                             data: data.clone(),
                             health: health.clone(),
                             history: Vec::new(),
+                            warnings: Vec::new(),
                         },
                     },
                     Owned::Packed(error) => Payload::Packed {
