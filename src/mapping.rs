@@ -22,6 +22,7 @@ use crate::codec::rec_type;
 /// [fields]
 /// TempC_SHT = { field = "temperature", unit = "°C" }
 /// "battery.mv" = { field = "voltage", unit = "V", scale = 0.001, health = true }
+/// voc = { field = "voc", unit = "ppb", ignore = [65535] }
 /// ```
 ///
 /// Keys are paths into the codec's object, nested keys joined with `.`.
@@ -46,6 +47,14 @@ pub struct Target {
     /// Goes under `device_health` (battery, board temperature) instead of the readings.
     #[serde(default)]
     pub health: bool,
+    /// Numbers the codec gives for "no reading" (a sensor's 65535): such a value, compared
+    /// before `scale`, stays under `origin`.
+    #[serde(default)]
+    pub ignore: Vec<f64>,
+    /// The lowest reading taken (after `scale`): a lower one stays under `origin`.
+    pub min: Option<f64>,
+    /// The highest reading taken (after `scale`): a higher one stays under `origin`.
+    pub max: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -53,8 +62,25 @@ fn one() -> f64 {
 }
 
 impl Table {
+    /// The table of `text`, or one line saying what is wrong and where.
     pub fn parse(text: &str) -> Result<Table, String> {
-        let t: Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let line = |e: &toml::de::Error| {
+            let message = e.message().trim().replace('\n', " ");
+            match e.span() {
+                Some(s) => {
+                    let n = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!("{message} (line {n})")
+                }
+                None => message,
+            }
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| line(&e))?;
+        let t: Table = serde_path_to_error::deserialize(de).map_err(|e| {
+            match e.path().to_string().as_str() {
+                "." => line(e.inner()),
+                path => format!("{path}: {}", line(e.inner())),
+            }
+        })?;
         for (path, target) in &t.fields {
             let field = target.field.as_str();
             // 0 (a typo for 0.01, say) would make every reading of the field 0.
@@ -62,6 +88,21 @@ impl Table {
                 return Err(format!(
                     "fields.{path}: scale must be a finite number other than 0"
                 ));
+            }
+            for (name, bound) in [("min", target.min), ("max", target.max)] {
+                if bound.is_some_and(|b| !b.is_finite()) {
+                    return Err(format!("fields.{path}: {name} must be a finite number"));
+                }
+            }
+            if let (Some(min), Some(max)) = (target.min, target.max) {
+                if min > max {
+                    return Err(format!(
+                        "fields.{path}: min {min} is above max {max}: no reading would be taken"
+                    ));
+                }
+            }
+            if target.ignore.iter().any(|i| !i.is_finite()) {
+                return Err(format!("fields.{path}: ignore must list finite numbers"));
             }
             if target.health && field == "id" {
                 return Err(format!(
@@ -134,25 +175,53 @@ const fn builtin(
     }
 }
 
-/// The normalized schema's paths hubgate maps.
+const ABSOLUTE_ZERO: f64 = -273.15;
+
+/// The normalized schema's paths hubgate maps, with the bounds The Things Network's schema
+/// (`lib/payload.json` of its Device Repository) and The Things Stack's validator give them:
+/// a sensor's "no reading" (humidity 127) or a position off the globe is no reading.
 const NORMALIZED: &[Builtin] = &[
-    builtin("air.temperature", "temperature", Some("°C"), Kind::Num),
-    builtin("air.relativeHumidity", "humidity", Some("%RH"), Kind::Num),
-    builtin("air.pressure", "pressure", Some("hPa"), Kind::Num),
-    builtin("air.co2", "co2", Some("ppm"), Kind::Num),
-    builtin("air.lightIntensity", "illuminance", Some("lx"), Kind::Num),
+    Builtin {
+        range: (ABSOLUTE_ZERO, f64::INFINITY),
+        ..builtin("air.temperature", "temperature", Some("°C"), Kind::Num)
+    },
+    Builtin {
+        range: (0.0, 100.0),
+        ..builtin("air.relativeHumidity", "humidity", Some("%RH"), Kind::Num)
+    },
+    Builtin {
+        range: (900.0, 1100.0),
+        ..builtin("air.pressure", "pressure", Some("hPa"), Kind::Num)
+    },
+    Builtin {
+        range: (0.0, 1e6),
+        ..builtin("air.co2", "co2", Some("ppm"), Kind::Num)
+    },
+    Builtin {
+        range: (0.0, f64::INFINITY),
+        ..builtin("air.lightIntensity", "illuminance", Some("lx"), Kind::Num)
+    },
     builtin("action.motion.detected", "presence", None, Kind::Bool),
     builtin("action.motion.count", "motion_count", None, Kind::Num),
     builtin("action.contactState", "open", None, Kind::OpenState),
     builtin("water.leak", "leak", None, Kind::Bool),
-    builtin(
-        "water.temperature",
-        "water_temperature",
-        Some("°C"),
-        Kind::Num,
-    ),
-    builtin("position.latitude", "lat", Some("°"), Kind::Num),
-    builtin("position.longitude", "lon", Some("°"), Kind::Num),
+    Builtin {
+        range: (ABSOLUTE_ZERO, f64::INFINITY),
+        ..builtin(
+            "water.temperature",
+            "water_temperature",
+            Some("°C"),
+            Kind::Num,
+        )
+    },
+    Builtin {
+        range: (-90.0, 90.0),
+        ..builtin("position.latitude", "lat", Some("°"), Kind::Num)
+    },
+    Builtin {
+        range: (-180.0, 180.0),
+        ..builtin("position.longitude", "lon", Some("°"), Kind::Num)
+    },
     builtin("position.altitude", "altitude", Some("m"), Kind::Num),
     // The schema's battery is a voltage (V), but some normalizers put the charge in percent
     // there (Milesight's: 100 for a full battery). No sensor's battery is 10 V or more; 0 to
@@ -273,7 +342,11 @@ pub fn map(
                 kind: Kind::Num,
                 scale: t.scale,
                 health: t.health,
-                range: ANY,
+                range: (
+                    t.min.unwrap_or(f64::NEG_INFINITY),
+                    t.max.unwrap_or(f64::INFINITY),
+                ),
+                ignore: &t.ignore,
                 warn: false,
             })
         };
@@ -329,6 +402,7 @@ pub fn map(
                     scale: 1.0,
                     health: b.health,
                     range: b.range,
+                    ignore: &[],
                     warn: true,
                 })
         };
@@ -415,13 +489,15 @@ struct Rule<'a> {
     health: bool,
     /// The readings it may give (after `scale`): a number outside stays unmapped.
     range: (f64, f64),
+    /// Numbers that mean no reading (before `scale`): they stay unmapped.
+    ignore: &'a [f64],
     /// A number outside `range` is warned about.
     warn: bool,
 }
 
 /// Why a value was not read.
 enum Miss {
-    /// It is not of the rule's kind.
+    /// It is not of the rule's kind, or is one of its numbers for no reading.
     Kind,
     /// The number it gives is outside the rule's range.
     Outside(f64),
@@ -498,6 +574,9 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
     let value = match (r.kind, v) {
         (Kind::Num, Json::Number(n)) => {
             let raw = n.as_f64().ok_or(Miss::Kind)?;
+            if r.ignore.contains(&raw) {
+                return Err(Miss::Kind);
+            }
             let x = scaled(raw, r.scale);
             if !(r.range.0..=r.range.1).contains(&x) {
                 return Err(Miss::Outside(x));
@@ -512,7 +591,11 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
         // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
         // is the number, else it stays unmapped. NaN and infinities parse but are no number.
         (Kind::Num, Json::String(s)) => {
-            let x = scaled(s.trim().parse().map_err(|_| Miss::Kind)?, r.scale);
+            let raw: f64 = s.trim().parse().map_err(|_| Miss::Kind)?;
+            if r.ignore.contains(&raw) {
+                return Err(Miss::Kind);
+            }
+            let x = scaled(raw, r.scale);
             let json = number(x).ok_or(Miss::Kind)?;
             if !(r.range.0..=r.range.1).contains(&x) {
                 return Err(Miss::Outside(x));
@@ -724,6 +807,125 @@ battery = { field = \"charge\", unit = \"%\", health = true }
             );
             assert_eq!(m.data["origin"], json!({"normalized": [{"battery": n}]}));
             assert!(m.warnings.is_empty(), "{n}");
+        }
+    }
+
+    /// A table drops a codec's "no reading" values (`ignore`, compared before `scale`) and
+    /// readings outside `min`/`max` (after `scale`): they stay under `origin`, quietly, as the
+    /// operator asked.
+    #[test]
+    fn a_table_keeps_sentinels_and_values_out_of_bounds_under_origin() {
+        let t = Table::parse(
+            r#"
+            [fields]
+            voc = { field = "voc", unit = "ppb", ignore = [65535] }
+            TempC_DS = { field = "ext_temperature", unit = "°C", ignore = [327.67] }
+            humidity = { field = "humidity", unit = "%RH", min = 0, max = 100 }
+            t = { field = "temperature", unit = "°C", scale = 0.1, min = -40 }
+            "#,
+        )
+        .unwrap();
+        let o = obj(json!({"voc": 65535, "TempC_DS": "327.67", "humidity": 127, "t": -401}));
+        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
+        assert_eq!(Json::Object(m.data), json!({"origin": o}));
+        assert!(m.warnings.is_empty());
+        let o = obj(json!({"voc": 65534, "TempC_DS": 21.5, "humidity": 100, "t": -400}));
+        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "voc": [{"unit": "ppb", "value": 65534}],
+                "ext_temperature": [{"unit": "°C", "value": 21.5}],
+                "humidity": [{"unit": "%RH", "value": 100}],
+                "temperature": [{"unit": "°C", "value": -40}],
+            })
+        );
+    }
+
+    /// A normalized value outside the schema's bounds (a sensor's 0x7FFF as 327.67 °C is not,
+    /// but humidity 127 or a latitude of -91 is) stays under `origin`, with a warning; the
+    /// bounds themselves are readings.
+    #[test]
+    fn normalized_values_outside_the_schemas_bounds_are_kept_under_origin() {
+        for (v, field) in [
+            (json!({"air": {"relativeHumidity": 127}}), "humidity"),
+            (json!({"air": {"relativeHumidity": -1}}), "humidity"),
+            (json!({"air": {"pressure": 10132}}), "pressure"),
+            (json!({"air": {"pressure": 899.9}}), "pressure"),
+            (json!({"air": {"co2": -5}}), "co2"),
+            (json!({"air": {"lightIntensity": -1}}), "illuminance"),
+            (json!({"air": {"temperature": -273.16}}), "temperature"),
+            (json!({"water": {"temperature": -300}}), "water_temperature"),
+            (json!({"position": {"latitude": -91}}), "lat"),
+            (json!({"position": {"longitude": 180.5}}), "lon"),
+        ] {
+            let m = map(None, None, &[obj(v.clone())], UNIX_EPOCH);
+            assert!(!m.data.contains_key(field), "{v}");
+            assert_eq!(m.data["origin"], json!({ "normalized": [v] }));
+            assert_eq!(m.warnings.len(), 1, "{v}");
+        }
+        let m = map(
+            None,
+            None,
+            &[obj(json!({"position": {"latitude": -91}}))],
+            UNIX_EPOCH,
+        );
+        assert_eq!(
+            m.warnings,
+            ["normalized position.latitude -91 is below -90 °, kept under origin"]
+        );
+        let bounds = obj(json!({
+            "air": {"relativeHumidity": 100, "pressure": 900, "co2": 1_000_000,
+                    "lightIntensity": 0, "temperature": -273.15},
+            "position": {"latitude": 90, "longitude": -180},
+        }));
+        let m = map(None, None, &[bounds], UNIX_EPOCH);
+        assert!(m.warnings.is_empty());
+        assert!(!m.data.contains_key("origin"), "{:?}", m.data);
+        assert_eq!(m.data.len(), 7);
+    }
+
+    /// What is wrong with a table is one line, naming the field or the line.
+    #[test]
+    fn a_bad_table_is_one_line_saying_where() {
+        for (text, error) in [
+            (
+                "[fields]\nx = { field = \"a\", min = nan }",
+                "fields.x: min must be a finite number",
+            ),
+            (
+                "[fields]\nx = { field = \"a\", max = -inf }",
+                "fields.x: max must be a finite number",
+            ),
+            (
+                "[fields]\nx = { field = \"a\", min = 5, max = 1 }",
+                "fields.x: min 5 is above max 1: no reading would be taken",
+            ),
+            (
+                "[fields]\nx = { field = \"a\", ignore = [1, inf] }",
+                "fields.x: ignore must list finite numbers",
+            ),
+        ] {
+            assert_eq!(Table::parse(text).unwrap_err(), error, "{text}");
+        }
+        for (text, error) in [
+            (
+                "rec_type = \"x\"\n[fields]\nx = { field = \"a\", ignore = \"65535\" }",
+                "fields.x.ignore: invalid type: string \"65535\", expected a sequence (line 3)",
+            ),
+            (
+                "[fields]\n\nx = { field = \"a\", maximum = 3 }",
+                "fields.x.maximum: unknown field `maximum`, expected one of `field`, `unit`, `scale`, \
+                 `health`, `ignore`, `min`, `max` (line 3)",
+            ),
+            (
+                "[fields]\nx = { unit = \"V\" }",
+                "fields.x: missing field `field` (line 2)",
+            ),
+        ] {
+            let e = Table::parse(text).unwrap_err();
+            assert_eq!(e, error, "{text}");
+            assert!(!e.contains('\n'), "{e}");
         }
     }
 
