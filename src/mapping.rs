@@ -55,6 +55,23 @@ pub struct Target {
     pub min: Option<f64>,
     /// The highest reading taken (after `scale`): a higher one stays under `origin`.
     pub max: Option<f64>,
+    /// How the codec's value is read.
+    #[serde(default, rename = "type")]
+    pub read_as: ReadAs,
+    /// The reading each of the codec's values gives, the value written as text (`open =
+    /// true`, `"0" = false`): a value not listed stays under `origin`.
+    pub values: Option<BTreeMap<String, Json>>,
+}
+
+/// A table field's `type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadAs {
+    /// A number, a number written as text, or a boolean as it is.
+    #[default]
+    Number,
+    /// A boolean: a boolean as it is, a number (or one written as text) true unless 0.
+    Bool,
 }
 
 fn one() -> f64 {
@@ -104,6 +121,31 @@ impl Table {
             if target.ignore.iter().any(|i| !i.is_finite()) {
                 return Err(format!("fields.{path}: ignore must list finite numbers"));
             }
+            let bounded = target.scale != 1.0 || target.min.is_some() || target.max.is_some();
+            if let Some(values) = &target.values {
+                if bounded || !target.ignore.is_empty() || target.read_as != ReadAs::Number {
+                    return Err(format!(
+                        "fields.{path}: values gives the readings itself; it takes no type, \
+                         scale, min, max or ignore"
+                    ));
+                }
+                if values.is_empty() {
+                    return Err(format!("fields.{path}: values lists no value"));
+                }
+                if let Some((value, _)) = values
+                    .iter()
+                    .find(|(_, v)| !matches!(v, Json::Bool(_) | Json::Number(_) | Json::String(_)))
+                {
+                    return Err(format!(
+                        "fields.{path}: values.{value} must be a boolean, a number or text"
+                    ));
+                }
+            }
+            if target.read_as == ReadAs::Bool && bounded {
+                return Err(format!(
+                    "fields.{path}: type = \"bool\" takes no scale, min or max"
+                ));
+            }
             if target.health && field == "id" {
                 return Err(format!(
                     "fields.{path}: device_health.id is the device's id; choose another field"
@@ -135,10 +177,15 @@ const NOW_WITHIN: Duration = Duration::from_secs(60);
 
 /// How a rule reads its value.
 #[derive(Clone, Copy)]
-enum Kind {
+enum Kind<'a> {
     /// A number, or a number written as text.
     Num,
     Bool,
+    /// A boolean, or a number (or one written as text) that is true unless 0: a table's
+    /// `type = "bool"`.
+    Flag,
+    /// The reading each value gives, the value written as text: a table's `values`.
+    Values(&'a BTreeMap<String, Json>),
     /// `"open"` / `"closed"` in any ASCII case, and `"close"` (normalized
     /// `action.contactState`).
     OpenState,
@@ -150,7 +197,7 @@ struct Builtin {
     /// Microshare's field.
     field: &'static str,
     unit: Option<&'static str>,
-    kind: Kind,
+    kind: Kind<'static>,
     /// Under `device_health`.
     health: bool,
     /// The numbers it may hold: one outside stays under `origin`, with a warning.
@@ -163,7 +210,7 @@ const fn builtin(
     path: &'static str,
     field: &'static str,
     unit: Option<&'static str>,
-    kind: Kind,
+    kind: Kind<'static>,
 ) -> Builtin {
     Builtin {
         path,
@@ -339,7 +386,11 @@ pub fn map(
             table.and_then(|t| t.fields.get(path)).map(|t| Rule {
                 field: &t.field,
                 unit: t.unit.as_deref(),
-                kind: Kind::Num,
+                kind: match (&t.values, t.read_as) {
+                    (Some(values), _) => Kind::Values(values),
+                    (None, ReadAs::Bool) => Kind::Flag,
+                    (None, ReadAs::Number) => Kind::Num,
+                },
                 scale: t.scale,
                 health: t.health,
                 range: (
@@ -484,7 +535,7 @@ fn same_ms(a: SystemTime, b: SystemTime) -> bool {
 struct Rule<'a> {
     field: &'a str,
     unit: Option<&'a str>,
-    kind: Kind,
+    kind: Kind<'a>,
     scale: f64,
     health: bool,
     /// The readings it may give (after `scale`): a number outside stays unmapped.
@@ -498,7 +549,7 @@ struct Rule<'a> {
 /// Why a value was not read.
 enum Miss {
     /// It is not of the rule's kind, or is one of its numbers for no reading.
-    Kind,
+    Unread,
     /// The number it gives is outside the rule's range.
     Outside(f64),
 }
@@ -573,9 +624,9 @@ fn outside(path: &str, x: f64, r: &Rule) -> String {
 fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
     let value = match (r.kind, v) {
         (Kind::Num, Json::Number(n)) => {
-            let raw = n.as_f64().ok_or(Miss::Kind)?;
+            let raw = n.as_f64().ok_or(Miss::Unread)?;
             if r.ignore.contains(&raw) {
-                return Err(Miss::Kind);
+                return Err(Miss::Unread);
             }
             let x = scaled(raw, r.scale);
             if !(r.range.0..=r.range.1).contains(&x) {
@@ -585,32 +636,51 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
             if r.scale == 1.0 && !n.is_f64() {
                 Json::Number(n.clone())
             } else {
-                number(x).ok_or(Miss::Kind)?
+                number(x).ok_or(Miss::Unread)?
             }
         }
         // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
         // is the number, else it stays unmapped. NaN and infinities parse but are no number.
         (Kind::Num, Json::String(s)) => {
-            let raw: f64 = s.trim().parse().map_err(|_| Miss::Kind)?;
+            let raw: f64 = s.trim().parse().map_err(|_| Miss::Unread)?;
             if r.ignore.contains(&raw) {
-                return Err(Miss::Kind);
+                return Err(Miss::Unread);
             }
             let x = scaled(raw, r.scale);
-            let json = number(x).ok_or(Miss::Kind)?;
+            let json = number(x).ok_or(Miss::Unread)?;
             if !(r.range.0..=r.range.1).contains(&x) {
                 return Err(Miss::Outside(x));
             }
             json
         }
-        (Kind::Num | Kind::Bool, Json::Bool(b)) => Json::Bool(*b),
+        (Kind::Num | Kind::Bool | Kind::Flag, Json::Bool(b)) => Json::Bool(*b),
+        (Kind::Flag, Json::Number(_) | Json::String(_)) => {
+            let raw = match v {
+                Json::Number(n) => n.as_f64(),
+                _ => v.as_str().and_then(|s| s.trim().parse().ok()),
+            };
+            let raw = raw.filter(|x: &f64| x.is_finite()).ok_or(Miss::Unread)?;
+            if r.ignore.contains(&raw) {
+                return Err(Miss::Unread);
+            }
+            Json::Bool(raw != 0.0)
+        }
+        (Kind::Values(values), _) => {
+            let text = match v {
+                Json::String(s) => s.clone(),
+                Json::Number(_) | Json::Bool(_) => v.to_string(),
+                _ => return Err(Miss::Unread),
+            };
+            values.get(&text).cloned().ok_or(Miss::Unread)?
+        }
         // The schema's values are `open` and `closed`; older Milesight normalizers wrote
         // them upper case, and `CLOSE` for closed.
         (Kind::OpenState, Json::String(s)) => match s.to_ascii_lowercase().as_str() {
             "open" => Json::Bool(true),
             "closed" | "close" => Json::Bool(false),
-            _ => return Err(Miss::Kind),
+            _ => return Err(Miss::Unread),
         },
-        _ => return Err(Miss::Kind),
+        _ => return Err(Miss::Unread),
     };
     let mut m = Map::new();
     if let Some(u) = r.unit {
@@ -842,6 +912,94 @@ battery = { field = \"charge\", unit = \"%\", health = true }
         );
     }
 
+    /// A table turns a codec's 0/1 (`type = "bool"`) or its words (`values`) into the
+    /// readings the built-in codecs give: Browan's `status` 1 is `open: true`, Milesight's
+    /// `"close"` is `open: false`. A value it cannot read so stays under `origin`.
+    #[test]
+    fn a_table_converts_flags_and_words_into_readings() {
+        let t = Table::parse(
+            r#"
+            rec_type = "io.microshare.openclose.unpacked"
+            [fields]
+            status = { field = "open", type = "bool", ignore = [2] }
+            door = { field = "open", values = { open = true, close = false } }
+            install = { field = "tamper", values = { yes = true, no = false } }
+            mode = { field = "mode", values = { "0" = "off", "1" = "on", "true" = "forced" } }
+            "#,
+        )
+        .unwrap();
+        let read = |v: Json| {
+            let m = map(Some(&obj(v)), Some(&t), &[], UNIX_EPOCH);
+            Json::Object(m.data)
+        };
+        for (status, open) in [
+            (json!(1), true),
+            (json!(0), false),
+            (json!(3), true),
+            (json!("0"), false),
+            (json!(true), true),
+        ] {
+            assert_eq!(
+                read(json!({ "status": status })),
+                json!({"open": [{ "value": open }]}),
+                "{status}"
+            );
+        }
+        for status in [json!(2), json!("yes"), json!(null)] {
+            assert_eq!(
+                read(json!({ "status": status })),
+                json!({"origin": { "status": status }})
+            );
+        }
+        assert_eq!(
+            read(json!({"door": "close", "install": "yes", "mode": 1})),
+            json!({
+                "open": [{"value": false}],
+                "tamper": [{"value": true}],
+                "mode": [{"value": "on"}],
+            })
+        );
+        assert_eq!(
+            read(json!({"mode": true}))["mode"],
+            json!([{"value": "forced"}])
+        );
+        assert_eq!(
+            read(json!({"door": "ajar", "install": "Yes", "mode": 2})),
+            json!({"origin": {"door": "ajar", "install": "Yes", "mode": 2}})
+        );
+        for (target, error) in [
+            (
+                "{ field = \"a\", scale = 2, values = { x = 1 } }",
+                "fields.k: values gives the readings itself; it takes no type, scale, min, max \
+                 or ignore",
+            ),
+            (
+                "{ field = \"a\", type = \"bool\", values = { x = 1 } }",
+                "fields.k: values gives the readings itself; it takes no type, scale, min, max \
+                 or ignore",
+            ),
+            (
+                "{ field = \"a\", values = {} }",
+                "fields.k: values lists no value",
+            ),
+            (
+                "{ field = \"a\", values = { x = [1] } }",
+                "fields.k: values.x must be a boolean, a number or text",
+            ),
+            (
+                "{ field = \"a\", type = \"bool\", max = 1 }",
+                "fields.k: type = \"bool\" takes no scale, min or max",
+            ),
+            (
+                "{ field = \"a\", type = \"boolean\" }",
+                "fields.k.type: unknown variant `boolean`, expected `number` or `bool` (line 2)",
+            ),
+        ] {
+            let e = Table::parse(&format!("[fields]\nk = {target}")).unwrap_err();
+            assert_eq!(e, error, "{target}");
+        }
+    }
+
     /// A normalized value outside the schema's bounds (a sensor's 0x7FFF as 327.67 °C is not,
     /// but humidity 127 or a latitude of -91 is) stays under `origin`, with a warning; the
     /// bounds themselves are readings.
@@ -916,7 +1074,7 @@ battery = { field = \"charge\", unit = \"%\", health = true }
             (
                 "[fields]\n\nx = { field = \"a\", maximum = 3 }",
                 "fields.x.maximum: unknown field `maximum`, expected one of `field`, `unit`, `scale`, \
-                 `health`, `ignore`, `min`, `max` (line 3)",
+                 `health`, `ignore`, `min`, `max`, `type`, `values` (line 3)",
             ),
             (
                 "[fields]\nx = { unit = \"V\" }",
@@ -977,6 +1135,7 @@ battery = { field = \"charge\", unit = \"%\", health = true }
                 Kind::Num => json!(b.range.0.max(1.0)),
                 Kind::Bool => json!(true),
                 Kind::OpenState => json!("closed"),
+                Kind::Flag | Kind::Values(_) => unreachable!("only tables read so"),
             };
             for key in path.rsplit('.') {
                 v = json!({ key: v });
