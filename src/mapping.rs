@@ -189,6 +189,8 @@ enum Kind<'a> {
     /// `"open"` / `"closed"` in any ASCII case, and `"close"` (normalized
     /// `action.contactState`).
     OpenState,
+    /// A boolean, or the text the schema allows as well (normalized `water.leak`).
+    Leak,
 }
 
 /// One path of the normalized schema hubgate maps.
@@ -251,7 +253,18 @@ const NORMALIZED: &[Builtin] = &[
     builtin("action.motion.detected", "presence", None, Kind::Bool),
     builtin("action.motion.count", "motion_count", None, Kind::Num),
     builtin("action.contactState", "open", None, Kind::OpenState),
-    builtin("water.leak", "leak", None, Kind::Bool),
+    builtin("water.leak", "leak", None, Kind::Leak),
+    // The schema's water temperature is `{min, max, avg, current}`; the reading is the
+    // current one (the rest stays under `origin`). A plain number is read as well.
+    Builtin {
+        range: (ABSOLUTE_ZERO, f64::INFINITY),
+        ..builtin(
+            "water.temperature.current",
+            "water_temperature",
+            Some("°C"),
+            Kind::Num,
+        )
+    },
     Builtin {
         range: (ABSOLUTE_ZERO, f64::INFINITY),
         ..builtin(
@@ -282,10 +295,12 @@ const NORMALIZED: &[Builtin] = &[
 
 /// The one name of a quantity that fields of several names hold: a battery's voltage and its
 /// charge are one battery (a table mapping the codec's charge leaves the normalized battery
-/// under `origin`).
+/// under `origin`), and a count of motions is one count whatever it counts from.
 fn quantity(field: &str) -> &str {
     match field {
         "charge" => "voltage",
+        // The schema's motion count says not since when; the built-in codecs' names do.
+        "motions_since_reset" | "motions_since_transmit" => "motion_count",
         other => other,
     }
 }
@@ -680,6 +695,13 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
             "closed" | "close" => Json::Bool(false),
             _ => return Err(Miss::Unread),
         },
+        (Kind::Leak, Json::Bool(b)) => Json::Bool(*b),
+        // The schema allows text; these are the words normalizers use for the two states.
+        (Kind::Leak, Json::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "leak" | "detected" => Json::Bool(true),
+            "false" | "no" | "normal" | "no leak" => Json::Bool(false),
+            _ => return Err(Miss::Unread),
+        },
         _ => return Err(Miss::Unread),
     };
     let mut m = Map::new();
@@ -1000,6 +1022,57 @@ battery = { field = \"charge\", unit = \"%\", health = true }
         }
     }
 
+    /// The schema's shapes of water readings: a temperature `{min, max, avg, current}` (the
+    /// current one is the reading), a leak as text. A motion count mapped by the codec's
+    /// table under a built-in codec's name is the normalized count too.
+    #[test]
+    fn normalized_water_and_motion_readings_in_the_schemas_shapes() {
+        let n = [obj(
+            json!({"water": {"temperature": {"min": 4, "max": 9, "current": 7.5}, "leak": "Leak"}}),
+        )];
+        let m = map(None, None, &n, UNIX_EPOCH);
+        assert_eq!(m.rec_type, rec_type::LEAK);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "water_temperature": [{"unit": "°C", "value": 7.5}],
+                "leak": [{"value": true}],
+                "origin": {"normalized": [{"water": {"temperature": {"min": 4, "max": 9}}}]},
+            })
+        );
+        for (leak, value) in [
+            ("normal", json!(false)),
+            ("no", json!(false)),
+            ("yes", json!(true)),
+        ] {
+            let m = map(
+                None,
+                None,
+                &[obj(json!({"water": {"leak": leak}}))],
+                UNIX_EPOCH,
+            );
+            assert_eq!(m.data["leak"], json!([{ "value": value }]), "{leak}");
+        }
+        let m = map(
+            None,
+            None,
+            &[obj(json!({"water": {"leak": "maybe"}}))],
+            UNIX_EPOCH,
+        );
+        assert!(!m.has_readings());
+        let t =
+            Table::parse("[fields]\nmotion = { field = \"motions_since_transmit\" }\n").unwrap();
+        let n = [obj(json!({"action": {"motion": {"count": 3}}}))];
+        let m = map(Some(&obj(json!({"motion": 3}))), Some(&t), &n, UNIX_EPOCH);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "motions_since_transmit": [{"value": 3}],
+                "origin": {"normalized": [{"action": {"motion": {"count": 3}}}]},
+            })
+        );
+    }
+
     /// A normalized value outside the schema's bounds (a sensor's 0x7FFF as 327.67 °C is not,
     /// but humidity 127 or a latitude of -91 is) stays under `origin`, with a warning; the
     /// bounds themselves are readings.
@@ -1133,7 +1206,7 @@ battery = { field = \"charge\", unit = \"%\", health = true }
             let (path, field) = (b.path, b.field);
             let mut v = match b.kind {
                 Kind::Num => json!(b.range.0.max(1.0)),
-                Kind::Bool => json!(true),
+                Kind::Bool | Kind::Leak => json!(true),
                 Kind::OpenState => json!("closed"),
                 Kind::Flag | Kind::Values(_) => unreachable!("only tables read so"),
             };
