@@ -180,6 +180,9 @@ const NOW_WITHIN: Duration = Duration::from_secs(60);
 enum Kind<'a> {
     /// A number, or a number written as text.
     Num,
+    /// A number as [`Kind::Num`], or a boolean: a table's field without a unit
+    /// (`door = { field = "open" }`). A quantity with a unit is never true or false.
+    NumOrBool,
     Bool,
     /// A boolean, or a number (or one written as text) that is true unless 0: a table's
     /// `type = "bool"`.
@@ -404,6 +407,7 @@ pub fn map(
                 kind: match (&t.values, t.read_as) {
                     (Some(values), _) => Kind::Values(values),
                     (None, ReadAs::Bool) => Kind::Flag,
+                    (None, ReadAs::Number) if t.unit.is_none() => Kind::NumOrBool,
                     (None, ReadAs::Number) => Kind::Num,
                 },
                 scale: t.scale,
@@ -638,7 +642,7 @@ fn outside(path: &str, x: f64, r: &Rule) -> String {
 /// `{value, unit}` of `v` read by `r`.
 fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
     let value = match (r.kind, v) {
-        (Kind::Num, Json::Number(n)) => {
+        (Kind::Num | Kind::NumOrBool, Json::Number(n)) => {
             let raw = n.as_f64().ok_or(Miss::Unread)?;
             if r.ignore.contains(&raw) {
                 return Err(Miss::Unread);
@@ -656,7 +660,7 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
         }
         // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
         // is the number, else it stays unmapped. NaN and infinities parse but are no number.
-        (Kind::Num, Json::String(s)) => {
+        (Kind::Num | Kind::NumOrBool, Json::String(s)) => {
             let raw: f64 = s.trim().parse().map_err(|_| Miss::Unread)?;
             if r.ignore.contains(&raw) {
                 return Err(Miss::Unread);
@@ -668,7 +672,7 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
             }
             json
         }
-        (Kind::Num | Kind::Bool | Kind::Flag, Json::Bool(b)) => Json::Bool(*b),
+        (Kind::NumOrBool | Kind::Bool | Kind::Flag, Json::Bool(b)) => Json::Bool(*b),
         (Kind::Flag, Json::Number(_) | Json::String(_)) => {
             let raw = match v {
                 Json::Number(n) => n.as_f64(),
@@ -1073,6 +1077,36 @@ battery = { field = \"charge\", unit = \"%\", health = true }
         );
     }
 
+    /// A quantity with a unit, and every normalized number, is never true or false: a
+    /// boolean there stays under `origin`. A table field without a unit keeps a boolean.
+    #[test]
+    fn a_boolean_is_no_quantity() {
+        for v in [
+            json!({"air": {"temperature": true}}),
+            json!({"battery": false}),
+            json!({"action": {"motion": {"count": true}}}),
+        ] {
+            let m = map(None, None, &[obj(v.clone())], UNIX_EPOCH);
+            assert!(!m.has_readings(), "{v}");
+            assert_eq!(m.data["origin"], json!({ "normalized": [v] }));
+        }
+        let t = Table::parse(
+            "[fields]\nt = { field = \"temperature\", unit = \"°C\" }\n\
+             door = { field = \"open\" }\n",
+        )
+        .unwrap();
+        let m = map(
+            Some(&obj(json!({"t": true, "door": true}))),
+            Some(&t),
+            &[],
+            UNIX_EPOCH,
+        );
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"open": [{"value": true}], "origin": {"t": true}})
+        );
+    }
+
     /// A normalized value outside the schema's bounds (a sensor's 0x7FFF as 327.67 °C is not,
     /// but humidity 127 or a latitude of -91 is) stays under `origin`, with a warning; the
     /// bounds themselves are readings.
@@ -1208,7 +1242,9 @@ battery = { field = \"charge\", unit = \"%\", health = true }
                 Kind::Num => json!(b.range.0.max(1.0)),
                 Kind::Bool | Kind::Leak => json!(true),
                 Kind::OpenState => json!("closed"),
-                Kind::Flag | Kind::Values(_) => unreachable!("only tables read so"),
+                Kind::NumOrBool | Kind::Flag | Kind::Values(_) => {
+                    unreachable!("only tables read so")
+                }
             };
             for key in path.rsplit('.') {
                 v = json!({ key: v });
