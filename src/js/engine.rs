@@ -19,12 +19,13 @@ use super::{
 /// whatever the script returns is turned into plain data inside the sandbox. A
 /// `normalizeUplink` that throws or returns what JSON cannot hold costs a warning, not the
 /// good `decodeUplink` result; the time limit and running out of memory (InternalError)
-/// still end the call.
+/// still end the call. `normalizeUplink` gets a copy of the data, as The Things Stack's
+/// does: one that changes its input does not change the decoded data sent.
 const GLUE: &str = r#"
 (function (g) {
   var normalize = function (data) {
     try {
-      var n = g.normalizeUplink({ data: data });
+      var n = g.normalizeUplink({ data: JSON.parse(JSON.stringify(data)) });
       JSON.stringify(n);
       return n;
     } catch (e) {

@@ -574,6 +574,26 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
     assert_eq!(out.normalized[0]["air"]["temperature"], 20);
 }
 
+/// `normalizeUplink` works on a copy: scaling its input in place leaves the decoded data as
+/// `decodeUplink` returned it.
+#[test]
+fn normalize_uplink_cannot_change_the_decoded_data() {
+    let c = codec(
+        "function decodeUplink(i) { return {data: {battery: 3600, t: {c: 21}}}; }
+         function normalizeUplink(i) {
+           i.data.battery /= 1000;
+           i.data.t.c = 0;
+           return {data: {battery: i.data.battery}};
+         }",
+    );
+    let out = c.decode(Some(1), &[1], at()).unwrap();
+    assert_eq!(
+        Json::Object(out.data),
+        json!({"battery": 3600, "t": {"c": 21}})
+    );
+    assert_eq!(out.normalized[0]["battery"], 3.6);
+}
+
 /// The worker holds its socket, /dev/null and stderr and nothing else of the agent's: no
 /// descriptor a library left open across exec, no environment variable but its own.
 #[test]
