@@ -258,7 +258,11 @@ impl Live {
             })
         });
         self.leave(held, text.as_ref().err());
-        let text = text?.ok_or_else(|| JsError::Junk("nothing JSON can hold".into()))?;
+        // `JSON.stringify` of the call's result gives nothing only when the codec's function
+        // returned undefined (a vendor decoder ending without a `return` for a frame it does
+        // not know), a function or a symbol.
+        let text =
+            text?.ok_or_else(|| JsError::Junk("undefined (or a function), not {data}".into()))?;
         if text.len() > OUTPUT_LIMIT {
             return Err(JsError::Junk(format!("{} bytes of JSON", text.len())));
         }
