@@ -29,6 +29,7 @@ pub fn parse(text: &str) -> Result<Output, JsError> {
         None => return Err(JsError::Junk("no data".into())),
     };
     let mut warnings = messages(top.get("warnings")).unwrap_or_default();
+    // What `normalizeUplink` returned that holds no measurement costs a warning, not silence.
     let normalized = match top.remove("normalized") {
         Some(Json::Object(mut n)) => {
             let errors = messages(n.get("errors")).unwrap_or_default();
@@ -36,21 +37,50 @@ pub fn parse(text: &str) -> Result<Output, JsError> {
                 warnings.extend(messages(n.get("warnings")).unwrap_or_default());
                 match n.remove("data") {
                     Some(Json::Object(m)) => vec![m],
-                    Some(Json::Array(items)) => items
-                        .into_iter()
-                        .filter_map(|i| match i {
-                            Json::Object(m) => Some(m),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
+                    Some(Json::Array(items)) => {
+                        let all = items.len();
+                        let measurements: Vec<_> = items
+                            .into_iter()
+                            .filter_map(|i| match i {
+                                Json::Object(m) => Some(m),
+                                _ => None,
+                            })
+                            .collect();
+                        if measurements.len() < all {
+                            warnings.push(format!(
+                                "normalizeUplink: {} of the {all} measurements in its data are \
+                                 no object, left out",
+                                all - measurements.len()
+                            ));
+                        }
+                        measurements
+                    }
+                    Some(other) => {
+                        warnings.push(format!(
+                            "normalizeUplink: data that is {}, not an object or an array of \
+                             them, left out",
+                            kind(&other)
+                        ));
+                        Vec::new()
+                    }
+                    None => {
+                        warnings.push("normalizeUplink: no data".into());
+                        Vec::new()
+                    }
                 }
             } else {
                 warnings.push(format!("normalizeUplink: {}", errors.join("; ")));
                 Vec::new()
             }
         }
-        _ => Vec::new(),
+        Some(other) => {
+            warnings.push(format!(
+                "normalizeUplink: returned {}, not {{data}}",
+                kind(&other)
+            ));
+            Vec::new()
+        }
+        None => Vec::new(),
     };
     // As the network server's object ([`crate::mapping::MAX_DEPTH`]): `data` may be nested
     // deeper here than its record could be read.
@@ -172,6 +202,35 @@ mod tests {
             assert_eq!(well_formed(text), fixed, "{text}");
         }
         assert!(matches!(well_formed(r#"{"k":"\u0041"}"#), Cow::Borrowed(_)));
+    }
+
+    /// What `normalizeUplink` returned that holds no measurement is left out with a warning:
+    /// an item of its `data` array that is no object, a `data` that is neither an object nor
+    /// an array, no `data`, a result that is no object.
+    #[test]
+    fn normalized_results_that_are_no_measurement_are_warned_about() {
+        for (normalized, kept, warning) in [
+            (
+                r#"{"data":[{"a":1},2,null,{"b":2}]}"#,
+                2,
+                "normalizeUplink: 2 of the 4 measurements in its data are no object, left out",
+            ),
+            (
+                r#"{"data":"x"}"#,
+                0,
+                "normalizeUplink: data that is a string, not an object or an array of them, \
+                 left out",
+            ),
+            (r#"{"warnings":[]}"#, 0, "normalizeUplink: no data"),
+            ("7", 0, "normalizeUplink: returned a number, not {data}"),
+        ] {
+            let out = parse(&format!(r#"{{"data":{{}},"normalized":{normalized}}}"#)).unwrap();
+            assert_eq!(out.normalized.len(), kept, "{normalized}");
+            assert_eq!(out.warnings, [warning], "{normalized}");
+        }
+        let out = parse(r#"{"data":{},"normalized":{"data":[{"a":1}]}}"#).unwrap();
+        assert_eq!(out.normalized.len(), 1);
+        assert!(out.warnings.is_empty());
     }
 
     /// `data`, or a normalized measurement, nested deeper than a record can carry
