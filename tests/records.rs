@@ -12,6 +12,10 @@ use hubgate::metrics::Metrics;
 use hubgate::uplink::{Radio, Uplink};
 use serde_json::Value;
 
+#[cfg(feature = "js")]
+#[path = "support/codec_files.rs"]
+mod codec_files;
+
 fn hubgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hubgate"))
         .args(args)
@@ -39,10 +43,10 @@ const ADDED: &[&str] = &[
     "obj.data.device_health.temperature",
 ];
 
-/// Compare `ours` with `theirs` below `path`: the same keys (but for the lists above), the
-/// same JSON types (an integer is not a float) and the same values; ids are hashes of
-/// different inputs, so only their type is compared.
-fn compare(path: &str, ours: &Value, theirs: &Value, diffs: &mut Vec<String>) {
+/// Compare `ours` with `theirs` below `path`: the same keys (but for [`NOT_KNOWN`] and
+/// `added`), the same JSON types (an integer is not a float) and the same values; ids are
+/// hashes of different inputs, so only their type is compared.
+fn compare(path: &str, ours: &Value, theirs: &Value, added: &[&str], diffs: &mut Vec<String>) {
     let id = path == "id" || path == "obj.id";
     match (ours, theirs) {
         (Value::Object(o), Value::Object(t)) => {
@@ -53,21 +57,21 @@ fn compare(path: &str, ours: &Value, theirs: &Value, diffs: &mut Vec<String>) {
                     format!("{path}.{k}")
                 };
                 match o.get(k) {
-                    Some(ov) => compare(&p, ov, tv, diffs),
+                    Some(ov) => compare(&p, ov, tv, added, diffs),
                     None if NOT_KNOWN.contains(&p.as_str()) => {}
                     None => diffs.push(format!("{p}: missing")),
                 }
             }
             for k in o.keys().filter(|k| !t.contains_key(*k)) {
                 let p = format!("{path}.{k}");
-                if !ADDED.contains(&p.as_str()) {
+                if !added.contains(&p.as_str()) {
                     diffs.push(format!("{p}: not in Microshare's record"));
                 }
             }
         }
         (Value::Array(o), Value::Array(t)) if o.len() == t.len() => {
             for (i, (ov, tv)) in o.iter().zip(t).enumerate() {
-                compare(&format!("{path}[{i}]"), ov, tv, diffs);
+                compare(&format!("{path}[{i}]"), ov, tv, added, diffs);
             }
         }
         (Value::Number(o), Value::Number(t)) if o.is_f64() != t.is_f64() => {
@@ -127,9 +131,48 @@ fn a_record_matches_microshares_published_example_field_by_field() {
         .remove(0);
     let ours: Value = serde_json::from_str(&rec.body).unwrap();
     let mut diffs = Vec::new();
-    compare("", &ours, &golden(), &mut diffs);
+    compare("", &ours, &golden(), ADDED, &mut diffs);
     assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
     assert_eq!(ours["id"], ours["obj"]["id"]);
+}
+
+/// The same frame decoded by a vendor-style JavaScript decoder (tests/golden/browan-tbhv110.js,
+/// which returns the sensor's 65535 for "no VOC" and "no IAQ" as vendor decoders do) and mapped
+/// by its table: Microshare's record too, the fields the table leaves unmapped (the status
+/// byte, the "no value"s it ignores) under `origin`.
+#[cfg(feature = "js")]
+#[test]
+fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
+    let dir = codec_files::tempdir();
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for file in ["browan-tbhv110.js", "browan-tbhv110.toml"] {
+        codec_files::write(
+            dir.path().join(file),
+            std::fs::read(golden_dir.join(file)).unwrap(),
+        );
+    }
+    let worker = hubgate::js::Worker::new(hubgate::js::Launcher::program(env!(
+        "CARGO_BIN_EXE_hubgate"
+    )));
+    let script = hubgate::js::dir::load(dir.path(), "browan-tbhv110", &worker).unwrap();
+    let decoder = Decoder::new(&Config::parse(SITE).unwrap(), Metrics::new());
+    let rec = decoder
+        .decode_js_with(&published_uplink(), &script)
+        .unwrap()
+        .remove(0);
+    let ours: Value = serde_json::from_str(&rec.body).unwrap();
+    let mut diffs = Vec::new();
+    let added = [ADDED, &["obj.data.origin"]].concat();
+    compare("", &ours, &golden(), &added, &mut diffs);
+    assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
+    assert_eq!(
+        ours["obj"]["data"]["origin"],
+        serde_json::json!({"status": 0x31, "voc": 65535, "iaq": 65535})
+    );
+    assert_eq!(
+        ours["obj"]["data"]["unpacker"]["class"],
+        "js/browan-tbhv110"
+    );
 }
 
 /// `hubgate run` of a site config in `dir` that replays `uplink` to stdout: the config's path
