@@ -353,7 +353,7 @@ impl Context {
             // JSON (a stale subscription's or misconfigured forwarder's, every message then,
             // which would fill the dead-letter cap the sink's refusals share) nor a frame with a
             // bad CRC (radio noise): no reading is lost with those.
-            Ok(Err(e @ (ParseError::DevEui(_) | ParseError::Base64(_)))) => {
+            Ok(Err(e @ (ParseError::DevEui(_) | ParseError::NoDevEui(_) | ParseError::Base64(_)))) => {
                 self.metrics.problem(e.kind(), || {
                     format!("{source}: {e}: the message is kept as a dead letter")
                 });
@@ -560,7 +560,11 @@ mod tests {
             (d.source, d.topic.as_deref(), d.size, d.head.as_slice()),
             ("mqtt", Some(topic), abp.len(), abp.as_bytes())
         );
-        assert!(d.reason.contains("dev_eui"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("device \"abp-meter-7\" has no DevEUI"),
+            "{}",
+            d.reason
+        );
         let bad_b64 = br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"fCnt":1,"data":"!!"}"#;
         let kept = ctx.parse("mqtt", None, UplinkFormat::ChirpstackV4, bad_b64);
         assert!(matches!(kept, Some(Input::DeadLetter(_))));
