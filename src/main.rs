@@ -947,7 +947,9 @@ fn recover(store: &mut SledStore, cfg: &hubgate::config::BufferConfig, dir: &Pat
     if in_use.is_some() && std::fs::canonicalize(dir).ok() == in_use {
         return fail(1, format!("{} is the buffer in use", dir.display()));
     }
-    let done = buffer::recover(store, dir, |i, of, records| {
+    let now = SystemTime::now();
+    let trusted = hubgate::clock::trusted(hubgate::clock::synchronized(), now);
+    let done = buffer::recover(store, dir, trusted.then_some(now), |i, of, records| {
         eprintln!("hubgate: segment {i} of {of} read, {records} record(s) carried");
     });
     let done = match done {
@@ -975,10 +977,22 @@ fn recover(store: &mut SledStore, cfg: &hubgate::config::BufferConfig, dir: &Pat
         todo.saturating_sub(done.unreadable.len()),
         done.damaged,
     );
-    let (_, now) = store.usage();
-    if now > cfg.max_bytes {
+    match (done.records, trusted) {
+        (0, _) => {}
+        (_, true) => println!(
+            "the records carried age from now (their creation time set to it, or kept if \
+             later): none is dropped as expired at once, one older than max_age is delivered \
+             late"
+        ),
+        (_, false) => println!(
+            "the records carried have no creation time (the clock is not trusted now): they \
+             age from when hubgate first trusts the clock, none is dropped as expired at once"
+        ),
+    }
+    let (_, bytes) = store.usage();
+    if bytes > cfg.max_bytes {
         eprintln!(
-            "hubgate: the buffer now holds {now} bytes, more than [buffer] max_bytes = {}: \
+            "hubgate: the buffer now holds {bytes} bytes, more than [buffer] max_bytes = {}: \
              raise it before hubgate starts, or the buffer makes room by its when_full rule",
             cfg.max_bytes
         );

@@ -473,6 +473,11 @@ fn a_closed_output_pipe_ends_quietly() {
 const BUFFER_RECORDS: u64 = 10_000;
 /// Set to a buffer path, [`fill_a_buffer_for_the_buffer_commands`] fills it.
 const FILL_BUFFER: &str = "HUBGATE_TEST_FILL_BUFFER";
+/// Set too, every record is made 40 days ago by the clock, which then stepped 40 days (kept
+/// in the buffer's state).
+const FILL_STEPPED: &str = "HUBGATE_TEST_FILL_STEPPED";
+/// The step [`FILL_STEPPED`] keeps, in ms.
+const STEP_MS: u64 = 40 * 86_400_000;
 
 /// The user the buffer commands' test gives the buffer to.
 const NOBODY: u32 = 65534;
@@ -505,17 +510,24 @@ fn fill_a_buffer_for_the_buffer_commands() {
     let Some(buffer) = std::env::var_os(FILL_BUFFER) else {
         return;
     };
+    let stepped = std::env::var_os(FILL_STEPPED).is_some();
     let mut store = SledStore::open(Path::new(&buffer)).unwrap();
+    if stepped {
+        let step = [BUFFER_RECORDS.to_be_bytes(), STEP_MS.to_be_bytes()].concat();
+        store.state_set(b"clock-steps", &step).unwrap();
+    }
     let mut bytes = 0;
     for seq in 0..BUFFER_RECORDS {
+        let now = hubgate::record::ms_since_epoch(std::time::SystemTime::now());
         let rec = hubgate::record::Record {
             id: format!("r{seq}"),
             rec_type: "io.microshare.environment.unpacked".into(),
             key: "58-A0-CB-00-00-10-12-34".into(),
             // The oldest made before the gateway's clock was set.
             created_ms: match seq {
+                _ if stepped => now - STEP_MS,
                 0 => 0,
-                _ => hubgate::record::ms_since_epoch(std::time::SystemTime::now()),
+                _ => now,
             },
             body: buffer_body(seq),
         };
@@ -533,18 +545,26 @@ fn fill_a_buffer_for_the_buffer_commands() {
 /// The buffer `buffer` filled with [`BUFFER_RECORDS`] records ([`buffer_body`]) and two
 /// dead letters; returns the records' encoded bytes.
 fn fill_buffer(buffer: &Path) -> usize {
+    fill_buffer_with(buffer, false)
+}
+
+/// [`fill_buffer`], the records made before a step of the clock if `stepped` (see
+/// [`FILL_STEPPED`]).
+fn fill_buffer_with(buffer: &Path, stepped: bool) -> usize {
     // Written by a process of its own: sled lets go of its file lock on a background thread
     // some time after the last handle is dropped (sled issue 1289), and in this process
     // that thread may hold it past the `hubgate` commands' wait.
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "fill_a_buffer_for_the_buffer_commands",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(FILL_BUFFER, buffer)
-        .output()
-        .unwrap();
+    let mut fill = Command::new(std::env::current_exe().unwrap());
+    fill.args([
+        "fill_a_buffer_for_the_buffer_commands",
+        "--exact",
+        "--nocapture",
+    ])
+    .env(FILL_BUFFER, buffer);
+    if stepped {
+        fill.env(FILL_STEPPED, "1");
+    }
+    let child = fill.output().unwrap();
     assert!(child.status.success(), "{}", stderr(&child));
     stdout(&child)
         .lines()
@@ -722,13 +742,19 @@ fn buffer_recover_carries_a_broken_databases_records() {
         .unwrap()
         .count();
     assert!(segments > 4, "{segments} segments");
+    let out = stdout(&o);
+    let said: Vec<&str> = out.lines().collect();
     assert_eq!(
-        stdout(&o).trim(),
-        format!(
-            "carried {} record(s) from {segments} of {segments} segment(s) (0 damaged byte(s) left \
-             out); the buffer held 0",
-            BUFFER_RECORDS
-        )
+        said,
+        [
+            format!(
+                "carried {} record(s) from {segments} of {segments} segment(s) (0 damaged \
+                 byte(s) left out); the buffer held 0",
+                BUFFER_RECORDS
+            )
+            .as_str(),
+            carried_age_from_now(),
+        ]
     );
     assert_eq!(
         stderr(&o).lines().last(),
@@ -784,6 +810,87 @@ fn buffer_recover_carries_a_broken_databases_records() {
         "{}",
         stderr(&o)
     );
+}
+
+/// The line `buffer recover` says how the records carried age with, the clock trusted here
+/// or not.
+fn carried_age_from_now() -> &'static str {
+    let now = std::time::SystemTime::now();
+    match hubgate::clock::trusted(hubgate::clock::synchronized(), now) {
+        true => {
+            "the records carried age from now (their creation time set to it, or kept if \
+             later): none is dropped as expired at once, one older than max_age is delivered \
+             late"
+        }
+        false => {
+            "the records carried have no creation time (the clock is not trusted now): they \
+             age from when hubgate first trusts the clock, none is dropped as expired at once"
+        }
+    }
+}
+
+/// A buffer whose records were all made before a forward step of the clock of 40 days (a Pi
+/// booted at fake-hwclock's time, then synchronised; the step kept in its state) would not
+/// open. `buffer stats` moves it aside; once recovered, its records age from the recovery:
+/// `buffer stats` ages the oldest as the drain does for `max_age` (7 days by default), by
+/// seconds, not 40 days, so the first drain does not drop them; with the clock not trusted
+/// here they have no time. Their bodies are carried as they were.
+#[test]
+fn buffer_recover_carries_records_from_before_a_clock_step_without_aging_them_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let bodies: Vec<String> = (0..BUFFER_RECORDS).map(buffer_body).collect();
+    fill_buffer_with(&buffer, true);
+    let (_, config) = buffer_cmd::config(dir.path());
+    let cfg = config.to_str().unwrap();
+    let stats = || {
+        let o = hubgate(&["buffer", "stats", "-c", cfg]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let oldest = |o: &Output| -> String {
+        let out = stdout(o);
+        out.lines()
+            .find_map(|l| l.strip_prefix("oldest: "))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string()
+    };
+    // Seconds at most: the test's own time.
+    let seconds = |oldest: &str| humantime::parse_duration(oldest).is_ok_and(|d| d.as_secs() < 600);
+    let before = oldest(&stats());
+    assert!(seconds(&before), "the step kept out: {before}");
+
+    std::fs::write(buffer.join("sled").join("conf"), b"\xff not sled's config").unwrap();
+    let o = stats();
+    assert!(stderr(&o).contains("will not open"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("records: 0\n"), "{}", stdout(&o));
+    let aside = std::fs::read_dir(&buffer)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("sled.broken-"))
+        .expect("the database moved aside");
+    let trusted =
+        hubgate::clock::trusted(hubgate::clock::synchronized(), std::time::SystemTime::now());
+    let o = hubgate(&["buffer", "recover", "-c", cfg, aside.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().nth(1), Some(carried_age_from_now()), "{out}");
+
+    let o = stats();
+    assert!(
+        stdout(&o).contains(&format!("records: {BUFFER_RECORDS}\n")),
+        "{}",
+        stdout(&o)
+    );
+    let after = oldest(&o);
+    match trusted {
+        true => assert!(seconds(&after), "aged from the recovery: {after}"),
+        false => assert_eq!(after, "unknown (made before the clock was set)"),
+    }
+    let o = hubgate(&["buffer", "export", "-c", cfg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let exported: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(exported, bodies, "every body as it was, in order");
 }
 
 /// `hubgate decode --js FILE` prints the record like the built-in codecs, mapped by the

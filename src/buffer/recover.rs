@@ -13,13 +13,31 @@
 //! read for a reason that may pass (descriptors, permission) stops the run before it; one
 //! that cannot be read, or not whole (a bad block: what reads is carried), is named and
 //! passed over, and tried again, whole, by the next run.
+//!
+//! Every record carried ages from the recovery. The drain counts a record's age for
+//! `max_age` from its creation time less the forward steps of the clock kept after its
+//! number (`pipeline::clock_steps`), and credits the time across a restart from the clock's
+//! last reading; the database moved aside kept both in sled's state, which may not open, and
+//! its numbers are not the buffer's. Its records, taken by a clock that was stepped since (a
+//! Pi booted at fake-hwclock's time, then synchronised), would be aged across the step and
+//! dropped as expired at the first drain: acknowledged readings lost. So the creation time
+//! of each record carried is set to the recovery's (kept if later), and with the clock not
+//! trusted now to none, as for a record made before the clock was set (it ages from when a
+//! run first trusts the clock). A record already older than `max_age` is then delivered late
+//! rather than dropped. Only that time changes: the record's body, with the time of its
+//! measurement, is carried as it was. The records carried are numbered past the buffer's
+//! steps too, as a run numbers its own, so that no step taken before the recovery counts for
+//! them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
+use std::time::SystemTime;
 
 use super::segments::{passes, Segments, SEGMENT_SIZE, VALUES_DIR};
-use super::{BufferError, SledStore, Store};
+use super::{BufferError, ClockState, SledStore, Store};
+use crate::pipeline::clock_steps::ClockSteps;
+use crate::record::ms_since_epoch;
 
 /// In the directory moved aside: the number of the last segment (in the order written)
 /// carried, and those before it that could not be read whole (see [`Progress`]).
@@ -41,6 +59,24 @@ pub struct Recovered {
     /// Segments that could not be read, or not whole, with the reason: the records in what
     /// could not be read are not carried, and the next run tries the segment again.
     pub unreadable: Vec<(u32, String)>,
+}
+
+/// `body` (a record that decodes) with the creation time it is carried with: `now`, the
+/// recovery's (ms; `None`: the clock is not trusted now, no time), or its own if later; a
+/// record without a time keeps none.
+fn restamped(body: Vec<u8>, now: Option<u64>) -> Vec<u8> {
+    let Ok(mut record) = super::decode(&body) else {
+        return body;
+    };
+    let created_ms = match (record.created_ms, now) {
+        (0, _) | (_, None) => 0,
+        (t, Some(now)) => t.max(now),
+    };
+    if created_ms == record.created_ms {
+        return body;
+    }
+    record.created_ms = created_ms;
+    super::encode(&record)
 }
 
 /// The progress file: `through N` (segments up to number `N`, in the order written, were
@@ -117,10 +153,12 @@ impl Progress {
 }
 
 /// Carry the records of the database moved aside to `aside` into `store`, flushing after
-/// each segment; `progress(segments done, segments, records carried)` after each one.
+/// each segment, each aging from `now` (the clock trusted at the recovery; `None`: not
+/// trusted, no time); `progress(segments done, segments, records carried)` after each one.
 pub fn recover(
     store: &mut SledStore,
     aside: &Path,
+    now: Option<SystemTime>,
     mut progress: impl FnMut(usize, usize, u64),
 ) -> Result<Recovered, BufferError> {
     let fail = |what: &str, e: std::io::Error| {
@@ -162,7 +200,12 @@ pub fn recover(
         done_before,
         ..Recovered::default()
     };
-    let mut next = store.last_seq().map_or(0, |s| s + 1);
+    let now = now.map(ms_since_epoch);
+    let steps = ClockSteps::decode(&super::clock_state(store, ClockState::Steps)?);
+    let mut next = store
+        .last_seq()
+        .map_or(0, |s| s + 1)
+        .max(steps.first_after());
     let mut looked = done_before;
     for (number, before) in todo {
         if let Some(free) = store.disk_free() {
@@ -180,7 +223,7 @@ pub fn recover(
         match segments.scan(number, |v| super::decode(v).is_ok()) {
             Ok(found) => {
                 for (_, body) in found.entries {
-                    store.insert(next, body)?;
+                    store.insert(next, restamped(body, now))?;
                     next += 1;
                     done.records += 1;
                 }
@@ -324,7 +367,7 @@ mod tests {
             drop(file);
 
             let mut store = SledStore::open(&dir.path().join("new")).unwrap();
-            let done = recover(&mut store, &aside, |_, _, _| {}).unwrap();
+            let done = recover(&mut store, &aside, None, |_, _, _| {}).unwrap();
             let expected: Vec<String> = ids(0..10).into_iter().chain(ids(11..50)).collect();
             assert_eq!(carried(&store), expected, "bit {bit}: {done:?}");
             assert_eq!(done.records, 49);
@@ -356,7 +399,7 @@ mod tests {
         std::fs::create_dir(&segs[1]).unwrap();
 
         let mut store = SledStore::open(&dir.path().join("new")).unwrap();
-        let done = recover(&mut store, &aside, |_, _, _| {}).unwrap();
+        let done = recover(&mut store, &aside, None, |_, _, _| {}).unwrap();
         assert_eq!(done.unreadable.len(), 1, "{done:?}");
         assert_eq!(done.records, 30 - in_second);
         let expected: Vec<String> = ids(0..in_first)
@@ -368,7 +411,7 @@ mod tests {
         // Repaired: the next run carries it, and only it.
         std::fs::remove_dir(&segs[1]).unwrap();
         std::fs::rename(&kept, &segs[1]).unwrap();
-        let done = recover(&mut store, &aside, |_, _, _| {}).unwrap();
+        let done = recover(&mut store, &aside, None, |_, _, _| {}).unwrap();
         assert_eq!((done.segments, done.done_before), (3, 2), "{done:?}");
         assert_eq!(done.records, in_second);
         assert!(done.unreadable.is_empty());
@@ -376,7 +419,7 @@ mod tests {
         all.extend(ids(in_first..in_first + in_second));
         assert_eq!(carried(&store), all);
 
-        let done = recover(&mut store, &aside, |_, _, _| {}).unwrap();
+        let done = recover(&mut store, &aside, None, |_, _, _| {}).unwrap();
         assert_eq!((done.done_before, done.records), (3, 0), "{done:?}");
     }
 
@@ -394,7 +437,7 @@ mod tests {
         // Its records carried, an operator removes the second segment.
         std::fs::remove_file(&segs[1]).unwrap();
         let mut store = SledStore::open(&dir.path().join("new")).unwrap();
-        let done = recover(&mut store, &aside, |_, _, _| {}).unwrap();
+        let done = recover(&mut store, &aside, None, |_, _, _| {}).unwrap();
         assert_eq!((done.segments, done.done_before), (2, 1), "{done:?}");
         assert_eq!(carried(&store), ids(in_first + in_second..30));
         assert_eq!(
@@ -403,11 +446,218 @@ mod tests {
         );
 
         std::fs::write(&progress, "7\n").unwrap();
-        let done = recover(&mut store, &aside, |_, _, _| {}).unwrap();
+        let done = recover(&mut store, &aside, None, |_, _, _| {}).unwrap();
         assert_eq!((done.segments, done.done_before, done.records), (2, 2, 0));
         std::fs::write(&progress, "1\n").unwrap();
-        let done = recover(&mut store, &aside, |_, _, _| {}).unwrap();
+        let done = recover(&mut store, &aside, None, |_, _, _| {}).unwrap();
         assert_eq!((done.segments, done.done_before), (2, 1), "{done:?}");
         assert_eq!(done.records, 30 - in_first - in_second);
+    }
+
+    const HOUR: u64 = 3_600_000;
+    const DAY: u64 = 24 * HOUR;
+
+    /// Record `i` made at `created_ms` (0: no time), encoded.
+    fn made_at(i: u64, created_ms: u64) -> Vec<u8> {
+        encode(&Record {
+            created_ms,
+            ..record(i, 10)
+        })
+    }
+
+    /// The numbers, ids and creation times of the records in `store`, in order.
+    fn times(store: &SledStore) -> Vec<(u64, String, u64)> {
+        store
+            .scan(None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, v)| decode(&v).map(|r| (seq, r.id, r.created_ms)).unwrap())
+            .collect()
+    }
+
+    /// A buffer database at `buffer` (its directory) made as it is by `fill`, then damaged so
+    /// that sled will not open it: the fresh database the next open starts, and the one it
+    /// moved aside.
+    fn broken(buffer: &Path, fill: impl FnOnce(&mut SledStore)) -> (SledStore, PathBuf) {
+        let mut old = SledStore::open(buffer).unwrap();
+        fill(&mut old);
+        old.flush().unwrap();
+        drop(old);
+        std::fs::write(buffer.join("sled").join("conf"), b"\xff not sled's config").unwrap();
+        let store = SledStore::open(buffer).unwrap();
+        assert!(store.moved_aside_at_open());
+        let mut kept = crate::buffer::moved_aside(buffer);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        (store, kept.remove(0).0)
+    }
+
+    fn set_steps(store: &mut SledStore, steps: &ClockSteps) {
+        store.state_set(b"clock-steps", &steps.encode()).unwrap();
+    }
+
+    /// The age at `now` of the oldest record, as the drain counts it for `max_age`.
+    fn oldest(store: &SledStore, now: SystemTime) -> Option<Option<std::time::Duration>> {
+        crate::pipeline::oldest_age(store, now)
+    }
+
+    fn age(ms: u64) -> Option<Option<std::time::Duration>> {
+        Some(Some(std::time::Duration::from_millis(ms)))
+    }
+
+    /// A Pi booted at fake-hwclock's time, 40 days old, buffered three readings an hour ago,
+    /// then NTP stepped the clock (kept in sled's state); two more came after the step, one
+    /// before the clock was trusted. A power cut damaged sled's files; the fresh database
+    /// took two readings of its own, two days old. Carried, every record ages from the
+    /// recovery: the drain does not drop the three from before the step as 40 days old (past
+    /// `max_age`, 7 days), the one without a time keeps none, and the bodies are carried as
+    /// they were. The buffer's own readings (the ones the drain reaches first) keep their
+    /// times, and their two days.
+    #[test]
+    fn records_taken_before_a_clock_step_are_not_dropped_once_carried() {
+        let max_age = crate::config::BufferConfig::default().max_age.as_millis() as u64;
+        assert_eq!(max_age, 7 * DAY);
+        let now = SystemTime::now();
+        let now_ms = ms_since_epoch(now);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, aside) = broken(dir.path(), |old| {
+            for i in 0..3 {
+                old.insert(i, made_at(i, now_ms - 40 * DAY - HOUR)).unwrap();
+            }
+            let mut steps = ClockSteps::default();
+            steps.stepped(3, 40 * DAY);
+            set_steps(old, &steps);
+            for i in 3..5 {
+                old.insert(i, made_at(i, now_ms - HOUR)).unwrap();
+            }
+            old.insert(5, made_at(5, 0)).unwrap();
+        });
+        for i in 0..2 {
+            store.insert(i, made_at(100 + i, now_ms - 2 * DAY)).unwrap();
+        }
+
+        let done = recover(&mut store, &aside, Some(now), |_, _, _| {}).unwrap();
+        assert_eq!(done.records, 6, "{done:?}");
+        let id = |i: u64| format!("id-{i}");
+        assert_eq!(
+            times(&store),
+            vec![
+                (0, id(100), now_ms - 2 * DAY),
+                (1, id(101), now_ms - 2 * DAY),
+                (2, id(0), now_ms),
+                (3, id(1), now_ms),
+                (4, id(2), now_ms),
+                (5, id(3), now_ms),
+                (6, id(4), now_ms),
+                (7, id(5), 0),
+            ]
+        );
+        for (seq, v) in store.scan(Some(1), usize::MAX).unwrap() {
+            let carried = decode(&v).unwrap();
+            let i = seq - 2;
+            let made = Record {
+                created_ms: carried.created_ms,
+                ..record(i, 10)
+            };
+            assert_eq!(carried, made, "only the creation time changes");
+        }
+        let steps = crate::buffer::clock_state(&store, ClockState::Steps);
+        assert_eq!(steps.unwrap(), Vec::<u8>::new(), "no step carried");
+
+        assert_eq!(oldest(&store, now), age(2 * DAY), "the buffer's own");
+        store.remove(0).unwrap();
+        store.remove(1).unwrap();
+        assert_eq!(oldest(&store, now), age(0), "carried from before the step");
+        let later = now + std::time::Duration::from_millis(HOUR);
+        assert_eq!(oldest(&store, later), age(HOUR), "aging from the recovery");
+    }
+
+    /// Records carried are numbered past the steps the buffer kept, as a run numbers its
+    /// own: a step taken before the recovery does not count for them, and the buffer's own
+    /// records keep theirs. Here the buffer took two readings before a step of 40 days it
+    /// kept and two after; then with a salvage's state (steps past its highest number, its
+    /// later records sent straight to the sink).
+    #[test]
+    fn records_carried_are_numbered_past_the_buffers_steps() {
+        let now = SystemTime::now();
+        let now_ms = ms_since_epoch(now);
+        let wrong = now_ms - 40 * DAY - HOUR;
+        let fill = |old: &mut SledStore| {
+            for i in 0..3 {
+                old.insert(i, made_at(i, wrong)).unwrap();
+            }
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, aside) = broken(dir.path(), fill);
+        for i in 0..4 {
+            let t = if i < 2 { wrong } else { now_ms - HOUR };
+            store.insert(i, made_at(100 + i, t)).unwrap();
+        }
+        let mut kept = ClockSteps::default();
+        kept.stepped(2, 40 * DAY);
+        set_steps(&mut store, &kept);
+        let own = times(&store);
+        recover(&mut store, &aside, Some(now), |_, _, _| {}).unwrap();
+        let got = times(&store);
+        assert_eq!(got[..4], own[..], "the buffer's own as they were");
+        let carried: Vec<(u64, u64)> = got[4..].iter().map(|(s, _, t)| (*s, *t)).collect();
+        assert_eq!(carried, [(4, now_ms), (5, now_ms), (6, now_ms)]);
+        let steps = crate::buffer::clock_state(&store, ClockState::Steps).unwrap();
+        assert_eq!(
+            ClockSteps::decode(&steps),
+            kept,
+            "the buffer's steps as they were"
+        );
+        assert_eq!(
+            oldest(&store, now),
+            age(HOUR),
+            "the step still counts for its own"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, aside) = broken(dir.path(), fill);
+        let mut kept = ClockSteps::default();
+        kept.stepped(10, HOUR);
+        set_steps(&mut store, &kept);
+        recover(&mut store, &aside, Some(now), |_, _, _| {}).unwrap();
+        let numbered: Vec<(u64, u64)> = times(&store).iter().map(|(s, _, t)| (*s, *t)).collect();
+        assert_eq!(numbered, [(10, now_ms), (11, now_ms), (12, now_ms)]);
+        let later = now + std::time::Duration::from_millis(2 * HOUR);
+        assert_eq!(
+            oldest(&store, later),
+            age(2 * HOUR),
+            "no step counted for them"
+        );
+    }
+
+    /// With the clock not trusted at the recovery, the records carried keep no time, as
+    /// records made before the clock was set: they age from when a run first trusts it. With
+    /// it trusted, a record stamped after the recovery's time (a clock stepped back since)
+    /// keeps its own.
+    #[test]
+    fn records_carried_keep_no_time_when_the_clock_is_not_trusted() {
+        let now = SystemTime::now();
+        let now_ms = ms_since_epoch(now);
+        let created = [now_ms - 40 * DAY, now_ms + HOUR, 0];
+        for trusted in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, aside) = broken(dir.path(), |old| {
+                for (i, &t) in created.iter().enumerate() {
+                    old.insert(i as u64, made_at(i as u64, t)).unwrap();
+                }
+            });
+            recover(&mut store, &aside, trusted.then_some(now), |_, _, _| {}).unwrap();
+            let expected = match trusted {
+                true => [now_ms, now_ms + HOUR, 0],
+                false => [0, 0, 0],
+            };
+            let got: Vec<u64> = times(&store).into_iter().map(|(_, _, t)| t).collect();
+            assert_eq!(got, expected, "trusted {trusted}");
+            let first = match trusted {
+                true => age(0),
+                false => Some(None),
+            };
+            assert_eq!(oldest(&store, now), first, "trusted {trusted}");
+        }
     }
 }

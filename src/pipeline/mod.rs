@@ -1,6 +1,6 @@
 //! Wiring: sources -> forwarder (decode, buffer, sink), and an orderly shutdown.
 
-mod clock_steps;
+pub(crate) mod clock_steps;
 mod dedup;
 mod forwarder;
 mod health;
