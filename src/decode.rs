@@ -346,7 +346,7 @@ impl Decoder {
         dev_eui: DevEui,
         keys: [u8; 4],
         frames: &[(u32, [u8; 4], Duration)],
-    ) -> bool {
+    ) {
         self.lorawan.resume_copies(dev_addr, dev_eui, keys, frames)
     }
 

@@ -129,17 +129,17 @@ impl Decoder {
     /// (FCnt32, MIC, how long ago), oldest first, kept by a run with keys whose
     /// [`SessionKeys::print`] is `keys`; one is a copy's while less than
     /// [`COPY_WINDOW`](super::fcnt::COPY_WINDOW) old.
-    /// Returns false, and tells none, when no such session is configured any more, its keys
-    /// are not those (the frames of a session's old keys are not its new keys' frames), or
-    /// its device no longer restarts its counter (`resets_fcnt` turned off since): such a
-    /// session keeps no frames across a restart, its counter refusing a copy by itself.
+    /// Tells none when no such session is configured any more, its keys are not those (the
+    /// frames of a session's old keys are not its new keys' frames), or its device no longer
+    /// restarts its counter (`resets_fcnt` turned off since): such a session keeps no frames
+    /// across a restart, its counter refusing a copy by itself.
     pub fn resume_copies(
         &mut self,
         dev_addr: DevAddr,
         dev_eui: DevEui,
         keys: [u8; 4],
         frames: &[(u32, [u8; 4], Duration)],
-    ) -> bool {
+    ) {
         let now = self.now();
         let session = self
             .sessions
@@ -147,14 +147,13 @@ impl Decoder {
             .and_then(|ss| ss.iter_mut().find(|s| s.dev_eui == dev_eui))
             .filter(|s| s.keys.print() == keys && s.fcnt.resets());
         let Some(s) = session else {
-            return false;
+            return;
         };
         for &(fcnt, mic, age) in frames {
             if let Some(at) = now.checked_sub(age) {
                 s.fcnt.remember(fcnt, mic, at);
             }
         }
-        true
     }
 
     /// The decoder's clock: when a frame is accepted, and how old a copy is.

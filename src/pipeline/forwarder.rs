@@ -18,6 +18,7 @@ use crate::buffer::{Buffer, BufferError};
 use crate::config::BufferConfig;
 use crate::decode::Decoder;
 use crate::ids::DevEui;
+use crate::lorawan::fcnt::COPY_WINDOW;
 use crate::lorawan::DevAddr;
 use crate::metrics::Metrics;
 use crate::notify::Heartbeat;
@@ -460,11 +461,16 @@ impl Forwarder {
 /// boot or the time since it cannot be read, no frame is told as a copy (a copy heard then
 /// makes a record again, the lesser harm).
 ///
-/// The frames no session takes any more are dropped from the buffer: kept in another boot,
-/// or for a session no longer configured, under other keys, or of a device that no longer
-/// restarts its counter. Nothing else removes them, and a session that keeps none writes
-/// none over them. Those of this boot, or where it cannot be told, stay for a session that
-/// takes them (its next frames write them over).
+/// Those no later start could tell a copy by are dropped from the buffer: kept in another
+/// boot (where this boot's id can be read), or every one of them [`COPY_WINDOW`] old or more
+/// (where the time since boot can be read). Nothing else removes them: a session whose
+/// device was removed from the configuration, provisioned again (other keys) or no longer
+/// restarts its counter writes none over them. Any other entry stays, whether a session
+/// takes it or not: a device missing from the configuration for one start, or under other
+/// keys, has them again once restored (its counter `fcnt/` kept too), so a copy heard then
+/// is still one and not a counter restart taken, a duplicate record; an entry whose age
+/// cannot be told goes at a later start that can tell it. A session that keeps frames
+/// writes its next ones over its entry where this boot's id can be read.
 fn resume_copies(
     decoder: &mut Decoder,
     buffer: &mut Buffer,
@@ -472,28 +478,34 @@ fn resume_copies(
     up: Option<Duration>,
 ) {
     let now_ms = up.map(|up| up.as_millis() as u64);
+    let window_ms = COPY_WINDOW.as_millis() as u64;
     let kept = match buffer.copies() {
         Ok(kept) => kept,
         Err(e) => return log::warn!("buffer: cannot read the frames last accepted: {e}"),
     };
     for k in kept {
         let this_boot = boot_id.map(|b| b == k.boot_id);
-        let frames: Vec<_> = match (this_boot, now_ms) {
-            (Some(true), Some(now_ms)) => (k.frames.iter())
-                .filter_map(|&(fcnt, mic, at)| {
-                    let age = now_ms.checked_sub(at)?;
-                    Some((fcnt, mic, Duration::from_millis(age)))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let now_ms = now_ms.filter(|_| this_boot == Some(true));
+        // How long ago each frame was accepted: not known in another boot or one not told,
+        // nor for one stamped later than now.
+        let ages: Vec<_> = (k.frames.iter())
+            .map(|&(fcnt, mic, at)| (fcnt, mic, now_ms.and_then(|now| now.checked_sub(at))))
+            .collect();
+        let frames: Vec<_> = (ages.iter())
+            .filter_map(|&(fcnt, mic, age)| Some((fcnt, mic, Duration::from_millis(age?))))
+            .collect();
         let (dev_addr, dev_eui) = (DevAddr(k.dev_addr), DevEui(k.dev_eui));
-        let taken = decoder.resume_copies(dev_addr, dev_eui, k.keys, &frames);
-        if taken && this_boot != Some(false) {
-            continue;
-        }
-        if let Err(e) = buffer.forget_copies(k.dev_addr, k.dev_eui) {
-            log::warn!("buffer: cannot drop the frames {dev_addr} accepted last: {e}");
+        decoder.resume_copies(dev_addr, dev_eui, k.keys, &frames);
+        // A later start in this boot finds them older still, one in another boot none.
+        let stale = this_boot == Some(false)
+            || (now_ms.is_some()
+                && ages
+                    .iter()
+                    .all(|&(_, _, age)| age.is_some_and(|a| a >= window_ms)));
+        if stale {
+            if let Err(e) = buffer.forget_copies(k.dev_addr, k.dev_eui) {
+                log::warn!("buffer: cannot drop the frames {dev_addr} accepted last: {e}");
+            }
         }
     }
 }
@@ -1460,30 +1472,92 @@ mod tests {
         );
     }
 
-    /// The frames a session kept are dropped at start when no session takes them any more:
-    /// its device removed from the configuration, provisioned again (other keys), or no
-    /// longer `resets_fcnt`. Nothing else would remove them: such a session writes none over
-    /// them. The same session, restarted in this boot, takes them and they stay.
+    /// The device of `session_config(&NWK, ..)`: (DevAddr, DevEUI).
+    const SESSION: (u32, [u8; 8]) = (0x2601_1bda, [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
+
+    /// A buffer in memory holding what a run in boot 7 kept for the device of
+    /// `session_config(&NWK, "resets_fcnt = true\n")`: its counter at FCnt 100, with MIC
+    /// `mic`, and that frame, accepted `kept_at` after boot.
+    fn kept_in_boot_7(mic: [u8; 4], kept_at: Duration) -> Buffer {
+        let cfg = crate::config::Config::parse(&session_config(&NWK, "resets_fcnt = true\n"));
+        let cfg = cfg.unwrap();
+        let prints = Decoder::new(&cfg, Metrics::new()).key_prints().into_iter();
+        let store = crate::buffer::MemoryStore::default();
+        let mut buffer = Buffer::new(Box::new(store), &cfg.buffer, Metrics::new());
+        buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
+        buffer.set_boot_id(Some(7));
+        let at = kept_at.as_millis() as u64;
+        let (dev_addr, dev_eui) = SESSION;
+        buffer
+            .save_copies(dev_addr, dev_eui, &[(100, mic, at)], at)
+            .unwrap();
+        buffer.save_fcnt(dev_addr, dev_eui, 100, mic).unwrap();
+        buffer
+    }
+
+    /// The frames a session kept are dropped at start once no later start could tell a copy
+    /// by them: kept in another boot, or all of them past the copy window. Until then they
+    /// stay, whether a session takes them or not: its device removed from the configuration,
+    /// provisioned again (other keys), or no longer `resets_fcnt`, may be restored at the
+    /// next start, and a copy heard then is still one. So do they where this boot, or the
+    /// time since it, cannot be read, or a frame is stamped later than now: a later start
+    /// tells. The counter always stays: a device added back goes on from it.
     #[test]
-    fn kept_frames_no_session_takes_are_dropped_at_start() {
+    fn kept_frames_are_dropped_at_start_once_no_start_can_take_them() {
         let resets = "resets_fcnt = true\n";
-        let kept_after = |text: String| {
-            let dir = tempfile::tempdir().unwrap();
-            delivered_100_and_101(dir.path(), resets);
-            assert_eq!(kept_copies(dir.path()).len(), 1, "kept before");
-            let store = crate::buffer::SledStore::open(dir.path()).unwrap();
-            let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
-            let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
-            drop(forwarder_of(&text, Box::new(store), Box::new(sink)));
-            kept_copies(dir.path()).len()
-        };
-        let new_keys = session_config(&[0x11; 16], resets);
-        let no_resets = session_config(&NWK, "");
-        let removed = "[sink]\ntype = \"stdout\"\n".to_string();
-        assert_eq!(kept_after(session_config(&NWK, resets)), 1, "the same");
-        assert_eq!(kept_after(removed), 0, "device removed");
-        assert_eq!(kept_after(new_keys), 0, "provisioned again");
-        assert_eq!(kept_after(no_resets), 0, "no longer resets_fcnt");
+        let up = Duration::from_secs(3600);
+        let seconds = Duration::from_secs(10);
+        let configs = [
+            (session_config(&NWK, resets), "the same"),
+            ("[sink]\ntype = \"stdout\"\n".to_string(), "device removed"),
+            (session_config(&[0x11; 16], resets), "provisioned again"),
+            (session_config(&NWK, ""), "no longer resets_fcnt"),
+        ];
+        let starts = [
+            (Some(7), up - seconds, Some(up), 1, "seconds ago"),
+            (Some(7), up - COPY_WINDOW, Some(up), 0, "the window passed"),
+            (Some(8), up - seconds, Some(up), 0, "another boot"),
+            (None, up - seconds, Some(up), 1, "boot not known"),
+            (Some(7), up - seconds, None, 1, "nor the time since it"),
+            (Some(7), up + seconds, Some(up), 1, "in the future"),
+        ];
+        for (text, config) in &configs {
+            for &(boot_id, kept_at, now, copies, start) in &starts {
+                let mut buffer = kept_in_boot_7([1, 2, 3, 4], kept_at);
+                let cfg = crate::config::Config::parse(text).unwrap();
+                let mut decoder = Decoder::new(&cfg, Metrics::new());
+                resume_copies(&mut decoder, &mut buffer, boot_id, now);
+                let kept = (
+                    buffer.copies().unwrap().len(),
+                    buffer.fcnts().unwrap().len(),
+                );
+                assert_eq!(kept, (copies, 1), "{config}, {start}");
+            }
+        }
+    }
+
+    /// A device missing from the configuration for one start (commented out, or hubgate
+    /// started with another configuration over the same buffer) and restored at the next,
+    /// within the copy window: a second gateway's late copy of its FCnt 100 is still a copy,
+    /// no second record, not a counter restart taken.
+    #[test]
+    fn a_device_missing_for_one_start_still_tells_a_copy_once_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let resets = "resets_fcnt = true\n";
+        let t0 = delivered_100_and_101(dir.path(), resets);
+        let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+        let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let removed = "[sink]\ntype = \"stdout\"\n";
+        drop(forwarder_of(removed, Box::new(store), Box::new(sink)));
+        assert_eq!(
+            kept_copies(dir.path()).len(),
+            1,
+            "kept while it was missing"
+        );
+        let ((mut again, metrics), mut reports) = session_forwarder(dir.path(), &NWK, resets);
+        let copy = deliver(&mut again, &mut reports, &session_frame(100, &NWK), t0);
+        assert_eq!((copy, metrics.duplicates.get()), ((0, 0), 1));
     }
 
     /// A frame's age after a restart is told by the time since boot, not by the wall clock:
@@ -1544,23 +1618,10 @@ mod tests {
         };
         let mic: [u8; 4] = radio.phy[radio.phy.len() - 4..].try_into().unwrap();
         let up = Duration::from_secs(3600);
-        let copy = |kept_boot: u128, boot_id: Option<u128>, kept_at: Duration, now| {
+        let copy = |boot_id: Option<u128>, kept_at: Duration, now| {
+            let mut buffer = kept_in_boot_7(mic, kept_at);
             let mut decoder = Decoder::new(&cfg, Metrics::new());
-            let session = (0x2601_1bda, [0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
-            let prints = decoder.key_prints().into_iter();
-            let mut buffer = Buffer::new(
-                Box::new(crate::buffer::MemoryStore::default()),
-                &cfg.buffer,
-                Metrics::new(),
-            );
-            buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
-            buffer.set_boot_id(Some(kept_boot));
-            let at = kept_at.as_millis() as u64;
-            buffer
-                .save_copies(session.0, session.1, &[(100, mic, at)], at)
-                .unwrap();
-            buffer.save_fcnt(session.0, session.1, 100, mic).unwrap();
-            let (dev_addr, dev_eui) = (DevAddr(session.0), DevEui(session.1));
+            let (dev_addr, dev_eui) = (DevAddr(SESSION.0), DevEui(SESSION.1));
             assert!(decoder.resume_fcnt(dev_addr, dev_eui, 100, Some(mic), None));
             resume_copies(&mut decoder, &mut buffer, boot_id, now);
             let kept = buffer.copies().unwrap().len();
@@ -1568,24 +1629,16 @@ mod tests {
         };
         let seconds = Duration::from_secs(10);
         let before = up - seconds;
-        assert_eq!(copy(7, Some(7), before, Some(up)), (true, 1), "this boot");
+        assert_eq!(copy(Some(7), before, Some(up)), (true, 1), "this boot");
+        assert_eq!(copy(Some(8), before, Some(up)), (false, 0), "another boot");
+        assert_eq!(copy(None, before, Some(up)), (false, 1), "boot not known");
         assert_eq!(
-            copy(7, Some(8), before, Some(up)),
-            (false, 0),
-            "another boot"
-        );
-        assert_eq!(
-            copy(7, None, before, Some(up)),
-            (false, 1),
-            "boot not known"
-        );
-        assert_eq!(
-            copy(7, Some(7), before, None),
+            copy(Some(7), before, None),
             (false, 1),
             "nor the time since it"
         );
         assert_eq!(
-            copy(7, Some(7), up + seconds, Some(up)),
+            copy(Some(7), up + seconds, Some(up)),
             (false, 1),
             "in the future"
         );
