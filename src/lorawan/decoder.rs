@@ -65,7 +65,9 @@ pub struct Decoder {
 /// A frame accepted: DevAddr, DevEUI, FCnt32, MIC, and when it was accepted, given for a
 /// session of a device that restarts its counter (`resets_fcnt`) only, whose frames are kept
 /// with the counter to tell a copy of one after a restart (see [`Decoder::resume_copies`]):
-/// any other session's kept counter refuses such a copy all the same, as at or below it.
+/// any other session's kept counter refuses such a copy all the same, as at or below it
+/// (one below [`RESET_BELOW`](super::fcnt::RESET_BELOW) after a counter at or above it as a
+/// counter restart, `fcnt_reset`).
 pub type Accepted = (DevAddr, DevEui, u32, [u8; 4], Option<Instant>);
 
 /// What decoding a frame did to the frame counters.
@@ -129,10 +131,12 @@ impl Decoder {
     /// (FCnt32, MIC, how long ago), oldest first, kept by a run with keys whose
     /// [`SessionKeys::print`] is `keys`; one is a copy's while less than
     /// [`COPY_WINDOW`](super::fcnt::COPY_WINDOW) old.
-    /// Tells none when no such session is configured any more, its keys are not those (the
-    /// frames of a session's old keys are not its new keys' frames), or its device no longer
-    /// restarts its counter (`resets_fcnt` turned off since): such a session keeps no frames
-    /// across a restart, its counter refusing a copy by itself.
+    /// Tells none when no such session is configured any more, or its keys are not those (the
+    /// frames of a session's old keys are not its new keys' frames). A session whose device
+    /// no longer restarts its counter (`resets_fcnt` turned off since) tells them all the
+    /// same, as it tells a copy of its frames within a run: its counter alone would take a
+    /// copy of one below [`RESET_BELOW`](super::fcnt::RESET_BELOW) after one at or above it
+    /// for a counter restart (`fcnt_reset`); it keeps no frames of its own.
     pub fn resume_copies(
         &mut self,
         dev_addr: DevAddr,
@@ -145,7 +149,7 @@ impl Decoder {
             .sessions
             .get_mut(&dev_addr)
             .and_then(|ss| ss.iter_mut().find(|s| s.dev_eui == dev_eui))
-            .filter(|s| s.keys.print() == keys && s.fcnt.resets());
+            .filter(|s| s.keys.print() == keys);
         let Some(s) = session else {
             return;
         };

@@ -36,9 +36,11 @@
 //!   [`COPY_WINDOW`]). The frames a session of a device that
 //!   restarts its counter accepted within the window are kept with the counter and when each
 //!   was accepted by the time since boot (which a step of the wall clock does not move), and
-//!   resumed at start only in the boot they were accepted in, and only while the device is
-//!   still known to restart its counter (see [`crate::lorawan::Decoder::resume_copies`]);
-//!   any other session's kept counter refuses such a copy after a restart by itself.
+//!   resumed at start only in the boot they were accepted in (see
+//!   [`crate::lorawan::Decoder::resume_copies`]), also after the device is no longer known to
+//!   restart its counter, whose session keeps no frames of its own: any other session's kept
+//!   counter refuses such a copy after a restart by itself, only one below [`RESET_BELOW`]
+//!   after a counter at or above it told as a [`FcntError::Reset`].
 //! * A session of a device known to restart its counter ([`FcntTracker::resetting`], the
 //!   device's `resets_fcnt`) accepts a counter at or below the last accepted, unless the frame
 //!   is such a copy, as a restart, and goes on from it. Every wire value is then also tried

@@ -618,12 +618,12 @@ fn frames_kept_under_other_keys_are_not_resumed() {
     }
 }
 
-/// Frames kept while the device had `resets_fcnt`, resumed after it was turned off, are not
-/// told: a session that does not restart its counter keeps none across a restart, so a copy
-/// of its FCnt 3 after FCnt 20 is a counter restart told (`fcnt_reset`), as with no frames
-/// kept, not a copy.
+/// Frames kept while the device had `resets_fcnt`, resumed after it was turned off, are told
+/// as a copy's, as within a run: a late copy of its FCnt 3 after FCnt 20 is a duplicate, not a
+/// counter restart told (`fcnt_reset`); another frame at FCnt 3 (another MIC: the device did
+/// restart its counter) still is one.
 #[test]
-fn frames_are_resumed_for_a_session_that_restarts_its_counter_only() {
+fn frames_kept_are_resumed_after_resets_fcnt_is_turned_off() {
     let frame = up(3, Some(2), b"3");
     let frames = [(3, mic(&frame), Duration::from_secs(1))];
     let keys = SessionKeys {
@@ -637,6 +637,14 @@ fn frames_are_resumed_for_a_session_that_restarts_its_counter_only() {
     d.resume_copies(DevAddr(0x2601_1BDA), DEV_EUI, keys, &frames);
     assert!(matches!(
         d.decode_uplink(&frame, t0(), Radio::default()),
+        Err(LorawanError::Replay {
+            fcnt: 3,
+            last: 20,
+            ..
+        })
+    ));
+    assert!(matches!(
+        d.decode_uplink(&up(3, Some(2), b"another"), t0(), Radio::default()),
         Err(LorawanError::FcntReset {
             fcnt: 3,
             last: 20,

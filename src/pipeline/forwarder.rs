@@ -1497,11 +1497,12 @@ mod tests {
 
     /// The frames a session kept are dropped at start once no later start could tell a copy
     /// by them: kept in another boot, or all of them past the copy window. Until then they
-    /// stay, whether a session takes them or not: its device removed from the configuration,
-    /// provisioned again (other keys), or no longer `resets_fcnt`, may be restored at the
-    /// next start, and a copy heard then is still one. So do they where this boot, or the
-    /// time since it, cannot be read, or a frame is stamped later than now: a later start
-    /// tells. The counter always stays: a device added back goes on from it.
+    /// stay, whether a session takes them or not: its device removed from the configuration
+    /// or provisioned again (other keys) may be restored at the next start, and a copy heard
+    /// then is still one; one no longer `resets_fcnt` takes them but writes none over them.
+    /// So do they where this boot, or the time since it, cannot be read, or a frame is
+    /// stamped later than now: a later start tells. The counter always stays: a device added
+    /// back goes on from it.
     #[test]
     fn kept_frames_are_dropped_at_start_once_no_start_can_take_them() {
         let resets = "resets_fcnt = true\n";
@@ -1558,6 +1559,38 @@ mod tests {
         let ((mut again, metrics), mut reports) = session_forwarder(dir.path(), &NWK, resets);
         let copy = deliver(&mut again, &mut reports, &session_frame(100, &NWK), t0);
         assert_eq!((copy, metrics.duplicates.get()), ((0, 0), 1));
+    }
+
+    /// A device whose `resets_fcnt` was turned off across a restart: a second gateway's late
+    /// copy of its FCnt 3, heard after its FCnt 20, is a duplicate, as within a run, not the
+    /// problem `fcnt_reset` (whose line tells the operator to set `resets_fcnt`). Its session
+    /// writes no frames: those kept stay as they were, until no start can take them.
+    #[test]
+    fn a_late_copy_after_resets_fcnt_is_turned_off_is_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let resets = "resets_fcnt = true\n";
+        let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NWK, resets);
+        let t0 = Instant::now();
+        for fcnt in [3, 20] {
+            let frame = session_frame(fcnt, &NWK);
+            assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
+        }
+        drop(fwd);
+        let ((mut again, metrics), mut reports) = session_forwarder(dir.path(), &NWK, "");
+        let copy = deliver(&mut again, &mut reports, &session_frame(3, &NWK), t0);
+        let told = (metrics.duplicates.get(), metrics.problems("fcnt_reset"));
+        assert_eq!(
+            (copy, told),
+            ((0, 0), (1, 0)),
+            "(made, sent), (duplicates, fcnt_reset)"
+        );
+        let next = deliver(&mut again, &mut reports, &session_frame(21, &NWK), t0);
+        assert_eq!(next, (1, 1));
+        drop(again);
+        let kept = kept_copies(dir.path())
+            .into_iter()
+            .map(|(_, frames)| frames);
+        assert_eq!(kept.collect::<Vec<_>>(), [[3, 20]]);
     }
 
     /// A frame's age after a restart is told by the time since boot, not by the wall clock:
