@@ -470,7 +470,8 @@ impl Forwarder {
 /// keys, has them again once restored (its counter `fcnt/` kept too), so a copy heard then
 /// is still one and not a counter restart taken, a duplicate record; an entry whose age
 /// cannot be told goes at a later start that can tell it. A session that keeps frames
-/// writes its next ones over its entry where this boot's id can be read.
+/// writes its next ones over its entry where this boot's id can be read. Those the buffer
+/// cannot drop (a disk refusing writes) stay for a later start, told in one warning for all.
 fn resume_copies(
     decoder: &mut Decoder,
     buffer: &mut Buffer,
@@ -483,6 +484,8 @@ fn resume_copies(
         Ok(kept) => kept,
         Err(e) => return log::warn!("buffer: cannot read the frames last accepted: {e}"),
     };
+    // Those that could not go, and the first error: one line for them all.
+    let (mut failed, mut first) = (0, None);
     for k in kept {
         let this_boot = boot_id.map(|b| b == k.boot_id);
         let now_ms = now_ms.filter(|_| this_boot == Some(true));
@@ -504,9 +507,13 @@ fn resume_copies(
                     .all(|&(_, _, age)| age.is_some_and(|a| a >= window_ms)));
         if stale {
             if let Err(e) = buffer.forget_copies(k.dev_addr, k.dev_eui) {
-                log::warn!("buffer: cannot drop the frames {dev_addr} accepted last: {e}");
+                failed += 1;
+                first.get_or_insert(e);
             }
         }
+    }
+    if let Some(e) = first {
+        log::warn!("buffer: cannot drop the frames {failed} LoRaWAN session(s) accepted last, which no start takes any more (tried again at the next start): {e}");
     }
 }
 
@@ -1535,6 +1542,84 @@ mod tests {
                 assert_eq!(kept, (copies, 1), "{config}, {start}");
             }
         }
+    }
+
+    /// Warnings logged on this thread while `f` runs.
+    fn warnings_of(f: impl FnOnce()) -> Vec<String> {
+        thread_local! {
+            static LINES: std::cell::RefCell<Option<Vec<String>>> = const {
+                std::cell::RefCell::new(None)
+            };
+        }
+        struct Capture;
+        impl log::Log for Capture {
+            fn enabled(&self, m: &log::Metadata) -> bool {
+                m.level() <= log::Level::Warn
+            }
+            fn log(&self, r: &log::Record) {
+                if self.enabled(r.metadata()) {
+                    let line = r.args().to_string();
+                    LINES.with_borrow_mut(|lines| lines.as_mut().map(|l| l.push(line)));
+                }
+            }
+            fn flush(&self) {}
+        }
+        static CAPTURE: Capture = Capture;
+        if log::set_logger(&CAPTURE).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+        LINES.set(Some(Vec::new()));
+        f();
+        LINES.take().unwrap_or_default()
+    }
+
+    /// A disk that refuses to drop the frames kept for sessions no start takes any more does
+    /// not stop the start, nor does it log a line per session (thousands after a reboot on a
+    /// large site): one warning says how many, and the frames stay for a later start.
+    #[test]
+    fn frames_that_cannot_be_dropped_stay_told_in_one_warning() {
+        assert!(crate::clock::boot_id().is_some(), "this boot's id is read");
+        let cfg = crate::config::Config::parse(&session_config(&NWK, "")).unwrap();
+        // Three sessions' frames kept in boot 7, on a disk that then refuses to drop them.
+        let kept = || {
+            let store = crate::buffer::MemoryStore::default();
+            let mut buffer = Buffer::new(Box::new(store.clone()), &cfg.buffer, Metrics::new());
+            let sessions: Vec<_> = (1..=3u32).map(|n| (n, [n as u8; 8])).collect();
+            buffer.set_key_prints(sessions.iter().map(|&s| (s, [9; 4])).collect());
+            buffer.set_boot_id(Some(7));
+            for &(dev_addr, dev_eui) in &sessions {
+                let frame = (100, [1, 2, 3, 4], 1000);
+                buffer
+                    .save_copies(dev_addr, dev_eui, &[frame], 1000)
+                    .unwrap();
+            }
+            store.set_state_fails(Some(b"fcnt-copies/"));
+            buffer
+        };
+        let dropping = |lines: Vec<String>| -> Vec<String> {
+            let dropping = lines.into_iter().filter(|l| l.contains("cannot drop"));
+            dropping.collect()
+        };
+        let (mut buffer, up) = (kept(), Some(Duration::from_secs(3600)));
+        let mut decoder = Decoder::new(&cfg, Metrics::new());
+        let lines = warnings_of(|| resume_copies(&mut decoder, &mut buffer, Some(8), up));
+        assert_eq!(buffer.copies().unwrap().len(), 3, "kept");
+        let lines = dropping(lines);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("the frames 3 LoRaWAN session(s)"),
+            "{}",
+            lines[0]
+        );
+
+        let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(crate::sink::stdout::StdoutSink::new(false, deliveries));
+        let (decoder, metrics) = (Decoder::new(&cfg, Metrics::new()), Metrics::new());
+        let lines = warnings_of(|| {
+            let started = Forwarder::new(&cfg.buffer, 0, decoder, kept(), sink, metrics);
+            assert!(started.is_ok());
+        });
+        assert_eq!(dropping(lines).len(), 1, "started, told once");
     }
 
     /// A device missing from the configuration for one start (commented out, or hubgate
