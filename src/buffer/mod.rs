@@ -1793,6 +1793,51 @@ mod tests {
         assert_eq!(m.buffer_state_unsynced.get(), 0);
     }
 
+    /// Dropping a session's frames kept removes its entry only: its counter and another
+    /// session's frames stay. The removal is a change of state like a write: the gauge is up
+    /// and a flush due until one is done; the entry stays gone when the buffer is opened again.
+    #[test]
+    fn forgetting_a_sessions_frames_leaves_the_rest_and_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, other) = ((1, [1; 8]), (2, [2; 8]));
+        let sessions = || {
+            let (mut b, m) = sled_buffer(dir.path(), 6);
+            b.set_key_prints(HashMap::from([(one, [4; 4]), (other, [5; 4])]));
+            b.set_boot_id(Some(7));
+            (b, m)
+        };
+        let kept = |b: &Buffer| {
+            let copies = b.copies().unwrap().into_iter().map(|k| k.dev_addr);
+            let fcnts = b.fcnts().unwrap().into_iter().map(|k| k.dev_addr);
+            (copies.collect::<Vec<_>>(), fcnts.collect::<Vec<_>>())
+        };
+        let (mut b, m) = sessions();
+        for (dev_addr, dev_eui) in [one, other] {
+            let frame = (100, [1, 2, 3, 4], 1000);
+            b.save_copies(dev_addr, dev_eui, &[frame], 1000).unwrap();
+        }
+        b.save_fcnt(one.0, one.1, 100, [1, 2, 3, 4]).unwrap();
+        b.flush().unwrap();
+        assert_eq!(
+            (m.buffer_state_unsynced.get(), b.housekeeping_due()),
+            (0, false)
+        );
+        b.forget_copies(one.0, one.1).unwrap();
+        assert_eq!(kept(&b), (vec![2], vec![1]), "(frames, counters) kept");
+        assert_eq!(
+            (m.buffer_state_unsynced.get(), b.housekeeping_due()),
+            (1, true)
+        );
+        b.flush().unwrap();
+        assert_eq!(
+            (m.buffer_state_unsynced.get(), b.housekeeping_due()),
+            (0, false)
+        );
+        b.forget_copies(one.0, one.1).unwrap();
+        drop(b);
+        assert_eq!(kept(&sessions().0), (vec![2], vec![1]), "opened again");
+    }
+
     /// A flush runs on the store's thread while records are written and removed, notifies
     /// when it is done, and its outcome is taken then; the next one leaves what came after it
     /// started durable. (What a power cut keeps of a flush is the fault tests' to show.)
