@@ -32,6 +32,9 @@ pub struct MemoryStore {
     /// Bytes of state keys and values written, likewise (tests of what a record costs the
     /// disk).
     state_written: Arc<AtomicU64>,
+    /// State scans, and bytes of keys and values they returned, likewise (tests of what a
+    /// record costs the disk).
+    state_read: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl MemoryStore {
@@ -86,6 +89,12 @@ impl MemoryStore {
 
     pub fn state_written(&self) -> u64 {
         self.state_written.load(Ordering::Relaxed)
+    }
+
+    /// State scans, and bytes of keys and values they returned.
+    pub fn state_read(&self) -> (u64, u64) {
+        let (scans, bytes) = &*self.state_read;
+        (scans.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed))
     }
 
     /// Refuse a change of state entry `key` when [`MemoryStore::set_state_fails`] says so.
@@ -190,12 +199,15 @@ impl Store for MemoryStore {
     }
 
     fn state_scan(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, BufferError> {
-        Ok(self
-            .state
-            .iter()
+        let entries: Vec<_> = (self.state.iter())
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+            .collect();
+        let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let (scans, read) = &*self.state_read;
+        scans.fetch_add(1, Ordering::Relaxed);
+        read.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(entries)
     }
 
     fn flush(&mut self) -> Result<u64, BufferError> {

@@ -1413,11 +1413,12 @@ mod tests {
         );
     }
 
-    /// What an uplink writes to the buffer's state when its record goes straight to the sink
-    /// (keys and values, in bytes): the counter of a device that does not restart its counter
-    /// (17 + 12), and for one that does, its frames of the copy window too (24 + 20 + 16 a
-    /// frame): one, of a device sending every 10 minutes; as many as came in the last 3
-    /// minutes, of one sending every 40 seconds.
+    /// What an uplink reads from and writes to the buffer's state when its record goes
+    /// straight to the sink (state scans, bytes of keys and values read, bytes written): the
+    /// counter of a device that does not restart its counter (17 + 12), written only; for
+    /// one that does, its frames of the copy window too (24 + 20 + 16 a frame), read first
+    /// (none kept before its first uplink) and merged: one, of a device sending every 10
+    /// minutes; as many as came in the last 3 minutes, of one sending every 40 seconds.
     #[test]
     fn state_written_per_uplink() {
         let written = |more: &str, every: u64| {
@@ -1434,19 +1435,28 @@ mod tests {
             let t0 = Instant::now();
             let mut each = Vec::new();
             for fcnt in 1..=8 {
-                let before = store.state_written();
+                let before = (store.state_read(), store.state_written());
                 let frame = session_frame(fcnt, &NWK);
                 assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
-                each.push(store.state_written() - before);
+                let ((scans, read), written) = (store.state_read(), store.state_written());
+                each.push((scans - before.0 .0, read - before.0 .1, written - before.1));
                 fwd.decoder.pass(Duration::from_secs(every));
             }
             each
         };
         let resets = "resets_fcnt = true\n";
-        assert_eq!(written("", 600), [29; 8]);
-        assert_eq!(written("", 40), [29; 8]);
-        assert_eq!(written(resets, 600), [89; 8]);
-        assert_eq!(written(resets, 40), [89, 105, 121, 137, 153, 153, 153, 153]);
+        assert_eq!(written("", 600), [(0, 0, 29); 8]);
+        assert_eq!(written("", 40), [(0, 0, 29); 8]);
+        let mut first = vec![(1, 0, 89)];
+        assert_eq!(
+            written(resets, 600),
+            [first.clone(), vec![(1, 60, 89); 7]].concat()
+        );
+        first.extend([(1, 60, 105), (1, 76, 121), (1, 92, 137), (1, 108, 153)]);
+        assert_eq!(
+            written(resets, 40),
+            [first, vec![(1, 124, 153); 3]].concat()
+        );
     }
 
     /// A device that restarts its counter (`resets_fcnt`): FCnt 100 and 101 delivered, then
