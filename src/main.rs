@@ -947,8 +947,10 @@ fn recover(store: &mut SledStore, cfg: &hubgate::config::BufferConfig, dir: &Pat
     if in_use.is_some() && std::fs::canonicalize(dir).ok() == in_use {
         return fail(1, format!("{} is the buffer in use", dir.display()));
     }
+    // Only a clock known to be synchronised: one trusted for want of an answer may be wrong
+    // and stepped before hubgate next runs, with nothing to measure that step.
     let now = SystemTime::now();
-    let trusted = hubgate::clock::trusted(hubgate::clock::synchronized(), now);
+    let trusted = hubgate::clock::synchronized() == Some(true);
     let done = buffer::recover(store, dir, trusted.then_some(now), |i, of, records| {
         eprintln!("hubgate: segment {i} of {of} read, {records} record(s) carried");
     });
@@ -985,8 +987,9 @@ fn recover(store: &mut SledStore, cfg: &hubgate::config::BufferConfig, dir: &Pat
              late"
         ),
         (_, false) => println!(
-            "the records carried have no creation time (the clock is not trusted now): they \
-             age from when hubgate first trusts the clock, none is dropped as expired at once"
+            "the records carried have no creation time (the clock is not known to be \
+             synchronised now): they age from when hubgate first trusts the clock, none is \
+             dropped as expired at once"
         ),
     }
     let (_, bytes) = store.usage();

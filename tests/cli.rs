@@ -812,19 +812,19 @@ fn buffer_recover_carries_a_broken_databases_records() {
     );
 }
 
-/// The line `buffer recover` says how the records carried age with, the clock trusted here
-/// or not.
+/// The line `buffer recover` says how the records carried age with, the clock known to be
+/// synchronised here or not.
 fn carried_age_from_now() -> &'static str {
-    let now = std::time::SystemTime::now();
-    match hubgate::clock::trusted(hubgate::clock::synchronized(), now) {
+    match hubgate::clock::synchronized() == Some(true) {
         true => {
             "the records carried age from now (their creation time set to it, or kept if \
              later): none is dropped as expired at once, one older than max_age is delivered \
              late"
         }
         false => {
-            "the records carried have no creation time (the clock is not trusted now): they \
-             age from when hubgate first trusts the clock, none is dropped as expired at once"
+            "the records carried have no creation time (the clock is not known to be \
+             synchronised now): they age from when hubgate first trusts the clock, none is \
+             dropped as expired at once"
         }
     }
 }
@@ -833,8 +833,8 @@ fn carried_age_from_now() -> &'static str {
 /// booted at fake-hwclock's time, then synchronised; the step kept in its state) would not
 /// open. `buffer stats` moves it aside; once recovered, its records age from the recovery:
 /// `buffer stats` ages the oldest as the drain does for `max_age` (7 days by default), by
-/// seconds, not 40 days, so the first drain does not drop them; with the clock not trusted
-/// here they have no time. Their bodies are carried as they were.
+/// seconds, not 40 days, so the first drain does not drop them; with the clock not known to
+/// be synchronised here they have no time. Their bodies are carried as they were.
 #[test]
 fn buffer_recover_carries_records_from_before_a_clock_step_without_aging_them_by_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -869,8 +869,7 @@ fn buffer_recover_carries_records_from_before_a_clock_step_without_aging_them_by
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().contains("sled.broken-"))
         .expect("the database moved aside");
-    let trusted =
-        hubgate::clock::trusted(hubgate::clock::synchronized(), std::time::SystemTime::now());
+    let synchronised = hubgate::clock::synchronized() == Some(true);
     let o = hubgate(&["buffer", "recover", "-c", cfg, aside.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
@@ -883,7 +882,7 @@ fn buffer_recover_carries_records_from_before_a_clock_step_without_aging_them_by
         stdout(&o)
     );
     let after = oldest(&o);
-    match trusted {
+    match synchronised {
         true => assert!(seconds(&after), "aged from the recovery: {after}"),
         false => assert_eq!(after, "unknown (made before the clock was set)"),
     }

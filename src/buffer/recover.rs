@@ -62,7 +62,7 @@ pub struct Recovered {
 }
 
 /// `body` (a record that decodes) with the creation time it is carried with: `now`, the
-/// recovery's (ms; `None`: the clock is not trusted now, no time), or its own if later; a
+/// recovery's (ms; `None`: the clock is not known to be synchronised now, no time), or its own if later; a
 /// record without a time keeps none.
 fn restamped(body: Vec<u8>, now: Option<u64>) -> Vec<u8> {
     let Ok(mut record) = super::decode(&body) else {

@@ -353,7 +353,9 @@ impl Context {
             // JSON (a stale subscription's or misconfigured forwarder's, every message then,
             // which would fill the dead-letter cap the sink's refusals share) nor a frame with a
             // bad CRC (radio noise): no reading is lost with those.
-            Ok(Err(e @ (ParseError::DevEui(_) | ParseError::NoDevEui(_) | ParseError::Base64(_)))) => {
+            Ok(Err(
+                e @ (ParseError::DevEui(_) | ParseError::NoDevEui(_) | ParseError::Base64(_)),
+            )) => {
                 self.metrics.problem(e.kind(), || {
                     format!("{source}: {e}: the message is kept as a dead letter")
                 });
