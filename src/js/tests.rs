@@ -558,6 +558,8 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
            if (i.data.t === 1) { throw new TypeError('no unit'); }
            if (i.data.t === 2) { var o = {}; o.o = o; return {data: o}; }
            if (i.data.t === 3) { for (;;) {} }
+           if (i.data.t === 4) { return; }
+           if (i.data.t === 5) { return function () {}; }
            return {data: {air: {temperature: i.data.t}}};
          }",
     );
@@ -573,6 +575,19 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
     assert!(out.warnings[1].starts_with("normalizeUplink: threw TypeError"));
     // The time limit still ends the call.
     assert_eq!(err(&c, &[3]), JsError::TimedOut(100));
+    for t in [4, 5] {
+        let out = c.decode(Some(1), &[t], at()).unwrap();
+        assert_eq!(Json::Object(out.data), json!({ "t": t }));
+        assert!(out.normalized.is_empty());
+        assert_eq!(
+            out.warnings,
+            [
+                "low battery",
+                "normalizeUplink: returned undefined (or a function), not {data}"
+            ],
+            "{t}"
+        );
+    }
     let out = c.decode(Some(1), &[20], at()).unwrap();
     assert_eq!(out.normalized[0]["air"]["temperature"], 20);
 }
