@@ -155,7 +155,16 @@ fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
         "CARGO_BIN_EXE_hubgate"
     )));
     let script = hubgate::js::dir::load(dir.path(), "browan-tbhv110", &worker).unwrap();
-    let decoder = Decoder::new(&Config::parse(SITE).unwrap(), Metrics::new());
+    // The device as a JavaScript codec's user configures it: `js_codec`, no built-in codec.
+    let site = SITE.replace("\ncodec = ", "\njs_codec = ").replace(
+        "[sink]",
+        &format!("[codecs]\ndir = {:?}\n[sink]", dir.path()),
+    );
+    assert!(
+        site.contains("\njs_codec = \"browan-tbhv110\"\ntags = "),
+        "{site}"
+    );
+    let decoder = Decoder::new(&Config::parse(&site).unwrap(), Metrics::new());
     let rec = decoder
         .decode_js_with(&published_uplink(), &script)
         .unwrap()
