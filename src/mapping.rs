@@ -81,16 +81,7 @@ fn one() -> f64 {
 impl Table {
     /// The table of `text`, or one line saying what is wrong and where.
     pub fn parse(text: &str) -> Result<Table, String> {
-        let line = |e: &toml::de::Error| {
-            let message = e.message().trim().replace('\n', " ");
-            match e.span() {
-                Some(s) => {
-                    let n = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                    format!("{message} (line {n})")
-                }
-                None => message,
-            }
-        };
+        let line = |e: &toml::de::Error| crate::config::keypath::toml_error(text, e).1;
         let de = toml::Deserializer::parse(text).map_err(|e| line(&e))?;
         let t: Table = serde_path_to_error::deserialize(de).map_err(|e| {
             match e.path().to_string().as_str() {

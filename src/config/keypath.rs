@@ -94,7 +94,7 @@ fn line_in_table(text: &str, table: &str, field: &str) -> Option<usize> {
 
 /// One-line reason from a toml error, with the line number when it has a span, and the key
 /// written on that line when it has one (a value TOML cannot hold, as an integer past 2^63).
-pub(super) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
     let msg = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {

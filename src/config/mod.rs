@@ -8,7 +8,7 @@
 //! The config imports no source or sink: checks that need one are made by building it, in
 //! [`crate::pipeline::prepare`].
 
-mod keypath;
+pub(crate) mod keypath;
 mod secrets;
 mod sections;
 mod sink;
