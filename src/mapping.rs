@@ -220,10 +220,12 @@ const fn builtin(
 
 const ABSOLUTE_ZERO: f64 = -273.15;
 
-/// The normalized schema's paths hubgate maps, with the bounds The Things Network's schema
-/// (`lib/payload.json` of its Device Repository) and The Things Stack's validator give them:
-/// a sensor's "no reading" (humidity 127) or a position off the globe is no reading.
+/// The normalized schema's paths hubgate maps, with bounds: a sensor's "no reading" (humidity
+/// 127), a value in the wrong unit (pressure in Pa) or a position off the globe is no
+/// reading. Each bound says where it comes from: The Things Network's schema is
+/// `lib/payload.json` of its Device Repository.
 const NORMALIZED: &[Builtin] = &[
+    // The schema's bounds.
     Builtin {
         range: (ABSOLUTE_ZERO, f64::INFINITY),
         ..builtin("air.temperature", "temperature", Some("°C"), Kind::Num)
@@ -232,10 +234,14 @@ const NORMALIZED: &[Builtin] = &[
         range: (0.0, 100.0),
         ..builtin("air.relativeHumidity", "humidity", Some("%RH"), Kind::Num)
     },
+    // hubgate's own: the schema's 900 hPa is the air at about 1000 m, below the sites of
+    // whole cities (Denver's 835 hPa); 300 is above the highest summit's, and still refuses
+    // pressure in kPa (101.3) and in Pa (101325).
     Builtin {
-        range: (900.0, 1100.0),
+        range: (300.0, 1100.0),
         ..builtin("air.pressure", "pressure", Some("hPa"), Kind::Num)
     },
+    // The schema's bounds.
     Builtin {
         range: (0.0, 1e6),
         ..builtin("air.co2", "co2", Some("ppm"), Kind::Num)
@@ -248,8 +254,9 @@ const NORMALIZED: &[Builtin] = &[
     builtin("action.motion.count", "motion_count", None, Kind::Num),
     builtin("action.contactState", "open", None, Kind::OpenState),
     builtin("water.leak", "leak", None, Kind::Leak),
-    // The schema's water temperature is `{min, max, avg, current}`; the reading is the
-    // current one (the rest stays under `origin`). A plain number is read as well.
+    // The schema's water temperature is `{min, max, avg, current}`, each bounded as a
+    // temperature; the reading is the current one (the rest stays under `origin`). A plain
+    // number is read as well.
     Builtin {
         range: (ABSOLUTE_ZERO, f64::INFINITY),
         ..builtin(
@@ -268,6 +275,7 @@ const NORMALIZED: &[Builtin] = &[
             Kind::Num,
         )
     },
+    // The globe's: the schema gives the position no bounds.
     Builtin {
         range: (-90.0, 90.0),
         ..builtin("position.latitude", "lat", Some("°"), Kind::Num)
@@ -1098,16 +1106,18 @@ battery = { field = \"charge\", unit = \"%\", health = true }
         );
     }
 
-    /// A normalized value outside the schema's bounds (a sensor's 0x7FFF as 327.67 °C is not,
-    /// but humidity 127 or a latitude of -91 is) stays under `origin`, with a warning; the
-    /// bounds themselves are readings.
+    /// A normalized value outside its bounds (a sensor's 0x7FFF as 327.67 °C is not, but
+    /// humidity 127, pressure in kPa or a latitude of -91 is) stays under `origin`, with a
+    /// warning; the bounds themselves are readings, and so is the air pressure of a city at
+    /// 1600 m.
     #[test]
-    fn normalized_values_outside_the_schemas_bounds_are_kept_under_origin() {
+    fn normalized_values_outside_their_bounds_are_kept_under_origin() {
         for (v, field) in [
             (json!({"air": {"relativeHumidity": 127}}), "humidity"),
             (json!({"air": {"relativeHumidity": -1}}), "humidity"),
             (json!({"air": {"pressure": 10132}}), "pressure"),
-            (json!({"air": {"pressure": 899.9}}), "pressure"),
+            (json!({"air": {"pressure": 299.9}}), "pressure"),
+            (json!({"air": {"pressure": 101.3}}), "pressure"),
             (json!({"air": {"co2": -5}}), "co2"),
             (json!({"air": {"lightIntensity": -1}}), "illuminance"),
             (json!({"air": {"temperature": -273.16}}), "temperature"),
@@ -1131,7 +1141,7 @@ battery = { field = \"charge\", unit = \"%\", health = true }
             ["normalized position.latitude -91 is below -90 °, kept under origin"]
         );
         let bounds = obj(json!({
-            "air": {"relativeHumidity": 100, "pressure": 900, "co2": 1_000_000,
+            "air": {"relativeHumidity": 100, "pressure": 300, "co2": 1_000_000,
                     "lightIntensity": 0, "temperature": -273.15},
             "position": {"latitude": 90, "longitude": -180},
         }));
@@ -1139,6 +1149,14 @@ battery = { field = \"charge\", unit = \"%\", health = true }
         assert!(m.warnings.is_empty());
         assert!(!m.data.contains_key("origin"), "{:?}", m.data);
         assert_eq!(m.data.len(), 7);
+        let m = map(
+            None,
+            None,
+            &[obj(json!({"air": {"pressure": 835.2}}))],
+            UNIX_EPOCH,
+        );
+        assert_eq!(m.data["pressure"], json!([{"unit": "hPa", "value": 835.2}]));
+        assert!(m.warnings.is_empty());
     }
 
     /// What is wrong with a table is one line, naming the field or the line.
