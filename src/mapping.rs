@@ -132,6 +132,16 @@ impl Table {
                     ));
                 }
             }
+            let boolean = target.read_as == ReadAs::Bool
+                || target
+                    .values
+                    .as_ref()
+                    .is_some_and(|v| v.values().any(Json::is_boolean));
+            if boolean && target.unit.is_some() {
+                return Err(format!(
+                    "fields.{path}: a reading that is true or false takes no unit"
+                ));
+            }
             if target.read_as == ReadAs::Bool && bounded {
                 return Err(format!(
                     "fields.{path}: type = \"bool\" takes no scale, min or max"
@@ -180,8 +190,8 @@ enum Kind<'a> {
     Flag,
     /// The reading each value gives, the value written as text: a table's `values`.
     Values(&'a BTreeMap<String, Json>),
-    /// `"open"` / `"closed"` in any ASCII case, and `"close"` (normalized
-    /// `action.contactState`).
+    /// `"open"` / `"closed"` in any ASCII case, spaces around trimmed, and `"close"`
+    /// (normalized `action.contactState`).
     OpenState,
     /// A boolean, or the text the schema allows as well (normalized `water.leak`).
     Leak,
@@ -693,13 +703,14 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
         }
         // The schema's values are `open` and `closed`; older Milesight normalizers wrote
         // them upper case, and `CLOSE` for closed.
-        (Kind::OpenState, Json::String(s)) => match s.to_ascii_lowercase().as_str() {
+        (Kind::OpenState, Json::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "open" => Json::Bool(true),
             "closed" | "close" => Json::Bool(false),
             _ => return Err(Miss::Unread),
         },
         (Kind::Leak, Json::Bool(b)) => Json::Bool(*b),
-        // The schema allows text; these are the words normalizers use for the two states.
+        // The schema allows any text; these words, hubgate's choice, are the ones normalizers
+        // use for the two states.
         (Kind::Leak, Json::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "yes" | "leak" | "detected" => Json::Bool(true),
             "false" | "no" | "normal" | "no leak" => Json::Bool(false),
@@ -806,6 +817,7 @@ mod tests {
             ("OPEN", true),
             ("CLOSED", false),
             ("Close", false),
+            (" open ", true),
         ] {
             let m = map(
                 None,
@@ -1023,6 +1035,26 @@ battery = { field = \"charge\", unit = \"%\", health = true }
             let e = Table::parse(&format!("[fields]\nk = {target}")).unwrap_err();
             assert_eq!(e, error, "{target}");
         }
+    }
+
+    /// A reading that is true or false has no unit: a table giving one to `type = "bool"`, or
+    /// to `values` with a boolean reading, is bad.
+    #[test]
+    fn a_boolean_reading_takes_no_unit() {
+        for target in [
+            "{ field = \"open\", unit = \"%\", type = \"bool\" }",
+            "{ field = \"open\", unit = \"\", values = { open = true, shut = \"no\" } }",
+        ] {
+            assert_eq!(
+                Table::parse(&format!("[fields]\nk = {target}")).unwrap_err(),
+                "fields.k: a reading that is true or false takes no unit",
+                "{target}"
+            );
+        }
+        assert!(Table::parse(
+            "[fields]\nk = { field = \"level\", unit = \"%\", values = { full = 100 } }"
+        )
+        .is_ok());
     }
 
     /// The schema's shapes of water readings: a temperature `{min, max, avg, current}` (the
