@@ -651,44 +651,30 @@ fn outside(path: &str, x: f64, r: &Rule) -> String {
 /// `{value, unit}` of `v` read by `r`.
 fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
     let value = match (r.kind, v) {
-        (Kind::Num | Kind::NumOrBool, Json::Number(n)) => {
-            let raw = n.as_f64().ok_or(Miss::Unread)?;
-            if r.ignore.contains(&raw) {
-                return Err(Miss::Unread);
-            }
-            let x = scaled(raw, r.scale);
-            if !(r.range.0..=r.range.1).contains(&x) {
-                return Err(Miss::Outside(x));
-            }
-            // A whole number as it is: through f64, one past 2^53 (a counter) would change.
-            if r.scale == 1.0 && !n.is_f64() {
-                Json::Number(n.clone())
-            } else {
-                number(x).ok_or(Miss::Unread)?
-            }
-        }
         // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
         // is the number, else it stays unmapped. NaN and infinities parse but are no number.
-        (Kind::Num | Kind::NumOrBool, Json::String(s)) => {
-            let raw: f64 = s.trim().parse().map_err(|_| Miss::Unread)?;
-            if r.ignore.contains(&raw) {
+        (Kind::Num | Kind::NumOrBool, Json::Number(_) | Json::String(_)) => {
+            let raw = raw_number(v).ok_or(Miss::Unread)?;
+            if ignored(r.ignore, raw) {
                 return Err(Miss::Unread);
             }
             let x = scaled(raw, r.scale);
-            let json = number(x).ok_or(Miss::Unread)?;
+            if !x.is_finite() {
+                return Err(Miss::Unread);
+            }
             if !(r.range.0..=r.range.1).contains(&x) {
                 return Err(Miss::Outside(x));
             }
-            json
+            match v {
+                // A whole number as it is: through f64, one past 2^53 (a counter) would change.
+                Json::Number(n) if r.scale == 1.0 && !n.is_f64() => Json::Number(n.clone()),
+                _ => number(x).ok_or(Miss::Unread)?,
+            }
         }
         (Kind::NumOrBool | Kind::Bool | Kind::Flag, Json::Bool(b)) => Json::Bool(*b),
         (Kind::Flag, Json::Number(_) | Json::String(_)) => {
-            let raw = match v {
-                Json::Number(n) => n.as_f64(),
-                _ => v.as_str().and_then(|s| s.trim().parse().ok()),
-            };
-            let raw = raw.filter(|x: &f64| x.is_finite()).ok_or(Miss::Unread)?;
-            if r.ignore.contains(&raw) {
+            let raw = raw_number(v).ok_or(Miss::Unread)?;
+            if ignored(r.ignore, raw) {
                 return Err(Miss::Unread);
             }
             Json::Bool(raw != 0.0)
@@ -724,6 +710,24 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
     }
     m.insert("value".into(), value);
     Ok(Json::Object(m))
+}
+
+/// The finite number `v` is, or writes as text (spaces around it trimmed).
+fn raw_number(v: &Json) -> Option<f64> {
+    match v {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|x: &f64| x.is_finite())
+}
+
+/// Whether `raw` is one of the numbers in `ignore`, to within a part in 10^9: a codec that
+/// scales by multiplying gives 0x7FFF * 0.1 as 3276.7000000000003, which is 3276.7.
+fn ignored(ignore: &[f64], raw: f64) -> bool {
+    ignore
+        .iter()
+        .any(|i| (raw - i).abs() <= 1e-9 * i.abs().max(1.0))
 }
 
 /// `x` times `scale` as the device meant it: 10133 at 0.1 is 1013.3, where the product is
@@ -1035,6 +1039,27 @@ battery = { field = \"charge\", unit = \"%\", health = true }
             let e = Table::parse(&format!("[fields]\nk = {target}")).unwrap_err();
             assert_eq!(e, error, "{target}");
         }
+    }
+
+    /// `ignore` takes a codec's sentinel made by multiplying (0x7FFF * 0.1 is
+    /// 3276.7000000000003 in floating point) for the number written in the table.
+    #[test]
+    fn ignore_takes_a_multiplied_sentinel_for_its_number() {
+        let t = Table::parse(
+            "[fields]\nt = { field = \"ext_temperature\", unit = \"°C\", ignore = [3276.7] }\n",
+        )
+        .unwrap();
+        let raw = f64::from(0x7FFF_u16) * 0.1;
+        assert_ne!(raw, 3276.7);
+        for v in [json!(raw), json!(raw.to_string()), json!(3276.7)] {
+            let m = map(Some(&obj(json!({ "t": v }))), Some(&t), &[], UNIX_EPOCH);
+            assert_eq!(Json::Object(m.data), json!({"origin": { "t": v }}), "{v}");
+        }
+        let m = map(Some(&obj(json!({"t": 3276.6}))), Some(&t), &[], UNIX_EPOCH);
+        assert_eq!(
+            m.data["ext_temperature"],
+            json!([{"unit": "°C", "value": 3276.6}])
+        );
     }
 
     /// A reading that is true or false has no unit: a table giving one to `type = "bool"`, or
