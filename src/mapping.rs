@@ -58,8 +58,9 @@ pub struct Target {
     /// How the codec's value is read.
     #[serde(default, rename = "type")]
     pub read_as: ReadAs,
-    /// The reading each of the codec's values gives, the value written as text (`open =
-    /// true`, `"0" = false`): a value not listed stays under `origin`.
+    /// The reading each of the codec's values gives (`open = true`, `"0" = false`): text by
+    /// its spelling, a number by its value (1.0 is `"1"`), a value not listed stays under
+    /// `origin`.
     pub values: Option<BTreeMap<String, Json>>,
 }
 
@@ -123,12 +124,31 @@ impl Table {
                 if values.is_empty() {
                     return Err(format!("fields.{path}: values lists no value"));
                 }
-                if let Some((value, _)) = values
+                if let Some((value, reading)) = values
                     .iter()
                     .find(|(_, v)| !matches!(v, Json::Bool(_) | Json::Number(_) | Json::String(_)))
                 {
+                    // `1.0 = true` is TOML's dotted key `values."1"."0"`.
+                    let quote = match reading {
+                        Json::Object(_) => " (quote a key with a dot: \"1.0\" = ...)",
+                        _ => "",
+                    };
                     return Err(format!(
-                        "fields.{path}: values.{value} must be a boolean, a number or text"
+                        "fields.{path}: values.{value} must be a finite number, a boolean or \
+                         text{quote}"
+                    ));
+                }
+                // A codec's number is looked up by its value: two keys of one value would
+                // make the reading depend on the key's spelling.
+                let mut numbers: Vec<(f64, &String)> = values
+                    .keys()
+                    .filter_map(|k| key_number(k).map(|x| (x, k)))
+                    .collect();
+                numbers.sort_by(|a, b| a.0.total_cmp(&b.0));
+                if let Some(w) = numbers.windows(2).find(|w| w[0].0 == w[1].0) {
+                    return Err(format!(
+                        "fields.{path}: values \"{}\" and \"{}\" are the same number; keep one",
+                        w[0].1, w[1].1
                     ));
                 }
             }
@@ -188,7 +208,7 @@ enum Kind<'a> {
     /// A boolean, or a number (or one written as text) that is true unless 0: a table's
     /// `type = "bool"`.
     Flag,
-    /// The reading each value gives, the value written as text: a table's `values`.
+    /// The reading each value gives ([`value_of`]): a table's `values`.
     Values(&'a BTreeMap<String, Json>),
     /// `"open"` / `"closed"` in any ASCII case, spaces around trimmed, and `"close"`
     /// (normalized `action.contactState`).
@@ -679,14 +699,7 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
             }
             Json::Bool(raw != 0.0)
         }
-        (Kind::Values(values), _) => {
-            let text = match v {
-                Json::String(s) => s.clone(),
-                Json::Number(_) | Json::Bool(_) => v.to_string(),
-                _ => return Err(Miss::Unread),
-            };
-            values.get(&text).cloned().ok_or(Miss::Unread)?
-        }
+        (Kind::Values(values), _) => value_of(values, v).cloned().ok_or(Miss::Unread)?,
         // The schema's values are `open` and `closed`; older Milesight normalizers wrote
         // them upper case, and `CLOSE` for closed.
         (Kind::OpenState, Json::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
@@ -728,6 +741,29 @@ fn ignored(ignore: &[f64], raw: f64) -> bool {
     ignore
         .iter()
         .any(|i| (raw - i).abs() <= 1e-9 * i.abs().max(1.0))
+}
+
+/// The number a `values` key writes, if it writes one.
+fn key_number(key: &str) -> Option<f64> {
+    key.parse().ok().filter(|x: &f64| x.is_finite())
+}
+
+/// The reading `values` gives for `v`: text by its exact spelling, a boolean by `true` or
+/// `false`, a number by the key of its value (`1`, `1.0` and `"1e0"` are one number; a
+/// network server writes 1 as `1.0`).
+fn value_of<'a>(values: &'a BTreeMap<String, Json>, v: &Json) -> Option<&'a Json> {
+    match v {
+        Json::String(s) => values.get(s),
+        Json::Bool(b) => values.get(if *b { "true" } else { "false" }),
+        Json::Number(n) => {
+            let x = n.as_f64()?;
+            values
+                .iter()
+                .find(|(k, _)| key_number(k) == Some(x))
+                .map(|(_, r)| r)
+        }
+        _ => None,
+    }
 }
 
 /// `x` times `scale` as the device meant it: 10133 at 0.1 is 1013.3, where the product is
@@ -1025,7 +1061,7 @@ battery = { field = \"charge\", unit = \"%\", health = true }
             ),
             (
                 "{ field = \"a\", values = { x = [1] } }",
-                "fields.k: values.x must be a boolean, a number or text",
+                "fields.k: values.x must be a finite number, a boolean or text",
             ),
             (
                 "{ field = \"a\", type = \"bool\", max = 1 }",
@@ -1038,6 +1074,59 @@ battery = { field = \"charge\", unit = \"%\", health = true }
         ] {
             let e = Table::parse(&format!("[fields]\nk = {target}")).unwrap_err();
             assert_eq!(e, error, "{target}");
+        }
+    }
+
+    /// `values` looks a codec's number up by its value: a network server that writes 1 as
+    /// `1.0` (ChirpStack v4) gives the reading of `"1"`, as a JavaScript codec's `1` does.
+    /// Text is matched as it is spelled. Two keys of one number make the table bad.
+    #[test]
+    fn values_match_a_number_by_its_value() {
+        let t = Table::parse(
+            "[fields]\nstatus = { field = \"open\", values = { \"0\" = false, \"1e0\" = true } }\n",
+        )
+        .unwrap();
+        let read = |v: Json| {
+            Json::Object(
+                map(
+                    Some(&obj(json!({ "status": v }))),
+                    Some(&t),
+                    &[],
+                    UNIX_EPOCH,
+                )
+                .data,
+            )
+        };
+        for (v, open) in [
+            (json!(1.0), true),
+            (json!(1), true),
+            (json!(0.0), false),
+            (json!(-0.0), false),
+            (json!(0), false),
+            (json!("1e0"), true),
+        ] {
+            assert_eq!(read(v.clone()), json!({"open": [{ "value": open }]}), "{v}");
+        }
+        for v in [json!(2.0), json!("1"), json!(" 0"), json!(true)] {
+            assert_eq!(read(v.clone()), json!({"origin": { "status": v }}), "{v}");
+        }
+        for (values, error) in [
+            (
+                "{ \"1\" = true, \"1.0\" = false }",
+                "fields.k: values \"1\" and \"1.0\" are the same number; keep one",
+            ),
+            (
+                "{ \"-0\" = true, \"0\" = false }",
+                "fields.k: values \"-0\" and \"0\" are the same number; keep one",
+            ),
+            (
+                "{ 1.0 = true }",
+                "fields.k: values.1 must be a finite number, a boolean or text (quote a key \
+                 with a dot: \"1.0\" = ...)",
+            ),
+        ] {
+            let text = format!("[fields]\nk = {{ field = \"a\", values = {values} }}");
+            assert_eq!(Table::parse(&text).unwrap_err(), error, "{values}");
         }
     }
 
