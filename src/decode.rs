@@ -545,23 +545,28 @@ impl Decoder {
 
     /// `up` decoded by `script` and mapped by the codec's own table, or else by the device's
     /// `mapping` table: the pipeline and `hubgate decode --js` map alike. The codec's
-    /// warnings, and those about its normalized values, are the problem `js_warning`.
+    /// warnings are the problem `js_warning`; those about its normalized values are
+    /// `js_value_refused`, rate-limited apart, so that a fleet of one vendor's normalizers
+    /// cannot hide another codec's own warnings.
     fn run_js(&self, up: &Uplink, script: &Script) -> Result<(mapping::Mapped, bool), JsError> {
         let out = script.codec.decode(up.fport, &up.payload, up.time)?;
         let device = self.devices.get(&up.dev_eui);
         let table = script.table.as_ref().or_else(|| self.mapping(device));
         let mapped = mapping::map(Some(&out.data), table, &out.normalized, up.time);
-        let mut warnings = out.warnings.iter().chain(&mapped.warnings).peekable();
-        if warnings.peek().is_some() {
-            self.metrics.problem("js_warning", || {
-                let warnings: Vec<&str> = warnings.map(String::as_str).collect();
-                format!(
-                    "device {} ({}): {}",
-                    up.device_id(),
-                    script.class,
-                    warnings.join("; ")
-                )
-            });
+        for (kind, warnings) in [
+            ("js_warning", &out.warnings),
+            ("js_value_refused", &mapped.warnings),
+        ] {
+            if !warnings.is_empty() {
+                self.metrics.problem(kind, || {
+                    format!(
+                        "device {} ({}): {}",
+                        up.device_id(),
+                        script.class,
+                        warnings.join("; ")
+                    )
+                });
+            }
         }
         Ok((mapped, out.retired))
     }
@@ -1334,7 +1339,9 @@ mod tests {
 
     /// A normalized battery that is no voltage (a percentage) stays under `origin`, and is
     /// counted: from a network server as `ns_value_refused`, from a JavaScript codec's
-    /// `normalizeUplink` as `js_warning`.
+    /// `normalizeUplink` as `js_value_refused`, apart from the codec's own `js_warning`. Once
+    /// the codec's table says the normalized battery is the charge, it is read so, with no
+    /// warning on any uplink.
     #[test]
     fn a_normalized_battery_in_percent_is_kept_and_counted() {
         let m = Metrics::new();
@@ -1363,26 +1370,41 @@ mod tests {
             let dir = crate::codec_files::tempdir();
             crate::codec_files::write(
                 dir.path().join("c.js"),
-                "function decodeUplink(i) { return {data: {battery: i.bytes[0]}}; }\n\
+                "function decodeUplink(i) {\n\
+                   return {data: {battery: i.bytes[0]}, warnings: i.bytes[1] ? ['odd'] : []};\n\
+                 }\n\
                  function normalizeUplink(i) { return {data: {battery: i.data.battery}}; }",
             );
             let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
-            let data = body(&d.decode(&with_payload(&[100])).one())["obj"]["data"].clone();
-            assert_eq!(
-                data["device_health"],
-                serde_json::json!({"id": "58-A0-CB-00-00-10-12-34"})
-            );
-            assert_eq!(
-                data["origin"],
-                serde_json::json!({"battery": 100, "normalized": [{"battery": 100}]})
-            );
+            for (pct, refused) in [(100, 1), (50, 2)] {
+                let data = body(&d.decode(&with_payload(&[pct])).one())["obj"]["data"].clone();
+                assert_eq!(
+                    data["device_health"],
+                    serde_json::json!({"id": "58-A0-CB-00-00-10-12-34"})
+                );
+                assert_eq!(
+                    data["origin"],
+                    serde_json::json!({"battery": pct, "normalized": [{"battery": pct}]})
+                );
+                assert_eq!(m.problems("js_value_refused"), refused);
+            }
+            assert_eq!(m.problems("js_warning"), 0);
+            d.decode(&with_payload(&[50, 1])).one();
             assert_eq!(m.problems("js_warning"), 1);
-            let data = body(&d.decode(&with_payload(&[3])).one())["obj"]["data"].clone();
-            assert_eq!(
-                data["device_health"]["voltage"],
-                serde_json::json!([{"unit": "V", "value": 3}])
+            assert_eq!(m.problems("js_value_refused"), 3);
+            crate::codec_files::write(
+                dir.path().join("c.toml"),
+                "normalized_battery = \"charge\"\n",
             );
-            assert_eq!(m.problems("js_warning"), 1);
+            let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
+            for pct in [100, 3] {
+                let data = body(&d.decode(&with_payload(&[pct])).one())["obj"]["data"].clone();
+                assert_eq!(
+                    data["device_health"]["charge"],
+                    serde_json::json!([{"unit": "%", "value": pct}])
+                );
+            }
+            assert_eq!(m.problems("js_value_refused"), 0);
         }
     }
 

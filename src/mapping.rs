@@ -30,8 +30,26 @@ use crate::codec::rec_type;
 #[serde(deny_unknown_fields)]
 pub struct Table {
     pub rec_type: Option<String>,
+    /// What the normalized payload's `battery` is for this codec or device; unset, it is
+    /// read as the schema says (volts), but not a whole number that is the codec's own
+    /// `battery` ([`NormalizedBattery`]).
+    pub normalized_battery: Option<NormalizedBattery>,
     #[serde(default)]
     pub fields: BTreeMap<String, Target>,
+}
+
+/// A table's `normalized_battery`: what its normalizer puts in the schema's `battery`, which
+/// the schema says is volts but which some normalizers (Milesight's) fill with the charge in
+/// percent, a number no bound can tell from volts (5 % and 5 V).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormalizedBattery {
+    /// Volts, `device_health.voltage`.
+    Voltage,
+    /// The charge in percent, `device_health.charge`.
+    Charge,
+    /// Not read: it stays under `origin.normalized`, without a warning.
+    Skip,
 }
 
 /// Where one field of a codec's object goes.
@@ -315,22 +333,40 @@ const NORMALIZED: &[Builtin] = &[
         ..builtin("position.longitude", "lon", Some("°"), Kind::Num)
     },
     builtin("position.altitude", "altitude", Some("m"), Kind::Num),
-    // The schema's battery is a voltage (V), but some normalizers put the charge in percent
-    // there (Milesight's: 100 for a full battery). No sensor's battery is 10 V or more; 0 to
-    // 10 is read as volts, anything else is no voltage.
-    Builtin {
-        health: true,
-        range: (0.0, 10.0),
-        ..builtin("battery", "voltage", Some("V"), Kind::Num)
-    },
 ];
 
-/// The one name of a quantity that fields of several names hold: a battery's voltage and its
-/// charge are one battery (a table mapping the codec's charge leaves the normalized battery
-/// under `origin`), and a count of motions is one count whatever it counts from.
+/// The schema's `battery` read as volts (its unit, bounded by the schema at 0 or more; the
+/// 60 V bound is hubgate's own), unless a table's `normalized_battery` says otherwise
+/// ([`battery`]). 60 V keeps every battery a sensor runs on, 12, 24 and 48 V systems too (a
+/// 48 V lead-acid bank charges at up to about 58 V), and still refuses millivolts (3600 for
+/// 3.6 V) and a charge in percent above 60.
+const BATTERY_VOLTS: Builtin = Builtin {
+    health: true,
+    range: (0.0, 60.0),
+    ..builtin("battery", "voltage", Some("V"), Kind::Num)
+};
+
+/// The schema's `battery` read as a charge in percent (`normalized_battery = "charge"`).
+const BATTERY_CHARGE: Builtin = Builtin {
+    health: true,
+    range: (0.0, 100.0),
+    ..builtin("battery", "charge", Some("%"), Kind::Num)
+};
+
+/// The rule for the normalized `battery` a table's `normalized_battery` gives, none for
+/// `"skip"`.
+fn battery(table: Option<&Table>) -> Option<&'static Builtin> {
+    match table.and_then(|t| t.normalized_battery) {
+        None | Some(NormalizedBattery::Voltage) => Some(&BATTERY_VOLTS),
+        Some(NormalizedBattery::Charge) => Some(&BATTERY_CHARGE),
+        Some(NormalizedBattery::Skip) => None,
+    }
+}
+
+/// The one name of a quantity that fields of several names hold: a count of motions is one
+/// count whatever it counts from.
 fn quantity(field: &str) -> &str {
     match field {
-        "charge" => "voltage",
         // The schema's motion count says not since when; the built-in codecs' names do.
         "motions_since_reset" | "motions_since_transmit" => "motion_count",
         other => other,
@@ -376,8 +412,8 @@ pub struct Mapped {
     /// Normalized measurements of a time of their own, not the uplink's, by time in the
     /// order first met: a record each, as a built-in codec's history.
     pub history: Vec<Moment>,
-    /// Normalized values the schema does not allow there (a battery of 100 V), kept under
-    /// `origin`: one line each.
+    /// Normalized values outside their bounds (a battery of 100 V) or copied from a charge,
+    /// kept under `origin`: one line each.
     pub warnings: Vec<String>,
 }
 
@@ -446,6 +482,7 @@ pub fn map(
                     t.max.unwrap_or(f64::INFINITY),
                 ),
                 ignore: &t.ignore,
+                copies: None,
                 warn: false,
             })
         };
@@ -462,6 +499,18 @@ pub fn map(
         .chain(m.health.keys())
         .map(|k| quantity(k).to_string())
         .collect();
+    let copies = match table.and_then(|t| t.normalized_battery) {
+        None => Copies {
+            read: [&m.health, &m.data]
+                .into_iter()
+                .filter_map(|fields| fields.get("charge")?.as_array())
+                .flatten()
+                .filter_map(|r| r["value"].as_f64())
+                .collect(),
+            own: object.and_then(|o| o.get("battery")).and_then(raw_number),
+        },
+        Some(_) => Copies::default(),
+    };
     // The unmapped parts of the measurements of now ([`put_normalized`]).
     let mut normalized_origin = Vec::with_capacity(normalized.len());
     // Per moment of `m.history`, its measurements' unmapped parts.
@@ -493,6 +542,7 @@ pub fn map(
         let rule = |path: &str| {
             NORMALIZED
                 .iter()
+                .chain(battery(table))
                 .find(|b| b.path == path && (moment.is_some() || !own.contains(quantity(b.field))))
                 .map(|b| Rule {
                     field: b.field,
@@ -502,6 +552,7 @@ pub fn map(
                     health: b.health,
                     range: b.range,
                     ignore: &[],
+                    copies: (moment.is_none() && b.path == "battery").then_some(&copies),
                     warn: true,
                 })
         };
@@ -580,6 +631,26 @@ fn same_ms(a: SystemTime, b: SystemTime) -> bool {
     crate::record::ms_since_epoch(a) == crate::record::ms_since_epoch(b)
 }
 
+/// Numbers the normalized `battery` of now may be a copy of, when no table says what it is:
+/// the codec's own charge in percent, which Milesight's normalizers copy there. Only a whole
+/// number is taken for a copy; a voltage copied from the codec has decimals, or is a whole
+/// [`ONE_CELL`] or less.
+#[derive(Default)]
+struct Copies {
+    /// The codec's own object's charge readings: a copy of one is not read again, quietly.
+    read: Vec<f64>,
+    /// The codec's own `battery`: a copy above [`ONE_CELL`] is no voltage, with a warning
+    /// saying so.
+    own: Option<f64>,
+}
+
+/// The most a single cell gives (lithium, charged), in volts. A whole voltage up to it is
+/// common (Browan's 3.0 V, two AA cells' 3 V) and stays a voltage even when it is the codec's
+/// own `battery`; a normalizer copying a charge is caught above it, at the latest from the
+/// first uplinks of a full battery. A charge of 4 % or less copied there is read as volts
+/// until the table says `normalized_battery = "charge"`.
+const ONE_CELL: f64 = 4.2;
+
 struct Rule<'a> {
     field: &'a str,
     unit: Option<&'a str>,
@@ -590,7 +661,9 @@ struct Rule<'a> {
     range: (f64, f64),
     /// Numbers that mean no reading (before `scale`): they stay unmapped.
     ignore: &'a [f64],
-    /// A number outside `range` is warned about.
+    /// What a normalized battery read as volts may be a copy of.
+    copies: Option<&'a Copies>,
+    /// A number outside `range`, or copied from a charge, is warned about.
     warn: bool,
 }
 
@@ -600,6 +673,8 @@ enum Miss {
     Unread,
     /// The number it gives is outside the rule's range.
     Outside(f64),
+    /// The number is the codec's own battery charge in percent ([`Copies::own`]).
+    Copied(f64),
 }
 
 /// Map `obj`'s fields by `rule` into `out`'s readings and device values, warning about
@@ -647,8 +722,14 @@ fn walk<'a>(
                 }
             }
             Err(miss) => {
-                if let (Miss::Outside(x), true) = (miss, r.warn) {
-                    warnings.push(outside(&path, x, &r));
+                match miss {
+                    Miss::Outside(x) if r.warn => warnings.push(outside(&path, x, &r)),
+                    Miss::Copied(x) if r.warn => warnings.push(format!(
+                        "normalized {path} {x} is the codec's own battery, a whole number: a \
+                         charge in percent, not volts, kept under origin (the mapping table's \
+                         normalized_battery says which it is)"
+                    )),
+                    _ => {}
                 }
                 origin.insert(key.clone(), v.clone());
             }
@@ -681,6 +762,14 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
             let x = scaled(raw, r.scale);
             if !x.is_finite() {
                 return Err(Miss::Unread);
+            }
+            if let Some(c) = r.copies.filter(|_| x.fract() == 0.0) {
+                if c.read.contains(&x) {
+                    return Err(Miss::Unread);
+                }
+                if c.own == Some(x) && x > ONE_CELL {
+                    return Err(Miss::Copied(x));
+                }
             }
             if !(r.range.0..=r.range.1).contains(&x) {
                 return Err(Miss::Outside(x));
@@ -911,50 +1000,148 @@ mod tests {
         );
     }
 
-    /// The schema's `battery` is volts; a normalizer that puts the charge in percent there
-    /// (Milesight's 100) gives no voltage: the value stays under `origin` with a warning. A
-    /// table that maps the codec's own battery, as voltage or as charge, is the battery: the
-    /// normalized copy is not read, nor warned about.
+    /// The schema's `battery` is volts: 12 and 24 V systems are readings, millivolts and a
+    /// charge in percent above 60 stay under `origin` with a warning.
     #[test]
-    fn a_normalized_battery_is_a_voltage_or_nothing() {
+    fn a_normalized_battery_is_volts_up_to_60() {
         let battery = |v: Json| [obj(json!({ "battery": v }))];
-        let m = map(None, None, &battery(json!(3.6)), UNIX_EPOCH);
-        assert_eq!(
-            Json::Object(m.health),
-            json!({"voltage": [{"unit": "V", "value": 3.6}]})
-        );
-        assert!(m.warnings.is_empty());
-        for pct in [json!(100), json!(-1), json!("55")] {
-            let m = map(None, None, &battery(pct.clone()), UNIX_EPOCH);
-            assert!(m.health.is_empty(), "{pct}");
+        for v in [json!(3.6), json!(12.6), json!(27.2), json!(0), json!(60)] {
+            let m = map(None, None, &battery(v.clone()), UNIX_EPOCH);
             assert_eq!(
-                m.data["origin"],
-                json!({"normalized": [{"battery": pct}]}),
-                "{pct}"
+                Json::Object(m.health),
+                json!({"voltage": [{"unit": "V", "value": v}]}),
+                "{v}"
             );
-            assert_eq!(m.warnings.len(), 1, "{pct}");
+            assert!(m.warnings.is_empty(), "{v}");
+            assert!(!m.data.contains_key("origin"), "{v}");
+        }
+        for v in [json!(100), json!(3600), json!(-1), json!("60.5")] {
+            let m = map(None, None, &battery(v.clone()), UNIX_EPOCH);
+            assert!(m.health.is_empty(), "{v}");
+            assert_eq!(m.data["origin"], json!({"normalized": [{"battery": v}]}));
+            assert_eq!(m.warnings.len(), 1, "{v}");
         }
         assert_eq!(
             map(None, None, &battery(json!(100)), UNIX_EPOCH).warnings,
-            ["normalized battery 100 is above 10 V, kept under origin"]
+            ["normalized battery 100 is above 60 V, kept under origin"]
         );
+    }
+
+    /// Without a table saying what the normalized `battery` is, a whole number that is the
+    /// codec's own `battery` is the charge in percent a Milesight normalizer copied there (5
+    /// is a dying battery, not 5 V): no voltage, with a warning; one the table already read
+    /// as the charge is not read again, quietly. A voltage beside a charge is the voltage.
+    #[test]
+    fn a_normalized_battery_copied_from_a_charge_is_no_voltage() {
+        let battery = |v: Json| [obj(json!({ "battery": v }))];
+        for pct in [5, 100] {
+            let decoded = obj(json!({"battery": pct, "temperature": 20}));
+            let m = map(Some(&decoded), None, &battery(json!(pct)), UNIX_EPOCH);
+            assert!(m.health.is_empty(), "{pct}");
+            assert_eq!(
+                m.data["origin"],
+                json!({"battery": pct, "temperature": 20, "normalized": [{"battery": pct}]})
+            );
+            assert_eq!(
+                m.warnings,
+                [format!(
+                    "normalized battery {pct} is the codec's own battery, a whole number: a \
+                     charge in percent, not volts, kept under origin (the mapping table's \
+                     normalized_battery says which it is)"
+                )]
+            );
+        }
+        // A voltage copied from the codec has decimals or is a cell's whole volts (Browan's
+        // battery nibble 5 is 3.0 V); another number is no copy.
+        for (own, v) in [
+            (json!(3.6), json!(3.6)),
+            (json!(3), json!(3)),
+            (json!(4), json!(4)),
+            (json!(85), json!(3)),
+        ] {
+            let decoded = obj(json!({ "battery": own }));
+            let m = map(Some(&decoded), None, &battery(v.clone()), UNIX_EPOCH);
+            assert_eq!(m.health["voltage"], json!([{"unit": "V", "value": v}]));
+            assert!(m.warnings.is_empty());
+        }
         let t = Table::parse(
             "[fields]
-battery = { field = \"charge\", unit = \"%\", health = true }
+batteryLevel = { field = \"charge\", unit = \"%\", health = true }
 ",
         )
         .unwrap();
-        let decoded = obj(json!({"battery": 100}));
-        for n in [json!(100), json!(3.1)] {
-            let m = map(Some(&decoded), Some(&t), &battery(n.clone()), UNIX_EPOCH);
-            assert_eq!(
-                Json::Object(m.health),
-                json!({"charge": [{"unit": "%", "value": 100}]}),
-                "{n}"
-            );
-            assert_eq!(m.data["origin"], json!({"normalized": [{"battery": n}]}));
-            assert!(m.warnings.is_empty(), "{n}");
+        let decoded = obj(json!({"batteryLevel": 85}));
+        let m = map(Some(&decoded), Some(&t), &battery(json!(3.05)), UNIX_EPOCH);
+        assert_eq!(
+            Json::Object(m.health),
+            json!({
+                "charge": [{"unit": "%", "value": 85}],
+                "voltage": [{"unit": "V", "value": 3.05}],
+            })
+        );
+        let m = map(Some(&decoded), Some(&t), &battery(json!(85)), UNIX_EPOCH);
+        assert_eq!(
+            Json::Object(m.health),
+            json!({"charge": [{"unit": "%", "value": 85}]})
+        );
+        assert_eq!(m.data["origin"], json!({"normalized": [{"battery": 85}]}));
+        assert!(m.warnings.is_empty());
+    }
+
+    /// A table's `normalized_battery` says what the normalized `battery` is: the charge (in
+    /// percent, 0 to 100), a voltage even when whole and the codec's own, or nothing to read;
+    /// none of them warns about a copy.
+    #[test]
+    fn a_tables_normalized_battery_says_what_it_is() {
+        let decoded = obj(json!({"battery": 5}));
+        let n = [obj(json!({"battery": 5}))];
+        let table = |which: &str| Table::parse(&format!("normalized_battery = \"{which}\"\n"));
+        let decoded_only = json!({"battery": 5});
+        let both = json!({"battery": 5, "normalized": [{"battery": 5}]});
+        for (which, health, origin) in [
+            (
+                "charge",
+                json!({"charge": [{"unit": "%", "value": 5}]}),
+                &decoded_only,
+            ),
+            (
+                "voltage",
+                json!({"voltage": [{"unit": "V", "value": 5}]}),
+                &decoded_only,
+            ),
+            ("skip", json!({}), &both),
+        ] {
+            let m = map(Some(&decoded), Some(&table(which).unwrap()), &n, UNIX_EPOCH);
+            assert_eq!(Json::Object(m.health), health, "{which}");
+            assert_eq!(&m.data["origin"], origin, "{which}");
+            assert!(m.warnings.is_empty(), "{which}");
         }
+        let m = map(
+            None,
+            Some(&table("charge").unwrap()),
+            &[obj(json!({"battery": 101}))],
+            UNIX_EPOCH,
+        );
+        assert_eq!(
+            m.warnings,
+            ["normalized battery 101 is above 100 %, kept under origin"]
+        );
+        // The codec's own charge mapped, the normalized one is that charge again.
+        let t = Table::parse(
+            "normalized_battery = \"charge\"\n[fields]\n\
+             battery = { field = \"charge\", unit = \"%\", health = true }\n",
+        )
+        .unwrap();
+        let m = map(Some(&decoded), Some(&t), &n, UNIX_EPOCH);
+        assert_eq!(
+            Json::Object(m.health),
+            json!({"charge": [{"unit": "%", "value": 5}]})
+        );
+        assert_eq!(
+            table("volts").unwrap_err(),
+            "normalized_battery: unknown variant `volts`, expected one of `voltage`, `charge`, \
+             `skip` (line 1)"
+        );
     }
 
     /// A table drops a codec's "no reading" values (`ignore`, compared before `scale`) and
