@@ -988,8 +988,8 @@ fn recover(store: &mut SledStore, cfg: &hubgate::config::BufferConfig, dir: &Pat
         ),
         (_, false) => println!(
             "the records carried have no creation time (the clock is not known to be \
-             synchronised now): they age from when hubgate first trusts the clock, none is \
-             dropped as expired at once"
+             synchronised now): each run of hubgate ages them from its first trusted reading \
+             of the clock (a restart starts their age again), none is dropped as expired at once"
         ),
     }
     let (_, bytes) = store.usage();

@@ -22,8 +22,9 @@
 //! Pi booted at fake-hwclock's time, then synchronised), would be aged across the step and
 //! dropped as expired at the first drain: acknowledged readings lost. So the creation time
 //! of each record carried is set to the recovery's (kept if later), and with the clock not
-//! trusted now to none, as for a record made before the clock was set (it ages from when a
-//! run first trusts the clock). A record already older than `max_age` is then delivered late
+//! known to be synchronised now to none, as for a record made before the clock was set (it
+//! ages from each run's first trusted reading of the clock). A record already older than
+//! `max_age` is then delivered late
 //! rather than dropped. Only that time changes: the record's body, with the time of its
 //! measurement, is carried as it was. The records carried are numbered past the buffer's
 //! steps too, as a run numbers its own, so that no step taken before the recovery counts for
@@ -62,8 +63,8 @@ pub struct Recovered {
 }
 
 /// `body` (a record that decodes) with the creation time it is carried with: `now`, the
-/// recovery's (ms; `None`: the clock is not known to be synchronised now, no time), or its own if later; a
-/// record without a time keeps none.
+/// recovery's (ms; `None`: the clock is not known to be synchronised now, no time), or its
+/// own if later; a record without a time keeps none.
 fn restamped(body: Vec<u8>, now: Option<u64>) -> Vec<u8> {
     let Ok(mut record) = super::decode(&body) else {
         return body;
@@ -153,8 +154,9 @@ impl Progress {
 }
 
 /// Carry the records of the database moved aside to `aside` into `store`, flushing after
-/// each segment, each aging from `now` (the clock trusted at the recovery; `None`: not
-/// trusted, no time); `progress(segments done, segments, records carried)` after each one.
+/// each segment, each aging from `now` (the recovery's time, from a clock known to be
+/// synchronised; `None`: not known to be, no time); `progress(segments done, segments,
+/// records carried)` after each one.
 pub fn recover(
     store: &mut SledStore,
     aside: &Path,
@@ -630,34 +632,40 @@ mod tests {
         );
     }
 
-    /// With the clock not trusted at the recovery, the records carried keep no time, as
-    /// records made before the clock was set: they age from when a run first trusts it. With
-    /// it trusted, a record stamped after the recovery's time (a clock stepped back since)
-    /// keeps its own.
+    /// With the clock not known to be synchronised at the recovery, the records carried keep
+    /// no time, as records made before the clock was set: they age from each run's first
+    /// trusted reading of the clock. With it known to be, a record stamped after the
+    /// recovery's time (a clock stepped back since) keeps its own.
     #[test]
-    fn records_carried_keep_no_time_when_the_clock_is_not_trusted() {
+    fn records_carried_keep_no_time_when_the_clock_is_not_known_to_be_synchronised() {
         let now = SystemTime::now();
         let now_ms = ms_since_epoch(now);
         let created = [now_ms - 40 * DAY, now_ms + HOUR, 0];
-        for trusted in [true, false] {
+        for synchronised in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let (mut store, aside) = broken(dir.path(), |old| {
                 for (i, &t) in created.iter().enumerate() {
                     old.insert(i as u64, made_at(i as u64, t)).unwrap();
                 }
             });
-            recover(&mut store, &aside, trusted.then_some(now), |_, _, _| {}).unwrap();
-            let expected = match trusted {
+            recover(
+                &mut store,
+                &aside,
+                synchronised.then_some(now),
+                |_, _, _| {},
+            )
+            .unwrap();
+            let expected = match synchronised {
                 true => [now_ms, now_ms + HOUR, 0],
                 false => [0, 0, 0],
             };
             let got: Vec<u64> = times(&store).into_iter().map(|(_, _, t)| t).collect();
-            assert_eq!(got, expected, "trusted {trusted}");
-            let first = match trusted {
+            assert_eq!(got, expected, "synchronised {synchronised}");
+            let first = match synchronised {
                 true => age(0),
                 false => Some(None),
             };
-            assert_eq!(oldest(&store, now), first, "trusted {trusted}");
+            assert_eq!(oldest(&store, now), first, "synchronised {synchronised}");
         }
     }
 }
