@@ -645,12 +645,16 @@ pub fn dead_letter(d: &DeadLetter, now: SystemTime) -> Record {
 /// What the dead-letter tree keeps of a record the sink refused for good (too large): its
 /// body as a [`DeadLetter`] of source `sink` (size, SHA-256, first bytes), under the record's
 /// own id, with its recType, key (cut like an [`Excerpt`](crate::format::Excerpt)) and
-/// creation time. A few hundred bytes, however large the record.
+/// creation time (null for a record without one: made while the clock was not trusted, or
+/// carried by `buffer recover` with the clock not known to be synchronised). A few hundred
+/// bytes, however large the record.
 pub fn refused(rec: &Record, reason: &str, now: SystemTime) -> Record {
     let key = crate::format::Excerpt::from(&rec.key).to_string();
     let reason = crate::format::Excerpt::from(reason).to_string();
     let d = DeadLetter::new("sink", reason, None, rec.body.as_bytes(), now);
-    let created = UNIX_EPOCH.checked_add(std::time::Duration::from_millis(rec.created_ms));
+    let created = UNIX_EPOCH
+        .checked_add(std::time::Duration::from_millis(rec.created_ms))
+        .filter(|_| rec.created_ms > 0);
     let record = json!({
         "recType": rec.rec_type,
         "key": key,
@@ -944,6 +948,29 @@ mod tests {
             iso8601(UNIX_EPOCH - Duration::from_secs(5)),
             "1970-01-01T00:00:00.000Z"
         );
+    }
+
+    /// The dead letter of a record the sink refused keeps its creation time, or null for a
+    /// record without one (0), never 1970.
+    #[test]
+    fn a_refused_records_dead_letter_has_its_creation_time_or_null() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let created = |created_ms| {
+            let rec = Record {
+                id: "id".into(),
+                rec_type: "t".into(),
+                key: "k".into(),
+                created_ms,
+                body: "{}".into(),
+            };
+            let kept: Json = serde_json::from_str(&refused(&rec, "too large", now).body).unwrap();
+            kept["record"]["created"].clone()
+        };
+        assert_eq!(
+            created(1_700_000_000_000),
+            json!("2023-11-14T22:13:20.000Z")
+        );
+        assert_eq!(created(0), Json::Null);
     }
 
     #[test]
