@@ -1494,8 +1494,9 @@ mod tests {
 
     /// A buffer in memory holding what a run in boot 7 kept for the device of
     /// `session_config(&NWK, "resets_fcnt = true\n")`: its counter at FCnt 100, with MIC
-    /// `mic`, and that frame, accepted `kept_at` after boot.
-    fn kept_in_boot_7(mic: [u8; 4], kept_at: Duration) -> Buffer {
+    /// `mic`, and its last frames, up to FCnt 100, accepted `kept_at` after boot (oldest
+    /// first).
+    fn kept_in_boot_7(mic: [u8; 4], kept_at: &[Duration]) -> Buffer {
         let cfg = crate::config::Config::parse(&session_config(&NWK, "resets_fcnt = true\n"));
         let cfg = cfg.unwrap();
         let prints = Decoder::new(&cfg, Metrics::new()).key_prints().into_iter();
@@ -1503,17 +1504,24 @@ mod tests {
         let mut buffer = Buffer::new(Box::new(store), &cfg.buffer, Metrics::new());
         buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
         buffer.set_boot_id(Some(7));
-        let at = kept_at.as_millis() as u64;
+        let first = 101 - kept_at.len() as u32;
+        let frames: Vec<_> = (kept_at.iter().zip(first..))
+            .map(|(at, fcnt)| (fcnt, mic, at.as_millis() as u64))
+            .collect();
         let (dev_addr, dev_eui) = SESSION;
+        let newest = frames.last().unwrap().2;
         buffer
-            .save_copies(dev_addr, dev_eui, &[(100, mic, at)], at)
+            .save_copies(dev_addr, dev_eui, &frames, newest)
             .unwrap();
+        let kept = buffer.copies().unwrap();
+        assert_eq!(kept[0].frames, frames, "every one kept");
         buffer.save_fcnt(dev_addr, dev_eui, 100, mic).unwrap();
         buffer
     }
 
     /// The frames a session kept are dropped at start once no later start could tell a copy
-    /// by them: kept in another boot, or all of them past the copy window. Until then they
+    /// by them: kept in another boot, or all of them past the copy window (one past it beside
+    /// one seconds old keeps the entry: a copy of the newer can still come). Until then they
     /// stay, whether a session takes them or not: its device removed from the configuration
     /// or provisioned again (other keys) may be restored at the next start, and a copy heard
     /// then is still one; one no longer `resets_fcnt` takes them but writes none over them.
@@ -1532,15 +1540,35 @@ mod tests {
             (session_config(&NWK, ""), "no longer resets_fcnt"),
         ];
         let starts = [
-            (Some(7), up - seconds, Some(up), 1, "seconds ago"),
-            (Some(7), up - COPY_WINDOW, Some(up), 0, "the window passed"),
-            (Some(8), up - seconds, Some(up), 0, "another boot"),
-            (None, up - seconds, Some(up), 1, "boot not known"),
-            (Some(7), up - seconds, None, 1, "nor the time since it"),
-            (Some(7), up + seconds, Some(up), 1, "in the future"),
+            (Some(7), vec![up - seconds], Some(up), 1, "seconds ago"),
+            (
+                Some(7),
+                vec![up - COPY_WINDOW],
+                Some(up),
+                0,
+                "the window passed",
+            ),
+            (
+                Some(7),
+                vec![up - COPY_WINDOW, up - seconds],
+                Some(up),
+                1,
+                "the window passed for one of two",
+            ),
+            (Some(8), vec![up - seconds], Some(up), 0, "another boot"),
+            (None, vec![up - seconds], Some(up), 1, "boot not known"),
+            (
+                Some(7),
+                vec![up - seconds],
+                None,
+                1,
+                "nor the time since it",
+            ),
+            (Some(7), vec![up + seconds], Some(up), 1, "in the future"),
         ];
         for (text, config) in &configs {
-            for &(boot_id, kept_at, now, copies, start) in &starts {
+            for (boot_id, kept_at, now, copies, start) in &starts {
+                let (boot_id, now, copies) = (*boot_id, *now, *copies);
                 let mut buffer = kept_in_boot_7([1, 2, 3, 4], kept_at);
                 let cfg = crate::config::Config::parse(text).unwrap();
                 let mut decoder = Decoder::new(&cfg, Metrics::new());
@@ -1761,7 +1789,7 @@ mod tests {
         let mic: [u8; 4] = radio.phy[radio.phy.len() - 4..].try_into().unwrap();
         let up = Duration::from_secs(3600);
         let copy = |boot_id: Option<u128>, kept_at: Duration, now| {
-            let mut buffer = kept_in_boot_7(mic, kept_at);
+            let mut buffer = kept_in_boot_7(mic, &[kept_at]);
             let mut decoder = Decoder::new(&cfg, Metrics::new());
             let (dev_addr, dev_eui) = (DevAddr(SESSION.0), DevEui(SESSION.1));
             assert!(decoder.resume_fcnt(dev_addr, dev_eui, 100, Some(mic), None));
