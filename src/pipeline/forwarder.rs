@@ -462,16 +462,17 @@ impl Forwarder {
 /// makes a record again, the lesser harm).
 ///
 /// Those no later start could tell a copy by are dropped from the buffer: kept in another
-/// boot (where this boot's id can be read), or every one of them [`COPY_WINDOW`] old or more
-/// (where the time since boot can be read). Nothing else removes them: a session whose
-/// device was removed from the configuration, provisioned again (other keys) or no longer
-/// restarts its counter writes none over them. Any other entry stays, whether a session
-/// takes it or not: a device missing from the configuration for one start, or under other
-/// keys, has them again once restored (its counter `fcnt/` kept too), so a copy heard then
-/// is still one and not a counter restart taken, a duplicate record; an entry whose age
-/// cannot be told goes at a later start that can tell it. A session that keeps frames
-/// writes its next ones over its entry where this boot's id can be read. Those the buffer
-/// cannot drop (a disk refusing writes) stay for a later start, told in one warning for all.
+/// boot (where this boot's id can be read), or kept in this boot and every one of them
+/// [`COPY_WINDOW`] old or more (where the time since boot can be read). Nothing else removes
+/// them: a session whose device was removed from the configuration, provisioned again (other
+/// keys) or no longer restarts its counter writes none over them. Any other entry stays,
+/// whether a session takes it or not: a device missing from the configuration for one start,
+/// or under other keys whose session has not written its own since, has them again once
+/// restored (its counter `fcnt/` kept too), so a copy heard then is still one and not a
+/// counter restart taken, a duplicate record; an entry whose age cannot be told goes at a
+/// later start that can tell it. A session that keeps frames writes its next ones over its
+/// entry where this boot's id can be read. Those the buffer cannot drop (a disk refusing
+/// writes) stay for a later start, told in one warning for all.
 fn resume_copies(
     decoder: &mut Decoder,
     buffer: &mut Buffer,
@@ -513,7 +514,7 @@ fn resume_copies(
         }
     }
     if let Some(e) = first {
-        log::warn!("buffer: cannot drop the frames {failed} LoRaWAN session(s) accepted last, which no start takes any more (tried again at the next start): {e}");
+        log::warn!("buffer: cannot drop the frames {failed} LoRaWAN session(s) accepted last, which no start can tell a copy by any more (tried again at the next start): {e}");
     }
 }
 
