@@ -1078,31 +1078,42 @@ impl Buffer {
     /// Drop the frames LoRaWAN session (DevAddr, DevEUI) accepted last
     /// ([`Buffer::save_copies`]), durable with the next flush: no session takes them any more.
     pub fn forget_copies(&mut self, dev_addr: u32, dev_eui: [u8; 8]) -> Result<(), BufferError> {
-        let key = session_key(COPIES_PREFIX, dev_addr, dev_eui);
-        self.store.state_remove(&key)?;
-        self.state_changed();
-        Ok(())
+        self.remove_state(&session_key(COPIES_PREFIX, dev_addr, dev_eui))
+    }
+
+    /// Drop an entry of frames kept that cannot be read ([`Buffer::copies_and_unreadable`]),
+    /// durable with the next flush.
+    pub fn forget_unreadable_copies(&mut self, entry: UnreadableCopies) -> Result<(), BufferError> {
+        self.remove_state(&entry.0)
     }
 
     /// The frames each LoRaWAN session accepted last ([`Buffer::save_copies`]; none in a
     /// buffer written by an older release).
     pub fn copies(&self) -> Result<Vec<KeptCopies>, BufferError> {
-        Ok(self
-            .store
-            .state_scan(COPIES_PREFIX)?
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let (dev_addr, dev_eui) = session_of(COPIES_PREFIX, &k)?;
-                let (keys, boot_id, frames) = copies_of(&v)?;
-                Some(KeptCopies {
+        Ok(self.copies_and_unreadable()?.0)
+    }
+
+    /// [`Buffer::copies`], and the entries of frames kept that cannot be read as such (a
+    /// damaged value, or a layout a newer release wrote before a downgrade): no session can
+    /// take those.
+    pub fn copies_and_unreadable(
+        &self,
+    ) -> Result<(Vec<KeptCopies>, Vec<UnreadableCopies>), BufferError> {
+        let (mut kept, mut unreadable) = (Vec::new(), Vec::new());
+        for (k, v) in self.store.state_scan(COPIES_PREFIX)? {
+            let read = session_of(COPIES_PREFIX, &k).zip(copies_of(&v));
+            match read {
+                Some(((dev_addr, dev_eui), (keys, boot_id, frames))) => kept.push(KeptCopies {
                     dev_addr,
                     dev_eui,
                     keys,
                     boot_id,
                     frames,
-                })
-            })
-            .collect())
+                }),
+                None => unreadable.push(UnreadableCopies(k)),
+            }
+        }
+        Ok((kept, unreadable))
     }
 
     /// Keep what the pipeline knows about the wall clock (`what`), durable with the next flush.
@@ -1113,6 +1124,13 @@ impl Buffer {
     /// Set a state entry, durable with the next flush.
     fn set_state(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
         self.store.state_set(key, value)?;
+        self.state_changed();
+        Ok(())
+    }
+
+    /// Remove a state entry, durable with the next flush.
+    fn remove_state(&mut self, key: &[u8]) -> Result<(), BufferError> {
+        self.store.state_remove(key)?;
         self.state_changed();
         Ok(())
     }
@@ -1260,6 +1278,10 @@ pub struct KeptCopies {
     /// Oldest first.
     pub frames: Vec<CopyFrame>,
 }
+
+/// An entry of frames kept that cannot be read ([`Buffer::copies_and_unreadable`]): its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableCopies(Vec<u8>);
 
 /// The frame counter kept for a LoRaWAN session ([`Buffer::fcnts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

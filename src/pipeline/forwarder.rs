@@ -463,7 +463,8 @@ impl Forwarder {
 ///
 /// Those no later start could tell a copy by are dropped from the buffer: kept in another
 /// boot (where this boot's id can be read), or kept in this boot and every one of them
-/// [`COPY_WINDOW`] old or more (where the time since boot can be read). Nothing else removes
+/// [`COPY_WINDOW`] old or more (where the time since boot can be read), or an entry that
+/// cannot be read (damaged, or a newer release's before a downgrade). Nothing else removes
 /// them: a session whose device was removed from the configuration, provisioned again (other
 /// keys) or no longer restarts its counter writes none over them. Any other entry stays,
 /// whether a session takes it or not: a device missing from the configuration for one start,
@@ -481,12 +482,18 @@ fn resume_copies(
 ) {
     let now_ms = up.map(|up| up.as_millis() as u64);
     let window_ms = COPY_WINDOW.as_millis() as u64;
-    let kept = match buffer.copies() {
-        Ok(kept) => kept,
+    let (kept, unreadable) = match buffer.copies_and_unreadable() {
+        Ok(read) => read,
         Err(e) => return log::warn!("buffer: cannot read the frames last accepted: {e}"),
     };
     // Those that could not go, and the first error: one line for them all.
     let (mut failed, mut first) = (0, None);
+    for entry in unreadable {
+        if let Err(e) = buffer.forget_unreadable_copies(entry) {
+            failed += 1;
+            first.get_or_insert(e);
+        }
+    }
     for k in kept {
         let this_boot = boot_id.map(|b| b == k.boot_id);
         let now_ms = now_ms.filter(|_| this_boot == Some(true));
@@ -536,7 +543,7 @@ fn idle_tick(watchdog: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::Entries;
+    use crate::buffer::{Entries, MemoryStore, Store};
     use crate::lorawan::Counters;
     use crate::source::{Ack, Input};
 
@@ -1496,12 +1503,11 @@ mod tests {
     /// A buffer in memory holding what a run in boot 7 kept for the device of
     /// `session_config(&NWK, "resets_fcnt = true\n")`: its counter at FCnt 100, with MIC
     /// `mic`, and its last frames, up to FCnt 100, accepted `kept_at` after boot (oldest
-    /// first).
-    fn kept_in_boot_7(mic: [u8; 4], kept_at: &[Duration]) -> Buffer {
+    /// first), on `store`.
+    fn kept_in_boot_7(store: MemoryStore, mic: [u8; 4], kept_at: &[Duration]) -> Buffer {
         let cfg = crate::config::Config::parse(&session_config(&NWK, "resets_fcnt = true\n"));
         let cfg = cfg.unwrap();
         let prints = Decoder::new(&cfg, Metrics::new()).key_prints().into_iter();
-        let store = crate::buffer::MemoryStore::default();
         let mut buffer = Buffer::new(Box::new(store), &cfg.buffer, Metrics::new());
         buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
         buffer.set_boot_id(Some(7));
@@ -1570,7 +1576,7 @@ mod tests {
         for (text, config) in &configs {
             for (boot_id, kept_at, now, copies, start) in &starts {
                 let (boot_id, now, copies) = (*boot_id, *now, *copies);
-                let mut buffer = kept_in_boot_7([1, 2, 3, 4], kept_at);
+                let mut buffer = kept_in_boot_7(MemoryStore::default(), [1, 2, 3, 4], kept_at);
                 let cfg = crate::config::Config::parse(text).unwrap();
                 let mut decoder = Decoder::new(&cfg, Metrics::new());
                 resume_copies(&mut decoder, &mut buffer, boot_id, now);
@@ -1579,6 +1585,57 @@ mod tests {
                     buffer.fcnts().unwrap().len(),
                 );
                 assert_eq!(kept, (copies, 1), "{config}, {start}");
+            }
+        }
+    }
+
+    /// An entry of frames kept that cannot be read (a damaged value, a newer release's layout
+    /// before a downgrade, a key of no session) can never tell a copy: dropped at start, as a
+    /// stale one is. The session's readable entry beside them and its counter stay. A disk
+    /// refusing to drop them keeps them for a later start, told in the one warning.
+    #[test]
+    fn kept_frames_that_cannot_be_read_are_dropped_at_start() {
+        let prefix = b"fcnt-copies/".as_slice();
+        let unreadable = [
+            ([prefix, &[0, 0, 0, 1], &[1; 8]].concat(), vec![7; 15]),
+            (
+                [prefix, &[0, 0, 0, 2], &[2; 8]].concat(),
+                vec![7; 20 + 16 + 1],
+            ),
+            ([prefix, &[3; 3]].concat(), vec![7; 20 + 16]),
+        ];
+        let up = Duration::from_secs(3600);
+        let cfg = crate::config::Config::parse(&session_config(&NWK, "resets_fcnt = true\n"));
+        let cfg = cfg.unwrap();
+        for refused in [false, true] {
+            let mut store = MemoryStore::default();
+            for (key, value) in &unreadable {
+                store.state_set(key, value).unwrap();
+            }
+            let kept_at = [up - Duration::from_secs(10)];
+            let mut buffer = kept_in_boot_7(store.clone(), [1, 2, 3, 4], &kept_at);
+            assert_eq!(buffer.copies_and_unreadable().unwrap().1.len(), 3);
+            store.set_state_fails(refused.then_some(b"fcnt-copies/"));
+            let mut decoder = Decoder::new(&cfg, Metrics::new());
+            let lines = warnings_of(|| resume_copies(&mut decoder, &mut buffer, Some(7), Some(up)));
+            let (kept, left) = buffer.copies_and_unreadable().unwrap();
+            let kept: Vec<_> = kept.into_iter().map(|k| (k.dev_addr, k.dev_eui)).collect();
+            assert_eq!(kept, [SESSION], "refused {refused}");
+            assert_eq!(buffer.fcnts().unwrap().len(), 1, "refused {refused}");
+            let (left, told) = (
+                left.len(),
+                lines.iter().filter(|l| l.contains("cannot drop")),
+            );
+            match refused {
+                false => assert_eq!((left, told.count()), (0, 0), "{lines:?}"),
+                true => {
+                    let told: Vec<_> = told.collect();
+                    assert_eq!((left, told.len()), (3, 1), "{lines:?}");
+                    assert!(
+                        told[0].contains("the frames 3 LoRaWAN session(s)"),
+                        "{lines:?}"
+                    );
+                }
             }
         }
     }
@@ -1790,7 +1847,7 @@ mod tests {
         let mic: [u8; 4] = radio.phy[radio.phy.len() - 4..].try_into().unwrap();
         let up = Duration::from_secs(3600);
         let copy = |boot_id: Option<u128>, kept_at: Duration, now| {
-            let mut buffer = kept_in_boot_7(mic, &[kept_at]);
+            let mut buffer = kept_in_boot_7(MemoryStore::default(), mic, &[kept_at]);
             let mut decoder = Decoder::new(&cfg, Metrics::new());
             let (dev_addr, dev_eui) = (DevAddr(SESSION.0), DevEui(SESSION.1));
             assert!(decoder.resume_fcnt(dev_addr, dev_eui, 100, Some(mic), None));
