@@ -1679,9 +1679,9 @@ mod tests {
         LINES.take().unwrap_or_default()
     }
 
-    /// A disk that refuses to drop the frames kept for sessions no start takes any more does
-    /// not stop the start, nor does it log a line per session (thousands after a reboot on a
-    /// large site): one warning says how many, and the frames stay for a later start.
+    /// A disk that refuses to drop the frames kept that no start can tell a copy by any more
+    /// does not stop the start, nor does it log a line per session (thousands after a reboot
+    /// on a large site): one warning says how many, and the frames stay for a later start.
     #[test]
     fn frames_that_cannot_be_dropped_stay_told_in_one_warning() {
         let cfg = crate::config::Config::parse(&session_config(&NWK, "")).unwrap();
