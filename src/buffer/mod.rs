@@ -343,6 +343,8 @@ pub struct Buffer {
     syncing_removals: usize,
     /// State entries (frame counters) set since the last flush started.
     unsynced_state: bool,
+    /// State entries set before a flush that has not succeeded yet.
+    syncing_state: bool,
     /// When the last flush started.
     last_flush: Instant,
     flush: Flush,
@@ -405,6 +407,7 @@ impl Buffer {
             removals_per_sync: (cfg.max_in_flight / 2).max(1),
             syncing_removals: 0,
             unsynced_state: false,
+            syncing_state: false,
             last_flush: Instant::now(),
             flush: Flush::Idle,
             flush_done: Arc::new(Notify::new()),
@@ -940,7 +943,7 @@ impl Buffer {
         assert!(!self.flushing(), "one flush at a time");
         self.release_reserve_if_short();
         self.syncing_removals = std::mem::take(&mut self.unsynced_removals);
-        self.unsynced_state = false;
+        self.syncing_state |= std::mem::take(&mut self.unsynced_state);
         self.last_flush = now;
         self.flush = match self.store.start_flush(&self.flush_done) {
             Some(outcome) => Flush::Done(outcome),
@@ -985,13 +988,9 @@ impl Buffer {
         // Durable now, or, after a failure, no longer counted: a disk that refuses flushes
         // must not stop the drain (item 7 of docs/durability.md says what that costs).
         self.syncing_removals = 0;
-        if outcome.is_ok() {
-            // Every state entry set before the flush started is durable; a failed flush
-            // leaves the gauge up until one that succeeds (sled syncs all it holds).
-            self.metrics
-                .buffer_state_unsynced
-                .set(u64::from(self.unsynced_state));
-        }
+        // Every state entry set before the flush started is durable; after a failed flush
+        // they wait for one that succeeds (sled syncs all it holds).
+        self.syncing_state &= outcome.is_err();
         Some(outcome.map(|syncs| self.metrics.buffer_syncs.add(syncs)))
     }
 
@@ -1138,7 +1137,12 @@ impl Buffer {
     /// A state entry was set or removed: durable with the next flush.
     fn state_changed(&mut self) {
         self.unsynced_state = true;
-        self.metrics.buffer_state_unsynced.set(1);
+    }
+
+    /// A state entry (a frame counter, a clock reading) was set or removed and no flush
+    /// started after it has succeeded yet.
+    pub fn state_unsynced(&self) -> bool {
+        self.unsynced_state || self.syncing_state
     }
 
     /// `what` as last saved (empty: none, as in a buffer written before it was kept).
@@ -1794,70 +1798,65 @@ mod tests {
         assert!(b.sync_due(t0), "drained: synced at once");
     }
 
-    /// `hubgate_buffer_state_unsynced` is up from a frame counter's being set until a flush
-    /// started after it is done: one that started before it does not clear it.
+    /// A frame counter is unsynced from its being set until a flush started after it
+    /// succeeds: one that started before it, or one that failed, does not make it durable.
     #[test]
-    fn state_is_reported_unsynced_until_a_flush_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut b, m) = sled_buffer(dir.path(), 6);
-        assert_eq!(m.buffer_state_unsynced.get(), 0);
+    fn state_is_unsynced_until_a_flush_after_it_succeeds() {
+        let store = MemoryStore::default();
+        let mut b = Buffer::new(
+            Box::new(store.clone()),
+            &BufferConfig::default(),
+            Metrics::new(),
+        );
+        assert!(!b.state_unsynced());
         b.save_fcnt(1, [1; 8], 7, [0; 4]).unwrap();
-        assert_eq!(m.buffer_state_unsynced.get(), 1);
+        assert!(b.state_unsynced());
         b.start_flush(Instant::now());
         b.save_fcnt(1, [1; 8], 8, [0; 4]).unwrap();
         assert!(b.flush_outcome(true).unwrap().is_ok());
-        assert_eq!(
-            m.buffer_state_unsynced.get(),
-            1,
-            "set after the flush started"
-        );
+        assert!(b.state_unsynced(), "set after the flush started");
+        store.set_flush_fails(true);
+        assert!(b.flush().is_err());
+        assert!(b.state_unsynced(), "its flush failed");
+        store.set_flush_fails(false);
         b.flush().unwrap();
-        assert_eq!(m.buffer_state_unsynced.get(), 0);
+        assert!(!b.state_unsynced());
     }
 
     /// Dropping a session's frames kept removes its entry only: its counter and another
-    /// session's frames stay. The removal is a change of state like a write: the gauge is up
+    /// session's frames stay. The removal is a change of state like a write: it is unsynced
     /// and a flush due until one is done; the entry stays gone when the buffer is opened again.
     #[test]
     fn forgetting_a_sessions_frames_leaves_the_rest_and_is_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let (one, other) = ((1, [1; 8]), (2, [2; 8]));
         let sessions = || {
-            let (mut b, m) = sled_buffer(dir.path(), 6);
+            let (mut b, _) = sled_buffer(dir.path(), 6);
             b.set_key_prints(HashMap::from([(one, [4; 4]), (other, [5; 4])]));
             b.set_boot_id(Some(7));
-            (b, m)
+            b
         };
         let kept = |b: &Buffer| {
             let copies = b.copies().unwrap().into_iter().map(|k| k.dev_addr);
             let fcnts = b.fcnts().unwrap().into_iter().map(|k| k.dev_addr);
             (copies.collect::<Vec<_>>(), fcnts.collect::<Vec<_>>())
         };
-        let (mut b, m) = sessions();
+        let mut b = sessions();
         for (dev_addr, dev_eui) in [one, other] {
             let frame = (100, [1, 2, 3, 4], 1000);
             b.save_copies(dev_addr, dev_eui, &[frame], 1000).unwrap();
         }
         b.save_fcnt(one.0, one.1, 100, [1, 2, 3, 4]).unwrap();
         b.flush().unwrap();
-        assert_eq!(
-            (m.buffer_state_unsynced.get(), b.housekeeping_due()),
-            (0, false)
-        );
+        assert_eq!((b.state_unsynced(), b.housekeeping_due()), (false, false));
         b.forget_copies(one.0, one.1).unwrap();
         assert_eq!(kept(&b), (vec![2], vec![1]), "(frames, counters) kept");
-        assert_eq!(
-            (m.buffer_state_unsynced.get(), b.housekeeping_due()),
-            (1, true)
-        );
+        assert_eq!((b.state_unsynced(), b.housekeeping_due()), (true, true));
         b.flush().unwrap();
-        assert_eq!(
-            (m.buffer_state_unsynced.get(), b.housekeeping_due()),
-            (0, false)
-        );
+        assert_eq!((b.state_unsynced(), b.housekeeping_due()), (false, false));
         b.forget_copies(one.0, one.1).unwrap();
         drop(b);
-        assert_eq!(kept(&sessions().0), (vec![2], vec![1]), "opened again");
+        assert_eq!(kept(&sessions()), (vec![2], vec![1]), "opened again");
     }
 
     /// A flush runs on the store's thread while records are written and removed, notifies

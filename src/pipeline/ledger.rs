@@ -1155,7 +1155,12 @@ impl Ledger {
     pub fn end_round(&mut self, now: Instant) -> Result<(), BufferError> {
         self.store_waiting();
         self.commit(now, false)?;
-        self.drain(now)
+        self.drain(now)?;
+        // From a frame's being taken until its counter's flush succeeds: raised at the end
+        // of the take's round, it is up before the frame's record can be reported delivered.
+        let unsynced = !self.taken.is_empty() || self.buffer.state_unsynced();
+        self.metrics.buffer_state_unsynced.set(u64::from(unsynced));
+        Ok(())
     }
 
     /// Group commit. Take the outcome of the running flush, if it is done; with none running,
@@ -1904,6 +1909,31 @@ mod tests {
         ledger.end_round(late).unwrap();
         assert_eq!(ledger.buffered(), 1);
         assert_eq!(kept_counters(&ledger), [7], "buffered with its record");
+    }
+
+    /// `hubgate_buffer_state_unsynced` is up from the round that took a frame until the flush
+    /// of its counter has succeeded, its record's delivery included: a kill after the gauge
+    /// reads 0 finds the counter on disk.
+    #[test]
+    fn the_unsynced_state_gauge_covers_a_frame_from_its_take_to_its_counters_flush() {
+        let cfg = BufferConfig::default();
+        let (mut ledger, mut reports, metrics, t0) = memory_ledger(&cfg);
+        let gauge = || metrics.buffer_state_unsynced.get();
+        ledger.end_round(t0).unwrap();
+        assert_eq!(gauge(), 0);
+        ledger.take(vec![record(1)], counter(false), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(gauge(), 1, "taken, its record with the sink");
+        ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
+        assert_eq!(kept_counters(&ledger), [7]);
+        assert_eq!(gauge(), 1, "delivered, its counter not flushed");
+        ledger.end_round(t0).unwrap();
+        assert_eq!(gauge(), 1, "its flush waits for the second's end");
+        let later = t0 + Duration::from_secs(1);
+        ledger.end_round(later).unwrap();
+        ledger.end_round(later).unwrap();
+        assert!(!ledger.buffer.flushing());
+        assert_eq!(gauge(), 0);
     }
 
     /// A buffered record's counter is kept only once a flush that covers the record is done:
