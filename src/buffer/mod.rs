@@ -2199,12 +2199,9 @@ mod tests {
             b.remove(seq).unwrap();
         }
         b.flush().unwrap();
-        // sled may trim free segments off its log's end, but keeps most of the space.
+        // The bodies' segments go; sled may trim free segments off its log's end, by how much
+        // depends on its own thread's timing (8.9 to over 9.2 MB of 18.4 here).
         let undrained = dir_bytes(&db);
-        assert!(
-            undrained * 2 > full,
-            "sled gives little back by itself: {full} -> {undrained} bytes"
-        );
         b.remove(49_999).unwrap();
         let t0 = Instant::now();
         b.give_space_back_if_quiet(t0);
@@ -2215,11 +2212,13 @@ mod tests {
         b.give_space_back_if_quiet(t0 + REBUILD_WHEN_EMPTY_FOR);
         b.give_space_back_if_quiet(t0 + 2 * REBUILD_WHEN_EMPTY_FOR - Duration::from_millis(1));
         assert_eq!(metrics.buffer_rebuilds.get(), 0, "no rebuild mid-drain");
-        assert!(dir_bytes(&db) * 2 > full);
         b.give_space_back_if_quiet(t0 + 2 * REBUILD_WHEN_EMPTY_FOR);
         assert_eq!(metrics.buffer_rebuilds.get(), 1);
         let drained = dir_bytes(&db);
-        assert!(drained * 4 < full, "{full} -> {drained} bytes");
+        assert!(
+            drained * 4 < undrained,
+            "the rebuild gives back what sled kept: {full} -> {undrained} -> {drained} bytes"
+        );
     }
 
     /// A reserve given back to a full disk is made again once the buffer has drained and
