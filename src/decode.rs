@@ -1376,7 +1376,7 @@ mod tests {
                  function normalizeUplink(i) { return {data: {battery: i.data.battery}}; }",
             );
             let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
-            for (pct, refused) in [(100, 1), (50, 2)] {
+            for (pct, refused) in [(100, 1), (61, 2)] {
                 let data = body(&d.decode(&with_payload(&[pct])).one())["obj"]["data"].clone();
                 assert_eq!(
                     data["device_health"],
@@ -1389,7 +1389,7 @@ mod tests {
                 assert_eq!(m.problems("js_value_refused"), refused);
             }
             assert_eq!(m.problems("js_warning"), 0);
-            d.decode(&with_payload(&[50, 1])).one();
+            d.decode(&with_payload(&[61, 1])).one();
             assert_eq!(m.problems("js_warning"), 1);
             assert_eq!(m.problems("js_value_refused"), 3);
             crate::codec_files::write(

@@ -31,8 +31,7 @@ use crate::codec::rec_type;
 pub struct Table {
     pub rec_type: Option<String>,
     /// What the normalized payload's `battery` is for this codec or device; unset, it is
-    /// read as the schema says (volts), but not a whole number that is the codec's own
-    /// `battery` ([`NormalizedBattery`]).
+    /// read as the schema says, volts ([`NormalizedBattery`]).
     pub normalized_battery: Option<NormalizedBattery>,
     #[serde(default)]
     pub fields: BTreeMap<String, Target>,
@@ -482,7 +481,8 @@ pub fn map(
                     t.max.unwrap_or(f64::INFINITY),
                 ),
                 ignore: &t.ignore,
-                copies: None,
+                copy_of: None,
+                fix: "",
                 warn: false,
             })
         };
@@ -499,18 +499,13 @@ pub fn map(
         .chain(m.health.keys())
         .map(|k| quantity(k).to_string())
         .collect();
-    let copies = match table.and_then(|t| t.normalized_battery) {
-        None => Copies {
-            read: [&m.health, &m.data]
-                .into_iter()
-                .filter_map(|fields| fields.get("charge")?.as_array())
-                .flatten()
-                .filter_map(|r| r["value"].as_f64())
-                .collect(),
-            own: object.and_then(|o| o.get("battery")).and_then(raw_number),
-        },
-        Some(_) => Copies::default(),
-    };
+    let unset = table.is_none_or(|t| t.normalized_battery.is_none());
+    // The codec's top-level `battery` the table reads as the charge: a normalizer copying it
+    // (Milesight's) gives the same number, which is that charge again, not volts.
+    let charge_copy = table
+        .filter(|t| unset && t.fields.get("battery").is_some_and(|f| f.field == "charge"))
+        .and_then(|_| object?.get("battery"))
+        .and_then(raw_number);
     // The unmapped parts of the measurements of now ([`put_normalized`]).
     let mut normalized_origin = Vec::with_capacity(normalized.len());
     // Per moment of `m.history`, its measurements' unmapped parts.
@@ -552,7 +547,12 @@ pub fn map(
                     health: b.health,
                     range: b.range,
                     ignore: &[],
-                    copies: (moment.is_none() && b.path == "battery").then_some(&copies),
+                    copy_of: charge_copy.filter(|_| moment.is_none() && b.path == "battery"),
+                    fix: if unset && b.path == "battery" {
+                        BATTERY_FIX
+                    } else {
+                        ""
+                    },
                     warn: true,
                 })
         };
@@ -631,25 +631,10 @@ fn same_ms(a: SystemTime, b: SystemTime) -> bool {
     crate::record::ms_since_epoch(a) == crate::record::ms_since_epoch(b)
 }
 
-/// Numbers the normalized `battery` of now may be a copy of, when no table says what it is:
-/// the codec's own charge in percent, which Milesight's normalizers copy there. Only a whole
-/// number is taken for a copy; a voltage copied from the codec has decimals, or is a whole
-/// [`ONE_CELL`] or less.
-#[derive(Default)]
-struct Copies {
-    /// The codec's own object's charge readings: a copy of one is not read again, quietly.
-    read: Vec<f64>,
-    /// The codec's own `battery`: a copy above [`ONE_CELL`] is no voltage, with a warning
-    /// saying so.
-    own: Option<f64>,
-}
-
-/// The most a single cell gives (lithium, charged), in volts. A whole voltage up to it is
-/// common (Browan's 3.0 V, two AA cells' 3 V) and stays a voltage even when it is the codec's
-/// own `battery`; a normalizer copying a charge is caught above it, at the latest from the
-/// first uplinks of a full battery. A charge of 4 % or less copied there is read as volts
-/// until the table says `normalized_battery = "charge"`.
-const ONE_CELL: f64 = 4.2;
+/// What the warning about a normalized `battery` outside 0 to 60 V adds when the table does
+/// not say what it is: Milesight's normalizers put the charge in percent there.
+const BATTERY_FIX: &str =
+    "; a charge in percent there needs the mapping table's normalized_battery = \"charge\"";
 
 struct Rule<'a> {
     field: &'a str,
@@ -661,9 +646,11 @@ struct Rule<'a> {
     range: (f64, f64),
     /// Numbers that mean no reading (before `scale`): they stay unmapped.
     ignore: &'a [f64],
-    /// What a normalized battery read as volts may be a copy of.
-    copies: Option<&'a Copies>,
-    /// A number outside `range`, or copied from a charge, is warned about.
+    /// A number that is a copy of a value read already: it stays unmapped, quietly.
+    copy_of: Option<f64>,
+    /// Added to the warning about a number outside `range`.
+    fix: &'static str,
+    /// A number outside `range` is warned about.
     warn: bool,
 }
 
@@ -673,8 +660,6 @@ enum Miss {
     Unread,
     /// The number it gives is outside the rule's range.
     Outside(f64),
-    /// The number is the codec's own battery charge in percent ([`Copies::own`]).
-    Copied(f64),
 }
 
 /// Map `obj`'s fields by `rule` into `out`'s readings and device values, warning about
@@ -722,14 +707,8 @@ fn walk<'a>(
                 }
             }
             Err(miss) => {
-                match miss {
-                    Miss::Outside(x) if r.warn => warnings.push(outside(&path, x, &r)),
-                    Miss::Copied(x) if r.warn => warnings.push(format!(
-                        "normalized {path} {x} is the codec's own battery, a whole number: a \
-                         charge in percent, not volts, kept under origin (the mapping table's \
-                         normalized_battery says which it is)"
-                    )),
-                    _ => {}
+                if let (Miss::Outside(x), true) = (miss, r.warn) {
+                    warnings.push(outside(&path, x, &r));
                 }
                 origin.insert(key.clone(), v.clone());
             }
@@ -746,7 +725,10 @@ fn outside(path: &str, x: f64, r: &Rule) -> String {
         ("above", max)
     };
     let unit = r.unit.map(|u| format!(" {u}")).unwrap_or_default();
-    format!("normalized {path} {x} is {side} {bound}{unit}, kept under origin")
+    format!(
+        "normalized {path} {x} is {side} {bound}{unit}, kept under origin{}",
+        r.fix
+    )
 }
 
 /// `{value, unit}` of `v` read by `r`.
@@ -763,13 +745,8 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
             if !x.is_finite() {
                 return Err(Miss::Unread);
             }
-            if let Some(c) = r.copies.filter(|_| x.fract() == 0.0) {
-                if c.read.contains(&x) {
-                    return Err(Miss::Unread);
-                }
-                if c.own == Some(x) && x > ONE_CELL {
-                    return Err(Miss::Copied(x));
-                }
+            if r.copy_of == Some(x) {
+                return Err(Miss::Unread);
             }
             if !(r.range.0..=r.range.1).contains(&x) {
                 return Err(Miss::Outside(x));
@@ -1023,69 +1000,92 @@ mod tests {
         }
         assert_eq!(
             map(None, None, &battery(json!(100)), UNIX_EPOCH).warnings,
+            [
+                "normalized battery 100 is above 60 V, kept under origin; a charge in percent \
+              there needs the mapping table's normalized_battery = \"charge\""
+            ]
+        );
+        // A table that says volts needs no such advice.
+        let volts = Table::parse("normalized_battery = \"voltage\"").unwrap();
+        assert_eq!(
+            map(None, Some(&volts), &battery(json!(100)), UNIX_EPOCH).warnings,
             ["normalized battery 100 is above 60 V, kept under origin"]
         );
     }
 
-    /// Without a table saying what the normalized `battery` is, a whole number that is the
-    /// codec's own `battery` is the charge in percent a Milesight normalizer copied there (5
-    /// is a dying battery, not 5 V): no voltage, with a warning; one the table already read
-    /// as the charge is not read again, quietly. A voltage beside a charge is the voltage.
+    /// Without a table saying what the normalized `battery` is, it is volts up to 60 V, whole
+    /// ones too and when they are the codec's own `battery` (a 12 V device copying its 12.0);
+    /// a charge in percent above 60 is refused with a warning naming the fix. A number equal to
+    /// the codec's `battery` the table reads as the charge is that charge copied, not read
+    /// again, quietly; a voltage equal to a charge of another key is the voltage.
     #[test]
-    fn a_normalized_battery_copied_from_a_charge_is_no_voltage() {
+    fn a_normalized_battery_is_volts_unless_a_copy_of_the_tables_charge() {
         let battery = |v: Json| [obj(json!({ "battery": v }))];
-        for pct in [5, 100] {
-            let decoded = obj(json!({"battery": pct, "temperature": 20}));
-            let m = map(Some(&decoded), None, &battery(json!(pct)), UNIX_EPOCH);
-            assert!(m.health.is_empty(), "{pct}");
+        for v in [5, 6, 12, 13, 24, 48] {
+            let decoded = obj(json!({"battery": v, "temperature": 20}));
+            let m = map(Some(&decoded), None, &battery(json!(v)), UNIX_EPOCH);
             assert_eq!(
-                m.data["origin"],
-                json!({"battery": pct, "temperature": 20, "normalized": [{"battery": pct}]})
+                Json::Object(m.health),
+                json!({"voltage": [{"unit": "V", "value": v}]}),
+                "{v}"
+            );
+            assert_eq!(m.data["origin"], json!({"battery": v, "temperature": 20}));
+            assert!(m.warnings.is_empty(), "{v}");
+        }
+        let decoded = obj(json!({"battery": 85}));
+        let m = map(Some(&decoded), None, &battery(json!(85)), UNIX_EPOCH);
+        assert!(m.health.is_empty());
+        assert_eq!(
+            m.data["origin"],
+            json!({"battery": 85, "normalized": [{"battery": 85}]})
+        );
+        assert_eq!(
+            m.warnings,
+            ["normalized battery 85 is above 60 V, kept under origin; a charge in percent there \
+              needs the mapping table's normalized_battery = \"charge\""]
+        );
+        let charge = |key: &str| {
+            Table::parse(&format!(
+                "[fields]\n{key} = {{ field = \"charge\", unit = \"%\", health = true }}\n"
+            ))
+            .unwrap()
+        };
+        // The codec's `battery` read as the charge, a normalizer's copy of it is no voltage,
+        // whole or not.
+        for pct in [json!(5), json!(46.67), json!(85)] {
+            let decoded = obj(json!({ "battery": pct }));
+            let m = map(
+                Some(&decoded),
+                Some(&charge("battery")),
+                &battery(pct.clone()),
+                UNIX_EPOCH,
             );
             assert_eq!(
-                m.warnings,
-                [format!(
-                    "normalized battery {pct} is the codec's own battery, a whole number: a \
-                     charge in percent, not volts, kept under origin (the mapping table's \
-                     normalized_battery says which it is)"
-                )]
+                Json::Object(m.health),
+                json!({"charge": [{"unit": "%", "value": pct}]})
             );
+            assert_eq!(m.data["origin"], json!({"normalized": [{"battery": pct}]}));
+            assert!(m.warnings.is_empty(), "{pct}");
         }
-        // A voltage copied from the codec has decimals or is a cell's whole volts (Browan's
-        // battery nibble 5 is 3.0 V); another number is no copy.
-        for (own, v) in [
-            (json!(3.6), json!(3.6)),
-            (json!(3), json!(3)),
-            (json!(4), json!(4)),
-            (json!(85), json!(3)),
-        ] {
-            let decoded = obj(json!({ "battery": own }));
-            let m = map(Some(&decoded), None, &battery(v.clone()), UNIX_EPOCH);
-            assert_eq!(m.health["voltage"], json!([{"unit": "V", "value": v}]));
-            assert!(m.warnings.is_empty());
+        // Another key's charge equal to the voltage, or a voltage beside the charge: volts.
+        let decoded = obj(json!({"capacity": 3, "battery": 3}));
+        for v in [json!(3), json!(3.05)] {
+            let m = map(
+                Some(&decoded),
+                Some(&charge("capacity")),
+                &battery(v.clone()),
+                UNIX_EPOCH,
+            );
+            assert_eq!(
+                Json::Object(m.health),
+                json!({
+                    "charge": [{"unit": "%", "value": 3}],
+                    "voltage": [{"unit": "V", "value": v}],
+                }),
+                "{v}"
+            );
+            assert!(m.warnings.is_empty(), "{v}");
         }
-        let t = Table::parse(
-            "[fields]
-batteryLevel = { field = \"charge\", unit = \"%\", health = true }
-",
-        )
-        .unwrap();
-        let decoded = obj(json!({"batteryLevel": 85}));
-        let m = map(Some(&decoded), Some(&t), &battery(json!(3.05)), UNIX_EPOCH);
-        assert_eq!(
-            Json::Object(m.health),
-            json!({
-                "charge": [{"unit": "%", "value": 85}],
-                "voltage": [{"unit": "V", "value": 3.05}],
-            })
-        );
-        let m = map(Some(&decoded), Some(&t), &battery(json!(85)), UNIX_EPOCH);
-        assert_eq!(
-            Json::Object(m.health),
-            json!({"charge": [{"unit": "%", "value": 85}]})
-        );
-        assert_eq!(m.data["origin"], json!({"normalized": [{"battery": 85}]}));
-        assert!(m.warnings.is_empty());
     }
 
     /// A table's `normalized_battery` says what the normalized `battery` is: the charge (in
