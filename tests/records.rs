@@ -139,7 +139,8 @@ fn a_record_matches_microshares_published_example_field_by_field() {
 /// The same frame decoded by a vendor-style JavaScript decoder (tests/golden/browan-tbhv110.js,
 /// which returns the sensor's 65535 for "no VOC" and "no IAQ" as vendor decoders do) and mapped
 /// by its table: Microshare's record too, the fields the table leaves unmapped (the status
-/// byte, the "no value"s it ignores) under `origin`.
+/// byte, the "no value"s it ignores) under `origin`. The device names it with `js_codec` and
+/// the decoder loads it as `hubgate run` does.
 #[cfg(feature = "js")]
 #[test]
 fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
@@ -151,10 +152,6 @@ fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
             std::fs::read(golden_dir.join(file)).unwrap(),
         );
     }
-    let worker = hubgate::js::Worker::new(hubgate::js::Launcher::program(env!(
-        "CARGO_BIN_EXE_hubgate"
-    )));
-    let script = hubgate::js::dir::load(dir.path(), "browan-tbhv110", &worker).unwrap();
     // The device as a JavaScript codec's user configures it: `js_codec`, no built-in codec.
     let site = SITE.replace("\ncodec = ", "\njs_codec = ").replace(
         "[sink]",
@@ -164,12 +161,17 @@ fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
         site.contains("\njs_codec = \"browan-tbhv110\"\ntags = "),
         "{site}"
     );
-    let decoder = Decoder::new(&Config::parse(&site).unwrap(), Metrics::new());
-    let rec = decoder
-        .decode_js_with(&published_uplink(), &script)
-        .unwrap()
-        .remove(0);
-    let ours: Value = serde_json::from_str(&rec.body).unwrap();
+    // The codec is loaded as `hubgate run` loads it, its worker the program's own.
+    let m = Metrics::new();
+    let mut decoder = Decoder::with_launcher(
+        &Config::parse(&site).unwrap(),
+        m.clone(),
+        hubgate::js::Launcher::program(env!("CARGO_BIN_EXE_hubgate")),
+    );
+    let mut recs = decoder.decode(&hubgate::source::Input::Uplink(published_uplink()));
+    assert_eq!(recs.len(), 1);
+    assert_eq!(m.problems("codec_file"), 0);
+    let ours: Value = serde_json::from_str(&recs.remove(0).body).unwrap();
     let mut diffs = Vec::new();
     let added = [ADDED, &["obj.data.origin"]].concat();
     compare("", &ours, &golden(), &added, &mut diffs);
