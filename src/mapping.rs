@@ -801,12 +801,18 @@ fn raw_number(v: &Json) -> Option<f64> {
     .filter(|x: &f64| x.is_finite())
 }
 
-/// Whether `raw` is one of the numbers in `ignore`, to within a part in 10^9: a codec that
-/// scales by multiplying gives 0x7FFF * 0.1 as 3276.7000000000003, which is 3276.7.
+/// Whether `raw` is one of the numbers in `ignore`: a whole one exactly (a counter's
+/// 4294967294 is no 4294967295), any other to within a part in 10^12 of it, as a codec that
+/// scales by multiplying gives 0x7FFF * 0.1 as 3276.7000000000003, which is 3276.7 (the error
+/// is a part in 10^16).
 fn ignored(ignore: &[f64], raw: f64) -> bool {
-    ignore
-        .iter()
-        .any(|i| (raw - i).abs() <= 1e-9 * i.abs().max(1.0))
+    ignore.iter().any(|i| {
+        if i.fract() == 0.0 {
+            raw == *i
+        } else {
+            (raw - i).abs() <= 1e-12 * i.abs()
+        }
+    })
 }
 
 /// The number a `values` key writes, if it writes one.
@@ -1331,11 +1337,40 @@ mod tests {
             let m = map(Some(&obj(json!({ "t": v }))), Some(&t), &[], UNIX_EPOCH);
             assert_eq!(Json::Object(m.data), json!({"origin": { "t": v }}), "{v}");
         }
-        let m = map(Some(&obj(json!({"t": 3276.6}))), Some(&t), &[], UNIX_EPOCH);
-        assert_eq!(
-            m.data["ext_temperature"],
-            json!([{"unit": "°C", "value": 3276.6}])
-        );
+        for v in [3276.6, 3276.7 + 1e-6] {
+            let m = map(Some(&obj(json!({ "t": v }))), Some(&t), &[], UNIX_EPOCH);
+            assert_eq!(
+                m.data["ext_temperature"],
+                json!([{"unit": "°C", "value": v}]),
+                "{v}"
+            );
+        }
+    }
+
+    /// A whole number in `ignore` is that number only: a counter's neighbours of its sentinel
+    /// are readings, and so is a value near 0 beside `ignore = [0]`.
+    #[test]
+    fn ignore_takes_a_whole_sentinel_exactly() {
+        for (sentinel, v, read) in [
+            (4_294_967_295.0, json!(4_294_967_295_u32), false),
+            (4_294_967_295.0, json!(4_294_967_294_u32), true),
+            (4_294_967_295.0, json!(4_294_967_296_u64), true),
+            (0.0, json!(0), false),
+            (0.0, json!(-0.0), false),
+            (0.0, json!(1e-10), true),
+        ] {
+            let t = Table::parse(&format!(
+                "[fields]\nn = {{ field = \"count\", ignore = [{sentinel:?}] }}\n"
+            ))
+            .unwrap();
+            let m = map(Some(&obj(json!({ "n": v }))), Some(&t), &[], UNIX_EPOCH);
+            let data = if read {
+                json!({"count": [{ "value": v }]})
+            } else {
+                json!({"origin": { "n": v }})
+            };
+            assert_eq!(Json::Object(m.data), data, "{sentinel} {v}");
+        }
     }
 
     /// A reading that is true or false has no unit: a table giving one to `type = "bool"`, or
