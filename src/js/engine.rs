@@ -17,8 +17,9 @@ use super::{
 
 /// Runs the codec's function with the uplink and hands back its result as JSON text, so that
 /// whatever the script returns is turned into plain data inside the sandbox. A
-/// `normalizeUplink` that throws, returns nothing (which `JSON.stringify` would drop
-/// silently) or returns what JSON cannot hold costs a warning, not the good `decodeUplink`
+/// `normalizeUplink` that throws, returns what `JSON.stringify` turns into nothing (undefined,
+/// a function, a Symbol, a `toJSON` giving undefined: it would drop it silently) or returns
+/// what JSON cannot hold costs a warning, not the good `decodeUplink`
 /// result; the time limit and running out of memory (InternalError)
 /// still end the call. `normalizeUplink` gets a copy of the data, as The Things Stack's
 /// does: one that changes its input does not change the decoded data sent.
@@ -27,10 +28,9 @@ const GLUE: &str = r#"
   var normalize = function (data) {
     try {
       var n = g.normalizeUplink({ data: JSON.parse(JSON.stringify(data)) });
-      if (n === undefined || typeof n === "function") {
-        return { errors: ["returned undefined (or a function), not {data}"] };
+      if (JSON.stringify(n) === undefined) {
+        return { errors: ["returned nothing JSON can hold (" + typeof n + "), not {data}"] };
       }
-      JSON.stringify(n);
       return n;
     } catch (e) {
       if (e && e.name === "InternalError") { throw e; }

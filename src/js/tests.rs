@@ -560,6 +560,8 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
            if (i.data.t === 3) { for (;;) {} }
            if (i.data.t === 4) { return; }
            if (i.data.t === 5) { return function () {}; }
+           if (i.data.t === 6) { return Symbol('n'); }
+           if (i.data.t === 7) { return {toJSON: function () {}}; }
            return {data: {air: {temperature: i.data.t}}};
          }",
     );
@@ -575,15 +577,21 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
     assert!(out.warnings[1].starts_with("normalizeUplink: threw TypeError"));
     // The time limit still ends the call.
     assert_eq!(err(&c, &[3]), JsError::TimedOut(100));
-    for t in [4, 5] {
+    // Whatever JSON.stringify drops: undefined, a function, a Symbol, a toJSON giving nothing.
+    for (t, what) in [
+        (4, "undefined"),
+        (5, "function"),
+        (6, "symbol"),
+        (7, "object"),
+    ] {
         let out = c.decode(Some(1), &[t], at()).unwrap();
         assert_eq!(Json::Object(out.data), json!({ "t": t }));
         assert!(out.normalized.is_empty());
         assert_eq!(
             out.warnings,
             [
-                "low battery",
-                "normalizeUplink: returned undefined (or a function), not {data}"
+                "low battery".to_string(),
+                format!("normalizeUplink: returned nothing JSON can hold ({what}), not {{data}}")
             ],
             "{t}"
         );
