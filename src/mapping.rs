@@ -104,6 +104,12 @@ impl Table {
         let t: Table = serde_path_to_error::deserialize(de).map_err(|e| {
             match e.path().to_string().as_str() {
                 "." => line(e.inner()),
+                // Written below `[fields]`, a table's own key is taken for a field's.
+                path @ ("fields.normalized_battery" | "fields.rec_type") => format!(
+                    "{path}: {} ({} belongs above [fields])",
+                    line(e.inner()),
+                    &path["fields.".len()..]
+                ),
                 path => format!("{path}: {}", line(e.inner())),
             }
         })?;
@@ -145,10 +151,18 @@ impl Table {
                     .iter()
                     .find(|(_, v)| !matches!(v, Json::Bool(_) | Json::Number(_) | Json::String(_)))
                 {
-                    // `1.0 = true` is TOML's dotted key `values."1"."0"`.
-                    let quote = match reading {
-                        Json::Object(_) => " (quote a key with a dot: \"1.0\" = ...)",
-                        _ => "",
+                    // `1.0 = true` is TOML's dotted key `values."1"."0"`: a number's key
+                    // holding one key of digits.
+                    let digits =
+                        |k: &String| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit());
+                    let dotted = key_number(value).is_some()
+                        && reading
+                            .as_object()
+                            .is_some_and(|o| o.len() == 1 && o.keys().all(digits));
+                    let quote = if dotted {
+                        " (quote a key with a dot: \"1.0\" = ...)"
+                    } else {
+                        ""
                     };
                     return Err(format!(
                         "fields.{path}: values.{value} must be a finite number, a boolean or \
@@ -1148,6 +1162,17 @@ mod tests {
             "normalized_battery: unknown variant `volts`, expected one of `voltage`, `charge`, \
              `skip` (line 1)"
         );
+        // Below `[fields]`, it is read as a field's.
+        assert_eq!(
+            Table::parse("[fields]\nnormalized_battery = \"charge\"\n").unwrap_err(),
+            "fields.normalized_battery: invalid type: string \"charge\", expected struct Target \
+             (line 2) (normalized_battery belongs above [fields])"
+        );
+        assert_eq!(
+            Table::parse("[fields]\nrec_type = \"x\"\n").unwrap_err(),
+            "fields.rec_type: invalid type: string \"x\", expected struct Target (line 2) \
+             (rec_type belongs above [fields])"
+        );
     }
 
     /// A table drops a codec's "no reading" values (`ignore`, compared before `scale`) and
@@ -1316,6 +1341,18 @@ mod tests {
                 "{ 1.0 = true }",
                 "fields.k: values.1 must be a finite number, a boolean or text (quote a key \
                  with a dot: \"1.0\" = ...)",
+            ),
+            (
+                "{ 1 = { y = true } }",
+                "fields.k: values.1 must be a finite number, a boolean or text",
+            ),
+            (
+                "{ x = { 0 = true } }",
+                "fields.k: values.x must be a finite number, a boolean or text",
+            ),
+            (
+                "{ x = 1979-05-27 }",
+                "fields.k: values.x must be a finite number, a boolean or text",
             ),
         ] {
             let text = format!("[fields]\nk = {{ field = \"a\", values = {values} }}");
