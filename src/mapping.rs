@@ -425,8 +425,8 @@ pub struct Mapped {
     /// Normalized measurements of a time of their own, not the uplink's, by time in the
     /// order first met: a record each, as a built-in codec's history.
     pub history: Vec<Moment>,
-    /// Normalized values outside their bounds (a battery of 100 V) or copied from a charge,
-    /// kept under `origin`: one line each.
+    /// Normalized values outside their bounds (a battery of 100 V), kept under `origin`: one
+    /// line each.
     pub warnings: Vec<String>,
 }
 
@@ -1109,8 +1109,8 @@ mod tests {
     }
 
     /// A table's `normalized_battery` says what the normalized `battery` is: the charge (in
-    /// percent, 0 to 100), a voltage even when whole and the codec's own, or nothing to read;
-    /// none of them warns about a copy.
+    /// percent, 0 to 100), a voltage, or nothing to read; none of them warns below its
+    /// bound.
     #[test]
     fn a_tables_normalized_battery_says_what_it_is() {
         let decoded = obj(json!({"battery": 5}));
