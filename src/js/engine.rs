@@ -19,19 +19,21 @@ use super::{
 /// whatever the script returns is turned into plain data inside the sandbox. A
 /// `normalizeUplink` that throws, returns what `JSON.stringify` turns into nothing (undefined,
 /// a function, a Symbol, a `toJSON` giving undefined: it would drop it silently) or returns
-/// what JSON cannot hold costs a warning, not the good `decodeUplink`
-/// result; the time limit and running out of memory (InternalError)
-/// still end the call. `normalizeUplink` gets a copy of the data, as The Things Stack's
-/// does: one that changes its input does not change the decoded data sent.
+/// what JSON cannot hold costs a warning, not the good `decodeUplink` result; what is kept is
+/// the text checked, so a `toJSON` or getter that answers otherwise the second time cannot
+/// undo the check. The time limit and running out of memory (InternalError) still end the
+/// call. `normalizeUplink` gets a copy of the data, as The Things Stack's does: one that
+/// changes its input does not change the decoded data sent.
 const GLUE: &str = r#"
 (function (g) {
   var normalize = function (data) {
     try {
       var n = g.normalizeUplink({ data: JSON.parse(JSON.stringify(data)) });
-      if (JSON.stringify(n) === undefined) {
+      var text = JSON.stringify(n);
+      if (text === undefined) {
         return { errors: ["returned nothing JSON can hold (" + typeof n + "), not {data}"] };
       }
-      return n;
+      return JSON.parse(text);
     } catch (e) {
       if (e && e.name === "InternalError") { throw e; }
       var m;

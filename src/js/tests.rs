@@ -562,6 +562,10 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
            if (i.data.t === 5) { return function () {}; }
            if (i.data.t === 6) { return Symbol('n'); }
            if (i.data.t === 7) { return {toJSON: function () {}}; }
+           if (i.data.t === 8) {
+             var asked = 0;
+             return {get data() { if (asked++) { throw new Error('twice'); } return {battery: 3}; }};
+           }
            return {data: {air: {temperature: i.data.t}}};
          }",
     );
@@ -596,6 +600,13 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
             "{t}"
         );
     }
+    // What was checked is what is kept: a getter read a second time cannot undo the check.
+    let out = c.decode(Some(1), &[8], at()).unwrap();
+    assert_eq!(Json::Object(out.data), json!({"t": 8}));
+    assert_eq!(
+        Json::Object(out.normalized[0].clone()),
+        json!({"battery": 3})
+    );
     let out = c.decode(Some(1), &[20], at()).unwrap();
     assert_eq!(out.normalized[0]["air"]["temperature"], 20);
 }
