@@ -183,8 +183,8 @@ pub struct Metrics {
     pub buffer_oldest: OldestRecord,
     /// fsync/fdatasync calls that made buffer writes durable.
     pub buffer_syncs: Counter,
-    /// 1 while a state entry (a frame counter, a clock reading) set in the buffer waits for
-    /// the flush that makes it durable.
+    /// 1 from a LoRaWAN frame's take until its counter is durable, and while a clock reading
+    /// set in the buffer waits for the flush that makes it durable (set by the ledger).
     pub buffer_state_unsynced: Counter,
     /// When the buffer's running flush started (none: unset), on the same clock.
     pub buffer_flush: OldestRecord,
@@ -362,7 +362,7 @@ impl Metrics {
                 one_value(self.buffer_flush.age_s(std::time::Instant::now())),
             ),
             e("buffer_syncs_total", "counter", "", "fsync/fdatasync calls that made buffer writes durable", one(&self.buffer_syncs)),
-            e("buffer_state_unsynced", "gauge", "", "1 while frame counters or clock readings written to the buffer wait for their sync", one(&self.buffer_state_unsynced)),
+            e("buffer_state_unsynced", "gauge", "", "1 from a LoRaWAN frame's take until its frame counter is durable, and while a clock reading waits for its sync", one(&self.buffer_state_unsynced)),
             e(
                 "dropped_total",
                 "counter",
