@@ -645,7 +645,7 @@ fn same_ms(a: SystemTime, b: SystemTime) -> bool {
     crate::record::ms_since_epoch(a) == crate::record::ms_since_epoch(b)
 }
 
-/// What the warning about a normalized `battery` outside 0 to 60 V adds when the table does
+/// What the warning about a normalized `battery` above 60 V adds when the table does
 /// not say what it is: Milesight's normalizers put the charge in percent there.
 const BATTERY_FIX: &str =
     "; a charge in percent there needs the mapping table's normalized_battery = \"charge\"";
@@ -662,7 +662,7 @@ struct Rule<'a> {
     ignore: &'a [f64],
     /// A number that is a copy of a value read already: it stays unmapped, quietly.
     copy_of: Option<f64>,
-    /// Added to the warning about a number outside `range`.
+    /// Added to the warning about a number above `range`.
     fix: &'static str,
     /// A number outside `range` is warned about.
     warn: bool,
@@ -733,16 +733,13 @@ fn walk<'a>(
 /// The warning for a normalized `x` at `path` outside `r`'s range.
 fn outside(path: &str, x: f64, r: &Rule) -> String {
     let (min, max) = r.range;
-    let (side, bound) = if x < min {
-        ("below", min)
+    let (side, bound, fix) = if x < min {
+        ("below", min, "")
     } else {
-        ("above", max)
+        ("above", max, r.fix)
     };
     let unit = r.unit.map(|u| format!(" {u}")).unwrap_or_default();
-    format!(
-        "normalized {path} {x} is {side} {bound}{unit}, kept under origin{}",
-        r.fix
-    )
+    format!("normalized {path} {x} is {side} {bound}{unit}, kept under origin{fix}")
 }
 
 /// `{value, unit}` of `v` read by `r`.
@@ -1024,6 +1021,11 @@ mod tests {
                 "normalized battery 100 is above 60 V, kept under origin; a charge in percent \
               there needs the mapping table's normalized_battery = \"charge\""
             ]
+        );
+        // No charge in percent is below 0.
+        assert_eq!(
+            map(None, None, &battery(json!(-1)), UNIX_EPOCH).warnings,
+            ["normalized battery -1 is below 0 V, kept under origin"]
         );
         // A table that says volts needs no such advice.
         let volts = Table::parse("normalized_battery = \"voltage\"").unwrap();
