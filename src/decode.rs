@@ -31,6 +31,7 @@ struct Device {
     /// without a table of its own).
     mapping: Option<String>,
     tags: Vec<String>,
+    /// Its own `usecase`.
     usecase: Option<String>,
     packed_rec_type: Option<String>,
 }
@@ -50,6 +51,8 @@ pub struct Decoder {
     reloader: Reloader,
     packed_rec_type: String,
     global_tags: Vec<String>,
+    /// `[record] usecases`: by the codec that made the record.
+    usecases: std::collections::BTreeMap<String, String>,
     /// The envelope's `source`.
     source: String,
     metrics: Arc<Metrics>,
@@ -208,11 +211,7 @@ impl Decoder {
                         js: d.js_codec.clone(),
                         mapping: d.mapping.clone(),
                         tags: d.tags.clone(),
-                        // The device's own, else its codec's (`[record] usecases`).
-                        usecase: d.usecase.clone().or_else(|| {
-                            let codec = d.codec.map(|c| c.id()).or(d.js_codec.as_deref())?;
-                            cfg.record.usecases.get(codec).cloned()
-                        }),
+                        usecase: d.usecase.clone(),
                         packed_rec_type: d.own_packed_rec_type(),
                     },
                 )
@@ -265,6 +264,7 @@ impl Decoder {
             lorawan: sessions,
             packed_rec_type: cfg.record.packed_rec_type.clone(),
             global_tags: cfg.record.global_tags.clone(),
+            usecases: cfg.record.usecases.clone(),
             source: cfg.record.source.clone(),
             metrics,
         }
@@ -520,7 +520,7 @@ impl Decoder {
         };
         Ok(record::build(
             up,
-            &self.info(up),
+            &self.info(up, Some(codec.id())),
             payload,
             SystemTime::now(),
         ))
@@ -537,7 +537,7 @@ impl Decoder {
         };
         Ok(record::build(
             up,
-            &self.info(up),
+            &self.info(up, Some(script.name())),
             payload,
             SystemTime::now(),
         ))
@@ -624,13 +624,16 @@ impl Decoder {
         result
     }
 
-    /// What the config says about the device of `up` and the site.
-    fn info(&self, up: &Uplink) -> DeviceInfo<'_> {
+    /// What the config says about the device of `up` and the site, for a record made by
+    /// `codec` (a built-in codec's id or a JavaScript codec's name): the usecase is the
+    /// device's own, else that codec's in `[record] usecases`.
+    fn info(&self, up: &Uplink, codec: Option<&str>) -> DeviceInfo<'_> {
         let device = self.devices.get(&up.dev_eui);
+        let own = device.and_then(|d| d.usecase.as_deref());
         DeviceInfo {
             tags: device.map(|d| d.tags.as_slice()).unwrap_or_default(),
             global_tags: &self.global_tags,
-            usecase: device.and_then(|d| d.usecase.as_deref()),
+            usecase: own.or_else(|| self.usecases.get(codec?).map(String::as_str)),
             source: &self.source,
         }
     }
@@ -646,7 +649,10 @@ impl Decoder {
         let at = crate::metrics::Moment::now();
         let now = at.wall;
         let device = self.devices.get(&up.dev_eui);
-        let info = self.info(up);
+        // Records no codec made (packed, the network server's object) take the usecase of the
+        // device's configured codec, the built-in one first.
+        let configured = device.and_then(|d| d.codec.map(Codec::id).or(d.js.as_deref()));
+        let info = self.info(up, configured);
         let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, at);
         if device.is_none() {
             self.metrics.problem("unknown_device", || {
@@ -691,7 +697,12 @@ impl Decoder {
                                 decoded,
                             };
                             self.metrics.decoded.inc();
-                            return record::build(up, &info, payload, now);
+                            return record::build(
+                                up,
+                                &self.info(up, Some(codec.id())),
+                                payload,
+                                now,
+                            );
                         }
                         Err(e) => {
                             self.metrics.decode_errors.inc(codec.id());
@@ -730,7 +741,7 @@ impl Decoder {
                                 mapped,
                             };
                             self.metrics.decoded.inc();
-                            return record::build(up, &info, payload, now);
+                            return record::build(up, &self.info(up, Some(name)), payload, now);
                         }
                         Err(e) => {
                             self.metrics.decode_errors.inc(JS_ERRORS);
@@ -1611,6 +1622,42 @@ mod tests {
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
         assert_eq!(body(&rec)["obj"]["data"]["temperature"][0]["value"], 21.5);
         assert_eq!(m.problems("unknown_device"), 1);
+    }
+
+    /// `[record] usecases` gives a record the usecase of the codec that made it: the
+    /// JavaScript codec's for a device whose built-in codec refused the frame, and the profile's
+    /// JavaScript codec's for a device reached through `[codecs.profiles]`.
+    #[cfg(feature = "js")]
+    #[test]
+    fn the_usecase_is_that_of_the_codec_that_decoded() {
+        let examples = crate::codec_files::examples();
+        let (mut d, _) = js_decoder(
+            examples.path(),
+            "codec = \"browan-tbhh100\"\njs_codec = \"example-th\"\n",
+            "[codecs.profiles]\n\"TH sensor\" = \"example-th\"\n\
+             [record]\nusecases = { \"browan-tbhh100\" = \"SE02\", \"example-th\" = \"SE07\" }\n",
+        );
+        let th = |dev_eui: &str, profile: Option<&str>| {
+            let Input::Uplink(mut up) = with_payload(&[0x08, 0x66, 0x51, 0x0e, 0x10]) else {
+                unreachable!()
+            };
+            up.dev_eui = crate::ids::DevEui::parse(dev_eui).unwrap();
+            up.fport = Some(1);
+            up.ns.profile = profile.map(String::from);
+            Input::Uplink(up)
+        };
+        for up in [
+            th("58a0cb0000101234", None),
+            th("58a0cb00001099aa", Some("TH sensor")),
+        ] {
+            let v = body(&d.decode(&up).one());
+            assert_eq!(v["obj"]["data"]["unpacker"]["class"], "js/example-th");
+            assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE07");
+        }
+        // The built-in codec's record, of the same device, has the built-in codec's.
+        let v = body(&d.decode(&uplink()).one());
+        assert_eq!(v["obj"]["data"]["unpacker"]["class"], "browan-tbhh100");
+        assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE02");
     }
 
     /// A call that ran out of memory, caught it and returned keeps its result, but ended its

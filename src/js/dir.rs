@@ -121,6 +121,13 @@ pub struct Script {
     pub version: u64,
 }
 
+impl Script {
+    /// Its codec's name, that of its file without `.js`.
+    pub fn name(&self) -> &str {
+        self.class.strip_prefix("js/").unwrap_or(&self.class)
+    }
+}
+
 /// The codecs and mapping tables a config names (devices' `js_codec` and `mapping`,
 /// `[codecs.profiles]`), each once, and the directory they come from.
 #[derive(Clone)]
