@@ -213,6 +213,32 @@ impl Table {
         }
         Ok(t)
     }
+
+    /// Why a record's recType may change from frame to frame: no `rec_type`, and readings
+    /// (not device values) that point to more than one recType ([`DOMAINS`]), so each record
+    /// takes the most specific its frame has a field of, and one device's records can go to
+    /// one hub or another by what each frame holds.
+    pub fn unpinned_rec_type(&self) -> Option<String> {
+        if self.rec_type.is_some() {
+            return None;
+        }
+        let domains: Vec<&str> = DOMAINS
+            .iter()
+            .filter(|(_, fields)| {
+                let mut mapped = self.fields.values().filter(|t| !t.health);
+                mapped.any(|t| fields.contains(&t.field.as_str()))
+            })
+            .map(|(r, _)| *r)
+            .collect();
+        (domains.len() > 1).then(|| {
+            format!(
+                "no rec_type, and its fields map into {}: each record takes the first of these \
+                 its frame has a field of, so one device's records can change hub from frame to \
+                 frame; set rec_type",
+                domains.join(", ")
+            )
+        })
+    }
 }
 
 /// The keys `record::build` puts in a mapped record's `data` over the mapped fields, and
@@ -390,9 +416,25 @@ fn quantity(field: &str) -> &str {
 /// leak record even if it also has a temperature.
 const DOMAINS: &[(&str, &[&str])] = &[
     (rec_type::LEAK, &["leak"]),
-    (rec_type::OPENCLOSE, &["open"]),
+    // `contact` and the occupancy, sound and feedback names are the built-in codecs', placed
+    // so that each model's fields give its recType: an Elsys ERS Eye's occupancy goes with its
+    // motion count, an ERS Sound's loudness with its motion count and temperature, a
+    // TBOL100's button with its position.
+    (rec_type::OPENCLOSE, &["open", "contact"]),
+    (rec_type::OCCUPANCY, &["occupancy_state"]),
+    (rec_type::SOUND, &["loudness"]),
     (rec_type::MOTION, &["presence", "motion_count"]),
     (rec_type::GPS, &["lat", "lon", "altitude"]),
+    (
+        rec_type::FEEDBACK,
+        &[
+            "push",
+            "press_type",
+            "pushes_since_reset",
+            "pushes_since_transmit",
+            "swipe",
+        ],
+    ),
     // With the names the built-in codecs give the same quantities (`voc`, `iaq`, ...).
     (
         rec_type::ENVIRONMENT,
@@ -915,6 +957,68 @@ mod tests {
             Json::Object(m.health),
             json!({"voltage": [{"value": 3.6, "unit": "V"}]})
         );
+    }
+
+    /// A table without `rec_type` that maps a codec's object onto the names a built-in codec
+    /// gives (an Elsys ERS Eye's `occupancy_state`, a TBPB100's `push`) makes records of that
+    /// built-in codec's recType from its example frame, but for two models no field tells.
+    #[test]
+    fn the_built_in_codecs_names_give_their_rec_types() {
+        use crate::codec::{Codec, Value};
+        for c in Codec::ALL {
+            let e = c.example();
+            let d = c.decode(Some(e.fport), &e.payload()).unwrap();
+            let mut own = Map::new();
+            let mut fields = String::from("[fields]\n");
+            for r in &d.readings {
+                let v = match r.value {
+                    Value::Num(x) => json!(x),
+                    Value::Int(i) => json!(i),
+                    Value::Bool(b) => json!(b),
+                };
+                if own.insert(r.field.to_string(), v).is_none() {
+                    fields.push_str(&format!("{0} = {{ field = \"{0}\" }}\n", r.field));
+                }
+            }
+            let t = Table::parse(&fields).unwrap();
+            let m = map(Some(&own), Some(&t), &[], UNIX_EPOCH);
+            // An AM307's or AM308's presence and temperature are a WS202's and an EM300-TH's:
+            // no field tells them from one, the table needs a rec_type, and says so.
+            if matches!(c.id(), "milesight-am307" | "milesight-am308") {
+                assert_eq!(m.rec_type, rec_type::MOTION, "{c}");
+                assert!(t.unpinned_rec_type().is_some(), "{c}");
+            } else {
+                assert_eq!(m.rec_type, c.rec_type(), "{c}: {fields}");
+            }
+        }
+    }
+
+    /// A table without `rec_type` whose readings point to more than one recType says so,
+    /// naming them most specific first; device values, one recType, or a `rec_type` do not.
+    #[test]
+    fn a_table_without_rec_type_over_several_domains_is_told() {
+        let unpinned = |text: &str| Table::parse(text).unwrap().unpinned_rec_type();
+        assert_eq!(
+            unpinned(
+                "[fields]\nmotion = { field = \"motion_count\" }\n\
+                 temperature = { field = \"temperature\" }\nlight = { field = \"illuminance\" }\n"
+            )
+            .unwrap(),
+            "no rec_type, and its fields map into io.microshare.motion.unpacked, \
+             io.microshare.environment.unpacked, io.microshare.light.unpacked: each record takes \
+             the first of these its frame has a field of, so one device's records can change hub \
+             from frame to frame; set rec_type"
+        );
+        for text in [
+            "[fields]\nt = { field = \"temperature\" }\nh = { field = \"humidity\" }\n\
+             soil = { field = \"moisture\" }\n",
+            "[fields]\nt = { field = \"temperature\" }\n\
+             p = { field = \"presence\", health = true }\n",
+            "rec_type = \"io.microshare.motion.unpacked\"\n[fields]\n\
+             motion = { field = \"motion_count\" }\nt = { field = \"temperature\" }\n",
+        ] {
+            assert_eq!(unpinned(text), None, "{text}");
+        }
     }
 
     #[test]

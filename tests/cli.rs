@@ -285,6 +285,51 @@ fn check_print_masks_inline_secrets_and_refuses_the_mask() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// `hubgate check` warns about a mapping table without `rec_type` whose fields map into
+/// more than one recType, once though it is a codec's own table and devices' `mapping` too,
+/// naming the file and the recTypes; a table with `rec_type` is not warned about.
+#[test]
+fn check_warns_about_a_table_that_leaves_the_rec_type_to_each_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = dir.path().join("codecs");
+    codec_files::create_dir(&codecs);
+    codec_files::copy_example("example-th.js", &codecs.join("mixed.js"));
+    codec_files::write(
+        codecs.join("mixed.toml"),
+        "[fields]\nmotion = { field = \"motion_count\" }\nt = { field = \"temperature\" }\n",
+    );
+    codec_files::write(
+        codecs.join("pinned.toml"),
+        "rec_type = \"io.microshare.environment.unpacked\"\n[fields]\n\
+         motion = { field = \"motion_count\" }\nt = { field = \"temperature\" }\n",
+    );
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        "[codecs]\ndir = \"codecs\"\n[sink]\ntype = \"stdout\"\n\
+         [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:1700\"\n\
+         [[device]]\ndev_eui = \"0000000000000001\"\njs_codec = \"mixed\"\n\
+         [[device]]\ndev_eui = \"0000000000000002\"\nmapping = \"mixed\"\n\
+         [[device]]\ndev_eui = \"0000000000000003\"\nmapping = \"pinned\"\n",
+    )
+    .unwrap();
+    let o = hubgate(&["check", "-c", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("mapping table"))
+        .collect();
+    let line = format!(
+        "mapping table {}: no rec_type, and its fields map into io.microshare.motion.unpacked, \
+         io.microshare.environment.unpacked: each record takes the first of these its frame has a \
+         field of, so one device's records can change hub from frame to frame; set rec_type",
+        codecs.join("mixed.toml").display()
+    );
+    assert_eq!(warned.len(), 1, "{err}");
+    assert!(warned[0].ends_with(&line), "{err}");
+}
+
 /// Each bad config exits non-zero with one line naming the file and the key.
 /// `check` says what `run` warns about at every start: here a Kafka sink without TLS.
 #[test]

@@ -206,7 +206,9 @@ impl Named {
 
     /// [`Named::load`], asking `before` ahead of each codec file (a load that hangs costs
     /// seconds): it may tell systemd the start goes on, or answer an error to stop there,
-    /// the files before it loaded for nothing.
+    /// the files before it loaded for nothing. Warns (the log), once per file, about each
+    /// table that loaded and leaves a record's recType to its frame's fields
+    /// ([`Table::unpinned_rec_type`]).
     pub fn load_with<E>(
         &self,
         launcher: Launcher,
@@ -230,11 +232,32 @@ impl Named {
                 load_table(&self.dir, name).and_then(|t| self.to_a_hub(name, Some(&t)).map(|()| t));
             (name.clone(), table)
         });
-        Ok(Set {
+        let set = Set {
             codecs,
             worker: Some(worker.clone()),
             tables: tables.collect(),
-        })
+        };
+        let codec_tables = set
+            .scripts()
+            .filter_map(|(n, s)| Some((n, s.table.as_ref()?)));
+        let tables = set
+            .tables
+            .iter()
+            .filter_map(|(n, t)| Some((n.as_str(), t.as_ref().ok()?)));
+        let mut unpinned: Vec<String> = codec_tables
+            .chain(tables)
+            .filter_map(|(name, table)| {
+                let why = table.unpinned_rec_type()?;
+                let file = path(&self.dir, name, "toml").ok()?;
+                Some(format!("mapping table {}: {why}", file.display()))
+            })
+            .collect();
+        unpinned.sort();
+        unpinned.dedup();
+        for line in unpinned {
+            log::warn!("{line}");
+        }
+        Ok(set)
     }
 }
 
