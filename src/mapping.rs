@@ -416,25 +416,9 @@ fn quantity(field: &str) -> &str {
 /// leak record even if it also has a temperature.
 const DOMAINS: &[(&str, &[&str])] = &[
     (rec_type::LEAK, &["leak"]),
-    // `contact` and the occupancy, sound and feedback names are the built-in codecs', placed
-    // so that each model's fields give its recType: an Elsys ERS Eye's occupancy goes with its
-    // motion count, an ERS Sound's loudness with its motion count and temperature, a
-    // TBOL100's button with its position.
-    (rec_type::OPENCLOSE, &["open", "contact"]),
-    (rec_type::OCCUPANCY, &["occupancy_state"]),
-    (rec_type::SOUND, &["loudness"]),
+    (rec_type::OPENCLOSE, &["open"]),
     (rec_type::MOTION, &["presence", "motion_count"]),
     (rec_type::GPS, &["lat", "lon", "altitude"]),
-    (
-        rec_type::FEEDBACK,
-        &[
-            "push",
-            "press_type",
-            "pushes_since_reset",
-            "pushes_since_transmit",
-            "swipe",
-        ],
-    ),
     // With the names the built-in codecs give the same quantities (`voc`, `iaq`, ...).
     (
         rec_type::ENVIRONMENT,
@@ -957,40 +941,6 @@ mod tests {
             Json::Object(m.health),
             json!({"voltage": [{"value": 3.6, "unit": "V"}]})
         );
-    }
-
-    /// A table without `rec_type` that maps a codec's object onto the names a built-in codec
-    /// gives (an Elsys ERS Eye's `occupancy_state`, a TBPB100's `push`) makes records of that
-    /// built-in codec's recType from its example frame, but for two models no field tells.
-    #[test]
-    fn the_built_in_codecs_names_give_their_rec_types() {
-        use crate::codec::{Codec, Value};
-        for c in Codec::ALL {
-            let e = c.example();
-            let d = c.decode(Some(e.fport), &e.payload()).unwrap();
-            let mut own = Map::new();
-            let mut fields = String::from("[fields]\n");
-            for r in &d.readings {
-                let v = match r.value {
-                    Value::Num(x) => json!(x),
-                    Value::Int(i) => json!(i),
-                    Value::Bool(b) => json!(b),
-                };
-                if own.insert(r.field.to_string(), v).is_none() {
-                    fields.push_str(&format!("{0} = {{ field = \"{0}\" }}\n", r.field));
-                }
-            }
-            let t = Table::parse(&fields).unwrap();
-            let m = map(Some(&own), Some(&t), &[], UNIX_EPOCH);
-            // An AM307's or AM308's presence and temperature are a WS202's and an EM300-TH's:
-            // no field tells them from one, the table needs a rec_type, and says so.
-            if matches!(c.id(), "milesight-am307" | "milesight-am308") {
-                assert_eq!(m.rec_type, rec_type::MOTION, "{c}");
-                assert!(t.unpinned_rec_type().is_some(), "{c}");
-            } else {
-                assert_eq!(m.rec_type, c.rec_type(), "{c}: {fields}");
-            }
-        }
     }
 
     /// A table without `rec_type` whose readings point to more than one recType says so,
