@@ -625,15 +625,23 @@ impl Decoder {
     }
 
     /// What the config says about the device of `up` and the site, for a record made by
-    /// `codec` (a built-in codec's id or a JavaScript codec's name): the usecase is the
-    /// device's own, else that codec's in `[record] usecases`.
+    /// `codec` (a built-in codec's id or a JavaScript codec's name; none for a packed record
+    /// or the network server's object): the usecase is the device's own, else, in `[record]
+    /// usecases`, that codec's, else the device's configured codec's (the built-in one first:
+    /// a site that lists only that one keeps it on records another codec made).
     fn info(&self, up: &Uplink, codec: Option<&str>) -> DeviceInfo<'_> {
         let device = self.devices.get(&up.dev_eui);
         let own = device.and_then(|d| d.usecase.as_deref());
+        let configured = device.and_then(|d| d.codec.map(Codec::id).or(d.js.as_deref()));
+        let mut listed = [codec, configured].into_iter().flatten();
         DeviceInfo {
             tags: device.map(|d| d.tags.as_slice()).unwrap_or_default(),
             global_tags: &self.global_tags,
-            usecase: own.or_else(|| self.usecases.get(codec?).map(String::as_str)),
+            usecase: own.or_else(|| {
+                listed
+                    .find_map(|c| self.usecases.get(c))
+                    .map(String::as_str)
+            }),
             source: &self.source,
         }
     }
@@ -649,10 +657,7 @@ impl Decoder {
         let at = crate::metrics::Moment::now();
         let now = at.wall;
         let device = self.devices.get(&up.dev_eui);
-        // Records no codec made (packed, the network server's object) take the usecase of the
-        // device's configured codec, the built-in one first.
-        let configured = device.and_then(|d| d.codec.map(Codec::id).or(d.js.as_deref()));
-        let info = self.info(up, configured);
+        let info = self.info(up, None);
         let heard = |outcome| self.metrics.devices.heard(up, info.tags, outcome, at);
         if device.is_none() {
             self.metrics.problem("unknown_device", || {
@@ -1626,7 +1631,8 @@ mod tests {
 
     /// `[record] usecases` gives a record the usecase of the codec that made it: the
     /// JavaScript codec's for a device whose built-in codec refused the frame, and the profile's
-    /// JavaScript codec's for a device reached through `[codecs.profiles]`.
+    /// JavaScript codec's for a device reached through `[codecs.profiles]`; where that codec is
+    /// not listed, the device's configured codec's.
     #[cfg(feature = "js")]
     #[test]
     fn the_usecase_is_that_of_the_codec_that_decoded() {
@@ -1657,6 +1663,16 @@ mod tests {
         // The built-in codec's record, of the same device, has the built-in codec's.
         let v = body(&d.decode(&uplink()).one());
         assert_eq!(v["obj"]["data"]["unpacker"]["class"], "browan-tbhh100");
+        assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE02");
+        // A site that lists only the device's built-in codec keeps it on the JavaScript
+        // codec's records of that device.
+        let (mut d, _) = js_decoder(
+            examples.path(),
+            "codec = \"browan-tbhh100\"\njs_codec = \"example-th\"\n",
+            "[record]\nusecases = { \"browan-tbhh100\" = \"SE02\" }\n",
+        );
+        let v = body(&d.decode(&th("58a0cb0000101234", None)).one());
+        assert_eq!(v["obj"]["data"]["unpacker"]["class"], "js/example-th");
         assert_eq!(v["obj"]["data"]["meta"]["usecase"], "SE02");
     }
 
