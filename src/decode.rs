@@ -625,25 +625,32 @@ impl Decoder {
     }
 
     /// What the config says about the device of `up` and the site, for a record made by
-    /// `codec` (a built-in codec's id or a JavaScript codec's name; none for a packed record
-    /// or the network server's object): the usecase is the device's own, else, in `[record]
-    /// usecases`, that codec's, else the device's configured codec's (the built-in one first:
-    /// a site that lists only that one keeps it on records another codec made).
+    /// `codec` ([`Decoder::usecase`]).
     fn info(&self, up: &Uplink, codec: Option<&str>) -> DeviceInfo<'_> {
         let device = self.devices.get(&up.dev_eui);
-        let own = device.and_then(|d| d.usecase.as_deref());
-        let configured = device.and_then(|d| d.codec.map(Codec::id).or(d.js.as_deref()));
-        let mut listed = [codec, configured].into_iter().flatten();
         DeviceInfo {
             tags: device.map(|d| d.tags.as_slice()).unwrap_or_default(),
             global_tags: &self.global_tags,
-            usecase: own.or_else(|| {
-                listed
-                    .find_map(|c| self.usecases.get(c))
-                    .map(String::as_str)
-            }),
+            usecase: self.usecase(device, codec),
             source: &self.source,
         }
+    }
+
+    /// The usecase of `device`'s record made by `codec` (a built-in codec's id or a
+    /// JavaScript codec's name; none for a packed record or the network server's object): the
+    /// device's own, else, in `[record] usecases`, that codec's, else the device's configured
+    /// codec's (the built-in one first: a site that lists only that one keeps it on records
+    /// another codec made).
+    fn usecase<'a>(&'a self, device: Option<&'a Device>, codec: Option<&str>) -> Option<&'a str> {
+        if let Some(own) = device.and_then(|d| d.usecase.as_deref()) {
+            return Some(own);
+        }
+        let configured = device.and_then(|d| d.codec.map(Codec::id).or(d.js.as_deref()));
+        [codec, configured]
+            .into_iter()
+            .flatten()
+            .find_map(|c| self.usecases.get(c))
+            .map(String::as_str)
     }
 
     /// The device's mapping table, when it names one that loaded.
@@ -702,12 +709,9 @@ impl Decoder {
                                 decoded,
                             };
                             self.metrics.decoded.inc();
-                            return record::build(
-                                up,
-                                &self.info(up, Some(codec.id())),
-                                payload,
-                                now,
-                            );
+                            let usecase = self.usecase(device, Some(codec.id()));
+                            let info = DeviceInfo { usecase, ..info };
+                            return record::build(up, &info, payload, now);
                         }
                         Err(e) => {
                             self.metrics.decode_errors.inc(codec.id());
@@ -746,7 +750,9 @@ impl Decoder {
                                 mapped,
                             };
                             self.metrics.decoded.inc();
-                            return record::build(up, &self.info(up, Some(name)), payload, now);
+                            let usecase = self.usecase(device, Some(name));
+                            let info = DeviceInfo { usecase, ..info };
+                            return record::build(up, &info, payload, now);
                         }
                         Err(e) => {
                             self.metrics.decode_errors.inc(JS_ERRORS);

@@ -99,7 +99,7 @@ fn one() -> f64 {
 impl Table {
     /// The table of `text`, or one line saying what is wrong and where.
     pub fn parse(text: &str) -> Result<Table, String> {
-        let line = |e: &toml::de::Error| crate::config::keypath::toml_error(text, e).1;
+        let line = |e: &toml::de::Error| crate::config::toml_error(text, e).1;
         let de = toml::Deserializer::parse(text).map_err(|e| line(&e))?;
         let t: Table = serde_path_to_error::deserialize(de).map_err(|e| {
             match e.path().to_string().as_str() {
@@ -794,7 +794,7 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
                 _ => number(x).ok_or(Miss::Unread)?,
             }
         }
-        (Kind::NumOrBool | Kind::Bool | Kind::Flag, Json::Bool(b)) => Json::Bool(*b),
+        (Kind::NumOrBool | Kind::Bool | Kind::Flag | Kind::Leak, Json::Bool(b)) => Json::Bool(*b),
         (Kind::Flag, Json::Number(_) | Json::String(_)) => {
             let raw = raw_number(v).ok_or(Miss::Unread)?;
             if ignored(r.ignore, raw) {
@@ -810,7 +810,6 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
             "closed" | "close" => Json::Bool(false),
             _ => return Err(Miss::Unread),
         },
-        (Kind::Leak, Json::Bool(b)) => Json::Bool(*b),
         // The schema allows any text; these words, hubgate's choice, are the ones normalizers
         // use for the two states.
         (Kind::Leak, Json::String(s)) => match s.trim().to_ascii_lowercase().as_str() {

@@ -1087,14 +1087,15 @@ impl Buffer {
     }
 
     /// The frames each LoRaWAN session accepted last ([`Buffer::save_copies`]; none in a
-    /// buffer written by an older release).
+    /// buffer written by an older release); the start reads them with the unreadable ones.
+    #[cfg(test)]
     pub fn copies(&self) -> Result<Vec<KeptCopies>, BufferError> {
         Ok(self.copies_and_unreadable()?.0)
     }
 
-    /// [`Buffer::copies`], and the entries of frames kept that cannot be read as such (a
-    /// damaged value, or a layout a newer release wrote before a downgrade): no session can
-    /// take those.
+    /// The frames each LoRaWAN session accepted last, and the entries of frames kept that
+    /// cannot be read as such (a damaged value, or a layout a newer release wrote before a
+    /// downgrade): no session can take those.
     pub fn copies_and_unreadable(
         &self,
     ) -> Result<(Vec<KeptCopies>, Vec<UnreadableCopies>), BufferError> {
@@ -1123,20 +1124,15 @@ impl Buffer {
     /// Set a state entry, durable with the next flush.
     fn set_state(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
         self.store.state_set(key, value)?;
-        self.state_changed();
+        self.unsynced_state = true;
         Ok(())
     }
 
     /// Remove a state entry, durable with the next flush.
     fn remove_state(&mut self, key: &[u8]) -> Result<(), BufferError> {
         self.store.state_remove(key)?;
-        self.state_changed();
-        Ok(())
-    }
-
-    /// A state entry was set or removed: durable with the next flush.
-    fn state_changed(&mut self) {
         self.unsynced_state = true;
+        Ok(())
     }
 
     /// A state entry (a frame counter, a clock reading) was set or removed and no flush

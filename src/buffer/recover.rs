@@ -494,7 +494,9 @@ mod tests {
     }
 
     fn set_steps(store: &mut SledStore, steps: &ClockSteps) {
-        store.state_set(b"clock-steps", &steps.encode()).unwrap();
+        store
+            .state_set(ClockState::Steps.key(), &steps.encode())
+            .unwrap();
     }
 
     /// The age at `now` of the oldest record, as the drain counts it for `max_age`.

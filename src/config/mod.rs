@@ -8,7 +8,7 @@
 //! The config imports no source or sink: checks that need one are made by building it, in
 //! [`crate::pipeline::prepare`].
 
-pub(crate) mod keypath;
+mod keypath;
 mod secrets;
 mod sections;
 mod sink;
@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::codec::Codec;
 use crate::ids::DevEui;
 pub use crate::secret::Secret;
-use keypath::toml_error;
+pub(crate) use keypath::toml_error;
 use secrets::{load_secret, secret_path};
 pub use secrets::{read_secret_file, SecretText};
 pub use sections::*;
