@@ -80,16 +80,17 @@ fn mic(phy: &[u8]) -> [u8; 4] {
     phy[phy.len() - 4..].try_into().unwrap()
 }
 
+/// The session keys of the device every test here speaks for.
+fn session_keys() -> SessionKeys {
+    SessionKeys {
+        nwk_s_key: Key::new(NWK),
+        app_s_key: Key::new(APP),
+    }
+}
+
 fn decoder() -> Decoder {
     let mut d = Decoder::new();
-    d.add(Session::new(
-        DevAddr(0x2601_1BDA),
-        DEV_EUI,
-        SessionKeys {
-            nwk_s_key: Key::new(NWK),
-            app_s_key: Key::new(APP),
-        },
-    ));
+    d.add(Session::new(DevAddr(0x2601_1BDA), DEV_EUI, session_keys()));
     d
 }
 
@@ -562,11 +563,7 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_a_copy() 
     assert!(copy(&mut d), "and its copy is one");
 
     let last = mic(&up(0, Some(2), b"2"));
-    let keys = SessionKeys {
-        nwk_s_key: Key::new(NWK),
-        app_s_key: Key::new(APP),
-    }
-    .print();
+    let keys = session_keys().print();
     let restarted = |age: Option<Duration>| {
         let mut d = resetting_decoder();
         assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last), None));
@@ -599,11 +596,7 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_a_copy() 
 fn frames_kept_under_other_keys_are_not_resumed() {
     let frame = up(0, Some(2), b"2");
     let frames = [(0, mic(&frame), Duration::from_secs(1))];
-    let keys = SessionKeys {
-        nwk_s_key: Key::new(NWK),
-        app_s_key: Key::new(APP),
-    }
-    .print();
+    let keys = session_keys().print();
     let resumed = |keys: [u8; 4], dev_eui: DevEui| {
         let mut d = resetting_decoder();
         assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(mic(&frame)), None));
@@ -626,11 +619,7 @@ fn frames_kept_under_other_keys_are_not_resumed() {
 fn frames_kept_are_resumed_after_resets_fcnt_is_turned_off() {
     let frame = up(3, Some(2), b"3");
     let frames = [(3, mic(&frame), Duration::from_secs(1))];
-    let keys = SessionKeys {
-        nwk_s_key: Key::new(NWK),
-        app_s_key: Key::new(APP),
-    }
-    .print();
+    let keys = session_keys().print();
     let mut d = decoder();
     let last = mic(&up(20, Some(2), b"20"));
     assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 20, Some(last), Some(keys)));
@@ -688,17 +677,7 @@ fn a_restart_past_16_bits_is_told_as_one() {
 
 fn resetting_decoder() -> Decoder {
     let mut d = Decoder::new();
-    d.add(
-        Session::new(
-            DevAddr(0x2601_1BDA),
-            DEV_EUI,
-            SessionKeys {
-                nwk_s_key: Key::new(NWK),
-                app_s_key: Key::new(APP),
-            },
-        )
-        .resetting_fcnt(),
-    );
+    d.add(Session::new(DevAddr(0x2601_1BDA), DEV_EUI, session_keys()).resetting_fcnt());
     d
 }
 
@@ -809,10 +788,7 @@ fn a_device_past_two_to_the_twenty_frames_is_picked_up_from_fcnt_from() {
         .decode_uplink(&far, t0(), Radio::default())
         .is_err());
     let session = |from| {
-        let keys = SessionKeys {
-            nwk_s_key: Key::new(NWK),
-            app_s_key: Key::new(APP),
-        };
+        let keys = session_keys();
         let mut d = Decoder::new();
         d.add(Session::new(DevAddr(0x2601_1BDA), DEV_EUI, keys).fcnt_from(from));
         d
@@ -846,10 +822,7 @@ fn new_session_keys_do_not_go_on_from_the_old_sessions_counter() {
         nwk_s_key: Key::new(NWK2),
         app_s_key: Key::new(APP2),
     };
-    let old = SessionKeys {
-        nwk_s_key: Key::new(NWK),
-        app_s_key: Key::new(APP),
-    };
+    let old = session_keys();
     assert_ne!(keys.print(), old.print());
     let old_frame = up(5000, Some(2), b"old");
     let session = || {
