@@ -2,9 +2,9 @@
 //! status line of the log; with them what the status page shows beside the numbers (devices
 //! heard, the last hour, why a hub is parked, recent problems).
 
+mod atomic_instant;
 pub mod devices;
 pub mod history;
-mod oldest;
 mod park_reasons;
 mod udp_drops;
 
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use oldest::OldestRecord;
+pub use atomic_instant::AtomicInstant;
 pub use park_reasons::{ParkReason, ParkReasons};
 pub use udp_drops::UdpDrops;
 
@@ -180,7 +180,7 @@ pub struct Metrics {
     pub buffer_records: Counter,
     pub buffer_bytes: Counter,
     /// When the oldest buffered record was built.
-    pub buffer_oldest: OldestRecord,
+    pub buffer_oldest: AtomicInstant,
     /// fsync/fdatasync calls that made buffer writes durable.
     pub buffer_syncs: Counter,
     /// 1 from a LoRaWAN frame's take until its counter is durable, and while another change of
@@ -188,7 +188,7 @@ pub struct Metrics {
     /// the flush that makes it durable (set by the ledger).
     pub buffer_state_unsynced: Counter,
     /// When the buffer's running flush started (none: unset), on the same clock.
-    pub buffer_flush: OldestRecord,
+    pub buffer_flush: AtomicInstant,
     pub in_flight: Counter,
     /// 1 while the system clock is known to be synchronised (NTP).
     pub clock_synchronized: Counter,
@@ -196,6 +196,9 @@ pub struct Metrics {
     pub clock_unknown: Counter,
     /// Unix seconds of the last delivery the sink confirmed (0: none yet).
     pub last_delivery: Counter,
+    /// The same moment on the monotonic clock, for its age: a step of the wall clock (NTP
+    /// setting a Pi's clock forward after a boot) does not age it.
+    pub last_delivery_at: AtomicInstant,
     /// Payloads a codec rejected (the next decoder is tried, packed if none decodes), by codec id.
     pub decode_errors: Family,
     /// 1 while the MQTT source of broker `host:port` and its client id is connected.
@@ -423,7 +426,7 @@ impl Metrics {
     }
 
     /// One line for the log: what came in and went out, what waits, the sink's state.
-    pub fn status_line(&self, now: SystemTime) -> String {
+    pub fn status_line(&self, now: std::time::Instant) -> String {
         let sources = self
             .received
             .snapshot()
@@ -462,13 +465,9 @@ impl Metrics {
             _ if parked.is_empty() => String::new(),
             _ => format!(" (parked: {})", parked.join(", ")),
         };
-        let last = match self.last_delivery.get() {
-            0 => "no send yet".to_string(),
-            t => {
-                let at = UNIX_EPOCH + Duration::from_secs(t);
-                let age = now.duration_since(at).unwrap_or_default().as_secs();
-                format!("last send {age}s ago")
-            }
+        let last = match self.last_delivery_at.age(now) {
+            None => "no send yet".to_string(),
+            Some(age) => format!("last send {}s ago", age.as_secs()),
         };
         format!(
             "status: in {} ({}), out {}, buffered {} record(s) / {} B, dropped {}, sink {sink}{parked}, {last}",
@@ -530,7 +529,7 @@ pub async fn log_status(metrics: Arc<Metrics>, every: Duration) {
     loop {
         tick.tick().await;
         metrics.log.flush();
-        log::info!("{}", metrics.status_line(SystemTime::now()));
+        log::info!("{}", metrics.status_line(std::time::Instant::now()));
     }
 }
 
@@ -623,7 +622,7 @@ mod tests {
     #[test]
     fn status_line_sums_up() {
         let m = Metrics::new();
-        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let now = std::time::Instant::now();
         assert_eq!(
             m.status_line(now),
             "status: in 0 (none), out 0, buffered 0 record(s) / 0 B, dropped 0, sink ready, no send yet"
@@ -636,7 +635,7 @@ mod tests {
         m.dropped_full.inc();
         m.kafka_connected.set("", 0);
         m.parked.set("b", 1);
-        m.last_delivery.set(993);
+        m.last_delivery_at.set(Some(now - Duration::from_secs(7)));
         assert_eq!(
             m.status_line(now),
             "status: in 2 (mqtt 1, serial 1), out 1, buffered 1 record(s) / 300 B, dropped 1, sink disconnected (parked: b), last send 7s ago"

@@ -874,6 +874,7 @@ impl Ledger {
                 self.metrics
                     .last_delivery
                     .set(unix_seconds(SystemTime::now()));
+                self.metrics.last_delivery_at.set(Some(now));
                 if self.health.succeeded(&f.record.rec_type) {
                     // Records of it the drain passed over while parked: look at them again.
                     self.drain_cursor = None;
@@ -1358,8 +1359,15 @@ mod tests {
         ledger.delivered(parked, t0).unwrap();
         ledger.end_round(t0).unwrap();
         assert_eq!(ledger.buffered(), 1);
+        let last_delivery = || metrics.last_delivery_at.age(t0);
+        assert_eq!(last_delivery(), None, "a refusal is no delivery");
         // ... and the hub took the second (created meanwhile): "t" flows again.
         ledger.delivered(second, t0).unwrap();
+        assert!(
+            last_delivery().is_some_and(|age| age < Duration::from_millis(1)),
+            "delivered just now: {:?}",
+            last_delivery()
+        );
         // A new record of "t" comes, behind the buffered one, and goes.
         ledger.take(vec![record(2)], Counters::default(), Ack::None, t0);
         let mut sent = Vec::new();

@@ -177,7 +177,7 @@ pub async fn run(
     notify::ready(&running);
     let status_metrics = metrics.clone();
     let watchdog = tokio::spawn(notify::watchdog(heartbeat, move || {
-        status_metrics.status_line(std::time::SystemTime::now())
+        status_metrics.status_line(std::time::Instant::now())
     }));
     tokio::pin!(stop);
     let result = tokio::select! {
@@ -211,7 +211,7 @@ pub async fn run(
     }
     log::info!(
         "{}, duplicates {}",
-        metrics.status_line(std::time::SystemTime::now()),
+        metrics.status_line(std::time::Instant::now()),
         metrics.duplicates.get()
     );
     match result {

@@ -212,7 +212,9 @@ impl Status {
                 frames_last_hour: per(&hour.by_source, i),
             })
             .collect();
-        let last = m.last_delivery.get();
+        // The age on the monotonic clock, the time from it: both right across a step of the
+        // wall clock since the delivery.
+        let last = m.last_delivery_at.age(at.mono);
         let disk_free = crate::buffer::disk::free(&f.buffer_path);
         Snapshot {
             version: env!("CARGO_PKG_VERSION"),
@@ -223,10 +225,8 @@ impl Status {
             upstream: Upstream {
                 sink: f.sink,
                 connected: m.kafka_connected.get("").map(|v| v == 1),
-                last_delivery: (last > 0).then(|| {
-                    crate::record::iso8601(SystemTime::UNIX_EPOCH + Duration::from_secs(last))
-                }),
-                last_delivery_age_s: (last > 0).then(|| unix_seconds(now).saturating_sub(last)),
+                last_delivery: last.map(|age| crate::record::iso8601(now - age)),
+                last_delivery_age_s: last.map(|age| age.as_secs()),
                 delivered: current.delivered,
                 in_flight: m.in_flight.get(),
                 hubs,
@@ -663,9 +663,10 @@ mod tests {
     /// A Pi has no real-time clock: it boots with the time it saved at shutdown, and
     /// systemd-timesyncd steps the clock forward once NTP answers, by however long the gateway
     /// was off (`After=time-sync.target` does not wait for that step). Uptime, a device's
-    /// age and its silence are measured on the monotonic clock, so such a step (here a day,
-    /// a moment after the start) neither ages the agent nor silences a device heard just
-    /// before; the wall clock only says when.
+    /// age and its silence, and the last delivery's age, are measured on the monotonic clock,
+    /// so such a step (here a day, a moment after the start) neither ages the agent nor
+    /// silences a device heard just before nor dates its delivery a day back; the wall clock
+    /// only says when.
     #[test]
     fn a_clock_step_neither_ages_the_agent_nor_silences_its_devices() {
         use crate::metrics::devices::Outcome;
@@ -677,6 +678,9 @@ mod tests {
         let up = uplink([0, 0, 0, 0, 0, 0, 0, 7], "door", 1, heard.wall);
         let outcome = Outcome::Packed { reason: "no codec" };
         metrics.devices.heard(&up, &[], outcome, heard);
+        // Its record delivered at once.
+        metrics.last_delivery.set(unix_seconds(heard.wall));
+        metrics.last_delivery_at.set(Some(heard.mono));
         // A second later, after timesyncd stepped the wall clock a day forward.
         let later = heard + Duration::from_secs(1);
         let stepped = Moment {
@@ -696,6 +700,19 @@ mod tests {
         );
         assert_eq!(device["last_seen"], crate::record::iso8601(heard.wall));
         assert_eq!(snapshot.now, crate::record::iso8601(stepped.wall));
+        // The delivery a second ago, on the clock the page shows now (the age is kept to the
+        // millisecond, rounded down: one more is right).
+        let up = &snapshot.upstream;
+        let second_ago = |ms| crate::record::iso8601(stepped.wall - Duration::from_millis(ms));
+        assert!(
+            up.last_delivery_age_s == Some(1)
+                && [second_ago(1_000), second_ago(1_001)]
+                    .contains(up.last_delivery.as_ref().unwrap()),
+            "the delivery a second ago: {:?} s ago at {:?} (now {})",
+            up.last_delivery_age_s,
+            up.last_delivery,
+            snapshot.now
+        );
     }
 
     /// docs/operations.md: "a devices page shows 100 at a time, so every page stays under
