@@ -102,14 +102,18 @@ impl Table {
         let line = |e: &toml::de::Error| crate::config::toml_error(text, e).1;
         let de = toml::Deserializer::parse(text).map_err(|e| line(&e))?;
         let t: Table = serde_path_to_error::deserialize(de).map_err(|e| {
+            // Written below `[fields]`, a table's own key (text) is taken for a field's
+            // (a table): a codec's own field of that name, its entry wrong, is told as any.
+            let text_for_field = e.inner().message().starts_with("invalid type: string");
             match e.path().to_string().as_str() {
                 "." => line(e.inner()),
-                // Written below `[fields]`, a table's own key is taken for a field's.
-                path @ ("fields.normalized_battery" | "fields.rec_type") => format!(
-                    "{path}: {} ({} belongs above [fields])",
-                    line(e.inner()),
-                    &path["fields.".len()..]
-                ),
+                path @ ("fields.normalized_battery" | "fields.rec_type") if text_for_field => {
+                    format!(
+                        "{path}: {} ({} belongs above [fields])",
+                        line(e.inner()),
+                        &path["fields.".len()..]
+                    )
+                }
                 path => format!("{path}: {}", line(e.inner())),
             }
         })?;
@@ -1228,6 +1232,19 @@ mod tests {
             "fields.rec_type: invalid type: string \"x\", expected struct Target (line 2) \
              (rec_type belongs above [fields])"
         );
+        // A codec's own field named so, its entry wrong, is no key written in the wrong place.
+        for (text, error) in [
+            (
+                "[fields]\nrec_type = { unit = \"x\" }\n",
+                "fields.rec_type: missing field `field` (line 2)",
+            ),
+            (
+                "[fields.normalized_battery]\nunit = \"V\"\n",
+                "fields.normalized_battery: missing field `field` (line 1)",
+            ),
+        ] {
+            assert_eq!(Table::parse(text).unwrap_err(), error, "{text}");
+        }
     }
 
     /// A table drops a codec's "no reading" values (`ignore`, compared before `scale`) and
