@@ -1146,6 +1146,25 @@ mod tests {
             assert_eq!(m.data["origin"], json!({"normalized": [{"battery": pct}]}));
             assert!(m.warnings.is_empty(), "{pct}");
         }
+        // A measurement of a time of its own is no copy of the codec's charge, of now: equal
+        // to it, it is that moment's voltage.
+        let decoded = obj(json!({"battery": 5}));
+        let n = [
+            obj(json!({"battery": 5})),
+            obj(json!({"battery": 5, "time": "1970-01-01T12:00:00Z"})),
+        ];
+        let now = UNIX_EPOCH + Duration::from_secs(86_400);
+        let m = map(Some(&decoded), Some(&charge("battery")), &n, now);
+        assert_eq!(
+            Json::Object(m.health),
+            json!({"charge": [{"unit": "%", "value": 5}]})
+        );
+        assert_eq!(m.history.len(), 1);
+        assert_eq!(
+            Json::Object(m.history[0].health.clone()),
+            json!({"voltage": [{"unit": "V", "value": 5}]})
+        );
+        assert!(m.warnings.is_empty());
         // Another key's charge equal to the voltage, or a voltage beside the charge: volts.
         let decoded = obj(json!({"capacity": 3, "battery": 3}));
         for v in [json!(3), json!(3.05)] {
