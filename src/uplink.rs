@@ -63,6 +63,10 @@ pub struct NsDecoded {
     /// The device profile the network server has the device under (ChirpStack v4
     /// `deviceInfo.deviceProfileName`): picks a JavaScript codec in `[codecs.profiles]`.
     pub profile: Option<String>,
+    /// The device's brand in The Things Network's Device Repository (TTS
+    /// `uplink_message.version_ids.brand_id`, `milesight-iot`): says what its normalized
+    /// `battery` is when no mapping table does (`[codecs.normalized_battery]`).
+    pub brand: Option<String>,
 }
 
 impl NsDecoded {

@@ -45,6 +45,14 @@ struct UplinkMessage {
     decoded_payload: Option<Box<serde_json::value::RawValue>>,
     /// The Device Repository codec's normalized output: an object or an array of them.
     normalized_payload: Option<Box<serde_json::value::RawValue>>,
+    version_ids: Option<VersionIds>,
+}
+
+/// The device's model in the Device Repository.
+#[derive(Deserialize)]
+struct VersionIds {
+    #[serde(default, deserialize_with = "super::de_meta_text")]
+    brand_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +102,7 @@ const PARTS: &[(&str, Shape)] = &[
     ("uplink_message/settings", Shape::Object),
     ("uplink_message/settings/data_rate", Shape::Object),
     ("uplink_message/settings/data_rate/lora", Shape::Object),
+    ("uplink_message/version_ids", Shape::Object),
 ];
 
 /// What an uplink message's reading needs: given twice with different values, the message
@@ -148,7 +157,10 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: best.and_then(|r| r.channel_index),
         },
-        ns: super::ns_decoded(up.decoded_payload, up.normalized_payload),
+        ns: crate::uplink::NsDecoded {
+            brand: up.version_ids.and_then(|v| v.brand_id),
+            ..super::ns_decoded(up.decoded_payload, up.normalized_payload)
+        },
     };
     Ok(Parsed { value, bad_time })
 }
@@ -209,6 +221,25 @@ mod tests {
         assert_eq!((ns.object, ns.normalized.len()), (None, 1));
         assert!(with(r#""decoded_payload":"text""#).is_empty());
         assert!(with(r#""decoded_payload":{},"normalized_payload":[{}]"#).is_empty());
+    }
+
+    /// The device's Device Repository brand is carried; one of the wrong type costs only
+    /// itself.
+    #[test]
+    fn carries_the_devices_brand() {
+        let with = ns_with;
+        let ns = with(
+            r#""version_ids":{"brand_id":"milesight-iot","model_id":"em300-th"},"normalized_payload":{"battery":85}"#,
+        );
+        assert_eq!(
+            (ns.brand.as_deref(), ns.normalized.len()),
+            (Some("milesight-iot"), 1)
+        );
+        for odd in [r#""version_ids":7"#, r#""version_ids":{"brand_id":7}"#] {
+            let ns = with(&format!(r#"{odd},"normalized_payload":{{"battery":85}}"#));
+            assert_eq!((ns.brand, ns.normalized.len()), (None, 1), "{odd}");
+        }
+        assert_eq!(with(r#""normalized_payload":{"battery":85}"#).brand, None);
     }
 
     /// A decoded payload of more JSON values than is worth holding is not carried, whatever
