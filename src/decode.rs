@@ -552,7 +552,8 @@ impl Decoder {
         let out = script.codec.decode(up.fport, &up.payload, up.time)?;
         let device = self.devices.get(&up.dev_eui);
         let table = script.table.as_ref().or_else(|| self.mapping(device));
-        let mapped = mapping::map(Some(&out.data), table, &out.normalized, up.time);
+        let battery = self.brand_battery(up);
+        let mapped = mapping::map(Some(&out.data), table, battery, &out.normalized, up.time);
         for (kind, warnings) in [
             ("js_warning", &out.warnings),
             ("js_value_refused", &mapped.warnings),
@@ -656,6 +657,12 @@ impl Decoder {
     /// The device's mapping table, when it names one that loaded.
     fn mapping(&self, device: Option<&Device>) -> Option<&mapping::Table> {
         self.files.table(device?.mapping.as_deref()?)
+    }
+
+    /// What the normalized `battery` of `up`'s device is by its brand, where its mapping
+    /// table does not say.
+    fn brand_battery(&self, up: &Uplink) -> Option<mapping::NormalizedBattery> {
+        mapping::brand_battery(up.ns.brand.as_deref(), &self.codecs.normalized_battery)
     }
 
     fn uplink(&self, up: &Uplink) -> Vec<Record> {
@@ -789,6 +796,7 @@ impl Decoder {
                     let mapped = mapping::map(
                         up.ns.object.as_ref(),
                         self.mapping(device),
+                        self.brand_battery(up),
                         &up.ns.normalized,
                         up.time,
                     );
@@ -1425,6 +1433,87 @@ mod tests {
                     data["device_health"]["charge"],
                     serde_json::json!([{"unit": "%", "value": pct}])
                 );
+            }
+            assert_eq!(m.problems("js_value_refused"), 0);
+        }
+    }
+
+    /// A device without a table of its own (not even a `[[device]]`) is read by its Device
+    /// Repository brand: Milesight's normalized battery is the charge, a percentage of 60 or
+    /// less too, with no warning; `[codecs.normalized_battery]` says it of another brand, or
+    /// overrides hubgate's. A brand neither knows, or none, keeps volts; a table that says
+    /// what it is comes first.
+    #[test]
+    fn a_devices_brand_says_what_its_normalized_battery_is() {
+        let branded = |brand: Option<&str>| {
+            let Input::Uplink(mut up) = with_ns(
+                serde_json::json!({"battery": 45}),
+                serde_json::json!([{"battery": 45}]),
+            ) else {
+                unreachable!()
+            };
+            up.ns.brand = brand.map(str::to_string);
+            Input::Uplink(up)
+        };
+        let health = |d: &mut Decoder, brand: Option<&str>| {
+            body(&d.decode(&branded(brand)).one())["obj"]["data"]["device_health"].clone()
+        };
+        let charge = serde_json::json!({"id": "58-A0-CB-00-00-10-12-34",
+            "charge": [{"unit": "%", "value": 45}]});
+        let volts = serde_json::json!({"id": "58-A0-CB-00-00-10-12-34",
+            "voltage": [{"unit": "V", "value": 45}]});
+        let m = Metrics::new();
+        let cfg = Config::parse(
+            "[codecs.normalized_battery]\nacme = \"charge\"\n[sink]\ntype = \"stdout\"\n",
+        )
+        .unwrap();
+        let mut d = Decoder::new(&cfg, m.clone());
+        for (brand, expected) in [
+            (Some("milesight-iot"), &charge),
+            (Some("acme"), &charge),
+            (Some("elsys"), &volts),
+            (None, &volts),
+        ] {
+            assert_eq!(&health(&mut d, brand), expected, "{brand:?}");
+        }
+        assert_eq!(m.problems("ns_value_refused"), 0);
+        let cfg = Config::parse(
+            "[codecs.normalized_battery]\n\"milesight-iot\" = \"voltage\"\n\
+             [sink]\ntype = \"stdout\"\n",
+        )
+        .unwrap();
+        let mut d = Decoder::new(&cfg, Metrics::new());
+        assert_eq!(health(&mut d, Some("milesight-iot")), volts);
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(
+            dir.path().join("m.toml"),
+            "normalized_battery = \"voltage\"\n",
+        );
+        let cfg = Config::parse(&format!(
+            "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\nmapping = \"m\"\n",
+            dir.path()
+        ))
+        .unwrap();
+        let mut d = Decoder::new(&cfg, Metrics::new());
+        assert_eq!(health(&mut d, Some("milesight-iot")), volts);
+        // A JavaScript codec's normalizer without a table, the same.
+        #[cfg(feature = "js")]
+        {
+            crate::codec_files::write(
+                dir.path().join("c.js"),
+                "function decodeUplink(i) { return {data: {battery: i.bytes[0]}}; }\n\
+                 function normalizeUplink(i) { return {data: {battery: i.data.battery}}; }",
+            );
+            let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
+            let Input::Uplink(mut up) = with_payload(&[45]) else {
+                unreachable!()
+            };
+            for (brand, expected) in [(Some("milesight-iot"), &charge), (None, &volts)] {
+                up.ns.brand = brand.map(str::to_string);
+                let rec = d.decode(&Input::Uplink(up.clone())).one();
+                let data = &body(&rec)["obj"]["data"];
+                assert_eq!(&data["device_health"], expected, "{brand:?}");
             }
             assert_eq!(m.problems("js_value_refused"), 0);
         }

@@ -30,8 +30,8 @@ use crate::codec::rec_type;
 #[serde(deny_unknown_fields)]
 pub struct Table {
     pub rec_type: Option<String>,
-    /// What the normalized payload's `battery` is for this codec or device; unset, it is
-    /// read as the schema says, volts ([`NormalizedBattery`]).
+    /// What the normalized payload's `battery` is for this codec or device; unset, the
+    /// device's brand says ([`brand_battery`]), else it is read as the schema says, volts.
     pub normalized_battery: Option<NormalizedBattery>,
     #[serde(default)]
     pub fields: BTreeMap<String, Target>,
@@ -39,8 +39,9 @@ pub struct Table {
 
 /// A table's `normalized_battery`: what its normalizer puts in the schema's `battery`, which
 /// the schema says is volts but which some normalizers (Milesight's) fill with the charge in
-/// percent, a number no bound can tell from volts (5 % and 5 V).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+/// percent, a number no bound can tell from volts (5 % and 5 V). Also the value of
+/// `[codecs.normalized_battery]`, by brand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NormalizedBattery {
     /// Volts, `device_health.voltage`.
@@ -379,10 +380,10 @@ const NORMALIZED: &[Builtin] = &[
 ];
 
 /// The schema's `battery` read as volts (its unit, bounded by the schema at 0 or more; the
-/// 60 V bound is hubgate's own), unless a table's `normalized_battery` says otherwise
-/// ([`battery`]). 60 V keeps every battery a sensor runs on, 12, 24 and 48 V systems too (a
-/// 48 V lead-acid bank charges at up to about 58 V), and still refuses millivolts (3600 for
-/// 3.6 V) and a charge in percent above 60.
+/// 60 V bound is hubgate's own), unless a table's `normalized_battery` or the device's brand
+/// says otherwise ([`battery_rule`]). 60 V keeps every battery a sensor runs on, 12, 24 and
+/// 48 V systems too (a 48 V lead-acid bank charges at up to about 58 V), and still refuses
+/// millivolts (3600 for 3.6 V) and a charge in percent above 60.
 const BATTERY_VOLTS: Builtin = Builtin {
     health: true,
     range: (0.0, 60.0),
@@ -396,10 +397,32 @@ const BATTERY_CHARGE: Builtin = Builtin {
     ..builtin("battery", "charge", Some("%"), Kind::Num)
 };
 
-/// The rule for the normalized `battery` a table's `normalized_battery` gives, none for
-/// `"skip"`.
-fn battery(table: Option<&Table>) -> Option<&'static Builtin> {
-    match table.and_then(|t| t.normalized_battery) {
+/// What the normalized `battery` of the devices of a brand of The Things Network's Device
+/// Repository (TTS `version_ids.brand_id`) is, where neither their mapping table nor
+/// `[codecs.normalized_battery]` says. Milesight's devices report the battery as a level in
+/// percent (channel `01 75`), and the Repository's Milesight normalizers copy the decoder's
+/// `battery`, that level, into the schema's volts.
+const BRANDS: &[(&str, NormalizedBattery)] = &[("milesight-iot", NormalizedBattery::Charge)];
+
+/// What the normalized `battery` of a device of `brand` is: what `configured`
+/// (`[codecs.normalized_battery]`) says of the brand, else hubgate's own knowledge
+/// ([`BRANDS`]); none for a brand neither knows, or no brand.
+pub fn brand_battery(
+    brand: Option<&str>,
+    configured: &BTreeMap<String, NormalizedBattery>,
+) -> Option<NormalizedBattery> {
+    let brand = brand?;
+    configured.get(brand).copied().or_else(|| {
+        BRANDS
+            .iter()
+            .find(|(b, _)| *b == brand)
+            .map(|(_, battery)| *battery)
+    })
+}
+
+/// The rule for the normalized `battery` a `normalized_battery` gives, none for `"skip"`.
+fn battery_rule(battery: Option<NormalizedBattery>) -> Option<&'static Builtin> {
+    match battery {
         None | Some(NormalizedBattery::Voltage) => Some(&BATTERY_VOLTS),
         Some(NormalizedBattery::Charge) => Some(&BATTERY_CHARGE),
         Some(NormalizedBattery::Skip) => None,
@@ -497,11 +520,14 @@ pub fn depth(v: &Json) -> usize {
 pub const ORIGIN: &str = "origin";
 
 /// Map a codec's own object with its `table` (none: everything goes under `origin`) and
-/// normalized measurements with the built-in table; a measurement whose `time` (RFC 3339) is
-/// not `now`, the uplink's, goes into [`Mapped::history`].
+/// normalized measurements with the built-in table, their `battery` as the table's
+/// `normalized_battery` says, else as `battery` does (the device's brand's,
+/// [`brand_battery`]), else as volts; a measurement whose `time` (RFC 3339) is not `now`, the
+/// uplink's, goes into [`Mapped::history`].
 pub fn map(
     object: Option<&Map<String, Json>>,
     table: Option<&Table>,
+    battery: Option<NormalizedBattery>,
     normalized: &[Map<String, Json>],
     now: SystemTime,
 ) -> Mapped {
@@ -543,8 +569,10 @@ pub fn map(
         .chain(m.health.keys())
         .map(|k| quantity(k).to_string())
         .collect();
-    let unset = table.is_none_or(|t| t.normalized_battery.is_none());
-    // The codec's top-level `battery` the table reads as the charge: a normalizer copying it
+    let battery = table.and_then(|t| t.normalized_battery).or(battery);
+    let unset = battery.is_none();
+    // The codec's top-level `battery` the table reads as the charge, where neither the table
+    // nor the brand says what the normalized one is: a normalizer copying it
     // (Milesight's) gives the same number, which is that charge again, not volts.
     let charge_copy = table
         .filter(|t| unset && t.fields.get("battery").is_some_and(|f| f.field == "charge"))
@@ -581,7 +609,7 @@ pub fn map(
         let rule = |path: &str| {
             NORMALIZED
                 .iter()
-                .chain(battery(table))
+                .chain(battery_rule(battery))
                 .find(|b| b.path == path && (moment.is_some() || !own.contains(quantity(b.field))))
                 .map(|b| Rule {
                     field: b.field,
@@ -675,10 +703,10 @@ fn same_ms(a: SystemTime, b: SystemTime) -> bool {
     crate::record::ms_since_epoch(a) == crate::record::ms_since_epoch(b)
 }
 
-/// What the warning about a normalized `battery` above 60 V adds when the table does
-/// not say what it is: Milesight's normalizers put the charge in percent there.
-const BATTERY_FIX: &str =
-    "; a charge in percent there needs the mapping table's normalized_battery = \"charge\"";
+/// What the warning about a normalized `battery` above 60 V adds when neither the table
+/// nor the device's brand says what it is: some normalizers put the charge in percent there.
+const BATTERY_FIX: &str = "; a charge in percent there needs normalized_battery = \"charge\" \
+     in the mapping table, or for the device's brand in [codecs.normalized_battery]";
 
 struct Rule<'a> {
     field: &'a str,
@@ -929,7 +957,7 @@ mod tests {
             ),
             obj(json!({"air": {"temperature": 21.75}})),
         ];
-        let m = map(None, None, &n, UNIX_EPOCH);
+        let m = map(None, None, None, &n, UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
         assert_eq!(
             Json::Object(m.data),
@@ -976,7 +1004,7 @@ mod tests {
 
     #[test]
     fn rec_type_follows_the_most_specific_field() {
-        let rt = |v: Json| map(None, None, &[obj(v)], UNIX_EPOCH).rec_type;
+        let rt = |v: Json| map(None, None, None, &[obj(v)], UNIX_EPOCH).rec_type;
         assert_eq!(
             rt(json!({"water": {"leak": true, "temperature": 4}})),
             rec_type::LEAK
@@ -1002,6 +1030,7 @@ mod tests {
             let m = map(
                 None,
                 None,
+                None,
                 &[obj(json!({"action": {"contactState": state}}))],
                 UNIX_EPOCH,
             );
@@ -1009,6 +1038,7 @@ mod tests {
             assert_eq!(m.data["open"], json!([{ "value": open }]), "{state}");
         }
         let m = map(
+            None,
             None,
             None,
             &[obj(json!({"action": {"contactState": "AJAR"}}))],
@@ -1036,7 +1066,7 @@ mod tests {
         let normalized = [obj(
             json!({"air": {"temperature": 21.5, "relativeHumidity": 40}, "battery": 3.6}),
         )];
-        let m = map(Some(&decoded), Some(&t), &normalized, UNIX_EPOCH);
+        let m = map(Some(&decoded), Some(&t), None, &normalized, UNIX_EPOCH);
         assert_eq!(
             Json::Object(m.data),
             json!({
@@ -1057,7 +1087,7 @@ mod tests {
     fn a_normalized_battery_is_volts_up_to_60() {
         let battery = |v: Json| [obj(json!({ "battery": v }))];
         for v in [json!(3.6), json!(12.6), json!(27.2), json!(0), json!(60)] {
-            let m = map(None, None, &battery(v.clone()), UNIX_EPOCH);
+            let m = map(None, None, None, &battery(v.clone()), UNIX_EPOCH);
             assert_eq!(
                 Json::Object(m.health),
                 json!({"voltage": [{"unit": "V", "value": v}]}),
@@ -1067,27 +1097,28 @@ mod tests {
             assert!(!m.data.contains_key("origin"), "{v}");
         }
         for v in [json!(100), json!(3600), json!(-1), json!("60.5")] {
-            let m = map(None, None, &battery(v.clone()), UNIX_EPOCH);
+            let m = map(None, None, None, &battery(v.clone()), UNIX_EPOCH);
             assert!(m.health.is_empty(), "{v}");
             assert_eq!(m.data["origin"], json!({"normalized": [{"battery": v}]}));
             assert_eq!(m.warnings.len(), 1, "{v}");
         }
         assert_eq!(
-            map(None, None, &battery(json!(100)), UNIX_EPOCH).warnings,
+            map(None, None, None, &battery(json!(100)), UNIX_EPOCH).warnings,
             [
                 "normalized battery 100 is above 60 V, kept under origin; a charge in percent \
-              there needs the mapping table's normalized_battery = \"charge\""
+                 there needs normalized_battery = \"charge\" in the mapping table, or for the \
+                 device's brand in [codecs.normalized_battery]"
             ]
         );
         // No charge in percent is below 0.
         assert_eq!(
-            map(None, None, &battery(json!(-1)), UNIX_EPOCH).warnings,
+            map(None, None, None, &battery(json!(-1)), UNIX_EPOCH).warnings,
             ["normalized battery -1 is below 0 V, kept under origin"]
         );
         // A table that says volts needs no such advice.
         let volts = Table::parse("normalized_battery = \"voltage\"").unwrap();
         assert_eq!(
-            map(None, Some(&volts), &battery(json!(100)), UNIX_EPOCH).warnings,
+            map(None, Some(&volts), None, &battery(json!(100)), UNIX_EPOCH).warnings,
             ["normalized battery 100 is above 60 V, kept under origin"]
         );
     }
@@ -1102,7 +1133,7 @@ mod tests {
         let battery = |v: Json| [obj(json!({ "battery": v }))];
         for v in [5, 6, 12, 13, 24, 48] {
             let decoded = obj(json!({"battery": v, "temperature": 20}));
-            let m = map(Some(&decoded), None, &battery(json!(v)), UNIX_EPOCH);
+            let m = map(Some(&decoded), None, None, &battery(json!(v)), UNIX_EPOCH);
             assert_eq!(
                 Json::Object(m.health),
                 json!({"voltage": [{"unit": "V", "value": v}]}),
@@ -1112,7 +1143,7 @@ mod tests {
             assert!(m.warnings.is_empty(), "{v}");
         }
         let decoded = obj(json!({"battery": 85}));
-        let m = map(Some(&decoded), None, &battery(json!(85)), UNIX_EPOCH);
+        let m = map(Some(&decoded), None, None, &battery(json!(85)), UNIX_EPOCH);
         assert!(m.health.is_empty());
         assert_eq!(
             m.data["origin"],
@@ -1121,7 +1152,8 @@ mod tests {
         assert_eq!(
             m.warnings,
             ["normalized battery 85 is above 60 V, kept under origin; a charge in percent there \
-              needs the mapping table's normalized_battery = \"charge\""]
+              needs normalized_battery = \"charge\" in the mapping table, or for the device's \
+              brand in [codecs.normalized_battery]"]
         );
         let charge = |key: &str| {
             Table::parse(&format!(
@@ -1136,6 +1168,7 @@ mod tests {
             let m = map(
                 Some(&decoded),
                 Some(&charge("battery")),
+                None,
                 &battery(pct.clone()),
                 UNIX_EPOCH,
             );
@@ -1154,7 +1187,7 @@ mod tests {
             obj(json!({"battery": 5, "time": "1970-01-01T12:00:00Z"})),
         ];
         let now = UNIX_EPOCH + Duration::from_secs(86_400);
-        let m = map(Some(&decoded), Some(&charge("battery")), &n, now);
+        let m = map(Some(&decoded), Some(&charge("battery")), None, &n, now);
         assert_eq!(
             Json::Object(m.health),
             json!({"charge": [{"unit": "%", "value": 5}]})
@@ -1171,6 +1204,7 @@ mod tests {
             let m = map(
                 Some(&decoded),
                 Some(&charge("capacity")),
+                None,
                 &battery(v.clone()),
                 UNIX_EPOCH,
             );
@@ -1209,7 +1243,13 @@ mod tests {
             ),
             ("skip", json!({}), &both),
         ] {
-            let m = map(Some(&decoded), Some(&table(which).unwrap()), &n, UNIX_EPOCH);
+            let m = map(
+                Some(&decoded),
+                Some(&table(which).unwrap()),
+                None,
+                &n,
+                UNIX_EPOCH,
+            );
             assert_eq!(Json::Object(m.health), health, "{which}");
             assert_eq!(&m.data["origin"], origin, "{which}");
             assert!(m.warnings.is_empty(), "{which}");
@@ -1217,6 +1257,7 @@ mod tests {
         let m = map(
             None,
             Some(&table("charge").unwrap()),
+            None,
             &[obj(json!({"battery": 101}))],
             UNIX_EPOCH,
         );
@@ -1230,7 +1271,7 @@ mod tests {
              battery = { field = \"charge\", unit = \"%\", health = true }\n",
         )
         .unwrap();
-        let m = map(Some(&decoded), Some(&t), &n, UNIX_EPOCH);
+        let m = map(Some(&decoded), Some(&t), None, &n, UNIX_EPOCH);
         assert_eq!(
             Json::Object(m.health),
             json!({"charge": [{"unit": "%", "value": 5}]})
@@ -1282,11 +1323,11 @@ mod tests {
         )
         .unwrap();
         let o = obj(json!({"voc": 65535, "TempC_DS": "327.67", "humidity": 127, "t": -401}));
-        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
+        let m = map(Some(&o), Some(&t), None, &[], UNIX_EPOCH);
         assert_eq!(Json::Object(m.data), json!({"origin": o}));
         assert!(m.warnings.is_empty());
         let o = obj(json!({"voc": 65534, "TempC_DS": 21.5, "humidity": 100, "t": -400}));
-        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
+        let m = map(Some(&o), Some(&t), None, &[], UNIX_EPOCH);
         assert_eq!(
             Json::Object(m.data),
             json!({
@@ -1315,7 +1356,7 @@ mod tests {
         )
         .unwrap();
         let read = |v: Json| {
-            let m = map(Some(&obj(v)), Some(&t), &[], UNIX_EPOCH);
+            let m = map(Some(&obj(v)), Some(&t), None, &[], UNIX_EPOCH);
             Json::Object(m.data)
         };
         for (status, open) in [
@@ -1400,6 +1441,7 @@ mod tests {
                 map(
                     Some(&obj(json!({ "status": v }))),
                     Some(&t),
+                    None,
                     &[],
                     UNIX_EPOCH,
                 )
@@ -1462,11 +1504,23 @@ mod tests {
         let raw = f64::from(0x7FFF_u16) * 0.1;
         assert_ne!(raw, 3276.7);
         for v in [json!(raw), json!(raw.to_string()), json!(3276.7)] {
-            let m = map(Some(&obj(json!({ "t": v }))), Some(&t), &[], UNIX_EPOCH);
+            let m = map(
+                Some(&obj(json!({ "t": v }))),
+                Some(&t),
+                None,
+                &[],
+                UNIX_EPOCH,
+            );
             assert_eq!(Json::Object(m.data), json!({"origin": { "t": v }}), "{v}");
         }
         for v in [3276.6, 3276.7 + 1e-6] {
-            let m = map(Some(&obj(json!({ "t": v }))), Some(&t), &[], UNIX_EPOCH);
+            let m = map(
+                Some(&obj(json!({ "t": v }))),
+                Some(&t),
+                None,
+                &[],
+                UNIX_EPOCH,
+            );
             assert_eq!(
                 m.data["ext_temperature"],
                 json!([{"unit": "°C", "value": v}]),
@@ -1491,7 +1545,13 @@ mod tests {
                 "[fields]\nn = {{ field = \"count\", ignore = [{sentinel:?}] }}\n"
             ))
             .unwrap();
-            let m = map(Some(&obj(json!({ "n": v }))), Some(&t), &[], UNIX_EPOCH);
+            let m = map(
+                Some(&obj(json!({ "n": v }))),
+                Some(&t),
+                None,
+                &[],
+                UNIX_EPOCH,
+            );
             let data = if read {
                 json!({"count": [{ "value": v }]})
             } else {
@@ -1529,7 +1589,7 @@ mod tests {
         let n = [obj(
             json!({"water": {"temperature": {"min": 4, "max": 9, "current": 7.5}, "leak": "Leak"}}),
         )];
-        let m = map(None, None, &n, UNIX_EPOCH);
+        let m = map(None, None, None, &n, UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::LEAK);
         assert_eq!(
             Json::Object(m.data),
@@ -1547,12 +1607,14 @@ mod tests {
             let m = map(
                 None,
                 None,
+                None,
                 &[obj(json!({"water": {"leak": leak}}))],
                 UNIX_EPOCH,
             );
             assert_eq!(m.data["leak"], json!([{ "value": value }]), "{leak}");
         }
         let m = map(
+            None,
             None,
             None,
             &[obj(json!({"water": {"leak": "maybe"}}))],
@@ -1562,7 +1624,13 @@ mod tests {
         let t =
             Table::parse("[fields]\nmotion = { field = \"motions_since_transmit\" }\n").unwrap();
         let n = [obj(json!({"action": {"motion": {"count": 3}}}))];
-        let m = map(Some(&obj(json!({"motion": 3}))), Some(&t), &n, UNIX_EPOCH);
+        let m = map(
+            Some(&obj(json!({"motion": 3}))),
+            Some(&t),
+            None,
+            &n,
+            UNIX_EPOCH,
+        );
         assert_eq!(
             Json::Object(m.data),
             json!({
@@ -1581,7 +1649,7 @@ mod tests {
             json!({"battery": false}),
             json!({"action": {"motion": {"count": true}}}),
         ] {
-            let m = map(None, None, &[obj(v.clone())], UNIX_EPOCH);
+            let m = map(None, None, None, &[obj(v.clone())], UNIX_EPOCH);
             assert!(!m.has_readings(), "{v}");
             assert_eq!(m.data["origin"], json!({ "normalized": [v] }));
         }
@@ -1593,6 +1661,7 @@ mod tests {
         let m = map(
             Some(&obj(json!({"t": true, "door": true}))),
             Some(&t),
+            None,
             &[],
             UNIX_EPOCH,
         );
@@ -1621,12 +1690,13 @@ mod tests {
             (json!({"position": {"latitude": -91}}), "lat"),
             (json!({"position": {"longitude": 180.5}}), "lon"),
         ] {
-            let m = map(None, None, &[obj(v.clone())], UNIX_EPOCH);
+            let m = map(None, None, None, &[obj(v.clone())], UNIX_EPOCH);
             assert!(!m.data.contains_key(field), "{v}");
             assert_eq!(m.data["origin"], json!({ "normalized": [v] }));
             assert_eq!(m.warnings.len(), 1, "{v}");
         }
         let m = map(
+            None,
             None,
             None,
             &[obj(json!({"position": {"latitude": -91}}))],
@@ -1641,11 +1711,12 @@ mod tests {
                     "lightIntensity": 0, "temperature": -273.15},
             "position": {"latitude": 90, "longitude": -180},
         }));
-        let m = map(None, None, &[bounds], UNIX_EPOCH);
+        let m = map(None, None, None, &[bounds], UNIX_EPOCH);
         assert!(m.warnings.is_empty());
         assert!(!m.data.contains_key("origin"), "{:?}", m.data);
         assert_eq!(m.data.len(), 7);
         let m = map(
+            None,
             None,
             None,
             &[obj(json!({"air": {"pressure": 835.2}}))],
@@ -1718,7 +1789,7 @@ mod tests {
             json!({"time": at(30), "air": {"relativeHumidity": 40}}),
         ));
         normalized.push(obj(json!({"time": at(-5), "air": {"co2": 600}})));
-        let m = map(None, None, &normalized, now);
+        let m = map(None, None, None, &normalized, now);
         assert_eq!(m.history.len(), MAX_MOMENTS);
         assert!(m.history.iter().all(|h| h.data.contains_key("temperature")));
         let left: Vec<_> = [json!({"time": at(100)})]
@@ -1754,14 +1825,20 @@ mod tests {
             for key in path.rsplit('.') {
                 v = json!({ key: v });
             }
-            let m = map(None, None, &[obj(v)], UNIX_EPOCH);
+            let m = map(None, None, None, &[obj(v)], UNIX_EPOCH);
             assert!(m.data.contains_key(field), "{path}");
             assert_ne!(m.rec_type, rec_type::UNMAPPED, "{path} -> {field}");
         }
         let t =
             Table::parse("[fields]\na = { field = \"voc\" }\nb = { field = \"ozone\" }\n").unwrap();
         for key in ["a", "b"] {
-            let m = map(Some(&obj(json!({ key: 3 }))), Some(&t), &[], UNIX_EPOCH);
+            let m = map(
+                Some(&obj(json!({ key: 3 }))),
+                Some(&t),
+                None,
+                &[],
+                UNIX_EPOCH,
+            );
             assert_eq!(m.rec_type, rec_type::ENVIRONMENT, "{key}");
         }
     }
@@ -1775,7 +1852,7 @@ mod tests {
             obj(json!({"soil": {"moisture": 31}})),
         ];
         let own = obj(json!({"normalized": "own"}));
-        let m = map(Some(&own), None, &n, UNIX_EPOCH);
+        let m = map(Some(&own), None, None, &n, UNIX_EPOCH);
         assert_eq!(
             m.data["origin"],
             json!({
@@ -1792,7 +1869,7 @@ mod tests {
         let t = Table::parse("[fields]\n\"bat.mv\" = { field = \"voltage\", health = true }\n")
             .unwrap();
         let o = obj(json!({"alarms": {}, "bat": {"mv": 3012}, "t": 1}));
-        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
+        let m = map(Some(&o), Some(&t), None, &[], UNIX_EPOCH);
         assert_eq!(m.data["origin"], json!({"alarms": {}, "t": 1}));
     }
 
@@ -1811,7 +1888,7 @@ mod tests {
             json!({"TempC_SHT": 22.5, "bat": {"mv": 3012, "status": 3}, "door": true,
             "mode": "x", "list": [1, 2]}),
         );
-        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
+        let m = map(Some(&o), Some(&t), None, &[], UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::OPENCLOSE);
         assert_eq!(
             Json::Object(m.data),
@@ -1823,7 +1900,7 @@ mod tests {
         );
         assert_eq!(m.health["voltage"], json!([{"value": 3.012, "unit": "V"}]));
         // Without a table nothing is guessed: all of it is kept under origin.
-        let m = map(Some(&o), None, &[], UNIX_EPOCH);
+        let m = map(Some(&o), None, None, &[], UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::UNMAPPED);
         assert_eq!(
             Json::Object(m.data),
@@ -1831,7 +1908,7 @@ mod tests {
         );
         let t = Table::parse("rec_type = \"io.microshare.feedback.unpacked\"").unwrap();
         assert_eq!(
-            map(Some(&o), Some(&t), &[], UNIX_EPOCH).rec_type,
+            map(Some(&o), Some(&t), None, &[], UNIX_EPOCH).rec_type,
             rec_type::FEEDBACK
         );
         assert!(Table::parse("[fields]\nx = { unit = \"V\" }").is_err());
@@ -1867,7 +1944,13 @@ mod tests {
         )
         .unwrap();
         let value = |key: &str, v: Json| {
-            let m = map(Some(&obj(json!({ key: v }))), Some(&t), &[], UNIX_EPOCH);
+            let m = map(
+                Some(&obj(json!({ key: v }))),
+                Some(&t),
+                None,
+                &[],
+                UNIX_EPOCH,
+            );
             let field = &t.fields[key].field;
             m.data[field.as_str()][0]["value"].clone()
         };
@@ -1904,12 +1987,19 @@ mod tests {
             json!(u64::MAX),
             json!(i64::MIN),
         ] {
-            let m = map(Some(&obj(json!({ "n": n }))), Some(&t), &[], UNIX_EPOCH);
+            let m = map(
+                Some(&obj(json!({ "n": n }))),
+                Some(&t),
+                None,
+                &[],
+                UNIX_EPOCH,
+            );
             assert_eq!(m.data["count"], json!([{ "value": n }]));
         }
         let m = map(
             Some(&obj(json!({"k": 1_234_567}))),
             Some(&t),
+            None,
             &[],
             UNIX_EPOCH,
         );
@@ -1931,7 +2021,7 @@ mod tests {
         )
         .unwrap();
         let o = obj(json!({"t": "21.5", "mv": " 3012 ", "h": "40 %", "c": "NaN", "p": "1e400"}));
-        let m = map(Some(&o), Some(&t), &[], UNIX_EPOCH);
+        let m = map(Some(&o), Some(&t), None, &[], UNIX_EPOCH);
         assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
         assert_eq!(
             Json::Object(m.data),

@@ -296,6 +296,11 @@ pub struct CodecsConfig {
     /// devices without `js_codec`.
     #[serde(default)]
     pub profiles: std::collections::BTreeMap<String, String>,
+    /// Device Repository brand (TTS `version_ids.brand_id`) -> what its normalizers put in
+    /// the normalized `battery`, for devices whose mapping table does not say: over
+    /// hubgate's own knowledge of a brand ([`crate::mapping::brand_battery`]).
+    #[serde(default)]
+    pub normalized_battery: std::collections::BTreeMap<String, crate::mapping::NormalizedBattery>,
     /// How long a device (or a codec) whose calls keep timing out, running out of memory,
     /// failing in the engine or taking the worker down is not called: its uplinks go out
     /// packed meanwhile.
@@ -332,6 +337,7 @@ impl Default for CodecsConfig {
         CodecsConfig {
             dir: default_codecs_dir(),
             profiles: Default::default(),
+            normalized_battery: Default::default(),
             quarantine: default_quarantine(),
             round_budget: default_round_budget(),
         }

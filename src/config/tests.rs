@@ -849,6 +849,36 @@ fn a_zero_round_budget_is_refused() {
     assert_eq!(cfg.codecs.round_budget, Duration::from_millis(1));
 }
 
+/// `[codecs.normalized_battery]` takes a brand's "voltage", "charge" or "skip"; anything
+/// else is refused, naming the brand's key.
+#[test]
+fn normalized_battery_by_brand_is_read_and_a_bad_value_refused() {
+    use crate::mapping::NormalizedBattery;
+    let config = |value: &str| {
+        Config::parse(&format!(
+            "[codecs.normalized_battery]\n\"milesight-iot\" = \"voltage\"\nacme = {value}\n\
+             [sink]\ntype = \"stdout\"\n"
+        ))
+    };
+    let cfg = config("\"charge\"").unwrap();
+    assert_eq!(
+        cfg.codecs
+            .normalized_battery
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [
+            ("acme".to_string(), NormalizedBattery::Charge),
+            ("milesight-iot".to_string(), NormalizedBattery::Voltage),
+        ]
+    );
+    let (key, e) = config("\"percent\"").unwrap_err();
+    assert_eq!(key, "codecs.normalized_battery.acme");
+    assert!(
+        e.starts_with("unknown variant `percent`, expected one of `voltage`, `charge`, `skip`"),
+        "{e}"
+    );
+}
+
 /// A `decode_order` that names a step twice or none is refused, naming the device.
 #[test]
 fn a_decode_order_names_each_step_at_most_once_and_one_at_least() {
