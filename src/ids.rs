@@ -54,6 +54,17 @@ pub fn parse_eui64(s: &str, what: &str) -> Result<[u8; 8], String> {
     Ok(out)
 }
 
+/// What an identifier in The Things Stack, a Device Repository brand among them
+/// (`milesight-iot`), is made of: 2 to 36 lowercase letters, digits and dashes.
+pub const TTS_ID_RULE: &str = "2 to 36 lowercase letters, digits and dashes";
+
+/// Whether `s` is an identifier in The Things Stack ([`TTS_ID_RULE`]).
+pub fn is_tts_id(s: &str) -> bool {
+    (2..=36).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

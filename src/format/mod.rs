@@ -121,6 +121,17 @@ fn de_meta_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
     })
 }
 
+/// An identifier of The Things Stack (a Device Repository brand), or `None` when the field is
+/// not a string that is one ([`crate::ids::is_tts_id`]). Read raw, so that one the parser
+/// would refuse (nested deeper than it goes, a number beyond f64) costs only itself, and
+/// kept only short: it is carried with the uplink, and may be logged.
+fn de_tts_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw: Option<&'de RawValue> = serde::Deserialize::deserialize(d)?;
+    Ok(raw
+        .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+        .filter(|s| crate::ids::is_tts_id(s)))
+}
+
 /// An RSSI in dBm, rounded (TTS declares it a float), or `None` when the field is not a
 /// number that fits (see [`de_meta_int`]).
 fn de_rssi<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {

@@ -51,7 +51,7 @@ struct UplinkMessage {
 /// The device's model in the Device Repository.
 #[derive(Deserialize)]
 struct VersionIds {
-    #[serde(default, deserialize_with = "super::de_meta_text")]
+    #[serde(default, deserialize_with = "super::de_tts_id")]
     brand_id: Option<String>,
 }
 
@@ -223,8 +223,9 @@ mod tests {
         assert!(with(r#""decoded_payload":{},"normalized_payload":[{}]"#).is_empty());
     }
 
-    /// The device's Device Repository brand is carried; one of the wrong type costs only
-    /// itself.
+    /// The device's Device Repository brand is carried; one of the wrong type, one that is
+    /// no TTS identifier (too long, upper case) and one the parser refuses (nested too deep,
+    /// a number beyond f64) cost only themselves.
     #[test]
     fn carries_the_devices_brand() {
         let with = ns_with;
@@ -240,6 +241,41 @@ mod tests {
             assert_eq!((ns.brand, ns.normalized.len()), (None, 1), "{odd}");
         }
         assert_eq!(with(r#""normalized_payload":{"battery":85}"#).brand, None);
+        // Read again with another part mended (a time of the wrong type), it is kept.
+        let ns = with(r#""received_at":7,"version_ids":{"brand_id":"milesight-iot"}"#);
+        assert_eq!(ns.brand.as_deref(), Some("milesight-iot"));
+        let (longest, longer) = ("a".repeat(36), "a".repeat(37));
+        for (brand, kept) in [
+            (longest.as_str(), true),
+            ("ab", true),
+            (&longer, false),
+            ("a", false),
+            ("Milesight-IoT", false),
+            ("milesight_iot", false),
+            ("milesight iot", false),
+        ] {
+            let ns = with(&format!(
+                r#""version_ids":{{"brand_id":{brand:?}}},"normalized_payload":{{"battery":85}}"#
+            ));
+            assert_eq!(
+                (ns.brand.as_deref(), ns.normalized.len()),
+                (kept.then_some(brand), 1),
+                "{brand}"
+            );
+        }
+        let too_long = format!("{:?}", "a".repeat(600_000));
+        let too_deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for (what, brand) in [
+            ("too long", too_long.as_str()),
+            ("too deep", &too_deep),
+            ("beyond f64", "1e400"),
+            ("beyond f64 within", r#"{"x":1e400}"#),
+        ] {
+            let ns = with(&format!(
+                r#""version_ids":{{"brand_id":{brand}}},"normalized_payload":{{"battery":85}}"#
+            ));
+            assert_eq!((ns.brand, ns.normalized.len()), (None, 1), "{what}");
+        }
     }
 
     /// A decoded payload of more JSON values than is worth holding is not carried, whatever

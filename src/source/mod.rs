@@ -58,6 +58,7 @@ impl Input {
                     u.payload.len()
                         + text(&u.device_name)
                         + text(&u.ns.profile)
+                        + text(&u.ns.brand)
                         + radio_size(&u.radio)
                         + ns.map(json_size).sum::<usize>()
                 }
@@ -633,6 +634,18 @@ mod tests {
             let size = input.expect("parses").value.size();
             assert!(size >= 600_000, "{size} bytes counted");
         }
+        // The Device Repository brand, which parsing keeps short, is counted all the same.
+        let up = parse(
+            UplinkFormat::ChirpstackV4,
+            up("d", "p", "g").as_bytes(),
+            SystemTime::UNIX_EPOCH,
+        );
+        let Input::Uplink(mut up) = up.expect("parses").value else {
+            unreachable!()
+        };
+        up.ns.brand = Some(long.clone());
+        let size = Input::Uplink(up).size();
+        assert!(size >= 600_000, "{size} bytes counted");
         let radio = Input::Radio(RadioFrame {
             phy: vec![0; 20],
             time: SystemTime::UNIX_EPOCH,
