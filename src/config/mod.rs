@@ -259,6 +259,21 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(brand) = self
+            .codecs
+            .normalized_battery
+            .keys()
+            .find(|b| !crate::ids::is_tts_id(b))
+        {
+            return Err((
+                format!("codecs.normalized_battery.{brand:?}"),
+                format!(
+                    "not a brand of The Things Network's Device Repository as The Things Stack \
+                     sends it (version_ids.brand_id, \"milesight-iot\"): {}",
+                    crate::ids::TTS_ID_RULE
+                ),
+            ));
+        }
         for (i, d) in self.devices.iter_mut().enumerate() {
             for (secret, file, name) in [
                 (&mut d.nwk_s_key, &d.nwk_s_key_file, "nwk_s_key"),

@@ -879,6 +879,48 @@ fn normalized_battery_by_brand_is_read_and_a_bad_value_refused() {
     );
 }
 
+/// A `[codecs.normalized_battery]` key that is no brand as The Things Stack sends it (upper
+/// case, a typo's space or underscore, too long) never matches: `check` refuses it, naming
+/// the key and the rule.
+#[test]
+fn a_normalized_battery_brand_must_be_a_tts_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |brand: &str| {
+        let text = format!(
+            "[codecs.normalized_battery]\n{brand:?} = \"charge\"\n[[source]]\ntype = \"udp\"\n\
+             [sink]\ntype = \"stdout\"\n"
+        );
+        Config::load(&write(dir.path(), "hubgate.toml", &text, 0o600))
+    };
+    let longest = "a".repeat(36);
+    for brand in ["milesight-iot", "ab", &longest] {
+        let cfg = config(brand).unwrap();
+        assert_eq!(
+            cfg.codecs.normalized_battery.keys().collect::<Vec<_>>(),
+            [brand]
+        );
+    }
+    let longer = "a".repeat(37);
+    for brand in [
+        "Milesight-IoT",
+        "milesight_iot",
+        "milesight iot",
+        "a",
+        "",
+        &longer,
+    ] {
+        let e = config(brand).unwrap_err().to_string();
+        assert!(
+            e.ends_with(&format!(
+                "codecs.normalized_battery.{brand:?}: not a brand of The Things Network's \
+                 Device Repository as The Things Stack sends it (version_ids.brand_id, \
+                 \"milesight-iot\"): 2 to 36 lowercase letters, digits and dashes"
+            )),
+            "{e}"
+        );
+    }
+}
+
 /// A `decode_order` that names a step twice or none is refused, naming the device.
 #[test]
 fn a_decode_order_names_each_step_at_most_once_and_one_at_least() {
