@@ -552,8 +552,8 @@ impl Decoder {
         let out = script.codec.decode(up.fport, &up.payload, up.time)?;
         let device = self.devices.get(&up.dev_eui);
         let table = script.table.as_ref().or_else(|| self.mapping(device));
-        let battery = self.brand_battery(up);
-        let mapped = mapping::map(Some(&out.data), table, battery, &out.normalized, up.time);
+        let brand = self.brand(up);
+        let mapped = mapping::map(Some(&out.data), table, brand, &out.normalized, up.time);
         for (kind, warnings) in [
             ("js_warning", &out.warnings),
             ("js_value_refused", &mapped.warnings),
@@ -659,10 +659,10 @@ impl Decoder {
         self.files.table(device?.mapping.as_deref()?)
     }
 
-    /// What the normalized `battery` of `up`'s device is by its brand, where its mapping
-    /// table does not say.
-    fn brand_battery(&self, up: &Uplink) -> Option<mapping::NormalizedBattery> {
-        mapping::brand_battery(up.ns.brand.as_deref(), &self.codecs.normalized_battery)
+    /// The brand of `up`'s device, if it has one, and what its normalized `battery` is by it
+    /// where its mapping table does not say.
+    fn brand<'a>(&self, up: &'a Uplink) -> Option<mapping::Brand<'a>> {
+        mapping::brand(up.ns.brand.as_deref(), &self.codecs.normalized_battery)
     }
 
     fn uplink(&self, up: &Uplink) -> Vec<Record> {
@@ -796,7 +796,7 @@ impl Decoder {
                     let mapped = mapping::map(
                         up.ns.object.as_ref(),
                         self.mapping(device),
-                        self.brand_battery(up),
+                        self.brand(up),
                         &up.ns.normalized,
                         up.time,
                     );

@@ -31,7 +31,7 @@ use crate::codec::rec_type;
 pub struct Table {
     pub rec_type: Option<String>,
     /// What the normalized payload's `battery` is for this codec or device; unset, the
-    /// device's brand says ([`brand_battery`]), else it is read as the schema says, volts.
+    /// device's brand says ([`brand`]), else it is read as the schema says, volts.
     pub normalized_battery: Option<NormalizedBattery>,
     #[serde(default)]
     pub fields: BTreeMap<String, Target>,
@@ -404,20 +404,30 @@ const BATTERY_CHARGE: Builtin = Builtin {
 /// `battery`, that level, into the schema's volts.
 const BRANDS: &[(&str, NormalizedBattery)] = &[("milesight-iot", NormalizedBattery::Charge)];
 
-/// What the normalized `battery` of a device of `brand` is: what `configured`
-/// (`[codecs.normalized_battery]`) says of the brand, else hubgate's own knowledge
-/// ([`BRANDS`]); none for a brand neither knows, or no brand.
-pub fn brand_battery(
-    brand: Option<&str>,
+/// A device's brand in The Things Network's Device Repository (TTS `version_ids.brand_id`),
+/// and what its normalized `battery` is by it.
+#[derive(Debug, Clone, Copy)]
+pub struct Brand<'a> {
+    pub id: &'a str,
+    /// What `[codecs.normalized_battery]` says of the brand, else hubgate's own knowledge
+    /// ([`BRANDS`]); none for a brand neither knows.
+    pub battery: Option<NormalizedBattery>,
+}
+
+/// The brand `id` of a device, if it has one, with what `configured`
+/// (`[codecs.normalized_battery]`) or hubgate knows of its normalized `battery` ([`Brand`]).
+pub fn brand<'a>(
+    id: Option<&'a str>,
     configured: &BTreeMap<String, NormalizedBattery>,
-) -> Option<NormalizedBattery> {
-    let brand = brand?;
-    configured.get(brand).copied().or_else(|| {
+) -> Option<Brand<'a>> {
+    let id = id?;
+    let battery = configured.get(id).copied().or_else(|| {
         BRANDS
             .iter()
-            .find(|(b, _)| *b == brand)
+            .find(|(b, _)| *b == id)
             .map(|(_, battery)| *battery)
-    })
+    });
+    Some(Brand { id, battery })
 }
 
 /// The rule for the normalized `battery` a `normalized_battery` gives, none for `"skip"`.
@@ -521,13 +531,12 @@ pub const ORIGIN: &str = "origin";
 
 /// Map a codec's own object with its `table` (none: everything goes under `origin`) and
 /// normalized measurements with the built-in table, their `battery` as the table's
-/// `normalized_battery` says, else as `battery` does (the device's brand's,
-/// [`brand_battery`]), else as volts; a measurement whose `time` (RFC 3339) is not `now`, the
-/// uplink's, goes into [`Mapped::history`].
+/// `normalized_battery` says, else as the device's `brand` does, else as volts; a measurement
+/// whose `time` (RFC 3339) is not `now`, the uplink's, goes into [`Mapped::history`].
 pub fn map(
     object: Option<&Map<String, Json>>,
     table: Option<&Table>,
-    battery: Option<NormalizedBattery>,
+    brand: Option<Brand>,
     normalized: &[Map<String, Json>],
     now: SystemTime,
 ) -> Mapped {
@@ -552,7 +561,7 @@ pub fn map(
                 ),
                 ignore: &t.ignore,
                 copy_of: None,
-                fix: "",
+                fix: Fix::None,
                 warn: false,
             })
         };
@@ -569,7 +578,9 @@ pub fn map(
         .chain(m.health.keys())
         .map(|k| quantity(k).to_string())
         .collect();
-    let battery = table.and_then(|t| t.normalized_battery).or(battery);
+    let battery = table
+        .and_then(|t| t.normalized_battery)
+        .or(brand.and_then(|b| b.battery));
     let unset = battery.is_none();
     // The codec's top-level `battery` the table reads as the charge, where neither the table
     // nor the brand says what the normalized one is: a normalizer copying it
@@ -621,9 +632,9 @@ pub fn map(
                     ignore: &[],
                     copy_of: charge_copy.filter(|_| moment.is_none() && b.path == "battery"),
                     fix: if unset && b.path == "battery" {
-                        BATTERY_FIX
+                        Fix::Battery(brand.map(|b| b.id))
                     } else {
-                        ""
+                        Fix::None
                     },
                     warn: true,
                 })
@@ -703,10 +714,34 @@ fn same_ms(a: SystemTime, b: SystemTime) -> bool {
     crate::record::ms_since_epoch(a) == crate::record::ms_since_epoch(b)
 }
 
-/// What the warning about a normalized `battery` above 60 V adds when neither the table
-/// nor the device's brand says what it is: some normalizers put the charge in percent there.
-const BATTERY_FIX: &str = "; a charge in percent there needs normalized_battery = \"charge\" \
-     in the mapping table, or for the device's brand in [codecs.normalized_battery]";
+/// What the warning about a number above a rule's range adds.
+#[derive(Clone, Copy)]
+enum Fix<'a> {
+    None,
+    /// How to say that a normalized `battery` is a charge in percent, which some normalizers
+    /// put there, where neither the table nor the device's brand (here if it has one) says
+    /// what it is.
+    Battery(Option<&'a str>),
+}
+
+impl std::fmt::Display for Fix<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let Fix::Battery(brand) = self else {
+            return Ok(());
+        };
+        f.write_str(
+            "; a charge in percent there needs normalized_battery = \"charge\" in the mapping \
+             table",
+        )?;
+        match brand {
+            Some(brand) => write!(
+                f,
+                ", or {brand:?} = \"charge\" in [codecs.normalized_battery] for the device's brand"
+            ),
+            None => Ok(()),
+        }
+    }
+}
 
 struct Rule<'a> {
     field: &'a str,
@@ -721,7 +756,7 @@ struct Rule<'a> {
     /// A number that is a copy of a value read already: it stays unmapped, quietly.
     copy_of: Option<f64>,
     /// Added to the warning about a number above `range`.
-    fix: &'static str,
+    fix: Fix<'a>,
     /// A number outside `range` is warned about.
     warn: bool,
 }
@@ -792,7 +827,7 @@ fn walk<'a>(
 fn outside(path: &str, x: f64, r: &Rule) -> String {
     let (min, max) = r.range;
     let (side, bound, fix) = if x < min {
-        ("below", min, "")
+        ("below", min, Fix::None)
     } else {
         ("above", max, r.fix)
     };
@@ -1106,9 +1141,30 @@ mod tests {
             map(None, None, None, &battery(json!(100)), UNIX_EPOCH).warnings,
             [
                 "normalized battery 100 is above 60 V, kept under origin; a charge in percent \
-                 there needs normalized_battery = \"charge\" in the mapping table, or for the \
-                 device's brand in [codecs.normalized_battery]"
+                 there needs normalized_battery = \"charge\" in the mapping table"
             ]
+        );
+        // A brand neither the config nor hubgate knows is named with the line that says it.
+        let acme = Brand {
+            id: "acme",
+            battery: None,
+        };
+        assert_eq!(
+            map(None, None, Some(acme), &battery(json!(100)), UNIX_EPOCH).warnings,
+            [
+                "normalized battery 100 is above 60 V, kept under origin; a charge in percent \
+                 there needs normalized_battery = \"charge\" in the mapping table, or \
+                 \"acme\" = \"charge\" in [codecs.normalized_battery] for the device's brand"
+            ]
+        );
+        // A brand that says volts needs no such advice either.
+        let volts = Brand {
+            battery: Some(NormalizedBattery::Voltage),
+            ..acme
+        };
+        assert_eq!(
+            map(None, None, Some(volts), &battery(json!(100)), UNIX_EPOCH).warnings,
+            ["normalized battery 100 is above 60 V, kept under origin"]
         );
         // No charge in percent is below 0.
         assert_eq!(
@@ -1152,8 +1208,7 @@ mod tests {
         assert_eq!(
             m.warnings,
             ["normalized battery 85 is above 60 V, kept under origin; a charge in percent there \
-              needs normalized_battery = \"charge\" in the mapping table, or for the device's \
-              brand in [codecs.normalized_battery]"]
+              needs normalized_battery = \"charge\" in the mapping table"]
         );
         let charge = |key: &str| {
             Table::parse(&format!(

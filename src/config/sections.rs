@@ -298,7 +298,7 @@ pub struct CodecsConfig {
     pub profiles: std::collections::BTreeMap<String, String>,
     /// Device Repository brand (TTS `version_ids.brand_id`) -> what its normalizers put in
     /// the normalized `battery`, for devices whose mapping table does not say: over
-    /// hubgate's own knowledge of a brand ([`crate::mapping::brand_battery`]).
+    /// hubgate's own knowledge of a brand ([`crate::mapping::brand`]).
     #[serde(default)]
     pub normalized_battery: std::collections::BTreeMap<String, crate::mapping::NormalizedBattery>,
     /// How long a device (or a codec) whose calls keep timing out, running out of memory,
