@@ -1438,65 +1438,93 @@ mod tests {
         }
     }
 
-    /// A device without a table of its own (not even a `[[device]]`) is read by its Device
-    /// Repository brand: Milesight's normalized battery is the charge, a percentage of 60 or
-    /// less too, with no warning; `[codecs.normalized_battery]` says it of another brand, or
-    /// overrides hubgate's. A brand neither knows, or none, keeps volts; a table that says
+    /// A device without a table of its own (not even a `[[device]]`), or with a table that
+    /// does not say, is read by its Device Repository brand: Milesight's normalized battery is
+    /// the charge, of 61 to 100 % too, with no warning where volts would refuse it;
+    /// `[codecs.normalized_battery]` says it of another brand, or overrides hubgate's. A brand
+    /// neither knows, or none, keeps volts: 85 is refused and warned about. A table that says
     /// what it is comes first.
     #[test]
     fn a_devices_brand_says_what_its_normalized_battery_is() {
-        let branded = |brand: Option<&str>| {
+        let branded = |brand: Option<&str>, battery: u32| {
             let Input::Uplink(mut up) = with_ns(
-                serde_json::json!({"battery": 45}),
-                serde_json::json!([{"battery": 45}]),
+                serde_json::json!({"battery": battery}),
+                serde_json::json!([{ "battery": battery }]),
             ) else {
                 unreachable!()
             };
             up.ns.brand = brand.map(str::to_string);
             Input::Uplink(up)
         };
-        let health = |d: &mut Decoder, brand: Option<&str>| {
-            body(&d.decode(&branded(brand)).one())["obj"]["data"]["device_health"].clone()
+        let health = |d: &mut Decoder, brand: Option<&str>, battery: u32| {
+            body(&d.decode(&branded(brand, battery)).one())["obj"]["data"]["device_health"].clone()
         };
-        let charge = serde_json::json!({"id": "58-A0-CB-00-00-10-12-34",
-            "charge": [{"unit": "%", "value": 45}]});
-        let volts = serde_json::json!({"id": "58-A0-CB-00-00-10-12-34",
-            "voltage": [{"unit": "V", "value": 45}]});
+        let id = "58-A0-CB-00-00-10-12-34";
+        let charge = |v: u32| serde_json::json!({"id": id, "charge": [{"unit": "%", "value": v}]});
+        let volts = |v: u32| serde_json::json!({"id": id, "voltage": [{"unit": "V", "value": v}]});
+        let refused = serde_json::json!({ "id": id });
         let m = Metrics::new();
         let cfg = Config::parse(
             "[codecs.normalized_battery]\nacme = \"charge\"\n[sink]\ntype = \"stdout\"\n",
         )
         .unwrap();
         let mut d = Decoder::new(&cfg, m.clone());
-        for (brand, expected) in [
-            (Some("milesight-iot"), &charge),
-            (Some("acme"), &charge),
-            (Some("elsys"), &volts),
-            (None, &volts),
+        // The refusals counted so far, after each.
+        for (brand, battery, expected, refusals) in [
+            (Some("milesight-iot"), 85, charge(85), 0),
+            (Some("acme"), 85, charge(85), 0),
+            (Some("milesight-iot"), 45, charge(45), 0),
+            (Some("elsys"), 85, refused.clone(), 1),
+            (None, 85, refused.clone(), 2),
+            (Some("elsys"), 45, volts(45), 2),
+            (None, 45, volts(45), 2),
         ] {
-            assert_eq!(&health(&mut d, brand), expected, "{brand:?}");
+            assert_eq!(
+                health(&mut d, brand, battery),
+                expected,
+                "{brand:?} {battery}"
+            );
+            assert_eq!(
+                m.problems("ns_value_refused"),
+                refusals,
+                "{brand:?} {battery}"
+            );
         }
-        assert_eq!(m.problems("ns_value_refused"), 0);
         let cfg = Config::parse(
             "[codecs.normalized_battery]\n\"milesight-iot\" = \"voltage\"\n\
              [sink]\ntype = \"stdout\"\n",
         )
         .unwrap();
         let mut d = Decoder::new(&cfg, Metrics::new());
-        assert_eq!(health(&mut d, Some("milesight-iot")), volts);
+        assert_eq!(health(&mut d, Some("milesight-iot"), 45), volts(45));
+        assert_eq!(health(&mut d, Some("milesight-iot"), 85), refused);
         let dir = crate::codec_files::tempdir();
         crate::codec_files::write(
             dir.path().join("m.toml"),
             "normalized_battery = \"voltage\"\n",
         );
-        let cfg = Config::parse(&format!(
-            "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
-             [[device]]\ndev_eui = \"58a0cb0000101234\"\nmapping = \"m\"\n",
-            dir.path()
-        ))
-        .unwrap();
-        let mut d = Decoder::new(&cfg, Metrics::new());
-        assert_eq!(health(&mut d, Some("milesight-iot")), volts);
+        crate::codec_files::write(
+            dir.path().join("t.toml"),
+            "[fields]\nTempC = { field = \"temperature\", unit = \"°C\" }\n",
+        );
+        let with_table = |table: &str| {
+            let cfg = Config::parse(&format!(
+                "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
+                 [[device]]\ndev_eui = \"58a0cb0000101234\"\nmapping = \"{table}\"\n",
+                dir.path()
+            ))
+            .unwrap();
+            let m = Metrics::new();
+            (Decoder::new(&cfg, m.clone()), m)
+        };
+        let (mut d, _) = with_table("m");
+        assert_eq!(health(&mut d, Some("milesight-iot"), 45), volts(45));
+        // A table that does not say leaves it to the brand.
+        let (mut d, m) = with_table("t");
+        assert_eq!(health(&mut d, Some("milesight-iot"), 85), charge(85));
+        assert_eq!(m.problems("ns_value_refused"), 0);
+        assert_eq!(health(&mut d, None, 85), refused);
+        assert_eq!(m.problems("ns_value_refused"), 1);
         // A JavaScript codec's normalizer without a table, the same.
         #[cfg(feature = "js")]
         {
@@ -1506,16 +1534,19 @@ mod tests {
                  function normalizeUplink(i) { return {data: {battery: i.data.battery}}; }",
             );
             let (mut d, m) = js_decoder(dir.path(), "js_codec = \"c\"\n", "");
-            let Input::Uplink(mut up) = with_payload(&[45]) else {
+            let Input::Uplink(mut up) = with_payload(&[85]) else {
                 unreachable!()
             };
-            for (brand, expected) in [(Some("milesight-iot"), &charge), (None, &volts)] {
+            for (brand, expected, refusals) in [
+                (Some("milesight-iot"), charge(85), 0),
+                (None, refused.clone(), 1),
+            ] {
                 up.ns.brand = brand.map(str::to_string);
                 let rec = d.decode(&Input::Uplink(up.clone())).one();
                 let data = &body(&rec)["obj"]["data"];
-                assert_eq!(&data["device_health"], expected, "{brand:?}");
+                assert_eq!(data["device_health"], expected, "{brand:?}");
+                assert_eq!(m.problems("js_value_refused"), refusals, "{brand:?}");
             }
-            assert_eq!(m.problems("js_value_refused"), 0);
         }
     }
 
