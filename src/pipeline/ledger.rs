@@ -190,7 +190,7 @@ impl Ledger {
             .last_seq()
             .map_or(0, |s| s + 1)
             .max(steps.first_after());
-        Ok(Ledger {
+        let ledger = Ledger {
             buffer,
             sink,
             health: SinkHealth::new(metrics.clone(), seed),
@@ -223,7 +223,10 @@ impl Ledger {
             clock_source: (false, None),
             last_run,
             kept_reading: last_run,
-        })
+        };
+        // The start may have changed the buffer's state already (stale kept frames dropped).
+        ledger.show_unsynced();
+        Ok(ledger)
     }
 
     pub fn buffered(&self) -> u64 {
@@ -305,6 +308,7 @@ impl Ledger {
         self.take_each(records, counters, ack, |ledger, record, fcnts, ack| {
             ledger.take_one(record, fcnts, ack, now)
         });
+        self.show_unsynced();
     }
 
     /// Each of `records` taken by `one` with its part of `ack`; the frame counters go under
@@ -563,6 +567,7 @@ impl Ledger {
                 ledger.wait(seq, record, vec![ack]);
             }
         });
+        self.show_unsynced();
     }
 
     fn healthy(&self, now: Instant) -> bool {
@@ -712,6 +717,7 @@ impl Ledger {
         }
         self.clock_synchronized = trusted;
         self.clock_read = true;
+        self.show_unsynced();
     }
 
     /// What the next readings of the clock ([`Ledger::clock`]) are taken with: whether the
@@ -1156,12 +1162,7 @@ impl Ledger {
     pub fn end_round(&mut self, now: Instant) -> Result<(), BufferError> {
         self.store_waiting();
         self.commit(now, false)?;
-        self.drain(now)?;
-        // From a frame's being taken until its counter's flush succeeds: raised at the end
-        // of the take's round, it is up before the frame's record can be reported delivered.
-        let unsynced = !self.taken.is_empty() || self.buffer.state_unsynced();
-        self.metrics.buffer_state_unsynced.set(u64::from(unsynced));
-        Ok(())
+        self.drain(now)
     }
 
     /// Group commit. Take the outcome of the running flush, if it is done; with none running,
@@ -1171,6 +1172,12 @@ impl Ledger {
     /// `force` (shutdown), wait for the flushes. A failed file sync is the error: nothing
     /// written can be trusted to be on disk any more, and nothing waiting is released.
     pub fn commit(&mut self, now: Instant, force: bool) -> Result<(), BufferError> {
+        let committed = self.group_commit(now, force);
+        self.show_unsynced();
+        committed
+    }
+
+    fn group_commit(&mut self, now: Instant, force: bool) -> Result<(), BufferError> {
         self.buffer.update_oldest_if_due(now);
         self.take_flush_outcome(force)?;
         if self.buffer.flushing() {
@@ -1228,6 +1235,16 @@ impl Ledger {
             format!("cannot flush the buffer: {e}; holding acknowledgements")
         });
         Ok(())
+    }
+
+    /// `hubgate_buffer_state_unsynced`: 1 from a frame's take until its counter is kept, and
+    /// while a change of the buffer's state waits for a flush that succeeds. Set at the take,
+    /// at every commit (a failed one too), and at each reading of the clock, which may keep
+    /// one. A delivery keeps counters too, only of frames taken before: the gauge was 1 and
+    /// stays 1 until the commit of their flush.
+    fn show_unsynced(&self) {
+        let unsynced = !self.taken.is_empty() || self.buffer.state_unsynced();
+        self.metrics.buffer_state_unsynced.set(u64::from(unsynced));
     }
 
     fn release(metrics: &Metrics, acks: &mut Vec<(Option<u64>, Ack)>) {
@@ -1942,6 +1959,46 @@ mod tests {
         ledger.end_round(later).unwrap();
         assert!(!ledger.buffer.flushing());
         assert_eq!(gauge(), 0);
+    }
+
+    /// The gauge is right wherever the state it shows changes, not only at a round's end:
+    /// up from the start when the start changed the buffer's state, up once a reading of the
+    /// clock is kept and at the take, before the round ends, and down once shutdown's commit
+    /// (no round's end) made the counter durable.
+    #[test]
+    fn the_unsynced_state_gauge_is_set_at_the_start_the_take_and_every_commit() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let gauge = || metrics.buffer_state_unsynced.get();
+        let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        buffer.save_fcnt(2, [2; 8], 9, [9; 4]).unwrap();
+        let t0 = Instant::now();
+        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        assert_eq!(
+            gauge(),
+            1,
+            "a change of state at the start, before the first round"
+        );
+        let later = t0 + Duration::from_secs(1);
+        ledger.end_round(later).unwrap();
+        assert_eq!(gauge(), 0);
+        ledger.clock(true, later, SystemTime::now());
+        assert_eq!(
+            gauge(),
+            1,
+            "the clock's first reading kept, before the round's end"
+        );
+        ledger.end_round(t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(gauge(), 0);
+
+        ledger.take(vec![record(1)], counter(false), Ack::None, t0);
+        assert_eq!(gauge(), 1, "taken, its round not ended");
+        ledger.end_round(t0).unwrap();
+        // Shutdown's order: what is in flight into the buffer, then a commit that waits.
+        ledger.spill_in_flight();
+        ledger.commit(t0, true).unwrap();
+        assert_eq!((ledger.buffered(), kept_counters(&ledger)), (1, vec![7, 9]));
+        assert_eq!(gauge(), 0, "its counter durable at shutdown");
     }
 
     /// A buffered record's counter is kept only once a flush that covers the record is done:
