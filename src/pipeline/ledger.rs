@@ -103,6 +103,9 @@ pub struct Ledger {
     /// take order: the newest of them that has no frame held before it, and is not held
     /// itself, is kept ([`Ledger::release_fcnts`]).
     taken: HashMap<(DevAddr, DevEui), VecDeque<Fcnt>>,
+    /// Sessions whose last kept frames the disk refused to write (the counter, or the frames
+    /// kept to tell a copy): not on disk until a later frame of the session is kept.
+    unsaved: BTreeSet<(DevAddr, DevEui)>,
     /// Frame counters of records written to the buffer (or dropped, or dead-lettered), and of
     /// copies of such records, kept once a flush that starts later is done, as `pending_acks`
     /// are released.
@@ -210,6 +213,7 @@ impl Ledger {
             syncing_acks: Vec::new(),
             unsettled: BTreeMap::new(),
             taken: HashMap::new(),
+            unsaved: BTreeSet::new(),
             pending_fcnts: Vec::new(),
             syncing_fcnts: Vec::new(),
             dirty: left_over,
@@ -549,12 +553,19 @@ impl Ledger {
                 }
                 None => Ok(()),
             };
+            let session = (dev_addr, dev_eui);
             let failed = match (counter, copies) {
-                (Ok(()), Ok(())) => continue,
+                (Ok(()), Ok(())) => {
+                    self.unsaved.remove(&session);
+                    continue;
+                }
                 (Err(e), Ok(())) => format!("cannot keep the frame counter of {dev_addr}: {e}"),
                 (Ok(()), Err(e)) => format!("cannot keep the frames {dev_addr} accepted last (a copy of one heard after a restart may be taken again): {e}"),
                 (Err(e), Err(f)) => format!("cannot keep the frame counter of {dev_addr} ({e}) nor the frames it accepted last ({f})"),
             };
+            // No retry: a counter not on disk makes a redelivery after a restart a duplicate,
+            // not a loss. The session's next frame kept writes it again.
+            self.unsaved.insert(session);
             self.metrics.problem("buffer_write_error", || failed);
         }
     }
@@ -1237,13 +1248,15 @@ impl Ledger {
         Ok(())
     }
 
-    /// `hubgate_buffer_state_unsynced`: 1 from a frame's take until its counter is kept, and
-    /// while a change of the buffer's state waits for a flush that succeeds. Set at the take,
-    /// at every commit (a failed one too), and at each reading of the clock, which may keep
-    /// one. A delivery keeps counters too, only of frames taken before: the gauge was 1 and
-    /// stays 1 until the commit of their flush.
+    /// `hubgate_buffer_state_unsynced`: 1 from a frame's take until its counter is kept, while
+    /// a change of the buffer's state waits for a flush that succeeds, and while a session's
+    /// last kept frames are not on disk (`unsaved`). Set at the take, at every commit (a
+    /// failed one too), and at each reading of the clock, which may keep one. A delivery
+    /// keeps counters too, only of frames taken before: the gauge was 1 and stays 1 until the
+    /// commit of their flush.
     fn show_unsynced(&self) {
-        let unsynced = !self.taken.is_empty() || self.buffer.state_unsynced();
+        let unsynced =
+            !self.taken.is_empty() || !self.unsaved.is_empty() || self.buffer.state_unsynced();
         self.metrics.buffer_state_unsynced.set(u64::from(unsynced));
     }
 
@@ -1999,6 +2012,76 @@ mod tests {
         ledger.commit(t0, true).unwrap();
         assert_eq!((ledger.buffered(), kept_counters(&ledger)), (1, vec![7, 9]));
         assert_eq!(gauge(), 0, "its counter durable at shutdown");
+    }
+
+    /// How a record's frame counter comes to be kept.
+    #[derive(Debug, Clone, Copy)]
+    enum Settled {
+        Delivered,
+        Buffered,
+        DeadLettered,
+    }
+
+    /// A frame counter the disk refused to write keeps the gauge up, whether its record was
+    /// delivered, buffered or dead-lettered: a kill would find it not on disk. Another
+    /// session's counter kept and synced meanwhile does not lower it; a later frame of the
+    /// same session, kept and synced, does.
+    #[test]
+    fn the_unsynced_state_gauge_stays_up_after_a_counter_the_disk_refused() {
+        let cfg = BufferConfig::default();
+        let frame = |dev: u8, fcnt: u32| Counters {
+            advanced: vec![(DevAddr(dev.into()), DevEui([dev; 8]), fcnt, [dev; 4], None)],
+            replayed: None,
+        };
+        for how in [Settled::Delivered, Settled::Buffered, Settled::DeadLettered] {
+            let metrics = Metrics::new();
+            let gauge = || metrics.buffer_state_unsynced.get();
+            let store = MemoryStore::default();
+            let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+            let t0 = Instant::now();
+            let t = |s| t0 + Duration::from_secs(s);
+            let (mut ledger, mut reports) =
+                stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+            let mut keep = |ledger: &mut Ledger, n: u32, counters: Counters, now: Instant| {
+                match how {
+                    Settled::Delivered => {
+                        ledger.take(vec![record(n)], counters, Ack::None, now);
+                        ledger.end_round(now).unwrap();
+                        ledger.delivered(reports.try_recv().unwrap(), now).unwrap();
+                    }
+                    Settled::Buffered => {
+                        ledger.take_to_buffer(vec![record(n)], counters, Ack::None);
+                    }
+                    Settled::DeadLettered => {
+                        let letter = Record {
+                            rec_type: DEAD_LETTER.into(),
+                            ..record(n)
+                        };
+                        ledger.take(vec![letter], counters, Ack::None, now);
+                    }
+                }
+                // Its counter kept, then synced.
+                for s in 1..=2 {
+                    ledger.end_round(now + Duration::from_secs(s)).unwrap();
+                }
+            };
+            store.set_state_fails(Some(b""));
+            keep(&mut ledger, 1, frame(1, 7), t(0));
+            assert_eq!(metrics.problems("buffer_write_error"), 1, "{how:?}");
+            assert!(kept_counters(&ledger).is_empty());
+            assert_eq!(gauge(), 1, "{how:?}: the counter is not on disk");
+            store.set_state_fails(None);
+            keep(&mut ledger, 2, frame(2, 7), t(2));
+            assert_eq!(kept_counters(&ledger), [7]);
+            assert_eq!(
+                gauge(),
+                1,
+                "{how:?}: the first session's is still not on disk"
+            );
+            keep(&mut ledger, 3, frame(1, 8), t(4));
+            assert_eq!(kept_counters(&ledger), [8, 7]);
+            assert_eq!(gauge(), 0, "{how:?}");
+        }
     }
 
     /// A buffered record's counter is kept only once a flush that covers the record is done:
