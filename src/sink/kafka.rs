@@ -22,7 +22,8 @@ use crate::config::{HubNames, KafkaConfig};
 use crate::metrics::Metrics;
 use crate::record::Record;
 
-/// How often librdkafka reports broker states (the `hubgate_kafka_connected` gauge).
+/// How often librdkafka reports broker states (the `hubgate_kafka_connected` gauge; a
+/// confirmed record sets it to 1 at once).
 const STATS_INTERVAL_MS: &str = "5000";
 
 /// Producer settings hubgate relies on, whatever the broker: every record confirmed by all
@@ -253,6 +254,9 @@ impl ProducerContext for DeliveryContext {
             self.timeouts.timed_out();
         } else if result.is_ok() {
             self.timeouts.confirmed(Instant::now());
+            // A broker connection is up: said at once, not at the next statistics (a stop
+            // does not wait for a sink it takes for down).
+            self.metrics.kafka_connected.set("", 1);
         }
         let result = match result {
             Ok(m) => {
@@ -931,6 +935,25 @@ mod tests {
             [(1, true), (2, true), (3, true)]
         );
         assert_eq!(written(&mock.bootstrap_servers(), 3), [1, 2, 3]);
+    }
+
+    /// A confirmed record shows the connection up at once, not at librdkafka's next
+    /// statistics (turned off here): until then a stop would take the sink for down.
+    #[tokio::test]
+    async fn a_confirmed_record_shows_the_connection_up() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let mut c = base_config();
+        c.set("bootstrap.servers", mock.bootstrap_servers())
+            .set("statistics.interval.ms", "0");
+        let (tx, mut rx) = unbounded_channel();
+        let metrics = Metrics::new();
+        let mut sink =
+            KafkaSink::new(c, HubNames::default(), tx, metrics.clone(), unattended()).unwrap();
+        assert_eq!(metrics.kafka_connected.get(""), Some(0));
+        sink.send(1, &record(1)).unwrap();
+        assert!(next(&mut sink, &mut rx).await.result.is_ok());
+        assert_eq!(metrics.kafka_connected.get(""), Some(1));
     }
 
     /// A flush (at shutdown, before a producer is replaced) carries the records held behind
