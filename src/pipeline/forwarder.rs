@@ -34,7 +34,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// Housekeeping while there is nothing of that (the clock's state, a producer that failed
 /// with nothing to send, the watchdog's heartbeat): an idle agent wakes once a second.
 pub(super) const IDLE_TICK: Duration = Duration::from_secs(1);
-/// How long shutdown waits for the sink to confirm what is in flight before spilling it.
+/// How long shutdown waits for the sink to confirm what is in flight before spilling it
+/// (not at all while the sink is known to be down: [`Forwarder::settle`]).
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// A buffer flush that has run this long is the problem `buffer_flush_slow` (an SD card
 /// that takes seconds for an fsync is failing or far too busy).
@@ -412,10 +413,17 @@ impl Forwarder {
     }
 
     /// Give the sink a moment to confirm what is in flight, apply its reports, and buffer
-    /// what it still has not confirmed.
+    /// what it still has not confirmed. A sink known to be down gets no moment, only serves
+    /// the reports it has: waiting for confirmations that cannot come would hold every stop
+    /// (and key rotation) for [`SHUTDOWN_FLUSH`]. A record it would still have confirmed is
+    /// sent again from the buffer, a duplicate.
     fn settle(&mut self, deliveries: &mut UnboundedReceiver<Delivery>) -> Result<(), BufferError> {
         if self.ledger.has_in_flight() {
-            self.ledger.sink().flush(SHUTDOWN_FLUSH);
+            let wait = match self.ledger.sink_down() {
+                true => Duration::ZERO,
+                false => SHUTDOWN_FLUSH,
+            };
+            self.ledger.sink().flush(wait);
         }
         self.take_reports(deliveries)?;
         self.ledger.spill_in_flight();
@@ -982,6 +990,119 @@ mod tests {
         assert_eq!(metrics.buffer_flush.age_s(t0 + Duration::from_secs(31)), 0);
         assert_eq!(beats(&mut fwd, 600, t0), 1, "done: beating again");
         assert_eq!(metrics.problems("buffer_flush_slow"), 1);
+    }
+
+    /// A sink that confirms nothing, and notes the time each of its flushes was given.
+    struct Unconfirmed(Arc<std::sync::Mutex<Vec<Duration>>>);
+
+    impl Sink for Unconfirmed {
+        fn send(
+            &mut self,
+            _seq: u64,
+            _rec: &crate::record::Record,
+        ) -> Result<(), crate::sink::SinkError> {
+            Ok(())
+        }
+        fn flush(&mut self, timeout: Duration) {
+            self.0.lock().unwrap().push(timeout);
+        }
+    }
+
+    /// How the sink stands when hubgate stops.
+    #[derive(Debug, Clone, Copy)]
+    enum AtStop {
+        /// A sink without a connection state that has not failed.
+        Ready,
+        Connected,
+        Unconnected,
+        /// A record it was sent failed, and nothing got through since.
+        Failing,
+    }
+
+    /// A stop gives a sink that is up [`SHUTDOWN_FLUSH`] to confirm what is in flight, and
+    /// one known to be down (no connection, or failing) none: it only serves the reports it
+    /// has, rather than hold the stop for confirmations that cannot come. Either way every
+    /// record not confirmed is in the buffer afterwards, and only then acknowledged.
+    #[test]
+    fn a_stop_waits_for_the_sink_only_while_it_is_up() {
+        for (at_stop, wait) in [
+            (AtStop::Ready, SHUTDOWN_FLUSH),
+            (AtStop::Connected, SHUTDOWN_FLUSH),
+            (AtStop::Unconnected, Duration::ZERO),
+            (AtStop::Failing, Duration::ZERO),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let flushes = Arc::default();
+            let sink = Box::new(Unconfirmed(Arc::clone(&flushes)));
+            let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+            let (mut fwd, metrics) =
+                forwarder_of("[sink]\ntype = \"stdout\"\n", Box::new(store), sink);
+            let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
+            let now = Instant::now();
+            for pkid in 0..3 {
+                let record = crate::record::Record {
+                    id: format!("id-{pkid}"),
+                    rec_type: "t".into(),
+                    key: "k".into(),
+                    created_ms: 1,
+                    body: "{}".into(),
+                };
+                let ack = Ack::Mqtt {
+                    acks: acks.clone(),
+                    ack: crate::source::PubAck {
+                        connection: 0,
+                        qos: rumqttc::QoS::AtLeastOnce,
+                        pkid,
+                    },
+                };
+                fwd.ledger.take(vec![record], Counters::default(), ack, now);
+            }
+            fwd.ledger.end_round(now).unwrap();
+            match at_stop {
+                AtStop::Ready => {}
+                AtStop::Connected => metrics.kafka_connected.set("", 1),
+                AtStop::Unconnected => metrics.kafka_connected.set("", 0),
+                AtStop::Failing => {
+                    let result = Err(crate::sink::SinkError::Retry("timed out".into()));
+                    fwd.ledger
+                        .delivered(Delivery { seq: 0, result }, now)
+                        .unwrap();
+                }
+            }
+            assert!(fwd.ledger.has_in_flight(), "{at_stop:?}");
+            assert!(
+                pubacks.try_recv().is_err(),
+                "{at_stop:?}: acknowledged early"
+            );
+            let (_, urgent) = tokio::sync::mpsc::channel(1);
+            let (_, patient) = tokio::sync::mpsc::channel(1);
+            let (_, deliveries) = tokio::sync::mpsc::unbounded_channel();
+            let (_, stop) = tokio::sync::watch::channel(true);
+            let (_, new_sinks) = tokio::sync::mpsc::channel(1);
+            let (_, parks) = tokio::sync::mpsc::unbounded_channel();
+            let inputs = Inputs {
+                urgent,
+                patient,
+                deliveries,
+                stop,
+                new_sinks,
+                parks,
+            };
+            fwd.shutdown(inputs).unwrap();
+            assert_eq!(*flushes.lock().unwrap(), [wait], "{at_stop:?}");
+            drop(acks);
+            let mut acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
+                .map(|a| a.pkid)
+                .collect();
+            acked.sort_unstable();
+            assert_eq!(acked, [0, 1, 2], "{at_stop:?}");
+            let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+            let cfg = BufferConfig::default();
+            let mut buffer = Buffer::new(Box::new(store), &cfg, Metrics::new());
+            let buffered = buffer.next(None, 10, u64::MAX, Instant::now()).unwrap();
+            let ids: Vec<_> = buffered.into_iter().map(|(_, r)| r.id).collect();
+            assert_eq!(ids, ["id-0", "id-1", "id-2"], "{at_stop:?}");
+        }
     }
 
     /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves

@@ -68,6 +68,12 @@ impl SinkHealth {
         self.retry_at.is_none_or(|t| now >= t)
     }
 
+    /// A failure made the whole sink wait, and no delivery went through since (the wait may
+    /// be over: trying again is not working again). A park is not that.
+    pub fn failing(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
     pub fn is_parked(&self, rec_type: &str, now: Instant) -> bool {
         self.parked.get(rec_type).is_some_and(|p| now < p.until)
     }
@@ -261,6 +267,23 @@ mod tests {
         );
         assert!(h.ready(late));
         assert_eq!(h.backoff, BACKOFF_MIN * 2);
+    }
+
+    /// The sink is failing from a failure until a delivery goes through, also once its wait
+    /// is over; a parked recType is not the sink failing.
+    #[test]
+    fn the_sink_is_failing_from_a_failure_until_a_success() {
+        let mut h = SinkHealth::new(Metrics::new(), 1);
+        let now = Instant::now();
+        h.failed(&SinkError::Park(missing()), "motion", now, now);
+        assert!(!h.failing());
+        let Verdict::Backoff(wait) = h.failed(&SinkError::Retry("down".into()), "a", now, now)
+        else {
+            panic!()
+        };
+        assert!(h.failing() && h.ready(now + wait));
+        h.succeeded("a");
+        assert!(!h.failing());
     }
 
     #[test]

@@ -971,6 +971,15 @@ impl Ledger {
         !self.in_flight.is_empty()
     }
 
+    /// The sink is known to be down: failing since its last delivery
+    /// ([`SinkHealth::failing`]), or without a connection (`hubgate_kafka_connected` 0, as a
+    /// sink with a connection state shows it: docs/adding-a-sink.md; 0 too from its start
+    /// until its client reports a connection or a record is confirmed). What it has in flight
+    /// will not be confirmed soon.
+    pub fn sink_down(&self) -> bool {
+        self.health.failing() || self.metrics.kafka_connected.get("") == Some(0)
+    }
+
     /// A message the sources gave up on: into the dead-letter tree (up to a cap), never to the
     /// sink; its source is acknowledged once that is flushed, so it is not delivered again,
     /// and the frame counters `fcnts` are kept once it is written.
