@@ -184,9 +184,9 @@ pub struct Metrics {
     /// fsync/fdatasync calls that made buffer writes durable.
     pub buffer_syncs: Counter,
     /// 1 from a LoRaWAN frame's take until its counter is durable (one the disk refused to
-    /// write: until the session's next counter is), and while another change of the buffer's
-    /// state (a clock reading, stale kept frames removed at the start) waits for the flush
-    /// that makes it durable (set by the ledger).
+    /// write: until it is written again and synced), and while another change of the
+    /// buffer's state (a clock reading, stale kept frames removed at the start) waits for the
+    /// flush that makes it durable (set by the ledger).
     pub buffer_state_unsynced: Counter,
     /// When the buffer's running flush started (none: unset), on the same clock.
     pub buffer_flush: AtomicInstant,
@@ -367,7 +367,7 @@ impl Metrics {
                 one_value(self.buffer_flush.age_s(std::time::Instant::now())),
             ),
             e("buffer_syncs_total", "counter", "", "fsync/fdatasync calls that made buffer writes durable", one(&self.buffer_syncs)),
-            e("buffer_state_unsynced", "gauge", "", "1 from a LoRaWAN frame's take until its frame counter is durable (one the disk refused to write: until the session's next one is), and while another change of the buffer's state waits for its sync", one(&self.buffer_state_unsynced)),
+            e("buffer_state_unsynced", "gauge", "", "1 from a LoRaWAN frame's take until its frame counter is durable (one the disk refused to write: until it is written again), and while another change of the buffer's state waits for its sync", one(&self.buffer_state_unsynced)),
             e(
                 "dropped_total",
                 "counter",

@@ -29,6 +29,7 @@ use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, ClockState, Pushed};
 use crate::config::BufferConfig;
 use crate::ids::DevEui;
+use crate::lorawan::fcnt::COPIES;
 use crate::lorawan::{Accepted, Counters, DevAddr};
 use crate::metrics::{unix_seconds, Metrics};
 use crate::record::{ms_since_epoch, Record, DEAD_LETTER};
@@ -104,8 +105,10 @@ pub struct Ledger {
     /// itself, is kept ([`Ledger::release_fcnts`]).
     taken: HashMap<(DevAddr, DevEui), VecDeque<Fcnt>>,
     /// Sessions whose last kept frames the disk refused to write (the counter, or the frames
-    /// kept to tell a copy): not on disk until a later frame of the session is kept.
-    unsaved: BTreeSet<(DevAddr, DevEui)>,
+    /// kept to tell a copy), with those frames (the last [`COPIES`]): written again at each
+    /// commit while flushes work, and with the session's next frames kept
+    /// ([`Ledger::keep_fcnts`]). One entry a configured session at most.
+    unsaved: BTreeMap<(DevAddr, DevEui), Vec<Fcnt>>,
     /// Frame counters of records written to the buffer (or dropped, or dead-lettered), and of
     /// copies of such records, kept once a flush that starts later is done, as `pending_acks`
     /// are released.
@@ -213,7 +216,7 @@ impl Ledger {
             syncing_acks: Vec::new(),
             unsettled: BTreeMap::new(),
             taken: HashMap::new(),
-            unsaved: BTreeSet::new(),
+            unsaved: BTreeMap::new(),
             pending_fcnts: Vec::new(),
             syncing_fcnts: Vec::new(),
             dirty: left_over,
@@ -537,10 +540,16 @@ impl Ledger {
     /// those of the last [`COPY_WINDOW`](crate::lorawan::fcnt::COPY_WINDOW) only; none where
     /// the time since boot cannot be read). Any other session's kept counter refuses such a
     /// copy by itself: its frames are neither read nor written, which spares each of its
-    /// uplinks a rewrite of up to 556 bytes.
+    /// uplinks a rewrite of up to 556 bytes. A session's frames the disk refused last go
+    /// first, so they are written with these; refused again, all are kept for the next try.
     fn keep_fcnts(&mut self, sessions: Vec<((DevAddr, DevEui), Vec<Fcnt>)>) {
         let boot = crate::clock::since_boot().map(|up| (Instant::now(), up));
-        for ((dev_addr, dev_eui), frames) in sessions {
+        for (session, mut frames) in sessions {
+            let (dev_addr, dev_eui) = session;
+            if let Some(mut refused) = self.unsaved.remove(&session) {
+                refused.append(&mut frames);
+                frames = refused;
+            }
             let copies: Vec<_> = (frames.iter())
                 .filter_map(|&(_, _, fcnt, mic, at)| Some((fcnt, mic, boot_ms_at(at?, boot?)?)))
                 .collect();
@@ -553,19 +562,16 @@ impl Ledger {
                 }
                 None => Ok(()),
             };
-            let session = (dev_addr, dev_eui);
             let failed = match (counter, copies) {
-                (Ok(()), Ok(())) => {
-                    self.unsaved.remove(&session);
-                    continue;
-                }
+                (Ok(()), Ok(())) => continue,
                 (Err(e), Ok(())) => format!("cannot keep the frame counter of {dev_addr}: {e}"),
                 (Ok(()), Err(e)) => format!("cannot keep the frames {dev_addr} accepted last (a copy of one heard after a restart may be taken again): {e}"),
                 (Err(e), Err(f)) => format!("cannot keep the frame counter of {dev_addr} ({e}) nor the frames it accepted last ({f})"),
             };
-            // No retry: a counter not on disk makes a redelivery after a restart a duplicate,
-            // not a loss. The session's next frame kept writes it again.
-            self.unsaved.insert(session);
+            // Written again at the next commit (a counter not on disk makes a redelivery
+            // after a restart a duplicate, not a loss): only the last frames can be kept.
+            frames.drain(..frames.len().saturating_sub(COPIES));
+            self.unsaved.insert(session, frames);
             self.metrics.problem("buffer_write_error", || failed);
         }
     }
@@ -1199,6 +1205,12 @@ impl Ledger {
 
     fn group_commit(&mut self, now: Instant, force: bool) -> Result<(), BufferError> {
         self.buffer.update_oldest_if_due(now);
+        // Once a commit, and not while flushes fail: a failing disk is not written to in a
+        // loop. What the disk takes now is made durable by the flush that follows.
+        if !self.flush_failing && !self.unsaved.is_empty() {
+            let unsaved = std::mem::take(&mut self.unsaved);
+            self.keep_fcnts(unsaved.into_iter().collect());
+        }
         self.take_flush_outcome(force)?;
         if self.buffer.flushing() {
             return Ok(());
@@ -2033,10 +2045,11 @@ mod tests {
 
     /// A frame counter the disk refused to write keeps the gauge up, whether its record was
     /// delivered, buffered or dead-lettered: a kill would find it not on disk. Another
-    /// session's counter kept and synced meanwhile does not lower it; a later frame of the
-    /// same session, kept and synced, does.
+    /// session's counter kept and synced meanwhile does not lower it. It is written again
+    /// once a commit, not while flushes fail, with no later frame of its session (a session
+    /// that sends no more would keep the gauge up for good); kept and synced, the gauge is 0.
     #[test]
-    fn the_unsynced_state_gauge_stays_up_after_a_counter_the_disk_refused() {
+    fn a_counter_the_disk_refused_keeps_the_gauge_up_until_it_is_written_again() {
         let cfg = BufferConfig::default();
         let frame = |dev: u8, fcnt: u32| Counters {
             advanced: vec![(DevAddr(dev.into()), DevEui([dev; 8]), fcnt, [dev; 4], None)],
@@ -2074,22 +2087,43 @@ mod tests {
                     ledger.end_round(now + Duration::from_secs(s)).unwrap();
                 }
             };
-            store.set_state_fails(Some(b""));
-            keep(&mut ledger, 1, frame(1, 7), t(0));
-            assert_eq!(metrics.problems("buffer_write_error"), 1, "{how:?}");
+            let refusals = || metrics.problems("buffer_write_error");
+            store.set_state_fails(Some(b"fcnt/\0\0\0\x01"));
+            keep(&mut ledger, 1, frame(1, 5), t(0));
             assert!(kept_counters(&ledger).is_empty());
             assert_eq!(gauge(), 1, "{how:?}: the counter is not on disk");
-            store.set_state_fails(None);
-            keep(&mut ledger, 2, frame(2, 7), t(2));
+            let refused = refusals();
+            ledger.end_round(t(3)).unwrap();
+            assert_eq!(
+                refusals(),
+                refused + 1,
+                "{how:?}: tried again once a commit"
+            );
+            keep(&mut ledger, 2, frame(2, 7), t(3));
             assert_eq!(kept_counters(&ledger), [7]);
             assert_eq!(
                 gauge(),
                 1,
                 "{how:?}: the first session's is still not on disk"
             );
-            keep(&mut ledger, 3, frame(1, 8), t(4));
-            assert_eq!(kept_counters(&ledger), [8, 7]);
-            assert_eq!(gauge(), 0, "{how:?}");
+            // Flushes fail: nothing is written again until one works.
+            store.set_flush_fails(true);
+            ledger.take_to_buffer(vec![record(9)], Counters::default(), Ack::None);
+            ledger.end_round(t(6)).unwrap();
+            store.set_state_fails(None);
+            ledger.end_round(t(7)).unwrap();
+            assert_eq!(
+                kept_counters(&ledger),
+                [7],
+                "{how:?}: tried while flushes fail"
+            );
+            store.set_flush_fails(false);
+            ledger.end_round(t(8)).unwrap();
+            assert_eq!(gauge(), 1, "{how:?}");
+            ledger.end_round(t(9)).unwrap();
+            assert_eq!(kept_counters(&ledger), [5, 7], "{how:?}");
+            ledger.end_round(t(10)).unwrap();
+            assert_eq!(gauge(), 0, "{how:?}: kept and synced");
         }
     }
 
@@ -2728,6 +2762,37 @@ mod tests {
             assert_eq!(
                 (kept(&l), copies[0].frames.clone()),
                 (vec![8], vec![(7, [7; 4], up), (8, [8; 4], up + 2000)])
+            );
+        }
+
+        /// Frames the disk refused to keep to tell a copy are written with the session's next
+        /// frames, not left out of them (the next write takes what is kept as its base): a
+        /// copy of either heard after a restart is still told as one.
+        #[test]
+        fn frames_the_disk_refused_to_keep_go_with_the_next_ones() {
+            let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
+            l.buffer
+                .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
+            l.buffer.set_boot_id(Some(7));
+            let frame = |fcnt: u32| Counters {
+                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4], Some(t0))],
+                replayed: None,
+            };
+            l.take(vec![record(7)], frame(7), Ack::None, t0);
+            l.take(vec![record(8)], frame(8), Ack::None, t0);
+            l.end_round(t0).unwrap();
+            let first = reports.try_recv().unwrap();
+            let second = reports.try_recv().unwrap();
+            store.set_state_fails(Some(b"fcnt-copies/"));
+            l.delivered(first, t0).unwrap();
+            assert_eq!((kept(&l), l.buffer.copies().unwrap()), (vec![7], vec![]));
+            store.set_state_fails(None);
+            l.delivered(second, t0).unwrap();
+            let copies = l.buffer.copies().unwrap();
+            let frames: Vec<_> = copies[0].frames.iter().map(|&(f, m, _)| (f, m)).collect();
+            assert_eq!(
+                (kept(&l), frames),
+                (vec![8], vec![(7, [7; 4]), (8, [8; 4])])
             );
         }
 
