@@ -35,8 +35,14 @@ const TICK: Duration = Duration::from_millis(100);
 /// with nothing to send, the watchdog's heartbeat): an idle agent wakes once a second.
 pub(super) const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for the sink to confirm what is in flight before spilling it
-/// (not at all while the sink is known to be down: [`Forwarder::settle`]).
+/// (less while the sink is not known to be up: [`SHUTDOWN_FLUSH_NOT_UP`]).
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// The wait instead of [`SHUTDOWN_FLUSH`] while the sink is not known to be up (failing, or
+/// its connection state 0). Not none: that state reads 0 also for a while after the sink's
+/// start and during a reconnect, and a single failure makes it failing, while it is up; a
+/// second lets such a sink confirm most of what is in flight (fewer duplicates) without
+/// holding every stop and key rotation for the whole wait when it is down.
+const SHUTDOWN_FLUSH_NOT_UP: Duration = Duration::from_secs(1);
 /// A buffer flush that has run this long is the problem `buffer_flush_slow` (an SD card
 /// that takes seconds for an fsync is failing or far too busy).
 const FLUSH_SLOW: Duration = Duration::from_secs(10);
@@ -413,15 +419,21 @@ impl Forwarder {
     }
 
     /// Give the sink a moment to confirm what is in flight, apply its reports, and buffer
-    /// what it still has not confirmed. A sink known to be down gets no moment, only serves
-    /// the reports it has: waiting for confirmations that cannot come would hold every stop
-    /// (and key rotation) for [`SHUTDOWN_FLUSH`]. A record it would still have confirmed is
-    /// sent again from the buffer, a duplicate.
+    /// what it still has not confirmed. The reports it has already are applied first: a
+    /// confirmation among them shows it up. A sink not known to be up then gets
+    /// [`SHUTDOWN_FLUSH_NOT_UP`]: waiting for confirmations that cannot come would hold
+    /// every stop (and key rotation) for [`SHUTDOWN_FLUSH`]. A record it would still have
+    /// confirmed is sent again from the buffer, a duplicate.
     fn settle(&mut self, deliveries: &mut UnboundedReceiver<Delivery>) -> Result<(), BufferError> {
         if self.ledger.has_in_flight() {
-            let wait = match self.ledger.sink_down() {
-                true => Duration::ZERO,
-                false => SHUTDOWN_FLUSH,
+            self.ledger.sink().serve();
+            self.take_reports(deliveries)?;
+        }
+        if self.ledger.has_in_flight() {
+            let wait = if self.ledger.sink_not_up() {
+                SHUTDOWN_FLUSH_NOT_UP
+            } else {
+                SHUTDOWN_FLUSH
             };
             self.ledger.sink().flush(wait);
         }
@@ -604,6 +616,35 @@ mod tests {
         frames
     }
 
+    /// Record `n` of recType `t`.
+    fn record(n: u64) -> crate::record::Record {
+        crate::record::Record {
+            id: format!("id-{n}"),
+            rec_type: "t".into(),
+            key: "k".into(),
+            created_ms: 1,
+            body: "{}".into(),
+        }
+    }
+
+    /// A stopped forwarder's inputs: the sources closed and empty, no new sink nor park to
+    /// come, the sink's reports from `deliveries`.
+    fn inputs(deliveries: UnboundedReceiver<Delivery>) -> Inputs {
+        let (_, urgent) = tokio::sync::mpsc::channel(1);
+        let (_, patient) = tokio::sync::mpsc::channel(1);
+        let (_, stop) = tokio::sync::watch::channel(true);
+        let (_, new_sinks) = tokio::sync::mpsc::channel(1);
+        let (_, parks) = tokio::sync::mpsc::unbounded_channel();
+        Inputs {
+            urgent,
+            patient,
+            deliveries,
+            stop,
+            new_sinks,
+            parks,
+        }
+    }
+
     /// One round of the forwarder on `frames`; how many frames it took.
     fn round(forwarder: &mut Forwarder, frames: &mut Receiver<Frame>) -> usize {
         let before = frames.len();
@@ -742,9 +783,17 @@ mod tests {
         }
     }
 
-    /// A producer that confirms nothing by itself: the test sends its reports. It tells the
-    /// test the sequence number of each record it is handed.
-    struct Producer(mpsc::Sender<u64>);
+    /// A producer that confirms nothing by itself: the test sends its reports, or queues
+    /// them (`queued`) for it to serve into `reports`, as librdkafka's callbacks run when it
+    /// is served. It tells the test the sequence number of each record it is handed
+    /// (`handed`), and notes the time each of its flushes was given.
+    #[derive(Default)]
+    struct Producer {
+        handed: Option<mpsc::Sender<u64>>,
+        reports: Option<tokio::sync::mpsc::UnboundedSender<Delivery>>,
+        queued: Vec<Delivery>,
+        flushes: Arc<std::sync::Mutex<Vec<Duration>>>,
+    }
 
     impl Sink for Producer {
         fn send(
@@ -752,10 +801,22 @@ mod tests {
             seq: u64,
             _rec: &crate::record::Record,
         ) -> Result<(), crate::sink::SinkError> {
-            let _ = self.0.send(seq);
+            if let Some(handed) = &self.handed {
+                let _ = handed.send(seq);
+            }
             Ok(())
         }
-        fn flush(&mut self, _timeout: Duration) {}
+        fn serve(&mut self) {
+            if let Some(reports) = &self.reports {
+                for report in self.queued.drain(..) {
+                    let _ = reports.send(report);
+                }
+            }
+        }
+        fn flush(&mut self, timeout: Duration) {
+            self.flushes.lock().unwrap().push(timeout);
+            self.serve();
+        }
     }
 
     /// A deadline for what the forwarder's thread does, never a pause.
@@ -774,10 +835,6 @@ mod tests {
         acks: Option<tokio::sync::mpsc::UnboundedSender<crate::source::PubAck>>,
         pubacks: tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
         rt: tokio::runtime::Runtime,
-        /// Inputs kept open for the forwarder's run.
-        _patient: tokio::sync::mpsc::Sender<Frame>,
-        _sinks: tokio::sync::mpsc::Sender<NewSink>,
-        _parks: tokio::sync::mpsc::UnboundedSender<Park>,
     }
 
     impl Running {
@@ -786,22 +843,20 @@ mod tests {
             let (fwd, _metrics) = forwarder_of(
                 "[buffer]\nspill_after = \"100ms\"\n[sink]\ntype = \"stdout\"\n",
                 Box::new(disk),
-                Box::new(Producer(handed_tx)),
+                Box::new(Producer {
+                    handed: Some(handed_tx),
+                    ..Producer::default()
+                }),
             );
             let (urgent_tx, urgent) = tokio::sync::mpsc::channel(8);
-            let (patient_tx, patient) = tokio::sync::mpsc::channel(8);
             let (reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
             let (stop_tx, stop) = tokio::sync::watch::channel(false);
-            let (sinks_tx, new_sinks) = tokio::sync::mpsc::channel(1);
-            let (parks_tx, parks) = tokio::sync::mpsc::unbounded_channel();
+            // No patient frames, new sink nor park: those inputs are closed.
             let (thread, outcome) = fwd
                 .spawn(Inputs {
                     urgent,
-                    patient,
-                    deliveries,
                     stop,
-                    new_sinks,
-                    parks,
+                    ..inputs(deliveries)
                 })
                 .unwrap();
             let (acks, pubacks) = tokio::sync::mpsc::unbounded_channel();
@@ -818,9 +873,6 @@ mod tests {
                     .enable_time()
                     .build()
                     .unwrap(),
-                _patient: patient_tx,
-                _sinks: sinks_tx,
-                _parks: parks_tx,
             }
         }
 
@@ -962,16 +1014,9 @@ mod tests {
             fwd.beat(at + Duration::from_secs(after));
             heartbeat.count() - before
         };
-        let record = crate::record::Record {
-            id: "id-1".into(),
-            rec_type: "t".into(),
-            key: "k".into(),
-            created_ms: 1,
-            body: "{}".into(),
-        };
         let t0 = Instant::now();
         fwd.ledger
-            .take_to_buffer(vec![record], Counters::default(), Ack::None);
+            .take_to_buffer(vec![record(1)], Counters::default(), Ack::None);
         fwd.ledger.end_round(t0).unwrap();
         entered.recv_timeout(DEADLINE).expect("the flush runs");
         assert_eq!(fwd.ledger.flush_started(), Some(t0));
@@ -992,22 +1037,6 @@ mod tests {
         assert_eq!(metrics.problems("buffer_flush_slow"), 1);
     }
 
-    /// A sink that confirms nothing, and notes the time each of its flushes was given.
-    struct Unconfirmed(Arc<std::sync::Mutex<Vec<Duration>>>);
-
-    impl Sink for Unconfirmed {
-        fn send(
-            &mut self,
-            _seq: u64,
-            _rec: &crate::record::Record,
-        ) -> Result<(), crate::sink::SinkError> {
-            Ok(())
-        }
-        fn flush(&mut self, timeout: Duration) {
-            self.0.lock().unwrap().push(timeout);
-        }
-    }
-
     /// How the sink stands when hubgate stops.
     #[derive(Debug, Clone, Copy)]
     enum AtStop {
@@ -1017,36 +1046,46 @@ mod tests {
         Unconnected,
         /// A record it was sent failed, and nothing got through since.
         Failing,
+        /// Failing, and since then a record was confirmed: its report waits to be served.
+        ConfirmedSince,
     }
 
     /// A stop gives a sink that is up [`SHUTDOWN_FLUSH`] to confirm what is in flight, and
-    /// one known to be down (no connection, or failing) none: it only serves the reports it
-    /// has, rather than hold the stop for confirmations that cannot come. Either way every
+    /// one not known to be up (no connection, or failing) [`SHUTDOWN_FLUSH_NOT_UP`], rather
+    /// than hold the stop for confirmations that may not come. The reports the sink has
+    /// already are served first: a confirmation among them shows it up. Either way every
     /// record not confirmed is in the buffer afterwards, and only then acknowledged.
     #[test]
-    fn a_stop_waits_for_the_sink_only_while_it_is_up() {
+    fn a_stop_waits_for_the_sink_less_while_it_is_not_known_to_be_up() {
         for (at_stop, wait) in [
             (AtStop::Ready, SHUTDOWN_FLUSH),
             (AtStop::Connected, SHUTDOWN_FLUSH),
-            (AtStop::Unconnected, Duration::ZERO),
-            (AtStop::Failing, Duration::ZERO),
+            (AtStop::Unconnected, SHUTDOWN_FLUSH_NOT_UP),
+            (AtStop::Failing, SHUTDOWN_FLUSH_NOT_UP),
+            (AtStop::ConfirmedSince, SHUTDOWN_FLUSH),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let flushes = Arc::default();
-            let sink = Box::new(Unconfirmed(Arc::clone(&flushes)));
+            let (reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
+            let mut sink = Producer {
+                reports: Some(reports),
+                ..Producer::default()
+            };
+            let flushes = Arc::clone(&sink.flushes);
+            if let AtStop::ConfirmedSince = at_stop {
+                sink.queued.push(Delivery {
+                    seq: 1,
+                    result: Ok(1),
+                });
+            }
             let store = crate::buffer::SledStore::open(dir.path()).unwrap();
-            let (mut fwd, metrics) =
-                forwarder_of("[sink]\ntype = \"stdout\"\n", Box::new(store), sink);
+            let (mut fwd, metrics) = forwarder_of(
+                "[sink]\ntype = \"stdout\"\n",
+                Box::new(store),
+                Box::new(sink),
+            );
             let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
             let now = Instant::now();
             for pkid in 0..3 {
-                let record = crate::record::Record {
-                    id: format!("id-{pkid}"),
-                    rec_type: "t".into(),
-                    key: "k".into(),
-                    created_ms: 1,
-                    body: "{}".into(),
-                };
                 let ack = Ack::Mqtt {
                     acks: acks.clone(),
                     ack: crate::source::PubAck {
@@ -1055,14 +1094,15 @@ mod tests {
                         pkid,
                     },
                 };
-                fwd.ledger.take(vec![record], Counters::default(), ack, now);
+                let records = vec![record(pkid.into())];
+                fwd.ledger.take(records, Counters::default(), ack, now);
             }
             fwd.ledger.end_round(now).unwrap();
             match at_stop {
                 AtStop::Ready => {}
                 AtStop::Connected => metrics.kafka_connected.set("", 1),
                 AtStop::Unconnected => metrics.kafka_connected.set("", 0),
-                AtStop::Failing => {
+                AtStop::Failing | AtStop::ConfirmedSince => {
                     let result = Err(crate::sink::SinkError::Retry("timed out".into()));
                     fwd.ledger
                         .delivered(Delivery { seq: 0, result }, now)
@@ -1074,21 +1114,7 @@ mod tests {
                 pubacks.try_recv().is_err(),
                 "{at_stop:?}: acknowledged early"
             );
-            let (_, urgent) = tokio::sync::mpsc::channel(1);
-            let (_, patient) = tokio::sync::mpsc::channel(1);
-            let (_, deliveries) = tokio::sync::mpsc::unbounded_channel();
-            let (_, stop) = tokio::sync::watch::channel(true);
-            let (_, new_sinks) = tokio::sync::mpsc::channel(1);
-            let (_, parks) = tokio::sync::mpsc::unbounded_channel();
-            let inputs = Inputs {
-                urgent,
-                patient,
-                deliveries,
-                stop,
-                new_sinks,
-                parks,
-            };
-            fwd.shutdown(inputs).unwrap();
+            fwd.shutdown(inputs(deliveries)).unwrap();
             assert_eq!(*flushes.lock().unwrap(), [wait], "{at_stop:?}");
             drop(acks);
             let mut acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
@@ -1101,7 +1127,11 @@ mod tests {
             let mut buffer = Buffer::new(Box::new(store), &cfg, Metrics::new());
             let buffered = buffer.next(None, 10, u64::MAX, Instant::now()).unwrap();
             let ids: Vec<_> = buffered.into_iter().map(|(_, r)| r.id).collect();
-            assert_eq!(ids, ["id-0", "id-1", "id-2"], "{at_stop:?}");
+            let unconfirmed = match at_stop {
+                AtStop::ConfirmedSince => vec!["id-0", "id-2"],
+                _ => vec!["id-0", "id-1", "id-2"],
+            };
+            assert_eq!(ids, unconfirmed, "{at_stop:?}");
         }
     }
 
@@ -1344,8 +1374,6 @@ mod tests {
     #[test]
     fn a_park_queued_by_the_old_provisioner_does_not_land_on_the_new_sink() {
         let (forwarder, metrics) = forwarder("[sink]\ntype = \"stdout\"\n");
-        let (_, urgent) = tokio::sync::mpsc::channel(1);
-        let (_, patient) = tokio::sync::mpsc::channel(1);
         let (_stop, stop) = tokio::sync::watch::channel(false);
         let (_reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
         let (old_parks, parks) = tokio::sync::mpsc::unbounded_channel();
@@ -1367,12 +1395,10 @@ mod tests {
         run_to_end(
             forwarder,
             Inputs {
-                urgent,
-                patient,
-                deliveries,
                 stop,
                 new_sinks,
                 parks,
+                ..inputs(deliveries)
             },
         );
         assert_eq!(metrics.parked.get("t"), None);

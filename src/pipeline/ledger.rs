@@ -977,12 +977,13 @@ impl Ledger {
         !self.in_flight.is_empty()
     }
 
-    /// The sink is known to be down: failing since its last delivery
-    /// ([`SinkHealth::failing`]), or without a connection (`hubgate_kafka_connected` 0, as a
-    /// sink with a connection state shows it: docs/adding-a-sink.md; 0 too from its start
-    /// until its client reports a connection or a record is confirmed). What it has in flight
-    /// will not be confirmed soon.
-    pub fn sink_down(&self) -> bool {
+    /// The sink is not known to be up: failing since its last delivery
+    /// ([`SinkHealth::failing`], also after a single failure of a sink that is up), or its
+    /// connection state 0 (`hubgate_kafka_connected`, as a sink with one shows it:
+    /// docs/adding-a-sink.md; 0 also from its start until its client reports a connection or
+    /// a record is confirmed, and while it reconnects). What it has in flight may not be
+    /// confirmed soon.
+    pub fn sink_not_up(&self) -> bool {
         self.health.failing() || self.metrics.kafka_connected.get("") == Some(0)
     }
 

@@ -81,8 +81,7 @@ pub trait Sink: Send {
     /// Serve what the sink has queued (librdkafka's delivery reports, errors, statistics:
     /// its callbacks, and so the reports on the channel, run here), without waiting.
     fn serve(&mut self) {}
-    /// Wait up to `timeout` for outstanding deliveries (on shutdown), serving them; with
-    /// `Duration::ZERO`, serve only the reports already there.
+    /// Wait up to `timeout` for outstanding deliveries (on shutdown), serving them.
     fn flush(&mut self, timeout: std::time::Duration);
 }
 
