@@ -209,7 +209,8 @@ pub struct Metrics {
     pub serial_connected: Family,
     /// 1 while the MQTT source of broker `host:port` and its client id holds its subscription.
     pub mqtt_subscribed: MqttLinks,
-    /// 1 while librdkafka has a broker connection up; only with a Kafka or Event Hubs sink.
+    /// 1 while librdkafka has a broker connection up (from its statistics, and at once when a
+    /// record is confirmed); only with a Kafka or Event Hubs sink.
     pub kafka_connected: Family,
     /// 1 for each recType held back because its hub is missing or refuses this key.
     pub parked: Family,
@@ -394,7 +395,7 @@ impl Metrics {
             mqtt("mqtt_connected", "1 while the MQTT source is connected", &self.mqtt_connected),
             mqtt("mqtt_subscribed", "1 while the MQTT source is subscribed", &self.mqtt_subscribed),
             e("serial_connected", "gauge", "device", "1 while the serial source has its device open (0: not yet opened, or away)", self.serial_connected.snapshot()),
-            e("kafka_connected", "gauge", "", "1 while a Kafka broker connection is up", self.kafka_connected.snapshot()),
+            e("kafka_connected", "gauge", "", "1 while a Kafka broker connection is up (from librdkafka's broker states every 5 s, and at once when a record is confirmed)", self.kafka_connected.snapshot()),
         ]
     }
 

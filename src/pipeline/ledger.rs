@@ -1971,9 +1971,9 @@ mod tests {
         assert_eq!(kept_counters(&ledger), [7], "buffered with its record");
     }
 
-    /// `hubgate_buffer_state_unsynced` is up from the round that took a frame until the flush
-    /// of its counter has succeeded, its record's delivery included: a kill after the gauge
-    /// reads 0 finds the counter on disk.
+    /// `hubgate_buffer_state_unsynced` is up from a frame's take until the flush of its
+    /// counter has succeeded, its record's delivery included: a kill after the gauge reads 0
+    /// finds the counter on disk.
     #[test]
     fn the_unsynced_state_gauge_covers_a_frame_from_its_take_to_its_counters_flush() {
         let cfg = BufferConfig::default();

@@ -255,7 +255,7 @@ impl ProducerContext for DeliveryContext {
         } else if result.is_ok() {
             self.timeouts.confirmed(Instant::now());
             // A broker connection is up: said at once, not at the next statistics (a stop
-            // does not wait for a sink it takes for down).
+            // waits less for a sink not known to be up).
             self.metrics.kafka_connected.set("", 1);
         }
         let result = match result {
@@ -784,8 +784,9 @@ impl Sink for KafkaSink {
         if flushed.is_err() || held > 0 {
             let queued = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
             log::warn!(
-                "kafka: {} record(s) not confirmed at shutdown ({held} of them waiting for \
-                 their device's first record to be)",
+                "kafka: {} record(s) not confirmed before this producer is closed (at a stop \
+                 or a key rotation; {held} of them waiting for their device's first record \
+                 to be)",
                 queued + held
             );
         }
@@ -817,9 +818,20 @@ mod tests {
     }
 
     fn sink(bootstrap: &str) -> (KafkaSink, UnboundedReceiver<Delivery>) {
+        sink_with(bootstrap, &[])
+    }
+
+    /// [`sink`] with the settings `more` as well.
+    fn sink_with(
+        bootstrap: &str,
+        more: &[(&str, &str)],
+    ) -> (KafkaSink, UnboundedReceiver<Delivery>) {
         let mut c = base_config();
         c.set("bootstrap.servers", bootstrap)
             .set("message.timeout.ms", "10000");
+        for &(key, value) in more {
+            c.set(key, value);
+        }
         let (tx, rx) = unbounded_channel();
         let sink =
             KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
@@ -938,22 +950,17 @@ mod tests {
     }
 
     /// A confirmed record shows the connection up at once, not at librdkafka's next
-    /// statistics (turned off here): until then a stop would take the sink for down.
+    /// statistics (turned off here): until then a stop would wait less for the sink.
     #[tokio::test]
     async fn a_confirmed_record_shows_the_connection_up() {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic(TOPIC, 1, 1).unwrap();
-        let mut c = base_config();
-        c.set("bootstrap.servers", mock.bootstrap_servers())
-            .set("statistics.interval.ms", "0");
-        let (tx, mut rx) = unbounded_channel();
-        let metrics = Metrics::new();
-        let mut sink =
-            KafkaSink::new(c, HubNames::default(), tx, metrics.clone(), unattended()).unwrap();
-        assert_eq!(metrics.kafka_connected.get(""), Some(0));
+        let no_statistics = [("statistics.interval.ms", "0")];
+        let (mut sink, mut rx) = sink_with(&mock.bootstrap_servers(), &no_statistics);
+        assert_eq!(sink.metrics.kafka_connected.get(""), Some(0));
         sink.send(1, &record(1)).unwrap();
         assert!(next(&mut sink, &mut rx).await.result.is_ok());
-        assert_eq!(metrics.kafka_connected.get(""), Some(1));
+        assert_eq!(sink.metrics.kafka_connected.get(""), Some(1));
     }
 
     /// A flush (at shutdown, before a producer is replaced) carries the records held behind
