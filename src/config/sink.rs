@@ -98,7 +98,8 @@ pub struct KafkaConfig {
     pub sasl_username: Option<String>,
     /// `${ENV}` is expanded; prefer `sasl_password_file`.
     pub sasl_password: Option<Secret>,
-    /// A file (0600, or a systemd credential) holding the SASL password. Read at start only.
+    /// A file (0600, or a systemd credential) holding the SASL password. Read at start, and
+    /// again on SIGHUP and every 10 s: a new password there rebuilds the sink.
     pub sasl_password_file: Option<PathBuf>,
     pub ca_location: Option<PathBuf>,
     /// recType -> topic; unmapped recTypes go to the topic named like the recType.

@@ -7,24 +7,27 @@ use tokio::sync::mpsc;
 
 use super::forwarder::NewSink;
 use super::{ask_every_hub, provisioner};
-use crate::config::SinkConfig;
+use crate::config::{read_secret_file, SinkConfig};
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 
-/// How often the connection string file is checked for a new key.
+/// How often the sink's secret file is checked for a new key.
 const SECRET_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
-type ConnectionSecret = crate::secret::Secret<crate::connection_string::ConnectionString>;
-
-/// An Event Hubs sink's `connection_string_file`, watched for a key rotation. A check reads
-/// the file (small: at most 64 KiB) and compares its connection string with the one in use,
-/// rather than looking at its mtime: so a key written after the config read it (during a slow
-/// start) is seen at the first check, so is one whose write kept the mtime (`cp -p`, `rsync
-/// -a`, a rewrite within one timestamp tick), and a rotation that failed (the file unreadable,
-/// the sink not built) is tried again at each check until it goes through.
+/// A sink's secret file, watched for a key rotation: an Event Hubs sink's
+/// `connection_string_file`, a Kafka sink's `sasl_password_file`. A check reads the file
+/// (small: at most 64 KiB) and compares its key with the one in use, rather than looking at
+/// its mtime: so a key written after the config read it (during a slow start) is seen at the
+/// first check, so is one whose write kept the mtime (`cp -p`, `rsync -a`, a rewrite within
+/// one timestamp tick), and a rotation that failed (the file unreadable, the sink not built)
+/// is tried again at each check until it goes through.
 #[derive(Clone)]
 struct KeyFile {
     file: std::path::PathBuf,
-    in_use: ConnectionSecret,
+    /// What the file holds, for the log: "connection string", "SASL password".
+    holds: &'static str,
+    /// The sink's config, with the key in use.
+    in_use: SinkConfig,
     /// The last failure, and whether it was logged: each failure once, and a check's only
     /// when the check before failed alike (a file caught between its truncation and its
     /// write is `empty` once, and no error).
@@ -32,27 +35,39 @@ struct KeyFile {
 }
 
 impl KeyFile {
-    /// The file to watch; none (and no checks) without an Event Hubs `connection_string_file`.
-    fn of(cfg: &crate::config::SinkConfig) -> Option<KeyFile> {
-        let crate::config::SinkConfig::Eventhubs(eh) = cfg else {
-            return None;
+    /// The file to watch; none (and no checks) without a `connection_string_file` or
+    /// `sasl_password_file`.
+    fn of(cfg: &SinkConfig) -> Option<KeyFile> {
+        let (file, holds) = match cfg {
+            SinkConfig::Eventhubs(eh) => (eh.connection_string_file.clone()?, "connection string"),
+            SinkConfig::Kafka(k) => (k.sasl_password_file.clone()?, "SASL password"),
+            SinkConfig::Stdout(_) => return None,
         };
         Some(KeyFile {
-            file: eh.connection_string_file.clone()?,
-            in_use: eh.connection_string.clone()?,
+            file,
+            holds,
+            in_use: cfg.clone(),
             failure: None,
         })
     }
 
-    /// The file's connection string when it is not the one in use. Blocks (reads the file).
-    fn changed(&self) -> Result<Option<ConnectionSecret>, String> {
-        let key = crate::config::read_secret_file(&self.file)?;
-        Ok((key.expose() != self.in_use.expose()).then_some(key))
+    /// The sink's config with the file's key, when that is not the key in use. Blocks (reads
+    /// the file).
+    fn changed(&self) -> Result<Option<SinkConfig>, String> {
+        let mut cfg = self.in_use.clone();
+        let changed = match &mut cfg {
+            SinkConfig::Eventhubs(eh) => {
+                put(&mut eh.connection_string, read_secret_file(&self.file)?)
+            }
+            SinkConfig::Kafka(k) => put(&mut k.sasl_password, read_secret_file(&self.file)?),
+            SinkConfig::Stdout(_) => false,
+        };
+        Ok(changed.then_some(cfg))
     }
 
-    /// The connection string is in use now (or was already): failures are over.
-    fn in_use(&mut self, key: ConnectionSecret) {
-        self.in_use = key;
+    /// The sink's config `cfg` is in use now (or was already): failures are over.
+    fn in_use(&mut self, cfg: SinkConfig) {
+        self.in_use = cfg;
         self.failure = None;
     }
 
@@ -71,10 +86,17 @@ impl KeyFile {
     }
 }
 
+/// Put `key` in `slot`: whether it is another key than the one there.
+fn put<T: PartialEq>(slot: &mut Option<Secret<T>>, key: Secret<T>) -> bool {
+    let other = slot.as_ref().is_none_or(|old| old.expose() != key.expose());
+    *slot = Some(key);
+    other
+}
+
 /// SIGHUP (`reload`) loads the codec directory again, on the blocking pool. Key rotation: on
-/// SIGHUP, and every [`SECRET_POLL`], the connection string file (if any) is read again
-/// ([`KeyFile`]) and, when it holds another connection string than the sink's, one that
-/// passes the start's checks, the forwarder gets a new sink; existing Kafka sessions would
+/// SIGHUP, and every [`SECRET_POLL`], the sink's secret file (if any: the connection string,
+/// the SASL password) is read again ([`KeyFile`]) and, when it holds another key than the
+/// sink's, one that passes the start's checks, the forwarder gets a new sink; existing Kafka sessions would
 /// otherwise keep the old key alive. Nothing else rebuilds the sink: a new producer
 /// reconnects and resends what was in flight. The new sink comes with a hub provisioner of
 /// its own, which looks at the hubs of `rec_types` with the new key at once: the old one's
@@ -113,11 +135,14 @@ pub(super) async fn reload_on_request(
         };
         let watched = keys.clone();
         let changed = crate::blocking::run(move || watched.changed()).await;
-        let key = match changed {
-            Ok(Some(key)) => key,
+        let cfg = match changed {
+            Ok(Some(cfg)) => cfg,
             Ok(None) => {
                 if asked {
-                    log::info!("key rotation: the connection string is the same; keeping the sink");
+                    log::info!(
+                        "key rotation: the {} is the same; keeping the sink",
+                        keys.holds
+                    );
                 }
                 keys.failure = None;
                 continue;
@@ -128,15 +153,11 @@ pub(super) async fn reload_on_request(
             }
         };
         if !asked {
-            log::info!("connection string file changed");
+            log::info!("{} file changed", keys.holds);
         }
-        let mut cfg = sink_cfg.clone();
-        if let SinkConfig::Eventhubs(eh) = &mut cfg {
-            eh.connection_string = Some(key.clone());
-        }
-        // The rules a start holds the connection string to (`hub_mode = "single"` needs its
-        // EntityPath): a rotation that broke one would send records where nobody reads them,
-        // and the next start would refuse the file.
+        // The rules a start holds the key to (`hub_mode = "single"` needs the connection
+        // string's EntityPath): a rotation that broke one would send records where nobody
+        // reads them, and the next start would refuse the file.
         if let Err((at, reason)) = crate::sink::check(&cfg) {
             let reason = format!("{}: {at}: {reason}", keys.file.display());
             keys.failed(reason, asked);
@@ -158,8 +179,8 @@ pub(super) async fn reload_on_request(
         match built {
             Ok(sink) => {
                 slot.send(NewSink { sink, parks });
-                keys.in_use(key);
                 ask_every_hub(&hubs, &cfg, &rec_types);
+                keys.in_use(cfg);
             }
             Err(e) => keys.failed(e.to_string(), asked),
         }
@@ -204,7 +225,83 @@ mod tests {
         let file = std::fs::File::options().write(true).open(&secret).unwrap();
         file.set_modified(mtime).unwrap();
         let new = keys.changed().unwrap().expect("the new key is a change");
-        assert!(*new.expose() == ConnectionString::parse(&connection_string("bmV3")).unwrap());
+        let SinkConfig::Eventhubs(eh) = new else {
+            panic!("an Event Hubs sink's key file gave another sink: {new:?}");
+        };
+        let cs = eh.connection_string.expect("the new connection string");
+        assert!(*cs.expose() == ConnectionString::parse(&connection_string("bmV3")).unwrap());
+    }
+
+    /// The watch of `dir`'s config, a Kafka sink whose `sasl_password_file` holds `password`;
+    /// and that file.
+    fn sasl_password_file(dir: &Path, password: &str) -> (KeyFile, std::path::PathBuf) {
+        let secret = dir.join("kafka.secret");
+        std::fs::write(&secret, password).unwrap();
+        let config = dir.join("hubgate.toml");
+        let text = format!(
+            "[[source]]\ntype = \"udp\"\n\
+             [sink]\ntype = \"kafka\"\nbrokers = \"kafka.example:9093\"\n\
+             security_protocol = \"sasl_ssl\"\nsasl_username = \"hubgate\"\n\
+             sasl_password_file = \"{}\"\n",
+            secret.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let cfg = Config::load(&config).unwrap();
+        (KeyFile::of(&cfg.sink).expect("a watch"), secret)
+    }
+
+    /// The librdkafka `sasl.password` of `cfg`: what the producer, the hub provisioner and
+    /// the probe log in with.
+    fn logs_in_with(cfg: &SinkConfig) -> String {
+        let client = crate::sink::kafka_client_config(cfg).unwrap().unwrap();
+        client.get("sasl.password").unwrap().to_string()
+    }
+
+    /// A Kafka sink's `sasl_password_file` is watched like a connection string file: a new
+    /// password there is a change, the sink's config with it, whose librdkafka settings log
+    /// in with it (and whose Debug output does not show it); the same password is none.
+    #[test]
+    fn a_new_sasl_password_in_its_file_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut keys, secret) = sasl_password_file(dir.path(), "old-pa55word\n");
+        assert_eq!(keys.holds, "SASL password");
+        assert_eq!(logs_in_with(&keys.in_use), "old-pa55word");
+        assert!(keys.changed().unwrap().is_none());
+        std::fs::write(&secret, "new-pa55word\n").unwrap();
+        let new = keys
+            .changed()
+            .unwrap()
+            .expect("the new password is a change");
+        assert_eq!(logs_in_with(&new), "new-pa55word");
+        let shown = format!("{new:?}");
+        assert!(!shown.contains("pa55word"), "{shown}");
+        keys.in_use(new);
+        assert!(keys.changed().unwrap().is_none());
+        assert_eq!(logs_in_with(&keys.in_use), "new-pa55word");
+    }
+
+    /// A SASL password file that cannot be read, or is empty (caught between its truncation
+    /// and its write), is a failed check whose reason names the file, not the password; the
+    /// password in use stays, and the next check after the write sees the new one.
+    #[test]
+    fn an_empty_or_missing_sasl_password_file_keeps_the_password_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut keys, secret) = sasl_password_file(dir.path(), "old-pa55word");
+        std::fs::write(&secret, "").unwrap();
+        let empty = keys.changed().expect_err("an empty file is no password");
+        assert_eq!(empty, format!("the file {} is empty", secret.display()));
+        keys.failed(empty, true);
+        std::fs::remove_file(&secret).unwrap();
+        let missing = keys.changed().expect_err("a missing file is no password");
+        assert!(
+            missing.starts_with(&format!("cannot read secret file {}: ", secret.display())),
+            "{missing}"
+        );
+        assert!(!missing.contains("pa55word"), "{missing}");
+        assert_eq!(logs_in_with(&keys.in_use), "old-pa55word");
+        std::fs::write(&secret, "new-pa55word").unwrap();
+        let new = keys.changed().unwrap().expect("the new password");
+        assert_eq!(logs_in_with(&new), "new-pa55word");
     }
 
     /// A rotation that failed (the sink not built, the check refused it) leaves the old key

@@ -72,8 +72,8 @@ pub enum RunError {
 
 /// Run the agent, with the parts [`prepare::prepare`] built from `cfg`, until `stop`
 /// resolves or every source has ended and all is delivered. A message on `reload` (SIGHUP)
-/// has the codec directory loaded again and the connection string file read again (a new
-/// key there rebuilds the sink).
+/// has the codec directory loaded again and the sink's secret file (connection string, SASL
+/// password) read again (a new key there rebuilds the sink).
 pub async fn run(
     cfg: Config,
     prepared: prepare::Prepared,
