@@ -776,6 +776,78 @@ async fn a_key_rotation_tries_a_hub_the_old_key_could_not_create_at_once() {
     );
 }
 
+/// The SASL passwords of the Kafka sink test: recognisable, never in hubgate's output.
+const OLD_PASSWORD: &str = "old-kafka-pa55word-0f3c";
+const NEW_PASSWORD: &str = "new-kafka-pa55word-9a1e";
+
+/// A Kafka sink's `sasl_password_file` rotates as a connection string file does. The
+/// broker's password changed before the file: every login with the old one is refused, and
+/// the uplink's record waits. SIGHUP with the file unchanged keeps the sink; with the file
+/// caught empty it logs why it keeps it; the new password written (no SIGHUP) is taken by the
+/// poll, and the new sink logs in with it and delivers. Neither password shows in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sasl_password_rotates_on_sighup_and_by_the_poll() {
+    use support::standin::{Answers, StandIn};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let hubs: Vec<&str> = [ENV, MOTION, OPENCLOSE, PACKED]
+        .into_iter()
+        .chain(support::agent::CODECS_PACKED)
+        .collect();
+    let changed = Answers {
+        password: Some(NEW_PASSWORD.to_string()),
+        ..Answers::default()
+    };
+    let broker = StandIn::start_tls(&dir.path().join("broker"), &hubs, changed);
+    let secret = dir.path().join("kafka.password");
+    secret_file(&secret, OLD_PASSWORD);
+    let body = format!(
+        "{}\n[sink]\ntype = \"kafka\"\nbrokers = \"{}\"\nsecurity_protocol = \"sasl_ssl\"\n\
+         sasl_username = \"hubgate\"\nsasl_password_file = \"{}\"\nca_location = \"{}\"\n",
+        support::agent::three_devices(&dir.path().join("buffer"), &mqtt, ""),
+        broker.bootstrap(),
+        secret.display(),
+        broker.ca_path().display(),
+    );
+    let agent = Agent::start(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let uplink = chirpstack_uplink(TH, 1, 103, &tbhh100(21, 40));
+    publish_all(mqtt.port(), &[(uplink_topic(TH), uplink)]).await;
+    agent.wait_log("SASL authentication error", 1, WAIT);
+
+    hup(&agent);
+    agent.wait_log("the SASL password is the same; keeping the sink", 1, WAIT);
+    secret_file(&secret, "");
+    hup(&agent);
+    let empty = format!(
+        "key rotation: the file {} is empty; keeping the current sink",
+        secret.display()
+    );
+    agent.wait_log(&empty, 1, WAIT);
+    assert_eq!(agent.metric("hubgate_delivered_total"), 0);
+    assert!(broker.written(ENV).is_empty());
+
+    secret_file(&secret, NEW_PASSWORD);
+    // Two polls' worth.
+    agent.wait_log("sink replaced", 1, Duration::from_secs(25));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    let written = broker.written(ENV);
+    assert_eq!(written.len(), 1, "{written:?}");
+    let record: Value = serde_json::from_str(&written[0]).unwrap();
+    assert_eq!(fcnt(&record), 1);
+    let log = agent.full_log();
+    assert!(log.contains("SASL password file changed"), "{log}");
+    assert!(
+        !log.contains(OLD_PASSWORD),
+        "the old password leaked into the log"
+    );
+    assert!(
+        !log.contains(NEW_PASSWORD),
+        "the new password leaked into the log"
+    );
+}
+
 /// The config of the start-up tests: the broker is down (stopped before hubgate starts).
 fn config_sink_down(dir: &Path, mqtt: &Mosquitto) -> String {
     let mut kafka = Kafka::start(dir);

@@ -9,7 +9,7 @@
 //! (uncompressed record batches only). The answers can be changed while clients run, and
 //! CreateTopics can depend on the key a connection logged in with. [`StandIn::start`] is
 //! plain TCP without a login; [`StandIn::start_tls`] puts stunnel in front and takes any SASL
-//! PLAIN login, as the Event Hubs sink connects.
+//! PLAIN login, as the Event Hubs sink connects, or only one with a given password.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -22,6 +22,7 @@ use std::time::Duration;
 /// Kafka error codes used by the tests.
 pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 pub const POLICY_VIOLATION: i16 = 44;
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
 /// What the stand-in answers.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +40,9 @@ pub struct Answers {
     /// Only a login whose password (the connection string) holds this key has Manage:
     /// CreateTopics on a connection of any other answers TOPIC_AUTHORIZATION_FAILED.
     pub manage_key: Option<String>,
+    /// Only a SASL PLAIN login with this password is taken: SaslAuthenticate answers any
+    /// other SASL_AUTHENTICATION_FAILED, as a Kafka broker whose password for the user changed.
+    pub password: Option<String>,
 }
 
 #[derive(Default)]
@@ -447,7 +451,7 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>, login: &mut String) -> 
         (22, 0) => {
             out.i32(0).i16(0).i64(1).i16(0);
         }
-        // SASL: PLAIN offered, any login taken.
+        // SASL: PLAIN offered, any login taken unless the answers name the password.
         (17, 1) => {
             out.i16(0).i32(1).string("PLAIN");
         }
@@ -455,8 +459,18 @@ fn answer(frame: &[u8], port: u16, state: &Mutex<State>, login: &mut String) -> 
             let _client_id = r.string();
             // PLAIN: authzid NUL user NUL password.
             let plain = String::from_utf8_lossy(r.bytes()).into_owned();
-            *login = plain.split('\0').nth(2).unwrap_or_default().to_string();
-            out.i16(0).null_string().i32(0);
+            let password = plain.split('\0').nth(2).unwrap_or_default().to_string();
+            match &st.answers.password {
+                Some(taken) if *taken != password => {
+                    out.i16(SASL_AUTHENTICATION_FAILED)
+                        .string("Authentication failed: Invalid username or password")
+                        .i32(0);
+                }
+                _ => {
+                    *login = password;
+                    out.i16(0).null_string().i32(0);
+                }
+            }
         }
         (0, 3) => {
             let _client_id = r.string();
