@@ -533,3 +533,45 @@ fn a_broker_that_fails_tls_after_tcp_skips_the_login_naming_tls() {
         assert!(hub.starts_with("SKIP hub ") && hub.ends_with(why), "{out}");
     }
 }
+
+/// A Kafka sink whose SASL password the broker refuses (changed on the broker, say): the
+/// `sasl` step fails naming what a Kafka sink logs in with, its user and password, not the
+/// Event Hubs connection string it does not have; and the password is not shown.
+#[test]
+fn a_refused_kafka_login_names_the_sasl_password() {
+    use support::standin::{Answers, StandIn};
+
+    let dir = tempfile::tempdir().unwrap();
+    let changed = Answers {
+        password: Some("new-kafka-pa55word".into()),
+        ..Answers::default()
+    };
+    let broker = StandIn::start_tls(&dir.path().join("broker"), &[], changed);
+    let path = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[buffer]\npath = \"{}\"\n[sink]\ntype = \"kafka\"\nbrokers = \"{}\"\n\
+             security_protocol = \"sasl_ssl\"\nsasl_username = \"hubgate\"\n\
+             sasl_password = \"old-kafka-pa55word\"\nca_location = \"{}\"\n\
+             [[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n",
+            dir.path().join("buffer").display(),
+            broker.bootstrap(),
+            broker.ca_path().display(),
+            free_udp_port()
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    hubgate::doctor::run(&path, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    let sasl = line(&out, "sasl");
+    assert!(
+        sasl.starts_with("FAIL sasl: login refused: ")
+            && sasl.ends_with(
+                "(check sasl_username and sasl_password (or the file sasl_password_file names))"
+            ),
+        "{out}"
+    );
+    assert!(!out.contains("pa55word"), "the password leaked:\n{out}");
+}

@@ -13,6 +13,9 @@ use crate::config::EventHubsConfig;
 use crate::connection_string::ConnectionString;
 use crate::metrics::Metrics;
 
+/// The SASL user of an Event Hubs login; the connection string is its password.
+pub const USERNAME: &str = "$ConnectionString";
+
 /// The Event Hubs preset: SASL_SSL/PLAIN with `$ConnectionString`, plus Microsoft's settings
 /// for the Kafka endpoint (idle connections die after 240 s; requests need > 20 s; requests
 /// over 1 046 528 bytes close the connection; Standard tier takes no compression).
@@ -21,7 +24,7 @@ pub fn client_config(cs: &ConnectionString) -> ClientConfig {
     c.set("bootstrap.servers", &cs.bootstrap)
         .set("security.protocol", "sasl_ssl")
         .set("sasl.mechanisms", "PLAIN")
-        .set("sasl.username", "$ConnectionString")
+        .set("sasl.username", USERNAME)
         .set("sasl.password", cs.text())
         .set("request.timeout.ms", "60000")
         .set("metadata.max.age.ms", "180000")

@@ -343,7 +343,7 @@ pub fn error_code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
 /// producer waits for a hub it does not know to appear, and a short `message.timeout.ms`
 /// ends the wait before librdkafka calls the hub missing.
 fn failed(e: &KafkaError, hub: &str, hubs: &Hubs, client: &ClientConfig) -> SinkError {
-    let failed = classify(e, hub, hubs);
+    let failed = classify(e, hub, hubs, client);
     if matches!(failed, SinkError::Park(_))
         || error_code(e) == Some(RDKafkaErrorCode::MessageTimedOut)
     {
@@ -352,9 +352,21 @@ fn failed(e: &KafkaError, hub: &str, hubs: &Hubs, client: &ClientConfig) -> Sink
     failed
 }
 
-/// What to do about an error writing to `hub` (docs/design.md "Error classes"). librdkafka
-/// gives up on `POLICY_VIOLATION` (Event Hubs throttling) itself; hubgate retries it.
-pub fn classify(e: &KafkaError, hub: &str, hubs: &Hubs) -> SinkError {
+/// What to check when the broker refuses the login of `client`'s settings: an Event Hubs
+/// sink's connection string, a Kafka sink's SASL user and password.
+pub fn login_hint(client: &ClientConfig) -> &'static str {
+    match client.get("sasl.username") {
+        Some(super::eventhubs::USERNAME) => {
+            "check the connection string: the whole string is the password"
+        }
+        _ => "check sasl_username and sasl_password (or the file sasl_password_file names)",
+    }
+}
+
+/// What to do about an error writing to `hub` with `client`'s settings (docs/design.md
+/// "Error classes"). librdkafka gives up on `POLICY_VIOLATION` (Event Hubs throttling)
+/// itself; hubgate retries it.
+pub fn classify(e: &KafkaError, hub: &str, hubs: &Hubs, client: &ClientConfig) -> SinkError {
     use RDKafkaErrorCode as C;
     let code = error_code(e);
     let text = e.to_string();
@@ -367,7 +379,8 @@ pub fn classify(e: &KafkaError, hub: &str, hubs: &Hubs) -> SinkError {
         // Nothing gets through until the credentials are fixed; keep retrying, loudly.
         Some(C::SaslAuthenticationFailed | C::Authentication | C::ClusterAuthorizationFailed) => {
             SinkError::Retry(format!(
-                "authentication failed, check the connection string: {text}"
+                "authentication failed, {}: {text}",
+                login_hint(client)
             ))
         }
         // The hub is missing or this key may not write to it: park that recType only.
@@ -1131,7 +1144,15 @@ mod tests {
     /// corrupt message on the wire (`CORRUPT_MESSAGE`, retriable in Kafka) is tried again.
     #[test]
     fn only_a_record_that_can_never_be_taken_is_rejected() {
-        let class = |code| classify(&KafkaError::MessageProduction(code), TOPIC, &unattended());
+        let client = ClientConfig::new();
+        let class = |code| {
+            classify(
+                &KafkaError::MessageProduction(code),
+                TOPIC,
+                &unattended(),
+                &client,
+            )
+        };
         use RDKafkaErrorCode as C;
         for code in [
             C::MessageSizeTooLarge,
@@ -1143,6 +1164,44 @@ mod tests {
         for code in [C::InvalidMessage, C::PolicyViolation, C::RequestTimedOut] {
             assert!(matches!(class(code), SinkError::Retry(_)), "{code:?}");
         }
+    }
+
+    /// A refused login is tried again, and the line says which secret to check: an Event
+    /// Hubs sink's connection string, a Kafka sink's SASL user and password (a Kafka sink has
+    /// no connection string).
+    #[test]
+    fn a_refused_login_names_the_secret_the_sink_logs_in_with() {
+        let refused = KafkaError::MessageProduction(RDKafkaErrorCode::SaslAuthenticationFailed);
+        let said = |client: &ClientConfig| match classify(&refused, TOPIC, &unattended(), client) {
+            SinkError::Retry(text) => text,
+            other => panic!("a refused login is {other:?}"),
+        };
+        let cs = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=s";
+        let eventhubs = super::super::eventhubs::client_config(
+            &crate::connection_string::ConnectionString::parse(cs).unwrap(),
+        );
+        assert!(
+            said(&eventhubs).starts_with(
+                "authentication failed, check the connection string: the whole string is the password: "
+            ),
+            "{}",
+            said(&eventhubs)
+        );
+        let kafka = "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n\
+                     security_protocol = \"sasl_ssl\"\nsasl_username = \"u\"\n\
+                     sasl_password = \"pa55word\"\n";
+        let cfg = crate::config::Config::parse(kafka).unwrap();
+        let crate::config::SinkConfig::Kafka(k) = &cfg.sink else {
+            panic!("a Kafka sink: {:?}", cfg.sink);
+        };
+        let text = said(&sink_config(k));
+        assert!(
+            text.starts_with(
+                "authentication failed, check sasl_username and sasl_password (or the file sasl_password_file names): "
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("connection string"), "{text}");
     }
 
     /// A producer replaced because a hub it saw vanish exists again still works: it gets

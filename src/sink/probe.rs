@@ -41,7 +41,12 @@ pub fn hubs(client: &ClientConfig, timeout: Duration) -> Result<Hubs, String> {
                 .errors
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            Err(explain(&errors, &e, timeout))
+            Err(explain(
+                &errors,
+                &e,
+                timeout,
+                super::kafka::login_hint(client),
+            ))
         }
     }
 }
@@ -164,10 +169,13 @@ impl rdkafka::producer::ProducerContext for Errors {
     }
 }
 
+/// Why the hubs could not be listed; `login_hint` says what to check when the login was
+/// refused.
 fn explain(
     errors: &[(Option<RDKafkaErrorCode>, String)],
     fetch: &KafkaError,
     timeout: Duration,
+    login_hint: &str,
 ) -> String {
     use RDKafkaErrorCode as C;
     // By error code where librdkafka gives one, else by the words of its log line.
@@ -181,9 +189,7 @@ fn explain(
     };
     let auth = [C::Authentication, C::SaslAuthenticationFailed];
     if let Some(r) = find(&auth, &["SASL authentication", "Authentication failed"]) {
-        return format!(
-            "login refused: {r} (check the connection string: the whole string is the password)"
-        );
+        return format!("login refused: {r} ({login_hint})");
     }
     if let Some(r) = find(
         &[C::SSL],
@@ -271,13 +277,13 @@ mod tests {
         let t = Duration::from_secs(5);
         let said = |errors: &[(Option<RDKafkaErrorCode>, &str)]| {
             let errors: Vec<_> = errors.iter().map(|(c, r)| (*c, r.to_string())).collect();
-            explain(&errors, &fetch, t)
+            explain(&errors, &fetch, t, "check it")
         };
         let auth = said(&[
             (None, "Disconnected"),
             (Some(RDKafkaErrorCode::Authentication), "bad key"),
         ]);
-        assert!(auth.starts_with("login refused: bad key"), "{auth}");
+        assert_eq!(auth, "login refused: bad key (check it)");
         let tls = said(&[(None, "SSL handshake failed: unknown CA")]);
         assert!(tls.starts_with("TLS failed: SSL"), "{tls}");
         let closed = said(&[(None, "x:9093/bootstrap: Disconnected")]);
