@@ -436,6 +436,56 @@ fn the_kafka_sasl_password_is_read_from_its_file() {
     assert_eq!(client.get("sasl.password"), Some("pa55word"));
 }
 
+/// A Kafka sink whose `[sink]` gives the SASL login may not set `sasl.*` in
+/// `[sink.properties]`: the property would win, and a rotated `sasl_password_file` would not
+/// change the password the sink logs in with. The error names the key and what to use; a
+/// sink whose `[sink]` gives no login may still log in through its properties.
+#[test]
+fn a_kafka_sasl_login_in_sink_refuses_sasl_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "kafka.secret", "pa55word\n", 0o600);
+    let kafka = "type = \"kafka\"\nbrokers = \"x:9093\"";
+    let logins = [
+        "sasl_username = \"u\"".to_string(),
+        "sasl_password = \"pa55word\"".to_string(),
+        format!("sasl_password_file = \"{}\"", file.display()),
+    ];
+    for login in &logins {
+        for (key, instead) in [
+            ("sasl.username", "set sasl_username in [sink] instead"),
+            (
+                "sasl.password",
+                "set sasl_password or sasl_password_file in [sink] instead",
+            ),
+            ("sasl.mechanism", "set sasl_mechanism in [sink] instead"),
+            ("sasl.mechanisms", "set sasl_mechanism in [sink] instead"),
+            (
+                "sasl.kerberos.service.name",
+                "remove it: sasl_mechanism, sasl_username",
+            ),
+        ] {
+            let text = format!("{kafka}\n{login}\n[sink.properties]\n{key:?} = \"v4lue\"");
+            let cfg = sink(&text).unwrap();
+            let (path, reason) = crate::sink::check(&cfg.sink).unwrap_err();
+            assert_eq!(path, format!("sink.properties.{key:?}"), "{login}");
+            assert!(
+                reason.starts_with("refused: [sink] gives the SASL login")
+                    && reason.contains(instead),
+                "{login}, {key}: {reason}"
+            );
+            assert!(
+                !reason.contains("pa55word") && !reason.contains("v4lue"),
+                "{reason}"
+            );
+        }
+    }
+    let by_properties = format!(
+        "{kafka}\n[sink.properties]\n\"sasl.mechanisms\" = \"PLAIN\"\n\
+         \"sasl.username\" = \"u\"\n\"sasl.password\" = \"pa55word\""
+    );
+    crate::sink::check(&sink(&by_properties).unwrap().sink).unwrap();
+}
+
 fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);

@@ -202,6 +202,15 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
                     format!("refused: {why}; if this is meant (a test broker on a private network), set insecure = true in [sink]"),
                 ));
             }
+            if let Some((key, instead)) = login_twice(k) {
+                return Err((
+                    format!("sink.properties.{key:?}"),
+                    format!(
+                        "refused: [sink] gives the SASL login (sasl_username, sasl_password or \
+                         sasl_password_file), and this would override it; {instead}"
+                    ),
+                ));
+            }
         }
         SinkConfig::Stdout(_) => {}
     }
@@ -216,6 +225,23 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
 fn from_connection_string(key: &str) -> bool {
     let name = setting_name(key);
     name == "bootstrap.servers" || name == "security.protocol" || name.starts_with("sasl.")
+}
+
+/// A `sasl.*` key of a Kafka sink's `[sink.properties]` when `[sink]` gives the login, and
+/// what to use instead. The property would win over `[sink]`'s (`site_settings`), so a
+/// rotated `sasl_password_file` would rebuild a sink that still logs in with the old value.
+fn login_twice(k: &KafkaConfig) -> Option<(&str, &'static str)> {
+    if k.sasl_username.is_none() && k.sasl_password.is_none() && k.sasl_password_file.is_none() {
+        return None;
+    }
+    let key = k.properties.keys().find(|key| key.starts_with("sasl."))?;
+    let instead = match setting_name(key) {
+        "sasl.username" => "set sasl_username in [sink] instead",
+        "sasl.password" => "set sasl_password or sasl_password_file in [sink] instead",
+        "sasl.mechanisms" => "set sasl_mechanism in [sink] instead",
+        _ => "remove it: sasl_mechanism, sasl_username and sasl_password(_file) are the login",
+    };
+    Some((key, instead))
 }
 
 /// Two keys of `properties` that name one setting: which of them librdkafka applies last is
