@@ -331,26 +331,41 @@ mod tests {
         assert!(keys.changed().unwrap().is_none());
     }
 
-    /// With no connection string file there is nothing to check: only SIGHUP wakes the loop
-    /// (no wake-up every `SECRET_POLL`), and once SIGHUP is gone the loop ends.
+    /// With no key file there is nothing to check: only SIGHUP wakes the loop (no wake-up
+    /// every `SECRET_POLL`), and once SIGHUP is gone the loop ends. So for a sink without a
+    /// secret, and for one whose secret is written in the config: a Kafka sink's inline
+    /// `sasl_password`, an Event Hubs sink's inline `connection_string`.
     #[tokio::test]
     async fn without_a_key_file_only_sighup_wakes_the_reload_loop() {
-        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
-        let metrics = Metrics::new();
-        let codecs = crate::decode::Decoder::new(&cfg, metrics.clone()).reloader();
-        let (_, reload) = mpsc::channel(1);
-        let (deliveries, _) = mpsc::unbounded_channel();
-        let (new_sinks, _sinks) = mpsc::channel(1);
-        let task = reload_on_request(
-            cfg.sink,
-            deliveries,
-            new_sinks,
-            (reload, codecs),
-            metrics,
-            BTreeSet::new(),
-        );
-        tokio::time::timeout(SECRET_POLL / 2, task)
-            .await
-            .expect("the loop went on with nothing to wait for");
+        let sinks = [
+            "type = \"stdout\"".to_string(),
+            "type = \"kafka\"\nbrokers = \"kafka.example:9093\"\n\
+             security_protocol = \"sasl_ssl\"\nsasl_username = \"hubgate\"\n\
+             sasl_password = \"pa55word\""
+                .to_string(),
+            format!(
+                "type = \"eventhubs\"\nconnection_string = \"{}\"",
+                connection_string("b2xk")
+            ),
+        ];
+        for sink in sinks {
+            let cfg = Config::parse(&format!("[sink]\n{sink}\n")).unwrap();
+            let metrics = Metrics::new();
+            let codecs = crate::decode::Decoder::new(&cfg, metrics.clone()).reloader();
+            let (_, reload) = mpsc::channel(1);
+            let (deliveries, _) = mpsc::unbounded_channel();
+            let (new_sinks, _sinks) = mpsc::channel(1);
+            let task = reload_on_request(
+                cfg.sink,
+                deliveries,
+                new_sinks,
+                (reload, codecs),
+                metrics,
+                BTreeSet::new(),
+            );
+            tokio::time::timeout(SECRET_POLL / 2, task)
+                .await
+                .unwrap_or_else(|_| panic!("the loop went on with nothing to wait for: {sink}"));
+        }
     }
 }
