@@ -98,10 +98,10 @@ fn put<T: PartialEq>(slot: &mut Option<Secret<T>>, key: Secret<T>) -> bool {
 /// the SASL password) is read again ([`KeyFile`]) and, when it holds another key than the
 /// sink's, one that passes the start's checks, the forwarder gets a new sink; existing Kafka
 /// sessions would otherwise keep the old key alive. Nothing else rebuilds the sink: a new
-/// producer reconnects and resends what was in flight. The new sink comes with a hub provisioner of
-/// its own, which looks at the hubs of `rec_types` with the new key at once: the old one's
-/// refusals and retry waits were earned by the old key. Returns once there is nothing left
-/// to wait for.
+/// producer reconnects and resends what was in flight. The new sink comes with a hub
+/// provisioner of its own, which looks at the hubs of `rec_types` with the new key at once:
+/// the old one's refusals and retry waits were earned by the old key. Returns once there is
+/// nothing left to wait for.
 pub(super) async fn reload_on_request(
     sink_cfg: SinkConfig,
     deliveries: crate::sink::Deliveries,
