@@ -353,13 +353,19 @@ fn failed(e: &KafkaError, hub: &str, hubs: &Hubs, client: &ClientConfig) -> Sink
 }
 
 /// What to check when the broker refuses the login of `client`'s settings: an Event Hubs
-/// sink's connection string, a Kafka sink's SASL user and password.
+/// sink's connection string, a Kafka sink's SASL user and password. A Kafka sink without
+/// SASL is refused for what it is without one: its TLS client certificate, or what the
+/// broker's ACLs let it do.
 pub fn login_hint(client: &ClientConfig) -> &'static str {
     match client.get("sasl.username") {
         Some(super::eventhubs::USERNAME) => {
             "check the connection string: the whole string is the password"
         }
-        _ => "check sasl_username and sasl_password (or the file sasl_password_file names)",
+        Some(_) => "check sasl_username and sasl_password (or the file sasl_password_file names)",
+        None => {
+            "no SASL login is configured (no sasl_username): check the TLS client certificate \
+             and the broker's ACLs for this client"
+        }
     }
 }
 
@@ -1168,7 +1174,8 @@ mod tests {
 
     /// A refused login is tried again, and the line says which secret to check: an Event
     /// Hubs sink's connection string, a Kafka sink's SASL user and password (a Kafka sink has
-    /// no connection string).
+    /// no connection string). A Kafka sink without SASL, refused or denied by ACLs, is told
+    /// to check its client certificate and ACLs, not a password it does not have.
     #[test]
     fn a_refused_login_names_the_secret_the_sink_logs_in_with() {
         let refused = KafkaError::MessageProduction(RDKafkaErrorCode::SaslAuthenticationFailed);
@@ -1202,6 +1209,26 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("connection string"), "{text}");
+        let cfg = crate::config::Config::parse("[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n")
+            .unwrap();
+        let crate::config::SinkConfig::Kafka(k) = &cfg.sink else {
+            panic!("a Kafka sink: {:?}", cfg.sink);
+        };
+        let denied = KafkaError::MessageProduction(RDKafkaErrorCode::ClusterAuthorizationFailed);
+        for e in [&refused, &denied] {
+            let text = match classify(e, TOPIC, &unattended(), &sink_config(k)) {
+                SinkError::Retry(text) => text,
+                other => panic!("a refused client is {other:?}"),
+            };
+            assert!(
+                text.starts_with(
+                    "authentication failed, no SASL login is configured (no sasl_username): \
+                     check the TLS client certificate and the broker's ACLs for this client: "
+                ),
+                "{text}"
+            );
+            assert!(!text.contains("sasl_password"), "{text}");
+        }
     }
 
     /// A producer replaced because a hub it saw vanish exists again still works: it gets
