@@ -2797,6 +2797,73 @@ mod tests {
             );
         }
 
+        /// A counter the disk refused goes with the session's next frames, before them, and is
+        /// then done with: no later retry writes it over the newer one, which would make a copy
+        /// of the newer frame heard after a restart a new one, its record made again.
+        #[test]
+        fn a_refused_counter_is_not_written_again_over_a_newer_one() {
+            let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
+            l.buffer
+                .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
+            l.buffer.set_boot_id(Some(7));
+            let frame = |fcnt: u32| Counters {
+                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4], Some(t0))],
+                replayed: None,
+            };
+            l.take(vec![record(7)], frame(7), Ack::None, t0);
+            l.take(vec![record(8)], frame(8), Ack::None, t0);
+            l.end_round(t0).unwrap();
+            let first = reports.try_recv().unwrap();
+            let second = reports.try_recv().unwrap();
+            store.set_state_fails(Some(b"fcnt/"));
+            l.delivered(first, t0).unwrap();
+            assert!(kept(&l).is_empty());
+            store.set_state_fails(None);
+            l.delivered(second, t0).unwrap();
+            assert_eq!(kept(&l), [8]);
+            for s in 1..=2 {
+                l.end_round(t0 + Duration::from_secs(s)).unwrap();
+            }
+            let copies = l.buffer.copies().unwrap();
+            let frames: Vec<_> = copies[0].frames.iter().map(|&(f, m, _)| (f, m)).collect();
+            assert_eq!(
+                (kept(&l), frames, l.unsaved.len()),
+                (vec![8], vec![(7, [7; 4]), (8, [8; 4])], 0)
+            );
+        }
+
+        /// Of more frames refused than a session keeps to tell a copy, only the last
+        /// [`COPIES`] wait for the next try (what waits stays bounded), and that try keeps the
+        /// newest frame's counter and those frames.
+        #[test]
+        fn of_more_frames_refused_than_are_kept_the_last_wait_and_the_newest_is_the_counter() {
+            let (mut l, _reports, store, t0) = ledger(&BufferConfig::default());
+            l.buffer
+                .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
+            l.buffer.set_boot_id(Some(7));
+            let taken = COPIES as u32 + 8;
+            store.set_state_fails(Some(b"fcnt"));
+            for n in 1..=taken {
+                let counters = Counters {
+                    advanced: vec![(DevAddr(1), DevEui([1; 8]), n, [n as u8; 4], Some(t0))],
+                    replayed: None,
+                };
+                l.take_to_buffer(vec![record(n)], counters, Ack::None);
+            }
+            for s in 1..=2 {
+                l.end_round(t0 + Duration::from_secs(s)).unwrap();
+            }
+            let last: Vec<u32> = (9..=taken).collect();
+            let waiting = &l.unsaved[&(DevAddr(1), DevEui([1; 8]))];
+            let waiting: Vec<u32> = waiting.iter().map(|&(_, _, f, _, _)| f).collect();
+            assert_eq!((kept(&l), waiting), (vec![], last.clone()));
+            store.set_state_fails(None);
+            l.end_round(t0 + Duration::from_secs(3)).unwrap();
+            let copies = l.buffer.copies().unwrap();
+            let frames: Vec<u32> = copies[0].frames.iter().map(|&(f, _, _)| f).collect();
+            assert_eq!((kept(&l), frames, l.unsaved.len()), (vec![taken], last, 0));
+        }
+
         /// A session's frames the disk refuses to keep are told as such, and its counter kept;
         /// its counter refused is told as the counter, and both as both: the operator is
         /// pointed at what was not kept. Once per session released.
