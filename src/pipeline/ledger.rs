@@ -541,12 +541,15 @@ impl Ledger {
     /// the time since boot cannot be read). Any other session's kept counter refuses such a
     /// copy by itself: its frames are neither read nor written, which spares each of its
     /// uplinks a rewrite of up to 556 bytes. A session's frames the disk refused last go
-    /// first, so they are written with these; refused again, all are kept for the next try.
+    /// first, so they are written with these; refused again, all are kept for the next try,
+    /// and counted as a problem only the first time.
     fn keep_fcnts(&mut self, sessions: Vec<((DevAddr, DevEui), Vec<Fcnt>)>) {
         let boot = crate::clock::since_boot().map(|up| (Instant::now(), up));
         for (session, mut frames) in sessions {
             let (dev_addr, dev_eui) = session;
-            if let Some(mut refused) = self.unsaved.remove(&session) {
+            let refused_before = self.unsaved.remove(&session);
+            let counted = refused_before.is_some();
+            if let Some(mut refused) = refused_before {
                 refused.append(&mut frames);
                 frames = refused;
             }
@@ -572,7 +575,13 @@ impl Ledger {
             // after a restart a duplicate, not a loss): only the last frames can be kept.
             frames.drain(..frames.len().saturating_sub(COPIES));
             self.unsaved.insert(session, frames);
-            self.metrics.problem("buffer_write_error", || failed);
+            // One problem until they are written, not one at each commit that tries again
+            // (up to several a second under traffic): a try refused again is only logged.
+            if counted {
+                (self.metrics).log_limited(log::Level::Warn, "buffer_write_error", || failed);
+            } else {
+                self.metrics.problem("buffer_write_error", || failed);
+            }
         }
     }
 
@@ -1207,10 +1216,11 @@ impl Ledger {
     fn group_commit(&mut self, now: Instant, force: bool) -> Result<(), BufferError> {
         self.buffer.update_oldest_if_due(now);
         // Once a commit, and not while flushes fail: a failing disk is not written to in a
-        // loop. What the disk takes now is made durable by the flush that follows.
+        // loop. What the disk takes now is made durable by the flush that follows. No new
+        // frames: each session's refused ones are taken from `unsaved`.
         if !self.flush_failing && !self.unsaved.is_empty() {
-            let unsaved = std::mem::take(&mut self.unsaved);
-            self.keep_fcnts(unsaved.into_iter().collect());
+            let retries = self.unsaved.keys().map(|&session| (session, Vec::new()));
+            self.keep_fcnts(retries.collect());
         }
         self.take_flush_outcome(force)?;
         if self.buffer.flushing() {
@@ -2049,6 +2059,8 @@ mod tests {
     /// session's counter kept and synced meanwhile does not lower it. It is written again
     /// once a commit, not while flushes fail, with no later frame of its session (a session
     /// that sends no more would keep the gauge up for good); kept and synced, the gauge is 0.
+    /// The refusal is one problem until the counter is written, however many commits try
+    /// it again; a refusal after that is another.
     #[test]
     fn a_counter_the_disk_refused_keeps_the_gauge_up_until_it_is_written_again() {
         let cfg = BufferConfig::default();
@@ -2093,13 +2105,9 @@ mod tests {
             keep(&mut ledger, 1, frame(1, 5), t(0));
             assert!(kept_counters(&ledger).is_empty());
             assert_eq!(gauge(), 1, "{how:?}: the counter is not on disk");
-            let refused = refusals();
+            assert_eq!(refusals(), 1, "{how:?}: tried again, counted once");
             ledger.end_round(t(3)).unwrap();
-            assert_eq!(
-                refusals(),
-                refused + 1,
-                "{how:?}: tried again once a commit"
-            );
+            assert_eq!(refusals(), 1, "{how:?}: tried again, counted once");
             keep(&mut ledger, 2, frame(2, 7), t(3));
             assert_eq!(kept_counters(&ledger), [7]);
             assert_eq!(
@@ -2125,6 +2133,14 @@ mod tests {
             assert_eq!(kept_counters(&ledger), [5, 7], "{how:?}");
             ledger.end_round(t(10)).unwrap();
             assert_eq!(gauge(), 0, "{how:?}: kept and synced");
+            let refused = refusals();
+            store.set_state_fails(Some(b"fcnt/\0\0\0\x01"));
+            keep(&mut ledger, 3, frame(1, 6), t(10));
+            assert_eq!(
+                (kept_counters(&ledger), refusals()),
+                (vec![5, 7], refused + 1),
+                "{how:?}: refused again once written, another problem"
+            );
         }
     }
 
