@@ -983,6 +983,11 @@ mod tests {
         }
     }
 
+    /// A codec's `decoded` object through table `t` alone.
+    fn by_table(t: &Table, decoded: Json) -> Mapped {
+        map(Some(&obj(decoded)), Some(t), None, &[], UNIX_EPOCH)
+    }
+
     #[test]
     fn normalized_payload_maps_to_microshare_fields() {
         let n = [
@@ -1491,18 +1496,7 @@ mod tests {
             "[fields]\nstatus = { field = \"open\", values = { \"0\" = false, \"1e0\" = true } }\n",
         )
         .unwrap();
-        let read = |v: Json| {
-            Json::Object(
-                map(
-                    Some(&obj(json!({ "status": v }))),
-                    Some(&t),
-                    None,
-                    &[],
-                    UNIX_EPOCH,
-                )
-                .data,
-            )
-        };
+        let read = |v: Json| Json::Object(by_table(&t, json!({ "status": v })).data);
         for (v, open) in [
             (json!(1.0), true),
             (json!(1), true),
@@ -1559,23 +1553,11 @@ mod tests {
         let raw = f64::from(0x7FFF_u16) * 0.1;
         assert_ne!(raw, 3276.7);
         for v in [json!(raw), json!(raw.to_string()), json!(3276.7)] {
-            let m = map(
-                Some(&obj(json!({ "t": v }))),
-                Some(&t),
-                None,
-                &[],
-                UNIX_EPOCH,
-            );
+            let m = by_table(&t, json!({ "t": v }));
             assert_eq!(Json::Object(m.data), json!({"origin": { "t": v }}), "{v}");
         }
         for v in [3276.6, 3276.7 + 1e-6] {
-            let m = map(
-                Some(&obj(json!({ "t": v }))),
-                Some(&t),
-                None,
-                &[],
-                UNIX_EPOCH,
-            );
+            let m = by_table(&t, json!({ "t": v }));
             assert_eq!(
                 m.data["ext_temperature"],
                 json!([{"unit": "°C", "value": v}]),
@@ -1600,13 +1582,7 @@ mod tests {
                 "[fields]\nn = {{ field = \"count\", ignore = [{sentinel:?}] }}\n"
             ))
             .unwrap();
-            let m = map(
-                Some(&obj(json!({ "n": v }))),
-                Some(&t),
-                None,
-                &[],
-                UNIX_EPOCH,
-            );
+            let m = by_table(&t, json!({ "n": v }));
             let data = if read {
                 json!({"count": [{ "value": v }]})
             } else {
@@ -1713,13 +1689,7 @@ mod tests {
              door = { field = \"open\" }\n",
         )
         .unwrap();
-        let m = map(
-            Some(&obj(json!({"t": true, "door": true}))),
-            Some(&t),
-            None,
-            &[],
-            UNIX_EPOCH,
-        );
+        let m = by_table(&t, json!({"t": true, "door": true}));
         assert_eq!(
             Json::Object(m.data),
             json!({"open": [{"value": true}], "origin": {"t": true}})
@@ -1887,13 +1857,7 @@ mod tests {
         let t =
             Table::parse("[fields]\na = { field = \"voc\" }\nb = { field = \"ozone\" }\n").unwrap();
         for key in ["a", "b"] {
-            let m = map(
-                Some(&obj(json!({ key: 3 }))),
-                Some(&t),
-                None,
-                &[],
-                UNIX_EPOCH,
-            );
+            let m = by_table(&t, json!({ key: 3 }));
             assert_eq!(m.rec_type, rec_type::ENVIRONMENT, "{key}");
         }
     }
@@ -1999,13 +1963,7 @@ mod tests {
         )
         .unwrap();
         let value = |key: &str, v: Json| {
-            let m = map(
-                Some(&obj(json!({ key: v }))),
-                Some(&t),
-                None,
-                &[],
-                UNIX_EPOCH,
-            );
+            let m = by_table(&t, json!({ key: v }));
             let field = &t.fields[key].field;
             m.data[field.as_str()][0]["value"].clone()
         };
@@ -2042,22 +2000,10 @@ mod tests {
             json!(u64::MAX),
             json!(i64::MIN),
         ] {
-            let m = map(
-                Some(&obj(json!({ "n": n }))),
-                Some(&t),
-                None,
-                &[],
-                UNIX_EPOCH,
-            );
+            let m = by_table(&t, json!({ "n": n }));
             assert_eq!(m.data["count"], json!([{ "value": n }]));
         }
-        let m = map(
-            Some(&obj(json!({"k": 1_234_567}))),
-            Some(&t),
-            None,
-            &[],
-            UNIX_EPOCH,
-        );
+        let m = by_table(&t, json!({"k": 1_234_567}));
         assert_eq!(m.data["kwh"], json!([{"value": 1234.567}]));
     }
 

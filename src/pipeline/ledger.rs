@@ -2782,11 +2782,8 @@ mod tests {
             );
         }
 
-        /// Frames the disk refused to keep to tell a copy are written with the session's next
-        /// frames, not left out of them (the next write takes what is kept as its base): a
-        /// copy of either heard after a restart is still told as one.
-        #[test]
-        fn frames_the_disk_refused_to_keep_go_with_the_next_ones() {
+        /// A resetting session's frames 7 and 8 taken and sent: their reports, not yet applied.
+        fn frames_7_and_8_sent() -> (Ledger, MemoryStore, Instant, [Delivery; 2]) {
             let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
             l.buffer
                 .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
@@ -2798,8 +2795,16 @@ mod tests {
             l.take(vec![record(7)], frame(7), Ack::None, t0);
             l.take(vec![record(8)], frame(8), Ack::None, t0);
             l.end_round(t0).unwrap();
-            let first = reports.try_recv().unwrap();
-            let second = reports.try_recv().unwrap();
+            let sent = [reports.try_recv().unwrap(), reports.try_recv().unwrap()];
+            (l, store, t0, sent)
+        }
+
+        /// Frames the disk refused to keep to tell a copy are written with the session's next
+        /// frames, not left out of them (the next write takes what is kept as its base): a
+        /// copy of either heard after a restart is still told as one.
+        #[test]
+        fn frames_the_disk_refused_to_keep_go_with_the_next_ones() {
+            let (mut l, store, t0, [first, second]) = frames_7_and_8_sent();
             store.set_state_fails(Some(b"fcnt-copies/"));
             l.delivered(first, t0).unwrap();
             assert_eq!((kept(&l), l.buffer.copies().unwrap()), (vec![7], vec![]));
@@ -2818,19 +2823,7 @@ mod tests {
         /// of the newer frame heard after a restart a new one, its record made again.
         #[test]
         fn a_refused_counter_is_not_written_again_over_a_newer_one() {
-            let (mut l, mut reports, store, t0) = ledger(&BufferConfig::default());
-            l.buffer
-                .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
-            l.buffer.set_boot_id(Some(7));
-            let frame = |fcnt: u32| Counters {
-                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4], Some(t0))],
-                replayed: None,
-            };
-            l.take(vec![record(7)], frame(7), Ack::None, t0);
-            l.take(vec![record(8)], frame(8), Ack::None, t0);
-            l.end_round(t0).unwrap();
-            let first = reports.try_recv().unwrap();
-            let second = reports.try_recv().unwrap();
+            let (mut l, store, t0, [first, second]) = frames_7_and_8_sent();
             store.set_state_fails(Some(b"fcnt/"));
             l.delivered(first, t0).unwrap();
             assert!(kept(&l).is_empty());
