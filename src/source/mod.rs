@@ -1,5 +1,6 @@
 //! Sources: tasks that turn the outside world into [`Frame`]s for the pipeline.
 
+mod held;
 pub mod mqtt;
 mod quickack;
 pub mod replay;

@@ -12,7 +12,11 @@
 //!
 //! Each message read is acknowledged on the TCP level at once ([`QuickAck`]), so a broker
 //! that uses Nagle's algorithm does not hold the next one until its PUBACK.
+//!
+//! A subscription the broker's session holds is not asked for again, which would have it send
+//! its retained messages again; a filter no longer configured is unsubscribed from ([`Held`]).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::tokio_native_tls::native_tls;
@@ -22,6 +26,7 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
+use super::held::{self, Held};
 use super::quickack::QuickAck;
 use super::{Ack, Context, Input, PubAck, Sent};
 use crate::config::{MqttSourceConfig, MqttTls, UplinkFormat};
@@ -123,8 +128,18 @@ pub fn options(
     Ok(o)
 }
 
-/// Run the session `opts` (made by [`options`] from `cfg`).
-pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
+/// The QoS hubgate subscribes at.
+const QOS: QoS = QoS::AtLeastOnce;
+
+/// The connection attempt that ended in `e` sent no CONNECT: the broker refused the TCP
+/// connection.
+fn before_connect(e: &rumqttc::ConnectionError) -> bool {
+    matches!(e, rumqttc::ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// Run the session `opts` (made by [`options`] from `cfg`), keeping what it holds of its
+/// subscriptions in directory `kept_in` (see [`Held`]; `None`: in memory only).
+pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathBuf>, ctx: Context) {
     let topic = cfg
         .topic
         .clone()
@@ -133,6 +148,12 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     let client_id = opts.client_id();
     let (host, port) = opts.broker_address();
     let broker = cfg.url.authority();
+    let file = kept_in.map(|dir| held::file_in(&dir, &broker, &client_id));
+    let mut held = Held::load(file, &broker, &client_id, &topic, QOS).await;
+    // The first CONNECT goes at the first poll.
+    held.connecting().await;
+    // The connection attempt under way saw its CONNACK.
+    let mut connack_seen = false;
     let (client, mut events) = AsyncClient::new(opts, REQUESTS);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let mut acks = Acks::default();
@@ -177,28 +198,27 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     reconnect.connected(Instant::now());
                     qos0_seen = false;
                     ctx.metrics.mqtt_connected.set(&broker, &client_id, 1);
+                    connack_seen = true;
                     subscription.connected();
+                    let plan = held.connected(ack.session_present).await;
+                    if let Some(granted) = &plan.held {
+                        subscribed(&ctx, &cfg, &client_id, &topic, granted.granted == 0, " (held by the session)");
+                    }
+                    subscription.want(plan.leave, plan.held.is_none());
                     subscription.ask(&client, &topic);
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
-                        log::info!("mqtt: subscribed to {topic}");
-                        ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 1);
-                        // Messages then come without a PUBACK to wait for: the broker forgets
-                        // each once sent, and drops what comes while hubgate is away.
-                        if ack.return_codes.contains(&SubscribeReasonCode::Success(QoS::AtMostOnce)) {
-                            ctx.metrics.problem("mqtt_qos0_granted", || {
-                                format!(
-                                    "mqtt: {} granted only QoS 0 for {topic}: its messages are not acknowledged, and \
-                                     those sent while hubgate is stopped, or before they are on disk, are lost; allow \
-                                     QoS 1 for client id {client_id} at the broker (mosquitto: max_qos)",
-                                    cfg.url
-                                )
-                            });
-                        }
+                    let granted: Option<Vec<QoS>> = ack.return_codes.iter().map(|c| match c {
+                        SubscribeReasonCode::Success(q) => Some(*q),
+                        SubscribeReasonCode::Failure => None,
+                    }).collect();
+                    if let Some(granted) = granted {
+                        let lowest = granted.iter().copied().min_by_key(|q| *q as u8).unwrap_or(QOS);
+                        held.subscribed(lowest).await;
+                        subscribed(&ctx, &cfg, &client_id, &topic, lowest == QoS::AtMostOnce, "");
                     } else {
                         ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 0);
-                        let wait = subscription.retry();
+                        let wait = subscription.refused();
                         ctx.metrics.problem("mqtt_subscribe_refused", || {
                             format!(
                                 "mqtt: {} refused the subscription to {topic} (SUBACK failure): check the broker's ACL \
@@ -206,6 +226,13 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                                 cfg.url
                             )
                         });
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Unsubscribe(pkid))) => subscription.unsubscribe_sent(pkid),
+                Ok(Event::Incoming(Packet::UnsubAck(ack))) => {
+                    if let Some(filter) = subscription.unsubscribed(ack.pkid) {
+                        log::info!("mqtt: unsubscribed from {filter}, no longer configured");
+                        held.unsubscribed(&filter).await;
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -256,6 +283,12 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
                     // nor are the packet ids of the messages it brought.
                     quick = QuickAck::default();
                     subscription.lost();
+                    // A CONNECT without its CONNACK seen may have made the broker start a new
+                    // session; and the next attempt's CONNECT goes only once that is on disk.
+                    if !std::mem::replace(&mut connack_seen, false) && !before_connect(&e) {
+                        held.forget();
+                    }
+                    held.connecting().await;
                     connection = connection.wrapping_add(1);
                     acks.current = connection;
                     if let Some(search) = finding.take() {
@@ -294,17 +327,49 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, ctx: Context) {
     // Everything is acknowledged (or left to the broker): hand rumqttc the PUBACKs still
     // here, polling the event loop meanwhile so that they go out; the DISCONNECT follows them.
     drop(ack_tx);
+    let mut failed = false;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             acks.hand(&client);
             tokio::select! {
                 n = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => if n == 0 { break },
-                ev = events.poll() => if ev.is_err() { break },
+                ev = events.poll() => if ev.is_err() { failed = true; break },
             }
         }
     })
     .await;
+    // The DISCONNECT's poll connects again after a failure.
+    if failed {
+        held.connecting().await;
+    }
     disconnect(&client, &mut events).await;
+}
+
+/// The subscription to `topic` holds (`how`: from what), granted at QoS 0 only if `qos0`.
+fn subscribed(
+    ctx: &Context,
+    cfg: &MqttSourceConfig,
+    client_id: &str,
+    topic: &str,
+    qos0: bool,
+    how: &str,
+) {
+    log::info!("mqtt: subscribed to {topic}{how}");
+    ctx.metrics
+        .mqtt_subscribed
+        .set(&cfg.url.authority(), client_id, 1);
+    // Messages then come without a PUBACK to wait for: the broker forgets each once sent,
+    // and drops what comes while hubgate is away.
+    if qos0 {
+        ctx.metrics.problem("mqtt_qos0_granted", || {
+            format!(
+                "mqtt: {} granted only QoS 0 for {topic}: its messages are not acknowledged, and \
+                 those sent while hubgate is stopped, or before they are on disk, are lost; allow \
+                 QoS 1 for client id {client_id} at the broker (mosquitto: max_qos)",
+                cfg.url
+            )
+        });
+    }
 }
 
 /// The messages rumqttc read but has not handed out yet. It reads up to ten packets at once
@@ -322,15 +387,22 @@ fn stranded(events: &mut EventLoop) -> Vec<Publish> {
         .collect()
 }
 
-/// The subscription, asked for at every CONNACK: a broker that kept the session has the old
-/// filter, but a changed `topic` takes effect only when asked for (subscribing again to a
-/// filter replaces it). Asked again with backoff, up to `reconnect_max`, while the broker
-/// refuses it or rumqttc's request queue has no room.
+/// What is asked of the broker at a CONNACK ([`Held`] says what): filters to unsubscribe
+/// from, then the subscription. Asked again with backoff, up to `reconnect_max`, while the
+/// broker refuses the subscription or rumqttc's request queue has no room.
 struct Subscription {
     /// When to ask again, on this connection.
     retry_at: Option<tokio::time::Instant>,
     backoff: Duration,
     max: Duration,
+    /// Filters to unsubscribe from, not yet in rumqttc's request queue.
+    leave: Vec<String>,
+    /// Filters unsubscribed from in the request queue, in order, and once written, by packet
+    /// id: the UNSUBACK names only that.
+    queued: std::collections::VecDeque<String>,
+    sent: Vec<(u16, String)>,
+    /// The subscription is to be asked for.
+    subscribe: bool,
 }
 
 impl Subscription {
@@ -339,6 +411,10 @@ impl Subscription {
             retry_at: None,
             backoff: RECONNECT_MIN,
             max,
+            leave: Vec::new(),
+            queued: Default::default(),
+            sent: Vec::new(),
+            subscribe: false,
         }
     }
 
@@ -348,19 +424,66 @@ impl Subscription {
         self.backoff = RECONNECT_MIN;
     }
 
-    /// The connection failed: the next CONNACK asks.
+    /// The connection failed: the next CONNACK says what to ask.
     fn lost(&mut self) {
         self.retry_at = None;
+        self.leave.clear();
+        self.queued.clear();
+        self.sent.clear();
+        self.subscribe = false;
     }
 
-    /// Queue a SUBSCRIBE for `topic`; with no room for it, ask again later.
+    /// What to ask at the next [`Subscription::ask`].
+    fn want(&mut self, leave: Vec<String>, subscribe: bool) {
+        self.leave = leave;
+        self.subscribe = subscribe;
+    }
+
+    /// Queue the UNSUBSCRIBEs and the SUBSCRIBE for `topic` still to ask; with no room for
+    /// them, ask again later.
     fn ask(&mut self, client: &AsyncClient, topic: &str) {
         self.retry_at = None;
         // The only error is a full queue (the event loop is ours).
-        if let Err(e) = client.try_subscribe(topic, QoS::AtLeastOnce) {
-            let wait = self.retry();
-            log::error!("mqtt: cannot subscribe to {topic}: {e}; trying again in {wait:?}");
+        while let Some(filter) = self.leave.first().cloned() {
+            if let Err(e) = client.try_unsubscribe(filter.as_str()) {
+                let wait = self.retry();
+                log::error!(
+                    "mqtt: cannot unsubscribe from {filter}: {e}; trying again in {wait:?}"
+                );
+                return;
+            }
+            self.leave.remove(0);
+            self.queued.push_back(filter);
         }
+        if !self.subscribe {
+            return;
+        }
+        match client.try_subscribe(topic, QOS) {
+            Ok(()) => self.subscribe = false,
+            Err(e) => {
+                let wait = self.retry();
+                log::error!("mqtt: cannot subscribe to {topic}: {e}; trying again in {wait:?}");
+            }
+        }
+    }
+
+    /// The broker refused the subscription: ask again after the backoff, which it returns.
+    fn refused(&mut self) -> Duration {
+        self.subscribe = true;
+        self.retry()
+    }
+
+    /// The oldest UNSUBSCRIBE queued went out as packet `pkid`.
+    fn unsubscribe_sent(&mut self, pkid: u16) {
+        if let Some(filter) = self.queued.pop_front() {
+            self.sent.push((pkid, filter));
+        }
+    }
+
+    /// The filter the UNSUBACK for packet `pkid` is for.
+    fn unsubscribed(&mut self, pkid: u16) -> Option<String> {
+        let at = self.sent.iter().position(|(p, _)| *p == pkid)?;
+        Some(self.sent.remove(at).1)
     }
 
     /// Ask again after the backoff, which it returns.
@@ -741,7 +864,7 @@ mod tests {
             metrics: metrics.clone(),
         };
         Running {
-            source: tokio::spawn(run(cfg, opts, ctx)),
+            source: tokio::spawn(run(cfg, opts, None, ctx)),
             frames,
             metrics,
             all_acked,
@@ -804,6 +927,54 @@ mod tests {
             .expect("the connection closed")
             .unwrap();
         assert_eq!(pubacks, [1], "only the new message's PUBACK");
+    }
+
+    /// A subscription granted on a connection that ended after its CONNACK is held by the
+    /// session the next CONNACK finds present: not asked for again (the broker would send its
+    /// retained messages again). A connection attempt whose CONNECT may have gone but whose
+    /// CONNACK never came leaves nothing held: the broker may have made a new, empty session
+    /// then, and a later "session present" may be that one.
+    #[tokio::test]
+    async fn a_connect_without_its_connack_has_the_subscription_asked_for_again() {
+        use tokio::io::AsyncWriteExt;
+        let (listener, port) = listening("127.0.0.1:0").await;
+        const SESSION_PRESENT: [u8; 4] = [0x20, 2, 1, 0];
+        let broker = tokio::spawn(async move {
+            let mut s = session(&listener).await;
+            let (kind, rest) = read_packet(&mut s).await.unwrap();
+            assert_eq!(kind, 0x82, "SUBSCRIBE");
+            // QoS 1 granted; the PUBACK of the message after it says the SUBACK was read.
+            s.write_all(&[&[0x90, 3, rest[0], rest[1], 1][..], &publish(1, 0)].concat())
+                .await
+                .unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x40, "PUBACK");
+            drop(s);
+            // What comes first after each CONNACK that says "session present"; the middle
+            // attempt gets none.
+            let mut firsts = Vec::new();
+            for data in [Some(1), None, Some(2)] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
+                let Some(data) = data else { continue };
+                s.write_all(&[&SESSION_PRESENT[..], &publish(1, data)].concat())
+                    .await
+                    .unwrap();
+                firsts.push(read_packet(&mut s).await.unwrap().0);
+            }
+            firsts
+        });
+        let mut r = running(source_on(&format!("127.0.0.1:{port}")));
+        for _ in 0..3 {
+            let frame = r.frames.recv().await.expect("a frame");
+            frame.ack.send();
+        }
+        let firsts = tokio::time::timeout(Duration::from_secs(10), broker)
+            .await
+            .expect("the broker's part ended")
+            .unwrap();
+        r.source.abort();
+        let (puback, subscribe) = (0x40, 0x82);
+        assert_eq!(firsts, [puback, subscribe]);
     }
 
     /// ChirpStack (`[integration.mqtt] qos=0`, its default) and many publishers send at QoS
@@ -877,8 +1048,10 @@ mod tests {
     fn a_subscription_without_room_is_asked_for_again() {
         let (client, _events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 1);
         let mut sub = Subscription::new(Duration::from_secs(1));
+        sub.want(Vec::new(), true);
         sub.ask(&client, "t/#");
         assert!(sub.retry_at.is_none(), "queued");
+        sub.want(Vec::new(), true);
         sub.ask(&client, "t/#");
         assert!(sub.retry_at.is_some(), "no room: later");
         let waits: Vec<u128> = (0..4).map(|_| sub.retry().as_millis()).collect();

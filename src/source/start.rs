@@ -4,6 +4,7 @@
 //! then [`Bound::spawn`] each with its [`Context`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use rumqttc::MqttOptions;
 use tokio::net::UdpSocket;
@@ -14,9 +15,10 @@ use crate::config::{
     Config, MqttSourceConfig, ReplaySourceConfig, SerialSourceConfig, SourceConfig, UdpSourceConfig,
 };
 
-/// One source; `S` is its UDP socket once bound (`()` before).
+/// One source; `S` is its UDP socket once bound (`()` before). An MQTT source keeps what its
+/// session holds in the buffer directory.
 enum Source<S> {
-    Mqtt(Box<(MqttSourceConfig, MqttOptions)>),
+    Mqtt(Box<(MqttSourceConfig, MqttOptions, PathBuf)>),
     Udp(UdpSourceConfig, S),
     Replay(ReplaySourceConfig),
     Serial(SerialSourceConfig),
@@ -43,7 +45,7 @@ pub fn build(cfg: &Config) -> Result<Built, (String, String)> {
                 let client_id = client_id.expect("every MQTT source has a client id");
                 let options = super::mqtt::options(m, &client_id)
                     .map_err(|(key, e)| (format!("source[{i}].{key}"), e))?;
-                Source::Mqtt(Box::new(((**m).clone(), options)))
+                Source::Mqtt(Box::new(((**m).clone(), options, cfg.buffer.path.clone())))
             }
             SourceConfig::Udp(u) => Source::Udp(u.clone(), ()),
             SourceConfig::Replay(r) => Source::Replay(r.clone()),
@@ -91,8 +93,9 @@ impl Bound {
             .enumerate()
             .map(|(i, src)| match src {
                 Source::Mqtt(m) => {
-                    let (cfg, options) = *m;
-                    tokio::spawn(super::mqtt::run(cfg, options, ctx(i, Patience::CanWait)))
+                    let (cfg, options, kept_in) = *m;
+                    let ctx = ctx(i, Patience::CanWait);
+                    tokio::spawn(super::mqtt::run(cfg, options, Some(kept_in), ctx))
                 }
                 Source::Udp(u, socket) => {
                     tokio::spawn(super::udp::run(socket, u, ctx(i, Patience::CannotWait)))
