@@ -1,7 +1,8 @@
 //! MQTT sessions and subscriptions against a real mosquitto: two sources on one broker each
-//! have their own session, a changed topic takes effect on a session the broker kept, and a
-//! subscription the broker refuses is reported and asked for again, and one it grants only at
-//! QoS 0 is reported.
+//! have their own session, a changed topic takes effect on a session the broker kept (the old
+//! one unsubscribed from), a retained uplink makes one record however often hubgate restarts,
+//! a lost session is subscribed again, and a subscription the broker refuses is reported and
+//! asked for again, and one it grants only at QoS 0 is reported.
 
 mod support;
 
@@ -51,8 +52,56 @@ async fn two_sources_on_one_broker_have_their_own_sessions() {
     assert!(log.contains("as hubgate-hubgate-2 (session"), "{log}");
 }
 
-/// A new `topic` takes effect although the broker kept the session (and so says "session
-/// present"): hubgate subscribes at every connect.
+/// The `fcnt_up` of each record the stdout sink wrote, in order.
+fn fcnts(agent: &Agent) -> Vec<u64> {
+    agent
+        .stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap())
+        .collect()
+}
+
+/// Wait until the stdout sink has written the record of `fcnt`; returns every `fcnt_up`.
+fn wait_record(agent: &Agent, fcnt: u64) -> Vec<u64> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let seen = fcnts(agent);
+        if seen.contains(&fcnt) {
+            return seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record of fcnt {fcnt} (records: {seen:?}):\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Publish `body` on `topic` as the broker's retained message there (QoS 1).
+async fn publish_retained(port: u16, topic: &str, body: &str) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let (client, mut events) = AsyncClient::new(MqttOptions::new("retainer", "127.0.0.1", port), 4);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, body.to_string())
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while !matches!(
+            events.poll().await.expect("mqtt publisher"),
+            Event::Incoming(Packet::PubAck(_))
+        ) {}
+    })
+    .await
+    .expect("the broker acknowledged the retained publish");
+    client.disconnect().await.unwrap();
+}
+
+/// A topic changed in the config takes effect on the session the broker kept (it says
+/// "session present"): the new one is subscribed to, and the old one unsubscribed from, so
+/// its messages make no more records. A later start on the same config finds both as they
+/// were left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_topic_takes_effect_on_a_kept_session() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,11 +112,77 @@ async fn a_changed_topic_takes_effect_on_a_kept_session() {
     agent.terminate(WAIT);
     drop(agent);
 
-    let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &[("new/#", id)]));
+    let body = config(dir.path(), &mqtt, &[("new/#", id)]);
+    let mut agent = Agent::start_with_stdout(dir.path(), &body);
     agent.wait_log("(session present: true)", 1, WAIT);
+    agent.wait_log("mqtt: subscribed to new/#", 1, WAIT);
+    // The broker delivers one client's messages in order: the old topic's would come first.
+    publish_all(mqtt.port(), &[uplink("old/x", 1), uplink("new/x", 2)]).await;
+    assert_eq!(wait_record(&agent, 2), [2]);
+
+    agent.terminate(WAIT);
+    agent.start_again();
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
-    publish_all(mqtt.port(), &[uplink("new/x", 1)]).await;
-    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    publish_all(mqtt.port(), &[uplink("old/x", 3), uplink("new/x", 4)]).await;
+    assert_eq!(wait_record(&agent, 4), [2, 4]);
+}
+
+/// A retained uplink is delivered once: the broker sends it again at every SUBSCRIBE, so
+/// hubgate, once the broker granted a subscription and kept the session, does not ask for it
+/// again, after a stop or a crash alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_uplink_makes_one_record_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let (topic, body) = uplink("kept/x", 1);
+    publish_retained(mqtt.port(), &topic, &body).await;
+    let client = "hubgate-retained";
+    let id = format!("client_id = \"{client}\"\n");
+    let body = config(dir.path(), &mqtt, &[("kept/#", &id)]);
+    let mut agent = Agent::start_with_stdout(dir.path(), &body);
+    assert_eq!(wait_record(&agent, 1), [1]);
+    mqtt.wait_pubacks(client, 1);
+
+    // A stop: the next start finds the session with its subscription.
+    agent.terminate(WAIT);
+    agent.start_again();
+    agent.wait_log("mqtt: subscribed to kept/#", 2, WAIT);
+    assert_eq!(agent.metric("hubgate_mqtt_subscribed"), 1);
+    // The broker sends a retained message on a SUBSCRIBE before anything published later.
+    publish_all(mqtt.port(), &[uplink("kept/x", 2)]).await;
+    assert_eq!(wait_record(&agent, 2), [1, 2]);
+    mqtt.wait_pubacks(client, 2);
+
+    // A crash: what hubgate knows of the session was on disk already.
+    agent.kill();
+    agent.start_again();
+    agent.wait_log("mqtt: subscribed to kept/#", 3, WAIT);
+    publish_all(mqtt.port(), &[uplink("kept/x", 3)]).await;
+    assert_eq!(wait_record(&agent, 3), [1, 2, 3]);
+}
+
+/// A broker that lost the session (restarted without persistence: "session present: false")
+/// holds no subscription: hubgate asks for its topic again, and its messages flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_is_subscribed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mqtt = Mosquitto::start(dir.path());
+    let id = "client_id = \"hubgate-lost\"\n";
+    let body = config(dir.path(), &mqtt, &[("lost/#", id)]);
+    let mut agent = Agent::start_with_stdout(dir.path(), &body);
+    agent.wait_log("mqtt: subscribed to lost/#", 1, WAIT);
+    // Restarted with the session kept first, so that hubgate has a subscription to trust.
+    agent.terminate(WAIT);
+    agent.start_again();
+    agent.wait_log("(session present: true)", 1, WAIT);
+    agent.wait_log("mqtt: subscribed to lost/#", 2, WAIT);
+
+    mqtt.kill();
+    mqtt.start_again();
+    // A SUBACK's line ends with the filter; one for a subscription the session held says so.
+    agent.wait_log("mqtt: subscribed to lost/#\n", 2, WAIT);
+    publish_all(mqtt.port(), &[uplink("lost/x", 1)]).await;
+    assert_eq!(wait_record(&agent, 1), [1]);
 }
 
 /// mosquitto's dynamic security plugin, which (unlike its `acl_file`) refuses a subscription
