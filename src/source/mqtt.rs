@@ -354,10 +354,11 @@ fn subscribed(
     qos0: bool,
     how: &str,
 ) {
-    log::info!("mqtt: subscribed to {topic}{how}");
+    // Set before the line is logged: whoever reads the line finds the gauge up.
     ctx.metrics
         .mqtt_subscribed
         .set(&cfg.url.authority(), client_id, 1);
+    log::info!("mqtt: subscribed to {topic}{how}");
     // Messages then come without a PUBACK to wait for: the broker forgets each once sent,
     // and drops what comes while hubgate is away.
     if qos0 {
