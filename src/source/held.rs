@@ -181,6 +181,8 @@ impl Held {
         }
         self.subscribed
             .retain(|g| g.filter == *filter && g.qos == qos);
+        // Configured again before the broker confirmed leaving it: asked for instead.
+        self.leaving.retain(|f| f != filter);
         self.save(true).await;
         Plan {
             held: self.subscribed.first().cloned(),
@@ -353,6 +355,23 @@ mod tests {
         let file = file_in(dir.path(), BROKER, "c");
         let mut h = Held::load(Some(file), BROKER, "c", "new/#", QoS::ExactlyOnce).await;
         assert_eq!(h.connected(true).await.held, None, "another QoS");
+    }
+
+    /// A filter configured again while it is still to be left is asked for, not left.
+    #[tokio::test]
+    async fn a_filter_configured_again_before_it_was_left_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = held(dir.path(), "old/#").await;
+        h.connected(true).await;
+        h.subscribed(QoS::AtLeastOnce).await;
+        drop(h);
+        let mut h = held(dir.path(), "new/#").await;
+        assert_eq!(h.connected(true).await.leave, ["old/#"]);
+        h.subscribed(QoS::AtLeastOnce).await;
+        drop(h);
+        let mut h = held(dir.path(), "old/#").await;
+        let plan = h.connected(true).await;
+        assert_eq!((plan.held, plan.leave), (None, vec!["new/#".to_string()]));
     }
 
     /// Each broker and client id has its own file; a file of another (or unreadable) holds
