@@ -13,8 +13,8 @@
 //! Each message read is acknowledged on the TCP level at once ([`QuickAck`]), so a broker
 //! that uses Nagle's algorithm does not hold the next one until its PUBACK.
 //!
-//! A subscription the broker's session holds is not asked for again, which would have it send
-//! its retained messages again; a filter no longer configured is unsubscribed from ([`Held`]).
+//! The subscription is asked for at every CONNACK, also when the broker says it kept the
+//! session; a filter no longer configured is unsubscribed from ([`Held`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -128,17 +128,8 @@ pub fn options(
     Ok(o)
 }
 
-/// The QoS hubgate subscribes at.
-const QOS: QoS = QoS::AtLeastOnce;
-
-/// The connection attempt that ended in `e` sent no CONNECT: the broker refused the TCP
-/// connection.
-fn before_connect(e: &rumqttc::ConnectionError) -> bool {
-    matches!(e, rumqttc::ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
-}
-
-/// Run the session `opts` (made by [`options`] from `cfg`), keeping what it holds of its
-/// subscriptions in directory `kept_in` (see [`Held`]; `None`: in memory only).
+/// Run the session `opts` (made by [`options`] from `cfg`), keeping the filters to leave in
+/// directory `kept_in` (see [`Held`]; `None`: in memory only).
 pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathBuf>, ctx: Context) {
     let topic = cfg
         .topic
@@ -149,11 +140,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
     let (host, port) = opts.broker_address();
     let broker = cfg.url.authority();
     let file = kept_in.map(|dir| held::file_in(&dir, &broker, &client_id));
-    let mut held = Held::load(file, &broker, &client_id, &topic, QOS).await;
-    // The first CONNECT goes at the first poll.
-    held.connecting().await;
-    // The connection attempt under way saw its CONNACK.
-    let mut connack_seen = false;
+    let mut held = Held::load(file, &broker, &client_id, &topic).await;
     let (client, mut events) = AsyncClient::new(opts, REQUESTS);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let mut acks = Acks::default();
@@ -198,24 +185,29 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     reconnect.connected(Instant::now());
                     qos0_seen = false;
                     ctx.metrics.mqtt_connected.set(&broker, &client_id, 1);
-                    connack_seen = true;
                     subscription.connected();
-                    let plan = held.connected(ack.session_present).await;
-                    if let Some(granted) = &plan.held {
-                        subscribed(&ctx, &cfg, &client_id, &topic, granted.granted == 0, " (held by the session)");
-                    }
-                    subscription.want(plan.leave, plan.held.is_none());
+                    // Also with the session present: it may be an older one that lacks it.
+                    subscription.want(held.connected(ack.session_present).await);
                     subscription.ask(&client, &topic);
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    let granted: Option<Vec<QoS>> = ack.return_codes.iter().map(|c| match c {
-                        SubscribeReasonCode::Success(q) => Some(*q),
-                        SubscribeReasonCode::Failure => None,
-                    }).collect();
-                    if let Some(granted) = granted {
-                        let lowest = granted.iter().copied().min_by_key(|q| *q as u8).unwrap_or(QOS);
-                        held.subscribed(lowest).await;
-                        subscribed(&ctx, &cfg, &client_id, &topic, lowest == QoS::AtMostOnce, "");
+                    if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
+                        held.subscribed().await;
+                        // Set before the line is logged: whoever reads the line finds it up.
+                        ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 1);
+                        log::info!("mqtt: subscribed to {topic}");
+                        // Messages then come without a PUBACK to wait for: the broker forgets
+                        // each once sent, and drops what comes while hubgate is away.
+                        if ack.return_codes.contains(&SubscribeReasonCode::Success(QoS::AtMostOnce)) {
+                            ctx.metrics.problem("mqtt_qos0_granted", || {
+                                format!(
+                                    "mqtt: {} granted only QoS 0 for {topic}: its messages are not acknowledged, and \
+                                     those sent while hubgate is stopped, or before they are on disk, are lost; allow \
+                                     QoS 1 for client id {client_id} at the broker (mosquitto: max_qos)",
+                                    cfg.url
+                                )
+                            });
+                        }
                     } else {
                         ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 0);
                         let wait = subscription.refused();
@@ -283,12 +275,6 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     // nor are the packet ids of the messages it brought.
                     quick = QuickAck::default();
                     subscription.lost();
-                    // A CONNECT without its CONNACK seen may have made the broker start a new
-                    // session; and the next attempt's CONNECT goes only once that is on disk.
-                    if !std::mem::replace(&mut connack_seen, false) && !before_connect(&e) {
-                        held.forget();
-                    }
-                    held.connecting().await;
                     connection = connection.wrapping_add(1);
                     acks.current = connection;
                     if let Some(search) = finding.take() {
@@ -327,50 +313,17 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
     // Everything is acknowledged (or left to the broker): hand rumqttc the PUBACKs still
     // here, polling the event loop meanwhile so that they go out; the DISCONNECT follows them.
     drop(ack_tx);
-    let mut failed = false;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             acks.hand(&client);
             tokio::select! {
                 n = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => if n == 0 { break },
-                ev = events.poll() => if ev.is_err() { failed = true; break },
+                ev = events.poll() => if ev.is_err() { break },
             }
         }
     })
     .await;
-    // The DISCONNECT's poll connects again after a failure.
-    if failed {
-        held.connecting().await;
-    }
     disconnect(&client, &mut events).await;
-}
-
-/// The subscription to `topic` holds (`how`: from what), granted at QoS 0 only if `qos0`.
-fn subscribed(
-    ctx: &Context,
-    cfg: &MqttSourceConfig,
-    client_id: &str,
-    topic: &str,
-    qos0: bool,
-    how: &str,
-) {
-    // Set before the line is logged: whoever reads the line finds the gauge up.
-    ctx.metrics
-        .mqtt_subscribed
-        .set(&cfg.url.authority(), client_id, 1);
-    log::info!("mqtt: subscribed to {topic}{how}");
-    // Messages then come without a PUBACK to wait for: the broker forgets each once sent,
-    // and drops what comes while hubgate is away.
-    if qos0 {
-        ctx.metrics.problem("mqtt_qos0_granted", || {
-            format!(
-                "mqtt: {} granted only QoS 0 for {topic}: its messages are not acknowledged, and \
-                 those sent while hubgate is stopped, or before they are on disk, are lost; allow \
-                 QoS 1 for client id {client_id} at the broker (mosquitto: max_qos)",
-                cfg.url
-            )
-        });
-    }
 }
 
 /// The messages rumqttc read but has not handed out yet. It reads up to ten packets at once
@@ -388,8 +341,10 @@ fn stranded(events: &mut EventLoop) -> Vec<Publish> {
         .collect()
 }
 
-/// What is asked of the broker at a CONNACK ([`Held`] says what): filters to unsubscribe
-/// from, then the subscription. Asked again with backoff, up to `reconnect_max`, while the
+/// What is asked of the broker at each CONNACK: the filters [`Held`] says to unsubscribe
+/// from, then the subscription (a broker that kept the session has the old filter, but a
+/// changed `topic` takes effect only when asked for, and a session the broker restored from
+/// an older copy may lack it). Asked again with backoff, up to `reconnect_max`, while the
 /// broker refuses the subscription or rumqttc's request queue has no room.
 struct Subscription {
     /// When to ask again, on this connection.
@@ -434,10 +389,10 @@ impl Subscription {
         self.subscribe = false;
     }
 
-    /// What to ask at the next [`Subscription::ask`].
-    fn want(&mut self, leave: Vec<String>, subscribe: bool) {
+    /// At a CONNACK: leave `leave`, and subscribe, at the next [`Subscription::ask`].
+    fn want(&mut self, leave: Vec<String>) {
         self.leave = leave;
-        self.subscribe = subscribe;
+        self.subscribe = true;
     }
 
     /// Queue the UNSUBSCRIBEs and the SUBSCRIBE for `topic` still to ask; with no room for
@@ -459,7 +414,7 @@ impl Subscription {
         if !self.subscribe {
             return;
         }
-        match client.try_subscribe(topic, QOS) {
+        match client.try_subscribe(topic, QoS::AtLeastOnce) {
             Ok(()) => self.subscribe = false,
             Err(e) => {
                 let wait = self.retry();
@@ -930,13 +885,11 @@ mod tests {
         assert_eq!(pubacks, [1], "only the new message's PUBACK");
     }
 
-    /// A subscription granted on a connection that ended after its CONNACK is held by the
-    /// session the next CONNACK finds present: not asked for again (the broker would send its
-    /// retained messages again). A connection attempt whose CONNECT may have gone but whose
-    /// CONNACK never came leaves nothing held: the broker may have made a new, empty session
-    /// then, and a later "session present" may be that one.
+    /// The subscription is asked for at every CONNACK, also at one that says the session is
+    /// present: a broker that restored an older session (from a persistence file saved before
+    /// the subscription) says so too, and would deliver nothing on the filter otherwise.
     #[tokio::test]
-    async fn a_connect_without_its_connack_has_the_subscription_asked_for_again() {
+    async fn the_subscription_is_asked_for_at_every_connack_with_the_session_present() {
         use tokio::io::AsyncWriteExt;
         let (listener, port) = listening("127.0.0.1:0").await;
         const SESSION_PRESENT: [u8; 4] = [0x20, 2, 1, 0];
@@ -950,13 +903,12 @@ mod tests {
                 .unwrap();
             assert_eq!(read_packet(&mut s).await.unwrap().0, 0x40, "PUBACK");
             drop(s);
-            // What comes first after each CONNACK that says "session present"; the middle
-            // attempt gets none.
+            // What comes first after each CONNACK that says "session present", with a
+            // message to acknowledge after it.
             let mut firsts = Vec::new();
-            for data in [Some(1), None, Some(2)] {
+            for data in [1, 2] {
                 let (mut s, _) = listener.accept().await.unwrap();
                 assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
-                let Some(data) = data else { continue };
                 s.write_all(&[&SESSION_PRESENT[..], &publish(1, data)].concat())
                     .await
                     .unwrap();
@@ -974,8 +926,8 @@ mod tests {
             .expect("the broker's part ended")
             .unwrap();
         r.source.abort();
-        let (puback, subscribe) = (0x40, 0x82);
-        assert_eq!(firsts, [puback, subscribe]);
+        let subscribe = 0x82;
+        assert_eq!(firsts, [subscribe, subscribe]);
     }
 
     /// ChirpStack (`[integration.mqtt] qos=0`, its default) and many publishers send at QoS
@@ -1049,10 +1001,10 @@ mod tests {
     fn a_subscription_without_room_is_asked_for_again() {
         let (client, _events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 1);
         let mut sub = Subscription::new(Duration::from_secs(1));
-        sub.want(Vec::new(), true);
+        sub.want(Vec::new());
         sub.ask(&client, "t/#");
         assert!(sub.retry_at.is_none(), "queued");
-        sub.want(Vec::new(), true);
+        sub.want(Vec::new());
         sub.ask(&client, "t/#");
         assert!(sub.retry_at.is_some(), "no room: later");
         let waits: Vec<u128> = (0..4).map(|_| sub.retry().as_millis()).collect();
