@@ -209,6 +209,8 @@ pub struct Metrics {
     pub serial_connected: Family,
     /// 1 while the MQTT source of broker `host:port` and its client id holds its subscription.
     pub mqtt_subscribed: MqttLinks,
+    /// Retained MQTT messages whose record was made already, acknowledged without another.
+    pub mqtt_retained_skipped: Counter,
     /// 1 while librdkafka has a broker connection up (from its statistics, and at once when a
     /// record is confirmed); only with a Kafka or Event Hubs sink.
     pub kafka_connected: Family,
@@ -394,6 +396,7 @@ impl Metrics {
             e("hubs_parked", "gauge", "reason", "recTypes held back, by the cause of their hub's refusal (docs/eventhubs.md)", self.park_reasons.by_cause()),
             mqtt("mqtt_connected", "1 while the MQTT source is connected", &self.mqtt_connected),
             mqtt("mqtt_subscribed", "1 while the MQTT source is subscribed", &self.mqtt_subscribed),
+            e("mqtt_retained_skipped_total", "counter", "", "retained MQTT messages the broker sent again (at a subscribe) whose record was made already: acknowledged, not made into records again", one(&self.mqtt_retained_skipped)),
             e("serial_connected", "gauge", "device", "1 while the serial source has its device open (0: not yet opened, or away)", self.serial_connected.snapshot()),
             e("kafka_connected", "gauge", "", "1 while a Kafka broker connection is up (from librdkafka's broker states every 5 s, and at once when a record is confirmed)", self.kafka_connected.snapshot()),
         ]

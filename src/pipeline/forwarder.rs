@@ -898,6 +898,7 @@ mod tests {
                         connection: 0,
                         qos: rumqttc::QoS::AtLeastOnce,
                         pkid: fcnt,
+                        retained: None,
                     },
                 },
                 room: None,

@@ -1366,6 +1366,7 @@ mod tests {
                 connection: 0,
                 qos: rumqttc::QoS::AtLeastOnce,
                 pkid,
+                retained: None,
             },
         };
         (ack, pubacks)

@@ -818,6 +818,7 @@ impl World {
                 connection: 0,
                 qos: rumqttc::QoS::AtLeastOnce,
                 pkid: uplink as u16,
+                retained: None,
             },
         };
         let created = crate::record::ms_since_epoch(self.wall);

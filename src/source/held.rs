@@ -1,6 +1,7 @@
 //! What an MQTT source keeps of its persistent session at the broker, in a file in the buffer
 //! directory (one per broker and client id), so that a restart knows it: the filters the
-//! broker granted and that hubgate has not left yet.
+//! broker granted and that hubgate has not left yet, and the retained messages it made into
+//! records.
 //!
 //! Every configured filter is subscribed to at every CONNACK, also one that says the session
 //! is present: a broker may restore an older session (mosquitto after a crash, from a
@@ -11,6 +12,17 @@
 //! delivering: it is unsubscribed from at each CONNACK until the broker's UNSUBACK. An
 //! UNSUBSCRIBE of a filter the session lacks is harmless.
 //!
+//! The broker sends a topic's retained message at each SUBSCRIBE that matches it (MQTT 3.1.1,
+//! 3.8.4), with the retain flag set; a live delivery has it cleared (3.3.1.3). So hubgate,
+//! subscribing at every CONNACK, gets each retained message again at every connect. Each
+//! retained message whose record is durable (its PUBACK released) has its [`Fingerprint`]
+//! kept, one per topic, as the broker keeps one retained message per topic: a retained
+//! delivery with the same fingerprint is acknowledged without a record. Only what is durable
+//! is kept, so a message is never skipped before its record exists; a topic evicted (beyond
+//! [`RETAINED_TOPICS`], the oldest first) or a retained message first taken live (not kept)
+//! comes out once more, a duplicate at worst. Only retained messages are written here, never
+//! live ones.
+//!
 //! Each change is written to a new file, synced, and renamed over the old one, the directory
 //! synced: a power cut leaves one or the other whole. A file that cannot be read counts as
 //! none; one that cannot be written is written again at the next change.
@@ -18,6 +30,49 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The most topics whose retained message is kept.
+pub const RETAINED_TOPICS: usize = 1024;
+
+/// A retained message: its topic, and its topic and payload, each the first 128 bits of a
+/// SHA-256 (the same in every run, unlike std's hasher).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    topic: [u8; 16],
+    message: [u8; 16],
+}
+
+/// The fingerprint of the message `payload` on `topic`.
+pub fn fingerprint(topic: &str, payload: &[u8]) -> Fingerprint {
+    let first = |d: &[u8]| -> [u8; 16] { d[..16].try_into().expect("32 bytes") };
+    let topic_key = Sha256::digest(topic.as_bytes());
+    let mut m = Sha256::new();
+    // The topic's length first: no other topic and payload give the same bytes.
+    m.update((topic.len() as u64).to_be_bytes());
+    m.update(topic.as_bytes());
+    m.update(payload);
+    Fingerprint {
+        topic: first(&topic_key),
+        message: first(&m.finalize()),
+    }
+}
+
+/// A fingerprint as the file holds it (hex).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Kept {
+    topic: String,
+    message: String,
+}
+
+impl From<&Fingerprint> for Kept {
+    fn from(f: &Fingerprint) -> Kept {
+        Kept {
+            topic: hex::encode(f.topic),
+            message: hex::encode(f.message),
+        }
+    }
+}
 
 /// The file's content.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +81,9 @@ struct Saved {
     client_id: String,
     /// Filters a SUBACK granted and no UNSUBACK left since.
     filters: Vec<String>,
+    /// The retained message made into a record last, per topic, the oldest first.
+    #[serde(default)]
+    retained: Vec<Kept>,
 }
 
 pub struct Held {
@@ -40,8 +98,7 @@ pub struct Held {
 
 /// The file of the session of `client_id` at `broker` in directory `dir`.
 pub fn file_in(dir: &Path, broker: &str, client_id: &str) -> PathBuf {
-    use sha2::Digest;
-    let key = sha2::Sha256::digest(format!("{broker}\n{client_id}"));
+    let key = Sha256::digest(format!("{broker}\n{client_id}"));
     dir.join(format!("mqtt-session-{}", hex::encode(&key[..8])))
 }
 
@@ -126,6 +183,29 @@ impl Held {
         self.save().await;
     }
 
+    /// `f` is a retained message whose record was made: the broker's again.
+    pub fn handled(&self, f: &Fingerprint) -> bool {
+        let f = Kept::from(f);
+        self.now.retained.contains(&f)
+    }
+
+    /// The records of the retained messages `released` are durable (their PUBACKs released):
+    /// each is its topic's, in place of the one before.
+    pub async fn record(&mut self, released: Vec<Fingerprint>) {
+        // Live messages, the most by far, write nothing.
+        if released.is_empty() {
+            return;
+        }
+        for f in released {
+            let f = Kept::from(&f);
+            self.now.retained.retain(|k| k.topic != f.topic);
+            self.now.retained.push(f);
+        }
+        let over = self.now.retained.len().saturating_sub(RETAINED_TOPICS);
+        self.now.retained.drain(..over);
+        self.save().await;
+    }
+
     /// Write what is known, unless the file holds it already.
     async fn save(&mut self) {
         let Some(path) = self.file.clone() else {
@@ -199,6 +279,42 @@ mod tests {
         // Configured again: the filter granted since is the one to leave.
         let mut h = held(dir.path(), "old/#").await;
         assert_eq!(h.connected(true).await, ["new/#"]);
+    }
+
+    /// A recorded retained message is known again after a restart; another on its topic
+    /// takes its place; a live one is not a retained one.
+    #[tokio::test]
+    async fn a_recorded_retained_message_is_known_across_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (fingerprint("t/1", b"a"), fingerprint("t/1", b"b"));
+        assert_eq!(first, fingerprint("t/1", b"a"), "the same in every run");
+        assert_ne!(first, fingerprint("t/2", b"a"));
+        assert_ne!(fingerprint("t/", b"1a"), fingerprint("t/1", b"a"));
+        let mut h = held(dir.path(), "t/#").await;
+        assert!(!h.handled(&first));
+        h.record(vec![first]).await;
+        assert!(h.handled(&first));
+        let mut h = held(dir.path(), "t/#").await;
+        assert!(h.handled(&first), "from the file");
+        assert!(!h.handled(&second));
+        h.record(vec![second]).await;
+        let h = held(dir.path(), "t/#").await;
+        assert_eq!((h.handled(&first), h.handled(&second)), (false, true));
+    }
+
+    /// At most [`RETAINED_TOPICS`] topics are kept: the oldest goes first.
+    #[tokio::test]
+    async fn retained_messages_are_kept_for_a_bounded_number_of_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = |i: usize| fingerprint(&format!("t/{i}"), b"x");
+        let mut h = held(dir.path(), "t/#").await;
+        h.record((0..RETAINED_TOPICS).map(f).collect()).await;
+        // Topic 0 again: now the newest.
+        h.record(vec![f(0), f(RETAINED_TOPICS)]).await;
+        let h = held(dir.path(), "t/#").await;
+        assert_eq!(h.now.retained.len(), RETAINED_TOPICS);
+        let kept: Vec<bool> = [0, 1, 2, RETAINED_TOPICS].map(|i| h.handled(&f(i))).into();
+        assert_eq!(kept, [true, false, true, true]);
     }
 
     /// A new session (no session present) holds nothing to leave.

@@ -236,11 +236,15 @@ pub struct Parts {
 /// only on its own connection (a broker that lost the session numbers new messages from 1
 /// again), so the source drops acknowledgements released after their connection failed; the
 /// broker delivers those messages again, as rumqttc expects (it drops queued PUBACKs then too).
+///
+/// A retained message carries its fingerprint, kept by the source once this is released (its
+/// record durable), so that the broker's next delivery of it makes none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubAck {
     pub connection: u32,
     pub qos: rumqttc::QoS,
     pub pkid: u16,
+    pub retained: Option<held::Fingerprint>,
 }
 
 /// What [`Ack::send`] did.
@@ -675,6 +679,7 @@ mod tests {
             connection: 0,
             qos: rumqttc::QoS::AtLeastOnce,
             pkid: 9,
+            retained: None,
         };
         let mut parts = Ack::Mqtt { acks, ack }.split(3);
         let last = parts.pop().unwrap();
@@ -709,6 +714,7 @@ mod tests {
             connection: 0,
             qos: rumqttc::QoS::AtLeastOnce,
             pkid: 9,
+            retained: None,
         };
         let (acks, gone) = mpsc::unbounded_channel();
         drop(gone);

@@ -14,7 +14,9 @@
 //! that uses Nagle's algorithm does not hold the next one until its PUBACK.
 //!
 //! The subscription is asked for at every CONNACK, also when the broker says it kept the
-//! session; a filter no longer configured is unsubscribed from ([`Held`]).
+//! session; a filter no longer configured is unsubscribed from ([`Held`]). The broker then
+//! sends its retained messages again: one whose record hubgate made already is acknowledged
+//! without another ([`Held::handled`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -163,7 +165,12 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
         tokio::select! {
             // What the pipeline released since, in one go (a round's worth, or more); the
             // channel stays open while `ack_tx` is here.
-            _ = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => {}
+            _ = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => {
+                // PUBACKs first: the file can wait, the broker's queue not.
+                let retained = acks.retained();
+                acks.hand(&client);
+                held.record(retained).await;
+            }
             found = async { finding.as_mut().expect("a search").await }, if finding.is_some() => {
                 finding = None;
                 match found {
@@ -253,7 +260,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     // the way): leaving here would strand those, and the broker would deliver
                     // messages again whose records are durable.
                     if !*ctx.stopping.borrow() {
-                        forward(&ctx, &cfg, &ack_tx, connection, p).await;
+                        take(&ctx, &cfg, &held, &ack_tx, connection, p).await;
                     }
                 }
                 Ok(_) => {}
@@ -267,7 +274,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                         // The queue closed (the agent is ending) while this connection is
                         // gone: the acknowledgements still to come are this connection's,
                         // void with it, so there is nothing to stay for.
-                        if !*ctx.stopping.borrow() && !forward(&ctx, &cfg, &ack_tx, connection, p).await {
+                        if !*ctx.stopping.borrow() && !take(&ctx, &cfg, &held, &ack_tx, connection, p).await {
                             break 'run;
                         }
                     }
@@ -317,7 +324,14 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
         loop {
             acks.hand(&client);
             tokio::select! {
-                n = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => if n == 0 { break },
+                n = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => {
+                    if n == 0 {
+                        break;
+                    }
+                    let retained = acks.retained();
+                    acks.hand(&client);
+                    held.record(retained).await;
+                }
                 ev = events.poll() => if ev.is_err() { break },
             }
         }
@@ -503,6 +517,12 @@ struct Acks {
 }
 
 impl Acks {
+    /// The retained messages among those just taken (before any is handed): their records
+    /// are durable, whichever connection they came on.
+    fn retained(&self) -> Vec<held::Fingerprint> {
+        self.taken.iter().filter_map(|a| a.retained).collect()
+    }
+
     /// Hand rumqttc what fits, oldest first; the event loop writes them at its next poll.
     fn hand(&mut self, client: &AsyncClient) {
         let current = self.current;
@@ -522,13 +542,51 @@ impl Acks {
     }
 }
 
-/// Hand one message to the pipeline. Returns false when the pipeline is gone.
+/// Hand one message to the pipeline, unless it is a retained message whose record was made
+/// already ([`Held::handled`]): that one is acknowledged at once, without a record. Returns
+/// false when the pipeline is gone.
+async fn take(
+    ctx: &Context,
+    cfg: &MqttSourceConfig,
+    held: &Held,
+    acks: &mpsc::UnboundedSender<PubAck>,
+    connection: u32,
+    p: Publish,
+) -> bool {
+    // The broker sets the flag only on what a SUBSCRIBE made it send.
+    let retained = p.retain.then(|| held::fingerprint(&p.topic, &p.payload));
+    if !retained.is_some_and(|f| held.handled(&f)) {
+        return forward(ctx, cfg, acks, connection, p, retained).await;
+    }
+    log::debug!(
+        "mqtt: the retained message on {} was made into a record already: acknowledged",
+        crate::format::Excerpt::from(&p.topic)
+    );
+    ctx.metrics.mqtt_retained_skipped.inc();
+    let ack = Ack::Mqtt {
+        acks: acks.clone(),
+        ack: PubAck {
+            connection,
+            qos: p.qos,
+            pkid: p.pkid,
+            retained: None,
+        },
+    };
+    if ack.send() == Sent::Acked {
+        ctx.metrics.acked.inc();
+    }
+    true
+}
+
+/// Hand one message to the pipeline; `retained`: its fingerprint, if a retained message, kept
+/// once its record is durable. Returns false when the pipeline is gone.
 async fn forward(
     ctx: &Context,
     cfg: &MqttSourceConfig,
     acks: &mpsc::UnboundedSender<PubAck>,
     connection: u32,
     p: Publish,
+    retained: Option<held::Fingerprint>,
 ) -> bool {
     let input = if p.payload.len() as u64 > cfg.max_message {
         let topic = &p.topic;
@@ -556,6 +614,7 @@ async fn forward(
             connection,
             qos: p.qos,
             pkid: p.pkid,
+            retained,
         },
     };
     match input {
@@ -638,6 +697,7 @@ mod tests {
             connection,
             qos: QoS::ExactlyOnce,
             pkid,
+            retained: None,
         }
     }
 
@@ -928,6 +988,77 @@ mod tests {
         r.source.abort();
         let subscribe = 0x82;
         assert_eq!(firsts, [subscribe, subscribe]);
+    }
+
+    /// A retained delivery (the broker's, at a SUBSCRIBE) of a message whose record was made
+    /// is acknowledged without another: known once its acknowledgement is released, not
+    /// before (a copy that comes meanwhile is taken again). A live delivery of the same, and
+    /// another retained message on the topic, are taken.
+    #[tokio::test]
+    async fn a_retained_message_is_skipped_only_once_its_record_is_made() {
+        use tokio::io::AsyncWriteExt;
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let retained = |pkid, data| {
+            let mut p = publish(pkid, data);
+            p[0] |= 1;
+            p
+        };
+        let broker = tokio::spawn(async move {
+            let mut s = session(&listener).await;
+            let (kind, rest) = read_packet(&mut s).await.unwrap();
+            assert_eq!(kind, 0x82, "SUBSCRIBE");
+            let suback = [0x90, 3, rest[0], rest[1], 1];
+            s.write_all(&[&suback[..], &retained(1, 5), &retained(2, 5)].concat())
+                .await
+                .unwrap();
+            let mut pubacks = Vec::new();
+            async fn next(s: &mut tokio::net::TcpStream, pubacks: &mut Vec<u16>) {
+                let (kind, rest) = read_packet(s).await.unwrap();
+                assert_eq!(kind, 0x40, "PUBACK");
+                pubacks.push(u16::from_be_bytes([rest[0], rest[1]]));
+            }
+            for _ in 0..2 {
+                next(&mut s, &mut pubacks).await;
+            }
+            // Both records made: the same again, then live, then another retained one.
+            s.write_all(&retained(3, 5)).await.unwrap();
+            next(&mut s, &mut pubacks).await;
+            s.write_all(&[publish(4, 5), retained(5, 6)].concat())
+                .await
+                .unwrap();
+            for _ in 0..2 {
+                next(&mut s, &mut pubacks).await;
+            }
+            pubacks
+        });
+        let mut r = running(source_on(&format!("127.0.0.1:{port}")));
+        let mut taken = Vec::new();
+        for ack_at in [2, 4] {
+            let mut frames = Vec::new();
+            for _ in 0..2 {
+                let frame = tokio::time::timeout(Duration::from_secs(10), r.frames.recv());
+                let frame = frame
+                    .await
+                    .unwrap_or_else(|_| panic!("frames taken: {taken:?}"));
+                frames.push(frame.expect("a frame"));
+            }
+            taken.extend(frames.iter().map(|f| match &f.ack {
+                Ack::Mqtt { ack, .. } => (ack.pkid, ack.retained.is_some()),
+                Ack::None | Ack::Part(_) => panic!("no PUBACK"),
+            }));
+            assert_eq!(taken.len(), ack_at);
+            for f in frames {
+                f.ack.send();
+            }
+        }
+        let pubacks = tokio::time::timeout(Duration::from_secs(10), broker)
+            .await
+            .expect("the broker's part ended")
+            .unwrap();
+        r.source.abort();
+        assert_eq!(taken, [(1, true), (2, true), (4, false), (5, true)]);
+        assert_eq!(pubacks, [1, 2, 3, 4, 5]);
+        assert_eq!(r.metrics.mqtt_retained_skipped.get(), 1);
     }
 
     /// ChirpStack (`[integration.mqtt] qos=0`, its default) and many publishers send at QoS
