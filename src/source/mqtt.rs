@@ -130,8 +130,9 @@ pub fn options(
     Ok(o)
 }
 
-/// Run the session `opts` (made by [`options`] from `cfg`), keeping the filters to leave in
-/// directory `kept_in` (see [`Held`]; `None`: in memory only).
+/// Run the session `opts` (made by [`options`] from `cfg`), keeping the filters to leave and
+/// the retained messages made into records in directory `kept_in` (see [`Held`]; `None`: in
+/// memory only).
 pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathBuf>, ctx: Context) {
     let topic = cfg
         .topic
@@ -166,7 +167,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
             // What the pipeline released since, in one go (a round's worth, or more); the
             // channel stays open while `ack_tx` is here.
             _ = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => {
-                // PUBACKs first: the file can wait, the broker's queue not.
+                // Handed now, the PUBACKs go out at the next poll, once the fingerprints of
+                // the retained messages among them are on disk.
                 let retained = acks.retained();
                 acks.hand(&client);
                 held.record(retained).await;
