@@ -8,7 +8,7 @@
 //! persistence file saved before a subscription) and still say it is present, and MQTT 3.1.1
 //! does not tell which filters it holds. A filter it lacked would deliver nothing, unseen.
 //!
-//! The file serves only to leave a filter no longer configured, which would otherwise keep
+//! The filters serve only to leave one no longer configured, which would otherwise keep
 //! delivering: it is unsubscribed from at each CONNACK until the broker's UNSUBACK. An
 //! UNSUBSCRIBE of a filter the session lacks is harmless.
 //!
