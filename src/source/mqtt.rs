@@ -167,11 +167,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
             // What the pipeline released since, in one go (a round's worth, or more); the
             // channel stays open while `ack_tx` is here.
             _ = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => {
-                // Handed now, the PUBACKs go out at the next poll, once the fingerprints of
-                // the retained messages among them are on disk.
-                let retained = acks.retained();
-                acks.hand(&client);
-                held.record(retained).await;
+                acks.taken_in(&client, &mut held).await;
             }
             found = async { finding.as_mut().expect("a search").await }, if finding.is_some() => {
                 finding = None;
@@ -195,6 +191,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     qos0_seen = false;
                     ctx.metrics.mqtt_connected.set(&broker, &client_id, 1);
                     subscription.connected();
+                    forget_asked(&mut events);
                     // Also with the session present: it may be an older one that lacks it.
                     subscription.want(held.connected(ack.session_present).await);
                     subscription.ask(&client, &topic);
@@ -330,9 +327,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     if n == 0 {
                         break;
                     }
-                    let retained = acks.retained();
-                    acks.hand(&client);
-                    held.record(retained).await;
+                    acks.taken_in(&client, &mut held).await;
                 }
                 ev = events.poll() => if ev.is_err() { break },
             }
@@ -357,8 +352,19 @@ fn stranded(events: &mut EventLoop) -> Vec<Publish> {
         .collect()
 }
 
-/// What is asked of the broker at each CONNACK: the filters [`Held`] says to unsubscribe
-/// from, then the subscription (a broker that kept the session has the old filter, but a
+/// Drop the SUBSCRIBEs and UNSUBSCRIBEs of a connection that failed, which rumqttc keeps and
+/// would write first on the next one when the broker kept the session: each CONNACK asks
+/// anew. So every UNSUBSCRIBE written on a connection was queued on it, in order, and the
+/// packet id of its UNSUBACK names the filter queued (a stale one would name another).
+fn forget_asked(events: &mut EventLoop) {
+    use rumqttc::Request;
+    events
+        .pending
+        .retain(|r| !matches!(r, Request::Subscribe(_) | Request::Unsubscribe(_)));
+}
+
+/// What is asked of the broker at each CONNACK: the subscription, then the filters [`Held`]
+/// says to unsubscribe from (a broker that kept the session has the old filter, but a
 /// changed `topic` takes effect only when asked for, and a session the broker restored from
 /// an older copy may lack it). Asked again with backoff, up to `reconnect_max`, while the
 /// broker refuses the subscription or rumqttc's request queue has no room.
@@ -411,11 +417,21 @@ impl Subscription {
         self.subscribe = true;
     }
 
-    /// Queue the UNSUBSCRIBEs and the SUBSCRIBE for `topic` still to ask; with no room for
-    /// them, ask again later.
+    /// Queue the SUBSCRIBE for `topic` and then the UNSUBSCRIBEs still to ask; with no room
+    /// for them, ask again later. The broker handles them in order: the configured filter is
+    /// in place before an old one that overlaps it goes, so no live message between the two
+    /// matches neither (the overlap's copies are de-duplicated).
     fn ask(&mut self, client: &AsyncClient, topic: &str) {
         self.retry_at = None;
         // The only error is a full queue (the event loop is ours).
+        if self.subscribe {
+            if let Err(e) = client.try_subscribe(topic, QoS::AtLeastOnce) {
+                let wait = self.retry();
+                log::error!("mqtt: cannot subscribe to {topic}: {e}; trying again in {wait:?}");
+                return;
+            }
+            self.subscribe = false;
+        }
         while let Some(filter) = self.leave.first().cloned() {
             if let Err(e) = client.try_unsubscribe(filter.as_str()) {
                 let wait = self.retry();
@@ -426,16 +442,6 @@ impl Subscription {
             }
             self.leave.remove(0);
             self.queued.push_back(filter);
-        }
-        if !self.subscribe {
-            return;
-        }
-        match client.try_subscribe(topic, QoS::AtLeastOnce) {
-            Ok(()) => self.subscribe = false,
-            Err(e) => {
-                let wait = self.retry();
-                log::error!("mqtt: cannot subscribe to {topic}: {e}; trying again in {wait:?}");
-            }
         }
     }
 
@@ -519,10 +525,13 @@ struct Acks {
 }
 
 impl Acks {
-    /// The retained messages among those just taken (before any is handed): their records
-    /// are durable, whichever connection they came on.
-    fn retained(&self) -> Vec<held::Fingerprint> {
-        self.taken.iter().filter_map(|a| a.retained).collect()
+    /// The PUBACKs just taken from the pipeline: handed to rumqttc, they go out at its next
+    /// poll, once the fingerprints of the retained messages among them are on disk. Their
+    /// records are durable, whichever connection they came on.
+    async fn taken_in(&mut self, client: &AsyncClient, held: &mut Held) {
+        let retained = self.taken.iter().filter_map(|a| a.retained).collect();
+        self.hand(client);
+        held.record(retained).await;
     }
 
     /// Hand rumqttc what fits, oldest first; the event loop writes them at its next poll.
@@ -841,6 +850,14 @@ mod tests {
     }
 
     const CONNACK_NEW_SESSION: [u8; 4] = [0x20, 2, 0, 0];
+    const SESSION_PRESENT: [u8; 4] = [0x20, 2, 1, 0];
+
+    /// `f`'s output, within 10 s: a regression fails instead of hanging.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("in time")
+    }
 
     /// A fake broker's listener on `address`, and its port.
     async fn listening(address: &str) -> (tokio::net::TcpListener, u16) {
@@ -870,6 +887,11 @@ mod tests {
     }
 
     fn running(cfg: MqttSourceConfig) -> Running {
+        running_in(cfg, None)
+    }
+
+    /// The same, keeping its session's file in `kept_in`.
+    fn running_in(cfg: MqttSourceConfig, kept_in: Option<PathBuf>) -> Running {
         let opts = options(&cfg, "t").unwrap();
         let (queue, frames) = super::super::queue(8, 1 << 20);
         let (_stop, stopping) = tokio::sync::watch::channel(false);
@@ -882,7 +904,7 @@ mod tests {
             metrics: metrics.clone(),
         };
         Running {
-            source: tokio::spawn(run(cfg, opts, None, ctx)),
+            source: tokio::spawn(run(cfg, opts, kept_in, ctx)),
             frames,
             metrics,
             all_acked,
@@ -924,7 +946,7 @@ mod tests {
         let mut r = running(source_on(&format!("127.0.0.1:{port}")));
         let mut taken = Vec::new();
         for _ in 0..3 {
-            taken.push(r.frames.recv().await.expect("a frame"));
+            taken.push(within(r.frames.recv()).await.expect("a frame"));
         }
         let tags: Vec<(u32, u16)> = taken
             .iter()
@@ -954,7 +976,6 @@ mod tests {
     async fn the_subscription_is_asked_for_at_every_connack_with_the_session_present() {
         use tokio::io::AsyncWriteExt;
         let (listener, port) = listening("127.0.0.1:0").await;
-        const SESSION_PRESENT: [u8; 4] = [0x20, 2, 1, 0];
         let broker = tokio::spawn(async move {
             let mut s = session(&listener).await;
             let (kind, rest) = read_packet(&mut s).await.unwrap();
@@ -980,7 +1001,7 @@ mod tests {
         });
         let mut r = running(source_on(&format!("127.0.0.1:{port}")));
         for _ in 0..3 {
-            let frame = r.frames.recv().await.expect("a frame");
+            let frame = within(r.frames.recv()).await.expect("a frame");
             frame.ack.send();
         }
         let firsts = tokio::time::timeout(Duration::from_secs(10), broker)
@@ -1063,6 +1084,72 @@ mod tests {
         assert_eq!(r.metrics.mqtt_retained_skipped.get(), 1);
     }
 
+    /// At a CONNACK the subscription goes first, then the UNSUBSCRIBE of a filter no longer
+    /// configured: the broker handles them in order, so an old filter that overlaps the new
+    /// one is left only once the new one is in place, and no live message between the two
+    /// matches neither. Its UNSUBACK takes the old filter off the file.
+    #[tokio::test]
+    async fn the_subscription_goes_before_the_unsubscribe_of_an_old_filter() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let cfg = source_on(&format!("127.0.0.1:{port}"));
+        let broker_key = cfg.url.authority();
+        let file = held::file_in(dir.path(), &broker_key, "t");
+        let mut old = Held::load(Some(file.clone()), &broker_key, "t", "old/#").await;
+        old.connected(true).await;
+        old.subscribed().await;
+        drop(old);
+        let broker = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
+            s.write_all(&SESSION_PRESENT).await.unwrap();
+            let mut asked = Vec::new();
+            for _ in 0..2 {
+                asked.push(read_packet(&mut s).await.unwrap());
+            }
+            let (sub, unsub) = (&asked[0].1, &asked[1].1);
+            let answers = [
+                &[0x90, 3, sub[0], sub[1], 1][..],
+                &[0xb0, 2, unsub[0], unsub[1]],
+                &publish(1, 0),
+            ];
+            s.write_all(&answers.concat()).await.unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x40, "PUBACK");
+            asked
+        });
+        let mut r = running_in(cfg, Some(dir.path().to_path_buf()));
+        // Taken after the UNSUBACK, which the source handled first.
+        let frame = within(r.frames.recv()).await.expect("a frame");
+        frame.ack.send();
+        let asked = within(broker).await.unwrap();
+        r.source.abort();
+        let kinds: Vec<u8> = asked.iter().map(|(kind, _)| *kind).collect();
+        let (subscribe, unsubscribe) = (0x82, 0xa2);
+        assert_eq!(kinds, [subscribe, unsubscribe]);
+        // The UNSUBSCRIBE: its packet id, then the filter.
+        assert_eq!(asked[1].1[2..], [&[0, 5][..], b"old/#"].concat());
+        let mut now = Held::load(Some(file), &broker_key, "t", "t").await;
+        assert!(now.connected(true).await.is_empty(), "left");
+    }
+
+    /// The SUBSCRIBEs and UNSUBSCRIBEs that rumqttc kept from a connection that failed are
+    /// dropped at the next CONNACK, which asks anew: written first, they would take the
+    /// packet ids of the UNSUBSCRIBEs queued on the new connection, and an UNSUBACK would
+    /// take another filter off the file than the one it left. Other requests stay.
+    #[test]
+    fn the_requests_of_a_failed_connection_are_asked_anew() {
+        use rumqttc::{PubRel, Request, Subscribe, Unsubscribe};
+        let (_client, mut events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 2);
+        events.pending.extend([
+            Request::Subscribe(Subscribe::new("t", QoS::AtLeastOnce)),
+            Request::Unsubscribe(Unsubscribe::new("old/#")),
+            Request::PubRel(PubRel::new(4)),
+        ]);
+        forget_asked(&mut events);
+        assert_eq!(events.pending, [Request::PubRel(PubRel::new(4))]);
+    }
+
     /// ChirpStack (`[integration.mqtt] qos=0`, its default) and many publishers send at QoS
     /// 0: the broker then delivers at QoS 0 although the subscription was granted QoS 1, keeps
     /// nothing for hubgate while it is away and wants no PUBACK. The SUBACK does not show it,
@@ -1089,14 +1176,14 @@ mod tests {
         let mut reported = Vec::new();
         for per_connection in [2, 1] {
             for _ in 0..per_connection {
-                let frame = r.frames.recv().await.expect("a QoS 0 uplink");
+                let frame = within(r.frames.recv()).await.expect("a QoS 0 uplink");
                 assert!(matches!(frame.input, Input::Uplink(_)));
             }
             reported.push(r.metrics.problems("mqtt_qos0_received"));
             taken.send(()).unwrap();
         }
         r.source.abort();
-        broker.await.unwrap();
+        within(broker).await.unwrap();
         assert_eq!(reported, [1, 2]);
         assert_eq!(r.metrics.problems("mqtt_qos0_granted"), 0);
     }
