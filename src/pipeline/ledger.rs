@@ -412,8 +412,10 @@ impl Ledger {
     fn nothing_to_keep(&mut self, counters: Counters, ack: Ack) {
         self.took(&counters.advanced);
         self.release_fcnts(counters.advanced);
+        // No record, nor one made before: a retained message is taken again at the broker's
+        // next delivery ([`Ack::without_retained`]).
         let Some((dev_addr, fcnt)) = counters.replayed else {
-            return self.hold(None, [ack]);
+            return self.hold(None, [ack.without_retained()]);
         };
         let of_frame = |&(a, _, f, _, _): &Fcnt| (a, f) == (dev_addr, fcnt);
         let first: Vec<u64> = self
@@ -700,17 +702,25 @@ impl Ledger {
                 self.dedup.durable(&record.id);
             }
             self.settled_with_flush(seq);
+            // Dropped (by `drop_newest`/`drop_oldest`, or too large for any buffer): no
+            // durable record of its input.
+            let made = |acks: Vec<Ack>| -> Vec<Ack> {
+                if stored {
+                    acks
+                } else {
+                    acks.into_iter().map(Ack::without_retained).collect()
+                }
+            };
             if let Some(w) = self.waiting.remove(&seq) {
-                self.hold(None, w.acks);
+                self.hold(None, made(w.acks));
                 if stored {
                     self.rewind(seq);
                 }
             } else if let Some(f) = self.in_flight.get_mut(&seq) {
-                // Dropped (by `drop_newest`/`drop_oldest`, or too large for any buffer):
-                // nothing more to keep for it either.
+                // Nothing more to keep for it either.
                 f.in_buffer = true;
                 let acks = std::mem::take(&mut f.acks);
-                self.hold(Some(seq), acks);
+                self.hold(Some(seq), made(acks));
             }
         }
         // Everything up to the mark is in the buffer (or in flight and confirmed later).
@@ -1005,7 +1015,11 @@ impl Ledger {
         self.unsettle(seq, fcnts);
         let cap = crate::buffer::MAX_DEAD_LETTERS - crate::buffer::SINK_DEAD_LETTERS;
         let letter = self.letter(|| record.clone(), cap, "dead letter", &record.id);
-        let acks = vec![ack];
+        let acks = vec![if letter.is_some() {
+            ack
+        } else {
+            ack.without_retained()
+        }];
         self.left_for_good(
             seq,
             Leaving {
@@ -1059,6 +1073,11 @@ impl Ledger {
         let excerpt = || crate::record::refused(record, e, SystemTime::now());
         let cap = crate::buffer::MAX_DEAD_LETTERS;
         let letter = self.letter(excerpt, cap, "record refused by the sink", &record.id);
+        let acks = if letter.is_some() {
+            acks
+        } else {
+            acks.into_iter().map(Ack::without_retained).collect()
+        };
         self.left_for_good(
             seq,
             Leaving {
@@ -1811,6 +1830,57 @@ mod tests {
         assert_eq!(newer.try_recv().unwrap().pkid, 8);
         assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
         assert!(ledger.accepting());
+    }
+
+    /// The acknowledgement of retained message `pkid`, with its fingerprint, on `acks`.
+    fn retained(
+        acks: &tokio::sync::mpsc::UnboundedSender<crate::source::PubAck>,
+        pkid: u16,
+    ) -> Ack {
+        Ack::Mqtt {
+            acks: acks.clone(),
+            ack: crate::source::PubAck {
+                connection: 0,
+                qos: rumqttc::QoS::AtLeastOnce,
+                pkid,
+                retained: Some(crate::source::held::fingerprint("t", &pkid.to_be_bytes())),
+            },
+        }
+    }
+
+    /// A retained message's acknowledgement keeps its fingerprint only when a durable record
+    /// was made of its input (a record, a kept dead letter): not for an input of no record,
+    /// nor for one dropped (too large for any buffer). The source would otherwise skip the
+    /// broker's next delivery of it, and no record would ever be made.
+    #[test]
+    fn only_an_input_kept_durably_keeps_its_retained_fingerprint() {
+        let (mut ledger, _reports, _metrics, t0) =
+            small_buffer_ledger(crate::config::WhenFull::DropNewest);
+        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let ack = |pkid| retained(&acks, pkid);
+        let letter = Record {
+            rec_type: DEAD_LETTER.into(),
+            ..record(3)
+        };
+        ledger.take(vec![record(1)], Counters::default(), ack(1), t0);
+        ledger.take(Vec::new(), Counters::default(), ack(2), t0);
+        ledger.take(vec![letter], Counters::default(), ack(3), t0);
+        ledger.take(
+            vec![larger_than_the_buffer(4)],
+            Counters::default(),
+            ack(4),
+            t0,
+        );
+        let late = t0 + ledger.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        ledger.commit(late, true).unwrap();
+        let mut released = Vec::new();
+        while let Ok(a) = pubacks.try_recv() {
+            released.push((a.pkid, a.retained.is_some()));
+        }
+        released.sort_unstable();
+        assert_eq!(released, [(1, true), (2, false), (3, true), (4, false)]);
     }
 
     /// A ledger over a 300-byte buffer with `when_full`, the reports of its stdout sink, its
@@ -2595,7 +2665,9 @@ mod tests {
         ledger.end_round(now.0).unwrap();
         let (ack, mut pubacks) = puback(7);
         ledger.take(vec![fresh(3)], counter(false), ack, now.0);
-        let (input_ack, mut input_pubacks) = puback(8);
+        // A retained message, only counted: it keeps no fingerprint.
+        let (acks, mut input_pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let input_ack = retained(&acks, 8);
         let input = Record {
             rec_type: DEAD_LETTER.into(),
             ..record(4)
@@ -2604,7 +2676,8 @@ mod tests {
         ledger.end_round(now.0).unwrap();
         ledger.commit(now.0, true).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
-        assert_eq!(input_pubacks.try_recv().unwrap().pkid, 8);
+        let input_puback = input_pubacks.try_recv().unwrap();
+        assert_eq!((input_puback.pkid, input_puback.retained), (8, None));
         assert_eq!(metrics.sink_errors.get("reject"), Some(3));
         assert_eq!(metrics.problems("dead_letters_full"), 3);
         assert_eq!(ledger.buffered(), 0, "refused records leave the buffer");

@@ -1,6 +1,6 @@
 //! Sources: tasks that turn the outside world into [`Frame`]s for the pipeline.
 
-mod held;
+pub(crate) mod held;
 pub mod mqtt;
 mod quickack;
 pub mod replay;
@@ -237,8 +237,10 @@ pub struct Parts {
 /// again), so the source drops acknowledgements released after their connection failed; the
 /// broker delivers those messages again, as rumqttc expects (it drops queued PUBACKs then too).
 ///
-/// A retained message carries its fingerprint, kept by the source once this is released (its
-/// record durable), so that the broker's next delivery of it makes none.
+/// A retained message carries its fingerprint, kept by the source once this is released with
+/// a durable record made of it (a record, or a dead letter kept), so that the broker's next
+/// delivery of it makes none. Released without one (no record made, or the record dropped
+/// before it was durable), the fingerprint is cleared ([`Ack::without_retained`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PubAck {
     pub connection: u32,
@@ -282,6 +284,25 @@ impl Ack {
                 };
                 last.map_or(Sent::Waiting, Ack::send)
             }
+        }
+    }
+
+    /// The same, acknowledging an input of which no durable record was made (none made,
+    /// or dropped): a retained message's fingerprint is not kept, so the broker's next
+    /// delivery of it is taken again. For a part, the whole input's: a duplicate at worst.
+    pub fn without_retained(self) -> Ack {
+        match self {
+            Ack::Mqtt { acks, mut ack } => {
+                ack.retained = None;
+                Ack::Mqtt { acks, ack }
+            }
+            Ack::Part(parts) => {
+                let mut p = parts.lock().unwrap_or_else(|p| p.into_inner());
+                p.ack = p.ack.take().map(Ack::without_retained);
+                drop(p);
+                Ack::Part(parts)
+            }
+            Ack::None => Ack::None,
         }
     }
 

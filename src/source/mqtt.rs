@@ -630,9 +630,10 @@ async fn forward(
     };
     match input {
         Some(input) => ctx.frames.send("mqtt", input, ack).await.is_ok(),
-        // This task takes it: it cannot fail.
+        // No record: the broker's next delivery of a retained message gets another chance
+        // (a `format` fixed meanwhile). This task takes the ack: it cannot fail.
         None => {
-            if ack.send() == Sent::Acked {
+            if ack.without_retained().send() == Sent::Acked {
                 ctx.metrics.acked.inc();
             }
             true
@@ -1082,6 +1083,40 @@ mod tests {
         assert_eq!(taken, [(1, true), (2, true), (4, false), (5, true)]);
         assert_eq!(pubacks, [1, 2, 3, 4, 5]);
         assert_eq!(r.metrics.mqtt_retained_skipped.get(), 1);
+    }
+
+    /// A retained message that made no record (not an uplink of the configured `format`) is
+    /// acknowledged without its fingerprint kept: the broker's next delivery of it is taken
+    /// again, so a `format` fixed meanwhile makes its record.
+    #[tokio::test]
+    async fn a_retained_message_that_made_no_record_is_taken_again() {
+        use tokio::io::AsyncWriteExt;
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let broker = tokio::spawn(async move {
+            let mut s = session(&listener).await;
+            let (kind, rest) = read_packet(&mut s).await.unwrap();
+            assert_eq!(kind, 0x82, "SUBSCRIBE");
+            let not_an_uplink = |pkid: u16| {
+                let body = [&[0, 1, b't'][..], &pkid.to_be_bytes(), b"{}"].concat();
+                [&[0x33][..], &varint(body.len()), &body].concat()
+            };
+            s.write_all(&[&[0x90, 3, rest[0], rest[1], 1][..], &not_an_uplink(1)].concat())
+                .await
+                .unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap(), (0x40, vec![0, 1]));
+            // The same again, then a live uplink whose record says both were taken.
+            s.write_all(&[not_an_uplink(2), publish(3, 1)].concat())
+                .await
+                .unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap(), (0x40, vec![0, 2]));
+            s
+        });
+        let mut r = running(source_on(&format!("127.0.0.1:{port}")));
+        let frame = within(r.frames.recv()).await.expect("a frame");
+        assert!(matches!(frame.input, Input::Uplink(_)));
+        let _s = within(broker).await.unwrap();
+        r.source.abort();
+        assert_eq!(r.metrics.mqtt_retained_skipped.get(), 0);
     }
 
     /// At a CONNACK the subscription goes first, then the UNSUBSCRIBE of a filter no longer
