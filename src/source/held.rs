@@ -28,12 +28,22 @@
 //! none; one that cannot be written is written again at the next change.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::metrics::Metrics;
+
 /// The most topics whose retained message is kept.
 pub const RETAINED_TOPICS: usize = 1024;
+
+/// The largest file read (one with [`RETAINED_TOPICS`] is about 100 KB): a larger one counts as
+/// none, rather than being read whole into memory.
+const MAX_FILE: u64 = 1024 * 1024;
+
+/// The longest filter MQTT can carry (a two-byte length).
+const MAX_FILTER: usize = 65535;
 
 /// A retained message: its topic, and its topic and payload, each the first 128 bits of a
 /// SHA-256 (the same in every run, unlike std's hasher).
@@ -88,6 +98,8 @@ struct Saved {
 
 pub struct Held {
     file: Option<PathBuf>,
+    /// Where a failed write is reported.
+    metrics: Arc<Metrics>,
     /// The configured filter.
     filter: String,
     /// What the file should hold.
@@ -104,12 +116,19 @@ pub fn file_in(dir: &Path, broker: &str, client_id: &str) -> PathBuf {
 
 impl Held {
     /// What `file` says of the session of `client_id` at `broker`, whose configured filter is
-    /// `filter` (`file` `None`: kept in memory only).
-    pub async fn load(file: Option<PathBuf>, broker: &str, client_id: &str, filter: &str) -> Held {
+    /// `filter` (`file` `None`: kept in memory only); a failed write is a problem on
+    /// `metrics`.
+    pub async fn load(
+        file: Option<PathBuf>,
+        broker: &str,
+        client_id: &str,
+        filter: &str,
+        metrics: Arc<Metrics>,
+    ) -> Held {
         let read = match &file {
             Some(path) => {
                 let path = path.clone();
-                crate::blocking::run(move || std::fs::read(&path)).await
+                crate::blocking::run(move || read_capped(&path)).await
             }
             None => Err(std::io::ErrorKind::NotFound.into()),
         };
@@ -118,27 +137,38 @@ impl Held {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()
         };
-        let on_disk = match read {
+        let lost = "filters no longer configured are not left, and retained messages made into \
+                    records come out again";
+        let mut on_disk = match read {
             Ok(bytes) => match serde_json::from_slice::<Saved>(&bytes) {
                 Ok(s) if s.broker == broker && s.client_id == client_id => Some(s),
                 Ok(_) => None,
                 Err(e) => {
-                    log::warn!(
-                        "mqtt: {} cannot be read ({e}): filters no longer configured are not left",
-                        shown()
-                    );
+                    log::warn!("mqtt: {} cannot be read ({e}): {lost}", shown());
                     None
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
-                log::warn!(
-                    "mqtt: {}: {e}: filters no longer configured are not left",
-                    shown()
-                );
+                log::warn!("mqtt: {}: {e}: {lost}", shown());
                 None
             }
         };
+        if let Some(saved) = &mut on_disk {
+            // A damaged file could make every UNSUBSCRIBE one the broker drops the
+            // connection for, at every connect.
+            saved.filters.retain(|f| {
+                let valid = f.len() <= MAX_FILTER && !f.contains('\0') && rumqttc::valid_filter(f);
+                if !valid {
+                    log::warn!(
+                        "mqtt: {} lists {:?}, not an MQTT topic filter: not unsubscribed from",
+                        shown(),
+                        crate::format::Excerpt::from(f.as_str())
+                    );
+                }
+                valid
+            });
+        }
         let now = on_disk.clone().unwrap_or_else(|| Saved {
             broker: broker.to_string(),
             client_id: client_id.to_string(),
@@ -146,6 +176,7 @@ impl Held {
         });
         Held {
             file,
+            metrics,
             filter: filter.to_string(),
             now,
             on_disk,
@@ -220,13 +251,31 @@ impl Held {
             Ok(()) => self.on_disk = Some(saved),
             Err(e) => {
                 self.on_disk = None;
-                log::error!(
-                    "mqtt: cannot write {}: {e}; written again at the next change",
-                    self.file.as_ref().expect("a file").display()
-                );
+                let path = self.file.as_ref().expect("a file").display();
+                self.metrics.problem("mqtt_session_write", || {
+                    format!(
+                        "mqtt: cannot write {path}: {e}; written again at the next change (until then a \
+                         restart leaves no filter it lists, and takes its retained messages again)"
+                    )
+                });
             }
         }
     }
+}
+
+/// The content of `path`, unless it is over [`MAX_FILE`] (an error then).
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::other(format!(
+            "over {MAX_FILE} bytes, not written by hubgate"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Replace `path` with `bytes`, durably: a new file, synced, renamed over it, the directory
@@ -252,7 +301,7 @@ mod tests {
 
     async fn held(dir: &Path, filter: &str) -> Held {
         let file = file_in(dir, BROKER, "c");
-        Held::load(Some(file), BROKER, "c", filter).await
+        Held::load(Some(file), BROKER, "c", filter, Metrics::new()).await
     }
 
     /// A filter granted and no longer configured is left at each CONNACK, across starts,
@@ -332,6 +381,54 @@ mod tests {
         assert!(h.connected(true).await.is_empty(), "on disk too");
     }
 
+    /// A file over [`MAX_FILE`] counts as none (it is not read whole), and filters in it that
+    /// are not MQTT topic filters are dropped: an UNSUBSCRIBE of one would have the broker
+    /// drop the connection at every connect.
+    #[tokio::test]
+    async fn a_damaged_file_is_bounded_and_its_filters_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = file_in(dir.path(), BROKER, "c");
+        let saved = |filters: Vec<String>| Saved {
+            broker: BROKER.into(),
+            client_id: "c".into(),
+            filters,
+            retained: Vec::new(),
+        };
+        let filters = [
+            "old/#",
+            "a/#/b",
+            "a+",
+            "nul\0",
+            "",
+            &"x".repeat(MAX_FILTER + 1),
+        ];
+        let bytes = serde_json::to_vec(&saved(filters.map(String::from).into())).unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        assert_eq!(
+            held(dir.path(), "new/#").await.connected(true).await,
+            ["old/#"]
+        );
+        let mut big = serde_json::to_vec(&saved(vec!["old/#".into()])).unwrap();
+        big.resize(MAX_FILE as usize + 1, b' ');
+        std::fs::write(&file, big).unwrap();
+        assert!(held(dir.path(), "new/#")
+            .await
+            .connected(true)
+            .await
+            .is_empty());
+    }
+
+    /// A file that cannot be written is a problem, counted and logged (rate-limited).
+    #[tokio::test]
+    async fn a_failed_write_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = file_in(&dir.path().join("gone"), BROKER, "c");
+        let metrics = Metrics::new();
+        let mut h = Held::load(Some(file), BROKER, "c", "t/#", metrics.clone()).await;
+        h.subscribed().await;
+        assert_eq!(metrics.problems("mqtt_session_write"), 1);
+    }
+
     /// Each broker and client id has its own file; a file of another, or unreadable, holds
     /// nothing.
     #[tokio::test]
@@ -349,7 +446,8 @@ mod tests {
             file_in(dir.path(), BROKER, "c")
         );
         let file = file_in(dir.path(), BROKER, "c");
-        let mut other = Held::load(Some(file.clone()), "other:1883", "c", "b/#").await;
+        let mut other =
+            Held::load(Some(file.clone()), "other:1883", "c", "b/#", Metrics::new()).await;
         assert!(other.connected(true).await.is_empty());
         assert_eq!(held(dir.path(), "b/#").await.connected(true).await, ["a/#"]);
         std::fs::write(&file, b"{ torn").unwrap();

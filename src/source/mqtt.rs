@@ -143,7 +143,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
     let (host, port) = opts.broker_address();
     let broker = cfg.url.authority();
     let file = kept_in.map(|dir| held::file_in(&dir, &broker, &client_id));
-    let mut held = Held::load(file, &broker, &client_id, &topic).await;
+    let mut held = Held::load(file, &broker, &client_id, &topic, ctx.metrics.clone()).await;
     let (client, mut events) = AsyncClient::new(opts, REQUESTS);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let mut acks = Acks::default();
@@ -1131,7 +1131,15 @@ mod tests {
         let cfg = source_on(&format!("127.0.0.1:{port}"));
         let broker_key = cfg.url.authority();
         let file = held::file_in(dir.path(), &broker_key, "t");
-        let mut old = Held::load(Some(file.clone()), &broker_key, "t", "old/#").await;
+        let metrics = crate::metrics::Metrics::new();
+        let mut old = Held::load(
+            Some(file.clone()),
+            &broker_key,
+            "t",
+            "old/#",
+            metrics.clone(),
+        )
+        .await;
         old.connected(true).await;
         old.subscribed().await;
         drop(old);
@@ -1164,7 +1172,7 @@ mod tests {
         assert_eq!(kinds, [subscribe, unsubscribe]);
         // The UNSUBSCRIBE: its packet id, then the filter.
         assert_eq!(asked[1].1[2..], [&[0, 5][..], b"old/#"].concat());
-        let mut now = Held::load(Some(file), &broker_key, "t", "t").await;
+        let mut now = Held::load(Some(file), &broker_key, "t", "t", metrics).await;
         assert!(now.connected(true).await.is_empty(), "left");
     }
 
