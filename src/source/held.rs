@@ -15,17 +15,21 @@
 //! The broker sends a topic's retained message at each SUBSCRIBE that matches it (MQTT 3.1.1,
 //! 3.8.4), with the retain flag set; a live delivery has it cleared (3.3.1.3). So hubgate,
 //! subscribing at every CONNACK, gets each retained message again at every connect. Each
-//! retained message whose record is durable (its PUBACK released) has its [`Fingerprint`]
-//! kept, one per topic, as the broker keeps one retained message per topic: a retained
-//! delivery with the same fingerprint is acknowledged without a record. Only what is durable
-//! is kept, so a message is never skipped before its record exists; a topic evicted (beyond
-//! [`RETAINED_TOPICS`], the oldest first) or a retained message first taken live (not kept)
-//! comes out once more, a duplicate at worst. Only retained messages are written here, never
-//! live ones.
+//! retained message of which a durable record was made (its PUBACK released with the
+//! fingerprint: a record or a kept dead letter; not a message that made none, or whose record
+//! was dropped before it was durable, see [`super::Ack::without_retained`]) has its
+//! [`Fingerprint`] kept, one per topic, as the broker keeps one retained message per topic: a
+//! retained delivery with the same fingerprint is acknowledged without a record. The
+//! fingerprint is written before the PUBACK goes out, so a message is never skipped before its
+//! record exists; a topic evicted (beyond [`RETAINED_TOPICS`], the oldest first) or a
+//! retained message first taken live (not kept) comes out once more, a duplicate at worst.
+//! Only retained messages are written here, never live ones.
 //!
 //! Each change is written to a new file, synced, and renamed over the old one, the directory
-//! synced: a power cut leaves one or the other whole. A file that cannot be read counts as
-//! none; one that cannot be written is written again at the next change.
+//! synced: a power cut leaves one or the other whole. A file that cannot be read (or is over
+//! [`MAX_FILE`]) counts as none, and a filter in it that is not an MQTT topic filter is
+//! dropped; one that cannot be written is the problem `mqtt_session_write`, and is written
+//! again at the next change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
