@@ -131,7 +131,8 @@ async fn a_changed_topic_takes_effect_on_a_kept_session() {
 
 /// A broker that says the session is present may have restored an older one that lacks the
 /// subscription: mosquitto after a crash, from its persistence file saved before the topic
-/// changed. hubgate subscribes at every connect, so the new topic's uplinks still flow.
+/// changed. hubgate subscribes at every connect, so the new topic's uplinks still flow. (A
+/// guard: a build that asks only when the session is missing, as one did, fails it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_restored_without_the_subscription_is_subscribed_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,7 +250,8 @@ async fn a_new_retained_uplink_on_the_topic_makes_its_record() {
 }
 
 /// A broker that lost the session (restarted without persistence: "session present: false")
-/// holds no subscription: hubgate asks for its topic again, and its messages flow.
+/// holds no subscription: hubgate asks for its topic again, and its messages flow. (A guard
+/// against skipping the SUBSCRIBE for a session the file says was granted.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_session_is_subscribed_again() {
     let dir = tempfile::tempdir().unwrap();

@@ -972,7 +972,8 @@ mod tests {
 
     /// The subscription is asked for at every CONNACK, also at one that says the session is
     /// present: a broker that restored an older session (from a persistence file saved before
-    /// the subscription) says so too, and would deliver nothing on the filter otherwise.
+    /// the subscription) says so too, and would deliver nothing on the filter otherwise. (A
+    /// guard: a build that asks only when the session is missing fails it.)
     #[tokio::test]
     async fn the_subscription_is_asked_for_at_every_connack_with_the_session_present() {
         use tokio::io::AsyncWriteExt;
