@@ -1093,6 +1093,7 @@ mod tests {
                         connection: 0,
                         qos: rumqttc::QoS::AtLeastOnce,
                         pkid,
+                        retained: None,
                     },
                 };
                 let records = vec![record(pkid.into())];
