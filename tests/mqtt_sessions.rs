@@ -198,20 +198,22 @@ async fn a_retained_uplink_makes_one_record_across_restarts() {
 
     // A crash right after the PUBACK: the retained uplink comes again, and is acknowledged.
     agent.kill();
-    agent.start_again();
-    agent.wait_log("mqtt: subscribed to kept/#", 2, WAIT);
-    // The broker sends a retained message on a SUBSCRIBE before anything published later.
-    publish_all(mqtt.port(), &[uplink("kept/x", 2)]).await;
-    assert_eq!(wait_record(&agent, 2), [1, 2]);
-    assert_eq!(agent.metric("hubgate_mqtt_retained_skipped_total"), 1);
+    started_again_then_live(&mut agent, &mqtt, 2).await;
     mqtt.wait_pubacks(client, 3);
 
     // A stop: the same.
     agent.terminate(WAIT);
+    started_again_then_live(&mut agent, &mqtt, 3).await;
+}
+
+/// Start `n` of the agent, then a live uplink `n` on `kept/x`: the records are those of
+/// uplinks 1 to `n`, one each, and one retained delivery was skipped (the broker sends a
+/// retained message on a SUBSCRIBE before anything published later).
+async fn started_again_then_live(agent: &mut Agent, mqtt: &Mosquitto, n: u64) {
     agent.start_again();
-    agent.wait_log("mqtt: subscribed to kept/#", 3, WAIT);
-    publish_all(mqtt.port(), &[uplink("kept/x", 3)]).await;
-    assert_eq!(wait_record(&agent, 3), [1, 2, 3]);
+    agent.wait_log("mqtt: subscribed to kept/#", n as usize, WAIT);
+    publish_all(mqtt.port(), &[uplink("kept/x", n as u32)]).await;
+    assert_eq!(wait_record(agent, n), (1..=n).collect::<Vec<_>>());
     assert_eq!(agent.metric("hubgate_mqtt_retained_skipped_total"), 1);
 }
 
@@ -242,11 +244,7 @@ async fn a_new_retained_uplink_on_the_topic_makes_its_record() {
     mqtt.wait_pubacks(client, 2);
 
     agent.terminate(WAIT);
-    agent.start_again();
-    agent.wait_log("mqtt: subscribed to kept/#", 3, WAIT);
-    publish_all(mqtt.port(), &[uplink("kept/x", 3)]).await;
-    assert_eq!(wait_record(&agent, 3), [1, 2, 3]);
-    assert_eq!(agent.metric("hubgate_mqtt_retained_skipped_total"), 1);
+    started_again_then_live(&mut agent, &mqtt, 3).await;
 }
 
 /// A broker that lost the session (restarted without persistence: "session present: false")

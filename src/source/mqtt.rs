@@ -574,19 +574,28 @@ async fn take(
         crate::format::Excerpt::from(&p.topic)
     );
     ctx.metrics.mqtt_retained_skipped.inc();
-    let ack = Ack::Mqtt {
+    if ack_of(acks, connection, &p, None).send() == Sent::Acked {
+        ctx.metrics.acked.inc();
+    }
+    true
+}
+
+/// The PUBACK of message `p` of connection `connection`, to be sent through `acks`.
+fn ack_of(
+    acks: &mpsc::UnboundedSender<PubAck>,
+    connection: u32,
+    p: &Publish,
+    retained: Option<held::Fingerprint>,
+) -> Ack {
+    Ack::Mqtt {
         acks: acks.clone(),
         ack: PubAck {
             connection,
             qos: p.qos,
             pkid: p.pkid,
-            retained: None,
+            retained,
         },
-    };
-    if ack.send() == Sent::Acked {
-        ctx.metrics.acked.inc();
     }
-    true
 }
 
 /// Hand one message to the pipeline; `retained`: its fingerprint, if a retained message, kept
@@ -619,15 +628,7 @@ async fn forward(
     } else {
         ctx.parse("mqtt", Some(&p.topic), cfg.format, &p.payload)
     };
-    let ack = Ack::Mqtt {
-        acks: acks.clone(),
-        ack: PubAck {
-            connection,
-            qos: p.qos,
-            pkid: p.pkid,
-            retained,
-        },
-    };
+    let ack = ack_of(acks, connection, &p, retained);
     match input {
         Some(input) => ctx.frames.send("mqtt", input, ack).await.is_ok(),
         // No record: the broker's next delivery of a retained message gets another chance
@@ -769,10 +770,7 @@ mod tests {
         }
         disconnect(&client, &mut events).await;
         drop(events);
-        let received = tokio::time::timeout(Duration::from_secs(10), broker)
-            .await
-            .expect("the connection closed")
-            .unwrap();
+        let received = within(broker).await.unwrap();
         let (puback_1, puback_2, disconnect) = ([0x40, 2, 0, 1], [0x40, 2, 0, 2], [0xe0, 0]);
         assert_eq!(received, [&puback_1[..], &puback_2, &disconnect].concat());
     }
@@ -876,6 +874,15 @@ mod tests {
         s
     }
 
+    /// The next connection to `listener` up to its SUBSCRIBE, read: the stream and the
+    /// SUBSCRIBE's body (its packet id first).
+    async fn subscribed(listener: &tokio::net::TcpListener) -> (tokio::net::TcpStream, Vec<u8>) {
+        let mut s = session(listener).await;
+        let (kind, rest) = read_packet(&mut s).await.unwrap();
+        assert_eq!(kind, 0x82, "SUBSCRIBE");
+        (s, rest)
+    }
+
     /// A source running `cfg` (client id `t`), with what the pipeline would hold of it.
     struct Running {
         source: tokio::task::JoinHandle<()>,
@@ -963,10 +970,7 @@ mod tests {
         }
         r.all_acked.send(true).unwrap();
         r.source.await.unwrap();
-        let pubacks = tokio::time::timeout(Duration::from_secs(10), broker)
-            .await
-            .expect("the connection closed")
-            .unwrap();
+        let pubacks = within(broker).await.unwrap();
         assert_eq!(pubacks, [1], "only the new message's PUBACK");
     }
 
@@ -979,9 +983,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let (listener, port) = listening("127.0.0.1:0").await;
         let broker = tokio::spawn(async move {
-            let mut s = session(&listener).await;
-            let (kind, rest) = read_packet(&mut s).await.unwrap();
-            assert_eq!(kind, 0x82, "SUBSCRIBE");
+            let (mut s, rest) = subscribed(&listener).await;
             // QoS 1 granted; the PUBACK of the message after it says the SUBACK was read.
             s.write_all(&[&[0x90, 3, rest[0], rest[1], 1][..], &publish(1, 0)].concat())
                 .await
@@ -1006,10 +1008,7 @@ mod tests {
             let frame = within(r.frames.recv()).await.expect("a frame");
             frame.ack.send();
         }
-        let firsts = tokio::time::timeout(Duration::from_secs(10), broker)
-            .await
-            .expect("the broker's part ended")
-            .unwrap();
+        let firsts = within(broker).await.unwrap();
         r.source.abort();
         let subscribe = 0x82;
         assert_eq!(firsts, [subscribe, subscribe]);
@@ -1029,9 +1028,7 @@ mod tests {
             p
         };
         let broker = tokio::spawn(async move {
-            let mut s = session(&listener).await;
-            let (kind, rest) = read_packet(&mut s).await.unwrap();
-            assert_eq!(kind, 0x82, "SUBSCRIBE");
+            let (mut s, rest) = subscribed(&listener).await;
             let suback = [0x90, 3, rest[0], rest[1], 1];
             s.write_all(&[&suback[..], &retained(1, 5), &retained(2, 5)].concat())
                 .await
@@ -1076,10 +1073,7 @@ mod tests {
                 f.ack.send();
             }
         }
-        let pubacks = tokio::time::timeout(Duration::from_secs(10), broker)
-            .await
-            .expect("the broker's part ended")
-            .unwrap();
+        let pubacks = within(broker).await.unwrap();
         r.source.abort();
         assert_eq!(taken, [(1, true), (2, true), (4, false), (5, true)]);
         assert_eq!(pubacks, [1, 2, 3, 4, 5]);
@@ -1094,9 +1088,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let (listener, port) = listening("127.0.0.1:0").await;
         let broker = tokio::spawn(async move {
-            let mut s = session(&listener).await;
-            let (kind, rest) = read_packet(&mut s).await.unwrap();
-            assert_eq!(kind, 0x82, "SUBSCRIBE");
+            let (mut s, rest) = subscribed(&listener).await;
             let not_an_uplink = |pkid: u16| {
                 let body = [&[0, 1, b't'][..], &pkid.to_be_bytes(), b"{}"].concat();
                 [&[0x33][..], &varint(body.len()), &body].concat()
@@ -1205,9 +1197,7 @@ mod tests {
         let (taken, mut reconnect) = mpsc::unbounded_channel::<()>();
         let broker = tokio::spawn(async move {
             for data in [[1, 2].as_slice(), &[3]] {
-                let mut s = session(&listener).await;
-                let (kind, rest) = read_packet(&mut s).await.unwrap();
-                assert_eq!(kind, 0x82, "SUBSCRIBE");
+                let (mut s, rest) = subscribed(&listener).await;
                 // QoS 1 granted.
                 s.write_all(&[0x90, 3, rest[0], rest[1], 1]).await.unwrap();
                 let messages: Vec<u8> = data.iter().flat_map(|d| publish_qos0(*d)).collect();
