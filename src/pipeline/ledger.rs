@@ -459,7 +459,9 @@ impl Ledger {
         } else if let Some(l) = self.unwritten.get_mut(&first) {
             &mut l.acks
         } else {
-            self.hold(None, [ack]);
+            // Buffered, or dropped: which is not known here, and a dropped one must not keep
+            // a retained message's fingerprint (a duplicate at worst for a buffered one).
+            self.hold(None, [ack.without_retained()]);
             self.pending_fcnts.extend(fcnts);
             return;
         };
@@ -1881,6 +1883,17 @@ mod tests {
         }
         released.sort_unstable();
         assert_eq!(released, [(1, true), (2, false), (3, true), (4, false)]);
+        // A copy of the dropped one (its retained delivery after a live one): no more kept.
+        ledger.take(
+            vec![larger_than_the_buffer(4)],
+            Counters::default(),
+            ack(5),
+            late,
+        );
+        ledger.end_round(late).unwrap();
+        ledger.commit(late, true).unwrap();
+        let copy = pubacks.try_recv().expect("the copy acknowledged");
+        assert_eq!((copy.pkid, copy.retained.is_some()), (5, false));
     }
 
     /// A ledger over a 300-byte buffer with `when_full`, the reports of its stdout sink, its

@@ -1172,7 +1172,8 @@ mod tests {
     /// The SUBSCRIBEs and UNSUBSCRIBEs that rumqttc kept from a connection that failed are
     /// dropped at the next CONNACK, which asks anew: written first, they would take the
     /// packet ids of the UNSUBSCRIBEs queued on the new connection, and an UNSUBACK would
-    /// take another filter off the file than the one it left. Other requests stay.
+    /// take another filter off the file than the one it left. Other requests stay. (This
+    /// tests the helper; no test drives it through a reconnect.)
     #[test]
     fn the_requests_of_a_failed_connection_are_asked_anew() {
         use rumqttc::{PubRel, Request, Subscribe, Unsubscribe};
