@@ -706,15 +706,8 @@ impl Ledger {
             self.settled_with_flush(seq);
             // Dropped (by `drop_newest`/`drop_oldest`, or too large for any buffer): no
             // durable record of its input.
-            let made = |acks: Vec<Ack>| -> Vec<Ack> {
-                if stored {
-                    acks
-                } else {
-                    acks.into_iter().map(Ack::without_retained).collect()
-                }
-            };
             if let Some(w) = self.waiting.remove(&seq) {
-                self.hold(None, made(w.acks));
+                self.hold(None, kept_if(stored, w.acks));
                 if stored {
                     self.rewind(seq);
                 }
@@ -722,7 +715,7 @@ impl Ledger {
                 // Nothing more to keep for it either.
                 f.in_buffer = true;
                 let acks = std::mem::take(&mut f.acks);
-                self.hold(Some(seq), made(acks));
+                self.hold(Some(seq), kept_if(stored, acks));
             }
         }
         // Everything up to the mark is in the buffer (or in flight and confirmed later).
@@ -1017,11 +1010,7 @@ impl Ledger {
         self.unsettle(seq, fcnts);
         let cap = crate::buffer::MAX_DEAD_LETTERS - crate::buffer::SINK_DEAD_LETTERS;
         let letter = self.letter(|| record.clone(), cap, "dead letter", &record.id);
-        let acks = vec![if letter.is_some() {
-            ack
-        } else {
-            ack.without_retained()
-        }];
+        let acks = kept_if(letter.is_some(), vec![ack]);
         self.left_for_good(
             seq,
             Leaving {
@@ -1075,11 +1064,7 @@ impl Ledger {
         let excerpt = || crate::record::refused(record, e, SystemTime::now());
         let cap = crate::buffer::MAX_DEAD_LETTERS;
         let letter = self.letter(excerpt, cap, "record refused by the sink", &record.id);
-        let acks = if letter.is_some() {
-            acks
-        } else {
-            acks.into_iter().map(Ack::without_retained).collect()
-        };
+        let acks = kept_if(letter.is_some(), acks);
         self.left_for_good(
             seq,
             Leaving {
@@ -1354,6 +1339,16 @@ fn send(metrics: &Metrics, ack: Ack) {
         Sent::Acked => metrics.acked.inc(),
         Sent::Failed => metrics.acks_failed.inc(),
         Sent::Waiting => {}
+    }
+}
+
+/// `acks` of an input of which a durable record (or dead letter) was `made`; without one, a
+/// retained message's fingerprint is not kept ([`Ack::without_retained`]).
+fn kept_if(made: bool, acks: Vec<Ack>) -> Vec<Ack> {
+    if made {
+        acks
+    } else {
+        acks.into_iter().map(Ack::without_retained).collect()
     }
 }
 
