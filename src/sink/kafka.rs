@@ -1,6 +1,7 @@
 //! Kafka sink (librdkafka): any Kafka broker, and the engine under the Event Hubs sink.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,9 @@ pub struct DeliveryContext {
     first: FirstWrites,
     /// When its records were confirmed and whether one timed out since (see [`Sink::tick`]).
     timeouts: Timeouts,
+    /// Whether this producer last said `hubgate_kafka_connected` 1: a confirmation sets it
+    /// only when not (no lock per record). Its callbacks are served by one polling thread.
+    said_up: AtomicBool,
 }
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
@@ -206,7 +210,7 @@ impl ClientContext for DeliveryContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::AllBrokersDown) => self.metrics.kafka_connected.set("", 0),
+            Some(RDKafkaErrorCode::AllBrokersDown) => self.connected(false),
             // The sink replaces the producer at its next tick and says why.
             Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::GaplessGuarantee) => {
                 log::debug!("kafka: {error}: {reason}");
@@ -225,7 +229,7 @@ impl ClientContext for DeliveryContext {
                 .brokers
                 .values()
                 .any(|b| matches!(b.source.as_str(), "configured" | "learned") && b.state == "UP");
-            self.metrics.kafka_connected.set("", u64::from(up));
+            self.connected(up);
         }
     }
 }
@@ -256,7 +260,9 @@ impl ProducerContext for DeliveryContext {
             self.timeouts.confirmed(Instant::now());
             // A broker connection is up: said at once, not at the next statistics (a stop
             // waits less for a sink not known to be up).
-            self.metrics.kafka_connected.set("", 1);
+            if !self.said_up.load(Ordering::Relaxed) {
+                self.connected(true);
+            }
         }
         let result = match result {
             Ok(m) => {
@@ -286,6 +292,12 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl DeliveryContext {
+    /// `hubgate_kafka_connected`: whether a broker connection is up.
+    fn connected(&self, up: bool) {
+        self.said_up.store(up, Ordering::Relaxed);
+        self.metrics.kafka_connected.set("", u64::from(up));
+    }
+
     /// Record `seq` was in a batch the broker refused as too large for `hub` (its partition
     /// `place.1`): to be sent again alone.
     fn batch_too_large(&self, seq: u64, place: (&str, i32), e: &KafkaError) -> SinkError {
@@ -459,6 +471,7 @@ fn create(
         refused: refused.clone(),
         first: first.clone(),
         timeouts: Timeouts::default(),
+        said_up: AtomicBool::new(false),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -978,6 +991,12 @@ mod tests {
         let (mut sink, mut rx) = sink_with(&mock.bootstrap_servers(), &no_statistics);
         assert_eq!(sink.metrics.kafka_connected.get(""), Some(0));
         sink.send(1, &record(1)).unwrap();
+        assert!(next(&mut sink, &mut rx).await.result.is_ok());
+        assert_eq!(sink.metrics.kafka_connected.get(""), Some(1));
+        // Said down since (by the statistics or an error): the next confirmation says up.
+        sink.producer.client().context().connected(false);
+        assert_eq!(sink.metrics.kafka_connected.get(""), Some(0));
+        sink.send(2, &record(2)).unwrap();
         assert!(next(&mut sink, &mut rx).await.result.is_ok());
         assert_eq!(sink.metrics.kafka_connected.get(""), Some(1));
     }
