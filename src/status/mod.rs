@@ -678,8 +678,7 @@ mod tests {
         let up = uplink([0, 0, 0, 0, 0, 0, 0, 7], "door", 1, heard.wall);
         let outcome = Outcome::Packed { reason: "no codec" };
         metrics.devices.heard(&up, &[], outcome, heard);
-        // Its record delivered at once.
-        metrics.last_delivery.set(unix_seconds(heard.wall));
+        // Its record delivered at once (the page reads the monotonic moment only).
         metrics.last_delivery_at.set(Some(heard.mono));
         // A second later, after timesyncd stepped the wall clock a day forward.
         let later = heard + Duration::from_secs(1);
