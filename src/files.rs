@@ -1,8 +1,9 @@
 //! Reading the files an operator points hubgate at (config, secrets, CA bundles): only
 //! regular files under a size cap, so a wrong path such as `/dev/zero` or a FIFO fails at
 //! once instead of filling memory or hanging; and who else may read a file holding secrets.
+//! Replacing a small file of hubgate's own so that a power cut leaves the old or the new one.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -62,6 +63,28 @@ fn check_regular(meta: &std::fs::Metadata, cap: u64) -> Result<(), String> {
 
 fn too_large(cap: u64) -> String {
     format!("larger than {} KiB: not the file meant?", cap >> 10)
+}
+
+/// Replace `path` with `bytes`, durably: written to `path` + `.new`, synced, renamed over
+/// `path`, and the directory synced, so that a power cut leaves either content.
+pub fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut new = path.as_os_str().to_owned();
+    new.push(".new");
+    let new = std::path::PathBuf::from(new);
+    let mut f = std::fs::File::create(&new)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&new, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    sync_dir(dir)
+}
+
+/// Make the entries of directory `dir` (creations, renames) survive a power cut.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The agent's group, as the .deb's sysusers entry makes it.
@@ -268,6 +291,26 @@ mod tests {
             w.contains("readable by group ")
                 && w.contains(&format!("(gid {other}, mode 0640), not the agent's own")),
             "{w}"
+        );
+    }
+
+    #[test]
+    fn replace_durably_leaves_the_new_content_and_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state");
+        replace_durably(&file, b"first").unwrap();
+        replace_durably(&file, b"second").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state"]);
+        // A directory that is gone is an error, not a file written elsewhere.
+        let gone = dir.path().join("gone").join("state");
+        assert_eq!(
+            replace_durably(&gone, b"x").unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
         );
     }
 }

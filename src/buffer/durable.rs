@@ -12,6 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use crate::files::sync_dir;
+
 /// sled's layout inside a database directory.
 const LOG: &str = "db";
 const CONF: &str = "conf";
@@ -133,9 +135,4 @@ impl Blobs {
 /// `e` with the step of a sync that failed in front of it: an operator sees which file.
 pub fn step(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-/// Make the entries of directory `dir` (creations, renames) survive a power cut.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }

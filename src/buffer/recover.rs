@@ -31,7 +31,6 @@
 //! them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -261,23 +260,12 @@ pub fn recover(
             saved.through = Some(number);
         }
         store.flush()?;
-        save_progress(&progress_file, &saved.text())
+        crate::files::replace_durably(&progress_file, saved.text().as_bytes())
             .map_err(|e| fail("saving the progress in", e))?;
         looked += 1;
         progress(looked, numbers.len(), done.records);
     }
     Ok(done)
-}
-
-/// Written to a new file, synced, then renamed over the old one and the directory synced:
-/// a power cut leaves either progress.
-fn save_progress(path: &Path, text: &str) -> std::io::Result<()> {
-    let new = path.with_extension("new");
-    let mut f = std::fs::File::create(&new)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&new, path)?;
-    path.parent().map_or(Ok(()), super::durable::sync_dir)
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ impl Held {
         }
         let saved = self.now.clone();
         let bytes = serde_json::to_vec(&saved).expect("plain data");
-        match crate::blocking::run(move || write(&path, &bytes)).await {
+        match crate::blocking::run(move || crate::files::replace_durably(&path, &bytes)).await {
             Ok(()) => self.on_disk = Some(saved),
             Err(e) => {
                 self.on_disk = None;
@@ -280,21 +280,6 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
         )));
     }
     Ok(bytes)
-}
-
-/// Replace `path` with `bytes`, durably: a new file, synced, renamed over it, the directory
-/// synced.
-fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".new");
-    let partial = PathBuf::from(partial);
-    let mut f = std::fs::File::create(&partial)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&partial, path)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
