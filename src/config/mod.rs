@@ -214,11 +214,16 @@ impl Config {
                         format!("must be between 1 byte and {limit} bytes (16 MiB)"),
                     ));
                 }
-                if let Some(topic) = m.topic.as_ref().filter(|t| !rumqttc::valid_filter(t)) {
-                    return Err((
-                        format!("source[{i}].topic"),
-                        format!("{topic:?} is not an MQTT topic filter ('#' only as the last level, '+' and '#' only as whole levels)"),
-                    ));
+                if let Some(topic) = &m.topic {
+                    crate::source::mqtt::check_filter(topic).map_err(|why| {
+                        (
+                            format!("source[{i}].topic"),
+                            format!(
+                                "{:?} is not an MQTT topic filter ({why})",
+                                crate::format::Excerpt::from(topic)
+                            ),
+                        )
+                    })?;
                 }
                 // MQTT 3.1.1 has no password without a user name: it would be dropped and the
                 // session go out anonymous, while the site believes it logs in.

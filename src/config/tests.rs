@@ -1110,6 +1110,32 @@ fn an_invalid_topic_filter_is_refused() {
         .unwrap();
 }
 
+/// A topic with a NUL or over 65535 bytes, which no MQTT packet can carry, is refused with
+/// the reason, as a filter read back from the session file is; the longest one is taken.
+#[test]
+fn a_topic_filter_mqtt_cannot_carry_is_refused() {
+    let resolved = |topic: &str| {
+        let text = format!("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\ntopic = \"{topic}\"\n");
+        Config::parse(&text).unwrap().resolve(Path::new("."))
+    };
+    let (key, reason) = resolved("a/\\u0000/b").unwrap_err();
+    assert_eq!(key, "source[0].topic");
+    assert_eq!(
+        reason,
+        "\"a/\\0/b\" is not an MQTT topic filter (it holds a NUL character, which MQTT does not allow)"
+    );
+    let (key, reason) = resolved(&"x".repeat(65536)).unwrap_err();
+    assert_eq!(key, "source[0].topic");
+    assert_eq!(
+        reason,
+        format!(
+            "\"{}… (65416 more bytes)\" is not an MQTT topic filter (it is 65536 bytes long, over the 65535 MQTT can carry)",
+            "x".repeat(120)
+        )
+    );
+    resolved(&"x".repeat(65535)).unwrap();
+}
+
 /// A config whose buffer can keep nothing is refused, not run: `max_age = "0s"` (other
 /// periods read "0s" as off) would expire every buffered record the first time the drain saw
 /// it, after its source was acknowledged; a `max_bytes` under 1 MiB (0, "0.5B", a bare 256

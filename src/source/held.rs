@@ -46,9 +46,6 @@ pub const RETAINED_TOPICS: usize = 1024;
 /// none, rather than being read whole into memory.
 const MAX_FILE: u64 = 1024 * 1024;
 
-/// The longest filter MQTT can carry (a two-byte length).
-const MAX_FILTER: usize = 65535;
-
 /// A retained message: its topic, and its topic and payload, each the first 128 bits of a
 /// SHA-256 (the same in every run, unlike std's hasher).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,16 +158,16 @@ impl Held {
         if let Some(saved) = &mut on_disk {
             // A damaged file could make every UNSUBSCRIBE one the broker drops the
             // connection for, at every connect.
-            saved.filters.retain(|f| {
-                let valid = f.len() <= MAX_FILTER && !f.contains('\0') && rumqttc::valid_filter(f);
-                if !valid {
+            saved.filters.retain(|f| match super::mqtt::check_filter(f) {
+                Ok(()) => true,
+                Err(why) => {
                     log::warn!(
-                        "mqtt: {} lists {:?}, not an MQTT topic filter: not unsubscribed from",
+                        "mqtt: {} lists {:?}, not an MQTT topic filter ({why}): not unsubscribed from",
                         shown(),
                         crate::format::Excerpt::from(f.as_str())
                     );
+                    false
                 }
-                valid
             });
         }
         let now = on_disk.clone().unwrap_or_else(|| Saved {
@@ -389,7 +386,7 @@ mod tests {
             "a+",
             "nul\0",
             "",
-            &"x".repeat(MAX_FILTER + 1),
+            &"x".repeat(crate::source::mqtt::MAX_FILTER + 1),
         ];
         let bytes = serde_json::to_vec(&saved(filters.map(String::from).into())).unwrap();
         std::fs::write(&file, bytes).unwrap();

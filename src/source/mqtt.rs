@@ -101,6 +101,27 @@ pub fn default_topic(format: UplinkFormat) -> &'static str {
     }
 }
 
+/// The longest topic filter MQTT can carry (a two-byte length).
+pub const MAX_FILTER: usize = 65535;
+
+/// Why `filter` is not a topic filter a broker takes, if it is not: over [`MAX_FILTER`]
+/// bytes, with a NUL character, or with `+` or `#` out of place (or empty).
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    if filter.len() > MAX_FILTER {
+        return Err(format!(
+            "it is {} bytes long, over the {MAX_FILTER} MQTT can carry",
+            filter.len()
+        ));
+    }
+    if filter.contains('\0') {
+        return Err("it holds a NUL character, which MQTT does not allow".into());
+    }
+    if !rumqttc::valid_filter(filter) {
+        return Err("'#' only as the last level, '+' and '#' only as whole levels".into());
+    }
+    Ok(())
+}
+
 /// The session options of `cfg` (`hubgate doctor` connects with them too); building them
 /// checks the TLS files. On error (the key at fault, reason).
 pub fn options(
