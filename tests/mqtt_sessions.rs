@@ -10,7 +10,9 @@ mod support;
 
 use std::path::Path;
 
-use support::agent::{chirpstack_uplink, publish_all, tbhh100, Agent, TH, WAIT};
+use support::agent::{
+    chirpstack_uplink, publish_all, publish_all_retained, tbhh100, Agent, TH, WAIT,
+};
 use support::Mosquitto;
 
 /// A stdout sink and one MQTT source per `(topic, more keys)`.
@@ -79,25 +81,6 @@ fn wait_record(agent: &Agent, fcnt: u64) -> Vec<u64> {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-}
-
-/// Publish `body` on `topic` as the broker's retained message there (QoS 1).
-async fn publish_retained(port: u16, topic: &str, body: &str) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let (client, mut events) = AsyncClient::new(MqttOptions::new("retainer", "127.0.0.1", port), 4);
-    client
-        .publish(topic, QoS::AtLeastOnce, true, body.to_string())
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, async {
-        while !matches!(
-            events.poll().await.expect("mqtt publisher"),
-            Event::Incoming(Packet::PubAck(_))
-        ) {}
-    })
-    .await
-    .expect("the broker acknowledged the retained publish");
-    client.disconnect().await.unwrap();
 }
 
 /// A topic changed in the config takes effect on the session the broker kept (it says
@@ -186,8 +169,7 @@ fn wait_for(what: &str, done: impl Fn() -> bool) {
 async fn a_retained_uplink_makes_one_record_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let mqtt = Mosquitto::start(dir.path());
-    let (topic, body) = uplink("kept/x", 1);
-    publish_retained(mqtt.port(), &topic, &body).await;
+    publish_all_retained(mqtt.port(), &[uplink("kept/x", 1)]).await;
     let client = "hubgate-retained";
     let id = format!("client_id = \"{client}\"\n");
     let body = config(dir.path(), &mqtt, &[("kept/#", &id)]);
@@ -224,8 +206,7 @@ async fn started_again_then_live(agent: &mut Agent, mqtt: &Mosquitto, n: u64) {
 async fn a_new_retained_uplink_on_the_topic_makes_its_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut mqtt = Mosquitto::start(dir.path());
-    let (topic, body) = uplink("kept/x", 1);
-    publish_retained(mqtt.port(), &topic, &body).await;
+    publish_all_retained(mqtt.port(), &[uplink("kept/x", 1)]).await;
     let client = "hubgate-renewed";
     let id = format!("client_id = \"{client}\"\n");
     let body = config(dir.path(), &mqtt, &[("kept/#", &id)]);
@@ -237,8 +218,7 @@ async fn a_new_retained_uplink_on_the_topic_makes_its_record() {
     // The broker forgets the session and the retained uplink; a new one is retained.
     mqtt.kill();
     mqtt.start_again();
-    let (topic, body) = uplink("kept/x", 2);
-    publish_retained(mqtt.port(), &topic, &body).await;
+    publish_all_retained(mqtt.port(), &[uplink("kept/x", 2)]).await;
     agent.start_again();
     assert_eq!(wait_record(&agent, 2), [1, 2]);
     mqtt.wait_pubacks(client, 2);

@@ -431,13 +431,22 @@ pub fn chirpstack_uplink(dev_eui: &str, fcnt: u32, fport: u8, payload: &[u8]) ->
 
 /// Publish each (topic, payload) with QoS 1 and wait for every PUBACK from the broker.
 pub async fn publish_all(port: u16, messages: &[(String, String)]) {
+    publish(port, messages, false).await
+}
+
+/// [`publish_all`], each as the broker's retained message on its topic.
+pub async fn publish_all_retained(port: u16, messages: &[(String, String)]) {
+    publish(port, messages, true).await
+}
+
+async fn publish(port: u16, messages: &[(String, String)], retain: bool) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let mut opts = MqttOptions::new(super::unique("pub"), "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(10));
     let (client, mut events) = AsyncClient::new(opts, messages.len() + 10);
     for (topic, body) in messages {
         client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, body.clone())
+            .publish(topic.as_str(), QoS::AtLeastOnce, retain, body.clone())
             .await
             .unwrap();
     }
