@@ -52,9 +52,15 @@ die() { echo "cross-setup: $*" >&2; exit 1; }
 log() { echo "cross-setup: $*" >&2; }
 
 # ---- target table -----------------------------------------------------------
-target_info() {   # sets: MODE DEBARCH GNU (qemu-run has its own table)
+# LINK: the target's own link flags. aarch64: segments aligned to 16 KiB, not the linker's
+# default 64 KiB: the Pi 5's kernel uses 16 KiB pages, the Pi 3/4's 4 KiB, none 64 KiB, and the
+# default pads the file with up to 64 KiB of zeros between the code and the data (52 KiB of
+# the binary at e38a904, 4 KiB with 16 KiB; docs/building.md, "Sizes").
+target_info() {   # sets: MODE DEBARCH GNU LINK (qemu-run has its own table)
+    LINK=""
     case "$1" in
-        aarch64-unknown-linux-gnu)     MODE=debian; DEBARCH=arm64; GNU=aarch64-linux-gnu ;;
+        aarch64-unknown-linux-gnu)     MODE=debian; DEBARCH=arm64; GNU=aarch64-linux-gnu
+                                       LINK="-C link-arg=-Wl,-z,max-page-size=16384" ;;
         armv7-unknown-linux-gnueabihf) MODE=debian; DEBARCH=armhf; GNU=arm-linux-gnueabihf ;;
         arm-unknown-linux-gnueabihf)   MODE=zig;    DEBARCH=armhf; GNU=arm-linux-gnueabihf ;;
         arm-unknown-linux-musleabihf)  MODE=zig;    DEBARCH=armhf; GNU=arm-linux-gnueabihf ;;
@@ -227,7 +233,7 @@ cmd_env() {
     if [ "$MODE" = debian ]; then
         [ -d "$PREFIX/sysroot/$t/usr/lib/rustlib/$t/lib" ] || die "no std for $t - run: $0 install"
         echo "export CARGO_TARGET_${TU}_LINKER=$GNU-gcc"
-        echo "export CARGO_TARGET_${TU}_RUSTFLAGS=\"--sysroot=$PREFIX/sysroot/$t/usr\${EXTRA_RUSTFLAGS:+ \$EXTRA_RUSTFLAGS}\""
+        echo "export CARGO_TARGET_${TU}_RUSTFLAGS=\"--sysroot=$PREFIX/sysroot/$t/usr${LINK:+ $LINK}\${EXTRA_RUSTFLAGS:+ \$EXTRA_RUSTFLAGS}\""
         echo "export CC_${tl}=$GNU-gcc CXX_${tl}=$GNU-g++ AR_${tl}=$GNU-ar"
     else
         [ -x "$PREFIX/venv/bin/cargo-zigbuild" ] || die "zig not installed - run: $0 install --with-armv6"
