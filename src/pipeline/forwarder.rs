@@ -1084,20 +1084,12 @@ mod tests {
                 Box::new(store),
                 Box::new(sink),
             );
-            let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
+            let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
             let now = Instant::now();
             for pkid in 0..3 {
-                let ack = Ack::Mqtt {
-                    acks: acks.clone(),
-                    ack: crate::source::PubAck {
-                        connection: 0,
-                        qos: rumqttc::QoS::AtLeastOnce,
-                        pkid,
-                        retained: None,
-                    },
-                };
                 let records = vec![record(pkid.into())];
-                fwd.ledger.take(records, Counters::default(), ack, now);
+                fwd.ledger
+                    .take(records, Counters::default(), ack(pkid), now);
             }
             fwd.ledger.end_round(now).unwrap();
             match at_stop {
@@ -1118,7 +1110,7 @@ mod tests {
             );
             fwd.shutdown(inputs(deliveries)).unwrap();
             assert_eq!(*flushes.lock().unwrap(), [wait], "{at_stop:?}");
-            drop(acks);
+            drop(ack);
             let mut acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
                 .map(|a| a.pkid)
                 .collect();

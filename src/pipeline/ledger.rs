@@ -1353,7 +1353,7 @@ fn kept_if(made: bool, acks: Vec<Ack>) -> Vec<Ack> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::buffer::{MemoryStore, Store};
     use crate::lorawan::fcnt::COPY_WINDOW;
@@ -1371,7 +1371,7 @@ mod tests {
     }
 
     /// Acknowledgements of several inputs, handed back on one channel.
-    fn pubacks() -> (
+    pub(in crate::pipeline) fn pubacks() -> (
         impl Fn(u16) -> Ack,
         tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
     ) {
