@@ -786,13 +786,15 @@ mod tests {
     /// A producer that confirms nothing by itself: the test sends its reports, or queues
     /// them (`queued`) for it to serve into `reports`, as librdkafka's callbacks run when it
     /// is served. It tells the test the sequence number of each record it is handed
-    /// (`handed`), and notes the time each of its flushes was given.
+    /// (`handed`), and notes the time each of its flushes was given. Its connection state:
+    /// `connected`, or none (up, as a sink without one).
     #[derive(Default)]
     struct Producer {
         handed: Option<mpsc::Sender<u64>>,
         reports: Option<tokio::sync::mpsc::UnboundedSender<Delivery>>,
         queued: Vec<Delivery>,
         flushes: Arc<std::sync::Mutex<Vec<Duration>>>,
+        connected: Option<bool>,
     }
 
     impl Sink for Producer {
@@ -816,6 +818,9 @@ mod tests {
         fn flush(&mut self, timeout: Duration) {
             self.flushes.lock().unwrap().push(timeout);
             self.serve();
+        }
+        fn up(&self) -> bool {
+            self.connected.unwrap_or(true)
         }
     }
 
@@ -1067,8 +1072,14 @@ mod tests {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let (reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
+            let connected = match at_stop {
+                AtStop::Connected => Some(true),
+                AtStop::Unconnected => Some(false),
+                _ => None,
+            };
             let mut sink = Producer {
                 reports: Some(reports),
+                connected,
                 ..Producer::default()
             };
             let flushes = Arc::clone(&sink.flushes);
@@ -1079,7 +1090,7 @@ mod tests {
                 });
             }
             let store = crate::buffer::SledStore::open(dir.path()).unwrap();
-            let (mut fwd, metrics) = forwarder_of(
+            let (mut fwd, _) = forwarder_of(
                 "[sink]\ntype = \"stdout\"\n",
                 Box::new(store),
                 Box::new(sink),
@@ -1092,16 +1103,11 @@ mod tests {
                     .take(records, Counters::default(), ack(pkid), now);
             }
             fwd.ledger.end_round(now).unwrap();
-            match at_stop {
-                AtStop::Ready => {}
-                AtStop::Connected => metrics.kafka_connected.set("", 1),
-                AtStop::Unconnected => metrics.kafka_connected.set("", 0),
-                AtStop::Failing | AtStop::ConfirmedSince => {
-                    let result = Err(crate::sink::SinkError::Retry("timed out".into()));
-                    fwd.ledger
-                        .delivered(Delivery { seq: 0, result }, now)
-                        .unwrap();
-                }
+            if let AtStop::Failing | AtStop::ConfirmedSince = at_stop {
+                let result = Err(crate::sink::SinkError::Retry("timed out".into()));
+                fwd.ledger
+                    .delivered(Delivery { seq: 0, result }, now)
+                    .unwrap();
             }
             assert!(fwd.ledger.has_in_flight(), "{at_stop:?}");
             assert!(

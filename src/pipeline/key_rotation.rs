@@ -10,6 +10,7 @@ use super::{ask_every_hub, provisioner};
 use crate::config::{read_secret_file, SinkConfig};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::sink::Connection;
 
 /// How often the sink's secret file is checked for a new key.
 const SECRET_POLL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -100,14 +101,15 @@ fn put<T: PartialEq>(slot: &mut Option<Secret<T>>, key: Secret<T>) -> bool {
 /// sessions would otherwise keep the old key alive. Nothing else rebuilds the sink: a new
 /// producer reconnects and resends what was in flight. The new sink comes with a hub
 /// provisioner of its own, which looks at the hubs of `rec_types` with the new key at once:
-/// the old one's refusals and retry waits were earned by the old key. Returns once there is
-/// nothing left to wait for.
+/// the old one's refusals and retry waits were earned by the old key, and goes on from the
+/// sinks' `connection` state until its own client reports. Returns once there is nothing left
+/// to wait for.
 pub(super) async fn reload_on_request(
     sink_cfg: SinkConfig,
     deliveries: crate::sink::Deliveries,
     new_sinks: mpsc::Sender<NewSink>,
     (mut reload, codecs): (mpsc::Receiver<()>, crate::decode::Reloader),
-    metrics: std::sync::Arc<Metrics>,
+    (metrics, connection): (std::sync::Arc<Metrics>, Connection),
     rec_types: BTreeSet<String>,
 ) {
     let mut keys = KeyFile::of(&sink_cfg);
@@ -173,8 +175,11 @@ pub(super) async fn reload_on_request(
         let hubs = provisioner(&cfg, parks_tx);
         let built = {
             let (cfg, deliveries, metrics) = (cfg.clone(), deliveries.clone(), metrics.clone());
-            let hubs = hubs.clone();
-            crate::blocking::run(move || crate::sink::open(&cfg, deliveries, metrics, hubs)).await
+            let (hubs, connection) = (hubs.clone(), connection.clone());
+            crate::blocking::run(move || {
+                crate::sink::open(&cfg, deliveries, metrics, hubs, connection)
+            })
+            .await
         };
         match built {
             Ok(sink) => {
@@ -360,7 +365,7 @@ mod tests {
                 deliveries,
                 new_sinks,
                 (reload, codecs),
-                metrics,
+                (metrics.clone(), Connection::new(metrics)),
                 BTreeSet::new(),
             );
             tokio::time::timeout(SECRET_POLL / 2, task)

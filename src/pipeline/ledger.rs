@@ -992,13 +992,12 @@ impl Ledger {
     }
 
     /// The sink is not known to be up: failing since its last delivery
-    /// ([`SinkHealth::failing`], also after a single failure of a sink that is up), or its
-    /// connection state 0 (`hubgate_kafka_connected`, as a sink with one shows it:
-    /// docs/adding-a-sink.md; 0 also from its start until its client reports a connection or
-    /// a record is confirmed, and while it reconnects). What it has in flight may not be
-    /// confirmed soon.
+    /// ([`SinkHealth::failing`], also after a single failure of a sink that is up), or not
+    /// up by its connection state ([`Sink::up`]: docs/adding-a-sink.md; also from the
+    /// start until its client reports a connection or a record is confirmed, and while it
+    /// reconnects). What it has in flight may not be confirmed soon.
     pub fn sink_not_up(&self) -> bool {
-        self.health.failing() || self.metrics.kafka_connected.get("") == Some(0)
+        self.health.failing() || !self.sink.up()
     }
 
     /// A message the sources gave up on: into the dead-letter tree (up to a cap), never to the

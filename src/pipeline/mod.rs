@@ -119,11 +119,15 @@ pub async fn run(
     let (parks_tx, parks) = mpsc::unbounded_channel();
     let hubs = provisioner(&cfg.sink, parks_tx);
     ask_every_hub(&hubs, &cfg.sink, &rec_types);
+    // One for every sink: a key rotation's goes on from the state of the one it replaces.
+    let connection = crate::sink::Connection::new(metrics.clone());
     let forwarder = {
         let (cfg, metrics, deliveries) = (cfg.clone(), metrics.clone(), delivery_tx.clone());
+        let connection = connection.clone();
         // Moved: the sink holds the only handles, so after a key rotation this provisioner's
         // thread ends with the sink it served.
-        crate::blocking::run(move || open_forwarder(&cfg, deliveries, metrics, hubs)).await?
+        crate::blocking::run(move || open_forwarder(&cfg, deliveries, metrics, hubs, connection))
+            .await?
     };
     for w in prepared.warnings {
         log::warn!("{w}");
@@ -159,7 +163,7 @@ pub async fn run(
         delivery_tx,
         sink_tx,
         (reload, codecs.clone()),
-        metrics.clone(),
+        (metrics.clone(), connection),
         rec_types,
     ));
     let heartbeat = forwarder.heartbeat();
@@ -232,6 +236,7 @@ fn open_forwarder(
     deliveries: crate::sink::Deliveries,
     metrics: Arc<Metrics>,
     hubs: Hubs,
+    connection: crate::sink::Connection,
 ) -> Result<Forwarder, RunError> {
     std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
         crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
@@ -240,7 +245,7 @@ fn open_forwarder(
     let store = SledStore::open(&cfg.buffer.path)?;
     report_moved_aside(&cfg.buffer.path, &metrics);
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
-    let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone(), hubs)?;
+    let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone(), hubs, connection)?;
     let decoder = Decoder::starting(cfg, metrics.clone());
     Ok(Forwarder::new(
         &cfg.buffer,

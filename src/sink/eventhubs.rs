@@ -8,7 +8,7 @@ use rdkafka::config::ClientConfig;
 
 use super::kafka::{base_config, KafkaSink};
 use super::provision::Hubs;
-use super::{Deliveries, OpenError};
+use super::{Connection, Deliveries, OpenError};
 use crate::config::EventHubsConfig;
 use crate::connection_string::ConnectionString;
 use crate::metrics::Metrics;
@@ -58,13 +58,14 @@ pub fn open(
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
     hubs: Hubs,
+    connection: Connection,
 ) -> Result<KafkaSink, OpenError> {
     let (c, cs) = sink_config(cfg)?;
     log::info!("eventhubs: {} as key {:?}", cs.bootstrap, cs.key_name);
     if let Some(hub) = cfg.single_hub() {
         log::info!("eventhubs: every recType to hub {hub:?} (hub_mode = \"single\")");
     }
-    KafkaSink::new(c, cfg.hub_names(), deliveries, metrics, hubs)
+    KafkaSink::new(c, cfg.hub_names(), deliveries, metrics, hubs, connection)
 }
 
 /// What `check` says about the connection string's `EntityPath`: what it means with the

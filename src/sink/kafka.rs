@@ -1,7 +1,6 @@
 //! Kafka sink (librdkafka): any Kafka broker, and the engine under the Event Hubs sink.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use super::polled::Polled;
 use super::properties::{is_false, setting_name};
 use super::provision::Hubs;
 use super::stuck::Timeouts;
-use super::{Deliveries, Delivery, OpenError, Sink, SinkError};
+use super::{Connection, Deliveries, Delivery, OpenError, Sink, SinkError};
 use crate::config::{HubNames, KafkaConfig};
 use crate::metrics::Metrics;
 use crate::record::Record;
@@ -91,6 +90,7 @@ pub fn open(
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
     hubs: Hubs,
+    connection: Connection,
 ) -> Result<KafkaSink, OpenError> {
     KafkaSink::new(
         sink_config(cfg),
@@ -98,6 +98,7 @@ pub fn open(
         deliveries,
         metrics,
         hubs,
+        connection,
     )
 }
 
@@ -149,9 +150,9 @@ pub struct DeliveryContext {
     first: FirstWrites,
     /// When its records were confirmed and whether one timed out since (see [`Sink::tick`]).
     timeouts: Timeouts,
-    /// Whether this producer last said `hubgate_kafka_connected` 1: a confirmation sets it
-    /// only when not (no lock per record). Its callbacks are served by one polling thread.
-    said_up: AtomicBool,
+    /// Whether a broker connection is up, as the statistics, an all-brokers-down error and
+    /// a confirmation say: shared by the sink and its producers.
+    connection: Connection,
 }
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
@@ -259,8 +260,9 @@ impl ProducerContext for DeliveryContext {
         } else if result.is_ok() {
             self.timeouts.confirmed(Instant::now());
             // A broker connection is up: said at once, not at the next statistics (a stop
-            // waits less for a sink not known to be up).
-            if !self.said_up.load(Ordering::Relaxed) {
+            // waits less for a sink not known to be up); only when not said so already (no
+            // lock on the gauge per record).
+            if !self.connection.up() {
                 self.connected(true);
             }
         }
@@ -292,10 +294,9 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl DeliveryContext {
-    /// `hubgate_kafka_connected`: whether a broker connection is up.
+    /// Whether a broker connection is up.
     fn connected(&self, up: bool) {
-        self.said_up.store(up, Ordering::Relaxed);
-        self.metrics.kafka_connected.set("", u64::from(up));
+        self.connection.set(up);
     }
 
     /// Record `seq` was in a batch the broker refused as too large for `hub` (its partition
@@ -437,6 +438,8 @@ pub struct KafkaSink {
     alone: bool,
     /// The producer's first records of each key (see [`FirstWrites`]).
     first: FirstWrites,
+    /// Whether a broker connection is up, as its producers said.
+    connection: Connection,
 }
 
 /// The least time between two producer replacements.
@@ -453,6 +456,7 @@ const FLUSH_BEFORE_REPLACING: Duration = Duration::from_secs(1);
 /// three quarters of a minute).
 const IN_FLIGHT_ANSWER: Duration = Duration::from_secs(10);
 
+#[allow(clippy::too_many_arguments)]
 fn create(
     config: &ClientConfig,
     deliveries: &Deliveries,
@@ -460,6 +464,7 @@ fn create(
     hubs: &Hubs,
     refused: &Refused,
     first: &FirstWrites,
+    connection: &Connection,
     queued: Arc<Notify>,
 ) -> Result<Polled<DeliveryContext>, OpenError> {
     let context = DeliveryContext {
@@ -471,7 +476,7 @@ fn create(
         refused: refused.clone(),
         first: first.clone(),
         timeouts: Timeouts::default(),
-        said_up: AtomicBool::new(false),
+        connection: connection.clone(),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -488,12 +493,11 @@ impl KafkaSink {
         deliveries: Deliveries,
         metrics: Arc<Metrics>,
         hubs: Hubs,
+        connection: Connection,
     ) -> Result<KafkaSink, OpenError> {
         // Not connected until librdkafka says so; a new sink after key rotation keeps the
         // state until its first report.
-        if metrics.kafka_connected.get("").is_none() {
-            metrics.kafka_connected.set("", 0);
-        }
+        connection.opened();
         // One for every producer of this sink: the forwarder waits on it.
         let queued = Arc::new(Notify::new());
         let refused = Refused::default();
@@ -505,6 +509,7 @@ impl KafkaSink {
             &hubs,
             &refused,
             &first,
+            &connection,
             queued,
         )?;
         Ok(KafkaSink {
@@ -521,6 +526,7 @@ impl KafkaSink {
             refused,
             alone: false,
             first,
+            connection,
         })
     }
 
@@ -561,6 +567,7 @@ impl KafkaSink {
             &self.hubs,
             &self.refused,
             &first,
+            &self.connection,
             queued,
         ) {
             Ok(producer) => {
@@ -823,6 +830,13 @@ impl Sink for KafkaSink {
             );
         }
     }
+
+    /// Whether a broker connection is up: from librdkafka's broker states (every
+    /// [`STATS_INTERVAL_MS`]), its all-brokers-down error, and at once from a confirmed
+    /// record; not up from the agent's start until then.
+    fn up(&self) -> bool {
+        self.connection.up()
+    }
 }
 
 #[cfg(test)]
@@ -849,6 +863,13 @@ mod tests {
         }
     }
 
+    /// A sink of the settings `c`, reporting to `tx`, asking `hubs`.
+    fn new_sink(c: ClientConfig, tx: Deliveries, hubs: Hubs) -> Result<KafkaSink, OpenError> {
+        let metrics = Metrics::new();
+        let connection = Connection::new(metrics.clone());
+        KafkaSink::new(c, HubNames::default(), tx, metrics, hubs, connection)
+    }
+
     fn sink(bootstrap: &str) -> (KafkaSink, UnboundedReceiver<Delivery>) {
         sink_with(bootstrap, &[])
     }
@@ -865,8 +886,7 @@ mod tests {
             c.set(key, value);
         }
         let (tx, rx) = unbounded_channel();
-        let sink =
-            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
+        let sink = new_sink(c, tx, unattended()).unwrap();
         (sink, rx)
     }
 
@@ -953,8 +973,7 @@ mod tests {
         c.set("bootstrap.servers", mock.bootstrap_servers())
             .set(ALONE.0, ALONE.1);
         let (tx, mut rx) = unbounded_channel();
-        let mut sink =
-            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
+        let mut sink = new_sink(c, tx, unattended()).unwrap();
         mock.request_errors(
             rdkafka::types::RDKafkaApiKey::Produce,
             &[Err::RD_KAFKA_RESP_ERR_POLICY_VIOLATION],
@@ -982,23 +1001,56 @@ mod tests {
     }
 
     /// A confirmed record shows the connection up at once, not at librdkafka's next
-    /// statistics (turned off here): until then a stop would wait less for the sink.
+    /// statistics (turned off here): until then a stop would wait less for the sink. The
+    /// sink says so ([`Sink::up`]) and `hubgate_kafka_connected` shows it.
     #[tokio::test]
     async fn a_confirmed_record_shows_the_connection_up() {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic(TOPIC, 1, 1).unwrap();
         let no_statistics = [("statistics.interval.ms", "0")];
         let (mut sink, mut rx) = sink_with(&mock.bootstrap_servers(), &no_statistics);
-        assert_eq!(sink.metrics.kafka_connected.get(""), Some(0));
+        let state = |sink: &KafkaSink| (sink.up(), sink.metrics.kafka_connected.get(""));
+        assert_eq!(state(&sink), (false, Some(0)));
         sink.send(1, &record(1)).unwrap();
         assert!(next(&mut sink, &mut rx).await.result.is_ok());
-        assert_eq!(sink.metrics.kafka_connected.get(""), Some(1));
+        assert_eq!(state(&sink), (true, Some(1)));
         // Said down since (by the statistics or an error): the next confirmation says up.
         sink.producer.client().context().connected(false);
-        assert_eq!(sink.metrics.kafka_connected.get(""), Some(0));
+        assert_eq!(state(&sink), (false, Some(0)));
         sink.send(2, &record(2)).unwrap();
         assert!(next(&mut sink, &mut rx).await.result.is_ok());
-        assert_eq!(sink.metrics.kafka_connected.get(""), Some(1));
+        assert_eq!(state(&sink), (true, Some(1)));
+    }
+
+    /// The connection state goes on across a sink's producers, and from a sink to the one
+    /// that replaces it (key rotation), until their own client says otherwise: a stop right
+    /// after either waits for a sink that was up as for one that is.
+    #[tokio::test]
+    async fn the_connection_state_outlives_a_producer_and_a_sink() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let no_statistics = [("statistics.interval.ms", "0")];
+        let (mut sink, mut rx) = sink_with(&mock.bootstrap_servers(), &no_statistics);
+        sink.send(1, &record(1)).unwrap();
+        assert!(next(&mut sink, &mut rx).await.result.is_ok());
+        assert!(sink.replace_producer(false));
+        assert!(sink.up(), "the new producer forgot the connection up");
+        let (tx, _rx) = unbounded_channel();
+        let metrics = sink.metrics.clone();
+        let next_sink = KafkaSink::new(
+            sink.config.clone(),
+            HubNames::default(),
+            tx,
+            metrics.clone(),
+            unattended(),
+            sink.connection.clone(),
+        )
+        .unwrap();
+        assert!(next_sink.up(), "the sink after a key rotation forgot it");
+        assert_eq!(metrics.kafka_connected.get(""), Some(1));
+        next_sink.producer.client().context().connected(false);
+        assert_eq!((sink.up(), next_sink.up()), (false, false));
+        assert_eq!(metrics.kafka_connected.get(""), Some(0));
     }
 
     /// A flush (at shutdown, before a producer is replaced) carries the records held behind
@@ -1054,8 +1106,7 @@ mod tests {
         c.set("bootstrap.servers", mock.bootstrap_servers())
             .set("linger.ms", "60000");
         let (tx, mut rx) = unbounded_channel();
-        let mut sink =
-            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
+        let mut sink = new_sink(c, tx, unattended()).unwrap();
         mock.request_errors(
             rdkafka::types::RDKafkaApiKey::Produce,
             &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
@@ -1117,8 +1168,7 @@ mod tests {
         let (tx, _rx) = unbounded_channel();
         let mut c = base_config();
         c.set("bootstrap.servers", "127.0.0.1:9");
-        let mut sink =
-            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
+        let mut sink = new_sink(c, tx, unattended()).unwrap();
         // Refused `ago` before now: sent alone until `ONE_BY_ONE_FOR` after that.
         let refuse = |sink: &KafkaSink, ago| {
             let ends = Instant::now() + (ONE_BY_ONE_FOR - ago);
@@ -1143,8 +1193,7 @@ mod tests {
         let mut c = base_config();
         c.set("bootstrap.servers", mock.bootstrap_servers());
         let (tx, _rx) = unbounded_channel();
-        let mut sink =
-            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
+        let mut sink = new_sink(c, tx, unattended()).unwrap();
         mock.request_errors(
             rdkafka::types::RDKafkaApiKey::Produce,
             &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
@@ -1264,8 +1313,7 @@ mod tests {
         let (parks, _parked) = unbounded_channel();
         let hubs = super::super::provision::start(Default::default(), parks);
         let since = Instant::now();
-        let mut sink =
-            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), hubs.clone()).unwrap();
+        let mut sink = new_sink(c, tx, hubs.clone()).unwrap();
         sink.send(1, &record(1)).unwrap();
         sink.flush(Duration::from_secs(20));
         assert!(
@@ -1376,8 +1424,7 @@ mod tests {
         c.set("bootstrap.servers", "127.0.0.1:9");
         assert_eq!(c.get("enable.gapless.guarantee"), Some("false"));
         let (tx, _rx) = unbounded_channel();
-        KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended())
-            .expect("a valid producer config");
+        new_sink(c, tx, unattended()).expect("a valid producer config");
     }
 
     fn with_site(props: &[(&str, &str)]) -> ClientConfig {
@@ -1470,8 +1517,7 @@ mod tests {
         c.set("bootstrap.servers", mock.bootstrap_servers())
             .set("message.timeout.ms", "2000");
         let (tx, mut rx) = unbounded_channel();
-        let mut sink =
-            KafkaSink::new(c, HubNames::default(), tx, Metrics::new(), unattended()).unwrap();
+        let mut sink = new_sink(c, tx, unattended()).unwrap();
         sink.send(1, &record(1)).unwrap();
         let d = next(&mut sink, &mut rx).await;
         assert!(d.result.is_err(), "{d:?}");

@@ -14,6 +14,7 @@ mod stuck;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::config::SinkConfig;
@@ -83,6 +84,62 @@ pub trait Sink: Send {
     fn serve(&mut self) {}
     /// Wait up to `timeout` for outstanding deliveries (on shutdown), serving them.
     fn flush(&mut self, timeout: std::time::Duration);
+    /// Whether its connection is up as far as the sink knows ([`Connection::up`]): a stop
+    /// (and key rotation) waits less for the confirmations of a sink that is not. A sink
+    /// without a connection state is up (its failures show in its reports).
+    fn up(&self) -> bool {
+        true
+    }
+}
+
+/// The connection state of the agent's sinks, as the last one to say so said: one for the
+/// agent's life, handed to each sink it opens, so a sink that replaces another (key rotation)
+/// goes on from the old one's state until its own client reports. `hubgate_kafka_connected`
+/// shows it. A sink without a connection state (stdout) leaves it alone.
+#[derive(Clone)]
+pub struct Connection {
+    /// [`Connection::UNKNOWN`] until a sink with a connection state opens.
+    state: Arc<AtomicU8>,
+    metrics: Arc<Metrics>,
+}
+
+impl Connection {
+    const UNKNOWN: u8 = 0;
+    const DOWN: u8 = 1;
+    const UP: u8 = 2;
+
+    pub fn new(metrics: Arc<Metrics>) -> Connection {
+        Connection {
+            state: Arc::new(AtomicU8::new(Self::UNKNOWN)),
+            metrics,
+        }
+    }
+
+    /// A sink with a connection state opened: not up until its client says so, unless a
+    /// sink before it said so.
+    pub fn opened(&self) {
+        let first = self.state.compare_exchange(
+            Self::UNKNOWN,
+            Self::DOWN,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        if first.is_ok() {
+            self.metrics.kafka_connected.set("", 0);
+        }
+    }
+
+    /// The sink's client says whether a connection is up.
+    pub fn set(&self, up: bool) {
+        let state = if up { Self::UP } else { Self::DOWN };
+        self.state.store(state, Ordering::Relaxed);
+        self.metrics.kafka_connected.set("", u64::from(up));
+    }
+
+    /// Whether a sink said its connection up last; `false` before one opened.
+    pub fn up(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == Self::UP
+    }
 }
 
 /// What the sink's broker answers are read against (see [`refusal::Setup`]); `None` for
@@ -155,16 +212,22 @@ pub fn notes(cfg: &SinkConfig) -> Vec<String> {
     }
 }
 
-/// Open the sink of `cfg`; a Kafka sink asks `hubs` for the hubs it writes to.
+/// Open the sink of `cfg`; a Kafka sink asks `hubs` for the hubs it writes to, and keeps its
+/// connection state in `connection`.
 pub fn open(
     cfg: &SinkConfig,
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
     hubs: provision::Hubs,
+    connection: Connection,
 ) -> Result<Box<dyn Sink>, OpenError> {
     match cfg {
-        SinkConfig::Eventhubs(eh) => Ok(Box::new(eventhubs::open(eh, deliveries, metrics, hubs)?)),
-        SinkConfig::Kafka(k) => Ok(Box::new(kafka::open(k, deliveries, metrics, hubs)?)),
+        SinkConfig::Eventhubs(eh) => Ok(Box::new(eventhubs::open(
+            eh, deliveries, metrics, hubs, connection,
+        )?)),
+        SinkConfig::Kafka(k) => Ok(Box::new(kafka::open(
+            k, deliveries, metrics, hubs, connection,
+        )?)),
         SinkConfig::Stdout(s) => Ok(Box::new(stdout::StdoutSink::new(s.pretty, deliveries))),
     }
 }
