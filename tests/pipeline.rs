@@ -456,6 +456,76 @@ async fn key_rotation_on_sighup_and_no_key_in_any_log_line() {
     assert!(!log.contains(NEW_KEY), "the new key leaked into the log");
 }
 
+/// A key rotation while the broker is down, with records in flight that the old sink cannot
+/// confirm: the old sink gets its short wait, and what it did not confirm goes into the
+/// buffer and is acknowledged (nothing held in memory across the swap); the new sink sends
+/// it once the broker is back: every record once, in order per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_with_the_broker_down_keeps_what_is_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let secret = dir.path().join("eventhubs.secret");
+    secret_file(&secret, &connection_string(&kafka.bootstrap(), KEY, ""));
+    // Neither spilled nor failed by the producer before the rotation: the records the broker
+    // does not confirm stay in flight, with the old sink.
+    let body = config_reading(dir.path(), &mqtt, &kafka, &secret, "")
+        .replace("spill_after = \"500ms\"", "spill_after = \"1h\"")
+        .replace(
+            "\"message.timeout.ms\" = \"30000\"",
+            "\"message.timeout.ms\" = \"3600000\"",
+        );
+    let agent = Agent::start(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let n = 4;
+    let all = uplinks(n);
+    let (before, during) = all.split_at(all.len() / 2);
+    publish_all(mqtt.port(), before).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 6);
+
+    kafka.stop();
+    agent.wait_metric("hubgate_kafka_connected", WAIT, |v| v == 0);
+    publish_all(mqtt.port(), during).await;
+    agent.wait_metric("hubgate_in_flight", WAIT, |v| v == 6);
+    let held = [
+        "hubgate_acked_total",
+        "hubgate_spilled_total",
+        "hubgate_buffer_records",
+    ]
+    .map(|m| agent.metric(m));
+    assert_eq!(
+        held,
+        [6, 0, 0],
+        "(acked, spilled, buffered) before the rotation: the last six are with the sink only"
+    );
+
+    secret_file(&secret, &connection_string(&kafka.bootstrap(), NEW_KEY, ""));
+    hup(&agent);
+    agent.wait_log("sink replaced", 1, WAIT);
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 12);
+    let kept = [
+        "hubgate_spilled_total",
+        "hubgate_buffer_records",
+        "hubgate_delivered_total",
+    ]
+    .map(|m| agent.metric(m));
+    assert_eq!(
+        kept,
+        [6, 6, 6],
+        "(spilled, buffered, delivered) after the rotation: the six in flight are in the \
+         buffer\n{}",
+        agent.logs()
+    );
+
+    kafka.start_again();
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 12);
+    agent.wait_metric("hubgate_buffer_records", WAIT, |v| v == 0);
+    assert_complete_in_order(&consume(&kafka, ENV, n as usize), n, &dashed(TH));
+    assert_complete_in_order(&consume(&kafka, MOTION, n as usize), n, &dashed(PIR));
+    assert_complete_in_order(&consume(&kafka, OPENCLOSE, n as usize), n, &dashed(DOOR));
+}
+
 /// `hub_mode = "single"` needs an `EntityPath` in the connection string, at start and on a
 /// key rotation alike. A rotation to one without (a namespace policy's, copied from the
 /// portal) is refused and the current sink kept: taken, it would send each recType to a hub
