@@ -2,12 +2,14 @@
 //! a new sink for the forwarder when it holds another key. SIGHUP also reloads the codecs.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
 use super::forwarder::NewSink;
 use super::{ask_every_hub, provisioner};
 use crate::config::{read_secret_file, SinkConfig};
+use crate::connection_string::ConnectionString;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::sink::Connection;
@@ -21,12 +23,14 @@ const SECRET_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 /// its mtime: so a key written after the config read it (during a slow start) is seen at the
 /// first check, so is one whose write kept the mtime (`cp -p`, `rsync -a`, a rewrite within
 /// one timestamp tick), and a rotation that failed (the file unreadable, the sink not built)
-/// is tried again at each check until it goes through.
-#[derive(Clone)]
+/// is tried again at each check until it goes through. Only a key that differs costs a copy
+/// of the sink's config.
 struct KeyFile {
-    file: std::path::PathBuf,
+    file: PathBuf,
     /// What the file holds, for the log: "connection string", "SASL password".
     holds: &'static str,
+    /// How to read it.
+    kind: KeyKind,
     /// The sink's config, with the key in use.
     in_use: SinkConfig,
     /// The last failure, and whether it was logged: each failure once, and a check's only
@@ -39,31 +43,46 @@ impl KeyFile {
     /// The file to watch; none (and no checks) without a `connection_string_file` or
     /// `sasl_password_file`.
     fn of(cfg: &SinkConfig) -> Option<KeyFile> {
-        let (file, holds) = match cfg {
-            SinkConfig::Eventhubs(eh) => (eh.connection_string_file.clone()?, "connection string"),
-            SinkConfig::Kafka(k) => (k.sasl_password_file.clone()?, "SASL password"),
+        let (file, holds, kind) = match cfg {
+            SinkConfig::Eventhubs(eh) => (
+                eh.connection_string_file.clone()?,
+                "connection string",
+                KeyKind::ConnectionString,
+            ),
+            SinkConfig::Kafka(k) => (
+                k.sasl_password_file.clone()?,
+                "SASL password",
+                KeyKind::Password,
+            ),
             SinkConfig::Stdout(_) => return None,
         };
         Some(KeyFile {
             file,
             holds,
+            kind,
             in_use: cfg.clone(),
             failure: None,
         })
     }
 
-    /// The sink's config with the file's key, when that is not the key in use. Blocks (reads
-    /// the file).
-    fn changed(&self) -> Result<Option<SinkConfig>, String> {
-        let mut cfg = self.in_use.clone();
-        let changed = match &mut cfg {
-            SinkConfig::Eventhubs(eh) => {
-                put(&mut eh.connection_string, read_secret_file(&self.file)?)
+    /// The sink's config with `key`, when that is not the key in use.
+    fn changed(&self, key: Key) -> Option<SinkConfig> {
+        match (&self.in_use, key) {
+            (SinkConfig::Eventhubs(eh), Key::ConnectionString(cs)) => {
+                other(&eh.connection_string, &cs).then(|| {
+                    let mut eh = eh.clone();
+                    eh.connection_string = Some(cs);
+                    SinkConfig::Eventhubs(eh)
+                })
             }
-            SinkConfig::Kafka(k) => put(&mut k.sasl_password, read_secret_file(&self.file)?),
-            SinkConfig::Stdout(_) => false,
-        };
-        Ok(changed.then_some(cfg))
+            (SinkConfig::Kafka(k), Key::Password(pw)) => other(&k.sasl_password, &pw).then(|| {
+                let mut k = k.clone();
+                k.sasl_password = Some(pw);
+                SinkConfig::Kafka(k)
+            }),
+            // Not read for this sink: `kind` is its own (`KeyFile::of`).
+            _ => None,
+        }
     }
 
     /// The sink's config `cfg` is in use now (or was already): failures are over.
@@ -87,11 +106,32 @@ impl KeyFile {
     }
 }
 
-/// Put `key` in `slot`: whether it is another key than the one there.
-fn put<T: PartialEq>(slot: &mut Option<Secret<T>>, key: Secret<T>) -> bool {
-    let other = slot.as_ref().is_none_or(|old| old.expose() != key.expose());
-    *slot = Some(key);
-    other
+/// What a [`KeyFile`] holds.
+#[derive(Clone, Copy)]
+enum KeyKind {
+    ConnectionString,
+    Password,
+}
+
+/// A key read from a [`KeyFile`].
+enum Key {
+    ConnectionString(Secret<ConnectionString>),
+    Password(Secret),
+}
+
+impl KeyKind {
+    /// The key in `file`. Blocks.
+    fn read(self, file: &Path) -> Result<Key, String> {
+        Ok(match self {
+            KeyKind::ConnectionString => Key::ConnectionString(read_secret_file(file)?),
+            KeyKind::Password => Key::Password(read_secret_file(file)?),
+        })
+    }
+}
+
+/// Whether `key` is another key than the one in `slot`.
+fn other<T: PartialEq>(slot: &Option<Secret<T>>, key: &Secret<T>) -> bool {
+    slot.as_ref().is_none_or(|old| old.expose() != key.expose())
 }
 
 /// SIGHUP (`reload`) loads the codec directory again, on the blocking pool. Key rotation: on
@@ -135,9 +175,9 @@ pub(super) async fn reload_on_request(
         let Some(keys) = keys.as_mut() else {
             continue;
         };
-        let watched = keys.clone();
-        let changed = crate::blocking::run(move || watched.changed()).await;
-        let cfg = match changed {
+        let (file, kind) = (keys.file.clone(), keys.kind);
+        let key = crate::blocking::run(move || kind.read(&file)).await;
+        let cfg = match key.map(|key| keys.changed(key)) {
             Ok(Some(cfg)) => cfg,
             Ok(None) => {
                 if asked {
@@ -196,8 +236,12 @@ pub(super) async fn reload_on_request(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::connection_string::ConnectionString;
-    use std::path::Path;
+
+    /// A check of `keys`, as the loop makes it: the sink's config with the file's key, when
+    /// that is not the key in use.
+    fn check(keys: &KeyFile) -> Result<Option<SinkConfig>, String> {
+        Ok(keys.changed(keys.kind.read(&keys.file)?))
+    }
 
     fn connection_string(key: &str) -> String {
         format!("Endpoint=sb://ns.example:9093/;SharedAccessKeyName=send;SharedAccessKey={key}")
@@ -224,12 +268,12 @@ mod tests {
     fn a_key_file_change_is_its_key_not_its_mtime() {
         let dir = tempfile::tempdir().unwrap();
         let (keys, secret) = key_file(dir.path(), "b2xk");
-        assert!(keys.changed().unwrap().is_none());
+        assert!(check(&keys).unwrap().is_none());
         let mtime = std::fs::metadata(&secret).unwrap().modified().unwrap();
         std::fs::write(&secret, connection_string("bmV3")).unwrap();
         let file = std::fs::File::options().write(true).open(&secret).unwrap();
         file.set_modified(mtime).unwrap();
-        let new = keys.changed().unwrap().expect("the new key is a change");
+        let new = check(&keys).unwrap().expect("the new key is a change");
         let SinkConfig::Eventhubs(eh) = new else {
             panic!("an Event Hubs sink's key file gave another sink: {new:?}");
         };
@@ -271,17 +315,14 @@ mod tests {
         let (mut keys, secret) = sasl_password_file(dir.path(), "old-pa55word\n");
         assert_eq!(keys.holds, "SASL password");
         assert_eq!(logs_in_with(&keys.in_use), "old-pa55word");
-        assert!(keys.changed().unwrap().is_none());
+        assert!(check(&keys).unwrap().is_none());
         std::fs::write(&secret, "new-pa55word\n").unwrap();
-        let new = keys
-            .changed()
-            .unwrap()
-            .expect("the new password is a change");
+        let new = check(&keys).unwrap().expect("the new password is a change");
         assert_eq!(logs_in_with(&new), "new-pa55word");
         let shown = format!("{new:?}");
         assert!(!shown.contains("pa55word"), "{shown}");
         keys.in_use(new);
-        assert!(keys.changed().unwrap().is_none());
+        assert!(check(&keys).unwrap().is_none());
         assert_eq!(logs_in_with(&keys.in_use), "new-pa55word");
     }
 
@@ -293,11 +334,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut keys, secret) = sasl_password_file(dir.path(), "old-pa55word");
         std::fs::write(&secret, "").unwrap();
-        let empty = keys.changed().expect_err("an empty file is no password");
+        let empty = check(&keys).expect_err("an empty file is no password");
         assert_eq!(empty, format!("the file {} is empty", secret.display()));
         keys.failed(empty, true);
         std::fs::remove_file(&secret).unwrap();
-        let missing = keys.changed().expect_err("a missing file is no password");
+        let missing = check(&keys).expect_err("a missing file is no password");
         assert!(
             missing.starts_with(&format!("cannot read secret file {}: ", secret.display())),
             "{missing}"
@@ -305,7 +346,7 @@ mod tests {
         assert!(!missing.contains("pa55word"), "{missing}");
         assert_eq!(logs_in_with(&keys.in_use), "old-pa55word");
         std::fs::write(&secret, "new-pa55word").unwrap();
-        let new = keys.changed().unwrap().expect("the new password");
+        let new = check(&keys).unwrap().expect("the new password");
         assert_eq!(logs_in_with(&new), "new-pa55word");
     }
 
@@ -318,11 +359,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut keys, secret) = key_file(dir.path(), "b2xk");
         std::fs::write(&secret, connection_string("bmV3")).unwrap();
-        let new = keys.changed().unwrap().expect("the new key");
+        let new = check(&keys).unwrap().expect("the new key");
         keys.failed("sink: no CA".into(), false);
         assert_eq!(keys.failure, Some(("sink: no CA".into(), false)));
         assert!(
-            keys.changed().unwrap().is_some(),
+            check(&keys).unwrap().is_some(),
             "the failed rotation is not tried again"
         );
         keys.failed("sink: no CA".into(), false);
@@ -333,7 +374,7 @@ mod tests {
         assert_eq!(keys.failure, Some(("sink: other".into(), true)));
         keys.in_use(new);
         assert_eq!(keys.failure, None);
-        assert!(keys.changed().unwrap().is_none());
+        assert!(check(&keys).unwrap().is_none());
     }
 
     /// With no key file there is nothing to check: only SIGHUP wakes the loop (no wake-up
