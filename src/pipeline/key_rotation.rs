@@ -27,9 +27,7 @@ const SECRET_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 /// of the sink's config.
 struct KeyFile {
     file: PathBuf,
-    /// What the file holds, for the log: "connection string", "SASL password".
-    holds: &'static str,
-    /// How to read it.
+    /// What it holds: the kind of key `in_use` has.
     kind: KeyKind,
     /// The sink's config, with the key in use.
     in_use: SinkConfig,
@@ -43,29 +41,24 @@ impl KeyFile {
     /// The file to watch; none (and no checks) without a `connection_string_file` or
     /// `sasl_password_file`.
     fn of(cfg: &SinkConfig) -> Option<KeyFile> {
-        let (file, holds, kind) = match cfg {
+        let (file, kind) = match cfg {
             SinkConfig::Eventhubs(eh) => (
                 eh.connection_string_file.clone()?,
-                "connection string",
                 KeyKind::ConnectionString,
             ),
-            SinkConfig::Kafka(k) => (
-                k.sasl_password_file.clone()?,
-                "SASL password",
-                KeyKind::Password,
-            ),
+            SinkConfig::Kafka(k) => (k.sasl_password_file.clone()?, KeyKind::Password),
             SinkConfig::Stdout(_) => return None,
         };
         Some(KeyFile {
             file,
-            holds,
             kind,
             in_use: cfg.clone(),
             failure: None,
         })
     }
 
-    /// The sink's config with `key`, when that is not the key in use.
+    /// The sink's config with `key`, when that is not the key in use. Every sink and every
+    /// key is named, so a new one does not compile until it is placed here.
     fn changed(&self, key: Key) -> Option<SinkConfig> {
         match (&self.in_use, key) {
             (SinkConfig::Eventhubs(eh), Key::ConnectionString(cs)) => {
@@ -81,7 +74,9 @@ impl KeyFile {
                 SinkConfig::Kafka(k)
             }),
             // Not read for this sink: `kind` is its own (`KeyFile::of`).
-            _ => None,
+            (SinkConfig::Eventhubs(_), Key::Password(_))
+            | (SinkConfig::Kafka(_), Key::ConnectionString(_))
+            | (SinkConfig::Stdout(_), _) => None,
         }
     }
 
@@ -120,6 +115,14 @@ enum Key {
 }
 
 impl KeyKind {
+    /// What a file of this kind holds, for the log.
+    fn holds(self) -> &'static str {
+        match self {
+            KeyKind::ConnectionString => "connection string",
+            KeyKind::Password => "SASL password",
+        }
+    }
+
     /// The key in `file`. Blocks.
     fn read(self, file: &Path) -> Result<Key, String> {
         Ok(match self {
@@ -183,7 +186,7 @@ pub(super) async fn reload_on_request(
                 if asked {
                     log::info!(
                         "key rotation: the {} is the same; keeping the sink",
-                        keys.holds
+                        keys.kind.holds()
                     );
                 }
                 keys.failure = None;
@@ -195,7 +198,7 @@ pub(super) async fn reload_on_request(
             }
         };
         if !asked {
-            log::info!("{} file changed", keys.holds);
+            log::info!("{} file changed", keys.kind.holds());
         }
         // The rules a start holds the key to (`hub_mode = "single"` needs the connection
         // string's EntityPath): a rotation that broke one would send records where nobody
@@ -268,6 +271,7 @@ mod tests {
     fn a_key_file_change_is_its_key_not_its_mtime() {
         let dir = tempfile::tempdir().unwrap();
         let (keys, secret) = key_file(dir.path(), "b2xk");
+        assert_eq!(keys.kind.holds(), "connection string");
         assert!(check(&keys).unwrap().is_none());
         let mtime = std::fs::metadata(&secret).unwrap().modified().unwrap();
         std::fs::write(&secret, connection_string("bmV3")).unwrap();
@@ -313,7 +317,7 @@ mod tests {
     fn a_new_sasl_password_in_its_file_is_a_change() {
         let dir = tempfile::tempdir().unwrap();
         let (mut keys, secret) = sasl_password_file(dir.path(), "old-pa55word\n");
-        assert_eq!(keys.holds, "SASL password");
+        assert_eq!(keys.kind.holds(), "SASL password");
         assert_eq!(logs_in_with(&keys.in_use), "old-pa55word");
         assert!(check(&keys).unwrap().is_none());
         std::fs::write(&secret, "new-pa55word\n").unwrap();
