@@ -144,9 +144,9 @@ fn other<T: PartialEq>(slot: &Option<Secret<T>>, key: &Secret<T>) -> bool {
 /// sessions would otherwise keep the old key alive. Nothing else rebuilds the sink: a new
 /// producer reconnects and resends what was in flight. The new sink comes with a hub
 /// provisioner of its own, which looks at the hubs of `rec_types` with the new key at once:
-/// the old one's refusals and retry waits were earned by the old key, and goes on from the
-/// sinks' `connection` state until its own client reports. Returns once there is nothing left
-/// to wait for.
+/// the old one's refusals and retry waits were earned by the old key. The new sink starts
+/// from the sinks' shared `connection` state until its own client reports. Returns once there
+/// is nothing left to wait for.
 pub(super) async fn reload_on_request(
     sink_cfg: SinkConfig,
     deliveries: crate::sink::Deliveries,

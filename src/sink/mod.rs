@@ -129,7 +129,9 @@ impl Connection {
         }
     }
 
-    /// The sink's client says whether a connection is up.
+    /// The sink's client says whether a connection is up. Called from one thread only, the
+    /// one that serves the sink (the forwarder's): the state and the gauge are two stores, so
+    /// two threads setting them at once could leave them disagreeing until the next report.
     pub fn set(&self, up: bool) {
         let state = if up { Self::UP } else { Self::DOWN };
         self.state.store(state, Ordering::Relaxed);
