@@ -823,9 +823,9 @@ impl Sink for KafkaSink {
         if flushed.is_err() || held > 0 {
             let queued = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
             log::warn!(
-                "kafka: {} record(s) not confirmed before this producer is closed (at a stop \
-                 or a key rotation; {held} of them waiting for their device's first record \
-                 to be)",
+                "kafka: {} record(s) not confirmed within {timeout:?} before this producer is \
+                 closed (at a stop or a key rotation; {held} of them waiting for their device's \
+                 first record to be)",
                 queued + held
             );
         }
