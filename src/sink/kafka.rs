@@ -1,7 +1,7 @@
 //! Kafka sink (librdkafka): any Kafka broker, and the engine under the Event Hubs sink.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::DefaultClientContext;
@@ -137,22 +137,37 @@ pub fn site_settings(c: &mut ClientConfig, properties: &BTreeMap<String, String>
 /// Whether OpenSSL is built in (feature `vendored-openssl`) rather than the system's.
 pub const VENDORED_OPENSSL: bool = cfg!(feature = "vendored-openssl");
 
-pub struct DeliveryContext {
+/// What lasts as long as the sink: held by the sink, and a clone of it by each of its
+/// producers' contexts.
+#[derive(Clone)]
+struct Shared {
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
     hubs: Hubs,
+    refused: Refused,
+    /// Whether a broker connection is up, as the statistics, an all-brokers-down error and
+    /// a confirmation say.
+    connection: Connection,
+}
+
+impl Shared {
+    /// The records refused in batches too large, as they are even after a panic while
+    /// another thread held them.
+    fn refused(&self) -> MutexGuard<'_, RefusedIn> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct DeliveryContext {
+    shared: Shared,
     /// The producer's settings, for the provisioner when a write finds its hub missing.
     config: ClientConfig,
     /// Whether this producer puts more than one record in a batch.
     batched: bool,
-    refused: Refused,
     /// This producer's first records of each key.
     first: FirstWrites,
     /// When its records were confirmed and whether one timed out since (see [`Sink::tick`]).
     timeouts: Timeouts,
-    /// Whether a broker connection is up, as the statistics, an all-brokers-down error and
-    /// a confirmation say: shared by the sink and its producers.
-    connection: Connection,
 }
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
@@ -162,7 +177,9 @@ pub struct DeliveryContext {
 /// is often confirmed before the refused ones.
 /// With when that ends if no report for it comes: [`ONE_BY_ONE_FOR`] after the last refusal
 /// there.
-type Refused = Arc<Mutex<HashMap<(String, i32), (u64, Instant)>>>;
+type Refused = Arc<Mutex<RefusedIn>>;
+/// By topic and partition: see [`Refused`].
+type RefusedIn = HashMap<(String, i32), (u64, Instant)>;
 
 /// How long after the last refusal in a partition its records are still sent alone, when no
 /// report for the last refused record or a later one of that partition came: the refused
@@ -262,13 +279,13 @@ impl ProducerContext for DeliveryContext {
             // A broker connection is up: said at once, not at the next statistics (a stop
             // waits less for a sink not known to be up); only when not said so already (no
             // lock on the gauge per record).
-            if !self.connection.up() {
+            if !self.shared.connection.up() {
                 self.connected(true);
             }
         }
         let result = match result {
             Ok(m) => {
-                self.hubs.delivered(m.topic());
+                self.shared.hubs.delivered(m.topic());
                 Ok(handed_over(m))
             }
             Err((e, _)) if is_purged(e) => return,
@@ -277,40 +294,40 @@ impl ProducerContext for DeliveryContext {
             {
                 Err(self.batch_too_large(seq, place, e))
             }
-            Err((e, _)) => Err(failed(e, place.0, &self.hubs, &self.config)),
+            Err((e, _)) => Err(failed(e, place.0, &self.shared.hubs, &self.config)),
         };
         let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
         self.first
             .reported(seq, place.0, key.unwrap_or(""), &result);
         if !self.batched && matches!(result, Ok(_) | Err(SinkError::Reject(_))) {
-            let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            let mut refused = self.shared.refused();
             let key = (place.0.to_string(), place.1);
             if refused.get(&key).is_some_and(|&(last, _)| seq >= last) {
                 refused.remove(&key);
             }
         }
-        let _ = self.deliveries.send(Delivery { seq, result });
+        let _ = self.shared.deliveries.send(Delivery { seq, result });
     }
 }
 
 impl DeliveryContext {
     /// Whether a broker connection is up.
     fn connected(&self, up: bool) {
-        self.connection.set(up);
+        self.shared.connection.set(up);
     }
 
     /// Record `seq` was in a batch the broker refused as too large for `hub` (its partition
     /// `place.1`): to be sent again alone.
     fn batch_too_large(&self, seq: u64, place: (&str, i32), e: &KafkaError) -> SinkError {
         let hub = place.0;
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let mut refused = self.shared.refused();
         let until = Instant::now() + ONE_BY_ONE_FOR;
         let (last, ends) = refused
             .entry((hub.to_string(), place.1))
             .or_insert((seq, until));
         *last = (*last).max(seq);
         *ends = until;
-        self.metrics.problem("batch_too_large", || {
+        self.shared.metrics.problem("batch_too_large", || {
             format!(
                 "kafka: the broker refused a batch to {hub:?} as too large: the topic's \
                  max.message.bytes (or the broker's message.max.bytes) is below the producer's \
@@ -418,9 +435,7 @@ pub struct KafkaSink {
     /// Where each recType goes; with a single hub, every record carries its recType in a
     /// header (`hub_mode = "single"`).
     names: HubNames,
-    deliveries: Deliveries,
-    metrics: Arc<Metrics>,
-    hubs: Hubs,
+    shared: Shared,
     /// Hubs already handed to the provisioner by this sink.
     asked: std::collections::HashSet<String>,
     /// When the producer was last replaced (see [`Sink::tick`]).
@@ -431,15 +446,11 @@ pub struct KafkaSink {
     vanished: HashMap<String, Instant>,
     /// [`FLUSH_BEFORE_REPLACING`]; the tests give the mock cluster more on a loaded machine.
     flush_before_replacing: Duration,
-    /// Records a broker refused in a batch too large for it, until they are through: while
-    /// there are some, producers are built to send each record alone ([`ALONE`]).
-    refused: Refused,
-    /// Whether the producer was built so.
+    /// Whether the producer was built to send each record alone ([`ALONE`]): while there are
+    /// records a broker refused in a batch too large for it (`shared.refused`).
     alone: bool,
     /// The producer's first records of each key (see [`FirstWrites`]).
     first: FirstWrites,
-    /// Whether a broker connection is up, as its producers said.
-    connection: Connection,
 }
 
 /// The least time between two producer replacements.
@@ -456,27 +467,18 @@ const FLUSH_BEFORE_REPLACING: Duration = Duration::from_secs(1);
 /// three quarters of a minute).
 const IN_FLIGHT_ANSWER: Duration = Duration::from_secs(10);
 
-#[allow(clippy::too_many_arguments)]
 fn create(
     config: &ClientConfig,
-    deliveries: &Deliveries,
-    metrics: &Arc<Metrics>,
-    hubs: &Hubs,
-    refused: &Refused,
+    shared: &Shared,
     first: &FirstWrites,
-    connection: &Connection,
     queued: Arc<Notify>,
 ) -> Result<Polled<DeliveryContext>, OpenError> {
     let context = DeliveryContext {
-        deliveries: deliveries.clone(),
-        metrics: metrics.clone(),
-        hubs: hubs.clone(),
+        shared: shared.clone(),
         config: config.clone(),
         batched: config.get(ALONE.0) != Some(ALONE.1),
-        refused: refused.clone(),
         first: first.clone(),
         timeouts: Timeouts::default(),
-        connection: connection.clone(),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -500,40 +502,33 @@ impl KafkaSink {
         connection.opened();
         // One for every producer of this sink: the forwarder waits on it.
         let queued = Arc::new(Notify::new());
-        let refused = Refused::default();
+        let shared = Shared {
+            deliveries,
+            metrics,
+            hubs,
+            refused: Refused::default(),
+            connection,
+        };
         let first = FirstWrites::default();
-        let producer = create(
-            &config,
-            &deliveries,
-            &metrics,
-            &hubs,
-            &refused,
-            &first,
-            &connection,
-            queued,
-        )?;
+        let producer = create(&config, &shared, &first, queued)?;
         Ok(KafkaSink {
             producer,
             config,
             names,
-            deliveries,
-            metrics,
-            hubs,
+            shared,
             asked: Default::default(),
             rebuilt: None,
             vanished: Default::default(),
             flush_before_replacing: FLUSH_BEFORE_REPLACING,
-            refused,
             alone: false,
             first,
-            connection,
         })
     }
 
     /// Whether records refused in a batch too large are not through yet (within
     /// [`ONE_BY_ONE_FOR`]).
     fn refused_in_batch(&self) -> bool {
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let mut refused = self.shared.refused();
         let now = Instant::now();
         refused.retain(|_, (_, ends)| *ends > now);
         !refused.is_empty()
@@ -560,16 +555,7 @@ impl KafkaSink {
         // A new producer is new to every partition. What the old one held back gets no
         // report, as what it still held: the forwarder sends it all again.
         let first = FirstWrites::default();
-        match create(
-            &config,
-            &self.deliveries,
-            &self.metrics,
-            &self.hubs,
-            &self.refused,
-            &first,
-            &self.connection,
-            queued,
-        ) {
+        match create(&config, &self.shared, &first, queued) {
             Ok(producer) => {
                 drop(std::mem::replace(&mut self.producer, producer));
                 self.vanished.clear();
@@ -578,7 +564,8 @@ impl KafkaSink {
                 true
             }
             Err(e) => {
-                self.metrics
+                self.shared
+                    .metrics
                     .problem("producer_rebuild", || format!("kafka: {e}; trying again"));
                 // The old producer goes on: what its flush confirmed lets held records go.
                 self.release_held();
@@ -621,7 +608,7 @@ impl KafkaSink {
                         }
                     },
                 };
-                let _ = self.deliveries.send(Delivery { seq, result });
+                let _ = self.shared.deliveries.send(Delivery { seq, result });
             }
         }
         handed
@@ -673,7 +660,7 @@ impl KafkaSink {
         if let KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) = e {
             return Err(SinkError::Retry("local producer queue is full".into()));
         }
-        let failed = failed(&e, topic, &self.hubs, &self.config);
+        let failed = failed(&e, topic, &self.shared.hubs, &self.config);
         if matches!(
             error_code(&e),
             Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition)
@@ -690,7 +677,9 @@ impl Sink for KafkaSink {
         if !self.asked.contains(self.topic(&rec.rec_type)) {
             // A hub new to this sink (maybe of a recType the config did not foresee).
             let topic = self.topic(&rec.rec_type).to_string();
-            self.hubs.ask(Some(&rec.rec_type), &topic, &self.config);
+            self.shared
+                .hubs
+                .ask(Some(&rec.rec_type), &topic, &self.config);
             self.asked.insert(topic);
         }
         let topic = self.topic(&rec.rec_type);
@@ -733,7 +722,7 @@ impl Sink for KafkaSink {
         let back = self
             .vanished
             .iter()
-            .find(|(hub, since)| self.hubs.found_since(hub, **since))
+            .find(|(hub, since)| self.shared.hubs.found_since(hub, **since))
             .map(|(hub, _)| hub.clone());
         let alone = self.refused_in_batch();
         if fatal.is_none() && !stuck && back.is_none() && alone == self.alone {
@@ -745,7 +734,7 @@ impl Sink for KafkaSink {
         }
         self.rebuilt = Some(Instant::now());
         if fatal.is_none() && stuck {
-            self.metrics.problem("producer_timed_out", || {
+            self.shared.metrics.problem("producer_timed_out", || {
                 "kafka: records timed out and no hub confirmed any for message.timeout.ms: a \
                  new producer (a broker that lost this producer's id refuses it until then)"
                     .to_string()
@@ -779,7 +768,7 @@ impl Sink for KafkaSink {
             code,
             RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::ClusterAuthorizationFailed
         ) {
-            self.metrics.problem("producer_failed", || {
+            self.shared.metrics.problem("producer_failed", || {
                 format!(
                     "kafka: the producer failed for good ({code}: {reason}); building a new one"
                 )
@@ -835,7 +824,7 @@ impl Sink for KafkaSink {
     /// [`STATS_INTERVAL_MS`]), its all-brokers-down error, and at once from a confirmed
     /// record; not up from the agent's start until then.
     fn up(&self) -> bool {
-        self.connection.up()
+        self.shared.connection.up()
     }
 }
 
@@ -1009,7 +998,7 @@ mod tests {
         mock.create_topic(TOPIC, 1, 1).unwrap();
         let no_statistics = [("statistics.interval.ms", "0")];
         let (mut sink, mut rx) = sink_with(&mock.bootstrap_servers(), &no_statistics);
-        let state = |sink: &KafkaSink| (sink.up(), sink.metrics.kafka_connected.get(""));
+        let state = |sink: &KafkaSink| (sink.up(), sink.shared.metrics.kafka_connected.get(""));
         assert_eq!(state(&sink), (false, Some(0)));
         sink.send(1, &record(1)).unwrap();
         assert!(next(&mut sink, &mut rx).await.result.is_ok());
@@ -1036,14 +1025,14 @@ mod tests {
         assert!(sink.replace_producer(false));
         assert!(sink.up(), "the new producer forgot the connection up");
         let (tx, _rx) = unbounded_channel();
-        let metrics = sink.metrics.clone();
+        let metrics = sink.shared.metrics.clone();
         let next_sink = KafkaSink::new(
             sink.config.clone(),
             HubNames::default(),
             tx,
             metrics.clone(),
             unattended(),
-            sink.connection.clone(),
+            sink.shared.connection.clone(),
         )
         .unwrap();
         assert!(next_sink.up(), "the sink after a key rotation forgot it");
@@ -1172,7 +1161,7 @@ mod tests {
         // Refused `ago` before now: sent alone until `ONE_BY_ONE_FOR` after that.
         let refuse = |sink: &KafkaSink, ago| {
             let ends = Instant::now() + (ONE_BY_ONE_FOR - ago);
-            let mut refused = sink.refused.lock().unwrap();
+            let mut refused = sink.shared.refused.lock().unwrap();
             refused.insert((TOPIC.to_string(), 0), (2, ends));
         };
         refuse(&sink, ONE_BY_ONE_FOR / 2);
@@ -1347,7 +1336,7 @@ mod tests {
         };
         let to_send_alone = |sink: &mut KafkaSink| {
             let ends = Instant::now() + ONE_BY_ONE_FOR;
-            let mut refused = sink.refused.lock().unwrap();
+            let mut refused = sink.shared.refused.lock().unwrap();
             refused.insert((OTHER.to_string(), 0), (9, ends));
         };
         answered_before_replacement(failed_for_good).await;
