@@ -2,9 +2,9 @@
 //! have their own session, a changed topic takes effect on a session the broker kept (the old
 //! one unsubscribed from), a session the broker restored without the subscription is
 //! subscribed again, a retained uplink makes one record however often hubgate restarts and a
-//! new one on its topic makes its own, a lost session is subscribed again, and a subscription
-//! the broker refuses is reported and asked for again, and one it grants only at QoS 0 is
-//! reported.
+//! new one on its topic makes its own, a lost session is subscribed again, a subscription the
+//! broker refuses is reported and asked for again (the old topic kept meanwhile), and one it
+//! grants only at QoS 0 is reported.
 
 mod support;
 
@@ -252,19 +252,31 @@ async fn a_lost_session_is_subscribed_again() {
 }
 
 /// mosquitto's dynamic security plugin, which (unlike its `acl_file`) refuses a subscription
-/// in the SUBACK; this one refuses every subscription.
-fn refusing_broker(dir: &Path) -> Mosquitto {
+/// in the SUBACK; this one refuses every subscription but to the filters `allowed`, and takes
+/// more from anyone through [`allow`].
+fn refusing_broker(dir: &Path, allowed: &[&str]) -> Mosquitto {
     let plugin = std::fs::read_dir("/usr/lib")
         .unwrap()
         .map(|e| e.unwrap().path().join("mosquitto_dynamic_security.so"))
         .find(|p| p.exists())
         .expect("mosquitto_dynamic_security.so (Debian package mosquitto)");
     let dynsec = dir.join("dynamic-security.json");
-    std::fs::write(
-        &dynsec,
-        r#"{"defaultACLAccess":{"publishClientSend":true,"publishClientReceive":true,"subscribe":false,"unsubscribe":true},"clients":[],"groups":[],"roles":[]}"#,
-    )
-    .unwrap();
+    let acl = |acltype: &str, topic: &str| serde_json::json!({"acltype": acltype, "topic": topic, "priority": 0, "allow": true});
+    let mut acls = vec![acl("publishClientSend", "$CONTROL/dynamic-security/#")];
+    acls.extend(allowed.iter().map(|f| acl("subscribePattern", f)));
+    let settings = serde_json::json!({
+        "defaultACLAccess": {
+            "publishClientSend": true,
+            "publishClientReceive": true,
+            "subscribe": false,
+            "unsubscribe": true,
+        },
+        "clients": [],
+        "groups": [{"groupname": "anonymous", "roles": [{"rolename": "anonymous"}]}],
+        "anonymousGroup": "anonymous",
+        "roles": [{"rolename": "anonymous", "acls": acls}],
+    });
+    std::fs::write(&dynsec, settings.to_string()).unwrap();
     Mosquitto::start_with(
         dir,
         &format!(
@@ -280,7 +292,7 @@ fn refusing_broker(dir: &Path) -> Mosquitto {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_subscription_is_reported_and_asked_for_again() {
     let dir = tempfile::tempdir().unwrap();
-    let mqtt = refusing_broker(dir.path());
+    let mqtt = refusing_broker(dir.path(), &[]);
     let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &[("denied/#", "")]));
     let refused = "hubgate_problems_total{kind=\"mqtt_subscribe_refused\"}";
     agent.wait_metric(refused, WAIT, |v| v >= 2);
@@ -294,6 +306,81 @@ async fn a_refused_subscription_is_reported_and_asked_for_again() {
         "{log}"
     );
     assert!(!log.contains("mqtt: subscribed to"), "{log}");
+}
+
+/// Have the broker of [`refusing_broker`] grant subscriptions to `filter` from now on (by a
+/// command at QoS 0: one at QoS 1 had mosquitto 2.0.11 close the publisher's connection).
+fn allow(mqtt: &Mosquitto, filter: &str) {
+    let command = serde_json::json!({"commands": [{
+        "command": "addRoleACL",
+        "rolename": "anonymous",
+        "acltype": "subscribePattern",
+        "topic": filter,
+        "priority": 0,
+        "allow": true,
+    }]});
+    let port = mqtt.port().to_string();
+    let command = command.to_string();
+    let args = [
+        "-p",
+        &port,
+        "-q",
+        "0",
+        "-t",
+        "$CONTROL/dynamic-security/v1",
+        "-m",
+        &command,
+    ];
+    let published = std::process::Command::new("mosquitto_pub")
+        .args(args)
+        .status();
+    assert!(published.unwrap().success());
+}
+
+/// A changed topic whose subscription the broker refuses (its ACL) leaves the old one in the
+/// session: the uplinks still come on it, and nothing is unsubscribed from. Once the broker
+/// grants the new one (asked again on the same connection), the old one is left, and its
+/// uplinks make no more records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_topic_stays_while_the_broker_refuses_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = refusing_broker(dir.path(), &["old/#"]);
+    let client = "hubgate-refused";
+    let id = format!("client_id = \"{client}\"\n");
+    let mut agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &[("old/#", &id)]));
+    agent.wait_log("mqtt: subscribed to old/#", 1, WAIT);
+    agent.terminate(WAIT);
+    drop(agent);
+
+    let body = config(dir.path(), &mqtt, &[("new/#", &id)]);
+    let agent = Agent::start_with_stdout(dir.path(), &body);
+    let log = agent.wait_log(
+        "refused the subscription to new/# (SUBACK failure)",
+        1,
+        WAIT,
+    );
+    publish_all(mqtt.port(), &[uplink("old/x", 1)]).await;
+    assert_eq!(wait_record(&agent, 1), [1]);
+    let kept = "the filters no longer configured stay subscribed until it is granted: old/#";
+    assert!(log.contains(kept), "{log}");
+    let unsubscribes = || {
+        let log = std::fs::read_to_string(mqtt.log_path()).unwrap();
+        log.matches(&format!("Received UNSUBSCRIBE from {client}"))
+            .count()
+    };
+    assert_eq!(unsubscribes(), 0);
+
+    allow(&mqtt, "new/#");
+    agent.wait_log("mqtt: subscribed to new/#", 1, WAIT);
+    agent.wait_log(
+        "mqtt: unsubscribed from old/#, no longer configured",
+        1,
+        WAIT,
+    );
+    // The broker delivers one client's messages in order: the old topic's would come first.
+    publish_all(mqtt.port(), &[uplink("old/x", 2), uplink("new/x", 3)]).await;
+    assert_eq!(wait_record(&agent, 3), [1, 3]);
+    assert_eq!(unsubscribes(), 1);
 }
 
 /// A broker that grants QoS 0 only (mosquitto `max_qos 0`) is a problem that names the loss it

@@ -9,7 +9,8 @@
 //! does not tell which filters it holds. A filter it lacked would deliver nothing, unseen.
 //!
 //! The filters serve only to leave one no longer configured, which would otherwise keep
-//! delivering: it is unsubscribed from at each CONNACK until the broker's UNSUBACK. An
+//! delivering: it is unsubscribed from on each connection whose SUBACK granted the configured
+//! filter (never while the broker refuses that one), until the broker's UNSUBACK. An
 //! UNSUBSCRIBE of a filter the session lacks is harmless.
 //!
 //! The broker sends a topic's retained message at each SUBSCRIBE that matches it (MQTT 3.1.1,
@@ -184,8 +185,8 @@ impl Held {
         }
     }
 
-    /// At a CONNACK: the filters to unsubscribe from (the configured one is subscribed to
-    /// whatever this says).
+    /// At a CONNACK: the filters to unsubscribe from once the configured one is granted (it
+    /// is subscribed to whatever this says).
     pub async fn connected(&mut self, session_present: bool) -> Vec<String> {
         if !session_present {
             // A new session: it holds nothing.

@@ -14,9 +14,9 @@
 //! that uses Nagle's algorithm does not hold the next one until its PUBACK.
 //!
 //! The subscription is asked for at every CONNACK, also when the broker says it kept the
-//! session; a filter no longer configured is unsubscribed from ([`Held`]). The broker then
-//! sends its retained messages again: one whose record hubgate made already is acknowledged
-//! without another ([`Held::handled`]).
+//! session; a filter no longer configured is unsubscribed from once the subscription is
+//! granted ([`Held`]). The broker then sends its retained messages again: one whose record
+//! hubgate made already is acknowledged without another ([`Held::handled`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -220,6 +220,9 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
                         held.subscribed().await;
+                        // Only now are the filters no longer configured left.
+                        subscription.granted();
+                        subscription.ask(&client, &topic);
                         // Set before the line is logged: whoever reads the line finds it up.
                         ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 1);
                         log::info!("mqtt: subscribed to {topic}");
@@ -238,10 +241,17 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     } else {
                         ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 0);
                         let wait = subscription.refused();
+                        let kept = match subscription.leave.as_slice() {
+                            [] => String::new(),
+                            left => format!(
+                                "; the filters no longer configured stay subscribed until it is granted: {}",
+                                left.join(", ")
+                            ),
+                        };
                         ctx.metrics.problem("mqtt_subscribe_refused", || {
                             format!(
                                 "mqtt: {} refused the subscription to {topic} (SUBACK failure): check the broker's ACL \
-                                 for client id {client_id} and its user; asking again in {wait:?}",
+                                 for client id {client_id} and its user; asking again in {wait:?}{kept}",
                                 cfg.url
                             )
                         });
@@ -384,11 +394,13 @@ fn forget_asked(events: &mut EventLoop) {
         .retain(|r| !matches!(r, Request::Subscribe(_) | Request::Unsubscribe(_)));
 }
 
-/// What is asked of the broker at each CONNACK: the subscription, then the filters [`Held`]
-/// says to unsubscribe from (a broker that kept the session has the old filter, but a
-/// changed `topic` takes effect only when asked for, and a session the broker restored from
-/// an older copy may lack it). Asked again with backoff, up to `reconnect_max`, while the
-/// broker refuses the subscription or rumqttc's request queue has no room.
+/// What is asked of the broker at each CONNACK: the subscription (a broker that kept the
+/// session has the old filter, but a changed `topic` takes effect only when asked for, and a
+/// session the broker restored from an older copy may lack it), then, once its SUBACK granted
+/// it, the filters [`Held`] says to unsubscribe from: while the broker refuses the configured
+/// filter (its ACL, say), the old ones stay and keep delivering. Asked again with backoff, up
+/// to `reconnect_max`, while the broker refuses the subscription or rumqttc's request queue
+/// has no room.
 struct Subscription {
     /// When to ask again, on this connection.
     retry_at: Option<tokio::time::Instant>,
@@ -402,6 +414,8 @@ struct Subscription {
     sent: Vec<(u16, String)>,
     /// The subscription is to be asked for.
     subscribe: bool,
+    /// A SUBACK on this connection granted the subscription: the filters in `leave` go.
+    granted: bool,
 }
 
 impl Subscription {
@@ -414,6 +428,7 @@ impl Subscription {
             queued: Default::default(),
             sent: Vec::new(),
             subscribe: false,
+            granted: false,
         }
     }
 
@@ -430,18 +445,27 @@ impl Subscription {
         self.queued.clear();
         self.sent.clear();
         self.subscribe = false;
+        self.granted = false;
     }
 
-    /// At a CONNACK: leave `leave`, and subscribe, at the next [`Subscription::ask`].
+    /// At a CONNACK: subscribe at the next [`Subscription::ask`], and leave `leave` once
+    /// granted.
     fn want(&mut self, leave: Vec<String>) {
         self.leave = leave;
         self.subscribe = true;
+        self.granted = false;
     }
 
-    /// Queue the SUBSCRIBE for `topic` and then the UNSUBSCRIBEs still to ask; with no room
-    /// for them, ask again later. The broker handles them in order: the configured filter is
-    /// in place before an old one that overlaps it goes, so no live message between the two
-    /// matches neither (the overlap's copies are de-duplicated).
+    /// A SUBACK granted the subscription: the next [`Subscription::ask`] leaves the old filters.
+    fn granted(&mut self) {
+        self.granted = true;
+    }
+
+    /// Queue the SUBSCRIBE for `topic`, or, once it is granted, the UNSUBSCRIBEs still to ask;
+    /// with no room for them, ask again later. The configured filter is in place before an
+    /// old one that overlaps it goes, so no live message between the two matches neither (the
+    /// overlap's copies are de-duplicated), and an old one stays while the broker refuses
+    /// the configured one.
     fn ask(&mut self, client: &AsyncClient, topic: &str) {
         self.retry_at = None;
         // The only error is a full queue (the event loop is ours).
@@ -452,6 +476,9 @@ impl Subscription {
                 return;
             }
             self.subscribe = false;
+        }
+        if !self.granted {
+            return;
         }
         while let Some(filter) = self.leave.first().cloned() {
             if let Err(e) = client.try_unsubscribe(filter.as_str()) {
@@ -1133,12 +1160,13 @@ mod tests {
         assert_eq!(r.metrics.mqtt_retained_skipped.get(), 0);
     }
 
-    /// At a CONNACK the subscription goes first, then the UNSUBSCRIBE of a filter no longer
-    /// configured: the broker handles them in order, so an old filter that overlaps the new
-    /// one is left only once the new one is in place, and no live message between the two
-    /// matches neither. Its UNSUBACK takes the old filter off the file.
+    /// At a CONNACK the subscription goes first, and the UNSUBSCRIBE of a filter no longer
+    /// configured only once a SUBACK granted it: an old filter that overlaps the new one is
+    /// left only once the new one is in place, so no live message between the two matches
+    /// neither, and one the broker refuses (its ACL) leaves the old filter delivering. Its
+    /// UNSUBACK takes the old filter off the file.
     #[tokio::test]
-    async fn the_subscription_goes_before_the_unsubscribe_of_an_old_filter() {
+    async fn an_old_filter_is_unsubscribed_from_once_the_subscription_is_granted() {
         use tokio::io::AsyncWriteExt;
         let dir = tempfile::tempdir().unwrap();
         let (listener, port) = listening("127.0.0.1:0").await;
@@ -1162,15 +1190,15 @@ mod tests {
             assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
             s.write_all(&SESSION_PRESENT).await.unwrap();
             let mut asked = Vec::new();
-            for _ in 0..2 {
-                asked.push(read_packet(&mut s).await.unwrap());
+            // Refused, then (asked again after the backoff) granted.
+            for code in [0x80, 1] {
+                let (kind, sub) = read_packet(&mut s).await.unwrap();
+                asked.push((kind, sub.clone()));
+                s.write_all(&[0x90, 3, sub[0], sub[1], code]).await.unwrap();
             }
-            let (sub, unsub) = (&asked[0].1, &asked[1].1);
-            let answers = [
-                &[0x90, 3, sub[0], sub[1], 1][..],
-                &[0xb0, 2, unsub[0], unsub[1]],
-                &publish(1, 0),
-            ];
+            let (kind, unsub) = read_packet(&mut s).await.unwrap();
+            asked.push((kind, unsub.clone()));
+            let answers = [&[0xb0, 2, unsub[0], unsub[1]][..], &publish(1, 0)];
             s.write_all(&answers.concat()).await.unwrap();
             assert_eq!(read_packet(&mut s).await.unwrap().0, 0x40, "PUBACK");
             asked
@@ -1183,9 +1211,10 @@ mod tests {
         r.source.abort();
         let kinds: Vec<u8> = asked.iter().map(|(kind, _)| *kind).collect();
         let (subscribe, unsubscribe) = (0x82, 0xa2);
-        assert_eq!(kinds, [subscribe, unsubscribe]);
+        assert_eq!(kinds, [subscribe, subscribe, unsubscribe]);
         // The UNSUBSCRIBE: its packet id, then the filter.
-        assert_eq!(asked[1].1[2..], [&[0, 5][..], b"old/#"].concat());
+        assert_eq!(asked[2].1[2..], [&[0, 5][..], b"old/#"].concat());
+        assert_eq!(r.metrics.problems("mqtt_subscribe_refused"), 1);
         let mut now = Held::load(Some(file), &broker_key, "t", "t", metrics).await;
         assert!(now.connected(true).await.is_empty(), "left");
     }
