@@ -4,7 +4,8 @@
 //! subscribed again, a retained uplink makes one record however often hubgate restarts and a
 //! new one on its topic makes its own, a lost session is subscribed again, a subscription the
 //! broker refuses is reported and asked for again (the old topic kept meanwhile), and one it
-//! grants only at QoS 0 is reported.
+//! grants only at QoS 0 is reported; a reconnect with acknowledgements outstanding loses no
+//! uplink.
 
 mod support;
 
@@ -151,6 +152,51 @@ async fn a_session_restored_without_the_subscription_is_subscribed_again() {
     agent.wait_log("mqtt: subscribed to new/#", 2, WAIT);
     publish_all(mqtt.port(), &[uplink("new/x", 1)]).await;
     assert_eq!(wait_record(&agent, 1), [1]);
+}
+
+/// The broker drops the connection (SIGKILL) while uplinks are in flight and their PUBACKs
+/// outstanding, and comes back with the session of its last save, which still holds every
+/// one of them: hubgate reconnects (the same process, "session present"), drops what it had
+/// asked of the connection that failed and subscribes anew, and the broker delivers them all
+/// again. Each uplink makes exactly one record, in order, and every redelivery is
+/// acknowledged once: none is lost, and none is acknowledged twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_acknowledgements_outstanding_loses_no_uplink() {
+    const N: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!(
+        "log_type all\npersistence true\npersistence_location {}/\nautosave_interval 0\n",
+        dir.path().display()
+    );
+    let mut mqtt = Mosquitto::start_with(dir.path(), &settings);
+    let client = "hubgate-reconnect";
+    let id = format!("client_id = \"{client}\"\n");
+    let body = config(dir.path(), &mqtt, &[("live/#", &id)]);
+    let mut agent = Agent::start_with_stdout(dir.path(), &body);
+    agent.wait_log("mqtt: subscribed to live/#", 1, WAIT);
+    agent.terminate(WAIT);
+    // Queued in the session while hubgate is away, and saved with it (SIGUSR1).
+    let uplinks: Vec<_> = (1..=N).map(|n| uplink("live/x", n as u32)).collect();
+    publish_all(mqtt.port(), &uplinks).await;
+    let snapshot = dir.path().join("mosquitto.db");
+    let pid = mqtt.pid().expect("mosquitto runs") as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+    wait_for(&format!("{}", snapshot.display()), || snapshot.exists());
+
+    agent.start_again();
+    wait_record(&agent, 1);
+    mqtt.kill();
+    let before = mqtt.pubacks(client);
+    mqtt.start_again();
+    agent.wait_log("(session present: true)", 2, WAIT);
+    assert_eq!(wait_record(&agent, N), (1..=N).collect::<Vec<_>>());
+    mqtt.wait_pubacks(client, before + N as usize);
+    // A live uplink after them: its PUBACK follows theirs on the connection.
+    publish_all(mqtt.port(), &[uplink("live/x", N as u32 + 1)]).await;
+    assert_eq!(wait_record(&agent, N + 1), (1..=N + 1).collect::<Vec<_>>());
+    mqtt.wait_pubacks(client, before + N as usize + 1);
+    assert_eq!(mqtt.pubacks(client), before + N as usize + 1);
+    eprintln!("PUBACKs before the broker was killed: {before} of {N}");
 }
 
 /// Wait until `done` (`what`, for the failure).

@@ -383,10 +383,12 @@ fn stranded(events: &mut EventLoop) -> Vec<Publish> {
         .collect()
 }
 
-/// Drop the SUBSCRIBEs and UNSUBSCRIBEs of a connection that failed, which rumqttc keeps and
-/// would write first on the next one when the broker kept the session: each CONNACK asks
-/// anew. So every UNSUBSCRIBE written on a connection was queued on it, in order, and the
-/// packet id of its UNSUBACK names the filter queued (a stale one would name another).
+/// Drop the SUBSCRIBEs and UNSUBSCRIBEs of a connection that failed, which rumqttc keeps (those
+/// still in its request queue) and would write first on the next one when the broker kept the
+/// session: each CONNACK asks anew. So every UNSUBSCRIBE written on a connection was queued on
+/// it once its SUBACK granted the subscription, in order, and the packet id of its UNSUBACK
+/// names the filter queued; a stale one would leave an old filter before the new one is
+/// granted.
 fn forget_asked(events: &mut EventLoop) {
     use rumqttc::Request;
     events
@@ -1220,10 +1222,12 @@ mod tests {
     }
 
     /// The SUBSCRIBEs and UNSUBSCRIBEs that rumqttc kept from a connection that failed are
-    /// dropped at the next CONNACK, which asks anew: written first, they would take the
-    /// packet ids of the UNSUBSCRIBEs queued on the new connection, and an UNSUBACK would
-    /// take another filter off the file than the one it left. Other requests stay. (This
-    /// tests the helper; no test drives it through a reconnect.)
+    /// dropped at the next CONNACK, which asks anew: written first, an UNSUBSCRIBE among them
+    /// would leave an old filter before a SUBACK on the new connection granted the configured
+    /// one, and a SUBSCRIBE would be asked twice. Other requests stay. (This
+    /// tests the helper: `tests/mqtt_sessions.rs` goes through it at a real reconnect, in
+    /// `a_reconnect_with_acknowledgements_outstanding_loses_no_uplink`, but cannot leave a
+    /// request in rumqttc's queue on demand when the connection fails.)
     #[test]
     fn the_requests_of_a_failed_connection_are_asked_anew() {
         use rumqttc::{PubRel, Request, Subscribe, Unsubscribe};
