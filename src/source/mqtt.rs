@@ -440,7 +440,8 @@ impl Subscription {
         self.backoff = RECONNECT_MIN;
     }
 
-    /// The connection failed: the next CONNACK says what to ask.
+    /// The connection failed: the next CONNACK says what to ask, and a grant on this one
+    /// does not count on the next.
     fn lost(&mut self) {
         self.retry_at = None;
         self.leave.clear();
@@ -455,7 +456,6 @@ impl Subscription {
     fn want(&mut self, leave: Vec<String>) {
         self.leave = leave;
         self.subscribe = true;
-        self.granted = false;
     }
 
     /// A SUBACK granted the subscription: the next [`Subscription::ask`] leaves the old filters.
@@ -917,10 +917,23 @@ mod tests {
 
     /// The next connection to `listener`, its CONNECT answered with a new session.
     async fn session(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        connected(listener, CONNACK_NEW_SESSION).await
+    }
+
+    /// The same, answered with "session present".
+    async fn kept_session(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        connected(listener, SESSION_PRESENT).await
+    }
+
+    /// The next connection to `listener`, its CONNECT answered with `connack`.
+    async fn connected(
+        listener: &tokio::net::TcpListener,
+        connack: [u8; 4],
+    ) -> tokio::net::TcpStream {
         use tokio::io::AsyncWriteExt;
         let (mut s, _) = listener.accept().await.unwrap();
         assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
-        s.write_all(&CONNACK_NEW_SESSION).await.unwrap();
+        s.write_all(&connack).await.unwrap();
         s
     }
 
@@ -1163,12 +1176,15 @@ mod tests {
     }
 
     /// At a CONNACK the subscription goes first, and the UNSUBSCRIBE of a filter no longer
-    /// configured only once a SUBACK granted it: an old filter that overlaps the new one is
-    /// left only once the new one is in place, so no live message between the two matches
-    /// neither, and one the broker refuses (its ACL) leaves the old filter delivering. Its
-    /// UNSUBACK takes the old filter off the file.
+    /// configured only once a SUBACK on this connection granted it: an old filter that
+    /// overlaps the new one is left only once the new one is in place, so no live message
+    /// between the two matches neither, and one the broker refuses (its ACL) leaves the old
+    /// filter delivering. A grant on an earlier connection does not count: here the first
+    /// connection is granted and fails after its UNSUBSCRIBE, before the UNSUBACK, and the
+    /// broker refuses the subscription on the next, which keeps the old filter (in the file
+    /// too) until its retry is granted. Its UNSUBACK takes the old filter off the file.
     #[tokio::test]
-    async fn an_old_filter_is_unsubscribed_from_once_the_subscription_is_granted() {
+    async fn an_old_filter_is_unsubscribed_from_once_this_connection_is_granted() {
         use tokio::io::AsyncWriteExt;
         let dir = tempfile::tempdir().unwrap();
         let (listener, port) = listening("127.0.0.1:0").await;
@@ -1176,26 +1192,28 @@ mod tests {
         let broker_key = cfg.url.authority();
         let file = held::file_in(dir.path(), &broker_key, "t");
         let metrics = crate::metrics::Metrics::new();
-        let mut old = Held::load(
-            Some(file.clone()),
-            &broker_key,
-            "t",
-            "old/#",
-            metrics.clone(),
-        )
-        .await;
+        let mut old = Held::load(Some(file.clone()), &broker_key, "t", "old/#", metrics).await;
         old.connected(true).await;
         old.subscribed().await;
         drop(old);
+        let (subscribe, unsubscribe) = (0x82, 0xa2);
+        let in_file = (file.clone(), broker_key.clone());
         let broker = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x10, "CONNECT");
-            s.write_all(&SESSION_PRESENT).await.unwrap();
+            // Granted, then gone before the UNSUBACK.
+            let mut s = kept_session(&listener).await;
+            let (kind, sub) = read_packet(&mut s).await.unwrap();
+            assert_eq!(kind, subscribe);
+            s.write_all(&[0x90, 3, sub[0], sub[1], 1]).await.unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap().0, unsubscribe);
+            drop(s);
+            let mut s = kept_session(&listener).await;
             let mut asked = Vec::new();
             // Refused, then (asked again after the backoff) granted.
             for code in [0x80, 1] {
                 let (kind, sub) = read_packet(&mut s).await.unwrap();
                 asked.push((kind, sub.clone()));
+                assert_eq!(kind, subscribe, "{asked:?}");
+                assert_eq!(to_leave(&in_file.0, &in_file.1).await, ["old/#"]);
                 s.write_all(&[0x90, 3, sub[0], sub[1], code]).await.unwrap();
             }
             let (kind, unsub) = read_packet(&mut s).await.unwrap();
@@ -1212,13 +1230,19 @@ mod tests {
         let asked = within(broker).await.unwrap();
         r.source.abort();
         let kinds: Vec<u8> = asked.iter().map(|(kind, _)| *kind).collect();
-        let (subscribe, unsubscribe) = (0x82, 0xa2);
         assert_eq!(kinds, [subscribe, subscribe, unsubscribe]);
         // The UNSUBSCRIBE: its packet id, then the filter.
         assert_eq!(asked[2].1[2..], [&[0, 5][..], b"old/#"].concat());
         assert_eq!(r.metrics.problems("mqtt_subscribe_refused"), 1);
-        let mut now = Held::load(Some(file), &broker_key, "t", "t", metrics).await;
-        assert!(now.connected(true).await.is_empty(), "left");
+        assert!(to_leave(&file, &broker_key).await.is_empty(), "left");
+    }
+
+    /// The filters to leave that the session file `file` of broker `key` lists, for a source
+    /// of client id and topic `t`.
+    async fn to_leave(file: &std::path::Path, key: &str) -> Vec<String> {
+        let metrics = crate::metrics::Metrics::new();
+        let mut now = Held::load(Some(file.to_path_buf()), key, "t", "t", metrics).await;
+        now.connected(true).await
     }
 
     /// The SUBSCRIBEs and UNSUBSCRIBEs that rumqttc kept from a connection that failed are
