@@ -217,8 +217,11 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     subscription.want(held.connected(ack.session_present).await);
                     subscription.ask(&client, &topic);
                 }
+                Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => subscription.subscribe_sent(pkid),
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
+                    if !subscription.answers(ack.pkid) {
+                        log::debug!("mqtt: ignored a SUBACK for packet {}, which answers no SUBSCRIBE awaited", ack.pkid);
+                    } else if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
                         held.subscribed().await;
                         // Only now are the filters no longer configured left.
                         subscription.granted();
@@ -416,6 +419,9 @@ struct Subscription {
     sent: Vec<(u16, String)>,
     /// The subscription is to be asked for.
     subscribe: bool,
+    /// The packet id of the SUBSCRIBE last written on this connection, until its SUBACK: no
+    /// other SUBACK counts.
+    awaited: Option<u16>,
     /// A SUBACK on this connection granted the subscription: the filters in `leave` go.
     granted: bool,
 }
@@ -430,6 +436,7 @@ impl Subscription {
             queued: Default::default(),
             sent: Vec::new(),
             subscribe: false,
+            awaited: None,
             granted: false,
         }
     }
@@ -448,6 +455,7 @@ impl Subscription {
         self.queued.clear();
         self.sent.clear();
         self.subscribe = false;
+        self.awaited = None;
         self.granted = false;
     }
 
@@ -456,6 +464,22 @@ impl Subscription {
     fn want(&mut self, leave: Vec<String>) {
         self.leave = leave;
         self.subscribe = true;
+    }
+
+    /// The SUBSCRIBE went out as packet `pkid`.
+    fn subscribe_sent(&mut self, pkid: u16) {
+        self.awaited = Some(pkid);
+    }
+
+    /// Whether the SUBACK for packet `pkid` answers the SUBSCRIBE awaited, which it then no
+    /// longer is. Another (a broker's stray or repeated one) would take a grant that did
+    /// not answer this connection's SUBSCRIBE for one that did.
+    fn answers(&mut self, pkid: u16) -> bool {
+        let answers = self.awaited == Some(pkid);
+        if answers {
+            self.awaited = None;
+        }
+        answers
     }
 
     /// A SUBACK granted the subscription: the next [`Subscription::ask`] leaves the old filters.
@@ -1182,7 +1206,8 @@ mod tests {
     /// filter delivering. A grant on an earlier connection does not count: here the first
     /// connection is granted and fails after its UNSUBSCRIBE, before the UNSUBACK, and the
     /// broker refuses the subscription on the next, which keeps the old filter (in the file
-    /// too) until its retry is granted. Its UNSUBACK takes the old filter off the file.
+    /// too) until its retry is granted. Nor does a SUBACK for another packet id than the
+    /// SUBSCRIBE's. Its UNSUBACK takes the old filter off the file.
     #[tokio::test]
     async fn an_old_filter_is_unsubscribed_from_once_this_connection_is_granted() {
         use tokio::io::AsyncWriteExt;
@@ -1208,13 +1233,19 @@ mod tests {
             drop(s);
             let mut s = kept_session(&listener).await;
             let mut asked = Vec::new();
-            // Refused, then (asked again after the backoff) granted.
+            // Refused, then (asked again after the backoff) granted; each answer comes
+            // after a SUBACK that grants a packet id not asked, which counts for nothing.
             for code in [0x80, 1] {
                 let (kind, sub) = read_packet(&mut s).await.unwrap();
                 asked.push((kind, sub.clone()));
                 assert_eq!(kind, subscribe, "{asked:?}");
                 assert_eq!(to_leave(&in_file.0, &in_file.1).await, ["old/#"]);
-                s.write_all(&[0x90, 3, sub[0], sub[1], code]).await.unwrap();
+                let stray = (u16::from_be_bytes([sub[0], sub[1]]) ^ 1).to_be_bytes();
+                let answers = [
+                    [0x90, 3, stray[0], stray[1], 1],
+                    [0x90, 3, sub[0], sub[1], code],
+                ];
+                s.write_all(&answers.concat()).await.unwrap();
             }
             let (kind, unsub) = read_packet(&mut s).await.unwrap();
             asked.push((kind, unsub.clone()));
