@@ -34,6 +34,7 @@ use super::{Ack, Context, Input, PubAck, Sent};
 use crate::config::{MqttSourceConfig, MqttTls, UplinkFormat};
 use crate::format::DeadLetter;
 use crate::format::{chirpstack, tts};
+use crate::metrics::Metrics;
 
 const RECONNECT_MIN: Duration = Duration::from_millis(250);
 /// A connection counts as working (resetting the backoff and the log-once flag) only after
@@ -215,7 +216,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     forget_asked(&mut events);
                     // Also with the session present: it may be an older one that lacks it.
                     subscription.want(held.connected(ack.session_present).await);
-                    subscription.ask(&client, &topic);
+                    subscription.ask(&client, &topic, &ctx.metrics);
                 }
                 Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => subscription.subscribe_sent(pkid),
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -225,7 +226,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                         held.subscribed().await;
                         // Only now are the filters no longer configured left.
                         subscription.granted();
-                        subscription.ask(&client, &topic);
+                        subscription.ask(&client, &topic, &ctx.metrics);
                         // Set before the line is logged: whoever reads the line finds it up.
                         ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 1);
                         log::info!("mqtt: subscribed to {topic}");
@@ -345,7 +346,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                 }
             },
             _ = tokio::time::sleep_until(subscription.retry_at.unwrap_or_else(tokio::time::Instant::now)),
-                if subscription.retry_at.is_some() => subscription.ask(&client, &topic),
+                if subscription.retry_at.is_some() => subscription.ask(&client, &topic, &ctx.metrics),
             _ = stopping.changed() => {}
             _ = acked.changed() => break,
         }
@@ -491,14 +492,17 @@ impl Subscription {
     /// with no room for them, ask again later. The configured filter is in place before an
     /// old one that overlaps it goes, so no live message between the two matches neither (the
     /// overlap's copies are de-duplicated), and an old one stays while the broker refuses
-    /// the configured one.
-    fn ask(&mut self, client: &AsyncClient, topic: &str) {
+    /// the configured one. A full queue is logged rate-limited: it clears as the event loop
+    /// writes what it holds (PUBACKs, mostly), and the backoff asks again.
+    fn ask(&mut self, client: &AsyncClient, topic: &str, metrics: &Metrics) {
         self.retry_at = None;
         // The only error is a full queue (the event loop is ours).
         if self.subscribe {
             if let Err(e) = client.try_subscribe(topic, QoS::AtLeastOnce) {
                 let wait = self.retry();
-                log::error!("mqtt: cannot subscribe to {topic}: {e}; trying again in {wait:?}");
+                metrics.log_limited(log::Level::Warn, "mqtt_requests_full", || {
+                    format!("mqtt: cannot subscribe to {topic} yet: {e}; trying again in {wait:?}")
+                });
                 return;
             }
             self.subscribe = false;
@@ -509,9 +513,11 @@ impl Subscription {
         while let Some(filter) = self.leave.first().cloned() {
             if let Err(e) = client.try_unsubscribe(filter.as_str()) {
                 let wait = self.retry();
-                log::error!(
-                    "mqtt: cannot unsubscribe from {filter}: {e}; trying again in {wait:?}"
-                );
+                metrics.log_limited(log::Level::Warn, "mqtt_requests_full", || {
+                    format!(
+                        "mqtt: cannot unsubscribe from {filter} yet: {e}; trying again in {wait:?}"
+                    )
+                });
                 return;
             }
             self.leave.remove(0);
@@ -1360,19 +1366,31 @@ mod tests {
     }
 
     /// A SUBSCRIBE that finds rumqttc's request queue full is asked for again later, with a
-    /// backoff that grows up to `reconnect_max` and starts over on a new connection.
+    /// backoff that grows up to `reconnect_max` and starts over on a new connection; the
+    /// retries are logged rate-limited, not each one.
     #[test]
     fn a_subscription_without_room_is_asked_for_again() {
         let (client, _events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 1);
+        let metrics = crate::metrics::Metrics::new();
         let mut sub = Subscription::new(Duration::from_secs(1));
         sub.want(Vec::new());
-        sub.ask(&client, "t/#");
+        sub.ask(&client, "t/#", &metrics);
         assert!(sub.retry_at.is_none(), "queued");
         sub.want(Vec::new());
-        sub.ask(&client, "t/#");
+        sub.ask(&client, "t/#", &metrics);
         assert!(sub.retry_at.is_some(), "no room: later");
         let waits: Vec<u128> = (0..4).map(|_| sub.retry().as_millis()).collect();
         assert_eq!(waits, [500, 1000, 1000, 1000]);
+        // Each retry that finds no room either is logged, rate-limited: one line.
+        for _ in 0..3 {
+            sub.ask(&client, "t/#", &metrics);
+        }
+        let logged: Vec<_> = metrics
+            .recent_problems()
+            .into_iter()
+            .map(|w| w.kind)
+            .collect();
+        assert_eq!(logged, ["mqtt_requests_full"]);
         sub.lost();
         assert!(sub.retry_at.is_none(), "the next CONNACK asks");
         sub.connected();
