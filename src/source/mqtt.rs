@@ -224,7 +224,9 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                         log::debug!("mqtt: ignored a SUBACK for packet {}, which answers no SUBSCRIBE awaited", ack.pkid);
                     } else if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
                         held.subscribed().await;
-                        // Only now are the filters no longer configured left.
+                        // Only now are the filters no longer configured left, also after a
+                        // grant of QoS 0 only (reported below): keeping them would not have
+                        // the new filter's messages acknowledged.
                         subscription.granted();
                         subscription.ask(&client, &topic, &ctx.metrics);
                         // Set before the line is logged: whoever reads the line finds it up.
@@ -423,7 +425,8 @@ struct Subscription {
     /// The packet id of the SUBSCRIBE last written on this connection, until its SUBACK: no
     /// other SUBACK counts.
     awaited: Option<u16>,
-    /// A SUBACK on this connection granted the subscription: the filters in `leave` go.
+    /// A SUBACK on this connection granted the subscription (at any QoS): the filters in
+    /// `leave` go.
     granted: bool,
 }
 
