@@ -11,7 +11,7 @@ use base64::Engine;
 use sha2::Digest;
 
 use support::agent::{chirpstack_uplink, publish_all, tbhh100, uplink_topic, Agent, TH, WAIT};
-use support::Mosquitto;
+use support::{mosquitto_pub, Mosquitto};
 
 fn config(dir: &Path, mqtt: &Mosquitto) -> String {
     format!(
@@ -22,25 +22,8 @@ fn config(dir: &Path, mqtt: &Mosquitto) -> String {
 }
 
 /// Publish `size` bytes with QoS 1 through mosquitto_pub (waits for the broker's PUBACK).
-fn publish_big(port: u16, topic: &str, size: usize, dir: &Path) {
-    let file = dir.join("big.bin");
-    std::fs::write(&file, vec![b'{'; size]).unwrap();
-    let out = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-        ])
-        .arg("-f")
-        .arg(&file)
-        .output()
-        .expect("mosquitto_pub (Debian package mosquitto-clients)");
-    assert!(out.status.success(), "{out:?}");
+fn publish_big(port: u16, topic: &str, size: usize) {
+    mosquitto_pub(port, 1, topic, &vec![b'{'; size]);
 }
 
 fn uplinks(fcnts: std::ops::Range<u32>) -> Vec<(String, String)> {
@@ -61,7 +44,7 @@ async fn an_oversized_message_is_dead_lettered_and_the_queue_moves_on() {
 
     // 1 MiB: over the default max_message (256 KiB) and over rumqttc's old packet limit,
     // which dropped the connection at every redelivery.
-    publish_big(mqtt.port(), &uplink_topic(TH), 1024 * 1024, dir.path());
+    publish_big(mqtt.port(), &uplink_topic(TH), 1024 * 1024);
     publish_all(mqtt.port(), &uplinks(1..6)).await;
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 5);
     assert_eq!(
@@ -135,8 +118,8 @@ async fn max_message_is_configurable() {
     );
     let agent = Agent::start(dir.path(), &body);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
-    publish_big(mqtt.port(), &uplink_topic(TH), 2049, dir.path());
-    publish_big(mqtt.port(), &uplink_topic(TH), 2048, dir.path());
+    publish_big(mqtt.port(), &uplink_topic(TH), 2049);
+    publish_big(mqtt.port(), &uplink_topic(TH), 2048);
     publish_all(mqtt.port(), &uplinks(1..3)).await;
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 2);
     agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 4);
@@ -160,7 +143,7 @@ async fn a_message_over_the_read_limit_is_named_with_its_fix() {
     let agent = Agent::start(dir.path(), &config(dir.path(), &mqtt));
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     let size = hubgate::source::mqtt::READ_LIMIT + 1;
-    publish_big(mqtt.port(), &uplink_topic(TH), size, dir.path());
+    publish_big(mqtt.port(), &uplink_topic(TH), size);
     agent.wait_metric(
         "hubgate_problems_total{kind=\"mqtt_unreadable\"}",
         WAIT,

@@ -14,7 +14,7 @@ use std::path::Path;
 use support::agent::{
     chirpstack_uplink, publish_all, publish_all_retained, tbhh100, Agent, TH, WAIT,
 };
-use support::Mosquitto;
+use support::{mosquitto_pub, Mosquitto};
 
 /// A stdout sink and one MQTT source per `(topic, more keys)`.
 fn config(dir: &Path, mqtt: &Mosquitto, sources: &[(&str, &str)]) -> String {
@@ -120,20 +120,13 @@ async fn a_changed_topic_takes_effect_on_a_kept_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_restored_without_the_subscription_is_subscribed_again() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = format!(
-        "log_type all\npersistence true\npersistence_location {}/\nautosave_interval 0\n",
-        dir.path().display()
-    );
-    let mut mqtt = Mosquitto::start_with(dir.path(), &settings);
+    let mut mqtt = persistent_broker(dir.path());
     let client = "hubgate-restored";
     let id = format!("client_id = \"{client}\"\n");
     let mut agent = Agent::start(dir.path(), &config(dir.path(), &mqtt, &[("old/#", &id)]));
     agent.wait_log("mqtt: subscribed to old/#", 1, WAIT);
-    // The broker's snapshot: the session with old/# only (SIGUSR1 has mosquitto save it).
-    let snapshot = dir.path().join("mosquitto.db");
-    let pid = mqtt.pid().expect("mosquitto runs") as i32;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
-    wait_for(&format!("{}", snapshot.display()), || snapshot.exists());
+    // The broker's snapshot: the session with old/# only.
+    save_sessions(&mqtt, dir.path());
     agent.terminate(WAIT);
     drop(agent);
 
@@ -144,11 +137,7 @@ async fn a_session_restored_without_the_subscription_is_subscribed_again() {
     agent.wait_log("mqtt: subscribed to new/#", 1, WAIT);
     mqtt.kill();
     mqtt.start_again();
-    let restored = format!("Sending CONNACK to {client} (1, 0)");
-    wait_for(&restored, || {
-        let log = std::fs::read_to_string(mqtt.log_path()).unwrap();
-        log.matches(&restored).count() == 2
-    });
+    wait_sessions_present(&mqtt, client, 2);
     agent.wait_log("mqtt: subscribed to new/#", 2, WAIT);
     publish_all(mqtt.port(), &[uplink("new/x", 1)]).await;
     assert_eq!(wait_record(&agent, 1), [1]);
@@ -164,31 +153,24 @@ async fn a_session_restored_without_the_subscription_is_subscribed_again() {
 async fn a_reconnect_with_acknowledgements_outstanding_loses_no_uplink() {
     const N: u64 = 300;
     let dir = tempfile::tempdir().unwrap();
-    let settings = format!(
-        "log_type all\npersistence true\npersistence_location {}/\nautosave_interval 0\n",
-        dir.path().display()
-    );
-    let mut mqtt = Mosquitto::start_with(dir.path(), &settings);
+    let mut mqtt = persistent_broker(dir.path());
     let client = "hubgate-reconnect";
     let id = format!("client_id = \"{client}\"\n");
     let body = config(dir.path(), &mqtt, &[("live/#", &id)]);
     let mut agent = Agent::start_with_stdout(dir.path(), &body);
     agent.wait_log("mqtt: subscribed to live/#", 1, WAIT);
     agent.terminate(WAIT);
-    // Queued in the session while hubgate is away, and saved with it (SIGUSR1).
+    // Queued in the session while hubgate is away, and saved with it.
     let uplinks: Vec<_> = (1..=N).map(|n| uplink("live/x", n as u32)).collect();
     publish_all(mqtt.port(), &uplinks).await;
-    let snapshot = dir.path().join("mosquitto.db");
-    let pid = mqtt.pid().expect("mosquitto runs") as i32;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
-    wait_for(&format!("{}", snapshot.display()), || snapshot.exists());
+    save_sessions(&mqtt, dir.path());
 
     agent.start_again();
     wait_record(&agent, 1);
     mqtt.kill();
     let before = mqtt.pubacks(client);
     mqtt.start_again();
-    agent.wait_log("(session present: true)", 2, WAIT);
+    wait_sessions_present(&mqtt, client, 2);
     assert_eq!(wait_record(&agent, N), (1..=N).collect::<Vec<_>>());
     mqtt.wait_pubacks(client, before + N as usize);
     // A live uplink after them: its PUBACK follows theirs on the connection.
@@ -197,6 +179,30 @@ async fn a_reconnect_with_acknowledgements_outstanding_loses_no_uplink() {
     mqtt.wait_pubacks(client, before + N as usize + 1);
     assert_eq!(mqtt.pubacks(client), before + N as usize + 1);
     eprintln!("PUBACKs before the broker was killed: {before} of {N}");
+}
+
+/// mosquitto that keeps its sessions in `dir`, saved only when told ([`save_sessions`]) and
+/// restored at its start.
+fn persistent_broker(dir: &Path) -> Mosquitto {
+    let settings = format!(
+        "log_type all\npersistence true\npersistence_location {}/\nautosave_interval 0\n",
+        dir.display()
+    );
+    Mosquitto::start_with(dir, &settings)
+}
+
+/// Have the broker of [`persistent_broker`] in `dir` save its sessions (SIGUSR1), once.
+fn save_sessions(mqtt: &Mosquitto, dir: &Path) {
+    let snapshot = dir.join("mosquitto.db");
+    let pid = mqtt.pid().expect("mosquitto runs") as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+    wait_for(&format!("{}", snapshot.display()), || snapshot.exists());
+}
+
+/// Wait until the broker has answered `client` `n` times in all with "session present".
+fn wait_sessions_present(mqtt: &Mosquitto, client: &str, n: usize) {
+    let present = format!("Sending CONNACK to {client} (1, 0)");
+    wait_for(&format!("{n} of {present}"), || mqtt.logged(&present) == n);
 }
 
 /// Wait until `done` (`what`, for the failure).
@@ -365,22 +371,8 @@ fn allow(mqtt: &Mosquitto, filter: &str) {
         "priority": 0,
         "allow": true,
     }]});
-    let port = mqtt.port().to_string();
-    let command = command.to_string();
-    let args = [
-        "-p",
-        &port,
-        "-q",
-        "0",
-        "-t",
-        "$CONTROL/dynamic-security/v1",
-        "-m",
-        &command,
-    ];
-    let published = std::process::Command::new("mosquitto_pub")
-        .args(args)
-        .status();
-    assert!(published.unwrap().success());
+    let topic = "$CONTROL/dynamic-security/v1";
+    mosquitto_pub(mqtt.port(), 0, topic, command.to_string().as_bytes());
 }
 
 /// A changed topic whose subscription the broker refuses (its ACL) leaves the old one in the
@@ -409,11 +401,7 @@ async fn an_old_topic_stays_while_the_broker_refuses_the_new_one() {
     assert_eq!(wait_record(&agent, 1), [1]);
     let kept = "the filters no longer configured stay subscribed until it is granted: old/#";
     assert!(log.contains(kept), "{log}");
-    let unsubscribes = || {
-        let log = std::fs::read_to_string(mqtt.log_path()).unwrap();
-        log.matches(&format!("Received UNSUBSCRIBE from {client}"))
-            .count()
-    };
+    let unsubscribes = || mqtt.logged(&format!("Received UNSUBSCRIBE from {client}"));
     assert_eq!(unsubscribes(), 0);
 
     allow(&mqtt, "new/#");
@@ -442,12 +430,7 @@ async fn a_subscription_granted_at_qos_0_is_reported() {
     assert_eq!(agent.metric("hubgate_mqtt_subscribed"), 1);
     // The broker also refuses QoS 1 publishes, so this one goes at QoS 0.
     let (topic, payload) = uplink("low/x", 1);
-    let port = mqtt.port().to_string();
-    let args = ["-p", &port, "-q", "0", "-t", &topic, "-m", &payload];
-    let published = std::process::Command::new("mosquitto_pub")
-        .args(args)
-        .status();
-    assert!(published.unwrap().success());
+    mosquitto_pub(mqtt.port(), 0, &topic, payload.as_bytes());
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
     let log = agent.full_log();
     assert!(log.contains("granted only QoS 0 for low/#"), "{log}");

@@ -227,7 +227,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                         // Only now are the filters no longer configured left, also after a
                         // grant of QoS 0 only (reported below): keeping them would not have
                         // the new filter's messages acknowledged.
-                        subscription.granted();
+                        subscription.grant();
                         subscription.ask(&client, &topic, &ctx.metrics);
                         // Set before the line is logged: whoever reads the line finds it up.
                         ctx.metrics.mqtt_subscribed.set(&broker, &client_id, 1);
@@ -487,7 +487,7 @@ impl Subscription {
     }
 
     /// A SUBACK granted the subscription: the next [`Subscription::ask`] leaves the old filters.
-    fn granted(&mut self) {
+    fn grant(&mut self) {
         self.granted = true;
     }
 

@@ -462,6 +462,21 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// Run `mosquitto_pub` against the broker on 127.0.0.1:`port`: `message` at QoS `qos` on
+/// `topic` (at QoS 1 it returns once the broker acknowledged it).
+pub fn mosquitto_pub(port: u16, qos: u8, topic: &str, message: &[u8]) {
+    use std::io::Write;
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-q", &qos.to_string(), "-t", topic, "-s"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (Debian package mosquitto-clients)");
+    publisher.stdin.take().unwrap().write_all(message).unwrap();
+    let status = publisher.wait().unwrap();
+    assert!(status.success(), "mosquitto_pub: {status}");
+}
+
 // ---------------------------------------------------------------------------
 // Mosquitto
 
@@ -551,9 +566,13 @@ impl Mosquitto {
 
     /// PUBACKs the broker has received from `client` in all its runs.
     pub fn pubacks(&self, client: &str) -> usize {
+        self.logged(&format!("Received PUBACK from {client} "))
+    }
+
+    /// How often `needle` stands in the broker's log, in all its runs.
+    pub fn logged(&self, needle: &str) -> usize {
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
-        log.matches(&format!("Received PUBACK from {client} "))
-            .count()
+        log.matches(needle).count()
     }
 
     /// Outage: SIGKILL the broker and wait until it is reaped (its port is then closed).
