@@ -1288,10 +1288,9 @@ mod tests {
     /// The SUBSCRIBEs and UNSUBSCRIBEs that rumqttc kept from a connection that failed are
     /// dropped at the next CONNACK, which asks anew: written first, an UNSUBSCRIBE among them
     /// would leave an old filter before a SUBACK on the new connection granted the configured
-    /// one, and a SUBSCRIBE would be asked twice. Other requests stay. (This
-    /// tests the helper: `tests/mqtt_sessions.rs` goes through it at a real reconnect, in
-    /// `a_reconnect_with_acknowledgements_outstanding_loses_no_uplink`, but cannot leave a
-    /// request in rumqttc's queue on demand when the connection fails.)
+    /// one, and a SUBSCRIBE would be asked twice. Other requests stay. (This tests the helper
+    /// alone: no test fails a connection with such a request still in rumqttc's queue, which
+    /// cannot be had on demand; `tests/mqtt_sessions.rs` fails one with none outstanding.)
     #[test]
     fn the_requests_of_a_failed_connection_are_asked_anew() {
         use rumqttc::{PubRel, Request, Subscribe, Unsubscribe};

@@ -268,6 +268,17 @@ impl Agent {
         self.child.as_ref().expect("running").id() as i32
     }
 
+    /// SIGSTOP hubgate and wait until it is stopped: it reads, writes and acknowledges
+    /// nothing until [`Agent::resume`].
+    pub fn pause(&self) {
+        super::sigstop(self.pid() as u32, "hubgate");
+    }
+
+    /// SIGCONT hubgate after [`Agent::pause`].
+    pub fn resume(&self) {
+        super::sigcont(self.pid() as u32, "hubgate");
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

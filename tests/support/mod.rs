@@ -462,6 +462,35 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// SIGSTOP process `pid` (`what`, for the failure) and wait until it is stopped.
+pub fn sigstop(pid: u32, what: &str) {
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) },
+        0,
+        "SIGSTOP {what}"
+    );
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + START_TIMEOUT;
+    // The state follows the command, which is in parentheses: "pid (comm) T ...".
+    while !fs::read_to_string(&stat)
+        .unwrap_or_default()
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('T'))
+    {
+        assert!(Instant::now() < deadline, "{what} did not stop");
+        thread::sleep(POLL);
+    }
+}
+
+/// SIGCONT process `pid` (`what`, for the failure), stopped by [`sigstop`].
+pub fn sigcont(pid: u32, what: &str) {
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) },
+        0,
+        "SIGCONT {what}"
+    );
+}
+
 /// Run `mosquitto_pub` against the broker on 127.0.0.1:`port`: `message` at QoS `qos` on
 /// `topic` (at QoS 1 it returns once the broker acknowledged it).
 pub fn mosquitto_pub(port: u16, qos: u8, topic: &str, message: &[u8]) {
@@ -787,23 +816,7 @@ impl Kafka {
     /// open and answer nothing; [`Kafka::stop`] still kills it, and what it had not read
     /// then is never written.
     pub fn pause(&self) {
-        let pid = self.tansu.pid().expect("tansu runs");
-        assert_eq!(
-            unsafe { libc::kill(pid as i32, libc::SIGSTOP) },
-            0,
-            "SIGSTOP tansu"
-        );
-        let stat = format!("/proc/{pid}/stat");
-        let deadline = Instant::now() + START_TIMEOUT;
-        // The state follows the command, which is in parentheses: "pid (comm) T ...".
-        while !fs::read_to_string(&stat)
-            .unwrap_or_default()
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T'))
-        {
-            assert!(Instant::now() < deadline, "tansu did not stop");
-            thread::sleep(POLL);
-        }
+        sigstop(self.tansu.pid().expect("tansu runs"), "tansu");
     }
 
     /// tansu's process id, while it runs.
