@@ -1317,6 +1317,53 @@ mod tests {
         );
     }
 
+    /// A decoder of the device of `uplink()` with the mapping table `table` (as `m.toml`).
+    fn table_decoder(table: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(dir.path().join("m.toml"), table);
+        let text = format!(
+            "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n\
+             [[device]]\ndev_eui = \"58a0cb0000101234\"\nmapping = \"m\"\n",
+            dir.path()
+        );
+        let m = Metrics::new();
+        (
+            Decoder::new(&Config::parse(&text).unwrap(), m.clone()),
+            m,
+            dir,
+        )
+    }
+
+    /// A table's `context_id`s give an EM300-TH's decoded object (Milesight's decoder's names)
+    /// the readings and device values the built-in codec writes, byte for byte.
+    #[test]
+    fn a_tables_context_id_is_written_as_the_built_in_codecs_write_theirs() {
+        let (mut builtin, _) = codec_decoder("milesight-em300-th");
+        let Input::Uplink(mut up) = uplink() else {
+            unreachable!()
+        };
+        up.payload = crate::codec::hex("017564 03670AFF 046850");
+        let theirs = builtin.decode(&Input::Uplink(up)).one();
+        let (mut d, _, _dir) = table_decoder(
+            "rec_type = \"io.microshare.environment.unpacked\"\n[fields]\n\
+             battery = { field = \"charge\", unit = \"%\", health = true }\n\
+             temperature = { field = \"temperature\", unit = \"°C\", context_id = \"3\" }\n\
+             humidity = { field = \"humidity\", unit = \"%RH\", context_id = \"4\" }\n",
+        );
+        let ours = d
+            .decode(&with_ns(
+                serde_json::json!({"battery": 100, "temperature": -24.6, "humidity": 40}),
+                serde_json::json!([]),
+            ))
+            .one();
+        let readings = r#""device_health":{"charge":[{"unit":"%","value":100}],"id":"58-A0-CB-00-00-10-12-34"},"humidity":[{"context_id":"4","unit":"%RH","value":40}],"meta":"#;
+        let temperature = r#""temperature":[{"context_id":"3","unit":"°C","value":-24.6}],"time":"#;
+        for rec in [&theirs, &ours] {
+            assert!(rec.body.contains(readings), "{}", rec.body);
+            assert!(rec.body.contains(temperature), "{}", rec.body);
+        }
+    }
+
     /// A device without a codec of ours (or not in the config at all) whose network server
     /// decoded the payload becomes an unpacked record, not a packed one.
     #[test]

@@ -80,6 +80,9 @@ pub struct Target {
     /// its spelling, a number by its value (1.0 is `"1"`), a value not listed stays under
     /// `origin`.
     pub values: Option<BTreeMap<String, Json>>,
+    /// The reading's channel, as the built-in codecs write it (`"3"`: Milesight's channel
+    /// id, Cayenne's channel).
+    pub context_id: Option<String>,
 }
 
 /// A table field's `type`.
@@ -202,6 +205,14 @@ impl Table {
                 return Err(format!(
                     "fields.{path}: type = \"bool\" takes no scale, min or max"
                 ));
+            }
+            if let Some(c) = &target.context_id {
+                if c.trim().is_empty() || c.chars().any(char::is_control) {
+                    return Err(format!(
+                        "fields.{path}: context_id must be text, not empty nor blank, without \
+                         control characters"
+                    ));
+                }
             }
             if target.health && field == "id" {
                 return Err(format!(
@@ -560,6 +571,7 @@ pub fn map(
                     t.max.unwrap_or(f64::INFINITY),
                 ),
                 ignore: &t.ignore,
+                context_id: t.context_id.as_deref(),
                 copy_of: None,
                 fix: Fix::None,
                 warn: false,
@@ -630,6 +642,7 @@ pub fn map(
                     health: b.health,
                     range: b.range,
                     ignore: &[],
+                    context_id: None,
                     copy_of: charge_copy.filter(|_| moment.is_none() && b.path == "battery"),
                     fix: if unset && b.path == "battery" {
                         Fix::Battery(brand.map(|b| b.id))
@@ -753,6 +766,8 @@ struct Rule<'a> {
     range: (f64, f64),
     /// Numbers that mean no reading (before `scale`): they stay unmapped.
     ignore: &'a [f64],
+    /// The reading's channel.
+    context_id: Option<&'a str>,
     /// A number that is a copy of a value read already: it stays unmapped, quietly.
     copy_of: Option<f64>,
     /// Added to the warning about a number above `range`.
@@ -835,7 +850,7 @@ fn outside(path: &str, x: f64, r: &Rule) -> String {
     format!("normalized {path} {x} is {side} {bound}{unit}, kept under origin{fix}")
 }
 
-/// `{value, unit}` of `v` read by `r`.
+/// `{context_id, value, unit}` of `v` read by `r`.
 fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
     let value = match (r.kind, v) {
         // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
@@ -887,6 +902,9 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
         _ => return Err(Miss::Unread),
     };
     let mut m = Map::new();
+    if let Some(c) = r.context_id {
+        m.insert("context_id".into(), Json::String(c.into()));
+    }
     if let Some(u) = r.unit {
         m.insert("unit".into(), Json::String(u.into()));
     }
@@ -1782,7 +1800,7 @@ mod tests {
             (
                 "[fields]\n\nx = { field = \"a\", maximum = 3 }",
                 "fields.x.maximum: unknown field `maximum`, expected one of `field`, `unit`, `scale`, \
-                 `health`, `ignore`, `min`, `max`, `type`, `values` (line 3)",
+                 `health`, `ignore`, `min`, `max`, `type`, `values`, `context_id` (line 3)",
             ),
             (
                 "[fields]\nx = { unit = \"V\" }",
@@ -1792,6 +1810,40 @@ mod tests {
             let e = Table::parse(text).unwrap_err();
             assert_eq!(e, error, "{text}");
             assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    /// A table's `context_id` is the reading's channel, written first as the built-in
+    /// codecs write theirs; a blank one, or one that is no text, makes the table bad.
+    #[test]
+    fn a_tables_context_id_is_the_readings_channel() {
+        let t = Table::parse(
+            "[fields]\ntemperature = { field = \"temperature\", unit = \"°C\", context_id = \"3\" }\n\
+             door = { field = \"open\", type = \"bool\", context_id = \"6\" }\n\
+             battery = { field = \"charge\", unit = \"%\", health = true, context_id = \"1\" }\n\
+             humidity = { field = \"humidity\", unit = \"%RH\" }\n",
+        )
+        .unwrap();
+        let m = by_table(
+            &t,
+            json!({"temperature": -24.6, "door": 1, "battery": 100, "humidity": 40}),
+        );
+        assert_eq!(
+            Json::Object(m.data.clone()).to_string(),
+            r#"{"humidity":[{"unit":"%RH","value":40}],"open":[{"context_id":"6","value":true}],"temperature":[{"context_id":"3","unit":"°C","value":-24.6}]}"#
+        );
+        assert_eq!(
+            m.health["charge"],
+            json!([{"context_id": "1", "unit": "%", "value": 100}])
+        );
+        for (value, error) in [
+            ("\"\"", "fields.x: context_id must be text, not empty nor blank, without control characters"),
+            ("\" \"", "fields.x: context_id must be text, not empty nor blank, without control characters"),
+            ("\"3\\n\"", "fields.x: context_id must be text, not empty nor blank, without control characters"),
+            ("3", "fields.x.context_id: invalid type: integer `3`, expected a string (line 2)"),
+        ] {
+            let text = format!("[fields]\nx = {{ field = \"a\", context_id = {value} }}");
+            assert_eq!(Table::parse(&text).unwrap_err(), error, "{text}");
         }
     }
 
