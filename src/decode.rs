@@ -1364,6 +1364,96 @@ mod tests {
         }
     }
 
+    /// A decoded object's history (a table's `[history]`) makes records as a built-in
+    /// codec's does: the live one, then one per entry in the array's order, each at its own
+    /// time with its own id, `createDate` and `tstamp`; the same again on a redelivery; a
+    /// frame of history alone makes only those. What the table refuses is counted as
+    /// `ns_value_refused` and kept under the live record's `origin`.
+    #[test]
+    fn a_decoded_objects_history_becomes_records_of_their_own() {
+        let (mut d, m, _dir) = table_decoder(
+            "rec_type = \"io.microshare.environment.unpacked\"\n[fields]\n\
+             temperature = { field = \"temperature\", unit = \"°C\", context_id = \"3\" }\n\
+             humidity = { field = \"humidity\", unit = \"%RH\", context_id = \"4\" }\n\
+             [history]\npath = \"history\"\ntime = \"timestamp\"\n",
+        );
+        let history = serde_json::json!([
+            {"timestamp": 1_699_992_800, "temperature": 18.5, "humidity": 40},
+            {"timestamp": 1_699_996_400, "temperature": 19.5, "humidity": 41},
+            {"timestamp": "never", "temperature": 0},
+        ]);
+        let input = with_ns(
+            serde_json::json!({"temperature": 21, "history": history}),
+            serde_json::json!([]),
+        );
+        let records = d.decode(&input);
+        let v: Vec<serde_json::Value> = records.iter().map(body).collect();
+        let t = |v: serde_json::Value| serde_json::json!([{"context_id": "3", "unit": "°C", "value": v}]);
+        let h = |v: serde_json::Value| serde_json::json!([{"context_id": "4", "unit": "%RH", "value": v}]);
+        let id = serde_json::json!({"id": "58-A0-CB-00-00-10-12-34"});
+        let data = |i: usize| {
+            let mut data = v[i]["obj"]["data"].as_object().unwrap().clone();
+            data.remove("meta");
+            data.remove("unpacker");
+            serde_json::Value::Object(data)
+        };
+        assert_eq!(
+            (0..records.len()).map(data).collect::<Vec<_>>(),
+            [
+                serde_json::json!({"time": "2023-11-14T22:13:20.000Z", "temperature": t(21.into()),
+                    "device_health": id,
+                    "origin": {"history": [{"timestamp": "never", "temperature": 0}]}}),
+                serde_json::json!({"time": "2023-11-14T20:13:20.000Z", "temperature": t(18.5.into()),
+                    "humidity": h(40.into()), "device_health": id}),
+                serde_json::json!({"time": "2023-11-14T21:13:20.000Z", "temperature": t(19.5.into()),
+                    "humidity": h(41.into()), "device_health": id}),
+            ]
+        );
+        let stamps: Vec<_> = v
+            .iter()
+            .map(|v| (v["obj"]["createDate"].clone(), v["obj"]["tstamp"].clone()))
+            .collect();
+        let ms = |ms: u64| (serde_json::json!(ms), serde_json::json!(ms));
+        assert_eq!(
+            stamps,
+            [
+                ms(1_700_000_000_000),
+                ms(1_699_992_800_000),
+                ms(1_699_996_400_000)
+            ]
+        );
+        let Input::Uplink(up) = &input else {
+            unreachable!()
+        };
+        let live = record::stable_id(up);
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                live.as_str(),
+                &record::history_id(&live, 1_699_992_800, 0),
+                &record::history_id(&live, 1_699_996_400, 1),
+            ]
+        );
+        for rec in &records {
+            assert_eq!(rec.rec_type, rec_type::ENVIRONMENT);
+        }
+        assert_eq!(m.problems("ns_value_refused"), 1);
+        let again = d.decode(&input);
+        let bodies = |r: &[Record]| r.iter().map(|r| r.body.clone()).collect::<Vec<_>>();
+        assert_eq!(bodies(&again), bodies(&records), "a redelivery: the same");
+        // History alone: its records, no live one.
+        let only = d.decode(&with_ns(
+            serde_json::json!({"history": [{"timestamp": 1_699_992_800, "temperature": 18.5}]}),
+            serde_json::json!([]),
+        ));
+        let times: Vec<_> = only
+            .iter()
+            .map(|r| body(r)["obj"]["data"]["time"].clone())
+            .collect();
+        assert_eq!(times, ["2023-11-14T20:13:20.000Z"]);
+    }
+
     /// A device without a codec of ours (or not in the config at all) whose network server
     /// decoded the payload becomes an unpacked record, not a packed one.
     #[test]

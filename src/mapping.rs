@@ -8,7 +8,7 @@
 //! [`Table`] (TOML) for codecs that return their own field names.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -35,6 +35,21 @@ pub struct Table {
     pub normalized_battery: Option<NormalizedBattery>,
     #[serde(default)]
     pub fields: BTreeMap<String, Target>,
+    /// Where the codec puts readings of earlier times: each entry a record of its own time.
+    pub history: Option<HistoryTable>,
+}
+
+/// A table's `[history]`: the codec's array of entries measured earlier, each with its own
+/// time (Milesight's decoders: `history: [{timestamp, temperature, humidity}, ...]`, the
+/// timestamp in Unix seconds). Each entry's other fields are mapped by the table's `[fields]`,
+/// under the same names as the live ones, as the built-in codecs do with their history.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryTable {
+    /// The array's key, at the top of the codec's object.
+    pub path: String,
+    /// The key of each entry's time: Unix seconds (a whole number), or RFC 3339 text.
+    pub time: String,
 }
 
 /// A table's `normalized_battery`: what its normalizer puts in the schema's `battery`, which
@@ -121,6 +136,29 @@ impl Table {
                 path => format!("{path}: {}", line(e.inner())),
             }
         })?;
+        if let Some(h) = &t.history {
+            if h.path.is_empty() || h.path.contains('.') {
+                return Err(format!(
+                    "history.path: {:?} must be a key at the top of the codec's object, \
+                     without a dot",
+                    h.path
+                ));
+            }
+            if h.time.is_empty() {
+                return Err("history.time: the key of each entry's time must not be empty".into());
+            }
+            let under = |k: &String| {
+                k.strip_prefix(h.path.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            };
+            if let Some(key) = t.fields.keys().find(|k| under(k)) {
+                return Err(format!(
+                    "fields.{key}: {} is the [history] array, whose entries [fields] maps by \
+                     their own keys (temperature, not {}.temperature)",
+                    h.path, h.path,
+                ));
+            }
+        }
         for (path, target) in &t.fields {
             let field = target.field.as_str();
             // 0 (a typo for 0.01, say) would make every reading of the field 0.
@@ -260,10 +298,11 @@ impl Table {
 /// The keys `record::build` puts in a mapped record's `data` over the mapped fields, and
 /// `origin` here: a table field of that name would lose its readings or overwrite them.
 const RECORD_KEYS: &[&str] = &[ORIGIN, "device_health", "meta", "time", "unpacker"];
-/// Moments of their own that one uplink's normalized measurements may make (a record each);
-/// past them a measurement stays unmapped under the live record's `origin.normalized`, its
-/// time with it, so a normalizer stamping every sample of a waveform makes no more records
-/// than a built-in codec's history frame.
+/// Moments of their own that one uplink's history entries and normalized measurements may
+/// make together (a record each); past them an entry stays under the live record's `origin`
+/// (in the history's key) and a measurement unmapped under its `origin.normalized`, its time
+/// with it, so a codec returning thousands of entries, or a normalizer stamping every sample
+/// of a waveform, makes no more records than a built-in codec's history frame.
 const MAX_MOMENTS: usize = 32;
 /// A measurement timed this little before the uplink, or after it, is of now: the time
 /// between measuring and sending, or a device clock running ahead.
@@ -496,16 +535,19 @@ pub struct Mapped {
     pub data: Map<String, Json>,
     /// Field -> `[{value, unit}, ...]` under `device_health`.
     pub health: Map<String, Json>,
-    /// Normalized measurements of a time of their own, not the uplink's, by time in the
-    /// order first met: a record each, as a built-in codec's history.
+    /// Readings of a time of their own, not the uplink's: the entries of the codec's history
+    /// (a table's `[history]`), one each in their order, then normalized measurements, by
+    /// time in the order first met (one of an entry's time joins it): a record each, as a
+    /// built-in codec's history.
     pub history: Vec<Moment>,
     /// Normalized values outside their bounds (a battery of 100 V), kept under `origin`: one
     /// line each.
     pub warnings: Vec<String>,
 }
 
-/// The readings of normalized measurements of one time other than the uplink's; `data` and
-/// `health` as in [`Mapped`] (what mapped nowhere under `origin.normalized`).
+/// The readings of one time other than the uplink's (a history entry's, normalized
+/// measurements'); `data` and `health` as in [`Mapped`] (what mapped nowhere under `origin`,
+/// normalized values under `origin.normalized`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Moment {
     pub time: SystemTime,
@@ -540,7 +582,8 @@ pub fn depth(v: &Json) -> usize {
 /// `origin.normalized`, an array with one element per measurement.
 pub const ORIGIN: &str = "origin";
 
-/// Map a codec's own object with its `table` (none: everything goes under `origin`) and
+/// Map a codec's own object with its `table` (none: everything goes under `origin`), its
+/// history entries (the table's `[history]`) into [`Mapped::history`], and
 /// normalized measurements with the built-in table, their `battery` as the table's
 /// `normalized_battery` says, else as the device's `brand` does, else as volts; a measurement
 /// whose `time` (RFC 3339) is not `now`, the uplink's, goes into [`Mapped::history`].
@@ -577,9 +620,32 @@ pub fn map(
                 warn: false,
             })
         };
+        let history = table.and_then(|t| t.history.as_ref());
         let out = (&mut m.data, &mut m.health, &mut m.warnings);
-        walk(object, "", &rule, out, &mut origin);
+        walk(
+            object,
+            "",
+            &rule,
+            out,
+            &mut origin,
+            history.map(|h| h.path.as_str()),
+        );
+        if let Some(h) = history {
+            if let Some(entries) = object.get(&h.path) {
+                codec_history(entries, h, &rule, &mut m, &mut origin);
+            }
+        }
     }
+    // The fields each entry of the codec's history mapped: a normalized measurement of its
+    // time is a copy of the same entry (a normalizer's), as one of now is of the object.
+    let entry_own: Vec<std::collections::BTreeSet<String>> = m
+        .history
+        .iter()
+        .map(|h| {
+            let fields = h.data.keys().chain(h.health.keys());
+            fields.map(|k| quantity(k).to_string()).collect()
+        })
+        .collect();
     // The Things Stack's `decoded_payload` and `normalized_payload`, like a JavaScript codec's
     // `data` and `normalizeUplink`, are one decoder's values twice: a field the codec's own
     // object mapped is not read again from the normalized measurements (it stays under
@@ -604,7 +670,7 @@ pub fn map(
     // The unmapped parts of the measurements of now ([`put_normalized`]).
     let mut normalized_origin = Vec::with_capacity(normalized.len());
     // Per moment of `m.history`, its measurements' unmapped parts.
-    let mut history_origin: Vec<Vec<Json>> = Vec::new();
+    let mut history_origin: Vec<Vec<Json>> = vec![Vec::new(); m.history.len()];
     for n in normalized {
         // The codec's own object is of now: the copies it holds are of now too.
         let at = measured_at(n).filter(|t| now.duration_since(*t).is_ok_and(|d| d > NOW_WITHIN));
@@ -633,7 +699,14 @@ pub fn map(
             NORMALIZED
                 .iter()
                 .chain(battery_rule(battery))
-                .find(|b| b.path == path && (moment.is_some() || !own.contains(quantity(b.field))))
+                .find(|b| {
+                    let q = quantity(b.field);
+                    b.path == path
+                        && match moment {
+                            None => !own.contains(q),
+                            Some(i) => !entry_own.get(i).is_some_and(|e| e.contains(q)),
+                        }
+                })
                 .map(|b| Rule {
                     field: b.field,
                     unit: b.unit,
@@ -660,7 +733,14 @@ pub fn map(
                 (&mut h.data, &mut h.health, &mut history_origin[i])
             }
         };
-        walk(n, "", &rule, (data, health, &mut m.warnings), &mut left);
+        walk(
+            n,
+            "",
+            &rule,
+            (data, health, &mut m.warnings),
+            &mut left,
+            None,
+        );
         // The time read is the record's `time`.
         if measured_at(n).is_some_and(|t| moment.is_some() || same_ms(t, now)) {
             left.remove("time");
@@ -668,7 +748,11 @@ pub fn map(
         unmapped.push(Json::Object(left));
     }
     for (h, unmapped) in m.history.iter_mut().zip(history_origin) {
-        let mut origin = Map::new();
+        // A history entry's own unmapped fields are there already.
+        let mut origin = match h.data.remove(ORIGIN) {
+            Some(Json::Object(o)) => o,
+            _ => Map::new(),
+        };
         put_normalized(&mut origin, unmapped);
         if !origin.is_empty() {
             h.data.insert(ORIGIN.into(), Json::Object(origin));
@@ -715,11 +799,123 @@ fn put_normalized(origin: &mut Map<String, Json>, unmapped: Vec<Json>) {
 /// A normalized measurement's own `time` (The Things Network's schema: "Date and time of the
 /// measurement", RFC 3339), when it is one a record can carry.
 fn measured_at(n: &Map<String, Json>) -> Option<SystemTime> {
-    let text = n.get("time")?.as_str()?;
+    rfc3339(n.get("time")?.as_str()?).filter(|t| crate::uplink::valid_time(*t))
+}
+
+/// The time RFC 3339 `text` writes.
+fn rfc3339(text: &str) -> Option<SystemTime> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(SystemTime::from)
-        .filter(|t| crate::uplink::valid_time(*t))
+}
+
+/// Map a codec's history `entries` (a table's `[history]`) into [`Mapped::history`], a moment
+/// per entry in their order, each entry's fields by `rule`, its unmapped ones under its own
+/// `origin`. What makes no record stays under `origin` (the live record's), in the array's
+/// key: an entry of nothing but its time quietly; with a warning, one that is no object or
+/// whose time is none it reads, and those past [`MAX_MOMENTS`].
+fn codec_history<'a>(
+    entries: &Json,
+    h: &HistoryTable,
+    rule: &dyn Fn(&str) -> Option<Rule<'a>>,
+    m: &mut Mapped,
+    origin: &mut Map<String, Json>,
+) {
+    let Json::Array(list) = entries else {
+        m.warnings.push(format!(
+            "{}: not an array of entries, kept under origin",
+            h.path
+        ));
+        origin.insert(h.path.clone(), entries.clone());
+        return;
+    };
+    let mut left = Vec::new();
+    // How many entries had no time read, the first of them with why; how many were past
+    // the cap.
+    let (mut untimed, mut first, mut past) = (0, String::new(), 0);
+    for (i, e) in list.iter().enumerate() {
+        let entry = e.as_object();
+        let time = entry.map(|o| o.get(&h.time).and_then(entry_time));
+        let (Some(entry), Some(Some(time))) = (entry, time) else {
+            if untimed == 0 {
+                first = match (entry, entry.and_then(|o| o.get(&h.time))) {
+                    (None, _) => format!("{}[{i}] is no object", h.path),
+                    (Some(_), None) => format!("{}[{i}] has no {}", h.path, h.time),
+                    (Some(_), Some(t)) => {
+                        let mut t = t.to_string();
+                        if t.len() > 40 {
+                            let end = (0..=40).rev().find(|&n| t.is_char_boundary(n));
+                            t.truncate(end.unwrap_or(0));
+                            t.push('…');
+                        }
+                        format!("{}[{i}].{} {t}", h.path, h.time)
+                    }
+                };
+            }
+            untimed += 1;
+            left.push(e.clone());
+            continue;
+        };
+        // An entry of nothing but its time is no record.
+        if entry.len() == 1 {
+            left.push(e.clone());
+            continue;
+        }
+        if m.history.len() >= MAX_MOMENTS {
+            past += 1;
+            left.push(e.clone());
+            continue;
+        }
+        let mut moment = Moment {
+            time,
+            data: Map::new(),
+            health: Map::new(),
+        };
+        let mut unmapped = Map::new();
+        let out = (&mut moment.data, &mut moment.health, &mut m.warnings);
+        walk(entry, "", rule, out, &mut unmapped, Some(h.time.as_str()));
+        if !unmapped.is_empty() {
+            moment.data.insert(ORIGIN.into(), Json::Object(unmapped));
+        }
+        m.history.push(moment);
+    }
+    if untimed > 0 {
+        m.warnings.push(format!(
+            "{untimed} {} entr{} without a time read as Unix seconds or RFC 3339 (the first: \
+             {first}), kept under origin",
+            h.path,
+            if untimed == 1 { "y" } else { "ies" },
+        ));
+    }
+    if past > 0 {
+        m.warnings.push(format!(
+            "{past} {} entr{} past the {MAX_MOMENTS} records of their own time an uplink \
+             makes, kept under origin",
+            h.path,
+            if past == 1 { "y" } else { "ies" },
+        ));
+    }
+    if !left.is_empty() {
+        origin.insert(h.path.clone(), Json::Array(left));
+    }
+}
+
+/// The time of a codec's history entry: Unix seconds, a whole number (Milesight's decoders'
+/// `timestamp`; `1.7e9` as a network server may write it too), or RFC 3339 text (The Things
+/// Network's schema's `time`), if a record can carry it.
+fn entry_time(v: &Json) -> Option<SystemTime> {
+    let t = match v {
+        Json::Number(n) => {
+            let secs = n.as_u64().or_else(|| {
+                let x = n.as_f64()?;
+                (x.fract() == 0.0 && (0.0..1e15).contains(&x)).then_some(x as u64)
+            })?;
+            UNIX_EPOCH.checked_add(Duration::from_secs(secs))?
+        }
+        Json::String(text) => rfc3339(text)?,
+        _ => return None,
+    };
+    crate::uplink::valid_time(t).then_some(t)
 }
 
 /// Whether `a` and `b` are one time to a record, which shows milliseconds.
@@ -796,9 +992,13 @@ fn walk<'a>(
         &mut Vec<String>,
     ),
     origin: &mut Map<String, Json>,
+    skip: Option<&str>,
 ) {
     let (data, health, warnings) = out;
     for (key, v) in obj {
+        if skip == Some(key.as_str()) {
+            continue;
+        }
         let path = if prefix.is_empty() {
             key.clone()
         } else {
@@ -807,7 +1007,7 @@ fn walk<'a>(
         if let Json::Object(inner) = v {
             let mut sub = Map::new();
             let out = (&mut *data, &mut *health, &mut *warnings);
-            walk(inner, &path, rule, out, &mut sub);
+            walk(inner, &path, rule, out, &mut sub, None);
             // An object left empty by mapping goes; one empty to begin with is unmapped.
             if !sub.is_empty() || inner.is_empty() {
                 origin.insert(key.clone(), Json::Object(sub));
@@ -1843,6 +2043,209 @@ mod tests {
             ("3", "fields.x.context_id: invalid type: integer `3`, expected a string (line 2)"),
         ] {
             let text = format!("[fields]\nx = {{ field = \"a\", context_id = {value} }}");
+            assert_eq!(Table::parse(&text).unwrap_err(), error, "{text}");
+        }
+    }
+
+    /// A Milesight-style table: its live names with their channels, and `[history]`.
+    const MILESIGHT: &str = "rec_type = \"io.microshare.environment.unpacked\"\n\
+        [fields]\n\
+        battery = { field = \"charge\", unit = \"%\", health = true }\n\
+        temperature = { field = \"temperature\", unit = \"°C\", context_id = \"3\" }\n\
+        humidity = { field = \"humidity\", unit = \"%RH\", context_id = \"4\" }\n\
+        [history]\npath = \"history\"\ntime = \"timestamp\"\n";
+
+    fn moment(secs: u64, data: Json) -> Moment {
+        Moment {
+            time: UNIX_EPOCH + Duration::from_secs(secs),
+            data: obj(data),
+            health: Map::new(),
+        }
+    }
+
+    /// A codec's history entries (Milesight's `history: [{timestamp, ...}]`) are moments of
+    /// their own time, one per entry in the array's order, mapped by the table's live names
+    /// (channels and all), an entry's unmapped fields under its own `origin`; the live
+    /// readings stay the live record's. A time may be Unix seconds, written whole as a float
+    /// too, or RFC 3339 text.
+    #[test]
+    fn a_codecs_history_entries_are_moments_of_their_own_time() {
+        let t = Table::parse(MILESIGHT).unwrap();
+        let m = by_table(
+            &t,
+            json!({"battery": 100, "temperature": 21, "history": [
+                {"timestamp": 1_700_000_000, "temperature": 20.5, "humidity": 40, "flag": 1},
+                {"timestamp": 1_700_000_600.0, "temperature": 20.5},
+                {"timestamp": "2023-11-14T22:13:20Z", "humidity": 41},
+            ]}),
+        );
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"temperature": [{"context_id": "3", "unit": "°C", "value": 21}]})
+        );
+        assert_eq!(
+            Json::Object(m.health),
+            json!({"charge": [{"unit": "%", "value": 100}]})
+        );
+        let t = |v: Json| json!([{"context_id": "3", "unit": "°C", "value": v}]);
+        let h = |v: Json| json!([{"context_id": "4", "unit": "%RH", "value": v}]);
+        assert_eq!(
+            m.history,
+            [
+                moment(
+                    1_700_000_000,
+                    json!({"temperature": t(json!(20.5)), "humidity": h(json!(40)),
+                           "origin": {"flag": 1}})
+                ),
+                moment(1_700_000_600, json!({"temperature": t(json!(20.5))})),
+                moment(1_700_000_000, json!({"humidity": h(json!(41))})),
+            ]
+        );
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
+    }
+
+    /// What a codec's history holds that makes no record stays under the live record's
+    /// `origin`, in its order: entries that are no object (nested arrays too) or have no time
+    /// a record can carry, counted in one warning naming the first; those past
+    /// [`MAX_MOMENTS`], counted in another; one of nothing but its time, quietly. The live
+    /// readings are kept whatever the history holds.
+    #[test]
+    fn a_codecs_bad_or_endless_history_is_bounded_and_kept_under_origin() {
+        let t = Table::parse(MILESIGHT).unwrap();
+        let bad = [
+            json!(5),
+            json!([{"timestamp": 1_700_000_000, "temperature": 1}]),
+            json!({"temperature": 2}),
+            json!({"timestamp": "yesterday", "temperature": 3}),
+            json!({"timestamp": -5, "temperature": 4}),
+            json!({"timestamp": 1_700_000_000.5, "temperature": 5}),
+            json!({"timestamp": 1e300, "temperature": 6}),
+            json!({"timestamp": "1700000000", "temperature": 7}),
+            json!({"timestamp": true, "temperature": 8}),
+            json!({"timestamp": 253_402_300_800_u64, "temperature": 9}),
+        ];
+        let good = |i: u64| json!({"timestamp": 1_700_000_000 + 60 * i, "temperature": i});
+        let mut entries: Vec<Json> = bad.to_vec();
+        entries.push(json!({"timestamp": 1_700_000_000}));
+        entries.extend((0..100_000).map(good));
+        let m = by_table(
+            &t,
+            json!({"temperature": 21, "history": entries, "nested": [[1]]}),
+        );
+        assert_eq!(m.history.len(), MAX_MOMENTS);
+        for (i, h) in m.history.iter().enumerate() {
+            assert_eq!(
+                h,
+                &moment(
+                    1_700_000_000 + 60 * i as u64,
+                    json!({"temperature": [{"context_id": "3", "unit": "°C", "value": i}]}),
+                )
+            );
+        }
+        let mut left: Vec<Json> = bad.to_vec();
+        left.push(json!({"timestamp": 1_700_000_000}));
+        left.extend((MAX_MOMENTS as u64..100_000).map(good));
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "temperature": [{"context_id": "3", "unit": "°C", "value": 21}],
+                "origin": {"history": left, "nested": [[1]]},
+            })
+        );
+        assert_eq!(
+            m.warnings,
+            [
+                "10 history entries without a time read as Unix seconds or RFC 3339 (the \
+                 first: history[0] is no object), kept under origin",
+                "99968 history entries past the 32 records of their own time an uplink makes, \
+                 kept under origin",
+            ]
+        );
+        // Each reason, as the first.
+        for (entry, first) in [
+            (json!({"temperature": 2}), "history[0] has no timestamp"),
+            (
+                json!({"timestamp": "x".repeat(100)}),
+                "history[0].timestamp \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…",
+            ),
+        ] {
+            let m = by_table(&t, json!({ "history": [entry] }));
+            assert_eq!(
+                m.warnings,
+                [format!(
+                    "1 history entry without a time read as Unix seconds or RFC 3339 (the \
+                     first: {first}), kept under origin"
+                )]
+            );
+            assert!(m.history.is_empty());
+        }
+        // A history that is no array is kept as it is.
+        let m = by_table(&t, json!({"history": {"timestamp": 1_700_000_000}}));
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"origin": {"history": {"timestamp": 1_700_000_000}}})
+        );
+        assert_eq!(
+            m.warnings,
+            ["history: not an array of entries, kept under origin"]
+        );
+    }
+
+    /// A normalizer's measurement of an entry's time is a copy of that entry: a field the
+    /// entry mapped is not read from it again, one it did not map is.
+    #[test]
+    fn a_normalized_copy_of_a_history_entry_is_one_reading() {
+        let t = Table::parse(MILESIGHT).unwrap();
+        let object = obj(json!({"history": [{"timestamp": 1_700_000_000, "temperature": 20.5}]}));
+        let copy = obj(json!({"time": "2023-11-14T22:13:20Z",
+                              "air": {"temperature": 20.5, "relativeHumidity": 40}}));
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_003_600);
+        let m = map(Some(&object), Some(&t), None, &[copy], now);
+        assert_eq!(
+            m.history,
+            [moment(
+                1_700_000_000,
+                json!({
+                    "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
+                    "humidity": [{"unit": "%RH", "value": 40}],
+                    "origin": {"normalized": [{"air": {"temperature": 20.5}}]},
+                })
+            )]
+        );
+    }
+
+    /// A `[history]` that could not be found, or whose entries `[fields]` would address
+    /// through the array, makes the table bad, in one line.
+    #[test]
+    fn a_bad_history_section_is_one_line() {
+        for (history, fields, error) in [
+            (
+                "path = \"a.history\"\ntime = \"t\"",
+                "",
+                "history.path: \"a.history\" must be a key at the top of the codec's object, \
+                 without a dot",
+            ),
+            (
+                "path = \"\"\ntime = \"t\"",
+                "",
+                "history.path: \"\" must be a key at the top of the codec's object, without \
+                 a dot",
+            ),
+            (
+                "path = \"h\"\ntime = \"\"",
+                "",
+                "history.time: the key of each entry's time must not be empty",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"",
+                "\"h.temperature\" = { field = \"temperature\" }",
+                "fields.h.temperature: h is the [history] array, whose entries [fields] maps \
+                 by their own keys (temperature, not h.temperature)",
+            ),
+            ("path = \"h\"", "", "history: missing field `time` (line 3)"),
+        ] {
+            let text = format!("[fields]\n{fields}\n[history]\n{history}\n");
             assert_eq!(Table::parse(&text).unwrap_err(), error, "{text}");
         }
     }

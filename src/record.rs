@@ -165,8 +165,8 @@ pub fn history_id(uplink_id: &str, time: u32, index: usize) -> String {
 
 /// Build the records of one uplink: one, except for a built-in codec's readings of earlier
 /// times (history), which make a record each, after the live one, in the payload's order, as
-/// do normalized measurements of a time of their own ([`Mapped::history`]), with their
-/// device values.
+/// do a decoded object's history entries and normalized measurements of a time of their own
+/// ([`Mapped::history`]), with their device values.
 /// Microshare's records hold the readings of one moment: a history record has the uplink's
 /// envelope and `meta` (about the reception), its own `data.time`, `createDate` and `tstamp`
 /// (the history time), and its own id ([`history_id`]). The live record goes out when it
@@ -259,8 +259,8 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
         let id = history_id(&id, h.time, index);
         records.push(envelope(&meta, id, data, ms_since_epoch(at), now));
     }
-    // Normalized measurements of their own time: as a codec's history, with the device
-    // values measured then.
+    // A decoded object's history entries and normalized measurements of their own time: as
+    // a codec's history, with the device values measured then.
     for (index, m) in moments.iter().enumerate() {
         let time = iso8601(m.time);
         let mut data: Fields = m

@@ -186,6 +186,100 @@ fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
     );
 }
 
+/// A Milesight-style JavaScript decoder (tests/golden/milesight-em300-th.js, which returns
+/// history records as Milesight's decoders do: `history: [{timestamp, temperature,
+/// humidity}]`) with its table makes the records the built-in `milesight-em300-th` makes of
+/// the same frame: the live one, then one per history record at its own time, in the
+/// frame's order, readings on their channels, with the same ids and times; only who made
+/// them differs.
+#[cfg(feature = "js")]
+#[test]
+fn a_javascript_codec_with_history_makes_the_built_in_codecs_records() {
+    let dir = codec_files::tempdir();
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for file in ["milesight-em300-th.js", "milesight-em300-th.toml"] {
+        codec_files::write(
+            dir.path().join(file),
+            std::fs::read(golden_dir.join(file)).unwrap(),
+        );
+    }
+    let site = SITE
+        .replace(
+            "\ncodec = \"browan-tbhv110\"",
+            "\njs_codec = \"milesight-em300-th\"",
+        )
+        .replace(
+            "[sink]",
+            &format!("[codecs]\ndir = {:?}\n[sink]", dir.path()),
+        );
+    let m = Metrics::new();
+    let mut decoder = Decoder::with_launcher(
+        &Config::parse(&site).unwrap(),
+        m.clone(),
+        hubgate::js::Launcher::program(env!("CARGO_BIN_EXE_hubgate")),
+    );
+    let mut up = published_uplink();
+    up.fport = Some(85);
+    // 100 %, 26.6 °C, 40 %RH now; history: 1 700 000 000 −1.0 °C 50 %RH, then 1 700 000 600
+    // 22.5 °C 40 %RH.
+    up.payload = hex::decode(concat!(
+        "017564",
+        "03670A01",
+        "046850",
+        "20CE00F15365F6FF6400",
+        "20CE58F35365E1005000",
+    ))
+    .unwrap();
+    let ours = decoder.decode(&hubgate::source::Input::Uplink(up.clone()));
+    assert_eq!(m.problems("codec_file"), 0);
+    let builtin = Decoder::new(&Config::parse(SITE).unwrap(), Metrics::new())
+        .decode_with(&up, Codec::from_id("milesight-em300-th").unwrap())
+        .unwrap();
+    let bodies = |records: &[hubgate::record::Record]| -> Vec<Value> {
+        records
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    };
+    let (ours, theirs) = (bodies(&ours), bodies(&builtin));
+    let data = |v: &Value| {
+        let mut d = v["obj"]["data"].as_object().unwrap().clone();
+        d.remove("meta");
+        d.remove("unpacker");
+        Value::Object(d)
+    };
+    let id = "00-16-16-00-00-00-0C-BB";
+    let t = |v: Value| serde_json::json!([{"context_id": "3", "unit": "°C", "value": v}]);
+    let h = |v: Value| serde_json::json!([{"context_id": "4", "unit": "%RH", "value": v}]);
+    assert_eq!(
+        ours.iter().map(data).collect::<Vec<_>>(),
+        [
+            serde_json::json!({"time": "2023-10-02T13:28:32.556Z", "temperature": t(26.6.into()),
+                "humidity": h(40.into()),
+                "device_health": {"id": id, "charge": [{"unit": "%", "value": 100}]}}),
+            serde_json::json!({"time": "2023-11-14T22:13:20.000Z", "temperature": t((-1).into()),
+                "humidity": h(50.into()), "device_health": {"id": id}}),
+            serde_json::json!({"time": "2023-11-14T22:23:20.000Z", "temperature": t(22.5.into()),
+                "humidity": h(40.into()), "device_health": {"id": id}}),
+        ]
+    );
+    assert_eq!(ours.len(), theirs.len());
+    for (i, (ours, theirs)) in ours.iter().zip(&theirs).enumerate() {
+        let mut diffs = Vec::new();
+        let mut theirs = theirs.clone();
+        theirs["obj"]["data"]["unpacker"]["class"] = "js/milesight-em300-th".into();
+        theirs["obj"]["data"]["meta"]["dc"]["device_type"] = "js/milesight-em300-th".into();
+        compare("", ours, &theirs, &[], &mut diffs);
+        assert!(diffs.is_empty(), "record {i}:\n{}", diffs.join("\n"));
+        assert_eq!(ours["id"], theirs["id"], "record {i}");
+    }
+    let stamps: Vec<&Value> = ours.iter().map(|v| &v["obj"]["tstamp"]).collect();
+    assert_eq!(
+        stamps,
+        [1_696_253_312_556_u64, 1_700_000_000_000, 1_700_000_600_000]
+    );
+}
+
 /// `hubgate run` of a site config in `dir` that replays `uplink` to stdout: the config's path
 /// and what the sink sent.
 fn replayed(dir: &std::path::Path, uplink: &str) -> (std::path::PathBuf, String) {
