@@ -1364,6 +1364,42 @@ mod tests {
         }
     }
 
+    /// A table key ending in `[]` gives Elsys's decoder's repeated probes
+    /// (`externalTemperature2`: a number for one probe, an array for several) the readings the
+    /// built-in codec writes, byte for byte: one per probe, numbered from 0.
+    #[test]
+    fn an_array_of_probes_is_read_as_the_built_in_codec_reads_it() {
+        let (mut builtin, _) = codec_decoder("elsys");
+        let (mut d, _, _dir) = table_decoder(
+            "rec_type = \"io.microshare.environment.unpacked\"\n[fields]\n\
+             \"externalTemperature2[]\" = { field = \"ext_temperature2\", unit = \"°C\" }\n",
+        );
+        for (payload, decoded, readings) in [
+            (
+                "190064 19FF9C",
+                serde_json::json!([10, -10]),
+                r#""ext_temperature2":[{"context_id":"0","unit":"°C","value":10},{"context_id":"1","unit":"°C","value":-10}],"meta":"#,
+            ),
+            (
+                "190064",
+                serde_json::json!(10),
+                r#""ext_temperature2":[{"context_id":"0","unit":"°C","value":10}],"meta":"#,
+            ),
+        ] {
+            let Input::Uplink(mut up) = uplink() else {
+                unreachable!()
+            };
+            up.payload = crate::codec::hex(payload);
+            let theirs = builtin.decode(&Input::Uplink(up)).one();
+            let object = serde_json::json!({ "externalTemperature2": decoded });
+            let ours = d.decode(&with_ns(object, serde_json::json!([]))).one();
+            for rec in [&theirs, &ours] {
+                assert!(rec.body.contains(readings), "{payload}: {}", rec.body);
+            }
+            assert!(body(&ours)["obj"]["data"].get("origin").is_none());
+        }
+    }
+
     /// A decoded object's history (a table's `[history]`) makes records as a built-in
     /// codec's does: the live one, then one per entry in the array's order, each at its own
     /// time with its own id, `createDate` and `tstamp`; the same again on a redelivery; a

@@ -25,7 +25,8 @@ use crate::codec::rec_type;
 /// voc = { field = "voc", unit = "ppb", ignore = [65535] }
 /// ```
 ///
-/// Keys are paths into the codec's object, nested keys joined with `.`.
+/// Keys are paths into the codec's object, nested keys joined with `.`; a key ending in `[]`
+/// reads an array of values (or one value), a reading per item.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Table {
@@ -98,6 +99,10 @@ pub struct Target {
     /// The reading's channel, as the built-in codecs write it (`"3"`: Milesight's channel
     /// id, Cayenne's channel).
     pub context_id: Option<String>,
+    /// For a key ending in `[]` (an array of values, one reading each): the `context_id` of
+    /// its first item, the next item's one more (0 unset, as the built-in Elsys codec numbers
+    /// its repeated probes).
+    pub context_base: Option<u32>,
 }
 
 /// A table field's `type`.
@@ -161,6 +166,34 @@ impl Table {
         }
         for (path, target) in &t.fields {
             let field = target.field.as_str();
+            let each = path.strip_suffix("[]");
+            if each.unwrap_or(path).contains("[]") || each == Some("") {
+                return Err(format!(
+                    "fields.{path}: [] goes at the end of a key, after the array's own key; \
+                     an array of entries with their own time is [history]"
+                ));
+            }
+            match each {
+                Some(one) if t.fields.contains_key(one) => {
+                    return Err(format!(
+                        "fields.{path}: {one} is a key of its own too; keep one (a key ending \
+                         in [] reads one value as well)"
+                    ));
+                }
+                Some(_) if target.context_id.is_some() => {
+                    return Err(format!(
+                        "fields.{path}: each item's context_id is its index, counted from \
+                         context_base; context_id is for a key of one value"
+                    ));
+                }
+                None if target.context_base.is_some() => {
+                    return Err(format!(
+                        "fields.{path}: context_base numbers the items of an array, a key \
+                         ending in []"
+                    ));
+                }
+                _ => {}
+            }
             // 0 (a typo for 0.01, say) would make every reading of the field 0.
             if !target.scale.is_finite() || target.scale == 0.0 {
                 return Err(format!(
@@ -615,6 +648,7 @@ pub fn map(
                 ),
                 ignore: &t.ignore,
                 context_id: t.context_id.as_deref(),
+                context_base: t.context_base.unwrap_or(0),
                 copy_of: None,
                 fix: Fix::None,
                 warn: false,
@@ -716,6 +750,7 @@ pub fn map(
                     range: b.range,
                     ignore: &[],
                     context_id: None,
+                    context_base: 0,
                     copy_of: charge_copy.filter(|_| moment.is_none() && b.path == "battery"),
                     fix: if unset && b.path == "battery" {
                         Fix::Battery(brand.map(|b| b.id))
@@ -964,6 +999,8 @@ struct Rule<'a> {
     ignore: &'a [f64],
     /// The reading's channel.
     context_id: Option<&'a str>,
+    /// An array's items' channels: its first item's, the next one more.
+    context_base: u32,
     /// A number that is a copy of a value read already: it stays unmapped, quietly.
     copy_of: Option<f64>,
     /// Added to the warning about a number above `range`.
@@ -1015,19 +1052,21 @@ fn walk<'a>(
             continue;
         }
         let Some(r) = rule(&path) else {
-            origin.insert(key.clone(), v.clone());
-            continue;
-        };
-        match reading(&r, v) {
-            Ok(json) => {
-                let dest = if r.health { &mut *health } else { &mut *data };
-                if let Json::Array(list) = dest
-                    .entry(r.field.to_string())
-                    .or_insert_with(|| Json::Array(Vec::new()))
-                {
-                    list.push(json);
+            match rule(&format!("{path}[]")) {
+                Some(r) => {
+                    let out = (&mut *data, &mut *health, &mut *warnings);
+                    if !each(&path, v, &r, out) {
+                        origin.insert(key.clone(), v.clone());
+                    }
+                }
+                None => {
+                    origin.insert(key.clone(), v.clone());
                 }
             }
+            continue;
+        };
+        match reading(&r, v, r.context_id) {
+            Ok(json) => put(&r, json, data, health),
             Err(miss) => {
                 if let (Miss::Outside(x), true) = (miss, r.warn) {
                     warnings.push(outside(&path, x, &r));
@@ -1036,6 +1075,59 @@ fn walk<'a>(
             }
         }
     }
+}
+
+/// `json`, read by `r`, after its field's readings (or device values) in `data` (`health`).
+fn put(r: &Rule, json: Json, data: &mut Map<String, Json>, health: &mut Map<String, Json>) {
+    let dest = if r.health { health } else { data };
+    if let Json::Array(list) = dest
+        .entry(r.field.to_string())
+        .or_insert_with(|| Json::Array(Vec::new()))
+    {
+        list.push(json);
+    }
+}
+
+/// The most items of an array (a table key ending in `[]`) that are read: an Elsys Grid-EYE's
+/// 64 pixels, the longest run of one quantity a built-in codec reads from a frame.
+const MAX_ITEMS: usize = 64;
+
+/// Read each item of the array `v` at `path` (or `v` itself, one value: Elsys's decoder gives
+/// one probe as a number, several as an array) by `r` into `out`, its `context_id` its index
+/// from `r.context_base`: whether all of it was read. An array past [`MAX_ITEMS`] gives the
+/// readings of its first items, with a warning.
+fn each(
+    path: &str,
+    v: &Json,
+    r: &Rule,
+    out: (
+        &mut Map<String, Json>,
+        &mut Map<String, Json>,
+        &mut Vec<String>,
+    ),
+) -> bool {
+    let (data, health, warnings) = out;
+    let items = match v {
+        Json::Array(items) => items.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    let mut all = !items.is_empty();
+    for (i, item) in items.iter().take(MAX_ITEMS).enumerate() {
+        let context = (u64::from(r.context_base) + i as u64).to_string();
+        match reading(r, item, Some(&context)) {
+            Ok(json) => put(r, json, data, health),
+            Err(_) => all = false,
+        }
+    }
+    if items.len() > MAX_ITEMS {
+        warnings.push(format!(
+            "{path}: an array of {} items, the first {MAX_ITEMS} read, the whole of it kept \
+             under origin",
+            items.len()
+        ));
+        all = false;
+    }
+    all
 }
 
 /// The warning for a normalized `x` at `path` outside `r`'s range.
@@ -1051,7 +1143,7 @@ fn outside(path: &str, x: f64, r: &Rule) -> String {
 }
 
 /// `{context_id, value, unit}` of `v` read by `r`.
-fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
+fn reading(r: &Rule, v: &Json, context_id: Option<&str>) -> Result<Json, Miss> {
     let value = match (r.kind, v) {
         // Vendor codecs often return text (`(x / 10).toFixed(1)` is "21.5"): the whole text
         // is the number, else it stays unmapped. NaN and infinities parse but are no number.
@@ -1102,7 +1194,7 @@ fn reading(r: &Rule, v: &Json) -> Result<Json, Miss> {
         _ => return Err(Miss::Unread),
     };
     let mut m = Map::new();
-    if let Some(c) = r.context_id {
+    if let Some(c) = context_id {
         m.insert("context_id".into(), Json::String(c.into()));
     }
     if let Some(u) = r.unit {
@@ -2000,7 +2092,7 @@ mod tests {
             (
                 "[fields]\n\nx = { field = \"a\", maximum = 3 }",
                 "fields.x.maximum: unknown field `maximum`, expected one of `field`, `unit`, `scale`, \
-                 `health`, `ignore`, `min`, `max`, `type`, `values`, `context_id` (line 3)",
+                 `health`, `ignore`, `min`, `max`, `type`, `values`, `context_id`, `context_base` (line 3)",
             ),
             (
                 "[fields]\nx = { unit = \"V\" }",
@@ -2043,6 +2135,112 @@ mod tests {
             ("3", "fields.x.context_id: invalid type: integer `3`, expected a string (line 2)"),
         ] {
             let text = format!("[fields]\nx = {{ field = \"a\", context_id = {value} }}");
+            assert_eq!(Table::parse(&text).unwrap_err(), error, "{text}");
+        }
+    }
+
+    /// A key ending in `[]` reads each item of an array, or one value, as a reading of its
+    /// own, its `context_id` its index (from `context_base`), as the built-in Elsys codec
+    /// numbers repeated probes; an array any item of which is not read, an empty one, or one
+    /// past [`MAX_ITEMS`] (whose first items are read, with a warning) stays whole under
+    /// `origin`, its items in their places.
+    #[test]
+    fn a_key_ending_in_brackets_reads_each_item_on_its_index() {
+        let t = Table::parse(
+            "[fields]\n\
+             \"externalTemperature2[]\" = { field = \"ext_temperature2\", unit = \"°C\" }\n\
+             \"probes.t[]\" = { field = \"temperature\", unit = \"°C\", context_base = 1 }\n\
+             \"doors[]\" = { field = \"open\", type = \"bool\", context_base = 5 }\n",
+        )
+        .unwrap();
+        let r = |c: &str, v: Json| json!({"context_id": c, "unit": "°C", "value": v});
+        let m = by_table(
+            &t,
+            json!({"externalTemperature2": [10, -10], "probes": {"t": [21.5, "22"]},
+                   "doors": [1, 0]}),
+        );
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "ext_temperature2": [r("0", json!(10)), r("1", json!(-10))],
+                "temperature": [r("1", json!(21.5)), r("2", json!(22))],
+                "open": [{"context_id": "5", "value": true}, {"context_id": "6", "value": false}],
+            })
+        );
+        let m = by_table(&t, json!({"externalTemperature2": 10}));
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"ext_temperature2": [r("0", json!(10))]})
+        );
+        let partly = json!([10, "x", [11], {"t": 12}, null, 13]);
+        let m = by_table(
+            &t,
+            json!({"externalTemperature2": partly.clone(), "doors": []}),
+        );
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "ext_temperature2": [r("0", json!(10)), r("5", json!(13))],
+                "origin": {"externalTemperature2": partly, "doors": []},
+            })
+        );
+        assert!(m.warnings.is_empty());
+        let many: Vec<Json> = (0..100_000).map(|i| json!(i)).collect();
+        let m = by_table(&t, json!({"probes": {"t": many.clone()}}));
+        let read: Vec<Json> = (0..MAX_ITEMS)
+            .map(|i| r(&(i + 1).to_string(), json!(i)))
+            .collect();
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"temperature": read, "origin": {"probes": {"t": many}}})
+        );
+        assert_eq!(
+            m.warnings,
+            ["probes.t: an array of 100000 items, the first 64 read, the whole of it kept under \
+              origin"]
+        );
+    }
+
+    /// A key with `[]` anywhere but at its end, both `x` and `x[]`, a `context_id` on an
+    /// array or a `context_base` on one value makes the table bad, in one line.
+    #[test]
+    fn a_bad_array_key_is_one_line() {
+        for (fields, error) in [
+            (
+                "\"h[].t\" = { field = \"a\" }",
+                "fields.h[].t: [] goes at the end of a key, after the array's own key; an array \
+                 of entries with their own time is [history]",
+            ),
+            (
+                "\"[]\" = { field = \"a\" }",
+                "fields.[]: [] goes at the end of a key, after the array's own key; an array of \
+                 entries with their own time is [history]",
+            ),
+            (
+                "\"t[][]\" = { field = \"a\" }",
+                "fields.t[][]: [] goes at the end of a key, after the array's own key; an array \
+                 of entries with their own time is [history]",
+            ),
+            (
+                "t = { field = \"a\" }\n\"t[]\" = { field = \"b\" }",
+                "fields.t[]: t is a key of its own too; keep one (a key ending in [] reads one \
+                 value as well)",
+            ),
+            (
+                "\"t[]\" = { field = \"a\", context_id = \"3\" }",
+                "fields.t[]: each item's context_id is its index, counted from context_base; \
+                 context_id is for a key of one value",
+            ),
+            (
+                "t = { field = \"a\", context_base = 3 }",
+                "fields.t: context_base numbers the items of an array, a key ending in []",
+            ),
+            (
+                "\"t[]\" = { field = \"a\", context_base = -1 }",
+                "fields.t[].context_base: invalid value: integer `-1`, expected u32 (line 2)",
+            ),
+        ] {
+            let text = format!("[fields]\n{fields}\n");
             assert_eq!(Table::parse(&text).unwrap_err(), error, "{text}");
         }
     }
