@@ -337,8 +337,9 @@ const RECORD_KEYS: &[&str] = &[ORIGIN, "device_health", "meta", "time", "unpacke
 /// with it, so a codec returning thousands of entries, or a normalizer stamping every sample
 /// of a waveform, makes no more records than a built-in codec's history frame.
 const MAX_MOMENTS: usize = 32;
-/// A measurement timed this little before the uplink, or after it, is of now: the time
-/// between measuring and sending, or a device clock running ahead.
+/// A measurement timed this little before the uplink, or after it, is of now (unless a codec's
+/// history entry has its time): the time between measuring and sending, or a device clock
+/// running ahead.
 const NOW_WITHIN: Duration = Duration::from_secs(60);
 
 /// How a rule reads its value.
@@ -706,8 +707,15 @@ pub fn map(
     // Per moment of `m.history`, its measurements' unmapped parts.
     let mut history_origin: Vec<Vec<Json>> = vec![Vec::new(); m.history.len()];
     for n in normalized {
-        // The codec's own object is of now: the copies it holds are of now too.
-        let at = measured_at(n).filter(|t| now.duration_since(*t).is_ok_and(|d| d > NOW_WITHIN));
+        // A copy of a history entry joins it whatever its time (a device clock ahead
+        // stamps entries after the uplink); else the codec's own object is of now: the
+        // copies it holds are of now too.
+        let at = measured_at(n).filter(|t| {
+            m.history[..entry_own.len()]
+                .iter()
+                .any(|h| same_ms(h.time, *t))
+                || now.duration_since(*t).is_ok_and(|d| d > NOW_WITHIN)
+        });
         let moment = match at {
             // A measurement of nothing but its time is no record.
             Some(_) if n.len() == 1 => None,
@@ -2411,6 +2419,37 @@ mod tests {
                 })
             )]
         );
+    }
+
+    /// A normalizer's copy of an entry timed a minute or less before the uplink, or after it
+    /// (a device clock ahead), joins the entry as an older one does: none of its readings goes
+    /// into the live record, where it would be taken for the state now.
+    #[test]
+    fn a_normalized_copy_of_a_recent_or_future_history_entry_is_one_reading() {
+        let t = Table::parse(MILESIGHT).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for secs in [1_700_000_000 - 10, 1_700_000_000 + 300] {
+            let object = obj(json!({"history": [{"timestamp": secs, "temperature": 20.5}]}));
+            let time = time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();
+            let time = time
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            let copy = obj(json!({"time": time, "air": {"temperature": 20.5}}));
+            let m = map(Some(&object), Some(&t), None, &[copy], now);
+            assert_eq!(
+                m.history,
+                [moment(
+                    secs,
+                    json!({
+                        "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
+                        "origin": {"normalized": [{"air": {"temperature": 20.5}}]},
+                    })
+                )],
+                "{secs}"
+            );
+            assert_eq!(Json::Object(m.data), json!({}), "{secs}");
+            assert!(m.health.is_empty() && m.warnings.is_empty(), "{secs}");
+        }
     }
 
     /// A `[history]` that could not be found, or whose entries `[fields]` would address
