@@ -49,7 +49,8 @@ pub struct Table {
 pub struct HistoryTable {
     /// The array's key, at the top of the codec's object.
     pub path: String,
-    /// The key of each entry's time: Unix seconds (a whole number), or RFC 3339 text.
+    /// The key of each entry's time: Unix seconds (a fraction kept to the millisecond), or
+    /// RFC 3339 text.
     pub time: String,
 }
 
@@ -885,13 +886,18 @@ fn codec_history<'a>(
                     (None, _) => format!("{}[{i}] is no object", h.path),
                     (Some(_), None) => format!("{}[{i}] has no {}", h.path, h.time),
                     (Some(_), Some(t)) => {
+                        // `Date.now()` is milliseconds.
+                        let ms = t
+                            .as_f64()
+                            .is_some_and(|x| entry_time(&(x / 1000.0).into()).is_some());
+                        let ms = if ms { ", milliseconds?" } else { "" };
                         let mut t = t.to_string();
                         if t.len() > 40 {
                             let end = (0..=40).rev().find(|&n| t.is_char_boundary(n));
                             t.truncate(end.unwrap_or(0));
                             t.push('…');
                         }
-                        format!("{}[{i}].{} {t}", h.path, h.time)
+                        format!("{}[{i}].{} {t}{ms}", h.path, h.time)
                     }
                 };
             }
@@ -943,17 +949,17 @@ fn codec_history<'a>(
     }
 }
 
-/// The time of a codec's history entry: Unix seconds, a whole number (Milesight's decoders'
-/// `timestamp`; `1.7e9` as a network server may write it too), or RFC 3339 text (The Things
-/// Network's schema's `time`), if a record can carry it.
+/// The time of a codec's history entry: Unix seconds (Milesight's decoders' `timestamp`;
+/// `1.7e9` as a network server may write it too; `Date.now() / 1000`'s fraction rounded to the
+/// millisecond, the most a record's time shows), or RFC 3339 text (The Things Network's
+/// schema's `time`), if a record can carry it.
 fn entry_time(v: &Json) -> Option<SystemTime> {
     let t = match v {
         Json::Number(n) => {
-            let secs = n.as_u64().or_else(|| {
-                let x = n.as_f64()?;
-                (x.fract() == 0.0 && (0.0..1e15).contains(&x)).then_some(x as u64)
-            })?;
-            UNIX_EPOCH.checked_add(Duration::from_secs(secs))?
+            // Below 1e15 s the milliseconds fit a u64; up to 9999 (what a record carries)
+            // f64 holds them exactly.
+            let secs = n.as_f64().filter(|x| (0.0..1e15).contains(x))?;
+            UNIX_EPOCH.checked_add(Duration::from_millis((secs * 1000.0).round() as u64))?
         }
         Json::String(text) => rfc3339(text)?,
         _ => return None,
@@ -2273,7 +2279,7 @@ mod tests {
     /// their own time, one per entry in the array's order, mapped by the table's live names
     /// (channels and all), an entry's unmapped fields under its own `origin`; the live
     /// readings stay the live record's. A time may be Unix seconds, written whole as a float
-    /// too, or RFC 3339 text.
+    /// too or with a fraction (kept to the millisecond), or RFC 3339 text.
     #[test]
     fn a_codecs_history_entries_are_moments_of_their_own_time() {
         let t = Table::parse(MILESIGHT).unwrap();
@@ -2283,6 +2289,7 @@ mod tests {
                 {"timestamp": 1_700_000_000, "temperature": 20.5, "humidity": 40, "flag": 1},
                 {"timestamp": 1_700_000_600.0, "temperature": 20.5},
                 {"timestamp": "2023-11-14T22:13:20Z", "humidity": 41},
+                {"timestamp": 1_700_000_000.123_4, "humidity": 42},
             ]}),
         );
         assert_eq!(
@@ -2305,6 +2312,10 @@ mod tests {
                 ),
                 moment(1_700_000_600, json!({"temperature": t(json!(20.5))})),
                 moment(1_700_000_000, json!({"humidity": h(json!(41))})),
+                Moment {
+                    time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+                    ..moment(0, json!({"humidity": h(json!(42))}))
+                },
             ]
         );
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
@@ -2325,7 +2336,7 @@ mod tests {
             json!({"temperature": 2}),
             json!({"timestamp": "yesterday", "temperature": 3}),
             json!({"timestamp": -5, "temperature": 4}),
-            json!({"timestamp": 1_700_000_000.5, "temperature": 5}),
+            json!({"timestamp": -0.5, "temperature": 5}),
             json!({"timestamp": 1e300, "temperature": 6}),
             json!({"timestamp": "1700000000", "temperature": 7}),
             json!({"timestamp": true, "temperature": 8}),
@@ -2374,6 +2385,14 @@ mod tests {
             (
                 json!({"timestamp": "x".repeat(100)}),
                 "history[0].timestamp \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…",
+            ),
+            (
+                json!({"timestamp": 1_700_000_000_000_u64, "temperature": 2}),
+                "history[0].timestamp 1700000000000, milliseconds?",
+            ),
+            (
+                json!({"timestamp": 1e300, "temperature": 2}),
+                "history[0].timestamp 1e+300",
             ),
         ] {
             let m = by_table(&t, json!({ "history": [entry] }));
