@@ -143,15 +143,19 @@ impl Table {
             }
         })?;
         if let Some(h) = &t.history {
-            if h.path.is_empty() || h.path.contains('.') {
+            // Neither is looked up as a path: a dot or a `[]` would be part of the key.
+            if h.path.is_empty() || h.path.contains('.') || h.path.ends_with("[]") {
                 return Err(format!(
                     "history.path: {:?} must be a key at the top of the codec's object, \
-                     without a dot",
+                     without a dot or []",
                     h.path
                 ));
             }
-            if h.time.is_empty() {
-                return Err("history.time: the key of each entry's time must not be empty".into());
+            if h.time.is_empty() || h.time.contains('.') || h.time.ends_with("[]") {
+                return Err(format!(
+                    "history.time: {:?} must be a key of each entry itself, without a dot or []",
+                    h.time
+                ));
             }
             let under = |k: &String| {
                 k.strip_prefix(h.path.as_str())
@@ -2480,18 +2484,35 @@ mod tests {
                 "path = \"a.history\"\ntime = \"t\"",
                 "",
                 "history.path: \"a.history\" must be a key at the top of the codec's object, \
-                 without a dot",
+                 without a dot or []",
             ),
             (
                 "path = \"\"\ntime = \"t\"",
                 "",
                 "history.path: \"\" must be a key at the top of the codec's object, without \
-                 a dot",
+                 a dot or []",
+            ),
+            (
+                "path = \"history[]\"\ntime = \"t\"",
+                "",
+                "history.path: \"history[]\" must be a key at the top of the codec's object, \
+                 without a dot or []",
             ),
             (
                 "path = \"h\"\ntime = \"\"",
                 "",
-                "history.time: the key of each entry's time must not be empty",
+                "history.time: \"\" must be a key of each entry itself, without a dot or []",
+            ),
+            (
+                "path = \"h\"\ntime = \"meta.ts\"",
+                "",
+                "history.time: \"meta.ts\" must be a key of each entry itself, without a dot or \
+                 []",
+            ),
+            (
+                "path = \"h\"\ntime = \"ts[]\"",
+                "",
+                "history.time: \"ts[]\" must be a key of each entry itself, without a dot or []",
             ),
             (
                 "path = \"h\"\ntime = \"t\"",
