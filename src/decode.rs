@@ -545,7 +545,8 @@ impl Decoder {
 
     /// `up` decoded by `script` and mapped by the codec's own table, or else by the device's
     /// `mapping` table: the pipeline and `hubgate decode --js` map alike. The codec's
-    /// warnings are the problem `js_warning`; those about its normalized values are
+    /// warnings are the problem `js_warning`; the mapping's (normalized values out of bounds,
+    /// `[history]` entries unread or past the cap, `[]` arrays past theirs) are
     /// `js_value_refused`, rate-limited apart, so that a fleet of one vendor's normalizers
     /// cannot hide another codec's own warnings.
     fn run_js(&self, up: &Uplink, script: &Script) -> Result<(mapping::Mapped, bool), JsError> {
