@@ -2444,6 +2444,48 @@ mod tests {
         );
     }
 
+    /// Normalized measurements beside a codec's history: one of a time no entry has makes a
+    /// moment after the entries', with its unmapped part under its own `origin.normalized`;
+    /// a copy of an entry keeps the entry's unmapped fields and adds its own unmapped part,
+    /// under `normalized_` where the entry has a `normalized` of its own.
+    #[test]
+    fn normalized_measurements_beside_history_entries_keep_every_unmapped_part() {
+        let t = Table::parse(MILESIGHT).unwrap();
+        let object = obj(json!({"history": [
+            {"timestamp": 1_700_000_000, "temperature": 20.5, "flag": 1, "normalized": 7},
+        ]}));
+        let copy = obj(json!({"time": "2023-11-14T22:13:20Z", "extra": 1,
+                              "air": {"temperature": 20.5, "relativeHumidity": 40}}));
+        let earlier = obj(json!({"time": "2023-11-14T21:56:40Z", "extra": 2,
+                                 "air": {"temperature": 19}}));
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_003_600);
+        let m = map(Some(&object), Some(&t), None, &[copy, earlier], now);
+        assert_eq!(
+            m.history,
+            [
+                moment(
+                    1_700_000_000,
+                    json!({
+                        "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
+                        "humidity": [{"unit": "%RH", "value": 40}],
+                        "origin": {"flag": 1, "normalized": 7, "normalized_": [
+                            {"extra": 1, "air": {"temperature": 20.5}},
+                        ]},
+                    })
+                ),
+                moment(
+                    1_699_999_000,
+                    json!({
+                        "temperature": [{"unit": "°C", "value": 19}],
+                        "origin": {"normalized": [{"extra": 2}]},
+                    })
+                ),
+            ]
+        );
+        assert_eq!(Json::Object(m.data), json!({}));
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
+
     /// A normalizer's copy of an entry timed a minute or less before the uplink, or after it
     /// (a device clock ahead), joins the entry as an older one does: none of its readings goes
     /// into the live record, where it would be taken for the state now.
