@@ -636,29 +636,38 @@ pub fn map(
     let mut m = Mapped::default();
     let mut origin = Map::new();
     if let Some(object) = object {
+        // The keys ending in `[]`, by the array's own key, looked up with no key made.
+        let arrays: BTreeMap<&str, &Target> = table
+            .iter()
+            .flat_map(|t| &t.fields)
+            .filter_map(|(k, t)| Some((k.strip_suffix("[]")?, t)))
+            .collect();
         let rule = |path: &str| {
-            table.and_then(|t| t.fields.get(path)).map(|t| Rule {
-                field: &t.field,
-                unit: t.unit.as_deref(),
-                kind: match (&t.values, t.read_as) {
-                    (Some(values), _) => Kind::Values(values),
-                    (None, ReadAs::Bool) => Kind::Flag,
-                    (None, ReadAs::Number) if t.unit.is_none() => Kind::NumOrBool,
-                    (None, ReadAs::Number) => Kind::Num,
-                },
-                scale: t.scale,
-                health: t.health,
-                range: (
-                    t.min.unwrap_or(f64::NEG_INFINITY),
-                    t.max.unwrap_or(f64::INFINITY),
-                ),
-                ignore: &t.ignore,
-                context_id: t.context_id.as_deref(),
-                context_base: t.context_base.unwrap_or(0),
-                copy_of: None,
-                fix: Fix::None,
-                warn: false,
-            })
+            let one = table.and_then(|t| t.fields.get(path)).map(|t| (t, false));
+            one.or_else(|| arrays.get(path).map(|t| (*t, true)))
+                .map(|(t, each)| Rule {
+                    field: &t.field,
+                    unit: t.unit.as_deref(),
+                    kind: match (&t.values, t.read_as) {
+                        (Some(values), _) => Kind::Values(values),
+                        (None, ReadAs::Bool) => Kind::Flag,
+                        (None, ReadAs::Number) if t.unit.is_none() => Kind::NumOrBool,
+                        (None, ReadAs::Number) => Kind::Num,
+                    },
+                    scale: t.scale,
+                    health: t.health,
+                    range: (
+                        t.min.unwrap_or(f64::NEG_INFINITY),
+                        t.max.unwrap_or(f64::INFINITY),
+                    ),
+                    ignore: &t.ignore,
+                    context_id: t.context_id.as_deref(),
+                    context_base: t.context_base.unwrap_or(0),
+                    each,
+                    copy_of: None,
+                    fix: Fix::None,
+                    warn: false,
+                })
         };
         let history = table.and_then(|t| t.history.as_ref());
         let out = (&mut m.data, &mut m.health, &mut m.warnings);
@@ -764,6 +773,7 @@ pub fn map(
                     ignore: &[],
                     context_id: None,
                     context_base: 0,
+                    each: false,
                     copy_of: charge_copy.filter(|_| moment.is_none() && b.path == "battery"),
                     fix: if unset && b.path == "battery" {
                         Fix::Battery(brand.map(|b| b.id))
@@ -1019,6 +1029,8 @@ struct Rule<'a> {
     context_id: Option<&'a str>,
     /// An array's items' channels: its first item's, the next one more.
     context_base: u32,
+    /// It reads an array of values (a table key ending in `[]`), a reading per item.
+    each: bool,
     /// A number that is a copy of a value read already: it stays unmapped, quietly.
     copy_of: Option<f64>,
     /// Added to the warning about a number above `range`.
@@ -1070,19 +1082,16 @@ fn walk<'a>(
             continue;
         }
         let Some(r) = rule(&path) else {
-            match rule(&format!("{path}[]")) {
-                Some(r) => {
-                    let out = (&mut *data, &mut *health, &mut *warnings);
-                    if !each(&path, v, &r, out) {
-                        origin.insert(key.clone(), v.clone());
-                    }
-                }
-                None => {
-                    origin.insert(key.clone(), v.clone());
-                }
-            }
+            origin.insert(key.clone(), v.clone());
             continue;
         };
+        if r.each {
+            let out = (&mut *data, &mut *health, &mut *warnings);
+            if !each(&path, v, &r, out) {
+                origin.insert(key.clone(), v.clone());
+            }
+            continue;
+        }
         match reading(&r, v, r.context_id) {
             Ok(json) => put(&r, json, data, health),
             Err(miss) => {
