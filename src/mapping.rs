@@ -905,12 +905,7 @@ fn codec_history<'a>(
                             .as_f64()
                             .is_some_and(|x| entry_time(&(x / 1000.0).into()).is_some());
                         let ms = if ms { ", milliseconds?" } else { "" };
-                        let mut t = t.to_string();
-                        if t.len() > 40 {
-                            let end = (0..=40).rev().find(|&n| t.is_char_boundary(n));
-                            t.truncate(end.unwrap_or(0));
-                            t.push('…');
-                        }
+                        let t = clipped(t, 40);
                         format!("{}[{i}].{} {t}{ms}", h.path, h.time)
                     }
                 };
@@ -961,6 +956,41 @@ fn codec_history<'a>(
     if !left.is_empty() {
         origin.insert(h.path.clone(), Json::Array(left));
     }
+}
+
+/// `v` as it displays, cut to `max` bytes (at a character's end) and `…` if longer: written
+/// no further, so that a huge value (a time key holding a nested array) is not written whole
+/// to show its start.
+fn clipped(v: &dyn std::fmt::Display, max: usize) -> String {
+    struct Upto {
+        text: String,
+        max: usize,
+        full: bool,
+    }
+    impl std::fmt::Write for Upto {
+        fn write_str(&mut self, part: &str) -> std::fmt::Result {
+            let room = self.max - self.text.len();
+            if !self.full && part.len() <= room {
+                self.text.push_str(part);
+                return Ok(());
+            }
+            if !self.full {
+                let end = (0..=room).rev().find(|&n| part.is_char_boundary(n));
+                self.text.push_str(&part[..end.unwrap_or(0)]);
+                self.text.push('…');
+                self.full = true;
+            }
+            Err(std::fmt::Error)
+        }
+    }
+    let mut upto = Upto {
+        text: String::new(),
+        max,
+        full: false,
+    };
+    // Its error only says the text was cut.
+    let _ = std::fmt::write(&mut upto, format_args!("{v}"));
+    upto.text
 }
 
 /// The time of a codec's history entry: Unix seconds (Milesight's decoders' `timestamp`;
@@ -2493,6 +2523,28 @@ mod tests {
         );
         assert_eq!(Json::Object(m.data), json!({}));
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
+
+    /// A value shown in a warning is written up to its cut only, whatever its length, and cut
+    /// at a character's end.
+    #[test]
+    fn a_clipped_value_is_written_no_further_than_its_cut() {
+        struct Endless(std::cell::Cell<usize>);
+        impl std::fmt::Display for Endless {
+            fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                for _ in 0..100_000 {
+                    f.write_str("x")?;
+                    self.0.set(self.0.get() + 1);
+                }
+                Ok(())
+            }
+        }
+        let endless = Endless(std::cell::Cell::new(0));
+        assert_eq!(clipped(&endless, 40), format!("{}…", "x".repeat(40)));
+        assert_eq!(endless.0.get(), 40);
+        assert_eq!(clipped(&"x".repeat(40), 40), "x".repeat(40));
+        assert_eq!(clipped(&"é".repeat(30), 41), format!("{}…", "é".repeat(20)));
+        assert_eq!(clipped(&json!([[1], 2]), 4), "[[1]…");
     }
 
     /// A normalizer's copy of an entry timed a minute or less before the uplink, or after it
