@@ -215,6 +215,10 @@ impl DeviceTable {
             } => {
                 d.codec = Some(codec);
                 d.rec_type = rec_type;
+                // A frame of history alone holds no readings of now: those shown stay.
+                if !mapped.has_readings() && !mapped.history.is_empty() {
+                    return;
+                }
                 d.readings.clear();
                 d.mapped.clear();
                 let fields = mapped
@@ -447,7 +451,7 @@ pub struct Devices {
     pub devices: Vec<DeviceView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct DeviceView {
     pub dev_eui: String,
     pub name: Option<String>,
@@ -755,6 +759,42 @@ mod tests {
         };
         t.heard(&up(1, 2), &[], outcome, now);
         assert_eq!(t.select(&all, now).devices[0].readings.len(), READINGS_MAX);
+    }
+
+    /// An uplink of history alone (a mapping table's `[history]`) holds no readings of now:
+    /// the readings shown stay those of the last uplink that had some.
+    #[test]
+    fn a_history_only_uplink_keeps_the_readings_shown() {
+        let fields = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let live = crate::mapping::Mapped {
+            data: fields(serde_json::json!({"temperature": [{"value": 21, "unit": "°C"}]})),
+            ..Default::default()
+        };
+        let history = crate::mapping::Mapped {
+            data: fields(serde_json::json!({"origin": {"fw": "1.2"}})),
+            history: vec![crate::mapping::Moment {
+                time: UNIX_EPOCH,
+                data: fields(serde_json::json!({"temperature": [{"value": 20}]})),
+                health: serde_json::Map::new(),
+            }],
+            ..Default::default()
+        };
+        let t = DeviceTable::new(10);
+        let outcome = |mapped| Outcome::Mapped {
+            codec: "javascript",
+            rec_type: "io.microshare.environment.unpacked",
+            mapped,
+        };
+        let now = at(1_000);
+        t.heard(&up(1, 1), &[], outcome(&live), now);
+        t.heard(&up(1, 2), &[], outcome(&history), now);
+        let d = &pick(&t, "", Sort::Eui, 0, 10, now).devices[0];
+        assert_eq!(d.uplinks, 2);
+        assert_eq!(d.fcnt, Some(2));
+        assert_eq!(
+            serde_json::to_value(&d.readings).unwrap(),
+            serde_json::json!([{"field": "temperature", "value": 21, "unit": "°C"}])
+        );
     }
 
     /// One huge uplink (a crafted Cayenne LPP payload decodes to 130,000 readings, 9.4 MB)
