@@ -61,6 +61,8 @@ struct MappedReading {
     field: String,
     value: serde_json::Value,
     unit: Option<String>,
+    /// The table's `context_id` (a `[]` key's item index from its `context_base`).
+    context_id: Option<String>,
 }
 
 pub struct DeviceTable {
@@ -238,6 +240,10 @@ impl DeviceTable {
                                 .get("unit")
                                 .and_then(|u| u.as_str())
                                 .map(|u| cut(u, NAME_MAX).to_string()),
+                            context_id: v
+                                .get("context_id")
+                                .and_then(|c| c.as_str())
+                                .map(|c| cut(c, NAME_MAX).to_string()),
                         });
                     }
                 }
@@ -488,9 +494,27 @@ pub struct ReadingView {
     /// Absent for counts and booleans.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<Cow<'static, str>>,
-    /// Present for multi-channel formats (Cayenne LPP).
+    /// Present for multi-channel formats (Cayenne LPP) and a mapping table's `context_id`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<u8>,
+    pub channel: Option<Channel>,
+}
+
+/// A reading's channel: a built-in codec's number, or a mapping table's `context_id`, text as
+/// the table writes it into the record.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Channel {
+    Number(u8),
+    Text(String),
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Channel::Number(n) => write!(f, "{n}"),
+            Channel::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 impl DeviceView {
@@ -526,13 +550,13 @@ impl DeviceView {
                         Value::Bool(v) => v.into(),
                     },
                     unit: r.unit.map(Cow::Borrowed),
-                    channel: r.context_id,
+                    channel: r.context_id.map(Channel::Number),
                 })
                 .chain(d.mapped.iter().map(|r| ReadingView {
                     field: Cow::Owned(r.field.clone()),
                     value: r.value.clone(),
                     unit: r.unit.clone().map(Cow::Owned),
-                    channel: None,
+                    channel: r.context_id.clone().map(Channel::Text),
                 }))
                 .collect(),
         }
@@ -713,7 +737,8 @@ mod tests {
     }
 
     /// A device decoded by a JavaScript codec or from the network server's object shows its
-    /// mapped readings (not `origin`), at most [`READINGS_MAX`] of them.
+    /// mapped readings (not `origin`), their `context_id` as the channel, at most
+    /// [`READINGS_MAX`] of them.
     #[test]
     fn mapped_readings_are_shown_and_bounded() {
         let t = DeviceTable::new(10);
@@ -721,6 +746,13 @@ mod tests {
         mapped.data.insert(
             "soil_moisture".into(),
             serde_json::json!([{"value": 31, "unit": "%"}]),
+        );
+        mapped.data.insert(
+            "temperature".into(),
+            serde_json::json!([
+                {"value": 20, "unit": "°C", "context_id": "0"},
+                {"value": 21, "unit": "°C", "context_id": "1"},
+            ]),
         );
         mapped
             .data
@@ -747,6 +779,8 @@ mod tests {
             serde_json::to_value(&d.readings).unwrap(),
             serde_json::json!([
                 {"field": "soil_moisture", "value": 31, "unit": "%"},
+                {"field": "temperature", "value": 20, "unit": "°C", "channel": "0"},
+                {"field": "temperature", "value": 21, "unit": "°C", "channel": "1"},
                 {"field": "voltage", "value": 3.6, "unit": "V"},
             ])
         );

@@ -221,7 +221,10 @@ fn device_row(b: &mut String, d: &DeviceView) {
             "{}<span class=reading>{}{} {}{}</span>",
             if i > 0 { ", " } else { "" },
             esc(&r.field),
-            r.channel.map(|c| format!("[{c}]")).unwrap_or_default(),
+            r.channel
+                .as_ref()
+                .map(|c| format!("[{}]", esc(&c.to_string())))
+                .unwrap_or_default(),
             esc(&r.value.to_string()),
             r.unit
                 .as_deref()
@@ -502,6 +505,37 @@ mod tests {
         assert_eq!(
             esc("<script>\"a\" & 'b'"),
             "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;"
+        );
+    }
+
+    /// A reading's channel follows its field: a built-in codec's number, a mapping table's
+    /// `context_id` (escaped, as the table's text).
+    #[test]
+    fn a_readings_channel_follows_its_field() {
+        use crate::metrics::devices::{Channel, ReadingView};
+        use std::borrow::Cow;
+        let reading = |field, value: i32, channel| ReadingView {
+            field: Cow::Borrowed(field),
+            value: value.into(),
+            unit: None,
+            channel,
+        };
+        let d = DeviceView {
+            readings: vec![
+                reading("count", 1, None),
+                reading("presence", 2, Some(Channel::Number(3))),
+                reading("temperature", 3, Some(Channel::Text("<1>".into()))),
+            ],
+            ..DeviceView::default()
+        };
+        let mut b = String::new();
+        device_row(&mut b, &d);
+        assert!(
+            b.contains(
+                "<span class=reading>count 1</span>, <span class=reading>presence[3] 2</span>, \
+                 <span class=reading>temperature[&lt;1&gt;] 3</span></tr>"
+            ),
+            "{b}"
         );
     }
 }
