@@ -2138,6 +2138,41 @@ mod tests {
                 "[fields]\nx = { field = \"a\", ignore = [1, inf] }",
                 "fields.x: ignore must list finite numbers",
             ),
+            // `[]` anywhere but at a key's end, both `x` and `x[]`, a `context_id` on an array,
+            // a `context_base` on one value.
+            (
+                "[fields]\n\"h[].t\" = { field = \"a\" }",
+                "fields.h[].t: [] goes at the end of a key, after the array's own key; an array \
+                 of entries with their own time is [history]",
+            ),
+            (
+                "[fields]\n\"[]\" = { field = \"a\" }",
+                "fields.[]: [] goes at the end of a key, after the array's own key; an array of \
+                 entries with their own time is [history]",
+            ),
+            (
+                "[fields]\n\"t[][]\" = { field = \"a\" }",
+                "fields.t[][]: [] goes at the end of a key, after the array's own key; an array \
+                 of entries with their own time is [history]",
+            ),
+            (
+                "[fields]\nt = { field = \"a\" }\n\"t[]\" = { field = \"b\" }",
+                "fields.t[]: t is a key of its own too; keep one (a key ending in [] reads one \
+                 value as well)",
+            ),
+            (
+                "[fields]\n\"t[]\" = { field = \"a\", context_id = \"3\" }",
+                "fields.t[]: each item's context_id is its index, counted from context_base; \
+                 context_id is for a key of one value",
+            ),
+            (
+                "[fields]\nt = { field = \"a\", context_base = 3 }",
+                "fields.t: context_base numbers the items of an array, a key ending in []",
+            ),
+            (
+                "[fields]\n\"t[]\" = { field = \"a\", context_base = -1 }",
+                "fields.t[].context_base: invalid value: integer `-1`, expected u32 (line 2)",
+            ),
         ] {
             assert_eq!(Table::parse(text).unwrap_err(), error, "{text}");
         }
@@ -2256,50 +2291,6 @@ mod tests {
             ["probes.t: an array of 100000 items, the first 64 read, the whole of it kept under \
               origin"]
         );
-    }
-
-    /// A key with `[]` anywhere but at its end, both `x` and `x[]`, a `context_id` on an
-    /// array or a `context_base` on one value makes the table bad, in one line.
-    #[test]
-    fn a_bad_array_key_is_one_line() {
-        for (fields, error) in [
-            (
-                "\"h[].t\" = { field = \"a\" }",
-                "fields.h[].t: [] goes at the end of a key, after the array's own key; an array \
-                 of entries with their own time is [history]",
-            ),
-            (
-                "\"[]\" = { field = \"a\" }",
-                "fields.[]: [] goes at the end of a key, after the array's own key; an array of \
-                 entries with their own time is [history]",
-            ),
-            (
-                "\"t[][]\" = { field = \"a\" }",
-                "fields.t[][]: [] goes at the end of a key, after the array's own key; an array \
-                 of entries with their own time is [history]",
-            ),
-            (
-                "t = { field = \"a\" }\n\"t[]\" = { field = \"b\" }",
-                "fields.t[]: t is a key of its own too; keep one (a key ending in [] reads one \
-                 value as well)",
-            ),
-            (
-                "\"t[]\" = { field = \"a\", context_id = \"3\" }",
-                "fields.t[]: each item's context_id is its index, counted from context_base; \
-                 context_id is for a key of one value",
-            ),
-            (
-                "t = { field = \"a\", context_base = 3 }",
-                "fields.t: context_base numbers the items of an array, a key ending in []",
-            ),
-            (
-                "\"t[]\" = { field = \"a\", context_base = -1 }",
-                "fields.t[].context_base: invalid value: integer `-1`, expected u32 (line 2)",
-            ),
-        ] {
-            let text = format!("[fields]\n{fields}\n");
-            assert_eq!(Table::parse(&text).unwrap_err(), error, "{text}");
-        }
     }
 
     /// A Milesight-style table: its live names with their channels, and `[history]`.
