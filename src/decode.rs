@@ -1145,11 +1145,11 @@ mod tests {
     #[test]
     fn a_partly_decoded_frame_keeps_its_readings_and_is_counted() {
         let (mut d, m) = codec_decoder("milesight-am307");
-        let Input::Uplink(mut up) = uplink() else {
-            unreachable!()
-        };
-        up.payload = crate::codec::hex("01755c 03673401 046865 0f7f01");
-        let rec = d.decode(&Input::Uplink(up)).one();
+        let rec = d
+            .decode(&with_payload(&crate::codec::hex(
+                "01755c 03673401 046865 0f7f01",
+            )))
+            .one();
         assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");
         let v: serde_json::Value = serde_json::from_str(&rec.body).unwrap();
         assert_eq!(v["obj"]["data"]["temperature"][0]["value"], 30.8);
@@ -1340,11 +1340,9 @@ mod tests {
     #[test]
     fn a_tables_context_id_is_written_as_the_built_in_codecs_write_theirs() {
         let (mut builtin, _) = codec_decoder("milesight-em300-th");
-        let Input::Uplink(mut up) = uplink() else {
-            unreachable!()
-        };
-        up.payload = crate::codec::hex("017564 03670AFF 046850");
-        let theirs = builtin.decode(&Input::Uplink(up)).one();
+        let theirs = builtin
+            .decode(&with_payload(&crate::codec::hex("017564 03670AFF 046850")))
+            .one();
         let (mut d, _, _dir) = table_decoder(
             "rec_type = \"io.microshare.environment.unpacked\"\n[fields]\n\
              battery = { field = \"charge\", unit = \"%\", health = true }\n\
@@ -1387,11 +1385,9 @@ mod tests {
                 r#""ext_temperature2":[{"context_id":"0","unit":"°C","value":10}],"meta":"#,
             ),
         ] {
-            let Input::Uplink(mut up) = uplink() else {
-                unreachable!()
-            };
-            up.payload = crate::codec::hex(payload);
-            let theirs = builtin.decode(&Input::Uplink(up)).one();
+            let theirs = builtin
+                .decode(&with_payload(&crate::codec::hex(payload)))
+                .one();
             let object = serde_json::json!({ "externalTemperature2": decoded });
             let ours = d.decode(&with_ns(object, serde_json::json!([]))).one();
             for rec in [&theirs, &ours] {
@@ -1853,7 +1849,6 @@ mod tests {
         (Decoder::new(&Config::parse(&text).unwrap(), m.clone()), m)
     }
 
-    #[cfg(feature = "js")]
     fn with_payload(payload: &[u8]) -> Input {
         let Input::Uplink(mut up) = uplink() else {
             unreachable!()
