@@ -144,30 +144,7 @@ fn a_record_matches_microshares_published_example_field_by_field() {
 #[cfg(feature = "js")]
 #[test]
 fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
-    let dir = codec_files::tempdir();
-    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for file in ["browan-tbhv110.js", "browan-tbhv110.toml"] {
-        codec_files::write(
-            dir.path().join(file),
-            std::fs::read(golden_dir.join(file)).unwrap(),
-        );
-    }
-    // The device as a JavaScript codec's user configures it: `js_codec`, no built-in codec.
-    let site = SITE.replace("\ncodec = ", "\njs_codec = ").replace(
-        "[sink]",
-        &format!("[codecs]\ndir = {:?}\n[sink]", dir.path()),
-    );
-    assert!(
-        site.contains("\njs_codec = \"browan-tbhv110\"\ntags = "),
-        "{site}"
-    );
-    // The codec is loaded as `hubgate run` loads it, its worker the program's own.
-    let m = Metrics::new();
-    let mut decoder = Decoder::with_launcher(
-        &Config::parse(&site).unwrap(),
-        m.clone(),
-        hubgate::js::Launcher::program(env!("CARGO_BIN_EXE_hubgate")),
-    );
+    let (_dir, mut decoder, m) = golden_js_decoder("browan-tbhv110");
     let mut recs = decoder.decode(&hubgate::source::Input::Uplink(published_uplink()));
     assert_eq!(recs.len(), 1);
     assert_eq!(m.problems("codec_file"), 0);
@@ -186,6 +163,42 @@ fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
     );
 }
 
+/// The site's device decoded by the JavaScript codec `name` and its table, from tests/golden
+/// (in the directory returned, kept while the decoder is used): configured as the codec's
+/// user does it, `js_codec` and no built-in codec, and loaded as `hubgate run` loads it, its
+/// worker the program's own.
+#[cfg(feature = "js")]
+fn golden_js_decoder(name: &str) -> (tempfile::TempDir, Decoder, std::sync::Arc<Metrics>) {
+    let dir = codec_files::tempdir();
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for file in [format!("{name}.js"), format!("{name}.toml")] {
+        codec_files::write(
+            dir.path().join(&file),
+            std::fs::read(golden_dir.join(&file)).unwrap(),
+        );
+    }
+    let site = SITE
+        .replace(
+            "\ncodec = \"browan-tbhv110\"",
+            &format!("\njs_codec = \"{name}\""),
+        )
+        .replace(
+            "[sink]",
+            &format!("[codecs]\ndir = {:?}\n[sink]", dir.path()),
+        );
+    assert!(
+        site.contains(&format!("\njs_codec = \"{name}\"\ntags = ")),
+        "{site}"
+    );
+    let m = Metrics::new();
+    let decoder = Decoder::with_launcher(
+        &Config::parse(&site).unwrap(),
+        m.clone(),
+        hubgate::js::Launcher::program(env!("CARGO_BIN_EXE_hubgate")),
+    );
+    (dir, decoder, m)
+}
+
 /// A Milesight-style JavaScript decoder (tests/golden/milesight-em300-th.js, which returns
 /// history records as Milesight's decoders do: `history: [{timestamp, temperature,
 /// humidity}]`) with its table makes the records the built-in `milesight-em300-th` makes of
@@ -195,29 +208,7 @@ fn a_javascript_codec_with_its_table_matches_microshares_published_example() {
 #[cfg(feature = "js")]
 #[test]
 fn a_javascript_codec_with_history_makes_the_built_in_codecs_records() {
-    let dir = codec_files::tempdir();
-    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for file in ["milesight-em300-th.js", "milesight-em300-th.toml"] {
-        codec_files::write(
-            dir.path().join(file),
-            std::fs::read(golden_dir.join(file)).unwrap(),
-        );
-    }
-    let site = SITE
-        .replace(
-            "\ncodec = \"browan-tbhv110\"",
-            "\njs_codec = \"milesight-em300-th\"",
-        )
-        .replace(
-            "[sink]",
-            &format!("[codecs]\ndir = {:?}\n[sink]", dir.path()),
-        );
-    let m = Metrics::new();
-    let mut decoder = Decoder::with_launcher(
-        &Config::parse(&site).unwrap(),
-        m.clone(),
-        hubgate::js::Launcher::program(env!("CARGO_BIN_EXE_hubgate")),
-    );
+    let (_dir, mut decoder, m) = golden_js_decoder("milesight-em300-th");
     let mut up = published_uplink();
     up.fport = Some(85);
     // 100 %, 26.6 °C, 40 %RH now; history: 1 700 000 000 −1.0 °C 50 %RH, then 1 700 000 600
