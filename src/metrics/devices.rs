@@ -494,27 +494,13 @@ pub struct ReadingView {
     /// Absent for counts and booleans.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<Cow<'static, str>>,
-    /// Present for multi-channel formats (Cayenne LPP) and a mapping table's `context_id`.
+    /// Present for multi-channel formats (Cayenne LPP).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<Channel>,
-}
-
-/// A reading's channel: a built-in codec's number, or a mapping table's `context_id`, text as
-/// the table writes it into the record.
-#[derive(Serialize)]
-#[serde(untagged)]
-pub enum Channel {
-    Number(u8),
-    Text(String),
-}
-
-impl std::fmt::Display for Channel {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            Channel::Number(n) => write!(f, "{n}"),
-            Channel::Text(t) => f.write_str(t),
-        }
-    }
+    pub channel: Option<u8>,
+    /// A mapping table's `context_id` (a `[]` key's item index from its `context_base`), text
+    /// as the record has it: a field of its own, so `channel` stays a number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
 }
 
 impl DeviceView {
@@ -550,13 +536,15 @@ impl DeviceView {
                         Value::Bool(v) => v.into(),
                     },
                     unit: r.unit.map(Cow::Borrowed),
-                    channel: r.context_id.map(Channel::Number),
+                    channel: r.context_id,
+                    context_id: None,
                 })
                 .chain(d.mapped.iter().map(|r| ReadingView {
                     field: Cow::Owned(r.field.clone()),
                     value: r.value.clone(),
                     unit: r.unit.clone().map(Cow::Owned),
-                    channel: r.context_id.clone().map(Channel::Text),
+                    channel: None,
+                    context_id: r.context_id.clone(),
                 }))
                 .collect(),
         }
@@ -737,7 +725,7 @@ mod tests {
     }
 
     /// A device decoded by a JavaScript codec or from the network server's object shows its
-    /// mapped readings (not `origin`), their `context_id` as the channel, at most
+    /// mapped readings (not `origin`), with their `context_id`, at most
     /// [`READINGS_MAX`] of them.
     #[test]
     fn mapped_readings_are_shown_and_bounded() {
@@ -779,8 +767,8 @@ mod tests {
             serde_json::to_value(&d.readings).unwrap(),
             serde_json::json!([
                 {"field": "soil_moisture", "value": 31, "unit": "%"},
-                {"field": "temperature", "value": 20, "unit": "°C", "channel": "0"},
-                {"field": "temperature", "value": 21, "unit": "°C", "channel": "1"},
+                {"field": "temperature", "value": 20, "unit": "°C", "context_id": "0"},
+                {"field": "temperature", "value": 21, "unit": "°C", "context_id": "1"},
                 {"field": "voltage", "value": 3.6, "unit": "V"},
             ])
         );

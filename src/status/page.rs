@@ -222,8 +222,8 @@ fn device_row(b: &mut String, d: &DeviceView) {
             if i > 0 { ", " } else { "" },
             esc(&r.field),
             r.channel
-                .as_ref()
-                .map(|c| format!("[{}]", esc(&c.to_string())))
+                .map(|c| format!("[{c}]"))
+                .or_else(|| r.context_id.as_ref().map(|c| format!("[{}]", esc(c))))
                 .unwrap_or_default(),
             esc(&r.value.to_string()),
             r.unit
@@ -512,19 +512,20 @@ mod tests {
     /// `context_id` (escaped, as the table's text).
     #[test]
     fn a_readings_channel_follows_its_field() {
-        use crate::metrics::devices::{Channel, ReadingView};
+        use crate::metrics::devices::ReadingView;
         use std::borrow::Cow;
-        let reading = |field, value: i32, channel| ReadingView {
+        let reading = |field, value: i32, channel, context_id| ReadingView {
             field: Cow::Borrowed(field),
             value: value.into(),
             unit: None,
             channel,
+            context_id,
         };
         let d = DeviceView {
             readings: vec![
-                reading("count", 1, None),
-                reading("presence", 2, Some(Channel::Number(3))),
-                reading("temperature", 3, Some(Channel::Text("<1>".into()))),
+                reading("count", 1, None, None),
+                reading("presence", 2, Some(3), None),
+                reading("temperature", 3, None, Some("<1>".into())),
             ],
             ..DeviceView::default()
         };
