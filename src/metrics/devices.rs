@@ -200,6 +200,10 @@ impl DeviceTable {
             } => {
                 d.codec = Some(codec);
                 d.rec_type = rec_type;
+                // A frame without readings of now (history alone) leaves those shown.
+                if readings.is_empty() && health.is_empty() {
+                    return;
+                }
                 // The device's health (battery) is kept first, the rest as far as room is
                 // left; the room reserved is exact, so never more than READINGS_MAX.
                 let health = &health[..health.len().min(READINGS_MAX)];
@@ -217,8 +221,8 @@ impl DeviceTable {
             } => {
                 d.codec = Some(codec);
                 d.rec_type = rec_type;
-                // A frame of history alone holds no readings of now: those shown stay.
-                if !mapped.has_readings() && !mapped.history.is_empty() {
+                // As for a built-in codec's frame.
+                if !mapped.has_readings() {
                     return;
                 }
                 d.readings.clear();
@@ -783,8 +787,9 @@ mod tests {
         assert_eq!(t.select(&all, now).devices[0].readings.len(), READINGS_MAX);
     }
 
-    /// An uplink of history alone (a mapping table's `[history]`) holds no readings of now:
-    /// the readings shown stay those of the last uplink that had some.
+    /// An uplink of history alone (a mapping table's `[history]`, a built-in codec's stored
+    /// data) holds no readings of now: the readings shown stay those of the last uplink that
+    /// had some.
     #[test]
     fn a_history_only_uplink_keeps_the_readings_shown() {
         let fields = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
@@ -816,6 +821,21 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&d.readings).unwrap(),
             serde_json::json!([{"field": "temperature", "value": 21, "unit": "°C"}])
+        );
+        let temp = [Reading::new("temperature", Value::Num(21.5), Some("°C"))];
+        let decoded = |readings| Outcome::Decoded {
+            codec: "dragino-lht65",
+            rec_type: "io.microshare.environment.unpacked",
+            readings,
+            health: &[],
+        };
+        t.heard(&up(2, 1), &[], decoded(&temp), now);
+        t.heard(&up(2, 2), &[], decoded(&[]), now);
+        let d = &pick(&t, "", Sort::Eui, 0, 10, now).devices[1];
+        assert_eq!(d.fcnt, Some(2));
+        assert_eq!(
+            serde_json::to_value(&d.readings).unwrap(),
+            serde_json::json!([{"field": "temperature", "value": 21.5, "unit": "°C"}])
         );
     }
 
