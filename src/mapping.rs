@@ -28,7 +28,7 @@ use crate::codec::rec_type;
 /// Keys are paths into the codec's object, nested keys joined with `.`; a key ending in `[]`
 /// reads an array of values (or one value), a reading per item.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Table {
     pub rec_type: Option<String>,
     /// What the normalized payload's `battery` is for this codec or device; unset, the
@@ -45,7 +45,7 @@ pub struct Table {
 /// timestamp in Unix seconds). Each entry's other fields are mapped by the table's `[fields]`,
 /// under the same names as the live ones, as the built-in codecs do with their history.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct HistoryTable {
     /// The array's key, at the top of the codec's object.
     pub path: String,
@@ -71,7 +71,7 @@ pub enum NormalizedBattery {
 
 /// Where one field of a codec's object goes.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Target {
     /// Microshare field name.
     pub field: String,
@@ -119,6 +119,64 @@ pub enum ReadAs {
 
 fn one() -> f64 {
     1.0
+}
+
+/// A table's structs are read from TOML tables alone: serde's derived visitor also takes an
+/// array of the fields in their order, which no table is written as, and whose code, for each
+/// struct and again inside toml's and serde_path_to_error's generic deserializers, weighed
+/// about 10 kB in the Pi binary (scripts/verify-arm.sh's size budget). `remote = "Self"` makes
+/// the derive an inherent `deserialize`, which these impls call through [`MapOnly`].
+macro_rules! from_tables_only {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <$t>::deserialize(MapOnly(d))
+            }
+        }
+    )*};
+}
+from_tables_only!(Table, HistoryTable, Target);
+
+/// A deserializer that hands its visitor only maps: anything else is the visitor's invalid
+/// type, as its derived `visit_seq` would never be reached from a table.
+struct MapOnly<D>(D);
+
+impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for MapOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(MapVisitor(v))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_struct(name, fields, MapVisitor(v))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+/// [`MapOnly`]'s visitor: the wrapped one's `visit_map`, every other value invalid.
+struct MapVisitor<V>(V);
+
+impl<'de, V: serde::de::Visitor<'de>> serde::de::Visitor<'de> for MapVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(map)
+    }
 }
 
 impl Table {
@@ -2189,6 +2247,15 @@ mod tests {
             (
                 "[fields]\nx = { unit = \"V\" }",
                 "fields.x: missing field `field` (line 2)",
+            ),
+            // A table's struct is a TOML table, not an array of its fields in their order.
+            (
+                "[fields]\nx = [\"temperature\", \"°C\"]",
+                "fields.x: invalid type: sequence, expected struct Target (line 2)",
+            ),
+            (
+                "history = [\"h\", \"t\"]",
+                "history: invalid type: sequence, expected struct HistoryTable (line 1)",
             ),
         ] {
             let e = Table::parse(text).unwrap_err();
