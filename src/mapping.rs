@@ -121,63 +121,7 @@ fn one() -> f64 {
     1.0
 }
 
-/// A table's structs are read from TOML tables alone: serde's derived visitor also takes an
-/// array of the fields in their order, which no table is written as, and whose code, for each
-/// struct and again inside toml's and serde_path_to_error's generic deserializers, weighed
-/// about 10 kB in the Pi binary (scripts/verify-arm.sh's size budget). `remote = "Self"` makes
-/// the derive an inherent `deserialize`, which these impls call through [`MapOnly`].
-macro_rules! from_tables_only {
-    ($($t:ty),*) => {$(
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                <$t>::deserialize(MapOnly(d))
-            }
-        }
-    )*};
-}
-from_tables_only!(Table, HistoryTable, Target);
-
-/// A deserializer that hands its visitor only maps: anything else is the visitor's invalid
-/// type, as its derived `visit_seq` would never be reached from a table.
-struct MapOnly<D>(D);
-
-impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for MapOnly<D> {
-    type Error = D::Error;
-
-    fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
-        self.0.deserialize_any(MapVisitor(v))
-    }
-
-    fn deserialize_struct<V: serde::de::Visitor<'de>>(
-        self,
-        name: &'static str,
-        fields: &'static [&'static str],
-        v: V,
-    ) -> Result<V::Value, D::Error> {
-        self.0.deserialize_struct(name, fields, MapVisitor(v))
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-        ignored_any
-    }
-}
-
-/// [`MapOnly`]'s visitor: the wrapped one's `visit_map`, every other value invalid.
-struct MapVisitor<V>(V);
-
-impl<'de, V: serde::de::Visitor<'de>> serde::de::Visitor<'de> for MapVisitor<V> {
-    type Value = V::Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.0.expecting(f)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.0.visit_map(map)
-    }
-}
+crate::config::map_only::from_tables_only!(Table, HistoryTable, Target);
 
 impl Table {
     /// The table of `text`, or one line saying what is wrong and where.

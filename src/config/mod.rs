@@ -9,6 +9,7 @@
 //! [`crate::pipeline::prepare`].
 
 mod keypath;
+pub(crate) mod map_only;
 mod secrets;
 mod sections;
 mod sink;
@@ -30,6 +31,9 @@ pub use sink::*;
 pub use source::*;
 pub use values::parse_size;
 
+map_only::from_tables_only!(written: Config);
+map_only::from_tables_only!(AloneSections);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {reason}")]
@@ -43,7 +47,7 @@ pub enum ConfigError {
 }
 
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Config {
     /// Board profile (`boards/<id>.toml`) whose defaults sit under this file's own keys.
     #[serde(default)]
@@ -95,6 +99,7 @@ fn base_of(path: &Path) -> PathBuf {
 /// work where it cannot be (a secret file only the agent's service can read, a `${VAR}` set
 /// only in the unit's environment).
 #[derive(Deserialize)]
+#[serde(remote = "Self")]
 struct AloneSections {
     #[serde(default)]
     codecs: CodecsConfig,

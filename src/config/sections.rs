@@ -15,8 +15,12 @@ use crate::ids::DevEui;
 use crate::lorawan::{DevAddr, Key, SessionKeys};
 use crate::secret::Secret;
 
+super::map_only::from_tables_only!(
+    written: BufferConfig, RecordConfig, MetricsConfig, CodecsConfig, DeviceConfig
+);
+
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct BufferConfig {
     /// Directory of the sled database.
     #[serde(default = "default_buffer_path")]
@@ -158,7 +162,7 @@ pub enum WhenFull {
 }
 
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct RecordConfig {
     /// recType of frames sent undecoded from devices without a built-in codec (those with
     /// one use its domain's packed recType).
@@ -203,7 +207,7 @@ impl Default for RecordConfig {
 }
 
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct MetricsConfig {
     /// Serve Prometheus text metrics on this address; `"off"` turns the endpoint off.
     #[serde(
@@ -288,7 +292,7 @@ pub fn default_decode_order() -> Vec<DecodeStep> {
 
 /// `[codecs]`: the directory of JavaScript codecs and mapping tables.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct CodecsConfig {
     #[serde(default = "default_codecs_dir")]
     pub dir: PathBuf,
@@ -345,7 +349,7 @@ impl Default for CodecsConfig {
 }
 
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct DeviceConfig {
     /// DevEUI, 16 hex digits (dashes or colons allowed).
     #[serde(deserialize_with = "de_dev_eui", serialize_with = "ser_display")]

@@ -11,6 +11,8 @@ use super::secrets::{SecretString, MASK};
 use crate::connection_string::ConnectionString;
 use crate::secret::Secret;
 
+super::map_only::from_tables_only!(written: EventHubsConfig, KafkaConfig, StdoutConfig);
+
 /// The `[sink]` table, chosen by its `type`.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
@@ -54,7 +56,7 @@ impl Serialize for SinkConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct EventHubsConfig {
     /// The namespace connection string (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`).
     /// Prefer `connection_string_file`; `${ENV}` is expanded.
@@ -87,7 +89,7 @@ pub struct EventHubsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct KafkaConfig {
     /// `host:port[,host:port…]`
     pub brokers: String,
@@ -244,7 +246,7 @@ impl SecurityProtocol {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct StdoutConfig {
     /// Pretty-print each record over several lines instead of one JSON line.
     #[serde(default)]

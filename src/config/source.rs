@@ -15,6 +15,10 @@ use super::values::{
 use crate::mqtt_url::MqttUrl;
 use crate::secret::Secret;
 
+super::map_only::from_tables_only!(
+    written: UdpSourceConfig, MqttSourceConfig, ReplaySourceConfig, SerialSourceConfig
+);
+
 /// Uplink JSON formats hubgate reads from MQTT and replay files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -88,7 +92,7 @@ impl Serialize for SourceConfig {
 /// Semtech UDP packet forwarder (GWMP): point `lora_pkt_fwd`'s `server_address` and
 /// `serv_port_up`/`serv_port_down` here.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct UdpSourceConfig {
     #[serde(default = "default_udp_listen")]
     pub listen: std::net::SocketAddr,
@@ -105,7 +109,7 @@ fn default_udp_listen() -> std::net::SocketAddr {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct MqttSourceConfig {
     /// `mqtt://host:port` (or `mqtts://`).
     #[serde(deserialize_with = "de_mqtt_url", serialize_with = "ser_display")]
@@ -243,7 +247,7 @@ fn default_reconnect_max() -> Duration {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct ReplaySourceConfig {
     /// A file of uplink JSON documents, one per line; relative paths are from the config file.
     pub path: PathBuf,
@@ -260,7 +264,7 @@ pub struct ReplaySourceConfig {
 
 /// A serial port (USB or UART) carrying frames, one framing per port.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct SerialSourceConfig {
     /// Device path, e.g. `/dev/ttyUSB0` or a stable `/dev/serial/by-id/…` link.
     pub device: PathBuf,

@@ -1251,3 +1251,24 @@ fn one_serial_device_twice_is_refused_and_two_names_of_one_are_warned_about() {
         )]
     );
 }
+
+/// A section is a table: an array of its keys in their order, which serde's derived visitor
+/// would take, is refused as any other value of the wrong type.
+#[test]
+fn a_section_written_as_an_array_of_its_keys_is_refused() {
+    for (text, key, reason) in [
+        (
+            "buffer = [\"/tmp/b\"]\n",
+            "buffer",
+            "invalid type: sequence, expected struct BufferConfig (line 1)",
+        ),
+        (
+            "device = [[\"0011223344556677\", \"EM300-TH\"]]\n",
+            "device[0]",
+            "invalid type: sequence, expected struct DeviceConfig (line 1)",
+        ),
+    ] {
+        let (k, r) = Config::parse(text).unwrap_err();
+        assert_eq!((k.as_str(), r.as_str()), (key, reason), "{text}");
+    }
+}
