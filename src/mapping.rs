@@ -971,17 +971,20 @@ fn clipped(v: &dyn std::fmt::Display, max: usize) -> String {
     }
     impl std::fmt::Write for Upto {
         fn write_str(&mut self, part: &str) -> std::fmt::Result {
+            // Past the cut the text, `…` included, may be longer than `max`: nothing more
+            // is written, whatever a writer that goes on after an error asks.
+            if self.full {
+                return Err(std::fmt::Error);
+            }
             let room = self.max - self.text.len();
-            if !self.full && part.len() <= room {
+            if part.len() <= room {
                 self.text.push_str(part);
                 return Ok(());
             }
-            if !self.full {
-                let end = (0..=room).rev().find(|&n| part.is_char_boundary(n));
-                self.text.push_str(&part[..end.unwrap_or(0)]);
-                self.text.push('…');
-                self.full = true;
-            }
+            let end = (0..=room).rev().find(|&n| part.is_char_boundary(n));
+            self.text.push_str(&part[..end.unwrap_or(0)]);
+            self.text.push('…');
+            self.full = true;
             Err(std::fmt::Error)
         }
     }
@@ -2547,6 +2550,17 @@ mod tests {
         assert_eq!(clipped(&"x".repeat(40), 40), "x".repeat(40));
         assert_eq!(clipped(&"é".repeat(30), 41), format!("{}…", "é".repeat(20)));
         assert_eq!(clipped(&json!([[1], 2]), 4), "[[1]…");
+        // A value that goes on writing after the cut (its errors ignored) adds nothing.
+        struct Deaf;
+        impl std::fmt::Display for Deaf {
+            fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                for part in ["xxxxxx", "y", "z"] {
+                    let _ = f.write_str(part);
+                }
+                Ok(())
+            }
+        }
+        assert_eq!(clipped(&Deaf, 4), "xxxx…");
     }
 
     /// A normalizer's copy of an entry timed a minute or less before the uplink, or after it
