@@ -726,11 +726,13 @@ pub fn map(
         // A copy of a history entry joins it whatever its time (a device clock ahead
         // stamps entries after the uplink); else the codec's own object is of now: the
         // copies it holds are of now too.
-        let at = measured_at(n).filter(|t| {
-            m.history[..entry_own.len()]
-                .iter()
-                .any(|h| same_ms(h.time, *t))
-                || now.duration_since(*t).is_ok_and(|d| d > NOW_WITHIN)
+        let time = measured_at(n);
+        let of_now = !time.is_some_and(|t| now.duration_since(t).is_ok_and(|d| d > NOW_WITHIN));
+        let at = time.filter(|t| {
+            !of_now
+                || m.history[..entry_own.len()]
+                    .iter()
+                    .any(|h| same_ms(h.time, *t))
         });
         let moment = match at {
             // A measurement of nothing but its time is no record.
@@ -762,7 +764,12 @@ pub fn map(
                     b.path == path
                         && match moment {
                             None => !own.contains(q),
-                            Some(i) => !entry_own.get(i).is_some_and(|e| e.contains(q)),
+                            // One of now joining an entry of its time may be a copy of
+                            // either: of the live object too.
+                            Some(i) => {
+                                let entry = entry_own.get(i).is_some_and(|e| e.contains(q));
+                                !(entry || of_now && own.contains(q))
+                            }
                         }
                 })
                 .map(|b| Rule {
@@ -2592,6 +2599,43 @@ mod tests {
             assert_eq!(Json::Object(m.data), json!({}), "{secs}");
             assert!(m.health.is_empty() && m.warnings.is_empty(), "{secs}");
         }
+    }
+
+    /// A normalizer's copy of the live object that has the time of a history entry (one
+    /// stamped with the uplink's time) joins the entry, but reads no field the live object
+    /// already gave: that stays under the entry's `origin`, not read twice.
+    #[test]
+    fn a_normalized_copy_of_now_joining_an_entry_reads_no_live_field_again() {
+        let t = Table::parse(&format!("normalized_battery = \"charge\"\n{MILESIGHT}")).unwrap();
+        let secs = 1_700_000_000;
+        let now = UNIX_EPOCH + Duration::from_secs(secs);
+        let object = obj(json!({"battery": 90, "temperature": 21, "humidity": 40,
+                                "history": [{"timestamp": secs, "temperature": 20.5}]}));
+        let copy = obj(json!({"time": "2023-11-14T22:13:20Z", "battery": 90,
+                              "air": {"temperature": 20.5}}));
+        let m = map(Some(&object), Some(&t), None, &[copy], now);
+        assert_eq!(
+            Json::Object(m.health),
+            json!({"charge": [{"unit": "%", "value": 90}]})
+        );
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "temperature": [{"context_id": "3", "unit": "°C", "value": 21}],
+                "humidity": [{"context_id": "4", "unit": "%RH", "value": 40}],
+            })
+        );
+        assert_eq!(
+            m.history,
+            [moment(
+                secs,
+                json!({
+                    "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
+                    "origin": {"normalized": [{"air": {"temperature": 20.5}, "battery": 90}]},
+                })
+            )]
+        );
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
 
     /// A `[history]` that could not be found, or whose entries `[fields]` would address
