@@ -1006,21 +1006,37 @@ fn clipped(v: &dyn std::fmt::Display, max: usize) -> String {
 }
 
 /// The time of a codec's history entry: Unix seconds (Milesight's decoders' `timestamp`;
-/// `1.7e9` as a network server may write it too; `Date.now() / 1000`'s fraction rounded to the
-/// millisecond, the most a record's time shows), or RFC 3339 text (The Things Network's
+/// `1.7e9` as a network server may write it too; a fraction to the millisecond, the most a
+/// record's time shows, as [`unix_ms`] reads it), or RFC 3339 text (The Things Network's
 /// schema's `time`), if a record can carry it.
 fn entry_time(v: &Json) -> Option<SystemTime> {
     let t = match v {
         Json::Number(n) => {
-            // Below 1e15 s the milliseconds fit a u64; up to 9999 (what a record carries)
-            // f64 holds them exactly.
+            // Below 1e15 s the milliseconds fit a u64.
             let secs = n.as_f64().filter(|x| (0.0..1e15).contains(x))?;
-            UNIX_EPOCH.checked_add(Duration::from_millis((secs * 1000.0).round() as u64))?
+            UNIX_EPOCH.checked_add(Duration::from_millis(unix_ms(secs)))?
         }
         Json::String(text) => rfc3339(text)?,
         _ => return None,
     };
     crate::uplink::valid_time(t).then_some(t)
+}
+
+/// Unix seconds `secs` (0 to 1e15) in whole milliseconds, as a record's time and an RFC 3339
+/// time of the same digits ([`same_ms`]) have them: truncated, after rounding to the
+/// microsecond, since f64 holds a fraction such as `Date.now() / 1000`'s only nearly
+/// (`.123` is `.12299…`). From 2^33 s (the year 2242) f64 holds no microseconds; there the
+/// milliseconds are rounded, which keeps a whole one exact.
+fn unix_ms(secs: f64) -> u64 {
+    let whole = secs.trunc();
+    // Exact, and below 1 s, where f64 holds the microseconds.
+    let fraction = secs - whole;
+    let ms = if secs < 8_589_934_592.0 {
+        (fraction * 1e6).round() as u64 / 1000
+    } else {
+        (fraction * 1e3).round() as u64
+    };
+    whole as u64 * 1000 + ms
 }
 
 /// Whether `a` and `b` are one time to a record, which shows milliseconds.
@@ -2636,6 +2652,42 @@ mod tests {
             )]
         );
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
+
+    /// An entry's time finer than a millisecond is the millisecond a record shows, as that of
+    /// a normalizer's copy of the entry with the same digits in RFC 3339 is: the copy joins
+    /// it. A whole millisecond stays exact, up to 9999.
+    #[test]
+    fn an_entry_time_finer_than_a_millisecond_is_its_copys_millisecond() {
+        let t = Table::parse(MILESIGHT).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_003_600);
+        for (secs, text, ms) in [
+            (1_700_000_000.123_6, "2023-11-14T22:13:20.1236Z", 123),
+            (1_700_000_000.999_9, "2023-11-14T22:13:20.9999Z", 999),
+            (1_700_000_000.000_4, "2023-11-14T22:13:20.0004Z", 0),
+            (1_700_000_000.123, "2023-11-14T22:13:20.123Z", 123),
+        ] {
+            let object = obj(json!({"history": [{"timestamp": secs, "temperature": 20.5}]}));
+            let copy = obj(json!({"time": text, "air": {"temperature": 20.5}}));
+            let m = map(Some(&object), Some(&t), None, &[copy], now);
+            let data = json!({
+                "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
+                "origin": {"normalized": [{"air": {"temperature": 20.5}}]},
+            });
+            let time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms);
+            let joined = Moment {
+                time,
+                ..moment(0, data)
+            };
+            assert_eq!(m.history, [joined], "{text}");
+        }
+        for (secs, ms) in [
+            (253_402_300_799.999, 253_402_300_799_999),
+            (9_999_999_999.123, 9_999_999_999_123),
+        ] {
+            let time = UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(entry_time(&json!(secs)), Some(time), "{secs}");
+        }
     }
 
     /// A `[history]` that could not be found, or whose entries `[fields]` would address
