@@ -866,14 +866,7 @@ fn put_normalized(origin: &mut Map<String, Json>, unmapped: Vec<Json>) {
 /// A normalized measurement's own `time` (The Things Network's schema: "Date and time of the
 /// measurement", RFC 3339), when it is one a record can carry.
 fn measured_at(n: &Map<String, Json>) -> Option<SystemTime> {
-    rfc3339(n.get("time")?.as_str()?).filter(|t| crate::uplink::valid_time(*t))
-}
-
-/// The time RFC 3339 `text` writes.
-fn rfc3339(text: &str) -> Option<SystemTime> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(SystemTime::from)
+    crate::format::parse_time(n.get("time")?.as_str()?).ok()
 }
 
 /// Map a codec's history `entries` (a table's `[history]`) into [`Mapped::history`], a moment
@@ -1016,7 +1009,7 @@ fn entry_time(v: &Json) -> Option<SystemTime> {
             let secs = n.as_f64().filter(|x| (0.0..1e15).contains(x))?;
             UNIX_EPOCH.checked_add(Duration::from_millis(unix_ms(secs)))?
         }
-        Json::String(text) => rfc3339(text)?,
+        Json::String(text) => crate::format::parse_time(text).ok()?,
         _ => return None,
     };
     crate::uplink::valid_time(t).then_some(t)

@@ -535,7 +535,7 @@ fn mend_part(part: &serde_json::value::RawValue, shape: &Shape) -> Option<Option
 
 /// An RFC 3339 time from input, refused unless a record can carry it
 /// ([`crate::uplink::valid_time`]).
-fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
+pub(crate) fn parse_time(s: &str) -> Result<SystemTime, ParseError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(SystemTime::from)
