@@ -2339,6 +2339,19 @@ mod tests {
         }
     }
 
+    /// The moment of a history entry `{timestamp, temperature: 20.5}` at `time` that a
+    /// normalizer's copy joined, leaving `left` under its `origin.normalized`.
+    fn joined(time: SystemTime, left: Json) -> Moment {
+        let data = json!({
+            "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
+            "origin": {"normalized": [left]},
+        });
+        Moment {
+            time,
+            ..moment(0, data)
+        }
+    }
+
     /// A codec's history entries (Milesight's `history: [{timestamp, ...}]`) are moments of
     /// their own time, one per entry in the array's order, mapped by the table's live names
     /// (channels and all), an entry's unmapped fields under its own `origin`; the live
@@ -2594,17 +2607,9 @@ mod tests {
                 .unwrap();
             let copy = obj(json!({"time": time, "air": {"temperature": 20.5}}));
             let m = map(Some(&object), Some(&t), None, &[copy], now);
-            assert_eq!(
-                m.history,
-                [moment(
-                    secs,
-                    json!({
-                        "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
-                        "origin": {"normalized": [{"air": {"temperature": 20.5}}]},
-                    })
-                )],
-                "{secs}"
-            );
+            let time = UNIX_EPOCH + Duration::from_secs(secs);
+            let left = json!({"air": {"temperature": 20.5}});
+            assert_eq!(m.history, [joined(time, left)], "{secs}");
             assert_eq!(Json::Object(m.data), json!({}), "{secs}");
             assert!(m.health.is_empty() && m.warnings.is_empty(), "{secs}");
         }
@@ -2634,16 +2639,8 @@ mod tests {
                 "humidity": [{"context_id": "4", "unit": "%RH", "value": 40}],
             })
         );
-        assert_eq!(
-            m.history,
-            [moment(
-                secs,
-                json!({
-                    "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
-                    "origin": {"normalized": [{"air": {"temperature": 20.5}, "battery": 90}]},
-                })
-            )]
-        );
+        let left = json!({"air": {"temperature": 20.5}, "battery": 90});
+        assert_eq!(m.history, [joined(now, left)]);
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
 
@@ -2663,16 +2660,9 @@ mod tests {
             let object = obj(json!({"history": [{"timestamp": secs, "temperature": 20.5}]}));
             let copy = obj(json!({"time": text, "air": {"temperature": 20.5}}));
             let m = map(Some(&object), Some(&t), None, &[copy], now);
-            let data = json!({
-                "temperature": [{"context_id": "3", "unit": "°C", "value": 20.5}],
-                "origin": {"normalized": [{"air": {"temperature": 20.5}}]},
-            });
             let time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms);
-            let joined = Moment {
-                time,
-                ..moment(0, data)
-            };
-            assert_eq!(m.history, [joined], "{text}");
+            let left = json!({"air": {"temperature": 20.5}});
+            assert_eq!(m.history, [joined(time, left)], "{text}");
         }
         for (secs, ms) in [
             (253_402_300_799.999, 253_402_300_799_999),
