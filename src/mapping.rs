@@ -675,7 +675,7 @@ pub fn map(
         let out = (&mut m.data, &mut m.health, &mut m.warnings);
         walk(
             object,
-            "",
+            None,
             &rule,
             out,
             &mut origin,
@@ -802,7 +802,7 @@ pub fn map(
         };
         walk(
             n,
-            "",
+            None,
             &rule,
             (data, health, &mut m.warnings),
             &mut left,
@@ -933,7 +933,7 @@ fn codec_history<'a>(
         };
         let mut unmapped = Map::new();
         let out = (&mut moment.data, &mut moment.health, &mut m.warnings);
-        walk(entry, "", rule, out, &mut unmapped, Some(h.time.as_str()));
+        walk(entry, None, rule, out, &mut unmapped, Some(h.time.as_str()));
         if !unmapped.is_empty() {
             moment.data.insert(ORIGIN.into(), Json::Object(unmapped));
         }
@@ -1099,10 +1099,11 @@ enum Miss {
 }
 
 /// Map `obj`'s fields by `rule` into `out`'s readings and device values, warning about
-/// numbers out of range; the rest into `origin`.
+/// numbers out of range; the rest into `origin`. `prefix` is the path of `obj`, `None` at the
+/// top: an object under the key `""` has the path `""`, so its `pir` is `.pir`, not `pir`.
 fn walk<'a>(
     obj: &Map<String, Json>,
-    prefix: &str,
+    prefix: Option<&str>,
     rule: &dyn Fn(&str) -> Option<Rule<'a>>,
     out: (
         &mut Map<String, Json>,
@@ -1117,15 +1118,14 @@ fn walk<'a>(
         if skip == Some(key.as_str()) {
             continue;
         }
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
+        let path = match prefix {
+            None => key.clone(),
+            Some(prefix) => format!("{prefix}.{key}"),
         };
         if let Json::Object(inner) = v {
             let mut sub = Map::new();
             let out = (&mut *data, &mut *health, &mut *warnings);
-            walk(inner, &path, rule, out, &mut sub, None);
+            walk(inner, Some(&path), rule, out, &mut sub, None);
             // An object left empty by mapping goes; one empty to begin with is unmapped.
             if !sub.is_empty() || inner.is_empty() {
                 origin.insert(key.clone(), Json::Object(sub));
@@ -2820,6 +2820,28 @@ mod tests {
         let o = obj(json!({"alarms": {}, "bat": {"mv": 3012}, "t": 1}));
         let m = map(Some(&o), Some(&t), None, &[], UNIX_EPOCH);
         assert_eq!(m.data["origin"], json!({"alarms": {}, "t": 1}));
+    }
+
+    /// A field under the key `""` has the path `.pir`: it is not the top-level `pir` (a
+    /// fuzzer's find: `{"": {"pir": false}}` made a motion reading), in an entry of the
+    /// codec's history neither.
+    #[test]
+    fn a_field_under_an_empty_key_is_not_a_top_level_one() {
+        let t = Table::parse(
+            "[fields]\npir = { field = \"presence\" }\n[history]\npath = \"h\"\ntime = \"t\"\n",
+        )
+        .unwrap();
+        let m = by_table(
+            &t,
+            json!({"": {"pir": false}, "h": [{"t": 1_700_000_000, "": {"pir": true}}]}),
+        );
+        assert!(!m.has_readings(), "{:?}", m.data);
+        assert_eq!(m.data["origin"], json!({"": {"pir": false}}));
+        assert_eq!(m.history.len(), 1);
+        assert_eq!(
+            Json::Object(m.history[0].data.clone()),
+            json!({"origin": {"": {"pir": true}}})
+        );
     }
 
     #[test]
