@@ -14,12 +14,16 @@ use serde::Deserializer;
 
 /// `from_tables_only!(A, B)`: `Deserialize` for each struct (derived with `remote = "Self"`),
 /// from a table only; `from_tables_only!(written: A, B)` gives them `Serialize` too, as
-/// derived.
+/// derived (the struct must keep `#[derive(Serialize)]`: without it the forwarding method
+/// would call itself, which the `deny` below makes a compile error).
+/// Read such a struct through the trait (`toml::from_str`, `<T as Deserialize>::deserialize`),
+/// never through the derive's inherent `T::deserialize(d)`: that one takes arrays again.
 macro_rules! from_tables_only {
     (written: $($t:ty),* $(,)?) => {
         $crate::config::map_only::from_tables_only!($($t),*);
         $(
             impl serde::Serialize for $t {
+                #[deny(unconditional_recursion)]
                 fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                     <$t>::serialize(self, s)
                 }
@@ -37,7 +41,7 @@ macro_rules! from_tables_only {
 pub(crate) use from_tables_only;
 
 /// A deserializer that hands its visitor only maps: any other value is the visitor's invalid
-/// type, as its derived `visit_seq` is never reached.
+/// type, so the derived `visit_seq` is never compiled for it.
 pub(crate) struct MapOnly<D>(pub D);
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for MapOnly<D> {
