@@ -1,7 +1,9 @@
 //! Whole-path fuzzing: for every input format, bytes as they arrive go through the source's
 //! parser, the decode stage (LoRaWAN MIC check and decryption, the device's codec) and
 //! record building, to the finished record JSON — nothing may panic, and every record must be
-//! well-formed. Config TOML and the Event Hubs connection string get the same treatment.
+//! well-formed. A network server's decoded object also goes through mapping tables using each
+//! of their features, its records held to what docs/codecs.md promises of them. Config TOML
+//! and the Event Hubs connection string get the same treatment.
 //!
 //! Each target mixes structure-aware inputs (valid documents with fields replaced by odd
 //! values, real LoRaWAN frames of configured devices, framed CBOR envelopes), mutated valid
@@ -25,14 +27,17 @@ use hubgate::connection_string::ConnectionString;
 use hubgate::decode::Decoder;
 use hubgate::format::cbor_envelope;
 use hubgate::framing::{Deframer, Framing};
+use hubgate::mapping::{HistoryTable, ReadAs, Table, Target};
 use hubgate::metrics::Metrics;
 use hubgate::record::Record;
 use hubgate::source::{self, udp, Input};
+use hubgate::uplink::Uplink;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunConfig, TestRunner};
 use serde_json::{json, Value};
 use support::frames::{line, with_crc};
 use support::stuffing::{cobs, slip};
+use time::format_description::well_known::Rfc3339;
 
 const NWK: [u8; 16] = [
     0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F, 0x3C,
@@ -93,7 +98,7 @@ static FCNT: AtomicU32 = AtomicU32::new(1);
 
 /// What every finished record must be: not the product of a contained panic, JSON of the
 /// envelope, its fields consistent, its time one the record format can show.
-fn check(rec: &Record) -> Result<(), TestCaseError> {
+fn check(rec: &Record) -> Result<Value, TestCaseError> {
     // Containment would hide a panic in decoding from the runner: it shows in the record.
     prop_assert!(
         rec.rec_type != hubgate::record::DEAD_LETTER && !rec.body.contains("decoding panicked"),
@@ -116,7 +121,7 @@ fn check(rec: &Record) -> Result<(), TestCaseError> {
     );
     let tstamp = v["obj"]["tstamp"].as_u64();
     prop_assert!(tstamp.is_some_and(|t| t <= hubgate::uplink::LATEST.as_millis() as u64));
-    Ok(())
+    Ok(v)
 }
 
 /// Decode `inputs` and check every record.
@@ -653,6 +658,659 @@ fn connection_strings() {
             Ok(())
         })
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// a network server's decoded object through mapping tables
+
+/// A table using every feature: `rec_type`, `normalized_battery`, `context_id`, `[]` keys with
+/// `context_base`, `type = "bool"`, `values`, `ignore`, `min`/`max`, `scale`, `health`, nested
+/// keys and `[history]`.
+const TABLE_A: &str = r#"rec_type = "io.microshare.environment.unpacked"
+normalized_battery = "charge"
+[fields]
+temperature = { field = "temperature", unit = "°C", context_id = "3", min = -40, max = 125 }
+humidity = { field = "humidity", unit = "%RH", context_id = "4", min = 0, max = 100 }
+battery = { field = "charge", unit = "%", health = true, max = 100 }
+"battery.mv" = { field = "voltage", unit = "V", scale = 0.001, health = true }
+voc = { field = "voc", unit = "ppb", ignore = [65535, 3276.7] }
+status = { field = "open", type = "bool", ignore = [255] }
+door = { field = "open", values = { open = true, close = false, "1" = true, "0" = false } }
+mode = { field = "mode", values = { "true" = "on", "false" = "off", "2.5" = 7, "-0" = "zero" } }
+"externalTemperature2[]" = { field = "ext_temperature2", unit = "°C" }
+"probe.t[]" = { field = "probe_temperature", unit = "°C", scale = 0.1, context_base = 4294967295, ignore = [32767], min = -100, max = 200 }
+"flags[]" = { field = "flag", type = "bool", context_base = 1 }
+"deep.a.b.c" = { field = "co2", unit = "ppm", min = 0, max = 1000000, context_id = "é 7" }
+count = { field = "count" }
+"x.y" = { field = "board", unit = "°C", health = true, scale = -2.5 }
+[history]
+path = "history"
+time = "timestamp"
+"#;
+
+/// Another: no `rec_type` (chosen from the fields), the brand's battery, a history of `time`.
+const TABLE_B: &str = r#"[fields]
+t = { field = "temperature", unit = "°C", context_id = "1" }
+leak = { field = "leak", values = { "yes" = true, "no" = false, "1.0" = true } }
+pir = { field = "presence", type = "bool" }
+"lux[]" = { field = "illuminance", unit = "lx", min = 0, context_base = 10 }
+battery = { field = "battery", unit = "V", health = true, ignore = [0] }
+"gps.lat" = { field = "lat", unit = "°", min = -90, max = 90 }
+[history]
+path = "log"
+time = "time"
+"#;
+
+/// Devices of the mapped target, by the last byte of their DevEUI: `a.toml`, `b.toml`, none
+/// (the network server's object, all of it under `origin`), and one not in the config.
+const MAPPED: [(u8, Option<&str>); 4] = [
+    (0xa1, Some(TABLE_A)),
+    (0xb2, Some(TABLE_B)),
+    (0xc3, None),
+    (0xd4, None),
+];
+
+/// Keys of the objects generated: the tables' keys, their parts, keys that look like them
+/// (a literal `[]` or dot, another case, a space), the record's own keys and others.
+const KEYS: &[&str] = &[
+    "temperature",
+    "humidity",
+    "battery",
+    "battery.mv",
+    "mv",
+    "voc",
+    "status",
+    "door",
+    "mode",
+    "externalTemperature2",
+    "externalTemperature2[]",
+    "probe",
+    "probe.t",
+    "t",
+    "flags",
+    "deep",
+    "deep.a",
+    "a",
+    "b",
+    "c",
+    "a.b.c",
+    "count",
+    "x",
+    "y",
+    "leak",
+    "pir",
+    "lux",
+    "lux[]",
+    "gps",
+    "lat",
+    "history",
+    "log",
+    "history[]",
+    "history.temperature",
+    "timestamp",
+    "time",
+    "normalized",
+    "normalized_",
+    "origin",
+    "device_health",
+    "Temperature",
+    " temperature",
+    "é",
+];
+
+fn key() -> impl Strategy<Value = String> + Clone {
+    prop::sample::select(KEYS).prop_map(String::from)
+}
+
+/// Odd JSON: [`scalar`]s and nested arrays (mixed) and objects of [`KEYS`].
+fn odd_value() -> BoxedStrategy<Value> {
+    scalar()
+        .prop_recursive(3, 10, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..3)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+        .boxed()
+}
+
+/// A top-level field's value: [`odd_value`], or an array of numbers around the 64 items a
+/// `[]` key reads and the 1,024 values carried, or nesting around the 64 levels carried.
+fn top_value() -> impl Strategy<Value = Value> {
+    let long = prop_oneof![3 => 62usize..67, 1 => 1020usize..1030]
+        .prop_map(|n| Value::Array((0..n).map(|i| json!(i % 130)).collect()));
+    let deep = (58usize..66, any::<bool>()).prop_map(|(n, arrays)| {
+        (0..n).fold(json!(1), |v, _| {
+            if arrays {
+                json!([v])
+            } else {
+                json!({ "c": v })
+            }
+        })
+    });
+    prop_oneof![40 => odd_value(), 1 => long, 1 => deep]
+}
+
+/// A history entry's time: Unix seconds (whole, fractional, in milliseconds, negative, past
+/// 9999, at its edge), RFC 3339 text (good, edge, garbage) or anything else.
+fn odd_time() -> impl Strategy<Value = Value> + Clone {
+    const TEXT: &[&str] = &[
+        "2024-05-01T10:00:00.123Z",
+        "2024-05-01T09:00:00Z",
+        "2024-05-01T11:00:00+01:00",
+        "2024-05-01T10:00:00.1234567Z",
+        "1970-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999Z",
+        "9999-12-31T23:59:59.9999Z",
+        "2016-12-31T23:59:60Z",
+        "2024-02-30T00:00:00Z",
+        "2024-05-01 10:00:00Z",
+        "2024-05-01T10:00:00",
+        "1700000000",
+    ];
+    const NUMBER: &[f64] = &[
+        1_700_000_000.0,
+        1_714_557_600.0,
+        1_700_000_000.000_4,
+        1_700_000_000.000_5,
+        -1.0,
+        -0.0,
+        0.0,
+        1e300,
+        1.7e12,
+        253_402_300_799.999_4,
+        253_402_300_799.999_6,
+        999_999_999_999_999.9,
+        1e15,
+    ];
+    prop_oneof![
+        3 => (0u64..253_402_300_800).prop_map(Value::from),
+        3 => (0.0f64..2e9).prop_map(Value::from),
+        2 => (1.5e12f64..1.8e12).prop_map(|ms| Value::from(ms.round())),
+        4 => prop::sample::select(NUMBER).prop_map(Value::from),
+        4 => prop::sample::select(TEXT).prop_map(Value::from),
+        2 => scalar(),
+    ]
+}
+
+/// An uplink's decoded object, as text (keys may repeat: the last one counts): odd fields,
+/// a history array under both tables' keys, then sometimes readings a table takes as they are.
+fn ns_object() -> impl Strategy<Value = String> {
+    let entry = prop_oneof![
+        8 => (
+            prop::option::weighted(0.9, odd_time()),
+            prop::option::weighted(0.9, odd_time()),
+            prop::collection::vec((key(), odd_value()), 0..3),
+            prop::option::of(prop_oneof![Just(("temperature", 21.5)), Just(("t", -3.25))]),
+        )
+            .prop_map(|(time_a, time_b, fields, anchor)| {
+                let mut e: serde_json::Map<String, Value> = fields.into_iter().collect();
+                // Each table's time key: the other table's is a field of the entry.
+                for (k, t) in [("timestamp", time_a), ("time", time_b)] {
+                    if let Some(t) = t {
+                        e.insert(k.into(), t);
+                    }
+                }
+                if let Some((k, v)) = anchor {
+                    e.insert(k.into(), json!(v));
+                }
+                Value::Object(e)
+            }),
+        1 => scalar(),
+        1 => odd_value(),
+    ];
+    // Mostly a few odd entries; sometimes more good ones than the 32 records they may make.
+    let good = (0u64..253_402_300_800, 0u64..253_402_300_800)
+        .prop_map(|(a, b)| json!({"timestamp": a, "time": b, "temperature": 21.5, "t": -3.25}));
+    let entries = prop_oneof![
+        60 => prop::collection::vec(entry.clone(), 0..4),
+        1 => prop::collection::vec(prop_oneof![9 => good, 1 => entry], 30..40),
+    ];
+    let readings = prop::collection::vec(
+        prop_oneof![
+            Just(("temperature", json!(21.5))),
+            Just(("humidity", json!(50))),
+            Just(("battery", json!(99))),
+            Just(("deep.a.b.c", json!(415))),
+            Just(("count", json!(u64::MAX))),
+            Just(("status", json!(2))),
+            Just(("door", json!("close"))),
+            Just(("mode", json!(-0.0))),
+            Just(("mode", json!(true))),
+            Just(("externalTemperature2", json!([10, -10, 0]))),
+            Just(("externalTemperature2", json!(7))),
+            Just(("t", json!(-3.25))),
+            Just(("leak", json!(1))),
+            Just(("pir", json!(false))),
+            (0usize..70).prop_map(|n| ("lux", Value::Array((0..n).map(|i| json!(i)).collect()))),
+        ],
+        0..4,
+    );
+    (
+        prop::collection::vec((key(), top_value()), 0..5),
+        prop::option::of(entries),
+        any::<bool>(),
+        readings,
+    )
+        .prop_map(|(fields, entries, under_a, readings)| {
+            let mut parts: Vec<(String, Value)> = fields;
+            if let Some(e) = entries {
+                parts.push((if under_a { "history" } else { "log" }.into(), json!(e)));
+            }
+            parts.extend(readings.into_iter().map(|(k, v)| (k.to_string(), v)));
+            let body: Vec<String> = parts
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", json!(k)))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        })
+}
+
+/// TTS normalized measurements: of the uplink's time, of an entry's, an hour before, garbage.
+fn normalized() -> impl Strategy<Value = String> {
+    let time = prop_oneof![
+        Just(json!("2024-05-01T10:00:00.123Z")),
+        Just(json!("2024-05-01T09:00:00Z")),
+        Just(json!("2024-05-01T09:59:30Z")),
+        odd_time(),
+    ];
+    let measurement = (
+        prop::option::of(time),
+        prop::option::of(scalar()),
+        prop::option::of(scalar()),
+        prop::collection::vec((key(), odd_value()), 0..2),
+    )
+        .prop_map(|(time, temp, battery, extra)| {
+            let mut m: serde_json::Map<String, Value> = extra.into_iter().collect();
+            if let Some(t) = time {
+                m.insert("time".into(), t);
+            }
+            if let Some(t) = temp {
+                m.insert("air".into(), json!({ "temperature": t }));
+            }
+            if let Some(b) = battery {
+                m.insert("battery".into(), b);
+            }
+            Value::Object(m)
+        })
+        .boxed();
+    prop_oneof![
+        4 => prop::collection::vec(measurement.clone(), 0..4).prop_map(|m| json!(m).to_string()),
+        1 => measurement.prop_map(|m| m.to_string()),
+        1 => odd_value().prop_map(|v| v.to_string()),
+    ]
+}
+
+const TTS_BRAND: &str = r#""version_ids":{"brand_id":"milesight-iot"},"#;
+
+/// A ChirpStack v4 or TTS v3 uplink of one of [`MAPPED`]'s devices with a generated object.
+fn mapped_uplink() -> impl Strategy<Value = (UplinkFormat, Vec<u8>)> {
+    let device = prop::sample::select(&MAPPED[..]).prop_map(|(eui, _)| dev_eui(eui.into()));
+    let chirpstack = (device.clone(), ns_object()).prop_map(|(eui, object)| {
+        let doc = CHIRPSTACK
+            .replace("58a0cb0000101234", &hex::encode(eui))
+            .replacen('{', &format!("{{\"object\":{object},"), 1);
+        (UplinkFormat::ChirpstackV4, doc.into_bytes())
+    });
+    let tts = (
+        device,
+        prop::option::of(ns_object()),
+        prop::option::of(normalized()),
+        any::<bool>(),
+    )
+        .prop_map(|(eui, object, normalized, brand)| {
+            let mut extra = String::new();
+            if let Some(o) = object {
+                extra += &format!("\"decoded_payload\":{o},");
+            }
+            if let Some(n) = normalized {
+                extra += &format!("\"normalized_payload\":{n},");
+            }
+            if brand {
+                extra += TTS_BRAND;
+            }
+            let doc = TTS
+                .replace("58A0CB0000101234", &hex::encode_upper(eui))
+                .replace(
+                    "\"uplink_message\":{",
+                    &format!("\"uplink_message\":{{{extra}"),
+                );
+            (UplinkFormat::TtsV3, doc.into_bytes())
+        });
+    prop_oneof![chirpstack, tts]
+}
+
+/// A ChirpStack uplink of table A's device with an object using each of its features.
+const MAPPED_EXAMPLE: &str = r#"{"object":{"temperature":21.5,"battery":{"mv":3600},"status":1,"door":"open","mode":2.5,"externalTemperature2":[10,-10],"probe":{"t":[215,32767]},"flags":[1,0],"deep":{"a":{"b":{"c":415}}},"x":{"y":8},"history":[{"timestamp":1700000000,"temperature":20.5,"humidity":40},{"timestamp":"2023-11-14T22:00:00Z","humidity":41},{"timestamp":1.7e12,"humidity":42}]},"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"deviceName":"th","devEui":"00000000000000a1"},"fCnt":42,"fPort":103,"data":"CIwuLf////8=","rxInfo":[{"gatewayId":"g","rssi":-79,"snr":9.5}],"txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}}}"#;
+
+/// The devices of [`MAPPED`] with their tables in a codec directory (kept while the decoder
+/// lives), and the tables as the decoder loaded them.
+fn mapped_decoder() -> (Decoder, Vec<Option<Table>>, tempfile::TempDir) {
+    let dir = support::codec_files::tempdir();
+    let mut text = format!(
+        "[codecs]\ndir = {:?}\n[sink]\ntype = \"stdout\"\n",
+        dir.path()
+    );
+    let mut tables = Vec::new();
+    for (i, (eui, table)) in MAPPED.iter().enumerate() {
+        tables.push(table.map(|t| Table::parse(t).unwrap()));
+        if i == MAPPED.len() - 1 {
+            continue;
+        }
+        text += &format!(
+            "[[device]]\ndev_eui = \"{}\"\n",
+            hex::encode(dev_eui((*eui).into()))
+        );
+        if let Some(t) = table {
+            support::codec_files::write(dir.path().join(format!("t{i}.toml")), t);
+            text += &format!("mapping = \"t{i}\"\n");
+        }
+    }
+    let metrics = Metrics::new();
+    let d = Decoder::new(&Config::parse(&text).unwrap(), metrics.clone());
+    assert_eq!(metrics.problems("codec_file"), 0);
+    (d, tables, dir)
+}
+
+#[test]
+fn network_objects_through_mapping_tables() {
+    let input = prop_oneof![
+        6 => mapped_uplink(),
+        2 => mutated(MAPPED_EXAMPLE.into()).prop_map(|b| (UplinkFormat::ChirpstackV4, b)),
+        1 => random_bytes().prop_map(|b| (UplinkFormat::TtsV3, b)),
+    ];
+    let (d, tables, _dir) = mapped_decoder();
+    let d = RefCell::new(d);
+    runner()
+        .run(&input, |(format, bytes)| {
+            let received = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let Ok(parsed) = source::parse(format, &bytes, received) else {
+                return Ok(());
+            };
+            let Input::Uplink(up) = &parsed.value else {
+                return Ok(());
+            };
+            let table = MAPPED
+                .iter()
+                .position(|(eui, _)| up.dev_eui.0 == dev_eui((*eui).into()))
+                .and_then(|i| tables[i].as_ref());
+            let records = d.borrow_mut().decode(&parsed.value);
+            object_records(up, table, &records)
+        })
+        .unwrap();
+}
+
+/// What the docs promise of the records of an uplink carrying a decoded object, mapped by
+/// `table` (docs/codecs.md, "Decoded objects"; docs/records.md, "history records").
+fn object_records(
+    up: &Uplink,
+    table: Option<&Table>,
+    records: &[Record],
+) -> Result<(), TestCaseError> {
+    // One live record and at most 32 of their own time.
+    prop_assert!(
+        (1..=33).contains(&records.len()),
+        "{} records",
+        records.len()
+    );
+    let bodies = records.iter().map(check).collect::<Result<Vec<_>, _>>()?;
+    let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    prop_assert_eq!(ids.len(), records.len(), "ids repeat");
+    let ns = &up.ns;
+    if ns.oversized.is_some() || ns.unreadable.is_some() {
+        // Not carried: packed, with the reason.
+        prop_assert_eq!(records.len(), 1);
+        prop_assert!(bodies[0]["obj"]["data"]["error"].is_string());
+        return Ok(());
+    }
+    if ns.is_empty() {
+        return Ok(());
+    }
+    if let Some(r) = table.and_then(|t| t.rec_type.as_deref()) {
+        prop_assert!(records.iter().all(|rec| rec.rec_type == r));
+    }
+    let live = records
+        .iter()
+        .position(|r| r.id == hubgate::record::stable_id(up));
+    prop_assert!(live.is_none_or(|i| i == 0), "the live record comes first");
+    let moments = &bodies[usize::from(live.is_some())..];
+    let object = ns.object.as_ref();
+    let history = table.and_then(|t| t.history.as_ref());
+    let (made, left) = match (object, history) {
+        (Some(o), Some(h)) => history_made(o, h),
+        _ => (Vec::new(), None),
+    };
+    // The entries' records first, in their order, at their times; then the normalized
+    // measurements' of their own time.
+    prop_assert!(moments.len() >= made.len(), "{} records", records.len());
+    if ns.normalized.is_empty() {
+        prop_assert_eq!(moments.len(), made.len());
+    }
+    for ((ms, entry), rec) in made.iter().zip(moments) {
+        prop_assert_eq!(rec["obj"]["tstamp"].as_u64(), Some(*ms));
+        let time = rec["obj"]["data"]["time"].as_str().unwrap_or_default();
+        let shown = time::OffsetDateTime::parse(time, &Rfc3339).map(|t| t.unix_timestamp_nanos());
+        prop_assert_eq!(shown, Ok(i128::from(*ms) * 1_000_000));
+        let (table, h) = (table.unwrap(), history.unwrap());
+        readings(entry, table, &rec["obj"]["data"], Some(&h.time))?;
+    }
+    let Some(object) = object else {
+        return Ok(());
+    };
+    let path = history.map(|h| h.path.as_str());
+    let Some(live) = live else {
+        // Only a frame of history alone, every entry a record, has no live record.
+        prop_assert!(
+            object.keys().all(|k| Some(k.as_str()) == path) && left.is_none(),
+            "no live record of {:?}",
+            object
+        );
+        return Ok(());
+    };
+    let data = &bodies[live]["obj"]["data"];
+    // What maps nowhere stays under origin as it is; so do the entries that make no record.
+    for (k, v) in object {
+        if unmapped(table, k) {
+            let kept = &data["origin"][k];
+            prop_assert!(same(kept, v), "{:?} not kept: {} for {}", k, kept, v);
+        }
+    }
+    if let Some(p) = path {
+        let kept = data["origin"].get(p);
+        prop_assert!(
+            kept.zip(left.as_ref())
+                .map_or(kept.is_none() && left.is_none(), |(a, b)| same(a, b)),
+            "{:?} under origin, {:?} left",
+            kept,
+            left
+        );
+    }
+    if let Some(t) = table {
+        readings(object, t, data, path)?;
+    }
+    Ok(())
+}
+
+/// A JSON object.
+type Obj = serde_json::Map<String, Value>;
+
+/// `a` is `b`, a number of either read back within 2 units in the last place: serde_json
+/// (without its `float_roundtrip` feature) reads some numbers 1 ulp off, in the source and here.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            x == y || (x.signum() == y.signum() && x.to_bits().abs_diff(y.to_bits()) <= 2)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| same(a, b)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The times (ms) of the entries of `object`'s history that make records, at most 32 in the
+/// array's order, with the entries; and the entries that stay under `origin` (those that are
+/// no object, hold nothing but their time, have no time read or come past the 32), or the
+/// history whole if it is no array.
+fn history_made<'a>(object: &'a Obj, h: &HistoryTable) -> (Vec<(u64, &'a Obj)>, Option<Value>) {
+    let Some(v) = object.get(&h.path) else {
+        return (Vec::new(), None);
+    };
+    let Value::Array(list) = v else {
+        return (Vec::new(), Some(v.clone()));
+    };
+    let (mut made, mut left) = (Vec::new(), Vec::new());
+    for e in list {
+        let timed = e
+            .as_object()
+            .filter(|o| o.len() > 1)
+            .and_then(|o| Some((entry_ms(o.get(&h.time)?)?, o)));
+        match timed {
+            Some(m) if made.len() < 32 => made.push(m),
+            _ => left.push(e.clone()),
+        }
+    }
+    (made, (!left.is_empty()).then_some(Value::Array(left)))
+}
+
+/// An entry's time in ms, as docs/codecs.md reads it: Unix seconds, a fraction rounded to the
+/// millisecond, or RFC 3339 text; none before 1970 or past 9999.
+fn entry_ms(v: &Value) -> Option<u64> {
+    let latest = hubgate::uplink::LATEST.as_millis();
+    match v {
+        Value::Number(n) => {
+            let secs = n.as_f64().filter(|x| *x >= 0.0)?;
+            let ms = (secs * 1000.0).round();
+            (ms <= latest as f64).then_some(ms as u64)
+        }
+        Value::String(s) => {
+            let ns = time::OffsetDateTime::parse(s, &Rfc3339)
+                .ok()?
+                .unix_timestamp_nanos();
+            (0..=latest as i128 * 1_000_000)
+                .contains(&ns)
+                .then_some((ns / 1_000_000) as u64)
+        }
+        _ => None,
+    }
+}
+
+/// Whether no key of `table` reads the object's top-level key `k` or anything under it.
+fn unmapped(table: Option<&Table>, k: &str) -> bool {
+    let Some(t) = table else {
+        return true;
+    };
+    let under = |f: &String| {
+        f == k
+            || f.strip_suffix("[]") == Some(k)
+            || f.strip_prefix(k).is_some_and(|r| r.starts_with('.'))
+    };
+    t.history.as_ref().is_none_or(|h| h.path != k) && !t.fields.keys().any(under)
+}
+
+/// The readings `table` takes from `obj`'s own keys (not `skip`) are in `data`: a number of a
+/// key without `scale` or `ignore` within `min` and `max`, a boolean of a field without a
+/// unit, `type = "bool"`'s, `values`'; each of the first 64 items of a `[]` key's array,
+/// `context_id` its index from `context_base`; such an array empty or longer stays whole under
+/// `origin`.
+fn readings(
+    obj: &Obj,
+    table: &Table,
+    data: &Value,
+    skip: Option<&str>,
+) -> Result<(), TestCaseError> {
+    for (k, v) in obj {
+        if Some(k.as_str()) == skip || v.is_object() || k.ends_with("[]") {
+            continue;
+        }
+        if let Some(t) = table.fields.get(k) {
+            if let Some(value) = expected(t, v) {
+                has_reading(data, t, t.context_id.as_deref(), &value, k)?;
+            }
+        } else if let Some(t) = table.fields.get(&format!("{k}[]")) {
+            let items = v.as_array().map_or(std::slice::from_ref(v), Vec::as_slice);
+            let mut all = true;
+            for (i, item) in items.iter().take(64).enumerate() {
+                let context = (u64::from(t.context_base.unwrap_or(0)) + i as u64).to_string();
+                match expected(t, item) {
+                    Some(value) => has_reading(data, t, Some(&context), &value, k)?,
+                    None => all = false,
+                }
+            }
+            if items.is_empty() || items.len() > 64 {
+                prop_assert!(same(&data["origin"][k], v), "{:?} not kept whole", k);
+            } else if all {
+                prop_assert!(data["origin"].get(k).is_none(), "{:?} read and kept", k);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The reading `t` takes from `v`, where it is sure to take one.
+fn expected(t: &Target, v: &Value) -> Option<Value> {
+    if let Some(values) = &t.values {
+        return match v {
+            Value::String(s) => values.get(s).cloned(),
+            Value::Bool(b) => values.get(&b.to_string()).cloned(),
+            Value::Number(n) => values
+                .iter()
+                .find(|(k, _)| k.parse::<f64>().ok() == n.as_f64())
+                .map(|(_, r)| r.clone()),
+            _ => None,
+        };
+    }
+    match v {
+        Value::Bool(b) if t.unit.is_none() => Some(json!(b)),
+        Value::Number(n) if t.read_as == ReadAs::Bool => {
+            let x = n.as_f64()?;
+            (!t.ignore.contains(&x)).then_some(json!(x != 0.0))
+        }
+        Value::Number(n) if t.scale == 1.0 && t.ignore.is_empty() => {
+            let x = n.as_f64()?;
+            let within = t.min.is_none_or(|m| x >= m) && t.max.is_none_or(|m| x <= m);
+            within.then(|| v.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Whether `data` (or its `device_health`, for a `health` field) holds the reading `value` of
+/// `t` with `context_id`.
+fn has_reading(
+    data: &Value,
+    t: &Target,
+    context_id: Option<&str>,
+    value: &Value,
+    key: &str,
+) -> Result<(), TestCaseError> {
+    let at = if t.health {
+        &data["device_health"]
+    } else {
+        data
+    };
+    let found = at[&t.field].as_array().is_some_and(|list| {
+        list.iter().any(|r| {
+            r.get("context_id").and_then(Value::as_str) == context_id
+                && r.get("unit").and_then(Value::as_str) == t.unit.as_deref()
+                && same(&r["value"], value)
+        })
+    });
+    prop_assert!(
+        found,
+        "{:?} {} (context_id {:?}) not read into {}: {}",
+        key,
+        value,
+        context_id,
+        t.field,
+        data
+    );
+    Ok(())
 }
 
 /// Every input that made a target fail, kept: each must go through cleanly for good.
