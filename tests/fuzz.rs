@@ -1380,4 +1380,20 @@ fn regressions() {
         "{}",
         rec.body
     );
+
+    // A key nested under an empty key was read as a top-level one: `{"": {"pir": false}}` gave
+    // table B's `pir` reading (path "pir", not ".pir") instead of staying under origin.
+    let (mut mapped, _, _dir) = mapped_decoder();
+    let doc = CHIRPSTACK
+        .replace("58a0cb0000101234", "00000000000000b2")
+        .replacen('{', r#"{"object":{"":{"pir":false},"t":21.5},"#, 1);
+    let parsed = source::parse(UplinkFormat::ChirpstackV4, doc.as_bytes(), received).unwrap();
+    let rec = mapped.decode(&parsed.value).remove(0);
+    let data = check(&rec).unwrap()["obj"]["data"].take();
+    assert_eq!(
+        data["temperature"],
+        json!([{"context_id": "1", "unit": "°C", "value": 21.5}])
+    );
+    assert_eq!(data["origin"], json!({"": {"pir": false}}), "{data}");
+    assert!(data.get("presence").is_none(), "{data}");
 }
