@@ -756,6 +756,7 @@ const KEYS: &[&str] = &[
     "Temperature",
     " temperature",
     "é",
+    "",
 ];
 
 fn key() -> impl Strategy<Value = String> + Clone {
@@ -1179,14 +1180,21 @@ fn history_made<'a>(object: &'a Obj, h: &HistoryTable) -> (Vec<(u64, &'a Obj)>, 
 }
 
 /// An entry's time in ms, as docs/codecs.md reads it: Unix seconds, a fraction rounded to the
-/// millisecond, or RFC 3339 text; none before 1970 or past 9999.
+/// microsecond and then cut to the millisecond (rounded to the millisecond from 2^33 s, where
+/// f64 holds no microseconds), or RFC 3339 text; none before 1970 or past 9999.
 fn entry_ms(v: &Value) -> Option<u64> {
     let latest = hubgate::uplink::LATEST.as_millis();
     match v {
         Value::Number(n) => {
-            let secs = n.as_f64().filter(|x| *x >= 0.0)?;
-            let ms = (secs * 1000.0).round();
-            (ms <= latest as f64).then_some(ms as u64)
+            let secs = n.as_f64().filter(|x| (0.0..1e15).contains(x))?;
+            let fraction = secs - secs.trunc();
+            let ms = if secs < 2f64.powi(33) {
+                (fraction * 1e6).round() as u64 / 1000
+            } else {
+                (fraction * 1e3).round() as u64
+            };
+            let ms = secs.trunc() as u64 * 1000 + ms;
+            (u128::from(ms) <= latest).then_some(ms)
         }
         Value::String(s) => {
             let ns = time::OffsetDateTime::parse(s, &Rfc3339)
