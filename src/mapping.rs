@@ -2959,6 +2959,24 @@ mod tests {
         assert_eq!(m.data["kwh"], json!([{"value": 1234.567}]));
     }
 
+    /// A codec's float of 17 digits (what `0.1 * 213` gives in JavaScript) comes out as it was
+    /// written, in a reading and under `origin`: serde_json reads it exactly
+    /// (`float_roundtrip`); without that it read `-3.686504998650299e84` one bit off.
+    #[test]
+    fn a_float_of_17_digits_keeps_every_digit() {
+        let t = Table::parse("[fields]\nt = { field = \"temperature\" }\n").unwrap();
+        for text in ["21.299999999999997", "-3.686504998650299e+84"] {
+            let object: Json =
+                serde_json::from_str(&format!(r#"{{"t": {text}, "u": {text}}}"#)).unwrap();
+            let m = by_table(&t, object);
+            assert_eq!(
+                m.data["temperature"].to_string(),
+                format!(r#"[{{"value":{text}}}]"#)
+            );
+            assert_eq!(m.data["origin"].to_string(), format!(r#"{{"u":{text}}}"#));
+        }
+    }
+
     /// A number written as text, as `toFixed` returns it, is that number; other text is kept.
     #[test]
     fn a_number_written_as_text_is_mapped() {
