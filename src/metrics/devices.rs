@@ -200,7 +200,8 @@ impl DeviceTable {
             } => {
                 d.codec = Some(codec);
                 d.rec_type = rec_type;
-                // A frame without readings of now (history alone) leaves those shown.
+                // A frame without readings of now (a built-in codec's is stored data alone:
+                // its readings are history) leaves those shown.
                 if readings.is_empty() && health.is_empty() {
                     return;
                 }
@@ -221,8 +222,9 @@ impl DeviceTable {
             } => {
                 d.codec = Some(codec);
                 d.rec_type = rec_type;
-                // As for a built-in codec's frame.
-                if !mapped.has_readings() {
+                // A frame of history alone leaves those shown; one whose fields all went to
+                // `origin` (a table that no longer matches) shows none.
+                if !mapped.has_readings() && !mapped.history.is_empty() {
                     return;
                 }
                 d.readings.clear();
@@ -837,6 +839,15 @@ mod tests {
             serde_json::to_value(&d.readings).unwrap(),
             serde_json::json!([{"field": "temperature", "value": 21.5, "unit": "°C"}])
         );
+        // A mapped uplink with every field under `origin` and no history shows none.
+        let unmapped = crate::mapping::Mapped {
+            history: Vec::new(),
+            ..history.clone()
+        };
+        t.heard(&up(1, 3), &[], outcome(&unmapped), now);
+        assert!(pick(&t, "", Sort::Eui, 0, 10, now).devices[0]
+            .readings
+            .is_empty());
     }
 
     /// One huge uplink (a crafted Cayenne LPP payload decodes to 130,000 readings, 9.4 MB)
