@@ -181,7 +181,6 @@ async fn a_reconnect_with_acknowledgements_outstanding_loses_no_uplink() {
     // Those that reached hubgate on the dead connection came again: their copies.
     let copies = agent.metric("hubgate_duplicates_total");
     assert!(copies > 0, "no uplink taken on the dead connection");
-    eprintln!("uplinks taken on the dead connection: {copies}");
 }
 
 /// mosquitto that keeps its sessions in `dir`, saved only when told ([`save_sessions`]) and
