@@ -1033,7 +1033,8 @@ mod tests {
     }
 
     /// Random inputs for the envelope's property test: text with characters JSON escapes,
-    /// field names that collide with the envelope's own keys, numbers whole and not, NaN and
+    /// field names that collide with the envelope's own keys, numbers whole and not (any
+    /// finite f64 too, read back exactly with serde_json's `float_roundtrip`), NaN and
     /// infinities.
     mod strategy {
         use super::*;
@@ -1061,6 +1062,7 @@ mod tests {
         fn number() -> impl Strategy<Value = f64> {
             prop_oneof![
                 (-80_000i32..80_000).prop_map(|k| f64::from(k) / 8.0),
+                proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL,
                 Just(f64::NAN),
                 Just(f64::INFINITY),
                 Just(f64::NEG_INFINITY),
