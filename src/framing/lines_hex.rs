@@ -12,10 +12,11 @@
 //! at+recv=2,-70,8,5:48656c6c6f   prefix = "at+recv"    (RAK811-style AT firmware)
 //! ```
 //!
-//! Other lines (`ok`, `radio_err`) are reported as [`FrameError::NoPrefix`]. A line longer
-//! than the longest possible frame line is reported once ([`FrameError::Overlong`]) and
-//! skipped up to the next line end; one with an odd number of digits or a non-hex character
-//! is [`FrameError::BadHex`].
+//! Other lines (`ok`, `radio_err`, a banner however long) are reported as
+//! [`FrameError::NoPrefix`]. A line longer than the longest possible frame line is reported
+//! once ([`FrameError::Overlong`], or `NoPrefix` if it lacks the prefix) and skipped up to the
+//! next line end; one with an odd number of digits or a non-hex character is
+//! [`FrameError::BadHex`].
 
 use super::{check_max, run, Event, FrameError, MaxFrameError, Step, MAX_FRAME};
 
@@ -58,10 +59,10 @@ impl LinesHex {
 
     pub fn reset(&mut self) -> bool {
         // A line that lacks only its line end is cut too; blanks alone are no line, and with
-        // a prefix only a line that has it could have been a frame (not a module's prompt).
+        // a prefix only a line that has it, or was cut inside it, could have been a frame (not
+        // a module's prompt).
         let text = self.line.trim_ascii();
-        let cut =
-            !self.done && !self.discarding && !text.is_empty() && self.after_prefix(text).is_some();
+        let cut = !self.done && !self.discarding && !text.is_empty() && self.may_be_frame(text);
         self.line.clear();
         self.discarding = false;
         self.done = false;
@@ -110,11 +111,29 @@ impl LinesHex {
             return Step::More;
         }
         if self.line.len() >= self.line_limit || self.line.push(b).is_err() {
+            // Chatter past the limit (a banner) is told as chatter, not as a frame too long.
+            let e = if self.may_be_frame(self.line.trim_ascii_start()) {
+                FrameError::Overlong
+            } else {
+                FrameError::NoPrefix
+            };
             self.line.clear();
             self.discarding = true;
-            return Step::Error(FrameError::Overlong);
+            return Step::Error(e);
         }
         Step::More
+    }
+
+    /// Whether a line starting with `text` (no leading blanks) may carry a frame: it has the
+    /// prefix, or is cut before its end (always, without a prefix).
+    fn may_be_frame(&self, text: &[u8]) -> bool {
+        match self.prefix.as_deref() {
+            Some(p) => {
+                let n = p.len().min(text.len());
+                text[..n].eq_ignore_ascii_case(&p[..n])
+            }
+            None => true,
+        }
     }
 
     /// `text` after the configured prefix (all of it without one); `None`: it lacks the prefix.
@@ -238,8 +257,8 @@ mod tests {
     #[test]
     fn overlong_lines_are_skipped_to_the_next_line_end() {
         // max 4 bytes: 8 digits ok, 10 digits too many (the line still fits the buffer),
-        // and a line of garbage far past the line limit is one error.
-        let mut s = b"radio_rx 0102030405\r\n".to_vec();
+        // and a frame's line far past the line limit is one error.
+        let mut s = b"radio_rx 0102030405\r\nradio_rx ".to_vec();
         s.extend(std::iter::repeat_n(b'7', 500));
         s.extend_from_slice(b"\r\nradio_rx 01020304\r\n");
         split_everywhere(
@@ -250,6 +269,20 @@ mod tests {
                 Err(FrameError::Overlong),
                 Ok(vec![1, 2, 3, 4]),
             ],
+        );
+    }
+
+    /// A module's long chatter line (a banner, a help text) lacks the prefix: it is told as
+    /// such, not as a frame over `max_frame`, which would send the operator to raise it.
+    #[test]
+    fn an_overlong_line_without_the_prefix_is_chatter() {
+        let mut s = b"RN2483 1.0.5 ".to_vec();
+        s.extend(std::iter::repeat_n(b'x', 500));
+        s.extend_from_slice(b"\r\nradio_rx 0102\r\n");
+        split_everywhere(
+            || lines(4, Some("radio_rx")),
+            &s,
+            &[Err(FrameError::NoPrefix), Ok(vec![1, 2])],
         );
     }
 

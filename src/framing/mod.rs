@@ -297,5 +297,9 @@ mod tests {
         let mut d = Deframer::new(Framing::LinesHex, 16, None).unwrap();
         assert!(feed_chunks(&mut d, &[b"0a0b"]).is_empty());
         assert!(d.reset(), "without a prefix any text may be a frame");
+        // A line cut inside the prefix may have been a frame's.
+        let mut d = Deframer::new(Framing::LinesHex, 16, Some("radio_rx")).unwrap();
+        assert!(feed_chunks(&mut d, &[b"  RADIO_"]).is_empty());
+        assert!(d.reset(), "cut inside the prefix");
     }
 }
