@@ -259,8 +259,9 @@ pub(crate) mod testutil {
 
 #[cfg(test)]
 mod tests {
-    use super::testutil::{feed_chunks, stuffing, with_crc};
-    use super::{Deframer, Framing};
+    use super::testutil::{cut_at, feed_chunks, stuffing, with_crc};
+    use super::{Deframer, FrameError, Framing};
+    use proptest::prelude::*;
 
     /// `reset` tells whether it threw away a frame cut short (the serial source counts it as
     /// `serial_cut`): not after a whole frame, nor while skipping a reported bad one.
@@ -301,5 +302,75 @@ mod tests {
         let mut d = Deframer::new(Framing::LinesHex, 16, Some("radio_rx")).unwrap();
         assert!(feed_chunks(&mut d, &[b"  RADIO_"]).is_empty());
         assert!(d.reset(), "cut inside the prefix");
+    }
+    /// Hostile bytes: any, with the framings' delimiters and escapes, line ends, hex digits,
+    /// blanks and COBS codes common.
+    fn hostile() -> impl Strategy<Value = Vec<u8>> {
+        let special = prop::sample::select(
+            &[
+                0x00, 0x01, 0xFF, 0xC0, 0xDB, 0xDC, 0xDD, b'\n', b'\r', b' ', b':', b'a', b'0',
+            ][..],
+        );
+        prop::collection::vec(prop_oneof![any::<u8>(), special], 0..400)
+    }
+
+    fn any_framing() -> impl Strategy<Value = Framing> {
+        prop::sample::select(&[Framing::Slip, Framing::Cobs, Framing::LinesHex][..])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Whatever the bytes, where the reads cut them changes nothing: the same frames and
+        /// errors in the same order, and the same partial frame left at the end.
+        #[test]
+        fn hostile_bytes_decode_alike_however_cut(
+            framing in any_framing(),
+            bytes in hostile(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            max in 1usize..20,
+            prefix in prop::option::of("[a-z ]{0,3}"),
+        ) {
+            let make = || Deframer::new(framing, max, prefix.as_deref()).unwrap();
+            let mut whole = make();
+            let want = feed_chunks(&mut whole, &[&bytes]);
+            let mut cut = make();
+            prop_assert_eq!(&feed_chunks(&mut cut, &cut_at(&bytes, &cuts)), &want);
+            prop_assert_eq!(cut.reset(), whole.reset());
+            let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+            prop_assert_eq!(feed_chunks(&mut make(), &bytewise), want);
+        }
+
+        /// After any garbage and one delimiter, the frames that follow each come out as sent
+        /// (or as too long): no bad input costs a later good frame.
+        #[test]
+        fn any_garbage_is_forgotten_at_the_next_delimiter(
+            framing in any_framing(),
+            garbage in hostile(),
+            frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..20), 1..4),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            max in 1usize..20,
+        ) {
+            let mut stream = garbage;
+            stream.push(match framing {
+                Framing::Slip => super::slip::END,
+                Framing::Cobs => 0,
+                Framing::LinesHex => b'\n',
+            });
+            for f in &frames {
+                stream.extend(match framing {
+                    Framing::Slip => stuffing::slip(&with_crc(f)),
+                    Framing::Cobs => stuffing::cobs(&with_crc(f)),
+                    Framing::LinesHex => format!("rx {}\r\n", hex::encode(f)).into_bytes(),
+                });
+            }
+            let want: Vec<_> = frames
+                .iter()
+                .map(|f| if f.len() <= max { Ok(f.clone()) } else { Err(FrameError::Overlong) })
+                .collect();
+            let mut d = Deframer::new(framing, max, Some("rx")).unwrap();
+            let got = feed_chunks(&mut d, &cut_at(&stream, &cuts));
+            prop_assert!(got.ends_with(&want), "{:?}", got);
+        }
     }
 }
