@@ -401,12 +401,12 @@ fn device_that_disappears_is_reopened() {
     write_awkwardly(&mut w, &frames(&[(1, 20, 50), (2, 21, 51)]));
     agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 2);
 
-    // Unplug: the device and its path go away. Stay away long enough for several failed
-    // reopen attempts (reopen_max is 200 ms).
+    // Unplug: the device and its path go away. Stay away for several failed reopen attempts
+    // (reopen_max is 200 ms; they are logged at debug level, which the agent's log keeps).
     drop(w);
     pty.stop();
     agent.wait_log("device gone", 1, WAIT);
-    std::thread::sleep(Duration::from_millis(1500));
+    agent.wait_log("still cannot open", 3, WAIT);
 
     // Plug back in, on the same path (a new pty underneath).
     let pty = PtyPair::start(dir.path());
