@@ -90,7 +90,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     // wait for a device missing at the start.
     let mut opened_before = false;
     // The last frame's receive time, kept across reopens (see `receive_time`).
-    let mut last_time: Option<SystemTime> = None;
+    let mut last_time: Option<Stamp> = None;
     loop {
         if *stopping.borrow() {
             return;
@@ -204,7 +204,7 @@ async fn read(
     content: SerialContent,
     ctx: &Context,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
-    last_time: &mut Option<SystemTime>,
+    last_time: &mut Option<Stamp>,
 ) -> Ended {
     let mut buf = [0u8; READ_CHUNK];
     let mut delivered = false;
@@ -236,8 +236,9 @@ async fn read(
                     continue;
                 }
                 Some(Ok(frame)) => {
-                    let now = receive_time(SystemTime::now(), *last_time);
-                    *last_time = Some(now);
+                    let stamp = receive_time(SystemTime::now(), *last_time);
+                    *last_time = Some(stamp);
+                    let now = stamp.time;
                     let parsed = super::or_dead_letter(&ctx.metrics, "serial", None, frame, || {
                         content_of(content, frame, now)
                     });
@@ -264,19 +265,30 @@ async fn read(
     }
 }
 
+/// A frame's receive time, and the clock's reading it was given at.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    time: SystemTime,
+    clock: SystemTime,
+}
+
 /// A frame's receive time: now, but at least 1 ms after the previous frame's. Frames that
 /// arrive in one read (a USB adapter's latency timer batches bytes) are parsed within one
 /// millisecond, and the record id of an envelope without `fcnt` hashes its time in ms
 /// ([`crate::record::stable_id`]): equal readings would share an id and all but one be
-/// dropped as copies, though a serial line never delivers a frame twice. A clock stepped back
-/// by more than a second is followed, so times do not stay ahead of it.
-fn receive_time(now: SystemTime, last: Option<SystemTime>) -> SystemTime {
+/// dropped as copies, though a serial line never delivers a frame twice. More than a frame a
+/// millisecond for a while (a USB device is held to no baud rate) runs the times ahead of the
+/// clock, until it catches up. A clock stepped back by more than a second since the previous
+/// frame is followed, so times do not stay ahead of it for long.
+fn receive_time(now: SystemTime, last: Option<Stamp>) -> Stamp {
     const STEP: Duration = Duration::from_millis(1);
     const STEPPED_BACK: Duration = Duration::from_secs(1);
-    match last {
-        Some(last) if now < last + STEP && now + STEPPED_BACK > last => last + STEP,
+    let time = match last {
+        // Against the clock's last reading, not the time given then: that one may be ahead.
+        Some(last) if now < last.time + STEP && now + STEPPED_BACK > last.clock => last.time + STEP,
         _ => now,
-    }
+    };
+    Stamp { time, clock: now }
 }
 
 /// A frame's content: a wired sensor's CBOR envelope, or a LoRaWAN PHYPayload from a radio
@@ -368,13 +380,13 @@ mod tests {
     #[test]
     fn receive_times_are_distinct_to_the_millisecond() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_400);
-        assert_eq!(receive_time(t, None), t);
+        assert_eq!(receive_time(t, None).time, t);
         let mut last = None;
         let ms: Vec<u64> = (0..5)
             .map(|_| {
                 let now = receive_time(t, last);
                 last = Some(now);
-                ms_since_epoch(now)
+                ms_since_epoch(now.time)
             })
             .collect();
         assert_eq!(
@@ -383,9 +395,39 @@ mod tests {
         );
         // A clock ahead of the last time is taken as it is.
         let later = t + Duration::from_millis(40);
-        assert_eq!(receive_time(later, last), later);
-        // A clock stepped back an hour is followed, not held an hour ahead of.
+        assert_eq!(receive_time(later, last).time, later);
+        // A clock stepped back an hour is followed, not held an hour ahead of, also when
+        // the last time ran ahead of the clock.
         let back = t - Duration::from_secs(3600);
-        assert_eq!(receive_time(back, Some(t)), back);
+        let ahead = Stamp {
+            time: t + Duration::from_secs(5),
+            clock: t,
+        };
+        assert_eq!(receive_time(back, Some(ahead)).time, back);
+        // Stepped back less than a second: the times keep their order.
+        let shortly = t - Duration::from_millis(300);
+        assert_eq!(
+            receive_time(shortly, Some(ahead)).time,
+            ahead.time + Duration::from_millis(1)
+        );
+    }
+
+    /// Over USB a device is not held to a baud rate: a backlog of equal readings without
+    /// `fcnt` and `time` sent at 2,000 frames a second for two seconds gets 4,000 distinct
+    /// receive times, in order, not some of them again once they run a second ahead of the
+    /// clock (their records would be taken for copies and dropped).
+    #[test]
+    fn a_burst_faster_than_a_frame_a_millisecond_keeps_its_times_distinct() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut last = None;
+        let ms: Vec<u64> = (0..4000)
+            .map(|i| {
+                let now = receive_time(t + Duration::from_micros(i * 500), last);
+                last = Some(now);
+                ms_since_epoch(now.time)
+            })
+            .collect();
+        let first = ms_since_epoch(t);
+        assert_eq!(ms, (first..first + 4000).collect::<Vec<_>>());
     }
 }
