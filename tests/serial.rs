@@ -387,6 +387,63 @@ fn hex_lines_through_a_pty() {
     );
 }
 
+/// A device that sends megabytes without a delimiter (a wrong baud rate, a module stuck
+/// printing) costs one counted problem, however long it goes on, and the frame after the
+/// next delimiter is delivered: nothing grows, nothing stalls.
+#[test]
+fn endless_bytes_without_a_delimiter_cost_one_problem() {
+    // Bytes of every value but the framing's delimiters (SLIP's END and ESC, COBS's 0x00,
+    // line ends).
+    let junk: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|b| match b {
+            0x00 | 0xC0 | 0xDB | b'\n' | b'\r' => b'A',
+            b => b,
+        })
+        .collect();
+    let reading = (1, 20, 50);
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "slip",
+            slip(&with_crc(&envelope(reading))),
+            "serial_overlong",
+        ),
+        (
+            "cobs",
+            [&[0][..], &cobs(&with_crc(&envelope(reading)))].concat(),
+            "serial_overlong",
+        ),
+        (
+            "lines-hex",
+            [&b"\n"[..], &line(&envelope(reading))].concat(),
+            "serial_other_line",
+        ),
+    ];
+    for (framing, good, kind) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let pty = PtyPair::start(dir.path());
+        let mut agent = start_agent(dir.path(), &pty, framing);
+        let mut w = pty.writer();
+        w.write_all(&junk).unwrap();
+        w.write_all(&good).unwrap();
+        w.flush().unwrap();
+        agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 1);
+        assert_eq!(readings(&agent), [reading], "{framing}");
+        let scrape = agent.scrape().unwrap_or_default();
+        let problems: Vec<&str> = scrape
+            .lines()
+            .filter(|l| l.starts_with("hubgate_problems_total{") && !l.ends_with(" 0"))
+            .collect();
+        assert_eq!(
+            problems,
+            [format!("hubgate_problems_total{{kind=\"{kind}\"}} 1")],
+            "{framing}"
+        );
+        let status = agent.terminate(Duration::from_secs(15));
+        assert!(status.success(), "{status}:\n{}", agent.logs());
+    }
+}
+
 #[test]
 fn device_that_disappears_is_reopened() {
     let dir = tempfile::tempdir().unwrap();
