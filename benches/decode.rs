@@ -88,6 +88,7 @@ fn record_build(c: &mut Criterion) {
             ..Radio::default()
         },
         ns: hubgate::uplink::NsDecoded::default(),
+        same_ms_index: 0,
     };
     let tags = ["Building 1".to_string(), "Floor 2".to_string()];
     let dev = DeviceInfo {
@@ -229,6 +230,7 @@ fn js_codecs(c: &mut Criterion) {
         time: SystemTime::now(),
         radio: hubgate::uplink::Radio::default(),
         ns: hubgate::uplink::NsDecoded::default(),
+        same_ms_index: 0,
     });
     let rec = decoder.decode(&input).remove(0);
     assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");

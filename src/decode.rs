@@ -891,6 +891,7 @@ mod tests {
             time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             radio: Radio::default(),
             ns: crate::uplink::NsDecoded::default(),
+            same_ms_index: 0,
         })
     }
 

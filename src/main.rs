@@ -549,6 +549,7 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
         time,
         radio: Radio::default(),
         ns: hubgate::uplink::NsDecoded::default(),
+        same_ms_index: 0,
     };
     let decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
     let records = match &loaded {

@@ -112,10 +112,12 @@ pub fn iso8601(t: SystemTime) -> String {
 }
 
 /// The record id: a hash of what identifies the uplink (DevEUI, the DevAddr where known,
-/// FCnt, FPort, payload; the time only when the FCnt is unknown), formatted like a UUID.
+/// FCnt, FPort, payload; the time only when the FCnt is unknown, with the serial source's
+/// index of the frame in that millisecond when above 0), formatted like a UUID.
 /// The DevAddr tells the sessions of a device apart: one that joined again counts its FCnt
 /// from 0 again, and the same reading at the same FCnt as before must not be taken for a
-/// copy of the old one.
+/// copy of the old one. The index ([`Uplink::same_ms_index`]) tells equal readings received
+/// in one millisecond apart; at 0 it is left out, so such ids are what they were before it.
 pub fn stable_id(up: &Uplink) -> String {
     let mut h = Sha256::new();
     h.update(up.dev_eui.0);
@@ -125,7 +127,13 @@ pub fn stable_id(up: &Uplink) -> String {
     }
     match up.fcnt {
         Some(f) => h.update(f.to_be_bytes()),
-        None => h.update(ms_since_epoch(up.time).to_be_bytes()),
+        None => {
+            h.update(ms_since_epoch(up.time).to_be_bytes());
+            if up.same_ms_index > 0 {
+                h.update(b"SameMs");
+                h.update(up.same_ms_index.to_be_bytes());
+            }
+        }
     }
     h.update([up.fport.unwrap_or(0), up.fport.is_some() as u8]);
     h.update(&up.payload);
@@ -736,6 +744,7 @@ mod tests {
                 ..Radio::default()
             },
             ns: crate::uplink::NsDecoded::default(),
+            same_ms_index: 0,
         }
     }
 
@@ -985,6 +994,41 @@ mod tests {
         assert_eq!(stable_id(&a), "67528804-571f-935e-c942-fc28d8f0d911");
     }
 
+    /// Without an FCnt the id hashes the time in ms, and the index among a serial source's
+    /// frames of that millisecond only when above 0: the first frame of a millisecond keeps
+    /// the id it had before the index existed, later ones get ids of their own. With an FCnt
+    /// the index changes nothing.
+    #[test]
+    fn the_same_ms_index_counts_only_above_0_and_only_without_fcnt() {
+        let first = Uplink {
+            fcnt: None,
+            ..uplink()
+        };
+        // SHA-256 of DevEUI, the time in ms (u64 big-endian), [FPort, 1] and the payload.
+        assert_eq!(stable_id(&first), "ac9b598c-1f64-67dc-bd19-2bd1bfda419d");
+        let ids: Vec<String> = (0..3)
+            .map(|k| {
+                stable_id(&Uplink {
+                    same_ms_index: k,
+                    ..first.clone()
+                })
+            })
+            .collect();
+        assert_eq!(ids[0], "ac9b598c-1f64-67dc-bd19-2bd1bfda419d");
+        assert!(
+            ids[1] != ids[0] && ids[2] != ids[0] && ids[2] != ids[1],
+            "{ids:?}"
+        );
+        let with_fcnt = Uplink {
+            same_ms_index: 2,
+            ..uplink()
+        };
+        assert_eq!(
+            stable_id(&with_fcnt),
+            "67528804-571f-935e-c942-fc28d8f0d911"
+        );
+    }
+
     proptest::proptest! {
         /// The digits written by hand are what `time`'s formatter writes.
         #[test]
@@ -1204,6 +1248,7 @@ mod tests {
                         time: UNIX_EPOCH + Duration::from_millis(ms),
                         radio,
                         ns: crate::uplink::NsDecoded::default(),
+                        same_ms_index: 0,
                     }
                 })
         }

@@ -102,6 +102,7 @@ fn uplink(dev_eui: &str, payload: &[u8]) -> Input {
         time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         radio: hubgate::uplink::Radio::default(),
         ns: hubgate::uplink::NsDecoded::default(),
+        same_ms_index: 0,
     })
 }
 

@@ -105,6 +105,7 @@ fn published_uplink() -> Uplink {
             channel: Some(7),
         },
         ns: hubgate::uplink::NsDecoded::default(),
+        same_ms_index: 0,
     }
 }
 

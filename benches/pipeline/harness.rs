@@ -952,6 +952,7 @@ fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
             ..Default::default()
         },
         ns: hubgate::uplink::NsDecoded::default(),
+        same_ms_index: 0,
     };
     let decoded = hubgate::codec::Codec::Browan(hubgate::codec::BrowanModel::Tbhh100)
         .decode(up.fport, &up.payload)

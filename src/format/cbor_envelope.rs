@@ -52,6 +52,7 @@ pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, Parse
             ..Radio::default()
         },
         ns: crate::uplink::NsDecoded::default(),
+        same_ms_index: 0,
     };
     Ok(Parsed { value, bad_time })
 }

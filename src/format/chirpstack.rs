@@ -257,6 +257,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
             profile: ev.device_info.device_profile_name,
             ..super::ns_decoded(ev.object, None)
         },
+        same_ms_index: 0,
     };
     Ok(Parsed { value, bad_time })
 }

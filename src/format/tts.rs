@@ -161,6 +161,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
             brand: up.version_ids.and_then(|v| v.brand_id),
             ..super::ns_decoded(up.decoded_payload, up.normalized_payload)
         },
+        same_ms_index: 0,
     };
     Ok(Parsed { value, bad_time })
 }

@@ -273,6 +273,7 @@ impl Decoder {
             time,
             radio,
             ns: crate::uplink::NsDecoded::default(),
+            same_ms_index: 0,
         })
     }
 }

@@ -579,6 +579,7 @@ mod tests {
                 ..Radio::default()
             },
             ns: crate::uplink::NsDecoded::default(),
+            same_ms_index: 0,
         }
     }
 

@@ -896,6 +896,7 @@ mod tests {
                     time: SystemTime::UNIX_EPOCH,
                     radio: crate::uplink::Radio::default(),
                     ns: crate::uplink::NsDecoded::default(),
+                    same_ms_index: 0,
                 }),
                 ack: Ack::Mqtt {
                     acks: self.acks.clone().expect("running"),
@@ -1185,6 +1186,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             radio: crate::uplink::Radio::default(),
             ns: crate::uplink::NsDecoded::default(),
+            same_ms_index: 0,
         })
     }
 

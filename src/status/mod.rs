@@ -382,6 +382,7 @@ mod tests {
             time,
             radio: Radio::default(),
             ns: crate::uplink::NsDecoded::default(),
+            same_ms_index: 0,
         }
     }
 
