@@ -5,14 +5,16 @@
 //! frame); each frame is a CBOR envelope of a wired sensor (see [`cbor_envelope`]) or, with
 //! `content = "phy"`, a LoRaWAN PHYPayload from a radio module.
 //! Bad frames are counted by kind (`serial_crc`, `serial_overlong`, `serial_bad_hex`,
-//! `serial_malformed`, `serial_other_line`, `serial_bad_cbor`) and logged once.
+//! `serial_malformed`, `serial_other_line`, `serial_bad_cbor`) and logged at warn,
+//! rate-limited per kind.
 //!
 //! When the device goes away (USB unplug, the far end of a pty closes) the source logs it
 //! once and tries to reopen it, waiting 250 ms, then twice as long each time up to
 //! `reopen_max` (see [`Backoff`]); it logs again when the device is back. A frame cut by the
 //! outage is lost and counted (`serial_cut`).
 //! Serial input cannot be acknowledged: frames are sent with [`Ack::None`].
-//! Each frame's receive time is at least 1 ms after the previous one's ([`receive_time`]).
+//! A frame's receive time is the clock's; frames received in one millisecond of it are told
+//! apart by their index in it ([`same_ms_index`]).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -89,8 +91,8 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     // Whether it has been opened yet: the first open confirms the settings, even after a
     // wait for a device missing at the start.
     let mut opened_before = false;
-    // The last frame's receive time, kept across reopens (see `receive_time`).
-    let mut last_time: Option<Stamp> = None;
+    // The millisecond of the last frame, kept across reopens (see `same_ms_index`).
+    let mut same_ms: Option<SameMs> = None;
     loop {
         if *stopping.borrow() {
             return;
@@ -132,7 +134,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                     cfg.content,
                     &ctx,
                     &mut stopping,
-                    &mut last_time,
+                    &mut same_ms,
                 )
                 .await
                 {
@@ -204,7 +206,7 @@ async fn read(
     content: SerialContent,
     ctx: &Context,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
-    last_time: &mut Option<Stamp>,
+    same_ms: &mut Option<SameMs>,
 ) -> Ended {
     let mut buf = [0u8; READ_CHUNK];
     let mut delivered = false;
@@ -236,11 +238,10 @@ async fn read(
                     continue;
                 }
                 Some(Ok(frame)) => {
-                    let stamp = receive_time(SystemTime::now(), *last_time);
-                    *last_time = Some(stamp);
-                    let now = stamp.time;
+                    let now = SystemTime::now();
+                    let index = same_ms_index(now, same_ms);
                     let parsed = super::or_dead_letter(&ctx.metrics, "serial", None, frame, || {
-                        content_of(content, frame, now)
+                        content_of(content, frame, now, index)
                     });
                     match parsed {
                         Ok(Ok(parsed)) => super::kept(&ctx.metrics, "serial", parsed),
@@ -265,41 +266,48 @@ async fn read(
     }
 }
 
-/// A frame's receive time, and the clock's reading it was given at.
-#[derive(Debug, Clone, Copy)]
-struct Stamp {
-    time: SystemTime,
-    clock: SystemTime,
+/// The clock's millisecond of a source's last frame, and that frame's index in it.
+#[derive(Clone, Copy)]
+struct SameMs {
+    ms: u64,
+    index: u32,
 }
 
-/// A frame's receive time: now, but at least 1 ms after the previous frame's. Frames that
-/// arrive in one read (a USB adapter's latency timer batches bytes) are parsed within one
-/// millisecond, and the record id of an envelope without `fcnt` hashes its time in ms
-/// ([`crate::record::stable_id`]): equal readings would share an id and all but one be
-/// dropped as copies, though a serial line never delivers a frame twice. More than a frame a
-/// millisecond for a while (a USB device is held to no baud rate) runs the times ahead of the
-/// clock, until it catches up. A clock stepped back by more than a second since the previous
-/// frame is followed, so times do not stay ahead of it for long.
-fn receive_time(now: SystemTime, last: Option<Stamp>) -> Stamp {
-    const STEP: Duration = Duration::from_millis(1);
-    const STEPPED_BACK: Duration = Duration::from_secs(1);
-    let time = match last {
-        // Against the clock's last reading, not the time given then: that one may be ahead.
-        Some(last) if now < last.time + STEP && now + STEPPED_BACK > last.clock => last.time + STEP,
-        _ => now,
+/// The index of a frame received at `now` among the source's frames of that millisecond of
+/// the clock: 0 for the first, then 1, 2... until the millisecond changes, forwards or back
+/// (a clock stepped back). Frames that arrive in one read (a USB adapter's latency timer
+/// batches bytes, a USB device is held to no baud rate) are parsed within one millisecond,
+/// and the record id of an envelope without `fcnt` hashes its time in ms
+/// ([`crate::record::stable_id`]): with the time alone, equal readings would share an id and
+/// all but one be dropped as copies, though a serial line never delivers a frame twice. The
+/// index tells them apart, and the times stay the clock's own.
+fn same_ms_index(now: SystemTime, last: &mut Option<SameMs>) -> u32 {
+    let ms = crate::record::ms_since_epoch(now);
+    let index = match *last {
+        Some(last) if last.ms == ms => last.index.saturating_add(1),
+        _ => 0,
     };
-    Stamp { time, clock: now }
+    *last = Some(SameMs { ms, index });
+    index
 }
 
 /// A frame's content: a wired sensor's CBOR envelope, or a LoRaWAN PHYPayload from a radio
-/// module (verified and decrypted later with the device's session keys).
+/// module (verified and decrypted later with the device's session keys). An envelope's uplink
+/// whose time is `now`, the receive time, carries `index` ([`same_ms_index`]); one with a
+/// `time` of its own does not: equal readings of one given time are copies.
 fn content_of(
     content: SerialContent,
     frame: &[u8],
     now: SystemTime,
+    index: u32,
 ) -> Result<Parsed<Input>, ParseError> {
     Ok(match content {
-        SerialContent::Cbor => cbor_envelope::parse(frame, now)?.map(Input::Uplink),
+        SerialContent::Cbor => cbor_envelope::parse(frame, now)?.map(|mut up| {
+            if up.time == now {
+                up.same_ms_index = index;
+            }
+            Input::Uplink(up)
+        }),
         SerialContent::Phy => Parsed {
             value: Input::Radio(RadioFrame {
                 phy: frame.to_vec(),
@@ -315,7 +323,6 @@ fn content_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::ms_since_epoch;
 
     /// The frames of one read still in the source's hands when the forwarder has closed the
     /// queue (the agent stops) are dropped and counted, each of them, and the reading ends.
@@ -336,7 +343,7 @@ mod tests {
         };
         let mut deframer = Deframer::new(crate::framing::Framing::LinesHex, 64, None).unwrap();
         far.write_all(b"0a0b\n0c0d\n0e0f\n").await.unwrap();
-        let (content, mut last_time) = (SerialContent::Phy, None);
+        let (content, mut same_ms) = (SerialContent::Phy, None);
         let ended = read(
             &mut port,
             &mut deframer,
@@ -344,7 +351,7 @@ mod tests {
             content,
             &ctx,
             &mut stopping,
-            &mut last_time,
+            &mut same_ms,
         );
         let ended = tokio::time::timeout(Duration::from_secs(10), ended).await;
         assert!(matches!(ended, Ok(Ended::Stopping)));
@@ -377,57 +384,136 @@ mod tests {
         assert_eq!(b.wait(), ms(250));
     }
 
+    /// The index counts the frames of one millisecond from 0, and starts over at 0 when
+    /// the millisecond changes, also to an earlier one (a clock stepped back).
     #[test]
-    fn receive_times_are_distinct_to_the_millisecond() {
+    fn the_index_counts_the_frames_of_one_millisecond() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_400);
-        assert_eq!(receive_time(t, None).time, t);
+        let us = Duration::from_micros;
         let mut last = None;
-        let ms: Vec<u64> = (0..5)
-            .map(|_| {
-                let now = receive_time(t, last);
-                last = Some(now);
-                ms_since_epoch(now.time)
-            })
-            .collect();
-        assert_eq!(
-            ms,
-            (0..5).map(|i| 1_700_000_000_123 + i).collect::<Vec<_>>()
-        );
-        // A clock ahead of the last time is taken as it is.
-        let later = t + Duration::from_millis(40);
-        assert_eq!(receive_time(later, last).time, later);
-        // A clock stepped back an hour is followed, not held an hour ahead of, also when
-        // the last time ran ahead of the clock.
-        let back = t - Duration::from_secs(3600);
-        let ahead = Stamp {
-            time: t + Duration::from_secs(5),
-            clock: t,
-        };
-        assert_eq!(receive_time(back, Some(ahead)).time, back);
-        // Stepped back less than a second: the times keep their order.
-        let shortly = t - Duration::from_millis(300);
-        assert_eq!(
-            receive_time(shortly, Some(ahead)).time,
-            ahead.time + Duration::from_millis(1)
-        );
+        let indexes: Vec<u32> = [
+            t,
+            t,
+            t + us(500),
+            t + us(600),
+            t + us(40_000),
+            t + us(40_100),
+            t - us(3_600_000_000),
+            t - us(3_600_000_000),
+            t + us(599),
+        ]
+        .into_iter()
+        .map(|now| same_ms_index(now, &mut last))
+        .collect();
+        assert_eq!(indexes, [0, 1, 2, 0, 0, 1, 0, 1, 0]);
     }
 
-    /// Over USB a device is not held to a baud rate: a backlog of equal readings without
-    /// `fcnt` and `time` sent at 2,000 frames a second for two seconds gets 4,000 distinct
-    /// receive times, in order, not some of them again once they run a second ahead of the
-    /// clock (their records would be taken for copies and dropped).
+    /// An envelope without `time` carries the index; one with a `time` of its own does not.
     #[test]
-    fn a_burst_faster_than_a_frame_a_millisecond_keeps_its_times_distinct() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut last = None;
-        let ms: Vec<u64> = (0..4000)
-            .map(|i| {
-                let now = receive_time(t + Duration::from_micros(i * 500), last);
-                last = Some(now);
-                ms_since_epoch(now.time)
-            })
-            .collect();
-        let first = ms_since_epoch(t);
-        assert_eq!(ms, (first..first + 4000).collect::<Vec<_>>());
+    fn only_an_uplink_at_its_receive_time_carries_the_index() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_400);
+        let uplink = |frame: &[u8]| match content_of(SerialContent::Cbor, frame, now, 3) {
+            Ok(Parsed {
+                value: Input::Uplink(up),
+                ..
+            }) => up,
+            _ => panic!("no uplink"),
+        };
+        assert_eq!(uplink(&envelope(&[1, 2], None)).same_ms_index, 3);
+        let given = envelope(&[1, 2], Some(1_700_000_000));
+        assert_eq!(uplink(&given).same_ms_index, 0);
+    }
+
+    /// An envelope of DevEUI 58A0CB0000101234, FPort 103, `payload` and the Unix seconds
+    /// `time` if given, without `fcnt`.
+    fn envelope(payload: &[u8], time: Option<i128>) -> Vec<u8> {
+        use serde_cbor::Value;
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(
+            Value::Text("dev_eui".into()),
+            Value::Text("58a0cb0000101234".into()),
+        );
+        m.insert(Value::Text("fport".into()), Value::Integer(103));
+        m.insert(
+            Value::Text("payload".into()),
+            Value::Bytes(payload.to_vec()),
+        );
+        if let Some(t) = time {
+            m.insert(Value::Text("time".into()), Value::Integer(t));
+        }
+        serde_cbor::to_vec(&Value::Map(m)).unwrap()
+    }
+
+    /// Over USB a device is not held to a baud rate: a backlog of 3,000 equal readings
+    /// without `fcnt` and `time` read from the port as fast as it comes, most of them in a
+    /// millisecond shared with others, gets 3,000 distinct record ids, in the order sent, at
+    /// the clock's own times (not run ahead of it), and the reading after them too.
+    #[tokio::test]
+    async fn a_burst_of_equal_readings_gets_distinct_ids_at_the_clocks_times() {
+        use crate::framing::testutil::{stuffing::slip, with_crc};
+        use tokio::io::AsyncWriteExt;
+        const N: usize = 3000;
+        let (mut far, mut port) = tokio_serial::SerialStream::pair().unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let (frames, mut forwarder) = super::super::queue(N + 1, 8 << 20);
+        let (stop, mut stopping) = tokio::sync::watch::channel(false);
+        let (_acked, acked) = tokio::sync::watch::channel(false);
+        let ctx = Context {
+            frames,
+            stopping: stopping.clone(),
+            acked,
+            metrics: metrics.clone(),
+        };
+        let mut deframer = Deframer::new(crate::framing::Framing::Slip, 64, None).unwrap();
+        let mut burst = slip(&with_crc(&envelope(&[21, 40], None))).repeat(N);
+        burst.extend(slip(&with_crc(&envelope(&[22, 41], None))));
+        let start = SystemTime::now();
+        let write = async {
+            far.write_all(&burst).await.unwrap();
+            far.flush().await.unwrap();
+        };
+        // Every frame the source queues, until the last one; then the source is stopped.
+        let take = async {
+            let mut ups = Vec::new();
+            while let Some(f) = forwarder.recv().await {
+                let Input::Uplink(up) = f.input else {
+                    panic!("not an uplink");
+                };
+                let last = up.payload == [22, 41];
+                ups.push(up);
+                if last {
+                    break;
+                }
+            }
+            stop.send(true).unwrap();
+            ups
+        };
+        let mut same_ms = None;
+        let reading = read(
+            &mut port,
+            &mut deframer,
+            "pty",
+            SerialContent::Cbor,
+            &ctx,
+            &mut stopping,
+            &mut same_ms,
+        );
+        let all = async { tokio::join!(write, take, reading) };
+        let ((), ups, ended) = tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("the burst is read within a minute");
+        let end = SystemTime::now();
+        assert!(matches!(ended, Ended::Stopping));
+        assert_eq!(ups.len(), N + 1);
+        let payloads: Vec<&[u8]> = ups.iter().map(|u| &u.payload[..]).collect();
+        assert_eq!(payloads[..N], vec![&[21, 40][..]; N]);
+        let ids: std::collections::HashSet<String> =
+            ups.iter().map(crate::record::stable_id).collect();
+        assert_eq!(ids.len(), N + 1);
+        // The clock's times, in order, and within the read: none ahead of the clock.
+        assert!(ups.windows(2).all(|w| w[0].time <= w[1].time));
+        assert!(ups[0].time >= start && ups[N].time <= end);
+        // The burst did share milliseconds: what the index is for.
+        assert!(ups.iter().any(|u| u.same_ms_index > 0));
     }
 }
