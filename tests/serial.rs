@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use hubgate::framing::{Deframer, Framing};
 use serde_cbor::Value;
-use support::agent::Agent;
+use support::agent::{metric_value, Agent};
 use support::frames::{line, with_crc};
 use support::stuffing::{cobs, slip};
 
@@ -387,14 +387,17 @@ fn hex_lines_through_a_pty() {
     );
 }
 
-/// A device that sends megabytes without a delimiter (a wrong baud rate, a module stuck
+/// A device that sends on and on without a delimiter (a wrong baud rate, a module stuck
 /// printing) costs one counted problem, however long it goes on, and the frame after the
-/// next delimiter is delivered: nothing grows, nothing stalls.
+/// next delimiter is delivered: nothing stalls. 256 KiB is some 2,000 times the longest
+/// frame and 800 times the longest line: the deframer discards from the first byte past them
+/// to the next delimiter, counting once, and 256 reads of the port, past any 16-bit count,
+/// show that nothing along the way counts again.
 #[test]
 fn endless_bytes_without_a_delimiter_cost_one_problem() {
     // Bytes of every value but the framing's delimiters (SLIP's END and ESC, COBS's 0x00,
     // line ends).
-    let junk: Vec<u8> = (0..4_000_000u32)
+    let junk: Vec<u8> = (0..256 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .map(|b| match b {
             0x00 | 0xC0 | 0xDB | b'\n' | b'\r' => b'A',
@@ -423,22 +426,25 @@ fn endless_bytes_without_a_delimiter_cost_one_problem() {
         let dir = tempfile::tempdir().unwrap();
         let pty = PtyPair::start(dir.path());
         let mut agent = start_agent(dir.path(), &pty, framing);
-        let mut w = pty.writer();
-        w.write_all(&junk).unwrap();
-        w.write_all(&good).unwrap();
-        w.flush().unwrap();
+        let writer = write_in_the_background(pty.writer(), [&junk[..], &good].concat());
         agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 1);
+        writer.join().unwrap().unwrap();
         assert_eq!(readings(&agent), [reading], "{framing}");
-        let scrape = agent.scrape().unwrap_or_default();
-        let problems: Vec<&str> = scrape
-            .lines()
-            .filter(|l| l.starts_with("hubgate_problems_total{") && !l.ends_with(" 0"))
+        let scrape = agent.wait_scrape(WAIT, "the problem counters");
+        let counted: Vec<(&str, u64)> = SERIAL_PROBLEMS
+            .iter()
+            .map(|&k| {
+                (
+                    k,
+                    metric_value(&scrape, &format!("hubgate_problems_total{{kind=\"{k}\"}}")),
+                )
+            })
             .collect();
-        assert_eq!(
-            problems,
-            [format!("hubgate_problems_total{{kind=\"{kind}\"}} 1")],
-            "{framing}"
-        );
+        let want: Vec<(&str, u64)> = SERIAL_PROBLEMS
+            .iter()
+            .map(|&k| (k, u64::from(k == kind)))
+            .collect();
+        assert_eq!(counted, want, "{framing}");
         let status = agent.terminate(Duration::from_secs(15));
         assert!(status.success(), "{status}:\n{}", agent.logs());
     }
@@ -517,8 +523,11 @@ fn device_missing_at_start_is_waited_for() {
 /// at power-up to leave `fcnt` out) sends the same reading several times, and the frames
 /// reach hubgate in one read (a USB adapter's latency timer batches bytes): each is a reading
 /// of its own, not a copy, since a serial line never delivers a frame twice. So many of them
-/// at once (a backlog a USB device sends, held to no baud rate) that their receive times, 1 ms
-/// apart, run over a second ahead of the clock: still each delivered.
+/// at once (a backlog a USB device sends, held to no baud rate) that dozens share each
+/// millisecond: still each delivered, with an id of its own, in the order sent, at the
+/// clock's times. (The source's unit test
+/// `a_burst_of_equal_readings_gets_distinct_ids_at_the_clocks_times` shows the same
+/// without a pty or the pipeline, however slow the machine.)
 #[test]
 fn equal_readings_in_one_read_are_each_delivered() {
     const N: u64 = 3000;
@@ -535,22 +544,98 @@ fn equal_readings_in_one_read_are_each_delivered() {
     let mut burst = without_fcnt(tbhh100(21, 40)).repeat(N as usize);
     // A different reading last: once it is in, every frame before it was taken.
     burst.extend(without_fcnt(tbhh100(22, 41)));
-    let mut w = pty.writer();
-    w.write_all(&burst).unwrap();
-    w.flush().unwrap();
-    agent.wait_metric("hubgate_received_total", WAIT, |n| n > N);
-    agent.wait_metric("hubgate_delivered_total", WAIT, |n| {
-        n + agent.metric("hubgate_duplicates_total") > N
-    });
-    assert_eq!(
-        (
-            agent.metric("hubgate_delivered_total"),
-            agent.metric("hubgate_duplicates_total")
-        ),
-        (N + 1, 0),
-        "{}",
-        agent.full_log()
+    let writer = write_in_the_background(pty.writer(), burst);
+    // Every frame delivered or taken for a copy, both counters from one scrape.
+    let deadline = Instant::now() + WAIT;
+    let counted = loop {
+        let counted = agent.scrape().map(|text| {
+            (
+                metric_value(&text, "hubgate_delivered_total"),
+                metric_value(&text, "hubgate_duplicates_total"),
+            )
+        });
+        match counted {
+            Some((delivered, copies)) if delivered + copies > N => break (delivered, copies),
+            _ => assert!(
+                Instant::now() < deadline,
+                "(delivered, duplicates) = {counted:?} after {WAIT:?}:\n{}",
+                agent.logs()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let clock_after = ms_now();
+    writer.join().unwrap().unwrap();
+    assert_eq!(counted, (N + 1, 0), "{}", agent.full_log());
+    let records: Vec<serde_json::Value> = agent
+        .stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(records.len() as u64, N + 1);
+    let ids: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids.len() as u64, N + 1, "ids taken twice");
+    // In the order written: N equal readings, then the other one, at times that never go
+    // back and never run ahead of the clock.
+    let temperatures: Vec<f64> = records
+        .iter()
+        .map(|r| {
+            r["obj"]["data"]["temperature"][0]["value"]
+                .as_f64()
+                .expect("temperature")
+        })
+        .collect();
+    let mut want = vec![21.0; N as usize];
+    want.push(22.0);
+    assert_eq!(temperatures, want);
+    let tstamps: Vec<u64> = records
+        .iter()
+        .map(|r| r["obj"]["tstamp"].as_u64().expect("tstamp"))
+        .collect();
+    assert!(
+        tstamps.windows(2).all(|w| w[0] <= w[1]),
+        "times out of order"
     );
+    assert!(
+        tstamps[N as usize] <= clock_after,
+        "times ahead of the clock"
+    );
+}
+
+/// The clock now, in ms since 1970.
+fn ms_now() -> u64 {
+    std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Every kind of problem the serial source counts.
+const SERIAL_PROBLEMS: [&str; 7] = [
+    "serial_crc",
+    "serial_bad_hex",
+    "serial_malformed",
+    "serial_overlong",
+    "serial_other_line",
+    "serial_cut",
+    "serial_bad_cbor",
+];
+
+/// Write `bytes` to `w` from a thread of its own: more than the pty and socat hold, so a
+/// write on the test's thread would block for good if hubgate stopped reading, where a wait
+/// with a deadline fails (with the logs). Dropping the agent and the pty pair ends the
+/// thread's write then (EIO).
+fn write_in_the_background(
+    mut w: File,
+    bytes: Vec<u8>,
+) -> std::thread::JoinHandle<std::io::Result<()>> {
+    std::thread::spawn(move || {
+        w.write_all(&bytes)?;
+        w.flush()
+    })
 }
 
 /// A device that goes away in the middle of a frame (unplugged, its module reset while it
