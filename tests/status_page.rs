@@ -469,6 +469,42 @@ fn a_request_for_another_host_name_is_refused() {
     assert!(body.contains("hubgate_decoded_total"), "{body}");
 }
 
+/// A client may shut its side of the connection once its request is sent (`nc -N`, some
+/// health-check scripts): every path is still answered. hyper closes a connection whose
+/// reading meets the end while its answer is pending unless told to allow half-closes: a
+/// page, built on a blocking thread, then got nothing at all, while `/metrics`, answered at
+/// once, did.
+#[test]
+fn a_request_whose_sender_shuts_its_side_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &quiet_config(dir.path()));
+    agent.wait_log("running: 1 source(s)", 1, WAIT);
+    for path in [
+        "/",
+        "/devices",
+        "/problems",
+        "/api/status",
+        "/api/devices",
+        "/metrics",
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", agent.metrics_port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.0 200 OK\r\n")
+                && out
+                    .split_once("\r\n\r\n")
+                    .is_some_and(|(_, body)| !body.is_empty()),
+            "{path}: {:?}",
+            &out[..out.len().min(200)]
+        );
+    }
+}
+
 /// A stand-in for the browser's network path to the agent: serves every request from the
 /// agent, and the first `/devices` with `script` added before `</body>` (what the test
 /// makes the "installer" do on the page). Same origin for the page, so its refresh script

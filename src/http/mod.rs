@@ -108,6 +108,9 @@ async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>, renders:
         .header_read_timeout(READ_TIMEOUT)
         .max_buf_size(MAX_REQUEST)
         .keep_alive(false)
+        // A client that shuts its side once the request is sent still gets the answer; the
+        // deadline below bounds how long it waits for it.
+        .half_close(true)
         .serve_connection(TokioIo::new(sock), service);
     let _ = tokio::time::timeout(READ_TIMEOUT + WRITE_TIMEOUT, conn).await;
 }
