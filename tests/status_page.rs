@@ -469,6 +469,93 @@ fn a_request_for_another_host_name_is_refused() {
     assert!(body.contains("hubgate_decoded_total"), "{body}");
 }
 
+/// The shipped unit has `ProtectHostname=yes`: the agent runs in a UTS namespace of its
+/// own, which keeps the kernel's host name of the agent's start. The gateway renamed as
+/// `hostnamectl hostname gate-7` does it (`/etc/hostname` written, the kernel's name set
+/// outside the agent's namespace) answers to `gate-7.local` without a restart. Reproduced
+/// with `unshare` (needs root; skipped without): the gateway's namespace, with a
+/// `/etc/hostname` of the test's bound over the real one, and the agent's inside it.
+#[test]
+fn a_gateway_renamed_under_its_own_uts_namespace_answers_to_its_new_name() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let etc_hostname = dir.path().join("hostname");
+    std::fs::write(&etc_hostname, "raspberrypi\n").unwrap();
+    let probe = Command::new("unshare")
+        .args(["-u", "-m", "sh", "-c", "mount --bind \"$0\" /etc/hostname"])
+        .arg(&etc_hostname)
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot bind a file over /etc/hostname here (unshare needs root)");
+        return;
+    }
+    let port = support::free_port();
+    let config = dir.path().join("hubgate.toml");
+    let log = dir.path().join("hubgate.log");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            quiet_config(dir.path())
+        ),
+    )
+    .unwrap();
+    // The gateway's namespace; the agent's, a copy of it as systemd makes it, inside. Each
+    // line on stdin renames the gateway; the end of stdin (the test over, however it ends)
+    // stops the agent.
+    let script = "hostname raspberrypi && mount --bind \"$2\" /etc/hostname || exit 1
+unshare -u \"$0\" run -c \"$1\" >/dev/null 2>>\"$3\" &
+agent=$!
+while read -r name; do hostname \"$name\" && echo \"renamed $(hostname)\"; done
+kill $agent; wait $agent";
+    let mut gateway = Command::new("unshare")
+        .args(["-u", "-m", "sh", "-c", script])
+        .arg(env!("CARGO_BIN_EXE_hubgate"))
+        .args([&config, &etc_hostname, &log])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rename = gateway.stdin.take().unwrap();
+    let mut said = std::io::BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let for_host = |host: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(WAIT)).ok()?;
+        let request =
+            format!("GET /api/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split(' ').nth(1)?.parse::<u16>().ok()
+    };
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + WAIT;
+    while for_host("raspberrypi.local").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(for_host("raspberrypi.local"), Some(200), "{}", logs());
+    std::fs::write(&etc_hostname, "gate-7\n").unwrap();
+    writeln!(rename, "gate-7").unwrap();
+    assert_eq!(said.next().unwrap().unwrap(), "renamed gate-7");
+    for (host, code) in [
+        ("gate-7.local", 200),
+        ("GATE-7:9898", 200),
+        ("raspberrypi.local", 200),
+        ("gate-8.local", 421),
+    ] {
+        assert_eq!(for_host(host), Some(code), "{host}:\n{}", logs());
+    }
+    drop(rename);
+    assert!(gateway.wait().unwrap().success(), "{}", logs());
+}
+
 /// A client may shut its side of the connection once its request is sent (`nc -N`, some
 /// health-check scripts): every path is still answered. hyper closes a connection whose
 /// reading meets the end while its answer is pending unless told to allow half-closes: a

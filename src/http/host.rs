@@ -11,29 +11,33 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// Where the machine's host name is read: again for each request that names no other
-/// allowed host, so a Pi renamed while the agent runs answers to its new name.
-const HOSTNAME: &str = "/proc/sys/kernel/hostname";
+/// allowed host, so a Pi renamed while the agent runs answers to its new name. The kernel's
+/// name, and the static one that `hostnamectl hostname` and raspi-config write: under the
+/// shipped unit (`ProtectHostname=yes`) the agent has a UTS namespace of its own, whose
+/// kernel name stays the one of its start when the machine is renamed.
+const HOSTNAMES: [&str; 2] = ["/proc/sys/kernel/hostname", "/etc/hostname"];
 
 pub struct Names {
     /// `localhost` and the config's names: lower case, without a final dot.
     listed: Vec<String>,
-    /// The file holding the machine's host name.
-    hostname: PathBuf,
+    /// The files holding the machine's host name.
+    hostnames: Vec<PathBuf>,
 }
 
 impl Names {
-    /// `localhost`, the machine's host name and its mDNS name, and `listed` (the config's).
+    /// `localhost`, the machine's host names and their mDNS names, and `listed` (the config's).
     pub fn of(listed: &[String]) -> Names {
-        Names::reading(HOSTNAME.into(), listed)
+        Names::reading(HOSTNAMES.map(PathBuf::from).to_vec(), listed)
     }
 
-    /// As [`Names::of`], with the host name read from `hostname` (missing or empty: unknown).
-    fn reading(hostname: PathBuf, listed: &[String]) -> Names {
+    /// As [`Names::of`], with the host names read from `hostnames` (one missing or empty:
+    /// no name there).
+    fn reading(hostnames: Vec<PathBuf>, listed: &[String]) -> Names {
         let listed = std::iter::once("localhost")
             .chain(listed.iter().map(String::as_str))
             .map(|n| bare(n).to_ascii_lowercase())
             .collect();
-        Names { listed, hostname }
+        Names { listed, hostnames }
     }
 
     /// Whether a request for `host` (its `Host` header or absolute URI's authority: a name or
@@ -59,23 +63,28 @@ impl Names {
         let name = bare(name);
         name.parse::<Ipv4Addr>().is_ok()
             || self.listed.iter().any(|n| n.eq_ignore_ascii_case(name))
-            || self.is_machine(name)
+            || self.hostnames.iter().any(|file| is_machine(file, name))
     }
+}
 
-    /// Whether `name` is the machine's host name or its mDNS name (a fully qualified host
-    /// name is reached by its first label over mDNS).
-    fn is_machine(&self, name: &str) -> bool {
-        let machine = std::fs::read_to_string(&self.hostname).unwrap_or_default();
-        let machine = bare(machine.trim());
-        if machine.is_empty() {
-            return false;
-        }
-        let short = machine.split('.').next().unwrap_or(machine);
-        name.eq_ignore_ascii_case(machine)
-            || name.rsplit_once('.').is_some_and(|(n, mdns)| {
-                mdns.eq_ignore_ascii_case("local") && n.eq_ignore_ascii_case(short)
-            })
+/// Whether `name` is the host name in `file` or its mDNS name (a fully qualified host name
+/// is reached by its first label over mDNS). The file's first line that is neither empty
+/// nor a comment holds the name (hostname(5)).
+fn is_machine(file: &std::path::Path, name: &str) -> bool {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let machine = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map_or("", bare);
+    if machine.is_empty() {
+        return false;
     }
+    let short = machine.split('.').next().unwrap_or(machine);
+    name.eq_ignore_ascii_case(machine)
+        || name.rsplit_once('.').is_some_and(|(n, mdns)| {
+            mdns.eq_ignore_ascii_case("local") && n.eq_ignore_ascii_case(short)
+        })
 }
 
 /// `name` without its final dot (`gw.example.net.` is `gw.example.net`).
@@ -107,7 +116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hostname");
         std::fs::write(&file, format!("{machine}\n")).unwrap();
-        (dir, Names::reading(file, listed))
+        (dir, Names::reading(vec![file], listed))
     }
 
     #[test]
@@ -153,7 +162,7 @@ mod tests {
         assert!(!fqdn.allow(Some("gatepi")));
         let (_dir, unknown) = named("", &[]);
         assert!(!unknown.allow(Some(".local")));
-        let missing = Names::reading("/nonexistent/hostname".into(), &[]);
+        let missing = Names::reading(vec!["/nonexistent/hostname".into()], &[]);
         assert!(missing.allow(Some("localhost")));
         assert!(!missing.allow(Some("gatepi")));
     }
@@ -167,6 +176,25 @@ mod tests {
             assert!(names.allow(Some(host)), "{host:?} refused");
         }
         for host in ["raspberrypi", "raspberrypi.local"] {
+            assert!(!names.allow(Some(host)), "{host:?} answered");
+        }
+    }
+
+    /// Renamed with `hostnamectl` under `ProtectHostname=yes`: the kernel's name the agent
+    /// sees is still the one of its start, `/etc/hostname` holds the new one (with
+    /// hostname(5)'s comments); the new name is answered, and the old one as the agent still
+    /// carries it.
+    #[test]
+    fn the_static_host_name_is_answered_beside_the_kernels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kernel, etc) = (dir.path().join("kernel"), dir.path().join("etc"));
+        std::fs::write(&kernel, "raspberrypi\n").unwrap();
+        std::fs::write(&etc, "# set by hostnamectl\n\ngate-7\n").unwrap();
+        let names = Names::reading(vec![kernel, etc], &[]);
+        for host in ["gate-7.local:9898", "GATE-7", "raspberrypi.local"] {
+            assert!(names.allow(Some(host)), "{host:?} refused");
+        }
+        for host in ["set.local", "#", "gate-8.local"] {
             assert!(!names.allow(Some(host)), "{host:?} answered");
         }
     }
