@@ -556,6 +556,56 @@ kill $agent; wait $agent";
     assert!(gateway.wait().unwrap().success(), "{}", logs());
 }
 
+/// One client opening connections without end (anyone on the LAN can, no password needed)
+/// closes its own oldest, not another client's: the installer's phone, connected from
+/// another address with its request still on the way, is answered though a flood of twice
+/// the cap of idle connections came in after it. Counted by address (IPv4) or /64 (IPv6);
+/// loopback has 127.0.0.0/8, so the phone is 127.0.0.2.
+#[test]
+fn a_flood_of_connections_from_one_client_does_not_close_another_clients() {
+    use socket2::{Domain, Socket, Type};
+    use std::net::SocketAddr;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &quiet_config(dir.path()));
+    agent.wait_log("running: 1 source(s)", 1, WAIT);
+    let listener: SocketAddr = ([127, 0, 0, 1], agent.metrics_port).into();
+    let flood = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| TcpStream::connect(listener).unwrap())
+            .collect()
+    };
+    let mut held = flood(hubgate::http::MAX_CONNECTIONS);
+    let phone = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    phone
+        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    phone.connect(&listener.into()).unwrap();
+    let mut phone = TcpStream::from(phone);
+    held.extend(flood(2 * hubgate::http::MAX_CONNECTIONS));
+    // Each connection is taken in turn: once the last of the flood is answered, the agent
+    // has seen the phone's and all of the flood's before it.
+    held.extend(flood(1));
+    let last = held.last_mut().unwrap();
+    last.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    last.set_read_timeout(Some(WAIT)).unwrap();
+    let mut out = String::new();
+    last.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
+    phone.set_read_timeout(Some(WAIT)).unwrap();
+    phone
+        .write_all(b"GET /api/status HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let read = phone.read_to_string(&mut out);
+    assert!(
+        read.is_ok() && out.starts_with("HTTP/1.0 200 OK\r\n"),
+        "the phone's connection: {read:?} {:?}\n{}",
+        &out[..out.len().min(200)],
+        agent.logs()
+    );
+    drop(held);
+}
+
 /// A client may shut its side of the connection once its request is sent (`nc -N`, some
 /// health-check scripts): every path is still answered. hyper closes a connection whose
 /// reading meets the end while its answer is pending unless told to allow half-closes: a

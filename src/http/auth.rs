@@ -96,12 +96,13 @@ impl Access {
     }
 }
 
-/// Whom wrong passwords from `peer` are counted against: an IPv4 address (also when it
+/// Whom wrong passwords from `peer` are counted against, and its connections (`super::serve`
+/// closes the oldest of the client with the most): an IPv4 address (also when it
 /// comes IPv4-mapped, as a dual-stack listener sees IPv4 peers), or an IPv6 address's /64
 /// network. An IPv6 host has its whole /64 to pick addresses from (privacy addresses, or at
 /// will); counted by address, one host could fill [`PEERS`] on its own and lock every new
 /// client out, Prometheus included.
-fn client(peer: IpAddr) -> IpAddr {
+pub fn client(peer: IpAddr) -> IpAddr {
     match peer.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
         v4 => v4,

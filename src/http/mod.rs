@@ -1,6 +1,7 @@
 //! The listener of the metrics endpoint and the status page (hyper's HTTP/1 server), bounded so that no client
 //! can wear the agent down: at most [`MAX_CONNECTIONS`] at a time (a new one closes the
-//! oldest, so idle or slow connections cannot lock a scrape out), a deadline to send the
+//! oldest of the client with the most, so idle or slow connections cannot lock a scrape out,
+//! nor can one client opening connections without end close another's), a deadline to send the
 //! request head and one to take the answer, one request per connection, and a pause after a
 //! failed accept (out of file descriptors) instead of a loop that retries at once and spins.
 //! Read-only: GET and HEAD only, nothing served changes state. Who may read: [`auth`]; for
@@ -11,7 +12,7 @@ pub mod host;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,30 +54,28 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>) {
     let metrics = site.status.metrics();
     // Pages are built one at a time (see [`in_turn`]).
     let renders = Arc::new(Semaphore::new(1));
-    let mut live: VecDeque<JoinHandle<()>> = VecDeque::new();
+    let mut live: VecDeque<Live> = VecDeque::new();
     let mut pause = ACCEPT_PAUSE.0;
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
                 pause = ACCEPT_PAUSE.0;
-                live.retain(|c| !c.is_finished());
+                live.retain(|c| !c.task.is_finished());
                 if live.len() >= MAX_CONNECTIONS {
                     close_oldest(&mut live, metrics);
                 }
-                live.push_back(tokio::spawn(connection(
-                    sock,
-                    peer,
-                    site.clone(),
-                    renders.clone(),
-                )));
+                live.push_back(Live {
+                    client: auth::client(peer.ip()),
+                    task: tokio::spawn(connection(sock, peer, site.clone(), renders.clone())),
+                });
             }
             Err(e) => {
                 metrics.problem("http_accept", || {
                     format!("metrics: cannot accept a connection: {e}; pausing {pause:?}")
                 });
-                // Out of descriptors: the oldest connection gives one back.
+                // Out of descriptors: a connection ([`close_oldest`]) gives one back.
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                    live.retain(|c| !c.is_finished());
+                    live.retain(|c| !c.task.is_finished());
                     close_oldest(&mut live, metrics);
                 }
                 tokio::time::sleep(pause).await;
@@ -86,11 +85,25 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>) {
     }
 }
 
-fn close_oldest(live: &mut VecDeque<JoinHandle<()>>, metrics: &Metrics) {
-    if let Some(oldest) = live.pop_front() {
-        oldest.abort();
+/// A connection being served, oldest first in the listener's list.
+struct Live {
+    /// Whose ([`auth::client`]).
+    client: IpAddr,
+    task: JoinHandle<()>,
+}
+
+/// Close the oldest connection of the client with the most (of those with as many, the one
+/// with the oldest connection).
+fn close_oldest(live: &mut VecDeque<Live>, metrics: &Metrics) {
+    let held = |client: IpAddr| live.iter().filter(|c| c.client == client).count();
+    let most = live.iter().map(|c| held(c.client)).max().unwrap_or(0);
+    let Some(at) = live.iter().position(|c| held(c.client) == most) else {
+        return;
+    };
+    if let Some(oldest) = live.remove(at) {
+        oldest.task.abort();
         metrics.log_limited(log::Level::Info, "http_closed_oldest", || {
-            format!("metrics: {MAX_CONNECTIONS} connections open or out of descriptors: closed the oldest")
+            format!("metrics: {MAX_CONNECTIONS} connections open or out of descriptors: closed the oldest of {}, which has {most}", oldest.client)
         });
     }
 }
