@@ -544,6 +544,12 @@ kill $agent; wait $agent";
     std::fs::write(&etc_hostname, "gate-7\n").unwrap();
     writeln!(rename, "gate-7").unwrap();
     assert_eq!(said.next().unwrap().unwrap(), "renamed gate-7");
+    // The agent reads the host-name files every 2 s.
+    let deadline = std::time::Instant::now() + WAIT;
+    while for_host("gate-7.local") != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "{}", logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for (host, code) in [
         ("gate-7.local", 200),
         ("GATE-7:9898", 200),

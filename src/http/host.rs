@@ -9,23 +9,31 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
 
-/// Where the machine's host name is read: again for each request that names no other
-/// allowed host, so a Pi renamed while the agent runs answers to its new name. The kernel's
-/// name, and the static one that `hostnamectl hostname` and raspi-config write: under the
-/// shipped unit (`ProtectHostname=yes`) the agent has a UTS namespace of its own, whose
-/// kernel name stays the one of its start when the machine is renamed.
+/// Where the machine's host name is read, every [`READ_EVERY`], so a Pi renamed while the
+/// agent runs answers to its new name. The kernel's name, and the static one that
+/// `hostnamectl hostname` and raspi-config write: under the shipped unit
+/// (`ProtectHostname=yes`) the agent has a UTS namespace of its own, whose kernel name stays
+/// the one of its start when the machine is renamed.
 const HOSTNAMES: [&str; 2] = ["/proc/sys/kernel/hostname", "/etc/hostname"];
+/// How often the host-name files are read again: on the blocking pool, never for a request
+/// (`/etc/hostname` is on the SD card), so a rename is answered within this long.
+pub const READ_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Names {
     /// `localhost` and the config's names: lower case, without a final dot.
     listed: Vec<String>,
     /// The files holding the machine's host name.
     hostnames: Vec<PathBuf>,
+    /// The machine's names as last read from `hostnames` ([`Names::read`]).
+    machine: Mutex<Vec<String>>,
 }
 
 impl Names {
-    /// `localhost`, the machine's host names and their mDNS names, and `listed` (the config's).
+    /// `localhost`, the machine's host names and their mDNS names (once [`Names::read`]), and
+    /// `listed` (the config's).
     pub fn of(listed: &[String]) -> Names {
         Names::reading(HOSTNAMES.map(PathBuf::from).to_vec(), listed)
     }
@@ -37,11 +45,41 @@ impl Names {
             .chain(listed.iter().map(String::as_str))
             .map(|n| bare(n).to_ascii_lowercase())
             .collect();
-        Names { listed, hostnames }
+        Names {
+            listed,
+            hostnames,
+            machine: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Read the host-name files, on the blocking pool, and answer to the names in them from
+    /// now on (instead of those of the last read).
+    pub async fn read(&self) {
+        let files = self.hostnames.clone();
+        let names = crate::blocking::run(move || {
+            files
+                .iter()
+                .filter_map(|file| {
+                    let text = std::fs::read_to_string(file).unwrap_or_default();
+                    machine_name(&text).map(str::to_string)
+                })
+                .collect()
+        })
+        .await;
+        *self.machine.lock().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
+    /// [`Names::read`] every [`READ_EVERY`], one read at a time, for ever.
+    pub async fn keep_reading(&self) {
+        loop {
+            tokio::time::sleep(READ_EVERY).await;
+            self.read().await;
+        }
     }
 
     /// Whether a request for `host` (its `Host` header or absolute URI's authority: a name or
     /// an IP literal, with or without a port) is answered; `None`: the request names none.
+    /// Reads no file: the machine's names are those of the last [`Names::read`].
     pub fn allow(&self, host: Option<&str>) -> bool {
         let Some(host) = host.filter(|h| !h.is_empty()) else {
             return true;
@@ -63,23 +101,29 @@ impl Names {
         let name = bare(name);
         name.parse::<Ipv4Addr>().is_ok()
             || self.listed.iter().any(|n| n.eq_ignore_ascii_case(name))
-            || self.hostnames.iter().any(|file| is_machine(file, name))
+            || self
+                .machine
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|machine| is_machine(machine, name))
     }
 }
 
-/// Whether `name` is the host name in `file` or its mDNS name (a fully qualified host name
-/// is reached by its first label over mDNS). The file's first line that is neither empty
-/// nor a comment holds the name (hostname(5)).
-fn is_machine(file: &std::path::Path, name: &str) -> bool {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let machine = text
+/// The host name in a host-name file's `text`: its first line that is neither empty nor a
+/// comment (hostname(5)), without a final dot, if it is a DNS name ([`valid`]; systemd
+/// ignores any other too).
+fn machine_name(text: &str) -> Option<&str> {
+    let line = text
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .map_or("", bare);
-    if machine.is_empty() {
-        return false;
-    }
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    Some(bare(line)).filter(|name| valid(name))
+}
+
+/// Whether `name` is the host name `machine` or its mDNS name (a fully qualified host name
+/// is reached by its first label over mDNS).
+fn is_machine(machine: &str, name: &str) -> bool {
     let short = machine.split('.').next().unwrap_or(machine);
     name.eq_ignore_ascii_case(machine)
         || name.rsplit_once('.').is_some_and(|(n, mdns)| {
@@ -112,16 +156,18 @@ mod tests {
     use super::*;
 
     /// Names read from a host name file holding `machine` (kept while the names are used).
-    fn named(machine: &str, listed: &[String]) -> (tempfile::TempDir, Names) {
+    async fn named(machine: &str, listed: &[String]) -> (tempfile::TempDir, Names) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hostname");
         std::fs::write(&file, format!("{machine}\n")).unwrap();
-        (dir, Names::reading(vec![file], listed))
+        let names = Names::reading(vec![file], listed);
+        names.read().await;
+        (dir, names)
     }
 
-    #[test]
-    fn only_its_own_names_and_ip_literals_are_answered() {
-        let (_dir, names) = named("gatepi", &["gw.Example.net".to_string()]);
+    #[tokio::test]
+    async fn only_its_own_names_and_ip_literals_are_answered() {
+        let (_dir, names) = named("gatepi", &["gw.Example.net".to_string()]).await;
         for host in [
             None,
             Some(""),
@@ -155,23 +201,29 @@ mod tests {
         ] {
             assert!(!names.allow(Some(host)), "{host:?} answered");
         }
-        let (_dir, fqdn) = named("gatepi.lan", &[]);
+        let (_dir, fqdn) = named("gatepi.lan", &[]).await;
         for host in ["gatepi.lan", "gatepi.local"] {
             assert!(fqdn.allow(Some(host)), "{host:?} refused");
         }
         assert!(!fqdn.allow(Some("gatepi")));
-        let (_dir, unknown) = named("", &[]);
+        let (_dir, unknown) = named("", &[]).await;
         assert!(!unknown.allow(Some(".local")));
         let missing = Names::reading(vec!["/nonexistent/hostname".into()], &[]);
+        missing.read().await;
         assert!(missing.allow(Some("localhost")));
         assert!(!missing.allow(Some("gatepi")));
     }
 
-    #[test]
-    fn a_machine_renamed_while_it_runs_answers_to_its_new_name_only() {
-        let (dir, names) = named("raspberrypi", &[]);
+    /// Once the files are read again (every [`READ_EVERY`]), not before: a request reads no
+    /// file.
+    #[tokio::test]
+    async fn a_machine_renamed_while_it_runs_answers_to_its_new_name_only() {
+        let (dir, names) = named("raspberrypi", &[]).await;
         assert!(names.allow(Some("raspberrypi.local:9898")));
         std::fs::write(dir.path().join("hostname"), "gate-7\n").unwrap();
+        assert!(names.allow(Some("raspberrypi.local")));
+        assert!(!names.allow(Some("gate-7.local")));
+        names.read().await;
         for host in ["gate-7", "gate-7.local", "GATE-7.Local:9898"] {
             assert!(names.allow(Some(host)), "{host:?} refused");
         }
@@ -184,19 +236,66 @@ mod tests {
     /// sees is still the one of its start, `/etc/hostname` holds the new one (with
     /// hostname(5)'s comments); the new name is answered, and the old one as the agent still
     /// carries it.
-    #[test]
-    fn the_static_host_name_is_answered_beside_the_kernels() {
+    #[tokio::test]
+    async fn the_static_host_name_is_answered_beside_the_kernels() {
         let dir = tempfile::tempdir().unwrap();
         let (kernel, etc) = (dir.path().join("kernel"), dir.path().join("etc"));
         std::fs::write(&kernel, "raspberrypi\n").unwrap();
         std::fs::write(&etc, "# set by hostnamectl\n\ngate-7\n").unwrap();
         let names = Names::reading(vec![kernel, etc], &[]);
+        names.read().await;
         for host in ["gate-7.local:9898", "GATE-7", "raspberrypi.local"] {
             assert!(names.allow(Some(host)), "{host:?} refused");
         }
         for host in ["set.local", "#", "gate-8.local"] {
             assert!(!names.allow(Some(host)), "{host:?} answered");
         }
+    }
+
+    /// A host-name file as hostnamectl, raspi-config or an editor leave it: CRLF line ends,
+    /// a final dot; a line that is no DNS name is not answered (systemd does not use it
+    /// either).
+    #[test]
+    fn the_name_in_a_host_name_file_is_its_first_dns_name_line() {
+        for (text, name) in [
+            ("gate-7\n", Some("gate-7")),
+            ("# comment\r\n\r\n  gate-7\r\n", Some("gate-7")),
+            ("gate-7.\n", Some("gate-7")),
+            ("gate-7.lan\nother\n", Some("gate-7.lan")),
+            ("my gateway\n", None),
+            ("*\n", None),
+            ("gate_7\n", None),
+            ("", None),
+            ("# only a comment\n", None),
+        ] {
+            assert_eq!(machine_name(text), name, "{text:?}");
+        }
+    }
+
+    /// A host-name file that cannot be read at once (a FIFO with no writer stands for an SD
+    /// card that does not answer) holds up no request, only its read on the blocking pool.
+    #[tokio::test]
+    async fn a_request_does_not_wait_for_a_host_name_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kernel, stuck) = (dir.path().join("kernel"), dir.path().join("stuck"));
+        std::fs::write(&kernel, "gatepi\n").unwrap();
+        let fifo = std::ffi::CString::new(stuck.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let names = std::sync::Arc::new(Names::reading(vec![kernel, stuck.clone()], &[]));
+        let (answered, answers) = std::sync::mpsc::channel();
+        let asking = names.clone();
+        std::thread::spawn(move || answered.send(asking.allow(Some("gate-7.local"))));
+        assert_eq!(
+            answers.recv_timeout(Duration::from_secs(10)),
+            Ok(false),
+            "a request waited for the file"
+        );
+        // The read goes on once the file gives its text.
+        let writer = std::thread::spawn(move || std::fs::write(&stuck, "gate-7\n"));
+        names.read().await;
+        writer.join().unwrap().unwrap();
+        assert!(names.allow(Some("gatepi.local")) && names.allow(Some("gate-7.local")));
     }
 
     #[test]

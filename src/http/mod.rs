@@ -49,8 +49,16 @@ pub struct Site {
     pub hosts: host::Names,
 }
 
-/// Serve on `listener` until the task is dropped.
+/// Serve on `listener` until the task is dropped. The machine's host names ([`host`]) are
+/// read before the first connection is taken, then again every [`host::READ_EVERY`] beside
+/// the connections, never for one.
 pub async fn serve(listener: TcpListener, site: Arc<Site>) {
+    site.hosts.read().await;
+    tokio::join!(site.hosts.keep_reading(), accept(listener, &site));
+}
+
+/// Take connections on `listener` and serve each on a task of its own, for ever.
+async fn accept(listener: TcpListener, site: &Arc<Site>) {
     let metrics = site.status.metrics();
     // Pages are built one at a time (see [`in_turn`]).
     let renders = Arc::new(Semaphore::new(1));
