@@ -109,11 +109,14 @@ pub fn client(peer: IpAddr) -> IpAddr {
     }
 }
 
-/// The password of `Basic base64(user:password)`.
+/// The password of `Basic base64(user:password)`; the scheme's name in any case (RFC 7235
+/// 2.1), then one or more spaces.
 fn basic_password(header: &[u8]) -> Option<Vec<u8>> {
-    let encoded = header
-        .strip_prefix(b"Basic ")
-        .or_else(|| header.strip_prefix(b"basic "))?;
+    let space = header.iter().position(|&b| b == b' ')?;
+    let (scheme, encoded) = header.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"Basic") {
+        return None;
+    }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim_ascii())
         .ok()?;
@@ -171,6 +174,37 @@ mod tests {
             a.check(Some(b"Basic !!not base64"), HOST, now),
             Verdict::Ask { wrong: false }
         );
+    }
+
+    /// The scheme's name is case-insensitive (RFC 7235 2.1, RFC 7617 2): a script may send
+    /// `BASIC`.
+    #[test]
+    fn the_scheme_is_named_in_any_case() {
+        let a = Access::of(Some("s3cret"));
+        let now = Instant::now();
+        let b64 = base64::engine::general_purpose::STANDARD.encode("installer:s3cret");
+        for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+            for spaces in [" ", "   "] {
+                let header = format!("{scheme}{spaces}{b64}");
+                assert_eq!(
+                    a.check(Some(header.as_bytes()), HOST, now),
+                    Verdict::Allowed,
+                    "{header}"
+                );
+            }
+        }
+        for header in [
+            format!("Basicx {b64}"),
+            format!("Basic{b64}"),
+            format!("Bearer {b64}"),
+            format!(" Basic {b64}"),
+        ] {
+            assert_eq!(
+                a.check(Some(header.as_bytes()), HOST, now),
+                Verdict::Ask { wrong: false },
+                "{header}"
+            );
+        }
     }
 
     #[test]
