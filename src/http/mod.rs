@@ -2,7 +2,7 @@
 //! can wear the agent down: at most [`MAX_CONNECTIONS`] at a time (a new one closes the
 //! oldest of the client with the most, so idle or slow connections cannot lock a scrape out,
 //! nor can one client opening connections without end close another's), a deadline to send the
-//! request head and one to take the answer, one request per connection, and a pause after a
+//! request head (5 s) and one for the whole connection (15 s), one request per connection, and a pause after a
 //! failed accept (out of file descriptors) instead of a loop that retries at once and spins.
 //! Read-only: GET and HEAD only, nothing served changes state. Who may read: [`auth`]; for
 //! which host names: [`host`].
@@ -35,8 +35,9 @@ use crate::status::{Status, View};
 pub const MAX_CONNECTIONS: usize = 32;
 /// Time for a client to send its whole request head (counted from the connection's start).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time for a client to take the whole answer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection's whole life, from its start: sending the request, waiting for the page's
+/// turn, building it and taking the answer included.
+const LIFETIME: Duration = Duration::from_secs(15);
 /// Longest request head read; a scrape's is a few hundred bytes (hyper's smallest buffer).
 const MAX_REQUEST: usize = 8 * 1024;
 /// Pauses after failed accepts: doubling from the first to the last.
@@ -117,8 +118,9 @@ fn close_oldest(live: &mut VecDeque<Live>, metrics: &Metrics) {
 }
 
 /// One request, answered, then the connection closes. hyper's head timer starts with the
-/// connection, so an idle one is closed after [`READ_TIMEOUT`]; the outer deadline bounds
-/// a client that reads the answer too slowly.
+/// connection, so an idle one is closed after [`READ_TIMEOUT`]; [`LIFETIME`], from the same
+/// start, bounds the rest: a client that reads the answer too slowly, and one gone while its
+/// page waits for its turn (noticed only at the write).
 async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>, renders: Arc<Semaphore>) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (site, renders) = (site.clone(), renders.clone());
@@ -133,7 +135,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>, renders:
         // deadline below bounds how long it waits for it.
         .half_close(true)
         .serve_connection(TokioIo::new(sock), service);
-    let _ = tokio::time::timeout(READ_TIMEOUT + WRITE_TIMEOUT, conn).await;
+    let _ = tokio::time::timeout(LIFETIME, conn).await;
 }
 
 type Answer = Response<Full<Bytes>>;
