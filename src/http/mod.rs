@@ -1,9 +1,10 @@
-//! The listener of the metrics endpoint and the status page (hyper's HTTP/1 server), bounded so that no client
-//! can wear the agent down: at most [`MAX_CONNECTIONS`] at a time (a new one closes the
-//! oldest of the client with the most, so idle or slow connections cannot lock a scrape out,
-//! nor can one client opening connections without end close another's), a deadline to send the
-//! request head (5 s) and one for the whole connection (15 s), one request per connection, and a pause after a
-//! failed accept (out of file descriptors) instead of a loop that retries at once and spins.
+//! The listener of the metrics endpoint and the status page (hyper's HTTP/1 server), bounded
+//! so that no client can wear the agent down: at most [`MAX_CONNECTIONS`] at a time (a new
+//! one closes one of the client with the most, idle first ([`victim`]), so idle or slow
+//! connections cannot lock a scrape out, nor can one client opening connections without end
+//! close another's), a deadline to send the request head (5 s) and one for the whole
+//! connection (15 s), one request per connection, and a pause after a failed accept (out of
+//! file descriptors) instead of a loop that retries at once and spins.
 //! Read-only: GET and HEAD only, nothing served changes state. Who may read: [`auth`]; for
 //! which host names: [`host`].
 
@@ -13,6 +14,7 @@ pub mod host;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,22 +72,26 @@ async fn accept(listener: TcpListener, site: &Arc<Site>) {
             Ok((sock, peer)) => {
                 pause = ACCEPT_PAUSE.0;
                 live.retain(|c| !c.task.is_finished());
+                let client = auth::client(peer.ip());
                 if live.len() >= MAX_CONNECTIONS {
-                    close_oldest(&mut live, metrics);
+                    close_one(&mut live, Some(client), metrics);
                 }
+                let asked = Arc::new(AtomicBool::new(false));
+                let task = connection(sock, peer, site.clone(), renders.clone(), asked.clone());
                 live.push_back(Live {
-                    client: auth::client(peer.ip()),
-                    task: tokio::spawn(connection(sock, peer, site.clone(), renders.clone())),
+                    client,
+                    asked,
+                    task: tokio::spawn(task),
                 });
             }
             Err(e) => {
                 metrics.problem("http_accept", || {
                     format!("metrics: cannot accept a connection: {e}; pausing {pause:?}")
                 });
-                // Out of descriptors: a connection ([`close_oldest`]) gives one back.
+                // Out of descriptors: a connection ([`close_one`]) gives one back.
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
                     live.retain(|c| !c.task.is_finished());
-                    close_oldest(&mut live, metrics);
+                    close_one(&mut live, None, metrics);
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(ACCEPT_PAUSE.1);
@@ -98,31 +104,66 @@ async fn accept(listener: TcpListener, site: &Arc<Site>) {
 struct Live {
     /// Whose ([`auth::client`]).
     client: IpAddr,
+    /// Whether its request has come (hyper has read its head): its answer is being built or
+    /// sent.
+    asked: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
-/// Close the oldest connection of the client with the most (of those with as many, the one
-/// with the oldest connection).
-fn close_oldest(live: &mut VecDeque<Live>, metrics: &Metrics) {
-    let held = |client: IpAddr| live.iter().filter(|c| c.client == client).count();
-    let most = live.iter().map(|c| held(c.client)).max().unwrap_or(0);
-    let Some(at) = live.iter().position(|c| held(c.client) == most) else {
+/// Close a connection ([`victim`]) for one coming from `incoming` (`None`: to get a file
+/// descriptor back).
+fn close_one(live: &mut VecDeque<Live>, incoming: Option<IpAddr>, metrics: &Metrics) {
+    let conns: Vec<(IpAddr, bool)> = live
+        .iter()
+        .map(|c| (c.client, c.asked.load(Ordering::Relaxed)))
+        .collect();
+    let Some(closed) = victim(&conns, incoming).and_then(|at| live.remove(at)) else {
         return;
     };
-    if let Some(oldest) = live.remove(at) {
-        oldest.task.abort();
-        metrics.log_limited(log::Level::Info, "http_closed_oldest", || {
-            format!("metrics: {MAX_CONNECTIONS} connections open or out of descriptors: closed the oldest of {}, which has {most}", oldest.client)
-        });
-    }
+    closed.task.abort();
+    let whose = match closed.client {
+        IpAddr::V6(net) => format!("{net}/64"),
+        v4 => v4.to_string(),
+    };
+    let held = conns.iter().filter(|(c, _)| *c == closed.client).count();
+    metrics.log_limited(log::Level::Info, "http_closed_oldest", || {
+        format!("metrics: {MAX_CONNECTIONS} connections open or out of descriptors: closed one of {whose}, which had {held}")
+    });
+}
+
+/// Which of `conns` (each one's client and whether its request has come, oldest first) to
+/// close for a connection coming from `incoming`: one of the client holding the most, the
+/// incoming one counted (of two holding as many, the one opening loses its own), so one
+/// client opening connections without end closes its own, not another's; of that client's
+/// (or those clients'), the oldest whose request has not come, else the oldest. A browser
+/// or a reverse proxy holding several loses an idle one before an answer in flight.
+fn victim(conns: &[(IpAddr, bool)], incoming: Option<IpAddr>) -> Option<usize> {
+    let held = |client: IpAddr| {
+        conns.iter().filter(|(c, _)| *c == client).count() + usize::from(incoming == Some(client))
+    };
+    let most = conns.iter().map(|&(c, _)| held(c)).max()?;
+    let busiest = |at: &usize| held(conns[*at].0) == most;
+    let mut theirs = (0..conns.len()).filter(busiest);
+    theirs
+        .clone()
+        .find(|&at| !conns[at].1)
+        .or_else(|| theirs.next())
 }
 
 /// One request, answered, then the connection closes. hyper's head timer starts with the
 /// connection, so an idle one is closed after [`READ_TIMEOUT`]; [`LIFETIME`], from the same
 /// start, bounds the rest: a client that reads the answer too slowly, and one gone while its
 /// page waits for its turn (noticed only at the write).
-async fn connection(sock: TcpStream, peer: SocketAddr, site: Arc<Site>, renders: Arc<Semaphore>) {
+/// `asked` is set once its request has come.
+async fn connection(
+    sock: TcpStream,
+    peer: SocketAddr,
+    site: Arc<Site>,
+    renders: Arc<Semaphore>,
+    asked: Arc<AtomicBool>,
+) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        asked.store(true, Ordering::Relaxed);
         let (site, renders) = (site.clone(), renders.clone());
         async move { Ok::<_, Infallible>(respond(&req, peer, site, renders).await) }
     });
@@ -276,6 +317,45 @@ fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FLOOD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 66));
+    const PHONE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+    const PROXY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    /// Whether a connection's request has come.
+    const ASKED: bool = true;
+    const IDLE: bool = false;
+
+    /// A reverse proxy (or a browser) holding the most loses its idle connection, not the
+    /// older ones whose answers are in flight; with none idle, its oldest.
+    #[test]
+    fn the_busiest_client_loses_an_idle_connection_before_an_answer_in_flight() {
+        let conns = [(PROXY, ASKED), (PROXY, ASKED), (PHONE, IDLE), (PROXY, IDLE)];
+        assert_eq!(victim(&conns, Some(FLOOD)), Some(3));
+        let conns = [(PHONE, IDLE), (PROXY, ASKED), (PROXY, ASKED)];
+        assert_eq!(
+            victim(&conns, Some(PROXY)),
+            Some(1),
+            "a client sending requests it never reads still loses its own, not the phone's"
+        );
+        let conns = [(PROXY, ASKED), (PHONE, IDLE), (FLOOD, IDLE)];
+        assert_eq!(victim(&conns, None), Some(1), "all at one: the oldest idle");
+        let conns = [(PROXY, ASKED), (PHONE, ASKED)];
+        assert_eq!(victim(&conns, None), Some(0), "none idle: the oldest");
+        assert_eq!(victim(&[], None), None);
+    }
+
+    /// Of two clients holding as many, the one opening a new connection loses its own.
+    #[test]
+    fn the_incoming_connection_counts_for_its_client() {
+        let conns = [(PHONE, IDLE), (FLOOD, IDLE), (PHONE, IDLE), (FLOOD, IDLE)];
+        assert_eq!(victim(&conns, Some(FLOOD)), Some(1));
+        assert_eq!(victim(&conns, Some(PHONE)), Some(0));
+        assert_eq!(
+            victim(&conns, None),
+            Some(0),
+            "out of descriptors: the oldest"
+        );
+    }
 
     /// A request aborted while its page is built (the oldest of too many connections) leaves
     /// the turn with the build: the next page waits until that build is done.
