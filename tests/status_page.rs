@@ -478,6 +478,7 @@ fn a_request_for_another_host_name_is_refused() {
 #[test]
 fn a_gateway_renamed_under_its_own_uts_namespace_answers_to_its_new_name() {
     use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let etc_hostname = dir.path().join("hostname");
@@ -504,22 +505,27 @@ fn a_gateway_renamed_under_its_own_uts_namespace_answers_to_its_new_name() {
     // The gateway's namespace; the agent's, a copy of it as systemd makes it, inside. Each
     // line on stdin renames the gateway; the end of stdin (the test over, however it ends)
     // stops the agent.
+    // A line answers each one, whether `hostname` failed or not (the assertion tells).
     let script = "hostname raspberrypi && mount --bind \"$2\" /etc/hostname || exit 1
 unshare -u \"$0\" run -c \"$1\" >/dev/null 2>>\"$3\" &
 agent=$!
-while read -r name; do hostname \"$name\" && echo \"renamed $(hostname)\"; done
+while read -r name; do hostname \"$name\"; echo \"renamed $(hostname)\"; done
 kill $agent; wait $agent";
-    let mut gateway = Command::new("unshare")
+    let mut child = Command::new("unshare")
         .args(["-u", "-m", "sh", "-c", script])
         .arg(env!("CARGO_BIN_EXE_hubgate"))
         .args([&config, &etc_hostname, &log])
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
-    let mut rename = gateway.stdin.take().unwrap();
-    let mut said = std::io::BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let mut said = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut gateway = Group {
+        stdin: child.stdin.take(),
+        child,
+    };
     let for_host = |host: &str| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(WAIT)).ok()?;
@@ -542,7 +548,7 @@ kill $agent; wait $agent";
     }
     assert_eq!(for_host("raspberrypi.local"), Some(200), "{}", logs());
     std::fs::write(&etc_hostname, "gate-7\n").unwrap();
-    writeln!(rename, "gate-7").unwrap();
+    writeln!(gateway.stdin.as_mut().unwrap(), "gate-7").unwrap();
     assert_eq!(said.next().unwrap().unwrap(), "renamed gate-7");
     // The agent reads the host-name files every 2 s.
     let deadline = std::time::Instant::now() + WAIT;
@@ -558,8 +564,46 @@ kill $agent; wait $agent";
     ] {
         assert_eq!(for_host(host), Some(code), "{host}:\n{}", logs());
     }
-    drop(rename);
-    assert!(gateway.wait().unwrap().success(), "{}", logs());
+    let stopped = gateway.stop();
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "{stopped:?}\n{}",
+        logs()
+    );
+}
+
+/// A child in a process group of its own (`process_group(0)`) that ends when its stdin
+/// closes: stopped so ([`Group::stop`]) when dropped too, the test over however it ends, so
+/// that nothing it started outlives the test or its directory.
+struct Group {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Group {
+    /// Close its stdin and wait for it to end, up to [`WAIT`]; past that, kill the whole
+    /// group (`None`).
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: signals the process group started with the child, which has not been
+        // reaped.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// One client opening connections without end (anyone on the LAN can, no password needed)
