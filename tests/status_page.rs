@@ -633,7 +633,9 @@ fn a_flood_of_connections_from_one_client_does_not_close_another_clients() {
     let mut phone = TcpStream::from(phone);
     held.extend(flood(2 * hubgate::http::MAX_CONNECTIONS));
     // Each connection is taken in turn: once the last of the flood is answered, the agent
-    // has seen the phone's and all of the flood's before it.
+    // has seen the phone's and all of the flood's before it. The phone's request must come
+    // within hyper's 5 s head deadline of its connection: these connects and one answer take
+    // milliseconds.
     held.extend(flood(1));
     let last = held.last_mut().unwrap();
     last.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
