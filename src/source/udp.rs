@@ -11,7 +11,7 @@
 //! the datagram, so the list keeps out mistakes and strangers, not a spoofer on the LAN.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 
@@ -22,6 +22,12 @@ use crate::metrics::Metrics;
 
 /// Largest datagram read whole: the most UDP can carry. Longer ones cannot arrive.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// Gateway status records a source makes at once, of any gateways ([`StatBudget`]).
+const STAT_BURST: u32 = 16;
+/// How often a source may make one more: fifteen gateways at `lora_pkt_fwd`'s default
+/// `stat_interval` (30 s), or one at 2 s.
+const STAT_EVERY: Duration = Duration::from_secs(2);
 
 /// Serve the packet forwarder on `socket` (bound by the pipeline before start-up).
 pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
@@ -35,6 +41,7 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
     }
     let mut stopping = ctx.stopping.clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut stats = StatBudget::new(Instant::now());
     loop {
         let (n, peer) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -57,10 +64,12 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
         if let Some(ack) = datagram.ack {
             acknowledge(&socket, ack, peer, &ctx.metrics).await;
         }
+        let mut inputs = datagram.inputs;
+        stats.limit(&mut inputs, &ctx.metrics, Instant::now());
         // Once the queue is closed, the datagram's other frames are dropped there too, so
         // that each is counted.
         let mut closed = false;
-        for input in datagram.inputs {
+        for input in inputs {
             let queued = ctx.frames.send_or_drop(&ctx.metrics, "udp", input);
             closed |= queued.await.is_err();
         }
@@ -76,6 +85,65 @@ async fn acknowledge(socket: &UdpSocket, ack: [u8; 4], peer: SocketAddr, metrics
     if let Err(e) = socket.send_to(&ack, peer).await {
         metrics.problem("udp_ack_failed", || {
             format!("udp: cannot acknowledge {peer}: {e}")
+        });
+    }
+}
+
+/// Bounds the gateway status records a source makes, [`STAT_BURST`] at once and one more
+/// each [`STAT_EVERY`]: a `stat` is taken on trust (any sender can send one, under any gateway
+/// EUI) and each makes a durable record, so a flood of them would otherwise make records as
+/// fast as it came, and with the sink away push the readings out of a full buffer. The radio
+/// frames beside a `stat` are never held back: only a device's MIC makes a record of them.
+struct StatBudget {
+    left: u32,
+    /// When the last `STAT_EVERY` that gave one more began.
+    since: Instant,
+}
+
+impl StatBudget {
+    fn new(now: Instant) -> StatBudget {
+        StatBudget {
+            left: STAT_BURST,
+            since: now,
+        }
+    }
+
+    /// Whether one more status record may be made at `now`.
+    fn take(&mut self, now: Instant) -> bool {
+        let every = STAT_EVERY.as_nanos();
+        let earned = now.saturating_duration_since(self.since).as_nanos() / every;
+        match u32::try_from(earned) {
+            Ok(n) if self.left.saturating_add(n) < STAT_BURST => {
+                self.left += n;
+                self.since += STAT_EVERY * n;
+            }
+            _ => {
+                self.left = STAT_BURST;
+                self.since = now;
+            }
+        }
+        let taken = self.left > 0;
+        self.left = self.left.saturating_sub(1);
+        taken
+    }
+
+    /// Drop the gateway status reports of `inputs` past the budget at `now`, each counted
+    /// (`gwmp_stat_limited`) and logged, rate-limited.
+    fn limit(&mut self, inputs: &mut Vec<Input>, metrics: &Metrics, now: Instant) {
+        inputs.retain(|input| {
+            let Input::GatewayStatus { gateway_id, .. } = input else {
+                return true;
+            };
+            let taken = self.take(now);
+            if !taken {
+                metrics.problem("gwmp_stat_limited", || {
+                    format!(
+                        "udp: gateway {gateway_id}: stat report dropped, no status record: the gateways sent more than {STAT_BURST} at once or one every {} s",
+                        STAT_EVERY.as_secs()
+                    )
+                });
+            }
+            taken
         });
     }
 }
@@ -329,6 +397,74 @@ mod tests {
             .unwrap();
         assert_eq!(metrics.dropped_stopping.get(), 3);
         assert_eq!(metrics.dropped(), 3);
+    }
+
+    /// A flood of `stat` reports (any sender, any gateway EUI) makes at most [`STAT_BURST`]
+    /// status records at once, then one each [`STAT_EVERY`]; the others are counted. The
+    /// radio frames beside them are all handed on.
+    #[tokio::test]
+    async fn a_flood_of_stat_reports_makes_a_bounded_number_of_records() {
+        let metrics = Metrics::new();
+        let (frames, mut forwarder) = super::super::queue(8, 1 << 20);
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let (_acked, acked) = tokio::sync::watch::channel(false);
+        let ctx = Context {
+            frames,
+            stopping,
+            acked,
+            metrics: metrics.clone(),
+        };
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = socket.local_addr().unwrap();
+        let source = tokio::spawn(run(socket, cfg(Vec::new()), ctx));
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let start = Instant::now();
+        for n in 0..100u64 {
+            let mut d = vec![2, 0, 7, gwmp::PUSH_DATA];
+            d.extend_from_slice(&n.to_be_bytes());
+            d.extend_from_slice(br#"{"rxpk":[{"stat":1,"data":"QNobASY="}],"stat":{"rxnb":1}}"#);
+            sender.send_to(&d, to).unwrap();
+        }
+        let (mut radio, mut status) = (0, 0);
+        let limited = || metrics.problems("gwmp_stat_limited");
+        // A datagram's stat is judged before its frames are queued, and queued after them.
+        while radio < 100 || u64::from(status) + limited() < 100 {
+            let frame = tokio::time::timeout(Duration::from_secs(10), forwarder.recv())
+                .await
+                .expect("every datagram's frame")
+                .unwrap();
+            match frame.input {
+                Input::Radio(_) => radio += 1,
+                Input::GatewayStatus { .. } => status += 1,
+                _ => panic!("neither a radio frame nor a status"),
+            }
+        }
+        source.abort();
+        // One more for each STAT_EVERY the source took (none on any machine but a stalled one).
+        let more = start.elapsed().as_nanos() / STAT_EVERY.as_nanos();
+        assert!(
+            (STAT_BURST..=STAT_BURST + u32::try_from(more).unwrap()).contains(&status),
+            "{status} status records"
+        );
+        assert_eq!(limited(), u64::from(100 - status));
+    }
+
+    /// The budget gives one more each [`STAT_EVERY`], up to [`STAT_BURST`] saved, however
+    /// long it went unused.
+    #[test]
+    fn the_stat_budget_refills_one_each_interval_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut b = StatBudget::new(t0);
+        let taken = |b: &mut StatBudget, at: Instant, n: u32| (0..n).filter(|_| b.take(at)).count();
+        assert_eq!(taken(&mut b, t0, 20), 16);
+        let half = STAT_EVERY / 2;
+        assert_eq!(taken(&mut b, t0 + half, 1), 0);
+        assert_eq!(taken(&mut b, t0 + STAT_EVERY, 2), 1);
+        assert_eq!(taken(&mut b, t0 + STAT_EVERY + half, 1), 0);
+        assert_eq!(taken(&mut b, t0 + STAT_EVERY * 4, 5), 3);
+        let later = t0 + STAT_EVERY * 1000;
+        assert_eq!(taken(&mut b, later, 20), 16);
+        assert_eq!(taken(&mut b, later + STAT_EVERY * 3 + half, 5), 3);
     }
 
     /// An acknowledgement that cannot be sent (source port 0, as a spoofed datagram can
