@@ -96,7 +96,7 @@ async fn acknowledge(socket: &UdpSocket, ack: [u8; 4], peer: SocketAddr, metrics
 /// frames beside a `stat` are never held back: only a device's MIC makes a record of them.
 struct StatBudget {
     left: u32,
-    /// When the last `STAT_EVERY` that gave one more began.
+    /// Where the interval now running began: one more is earned when it ends.
     since: Instant,
 }
 
@@ -138,7 +138,7 @@ impl StatBudget {
             if !taken {
                 metrics.problem("gwmp_stat_limited", || {
                     format!(
-                        "udp: gateway {gateway_id}: stat report dropped, no status record: the gateways sent more than {STAT_BURST} at once or one every {} s",
+                        "udp: gateway {gateway_id}: stat report dropped, no status record: the gateways sent more than {STAT_BURST} at once or more than one every {} s",
                         STAT_EVERY.as_secs()
                     )
                 });
