@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::crypto::{decrypt_payload, payload_key, verify_mic};
-use super::fcnt::{FcntError, FcntTracker};
-use super::frame::{parse, Direction, Frame};
+use super::fcnt::{FcntError, FcntTracker, RESCUE_EVERY};
+use super::frame::{parse, DataFrame, Direction, Frame};
 use super::{DevAddr, LorawanError, SessionKeys};
 use crate::ids::DevEui;
 use crate::uplink::{Radio, Uplink};
@@ -18,6 +18,9 @@ pub struct Session {
     pub dev_eui: DevEui,
     keys: SessionKeys,
     pub fcnt: FcntTracker,
+    /// When a frame that failed the MIC was last looked for further
+    /// ([`FcntTracker::rescue_candidates`]).
+    rescued: Option<Instant>,
 }
 
 impl Session {
@@ -27,7 +30,25 @@ impl Session {
             dev_eui,
             keys,
             fcnt: FcntTracker::new(),
+            rescued: None,
         }
+    }
+
+    /// The counter `frame` verifies under among [`FcntTracker::rescue_candidates`], for a
+    /// frame that failed the MIC under every candidate of every session of its DevAddr: looked
+    /// for at most once each [`RESCUE_EVERY`].
+    fn rescue(&mut self, frame: &DataFrame<'_>, now: Instant) -> Option<u32> {
+        let recently = |at: Instant| now.saturating_duration_since(at) < RESCUE_EVERY;
+        if self.rescued.is_some_and(recently) {
+            return None;
+        }
+        let more = self.fcnt.rescue_candidates(frame.fcnt16);
+        if more.is_empty() {
+            return None;
+        }
+        self.rescued = Some(now);
+        more.into_iter()
+            .find(|&c| verify_mic(frame, &self.keys.nwk_s_key, c))
     }
 
     /// Its device's frame counter is at least `fcnt` (`fcnt_from`): the counter is looked
@@ -227,20 +248,23 @@ impl Decoder {
             .sessions
             .get_mut(&dev_addr)
             .ok_or(LorawanError::UnknownDevAddr(dev_addr))?;
-        let (session, fcnt32) = sessions
-            .iter_mut()
-            .find_map(|s| {
-                let c = s
-                    .fcnt
-                    .candidates(frame.fcnt16)
-                    .into_iter()
-                    .find(|c| verify_mic(&frame, &s.keys.nwk_s_key, *c))?;
-                Some((s, c))
-            })
-            .ok_or(LorawanError::MicMismatch {
-                dev_addr,
-                fcnt16: frame.fcnt16,
-            })?;
+        let found = sessions.iter().enumerate().find_map(|(i, s)| {
+            let c = s
+                .fcnt
+                .candidates(frame.fcnt16)
+                .into_iter()
+                .find(|c| verify_mic(&frame, &s.keys.nwk_s_key, *c))?;
+            Some((i, c))
+        });
+        let rescued = || {
+            let mut sessions = sessions.iter_mut().enumerate();
+            sessions.find_map(|(i, s)| Some((i, s.rescue(&frame, now)?)))
+        };
+        let (i, fcnt32) = found.or_else(rescued).ok_or(LorawanError::MicMismatch {
+            dev_addr,
+            fcnt16: frame.fcnt16,
+        })?;
+        let session = &mut sessions[i];
         if let Err(e) = session.fcnt.check(fcnt32, frame.mic, now) {
             self.counters.replayed = Some((dev_addr, fcnt32));
             return Err(match e {

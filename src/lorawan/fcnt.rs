@@ -17,6 +17,12 @@
 //!   device past FCnt 65535 is still picked up. An accepted counter of each session is
 //!   kept in the buffer once its frame's records, and every earlier frame's, are durable, and
 //!   resumed at start, so a frame captured before a restart is still a replay after it.
+//! * A frame that fails the MIC under every candidate is, at most once each [`RESCUE_EVERY`]
+//!   per session, also tried in the upper halves 0..[`INITIAL_UPPER_HALVES`] the others left
+//!   out ([`FcntTracker::rescue_candidates`]): a device whose counter got more than
+//!   [`BLOCKS_AHEAD`] halves ahead of its session's (unheard for that long, or the session's
+//!   counter set back by a replayed old frame: of a `resets_fcnt` device, or the first frame
+//!   of a session with no counter kept) is found again, not refused for good.
 //! * A refused counter below [`RESET_BELOW`] while the last accepted is at or above it is
 //!   [`FcntError::Reset`]: far more likely a device that restarted its counter (an ABP device
 //!   that does not keep it across a power cycle) than a copy, which repeats a recent counter.
@@ -58,10 +64,21 @@ use std::time::{Duration, Instant};
 /// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
 pub const INITIAL_UPPER_HALVES: u32 = 16;
 /// Upper halves ahead of the last accepted one tried as rollovers: a gap of at least
-/// 3 × 65536 lost frames (68 days at a frame every 30 s). Not more: each candidate is one
-/// more chance for a forged frame to pass the 32-bit MIC, and one that did would move the
-/// counter ahead of the device's own.
+/// 3 × 65536 lost frames (68 days at a frame every 30 s); a longer one is found by the search
+/// of [`RESCUE_EVERY`]. Not more: each candidate is one more chance for a forged frame to
+/// pass the 32-bit MIC, and one that did would move the counter ahead of the device's own.
 pub const BLOCKS_AHEAD: u32 = 4;
+/// How often a session may look for a frame that failed the MIC under every candidate once
+/// more, in the upper halves a session's first frame is looked for in
+/// ([`FcntTracker::rescue_candidates`]): a device whose counter got further ahead of the
+/// session's than [`BLOCKS_AHEAD`] halves (unheard for that long, or the session's counter
+/// set back by a replayed old frame of a `resets_fcnt` device or of a session with no counter
+/// kept yet) is found again by the first of its frames heard a minute or more after the last
+/// such search, instead of failing the MIC for good. At most once a minute: each candidate is
+/// one more chance for a forged frame to pass the MIC, and one more MIC computed for a frame
+/// of anyone. A frame captured earlier is no more taken for it: while the session's counter
+/// follows the device's, it is at or below it (a replay), wherever it is found.
+pub const RESCUE_EVERY: Duration = Duration::from_secs(60);
 /// A refused FCnt32 below this, after a last accepted at or above it, is taken for a counter
 /// restart ([`FcntError::Reset`]).
 pub const RESET_BELOW: u32 = 16;
@@ -172,6 +189,19 @@ impl FcntTracker {
             out.push(w);
         }
         out
+    }
+
+    /// FCnt32 values a session's first frame is looked for under (upper halves 0 to
+    /// [`INITIAL_UPPER_HALVES`]) that [`candidates`](FcntTracker::candidates) does not try: for
+    /// a frame that failed the MIC under all of those ([`RESCUE_EVERY`]). None for a session
+    /// with no counter yet, which tries them all at once.
+    pub fn rescue_candidates(&self, wire: u16) -> Vec<u32> {
+        if self.last.is_none() {
+            return Vec::new();
+        }
+        let tried = self.candidates(wire);
+        let first = FcntTracker::new().candidates(wire);
+        first.into_iter().filter(|c| !tried.contains(c)).collect()
     }
 
     /// Whether a (MIC-verified) FCnt32 of a frame with `mic`, heard at `now`, may be accepted:

@@ -863,3 +863,76 @@ fn new_session_keys_do_not_go_on_from_the_old_sessions_counter() {
         assert!(decoded.is_err(), "{print:?}: {decoded:?}");
     }
 }
+
+/// A replayed old frame sets the counter of a `resets_fcnt` session back (taken as a
+/// restart), or, as a session's first frame, starts its counter far behind the device's:
+/// the device's own frames, more than [`BLOCKS_AHEAD`] halves ahead, failed the MIC for
+/// good. They are looked for as a first frame is, and found again.
+#[test]
+fn a_counter_set_back_by_a_replayed_old_frame_is_found_again() {
+    let decode = |d: &mut Decoder, fcnt: u32| {
+        d.decode_uplink(&up(fcnt, Some(2), b"p"), t0(), Radio::default())
+            .map(|u| u.fcnt)
+    };
+    let mut d = resetting_decoder();
+    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0x5_0000, None, None));
+    assert_eq!(decode(&mut d, 0x5_0001), Ok(Some(0x5_0001)));
+    assert_eq!(
+        decode(&mut d, 5),
+        Ok(Some(5)),
+        "the replay, taken as a restart"
+    );
+    assert_eq!(decode(&mut d, 0x5_0002), Ok(Some(0x5_0002)));
+    assert_eq!(decode(&mut d, 0x5_0003), Ok(Some(0x5_0003)));
+
+    let mut d = decoder();
+    assert_eq!(decode(&mut d, 0x100), Ok(Some(0x100)), "the replay, first");
+    assert_eq!(decode(&mut d, 0x6_0001), Ok(Some(0x6_0001)));
+    assert!(decode(&mut d, 0x101).is_err(), "old again");
+}
+
+/// A device unheard for more than [`BLOCKS_AHEAD`] halves is found again, but the search
+/// past them runs at most once each [`fcnt::RESCUE_EVERY`] per session: a frame that fails
+/// the MIC then (anyone's) takes it, and the device's frame waits for the next one.
+#[test]
+fn the_search_past_the_halves_ahead_runs_once_a_minute() {
+    let decode =
+        |d: &mut Decoder, phy: &[u8]| d.decode_uplink(phy, t0(), Radio::default()).map(|u| u.fcnt);
+    let far = up(0x5_0010, Some(2), b"p");
+    let mut forged = up(0x5_0011, Some(2), b"p");
+    *forged.last_mut().unwrap() ^= 1;
+    let mut d = decoder();
+    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0x10, None, None));
+    assert!(matches!(
+        decode(&mut d, &forged),
+        Err(LorawanError::MicMismatch { .. })
+    ));
+    assert!(matches!(
+        decode(&mut d, &far),
+        Err(LorawanError::MicMismatch { .. })
+    ));
+    d.pass(fcnt::RESCUE_EVERY - Duration::from_millis(1));
+    assert!(decode(&mut d, &far).is_err(), "within the minute");
+    d.pass(Duration::from_millis(1));
+    assert_eq!(decode(&mut d, &far), Ok(Some(0x5_0010)));
+    assert_eq!(
+        d.sessions(DevAddr(0x2601_1BDA))[0].fcnt.last(),
+        Some(0x5_0010)
+    );
+}
+
+#[test]
+fn rescue_candidates_are_the_first_search_less_what_was_tried() {
+    assert!(FcntTracker::new().rescue_candidates(7).is_empty());
+    let t = FcntTracker::resume(0x2_0010);
+    let more = t.rescue_candidates(0x11);
+    let tried = t.candidates(0x11);
+    assert_eq!(
+        more.len() + tried.len(),
+        fcnt::INITIAL_UPPER_HALVES as usize
+    );
+    assert!(more
+        .iter()
+        .all(|c| c & 0xFFFF == 0x11 && !tried.contains(c)));
+    assert_eq!(more[..3], [0x11, 0x1_0011, 0x7_0011]);
+}
