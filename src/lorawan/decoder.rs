@@ -254,18 +254,23 @@ impl Decoder {
                 .candidates(frame.fcnt16)
                 .into_iter()
                 .find(|c| verify_mic(&frame, &s.keys.nwk_s_key, *c))?;
-            Some((i, c))
+            Some((i, c, false))
         });
         let rescued = || {
             let mut sessions = sessions.iter_mut().enumerate();
-            sessions.find_map(|(i, s)| Some((i, s.rescue(&frame, now)?)))
+            sessions.find_map(|(i, s)| Some((i, s.rescue(&frame, now)?, true)))
         };
-        let (i, fcnt32) = found.or_else(rescued).ok_or(LorawanError::MicMismatch {
+        let (i, fcnt32, rescued) = found.or_else(rescued).ok_or(LorawanError::MicMismatch {
             dev_addr,
             fcnt16: frame.fcnt16,
         })?;
         let session = &mut sessions[i];
-        if let Err(e) = session.fcnt.check(fcnt32, frame.mic, now) {
+        let checked = if rescued {
+            session.fcnt.check_rescued(fcnt32, frame.mic, now)
+        } else {
+            session.fcnt.check(fcnt32, frame.mic, now)
+        };
+        if let Err(e) = checked {
             self.counters.replayed = Some((dev_addr, fcnt32));
             return Err(match e {
                 FcntError::Replay { fcnt, last } => LorawanError::Replay {

@@ -19,10 +19,13 @@
 //!   resumed at start, so a frame captured before a restart is still a replay after it.
 //! * A frame that fails the MIC under every candidate is, at most once each [`RESCUE_EVERY`]
 //!   per session, also tried in the upper halves 0..[`INITIAL_UPPER_HALVES`] the others left
-//!   out ([`FcntTracker::rescue_candidates`]): a device whose counter got more than
-//!   [`BLOCKS_AHEAD`] halves ahead of its session's (unheard for that long, or the session's
-//!   counter set back by a replayed old frame: of a `resets_fcnt` device, or the first frame
-//!   of a session with no counter kept) is found again, not refused for good.
+//!   out ([`FcntTracker::rescue_candidates`]): a device whose counter, below 2^20, got more
+//!   than [`BLOCKS_AHEAD`] halves ahead of its session's (unheard for that long, or the
+//!   session's counter set back by a replayed old frame: of a `resets_fcnt` device, or the
+//!   first frame of a session with no counter kept) is found again, not refused for good. A
+//!   counter found so is taken only if ahead of the last accepted
+//!   ([`FcntTracker::check_rescued`]), also for a `resets_fcnt` device: a frame captured
+//!   earlier, at or below it, is a replay, not a restart.
 //! * A refused counter below [`RESET_BELOW`] while the last accepted is at or above it is
 //!   [`FcntError::Reset`]: far more likely a device that restarted its counter (an ABP device
 //!   that does not keep it across a power cycle) than a copy, which repeats a recent counter.
@@ -65,8 +68,9 @@ use std::time::{Duration, Instant};
 pub const INITIAL_UPPER_HALVES: u32 = 16;
 /// Upper halves ahead of the last accepted one tried as rollovers: a gap of at least
 /// 3 × 65536 lost frames (68 days at a frame every 30 s); a longer one is found by the search
-/// of [`RESCUE_EVERY`]. Not more: each candidate is one more chance for a forged frame to
-/// pass the 32-bit MIC, and one that did would move the counter ahead of the device's own.
+/// of [`RESCUE_EVERY`] while the device's counter is below 16 × 65536 (2^20), never past it.
+/// Not more: each candidate is one more chance for a forged frame to pass the 32-bit MIC, and
+/// one that did would move the counter ahead of the device's own.
 pub const BLOCKS_AHEAD: u32 = 4;
 /// How often a session may look for a frame that failed the MIC under every candidate once
 /// more, in the upper halves a session's first frame is looked for in
@@ -74,10 +78,14 @@ pub const BLOCKS_AHEAD: u32 = 4;
 /// session's than [`BLOCKS_AHEAD`] halves (unheard for that long, or the session's counter
 /// set back by a replayed old frame of a `resets_fcnt` device or of a session with no counter
 /// kept yet) is found again by the first of its frames heard a minute or more after the last
-/// such search, instead of failing the MIC for good. At most once a minute: each candidate is
-/// one more chance for a forged frame to pass the MIC, and one more MIC computed for a frame
-/// of anyone. A frame captured earlier is no more taken for it: while the session's counter
-/// follows the device's, it is at or below it (a replay), wherever it is found.
+/// such search, instead of failing the MIC for good (a device counter below 2^20 only). At
+/// most once a minute: each candidate is one more chance for a forged frame to pass the MIC,
+/// and one more MIC computed for a frame of anyone. A frame captured earlier is not taken
+/// by it: a counter it finds is taken only if ahead of the session's last
+/// ([`FcntTracker::check_rescued`]), and a captured frame's is at or below it while the
+/// session's counter follows the device's; a `resets_fcnt` session would otherwise take it
+/// for a restart. Whoever sends a frame of the DevAddr that fails the MIC (garbage, a
+/// foreign device sharing it, an old frame) uses the search up for the minute.
 pub const RESCUE_EVERY: Duration = Duration::from_secs(60);
 /// A refused FCnt32 below this, after a last accepted at or above it, is taken for a counter
 /// restart ([`FcntError::Reset`]).
@@ -193,8 +201,9 @@ impl FcntTracker {
 
     /// FCnt32 values a session's first frame is looked for under (upper halves 0 to
     /// [`INITIAL_UPPER_HALVES`]) that [`candidates`](FcntTracker::candidates) does not try: for
-    /// a frame that failed the MIC under all of those ([`RESCUE_EVERY`]). None for a session
-    /// with no counter yet, which tries them all at once.
+    /// a frame that failed the MIC under all of those ([`RESCUE_EVERY`]), checked by
+    /// [`check_rescued`](FcntTracker::check_rescued). None for a session with no counter yet,
+    /// which tries them all at once.
     pub fn rescue_candidates(&self, wire: u16) -> Vec<u32> {
         if self.last.is_none() {
             return Vec::new();
@@ -202,6 +211,21 @@ impl FcntTracker {
         let tried = self.candidates(wire);
         let first = FcntTracker::new().candidates(wire);
         first.into_iter().filter(|c| !tried.contains(c)).collect()
+    }
+
+    /// Whether a (MIC-verified) FCnt32 found only among
+    /// [`rescue_candidates`](FcntTracker::rescue_candidates) may be accepted: as
+    /// [`check`](FcntTracker::check) says, and only if ahead of the last accepted, also for a
+    /// device that restarts its counter. The search is for a device whose counter got ahead
+    /// of its session's; a counter it finds at or below the last is a frame captured earlier,
+    /// which such a session would take for a restart, going back to it, and every frame
+    /// captured after it would then verify in the halves ahead and be taken. A genuine
+    /// restart starts in the upper half 0, which `candidates` tries.
+    pub fn check_rescued(&self, fcnt32: u32, mic: [u8; 4], now: Instant) -> Result<(), FcntError> {
+        match self.last {
+            Some(last) if fcnt32 <= last => Err(FcntError::Replay { fcnt: fcnt32, last }),
+            _ => self.check(fcnt32, mic, now),
+        }
     }
 
     /// Whether a (MIC-verified) FCnt32 of a frame with `mic`, heard at `now`, may be accepted:
