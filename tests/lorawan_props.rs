@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use hubgate::ids::DevEui;
-use hubgate::lorawan::{parse, Decoder, DevAddr, FcntTracker, Key, Session, SessionKeys};
+use hubgate::lorawan::{parse, Decoder, DevAddr, Key, LorawanError, Session, SessionKeys};
 use hubgate::uplink::Radio;
 use proptest::prelude::*;
 
@@ -16,7 +16,13 @@ const DEV_ADDR: u32 = 0x2601_1BDA;
 const DEV_EUI: DevEui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
 
 fn decoder(last: Option<u32>) -> Decoder {
-    let mut s = Session::new(
+    decoder_of(last, false)
+}
+
+/// A decoder with the session, at counter `last` if any, of a device that restarts its
+/// counter (`resets_fcnt`) if `resets`.
+fn decoder_of(last: Option<u32>, resets: bool) -> Decoder {
+    let s = Session::new(
         DevAddr(DEV_ADDR),
         DEV_EUI,
         SessionKeys {
@@ -24,11 +30,11 @@ fn decoder(last: Option<u32>) -> Decoder {
             app_s_key: Key::new(APP),
         },
     );
-    if let Some(l) = last {
-        s.fcnt = FcntTracker::resume(l);
-    }
     let mut d = Decoder::new();
-    d.add(s);
+    d.add(if resets { s.resetting_fcnt() } else { s });
+    if let Some(l) = last {
+        assert!(d.resume(DevAddr(DEV_ADDR), DEV_EUI, l, None, None));
+    }
     d
 }
 
@@ -88,11 +94,13 @@ proptest! {
     }
 
     /// A genuine frame captured earlier (at or below the last accepted counter), replayed by
-    /// anyone, is refused and leaves the counter as it was.
+    /// anyone, is refused and leaves the counter as it was. `last` is below 2^20 half of the
+    /// time, where an old frame more than 4 halves back is found by the search past the
+    /// candidates (and refused as old).
     #[test]
     fn a_replay_leaves_the_counter_as_it_was(
-        last in any::<u32>(),
-        back in prop_oneof![0u32..64, 0u32..(3 << 16)],
+        last in prop_oneof![0u32..(16 << 16), any::<u32>()],
+        back in prop_oneof![0u32..64, 0u32..(3 << 16), 0u32..(16 << 16)],
         fport in 1u8..=255,
     ) {
         let phy = creator_frame(last.saturating_sub(back), fport, b"old");
@@ -100,6 +108,58 @@ proptest! {
         let before = d.sessions(DevAddr(DEV_ADDR))[0].fcnt.clone();
         prop_assert!(d.decode_uplink(&phy, SystemTime::UNIX_EPOCH, Radio::default()).is_err());
         prop_assert_eq!(&d.sessions(DevAddr(DEV_ADDR))[0].fcnt, &before);
+        prop_assert_eq!(d.take_counters().advanced, []);
+    }
+
+    /// A frame captured earlier in an upper half below the session's other than 0, which no
+    /// candidate tries and only the once-a-minute search past them finds, is refused as old
+    /// by any session, also one of a device that restarts its counter (`resets_fcnt`, which
+    /// takes a smaller counter among the candidates for a restart): the counter stays as it
+    /// was and no frame is accepted.
+    #[test]
+    fn a_frame_captured_in_a_half_only_the_search_tries_is_refused_as_old(
+        (half, old_half) in (2u32..16).prop_flat_map(|h| (Just(h), 1..h)),
+        low in any::<u16>(),
+        old_low in any::<u16>(),
+        resets in any::<bool>(),
+        fport in 1u8..=255,
+    ) {
+        let last = (half << 16) | u32::from(low);
+        let old = (old_half << 16) | u32::from(old_low);
+        let mut d = decoder_of(Some(last), resets);
+        let before = d.sessions(DevAddr(DEV_ADDR))[0].fcnt.clone();
+        let decoded = d.decode_uplink(
+            &creator_frame(old, fport, b"old"),
+            SystemTime::UNIX_EPOCH,
+            Radio::default(),
+        );
+        let refused = LorawanError::Replay { dev_addr: DevAddr(DEV_ADDR), fcnt: old, last };
+        prop_assert_eq!(decoded.map(|u| u.fcnt), Err(refused));
+        prop_assert_eq!(&d.sessions(DevAddr(DEV_ADDR))[0].fcnt, &before);
+        prop_assert_eq!(d.take_counters().advanced, []);
+    }
+
+    /// A device whose counter (below 2^20) got more than `BLOCKS_AHEAD` halves ahead of its
+    /// session's is found by the search past the candidates, whether or not it restarts its
+    /// counter.
+    #[test]
+    fn a_device_past_the_halves_ahead_is_found_by_the_search(
+        (half, new_half) in (0u32..11).prop_flat_map(|h| (Just(h), h + 5..16)),
+        low in any::<u16>(),
+        new_low in any::<u16>(),
+        resets in any::<bool>(),
+        fport in 1u8..=255,
+    ) {
+        let last = (half << 16) | u32::from(low);
+        let fcnt = (new_half << 16) | u32::from(new_low);
+        let mut d = decoder_of(Some(last), resets);
+        let decoded = d.decode_uplink(
+            &creator_frame(fcnt, fport, b"new"),
+            SystemTime::UNIX_EPOCH,
+            Radio::default(),
+        );
+        prop_assert_eq!(decoded.map(|u| u.fcnt), Ok(Some(fcnt)));
+        prop_assert_eq!(d.sessions(DevAddr(DEV_ADDR))[0].fcnt.last(), Some(fcnt));
     }
 }
 
