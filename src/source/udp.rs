@@ -10,6 +10,7 @@
 //! (others are counted as `gwmp_unknown_gateway`, neither answered nor used). The EUI is in
 //! the datagram, so the list keeps out mistakes and strangers, not a spoofer on the LAN.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,11 +24,17 @@ use crate::metrics::Metrics;
 /// Largest datagram read whole: the most UDP can carry. Longer ones cannot arrive.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Gateway status records a source makes at once, of any gateways ([`StatBudget`]).
+/// Gateway status records a budget allows at once ([`StatBudget`]): each listed gateway's,
+/// or those of all the gateways of a source without a list.
 const STAT_BURST: u32 = 16;
-/// How often a source may make one more: fifteen gateways at `lora_pkt_fwd`'s default
-/// `stat_interval` (30 s), or one at 2 s.
+/// How often a budget allows one more: a gateway's `stat_interval` down to 2 s, or, the
+/// budget shared, [`SHARED_CAPACITY`] gateways at `lora_pkt_fwd`'s default 30 s.
 const STAT_EVERY: Duration = Duration::from_secs(2);
+/// `lora_pkt_fwd`'s default `stat_interval` (`DEFAULT_STAT`).
+const DEFAULT_STAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Gateways at [`DEFAULT_STAT_INTERVAL`] whose status reports a shared budget takes all of
+/// (15): one more gateway's, or a shorter interval, would be refused in part.
+const SHARED_CAPACITY: u64 = DEFAULT_STAT_INTERVAL.as_secs() / STAT_EVERY.as_secs();
 
 /// Serve the packet forwarder on `socket` (bound by the pipeline before start-up).
 pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
@@ -41,7 +48,7 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
     }
     let mut stopping = ctx.stopping.clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut stats = StatBudget::new(Instant::now());
+    let mut stats = StatBudgets::new(&cfg.gateways, Instant::now());
     loop {
         let (n, peer) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -89,11 +96,63 @@ async fn acknowledge(socket: &UdpSocket, ack: [u8; 4], peer: SocketAddr, metrics
     }
 }
 
-/// Bounds the gateway status records a source makes, [`STAT_BURST`] at once and one more
-/// each [`STAT_EVERY`]: a `stat` is taken on trust (any sender can send one, under any gateway
-/// EUI) and each makes a durable record, so a flood of them would otherwise make records as
-/// fast as it came, and with the sink away push the readings out of a full buffer. The radio
-/// frames beside a `stat` are never held back: only a device's MIC makes a record of them.
+/// Bounds the gateway status records a source makes: a `stat` is taken on trust (any sender
+/// can send one, under any gateway EUI) and each makes a durable record, so a flood of them
+/// would otherwise make records as fast as it came, and with the sink away push the readings
+/// out of a full buffer. A source with a list of gateways (`gateways = [...]`, the only
+/// ones it takes) gives each its own [`StatBudget`], so a flood under one EUI costs only that
+/// gateway's status records, and no number of gateways is too many; one without a list has a
+/// single budget for all (a budget per EUI seen would be a map a flood could grow), which
+/// takes [`SHARED_CAPACITY`] gateways at the default interval. The radio frames beside a
+/// `stat` are never held back: only a device's MIC makes a record of them.
+struct StatBudgets {
+    /// Each listed gateway's, by its EUI as its status records carry it.
+    listed: HashMap<String, StatBudget>,
+    /// The gateways' of a source without a list.
+    shared: StatBudget,
+}
+
+impl StatBudgets {
+    fn new(gateways: &[[u8; 8]], now: Instant) -> StatBudgets {
+        let budget = |g| (hex::encode(g), StatBudget::new(now));
+        StatBudgets {
+            listed: gateways.iter().map(budget).collect(),
+            shared: StatBudget::new(now),
+        }
+    }
+
+    /// Drop the gateway status reports of `inputs` past their budget at `now`, each counted
+    /// (`gwmp_stat_limited`) and logged, rate-limited.
+    fn limit(&mut self, inputs: &mut Vec<Input>, metrics: &Metrics, now: Instant) {
+        inputs.retain(|input| {
+            let Input::GatewayStatus { gateway_id, .. } = input else {
+                return true;
+            };
+            let own = self.listed.get_mut(gateway_id);
+            let listed = own.is_some();
+            let taken = own.unwrap_or(&mut self.shared).take(now);
+            if !taken {
+                metrics.problem("gwmp_stat_limited", || {
+                    let why = if listed {
+                        format!(
+                            "it sent more than {STAT_BURST} at once or more than one every {} s (a stat_interval that short, or a flood under its EUI)",
+                            STAT_EVERY.as_secs()
+                        )
+                    } else {
+                        format!(
+                            "the gateways sent more status reports than {SHARED_CAPACITY} gateways at a {} s interval send, or a flood (a gateways list gives each listed gateway a budget of its own)",
+                            DEFAULT_STAT_INTERVAL.as_secs()
+                        )
+                    };
+                    format!("udp: gateway {gateway_id}: stat report dropped, no status record: {why}")
+                });
+            }
+            taken
+        });
+    }
+}
+
+/// [`STAT_BURST`] status records at once and one more each [`STAT_EVERY`].
 struct StatBudget {
     left: u32,
     /// Where the interval now running began: one more is earned when it ends.
@@ -125,26 +184,6 @@ impl StatBudget {
         let taken = self.left > 0;
         self.left = self.left.saturating_sub(1);
         taken
-    }
-
-    /// Drop the gateway status reports of `inputs` past the budget at `now`, each counted
-    /// (`gwmp_stat_limited`) and logged, rate-limited.
-    fn limit(&mut self, inputs: &mut Vec<Input>, metrics: &Metrics, now: Instant) {
-        inputs.retain(|input| {
-            let Input::GatewayStatus { gateway_id, .. } = input else {
-                return true;
-            };
-            let taken = self.take(now);
-            if !taken {
-                metrics.problem("gwmp_stat_limited", || {
-                    format!(
-                        "udp: gateway {gateway_id}: stat report dropped, no status record: the gateways sent more than {STAT_BURST} at once or more than one every {} s",
-                        STAT_EVERY.as_secs()
-                    )
-                });
-            }
-            taken
-        });
     }
 }
 
@@ -456,6 +495,68 @@ mod tests {
         );
         assert_eq!(limited(), FLOOD - status);
         assert_eq!(metrics.dropped(), 0);
+    }
+
+    /// Each gateway of a source's list has a budget of its own: a flood under one EUI costs
+    /// only that gateway's status records. Without a list all the gateways share one, which
+    /// takes the reports of [`SHARED_CAPACITY`] gateways at `lora_pkt_fwd`'s default
+    /// interval.
+    #[test]
+    fn each_listed_gateway_has_a_stat_budget_of_its_own() {
+        const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
+        let stat = |g: [u8; 8]| Input::GatewayStatus {
+            gateway_id: hex::encode(g),
+            stat: serde_json::Map::new(),
+            time: SystemTime::UNIX_EPOCH,
+        };
+        let kept = |budgets: &mut StatBudgets, m: &Metrics, of: &[[u8; 8]], at: Instant| {
+            let mut inputs: Vec<Input> = of.iter().map(|&g| stat(g)).collect();
+            budgets.limit(&mut inputs, m, at);
+            inputs.len()
+        };
+        let t0 = Instant::now();
+        let flood = [GW; 20];
+        let m = Metrics::new();
+        let mut listed = StatBudgets::new(&[GW, OTHER], t0);
+        assert_eq!(kept(&mut listed, &m, &flood, t0), 16);
+        assert_eq!(
+            kept(&mut listed, &m, &[OTHER, GW], t0),
+            1,
+            "the other's own"
+        );
+        assert_eq!(kept(&mut listed, &m, &[GW, OTHER], t0 + STAT_EVERY), 2);
+        assert_eq!(m.problems("gwmp_stat_limited"), 5);
+
+        let m = Metrics::new();
+        let mut shared = StatBudgets::new(&[], t0);
+        assert_eq!(kept(&mut shared, &m, &flood, t0), 16);
+        assert_eq!(kept(&mut shared, &m, &[OTHER], t0), 0, "the flood's budget");
+        // The reports of SHARED_CAPACITY gateways at the default interval, spread evenly, are
+        // all taken for good; one gateway more, and the budget gives only what it earns.
+        assert_eq!(SHARED_CAPACITY, 15);
+        let rounds = 100;
+        let taken_of = |gateways: u64| {
+            let m = Metrics::new();
+            let mut shared = StatBudgets::new(&[], t0);
+            let every = DEFAULT_STAT_INTERVAL / gateways as u32;
+            let mut taken = 0;
+            for round in 0..rounds {
+                for g in 0..gateways {
+                    let at = t0 + DEFAULT_STAT_INTERVAL * round + every * g as u32;
+                    taken += kept(&mut shared, &m, &[g.to_be_bytes()], at);
+                }
+            }
+            (taken, m.problems("gwmp_stat_limited"))
+        };
+        let all = (SHARED_CAPACITY * u64::from(rounds)) as usize;
+        assert_eq!(taken_of(SHARED_CAPACITY), (all, 0));
+        // The last report comes one interval less one gateway's share after the first.
+        let one_more = SHARED_CAPACITY + 1;
+        let last = DEFAULT_STAT_INTERVAL * rounds - DEFAULT_STAT_INTERVAL / one_more as u32;
+        let earned = last.as_nanos() / STAT_EVERY.as_nanos();
+        let (taken, refused) = taken_of(one_more);
+        assert_eq!(taken as u128, u128::from(STAT_BURST) + earned);
+        assert_eq!(refused, one_more * u64::from(rounds) - taken as u64);
     }
 
     /// The budget gives one more each [`STAT_EVERY`], up to [`STAT_BURST`] saved, however
