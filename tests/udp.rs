@@ -437,3 +437,45 @@ fn only_listed_gateways_are_served() {
         "b827ebfffe000001"
     );
 }
+
+/// Each gateway of the source's list has a status budget of its own: a flood of `stat`
+/// reports under one listed EUI (a spoofer on the LAN, a forwarder with a very short
+/// `stat_interval`) is limited, counted, and the other gateway's report still makes its
+/// record.
+#[test]
+fn a_stat_flood_under_one_listed_gateway_leaves_the_others_status() {
+    const FLOOD: u16 = 40;
+    let other = "b827ebfffe000002";
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, sock) = start(
+        dir.path(),
+        "gateway_status = true\ngateways = [\"B827EBFFFE000001\", \"B827EBFFFE000002\"]\n",
+        "",
+    );
+    let stat = r#"{"stat":{"rxnb":1}}"#;
+    let start = std::time::Instant::now();
+    for token in 0..FLOOD {
+        assert_eq!(
+            exchange(&sock, &datagram(token, 0x00, stat)),
+            [2, (token >> 8) as u8, token as u8, 0x01]
+        );
+    }
+    let mut last = datagram(FLOOD, 0x00, stat);
+    last[4..12].copy_from_slice(&hex::decode(other).unwrap());
+    assert_eq!(exchange(&sock, &last)[3], 0x01);
+    let elapsed = start.elapsed();
+    // The other gateway's report, the last the source judged, makes its record.
+    agent.wait_log(
+        &format!("\"device_health\":{{\"id\":\"{other}\"}}"),
+        1,
+        WAIT,
+    );
+    // The flooded gateway's: 16 at once, and one more for each 2 s the flood took. (Its
+    // records made in the same millisecond have the same id: they are one record.)
+    let limited = agent.metric("hubgate_problems_total{kind=\"gwmp_stat_limited\"}");
+    let taken = u64::from(FLOOD) - limited;
+    assert!(
+        (16..=17 + elapsed.as_secs() / 2).contains(&taken),
+        "{taken} reports of the flooded gateway taken in {elapsed:?}"
+    );
+}
