@@ -72,9 +72,47 @@ impl Pointer {
 struct Current {
     number: u32,
     file: File,
-    /// Where the next entry goes (entries are written with `pwrite`: a failed append leaves
-    /// nothing the next one does not overwrite).
+    /// Where the next entry goes (entries are written with `pwrite`: what a failed append
+    /// left in a segment that holds no entry yet, the next one overwrites).
     end: u64,
+    /// An append failed after the segment's first entry: the next one starts a new segment.
+    /// A write failing at one file's tail (a bad block of a card) would otherwise fail every
+    /// append at the same offset, and the buffer take no record for good. The part of the
+    /// entry written is a torn tail, as a crash leaves one: past the last whole entry, named
+    /// by no pointer.
+    failed: bool,
+}
+
+impl Current {
+    /// Write `entry` at the end.
+    fn write(&self, entry: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if FAILING.with(|f| {
+            f.borrow()
+                .as_ref()
+                .is_some_and(|n| n.contains(&self.number))
+        }) {
+            self.file
+                .write_all_at(&entry[..entry.len() / 2], self.end)?;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.file.write_all_at(entry, self.end)
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Segments whose appends on this thread write half their entry, then fail (EIO): a card
+    /// that refuses writes at those files' tails.
+    static FAILING: std::cell::RefCell<Option<std::ops::RangeInclusive<u32>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Appends on this thread to a segment numbered in `numbers` fail from now on, each after
+/// writing half its entry (`None`: none fails).
+#[cfg(test)]
+pub fn fail_appends_in(numbers: Option<std::ops::RangeInclusive<u32>>) {
+    FAILING.with(|f| *f.borrow_mut() = numbers);
 }
 
 pub struct Segments {
@@ -594,7 +632,8 @@ impl Segments {
     /// last flush). They follow the headers as appended ([`Segments::headers`]) and end at
     /// the first that is not whole, unlike [`Segments::scan`], which the salvage and
     /// `hubgate buffer recover` run on a database moved aside: in a buffer in use, a torn
-    /// entry is its segment's last (appends after a crash go to a new one), and reading on
+    /// entry is its segment's last (appends after a crash, or after one that failed past the
+    /// segment's first entry, go to a new one), and reading on
     /// past it byte by byte could take bytes inside a damaged entry for an entry of any
     /// number, which would move every number handed out after it. (For the scan's carrying
     /// such bytes would need a whole header and a value whose CRC checks, inside one record:
@@ -717,7 +756,11 @@ impl Segments {
                     ),
                 )
             })?;
-        if self.current.as_ref().is_none_or(|c| c.end >= SEGMENT_SIZE) {
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|c| c.end >= SEGMENT_SIZE || c.failed)
+        {
             self.start_segment()?;
         }
         let current = self.current.as_mut().expect("started above");
@@ -726,7 +769,13 @@ impl Segments {
         entry.extend_from_slice(&seq.to_be_bytes());
         entry.extend_from_slice(&len.to_be_bytes());
         entry.extend_from_slice(value);
-        current.file.write_all_at(&entry, current.end)?;
+        if let Err(e) = current.write(&entry) {
+            // One that holds no entry yet is appended to again, at its start: a file system
+            // that creates files but refuses every write gets one new segment per failing
+            // streak, not one per append.
+            current.failed = current.end > 0;
+            return Err(e);
+        }
         current.end += entry.len() as u64;
         if let std::collections::btree_map::Entry::Vacant(e) = self.unsynced.entry(current.number) {
             e.insert(current.file.try_clone()?);
@@ -764,6 +813,7 @@ impl Segments {
                 number,
                 file,
                 end: 0,
+                failed: false,
             }) {
                 if self.live.contains_key(&old.number) {
                     self.sizes.insert(old.number, old.end);

@@ -2084,6 +2084,109 @@ mod tests {
         );
     }
 
+    /// A body that decodes, for record `seq`: a salvage carries only those.
+    fn body_of(seq: u64) -> Vec<u8> {
+        super::super::encode(&record(seq, 200))
+    }
+
+    /// Records `0..5` flushed in segment 1; then an append to it fails at its tail (EIO,
+    /// half the entry written) and keeps failing there; records `5..10` are inserted and
+    /// flushed after it. Segment 1's path.
+    fn past_a_failing_tail(dir: &Path) -> PathBuf {
+        let mut s = SledStore::open(dir).unwrap();
+        fill_with(&mut s, 0..5, body_of);
+        s.flush().unwrap();
+        super::super::segments::fail_appends_in(Some(1..=1));
+        let e = s.insert(5, body_of(5)).unwrap_err();
+        assert!(e.to_string().contains("appending record #5"), "{e}");
+        fill_with(&mut s, 5..10, body_of);
+        s.flush().unwrap();
+        assert_eq!(s.segments.files(), vec![1, 2]);
+        assert_eq!((segment_of(&s, 4), segment_of(&s, 5)), (1, 2));
+        let first = s.segments.dir().join("00000001.seg");
+        // Segment 1 ends in the half entry: a torn tail no pointer names.
+        let entry = 12 + body_of(5).len() as u64;
+        assert_eq!(
+            std::fs::metadata(&first).unwrap().len(),
+            5 * entry + entry / 2
+        );
+        first
+    }
+
+    /// s41 F1: an append that fails at a segment's tail (a bad block of a card: EIO every
+    /// time, the other files fine) does not fail the next: that one goes to a new segment,
+    /// instead of to the same offset, failing, for good. The torn tail left is read as
+    /// nothing: every record comes back in order after a reopen, none counted damaged, and
+    /// once they are delivered no segment is left.
+    #[test]
+    fn an_append_failing_at_a_segments_tail_goes_on_in_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        past_a_failing_tail(dir.path());
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.segments.files(), vec![1, 2]);
+        assert_eq!(moved(), 0);
+        let values = s.segments.dir().to_path_buf();
+        let (mut b, m) = buffer_of(dir.path(), s);
+        let read: Vec<(u64, String)> = b
+            .next(None, 100, u64::MAX, Instant::now())
+            .unwrap()
+            .into_iter()
+            .map(|(seq, r)| (seq, r.id))
+            .collect();
+        let all: Vec<(u64, String)> = (0..10).map(|seq| (seq, format!("id-{seq}"))).collect();
+        assert_eq!(read, all);
+        assert_eq!(m.dropped_corrupt.get(), 0);
+        for seq in 0..10 {
+            b.remove(seq).unwrap();
+        }
+        b.flush().unwrap();
+        assert_eq!(std::fs::read_dir(&values).unwrap().count(), 0);
+        super::super::segments::fail_appends_in(None);
+    }
+
+    /// A salvage reads past such a torn tail: it carries every record, and the database
+    /// moved aside goes, as nothing in it failed to read.
+    #[test]
+    fn a_salvage_reads_past_the_torn_tail_of_a_failed_append() {
+        let dir = tempfile::tempdir().unwrap();
+        past_a_failing_tail(dir.path());
+        super::super::segments::fail_appends_in(None);
+        let mut all: Vec<u64> = (0..10).collect();
+        all.extend(lose_the_last_ten(dir.path(), 0));
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(moved(), 1, "no salvage");
+        assert_eq!(seqs(&s, None), all);
+        assert_eq!(moved_aside(dir.path()), vec![]);
+    }
+
+    /// A file system that creates files but refuses every write: the first failure starts
+    /// one new segment, and the failures in it, which holds no entry, append there again,
+    /// so a failing streak adds one file, not one per append. Once writes work again, they
+    /// go on there; the next streak adds one more.
+    #[test]
+    fn appends_failing_everywhere_start_one_new_segment_per_streak() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill_with(&mut s, 0..3, body_of);
+        s.flush().unwrap();
+        for (streak, from) in [(1, 3), (2, 6)] {
+            super::super::segments::fail_appends_in(Some(1..=u32::MAX));
+            for _ in 0..5 {
+                s.insert(from, body_of(from)).unwrap_err();
+            }
+            assert_eq!(s.segments.files(), (1..=streak + 1).collect::<Vec<u32>>());
+            super::super::segments::fail_appends_in(None);
+            fill_with(&mut s, from..from + 3, body_of);
+            s.flush().unwrap();
+            assert_eq!(segment_of(&s, from), streak + 1);
+        }
+        drop(s);
+        let mut s = SledStore::open(dir.path()).unwrap();
+        let all: Vec<(u64, Vec<u8>)> = (0..9).map(|seq| (seq, body_of(seq))).collect();
+        assert_eq!(s.scan(None, 100).unwrap(), all);
+        drain(&mut s, &(0..9).collect::<Vec<_>>());
+    }
+
     /// A buffer over `s`, to see what its reader makes of the records.
     fn buffer_of(dir: &Path, s: SledStore) -> (super::super::Buffer, Arc<crate::metrics::Metrics>) {
         let m = crate::metrics::Metrics::new();
