@@ -215,6 +215,11 @@ pub trait Store: Send {
     fn release_reserve_if_short(&mut self) -> u64 {
         0
     }
+    /// Records the open dropped because no buffer holds them (an old layout's over
+    /// [`segments::MAX_VALUE`]), since the last call.
+    fn take_too_large(&mut self) -> u64 {
+        0
+    }
     /// Make the disk space reserve where it is missing and the disk has room for it, beside
     /// `min_free`; whether it was made.
     fn keep_reserve(&mut self, _min_free: u64) -> std::io::Result<bool> {
@@ -422,6 +427,7 @@ impl Buffer {
             boot_id: None,
         };
         b.update_gauges();
+        b.metrics.dropped_full.add(b.store.take_too_large());
         b.left_over();
         b.release_reserve_if_short();
         b.keep_reserve();

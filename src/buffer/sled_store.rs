@@ -37,7 +37,7 @@ use super::compact::{self, Compaction};
 use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::lock::BufferLock;
 use super::mark::Mark;
-use super::segments::{read_entry, Held, Pointer, ReadError, SegmentSync, Segments};
+use super::segments::{read_entry, Held, Pointer, ReadError, SegmentSync, Segments, MAX_VALUE};
 use super::{BufferError, Entries, StateEntry, Store};
 
 const DB_DIR: &str = "sled";
@@ -122,6 +122,9 @@ pub struct SledStore {
     /// Bytes of the disk space reserve the open gave back, until
     /// [`Store::release_reserve_if_short`] reports them.
     reserve_released: u64,
+    /// Records of an old layout the open dropped as too large ([`SledStore::drops_too_large`]),
+    /// until [`Store::take_too_large`] reports them.
+    too_large: u64,
 }
 
 /// Acknowledged records whose pointers name a segment that is gone, while some segment
@@ -485,6 +488,10 @@ impl SledStore {
             }
             for (k, v) in &batch {
                 if let Some(seq) = seq_of(k) {
+                    // Dropped: it leaves the old tree with its batch.
+                    if self.drops_too_large(seq, v.len()) {
+                        continue;
+                    }
                     self.insert(seq, v.to_vec())?;
                     moved += 1;
                 }
@@ -509,6 +516,22 @@ impl SledStore {
             );
         }
         Ok(())
+    }
+
+    /// Whether record `seq` of an old layout, `len` bytes, is over the largest value a
+    /// segment holds ([`MAX_VALUE`]; the old tree had no such cap). No layout of this release
+    /// holds it, and moving it would fail every open: it is dropped, with a warning, and
+    /// counted as the buffer counts a record too large for it (`buffer_full`).
+    fn drops_too_large(&mut self, seq: u64, len: usize) -> bool {
+        if len <= MAX_VALUE as usize {
+            return false;
+        }
+        log::warn!(
+            "buffer: record #{seq} of the old layout ({len} bytes) is over the largest the \
+             buffer holds ({MAX_VALUE}): dropped (reason buffer_full)"
+        );
+        self.too_large += 1;
+        true
     }
 
     /// [`SledStore::open_inner`] with the error as a [`BufferError`] naming `dir`.
@@ -563,6 +586,7 @@ impl SledStore {
             unlinked: None,
             moved_aside: false,
             reserve_released: 0,
+            too_large: 0,
         };
         // An old layout's records count too: they are moved over under their numbers.
         let old_last = store
@@ -1128,6 +1152,9 @@ impl SledStore {
                     continue;
                 };
                 if let Some(seq) = seq_of(&k) {
+                    if fresh.drops_too_large(seq, v.len()) {
+                        continue;
+                    }
                     carry(&mut fresh, seq, v.to_vec())?;
                     kept += 1;
                 }
@@ -1718,6 +1745,10 @@ impl Store for SledStore {
     fn release_reserve_if_short(&mut self) -> u64 {
         std::mem::take(&mut self.reserve_released)
             + super::reserve::release_if_short(self.buffer_dir())
+    }
+
+    fn take_too_large(&mut self) -> u64 {
+        std::mem::take(&mut self.too_large)
     }
 
     fn keep_reserve(&mut self, min_free: u64) -> std::io::Result<bool> {
@@ -2793,6 +2824,66 @@ mod tests {
         let bytes: u64 = (0..300).map(|seq| 100 + seq).sum();
         assert_eq!(s.usage(), (300, bytes));
         assert_eq!(s.scan(Some(298), 1).unwrap(), vec![(299, vec![43; 399])]);
+    }
+
+    /// An old layout of 4 records whose #1 is over the largest value a segment holds (the old
+    /// tree had no cap). Few: sled reads the leaf holding it, whole, at each access.
+    fn old_layout_with_one_too_large(dir: &Path) {
+        old_layout(dir, 4);
+        let db = sled::open(dir.join(DB_DIR)).unwrap();
+        db.open_tree(OLD_RECORDS)
+            .unwrap()
+            .insert(1u64.to_be_bytes(), vec![7; MAX_VALUE as usize + 1])
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    /// The records of [`old_layout_with_one_too_large`] but #1, in order.
+    fn check_upgraded_but_the_large_one(s: &SledStore) {
+        let expected: Vec<(u64, Vec<u8>)> = [0, 2, 3]
+            .into_iter()
+            .map(|seq| (seq, vec![seq as u8; 100 + seq as usize]))
+            .collect();
+        assert_eq!(s.scan(None, 1000).unwrap(), expected);
+        assert!(!s.db.tree_names().iter().any(|t| t == OLD_RECORDS));
+    }
+
+    /// s41 F4: an old layout's record over the largest value does not fail the upgrade,
+    /// which would fail every open (systemd restarting hubgate into the same failure): no
+    /// layout of this release holds it, so it is dropped, with a warning naming it, and
+    /// counted as a record too large for the buffer; the others are moved in order, and the
+    /// next open is clean.
+    #[test]
+    fn an_old_record_too_large_for_a_segment_is_dropped_and_counted_at_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        old_layout_with_one_too_large(dir.path());
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(moved(), 0);
+        check_upgraded_but_the_large_one(&s);
+        assert_eq!(s.last_seq(), Some(4));
+        let (b, m) = buffer_of(dir.path(), s);
+        assert_eq!(m.dropped_full.get(), 1);
+        drop(b);
+        let s = SledStore::open(dir.path()).unwrap();
+        check_upgraded_but_the_large_one(&s);
+        let (_b, m) = buffer_of(dir.path(), s);
+        assert_eq!(m.dropped_full.get(), 0);
+    }
+
+    /// A salvage of such an old layout drops and counts it the same way, carrying the
+    /// others.
+    #[test]
+    fn an_old_record_too_large_for_a_segment_is_dropped_and_counted_by_a_salvage() {
+        let dir = tempfile::tempdir().unwrap();
+        old_layout_with_one_too_large(dir.path());
+        let mut mark = Mark::open(&dir.path().join(DB_DIR).join(MARK_FILE)).unwrap();
+        mark.set(400).unwrap();
+        drop(mark);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(moved(), 1, "no salvage");
+        check_upgraded_but_the_large_one(&s);
+        let (_b, m) = buffer_of(dir.path(), s);
+        assert_eq!(m.dropped_full.get(), 1);
     }
 
     /// sled's own flush does not survive a power cut (it ends in sync_file_range): every
