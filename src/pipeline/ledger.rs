@@ -2640,6 +2640,41 @@ pub(super) mod tests {
         );
     }
 
+    /// s41 F1 through the ledger: a segment whose appends fail at its tail (EIO every time,
+    /// the other files fine) holds the record being written and its acknowledgement for a
+    /// round, not for good: the next round's write goes to a new segment, the record is
+    /// acknowledged once that is flushed, and input is taken again.
+    #[test]
+    fn a_segment_failing_at_its_tail_holds_input_for_a_round_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+        let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        // Made now, so not expired: segment 1 holds #0 while #1 is written.
+        let fresh = |n| Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(n)
+        };
+        buffer.push(0, &fresh(0)).unwrap();
+        let t0 = now.0;
+        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        crate::buffer::fail_appends_in(Some(1..=1));
+        ledger.take_to_buffer(vec![fresh(1)], counter(false), ack(1));
+        ledger.end_round(t0).unwrap();
+        assert_eq!(pkids(&mut pubacks), [0u16; 0]);
+        assert!(!ledger.accepting());
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
+        ledger.end_round(t0).unwrap();
+        ledger.commit(t0, true).unwrap();
+        assert_eq!(pkids(&mut pubacks), [1]);
+        assert!(ledger.accepting());
+        assert_eq!(ledger.buffered(), 2);
+        crate::buffer::fail_appends_in(None);
+    }
+
     /// A record the sink refuses for good is dead-lettered as an excerpt of a few hundred
     /// bytes, not whole (a hostile 260 KB uplink makes a 4.4 MB record), and counts against
     /// `MAX_DEAD_LETTERS` as dead letters of input do: past it, a refused record (or a dead
