@@ -632,13 +632,12 @@ impl Segments {
     /// last flush). They follow the headers as appended ([`Segments::headers`]) and end at
     /// the first that is not whole, unlike [`Segments::scan`], which the salvage and
     /// `hubgate buffer recover` run on a database moved aside: in a buffer in use, a torn
-    /// entry is its segment's last (appends after a crash, or after one that failed past the
-    /// segment's first entry, go to a new one), and reading on
-    /// past it byte by byte could take bytes inside a damaged entry for an entry of any
-    /// number, which would move every number handed out after it. (For the scan's carrying
-    /// such bytes would need a whole header and a value whose CRC checks, inside one record:
-    /// its text is JSON, which holds no raw zero bytes, and a header's number starts with
-    /// several.)
+    /// entry is its segment's last (appends after a crash, or after one that failed past
+    /// the segment's first entry, go to a new one), and reading on past it byte by byte
+    /// could take bytes inside a damaged entry for an entry of any number, which would move
+    /// every number handed out after it. (For the scan's carrying such bytes would need a
+    /// whole header and a value whose CRC checks, inside one record: its text is JSON,
+    /// which holds no raw zero bytes, and a header's number starts with several.)
     pub fn entries(&self, number: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let (file, headers) = self.headers(number)?;
         let mut entries = Vec::with_capacity(headers.len());
