@@ -41,7 +41,11 @@ fn check(codec: Codec, fport: Option<u8>, payload: &[u8]) -> Result<(), TestCase
 macro_rules! never_panics {
     ($($name:ident => $codec:expr),* $(,)?) => {
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(CASES))]
+            #![proptest_config(ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
             $(
                 #[test]
                 fn $name(fport in any::<Option<u8>>(), payload in prop::collection::vec(any::<u8>(), 0..64)) {
@@ -165,7 +169,11 @@ fn milesight_records() -> Vec<(Vec<u8>, usize)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// Well-formed Elsys frames decode for every model; 0x01 temperature records repeat in
     /// order.
@@ -210,7 +218,11 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// Random bytes rarely form a whole LPP frame; build well-formed frames from known
     /// types so the success path (and its context_id) is exercised too.

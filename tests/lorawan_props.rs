@@ -39,7 +39,11 @@ fn decoder_of(last: Option<u32>, resets: bool) -> Decoder {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn parse_never_panics(phy in prop::collection::vec(any::<u8>(), 0..300)) {
@@ -70,7 +74,11 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(ProptestConfig {
+        cases: 2_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// Encrypt and MIC with the crate's creator, decode with hubgate: same payload, port and
     /// 32-bit counter, including across 16-bit rollovers (a gap of up to `BLOCKS_AHEAD`
