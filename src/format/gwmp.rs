@@ -164,13 +164,14 @@ struct Rxpk {
 #[derive(Debug, Default, PartialEq)]
 pub struct PushContent {
     pub frames: Vec<RadioFrame>,
-    /// Frames the concentrator flagged with a bad CRC (`stat` -1) or without data: skipped.
+    /// Frames the concentrator did not flag with a good CRC (`stat` -1, or 0: no CRC): skipped.
     pub bad_crc: usize,
     /// Frames whose `time` was not a time a record can carry, nor any copy's: kept, with the
     /// receive time. One per frame, however many of its copies had a bad time.
     pub bad_time: usize,
     /// Entries that are no readable `rxpk` object (a field of the wrong type or range, a
-    /// value the parser refuses), or an `rxpk` that is not an array: skipped.
+    /// value the parser refuses, `data` that is not base64), or an `rxpk` that is not an
+    /// array: skipped.
     pub bad_rxpk: usize,
     /// The gateway's `stat` object, when present and asked for.
     pub stat: Option<serde_json::Map<String, serde_json::Value>>,
@@ -221,9 +222,12 @@ pub fn parse_push(
             out.bad_rxpk += 1;
             continue;
         };
-        let phy = base64::engine::general_purpose::STANDARD.decode(p.data.as_bytes());
-        let (Ok(phy), 1) = (phy, p.stat) else {
+        if p.stat != 1 {
             out.bad_crc += 1;
+            continue;
+        }
+        let Ok(phy) = base64::engine::general_purpose::STANDARD.decode(p.data.as_bytes()) else {
+            out.bad_rxpk += 1;
             continue;
         };
         let (sf, bw) = p
@@ -343,6 +347,19 @@ mod tests {
         assert_eq!(parse(&[2, 1, 2, PUSH_DATA, 1, 2]), Err(GwmpError::Short(6)));
     }
 
+    /// A frame with a good CRC whose `data` is not base64 is an entry hubgate cannot read,
+    /// not a bad CRC: the log line must not send the installer to the antenna.
+    #[test]
+    fn data_that_is_not_base64_is_a_bad_rxpk_not_a_bad_crc() {
+        let json = r#"{"rxpk":[
+            {"tmst":1,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","rssi":-60,"lsnr":9,"size":4,"data":"not base64!"},
+            {"tmst":2,"freq":868.1,"stat":0,"modu":"LORA","datr":"SF7BW125","rssi":-60,"lsnr":9,"size":4,"data":"QNobASY="},
+            {"tmst":3,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","rssi":-60,"lsnr":9,"size":5,"data":"QNobASY="}]}"#;
+        let c = parse_push(json.as_bytes(), &[0; 8], SystemTime::UNIX_EPOCH, false).unwrap();
+        assert_eq!((c.bad_rxpk, c.bad_crc, c.frames.len()), (1, 1, 1));
+        assert_eq!(c.frames[0].phy, [0x40, 0xda, 0x1b, 0x01, 0x26]);
+    }
+
     #[test]
     fn rxpk_becomes_radio_frames_and_bad_crc_is_skipped() {
         let json = r#"{"rxpk":[
@@ -357,7 +374,7 @@ mod tests {
             true,
         )
         .unwrap();
-        assert_eq!(c.bad_crc, 1);
+        assert_eq!((c.bad_crc, c.bad_rxpk), (1, 0));
         assert_eq!(c.frames.len(), 1);
         let f = &c.frames[0];
         assert_eq!(f.phy, [0x40, 0xda, 0x1b, 0x01, 0x26]);
