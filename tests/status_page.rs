@@ -18,6 +18,16 @@ const LEAK: &str = "io.microshare.leak.unpacked";
 const UPLINKS: u64 = 21;
 const DOOR_UPLINKS: u64 = 3;
 
+/// Every path the listener serves.
+const PATHS: [&str; 6] = [
+    "/",
+    "/devices",
+    "/problems",
+    "/api/status",
+    "/api/devices",
+    "/metrics",
+];
+
 /// config/demo.toml with the buffer in `dir`, a UDP source beside the replay (so the agent
 /// keeps running once the file is replayed) and the Event Hubs sink on `kafka`, which
 /// creates no hubs (`precreated`).
@@ -259,14 +269,7 @@ fn with_a_password_every_path_needs_it_and_guessing_is_stopped() {
             ))
             .unwrap()
     };
-    for path in [
-        "/",
-        "/devices",
-        "/problems",
-        "/api/status",
-        "/api/devices",
-        "/metrics",
-    ] {
+    for path in PATHS {
         let (code, head, _) = get(&agent, path);
         assert_eq!(code, 401, "{path}: {head}");
         assert!(
@@ -668,14 +671,7 @@ fn a_request_whose_sender_shuts_its_side_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(dir.path(), &quiet_config(dir.path()));
     agent.wait_log("running: 1 source(s)", 1, WAIT);
-    for path in [
-        "/",
-        "/devices",
-        "/problems",
-        "/api/status",
-        "/api/devices",
-        "/metrics",
-    ] {
+    for path in PATHS {
         let mut s = TcpStream::connect(("127.0.0.1", agent.metrics_port)).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())

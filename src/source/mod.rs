@@ -437,6 +437,41 @@ pub fn or_dead_letter<T>(
     })
 }
 
+/// A source's context for a unit test, on a queue of `frames` frames and `max_bytes`: the context,
+/// the forwarder's end of the queue, and the senders of `stopping` and `acked`, which the
+/// test keeps while the source runs (a dropped sender would read as a stop).
+#[cfg(test)]
+pub struct TestContext {
+    pub ctx: Context,
+    pub forwarder: mpsc::Receiver<Frame>,
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub all_acked: tokio::sync::watch::Sender<bool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+#[cfg(test)]
+impl TestContext {
+    pub fn new(frames: usize, max_bytes: usize) -> TestContext {
+        let (queue, forwarder) = queue(frames, max_bytes);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let (all_acked, acked) = tokio::sync::watch::channel(false);
+        let metrics = crate::metrics::Metrics::new();
+        let ctx = Context {
+            frames: queue,
+            stopping,
+            acked,
+            metrics: metrics.clone(),
+        };
+        TestContext {
+            ctx,
+            forwarder,
+            stop,
+            all_acked,
+            metrics,
+        }
+    }
+}
+
 /// One MQTT or replay message in `format`; `received` stands in for a time it lacks.
 pub fn parse(
     format: crate::config::UplinkFormat,
@@ -461,17 +496,8 @@ mod tests {
     use crate::config::UplinkFormat;
 
     fn context() -> (Context, std::sync::Arc<crate::metrics::Metrics>) {
-        let (frames, _rx) = queue(1, 1 << 20);
-        let (_stop, stopping) = tokio::sync::watch::channel(false);
-        let (_ack, acked) = tokio::sync::watch::channel(false);
-        let metrics = crate::metrics::Metrics::new();
-        let ctx = Context {
-            frames,
-            stopping,
-            acked,
-            metrics: metrics.clone(),
-        };
-        (ctx, metrics)
+        let t = TestContext::new(1, 1 << 20);
+        (t.ctx, t.metrics)
     }
 
     /// A message whose time is bad is kept with the receive time, and the bad time counted.

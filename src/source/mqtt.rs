@@ -745,6 +745,7 @@ pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::TestContext;
 
     /// A broker that drops the connection right after CONNACK (as when it redelivers a
     /// message rumqttc cannot read) keeps the backoff growing and is logged once; a
@@ -997,22 +998,13 @@ mod tests {
     /// The same, keeping its session's file in `kept_in`.
     fn running_in(cfg: MqttSourceConfig, kept_in: Option<PathBuf>) -> Running {
         let opts = options(&cfg, "t").unwrap();
-        let (queue, frames) = super::super::queue(8, 1 << 20);
-        let (_stop, stopping) = tokio::sync::watch::channel(false);
-        let (all_acked, acked) = tokio::sync::watch::channel(false);
-        let metrics = crate::metrics::Metrics::new();
-        let ctx = Context {
-            frames: queue,
-            stopping,
-            acked,
-            metrics: metrics.clone(),
-        };
+        let t = TestContext::new(8, 1 << 20);
         Running {
-            source: tokio::spawn(run(cfg, opts, kept_in, ctx)),
-            frames,
-            metrics,
-            all_acked,
-            _stop,
+            source: tokio::spawn(run(cfg, opts, kept_in, t.ctx)),
+            frames: t.forwarder,
+            metrics: t.metrics,
+            all_acked: t.all_acked,
+            _stop: t.stop,
         }
     }
 

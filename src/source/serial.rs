@@ -323,6 +323,7 @@ fn content_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::TestContext;
 
     /// The frames of one read still in the source's hands when the forwarder has closed the
     /// queue (the agent stops) are dropped and counted, each of them, and the reading ends.
@@ -330,17 +331,10 @@ mod tests {
     async fn frames_that_find_the_queue_closed_are_counted_as_dropped() {
         use tokio::io::AsyncWriteExt;
         let (mut far, mut port) = tokio_serial::SerialStream::pair().unwrap();
-        let metrics = crate::metrics::Metrics::new();
-        let (frames, forwarder) = super::super::queue(8, 1 << 20);
-        drop(forwarder);
-        let (_stop, mut stopping) = tokio::sync::watch::channel(false);
-        let (_acked, acked) = tokio::sync::watch::channel(false);
-        let ctx = Context {
-            frames,
-            stopping: stopping.clone(),
-            acked,
-            metrics: metrics.clone(),
-        };
+        let t = TestContext::new(8, 1 << 20);
+        let (metrics, ctx) = (t.metrics, t.ctx);
+        drop(t.forwarder);
+        let mut stopping = ctx.stopping.clone();
         let mut deframer = Deframer::new(crate::framing::Framing::LinesHex, 64, None).unwrap();
         far.write_all(b"0a0b\n0c0d\n0e0f\n").await.unwrap();
         let (content, mut same_ms) = (SerialContent::Phy, None);
@@ -454,16 +448,9 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         const N: usize = 3000;
         let (mut far, mut port) = tokio_serial::SerialStream::pair().unwrap();
-        let metrics = crate::metrics::Metrics::new();
-        let (frames, mut forwarder) = super::super::queue(N + 1, 8 << 20);
-        let (stop, mut stopping) = tokio::sync::watch::channel(false);
-        let (_acked, acked) = tokio::sync::watch::channel(false);
-        let ctx = Context {
-            frames,
-            stopping: stopping.clone(),
-            acked,
-            metrics: metrics.clone(),
-        };
+        let t = TestContext::new(N + 1, 8 << 20);
+        let (ctx, mut forwarder, stop) = (t.ctx, t.forwarder, t.stop);
+        let mut stopping = ctx.stopping.clone();
         let mut deframer = Deframer::new(crate::framing::Framing::Slip, 64, None).unwrap();
         let mut burst = slip(&with_crc(&envelope(&[21, 40], None))).repeat(N);
         burst.extend(slip(&with_crc(&envelope(&[22, 41], None))));

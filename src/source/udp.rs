@@ -296,6 +296,7 @@ fn push_inputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::TestContext;
 
     const GW: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 1];
 
@@ -408,17 +409,9 @@ mod tests {
     /// stops) are dropped and counted, each of them, and the source ends.
     #[tokio::test]
     async fn frames_that_find_the_queue_closed_are_counted_as_dropped() {
-        let metrics = Metrics::new();
-        let (frames, forwarder) = super::super::queue(8, 1 << 20);
-        drop(forwarder);
-        let (_stop, stopping) = tokio::sync::watch::channel(false);
-        let (_acked, acked) = tokio::sync::watch::channel(false);
-        let ctx = Context {
-            frames,
-            stopping,
-            acked,
-            metrics: metrics.clone(),
-        };
+        let t = TestContext::new(8, 1 << 20);
+        let (metrics, ctx) = (t.metrics, t.ctx);
+        drop(t.forwarder);
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = socket.local_addr().unwrap();
         let source = tokio::spawn(run(socket, cfg(Vec::new()), ctx));
@@ -446,16 +439,8 @@ mod tests {
     #[tokio::test]
     async fn a_flood_of_stat_reports_makes_a_bounded_number_of_records() {
         const FLOOD: u64 = 100;
-        let metrics = Metrics::new();
-        let (frames, mut forwarder) = super::super::queue(4 * FLOOD as usize, 1 << 20);
-        let (_stop, stopping) = tokio::sync::watch::channel(false);
-        let (_acked, acked) = tokio::sync::watch::channel(false);
-        let ctx = Context {
-            frames,
-            stopping,
-            acked,
-            metrics: metrics.clone(),
-        };
+        let t = TestContext::new(4 * FLOOD as usize, 1 << 20);
+        let (metrics, ctx, mut forwarder) = (t.metrics, t.ctx, t.forwarder);
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = socket.local_addr().unwrap();
         let source = tokio::spawn(run(socket, cfg(Vec::new()), ctx));
