@@ -115,6 +115,27 @@ pub fn fail_appends_in(numbers: Option<std::ops::RangeInclusive<u32>>) {
     FAILING.with(|f| *f.borrow_mut() = numbers);
 }
 
+/// Appends on this thread to a segment numbered in `numbers` fail (as with
+/// [`fail_appends_in`]) until the guard returned is dropped, a failing test's unwinding
+/// included.
+#[cfg(test)]
+#[must_use = "appends fail only until the guard is dropped"]
+pub fn failing_appends_in(numbers: std::ops::RangeInclusive<u32>) -> FailingAppends {
+    fail_appends_in(Some(numbers));
+    FailingAppends
+}
+
+/// See [`failing_appends_in`].
+#[cfg(test)]
+pub struct FailingAppends;
+
+#[cfg(test)]
+impl Drop for FailingAppends {
+    fn drop(&mut self) {
+        fail_appends_in(None);
+    }
+}
+
 pub struct Segments {
     dir: PathBuf,
     current: Option<Current>,

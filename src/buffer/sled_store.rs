@@ -2121,13 +2121,13 @@ mod tests {
     }
 
     /// Records `0..5` flushed in segment 1; then an append to it fails at its tail (EIO,
-    /// half the entry written) and keeps failing there; records `5..10` are inserted and
-    /// flushed after it. Segment 1's path.
+    /// half the entry written) and keeps failing there until this returns; records `5..10`
+    /// are inserted and flushed after it. Segment 1's path.
     fn past_a_failing_tail(dir: &Path) -> PathBuf {
         let mut s = SledStore::open(dir).unwrap();
         fill_with(&mut s, 0..5, body_of);
         s.flush().unwrap();
-        super::super::segments::fail_appends_in(Some(1..=1));
+        let _failing = super::super::segments::failing_appends_in(1..=1);
         let e = s.insert(5, body_of(5)).unwrap_err();
         assert!(e.to_string().contains("appending record #5"), "{e}");
         fill_with(&mut s, 5..10, body_of);
@@ -2172,7 +2172,6 @@ mod tests {
         }
         b.flush().unwrap();
         assert_eq!(std::fs::read_dir(&values).unwrap().count(), 0);
-        super::super::segments::fail_appends_in(None);
     }
 
     /// A salvage reads past such a torn tail: it carries every record, and the database
@@ -2181,7 +2180,6 @@ mod tests {
     fn a_salvage_reads_past_the_torn_tail_of_a_failed_append() {
         let dir = tempfile::tempdir().unwrap();
         past_a_failing_tail(dir.path());
-        super::super::segments::fail_appends_in(None);
         let mut all: Vec<u64> = (0..10).collect();
         all.extend(lose_the_last_ten(dir.path(), 0));
         let s = SledStore::open(dir.path()).unwrap();
@@ -2202,22 +2200,23 @@ mod tests {
         s.flush().unwrap();
         // A streak the run ends in: the segment it started holds half an entry and no
         // pointer, the next open deletes it, and its torn header moves no number.
-        super::super::segments::fail_appends_in(Some(1..=u32::MAX));
+        let failing = super::super::segments::failing_appends_in(1..=u32::MAX);
         for _ in 0..2 {
             s.insert(3, body_of(3)).unwrap_err();
         }
         assert_eq!(s.segments.files(), vec![1, 2]);
+        drop(failing);
         drop(s);
         let mut s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.segments.files(), vec![1]);
         assert_eq!(s.last_seq(), Some(2));
         for (streak, from) in [(1, 3), (2, 6)] {
-            super::super::segments::fail_appends_in(Some(1..=u32::MAX));
+            let failing = super::super::segments::failing_appends_in(1..=u32::MAX);
             for _ in 0..5 {
                 s.insert(from, body_of(from)).unwrap_err();
             }
             assert_eq!(s.segments.files(), (1..=streak + 1).collect::<Vec<u32>>());
-            super::super::segments::fail_appends_in(None);
+            drop(failing);
             fill_with(&mut s, from..from + 3, body_of);
             s.flush().unwrap();
             assert_eq!(segment_of(&s, from), streak + 1);
@@ -2411,9 +2410,9 @@ mod tests {
         let mut s = SledStore::open(dir.path()).unwrap();
         // Four records a segment: #8 and #9 are segment 3's first two.
         fill_with(&mut s, 0..10, body);
-        super::super::segments::fail_appends_in(Some(3..=3));
+        let failing = super::super::segments::failing_appends_in(3..=3);
         s.insert(10, body(10)).unwrap_err();
-        super::super::segments::fail_appends_in(None);
+        drop(failing);
         fill_with(&mut s, 10..40, body);
         s.flush().unwrap();
         assert_eq!((segment_of(&s, 9), segment_of(&s, 10)), (3, 4));
