@@ -214,6 +214,11 @@ impl SegmentSync {
     pub fn numbers(&self) -> Vec<u32> {
         self.files.iter().map(|(n, _)| *n).collect()
     }
+
+    /// Whether it syncs the segment directory.
+    pub fn syncs_dir(&self) -> bool {
+        self.dir.is_some()
+    }
 }
 
 /// Why a body cannot be read.

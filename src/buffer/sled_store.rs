@@ -2332,6 +2332,27 @@ mod tests {
         assert_eq!(job.values.numbers(), vec![1, 2]);
     }
 
+    /// A segment appended to since the last flush was prepared, then left after an append
+    /// to it failed, is synced by the next flush with the new segment, and the directory
+    /// too (it holds the new segment's name): that flush's mark covers records in both.
+    #[test]
+    fn a_segment_left_after_a_failed_append_is_synced_by_the_next_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill_with(&mut s, 0..3, body_of);
+        s.flush().unwrap();
+        fill_with(&mut s, 3..5, body_of);
+        let failing = super::super::segments::failing_appends_in(1..=1);
+        s.insert(5, body_of(5)).unwrap_err();
+        drop(failing);
+        s.insert(5, body_of(5)).unwrap();
+        assert_eq!((segment_of(&s, 4), segment_of(&s, 5)), (1, 2));
+        let job = s.prepare_flush().unwrap().expect("a mark to write");
+        assert_eq!(job.mark, Some(5));
+        assert_eq!(job.values.numbers(), vec![1, 2]);
+        assert!(job.values.syncs_dir());
+    }
+
     /// The segment record `seq`'s pointer names.
     fn segment_of(s: &SledStore, seq: u64) -> u32 {
         let v = s.records.get(seq.to_be_bytes()).unwrap().unwrap();
