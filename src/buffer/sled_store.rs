@@ -2144,11 +2144,11 @@ mod tests {
         first
     }
 
-    /// s41 F1: an append that fails at a segment's tail (a bad block of a card: EIO every
-    /// time, the other files fine) does not fail the next: that one goes to a new segment,
-    /// instead of to the same offset, failing, for good. The torn tail left is read as
-    /// nothing: every record comes back in order after a reopen, none counted damaged, and
-    /// once they are delivered no segment is left.
+    /// An append that fails at a segment's tail (a bad block of a card: EIO every time, the
+    /// other files fine) does not fail the next: that one goes to a new segment, instead of
+    /// to the same offset, failing, for good. The torn tail left is read as nothing: every
+    /// record comes back in order after a reopen, none counted damaged, and once they are
+    /// delivered no segment is left.
     #[test]
     fn an_append_failing_at_a_segments_tail_goes_on_in_a_new_segment() {
         let dir = tempfile::tempdir().unwrap();
@@ -2916,11 +2916,11 @@ mod tests {
         assert!(!s.db.tree_names().iter().any(|t| t == OLD_RECORDS));
     }
 
-    /// s41 F4: an old layout's record over the largest value does not fail the upgrade,
-    /// which would fail every open (systemd restarting hubgate into the same failure): no
-    /// layout of this release holds it, so it is dropped, with a warning naming it, and
-    /// counted as a record too large for the buffer; the others are moved in order, and the
-    /// next open is clean.
+    /// An old layout's record over the largest value does not fail the upgrade, which would
+    /// fail every open (systemd restarting hubgate into the same failure): no layout of
+    /// this release holds it, so it is dropped, with a warning naming it, and counted as a
+    /// record too large for the buffer; the others are moved in order, and the next open is
+    /// clean.
     #[test]
     fn an_old_record_too_large_for_a_segment_is_dropped_and_counted_at_the_upgrade() {
         let dir = tempfile::tempdir().unwrap();

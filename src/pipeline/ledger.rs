@@ -2640,8 +2640,8 @@ pub(super) mod tests {
         );
     }
 
-    /// s41 F1 through the ledger: a segment whose appends fail at its tail (EIO every time,
-    /// the other files fine) holds the record being written and its acknowledgement for a
+    /// Through the ledger: a segment whose appends fail at its tail (EIO every time, the
+    /// other files fine) holds the record being written and its acknowledgement for a
     /// round, not for good: the next round's write goes to a new segment, the record is
     /// acknowledged once that is flushed, and input is taken again.
     #[test]
