@@ -217,8 +217,8 @@ pub trait Store: Send {
     fn release_reserve_if_short(&mut self) -> u64 {
         0
     }
-    /// Records the open dropped because no buffer holds them (an old layout's over
-    /// [`segments::MAX_VALUE`]), since the last call.
+    /// Records the open dropped because no buffer holds them (an old layout's over 64 MiB,
+    /// `MAX_VALUE`), since the last call.
     fn take_too_large(&mut self) -> u64 {
         0
     }

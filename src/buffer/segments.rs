@@ -72,8 +72,9 @@ impl Pointer {
 struct Current {
     number: u32,
     file: File,
-    /// Where the next entry goes (entries are written with `pwrite`: what a failed append
-    /// left in a segment that holds no entry yet, the next one overwrites).
+    /// Where the next entry goes (entries are written with `pwrite`: after a failed append
+    /// in a segment that holds no entry yet, the next one writes from its start again; bytes
+    /// of the failed one past it, when it is shorter, are a torn tail no pointer names).
     end: u64,
     /// An append failed after the segment's first entry: the next one starts a new segment.
     /// A write failing at one file's tail (a bad block of a card) would otherwise fail every
