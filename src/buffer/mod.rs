@@ -20,7 +20,7 @@ pub use lock::BufferLock;
 pub use memory::MemoryStore;
 pub use recover::{recover, Recovered};
 #[cfg(test)]
-pub use segments::fail_appends_in;
+pub use segments::failing_appends_in;
 pub use sled_store::{moved_aside, SledStore, MOVED_ASIDE_ADVICE};
 
 use std::collections::HashMap;

@@ -112,7 +112,7 @@ thread_local! {
 /// Appends on this thread to a segment numbered in `numbers` fail from now on, each after
 /// writing half its entry (`None`: none fails).
 #[cfg(test)]
-pub fn fail_appends_in(numbers: Option<std::ops::RangeInclusive<u32>>) {
+fn fail_appends_in(numbers: Option<std::ops::RangeInclusive<u32>>) {
     FAILING.with(|f| *f.borrow_mut() = numbers);
 }
 
