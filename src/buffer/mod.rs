@@ -382,6 +382,10 @@ pub struct Buffer {
     /// This boot's id ([`crate::clock::boot_id`]), kept with the frames a session accepted
     /// last ([`Buffer::save_copies`]).
     boot_id: Option<u128>,
+    /// Test only: where each record the buffer drops is named as its drop is counted
+    /// ([`Buffer::log_drops`]).
+    #[cfg(test)]
+    drop_log: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 /// Reads failing for a reason that says something about the data, one after the other.
@@ -427,6 +431,8 @@ impl Buffer {
             unreadable: None,
             key_prints: HashMap::new(),
             boot_id: None,
+            #[cfg(test)]
+            drop_log: None,
         };
         b.update_gauges();
         b.metrics.dropped_full.add(b.store.take_too_large());
@@ -534,6 +540,8 @@ impl Buffer {
         // Not even an empty buffer would hold it while the disk is low: the buffer is not
         // emptied for it, and `block` waits (space may come back).
         if need > cap && self.when_full != WhenFull::Block {
+            #[cfg(test)]
+            self.note_drop(|| rec.id.clone());
             self.dropped(
                 full,
                 format_args!(
@@ -547,6 +555,8 @@ impl Buffer {
             match self.when_full {
                 WhenFull::Block => return Ok(Pushed::Full),
                 WhenFull::DropNewest => {
+                    #[cfg(test)]
+                    self.note_drop(|| rec.id.clone());
                     self.dropped(
                         full,
                         format_args!("dropped new record {} of {}", rec.id, rec.key),
@@ -555,6 +565,8 @@ impl Buffer {
                 }
                 WhenFull::DropOldest => {
                     let Some(old) = self.store.first_seq()? else {
+                        #[cfg(test)]
+                        self.note_drop(|| rec.id.clone());
                         self.dropped(
                             full,
                             format_args!(
@@ -564,6 +576,8 @@ impl Buffer {
                         );
                         return Ok(Pushed::Dropped);
                     };
+                    #[cfg(test)]
+                    self.note_drop(|| self.id_of(old));
                     self.store.remove(old)?;
                     self.left(old);
                     self.dropped(full, format_args!("dropped oldest record #{old}"));
@@ -591,6 +605,8 @@ impl Buffer {
     /// Count a record no buffer of this configuration holds ([`Pushed::TooLarge`]) as
     /// dropped: `buffer_full`, as the room it lacks is the configured one.
     pub fn drop_too_large(&self, id: &str, bytes: u64) {
+        #[cfg(test)]
+        self.note_drop(|| id.to_owned());
         if bytes > u64::from(segments::MAX_VALUE) {
             self.dropped(
                 Full::TooLarge,
@@ -643,6 +659,38 @@ impl Buffer {
     fn floor(&self) -> u64 {
         let given_back = if self.reserve_out { reserve::BYTES } else { 0 };
         self.min_free.saturating_add(given_back)
+    }
+
+    /// Test only: from now on, every record the buffer drops is named in `log` as its drop
+    /// is counted (full, too large, damaged), and so is each one the ledger drops from it
+    /// as expired ([`Buffer::note_drop`]). A record is named by its id; one whose body
+    /// cannot be read or decoded, by `#` and its sequence number.
+    #[cfg(test)]
+    pub fn log_drops(&mut self, log: Arc<std::sync::Mutex<Vec<String>>>) {
+        self.drop_log = Some(log);
+    }
+
+    /// Test only: name a dropped record in the log [`Buffer::log_drops`] set, if any.
+    #[cfg(test)]
+    pub(crate) fn note_drop(&self, name: impl FnOnce() -> String) {
+        if let Some(log) = &self.drop_log {
+            let name = name();
+            log.lock().unwrap().push(name);
+        }
+    }
+
+    /// Test only: the id of buffered record `seq`, read from the store.
+    #[cfg(test)]
+    fn id_of(&self, seq: u64) -> String {
+        match self.store.scan_within(seq.checked_sub(1), 1, u64::MAX) {
+            Ok(entries) => match entries.first() {
+                Some((s, body)) if *s == seq => {
+                    decode(body).map_or_else(|_| format!("#{seq}"), |r| r.id)
+                }
+                _ => format!("#{seq}"),
+            },
+            Err(_) => format!("#{seq}"),
+        }
     }
 
     /// Count a drop; the log gets the first one of a reason at once, then one line per
@@ -785,6 +833,8 @@ impl Buffer {
                 match decode(&body) {
                     Ok(rec) => out.push((seq, rec)),
                     Err(e) => {
+                        #[cfg(test)]
+                        self.note_drop(|| format!("#{seq}"));
                         self.metrics.dropped_corrupt.inc();
                         log::error!("buffered record #{seq} is damaged ({e}): skipped and removed");
                         self.store.remove(seq)?;
@@ -834,6 +884,8 @@ impl Buffer {
                         });
                         return Ok(None);
                     }
+                    #[cfg(test)]
+                    self.note_drop(|| format!("#{seq}"));
                     self.metrics.dropped_corrupt.inc();
                     log::error!("buffered record #{seq} could not be read for {}s ({why}): taken for damage and removed", UNREADABLE_FOR.as_secs());
                     self.store.remove(seq)?;

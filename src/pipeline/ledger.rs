@@ -1169,6 +1169,8 @@ impl Ledger {
                 continue;
             }
             if self.expired(seq, record.created_ms, now_ms) {
+                #[cfg(test)]
+                self.buffer.note_drop(|| record.id.clone());
                 self.metrics.dropped_expired.inc();
                 self.metrics.problem("expired", || {
                     format!(

@@ -587,11 +587,19 @@ fn record((uplink, part): Rec, created_ms: u64) -> Record {
 }
 
 fn rec_of(rec: &Record) -> Rec {
-    let (uplink, part) = rec.id[1..]
-        .split_once('.')
-        .expect("model record ids are u<n>.<part>");
-    let parse = "model record ids are numbers";
-    (uplink.parse().expect(parse), part.parse().expect(parse))
+    rec_named(&rec.id).expect("model record ids are u<n>.<part>")
+}
+
+/// The record whose id is `id` (`u<n>.<part>`), if the model makes one.
+fn rec_named(id: &str) -> Option<Rec> {
+    let (uplink, part) = id.strip_prefix('u')?.split_once('.')?;
+    Some((uplink.parse().ok()?, part.parse().ok()?))
+}
+
+/// Records by their ids, for messages.
+fn ids<'a>(recs: impl IntoIterator<Item = &'a Rec>) -> String {
+    let ids: Vec<String> = recs.into_iter().map(|(u, p)| format!("u{u}.{p}")).collect();
+    ids.join(" ")
 }
 
 /// The agent, started on the disk as it is.
@@ -651,6 +659,9 @@ struct World {
     durable_unacked: usize,
     /// Drops counted by the runs before this one.
     drops_before: u64,
+    /// The records every run's buffer dropped, named as each drop was counted
+    /// ([`Buffer::log_drops`]).
+    drop_log: Arc<Mutex<Vec<String>>>,
     /// A record timed out in the producer, which went on: the order is not promised.
     timed_out: bool,
 }
@@ -681,6 +692,7 @@ impl World {
             seeded_unacked: BTreeSet::new(),
             durable_unacked: 0,
             drops_before: 0,
+            drop_log: Arc::default(),
             timed_out: false,
         };
         w.start();
@@ -705,7 +717,8 @@ impl World {
         };
         let metrics = Metrics::new();
         let store = ModelStore(self.disk.clone());
-        let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        buffer.log_drops(self.drop_log.clone());
         let kept = buffer.fcnts().expect("the model store does not fail reads");
         self.fcnt = kept.iter().map(|k| k.fcnt).max();
         let (report_tx, reports) = unbounded_channel();
@@ -776,6 +789,30 @@ impl World {
     /// Drops counted by all runs so far.
     fn drops(&self) -> u64 {
         self.drops_before + self.agent.as_ref().map_or(0, |a| drops_of(&a.metrics))
+    }
+
+    /// The records dropped so far (by every run), each named as its drop was counted: one
+    /// name per drop counted, each a record of the model's.
+    fn dropped(&self) -> Result<BTreeSet<Rec>, TestCaseError> {
+        let names = self.drop_log.lock().unwrap().clone();
+        let counted = self.drops();
+        prop_assert_eq!(
+            names.len() as u64,
+            counted,
+            "drops counted and drops named differ: {:?}",
+            names
+        );
+        let mut dropped = BTreeSet::new();
+        for name in names {
+            let r = rec_named(&name);
+            prop_assert!(
+                r.is_some(),
+                "dropped a record the model did not make: {}",
+                name
+            );
+            dropped.extend(r);
+        }
+        Ok(dropped)
     }
 
     fn agent(&mut self) -> &mut Agent {
@@ -1030,20 +1067,22 @@ impl World {
     }
 
     /// Acknowledged means every record of the uplink delivered or durable in the buffer, but
-    /// for as many as were counted dropped.
+    /// for those the buffer dropped.
     fn check_acked_are_durable(&self) -> Result<(), TestCaseError> {
         let durable = self.disk.lock().unwrap().durable();
         let log: BTreeSet<Rec> = self.broker.lock().unwrap().log.iter().copied().collect();
+        let dropped = self.dropped()?;
         let lost: Vec<Rec> = self
             .acked
             .iter()
             .flat_map(|&u| records_of(u))
-            .filter(|r| !log.contains(r) && !durable.contains(r))
+            .filter(|r| !log.contains(r) && !durable.contains(r) && !dropped.contains(r))
             .collect();
-        let drops = self.drops();
         prop_assert!(
-            lost.len() as u64 <= drops,
-            "acknowledged, then lost: {lost:?}, drops counted {drops}"
+            lost.is_empty(),
+            "acknowledged, then lost, not dropped: {}; dropped: {}",
+            ids(&lost),
+            ids(&dropped)
         );
         Ok(())
     }
@@ -1125,24 +1164,26 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let b = w.broker.lock().unwrap();
     let dead = w.disk.lock().unwrap().dead_lettered();
     let delivered: BTreeSet<Rec> = b.log.iter().copied().collect();
+    let dropped = w.dropped()?;
     let missing: Vec<Rec> = (0..w.next_uplink)
         .flat_map(records_of)
-        .filter(|r| !delivered.contains(r) && !dead.contains(r))
+        .filter(|r| !delivered.contains(r) && !dead.contains(r) && !dropped.contains(r))
         .collect();
-    let drops = w.drops();
     prop_assert!(
-        missing.len() as u64 <= drops,
-        "never delivered: {missing:?}, drops counted {drops}"
+        missing.is_empty(),
+        "never delivered, not dropped: {}; dropped: {}",
+        ids(&missing),
+        ids(&dropped)
     );
 
-    // Each device's records, first deliveries only, in the order they were made. Not
-    // promised once the producer went on past a timeout, or a record was dropped (one that
-    // expired before its uplink was acknowledged comes again from the source after a
-    // restart, behind newer ones); with nothing dropped, `when_full` made no difference.
-    if !w.timed_out && drops == 0 {
+    // Each device's records that were never dropped, first deliveries only, in the order
+    // they were made. Not promised once the producer went on past a timeout. A dropped
+    // record may come late (one dropped before its uplink was acknowledged comes again from
+    // the source after a restart, behind newer ones), but a drop reorders no other record.
+    if !w.timed_out {
         let mut seen = BTreeSet::new();
         let mut last: BTreeMap<u32, Rec> = BTreeMap::new();
-        for &r in &b.log {
+        for &r in b.log.iter().filter(|r| !dropped.contains(r)) {
             if !seen.insert(r) {
                 continue;
             }
@@ -1150,8 +1191,11 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
             if let Some(&before) = last.get(&device) {
                 prop_assert!(
                     before < r,
-                    "device {device}: record {r:?} first delivered after {before:?}; log {:?}",
-                    b.log
+                    "device {device}: record {} first delivered after {}; log {}; dropped {}",
+                    ids([&r]),
+                    ids([&before]),
+                    ids(&b.log),
+                    ids(&dropped)
                 );
             }
             last.insert(device, r);
