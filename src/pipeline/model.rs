@@ -35,13 +35,15 @@
 //! each run from the counter the store kept. A counter kept before its frame's records are
 //! durable turns a crash's redelivery into a replay: acknowledged, and lost.
 //!
-//! After every step: nothing acknowledged is lost (every record of it delivered, or in the
-//! flushed buffer, or dead-lettered) beyond the drops the metrics count (full buffer,
-//! expired, damaged; summed over restarts), and memory stays bounded. At the end, once the
-//! sink heals: every uplink is delivered or dead-lettered but for as many records as were
-//! counted dropped, nothing is stuck, duplicates stay within the stated bound, and, where
-//! the order is promised (nothing dropped, no timeout in the producer), each device's
-//! uplinks were first delivered in order.
+//! The buffer names each record it drops as it counts the drop (full buffer, expired,
+//! damaged; over all restarts), and every drop counted must be named. After every step:
+//! nothing acknowledged is lost (every record of it delivered, or in the flushed buffer, or
+//! dead-lettered) but records the buffer dropped, compared by id (a record evicted while in
+//! flight and then delivered is counted as dropped too, so counts would let another go
+//! missing), and memory stays bounded. At the end, once the sink heals: every record is
+//! delivered or dead-lettered but those dropped, nothing is stuck, duplicates stay within
+//! the stated bound, and, unless a timeout in the producer let it go on, each device's
+//! records that were never dropped were first delivered in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
