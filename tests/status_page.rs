@@ -553,7 +553,7 @@ kill $agent; wait $agent";
     std::fs::write(&etc_hostname, "gate-7\n").unwrap();
     writeln!(gateway.stdin.as_mut().unwrap(), "gate-7").unwrap();
     assert_eq!(said.next().unwrap().unwrap(), "renamed gate-7");
-    // The agent reads the host-name files every 2 s.
+    // The agent reads the host-name files every 10 s.
     let deadline = std::time::Instant::now() + WAIT;
     while for_host("gate-7.local") != Some(200) {
         assert!(std::time::Instant::now() < deadline, "{}", logs());

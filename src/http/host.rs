@@ -19,8 +19,9 @@ use std::time::Duration;
 /// the one of its start when the machine is renamed.
 const HOSTNAMES: [&str; 2] = ["/proc/sys/kernel/hostname", "/etc/hostname"];
 /// How often the host-name files are read again: on the blocking pool, never for a request
-/// (`/etc/hostname` is on the SD card), so a rename is answered within this long.
-pub const READ_EVERY: Duration = Duration::from_secs(2);
+/// (`/etc/hostname` is on the SD card), so a rename is answered within this long. A rename is
+/// rare, and an idle gateway should wake up seldom: as often as the key files are read.
+pub const READ_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Names {
     /// `localhost` and the config's names: lower case, without a final dot.
@@ -111,14 +112,20 @@ impl Names {
 }
 
 /// The host name in a host-name file's `text`: its first line that is neither empty nor a
-/// comment (hostname(5)), without a final dot, if it is a DNS name ([`valid`]; systemd
-/// ignores any other too).
+/// comment (hostname(5)), without a final dot, if a `Host` header can name it: letters,
+/// digits, `-`, `.` and `_` (no DNS name has one, but a kernel's host name may, and was
+/// always answered).
 fn machine_name(text: &str) -> Option<&str> {
     let line = text
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))?;
-    Some(bare(line)).filter(|name| valid(name))
+    Some(bare(line)).filter(|name| {
+        name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    })
 }
 
 /// Whether `name` is the host name `machine` or its mDNS name (a fully qualified host name
@@ -253,10 +260,9 @@ mod tests {
     }
 
     /// A host-name file as hostnamectl, raspi-config or an editor leave it: CRLF line ends,
-    /// a final dot; a line that is no DNS name is not answered (systemd does not use it
-    /// either).
+    /// a final dot; a line no `Host` header can name is not answered.
     #[test]
-    fn the_name_in_a_host_name_file_is_its_first_dns_name_line() {
+    fn the_name_in_a_host_name_file_is_its_first_line_a_host_can_name() {
         for (text, name) in [
             ("gate-7\n", Some("gate-7")),
             ("# comment\r\n\r\n  gate-7\r\n", Some("gate-7")),
@@ -264,7 +270,8 @@ mod tests {
             ("gate-7.lan\nother\n", Some("gate-7.lan")),
             ("my gateway\n", None),
             ("*\n", None),
-            ("gate_7\n", None),
+            ("gate_7\n", Some("gate_7")),
+            ("gate/7\n", None),
             ("", None),
             ("# only a comment\n", None),
         ] {
