@@ -1030,6 +1030,11 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         /// The digits written by hand are what `time`'s formatter writes.
         #[test]
         fn iso8601_is_what_times_formatter_writes(

@@ -1,9 +1,18 @@
 //! Property tests: no codec panics on any input, and Cayenne readings always carry a channel.
 use hubgate::codec::{BrowanModel, CayenneModel, Codec, NetvoxModel, Value};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 
 const CASES: u32 = 10_000;
+
+/// Each block's settings: a failure is reported, not written as a regressions file.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
 
 fn check(codec: Codec, fport: Option<u8>, payload: &[u8]) -> Result<(), TestCaseError> {
     // A panic inside decode fails the property (proptest catches it and shrinks).
@@ -41,11 +50,7 @@ fn check(codec: Codec, fport: Option<u8>, payload: &[u8]) -> Result<(), TestCase
 macro_rules! never_panics {
     ($($name:ident => $codec:expr),* $(,)?) => {
         proptest! {
-            #![proptest_config(ProptestConfig {
-        cases: CASES,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+            #![proptest_config(config())]
             $(
                 #[test]
                 fn $name(fport in any::<Option<u8>>(), payload in prop::collection::vec(any::<u8>(), 0..64)) {
@@ -70,11 +75,7 @@ never_panics! {
 #[test]
 fn every_codec_never_panics() {
     for &codec in Codec::ALL {
-        let mut runner = TestRunner::new(Config {
-            cases: CASES,
-            failure_persistence: None,
-            ..Config::default()
-        });
+        let mut runner = TestRunner::new(config());
         let strategy = (
             any::<Option<u8>>(),
             prop::collection::vec(any::<u8>(), 0..64),
@@ -169,11 +170,7 @@ fn milesight_records() -> Vec<(Vec<u8>, usize)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: CASES,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config())]
 
     /// Well-formed Elsys frames decode for every model; 0x01 temperature records repeat in
     /// order.
@@ -218,11 +215,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: CASES,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config())]
 
     /// Random bytes rarely form a whole LPP frame; build well-formed frames from known
     /// types so the success path (and its context_id) is exercised too.

@@ -96,8 +96,8 @@ impl Access {
     }
 }
 
-/// Whom wrong passwords from `peer` are counted against, and its connections (`super::serve`
-/// closes the oldest of the client with the most): an IPv4 address (also when it
+/// Whom wrong passwords from `peer` are counted against, and its connections (at the cap,
+/// `super::serve` closes one of the client holding the most): an IPv4 address (also when it
 /// comes IPv4-mapped, as a dual-stack listener sees IPv4 peers), or an IPv6 address's /64
 /// network. An IPv6 host has its whole /64 to pick addresses from (privacy addresses, or at
 /// will); counted by address, one host could fill [`PEERS`] on its own and lock every new

@@ -1,6 +1,6 @@
 //! The listener of the metrics endpoint and the status page (hyper's HTTP/1 server), bounded
 //! so that no client can wear the agent down: at most [`MAX_CONNECTIONS`] at a time (a new
-//! one closes one of the client with the most, idle first ([`victim`]), so idle or slow
+//! one closes one of the client with the most, idle first, so idle or slow
 //! connections cannot lock a scrape out, nor can one client opening connections without end
 //! close another's), a deadline to send the request head (5 s) and one for the whole
 //! connection (15 s), one request per connection, and a pause after a failed accept (out of
@@ -126,7 +126,7 @@ fn close_one(live: &mut VecDeque<Live>, incoming: Option<IpAddr>, metrics: &Metr
         v4 => v4.to_string(),
     };
     let held = conns.iter().filter(|(c, _)| *c == closed.client).count();
-    metrics.log_limited(log::Level::Info, "http_closed_oldest", || {
+    metrics.log_limited(log::Level::Info, "http_closed_busiest", || {
         format!("metrics: {MAX_CONNECTIONS} connections open or out of descriptors: closed one of {whose}, which had {held}")
     });
 }
@@ -285,8 +285,8 @@ async fn respond(
 /// Run `build` on a blocking thread once the renders before it are done: a page over
 /// thousands of devices takes a while, holds the device table's lock that the forwarder takes
 /// for every frame, and the two async workers also carry the sources. The turn goes with the
-/// build, not with the request: a request closed early (the oldest of too many connections,
-/// or past its deadline) cannot end a build that runs, and must not let the next one start
+/// build, not with the request: a request closed early (one of the busiest client's at the
+/// connection cap, or past its deadline) cannot end a build that runs, and must not let the next one start
 /// beside it. A build only reads, so a panic in it is contained ([`crate::contain`]): a
 /// page's bug costs that request a 500 (`Err`, where it panicked), not the agent.
 async fn in_turn<T: Send + 'static>(
@@ -357,7 +357,7 @@ mod tests {
         );
     }
 
-    /// A request aborted while its page is built (the oldest of too many connections) leaves
+    /// A request aborted while its page is built (closed at the connection cap) leaves
     /// the turn with the build: the next page waits until that build is done.
     #[tokio::test]
     async fn an_aborted_request_keeps_its_turn_until_its_page_is_built() {

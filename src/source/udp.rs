@@ -259,7 +259,7 @@ fn push_inputs(
     for _ in 0..content.bad_crc {
         metrics.problem("bad_crc", || {
             format!(
-                "udp: gateway {}: skipped a frame with a bad CRC",
+                "udp: gateway {}: skipped a frame with a bad CRC, or none",
                 hex::encode(gateway)
             )
         });
