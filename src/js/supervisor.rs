@@ -3,8 +3,8 @@
 //! worker that misses it, dies or answers garbage, and starts a fresh one for the next call.
 //! Which calls are made at all is the decode stage's [`super::guard`].
 //!
-//! The calls block (socket reads with a timeout): they run where decoding runs, on the
-//! forwarder's own thread, never on an async worker.
+//! The calls block (polling the socket until the call's deadline): they run where decoding
+//! runs, on the forwarder's own thread, never on an async worker.
 
 use std::ffi::OsString;
 use std::io::{self, BufReader, Read};
@@ -105,6 +105,8 @@ impl Launcher {
     /// `CREDENTIALS_DIRECTORY`) but the log filter and the time zone.
     fn spawn(&self) -> io::Result<Process> {
         let (ours, theirs) = UnixStream::pair()?;
+        // Ours waits by polling, never longer than the time a call has left.
+        ours.set_nonblocking(true)?;
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -128,7 +130,6 @@ impl Launcher {
             loaded: Vec::new(),
             fresh: true,
             cpu_seen: Duration::ZERO,
-            timeouts: None,
         })
     }
 }
@@ -488,8 +489,6 @@ struct Process {
     fresh: bool,
     /// The CPU time it had used at its latest answer.
     cpu_seen: Duration,
-    /// The socket's read and write timeouts, while both are the same.
-    timeouts: Option<Duration>,
 }
 
 /// Why an exchange with the worker failed.
@@ -529,19 +528,10 @@ impl Process {
             io::ErrorKind::UnexpectedEof => Fault::Broke("it closed the socket".into()),
             _ => Fault::Broke(e.to_string()),
         };
-        // The same timeouts call after call: set only when they change.
-        if self.timeouts != Some(within) {
-            let set = self
-                .socket
-                .set_write_timeout(Some(within))
-                .and_then(|()| self.socket.set_read_timeout(Some(within)));
-            set.map_err(fault)?;
-            self.timeouts = Some(within);
-        }
-        send(&self.socket, request).map_err(fault)?;
+        // A worker that reads the request slowly gets no more time than one that answers late.
+        send(&self.socket, request, deadline).map_err(fault)?;
         let until = Until {
             socket: &self.socket,
-            timeouts: &mut self.timeouts,
             deadline,
             last: (now + (limit + slack + start) * PATIENCE).min(cap),
             slack,
@@ -560,9 +550,9 @@ impl Process {
     }
 }
 
-/// Write all of `bytes` (the write timeout is set); a worker that is gone is an error, not
-/// SIGPIPE.
-fn send(socket: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+/// Write all of `bytes` to the (non-blocking) socket by `deadline`, else `TimedOut`; a
+/// worker that is gone is an error, not SIGPIPE.
+fn send(socket: &UnixStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
     while !bytes.is_empty() {
         // SAFETY: send reads `bytes.len()` bytes from `bytes`.
         let n = unsafe {
@@ -575,8 +565,14 @@ fn send(socket: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    if !ready(socket, libc::POLLOUT, deadline)? {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                _ => return Err(e),
             }
         } else {
             bytes = &bytes[n as usize..];
@@ -585,13 +581,42 @@ fn send(socket: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Wait until `socket` is ready for `events` (or closed, or failed): `false` if `deadline`
+/// came first.
+fn ready(socket: &UnixStream, events: libc::c_short, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        // Rounded up: a wait of 0 ms before the deadline would spin.
+        let ms = left
+            .as_micros()
+            .div_ceil(1000)
+            .min(libc::c_int::MAX as u128) as libc::c_int;
+        let mut fd = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes the one pollfd it is given.
+        match unsafe { libc::poll(&mut fd, 1, ms) } {
+            n if n > 0 => return Ok(true),
+            0 => {}
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// Reads of the worker's answer that give up at `deadline`, unless the worker has not used
 /// its CPU time yet (it was waiting for a CPU): then `slack` more, until `last`.
 struct Until<'a> {
     socket: &'a UnixStream,
-    /// The process's record of the socket's timeouts: cleared when the patience with a
-    /// worker changes the read timeout.
-    timeouts: &'a mut Option<Duration>,
     deadline: Instant,
     last: Instant,
     slack: Duration,
@@ -603,12 +628,12 @@ struct Until<'a> {
 impl Read for Until<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if !left.is_zero() {
-                match (&*self.socket).read(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => return other,
-                }
+            match (&*self.socket).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            if ready(self.socket, libc::POLLIN, self.deadline)? {
+                continue;
             }
             let now = Instant::now();
             let waiting = cpu_time(self.pid).is_some_and(|used| used <= self.cpu_allowed);
@@ -616,8 +641,6 @@ impl Read for Until<'_> {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             self.deadline = (now + self.slack).min(self.last);
-            self.socket.set_read_timeout(Some(self.deadline - now))?;
-            *self.timeouts = None;
         }
     }
 }
@@ -643,6 +666,71 @@ fn cpu_time(pid: u32) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker run by `sh -c script`, decoding with a cap of `cap`, with one codec (`source`)
+    /// not loaded into it yet.
+    fn fake(script: &str, cap: Duration, source: String) -> JsCodec {
+        let launcher = Launcher {
+            program: "/bin/sh".into(),
+            args: ["-c", script].map(OsString::from).to_vec(),
+            env: Vec::new(),
+            slack: SLACK,
+            cap,
+        };
+        let worker = Worker::new(launcher);
+        worker.lock().codecs.push(Codec {
+            name: "slow.js".into(),
+            source,
+        });
+        JsCodec { worker, id: 0 }
+    }
+
+    /// A worker that takes a large codec's source a chunk at a time, each just within the
+    /// wait for one, is killed at the call's cap, as one that answers late is.
+    #[test]
+    fn a_worker_that_reads_slowly_is_given_up_at_the_cap() {
+        let cap = Duration::from_secs(2);
+        let reader = "while :; do dd bs=262144 count=1 of=/dev/null status=none; sleep 1; done";
+        let codec = fake(reader, cap, "x".repeat(8 << 20));
+        let start = Instant::now();
+        let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
+        let took = start.elapsed();
+        assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
+        assert!(took >= cap, "{took:?}");
+        assert!(took < cap + Duration::from_secs(5), "{took:?}");
+        assert_eq!(codec.worker().pid(), None);
+    }
+
+    /// A worker that answers a byte at a time, each just within the wait for one, is killed
+    /// at the call's cap: no read waits past the time the call has left.
+    #[test]
+    fn a_worker_that_answers_slowly_is_given_up_at_the_cap() {
+        let cap = Duration::from_secs(8);
+        let writer = "dd bs=65536 count=1 of=/dev/null status=none; \
+                      while :; do sleep 7; printf x; done";
+        let codec = fake(writer, cap, "1".into());
+        let start = Instant::now();
+        let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
+        let took = start.elapsed();
+        assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
+        assert!(took >= cap, "{took:?}");
+        assert!(took < cap + Duration::from_secs(5), "{took:?}");
+        assert_eq!(codec.worker().pid(), None);
+    }
+
+    /// A worker that never reads its socket, the same.
+    #[test]
+    fn a_worker_that_never_reads_is_given_up_at_the_cap() {
+        let cap = Duration::from_secs(2);
+        let codec = fake("exec sleep 600", cap, "x".repeat(1 << 20));
+        let start = Instant::now();
+        let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
+        let took = start.elapsed();
+        assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
+        assert!(took >= cap, "{took:?}");
+        assert!(took < cap + Duration::from_secs(5), "{took:?}");
+        assert_eq!(codec.worker().pid(), None);
+    }
 
     /// The patience with a worker that waits for a CPU rests on reading its CPU time, also
     /// of a process that is not dumpable.
