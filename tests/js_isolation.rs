@@ -1006,7 +1006,8 @@ const FAKE: &str = "HUBGATE_TEST_FAKE_WORKER";
 /// Run alone with [`FAKE`] set, this test is a worker that answers its first request (a load)
 /// as hubgate's does, then answers the next one as FAKE says: `garbage` (a frame that is no
 /// answer), `huge` (a frame longer than any answer) or `trickle` (a frame's length, then a
-/// byte of it every 100 ms).
+/// byte of it every 100 ms) or `crashed` (an error of its own making, [`crash`]);
+/// `crashed_load` answers the load too with that error.
 #[test]
 fn fake_worker() {
     use std::io::{Read, Write};
@@ -1023,6 +1024,9 @@ fn fake_worker() {
         socket.read_exact(&mut body).unwrap();
     };
     request(&mut socket);
+    if how == "crashed_load" {
+        crash(socket, request);
+    }
     // Loaded: status 0, not retiring, 0 µs of CPU, no text.
     let loaded = [&10u32.to_le_bytes()[..], &[0; 10]].concat();
     socket.write_all(&loaded).unwrap();
@@ -1030,6 +1034,7 @@ fn fake_worker() {
     match how.to_str().unwrap() {
         "garbage" => socket.write_all(b"\x05\0\0\0\x07\0abc").unwrap(),
         "huge" => socket.write_all(&u32::MAX.to_le_bytes()).unwrap(),
+        "crashed" => crash(socket, request),
         _ => {
             // A frame of 10,000 bytes, which at this pace would take 1,000 s.
             socket.write_all(&10_000u32.to_le_bytes()).unwrap();
@@ -1042,6 +1047,26 @@ fn fake_worker() {
     // Stay until the agent ends it.
     loop {
         std::thread::park();
+    }
+}
+
+/// The text of the `crashed` fake worker's error: two lines, a terminal escape and more than
+/// a log line holds.
+fn crashed() -> String {
+    format!("first line\nsecond \x1b[31mred{}", "x".repeat(1000))
+}
+
+/// Answer the request just read, and every later one (the agent's second try included), with
+/// the error [`crashed`].
+fn crash(mut socket: std::fs::File, request: impl Fn(&mut std::fs::File)) -> ! {
+    use std::io::Write;
+    let text = serde_json::to_string(&JsError::Crashed(crashed())).unwrap();
+    // Failed: status 1, not retiring, 0 µs of CPU, the error.
+    let len = (10 + text.len()) as u32;
+    let answer = [&len.to_le_bytes()[..], &[1, 0], &[0; 8], text.as_bytes()].concat();
+    loop {
+        socket.write_all(&answer).unwrap();
+        request(&mut socket);
     }
 }
 
@@ -1099,4 +1124,69 @@ fn a_worker_that_answers_garbage_or_trickles_costs_one_call() {
         start.elapsed()
     );
     assert_eq!(worker.pid(), None);
+}
+
+/// Warnings logged while the tests of this binary run, from any of them.
+fn warnings() -> &'static std::sync::Mutex<Vec<String>> {
+    struct Capture;
+    static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static CAPTURE: Capture = Capture;
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                let mut w = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+                w.push(r.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+    if log::set_logger(&CAPTURE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    &WARNINGS
+}
+
+/// An error the worker sends is its text: logged on one line, control characters escaped,
+/// cut to a log line's length, whether it came while a codec loaded or during a call.
+#[test]
+fn a_workers_error_text_is_logged_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let warnings = warnings();
+    let worker = Worker::new(fake(dir.path(), "crashed_load"));
+    let e = worker.load("c.js", "function decodeUplink(i) {}").err();
+    assert_eq!(e, Some(JsError::Crashed(crashed())));
+    let worker = Worker::new(fake(dir.path(), "crashed"));
+    let c = worker.load("c.js", "function decodeUplink(i) {}").unwrap();
+    let e = c.decode(Some(1), &[1], SystemTime::now()).unwrap_err();
+    assert_eq!(e, JsError::Crashed(crashed()));
+    let logged: Vec<String> = warnings
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.contains("first line"))
+        .cloned()
+        .collect();
+    let [load, call] = &logged[..] else {
+        panic!("{logged:?}");
+    };
+    let text = "(first line\\nsecond \\u{1b}[31mredxxx";
+    let starts = [
+        (
+            load,
+            format!("JavaScript worker ended while it loaded c.js {text}"),
+        ),
+        (
+            call,
+            format!("JavaScript worker ended during a call {text}"),
+        ),
+    ];
+    for (line, start) in starts {
+        assert!(line.starts_with(&start), "{line}");
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert!(line.ends_with(" more bytes)): trying once more"), "{line}");
+        assert!(line.len() < 500, "{}: {line}", line.len());
+    }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::wire::{self, Answer, Request};
 use super::{output, worker, JsError, Output, LOAD_LIMIT, PAYLOAD_LIMIT, TIME_LIMIT};
+use crate::logline;
 
 /// How long an answer may take beyond the worker's own CPU limit for the call: on a busy
 /// gateway the worker waits for a CPU too.
@@ -297,7 +298,9 @@ impl Supervisor {
             // As for a call (`decode`): a worker killed from outside during the load (the OOM
             // killer's first pick, an operator) looks the same as a codec that took it down, and
             // a codec failed at start stays failed for the run.
+            // `why` may be the worker's own text: cleaned, as all of it that is logged.
             Err(JsError::Crashed(why)) => {
+                let why = logline::clean(&why);
                 log::warn!(
                     "JavaScript worker ended while it loaded {name} ({why}): trying once more"
                 );
@@ -328,6 +331,7 @@ impl Supervisor {
             // codec took down: the call is made once more in a new worker, and fails only if
             // that one ends too.
             Err(JsError::Crashed(why)) => {
+                let why = logline::clean(&why);
                 log::warn!("JavaScript worker ended during a call ({why}): trying once more");
                 self.try_decode(id, fport, bytes, time_ms, cap)
             }
