@@ -532,9 +532,7 @@ impl Process {
             io::ErrorKind::UnexpectedEof => Fault::Broke("it closed the socket".into()),
             _ => Fault::Broke(e.to_string()),
         };
-        // A worker that reads the request slowly gets no more time than one that answers late.
-        send(&self.socket, request, deadline).map_err(fault)?;
-        let until = Until {
+        let mut until = Until {
             socket: &self.socket,
             deadline,
             last: (now + (limit + slack + start) * PATIENCE).min(cap),
@@ -542,6 +540,8 @@ impl Process {
             pid: self.child.id(),
             cpu_allowed: self.cpu_seen + limit + CPU_GRACE + start,
         };
+        // A worker that reads the request slowly gets as much time as one that answers late.
+        send(&mut until, request).map_err(fault)?;
         // The answer comes in one write: one read takes it all.
         let mut reader = BufReader::with_capacity(wire::MAX_ANSWER + 4, until);
         match wire::read_frame(&mut reader, answer, wire::MAX_ANSWER) {
@@ -554,9 +554,10 @@ impl Process {
     }
 }
 
-/// Write all of `bytes` to the (non-blocking) socket by `deadline`, else `TimedOut`; a
-/// worker that is gone is an error, not SIGPIPE.
-fn send(socket: &UnixStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+/// Write all of `bytes` to the (non-blocking) socket in the time `until` gives, else
+/// `TimedOut`; a worker that is gone is an error, not SIGPIPE.
+fn send(until: &mut Until, mut bytes: &[u8]) -> io::Result<()> {
+    let socket = until.socket;
     while !bytes.is_empty() {
         // SAFETY: send reads `bytes.len()` bytes from `bytes`.
         let n = unsafe {
@@ -571,11 +572,7 @@ fn send(socket: &UnixStream, mut bytes: &[u8], deadline: Instant) -> io::Result<
             let e = io::Error::last_os_error();
             match e.kind() {
                 io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => {
-                    if !ready(socket, libc::POLLOUT, deadline)? {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                }
+                io::ErrorKind::WouldBlock => until.wait(libc::POLLOUT)?,
                 _ => return Err(e),
             }
         } else {
@@ -595,8 +592,8 @@ fn ready(socket: &UnixStream, events: libc::c_short, deadline: Instant) -> io::R
         }
         // Rounded up: a wait of 0 ms before the deadline would spin.
         let ms = left
-            .as_micros()
-            .div_ceil(1000)
+            .as_nanos()
+            .div_ceil(1_000_000)
             .min(libc::c_int::MAX as u128) as libc::c_int;
         let mut fd = libc::pollfd {
             fd: socket.as_raw_fd(),
@@ -617,8 +614,9 @@ fn ready(socket: &UnixStream, events: libc::c_short, deadline: Instant) -> io::R
     }
 }
 
-/// Reads of the worker's answer that give up at `deadline`, unless the worker has not used
-/// its CPU time yet (it was waiting for a CPU): then `slack` more, until `last`.
+/// The exchange with the worker (the request's send, the answer's reads), given up at
+/// `deadline` unless the worker has not used its CPU time yet (it was waiting for a CPU):
+/// then `slack` more, until `last`.
 struct Until<'a> {
     socket: &'a UnixStream,
     deadline: Instant,
@@ -629,22 +627,28 @@ struct Until<'a> {
     cpu_allowed: Duration,
 }
 
-impl Read for Until<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match (&*self.socket).read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
-            if ready(self.socket, libc::POLLIN, self.deadline)? {
-                continue;
-            }
+impl Until<'_> {
+    /// Wait until the socket is ready for `events`, else `TimedOut`.
+    fn wait(&mut self, events: libc::c_short) -> io::Result<()> {
+        while !ready(self.socket, events, self.deadline)? {
             let now = Instant::now();
             let waiting = cpu_time(self.pid).is_some_and(|used| used <= self.cpu_allowed);
             if !waiting || now >= self.last {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             self.deadline = (now + self.slack).min(self.last);
+        }
+        Ok(())
+    }
+}
+
+impl Read for Until<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&*self.socket).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(libc::POLLIN)?,
+                other => return other,
+            }
         }
     }
 }
@@ -711,7 +715,7 @@ mod tests {
     fn a_worker_that_answers_slowly_is_given_up_at_the_cap() {
         let cap = Duration::from_secs(8);
         let writer = "dd bs=65536 count=1 of=/dev/null status=none; \
-                      while :; do sleep 7; printf x; done";
+                      while :; do sleep 7; printf x >&0; done";
         let codec = fake(writer, cap, "1".into());
         let start = Instant::now();
         let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
