@@ -699,14 +699,7 @@ mod tests {
     fn a_worker_that_reads_slowly_is_given_up_at_the_cap() {
         let cap = Duration::from_secs(2);
         let reader = "while :; do dd bs=262144 count=1 of=/dev/null status=none; sleep 1; done";
-        let codec = fake(reader, cap, "x".repeat(8 << 20));
-        let start = Instant::now();
-        let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
-        let took = start.elapsed();
-        assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
-        assert!(took >= cap, "{took:?}");
-        assert!(took < cap + Duration::from_secs(5), "{took:?}");
-        assert_eq!(codec.worker().pid(), None);
+        given_up_at_the_cap(reader, cap, "x".repeat(8 << 20));
     }
 
     /// A worker that answers a byte at a time, each just within the wait for one, is killed
@@ -716,21 +709,20 @@ mod tests {
         let cap = Duration::from_secs(8);
         let writer = "dd bs=65536 count=1 of=/dev/null status=none; \
                       while :; do sleep 7; printf x >&0; done";
-        let codec = fake(writer, cap, "1".into());
-        let start = Instant::now();
-        let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
-        let took = start.elapsed();
-        assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
-        assert!(took >= cap, "{took:?}");
-        assert!(took < cap + Duration::from_secs(5), "{took:?}");
-        assert_eq!(codec.worker().pid(), None);
+        given_up_at_the_cap(writer, cap, "1".into());
     }
 
     /// A worker that never reads its socket, the same.
     #[test]
     fn a_worker_that_never_reads_is_given_up_at_the_cap() {
         let cap = Duration::from_secs(2);
-        let codec = fake("exec sleep 600", cap, "x".repeat(1 << 20));
+        given_up_at_the_cap("exec sleep 600", cap, "x".repeat(1 << 20));
+    }
+
+    /// A call to the [`fake`] worker `script` with a codec of `source` fails as hung at
+    /// `cap` (a loaded machine given 5 s more), and the worker is gone.
+    fn given_up_at_the_cap(script: &str, cap: Duration, source: String) {
+        let codec = fake(script, cap, source);
         let start = Instant::now();
         let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
         let took = start.elapsed();
