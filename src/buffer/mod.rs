@@ -682,15 +682,12 @@ impl Buffer {
     /// Test only: the id of buffered record `seq`, read from the store.
     #[cfg(test)]
     fn id_of(&self, seq: u64) -> String {
-        match self.store.scan_within(seq.checked_sub(1), 1, u64::MAX) {
-            Ok(entries) => match entries.first() {
-                Some((s, body)) if *s == seq => {
-                    decode(body).map_or_else(|_| format!("#{seq}"), |r| r.id)
-                }
-                _ => format!("#{seq}"),
-            },
-            Err(_) => format!("#{seq}"),
-        }
+        let entries = self.store.scan(seq.checked_sub(1), 1).unwrap_or_default();
+        entries
+            .first()
+            .filter(|(s, _)| *s == seq)
+            .and_then(|(_, body)| decode(body).ok())
+            .map_or_else(|| format!("#{seq}"), |r| r.id)
     }
 
     /// Count a drop; the log gets the first one of a reason at once, then one line per

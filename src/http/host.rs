@@ -20,7 +20,8 @@ use std::time::Duration;
 const HOSTNAMES: [&str; 2] = ["/proc/sys/kernel/hostname", "/etc/hostname"];
 /// How often the host-name files are read again: on the blocking pool, never for a request
 /// (`/etc/hostname` is on the SD card), so a rename is answered within this long. A rename is
-/// rare, and an idle gateway should wake up seldom: as often as the key files are read.
+/// rare, and an idle gateway should wake up seldom: as often as the sink's key files are read
+/// (`pipeline::key_rotation`).
 pub const READ_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Names {
@@ -121,7 +122,7 @@ fn machine_name(text: &str) -> Option<&str> {
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))?;
     Some(bare(line)).filter(|name| {
-        name.len() <= 253
+        (1..=253).contains(&name.len())
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
@@ -272,6 +273,7 @@ mod tests {
             ("*\n", None),
             ("gate_7\n", Some("gate_7")),
             ("gate/7\n", None),
+            (".\n", None),
             ("", None),
             ("# only a comment\n", None),
         ] {

@@ -528,7 +528,7 @@ impl Process {
         let within = (limit + slack + start).min(room);
         let deadline = now + within;
         let fault = |e: io::Error| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Fault::Late,
+            io::ErrorKind::TimedOut => Fault::Late,
             io::ErrorKind::UnexpectedEof => Fault::Broke("it closed the socket".into()),
             _ => Fault::Broke(e.to_string()),
         };
@@ -698,7 +698,8 @@ mod tests {
     #[test]
     fn a_worker_that_reads_slowly_is_given_up_at_the_cap() {
         let cap = Duration::from_secs(2);
-        let reader = "while :; do dd bs=262144 count=1 of=/dev/null status=none; sleep 1; done";
+        let reader = "exec 2>/dev/null; \
+                      while :; do dd bs=262144 count=1 of=/dev/null status=none; sleep 1; done";
         given_up_at_the_cap(reader, cap, "x".repeat(8 << 20));
     }
 
@@ -707,7 +708,7 @@ mod tests {
     #[test]
     fn a_worker_that_answers_slowly_is_given_up_at_the_cap() {
         let cap = Duration::from_secs(8);
-        let writer = "dd bs=65536 count=1 of=/dev/null status=none; \
+        let writer = "exec 2>/dev/null; dd bs=65536 count=1 of=/dev/null status=none; \
                       while :; do sleep 7; printf x >&0; done";
         given_up_at_the_cap(writer, cap, "1".into());
     }
