@@ -575,7 +575,7 @@ fn records_of(uplink: u32) -> impl Iterator<Item = Rec> {
 fn record((uplink, part): Rec, created_ms: u64) -> Record {
     let device = uplink % DEVICES;
     Record {
-        id: format!("u{uplink}.{part}"),
+        id: id_of(&(uplink, part)),
         // One hub per device: parking one leaves the others flowing.
         rec_type: if uplink % DEAD_LETTER_EVERY == DEAD_LETTER_EVERY - 1 && part == 0 {
             DEAD_LETTER.into()
@@ -592,6 +592,11 @@ fn rec_of(rec: &Record) -> Rec {
     rec_named(&rec.id).expect("model record ids are u<n>.<part>")
 }
 
+/// A record's id: `u<n>.<part>` ([`rec_named`] reads it back).
+fn id_of((uplink, part): &Rec) -> String {
+    format!("u{uplink}.{part}")
+}
+
 /// The record whose id is `id` (`u<n>.<part>`), if the model makes one.
 fn rec_named(id: &str) -> Option<Rec> {
     let (uplink, part) = id.strip_prefix('u')?.split_once('.')?;
@@ -600,7 +605,7 @@ fn rec_named(id: &str) -> Option<Rec> {
 
 /// Records by their ids, for messages.
 fn ids<'a>(recs: impl IntoIterator<Item = &'a Rec>) -> String {
-    let ids: Vec<String> = recs.into_iter().map(|(u, p)| format!("u{u}.{p}")).collect();
+    let ids: Vec<String> = recs.into_iter().map(id_of).collect();
     ids.join(" ")
 }
 
