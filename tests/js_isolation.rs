@@ -69,6 +69,15 @@ fn decoder(bad: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
 
 /// The same, with more settings of `[codecs]`.
 fn decoder_with(bad: &str, codecs: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
+    decoder_launched(bad, codecs, launcher())
+}
+
+/// The same, its worker started by `launcher`.
+fn decoder_launched(
+    bad: &str,
+    codecs: &str,
+    launcher: Launcher,
+) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
     let dir = codec_files::tempdir();
     codec_files::write(dir.path().join("bad.js"), bad);
     for ext in ["js", "toml"] {
@@ -86,7 +95,7 @@ fn decoder_with(bad: &str, codecs: &str) -> (Decoder, Arc<Metrics>, tempfile::Te
     ))
     .unwrap();
     let metrics = Metrics::new();
-    let decoder = Decoder::with_launcher(&cfg, metrics.clone(), launcher());
+    let decoder = Decoder::with_launcher(&cfg, metrics.clone(), launcher);
     assert_eq!(metrics.problems("codec_file"), 0);
     (decoder, metrics, dir)
 }
@@ -1006,8 +1015,8 @@ const FAKE: &str = "HUBGATE_TEST_FAKE_WORKER";
 /// Run alone with [`FAKE`] set, this test is a worker that answers its first request (a load)
 /// as hubgate's does, then answers the next one as FAKE says: `garbage` (a frame that is no
 /// answer), `huge` (a frame longer than any answer) or `trickle` (a frame's length, then a
-/// byte of it every 100 ms) or `crashed` (an error of its own making, [`crash`]);
-/// `crashed_load` answers the load too with that error.
+/// byte of it every 100 ms); `claims` answers every load as hubgate's does and its decodes
+/// with the errors of [`claims`], one after another.
 #[test]
 fn fake_worker() {
     use std::io::{Read, Write};
@@ -1022,19 +1031,31 @@ fn fake_worker() {
         socket.read_exact(&mut len).unwrap();
         let mut body = vec![0; u32::from_le_bytes(len) as usize];
         socket.read_exact(&mut body).unwrap();
+        body
     };
-    request(&mut socket);
-    if how == "crashed_load" {
-        crash(socket, request);
-    }
     // Loaded: status 0, not retiring, 0 µs of CPU, no text.
     let loaded = [&10u32.to_le_bytes()[..], &[0; 10]].concat();
+    request(&mut socket);
     socket.write_all(&loaded).unwrap();
+    if how == "claims" {
+        let mut claims = claims().into_iter().map(|(claim, _)| claim);
+        loop {
+            match request(&mut socket)[0] {
+                b'L' | b'R' => socket.write_all(&loaded).unwrap(),
+                _ => {
+                    let text = serde_json::to_string(&claims.next().unwrap()).unwrap();
+                    // Failed: status 1, not retiring, 0 µs of CPU, the error.
+                    let len = (10 + text.len()) as u32;
+                    let answer = [&len.to_le_bytes()[..], &[1, 0], &[0; 8], text.as_bytes()];
+                    socket.write_all(&answer.concat()).unwrap();
+                }
+            }
+        }
+    }
     request(&mut socket);
     match how.to_str().unwrap() {
         "garbage" => socket.write_all(b"\x05\0\0\0\x07\0abc").unwrap(),
         "huge" => socket.write_all(&u32::MAX.to_le_bytes()).unwrap(),
-        "crashed" => crash(socket, request),
         _ => {
             // A frame of 10,000 bytes, which at this pace would take 1,000 s.
             socket.write_all(&10_000u32.to_le_bytes()).unwrap();
@@ -1050,24 +1071,26 @@ fn fake_worker() {
     }
 }
 
-/// The text of the `crashed` fake worker's error: two lines, a terminal escape and more than
-/// a log line holds.
-fn crashed() -> String {
-    format!("first line\nsecond \x1b[31mred{}", "x".repeat(1000))
-}
-
-/// Answer the request just read, and every later one (the agent's second try included), with
-/// the error [`crashed`].
-fn crash(mut socket: std::fs::File, request: impl Fn(&mut std::fs::File)) -> ! {
-    use std::io::Write;
-    let text = serde_json::to_string(&JsError::Crashed(crashed())).unwrap();
-    // Failed: status 1, not retiring, 0 µs of CPU, the error.
-    let len = (10 + text.len()) as u32;
-    let answer = [&len.to_le_bytes()[..], &[1, 0], &[0; 8], text.as_bytes()].concat();
-    loop {
-        socket.write_all(&answer).unwrap();
-        request(&mut socket);
-    }
+/// The errors the `claims` [`fake_worker`] answers its decodes with, one after another, each
+/// with the reason its packed record gives after the codec's name. A text of two lines, with
+/// a terminal escape and longer than a codec's message, comes on one line and cut to 200
+/// characters, as a codec's own throw would.
+fn claims() -> Vec<(JsError, String)> {
+    let text = format!("first line\nsecond \x1b[31mred{}", "x".repeat(1000));
+    let clean = format!("first line second  [31mred{}", "x".repeat(174));
+    let agents = |what: &str| format!("returned an error only the agent tells ({what})");
+    vec![
+        (JsError::Threw(text.clone()), format!("threw {clean}")),
+        (JsError::Engine(text.clone()), format!("engine: {clean}")),
+        (JsError::Junk(text.clone()), format!("returned {clean}")),
+        (JsError::Crashed(text.clone()), agents("its worker died")),
+        (JsError::Hung(500), agents("did not answer")),
+        (JsError::Quarantined(600), agents("quarantined")),
+        (JsError::DeviceQuarantined(600), agents("quarantined")),
+        (JsError::OverBudget(5000), agents("over the round's budget")),
+        (JsError::TooLong(1 << 20), agents("a payload too long")),
+        (JsError::Reported(text), agents("reported errors")),
+    ]
 }
 
 /// A launcher whose worker is this test binary's [`fake_worker`], misbehaving as `how` says.
@@ -1126,67 +1149,32 @@ fn a_worker_that_answers_garbage_or_trickles_costs_one_call() {
     assert_eq!(worker.pid(), None);
 }
 
-/// Warnings logged while the tests of this binary run, from any of them.
-fn warnings() -> &'static std::sync::Mutex<Vec<String>> {
-    struct Capture;
-    static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    static CAPTURE: Capture = Capture;
-    impl log::Log for Capture {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            m.level() <= log::Level::Warn
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                let mut w = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
-                w.push(r.args().to_string());
-            }
-        }
-        fn flush(&self) {}
-    }
-    if log::set_logger(&CAPTURE).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
-    &WARNINGS
-}
-
-/// An error the worker sends is its text: logged on one line, control characters escaped,
-/// cut to a log line's length, whether it came while a codec loaded or during a call.
+/// A worker's errors are its codec's word (a QuickJS escape controls the worker): their
+/// texts reach the packed record on one line and cut, as a codec's own throw would, and an
+/// error only the agent or its guard makes (the worker hung or died, a quarantine, the round's
+/// budget) is an error of the codec: counted as `js_error`, no strike, no second try in a new
+/// worker (which would have taken the next claim).
 #[test]
-fn a_workers_error_text_is_logged_clean() {
+fn a_workers_errors_are_its_codecs_word() {
     let dir = tempfile::tempdir().unwrap();
-    let warnings = warnings();
-    let worker = Worker::new(fake(dir.path(), "crashed_load"));
-    let e = worker.load("c.js", "function decodeUplink(i) {}").err();
-    assert_eq!(e, Some(JsError::Crashed(crashed())));
-    let worker = Worker::new(fake(dir.path(), "crashed"));
-    let c = worker.load("c.js", "function decodeUplink(i) {}").unwrap();
-    let e = c.decode(Some(1), &[1], SystemTime::now()).unwrap_err();
-    assert_eq!(e, JsError::Crashed(crashed()));
-    let logged: Vec<String> = warnings
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|w| w.contains("first line"))
-        .cloned()
-        .collect();
-    let [load, call] = &logged[..] else {
-        panic!("{logged:?}");
-    };
-    let text = "(first line\\nsecond \\u{1b}[31mredxxx";
-    let starts = [
-        (
-            load,
-            format!("JavaScript worker ended while it loaded c.js {text}"),
-        ),
-        (
-            call,
-            format!("JavaScript worker ended during a call {text}"),
-        ),
-    ];
-    for (line, start) in starts {
-        assert!(line.starts_with(&start), "{line}");
-        assert!(!line.chars().any(char::is_control), "{line}");
-        assert!(line.ends_with(" more bytes)): trying once more"), "{line}");
-        assert!(line.len() < 500, "{}: {line}", line.len());
+    let (mut d, m, _codecs) = decoder_launched("", "", fake(dir.path(), "claims"));
+    let claims = claims();
+    for (claim, reason) in &claims {
+        let rec = d.decode(&uplink(BAD, &[1])).remove(0);
+        assert_eq!(
+            packed(&rec),
+            format!("JavaScript bad: {reason}"),
+            "{claim:?}"
+        );
+    }
+    assert_eq!(m.problems("js_error"), claims.len() as u64);
+    for kind in [
+        "js_timeout",
+        "js_crashed",
+        "js_quarantined",
+        "js_budget",
+        "js_quarantine_started",
+    ] {
+        assert_eq!(m.problems(kind), 0, "{kind}");
     }
 }

@@ -298,7 +298,6 @@ impl Supervisor {
             // As for a call (`decode`): a worker killed from outside during the load (the OOM
             // killer's first pick, an operator) looks the same as a codec that took it down, and
             // a codec failed at start stays failed for the run.
-            // `why` may be the worker's own text: cleaned, as all of it that is logged.
             Err(JsError::Crashed(why)) => {
                 let why = logline::clean(&why);
                 log::warn!(
