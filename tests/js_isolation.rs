@@ -1016,7 +1016,9 @@ const FAKE: &str = "HUBGATE_TEST_FAKE_WORKER";
 /// as hubgate's does, then answers the next one as FAKE says: `garbage` (a frame that is no
 /// answer), `huge` (a frame longer than any answer) or `trickle` (a frame's length, then a
 /// byte of it every 100 ms); `claims` answers every load as hubgate's does and its decodes
-/// with the errors of [`claims`], one after another.
+/// with the errors of [`claims`], one after another; `chatty` writes [`chatter`] to its
+/// standard error first, then answers every load as hubgate's does and every decode with
+/// `{"data":{"n":1}}`.
 #[test]
 fn fake_worker() {
     use std::io::{Read, Write};
@@ -1033,23 +1035,32 @@ fn fake_worker() {
         socket.read_exact(&mut body).unwrap();
         body
     };
-    // Loaded: status 0, not retiring, 0 µs of CPU, no text.
-    let loaded = [&10u32.to_le_bytes()[..], &[0; 10]].concat();
+    if how == "chatty" {
+        std::io::stderr().write_all(&chatter()).unwrap();
+    }
+    // Status 0 (a result) or 1 (an error), not retiring, 0 µs of CPU, the text.
+    let answer = |status: u8, text: &str| {
+        let len = (10 + text.len()) as u32;
+        [
+            &len.to_le_bytes()[..],
+            &[status, 0],
+            &[0; 8],
+            text.as_bytes(),
+        ]
+        .concat()
+    };
+    let loaded = answer(0, "");
     request(&mut socket);
     socket.write_all(&loaded).unwrap();
-    if how == "claims" {
+    if how == "claims" || how == "chatty" {
         let mut claims = claims().into_iter().map(|(claim, _)| claim);
         loop {
-            match request(&mut socket)[0] {
-                b'L' | b'R' => socket.write_all(&loaded).unwrap(),
-                _ => {
-                    let text = serde_json::to_string(&claims.next().unwrap()).unwrap();
-                    // Failed: status 1, not retiring, 0 µs of CPU, the error.
-                    let len = (10 + text.len()) as u32;
-                    let answer = [&len.to_le_bytes()[..], &[1, 0], &[0; 8], text.as_bytes()];
-                    socket.write_all(&answer.concat()).unwrap();
-                }
-            }
+            let decoded = match request(&mut socket)[0] {
+                b'L' | b'R' => loaded.clone(),
+                _ if how == "chatty" => answer(0, r#"{"data":{"n":1}}"#),
+                _ => answer(1, &serde_json::to_string(&claims.next().unwrap()).unwrap()),
+            };
+            socket.write_all(&decoded).unwrap();
         }
     }
     request(&mut socket);
@@ -1092,6 +1103,19 @@ fn claims() -> Vec<(JsError, String)> {
         (JsError::Reported(text), agents("reported errors")),
     ]
 }
+
+/// Lines in the `chatty` [`fake_worker`]'s standard error (more than a pipe holds, so that it
+/// is held up for good unless they are read): a journal priority and a terminal escape before
+/// a line far longer than a log line, then [`FLOOD`] short ones.
+fn chatter() -> Vec<u8> {
+    let mut text = format!("<3>forged\x1b[31m {}\n", "y".repeat(100_000));
+    for n in 0..FLOOD {
+        text += &format!("flood {n}\n");
+    }
+    text.into_bytes()
+}
+
+const FLOOD: u64 = 20_000;
 
 /// A launcher whose worker is this test binary's [`fake_worker`], misbehaving as `how` says.
 fn fake(dir: &std::path::Path, how: &str) -> Launcher {
@@ -1147,6 +1171,50 @@ fn a_worker_that_answers_garbage_or_trickles_costs_one_call() {
         start.elapsed()
     );
     assert_eq!(worker.pid(), None);
+}
+
+/// The worker's standard error is a pipe the agent reads, not the agent's own: each line is
+/// logged by the agent marked as the worker's, its control characters escaped and cut, and
+/// rate-limited (the first at once, the others counted, not written); a worker that writes
+/// far more than the pipe holds is not held up, and the pipe is closed once the worker is
+/// gone.
+#[test]
+fn a_workers_standard_error_is_read_and_logged_by_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Metrics::new();
+    let worker = Worker::new(fake(dir.path(), "chatty").reporting_to(m.clone()));
+    let c = worker.load("c.js", "").unwrap();
+    let out = c.decode(Some(1), &[1], SystemTime::now()).unwrap();
+    assert_eq!(Value::Object(out.data), json!({"n": 1}));
+    let pid = worker.pid().unwrap();
+    let link = |path: String| std::fs::read_link(path).unwrap();
+    let pipe = link(format!("/proc/{pid}/fd/2"));
+    assert!(pipe.to_str().unwrap().starts_with("pipe:["), "{pipe:?}");
+    assert_ne!(pipe, link("/proc/self/fd/2".into()));
+    let ours = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|l| *l == pipe)
+            .count()
+    };
+    // Its read end.
+    assert_eq!(ours(), 1);
+    // Stops the worker and waits for its relay, which has read every line by then.
+    drop((c, worker));
+    assert_eq!(ours(), 0);
+    assert_eq!(m.problems("js_worker_log"), 1 + FLOOD);
+    let written: Vec<_> = m
+        .recent_problems()
+        .into_iter()
+        .map(|w| (w.kind, w.line))
+        .collect();
+    let first = format!(
+        "JavaScript worker {pid}: <3>forged\\u{{1b}}[31m {}… ({} more bytes)",
+        "y".repeat(256 - 15),
+        100_015 - 256
+    );
+    assert_eq!(written, [("js_worker_log", first)]);
 }
 
 /// A worker's errors are its codec's word (a QuickJS escape controls the worker): their

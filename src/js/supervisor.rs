@@ -16,9 +16,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::relay::{self, Relay};
 use super::wire::{self, Answer, Request};
 use super::{output, worker, JsError, Output, LOAD_LIMIT, PAYLOAD_LIMIT, TIME_LIMIT};
 use crate::logline;
+use crate::metrics::Metrics;
 
 /// How long an answer may take beyond the worker's own CPU limit for the call: on a busy
 /// gateway the worker waits for a CPU too.
@@ -35,13 +37,15 @@ const PATIENCE: u32 = 10;
 pub const CAP: Duration = Duration::from_secs(10);
 
 /// How to start a worker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Launcher {
     program: PathBuf,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     slack: Duration,
     cap: Duration,
+    /// Where the lines its workers write are counted and logged ([`relay`]).
+    log: Arc<Metrics>,
 }
 
 impl Launcher {
@@ -59,6 +63,17 @@ impl Launcher {
             env: Vec::new(),
             slack: SLACK,
             cap: CAP,
+            log: Metrics::new(),
+        }
+    }
+
+    /// The same, with the lines its workers write counted and logged as the problem
+    /// `js_worker_log` of `metrics` (the agent's, so that its status task writes the counts of
+    /// those held back); else of metrics of its own.
+    pub fn reporting_to(self, metrics: Arc<Metrics>) -> Launcher {
+        Launcher {
+            log: metrics,
+            ..self
         }
     }
 
@@ -97,15 +112,18 @@ impl Launcher {
             env: vec![(worker::harness::ENV.into(), "1".into())],
             slack: SLACK,
             cap: CAP,
+            log: Metrics::new(),
         }
     }
 
-    /// The worker gets its socket as standard input, stderr for its log lines and nothing
-    /// else: no other descriptor of the agent's (libraries open some without close-on-exec)
-    /// and none of its environment (secrets given through `${VAR}`, `NOTIFY_SOCKET`,
-    /// `CREDENTIALS_DIRECTORY`) but the log filter and the time zone.
+    /// The worker gets its socket as standard input, a pipe the agent reads ([`relay`]) as
+    /// standard error for its log lines, and nothing else: no other descriptor of the agent's
+    /// (libraries open some without close-on-exec) and none of its environment (secrets given
+    /// through `${VAR}`, `NOTIFY_SOCKET`, `CREDENTIALS_DIRECTORY`) but the log filter and the
+    /// time zone.
     fn spawn(&self) -> io::Result<Process> {
         let (ours, theirs) = UnixStream::pair()?;
+        let (said, stderr) = relay::pipe()?;
         // Ours waits by polling, never longer than the time a call has left.
         ours.set_nonblocking(true)?;
         let mut command = Command::new(&self.program);
@@ -120,13 +138,24 @@ impl Launcher {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(stderr));
         // SAFETY: the closure only makes syscalls (no allocation, no locks), as is required
         // between fork and exec.
         unsafe { command.pre_exec(close_on_exec_from_3) };
-        let child = command.spawn()?;
+        let mut child = command.spawn()?;
+        // Only the worker writes to the pipe: the relay sees its end when the worker ends.
+        drop(command);
+        let relay = match Relay::start(said, child.id(), self.log.clone()) {
+            Ok(relay) => relay,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         Ok(Process {
             child,
+            _relay: relay,
             socket: ours,
             loaded: Vec::new(),
             fresh: true,
@@ -486,6 +515,8 @@ fn ended(status: ExitStatus) -> String {
 /// A worker process and the codecs loaded into it.
 struct Process {
     child: Child,
+    /// Reads its standard error; dropped with it, once it is reaped.
+    _relay: Relay,
     socket: UnixStream,
     loaded: Vec<u32>,
     /// Has not answered yet.
@@ -683,6 +714,7 @@ mod tests {
             env: Vec::new(),
             slack: SLACK,
             cap,
+            log: Metrics::new(),
         };
         let worker = Worker::new(launcher);
         worker.lock().codecs.push(Codec {
