@@ -172,6 +172,7 @@ impl Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     /// Lines split across reads come whole; a long one is cut and the rest counted; empty
     /// lines are not said; the last one is said without its newline.
@@ -187,5 +188,22 @@ mod tests {
         line.end(&mut say);
         let cut = format!("{}… (10 more bytes)", "y".repeat(KEPT));
         assert_eq!(said, ["one", "two", &cut, "last"]);
+    }
+
+    /// A relay whose pipe another process still holds (one the worker left behind) ends all
+    /// the same once dropped, after saying what was written before: it does not wait for the
+    /// pipe's end.
+    #[test]
+    fn a_dropped_relay_ends_though_its_pipe_is_still_held() {
+        let (read, write) = pipe().unwrap();
+        let m = Metrics::new();
+        let relay = Relay::start(read, 7, m.clone()).unwrap();
+        let written = (&std::fs::File::from(write.try_clone().unwrap())).write(b"one\ntwo");
+        assert_eq!(written.unwrap(), 7);
+        drop(relay);
+        assert_eq!(m.problems(KIND), 2);
+        let lines: Vec<_> = m.recent_problems().into_iter().map(|w| w.line).collect();
+        assert_eq!(lines, ["JavaScript worker 7: one"]);
+        drop(write);
     }
 }
