@@ -159,7 +159,6 @@ impl Launcher {
             socket: ours,
             loaded: Vec::new(),
             fresh: true,
-            cpu_seen: Duration::ZERO,
         })
     }
 }
@@ -436,7 +435,6 @@ impl Supervisor {
         match process.exchange(&self.request, &mut self.answer, limit, slack, cap) {
             Ok(answer) => {
                 process.fresh = false;
-                process.cpu_seen = Duration::from_micros(answer.cpu_us);
                 if answer.retire {
                     self.stop();
                 }
@@ -521,8 +519,6 @@ struct Process {
     loaded: Vec<u32>,
     /// Has not answered yet.
     fresh: bool,
-    /// The CPU time it had used at its latest answer.
-    cpu_seen: Duration,
 }
 
 /// Why an exchange with the worker failed.
@@ -568,7 +564,8 @@ impl Process {
             last: (now + (limit + slack + start) * PATIENCE).min(cap),
             slack,
             pid: self.child.id(),
-            cpu_allowed: self.cpu_seen + limit + CPU_GRACE + start,
+            // Read here, not taken from its answers (it could claim any time used).
+            cpu_allowed: cpu_time(self.child.id()).unwrap_or_default() + limit + CPU_GRACE + start,
         };
         // A worker that reads the request slowly gets as much time as one that answers late.
         send(&mut until, request).map_err(fault)?;
@@ -761,6 +758,26 @@ mod tests {
         assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
         assert!(took >= cap, "{took:?}");
         assert!(took < cap + Duration::from_secs(5), "{took:?}");
+        assert_eq!(codec.worker().pid(), None);
+    }
+
+    /// A worker that spins through a call after claiming, in its answer to the load, more
+    /// CPU time used than it has, is given up at the call's deadline as hung, not given the
+    /// patience with one that waits for a CPU: its CPU time is the agent's own reading.
+    #[test]
+    fn a_worker_claiming_cpu_time_it_did_not_use_is_not_given_the_patience() {
+        // Loaded: status 0, not retiring, 2^56 - 1 µs of CPU (2283 years), no text.
+        let script = "exec 2>/dev/null; dd bs=65536 count=1 of=/dev/null status=none; \
+                      printf '\\012\\0\\0\\0\\0\\0\\377\\377\\377\\377\\377\\377\\377\\0' >&0; \
+                      while :; do :; done";
+        let codec = fake(script, Duration::from_secs(60), "1".into());
+        let start = Instant::now();
+        let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
+        let took = start.elapsed();
+        assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
+        // Spinning, it is past its CPU time at the first deadline (TIME_LIMIT and SLACK);
+        // the patience would have given it ten of them.
+        assert!(took < (TIME_LIMIT + SLACK) * PATIENCE, "{took:?}");
         assert_eq!(codec.worker().pid(), None);
     }
 

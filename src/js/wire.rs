@@ -109,7 +109,8 @@ pub struct Answer {
     pub result: Result<String, JsError>,
     /// The worker exits after this answer: the agent starts a new one for the next call.
     pub retire: bool,
-    /// The CPU time the worker process has used, in µs.
+    /// The CPU time the worker process has used, in µs, as it says: for a reader of the
+    /// frames only; the agent's deadlines read the worker's CPU clock themselves.
     pub cpu_us: u64,
 }
 
