@@ -1228,6 +1228,34 @@ fn a_workers_standard_error_is_read_and_logged_by_the_agent() {
     assert!(more >= 100_015 - 251, "{line}");
 }
 
+/// The worker's own log lines reach the journal through the agent with its level and message
+/// alone (the agent's line has the time and marks it as the worker's): here the real worker,
+/// given a request it cannot read instead of its socket.
+#[test]
+fn a_workers_own_log_line_is_logged_by_the_agent_without_a_second_prefix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("garbled.sh");
+    let hubgate = env!("CARGO_BIN_EXE_hubgate");
+    let text = format!("#!/bin/sh\nprintf '\\005\\0\\0\\0Xabcd' | exec '{hubgate}' \"$@\"\n");
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Metrics::new();
+    let worker = Worker::new(Launcher::program(script).reporting_to(m.clone()));
+    assert!(worker.load("c.js", "").is_err());
+    drop(worker);
+    let written: Vec<_> = m.recent_problems().into_iter().map(|w| w.line).collect();
+    let [line] = &written[..] else {
+        panic!("{written:?}");
+    };
+    let said = line
+        .strip_prefix("JavaScript worker ")
+        .and_then(|l| l.split_once(": "))
+        .map(|(pid, said)| (pid.parse::<u32>().is_ok(), said));
+    let expected = "WARN: JavaScript worker: a request it cannot read";
+    assert_eq!(said, Some((true, expected)), "{line}");
+}
+
 /// A worker's errors are its codec's word (a QuickJS escape controls the worker): their
 /// texts reach the packed record on one line and cut, as a codec's own throw would, and an
 /// error only the agent or its guard makes (the worker hung or died, a quarantine, the round's
