@@ -1018,7 +1018,8 @@ const FAKE: &str = "HUBGATE_TEST_FAKE_WORKER";
 /// byte of it every 100 ms); `claims` answers every load as hubgate's does and its decodes
 /// with the errors of [`claims`], one after another; `chatty` writes [`chatter`] to its
 /// standard error first, then answers every load as hubgate's does and every decode with
-/// `{"data":{"n":1}}`.
+/// `{"data":{"n":1}}`; `claims_load` answers its first load with a worker's death and every
+/// later one with a quarantine, kinds only the agent tells.
 #[test]
 fn fake_worker() {
     use std::io::{Read, Write};
@@ -1049,6 +1050,15 @@ fn fake_worker() {
         ]
         .concat()
     };
+    if how == "claims_load" {
+        let mut claim = JsError::Crashed("it died".into());
+        loop {
+            request(&mut socket);
+            let text = serde_json::to_string(&claim).unwrap();
+            socket.write_all(&answer(1, &text)).unwrap();
+            claim = JsError::Quarantined(600);
+        }
+    }
     let loaded = answer(0, "");
     request(&mut socket);
     socket.write_all(&loaded).unwrap();
@@ -1117,6 +1127,9 @@ fn chatter() -> Vec<u8> {
 
 const FLOOD: u64 = 20_000;
 
+/// The file in a [`fake`] launcher's directory with a line for every worker started.
+const STARTED: &str = "started";
+
 /// A launcher whose worker is this test binary's [`fake_worker`], misbehaving as `how` says.
 fn fake(dir: &std::path::Path, how: &str) -> Launcher {
     use std::os::unix::fs::PermissionsExt;
@@ -1125,7 +1138,8 @@ fn fake(dir: &std::path::Path, how: &str) -> Launcher {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nexec env {FAKE}={how} '{}' fake_worker --exact --test-threads=1 --quiet\n",
+            "#!/bin/sh\necho >> '{}'\nexec env {FAKE}={how} '{}' fake_worker --exact --test-threads=1 --quiet\n",
+            dir.join(STARTED).display(),
             me.display()
         ),
     )
@@ -1254,6 +1268,25 @@ fn a_workers_own_log_line_is_logged_by_the_agent_without_a_second_prefix() {
         .map(|(pid, said)| (pid.parse::<u32>().is_ok(), said));
     let expected = "WARN: JavaScript worker: a request it cannot read";
     assert_eq!(said, Some((true, expected)), "{line}");
+}
+
+/// A load answered with a kind only the agent tells (a worker's death, a quarantine) fails
+/// as an error of the codec's, the same worker going on: no second try in a new worker, as
+/// after a death, and no quarantine.
+#[test]
+fn a_load_answered_with_a_kind_only_the_agent_tells_is_the_codecs_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::new(fake(dir.path(), "claims_load"));
+    let agents = |what: &str| {
+        Some(JsError::Junk(format!(
+            "an error only the agent tells ({what})"
+        )))
+    };
+    assert_eq!(worker.load("c.js", "").err(), agents("its worker died"));
+    assert_eq!(worker.load("d.js", "").err(), agents("quarantined"));
+    drop(worker);
+    let started = std::fs::read_to_string(dir.path().join(STARTED)).unwrap();
+    assert_eq!(started.lines().count(), 1);
 }
 
 /// A worker's errors are its codec's word (a QuickJS escape controls the worker): their

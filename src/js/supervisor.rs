@@ -143,7 +143,8 @@ impl Launcher {
         // between fork and exec.
         unsafe { command.pre_exec(close_on_exec_from_3) };
         let mut child = command.spawn()?;
-        // Only the worker writes to the pipe: the relay sees its end when the worker ends.
+        // The command holds the pipe's write end: closed now rather than at the end, so that
+        // from here on the worker alone holds it (the relay sees its end when the worker ends).
         drop(command);
         let relay = match Relay::start(said, child.id(), self.log.clone()) {
             Ok(relay) => relay,

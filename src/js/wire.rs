@@ -277,6 +277,43 @@ mod tests {
         }
     }
 
+    /// The kinds a worker makes itself come as it sent them, the texts among them on one line
+    /// and cut as a codec's message; a kind only the agent or its guard makes is the codec's
+    /// error (every one of them: `a_workers_errors_are_its_codecs_word` in
+    /// `tests/js_isolation.rs`).
+    #[test]
+    fn a_workers_own_kinds_come_through_and_the_agents_do_not() {
+        use JsError::*;
+        let through = |e: JsError| {
+            let mut frame = Vec::new();
+            Answer {
+                result: Err(e),
+                retire: false,
+                cpu_us: 0,
+            }
+            .write_to(&mut frame);
+            Answer::parse(&body(&frame)).unwrap().result.unwrap_err()
+        };
+        let own = [
+            NoEntryPoint,
+            TimedOut(100),
+            SlowTopLevel(312),
+            OutOfMemory,
+            WorkerFull,
+            NotBuilt,
+        ];
+        for e in own {
+            assert_eq!(through(e.clone()), e);
+        }
+        let long = format!("a\nb{}", "c".repeat(300));
+        let cut = format!("a b{}", "c".repeat(197));
+        for text in [Threw, Engine, Junk] {
+            assert_eq!(through(text(long.clone())), text(cut.clone()));
+        }
+        let agents = "an error only the agent tells (did not answer)";
+        assert_eq!(through(Hung(500)), Junk(agents.into()));
+    }
+
     #[test]
     fn garbage_is_refused() {
         assert_eq!(Request::parse(b""), None);
