@@ -1244,14 +1244,22 @@ fn a_workers_standard_error_is_read_and_logged_by_the_agent() {
 
 /// The worker's own log lines reach the journal through the agent with its level and message
 /// alone (the agent's line has the time and marks it as the worker's): here the real worker,
-/// given a request it cannot read instead of its socket.
+/// given a request it cannot read as its standard input (a FIFO it holds both ends of, so that
+/// it does not take the input's end for the agent's), its socket kept aside until it ends.
 #[test]
 fn a_workers_own_log_line_is_logged_by_the_agent_without_a_second_prefix() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("requests");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the path, a NUL-ended string.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
     let script = dir.path().join("garbled.sh");
     let hubgate = env!("CARGO_BIN_EXE_hubgate");
-    let text = format!("#!/bin/sh\nprintf '\\005\\0\\0\\0Xabcd' | exec '{hubgate}' \"$@\"\n");
+    let text = format!(
+        "#!/bin/sh\nexec 3<&0 0<>'{}'\nprintf '\\005\\0\\0\\0Xabcd' >&0\nexec '{hubgate}' \"$@\"\n",
+        fifo.display()
+    );
     std::fs::write(&script, text).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let m = Metrics::new();
