@@ -173,15 +173,14 @@ impl Lines {
     /// The line being read ended (its newline, or the stream's end): one of this read's
     /// unless it is empty.
     fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        if line.is_empty() {
-            return;
+        if !self.line.is_empty() {
+            if self.ended > 0 {
+                self.read.push(b"\n");
+            }
+            self.read.append(&self.line);
+            self.ended += 1;
         }
-        if self.ended > 0 {
-            self.read.push(b"\n");
-        }
-        self.read.append(&line);
-        self.ended += 1;
+        self.line.clear();
     }
 
     /// Say the lines this read ended, if any, as one entry.
@@ -189,7 +188,7 @@ impl Lines {
         if self.ended > 0 {
             say(&self.read, self.ended);
         }
-        self.read = Line::default();
+        self.read.clear();
         self.ended = 0;
     }
 }
@@ -204,6 +203,12 @@ struct Line {
 impl Line {
     fn is_empty(&self) -> bool {
         self.kept.is_empty() && self.more == 0
+    }
+
+    /// Empty again, its buffer kept.
+    fn clear(&mut self) {
+        self.kept.clear();
+        self.more = 0;
     }
 
     /// Add `bytes`: kept up to [`KEPT`] (not a character cut in two), counted past that. Once
@@ -236,9 +241,11 @@ impl Line {
         let mut out = String::with_capacity(KEPT);
         let mut shown = 0;
         'chars: for chunk in self.kept.utf8_chunks() {
-            let invalid = (!chunk.invalid().is_empty()).then_some(('\u{fffd}', chunk.invalid()));
+            // Each character with its length in the bytes read; invalid ones as U+FFFD.
             let chars = chunk.valid().chars().map(|c| (c, c.len_utf8()));
-            for (c, raw) in chars.chain(invalid.map(|(c, bytes)| (c, bytes.len()))) {
+            let invalid =
+                (!chunk.invalid().is_empty()).then(|| ('\u{fffd}', chunk.invalid().len()));
+            for (c, raw) in chars.chain(invalid) {
                 let before = out.len();
                 if c.is_control() {
                     let _ = write!(out, "{}", c.escape_default());
