@@ -26,9 +26,20 @@ use crate::uplink::{Radio, Uplink};
 /// wrong type or out of range (a fractional `fcnt`, an `fport` of 256, `snr` as text) is taken
 /// as not given rather than costing the reading, which a serial line cannot send again; a
 /// fractional `rssi` is rounded.
+///
+/// Bytes that are not CBOR, or CBOR that is no envelope (not a map, or a map with neither
+/// `dev_eui` nor `payload`), are [`ParseError::Cbor`]; an envelope whose `dev_eui` or
+/// `payload` is missing, of the wrong type or does not decode is [`ParseError::CborField`]:
+/// a reading that was sent, kept as a dead letter by the serial source.
 pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseError> {
-    let env: Envelope =
-        serde_cbor::from_slice(bytes).map_err(|e| ParseError::Cbor(e.to_string().into()))?;
+    let env: Envelope = serde_cbor::from_slice(bytes).map_err(|e| {
+        let e = e.to_string().into();
+        if is_envelope(bytes) {
+            ParseError::CborField(e)
+        } else {
+            ParseError::Cbor(e)
+        }
+    })?;
     let given = env.time.as_ref().and_then(|t| time_of(t).transpose());
     let (time, bad_time) = super::time_or_received(given, received);
     let value = Uplink {
@@ -55,6 +66,18 @@ pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, Parse
         same_ms_index: 0,
     };
     Ok(Parsed { value, bad_time })
+}
+
+/// Whether `bytes` that did not make an [`Envelope`] are one all the same: one CBOR map
+/// with a `dev_eui` or `payload` key. Read again only for a frame that failed.
+fn is_envelope(bytes: &[u8]) -> bool {
+    use serde_cbor::Value;
+    match serde_cbor::from_slice::<Value>(bytes) {
+        Ok(Value::Map(m)) => ["dev_eui", "payload"]
+            .iter()
+            .any(|k| m.contains_key(&Value::Text((*k).into()))),
+        _ => false,
+    }
 }
 
 #[derive(Deserialize)]
@@ -261,26 +284,67 @@ mod tests {
         assert_eq!(parse(&b, received).unwrap().value.time, received);
     }
 
+    /// Bytes that are no envelope are `serial_bad_cbor`; an envelope (a map with `dev_eui` or
+    /// `payload`) whose DevEUI or payload is missing or does not decode is
+    /// `serial_bad_field`, its error naming the field.
     #[test]
-    fn bad_envelopes_are_bad_cbor() {
+    fn bad_envelopes_and_bad_fields() {
         let t = SystemTime::UNIX_EPOCH;
-        let bad = [
+        let no_envelope = [
             b"\xff\x00not cbor".to_vec(),
-            envelope(&[("payload", Value::Bytes(vec![1]))]),
-            envelope(&[("dev_eui", Value::Bytes(EUI.to_vec()))]),
-            envelope(&[
-                ("dev_eui", Value::Bytes(vec![1, 2, 3])),
-                ("payload", Value::Bytes(vec![1])),
-            ]),
-            envelope(&[
-                ("dev_eui", Value::Bytes(EUI.to_vec())),
-                ("payload", Value::Text("xyz".into())),
-            ]),
             Vec::new(),
+            serde_cbor::to_vec(&Value::Integer(7)).unwrap(),
+            envelope(&[("fport", Value::Integer(7))]),
+            // An envelope followed by bytes of something else.
+            [
+                envelope(&[("dev_eui", Value::Bytes(EUI.to_vec()))]),
+                vec![0xff],
+            ]
+            .concat(),
         ];
-        for b in bad {
+        for b in no_envelope {
             let e = parse(&b, t).unwrap_err();
             assert_eq!(e.kind(), "serial_bad_cbor", "{b:02x?}: {e}");
+        }
+        let bad_field = [
+            (envelope(&[("payload", Value::Bytes(vec![1]))]), "dev_eui"),
+            (
+                envelope(&[("dev_eui", Value::Bytes(EUI.to_vec()))]),
+                "payload",
+            ),
+            (
+                envelope(&[
+                    ("dev_eui", Value::Bytes(vec![1, 2, 3])),
+                    ("payload", Value::Bytes(vec![1])),
+                ]),
+                "dev_eui must be 8 bytes, not 3",
+            ),
+            (
+                envelope(&[
+                    ("dev_eui", Value::Text("58a0cb00001012zz".into())),
+                    ("payload", Value::Bytes(vec![1])),
+                ]),
+                "bad hex \"58a0cb00001012zz\"",
+            ),
+            (
+                envelope(&[
+                    ("dev_eui", Value::Integer(7)),
+                    ("payload", Value::Bytes(vec![1])),
+                ]),
+                "a byte string or hex text",
+            ),
+            (
+                envelope(&[
+                    ("dev_eui", Value::Bytes(EUI.to_vec())),
+                    ("payload", Value::Text("xyz".into())),
+                ]),
+                "bad hex \"xyz\"",
+            ),
+        ];
+        for (b, says) in bad_field {
+            let e = parse(&b, t).unwrap_err();
+            assert_eq!(e.kind(), "serial_bad_field", "{b:02x?}: {e}");
+            assert!(e.to_string().contains(says), "{e} should say {says}");
         }
     }
 

@@ -6,7 +6,9 @@
 //! `content = "phy"`, a LoRaWAN PHYPayload from a radio module.
 //! Bad frames are counted by kind (`serial_crc`, `serial_overlong`, `serial_bad_hex`,
 //! `serial_malformed`, `serial_other_line`, `serial_bad_cbor`) and logged at warn,
-//! rate-limited per kind.
+//! rate-limited per kind, and dropped; an envelope whose DevEUI or payload is missing or does
+//! not decode (`serial_bad_field`) holds a reading that was sent, and is kept as a dead
+//! letter, as MQTT keeps an uplink whose DevEUI or payload does not decode.
 //!
 //! When the device goes away (USB unplug, the far end of a pty closes) the source logs it
 //! once and tries to reopen it, waiting 250 ms, then twice as long each time up to
@@ -23,7 +25,7 @@ use tokio_serial::SerialPortBuilderExt;
 
 use super::{Context, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
-use crate::format::{cbor_envelope, ParseError, Parsed};
+use crate::format::{cbor_envelope, DeadLetter, ParseError, Parsed};
 use crate::framing::Deframer;
 use crate::uplink::{Radio, RadioFrame};
 
@@ -246,6 +248,16 @@ async fn read(
                     match parsed {
                         Ok(Ok(parsed)) => super::kept(&ctx.metrics, "serial", parsed),
                         Err(dead) => Input::DeadLetter(dead),
+                        // A reading was sent, and the line cannot send it again: kept, as
+                        // MQTT keeps an uplink whose DevEUI or payload does not decode.
+                        Ok(Err(e @ ParseError::CborField(_))) => {
+                            ctx.metrics.problem(e.kind(), || {
+                                format!("serial {dev}: {e}: the frame is kept as a dead letter")
+                            });
+                            let reason = e.to_string();
+                            let dead = DeadLetter::new("serial", reason, None, frame, now);
+                            Input::DeadLetter(Box::new(dead))
+                        }
                         Ok(Err(e)) => {
                             ctx.metrics.problem(e.kind(), || {
                                 format!("serial {dev}: dropped a frame: {e}")
