@@ -49,6 +49,7 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
     let mut stopping = ctx.stopping.clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut stats = StatBudgets::new(&cfg.gateways, Instant::now());
+    let mut same_ms = StatsOfOneMs::default();
     loop {
         let (n, peer) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -73,6 +74,7 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
         }
         let mut inputs = datagram.inputs;
         stats.limit(&mut inputs, &ctx.metrics, Instant::now());
+        same_ms.index(&mut inputs);
         // Once the queue is closed, the datagram's other frames are dropped there too, so
         // that each is counted.
         let mut closed = false;
@@ -149,6 +151,55 @@ impl StatBudgets {
             }
             taken
         });
+    }
+}
+
+/// The gateway status reports of the clock's millisecond of the last one, by gateway: how
+/// many each sent in it. A report's record id is made from its gateway and receive time in
+/// ms ([`crate::record::gateway_status`]); two reports of one gateway in one millisecond (a
+/// forwarder restarted at once, two forwarders under one EUI, datagrams the kernel held and
+/// hands over together) would share it and all but one be dropped as copies. Each report
+/// gets its index among its gateway's reports of that millisecond, as the serial source's
+/// frames do ([`crate::uplink::Uplink::same_ms_index`]); the times stay the clock's own. Only
+/// the reports of one millisecond are kept, of those the budgets let through
+/// ([`StatBudgets`]): no more than they allow at once, whatever EUIs a flood uses.
+#[derive(Default)]
+struct StatsOfOneMs {
+    ms: u64,
+    seen: Vec<(String, u32)>,
+}
+
+impl StatsOfOneMs {
+    /// Give each status report of `inputs` its index: 0 for its gateway's first in its
+    /// millisecond, then 1, 2... until the millisecond changes, forwards or back (a clock
+    /// stepped back).
+    fn index(&mut self, inputs: &mut [Input]) {
+        for input in inputs {
+            let Input::GatewayStatus {
+                gateway_id,
+                time,
+                same_ms_index,
+                ..
+            } = input
+            else {
+                continue;
+            };
+            let ms = crate::record::ms_since_epoch(*time);
+            if ms != self.ms {
+                self.ms = ms;
+                self.seen.clear();
+            }
+            *same_ms_index = match self.seen.iter_mut().find(|(g, _)| g == gateway_id) {
+                Some((_, n)) => {
+                    *n = n.saturating_add(1);
+                    *n
+                }
+                None => {
+                    self.seen.push((gateway_id.clone(), 0));
+                    0
+                }
+            };
+        }
     }
 }
 
@@ -288,6 +339,7 @@ fn push_inputs(
             gateway_id: hex::encode(gateway),
             stat,
             time: received,
+            same_ms_index: 0,
         });
     }
     inputs
@@ -482,6 +534,70 @@ mod tests {
         assert_eq!(metrics.dropped(), 0);
     }
 
+    /// Two status reports of one gateway received in one millisecond get ids of their own
+    /// (the second used to be dropped as a copy of the first); the first keeps the id a
+    /// report had before the index, another gateway's first in that millisecond has index
+    /// 0, and the index starts over when the millisecond changes, back too.
+    #[test]
+    fn status_reports_of_one_gateway_in_one_millisecond_get_ids_of_their_own() {
+        const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_714_557_600_123_100);
+        let us = Duration::from_micros;
+        let stat = |g: [u8; 8], time: SystemTime| Input::GatewayStatus {
+            gateway_id: hex::encode(g),
+            stat: serde_json::Map::new(),
+            time,
+            same_ms_index: 0,
+        };
+        let mut inputs = [
+            stat(GW, t),
+            stat(GW, t + us(500)),
+            stat(OTHER, t + us(100)),
+            stat(GW, t + us(600)),
+            stat(OTHER, t + us(700)),
+            stat(GW, t + us(1_000)),
+            stat(GW, t - us(60_000_000)),
+            stat(GW, t + us(300)),
+        ];
+        let mut same_ms = StatsOfOneMs::default();
+        // One datagram's report after another, as they come.
+        for one in inputs.chunks_mut(1) {
+            same_ms.index(one);
+        }
+        let (indexes, ids): (Vec<u32>, Vec<String>) = inputs
+            .iter()
+            .map(|input| {
+                let Input::GatewayStatus {
+                    gateway_id,
+                    stat,
+                    time,
+                    same_ms_index,
+                } = input
+                else {
+                    unreachable!()
+                };
+                let id = crate::record::gateway_status(
+                    "hubgate",
+                    &[],
+                    gateway_id,
+                    stat,
+                    (*time, *same_ms_index),
+                    SystemTime::now(),
+                )
+                .id;
+                (*same_ms_index, id)
+            })
+            .unzip();
+        assert_eq!(indexes, [0, 1, 0, 2, 1, 0, 0, 0]);
+        assert_eq!(ids[0], "d15eb9aa-23d9-1d8b-83a4-47fc7006b71d", "today's id");
+        let first_three: std::collections::HashSet<&String> =
+            [&ids[0], &ids[1], &ids[3]].into_iter().collect();
+        assert_eq!(first_three.len(), 3, "{ids:?}");
+        assert_ne!(ids[2], ids[4]);
+        // Back in the millisecond after another: index 0 again, the first one's id.
+        assert_eq!(ids[7], ids[0]);
+    }
+
     /// Each gateway of a source's list has a budget of its own: a flood under one EUI costs
     /// only that gateway's status records. Without a list all the gateways share one, which
     /// takes the reports of [`SHARED_CAPACITY`] gateways at `lora_pkt_fwd`'s default
@@ -493,6 +609,7 @@ mod tests {
             gateway_id: hex::encode(g),
             stat: serde_json::Map::new(),
             time: SystemTime::UNIX_EPOCH,
+            same_ms_index: 0,
         };
         let kept = |budgets: &mut StatBudgets, m: &Metrics, of: &[[u8; 8]], at: Instant| {
             let mut inputs: Vec<Input> = of.iter().map(|&g| stat(g)).collect();
