@@ -730,6 +730,46 @@ fn an_envelope_with_a_bad_dev_eui_is_kept_as_a_dead_letter() {
     assert_eq!(head, bad);
 }
 
+/// A port whose driver keeps no UART error counters (a pty answers `TIOCGICOUNT` with an
+/// error) simply has no `hubgate_serial_uart_errors_total` series; that is said once, at
+/// debug, not again when the device comes back, and its frames are read as any port's. (A
+/// real UART, whose overruns would be counted, is not at hand in the tests.)
+#[test]
+fn a_port_without_uart_error_counters_has_no_such_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pty = PtyPair::start(dir.path());
+    let agent = start_agent(dir.path(), &pty, "slip");
+    let told = format!(
+        "serial {}: no UART error counters (TIOCGICOUNT: ",
+        pty.b.display()
+    );
+    agent.wait_log(&told, 1, WAIT);
+    let mut w = pty.writer();
+    write_awkwardly(&mut w, &slip(&with_crc(&envelope((1, 21, 40)))));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n == 1);
+    drop(w);
+    pty.stop();
+    agent.wait_log("device gone", 1, WAIT);
+    let pty = PtyPair::start(dir.path());
+    agent.wait_log("opened again after", 1, WAIT);
+    let mut w = pty.writer();
+    // Read after the reopen's look for the counters: once it is in, that look was taken.
+    write_awkwardly(&mut w, &slip(&with_crc(&envelope((2, 22, 41)))));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n == 2);
+    assert_eq!(readings(&agent), [(1, 21, 40), (2, 22, 41)]);
+    let log = agent.full_log();
+    assert_eq!(log.matches(&told).count(), 1, "{log}");
+    let scrape = agent.scrape().expect("metrics");
+    assert!(
+        scrape.contains("# TYPE hubgate_serial_uart_errors_total counter"),
+        "{scrape}"
+    );
+    assert!(
+        !scrape.contains("hubgate_serial_uart_errors_total{"),
+        "{scrape}"
+    );
+}
+
 /// `hubgate_serial_connected{device}` and the state on the status page's source row (the
 /// page as served, its HTML read without a browser).
 fn serial_state(agent: &Agent, device: &Path) -> (u64, String) {

@@ -6,6 +6,7 @@ mod quickack;
 pub mod replay;
 pub mod serial;
 mod start;
+mod uart_errors;
 pub mod udp;
 
 use std::sync::Arc;

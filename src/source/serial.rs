@@ -17,12 +17,16 @@
 //! Serial input cannot be acknowledged: frames are sent with [`Ack::None`].
 //! A frame's receive time is the clock's; frames received in one millisecond of it are told
 //! apart by their index in it ([`same_ms_index`]).
+//! A port whose driver keeps UART error counters (overruns, framing and parity errors) has
+//! them counted in `hubgate_serial_uart_errors_total` ([`super::uart_errors`]).
 
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::AsyncReadExt;
 use tokio_serial::SerialPortBuilderExt;
 
+use super::uart_errors::UartErrors;
 use super::{Context, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
 use crate::format::{cbor_envelope, DeadLetter, ParseError, Parsed};
@@ -95,6 +99,8 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     let mut opened_before = false;
     // The millisecond of the last frame, kept across reopens (see `same_ms_index`).
     let mut same_ms: Option<SameMs> = None;
+    // Whether the port was found without UART error counters: said once, at debug.
+    let mut no_uart_counters_told = false;
     loop {
         if *stopping.borrow() {
             return;
@@ -129,8 +135,23 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                         });
                 }
                 let up = Instant::now();
+                let mut uart = match UartErrors::open(port.as_raw_fd(), &dev, &ctx.metrics, up) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        if !std::mem::replace(&mut no_uart_counters_told, true) {
+                            log::debug!(
+                                "serial {dev}: no UART error counters (TIOCGICOUNT: {e}): overruns, framing and parity errors are not counted"
+                            );
+                        }
+                        None
+                    }
+                };
+                let port = Port {
+                    stream: &mut port,
+                    uart: uart.as_mut(),
+                };
                 match read(
-                    &mut port,
+                    port,
                     &mut deframer,
                     &dev,
                     cfg.content,
@@ -200,9 +221,15 @@ fn open(cfg: &SerialSourceConfig) -> tokio_serial::Result<tokio_serial::SerialSt
         .open_native_async()
 }
 
+/// An open port, and its UART error counters if it has them.
+struct Port<'a> {
+    stream: &'a mut tokio_serial::SerialStream,
+    uart: Option<&'a mut UartErrors>,
+}
+
 /// Read and deframe until the device goes away or the agent stops.
 async fn read(
-    port: &mut tokio_serial::SerialStream,
+    port: Port<'_>,
     deframer: &mut Deframer,
     dev: &str,
     content: SerialContent,
@@ -210,11 +237,12 @@ async fn read(
     stopping: &mut tokio::sync::watch::Receiver<bool>,
     same_ms: &mut Option<SameMs>,
 ) -> Ended {
+    let Port { stream, mut uart } = port;
     let mut buf = [0u8; READ_CHUNK];
     let mut delivered = false;
     loop {
         let n = tokio::select! {
-            r = port.read(&mut buf) => match r {
+            r = stream.read(&mut buf) => match r {
                 Ok(0) => return Ended::Gone("end of file".into(), delivered),
                 Ok(n) => n,
                 Err(e) => return Ended::Gone(e.to_string(), delivered),
@@ -227,6 +255,9 @@ async fn read(
             }
         };
         delivered = true;
+        if let Some(u) = uart.as_deref_mut() {
+            u.after_read(stream.as_raw_fd(), dev, &ctx.metrics, Instant::now());
+        }
         let mut closed = false;
         let mut input = &buf[..n];
         while !input.is_empty() {
@@ -350,8 +381,12 @@ mod tests {
         let mut deframer = Deframer::new(crate::framing::Framing::LinesHex, 64, None).unwrap();
         far.write_all(b"0a0b\n0c0d\n0e0f\n").await.unwrap();
         let (content, mut same_ms) = (SerialContent::Phy, None);
+        let port = Port {
+            stream: &mut port,
+            uart: None,
+        };
         let ended = read(
-            &mut port,
+            port,
             &mut deframer,
             "pty",
             content,
@@ -488,8 +523,12 @@ mod tests {
             ups
         };
         let mut same_ms = None;
+        let port = Port {
+            stream: &mut port,
+            uart: None,
+        };
         let reading = read(
-            &mut port,
+            port,
             &mut deframer,
             "pty",
             SerialContent::Cbor,
