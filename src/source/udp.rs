@@ -156,9 +156,8 @@ impl StatBudgets {
 
 /// The gateway status reports of the clock's millisecond of the last one, by gateway: how
 /// many each sent in it. A report's record id is made from its gateway and receive time in
-/// ms ([`crate::record::gateway_status`]); two reports of one gateway in one millisecond (a
-/// forwarder restarted at once, two forwarders under one EUI, datagrams the kernel held and
-/// hands over together) would share it and all but one be dropped as copies. Each report
+/// ms ([`crate::record::gateway_status`]); two reports of one gateway in one millisecond (two
+/// forwarders under one EUI, datagrams the kernel held and hands over together) would share it and all but one be dropped as copies. Each report
 /// gets its index among its gateway's reports of that millisecond, as the serial source's
 /// frames do ([`crate::uplink::Uplink::same_ms_index`]); the times stay the clock's own. Only
 /// the reports of one millisecond are kept, of those the budgets let through
