@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 
+use super::budget::Budget;
 use super::{Context, Input};
 use crate::config::UdpSourceConfig;
 use crate::format::gwmp::{self, Packet};
@@ -24,7 +25,7 @@ use crate::metrics::Metrics;
 /// Largest datagram read whole: the most UDP can carry. Longer ones cannot arrive.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Gateway status records a budget allows at once ([`StatBudget`]): each listed gateway's,
+/// Gateway status records a budget allows at once ([`stat_budget`]): each listed gateway's,
 /// or those of all the gateways of a source without a list.
 const STAT_BURST: u32 = 16;
 /// How often a budget allows one more: a gateway's `stat_interval` down to 2 s, or, the
@@ -102,24 +103,24 @@ async fn acknowledge(socket: &UdpSocket, ack: [u8; 4], peer: SocketAddr, metrics
 /// can send one, under any gateway EUI) and each makes a durable record, so a flood of them
 /// would otherwise make records as fast as it came, and with the sink away push the readings
 /// out of a full buffer. A source with a list of gateways (`gateways = [...]`, the only
-/// ones it takes) gives each its own [`StatBudget`], so a flood under one EUI costs only that
+/// ones it takes) gives each its own [`stat_budget`], so a flood under one EUI costs only that
 /// gateway's status records, and no number of gateways is too many; one without a list has a
 /// single budget for all (a budget per EUI seen would be a map a flood could grow), which
 /// takes [`SHARED_CAPACITY`] gateways at the default interval. The radio frames beside a
 /// `stat` are never held back: only a device's MIC makes a record of them.
 struct StatBudgets {
     /// Each listed gateway's, by its EUI as its status records carry it.
-    listed: HashMap<String, StatBudget>,
+    listed: HashMap<String, Budget>,
     /// The gateways' of a source without a list.
-    shared: StatBudget,
+    shared: Budget,
 }
 
 impl StatBudgets {
     fn new(gateways: &[[u8; 8]], now: Instant) -> StatBudgets {
-        let budget = |g| (hex::encode(g), StatBudget::new(now));
+        let budget = |g| (hex::encode(g), stat_budget(now));
         StatBudgets {
             listed: gateways.iter().map(budget).collect(),
-            shared: StatBudget::new(now),
+            shared: stat_budget(now),
         }
     }
 
@@ -203,38 +204,8 @@ impl StatsOfOneMs {
 }
 
 /// [`STAT_BURST`] status records at once and one more each [`STAT_EVERY`].
-struct StatBudget {
-    left: u32,
-    /// Where the interval now running began: one more is earned when it ends.
-    since: Instant,
-}
-
-impl StatBudget {
-    fn new(now: Instant) -> StatBudget {
-        StatBudget {
-            left: STAT_BURST,
-            since: now,
-        }
-    }
-
-    /// Whether one more status record may be made at `now`.
-    fn take(&mut self, now: Instant) -> bool {
-        let every = STAT_EVERY.as_nanos();
-        let earned = now.saturating_duration_since(self.since).as_nanos() / every;
-        match u32::try_from(earned) {
-            Ok(n) if self.left.saturating_add(n) < STAT_BURST => {
-                self.left += n;
-                self.since += STAT_EVERY * n;
-            }
-            _ => {
-                self.left = STAT_BURST;
-                self.since = now;
-            }
-        }
-        let taken = self.left > 0;
-        self.left = self.left.saturating_sub(1);
-        taken
-    }
+fn stat_budget(now: Instant) -> Budget {
+    Budget::new(STAT_BURST, STAT_EVERY, now)
 }
 
 /// What one datagram asks for and carries.
@@ -665,8 +636,8 @@ mod tests {
     #[test]
     fn the_stat_budget_refills_one_each_interval_up_to_the_burst() {
         let t0 = Instant::now();
-        let mut b = StatBudget::new(t0);
-        let taken = |b: &mut StatBudget, at: Instant, n: u32| (0..n).filter(|_| b.take(at)).count();
+        let mut b = stat_budget(t0);
+        let taken = |b: &mut Budget, at: Instant, n: u32| (0..n).filter(|_| b.take(at)).count();
         assert_eq!(taken(&mut b, t0, 20), 16);
         let half = STAT_EVERY / 2;
         assert_eq!(taken(&mut b, t0 + half, 1), 0);
