@@ -693,7 +693,7 @@ fn an_envelope_with_a_bad_dev_eui_is_kept_as_a_dead_letter() {
     assert_eq!(problem(&agent, "serial_bad_cbor"), 1);
     let log = agent.full_log();
     let line = format!(
-        "serial {}: CBOR envelope with a bad field: dev_eui must be 8 bytes, not 3",
+        "serial {}: CBOR envelope with a bad field: dev_eui: must be 8 bytes, not 3",
         pty.b.display()
     );
     assert_eq!(log.matches(&line).count(), 1, "{log}");
@@ -718,7 +718,7 @@ fn an_envelope_with_a_bad_dev_eui_is_kept_as_a_dead_letter() {
         d["reason"]
             .as_str()
             .unwrap()
-            .starts_with("CBOR envelope with a bad field: dev_eui must be 8 bytes, not 3"),
+            .starts_with("CBOR envelope with a bad field: dev_eui: must be 8 bytes, not 3"),
         "{d}"
     );
     assert_eq!(d["topic"], serde_json::Value::Null);
