@@ -721,7 +721,8 @@ fn an_envelope_with_a_bad_dev_eui_is_kept_as_a_dead_letter() {
             .starts_with("CBOR envelope with a bad field: dev_eui: must be 8 bytes, not 3"),
         "{d}"
     );
-    assert_eq!(d["topic"], serde_json::Value::Null);
+    // The port it came from, where MQTT's give the topic.
+    assert_eq!(d["topic"], pty.b.display().to_string());
     assert_eq!(d["size"].as_u64(), Some(bad.len() as u64));
     assert_eq!(d["sha256"], hex::encode(sha2::Sha256::digest(&bad)));
     let head = base64::engine::general_purpose::STANDARD

@@ -8,7 +8,10 @@
 //! `serial_malformed`, `serial_other_line`, `serial_bad_cbor`) and logged at warn,
 //! rate-limited per kind, and dropped; an envelope whose DevEUI or payload is missing or does
 //! not decode (`serial_bad_field`) holds a reading that was sent, and is kept as a dead
-//! letter, as MQTT keeps an uplink whose DevEUI or payload does not decode.
+//! letter, as MQTT keeps an uplink whose DevEUI or payload does not decode. A source keeps
+//! [`DEAD_LETTER_BURST`] such letters at once and one more each [`DEAD_LETTER_EVERY`]: a
+//! sensor that sends a bad envelope every reading, as fast as its line goes, cannot fill the
+//! dead-letter space every source shares; the others are counted and logged, not kept.
 //!
 //! When the device goes away (USB unplug, the far end of a pty closes) the source logs it
 //! once and tries to reopen it, waiting 250 ms, then twice as long each time up to
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio_serial::SerialPortBuilderExt;
 
+use super::budget::Budget;
 use super::uart_errors::UartErrors;
 use super::{Context, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
@@ -39,6 +43,11 @@ const REOPEN_MIN: Duration = Duration::from_millis(250);
 const STAYED_UP: Duration = Duration::from_secs(1);
 /// Bytes taken from the port per read; frames may span reads.
 const READ_CHUNK: usize = 1024;
+/// Dead letters of bad envelopes ([`ParseError::CborField`]) a source keeps at once.
+const DEAD_LETTER_BURST: u32 = 16;
+/// How often a source may keep one more, once it has used its burst: a sensor that sends
+/// only bad envelopes adds 1,440 a day, and takes a week to fill the 9,000 of input.
+const DEAD_LETTER_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the read loop ended.
 enum Ended {
@@ -97,8 +106,8 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     // Whether it has been opened yet: the first open confirms the settings, even after a
     // wait for a device missing at the start.
     let mut opened_before = false;
-    // The millisecond of the last frame, kept across reopens (see `same_ms_index`).
-    let mut same_ms: Option<SameMs> = None;
+    // Kept across reopens.
+    let mut kept = Kept::new(Instant::now());
     // Whether the port was found without UART error counters: said once, at debug.
     let mut no_uart_counters_told = false;
     loop {
@@ -157,7 +166,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                     cfg.content,
                     &ctx,
                     &mut stopping,
-                    &mut same_ms,
+                    &mut kept,
                 )
                 .await
                 {
@@ -227,6 +236,24 @@ struct Port<'a> {
     uart: Option<&'a mut UartErrors>,
 }
 
+/// What a source keeps across reopens of its port.
+struct Kept {
+    /// The millisecond of the last frame (see [`same_ms_index`]).
+    same_ms: Option<SameMs>,
+    /// What is left of its dead letters for bad envelopes (see [`bad_field`]).
+    dead_letters: Budget,
+}
+
+impl Kept {
+    /// A source's, at its start at `now`.
+    fn new(now: Instant) -> Kept {
+        Kept {
+            same_ms: None,
+            dead_letters: Budget::new(DEAD_LETTER_BURST, DEAD_LETTER_EVERY, now),
+        }
+    }
+}
+
 /// Read and deframe until the device goes away or the agent stops.
 async fn read(
     port: Port<'_>,
@@ -235,7 +262,7 @@ async fn read(
     content: SerialContent,
     ctx: &Context,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
-    same_ms: &mut Option<SameMs>,
+    kept: &mut Kept,
 ) -> Ended {
     let Port { stream, mut uart } = port;
     let mut buf = [0u8; READ_CHUNK];
@@ -272,22 +299,21 @@ async fn read(
                 }
                 Some(Ok(frame)) => {
                     let now = SystemTime::now();
-                    let index = same_ms_index(now, same_ms);
-                    let parsed = super::or_dead_letter(&ctx.metrics, "serial", None, frame, || {
-                        content_of(content, frame, now, index)
-                    });
+                    let index = same_ms_index(now, &mut kept.same_ms);
+                    let parsed =
+                        super::or_dead_letter(&ctx.metrics, "serial", Some(dev), frame, || {
+                            content_of(content, frame, now, index)
+                        });
                     match parsed {
                         Ok(Ok(parsed)) => super::kept(&ctx.metrics, "serial", parsed),
                         Err(dead) => Input::DeadLetter(dead),
-                        // A reading was sent, and the line cannot send it again: kept, as
-                        // MQTT keeps an uplink whose DevEUI or payload does not decode.
                         Ok(Err(e @ ParseError::CborField(_))) => {
-                            ctx.metrics.problem(e.kind(), || {
-                                format!("serial {dev}: {e}: the frame is kept as a dead letter")
-                            });
-                            let reason = e.to_string();
-                            let dead = DeadLetter::new("serial", reason, None, frame, now);
-                            Input::DeadLetter(Box::new(dead))
+                            let at = Instant::now();
+                            let budget = &mut kept.dead_letters;
+                            match bad_field(e, frame, dev, (now, at), budget, &ctx.metrics) {
+                                Some(dead) => dead,
+                                None => continue,
+                            }
                         }
                         Ok(Err(e)) => {
                             ctx.metrics.problem(e.kind(), || {
@@ -307,6 +333,34 @@ async fn read(
             return Ended::Stopping;
         }
     }
+}
+
+/// An envelope with a bad field ([`ParseError::CborField`]), received at `now` (the clock's,
+/// and the monotonic one): a reading was sent, and the line cannot send it again, so it is
+/// kept as a dead letter naming the port (its `topic`), as MQTT keeps an uplink whose DevEUI
+/// or payload does not decode, while `budget` allows; past it, counted and logged only.
+fn bad_field(
+    e: ParseError,
+    frame: &[u8],
+    dev: &str,
+    (now, at): (SystemTime, Instant),
+    budget: &mut Budget,
+    metrics: &crate::metrics::Metrics,
+) -> Option<Input> {
+    if !budget.take(at) {
+        metrics.problem(e.kind(), || {
+            format!(
+                "serial {dev}: {e}: the frame is not kept: the source keeps {DEAD_LETTER_BURST} such dead letters at once and one more each {} s",
+                DEAD_LETTER_EVERY.as_secs()
+            )
+        });
+        return None;
+    }
+    metrics.problem(e.kind(), || {
+        format!("serial {dev}: {e}: the frame is kept as a dead letter")
+    });
+    let dead = DeadLetter::new("serial", e.to_string(), Some(dev), frame, now);
+    Some(Input::DeadLetter(Box::new(dead)))
 }
 
 /// The clock's millisecond of a source's last frame, and that frame's index in it.
@@ -380,7 +434,7 @@ mod tests {
         let mut stopping = ctx.stopping.clone();
         let mut deframer = Deframer::new(crate::framing::Framing::LinesHex, 64, None).unwrap();
         far.write_all(b"0a0b\n0c0d\n0e0f\n").await.unwrap();
-        let (content, mut same_ms) = (SerialContent::Phy, None);
+        let (content, mut kept) = (SerialContent::Phy, Kept::new(Instant::now()));
         let port = Port {
             stream: &mut port,
             uart: None,
@@ -392,7 +446,7 @@ mod tests {
             content,
             &ctx,
             &mut stopping,
-            &mut same_ms,
+            &mut kept,
         );
         let ended = tokio::time::timeout(Duration::from_secs(10), ended).await;
         assert!(matches!(ended, Ok(Ended::Stopping)));
@@ -400,6 +454,48 @@ mod tests {
     }
 
     /// The first wait is never longer than `reopen_max`, "the longest wait".
+    /// A source keeps [`DEAD_LETTER_BURST`] dead letters of bad envelopes at once, then one
+    /// more each [`DEAD_LETTER_EVERY`]; each names the port. Every bad envelope is counted,
+    /// kept or not.
+    #[test]
+    fn bad_envelopes_past_the_budget_are_counted_not_kept() {
+        let metrics = crate::metrics::Metrics::new();
+        let (t0, now) = (Instant::now(), SystemTime::UNIX_EPOCH);
+        let mut kept = Kept::new(t0);
+        let mut letters = Vec::new();
+        let mut send = |n: usize, at: Instant| {
+            let mut dead = 0;
+            for _ in 0..n {
+                let e = ParseError::CborField("dev_eui: must be 8 bytes, not 3".into());
+                let budget = &mut kept.dead_letters;
+                if let Some(Input::DeadLetter(d)) =
+                    bad_field(e, b"frame", "/dev/ttyUSB1", (now, at), budget, &metrics)
+                {
+                    letters.push(*d);
+                    dead += 1;
+                }
+            }
+            dead
+        };
+        assert_eq!(send(20, t0), 16);
+        assert_eq!(
+            send(3, t0 + DEAD_LETTER_EVERY - Duration::from_millis(1)),
+            0
+        );
+        assert_eq!(send(3, t0 + DEAD_LETTER_EVERY), 1);
+        assert_eq!(send(5, t0 + DEAD_LETTER_EVERY * 4), 3);
+        assert_eq!(metrics.problems("serial_bad_field"), 31);
+        assert_eq!(letters.len(), 20);
+        for d in &letters {
+            assert_eq!(d.source, "serial");
+            assert_eq!(d.topic.as_deref(), Some("/dev/ttyUSB1"));
+            assert_eq!(
+                d.reason,
+                "CBOR envelope with a bad field: dev_eui: must be 8 bytes, not 3"
+            );
+        }
+    }
+
     #[test]
     fn no_wait_is_longer_than_reopen_max() {
         let ms = Duration::from_millis;
@@ -522,7 +618,7 @@ mod tests {
             stop.send(true).unwrap();
             ups
         };
-        let mut same_ms = None;
+        let mut kept = Kept::new(Instant::now());
         let port = Port {
             stream: &mut port,
             uart: None,
@@ -534,7 +630,7 @@ mod tests {
             SerialContent::Cbor,
             &ctx,
             &mut stopping,
-            &mut same_ms,
+            &mut kept,
         );
         let all = async { tokio::join!(write, take, reading) };
         let ((), ups, ended) = tokio::time::timeout(Duration::from_secs(60), all)
