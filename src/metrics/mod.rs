@@ -119,14 +119,9 @@ pub struct SerialUartErrors(Mutex<BTreeMap<(String, &'static str), u64>>);
 impl SerialUartErrors {
     /// Add `n` to the series of `device` and `kind` (created at 0).
     pub fn add(&self, device: &str, kind: &'static str, n: u64) {
-        let mut m = self.lock();
-        match m.get_mut(&(device.to_string(), kind)) {
-            Some(v) => *v += n,
-            None => {
-                m.insert((device.to_string(), kind), n);
-            }
-        }
+        *self.lock().entry((device.to_string(), kind)).or_insert(0) += n;
     }
+
     pub fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
         self.lock()
             .iter()

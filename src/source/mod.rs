@@ -1,7 +1,7 @@
 //! Sources: tasks that turn the outside world into [`Frame`]s for the pipeline.
 
-pub(crate) mod held;
 mod budget;
+pub(crate) mod held;
 pub mod mqtt;
 mod quickack;
 pub mod replay;

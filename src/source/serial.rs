@@ -30,7 +30,7 @@ use tokio::io::AsyncReadExt;
 use tokio_serial::SerialPortBuilderExt;
 
 use super::budget::Budget;
-use super::uart_errors::UartErrors;
+use super::uart_errors::{self, UartErrors};
 use super::{Context, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
 use crate::format::{cbor_envelope, DeadLetter, ParseError, Parsed};
@@ -144,7 +144,9 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                         });
                 }
                 let up = Instant::now();
-                let mut uart = match UartErrors::open(port.as_raw_fd(), &dev, &ctx.metrics, up) {
+                let fd = port.as_raw_fd();
+                let read_counters = || uart_errors::read(fd);
+                let mut uart = match UartErrors::open(read_counters, &dev, &ctx.metrics, up) {
                     Ok(u) => Some(u),
                     Err(e) => {
                         if !std::mem::replace(&mut no_uart_counters_told, true) {
@@ -283,7 +285,8 @@ async fn read(
         };
         delivered = true;
         if let Some(u) = uart.as_deref_mut() {
-            u.after_read(stream.as_raw_fd(), dev, &ctx.metrics, Instant::now());
+            let fd = stream.as_raw_fd();
+            u.after_read(|| uart_errors::read(fd), dev, &ctx.metrics, Instant::now());
         }
         let mut closed = false;
         let mut input = &buf[..n];

@@ -8,7 +8,8 @@
 //! They are read when the port opens (the baseline: what was counted before is not
 //! hubgate's) and then at most once a second, after a read that brought bytes: never on a
 //! timer, so an idle port wakes nothing up. What is counted after the last reading of a burst
-//! shows with the next bytes.
+//! shows with the next bytes. A reading that fails waits its second as one that worked, and
+//! is said once, at debug.
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -63,7 +64,7 @@ impl Counts {
 }
 
 /// The port's counters now.
-fn read(fd: RawFd) -> std::io::Result<Counts> {
+pub fn read(fd: RawFd) -> std::io::Result<Counts> {
     let mut c = SerialIcounter::default();
     // SAFETY: TIOCGICOUNT writes one serial_icounter_struct to the pointer, which is one.
     let r = unsafe { libc::ioctl(fd, libc::TIOCGICOUNT, &mut c as *mut SerialIcounter) };
@@ -78,33 +79,57 @@ fn read(fd: RawFd) -> std::io::Result<Counts> {
     })
 }
 
-/// The error counters of one open port: the last reading and when it was taken.
+/// The error counters of one open port: the last reading and when it was taken (or tried).
 pub struct UartErrors {
     last: Counts,
     at: Instant,
+    /// Whether a reading has failed since the port opened: said once.
+    failed: bool,
 }
 
 impl UartErrors {
-    /// The port open on `fd` at `now`, its counters as the baseline, and their series for
-    /// `dev` exposed (at 0 if new); an error if the port has no counters.
-    pub fn open(fd: RawFd, dev: &str, metrics: &Metrics, now: Instant) -> std::io::Result<Self> {
-        let last = read(fd)?;
+    /// The port opened at `now`, the counters `read` gives (the port's: [`read`]) as the
+    /// baseline, and their series for `dev` exposed (at 0 if new); an error if the port has
+    /// no counters.
+    pub fn open(
+        read: impl FnOnce() -> std::io::Result<Counts>,
+        dev: &str,
+        metrics: &Metrics,
+        now: Instant,
+    ) -> std::io::Result<Self> {
+        let last = read()?;
         for kind in Counts::KINDS {
             metrics.serial_uart_errors.add(dev, kind, 0);
         }
-        Ok(UartErrors { last, at: now })
+        Ok(UartErrors {
+            last,
+            at: now,
+            failed: false,
+        })
     }
 
-    /// After a read that brought bytes at `now`: read the counters if [`EVERY`] has passed
-    /// since the last reading, and count what is new. A reading that fails (the port going
-    /// away) counts nothing; the read loop finds the port gone.
-    pub fn after_read(&mut self, fd: RawFd, dev: &str, metrics: &Metrics, now: Instant) {
+    /// After a read that brought bytes at `now`: if [`EVERY`] has passed since the last
+    /// reading, `read` the counters (the port's: [`read`]) and count what is new. A reading
+    /// that fails (the port going away) counts nothing and is tried again a second later; the
+    /// read loop finds a port that went.
+    pub fn after_read(
+        &mut self,
+        read: impl FnOnce() -> std::io::Result<Counts>,
+        dev: &str,
+        metrics: &Metrics,
+        now: Instant,
+    ) {
         if !self.due(now) {
             return;
         }
-        match read(fd) {
+        match read() {
             Ok(counts) => self.count(counts, dev, metrics, now),
-            Err(e) => log::debug!("serial {dev}: reading the UART error counters: {e}"),
+            Err(e) => {
+                self.at = now;
+                if !std::mem::replace(&mut self.failed, true) {
+                    log::debug!("serial {dev}: reading the UART error counters: {e}");
+                }
+            }
         }
     }
 
@@ -136,11 +161,11 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    /// What was counted before the port opened is the baseline, not hubgate's; each counter
-    /// counts on its own, across the wrap of the kernel's 32-bit numbers (handed out as C
-    /// `int`s, so past 2^31 they read negative).
+    /// What is new is counted from the last reading, each counter on its own, across the wrap
+    /// of the kernel's 32-bit numbers (handed out as C `int`s, so past 2^31 they read
+    /// negative).
     #[test]
-    fn the_first_reading_is_the_baseline_and_counters_wrap() {
+    fn each_counter_counts_from_the_last_reading_across_a_wrap() {
         let t = Instant::now();
         let before = Counts {
             overrun: 1000,
@@ -151,6 +176,7 @@ mod tests {
         let mut u = UartErrors {
             last: before,
             at: t,
+            failed: false,
         };
         let later = Counts {
             overrun: 1002,
@@ -174,6 +200,7 @@ mod tests {
                 ..Counts::default()
             },
             at: t,
+            failed: false,
         };
         let counts = Counts {
             overrun: 13,
@@ -211,6 +238,7 @@ mod tests {
         let mut u = UartErrors {
             last: Counts::default(),
             at: t,
+            failed: false,
         };
         assert!(!u.due(t));
         assert!(!u.due(t + EVERY - Duration::from_millis(1)));
@@ -220,12 +248,75 @@ mod tests {
         assert!(u.due(t + EVERY * 2 + Duration::from_millis(300)));
     }
 
+    /// A reader of counters for the tests: the readings it gives, in turn, and how many it
+    /// gave.
+    struct Fake {
+        readings: std::cell::RefCell<Vec<std::io::Result<Counts>>>,
+        calls: std::cell::Cell<usize>,
+    }
+
+    impl Fake {
+        fn new(readings: Vec<std::io::Result<Counts>>) -> Fake {
+            Fake {
+                readings: std::cell::RefCell::new(readings),
+                calls: std::cell::Cell::new(0),
+            }
+        }
+
+        fn read(&self) -> std::io::Result<Counts> {
+            self.calls.set(self.calls.get() + 1);
+            self.readings.borrow_mut().remove(0)
+        }
+    }
+
+    fn overruns(n: u32) -> std::io::Result<Counts> {
+        Ok(Counts {
+            overrun: n,
+            ..Counts::default()
+        })
+    }
+
+    /// What the port counted before it opened is the baseline: 1000 overruns at the open,
+    /// 1003 later, count 3. Between readings at least [`EVERY`] passes, however many reads
+    /// bring bytes, and a reading that fails waits its second too.
+    #[test]
+    fn the_open_takes_the_baseline_and_readings_wait_a_second() {
+        let (t, metrics, dev) = (Instant::now(), Metrics::new(), "/dev/ttyAMA0");
+        let fake = Fake::new(vec![
+            overruns(1000),
+            overruns(1003),
+            Err(std::io::Error::other("gone")),
+            overruns(1010),
+        ]);
+        let mut u = UartErrors::open(|| fake.read(), dev, &metrics, t).unwrap();
+        let ms = Duration::from_millis;
+        u.after_read(|| fake.read(), dev, &metrics, t + ms(10));
+        assert_eq!(fake.calls.get(), 1);
+        u.after_read(|| fake.read(), dev, &metrics, t + EVERY);
+        u.after_read(|| fake.read(), dev, &metrics, t + EVERY + ms(10));
+        assert_eq!(fake.calls.get(), 2);
+        let overrun = |m: &Metrics| {
+            let series = m.serial_uart_errors.snapshot();
+            let key = vec![dev.to_string(), "overrun".to_string()];
+            series.into_iter().find(|(k, _)| *k == key).map(|(_, n)| n)
+        };
+        assert_eq!(overrun(&metrics), Some(3));
+        // The reading at 2 s fails; the next read, 10 ms later, does not try again.
+        u.after_read(|| fake.read(), dev, &metrics, t + EVERY * 2);
+        u.after_read(|| fake.read(), dev, &metrics, t + EVERY * 2 + ms(10));
+        assert_eq!(fake.calls.get(), 3);
+        u.after_read(|| fake.read(), dev, &metrics, t + EVERY * 3);
+        assert_eq!(fake.calls.get(), 4);
+        assert_eq!(overrun(&metrics), Some(10));
+    }
+
     /// A pseudo-terminal has no UART counters: the port is refused, and no series exists.
     #[tokio::test]
     async fn a_pty_has_no_counters() {
         let (_far, port) = tokio_serial::SerialStream::pair().unwrap();
         let metrics = Metrics::new();
-        let opened = UartErrors::open(port.as_raw_fd(), "pty", &metrics, Instant::now());
+        let fd = port.as_raw_fd();
+        let opened = UartErrors::open(|| read(fd), "pty", &metrics, Instant::now());
         assert!(opened.is_err());
         assert!(metrics.serial_uart_errors.snapshot().is_empty());
     }
