@@ -42,9 +42,10 @@ pub enum Input {
         gateway_id: String,
         stat: serde_json::Map<String, serde_json::Value>,
         time: SystemTime,
-        /// Its index among the gateway's reports received in that millisecond of the clock
-        /// (0 for the first), as [`Uplink::same_ms_index`]: its record id is made from the
-        /// gateway and the time in ms, and two reports of one millisecond are not copies.
+        /// Its index among the gateway's unlike reports received in that millisecond of the
+        /// clock (0 for the first), as [`Uplink::same_ms_index`]: its record id is made from
+        /// the gateway and the time in ms, and two unlike reports of one millisecond are not
+        /// copies; an equal one gets the index of the first, so its id.
         same_ms_index: u32,
     },
     /// A message hubgate will not process (too large, or its parsing failed): kept as a dead

@@ -155,31 +155,34 @@ impl StatBudgets {
     }
 }
 
-/// The gateway status reports of the clock's millisecond of the last one, by gateway: how
-/// many each sent in it. A report's record id is made from its gateway and receive time in
-/// ms ([`crate::record::gateway_status`]); two reports of one gateway in one millisecond (two
-/// forwarders under one EUI, datagrams the kernel held and hands over together) would share it and all but one be dropped as copies. Each report
-/// gets its index among its gateway's reports of that millisecond, as the serial source's
-/// frames do ([`crate::uplink::Uplink::same_ms_index`]); the times stay the clock's own. Only
-/// the reports of one millisecond are kept, of those the budgets let through
-/// ([`StatBudgets`]): no more than they allow at once, whatever EUIs a flood uses.
+/// The gateway status reports of the clock's millisecond of the last one, by gateway: those
+/// each sent in it, unlike each other. A report's record id is made from its gateway and
+/// receive time in ms ([`crate::record::gateway_status`]); two reports of one gateway in one
+/// millisecond (two forwarders under one EUI, datagrams the kernel held and hands over
+/// together) would share it and all but one be dropped as copies. Each report gets the index
+/// of its `stat` among its gateway's unlike ones of that millisecond, as the serial source's
+/// frames get theirs ([`crate::uplink::Uplink::same_ms_index`]); a report equal to one given
+/// already (a datagram the network or a packet multiplexer sent twice) gets that one's index,
+/// so its id, and is dropped as a copy. The times stay the clock's own. Only the reports of
+/// one millisecond are kept, of those the budgets let through ([`StatBudgets`]): no more than
+/// they allow at once, whatever EUIs a flood uses.
 #[derive(Default)]
 struct StatsOfOneMs {
     ms: u64,
-    seen: Vec<(String, u32)>,
+    seen: Vec<(String, Vec<serde_json::Map<String, serde_json::Value>>)>,
 }
 
 impl StatsOfOneMs {
     /// Give each status report of `inputs` its index: 0 for its gateway's first in its
-    /// millisecond, then 1, 2... until the millisecond changes, forwards or back (a clock
-    /// stepped back).
+    /// millisecond, then 1, 2... for each `stat` unlike those before, until the millisecond
+    /// changes, forwards or back (a clock stepped back); an equal `stat` gets its index again.
     fn index(&mut self, inputs: &mut [Input]) {
         for input in inputs {
             let Input::GatewayStatus {
                 gateway_id,
+                stat,
                 time,
                 same_ms_index,
-                ..
             } = input
             else {
                 continue;
@@ -189,16 +192,21 @@ impl StatsOfOneMs {
                 self.ms = ms;
                 self.seen.clear();
             }
-            *same_ms_index = match self.seen.iter_mut().find(|(g, _)| g == gateway_id) {
-                Some((_, n)) => {
-                    *n = n.saturating_add(1);
-                    *n
-                }
+            let stats = match self.seen.iter().position(|(g, _)| g == gateway_id) {
+                Some(i) => &mut self.seen[i].1,
                 None => {
-                    self.seen.push((gateway_id.clone(), 0));
-                    0
+                    self.seen.push((gateway_id.clone(), Vec::new()));
+                    &mut self.seen.last_mut().expect("just pushed").1
                 }
             };
+            let i = match stats.iter().position(|s| s == stat) {
+                Some(i) => i,
+                None => {
+                    stats.push(stat.clone());
+                    stats.len() - 1
+                }
+            };
+            *same_ms_index = u32::try_from(i).unwrap_or(u32::MAX);
         }
     }
 }
@@ -504,6 +512,54 @@ mod tests {
         assert_eq!(metrics.dropped(), 0);
     }
 
+    /// A status report of `g` received at `time`, its `stat` `{"rxnb": rxnb}`.
+    fn report(g: [u8; 8], time: SystemTime, rxnb: u64) -> Input {
+        let mut stat = serde_json::Map::new();
+        stat.insert("rxnb".into(), rxnb.into());
+        Input::GatewayStatus {
+            gateway_id: hex::encode(g),
+            stat,
+            time,
+            same_ms_index: 0,
+        }
+    }
+
+    fn indexes(inputs: &[Input]) -> Vec<u32> {
+        inputs
+            .iter()
+            .map(|input| match input {
+                Input::GatewayStatus { same_ms_index, .. } => *same_ms_index,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    /// A report equal to one its gateway gave already in that millisecond (a datagram sent
+    /// twice) gets that one's index, so its id, and is dropped as a copy; one that differs
+    /// gets the next index, in one datagram or across several.
+    #[test]
+    fn an_equal_status_report_in_one_millisecond_keeps_the_index_of_the_first() {
+        const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_714_557_600_123_100);
+        let us = Duration::from_micros;
+        let mut inputs = [
+            report(GW, t, 7),
+            report(GW, t + us(100), 7),
+            report(GW, t + us(200), 8),
+            report(OTHER, t + us(300), 7),
+            report(GW, t + us(400), 7),
+            report(GW, t + us(500), 8),
+            report(GW, t + us(600), 9),
+            report(GW, t + us(1_000), 8),
+        ];
+        let mut same_ms = StatsOfOneMs::default();
+        same_ms.index(&mut inputs[..3]);
+        for one in inputs[3..].chunks_mut(1) {
+            same_ms.index(one);
+        }
+        assert_eq!(indexes(&inputs), [0, 0, 1, 0, 0, 1, 2, 0]);
+    }
+
     /// Two status reports of one gateway received in one millisecond get ids of their own
     /// (the second used to be dropped as a copy of the first); the first keeps the id a
     /// report had before the index, another gateway's first in that millisecond has index
@@ -513,21 +569,15 @@ mod tests {
         const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
         let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_714_557_600_123_100);
         let us = Duration::from_micros;
-        let stat = |g: [u8; 8], time: SystemTime| Input::GatewayStatus {
-            gateway_id: hex::encode(g),
-            stat: serde_json::Map::new(),
-            time,
-            same_ms_index: 0,
-        };
         let mut inputs = [
-            stat(GW, t),
-            stat(GW, t + us(500)),
-            stat(OTHER, t + us(100)),
-            stat(GW, t + us(600)),
-            stat(OTHER, t + us(700)),
-            stat(GW, t + us(1_000)),
-            stat(GW, t - us(60_000_000)),
-            stat(GW, t + us(300)),
+            report(GW, t, 1),
+            report(GW, t + us(500), 2),
+            report(OTHER, t + us(100), 1),
+            report(GW, t + us(600), 3),
+            report(OTHER, t + us(700), 2),
+            report(GW, t + us(1_000), 4),
+            report(GW, t - us(60_000_000), 5),
+            report(GW, t + us(300), 6),
         ];
         let mut same_ms = StatsOfOneMs::default();
         // One datagram's report after another, as they come.
