@@ -232,7 +232,8 @@ fn open(cfg: &SerialSourceConfig) -> tokio_serial::Result<tokio_serial::SerialSt
         .open_native_async()
 }
 
-/// An open port, and its UART error counters if it has them.
+/// An open port, and its UART error counters if it has them: one argument of [`read`], which
+/// has as many as clippy allows.
 struct Port<'a> {
     stream: &'a mut tokio_serial::SerialStream,
     uart: Option<&'a mut UartErrors>,
