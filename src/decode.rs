@@ -415,12 +415,13 @@ impl Decoder {
                 gateway_id,
                 stat,
                 time,
+                same_ms_index,
             } => vec![record::gateway_status(
                 &self.source,
                 &self.global_tags,
                 gateway_id,
                 stat,
-                *time,
+                (*time, *same_ms_index),
                 SystemTime::now(),
             )],
             Input::DeadLetter(d) => vec![record::dead_letter(d, SystemTime::now())],
@@ -2213,6 +2214,7 @@ mod tests {
             gateway_id: "b827ebfffe000001".into(),
             stat: serde_json::Map::new(),
             time: SystemTime::UNIX_EPOCH,
+            same_ms_index: 0,
         };
         let v = body(d.decode(&status).one());
         assert_eq!(v["source"], "ShareService");

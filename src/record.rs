@@ -601,17 +601,26 @@ impl Serialize for Num {
 
 /// A gateway's GWMP `stat` report as a record of its own (`io.microshare.gateway.unpacked`),
 /// keyed by the gateway id, with the site's global tags as a device's record has them.
+/// `(time, same_ms_index)`: when it was received, and its index among the gateway's unlike
+/// reports of that millisecond (one pair: they go together, and the function stays within
+/// clippy's count of arguments); the id is a hash of the gateway, the time in ms and the index
+/// when above 0 (at 0 left out, as [`stable_id`] does, so such ids are what they were before
+/// it).
 pub fn gateway_status(
     source: &str,
     global_tags: &[String],
     gateway_id: &str,
     stat: &Map<String, Json>,
-    time: SystemTime,
+    (time, same_ms_index): (SystemTime, u32),
     now: SystemTime,
 ) -> Record {
     let mut h = Sha256::new();
     h.update(gateway_id.as_bytes());
     h.update(ms_since_epoch(time).to_be_bytes());
+    if same_ms_index > 0 {
+        h.update(b"SameMs");
+        h.update(same_ms_index.to_be_bytes());
+    }
     let id = uuid_form(&h.finalize());
     let rec_type = crate::codec::rec_type::GATEWAY;
     let iso = iso8601(time);

@@ -614,7 +614,7 @@ fn ms_now() -> u64 {
 }
 
 /// Every kind of problem the serial source counts.
-const SERIAL_PROBLEMS: [&str; 7] = [
+const SERIAL_PROBLEMS: [&str; 8] = [
     "serial_crc",
     "serial_bad_hex",
     "serial_malformed",
@@ -622,6 +622,7 @@ const SERIAL_PROBLEMS: [&str; 7] = [
     "serial_other_line",
     "serial_cut",
     "serial_bad_cbor",
+    "serial_bad_field",
 ];
 
 /// Write `bytes` to `w` from a thread of its own: more than the pty and socat hold, so a
@@ -658,6 +659,116 @@ fn a_frame_cut_by_an_outage_is_counted() {
     agent.wait_log("device gone", 1, WAIT);
     assert_eq!(problem(&agent, "serial_cut"), 1, "{}", agent.full_log());
     assert_eq!(problem(&agent, "serial_crc"), 0);
+}
+
+/// An envelope that reads as one but whose DevEUI does not decode holds a reading the
+/// sensor sent, which a serial line cannot send again: it is counted (`serial_bad_field`),
+/// logged and kept as a dead letter, as MQTT keeps an uplink with a bad DevEUI. Bytes that are
+/// no CBOR envelope at all are only counted (`serial_bad_cbor`), as MQTT counts input that is
+/// not JSON. The readings around them are delivered.
+#[test]
+fn an_envelope_with_a_bad_dev_eui_is_kept_as_a_dead_letter() {
+    use base64::Engine;
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    let mut agent = start_agent(dir.path(), &pty, "slip");
+    let mut bad = BTreeMap::new();
+    bad.insert(
+        Value::Text("dev_eui".into()),
+        Value::Bytes(vec![0x58, 0xa0, 0xcb]),
+    );
+    bad.insert(Value::Text("payload".into()), Value::Bytes(tbhh100(21, 40)));
+    let bad = serde_cbor::to_vec(&Value::Map(bad)).unwrap();
+    let mut stream = slip(&with_crc(&envelope((1, 21, 40))));
+    stream.extend(slip(&with_crc(&bad)));
+    stream.extend(slip(&with_crc(&[0xff, 0x00, 0x13])));
+    stream.extend(slip(&with_crc(&envelope((2, 22, 41)))));
+    let mut w = pty.writer();
+    write_awkwardly(&mut w, &stream);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n == 2);
+    agent.wait_metric("hubgate_dead_lettered_total", WAIT, |n| n == 1);
+    assert_eq!(readings(&agent), [(1, 21, 40), (2, 22, 41)]);
+    assert_eq!(problem(&agent, "serial_bad_field"), 1);
+    assert_eq!(problem(&agent, "serial_bad_cbor"), 1);
+    let log = agent.full_log();
+    let line = format!(
+        "serial {}: CBOR envelope with a bad field: dev_eui: must be 8 bytes, not 3",
+        pty.b.display()
+    );
+    assert_eq!(log.matches(&line).count(), 1, "{log}");
+    assert!(log.contains("the frame is kept as a dead letter"), "{log}");
+    let status = agent.terminate(WAIT);
+    assert!(status.success(), "{status}:\n{}", agent.logs());
+
+    let export = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["buffer", "export", "--dead-letters", "-c"])
+        .arg(dir.path().join("hubgate.toml"))
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let d = &lines[0];
+    assert_eq!(d["recType"], "hubgate.dead_letter");
+    assert_eq!(d["source"], "serial");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("CBOR envelope with a bad field: dev_eui: must be 8 bytes, not 3"),
+        "{d}"
+    );
+    // The port it came from, where MQTT's give the topic.
+    assert_eq!(d["topic"], pty.b.display().to_string());
+    assert_eq!(d["size"].as_u64(), Some(bad.len() as u64));
+    assert_eq!(d["sha256"], hex::encode(sha2::Sha256::digest(&bad)));
+    let head = base64::engine::general_purpose::STANDARD
+        .decode(d["head_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(head, bad);
+}
+
+/// A port whose driver keeps no UART error counters (a pty answers `TIOCGICOUNT` with an
+/// error) simply has no `hubgate_serial_uart_errors_total` series; that is said once, at
+/// debug, not again when the device comes back, and its frames are read as any port's. (A
+/// real UART, whose overruns would be counted, is not at hand in the tests.)
+#[test]
+fn a_port_without_uart_error_counters_has_no_such_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pty = PtyPair::start(dir.path());
+    let agent = start_agent(dir.path(), &pty, "slip");
+    let told = format!(
+        "serial {}: no UART error counters (TIOCGICOUNT: ",
+        pty.b.display()
+    );
+    agent.wait_log(&told, 1, WAIT);
+    let mut w = pty.writer();
+    write_awkwardly(&mut w, &slip(&with_crc(&envelope((1, 21, 40)))));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n == 1);
+    drop(w);
+    pty.stop();
+    agent.wait_log("device gone", 1, WAIT);
+    let pty = PtyPair::start(dir.path());
+    agent.wait_log("opened again after", 1, WAIT);
+    let mut w = pty.writer();
+    // Read after the reopen's look for the counters: once it is in, that look was taken.
+    write_awkwardly(&mut w, &slip(&with_crc(&envelope((2, 22, 41)))));
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n == 2);
+    assert_eq!(readings(&agent), [(1, 21, 40), (2, 22, 41)]);
+    let log = agent.full_log();
+    assert_eq!(log.matches(&told).count(), 1, "{log}");
+    let scrape = agent.scrape().expect("metrics");
+    assert!(
+        scrape.contains("# TYPE hubgate_serial_uart_errors_total counter"),
+        "{scrape}"
+    );
+    assert!(
+        !scrape.contains("hubgate_serial_uart_errors_total{"),
+        "{scrape}"
+    );
 }
 
 /// `hubgate_serial_connected{device}` and the state on the status page's source row (the

@@ -479,3 +479,37 @@ fn a_stat_flood_under_one_listed_gateway_leaves_the_others_status() {
         "{taken} reports of the flooded gateway taken in {elapsed:?}"
     );
 }
+
+/// Status reports of one gateway that arrive together (sent back to back, so that several
+/// are read in one millisecond) each make a record with an id of its own: none is taken for
+/// a copy of another, though their ids are made from the gateway and the receive time in ms.
+/// (The source's unit test `status_reports_of_one_gateway_in_one_millisecond_get_ids_of_their_own`
+/// shows it with reports of one millisecond for certain.)
+#[test]
+fn status_reports_that_arrive_together_each_make_a_record() {
+    const N: u64 = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, sock) = start(dir.path(), "gateway_status = true\n", "");
+    for n in 0..N {
+        let stat = format!(r#"{{"stat":{{"rxnb":{n}}}}}"#);
+        sock.send(&datagram(n as u16, 0x00, &stat)).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    for _ in 0..N {
+        let got = sock.recv(&mut buf).expect("an acknowledgement");
+        assert_eq!(buf[3], 0x01, "PUSH_ACK: {:?}", &buf[..got]);
+    }
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == N);
+    assert_eq!(agent.metric("hubgate_duplicates_total"), 0);
+    let records = printed(&agent, dir.path());
+    let rxnb: Vec<u64> = records
+        .iter()
+        .map(|r| r["obj"]["data"]["stat"]["rxnb"].as_u64().expect("rxnb"))
+        .collect();
+    assert_eq!(rxnb, (0..N).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids.len() as u64, N, "{records:?}");
+}

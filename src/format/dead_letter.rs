@@ -10,7 +10,8 @@ pub struct DeadLetter {
     pub source: &'static str,
     /// Why it was given up on (one line).
     pub reason: String,
-    /// The MQTT topic it came on, if any (cut like an [`Excerpt`]).
+    /// The MQTT topic it came on, or the serial device it came from, if any (cut like an
+    /// [`Excerpt`]).
     pub topic: Option<String>,
     pub size: usize,
     pub sha256: [u8; 32],

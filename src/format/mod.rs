@@ -36,6 +36,10 @@ pub enum ParseError {
     Crc(Excerpt),
     #[error("bad CBOR envelope: {0}")]
     Cbor(Excerpt),
+    /// A serial CBOR envelope that reads as one (a map with `dev_eui` or `payload`) but whose
+    /// DevEUI or payload is missing or does not decode: a reading no record can carry.
+    #[error("CBOR envelope with a bad field: {0}")]
+    CborField(Excerpt),
     /// Not bad input: an event of another kind that the format's topic also carries (a
     /// ChirpStack join or status event), skipped and counted apart from problems.
     #[error("not an uplink event (a ChirpStack join, status, ack, txack, log or other event)")]
@@ -52,6 +56,7 @@ impl ParseError {
             ParseError::Time(_) => "bad_time",
             ParseError::Crc(_) => "bad_crc",
             ParseError::Cbor(_) => "serial_bad_cbor",
+            ParseError::CborField(_) => "serial_bad_field",
             ParseError::NotUplink => "not_uplink",
         }
     }

@@ -111,6 +111,29 @@ impl Family {
     }
 }
 
+/// Counters per serial device (its path as configured) and kind: the UART error counters
+/// (`overrun`, `buf_overrun`, `frame`, `parity`) of ports whose driver keeps them.
+#[derive(Default)]
+pub struct SerialUartErrors(Mutex<BTreeMap<(String, &'static str), u64>>);
+
+impl SerialUartErrors {
+    /// Add `n` to the series of `device` and `kind` (created at 0).
+    pub fn add(&self, device: &str, kind: &'static str, n: u64) {
+        *self.lock().entry((device.to_string(), kind)).or_insert(0) += n;
+    }
+
+    pub fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
+        self.lock()
+            .iter()
+            .map(|((device, kind), v)| (vec![device.clone(), kind.to_string()], *v))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, &'static str), u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A gauge per MQTT source, by broker (`host:port`) and client id: the config lets two
 /// sources share a broker only with their own client ids, so the pair tells them apart where
 /// the broker alone would have them write one series.
@@ -207,6 +230,9 @@ pub struct Metrics {
     /// 1 while the serial source of a device (its path as configured) has it open; 0 from
     /// the start until it first opens, and while it is away.
     pub serial_connected: Family,
+    /// UART errors the kernel counted on a serial source's port, by device and kind: only
+    /// for ports whose driver keeps the counters (see `source::uart_errors`).
+    pub serial_uart_errors: SerialUartErrors,
     /// 1 while the MQTT source of broker `host:port` and its client id holds its subscription.
     pub mqtt_subscribed: MqttLinks,
     /// Retained MQTT messages whose record was made already, acknowledged without another.
@@ -405,6 +431,13 @@ impl Metrics {
             mqtt("mqtt_subscribed", "1 while the MQTT source is subscribed", &self.mqtt_subscribed),
             e("mqtt_retained_skipped_total", "counter", "", "retained MQTT messages the broker sent again (at a subscribe) whose record was made already: acknowledged, not made into records again", one(&self.mqtt_retained_skipped)),
             e("serial_connected", "gauge", "device", "1 while the serial source has its device open (0: not yet opened, or away)", self.serial_connected.snapshot()),
+            Exposed {
+                name: "serial_uart_errors_total",
+                kind: "counter",
+                labels: vec!["device", "kind"],
+                help: "errors the kernel counted on a serial source's UART, by device and kind (overrun: the receive FIFO was not emptied in time, buf_overrun: the tty buffer was full, frame, parity: a wrong baud rate or parity, or a noisy line); bytes lost or damaged before hubgate read them. Only for ports whose driver counts them (not USB adapters without, not ptys); read at most once a second while bytes arrive",
+                values: self.serial_uart_errors.snapshot(),
+            },
             e("kafka_connected", "gauge", "", "1 while a Kafka broker connection is up (from librdkafka's broker states every 5 s, and at once when a record is confirmed)", self.kafka_connected.snapshot()),
         ]
     }

@@ -1145,6 +1145,7 @@ mod tests {
             gateway_id: format!("gw{n}"),
             stat: serde_json::Map::new(),
             time: SystemTime::UNIX_EPOCH,
+            same_ms_index: 0,
         });
         let heartbeat = forwarder.heartbeat();
         let before = heartbeat.count();

@@ -1,11 +1,13 @@
 //! Sources: tasks that turn the outside world into [`Frame`]s for the pipeline.
 
+mod budget;
 pub(crate) mod held;
 pub mod mqtt;
 mod quickack;
 pub mod replay;
 pub mod serial;
 mod start;
+mod uart_errors;
 pub mod udp;
 
 use std::sync::Arc;
@@ -40,6 +42,11 @@ pub enum Input {
         gateway_id: String,
         stat: serde_json::Map<String, serde_json::Value>,
         time: SystemTime,
+        /// Its index among the gateway's unlike reports received in that millisecond of the
+        /// clock (0 for the first), as [`Uplink::same_ms_index`]: its record id is made from
+        /// the gateway and the time in ms, and two unlike reports of one millisecond are not
+        /// copies; an equal one gets the index of the first, so its id.
+        same_ms_index: u32,
     },
     /// A message hubgate will not process (too large, or its parsing failed): kept as a dead
     /// letter, then acknowledged, so the broker does not deliver it again.
@@ -711,6 +718,7 @@ mod tests {
             gateway_id: long.clone(),
             stat: serde_json::Map::new(),
             time: SystemTime::UNIX_EPOCH,
+            same_ms_index: 0,
         };
         for input in [radio, status] {
             assert!(input.size() >= 600_000, "{} bytes counted", input.size());

@@ -6,7 +6,12 @@
 //! `content = "phy"`, a LoRaWAN PHYPayload from a radio module.
 //! Bad frames are counted by kind (`serial_crc`, `serial_overlong`, `serial_bad_hex`,
 //! `serial_malformed`, `serial_other_line`, `serial_bad_cbor`) and logged at warn,
-//! rate-limited per kind.
+//! rate-limited per kind, and dropped; an envelope whose DevEUI or payload is missing or does
+//! not decode (`serial_bad_field`) holds a reading that was sent, and is kept as a dead
+//! letter, as MQTT keeps an uplink whose DevEUI or payload does not decode. A source keeps
+//! [`DEAD_LETTER_BURST`] such letters at once and one more each [`DEAD_LETTER_EVERY`]: a
+//! sensor that sends a bad envelope every reading, as fast as its line goes, cannot fill the
+//! dead-letter space every source shares; the others are counted and logged, not kept.
 //!
 //! When the device goes away (USB unplug, the far end of a pty closes) the source logs it
 //! once and tries to reopen it, waiting 250 ms, then twice as long each time up to
@@ -15,15 +20,20 @@
 //! Serial input cannot be acknowledged: frames are sent with [`Ack::None`].
 //! A frame's receive time is the clock's; frames received in one millisecond of it are told
 //! apart by their index in it ([`same_ms_index`]).
+//! A port whose driver keeps UART error counters (overruns, framing and parity errors) has
+//! them counted in `hubgate_serial_uart_errors_total` ([`super::uart_errors`]).
 
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::AsyncReadExt;
 use tokio_serial::SerialPortBuilderExt;
 
+use super::budget::Budget;
+use super::uart_errors::{self, UartErrors};
 use super::{Context, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
-use crate::format::{cbor_envelope, ParseError, Parsed};
+use crate::format::{cbor_envelope, DeadLetter, ParseError, Parsed};
 use crate::framing::Deframer;
 use crate::uplink::{Radio, RadioFrame};
 
@@ -33,6 +43,11 @@ const REOPEN_MIN: Duration = Duration::from_millis(250);
 const STAYED_UP: Duration = Duration::from_secs(1);
 /// Bytes taken from the port per read; frames may span reads.
 const READ_CHUNK: usize = 1024;
+/// Dead letters of bad envelopes ([`ParseError::CborField`]) a source keeps at once.
+const DEAD_LETTER_BURST: u32 = 16;
+/// How often a source may keep one more, once it has used its burst: a sensor that sends
+/// only bad envelopes adds 1,440 a day, and takes a week to fill the 9,000 of input.
+const DEAD_LETTER_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the read loop ended.
 enum Ended {
@@ -91,8 +106,10 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     // Whether it has been opened yet: the first open confirms the settings, even after a
     // wait for a device missing at the start.
     let mut opened_before = false;
-    // The millisecond of the last frame, kept across reopens (see `same_ms_index`).
-    let mut same_ms: Option<SameMs> = None;
+    // Kept across reopens.
+    let mut kept = Kept::new(Instant::now());
+    // Whether the port was found without UART error counters: said once, at debug.
+    let mut no_uart_counters_told = false;
     loop {
         if *stopping.borrow() {
             return;
@@ -127,14 +144,31 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                         });
                 }
                 let up = Instant::now();
+                let fd = port.as_raw_fd();
+                let read_counters = || uart_errors::read(fd);
+                let mut uart = match UartErrors::open(read_counters, &dev, &ctx.metrics, up) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        if !std::mem::replace(&mut no_uart_counters_told, true) {
+                            log::debug!(
+                                "serial {dev}: no UART error counters (TIOCGICOUNT: {e}): overruns, framing and parity errors are not counted"
+                            );
+                        }
+                        None
+                    }
+                };
+                let port = Port {
+                    stream: &mut port,
+                    uart: uart.as_mut(),
+                };
                 match read(
-                    &mut port,
+                    port,
                     &mut deframer,
                     &dev,
                     cfg.content,
                     &ctx,
                     &mut stopping,
-                    &mut same_ms,
+                    &mut kept,
                 )
                 .await
                 {
@@ -198,21 +232,47 @@ fn open(cfg: &SerialSourceConfig) -> tokio_serial::Result<tokio_serial::SerialSt
         .open_native_async()
 }
 
+/// An open port, and its UART error counters if it has them: one argument of [`read`], which
+/// has as many as clippy allows.
+struct Port<'a> {
+    stream: &'a mut tokio_serial::SerialStream,
+    uart: Option<&'a mut UartErrors>,
+}
+
+/// What a source keeps across reopens of its port.
+struct Kept {
+    /// The millisecond of the last frame (see [`same_ms_index`]).
+    same_ms: Option<SameMs>,
+    /// What is left of its dead letters for bad envelopes (see [`bad_field`]).
+    dead_letters: Budget,
+}
+
+impl Kept {
+    /// A source's, at its start at `now`.
+    fn new(now: Instant) -> Kept {
+        Kept {
+            same_ms: None,
+            dead_letters: Budget::new(DEAD_LETTER_BURST, DEAD_LETTER_EVERY, now),
+        }
+    }
+}
+
 /// Read and deframe until the device goes away or the agent stops.
 async fn read(
-    port: &mut tokio_serial::SerialStream,
+    port: Port<'_>,
     deframer: &mut Deframer,
     dev: &str,
     content: SerialContent,
     ctx: &Context,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
-    same_ms: &mut Option<SameMs>,
+    kept: &mut Kept,
 ) -> Ended {
+    let Port { stream, mut uart } = port;
     let mut buf = [0u8; READ_CHUNK];
     let mut delivered = false;
     loop {
         let n = tokio::select! {
-            r = port.read(&mut buf) => match r {
+            r = stream.read(&mut buf) => match r {
                 Ok(0) => return Ended::Gone("end of file".into(), delivered),
                 Ok(n) => n,
                 Err(e) => return Ended::Gone(e.to_string(), delivered),
@@ -225,6 +285,10 @@ async fn read(
             }
         };
         delivered = true;
+        if let Some(u) = uart.as_deref_mut() {
+            let fd = stream.as_raw_fd();
+            u.after_read(|| uart_errors::read(fd), dev, &ctx.metrics, Instant::now());
+        }
         let mut closed = false;
         let mut input = &buf[..n];
         while !input.is_empty() {
@@ -239,13 +303,22 @@ async fn read(
                 }
                 Some(Ok(frame)) => {
                     let now = SystemTime::now();
-                    let index = same_ms_index(now, same_ms);
-                    let parsed = super::or_dead_letter(&ctx.metrics, "serial", None, frame, || {
-                        content_of(content, frame, now, index)
-                    });
+                    let index = same_ms_index(now, &mut kept.same_ms);
+                    let parsed =
+                        super::or_dead_letter(&ctx.metrics, "serial", Some(dev), frame, || {
+                            content_of(content, frame, now, index)
+                        });
                     match parsed {
                         Ok(Ok(parsed)) => super::kept(&ctx.metrics, "serial", parsed),
                         Err(dead) => Input::DeadLetter(dead),
+                        Ok(Err(e @ ParseError::CborField(_))) => {
+                            let at = Instant::now();
+                            let budget = &mut kept.dead_letters;
+                            match bad_field(e, frame, dev, (now, at), budget, &ctx.metrics) {
+                                Some(dead) => dead,
+                                None => continue,
+                            }
+                        }
                         Ok(Err(e)) => {
                             ctx.metrics.problem(e.kind(), || {
                                 format!("serial {dev}: dropped a frame: {e}")
@@ -264,6 +337,34 @@ async fn read(
             return Ended::Stopping;
         }
     }
+}
+
+/// An envelope with a bad field ([`ParseError::CborField`]), received at `now` (the clock's,
+/// and the monotonic one): a reading was sent, and the line cannot send it again, so it is
+/// kept as a dead letter naming the port (its `topic`), as MQTT keeps an uplink whose DevEUI
+/// or payload does not decode, while `budget` allows; past it, counted and logged only.
+fn bad_field(
+    e: ParseError,
+    frame: &[u8],
+    dev: &str,
+    (now, at): (SystemTime, Instant),
+    budget: &mut Budget,
+    metrics: &crate::metrics::Metrics,
+) -> Option<Input> {
+    if !budget.take(at) {
+        metrics.problem(e.kind(), || {
+            format!(
+                "serial {dev}: {e}: the frame is not kept: the source keeps {DEAD_LETTER_BURST} such dead letters at once and one more each {} s",
+                DEAD_LETTER_EVERY.as_secs()
+            )
+        });
+        return None;
+    }
+    metrics.problem(e.kind(), || {
+        format!("serial {dev}: {e}: the frame is kept as a dead letter")
+    });
+    let dead = DeadLetter::new("serial", e.to_string(), Some(dev), frame, now);
+    Some(Input::DeadLetter(Box::new(dead)))
 }
 
 /// The clock's millisecond of a source's last frame, and that frame's index in it.
@@ -337,15 +438,19 @@ mod tests {
         let mut stopping = ctx.stopping.clone();
         let mut deframer = Deframer::new(crate::framing::Framing::LinesHex, 64, None).unwrap();
         far.write_all(b"0a0b\n0c0d\n0e0f\n").await.unwrap();
-        let (content, mut same_ms) = (SerialContent::Phy, None);
+        let (content, mut kept) = (SerialContent::Phy, Kept::new(Instant::now()));
+        let port = Port {
+            stream: &mut port,
+            uart: None,
+        };
         let ended = read(
-            &mut port,
+            port,
             &mut deframer,
             "pty",
             content,
             &ctx,
             &mut stopping,
-            &mut same_ms,
+            &mut kept,
         );
         let ended = tokio::time::timeout(Duration::from_secs(10), ended).await;
         assert!(matches!(ended, Ok(Ended::Stopping)));
@@ -353,6 +458,48 @@ mod tests {
     }
 
     /// The first wait is never longer than `reopen_max`, "the longest wait".
+    /// A source keeps [`DEAD_LETTER_BURST`] dead letters of bad envelopes at once, then one
+    /// more each [`DEAD_LETTER_EVERY`]; each names the port. Every bad envelope is counted,
+    /// kept or not.
+    #[test]
+    fn bad_envelopes_past_the_budget_are_counted_not_kept() {
+        let metrics = crate::metrics::Metrics::new();
+        let (t0, now) = (Instant::now(), SystemTime::UNIX_EPOCH);
+        let mut kept = Kept::new(t0);
+        let mut letters = Vec::new();
+        let mut send = |n: usize, at: Instant| {
+            let mut dead = 0;
+            for _ in 0..n {
+                let e = ParseError::CborField("dev_eui: must be 8 bytes, not 3".into());
+                let budget = &mut kept.dead_letters;
+                if let Some(Input::DeadLetter(d)) =
+                    bad_field(e, b"frame", "/dev/ttyUSB1", (now, at), budget, &metrics)
+                {
+                    letters.push(*d);
+                    dead += 1;
+                }
+            }
+            dead
+        };
+        assert_eq!(send(20, t0), 16);
+        assert_eq!(
+            send(3, t0 + DEAD_LETTER_EVERY - Duration::from_millis(1)),
+            0
+        );
+        assert_eq!(send(3, t0 + DEAD_LETTER_EVERY), 1);
+        assert_eq!(send(5, t0 + DEAD_LETTER_EVERY * 4), 3);
+        assert_eq!(metrics.problems("serial_bad_field"), 31);
+        assert_eq!(letters.len(), 20);
+        for d in &letters {
+            assert_eq!(d.source, "serial");
+            assert_eq!(d.topic.as_deref(), Some("/dev/ttyUSB1"));
+            assert_eq!(
+                d.reason,
+                "CBOR envelope with a bad field: dev_eui: must be 8 bytes, not 3"
+            );
+        }
+    }
+
     #[test]
     fn no_wait_is_longer_than_reopen_max() {
         let ms = Duration::from_millis;
@@ -475,15 +622,19 @@ mod tests {
             stop.send(true).unwrap();
             ups
         };
-        let mut same_ms = None;
+        let mut kept = Kept::new(Instant::now());
+        let port = Port {
+            stream: &mut port,
+            uart: None,
+        };
         let reading = read(
-            &mut port,
+            port,
             &mut deframer,
             "pty",
             SerialContent::Cbor,
             &ctx,
             &mut stopping,
-            &mut same_ms,
+            &mut kept,
         );
         let all = async { tokio::join!(write, take, reading) };
         let ((), ups, ended) = tokio::time::timeout(Duration::from_secs(60), all)

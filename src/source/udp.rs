@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 
+use super::budget::Budget;
 use super::{Context, Input};
 use crate::config::UdpSourceConfig;
 use crate::format::gwmp::{self, Packet};
@@ -24,7 +25,7 @@ use crate::metrics::Metrics;
 /// Largest datagram read whole: the most UDP can carry. Longer ones cannot arrive.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Gateway status records a budget allows at once ([`StatBudget`]): each listed gateway's,
+/// Gateway status records a budget allows at once ([`stat_budget`]): each listed gateway's,
 /// or those of all the gateways of a source without a list.
 const STAT_BURST: u32 = 16;
 /// How often a budget allows one more: a gateway's `stat_interval` down to 2 s, or, the
@@ -49,6 +50,7 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
     let mut stopping = ctx.stopping.clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut stats = StatBudgets::new(&cfg.gateways, Instant::now());
+    let mut same_ms = StatsOfOneMs::default();
     loop {
         let (n, peer) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -73,6 +75,7 @@ pub async fn run(socket: UdpSocket, cfg: UdpSourceConfig, ctx: Context) {
         }
         let mut inputs = datagram.inputs;
         stats.limit(&mut inputs, &ctx.metrics, Instant::now());
+        same_ms.index(&mut inputs);
         // Once the queue is closed, the datagram's other frames are dropped there too, so
         // that each is counted.
         let mut closed = false;
@@ -100,24 +103,24 @@ async fn acknowledge(socket: &UdpSocket, ack: [u8; 4], peer: SocketAddr, metrics
 /// can send one, under any gateway EUI) and each makes a durable record, so a flood of them
 /// would otherwise make records as fast as it came, and with the sink away push the readings
 /// out of a full buffer. A source with a list of gateways (`gateways = [...]`, the only
-/// ones it takes) gives each its own [`StatBudget`], so a flood under one EUI costs only that
+/// ones it takes) gives each its own [`stat_budget`], so a flood under one EUI costs only that
 /// gateway's status records, and no number of gateways is too many; one without a list has a
 /// single budget for all (a budget per EUI seen would be a map a flood could grow), which
 /// takes [`SHARED_CAPACITY`] gateways at the default interval. The radio frames beside a
 /// `stat` are never held back: only a device's MIC makes a record of them.
 struct StatBudgets {
     /// Each listed gateway's, by its EUI as its status records carry it.
-    listed: HashMap<String, StatBudget>,
+    listed: HashMap<String, Budget>,
     /// The gateways' of a source without a list.
-    shared: StatBudget,
+    shared: Budget,
 }
 
 impl StatBudgets {
     fn new(gateways: &[[u8; 8]], now: Instant) -> StatBudgets {
-        let budget = |g| (hex::encode(g), StatBudget::new(now));
+        let budget = |g| (hex::encode(g), stat_budget(now));
         StatBudgets {
             listed: gateways.iter().map(budget).collect(),
-            shared: StatBudget::new(now),
+            shared: stat_budget(now),
         }
     }
 
@@ -152,39 +155,65 @@ impl StatBudgets {
     }
 }
 
-/// [`STAT_BURST`] status records at once and one more each [`STAT_EVERY`].
-struct StatBudget {
-    left: u32,
-    /// Where the interval now running began: one more is earned when it ends.
-    since: Instant,
+/// The gateway status reports of the clock's millisecond of the last one, by gateway: those
+/// each sent in it, unlike each other. A report's record id is made from its gateway and
+/// receive time in ms ([`crate::record::gateway_status`]); two reports of one gateway in one
+/// millisecond (two forwarders under one EUI, datagrams the kernel held and hands over
+/// together) would share it and all but one be dropped as copies. Each report gets the index
+/// of its `stat` among its gateway's unlike ones of that millisecond, as the serial source's
+/// frames get theirs ([`crate::uplink::Uplink::same_ms_index`]); a report equal to one given
+/// already (a datagram the network or a packet multiplexer sent twice) gets that one's index,
+/// so its id, and is dropped as a copy. The times stay the clock's own. Only the reports of
+/// one millisecond are kept, of those the budgets let through ([`StatBudgets`]): no more than
+/// they allow at once, whatever EUIs a flood uses.
+#[derive(Default)]
+struct StatsOfOneMs {
+    ms: u64,
+    seen: Vec<(String, Vec<serde_json::Map<String, serde_json::Value>>)>,
 }
 
-impl StatBudget {
-    fn new(now: Instant) -> StatBudget {
-        StatBudget {
-            left: STAT_BURST,
-            since: now,
+impl StatsOfOneMs {
+    /// Give each status report of `inputs` its index: 0 for its gateway's first in its
+    /// millisecond, then 1, 2... for each `stat` unlike those before, until the millisecond
+    /// changes, forwards or back (a clock stepped back); an equal `stat` gets its index again.
+    fn index(&mut self, inputs: &mut [Input]) {
+        for input in inputs {
+            let Input::GatewayStatus {
+                gateway_id,
+                stat,
+                time,
+                same_ms_index,
+            } = input
+            else {
+                continue;
+            };
+            let ms = crate::record::ms_since_epoch(*time);
+            if ms != self.ms {
+                self.ms = ms;
+                self.seen.clear();
+            }
+            let stats = match self.seen.iter().position(|(g, _)| g == gateway_id) {
+                Some(i) => &mut self.seen[i].1,
+                None => {
+                    self.seen.push((gateway_id.clone(), Vec::new()));
+                    &mut self.seen.last_mut().expect("just pushed").1
+                }
+            };
+            let i = match stats.iter().position(|s| s == stat) {
+                Some(i) => i,
+                None => {
+                    stats.push(stat.clone());
+                    stats.len() - 1
+                }
+            };
+            *same_ms_index = u32::try_from(i).unwrap_or(u32::MAX);
         }
     }
+}
 
-    /// Whether one more status record may be made at `now`.
-    fn take(&mut self, now: Instant) -> bool {
-        let every = STAT_EVERY.as_nanos();
-        let earned = now.saturating_duration_since(self.since).as_nanos() / every;
-        match u32::try_from(earned) {
-            Ok(n) if self.left.saturating_add(n) < STAT_BURST => {
-                self.left += n;
-                self.since += STAT_EVERY * n;
-            }
-            _ => {
-                self.left = STAT_BURST;
-                self.since = now;
-            }
-        }
-        let taken = self.left > 0;
-        self.left = self.left.saturating_sub(1);
-        taken
-    }
+/// [`STAT_BURST`] status records at once and one more each [`STAT_EVERY`].
+fn stat_budget(now: Instant) -> Budget {
+    Budget::new(STAT_BURST, STAT_EVERY, now)
 }
 
 /// What one datagram asks for and carries.
@@ -288,6 +317,7 @@ fn push_inputs(
             gateway_id: hex::encode(gateway),
             stat,
             time: received,
+            same_ms_index: 0,
         });
     }
     inputs
@@ -482,6 +512,112 @@ mod tests {
         assert_eq!(metrics.dropped(), 0);
     }
 
+    /// A status report of `g` received at `time`, its `stat` `{"rxnb": rxnb}`.
+    fn report(g: [u8; 8], time: SystemTime, rxnb: u64) -> Input {
+        let mut stat = serde_json::Map::new();
+        stat.insert("rxnb".into(), rxnb.into());
+        Input::GatewayStatus {
+            gateway_id: hex::encode(g),
+            stat,
+            time,
+            same_ms_index: 0,
+        }
+    }
+
+    fn indexes(inputs: &[Input]) -> Vec<u32> {
+        inputs
+            .iter()
+            .map(|input| match input {
+                Input::GatewayStatus { same_ms_index, .. } => *same_ms_index,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    /// A report equal to one its gateway gave already in that millisecond (a datagram sent
+    /// twice) gets that one's index, so its id, and is dropped as a copy; one that differs
+    /// gets the next index, in one datagram or across several.
+    #[test]
+    fn an_equal_status_report_in_one_millisecond_keeps_the_index_of_the_first() {
+        const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_714_557_600_123_100);
+        let us = Duration::from_micros;
+        let mut inputs = [
+            report(GW, t, 7),
+            report(GW, t + us(100), 7),
+            report(GW, t + us(200), 8),
+            report(OTHER, t + us(300), 7),
+            report(GW, t + us(400), 7),
+            report(GW, t + us(500), 8),
+            report(GW, t + us(600), 9),
+            report(GW, t + us(1_000), 8),
+        ];
+        let mut same_ms = StatsOfOneMs::default();
+        same_ms.index(&mut inputs[..3]);
+        for one in inputs[3..].chunks_mut(1) {
+            same_ms.index(one);
+        }
+        assert_eq!(indexes(&inputs), [0, 0, 1, 0, 0, 1, 2, 0]);
+    }
+
+    /// Two status reports of one gateway received in one millisecond get ids of their own
+    /// (the second used to be dropped as a copy of the first); the first keeps the id a
+    /// report had before the index, another gateway's first in that millisecond has index
+    /// 0, and the index starts over when the millisecond changes, back too.
+    #[test]
+    fn status_reports_of_one_gateway_in_one_millisecond_get_ids_of_their_own() {
+        const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_714_557_600_123_100);
+        let us = Duration::from_micros;
+        let mut inputs = [
+            report(GW, t, 1),
+            report(GW, t + us(500), 2),
+            report(OTHER, t + us(100), 1),
+            report(GW, t + us(600), 3),
+            report(OTHER, t + us(700), 2),
+            report(GW, t + us(1_000), 4),
+            report(GW, t - us(60_000_000), 5),
+            report(GW, t + us(300), 6),
+        ];
+        let mut same_ms = StatsOfOneMs::default();
+        // One datagram's report after another, as they come.
+        for one in inputs.chunks_mut(1) {
+            same_ms.index(one);
+        }
+        let (indexes, ids): (Vec<u32>, Vec<String>) = inputs
+            .iter()
+            .map(|input| {
+                let Input::GatewayStatus {
+                    gateway_id,
+                    stat,
+                    time,
+                    same_ms_index,
+                } = input
+                else {
+                    unreachable!()
+                };
+                let id = crate::record::gateway_status(
+                    "hubgate",
+                    &[],
+                    gateway_id,
+                    stat,
+                    (*time, *same_ms_index),
+                    SystemTime::now(),
+                )
+                .id;
+                (*same_ms_index, id)
+            })
+            .unzip();
+        assert_eq!(indexes, [0, 1, 0, 2, 1, 0, 0, 0]);
+        assert_eq!(ids[0], "d15eb9aa-23d9-1d8b-83a4-47fc7006b71d", "today's id");
+        let first_three: std::collections::HashSet<&String> =
+            [&ids[0], &ids[1], &ids[3]].into_iter().collect();
+        assert_eq!(first_three.len(), 3, "{ids:?}");
+        assert_ne!(ids[2], ids[4]);
+        // Back in the millisecond after another: index 0 again, the first one's id.
+        assert_eq!(ids[7], ids[0]);
+    }
+
     /// Each gateway of a source's list has a budget of its own: a flood under one EUI costs
     /// only that gateway's status records. Without a list all the gateways share one, which
     /// takes the reports of [`SHARED_CAPACITY`] gateways at `lora_pkt_fwd`'s default
@@ -493,6 +629,7 @@ mod tests {
             gateway_id: hex::encode(g),
             stat: serde_json::Map::new(),
             time: SystemTime::UNIX_EPOCH,
+            same_ms_index: 0,
         };
         let kept = |budgets: &mut StatBudgets, m: &Metrics, of: &[[u8; 8]], at: Instant| {
             let mut inputs: Vec<Input> = of.iter().map(|&g| stat(g)).collect();
@@ -549,8 +686,8 @@ mod tests {
     #[test]
     fn the_stat_budget_refills_one_each_interval_up_to_the_burst() {
         let t0 = Instant::now();
-        let mut b = StatBudget::new(t0);
-        let taken = |b: &mut StatBudget, at: Instant, n: u32| (0..n).filter(|_| b.take(at)).count();
+        let mut b = stat_budget(t0);
+        let taken = |b: &mut Budget, at: Instant, n: u32| (0..n).filter(|_| b.take(at)).count();
         assert_eq!(taken(&mut b, t0, 20), 16);
         let half = STAT_EVERY / 2;
         assert_eq!(taken(&mut b, t0 + half, 1), 0);
