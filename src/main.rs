@@ -163,7 +163,7 @@ enum BufferAction {
 
 fn main() -> ExitCode {
     hubgate::malloc::tune();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    hubgate::logger::init();
     // Before any secret is read.
     if let Err(e) = hubgate::coredump::disable() {
         log::warn!("cannot turn core dumps off: {e}");

@@ -758,7 +758,7 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
         )),
         Ok(Err(ConnectionError::Io(e))) => Outcome::Fail(io_reason(&e)),
         Ok(Err(e)) => {
-            let text = e.to_string();
+            let text = crate::source::mqtt::connection_error(&e);
             let hint = if text.contains("certificate required") {
                 " (the broker asks for a client certificate: set client_cert_file and client_key_file)"
             } else if text.contains("certificate verify failed") {
