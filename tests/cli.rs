@@ -395,6 +395,61 @@ fn check_names_file_and_key_of_each_error() {
     }
 }
 
+/// A TOML error on a line inside a value written over several lines (a multi-line string, an
+/// array) is put on that value's key: the text before a `=` on such a line is the value's, a
+/// secret's base64 padding or a connection string's part, and never shown as a key.
+#[test]
+fn check_names_the_key_of_a_value_over_several_lines_not_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "[[source]]\ntype = \"udp\"\n";
+    let cases = [
+        (
+            "[sink]\ntype = \"eventhubs\"\nconnection_string = \"\"\"Endpoint=sb://a.servicebus.windows.net/;\n\
+             SharedAccessKeyName=k;\nSECRETKEYMATERIALc2VjcmV0=;\\q\"\"\"\n",
+            "sink.connection_string",
+            "(line 7)",
+        ),
+        (
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\
+             \"ssl.key.pem\" = \"\"\"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n\
+             SECRETKEYMATERIALd4t4==\u{1}\n-----END PRIVATE KEY-----\"\"\"\n",
+            "sink.properties.\"ssl.key.pem\"",
+            "(line 9)",
+        ),
+        (
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\
+             note = '''one \"\"\" and '' inside'''\nlist = [\n  \"a\",\n  SECRETKEYMATERIAL=1,\n]\n",
+            "sink.properties.list",
+            "(line 10)",
+        ),
+        // No key at all: the text before `=` is no TOML key.
+        (
+            "[sink]\ntype = \"stdout\"\n\"SECRETKEYMATERIAL=x = 1\n",
+            "(parse)",
+            "(line 5)",
+        ),
+    ];
+    for (i, (body, key, line)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("multi{i}.toml"));
+        std::fs::write(&file, format!("{source}{body}")).unwrap();
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "case {i} passed check");
+        assert!(
+            err.starts_with(&format!("hubgate: {}: {key}: ", file.display())),
+            "case {i} lacks key {key}: {err}"
+        );
+        assert!(
+            err.trim_end().ends_with(line),
+            "case {i} lacks {line}: {err}"
+        );
+        assert!(
+            !err.contains("SECRETKEYMATERIAL"),
+            "case {i} leaks the secret: {err}"
+        );
+    }
+}
+
 #[test]
 fn demo_prints_decoded_records_and_exits() {
     let dir = tempfile::tempdir().unwrap();

@@ -108,12 +108,21 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
 
 /// The key path that line `n` (from 1) of `text` assigns: the table header above it and the
 /// key before `=` (`source[1].url` in the second `[[source]]`); `None` for a line that
-/// assigns nothing.
+/// assigns nothing. A line inside a value that spans lines (a multi-line string, an array)
+/// is that value's: what stands before a `=` there is the value's text (a PEM body's base64
+/// padding, a connection string's parts), not a key, and may be a secret.
 fn key_on_line(text: &str, n: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
-    let (key, _) = lines.get(n.checked_sub(1)?)?.split_once('=')?;
+    let line = lines.get(n.checked_sub(1)?)?;
+    if let Some(start) = continues_from(&lines, n) {
+        return key_on_line(text, start);
+    }
+    let (key, _) = line.split_once('=')?;
     let key = key.trim();
-    if key.is_empty() || key.starts_with(['[', '#']) {
+    if key.is_empty()
+        || key.starts_with(['[', '#'])
+        || toml::from_str::<toml::Table>(&format!("{key} = 0")).is_err()
+    {
         return None;
     }
     let mut table = String::new();
@@ -132,6 +141,77 @@ fn key_on_line(text: &str, n: usize) -> Option<String> {
         true => key.to_string(),
         false => format!("{table}.{key}"),
     })
+}
+
+/// Where the scan of [`continues_from`] stands.
+#[derive(Clone, Copy, PartialEq)]
+enum In {
+    Code,
+    Basic,
+    Literal,
+    MultiBasic,
+    MultiLiteral,
+}
+
+/// The line (from 1) where the value that line `n` of `lines` starts inside of began: a
+/// multi-line string, or an array written over several lines. `None` when line `n` starts
+/// outside any value.
+fn continues_from(lines: &[&str], n: usize) -> Option<usize> {
+    let mut state = In::Code;
+    let mut depth = 0usize;
+    let mut opened = 0;
+    for (i, line) in lines[..n - 1].iter().enumerate() {
+        // A table header.
+        if state == In::Code && depth == 0 && line.trim_start().starts_with('[') {
+            continue;
+        }
+        let b = line.as_bytes();
+        let mut j = 0;
+        while j < b.len() {
+            match (state, b[j]) {
+                (In::Code, b'#') => break,
+                (In::Code, b'[') => {
+                    if depth == 0 {
+                        opened = i + 1;
+                    }
+                    depth += 1;
+                }
+                (In::Code, b']') => depth = depth.saturating_sub(1),
+                (In::Code, q @ (b'"' | b'\'')) => {
+                    let multi = b[j..].starts_with(&[q; 3]);
+                    state = match (q, multi) {
+                        (b'"', true) => In::MultiBasic,
+                        (b'"', false) => In::Basic,
+                        (_, true) => In::MultiLiteral,
+                        (_, false) => In::Literal,
+                    };
+                    if multi {
+                        j += 2;
+                        if depth == 0 {
+                            opened = i + 1;
+                        }
+                    }
+                }
+                (In::Basic | In::MultiBasic, b'\\') => j += 1,
+                (In::Basic, b'"') | (In::Literal, b'\'') => state = In::Code,
+                (In::MultiBasic, b'"') | (In::MultiLiteral, b'\'')
+                    if b[j..].starts_with(&[b[j]; 3]) =>
+                {
+                    // Up to two more quotes are the string's own, before its closing three.
+                    let end = b[j..].iter().take(5).take_while(|&&c| c == b[j]).count();
+                    j += end - 1;
+                    state = In::Code;
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        // A one-line string ends with its line (unclosed, it is an error of its own).
+        if matches!(state, In::Basic | In::Literal) {
+            state = In::Code;
+        }
+    }
+    (matches!(state, In::MultiBasic | In::MultiLiteral) || depth > 0).then_some(opened)
 }
 
 /// The key path and one-line reason of a deserialization error in `text`.
