@@ -121,22 +121,32 @@ impl Checklist<'_> {
 /// Check the setup of the config at `path`, printing to `out`. True when every step passed.
 pub fn run(path: &Path, out: &mut dyn Write) -> bool {
     let mut list = Checklist { out, failed: false };
-    let cfg = match crate::pipeline::prepare::load(path) {
-        Ok((cfg, _)) => cfg,
+    let (cfg, warnings) = match crate::pipeline::prepare::load(path) {
+        Ok((cfg, prepared)) => (cfg, prepared.warnings),
         Err(e) => {
             list.step("config", Outcome::Fail(e.to_string()));
             return false;
         }
     };
-    list.step(
-        "config",
-        Outcome::Ok(format!(
-            "{} ({} source(s), {} device(s))",
-            path.display(),
-            cfg.sources.len(),
-            cfg.devices.len()
-        )),
+    let loaded = format!(
+        "{} ({} source(s), {} device(s))",
+        path.display(),
+        cfg.sources.len(),
+        cfg.devices.len()
     );
+    // The warnings `check` prints and `run` logs (a password in clear text, a secret file
+    // others can read): allowed, so not a failure, but the config is not simply OK.
+    if warnings.is_empty() {
+        list.step("config", Outcome::Ok(loaded));
+    } else {
+        list.step(
+            "config",
+            Outcome::Warn(format!("{loaded}, {} warning(s):", warnings.len())),
+        );
+        for w in warnings {
+            list.step("config", Outcome::Warn(w));
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
