@@ -231,7 +231,7 @@ fn check_print_masks_inline_secrets_and_refuses_the_mask() {
     std::fs::write(
         &file,
         "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\nusername = \"u\"\npassword = \"hunter2\"\n\
-         [sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\nsasl_username = \"u\"\nsasl_password = \"pa55\"\n\
+         [sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_username = \"u\"\nsasl_password = \"pa55\"\n\
          [sink.properties]\n\"ssl.key.password\" = \"k3y\"\n",
     )
     .unwrap();
@@ -447,6 +447,69 @@ fn check_names_the_key_of_a_value_over_several_lines_not_its_text() {
             !err.contains("SECRETKEYMATERIAL"),
             "case {i} leaks the secret: {err}"
         );
+    }
+}
+
+/// A Kafka SASL login with a `security_protocol` that sends none (`ssl`, the default) would
+/// never be sent: refused, naming the login's key and the protocol that sends it; with that
+/// protocol the same login passes.
+#[test]
+fn check_refuses_a_kafka_login_its_protocol_never_sends() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("kafka.password");
+    std::fs::write(&secret, "kafka-unsent-pw").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sink =
+        "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\n";
+    let login = format!("sasl_password_file = \"{}\"\n", secret.display());
+    let cases = [
+        (
+            format!("{sink}sasl_username = \"u\"\n{login}"),
+            "sink.sasl_username: never sent: security_protocol is \"ssl\" (the default), which has \
+             no SASL login, so the sink would connect without it; set security_protocol = \
+             \"sasl_ssl\" to log in, or remove the login",
+        ),
+        (
+            format!("{sink}security_protocol = \"plaintext\"\ninsecure = true\n{login}"),
+            "sink.sasl_password_file: never sent: security_protocol is \"plaintext\", which has \
+             no SASL login, so the sink would connect without it; set security_protocol = \
+             \"sasl_plaintext\" to log in, or remove the login",
+        ),
+        (
+            format!("{sink}{login}[sink.properties]\n\"security.protocol\" = \"ssl\"\n"),
+            "sink.sasl_password_file: never sent: [sink.properties] \"security.protocol\" is \"ssl\", \
+             which has no SASL login, so the sink would connect without it; set \"security.protocol\" = \
+             \"sasl_ssl\" there to log in, or remove the login",
+        ),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("unsent{i}.toml"));
+        std::fs::write(&file, body).unwrap();
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        assert!(!o.status.success(), "case {i} passed check: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim_end(),
+            format!("hubgate: {}: {want}", file.display()),
+            "case {i}"
+        );
+    }
+    // The protocol in [sink.properties] is the one librdkafka uses.
+    for (i, protocol) in [
+        "security_protocol = \"sasl_ssl\"\n",
+        "[sink.properties]\n\"security.protocol\" = \"SASL_SSL\"\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("sent{i}.toml"));
+        std::fs::write(
+            &file,
+            format!("{sink}sasl_username = \"u\"\n{login}{protocol}"),
+        )
+        .unwrap();
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        assert!(o.status.success(), "case {i}: {}", stderr(&o));
     }
 }
 

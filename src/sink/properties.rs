@@ -202,6 +202,9 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
                     format!("refused: {why}; if this is meant (a test broker on a private network), set insecure = true in [sink]"),
                 ));
             }
+            if let Some(unused) = unused_login(k) {
+                return Err(unused);
+            }
             if let Some((key, instead)) = login_twice(k) {
                 return Err((
                     format!("sink.properties.{key:?}"),
@@ -215,6 +218,56 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
         SinkConfig::Stdout(_) => {}
     }
     Ok(())
+}
+
+/// A SASL login the sink would never send: the first of `[sink]`'s login keys when the
+/// security protocol in effect (`[sink.properties]`' overrides `[sink]`'s) has no
+/// SASL, what the protocol is, and the fix. librdkafka ignores the login then; a password
+/// that is set is meant to be sent, so its never being sent is a mistake, refused like an
+/// MQTT password without a user name.
+fn unused_login(k: &KafkaConfig) -> Option<(String, String)> {
+    let property = k
+        .properties
+        .iter()
+        .find(|(key, _)| setting_name(key) == "security.protocol");
+    let protocol = match property {
+        Some((_, v)) => v.trim().to_ascii_lowercase(),
+        None => k.security_protocol.as_librdkafka().to_string(),
+    };
+    let instead = match protocol.as_str() {
+        "ssl" => "sasl_ssl",
+        "plaintext" => "sasl_plaintext",
+        _ => return None,
+    };
+    let login = [
+        ("sasl_username", k.sasl_username.is_some()),
+        // Before sasl_password, which the file's content fills.
+        ("sasl_password_file", k.sasl_password_file.is_some()),
+        ("sasl_password", k.sasl_password.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(key, set)| set.then(|| format!("sink.{key}")))?;
+    let (said, fix) = match property {
+        Some((key, v)) => (
+            format!("[sink.properties] {key:?} is {v:?}"),
+            format!("set {key:?} = \"{instead}\" there"),
+        ),
+        None if protocol == "ssl" => (
+            "security_protocol is \"ssl\" (the default)".to_string(),
+            format!("set security_protocol = \"{instead}\""),
+        ),
+        None => (
+            format!("security_protocol is \"{protocol}\""),
+            format!("set security_protocol = \"{instead}\""),
+        ),
+    };
+    Some((
+        login,
+        format!(
+            "never sent: {said}, which has no SASL login, so the sink would connect without it; \
+             {fix} to log in, or remove the login"
+        ),
+    ))
 }
 
 /// Whether an Event Hubs sink's `key` (under either of librdkafka's names) is one hubgate
