@@ -770,11 +770,17 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
         Ok(Err(e)) => {
             let text = crate::source::mqtt::connection_error(&e);
             let hint = if text.contains("certificate required") {
-                " (the broker asks for a client certificate: set client_cert_file and client_key_file)"
+                " (the broker asks for a client certificate: set client_cert_file and client_key_file)".into()
+            } else if text.contains("hostname mismatch") {
+                // Checked after the signature: the CA is not at fault.
+                format!(
+                    " (the broker's certificate does not name {}: use a name it holds in the URL)",
+                    cfg.url.host
+                )
             } else if text.contains("certificate verify failed") {
-                " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)"
+                " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)".into()
             } else {
-                ""
+                String::new()
             };
             Outcome::Fail(format!("cannot connect: {text}{hint}"))
         }
