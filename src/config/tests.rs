@@ -444,7 +444,7 @@ fn the_kafka_sasl_password_is_read_from_its_file() {
 fn a_kafka_sasl_login_in_sink_refuses_sasl_properties() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "kafka.secret", "pa55word\n", 0o600);
-    let kafka = "type = \"kafka\"\nbrokers = \"x:9093\"\nsecurity_protocol = \"sasl_ssl\"";
+    let kafka = "type = \"kafka\"\nbrokers = \"x:9093\"";
     let logins = [
         "sasl_username = \"u\"".to_string(),
         "sasl_password = \"pa55word\"".to_string(),

@@ -202,9 +202,6 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
                     format!("refused: {why}; if this is meant (a test broker on a private network), set insecure = true in [sink]"),
                 ));
             }
-            if let Some(unused) = unused_login(k) {
-                return Err(unused);
-            }
             if let Some((key, instead)) = login_twice(k) {
                 return Err((
                     format!("sink.properties.{key:?}"),
@@ -220,12 +217,13 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// A SASL login the sink would never send: the first of `[sink]`'s login keys when the
-/// security protocol in effect (`[sink.properties]`' overrides `[sink]`'s) has no
-/// SASL, what the protocol is, and the fix. librdkafka ignores the login then; a password
-/// that is set is meant to be sent, so its never being sent is a mistake, refused like an
-/// MQTT password without a user name.
-fn unused_login(k: &KafkaConfig) -> Option<(String, String)> {
+/// A SASL setting the sink would never send, as a warning: the first of `[sink]`'s login
+/// keys, or else of `[sink.properties]`' `sasl.*` keys, when the security protocol in effect
+/// (`[sink.properties]`' overrides `[sink]`'s) has no SASL, with what the protocol is and the
+/// fix. librdkafka ignores the setting then. A warning, not an error: a broker that takes TLS
+/// without SASL (a client certificate, or no login) is served all the same, and a site with
+/// such leftover lines keeps running after an upgrade. Values are never quoted.
+fn unused_login(k: &KafkaConfig) -> Option<String> {
     let property = k
         .properties
         .iter()
@@ -246,7 +244,13 @@ fn unused_login(k: &KafkaConfig) -> Option<(String, String)> {
         ("sasl_password", k.sasl_password.is_some()),
     ]
     .into_iter()
-    .find_map(|(key, set)| set.then(|| format!("sink.{key}")))?;
+    .find_map(|(key, set)| set.then(|| format!("sink.{key}")))
+    .or_else(|| {
+        k.properties
+            .keys()
+            .find(|key| setting_name(key).starts_with("sasl."))
+            .map(|key| format!("sink.properties.{key:?}"))
+    })?;
     let (said, fix) = match property {
         Some((key, v)) => (
             format!("[sink.properties] {key:?} is {v:?}"),
@@ -261,12 +265,9 @@ fn unused_login(k: &KafkaConfig) -> Option<(String, String)> {
             format!("set security_protocol = \"{instead}\""),
         ),
     };
-    Some((
-        login,
-        format!(
-            "never sent: {said}, which has no SASL login, so the sink would connect without it; \
-             {fix} to log in, or remove the login"
-        ),
+    Some(format!(
+        "{login}: never sent: {said}, which has no SASL login, so the sink connects without \
+         it; {fix} to log in, or remove the login"
     ))
 }
 
@@ -308,26 +309,27 @@ fn twice(properties: &BTreeMap<String, String>) -> Option<(&str, &str)> {
     })
 }
 
-/// What `insecure = true` turns off, as the warning `check` prints and `run` logs.
+/// What `check` prints and `run` logs about a sink that is allowed but probably wrong: what
+/// `insecure = true` turns off, and a SASL login the protocol never sends ([`unused_login`]).
 pub fn warnings(cfg: &SinkConfig) -> Vec<String> {
     let SinkConfig::Kafka(k) = cfg else {
         return Vec::new();
     };
-    if !k.insecure {
-        return Vec::new();
-    }
-    let off: Vec<String> = kafka_tls_off(k)
-        .into_iter()
-        .map(|(key, why)| format!("{key}: {why}"))
-        .collect();
-    vec![format!(
-        "sink.insecure = true: {}",
-        if off.is_empty() {
-            "nothing here turns TLS off: remove the key".to_string()
-        } else {
-            off.join("; ")
-        }
-    )]
+    let insecure = k.insecure.then(|| {
+        let off: Vec<String> = kafka_tls_off(k)
+            .into_iter()
+            .map(|(key, why)| format!("{key}: {why}"))
+            .collect();
+        format!(
+            "sink.insecure = true: {}",
+            if off.is_empty() {
+                "nothing here turns TLS off: remove the key".to_string()
+            } else {
+                off.join("; ")
+            }
+        )
+    });
+    insecure.into_iter().chain(unused_login(k)).collect()
 }
 
 /// Every property is one librdkafka knows and its value one it takes; on error (key, reason).
