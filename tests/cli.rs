@@ -428,6 +428,31 @@ fn check_names_the_key_of_a_value_over_several_lines_not_its_text() {
             "(parse)",
             "(line 5)",
         ),
+        // A line inside a value that starts with `[` is the value's text, not a table header.
+        (
+            "[sink]\ntype = \"eventhubs\"\nconnection_string = \"\"\"Endpoint=sb://x.servicebus.windows.net/;\n\
+             [SECRETKEYMATERIAL]\nSharedAccessKeyName=k;SharedAccessKey=abc\"\"\"\nbogus = \n",
+            "sink.bogus",
+            "(line 8)",
+        ),
+        (
+            "[sink]\ntype = \"stdout\"\nx = [\n [\"SECRETKEYMATERIAL=1\"],\n]\nbad = \n",
+            "sink.bad",
+            "(line 8)",
+        ),
+        // Nor is a `[[source]]` in a string another source.
+        (
+            "note = \"\"\"\n[[source]]\n\"\"\"\n[[source]]\ntype = \"udp\"\nbad = \n",
+            "source[1].bad",
+            "(line 8)",
+        ),
+        // An error inside a tagged table is put on the line of its key, not on one in a value.
+        (
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\nusername = \"u\"\npassword = \"\"\"\n\
+             [[source]]\nlisten = 1\n\"\"\"\n[[source]]\ntype = \"udp\"\nlisten = 5\n",
+            "source[2].listen",
+            "(line 13)",
+        ),
     ];
     for (i, (body, key, line)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("multi{i}.toml"));

@@ -70,7 +70,14 @@ fn line_in_table(text: &str, table: &str, field: &str) -> Option<usize> {
         None => (table, 0),
     };
     let headers = [format!("[[{name}]]"), format!("[{name}]")];
-    let mut lines = text.lines().enumerate().skip_while(|(_, l)| {
+    let all: Vec<&str> = text.lines().collect();
+    // A line inside a value (a multi-line string, an array) is neither a header nor a key.
+    let starts = starts_inside(&all);
+    let outside = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| starts[*i].is_none());
+    let mut lines = outside.skip_while(|(_, l)| {
         let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
         !headers.contains(&l)
     });
@@ -113,11 +120,16 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
 /// padding, a connection string's parts), not a key, and may be a secret.
 fn key_on_line(text: &str, n: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
-    let line = lines.get(n.checked_sub(1)?)?;
-    if let Some(start) = continues_from(&lines, n) {
-        return key_on_line(text, start);
+    if n == 0 || n > lines.len() {
+        return None;
     }
-    let (key, _) = line.split_once('=')?;
+    let starts = starts_inside(&lines[..n]);
+    let mut n = n;
+    // The line a value began on starts before the value, so this ends.
+    while let Some(start) = starts[n - 1] {
+        n = start;
+    }
+    let (key, _) = lines[n - 1].split_once('=')?;
     let key = key.trim();
     if key.is_empty()
         || key.starts_with(['[', '#'])
@@ -127,7 +139,12 @@ fn key_on_line(text: &str, n: usize) -> Option<String> {
     }
     let mut table = String::new();
     let mut arrays: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for l in &lines[..n - 1] {
+    // Only a line that starts outside every value can be a table header.
+    for (l, _) in lines[..n - 1]
+        .iter()
+        .zip(&starts)
+        .filter(|(_, s)| s.is_none())
+    {
         let l = l.trim();
         if let Some((name, _)) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
             let count = arrays.entry(name.trim()).or_default();
@@ -143,7 +160,7 @@ fn key_on_line(text: &str, n: usize) -> Option<String> {
     })
 }
 
-/// Where the scan of [`continues_from`] stands.
+/// Where the scan of [`starts_inside`] stands.
 #[derive(Clone, Copy, PartialEq)]
 enum In {
     Code,
@@ -153,16 +170,21 @@ enum In {
     MultiLiteral,
 }
 
-/// The line (from 1) where the value that line `n` of `lines` starts inside of began: a
-/// multi-line string, or an array written over several lines. `None` when line `n` starts
-/// outside any value.
-fn continues_from(lines: &[&str], n: usize) -> Option<usize> {
+/// For each of `lines`, the line (from 1) where the value it starts inside of began: a
+/// multi-line string, or an array written over several lines. `None` for a line that starts
+/// outside any value: only such a line holds a key or a table header; a line inside a value
+/// holds the value's text, whatever it looks like.
+fn starts_inside(lines: &[&str]) -> Vec<Option<usize>> {
     let mut state = In::Code;
     let mut depth = 0usize;
     let mut opened = 0;
-    for (i, line) in lines[..n - 1].iter().enumerate() {
+    let mut starts = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        // A one-line string ends with its line, so a line starts in code or a multi-line value.
+        let inside = matches!(state, In::MultiBasic | In::MultiLiteral) || depth > 0;
+        starts.push(inside.then_some(opened));
         // A table header.
-        if state == In::Code && depth == 0 && line.trim_start().starts_with('[') {
+        if !inside && line.trim_start().starts_with('[') {
             continue;
         }
         let b = line.as_bytes();
@@ -211,7 +233,7 @@ fn continues_from(lines: &[&str], n: usize) -> Option<usize> {
             state = In::Code;
         }
     }
-    (matches!(state, In::MultiBasic | In::MultiLiteral) || depth > 0).then_some(opened)
+    starts
 }
 
 /// The key path and one-line reason of a deserialization error in `text`.
