@@ -62,7 +62,7 @@ fn doctor_mqtt_line(dir: &Path, name: &str, text: &str) -> String {
     let stdout = String::from_utf8(out.stdout).unwrap();
     stdout
         .lines()
-        .find(|l| l[5..].starts_with("mqtt mqtts://localhost:"))
+        .find(|l| l[5..].starts_with("mqtt mqtts://"))
         .unwrap_or_else(|| panic!("no mqtt step:\n{stdout}"))
         .to_string()
 }
@@ -164,7 +164,8 @@ fn tls_files_are_checked_when_the_config_is_loaded() {
 }
 
 /// A broker certificate signed by the trusted CA but for another name: `doctor` says the
-/// certificate does not name the URL's host, and does not blame the CA.
+/// certificate does not name the URL's host, or hold its IP address, and does not blame the
+/// CA.
 #[test]
 fn doctor_names_the_host_a_certificate_does_not_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,6 +203,19 @@ fn doctor_names_the_host_a_certificate_does_not_name() {
             && line.contains("hostname mismatch")
             && line.ends_with(
                 " (the broker's certificate does not name localhost: use a name it holds in the URL)"
+            ),
+        "{line}"
+    );
+    // By IP address OpenSSL checks the certificate's IP subjectAltNames, and says so.
+    let by_ip = text.replace("mqtts://localhost:", "mqtts://127.0.0.1:");
+    assert_ne!(by_ip, text);
+    let line = doctor_mqtt_line(dir.path(), "other-ip.toml", &by_ip);
+    assert!(
+        line.starts_with("FAIL mqtt mqtts://127.0.0.1:")
+            && line.contains("IP address mismatch")
+            && line.ends_with(
+                " (the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
+                 subjectAltName): use a name it holds in the URL, or add the IP to it)"
             ),
         "{line}"
     );

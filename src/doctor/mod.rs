@@ -777,6 +777,13 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
                     " (the broker's certificate does not name {}: use a name it holds in the URL)",
                     cfg.url.host
                 )
+            } else if text.contains("IP address mismatch") {
+                // OpenSSL's words when the URL's host is an IP address, also after the signature.
+                format!(
+                    " (the broker's certificate does not hold the IP address {} (an IP \
+                     subjectAltName): use a name it holds in the URL, or add the IP to it)",
+                    cfg.url.host
+                )
             } else if text.contains("certificate verify failed") {
                 " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)".into()
             } else {
