@@ -109,8 +109,10 @@ fn a_connect_sent_back_after_a_connack_is_named_by_its_type_only() {
     let port = echo(&CONNACK);
     // As the packaged unit runs it.
     let agent = Agent::start_with_log(dir.path(), &config(dir.path(), port), "info");
-    let line = "ERROR rumqttc::state] the broker sent a Connect packet, which a client never receives \
-                (its contents are not shown: they may be this client's own CONNECT, password included)";
+    let line =
+        "ERROR rumqttc::state] the broker sent a CONNECT packet where none is expected, so the \
+                connection is dropped (its contents are not shown: they may be this client's own \
+                CONNECT, password included)";
     // At every reconnect, each line rewritten.
     agent.wait_log(line, 2, WAIT);
     let log = agent.full_log();
