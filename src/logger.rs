@@ -6,10 +6,19 @@ use log::{Log, Metadata, Record};
 /// rumqttc's line for a packet its state machine does not take prints the packet whole.
 const INVALID_PACKET: &str = "Invalid incoming packet = ";
 
-/// Install the logger; before any other line is logged.
-pub fn init() {
-    let inner =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+/// Install the logger; before any other line is logged. A JavaScript worker's lines reach the
+/// journal through the agent, which stamps them and marks them as the worker's (`js::relay`):
+/// with `js_worker` each line is its level and message alone.
+pub fn init(js_worker: bool) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if js_worker {
+        builder.format(|out, r| {
+            use std::io::Write;
+            writeln!(out, "{}: {}", r.level(), r.args())
+        });
+    }
+    let inner = builder.build();
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Guard(inner))).is_ok() {
         log::set_max_level(max);

@@ -163,13 +163,13 @@ enum BufferAction {
 
 fn main() -> ExitCode {
     hubgate::malloc::tune();
-    hubgate::logger::init();
+    let cli = Cli::parse();
+    hubgate::logger::init(matches!(cli.command, Command::JsWorker));
     // Before any secret is read.
     if let Err(e) = hubgate::coredump::disable() {
         log::warn!("cannot turn core dumps off: {e}");
     }
     hubgate::contain::abort_outside_containment();
-    let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
         end_quietly_on_closed_output();
     }
