@@ -18,6 +18,7 @@ pub mod framing;
 pub mod http;
 pub mod ids;
 pub mod js;
+pub mod logger;
 pub mod logline;
 pub mod lorawan;
 pub mod malloc;

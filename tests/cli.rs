@@ -395,6 +395,161 @@ fn check_names_file_and_key_of_each_error() {
     }
 }
 
+/// A TOML error on a line inside a value written over several lines (a multi-line string, an
+/// array) is put on that value's key: the text before a `=` on such a line is the value's, a
+/// secret's base64 padding or a connection string's part, and never shown as a key.
+#[test]
+fn check_names_the_key_of_a_value_over_several_lines_not_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "[[source]]\ntype = \"udp\"\n";
+    let cases = [
+        (
+            "[sink]\ntype = \"eventhubs\"\nconnection_string = \"\"\"Endpoint=sb://a.servicebus.windows.net/;\n\
+             SharedAccessKeyName=k;\nSECRETKEYMATERIALc2VjcmV0=;\\q\"\"\"\n",
+            "sink.connection_string",
+            "(line 7)",
+        ),
+        (
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\
+             \"ssl.key.pem\" = \"\"\"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n\
+             SECRETKEYMATERIALd4t4==\u{1}\n-----END PRIVATE KEY-----\"\"\"\n",
+            "sink.properties.\"ssl.key.pem\"",
+            "(line 9)",
+        ),
+        (
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\
+             note = '''one \"\"\" and '' inside'''\nlist = [\n  \"a\",\n  SECRETKEYMATERIAL=1,\n]\n",
+            "sink.properties.list",
+            "(line 10)",
+        ),
+        // No key at all: the text before `=` is no TOML key.
+        (
+            "[sink]\ntype = \"stdout\"\n\"SECRETKEYMATERIAL=x = 1\n",
+            "(parse)",
+            "(line 5)",
+        ),
+        // A line inside a value that starts with `[` is the value's text, not a table header.
+        (
+            "[sink]\ntype = \"eventhubs\"\nconnection_string = \"\"\"Endpoint=sb://x.servicebus.windows.net/;\n\
+             [SECRETKEYMATERIAL]\nSharedAccessKeyName=k;SharedAccessKey=abc\"\"\"\nbogus = \n",
+            "sink.bogus",
+            "(line 8)",
+        ),
+        (
+            "[sink]\ntype = \"stdout\"\nx = [\n [\"SECRETKEYMATERIAL=1\"],\n]\nbad = \n",
+            "sink.bad",
+            "(line 8)",
+        ),
+        // Nor is a `[[source]]` in a string another source.
+        (
+            "note = \"\"\"\n[[source]]\n\"\"\"\n[[source]]\ntype = \"udp\"\nbad = \n",
+            "source[1].bad",
+            "(line 8)",
+        ),
+        // An error inside a tagged table is put on the line of its key, not on one in a value.
+        (
+            "[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://x\"\nusername = \"u\"\npassword = \"\"\"\n\
+             [[source]]\nlisten = 1\n\"\"\"\n[[source]]\ntype = \"udp\"\nlisten = 5\n",
+            "source[2].listen",
+            "(line 13)",
+        ),
+    ];
+    for (i, (body, key, line)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("multi{i}.toml"));
+        std::fs::write(&file, format!("{source}{body}")).unwrap();
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "case {i} passed check");
+        assert!(
+            err.starts_with(&format!("hubgate: {}: {key}: ", file.display())),
+            "case {i} lacks key {key}: {err}"
+        );
+        assert!(
+            err.trim_end().ends_with(line),
+            "case {i} lacks {line}: {err}"
+        );
+        assert!(
+            !err.contains("SECRETKEYMATERIAL"),
+            "case {i} leaks the secret: {err}"
+        );
+    }
+}
+
+/// A Kafka SASL setting with a security protocol that sends none (`ssl`, the default) is
+/// never sent: warned about, naming the setting's key, never its value, and the protocol
+/// that sends it; the config still passes, as a broker may take TLS without a login. With
+/// that protocol the same login passes without the warning.
+#[test]
+fn check_warns_of_a_kafka_login_its_protocol_never_sends() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("kafka.password");
+    std::fs::write(&secret, "kafka-unsent-pw").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sink =
+        "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9093\"\n";
+    let login = format!("sasl_password_file = \"{}\"\n", secret.display());
+    let cases = [
+        (
+            format!("{sink}sasl_username = \"u\"\n{login}"),
+            "sink.sasl_username: never sent: security_protocol is \"ssl\" (the default), which has \
+             no SASL login, so the sink connects without it; set security_protocol = \
+             \"sasl_ssl\" to log in, or remove the login",
+        ),
+        (
+            format!("{sink}security_protocol = \"plaintext\"\ninsecure = true\n{login}"),
+            "sink.sasl_password_file: never sent: security_protocol is \"plaintext\", which has \
+             no SASL login, so the sink connects without it; set security_protocol = \
+             \"sasl_plaintext\" to log in, or remove the login",
+        ),
+        (
+            format!("{sink}{login}[sink.properties]\n\"security.protocol\" = \"ssl\"\n"),
+            "sink.sasl_password_file: never sent: [sink.properties] \"security.protocol\" is \"ssl\", \
+             which has no SASL login, so the sink connects without it; set \"security.protocol\" = \
+             \"sasl_ssl\" there to log in, or remove the login",
+        ),
+        (
+            format!("{sink}[sink.properties]\n\"sasl.password\" = \"kafka-unsent-pw\"\n"),
+            "sink.properties.\"sasl.password\": never sent: security_protocol is \"ssl\" (the \
+             default), which has no SASL login, so the sink connects without it; set \
+             security_protocol = \"sasl_ssl\" to log in, or remove the login",
+        ),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("unsent{i}.toml"));
+        std::fs::write(&file, body).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "case {i} failed check: {err}");
+        let warnings: Vec<&str> = err.lines().filter(|l| l.contains("never sent")).collect();
+        assert_eq!(warnings, [format!("hubgate: warning: {want}")], "case {i}");
+        assert!(!err.contains("kafka-unsent-pw"), "case {i} leaks: {err}");
+    }
+    // The protocol in [sink.properties] is the one librdkafka uses.
+    for (i, protocol) in [
+        "security_protocol = \"sasl_ssl\"\n",
+        "[sink.properties]\n\"security.protocol\" = \"SASL_SSL\"\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("sent{i}.toml"));
+        std::fs::write(
+            &file,
+            format!("{sink}sasl_username = \"u\"\n{login}{protocol}"),
+        )
+        .unwrap();
+        let o = hubgate(&["check", "-c", file.to_str().unwrap()]);
+        assert!(o.status.success(), "case {i}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("never sent"),
+            "case {i}: {}",
+            stderr(&o)
+        );
+    }
+}
+
 #[test]
 fn demo_prints_decoded_records_and_exits() {
     let dir = tempfile::tempdir().unwrap();

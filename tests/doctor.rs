@@ -64,6 +64,8 @@ fn config(
     let text = config_with(&dir.join("buffer"), mqtt, kafka, KEY, "", &sources);
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
+    // It holds the key inline: readable by others, it is warned about.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     path
 }
 
@@ -574,4 +576,87 @@ fn a_refused_kafka_login_names_the_sasl_password() {
         "{out}"
     );
     assert!(!out.contains("pa55word"), "the password leaked:\n{out}");
+}
+
+/// The config's warnings, the ones `check` prints and `run` logs, make the config step a
+/// `WARN` and follow it one a line; the steps after it still run.
+#[test]
+fn the_configs_warnings_are_shown_and_make_its_step_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("mqtt.password");
+    std::fs::write(&secret, "doctor-warn-pw").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = dir.path().join("doctor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[buffer]\npath = \"{}\"\n[sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\n\
+             [[source]]\ntype = \"mqtt\"\nurl = \"mqtt://192.0.2.1\"\nusername = \"u\"\npassword_file = \"{}\"\n",
+            dir.path().join("buffer").display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = doctor(&cfg);
+    assert_eq!(code, 1, "the broker step fails:\n{out}");
+    let config: Vec<&str> = out
+        .lines()
+        .filter(|l| l.get(5..).is_some_and(|s| s.starts_with("config: ")))
+        .collect();
+    assert_eq!(
+        config,
+        [
+            format!("WARN config: {} (1 source(s), 0 device(s)), 2 warning(s):", cfg.display()),
+            format!(
+                "WARN config: {} holds a secret and is readable by every user (mode 0644): chmod 600, or 640 with the agent's group (chgrp hubgate)",
+                secret.display()
+            ),
+            "WARN config: source[0]: the MQTT password goes over the network in clear text to mqtt://192.0.2.1; use mqtts://".to_string(),
+        ],
+        "{out}"
+    );
+    expect(&out, "mqtt mqtt://192.0.2.1", "FAIL", "");
+}
+
+/// A Kafka login the security protocol never sends is one of the config's warnings: doctor
+/// shows it on a `WARN config:` line, naming the key and not the password.
+#[test]
+fn a_kafka_login_the_protocol_never_sends_is_a_config_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("kafka.password");
+    std::fs::write(&secret, "doctor-unsent-pw").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("unsent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[buffer]\npath = \"{}\"\n[metrics]\nlisten = \"off\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n\
+             [sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:{}\"\nsasl_username = \"u\"\nsasl_password_file = \"{}\"\n",
+            dir.path().join("buffer").display(),
+            free_udp_port(),
+            support::free_port(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = doctor(&cfg);
+    assert_eq!(code, 1, "nothing listens at the broker's port:\n{out}");
+    let config: Vec<&str> = out
+        .lines()
+        .filter(|l| l.get(5..).is_some_and(|s| s.starts_with("config: ")))
+        .collect();
+    assert_eq!(
+        config,
+        [
+            format!("WARN config: {} (1 source(s), 0 device(s)), 1 warning(s):", cfg.display()),
+            "WARN config: sink.sasl_username: never sent: security_protocol is \"ssl\" (the default), \
+             which has no SASL login, so the sink connects without it; set security_protocol = \
+             \"sasl_ssl\" to log in, or remove the login"
+                .to_string(),
+        ],
+        "{out}"
+    );
+    assert!(!out.contains("doctor-unsent-pw"), "{out}");
 }

@@ -1,6 +1,6 @@
 //! `mqtts://` against mosquitto with a TLS listener that asks for a client certificate:
 //! uplinks published on the broker reach the agent over TLS, and `doctor` fails a source
-//! whose CA or client certificate does not fit.
+//! whose CA or client certificate does not fit, or whose certificate names another host.
 
 mod support;
 
@@ -62,7 +62,7 @@ fn doctor_mqtt_line(dir: &Path, name: &str, text: &str) -> String {
     let stdout = String::from_utf8(out.stdout).unwrap();
     stdout
         .lines()
-        .find(|l| l[5..].starts_with("mqtt mqtts://localhost:"))
+        .find(|l| l[5..].starts_with("mqtt mqtts://"))
         .unwrap_or_else(|| panic!("no mqtt step:\n{stdout}"))
         .to_string()
 }
@@ -160,5 +160,63 @@ fn tls_files_are_checked_when_the_config_is_loaded() {
     assert!(
         e.contains("source[0].client_key_file: not a PEM private key"),
         "{e}"
+    );
+}
+
+/// A broker certificate signed by the trusted CA but for another name: `doctor` says the
+/// certificate does not name the URL's host, or hold its IP address, and does not blame the
+/// CA.
+#[test]
+fn doctor_names_the_host_a_certificate_does_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(&dir.path().join("certs"));
+    let client = certs.client("hubgate");
+    let ca_dir = certs.ca.parent().unwrap();
+    std::fs::write(
+        ca_dir.join("other-ext.cnf"),
+        "subjectAltName = DNS:other.example\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    for args in [
+        "ecparam -name prime256v1 -genkey -noout -out other.key",
+        "req -new -key other.key -out other.csr -subj /CN=other.example",
+        "x509 -req -in other.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile other-ext.cnf -out other.crt",
+    ] {
+        let out = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(ca_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args}: {out:?}");
+    }
+    let other_name = Certs {
+        ca: certs.ca.clone(),
+        cert: ca_dir.join("other.crt"),
+        key: ca_dir.join("other.key"),
+    };
+    let mqtt = broker(&dir.path().join("mqtt"), &other_name, free_port());
+    let text = config(dir.path(), mqtt.port(), &tls_keys(&certs.ca, Some(&client)));
+    let line = doctor_mqtt_line(dir.path(), "other-name.toml", &text);
+    assert!(
+        line.starts_with("FAIL ")
+            && line.contains("hostname mismatch")
+            && line.ends_with(
+                " (the broker's certificate does not name localhost: use a name it holds in the URL)"
+            ),
+        "{line}"
+    );
+    // By IP address OpenSSL checks the certificate's IP subjectAltNames, and says so.
+    let by_ip = text.replace("mqtts://localhost:", "mqtts://127.0.0.1:");
+    assert_ne!(by_ip, text);
+    let line = doctor_mqtt_line(dir.path(), "other-ip.toml", &by_ip);
+    assert!(
+        line.starts_with("FAIL mqtt mqtts://127.0.0.1:")
+            && line.contains("IP address mismatch")
+            && line.ends_with(
+                " (the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
+                 subjectAltName): use a name it holds in the URL, or add the IP to it)"
+            ),
+        "{line}"
     );
 }

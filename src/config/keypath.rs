@@ -70,7 +70,14 @@ fn line_in_table(text: &str, table: &str, field: &str) -> Option<usize> {
         None => (table, 0),
     };
     let headers = [format!("[[{name}]]"), format!("[{name}]")];
-    let mut lines = text.lines().enumerate().skip_while(|(_, l)| {
+    let all: Vec<&str> = text.lines().collect();
+    // A line inside a value (a multi-line string, an array) is neither a header nor a key.
+    let starts = starts_inside(&all);
+    let outside = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| starts[*i].is_none());
+    let mut lines = outside.skip_while(|(_, l)| {
         let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
         !headers.contains(&l)
     });
@@ -108,17 +115,36 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> (String, String) {
 
 /// The key path that line `n` (from 1) of `text` assigns: the table header above it and the
 /// key before `=` (`source[1].url` in the second `[[source]]`); `None` for a line that
-/// assigns nothing.
+/// assigns nothing. A line inside a value that spans lines (a multi-line string, an array)
+/// is that value's: what stands before a `=` there is the value's text (a PEM body's base64
+/// padding, a connection string's parts), not a key, and may be a secret.
 fn key_on_line(text: &str, n: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
-    let (key, _) = lines.get(n.checked_sub(1)?)?.split_once('=')?;
+    if n == 0 || n > lines.len() {
+        return None;
+    }
+    let starts = starts_inside(&lines[..n]);
+    let mut n = n;
+    // The line a value began on starts before the value, so this ends.
+    while let Some(start) = starts[n - 1] {
+        n = start;
+    }
+    let (key, _) = lines[n - 1].split_once('=')?;
     let key = key.trim();
-    if key.is_empty() || key.starts_with(['[', '#']) {
+    if key.is_empty()
+        || key.starts_with(['[', '#'])
+        || toml::from_str::<toml::Table>(&format!("{key} = 0")).is_err()
+    {
         return None;
     }
     let mut table = String::new();
     let mut arrays: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for l in &lines[..n - 1] {
+    // Only a line that starts outside every value can be a table header.
+    for (l, _) in lines[..n - 1]
+        .iter()
+        .zip(&starts)
+        .filter(|(_, s)| s.is_none())
+    {
         let l = l.trim();
         if let Some((name, _)) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
             let count = arrays.entry(name.trim()).or_default();
@@ -132,6 +158,82 @@ fn key_on_line(text: &str, n: usize) -> Option<String> {
         true => key.to_string(),
         false => format!("{table}.{key}"),
     })
+}
+
+/// Where the scan of [`starts_inside`] stands.
+#[derive(Clone, Copy, PartialEq)]
+enum In {
+    Code,
+    Basic,
+    Literal,
+    MultiBasic,
+    MultiLiteral,
+}
+
+/// For each of `lines`, the line (from 1) where the value it starts inside of began: a
+/// multi-line string, or an array written over several lines. `None` for a line that starts
+/// outside any value: only such a line holds a key or a table header; a line inside a value
+/// holds the value's text, whatever it looks like.
+fn starts_inside(lines: &[&str]) -> Vec<Option<usize>> {
+    let mut state = In::Code;
+    let mut depth = 0usize;
+    let mut opened = 0;
+    let mut starts = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        // A one-line string ends with its line, so a line starts in code or a multi-line value.
+        let inside = matches!(state, In::MultiBasic | In::MultiLiteral) || depth > 0;
+        starts.push(inside.then_some(opened));
+        // A table header.
+        if !inside && line.trim_start().starts_with('[') {
+            continue;
+        }
+        let b = line.as_bytes();
+        let mut j = 0;
+        while j < b.len() {
+            match (state, b[j]) {
+                (In::Code, b'#') => break,
+                (In::Code, b'[') => {
+                    if depth == 0 {
+                        opened = i + 1;
+                    }
+                    depth += 1;
+                }
+                (In::Code, b']') => depth = depth.saturating_sub(1),
+                (In::Code, q @ (b'"' | b'\'')) => {
+                    let multi = b[j..].starts_with(&[q; 3]);
+                    state = match (q, multi) {
+                        (b'"', true) => In::MultiBasic,
+                        (b'"', false) => In::Basic,
+                        (_, true) => In::MultiLiteral,
+                        (_, false) => In::Literal,
+                    };
+                    if multi {
+                        j += 2;
+                        if depth == 0 {
+                            opened = i + 1;
+                        }
+                    }
+                }
+                (In::Basic | In::MultiBasic, b'\\') => j += 1,
+                (In::Basic, b'"') | (In::Literal, b'\'') => state = In::Code,
+                (In::MultiBasic, b'"') | (In::MultiLiteral, b'\'')
+                    if b[j..].starts_with(&[b[j]; 3]) =>
+                {
+                    // Up to two more quotes are the string's own, before its closing three.
+                    let end = b[j..].iter().take(5).take_while(|&&c| c == b[j]).count();
+                    j += end - 1;
+                    state = In::Code;
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        // A one-line string ends with its line (unclosed, it is an error of its own).
+        if matches!(state, In::Basic | In::Literal) {
+            state = In::Code;
+        }
+    }
+    starts
 }
 
 /// The key path and one-line reason of a deserialization error in `text`.

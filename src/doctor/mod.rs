@@ -121,22 +121,32 @@ impl Checklist<'_> {
 /// Check the setup of the config at `path`, printing to `out`. True when every step passed.
 pub fn run(path: &Path, out: &mut dyn Write) -> bool {
     let mut list = Checklist { out, failed: false };
-    let cfg = match crate::pipeline::prepare::load(path) {
-        Ok((cfg, _)) => cfg,
+    let (cfg, warnings) = match crate::pipeline::prepare::load(path) {
+        Ok((cfg, prepared)) => (cfg, prepared.warnings),
         Err(e) => {
             list.step("config", Outcome::Fail(e.to_string()));
             return false;
         }
     };
-    list.step(
-        "config",
-        Outcome::Ok(format!(
-            "{} ({} source(s), {} device(s))",
-            path.display(),
-            cfg.sources.len(),
-            cfg.devices.len()
-        )),
+    let loaded = format!(
+        "{} ({} source(s), {} device(s))",
+        path.display(),
+        cfg.sources.len(),
+        cfg.devices.len()
     );
+    // The warnings `check` prints and `run` logs (a password in clear text, a secret file
+    // others can read): allowed, so not a failure, but the config is not simply OK.
+    if warnings.is_empty() {
+        list.step("config", Outcome::Ok(loaded));
+    } else {
+        list.step(
+            "config",
+            Outcome::Warn(format!("{loaded}, {} warning(s):", warnings.len())),
+        );
+        for w in warnings {
+            list.step("config", Outcome::Warn(w));
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -758,13 +768,26 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
         )),
         Ok(Err(ConnectionError::Io(e))) => Outcome::Fail(io_reason(&e)),
         Ok(Err(e)) => {
-            let text = e.to_string();
+            let text = crate::source::mqtt::connection_error(&e);
             let hint = if text.contains("certificate required") {
-                " (the broker asks for a client certificate: set client_cert_file and client_key_file)"
+                " (the broker asks for a client certificate: set client_cert_file and client_key_file)".into()
+            } else if text.contains("hostname mismatch") {
+                // Checked after the signature: the CA is not at fault.
+                format!(
+                    " (the broker's certificate does not name {}: use a name it holds in the URL)",
+                    cfg.url.host
+                )
+            } else if text.contains("IP address mismatch") {
+                // OpenSSL's words when the URL's host is an IP address, also after the signature.
+                format!(
+                    " (the broker's certificate does not hold the IP address {} (an IP \
+                     subjectAltName): use a name it holds in the URL, or add the IP to it)",
+                    cfg.url.host
+                )
             } else if text.contains("certificate verify failed") {
-                " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)"
+                " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)".into()
             } else {
-                ""
+                String::new()
             };
             Outcome::Fail(format!("cannot connect: {text}{hint}"))
         }

@@ -217,6 +217,60 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// A SASL setting the sink would never send, as a warning: the first of `[sink]`'s login
+/// keys, or else of `[sink.properties]`' `sasl.*` keys, when the security protocol in effect
+/// (`[sink.properties]`' overrides `[sink]`'s) has no SASL, with what the protocol is and the
+/// fix. librdkafka ignores the setting then. A warning, not an error: a broker that takes TLS
+/// without SASL (a client certificate, or no login) is served all the same, and a site with
+/// such leftover lines keeps running after an upgrade. Values are never quoted.
+fn unused_login(k: &KafkaConfig) -> Option<String> {
+    let property = k
+        .properties
+        .iter()
+        .find(|(key, _)| setting_name(key) == "security.protocol");
+    let protocol = match property {
+        Some((_, v)) => v.trim().to_ascii_lowercase(),
+        None => k.security_protocol.as_librdkafka().to_string(),
+    };
+    let instead = match protocol.as_str() {
+        "ssl" => "sasl_ssl",
+        "plaintext" => "sasl_plaintext",
+        _ => return None,
+    };
+    let login = [
+        ("sasl_username", k.sasl_username.is_some()),
+        // Before sasl_password, which the file's content fills.
+        ("sasl_password_file", k.sasl_password_file.is_some()),
+        ("sasl_password", k.sasl_password.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(key, set)| set.then(|| format!("sink.{key}")))
+    .or_else(|| {
+        k.properties
+            .keys()
+            .find(|key| setting_name(key).starts_with("sasl."))
+            .map(|key| format!("sink.properties.{key:?}"))
+    })?;
+    let (said, fix) = match property {
+        Some((key, v)) => (
+            format!("[sink.properties] {key:?} is {v:?}"),
+            format!("set {key:?} = \"{instead}\" there"),
+        ),
+        None if protocol == "ssl" => (
+            "security_protocol is \"ssl\" (the default)".to_string(),
+            format!("set security_protocol = \"{instead}\""),
+        ),
+        None => (
+            format!("security_protocol is \"{protocol}\""),
+            format!("set security_protocol = \"{instead}\""),
+        ),
+    };
+    Some(format!(
+        "{login}: never sent: {said}, which has no SASL login, so the sink connects without \
+         it; {fix} to log in, or remove the login"
+    ))
+}
+
 /// Whether an Event Hubs sink's `key` (under either of librdkafka's names) is one hubgate
 /// derives from the connection string. The whole string, key included, is the SASL
 /// password: with `bootstrap.servers` set here it would go to that host, over TLS checked
@@ -255,26 +309,27 @@ fn twice(properties: &BTreeMap<String, String>) -> Option<(&str, &str)> {
     })
 }
 
-/// What `insecure = true` turns off, as the warning `check` prints and `run` logs.
+/// What `check` prints and `run` logs about a sink that is allowed but probably wrong: what
+/// `insecure = true` turns off, and a SASL login the protocol never sends ([`unused_login`]).
 pub fn warnings(cfg: &SinkConfig) -> Vec<String> {
     let SinkConfig::Kafka(k) = cfg else {
         return Vec::new();
     };
-    if !k.insecure {
-        return Vec::new();
-    }
-    let off: Vec<String> = kafka_tls_off(k)
-        .into_iter()
-        .map(|(key, why)| format!("{key}: {why}"))
-        .collect();
-    vec![format!(
-        "sink.insecure = true: {}",
-        if off.is_empty() {
-            "nothing here turns TLS off: remove the key".to_string()
-        } else {
-            off.join("; ")
-        }
-    )]
+    let insecure = k.insecure.then(|| {
+        let off: Vec<String> = kafka_tls_off(k)
+            .into_iter()
+            .map(|(key, why)| format!("{key}: {why}"))
+            .collect();
+        format!(
+            "sink.insecure = true: {}",
+            if off.is_empty() {
+                "nothing here turns TLS off: remove the key".to_string()
+            } else {
+                off.join("; ")
+            }
+        )
+    });
+    insecure.into_iter().chain(unused_login(k)).collect()
 }
 
 /// Every property is one librdkafka knows and its value one it takes; on error (key, reason).

@@ -58,6 +58,38 @@ fn unreadable(e: &rumqttc::ConnectionError) -> Option<usize> {
     }
 }
 
+/// `e` as hubgate's own lines (the log, `doctor`) show it. rumqttc's text for a first packet
+/// other than CONNACK prints the whole packet: a peer that sends hubgate's CONNECT back (an
+/// echo service on the port, a squatter while the broker restarts) would put the MQTT
+/// password there. Only the packet's type is named.
+pub fn connection_error(e: &rumqttc::ConnectionError) -> String {
+    match e {
+        rumqttc::ConnectionError::NotConnAck(p) => {
+            format!("expected a CONNACK, received a {} packet", packet_type(p))
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn packet_type(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
 /// The TLS side of an `mqtts://` source: TLS 1.2 or later, the broker's certificate checked
 /// against `ca_file` alone when given (else the system's CA store) and its name against the
 /// URL's host; the client certificate when given. Through native-tls, which is OpenSSL here.
@@ -336,7 +368,12 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                             )
                         });
                     } else if first {
-                        log::warn!("mqtt: {}: {e}; reconnecting with backoff up to {:?}", cfg.url, cfg.reconnect_max);
+                        log::warn!(
+                            "mqtt: {}: {}; reconnecting with backoff up to {:?}",
+                            cfg.url,
+                            connection_error(&e),
+                            cfg.reconnect_max
+                        );
                     }
                     // A stop ends the wait, and the source: with the connection gone nothing
                     // here can be acknowledged (what it brought is tagged with it, see
