@@ -69,6 +69,13 @@ fn config(
     path
 }
 
+/// doctor's lines about the config (`OK   config: …`, `WARN config: …`).
+fn config_lines(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.get(5..).is_some_and(|s| s.starts_with("config: ")))
+        .collect()
+}
+
 /// Run `hubgate doctor -c config`: (exit code, stdout), and how long it took.
 fn doctor(config: &Path) -> (i32, String, Duration) {
     doctor_with(config, &[])
@@ -600,10 +607,7 @@ fn the_configs_warnings_are_shown_and_make_its_step_a_warning() {
     .unwrap();
     let (code, out, _) = doctor(&cfg);
     assert_eq!(code, 1, "the broker step fails:\n{out}");
-    let config: Vec<&str> = out
-        .lines()
-        .filter(|l| l.get(5..).is_some_and(|s| s.starts_with("config: ")))
-        .collect();
+    let config = config_lines(&out);
     assert_eq!(
         config,
         [
@@ -643,10 +647,7 @@ fn a_kafka_login_the_protocol_never_sends_is_a_config_warning() {
     .unwrap();
     let (code, out, _) = doctor(&cfg);
     assert_eq!(code, 1, "nothing listens at the broker's port:\n{out}");
-    let config: Vec<&str> = out
-        .lines()
-        .filter(|l| l.get(5..).is_some_and(|s| s.starts_with("config: ")))
-        .collect();
+    let config = config_lines(&out);
     assert_eq!(
         config,
         [

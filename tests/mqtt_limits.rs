@@ -82,15 +82,7 @@ async fn an_oversized_message_is_dead_lettered_and_the_queue_moves_on() {
         .unwrap();
     let stats = String::from_utf8_lossy(&stats.stdout);
     assert!(stats.contains("dead letters: 1"), "{stats}");
-    let export = Command::new(env!("CARGO_BIN_EXE_hubgate"))
-        .args(["buffer", "export", "--dead-letters", "-c"])
-        .arg(dir.path().join("hubgate.toml"))
-        .output()
-        .unwrap();
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = support::dead_letters(&dir.path().join("hubgate.toml"));
     assert_eq!(lines.len(), 1, "{lines:?}");
     let d = &lines[0];
     assert_eq!(d["recType"], "hubgate.dead_letter");

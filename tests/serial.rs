@@ -701,15 +701,7 @@ fn an_envelope_with_a_bad_dev_eui_is_kept_as_a_dead_letter() {
     let status = agent.terminate(WAIT);
     assert!(status.success(), "{status}:\n{}", agent.logs());
 
-    let export = Command::new(env!("CARGO_BIN_EXE_hubgate"))
-        .args(["buffer", "export", "--dead-letters", "-c"])
-        .arg(dir.path().join("hubgate.toml"))
-        .output()
-        .unwrap();
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = support::dead_letters(&dir.path().join("hubgate.toml"));
     assert_eq!(lines.len(), 1, "{lines:?}");
     let d = &lines[0];
     assert_eq!(d["recType"], "hubgate.dead_letter");

@@ -329,6 +329,10 @@ mod tests {
     use crate::source::TestContext;
 
     const GW: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 1];
+    const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
+    /// A receive time 100 µs into a millisecond, and the µs around it.
+    const T: Duration = Duration::from_micros(1_714_557_600_123_100);
+    const US: fn(u64) -> Duration = Duration::from_micros;
 
     fn cfg(gateways: Vec<[u8; 8]>) -> UdpSourceConfig {
         UdpSourceConfig {
@@ -539,9 +543,7 @@ mod tests {
     /// gets the next index, in one datagram or across several.
     #[test]
     fn an_equal_status_report_in_one_millisecond_keeps_the_index_of_the_first() {
-        const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
-        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_714_557_600_123_100);
-        let us = Duration::from_micros;
+        let (t, us) = (SystemTime::UNIX_EPOCH + T, US);
         let mut inputs = [
             report(GW, t, 7),
             report(GW, t + us(100), 7),
@@ -566,9 +568,7 @@ mod tests {
     /// 0, and the index starts over when the millisecond changes, back too.
     #[test]
     fn status_reports_of_one_gateway_in_one_millisecond_get_ids_of_their_own() {
-        const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
-        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_714_557_600_123_100);
-        let us = Duration::from_micros;
+        let (t, us) = (SystemTime::UNIX_EPOCH + T, US);
         let mut inputs = [
             report(GW, t, 1),
             report(GW, t + us(500), 2),
@@ -624,7 +624,6 @@ mod tests {
     /// interval.
     #[test]
     fn each_listed_gateway_has_a_stat_budget_of_its_own() {
-        const OTHER: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0, 0, 2];
         let stat = |g: [u8; 8]| Input::GatewayStatus {
             gateway_id: hex::encode(g),
             stat: serde_json::Map::new(),

@@ -381,6 +381,20 @@ impl Drop for Service {
     }
 }
 
+/// The dead letters of the buffer `config` names, as `hubgate buffer export --dead-letters`
+/// writes them (one JSON object a line), with the agent stopped.
+pub fn dead_letters(config: &Path) -> Vec<serde_json::Value> {
+    let export = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["buffer", "export", "--dead-letters", "-c"])
+            .arg(config),
+    );
+    String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// The last 4 KiB of a log file, for panic messages.
 pub fn log_tail(path: &Path) -> String {
     const TAIL: u64 = 4096;
