@@ -25,6 +25,7 @@ pub mod dir;
 mod engine;
 pub mod guard;
 mod output;
+mod seccomp;
 mod supervisor;
 mod wire;
 pub mod worker;

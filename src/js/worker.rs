@@ -5,11 +5,12 @@
 //! QuickJS assert, exhaust its memory — the agent only loses the call.
 //!
 //! Its own limits: [`WORKER_MEMORY`] of heap for all codecs together (RLIMIT_DATA), no core
-//! dumps, three descriptors (RLIMIT_NOFILE caps their numbers: QuickJS's lack of a file or
-//! socket API is what keeps scripts from opening one), no new privileges (a limit it cannot
+//! dumps, three descriptors (RLIMIT_NOFILE), no new privileges (a limit it cannot
 //! set ends it), the OOM killer's first pick, and a CPU backstop (RLIMIT_CPU) that is moved on after every answer so that
-//! only a worker left hanging without its agent reaches it. It ends when the agent's end of
-//! the socket closes, even in the middle of a call that never returns.
+//! only a worker left hanging without its agent reaches it. Then its system calls are
+//! filtered ([`super::seccomp`]): no file, socket or process, whatever a codec gets QuickJS
+//! to do. It ends when the agent's end of the socket closes, even in the middle of a call
+//! that never returns.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -38,6 +39,7 @@ pub fn main() -> ! {
     first_to_go();
     limit_self();
     end_with_the_agent();
+    filter_calls();
     // SAFETY: standard input is the worker's end of the socket (see the module comment);
     // nothing else in this process reads or writes it.
     let socket = unsafe { File::from_raw_fd(0) };
@@ -224,10 +226,26 @@ fn move_cpu_backstop(used: u64, limit: &mut u64) {
     }
 }
 
+/// Allow the worker's threads only the system calls it makes ([`super::seccomp`]); a filter
+/// that cannot be installed ends the worker with the reason on its standard error, as a
+/// limit does ([`limit_self`]).
+fn filter_calls() {
+    if let Err(e) = super::seccomp::install() {
+        log::error!(
+            "JavaScript worker: cannot filter its system calls: {e}; it runs no codec without"
+        );
+        exit(1)
+    }
+}
+
 /// A thread that ends the process as soon as the agent's end of the socket closes: the
-/// agent died, or dropped the worker, while a call may never return.
+/// agent died, or dropped the worker, while a call may never return. Returns once the
+/// thread runs: its start's system calls (its stack guard, its name) come before the
+/// filter's install, which does not allow them.
 fn end_with_the_agent() {
-    let watch = || {
+    let (running, started) = std::sync::mpsc::sync_channel(0);
+    let watch = move || {
+        let _ = running.send(());
         let mut fd = libc::pollfd {
             fd: 0,
             events: libc::POLLRDHUP,
@@ -248,7 +266,9 @@ fn end_with_the_agent() {
         .spawn(watch)
     {
         log::warn!("JavaScript worker: cannot watch for the agent's end: {e}");
+        return;
     }
+    let _ = started.recv();
 }
 
 /// The library's own tests start their test binary as the worker (it has no `js-worker`
