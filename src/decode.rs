@@ -199,6 +199,7 @@ impl Decoder {
         launcher: Launcher,
         mut before: impl FnMut(crate::js::dir::Next),
     ) -> Self {
+        let launcher = launcher.reporting_to(metrics.clone());
         let devices = cfg
             .devices
             .iter()

@@ -43,7 +43,19 @@ impl Limiter {
     /// Log `msg()` at `level` under `kind`, rate-limited. `msg` is only called when the line
     /// is written (or debug logging is on).
     pub fn log(&self, level: log::Level, kind: &'static str, msg: impl FnOnce() -> String) {
-        self.log_at(Instant::now(), level, kind, msg)
+        self.log_n(level, kind, 1, msg)
+    }
+
+    /// The same for `n` occurrences (at least one) that `msg()` stands for together: one
+    /// lock, one line at most.
+    pub fn log_n(
+        &self,
+        level: log::Level,
+        kind: &'static str,
+        n: u64,
+        msg: impl FnOnce() -> String,
+    ) {
+        self.log_at(Instant::now(), level, kind, n, msg)
     }
 
     fn log_at(
@@ -51,41 +63,33 @@ impl Limiter {
         now: Instant,
         level: log::Level,
         kind: &'static str,
+        n: u64,
         msg: impl FnOnce() -> String,
     ) {
+        // The ones beyond the first are held back from the start.
+        let held = n.saturating_sub(1);
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         let debug = log::log_enabled!(log::Level::Debug);
         match kinds.get_mut(kind) {
             None => {
                 let line = clean(&msg());
                 log::log!(level, "{line} [{kind}]");
+                kinds.insert(kind, Window::new(now, held, &line, level));
                 self.remember(level, kind, line);
-                kinds.insert(
-                    kind,
-                    Window {
-                        since: now,
-                        held: 0,
-                        sample: String::new(),
-                        level,
-                    },
-                );
             }
             Some(w) if now.duration_since(w.since) >= EVERY => {
-                let line = summary(kind, w.held + 1, &clean(&msg()), now - w.since);
+                let text = clean(&msg());
+                let line = summary(kind, w.held + 1, &text, now - w.since);
                 log::log!(level, "{line}");
+                *w = Window::new(now, held, &text, level);
                 self.remember(level, kind, line);
-                *w = Window {
-                    since: now,
-                    held: 0,
-                    sample: String::new(),
-                    level,
-                };
             }
             Some(w) => {
-                w.held += 1;
+                let first = w.held == 0;
+                w.held = w.held.saturating_add(n);
                 // Formatted only when debug logging shows it, or for the first one held
                 // back (the summary quotes it if no later line is written).
-                if debug || w.held == 1 {
+                if debug || first {
                     let line = clean(&msg());
                     if debug {
                         log::debug!("{line} [{kind}]");
@@ -113,6 +117,18 @@ impl Limiter {
                 w.sample.clear();
                 w.since = now;
             }
+        }
+    }
+}
+
+impl Window {
+    /// From `now`, `held` occurrences held back already, which `line` (written) stands for.
+    fn new(now: Instant, held: u64, line: &str, level: log::Level) -> Window {
+        Window {
+            since: now,
+            held,
+            sample: if held > 0 { line.into() } else { String::new() },
+            level,
         }
     }
 }
@@ -173,10 +189,10 @@ mod tests {
     fn the_recent_problems_are_the_warnings_and_errors_written_newest_first() {
         let l = Limiter::default();
         let t0 = Instant::now();
-        l.log_at(t0, log::Level::Warn, "a", || "first a".into());
-        l.log_at(t0, log::Level::Warn, "a", || "held back".into());
-        l.log_at(t0, log::Level::Info, "i", || "not a problem".into());
-        l.log_at(t0, log::Level::Error, "b", || "first b".into());
+        l.log_at(t0, log::Level::Warn, "a", 1, || "first a".into());
+        l.log_at(t0, log::Level::Warn, "a", 1, || "held back".into());
+        l.log_at(t0, log::Level::Info, "i", 1, || "not a problem".into());
+        l.log_at(t0, log::Level::Error, "b", 1, || "first b".into());
         l.flush_at(t0 + EVERY);
         let lines: Vec<_> = l.recent().into_iter().map(|w| (w.kind, w.line)).collect();
         assert_eq!(
@@ -193,6 +209,32 @@ mod tests {
         let recent = l.recent();
         assert_eq!(recent.len(), RECENT);
         assert_eq!(recent[0].line, (RECENT + 4).to_string());
+    }
+
+    /// Occurrences that come together are counted together: the first is written (or held)
+    /// as one would be, the others held back, and the summary counts them all.
+    #[test]
+    fn occurrences_that_come_together_are_counted_together() {
+        let l = Limiter::default();
+        let t0 = Instant::now();
+        l.log_at(t0, log::Level::Warn, "k", 5, || "five".into());
+        l.log_at(t0, log::Level::Warn, "k", 3, || "three".into());
+        assert_eq!(l.kinds.lock().unwrap()["k"].held, 7);
+        l.flush_at(t0 + EVERY);
+        // The written one of a new interval stands for itself; its others wait for the next.
+        l.log_at(t0 + EVERY * 2, log::Level::Warn, "k", 2, || "two".into());
+        l.log_at(t0 + EVERY * 3, log::Level::Warn, "k", 1, || "one".into());
+        let lines: Vec<_> = l.recent().into_iter().rev().map(|w| w.line).collect();
+        assert_eq!(
+            lines,
+            [
+                "five",
+                "five [k: 7 in the last 60s]",
+                "two [k: 1 in the last 60s]",
+                "one [k: 2 in the last 60s]",
+            ]
+        );
+        assert_eq!(l.kinds.lock().unwrap()["k"].held, 0);
     }
 
     #[test]
@@ -213,9 +255,9 @@ mod tests {
             calls.set(calls.get() + 1);
             "bad".to_string()
         };
-        l.log_at(t0, log::Level::Warn, "k", msg);
+        l.log_at(t0, log::Level::Warn, "k", 1, msg);
         for i in 1..1000 {
-            l.log_at(t0 + Duration::from_millis(i), log::Level::Warn, "k", msg);
+            l.log_at(t0 + Duration::from_millis(i), log::Level::Warn, "k", 1, msg);
         }
         {
             let kinds = l.kinds.lock().unwrap();
@@ -230,7 +272,7 @@ mod tests {
         l.flush_at(t0 + EVERY);
         assert_eq!(l.kinds.lock().unwrap()["k"].held, 0);
         // A new occurrence after the interval is written at once, with its own count.
-        l.log_at(t0 + EVERY * 3, log::Level::Warn, "k", msg);
+        l.log_at(t0 + EVERY * 3, log::Level::Warn, "k", 1, msg);
         let kinds = l.kinds.lock().unwrap();
         assert_eq!((kinds["k"].held, kinds["k"].since), (0, t0 + EVERY * 3));
     }

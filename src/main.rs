@@ -163,13 +163,23 @@ enum BufferAction {
 
 fn main() -> ExitCode {
     hubgate::malloc::tune();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if matches!(cli.command, Command::JsWorker) {
+        // Its lines reach the journal through the agent, which stamps them and marks them as
+        // the worker's (`js::relay`): its level and message alone.
+        logger.format(|out, r| {
+            use std::io::Write;
+            writeln!(out, "{}: {}", r.level(), r.args())
+        });
+    }
+    logger.init();
     // Before any secret is read.
     if let Err(e) = hubgate::coredump::disable() {
         log::warn!("cannot turn core dumps off: {e}");
     }
     hubgate::contain::abort_outside_containment();
-    let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
         end_quietly_on_closed_output();
     }

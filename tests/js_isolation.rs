@@ -69,6 +69,15 @@ fn decoder(bad: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
 
 /// The same, with more settings of `[codecs]`.
 fn decoder_with(bad: &str, codecs: &str) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
+    decoder_launched(bad, codecs, launcher())
+}
+
+/// The same, its worker started by `launcher`.
+fn decoder_launched(
+    bad: &str,
+    codecs: &str,
+    launcher: Launcher,
+) -> (Decoder, Arc<Metrics>, tempfile::TempDir) {
     let dir = codec_files::tempdir();
     codec_files::write(dir.path().join("bad.js"), bad);
     for ext in ["js", "toml"] {
@@ -86,7 +95,7 @@ fn decoder_with(bad: &str, codecs: &str) -> (Decoder, Arc<Metrics>, tempfile::Te
     ))
     .unwrap();
     let metrics = Metrics::new();
-    let decoder = Decoder::with_launcher(&cfg, metrics.clone(), launcher());
+    let decoder = Decoder::with_launcher(&cfg, metrics.clone(), launcher);
     assert_eq!(metrics.problems("codec_file"), 0);
     (decoder, metrics, dir)
 }
@@ -1035,8 +1044,11 @@ const FAKE: &str = "HUBGATE_TEST_FAKE_WORKER";
 /// Run alone with [`FAKE`] set, this test is a worker that answers its first request (a load)
 /// as hubgate's does, then answers the next one as FAKE says: `garbage` (a frame that is no
 /// answer), `huge` (a frame longer than any answer) or `trickle` (a frame's length, then a
-/// byte of it every 100 ms) or `crashed` (an error of its own making, [`crash`]);
-/// `crashed_load` answers the load too with that error.
+/// byte of it every 100 ms); `claims` answers every load as hubgate's does and its decodes
+/// with the errors of [`claims`], one after another; `chatty` writes [`chatter`] to its
+/// standard error first, then answers every load as hubgate's does and every decode with
+/// `{"data":{"n":1}}`; `claims_load` answers its first load with a worker's death and every
+/// later one with a quarantine, kinds only the agent tells.
 #[test]
 fn fake_worker() {
     use std::io::{Read, Write};
@@ -1051,19 +1063,49 @@ fn fake_worker() {
         socket.read_exact(&mut len).unwrap();
         let mut body = vec![0; u32::from_le_bytes(len) as usize];
         socket.read_exact(&mut body).unwrap();
+        body
     };
-    request(&mut socket);
-    if how == "crashed_load" {
-        crash(socket, request);
+    if how == "chatty" {
+        std::io::stderr().write_all(&chatter()).unwrap();
     }
-    // Loaded: status 0, not retiring, 0 µs of CPU, no text.
-    let loaded = [&10u32.to_le_bytes()[..], &[0; 10]].concat();
+    // Status 0 (a result) or 1 (an error), not retiring, 0 µs of CPU, the text.
+    let answer = |status: u8, text: &str| {
+        let len = (10 + text.len()) as u32;
+        [
+            &len.to_le_bytes()[..],
+            &[status, 0],
+            &[0; 8],
+            text.as_bytes(),
+        ]
+        .concat()
+    };
+    if how == "claims_load" {
+        let mut claim = JsError::Crashed("it died".into());
+        loop {
+            request(&mut socket);
+            let text = serde_json::to_string(&claim).unwrap();
+            socket.write_all(&answer(1, &text)).unwrap();
+            claim = JsError::Quarantined(600);
+        }
+    }
+    let loaded = answer(0, "");
+    request(&mut socket);
     socket.write_all(&loaded).unwrap();
+    if how == "claims" || how == "chatty" {
+        let mut claims = claims().into_iter().map(|(claim, _)| claim);
+        loop {
+            let decoded = match request(&mut socket)[0] {
+                b'L' | b'R' => loaded.clone(),
+                _ if how == "chatty" => answer(0, r#"{"data":{"n":1}}"#),
+                _ => answer(1, &serde_json::to_string(&claims.next().unwrap()).unwrap()),
+            };
+            socket.write_all(&decoded).unwrap();
+        }
+    }
     request(&mut socket);
     match how.to_str().unwrap() {
         "garbage" => socket.write_all(b"\x05\0\0\0\x07\0abc").unwrap(),
         "huge" => socket.write_all(&u32::MAX.to_le_bytes()).unwrap(),
-        "crashed" => crash(socket, request),
         _ => {
             // A frame of 10,000 bytes, which at this pace would take 1,000 s.
             socket.write_all(&10_000u32.to_le_bytes()).unwrap();
@@ -1079,25 +1121,43 @@ fn fake_worker() {
     }
 }
 
-/// The text of the `crashed` fake worker's error: two lines, a terminal escape and more than
-/// a log line holds.
-fn crashed() -> String {
-    format!("first line\nsecond \x1b[31mred{}", "x".repeat(1000))
+/// The errors the `claims` [`fake_worker`] answers its decodes with, one after another, each
+/// with the reason its packed record gives after the codec's name. A text of two lines, with
+/// a terminal escape and longer than a codec's message, comes on one line and cut to 200
+/// characters, as a codec's own throw would.
+fn claims() -> Vec<(JsError, String)> {
+    let text = format!("first line\nsecond \x1b[31mred{}", "x".repeat(1000));
+    let clean = format!("first line second  [31mred{}", "x".repeat(174));
+    let agents = |what: &str| format!("returned an error only the agent tells ({what})");
+    vec![
+        (JsError::Threw(text.clone()), format!("threw {clean}")),
+        (JsError::Engine(text.clone()), format!("engine: {clean}")),
+        (JsError::Junk(text.clone()), format!("returned {clean}")),
+        (JsError::Crashed(text.clone()), agents("its worker died")),
+        (JsError::Hung(500), agents("did not answer")),
+        (JsError::Quarantined(600), agents("quarantined")),
+        (JsError::DeviceQuarantined(600), agents("quarantined")),
+        (JsError::OverBudget(5000), agents("over the round's budget")),
+        (JsError::TooLong(1 << 20), agents("a payload too long")),
+        (JsError::Reported(text), agents("reported errors")),
+    ]
 }
 
-/// Answer the request just read, and every later one (the agent's second try included), with
-/// the error [`crashed`].
-fn crash(mut socket: std::fs::File, request: impl Fn(&mut std::fs::File)) -> ! {
-    use std::io::Write;
-    let text = serde_json::to_string(&JsError::Crashed(crashed())).unwrap();
-    // Failed: status 1, not retiring, 0 µs of CPU, the error.
-    let len = (10 + text.len()) as u32;
-    let answer = [&len.to_le_bytes()[..], &[1, 0], &[0; 8], text.as_bytes()].concat();
-    loop {
-        socket.write_all(&answer).unwrap();
-        request(&mut socket);
+/// Lines in the `chatty` [`fake_worker`]'s standard error (more than a pipe holds, so that it
+/// is held up for good unless they are read): a journal priority and a terminal escape before
+/// a line far longer than a log line, then [`FLOOD`] short ones.
+fn chatter() -> Vec<u8> {
+    let mut text = format!("<3>forged\x1b[31m {}\n", "y".repeat(100_000));
+    for n in 0..FLOOD {
+        text += &format!("flood {n}\n");
     }
+    text.into_bytes()
 }
+
+const FLOOD: u64 = 20_000;
+
+/// The file in a [`fake`] launcher's directory with a line for every worker started.
+const STARTED: &str = "started";
 
 /// A launcher whose worker is this test binary's [`fake_worker`], misbehaving as `how` says.
 fn fake(dir: &std::path::Path, how: &str) -> Launcher {
@@ -1107,7 +1167,8 @@ fn fake(dir: &std::path::Path, how: &str) -> Launcher {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nexec env {FAKE}={how} '{}' fake_worker --exact --test-threads=1 --quiet\n",
+            "#!/bin/sh\necho >> '{}'\nexec env {FAKE}={how} '{}' fake_worker --exact --test-threads=1 --quiet\n",
+            dir.join(STARTED).display(),
             me.display()
         ),
     )
@@ -1155,67 +1216,142 @@ fn a_worker_that_answers_garbage_or_trickles_costs_one_call() {
     assert_eq!(worker.pid(), None);
 }
 
-/// Warnings logged while the tests of this binary run, from any of them.
-fn warnings() -> &'static std::sync::Mutex<Vec<String>> {
-    struct Capture;
-    static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    static CAPTURE: Capture = Capture;
-    impl log::Log for Capture {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            m.level() <= log::Level::Warn
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                let mut w = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
-                w.push(r.args().to_string());
-            }
-        }
-        fn flush(&self) {}
-    }
-    if log::set_logger(&CAPTURE).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
-    &WARNINGS
+/// The worker's standard error is a pipe the agent reads, not the agent's own: each line is
+/// logged by the agent marked as the worker's, its control characters escaped and cut, and
+/// rate-limited (the first at once, the others counted, not written); a worker that writes
+/// far more than the pipe holds is not held up, and the pipe is closed once the worker is
+/// gone.
+#[test]
+fn a_workers_standard_error_is_read_and_logged_by_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Metrics::new();
+    let worker = Worker::new(fake(dir.path(), "chatty").reporting_to(m.clone()));
+    let c = worker.load("c.js", "").unwrap();
+    let out = c.decode(Some(1), &[1], SystemTime::now()).unwrap();
+    assert_eq!(Value::Object(out.data), json!({"n": 1}));
+    let pid = worker.pid().unwrap();
+    let link = |path: String| std::fs::read_link(path).unwrap();
+    let pipe = link(format!("/proc/{pid}/fd/2"));
+    assert!(pipe.to_str().unwrap().starts_with("pipe:["), "{pipe:?}");
+    assert_ne!(pipe, link("/proc/self/fd/2".into()));
+    let ours = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|l| *l == pipe)
+            .count()
+    };
+    // Its read end.
+    assert_eq!(ours(), 1);
+    // Stops the worker and waits for its relay, which has read every line by then.
+    drop((c, worker));
+    assert_eq!(ours(), 0);
+    assert_eq!(m.problems("js_worker_log"), 1 + FLOOD);
+    let written: Vec<_> = m
+        .recent_problems()
+        .into_iter()
+        .map(|w| (w.kind, w.line))
+        .collect();
+    let [(kind, line)] = &written[..] else {
+        panic!("{written:?}");
+    };
+    assert_eq!(*kind, "js_worker_log");
+    // 256 bytes shown, the escape's included; the flood lines the same read ended are among
+    // the bytes not shown.
+    let first = format!(
+        "JavaScript worker {pid}: <3>forged\\u{{1b}}[31m {}… (",
+        "y".repeat(256 - 20)
+    );
+    let more = line
+        .strip_prefix(&first)
+        .and_then(|l| l.strip_suffix(" more bytes)"));
+    let more: u64 = more
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(more >= 100_015 - 251, "{line}");
 }
 
-/// An error the worker sends is its text: logged on one line, control characters escaped,
-/// cut to a log line's length, whether it came while a codec loaded or during a call.
+/// The worker's own log lines reach the journal through the agent with its level and message
+/// alone (the agent's line has the time and marks it as the worker's): here the real worker,
+/// given a request it cannot read as its standard input (a FIFO it holds both ends of, so that
+/// it does not take the input's end for the agent's), its socket kept aside until it ends.
 #[test]
-fn a_workers_error_text_is_logged_clean() {
+fn a_workers_own_log_line_is_logged_by_the_agent_without_a_second_prefix() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let warnings = warnings();
-    let worker = Worker::new(fake(dir.path(), "crashed_load"));
-    let e = worker.load("c.js", "function decodeUplink(i) {}").err();
-    assert_eq!(e, Some(JsError::Crashed(crashed())));
-    let worker = Worker::new(fake(dir.path(), "crashed"));
-    let c = worker.load("c.js", "function decodeUplink(i) {}").unwrap();
-    let e = c.decode(Some(1), &[1], SystemTime::now()).unwrap_err();
-    assert_eq!(e, JsError::Crashed(crashed()));
-    let logged: Vec<String> = warnings
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|w| w.contains("first line"))
-        .cloned()
-        .collect();
-    let [load, call] = &logged[..] else {
-        panic!("{logged:?}");
+    let fifo = dir.path().join("requests");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the path, a NUL-ended string.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let script = dir.path().join("garbled.sh");
+    let hubgate = env!("CARGO_BIN_EXE_hubgate");
+    let text = format!(
+        "#!/bin/sh\nexec 3<&0 0<>'{}'\nprintf '\\005\\0\\0\\0Xabcd' >&0\nexec '{hubgate}' \"$@\"\n",
+        fifo.display()
+    );
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Metrics::new();
+    let worker = Worker::new(Launcher::program(script).reporting_to(m.clone()));
+    assert!(worker.load("c.js", "").is_err());
+    drop(worker);
+    let written: Vec<_> = m.recent_problems().into_iter().map(|w| w.line).collect();
+    let [line] = &written[..] else {
+        panic!("{written:?}");
     };
-    let text = "(first line\\nsecond \\u{1b}[31mredxxx";
-    let starts = [
-        (
-            load,
-            format!("JavaScript worker ended while it loaded c.js {text}"),
-        ),
-        (
-            call,
-            format!("JavaScript worker ended during a call {text}"),
-        ),
-    ];
-    for (line, start) in starts {
-        assert!(line.starts_with(&start), "{line}");
-        assert!(!line.chars().any(char::is_control), "{line}");
-        assert!(line.ends_with(" more bytes)): trying once more"), "{line}");
-        assert!(line.len() < 500, "{}: {line}", line.len());
+    let said = line
+        .strip_prefix("JavaScript worker ")
+        .and_then(|l| l.split_once(": "))
+        .map(|(pid, said)| (pid.parse::<u32>().is_ok(), said));
+    let expected = "WARN: JavaScript worker: a request it cannot read";
+    assert_eq!(said, Some((true, expected)), "{line}");
+}
+
+/// A load answered with a kind only the agent tells (a worker's death, a quarantine) fails
+/// as an error of the codec's, the same worker going on: no second try in a new worker, as
+/// after a death, and no quarantine.
+#[test]
+fn a_load_answered_with_a_kind_only_the_agent_tells_is_the_codecs_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::new(fake(dir.path(), "claims_load"));
+    let agents = |what: &str| {
+        Some(JsError::Junk(format!(
+            "an error only the agent tells ({what})"
+        )))
+    };
+    assert_eq!(worker.load("c.js", "").err(), agents("its worker died"));
+    assert_eq!(worker.load("d.js", "").err(), agents("quarantined"));
+    drop(worker);
+    let started = std::fs::read_to_string(dir.path().join(STARTED)).unwrap();
+    assert_eq!(started.lines().count(), 1);
+}
+
+/// A worker's errors are its codec's word (a QuickJS escape controls the worker): their
+/// texts reach the packed record on one line and cut, as a codec's own throw would, and an
+/// error only the agent or its guard makes (the worker hung or died, a quarantine, the round's
+/// budget) is an error of the codec: counted as `js_error`, no strike, no second try in a new
+/// worker (which would have taken the next claim).
+#[test]
+fn a_workers_errors_are_its_codecs_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, m, _codecs) = decoder_launched("", "", fake(dir.path(), "claims"));
+    let claims = claims();
+    for (claim, reason) in &claims {
+        let rec = d.decode(&uplink(BAD, &[1])).remove(0);
+        assert_eq!(
+            packed(&rec),
+            format!("JavaScript bad: {reason}"),
+            "{claim:?}"
+        );
+    }
+    assert_eq!(m.problems("js_error"), claims.len() as u64);
+    for kind in [
+        "js_timeout",
+        "js_crashed",
+        "js_quarantined",
+        "js_budget",
+        "js_quarantine_started",
+    ] {
+        assert_eq!(m.problems(kind), 0, "{kind}");
     }
 }

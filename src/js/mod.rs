@@ -25,6 +25,7 @@ pub mod dir;
 mod engine;
 pub mod guard;
 mod output;
+mod relay;
 mod seccomp;
 mod supervisor;
 mod wire;

@@ -16,9 +16,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::relay::{self, Relay};
 use super::wire::{self, Answer, Request};
 use super::{output, worker, JsError, Output, LOAD_LIMIT, PAYLOAD_LIMIT, TIME_LIMIT};
 use crate::logline;
+use crate::metrics::Metrics;
 
 /// How long an answer may take beyond the worker's own CPU limit for the call: on a busy
 /// gateway the worker waits for a CPU too.
@@ -35,13 +37,15 @@ const PATIENCE: u32 = 10;
 pub const CAP: Duration = Duration::from_secs(10);
 
 /// How to start a worker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Launcher {
     program: PathBuf,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     slack: Duration,
     cap: Duration,
+    /// Where the lines its workers write are counted and logged ([`relay`]).
+    log: Arc<Metrics>,
 }
 
 impl Launcher {
@@ -59,6 +63,17 @@ impl Launcher {
             env: Vec::new(),
             slack: SLACK,
             cap: CAP,
+            log: Metrics::new(),
+        }
+    }
+
+    /// The same, with the lines its workers write counted and logged as the problem
+    /// `js_worker_log` of `metrics` (the agent's, so that its status task writes the counts of
+    /// those held back); else of metrics of its own.
+    pub fn reporting_to(self, metrics: Arc<Metrics>) -> Launcher {
+        Launcher {
+            log: metrics,
+            ..self
         }
     }
 
@@ -97,15 +112,18 @@ impl Launcher {
             env: vec![(worker::harness::ENV.into(), "1".into())],
             slack: SLACK,
             cap: CAP,
+            log: Metrics::new(),
         }
     }
 
-    /// The worker gets its socket as standard input, stderr for its log lines and nothing
-    /// else: no other descriptor of the agent's (libraries open some without close-on-exec)
-    /// and none of its environment (secrets given through `${VAR}`, `NOTIFY_SOCKET`,
-    /// `CREDENTIALS_DIRECTORY`) but the log filter and the time zone.
+    /// The worker gets its socket as standard input, a pipe the agent reads ([`relay`]) as
+    /// standard error for its log lines, and nothing else: no other descriptor of the agent's
+    /// (libraries open some without close-on-exec) and none of its environment (secrets given
+    /// through `${VAR}`, `NOTIFY_SOCKET`, `CREDENTIALS_DIRECTORY`) but the log filter and the
+    /// time zone.
     fn spawn(&self) -> io::Result<Process> {
         let (ours, theirs) = UnixStream::pair()?;
+        let (said, stderr) = relay::pipe()?;
         // Ours waits by polling, never longer than the time a call has left.
         ours.set_nonblocking(true)?;
         let mut command = Command::new(&self.program);
@@ -120,17 +138,28 @@ impl Launcher {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(stderr));
         // SAFETY: the closure only makes syscalls (no allocation, no locks), as is required
         // between fork and exec.
         unsafe { command.pre_exec(close_on_exec_from_3) };
-        let child = command.spawn()?;
+        let mut child = command.spawn()?;
+        // The command holds the pipe's write end: closed now rather than at the end, so that
+        // from here on the worker alone holds it (the relay sees its end when the worker ends).
+        drop(command);
+        let relay = match Relay::start(said, child.id(), self.log.clone()) {
+            Ok(relay) => relay,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         Ok(Process {
             child,
+            _relay: relay,
             socket: ours,
             loaded: Vec::new(),
             fresh: true,
-            cpu_seen: Duration::ZERO,
         })
     }
 }
@@ -298,7 +327,6 @@ impl Supervisor {
             // As for a call (`decode`): a worker killed from outside during the load (the OOM
             // killer's first pick, an operator) looks the same as a codec that took it down, and
             // a codec failed at start stays failed for the run.
-            // `why` may be the worker's own text: cleaned, as all of it that is logged.
             Err(JsError::Crashed(why)) => {
                 let why = logline::clean(&why);
                 log::warn!(
@@ -408,7 +436,6 @@ impl Supervisor {
         match process.exchange(&self.request, &mut self.answer, limit, slack, cap) {
             Ok(answer) => {
                 process.fresh = false;
-                process.cpu_seen = Duration::from_micros(answer.cpu_us);
                 if answer.retire {
                     self.stop();
                 }
@@ -487,12 +514,12 @@ fn ended(status: ExitStatus) -> String {
 /// A worker process and the codecs loaded into it.
 struct Process {
     child: Child,
+    /// Reads its standard error; dropped with it, once it is reaped.
+    _relay: Relay,
     socket: UnixStream,
     loaded: Vec<u32>,
     /// Has not answered yet.
     fresh: bool,
-    /// The CPU time it had used at its latest answer.
-    cpu_seen: Duration,
 }
 
 /// Why an exchange with the worker failed.
@@ -538,7 +565,8 @@ impl Process {
             last: (now + (limit + slack + start) * PATIENCE).min(cap),
             slack,
             pid: self.child.id(),
-            cpu_allowed: self.cpu_seen + limit + CPU_GRACE + start,
+            // Read here, not taken from its answers (it could claim any time used).
+            cpu_allowed: cpu_time(self.child.id()).unwrap_or_default() + limit + CPU_GRACE + start,
         };
         // A worker that reads the request slowly gets as much time as one that answers late.
         send(&mut until, request).map_err(fault)?;
@@ -684,6 +712,7 @@ mod tests {
             env: Vec::new(),
             slack: SLACK,
             cap,
+            log: Metrics::new(),
         };
         let worker = Worker::new(launcher);
         worker.lock().codecs.push(Codec {
@@ -730,6 +759,26 @@ mod tests {
         assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
         assert!(took >= cap, "{took:?}");
         assert!(took < cap + Duration::from_secs(5), "{took:?}");
+        assert_eq!(codec.worker().pid(), None);
+    }
+
+    /// A worker that spins through a call after claiming, in its answer to the load, more
+    /// CPU time used than it has, is given up at the call's deadline as hung, not given the
+    /// patience with one that waits for a CPU: its CPU time is the agent's own reading.
+    #[test]
+    fn a_worker_claiming_cpu_time_it_did_not_use_is_not_given_the_patience() {
+        // Loaded: status 0, not retiring, 2^56 - 1 µs of CPU (2283 years), no text.
+        let script = "exec 2>/dev/null; dd bs=65536 count=1 of=/dev/null status=none; \
+                      printf '\\012\\0\\0\\0\\0\\0\\377\\377\\377\\377\\377\\377\\377\\0' >&0; \
+                      while :; do :; done";
+        let codec = fake(script, Duration::from_secs(60), "1".into());
+        let start = Instant::now();
+        let got = codec.decode(Some(1), &[1, 2], SystemTime::now());
+        let took = start.elapsed();
+        assert!(matches!(got, Err(JsError::Hung(_))), "{got:?}");
+        // Spinning, it is past its CPU time at the first deadline (TIME_LIMIT and SLACK);
+        // the patience would have given it ten of them.
+        assert!(took < (TIME_LIMIT + SLACK) * PATIENCE, "{took:?}");
         assert_eq!(codec.worker().pid(), None);
     }
 

@@ -11,7 +11,7 @@
 
 use std::io::{self, Read};
 
-use super::{dir, JsError, OUTPUT_LIMIT, PAYLOAD_LIMIT};
+use super::{dir, one_line, JsError, OUTPUT_LIMIT, PAYLOAD_LIMIT};
 
 /// Largest request: a codec file and its name.
 pub const MAX_REQUEST: usize = dir::FILE_CAP as usize + 1024;
@@ -109,7 +109,8 @@ pub struct Answer {
     pub result: Result<String, JsError>,
     /// The worker exits after this answer: the agent starts a new one for the next call.
     pub retire: bool,
-    /// The CPU time the worker process has used, in µs.
+    /// The CPU time the worker process has used, in µs, as it says: for a reader of the
+    /// frames only; the agent's deadlines read the worker's CPU clock themselves.
     pub cpu_us: u64,
 }
 
@@ -133,14 +134,15 @@ impl Answer {
         })
     }
 
-    /// A frame's body as an answer; `None` for anything else.
+    /// A frame's body as an answer, its error as the agent takes it ([`from_worker`]); `None`
+    /// for anything else.
     pub fn parse(body: &[u8]) -> Option<Answer> {
         let (&[status, retire], rest) = body.split_first_chunk::<2>()?;
         let (cpu, text) = rest.split_first_chunk::<8>()?;
         let text = std::str::from_utf8(text).ok()?;
         let result = match status {
             0 => Ok(text.to_string()),
-            1 => Err(serde_json::from_str(text).ok()?),
+            1 => Err(from_worker(serde_json::from_str(text).ok()?)),
             _ => return None,
         };
         Some(Answer {
@@ -149,6 +151,34 @@ impl Answer {
             cpu_us: u64::from_le_bytes(*cpu),
         })
     }
+}
+
+/// A worker's error as the agent takes it: a QuickJS escape controls the worker, so what it
+/// says is the codec's word, no more. Its text is put on one line and cut as the worker does a
+/// script's message ([`one_line`]): a packed record's `error` carries no more than a codec's
+/// own throw could put there. An error only the agent makes (the worker hung or died, a payload
+/// not sent, the codec's reported errors, read from its result) or its guard (a quarantine, the
+/// round's budget) is none a worker can claim: it is an error of the codec (`js_error`, no
+/// strike, no retry), whose kind the agent did not derive.
+fn from_worker(e: JsError) -> JsError {
+    let agents = match e {
+        JsError::Threw(text) => return JsError::Threw(one_line(&text)),
+        JsError::Junk(text) => return JsError::Junk(one_line(&text)),
+        JsError::Engine(text) => return JsError::Engine(one_line(&text)),
+        JsError::NoEntryPoint
+        | JsError::TimedOut(_)
+        | JsError::SlowTopLevel(_)
+        | JsError::OutOfMemory
+        | JsError::WorkerFull
+        | JsError::NotBuilt => return e,
+        JsError::Reported(_) => "reported errors",
+        JsError::TooLong(_) => "a payload too long",
+        JsError::Hung(_) => "did not answer",
+        JsError::Crashed(_) => "its worker died",
+        JsError::Quarantined(_) | JsError::DeviceQuarantined(_) => "quarantined",
+        JsError::OverBudget(_) => "over the round's budget",
+    };
+    JsError::Junk(format!("an error only the agent tells ({agents})"))
 }
 
 fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
@@ -245,6 +275,43 @@ mod tests {
             a.write_to(&mut frame);
             assert_eq!(Answer::parse(&body(&frame)), Some(a));
         }
+    }
+
+    /// The kinds a worker makes itself come as it sent them, the texts among them on one line
+    /// and cut as a codec's message; a kind only the agent or its guard makes is the codec's
+    /// error (every one of them: `a_workers_errors_are_its_codecs_word` in
+    /// `tests/js_isolation.rs`).
+    #[test]
+    fn a_workers_own_kinds_come_through_and_the_agents_do_not() {
+        use JsError::*;
+        let through = |e: JsError| {
+            let mut frame = Vec::new();
+            Answer {
+                result: Err(e),
+                retire: false,
+                cpu_us: 0,
+            }
+            .write_to(&mut frame);
+            Answer::parse(&body(&frame)).unwrap().result.unwrap_err()
+        };
+        let own = [
+            NoEntryPoint,
+            TimedOut(100),
+            SlowTopLevel(312),
+            OutOfMemory,
+            WorkerFull,
+            NotBuilt,
+        ];
+        for e in own {
+            assert_eq!(through(e.clone()), e);
+        }
+        let long = format!("a\nb{}", "c".repeat(300));
+        let cut = format!("a b{}", "c".repeat(197));
+        for text in [Threw, Engine, Junk] {
+            assert_eq!(through(text(long.clone())), text(cut.clone()));
+        }
+        let agents = "an error only the agent tells (did not answer)";
+        assert_eq!(through(Hung(500)), Junk(agents.into()));
     }
 
     #[test]

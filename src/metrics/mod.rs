@@ -260,8 +260,15 @@ impl Metrics {
     /// Count a problem of `kind` and log `msg()` at warn, rate-limited per kind (see
     /// [`crate::logline`]), so a flood of bad input cannot flood the log.
     pub fn problem(&self, kind: &'static str, msg: impl FnOnce() -> String) {
-        self.problems.inc(kind);
-        self.log.log(log::Level::Warn, kind, msg);
+        self.problem_n(kind, 1, msg);
+    }
+
+    /// The same for `n` problems (at least one) that `msg()` stands for together, at the cost
+    /// of one: for a burst read at once, such as the lines of one read of a JavaScript
+    /// worker's standard error.
+    pub fn problem_n(&self, kind: &'static str, n: u64, msg: impl FnOnce() -> String) {
+        self.problems.add(kind, n);
+        self.log.log_n(log::Level::Warn, kind, n, msg);
     }
 
     /// Count a problem and log it at once, not rate-limited: for a few lines an operator
