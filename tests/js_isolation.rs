@@ -1303,7 +1303,7 @@ fn a_workers_own_log_line_is_logged_by_the_agent_without_a_second_prefix() {
         .strip_prefix("JavaScript worker ")
         .and_then(|l| l.split_once(": "))
         .map(|(pid, said)| (pid.parse::<u32>().is_ok(), said));
-    let expected = "WARN: JavaScript worker: a request it cannot read";
+    let expected = "WARN: a request it cannot read";
     assert_eq!(said, Some((true, expected)), "{line}");
 }
 

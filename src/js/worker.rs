@@ -57,7 +57,7 @@ fn serve(socket: &File) -> ! {
             Ok(true) => {}
             Ok(false) => exit(0),
             Err(e) => {
-                log::warn!("JavaScript worker: reading a request: {e}");
+                log::warn!("reading a request: {e}");
                 exit(1)
             }
         }
@@ -91,7 +91,7 @@ fn serve(socket: &File) -> ! {
                 None => Err(JsError::Engine(format!("codec {id} is not loaded"))),
             },
             None => {
-                log::warn!("JavaScript worker: a request it cannot read");
+                log::warn!("a request it cannot read");
                 exit(1)
             }
         };
@@ -125,10 +125,11 @@ fn exit(code: i32) -> ! {
 }
 
 /// Set the worker's limits; one that cannot be set ends the worker with the reason on its
-/// standard error (the journal's line for the agent's unit): a worker without its limits runs
-/// no codec, and the agent reports the codecs' calls as failed (`js_crashed`). A stricter limit
-/// the worker inherited (a unit's or a shell's `ulimit`) is kept: without privileges a hard limit
-/// can only be lowered, and asking for more would end a worker that is already bounded.
+/// standard error (the agent's relay, which logs it as the worker's): a worker without its
+/// limits runs no codec, and the agent reports the codecs' calls as failed (`js_crashed`). A
+/// stricter limit the worker inherited (a unit's or a shell's `ulimit`) is kept: without
+/// privileges a hard limit can only be lowered, and asking for more would end a worker that is
+/// already bounded.
 fn limit_self() {
     let set = |what: &str, resource, value: libc::rlim_t| {
         let mut now = libc::rlimit {
@@ -150,7 +151,7 @@ fn limit_self() {
         // SAFETY: setrlimit reads one rlimit, which `limit` is.
         if unsafe { libc::setrlimit(resource, &limit) } != 0 {
             log::error!(
-                "JavaScript worker: cannot limit its {what}: {}; it runs no codec without",
+                "cannot limit its {what}: {}; it runs no codec without",
                 std::io::Error::last_os_error()
             );
             exit(1)
@@ -162,7 +163,7 @@ fn limit_self() {
     // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         log::error!(
-            "JavaScript worker: cannot give up new privileges: {}; it runs no codec without",
+            "cannot give up new privileges: {}; it runs no codec without",
             std::io::Error::last_os_error()
         );
         exit(1)
@@ -182,7 +183,7 @@ fn first_to_go() {
     let written = std::fs::write("/proc/self/oom_score_adj", "1000");
     dumpable(false);
     if let Err(e) = written {
-        log::warn!("JavaScript worker: cannot make itself the first the OOM killer ends: {e}");
+        log::warn!("cannot make itself the first the OOM killer ends: {e}");
     }
 }
 
@@ -231,9 +232,7 @@ fn move_cpu_backstop(used: u64, limit: &mut u64) {
 /// limit does ([`limit_self`]).
 fn filter_calls() {
     if let Err(e) = super::seccomp::install() {
-        log::error!(
-            "JavaScript worker: cannot filter its system calls: {e}; it runs no codec without"
-        );
+        log::error!("cannot filter its system calls: {e}; it runs no codec without");
         exit(1)
     }
 }
@@ -265,7 +264,7 @@ fn end_with_the_agent() {
         .stack_size(64 << 10)
         .spawn(watch)
     {
-        log::warn!("JavaScript worker: cannot watch for the agent's end: {e}");
+        log::warn!("cannot watch for the agent's end: {e}");
         return;
     }
     let _ = started.recv();
