@@ -250,14 +250,7 @@ fn end_with_the_agent() {
             events: libc::POLLRDHUP,
             revents: 0,
         };
-        loop {
-            // SAFETY: poll reads and writes one pollfd, which `fd` is.
-            let n = unsafe { libc::poll(&mut fd, 1, -1) };
-            if n > 0 {
-                // SAFETY: _exit ends the process without running anything else.
-                unsafe { libc::_exit(0) };
-            }
-        }
+        watch_for_the_end(&mut fd)
     };
     if let Err(e) = std::thread::Builder::new()
         .name("agent-watch".into())
@@ -268,6 +261,24 @@ fn end_with_the_agent() {
         return;
     }
     let _ = started.recv();
+}
+
+/// Wait until `fd` (the socket) shows the agent's end, then end the process (status 0). A
+/// `poll` that fails other than by a signal ends it too (status 1): waiting again would spin
+/// on a core until the CPU backstop, in every worker started after it, and a worker nobody
+/// watches runs no codec.
+pub(super) fn watch_for_the_end(fd: *mut libc::pollfd) -> ! {
+    loop {
+        // SAFETY: poll reads and writes one pollfd, `fd`'s; an invalid pointer fails with
+        // EFAULT.
+        let n = unsafe { libc::poll(fd, 1, -1) };
+        let interrupted =
+            || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+        if n > 0 || (n < 0 && !interrupted()) {
+            // SAFETY: _exit ends the process without running anything else.
+            unsafe { libc::_exit(i32::from(n < 0)) };
+        }
+    }
 }
 
 /// The library's own tests start their test binary as the worker (it has no `js-worker`
