@@ -586,6 +586,35 @@ fn worker_of(d: &mut Decoder) -> u32 {
     pids[0]
 }
 
+/// Every thread of the worker (its codecs' and the one watching for the agent's end) runs
+/// under its system-call filter (seccomp mode 2: one filter more than this test process
+/// has), without new privileges.
+#[test]
+fn every_thread_of_the_worker_runs_under_its_system_call_filter() {
+    let field = |status: &str, name: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{name} missing in {status}"))
+    };
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let filters: u32 = field(&ours, "Seccomp_filters:").parse().unwrap();
+    let (mut d, _m, _dir) = decoder(SHARED_OBJECT);
+    let pid = worker_of(&mut d);
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("status")).unwrap())
+        .collect();
+    assert_eq!(tasks.len(), 2);
+    for status in tasks {
+        assert_eq!(field(&status, "Seccomp:"), "2", "{status}");
+        let theirs: u32 = field(&status, "Seccomp_filters:").parse().unwrap();
+        assert_eq!(theirs, filters + 1, "{status}");
+        assert_eq!(field(&status, "NoNewPrivs:"), "1", "{status}");
+    }
+}
+
 /// A vendor-style codec that fills one object declared at its top level: fine where every
 /// call gets the codec freshly loaded (ChirpStack v4 makes a new runtime per call, TTN and
 /// ChirpStack v3 a new VM), so its authors never see the object outlive a call.
@@ -1274,7 +1303,7 @@ fn a_workers_own_log_line_is_logged_by_the_agent_without_a_second_prefix() {
         .strip_prefix("JavaScript worker ")
         .and_then(|l| l.split_once(": "))
         .map(|(pid, said)| (pid.parse::<u32>().is_ok(), said));
-    let expected = "WARN: JavaScript worker: a request it cannot read";
+    let expected = "WARN: a request it cannot read";
     assert_eq!(said, Some((true, expected)), "{line}");
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
 
 use support::run_ok;
@@ -110,4 +111,57 @@ fn unit_bounds_resources() {
         after.split([' ', '=']).any(|u| u == "time-sync.target"),
         "{after}"
     );
+}
+
+/// The system calls the JavaScript codec worker makes to set itself up pass the unit's
+/// SystemCallFilter= lines, read as systemd reads them (the first allows, a `~` line takes
+/// away, a later line adds back; groups from `systemd-analyze syscall-filter`): `prctl` (no
+/// new privileges), `setrlimit`/`prlimit64` (its limits) and `seccomp` (its own filter, in no
+/// group of @system-service's: without it the worker would refuse every codec).
+#[test]
+fn the_units_call_filter_lets_the_worker_set_itself_up() {
+    let out = run_ok(Command::new("systemd-analyze").arg("syscall-filter"));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+    let mut group = String::new();
+    for line in listing.lines() {
+        if line.starts_with('@') {
+            group = line.trim().to_string();
+        } else if !line.trim().is_empty() && !line.trim().starts_with('#') {
+            let members = groups.entry(group.clone()).or_default();
+            members.push(line.trim().to_string());
+        }
+    }
+    fn expand(item: &str, groups: &HashMap<String, Vec<String>>, into: &mut HashSet<String>) {
+        match groups.get(item) {
+            Some(members) => members.iter().for_each(|m| expand(m, groups, into)),
+            None => {
+                into.insert(item.to_string());
+            }
+        }
+    }
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    let mut allowed = HashSet::new();
+    for line in unit.lines() {
+        let Some(value) = line.strip_prefix("SystemCallFilter=") else {
+            continue;
+        };
+        let (take, items) = match value.strip_prefix('~') {
+            Some(items) => (true, items),
+            None => (false, value),
+        };
+        let mut set = HashSet::new();
+        items
+            .split_whitespace()
+            .for_each(|i| expand(i, &groups, &mut set));
+        if take {
+            allowed.retain(|c| !set.contains(c));
+        } else {
+            allowed.extend(set);
+        }
+    }
+    assert!(allowed.contains("read") && !allowed.contains("reboot"));
+    for call in ["prctl", "setrlimit", "prlimit64", "seccomp"] {
+        assert!(allowed.contains(call), "{call} is filtered out by the unit");
+    }
 }

@@ -26,6 +26,7 @@ mod engine;
 pub mod guard;
 mod output;
 mod relay;
+mod seccomp;
 mod supervisor;
 mod wire;
 pub mod worker;

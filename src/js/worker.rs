@@ -5,11 +5,12 @@
 //! QuickJS assert, exhaust its memory — the agent only loses the call.
 //!
 //! Its own limits: [`WORKER_MEMORY`] of heap for all codecs together (RLIMIT_DATA), no core
-//! dumps, three descriptors (RLIMIT_NOFILE caps their numbers: QuickJS's lack of a file or
-//! socket API is what keeps scripts from opening one), no new privileges (a limit it cannot
+//! dumps, three descriptors (RLIMIT_NOFILE), no new privileges (a limit it cannot
 //! set ends it), the OOM killer's first pick, and a CPU backstop (RLIMIT_CPU) that is moved on after every answer so that
-//! only a worker left hanging without its agent reaches it. It ends when the agent's end of
-//! the socket closes, even in the middle of a call that never returns.
+//! only a worker left hanging without its agent reaches it. Then its system calls are
+//! filtered ([`super::seccomp`]): no file, socket or process, whatever a codec gets QuickJS
+//! to do. It ends when the agent's end of the socket closes, even in the middle of a call
+//! that never returns.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -38,6 +39,7 @@ pub fn main() -> ! {
     first_to_go();
     limit_self();
     end_with_the_agent();
+    filter_calls();
     // SAFETY: standard input is the worker's end of the socket (see the module comment);
     // nothing else in this process reads or writes it.
     let socket = unsafe { File::from_raw_fd(0) };
@@ -55,7 +57,7 @@ fn serve(socket: &File) -> ! {
             Ok(true) => {}
             Ok(false) => exit(0),
             Err(e) => {
-                log::warn!("JavaScript worker: reading a request: {e}");
+                log::warn!("reading a request: {e}");
                 exit(1)
             }
         }
@@ -89,7 +91,7 @@ fn serve(socket: &File) -> ! {
                 None => Err(JsError::Engine(format!("codec {id} is not loaded"))),
             },
             None => {
-                log::warn!("JavaScript worker: a request it cannot read");
+                log::warn!("a request it cannot read");
                 exit(1)
             }
         };
@@ -123,10 +125,11 @@ fn exit(code: i32) -> ! {
 }
 
 /// Set the worker's limits; one that cannot be set ends the worker with the reason on its
-/// standard error (the journal's line for the agent's unit): a worker without its limits runs
-/// no codec, and the agent reports the codecs' calls as failed (`js_crashed`). A stricter limit
-/// the worker inherited (a unit's or a shell's `ulimit`) is kept: without privileges a hard limit
-/// can only be lowered, and asking for more would end a worker that is already bounded.
+/// standard error (the agent's relay, which logs it as the worker's): a worker without its
+/// limits runs no codec, and the agent reports the codecs' calls as failed (`js_crashed`). A
+/// stricter limit the worker inherited (a unit's or a shell's `ulimit`) is kept: without
+/// privileges a hard limit can only be lowered, and asking for more would end a worker that is
+/// already bounded.
 fn limit_self() {
     let set = |what: &str, resource, value: libc::rlim_t| {
         let mut now = libc::rlimit {
@@ -148,7 +151,7 @@ fn limit_self() {
         // SAFETY: setrlimit reads one rlimit, which `limit` is.
         if unsafe { libc::setrlimit(resource, &limit) } != 0 {
             log::error!(
-                "JavaScript worker: cannot limit its {what}: {}; it runs no codec without",
+                "cannot limit its {what}: {}; it runs no codec without",
                 std::io::Error::last_os_error()
             );
             exit(1)
@@ -160,7 +163,7 @@ fn limit_self() {
     // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         log::error!(
-            "JavaScript worker: cannot give up new privileges: {}; it runs no codec without",
+            "cannot give up new privileges: {}; it runs no codec without",
             std::io::Error::last_os_error()
         );
         exit(1)
@@ -180,7 +183,7 @@ fn first_to_go() {
     let written = std::fs::write("/proc/self/oom_score_adj", "1000");
     dumpable(false);
     if let Err(e) = written {
-        log::warn!("JavaScript worker: cannot make itself the first the OOM killer ends: {e}");
+        log::warn!("cannot make itself the first the OOM killer ends: {e}");
     }
 }
 
@@ -224,30 +227,57 @@ fn move_cpu_backstop(used: u64, limit: &mut u64) {
     }
 }
 
+/// Allow the worker's threads only the system calls it makes ([`super::seccomp`]); a filter
+/// that cannot be installed ends the worker with the reason on its standard error, as a
+/// limit does ([`limit_self`]).
+fn filter_calls() {
+    if let Err(e) = super::seccomp::install() {
+        log::error!("cannot filter its system calls: {e}; it runs no codec without");
+        exit(1)
+    }
+}
+
 /// A thread that ends the process as soon as the agent's end of the socket closes: the
-/// agent died, or dropped the worker, while a call may never return.
+/// agent died, or dropped the worker, while a call may never return. Returns once the
+/// thread runs: its start's system calls (its stack guard, its name) come before the
+/// filter's install, which does not allow them.
 fn end_with_the_agent() {
-    let watch = || {
+    let (running, started) = std::sync::mpsc::sync_channel(0);
+    let watch = move || {
+        let _ = running.send(());
         let mut fd = libc::pollfd {
             fd: 0,
             events: libc::POLLRDHUP,
             revents: 0,
         };
-        loop {
-            // SAFETY: poll reads and writes one pollfd, which `fd` is.
-            let n = unsafe { libc::poll(&mut fd, 1, -1) };
-            if n > 0 {
-                // SAFETY: _exit ends the process without running anything else.
-                unsafe { libc::_exit(0) };
-            }
-        }
+        watch_for_the_end(&mut fd)
     };
     if let Err(e) = std::thread::Builder::new()
         .name("agent-watch".into())
         .stack_size(64 << 10)
         .spawn(watch)
     {
-        log::warn!("JavaScript worker: cannot watch for the agent's end: {e}");
+        log::warn!("cannot watch for the agent's end: {e}");
+        return;
+    }
+    let _ = started.recv();
+}
+
+/// Wait until `fd` (the socket) shows the agent's end, then end the process (status 0). A
+/// `poll` that fails other than by a signal ends it too (status 1): waiting again would spin
+/// on a core until the CPU backstop, in every worker started after it, and a worker nobody
+/// watches runs no codec.
+pub(super) fn watch_for_the_end(fd: *mut libc::pollfd) -> ! {
+    loop {
+        // SAFETY: poll reads and writes one pollfd, `fd`'s; an invalid pointer fails with
+        // EFAULT.
+        let n = unsafe { libc::poll(fd, 1, -1) };
+        let interrupted =
+            || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+        if n > 0 || (n < 0 && !interrupted()) {
+            // SAFETY: _exit ends the process without running anything else.
+            unsafe { libc::_exit(i32::from(n < 0)) };
+        }
     }
 }
 
