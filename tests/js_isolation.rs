@@ -208,7 +208,7 @@ fn kill_when_busy(pid: u32) {
 }
 
 /// The worker thread `tid` of this process started, other than `not`, once there is one.
-fn child_of(tid: i64, not: u32) -> u32 {
+fn child_of(tid: libc::c_long, not: u32) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let children = std::fs::read_to_string(format!("/proc/self/task/{tid}/children"));

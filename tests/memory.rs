@@ -1,4 +1,6 @@
-//! The running agent's allocator settings (`src/malloc.rs`).
+//! The running agent's allocator settings (`src/malloc.rs`), on 64-bit glibc, where an
+//! extra arena reserves address space.
+#![cfg(all(target_env = "gnu", target_pointer_width = "64"))]
 
 mod support;
 
@@ -8,7 +10,6 @@ use support::free_udp_port;
 /// Each extra glibc arena reserves 64 MiB of address space (on 64-bit), the part not in use
 /// mapped without access; an agent with one arena has no such reservation, though its
 /// threads (tokio's, the forwarder) have all allocated by the time it serves metrics.
-#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
 #[test]
 fn the_agent_allocates_from_one_arena() {
     let dir = tempfile::tempdir().unwrap();

@@ -3920,7 +3920,7 @@ mod tests {
         }
         a_passing_failure_ends_the_round_only(|| {
             limit_file_size(4096);
-            Box::new(|| limit_file_size(libc::RLIM_INFINITY))
+            Box::new(|| limit_file_size(u64::MAX))
         });
     }
 
@@ -4290,9 +4290,10 @@ mod tests {
     }
 
     /// Sets this process's limit on the size of a file it writes (RLIMIT_FSIZE).
-    fn limit_file_size(bytes: libc::rlim_t) {
+    fn limit_file_size(bytes: u64) {
         let limit = libc::rlimit {
-            rlim_cur: bytes,
+            // rlim_t is 32 bits on 32-bit ARM: a limit beyond it is no limit there.
+            rlim_cur: bytes.try_into().unwrap_or(libc::RLIM_INFINITY),
             rlim_max: libc::RLIM_INFINITY,
         };
         // SAFETY: plain system calls with a valid pointer.
@@ -4323,7 +4324,7 @@ mod tests {
     /// log made on a thread of its own: its log cannot grow past a limit any more, and
     /// writes to sled (not through the store) filled a log buffer.
     fn store_whose_sled_failed(dir: &Path) -> SledStore {
-        limit_file_size(libc::RLIM_INFINITY);
+        limit_file_size(u64::MAX);
         let mut s = SledStore::open(dir).unwrap();
         s.insert(0, vec![0; 10]).unwrap();
         s.flush().unwrap();
@@ -4396,7 +4397,7 @@ mod tests {
             matches!(&e, BufferError::SyncFailed(why) if why.contains("sled's flush")),
             "{e}"
         );
-        limit_file_size(libc::RLIM_INFINITY);
+        limit_file_size(u64::MAX);
         assert!(s.db.flush().is_err(), "sled's own error stays");
         assert!(
             s.records.insert(b"after", &[1]).is_err(),
