@@ -18,6 +18,9 @@
 //!   crash the buffer never holds a record whose older sibling is gone;
 //! - once anything is buffered or waiting, new records queue behind it, and the buffer
 //!   drains in order, each record deleted on its delivery report.
+//! - records the buffer refuses to write (a disk error) go to the sink from memory while it
+//!   confirms, once the drain has handed it every buffered record, and are acknowledged on
+//!   their delivery report ([`Ledger::send_unbuffered`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -119,6 +122,10 @@ pub struct Ledger {
     dirty: bool,
     /// The last flush failed (and the run goes on): what waits for one is bounded.
     flush_failing: bool,
+    /// The buffer's last write of a record failed (a disk error, not a full buffer): the
+    /// records waiting for it go to the sink from memory while it confirms
+    /// ([`Ledger::send_unbuffered`]).
+    refusing: bool,
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
     /// The wall clock at an instant, as last read while trusted: record ages follow the time
@@ -221,6 +228,7 @@ impl Ledger {
             syncing_fcnts: Vec::new(),
             dirty: left_over,
             flush_failing: false,
+            refusing: false,
             drain_cursor: None,
             wall_at: now,
             clock_synchronized: true,
@@ -696,9 +704,11 @@ impl Ledger {
                         format!("cannot write to the buffer: {e}; holding records in memory")
                     });
                     self.refused();
+                    self.refusing = true;
                     return;
                 }
             };
+            self.refusing = false;
             if stored {
                 self.dirty = true;
                 self.dedup.durable(&record.id);
@@ -1205,7 +1215,80 @@ impl Ledger {
     pub fn end_round(&mut self, now: Instant) -> Result<(), BufferError> {
         self.store_waiting();
         self.commit(now, false)?;
-        self.drain(now)
+        self.drain(now)?;
+        self.send_unbuffered(now);
+        Ok(())
+    }
+
+    /// Records the buffer refused to write (a disk error: a card whose data blocks fail,
+    /// every segment alike) go to the sink straight from memory while it confirms, as they
+    /// would have with nothing buffered: each is acknowledged on its confirmation, never
+    /// before, and input is taken again. Each device's order holds: they go oldest first,
+    /// and only once the drain has handed every buffered record (all older) to the sink in
+    /// this pass; a parked recType's are passed over, as the drain passes over its
+    /// buffered ones. Still in flight, they go into the buffer if a later write works (the
+    /// spill mark covers them). While the sink does not confirm either, they are held and
+    /// no input is taken: the problem `input_held`.
+    fn send_unbuffered(&mut self, now: Instant) {
+        if !self.refusing || self.waiting.is_empty() || !self.unwritten.is_empty() {
+            return;
+        }
+        if !self.healthy(now) {
+            let held = self.waiting.len();
+            self.metrics.problem("input_held", || {
+                format!(
+                    "the buffer refuses writes and the sink is not confirming: {held} record(s) held in memory, unacknowledged; no input is taken (MQTT waits, serial and UDP frames are dropped once their queue is full)"
+                )
+            });
+            return;
+        }
+        let drained = match self.buffer.newest_seq() {
+            Ok(newest) => newest.is_none_or(|n| self.drain_cursor.is_some_and(|c| c >= n)),
+            Err(_) => false,
+        };
+        if !drained {
+            return;
+        }
+        let seqs: Vec<u64> = self.waiting.keys().copied().collect();
+        let mut sent = 0;
+        for seq in seqs {
+            if self.window_full() || !self.healthy(now) {
+                break;
+            }
+            if self
+                .health
+                .is_parked(&self.waiting[&seq].record.rec_type, now)
+            {
+                continue;
+            }
+            let Some(Waiting { record, acks }) = self.waiting.remove(&seq) else {
+                continue;
+            };
+            match self.sink.send(seq, &record) {
+                Ok(()) => {
+                    self.track(seq, record, acks, false, now);
+                    sent += 1;
+                }
+                // Its dead letter refused by the disk: the others wait, as the drain does.
+                Err(SinkError::Reject(e)) => {
+                    if !self.reject(seq, &record, &e, acks, false) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.failed(&e, &record.rec_type, now, now);
+                    self.waiting.insert(seq, Waiting { record, acks });
+                    break;
+                }
+            }
+        }
+        if sent > 0 {
+            self.metrics.problem("buffer_bypassed", || {
+                format!(
+                    "the buffer refuses writes: {sent} record(s) sent to the sink from memory, acknowledged once it confirms them"
+                )
+            });
+        }
     }
 
     /// Group commit. Take the outcome of the running flush, if it is done; with none running,
@@ -2643,11 +2726,12 @@ pub(super) mod tests {
     }
 
     /// Through the ledger: a segment whose appends fail at its tail (EIO every time, the
-    /// other files fine) holds the record being written and its acknowledgement for a
-    /// round, not for good: the next round's write goes to a new segment, the record is
-    /// acknowledged once that is flushed, and input is taken again.
+    /// other files fine) fails one write of the record, not every one: the sink is up, so
+    /// the record goes to it from memory meanwhile (unacknowledged, input taken), and the
+    /// next round's write goes to a new segment; the record is acknowledged once that is
+    /// flushed (the sink's report is never taken here).
     #[test]
-    fn a_segment_failing_at_its_tail_holds_input_for_a_round_only() {
+    fn a_segment_failing_at_its_tail_fails_one_write_only() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
@@ -2667,13 +2751,103 @@ pub(super) mod tests {
         ledger.take_to_buffer(vec![fresh(1)], counter(false), ack(1));
         ledger.end_round(t0).unwrap();
         assert_eq!(pkids(&mut pubacks), [0u16; 0]);
-        assert!(!ledger.accepting());
         assert_eq!(metrics.problems("buffer_write_error"), 1);
+        assert_eq!(metrics.problems("buffer_bypassed"), 1);
+        assert!(ledger.accepting());
         ledger.end_round(t0).unwrap();
         ledger.commit(t0, true).unwrap();
         assert_eq!(pkids(&mut pubacks), [1]);
-        assert!(ledger.accepting());
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
         assert_eq!(ledger.buffered(), 2);
+    }
+
+    /// A card whose data blocks refuse every write (EIO in each segment, new ones too) while
+    /// sled's own files work. Records taken while the sink is down cannot be buffered: they
+    /// are held in memory, unacknowledged, and no input is taken, with the problem
+    /// `input_held`. Once the sink confirms again they go to it straight from memory, after
+    /// the records buffered before (a window of one record's bytes makes the drain hand
+    /// them over one a round) and in their order, each acknowledged on its confirmation
+    /// and not before; then input is taken again and flows, and nothing is left behind.
+    #[test]
+    fn records_the_buffer_refuses_go_to_a_confirming_sink_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BufferConfig {
+            max_in_flight_bytes: 8,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let numbered = |n: u32| Record {
+            created_ms: ms_since_epoch(w0),
+            body: n.to_string(),
+            ..record(n)
+        };
+        let mut buffer = sled_buffer(dir.path(), &metrics);
+        for n in 0..2 {
+            buffer.push(u64::from(n), &numbered(n)).unwrap();
+        }
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Switch {
+            up: up.clone(),
+            bodies: bodies.clone(),
+            deliveries: tx,
+        };
+        let mut ledger =
+            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (ack, mut pubacks) = pubacks();
+        let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
+        for n in 2..4 {
+            ledger.take(vec![numbered(n)], Counters::default(), ack(n as u16), t0);
+        }
+        ledger.end_round(t0).unwrap();
+        let sent = |b: &std::sync::Mutex<Vec<String>>| b.lock().unwrap().join(",");
+        assert_eq!(rounds(&mut ledger, &mut reports, now, 1..=5), 0);
+        assert_eq!(
+            (sent(&bodies), pkids(&mut pubacks)),
+            (String::new(), vec![])
+        );
+        assert!(!ledger.accepting(), "input waits while nothing takes it");
+        assert_eq!((ledger.buffered(), ledger.held()), (2, 2));
+        assert!(metrics.problems("buffer_write_error") >= 1);
+        assert!(metrics.problems("input_held") >= 1);
+
+        // The sink is back. Each round: nothing is acknowledged by the round itself, and
+        // what the reports confirm is acknowledged as they are taken.
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acked = Vec::new();
+        let mut round = |ledger: &mut Ledger, s: u64, take: Option<u32>| {
+            let t = t0 + Duration::from_secs(s);
+            ledger.clock(true, t, w0 + Duration::from_secs(s));
+            if let Some(n) = take {
+                ledger.take(vec![numbered(n)], Counters::default(), ack(n as u16), t);
+            }
+            ledger.tick(t);
+            ledger.end_round(t).unwrap();
+            assert_eq!(pkids(&mut pubacks), [0u16; 0], "acknowledged unconfirmed");
+            let mut confirmed = Vec::new();
+            while let Ok(d) = reports.try_recv() {
+                confirmed.extend((d.seq >= 2).then_some(d.seq as u16));
+                ledger.delivered(d, t).unwrap();
+            }
+            assert_eq!(pkids(&mut pubacks), confirmed);
+            acked.extend(confirmed);
+        };
+        for s in 10..16 {
+            round(&mut ledger, s, None);
+        }
+        assert_eq!(sent(&bodies), "0,1,2,3", "the buffered ones first");
+        assert!(ledger.accepting());
+        for n in 4..7 {
+            round(&mut ledger, 16 + u64::from(n), Some(n));
+        }
+        round(&mut ledger, 30, None);
+        assert_eq!(sent(&bodies), "0,1,2,3,4,5,6");
+        assert_eq!(acked, [2, 3, 4, 5, 6]);
+        assert!(ledger.idle());
+        assert_eq!(metrics.delivered.get("t"), Some(7));
     }
 
     /// A record the sink refuses for good is dead-lettered as an excerpt of a few hundred

@@ -13,8 +13,10 @@
 //!   stop it; one device's hub can go missing, refusing its records at hand-over (parked)
 //!   while records sent before still get through and end the park,
 //! - a store that keeps only what was flushed when it crashes, and can fail to flush, fail
-//!   a sync (hubgate exits then, as a crash, with or without the flush's writes) or refuse
-//!   to write dead letters; its
+//!   a sync (hubgate exits then, as a crash, with or without the flush's writes), refuse
+//!   to write dead letters, or refuse to write records (a card whose data blocks fail: this
+//!   one is not healed at the end, so what it holds back must reach the sink from memory);
+//!   its
 //!   flushes run beside the ledger (as on the store's thread) and are done when the script
 //!   says, covering what was written before they started and some of what came after (none,
 //!   all, or the first writes of it in order, as a log written front to back does); the
@@ -148,6 +150,9 @@ enum Step {
     FlushFails(bool),
     /// The disk refuses to write dead letters (or works again).
     DeadLetterFails(bool),
+    /// The disk refuses to write records (or works again): a card whose data blocks fail
+    /// while sled's own files work.
+    AppendFails(bool),
     /// The next flush's file sync fails (or its thread dies): hubgate exits and is started
     /// again. `kept`: what the flush covered reached the disk all the same.
     SyncFails { kept: bool },
@@ -184,6 +189,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..=TAKE_MAX).prop_map(|received| Step::Stop { received }),
         1 => any::<bool>().prop_map(Step::FlushFails),
         1 => any::<bool>().prop_map(Step::DeadLetterFails),
+        1 => any::<bool>().prop_map(Step::AppendFails),
         1 => any::<bool>().prop_map(|kept| Step::SyncFails { kept }),
         6 => (prop_oneof![Just(0u8), Just(u8::MAX), 1u8..8], any::<bool>())
             .prop_map(|(late, round)| Step::Flushed { late, round }),
@@ -266,6 +272,7 @@ struct Disk {
     outcome: Option<Result<u64, BufferError>>,
     flush_fails: bool,
     dead_letter_fails: bool,
+    append_fails: bool,
     /// The next flush's sync fails; `Some(true)`: what it covered is on the disk all the same.
     sync_fails: Option<bool>,
     /// A flush failed since the last one that worked.
@@ -346,7 +353,11 @@ impl ModelStore {
 
 impl Store for ModelStore {
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
-        self.disk().write(Write::Insert(seq, value)).map(drop)
+        let mut disk = self.disk();
+        if disk.append_fails {
+            return Err(BufferError::Storage("disk refuses the record".into()));
+        }
+        disk.write(Write::Insert(seq, value)).map(drop)
     }
 
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
@@ -1007,6 +1018,7 @@ impl World {
             }
             Step::FlushFails(fails) => self.disk.lock().unwrap().flush_fails = fails,
             Step::DeadLetterFails(fails) => self.disk.lock().unwrap().dead_letter_fails = fails,
+            Step::AppendFails(fails) => self.disk.lock().unwrap().append_fails = fails,
             Step::SyncFails { kept } => self.disk.lock().unwrap().sync_fails = Some(kept),
             Step::Flushed { late, round } => {
                 self.disk.lock().unwrap().finish_flush(late);
