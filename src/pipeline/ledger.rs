@@ -1237,7 +1237,7 @@ impl Ledger {
             let held = self.waiting.len();
             self.metrics.problem("input_held", || {
                 format!(
-                    "the buffer refuses writes and the sink is not confirming: {held} record(s) held in memory, unacknowledged; no input is taken (MQTT waits, serial and UDP frames are dropped once their queue is full)"
+                    "the buffer refuses writes and the sink is not confirming: {held} record(s) held in memory, unacknowledged; no input is taken (MQTT waits; serial and UDP frames past the frame queue are lost)"
                 )
             });
             return;
