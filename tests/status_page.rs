@@ -9,7 +9,9 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use support::agent::{Agent, CODECS_PACKED, ENV, MOTION, OPENCLOSE, PACKED, WAIT};
 use support::{free_udp_port, Kafka, Mosquitto};
 
@@ -693,8 +695,9 @@ fn a_request_whose_sender_shuts_its_side_is_answered() {
 /// A stand-in for the browser's network path to the agent: serves every request from the
 /// agent, and the first `/devices` with `script` added before `</body>` (what the test
 /// makes the "installer" do on the page). Same origin for the page, so its refresh script
-/// fetches through here too.
-fn proxy(agent_port: u16, script: String) -> u16 {
+/// fetches through here too. The agent's `Content-Security-Policy` goes along only with
+/// `keep_policy` (which would not let the added script run).
+fn proxy(agent_port: u16, script: String, keep_policy: bool) -> u16 {
     let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let injected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -727,13 +730,18 @@ fn proxy(agent_port: u16, script: String) -> u16 {
                     .lines()
                     .find_map(|l| l.strip_prefix("content-type: "))
                     .unwrap_or("text/plain");
+                let policy = up_head
+                    .lines()
+                    .find(|l| keep_policy && l.starts_with("content-security-policy: "))
+                    .map(|l| format!("{l}\r\n"))
+                    .unwrap_or_default();
                 let mut body = body.to_string();
                 if path == "/devices" && !injected.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     body = body.replace("</body>", &format!("<script>{script}</script></body>"));
                 }
                 let _ = conn.write_all(
                     format!(
-                        "{status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
+                        "{status}\r\ncontent-type: {kind}\r\n{policy}content-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
                         body.len()
                     )
                     .as_bytes(),
@@ -767,7 +775,7 @@ fn a_filter_being_typed_survives_the_refresh() {
         b.swapped=String(+b.refreshes||0);now.blur();\
         setTimeout(()=>{b.resumed=String(+b.refreshes||0)},6000)},11000);"
         .to_string();
-    let port = proxy(agent.metrics_port, script);
+    let port = proxy(agent.metrics_port, script, false);
     let dom = support::chromium::run(
         dir.path(),
         &format!("http://127.0.0.1:{port}/devices"),
@@ -792,6 +800,67 @@ fn a_filter_being_typed_survives_the_refresh() {
         resumed.parse::<u32>().is_ok_and(|n| n >= 1),
         "no refresh in the 6 s after the box let go of the focus: {resumed}"
     );
+}
+
+/// The pages tell the browser to run their own refresh script and nothing else, and every
+/// answer to read as its content type says. In real chromium a script added to the page on
+/// its way (what a missed escape would let a device's name do) does not run; the page's
+/// own refresh does.
+#[test]
+fn in_a_real_browser_only_the_pages_own_script_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &quiet_config(dir.path()));
+    agent.wait_log("running: 1 source(s)", 1, WAIT);
+    let (code, head, body) = get(&agent, "/devices");
+    assert_eq!(code, 200, "{head}");
+    let script = between(&body, "<script>", "</script>").expect("the refresh script");
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(script));
+    let policy = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-security-policy: "))
+        .unwrap_or_else(|| panic!("no policy: {head}"));
+    assert!(
+        policy.contains(&format!("script-src 'sha256-{hash}';"))
+            && policy.starts_with("default-src 'none';")
+            && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
+    for path in ["/devices", "/metrics", "/api/status", "/nothing"] {
+        let (_, head, _) = get(&agent, path);
+        assert!(
+            head.contains("x-content-type-options: nosniff"),
+            "{path}: {head}"
+        );
+    }
+
+    let injected = "document.body.dataset.injected='ran'".to_string();
+    let port = proxy(agent.metrics_port, injected.clone(), true);
+    let url = format!("http://127.0.0.1:{port}/devices");
+    let dom = support::chromium::run(
+        dir.path(),
+        &url,
+        &["--dump-dom".into()],
+        Duration::from_secs(12),
+    );
+    assert!(
+        dom.contains("<body data-refreshes=\""),
+        "the page's own script did not run: {dom}"
+    );
+    assert!(
+        !dom.contains("data-injected"),
+        "the added script ran: {dom}"
+    );
+    // The same page without the policy: the added script runs (what the check above would
+    // miss if the proxy failed to add it).
+    let port = proxy(agent.metrics_port, injected, false);
+    let url = format!("http://127.0.0.1:{port}/devices");
+    let dom = support::chromium::run(
+        dir.path(),
+        &url,
+        &["--dump-dom".into()],
+        Duration::from_secs(1),
+    );
+    assert!(dom.contains("data-injected=\"ran\""), "{dom}");
 }
 
 /// The rendered DOM of `path` after two refreshes' worth of virtual time.

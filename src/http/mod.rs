@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER,
-    WWW_AUTHENTICATE,
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST,
+    REFERRER_POLICY, RETRY_AFTER, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -276,6 +276,16 @@ async fn respond(
             // Live numbers: never from a cache.
             a.headers_mut()
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if kind == crate::status::HTML {
+                a.headers_mut().insert(
+                    CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(crate::status::page_policy()),
+                );
+                a.headers_mut()
+                    .insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+                a.headers_mut()
+                    .insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            }
             a
         }
         None => answer(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
@@ -311,6 +321,10 @@ fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>
     *a.status_mut() = status;
     a.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Read as what it says it is, never as a page a browser guessed (a log line in plain
+    // text that looks like HTML).
+    a.headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     a
 }
 

@@ -6,6 +6,8 @@
 mod page;
 mod query;
 
+pub use page::policy as page_policy;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -118,6 +120,9 @@ impl View {
     }
 }
 
+/// The pages' content type ([`page_policy`] goes with it).
+pub const HTML: &str = "text/html; charset=utf-8";
+
 impl Status {
     pub fn new(metrics: Arc<Metrics>, facts: Facts) -> Status {
         Status { metrics, facts }
@@ -131,7 +136,6 @@ impl Status {
     /// page, see [`query`]).
     pub fn render(&self, view: View, query: Option<&str>, now: Moment) -> (&'static str, String) {
         const JSON: &str = "application/json";
-        const HTML: &str = "text/html; charset=utf-8";
         let json =
             |v: serde_json::Result<String>| v.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         match view {
