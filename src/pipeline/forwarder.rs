@@ -438,7 +438,7 @@ impl Forwarder {
             self.ledger.sink().flush(wait);
         }
         self.take_reports(deliveries)?;
-        self.ledger.spill_in_flight();
+        self.ledger.spill_in_flight(Instant::now());
         Ok(())
     }
 
