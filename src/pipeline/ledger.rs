@@ -3048,6 +3048,35 @@ pub(super) mod tests {
         assert!(ledger.idle());
     }
 
+    /// The buffer refusing writes, a record waits to go to the sink from memory; the
+    /// buffer's newest record cannot be read (to tell whether the drain has handed it
+    /// over): the record waits, and the problem `buffer_read_error` says why, until the
+    /// read works.
+    #[test]
+    fn a_refused_record_waits_on_an_unreadable_buffer_and_says_so() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_writes_fail(true);
+        store.set_seqs_back_fail(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        let fresh = Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(0)
+        };
+        ledger.take_to_buffer(vec![fresh], Counters::default(), ack(1));
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [0, 1]), 0);
+        assert_eq!(metrics.problems("buffer_read_error"), 2);
+        assert_eq!(ledger.held(), 1);
+        store.set_seqs_back_fail(false);
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [2]), 1);
+        assert_eq!(pkids(&mut pubacks), [1]);
+        assert_eq!(metrics.problems("buffer_read_error"), 2);
+    }
+
     /// A sink whose hub for recType "p" is missing (each such record is parked at hand-over)
     /// and that confirms every other record at once.
     struct Parking(crate::sink::Deliveries);
