@@ -1379,6 +1379,12 @@ impl Ledger {
         });
     }
 
+    /// At a stop, before the sink's last wait: records the buffer refuses go to it from
+    /// memory, as at a round's end ([`Ledger::send_unbuffered`]).
+    pub fn send_refused(&mut self, now: Instant) {
+        self.send_unbuffered(now);
+    }
+
     /// Group commit. Take the outcome of the running flush, if it is done; with none running,
     /// start one if anything was written (or with `force`, or for deletions due a sync): the
     /// acknowledgements waiting so far are released when it is done. With nothing written

@@ -1005,7 +1005,7 @@ impl World {
                 self.tick();
             }
             Step::Rotate => {
-                self.settle();
+                self.settle(false);
                 let new = ModelSink::new(&self.broker);
                 drop(self.ledger().replace_sink(Box::new(new)));
                 self.take_reports();
@@ -1019,7 +1019,7 @@ impl World {
                         self.offer(u, true);
                     }
                 }
-                self.settle();
+                self.settle(true);
                 let now = self.now;
                 let outcome = self.ledger().commit(now, true);
                 if outcome.is_err() {
@@ -1061,9 +1061,15 @@ impl World {
         self.round();
     }
 
-    /// The shell's settle: the sink's flush (the broker writes nothing more), its reports,
-    /// then what is still in flight into the buffer.
-    fn settle(&mut self) {
+    /// The shell's settle: the reports the sink has, at a stop (`stopping`) records the
+    /// buffer refuses sent from memory, the sink's flush (the broker writes nothing more),
+    /// its reports, then what is still in flight into the buffer.
+    fn settle(&mut self, stopping: bool) {
+        self.take_reports();
+        if stopping {
+            let now = self.now;
+            self.ledger().send_refused(now);
+        }
         self.ledger().sink().flush(Duration::from_secs(5));
         self.take_reports();
         let now = self.now;
