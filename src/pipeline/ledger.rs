@@ -1296,6 +1296,12 @@ impl Ledger {
             });
             return;
         }
+        if self.health.unpark_expired(now) {
+            // As in the drain, which may not have run (a dead letter waiting for the disk):
+            // the cursor passed over the buffered records of a recType whose park ran out,
+            // and they go before its records here.
+            self.drain_cursor = None;
+        }
         let drained = match self.buffer.newest_seq() {
             Ok(newest) => newest.is_none_or(|n| self.drain_cursor.is_some_and(|c| c >= n)),
             Err(e) => {
@@ -3184,6 +3190,78 @@ pub(super) mod tests {
         assert!(!ledger.accepting());
         assert_eq!(metrics.problems("input_held"), 2, "the last two rounds");
         assert_eq!(acked.len(), 3600, "no parked record acknowledged");
+    }
+
+    /// A sink that parks recType "p" (its hub missing) while `parked` is set and confirms
+    /// every other record at once, keeping the bodies it is sent.
+    struct ParksWhile {
+        parked: Arc<std::sync::atomic::AtomicBool>,
+        bodies: Arc<std::sync::Mutex<Vec<String>>>,
+        deliveries: crate::sink::Deliveries,
+    }
+
+    impl Sink for ParksWhile {
+        fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+            if rec.rec_type == "p" && self.parked.load(std::sync::atomic::Ordering::Relaxed) {
+                let missing = crate::sink::refusal::Setup::default().missing("p");
+                return Err(SinkError::Park(missing));
+            }
+            self.bodies.lock().unwrap().push(rec.body.clone());
+            let _ = self.deliveries.send(Delivery {
+                seq,
+                result: Ok(100),
+            });
+            Ok(())
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// A recType's buffered record the drain passed over while it was parked, and a newer
+    /// record of it that the refusing disk leaves in memory: once the park runs out, the
+    /// buffered one goes first even while a dead letter waits for the disk (the drain
+    /// waiting for it), not the one in memory ahead of it.
+    #[test]
+    fn a_parked_record_in_memory_waits_for_its_older_buffered_ones_behind_a_dead_letter() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        let mut buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let of = |rec_type: &str, n: u32| Record {
+            rec_type: rec_type.into(),
+            created_ms: ms_since_epoch(w0),
+            body: n.to_string(),
+            ..record(n)
+        };
+        buffer.push(0, &of("p", 0)).unwrap();
+        let parked = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = ParksWhile {
+            parked: parked.clone(),
+            bodies: bodies.clone(),
+            deliveries: tx,
+        };
+        let mut ledger =
+            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (ack, mut pubacks) = pubacks();
+        let missing = crate::sink::refusal::Setup::default().missing("p");
+        ledger.park("p", missing, t0);
+        ledger.end_round(t0).unwrap();
+        store.set_writes_fail(true);
+        ledger.take(vec![of(DEAD_LETTER, 1)], Counters::default(), ack(1), t0);
+        ledger.take(vec![of("p", 2)], Counters::default(), ack(2), t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(ledger.held(), 2, "the dead letter and #2 wait in memory");
+        parked.store(false, std::sync::atomic::Ordering::Relaxed);
+        rounds(&mut ledger, &mut reports, now, [2, 3]);
+        store.set_writes_fail(false);
+        rounds(&mut ledger, &mut reports, now, 4..=40);
+        assert_eq!(bodies.lock().unwrap().join(","), "0,2");
+        assert_eq!(pkids(&mut pubacks), [1, 2]);
+        assert!(ledger.idle());
     }
 
     /// A record the sink refuses for good is dead-lettered as an excerpt of a few hundred
