@@ -1364,16 +1364,19 @@ impl Ledger {
     /// which recTypes hold it.
     fn set_parked_aside(&mut self, now: Instant) {
         let mut types = BTreeSet::new();
-        let mut bytes = 0;
+        let (mut bytes, mut before_last) = (0, 0);
         for w in self.waiting.values() {
             if !self.health.is_parked(&w.record.rec_type, now) {
                 return;
             }
             types.insert(w.record.rec_type.as_str());
+            before_last = bytes;
             bytes += size(&w.record);
         }
         let held = self.waiting.len();
-        if held <= self.max_in_flight && bytes <= self.max_in_flight_bytes {
+        // As the window: the record that crosses the byte bound is still set aside, so one
+        // larger than it is set aside alone.
+        if held <= self.max_in_flight && before_last < self.max_in_flight_bytes {
             self.parked_aside = held;
             return;
         }
@@ -3190,6 +3193,66 @@ pub(super) mod tests {
         assert!(!ledger.accepting());
         assert_eq!(metrics.problems("input_held"), 2, "the last two rounds");
         assert_eq!(acked.len(), 3600, "no parked record acknowledged");
+    }
+
+    /// A parked record larger than `max_in_flight_bytes`, alone, does not hold input while
+    /// the card refuses writes, as the window lets one larger record go alone; a second
+    /// record of it, past the bound, does.
+    #[test]
+    fn one_parked_record_larger_than_the_byte_bound_does_not_hold_input() {
+        let cfg = BufferConfig {
+            max_in_flight_bytes: 7,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_writes_fail(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let of = |rec_type: &str, n: u32| Record {
+            rec_type: rec_type.into(),
+            created_ms: ms_since_epoch(w0),
+            body: "x".repeat(100),
+            ..record(n)
+        };
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let mut ledger = Ledger::new(
+            &cfg,
+            16,
+            buffer,
+            Box::new(Parking(tx)),
+            metrics.clone(),
+            now,
+            1,
+        )
+        .unwrap();
+        let (ack, mut pubacks) = pubacks();
+        ledger.take(vec![of("p", 0)], Counters::default(), ack(0), t0);
+        ledger.end_round(t0).unwrap();
+        let mut took = 0;
+        for s in 1..=100 {
+            let t = t0 + Duration::from_secs(s);
+            ledger.clock(true, t, w0 + Duration::from_secs(s));
+            if ledger.accepting() {
+                let n = s as u32;
+                ledger.take(vec![of("t", n)], Counters::default(), ack(n as u16), t);
+                took += 1;
+            }
+            ledger.tick(t);
+            ledger.end_round(t).unwrap();
+            while let Ok(d) = reports.try_recv() {
+                ledger.delivered(d, t).unwrap();
+            }
+        }
+        assert_eq!(took, 100, "rounds that took input");
+        assert_eq!(pkids(&mut pubacks), (1..=100).collect::<Vec<u16>>());
+        assert_eq!((ledger.held(), metrics.problems("input_held")), (1, 0));
+        let t = t0 + Duration::from_secs(101);
+        ledger.take(vec![of("p", 101)], Counters::default(), ack(101), t);
+        ledger.end_round(t).unwrap();
+        assert!(!ledger.accepting(), "two records past the byte bound");
+        assert_eq!(metrics.problems("input_held"), 1);
     }
 
     /// A sink that parks recType "p" (its hub missing) while `parked` is set and confirms
