@@ -771,8 +771,11 @@ impl Ledger {
                 self.hold(Some(seq), kept_if(stored, acks));
             }
         }
-        // Everything up to the mark is in the buffer (or in flight and confirmed later).
+        // Everything up to the mark is in the buffer (or in flight and confirmed later). A
+        // refusal streak is over too, if nothing was left to write (all of it confirmed from
+        // memory): the next refusal is a new one, counted and tried again after 1 s.
         self.spill_mark = None;
+        self.refusing = None;
     }
 
     /// Whether the clock is trusted (see [`crate::clock::trusted`]), and the time it shows
@@ -3193,6 +3196,42 @@ pub(super) mod tests {
         assert!(!ledger.accepting());
         assert_eq!(metrics.problems("input_held"), 2, "the last two rounds");
         assert_eq!(acked.len(), 3600, "no parked record acknowledged");
+    }
+
+    /// A refusal episode that ended with everything confirmed from memory, and nothing
+    /// pushed since, is over: a refusal an hour later is counted again as a problem and
+    /// the buffer tried again after 1 s, not on the old streak's doubled delay.
+    #[test]
+    fn a_refusal_after_an_episode_confirmed_from_memory_is_a_new_one() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_writes_fail(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        let fresh = |n| Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(n)
+        };
+        ledger.take_to_buffer(vec![fresh(0)], Counters::default(), ack(1));
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [0]), 1);
+        assert_eq!(pkids(&mut pubacks), [1]);
+        store.set_writes_fail(false);
+        rounds(&mut ledger, &mut reports, now, 1..=3600);
+        assert!(ledger.idle() && ledger.quiet());
+        store.set_writes_fail(true);
+        ledger.take_to_buffer(vec![fresh(1)], Counters::default(), ack(2));
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [3601]), 1);
+        assert_eq!(metrics.problems("buffer_write_error"), 2);
+        assert_eq!(metrics.problems("buffer_bypassed"), 2);
+        // Tried again after 1 s: the record is buffered, not sent from memory.
+        store.set_writes_fail(false);
+        ledger.take_to_buffer(vec![fresh(2)], Counters::default(), ack(3));
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [3602, 3603]), 1);
+        assert_eq!(metrics.problems("buffer_bypassed"), 2);
+        assert_eq!(pkids(&mut pubacks), [2, 3]);
     }
 
     /// A parked record larger than `max_in_flight_bytes`, alone, does not hold input while
