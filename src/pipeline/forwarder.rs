@@ -423,8 +423,9 @@ impl Forwarder {
     /// confirmation among them shows it up. A sink not known to be up then gets
     /// [`SHUTDOWN_FLUSH_NOT_UP`]: waiting for confirmations that cannot come would hold
     /// every stop (and key rotation) for [`SHUTDOWN_FLUSH`]. A record it would still have
-    /// confirmed is sent again from the buffer, a duplicate. At a stop (`stopping`), records
-    /// the buffer refuses go to a sink that confirms first, as in a round, as far as the
+    /// confirmed is sent again from the buffer, a duplicate. At a stop (`stopping`), what waits
+    /// for the buffer is tried there at once, and records it refuses go to a sink that
+    /// confirms first, as in a round, as far as the
     /// window the reports left takes them: the wait covers them too.
     fn settle(
         &mut self,
@@ -1182,6 +1183,42 @@ mod tests {
             .collect();
         assert_eq!(acked, [0, 1]);
         assert_eq!(metrics.delivered.get("t"), Some(2));
+    }
+
+    /// A card that refuses writes for the first time at a stop, the sink confirming: the
+    /// records taken then (frames from the queues) are tried at the buffer before the
+    /// sink's last wait, so they go to it from memory and are acknowledged on their
+    /// confirmation, not left unacknowledged.
+    #[test]
+    fn a_card_refusing_first_at_a_stop_sends_to_a_confirming_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+        let (mut fwd, metrics) = forwarder_of(
+            "[sink]\ntype = \"stdout\"\n",
+            Box::new(store),
+            Box::new(sink),
+        );
+        let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
+        let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
+        let fresh = |n| crate::record::Record {
+            created_ms: crate::record::ms_since_epoch(SystemTime::now()),
+            ..record(n)
+        };
+        for pkid in 0..2 {
+            let records = vec![fresh(pkid.into())];
+            fwd.ledger
+                .take_to_buffer(records, Counters::default(), ack(pkid));
+        }
+        fwd.shutdown(inputs(deliveries)).unwrap();
+        drop(ack);
+        let acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
+            .map(|a| a.pkid)
+            .collect();
+        assert_eq!(acked, [0, 1]);
+        assert_eq!(metrics.delivered.get("t"), Some(2));
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
     }
 
     /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves

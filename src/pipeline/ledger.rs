@@ -1391,9 +1391,12 @@ impl Ledger {
         });
     }
 
-    /// At a stop, before the sink's last wait: records the buffer refuses go to it from
-    /// memory, as at a round's end ([`Ledger::send_unbuffered`]).
+    /// At a stop, before the sink's last wait: what waits for the buffer (frames taken at
+    /// the stop among it) is tried there at once, so a card refusing for the first time now
+    /// is found before the wait; records the buffer refuses go to the sink from memory, as
+    /// at a round's end ([`Ledger::send_unbuffered`]).
     pub fn send_refused(&mut self, now: Instant) {
+        self.store_waiting(now, true);
         self.send_unbuffered(now);
     }
 
