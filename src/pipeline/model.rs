@@ -675,12 +675,18 @@ struct World {
     /// but no longer buffered (delivered, and a second crash came before its copy was
     /// taken), or a restart finds more of them buffered than its dedup is seeded with.
     durable_unacked: usize,
-    /// Records a restart found delivered while their uplink of several records, none of
-    /// them buffered, was not acknowledged: an uplink sent from memory is acknowledged only
-    /// once its last record is confirmed, which may come a while later while the disk
-    /// refuses records (they go one by one as the window opens), so the broker sends the
-    /// uplink again, the records confirmed before included.
+    /// Records a restart found confirmed while their uplink of several records, none of
+    /// them buffered, was not acknowledged, in a run during which the disk refused
+    /// records: an uplink sent from memory is acknowledged only once its last record is
+    /// confirmed, which may come a while later (they go one by one as the window opens), so
+    /// the broker sends the uplink again, the records confirmed before included. Only those
+    /// confirmed before the run ended: the records a crash writes (in flight, not
+    /// reported) are counted per restart already.
     delivered_beside_held: usize,
+    /// The disk refused records at some point of this run.
+    refused_in_run: bool,
+    /// The broker's log as the run ended, before a crash wrote what was in flight.
+    log_at_end: Option<BTreeSet<Rec>>,
     /// Drops counted by the runs before this one.
     drops_before: u64,
     /// The records every run's buffer dropped, named as each drop was counted
@@ -716,6 +722,8 @@ impl World {
             seeded_unacked: BTreeSet::new(),
             durable_unacked: 0,
             delivered_beside_held: 0,
+            refused_in_run: false,
+            log_at_end: None,
             drops_before: 0,
             drop_log: Arc::default(),
             timed_out: false,
@@ -785,8 +793,10 @@ impl World {
             .count();
         self.seeded_unacked
             .extend(buffered.iter().filter(|r| self.unacked.contains(&r.0)));
-        {
-            let log: BTreeSet<Rec> = self.broker.lock().unwrap().log.iter().copied().collect();
+        let log_at_end = self.log_at_end.take();
+        if std::mem::replace(&mut self.refused_in_run, disk.append_fails) {
+            let log = log_at_end
+                .unwrap_or_else(|| self.broker.lock().unwrap().log.iter().copied().collect());
             self.delivered_beside_held += (self.unacked.iter())
                 .filter(|&&u| parts(u) > 1 && !records_of(u).any(|r| buffered.contains(&r)))
                 .flat_map(|&u| records_of(u).filter(|r| log.contains(r)))
@@ -1032,7 +1042,10 @@ impl World {
             }
             Step::FlushFails(fails) => self.disk.lock().unwrap().flush_fails = fails,
             Step::DeadLetterFails(fails) => self.disk.lock().unwrap().dead_letter_fails = fails,
-            Step::AppendFails(fails) => self.disk.lock().unwrap().append_fails = fails,
+            Step::AppendFails(fails) => {
+                self.disk.lock().unwrap().append_fails = fails;
+                self.refused_in_run |= fails;
+            }
             Step::SyncFails { kept } => self.disk.lock().unwrap().sync_fails = Some(kept),
             Step::Flushed { late, round } => {
                 self.disk.lock().unwrap().finish_flush(late);
@@ -1079,6 +1092,7 @@ impl World {
     fn crash(&mut self, written: bool) {
         {
             let mut b = self.broker.lock().unwrap();
+            self.log_at_end = Some(b.log.iter().copied().collect());
             if written {
                 // A stopped producer writes nothing more (gap-less).
                 let held: Vec<Rec> = b
@@ -1191,8 +1205,10 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     for step in &steps {
         w.apply(step);
         w.check_acked_are_durable()?;
+        // The window and the parked records set aside beside it while the disk refuses
+        // records (each up to `max_in_flight`), and a round's input on top.
         let held = w.ledger().held();
-        let bound = settings.max_in_flight + usize::from(TAKE_MAX * PARTS_MAX);
+        let bound = 2 * settings.max_in_flight + usize::from(TAKE_MAX * PARTS_MAX);
         prop_assert!(
             held <= bound,
             "{held} records held in memory (bound {bound})"
@@ -1247,8 +1263,11 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     // one per copy of an uplink whose acknowledgement a restart lost (it waited for a flush
     // that failed), and one per record a restart found buffered but not acknowledged (its
     // flush was not done) that a later restart finds unacknowledged and no longer buffered,
-    // or that the restart's dedup was not seeded with. A restart's dedup that forgets what
-    // it found buffered (Dedup::seed, recent_ids) fails this.
+    // or that the restart's dedup was not seeded with; and one per record confirmed before
+    // a run that the disk refused records in ended, of an uplink of several records none of
+    // them buffered that was not acknowledged (sent from memory, record by record). A
+    // restart's dedup that forgets what it found buffered (Dedup::seed, recent_ids) fails
+    // this.
     let duplicates = b.log.len() - delivered.len();
     let per_restart = settings.max_in_flight + settings.max_in_flight / 2;
     let bound = w.restarts * per_restart
