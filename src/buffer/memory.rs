@@ -22,6 +22,9 @@ pub struct MemoryStore {
     writes_fail: Arc<AtomicBool>,
     /// A pretend disk that refuses removals, likewise.
     removes_fail: Arc<AtomicBool>,
+    /// A pretend disk on which the records' keys, read newest first, cannot be read,
+    /// likewise.
+    seqs_back_fail: Arc<AtomicBool>,
     /// A pretend disk that refuses state writes under keys starting with this, likewise.
     state_fails: Arc<Mutex<Option<Vec<u8>>>>,
     /// A pretend disk on which these records' bodies cannot be read, for want of a resource
@@ -61,6 +64,10 @@ impl MemoryStore {
 
     pub fn set_writes_fail(&self, fail: bool) {
         self.writes_fail.store(fail, Ordering::Relaxed);
+    }
+
+    pub fn set_seqs_back_fail(&self, fail: bool) {
+        self.seqs_back_fail.store(fail, Ordering::Relaxed);
     }
 
     pub fn set_removes_fail(&self, fail: bool) {
@@ -176,6 +183,9 @@ impl Store for MemoryStore {
     }
 
     fn seqs_back(&self, limit: usize) -> Result<Vec<u64>, BufferError> {
+        if self.seqs_back_fail.load(Ordering::Relaxed) {
+            return Err(BufferError::Storage("the disk refuses the read".into()));
+        }
         Ok(self.map.keys().rev().take(limit).copied().collect())
     }
 

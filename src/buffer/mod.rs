@@ -528,6 +528,12 @@ impl Buffer {
         self.store.last_seq()
     }
 
+    /// The newest buffered record's sequence number (`None`: none is buffered); no body is
+    /// read.
+    pub fn newest_seq(&self) -> Result<Option<u64>, BufferError> {
+        Ok(self.store.seqs_back(1)?.first().copied())
+    }
+
     pub fn push(&mut self, seq: u64, rec: &Record) -> Result<Pushed, BufferError> {
         let value = encode(rec);
         let need = value.len() as u64;

@@ -95,6 +95,7 @@ impl Current {
         }) {
             self.file
                 .write_all_at(&entry[..entry.len() / 2], self.end)?;
+            REFUSED.with(|r| r.set(r.get() + 1));
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         self.file.write_all_at(entry, self.end)
@@ -107,6 +108,8 @@ thread_local! {
     /// that refuses writes at those files' tails.
     static FAILING: std::cell::RefCell<Option<std::ops::RangeInclusive<u32>>> =
         const { std::cell::RefCell::new(None) };
+    /// Appends failed that way on this thread since the last [`failing_appends_in`].
+    static REFUSED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Appends on this thread to a segment numbered in `numbers` fail from now on, each after
@@ -122,6 +125,7 @@ fn fail_appends_in(numbers: Option<std::ops::RangeInclusive<u32>>) {
 #[cfg(test)]
 #[must_use = "appends fail only until the guard is dropped"]
 pub fn failing_appends_in(numbers: std::ops::RangeInclusive<u32>) -> FailingAppends {
+    REFUSED.with(|r| r.set(0));
     fail_appends_in(Some(numbers));
     FailingAppends
 }
@@ -129,6 +133,14 @@ pub fn failing_appends_in(numbers: std::ops::RangeInclusive<u32>) -> FailingAppe
 /// See [`failing_appends_in`].
 #[cfg(test)]
 pub struct FailingAppends;
+
+#[cfg(test)]
+impl FailingAppends {
+    /// The appends that failed so far.
+    pub fn refused(&self) -> u64 {
+        REFUSED.with(std::cell::Cell::get)
+    }
+}
 
 #[cfg(test)]
 impl Drop for FailingAppends {

@@ -397,7 +397,7 @@ impl Forwarder {
         sink: Box<dyn Sink>,
         deliveries: &mut UnboundedReceiver<Delivery>,
     ) -> Result<(), BufferError> {
-        self.settle(deliveries)?;
+        self.settle(deliveries, false)?;
         // Dropped first: its last reports are in before they are taken below (what it
         // still held is in the buffer since `settle`, and is sent from there).
         drop(self.ledger.replace_sink(sink));
@@ -423,11 +423,21 @@ impl Forwarder {
     /// confirmation among them shows it up. A sink not known to be up then gets
     /// [`SHUTDOWN_FLUSH_NOT_UP`]: waiting for confirmations that cannot come would hold
     /// every stop (and key rotation) for [`SHUTDOWN_FLUSH`]. A record it would still have
-    /// confirmed is sent again from the buffer, a duplicate.
-    fn settle(&mut self, deliveries: &mut UnboundedReceiver<Delivery>) -> Result<(), BufferError> {
+    /// confirmed is sent again from the buffer, a duplicate. At a stop (`stopping`), what waits
+    /// for the buffer is tried there at once, and records it refuses go to a sink that
+    /// confirms first, as in a round, as far as the
+    /// window the reports left takes them: the wait covers them too.
+    fn settle(
+        &mut self,
+        deliveries: &mut UnboundedReceiver<Delivery>,
+        stopping: bool,
+    ) -> Result<(), BufferError> {
         if self.ledger.has_in_flight() {
             self.ledger.sink().serve();
             self.take_reports(deliveries)?;
+        }
+        if stopping {
+            self.ledger.send_refused(Instant::now());
         }
         if self.ledger.has_in_flight() {
             let wait = if self.ledger.sink_not_up() {
@@ -438,7 +448,7 @@ impl Forwarder {
             self.ledger.sink().flush(wait);
         }
         self.take_reports(deliveries)?;
-        self.ledger.spill_in_flight();
+        self.ledger.spill_in_flight(Instant::now());
         Ok(())
     }
 
@@ -458,7 +468,7 @@ impl Forwarder {
                 self.ledger.take_to_buffer(records, counters, f.ack);
             }
         }
-        self.settle(&mut inp.deliveries)?;
+        self.settle(&mut inp.deliveries, true)?;
         self.ledger.commit(Instant::now(), true)?;
         let lost = self.ledger.unbuffered();
         if lost > 0 {
@@ -1134,6 +1144,81 @@ mod tests {
             };
             assert_eq!(ids, unconfirmed, "{at_stop:?}");
         }
+    }
+
+    /// A stop while the card refuses writes and the sink confirms: a record waiting behind
+    /// the full window (one record here) goes to the sink from memory once the reports
+    /// free it, and is acknowledged on its confirmation, not left unacknowledged (an MQTT
+    /// message sent again, a serial or UDP frame lost).
+    #[test]
+    fn a_stop_sends_records_the_buffer_refuses_to_a_confirming_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+        let (mut fwd, metrics) = forwarder_of(
+            "[buffer]\nmax_in_flight = 1\n[sink]\ntype = \"stdout\"\n",
+            Box::new(store),
+            Box::new(sink),
+        );
+        let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
+        let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
+        let now = Instant::now();
+        let fresh = |n| crate::record::Record {
+            created_ms: crate::record::ms_since_epoch(SystemTime::now()),
+            ..record(n)
+        };
+        for pkid in 0..2 {
+            let records = vec![fresh(pkid.into())];
+            fwd.ledger
+                .take(records, Counters::default(), ack(pkid), now);
+        }
+        fwd.ledger.end_round(now).unwrap();
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
+        assert!(pubacks.try_recv().is_err(), "acknowledged early");
+        fwd.shutdown(inputs(deliveries)).unwrap();
+        drop(ack);
+        let acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
+            .map(|a| a.pkid)
+            .collect();
+        assert_eq!(acked, [0, 1]);
+        assert_eq!(metrics.delivered.get("t"), Some(2));
+    }
+
+    /// A card that refuses writes for the first time at a stop, the sink confirming: the
+    /// records taken then (frames from the queues) are tried at the buffer before the
+    /// sink's last wait, so they go to it from memory and are acknowledged on their
+    /// confirmation, not left unacknowledged.
+    #[test]
+    fn a_card_refusing_first_at_a_stop_sends_to_a_confirming_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let store = crate::buffer::SledStore::open(dir.path()).unwrap();
+        let (mut fwd, metrics) = forwarder_of(
+            "[sink]\ntype = \"stdout\"\n",
+            Box::new(store),
+            Box::new(sink),
+        );
+        let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
+        let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
+        let fresh = |n| crate::record::Record {
+            created_ms: crate::record::ms_since_epoch(SystemTime::now()),
+            ..record(n)
+        };
+        for pkid in 0..2 {
+            let records = vec![fresh(pkid.into())];
+            fwd.ledger
+                .take_to_buffer(records, Counters::default(), ack(pkid));
+        }
+        fwd.shutdown(inputs(deliveries)).unwrap();
+        drop(ack);
+        let acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
+            .map(|a| a.pkid)
+            .collect();
+        assert_eq!(acked, [0, 1]);
+        assert_eq!(metrics.delivered.get("t"), Some(2));
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
     }
 
     /// A round of frames whose decoding is slow keeps the watchdog fed: the heartbeat moves

@@ -17,7 +17,10 @@
 //!   record is stored only with every older record that is not confirmed yet, so after a
 //!   crash the buffer never holds a record whose older sibling is gone;
 //! - once anything is buffered or waiting, new records queue behind it, and the buffer
-//!   drains in order, each record deleted on its delivery report.
+//!   drains in order, each record deleted on its delivery report;
+//! - records the buffer refuses to write (a disk error) go to the sink from memory while it
+//!   confirms, once the drain has handed it every buffered record, and are acknowledged on
+//!   their delivery report ([`Ledger::send_unbuffered`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -119,6 +122,15 @@ pub struct Ledger {
     dirty: bool,
     /// The last flush failed (and the run goes on): what waits for one is bounded.
     flush_failing: bool,
+    /// The buffer's latest write of a record failed (an error of the disk, a full file
+    /// system's too; not a full buffer, which is `Pushed::Full`), and when to try it again:
+    /// meanwhile the records waiting for it go to the sink from memory while it confirms
+    /// ([`Ledger::send_unbuffered`]). Cleared by the next write the buffer answers.
+    refusing: Option<Refusing>,
+    /// Records of parked recTypes left waiting by the last [`Ledger::send_unbuffered`],
+    /// within the in-flight bounds: they do not hold input (`accepting`), as a parked
+    /// recType's buffered records do not; reset once anything else waits.
+    parked_aside: usize,
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
     /// The wall clock at an instant, as last read while trusted: record ages follow the time
@@ -144,6 +156,19 @@ pub struct Ledger {
     /// The trusted reading kept in the buffer's state.
     kept_reading: Option<Reading>,
 }
+
+/// The buffer refuses writes: the try after the one at `retry_at` waits `delay` (doubled
+/// each time, up to [`WRITE_RETRY_MAX`]).
+struct Refusing {
+    retry_at: Instant,
+    delay: Duration,
+}
+
+/// How long a write the buffer refused waits before the buffer is tried again, first and at
+/// most: a failing card's write can take seconds in the kernel's retries, on the forwarder's
+/// thread, and each round (up to ten a second) would make one.
+const WRITE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// A reading of a trusted clock further ahead than the monotonic clock moved since the last
 /// is a step (NTP slews smaller differences, at most 0.5 ms a second).
@@ -221,6 +246,8 @@ impl Ledger {
             syncing_fcnts: Vec::new(),
             dirty: left_over,
             flush_failing: false,
+            refusing: None,
+            parked_aside: 0,
             drain_cursor: None,
             wall_at: now,
             clock_synchronized: true,
@@ -261,7 +288,8 @@ impl Ledger {
     }
 
     /// New input may be taken: nothing waits for room in the buffer or for a write the disk
-    /// refused, and, while flushes fail, fewer than `max_in_flight` acknowledgements and
+    /// refused (but records of parked recTypes set aside, [`Ledger::send_unbuffered`]), and,
+    /// while flushes fail, fewer than `max_in_flight` acknowledgements and
     /// frame counters wait for one (each input adds to them until a flush works again).
     pub fn accepting(&self) -> bool {
         let held = || {
@@ -270,7 +298,7 @@ impl Ledger {
                 + self.pending_fcnts.len()
                 + self.syncing_fcnts.len()
         };
-        self.waiting.is_empty()
+        self.waiting.len() == self.parked_aside
             && self.unwritten.is_empty()
             && !(self.flush_failing && held() >= self.max_in_flight)
     }
@@ -626,6 +654,7 @@ impl Ledger {
     /// Into the buffer (at the next [`Ledger::store_waiting`]), in sequence order.
     fn wait(&mut self, seq: u64, record: Record, acks: Vec<Ack>) {
         self.waiting.insert(seq, Waiting { record, acks });
+        self.parked_aside = 0;
         self.spill_through(seq);
     }
 
@@ -644,12 +673,18 @@ impl Ledger {
     /// The one path into the buffer: every record up to the spill mark that is neither
     /// confirmed nor buffered yet, oldest first, stopping at the first that does not fit
     /// (nothing newer may be stored, and so acknowledged, before it). A stored record's
-    /// sources are acknowledged at the next commit.
-    fn store_waiting(&mut self) {
+    /// sources are acknowledged at the next commit. While the buffer refuses writes, it is
+    /// tried again only once the delay since its last refusal is over (`at_once`: now), and
+    /// the refusal counted once a streak.
+    fn store_waiting(&mut self, now: Instant, at_once: bool) {
         self.write_unwritten();
         let Some(mark) = self.spill_mark else {
             return;
         };
+        if !at_once && self.refusing.as_ref().is_some_and(|r| now < r.retry_at) {
+            return;
+        }
+        self.parked_aside = 0;
         let mut seqs: Vec<u64> = self.waiting.keys().copied().collect();
         let waiting = seqs.len();
         seqs.extend(
@@ -658,7 +693,7 @@ impl Ledger {
                 .filter(|(_, f)| !f.in_buffer)
                 .map(|(s, _)| *s),
         );
-        if waiting > 0 && seqs.len() > waiting {
+        if waiting > 0 && seqs.len() > waiting && self.refusing.is_none() {
             let older = seqs.len() - waiting;
             self.metrics
                 .log_limited(log::Level::Warn, "spill_older", || {
@@ -673,31 +708,49 @@ impl Ledger {
                 Some(w) => &w.record,
                 None => &self.in_flight[&seq].record,
             };
-            let stored = match self.buffer.push(seq, record) {
-                Ok(Pushed::Stored) => true,
-                Ok(Pushed::Dropped) => false,
-                Ok(Pushed::Full) => return,
+            let pushed = match self.buffer.push(seq, record) {
+                Ok(pushed) => pushed,
+                Err(e) => {
+                    // Not acknowledged: the records go to the sink from memory while it
+                    // confirms, else wait in memory ([`Ledger::send_unbuffered`]). And flush,
+                    // which ends the run if the store can no longer write at all
+                    // ([`Ledger::refused`]).
+                    self.refused();
+                    let streak = self.refusing.take();
+                    let delay = streak
+                        .as_ref()
+                        .map_or(WRITE_RETRY_FIRST, |r| (r.delay * 2).min(WRITE_RETRY_MAX));
+                    let text = || {
+                        format!("cannot write to the buffer: {e}; trying again in {delay:?}: records go to the sink from memory while it confirms, else are held in memory, unacknowledged")
+                    };
+                    if streak.is_some() {
+                        (self.metrics).log_limited(log::Level::Warn, "buffer_write_error", text);
+                    } else {
+                        self.metrics.problem("buffer_write_error", text);
+                    }
+                    self.refusing = Some(Refusing {
+                        retry_at: now + delay,
+                        delay,
+                    });
+                    return;
+                }
+            };
+            self.refusing = None;
+            let stored = match pushed {
+                Pushed::Stored => true,
+                Pushed::Dropped => false,
+                Pushed::Full => return,
                 // A record no buffer holds: one waiting for the sink reaches it only
                 // through the buffer, so it is dropped (or, under `block`, every newer record
                 // would wait behind it for good); under `block`, one in flight stays
                 // unacknowledged until its sink confirms it, as if the buffer were full.
-                Ok(Pushed::TooLarge { bytes })
+                Pushed::TooLarge { bytes }
                     if self.waiting.contains_key(&seq) || !self.buffer.blocks() =>
                 {
                     self.buffer.drop_too_large(&record.id, bytes);
                     false
                 }
-                Ok(Pushed::TooLarge { .. }) => return,
-                Err(e) => {
-                    // A full or failing disk behaves like a full buffer: hold, don't
-                    // acknowledge; and flush, which ends the run if the store can no longer
-                    // write at all ([`Ledger::refused`]).
-                    self.metrics.problem("buffer_write_error", || {
-                        format!("cannot write to the buffer: {e}; holding records in memory")
-                    });
-                    self.refused();
-                    return;
-                }
+                Pushed::TooLarge { .. } => return,
             };
             if stored {
                 self.dirty = true;
@@ -718,8 +771,11 @@ impl Ledger {
                 self.hold(Some(seq), kept_if(stored, acks));
             }
         }
-        // Everything up to the mark is in the buffer (or in flight and confirmed later).
+        // Everything up to the mark is in the buffer (or in flight and confirmed later). A
+        // refusal streak is over too, if nothing was left to write (all of it confirmed from
+        // memory): the next refusal is a new one, counted and tried again after 1 s.
         self.spill_mark = None;
+        self.refusing = None;
     }
 
     /// Whether the clock is trusted (see [`crate::clock::trusted`]), and the time it shows
@@ -961,12 +1017,12 @@ impl Ledger {
     }
 
     /// Everything in flight that is not confirmed goes into the buffer (before a sink is
-    /// replaced, and at shutdown).
-    pub fn spill_in_flight(&mut self) {
+    /// replaced, and at shutdown), tried at once even while the buffer refuses writes.
+    pub fn spill_in_flight(&mut self, now: Instant) {
         if let Some(&last) = self.in_flight.keys().next_back() {
             self.spill_through(last);
         }
-        self.store_waiting();
+        self.store_waiting(now, true);
     }
 
     /// The sink, for the shell: its `tick` and `flush`.
@@ -1078,9 +1134,10 @@ impl Ledger {
     /// none, the record leaves the buffer), then its frame counters are kept and its sources
     /// acknowledged with the next flush. A write the disk refuses keeps the record (in the
     /// buffer, if it is there) and its acknowledgements, and is done again first in each
-    /// round ([`Ledger::write_unwritten`]): as with a record that cannot be buffered, no new
-    /// input is taken meanwhile (a batch being taken goes on), and the drain waits; records
-    /// taken before are still sent or buffered. Returns whether it was written.
+    /// round ([`Ledger::write_unwritten`]): no new input is taken meanwhile (a batch being
+    /// taken goes on), and the drain waits; records taken before are still sent (from
+    /// memory too, while the buffer refuses them: [`Ledger::send_unbuffered`]) or buffered.
+    /// Returns whether it was written.
     fn left_for_good(&mut self, seq: u64, mut leaving: Leaving) -> bool {
         let letter = match &leaving.letter {
             Some(letter) => self.buffer.dead_letter(seq, letter),
@@ -1169,15 +1226,7 @@ impl Ledger {
                 continue;
             }
             if self.expired(seq, record.created_ms, now_ms) {
-                #[cfg(test)]
-                self.buffer.note_drop(|| record.id.clone());
-                self.metrics.dropped_expired.inc();
-                self.metrics.problem("expired", || {
-                    format!(
-                        "record {} of {} is older than max_age: dropped",
-                        record.id, record.key
-                    )
-                });
+                self.expire(&record);
                 self.buffer.remove(seq)?;
                 continue;
             }
@@ -1199,13 +1248,156 @@ impl Ledger {
         Ok(())
     }
 
+    /// `record` is older than `max_age`: dropped, counted.
+    fn expire(&self, record: &Record) {
+        #[cfg(test)]
+        self.buffer.note_drop(|| record.id.clone());
+        self.metrics.dropped_expired.inc();
+        self.metrics.problem("expired", || {
+            format!(
+                "record {} of {} is older than max_age: dropped",
+                record.id, record.key
+            )
+        });
+    }
+
     /// The end of a round: waiting records into the buffer, a flush for all of it (and for
     /// deletions, often enough) unless one runs, the acknowledgements of a flush that is
     /// done, then the drain.
     pub fn end_round(&mut self, now: Instant) -> Result<(), BufferError> {
-        self.store_waiting();
+        self.store_waiting(now, false);
         self.commit(now, false)?;
-        self.drain(now)
+        self.drain(now)?;
+        self.send_unbuffered(now);
+        Ok(())
+    }
+
+    /// Records the buffer refused to write (a disk error: a card whose data blocks fail,
+    /// every segment alike) go to the sink straight from memory while it confirms, as they
+    /// would have with nothing buffered: each is acknowledged on its confirmation, never
+    /// before, and input is taken again. Each device's order holds: they go oldest first,
+    /// and only once the drain has handed every buffered record (all older) to the sink;
+    /// a parked recType's are passed over, as the drain passes over its buffered ones. Those
+    /// wait in memory, unacknowledged, without holding input while they are all that waits
+    /// and within the in-flight bounds (`max_in_flight`, `max_in_flight_bytes`); past them
+    /// input is held, as it is while the sink does not confirm: the problem `input_held`.
+    /// A full window or a backlog the drain is still handing over holds input too, as
+    /// backpressure that passes by itself. One older than `max_age` is dropped, as the drain
+    /// drops a buffered one. Still in flight, they go into the buffer if a later write works
+    /// (the spill mark covers them).
+    fn send_unbuffered(&mut self, now: Instant) {
+        self.parked_aside = 0;
+        if self.refusing.is_none() || self.waiting.is_empty() {
+            return;
+        }
+        if !self.healthy(now) {
+            let held = self.waiting.len();
+            self.metrics.problem("input_held", || {
+                format!(
+                    "the buffer refuses writes and the sink is not confirming: {held} record(s) held in memory, unacknowledged; no input is taken (MQTT waits; serial and UDP frames past the frame queue are lost)"
+                )
+            });
+            return;
+        }
+        if self.health.unpark_expired(now) {
+            // As in the drain, which may not have run (a dead letter waiting for the disk):
+            // the cursor passed over the buffered records of a recType whose park ran out,
+            // and they go before its records here.
+            self.drain_cursor = None;
+        }
+        let drained = match self.buffer.newest_seq() {
+            Ok(newest) => newest.is_none_or(|n| self.drain_cursor.is_some_and(|c| c >= n)),
+            Err(e) => {
+                self.metrics.problem("buffer_read_error", || {
+                    format!("cannot read the buffer's newest record: {e}; records the buffer refuses wait in memory")
+                });
+                false
+            }
+        };
+        if !drained {
+            return;
+        }
+        let wall = self.wall_at.1 + now.saturating_duration_since(self.wall_at.0);
+        let now_ms = ms_since_epoch(wall);
+        let mut sent = 0;
+        let mut next = self.waiting.first_key_value().map(|(&seq, _)| seq);
+        while let Some(seq) = next {
+            next = (self.waiting.range(seq + 1..).next()).map(|(&s, _)| s);
+            if self.window_full() || !self.healthy(now) {
+                break;
+            }
+            if (self.health).is_parked(&self.waiting[&seq].record.rec_type, now) {
+                continue;
+            }
+            let Waiting { record, acks } = self.waiting.remove(&seq).expect("a waiting record");
+            if self.expired(seq, record.created_ms, now_ms) {
+                self.expire(&record);
+                self.settled_with_flush(seq);
+                self.hold(None, kept_if(false, acks));
+                continue;
+            }
+            match self.sink.send(seq, &record) {
+                Ok(()) => {
+                    self.track(seq, record, acks, false, now);
+                    sent += 1;
+                }
+                Err(SinkError::Reject(e)) => {
+                    self.reject(seq, &record, &e, acks, false);
+                }
+                // Parked now (its hub missing), the others go on; a failure of the whole
+                // sink stops them (`healthy`).
+                Err(e) => {
+                    self.failed(&e, &record.rec_type, now, now);
+                    self.waiting.insert(seq, Waiting { record, acks });
+                }
+            }
+        }
+        if sent > 0 {
+            self.metrics.problem("buffer_bypassed", || {
+                format!(
+                    "the buffer refuses writes: {sent} record(s) sent to the sink from memory, acknowledged once it confirms them"
+                )
+            });
+        }
+        self.set_parked_aside(now);
+    }
+
+    /// After [`Ledger::send_unbuffered`]: if only records of parked recTypes wait, within
+    /// the in-flight bounds, they no longer hold input; past the bounds, `input_held` says
+    /// which recTypes hold it.
+    fn set_parked_aside(&mut self, now: Instant) {
+        let mut types = BTreeSet::new();
+        let (mut bytes, mut before_last) = (0, 0);
+        for w in self.waiting.values() {
+            if !self.health.is_parked(&w.record.rec_type, now) {
+                return;
+            }
+            types.insert(w.record.rec_type.as_str());
+            before_last = bytes;
+            bytes += size(&w.record);
+        }
+        let held = self.waiting.len();
+        // As the window: the record that crosses the byte bound is still set aside, so one
+        // larger than it is set aside alone.
+        if held <= self.max_in_flight && before_last < self.max_in_flight_bytes {
+            self.parked_aside = held;
+            return;
+        }
+        let types = types.into_iter().collect::<Vec<_>>().join(", ");
+        self.metrics.problem("input_held", || {
+            format!(
+                "the buffer refuses writes and the hub of {types} is missing (parked): {held} record(s), {bytes} bytes, held in memory, unacknowledged, past the in-flight bounds; no input is taken (MQTT waits; serial and UDP frames past the frame queue are lost)"
+            )
+        });
+    }
+
+    /// At a stop, before the sink's last wait: what waits for the buffer (frames taken at
+    /// the stop among it) is tried there at once, so a card refusing for the first time now
+    /// is found before the wait; records the buffer refuses go to the sink from memory, as
+    /// at a round's end ([`Ledger::send_unbuffered`]).
+    pub fn send_refused(&mut self, now: Instant) {
+        self.store_waiting(now, true);
+        self.send_unbuffered(now);
     }
 
     /// Group commit. Take the outcome of the running flush, if it is done; with none running,
@@ -2120,7 +2312,7 @@ pub(super) mod tests {
         assert_eq!(gauge(), 1, "taken, its round not ended");
         ledger.end_round(t0).unwrap();
         // Shutdown's order: what is in flight into the buffer, then a commit that waits.
-        ledger.spill_in_flight();
+        ledger.spill_in_flight(t0);
         ledger.commit(t0, true).unwrap();
         assert_eq!((ledger.buffered(), kept_counters(&ledger)), (1, vec![7, 9]));
         assert_eq!(gauge(), 0, "its counter durable at shutdown");
@@ -2643,11 +2835,12 @@ pub(super) mod tests {
     }
 
     /// Through the ledger: a segment whose appends fail at its tail (EIO every time, the
-    /// other files fine) holds the record being written and its acknowledgement for a
-    /// round, not for good: the next round's write goes to a new segment, the record is
-    /// acknowledged once that is flushed, and input is taken again.
+    /// other files fine) fails one write of the record, not every one: the sink is up, so
+    /// the record goes to it from memory meanwhile (unacknowledged, input taken), and the
+    /// next write, once the back-off's first delay is over, goes to a new segment; the
+    /// record is acknowledged once that is flushed (the sink's report is never taken here).
     #[test]
-    fn a_segment_failing_at_its_tail_holds_input_for_a_round_only() {
+    fn a_segment_failing_at_its_tail_fails_one_write_only() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
@@ -2667,13 +2860,513 @@ pub(super) mod tests {
         ledger.take_to_buffer(vec![fresh(1)], counter(false), ack(1));
         ledger.end_round(t0).unwrap();
         assert_eq!(pkids(&mut pubacks), [0u16; 0]);
-        assert!(!ledger.accepting());
         assert_eq!(metrics.problems("buffer_write_error"), 1);
-        ledger.end_round(t0).unwrap();
-        ledger.commit(t0, true).unwrap();
-        assert_eq!(pkids(&mut pubacks), [1]);
+        assert_eq!(metrics.problems("buffer_bypassed"), 1);
         assert!(ledger.accepting());
+        ledger.end_round(t0).unwrap();
+        assert_eq!(ledger.buffered(), 1, "not tried again before the delay");
+        let t1 = t0 + WRITE_RETRY_FIRST;
+        ledger.end_round(t1).unwrap();
+        ledger.commit(t1, true).unwrap();
+        assert_eq!(pkids(&mut pubacks), [1]);
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
         assert_eq!(ledger.buffered(), 2);
+    }
+
+    /// A card whose data blocks refuse every write (EIO in each segment, new ones too) while
+    /// sled's own files work. Records taken while the sink is down cannot be buffered: they
+    /// are held in memory, unacknowledged, and no input is taken, with the problem
+    /// `input_held` (one a round). Once the sink confirms again they go to it straight from
+    /// memory, after the records buffered before (a window of one record's bytes makes the
+    /// drain hand them over one a round) and in their order, each input acknowledged once
+    /// its last record is confirmed and not before. Input is taken again and goes the same
+    /// way: of each input's two records, the first goes to the sink at once and the second,
+    /// behind it in the full window, from memory the next round. None is buffered; the
+    /// buffer is tried again on the back-off's delays only.
+    #[test]
+    fn records_the_buffer_refuses_go_to_a_confirming_sink_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BufferConfig {
+            max_in_flight_bytes: 7,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let numbered = |n: u32| Record {
+            created_ms: ms_since_epoch(w0),
+            body: n.to_string(),
+            ..record(n)
+        };
+        let mut buffer = sled_buffer(dir.path(), &metrics);
+        for n in 0..2 {
+            buffer.push(u64::from(n), &numbered(n)).unwrap();
+        }
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Switch {
+            up: up.clone(),
+            bodies: bodies.clone(),
+            deliveries: tx,
+        };
+        let mut ledger =
+            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (ack, mut pubacks) = pubacks();
+        let failing = crate::buffer::failing_appends_in(1..=u32::MAX);
+        // A round at `s` s, taking an input of records `next` and `next + 1` (its
+        // acknowledgement numbered `next`) if input is taken: the inputs it acknowledged,
+        // each as the report on its last record is taken, none by the round itself.
+        let mut next = 2;
+        let mut round = |ledger: &mut Ledger, s: u64| {
+            let t = t0 + Duration::from_secs(s);
+            ledger.clock(true, t, w0 + Duration::from_secs(s));
+            if ledger.accepting() {
+                let input = vec![numbered(next), numbered(next + 1)];
+                ledger.take(input, Counters::default(), ack(next as u16), t);
+                next += 2;
+            }
+            ledger.tick(t);
+            ledger.end_round(t).unwrap();
+            assert_eq!(pkids(&mut pubacks), [0u16; 0], "acknowledged unconfirmed");
+            let mut acked = Vec::new();
+            while let Ok(d) = reports.try_recv() {
+                let seq = d.seq;
+                ledger.delivered(d, t).unwrap();
+                let now_acked = pkids(&mut pubacks);
+                let last = (seq >= 2 && seq % 2 == 1).then(|| seq as u16 - 1);
+                assert_eq!(now_acked, Vec::from_iter(last), "on the report on #{seq}");
+                acked.extend(now_acked);
+            }
+            acked
+        };
+        for s in 0..3 {
+            round(&mut ledger, s);
+        }
+        let sent = |b: &std::sync::Mutex<Vec<String>>| b.lock().unwrap().join(",");
+        assert_eq!(sent(&bodies), "");
+        assert!(!ledger.accepting(), "input waits while nothing takes it");
+        assert_eq!((ledger.buffered(), ledger.held()), (2, 2));
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
+        assert_eq!(metrics.problems("input_held"), 3);
+        assert_eq!(metrics.problems("buffer_bypassed"), 0);
+
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for s in 10..22 {
+            acked.extend(round(&mut ledger, s));
+        }
+        assert_eq!(sent(&bodies), "0,1,2,3,4,5,6,7,8,9,10,11");
+        assert_eq!(acked, [2, 4, 6, 8, 10]);
+        assert_eq!(
+            metrics.problems("buffer_bypassed"),
+            6,
+            "#2, #3 and each input's second record from memory"
+        );
+        assert_eq!(metrics.problems("input_held"), 3);
+        assert_eq!(
+            (ledger.buffered(), metrics.delivered.get("t")),
+            (0, Some(12))
+        );
+        assert_eq!(failing.refused(), 4, "tried at 0, 1, 10 and 14 s");
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
+    }
+
+    /// Whether records go to the sink from memory follows the buffer's latest write: once
+    /// the disk takes writes again and the buffer is only full (`block`, the disk short of
+    /// `min_free`), records wait for room as with any full buffer, not sent from memory as
+    /// if the disk still refused.
+    #[test]
+    fn a_full_buffer_after_a_refusing_disk_holds_records_as_a_full_buffer_does() {
+        let cfg = BufferConfig {
+            when_full: crate::config::WhenFull::Block,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let store = MemoryStore::with_disk_free(1 << 30);
+        let mut buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let t0 = now.0;
+        let fresh = |n| Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(n)
+        };
+        buffer.push(0, &fresh(0)).unwrap();
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        store.set_writes_fail(true);
+        ledger.take(vec![fresh(1)], Counters::default(), ack(1), t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(metrics.problems("buffer_bypassed"), 1, "#1 from memory");
+        // The disk works again, but is short of room: the buffer holds no more than #0.
+        store.set_writes_fail(false);
+        store.set_disk_free(10);
+        ledger.take(vec![fresh(2)], Counters::default(), ack(2), t0);
+        let t1 = t0 + WRITE_RETRY_FIRST;
+        ledger.end_round(t1).unwrap();
+        assert_eq!(metrics.problems("buffer_bypassed"), 1, "#2 not from memory");
+        assert_eq!(
+            (ledger.buffered(), ledger.held()),
+            (1, 3),
+            "#0, #1 in flight; #2 waits"
+        );
+        assert!(!ledger.accepting());
+        store.set_disk_free(1 << 30);
+        let mut sent = Vec::new();
+        for s in 1..5 {
+            let t = t1 + Duration::from_secs(s);
+            while let Ok(d) = reports.try_recv() {
+                sent.push(d.seq);
+                ledger.delivered(d, t).unwrap();
+            }
+            ledger.end_round(t).unwrap();
+        }
+        assert_eq!(sent, [0, 1, 2]);
+        assert_eq!(pkids(&mut pubacks), [1, 2]);
+        assert!(ledger.idle());
+    }
+
+    /// A record held in memory (the buffer refusing writes, the sink down) for longer than
+    /// `max_age` is dropped once the sink is back, as the drain drops a buffered one:
+    /// counted as expired, never sent, its source acknowledged.
+    #[test]
+    fn a_record_held_in_memory_past_max_age_is_dropped_as_expired() {
+        let cfg = BufferConfig {
+            max_age: Duration::from_secs(60),
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_writes_fail(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Switch {
+            up: up.clone(),
+            bodies: bodies.clone(),
+            deliveries: tx,
+        };
+        let mut ledger =
+            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (ack, mut pubacks) = pubacks();
+        let fresh = Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(0)
+        };
+        ledger.take(vec![fresh], Counters::default(), ack(1), now.0);
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [0, 30]), 0);
+        assert_eq!((ledger.held(), metrics.dropped_expired.get()), (1, 0));
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [61, 62]), 0);
+        ledger
+            .commit(now.0 + Duration::from_secs(62), true)
+            .unwrap();
+        assert_eq!(bodies.lock().unwrap().len(), 0, "sent");
+        assert_eq!(metrics.dropped_expired.get(), 1);
+        assert_eq!(pkids(&mut pubacks), [1]);
+        assert!(ledger.idle());
+    }
+
+    /// The buffer refusing writes, a record waits to go to the sink from memory; the
+    /// buffer's newest record cannot be read (to tell whether the drain has handed it
+    /// over): the record waits, and the problem `buffer_read_error` says why, until the
+    /// read works.
+    #[test]
+    fn a_refused_record_waits_on_an_unreadable_buffer_and_says_so() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_writes_fail(true);
+        store.set_seqs_back_fail(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        let fresh = Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(0)
+        };
+        ledger.take_to_buffer(vec![fresh], Counters::default(), ack(1));
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [0, 1]), 0);
+        assert_eq!(metrics.problems("buffer_read_error"), 2);
+        assert_eq!(ledger.held(), 1);
+        store.set_seqs_back_fail(false);
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [2]), 1);
+        assert_eq!(pkids(&mut pubacks), [1]);
+        assert_eq!(metrics.problems("buffer_read_error"), 2);
+    }
+
+    /// A sink whose hub for recType "p" is missing (each such record is parked at hand-over)
+    /// and that confirms every other record at once.
+    struct Parking(crate::sink::Deliveries);
+
+    impl Sink for Parking {
+        fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+            if rec.rec_type == "p" {
+                let missing = crate::sink::refusal::Setup::default().missing("p");
+                return Err(SinkError::Park(missing));
+            }
+            let _ = self.0.send(Delivery {
+                seq,
+                result: Ok(100),
+            });
+            Ok(())
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// A card that refuses every write while recType "p" has no hub: its record can be
+    /// neither buffered nor sent, and waits in memory, unacknowledged, without holding the
+    /// other recTypes' input, which flows for an hour (one record a second), each record
+    /// acknowledged on its confirmation, in order. The buffer is tried again on a growing
+    /// delay (1 s, doubled up to 30 s), not at every round, and the refusal counted once.
+    /// Past the in-flight bound (4 records here) parked records hold input, and
+    /// `input_held` says so.
+    #[test]
+    fn parked_records_the_buffer_refuses_do_not_hold_other_input_up_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BufferConfig {
+            max_in_flight: 4,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let of = |rec_type: &str, n: u32| Record {
+            rec_type: rec_type.into(),
+            created_ms: ms_since_epoch(w0),
+            ..record(n)
+        };
+        let buffer = sled_buffer(dir.path(), &metrics);
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let mut ledger = Ledger::new(
+            &cfg,
+            16,
+            buffer,
+            Box::new(Parking(tx)),
+            metrics.clone(),
+            now,
+            1,
+        )
+        .unwrap();
+        let (ack, mut pubacks) = pubacks();
+        let failing = crate::buffer::failing_appends_in(1..=u32::MAX);
+        ledger.take(vec![of("p", 0)], Counters::default(), ack(0), t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(failing.refused(), 1);
+        // A round at `s` s taking a record of `rec_type` if input is taken: whether it was,
+        // and what was acknowledged.
+        let mut round = |ledger: &mut Ledger, s: u64, rec_type: &str| {
+            let t = t0 + Duration::from_secs(s);
+            ledger.clock(true, t, w0 + Duration::from_secs(s));
+            let took = ledger.accepting();
+            if took {
+                let n = s as u32;
+                ledger.take(vec![of(rec_type, n)], Counters::default(), ack(n as u16), t);
+            }
+            ledger.tick(t);
+            ledger.end_round(t).unwrap();
+            while let Ok(d) = reports.try_recv() {
+                ledger.delivered(d, t).unwrap();
+            }
+            (took, pkids(&mut pubacks))
+        };
+        let (mut held, mut acked) = (0, Vec::new());
+        for s in 1..=3600 {
+            let (took, acks) = round(&mut ledger, s, "t");
+            held += u32::from(!took);
+            acked.extend(acks);
+        }
+        assert_eq!(held, 0, "rounds that took no input");
+        assert_eq!(acked, (1..=3600).collect::<Vec<u16>>());
+        assert_eq!(metrics.delivered.get("t"), Some(3600));
+        assert_eq!(ledger.held(), 1, "the parked record waits");
+        assert_eq!(metrics.problems("input_held"), 0);
+        // Tried at 0, 1, 3, 7, 15 and 31 s, then every 30 s up to 3571 s.
+        assert_eq!(failing.refused(), 6 + 118);
+        assert_eq!(metrics.problems("buffer_write_error"), 1);
+
+        // Four records of "p" wait within the bound; a fifth holds input.
+        for s in 3601..=3605 {
+            let (took, acks) = round(&mut ledger, s, "p");
+            held += u32::from(!took);
+            acked.extend(acks);
+        }
+        assert_eq!((held, ledger.held()), (1, 5));
+        assert!(!ledger.accepting());
+        assert_eq!(metrics.problems("input_held"), 2, "the last two rounds");
+        assert_eq!(acked.len(), 3600, "no parked record acknowledged");
+    }
+
+    /// A refusal episode that ended with everything confirmed from memory, and nothing
+    /// pushed since, is over: a refusal an hour later is counted again as a problem and
+    /// the buffer tried again after 1 s, not on the old streak's doubled delay.
+    #[test]
+    fn a_refusal_after_an_episode_confirmed_from_memory_is_a_new_one() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_writes_fail(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        let fresh = |n| Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(n)
+        };
+        ledger.take_to_buffer(vec![fresh(0)], Counters::default(), ack(1));
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [0]), 1);
+        assert_eq!(pkids(&mut pubacks), [1]);
+        store.set_writes_fail(false);
+        rounds(&mut ledger, &mut reports, now, 1..=3600);
+        assert!(ledger.idle() && ledger.quiet());
+        store.set_writes_fail(true);
+        ledger.take_to_buffer(vec![fresh(1)], Counters::default(), ack(2));
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [3601]), 1);
+        assert_eq!(metrics.problems("buffer_write_error"), 2);
+        assert_eq!(metrics.problems("buffer_bypassed"), 2);
+        // Tried again after 1 s: the record is buffered, not sent from memory.
+        store.set_writes_fail(false);
+        ledger.take_to_buffer(vec![fresh(2)], Counters::default(), ack(3));
+        assert_eq!(rounds(&mut ledger, &mut reports, now, [3602, 3603]), 1);
+        assert_eq!(metrics.problems("buffer_bypassed"), 2);
+        assert_eq!(pkids(&mut pubacks), [2, 3]);
+    }
+
+    /// A parked record larger than `max_in_flight_bytes`, alone, does not hold input while
+    /// the card refuses writes, as the window lets one larger record go alone; a second
+    /// record of it, past the bound, does.
+    #[test]
+    fn one_parked_record_larger_than_the_byte_bound_does_not_hold_input() {
+        let cfg = BufferConfig {
+            max_in_flight_bytes: 7,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        store.set_writes_fail(true);
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let of = |rec_type: &str, n: u32| Record {
+            rec_type: rec_type.into(),
+            created_ms: ms_since_epoch(w0),
+            body: "x".repeat(100),
+            ..record(n)
+        };
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let mut ledger = Ledger::new(
+            &cfg,
+            16,
+            buffer,
+            Box::new(Parking(tx)),
+            metrics.clone(),
+            now,
+            1,
+        )
+        .unwrap();
+        let (ack, mut pubacks) = pubacks();
+        ledger.take(vec![of("p", 0)], Counters::default(), ack(0), t0);
+        ledger.end_round(t0).unwrap();
+        let mut took = 0;
+        for s in 1..=100 {
+            let t = t0 + Duration::from_secs(s);
+            ledger.clock(true, t, w0 + Duration::from_secs(s));
+            if ledger.accepting() {
+                let n = s as u32;
+                ledger.take(vec![of("t", n)], Counters::default(), ack(n as u16), t);
+                took += 1;
+            }
+            ledger.tick(t);
+            ledger.end_round(t).unwrap();
+            while let Ok(d) = reports.try_recv() {
+                ledger.delivered(d, t).unwrap();
+            }
+        }
+        assert_eq!(took, 100, "rounds that took input");
+        assert_eq!(pkids(&mut pubacks), (1..=100).collect::<Vec<u16>>());
+        assert_eq!((ledger.held(), metrics.problems("input_held")), (1, 0));
+        let t = t0 + Duration::from_secs(101);
+        ledger.take(vec![of("p", 101)], Counters::default(), ack(101), t);
+        ledger.end_round(t).unwrap();
+        assert!(!ledger.accepting(), "two records past the byte bound");
+        assert_eq!(metrics.problems("input_held"), 1);
+    }
+
+    /// A sink that parks recType "p" (its hub missing) while `parked` is set and confirms
+    /// every other record at once, keeping the bodies it is sent.
+    struct ParksWhile {
+        parked: Arc<std::sync::atomic::AtomicBool>,
+        bodies: Arc<std::sync::Mutex<Vec<String>>>,
+        deliveries: crate::sink::Deliveries,
+    }
+
+    impl Sink for ParksWhile {
+        fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+            if rec.rec_type == "p" && self.parked.load(std::sync::atomic::Ordering::Relaxed) {
+                let missing = crate::sink::refusal::Setup::default().missing("p");
+                return Err(SinkError::Park(missing));
+            }
+            self.bodies.lock().unwrap().push(rec.body.clone());
+            let _ = self.deliveries.send(Delivery {
+                seq,
+                result: Ok(100),
+            });
+            Ok(())
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// A recType's buffered record the drain passed over while it was parked, and a newer
+    /// record of it that the refusing disk leaves in memory: once the park runs out, the
+    /// buffered one goes first even while a dead letter waits for the disk (the drain
+    /// waiting for it), not the one in memory ahead of it.
+    #[test]
+    fn a_parked_record_in_memory_waits_for_its_older_buffered_ones_behind_a_dead_letter() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        let mut buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let of = |rec_type: &str, n: u32| Record {
+            rec_type: rec_type.into(),
+            created_ms: ms_since_epoch(w0),
+            body: n.to_string(),
+            ..record(n)
+        };
+        buffer.push(0, &of("p", 0)).unwrap();
+        let parked = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = ParksWhile {
+            parked: parked.clone(),
+            bodies: bodies.clone(),
+            deliveries: tx,
+        };
+        let mut ledger =
+            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (ack, mut pubacks) = pubacks();
+        let missing = crate::sink::refusal::Setup::default().missing("p");
+        ledger.park("p", missing, t0);
+        ledger.end_round(t0).unwrap();
+        store.set_writes_fail(true);
+        ledger.take(vec![of(DEAD_LETTER, 1)], Counters::default(), ack(1), t0);
+        ledger.take(vec![of("p", 2)], Counters::default(), ack(2), t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(ledger.held(), 2, "the dead letter and #2 wait in memory");
+        parked.store(false, std::sync::atomic::Ordering::Relaxed);
+        rounds(&mut ledger, &mut reports, now, [2, 3]);
+        store.set_writes_fail(false);
+        rounds(&mut ledger, &mut reports, now, 4..=40);
+        assert_eq!(bodies.lock().unwrap().join(","), "0,2");
+        assert_eq!(pkids(&mut pubacks), [1, 2]);
+        assert!(ledger.idle());
     }
 
     /// A record the sink refuses for good is dead-lettered as an excerpt of a few hundred
