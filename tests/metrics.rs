@@ -331,7 +331,7 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning() {
         assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
     };
     let started = Instant::now();
-    soft_limit(libc::rlim_t::try_from(lowest_free).unwrap());
+    soft_limit(libc::rlim_t::from(lowest_free));
     let waiting = connect_idle(agent.metrics_port, 5);
     agent.wait_log("metrics: cannot accept a connection", 1, WAIT);
     // Let the failures go on for a while: a spinning loop makes millions of attempts.

@@ -4290,9 +4290,10 @@ mod tests {
     }
 
     /// Sets this process's limit on the size of a file it writes (RLIMIT_FSIZE).
+    // rlim_t is u64 here but 32 bits on 32-bit ARM, where a limit beyond it is no limit.
+    #[allow(clippy::useless_conversion)]
     fn limit_file_size(bytes: u64) {
         let limit = libc::rlimit {
-            // rlim_t is 32 bits on 32-bit ARM: a limit beyond it is no limit there.
             rlim_cur: bytes.try_into().unwrap_or(libc::RLIM_INFINITY),
             rlim_max: libc::RLIM_INFINITY,
         };
