@@ -109,9 +109,6 @@ pub struct Answer {
     pub result: Result<String, JsError>,
     /// The worker exits after this answer: the agent starts a new one for the next call.
     pub retire: bool,
-    /// The CPU time the worker process has used, in µs, as it says: for a reader of the
-    /// frames only; the agent's deadlines read the worker's CPU clock themselves.
-    pub cpu_us: u64,
 }
 
 impl Answer {
@@ -129,7 +126,6 @@ impl Answer {
                 }
             };
             out.push(u8::from(self.retire));
-            out.extend_from_slice(&self.cpu_us.to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         })
     }
@@ -137,8 +133,7 @@ impl Answer {
     /// A frame's body as an answer, its error as the agent takes it ([`from_worker`]); `None`
     /// for anything else.
     pub fn parse(body: &[u8]) -> Option<Answer> {
-        let (&[status, retire], rest) = body.split_first_chunk::<2>()?;
-        let (cpu, text) = rest.split_first_chunk::<8>()?;
+        let (&[status, retire], text) = body.split_first_chunk::<2>()?;
         let text = std::str::from_utf8(text).ok()?;
         let result = match status {
             0 => Ok(text.to_string()),
@@ -148,7 +143,6 @@ impl Answer {
         Some(Answer {
             result,
             retire: retire == 1,
-            cpu_us: u64::from_le_bytes(*cpu),
         })
     }
 }
@@ -263,12 +257,10 @@ mod tests {
             Answer {
                 result: Ok("{\"data\":{}}".into()),
                 retire: false,
-                cpu_us: 12_345,
             },
             Answer {
                 result: Err(JsError::Threw("TypeError: x".into())),
                 retire: true,
-                cpu_us: 0,
             },
         ] {
             let mut frame = Vec::new();
@@ -289,7 +281,6 @@ mod tests {
             Answer {
                 result: Err(e),
                 retire: false,
-                cpu_us: 0,
             }
             .write_to(&mut frame);
             Answer::parse(&body(&frame)).unwrap().result.unwrap_err()
@@ -319,9 +310,10 @@ mod tests {
         assert_eq!(Request::parse(b""), None);
         assert_eq!(Request::parse(b"X\0\0\0\0"), None);
         assert_eq!(Request::parse(b"L\0\0\0\0\x09\0abc"), None);
-        assert_eq!(Answer::parse(b"\x02\0\0\0\0\0\0\0\0\0{}"), None);
-        assert_eq!(Answer::parse(b"\x01\0\0\0\0\0\0\0\0\0not json"), None);
-        assert_eq!(Answer::parse(b"\0\0{}"), None);
+        assert_eq!(Answer::parse(b"\x02\0{}"), None);
+        assert_eq!(Answer::parse(b"\x01\0not json"), None);
+        assert_eq!(Answer::parse(b"\0\0\xff"), None);
+        assert_eq!(Answer::parse(b"\0"), None);
         let mut buf = Vec::new();
         assert!(!read_frame(&mut &b""[..], &mut buf, 10).unwrap());
         assert!(read_frame(&mut &b"\x05\0"[..], &mut buf, 10).is_err());

@@ -6,8 +6,9 @@
 //!
 //! Its own limits: [`WORKER_MEMORY`] of heap for all codecs together (RLIMIT_DATA), no core
 //! dumps, three descriptors (RLIMIT_NOFILE), no new privileges (a limit it cannot
-//! set ends it), the OOM killer's first pick, and a CPU backstop (RLIMIT_CPU) that is moved on after every answer so that
-//! only a worker left hanging without its agent reaches it. Then its system calls are
+//! set ends it), the OOM killer's first pick, and a CPU backstop (RLIMIT_CPU) that, once
+//! half of it is used, is moved on to [`CPU_BACKSTOP`] seconds past what the worker has used,
+//! so that only a worker left hanging without its agent reaches it. Then its system calls are
 //! filtered ([`super::seccomp`]): no file, socket or process, whatever a codec gets QuickJS
 //! to do. It ends when the agent's end of the socket closes, even in the middle of a call
 //! that never returns.
@@ -25,8 +26,9 @@ use super::{JsError, WORKER_MEMORY};
 /// The hidden command that runs the worker.
 pub const COMMAND: &str = "js-worker";
 
-/// Seconds of CPU time past what the worker has used at its latest answer after which the
-/// kernel ends it (SIGXCPU): far beyond a call's deadline, so only reached without an agent.
+/// Seconds of CPU time past what the worker had used when its backstop last moved (after an
+/// answer, once half of this margin is used) after which the kernel ends it (SIGXCPU): far
+/// beyond a call's deadline, so only reached without an agent.
 const CPU_BACKSTOP: u64 = 10;
 
 /// Run the worker on standard input until the agent goes away.
@@ -100,17 +102,11 @@ fn serve(socket: &File) -> ! {
         // into it as its own request, under the load limit, not a call's.
         let retire = in_doubt || result.as_ref().is_err_and(JsError::retires);
         out.clear();
-        let cpu = cpu_used();
-        Answer {
-            result,
-            retire,
-            cpu_us: cpu.as_micros() as u64,
-        }
-        .write_to(&mut out);
+        Answer { result, retire }.write_to(&mut out);
         if (&*socket).write_all(&out).is_err() || retire {
             exit(0)
         }
-        move_cpu_backstop(cpu.as_secs(), &mut cpu_limit);
+        move_cpu_backstop(cpu_used().as_secs(), &mut cpu_limit);
     }
 }
 
@@ -257,8 +253,8 @@ fn end_with_the_agent() {
         .stack_size(64 << 10)
         .spawn(watch)
     {
-        log::warn!("cannot watch for the agent's end: {e}");
-        return;
+        log::error!("cannot watch for the agent's end: {e}; it runs no codec without");
+        exit(1)
     }
     let _ = started.recv();
 }
