@@ -27,12 +27,13 @@ use crate::uplink::{Radio, Uplink};
 /// as not given rather than costing the reading, which a serial line cannot send again; a
 /// fractional `rssi` is rounded.
 ///
-/// Bytes that are not CBOR, or CBOR that is no envelope (not a map, or a map with neither
-/// `dev_eui` nor `payload`), are [`ParseError::Cbor`]; an envelope whose `dev_eui` or
-/// `payload` is missing, of the wrong type or does not decode is [`ParseError::CborField`],
-/// its error starting with the field's name: a reading that was sent, kept as a dead letter
-/// by the serial source. A key given twice: an optional one is taken as not given, a
-/// `dev_eui` or `payload` is a [`ParseError::CborField`].
+/// Bytes that are not CBOR, or CBOR that is no envelope (not a map or an array, or one with
+/// neither `dev_eui` nor `payload`: an array is read in serde's order below, so `[1]` is an
+/// envelope whose `dev_eui` is an integer), are [`ParseError::Cbor`]; an envelope whose
+/// `dev_eui` or `payload` is missing, of the wrong type or does not decode is
+/// [`ParseError::CborField`], its error starting with the field's name: a reading that was
+/// sent, kept as a dead letter by the serial source. A key given twice: an optional one is
+/// taken as not given, a `dev_eui` or `payload` is a [`ParseError::CborField`].
 ///
 /// serde's other forms of a struct are read too: a key as a byte string, a key as the field's
 /// index (0 `dev_eui`, 1 `fport`, 2 `fcnt`, 3 `payload`, 4 `rssi`, 5 `snr`, 6 `time`), and the
@@ -605,6 +606,12 @@ mod tests {
         let e = parse(&twice, t).unwrap_err();
         assert_eq!(e.kind(), "serial_bad_field");
         assert!(e.to_string().ends_with("duplicate field `dev_eui`"), "{e}");
+        // Any array is read as one: `[1]` (81 01) is an envelope with a bad `dev_eui`, kept
+        // as a dead letter; `[]` (80) has neither field, so it is no envelope.
+        let e = parse(&[0x81, 0x01], t).unwrap_err();
+        assert_eq!(e.kind(), "serial_bad_field", "{e}");
+        assert!(e.to_string().contains("dev_eui: "), "{e}");
+        assert_eq!(parse(&[0x80], t).unwrap_err().kind(), "serial_bad_cbor");
     }
 
     /// Times a record cannot show (before 1970, past 9999 in UTC, not a time) are `bad_time`,

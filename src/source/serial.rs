@@ -46,7 +46,7 @@ const READ_CHUNK: usize = 1024;
 /// Dead letters of bad envelopes ([`ParseError::CborField`]) a source keeps at once.
 const DEAD_LETTER_BURST: u32 = 16;
 /// How often a source may keep one more, once it has used its burst: a sensor that sends
-/// only bad envelopes adds 1,440 a day, and takes a week to fill the 9,000 of input.
+/// only bad envelopes adds 1,440 a day, and takes 6¼ days to fill the 9,000 of input.
 const DEAD_LETTER_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the read loop ended.
