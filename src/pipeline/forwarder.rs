@@ -627,6 +627,23 @@ mod tests {
     }
 
     /// Record `n` of recType `t`.
+    /// Record `n`, taken now: not old enough to expire.
+    fn fresh(n: u64) -> crate::record::Record {
+        crate::record::Record {
+            created_ms: crate::record::ms_since_epoch(SystemTime::now()),
+            ..record(n)
+        }
+    }
+
+    /// The packet ids of the PUBACKs released so far, in order.
+    fn acked(
+        pubacks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
+    ) -> Vec<u16> {
+        std::iter::from_fn(|| pubacks.try_recv().ok())
+            .map(|a| a.pkid)
+            .collect()
+    }
+
     fn record(n: u64) -> crate::record::Record {
         crate::record::Record {
             id: format!("id-{n}"),
@@ -1164,10 +1181,6 @@ mod tests {
         let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
         let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
         let now = Instant::now();
-        let fresh = |n| crate::record::Record {
-            created_ms: crate::record::ms_since_epoch(SystemTime::now()),
-            ..record(n)
-        };
         for pkid in 0..2 {
             let records = vec![fresh(pkid.into())];
             fwd.ledger
@@ -1178,10 +1191,7 @@ mod tests {
         assert!(pubacks.try_recv().is_err(), "acknowledged early");
         fwd.shutdown(inputs(deliveries)).unwrap();
         drop(ack);
-        let acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
-            .map(|a| a.pkid)
-            .collect();
-        assert_eq!(acked, [0, 1]);
+        assert_eq!(acked(&mut pubacks), [0, 1]);
         assert_eq!(metrics.delivered.get("t"), Some(2));
     }
 
@@ -1202,10 +1212,6 @@ mod tests {
         );
         let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
         let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
-        let fresh = |n| crate::record::Record {
-            created_ms: crate::record::ms_since_epoch(SystemTime::now()),
-            ..record(n)
-        };
         for pkid in 0..2 {
             let records = vec![fresh(pkid.into())];
             fwd.ledger
@@ -1213,10 +1219,7 @@ mod tests {
         }
         fwd.shutdown(inputs(deliveries)).unwrap();
         drop(ack);
-        let acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
-            .map(|a| a.pkid)
-            .collect();
-        assert_eq!(acked, [0, 1]);
+        assert_eq!(acked(&mut pubacks), [0, 1]);
         assert_eq!(metrics.delivered.get("t"), Some(2));
         assert_eq!(metrics.problems("buffer_write_error"), 1);
     }

@@ -778,6 +778,17 @@ impl Ledger {
         self.refusing = None;
     }
 
+    /// The wall-clock time at `now`: the clock's latest trusted reading (the start's before
+    /// one) and the monotonic time since.
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.wall_at.1 + now.saturating_duration_since(self.wall_at.0)
+    }
+
+    /// [`Self::wall`] in ms since the Unix epoch, as record ages are counted.
+    fn now_ms(&self, now: Instant) -> u64 {
+        ms_since_epoch(self.wall(now))
+    }
+
     /// Whether the clock is trusted (see [`crate::clock::trusted`]), and the time it shows
     /// (`wall` at `now`), read every clock check. While trusted, record ages count from the
     /// latest reading, so a step of the clock (an NTP sync after a start with a wrong time
@@ -787,7 +798,7 @@ impl Ledger {
     pub fn clock(&mut self, trusted: bool, now: Instant, wall: SystemTime) {
         if trusted {
             if self.clock_synchronized && self.clock_read {
-                let expected = self.wall_at.1 + now.saturating_duration_since(self.wall_at.0);
+                let expected = self.wall(now);
                 if let Ok(step) = wall.duration_since(expected) {
                     if step >= STEP_AT_LEAST {
                         self.clock_stepped(step);
@@ -1212,8 +1223,7 @@ impl Ledger {
             self.drain_cursor = None;
         }
         let room = self.max_in_flight - self.in_flight.len();
-        let wall = self.wall_at.1 + now.saturating_duration_since(self.wall_at.0);
-        let now_ms = ms_since_epoch(wall);
+        let now_ms = self.now_ms(now);
         let room_bytes = self
             .max_in_flight_bytes
             .saturating_sub(self.in_flight_bytes);
@@ -1317,8 +1327,7 @@ impl Ledger {
         if !drained {
             return;
         }
-        let wall = self.wall_at.1 + now.saturating_duration_since(self.wall_at.0);
-        let now_ms = ms_since_epoch(wall);
+        let now_ms = self.now_ms(now);
         let mut sent = 0;
         let mut next = self.waiting.first_key_value().map(|(&seq, _)| seq);
         while let Some(seq) = next {
