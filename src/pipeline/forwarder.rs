@@ -635,15 +635,6 @@ mod tests {
         }
     }
 
-    /// The packet ids of the PUBACKs released so far, in order.
-    fn acked(
-        pubacks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
-    ) -> Vec<u16> {
-        std::iter::from_fn(|| pubacks.try_recv().ok())
-            .map(|a| a.pkid)
-            .collect()
-    }
-
     fn record(n: u64) -> crate::record::Record {
         crate::record::Record {
             id: format!("id-{n}"),
@@ -1145,9 +1136,7 @@ mod tests {
             fwd.shutdown(inputs(deliveries)).unwrap();
             assert_eq!(*flushes.lock().unwrap(), [wait], "{at_stop:?}");
             drop(ack);
-            let mut acked: Vec<u16> = std::iter::from_fn(|| pubacks.try_recv().ok())
-                .map(|a| a.pkid)
-                .collect();
+            let mut acked = super::super::ledger::tests::pkids(&mut pubacks);
             acked.sort_unstable();
             assert_eq!(acked, [0, 1, 2], "{at_stop:?}");
             let store = crate::buffer::SledStore::open(dir.path()).unwrap();
@@ -1191,7 +1180,7 @@ mod tests {
         assert!(pubacks.try_recv().is_err(), "acknowledged early");
         fwd.shutdown(inputs(deliveries)).unwrap();
         drop(ack);
-        assert_eq!(acked(&mut pubacks), [0, 1]);
+        assert_eq!(super::super::ledger::tests::pkids(&mut pubacks), [0, 1]);
         assert_eq!(metrics.delivered.get("t"), Some(2));
     }
 
@@ -1219,7 +1208,7 @@ mod tests {
         }
         fwd.shutdown(inputs(deliveries)).unwrap();
         drop(ack);
-        assert_eq!(acked(&mut pubacks), [0, 1]);
+        assert_eq!(super::super::ledger::tests::pkids(&mut pubacks), [0, 1]);
         assert_eq!(metrics.delivered.get("t"), Some(2));
         assert_eq!(metrics.problems("buffer_write_error"), 1);
     }

@@ -2673,7 +2673,7 @@ pub(super) mod tests {
     }
 
     /// Every acknowledgement released so far, by packet id.
-    fn pkids(
+    pub(in crate::pipeline) fn pkids(
         pubacks: &mut tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
     ) -> Vec<u16> {
         std::iter::from_fn(|| pubacks.try_recv().ok())
