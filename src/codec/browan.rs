@@ -569,7 +569,7 @@ mod tests {
         assert_eq!(get(&d.readings, "iaq"), Some(&Value::Int(500)));
     }
 
-    /// Whatever the reserved bytes hold (the review's zeros, a TBHV110-like CO2), a TBHH100
+    /// Whatever the reserved bytes hold (zeros, a TBHV110-like CO2), a TBHH100
     /// has temperature and humidity only.
     #[test]
     fn tbhh100_reserved_bytes_are_not_read() {
@@ -809,7 +809,7 @@ mod tests {
         assert!(tbol100(Some(136), &hex("00 0B 3A 00 34 FB 0D 54 45 03")).is_err());
     }
 
-    /// A position off the globe is no fix: the review's frame (−134.2°, −268.4°), then
+    /// A position off the globe is no fix: a frame at (−134.2°, −268.4°), then
     /// each coordinate just past its bound with the other in range; both bounds are valid.
     #[test]
     fn tbol100_position_off_the_globe_is_no_fix() {

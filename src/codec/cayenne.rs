@@ -273,8 +273,8 @@ mod tests {
                 num("altitude", -0.01, "m", 1),
             ]
         );
-        // Off the globe: the review's frame (838.8607°, 838.8607°), lat 90.0001° (0x0D_BBA1),
-        // lon −180.0001° (0xE4_88BF).
+        // Off the globe: a frame of the largest values (838.8607°, 838.8607°), lat 90.0001°
+        // (0x0D_BBA1), lon −180.0001° (0xE4_88BF).
         let off_globe = |payload: &str| decode(&hex(payload)).unwrap_err();
         let invalid = CodecError::Invalid {
             codec: CODEC,
