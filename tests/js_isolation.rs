@@ -1349,3 +1349,46 @@ fn a_workers_errors_are_its_codecs_word() {
         assert_eq!(m.problems(kind), 0, "{kind}");
     }
 }
+
+/// A worker whose thread that watches for the agent's end cannot start (here: its user may
+/// have no other process or thread, RLIMIT_NPROC 1) runs no codec: it exits with status 1 and
+/// says why, rather than serving requests that nothing ends when the agent dies mid-call.
+#[test]
+fn a_worker_that_cannot_watch_for_the_agents_end_exits() {
+    use std::os::unix::process::CommandExt;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"));
+    worker
+        .arg("js-worker")
+        .stdin(std::os::fd::OwnedFd::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setuid and setrlimit are system calls, safe between fork and exec. root's
+    // processes are not counted against RLIMIT_NPROC: the worker runs as nobody then.
+    unsafe {
+        worker.pre_exec(|| {
+            if libc::geteuid() == 0 && libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let one = libc::rlimit {
+                rlim_cur: 1,
+                rlim_max: 1,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &one) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let child = worker.spawn().unwrap();
+    // The agent gone: a worker that went on would read the end of its requests and exit 0.
+    drop(ours);
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("ERROR: cannot watch for the agent's end: ")
+            && said.contains("; it runs no codec without"),
+        "{said}"
+    );
+}
