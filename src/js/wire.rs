@@ -6,8 +6,8 @@
 //! - decode: `D`, codec id (u32), fPort present (u8), fPort (u8), receive time in ms (f64),
 //!   payload
 //! - answer: status (0: the glue's JSON text follows, 1: the [`JsError`] as JSON follows),
-//!   retire (1: the worker exits after this answer), the worker's CPU time so far in µs (u64),
-//!   text
+//!   retire (1: the worker exits after this answer), text (the agent reads the worker's CPU
+//!   time from the kernel, not from it)
 
 use std::io::{self, Read};
 
