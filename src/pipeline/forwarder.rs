@@ -610,6 +610,19 @@ mod tests {
         (forwarder, metrics)
     }
 
+    /// [`forwarder_of`] `text` over a sled buffer in `dir` and a stdout sink whose reports
+    /// are returned too.
+    fn stdout_forwarder_in(
+        text: &str,
+        dir: &std::path::Path,
+    ) -> (Forwarder, Arc<Metrics>, UnboundedReceiver<Delivery>) {
+        let (tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let store = crate::buffer::SledStore::open(dir).unwrap();
+        let (fwd, metrics) = forwarder_of(text, Box::new(store), Box::new(sink));
+        (fwd, metrics, deliveries)
+    }
+
     /// A source's queue holding `inputs`.
     fn queue(inputs: Vec<Input>) -> Receiver<Frame> {
         let (tx, frames) = tokio::sync::mpsc::channel(BATCH.max(inputs.len()));
@@ -1159,13 +1172,9 @@ mod tests {
     #[test]
     fn a_stop_sends_records_the_buffer_refuses_to_a_confirming_sink() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
-        let store = crate::buffer::SledStore::open(dir.path()).unwrap();
-        let (mut fwd, metrics) = forwarder_of(
+        let (mut fwd, metrics, deliveries) = stdout_forwarder_in(
             "[buffer]\nmax_in_flight = 1\n[sink]\ntype = \"stdout\"\n",
-            Box::new(store),
-            Box::new(sink),
+            dir.path(),
         );
         let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
         let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
@@ -1191,14 +1200,8 @@ mod tests {
     #[test]
     fn a_card_refusing_first_at_a_stop_sends_to_a_confirming_sink() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
-        let store = crate::buffer::SledStore::open(dir.path()).unwrap();
-        let (mut fwd, metrics) = forwarder_of(
-            "[sink]\ntype = \"stdout\"\n",
-            Box::new(store),
-            Box::new(sink),
-        );
+        let (mut fwd, metrics, deliveries) =
+            stdout_forwarder_in("[sink]\ntype = \"stdout\"\n", dir.path());
         let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
         let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
         for pkid in 0..2 {

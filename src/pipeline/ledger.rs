@@ -1880,12 +1880,9 @@ pub(super) mod tests {
     #[test]
     fn a_failed_sync_is_the_rounds_error_and_acknowledges_nothing() {
         let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
         let store = MemoryStore::default();
         store.set_sync_fails(true);
-        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, _reports, metrics, t0) = store_ledger(&cfg, &store);
         let (ack, mut pubacks) = puback(7);
         ledger.take_to_buffer(vec![record(1)], Counters::default(), ack);
         let e = ledger.end_round(t0).unwrap_err();
@@ -2180,13 +2177,10 @@ pub(super) mod tests {
         MemoryStore,
         Instant,
     ) {
-        let metrics = Metrics::new();
         let mut store = MemoryStore::default();
         store.dead_letter(0, Vec::new()).unwrap();
         store.set_flush_fails(true);
-        let buffer = Buffer::new(Box::new(store.clone()), cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (ledger, reports) = stdout_ledger(cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (ledger, reports, metrics, t0) = store_ledger(cfg, &store);
         (ledger, reports, metrics, store, t0)
     }
 
@@ -2200,8 +2194,22 @@ pub(super) mod tests {
         Arc<Metrics>,
         Instant,
     ) {
+        store_ledger(cfg, &MemoryStore::default())
+    }
+
+    /// As [`memory_ledger`], over `store` (a clone of it: the caller keeps a handle that
+    /// sees and sets what the buffer's store does).
+    fn store_ledger(
+        cfg: &BufferConfig,
+        store: &MemoryStore,
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Arc<Metrics>,
+        Instant,
+    ) {
         let metrics = Metrics::new();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), cfg, metrics.clone());
+        let buffer = Buffer::new(Box::new(store.clone()), cfg, metrics.clone());
         let t0 = Instant::now();
         let (ledger, reports) = stdout_ledger(cfg, buffer, &metrics, (t0, SystemTime::now()));
         (ledger, reports, metrics, t0)
@@ -2432,11 +2440,8 @@ pub(super) mod tests {
     #[test]
     fn a_buffered_records_counter_waits_for_the_flush_that_covers_it() {
         let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
         let store = MemoryStore::default();
-        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, _reports, _, t0) = store_ledger(&cfg, &store);
         let (ack, mut acked) = puback(1);
         ledger.take(vec![record(1)], counter(false), ack, t0);
         ledger.end_round(t0).unwrap();
@@ -2691,12 +2696,9 @@ pub(super) mod tests {
     #[test]
     fn a_dead_letter_the_disk_refuses_holds_its_acknowledgements_until_written() {
         let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
         let store = MemoryStore::default();
         store.set_writes_fail(true);
-        let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, _reports, metrics, t0) = store_ledger(&cfg, &store);
         let (ack, mut pubacks) = pubacks();
         // In flight: a copy of its record and a replay of its frame wait with it.
         ledger.take(vec![record(1)], counter(false), ack(1), t0);
