@@ -1596,9 +1596,22 @@ pub(super) mod tests {
         metrics: &Arc<Metrics>,
         now: (Instant, SystemTime),
     ) -> (Ledger, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
+        ledger_to(cfg, buffer, metrics, now, |tx| {
+            Box::new(StdoutSink::new(false, tx))
+        })
+    }
+
+    /// A ledger over `buffer` sending to the sink `sink` makes of a report channel, and the
+    /// sink's reports.
+    fn ledger_to(
+        cfg: &BufferConfig,
+        buffer: Buffer,
+        metrics: &Arc<Metrics>,
+        now: (Instant, SystemTime),
+        sink: impl FnOnce(crate::sink::Deliveries) -> Box<dyn Sink>,
+    ) -> (Ledger, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
         let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(StdoutSink::new(false, tx));
-        let ledger = Ledger::new(cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let ledger = Ledger::new(cfg, 16, buffer, sink(tx), metrics.clone(), now, 1).unwrap();
         (ledger, reports)
     }
 
@@ -3129,6 +3142,16 @@ pub(super) mod tests {
         fn flush(&mut self, _timeout: Duration) {}
     }
 
+    /// A ledger over `buffer` sending to [`Parking`], and the sink's reports.
+    fn parking_ledger(
+        cfg: &BufferConfig,
+        buffer: Buffer,
+        metrics: &Arc<Metrics>,
+        now: (Instant, SystemTime),
+    ) -> (Ledger, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
+        ledger_to(cfg, buffer, metrics, now, |tx| Box::new(Parking(tx)))
+    }
+
     /// A card that refuses every write while recType "p" has no hub: its record can be
     /// neither buffered nor sent, and waits in memory, unacknowledged, without holding the
     /// other recTypes' input, which flows for an hour (one record a second), each record
@@ -3152,17 +3175,7 @@ pub(super) mod tests {
             ..record(n)
         };
         let buffer = sled_buffer(dir.path(), &metrics);
-        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let mut ledger = Ledger::new(
-            &cfg,
-            16,
-            buffer,
-            Box::new(Parking(tx)),
-            metrics.clone(),
-            now,
-            1,
-        )
-        .unwrap();
+        let (mut ledger, mut reports) = parking_ledger(&cfg, buffer, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         let failing = crate::buffer::failing_appends_in(1..=u32::MAX);
         ledger.take(vec![of("p", 0)], Counters::default(), ack(0), t0);
@@ -3269,17 +3282,7 @@ pub(super) mod tests {
             body: "x".repeat(100),
             ..record(n)
         };
-        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let mut ledger = Ledger::new(
-            &cfg,
-            16,
-            buffer,
-            Box::new(Parking(tx)),
-            metrics.clone(),
-            now,
-            1,
-        )
-        .unwrap();
+        let (mut ledger, mut reports) = parking_ledger(&cfg, buffer, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         ledger.take(vec![of("p", 0)], Counters::default(), ack(0), t0);
         ledger.end_round(t0).unwrap();
