@@ -78,7 +78,7 @@ enum Command {
     },
     /// Parse a LoRaWAN 1.0.x PHYPayload and print it as JSON; with keys, check the MIC and
     /// decrypt. Without the key for its FPort the payload is printed still encrypted; without
-    /// --nwkskey "mic_valid" is null. "fcnt" is the 16-bit value on air; the MIC is checked
+    /// --nwkskey-file "mic_valid" is null. "fcnt" is the 16-bit value on air; the MIC is checked
     /// with the 32-bit counters the agent tries for a session's first frame (upper halves
     /// 0-15) and "fcnt32" is the one it verified with.
     Lorawan {
@@ -86,20 +86,23 @@ enum Command {
         /// tried; its low 16 bits must be the counter on air.
         #[arg(long, value_name = "N")]
         fcnt32: Option<u32>,
-        /// NwkSKey, 32 hex digits: checks the MIC and decrypts FPort 0 (MAC commands).
-        /// Visible to every user in `ps`: prefer --nwkskey-file.
-        #[arg(long, value_name = "HEX", conflicts_with = "nwkskey_file")]
-        nwkskey: Option<String>,
-        /// AppSKey, 32 hex digits: decrypts FPort 1-255. Prefer --appskey-file.
-        #[arg(long, value_name = "HEX", conflicts_with = "appskey_file")]
-        appskey: Option<String>,
-        /// A file holding the NwkSKey; `-` reads it from standard input (its first line).
+        /// A file holding the NwkSKey (32 hex digits), which checks the MIC and decrypts
+        /// FPort 0 (MAC commands); `-` reads it from standard input (its first line).
         #[arg(long, value_name = "FILE")]
         nwkskey_file: Option<PathBuf>,
-        /// A file holding the AppSKey; `-` reads it from standard input (the line after the
-        /// NwkSKey's when both are `-`).
+        /// A file holding the AppSKey (32 hex digits), which decrypts FPort 1-255; `-` reads
+        /// it from standard input (the line after the NwkSKey's when both are `-`).
         #[arg(long, value_name = "FILE")]
         appskey_file: Option<PathBuf>,
+        /// Refused: a key given on the command line is visible to every user in `ps` and
+        /// stays in the shell's history. Taken (hidden) so that the refusal is one line that
+        /// says so and names --nwkskey-file, where clap's error for an unknown option is five
+        /// lines of usage.
+        #[arg(long, hide = true, value_name = "HEX")]
+        nwkskey: Option<std::ffi::OsString>,
+        /// Refused as --nwkskey is.
+        #[arg(long, hide = true, value_name = "HEX")]
+        appskey: Option<std::ffi::OsString>,
         /// The PHYPayload in hex (MHDR to MIC).
         #[arg(value_name = "PHYHEX")]
         phyhex: String,
@@ -213,13 +216,23 @@ fn main() -> ExitCode {
             nwkskey_file,
             appskey_file,
             phyhex,
-        } => match session_keys(
-            (nwkskey, nwkskey_file.as_deref()),
-            (appskey, appskey_file.as_deref()),
-        ) {
-            Ok((nwk, app)) => lorawan(nwk.as_deref(), app.as_deref(), fcnt32, &phyhex),
-            Err(code) => code,
-        },
+        } => {
+            if let Some(flag) = [(nwkskey, "nwkskey"), (appskey, "appskey")]
+                .into_iter()
+                .find_map(|(given, flag)| given.map(|_| flag))
+            {
+                return fail(
+                    2,
+                    format!(
+                        "--{flag} is not accepted (a key on the command line is visible in ps and shell history): put the key in a file and give --{flag}-file FILE, or --{flag}-file - to read it from standard input"
+                    ),
+                );
+            }
+            match session_keys(nwkskey_file.as_deref(), appskey_file.as_deref()) {
+                Ok((nwk, app)) => lorawan(nwk.as_deref(), app.as_deref(), fcnt32, &phyhex),
+                Err(code) => code,
+            }
+        }
         Command::Codecs { dir, config } => codecs(dir, config),
         Command::Buffer { action, config } => buffer_cmd(&config, action),
         Command::Configfile => {
@@ -677,14 +690,14 @@ struct LorawanOther {
     mic_valid: Option<bool>,
 }
 
-/// The session keys given inline or as files (`-`: standard input, one key per line, the
-/// NwkSKey first).
+/// The session keys given as files (`-`: standard input, one key per line, the NwkSKey
+/// first).
 fn session_keys(
-    nwk: (Option<String>, Option<&Path>),
-    app: (Option<String>, Option<&Path>),
+    nwk: Option<&Path>,
+    app: Option<&Path>,
 ) -> Result<(Option<String>, Option<String>), ExitCode> {
     use std::io::Read;
-    let stdin_wanted = [nwk.1, app.1]
+    let stdin_wanted = [nwk, app]
         .iter()
         .any(|f| f.is_some_and(|f| f == Path::new("-")));
     let mut stdin = String::new();
@@ -695,8 +708,8 @@ fn session_keys(
             .map_err(|e| fail(2, format!("cannot read keys from standard input: {e}")))?;
     }
     let mut lines = stdin.lines().map(str::trim).filter(|l| !l.is_empty());
-    let mut key = |(inline, file): (Option<String>, Option<&Path>), flag: &str| match file {
-        None => Ok(inline),
+    let mut key = |file: Option<&Path>, flag: &str| match file {
+        None => Ok(None),
         Some(f) if f == Path::new("-") => lines
             .next()
             .map(|k| Some(k.to_string()))
@@ -719,7 +732,10 @@ fn lorawan(
         hex.map(|h| Key::from_hex(h).map_err(|e| fail(2, format!("{flag}: {e}"))))
             .transpose()
     };
-    let (nwk, app) = match (key("--nwkskey", nwkskey), key("--appskey", appskey)) {
+    let (nwk, app) = match (
+        key("--nwkskey-file", nwkskey),
+        key("--appskey-file", appskey),
+    ) {
         (Ok(n), Ok(a)) => (n, a),
         (Err(code), _) | (_, Err(code)) => return code,
     };

@@ -17,6 +17,45 @@ fn hubgate(args: &[&str]) -> Output {
         .expect("run hubgate")
 }
 
+/// Key files in a directory of their own, and the arguments naming them.
+struct Keys {
+    _dir: tempfile::TempDir,
+    nwk: String,
+    app: String,
+}
+
+impl Keys {
+    fn new(nwk: &str, app: &str) -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+        // One file ends in a newline, the other not: both are read.
+        let (nwk, app) = (path("nwk", &format!("{nwk}\n")), path("app", app));
+        Keys {
+            _dir: dir,
+            nwk,
+            app,
+        }
+    }
+
+    /// `--nwkskey-file F --appskey-file F`.
+    fn both(&self) -> [&str; 4] {
+        ["--nwkskey-file", &self.nwk, "--appskey-file", &self.app]
+    }
+
+    /// The NwkSKey's file alone.
+    fn nwk(&self) -> [&str; 2] {
+        ["--nwkskey-file", &self.nwk]
+    }
+}
+
+fn keys() -> Keys {
+    Keys::new(NWK, APP)
+}
+
 fn ok_json(args: &[&str]) -> (String, serde_json::Value) {
     let out = hubgate(args);
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -48,7 +87,7 @@ fn bad_input(args: &[&str]) -> String {
 
 #[test]
 fn worked_example_with_keys() {
-    let (out, _) = ok_json(&["--nwkskey", NWK, "--appskey", APP, WORKED]);
+    let (out, _) = ok_json(&[&keys().both()[..], &[WORKED]].concat());
     for field in [
         r#""mtype":"UnconfirmedDataUp""#,
         r#""devaddr":"26011bda""#,
@@ -63,7 +102,7 @@ fn worked_example_with_keys() {
 
 #[test]
 fn output_has_the_contract_fields_in_order() {
-    let (out, _) = ok_json(&["--nwkskey", NWK, "--appskey", APP, WORKED]);
+    let (out, _) = ok_json(&[&keys().both()[..], &[WORKED]].concat());
     assert_eq!(
         out.trim_end(),
         r#"{"mtype":"UnconfirmedDataUp","devaddr":"26011bda","fcnt":7,"fport":2,"payload":"03670110","mic_valid":true,"fcnt32":7}"#
@@ -80,7 +119,8 @@ fn with_fcnt32(fcnt: u32) -> String {
 /// payload decrypts; beyond the tried counters `--fcnt32` names it.
 #[test]
 fn counters_past_16_bits() {
-    let keys = ["--nwkskey", NWK, "--appskey", APP];
+    let files = keys();
+    let keys = files.both();
     let (_, v) = ok_json(&[&keys[..], &[&with_fcnt32(0x3_0007)]].concat());
     assert_eq!(v["fcnt"], 7);
     assert_eq!(v["fcnt32"], 0x3_0007);
@@ -103,7 +143,7 @@ fn counters_past_16_bits() {
 #[test]
 fn altered_mic_is_reported_invalid() {
     let altered = format!("{}E4", &WORKED[..WORKED.len() - 2]);
-    let (out, v) = ok_json(&["--nwkskey", NWK, "--appskey", APP, &altered]);
+    let (out, v) = ok_json(&[&keys().both()[..], &[&altered]].concat());
     assert!(out.contains(r#""mic_valid":false"#), "{out}");
     assert_eq!(v["devaddr"], "26011bda");
 }
@@ -115,20 +155,21 @@ fn without_keys_prints_the_encrypted_payload_and_null_mic() {
     assert!(v["mic_valid"].is_null());
     assert_eq!(v["fcnt"], 7);
     // The NwkSKey alone checks the MIC; FPort 2 still needs the AppSKey.
-    let (_, v) = ok_json(&["--nwkskey", NWK, WORKED]);
+    let (_, v) = ok_json(&[&keys().nwk()[..], &[WORKED]].concat());
     assert_eq!(v["mic_valid"], true);
     assert_eq!(v["payload"], "4026c89c");
 }
 
 #[test]
 fn lower_case_and_spaced_hex_are_accepted() {
-    let (_, v) = ok_json(&[
-        "--nwkskey",
-        &NWK.to_lowercase(),
-        "--appskey",
-        APP,
-        "40 da1b0126 00 0700 02 4026c89c b85521e3",
-    ]);
+    let lower = Keys::new(&NWK.to_lowercase(), APP);
+    let (_, v) = ok_json(
+        &[
+            &lower.both()[..],
+            &["40 da1b0126 00 0700 02 4026c89c b85521e3"],
+        ]
+        .concat(),
+    );
     assert_eq!(v["payload"], "03670110");
     assert_eq!(v["mic_valid"], true);
 }
@@ -172,29 +213,39 @@ fn truncated_frame_is_one_line_exit_2() {
 
 #[test]
 fn bad_key_is_one_line_exit_2_without_the_key() {
-    let err = bad_input(&["--nwkskey", "2B7E151628AED2A6", WORKED]);
-    assert!(err.contains("--nwkskey"), "{err}");
+    let short = Keys::new("2B7E151628AED2A6", APP);
+    let err = bad_input(&[&short.nwk()[..], &[WORKED]].concat());
+    assert!(err.contains("--nwkskey-file"), "{err}");
     assert!(!err.contains("2B7E"), "{err}");
 }
 
-/// Keys from files or standard input give the same answer as keys on the command line,
-/// where `ps` would show them.
+/// A key on the command line (where `ps` and the shell's history show it) is refused with
+/// one line that points to the key's file option and does not quote the key, in either
+/// spelling of the option, with or without the other options.
+#[test]
+fn keys_on_the_command_line_are_refused_without_quoting_them() {
+    let files = keys();
+    for (flag, key) in [("--nwkskey", NWK), ("--appskey", APP)] {
+        let joined = format!("{flag}={key}");
+        for args in [
+            vec![flag, key, WORKED],
+            vec![&joined, WORKED],
+            [&files.both()[..], &[flag, key, WORKED]].concat(),
+        ] {
+            let err = bad_input(&args);
+            assert!(err.contains(&format!("{flag}-file")), "{args:?}: {err}");
+            assert!(err.contains("is not accepted"), "{args:?}: {err}");
+            assert!(!err.contains(key), "{args:?}: {err}");
+            assert!(!err.contains(&key[..8]), "{args:?}: {err}");
+        }
+    }
+}
+
+/// Keys from standard input give the same answer as keys from files.
 #[test]
 fn keys_from_files_and_stdin() {
     use std::io::Write;
-    let (inline, _) = ok_json(&["--nwkskey", NWK, "--appskey", APP, WORKED]);
-    let dir = tempfile::tempdir().unwrap();
-    let (nwk, app) = (dir.path().join("nwk"), dir.path().join("app"));
-    std::fs::write(&nwk, format!("{NWK}\n")).unwrap();
-    std::fs::write(&app, APP).unwrap();
-    let (from_files, _) = ok_json(&[
-        "--nwkskey-file",
-        nwk.to_str().unwrap(),
-        "--appskey-file",
-        app.to_str().unwrap(),
-        WORKED,
-    ]);
-    assert_eq!(from_files, inline);
+    let (from_files, _) = ok_json(&[&keys().both()[..], &[WORKED]].concat());
     let mut child = Command::new(env!("CARGO_BIN_EXE_hubgate"))
         .args([
             "lorawan",
@@ -212,7 +263,7 @@ fn keys_from_files_and_stdin() {
     write!(child.stdin.take().unwrap(), "{NWK}\n{APP}\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), inline);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), from_files);
     let e = bad_input(&["--nwkskey-file", "/dev/zero", WORKED]);
     assert!(e.contains("not a regular file"), "{e}");
 }
