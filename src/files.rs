@@ -66,12 +66,18 @@ fn too_large(cap: u64) -> String {
 }
 
 /// Replace `path` with `bytes`, durably: written to `path` + `.new`, synced, renamed over
-/// `path`, and the directory synced, so that a power cut leaves either content.
+/// `path`, and the directory synced, so that a power cut leaves either content. A new file
+/// is made mode 0600 (what is written this way is the buffer's: see [`create_private_dir`]).
 pub fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut new = path.as_os_str().to_owned();
     new.push(".new");
     let new = std::path::PathBuf::from(new);
-    let mut f = std::fs::File::create(&new)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(&new)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&new, path)?;
@@ -80,6 +86,21 @@ pub fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     sync_dir(dir)
+}
+
+/// The mode of a file hubgate makes in the buffer directory (umask applied on top).
+pub const PRIVATE_FILE: u32 = 0o600;
+
+/// Create directory `dir` and any missing parent, each mode 0700 (umask applied on top), as
+/// one `mkdir` each, with no moment when another user could open it: the buffer directory
+/// holds the readings, and an agent run by hand has the shell's umask (often 0022), not the
+/// unit's 0077. An existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Make the entries of directory `dir` (creations, renames) survive a power cut.
@@ -292,6 +313,26 @@ mod tests {
                 && w.contains(&format!("(gid {other}, mode 0640), not the agent's own")),
             "{w}"
         );
+    }
+
+    /// Under umask 0022, as an agent run from a shell has it: the directories made are
+    /// 0700, the parent made with them too; one already there is left as it is.
+    #[test]
+    fn private_dirs_and_files_are_made_without_the_umask_opening_them() {
+        // SAFETY: umask has no failure mode; 0022 is the common default, which other tests
+        // already run under.
+        unsafe { libc::umask(0o022) };
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        let (parent, buffer) = (dir.path().join("state"), dir.path().join("state/buffer"));
+        create_private_dir(&buffer).unwrap();
+        assert_eq!((mode(&parent), mode(&buffer)), (0o700, 0o700));
+        std::fs::set_permissions(&buffer, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&buffer).unwrap();
+        assert_eq!(mode(&buffer), 0o755);
+        let file = buffer.join("session");
+        replace_durably(&file, b"first").unwrap();
+        assert_eq!(mode(&file), 0o600);
     }
 
     #[test]

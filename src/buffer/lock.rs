@@ -32,7 +32,7 @@ impl BufferLock {
     fn take_waiting(buffer_dir: &Path, mut busy: impl FnMut()) -> Result<BufferLock, BufferError> {
         let path = path(buffer_dir);
         let storage = |e: std::io::Error| BufferError::Storage(format!("{}: {e}", path.display()));
-        std::fs::create_dir_all(buffer_dir).map_err(storage)?;
+        crate::files::create_private_dir(buffer_dir).map_err(storage)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -110,6 +110,25 @@ mod tests {
         drop(lock);
         assert!(!BufferLock::is_held(dir.path()).unwrap());
         BufferLock::take(dir.path()).expect("free again");
+    }
+
+    /// The buffer directory a `hubgate buffer` command makes (recover into a buffer not
+    /// there yet) is private under the shell's usual umask 0022.
+    #[test]
+    fn a_buffer_directory_it_makes_is_private() {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: umask has no failure mode; 0022 is the common default.
+        unsafe { libc::umask(0o022) };
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = dir.path().join("state").join("buffer");
+        let _lock = BufferLock::take(&buffer).unwrap();
+        for d in [dir.path().join("state"), buffer] {
+            assert_eq!(
+                std::fs::metadata(&d).unwrap().mode() & 0o777,
+                0o700,
+                "{d:?}"
+            );
+        }
     }
 
     /// A lock let go while an open waits for it (as a forked child's copy is at its exec)

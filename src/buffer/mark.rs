@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 const SLOT: usize = 24;
@@ -29,6 +29,7 @@ impl Mark {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::files::PRIVATE_FILE)
             .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;

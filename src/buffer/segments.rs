@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -520,7 +520,7 @@ impl Segments {
     /// been created.
     pub fn open(db_dir: &Path, live: BTreeMap<u32, Held>) -> io::Result<Segments> {
         let dir = db_dir.join(VALUES_DIR);
-        match std::fs::create_dir(&dir) {
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
@@ -839,6 +839,7 @@ impl Segments {
                 .read(true)
                 .write(true)
                 .create_new(true)
+                .mode(crate::files::PRIVATE_FILE)
                 .open(self.path(number))
             {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

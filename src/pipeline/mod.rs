@@ -238,7 +238,7 @@ fn open_forwarder(
     hubs: Hubs,
     connection: crate::sink::Connection,
 ) -> Result<Forwarder, RunError> {
-    std::fs::create_dir_all(&cfg.buffer.path).map_err(|e| {
+    crate::files::create_private_dir(&cfg.buffer.path).map_err(|e| {
         crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
     })?;
     warn_if_disk_smaller_than_cap(&cfg.buffer);
