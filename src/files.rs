@@ -94,7 +94,7 @@ pub const PRIVATE_FILE: u32 = 0o600;
 /// Create directory `dir` and any missing parent, each mode 0700 (umask applied on top), as
 /// one `mkdir` each, with no moment when another user could open it: the buffer directory
 /// holds the readings, and an agent run by hand has the shell's umask (often 0022), not the
-/// unit's 0077. An existing directory is left as it is.
+/// unit's 0077. An existing directory is left as it is ([`dir_open_to_others`] warns).
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -116,10 +116,38 @@ const AGENT_GROUP: &str = "hubgate";
 /// or `hubgate` (`0640 root:hubgate` is how the .deb installs the config, and root runs
 /// `hubgate check` on it too).
 pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
+    open_to_others(
+        path,
+        what,
+        0o004,
+        "chmod 600, or 640 with the agent's group (chgrp hubgate)",
+    )
+}
+
+/// [`readable_by_others`] for a directory that holds `what`: who besides the agent may list
+/// it or open what is inside (read or search permission). Files the agent makes there are
+/// its own; those an older version made, sled's and those of an agent run with a looser
+/// umask follow the umask, so the directory's mode is what keeps them in. A warning, not a
+/// refusal nor a chmod: the directory is the operator's, and an upgrade must not stop an
+/// agent.
+pub fn dir_open_to_others(path: &Path, what: &str) -> Option<String> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return None;
+    }
+    open_to_others(
+        path,
+        what,
+        0o005,
+        "chmod 700, or 750 with the agent's group (chgrp hubgate)",
+    )
+}
+
+/// `path` (holding `what`) is open to every user if any of `other_bits` is set in its mode,
+/// to a group not the agent's if any of the same bits is set for the group.
+fn open_to_others(path: &Path, what: &str, other_bits: u32, fix: &str) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     let mode = meta.mode() & 0o777;
-    let fix = "chmod 600, or 640 with the agent's group (chgrp hubgate)";
-    if mode & 0o004 != 0 {
+    if mode & other_bits != 0 {
         return Some(format!(
             "{} holds {what} and is readable by every user (mode {mode:04o}): {fix}",
             path.display()
@@ -129,7 +157,7 @@ pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
     let own_group = unsafe { libc::getegid() };
     let group = group_name(meta.gid());
     let agents = meta.gid() == own_group || group.as_deref() == Some(AGENT_GROUP);
-    if mode & 0o040 != 0 && !agents {
+    if mode & (other_bits << 3) != 0 && !agents {
         return Some(format!(
             "{} holds {what} and is readable by group {} (gid {}, mode {mode:04o}), not the agent's own: {fix}",
             path.display(),
@@ -313,6 +341,38 @@ mod tests {
                 && w.contains(&format!("(gid {other}, mode 0640), not the agent's own")),
             "{w}"
         );
+    }
+
+    /// A directory others may list or search is told about, a file path or a missing one
+    /// not (the agent makes it, private).
+    #[test]
+    fn a_directory_open_to_others_is_told_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = dir.path().join("buffer");
+        assert_eq!(dir_open_to_others(&buffer, "readings"), None);
+        std::fs::create_dir(&buffer).unwrap();
+        let chmod = |mode| std::fs::set_permissions(&buffer, std::fs::Permissions::from_mode(mode));
+        for (mode, told) in [
+            (0o700, false),
+            (0o750, false),
+            (0o755, true),
+            (0o701, true),
+            (0o704, true),
+            (0o702, false),
+        ] {
+            chmod(mode).unwrap();
+            let w = dir_open_to_others(&buffer, "readings");
+            assert_eq!(w.is_some(), told, "{mode:o}: {w:?}");
+            if let Some(w) = w {
+                let at = format!("holds readings and is readable by every user (mode 0{mode:o})");
+                assert!(w.contains(&at) && w.contains("chmod 700"), "{w}");
+            }
+        }
+        chmod(0o700).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(dir_open_to_others(&file, "readings"), None);
     }
 
     /// Under umask 0022, as an agent run from a shell has it: the directories made are

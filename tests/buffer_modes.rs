@@ -1,11 +1,14 @@
 //! Who may read the buffer: an agent run by hand has the shell's umask (0022 here), not the
 //! unit's 0077, and the buffer holds the readings and the MQTT session. The directory hubgate
-//! makes for it is its user's alone, and so is each file hubgate writes there.
+//! makes for it is its user's alone, and so is each file hubgate writes there; one made
+//! looser by someone else is warned about by `check` and at the start, and left as it is.
 
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use support::agent::{chirpstack_uplink, tbhh100, three_devices, uplink_topic, Agent, TH, WAIT};
 use support::{free_port, mosquitto_pub, Mosquitto};
@@ -48,7 +51,7 @@ fn own_files(buffer: &Path) -> [Vec<PathBuf>; 3] {
 }
 
 #[test]
-fn a_buffer_made_under_umask_022_is_private() {
+fn a_buffer_made_under_umask_022_is_private_and_a_looser_one_is_warned_about() {
     // SAFETY: umask has no failure mode; the agents started below inherit it.
     unsafe { libc::umask(0o022) };
     let dir = tempfile::tempdir().unwrap();
@@ -93,4 +96,25 @@ fn a_buffer_made_under_umask_022_is_private() {
     for values in segments.iter().map(|s| s.parent().unwrap()) {
         assert_eq!(mode(values), "700", "{}", values.display());
     }
+
+    // As an older hubgate or a `mkdir` left it: warned about, not changed, no refusal.
+    std::fs::set_permissions(&buffer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let warning = format!(
+        "{} holds the buffered readings and is readable by every user (mode 0755): chmod 700",
+        buffer.display()
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["check", "-c"])
+        .arg(dir.path().join("hubgate.toml"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(check.stderr).unwrap();
+    assert!(check.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(&warning).count(), 1, "{stderr}");
+    agent.start_again();
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    agent.wait_log(&warning, 1, Duration::ZERO);
+    assert_eq!(mode(&buffer), "755");
+    assert!(agent.terminate(WAIT).success());
 }

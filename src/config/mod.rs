@@ -170,6 +170,8 @@ impl Config {
             .extend(crate::files::writable_by_others(path, "the configuration"));
         cfg.resolve(&base_of(path))
             .map_err(|(key, reason)| ConfigError::Invalid { file, key, reason })?;
+        let buffer = crate::files::dir_open_to_others(&cfg.buffer.path, "the buffered readings");
+        cfg.file_warnings.extend(buffer);
         Ok(cfg)
     }
 
