@@ -716,9 +716,38 @@ fn session_keys(
             .ok_or_else(|| fail(2, format!("{flag}: no key on standard input"))),
         Some(f) => hubgate::files::read_capped(f, hubgate::files::SECRET_CAP)
             .map(|k| Some(k.trim().to_string()))
-            .map_err(|e| fail(2, format!("{flag} {}: {e}", f.display()))),
+            .map_err(|e| fail(2, unreadable_key_file(flag, f, &e))),
     };
     Ok((key(nwk, "--nwkskey-file")?, key(app, "--appskey-file")?))
+}
+
+/// Why the key file `file` given with `flag` cannot be read. An argument that looks like a
+/// key itself is not repeated: the likely slip after `--nwkskey HEX` was refused.
+fn unreadable_key_file(flag: &str, file: &Path, e: &str) -> String {
+    if !looks_like_key(file) {
+        return format!("{flag} {}: {e}", file.display());
+    }
+    format!(
+        "{flag}: its argument is no file that can be read ({e}) and looks like a key itself: \
+         put the key in a file and give the file, or - to read the key from standard input"
+    )
+}
+
+/// `arg` is a key or part of one: at least 16 hex digits, spelled as
+/// [`hubgate::lorawan::Key::from_hex`] takes them, or after `0x`.
+fn looks_like_key(arg: &Path) -> bool {
+    let Some(arg) = arg.to_str() else {
+        return false;
+    };
+    let arg = arg.trim();
+    let digits: String = arg
+        .strip_prefix("0x")
+        .or_else(|| arg.strip_prefix("0X"))
+        .unwrap_or(arg)
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect();
+    digits.len() >= 16 && digits.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 fn lorawan(

@@ -241,6 +241,45 @@ fn keys_on_the_command_line_are_refused_without_quoting_them() {
     }
 }
 
+/// A key given where its file goes (`--nwkskey-file HEX`, the likely slip after the refusal
+/// above) is not quoted in the error that no such file exists, in any spelling a key takes;
+/// a path that is no key is named.
+#[test]
+fn a_key_given_as_the_file_is_not_quoted() {
+    let colons = NWK
+        .as_bytes()
+        .chunks(2)
+        .map(|b| std::str::from_utf8(b).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let (lower, prefixed) = (APP.to_lowercase(), format!("0x{NWK}"));
+    for (flag, key, quoted) in [
+        ("--nwkskey-file", NWK, &NWK[..8]),
+        ("--appskey-file", APP, &APP[..8]),
+        ("--appskey-file", &lower, &lower[..8]),
+        ("--nwkskey-file", &prefixed, &NWK[..8]),
+        ("--nwkskey-file", &colons, &colons[..8]),
+        ("--nwkskey-file", &NWK[..16], &NWK[..8]),
+    ] {
+        let joined = format!("{flag}={key}");
+        for args in [vec![flag, key, WORKED], vec![&joined, WORKED]] {
+            let err = bad_input(&args);
+            assert!(
+                err.starts_with(&format!("hubgate: {flag}: its argument is no file")),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains("looks like a key itself"), "{args:?}: {err}");
+            assert!(!err.contains(quoted), "{args:?}: {err}");
+        }
+    }
+    let missing = "/nonexistent/nwk.key";
+    let err = bad_input(&["--nwkskey-file", missing, WORKED]);
+    assert!(
+        err.contains(&format!("--nwkskey-file {missing}: No such file")),
+        "{err}"
+    );
+}
+
 /// Keys from standard input give the same answer as keys from files.
 #[test]
 fn keys_from_files_and_stdin() {
