@@ -166,7 +166,7 @@ enum BufferAction {
 
 fn main() -> ExitCode {
     hubgate::malloc::tune();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| key_file_suggested(e).exit());
     hubgate::logger::init(matches!(cli.command, Command::JsWorker));
     // Before any secret is read.
     if let Err(e) = hubgate::coredump::disable() {
@@ -328,6 +328,19 @@ fn end_quietly_on_closed_output() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// clap's tip for a mistyped long option names the closest one, the hidden and refused
+/// --nwkskey/--appskey too (`--nwk-skey`): the key's file option is named instead.
+fn key_file_suggested(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    if let Some(ContextValue::String(arg)) = e.get(ContextKind::SuggestedArg) {
+        if arg == "--nwkskey" || arg == "--appskey" {
+            let file = ContextValue::String(format!("{arg}-file"));
+            e.insert(ContextKind::SuggestedArg, file);
+        }
+    }
+    e
 }
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {

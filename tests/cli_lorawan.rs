@@ -280,6 +280,25 @@ fn a_key_given_as_the_file_is_not_quoted() {
     );
 }
 
+/// A mistyped key option is pointed at the key's file option, not at the refused one that
+/// takes the key itself (which clap would suggest, being the closest name).
+#[test]
+fn a_mistyped_key_option_is_pointed_at_the_file_option() {
+    for (typo, meant) in [
+        ("--nwk-skey", "--nwkskey-file"),
+        ("--appskeys", "--appskey-file"),
+        ("--nwkskeyfile", "--nwkskey-file"),
+    ] {
+        let out = hubgate(&[typo, "k", WORKED]);
+        assert_eq!(out.status.code(), Some(2), "{typo}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("tip: a similar argument exists: '{meant}'\n")),
+            "{typo}: {stderr}"
+        );
+    }
+}
+
 /// Keys from standard input give the same answer as keys from files.
 #[test]
 fn keys_from_files_and_stdin() {
