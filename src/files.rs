@@ -66,16 +66,21 @@ fn too_large(cap: u64) -> String {
 }
 
 /// Replace `path` with `bytes`, durably: written to `path` + `.new`, synced, renamed over
-/// `path`, and the directory synced, so that a power cut leaves either content. A new file
-/// is made mode 0600 (what is written this way is the buffer's: see [`create_private_dir`]).
+/// `path`, and the directory synced, so that a power cut leaves either content. `path` ends
+/// up mode 0600 (umask applied on top) whatever its mode was: what is written this way is the
+/// buffer's (see [`create_private_dir`]). The `.new` is made afresh: one a power cut left
+/// (an older version's, 0644) is removed first, and so is a symbolic link in its place.
 pub fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut new = path.as_os_str().to_owned();
     new.push(".new");
     let new = std::path::PathBuf::from(new);
+    match std::fs::remove_file(&new) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(PRIVATE_FILE)
         .open(&new)?;
     f.write_all(bytes)?;
@@ -393,6 +398,28 @@ mod tests {
         let file = buffer.join("session");
         replace_durably(&file, b"first").unwrap();
         assert_eq!(mode(&file), 0o600);
+    }
+
+    /// A `.new` a power cut left (an older version's, mode 0644) neither keeps its mode in
+    /// the replaced file nor its content; a symbolic link in its place is not followed.
+    #[test]
+    fn replace_durably_makes_the_new_file_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        let file = dir.path().join("mqtt-session-x");
+        let new = dir.path().join("mqtt-session-x.new");
+        std::fs::write(&new, "left over, and longer than what replaces it").unwrap();
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o644)).unwrap();
+        replace_durably(&file, b"first").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"first");
+        assert_eq!(mode(&file) & 0o077, 0, "{:o}", mode(&file));
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "not hubgate's").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &new).unwrap();
+        replace_durably(&file, b"second").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"second");
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not hubgate's");
+        assert!(!std::fs::symlink_metadata(&file).unwrap().is_symlink());
     }
 
     #[test]
