@@ -121,8 +121,10 @@ const AGENT_GROUP: &str = "hubgate";
 /// or `hubgate` (`0640 root:hubgate` is how the .deb installs the config, and root runs
 /// `hubgate check` on it too).
 pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
     open_to_others(
         path,
+        &meta,
         what,
         0o004,
         "chmod 600, or 640 with the agent's group (chgrp hubgate)",
@@ -136,41 +138,64 @@ pub fn readable_by_others(path: &Path, what: &str) -> Option<String> {
 /// refusal nor a chmod: the directory is the operator's, and an upgrade must not stop an
 /// agent.
 pub fn dir_open_to_others(path: &Path, what: &str) -> Option<String> {
-    if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-        return None;
-    }
+    let meta = std::fs::metadata(path).ok().filter(|m| m.is_dir())?;
     open_to_others(
         path,
+        &meta,
         what,
         0o005,
         "chmod 700, or 750 with the agent's group (chgrp hubgate)",
     )
 }
 
-/// `path` (holding `what`) is open to every user if any of `other_bits` is set in its mode,
-/// to a group not the agent's if any of the same bits is set for the group.
-fn open_to_others(path: &Path, what: &str, other_bits: u32, fix: &str) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
+/// `path` (holding `what`, `meta` its metadata) is open to every user if any of
+/// `other_bits` is set in its mode, to a group not the agent's if any of the same bits is
+/// set for the group.
+fn open_to_others(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    what: &str,
+    other_bits: u32,
+    fix: &str,
+) -> Option<String> {
     let mode = meta.mode() & 0o777;
     if mode & other_bits != 0 {
         return Some(format!(
-            "{} holds {what} and is readable by every user (mode {mode:04o}): {fix}",
-            path.display()
+            "{} holds {what} and {} (mode {mode:04o}): {fix}",
+            path.display(),
+            allowed(meta, mode & other_bits, "every user")
         ));
     }
     // SAFETY: getegid has no failure mode.
     let own_group = unsafe { libc::getegid() };
     let group = group_name(meta.gid());
     let agents = meta.gid() == own_group || group.as_deref() == Some(AGENT_GROUP);
-    if mode & (other_bits << 3) != 0 && !agents {
+    let group_bits = (mode >> 3) & other_bits;
+    if group_bits != 0 && !agents {
+        let who = format!("group {}", group.as_deref().unwrap_or("unnamed"));
         return Some(format!(
-            "{} holds {what} and is readable by group {} (gid {}, mode {mode:04o}), not the agent's own: {fix}",
+            "{} holds {what} and {} (gid {}, mode {mode:04o}), not the agent's own: {fix}",
             path.display(),
-            group.as_deref().unwrap_or("unnamed"),
+            allowed(meta, group_bits, &who),
             meta.gid()
         ));
     }
     None
+}
+
+/// What `who` may do to the file or directory of `meta`, given their permission bits
+/// `bits` (read 4, search 1): a directory others may only search is not listed, but the
+/// names in it can be opened.
+fn allowed(meta: &std::fs::Metadata, bits: u32, who: &str) -> String {
+    if !meta.is_dir() {
+        return format!("is readable by {who}");
+    }
+    let may = match (bits & 0o4 != 0, bits & 0o1 != 0) {
+        (true, true) => "list and enter",
+        (true, false) => "list",
+        _ => "enter",
+    };
+    format!("{who} may {may} it")
 }
 
 /// Who besides root and the agent's user may change `path`, which holds `what` (the config,
@@ -348,32 +373,60 @@ mod tests {
         );
     }
 
-    /// A directory others may list or search is told about, a file path or a missing one
-    /// not (the agent makes it, private).
+    /// A directory others may list or search is told about, saying which, a file path or a
+    /// missing one not (the agent makes it, private).
     #[test]
     fn a_directory_open_to_others_is_told_about() {
         let dir = tempfile::tempdir().unwrap();
         let buffer = dir.path().join("buffer");
         assert_eq!(dir_open_to_others(&buffer, "readings"), None);
         std::fs::create_dir(&buffer).unwrap();
+        let chgrp = |gid: u32| {
+            let c = std::ffi::CString::new(buffer.to_str().unwrap()).unwrap();
+            // SAFETY: a valid path; -1 keeps the owner.
+            let r = unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        };
+        // The agent's own group, whatever group the temporary directory passes on.
+        let own = unsafe { libc::getegid() };
+        chgrp(own);
         let chmod = |mode| std::fs::set_permissions(&buffer, std::fs::Permissions::from_mode(mode));
         for (mode, told) in [
-            (0o700, false),
-            (0o750, false),
-            (0o755, true),
-            (0o701, true),
-            (0o704, true),
-            (0o702, false),
+            (0o700, None),
+            (0o750, None),
+            (0o755, Some("list and enter")),
+            (0o701, Some("enter")),
+            (0o711, Some("enter")),
+            (0o704, Some("list")),
+            (0o702, None),
         ] {
             chmod(mode).unwrap();
             let w = dir_open_to_others(&buffer, "readings");
-            assert_eq!(w.is_some(), told, "{mode:o}: {w:?}");
-            if let Some(w) = w {
-                let at = format!("holds readings and is readable by every user (mode 0{mode:o})");
-                assert!(w.contains(&at) && w.contains("chmod 700"), "{w}");
-            }
+            let at = told.map(|may| {
+                format!(
+                    "{} holds readings and every user may {may} it (mode 0{mode:o}): chmod 700",
+                    buffer.display()
+                )
+            });
+            assert_eq!(
+                w,
+                at.map(|at| format!("{at}, or 750 with the agent's group (chgrp hubgate)"))
+            );
         }
+        // A group other than the agent's (giving the directory to it needs root, as CI runs).
+        chgrp(own + 1);
+        chmod(0o710).unwrap();
+        let w = dir_open_to_others(&buffer, "readings").unwrap();
+        assert!(
+            w.contains(" may enter it (gid ")
+                && w.contains(&format!(
+                    "(gid {}, mode 0710), not the agent's own",
+                    own + 1
+                )),
+            "{w}"
+        );
         chmod(0o700).unwrap();
+        assert_eq!(dir_open_to_others(&buffer, "readings"), None);
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -100,7 +100,7 @@ fn a_buffer_made_under_umask_022_is_private_and_a_looser_one_is_warned_about() {
     // As an older hubgate or a `mkdir` left it: warned about, not changed, no refusal.
     std::fs::set_permissions(&buffer, std::fs::Permissions::from_mode(0o755)).unwrap();
     let warning = format!(
-        "{} holds the buffered readings and is readable by every user (mode 0755): chmod 700",
+        "{} holds the buffered readings and every user may list and enter it (mode 0755): chmod 700",
         buffer.display()
     );
     let check = Command::new(env!("CARGO_BIN_EXE_hubgate"))
