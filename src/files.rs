@@ -95,6 +95,8 @@ pub fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The mode of a file hubgate makes in the buffer directory (umask applied on top).
 pub const PRIVATE_FILE: u32 = 0o600;
+/// The mode of a directory hubgate makes for the buffer, or in it (umask applied on top).
+pub const PRIVATE_DIR: u32 = 0o700;
 
 /// Create directory `dir` and any missing parent, each mode 0700 (umask applied on top), as
 /// one `mkdir` each, with no moment when another user could open it: the buffer directory
@@ -104,7 +106,7 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(PRIVATE_DIR)
         .create(dir)
 }
 

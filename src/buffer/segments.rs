@@ -520,7 +520,10 @@ impl Segments {
     /// been created.
     pub fn open(db_dir: &Path, live: BTreeMap<u32, Held>) -> io::Result<Segments> {
         let dir = db_dir.join(VALUES_DIR);
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        match std::fs::DirBuilder::new()
+            .mode(crate::files::PRIVATE_DIR)
+            .create(&dir)
+        {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
