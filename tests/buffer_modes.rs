@@ -35,8 +35,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The files hubgate itself writes in the buffer: segments, the flush mark, MQTT sessions.
-fn own_files(buffer: &Path) -> [Vec<PathBuf>; 3] {
+/// The files hubgate itself makes in the buffer: segments, the flush mark, MQTT sessions,
+/// the lock and the disk reserve.
+fn own_files(buffer: &Path) -> [Vec<PathBuf>; 5] {
     let named = |pred: &dyn Fn(&str) -> bool| -> Vec<PathBuf> {
         files_under(buffer)
             .into_iter()
@@ -47,6 +48,8 @@ fn own_files(buffer: &Path) -> [Vec<PathBuf>; 3] {
         named(&|n| n.ends_with(".seg")),
         named(&|n| n == "hubgate-flushed"),
         named(&|n| n.starts_with("mqtt-session-")),
+        named(&|n| n == "lock"),
+        named(&|n| n == "reserve"),
     ]
 }
 
@@ -78,11 +81,13 @@ fn a_buffer_made_under_umask_022_is_private_and_a_looser_one_is_warned_about() {
 
     assert_eq!(mode(&state), "700");
     assert_eq!(mode(&buffer), "700");
-    let [segments, marks, sessions] = own_files(&buffer);
+    let [segments, marks, sessions, lock, reserve] = own_files(&buffer);
     for (what, files) in [
         ("segment", &segments),
         ("mark", &marks),
         ("session", &sessions),
+        ("lock", &lock),
+        ("reserve", &reserve),
     ] {
         assert!(
             !files.is_empty(),

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ impl BufferLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::files::PRIVATE_FILE)
             .open(&path)
             .map_err(storage)?;
         let deadline = Instant::now() + BUSY_WAIT;

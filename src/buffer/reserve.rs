@@ -16,6 +16,7 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::disk;
@@ -87,7 +88,12 @@ pub fn keep(buffer_dir: &Path, min_free: u64) -> std::io::Result<bool> {
 
 /// [`BYTES`] of allocated blocks at `at`, synced.
 fn write(at: &Path) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(at)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::files::PRIVATE_FILE)
+        .open(at)?;
     // SAFETY: a valid open descriptor; mode 0 allocates and extends the file.
     let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, BYTES as libc::off_t) };
     if r != 0 {
