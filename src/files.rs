@@ -110,6 +110,30 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Run the `#[ignore]`d test `name` (its path in the crate, `files::tests::…`) of this test
+/// binary alone in a child process under umask 0022, as an agent run from a shell has it:
+/// the umask is the process's, shared by the tests running in parallel threads here.
+#[cfg(test)]
+pub(crate) fn run_under_umask_022(name: &str) {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child.args(["--exact", name, "--ignored", "--test-threads=1"]);
+    // SAFETY: umask is async-signal-safe and has no failure mode.
+    unsafe {
+        child.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        })
+    };
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed;"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Make the entries of directory `dir` (creations, renames) survive a power cut.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -439,9 +463,12 @@ mod tests {
     /// 0700, the parent made with them too; one already there is left as it is.
     #[test]
     fn private_dirs_and_files_are_made_without_the_umask_opening_them() {
-        // SAFETY: umask has no failure mode; 0022 is the common default, which other tests
-        // already run under.
-        unsafe { libc::umask(0o022) };
+        run_under_umask_022("files::tests::private_dirs_and_files_under_umask_022");
+    }
+
+    #[test]
+    #[ignore = "run by private_dirs_and_files_are_made_without_the_umask_opening_them"]
+    fn private_dirs_and_files_under_umask_022() {
         let dir = tempfile::tempdir().unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
         let (parent, buffer) = (dir.path().join("state"), dir.path().join("state/buffer"));

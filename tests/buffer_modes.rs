@@ -55,7 +55,8 @@ fn own_files(buffer: &Path) -> [Vec<PathBuf>; 5] {
 
 #[test]
 fn a_buffer_made_under_umask_022_is_private_and_a_looser_one_is_warned_about() {
-    // SAFETY: umask has no failure mode; the agents started below inherit it.
+    // SAFETY: umask has no failure mode; the agents started below inherit it. The umask is
+    // the process's: this is the only test in this binary, so no other test runs under it.
     unsafe { libc::umask(0o022) };
     let dir = tempfile::tempdir().unwrap();
     let mqtt = Mosquitto::start(dir.path());

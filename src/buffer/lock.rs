@@ -118,9 +118,15 @@ mod tests {
     /// there yet) is private under the shell's usual umask 0022.
     #[test]
     fn a_buffer_directory_it_makes_is_private() {
+        crate::files::run_under_umask_022(
+            "buffer::lock::tests::a_buffer_directory_under_umask_022",
+        );
+    }
+
+    #[test]
+    #[ignore = "run by a_buffer_directory_it_makes_is_private"]
+    fn a_buffer_directory_under_umask_022() {
         use std::os::unix::fs::MetadataExt;
-        // SAFETY: umask has no failure mode; 0022 is the common default.
-        unsafe { libc::umask(0o022) };
         let dir = tempfile::tempdir().unwrap();
         let buffer = dir.path().join("state").join("buffer");
         let _lock = BufferLock::take(&buffer).unwrap();
