@@ -57,20 +57,12 @@ impl QuickAck {
     /// Claim the one unclaimed socket connected to one of `peers`, else none and how many
     /// there are.
     fn claim(peers: &[SocketAddr]) -> Result<QuickAck, usize> {
-        let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-            .map_err(|_| 0usize)?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
-            .collect();
         // Held through the search, so two sources searching at once cannot both claim one.
         let mut claimed = claimed();
-        let matches: Vec<RawFd> = fds
+        let matches: Vec<RawFd> = connected_to(peers)
+            .map_err(|_| 0usize)?
             .into_iter()
             .filter(|fd| !claimed.contains(fd))
-            .filter(|&fd| {
-                peer_of(fd)
-                    .and_then(|a| a.as_socket())
-                    .is_some_and(|a| peers.contains(&a))
-            })
             .collect();
         let [fd] = matches[..] else {
             return Err(matches.len());
@@ -102,6 +94,18 @@ impl Drop for QuickAck {
             claimed().remove(&fd);
         }
     }
+}
+
+/// This process's descriptors of sockets connected to one of `peers`.
+pub(super) fn connected_to(peers: &[SocketAddr]) -> std::io::Result<Vec<RawFd>> {
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|&fd| {
+            peer_of(fd)
+                .and_then(|a| a.as_socket())
+                .is_some_and(|a| peers.contains(&a))
+        })
+        .collect())
 }
 
 /// The peer of descriptor `fd`, if it is a connected socket.
