@@ -171,30 +171,7 @@ fn doctor_names_the_host_a_certificate_does_not_name() {
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::generate(&dir.path().join("certs"));
     let client = certs.client("hubgate");
-    let ca_dir = certs.ca.parent().unwrap();
-    std::fs::write(
-        ca_dir.join("other-ext.cnf"),
-        "subjectAltName = DNS:other.example\nextendedKeyUsage = serverAuth\n",
-    )
-    .unwrap();
-    for args in [
-        "ecparam -name prime256v1 -genkey -noout -out other.key",
-        "req -new -key other.key -out other.csr -subj /CN=other.example",
-        "x509 -req -in other.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-         -extfile other-ext.cnf -out other.crt",
-    ] {
-        let out = Command::new("openssl")
-            .args(args.split_whitespace())
-            .current_dir(ca_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args}: {out:?}");
-    }
-    let other_name = Certs {
-        ca: certs.ca.clone(),
-        cert: ca_dir.join("other.crt"),
-        key: ca_dir.join("other.key"),
-    };
+    let other_name = certs.server_for("other.example", "DNS:other.example");
     let mqtt = broker(&dir.path().join("mqtt"), &other_name, free_port());
     let text = config(dir.path(), mqtt.port(), &tls_keys(&certs.ca, Some(&client)));
     let line = doctor_mqtt_line(dir.path(), "other-name.toml", &text);

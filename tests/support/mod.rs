@@ -209,13 +209,36 @@ impl Certs {
     /// A client certificate (`CN=name`, clientAuth) signed by this CA, with its key (SEC1
     /// "EC PRIVATE KEY" PEM, mode 0600), written next to the CA: (certificate, key).
     pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
-        let dir = self.ca.parent().expect("the CA's directory");
-        let ext = dir.join("client-ext.cnf");
-        fs::write(
-            &ext,
+        self.leaf(
+            name,
             "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = clientAuth\n",
         )
-        .expect("write client-ext.cnf");
+    }
+
+    /// A server certificate (`CN=name`, serverAuth, subjectAltName `san`, e.g.
+    /// `DNS:other.example`) signed by this CA, with its key, written next to the CA: this
+    /// CA's certificates with these in place of its server's.
+    pub fn server_for(&self, name: &str, san: &str) -> Certs {
+        let (cert, key) = self.leaf(
+            name,
+            &format!(
+                "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = serverAuth\n\
+                 subjectAltName = {san}\n"
+            ),
+        );
+        Certs {
+            ca: self.ca.clone(),
+            cert,
+            key,
+        }
+    }
+
+    /// A certificate (`CN=name`, the extensions `ext`) signed by this CA, with its key (SEC1
+    /// "EC PRIVATE KEY" PEM, mode 0600), written next to the CA: (certificate, key).
+    fn leaf(&self, name: &str, ext: &str) -> (PathBuf, PathBuf) {
+        let dir = self.ca.parent().expect("the CA's directory");
+        let ext_file = format!("{name}-ext.cnf");
+        fs::write(dir.join(&ext_file), ext).expect("write the extensions");
         let (key, csr, crt) = (
             format!("{name}.key"),
             format!("{name}.csr"),
@@ -238,7 +261,7 @@ impl Certs {
             dir,
             &["req", "-new", "-key", &key, "-out", &csr, "-subj", &subj],
         );
-        sign(dir, &csr, &crt, "client-ext.cnf");
+        sign(dir, &csr, &crt, &ext_file);
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir.join(&key), fs::Permissions::from_mode(0o600)).expect("chmod");
         (dir.join(crt), dir.join(key))
@@ -289,7 +312,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A child process with its log file; killed (SIGKILL) and reaped on drop.
 #[derive(Debug)]
-struct Service {
+pub struct Service {
     name: &'static str,
     child: Option<Child>,
     log: PathBuf,
@@ -866,7 +889,7 @@ pub fn doctor_step<'a>(out: &'a str, step: &str) -> &'a str {
 
 /// stunnel4: TLS with `certs` on 127.0.0.1:`tls_port` in front of 127.0.0.1:`backend_port`
 /// (config `dir/stunnel.conf`, log `dir/stunnel.log`); returns once it accepts.
-fn tls_front(dir: &Path, certs: &Certs, tls_port: u16, backend_port: u16) -> Service {
+pub fn tls_front(dir: &Path, certs: &Certs, tls_port: u16, backend_port: u16) -> Service {
     let conf = dir.join("stunnel.conf");
     fs::write(
         &conf,
