@@ -179,7 +179,8 @@ fn doctor_names_the_host_a_certificate_does_not_name() {
         line.starts_with("FAIL ")
             && line.contains("hostname mismatch")
             && line.ends_with(
-                " (the broker's certificate does not name localhost: use a name it holds in the URL)"
+                " (the broker's certificate does not name localhost: use a name it holds in the \
+                 URL, or have the certificate made for localhost)"
             ),
         "{line}"
     );

@@ -373,9 +373,14 @@ fn sink(cfg: &Config, list: &mut Checklist) {
     }
     let servers = client.get("bootstrap.servers").unwrap_or("").to_string();
     let ca = CaSource::of(&client);
+    // Where the broker's host name comes from, for the fix of a certificate that lacks it.
+    let given_in = match &cfg.sink {
+        SinkConfig::Eventhubs(_) => "the connection string's Endpoint",
+        _ => "sink.brokers",
+    };
     let mut reached = Reached::Nothing;
     for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        reached = reached.max(broker(server, tls, &ca, list));
+        reached = reached.max(broker(server, tls, &ca, given_in, list));
     }
     let hubs = cfg.hub_plan();
     if reached != Reached::Ready {
@@ -573,7 +578,8 @@ enum Reached {
     Ready,
 }
 
-fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> Reached {
+/// The steps of one bootstrap broker `server`, given in `given_in`.
+fn broker(server: &str, tls: bool, ca: &CaSource, given_in: &str, list: &mut Checklist) -> Reached {
     // librdkafka accepts `proto://host:port` too.
     let server = server.rsplit("://").next().unwrap_or(server);
     let Some((host, port)) = server
@@ -626,7 +632,7 @@ fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> Reach
     if !tls {
         return Reached::Ready;
     }
-    match handshake(stream, host, ca) {
+    match handshake(stream, host, ca, given_in) {
         Ok(detail) => {
             list.step(&format!("tls {server}"), Outcome::Ok(detail));
             Reached::Ready
@@ -680,8 +686,14 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// A TLS handshake of our own, so a certificate problem is named exactly.
-fn handshake(stream: TcpStream, host: &str, ca: &CaSource) -> Result<String, String> {
+/// A TLS handshake of our own, so a certificate problem is named exactly; `host` was given in
+/// `given_in`.
+fn handshake(
+    stream: TcpStream,
+    host: &str,
+    ca: &CaSource,
+    given_in: &str,
+) -> Result<String, String> {
     use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
     use openssl::x509::{X509VerifyResult, X509};
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
@@ -713,10 +725,18 @@ fn handshake(stream: TcpStream, host: &str, ca: &CaSource) -> Result<String, Str
         )),
         Err(HandshakeError::Failure(mid)) => {
             let verify = mid.ssl().verify_result();
-            if verify != X509VerifyResult::OK {
+            let reason = verify.error_string();
+            // The chain the broker sent: its certificate first (no peer certificate is set
+            // when the check fails).
+            let names = mid
+                .ssl()
+                .peer_cert_chain()
+                .and_then(|c| c.iter().next().map(names_of));
+            if let Some(words) = name_mismatch(reason, host, names.as_deref(), given_in) {
+                Err(words)
+            } else if verify != X509VerifyResult::OK {
                 Err(format!(
-                    "certificate not trusted: {} (CA {bundle}; a wrong clock breaks this too)",
-                    verify.error_string()
+                    "certificate not trusted: {reason} (CA {bundle}; a wrong clock breaks this too)"
                 ))
             } else {
                 Err(format!("handshake failed: {}", mid.error()))
@@ -771,19 +791,8 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
             let text = crate::source::mqtt::connection_error(&e);
             let hint = if text.contains("certificate required") {
                 " (the broker asks for a client certificate: set client_cert_file and client_key_file)".into()
-            } else if text.contains("hostname mismatch") {
-                // Checked after the signature: the CA is not at fault.
-                format!(
-                    " (the broker's certificate does not name {}: use a name it holds in the URL)",
-                    cfg.url.host
-                )
-            } else if text.contains("IP address mismatch") {
-                // OpenSSL's words when the URL's host is an IP address, also after the signature.
-                format!(
-                    " (the broker's certificate does not hold the IP address {} (an IP \
-                     subjectAltName): use a name it holds in the URL, or add the IP to it)",
-                    cfg.url.host
-                )
+            } else if let Some(words) = name_mismatch(&text, &cfg.url.host, None, "the URL") {
+                format!(" ({words})")
             } else if text.contains("certificate verify failed") {
                 " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)".into()
             } else {
@@ -793,6 +802,68 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
         }
         Err(_) => Outcome::Fail(format!("no CONNACK within {STEP_TIMEOUT:?}")),
     }
+}
+
+/// The plain words for OpenSSL's verify failure `reason` when it is a name mismatch: the
+/// broker's certificate does not cover `host`, a name (`hostname mismatch`) or an IP address
+/// (`IP address mismatch`), as given in `given_in`; `names`: the names the certificate holds,
+/// when known. OpenSSL checks the name once the chain reaches a trusted CA: the CA is not at
+/// fault. `None` for any other reason.
+fn name_mismatch(
+    reason: &str,
+    host: &str,
+    names: Option<&[String]>,
+    given_in: &str,
+) -> Option<String> {
+    // A shared certificate may name hundreds of hosts: the first few say enough.
+    const SHOWN: usize = 5;
+    let holds = match names {
+        Some([]) => ", and names nothing".to_string(),
+        Some(names) if names.len() > SHOWN => format!(
+            ", only {} and {} more",
+            names[..SHOWN].join(", "),
+            names.len() - SHOWN
+        ),
+        Some(names) => format!(", only {}", names.join(", ")),
+        None => String::new(),
+    };
+    if reason.contains("hostname mismatch") {
+        Some(format!(
+            "the broker's certificate does not name {host}{holds}: use a name it holds in \
+             {given_in}, or have the certificate made for {host}"
+        ))
+    } else if reason.contains("IP address mismatch") {
+        Some(format!(
+            "the broker's certificate does not hold the IP address {host} (an IP \
+             subjectAltName){holds}: use a name it holds in {given_in}, or add the IP to it"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The names a certificate holds, as OpenSSL matches a host against them: its DNS and IP
+/// subjectAltNames, else its subject's common names.
+fn names_of(cert: &openssl::x509::X509Ref) -> Vec<String> {
+    use openssl::nid::Nid;
+    if let Some(alt) = cert.subject_alt_names() {
+        return alt
+            .iter()
+            .filter_map(|n| {
+                n.dnsname().map(str::to_string).or_else(|| {
+                    let ip: std::net::IpAddr = match n.ipaddress()? {
+                        &[a, b, c, d] => [a, b, c, d].into(),
+                        b => <[u8; 16]>::try_from(b).ok()?.into(),
+                    };
+                    Some(ip.to_string())
+                })
+            })
+            .collect();
+    }
+    cert.subject_name()
+        .entries_by_nid(Nid::COMMONNAME)
+        .filter_map(|e| e.data().to_string().ok())
+        .collect()
 }
 
 fn udp(listen: SocketAddr, agent_running: bool) -> Outcome {
@@ -1026,6 +1097,34 @@ mod tests {
             Some(Outcome::Ok(t) | Outcome::Fail(t) | Outcome::Skip(t)) => panic!("{t}"),
             None => panic!("no line"),
         }
+    }
+
+    /// OpenSSL's name mismatches in plain words, with at most five of the certificate's
+    /// names; other reasons are not taken for one.
+    #[test]
+    fn a_name_mismatch_names_the_host_and_a_few_of_the_certificates_names() {
+        let names: Vec<String> = (1..=7).map(|i| format!("h{i}.example")).collect();
+        assert_eq!(
+            name_mismatch("hostname mismatch", "broker", Some(&names), "sink.brokers").unwrap(),
+            "the broker's certificate does not name broker, only h1.example, h2.example, \
+             h3.example, h4.example, h5.example and 2 more: use a name it holds in sink.brokers, \
+             or have the certificate made for broker"
+        );
+        assert_eq!(
+            name_mismatch("IP address mismatch", "10.1.2.3", Some(&[]), "the URL").unwrap(),
+            "the broker's certificate does not hold the IP address 10.1.2.3 (an IP \
+             subjectAltName), and names nothing: use a name it holds in the URL, or add the IP \
+             to it"
+        );
+        assert_eq!(
+            name_mismatch(
+                "unable to get local issuer certificate",
+                "b",
+                None,
+                "the URL"
+            ),
+            None
+        );
     }
 
     #[test]
