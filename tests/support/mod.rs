@@ -210,6 +210,7 @@ impl Certs {
     /// "EC PRIVATE KEY" PEM, mode 0600), written next to the CA: (certificate, key).
     pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
         self.leaf(
+            "client",
             name,
             "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = clientAuth\n",
         )
@@ -220,6 +221,7 @@ impl Certs {
     /// CA's certificates with these in place of its server's.
     pub fn server_for(&self, name: &str, san: &str) -> Certs {
         let (cert, key) = self.leaf(
+            "server",
             name,
             &format!(
                 "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = serverAuth\n\
@@ -233,16 +235,19 @@ impl Certs {
         }
     }
 
-    /// A certificate (`CN=name`, the extensions `ext`) signed by this CA, with its key (SEC1
-    /// "EC PRIVATE KEY" PEM, mode 0600), written next to the CA: (certificate, key).
-    fn leaf(&self, name: &str, ext: &str) -> (PathBuf, PathBuf) {
+    /// A `kind` certificate (`CN=name`, the extensions `ext`) signed by this CA, with its key
+    /// (SEC1 "EC PRIVATE KEY" PEM, mode 0600), written next to the CA as `{kind}-{name}.*`,
+    /// so a client and a server certificate of one name do not replace each other:
+    /// (certificate, key).
+    fn leaf(&self, kind: &str, name: &str, ext: &str) -> (PathBuf, PathBuf) {
         let dir = self.ca.parent().expect("the CA's directory");
-        let ext_file = format!("{name}-ext.cnf");
+        let file = format!("{kind}-{name}");
+        let ext_file = format!("{file}-ext.cnf");
         fs::write(dir.join(&ext_file), ext).expect("write the extensions");
         let (key, csr, crt) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
+            format!("{file}.key"),
+            format!("{file}.csr"),
+            format!("{file}.crt"),
         );
         openssl(
             dir,
