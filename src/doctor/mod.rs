@@ -686,6 +686,24 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Whether `chain` (the peer's certificate first) leads to a CA of `store`, signatures and
+/// dates checked with the store's settings but no host name; else OpenSSL's reason.
+fn verified(
+    store: &openssl::x509::store::X509StoreRef,
+    chain: &openssl::stack::StackRef<openssl::x509::X509>,
+) -> Result<(), &'static str> {
+    let leaf = chain.iter().next().ok_or("no certificate")?;
+    let mut ctx = openssl::x509::X509StoreContext::new().map_err(|_| "out of memory")?;
+    ctx.init(store, leaf, chain, |c| {
+        Ok(if c.verify_cert()? {
+            Ok(())
+        } else {
+            Err(c.error().error_string())
+        })
+    })
+    .unwrap_or(Err("the chain could not be checked"))
+}
+
 /// A TLS handshake of our own, so a certificate problem is named exactly; `host` was given in
 /// `given_in`.
 fn handshake(
@@ -724,22 +742,30 @@ fn handshake(
             s.ssl().version_str()
         )),
         Err(HandshakeError::Failure(mid)) => {
-            let verify = mid.ssl().verify_result();
-            let reason = verify.error_string();
+            let ssl = mid.ssl();
+            let verify = ssl.verify_result();
+            if verify == X509VerifyResult::OK {
+                return Err(format!("handshake failed: {}", mid.error()));
+            }
+            let untrusted = |reason: &str| {
+                format!(
+                    "certificate not trusted: {reason} (CA {bundle}; a wrong clock breaks this too)"
+                )
+            };
             // The chain the broker sent: its certificate first (no peer certificate is set
             // when the check fails).
-            let names = mid
-                .ssl()
-                .peer_cert_chain()
-                .and_then(|c| c.iter().next().map(names_of));
-            if let Some(words) = name_mismatch(reason, host, names.as_deref(), given_in) {
-                Err(words)
-            } else if verify != X509VerifyResult::OK {
-                Err(format!(
-                    "certificate not trusted: {reason} (CA {bundle}; a wrong clock breaks this too)"
-                ))
-            } else {
-                Err(format!("handshake failed: {}", mid.error()))
+            let Some(chain) = ssl.peer_cert_chain() else {
+                return Err(untrusted(verify.error_string()));
+            };
+            let names = chain.iter().next().map(names_of);
+            match name_mismatch(verify.error_string(), host, names.as_deref(), given_in) {
+                // OpenSSL checks the name before the signatures and dates: the name is the
+                // fault only when the chain holds without it.
+                Some(words) => match verified(ssl.ssl_context().cert_store(), chain) {
+                    Ok(()) => Err(words),
+                    Err(reason) => Err(untrusted(reason)),
+                },
+                None => Err(untrusted(verify.error_string())),
             }
         }
         Err(HandshakeError::WouldBlock(_)) => Err(format!(
@@ -747,6 +773,13 @@ fn handshake(
         )),
         Err(HandshakeError::SetupFailure(e)) => Err(e.to_string()),
     }
+}
+
+/// What a TLS handshake of our own with `host:port` finds wrong, when it reaches the broker
+/// and fails.
+fn tls_fault(host: &str, port: u16, ca: &CaSource, given_in: &str) -> Option<String> {
+    let (stream, _, _) = connect(&resolve(host, port).ok()?).ok()?;
+    handshake(stream, host, ca, given_in).err()
 }
 
 /// CONNECT and wait for CONNACK, with the source's address and credentials but a client id
@@ -791,8 +824,14 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
             let text = crate::source::mqtt::connection_error(&e);
             let hint = if text.contains("certificate required") {
                 " (the broker asks for a client certificate: set client_cert_file and client_key_file)".into()
-            } else if let Some(words) = name_mismatch(&text, &cfg.url.host, None, "the URL") {
-                format!(" ({words})")
+            } else if name_mismatch(&text, &cfg.url.host, None, "the URL").is_some() {
+                // OpenSSL checks the name first: a handshake of our own tells whether the
+                // chain holds too, and gives the names the certificate holds.
+                let ca = cfg.ca_file.as_ref().map_or(CaSource::Default, |path| {
+                    CaSource::Location(path.display().to_string())
+                });
+                tls_fault(&cfg.url.host, cfg.url.port, &ca, "the URL")
+                    .map_or_else(String::new, |words| format!(" ({words})"))
             } else if text.contains("certificate verify failed") {
                 " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)".into()
             } else {
@@ -807,8 +846,9 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
 /// The plain words for OpenSSL's verify failure `reason` when it is a name mismatch: the
 /// broker's certificate does not cover `host`, a name (`hostname mismatch`) or an IP address
 /// (`IP address mismatch`), as given in `given_in`; `names`: the names the certificate holds,
-/// when known. OpenSSL checks the name once the chain reaches a trusted CA: the CA is not at
-/// fault. `None` for any other reason.
+/// when known. OpenSSL checks the name before the signatures and
+/// dates, so the reason alone does not clear the chain: [`handshake`] calls it a mismatch only
+/// once the chain holds without the name. `None` for any other reason.
 fn name_mismatch(
     reason: &str,
     host: &str,
