@@ -925,28 +925,36 @@ fn peer_text(text: &str, max: usize) -> String {
     out
 }
 
-/// The names a certificate holds, as OpenSSL matches a host against them: its DNS and IP
-/// subjectAltNames, else its subject's common names.
+/// The names a certificate holds, as OpenSSL matches a host against them: its DNS
+/// subjectAltNames, or its subject's common names when it has none (an IP or e-mail
+/// subjectAltName does not stop OpenSSL from taking the common name for a host name), then
+/// its IP subjectAltNames.
 fn names_of(cert: &openssl::x509::X509Ref) -> Vec<String> {
     use openssl::nid::Nid;
-    if let Some(alt) = cert.subject_alt_names() {
-        return alt
-            .iter()
-            .filter_map(|n| {
-                n.dnsname().map(str::to_string).or_else(|| {
-                    let ip: std::net::IpAddr = match n.ipaddress()? {
-                        &[a, b, c, d] => [a, b, c, d].into(),
-                        b => <[u8; 16]>::try_from(b).ok()?.into(),
-                    };
-                    Some(ip.to_string())
-                })
-            })
+    let (mut names, mut ips) = (Vec::new(), Vec::new());
+    for n in cert.subject_alt_names().iter().flatten() {
+        if let Some(name) = n.dnsname() {
+            names.push(name.to_string());
+        } else if let Some(ip) = n.ipaddress() {
+            let ip: std::net::IpAddr = match ip {
+                &[a, b, c, d] => [a, b, c, d].into(),
+                b => match <[u8; 16]>::try_from(b) {
+                    Ok(b) => b.into(),
+                    Err(_) => continue,
+                },
+            };
+            ips.push(ip.to_string());
+        }
+    }
+    if names.is_empty() {
+        names = cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .filter_map(|e| e.data().to_string().ok())
             .collect();
     }
-    cert.subject_name()
-        .entries_by_nid(Nid::COMMONNAME)
-        .filter_map(|e| e.data().to_string().ok())
-        .collect()
+    names.extend(ips);
+    names
 }
 
 fn udp(listen: SocketAddr, agent_running: bool) -> Outcome {
@@ -1238,6 +1246,47 @@ mod tests {
         );
         assert_eq!(peer_text("abcdef", 3), "abc…");
         assert_eq!(peer_text("abc", 3), "abc");
+    }
+
+    /// A certificate whose subjectAltName holds only an IP address: OpenSSL checks a host
+    /// name against its common name, so that is listed too, first.
+    #[test]
+    fn the_common_name_counts_when_no_dns_name_is_in_the_subject_alt_name() {
+        use openssl::x509::extension::SubjectAlternativeName;
+        use openssl::x509::{X509NameBuilder, X509};
+        let cert = |san: Option<&str>| {
+            let key = openssl::pkey::PKey::from_ec_key(
+                openssl::ec::EcKey::generate(
+                    &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                        .unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let mut name = X509NameBuilder::new().unwrap();
+            name.append_entry_by_text("CN", "broker.example").unwrap();
+            let name = name.build();
+            let mut b = X509::builder().unwrap();
+            b.set_subject_name(&name).unwrap();
+            b.set_issuer_name(&name).unwrap();
+            b.set_pubkey(&key).unwrap();
+            if let Some(ip) = san {
+                let ext = SubjectAlternativeName::new()
+                    .ip(ip)
+                    .email("ops@example.org")
+                    .build(&b.x509v3_context(None, None))
+                    .unwrap();
+                b.append_extension(ext).unwrap();
+            }
+            b.sign(&key, openssl::hash::MessageDigest::sha256())
+                .unwrap();
+            b.build()
+        };
+        assert_eq!(
+            names_of(&cert(Some("10.0.0.1"))),
+            ["broker.example", "10.0.0.1"]
+        );
+        assert_eq!(names_of(&cert(None)), ["broker.example"]);
     }
 
     #[test]
