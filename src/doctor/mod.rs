@@ -373,14 +373,10 @@ fn sink(cfg: &Config, list: &mut Checklist) {
     }
     let servers = client.get("bootstrap.servers").unwrap_or("").to_string();
     let ca = CaSource::of(&client);
-    // Where the broker's host name comes from, for the fix of a certificate that lacks it.
-    let given_in = match &cfg.sink {
-        SinkConfig::Eventhubs(_) => "the connection string's Endpoint",
-        _ => "sink.brokers",
-    };
+    let given_in = given_in(&cfg.sink);
     let mut reached = Reached::Nothing;
     for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        reached = reached.max(broker(server, tls, &ca, given_in, list));
+        reached = reached.max(broker(server, tls, &ca, &given_in, list));
     }
     let hubs = cfg.hub_plan();
     if reached != Reached::Ready {
@@ -427,6 +423,24 @@ fn sink(cfg: &Config, list: &mut Checklist) {
         }
     };
     hub_steps(cfg, &client, &present, &hubs, list);
+}
+
+/// Where the brokers' host names were given, for the fix of a certificate that lacks one: a
+/// `[sink.properties]` key librdkafka reads as `bootstrap.servers` overrides `brokers` (the
+/// last of them, as `site_settings` sets them in order).
+fn given_in(sink: &SinkConfig) -> String {
+    match sink {
+        SinkConfig::Kafka(k) => k
+            .properties
+            .0
+            .keys()
+            .rfind(|key| crate::sink::properties::setting_name(key) == "bootstrap.servers")
+            .map_or_else(
+                || "sink.brokers".to_string(),
+                |key| format!("[sink.properties] {key:?}"),
+            ),
+        _ => "the connection string's Endpoint".to_string(),
+    }
 }
 
 /// One step per recType (its hub exists, would be created, or why not and the fix), the
@@ -1287,6 +1301,29 @@ mod tests {
             ["broker.example", "10.0.0.1"]
         );
         assert_eq!(names_of(&cert(None)), ["broker.example"]);
+    }
+
+    /// The fix of a certificate that does not name the broker points at the key the broker
+    /// was taken from: `brokers`, or the `[sink.properties]` key that overrides it.
+    #[test]
+    fn the_brokers_are_given_in_the_key_librdkafka_takes_them_from() {
+        let given_in = |properties: &str| {
+            let text = format!(
+                "[sink]\ntype = \"kafka\"\nbrokers = \"a:9093\"\nsecurity_protocol = \"ssl\"\n\
+                 [sink.properties]\n{properties}"
+            );
+            given_in(&Config::parse(&text).unwrap().sink)
+        };
+        assert_eq!(given_in(""), "sink.brokers");
+        assert_eq!(given_in("\"linger.ms\" = \"5\"\n"), "sink.brokers");
+        assert_eq!(
+            given_in("\"bootstrap.servers\" = \"b:9093\"\n"),
+            "[sink.properties] \"bootstrap.servers\""
+        );
+        assert_eq!(
+            given_in("\"metadata.broker.list\" = \"b:9093\"\n"),
+            "[sink.properties] \"metadata.broker.list\""
+        );
     }
 
     #[test]
