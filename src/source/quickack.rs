@@ -96,7 +96,7 @@ impl Drop for QuickAck {
     }
 }
 
-/// This process's descriptors of sockets connected to one of `peers`.
+/// This process's descriptors of TCP sockets connected to one of `peers`.
 pub(super) fn connected_to(peers: &[SocketAddr]) -> std::io::Result<Vec<RawFd>> {
     Ok(std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
@@ -108,14 +108,19 @@ pub(super) fn connected_to(peers: &[SocketAddr]) -> std::io::Result<Vec<RawFd>> 
         .collect())
 }
 
-/// The peer of descriptor `fd`, if it is a connected socket.
+/// The peer of descriptor `fd`, if it is a connected stream socket (a UDP socket connected
+/// to the same port number is another port).
 fn peer_of(fd: RawFd) -> Option<socket2::SockAddr> {
     // SAFETY: `fd` may belong to any part of the process and be closed or reused by another
-    // thread at any moment. The borrow only reads its peer address (getpeername): a closed
-    // descriptor fails (EBADF), a reused one answers for its new socket; nothing is written
-    // to or closed, and the borrow ends with the call.
+    // thread at any moment. The borrow only reads its type and peer address (getsockopt,
+    // getpeername): a closed descriptor fails (EBADF), a reused one answers for its new
+    // socket; nothing is written to or closed, and the borrow ends with the call.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    SockRef::from(&fd).peer_addr().ok()
+    let socket = SockRef::from(&fd);
+    if socket.r#type().ok()? != socket2::Type::STREAM {
+        return None;
+    }
+    socket.peer_addr().ok()
 }
 
 #[cfg(test)]
@@ -170,5 +175,16 @@ mod tests {
         let (_fourth, _d) = connect(&listener);
         let both = find().await.err().unwrap();
         assert!(both.starts_with("2 unclaimed"), "{both}");
+    }
+
+    /// A UDP socket connected to the broker's port number is not a connection to it.
+    #[test]
+    fn a_udp_socket_to_the_same_port_is_not_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let broker = listener.local_addr().unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.connect(broker).unwrap();
+        let (client, _accepted) = connect(&listener);
+        assert_eq!(connected_to(&[broker]).unwrap(), [client.as_raw_fd()]);
     }
 }
