@@ -1431,8 +1431,9 @@ mod tests {
     }
 
     /// The SUBSCRIBEs and UNSUBSCRIBEs that rumqttc kept from a connection that failed are
-    /// dropped at the next CONNACK, which asks anew; other requests stay (the test above
-    /// fails a connection with UNSUBSCRIBEs queued).
+    /// dropped at the next CONNACK, which asks anew; other requests stay
+    /// (`requests_queued_on_a_connection_that_failed_are_not_written_on_the_next` fails a
+    /// connection with UNSUBSCRIBEs queued).
     #[test]
     fn the_requests_of_a_failed_connection_are_asked_anew() {
         use rumqttc::{PubRel, Request, Subscribe, Unsubscribe};
