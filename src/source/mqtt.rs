@@ -43,7 +43,9 @@ const RECONNECT_MIN: Duration = Duration::from_millis(250);
 const STABLE: Duration = Duration::from_secs(10);
 /// Largest packet rumqttc reads (the limit of `max_message`); larger ones drop the connection.
 pub const READ_LIMIT: usize = crate::config::MAX_MQTT_MESSAGE;
-/// Largest packet hubgate sends (subscriptions, acknowledgements).
+/// Largest packet hubgate sends (subscriptions, acknowledgements): rumqttc refuses a larger
+/// one, failing the connection, so [`check_filter`] refuses a topic filter whose SUBSCRIBE
+/// would be.
 const WRITE_LIMIT: usize = 64 * 1024;
 /// rumqttc's request queue (PUBACKs, subscriptions), and the most PUBACKs taken at once.
 const REQUESTS: usize = 1024;
@@ -134,15 +136,16 @@ pub fn default_topic(format: UplinkFormat) -> &'static str {
     }
 }
 
-/// The longest topic filter MQTT can carry (a two-byte length).
-pub const MAX_FILTER: usize = 65535;
-
-/// Why `filter` is not a topic filter a broker takes, if it is not: over [`MAX_FILTER`]
-/// bytes, with a NUL character, or with `+` or `#` out of place (or empty).
+/// Why `filter` is not a topic filter hubgate can subscribe to, if it is not: so long that
+/// its SUBSCRIBE (the filter and 9 bytes, as rumqttc counts it; an UNSUBSCRIBE is shorter)
+/// would be over [`WRITE_LIMIT`], which is below the 65535 bytes MQTT can carry; with a NUL
+/// character; or with `+` or `#` out of place (or empty).
 pub fn check_filter(filter: &str) -> Result<(), String> {
-    if filter.len() > MAX_FILTER {
+    let subscribe = rumqttc::Subscribe::new(filter, QoS::AtLeastOnce).size();
+    if subscribe > WRITE_LIMIT {
         return Err(format!(
-            "it is {} bytes long, over the {MAX_FILTER} MQTT can carry",
+            "it is {} bytes long: its SUBSCRIBE would be {subscribe} bytes, over the \
+             {WRITE_LIMIT} hubgate sends in one packet",
             filter.len()
         ));
     }
@@ -1309,6 +1312,36 @@ mod tests {
         assert_eq!(asked[2].1[2..], [&[0, 5][..], b"old/#"].concat());
         assert_eq!(r.metrics.problems("mqtt_subscribe_refused"), 1);
         assert!(to_leave(&file, &broker_key).await.is_empty(), "left");
+    }
+
+    /// The longest topic filter the config takes goes out in the source's SUBSCRIBE, which
+    /// rumqttc refuses to send over [`WRITE_LIMIT`]; one byte more would be refused at every
+    /// connect, so [`check_filter`] refuses it when the config is loaded.
+    #[tokio::test]
+    async fn the_longest_filter_taken_is_subscribed_to() {
+        let longest = "x".repeat(65_527);
+        check_filter(&longest).unwrap();
+        assert_eq!(
+            check_filter(&format!("{longest}x")).unwrap_err(),
+            "it is 65528 bytes long: its SUBSCRIBE would be 65537 bytes, over the 65536 hubgate \
+             sends in one packet"
+        );
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let mut cfg = source_on(&format!("127.0.0.1:{port}"));
+        cfg.topic = Some(longest.clone());
+        let broker = tokio::spawn(async move {
+            let mut s = session(&listener).await;
+            read_packet(&mut s).await.unwrap()
+        });
+        let r = running(cfg);
+        let (kind, body) = within(broker).await.unwrap();
+        r.source.abort();
+        assert_eq!(kind, 0x82, "SUBSCRIBE");
+        // After the packet id: the filter's length, the filter, QoS 1.
+        assert_eq!(
+            body[2..],
+            [&[0xff, 0xf7][..], longest.as_bytes(), &[1]].concat()
+        );
     }
 
     /// The filters to leave that the session file `file` of broker `key` lists, for a source
