@@ -366,6 +366,104 @@ fn without_a_ca_the_tls_step_trusts_what_the_login_trusts() {
     }
 }
 
+/// A broker certificate signed by the trusted CA but for another name: the TLS step says the
+/// certificate does not name the host of the connection string's Endpoint (or hold its IP
+/// address), which names it does hold, and the fix, and does not blame the CA. A certificate
+/// for the host from a CA not trusted still fails as not trusted, and so do one for another
+/// name that only claims the trusted CA as its issuer (OpenSSL checks the name before the
+/// signature) and one for another name that has expired.
+#[test]
+fn the_tls_step_names_the_host_a_certificate_does_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = support::Certs::generate(&dir.path().join("certs"));
+    let other_name = certs.server_for("other.example", "DNS:other.example, IP:10.0.0.1");
+    let untrusted = support::Certs::generate(&dir.path().join("untrusted"));
+    let forged = certs.forged_for("other.example");
+    let expired = certs.expired_for("other.example");
+    // stunnel fronts with nothing behind: the steps after TLS are skipped.
+    let fronts: Vec<(u16, _)> = [
+        ("other-name", &other_name),
+        ("untrusted", &untrusted),
+        ("forged", &forged),
+        ("expired", &expired),
+    ]
+    .into_iter()
+    .map(|(name, certs)| {
+        let port = support::free_port();
+        let front_dir = dir.path().join(name);
+        std::fs::create_dir_all(&front_dir).unwrap();
+        let backend = support::free_port();
+        (port, support::tls_front(&front_dir, certs, port, backend))
+    })
+    .collect();
+    let doctor_of = |name: &str, host: &str, port: u16| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n\
+                 [sink]\ntype = \"eventhubs\"\nconnection_string = \"Endpoint=sb://{host}:{port}/;\
+                 SharedAccessKeyName=test;SharedAccessKey={KEY}\"\nca_location = \"{}\"\n",
+                dir.path().join("buffer").display(),
+                free_udp_port(),
+                certs.ca.display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let (code, out, _) = doctor(&path);
+        assert_eq!(code, 1, "{out}");
+        out
+    };
+    let [other_port, untrusted_port, forged_port, expired_port] = [0, 1, 2, 3].map(|i| fronts[i].0);
+    let out = doctor_of("other-name.toml", "localhost", other_port);
+    let step = format!("tls localhost:{other_port}");
+    expect(
+        &out,
+        &step,
+        "FAIL",
+        "the broker's certificate does not name localhost, only other.example, 10.0.0.1: use a name it \
+         holds in the connection string's Endpoint, or have the certificate made for localhost",
+    );
+    assert!(!line(&out, &step).contains("CA"), "{out}");
+    expect(&out, "sasl", "SKIP", "the TLS handshake failed");
+    let out = doctor_of("other-ip.toml", "127.0.0.1", other_port);
+    expect(
+        &out,
+        &format!("tls 127.0.0.1:{other_port}"),
+        "FAIL",
+        "the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
+         subjectAltName), only other.example, 10.0.0.1: use a name it holds in the connection string's \
+         Endpoint, or add the IP to it",
+    );
+    let out = doctor_of("untrusted.toml", "localhost", untrusted_port);
+    expect(
+        &out,
+        &format!("tls localhost:{untrusted_port}"),
+        "FAIL",
+        &format!(
+            "certificate not trusted: unable to get local issuer certificate (CA {}",
+            certs.ca.display()
+        ),
+    );
+    for (name, port, reason) in [
+        ("forged", forged_port, "certificate signature failure"),
+        ("expired", expired_port, "certificate has expired"),
+    ] {
+        let out = doctor_of(&format!("{name}.toml"), "localhost", port);
+        expect(
+            &out,
+            &format!("tls localhost:{port}"),
+            "FAIL",
+            &format!(
+                "certificate not trusted: {reason} (CA {}; a wrong clock breaks this too)",
+                certs.ca.display()
+            ),
+        );
+    }
+}
+
 /// A Kafka sink with `insecure = true` fails the checklist, naming what is off.
 #[test]
 fn an_insecure_kafka_sink_fails() {

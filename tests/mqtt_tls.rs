@@ -164,37 +164,15 @@ fn tls_files_are_checked_when_the_config_is_loaded() {
 }
 
 /// A broker certificate signed by the trusted CA but for another name: `doctor` says the
-/// certificate does not name the URL's host, or hold its IP address, and does not blame the
-/// CA.
+/// certificate does not name the URL's host, or hold its IP address, which names it holds,
+/// and does not blame the CA. One for another name that only claims the trusted CA as its
+/// issuer (OpenSSL checks the name before the signature) is not trusted.
 #[test]
 fn doctor_names_the_host_a_certificate_does_not_name() {
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::generate(&dir.path().join("certs"));
     let client = certs.client("hubgate");
-    let ca_dir = certs.ca.parent().unwrap();
-    std::fs::write(
-        ca_dir.join("other-ext.cnf"),
-        "subjectAltName = DNS:other.example\nextendedKeyUsage = serverAuth\n",
-    )
-    .unwrap();
-    for args in [
-        "ecparam -name prime256v1 -genkey -noout -out other.key",
-        "req -new -key other.key -out other.csr -subj /CN=other.example",
-        "x509 -req -in other.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-         -extfile other-ext.cnf -out other.crt",
-    ] {
-        let out = Command::new("openssl")
-            .args(args.split_whitespace())
-            .current_dir(ca_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args}: {out:?}");
-    }
-    let other_name = Certs {
-        ca: certs.ca.clone(),
-        cert: ca_dir.join("other.crt"),
-        key: ca_dir.join("other.key"),
-    };
+    let other_name = certs.server_for("other.example", "DNS:other.example");
     let mqtt = broker(&dir.path().join("mqtt"), &other_name, free_port());
     let text = config(dir.path(), mqtt.port(), &tls_keys(&certs.ca, Some(&client)));
     let line = doctor_mqtt_line(dir.path(), "other-name.toml", &text);
@@ -202,7 +180,8 @@ fn doctor_names_the_host_a_certificate_does_not_name() {
         line.starts_with("FAIL ")
             && line.contains("hostname mismatch")
             && line.ends_with(
-                " (the broker's certificate does not name localhost: use a name it holds in the URL)"
+                " (the broker's certificate does not name localhost, only other.example: use a \
+                 name it holds in the URL, or have the certificate made for localhost)"
             ),
         "{line}"
     );
@@ -215,8 +194,24 @@ fn doctor_names_the_host_a_certificate_does_not_name() {
             && line.contains("IP address mismatch")
             && line.ends_with(
                 " (the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
-                 subjectAltName): use a name it holds in the URL, or add the IP to it)"
+                 subjectAltName), only other.example: use a name it holds in the URL, or add the \
+                 IP to it)"
             ),
+        "{line}"
+    );
+    drop(mqtt);
+    let forged = certs.forged_for("other.example");
+    let mqtt = broker(&dir.path().join("forged"), &forged, free_port());
+    let text = config(dir.path(), mqtt.port(), &tls_keys(&certs.ca, Some(&client)));
+    let line = doctor_mqtt_line(dir.path(), "forged.toml", &text);
+    assert!(
+        line.starts_with("FAIL ")
+            && line.contains("hostname mismatch")
+            && line.ends_with(&format!(
+                " (certificate not trusted: certificate signature failure (CA {}; a wrong clock \
+                 breaks this too))",
+                certs.ca.display()
+            )),
         "{line}"
     );
 }

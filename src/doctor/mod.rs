@@ -373,9 +373,10 @@ fn sink(cfg: &Config, list: &mut Checklist) {
     }
     let servers = client.get("bootstrap.servers").unwrap_or("").to_string();
     let ca = CaSource::of(&client);
+    let given_in = given_in(&cfg.sink);
     let mut reached = Reached::Nothing;
     for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        reached = reached.max(broker(server, tls, &ca, list));
+        reached = reached.max(broker(server, tls, &ca, &given_in, list));
     }
     let hubs = cfg.hub_plan();
     if reached != Reached::Ready {
@@ -411,7 +412,7 @@ fn sink(cfg: &Config, list: &mut Checklist) {
         }
         Err(reason) => {
             let step = if sasl { "sasl" } else { "metadata" };
-            list.step(step, Outcome::Fail(reason));
+            list.step(step, Outcome::Fail(peer_text(&reason, WORDS_CHARS)));
             for (rec_type, _) in &hubs {
                 list.step(
                     &format!("hub {rec_type}"),
@@ -422,6 +423,24 @@ fn sink(cfg: &Config, list: &mut Checklist) {
         }
     };
     hub_steps(cfg, &client, &present, &hubs, list);
+}
+
+/// Where the brokers' host names were given, for the fix of a certificate that lacks one: a
+/// `[sink.properties]` key librdkafka reads as `bootstrap.servers` overrides `brokers` (the
+/// last of them, as `site_settings` sets them in order).
+fn given_in(sink: &SinkConfig) -> String {
+    match sink {
+        SinkConfig::Kafka(k) => k
+            .properties
+            .0
+            .keys()
+            .rfind(|key| crate::sink::properties::setting_name(key) == "bootstrap.servers")
+            .map_or_else(
+                || "sink.brokers".to_string(),
+                |key| format!("[sink.properties] {key:?}"),
+            ),
+        _ => "the connection string's Endpoint".to_string(),
+    }
 }
 
 /// One step per recType (its hub exists, would be created, or why not and the fix), the
@@ -461,14 +480,20 @@ fn hub_steps(
                 setup.missing(hub).fix()
             )),
             (None, Ok(found)) => match found.get(hub.as_str()) {
-                Some(Some(r)) => Outcome::Fail(format!("{}: {} (broker: {})", r.what(), r.fix(), r.broker)),
+                Some(Some(r)) => Outcome::Fail(format!(
+                    "{}: {} (broker: {})",
+                    r.what(),
+                    r.fix(),
+                    peer_text(&r.broker, WORDS_CHARS)
+                )),
                 _ => Outcome::Ok(format!(
                     "{name} does not exist yet; the broker accepts its creation (asked to validate only): the agent creates it at start with {} partition(s)",
                     setup.partitions
                 )),
             },
             (None, Err(e)) => Outcome::Warn(format!(
-                "{name} does not exist yet; whether this key may create it is unknown: {e}"
+                "{name} does not exist yet; whether this key may create it is unknown: {}",
+                peer_text(&e.to_string(), WORDS_CHARS)
             )),
         };
         list.step(&format!("hub {rec_type}"), outcome);
@@ -552,13 +577,18 @@ fn write(
         {
             return Outcome::Fail(format!(
                 "refused, while a probe to hub {ep:?} (EntityPath) went through: this key writes only to {ep:?}; set hub_mode = \"single\" to send every recType there, or use a namespace-level policy's connection string (broker: {})",
-                r.broker
+                peer_text(&r.broker, WORDS_CHARS)
             ));
         }
     }
     match refusal {
-        Some(r) => Outcome::Fail(format!("{}: {} (broker: {})", r.what(), r.fix(), r.broker)),
-        None => Outcome::Fail(format!("not confirmed: {text}")),
+        Some(r) => Outcome::Fail(format!(
+            "{}: {} (broker: {})",
+            r.what(),
+            r.fix(),
+            peer_text(&r.broker, WORDS_CHARS)
+        )),
+        None => Outcome::Fail(format!("not confirmed: {}", peer_text(&text, WORDS_CHARS))),
     }
 }
 
@@ -573,7 +603,8 @@ enum Reached {
     Ready,
 }
 
-fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> Reached {
+/// The steps of one bootstrap broker `server`, given in `given_in`.
+fn broker(server: &str, tls: bool, ca: &CaSource, given_in: &str, list: &mut Checklist) -> Reached {
     // librdkafka accepts `proto://host:port` too.
     let server = server.rsplit("://").next().unwrap_or(server);
     let Some((host, port)) = server
@@ -626,7 +657,7 @@ fn broker(server: &str, tls: bool, ca: &CaSource, list: &mut Checklist) -> Reach
     if !tls {
         return Reached::Ready;
     }
-    match handshake(stream, host, ca) {
+    match handshake(stream, host, ca, given_in) {
         Ok(detail) => {
             list.step(&format!("tls {server}"), Outcome::Ok(detail));
             Reached::Ready
@@ -680,8 +711,32 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// A TLS handshake of our own, so a certificate problem is named exactly.
-fn handshake(stream: TcpStream, host: &str, ca: &CaSource) -> Result<String, String> {
+/// Whether `chain` (the peer's certificate first) leads to a CA of `store`, signatures and
+/// dates checked with the store's settings but no host name; else OpenSSL's reason.
+fn verified(
+    store: &openssl::x509::store::X509StoreRef,
+    chain: &openssl::stack::StackRef<openssl::x509::X509>,
+) -> Result<(), &'static str> {
+    let leaf = chain.iter().next().ok_or("no certificate")?;
+    let mut ctx = openssl::x509::X509StoreContext::new().map_err(|_| "out of memory")?;
+    ctx.init(store, leaf, chain, |c| {
+        Ok(if c.verify_cert()? {
+            Ok(())
+        } else {
+            Err(c.error().error_string())
+        })
+    })
+    .unwrap_or(Err("the chain could not be checked"))
+}
+
+/// A TLS handshake of our own, so a certificate problem is named exactly; `host` was given in
+/// `given_in`.
+fn handshake(
+    stream: TcpStream,
+    host: &str,
+    ca: &CaSource,
+    given_in: &str,
+) -> Result<String, String> {
     use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
     use openssl::x509::{X509VerifyResult, X509};
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
@@ -712,14 +767,30 @@ fn handshake(stream: TcpStream, host: &str, ca: &CaSource) -> Result<String, Str
             s.ssl().version_str()
         )),
         Err(HandshakeError::Failure(mid)) => {
-            let verify = mid.ssl().verify_result();
-            if verify != X509VerifyResult::OK {
-                Err(format!(
-                    "certificate not trusted: {} (CA {bundle}; a wrong clock breaks this too)",
-                    verify.error_string()
-                ))
-            } else {
-                Err(format!("handshake failed: {}", mid.error()))
+            let ssl = mid.ssl();
+            let verify = ssl.verify_result();
+            if verify == X509VerifyResult::OK {
+                return Err(format!("handshake failed: {}", mid.error()));
+            }
+            let untrusted = |reason: &str| {
+                format!(
+                    "certificate not trusted: {reason} (CA {bundle}; a wrong clock breaks this too)"
+                )
+            };
+            // The chain the broker sent: its certificate first (no peer certificate is set
+            // when the check fails).
+            let Some(chain) = ssl.peer_cert_chain() else {
+                return Err(untrusted(verify.error_string()));
+            };
+            let names = chain.iter().next().map(names_of);
+            match name_mismatch(verify.error_string(), host, names.as_deref(), given_in) {
+                // OpenSSL checks the name before the signatures and dates: the name is the
+                // fault only when the chain holds without it.
+                Some(words) => match verified(ssl.ssl_context().cert_store(), chain) {
+                    Ok(()) => Err(words),
+                    Err(reason) => Err(untrusted(reason)),
+                },
+                None => Err(untrusted(verify.error_string())),
             }
         }
         Err(HandshakeError::WouldBlock(_)) => Err(format!(
@@ -727,6 +798,13 @@ fn handshake(stream: TcpStream, host: &str, ca: &CaSource) -> Result<String, Str
         )),
         Err(HandshakeError::SetupFailure(e)) => Err(e.to_string()),
     }
+}
+
+/// What a TLS handshake of our own with `host:port` finds wrong, when it reaches the broker
+/// and fails.
+fn tls_fault(host: &str, port: u16, ca: &CaSource, given_in: &str) -> Option<String> {
+    let (stream, _, _) = connect(&resolve(host, port).ok()?).ok()?;
+    handshake(stream, host, ca, given_in).err()
 }
 
 /// CONNECT and wait for CONNACK, with the source's address and credentials but a client id
@@ -771,28 +849,126 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
             let text = crate::source::mqtt::connection_error(&e);
             let hint = if text.contains("certificate required") {
                 " (the broker asks for a client certificate: set client_cert_file and client_key_file)".into()
-            } else if text.contains("hostname mismatch") {
-                // Checked after the signature: the CA is not at fault.
-                format!(
-                    " (the broker's certificate does not name {}: use a name it holds in the URL)",
-                    cfg.url.host
-                )
-            } else if text.contains("IP address mismatch") {
-                // OpenSSL's words when the URL's host is an IP address, also after the signature.
-                format!(
-                    " (the broker's certificate does not hold the IP address {} (an IP \
-                     subjectAltName): use a name it holds in the URL, or add the IP to it)",
-                    cfg.url.host
-                )
+            } else if name_mismatch(&text, &cfg.url.host, None, "the URL").is_some() {
+                // OpenSSL checks the name first: a handshake of our own tells whether the
+                // chain holds too, and gives the names the certificate holds.
+                let ca = cfg.ca_file.as_ref().map_or(CaSource::Default, |path| {
+                    CaSource::Location(path.display().to_string())
+                });
+                tls_fault(&cfg.url.host, cfg.url.port, &ca, "the URL")
+                    .map_or_else(String::new, |words| format!(" ({words})"))
             } else if text.contains("certificate verify failed") {
                 " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)".into()
             } else {
                 String::new()
             };
-            Outcome::Fail(format!("cannot connect: {text}{hint}"))
+            Outcome::Fail(format!(
+                "cannot connect: {}{hint}",
+                peer_text(&text, WORDS_CHARS)
+            ))
         }
         Err(_) => Outcome::Fail(format!("no CONNACK within {STEP_TIMEOUT:?}")),
     }
+}
+
+/// The plain words for OpenSSL's verify failure `reason` when it is a name mismatch: the
+/// broker's certificate does not cover `host`, a name (`hostname mismatch`) or an IP address
+/// (`IP address mismatch`), as given in `given_in`; `names`: the names the certificate holds,
+/// when known, quoted with [`peer_text`]. OpenSSL checks the name before the signatures and
+/// dates, so the reason alone does not clear the chain: [`handshake`] calls it a mismatch only
+/// once the chain holds without the name. `None` for any other reason.
+fn name_mismatch(
+    reason: &str,
+    host: &str,
+    names: Option<&[String]>,
+    given_in: &str,
+) -> Option<String> {
+    // A shared certificate may name hundreds of hosts: the first few say enough.
+    const SHOWN: usize = 5;
+    // A DNS name is at most 253 bytes, and those worth showing far shorter.
+    const NAME_CHARS: usize = 64;
+    let shown = |names: &[String]| -> String {
+        let names: Vec<String> = names.iter().map(|n| peer_text(n, NAME_CHARS)).collect();
+        names.join(", ")
+    };
+    let holds = match names {
+        Some([]) => ", and names nothing".to_string(),
+        Some(names) if names.len() > SHOWN => format!(
+            ", only {} and {} more",
+            shown(&names[..SHOWN]),
+            names.len() - SHOWN
+        ),
+        Some(names) => format!(", only {}", shown(names)),
+        None => String::new(),
+    };
+    if reason.contains("hostname mismatch") {
+        Some(format!(
+            "the broker's certificate does not name {host}{holds}: use a name it holds in \
+             {given_in}, or have the certificate made for {host}"
+        ))
+    } else if reason.contains("IP address mismatch") {
+        Some(format!(
+            "the broker's certificate does not hold the IP address {host} (an IP \
+             subjectAltName){holds}: use a name it holds in {given_in}, or add the IP to it"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The most characters of a peer's words (an error it sent) a step quotes.
+const WORDS_CHARS: usize = 1000;
+
+/// `text` from the peer (a certificate's name, a broker's error) as it may stand in a step's
+/// line: what does not print (newline, ESC, other control and format characters) escaped as
+/// in Rust (`\n`, `\u{1b}`), so it can neither end the line nor drive the terminal, and cut
+/// after `max` characters with "…".
+fn peer_text(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.escape_debug().next() == Some('\\') && !matches!(c, '\\' | '"' | '\'') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The names a certificate holds, as OpenSSL matches a host against them: its DNS
+/// subjectAltNames, or its subject's common names when it has none (an IP or e-mail
+/// subjectAltName does not stop OpenSSL from taking the common name for a host name), then
+/// its IP subjectAltNames.
+fn names_of(cert: &openssl::x509::X509Ref) -> Vec<String> {
+    use openssl::nid::Nid;
+    let (mut names, mut ips) = (Vec::new(), Vec::new());
+    for n in cert.subject_alt_names().iter().flatten() {
+        if let Some(name) = n.dnsname() {
+            names.push(name.to_string());
+        } else if let Some(ip) = n.ipaddress() {
+            let ip: std::net::IpAddr = match ip {
+                &[a, b, c, d] => [a, b, c, d].into(),
+                b => match <[u8; 16]>::try_from(b) {
+                    Ok(b) => b.into(),
+                    Err(_) => continue,
+                },
+            };
+            ips.push(ip.to_string());
+        }
+    }
+    if names.is_empty() {
+        names = cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .filter_map(|e| e.data().to_string().ok())
+            .collect();
+    }
+    names.extend(ips);
+    names
 }
 
 fn udp(listen: SocketAddr, agent_running: bool) -> Outcome {
@@ -1026,6 +1202,128 @@ mod tests {
             Some(Outcome::Ok(t) | Outcome::Fail(t) | Outcome::Skip(t)) => panic!("{t}"),
             None => panic!("no line"),
         }
+    }
+
+    /// OpenSSL's name mismatches in plain words, with at most five of the certificate's
+    /// names; other reasons are not taken for one.
+    #[test]
+    fn a_name_mismatch_names_the_host_and_a_few_of_the_certificates_names() {
+        let names: Vec<String> = (1..=7).map(|i| format!("h{i}.example")).collect();
+        assert_eq!(
+            name_mismatch("hostname mismatch", "broker", Some(&names), "sink.brokers").unwrap(),
+            "the broker's certificate does not name broker, only h1.example, h2.example, \
+             h3.example, h4.example, h5.example and 2 more: use a name it holds in sink.brokers, \
+             or have the certificate made for broker"
+        );
+        assert_eq!(
+            name_mismatch("IP address mismatch", "10.1.2.3", Some(&[]), "the URL").unwrap(),
+            "the broker's certificate does not hold the IP address 10.1.2.3 (an IP \
+             subjectAltName), and names nothing: use a name it holds in the URL, or add the IP \
+             to it"
+        );
+        assert_eq!(
+            name_mismatch(
+                "unable to get local issuer certificate",
+                "b",
+                None,
+                "the URL"
+            ),
+            None
+        );
+    }
+
+    /// A certificate's names reach the line escaped and cut: a newline cannot start a line
+    /// of its own, an escape sequence cannot reach the terminal, a 10 KB name is not printed
+    /// whole.
+    #[test]
+    fn a_name_mismatch_quotes_the_names_escaped_and_cut() {
+        let names = [
+            "evil.example\nOK   tls localhost:9093: verified".to_string(),
+            "\x1b[2J\x1b[31mred".to_string(),
+            "a".repeat(10_000),
+        ];
+        assert_eq!(
+            name_mismatch("hostname mismatch", "broker", Some(&names), "sink.brokers").unwrap(),
+            format!(
+                "the broker's certificate does not name broker, only \
+                 evil.example\\nOK   tls localhost:9093: verified, \\u{{1b}}[2J\\u{{1b}}[31mred, \
+                 {}…: use a name it holds in sink.brokers, or have the certificate made for broker",
+                "a".repeat(64)
+            )
+        );
+        assert_eq!(
+            peer_text(
+                "tab\there, DEL\u{7f}, CSI\u{9b}, RLO\u{202e}, \"quoted\" \\ é",
+                100
+            ),
+            "tab\\there, DEL\\u{7f}, CSI\\u{9b}, RLO\\u{202e}, \"quoted\" \\ é"
+        );
+        assert_eq!(peer_text("abcdef", 3), "abc…");
+        assert_eq!(peer_text("abc", 3), "abc");
+    }
+
+    /// A certificate whose subjectAltName holds only an IP address: OpenSSL checks a host
+    /// name against its common name, so that is listed too, first.
+    #[test]
+    fn the_common_name_counts_when_no_dns_name_is_in_the_subject_alt_name() {
+        use openssl::x509::extension::SubjectAlternativeName;
+        use openssl::x509::{X509NameBuilder, X509};
+        let cert = |san: Option<&str>| {
+            let key = openssl::pkey::PKey::from_ec_key(
+                openssl::ec::EcKey::generate(
+                    &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                        .unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let mut name = X509NameBuilder::new().unwrap();
+            name.append_entry_by_text("CN", "broker.example").unwrap();
+            let name = name.build();
+            let mut b = X509::builder().unwrap();
+            b.set_subject_name(&name).unwrap();
+            b.set_issuer_name(&name).unwrap();
+            b.set_pubkey(&key).unwrap();
+            if let Some(ip) = san {
+                let ext = SubjectAlternativeName::new()
+                    .ip(ip)
+                    .email("ops@example.org")
+                    .build(&b.x509v3_context(None, None))
+                    .unwrap();
+                b.append_extension(ext).unwrap();
+            }
+            b.sign(&key, openssl::hash::MessageDigest::sha256())
+                .unwrap();
+            b.build()
+        };
+        assert_eq!(
+            names_of(&cert(Some("10.0.0.1"))),
+            ["broker.example", "10.0.0.1"]
+        );
+        assert_eq!(names_of(&cert(None)), ["broker.example"]);
+    }
+
+    /// The fix of a certificate that does not name the broker points at the key the broker
+    /// was taken from: `brokers`, or the `[sink.properties]` key that overrides it.
+    #[test]
+    fn the_brokers_are_given_in_the_key_librdkafka_takes_them_from() {
+        let given_in = |properties: &str| {
+            let text = format!(
+                "[sink]\ntype = \"kafka\"\nbrokers = \"a:9093\"\nsecurity_protocol = \"ssl\"\n\
+                 [sink.properties]\n{properties}"
+            );
+            given_in(&Config::parse(&text).unwrap().sink)
+        };
+        assert_eq!(given_in(""), "sink.brokers");
+        assert_eq!(given_in("\"linger.ms\" = \"5\"\n"), "sink.brokers");
+        assert_eq!(
+            given_in("\"bootstrap.servers\" = \"b:9093\"\n"),
+            "[sink.properties] \"bootstrap.servers\""
+        );
+        assert_eq!(
+            given_in("\"metadata.broker.list\" = \"b:9093\"\n"),
+            "[sink.properties] \"metadata.broker.list\""
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ const RECONNECT_MIN: Duration = Duration::from_millis(250);
 const STABLE: Duration = Duration::from_secs(10);
 /// Largest packet rumqttc reads (the limit of `max_message`); larger ones drop the connection.
 pub const READ_LIMIT: usize = crate::config::MAX_MQTT_MESSAGE;
-/// Largest packet hubgate sends (subscriptions, acknowledgements).
+/// Largest packet hubgate sends (subscriptions, acknowledgements): rumqttc refuses a larger
+/// one, failing the connection, so [`check_filter`] refuses a topic filter whose SUBSCRIBE
+/// would be.
 const WRITE_LIMIT: usize = 64 * 1024;
 /// rumqttc's request queue (PUBACKs, subscriptions), and the most PUBACKs taken at once.
 const REQUESTS: usize = 1024;
@@ -134,15 +136,16 @@ pub fn default_topic(format: UplinkFormat) -> &'static str {
     }
 }
 
-/// The longest topic filter MQTT can carry (a two-byte length).
-pub const MAX_FILTER: usize = 65535;
-
-/// Why `filter` is not a topic filter a broker takes, if it is not: over [`MAX_FILTER`]
-/// bytes, with a NUL character, or with `+` or `#` out of place (or empty).
+/// Why `filter` is not a topic filter hubgate can subscribe to, if it is not: so long that
+/// its SUBSCRIBE (the filter and 9 bytes, as rumqttc counts it; an UNSUBSCRIBE is shorter)
+/// would be over [`WRITE_LIMIT`], which is below the 65535 bytes MQTT can carry; with a NUL
+/// character; or with `+` or `#` out of place (or empty).
 pub fn check_filter(filter: &str) -> Result<(), String> {
-    if filter.len() > MAX_FILTER {
+    let subscribe = rumqttc::Subscribe::new(filter, QoS::AtLeastOnce).size();
+    if subscribe > WRITE_LIMIT {
         return Err(format!(
-            "it is {} bytes long, over the {MAX_FILTER} MQTT can carry",
+            "it is {} bytes long: its SUBSCRIBE would be {subscribe} bytes, over the \
+             {WRITE_LIMIT} hubgate sends in one packet",
             filter.len()
         ));
     }
@@ -1034,8 +1037,13 @@ mod tests {
 
     /// The same, keeping its session's file in `kept_in`.
     fn running_in(cfg: MqttSourceConfig, kept_in: Option<PathBuf>) -> Running {
+        running_with(cfg, kept_in, 8)
+    }
+
+    /// The same, with a pipeline queue of `frames` frames.
+    fn running_with(cfg: MqttSourceConfig, kept_in: Option<PathBuf>, frames: usize) -> Running {
         let opts = options(&cfg, "t").unwrap();
-        let t = TestContext::new(8, 1 << 20);
+        let t = TestContext::new(frames, 1 << 20);
         Running {
             source: tokio::spawn(run(cfg, opts, kept_in, t.ctx)),
             frames: t.forwarder,
@@ -1306,6 +1314,36 @@ mod tests {
         assert!(to_leave(&file, &broker_key).await.is_empty(), "left");
     }
 
+    /// The longest topic filter the config takes goes out in the source's SUBSCRIBE, which
+    /// rumqttc refuses to send over [`WRITE_LIMIT`]; one byte more would be refused at every
+    /// connect, so [`check_filter`] refuses it when the config is loaded.
+    #[tokio::test]
+    async fn the_longest_filter_taken_is_subscribed_to() {
+        let longest = "x".repeat(65_527);
+        check_filter(&longest).unwrap();
+        assert_eq!(
+            check_filter(&format!("{longest}x")).unwrap_err(),
+            "it is 65528 bytes long: its SUBSCRIBE would be 65537 bytes, over the 65536 hubgate \
+             sends in one packet"
+        );
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let mut cfg = source_on(&format!("127.0.0.1:{port}"));
+        cfg.topic = Some(longest.clone());
+        let broker = tokio::spawn(async move {
+            let mut s = session(&listener).await;
+            read_packet(&mut s).await.unwrap()
+        });
+        let r = running(cfg);
+        let (kind, body) = within(broker).await.unwrap();
+        r.source.abort();
+        assert_eq!(kind, 0x82, "SUBSCRIBE");
+        // After the packet id: the filter's length, the filter, QoS 1.
+        assert_eq!(
+            body[2..],
+            [&[0xff, 0xf7][..], longest.as_bytes(), &[1]].concat()
+        );
+    }
+
     /// The filters to leave that the session file `file` of broker `key` lists, for a source
     /// of client id and topic `t`.
     async fn to_leave(file: &std::path::Path, key: &str) -> Vec<String> {
@@ -1314,12 +1352,121 @@ mod tests {
         now.connected(true).await
     }
 
+    /// The UNSUBSCRIBEs a SUBACK queued may still be in rumqttc's request queue when the
+    /// connection fails. rumqttc keeps them and, the broker keeping the session, would write
+    /// them first on the next connection: an old filter left before a SUBACK there granted
+    /// the configured one, and each packet id taken by the source for the filter it queued
+    /// next. They are dropped: the next connection asks for the subscription first and
+    /// leaves the old filters once it is granted, each UNSUBACK taking its own filter off the
+    /// session file.
+    ///
+    /// The source is held inside the SUBACK's read (a pipeline queue of one frame, two more
+    /// messages of that read to hand over) while the test shuts its socket down. rumqttc's
+    /// next read then finds the end and its next write fails, whichever it tries first: the
+    /// first UNSUBSCRIBE, if taken, fails to go out, and the second stays queued.
+    #[tokio::test]
+    async fn requests_queued_on_a_connection_that_failed_are_not_written_on_the_next() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let cfg = source_on(&format!("127.0.0.1:{port}"));
+        let broker_key = cfg.url.authority();
+        let file = held::file_in(dir.path(), &broker_key, "t");
+        // Two filters granted before, no longer configured.
+        for old in ["a/#", "b/#"] {
+            let metrics = crate::metrics::Metrics::new();
+            let mut h = Held::load(Some(file.clone()), &broker_key, "t", old, metrics).await;
+            h.connected(true).await;
+            h.subscribed().await;
+        }
+        let (subscribe, unsubscribe) = (0x82, 0xa2);
+        let broker = tokio::spawn(async move {
+            let mut s = kept_session(&listener).await;
+            let (kind, sub) = read_packet(&mut s).await.unwrap();
+            assert_eq!(kind, subscribe);
+            let batch = [
+                &[0x90, 3, sub[0], sub[1], 1][..],
+                &publish(1, 1),
+                &publish(2, 2),
+                &publish(3, 3),
+            ];
+            s.write_all(&batch.concat()).await.unwrap();
+            // Until the test shuts the source's socket down.
+            let mut on_the_failed = Vec::new();
+            while let Some(packet) = read_packet(&mut s).await {
+                on_the_failed.push(packet);
+            }
+            // The next: each SUBSCRIBE granted; the UNSUBSCRIBEs after the grant answered in
+            // the reverse order, then a message whose PUBACK says the answers were handled.
+            let mut s = kept_session(&listener).await;
+            let mut on_the_next = Vec::new();
+            let mut left = Vec::new();
+            while left.len() < 2 {
+                let (kind, rest) = read_packet(&mut s).await.unwrap();
+                on_the_next.push((kind, rest.clone()));
+                if kind == subscribe {
+                    s.write_all(&[0x90, 3, rest[0], rest[1], 1]).await.unwrap();
+                } else if on_the_next.iter().any(|(k, _)| *k == subscribe) {
+                    left.push([rest[0], rest[1]]);
+                }
+            }
+            let unsubacks = left.iter().rev().flat_map(|id| [0xb0, 2, id[0], id[1]]);
+            let answers = [&unsubacks.collect::<Vec<u8>>()[..], &publish(1, 4)];
+            s.write_all(&answers.concat()).await.unwrap();
+            assert_eq!(read_packet(&mut s).await.unwrap(), (0x40, vec![0, 1]));
+            (on_the_failed, on_the_next)
+        });
+        let mut r = running_with(cfg, Some(dir.path().to_path_buf()), 1);
+        // The first message is handed over, so the SUBACK before it was handled; the source
+        // waits to hand over the other two, polling rumqttc no more.
+        let mut frames = vec![within(r.frames.recv()).await.expect("a frame")];
+        cut(port);
+        for _ in 0..3 {
+            frames.push(within(r.frames.recv()).await.expect("a frame"));
+        }
+        let tags: Vec<(u32, u16)> = frames
+            .iter()
+            .map(|f| match &f.ack {
+                Ack::Mqtt { ack, .. } => (ack.connection, ack.pkid),
+                Ack::None | Ack::Part(_) => panic!("no PUBACK"),
+            })
+            .collect();
+        assert_eq!(tags, [(0, 1), (0, 2), (0, 3), (1, 1)]);
+        frames.pop().unwrap().ack.send();
+        let (on_the_failed, on_the_next) = within(broker).await.unwrap();
+        r.source.abort();
+        assert_eq!(on_the_failed, [], "nothing written after the SUBSCRIBE");
+        let kinds: Vec<u8> = on_the_next.iter().map(|(kind, _)| *kind).collect();
+        assert_eq!(kinds, [subscribe, unsubscribe, unsubscribe]);
+        // The SUBSCRIBE's filter; each UNSUBSCRIBE's, in the order the file lists them.
+        assert_eq!(on_the_next[0].1[2..], [&[0, 1][..], b"t", &[1]].concat());
+        assert_eq!(on_the_next[1].1[2..], [&[0, 3][..], b"a/#"].concat());
+        assert_eq!(on_the_next[2].1[2..], [&[0, 3][..], b"b/#"].concat());
+        assert!(to_leave(&file, &broker_key).await.is_empty(), "both left");
+    }
+
+    /// Shut this process's socket connected to the fake broker on `port` down both ways, as
+    /// a failed network leaves it: its next read finds the end, its next write fails.
+    fn cut(port: u16) {
+        let broker = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let fds = super::super::quickack::connected_to(&[broker]).unwrap();
+        let [fd] = fds[..] else {
+            panic!("sockets connected to the broker: {fds:?}")
+        };
+        // SAFETY: `fd` is rumqttc's socket, open: rumqttc closes it only inside
+        // `EventLoop::poll`, which the source, waiting for room in the pipeline queue, does
+        // not call until the test takes another frame. Nothing is closed; the borrow ends
+        // with the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        socket2::SockRef::from(&fd)
+            .shutdown(std::net::Shutdown::Both)
+            .unwrap();
+    }
+
     /// The SUBSCRIBEs and UNSUBSCRIBEs that rumqttc kept from a connection that failed are
-    /// dropped at the next CONNACK, which asks anew: written first, an UNSUBSCRIBE among them
-    /// would leave an old filter before a SUBACK on the new connection granted the configured
-    /// one, and a SUBSCRIBE would be asked twice. Other requests stay. (This tests the helper
-    /// alone: no test fails a connection with such a request still in rumqttc's queue, which
-    /// cannot be had on demand; `tests/mqtt_sessions.rs` fails one with none outstanding.)
+    /// dropped at the next CONNACK, which asks anew; other requests stay
+    /// (`requests_queued_on_a_connection_that_failed_are_not_written_on_the_next` fails a
+    /// connection with UNSUBSCRIBEs queued).
     #[test]
     fn the_requests_of_a_failed_connection_are_asked_anew() {
         use rumqttc::{PubRel, Request, Subscribe, Unsubscribe};

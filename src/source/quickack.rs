@@ -57,20 +57,12 @@ impl QuickAck {
     /// Claim the one unclaimed socket connected to one of `peers`, else none and how many
     /// there are.
     fn claim(peers: &[SocketAddr]) -> Result<QuickAck, usize> {
-        let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-            .map_err(|_| 0usize)?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
-            .collect();
         // Held through the search, so two sources searching at once cannot both claim one.
         let mut claimed = claimed();
-        let matches: Vec<RawFd> = fds
+        let matches: Vec<RawFd> = connected_to(peers)
+            .map_err(|_| 0usize)?
             .into_iter()
             .filter(|fd| !claimed.contains(fd))
-            .filter(|&fd| {
-                peer_of(fd)
-                    .and_then(|a| a.as_socket())
-                    .is_some_and(|a| peers.contains(&a))
-            })
             .collect();
         let [fd] = matches[..] else {
             return Err(matches.len());
@@ -104,14 +96,31 @@ impl Drop for QuickAck {
     }
 }
 
-/// The peer of descriptor `fd`, if it is a connected socket.
+/// This process's descriptors of TCP sockets connected to one of `peers`.
+pub(super) fn connected_to(peers: &[SocketAddr]) -> std::io::Result<Vec<RawFd>> {
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter(|&fd| {
+            peer_of(fd)
+                .and_then(|a| a.as_socket())
+                .is_some_and(|a| peers.contains(&a))
+        })
+        .collect())
+}
+
+/// The peer of descriptor `fd`, if it is a connected stream socket (a UDP socket connected
+/// to the same port number is another port).
 fn peer_of(fd: RawFd) -> Option<socket2::SockAddr> {
     // SAFETY: `fd` may belong to any part of the process and be closed or reused by another
-    // thread at any moment. The borrow only reads its peer address (getpeername): a closed
-    // descriptor fails (EBADF), a reused one answers for its new socket; nothing is written
-    // to or closed, and the borrow ends with the call.
+    // thread at any moment. The borrow only reads its type and peer address (getsockopt,
+    // getpeername): a closed descriptor fails (EBADF), a reused one answers for its new
+    // socket; nothing is written to or closed, and the borrow ends with the call.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    SockRef::from(&fd).peer_addr().ok()
+    let socket = SockRef::from(&fd);
+    if socket.r#type().ok()? != socket2::Type::STREAM {
+        return None;
+    }
+    socket.peer_addr().ok()
 }
 
 #[cfg(test)]
@@ -166,5 +175,16 @@ mod tests {
         let (_fourth, _d) = connect(&listener);
         let both = find().await.err().unwrap();
         assert!(both.starts_with("2 unclaimed"), "{both}");
+    }
+
+    /// A UDP socket connected to the broker's port number is not a connection to it.
+    #[test]
+    fn a_udp_socket_to_the_same_port_is_not_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let broker = listener.local_addr().unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.connect(broker).unwrap();
+        let (client, _accepted) = connect(&listener);
+        assert_eq!(connected_to(&[broker]).unwrap(), [client.as_raw_fd()]);
     }
 }

@@ -209,17 +209,45 @@ impl Certs {
     /// A client certificate (`CN=name`, clientAuth) signed by this CA, with its key (SEC1
     /// "EC PRIVATE KEY" PEM, mode 0600), written next to the CA: (certificate, key).
     pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
-        let dir = self.ca.parent().expect("the CA's directory");
-        let ext = dir.join("client-ext.cnf");
-        fs::write(
-            &ext,
+        self.leaf(
+            "client",
+            name,
             "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = clientAuth\n",
         )
-        .expect("write client-ext.cnf");
+    }
+
+    /// A server certificate (`CN=name`, serverAuth, subjectAltName `san`, e.g.
+    /// `DNS:other.example`) signed by this CA, with its key, written next to the CA: this
+    /// CA's certificates with these in place of its server's.
+    pub fn server_for(&self, name: &str, san: &str) -> Certs {
+        let (cert, key) = self.leaf(
+            "server",
+            name,
+            &format!(
+                "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = serverAuth\n\
+                 subjectAltName = {san}\n"
+            ),
+        );
+        Certs {
+            ca: self.ca.clone(),
+            cert,
+            key,
+        }
+    }
+
+    /// A `kind` certificate (`CN=name`, the extensions `ext`) signed by this CA, with its key
+    /// (SEC1 "EC PRIVATE KEY" PEM, mode 0600), written next to the CA as `{kind}-{name}.*`,
+    /// so a client and a server certificate of one name do not replace each other:
+    /// (certificate, key).
+    fn leaf(&self, kind: &str, name: &str, ext: &str) -> (PathBuf, PathBuf) {
+        let dir = self.ca.parent().expect("the CA's directory");
+        let file = format!("{kind}-{name}");
+        let ext_file = format!("{file}-ext.cnf");
+        fs::write(dir.join(&ext_file), ext).expect("write the extensions");
         let (key, csr, crt) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
+            format!("{file}.key"),
+            format!("{file}.csr"),
+            format!("{file}.crt"),
         );
         openssl(
             dir,
@@ -238,11 +266,106 @@ impl Certs {
             dir,
             &["req", "-new", "-key", &key, "-out", &csr, "-subj", &subj],
         );
-        sign(dir, &csr, &crt, "client-ext.cnf");
+        sign(dir, &csr, &crt, &ext_file);
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir.join(&key), fs::Permissions::from_mode(0o600)).expect("chmod");
         (dir.join(crt), dir.join(key))
     }
+}
+
+impl Certs {
+    /// A server certificate for `name` (`CN=name`, subjectAltName `DNS:name`) that names this
+    /// CA as its issuer but is signed by a key of its own, with no authorityKeyIdentifier to
+    /// tell it from the CA's: a forgery, written next to the CA as `forged-{name}.*`.
+    pub fn forged_for(&self, name: &str) -> Certs {
+        let now = unix_now();
+        self.made("forged", name, false, (now - 86_400, now + 86_400))
+    }
+
+    /// A server certificate for `name` (`CN=name`, subjectAltName `DNS:name`) signed by this
+    /// CA that expired a day ago, written next to the CA as `expired-{name}.*`.
+    pub fn expired_for(&self, name: &str) -> Certs {
+        let now = unix_now();
+        self.made("expired", name, true, (now - 10 * 86_400, now - 86_400))
+    }
+
+    /// A `kind` server certificate for `name` issued in this CA's name, signed by the CA when
+    /// `signed` (else by a key of its own), valid over `valid` (Unix seconds), with its key
+    /// (PKCS#8 PEM, mode 0600): this CA's certificates with these in place of its server's.
+    fn made(&self, kind: &str, name: &str, signed: bool, valid: (i64, i64)) -> Certs {
+        use openssl::asn1::{Asn1Integer, Asn1Time};
+        use openssl::bn::BigNum;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::extension::{
+            BasicConstraints, ExtendedKeyUsage, SubjectAlternativeName,
+        };
+        use openssl::x509::{X509NameBuilder, X509};
+        let dir = self.ca.parent().expect("the CA's directory");
+        let new_key = || {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+            PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+        };
+        let ca = X509::from_pem(&fs::read(&self.ca).unwrap()).unwrap();
+        let signer = if signed {
+            PKey::private_key_from_pem(&fs::read(dir.join("ca.key")).unwrap()).unwrap()
+        } else {
+            new_key()
+        };
+        let key = new_key();
+        let mut subject = X509NameBuilder::new().unwrap();
+        subject.append_entry_by_nid(Nid::COMMONNAME, name).unwrap();
+        // Unique enough among a test's certificates.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .subsec_nanos();
+        let serial: Asn1Integer = BigNum::from_u32(nanos + 1)
+            .and_then(|n| n.to_asn1_integer())
+            .unwrap();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial).unwrap();
+        b.set_subject_name(&subject.build()).unwrap();
+        b.set_issuer_name(ca.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(valid.0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(valid.1).unwrap())
+            .unwrap();
+        b.append_extension(BasicConstraints::new().critical().build().unwrap())
+            .unwrap();
+        b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .dns(name)
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&signer, MessageDigest::sha256()).unwrap();
+        let (cert, key_file) = (
+            dir.join(format!("{kind}-{name}.crt")),
+            dir.join(format!("{kind}-{name}.key")),
+        );
+        fs::write(&cert, b.build().to_pem().unwrap()).expect("write the certificate");
+        fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).expect("write the key");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        Certs {
+            ca: self.ca.clone(),
+            cert,
+            key: key_file,
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs() as i64
 }
 
 /// Sign the request `csr` with the test CA in `dir`, with the extensions in `ext`.
@@ -289,7 +412,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A child process with its log file; killed (SIGKILL) and reaped on drop.
 #[derive(Debug)]
-struct Service {
+pub struct Service {
     name: &'static str,
     child: Option<Child>,
     log: PathBuf,
@@ -866,7 +989,7 @@ pub fn doctor_step<'a>(out: &'a str, step: &str) -> &'a str {
 
 /// stunnel4: TLS with `certs` on 127.0.0.1:`tls_port` in front of 127.0.0.1:`backend_port`
 /// (config `dir/stunnel.conf`, log `dir/stunnel.log`); returns once it accepts.
-fn tls_front(dir: &Path, certs: &Certs, tls_port: u16, backend_port: u16) -> Service {
+pub fn tls_front(dir: &Path, certs: &Certs, tls_port: u16, backend_port: u16) -> Service {
     let conf = dir.join("stunnel.conf");
     fs::write(
         &conf,
