@@ -47,11 +47,18 @@ pub struct Table {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct HistoryTable {
-    /// The array's key, at the top of the codec's object.
+    /// The array's key, nested keys joined with `.` (`data.history`).
     pub path: String,
     /// The key of each entry's time: Unix seconds (a fraction kept to the millisecond), or
     /// RFC 3339 text.
     pub time: String,
+}
+
+impl HistoryTable {
+    /// The keys of [`path`](Self::path), outermost first.
+    pub fn keys(&self) -> std::str::Split<'_, char> {
+        self.path.split('.')
+    }
 }
 
 /// A table's `normalized_battery`: what its normalizer puts in the schema's `battery`, which
@@ -145,11 +152,11 @@ impl Table {
             }
         })?;
         if let Some(h) = &t.history {
-            // Neither is looked up as a path: a dot or a `[]` would be part of the key.
-            if h.path.is_empty() || h.path.contains('.') || h.path.ends_with("[]") {
+            // Nested keys joined with `.`, as `[fields]`' keys; the time is each entry's own.
+            if h.keys().any(|k| k.is_empty() || k.ends_with("[]")) {
                 return Err(format!(
-                    "history.path: {:?} must be a key at the top of the codec's object, \
-                     without a dot or []",
+                    "history.path: {:?} must be the array's key, nested keys joined with a dot, \
+                     none empty nor ending in []",
                     h.path
                 ));
             }
@@ -672,18 +679,12 @@ pub fn map(
                 })
         };
         let history = table.and_then(|t| t.history.as_ref());
+        let keys: Vec<&str> = history.iter().flat_map(|h| h.keys()).collect();
         let out = (&mut m.data, &mut m.health, &mut m.warnings);
-        walk(
-            object,
-            None,
-            &rule,
-            out,
-            &mut origin,
-            history.map(|h| h.path.as_str()),
-        );
-        if let Some(h) = history {
-            if let Some(entries) = object.get(&h.path) {
-                codec_history(entries, h, &rule, &mut m, &mut origin);
+        walk(object, None, &rule, out, &mut origin, &keys);
+        if let (Some(h), Some(entries)) = (history, value_at(object, &keys)) {
+            if let Some(left) = codec_history(entries, h, &rule, &mut m) {
+                put_at(&mut origin, &keys, left);
             }
         }
     }
@@ -806,7 +807,7 @@ pub fn map(
             &rule,
             (data, health, &mut m.warnings),
             &mut left,
-            None,
+            &[],
         );
         // The time read is the record's `time`.
         if measured_at(n).is_some_and(|t| moment.is_some() || same_ms(t, now)) {
@@ -869,25 +870,50 @@ fn measured_at(n: &Map<String, Json>) -> Option<SystemTime> {
     crate::format::parse_time(n.get("time")?.as_str()?).ok()
 }
 
+/// The value at `keys` in `object`, each key but the last an object's.
+fn value_at<'o>(object: &'o Map<String, Json>, keys: &[&str]) -> Option<&'o Json> {
+    let (last, outer) = keys.split_last()?;
+    let inner = outer
+        .iter()
+        .try_fold(object, |o, k| o.get(*k)?.as_object())?;
+    inner.get(*last)
+}
+
+/// `v` into `origin` at `keys`, the objects on the way made where [`walk`] left none (all
+/// their other fields mapped).
+fn put_at(origin: &mut Map<String, Json>, keys: &[&str], v: Json) {
+    let Some((last, outer)) = keys.split_last() else {
+        return;
+    };
+    let mut o = origin;
+    for k in outer {
+        let inner = o.entry(*k).or_insert_with(|| Json::Object(Map::new()));
+        // `walk` keeps an object as one.
+        let Json::Object(inner) = inner else {
+            return;
+        };
+        o = inner;
+    }
+    o.insert((*last).to_string(), v);
+}
+
 /// Map a codec's history `entries` (a table's `[history]`) into [`Mapped::history`], a moment
 /// per entry in their order, each entry's fields by `rule`, its unmapped ones under its own
-/// `origin`. What makes no record stays under `origin` (the live record's), in the array's
-/// key: an entry of nothing but its time quietly; with a warning, one that is no object or
-/// whose time is none it reads, and those past [`MAX_MOMENTS`].
+/// `origin`. What makes no record is returned, to stay under `origin` (the live record's) in
+/// the array's key: an entry of nothing but its time quietly; with a warning, one that is no
+/// object or whose time is none it reads, and those past [`MAX_MOMENTS`].
 fn codec_history<'a>(
     entries: &Json,
     h: &HistoryTable,
     rule: &dyn Fn(&str) -> Option<Rule<'a>>,
     m: &mut Mapped,
-    origin: &mut Map<String, Json>,
-) {
+) -> Option<Json> {
     let Json::Array(list) = entries else {
         m.warnings.push(format!(
             "{}: not an array of entries, kept under origin",
             h.path
         ));
-        origin.insert(h.path.clone(), entries.clone());
-        return;
+        return Some(entries.clone());
     };
     let mut left = Vec::new();
     // How many entries had no time read, the first of them with why; how many were past
@@ -933,7 +959,7 @@ fn codec_history<'a>(
         };
         let mut unmapped = Map::new();
         let out = (&mut moment.data, &mut moment.health, &mut m.warnings);
-        walk(entry, None, rule, out, &mut unmapped, Some(h.time.as_str()));
+        walk(entry, None, rule, out, &mut unmapped, &[h.time.as_str()]);
         if !unmapped.is_empty() {
             moment.data.insert(ORIGIN.into(), Json::Object(unmapped));
         }
@@ -955,9 +981,7 @@ fn codec_history<'a>(
             if past == 1 { "y" } else { "ies" },
         ));
     }
-    if !left.is_empty() {
-        origin.insert(h.path.clone(), Json::Array(left));
-    }
+    (!left.is_empty()).then_some(Json::Array(left))
 }
 
 /// `v` as it displays, cut to `max` bytes (at a character's end) and `…` if longer: written
@@ -1099,8 +1123,9 @@ enum Miss {
 }
 
 /// Map `obj`'s fields by `rule` into `out`'s readings and device values, warning about
-/// numbers out of range; the rest into `origin`. `prefix` is the path of `obj`, `None` at the
-/// top: an object under the key `""` has the path `""`, so its `pir` is `.pir`, not `pir`.
+/// numbers out of range; the rest into `origin`, but for the field at the keys `skip` (none if
+/// empty), read elsewhere. `prefix` is the path of `obj`, `None` at the top: an object under
+/// the key `""` has the path `""`, so its `pir` is `.pir`, not `pir`.
 fn walk<'a>(
     obj: &Map<String, Json>,
     prefix: Option<&str>,
@@ -1111,11 +1136,11 @@ fn walk<'a>(
         &mut Vec<String>,
     ),
     origin: &mut Map<String, Json>,
-    skip: Option<&str>,
+    skip: &[&str],
 ) {
     let (data, health, warnings) = out;
     for (key, v) in obj {
-        if skip == Some(key.as_str()) {
+        if skip == [key.as_str()] {
             continue;
         }
         let path = match prefix {
@@ -1125,7 +1150,11 @@ fn walk<'a>(
         if let Json::Object(inner) = v {
             let mut sub = Map::new();
             let out = (&mut *data, &mut *health, &mut *warnings);
-            walk(inner, Some(&path), rule, out, &mut sub, None);
+            let below = match skip.split_first() {
+                Some((k, below)) if k == key => below,
+                _ => &[],
+            };
+            walk(inner, Some(&path), rule, out, &mut sub, below);
             // An object left empty by mapping goes; one empty to begin with is unmapped.
             if !sub.is_empty() || inner.is_empty() {
                 origin.insert(key.clone(), Json::Object(sub));
@@ -2399,6 +2428,63 @@ mod tests {
         assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
     }
 
+    /// A history below the top of the object (`path` keys joined with a dot, as a network
+    /// server nests a decoder's retransmitted frame under `data`) is read where it is; what
+    /// makes no record stays there under `origin`, beside the object's other unmapped fields;
+    /// an object of that name that is no object on the way, or a key of that dotted spelling
+    /// at the top, is no history.
+    #[test]
+    fn a_history_below_the_top_is_read_where_it_is() {
+        let t = Table::parse(&MILESIGHT.replace("path = \"history\"", "path = \"data.history\""))
+            .unwrap();
+        let temp =
+            |v: Json| json!({"temperature": [{"context_id": "3", "unit": "°C", "value": v}]});
+        let m = by_table(
+            &t,
+            json!({"temperature": 21, "data": {"kind": "retransmission", "history": [
+                {"timestamp": 1_700_000_000, "temperature": 20.5},
+                {"timestamp": "never", "temperature": 19},
+                {"timestamp": 1_700_000_600, "temperature": 20.25},
+            ]}}),
+        );
+        assert_eq!(
+            m.history,
+            [
+                moment(1_700_000_000, temp(json!(20.5))),
+                moment(1_700_000_600, temp(json!(20.25)))
+            ]
+        );
+        let mut data = temp(json!(21));
+        data["origin"] = json!({"data": {"kind": "retransmission",
+                                         "history": [{"timestamp": "never", "temperature": 19}]}});
+        assert_eq!(Json::Object(m.data), data);
+        assert_eq!(
+            m.warnings,
+            [
+                "1 data.history entry without a time read as Unix seconds or RFC 3339 (the first: \
+              data.history[1].timestamp \"never\"), kept under origin"
+            ]
+        );
+        // Alone under `data`, all of it read: no `data` is left.
+        let m = by_table(
+            &t,
+            json!({"data": {"history": [{"timestamp": 1_700_000_000, "temperature": 20.5}]}}),
+        );
+        assert_eq!(m.history, [moment(1_700_000_000, temp(json!(20.5)))]);
+        assert!(m.data.is_empty(), "{:?}", m.data);
+        // Not an object on the way, or a key spelled with the dot: no history, kept as it is.
+        let entry = json!([{"timestamp": 1_700_000_000, "temperature": 20.5}]);
+        for object in [
+            json!({"data": [entry.clone()]}),
+            json!({"data.history": entry}),
+        ] {
+            let m = by_table(&t, object.clone());
+            assert!(m.history.is_empty(), "{object}");
+            assert_eq!(m.data[ORIGIN], object);
+            assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        }
+    }
+
     /// What a codec's history holds that makes no record stays under the live record's
     /// `origin`, in its order: entries that are no object (nested arrays too) or have no time
     /// a record can carry, counted in one warning naming the first; those past
@@ -2679,22 +2765,40 @@ mod tests {
     fn a_bad_history_section_is_one_line() {
         for (history, fields, error) in [
             (
-                "path = \"a.history\"\ntime = \"t\"",
-                "",
-                "history.path: \"a.history\" must be a key at the top of the codec's object, \
-                 without a dot or []",
-            ),
-            (
                 "path = \"\"\ntime = \"t\"",
                 "",
-                "history.path: \"\" must be a key at the top of the codec's object, without \
-                 a dot or []",
+                "history.path: \"\" must be the array's key, nested keys joined with a dot, \
+                 none empty nor ending in []",
             ),
             (
                 "path = \"history[]\"\ntime = \"t\"",
                 "",
-                "history.path: \"history[]\" must be a key at the top of the codec's object, \
-                 without a dot or []",
+                "history.path: \"history[]\" must be the array's key, nested keys joined with \
+                 a dot, none empty nor ending in []",
+            ),
+            (
+                "path = \"data..history\"\ntime = \"t\"",
+                "",
+                "history.path: \"data..history\" must be the array's key, nested keys joined \
+                 with a dot, none empty nor ending in []",
+            ),
+            (
+                "path = \"data[].history\"\ntime = \"t\"",
+                "",
+                "history.path: \"data[].history\" must be the array's key, nested keys joined \
+                 with a dot, none empty nor ending in []",
+            ),
+            (
+                "path = \".history\"\ntime = \"t\"",
+                "",
+                "history.path: \".history\" must be the array's key, nested keys joined with a \
+                 dot, none empty nor ending in []",
+            ),
+            (
+                "path = \"data.h\"\ntime = \"t\"",
+                "\"data.h.temperature\" = { field = \"temperature\" }",
+                "fields.data.h.temperature: data.h is the [history] array, whose entries \
+                 [fields] maps by their own keys (temperature, not data.h.temperature)",
             ),
             (
                 "path = \"h\"\ntime = \"\"",
