@@ -15,6 +15,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::codec::rec_type;
 
+mod datalog;
+
 /// A per-codec mapping table (`<codec>.toml` in the codec directory):
 ///
 /// ```toml
@@ -50,8 +52,24 @@ pub struct HistoryTable {
     /// The array's key, nested keys joined with `.` (`data.history`).
     pub path: String,
     /// The key of each entry's time: Unix seconds (a fraction kept to the millisecond), or
-    /// RFC 3339 text.
+    /// RFC 3339 text; with `columns`, the column of it, a date and time of `zone` too.
     pub time: String,
+    /// For a history the codec writes as text (Dragino's `DATALOG`, `[22.05,21.3,51.2,
+    /// 2024-05-01 09:50:00],...`): the names of each bracketed entry's values, in their order,
+    /// each entry then read as an object of those keys.
+    pub columns: Option<Vec<String>>,
+    /// The zone of a text log's date and time, which carries none (with `columns`).
+    pub zone: Option<Zone>,
+}
+
+/// A text log's time zone: that of the JavaScript engine that wrote its dates and times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Zone {
+    Utc,
+    /// The C library's local zone (`TZ`, else `/etc/localtime`), the one the agent's
+    /// JavaScript codecs write local times in.
+    Local,
 }
 
 impl HistoryTable {
@@ -165,6 +183,24 @@ impl Table {
                     "history.time: {:?} must be a key of each entry itself, without a dot or []",
                     h.time
                 ));
+            }
+            match (&h.columns, h.zone) {
+                (None, Some(_)) => {
+                    return Err(
+                        "history.zone: is for a text log's times (with columns); an \
+                                array's entries' times are Unix seconds or RFC 3339"
+                            .into(),
+                    )
+                }
+                (Some(_), None) => {
+                    return Err(
+                        "history.zone: \"utc\" or \"local\" must say whose clock a text \
+                                log's times are of (they carry no zone)"
+                            .into(),
+                    )
+                }
+                (Some(columns), Some(_)) => history_columns(columns, &h.time)?,
+                (None, None) => {}
             }
             let under = |k: &String| {
                 k.strip_prefix(h.path.as_str())
@@ -340,6 +376,36 @@ impl Table {
             )
         })
     }
+}
+
+/// Why a text log's `columns` cannot name its entries' values, if they cannot.
+fn history_columns(columns: &[String], time: &str) -> Result<(), String> {
+    if let Some(c) = columns
+        .iter()
+        .find(|c| c.is_empty() || c.contains('.') || c.ends_with("[]"))
+    {
+        return Err(format!(
+            "history.columns: {c:?} must be a key of each entry, neither empty nor with a dot \
+             or []"
+        ));
+    }
+    if let Some((i, c)) = columns
+        .iter()
+        .enumerate()
+        .find(|(i, c)| columns[..*i].contains(c))
+    {
+        return Err(format!(
+            "history.columns: {c:?} is column {} and {}; name each once",
+            columns.iter().position(|o| o == c).unwrap_or(0) + 1,
+            i + 1
+        ));
+    }
+    if !columns.iter().any(|c| c == time) {
+        return Err(format!(
+            "history.columns: none is the time, {time:?}: name its column so"
+        ));
+    }
+    Ok(())
 }
 
 /// The keys `record::build` puts in a mapped record's `data` over the mapped fields, and
@@ -897,37 +963,104 @@ fn put_at(origin: &mut Map<String, Json>, keys: &[&str], v: Json) {
     o.insert((*last).to_string(), v);
 }
 
-/// Map a codec's history `entries` (a table's `[history]`) into [`Mapped::history`], a moment
-/// per entry in their order, each entry's fields by `rule`, its unmapped ones under its own
-/// `origin`. What makes no record is returned, to stay under `origin` (the live record's) in
-/// the array's key: an entry of nothing but its time quietly; with a warning, one that is no
-/// object or whose time is none it reads, and those past [`MAX_MOMENTS`].
+/// An entry of a codec's history: an array's item, or a text log's entry as written with
+/// its values by column (none if it is not one value per column).
+enum Item<'e> {
+    Value(&'e Json),
+    Text(&'e str, Option<Map<String, Json>>),
+}
+
+impl<'e> Item<'e> {
+    /// The entry's fields, if it is an object (a text log's: one value per column).
+    fn entry(&self) -> Option<&Map<String, Json>> {
+        match self {
+            Item::Value(v) => v.as_object(),
+            Item::Text(_, values) => values.as_ref(),
+        }
+    }
+
+    /// The item as it stays under `origin`, without the values read from it.
+    fn kept(self) -> Item<'e> {
+        match self {
+            Item::Text(piece, _) => Item::Text(piece, None),
+            value => value,
+        }
+    }
+}
+
+/// When a history entry was measured: a time, or a text log's date and time of its zone,
+/// turned into a time only for an entry that makes a record.
+enum When {
+    At(SystemTime),
+    Wall(time::PrimitiveDateTime, Zone),
+}
+
+/// When the history entry's time `v` is: as [`entry_time`] reads it, or, where the table
+/// has a text log's `zone`, a date and time of it (`2024-05-01 09:50:00`).
+fn when(v: &Json, zone: Option<Zone>) -> Option<When> {
+    if let Some(t) = entry_time(v) {
+        return Some(When::At(t));
+    }
+    Some(When::Wall(datalog::wall_clock(v.as_str()?)?, zone?))
+}
+
+/// Map a codec's history `entries` (a table's `[history]`: an array, or with `columns` a text
+/// log) into [`Mapped::history`], a moment per entry in their order, each entry's fields by
+/// `rule`, its unmapped ones under its own `origin`. What makes no record is returned, to stay
+/// under `origin` (the live record's) in the history's key, in its order (a text log's
+/// entries as written, joined by commas): an entry of nothing but its time quietly; with a
+/// warning, one that is no object (a text log's: not one value per column) or whose time is
+/// none it reads, and those past [`MAX_MOMENTS`].
 fn codec_history<'a>(
     entries: &Json,
     h: &HistoryTable,
     rule: &dyn Fn(&str) -> Option<Rule<'a>>,
     m: &mut Mapped,
 ) -> Option<Json> {
-    let Json::Array(list) = entries else {
-        m.warnings.push(format!(
-            "{}: not an array of entries, kept under origin",
-            h.path
-        ));
-        return Some(entries.clone());
+    let items: Box<dyn Iterator<Item = Item>> = match (entries, &h.columns) {
+        (Json::Array(list), None) => Box::new(list.iter().map(Item::Value)),
+        (Json::String(log), Some(columns)) => Box::new(
+            datalog::pieces(log).map(|piece| Item::Text(piece, datalog::values(piece, columns))),
+        ),
+        (other, columns) => {
+            let what = match (other, columns) {
+                (_, Some(_)) => "not a text log of entries",
+                (Json::String(_), None) => {
+                    "text, not an array of entries (a text log needs columns in [history])"
+                }
+                _ => "not an array of entries",
+            };
+            m.warnings
+                .push(format!("{}: {what}, kept under origin", h.path));
+            return Some(entries.clone());
+        }
+    };
+    let forms = match h.zone {
+        None => "Unix seconds or RFC 3339",
+        Some(Zone::Utc) => "Unix seconds, RFC 3339 or a UTC date and time",
+        Some(Zone::Local) => "Unix seconds, RFC 3339 or a local date and time",
     };
     let mut left = Vec::new();
     // How many entries had no time read, the first of them with why; how many were past
     // the cap.
     let (mut untimed, mut first, mut past) = (0, String::new(), 0);
-    for (i, e) in list.iter().enumerate() {
-        let entry = e.as_object();
-        let time = entry.map(|o| o.get(&h.time).and_then(entry_time));
+    for (i, item) in items.enumerate() {
+        let entry = item.entry();
+        let time = entry.map(|o| o.get(&h.time).and_then(|t| when(t, h.zone)));
         let (Some(entry), Some(Some(time))) = (entry, time) else {
             if untimed == 0 {
-                first = match (entry, entry.and_then(|o| o.get(&h.time))) {
-                    (None, _) => format!("{}[{i}] is no object", h.path),
-                    (Some(_), None) => format!("{}[{i}] has no {}", h.path, h.time),
-                    (Some(_), Some(t)) => {
+                first = match (&item, entry.and_then(|o| o.get(&h.time))) {
+                    (Item::Value(_), _) if entry.is_none() => {
+                        format!("{}[{i}] is no object", h.path)
+                    }
+                    (Item::Text(piece, _), _) if entry.is_none() => format!(
+                        "{}[{i}] \"{}\" is not [{}]",
+                        h.path,
+                        clipped(&piece.escape_debug(), 40),
+                        h.columns.as_deref().unwrap_or_default().join(",")
+                    ),
+                    (_, None) => format!("{}[{i}] has no {}", h.path, h.time),
+                    (_, Some(t)) => {
                         // `Date.now()` is milliseconds.
                         let ms = t
                             .as_f64()
@@ -939,19 +1072,34 @@ fn codec_history<'a>(
                 };
             }
             untimed += 1;
-            left.push(e.clone());
+            left.push(item.kept());
             continue;
         };
         // An entry of nothing but its time is no record.
         if entry.len() == 1 {
-            left.push(e.clone());
+            left.push(item.kept());
             continue;
         }
         if m.history.len() >= MAX_MOMENTS {
             past += 1;
-            left.push(e.clone());
+            left.push(item.kept());
             continue;
         }
+        let time = match time {
+            When::At(t) => t,
+            When::Wall(wall, zone) => match datalog::in_zone(wall, zone) {
+                Ok(t) => t,
+                Err(why) => {
+                    if untimed == 0 {
+                        let t = clipped(&entry[&h.time], 40);
+                        first = format!("{}[{i}].{} {t} {why}", h.path, h.time);
+                    }
+                    untimed += 1;
+                    left.push(item.kept());
+                    continue;
+                }
+            },
+        };
         let mut moment = Moment {
             time,
             data: Map::new(),
@@ -967,8 +1115,8 @@ fn codec_history<'a>(
     }
     if untimed > 0 {
         m.warnings.push(format!(
-            "{untimed} {} entr{} without a time read as Unix seconds or RFC 3339 (the first: \
-             {first}), kept under origin",
+            "{untimed} {} entr{} without a time read as {forms} (the first: {first}), kept \
+             under origin",
             h.path,
             if untimed == 1 { "y" } else { "ies" },
         ));
@@ -981,7 +1129,29 @@ fn codec_history<'a>(
             if past == 1 { "y" } else { "ies" },
         ));
     }
-    (!left.is_empty()).then_some(Json::Array(left))
+    if left.is_empty() {
+        return None;
+    }
+    Some(match h.columns {
+        None => Json::Array(
+            left.into_iter()
+                .filter_map(|item| match item {
+                    Item::Value(v) => Some(v.clone()),
+                    Item::Text(..) => None,
+                })
+                .collect(),
+        ),
+        Some(_) => {
+            let pieces: Vec<&str> = left
+                .into_iter()
+                .filter_map(|item| match item {
+                    Item::Text(piece, _) => Some(piece),
+                    Item::Value(_) => None,
+                })
+                .collect();
+            Json::String(pieces.join(","))
+        }
+    })
 }
 
 /// `v` as it displays, cut to `max` bytes (at a character's end) and `…` if longer: written
@@ -2485,6 +2655,231 @@ mod tests {
         }
     }
 
+    /// An LHT65N table: the live names, and its datalog's columns named as them (the
+    /// external probe's value first, then the SHT sensor's temperature and humidity, then the
+    /// time), as Dragino's decoder writes a poll reply.
+    const LHT65N: &str = "rec_type = \"io.microshare.environment.unpacked\"\n\
+        [fields]\n\
+        TempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
+        Hum_SHT = { field = \"humidity\", unit = \"%RH\" }\n\
+        TempC_DS = { field = \"ext_temperature\", unit = \"°C\", ignore = [327.67] }\n\
+        [history]\npath = \"DATALOG\"\ntime = \"time\"\n\
+        columns = [\"TempC_DS\", \"TempC_SHT\", \"Hum_SHT\", \"time\"]\nzone = \"utc\"\n";
+
+    /// The readings of an LHT65N log entry.
+    fn lht65n(secs: u64, ds: Option<f64>, sht: f64, hum: Json, origin: Option<Json>) -> Moment {
+        let mut data = json!({
+            "temperature": [{"unit": "°C", "value": sht}],
+            "humidity": [{"unit": "%RH", "value": hum}],
+        });
+        if let Some(ds) = ds {
+            data["ext_temperature"] = json!([{"unit": "°C", "value": ds}]);
+        }
+        if let Some(o) = origin {
+            data[ORIGIN] = o;
+        }
+        moment(secs, data)
+    }
+
+    /// A Dragino datalog (a poll reply's `DATALOG` text, each entry `[probe,temperature,
+    /// humidity,date time],`) is read as the table's columns say: a record per entry in its
+    /// order, at its time in the table's zone, its values mapped by the live names; a value
+    /// the table leaves out (the absent probe's 327.67, an interrupt's `HighTrue`) under the
+    /// entry's own `origin`. The same log under `data` (the decoder's retransmission reply)
+    /// is read with a dotted path.
+    #[test]
+    fn a_dragino_datalog_text_is_read_by_its_columns() {
+        let log = "[24.5,21.37,51.2,2024-05-01 09:50:00],[327.67,-2.05,48,2024-05-01 10:10:00],\
+                   [HighTrue,21.5,47.9,2024-05-01 10:30:00],";
+        let expected = [
+            lht65n(1_714_557_000, Some(24.5), 21.37, json!(51.2), None),
+            lht65n(
+                1_714_558_200,
+                None,
+                -2.05,
+                json!(48),
+                Some(json!({"TempC_DS": 327.67})),
+            ),
+            lht65n(
+                1_714_559_400,
+                None,
+                21.5,
+                json!(47.9),
+                Some(json!({"TempC_DS": "HighTrue"})),
+            ),
+        ];
+        let t = Table::parse(LHT65N).unwrap();
+        let m = by_table(&t, json!({"DATALOG": log, "Node_type": "LHT65N"}));
+        assert_eq!(m.history, expected);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"origin": {"Node_type": "LHT65N"}})
+        );
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
+        let t = Table::parse(&LHT65N.replace("\"DATALOG\"", "\"data.DATALOG\"")).unwrap();
+        let m = by_table(
+            &t,
+            json!({"data": {"Node_type": "LHT65N", "DATALOG": log},
+                   "retransmission_Status": "retransmission_Status"}),
+        );
+        assert_eq!(m.history, expected);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"origin": {"data": {"Node_type": "LHT65N"},
+                              "retransmission_Status": "retransmission_Status"}})
+        );
+    }
+
+    /// An LHT52's log has five values an entry (its decoder's `[a,b,c,ext,date time],`): the
+    /// columns name them, the time last; one the table does not map stays under `origin`.
+    #[test]
+    fn an_lht52_datalog_has_its_own_columns() {
+        let t = Table::parse(
+            "[fields]\nTempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
+             Hum_SHT = { field = \"humidity\", unit = \"%RH\" }\n\
+             TempC_DS = { field = \"ext_temperature\", unit = \"°C\" }\n\
+             [history]\npath = \"DATALOG\"\ntime = \"time\"\nzone = \"utc\"\n\
+             columns = [\"TempC_SHT\", \"TempC_DS\", \"Hum_SHT\", \"Ext\", \"time\"]\n",
+        )
+        .unwrap();
+        let m = by_table(
+            &t,
+            json!({"Node_type": "LHT52",
+                   "DATALOG": "[22.51,19.9,45.6,1,2024-05-01 09:50:00],[22.6,20,45.1,1,2024-05-01 10:10:00],"}),
+        );
+        let reading = |sht: Json, ds: Json, hum: Json| {
+            json!({
+                "temperature": [{"unit": "°C", "value": sht}],
+                "ext_temperature": [{"unit": "°C", "value": ds}],
+                "humidity": [{"unit": "%RH", "value": hum}],
+                "origin": {"Ext": 1},
+            })
+        };
+        assert_eq!(
+            m.history,
+            [
+                moment(
+                    1_714_557_000,
+                    reading(json!(22.51), json!(19.9), json!(45.6))
+                ),
+                moment(1_714_558_200, reading(json!(22.6), json!(20), json!(45.1))),
+            ]
+        );
+        assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
+    }
+
+    /// What a text log holds that makes no record stays under `origin` as text, each entry as
+    /// written, joined by commas, in its order: entries not of one value per column, text
+    /// that is no entry, a time that is none (a month 13, a time in milliseconds), one the
+    /// zone does not have; those past [`MAX_MOMENTS`]. One warning per kind, counted, naming
+    /// the first; the good entries around them are records all the same.
+    #[test]
+    fn a_malformed_datalog_keeps_its_good_entries_and_the_rest_under_origin() {
+        let t = Table::parse(LHT65N).unwrap();
+        let log = "[24.5,21.37,51.2,2024-05-01 09:50:00],[1,2,3],garbage\u{1b}\n,\
+                   [1,2,3,2024-13-01 00:00:00],[1,2,3,1714557000000],\
+                   [327.67,-2.05,48,2024-05-01 10:10:00],[1,2,3,2024-05-01 10:20:00";
+        let m = by_table(&t, json!({"DATALOG": log}));
+        assert_eq!(
+            m.history,
+            [
+                lht65n(1_714_557_000, Some(24.5), 21.37, json!(51.2), None),
+                lht65n(
+                    1_714_558_200,
+                    None,
+                    -2.05,
+                    json!(48),
+                    Some(json!({"TempC_DS": 327.67}))
+                ),
+            ]
+        );
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"origin": {"DATALOG": "[1,2,3],garbage\u{1b},[1,2,3,2024-13-01 00:00:00],\
+                                          [1,2,3,1714557000000],[1,2,3,2024-05-01 10:20:00"}})
+        );
+        assert_eq!(
+            m.warnings,
+            ["5 DATALOG entries without a time read as Unix seconds, RFC 3339 or a UTC date and \
+              time (the first: DATALOG[1] \"[1,2,3]\" is not [TempC_DS,TempC_SHT,Hum_SHT,time]), \
+              kept under origin"]
+        );
+        // Each kind first: text that is no entry, escaped; a bad time; milliseconds.
+        for (log, first) in [
+            (
+                "garbage\u{1b}\n, more",
+                "DATALOG[0] \"garbage\\u{1b}\\n, more\" is not [TempC_DS,TempC_SHT,Hum_SHT,time]",
+            ),
+            (
+                "[1,2,3,2024-13-01 00:00:00]",
+                "DATALOG[0].time \"2024-13-01 00:00:00\"",
+            ),
+            (
+                "[1,2,3,1714557000000]",
+                "DATALOG[0].time 1714557000000, milliseconds?",
+            ),
+            (
+                "[1,2,3,1969-12-31 23:59:59]",
+                "DATALOG[0].time \"1969-12-31 23:59:59\" is before 1970",
+            ),
+        ] {
+            let m = by_table(&t, json!({ "DATALOG": log }));
+            assert!(m.history.is_empty(), "{log}");
+            assert_eq!(
+                m.warnings,
+                [format!(
+                    "1 DATALOG entry without a time read as Unix seconds, RFC 3339 or a UTC \
+                     date and time (the first: {first}), kept under origin"
+                )]
+            );
+        }
+        // An endless log: 32 records, the rest kept as written, in one pass.
+        let entry = "[1,20.5,40,2024-05-01 09:50:00],";
+        let m = by_table(&t, json!({ "DATALOG": entry.repeat(100_000) }));
+        assert_eq!(m.history.len(), MAX_MOMENTS);
+        let left = &m.data[ORIGIN]["DATALOG"];
+        assert_eq!(
+            left.as_str().map(|l| l.len()),
+            Some((100_000 - MAX_MOMENTS) * entry.len() - 1)
+        );
+        assert_eq!(
+            m.warnings,
+            [
+                "99968 DATALOG entries past the 32 records of their own time an uplink makes, \
+              kept under origin"
+            ]
+        );
+    }
+
+    /// A text where the table expects an array, or the other way round, stays whole under
+    /// `origin` with a warning saying which the table needs.
+    #[test]
+    fn a_history_of_the_other_form_is_kept_whole() {
+        let array = Table::parse(&LHT65N.replace("columns", "#").replace("zone", "#")).unwrap();
+        let text = Table::parse(LHT65N).unwrap();
+        let log = json!("[1,20.5,40,2024-05-01 09:50:00],");
+        let list = json!([{"time": 1_714_557_000, "TempC_SHT": 20.5}]);
+        for (t, v, warning) in [
+            (
+                &array,
+                &log,
+                "DATALOG: text, not an array of entries (a text log needs columns in \
+                 [history]), kept under origin",
+            ),
+            (
+                &text,
+                &list,
+                "DATALOG: not a text log of entries, kept under origin",
+            ),
+        ] {
+            let m = by_table(t, json!({ "DATALOG": v }));
+            assert!(m.history.is_empty());
+            assert_eq!(m.data[ORIGIN], json!({ "DATALOG": v }));
+            assert_eq!(m.warnings, [warning]);
+        }
+    }
+
     /// What a codec's history holds that makes no record stays under the live record's
     /// `origin`, in its order: entries that are no object (nested arrays too) or have no time
     /// a record can carry, counted in one warning naming the first; those past
@@ -2823,6 +3218,50 @@ mod tests {
                  by their own keys (temperature, not h.temperature)",
             ),
             ("path = \"h\"", "", "history: missing field `time` (line 3)"),
+            (
+                "path = \"h\"\ntime = \"t\"\nzone = \"utc\"",
+                "",
+                "history.zone: is for a text log's times (with columns); an array's entries' \
+                 times are Unix seconds or RFC 3339",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\"]",
+                "",
+                "history.zone: \"utc\" or \"local\" must say whose clock a text log's times are \
+                 of (they carry no zone)",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\"]\nzone = \"UTC\"",
+                "",
+                "history.zone: unknown variant `UTC`, expected `utc` or `local` (line 7)",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"b\"]\nzone = \"utc\"",
+                "",
+                "history.columns: none is the time, \"t\": name its column so",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\", \"b\", \"a\"]\nzone = \"utc\"",
+                "",
+                "history.columns: \"a\" is column 1 and 4; name each once",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"t\", \"x.y\"]\nzone = \"utc\"",
+                "",
+                "history.columns: \"x.y\" must be a key of each entry, neither empty nor with a \
+                 dot or []",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"t\", \"\"]\nzone = \"utc\"",
+                "",
+                "history.columns: \"\" must be a key of each entry, neither empty nor with a dot \
+                 or []",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = \"t\"\nzone = \"utc\"",
+                "",
+                "history.columns: invalid type: string \"t\", expected a sequence (line 6)",
+            ),
         ] {
             let text = format!("[fields]\n{fields}\n[history]\n{history}\n");
             assert_eq!(Table::parse(&text).unwrap_err(), error, "{text}");

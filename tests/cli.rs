@@ -1129,6 +1129,118 @@ fn decode_with_a_javascript_codec() {
     assert!(stderr(&o).starts_with("hubgate: --js "), "{}", stderr(&o));
 }
 
+/// A codec that writes its history as Dragino's do, a text of `[temperature,humidity,date
+/// time],` entries in the JavaScript engine's local time, mapped by a table with
+/// `zone = "local"`: each entry is a record at the instant the device logged, in summer time
+/// and in winter time; a time the local clock shows twice (the hour summer time ends) or
+/// skips (the hour it begins) makes no record and stays under `origin`, with a warning.
+#[cfg(feature = "js")]
+#[test]
+fn a_datalog_text_in_local_time_is_read_in_the_gateways_zone() {
+    let dir = codec_files::tempdir();
+    let js = dir.path().join("datalog.js");
+    codec_files::write(
+        &js,
+        r#"function two(n) { return (n < 10 ? "0" : "") + n; }
+function decodeUplink(input) {
+  // A clock the gateway's zone skips, as an engine of another zone may write it.
+  if (input.fPort == 4) return { data: { DATALOG: "[20,40,2024-03-31 02:30:00]," } };
+  var b = input.bytes, log = "";
+  for (var i = 0; i + 8 <= b.length; i += 8) {
+    var t = (b[i] << 24 >> 16 | b[i + 1]) / 100, h = (b[i + 2] << 8 | b[i + 3]) / 10;
+    var d = new Date(((b[i + 4] << 24 >>> 0) + (b[i + 5] << 16 | b[i + 6] << 8 | b[i + 7])) * 1000);
+    log += "[" + t + "," + h + "," + d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" +
+      two(d.getDate()) + " " + two(d.getHours()) + ":" + two(d.getMinutes()) + ":" +
+      two(d.getSeconds()) + "],";
+  }
+  return { data: { Node_type: "LHT65N", DATALOG: log } };
+}
+"#,
+    );
+    codec_files::write(
+        dir.path().join("datalog.toml"),
+        "rec_type = \"io.microshare.environment.unpacked\"\n\
+         [fields]\n\
+         TempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
+         Hum_SHT = { field = \"humidity\", unit = \"%RH\" }\n\
+         [history]\npath = \"DATALOG\"\ntime = \"time\"\nzone = \"local\"\n\
+         columns = [\"TempC_SHT\", \"Hum_SHT\", \"time\"]\n",
+    );
+    // 2024-05-01 09:50 UTC, 2024-01-15 11:00 UTC, 2024-10-27 00:30 UTC (02:30 summer time,
+    // an hour before 02:30 winter time).
+    let log = "0859020066321048 ff3301e065a51030 086601df671d8988";
+    let decode = |fport: &str, payload: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args([
+                "decode",
+                "--js",
+                js.to_str().unwrap(),
+                "--fport",
+                fport,
+                payload,
+            ])
+            .args(["--time", "2024-11-01T00:00:00Z"])
+            .env("RUST_LOG", "warn")
+            .env("TZ", "Europe/Berlin")
+            .output()
+            .unwrap()
+    };
+    let o = decode("3", log);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let shown: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let d = &r["data"];
+            (
+                d["time"].as_str().unwrap().to_string(),
+                d["temperature"][0]["value"].clone(),
+                d["humidity"][0]["value"].clone(),
+            )
+        })
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        shown,
+        [
+            ("2024-11-01T00:00:00.000Z".into(), json!(null), json!(null)),
+            ("2024-05-01T09:50:00.000Z".into(), json!(21.37), json!(51.2)),
+            ("2024-01-15T11:00:00.000Z".into(), json!(-2.05), json!(48)),
+        ]
+    );
+    assert_eq!(
+        records[0]["data"]["origin"],
+        json!({"Node_type": "LHT65N", "DATALOG": "[21.5,47.9,2024-10-27 02:30:00]"})
+    );
+    assert!(
+        stderr(&o).contains(
+            "1 DATALOG entry without a time read as Unix seconds, RFC 3339 or a local date and \
+             time (the first: DATALOG[2].time \"2024-10-27 02:30:00\" is two local times \
+             (summer time ended)), kept under origin"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = decode("4", "00");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let record: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        record["data"]["origin"],
+        json!({"DATALOG": "[20,40,2024-03-31 02:30:00]"})
+    );
+    assert!(
+        stderr(&o).contains(
+            "(the first: DATALOG[0].time \"2024-03-31 02:30:00\" is no local time (summer time \
+             began, or out of the clock's range)), kept under origin"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// `hubgate codecs --dir DIR` lists the directory's JavaScript codecs after the built-in
 /// ones, with their table's recType and whether they load.
 #[cfg(feature = "js")]
