@@ -701,11 +701,27 @@ path = "log"
 time = "time"
 "#;
 
-/// Devices of the mapped target, by the last byte of their DevEUI: `a.toml`, `b.toml`, none
-/// (the network server's object, all of it under `origin`), and one not in the config.
-const MAPPED: [(u8, Option<&str>); 4] = [
+/// A Dragino-style text log (`columns`, `zone`) below the top of the object, as LHT65N's
+/// decoder nests a retransmission reply's: `data.DATALOG`.
+const TABLE_C: &str = r#"rec_type = "io.microshare.environment.unpacked"
+[fields]
+TempC_SHT = { field = "temperature", unit = "°C", min = -40, max = 125 }
+Hum_SHT = { field = "humidity", unit = "%RH" }
+TempC_DS = { field = "ext_temperature", unit = "°C", ignore = [327.67] }
+[history]
+path = "data.DATALOG"
+time = "time"
+columns = ["TempC_DS", "TempC_SHT", "Hum_SHT", "time"]
+zone = "utc"
+"#;
+
+/// Devices of the mapped target, by the last byte of their DevEUI: `a.toml`, `b.toml`,
+/// `c.toml`, none (the network server's object, all of it under `origin`), and one not in the
+/// config.
+const MAPPED: [(u8, Option<&str>); 5] = [
     (0xa1, Some(TABLE_A)),
     (0xb2, Some(TABLE_B)),
+    (0xe5, Some(TABLE_C)),
     (0xc3, None),
     (0xd4, None),
 ];
@@ -745,6 +761,11 @@ const KEYS: &[&str] = &[
     "lat",
     "history",
     "log",
+    "data",
+    "DATALOG",
+    "data.DATALOG",
+    "TempC_SHT",
+    "Hum_SHT",
     "history[]",
     "history.temperature",
     "timestamp",
@@ -835,8 +856,94 @@ fn odd_time() -> impl Strategy<Value = Value> + Clone {
     ]
 }
 
+/// A Dragino-style text log: entries of four values, the date and time last, among entries of
+/// another count, text that is no entry, odd separators and values; sometimes more good
+/// entries than the 32 records they may make.
+fn datalog() -> impl Strategy<Value = String> {
+    const VALUES: &[&str] = &[
+        "21.5",
+        "-2.05",
+        "51.2",
+        "48",
+        "327.67",
+        "0",
+        "-0",
+        "1e3",
+        "1e400",
+        "HighTrue",
+        "undefined",
+        "NaN",
+        "",
+        " 7 ",
+        "\"x\"",
+        "é",
+    ];
+    const TIMES: &[&str] = &[
+        "2024-05-01 09:50:00",
+        "2021-01-19 04:27:03",
+        "1970-01-01 00:00:00",
+        "1969-12-31 23:59:59",
+        "9999-12-31 23:59:59",
+        "2024-13-01 00:00:00",
+        "2024-02-30 00:00:00",
+        "2024-5-1 09:50:00",
+        "2024-05-01T09:50:00Z",
+        "2024-05-01T09:50:00",
+        "1714557000",
+        "1714557000000",
+        "-1",
+        "",
+    ];
+    const SEPARATORS: &[&str] = &[",", "", " ", "\n", ", \n", ",,"];
+    const JUNK: &[&str] = &[
+        "[",
+        "]",
+        "[]",
+        "[1,2",
+        "x]",
+        "[[1,2,3,4]]",
+        "\u{1b}",
+        "é,é",
+        "  ",
+    ];
+    let value = prop_oneof![
+        4 => prop::sample::select(VALUES).prop_map(String::from),
+        1 => (-5000i32..5000).prop_map(|x| format!("{}", f64::from(x) / 100.0)),
+    ];
+    let time = prop_oneof![
+        4 => prop::sample::select(TIMES).prop_map(String::from),
+        2 => (0i64..253_402_300_800).prop_map(|secs| {
+            let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }),
+    ];
+    let good = (prop::collection::vec(value.clone(), 3), time)
+        .prop_map(|(v, t)| format!("[{},{t}]", v.join(",")));
+    let piece = prop_oneof![
+        8 => good.clone(),
+        1 => prop::collection::vec(value, 0..7).prop_map(|v| format!("[{}]", v.join(","))),
+        1 => prop::sample::select(JUNK).prop_map(String::from),
+        1 => "\\PC{0,12}",
+    ];
+    let separator = prop::sample::select(SEPARATORS);
+    prop_oneof![
+        30 => prop::collection::vec((piece, separator.clone()), 0..6),
+        1 => prop::collection::vec((good, separator), 30..40),
+    ]
+    .prop_map(|parts| parts.into_iter().map(|(p, s)| p + s).collect())
+}
+
 /// An uplink's decoded object, as text (keys may repeat: the last one counts): odd fields,
-/// a history array under both tables' keys, then sometimes readings a table takes as they are.
+/// a history array under both tables' keys or a text log under table C's, then sometimes
+/// readings a table takes as they are.
 fn ns_object() -> impl Strategy<Value = String> {
     let entry = prop_oneof![
         8 => (
@@ -888,17 +995,34 @@ fn ns_object() -> impl Strategy<Value = String> {
         ],
         0..4,
     );
+    // A text log where table C reads it, beside other fields there, or where it does not.
+    let log = (
+        datalog(),
+        prop::collection::vec((key(), odd_value()), 0..2),
+        any::<bool>(),
+    )
+        .prop_map(|(text, beside, nested)| {
+            if nested {
+                let mut data: serde_json::Map<String, Value> = beside.into_iter().collect();
+                data.insert("DATALOG".into(), json!(text));
+                ("data".to_string(), Value::Object(data))
+            } else {
+                ("DATALOG".to_string(), json!(text))
+            }
+        });
     (
         prop::collection::vec((key(), top_value()), 0..5),
         prop::option::of(entries),
         any::<bool>(),
+        prop::option::of(log),
         readings,
     )
-        .prop_map(|(fields, entries, under_a, readings)| {
+        .prop_map(|(fields, entries, under_a, log, readings)| {
             let mut parts: Vec<(String, Value)> = fields;
             if let Some(e) = entries {
                 parts.push((if under_a { "history" } else { "log" }.into(), json!(e)));
             }
+            parts.extend(log);
             parts.extend(readings.into_iter().map(|(k, v)| (k.to_string(), v)));
             let body: Vec<String> = parts
                 .iter()
@@ -985,6 +1109,9 @@ fn mapped_uplink() -> impl Strategy<Value = (UplinkFormat, Vec<u8>)> {
 /// A ChirpStack uplink of table A's device with an object using each of its features.
 const MAPPED_EXAMPLE: &str = r#"{"object":{"temperature":21.5,"battery":{"mv":3600},"status":1,"door":"open","mode":2.5,"externalTemperature2":[10,-10],"probe":{"t":[215,32767]},"flags":[1,0],"deep":{"a":{"b":{"c":415}}},"x":{"y":8},"history":[{"timestamp":1700000000,"temperature":20.5,"humidity":40},{"timestamp":"2023-11-14T22:00:00Z","humidity":41},{"timestamp":1.7e12,"humidity":42}]},"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"deviceName":"th","devEui":"00000000000000a1"},"fCnt":42,"fPort":103,"data":"CIwuLf////8=","rxInfo":[{"gatewayId":"g","rssi":-79,"snr":9.5}],"txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}}}"#;
 
+/// A ChirpStack uplink of table C's device: an LHT65N retransmission reply's text log.
+const DATALOG_EXAMPLE: &str = r#"{"object":{"data":{"Node_type":"LHT65N","DATALOG":"[24.5,21.37,51.2,2024-05-01 09:50:00],[327.67,-2.05,48,2024-05-01 10:10:00],[HighTrue,21.5,47.9,2024-05-01 10:30:00],"},"retransmission_Status":"retransmission_Status"},"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"deviceName":"lht","devEui":"00000000000000e5"},"fCnt":42,"fPort":3,"data":"CIwuLf////8=","rxInfo":[{"gatewayId":"g","rssi":-79,"snr":9.5}],"txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}}}"#;
+
 /// The devices of [`MAPPED`] with their tables in a codec directory (kept while the decoder
 /// lives), and the tables as the decoder loaded them.
 fn mapped_decoder() -> (Decoder, Vec<Option<Table>>, tempfile::TempDir) {
@@ -1019,6 +1146,7 @@ fn network_objects_through_mapping_tables() {
     let input = prop_oneof![
         6 => mapped_uplink(),
         2 => mutated(MAPPED_EXAMPLE.into()).prop_map(|b| (UplinkFormat::ChirpstackV4, b)),
+        1 => mutated(DATALOG_EXAMPLE.into()).prop_map(|b| (UplinkFormat::ChirpstackV4, b)),
         1 => random_bytes().prop_map(|b| (UplinkFormat::TtsV3, b)),
     ];
     let (d, tables, _dir) = mapped_decoder();
@@ -1100,10 +1228,11 @@ fn object_records(
         return Ok(());
     };
     let path = history.map(|h| h.path.as_str());
+    let keys: Vec<&str> = path.iter().flat_map(|p| p.split('.')).collect();
     let Some(live) = live else {
         // Only a frame of history alone, every entry a record, has no live record.
         prop_assert!(
-            object.keys().all(|k| Some(k.as_str()) == path) && left.is_none(),
+            history_alone(object, &keys) && left.is_none(),
             "no live record of {:?}",
             object
         );
@@ -1117,8 +1246,8 @@ fn object_records(
             prop_assert!(same(kept, v), "{:?} not kept: {} for {}", k, kept, v);
         }
     }
-    if let Some(p) = path {
-        let kept = data["origin"].get(p);
+    if path.is_some() {
+        let kept = value_at(&data["origin"], &keys);
         prop_assert!(
             kept.zip(left.as_ref())
                 .map_or(kept.is_none() && left.is_none(), |(a, b)| same(a, b)),
@@ -1152,35 +1281,120 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// The value at the dotted `keys` of `v` (none for no keys), each but the last an object's.
+fn value_at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = keys.split_first()?;
+    let inner = v.as_object()?.get(*first)?;
+    if rest.is_empty() {
+        Some(inner)
+    } else {
+        value_at(inner, rest)
+    }
+}
+
+/// Whether `object` holds nothing but the history at `keys` (and the objects on its way).
+fn history_alone(object: &Obj, keys: &[&str]) -> bool {
+    let Some((first, rest)) = keys.split_first() else {
+        return false;
+    };
+    object.len() == 1
+        && object.get(*first).is_some_and(|v| {
+            rest.is_empty() || v.as_object().is_some_and(|o| history_alone(o, rest))
+        })
+}
+
 /// The times (ms) of the entries of `object`'s history that make records, at most 32 in the
 /// array's order, with the entries; and the entries that stay under `origin` (those that are
 /// no object, hold nothing but their time, have no time read or come past the 32), or the
-/// history whole if it is no array.
-fn history_made<'a>(object: &'a Obj, h: &HistoryTable) -> (Vec<(u64, &'a Obj)>, Option<Value>) {
-    let Some(v) = object.get(&h.path) else {
+/// history whole if it is no array. With `columns`, the history is a text log and its
+/// entries are read as docs/codecs.md says ([`log_entries`]): those left stay as written,
+/// joined by commas; one that is no text stays whole.
+fn history_made(object: &Obj, h: &HistoryTable) -> (Vec<(u64, Obj)>, Option<Value>) {
+    let keys: Vec<&str> = h.path.split('.').collect();
+    let Some((last, outer)) = keys.split_last() else {
         return (Vec::new(), None);
     };
-    let Value::Array(list) = v else {
-        return (Vec::new(), Some(v.clone()));
+    let holder = outer.iter().try_fold(object, |o, k| o.get(*k)?.as_object());
+    let Some(v) = holder.and_then(|o| o.get(*last)) else {
+        return (Vec::new(), None);
+    };
+    let items: Vec<(Option<Obj>, Value)> = match (v, &h.columns) {
+        (Value::Array(list), None) => list
+            .iter()
+            .map(|e| (e.as_object().cloned(), e.clone()))
+            .collect(),
+        (Value::String(text), Some(columns)) => log_entries(text, columns)
+            .into_iter()
+            .map(|(piece, entry)| (entry, json!(piece)))
+            .collect(),
+        _ => return (Vec::new(), Some(v.clone())),
     };
     let (mut made, mut left) = (Vec::new(), Vec::new());
-    for e in list {
-        let timed = e
-            .as_object()
+    for (entry, as_written) in items {
+        let timed = entry
             .filter(|o| o.len() > 1)
-            .and_then(|o| Some((entry_ms(o.get(&h.time)?)?, o)));
+            .and_then(|o| Some((entry_ms(o.get(&h.time)?, h.zone.is_some())?, o)));
         match timed {
             Some(m) if made.len() < 32 => made.push(m),
-            _ => left.push(e.clone()),
+            _ => left.push(as_written),
         }
     }
-    (made, (!left.is_empty()).then_some(Value::Array(left)))
+    if left.is_empty() {
+        return (made, None);
+    }
+    let left = match h.columns {
+        None => Value::Array(left),
+        Some(_) => {
+            let pieces: Vec<&str> = left.iter().filter_map(Value::as_str).collect();
+            json!(pieces.join(","))
+        }
+    };
+    (made, Some(left))
+}
+
+/// A text log's entries as docs/codecs.md describes them: pieces between commas and white
+/// space, each `[` to the next `]` (or, not starting with `[`, up to the next one), with the
+/// values by `columns` of those that are `[` one value per column `]`: a number where it is
+/// written as JSON writes one, else its text, trimmed.
+fn log_entries(text: &str, columns: &[String]) -> Vec<(String, Option<Obj>)> {
+    let sep = |c: char| c == ',' || c.is_whitespace();
+    let mut out = Vec::new();
+    let mut rest = text.trim_start_matches(sep);
+    while !rest.is_empty() {
+        let end = if rest.starts_with('[') {
+            rest.find(']').map_or(rest.len(), |j| j + 1)
+        } else {
+            rest.find('[').unwrap_or(rest.len())
+        };
+        let piece = rest[..end].trim_end_matches(sep);
+        rest = rest[end..].trim_start_matches(sep);
+        let values = piece
+            .strip_prefix('[')
+            .and_then(|p| p.strip_suffix(']'))
+            .filter(|inner| !inner.contains('['))
+            .map(|inner| inner.split(',').map(str::trim).collect::<Vec<_>>())
+            .filter(|v| v.len() == columns.len())
+            .map(|v| {
+                columns
+                    .iter()
+                    .zip(v)
+                    .map(|(c, v)| {
+                        let value = serde_json::from_str::<serde_json::Number>(v)
+                            .map_or_else(|_| json!(v), Value::Number);
+                        (c.clone(), value)
+                    })
+                    .collect()
+            });
+        out.push((piece.to_string(), values));
+    }
+    out
 }
 
 /// An entry's time in ms, as docs/codecs.md reads it: Unix seconds, a fraction rounded to the
 /// microsecond and then cut to the millisecond (rounded to the millisecond from 2^33 s, where
-/// f64 holds no microseconds), or RFC 3339 text; none before 1970 or past 9999.
-fn entry_ms(v: &Value) -> Option<u64> {
+/// f64 holds no microseconds), or RFC 3339 text, or in a text log of UTC (`utc`) a date and
+/// time `2024-05-01 09:50:00`; none before 1970 or past 9999.
+fn entry_ms(v: &Value, utc: bool) -> Option<u64> {
     let latest = hubgate::uplink::LATEST.as_millis();
     match v {
         Value::Number(n) => {
@@ -1195,8 +1409,14 @@ fn entry_ms(v: &Value) -> Option<u64> {
             (u128::from(ms) <= latest).then_some(ms)
         }
         Value::String(s) => {
+            let wall =
+                time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
             let ns = time::OffsetDateTime::parse(s, &Rfc3339)
-                .ok()?
+                .ok()
+                .or_else(|| {
+                    let t = time::PrimitiveDateTime::parse(s, &wall).ok()?;
+                    utc.then(|| t.assume_utc())
+                })?
                 .unix_timestamp_nanos();
             (0..=latest as i128 * 1_000_000)
                 .contains(&ns)
@@ -1216,7 +1436,10 @@ fn unmapped(table: Option<&Table>, k: &str) -> bool {
             || f.strip_suffix("[]") == Some(k)
             || f.strip_prefix(k).is_some_and(|r| r.starts_with('.'))
     };
-    t.history.as_ref().is_none_or(|h| h.path != k) && !t.fields.keys().any(under)
+    t.history
+        .as_ref()
+        .is_none_or(|h| h.path.split('.').next() != Some(k))
+        && !t.fields.keys().any(under)
 }
 
 /// The readings `table` takes from `obj`'s own keys (not `skip`) are in `data`: a number of a
