@@ -963,30 +963,33 @@ fn put_at(origin: &mut Map<String, Json>, keys: &[&str], v: Json) {
     o.insert((*last).to_string(), v);
 }
 
-/// An entry of a codec's history: an array's item, or a text log's entry as written with
-/// its values by column (none if it is not one value per column).
-enum Item<'e> {
-    Value(&'e Json),
-    Text(&'e str, Option<Map<String, Json>>),
+/// A codec's history entry as [`codec_history`] reads it: its fields (an array's object, a
+/// text log's entry by its columns; none if it is neither), and a text log's entry as
+/// written.
+struct Entry<'e> {
+    i: usize,
+    fields: Option<&'e Map<String, Json>>,
+    piece: Option<&'e str>,
 }
 
-impl<'e> Item<'e> {
-    /// The entry's fields, if it is an object (a text log's: one value per column).
-    fn entry(&self) -> Option<&Map<String, Json>> {
-        match self {
-            Item::Value(v) => v.as_object(),
-            Item::Text(_, values) => values.as_ref(),
-        }
-    }
-
-    /// The item as it stays under `origin`, without the values read from it.
-    fn kept(self) -> Item<'e> {
-        match self {
-            Item::Text(piece, _) => Item::Text(piece, None),
-            value => value,
-        }
-    }
+/// How many of a codec's history entries made no record, and why, for its warnings.
+#[derive(Default)]
+struct Unmade {
+    /// Entries without a time read, the first of them with why.
+    untimed: usize,
+    first: String,
+    /// Entries past [`MAX_MOMENTS`].
+    past: usize,
+    /// A text log's entries past [`MAX_LOG_READ`], not read.
+    unread: usize,
 }
+
+/// A text log's entries read for records at most: its rest, however long, is kept under
+/// `origin` unread, so that a log of empty entries costs no more than [`MAX_NS_VALUES`]
+/// values do.
+///
+/// [`MAX_NS_VALUES`]: crate::format::MAX_NS_VALUES
+const MAX_LOG_READ: usize = crate::format::MAX_NS_VALUES;
 
 /// When a history entry was measured: a time, or a text log's date and time of its zone,
 /// turned into a time only for an entry that makes a record.
@@ -1001,7 +1004,8 @@ fn when(v: &Json, zone: Option<Zone>) -> Option<When> {
     if let Some(t) = entry_time(v) {
         return Some(When::At(t));
     }
-    Some(When::Wall(datalog::wall_clock(v.as_str()?)?, zone?))
+    let zone = zone?;
+    Some(When::Wall(datalog::wall_clock(v.as_str()?)?, zone))
 }
 
 /// Map a codec's history `entries` (a table's `[history]`: an array, or with `columns` a text
@@ -1010,18 +1014,63 @@ fn when(v: &Json, zone: Option<Zone>) -> Option<When> {
 /// under `origin` (the live record's) in the history's key, in its order (a text log's
 /// entries as written, joined by commas): an entry of nothing but its time quietly; with a
 /// warning, one that is no object (a text log's: not one value per column) or whose time is
-/// none it reads, and those past [`MAX_MOMENTS`].
+/// none it reads, and those past [`MAX_MOMENTS`] (a text log's: all its entries after them,
+/// unread, and those past [`MAX_LOG_READ`]).
 fn codec_history<'a>(
     entries: &Json,
     h: &HistoryTable,
     rule: &dyn Fn(&str) -> Option<Rule<'a>>,
     m: &mut Mapped,
 ) -> Option<Json> {
-    let items: Box<dyn Iterator<Item = Item>> = match (entries, &h.columns) {
-        (Json::Array(list), None) => Box::new(list.iter().map(Item::Value)),
-        (Json::String(log), Some(columns)) => Box::new(
-            datalog::pieces(log).map(|piece| Item::Text(piece, datalog::values(piece, columns))),
-        ),
+    let mut unmade = Unmade::default();
+    let left = match (entries, &h.columns) {
+        (Json::Array(list), None) => {
+            let mut left = Vec::new();
+            for (i, v) in list.iter().enumerate() {
+                let entry = Entry {
+                    i,
+                    fields: v.as_object(),
+                    piece: None,
+                };
+                if !history_moment(entry, h, rule, m, &mut unmade) {
+                    left.push(v.clone());
+                }
+            }
+            (!left.is_empty()).then_some(Json::Array(left))
+        }
+        (Json::String(log), Some(columns)) => {
+            let mut left = String::new();
+            let mut keep = |piece: &str| {
+                if !left.is_empty() {
+                    left.push(',');
+                }
+                left.push_str(piece);
+            };
+            let mut pieces = datalog::pieces(log).enumerate();
+            for (i, piece) in pieces.by_ref() {
+                if m.history.len() >= MAX_MOMENTS || i >= MAX_LOG_READ {
+                    // The rest as written, counted, each piece found without reading it.
+                    let rest = std::iter::once(piece).chain(pieces.by_ref().map(|(_, p)| p));
+                    let n = rest.map(&mut keep).count();
+                    if m.history.len() >= MAX_MOMENTS {
+                        unmade.past += n;
+                    } else {
+                        unmade.unread += n;
+                    }
+                    break;
+                }
+                let fields = datalog::values(piece, columns);
+                let entry = Entry {
+                    i,
+                    fields: fields.as_ref(),
+                    piece: Some(piece),
+                };
+                if !history_moment(entry, h, rule, m, &mut unmade) {
+                    keep(piece);
+                }
+            }
+            (!left.is_empty()).then_some(Json::String(left))
+        }
         (other, columns) => {
             let what = match (other, columns) {
                 (_, Some(_)) => "not a text log of entries",
@@ -1035,123 +1084,110 @@ fn codec_history<'a>(
             return Some(entries.clone());
         }
     };
-    let forms = match h.zone {
-        None => "Unix seconds or RFC 3339",
-        Some(Zone::Utc) => "Unix seconds, RFC 3339 or a UTC date and time",
-        Some(Zone::Local) => "Unix seconds, RFC 3339 or a local date and time",
+    let entries = |n: usize| {
+        let s = if n == 1 { "y" } else { "ies" };
+        format!("{n} {} entr{s}", h.path)
     };
-    let mut left = Vec::new();
-    // How many entries had no time read, the first of them with why; how many were past
-    // the cap.
-    let (mut untimed, mut first, mut past) = (0, String::new(), 0);
-    for (i, item) in items.enumerate() {
-        let entry = item.entry();
-        let time = entry.map(|o| o.get(&h.time).and_then(|t| when(t, h.zone)));
-        let (Some(entry), Some(Some(time))) = (entry, time) else {
-            if untimed == 0 {
-                first = match (&item, entry.and_then(|o| o.get(&h.time))) {
-                    (Item::Value(_), _) if entry.is_none() => {
-                        format!("{}[{i}] is no object", h.path)
-                    }
-                    (Item::Text(piece, _), _) if entry.is_none() => format!(
-                        "{}[{i}] \"{}\" is not [{}]",
-                        h.path,
-                        clipped(&piece.escape_debug(), 40),
-                        h.columns.as_deref().unwrap_or_default().join(",")
-                    ),
-                    (_, None) => format!("{}[{i}] has no {}", h.path, h.time),
-                    (_, Some(t)) => {
-                        // `Date.now()` is milliseconds.
-                        let ms = t
-                            .as_f64()
-                            .is_some_and(|x| entry_time(&(x / 1000.0).into()).is_some());
-                        let ms = if ms { ", milliseconds?" } else { "" };
-                        let t = clipped(t, 40);
-                        format!("{}[{i}].{} {t}{ms}", h.path, h.time)
-                    }
-                };
-            }
-            untimed += 1;
-            left.push(item.kept());
-            continue;
+    if unmade.untimed > 0 {
+        let forms = match h.zone {
+            None => "Unix seconds or RFC 3339",
+            Some(Zone::Utc) => "Unix seconds, RFC 3339 or a UTC date and time",
+            Some(Zone::Local) => "Unix seconds, RFC 3339 or a local date and time",
         };
-        // An entry of nothing but its time is no record.
-        if entry.len() == 1 {
-            left.push(item.kept());
-            continue;
-        }
-        if m.history.len() >= MAX_MOMENTS {
-            past += 1;
-            left.push(item.kept());
-            continue;
-        }
-        let time = match time {
-            When::At(t) => t,
-            When::Wall(wall, zone) => match datalog::in_zone(wall, zone) {
-                Ok(t) => t,
-                Err(why) => {
-                    if untimed == 0 {
-                        let t = clipped(&entry[&h.time], 40);
-                        first = format!("{}[{i}].{} {t} {why}", h.path, h.time);
-                    }
-                    untimed += 1;
-                    left.push(item.kept());
-                    continue;
+        m.warnings.push(format!(
+            "{} without a time read as {forms} (the first: {}), kept under origin",
+            entries(unmade.untimed),
+            unmade.first,
+        ));
+    }
+    if unmade.past > 0 {
+        m.warnings.push(format!(
+            "{} past the {MAX_MOMENTS} records of their own time an uplink makes, kept under \
+             origin",
+            entries(unmade.past),
+        ));
+    }
+    if unmade.unread > 0 {
+        m.warnings.push(format!(
+            "{} past the {MAX_LOG_READ} of a text log read for records, kept under origin",
+            entries(unmade.unread),
+        ));
+    }
+    left
+}
+
+/// The record of the history `entry`, pushed to `m.history` (true), or why it makes none,
+/// counted in `unmade` (false).
+fn history_moment<'a>(
+    entry: Entry,
+    h: &HistoryTable,
+    rule: &dyn Fn(&str) -> Option<Rule<'a>>,
+    m: &mut Mapped,
+    unmade: &mut Unmade,
+) -> bool {
+    let Entry { i, fields, piece } = entry;
+    let t = fields.map(|o| o.get(&h.time));
+    let time = t.flatten().and_then(|t| when(t, h.zone));
+    let (Some(fields), Some(time)) = (fields, time) else {
+        if unmade.untimed == 0 {
+            unmade.first = match (piece, t) {
+                (None, None) => format!("{}[{i}] is no object", h.path),
+                (Some(piece), None) => format!(
+                    "{}[{i}] \"{}\" is not [{}]",
+                    h.path,
+                    clipped(&piece, 40).escape_debug(),
+                    h.columns.as_deref().unwrap_or_default().join(",")
+                ),
+                (_, Some(None)) => format!("{}[{i}] has no {}", h.path, h.time),
+                (_, Some(Some(t))) => {
+                    // `Date.now()` is milliseconds.
+                    let ms = t
+                        .as_f64()
+                        .is_some_and(|x| entry_time(&(x / 1000.0).into()).is_some());
+                    let ms = if ms { ", milliseconds?" } else { "" };
+                    let t = clipped(t, 40);
+                    format!("{}[{i}].{} {t}{ms}", h.path, h.time)
                 }
-            },
-        };
-        let mut moment = Moment {
-            time,
-            data: Map::new(),
-            health: Map::new(),
-        };
-        let mut unmapped = Map::new();
-        let out = (&mut moment.data, &mut moment.health, &mut m.warnings);
-        walk(entry, None, rule, out, &mut unmapped, &[h.time.as_str()]);
-        if !unmapped.is_empty() {
-            moment.data.insert(ORIGIN.into(), Json::Object(unmapped));
+            };
         }
-        m.history.push(moment);
+        unmade.untimed += 1;
+        return false;
+    };
+    // An entry of nothing but its time is no record.
+    if fields.len() == 1 {
+        return false;
     }
-    if untimed > 0 {
-        m.warnings.push(format!(
-            "{untimed} {} entr{} without a time read as {forms} (the first: {first}), kept \
-             under origin",
-            h.path,
-            if untimed == 1 { "y" } else { "ies" },
-        ));
+    if m.history.len() >= MAX_MOMENTS {
+        unmade.past += 1;
+        return false;
     }
-    if past > 0 {
-        m.warnings.push(format!(
-            "{past} {} entr{} past the {MAX_MOMENTS} records of their own time an uplink \
-             makes, kept under origin",
-            h.path,
-            if past == 1 { "y" } else { "ies" },
-        ));
+    let time = match time {
+        When::At(t) => t,
+        When::Wall(wall, zone) => match datalog::in_zone(wall, zone) {
+            Ok(t) => t,
+            Err(why) => {
+                if unmade.untimed == 0 {
+                    let t = clipped(&fields[&h.time], 40);
+                    unmade.first = format!("{}[{i}].{} {t} {why}", h.path, h.time);
+                }
+                unmade.untimed += 1;
+                return false;
+            }
+        },
+    };
+    let mut moment = Moment {
+        time,
+        data: Map::new(),
+        health: Map::new(),
+    };
+    let mut unmapped = Map::new();
+    let out = (&mut moment.data, &mut moment.health, &mut m.warnings);
+    walk(fields, None, rule, out, &mut unmapped, &[h.time.as_str()]);
+    if !unmapped.is_empty() {
+        moment.data.insert(ORIGIN.into(), Json::Object(unmapped));
     }
-    if left.is_empty() {
-        return None;
-    }
-    Some(match h.columns {
-        None => Json::Array(
-            left.into_iter()
-                .filter_map(|item| match item {
-                    Item::Value(v) => Some(v.clone()),
-                    Item::Text(..) => None,
-                })
-                .collect(),
-        ),
-        Some(_) => {
-            let pieces: Vec<&str> = left
-                .into_iter()
-                .filter_map(|item| match item {
-                    Item::Text(piece, _) => Some(piece),
-                    Item::Value(_) => None,
-                })
-                .collect();
-            Json::String(pieces.join(","))
-        }
-    })
+    m.history.push(moment);
+    true
 }
 
 /// `v` as it displays, cut to `max` bytes (at a character's end) and `…` if longer: written
@@ -2815,6 +2851,15 @@ mod tests {
                 "[1,2,3,2024-13-01 00:00:00]",
                 "DATALOG[0].time \"2024-13-01 00:00:00\"",
             ),
+            // Cut at 40 bytes of the text as written, an escape whole.
+            (
+                format!("{}\u{1b}{}", "x".repeat(39), "y".repeat(10)).as_str(),
+                format!(
+                    "DATALOG[0] \"{}\\u{{1b}}…\" is not [TempC_DS,TempC_SHT,Hum_SHT,time]",
+                    "x".repeat(39)
+                )
+                .as_str(),
+            ),
             (
                 "[1,2,3,1714557000000]",
                 "DATALOG[0].time 1714557000000, milliseconds?",
@@ -2848,6 +2893,51 @@ mod tests {
             [
                 "99968 DATALOG entries past the 32 records of their own time an uplink makes, \
               kept under origin"
+            ]
+        );
+    }
+
+    /// A text log is read for records no further than its 32nd record or its
+    /// [`MAX_LOG_READ`]th entry: the rest, however long, stays under `origin` as written, its
+    /// entries counted unread (a bad time after the records no reason of its own, a good entry
+    /// after a thousand empty ones no record), so a log of empty entries costs about what its
+    /// text does.
+    #[test]
+    fn a_text_log_is_read_no_further_than_its_bounds() {
+        let t = Table::parse(LHT65N).unwrap();
+        let good = "[1,20.5,40,2024-05-01 09:50:00]";
+        let log = [good; MAX_MOMENTS].join(",") + ",[1,2,3,2024-13-01 00:00:00],[],junk";
+        let m = by_table(&t, json!({ "DATALOG": log }));
+        assert_eq!(m.history.len(), MAX_MOMENTS);
+        assert_eq!(
+            m.data[ORIGIN]["DATALOG"],
+            "[1,2,3,2024-13-01 00:00:00],[],junk"
+        );
+        assert_eq!(
+            m.warnings,
+            [
+                "3 DATALOG entries past the 32 records of their own time an uplink makes, kept \
+              under origin"
+            ]
+        );
+        let empty = 100_000;
+        let log = format!("{}{good}", "[], ".repeat(empty));
+        let m = by_table(&t, json!({ "DATALOG": log }));
+        assert!(m.history.is_empty());
+        let left = ["[]"; 100_000].join(",") + "," + good;
+        assert_eq!(m.data[ORIGIN]["DATALOG"], left);
+        assert_eq!(
+            m.warnings,
+            [
+                "1024 DATALOG entries without a time read as Unix seconds, RFC 3339 or a UTC \
+                 date and time (the first: DATALOG[0] \"[]\" is not \
+                 [TempC_DS,TempC_SHT,Hum_SHT,time]), kept under origin"
+                    .to_string(),
+                format!(
+                    "{} DATALOG entries past the 1024 of a text log read for records, kept \
+                     under origin",
+                    empty + 1 - MAX_LOG_READ
+                ),
             ]
         );
     }
