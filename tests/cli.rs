@@ -1181,7 +1181,7 @@ function decodeUplink(input) {
             ])
             .args(["--time", "2024-11-01T00:00:00Z"])
             .env("RUST_LOG", "warn")
-            .env("TZ", "Europe/Berlin")
+            .env("TZ", zone("Europe/Berlin"))
             .output()
             .unwrap()
     };
@@ -1219,7 +1219,7 @@ function decodeUplink(input) {
         stderr(&o).contains(
             "1 DATALOG entry without a time read as Unix seconds, RFC 3339 or a local date and \
              time (the first: DATALOG[2].time \"2024-10-27 02:30:00\" is two local times \
-             (summer time ended)), kept under origin"
+             (the clock went back over it)), kept under origin"
         ),
         "{}",
         stderr(&o)
@@ -1233,12 +1233,96 @@ function decodeUplink(input) {
     );
     assert!(
         stderr(&o).contains(
-            "(the first: DATALOG[0].time \"2024-03-31 02:30:00\" is no local time (summer time \
-             began, or out of the clock's range)), kept under origin"
+            "(the first: DATALOG[0].time \"2024-03-31 02:30:00\" is no local time (the clock \
+             skipped it, or out of its range)), kept under origin"
         ),
         "{}",
         stderr(&o)
     );
+}
+
+/// The zone `name` as `TZ` names it, failing the test where the system has no such zone
+/// (no tzdata: the C library would read it as UTC, silently).
+fn zone(name: &str) -> &str {
+    let file = Path::new("/usr/share/zoneinfo").join(name);
+    assert!(file.exists(), "{} missing: install tzdata", file.display());
+    name
+}
+
+/// A text log in local time is read at each entry's instant where the zone has no summer
+/// time (Tokyo) and where the standard offset went back (Moscow on 2014-10-26 and Volgograd
+/// on 2020-12-27, each from +04 to +03 at 02:00): a time before or after the change is one
+/// instant, one the clock showed twice is none, with a warning.
+#[cfg(feature = "js")]
+#[test]
+fn a_datalog_text_in_local_time_is_read_across_a_change_of_standard_offset() {
+    let dir = codec_files::tempdir();
+    let js = dir.path().join("log.js");
+    codec_files::write(
+        &js,
+        "function decodeUplink(input) {\n\
+         return { data: { DATALOG: String.fromCharCode.apply(null, input.bytes) } };\n}\n",
+    );
+    codec_files::write(
+        dir.path().join("log.toml"),
+        "rec_type = \"io.microshare.environment.unpacked\"\n\
+         [fields]\nTempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
+         [history]\npath = \"DATALOG\"\ntime = \"time\"\nzone = \"local\"\n\
+         columns = [\"TempC_SHT\", \"time\"]\n",
+    );
+    for (tz, log, times, twice) in [
+        (
+            "Asia/Tokyo",
+            "[20,2024-05-01 18:50:00],[21,2024-01-01 09:00:00],",
+            &["2024-05-01T09:50:00.000Z", "2024-01-01T00:00:00.000Z"][..],
+            None,
+        ),
+        (
+            "Europe/Moscow",
+            "[20,2014-10-26 00:30:00],[21,2014-10-26 02:30:00],[22,2014-10-26 01:30:00],",
+            &["2014-10-25T20:30:00.000Z", "2014-10-25T23:30:00.000Z"][..],
+            Some("DATALOG[2].time \"2014-10-26 01:30:00\""),
+        ),
+        (
+            "Europe/Volgograd",
+            "[20,2020-12-27 01:59:59],[21,2020-12-27 02:00:00],",
+            &["2020-12-26T23:00:00.000Z"][..],
+            Some("DATALOG[0].time \"2020-12-27 01:59:59\""),
+        ),
+    ] {
+        let payload: String = log.bytes().map(|b| format!("{b:02x}")).collect();
+        let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["decode", "--js", js.to_str().unwrap(), "--fport", "3"])
+            .args([payload.as_str(), "--time", "2025-01-01T00:00:00Z"])
+            .env("RUST_LOG", "warn")
+            .env("TZ", zone(tz))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{tz}: {}", stderr(&o));
+        let records: Vec<serde_json::Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let read: Vec<_> = records
+            .iter()
+            .filter(|r| r["data"]["temperature"].is_array())
+            .map(|r| r["data"]["time"].as_str().unwrap())
+            .collect();
+        assert_eq!(read, times, "{tz}");
+        let warned = stderr(&o).contains("is two local times");
+        assert_eq!(warned, twice.is_some(), "{tz}: {}", stderr(&o));
+        if let Some(first) = twice {
+            assert!(
+                stderr(&o).contains(&format!(
+                    "1 DATALOG entry without a time read as Unix seconds, RFC 3339 or a local \
+                     date and time (the first: {first} is two local times (the clock went back \
+                     over it)), kept under origin"
+                )),
+                "{tz}: {}",
+                stderr(&o)
+            );
+        }
+    }
 }
 
 /// `hubgate codecs --dir DIR` lists the directory's JavaScript codecs after the built-in

@@ -62,7 +62,7 @@ pub(super) fn wall_clock(text: &str) -> Option<PrimitiveDateTime> {
 }
 
 /// The time `t` is in `zone`, or why it is none: in the local zone a wall-clock time may be
-/// skipped (summer time begins) or come twice (it ends).
+/// skipped (summer time begins) or come twice (it ends, or the standard offset goes back).
 pub(super) fn in_zone(t: PrimitiveDateTime, zone: Zone) -> Result<SystemTime, &'static str> {
     let secs = match zone {
         Zone::Utc => t.assume_utc().unix_timestamp(),
@@ -75,46 +75,62 @@ pub(super) fn in_zone(t: PrimitiveDateTime, zone: Zone) -> Result<SystemTime, &'
         .ok_or("is past 9999")
 }
 
-/// Unix seconds of the local wall-clock time `t`, in the zone the C library reads (`TZ`, else
-/// `/etc/localtime`): the one the agent's JavaScript codecs write local times in.
+/// Unix seconds of the local wall-clock time `t`, in the zone the C library reads (`TZ`; the
+/// agent sets it at start where it is unset, so that this zone is the one its JavaScript
+/// codecs write local times in, however `/etc/localtime` changes after).
+///
+/// The instants that may show `t` are `t` read as UTC less the zone's offset a day before
+/// and a day after (the clock changes less often than that): those that show it are its
+/// times. None is a time the clock skipped (set forward), two one it showed twice (set back:
+/// summer time ended, or the standard offset went back). Four conversions, and no `mktime`,
+/// which probes some seven hundred instants for a summer time a zone without one never had.
 fn local(t: PrimitiveDateTime) -> Result<i64, &'static str> {
-    let fields = |tm: &libc::tm| {
-        (
-            tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-        )
-    };
-    // SAFETY: tm is plain integers (and, on some targets, a zone name pointer, null here).
-    let mut wanted: libc::tm = unsafe { std::mem::zeroed() };
-    wanted.tm_year = t.year() - 1900;
-    wanted.tm_mon = i32::from(u8::from(t.month())) - 1;
-    wanted.tm_mday = i32::from(t.day());
-    wanted.tm_hour = i32::from(t.hour());
-    wanted.tm_min = i32::from(t.minute());
-    wanted.tm_sec = i32::from(t.second());
-    // Read as standard time, then as summer time: each reading that shows the same wall
-    // clock again is a time it names.
-    let mut found = None;
-    for dst in [0, 1] {
-        let mut tm = wanted;
-        tm.tm_isdst = dst;
-        // SAFETY: mktime reads and normalises the tm it is given, nothing else.
-        let secs = unsafe { libc::mktime(&mut tm) };
-        // SAFETY: both point to values of their types that live through the call.
-        let mut shown: libc::tm = unsafe { std::mem::zeroed() };
-        if unsafe { libc::localtime_r(&secs, &mut shown) }.is_null()
-            || fields(&shown) != fields(&wanted)
-        {
+    let wanted = (
+        t.year() - 1900,
+        i32::from(u8::from(t.month())) - 1,
+        i32::from(t.day()),
+        i32::from(t.hour()),
+        i32::from(t.minute()),
+        i32::from(t.second()),
+    );
+    let u = t.assume_utc().unix_timestamp();
+    let mut found: Vec<i64> = Vec::with_capacity(2);
+    for around in [u - 86_400, u + 86_400] {
+        // tm_gmtoff is a C long, 32 bits on some of the Pis' targets.
+        #[allow(clippy::useless_conversion)]
+        let Some(offset) = shown(around).map(|tm| i64::from(tm.tm_gmtoff)) else {
+            continue;
+        };
+        let at = u - offset;
+        if found.contains(&at) {
             continue;
         }
-        // time_t is 32 bits on some of the Pis' targets.
-        #[allow(clippy::useless_conversion)]
-        let secs = i64::from(secs);
-        match found {
-            Some(other) if other != secs => return Err("is two local times (summer time ended)"),
-            _ => found = Some(secs),
+        let clock = |tm: libc::tm| {
+            (
+                tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+            )
+        };
+        if shown(at).is_some_and(|tm| clock(tm) == wanted) {
+            found.push(at);
         }
     }
-    found.ok_or("is no local time (summer time began, or out of the clock's range)")
+    match found[..] {
+        [at] => Ok(at),
+        [] => Err("is no local time (the clock skipped it, or out of its range)"),
+        _ => Err("is two local times (the clock went back over it)"),
+    }
+}
+
+/// The local time the C library shows for Unix seconds `secs`, if its `time_t` holds them.
+fn shown(secs: i64) -> Option<libc::tm> {
+    // time_t is 32 bits on some of the Pis' targets.
+    #[allow(clippy::useless_conversion)]
+    let secs = libc::time_t::try_from(secs).ok()?;
+    // SAFETY: tm is plain integers (and a zone name pointer, null here).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both point to values of their types that live through the call.
+    let ok = !unsafe { libc::localtime_r(&secs, &mut tm) }.is_null();
+    ok.then_some(tm)
 }
 
 #[cfg(test)]
