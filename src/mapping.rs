@@ -49,7 +49,8 @@ pub struct Table {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct HistoryTable {
-    /// The array's key, nested keys joined with `.` (`data.history`).
+    /// The key of the array of entries (with `columns`: of the text log), nested keys joined
+    /// with `.` (`data.history`).
     pub path: String,
     /// The key of each entry's time: Unix seconds (a fraction kept to the millisecond), or
     /// RFC 3339 text; with `columns`, the column of it, a date and time of `zone` too.
@@ -403,6 +404,12 @@ fn history_columns(columns: &[String], time: &str) -> Result<(), String> {
     if !columns.iter().any(|c| c == time) {
         return Err(format!(
             "history.columns: none is the time, {time:?}: name its column so"
+        ));
+    }
+    // An entry of nothing but its time is no record.
+    if columns.len() == 1 {
+        return Err(format!(
+            "history.columns: only the time, {time:?}: name a value besides it"
         ));
     }
     Ok(())
@@ -3331,6 +3338,10 @@ mod tests {
                 "history.columns: none is the time, \"t\": name its column so",
             ),
             (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"t\"]\nzone = \"utc\"",
+                "",
+                "history.columns: only the time, \"t\": name a value besides it",
+            ),            (
                 "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\", \"b\", \"a\"]\nzone = \"utc\"",
                 "",
                 "history.columns: \"a\" is column 1 and 4; name each once",
