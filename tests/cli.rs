@@ -1243,6 +1243,7 @@ function decodeUplink(input) {
 
 /// The zone `name` as `TZ` names it, failing the test where the system has no such zone
 /// (no tzdata: the C library would read it as UTC, silently).
+#[cfg(feature = "js")]
 fn zone(name: &str) -> &str {
     let file = Path::new("/usr/share/zoneinfo").join(name);
     assert!(file.exists(), "{} missing: install tzdata", file.display());
