@@ -2724,6 +2724,21 @@ mod tests {
         moment(secs, data)
     }
 
+    /// The records of the LHT65N log entries `[24.5,21.37,51.2,2024-05-01 09:50:00]` and
+    /// `[327.67,-2.05,48,2024-05-01 10:10:00]` (the absent probe's 327.67 under `origin`).
+    fn lht65n_logged() -> [Moment; 2] {
+        [
+            lht65n(1_714_557_000, Some(24.5), 21.37, json!(51.2), None),
+            lht65n(
+                1_714_558_200,
+                None,
+                -2.05,
+                json!(48),
+                Some(json!({"TempC_DS": 327.67})),
+            ),
+        ]
+    }
+
     /// A Dragino datalog (a poll reply's `DATALOG` text, each entry `[probe,temperature,
     /// humidity,date time],`) is read as the table's columns say: a record per entry in its
     /// order, at its time in the table's zone, its values mapped by the live names; a value
@@ -2734,15 +2749,10 @@ mod tests {
     fn a_dragino_datalog_text_is_read_by_its_columns() {
         let log = "[24.5,21.37,51.2,2024-05-01 09:50:00],[327.67,-2.05,48,2024-05-01 10:10:00],\
                    [HighTrue,21.5,47.9,2024-05-01 10:30:00],";
+        let [first, second] = lht65n_logged();
         let expected = [
-            lht65n(1_714_557_000, Some(24.5), 21.37, json!(51.2), None),
-            lht65n(
-                1_714_558_200,
-                None,
-                -2.05,
-                json!(48),
-                Some(json!({"TempC_DS": 327.67})),
-            ),
+            first,
+            second,
             lht65n(
                 1_714_559_400,
                 None,
@@ -2824,19 +2834,7 @@ mod tests {
                    [1,2,3,2024-13-01 00:00:00],[1,2,3,1714557000000],\
                    [327.67,-2.05,48,2024-05-01 10:10:00],[1,2,3,2024-05-01 10:20:00";
         let m = by_table(&t, json!({"DATALOG": log}));
-        assert_eq!(
-            m.history,
-            [
-                lht65n(1_714_557_000, Some(24.5), 21.37, json!(51.2), None),
-                lht65n(
-                    1_714_558_200,
-                    None,
-                    -2.05,
-                    json!(48),
-                    Some(json!({"TempC_DS": 327.67}))
-                ),
-            ]
-        );
+        assert_eq!(m.history, lht65n_logged());
         assert_eq!(
             Json::Object(m.data),
             json!({"origin": {"DATALOG": "[1,2,3],garbage\u{1b},[1,2,3,2024-13-01 00:00:00],\

@@ -1137,10 +1137,7 @@ fn decode_with_a_javascript_codec() {
 #[cfg(feature = "js")]
 #[test]
 fn a_datalog_text_in_local_time_is_read_in_the_gateways_zone() {
-    let dir = codec_files::tempdir();
-    let js = dir.path().join("datalog.js");
-    codec_files::write(
-        &js,
+    let (_dir, js) = js_codec(
         r#"function two(n) { return (n < 10 ? "0" : "") + n; }
 function decodeUplink(input) {
   // A clock the gateway's zone skips, as an engine of another zone may write it.
@@ -1156,9 +1153,6 @@ function decodeUplink(input) {
   return { data: { Node_type: "LHT65N", DATALOG: log } };
 }
 "#,
-    );
-    codec_files::write(
-        dir.path().join("datalog.toml"),
         "rec_type = \"io.microshare.environment.unpacked\"\n\
          [fields]\n\
          TempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
@@ -1169,28 +1163,11 @@ function decodeUplink(input) {
     // 2024-05-01 09:50 UTC, 2024-01-15 11:00 UTC, 2024-10-27 00:30 UTC (02:30 summer time,
     // an hour before 02:30 winter time).
     let log = "0859020066321048 ff3301e065a51030 086601df671d8988";
-    let decode = |fport: &str, payload: &str| {
-        Command::new(env!("CARGO_BIN_EXE_hubgate"))
-            .args([
-                "decode",
-                "--js",
-                js.to_str().unwrap(),
-                "--fport",
-                fport,
-                payload,
-            ])
-            .args(["--time", "2024-11-01T00:00:00Z"])
-            .env("RUST_LOG", "warn")
-            .env("TZ", zone("Europe/Berlin"))
-            .output()
-            .unwrap()
+    let decode = |fport, payload| {
+        let at = "2024-11-01T00:00:00Z";
+        decoded_in_zone(&js, "Europe/Berlin", fport, payload, at)
     };
-    let o = decode("3", log);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let records: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (o, records) = decode("3", log);
     let shown: Vec<_> = records
         .iter()
         .map(|r| {
@@ -1224,11 +1201,10 @@ function decodeUplink(input) {
         "{}",
         stderr(&o)
     );
-    let o = decode("4", "00");
-    assert!(o.status.success(), "{}", stderr(&o));
-    let record: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let (o, records) = decode("4", "00");
+    assert_eq!(records.len(), 1);
     assert_eq!(
-        record["data"]["origin"],
+        records[0]["data"]["origin"],
         json!({"DATALOG": "[20,40,2024-03-31 02:30:00]"})
     );
     assert!(
@@ -1239,6 +1215,49 @@ function decodeUplink(input) {
         "{}",
         stderr(&o)
     );
+}
+
+/// A directory holding the JavaScript codec `js` and its mapping table `table`, and the
+/// codec's path.
+#[cfg(feature = "js")]
+fn js_codec(js: &str, table: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = codec_files::tempdir();
+    let path = dir.path().join("codec.js");
+    codec_files::write(&path, js);
+    codec_files::write(dir.path().join("codec.toml"), table);
+    (dir, path)
+}
+
+/// `hubgate decode --js JS --fport FPORT PAYLOAD --time AT` run in the zone `tz`: its output,
+/// and the records it wrote, each read.
+#[cfg(feature = "js")]
+fn decoded_in_zone(
+    js: &Path,
+    tz: &str,
+    fport: &str,
+    payload: &str,
+    at: &str,
+) -> (Output, Vec<serde_json::Value>) {
+    let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args([
+            "decode",
+            "--js",
+            js.to_str().unwrap(),
+            "--fport",
+            fport,
+            payload,
+        ])
+        .args(["--time", at])
+        .env("RUST_LOG", "warn")
+        .env("TZ", zone(tz))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{tz}: {}", stderr(&o));
+    let records = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (o, records)
 }
 
 /// The zone `name` as `TZ` names it, failing the test where the system has no such zone
@@ -1257,15 +1276,9 @@ fn zone(name: &str) -> &str {
 #[cfg(feature = "js")]
 #[test]
 fn a_datalog_text_in_local_time_is_read_across_a_change_of_standard_offset() {
-    let dir = codec_files::tempdir();
-    let js = dir.path().join("log.js");
-    codec_files::write(
-        &js,
+    let (_dir, js) = js_codec(
         "function decodeUplink(input) {\n\
          return { data: { DATALOG: String.fromCharCode.apply(null, input.bytes) } };\n}\n",
-    );
-    codec_files::write(
-        dir.path().join("log.toml"),
         "rec_type = \"io.microshare.environment.unpacked\"\n\
          [fields]\nTempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
          [history]\npath = \"DATALOG\"\ntime = \"time\"\nzone = \"local\"\n\
@@ -1292,18 +1305,7 @@ fn a_datalog_text_in_local_time_is_read_across_a_change_of_standard_offset() {
         ),
     ] {
         let payload: String = log.bytes().map(|b| format!("{b:02x}")).collect();
-        let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
-            .args(["decode", "--js", js.to_str().unwrap(), "--fport", "3"])
-            .args([payload.as_str(), "--time", "2025-01-01T00:00:00Z"])
-            .env("RUST_LOG", "warn")
-            .env("TZ", zone(tz))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{tz}: {}", stderr(&o));
-        let records: Vec<serde_json::Value> = stdout(&o)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let (o, records) = decoded_in_zone(&js, tz, "3", &payload, "2025-01-01T00:00:00Z");
         let read: Vec<_> = records
             .iter()
             .filter(|r| r["data"]["temperature"].is_array())
