@@ -164,7 +164,26 @@ enum BufferAction {
     },
 }
 
+/// Fix the gateway's zone for the agent's life, where `TZ` is unset: `TZ` then names the zone
+/// file `/etc/localtime` points to now. Unset, the C library would read `/etc/localtime`
+/// whenever the agent converts a local time (a `stat` each time), while each JavaScript
+/// worker reads it once as it starts (its `TZ` is the agent's, see `js::supervisor`): after
+/// `timedatectl set-timezone` a text log's local times would be mapped in the new zone but
+/// written by the codecs in the old one. So a change of zone takes a restart (see
+/// docs/operations.md). First in `main`: setting the environment with another thread running
+/// is undefined behaviour in the C library.
+fn fix_local_zone() {
+    if std::env::var_os("TZ").is_some() {
+        return;
+    }
+    let file = std::fs::canonicalize("/etc/localtime").unwrap_or_else(|_| "/etc/localtime".into());
+    let mut tz = std::ffi::OsString::from(":");
+    tz.push(file);
+    std::env::set_var("TZ", tz);
+}
+
 fn main() -> ExitCode {
+    fix_local_zone();
     hubgate::malloc::tune();
     let cli = Cli::try_parse().unwrap_or_else(|e| key_file_suggested(e).exit());
     hubgate::logger::init(matches!(cli.command, Command::JsWorker));

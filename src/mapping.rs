@@ -15,6 +15,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::codec::rec_type;
 
+mod datalog;
+
 /// A per-codec mapping table (`<codec>.toml` in the codec directory):
 ///
 /// ```toml
@@ -47,11 +49,35 @@ pub struct Table {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct HistoryTable {
-    /// The array's key, at the top of the codec's object.
+    /// The key of the array of entries (with `columns`: of the text log), nested keys joined
+    /// with `.` (`data.history`).
     pub path: String,
     /// The key of each entry's time: Unix seconds (a fraction kept to the millisecond), or
-    /// RFC 3339 text.
+    /// RFC 3339 text; with `columns`, the column of it, a date and time of `zone` too.
     pub time: String,
+    /// For a history the codec writes as text (Dragino's `DATALOG`, `[22.05,21.3,51.2,
+    /// 2024-05-01 09:50:00],...`): the names of each bracketed entry's values, in their order,
+    /// each entry then read as an object of those keys.
+    pub columns: Option<Vec<String>>,
+    /// The zone of a text log's date and time, which carries none (with `columns`).
+    pub zone: Option<Zone>,
+}
+
+/// A text log's time zone: that of the JavaScript engine that wrote its dates and times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Zone {
+    Utc,
+    /// The C library's local zone (`TZ`, else `/etc/localtime`), the one the agent's
+    /// JavaScript codecs write local times in.
+    Local,
+}
+
+impl HistoryTable {
+    /// The keys of [`path`](Self::path), outermost first.
+    pub fn keys(&self) -> std::str::Split<'_, char> {
+        self.path.split('.')
+    }
 }
 
 /// A table's `normalized_battery`: what its normalizer puts in the schema's `battery`, which
@@ -145,11 +171,11 @@ impl Table {
             }
         })?;
         if let Some(h) = &t.history {
-            // Neither is looked up as a path: a dot or a `[]` would be part of the key.
-            if h.path.is_empty() || h.path.contains('.') || h.path.ends_with("[]") {
+            // Nested keys joined with `.`, as `[fields]`' keys; the time is each entry's own.
+            if h.keys().any(|k| k.is_empty() || k.ends_with("[]")) {
                 return Err(format!(
-                    "history.path: {:?} must be a key at the top of the codec's object, \
-                     without a dot or []",
+                    "history.path: {:?} must be the array's key, nested keys joined with a dot, \
+                     none empty nor ending in []",
                     h.path
                 ));
             }
@@ -158,6 +184,24 @@ impl Table {
                     "history.time: {:?} must be a key of each entry itself, without a dot or []",
                     h.time
                 ));
+            }
+            match (&h.columns, h.zone) {
+                (None, Some(_)) => {
+                    return Err(
+                        "history.zone: is for a text log's times (with columns); an \
+                                array's entries' times are Unix seconds or RFC 3339"
+                            .into(),
+                    )
+                }
+                (Some(_), None) => {
+                    return Err(
+                        "history.zone: \"utc\" or \"local\" must say whose clock a text \
+                                log's times are of (they carry no zone)"
+                            .into(),
+                    )
+                }
+                (Some(columns), Some(_)) => history_columns(columns, &h.time)?,
+                (None, None) => {}
             }
             let under = |k: &String| {
                 k.strip_prefix(h.path.as_str())
@@ -333,6 +377,42 @@ impl Table {
             )
         })
     }
+}
+
+/// Why a text log's `columns` cannot name its entries' values, if they cannot.
+fn history_columns(columns: &[String], time: &str) -> Result<(), String> {
+    if let Some(c) = columns
+        .iter()
+        .find(|c| c.is_empty() || c.contains('.') || c.ends_with("[]"))
+    {
+        return Err(format!(
+            "history.columns: {c:?} must be a key of each entry, neither empty nor with a dot \
+             or []"
+        ));
+    }
+    if let Some((i, c)) = columns
+        .iter()
+        .enumerate()
+        .find(|(i, c)| columns[..*i].contains(c))
+    {
+        return Err(format!(
+            "history.columns: {c:?} is column {} and {}; name each once",
+            columns.iter().position(|o| o == c).unwrap_or(0) + 1,
+            i + 1
+        ));
+    }
+    if !columns.iter().any(|c| c == time) {
+        return Err(format!(
+            "history.columns: none is the time, {time:?}: name its column so"
+        ));
+    }
+    // An entry of nothing but its time is no record.
+    if columns.len() == 1 {
+        return Err(format!(
+            "history.columns: only the time, {time:?}: name a value besides it"
+        ));
+    }
+    Ok(())
 }
 
 /// The keys `record::build` puts in a mapped record's `data` over the mapped fields, and
@@ -672,18 +752,12 @@ pub fn map(
                 })
         };
         let history = table.and_then(|t| t.history.as_ref());
+        let keys: Vec<&str> = history.iter().flat_map(|h| h.keys()).collect();
         let out = (&mut m.data, &mut m.health, &mut m.warnings);
-        walk(
-            object,
-            None,
-            &rule,
-            out,
-            &mut origin,
-            history.map(|h| h.path.as_str()),
-        );
-        if let Some(h) = history {
-            if let Some(entries) = object.get(&h.path) {
-                codec_history(entries, h, &rule, &mut m, &mut origin);
+        walk(object, None, &rule, out, &mut origin, &keys);
+        if let (Some(h), Some(entries)) = (history, value_at(object, &keys)) {
+            if let Some(left) = codec_history(entries, h, &rule, &mut m) {
+                put_at(&mut origin, &keys, left);
             }
         }
     }
@@ -806,7 +880,7 @@ pub fn map(
             &rule,
             (data, health, &mut m.warnings),
             &mut left,
-            None,
+            &[],
         );
         // The time read is the record's `time`.
         if measured_at(n).is_some_and(|t| moment.is_some() || same_ms(t, now)) {
@@ -869,95 +943,258 @@ fn measured_at(n: &Map<String, Json>) -> Option<SystemTime> {
     crate::format::parse_time(n.get("time")?.as_str()?).ok()
 }
 
-/// Map a codec's history `entries` (a table's `[history]`) into [`Mapped::history`], a moment
-/// per entry in their order, each entry's fields by `rule`, its unmapped ones under its own
-/// `origin`. What makes no record stays under `origin` (the live record's), in the array's
-/// key: an entry of nothing but its time quietly; with a warning, one that is no object or
-/// whose time is none it reads, and those past [`MAX_MOMENTS`].
+/// The value at `keys` in `object`, each key but the last an object's.
+fn value_at<'o>(object: &'o Map<String, Json>, keys: &[&str]) -> Option<&'o Json> {
+    let (last, outer) = keys.split_last()?;
+    let inner = outer
+        .iter()
+        .try_fold(object, |o, k| o.get(*k)?.as_object())?;
+    inner.get(*last)
+}
+
+/// `v` into `origin` at `keys`, the objects on the way made where [`walk`] left none (all
+/// their other fields mapped).
+fn put_at(origin: &mut Map<String, Json>, keys: &[&str], v: Json) {
+    let Some((last, outer)) = keys.split_last() else {
+        return;
+    };
+    let mut o = origin;
+    for k in outer {
+        let inner = o.entry(*k).or_insert_with(|| Json::Object(Map::new()));
+        // `walk` keeps an object as one.
+        let Json::Object(inner) = inner else {
+            return;
+        };
+        o = inner;
+    }
+    o.insert((*last).to_string(), v);
+}
+
+/// A codec's history entry as [`codec_history`] reads it: its fields (an array's object, a
+/// text log's entry by its columns; none if it is neither), and a text log's entry as
+/// written.
+struct Entry<'e> {
+    i: usize,
+    fields: Option<&'e Map<String, Json>>,
+    piece: Option<&'e str>,
+}
+
+/// How many of a codec's history entries made no record, and why, for its warnings.
+#[derive(Default)]
+struct Unmade {
+    /// Entries without a time read, the first of them with why.
+    untimed: usize,
+    first: String,
+    /// Entries past [`MAX_MOMENTS`].
+    past: usize,
+    /// A text log's entries past [`MAX_LOG_READ`], not read.
+    unread: usize,
+}
+
+/// A text log's entries read for records at most: its rest, however long, is kept under
+/// `origin` unread, so that a log of empty entries costs no more than [`MAX_NS_VALUES`]
+/// values do.
+///
+/// [`MAX_NS_VALUES`]: crate::format::MAX_NS_VALUES
+const MAX_LOG_READ: usize = crate::format::MAX_NS_VALUES;
+
+/// When a history entry was measured: a time, or a text log's date and time of its zone,
+/// turned into a time only for an entry that makes a record.
+enum When {
+    At(SystemTime),
+    Wall(time::PrimitiveDateTime, Zone),
+}
+
+/// When the history entry's time `v` is: as [`entry_time`] reads it, or, where the table
+/// has a text log's `zone`, a date and time of it (`2024-05-01 09:50:00`).
+fn when(v: &Json, zone: Option<Zone>) -> Option<When> {
+    if let Some(t) = entry_time(v) {
+        return Some(When::At(t));
+    }
+    let zone = zone?;
+    Some(When::Wall(datalog::wall_clock(v.as_str()?)?, zone))
+}
+
+/// Map a codec's history `entries` (a table's `[history]`: an array, or with `columns` a text
+/// log) into [`Mapped::history`], a moment per entry in their order, each entry's fields by
+/// `rule`, its unmapped ones under its own `origin`. What makes no record is returned, to stay
+/// under `origin` (the live record's) in the history's key, in its order (a text log's
+/// entries as written, joined by commas): an entry of nothing but its time quietly; with a
+/// warning, one that is no object (a text log's: not one value per column) or whose time is
+/// none it reads, and those past [`MAX_MOMENTS`] (a text log's: all its entries after them,
+/// unread, and those past [`MAX_LOG_READ`]).
 fn codec_history<'a>(
     entries: &Json,
     h: &HistoryTable,
     rule: &dyn Fn(&str) -> Option<Rule<'a>>,
     m: &mut Mapped,
-    origin: &mut Map<String, Json>,
-) {
-    let Json::Array(list) = entries else {
-        m.warnings.push(format!(
-            "{}: not an array of entries, kept under origin",
-            h.path
-        ));
-        origin.insert(h.path.clone(), entries.clone());
-        return;
-    };
-    let mut left = Vec::new();
-    // How many entries had no time read, the first of them with why; how many were past
-    // the cap.
-    let (mut untimed, mut first, mut past) = (0, String::new(), 0);
-    for (i, e) in list.iter().enumerate() {
-        let entry = e.as_object();
-        let time = entry.map(|o| o.get(&h.time).and_then(entry_time));
-        let (Some(entry), Some(Some(time))) = (entry, time) else {
-            if untimed == 0 {
-                first = match (entry, entry.and_then(|o| o.get(&h.time))) {
-                    (None, _) => format!("{}[{i}] is no object", h.path),
-                    (Some(_), None) => format!("{}[{i}] has no {}", h.path, h.time),
-                    (Some(_), Some(t)) => {
-                        // `Date.now()` is milliseconds.
-                        let ms = t
-                            .as_f64()
-                            .is_some_and(|x| entry_time(&(x / 1000.0).into()).is_some());
-                        let ms = if ms { ", milliseconds?" } else { "" };
-                        let t = clipped(t, 40);
-                        format!("{}[{i}].{} {t}{ms}", h.path, h.time)
-                    }
+) -> Option<Json> {
+    let mut unmade = Unmade::default();
+    let left = match (entries, &h.columns) {
+        (Json::Array(list), None) => {
+            let mut left = Vec::new();
+            for (i, v) in list.iter().enumerate() {
+                let entry = Entry {
+                    i,
+                    fields: v.as_object(),
+                    piece: None,
                 };
+                if !history_moment(entry, h, rule, m, &mut unmade) {
+                    left.push(v.clone());
+                }
             }
-            untimed += 1;
-            left.push(e.clone());
-            continue;
+            (!left.is_empty()).then_some(Json::Array(left))
+        }
+        (Json::String(log), Some(columns)) => {
+            let mut left = String::new();
+            let mut keep = |piece: &str| {
+                if !left.is_empty() {
+                    left.push(',');
+                }
+                left.push_str(piece);
+            };
+            let mut pieces = datalog::pieces(log).enumerate();
+            for (i, piece) in pieces.by_ref() {
+                if m.history.len() >= MAX_MOMENTS || i >= MAX_LOG_READ {
+                    // The rest as written, counted, each piece found without reading it.
+                    let rest = std::iter::once(piece).chain(pieces.by_ref().map(|(_, p)| p));
+                    let n = rest.map(&mut keep).count();
+                    if m.history.len() >= MAX_MOMENTS {
+                        unmade.past += n;
+                    } else {
+                        unmade.unread += n;
+                    }
+                    break;
+                }
+                let fields = datalog::values(piece, columns);
+                let entry = Entry {
+                    i,
+                    fields: fields.as_ref(),
+                    piece: Some(piece),
+                };
+                if !history_moment(entry, h, rule, m, &mut unmade) {
+                    keep(piece);
+                }
+            }
+            (!left.is_empty()).then_some(Json::String(left))
+        }
+        (other, columns) => {
+            let what = match (other, columns) {
+                (_, Some(_)) => "not a text log of entries",
+                (Json::String(_), None) => {
+                    "text, not an array of entries (a text log needs columns in [history])"
+                }
+                _ => "not an array of entries",
+            };
+            m.warnings
+                .push(format!("{}: {what}, kept under origin", h.path));
+            return Some(entries.clone());
+        }
+    };
+    let entries = |n: usize| {
+        let s = if n == 1 { "y" } else { "ies" };
+        format!("{n} {} entr{s}", h.path)
+    };
+    if unmade.untimed > 0 {
+        let forms = match h.zone {
+            None => "Unix seconds or RFC 3339",
+            Some(Zone::Utc) => "Unix seconds, RFC 3339 or a UTC date and time",
+            Some(Zone::Local) => "Unix seconds, RFC 3339 or a local date and time",
         };
-        // An entry of nothing but its time is no record.
-        if entry.len() == 1 {
-            left.push(e.clone());
-            continue;
-        }
-        if m.history.len() >= MAX_MOMENTS {
-            past += 1;
-            left.push(e.clone());
-            continue;
-        }
-        let mut moment = Moment {
-            time,
-            data: Map::new(),
-            health: Map::new(),
-        };
-        let mut unmapped = Map::new();
-        let out = (&mut moment.data, &mut moment.health, &mut m.warnings);
-        walk(entry, None, rule, out, &mut unmapped, Some(h.time.as_str()));
-        if !unmapped.is_empty() {
-            moment.data.insert(ORIGIN.into(), Json::Object(unmapped));
-        }
-        m.history.push(moment);
-    }
-    if untimed > 0 {
         m.warnings.push(format!(
-            "{untimed} {} entr{} without a time read as Unix seconds or RFC 3339 (the first: \
-             {first}), kept under origin",
-            h.path,
-            if untimed == 1 { "y" } else { "ies" },
+            "{} without a time read as {forms} (the first: {}), kept under origin",
+            entries(unmade.untimed),
+            unmade.first,
         ));
     }
-    if past > 0 {
+    if unmade.past > 0 {
         m.warnings.push(format!(
-            "{past} {} entr{} past the {MAX_MOMENTS} records of their own time an uplink \
-             makes, kept under origin",
-            h.path,
-            if past == 1 { "y" } else { "ies" },
+            "{} past the {MAX_MOMENTS} records of their own time an uplink makes, kept under \
+             origin",
+            entries(unmade.past),
         ));
     }
-    if !left.is_empty() {
-        origin.insert(h.path.clone(), Json::Array(left));
+    if unmade.unread > 0 {
+        m.warnings.push(format!(
+            "{} past the {MAX_LOG_READ} of a text log read for records, kept under origin",
+            entries(unmade.unread),
+        ));
     }
+    left
+}
+
+/// The record of the history `entry`, pushed to `m.history` (true), or why it makes none,
+/// counted in `unmade` (false).
+fn history_moment<'a>(
+    entry: Entry,
+    h: &HistoryTable,
+    rule: &dyn Fn(&str) -> Option<Rule<'a>>,
+    m: &mut Mapped,
+    unmade: &mut Unmade,
+) -> bool {
+    let Entry { i, fields, piece } = entry;
+    let t = fields.map(|o| o.get(&h.time));
+    let time = t.flatten().and_then(|t| when(t, h.zone));
+    let (Some(fields), Some(time)) = (fields, time) else {
+        if unmade.untimed == 0 {
+            unmade.first = match (piece, t) {
+                (None, None) => format!("{}[{i}] is no object", h.path),
+                (Some(piece), None) => format!(
+                    "{}[{i}] \"{}\" is not [{}]",
+                    h.path,
+                    clipped(&piece, 40).escape_debug(),
+                    h.columns.as_deref().unwrap_or_default().join(",")
+                ),
+                (_, Some(None)) => format!("{}[{i}] has no {}", h.path, h.time),
+                (_, Some(Some(t))) => {
+                    // `Date.now()` is milliseconds.
+                    let ms = t
+                        .as_f64()
+                        .is_some_and(|x| entry_time(&(x / 1000.0).into()).is_some());
+                    let ms = if ms { ", milliseconds?" } else { "" };
+                    let t = clipped(t, 40);
+                    format!("{}[{i}].{} {t}{ms}", h.path, h.time)
+                }
+            };
+        }
+        unmade.untimed += 1;
+        return false;
+    };
+    // An entry of nothing but its time is no record.
+    if fields.len() == 1 {
+        return false;
+    }
+    if m.history.len() >= MAX_MOMENTS {
+        unmade.past += 1;
+        return false;
+    }
+    let time = match time {
+        When::At(t) => t,
+        When::Wall(wall, zone) => match datalog::in_zone(wall, zone) {
+            Ok(t) => t,
+            Err(why) => {
+                if unmade.untimed == 0 {
+                    let t = clipped(&fields[&h.time], 40);
+                    unmade.first = format!("{}[{i}].{} {t} {why}", h.path, h.time);
+                }
+                unmade.untimed += 1;
+                return false;
+            }
+        },
+    };
+    let mut moment = Moment {
+        time,
+        data: Map::new(),
+        health: Map::new(),
+    };
+    let mut unmapped = Map::new();
+    let out = (&mut moment.data, &mut moment.health, &mut m.warnings);
+    walk(fields, None, rule, out, &mut unmapped, &[h.time.as_str()]);
+    if !unmapped.is_empty() {
+        moment.data.insert(ORIGIN.into(), Json::Object(unmapped));
+    }
+    m.history.push(moment);
+    true
 }
 
 /// `v` as it displays, cut to `max` bytes (at a character's end) and `…` if longer: written
@@ -1099,8 +1336,9 @@ enum Miss {
 }
 
 /// Map `obj`'s fields by `rule` into `out`'s readings and device values, warning about
-/// numbers out of range; the rest into `origin`. `prefix` is the path of `obj`, `None` at the
-/// top: an object under the key `""` has the path `""`, so its `pir` is `.pir`, not `pir`.
+/// numbers out of range; the rest into `origin`, but for the field at the keys `skip` (none if
+/// empty), read elsewhere. `prefix` is the path of `obj`, `None` at the top: an object under
+/// the key `""` has the path `""`, so its `pir` is `.pir`, not `pir`.
 fn walk<'a>(
     obj: &Map<String, Json>,
     prefix: Option<&str>,
@@ -1111,11 +1349,11 @@ fn walk<'a>(
         &mut Vec<String>,
     ),
     origin: &mut Map<String, Json>,
-    skip: Option<&str>,
+    skip: &[&str],
 ) {
     let (data, health, warnings) = out;
     for (key, v) in obj {
-        if skip == Some(key.as_str()) {
+        if skip == [key.as_str()] {
             continue;
         }
         let path = match prefix {
@@ -1125,7 +1363,11 @@ fn walk<'a>(
         if let Json::Object(inner) = v {
             let mut sub = Map::new();
             let out = (&mut *data, &mut *health, &mut *warnings);
-            walk(inner, Some(&path), rule, out, &mut sub, None);
+            let below = match skip.split_first() {
+                Some((k, below)) if k == key => below,
+                _ => &[],
+            };
+            walk(inner, Some(&path), rule, out, &mut sub, below);
             // An object left empty by mapping goes; one empty to begin with is unmapped.
             if !sub.is_empty() || inner.is_empty() {
                 origin.insert(key.clone(), Json::Object(sub));
@@ -2399,6 +2641,340 @@ mod tests {
         assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
     }
 
+    /// A history below the top of the object (`path` keys joined with a dot, as a network
+    /// server nests a decoder's retransmitted frame under `data`) is read where it is; what
+    /// makes no record stays there under `origin`, beside the object's other unmapped fields;
+    /// an object of that name that is no object on the way, or a key of that dotted spelling
+    /// at the top, is no history.
+    #[test]
+    fn a_history_below_the_top_is_read_where_it_is() {
+        let t = Table::parse(&MILESIGHT.replace("path = \"history\"", "path = \"data.history\""))
+            .unwrap();
+        let temp =
+            |v: Json| json!({"temperature": [{"context_id": "3", "unit": "°C", "value": v}]});
+        let m = by_table(
+            &t,
+            json!({"temperature": 21, "data": {"kind": "retransmission", "history": [
+                {"timestamp": 1_700_000_000, "temperature": 20.5},
+                {"timestamp": "never", "temperature": 19},
+                {"timestamp": 1_700_000_600, "temperature": 20.25},
+            ]}}),
+        );
+        assert_eq!(
+            m.history,
+            [
+                moment(1_700_000_000, temp(json!(20.5))),
+                moment(1_700_000_600, temp(json!(20.25)))
+            ]
+        );
+        let mut data = temp(json!(21));
+        data["origin"] = json!({"data": {"kind": "retransmission",
+                                         "history": [{"timestamp": "never", "temperature": 19}]}});
+        assert_eq!(Json::Object(m.data), data);
+        assert_eq!(
+            m.warnings,
+            [
+                "1 data.history entry without a time read as Unix seconds or RFC 3339 (the first: \
+              data.history[1].timestamp \"never\"), kept under origin"
+            ]
+        );
+        // Alone under `data`, all of it read: no `data` is left.
+        let m = by_table(
+            &t,
+            json!({"data": {"history": [{"timestamp": 1_700_000_000, "temperature": 20.5}]}}),
+        );
+        assert_eq!(m.history, [moment(1_700_000_000, temp(json!(20.5)))]);
+        assert!(m.data.is_empty(), "{:?}", m.data);
+        // Not an object on the way, or a key spelled with the dot: no history, kept as it is.
+        let entry = json!([{"timestamp": 1_700_000_000, "temperature": 20.5}]);
+        for object in [
+            json!({"data": [entry.clone()]}),
+            json!({"data.history": entry}),
+        ] {
+            let m = by_table(&t, object.clone());
+            assert!(m.history.is_empty(), "{object}");
+            assert_eq!(m.data[ORIGIN], object);
+            assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        }
+    }
+
+    /// An LHT65N table: the live names, and its datalog's columns named as them (the
+    /// external probe's value first, then the SHT sensor's temperature and humidity, then the
+    /// time), as Dragino's decoder writes a poll reply.
+    const LHT65N: &str = "rec_type = \"io.microshare.environment.unpacked\"\n\
+        [fields]\n\
+        TempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
+        Hum_SHT = { field = \"humidity\", unit = \"%RH\" }\n\
+        TempC_DS = { field = \"ext_temperature\", unit = \"°C\", ignore = [327.67] }\n\
+        [history]\npath = \"DATALOG\"\ntime = \"time\"\n\
+        columns = [\"TempC_DS\", \"TempC_SHT\", \"Hum_SHT\", \"time\"]\nzone = \"utc\"\n";
+
+    /// The readings of an LHT65N log entry.
+    fn lht65n(secs: u64, ds: Option<f64>, sht: f64, hum: Json, origin: Option<Json>) -> Moment {
+        let mut data = json!({
+            "temperature": [{"unit": "°C", "value": sht}],
+            "humidity": [{"unit": "%RH", "value": hum}],
+        });
+        if let Some(ds) = ds {
+            data["ext_temperature"] = json!([{"unit": "°C", "value": ds}]);
+        }
+        if let Some(o) = origin {
+            data[ORIGIN] = o;
+        }
+        moment(secs, data)
+    }
+
+    /// The records of the LHT65N log entries `[24.5,21.37,51.2,2024-05-01 09:50:00]` and
+    /// `[327.67,-2.05,48,2024-05-01 10:10:00]` (the absent probe's 327.67 under `origin`).
+    fn lht65n_logged() -> [Moment; 2] {
+        [
+            lht65n(1_714_557_000, Some(24.5), 21.37, json!(51.2), None),
+            lht65n(
+                1_714_558_200,
+                None,
+                -2.05,
+                json!(48),
+                Some(json!({"TempC_DS": 327.67})),
+            ),
+        ]
+    }
+
+    /// A Dragino datalog (a poll reply's `DATALOG` text, each entry `[probe,temperature,
+    /// humidity,date time],`) is read as the table's columns say: a record per entry in its
+    /// order, at its time in the table's zone, its values mapped by the live names; a value
+    /// the table leaves out (the absent probe's 327.67, an interrupt's `HighTrue`) under the
+    /// entry's own `origin`. The same log under `data` (the decoder's retransmission reply)
+    /// is read with a dotted path.
+    #[test]
+    fn a_dragino_datalog_text_is_read_by_its_columns() {
+        let log = "[24.5,21.37,51.2,2024-05-01 09:50:00],[327.67,-2.05,48,2024-05-01 10:10:00],\
+                   [HighTrue,21.5,47.9,2024-05-01 10:30:00],";
+        let [first, second] = lht65n_logged();
+        let expected = [
+            first,
+            second,
+            lht65n(
+                1_714_559_400,
+                None,
+                21.5,
+                json!(47.9),
+                Some(json!({"TempC_DS": "HighTrue"})),
+            ),
+        ];
+        let t = Table::parse(LHT65N).unwrap();
+        let m = by_table(&t, json!({"DATALOG": log, "Node_type": "LHT65N"}));
+        assert_eq!(m.history, expected);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"origin": {"Node_type": "LHT65N"}})
+        );
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
+        let t = Table::parse(&LHT65N.replace("\"DATALOG\"", "\"data.DATALOG\"")).unwrap();
+        let m = by_table(
+            &t,
+            json!({"data": {"Node_type": "LHT65N", "DATALOG": log},
+                   "retransmission_Status": "retransmission_Status"}),
+        );
+        assert_eq!(m.history, expected);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"origin": {"data": {"Node_type": "LHT65N"},
+                              "retransmission_Status": "retransmission_Status"}})
+        );
+    }
+
+    /// An LHT52's log has five values an entry (its decoder's `[a,b,c,ext,date time],`): the
+    /// columns name them, the time last; one the table does not map stays under `origin`.
+    #[test]
+    fn an_lht52_datalog_has_its_own_columns() {
+        let t = Table::parse(
+            "[fields]\nTempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
+             Hum_SHT = { field = \"humidity\", unit = \"%RH\" }\n\
+             TempC_DS = { field = \"ext_temperature\", unit = \"°C\" }\n\
+             [history]\npath = \"DATALOG\"\ntime = \"time\"\nzone = \"utc\"\n\
+             columns = [\"TempC_SHT\", \"TempC_DS\", \"Hum_SHT\", \"Ext\", \"time\"]\n",
+        )
+        .unwrap();
+        let m = by_table(
+            &t,
+            json!({"Node_type": "LHT52",
+                   "DATALOG": "[22.51,19.9,45.6,1,2024-05-01 09:50:00],[22.6,20,45.1,1,2024-05-01 10:10:00],"}),
+        );
+        let reading = |sht: Json, ds: Json, hum: Json| {
+            json!({
+                "temperature": [{"unit": "°C", "value": sht}],
+                "ext_temperature": [{"unit": "°C", "value": ds}],
+                "humidity": [{"unit": "%RH", "value": hum}],
+                "origin": {"Ext": 1},
+            })
+        };
+        assert_eq!(
+            m.history,
+            [
+                moment(
+                    1_714_557_000,
+                    reading(json!(22.51), json!(19.9), json!(45.6))
+                ),
+                moment(1_714_558_200, reading(json!(22.6), json!(20), json!(45.1))),
+            ]
+        );
+        assert_eq!(m.rec_type, rec_type::ENVIRONMENT);
+    }
+
+    /// What a text log holds that makes no record stays under `origin` as text, each entry as
+    /// written, joined by commas, in its order: entries not of one value per column, text
+    /// that is no entry, a time that is none (a month 13, a time in milliseconds), one the
+    /// zone does not have; those past [`MAX_MOMENTS`]. One warning per kind, counted, naming
+    /// the first; the good entries around them are records all the same.
+    #[test]
+    fn a_malformed_datalog_keeps_its_good_entries_and_the_rest_under_origin() {
+        let t = Table::parse(LHT65N).unwrap();
+        let log = "[24.5,21.37,51.2,2024-05-01 09:50:00],[1,2,3],garbage\u{1b}\n,\
+                   [1,2,3,2024-13-01 00:00:00],[1,2,3,1714557000000],\
+                   [327.67,-2.05,48,2024-05-01 10:10:00],[1,2,3,2024-05-01 10:20:00";
+        let m = by_table(&t, json!({"DATALOG": log}));
+        assert_eq!(m.history, lht65n_logged());
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"origin": {"DATALOG": "[1,2,3],garbage\u{1b},[1,2,3,2024-13-01 00:00:00],\
+                                          [1,2,3,1714557000000],[1,2,3,2024-05-01 10:20:00"}})
+        );
+        assert_eq!(
+            m.warnings,
+            ["5 DATALOG entries without a time read as Unix seconds, RFC 3339 or a UTC date and \
+              time (the first: DATALOG[1] \"[1,2,3]\" is not [TempC_DS,TempC_SHT,Hum_SHT,time]), \
+              kept under origin"]
+        );
+        // Each kind first: text that is no entry, escaped; a bad time; milliseconds.
+        for (log, first) in [
+            (
+                "garbage\u{1b}\n, more",
+                "DATALOG[0] \"garbage\\u{1b}\\n, more\" is not [TempC_DS,TempC_SHT,Hum_SHT,time]",
+            ),
+            (
+                "[1,2,3,2024-13-01 00:00:00]",
+                "DATALOG[0].time \"2024-13-01 00:00:00\"",
+            ),
+            // Cut at 40 bytes of the text as written, an escape whole.
+            (
+                format!("{}\u{1b}{}", "x".repeat(39), "y".repeat(10)).as_str(),
+                format!(
+                    "DATALOG[0] \"{}\\u{{1b}}…\" is not [TempC_DS,TempC_SHT,Hum_SHT,time]",
+                    "x".repeat(39)
+                )
+                .as_str(),
+            ),
+            (
+                "[1,2,3,1714557000000]",
+                "DATALOG[0].time 1714557000000, milliseconds?",
+            ),
+            (
+                "[1,2,3,1969-12-31 23:59:59]",
+                "DATALOG[0].time \"1969-12-31 23:59:59\" is before 1970",
+            ),
+        ] {
+            let m = by_table(&t, json!({ "DATALOG": log }));
+            assert!(m.history.is_empty(), "{log}");
+            assert_eq!(
+                m.warnings,
+                [format!(
+                    "1 DATALOG entry without a time read as Unix seconds, RFC 3339 or a UTC \
+                     date and time (the first: {first}), kept under origin"
+                )]
+            );
+        }
+        // An endless log: 32 records, the rest kept as written, in one pass.
+        let entry = "[1,20.5,40,2024-05-01 09:50:00],";
+        let m = by_table(&t, json!({ "DATALOG": entry.repeat(100_000) }));
+        assert_eq!(m.history.len(), MAX_MOMENTS);
+        let left = &m.data[ORIGIN]["DATALOG"];
+        assert_eq!(
+            left.as_str().map(|l| l.len()),
+            Some((100_000 - MAX_MOMENTS) * entry.len() - 1)
+        );
+        assert_eq!(
+            m.warnings,
+            [
+                "99968 DATALOG entries past the 32 records of their own time an uplink makes, \
+              kept under origin"
+            ]
+        );
+    }
+
+    /// A text log is read for records no further than its 32nd record or its
+    /// [`MAX_LOG_READ`]th entry: the rest, however long, stays under `origin` as written, its
+    /// entries counted unread (a bad time after the records no reason of its own, a good entry
+    /// after a thousand empty ones no record), so a log of empty entries costs about what its
+    /// text does.
+    #[test]
+    fn a_text_log_is_read_no_further_than_its_bounds() {
+        let t = Table::parse(LHT65N).unwrap();
+        let good = "[1,20.5,40,2024-05-01 09:50:00]";
+        let log = [good; MAX_MOMENTS].join(",") + ",[1,2,3,2024-13-01 00:00:00],[],junk";
+        let m = by_table(&t, json!({ "DATALOG": log }));
+        assert_eq!(m.history.len(), MAX_MOMENTS);
+        assert_eq!(
+            m.data[ORIGIN]["DATALOG"],
+            "[1,2,3,2024-13-01 00:00:00],[],junk"
+        );
+        assert_eq!(
+            m.warnings,
+            [
+                "3 DATALOG entries past the 32 records of their own time an uplink makes, kept \
+              under origin"
+            ]
+        );
+        let empty = 100_000;
+        let log = format!("{}{good}", "[], ".repeat(empty));
+        let m = by_table(&t, json!({ "DATALOG": log }));
+        assert!(m.history.is_empty());
+        let left = ["[]"; 100_000].join(",") + "," + good;
+        assert_eq!(m.data[ORIGIN]["DATALOG"], left);
+        assert_eq!(
+            m.warnings,
+            [
+                "1024 DATALOG entries without a time read as Unix seconds, RFC 3339 or a UTC \
+                 date and time (the first: DATALOG[0] \"[]\" is not \
+                 [TempC_DS,TempC_SHT,Hum_SHT,time]), kept under origin"
+                    .to_string(),
+                format!(
+                    "{} DATALOG entries past the 1024 of a text log read for records, kept \
+                     under origin",
+                    empty + 1 - MAX_LOG_READ
+                ),
+            ]
+        );
+    }
+
+    /// A text where the table expects an array, or the other way round, stays whole under
+    /// `origin` with a warning saying which the table needs.
+    #[test]
+    fn a_history_of_the_other_form_is_kept_whole() {
+        let array = Table::parse(&LHT65N.replace("columns", "#").replace("zone", "#")).unwrap();
+        let text = Table::parse(LHT65N).unwrap();
+        let log = json!("[1,20.5,40,2024-05-01 09:50:00],");
+        let list = json!([{"time": 1_714_557_000, "TempC_SHT": 20.5}]);
+        for (t, v, warning) in [
+            (
+                &array,
+                &log,
+                "DATALOG: text, not an array of entries (a text log needs columns in \
+                 [history]), kept under origin",
+            ),
+            (
+                &text,
+                &list,
+                "DATALOG: not a text log of entries, kept under origin",
+            ),
+        ] {
+            let m = by_table(t, json!({ "DATALOG": v }));
+            assert!(m.history.is_empty());
+            assert_eq!(m.data[ORIGIN], json!({ "DATALOG": v }));
+            assert_eq!(m.warnings, [warning]);
+        }
+    }
+
     /// What a codec's history holds that makes no record stays under the live record's
     /// `origin`, in its order: entries that are no object (nested arrays too) or have no time
     /// a record can carry, counted in one warning naming the first; those past
@@ -2679,22 +3255,40 @@ mod tests {
     fn a_bad_history_section_is_one_line() {
         for (history, fields, error) in [
             (
-                "path = \"a.history\"\ntime = \"t\"",
-                "",
-                "history.path: \"a.history\" must be a key at the top of the codec's object, \
-                 without a dot or []",
-            ),
-            (
                 "path = \"\"\ntime = \"t\"",
                 "",
-                "history.path: \"\" must be a key at the top of the codec's object, without \
-                 a dot or []",
+                "history.path: \"\" must be the array's key, nested keys joined with a dot, \
+                 none empty nor ending in []",
             ),
             (
                 "path = \"history[]\"\ntime = \"t\"",
                 "",
-                "history.path: \"history[]\" must be a key at the top of the codec's object, \
-                 without a dot or []",
+                "history.path: \"history[]\" must be the array's key, nested keys joined with \
+                 a dot, none empty nor ending in []",
+            ),
+            (
+                "path = \"data..history\"\ntime = \"t\"",
+                "",
+                "history.path: \"data..history\" must be the array's key, nested keys joined \
+                 with a dot, none empty nor ending in []",
+            ),
+            (
+                "path = \"data[].history\"\ntime = \"t\"",
+                "",
+                "history.path: \"data[].history\" must be the array's key, nested keys joined \
+                 with a dot, none empty nor ending in []",
+            ),
+            (
+                "path = \".history\"\ntime = \"t\"",
+                "",
+                "history.path: \".history\" must be the array's key, nested keys joined with a \
+                 dot, none empty nor ending in []",
+            ),
+            (
+                "path = \"data.h\"\ntime = \"t\"",
+                "\"data.h.temperature\" = { field = \"temperature\" }",
+                "fields.data.h.temperature: data.h is the [history] array, whose entries \
+                 [fields] maps by their own keys (temperature, not data.h.temperature)",
             ),
             (
                 "path = \"h\"\ntime = \"\"",
@@ -2719,6 +3313,54 @@ mod tests {
                  by their own keys (temperature, not h.temperature)",
             ),
             ("path = \"h\"", "", "history: missing field `time` (line 3)"),
+            (
+                "path = \"h\"\ntime = \"t\"\nzone = \"utc\"",
+                "",
+                "history.zone: is for a text log's times (with columns); an array's entries' \
+                 times are Unix seconds or RFC 3339",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\"]",
+                "",
+                "history.zone: \"utc\" or \"local\" must say whose clock a text log's times are \
+                 of (they carry no zone)",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\"]\nzone = \"UTC\"",
+                "",
+                "history.zone: unknown variant `UTC`, expected `utc` or `local` (line 7)",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"b\"]\nzone = \"utc\"",
+                "",
+                "history.columns: none is the time, \"t\": name its column so",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"t\"]\nzone = \"utc\"",
+                "",
+                "history.columns: only the time, \"t\": name a value besides it",
+            ),            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\", \"b\", \"a\"]\nzone = \"utc\"",
+                "",
+                "history.columns: \"a\" is column 1 and 4; name each once",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"t\", \"x.y\"]\nzone = \"utc\"",
+                "",
+                "history.columns: \"x.y\" must be a key of each entry, neither empty nor with a \
+                 dot or []",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"t\", \"\"]\nzone = \"utc\"",
+                "",
+                "history.columns: \"\" must be a key of each entry, neither empty nor with a dot \
+                 or []",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = \"t\"\nzone = \"utc\"",
+                "",
+                "history.columns: invalid type: string \"t\", expected a sequence (line 6)",
+            ),
         ] {
             let text = format!("[fields]\n{fields}\n[history]\n{history}\n");
             assert_eq!(Table::parse(&text).unwrap_err(), error, "{text}");

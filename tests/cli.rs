@@ -1129,6 +1129,205 @@ fn decode_with_a_javascript_codec() {
     assert!(stderr(&o).starts_with("hubgate: --js "), "{}", stderr(&o));
 }
 
+/// A codec that writes its history as Dragino's do, a text of `[temperature,humidity,date
+/// time],` entries in the JavaScript engine's local time, mapped by a table with
+/// `zone = "local"`: each entry is a record at the instant the device logged, in summer time
+/// and in winter time; a time the local clock shows twice (the hour summer time ends) or
+/// skips (the hour it begins) makes no record and stays under `origin`, with a warning.
+#[cfg(feature = "js")]
+#[test]
+fn a_datalog_text_in_local_time_is_read_in_the_gateways_zone() {
+    let (_dir, js) = js_codec(
+        r#"function two(n) { return (n < 10 ? "0" : "") + n; }
+function decodeUplink(input) {
+  // A clock the gateway's zone skips, as an engine of another zone may write it.
+  if (input.fPort == 4) return { data: { DATALOG: "[20,40,2024-03-31 02:30:00]," } };
+  var b = input.bytes, log = "";
+  for (var i = 0; i + 8 <= b.length; i += 8) {
+    var t = (b[i] << 24 >> 16 | b[i + 1]) / 100, h = (b[i + 2] << 8 | b[i + 3]) / 10;
+    var d = new Date(((b[i + 4] << 24 >>> 0) + (b[i + 5] << 16 | b[i + 6] << 8 | b[i + 7])) * 1000);
+    log += "[" + t + "," + h + "," + d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" +
+      two(d.getDate()) + " " + two(d.getHours()) + ":" + two(d.getMinutes()) + ":" +
+      two(d.getSeconds()) + "],";
+  }
+  return { data: { Node_type: "LHT65N", DATALOG: log } };
+}
+"#,
+        "rec_type = \"io.microshare.environment.unpacked\"\n\
+         [fields]\n\
+         TempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
+         Hum_SHT = { field = \"humidity\", unit = \"%RH\" }\n\
+         [history]\npath = \"DATALOG\"\ntime = \"time\"\nzone = \"local\"\n\
+         columns = [\"TempC_SHT\", \"Hum_SHT\", \"time\"]\n",
+    );
+    // 2024-05-01 09:50 UTC, 2024-01-15 11:00 UTC, 2024-10-27 00:30 UTC (02:30 summer time,
+    // an hour before 02:30 winter time).
+    let log = "0859020066321048 ff3301e065a51030 086601df671d8988";
+    let decode = |fport, payload| {
+        let at = "2024-11-01T00:00:00Z";
+        decoded_in_zone(&js, "Europe/Berlin", fport, payload, at)
+    };
+    let (o, records) = decode("3", log);
+    let shown: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let d = &r["data"];
+            (
+                d["time"].as_str().unwrap().to_string(),
+                d["temperature"][0]["value"].clone(),
+                d["humidity"][0]["value"].clone(),
+            )
+        })
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        shown,
+        [
+            ("2024-11-01T00:00:00.000Z".into(), json!(null), json!(null)),
+            ("2024-05-01T09:50:00.000Z".into(), json!(21.37), json!(51.2)),
+            ("2024-01-15T11:00:00.000Z".into(), json!(-2.05), json!(48)),
+        ]
+    );
+    assert_eq!(
+        records[0]["data"]["origin"],
+        json!({"Node_type": "LHT65N", "DATALOG": "[21.5,47.9,2024-10-27 02:30:00]"})
+    );
+    assert!(
+        stderr(&o).contains(
+            "1 DATALOG entry without a time read as Unix seconds, RFC 3339 or a local date and \
+             time (the first: DATALOG[2].time \"2024-10-27 02:30:00\" is two local times \
+             (the clock went back over it)), kept under origin"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let (o, records) = decode("4", "00");
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0]["data"]["origin"],
+        json!({"DATALOG": "[20,40,2024-03-31 02:30:00]"})
+    );
+    assert!(
+        stderr(&o).contains(
+            "(the first: DATALOG[0].time \"2024-03-31 02:30:00\" is no local time (the clock \
+             skipped it, or out of its range)), kept under origin"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A directory holding the JavaScript codec `js` and its mapping table `table`, and the
+/// codec's path.
+#[cfg(feature = "js")]
+fn js_codec(js: &str, table: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = codec_files::tempdir();
+    let path = dir.path().join("codec.js");
+    codec_files::write(&path, js);
+    codec_files::write(dir.path().join("codec.toml"), table);
+    (dir, path)
+}
+
+/// `hubgate decode --js JS --fport FPORT PAYLOAD --time AT` run in the zone `tz`: its output,
+/// and the records it wrote, each read.
+#[cfg(feature = "js")]
+fn decoded_in_zone(
+    js: &Path,
+    tz: &str,
+    fport: &str,
+    payload: &str,
+    at: &str,
+) -> (Output, Vec<serde_json::Value>) {
+    let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args([
+            "decode",
+            "--js",
+            js.to_str().unwrap(),
+            "--fport",
+            fport,
+            payload,
+        ])
+        .args(["--time", at])
+        .env("RUST_LOG", "warn")
+        .env("TZ", zone(tz))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{tz}: {}", stderr(&o));
+    let records = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (o, records)
+}
+
+/// The zone `name` as `TZ` names it, failing the test where the system has no such zone
+/// (no tzdata: the C library would read it as UTC, silently).
+#[cfg(feature = "js")]
+fn zone(name: &str) -> &str {
+    let file = Path::new("/usr/share/zoneinfo").join(name);
+    assert!(file.exists(), "{} missing: install tzdata", file.display());
+    name
+}
+
+/// A text log in local time is read at each entry's instant where the zone has no summer
+/// time (Tokyo) and where the standard offset went back (Moscow on 2014-10-26 and Volgograd
+/// on 2020-12-27, each from +04 to +03 at 02:00): a time before or after the change is one
+/// instant, one the clock showed twice is none, with a warning.
+#[cfg(feature = "js")]
+#[test]
+fn a_datalog_text_in_local_time_is_read_across_a_change_of_standard_offset() {
+    let (_dir, js) = js_codec(
+        "function decodeUplink(input) {\n\
+         return { data: { DATALOG: String.fromCharCode.apply(null, input.bytes) } };\n}\n",
+        "rec_type = \"io.microshare.environment.unpacked\"\n\
+         [fields]\nTempC_SHT = { field = \"temperature\", unit = \"°C\" }\n\
+         [history]\npath = \"DATALOG\"\ntime = \"time\"\nzone = \"local\"\n\
+         columns = [\"TempC_SHT\", \"time\"]\n",
+    );
+    for (tz, log, times, twice) in [
+        (
+            "Asia/Tokyo",
+            "[20,2024-05-01 18:50:00],[21,2024-01-01 09:00:00],",
+            &["2024-05-01T09:50:00.000Z", "2024-01-01T00:00:00.000Z"][..],
+            None,
+        ),
+        (
+            "Europe/Moscow",
+            "[20,2014-10-26 00:30:00],[21,2014-10-26 02:30:00],[22,2014-10-26 01:30:00],",
+            &["2014-10-25T20:30:00.000Z", "2014-10-25T23:30:00.000Z"][..],
+            Some("DATALOG[2].time \"2014-10-26 01:30:00\""),
+        ),
+        (
+            "Europe/Volgograd",
+            "[20,2020-12-27 01:59:59],[21,2020-12-27 02:00:00],",
+            &["2020-12-26T23:00:00.000Z"][..],
+            Some("DATALOG[0].time \"2020-12-27 01:59:59\""),
+        ),
+    ] {
+        let payload: String = log.bytes().map(|b| format!("{b:02x}")).collect();
+        let (o, records) = decoded_in_zone(&js, tz, "3", &payload, "2025-01-01T00:00:00Z");
+        let read: Vec<_> = records
+            .iter()
+            .filter(|r| r["data"]["temperature"].is_array())
+            .map(|r| r["data"]["time"].as_str().unwrap())
+            .collect();
+        assert_eq!(read, times, "{tz}");
+        let warned = stderr(&o).contains("is two local times");
+        assert_eq!(warned, twice.is_some(), "{tz}: {}", stderr(&o));
+        if let Some(first) = twice {
+            assert!(
+                stderr(&o).contains(&format!(
+                    "1 DATALOG entry without a time read as Unix seconds, RFC 3339 or a local \
+                     date and time (the first: {first} is two local times (the clock went back \
+                     over it)), kept under origin"
+                )),
+                "{tz}: {}",
+                stderr(&o)
+            );
+        }
+    }
+}
+
 /// `hubgate codecs --dir DIR` lists the directory's JavaScript codecs after the built-in
 /// ones, with their table's recType and whether they load.
 #[cfg(feature = "js")]

@@ -701,11 +701,27 @@ path = "log"
 time = "time"
 "#;
 
-/// Devices of the mapped target, by the last byte of their DevEUI: `a.toml`, `b.toml`, none
-/// (the network server's object, all of it under `origin`), and one not in the config.
-const MAPPED: [(u8, Option<&str>); 4] = [
+/// A Dragino-style text log (`columns`, `zone`) below the top of the object, as LHT65N's
+/// decoder nests a retransmission reply's: `data.DATALOG`.
+const TABLE_C: &str = r#"rec_type = "io.microshare.environment.unpacked"
+[fields]
+TempC_SHT = { field = "temperature", unit = "°C", min = -40, max = 125 }
+Hum_SHT = { field = "humidity", unit = "%RH" }
+TempC_DS = { field = "ext_temperature", unit = "°C", ignore = [327.67] }
+[history]
+path = "data.DATALOG"
+time = "time"
+columns = ["TempC_DS", "TempC_SHT", "Hum_SHT", "time"]
+zone = "utc"
+"#;
+
+/// Devices of the mapped target, by the last byte of their DevEUI: `a.toml`, `b.toml`,
+/// `c.toml`, none (the network server's object, all of it under `origin`), and one not in the
+/// config.
+const MAPPED: [(u8, Option<&str>); 5] = [
     (0xa1, Some(TABLE_A)),
     (0xb2, Some(TABLE_B)),
+    (0xe5, Some(TABLE_C)),
     (0xc3, None),
     (0xd4, None),
 ];
@@ -745,6 +761,11 @@ const KEYS: &[&str] = &[
     "lat",
     "history",
     "log",
+    "data",
+    "DATALOG",
+    "data.DATALOG",
+    "TempC_SHT",
+    "Hum_SHT",
     "history[]",
     "history.temperature",
     "timestamp",
@@ -835,9 +856,149 @@ fn odd_time() -> impl Strategy<Value = Value> + Clone {
     ]
 }
 
+/// A part of a generated text log: its text, and where it is an entry the log's reader must
+/// read as one (four values, the time last, not swallowed by an unclosed `[` before it), the
+/// values it holds by table C's columns, as the generator wrote them.
+#[derive(Debug, Clone)]
+struct LogPart {
+    text: String,
+    values: Option<Vec<Value>>,
+}
+
+/// A generated text log and its parts, in their order.
+type GeneratedLog = (String, Vec<LogPart>);
+
+/// A Dragino-style text log: entries of four values, the date and time last, among entries of
+/// another count, text that is no entry, odd separators and values; sometimes more good
+/// entries than the 32 records they may make. Each value is written with what it is (a number,
+/// else its text), and a part after an unclosed `[` is marked as no entry of its own, so that
+/// the oracle needs no reading of the text.
+fn datalog() -> impl Strategy<Value = GeneratedLog> {
+    const VALUES: &[(&str, Option<f64>)] = &[
+        ("21.5", Some(21.5)),
+        ("-2.05", Some(-2.05)),
+        ("51.2", Some(51.2)),
+        ("48", Some(48.0)),
+        ("327.67", Some(327.67)),
+        ("0", Some(0.0)),
+        ("-0", Some(0.0)),
+        ("1e3", Some(1000.0)),
+        ("1e400", None),
+        ("HighTrue", None),
+        ("undefined", None),
+        ("NaN", None),
+        ("", None),
+        (" 7 ", Some(7.0)),
+        ("\"x\"", None),
+        ("é", None),
+    ];
+    const TIMES: &[(&str, Option<f64>)] = &[
+        ("2024-05-01 09:50:00", None),
+        ("2021-01-19 04:27:03", None),
+        ("1970-01-01 00:00:00", None),
+        ("1969-12-31 23:59:59", None),
+        ("9999-12-31 23:59:59", None),
+        ("2024-13-01 00:00:00", None),
+        ("2024-02-30 00:00:00", None),
+        ("2024-5-1 09:50:00", None),
+        ("2024-05-01T09:50:00Z", None),
+        ("2024-05-01T09:50:00", None),
+        ("1714557000", Some(1_714_557_000.0)),
+        ("1714557000000", Some(1_714_557_000_000.0)),
+        ("-1", Some(-1.0)),
+        ("", None),
+    ];
+    const SEPARATORS: &[&str] = &[",", "", " ", "\n", ", \n", ",,"];
+    const JUNK: &[&str] = &[
+        "[",
+        "]",
+        "[]",
+        "[1,2",
+        "x]",
+        "[[1,2,3,4]]",
+        "\u{1b}",
+        "é,é",
+        "  ",
+    ];
+    // A value as written, and as read: a number, else the text (spaces around it left out).
+    let written = |(text, number): &(&str, Option<f64>)| {
+        let read = number.map_or_else(|| json!(text.trim()), |x| json!(x));
+        (text.to_string(), read)
+    };
+    let value = prop_oneof![
+        4 => prop::sample::select(VALUES).prop_map(move |v| written(&v)),
+        1 => (-5000i32..5000).prop_map(|x| {
+            let v = f64::from(x) / 100.0;
+            (format!("{v}"), json!(v))
+        }),
+    ];
+    let time = prop_oneof![
+        4 => prop::sample::select(TIMES).prop_map(move |t| written(&t)),
+        2 => (0i64..253_402_300_800).prop_map(|secs| {
+            let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let text = format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            (text.clone(), json!(text))
+        }),
+    ];
+    let good = (prop::collection::vec(value.clone(), 3), time).prop_map(|(mut v, t)| {
+        v.push(t);
+        let (texts, values): (Vec<String>, Vec<Value>) = v.into_iter().unzip();
+        LogPart {
+            text: format!("[{}]", texts.join(",")),
+            values: Some(values),
+        }
+    });
+    let junk = |text: String| LogPart { text, values: None };
+    let piece = prop_oneof![
+        8 => good.clone(),
+        // Of another count than the four columns.
+        1 => prop::collection::vec(value, 0..7)
+            .prop_filter("four values are an entry", |v| v.len() != 4)
+            .prop_map(move |v| {
+                let texts: Vec<String> = v.into_iter().map(|(t, _)| t).collect();
+                junk(format!("[{}]", texts.join(",")))
+            }),
+        1 => prop::sample::select(JUNK).prop_map(move |j| junk(j.into())),
+        // No `]`: none of it can close an entry.
+        1 => "[^\\]\\p{C}]{0,12}".prop_map(junk),
+    ];
+    let separator = prop::sample::select(SEPARATORS);
+    prop_oneof![
+        30 => prop::collection::vec((piece, separator.clone()), 0..6),
+        1 => prop::collection::vec((good, separator), 30..40),
+    ]
+    .prop_map(|parts| {
+        // After a `[` with no `]` after it, the next `]` closes what it opened: an entry up
+        // to there is none of its own.
+        let (mut text, mut open, mut out) = (String::new(), false, Vec::new());
+        for (mut part, sep) in parts {
+            if open {
+                part.values = None;
+            }
+            open = match part.text.rfind(']') {
+                Some(close) => part.text.rfind('[').is_some_and(|o| o > close),
+                None => open || part.text.contains('['),
+            };
+            text += &part.text;
+            text += sep;
+            out.push(part);
+        }
+        (text, out)
+    })
+}
+
 /// An uplink's decoded object, as text (keys may repeat: the last one counts): odd fields,
-/// a history array under both tables' keys, then sometimes readings a table takes as they are.
-fn ns_object() -> impl Strategy<Value = String> {
+/// a history array under both tables' keys or a text log under table C's, then sometimes
+/// readings a table takes as they are.
+fn ns_object() -> impl Strategy<Value = (String, Option<GeneratedLog>)> {
     let entry = prop_oneof![
         8 => (
             prop::option::weighted(0.9, odd_time()),
@@ -888,23 +1049,42 @@ fn ns_object() -> impl Strategy<Value = String> {
         ],
         0..4,
     );
+    // A text log where table C reads it, beside other fields there, or where it does not.
+    let log = (
+        datalog(),
+        prop::collection::vec((key(), odd_value()), 0..2),
+        any::<bool>(),
+    )
+        .prop_map(|(log, beside, nested)| {
+            let text = json!(log.0);
+            if nested {
+                let mut data: serde_json::Map<String, Value> = beside.into_iter().collect();
+                data.insert("DATALOG".into(), text);
+                (("data".to_string(), Value::Object(data)), Some(log))
+            } else {
+                (("DATALOG".to_string(), text), None)
+            }
+        });
     (
         prop::collection::vec((key(), top_value()), 0..5),
         prop::option::of(entries),
         any::<bool>(),
+        prop::option::of(log),
         readings,
     )
-        .prop_map(|(fields, entries, under_a, readings)| {
+        .prop_map(|(fields, entries, under_a, log, readings)| {
             let mut parts: Vec<(String, Value)> = fields;
             if let Some(e) = entries {
                 parts.push((if under_a { "history" } else { "log" }.into(), json!(e)));
             }
+            let (log, generated) = log.unzip();
+            parts.extend(log);
             parts.extend(readings.into_iter().map(|(k, v)| (k.to_string(), v)));
             let body: Vec<String> = parts
                 .iter()
                 .map(|(k, v)| format!("{}:{v}", json!(k)))
                 .collect();
-            format!("{{{}}}", body.join(","))
+            (format!("{{{}}}", body.join(",")), generated.flatten())
         })
 }
 
@@ -945,14 +1125,15 @@ fn normalized() -> impl Strategy<Value = String> {
 
 const TTS_BRAND: &str = r#""version_ids":{"brand_id":"milesight-iot"},"#;
 
-/// A ChirpStack v4 or TTS v3 uplink of one of [`MAPPED`]'s devices with a generated object.
-fn mapped_uplink() -> impl Strategy<Value = (UplinkFormat, Vec<u8>)> {
+/// A ChirpStack v4 or TTS v3 uplink of one of [`MAPPED`]'s devices with a generated object,
+/// and the text log generated at table C's path in it.
+fn mapped_uplink() -> impl Strategy<Value = (UplinkFormat, Vec<u8>, Option<GeneratedLog>)> {
     let device = prop::sample::select(&MAPPED[..]).prop_map(|(eui, _)| dev_eui(eui.into()));
-    let chirpstack = (device.clone(), ns_object()).prop_map(|(eui, object)| {
+    let chirpstack = (device.clone(), ns_object()).prop_map(|(eui, (object, log))| {
         let doc = CHIRPSTACK
             .replace("58a0cb0000101234", &hex::encode(eui))
             .replacen('{', &format!("{{\"object\":{object},"), 1);
-        (UplinkFormat::ChirpstackV4, doc.into_bytes())
+        (UplinkFormat::ChirpstackV4, doc.into_bytes(), log)
     });
     let tts = (
         device,
@@ -961,6 +1142,7 @@ fn mapped_uplink() -> impl Strategy<Value = (UplinkFormat, Vec<u8>)> {
         any::<bool>(),
     )
         .prop_map(|(eui, object, normalized, brand)| {
+            let (object, log) = object.unzip();
             let mut extra = String::new();
             if let Some(o) = object {
                 extra += &format!("\"decoded_payload\":{o},");
@@ -977,13 +1159,16 @@ fn mapped_uplink() -> impl Strategy<Value = (UplinkFormat, Vec<u8>)> {
                     "\"uplink_message\":{",
                     &format!("\"uplink_message\":{{{extra}"),
                 );
-            (UplinkFormat::TtsV3, doc.into_bytes())
+            (UplinkFormat::TtsV3, doc.into_bytes(), log.flatten())
         });
     prop_oneof![chirpstack, tts]
 }
 
 /// A ChirpStack uplink of table A's device with an object using each of its features.
 const MAPPED_EXAMPLE: &str = r#"{"object":{"temperature":21.5,"battery":{"mv":3600},"status":1,"door":"open","mode":2.5,"externalTemperature2":[10,-10],"probe":{"t":[215,32767]},"flags":[1,0],"deep":{"a":{"b":{"c":415}}},"x":{"y":8},"history":[{"timestamp":1700000000,"temperature":20.5,"humidity":40},{"timestamp":"2023-11-14T22:00:00Z","humidity":41},{"timestamp":1.7e12,"humidity":42}]},"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"deviceName":"th","devEui":"00000000000000a1"},"fCnt":42,"fPort":103,"data":"CIwuLf////8=","rxInfo":[{"gatewayId":"g","rssi":-79,"snr":9.5}],"txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}}}"#;
+
+/// A ChirpStack uplink of table C's device: an LHT65N retransmission reply's text log.
+const DATALOG_EXAMPLE: &str = r#"{"object":{"data":{"Node_type":"LHT65N","DATALOG":"[24.5,21.37,51.2,2024-05-01 09:50:00],[327.67,-2.05,48,2024-05-01 10:10:00],[HighTrue,21.5,47.9,2024-05-01 10:30:00],"},"retransmission_Status":"retransmission_Status"},"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"deviceName":"lht","devEui":"00000000000000e5"},"fCnt":42,"fPort":3,"data":"CIwuLf////8=","rxInfo":[{"gatewayId":"g","rssi":-79,"snr":9.5}],"txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7}}}}"#;
 
 /// The devices of [`MAPPED`] with their tables in a codec directory (kept while the decoder
 /// lives), and the tables as the decoder loaded them.
@@ -1018,13 +1203,14 @@ fn mapped_decoder() -> (Decoder, Vec<Option<Table>>, tempfile::TempDir) {
 fn network_objects_through_mapping_tables() {
     let input = prop_oneof![
         6 => mapped_uplink(),
-        2 => mutated(MAPPED_EXAMPLE.into()).prop_map(|b| (UplinkFormat::ChirpstackV4, b)),
-        1 => random_bytes().prop_map(|b| (UplinkFormat::TtsV3, b)),
+        2 => mutated(MAPPED_EXAMPLE.into()).prop_map(|b| (UplinkFormat::ChirpstackV4, b, None)),
+        1 => mutated(DATALOG_EXAMPLE.into()).prop_map(|b| (UplinkFormat::ChirpstackV4, b, None)),
+        1 => random_bytes().prop_map(|b| (UplinkFormat::TtsV3, b, None)),
     ];
     let (d, tables, _dir) = mapped_decoder();
     let d = RefCell::new(d);
     runner()
-        .run(&input, |(format, bytes)| {
+        .run(&input, |(format, bytes, log)| {
             let received = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
             let Ok(parsed) = source::parse(format, &bytes, received) else {
                 return Ok(());
@@ -1037,16 +1223,18 @@ fn network_objects_through_mapping_tables() {
                 .position(|(eui, _)| up.dev_eui.0 == dev_eui((*eui).into()))
                 .and_then(|i| tables[i].as_ref());
             let records = d.borrow_mut().decode(&parsed.value);
-            object_records(up, table, &records)
+            object_records(up, table, log.as_ref(), &records)
         })
         .unwrap();
 }
 
 /// What the docs promise of the records of an uplink carrying a decoded object, mapped by
-/// `table` (docs/codecs.md, "Decoded objects"; docs/records.md, "history records").
+/// `table` (docs/codecs.md, "Decoded objects"; docs/records.md, "history records"); `log` the
+/// text log generated at table C's path, if any.
 fn object_records(
     up: &Uplink,
     table: Option<&Table>,
+    log: Option<&GeneratedLog>,
     records: &[Record],
 ) -> Result<(), TestCaseError> {
     // One live record and at most 32 of their own time.
@@ -1078,9 +1266,13 @@ fn object_records(
     let moments = &bodies[usize::from(live.is_some())..];
     let object = ns.object.as_ref();
     let history = table.and_then(|t| t.history.as_ref());
-    let (made, left) = match (object, history) {
-        (Some(o), Some(h)) => history_made(o, h),
-        _ => (Vec::new(), None),
+    let expected = match (object, history) {
+        (Some(o), Some(h)) => history_made(o, h, log),
+        _ => Some((Vec::new(), None)),
+    };
+    // A text log the generator did not write (a mutated one): only the bounds above.
+    let Some((made, left)) = expected else {
+        return Ok(());
     };
     // The entries' records first, in their order, at their times; then the normalized
     // measurements' of their own time.
@@ -1100,27 +1292,29 @@ fn object_records(
         return Ok(());
     };
     let path = history.map(|h| h.path.as_str());
+    let keys: Vec<&str> = path.iter().flat_map(|p| p.split('.')).collect();
     let Some(live) = live else {
         // Only a frame of history alone, every entry a record, has no live record.
         prop_assert!(
-            object.keys().all(|k| Some(k.as_str()) == path) && left.is_none(),
+            history_alone(object, &keys) && left.is_none(),
             "no live record of {:?}",
             object
         );
         return Ok(());
     };
     let data = &bodies[live]["obj"]["data"];
-    // What maps nowhere stays under origin as it is; so do the entries that make no record.
-    for (k, v) in object {
-        if unmapped(table, k) {
-            let kept = &data["origin"][k];
-            prop_assert!(same(kept, v), "{:?} not kept: {} for {}", k, kept, v);
+    // What maps nowhere stays under origin as it is, beside the history on its way too; so do
+    // the entries that make no record.
+    kept_unmapped(object, table, &[], &data["origin"])?;
+    if let Some(h) = history {
+        let mut kept = value_at(&data["origin"], &keys).cloned();
+        // A text log's: what its parts left, its separators aside (see [`history_made`]).
+        if let (Some(_), Some(Value::String(text))) = (&h.columns, &kept) {
+            kept = Some(json!(bare(text))).filter(|t| t != "");
         }
-    }
-    if let Some(p) = path {
-        let kept = data["origin"].get(p);
         prop_assert!(
-            kept.zip(left.as_ref())
+            kept.as_ref()
+                .zip(left.as_ref())
                 .map_or(kept.is_none() && left.is_none(), |(a, b)| same(a, b)),
             "{:?} under origin, {:?} left",
             kept,
@@ -1152,35 +1346,98 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// The value at the dotted `keys` of `v` (none for no keys), each but the last an object's.
+fn value_at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = keys.split_first()?;
+    let inner = v.as_object()?.get(*first)?;
+    if rest.is_empty() {
+        Some(inner)
+    } else {
+        value_at(inner, rest)
+    }
+}
+
+/// Whether `object` holds nothing but the history at `keys` (and the objects on its way).
+fn history_alone(object: &Obj, keys: &[&str]) -> bool {
+    let Some((first, rest)) = keys.split_first() else {
+        return false;
+    };
+    object.len() == 1
+        && object.get(*first).is_some_and(|v| {
+            rest.is_empty() || v.as_object().is_some_and(|o| history_alone(o, rest))
+        })
+}
+
+/// The records a history makes (time in ms, entry) and what it leaves under `origin`.
+type Made = (Vec<(u64, Obj)>, Option<Value>);
+
 /// The times (ms) of the entries of `object`'s history that make records, at most 32 in the
 /// array's order, with the entries; and the entries that stay under `origin` (those that are
 /// no object, hold nothing but their time, have no time read or come past the 32), or the
-/// history whole if it is no array.
-fn history_made<'a>(object: &'a Obj, h: &HistoryTable) -> (Vec<(u64, &'a Obj)>, Option<Value>) {
-    let Some(v) = object.get(&h.path) else {
-        return (Vec::new(), None);
+/// history whole if it is no array. With `columns`, the history is a text log: known only if
+/// it is `log`, the one generated, whose entries are the parts it marked so; those left are
+/// given as their text with the separators (commas, white space) left out, as what stays under
+/// `origin` is its pieces as written joined by commas, however the text between entries is
+/// cut; a history that is no text stays whole.
+fn history_made(object: &Obj, h: &HistoryTable, log: Option<&GeneratedLog>) -> Option<Made> {
+    let keys: Vec<&str> = h.path.split('.').collect();
+    let (last, outer) = keys.split_last()?;
+    let holder = outer.iter().try_fold(object, |o, k| o.get(*k)?.as_object());
+    let Some(v) = holder.and_then(|o| o.get(*last)) else {
+        return Some((Vec::new(), None));
     };
-    let Value::Array(list) = v else {
-        return (Vec::new(), Some(v.clone()));
+    let items: Vec<(Option<Obj>, Value)> = match (v, &h.columns, log) {
+        (Value::Array(list), None, _) => list
+            .iter()
+            .map(|e| (e.as_object().cloned(), e.clone()))
+            .collect(),
+        (Value::String(text), Some(columns), Some((generated, parts))) if text == generated => {
+            parts
+                .iter()
+                .map(|p| {
+                    let entry = p
+                        .values
+                        .as_ref()
+                        .map(|v| columns.iter().cloned().zip(v.iter().cloned()).collect());
+                    (entry, json!(bare(&p.text)))
+                })
+                .collect()
+        }
+        (Value::String(_), Some(_), _) => return None,
+        _ => return Some((Vec::new(), Some(v.clone()))),
     };
     let (mut made, mut left) = (Vec::new(), Vec::new());
-    for e in list {
-        let timed = e
-            .as_object()
+    for (entry, as_written) in items {
+        let timed = entry
             .filter(|o| o.len() > 1)
-            .and_then(|o| Some((entry_ms(o.get(&h.time)?)?, o)));
+            .and_then(|o| Some((entry_ms(o.get(&h.time)?, h.zone.is_some())?, o)));
         match timed {
             Some(m) if made.len() < 32 => made.push(m),
-            _ => left.push(e.clone()),
+            _ => left.push(as_written),
         }
     }
-    (made, (!left.is_empty()).then_some(Value::Array(left)))
+    let left = match h.columns {
+        None => (!left.is_empty()).then_some(Value::Array(left)),
+        Some(_) => {
+            let text: String = left.iter().filter_map(Value::as_str).collect();
+            (!text.is_empty()).then(|| json!(text))
+        }
+    };
+    Some((made, left))
+}
+
+/// `text` without the characters that separate a text log's entries (commas, white space).
+fn bare(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c != ',' && !c.is_whitespace())
+        .collect()
 }
 
 /// An entry's time in ms, as docs/codecs.md reads it: Unix seconds, a fraction rounded to the
 /// microsecond and then cut to the millisecond (rounded to the millisecond from 2^33 s, where
-/// f64 holds no microseconds), or RFC 3339 text; none before 1970 or past 9999.
-fn entry_ms(v: &Value) -> Option<u64> {
+/// f64 holds no microseconds), or RFC 3339 text, or in a text log of UTC (`utc`) a date and
+/// time `2024-05-01 09:50:00`; none before 1970 or past 9999.
+fn entry_ms(v: &Value, utc: bool) -> Option<u64> {
     let latest = hubgate::uplink::LATEST.as_millis();
     match v {
         Value::Number(n) => {
@@ -1195,8 +1452,14 @@ fn entry_ms(v: &Value) -> Option<u64> {
             (u128::from(ms) <= latest).then_some(ms)
         }
         Value::String(s) => {
+            let wall =
+                time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
             let ns = time::OffsetDateTime::parse(s, &Rfc3339)
-                .ok()?
+                .ok()
+                .or_else(|| {
+                    let t = time::PrimitiveDateTime::parse(s, &wall).ok()?;
+                    utc.then(|| t.assume_utc())
+                })?
                 .unix_timestamp_nanos();
             (0..=latest as i128 * 1_000_000)
                 .contains(&ns)
@@ -1206,17 +1469,38 @@ fn entry_ms(v: &Value) -> Option<u64> {
     }
 }
 
-/// Whether no key of `table` reads the object's top-level key `k` or anything under it.
-fn unmapped(table: Option<&Table>, k: &str) -> bool {
-    let Some(t) = table else {
-        return true;
-    };
-    let under = |f: &String| {
-        f == k
-            || f.strip_suffix("[]") == Some(k)
-            || f.strip_prefix(k).is_some_and(|r| r.starts_with('.'))
-    };
-    t.history.as_ref().is_none_or(|h| h.path != k) && !t.fields.keys().any(under)
+/// Each key of `object` (at the dotted keys `at` of the uplink's object) that no key of
+/// `table` reads, itself or anything under it, is kept as it is in `origin` (the live record's
+/// at `at`); along the history's path, the keys beside it, level by level.
+fn kept_unmapped(
+    object: &Obj,
+    table: Option<&Table>,
+    at: &[&str],
+    origin: &Value,
+) -> Result<(), TestCaseError> {
+    let history: Vec<&str> = table
+        .and_then(|t| t.history.as_ref())
+        .map_or_else(Vec::new, |h| h.path.split('.').collect());
+    for (k, v) in object {
+        let keys: Vec<&str> = at.iter().copied().chain([k.as_str()]).collect();
+        let key = keys.join(".");
+        let read = |f: &String| {
+            *f == key
+                || f.strip_suffix("[]") == Some(key.as_str())
+                || f.strip_prefix(&key).is_some_and(|r| r.starts_with('.'))
+        };
+        if table.is_some_and(|t| t.fields.keys().any(read)) || keys == history {
+            continue;
+        }
+        let kept = &origin[k];
+        match v.as_object() {
+            Some(inner) if history.starts_with(&keys) => {
+                kept_unmapped(inner, table, &keys, kept)?;
+            }
+            _ => prop_assert!(same(kept, v), "{:?} not kept: {} for {}", key, kept, v),
+        }
+    }
+    Ok(())
 }
 
 /// The readings `table` takes from `obj`'s own keys (not `skip`) are in `data`: a number of a
