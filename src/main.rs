@@ -165,13 +165,13 @@ enum BufferAction {
 }
 
 /// Fix the gateway's zone for the agent's life, where `TZ` is unset: `TZ` then names the zone
-/// file `/etc/localtime` points to now. Unset, the C library would read `/etc/localtime`
-/// whenever the agent converts a local time (a `stat` each time), while each JavaScript
-/// worker reads it once as it starts (its `TZ` is the agent's, see `js::supervisor`): after
-/// `timedatectl set-timezone` a text log's local times would be mapped in the new zone but
-/// written by the codecs in the old one. So a change of zone takes a restart (see
-/// docs/operations.md). First in `main`: setting the environment with another thread running
-/// is undefined behaviour in the C library.
+/// file `/etc/localtime` points to now, for the agent and each JavaScript worker (its `TZ` is
+/// the agent's, see `js::supervisor`). Unset, the agent's C library reads the zone at its
+/// first local-time conversion and keeps it, while each worker reads it as it starts: a
+/// worker started again after `timedatectl set-timezone` would write a text log's local times
+/// in the new zone while the mapping reads them in the old one. So a change of zone takes a
+/// restart (see docs/operations.md). First in `main`: setting the environment with another
+/// thread running is undefined behaviour in the C library.
 fn fix_local_zone() {
     if std::env::var_os("TZ").is_some() {
         return;
