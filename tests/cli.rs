@@ -1328,6 +1328,59 @@ fn a_datalog_text_in_local_time_is_read_across_a_change_of_standard_offset() {
     }
 }
 
+/// Where `TZ` is unset, the agent names the zone file `/etc/localtime` points to as its `TZ`
+/// and hands it to the JavaScript worker: a worker started again after a change of zone reads
+/// the zone the agent started with, not the new one.
+#[cfg(feature = "js")]
+#[test]
+fn without_tz_the_worker_is_given_the_zone_file_of_the_start() {
+    // The top level runs until the load's limit (2 s of CPU time): the worker lives meanwhile.
+    let (_dir, js) = js_codec(
+        "while (true) {}\nfunction decodeUplink(input) { return { data: {} }; }\n",
+        "rec_type = \"io.microshare.environment.unpacked\"\n",
+    );
+    let mut decode = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["decode", "--js", js.to_str().unwrap(), "--fport", "1", "00"])
+        .env("RUST_LOG", "warn")
+        .env_remove("TZ")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let environ = loop {
+        if let Some(environ) = js_worker_of(decode.id())
+            .and_then(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
+        {
+            break environ;
+        }
+        assert!(std::time::Instant::now() < deadline, "no js-worker child");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    decode.kill().unwrap();
+    decode.wait().unwrap();
+    let tz: Vec<_> = environ
+        .split(|&b| b == 0)
+        .filter_map(|v| v.strip_prefix(b"TZ="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let file = std::fs::canonicalize("/etc/localtime").unwrap_or_else(|_| "/etc/localtime".into());
+    assert_eq!(tz, [format!(":{}", file.display())]);
+}
+
+/// The child of process `parent` that runs `hubgate js-worker` (past its exec), if any.
+#[cfg(feature = "js")]
+fn js_worker_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ...": the command may hold spaces and parentheses.
+        let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (ppid == parent && cmdline.split(|&b| b == 0).any(|a| a == b"js-worker")).then_some(pid)
+    })
+}
+
 /// `hubgate codecs --dir DIR` lists the directory's JavaScript codecs after the built-in
 /// ones, with their table's recType and whether they load.
 #[cfg(feature = "js")]
