@@ -1,8 +1,8 @@
 //! Log lines whose rate or content the outside world controls (bad input, drops, sink
 //! errors), kept bounded: per kind, the first line is written at once, later ones at most
 //! once per interval with the number that came in between, and no line is longer than
-//! [`MAX_LINE`] or holds control characters (a hostile message cannot flood or forge the
-//! log). With `RUST_LOG=debug` every occurrence is also logged at debug level.
+//! [`MAX_LINE`] or holds control or format characters (a hostile message cannot flood or
+//! forge the log). With `RUST_LOG=debug` every occurrence is also logged at debug level.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
@@ -164,21 +164,35 @@ fn summary(kind: &str, n: u64, line: &str, over: Duration) -> String {
     )
 }
 
-/// `s` cut to [`MAX_LINE`] bytes (on a character boundary), control characters escaped.
+/// `s` cut to [`MAX_LINE`] bytes, what does not print escaped (see [`clean_to`]).
 pub fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_LINE + 32));
+    clean_to(s, MAX_LINE)
+}
+
+/// `s` from the outside (a message, a peer's words) as it may stand in a line: cut after `max`
+/// bytes (on a character boundary, the rest's length said), each character that does not print
+/// escaped (see [`push_escaped`]), so that it can neither end the line nor drive the terminal.
+pub fn clean_to(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max + 32));
     for (i, c) in s.char_indices() {
-        if out.len() >= MAX_LINE {
+        if out.len() >= max {
             let _ = write!(out, "… ({} more bytes)", s.len() - i);
             break;
         }
-        if c.is_control() {
-            let _ = write!(out, "{}", c.escape_default());
-        } else {
-            out.push(c);
-        }
+        push_escaped(&mut out, c);
     }
     out
+}
+
+/// Push `c`, escaped as in Rust (`\n`, `\u{1b}`, `\u{202e}`) where it does not print: a
+/// control character, or a format one such as a right-to-left override that would turn the
+/// rest of the line around.
+pub fn push_escaped(out: &mut String, c: char) {
+    if c.escape_debug().next() == Some('\\') && !matches!(c, '\\' | '"' | '\'') {
+        out.extend(c.escape_debug());
+    } else {
+        out.push(c);
+    }
 }
 
 #[cfg(test)]
@@ -238,12 +252,18 @@ mod tests {
     }
 
     #[test]
-    fn long_lines_are_cut_and_control_characters_escaped() {
+    fn long_lines_are_cut_and_what_does_not_print_escaped() {
         assert_eq!(clean("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
         let long = "é".repeat(1000);
         let c = clean(&long);
         assert!(c.len() < MAX_LINE + 40, "{}", c.len());
         assert!(c.ends_with("… (1600 more bytes)"), "{c}");
+        assert_eq!(
+            clean("tab\there, DEL\u{7f}, CSI\u{9b}, RLO\u{202e}, \"quoted\" \\ é"),
+            "tab\\there, DEL\\u{7f}, CSI\\u{9b}, RLO\\u{202e}, \"quoted\" \\ é"
+        );
+        assert_eq!(clean_to("abcdef", 3), "abc… (3 more bytes)");
+        assert_eq!(clean_to("abc", 3), "abc");
     }
 
     #[test]

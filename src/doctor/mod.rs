@@ -13,6 +13,7 @@ use rdkafka::config::ClientConfig;
 
 use crate::buffer::{disk, reserve, BufferLock};
 use crate::config::{BufferConfig, Config, MqttSourceConfig, SinkConfig, SourceConfig};
+use crate::logline::clean_to;
 use crate::sink::refusal::{Cause, Setup};
 use crate::sink::{probe, provision};
 
@@ -412,7 +413,7 @@ fn sink(cfg: &Config, list: &mut Checklist) {
         }
         Err(reason) => {
             let step = if sasl { "sasl" } else { "metadata" };
-            list.step(step, Outcome::Fail(peer_text(&reason, WORDS_CHARS)));
+            list.step(step, Outcome::Fail(clean_to(&reason, WORDS_BYTES)));
             for (rec_type, _) in &hubs {
                 list.step(
                     &format!("hub {rec_type}"),
@@ -484,7 +485,7 @@ fn hub_steps(
                     "{}: {} (broker: {})",
                     r.what(),
                     r.fix(),
-                    peer_text(&r.broker, WORDS_CHARS)
+                    clean_to(&r.broker, WORDS_BYTES)
                 )),
                 _ => Outcome::Ok(format!(
                     "{name} does not exist yet; the broker accepts its creation (asked to validate only): the agent creates it at start with {} partition(s)",
@@ -493,7 +494,7 @@ fn hub_steps(
             },
             (None, Err(e)) => Outcome::Warn(format!(
                 "{name} does not exist yet; whether this key may create it is unknown: {}",
-                peer_text(&e.to_string(), WORDS_CHARS)
+                clean_to(&e.to_string(), WORDS_BYTES)
             )),
         };
         list.step(&format!("hub {rec_type}"), outcome);
@@ -577,7 +578,7 @@ fn write(
         {
             return Outcome::Fail(format!(
                 "refused, while a probe to hub {ep:?} (EntityPath) went through: this key writes only to {ep:?}; set hub_mode = \"single\" to send every recType there, or use a namespace-level policy's connection string (broker: {})",
-                peer_text(&r.broker, WORDS_CHARS)
+                clean_to(&r.broker, WORDS_BYTES)
             ));
         }
     }
@@ -586,9 +587,9 @@ fn write(
             "{}: {} (broker: {})",
             r.what(),
             r.fix(),
-            peer_text(&r.broker, WORDS_CHARS)
+            clean_to(&r.broker, WORDS_BYTES)
         )),
-        None => Outcome::Fail(format!("not confirmed: {}", peer_text(&text, WORDS_CHARS))),
+        None => Outcome::Fail(format!("not confirmed: {}", clean_to(&text, WORDS_BYTES))),
     }
 }
 
@@ -864,7 +865,7 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
             };
             Outcome::Fail(format!(
                 "cannot connect: {}{hint}",
-                peer_text(&text, WORDS_CHARS)
+                clean_to(&text, WORDS_BYTES)
             ))
         }
         Err(_) => Outcome::Fail(format!("no CONNACK within {STEP_TIMEOUT:?}")),
@@ -874,7 +875,7 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
 /// The plain words for OpenSSL's verify failure `reason` when it is a name mismatch: the
 /// broker's certificate does not cover `host`, a name (`hostname mismatch`) or an IP address
 /// (`IP address mismatch`), as given in `given_in`; `names`: the names the certificate holds,
-/// when known, quoted with [`peer_text`]. OpenSSL checks the name before the signatures and
+/// when known, quoted with [`clean_to`]. OpenSSL checks the name before the signatures and
 /// dates, so the reason alone does not clear the chain: [`handshake`] calls it a mismatch only
 /// once the chain holds without the name. `None` for any other reason.
 fn name_mismatch(
@@ -886,9 +887,9 @@ fn name_mismatch(
     // A shared certificate may name hundreds of hosts: the first few say enough.
     const SHOWN: usize = 5;
     // A DNS name is at most 253 bytes, and those worth showing far shorter.
-    const NAME_CHARS: usize = 64;
+    const NAME_BYTES: usize = 64;
     let shown = |names: &[String]| -> String {
-        let names: Vec<String> = names.iter().map(|n| peer_text(n, NAME_CHARS)).collect();
+        let names: Vec<String> = names.iter().map(|n| clean_to(n, NAME_BYTES)).collect();
         names.join(", ")
     };
     let holds = match names {
@@ -916,28 +917,8 @@ fn name_mismatch(
     }
 }
 
-/// The most characters of a peer's words (an error it sent) a step quotes.
-const WORDS_CHARS: usize = 1000;
-
-/// `text` from the peer (a certificate's name, a broker's error) as it may stand in a step's
-/// line: what does not print (newline, ESC, other control and format characters) escaped as
-/// in Rust (`\n`, `\u{1b}`), so it can neither end the line nor drive the terminal, and cut
-/// after `max` characters with "…".
-fn peer_text(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        if c.escape_debug().next() == Some('\\') && !matches!(c, '\\' | '"' | '\'') {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// The most bytes of a peer's words (an error it sent) a step quotes.
+const WORDS_BYTES: usize = 1000;
 
 /// The names a certificate holds, as OpenSSL matches a host against them: its DNS
 /// subjectAltNames, or its subject's common names when it has none (an IP or e-mail
@@ -1233,33 +1214,25 @@ mod tests {
     }
 
     /// A certificate's names reach the line escaped and cut: a newline cannot start a line
-    /// of its own, an escape sequence cannot reach the terminal, a 10 KB name is not printed
-    /// whole.
+    /// of its own, an escape sequence cannot reach the terminal nor a right-to-left override
+    /// turn the line around, a 10 KB name is not printed whole.
     #[test]
     fn a_name_mismatch_quotes_the_names_escaped_and_cut() {
         let names = [
             "evil.example\nOK   tls localhost:9093: verified".to_string(),
-            "\x1b[2J\x1b[31mred".to_string(),
+            "\x1b[2J\x1b[31mred\u{202e}lave".to_string(),
             "a".repeat(10_000),
         ];
         assert_eq!(
             name_mismatch("hostname mismatch", "broker", Some(&names), "sink.brokers").unwrap(),
             format!(
                 "the broker's certificate does not name broker, only \
-                 evil.example\\nOK   tls localhost:9093: verified, \\u{{1b}}[2J\\u{{1b}}[31mred, \
-                 {}…: use a name it holds in sink.brokers, or have the certificate made for broker",
+                 evil.example\\nOK   tls localhost:9093: verified, \
+                 \\u{{1b}}[2J\\u{{1b}}[31mred\\u{{202e}}lave, {}… (9936 more bytes): use a name it \
+                 holds in sink.brokers, or have the certificate made for broker",
                 "a".repeat(64)
             )
         );
-        assert_eq!(
-            peer_text(
-                "tab\there, DEL\u{7f}, CSI\u{9b}, RLO\u{202e}, \"quoted\" \\ é",
-                100
-            ),
-            "tab\\there, DEL\\u{7f}, CSI\\u{9b}, RLO\\u{202e}, \"quoted\" \\ é"
-        );
-        assert_eq!(peer_text("abcdef", 3), "abc…");
-        assert_eq!(peer_text("abc", 3), "abc");
     }
 
     /// A certificate whose subjectAltName holds only an IP address: OpenSSL checks a host

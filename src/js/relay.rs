@@ -10,7 +10,6 @@
 //! thread reads as fast as the worker writes, so a worker that floods is never held up for
 //! long, and keeps one entry's first [`KEPT`] bytes at most, counting the rest.
 
-use std::fmt::Write;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -234,7 +233,7 @@ impl Line {
         self.more = self.more.saturating_add(other.more);
     }
 
-    /// Its text, its control characters escaped as [`crate::logline::clean`] does, no longer
+    /// Its text, what does not print escaped as [`crate::logline::clean`] does, no longer
     /// than [`KEPT`] bytes escaped (so that the log line does not cut it again); what is not
     /// shown said.
     fn text(&self) -> String {
@@ -247,11 +246,7 @@ impl Line {
                 (!chunk.invalid().is_empty()).then(|| ('\u{fffd}', chunk.invalid().len()));
             for (c, raw) in chars.chain(invalid) {
                 let before = out.len();
-                if c.is_control() {
-                    let _ = write!(out, "{}", c.escape_default());
-                } else {
-                    out.push(c);
-                }
+                crate::logline::push_escaped(&mut out, c);
                 if out.len() > KEPT {
                     out.truncate(before);
                     break 'chars;
