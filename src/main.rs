@@ -753,33 +753,19 @@ fn session_keys(
     Ok((key(nwk, "--nwkskey-file")?, key(app, "--appskey-file")?))
 }
 
-/// Why the key file `file` given with `flag` cannot be read. An argument that looks like a
-/// key itself is not repeated: the likely slip after `--nwkskey HEX` was refused.
+/// Why the key file `file` given with `flag` cannot be read. An argument is named only if it
+/// looks like a path (it holds `/` or `.`, or names a directory entry): otherwise it may be a
+/// key given where its file goes (the likely slip after `--nwkskey HEX` was refused), typos
+/// and any separators included, and is not repeated.
 fn unreadable_key_file(flag: &str, file: &Path, e: &str) -> String {
-    if !looks_like_key(file) {
+    let os = file.as_os_str().as_encoded_bytes();
+    if os.contains(&b'/') || os.contains(&b'.') || file.symlink_metadata().is_ok() {
         return format!("{flag} {}: {e}", file.display());
     }
     format!(
-        "{flag}: its argument is no file that can be read ({e}) and looks like a key itself: \
-         put the key in a file and give the file, or - to read the key from standard input"
+        "{flag}: its argument is no file that can be read ({e}); if it is the key itself, put \
+         the key in a file and give the file, or - to read the key from standard input"
     )
-}
-
-/// `arg` is a key or part of one: at least 16 hex digits, spelled as
-/// [`hubgate::lorawan::Key::from_hex`] takes them, or after `0x`.
-fn looks_like_key(arg: &Path) -> bool {
-    let Some(arg) = arg.to_str() else {
-        return false;
-    };
-    let arg = arg.trim();
-    let digits: String = arg
-        .strip_prefix("0x")
-        .or_else(|| arg.strip_prefix("0X"))
-        .unwrap_or(arg)
-        .chars()
-        .filter(|c| *c != ':' && !c.is_whitespace())
-        .collect();
-    digits.len() >= 16 && digits.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 fn lorawan(

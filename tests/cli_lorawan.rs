@@ -242,17 +242,21 @@ fn keys_on_the_command_line_are_refused_without_quoting_them() {
 }
 
 /// A key given where its file goes (`--nwkskey-file HEX`, the likely slip after the refusal
-/// above) is not quoted in the error that no such file exists, in any spelling a key takes;
-/// a path that is no key is named.
+/// above) is not quoted in the error that no such file exists, in any spelling a key takes,
+/// with a typo or other separators too; an argument that looks like a path (a `/` or `.` in
+/// it, or an entry of the directory) is named.
 #[test]
 fn a_key_given_as_the_file_is_not_quoted() {
-    let colons = NWK
-        .as_bytes()
-        .chunks(2)
-        .map(|b| std::str::from_utf8(b).unwrap())
-        .collect::<Vec<_>>()
-        .join(":");
+    let split = |sep: &str, width: usize| {
+        NWK.as_bytes()
+            .chunks(width)
+            .map(|b| std::str::from_utf8(b).unwrap())
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    let (colons, dashes) = (split(":", 2), split("-", 4));
     let (lower, prefixed) = (APP.to_lowercase(), format!("0x{NWK}"));
+    let typo = format!("{}G", &NWK[..31]);
     for (flag, key, quoted) in [
         ("--nwkskey-file", NWK, &NWK[..8]),
         ("--appskey-file", APP, &APP[..8]),
@@ -260,24 +264,29 @@ fn a_key_given_as_the_file_is_not_quoted() {
         ("--nwkskey-file", &prefixed, &NWK[..8]),
         ("--nwkskey-file", &colons, &colons[..8]),
         ("--nwkskey-file", &NWK[..16], &NWK[..8]),
+        ("--nwkskey-file", &typo, &NWK[..8]),
+        ("--nwkskey-file", &dashes, &dashes[..9]),
     ] {
         let joined = format!("{flag}={key}");
         for args in [vec![flag, key, WORKED], vec![&joined, WORKED]] {
             let err = bad_input(&args);
             assert!(
-                err.starts_with(&format!("hubgate: {flag}: its argument is no file")),
+                err.starts_with(&format!(
+                    "hubgate: {flag}: its argument is no file that can be read (No such file"
+                )),
                 "{args:?}: {err}"
             );
-            assert!(err.contains("looks like a key itself"), "{args:?}: {err}");
+            assert!(err.contains("if it is the key itself"), "{args:?}: {err}");
             assert!(!err.contains(quoted), "{args:?}: {err}");
         }
     }
-    let missing = "/nonexistent/nwk.key";
-    let err = bad_input(&["--nwkskey-file", missing, WORKED]);
-    assert!(
-        err.contains(&format!("--nwkskey-file {missing}: No such file")),
-        "{err}"
-    );
+    for named in ["/nonexistent/nwk.key", "nwk.key", "src"] {
+        let err = bad_input(&["--nwkskey-file", named, WORKED]);
+        assert!(
+            err.starts_with(&format!("hubgate: --nwkskey-file {named}: ")),
+            "{err}"
+        );
+    }
 }
 
 /// A mistyped key option is pointed at the key's file option, not at the refused one that
