@@ -113,6 +113,49 @@ async fn uplinks_arrive_over_tls_with_a_client_certificate() {
     );
 }
 
+/// Where doctor's own handshake, which would give the names a certificate holds, does not
+/// reach the broker, a name mismatch still gets plain words: here the broker is reached
+/// through a port that takes one connection, the MQTT step's, and then none.
+#[test]
+fn doctor_explains_a_name_mismatch_its_own_handshake_cannot_look_into() {
+    use std::net::{TcpListener, TcpStream};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(&dir.path().join("certs"));
+    let client = certs.client("hubgate");
+    let other_name = certs.server_for("other.example", "DNS:other.example");
+    let mqtt = broker(&dir.path().join("mqtt"), &other_name, free_port());
+    let once = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = once.local_addr().unwrap().port();
+    let broker_port = mqtt.port();
+    let forward = std::thread::spawn(move || {
+        let (near, _) = once.accept().unwrap();
+        drop(once);
+        let far = TcpStream::connect(("127.0.0.1", broker_port)).unwrap();
+        let (mut near_in, mut far_out) = (near.try_clone().unwrap(), far.try_clone().unwrap());
+        let up = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut near_in, &mut far_out);
+            let _ = far_out.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut far_in, mut near_out) = (far, near);
+        let _ = std::io::copy(&mut far_in, &mut near_out);
+        let _ = near_out.shutdown(std::net::Shutdown::Both);
+        up.join().unwrap();
+    });
+    let text = config(dir.path(), port, &tls_keys(&certs.ca, Some(&client)))
+        .replace("mqtts://localhost:", "mqtts://127.0.0.1:");
+    let line = doctor_mqtt_line(dir.path(), "once.toml", &text);
+    assert!(
+        line.starts_with("FAIL ")
+            && line.contains("IP address mismatch")
+            && line.ends_with(
+                " (the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
+                 subjectAltName): use a name it holds in the URL, or add the IP to it)"
+            ),
+        "{line}"
+    );
+    forward.join().unwrap();
+}
+
 /// The TLS files are for `mqtts://` only, come in pairs, and must be certificates and keys.
 #[test]
 fn tls_files_are_checked_when_the_config_is_loaded() {

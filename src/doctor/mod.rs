@@ -850,14 +850,15 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
             let text = crate::source::mqtt::connection_error(&e);
             let hint = if text.contains("certificate required") {
                 " (the broker asks for a client certificate: set client_cert_file and client_key_file)".into()
-            } else if name_mismatch(&text, &cfg.url.host, None, "the URL").is_some() {
+            } else if let Some(plain) = name_mismatch(&text, &cfg.url.host, None, "the URL") {
                 // OpenSSL checks the name first: a handshake of our own tells whether the
-                // chain holds too, and gives the names the certificate holds.
+                // chain holds too, and gives the names the certificate holds. One that does
+                // not reach the broker or does not fail tells neither: the plain words then.
                 let ca = cfg.ca_file.as_ref().map_or(CaSource::Default, |path| {
                     CaSource::Location(path.display().to_string())
                 });
-                tls_fault(&cfg.url.host, cfg.url.port, &ca, "the URL")
-                    .map_or_else(String::new, |words| format!(" ({words})"))
+                let words = tls_fault(&cfg.url.host, cfg.url.port, &ca, "the URL").unwrap_or(plain);
+                format!(" ({words})")
             } else if text.contains("certificate verify failed") {
                 " (the broker's certificate is not signed by ca_file, or by the system's CAs without one)".into()
             } else {
