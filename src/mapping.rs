@@ -3339,8 +3339,10 @@ mod tests {
                 "path = \"h\"\ntime = \"t\"\ncolumns = [\"t\"]\nzone = \"utc\"",
                 "",
                 "history.columns: only the time, \"t\": name a value besides it",
-            ),            (
-                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\", \"b\", \"a\"]\nzone = \"utc\"",
+            ),
+            (
+                "path = \"h\"\ntime = \"t\"\ncolumns = [\"a\", \"t\", \"b\", \"a\"]\n\
+                 zone = \"utc\"",
                 "",
                 "history.columns: \"a\" is column 1 and 4; name each once",
             ),
