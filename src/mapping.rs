@@ -61,6 +61,9 @@ pub struct HistoryTable {
     pub columns: Option<Vec<String>>,
     /// The zone of a text log's date and time, which carries none (with `columns`).
     pub zone: Option<Zone>,
+    /// [`path`](Self::path) split, as [`Table::parse`] leaves it.
+    #[serde(skip)]
+    keys: Vec<String>,
 }
 
 /// A text log's time zone: that of the JavaScript engine that wrote its dates and times.
@@ -75,8 +78,8 @@ pub enum Zone {
 
 impl HistoryTable {
     /// The keys of [`path`](Self::path), outermost first.
-    pub fn keys(&self) -> std::str::Split<'_, char> {
-        self.path.split('.')
+    pub fn keys(&self) -> &[String] {
+        &self.keys
     }
 }
 
@@ -154,7 +157,7 @@ impl Table {
     pub fn parse(text: &str) -> Result<Table, String> {
         let line = |e: &toml::de::Error| crate::config::toml_error(text, e).1;
         let de = toml::Deserializer::parse(text).map_err(|e| line(&e))?;
-        let t: Table = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut t: Table = serde_path_to_error::deserialize(de).map_err(|e| {
             // Written below `[fields]`, a table's own key (text) is taken for a field's
             // (a table): a codec's own field of that name, its entry wrong, is told as any.
             let text_for_field = e.inner().message().starts_with("invalid type: string");
@@ -170,9 +173,13 @@ impl Table {
                 path => format!("{path}: {}", line(e.inner())),
             }
         })?;
+        if let Some(h) = &mut t.history {
+            // Split once: each uplink looks its history up by them.
+            h.keys = h.path.split('.').map(str::to_string).collect();
+        }
         if let Some(h) = &t.history {
             // Nested keys joined with `.`, as `[fields]`' keys; the time is each entry's own.
-            if h.keys().any(|k| k.is_empty() || k.ends_with("[]")) {
+            if h.keys().iter().any(|k| k.is_empty() || k.ends_with("[]")) {
                 return Err(format!(
                     "history.path: {:?} must be the array's key, nested keys joined with a dot, \
                      none empty nor ending in []",
@@ -752,12 +759,12 @@ pub fn map(
                 })
         };
         let history = table.and_then(|t| t.history.as_ref());
-        let keys: Vec<&str> = history.iter().flat_map(|h| h.keys()).collect();
+        let keys = history.map_or(&[][..], HistoryTable::keys);
         let out = (&mut m.data, &mut m.health, &mut m.warnings);
-        walk(object, None, &rule, out, &mut origin, &keys);
-        if let (Some(h), Some(entries)) = (history, value_at(object, &keys)) {
+        walk(object, None, &rule, out, &mut origin, keys);
+        if let (Some(h), Some(entries)) = (history, value_at(object, keys)) {
             if let Some(left) = codec_history(entries, h, &rule, &mut m) {
-                put_at(&mut origin, &keys, left);
+                put_at(&mut origin, keys, left);
             }
         }
     }
@@ -944,30 +951,30 @@ fn measured_at(n: &Map<String, Json>) -> Option<SystemTime> {
 }
 
 /// The value at `keys` in `object`, each key but the last an object's.
-fn value_at<'o>(object: &'o Map<String, Json>, keys: &[&str]) -> Option<&'o Json> {
+fn value_at<'o>(object: &'o Map<String, Json>, keys: &[String]) -> Option<&'o Json> {
     let (last, outer) = keys.split_last()?;
     let inner = outer
         .iter()
-        .try_fold(object, |o, k| o.get(*k)?.as_object())?;
-    inner.get(*last)
+        .try_fold(object, |o, k| o.get(k)?.as_object())?;
+    inner.get(last)
 }
 
 /// `v` into `origin` at `keys`, the objects on the way made where [`walk`] left none (all
 /// their other fields mapped).
-fn put_at(origin: &mut Map<String, Json>, keys: &[&str], v: Json) {
+fn put_at(origin: &mut Map<String, Json>, keys: &[String], v: Json) {
     let Some((last, outer)) = keys.split_last() else {
         return;
     };
     let mut o = origin;
     for k in outer {
-        let inner = o.entry(*k).or_insert_with(|| Json::Object(Map::new()));
+        let inner = o.entry(k).or_insert_with(|| Json::Object(Map::new()));
         // `walk` keeps an object as one.
         let Json::Object(inner) = inner else {
             return;
         };
         o = inner;
     }
-    o.insert((*last).to_string(), v);
+    o.insert(last.clone(), v);
 }
 
 /// A codec's history entry as [`codec_history`] reads it: its fields (an array's object, a
@@ -1189,7 +1196,14 @@ fn history_moment<'a>(
     };
     let mut unmapped = Map::new();
     let out = (&mut moment.data, &mut moment.health, &mut m.warnings);
-    walk(fields, None, rule, out, &mut unmapped, &[h.time.as_str()]);
+    walk(
+        fields,
+        None,
+        rule,
+        out,
+        &mut unmapped,
+        std::slice::from_ref(&h.time),
+    );
     if !unmapped.is_empty() {
         moment.data.insert(ORIGIN.into(), Json::Object(unmapped));
     }
@@ -1349,11 +1363,11 @@ fn walk<'a>(
         &mut Vec<String>,
     ),
     origin: &mut Map<String, Json>,
-    skip: &[&str],
+    skip: &[String],
 ) {
     let (data, health, warnings) = out;
     for (key, v) in obj {
-        if skip == [key.as_str()] {
+        if skip == std::slice::from_ref(key) {
             continue;
         }
         let path = match prefix {

@@ -94,7 +94,8 @@ fn local(t: PrimitiveDateTime) -> Result<i64, &'static str> {
         i32::from(t.second()),
     );
     let u = t.assume_utc().unix_timestamp();
-    let mut found: Vec<i64> = Vec::with_capacity(2);
+    // The first time found, and whether there was a second.
+    let (mut found, mut twice) = (None, false);
     for around in [u - 86_400, u + 86_400] {
         // tm_gmtoff is a C long, 32 bits on some of the Pis' targets.
         #[allow(clippy::useless_conversion)]
@@ -102,7 +103,7 @@ fn local(t: PrimitiveDateTime) -> Result<i64, &'static str> {
             continue;
         };
         let at = u - offset;
-        if found.contains(&at) {
+        if found == Some(at) {
             continue;
         }
         let clock = |tm: libc::tm| {
@@ -111,13 +112,14 @@ fn local(t: PrimitiveDateTime) -> Result<i64, &'static str> {
             )
         };
         if shown(at).is_some_and(|tm| clock(tm) == wanted) {
-            found.push(at);
+            twice = found.is_some();
+            found = found.or(Some(at));
         }
     }
-    match found[..] {
-        [at] => Ok(at),
-        [] => Err("is no local time (the clock skipped it, or out of its range)"),
-        _ => Err("is two local times (the clock went back over it)"),
+    match (found, twice) {
+        (Some(at), false) => Ok(at),
+        (None, _) => Err("is no local time (the clock skipped it, or out of its range)"),
+        (Some(_), true) => Err("is two local times (the clock went back over it)"),
     }
 }
 
