@@ -369,8 +369,10 @@ mod tests {
     }
 
     /// A file over [`MAX_FILE`] counts as none (it is not read whole), and filters in it that
-    /// are not MQTT topic filters (or too long to subscribe to) are dropped: an UNSUBSCRIBE of
-    /// one would have the broker, or rumqttc, drop the connection at every connect.
+    /// hubgate would not subscribe to (`check_filter` refuses them: no MQTT topic filter, or
+    /// too long) are dropped: hubgate never held them, and the UNSUBSCRIBE of one that is no
+    /// topic filter, or of one too long for it, would have the broker, or rumqttc, drop the
+    /// connection at every connect.
     #[tokio::test]
     async fn a_damaged_file_is_bounded_and_its_filters_checked() {
         let dir = tempfile::tempdir().unwrap();
@@ -387,7 +389,8 @@ mod tests {
             "a+",
             "nul\0",
             "",
-            // Its SUBSCRIBE and UNSUBSCRIBE fit in no packet hubgate sends.
+            // Its SUBSCRIBE fits in no packet hubgate sends (check_filter refuses it); its
+            // UNSUBSCRIBE (65,536 bytes) just would.
             &"x".repeat(65528),
         ];
         let bytes = serde_json::to_vec(&saved(filters.map(String::from).into())).unwrap();
