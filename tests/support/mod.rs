@@ -108,10 +108,7 @@ fn unused_port(pick: impl Fn() -> u16) -> u16 {
 /// A unique suffix for group ids, client ids, topic names.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = since_epoch().as_nanos();
     format!(
         "{prefix}-{}-{}-{nanos}",
         std::process::id(),
@@ -203,9 +200,7 @@ impl Certs {
             key,
         }
     }
-}
 
-impl Certs {
     /// A client certificate (`CN=name`, clientAuth) signed by this CA, with its key (SEC1
     /// "EC PRIVATE KEY" PEM, mode 0600), written next to the CA: (certificate, key).
     pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
@@ -271,9 +266,7 @@ impl Certs {
         fs::set_permissions(dir.join(&key), fs::Permissions::from_mode(0o600)).expect("chmod");
         (dir.join(crt), dir.join(key))
     }
-}
 
-impl Certs {
     /// A server certificate for `name` (`CN=name`, subjectAltName `DNS:name`) that names this
     /// CA as its issuer but is signed by a key of its own, with no authorityKeyIdentifier to
     /// tell it from the CA's: a forgery, written next to the CA as `forged-{name}.*`.
@@ -318,10 +311,7 @@ impl Certs {
         let mut subject = X509NameBuilder::new().unwrap();
         subject.append_entry_by_nid(Nid::COMMONNAME, name).unwrap();
         // Unique enough among a test's certificates.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("a clock after 1970")
-            .subsec_nanos();
+        let nanos = since_epoch().subsec_nanos();
         let serial: Asn1Integer = BigNum::from_u32(nanos + 1)
             .and_then(|n| n.to_asn1_integer())
             .unwrap();
@@ -362,10 +352,14 @@ impl Certs {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    since_epoch().as_secs() as i64
+}
+
+/// The time since the Unix epoch by the system clock.
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .expect("a clock after 1970")
-        .as_secs() as i64
 }
 
 /// Sign the request `csr` with the test CA in `dir`, with the extensions in `ext`.
