@@ -26,6 +26,24 @@ fn broker(dir: &Path, certs: &Certs, plain: u16) -> Mosquitto {
     )
 }
 
+/// A broker in `dir` whose certificate, signed by the trusted CA, is for `other.example`:
+/// the CA's certificates, a client certificate with its key, the broker.
+fn other_name_broker(dir: &Path) -> (Certs, (PathBuf, PathBuf), Mosquitto) {
+    let certs = Certs::generate(&dir.join("certs"));
+    let client = certs.client("hubgate");
+    let other_name = certs.server_for("other.example", "DNS:other.example");
+    let mqtt = broker(&dir.join("mqtt"), &other_name, free_port());
+    (certs, client, mqtt)
+}
+
+/// `line` is a failed step that quotes `reason` (OpenSSL's) and ends with ` (hint)`.
+fn fails_with(line: &str, reason: &str, hint: &str) {
+    assert!(
+        line.starts_with("FAIL ") && line.contains(reason) && line.ends_with(&format!(" ({hint})")),
+        "{line}"
+    );
+}
+
 /// An `mqtts://localhost` source with the `tls` keys, a stdout sink.
 fn config(dir: &Path, port: u16, tls: &str) -> String {
     format!(
@@ -120,10 +138,7 @@ async fn uplinks_arrive_over_tls_with_a_client_certificate() {
 fn doctor_explains_a_name_mismatch_its_own_handshake_cannot_look_into() {
     use std::net::{TcpListener, TcpStream};
     let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::generate(&dir.path().join("certs"));
-    let client = certs.client("hubgate");
-    let other_name = certs.server_for("other.example", "DNS:other.example");
-    let mqtt = broker(&dir.path().join("mqtt"), &other_name, free_port());
+    let (certs, client, mqtt) = other_name_broker(dir.path());
     let once = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = once.local_addr().unwrap().port();
     let broker_port = mqtt.port();
@@ -144,14 +159,11 @@ fn doctor_explains_a_name_mismatch_its_own_handshake_cannot_look_into() {
     let text = config(dir.path(), port, &tls_keys(&certs.ca, Some(&client)))
         .replace("mqtts://localhost:", "mqtts://127.0.0.1:");
     let line = doctor_mqtt_line(dir.path(), "once.toml", &text);
-    assert!(
-        line.starts_with("FAIL ")
-            && line.contains("IP address mismatch")
-            && line.ends_with(
-                " (the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
-                 subjectAltName): use a name it holds in the URL, or add the IP to it)"
-            ),
-        "{line}"
+    fails_with(
+        &line,
+        "IP address mismatch",
+        "the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
+         subjectAltName): use a name it holds in the URL, or add the IP to it",
     );
     forward.join().unwrap();
 }
@@ -213,48 +225,38 @@ fn tls_files_are_checked_when_the_config_is_loaded() {
 #[test]
 fn doctor_names_the_host_a_certificate_does_not_name() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::generate(&dir.path().join("certs"));
-    let client = certs.client("hubgate");
-    let other_name = certs.server_for("other.example", "DNS:other.example");
-    let mqtt = broker(&dir.path().join("mqtt"), &other_name, free_port());
+    let (certs, client, mqtt) = other_name_broker(dir.path());
     let text = config(dir.path(), mqtt.port(), &tls_keys(&certs.ca, Some(&client)));
     let line = doctor_mqtt_line(dir.path(), "other-name.toml", &text);
-    assert!(
-        line.starts_with("FAIL ")
-            && line.contains("hostname mismatch")
-            && line.ends_with(
-                " (the broker's certificate does not name localhost, only other.example: use a \
-                 name it holds in the URL, or have the certificate made for localhost)"
-            ),
-        "{line}"
+    fails_with(
+        &line,
+        "hostname mismatch",
+        "the broker's certificate does not name localhost, only other.example: use a name it \
+         holds in the URL, or have the certificate made for localhost",
     );
     // By IP address OpenSSL checks the certificate's IP subjectAltNames, and says so.
     let by_ip = text.replace("mqtts://localhost:", "mqtts://127.0.0.1:");
     assert_ne!(by_ip, text);
     let line = doctor_mqtt_line(dir.path(), "other-ip.toml", &by_ip);
-    assert!(
-        line.starts_with("FAIL mqtt mqtts://127.0.0.1:")
-            && line.contains("IP address mismatch")
-            && line.ends_with(
-                " (the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
-                 subjectAltName), only other.example: use a name it holds in the URL, or add the \
-                 IP to it)"
-            ),
-        "{line}"
+    assert!(line.starts_with("FAIL mqtt mqtts://127.0.0.1:"), "{line}");
+    fails_with(
+        &line,
+        "IP address mismatch",
+        "the broker's certificate does not hold the IP address 127.0.0.1 (an IP \
+         subjectAltName), only other.example: use a name it holds in the URL, or add the IP to it",
     );
     drop(mqtt);
     let forged = certs.forged_for("other.example");
     let mqtt = broker(&dir.path().join("forged"), &forged, free_port());
     let text = config(dir.path(), mqtt.port(), &tls_keys(&certs.ca, Some(&client)));
     let line = doctor_mqtt_line(dir.path(), "forged.toml", &text);
-    assert!(
-        line.starts_with("FAIL ")
-            && line.contains("hostname mismatch")
-            && line.ends_with(&format!(
-                " (certificate not trusted: certificate signature failure (CA {}; a wrong clock \
-                 breaks this too))",
-                certs.ca.display()
-            )),
-        "{line}"
+    fails_with(
+        &line,
+        "hostname mismatch",
+        &format!(
+            "certificate not trusted: certificate signature failure (CA {}; a wrong clock \
+             breaks this too)",
+            certs.ca.display()
+        ),
     );
 }
