@@ -321,10 +321,10 @@ impl Certs {
         b.set_subject_name(&subject.build()).unwrap();
         b.set_issuer_name(ca.subject_name()).unwrap();
         b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::from_unix(valid.0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(valid.1).unwrap())
-            .unwrap();
+        // time_t is 32 bits on some of the Pis' targets.
+        let at = |secs: i64| Asn1Time::from_unix(libc::time_t::try_from(secs).unwrap()).unwrap();
+        b.set_not_before(&at(valid.0)).unwrap();
+        b.set_not_after(&at(valid.1)).unwrap();
         b.append_extension(BasicConstraints::new().critical().build().unwrap())
             .unwrap();
         b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
