@@ -382,10 +382,25 @@ pub struct Buffer {
     /// This boot's id ([`crate::clock::boot_id`]), kept with the frames a session accepted
     /// last ([`Buffer::save_copies`]).
     boot_id: Option<u128>,
-    /// Test only: where each record the buffer drops is named as its drop is counted
-    /// ([`Buffer::log_drops`]).
+    /// Drops of records the sink holds (in flight), by sequence number: counted only once
+    /// the record is known not to be delivered ([`Buffer::count_drop`]), forgotten if it is
+    /// ([`Buffer::forget_drop`]). One per record in flight at most.
+    held_drops: HashMap<u64, HeldDrop>,
+    /// Test only: where each record the buffer drops is named, with its sequence number, as
+    /// its drop is counted ([`Buffer::log_drops`]).
     #[cfg(test)]
-    drop_log: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    drop_log: Option<DropLog>,
+}
+
+/// Test only: the records dropped, each as (sequence number, name) ([`Buffer::log_drops`]).
+#[cfg(test)]
+pub type DropLog = Arc<std::sync::Mutex<Vec<(u64, String)>>>;
+
+/// The drop of a record the sink held when the buffer let it go (evicted by `drop_oldest`,
+/// refused by `drop_newest` or for want of room): why, and the log's words for it.
+struct HeldDrop {
+    full: Full,
+    what: String,
 }
 
 /// Reads failing for a reason that says something about the data, one after the other.
@@ -431,6 +446,7 @@ impl Buffer {
             unreadable: None,
             key_prints: HashMap::new(),
             boot_id: None,
+            held_drops: HashMap::new(),
             #[cfg(test)]
             drop_log: None,
         };
@@ -534,7 +550,21 @@ impl Buffer {
         Ok(self.store.seqs_back(1)?.first().copied())
     }
 
+    /// [`Buffer::push_beside`] with no record in flight.
     pub fn push(&mut self, seq: u64, rec: &Record) -> Result<Pushed, BufferError> {
+        self.push_beside(seq, rec, |_| false)
+    }
+
+    /// Store record `seq`, or apply `when_full`. `in_flight` tells the records the sink holds
+    /// (sent, not reported yet): one of them that `when_full` drops (`seq` itself, or an
+    /// older one `drop_oldest` evicts) may still be delivered, so its drop is counted only
+    /// once it is known not to be ([`Buffer::count_drop`]).
+    pub fn push_beside(
+        &mut self,
+        seq: u64,
+        rec: &Record,
+        in_flight: impl Fn(u64) -> bool,
+    ) -> Result<Pushed, BufferError> {
         let value = encode(rec);
         let need = value.len() as u64;
         if need > self.max_bytes || need > u64::from(segments::MAX_VALUE) {
@@ -546,9 +576,12 @@ impl Buffer {
         // Not even an empty buffer would hold it while the disk is low: the buffer is not
         // emptied for it, and `block` waits (space may come back).
         if need > cap && self.when_full != WhenFull::Block {
+            let sending = in_flight(seq);
             #[cfg(test)]
-            self.note_drop(|| rec.id.clone());
-            self.dropped(
+            self.note_drop_unless(sending, seq, || rec.id.clone());
+            self.drop_or_hold(
+                seq,
+                sending,
                 full,
                 format_args!(
                     "no room for record {} ({need} bytes, room {cap}): dropped",
@@ -561,9 +594,12 @@ impl Buffer {
             match self.when_full {
                 WhenFull::Block => return Ok(Pushed::Full),
                 WhenFull::DropNewest => {
+                    let sending = in_flight(seq);
                     #[cfg(test)]
-                    self.note_drop(|| rec.id.clone());
-                    self.dropped(
+                    self.note_drop_unless(sending, seq, || rec.id.clone());
+                    self.drop_or_hold(
+                        seq,
+                        sending,
                         full,
                         format_args!("dropped new record {} of {}", rec.id, rec.key),
                     );
@@ -571,9 +607,12 @@ impl Buffer {
                 }
                 WhenFull::DropOldest => {
                     let Some(old) = self.store.first_seq()? else {
+                        let sending = in_flight(seq);
                         #[cfg(test)]
-                        self.note_drop(|| rec.id.clone());
-                        self.dropped(
+                        self.note_drop_unless(sending, seq, || rec.id.clone());
+                        self.drop_or_hold(
+                            seq,
+                            sending,
                             full,
                             format_args!(
                                 "nothing older to drop: dropped record {} ({need} bytes)",
@@ -582,11 +621,17 @@ impl Buffer {
                         );
                         return Ok(Pushed::Dropped);
                     };
+                    let sending = in_flight(old);
                     #[cfg(test)]
-                    self.note_drop(|| self.id_of(old));
+                    self.note_drop_unless(sending, old, || self.id_of(old));
+                    self.drop_or_hold(
+                        old,
+                        sending,
+                        full,
+                        format_args!("dropped oldest record #{old}"),
+                    );
                     self.store.remove(old)?;
                     self.left(old);
-                    self.dropped(full, format_args!("dropped oldest record #{old}"));
                 }
             }
         }
@@ -608,25 +653,69 @@ impl Buffer {
         self.when_full == WhenFull::Block
     }
 
-    /// Count a record no buffer of this configuration holds ([`Pushed::TooLarge`]) as
-    /// dropped: `buffer_full`, as the room it lacks is the configured one.
-    pub fn drop_too_large(&self, id: &str, bytes: u64) {
-        #[cfg(test)]
-        self.note_drop(|| id.to_owned());
-        if bytes > u64::from(segments::MAX_VALUE) {
-            self.dropped(
+    /// Count record `seq`, which no buffer of this configuration holds ([`Pushed::TooLarge`]),
+    /// as dropped: `buffer_full`, as the room it lacks is the configured one. One the sink
+    /// holds (`in_flight`) is counted only once it is known not to be delivered
+    /// ([`Buffer::count_drop`]).
+    pub fn drop_too_large(&mut self, seq: u64, id: &str, bytes: u64, in_flight: bool) {
+        let max = u64::from(segments::MAX_VALUE);
+        let (full, over) = if bytes > max {
+            (
                 Full::TooLarge,
-                format_args!(
-                    "record {id} ({bytes} bytes) is over the largest the buffer holds ({}): dropped",
-                    segments::MAX_VALUE
-                ),
-            );
+                format!("the largest the buffer holds ({max})"),
+            )
         } else {
-            self.dropped(
-                Full::Cap,
-                format_args!("record {id} ({bytes} bytes) is over max_bytes: dropped"),
-            );
+            (Full::Cap, "max_bytes".to_owned())
+        };
+        #[cfg(test)]
+        self.note_drop_unless(in_flight, seq, || id.to_owned());
+        self.drop_or_hold(
+            seq,
+            in_flight,
+            full,
+            format_args!("record {id} ({bytes} bytes) is over {over}: dropped"),
+        );
+    }
+
+    /// Count the drop of record `seq`, or, while the sink holds it (`in_flight`), keep it to
+    /// count once the record is known not to be delivered.
+    fn drop_or_hold(&mut self, seq: u64, in_flight: bool, full: Full, what: std::fmt::Arguments) {
+        if in_flight {
+            let what = what.to_string();
+            self.held_drops.insert(seq, HeldDrop { full, what });
+        } else {
+            self.dropped(full, what);
         }
+    }
+
+    /// Record `seq`, in flight when the buffer dropped it, was delivered after all: its drop
+    /// is not counted.
+    pub fn forget_drop(&mut self, seq: u64) {
+        self.held_drops.remove(&seq);
+    }
+
+    /// Record `seq` (its id `id`), in flight when the buffer dropped it, will not be
+    /// delivered (the sink failed or refused it, or this run gave up on its report): counted
+    /// as dropped now, with the reason the buffer had.
+    pub fn count_drop(&mut self, seq: u64, id: &str) {
+        let Some(held) = self.held_drops.remove(&seq) else {
+            return;
+        };
+        #[cfg(test)]
+        self.note_drop(seq, || id.to_owned());
+        self.dropped(
+            held.full,
+            format_args!(
+                "{} (record {id}, in flight then: the sink did not confirm it)",
+                held.what
+            ),
+        );
+    }
+
+    /// Test only: whether the drop of record `seq` waits for its sink's report.
+    #[cfg(test)]
+    pub fn holds_drop(&self, seq: u64) -> bool {
+        self.held_drops.contains_key(&seq)
     }
 
     /// The byte cap for the next record: the configured one, or, while the disk is down to
@@ -667,21 +756,30 @@ impl Buffer {
         self.min_free.saturating_add(given_back)
     }
 
-    /// Test only: from now on, every record the buffer drops is named in `log` as its drop
-    /// is counted (full, too large, damaged), and so is each one the ledger drops from it
-    /// as expired ([`Buffer::note_drop`]). A record is named by its id; one whose body
-    /// cannot be read or decoded, by `#` and its sequence number.
+    /// Test only: from now on, every record the buffer drops is named in `log`, with its
+    /// sequence number, as its drop is counted (full, too large, damaged), and so is each one
+    /// the ledger drops from it as expired ([`Buffer::note_drop`]). A record is named by its
+    /// id; one whose body cannot be read or decoded, by `#` and its sequence number.
     #[cfg(test)]
-    pub fn log_drops(&mut self, log: Arc<std::sync::Mutex<Vec<String>>>) {
+    pub fn log_drops(&mut self, log: DropLog) {
         self.drop_log = Some(log);
     }
 
-    /// Test only: name a dropped record in the log [`Buffer::log_drops`] set, if any.
+    /// Test only: name dropped record `seq` in the log [`Buffer::log_drops`] set, if any.
     #[cfg(test)]
-    pub(crate) fn note_drop(&self, name: impl FnOnce() -> String) {
+    pub(crate) fn note_drop(&self, seq: u64, name: impl FnOnce() -> String) {
         if let Some(log) = &self.drop_log {
             let name = name();
-            log.lock().unwrap().push(name);
+            log.lock().unwrap().push((seq, name));
+        }
+    }
+
+    /// Test only: [`Buffer::note_drop`], unless the drop is `held` for the record's report
+    /// ([`Buffer::count_drop`] names it if it is counted).
+    #[cfg(test)]
+    fn note_drop_unless(&self, held: bool, seq: u64, name: impl FnOnce() -> String) {
+        if !held {
+            self.note_drop(seq, name);
         }
     }
 
@@ -837,7 +935,7 @@ impl Buffer {
                     Ok(rec) => out.push((seq, rec)),
                     Err(e) => {
                         #[cfg(test)]
-                        self.note_drop(|| format!("#{seq}"));
+                        self.note_drop(seq, || format!("#{seq}"));
                         self.metrics.dropped_corrupt.inc();
                         log::error!("buffered record #{seq} is damaged ({e}): skipped and removed");
                         self.store.remove(seq)?;
@@ -888,7 +986,7 @@ impl Buffer {
                         return Ok(None);
                     }
                     #[cfg(test)]
-                    self.note_drop(|| format!("#{seq}"));
+                    self.note_drop(seq, || format!("#{seq}"));
                     self.metrics.dropped_corrupt.inc();
                     log::error!("buffered record #{seq} could not be read for {}s ({why}): taken for damage and removed", UNREADABLE_FOR.as_secs());
                     self.store.remove(seq)?;
@@ -1730,7 +1828,7 @@ mod tests {
         };
         let bytes = encode(&huge).len() as u64;
         assert_eq!(b.push(0, &huge).unwrap(), Pushed::TooLarge { bytes });
-        b.drop_too_large(&huge.id, bytes);
+        b.drop_too_large(0, &huge.id, bytes, false);
         assert_eq!((m.dropped_full.get(), b.len()), (1, 0));
         assert_eq!(b.push(1, &rec(1)).unwrap(), Pushed::Stored);
         assert_eq!(seqs(&mut b), vec![1]);
@@ -1776,7 +1874,7 @@ mod tests {
         disk.set_disk_free(10);
         assert_eq!(b.push(0, &big).unwrap(), Pushed::TooLarge { bytes });
         assert_eq!(seqs(&mut b), vec![1], "emptied for it");
-        b.drop_too_large(&big.id, bytes);
+        b.drop_too_large(0, &big.id, bytes, false);
         assert_eq!((m.dropped_full.get(), m.dropped_disk_full.get()), (1, 0));
     }
 

@@ -469,6 +469,7 @@ impl Forwarder {
             }
         }
         self.settle(&mut inp.deliveries, true)?;
+        self.ledger.stopped();
         self.ledger.commit(Instant::now(), true)?;
         let lost = self.ledger.unbuffered();
         if lost > 0 {

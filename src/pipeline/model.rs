@@ -37,15 +37,17 @@
 //! each run from the counter the store kept. A counter kept before its frame's records are
 //! durable turns a crash's redelivery into a replay: acknowledged, and lost.
 //!
-//! The buffer names each record it drops as it counts the drop (full buffer, expired,
-//! damaged; over all restarts), and every drop counted must be named. After every step:
-//! nothing acknowledged is lost (every record of it delivered, or in the flushed buffer, or
-//! dead-lettered) but records the buffer dropped, compared by id (a record evicted while in
-//! flight and then delivered is counted as dropped too, so counts would let another go
-//! missing), and memory stays bounded. At the end, once the sink heals: every record is
-//! delivered or dead-lettered but those dropped, nothing is stuck, duplicates stay within
-//! the stated bound, and, unless a timeout in the producer let it go on, each device's
-//! records that were never dropped were first delivered in order.
+//! The buffer names each record it drops, with its sequence number, as it counts the drop
+//! (full buffer, expired, damaged; over all restarts), and every drop counted must be named.
+//! A record the buffer drops while the sink holds it (`drop_oldest` evicting it, say) is
+//! counted once the sink fails it or the run gives up on its report, not if the sink
+//! confirms it; a crash before either leaves it uncounted, and it may be lost. After every
+//! step: nothing acknowledged is
+//! lost (every record of it delivered, or in the flushed buffer, or dead-lettered) but records
+//! the buffer dropped or a crash cut short so, compared by id, and memory stays bounded. At
+//! the end, once the sink heals: every record is delivered or dead-lettered but those, nothing
+//! is stuck, duplicates stay within the stated bound, and, unless a timeout in the producer let
+//! it go on, each device's records that were never dropped were first delivered in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -689,9 +691,12 @@ struct World {
     log_at_end: Option<BTreeSet<Rec>>,
     /// Drops counted by the runs before this one.
     drops_before: u64,
-    /// The records every run's buffer dropped, named as each drop was counted
-    /// ([`Buffer::log_drops`]).
-    drop_log: Arc<Mutex<Vec<String>>>,
+    /// The records every run's buffer dropped, named with their sequence numbers as each
+    /// drop was counted ([`Buffer::log_drops`]).
+    drop_log: buffer::DropLog,
+    /// Records the buffer dropped while the sink held them, whose report a crash cut short:
+    /// neither counted nor known to be delivered.
+    cut_short: BTreeSet<Rec>,
     /// A record timed out in the producer, which went on: the order is not promised.
     timed_out: bool,
 }
@@ -726,6 +731,7 @@ impl World {
             log_at_end: None,
             drops_before: 0,
             drop_log: Arc::default(),
+            cut_short: BTreeSet::new(),
             timed_out: false,
         };
         w.start();
@@ -845,7 +851,7 @@ impl World {
             names
         );
         let mut dropped = BTreeSet::new();
-        for name in names {
+        for (_, name) in names {
             let r = rec_named(&name);
             prop_assert!(
                 r.is_some(),
@@ -855,6 +861,16 @@ impl World {
             dropped.extend(r);
         }
         Ok(dropped)
+    }
+
+    /// What may be lost: the records dropped, those whose drop a crash cut short, and those
+    /// whose drop waits for the sink's report (in flight: confirmed, or counted, later).
+    fn may_be_lost(&self) -> Result<BTreeSet<Rec>, TestCaseError> {
+        let mut lost = self.dropped()?;
+        lost.extend(&self.cut_short);
+        let held = self.agent.as_ref().map(|a| a.ledger.drops_held());
+        lost.extend(held.iter().flatten().filter_map(|id| rec_named(id)));
+        Ok(lost)
     }
 
     fn agent(&mut self) -> &mut Agent {
@@ -1030,6 +1046,7 @@ impl World {
                     }
                 }
                 self.settle(true);
+                self.ledger().stopped();
                 let now = self.now;
                 let outcome = self.ledger().commit(now, true);
                 if outcome.is_err() {
@@ -1090,6 +1107,9 @@ impl World {
     }
 
     fn crash(&mut self, written: bool) {
+        let held = self.ledger().drops_held();
+        self.cut_short
+            .extend(held.iter().filter_map(|id| rec_named(id)));
         {
             let mut b = self.broker.lock().unwrap();
             self.log_at_end = Some(b.log.iter().copied().collect());
@@ -1121,11 +1141,11 @@ impl World {
     }
 
     /// Acknowledged means every record of the uplink delivered or durable in the buffer, but
-    /// for those the buffer dropped.
+    /// for those the buffer dropped ([`World::may_be_lost`]).
     fn check_acked_are_durable(&self) -> Result<(), TestCaseError> {
         let durable = self.disk.lock().unwrap().durable();
         let log: BTreeSet<Rec> = self.broker.lock().unwrap().log.iter().copied().collect();
-        let dropped = self.dropped()?;
+        let dropped = self.may_be_lost()?;
         let lost: Vec<Rec> = self
             .acked
             .iter()
@@ -1134,7 +1154,7 @@ impl World {
             .collect();
         prop_assert!(
             lost.is_empty(),
-            "acknowledged, then lost, not dropped: {}; dropped: {}",
+            "acknowledged, then lost, not dropped: {}; dropped (or cut short): {}",
             ids(&lost),
             ids(&dropped)
         );
@@ -1220,14 +1240,14 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let b = w.broker.lock().unwrap();
     let dead = w.disk.lock().unwrap().dead_lettered();
     let delivered: BTreeSet<Rec> = b.log.iter().copied().collect();
-    let dropped = w.dropped()?;
+    let dropped = w.may_be_lost()?;
     let missing: Vec<Rec> = (0..w.next_uplink)
         .flat_map(records_of)
         .filter(|r| !delivered.contains(r) && !dead.contains(r) && !dropped.contains(r))
         .collect();
     prop_assert!(
         missing.is_empty(),
-        "never delivered, not dropped: {}; dropped: {}",
+        "never delivered, not dropped: {}; dropped (or cut short): {}",
         ids(&missing),
         ids(&dropped)
     );
