@@ -42,7 +42,8 @@
 //! A record the buffer drops while the sink holds it (`drop_oldest` evicting it, say) is
 //! counted once the sink fails it or the run gives up on its report, not if the sink
 //! confirms it; a crash before either leaves it uncounted, and it may be lost. After every
-//! step: nothing acknowledged is
+//! step: no record counted as dropped was confirmed to the ledger (the same record: same run,
+//! same sequence number; a copy the source sends again is another), nothing acknowledged is
 //! lost (every record of it delivered, or in the flushed buffer, or dead-lettered) but records
 //! the buffer dropped or a crash cut short so, compared by id, and memory stays bounded. At
 //! the end, once the sink heals: every record is delivered or dead-lettered but those, nothing
@@ -694,6 +695,10 @@ struct World {
     /// The records every run's buffer dropped, named with their sequence numbers as each
     /// drop was counted ([`Buffer::log_drops`]).
     drop_log: buffer::DropLog,
+    /// Where each run's drops start in `drop_log`, by run.
+    run_starts: Vec<usize>,
+    /// The records whose confirmation a run's ledger took: (run, sequence number).
+    confirmed: BTreeSet<(usize, u64)>,
     /// Records the buffer dropped while the sink held them, whose report a crash cut short:
     /// neither counted nor known to be delivered.
     cut_short: BTreeSet<Rec>,
@@ -731,6 +736,8 @@ impl World {
             log_at_end: None,
             drops_before: 0,
             drop_log: Arc::default(),
+            run_starts: Vec::new(),
+            confirmed: BTreeSet::new(),
             cut_short: BTreeSet::new(),
             timed_out: false,
         };
@@ -758,6 +765,7 @@ impl World {
         let store = ModelStore(self.disk.clone());
         let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
         buffer.log_drops(self.drop_log.clone());
+        self.run_starts.push(self.drop_log.lock().unwrap().len());
         let kept = buffer.fcnts().expect("the model store does not fail reads");
         self.fcnt = kept.iter().map(|k| k.fcnt).max();
         let (report_tx, reports) = unbounded_channel();
@@ -840,7 +848,8 @@ impl World {
     }
 
     /// The records dropped so far (by every run), each named as its drop was counted: one
-    /// name per drop counted, each a record of the model's.
+    /// name per drop counted, each a record of the model's, none confirmed to the run that
+    /// counted it.
     fn dropped(&self) -> Result<BTreeSet<Rec>, TestCaseError> {
         let names = self.drop_log.lock().unwrap().clone();
         let counted = self.drops();
@@ -851,7 +860,14 @@ impl World {
             names
         );
         let mut dropped = BTreeSet::new();
-        for (_, name) in names {
+        for (i, (seq, name)) in names.into_iter().enumerate() {
+            let run = self.run_starts.partition_point(|&start| start <= i) - 1;
+            prop_assert!(
+                !self.confirmed.contains(&(run, seq)),
+                "record {} (#{}) counted as dropped, and its sink confirmed it",
+                name,
+                seq
+            );
             let r = rec_named(&name);
             prop_assert!(
                 r.is_some(),
@@ -899,8 +915,12 @@ impl World {
 
     fn take_reports(&mut self) {
         let now = self.now;
-        let agent = self.agent();
+        let run = self.run_starts.len() - 1;
+        let agent = self.agent.as_mut().expect("running");
         while let Ok(d) = agent.reports.try_recv() {
+            if d.result.is_ok() {
+                self.confirmed.insert((run, d.seq));
+            }
             agent.ledger.delivered(d, now).expect("no read errors");
         }
     }
