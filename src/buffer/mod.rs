@@ -621,17 +621,21 @@ impl Buffer {
                         );
                         return Ok(Pushed::Dropped);
                     };
+                    // Counted (or held) once it is gone: a removal the store refuses is tried
+                    // again, and the record must not count once per try.
+                    #[cfg(test)]
+                    let old_id = self.id_of(old);
+                    self.store.remove(old)?;
+                    self.left(old);
                     let sending = in_flight(old);
                     #[cfg(test)]
-                    self.note_drop_unless(sending, old, || self.id_of(old));
+                    self.note_drop_unless(sending, old, || old_id);
                     self.drop_or_hold(
                         old,
                         sending,
                         full,
                         format_args!("dropped oldest record #{old}"),
                     );
-                    self.store.remove(old)?;
-                    self.left(old);
                 }
             }
         }
@@ -1815,6 +1819,42 @@ mod tests {
         assert_eq!(seqs(&mut b), vec![2, 3, 4]);
         assert_eq!(m.dropped_full.get(), 2);
         assert_eq!(m.buffer_records.get(), 3);
+    }
+
+    /// An eviction whose removal the store refuses counts nothing: the push fails, is tried
+    /// again, and the record evicted at last is counted once, not once per try. One the sink
+    /// holds is held once for its report, and not before it is gone.
+    #[test]
+    fn an_eviction_whose_removal_fails_is_counted_once_it_is_removed() {
+        let one = encode(&rec(0)).len() as u64;
+        for sending in [false, true] {
+            let store = MemoryStore::default();
+            let (mut b, m) = buffer_on(store.clone(), one * 2, WhenFull::DropOldest);
+            for i in 0..2 {
+                assert_eq!(b.push(i as u64, &rec(i)).unwrap(), Pushed::Stored);
+            }
+            let in_flight = |s| sending && s == 0;
+            store.set_removes_fail(true);
+            for _ in 0..2 {
+                assert!(b.push_beside(2, &rec(2), in_flight).is_err());
+                assert_eq!(m.dropped_full.get(), 0, "sending {sending}");
+                assert!(!b.holds_drop(0), "sending {sending}");
+            }
+            store.set_removes_fail(false);
+            assert_eq!(
+                b.push_beside(2, &rec(2), in_flight).unwrap(),
+                Pushed::Stored
+            );
+            assert_eq!(seqs(&mut b), vec![1, 2]);
+            assert_eq!(
+                m.dropped_full.get(),
+                u64::from(!sending),
+                "sending {sending}"
+            );
+            assert_eq!(b.holds_drop(0), sending);
+            b.count_drop(0, "id-0");
+            assert_eq!(m.dropped_full.get(), 1, "sending {sending}");
+        }
     }
 
     /// A record over the largest value a segment entry holds is never waited for, whatever
