@@ -682,10 +682,18 @@ impl Buffer {
     }
 
     /// Count the drop of record `seq`, or, while the sink holds it (`in_flight`), keep it to
-    /// count once the record is known not to be delivered.
+    /// count once the record is known not to be delivered. A held one is logged at once all
+    /// the same (rate-limited with the drops of its reason): the hold is only in memory, and
+    /// a crash before the sink's report would leave no trace of it otherwise.
     fn drop_or_hold(&mut self, seq: u64, in_flight: bool, full: Full, what: std::fmt::Arguments) {
         if in_flight {
             let what = what.to_string();
+            self.log_drop(
+                full,
+                format_args!(
+                    "{what} while in flight: counted as dropped unless the sink confirms it"
+                ),
+            );
             self.held_drops.insert(seq, HeldDrop { full, what });
         } else {
             self.dropped(full, what);
@@ -798,32 +806,32 @@ impl Buffer {
             .map_or_else(|| format!("#{seq}"), |r| r.id)
     }
 
-    /// Count a drop; the log gets the first one of a reason at once, then one line per
-    /// interval with the count (a full disk must not fill up with log lines too).
+    /// Count a drop, and log it ([`Buffer::log_drop`]).
     fn dropped(&self, full: Full, what: std::fmt::Arguments) {
+        match full {
+            Full::Cap | Full::TooLarge => self.metrics.dropped_full.inc(),
+            Full::Disk => self.metrics.dropped_disk_full.inc(),
+        }
+        self.log_drop(full, what);
+    }
+
+    /// Log a drop under its reason: the first one at once, then one line per interval with
+    /// the count (a full disk must not fill up with log lines too).
+    fn log_drop(&self, full: Full, what: std::fmt::Arguments) {
         let level = log::Level::Warn;
         match full {
-            Full::Cap => {
-                self.metrics.dropped_full.inc();
-                self.metrics.log_limited(level, "buffer_full", || {
-                    format!(
-                        "buffer full ({} bytes, reason buffer_full): {what}",
-                        self.max_bytes
-                    )
-                });
-            }
-            Full::Disk => {
-                self.metrics.dropped_disk_full.inc();
-                self.metrics.log_limited(level, "disk_full", || {
-                    format!("disk full (reason disk_full): {what}")
-                });
-            }
-            Full::TooLarge => {
-                self.metrics.dropped_full.inc();
-                self.metrics.log_limited(level, "buffer_full", || {
-                    format!("too large for the buffer (reason buffer_full): {what}")
-                });
-            }
+            Full::Cap => self.metrics.log_limited(level, "buffer_full", || {
+                format!(
+                    "buffer full ({} bytes, reason buffer_full): {what}",
+                    self.max_bytes
+                )
+            }),
+            Full::Disk => self.metrics.log_limited(level, "disk_full", || {
+                format!("disk full (reason disk_full): {what}")
+            }),
+            Full::TooLarge => self.metrics.log_limited(level, "buffer_full", || {
+                format!("too large for the buffer (reason buffer_full): {what}")
+            }),
         }
     }
 

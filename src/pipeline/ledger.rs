@@ -2091,10 +2091,10 @@ pub(super) mod tests {
     }
 
     /// Under `drop_oldest`, a record the drain handed to the sink and a newer record then
-    /// evicted from the full buffer is counted as dropped (and logged) only once it is known
-    /// not to be delivered: the sink failed it, refused it for good (dead-lettered too),
-    /// started over without a report on it, or the run stopped without one. Not when the sink
-    /// confirms it.
+    /// evicted from the full buffer is logged at once as evicted in flight, but counted as
+    /// dropped only once it is known not to be delivered: the sink failed it, refused it for
+    /// good (dead-lettered too), started over without a report on it, or the run stopped
+    /// without one. Not when the sink confirms it.
     #[test]
     fn a_record_evicted_while_in_flight_is_dropped_only_if_not_delivered() {
         let fresh = |n| Record {
@@ -2127,6 +2127,15 @@ pub(super) mod tests {
                 metrics.dropped_full.get(),
                 0,
                 "{how}: counted while in flight"
+            );
+            let logged = metrics.recent_problems().into_iter().map(|w| w.line);
+            assert_eq!(
+                logged.collect::<Vec<_>>(),
+                [format!(
+                    "buffer full ({} bytes, reason buffer_full): dropped oldest record #0 while in flight: counted as dropped unless the sink confirms it",
+                    cfg.max_bytes
+                )],
+                "{how}: the eviction is logged at once"
             );
             let report = reports.try_recv().unwrap();
             assert_eq!(report.seq, 0);
