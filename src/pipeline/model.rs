@@ -903,12 +903,16 @@ impl World {
         self.exit_on_sync_failure(outcome);
     }
 
-    /// A failed sync ends the forwarder, and hubgate exits: as a crash, what the producer
-    /// held may or may not have been written.
+    /// A failed sync ends the forwarder, which counts the drops held for the records in
+    /// flight as it ends, and hubgate exits: as a crash, what the producer held may or may
+    /// not have been written.
     fn exit_on_sync_failure(&mut self, outcome: Result<(), BufferError>) {
         match outcome {
             Ok(()) => {}
-            Err(BufferError::SyncFailed(_)) => self.crash(false),
+            Err(BufferError::SyncFailed(_)) => {
+                self.ledger().stopped();
+                self.crash(false);
+            }
             Err(e) => panic!("the model store fails nothing but flushes: {e}"),
         }
     }
@@ -1066,12 +1070,12 @@ impl World {
                     }
                 }
                 self.settle(true);
-                self.ledger().stopped();
                 let now = self.now;
                 let outcome = self.ledger().commit(now, true);
                 if outcome.is_err() {
                     return self.exit_on_sync_failure(outcome);
                 }
+                self.ledger().stopped();
                 self.drain_pubacks();
                 self.end_run();
                 self.restarts += 1;
