@@ -730,6 +730,13 @@ impl Buffer {
         self.held_drops.contains_key(&seq)
     }
 
+    /// Test only: how many drops wait for their record's report (one per record in flight
+    /// at most: each is counted or forgotten as the record leaves the window).
+    #[cfg(test)]
+    pub fn held_drops_len(&self) -> usize {
+        self.held_drops.len()
+    }
+
     /// The byte cap for the next record: the configured one, or, while the disk is down to
     /// `min_free`, no growth beyond what was stored when it got there (removing records does
     /// not give sled's space back at once, so the cap is frozen rather than a free-space

@@ -1063,6 +1063,13 @@ impl Ledger {
             .collect()
     }
 
+    /// Test only: how many drops the buffer holds for a report ([`Buffer::held_drops_len`]),
+    /// and how many records are in flight, their bound.
+    #[cfg(test)]
+    pub fn held_drops_and_in_flight(&self) -> (usize, usize) {
+        (self.buffer.held_drops_len(), self.in_flight.len())
+    }
+
     /// Everything in flight that is not confirmed goes into the buffer (before a sink is
     /// replaced, and at shutdown), tried at once even while the buffer refuses writes.
     pub fn spill_in_flight(&mut self, now: Instant) {
@@ -2159,11 +2166,13 @@ pub(super) mod tests {
                 _ => unreachable!(),
             }
             let named = log.lock().unwrap().clone();
-            (metrics.dropped_full.get(), named)
+            let held = ledger.held_drops_and_in_flight().0;
+            (metrics.dropped_full.get(), named, held)
         };
-        assert_eq!(outcome("confirmed"), (0, vec![]));
+        assert_eq!(outcome("confirmed"), (0, vec![], 0));
         for how in ["refused for good", "failed", "sink started over", "stopped"] {
-            assert_eq!(outcome(how), (1, vec![(0, "id-0".to_owned())]), "{how}");
+            let counted = (1, vec![(0, "id-0".to_owned())], 0);
+            assert_eq!(outcome(how), counted, "{how}");
         }
     }
 
