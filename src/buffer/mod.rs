@@ -397,10 +397,24 @@ pub struct Buffer {
 pub type DropLog = Arc<std::sync::Mutex<Vec<(u64, String)>>>;
 
 /// The drop of a record the sink held when the buffer let it go (evicted by `drop_oldest`,
-/// refused by `drop_newest` or for want of room): why, and the log's words for it.
+/// refused by `drop_newest` or for want of room): why, and the log's words for it, which
+/// name the record by its id (`named`) or only by its sequence number (an eviction).
 struct HeldDrop {
     full: Full,
     what: String,
+    named: bool,
+}
+
+impl HeldDrop {
+    /// The log's words for the drop once counted, record `id`'s: the id told once.
+    fn counted(&self, id: &str) -> String {
+        let what = &self.what;
+        if self.named {
+            format!("{what} (in flight then: the sink did not confirm it)")
+        } else {
+            format!("{what} (record {id}, in flight then: the sink did not confirm it)")
+        }
+    }
 }
 
 /// Reads failing for a reason that says something about the data, one after the other.
@@ -630,10 +644,11 @@ impl Buffer {
                     let sending = in_flight(old);
                     #[cfg(test)]
                     self.note_drop_unless(sending, old, || old_id);
-                    self.drop_or_hold(
+                    self.drop_or_hold_named(
                         old,
                         sending,
                         full,
+                        false,
                         format_args!("dropped oldest record #{old}"),
                     );
                 }
@@ -681,11 +696,24 @@ impl Buffer {
         );
     }
 
-    /// Count the drop of record `seq`, or, while the sink holds it (`in_flight`), keep it to
-    /// count once the record is known not to be delivered. A held one is logged at once all
-    /// the same (rate-limited with the drops of its reason): the hold is only in memory, and
-    /// a crash before the sink's report would leave no trace of it otherwise.
+    /// Count the drop of record `seq` (`what` names it by its id), or, while the sink holds
+    /// it (`in_flight`), keep it to count once the record is known not to be delivered. A
+    /// held one is logged at once all the same (rate-limited with the drops of its reason):
+    /// the hold is only in memory, and a crash before the sink's report would leave no trace
+    /// of it otherwise.
     fn drop_or_hold(&mut self, seq: u64, in_flight: bool, full: Full, what: std::fmt::Arguments) {
+        self.drop_or_hold_named(seq, in_flight, full, true, what);
+    }
+
+    /// [`Buffer::drop_or_hold`], `what` naming the record by its id or not (`named`).
+    fn drop_or_hold_named(
+        &mut self,
+        seq: u64,
+        in_flight: bool,
+        full: Full,
+        named: bool,
+        what: std::fmt::Arguments,
+    ) {
         if in_flight {
             let what = what.to_string();
             self.log_drop(
@@ -694,7 +722,8 @@ impl Buffer {
                     "{what} while in flight: counted as dropped unless the sink confirms it"
                 ),
             );
-            self.held_drops.insert(seq, HeldDrop { full, what });
+            let held = HeldDrop { full, what, named };
+            self.held_drops.insert(seq, held);
         } else {
             self.dropped(full, what);
         }
@@ -715,13 +744,7 @@ impl Buffer {
         };
         #[cfg(test)]
         self.note_drop(seq, || id.to_owned());
-        self.dropped(
-            held.full,
-            format_args!(
-                "{} (record {id}, in flight then: the sink did not confirm it)",
-                held.what
-            ),
-        );
+        self.dropped(held.full, format_args!("{}", held.counted(id)));
     }
 
     /// Test only: whether the drop of record `seq` waits for its sink's report.
@@ -1870,6 +1893,29 @@ mod tests {
             b.count_drop(0, "id-0");
             assert_eq!(m.dropped_full.get(), 1, "sending {sending}");
         }
+    }
+
+    /// A drop held for the sink's report is logged, once counted, with the record's id told
+    /// once: added to an eviction's words (which have only its sequence number), not to a
+    /// too large record's (which have it already).
+    #[test]
+    fn a_held_drop_once_counted_names_its_record_once() {
+        let one = encode(&rec(0)).len() as u64;
+        let (mut b, _) = buffer(one, WhenFull::DropOldest);
+        b.push(0, &rec(0)).unwrap();
+        assert_eq!(
+            b.push_beside(1, &rec(1), |s| s == 0).unwrap(),
+            Pushed::Stored
+        );
+        b.drop_too_large(2, "id-2", 5000, true);
+        let counted = |seq| b.held_drops[&seq].counted(&format!("id-{seq}"));
+        assert_eq!(
+            [counted(0), counted(2)],
+            [
+                "dropped oldest record #0 (record id-0, in flight then: the sink did not confirm it)",
+                "record id-2 (5000 bytes) is over max_bytes: dropped (in flight then: the sink did not confirm it)",
+            ]
+        );
     }
 
     /// A record over the largest value a segment entry holds is never waited for, whatever
