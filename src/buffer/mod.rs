@@ -383,7 +383,7 @@ pub struct Buffer {
     /// last ([`Buffer::save_copies`]).
     boot_id: Option<u128>,
     /// Drops of records the sink holds (in flight), by sequence number: counted only once
-    /// the record is known not to be delivered ([`Buffer::count_drop`]), forgotten if it is
+    /// the sink has not confirmed the record ([`Buffer::count_drop`]), forgotten if it has
     /// ([`Buffer::forget_drop`]). One per record in flight at most.
     held_drops: HashMap<u64, HeldDrop>,
     /// Test only: where each record the buffer drops is named, with its sequence number, as
@@ -572,7 +572,7 @@ impl Buffer {
     /// Store record `seq`, or apply `when_full`. `in_flight` tells the records the sink holds
     /// (sent, not reported yet): one of them that `when_full` drops (`seq` itself, or an
     /// older one `drop_oldest` evicts) may still be delivered, so its drop is counted only
-    /// once it is known not to be ([`Buffer::count_drop`]).
+    /// once the sink has not confirmed it ([`Buffer::count_drop`]).
     pub fn push_beside(
         &mut self,
         seq: u64,
@@ -674,7 +674,7 @@ impl Buffer {
 
     /// Count record `seq`, which no buffer of this configuration holds ([`Pushed::TooLarge`]),
     /// as dropped: `buffer_full`, as the room it lacks is the configured one. One the sink
-    /// holds (`in_flight`) is counted only once it is known not to be delivered
+    /// holds (`in_flight`) is counted only once the sink has not confirmed it
     /// ([`Buffer::count_drop`]).
     pub fn drop_too_large(&mut self, seq: u64, id: &str, bytes: u64, in_flight: bool) {
         let max = u64::from(segments::MAX_VALUE);
@@ -697,7 +697,7 @@ impl Buffer {
     }
 
     /// Count the drop of record `seq` (`what` names it by its id), or, while the sink holds
-    /// it (`in_flight`), keep it to count once the record is known not to be delivered. A
+    /// it (`in_flight`), keep it to count once the sink has not confirmed the record. A
     /// held one is logged at once all the same (rate-limited with the drops of its reason):
     /// the hold is only in memory, and a crash before the sink's report would leave no trace
     /// of it otherwise.
@@ -729,15 +729,16 @@ impl Buffer {
         }
     }
 
-    /// Record `seq`, in flight when the buffer dropped it, was delivered after all: its drop
+    /// Record `seq`, in flight when the buffer dropped it, was confirmed after all: its drop
     /// is not counted.
     pub fn forget_drop(&mut self, seq: u64) {
         self.held_drops.remove(&seq);
     }
 
-    /// Record `seq` (its id `id`), in flight when the buffer dropped it, will not be
-    /// delivered (the sink failed or refused it, or this run gave up on its report): counted
-    /// as dropped now, with the reason the buffer had.
+    /// Record `seq` (its id `id`), in flight when the buffer dropped it, is not confirmed
+    /// (the sink failed or refused it, or this run gave up on its report; a record the sink
+    /// reported failed may have been written all the same): counted as dropped now, with the
+    /// reason the buffer had.
     pub fn count_drop(&mut self, seq: u64, id: &str) {
         let Some(held) = self.held_drops.remove(&seq) else {
             return;

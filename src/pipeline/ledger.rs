@@ -2099,11 +2099,11 @@ pub(super) mod tests {
 
     /// Under `drop_oldest`, a record the drain handed to the sink and a newer record then
     /// evicted from the full buffer is logged at once as evicted in flight, but counted as
-    /// dropped only once it is known not to be delivered: the sink failed it, refused it for
+    /// dropped only once the sink has not confirmed it: the sink failed it, refused it for
     /// good (dead-lettered too), started over without a report on it, or the run stopped
     /// without one. Not when the sink confirms it.
     #[test]
-    fn a_record_evicted_while_in_flight_is_dropped_only_if_not_delivered() {
+    fn a_record_evicted_while_in_flight_is_dropped_only_if_not_confirmed() {
         let fresh = |n| Record {
             created_ms: ms_since_epoch(SystemTime::now()),
             ..record(n)
