@@ -382,10 +382,39 @@ pub struct Buffer {
     /// This boot's id ([`crate::clock::boot_id`]), kept with the frames a session accepted
     /// last ([`Buffer::save_copies`]).
     boot_id: Option<u128>,
-    /// Test only: where each record the buffer drops is named as its drop is counted
-    /// ([`Buffer::log_drops`]).
+    /// Drops of records the sink holds (in flight), by sequence number: counted only once
+    /// the sink has not confirmed the record ([`Buffer::count_drop`]), forgotten if it has
+    /// ([`Buffer::forget_drop`]). One per record in flight at most.
+    held_drops: HashMap<u64, HeldDrop>,
+    /// Test only: where each record the buffer drops is named, with its sequence number, as
+    /// its drop is counted ([`Buffer::log_drops`]).
     #[cfg(test)]
-    drop_log: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    drop_log: Option<DropLog>,
+}
+
+/// Test only: the records dropped, each as (sequence number, name) ([`Buffer::log_drops`]).
+#[cfg(test)]
+pub type DropLog = Arc<std::sync::Mutex<Vec<(u64, String)>>>;
+
+/// The drop of a record the sink held when the buffer let it go (evicted by `drop_oldest`,
+/// refused by `drop_newest` or for want of room): why, and the log's words for it, which
+/// name the record by its id (`named`) or only by its sequence number (an eviction).
+struct HeldDrop {
+    full: Full,
+    what: String,
+    named: bool,
+}
+
+impl HeldDrop {
+    /// The log's words for the drop once counted, record `id`'s: the id told once.
+    fn counted(&self, id: &str) -> String {
+        let what = &self.what;
+        if self.named {
+            format!("{what} (in flight then: the sink did not confirm it)")
+        } else {
+            format!("{what} (record {id}, in flight then: the sink did not confirm it)")
+        }
+    }
 }
 
 /// Reads failing for a reason that says something about the data, one after the other.
@@ -431,6 +460,7 @@ impl Buffer {
             unreadable: None,
             key_prints: HashMap::new(),
             boot_id: None,
+            held_drops: HashMap::new(),
             #[cfg(test)]
             drop_log: None,
         };
@@ -534,7 +564,21 @@ impl Buffer {
         Ok(self.store.seqs_back(1)?.first().copied())
     }
 
+    /// [`Buffer::push_beside`] with no record in flight.
     pub fn push(&mut self, seq: u64, rec: &Record) -> Result<Pushed, BufferError> {
+        self.push_beside(seq, rec, |_| false)
+    }
+
+    /// Store record `seq`, or apply `when_full`. `in_flight` tells the records the sink holds
+    /// (sent, not reported yet): one of them that `when_full` drops (`seq` itself, or an
+    /// older one `drop_oldest` evicts) may still be delivered, so its drop is counted only
+    /// once the sink has not confirmed it ([`Buffer::count_drop`]).
+    pub fn push_beside(
+        &mut self,
+        seq: u64,
+        rec: &Record,
+        in_flight: impl Fn(u64) -> bool,
+    ) -> Result<Pushed, BufferError> {
         let value = encode(rec);
         let need = value.len() as u64;
         if need > self.max_bytes || need > u64::from(segments::MAX_VALUE) {
@@ -546,9 +590,12 @@ impl Buffer {
         // Not even an empty buffer would hold it while the disk is low: the buffer is not
         // emptied for it, and `block` waits (space may come back).
         if need > cap && self.when_full != WhenFull::Block {
+            let sending = in_flight(seq);
             #[cfg(test)]
-            self.note_drop(|| rec.id.clone());
-            self.dropped(
+            self.note_drop_unless(sending, seq, || rec.id.clone());
+            self.drop_or_hold(
+                seq,
+                sending,
                 full,
                 format_args!(
                     "no room for record {} ({need} bytes, room {cap}): dropped",
@@ -561,9 +608,12 @@ impl Buffer {
             match self.when_full {
                 WhenFull::Block => return Ok(Pushed::Full),
                 WhenFull::DropNewest => {
+                    let sending = in_flight(seq);
                     #[cfg(test)]
-                    self.note_drop(|| rec.id.clone());
-                    self.dropped(
+                    self.note_drop_unless(sending, seq, || rec.id.clone());
+                    self.drop_or_hold(
+                        seq,
+                        sending,
                         full,
                         format_args!("dropped new record {} of {}", rec.id, rec.key),
                     );
@@ -571,9 +621,12 @@ impl Buffer {
                 }
                 WhenFull::DropOldest => {
                     let Some(old) = self.store.first_seq()? else {
+                        let sending = in_flight(seq);
                         #[cfg(test)]
-                        self.note_drop(|| rec.id.clone());
-                        self.dropped(
+                        self.note_drop_unless(sending, seq, || rec.id.clone());
+                        self.drop_or_hold(
+                            seq,
+                            sending,
                             full,
                             format_args!(
                                 "nothing older to drop: dropped record {} ({need} bytes)",
@@ -582,11 +635,22 @@ impl Buffer {
                         );
                         return Ok(Pushed::Dropped);
                     };
+                    // Counted (or held) once it is gone: a removal the store refuses is tried
+                    // again, and the record must not count once per try.
                     #[cfg(test)]
-                    self.note_drop(|| self.id_of(old));
+                    let old_id = self.id_of(old);
                     self.store.remove(old)?;
                     self.left(old);
-                    self.dropped(full, format_args!("dropped oldest record #{old}"));
+                    let sending = in_flight(old);
+                    #[cfg(test)]
+                    self.note_drop_unless(sending, old, || old_id);
+                    self.drop_or_hold_named(
+                        old,
+                        sending,
+                        full,
+                        false,
+                        format_args!("dropped oldest record #{old}"),
+                    );
                 }
             }
         }
@@ -608,25 +672,93 @@ impl Buffer {
         self.when_full == WhenFull::Block
     }
 
-    /// Count a record no buffer of this configuration holds ([`Pushed::TooLarge`]) as
-    /// dropped: `buffer_full`, as the room it lacks is the configured one.
-    pub fn drop_too_large(&self, id: &str, bytes: u64) {
-        #[cfg(test)]
-        self.note_drop(|| id.to_owned());
-        if bytes > u64::from(segments::MAX_VALUE) {
-            self.dropped(
+    /// Count record `seq`, which no buffer of this configuration holds ([`Pushed::TooLarge`]),
+    /// as dropped: `buffer_full`, as the room it lacks is the configured one. One the sink
+    /// holds (`in_flight`) is counted only once the sink has not confirmed it
+    /// ([`Buffer::count_drop`]).
+    pub fn drop_too_large(&mut self, seq: u64, id: &str, bytes: u64, in_flight: bool) {
+        let max = u64::from(segments::MAX_VALUE);
+        let (full, over) = if bytes > max {
+            (
                 Full::TooLarge,
+                format!("the largest the buffer holds ({max})"),
+            )
+        } else {
+            (Full::Cap, "max_bytes".to_owned())
+        };
+        #[cfg(test)]
+        self.note_drop_unless(in_flight, seq, || id.to_owned());
+        self.drop_or_hold(
+            seq,
+            in_flight,
+            full,
+            format_args!("record {id} ({bytes} bytes) is over {over}: dropped"),
+        );
+    }
+
+    /// Count the drop of record `seq` (`what` names it by its id), or, while the sink holds
+    /// it (`in_flight`), keep it to count once the sink has not confirmed the record. A
+    /// held one is logged at once all the same (rate-limited with the drops of its reason):
+    /// the hold is only in memory, and a crash before the sink's report would leave no trace
+    /// of it otherwise.
+    fn drop_or_hold(&mut self, seq: u64, in_flight: bool, full: Full, what: std::fmt::Arguments) {
+        self.drop_or_hold_named(seq, in_flight, full, true, what);
+    }
+
+    /// [`Buffer::drop_or_hold`], `what` naming the record by its id or not (`named`).
+    fn drop_or_hold_named(
+        &mut self,
+        seq: u64,
+        in_flight: bool,
+        full: Full,
+        named: bool,
+        what: std::fmt::Arguments,
+    ) {
+        if in_flight {
+            let what = what.to_string();
+            self.log_drop(
+                full,
                 format_args!(
-                    "record {id} ({bytes} bytes) is over the largest the buffer holds ({}): dropped",
-                    segments::MAX_VALUE
+                    "{what} while in flight: counted as dropped unless the sink confirms it"
                 ),
             );
+            let held = HeldDrop { full, what, named };
+            self.held_drops.insert(seq, held);
         } else {
-            self.dropped(
-                Full::Cap,
-                format_args!("record {id} ({bytes} bytes) is over max_bytes: dropped"),
-            );
+            self.dropped(full, what);
         }
+    }
+
+    /// Record `seq`, in flight when the buffer dropped it, was confirmed after all: its drop
+    /// is not counted.
+    pub fn forget_drop(&mut self, seq: u64) {
+        self.held_drops.remove(&seq);
+    }
+
+    /// Record `seq` (its id `id`), in flight when the buffer dropped it, is not confirmed
+    /// (the sink failed or refused it, or this run gave up on its report; a record the sink
+    /// reported failed may have been written all the same): counted as dropped now, with the
+    /// reason the buffer had.
+    pub fn count_drop(&mut self, seq: u64, id: &str) {
+        let Some(held) = self.held_drops.remove(&seq) else {
+            return;
+        };
+        #[cfg(test)]
+        self.note_drop(seq, || id.to_owned());
+        self.dropped(held.full, format_args!("{}", held.counted(id)));
+    }
+
+    /// Test only: whether the drop of record `seq` waits for its sink's report.
+    #[cfg(test)]
+    pub fn holds_drop(&self, seq: u64) -> bool {
+        self.held_drops.contains_key(&seq)
+    }
+
+    /// Test only: how many drops wait for their record's report (one per record in flight
+    /// at most: each is counted or forgotten as the record leaves the window).
+    #[cfg(test)]
+    pub fn held_drops_len(&self) -> usize {
+        self.held_drops.len()
     }
 
     /// The byte cap for the next record: the configured one, or, while the disk is down to
@@ -667,21 +799,30 @@ impl Buffer {
         self.min_free.saturating_add(given_back)
     }
 
-    /// Test only: from now on, every record the buffer drops is named in `log` as its drop
-    /// is counted (full, too large, damaged), and so is each one the ledger drops from it
-    /// as expired ([`Buffer::note_drop`]). A record is named by its id; one whose body
-    /// cannot be read or decoded, by `#` and its sequence number.
+    /// Test only: from now on, every record the buffer drops is named in `log`, with its
+    /// sequence number, as its drop is counted (full, too large, damaged), and so is each one
+    /// the ledger drops from it as expired ([`Buffer::note_drop`]). A record is named by its
+    /// id; one whose body cannot be read or decoded, by `#` and its sequence number.
     #[cfg(test)]
-    pub fn log_drops(&mut self, log: Arc<std::sync::Mutex<Vec<String>>>) {
+    pub fn log_drops(&mut self, log: DropLog) {
         self.drop_log = Some(log);
     }
 
-    /// Test only: name a dropped record in the log [`Buffer::log_drops`] set, if any.
+    /// Test only: name dropped record `seq` in the log [`Buffer::log_drops`] set, if any.
     #[cfg(test)]
-    pub(crate) fn note_drop(&self, name: impl FnOnce() -> String) {
+    pub(crate) fn note_drop(&self, seq: u64, name: impl FnOnce() -> String) {
         if let Some(log) = &self.drop_log {
             let name = name();
-            log.lock().unwrap().push(name);
+            log.lock().unwrap().push((seq, name));
+        }
+    }
+
+    /// Test only: [`Buffer::note_drop`], unless the drop is `held` for the record's report
+    /// ([`Buffer::count_drop`] names it if it is counted).
+    #[cfg(test)]
+    fn note_drop_unless(&self, held: bool, seq: u64, name: impl FnOnce() -> String) {
+        if !held {
+            self.note_drop(seq, name);
         }
     }
 
@@ -696,32 +837,32 @@ impl Buffer {
             .map_or_else(|| format!("#{seq}"), |r| r.id)
     }
 
-    /// Count a drop; the log gets the first one of a reason at once, then one line per
-    /// interval with the count (a full disk must not fill up with log lines too).
+    /// Count a drop, and log it ([`Buffer::log_drop`]).
     fn dropped(&self, full: Full, what: std::fmt::Arguments) {
+        match full {
+            Full::Cap | Full::TooLarge => self.metrics.dropped_full.inc(),
+            Full::Disk => self.metrics.dropped_disk_full.inc(),
+        }
+        self.log_drop(full, what);
+    }
+
+    /// Log a drop under its reason: the first one at once, then one line per interval with
+    /// the count (a full disk must not fill up with log lines too).
+    fn log_drop(&self, full: Full, what: std::fmt::Arguments) {
         let level = log::Level::Warn;
         match full {
-            Full::Cap => {
-                self.metrics.dropped_full.inc();
-                self.metrics.log_limited(level, "buffer_full", || {
-                    format!(
-                        "buffer full ({} bytes, reason buffer_full): {what}",
-                        self.max_bytes
-                    )
-                });
-            }
-            Full::Disk => {
-                self.metrics.dropped_disk_full.inc();
-                self.metrics.log_limited(level, "disk_full", || {
-                    format!("disk full (reason disk_full): {what}")
-                });
-            }
-            Full::TooLarge => {
-                self.metrics.dropped_full.inc();
-                self.metrics.log_limited(level, "buffer_full", || {
-                    format!("too large for the buffer (reason buffer_full): {what}")
-                });
-            }
+            Full::Cap => self.metrics.log_limited(level, "buffer_full", || {
+                format!(
+                    "buffer full ({} bytes, reason buffer_full): {what}",
+                    self.max_bytes
+                )
+            }),
+            Full::Disk => self.metrics.log_limited(level, "disk_full", || {
+                format!("disk full (reason disk_full): {what}")
+            }),
+            Full::TooLarge => self.metrics.log_limited(level, "buffer_full", || {
+                format!("too large for the buffer (reason buffer_full): {what}")
+            }),
         }
     }
 
@@ -837,7 +978,7 @@ impl Buffer {
                     Ok(rec) => out.push((seq, rec)),
                     Err(e) => {
                         #[cfg(test)]
-                        self.note_drop(|| format!("#{seq}"));
+                        self.note_drop(seq, || format!("#{seq}"));
                         self.metrics.dropped_corrupt.inc();
                         log::error!("buffered record #{seq} is damaged ({e}): skipped and removed");
                         self.store.remove(seq)?;
@@ -888,7 +1029,7 @@ impl Buffer {
                         return Ok(None);
                     }
                     #[cfg(test)]
-                    self.note_drop(|| format!("#{seq}"));
+                    self.note_drop(seq, || format!("#{seq}"));
                     self.metrics.dropped_corrupt.inc();
                     log::error!("buffered record #{seq} could not be read for {}s ({why}): taken for damage and removed", UNREADABLE_FOR.as_secs());
                     self.store.remove(seq)?;
@@ -1719,6 +1860,65 @@ mod tests {
         assert_eq!(m.buffer_records.get(), 3);
     }
 
+    /// An eviction whose removal the store refuses counts nothing: the push fails, is tried
+    /// again, and the record evicted at last is counted once, not once per try. One the sink
+    /// holds is held once for its report, and not before it is gone.
+    #[test]
+    fn an_eviction_whose_removal_fails_is_counted_once_it_is_removed() {
+        let one = encode(&rec(0)).len() as u64;
+        for sending in [false, true] {
+            let store = MemoryStore::default();
+            let (mut b, m) = buffer_on(store.clone(), one * 2, WhenFull::DropOldest);
+            for i in 0..2 {
+                assert_eq!(b.push(i as u64, &rec(i)).unwrap(), Pushed::Stored);
+            }
+            let in_flight = |s| sending && s == 0;
+            store.set_removes_fail(true);
+            for _ in 0..2 {
+                assert!(b.push_beside(2, &rec(2), in_flight).is_err());
+                assert_eq!(m.dropped_full.get(), 0, "sending {sending}");
+                assert!(!b.holds_drop(0), "sending {sending}");
+            }
+            store.set_removes_fail(false);
+            assert_eq!(
+                b.push_beside(2, &rec(2), in_flight).unwrap(),
+                Pushed::Stored
+            );
+            assert_eq!(seqs(&mut b), vec![1, 2]);
+            assert_eq!(
+                m.dropped_full.get(),
+                u64::from(!sending),
+                "sending {sending}"
+            );
+            assert_eq!(b.holds_drop(0), sending);
+            b.count_drop(0, "id-0");
+            assert_eq!(m.dropped_full.get(), 1, "sending {sending}");
+        }
+    }
+
+    /// A drop held for the sink's report is logged, once counted, with the record's id told
+    /// once: added to an eviction's words (which have only its sequence number), not to a
+    /// too large record's (which have it already).
+    #[test]
+    fn a_held_drop_once_counted_names_its_record_once() {
+        let one = encode(&rec(0)).len() as u64;
+        let (mut b, _) = buffer(one, WhenFull::DropOldest);
+        b.push(0, &rec(0)).unwrap();
+        assert_eq!(
+            b.push_beside(1, &rec(1), |s| s == 0).unwrap(),
+            Pushed::Stored
+        );
+        b.drop_too_large(2, "id-2", 5000, true);
+        let counted = |seq| b.held_drops[&seq].counted(&format!("id-{seq}"));
+        assert_eq!(
+            [counted(0), counted(2)],
+            [
+                "dropped oldest record #0 (record id-0, in flight then: the sink did not confirm it)",
+                "record id-2 (5000 bytes) is over max_bytes: dropped (in flight then: the sink did not confirm it)",
+            ]
+        );
+    }
+
     /// A record over the largest value a segment entry holds is never waited for, whatever
     /// `when_full` says: `block` would wait for room that never comes.
     #[test]
@@ -1730,7 +1930,7 @@ mod tests {
         };
         let bytes = encode(&huge).len() as u64;
         assert_eq!(b.push(0, &huge).unwrap(), Pushed::TooLarge { bytes });
-        b.drop_too_large(&huge.id, bytes);
+        b.drop_too_large(0, &huge.id, bytes, false);
         assert_eq!((m.dropped_full.get(), b.len()), (1, 0));
         assert_eq!(b.push(1, &rec(1)).unwrap(), Pushed::Stored);
         assert_eq!(seqs(&mut b), vec![1]);
@@ -1776,7 +1976,7 @@ mod tests {
         disk.set_disk_free(10);
         assert_eq!(b.push(0, &big).unwrap(), Pushed::TooLarge { bytes });
         assert_eq!(seqs(&mut b), vec![1], "emptied for it");
-        b.drop_too_large(&big.id, bytes);
+        b.drop_too_large(0, &big.id, bytes, false);
         assert_eq!((m.dropped_full.get(), m.dropped_disk_full.get()), (1, 0));
     }
 

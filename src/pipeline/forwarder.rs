@@ -216,7 +216,21 @@ impl Forwarder {
             .set(u64::from(synchronized.is_none()));
     }
 
+    /// Serve until stopped, then shut down. However the run ends, a buffer error's exit too,
+    /// the records in flight get no more reports from it: the drops the buffer held for them
+    /// are counted then ([`Ledger::stopped`]), here, the one way out.
     async fn run(mut self, mut inp: Inputs) -> Result<(), BufferError> {
+        let ended = match self.serve(&mut inp).await {
+            Ok(()) => self.shutdown(inp),
+            Err(e) => Err(e),
+        };
+        self.ledger.stopped();
+        ended
+    }
+
+    /// Take frames, hand records to the sink, take its reports, until the stop (or both
+    /// sources closed and nothing left to do).
+    async fn serve(&mut self, inp: &mut Inputs) -> Result<(), BufferError> {
         self.check_clock();
         if self.ledger.buffered() > 0 {
             log::info!(
@@ -303,7 +317,7 @@ impl Forwarder {
             }
             self.ledger.end_round(Instant::now())?;
         }
-        self.shutdown(inp)
+        Ok(())
     }
 
     /// Every [`TICK`] while anything waits (every `idle_tick` when quiet): the sink's own
@@ -454,7 +468,7 @@ impl Forwarder {
 
     /// Stop: buffer any frame already received, give the sink a moment to confirm what is in
     /// flight, buffer the rest, flush, acknowledge.
-    fn shutdown(mut self, mut inp: Inputs) -> Result<(), BufferError> {
+    fn shutdown(&mut self, mut inp: Inputs) -> Result<(), BufferError> {
         // One round's budget for all of them: past it, JavaScript frames go to the buffer
         // packed rather than hold the stop up.
         self.decoder.start_round();
@@ -1031,6 +1045,60 @@ mod tests {
         assert_eq!(left, Vec::<u16>::new(), "acknowledged");
     }
 
+    /// A run that a failed sync ends counts, as it ends, the records the buffer evicted
+    /// while the sink held them and that the sink did not confirm: no report on them comes
+    /// from this run, and hubgate exits (as at a stop, where they are counted too).
+    #[test]
+    fn a_run_a_failed_sync_ends_counts_the_evictions_held_for_the_sink() {
+        let one = crate::buffer::encode(&fresh(0)).len() as u64;
+        let mut cfg = crate::config::Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+        cfg.buffer.when_full = crate::config::WhenFull::DropOldest;
+        cfg.buffer.max_bytes = 2 * one;
+        let metrics = Metrics::new();
+        let store = MemoryStore::default();
+        let buffer = Buffer::new(Box::new(store.clone()), &cfg.buffer, metrics.clone());
+        // The sink's reports are never read: what it holds stays in flight.
+        let (tx, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let decoder = Decoder::new(&cfg, metrics.clone());
+        let dedup = cfg.record.dedup_window;
+        let mut fwd = Forwarder::new(
+            &cfg.buffer,
+            dedup,
+            decoder,
+            buffer,
+            Box::new(sink),
+            metrics.clone(),
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        fwd.ledger
+            .take_to_buffer(vec![fresh(0), fresh(1)], Counters::default(), Ack::None);
+        fwd.ledger.end_round(t0).unwrap();
+        fwd.ledger.end_round(t0).unwrap();
+        assert_eq!(
+            (fwd.ledger.buffered(), fwd.ledger.has_in_flight()),
+            (2, true)
+        );
+        fwd.ledger
+            .take_to_buffer(vec![fresh(2)], Counters::default(), Ack::None);
+        store.set_sync_fails(true);
+        let (_no_reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let (_running, stop) = tokio::sync::watch::channel(false);
+        let outcome = run_until_it_ends(
+            fwd,
+            Inputs {
+                stop,
+                ..inputs(deliveries)
+            },
+        );
+        assert!(
+            matches!(outcome, Err(BufferError::SyncFailed(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(metrics.dropped_full.get(), 1);
+    }
+
     /// A flush that runs long is the problem `buffer_flush_slow`, once, and its age is the
     /// gauge `buffer_flush_seconds`; one that has run past half the watchdog's timeout stops
     /// the heartbeat (systemd then restarts hubgate, as when the forwarder itself hung in
@@ -1147,6 +1215,8 @@ mod tests {
                 "{at_stop:?}: acknowledged early"
             );
             fwd.shutdown(inputs(deliveries)).unwrap();
+            // Its store closed, to be opened again below.
+            drop(fwd);
             assert_eq!(*flushes.lock().unwrap(), [wait], "{at_stop:?}");
             drop(ack);
             let mut acked = super::super::ledger::tests::pkids(&mut pubacks);
@@ -1444,11 +1514,16 @@ mod tests {
 
     /// Run `forwarder` on `inputs` on a runtime of its own until it returns.
     fn run_to_end(forwarder: Forwarder, inputs: Inputs) {
+        run_until_it_ends(forwarder, inputs).unwrap();
+    }
+
+    /// [`run_to_end`], the run's outcome returned.
+    fn run_until_it_ends(forwarder: Forwarder, inputs: Inputs) -> Result<(), BufferError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
-        rt.block_on(forwarder.run(inputs)).unwrap();
+        rt.block_on(forwarder.run(inputs))
     }
 
     /// Key rotation: a park the old sink's provisioner queued before the new sink came is

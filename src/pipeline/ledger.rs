@@ -708,7 +708,10 @@ impl Ledger {
                 Some(w) => &w.record,
                 None => &self.in_flight[&seq].record,
             };
-            let pushed = match self.buffer.push(seq, record) {
+            let in_flight = &self.in_flight;
+            let pushed = match (self.buffer)
+                .push_beside(seq, record, |s| in_flight.contains_key(&s))
+            {
                 Ok(pushed) => pushed,
                 Err(e) => {
                     // Not acknowledged: the records go to the sink from memory while it
@@ -747,7 +750,8 @@ impl Ledger {
                 Pushed::TooLarge { bytes }
                     if self.waiting.contains_key(&seq) || !self.buffer.blocks() =>
                 {
-                    self.buffer.drop_too_large(&record.id, bytes);
+                    let in_flight = !self.waiting.contains_key(&seq);
+                    (self.buffer).drop_too_large(seq, &record.id, bytes, in_flight);
                     false
                 }
                 Pushed::TooLarge { .. } => return,
@@ -985,6 +989,9 @@ impl Ledger {
                 }
                 let mut acks = f.acks;
                 if f.in_buffer {
+                    // Evicted by `drop_oldest` (or refused by the buffer) while the sink held
+                    // it: delivered all the same, not dropped.
+                    self.buffer.forget_drop(d.seq);
                     self.buffer.remove(d.seq)?;
                     // Its acknowledgements may still wait for a flush: delivered is durable.
                     for waiting in [&mut self.pending_acks, &mut self.syncing_acks] {
@@ -999,11 +1006,18 @@ impl Ledger {
                 }
             }
             Err(SinkError::Reject(e)) => {
+                // Not delivered: if the buffer dropped it while the sink held it, that drop
+                // counts too (its dead letter is durable only with a later flush, and it
+                // was acknowledged already).
+                self.buffer.count_drop(d.seq, &f.record.id);
                 self.reject(d.seq, &f.record, &e, f.acks, f.in_buffer);
             }
             Err(e) => {
                 self.failed(&e, &f.record.rec_type, f.sent_at, now);
                 if f.in_buffer {
+                    // The drain sends it again, unless the buffer dropped it while the sink
+                    // held it: then it is lost, and counted now.
+                    self.buffer.count_drop(d.seq, &f.record.id);
                     self.rewind(d.seq);
                 } else {
                     self.wait(d.seq, f.record, f.acks);
@@ -1019,12 +1033,41 @@ impl Ledger {
     pub fn resend_in_flight(&mut self) {
         self.in_flight_bytes = 0;
         for (seq, f) in std::mem::take(&mut self.in_flight) {
-            if !f.in_buffer {
+            if f.in_buffer {
+                // Sent again from the buffer, unless it dropped it meanwhile: lost then.
+                self.buffer.count_drop(seq, &f.record.id);
+            } else {
                 self.wait(seq, f.record, f.acks);
             }
         }
         self.metrics.in_flight.set(0);
         self.drain_cursor = None;
+    }
+
+    /// At a stop, once the sink's last reports are in: the records still in flight get no
+    /// report from this run. Those the buffer holds are sent at the next start; those it
+    /// dropped while the sink held them are lost, and counted as dropped now.
+    pub fn stopped(&mut self) {
+        for (&seq, f) in &self.in_flight {
+            self.buffer.count_drop(seq, &f.record.id);
+        }
+    }
+
+    /// Test only: the ids of the records in flight whose drop by the buffer waits for their
+    /// report (a crash now leaves it uncounted).
+    #[cfg(test)]
+    pub fn drops_held(&self) -> Vec<String> {
+        (self.in_flight.iter())
+            .filter(|(seq, _)| self.buffer.holds_drop(**seq))
+            .map(|(_, f)| f.record.id.clone())
+            .collect()
+    }
+
+    /// Test only: how many drops the buffer holds for a report ([`Buffer::held_drops_len`]),
+    /// and how many records are in flight, their bound.
+    #[cfg(test)]
+    pub fn held_drops_and_in_flight(&self) -> (usize, usize) {
+        (self.buffer.held_drops_len(), self.in_flight.len())
     }
 
     /// Everything in flight that is not confirmed goes into the buffer (before a sink is
@@ -1236,7 +1279,7 @@ impl Ledger {
                 continue;
             }
             if self.expired(seq, record.created_ms, now_ms) {
-                self.expire(&record);
+                self.expire(seq, &record);
                 self.buffer.remove(seq)?;
                 continue;
             }
@@ -1259,9 +1302,9 @@ impl Ledger {
     }
 
     /// `record` is older than `max_age`: dropped, counted.
-    fn expire(&self, record: &Record) {
+    fn expire(&self, #[cfg_attr(not(test), allow(unused_variables))] seq: u64, record: &Record) {
         #[cfg(test)]
-        self.buffer.note_drop(|| record.id.clone());
+        self.buffer.note_drop(seq, || record.id.clone());
         self.metrics.dropped_expired.inc();
         self.metrics.problem("expired", || {
             format!(
@@ -1340,7 +1383,7 @@ impl Ledger {
             }
             let Waiting { record, acks } = self.waiting.remove(&seq).expect("a waiting record");
             if self.expired(seq, record.created_ms, now_ms) {
-                self.expire(&record);
+                self.expire(seq, &record);
                 self.settled_with_flush(seq);
                 self.hold(None, kept_if(false, acks));
                 continue;
@@ -2016,11 +2059,11 @@ pub(super) mod tests {
     }
 
     /// Under `drop_oldest` a record larger than the buffer, in flight past `spill_after`, is
-    /// dropped (counted) as before, so the records after it are buffered and acknowledged
-    /// instead of every source waiting for its report.
+    /// dropped as before, so the records after it are buffered and acknowledged instead of
+    /// every source waiting for its report; the drop is counted once the sink fails it.
     #[test]
     fn drop_modes_drop_a_record_larger_than_the_buffer_in_flight() {
-        let (mut ledger, _reports, metrics, t0) =
+        let (mut ledger, mut reports, metrics, t0) =
             small_buffer_ledger(crate::config::WhenFull::DropOldest);
         let (ack, mut pubacks) = puback(7);
         ledger.take(
@@ -2037,8 +2080,100 @@ pub(super) mod tests {
         ledger.commit(late, true).unwrap();
         assert_eq!(pubacks.try_recv().unwrap().pkid, 7);
         assert_eq!(newer.try_recv().unwrap().pkid, 8);
-        assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
+        assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (0, 1));
+        assert_eq!(ledger.drops_held(), ["id-1"]);
         assert!(ledger.accepting());
+        let seq = reports.try_recv().unwrap().seq;
+        let failed = Err(SinkError::Retry("throttled".into()));
+        ledger
+            .delivered(
+                Delivery {
+                    seq,
+                    result: failed,
+                },
+                late,
+            )
+            .unwrap();
+        assert_eq!((metrics.dropped_full.get(), ledger.buffered()), (1, 1));
+    }
+
+    /// Under `drop_oldest`, a record the drain handed to the sink and a newer record then
+    /// evicted from the full buffer is logged at once as evicted in flight, but counted as
+    /// dropped only once the sink has not confirmed it: the sink failed it, refused it for
+    /// good (dead-lettered too), started over without a report on it, or the run stopped
+    /// without one. Not when the sink confirms it.
+    #[test]
+    fn a_record_evicted_while_in_flight_is_dropped_only_if_not_confirmed() {
+        let fresh = |n| Record {
+            created_ms: ms_since_epoch(SystemTime::now()),
+            ..record(n)
+        };
+        let one = crate::buffer::encode(&fresh(0)).len() as u64;
+        let cfg = BufferConfig {
+            when_full: crate::config::WhenFull::DropOldest,
+            max_bytes: 2 * one,
+            ..BufferConfig::default()
+        };
+        let outcome = |how: &str| {
+            let metrics = Metrics::new();
+            let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+            let log = crate::buffer::DropLog::default();
+            buffer.log_drops(log.clone());
+            for n in 0..2 {
+                buffer.push(u64::from(n), &fresh(n)).unwrap();
+            }
+            let t0 = Instant::now();
+            let (mut ledger, mut reports) =
+                stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+            ledger.end_round(t0).unwrap();
+            ledger.take(vec![fresh(2)], Counters::default(), Ack::None, t0);
+            ledger.end_round(t0).unwrap();
+            assert_eq!(ledger.buffered(), 2, "{how}");
+            assert_eq!(ledger.drops_held(), ["id-0"], "{how}");
+            assert_eq!(
+                metrics.dropped_full.get(),
+                0,
+                "{how}: counted while in flight"
+            );
+            let logged = metrics.recent_problems().into_iter().map(|w| w.line);
+            assert_eq!(
+                logged.collect::<Vec<_>>(),
+                [format!(
+                    "buffer full ({} bytes, reason buffer_full): dropped oldest record #0 while in flight: counted as dropped unless the sink confirms it",
+                    cfg.max_bytes
+                )],
+                "{how}: the eviction is logged at once"
+            );
+            let report = reports.try_recv().unwrap();
+            assert_eq!(report.seq, 0);
+            let failed = |e| Delivery {
+                seq: 0,
+                result: Err(e),
+            };
+            match how {
+                "confirmed" => ledger.delivered(report, t0).unwrap(),
+                "refused for good" => {
+                    let refused = failed(SinkError::Reject("too large".into()));
+                    ledger.delivered(refused, t0).unwrap();
+                    assert_eq!(metrics.sink_errors.get("reject"), Some(1));
+                }
+                "failed" => {
+                    let throttled = failed(SinkError::Retry("throttled".into()));
+                    ledger.delivered(throttled, t0).unwrap();
+                }
+                "sink started over" => ledger.resend_in_flight(),
+                "stopped" => ledger.stopped(),
+                _ => unreachable!(),
+            }
+            let named = log.lock().unwrap().clone();
+            let held = ledger.held_drops_and_in_flight().0;
+            (metrics.dropped_full.get(), named, held)
+        };
+        assert_eq!(outcome("confirmed"), (0, vec![], 0));
+        for how in ["refused for good", "failed", "sink started over", "stopped"] {
+            let counted = (1, vec![(0, "id-0".to_owned())], 0);
+            assert_eq!(outcome(how), counted, "{how}");
+        }
     }
 
     /// The acknowledgement of retained message `pkid`, with its fingerprint, on `acks`.

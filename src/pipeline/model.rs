@@ -37,14 +37,18 @@
 //! each run from the counter the store kept. A counter kept before its frame's records are
 //! durable turns a crash's redelivery into a replay: acknowledged, and lost.
 //!
-//! The buffer names each record it drops as it counts the drop (full buffer, expired,
-//! damaged; over all restarts), and every drop counted must be named. After every step:
-//! nothing acknowledged is lost (every record of it delivered, or in the flushed buffer, or
-//! dead-lettered) but records the buffer dropped, compared by id (a record evicted while in
-//! flight and then delivered is counted as dropped too, so counts would let another go
-//! missing), and memory stays bounded. At the end, once the sink heals: every record is
-//! delivered or dead-lettered but those dropped, nothing is stuck, duplicates stay within
-//! the stated bound, and, unless a timeout in the producer let it go on, each device's
+//! The buffer names each record it drops, with its sequence number, as it counts the drop
+//! (full buffer, expired, damaged; over all restarts), and every drop counted must be named.
+//! A record the buffer drops while the sink holds it (`drop_oldest` evicting it, say) is
+//! counted once the sink fails it or the run gives up on its report, not if the sink
+//! confirms it; a crash before either leaves it uncounted, and it may be lost. After every
+//! step: no record counted as dropped was confirmed to the ledger (the same record: same run,
+//! same sequence number; a copy the source sends again is another), nothing acknowledged is
+//! lost (every record of it delivered, or in the flushed buffer, or dead-lettered) but records
+//! the buffer dropped or a crash cut short so, compared by id, and memory stays bounded (no
+//! more drops held for a report than records in flight). At the end, once the sink heals:
+//! every record is delivered or dead-lettered but those, nothing is stuck, duplicates stay
+//! within the stated bound, and, unless a timeout in the producer let it go on, each device's
 //! records that were never dropped were first delivered in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -689,9 +693,16 @@ struct World {
     log_at_end: Option<BTreeSet<Rec>>,
     /// Drops counted by the runs before this one.
     drops_before: u64,
-    /// The records every run's buffer dropped, named as each drop was counted
-    /// ([`Buffer::log_drops`]).
-    drop_log: Arc<Mutex<Vec<String>>>,
+    /// The records every run's buffer dropped, named with their sequence numbers as each
+    /// drop was counted ([`Buffer::log_drops`]).
+    drop_log: buffer::DropLog,
+    /// Where each run's drops start in `drop_log`, by run.
+    run_starts: Vec<usize>,
+    /// The records whose confirmation a run's ledger took: (run, sequence number).
+    confirmed: BTreeSet<(usize, u64)>,
+    /// Records the buffer dropped while the sink held them, whose report a crash cut short:
+    /// neither counted nor known to be delivered.
+    cut_short: BTreeSet<Rec>,
     /// A record timed out in the producer, which went on: the order is not promised.
     timed_out: bool,
 }
@@ -726,6 +737,9 @@ impl World {
             log_at_end: None,
             drops_before: 0,
             drop_log: Arc::default(),
+            run_starts: Vec::new(),
+            confirmed: BTreeSet::new(),
+            cut_short: BTreeSet::new(),
             timed_out: false,
         };
         w.start();
@@ -752,6 +766,7 @@ impl World {
         let store = ModelStore(self.disk.clone());
         let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
         buffer.log_drops(self.drop_log.clone());
+        self.run_starts.push(self.drop_log.lock().unwrap().len());
         let kept = buffer.fcnts().expect("the model store does not fail reads");
         self.fcnt = kept.iter().map(|k| k.fcnt).max();
         let (report_tx, reports) = unbounded_channel();
@@ -834,7 +849,8 @@ impl World {
     }
 
     /// The records dropped so far (by every run), each named as its drop was counted: one
-    /// name per drop counted, each a record of the model's.
+    /// name per drop counted, each a record of the model's, none confirmed to the run that
+    /// counted it.
     fn dropped(&self) -> Result<BTreeSet<Rec>, TestCaseError> {
         let names = self.drop_log.lock().unwrap().clone();
         let counted = self.drops();
@@ -845,7 +861,14 @@ impl World {
             names
         );
         let mut dropped = BTreeSet::new();
-        for name in names {
+        for (i, (seq, name)) in names.into_iter().enumerate() {
+            let run = self.run_starts.partition_point(|&start| start <= i) - 1;
+            prop_assert!(
+                !self.confirmed.contains(&(run, seq)),
+                "record {} (#{}) counted as dropped, and its sink confirmed it",
+                name,
+                seq
+            );
             let r = rec_named(&name);
             prop_assert!(
                 r.is_some(),
@@ -855,6 +878,16 @@ impl World {
             dropped.extend(r);
         }
         Ok(dropped)
+    }
+
+    /// What may be lost: the records dropped, those whose drop a crash cut short, and those
+    /// whose drop waits for the sink's report (in flight: confirmed, or counted, later).
+    fn may_be_lost(&self) -> Result<BTreeSet<Rec>, TestCaseError> {
+        let mut lost = self.dropped()?;
+        lost.extend(&self.cut_short);
+        let held = self.agent.as_ref().map(|a| a.ledger.drops_held());
+        lost.extend(held.iter().flatten().filter_map(|id| rec_named(id)));
+        Ok(lost)
     }
 
     fn agent(&mut self) -> &mut Agent {
@@ -871,20 +904,28 @@ impl World {
         self.exit_on_sync_failure(outcome);
     }
 
-    /// A failed sync ends the forwarder, and hubgate exits: as a crash, what the producer
-    /// held may or may not have been written.
+    /// A failed sync ends the forwarder, which counts the drops held for the records in
+    /// flight as it ends, and hubgate exits: as a crash, what the producer held may or may
+    /// not have been written.
     fn exit_on_sync_failure(&mut self, outcome: Result<(), BufferError>) {
         match outcome {
             Ok(()) => {}
-            Err(BufferError::SyncFailed(_)) => self.crash(false),
+            Err(BufferError::SyncFailed(_)) => {
+                self.ledger().stopped();
+                self.crash(false);
+            }
             Err(e) => panic!("the model store fails nothing but flushes: {e}"),
         }
     }
 
     fn take_reports(&mut self) {
         let now = self.now;
-        let agent = self.agent();
+        let run = self.run_starts.len() - 1;
+        let agent = self.agent.as_mut().expect("running");
         while let Ok(d) = agent.reports.try_recv() {
+            if d.result.is_ok() {
+                self.confirmed.insert((run, d.seq));
+            }
             agent.ledger.delivered(d, now).expect("no read errors");
         }
     }
@@ -1035,6 +1076,7 @@ impl World {
                 if outcome.is_err() {
                     return self.exit_on_sync_failure(outcome);
                 }
+                self.ledger().stopped();
                 self.drain_pubacks();
                 self.end_run();
                 self.restarts += 1;
@@ -1090,6 +1132,9 @@ impl World {
     }
 
     fn crash(&mut self, written: bool) {
+        let held = self.ledger().drops_held();
+        self.cut_short
+            .extend(held.iter().filter_map(|id| rec_named(id)));
         {
             let mut b = self.broker.lock().unwrap();
             self.log_at_end = Some(b.log.iter().copied().collect());
@@ -1121,11 +1166,11 @@ impl World {
     }
 
     /// Acknowledged means every record of the uplink delivered or durable in the buffer, but
-    /// for those the buffer dropped.
+    /// for those the buffer dropped ([`World::may_be_lost`]).
     fn check_acked_are_durable(&self) -> Result<(), TestCaseError> {
         let durable = self.disk.lock().unwrap().durable();
         let log: BTreeSet<Rec> = self.broker.lock().unwrap().log.iter().copied().collect();
-        let dropped = self.dropped()?;
+        let dropped = self.may_be_lost()?;
         let lost: Vec<Rec> = self
             .acked
             .iter()
@@ -1134,7 +1179,7 @@ impl World {
             .collect();
         prop_assert!(
             lost.is_empty(),
-            "acknowledged, then lost, not dropped: {}; dropped: {}",
+            "acknowledged, then lost, not dropped: {}; dropped (or cut short): {}",
             ids(&lost),
             ids(&dropped)
         );
@@ -1213,6 +1258,13 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
             held <= bound,
             "{held} records held in memory (bound {bound})"
         );
+        // A drop held for a record's report is counted or forgotten as the record leaves
+        // the window.
+        let (drops, in_flight) = w.ledger().held_drops_and_in_flight();
+        prop_assert!(
+            drops <= in_flight,
+            "{drops} drops held for {in_flight} records in flight"
+        );
     }
     w.heal()?;
     w.check_acked_are_durable()?;
@@ -1220,14 +1272,14 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let b = w.broker.lock().unwrap();
     let dead = w.disk.lock().unwrap().dead_lettered();
     let delivered: BTreeSet<Rec> = b.log.iter().copied().collect();
-    let dropped = w.dropped()?;
+    let dropped = w.may_be_lost()?;
     let missing: Vec<Rec> = (0..w.next_uplink)
         .flat_map(records_of)
         .filter(|r| !delivered.contains(r) && !dead.contains(r) && !dropped.contains(r))
         .collect();
     prop_assert!(
         missing.is_empty(),
-        "never delivered, not dropped: {}; dropped: {}",
+        "never delivered, not dropped: {}; dropped (or cut short): {}",
         ids(&missing),
         ids(&dropped)
     );
