@@ -185,14 +185,42 @@ pub fn clean_to(s: &str, max: usize) -> String {
 }
 
 /// Push `c`, escaped as in Rust (`\n`, `\u{1b}`, `\u{202e}`) where it does not print: a
-/// control character, or a format one such as a right-to-left override that would turn the
-/// rest of the line around.
+/// control character, a line or paragraph separator, or a format one such as a right-to-left
+/// override that would turn the rest of the line around. Letters, combining marks and other
+/// spaces of any script stay as they are.
 pub fn push_escaped(out: &mut String, c: char) {
-    if c.escape_debug().next() == Some('\\') && !matches!(c, '\\' | '"' | '\'') {
-        out.extend(c.escape_debug());
+    if c.is_control() || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}') {
+        out.extend(c.escape_default());
     } else {
         out.push(c);
     }
+}
+
+/// Unicode's format characters (general category Cf): invisible, and some of them reorder or
+/// hide the text around them.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{ad}'
+        | '\u{600}'..='\u{605}'
+        | '\u{61c}'
+        | '\u{6dd}'
+        | '\u{70f}'
+        | '\u{890}'..='\u{891}'
+        | '\u{8e2}'
+        | '\u{180e}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206f}'
+        | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}'
+        | '\u{110bd}'
+        | '\u{110cd}'
+        | '\u{13430}'..='\u{1343f}'
+        | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0001}'
+        | '\u{e0020}'..='\u{e007f}')
 }
 
 #[cfg(test)]
@@ -259,8 +287,10 @@ mod tests {
         assert!(c.len() < MAX_LINE + 40, "{}", c.len());
         assert!(c.ends_with("… (1600 more bytes)"), "{c}");
         assert_eq!(
-            clean("tab\there, DEL\u{7f}, CSI\u{9b}, RLO\u{202e}, \"quoted\" \\ é"),
-            "tab\\there, DEL\\u{7f}, CSI\\u{9b}, RLO\\u{202e}, \"quoted\" \\ é"
+            clean(
+                "tab\there, DEL\u{7f}, CSI\u{9b}, RLO\u{202e}, LS\u{2028}, \"quoted\" \\ é e\u{301} \u{a0}x"
+            ),
+            "tab\\there, DEL\\u{7f}, CSI\\u{9b}, RLO\\u{202e}, LS\\u{2028}, \"quoted\" \\ é e\u{301} \u{a0}x"
         );
         assert_eq!(clean_to("abcdef", 3), "abc… (3 more bytes)");
         assert_eq!(clean_to("abc", 3), "abc");
