@@ -756,7 +756,7 @@ fn session_keys(
 /// Why the key file `file` given with `flag` cannot be read. An argument is named only if it
 /// looks like a path (it holds `/` or `.`, or names a directory entry): otherwise it may be a
 /// key given where its file goes (the likely slip after `--nwkskey HEX` was refused), typos
-/// and any separators included, and is not repeated.
+/// and separators other than `/` and `.` included, and is not repeated.
 fn unreadable_key_file(flag: &str, file: &Path, e: &str) -> String {
     let os = file.as_os_str().as_encoded_bytes();
     if os.contains(&b'/') || os.contains(&b'.') || file.symlink_metadata().is_ok() {

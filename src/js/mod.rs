@@ -194,7 +194,10 @@ pub struct Output {
     pub retired: bool,
 }
 
-/// At most 200 characters on one line (a script's message is the outside world's text).
+/// At most 200 characters on one line (a script's message is the outside world's text). It
+/// goes into a record's `error` field, not a log line: escapes there would reach Microshare
+/// as backslashes, so control characters become spaces; a log line quoting it cleans it
+/// again ([`crate::logline::clean`]).
 fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
