@@ -3061,16 +3061,8 @@ pub(super) mod tests {
         for n in 0..2 {
             buffer.push(u64::from(n), &numbered(n)).unwrap();
         }
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Switch {
-            up: up.clone(),
-            bodies: bodies.clone(),
-            deliveries: tx,
-        };
-        let mut ledger =
-            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (mut ledger, mut reports, up, bodies) =
+            switch_ledger(&cfg, buffer, &metrics, false, now);
         let (ack, mut pubacks) = pubacks();
         let failing = crate::buffer::failing_appends_in(1..=u32::MAX);
         // A round at `s` s, taking an input of records `next` and `next + 1` (its
@@ -3199,16 +3191,8 @@ pub(super) mod tests {
         store.set_writes_fail(true);
         let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
         let now = (Instant::now(), SystemTime::now());
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Switch {
-            up: up.clone(),
-            bodies: bodies.clone(),
-            deliveries: tx,
-        };
-        let mut ledger =
-            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (mut ledger, mut reports, up, bodies) =
+            switch_ledger(&cfg, buffer, &metrics, false, now);
         let (ack, mut pubacks) = pubacks();
         let fresh = Record {
             created_ms: ms_since_epoch(now.1),
@@ -4114,6 +4098,36 @@ pub(super) mod tests {
         fn flush(&mut self, _timeout: Duration) {}
     }
 
+    /// What a test holds of a ledger whose sink is a [`Switch`]: its reports, whether the
+    /// sink is up, and the bodies it confirmed.
+    type Switched = (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Arc<std::sync::atomic::AtomicBool>,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    );
+
+    /// A ledger over `buffer` with `cfg`, started at `now`, whose sink is a [`Switch`] (up as
+    /// given).
+    fn switch_ledger(
+        cfg: &BufferConfig,
+        buffer: Buffer,
+        metrics: &Arc<Metrics>,
+        up: bool,
+        now: (Instant, SystemTime),
+    ) -> Switched {
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(up));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Switch {
+            up: up.clone(),
+            bodies: bodies.clone(),
+            deliveries: tx,
+        };
+        let ledger = Ledger::new(cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        (ledger, reports, up, bodies)
+    }
+
     /// A ledger over a memory buffer whose sink is a [`Switch`] (up as given), started at
     /// `now` with the clock trusted or not.
     #[allow(clippy::type_complexity)]
@@ -4131,16 +4145,7 @@ pub(super) mod tests {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(up));
-        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Switch {
-            up: up.clone(),
-            bodies: bodies.clone(),
-            deliveries: tx,
-        };
-        let mut ledger =
-            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (mut ledger, reports, up, bodies) = switch_ledger(&cfg, buffer, &metrics, up, now);
         ledger.clock(trusted, now.0, now.1);
         (ledger, reports, metrics, up, bodies)
     }
@@ -4199,16 +4204,8 @@ pub(super) mod tests {
         tokio::sync::mpsc::UnboundedReceiver<Delivery>,
         Arc<std::sync::atomic::AtomicBool>,
     ) {
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(up));
-        let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Switch {
-            up: up.clone(),
-            bodies: Arc::new(std::sync::Mutex::new(Vec::new())),
-            deliveries: tx,
-        };
         let cfg = BufferConfig::default();
-        let mut ledger =
-            Ledger::new(&cfg, 16, buffer, Box::new(sink), metrics.clone(), now, 1).unwrap();
+        let (mut ledger, reports, up, _) = switch_ledger(&cfg, buffer, metrics, up, now);
         ledger.clock(first.0, first.1, first.2);
         (ledger, reports, up)
     }
