@@ -1,6 +1,6 @@
 //! The buffered records' bodies, kept out of sled: appended to segment files in the
-//! database's `values` directory, while sled holds a 12-byte pointer per record (see
-//! [`Pointer`]). sled keeps whole leaves of values in its cache, several times its
+//! database's `values` directory, while sled holds a pointer per record (see [`Pointer`]),
+//! in groups ([`super::index`]). sled keeps whole leaves of values in its cache, several times its
 //! configured capacity (docs/performance.md); small pointers keep that small, and each body
 //! is written to the SD card once instead of being rewritten by sled's page consolidation
 //! and segment cleaning.
@@ -48,12 +48,22 @@ pub struct Pointer {
 }
 
 impl Pointer {
+    /// Layout 1's pointer, which tests build such databases with.
+    #[cfg(test)]
     pub fn to_bytes(self) -> [u8; 12] {
         let mut b = [0; 12];
         b[..4].copy_from_slice(&self.segment.to_be_bytes());
         b[4..8].copy_from_slice(&self.offset.to_be_bytes());
         b[8..].copy_from_slice(&self.len.to_be_bytes());
         b
+    }
+
+    /// Where the entry after this one starts when the two lie back to back (the entry is its
+    /// header and its value); `None` past what an offset holds.
+    pub fn end(self) -> Option<u32> {
+        self.offset
+            .checked_add(HEADER as u32)?
+            .checked_add(self.len)
     }
 
     /// `None` for anything that is not 12 bytes.
