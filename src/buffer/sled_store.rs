@@ -3154,6 +3154,21 @@ mod tests {
         check_upgraded(&s, n);
     }
 
+    /// The move into groups reports its progress after every batch, as the upgrade does.
+    #[test]
+    fn the_move_into_groups_reports_each_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = GROUP_BATCH as u64;
+        let n = 2 * batch + 100;
+        layout_one(dir.path(), n);
+        let mut s = SledStore::open_at(&dir.path().join(DB_DIR)).unwrap();
+        s.check_layout().unwrap();
+        let mut seen = Vec::new();
+        s.group(|moved| seen.push(moved)).unwrap();
+        assert_eq!(seen, vec![batch, 2 * batch, n]);
+        check_grouped(&s, n);
+    }
+
     /// An old database that lost flushed records is salvaged with what its old tree holds.
     #[test]
     fn an_old_database_that_lost_records_is_salvaged_whole() {
