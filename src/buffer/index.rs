@@ -171,6 +171,15 @@ impl Index {
             .is_empty()
     }
 
+    /// Whether record `seq` is in a group found damaged: its pointer is lost, its body may
+    /// still be in a segment.
+    pub fn in_damaged(&self, seq: u64) -> bool {
+        self.reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&group_of(seq))
+    }
+
     /// Every record leaves.
     pub fn clear(&mut self) -> sled::Result<()> {
         self.changed.clear();
@@ -196,10 +205,18 @@ impl Index {
         })))
     }
 
-    /// Group `key`, held as changed.
+    /// Group `key`, held as changed. A damaged one is refused: written over, it would no
+    /// longer show the next open that its records' bodies are to be looked for.
     fn group_mut(&mut self, key: u64) -> sled::Result<&mut Group> {
         if !self.changed.contains_key(&key) {
             let group = self.group(key)?.into_owned();
+            if self.in_damaged(key << GROUP_BITS) {
+                return Err(sled::Error::Unsupported(format!(
+                    "the index entry of records #{}..=#{} is damaged: it is not written over",
+                    key << GROUP_BITS,
+                    key << GROUP_BITS | 0xff
+                )));
+            }
             self.changed.insert(key, group);
         }
         Ok(self.changed.entry(key).or_default())

@@ -344,6 +344,12 @@ impl SledStore {
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
                 store.salvage(stored, flushed)
             }
+            // A group that does not decode (counted while the store opened): its records'
+            // pointers are lost, their bodies are in the segments, which the salvage reads.
+            (stored, flushed) if store.index.damaged() => {
+                let flushed = flushed.or(stored).unwrap_or(0);
+                store.salvage(stored.min(Some(flushed)), flushed)
+            }
             (_, flushed) => {
                 // First: what follows reads the records through the index. Fatal, as the
                 // upgrade below is; every batch moved is durable.
@@ -1201,12 +1207,19 @@ impl SledStore {
         let aside = move_aside(&self.dir)?;
         // Before the work: a salvage cut short (killed, failed) leaves the records not yet
         // carried only in the database moved aside, and this line says where.
+        let what = if self.index.damaged() {
+            "holds index entries that do not decode".to_string()
+        } else {
+            format!(
+                "lost records it had flushed (it ends at #{}, hubgate had flushed up to \
+                 #{flushed})",
+                stored.map_or("nothing".to_string(), |s| s.to_string()),
+            )
+        };
         log::error!(
-            "buffer database {} lost records it had flushed (it ends at #{}, hubgate had flushed \
-             up to #{flushed}): the file was truncated or damaged. It was moved to {}; carrying \
-             what it still holds into a fresh database",
+            "buffer database {} {what}: the file was truncated or damaged. It was moved to {}; \
+             carrying what it still holds into a fresh database",
             self.dir.display(),
-            stored.map_or("nothing".to_string(), |s| s.to_string()),
             aside.display()
         );
         self.segments.moved_to(&aside);
@@ -1262,8 +1275,8 @@ impl SledStore {
                 pointed(&mut fresh, seq, p)?;
             }
         }
-        // The records of a damaged group are not carried: the copy moved aside stays for
-        // `buffer recover`, which reads the bodies from the segments.
+        // The records of a damaged group are carried from the segments below; which of
+        // them the group held is lost, so the copy moved aside stays for `buffer recover`.
         if self.index.damaged() {
             whole = false;
         }
@@ -1315,7 +1328,11 @@ impl SledStore {
         // last mark sled holds, up to the mark file's, and that no pointer names. A record
         // delivered in that range comes again (a duplicate), rather than one acknowledged
         // being lost.
-        let lost = |seq: u64| stored.is_none_or(|s| seq > s) && seq <= flushed;
+        // So are those of a group that does not decode, at any number: a record delivered
+        // before comes again, rather than one acknowledged being lost.
+        let lost = |seq: u64| {
+            stored.is_none_or(|s| seq > s) && seq <= flushed || self.index.in_damaged(seq)
+        };
         // A dead letter is not carried as a record too: the sink refused it for good.
         let named = |seq: u64| {
             let key = seq.to_be_bytes();
@@ -1365,7 +1382,7 @@ impl SledStore {
                         // Past the mark file: not acknowledged, unless the card lied about
                         // the mark's sync as it did about sled's; not carried, so the copy
                         // moved aside stays for `buffer recover`.
-                        if !copy && seq > flushed && !named(seq) {
+                        if !copy && seq > flushed && !named(seq) && !lost(seq) {
                             whole = false;
                         }
                         if copy || lost(seq) && !named(seq) {
@@ -3638,8 +3655,8 @@ mod tests {
     }
 
     /// A salvage of a database whose index holds a damaged group carries the others, and
-    /// keeps what it moved aside: the damaged group's records are in its segments, for
-    /// `hubgate buffer recover`.
+    /// the damaged group's records from their segments; it keeps what it moved aside, for
+    /// `hubgate buffer recover`: which records the group held is lost.
     #[test]
     fn a_salvage_past_a_damaged_group_keeps_what_it_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
@@ -3654,9 +3671,85 @@ mod tests {
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(moved(), 1);
-        let want: Vec<u64> = (0..256).chain(512..768).collect();
-        assert_eq!(seqs(&s, None), want);
+        assert_eq!(seqs(&s, None), (0..768).collect::<Vec<_>>());
         assert_eq!(moved_aside(dir.path()).len(), 1, "kept for buffer recover");
+    }
+
+    /// A group found damaged while running is never written over (an insert into it is
+    /// refused), so the next open still sees the damage and salvages its records from the
+    /// segments: nothing counted at open is lost, and the refused record's body, appended
+    /// before its pointer was refused, comes too (a duplicate at worst).
+    #[test]
+    fn a_group_found_damaged_while_running_stays_for_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..3, body_of);
+            fill_with(&mut s, 256..261, body_of);
+            s.flush().unwrap();
+            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
+            groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+            assert_eq!(seqs(&s, None), vec![0, 1, 2]);
+            assert!(s.insert(261, body_of(261)).is_err());
+            s.insert(512, body_of(512)).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.moved_aside_at_open());
+        let want: Vec<u64> = (0..3).chain(256..262).chain(512..513).collect();
+        let all = s.scan(None, 20).unwrap();
+        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
+        for (seq, body) in all {
+            assert_eq!(body, body_of(seq), "#{seq}");
+        }
+        assert_eq!(moved_aside(dir.path()).len(), 1, "kept for buffer recover");
+    }
+
+    /// A group that does not decode at an ordinary open (the marks agree) is damage: the
+    /// database is moved aside and salvaged, its records carried from their segments, and
+    /// no segment is deleted (here #257..=#260 are alone in theirs, which no counted
+    /// pointer names).
+    #[test]
+    fn a_damaged_group_at_open_is_salvaged_from_its_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        // Bodies that decode (a salvage carries only those), four to a segment.
+        let big = |seq| super::super::encode(&record(seq, QUARTER - 100));
+        let seg = {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..3, big);
+            fill_with(&mut s, 256..261, big);
+            fill_with(&mut s, 512..513, body_of);
+            s.flush().unwrap();
+            let only = segment_of(&s, 257);
+            assert_eq!(only, segment_of(&s, 260));
+            assert_ne!(only, segment_of(&s, 2));
+            assert_ne!(only, segment_of(&s, 512));
+            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
+            groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+            write_out(&mut s);
+            PathBuf::from(format!("{only:08}.seg"))
+        };
+        let before = moved();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert!(s.moved_aside_at_open());
+        assert_eq!(moved(), before + 1);
+        let body = |seq| if seq == 512 { body_of(seq) } else { big(seq) };
+        let want: Vec<u64> = (0..3).chain(256..261).chain(512..513).collect();
+        let bytes: u64 = want.iter().map(|&seq| body(seq).len() as u64).sum();
+        assert_eq!(s.usage(), (9, bytes));
+        let all = s.scan(None, 20).unwrap();
+        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
+        for (seq, read) in all {
+            assert_eq!(read, body(seq), "#{seq}");
+        }
+        let kept = moved_aside(dir.path());
+        assert_eq!(kept.len(), 1, "kept for buffer recover");
+        let aside_seg = kept[0]
+            .0
+            .join(super::super::segments::VALUES_DIR)
+            .join(&seg);
+        assert!(aside_seg.exists(), "{} was deleted", aside_seg.display());
+        s.flush().unwrap();
     }
 
     /// Entries after a damaged one in a segment (a card that lost a page mid-segment) are
