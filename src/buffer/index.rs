@@ -71,8 +71,15 @@ impl Index {
         Ok(self.get(seq)?.is_some())
     }
 
-    /// Point record `seq` at `p`; returns the pointer it held.
+    /// Point record `seq` at `p`; returns the pointer it held. A length over [`MAX_VALUE`]
+    /// is refused: the group's value would not decode.
     pub fn insert(&mut self, seq: u64, p: Pointer) -> sled::Result<Option<Pointer>> {
+        if p.len > MAX_VALUE {
+            return Err(sled::Error::Unsupported(format!(
+                "record #{seq}'s pointer has a length of {} bytes, over {MAX_VALUE}",
+                p.len
+            )));
+        }
         let old = self.group_mut(group_of(seq))?.insert(seq, p);
         self.write_if_many();
         Ok(old)
@@ -667,6 +674,24 @@ mod tests {
             let all = index.scan(None, usize::MAX).unwrap();
             assert_eq!(all, model.into_iter().collect::<Vec<_>>());
         }
+    }
+
+    /// A pointer whose value the decoder would refuse (a length over [`MAX_VALUE`]) is an
+    /// error at insert, and its group stays as it was: the encoder never writes what the
+    /// decoder refuses.
+    #[test]
+    fn a_length_the_decoder_refuses_is_refused_at_insert() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let mut index = Index::open(&db).unwrap();
+        index.insert(1, p(1, 0, MAX_VALUE)).unwrap();
+        assert!(index.insert(2, p(1, 0, MAX_VALUE + 1)).is_err());
+        assert!(index.insert(1, p(1, 0, u32::MAX)).is_err());
+        index.write().unwrap();
+        let value = index.tree.get(key(0)).unwrap().unwrap();
+        let want: Group = [(1, p(1, 0, MAX_VALUE))].into();
+        assert_eq!(decode(&key(0), &value), Ok((0, want)));
+        assert!(!index.damaged());
     }
 
     /// A damaged group holds nothing for the reads, which go on past it; the groups around

@@ -66,7 +66,8 @@ impl Pointer {
             .checked_add(self.len)
     }
 
-    /// `None` for anything that is not 12 bytes.
+    /// `None` for anything that is not 12 bytes, or whose length is over [`MAX_VALUE`]: no
+    /// entry of a segment has it, and the index refuses it.
     pub fn from_bytes(b: &[u8]) -> Option<Pointer> {
         let b: &[u8; 12] = b.try_into().ok()?;
         let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -75,6 +76,7 @@ impl Pointer {
             offset: word(4),
             len: word(8),
         })
+        .filter(|p| p.len <= MAX_VALUE)
     }
 }
 

@@ -504,11 +504,12 @@ impl SledStore {
                         moved += 1;
                     }
                     // Its body cannot be found: damage, as a damaged group's records are.
-                    _ => log::error!(
-                        "buffer: a damaged pointer ({} bytes under a key of {} bytes) in the \
+                    (seq, _) => log::error!(
+                        "buffer: a damaged pointer ({} bytes under a key of {} bytes{}) in the \
                          old tree: dropped",
                         v.len(),
-                        k.len()
+                        k.len(),
+                        seq.map_or(String::new(), |seq| format!(", record #{seq}"))
                     ),
                 }
             }
@@ -3084,6 +3085,36 @@ mod tests {
             s.state.get(LAYOUT_KEY).unwrap().as_deref(),
             Some(&LAYOUT.to_be_bytes()[..])
         );
+    }
+
+    /// A layout-1 pointer with a length no segment entry has (over [`MAX_VALUE`]) is one
+    /// damaged record at the move, as one that is not 12 bytes is: the others are moved
+    /// into its group, counted, read and kept by the next open with their segment.
+    #[test]
+    fn a_bad_length_in_layout_one_is_one_damaged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        layout_one(dir.path(), 10);
+        {
+            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
+            let old = db.open_tree(POINTERS).unwrap();
+            let at = old.get(5u64.to_be_bytes()).unwrap().unwrap();
+            let mut p = Pointer::from_bytes(&at).unwrap();
+            p.len = MAX_VALUE + 1;
+            old.insert(5u64.to_be_bytes(), &p.to_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let want: Vec<u64> = (0..10).filter(|&seq| seq != 5).collect();
+        let bytes: u64 = want.iter().map(|&seq| body_of(seq).len() as u64).sum();
+        for open in 0..2 {
+            let s = SledStore::open(dir.path()).unwrap();
+            assert!(!s.moved_aside_at_open(), "open {open}");
+            assert_eq!(s.usage(), (9, bytes), "open {open}");
+            let all = s.scan(None, 20).unwrap();
+            assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
+            for (seq, body) in all {
+                assert_eq!(body, body_of(seq), "open {open}: #{seq}");
+            }
+        }
     }
 
     /// A database of layout 1 has its pointers moved into groups at open, a batch at a
