@@ -483,7 +483,19 @@ impl SledStore {
     /// layout was raised before the first batch ([`SledStore::check_layout`]), so an older
     /// release refuses a database moved in part. `progress` gets the number of records moved
     /// so far after each batch.
-    fn group(&mut self, mut progress: impl FnMut(u64)) -> Result<(), BufferError> {
+    fn group(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
+        // Its flushes write no mark: the records past the mark file are checked and their
+        // segments synced after the move (`drop_torn_unflushed`), and a mark over them
+        // before that would make them acknowledged.
+        let marked = self.marked();
+        let highest = std::mem::replace(&mut self.highest, marked);
+        let moved = self.group_batches(progress);
+        self.highest = highest;
+        moved
+    }
+
+    /// [`SledStore::group`]'s batches.
+    fn group_batches(&mut self, mut progress: impl FnMut(u64)) -> Result<(), BufferError> {
         let Some(old) = old_pointers(&self.db).map_err(err)? else {
             return Ok(());
         };
@@ -3115,6 +3127,39 @@ mod tests {
                 assert_eq!(body, body_of(seq), "open {open}: #{seq}");
             }
         }
+    }
+
+    /// The move's flushes write no mark: records whose pointers reached sled after the last
+    /// flush (#10, #11, mark file at #9) are checked and synced after the move, and only
+    /// the open's first flush after that covers them.
+    #[test]
+    fn the_move_does_not_mark_unflushed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..10, body_of);
+            s.flush().unwrap();
+            fill_with(&mut s, 10..12, body_of);
+            let old = s.db.open_tree(POINTERS).unwrap();
+            for (seq, p) in s.index.scan(None, usize::MAX).unwrap() {
+                old.insert(seq.to_be_bytes(), &p.to_bytes()).unwrap();
+            }
+            s.index.clear().unwrap();
+            s.state_set(LAYOUT_KEY, &1u32.to_be_bytes()).unwrap();
+            write_out(&mut s);
+            assert_eq!(s.marked(), Some(9));
+        }
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.marked(),
+            Some(9),
+            "the open's move marked #10, #11 as flushed"
+        );
+        assert_eq!(s.stored_mark(), Some(9));
+        assert!(old_pointers(&s.db).unwrap().is_none());
+        assert_eq!(seqs(&s, None), (0..12).collect::<Vec<_>>());
+        s.flush().unwrap();
+        assert_eq!(s.marked(), Some(11));
     }
 
     /// A database of layout 1 has its pointers moved into groups at open, a batch at a
