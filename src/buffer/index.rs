@@ -676,6 +676,51 @@ mod tests {
         }
     }
 
+    /// Changes to more than [`HELD_GROUPS`] groups without a write are written into sled as
+    /// they come, so memory stays bounded, and none is lost: reads see every record at each
+    /// step, and sled alone holds them all once the index is written and opened again.
+    #[test]
+    fn many_groups_changed_without_a_write_are_written_as_they_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let mut index = Index::open(&db).unwrap();
+        let groups = 3 * HELD_GROUPS as u64;
+        // Two records a group, then the first of each goes: scattered over every group.
+        let seq = |g: u64, i: u64| (g << GROUP_BITS) | i;
+        for g in 0..groups {
+            for i in 0..2 {
+                index
+                    .insert(seq(g, i), p(1, (g * 2 + i) as u32 * 20, 8))
+                    .unwrap();
+                assert!(index.changed.len() <= HELD_GROUPS + 1, "group {g}");
+            }
+        }
+        assert!(index.tree.len() as u64 >= groups - HELD_GROUPS as u64 - 1);
+        for g in 0..groups {
+            assert_eq!(
+                index.remove(seq(g, 0)).unwrap(),
+                Some(p(1, g as u32 * 40, 8))
+            );
+            assert!(index.changed.len() <= HELD_GROUPS + 1, "group {g}");
+        }
+        let want: Vec<u64> = (0..groups).map(|g| seq(g, 1)).collect();
+        let seqs = |index: &Index| {
+            let all = index.scan(None, usize::MAX).unwrap();
+            all.into_iter().map(|(s, _)| s).collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(&index), want);
+        index.write().unwrap();
+        drop(index);
+        let index = Index::open(&db).unwrap();
+        assert_eq!(seqs(&index), want);
+        for g in 0..groups {
+            assert_eq!(
+                index.get(seq(g, 1)).unwrap(),
+                Some(p(1, (g * 2 + 1) as u32 * 20, 8))
+            );
+        }
+    }
+
     /// A pointer whose value the decoder would refuse (a length over [`MAX_VALUE`]) is an
     /// error at insert, and its group stays as it was: the encoder never writes what the
     /// decoder refuses.
