@@ -236,12 +236,7 @@ impl Index {
                 let k = <[u8; 8]>::try_from(key).map_or(u64::MAX, u64::from_be_bytes);
                 let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
                 if reported.insert(k) {
-                    log::error!(
-                        "buffer: the index entry of records #{}..=#{} is damaged ({why}): \
-                         those records cannot be found",
-                        k.wrapping_shl(GROUP_BITS),
-                        k.wrapping_shl(GROUP_BITS) | 0xff
-                    );
+                    log::error!("buffer: {}", damage(key, &why));
                 }
                 Group::new()
             },
@@ -398,6 +393,22 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<(u64, Group), String> {
         return Err(format!("{} bytes past the records", r.0.len()));
     }
     Ok((key, group))
+}
+
+/// What the log says of the stored entry `key` that does not decode, and `why`.
+fn damage(key: &[u8], why: &str) -> String {
+    match <[u8; 8]>::try_from(key).map(u64::from_be_bytes) {
+        Ok(k) if k <= u64::MAX >> GROUP_BITS => format!(
+            "the index entry of records #{}..=#{} is damaged ({why}): those records cannot be \
+             found",
+            k << GROUP_BITS,
+            k << GROUP_BITS | 0xff
+        ),
+        _ => format!(
+            "the index holds an entry that is no group's ({why}): the records it was written \
+             for cannot be found"
+        ),
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u32) {
@@ -718,6 +729,24 @@ mod tests {
                 index.get(seq(g, 1)).unwrap(),
                 Some(p(1, (g * 2 + 1) as u32 * 20, 8))
             );
+        }
+    }
+
+    /// The log names a damaged group's records, and no range for a key that is no group's.
+    #[test]
+    fn damage_names_the_records_of_a_group_only() {
+        assert_eq!(
+            damage(&key(2), "cut short"),
+            "the index entry of records #512..=#767 is damaged (cut short): those records \
+             cannot be found"
+        );
+        for k in [&[0u8; 3][..], &key(u64::MAX)] {
+            let line = damage(k, "no group");
+            assert!(
+                line.starts_with("the index holds an entry that is no group's"),
+                "{line}"
+            );
+            assert!(!line.contains('#'), "{line}");
         }
     }
 
