@@ -47,6 +47,13 @@ pub struct Index {
     changed: BTreeMap<u64, Group>,
     /// Groups found damaged, reported once each.
     reported: Mutex<BTreeSet<u64>>,
+    /// The last group a point lookup decoded, one not held: the salvage and relink look
+    /// records up one after another, mostly in the same group, which is decoded once so.
+    /// A change to the group takes it ([`Index::group_mut`]), so it is never stale.
+    looked_up: Mutex<Option<(u64, Group)>>,
+    /// Groups decoded from sled for point lookups and changes.
+    #[cfg(test)]
+    decodes: std::sync::atomic::AtomicUsize,
 }
 
 fn group_of(seq: u64) -> u64 {
@@ -59,12 +66,26 @@ impl Index {
             tree: db.open_tree(TREE)?,
             changed: BTreeMap::new(),
             reported: Mutex::new(BTreeSet::new()),
+            looked_up: Mutex::new(None),
+            #[cfg(test)]
+            decodes: Default::default(),
         })
     }
 
     /// Record `seq`'s pointer.
     pub fn get(&self, seq: u64) -> sled::Result<Option<Pointer>> {
-        Ok(self.group(group_of(seq))?.get(&seq).copied())
+        let key = group_of(seq);
+        if let Some(g) = self.changed.get(&key) {
+            return Ok(g.get(&seq).copied());
+        }
+        let mut looked_up = self.looked_up();
+        if let Some((_, g)) = looked_up.as_ref().filter(|(k, _)| *k == key) {
+            return Ok(g.get(&seq).copied());
+        }
+        let group = self.group(key)?.into_owned();
+        let p = group.get(&seq).copied();
+        *looked_up = Some((key, group));
+        Ok(p)
     }
 
     pub fn contains(&self, seq: u64) -> sled::Result<bool> {
@@ -190,7 +211,14 @@ impl Index {
     /// Every record leaves.
     pub fn clear(&mut self) -> sled::Result<()> {
         self.changed.clear();
+        *self.looked_up() = None;
         self.tree.clear()
+    }
+
+    fn looked_up(&self) -> std::sync::MutexGuard<'_, Option<(u64, Group)>> {
+        self.looked_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Past [`HELD_GROUPS`] changed groups, write them into sled. A failure keeps them held:
@@ -207,6 +235,9 @@ impl Index {
             return Ok(Cow::Borrowed(g));
         }
         let stored = self.tree.get(key.to_be_bytes())?;
+        #[cfg(test)]
+        self.decodes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Cow::Owned(stored.map_or_else(Group::new, |v| {
             self.decoded(&key.to_be_bytes(), &v)
         })))
@@ -216,7 +247,11 @@ impl Index {
     /// longer show the next open that its records' bodies are to be looked for.
     fn group_mut(&mut self, key: u64) -> sled::Result<&mut Group> {
         if !self.changed.contains_key(&key) {
-            let group = self.group(key)?.into_owned();
+            let looked_up = self.looked_up().take_if(|(k, _)| *k == key);
+            let group = match looked_up {
+                Some((_, g)) => g,
+                None => self.group(key)?.into_owned(),
+            };
             if self.in_damaged(key << GROUP_BITS) {
                 return Err(sled::Error::Unsupported(format!(
                     "the index entry of records #{}..=#{} is damaged: it is not written over",
@@ -748,6 +783,33 @@ mod tests {
             );
             assert!(!line.contains('#'), "{line}");
         }
+    }
+
+    /// Point lookups in a group not held decode it once, not per lookup, and a change to
+    /// it takes the decoded group: the next lookup after it is written decodes it again.
+    #[test]
+    fn lookups_decode_a_group_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let mut index = Index::open(&db).unwrap();
+        let group = run(0, 256, 100);
+        for (seq, at) in &group {
+            index.insert(*seq, *at).unwrap();
+        }
+        index.write().unwrap();
+        let decodes = |index: &Index| index.decodes.load(std::sync::atomic::Ordering::Relaxed);
+        let before = decodes(&index);
+        for (seq, at) in &group {
+            assert_eq!(index.get(*seq).unwrap(), Some(*at));
+            assert!(index.contains(*seq).unwrap());
+        }
+        assert_eq!(decodes(&index), before + 1);
+        assert_eq!(index.remove(5).unwrap(), Some(group[&5]));
+        assert_eq!(decodes(&index), before + 1);
+        index.write().unwrap();
+        assert_eq!(index.get(5).unwrap(), None);
+        assert_eq!(index.get(6).unwrap(), Some(group[&6]));
+        assert_eq!(decodes(&index), before + 2);
     }
 
     /// A pointer whose value the decoder would refuse (a length over [`MAX_VALUE`]) is an
