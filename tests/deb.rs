@@ -392,11 +392,12 @@ fn eventhubs_secret(etc: &Path) {
 
 /// A downgrade to a release older than the buffer's layout (`prerm upgrade <older>`, run from
 /// the installed package) is refused while the buffer holds records, or while the agent runs
-/// and holds it (it cannot be counted then), unless HUBGATE_DOWNGRADE_LOSES_BUFFER=yes. An
-/// empty buffer, none at all, or an upgrade go on. With real dpkg (in a scratch root): the
-/// refusal holds against a release whose prerm refuses in `failed-upgrade` too, as this one
-/// does; the releases before the guard (0.1.0-1, whose prerm knows only `remove`) let dpkg go
-/// on, as docs/operations.md says.
+/// and holds it (it cannot be counted then), unless HUBGATE_DOWNGRADE_LOSES_BUFFER=yes. No
+/// buffer, an empty one to a release before 0.2.0, or an upgrade go on; an empty one to a
+/// release from 0.2.0 on (which refuses a newer layout even empty) is refused until removed.
+/// With real dpkg (in a scratch root): the refusal holds against a release whose prerm
+/// refuses in `failed-upgrade` too, as this one does; the releases before the guard (0.1.0-1,
+/// whose prerm knows only `remove`) let dpkg go on, as docs/operations.md says.
 #[test]
 fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records() {
     use hubgate::buffer::{encode, BufferLock, SledStore, Store};
@@ -445,6 +446,27 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
 
     // No buffer yet (the agent never ran): nothing to lose.
     let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = prerm_run(&["upgrade", "0.2.0-1"], false);
+    assert!(ok, "{stderr}");
+
+    // An empty buffer: a release before 0.2.0 ignores it; one from 0.2.0 on refuses to start
+    // on this layout even so, and goes only once it is removed.
+    drop(SledStore::open(&buffer).unwrap());
+    let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = prerm_run(&["upgrade", "0.2.0-1"], false);
+    assert!(
+        !ok,
+        "a downgrade to a release that refuses the empty buffer: {stderr}"
+    );
+    assert!(
+        stderr.contains("refusing the downgrade to 0.2.0-1: the buffer is empty")
+            && stderr.contains(&format!("sudo rm -r {}/sled)", buffer.display())),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(buffer.join("sled")).unwrap();
+    let (ok, stderr) = prerm_run(&["upgrade", "0.2.0-1"], false);
     assert!(ok, "{stderr}");
 
     let mut store = SledStore::open(&buffer).unwrap();
@@ -530,11 +552,10 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
             .args(["-W", "-f", "${Version} ${Status}", "hubgate"]))
     };
     // A later release with a layout this one cannot read.
+    let since = "\nreads_buffer_since=0.3.0\n";
+    assert!(prerm.contains(since), "{prerm}");
     let later = prerm
-        .replace(
-            "\nreads_buffer_since=0.2.0\n",
-            "\nreads_buffer_since=99.0.0\n",
-        )
+        .replace(since, "\nreads_buffer_since=99.0.0\n")
         .replace(
             &format!("\nthis_version={version}\n"),
             "\nthis_version=99.0.0\n",

@@ -22,6 +22,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use super::index::Index;
 use super::segments::{passes, read_entry, Pointer, ReadError, Segments};
 use super::BufferError;
 
@@ -102,18 +103,14 @@ impl Compaction {
         ok: bool,
         room: impl Fn(u64) -> bool,
         segments: &mut Segments,
-        records: &sled::Tree,
+        index: &mut Index,
     ) -> Result<usize, BufferError> {
         let mut failed = None;
         for m in std::mem::take(&mut self.syncing) {
             let swapped = ok
                 && failed.is_none()
-                && match records.compare_and_swap(
-                    m.seq.to_be_bytes(),
-                    Some(&m.from.to_bytes()[..]),
-                    Some(&m.to.to_bytes()[..]),
-                ) {
-                    Ok(named) => named.is_ok(),
+                && match index.swap(m.seq, m.from, m.to) {
+                    Ok(named) => named,
                     Err(e) => {
                         failed = Some(e);
                         false
@@ -146,7 +143,7 @@ impl Compaction {
             if !room(segments.held_bytes(number)) {
                 break;
             }
-            match self.copy(number, segments, records) {
+            match self.copy(number, segments, index) {
                 Ok(_) => {}
                 Err(Failed::Segment(why)) => {
                     log::warn!("buffer: {why}: that segment is left as it is");
@@ -182,7 +179,7 @@ impl Compaction {
         &mut self,
         number: u32,
         segments: &mut Segments,
-        records: &sled::Tree,
+        index: &Index,
     ) -> Result<usize, Failed> {
         let why = |what: &str, e: &dyn std::fmt::Display| {
             format!("compacting segment {number}: {what}: {e}")
@@ -196,10 +193,8 @@ impl Compaction {
             }
         })?;
         for (seq, at) in headers {
-            let named = records
-                .get(seq.to_be_bytes())
-                .map_err(|e| Failed::Round(why("sled", &e)))?;
-            if named.as_deref() != Some(&at.to_bytes()[..]) {
+            let named = index.get(seq).map_err(|e| Failed::Round(why("sled", &e)))?;
+            if named != Some(at) {
                 continue;
             }
             let value = read_entry(&file, seq, at).map_err(|e| match e {

@@ -1,6 +1,6 @@
 //! The buffered records' bodies, kept out of sled: appended to segment files in the
-//! database's `values` directory, while sled holds a 12-byte pointer per record (see
-//! [`Pointer`]). sled keeps whole leaves of values in its cache, several times its
+//! database's `values` directory, while sled holds a pointer per record (see [`Pointer`]),
+//! in groups ([`super::index`]). sled keeps whole leaves of values in its cache, several times its
 //! configured capacity (docs/performance.md); small pointers keep that small, and each body
 //! is written to the SD card once instead of being rewritten by sled's page consolidation
 //! and segment cleaning.
@@ -48,6 +48,8 @@ pub struct Pointer {
 }
 
 impl Pointer {
+    /// Layout 1's pointer, which tests build such databases with.
+    #[cfg(test)]
     pub fn to_bytes(self) -> [u8; 12] {
         let mut b = [0; 12];
         b[..4].copy_from_slice(&self.segment.to_be_bytes());
@@ -56,7 +58,16 @@ impl Pointer {
         b
     }
 
-    /// `None` for anything that is not 12 bytes.
+    /// Where the entry after this one starts when the two lie back to back (the entry is its
+    /// header and its value); `None` past what an offset holds.
+    pub fn end(self) -> Option<u32> {
+        self.offset
+            .checked_add(HEADER as u32)?
+            .checked_add(self.len)
+    }
+
+    /// `None` for anything that is not 12 bytes, or whose length is over [`MAX_VALUE`]: no
+    /// entry of a segment has it, and the index refuses it.
     pub fn from_bytes(b: &[u8]) -> Option<Pointer> {
         let b: &[u8; 12] = b.try_into().ok()?;
         let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -65,6 +76,7 @@ impl Pointer {
             offset: word(4),
             len: word(8),
         })
+        .filter(|p| p.len <= MAX_VALUE)
     }
 }
 
