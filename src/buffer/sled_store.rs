@@ -980,6 +980,18 @@ impl SledStore {
         self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Record `seq` cannot be buffered: its group of the index is damaged. Every flush
+    /// from now on fails, which ends the run (see [`BufferError::SyncFailed`]).
+    fn damaged_group(&mut self, seq: u64) -> BufferError {
+        let why = format!(
+            "{}: record #{seq}'s entry in the index is damaged and is not written over; the \
+             next open salvages it",
+            self.dir.display()
+        );
+        self.sync_failed = Some(why.clone());
+        BufferError::SyncFailed(why)
+    }
+
     /// What the next flush has to do (`None`: nothing), with the mark it is to write: every
     /// change so far, which sled's flush covers once it starts after this.
     fn prepare_flush(&mut self) -> Result<Option<SyncJob>, BufferError> {
@@ -1787,7 +1799,13 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 impl Store for SledStore {
     /// The body goes to the segment first, then its pointer into sled. An append that fails
     /// (a full disk) is an error, as sled's own insert failing is, and leaves no record.
+    /// A record whose group of the index is damaged cannot be buffered this run: that ends
+    /// it as a failed sync does (the next flush fails the same way), and the open after it
+    /// salvages; no body is appended for it once the damage is known.
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+        if self.index.in_damaged(seq) {
+            return Err(self.damaged_group(seq));
+        }
         let p = self.segments.append(seq, &value).map_err(|e| {
             BufferError::Storage(format!(
                 "{}: appending record #{seq}: {e}",
@@ -1796,7 +1814,11 @@ impl Store for SledStore {
         })?;
         self.highest = self.highest.max(Some(seq));
         self.changed = true;
-        let old = self.index.insert(seq, p).map_err(err)?;
+        let old = match self.index.insert(seq, p) {
+            Ok(old) => old,
+            Err(_) if self.index.in_damaged(seq) => return Err(self.damaged_group(seq)),
+            Err(e) => return Err(err(e)),
+        };
         // Counted before the old pointer leaves: were it the last, the segment `p` points
         // into would be retired as drained.
         self.segments.added(p);
@@ -1808,9 +1830,10 @@ impl Store for SledStore {
         Ok(())
     }
 
-    /// A removal is held in the index until the next flush writes it; one the index
-    /// refuses (its group cannot be read from sled) has that flush call sled's, which fails
-    /// the same way if sled failed for good.
+    /// A removal is held in the index until the next flush writes it. A record in a group
+    /// found damaged reads as not there: nothing is removed, it stays counted, and the open's
+    /// salvage carries it again (a duplicate). One whose group sled cannot read is an error,
+    /// and has the next flush call sled's, which fails the same way if sled failed for good.
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
         let removed = self.index.remove(seq).map_err(|e| {
             self.changed = true;
@@ -3755,10 +3778,22 @@ mod tests {
     /// A group found damaged while running is never written over (an insert into it is
     /// refused), so the next open still sees the damage and salvages its records from the
     /// segments: nothing counted at open is lost, and the refused record's body, appended
-    /// before its pointer was refused, comes too (a duplicate at worst).
+    /// before its pointer was refused, comes too (a duplicate at worst: it was never
+    /// acknowledged). The refusal ends the run: every flush after it fails as after a failed
+    /// sync, and no later insert appends another body.
     #[test]
     fn a_group_found_damaged_while_running_stays_for_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
+        let values = dir
+            .path()
+            .join(DB_DIR)
+            .join(super::super::segments::VALUES_DIR);
+        let appended = || -> u64 {
+            std::fs::read_dir(&values)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
         {
             let mut s = SledStore::open(dir.path()).unwrap();
             fill_with(&mut s, 0..3, body_of);
@@ -3766,14 +3801,23 @@ mod tests {
             s.flush().unwrap();
             let groups = s.db.open_tree(super::super::index::TREE).unwrap();
             groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+            let damaged = |e: &BufferError| matches!(e, BufferError::SyncFailed(why) if why.contains("#261's entry in the index is damaged"));
+            // The insert finds the damage.
+            let e = s.insert(261, body_of(261)).unwrap_err();
+            assert!(damaged(&e), "{e}");
             assert_eq!(seqs(&s, None), vec![0, 1, 2]);
-            assert!(s.insert(261, body_of(261)).is_err());
-            s.insert(512, body_of(512)).unwrap();
-            s.flush().unwrap();
+            let after = appended();
+            let e = s.insert(261, body_of(261)).unwrap_err();
+            assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
+            assert_eq!(appended(), after, "no second copy of #261's body");
+            let e = s.flush().unwrap_err();
+            assert!(damaged(&e), "{e}");
+            let e = s.flush().unwrap_err();
+            assert!(damaged(&e), "{e}");
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert!(s.moved_aside_at_open());
-        let want: Vec<u64> = (0..3).chain(256..262).chain(512..513).collect();
+        let want: Vec<u64> = (0..3).chain(256..262).collect();
         let all = s.scan(None, 20).unwrap();
         assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
         for (seq, body) in all {
