@@ -1311,18 +1311,26 @@ impl SledStore {
             whole = false;
             None
         });
+        // A record whose old pointer does not read names no body: its body is looked for in
+        // the segments, as that of one whose pointer names no body.
+        let mut bad_pointers = Vec::new();
         for entry in pointers.iter().flat_map(|t| t.iter()) {
             let Ok((k, v)) = entry else {
                 whole = false;
                 continue;
             };
-            let (Some(seq), Some(p)) = (seq_of(&k), Pointer::from_bytes(&v)) else {
+            let Some(seq) = seq_of(&k) else {
                 continue;
             };
-            if !self.index.contains(seq).unwrap_or(false) {
-                pointed(&mut fresh, seq, p)?;
+            if self.index.contains(seq).unwrap_or(false) {
+                continue;
+            }
+            match Pointer::from_bytes(&v) {
+                Some(p) => pointed(&mut fresh, seq, p)?,
+                None => bad_pointers.push(seq),
             }
         }
+        unreadable.extend(bad_pointers);
         // A database an earlier release wrote: its records are in the old tree.
         let old = self.old_records().unwrap_or_else(|e| {
             // Its records are only there: the copy moved aside stays for `buffer recover`.
@@ -3150,6 +3158,47 @@ mod tests {
             for (seq, body) in all {
                 assert_eq!(body, body_of(seq), "open {open}: #{seq}");
             }
+        }
+    }
+
+    /// A salvage of a half-moved layout-1 database (#0..=#3 in the index, the rest in the old
+    /// tree, sled's mark behind the mark file's) carries a record whose old pointer does not
+    /// read (a length over [`MAX_VALUE`]) from its segment, whole: it is in the old tree, so
+    /// only its body in the segments is left of it.
+    #[test]
+    fn a_salvage_carries_a_layout_one_record_whose_pointer_does_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..10, body_of);
+            s.flush().unwrap();
+            let old = s.db.open_tree(POINTERS).unwrap();
+            for (seq, mut p) in s.index.scan(None, usize::MAX).unwrap() {
+                if seq < 4 {
+                    continue;
+                }
+                if seq == 5 {
+                    p.len = MAX_VALUE + 1;
+                }
+                old.insert(seq.to_be_bytes(), &p.to_bytes()).unwrap();
+                s.index.remove(seq).unwrap();
+            }
+            s.state_set(LAYOUT_KEY, &1u32.to_be_bytes()).unwrap();
+            s.meta.insert(MARK_KEY, &7u64.to_be_bytes()).unwrap();
+            write_out(&mut s);
+            assert_eq!(s.marked(), Some(9));
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.moved_aside_at_open());
+        let bytes: u64 = (0..10).map(|seq| body_of(seq).len() as u64).sum();
+        assert_eq!(s.usage(), (10, bytes));
+        let all = s.scan(None, 20).unwrap();
+        assert_eq!(
+            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        for (seq, body) in all {
+            assert_eq!(body, body_of(seq), "#{seq}");
         }
     }
 
