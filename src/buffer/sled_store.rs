@@ -342,13 +342,13 @@ impl SledStore {
         match (store.stored_mark(), store.marked()) {
             // The salvage carries an old layout's records too.
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
-                store.salvage(stored, flushed)
+                store.salvage(stored, Some(flushed))
             }
             // A group that does not decode (counted while the store opened): its records'
             // pointers are lost, their bodies are in the segments, which the salvage reads.
             (stored, flushed) if store.index.damaged() => {
-                let flushed = flushed.or(stored).unwrap_or(0);
-                store.salvage(stored.min(Some(flushed)), flushed)
+                let flushed = flushed.or(stored);
+                store.salvage(stored.min(flushed), flushed)
             }
             (_, flushed) => {
                 // First: what follows reads the records through the index. Fatal, as the
@@ -1228,17 +1228,22 @@ impl SledStore {
     /// cut on a card that lies about its syncs would otherwise leave a whole buffer's copy
     /// on the disk. It runs before READY=1:
     /// each batch carried and each segment read tells systemd the start goes on.
-    fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
+    fn salvage(
+        mut self,
+        stored: Option<u64>,
+        flushed: Option<u64>,
+    ) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
         // Before the work: a salvage cut short (killed, failed) leaves the records not yet
         // carried only in the database moved aside, and this line says where.
         let what = if self.index.damaged() {
             "holds index entries that do not decode".to_string()
         } else {
+            let at = |mark: Option<u64>| mark.map_or("nothing".to_string(), |s| format!("#{s}"));
             format!(
-                "lost records it had flushed (it ends at #{}, hubgate had flushed up to \
-                 #{flushed})",
-                stored.map_or("nothing".to_string(), |s| s.to_string()),
+                "lost records it had flushed (it ends at {}, hubgate had flushed up to {})",
+                at(stored),
+                at(flushed),
             )
         };
         log::error!(
@@ -1252,7 +1257,7 @@ impl SledStore {
         fresh.lock = self.lock.take();
         fresh.moved_aside = true;
         // No sequence number up to `flushed` is handed out again, whichever flush is last.
-        fresh.highest = fresh.highest.max(Some(flushed));
+        fresh.highest = fresh.highest.max(flushed);
         let (mut kept, mut written) = (0u64, 0u64);
         // Records whose pointers name no body: compaction may have copied it to a segment
         // after the pointer sled went back to (its original deleted), so they are looked
@@ -1364,7 +1369,8 @@ impl SledStore {
         // So are those of a group that does not decode, at any number: a record delivered
         // before comes again, rather than one acknowledged being lost.
         let lost = |seq: u64| {
-            stored.is_none_or(|s| seq > s) && seq <= flushed || self.index.in_damaged(seq)
+            flushed.is_some_and(|f| stored.is_none_or(|s| seq > s) && seq <= f)
+                || self.index.in_damaged(seq)
         };
         // A dead letter is not carried as a record too: the sink refused it for good.
         let named = |seq: u64| {
@@ -1415,7 +1421,7 @@ impl SledStore {
                         // Past the mark file: not acknowledged, unless the card lied about
                         // the mark's sync as it did about sled's; not carried, so the copy
                         // moved aside stays for `buffer recover`.
-                        if !copy && seq > flushed && !named(seq) && !lost(seq) {
+                        if !copy && flushed.is_none_or(|f| seq > f) && !named(seq) && !lost(seq) {
                             whole = false;
                         }
                         if copy || lost(seq) && !named(seq) {
@@ -1469,18 +1475,32 @@ impl SledStore {
                 ),
             }
         };
-        // The numbers past the mark sled still holds, up to the mark file's.
-        let range = stored.map_or(flushed.saturating_add(1), |s| flushed - s);
         log::error!(
             "buffer: salvage done: carried {kept} record(s) and {dead} dead letter(s) into a fresh \
-             database; {} record(s) had no readable body and are gone; of the {range} \
-             sequence number(s) past the mark the database still held, {} had a body in the \
-             segments and were carried, the others were delivered before or are gone. The \
-             database moved aside: {left}",
+             database; {} record(s) had no readable body and are gone; {}. The database moved \
+             aside: {left}",
             unreadable.len() - recovered.len(),
-            found.len(),
+            from_segments(stored, flushed, found.len()),
         );
         Ok(fresh)
+    }
+}
+
+/// What a salvage carried from the segments for want of pointers: of the numbers past the
+/// mark sled still held (`stored`), up to the mark file's (`flushed`), and of the damaged
+/// index entries; with no mark at all, only the latter.
+fn from_segments(stored: Option<u64>, flushed: Option<u64>, found: usize) -> String {
+    match flushed {
+        Some(f) => format!(
+            "of the {} sequence number(s) past the mark the database still held, and those of \
+             damaged index entries, {found} had a body in the segments and were carried, the \
+             others were delivered before or are gone",
+            stored.map_or(f.saturating_add(1), |s| f - s)
+        ),
+        None => format!(
+            "there was no mark; of the records of damaged index entries, {found} had a body in \
+             the segments and were carried"
+        ),
     }
 }
 
@@ -3159,6 +3179,28 @@ mod tests {
                 assert_eq!(body, body_of(seq), "open {open}: #{seq}");
             }
         }
+    }
+
+    /// The salvage's line counts the numbers past sled's mark up to the mark file's, none when
+    /// there is no mark at all (a damaged group at an open with neither), as it says.
+    #[test]
+    fn the_salvage_counts_past_the_mark_only_where_there_is_one() {
+        let line = from_segments(Some(7), Some(9), 1);
+        assert!(
+            line.starts_with("of the 2 sequence number(s) past the mark"),
+            "{line}"
+        );
+        assert!(line.contains(", 1 had a body"), "{line}");
+        let line = from_segments(None, Some(4), 0);
+        assert!(
+            line.starts_with("of the 5 sequence number(s) past the mark"),
+            "{line}"
+        );
+        assert_eq!(
+            from_segments(None, None, 3),
+            "there was no mark; of the records of damaged index entries, 3 had a body in the \
+             segments and were carried"
+        );
     }
 
     /// A salvage of a half-moved layout-1 database (#0..=#3 in the index, the rest in the old
