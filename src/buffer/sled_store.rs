@@ -495,55 +495,81 @@ impl SledStore {
     }
 
     /// [`SledStore::group`]'s batches.
-    fn group_batches(&mut self, mut progress: impl FnMut(u64)) -> Result<(), BufferError> {
+    fn group_batches(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
         let Some(old) = old_pointers(&self.db).map_err(err)? else {
             return Ok(());
         };
-        let mut moved = 0u64;
-        loop {
-            let batch = old
-                .iter()
-                .take(GROUP_BATCH)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            if batch.is_empty() {
-                break;
-            }
-            for (k, v) in &batch {
-                match (seq_of(k), Pointer::from_bytes(v)) {
-                    (Some(seq), Some(p)) => {
-                        self.index.insert(seq, p).map_err(err)?;
-                        moved += 1;
-                    }
-                    // Its body cannot be found: damage, as a damaged group's records are.
-                    (seq, _) => log::error!(
+        let step = |s: &mut Self, k: &[u8], v: &[u8]| {
+            s.changed = true;
+            match (seq_of(k), Pointer::from_bytes(v)) {
+                (Some(seq), Some(p)) => {
+                    s.index.insert(seq, p).map_err(err)?;
+                    Ok(true)
+                }
+                // Its body cannot be found: damage, as a damaged group's records are.
+                (seq, _) => {
+                    log::error!(
                         "buffer: a damaged pointer ({} bytes under a key of {} bytes{}) in the \
                          old tree: dropped",
                         v.len(),
                         k.len(),
                         seq.map_or(String::new(), |seq| format!(", record #{seq}"))
-                    ),
+                    );
+                    Ok(false)
                 }
             }
-            #[cfg(test)]
-            tests::upgrade_may_fail()?;
-            self.changed = true;
-            self.flush_only()?;
-            for (k, _) in &batch {
-                old.remove(k).map_err(err)?;
-            }
-            self.changed = true;
-            self.flush_only()?;
-            progress(moved);
-        }
-        drop(old);
-        self.db.drop_tree(POINTERS).map_err(err)?;
-        self.changed = true;
-        self.flush_only()?;
+        };
+        let moved = self.move_old_tree(old, GROUP_BATCH, step, Self::flush_only, progress)?;
         if moved > 0 {
             log::info!("buffer: moved the pointers of {moved} record(s) into groups");
         }
         Ok(())
+    }
+
+    /// Moves the old tree `old` out, `batch` entries at a time: `step` takes each entry
+    /// (whether it moved a record), then `flush` makes the batch durable; then its keys leave
+    /// the old tree and that is flushed too. At the end the empty tree is dropped. Each
+    /// batch's entries stay in `old` until the batch is flushed: moved again after a crash.
+    /// `progress` gets the number of records moved so far after each batch; returns it.
+    fn move_old_tree(
+        &mut self,
+        old: sled::Tree,
+        batch: usize,
+        mut step: impl FnMut(&mut Self, &[u8], &[u8]) -> Result<bool, BufferError>,
+        flush: impl Fn(&mut Self) -> Result<(), BufferError>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, BufferError> {
+        let mut moved = 0u64;
+        loop {
+            let entries = old
+                .iter()
+                .take(batch)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            if entries.is_empty() {
+                break;
+            }
+            for (k, v) in &entries {
+                if step(self, k, v)? {
+                    moved += 1;
+                }
+            }
+            #[cfg(test)]
+            tests::upgrade_may_fail()?;
+            flush(self)?;
+            for (k, _) in &entries {
+                old.remove(k).map_err(err)?;
+            }
+            self.changed = true;
+            flush(self)?;
+            progress(moved);
+        }
+        let name = old.name();
+        drop(old);
+        self.db.drop_tree(name).map_err(err)?;
+        self.changed = true;
+        flush(self)?;
+        Ok(moved)
     }
 
     /// A flush without the housekeeping after it (no compaction round), for the moves at
@@ -578,44 +604,23 @@ impl SledStore {
     /// is still in the old tree and is moved again, over the same sequence numbers (no
     /// duplicates). The flush per batch also bounds the segments' open files. `progress`
     /// gets the number of records moved so far after each batch.
-    fn upgrade(&mut self, mut progress: impl FnMut(u64)) -> Result<(), BufferError> {
+    fn upgrade(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
         let Some(old) = self.old_records()? else {
             return Ok(());
         };
-        let mut moved = 0u64;
-        loop {
-            let batch = old
-                .iter()
-                .take(MOVE_BATCH)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            if batch.is_empty() {
-                break;
+        let step = |s: &mut Self, k: &[u8], v: &[u8]| {
+            let Some(seq) = seq_of(k) else {
+                return Ok(false);
+            };
+            // Dropped: it leaves the old tree with its batch.
+            if s.drops_too_large(seq, v.len()) {
+                return Ok(false);
             }
-            for (k, v) in &batch {
-                if let Some(seq) = seq_of(k) {
-                    // Dropped: it leaves the old tree with its batch.
-                    if self.drops_too_large(seq, v.len()) {
-                        continue;
-                    }
-                    self.insert(seq, v.to_vec())?;
-                    moved += 1;
-                }
-            }
-            #[cfg(test)]
-            tests::upgrade_may_fail()?;
-            self.flush()?;
-            for (k, _) in &batch {
-                old.remove(k).map_err(err)?;
-            }
-            self.changed = true;
-            self.flush()?;
-            progress(moved);
-        }
-        drop(old);
-        self.db.drop_tree(OLD_RECORDS).map_err(err)?;
-        self.changed = true;
-        self.flush()?;
+            s.insert(seq, v.to_vec())?;
+            Ok(true)
+        };
+        let flush = |s: &mut Self| s.flush().map(drop);
+        let moved = self.move_old_tree(old, MOVE_BATCH, step, flush, progress)?;
         if moved > 0 {
             log::info!(
                 "buffer: moved {moved} record(s) to the new layout (bodies in segment files)"
