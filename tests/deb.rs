@@ -394,7 +394,8 @@ fn eventhubs_secret(etc: &Path) {
 /// the installed package) is refused while the buffer holds records, or while the agent runs
 /// and holds it (it cannot be counted then), unless HUBGATE_DOWNGRADE_LOSES_BUFFER=yes. No
 /// buffer, an empty one to a release before 0.2.0, or an upgrade go on; an empty one to a
-/// release from 0.2.0 on (which refuses a newer layout even empty) is refused until removed.
+/// release from 0.2.0 on (which refuses a newer layout even empty) goes on with the database
+/// moved aside, its dead letters readable there.
 /// With real dpkg (in a scratch root): the refusal holds against a release whose prerm
 /// refuses in `failed-upgrade` too, as this one does; the releases before the guard (0.1.0-1,
 /// whose prerm knows only `remove`) let dpkg go on, as docs/operations.md says.
@@ -451,23 +452,72 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     assert!(ok, "{stderr}");
 
     // An empty buffer: a release before 0.2.0 ignores it; one from 0.2.0 on refuses to start
-    // on this layout even so, and goes only once it is removed.
-    drop(SledStore::open(&buffer).unwrap());
+    // on this layout even so, so the database is moved aside for it, its dead letters in it.
+    let dead = hubgate::record::Record {
+        id: "dead".into(),
+        rec_type: "io.microshare.environment.unpacked".into(),
+        key: "58-A0-CB-00-00-10-12-34".into(),
+        created_ms: 0,
+        body: "{\"refused\":1}".into(),
+    };
+    let mut store = SledStore::open(&buffer).unwrap();
+    store.dead_letter(9, encode(&dead)).unwrap();
+    store.flush().unwrap();
+    drop(store);
     let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
     assert!(ok, "{stderr}");
+    assert!(buffer.join("sled").is_dir(), "{stderr}");
     let (ok, stderr) = prerm_run(&["upgrade", "0.2.0-1"], false);
     assert!(
-        !ok,
+        ok,
         "a downgrade to a release that refuses the empty buffer: {stderr}"
     );
+    assert!(!buffer.join("sled").exists(), "{stderr}");
+    let aside = moved_aside(&buffer);
+    assert_eq!(aside.len(), 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line says where it went: {stderr}"
+    );
     assert!(
-        stderr.contains("refusing the downgrade to 0.2.0-1: the buffer is empty")
-            && stderr.contains(&format!("sudo rm -r {}/sled)", buffer.display())),
+        stderr.contains(&format!(
+            "was moved to \"{}\" with its 1 dead letter(s)",
+            aside[0].display()
+        )),
         "{stderr}"
     );
-    std::fs::remove_dir_all(buffer.join("sled")).unwrap();
-    let (ok, stderr) = prerm_run(&["upgrade", "0.2.0-1"], false);
-    assert!(ok, "{stderr}");
+    // Read as the line says: the directory moved aside as `sled` of a config's buffer path.
+    let reader = dir.path().join("reader");
+    std::fs::create_dir_all(&reader).unwrap();
+    std::fs::rename(&aside[0], reader.join("sled")).unwrap();
+    let only_buffer = dir.path().join("only-buffer.toml");
+    std::fs::write(
+        &only_buffer,
+        format!("[buffer]\npath = \"{}\"\n", reader.display()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["buffer", "export", "--dead-letters", "-c"])
+        .arg(&only_buffer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"refused\":1}\n");
+
+    // The installed release's prerm refuses a later release's downgrade to it: from
+    // `failed-upgrade` an empty buffer is not moved, its removal named.
+    drop(SledStore::open(&buffer).unwrap());
+    let (ok, stderr) = prerm_run(&["failed-upgrade", "99.0.0-1"], false);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "refusing the downgrade to {version}: the buffer is empty"
+        )) && stderr.contains(&format!("sudo rm -r \"{}/sled\")", buffer.display())),
+        "{stderr}"
+    );
+    assert!(buffer.join("sled").is_dir());
+    assert!(moved_aside(&buffer).is_empty());
 
     let mut store = SledStore::open(&buffer).unwrap();
     for seq in 0..3 {
@@ -579,4 +629,36 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     assert!(out.contains("refusing the downgrade to 0.1.0-1"), "{out}");
     assert!(ok, "{out}");
     assert_eq!(installed(), "0.1.0-1 install ok installed", "{out}");
+
+    // Back to this release, the buffer emptied, then down to 0.2.0-1: this prerm moves the
+    // empty database aside, dpkg never needs 0.2.0-1's prerm (which would let it go on for an
+    // empty buffer: the one below does the same), and 0.2.0-1 is installed.
+    let (ok, out) = dpkg(&this, false);
+    assert!(ok, "{out}");
+    let mut store = SledStore::open(&buffer).unwrap();
+    assert_eq!(store.purge().unwrap(), 3);
+    drop(store);
+    let (ok, out) = dpkg(&prerm_only_deb(dir.path(), "0.2.0-1", before_guard), false);
+    assert!(ok, "{out}");
+    assert_eq!(installed(), "0.2.0-1 install ok installed", "{out}");
+    assert!(!buffer.join("sled").exists(), "{out}");
+    let aside = moved_aside(&buffer);
+    assert_eq!(aside.len(), 1, "{out}");
+    assert!(
+        out.contains(&format!("was moved to \"{}\"", aside[0].display())),
+        "{out}"
+    );
+}
+
+/// The databases moved aside in the buffer directory `buffer` for a downgrade.
+fn moved_aside(buffer: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(buffer)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("sled.layout2-"))
+        })
+        .collect()
 }

@@ -342,13 +342,13 @@ impl SledStore {
         match (store.stored_mark(), store.marked()) {
             // The salvage carries an old layout's records too.
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
-                store.salvage(stored, flushed)
+                store.salvage(stored, Some(flushed))
             }
             // A group that does not decode (counted while the store opened): its records'
             // pointers are lost, their bodies are in the segments, which the salvage reads.
             (stored, flushed) if store.index.damaged() => {
-                let flushed = flushed.or(stored).unwrap_or(0);
-                store.salvage(stored.min(Some(flushed)), flushed)
+                let flushed = flushed.or(stored);
+                store.salvage(stored.min(flushed), flushed)
             }
             (_, flushed) => {
                 // First: what follows reads the records through the index. Fatal, as the
@@ -495,55 +495,81 @@ impl SledStore {
     }
 
     /// [`SledStore::group`]'s batches.
-    fn group_batches(&mut self, mut progress: impl FnMut(u64)) -> Result<(), BufferError> {
+    fn group_batches(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
         let Some(old) = old_pointers(&self.db).map_err(err)? else {
             return Ok(());
         };
-        let mut moved = 0u64;
-        loop {
-            let batch = old
-                .iter()
-                .take(GROUP_BATCH)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            if batch.is_empty() {
-                break;
-            }
-            for (k, v) in &batch {
-                match (seq_of(k), Pointer::from_bytes(v)) {
-                    (Some(seq), Some(p)) => {
-                        self.index.insert(seq, p).map_err(err)?;
-                        moved += 1;
-                    }
-                    // Its body cannot be found: damage, as a damaged group's records are.
-                    (seq, _) => log::error!(
+        let step = |s: &mut Self, k: &[u8], v: &[u8]| {
+            s.changed = true;
+            match (seq_of(k), Pointer::from_bytes(v)) {
+                (Some(seq), Some(p)) => {
+                    s.index.insert(seq, p).map_err(err)?;
+                    Ok(true)
+                }
+                // Its body cannot be found: damage, as a damaged group's records are.
+                (seq, _) => {
+                    log::error!(
                         "buffer: a damaged pointer ({} bytes under a key of {} bytes{}) in the \
                          old tree: dropped",
                         v.len(),
                         k.len(),
                         seq.map_or(String::new(), |seq| format!(", record #{seq}"))
-                    ),
+                    );
+                    Ok(false)
                 }
             }
-            #[cfg(test)]
-            tests::upgrade_may_fail()?;
-            self.changed = true;
-            self.flush_only()?;
-            for (k, _) in &batch {
-                old.remove(k).map_err(err)?;
-            }
-            self.changed = true;
-            self.flush_only()?;
-            progress(moved);
-        }
-        drop(old);
-        self.db.drop_tree(POINTERS).map_err(err)?;
-        self.changed = true;
-        self.flush_only()?;
+        };
+        let moved = self.move_old_tree(old, GROUP_BATCH, step, Self::flush_only, progress)?;
         if moved > 0 {
             log::info!("buffer: moved the pointers of {moved} record(s) into groups");
         }
         Ok(())
+    }
+
+    /// Moves the old tree `old` out, `batch` entries at a time: `step` takes each entry
+    /// (whether it moved a record), then `flush` makes the batch durable; then its keys leave
+    /// the old tree and that is flushed too. At the end the empty tree is dropped. Each
+    /// batch's entries stay in `old` until the batch is flushed: moved again after a crash.
+    /// `progress` gets the number of records moved so far after each batch; returns it.
+    fn move_old_tree(
+        &mut self,
+        old: sled::Tree,
+        batch: usize,
+        mut step: impl FnMut(&mut Self, &[u8], &[u8]) -> Result<bool, BufferError>,
+        flush: impl Fn(&mut Self) -> Result<(), BufferError>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, BufferError> {
+        let mut moved = 0u64;
+        loop {
+            let entries = old
+                .iter()
+                .take(batch)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            if entries.is_empty() {
+                break;
+            }
+            for (k, v) in &entries {
+                if step(self, k, v)? {
+                    moved += 1;
+                }
+            }
+            #[cfg(test)]
+            tests::upgrade_may_fail()?;
+            flush(self)?;
+            for (k, _) in &entries {
+                old.remove(k).map_err(err)?;
+            }
+            self.changed = true;
+            flush(self)?;
+            progress(moved);
+        }
+        let name = old.name();
+        drop(old);
+        self.db.drop_tree(name).map_err(err)?;
+        self.changed = true;
+        flush(self)?;
+        Ok(moved)
     }
 
     /// A flush without the housekeeping after it (no compaction round), for the moves at
@@ -578,44 +604,23 @@ impl SledStore {
     /// is still in the old tree and is moved again, over the same sequence numbers (no
     /// duplicates). The flush per batch also bounds the segments' open files. `progress`
     /// gets the number of records moved so far after each batch.
-    fn upgrade(&mut self, mut progress: impl FnMut(u64)) -> Result<(), BufferError> {
+    fn upgrade(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
         let Some(old) = self.old_records()? else {
             return Ok(());
         };
-        let mut moved = 0u64;
-        loop {
-            let batch = old
-                .iter()
-                .take(MOVE_BATCH)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            if batch.is_empty() {
-                break;
+        let step = |s: &mut Self, k: &[u8], v: &[u8]| {
+            let Some(seq) = seq_of(k) else {
+                return Ok(false);
+            };
+            // Dropped: it leaves the old tree with its batch.
+            if s.drops_too_large(seq, v.len()) {
+                return Ok(false);
             }
-            for (k, v) in &batch {
-                if let Some(seq) = seq_of(k) {
-                    // Dropped: it leaves the old tree with its batch.
-                    if self.drops_too_large(seq, v.len()) {
-                        continue;
-                    }
-                    self.insert(seq, v.to_vec())?;
-                    moved += 1;
-                }
-            }
-            #[cfg(test)]
-            tests::upgrade_may_fail()?;
-            self.flush()?;
-            for (k, _) in &batch {
-                old.remove(k).map_err(err)?;
-            }
-            self.changed = true;
-            self.flush()?;
-            progress(moved);
-        }
-        drop(old);
-        self.db.drop_tree(OLD_RECORDS).map_err(err)?;
-        self.changed = true;
-        self.flush()?;
+            s.insert(seq, v.to_vec())?;
+            Ok(true)
+        };
+        let flush = |s: &mut Self| s.flush().map(drop);
+        let moved = self.move_old_tree(old, MOVE_BATCH, step, flush, progress)?;
         if moved > 0 {
             log::info!(
                 "buffer: moved {moved} record(s) to the new layout (bodies in segment files)"
@@ -980,6 +985,18 @@ impl SledStore {
         self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Record `seq` cannot be buffered: its group of the index is damaged. Every flush
+    /// from now on fails, which ends the run (see [`BufferError::SyncFailed`]).
+    fn damaged_group(&mut self, seq: u64) -> BufferError {
+        let why = format!(
+            "{}: record #{seq}'s entry in the index is damaged and is not written over; the \
+             next open salvages it",
+            self.dir.display()
+        );
+        self.sync_failed = Some(why.clone());
+        BufferError::SyncFailed(why)
+    }
+
     /// What the next flush has to do (`None`: nothing), with the mark it is to write: every
     /// change so far, which sled's flush covers once it starts after this.
     fn prepare_flush(&mut self) -> Result<Option<SyncJob>, BufferError> {
@@ -1216,17 +1233,22 @@ impl SledStore {
     /// cut on a card that lies about its syncs would otherwise leave a whole buffer's copy
     /// on the disk. It runs before READY=1:
     /// each batch carried and each segment read tells systemd the start goes on.
-    fn salvage(mut self, stored: Option<u64>, flushed: u64) -> Result<SledStore, BufferError> {
+    fn salvage(
+        mut self,
+        stored: Option<u64>,
+        flushed: Option<u64>,
+    ) -> Result<SledStore, BufferError> {
         let aside = move_aside(&self.dir)?;
         // Before the work: a salvage cut short (killed, failed) leaves the records not yet
         // carried only in the database moved aside, and this line says where.
         let what = if self.index.damaged() {
             "holds index entries that do not decode".to_string()
         } else {
+            let at = |mark: Option<u64>| mark.map_or("nothing".to_string(), |s| format!("#{s}"));
             format!(
-                "lost records it had flushed (it ends at #{}, hubgate had flushed up to \
-                 #{flushed})",
-                stored.map_or("nothing".to_string(), |s| s.to_string()),
+                "lost records it had flushed (it ends at {}, hubgate had flushed up to {})",
+                at(stored),
+                at(flushed),
             )
         };
         log::error!(
@@ -1240,7 +1262,7 @@ impl SledStore {
         fresh.lock = self.lock.take();
         fresh.moved_aside = true;
         // No sequence number up to `flushed` is handed out again, whichever flush is last.
-        fresh.highest = fresh.highest.max(Some(flushed));
+        fresh.highest = fresh.highest.max(flushed);
         let (mut kept, mut written) = (0u64, 0u64);
         // Records whose pointers name no body: compaction may have copied it to a segment
         // after the pointer sled went back to (its original deleted), so they are looked
@@ -1299,18 +1321,26 @@ impl SledStore {
             whole = false;
             None
         });
+        // A record whose old pointer does not read names no body: its body is looked for in
+        // the segments, as that of one whose pointer names no body.
+        let mut bad_pointers = Vec::new();
         for entry in pointers.iter().flat_map(|t| t.iter()) {
             let Ok((k, v)) = entry else {
                 whole = false;
                 continue;
             };
-            let (Some(seq), Some(p)) = (seq_of(&k), Pointer::from_bytes(&v)) else {
+            let Some(seq) = seq_of(&k) else {
                 continue;
             };
-            if !self.index.contains(seq).unwrap_or(false) {
-                pointed(&mut fresh, seq, p)?;
+            if self.index.contains(seq).unwrap_or(false) {
+                continue;
+            }
+            match Pointer::from_bytes(&v) {
+                Some(p) => pointed(&mut fresh, seq, p)?,
+                None => bad_pointers.push(seq),
             }
         }
+        unreadable.extend(bad_pointers);
         // A database an earlier release wrote: its records are in the old tree.
         let old = self.old_records().unwrap_or_else(|e| {
             // Its records are only there: the copy moved aside stays for `buffer recover`.
@@ -1344,7 +1374,8 @@ impl SledStore {
         // So are those of a group that does not decode, at any number: a record delivered
         // before comes again, rather than one acknowledged being lost.
         let lost = |seq: u64| {
-            stored.is_none_or(|s| seq > s) && seq <= flushed || self.index.in_damaged(seq)
+            flushed.is_some_and(|f| stored.is_none_or(|s| seq > s) && seq <= f)
+                || self.index.in_damaged(seq)
         };
         // A dead letter is not carried as a record too: the sink refused it for good.
         let named = |seq: u64| {
@@ -1395,7 +1426,7 @@ impl SledStore {
                         // Past the mark file: not acknowledged, unless the card lied about
                         // the mark's sync as it did about sled's; not carried, so the copy
                         // moved aside stays for `buffer recover`.
-                        if !copy && seq > flushed && !named(seq) && !lost(seq) {
+                        if !copy && flushed.is_none_or(|f| seq > f) && !named(seq) && !lost(seq) {
                             whole = false;
                         }
                         if copy || lost(seq) && !named(seq) {
@@ -1449,18 +1480,32 @@ impl SledStore {
                 ),
             }
         };
-        // The numbers past the mark sled still holds, up to the mark file's.
-        let range = stored.map_or(flushed.saturating_add(1), |s| flushed - s);
         log::error!(
             "buffer: salvage done: carried {kept} record(s) and {dead} dead letter(s) into a fresh \
-             database; {} record(s) had no readable body and are gone; of the {range} \
-             sequence number(s) past the mark the database still held, {} had a body in the \
-             segments and were carried, the others were delivered before or are gone. The \
-             database moved aside: {left}",
+             database; {} record(s) had no readable body and are gone; {}. The database moved \
+             aside: {left}",
             unreadable.len() - recovered.len(),
-            found.len(),
+            from_segments(stored, flushed, found.len()),
         );
         Ok(fresh)
+    }
+}
+
+/// What a salvage carried from the segments for want of pointers: of the numbers past the
+/// mark sled still held (`stored`), up to the mark file's (`flushed`), and of the damaged
+/// index entries; with no mark at all, only the latter.
+fn from_segments(stored: Option<u64>, flushed: Option<u64>, found: usize) -> String {
+    match flushed {
+        Some(f) => format!(
+            "of the {} sequence number(s) past the mark the database still held, and those of \
+             damaged index entries, {found} had a body in the segments and were carried, the \
+             others were delivered before or are gone",
+            stored.map_or(f.saturating_add(1), |s| f - s)
+        ),
+        None => format!(
+            "there was no mark; of the records of damaged index entries, {found} had a body in \
+             the segments and were carried"
+        ),
     }
 }
 
@@ -1787,7 +1832,13 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 impl Store for SledStore {
     /// The body goes to the segment first, then its pointer into sled. An append that fails
     /// (a full disk) is an error, as sled's own insert failing is, and leaves no record.
+    /// A record whose group of the index is damaged cannot be buffered this run: that ends
+    /// it as a failed sync does (the next flush fails the same way), and the open after it
+    /// salvages; no body is appended for it once the damage is known.
     fn insert(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError> {
+        if self.index.in_damaged(seq) {
+            return Err(self.damaged_group(seq));
+        }
         let p = self.segments.append(seq, &value).map_err(|e| {
             BufferError::Storage(format!(
                 "{}: appending record #{seq}: {e}",
@@ -1796,7 +1847,11 @@ impl Store for SledStore {
         })?;
         self.highest = self.highest.max(Some(seq));
         self.changed = true;
-        let old = self.index.insert(seq, p).map_err(err)?;
+        let old = match self.index.insert(seq, p) {
+            Ok(old) => old,
+            Err(_) if self.index.in_damaged(seq) => return Err(self.damaged_group(seq)),
+            Err(e) => return Err(err(e)),
+        };
         // Counted before the old pointer leaves: were it the last, the segment `p` points
         // into would be retired as drained.
         self.segments.added(p);
@@ -1808,9 +1863,10 @@ impl Store for SledStore {
         Ok(())
     }
 
-    /// A removal is held in the index until the next flush writes it; one the index
-    /// refuses (its group cannot be read from sled) has that flush call sled's, which fails
-    /// the same way if sled failed for good.
+    /// A removal is held in the index until the next flush writes it. A record in a group
+    /// found damaged reads as not there: nothing is removed, it stays counted, and the open's
+    /// salvage carries it again (a duplicate). One whose group sled cannot read is an error,
+    /// and has the next flush call sled's, which fails the same way if sled failed for good.
     fn remove(&mut self, seq: u64) -> Result<u64, BufferError> {
         let removed = self.index.remove(seq).map_err(|e| {
             self.changed = true;
@@ -3130,6 +3186,69 @@ mod tests {
         }
     }
 
+    /// The salvage's line counts the numbers past sled's mark up to the mark file's, none when
+    /// there is no mark at all (a damaged group at an open with neither), as it says.
+    #[test]
+    fn the_salvage_counts_past_the_mark_only_where_there_is_one() {
+        let line = from_segments(Some(7), Some(9), 1);
+        assert!(
+            line.starts_with("of the 2 sequence number(s) past the mark"),
+            "{line}"
+        );
+        assert!(line.contains(", 1 had a body"), "{line}");
+        let line = from_segments(None, Some(4), 0);
+        assert!(
+            line.starts_with("of the 5 sequence number(s) past the mark"),
+            "{line}"
+        );
+        assert_eq!(
+            from_segments(None, None, 3),
+            "there was no mark; of the records of damaged index entries, 3 had a body in the \
+             segments and were carried"
+        );
+    }
+
+    /// A salvage of a half-moved layout-1 database (#0..=#3 in the index, the rest in the old
+    /// tree, sled's mark behind the mark file's) carries a record whose old pointer does not
+    /// read (a length over [`MAX_VALUE`]) from its segment, whole: it is in the old tree, so
+    /// only its body in the segments is left of it.
+    #[test]
+    fn a_salvage_carries_a_layout_one_record_whose_pointer_does_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..10, body_of);
+            s.flush().unwrap();
+            let old = s.db.open_tree(POINTERS).unwrap();
+            for (seq, mut p) in s.index.scan(None, usize::MAX).unwrap() {
+                if seq < 4 {
+                    continue;
+                }
+                if seq == 5 {
+                    p.len = MAX_VALUE + 1;
+                }
+                old.insert(seq.to_be_bytes(), &p.to_bytes()).unwrap();
+                s.index.remove(seq).unwrap();
+            }
+            s.state_set(LAYOUT_KEY, &1u32.to_be_bytes()).unwrap();
+            s.meta.insert(MARK_KEY, &7u64.to_be_bytes()).unwrap();
+            write_out(&mut s);
+            assert_eq!(s.marked(), Some(9));
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.moved_aside_at_open());
+        let bytes: u64 = (0..10).map(|seq| body_of(seq).len() as u64).sum();
+        assert_eq!(s.usage(), (10, bytes));
+        let all = s.scan(None, 20).unwrap();
+        assert_eq!(
+            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        for (seq, body) in all {
+            assert_eq!(body, body_of(seq), "#{seq}");
+        }
+    }
+
     /// The move's flushes write no mark: records whose pointers reached sled after the last
     /// flush (#10, #11, mark file at #9) are checked and synced after the move, and only
     /// the open's first flush after that covers them.
@@ -3755,10 +3874,22 @@ mod tests {
     /// A group found damaged while running is never written over (an insert into it is
     /// refused), so the next open still sees the damage and salvages its records from the
     /// segments: nothing counted at open is lost, and the refused record's body, appended
-    /// before its pointer was refused, comes too (a duplicate at worst).
+    /// before its pointer was refused, comes too (a duplicate at worst: it was never
+    /// acknowledged). The refusal ends the run: every flush after it fails as after a failed
+    /// sync, and no later insert appends another body.
     #[test]
     fn a_group_found_damaged_while_running_stays_for_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
+        let values = dir
+            .path()
+            .join(DB_DIR)
+            .join(super::super::segments::VALUES_DIR);
+        let appended = || -> u64 {
+            std::fs::read_dir(&values)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
         {
             let mut s = SledStore::open(dir.path()).unwrap();
             fill_with(&mut s, 0..3, body_of);
@@ -3766,14 +3897,23 @@ mod tests {
             s.flush().unwrap();
             let groups = s.db.open_tree(super::super::index::TREE).unwrap();
             groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+            let damaged = |e: &BufferError| matches!(e, BufferError::SyncFailed(why) if why.contains("#261's entry in the index is damaged"));
+            // The insert finds the damage.
+            let e = s.insert(261, body_of(261)).unwrap_err();
+            assert!(damaged(&e), "{e}");
             assert_eq!(seqs(&s, None), vec![0, 1, 2]);
-            assert!(s.insert(261, body_of(261)).is_err());
-            s.insert(512, body_of(512)).unwrap();
-            s.flush().unwrap();
+            let after = appended();
+            let e = s.insert(261, body_of(261)).unwrap_err();
+            assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
+            assert_eq!(appended(), after, "no second copy of #261's body");
+            let e = s.flush().unwrap_err();
+            assert!(damaged(&e), "{e}");
+            let e = s.flush().unwrap_err();
+            assert!(damaged(&e), "{e}");
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert!(s.moved_aside_at_open());
-        let want: Vec<u64> = (0..3).chain(256..262).chain(512..513).collect();
+        let want: Vec<u64> = (0..3).chain(256..262).collect();
         let all = s.scan(None, 20).unwrap();
         assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
         for (seq, body) in all {
