@@ -1003,6 +1003,16 @@ impl SledStore {
         if let Some(why) = &self.sync_failed {
             return Err(BufferError::SyncFailed(why.clone()));
         }
+        // A group found damaged by any read, as by an insert: its records are counted but
+        // no read finds them, and the open salvages them.
+        if self.index.damaged() {
+            let why = format!(
+                "{}: an entry of the index was found damaged; the next open salvages it",
+                self.dir.display()
+            );
+            self.sync_failed = Some(why.clone());
+            return Err(BufferError::SyncFailed(why));
+        }
         if let Some(why) = &self.broken {
             return Err(BufferError::Storage(format!(
                 "the buffer database is unusable after a failed rebuild ({why}); restart hubgate"
@@ -3920,6 +3930,40 @@ mod tests {
             assert_eq!(body, body_of(seq), "#{seq}");
         }
         assert_eq!(moved_aside(dir.path()).len(), 1, "kept for buffer recover");
+    }
+
+    /// A group found damaged by a read while running (here a scan; no insert into it) ends
+    /// the run as a failed sync does: every flush after it fails, so its records, counted
+    /// but found by no read, do not keep the buffer from reading empty for the rest of the
+    /// run; the next open salvages them.
+    #[test]
+    fn a_group_found_damaged_by_a_read_ends_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill_with(&mut s, 0..3, body_of);
+            fill_with(&mut s, 256..261, body_of);
+            s.flush().unwrap();
+            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
+            groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+            assert_eq!(seqs(&s, None), vec![0, 1, 2]);
+            assert_eq!(s.usage().0, 8, "its records are still counted");
+            for _ in 0..2 {
+                let e = s.flush().unwrap_err();
+                assert!(
+                    matches!(&e, BufferError::SyncFailed(why) if why.contains("an entry of the index was found damaged")),
+                    "{e}"
+                );
+            }
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.moved_aside_at_open());
+        let want: Vec<u64> = (0..3).chain(256..261).collect();
+        let all = s.scan(None, 20).unwrap();
+        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
+        for (seq, body) in all {
+            assert_eq!(body, body_of(seq), "#{seq}");
+        }
     }
 
     /// A group that does not decode at an ordinary open (the marks agree) is damage: the
