@@ -62,9 +62,10 @@ const GROUP_BATCH: usize = 4096;
 const OLD_RECORDS: &[u8] = b"records";
 /// Records moved per flush by the upgrade and the salvage.
 const MOVE_BATCH: usize = 256;
-/// How long systemd's start timeout is pushed after each batch the upgrade or the salvage
-/// moved, and after each segment the salvage read: as long as a start takes by default
-/// (90 s), for a batch of 256 records and its two flushes, or a segment of 1 MiB.
+/// How long systemd's start timeout is pushed after each batch the upgrade, the move into
+/// groups or the salvage moved, and after each segment the salvage read: as long as a start
+/// takes by default (90 s), for a batch and its two flushes (256 records, or 4,096 pointers
+/// for the move into groups), or a segment of 1 MiB.
 const BATCH_ALLOWANCE: Duration = Duration::from_secs(90);
 /// The moves at open log their progress every this many batches (16,384 records for the
 /// upgrade, 262,144 for the move into groups).
@@ -1217,7 +1218,7 @@ impl SledStore {
             .then_some(unlinked.passes)
     }
 
-    /// A pointer left sled: one record less. Returns the bytes its body counted for.
+    /// A pointer left the index: one record less. Returns the bytes its body counted for.
     fn forget(&mut self, p: Pointer) -> u64 {
         self.count -= 1;
         self.segments.removed(p);
@@ -1840,8 +1841,9 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 }
 
 impl Store for SledStore {
-    /// The body goes to the segment first, then its pointer into sled. An append that fails
-    /// (a full disk) is an error, as sled's own insert failing is, and leaves no record.
+    /// The body goes to the segment first, then its pointer into the index (held in memory;
+    /// sled is written at the flush). An append that fails (a full disk) is an error, as a
+    /// pointer the index refuses is, and leaves no record.
     /// A record whose group of the index is damaged cannot be buffered this run: that ends
     /// it as a failed sync does (the next flush fails the same way), and the open after it
     /// salvages; no body is appended for it once the damage is known.
