@@ -3883,6 +3883,30 @@ mod tests {
         assert_eq!(moved_aside(dir.path()).len(), 1, "kept for buffer recover");
     }
 
+    /// A store at `dir` holding #0..=#2 and #256..=#260, flushed, whose group #256..=#511 in
+    /// sled is then damaged under it (it does not decode): found by the first read of it.
+    fn with_group_one_damaged(dir: &Path) -> SledStore {
+        let mut s = SledStore::open(dir).unwrap();
+        fill_with(&mut s, 0..3, body_of);
+        fill_with(&mut s, 256..261, body_of);
+        s.flush().unwrap();
+        let groups = s.db.open_tree(super::super::index::TREE).unwrap();
+        groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+        s
+    }
+
+    /// The next open of `dir` salvages the damaged group: records `want` read whole.
+    fn salvaged(dir: &Path, want: &[u64]) {
+        let s = SledStore::open(dir).unwrap();
+        assert!(s.moved_aside_at_open());
+        let all = s.scan(None, 20).unwrap();
+        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
+        for (seq, body) in all {
+            assert_eq!(body, body_of(seq), "#{seq}");
+        }
+        assert_eq!(moved_aside(dir).len(), 1, "kept for buffer recover");
+    }
+
     /// A group found damaged while running is never written over (an insert into it is
     /// refused), so the next open still sees the damage and salvages its records from the
     /// segments: nothing counted at open is lost, and the refused record's body, appended
@@ -3903,12 +3927,7 @@ mod tests {
                 .sum()
         };
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..3, body_of);
-            fill_with(&mut s, 256..261, body_of);
-            s.flush().unwrap();
-            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
-            groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+            let mut s = with_group_one_damaged(dir.path());
             let damaged = |e: &BufferError| matches!(e, BufferError::SyncFailed(why) if why.contains("#261's entry in the index is damaged"));
             // The insert finds the damage.
             let e = s.insert(261, body_of(261)).unwrap_err();
@@ -3923,15 +3942,8 @@ mod tests {
             let e = s.flush().unwrap_err();
             assert!(damaged(&e), "{e}");
         }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert!(s.moved_aside_at_open());
         let want: Vec<u64> = (0..3).chain(256..262).collect();
-        let all = s.scan(None, 20).unwrap();
-        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
-        for (seq, body) in all {
-            assert_eq!(body, body_of(seq), "#{seq}");
-        }
-        assert_eq!(moved_aside(dir.path()).len(), 1, "kept for buffer recover");
+        salvaged(dir.path(), &want);
     }
 
     /// A group found damaged by a read while running (here a scan; no insert into it) ends
@@ -3942,12 +3954,7 @@ mod tests {
     fn a_group_found_damaged_by_a_read_ends_the_run() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..3, body_of);
-            fill_with(&mut s, 256..261, body_of);
-            s.flush().unwrap();
-            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
-            groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+            let mut s = with_group_one_damaged(dir.path());
             assert_eq!(seqs(&s, None), vec![0, 1, 2]);
             assert_eq!(s.usage().0, 8, "its records are still counted");
             for _ in 0..2 {
@@ -3958,14 +3965,8 @@ mod tests {
                 );
             }
         }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert!(s.moved_aside_at_open());
         let want: Vec<u64> = (0..3).chain(256..261).collect();
-        let all = s.scan(None, 20).unwrap();
-        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
-        for (seq, body) in all {
-            assert_eq!(body, body_of(seq), "#{seq}");
-        }
+        salvaged(dir.path(), &want);
     }
 
     /// A group that does not decode at an ordinary open (the marks agree) is damage: the
