@@ -390,60 +390,135 @@ fn eventhubs_secret(etc: &Path) {
     .unwrap();
 }
 
+/// The override of the prerm's refusal of a downgrade.
+const OVERRIDE: &str = "HUBGATE_DOWNGRADE_LOSES_BUFFER";
+
+/// The shipped prerm, run by `sh` outside dpkg: the config it reads (in `dir/etc`, the
+/// documented Event Hubs setup) names the buffer `dir/buffer`, and the hubgate it runs is the
+/// one this test was built with.
+struct Prerm {
+    dir: tempfile::TempDir,
+    buffer: PathBuf,
+    /// The script as the package holds it.
+    shipped: String,
+    /// The script with this test's paths.
+    text: String,
+    script: PathBuf,
+}
+
+impl Prerm {
+    fn new() -> Prerm {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = maintainer_script(dir.path(), "prerm");
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        let buffer = dir.path().join("buffer");
+        // The documented Event Hubs setup: the secret from the unit's credential directory.
+        eventhubs_secret(&etc);
+        std::fs::write(
+            etc.join("hubgate.toml"),
+            format!(
+                "[[source]]\ntype = \"udp\"\n[buffer]\npath = \"{}\"\n[sink]\ntype = \"eventhubs\"\n\
+                 connection_string_file = \"${{CREDENTIALS_DIRECTORY}}/eventhubs.secret\"\n",
+                buffer.display()
+            ),
+        )
+        .unwrap();
+        let text = shipped
+            .replace("/etc/hubgate", &etc.display().to_string())
+            .replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate"));
+        let script = dir.path().join("prerm");
+        std::fs::write(&script, &text).unwrap();
+        Prerm {
+            dir,
+            buffer,
+            shipped,
+            text,
+            script,
+        }
+    }
+
+    /// Runs it with `args`, with the override if `allow`: whether it succeeded, and its stderr.
+    fn run(&self, args: &[&str], allow: bool) -> (bool, String) {
+        let mut cmd = Command::new("sh");
+        cmd.arg(&self.script)
+            .args(args)
+            .env_remove(OVERRIDE)
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if allow {
+            cmd.env(OVERRIDE, "yes");
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stderr)
+    }
+}
+
+/// Buffers `n` records (bodies `{}`, sequence numbers from 0) in the buffer at `buffer`.
+fn buffer_records(buffer: &Path, n: u64) {
+    use hubgate::buffer::{encode, SledStore, Store};
+    let mut store = SledStore::open(buffer).unwrap();
+    for seq in 0..n {
+        let rec = hubgate::record::Record {
+            id: format!("r{seq}"),
+            rec_type: "io.microshare.environment.unpacked".into(),
+            key: "58-A0-CB-00-00-10-12-34".into(),
+            created_ms: 0,
+            body: "{}".into(),
+        };
+        store.insert(seq, encode(&rec)).unwrap();
+    }
+    store.flush().unwrap();
+}
+
+/// What `hubgate buffer export` prints (the dead letters' bodies if `dead_letters`) for the
+/// buffer whose database is `sled`: moved to `<reader>/sled` first, as the prerm's line says
+/// (`reader` a new directory), and read with a config holding only `[buffer]`.
+fn export_moved(reader: &Path, sled: &Path, dead_letters: bool) -> String {
+    std::fs::create_dir_all(reader).unwrap();
+    std::fs::rename(sled, reader.join("sled")).unwrap();
+    let only_buffer = reader.with_extension("toml");
+    std::fs::write(
+        &only_buffer,
+        format!("[buffer]\npath = \"{}\"\n", reader.display()),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubgate"));
+    cmd.args(["buffer", "export", "-c"]).arg(&only_buffer);
+    if dead_letters {
+        cmd.arg("--dead-letters");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A downgrade to a release older than the buffer's layout (`prerm upgrade <older>`, run from
 /// the installed package) is refused while the buffer holds records, or while the agent runs
 /// and holds it (it cannot be counted then), unless HUBGATE_DOWNGRADE_LOSES_BUFFER=yes. No
 /// buffer, an empty one to a release before 0.2.0, or an upgrade go on; an empty one to a
 /// release from 0.2.0 on (which refuses a newer layout even empty) goes on with the database
-/// moved aside, its dead letters readable there.
+/// moved aside, its dead letters readable there. The refusal says what the older release does
+/// with the records: one before 0.2.0 deletes them, one from 0.2.0 on refuses to start.
 /// With real dpkg (in a scratch root): the refusal holds against a release whose prerm
 /// refuses in `failed-upgrade` too, as this one does; the releases before the guard (0.1.0-1,
 /// whose prerm knows only `remove`) let dpkg go on, as docs/operations.md says.
 #[test]
-fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records() {
+fn a_downgrade_below_the_buffer_layout_is_refused_with_records_and_moves_an_empty_buffer_aside() {
     use hubgate::buffer::{encode, BufferLock, SledStore, Store};
 
-    let dir = tempfile::tempdir().unwrap();
-    let shipped = maintainer_script(dir.path(), "prerm");
+    let fx = Prerm::new();
+    let dir = &fx.dir;
+    let buffer = &fx.buffer;
+    let shipped = &fx.shipped;
+    let prerm = &fx.text;
     let version = env!("CARGO_PKG_VERSION");
     assert!(
         shipped.contains(&format!("\nthis_version={version}\n")),
         "the prerm names the package's version {version}:\n{shipped}"
     );
-
-    let etc = dir.path().join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    let buffer = dir.path().join("buffer");
-    // The documented Event Hubs setup: the secret from the unit's credential directory.
-    eventhubs_secret(&etc);
-    std::fs::write(
-        etc.join("hubgate.toml"),
-        format!(
-            "[[source]]\ntype = \"udp\"\n[buffer]\npath = \"{}\"\n[sink]\ntype = \"eventhubs\"\n\
-             connection_string_file = \"${{CREDENTIALS_DIRECTORY}}/eventhubs.secret\"\n",
-            buffer.display()
-        ),
-    )
-    .unwrap();
-    let prerm = shipped
-        .replace("/etc/hubgate", &etc.display().to_string())
-        .replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate"));
-    let script = dir.path().join("prerm");
-    std::fs::write(&script, &prerm).unwrap();
-    let override_var = "HUBGATE_DOWNGRADE_LOSES_BUFFER";
-    let prerm_run = |args: &[&str], allow: bool| {
-        let mut cmd = Command::new("sh");
-        cmd.arg(&script)
-            .args(args)
-            .env_remove(override_var)
-            .env_remove("CREDENTIALS_DIRECTORY");
-        if allow {
-            cmd.env(override_var, "yes");
-        }
-        let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.success(), stderr)
-    };
+    let override_var = OVERRIDE;
+    let prerm_run = |args: &[&str], allow: bool| fx.run(args, allow);
 
     // No buffer yet (the agent never ran): nothing to lose.
     let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
@@ -460,7 +535,7 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
         created_ms: 0,
         body: "{\"refused\":1}".into(),
     };
-    let mut store = SledStore::open(&buffer).unwrap();
+    let mut store = SledStore::open(buffer).unwrap();
     store.dead_letter(9, encode(&dead)).unwrap();
     store.flush().unwrap();
     drop(store);
@@ -473,7 +548,7 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
         "a downgrade to a release that refuses the empty buffer: {stderr}"
     );
     assert!(!buffer.join("sled").exists(), "{stderr}");
-    let aside = moved_aside(&buffer);
+    let aside = moved_aside_for_downgrade(buffer);
     assert_eq!(aside.len(), 1, "{stderr}");
     assert_eq!(
         stderr.lines().count(),
@@ -488,26 +563,12 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
         "{stderr}"
     );
     // Read as the line says: the directory moved aside as `sled` of a config's buffer path.
-    let reader = dir.path().join("reader");
-    std::fs::create_dir_all(&reader).unwrap();
-    std::fs::rename(&aside[0], reader.join("sled")).unwrap();
-    let only_buffer = dir.path().join("only-buffer.toml");
-    std::fs::write(
-        &only_buffer,
-        format!("[buffer]\npath = \"{}\"\n", reader.display()),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hubgate"))
-        .args(["buffer", "export", "--dead-letters", "-c"])
-        .arg(&only_buffer)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"refused\":1}\n");
+    let read = export_moved(&dir.path().join("reader"), &aside[0], true);
+    assert_eq!(read, "{\"refused\":1}\n");
 
     // The installed release's prerm refuses a later release's downgrade to it: from
     // `failed-upgrade` an empty buffer is not moved, its removal named.
-    drop(SledStore::open(&buffer).unwrap());
+    drop(SledStore::open(buffer).unwrap());
     let (ok, stderr) = prerm_run(&["failed-upgrade", "99.0.0-1"], false);
     assert!(!ok, "{stderr}");
     assert!(
@@ -517,21 +578,9 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
         "{stderr}"
     );
     assert!(buffer.join("sled").is_dir());
-    assert!(moved_aside(&buffer).is_empty());
+    assert!(moved_aside_for_downgrade(buffer).is_empty());
 
-    let mut store = SledStore::open(&buffer).unwrap();
-    for seq in 0..3 {
-        let rec = hubgate::record::Record {
-            id: format!("r{seq}"),
-            rec_type: "io.microshare.environment.unpacked".into(),
-            key: "58-A0-CB-00-00-10-12-34".into(),
-            created_ms: 0,
-            body: "{}".into(),
-        };
-        store.insert(seq, encode(&rec)).unwrap();
-    }
-    store.flush().unwrap();
-    drop(store);
+    buffer_records(buffer, 3);
 
     let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
     assert!(!ok, "a downgrade with 3 records went on: {stderr}");
@@ -541,8 +590,29 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     );
     assert!(stderr.contains(override_var), "{stderr}");
     assert!(stderr.contains("do not back this refusal up"), "{stderr}");
+    assert!(
+        stderr.contains("0.1.0-1 cannot read this buffer's layout: it does not see these records")
+            && stderr.contains("drained its own buffer it deletes them"),
+        "{stderr}"
+    );
     let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], true);
     assert!(ok, "the override: {stderr}");
+    // A release from 0.2.0 on deletes nothing: it refuses to start on this layout.
+    let (ok, stderr) = prerm_run(&["upgrade", "0.2.1-1"], false);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("refusing the downgrade to 0.2.1-1: the buffer holds 3 record(s)")
+            && stderr
+                .contains("0.2.1-1 cannot read this buffer's layout: it refuses to start on it")
+            && stderr.contains("it deletes nothing")
+            && stderr.contains("which moves the buffer's database aside for 0.2.1-1"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("deletes them") && !stderr.contains("accepting the loss"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("do not back this refusal up"), "{stderr}");
     let (ok, stderr) = prerm_run(&["upgrade", "99.0.0-1"], false);
     assert!(ok, "an upgrade: {stderr}");
     assert_eq!(stderr, "");
@@ -558,11 +628,19 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     assert!(ok, "failed-upgrade of a reinstall: {stderr}");
 
     // A running agent holds the buffer's lock: not counted, refused.
-    let lock = BufferLock::take(&buffer).unwrap();
+    let lock = BufferLock::take(buffer).unwrap();
     let (ok, stderr) = prerm_run(&["upgrade", "0.1.0-1"], false);
     assert!(!ok, "{stderr}");
     assert!(
         stderr.contains("the buffer could not be counted") && stderr.contains("lock"),
+        "{stderr}"
+    );
+    let (ok, stderr) = prerm_run(&["upgrade", "0.2.0-1"], false);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("the buffer could not be counted")
+            && stderr
+                .contains("0.2.0-1 cannot read this buffer's layout: it refuses to start on it"),
         "{stderr}"
     );
     drop(lock);
@@ -612,13 +690,19 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
         );
     let (ok, out) = dpkg(&prerm_only_deb(dir.path(), "99.0.0-1", &later), false);
     assert!(ok, "{out}");
-    let this = prerm_only_deb(dir.path(), &format!("{version}-1"), &prerm);
+    let this = prerm_only_deb(dir.path(), &format!("{version}-1"), prerm);
     let (ok, out) = dpkg(&this, false);
     assert!(!ok, "dpkg downgraded with 3 records: {out}");
     assert_eq!(installed(), "99.0.0-1 install ok installed", "{out}");
+    // The override: the later release's prerm moves the database aside for this one (which
+    // refuses a newer layout); put back, for the downgrades below.
     let (ok, out) = dpkg(&this, true);
     assert!(ok, "the override: {out}");
     assert_eq!(installed(), format!("{version}-1 install ok installed"));
+    let aside = moved_aside_for_downgrade(buffer);
+    assert_eq!(aside.len(), 1, "{out}");
+    assert!(out.contains("with its 3 record(s)"), "{out}");
+    std::fs::rename(&aside[0], buffer.join("sled")).unwrap();
 
     // 0.1.0-1's prerm, as cargo-deb made it: dpkg runs it for `failed-upgrade` when the
     // refusal fails `upgrade`, it succeeds, and dpkg goes on.
@@ -635,14 +719,14 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     // empty buffer: the one below does the same), and 0.2.0-1 is installed.
     let (ok, out) = dpkg(&this, false);
     assert!(ok, "{out}");
-    let mut store = SledStore::open(&buffer).unwrap();
+    let mut store = SledStore::open(buffer).unwrap();
     assert_eq!(store.purge().unwrap(), 3);
     drop(store);
     let (ok, out) = dpkg(&prerm_only_deb(dir.path(), "0.2.0-1", before_guard), false);
     assert!(ok, "{out}");
     assert_eq!(installed(), "0.2.0-1 install ok installed", "{out}");
     assert!(!buffer.join("sled").exists(), "{out}");
-    let aside = moved_aside(&buffer);
+    let aside = moved_aside_for_downgrade(buffer);
     assert_eq!(aside.len(), 1, "{out}");
     assert!(
         out.contains(&format!("was moved to \"{}\"", aside[0].display())),
@@ -650,8 +734,61 @@ fn a_downgrade_below_the_buffer_layout_is_refused_while_the_buffer_holds_records
     );
 }
 
+/// With HUBGATE_DOWNGRADE_LOSES_BUFFER=yes, a downgrade to 0.2.x (which refuses to start on
+/// this layout) moves the buffer's database aside with its records, as it does an empty one:
+/// nothing is deleted, and this release reads them once the directory is `sled` again.
+/// Beside a running agent (not counted, nothing moved) it goes on, saying 0.2.x does not
+/// start until the database is moved away. For a release before 0.2.0 nothing is moved.
+#[test]
+fn the_override_of_a_downgrade_to_0_2_moves_the_buffer_aside_with_its_records() {
+    use hubgate::buffer::BufferLock;
+
+    let fx = Prerm::new();
+    let sled = fx.buffer.join("sled");
+    buffer_records(&fx.buffer, 3);
+
+    let (ok, stderr) = fx.run(&["upgrade", "0.1.0-1"], true);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("the buffer is not counted"), "{stderr}");
+    assert!(sled.is_dir(), "{stderr}");
+    assert!(moved_aside_for_downgrade(&fx.buffer).is_empty());
+
+    let lock = BufferLock::take(&fx.buffer).unwrap();
+    let (ok, stderr) = fx.run(&["upgrade", "0.2.0-1"], true);
+    drop(lock);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the buffer could not be counted")
+            && stderr.contains("0.2.0-1 does not start until <buffer.path>/sled (buffer.path in "),
+        "{stderr}"
+    );
+    assert!(sled.is_dir(), "{stderr}");
+    assert!(moved_aside_for_downgrade(&fx.buffer).is_empty());
+
+    let (ok, stderr) = fx.run(&["upgrade", "0.2.1-1"], true);
+    assert!(ok, "{stderr}");
+    assert!(!sled.exists(), "{stderr}");
+    let aside = moved_aside_for_downgrade(&fx.buffer);
+    assert_eq!(aside.len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line says where: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "was moved to \"{}\" with its 3 record(s) and 0 dead letter(s), nothing deleted",
+            aside[0].display()
+        )) && stderr.contains(&format!(
+            "0.3.0 or later sends them once that directory is \"{}\" again: after the buffer \
+             0.2.1-1 makes there has been drained (hubgate buffered 0) and removed",
+            sled.display()
+        )),
+        "{stderr}"
+    );
+    // As the line says: put back as `sled`, every record is read.
+    assert_eq!(export_moved(&fx.buffer, &aside[0], false), "{}\n{}\n{}\n");
+}
+
 /// The databases moved aside in the buffer directory `buffer` for a downgrade.
-fn moved_aside(buffer: &Path) -> Vec<PathBuf> {
+fn moved_aside_for_downgrade(buffer: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(buffer)
         .unwrap()
         .map(|e| e.unwrap().path())

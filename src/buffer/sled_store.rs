@@ -62,9 +62,10 @@ const GROUP_BATCH: usize = 4096;
 const OLD_RECORDS: &[u8] = b"records";
 /// Records moved per flush by the upgrade and the salvage.
 const MOVE_BATCH: usize = 256;
-/// How long systemd's start timeout is pushed after each batch the upgrade or the salvage
-/// moved, and after each segment the salvage read: as long as a start takes by default
-/// (90 s), for a batch of 256 records and its two flushes, or a segment of 1 MiB.
+/// How long systemd's start timeout is pushed after each batch the upgrade, the move into
+/// groups or the salvage moved, and after each segment the salvage read: as long as a start
+/// takes by default (90 s), for a batch and its two flushes (256 records, or 4,096 pointers
+/// for the move into groups), or a segment of 1 MiB.
 const BATCH_ALLOWANCE: Duration = Duration::from_secs(90);
 /// The moves at open log their progress every this many batches (16,384 records for the
 /// upgrade, 262,144 for the move into groups).
@@ -1003,6 +1004,16 @@ impl SledStore {
         if let Some(why) = &self.sync_failed {
             return Err(BufferError::SyncFailed(why.clone()));
         }
+        // A group found damaged by any read, as by an insert: its records are counted but
+        // no read finds them, and the open salvages them.
+        if self.index.damaged() {
+            let why = format!(
+                "{}: an entry of the index was found damaged; the next open salvages it",
+                self.dir.display()
+            );
+            self.sync_failed = Some(why.clone());
+            return Err(BufferError::SyncFailed(why));
+        }
         if let Some(why) = &self.broken {
             return Err(BufferError::Storage(format!(
                 "the buffer database is unusable after a failed rebuild ({why}); restart hubgate"
@@ -1207,7 +1218,7 @@ impl SledStore {
             .then_some(unlinked.passes)
     }
 
-    /// A pointer left sled: one record less. Returns the bytes its body counted for.
+    /// A pointer left the index: one record less. Returns the bytes its body counted for.
     fn forget(&mut self, p: Pointer) -> u64 {
         self.count -= 1;
         self.segments.removed(p);
@@ -1830,8 +1841,9 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 }
 
 impl Store for SledStore {
-    /// The body goes to the segment first, then its pointer into sled. An append that fails
-    /// (a full disk) is an error, as sled's own insert failing is, and leaves no record.
+    /// The body goes to the segment first, then its pointer into the index (held in memory;
+    /// sled is written at the flush). An append that fails (a full disk) is an error, as a
+    /// pointer the index refuses is, and leaves no record.
     /// A record whose group of the index is damaged cannot be buffered this run: that ends
     /// it as a failed sync does (the next flush fails the same way), and the open after it
     /// salvages; no body is appended for it once the damage is known.
@@ -3871,6 +3883,30 @@ mod tests {
         assert_eq!(moved_aside(dir.path()).len(), 1, "kept for buffer recover");
     }
 
+    /// A store at `dir` holding #0..=#2 and #256..=#260, flushed, whose group #256..=#511 in
+    /// sled is then damaged under it (it does not decode): found by the first read of it.
+    fn with_group_one_damaged(dir: &Path) -> SledStore {
+        let mut s = SledStore::open(dir).unwrap();
+        fill_with(&mut s, 0..3, body_of);
+        fill_with(&mut s, 256..261, body_of);
+        s.flush().unwrap();
+        let groups = s.db.open_tree(super::super::index::TREE).unwrap();
+        groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+        s
+    }
+
+    /// The next open of `dir` salvages the damaged group: records `want` read whole.
+    fn salvaged(dir: &Path, want: &[u64]) {
+        let s = SledStore::open(dir).unwrap();
+        assert!(s.moved_aside_at_open());
+        let all = s.scan(None, 20).unwrap();
+        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
+        for (seq, body) in all {
+            assert_eq!(body, body_of(seq), "#{seq}");
+        }
+        assert_eq!(moved_aside(dir).len(), 1, "kept for buffer recover");
+    }
+
     /// A group found damaged while running is never written over (an insert into it is
     /// refused), so the next open still sees the damage and salvages its records from the
     /// segments: nothing counted at open is lost, and the refused record's body, appended
@@ -3891,12 +3927,7 @@ mod tests {
                 .sum()
         };
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..3, body_of);
-            fill_with(&mut s, 256..261, body_of);
-            s.flush().unwrap();
-            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
-            groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
+            let mut s = with_group_one_damaged(dir.path());
             let damaged = |e: &BufferError| matches!(e, BufferError::SyncFailed(why) if why.contains("#261's entry in the index is damaged"));
             // The insert finds the damage.
             let e = s.insert(261, body_of(261)).unwrap_err();
@@ -3911,15 +3942,31 @@ mod tests {
             let e = s.flush().unwrap_err();
             assert!(damaged(&e), "{e}");
         }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert!(s.moved_aside_at_open());
         let want: Vec<u64> = (0..3).chain(256..262).collect();
-        let all = s.scan(None, 20).unwrap();
-        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
-        for (seq, body) in all {
-            assert_eq!(body, body_of(seq), "#{seq}");
+        salvaged(dir.path(), &want);
+    }
+
+    /// A group found damaged by a read while running (here a scan; no insert into it) ends
+    /// the run as a failed sync does: every flush after it fails, so its records, counted
+    /// but found by no read, do not keep the buffer from reading empty for the rest of the
+    /// run; the next open salvages them.
+    #[test]
+    fn a_group_found_damaged_by_a_read_ends_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = with_group_one_damaged(dir.path());
+            assert_eq!(seqs(&s, None), vec![0, 1, 2]);
+            assert_eq!(s.usage().0, 8, "its records are still counted");
+            for _ in 0..2 {
+                let e = s.flush().unwrap_err();
+                assert!(
+                    matches!(&e, BufferError::SyncFailed(why) if why.contains("an entry of the index was found damaged")),
+                    "{e}"
+                );
+            }
         }
-        assert_eq!(moved_aside(dir.path()).len(), 1, "kept for buffer recover");
+        let want: Vec<u64> = (0..3).chain(256..261).collect();
+        salvaged(dir.path(), &want);
     }
 
     /// A group that does not decode at an ordinary open (the marks agree) is damage: the
