@@ -3148,6 +3148,12 @@ mod tests {
         write_out(&mut s);
     }
 
+    /// The state tree `state` says the database is of this release's layout.
+    fn assert_current_layout(state: &sled::Tree) {
+        let layout = state.get(LAYOUT_KEY).unwrap();
+        assert_eq!(layout.as_deref(), Some(&LAYOUT.to_be_bytes()[..]));
+    }
+
     /// `s` holds the records of [`layout_one`] whole, in the index only, at layout 2.
     fn check_grouped(s: &SledStore, n: u64) {
         let bytes: u64 = (0..n).map(|seq| body_of(seq).len() as u64).sum();
@@ -3162,10 +3168,7 @@ mod tests {
             old_pointers(&s.db).unwrap().is_none(),
             "the old tree is gone"
         );
-        assert_eq!(
-            s.state.get(LAYOUT_KEY).unwrap().as_deref(),
-            Some(&LAYOUT.to_be_bytes()[..])
-        );
+        assert_current_layout(&s.state);
     }
 
     /// A layout-1 pointer with a length no segment entry has (over [`MAX_VALUE`]) is one
@@ -3329,8 +3332,7 @@ mod tests {
             let index = Index::open(&db).unwrap();
             assert_eq!(index.first().unwrap(), Some(0));
             assert_eq!(index.last().unwrap(), Some(2 * batch - 1), "in both trees");
-            let layout = db.open_tree("state").unwrap().get(LAYOUT_KEY).unwrap();
-            assert_eq!(layout.as_deref(), Some(&LAYOUT.to_be_bytes()[..]));
+            assert_current_layout(&db.open_tree("state").unwrap());
         }
         let s = SledStore::open(dir.path()).unwrap();
         check_grouped(&s, n);
@@ -4085,10 +4087,7 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         drop(SledStore::open(other.path()).unwrap());
         let s = SledStore::open(other.path()).unwrap();
-        assert_eq!(
-            s.state.get(LAYOUT_KEY).unwrap().as_deref(),
-            Some(&LAYOUT.to_be_bytes()[..])
-        );
+        assert_current_layout(&s.state);
     }
 
     /// Two databases moved aside within a second each get a name: the second rename would
