@@ -2200,6 +2200,18 @@ mod tests {
     }
 
     /// Records `seqs` with the bodies `body` gives.
+    /// A store opened in `dir` holding records `seqs` (bodies from `body`), flushed.
+    fn flushed_store(
+        dir: &Path,
+        seqs: std::ops::Range<u64>,
+        body: impl Fn(u64) -> Vec<u8>,
+    ) -> SledStore {
+        let mut s = SledStore::open(dir).unwrap();
+        fill_with(&mut s, seqs, body);
+        s.flush().unwrap();
+        s
+    }
+
     fn fill_with(s: &mut SledStore, seqs: std::ops::Range<u64>, body: impl Fn(u64) -> Vec<u8>) {
         for seq in seqs {
             s.insert(seq, body(seq)).unwrap();
@@ -2390,9 +2402,7 @@ mod tests {
     /// half the entry written) and keeps failing there until this returns; records `5..10`
     /// are inserted and flushed after it. Segment 1's path.
     fn past_a_failing_tail(dir: &Path) -> PathBuf {
-        let mut s = SledStore::open(dir).unwrap();
-        fill_with(&mut s, 0..5, body_of);
-        s.flush().unwrap();
+        let mut s = flushed_store(dir, 0..5, body_of);
         let _failing = super::super::segments::failing_appends_in(1..=1);
         let e = s.insert(5, body_of(5)).unwrap_err();
         assert!(e.to_string().contains("appending record #5"), "{e}");
@@ -2461,9 +2471,7 @@ mod tests {
     #[test]
     fn appends_failing_everywhere_start_one_new_segment_per_streak() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = SledStore::open(dir.path()).unwrap();
-        fill_with(&mut s, 0..3, body_of);
-        s.flush().unwrap();
+        let mut s = flushed_store(dir.path(), 0..3, body_of);
         // A streak the run ends in: the segment it started holds half an entry and no
         // pointer, the next open deletes it, and its torn header moves no number.
         let failing = super::super::segments::failing_appends_in(1..=u32::MAX);
@@ -2604,9 +2612,7 @@ mod tests {
     #[test]
     fn a_segment_left_after_a_failed_append_is_synced_by_the_next_flush() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = SledStore::open(dir.path()).unwrap();
-        fill_with(&mut s, 0..3, body_of);
-        s.flush().unwrap();
+        let mut s = flushed_store(dir.path(), 0..3, body_of);
         fill_with(&mut s, 3..5, body_of);
         let failing = super::super::segments::failing_appends_in(1..=1);
         s.insert(5, body_of(5)).unwrap_err();
@@ -2662,9 +2668,7 @@ mod tests {
     fn records_that_stay_are_compacted_and_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let body = |seq: u64| -> Vec<u8> { (0..10_000).map(|i| (i as u64 ^ seq) as u8).collect() };
-        let mut s = SledStore::open(dir.path()).unwrap();
-        fill_with(&mut s, 0..3000, body);
-        s.flush().unwrap();
+        let mut s = flushed_store(dir.path(), 0..3000, body);
         let kept: Vec<u64> = (0..3000).filter(|seq| seq % 10 == 0).collect();
         for seq in (0..3000).filter(|seq| seq % 10 != 0) {
             s.remove(seq).unwrap();
@@ -3136,16 +3140,20 @@ mod tests {
     /// A database of layout 1: records `0..n` ([`body_of`]) flushed, their pointers in the
     /// old tree (a sled entry per record), none in the index, the layout key at 1.
     fn layout_one(dir: &Path, n: u64) {
-        let mut s = SledStore::open(dir).unwrap();
-        fill_with(&mut s, 0..n, body_of);
-        s.flush().unwrap();
+        let mut s = flushed_store(dir, 0..n, body_of);
+        back_to_layout_one(&mut s);
+    }
+
+    /// `s`'s pointers moved from the index into the old tree, the layout key at 1, written
+    /// out as at a close.
+    fn back_to_layout_one(s: &mut SledStore) {
         let old = s.db.open_tree(POINTERS).unwrap();
         for (seq, p) in s.index.scan(None, usize::MAX).unwrap() {
             old.insert(seq.to_be_bytes(), &p.to_bytes()).unwrap();
         }
         s.index.clear().unwrap();
         s.state_set(LAYOUT_KEY, &1u32.to_be_bytes()).unwrap();
-        write_out(&mut s);
+        write_out(s);
     }
 
     /// The state tree `state` says the database is of this release's layout.
@@ -3231,9 +3239,7 @@ mod tests {
     fn a_salvage_carries_a_layout_one_record_whose_pointer_does_not_read() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..10, body_of);
-            s.flush().unwrap();
+            let mut s = flushed_store(dir.path(), 0..10, body_of);
             let old = s.db.open_tree(POINTERS).unwrap();
             for (seq, mut p) in s.index.scan(None, usize::MAX).unwrap() {
                 if seq < 4 {
@@ -3271,17 +3277,9 @@ mod tests {
     fn the_move_does_not_mark_unflushed_records() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..10, body_of);
-            s.flush().unwrap();
+            let mut s = flushed_store(dir.path(), 0..10, body_of);
             fill_with(&mut s, 10..12, body_of);
-            let old = s.db.open_tree(POINTERS).unwrap();
-            for (seq, p) in s.index.scan(None, usize::MAX).unwrap() {
-                old.insert(seq.to_be_bytes(), &p.to_bytes()).unwrap();
-            }
-            s.index.clear().unwrap();
-            s.state_set(LAYOUT_KEY, &1u32.to_be_bytes()).unwrap();
-            write_out(&mut s);
+            back_to_layout_one(&mut s);
             assert_eq!(s.marked(), Some(9));
         }
         let mut s = SledStore::open(dir.path()).unwrap();
@@ -3871,9 +3869,7 @@ mod tests {
     fn a_salvage_past_a_damaged_group_keeps_what_it_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..768, body_of);
-            s.flush().unwrap();
+            let mut s = flushed_store(dir.path(), 0..768, body_of);
             let groups = s.db.open_tree(super::super::index::TREE).unwrap();
             groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
             s.meta.insert(MARK_KEY, &700u64.to_be_bytes()).unwrap();
@@ -4027,9 +4023,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let body = |seq: u64| super::super::encode(&record(seq, 100));
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..4, body);
-            s.flush().unwrap();
+            let mut s = flushed_store(dir.path(), 0..4, body);
             for seq in 2..4u64 {
                 s.index.remove(seq).unwrap();
             }
@@ -4246,9 +4240,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let body = |seq: u64| super::super::encode(&record(seq, 100));
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..2, body);
-            s.flush().unwrap();
+            let mut s = flushed_store(dir.path(), 0..2, body);
             let mut p = s.index.get(1).unwrap().unwrap();
             p.segment = u32::MAX;
             s.index.insert(1, p).unwrap();
@@ -4658,9 +4650,7 @@ mod tests {
         let body = |seq: u64| super::super::encode(&record(seq, 100));
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..3, body);
-            s.flush().unwrap();
+            let mut s = flushed_store(dir.path(), 0..3, body);
             fill_with(&mut s, 3..5, body);
             assert_eq!(s.segments.files(), vec![1]);
             lose_pointers(&mut s, 3..5);
@@ -4694,9 +4684,7 @@ mod tests {
         // (a record's own bytes can): it is not read as one.
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..3, body);
-            s.flush().unwrap();
+            let s = flushed_store(dir.path(), 0..3, body);
             let inner = body(1_000_000);
             let mut torn = 3u64.to_be_bytes().to_vec();
             torn.extend_from_slice(&(inner.len() as u32 + 100).to_be_bytes());
@@ -4778,9 +4766,7 @@ mod tests {
         let big = |seq: u64| super::super::encode(&record(seq, QUARTER));
         let small = |seq: u64| super::super::encode(&record(seq, 100));
         let values = {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..4, big);
-            s.flush().unwrap();
+            let mut s = flushed_store(dir.path(), 0..4, big);
             fill_with(&mut s, 4..9, big);
             assert_eq!(s.segments.files(), vec![1, 2, 3]);
             lose_pointers(&mut s, 4..9);
