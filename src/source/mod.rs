@@ -220,9 +220,8 @@ impl Queue {
 pub enum Ack {
     /// The source cannot be acknowledged (replay, serial, UDP).
     None,
-    /// MQTT QoS 1: the PUBACK, handed back to the source's task (which keeps what does not
-    /// fit in rumqttc's request queue yet, so a burst of acknowledgements is never dropped).
-    /// Only what a PUBACK needs is kept, not the message and its payload.
+    /// MQTT QoS 1: the PUBACK, handed back to the source's task, which writes all that are
+    /// waiting at once. Only what a PUBACK needs is kept, not the message and its payload.
     Mqtt {
         acks: tokio::sync::mpsc::UnboundedSender<PubAck>,
         ack: PubAck,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::tokio_native_tls::native_tls;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, PubRec, Publish, QoS, Request,
     SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
@@ -47,8 +47,11 @@ pub const READ_LIMIT: usize = crate::config::MAX_MQTT_MESSAGE;
 /// one, failing the connection, so [`check_filter`] refuses a topic filter whose SUBSCRIBE
 /// would be.
 const WRITE_LIMIT: usize = 64 * 1024;
-/// rumqttc's request queue (PUBACKs, subscriptions), and the most PUBACKs taken at once.
+/// rumqttc's request queue: subscriptions and the DISCONNECT (PUBACKs are written by
+/// [`Acks::write`]).
 const REQUESTS: usize = 1024;
+/// The most PUBACKs taken from the pipeline and written at once.
+const ACKS_AT_ONCE: usize = 1024;
 
 /// The size of a message rumqttc refused to read, if that is why the connection ended.
 fn unreadable(e: &rumqttc::ConnectionError) -> Option<usize> {
@@ -204,6 +207,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
     let (client, mut events) = AsyncClient::new(opts, REQUESTS);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let mut acks = Acks::default();
+    // Writing acknowledgements failed: the connection is gone, said at the next poll.
+    let mut write_failed = None;
     // Which connection this is: acknowledgements carry it (see [`PubAck`]).
     let mut connection = 0u32;
     let mut stopping = ctx.stopping.clone();
@@ -219,12 +224,16 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
         // An event polled with none queued comes from a new read (rumqttc reads up to ten
         // packets at once and hands them out one per poll).
         let fresh_read = events.state.events.is_empty();
-        acks.hand(&client);
         tokio::select! {
             // What the pipeline released since, in one go (a round's worth, or more); the
             // channel stays open while `ack_tx` is here.
-            _ = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => {
-                acks.taken_in(&client, &mut held).await;
+            _ = ack_rx.recv_many(&mut acks.taken, ACKS_AT_ONCE) => {
+                if let Err(e) = acks.write(&mut events, &mut held).await {
+                    // The connection is broken: dropped here, the error reported by the next
+                    // poll as the event loop's own would be.
+                    events.clean();
+                    write_failed = Some(e);
+                }
             }
             found = async { finding.as_mut().expect("a search").await }, if finding.is_some() => {
                 finding = None;
@@ -238,7 +247,7 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     Err(e) => log::debug!("mqtt: the socket search failed: {e}"),
                 }
             }
-            ev = events.poll() => match ev {
+            ev = poll(&mut events, &mut write_failed) => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     finding = Some(tokio::spawn(QuickAck::find(host.clone(), port)));
                     ctx.metrics.log_limited(log::Level::Info, "mqtt_connected", || {
@@ -393,20 +402,13 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
             _ = acked.changed() => break,
         }
     }
-    // Everything is acknowledged (or left to the broker): hand rumqttc the PUBACKs still
-    // here, polling the event loop meanwhile so that they go out; the DISCONNECT follows them.
+    // Everything is acknowledged (or left to the broker): write the PUBACKs still here; the
+    // DISCONNECT follows them.
     drop(ack_tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            acks.hand(&client);
-            tokio::select! {
-                n = ack_rx.recv_many(&mut acks.taken, REQUESTS), if acks.taken.is_empty() => {
-                    if n == 0 {
-                        break;
-                    }
-                    acks.taken_in(&client, &mut held).await;
-                }
-                ev = events.poll() => if ev.is_err() { break },
+        while ack_rx.recv_many(&mut acks.taken, ACKS_AT_ONCE).await > 0 {
+            if acks.write(&mut events, &mut held).await.is_err() {
+                break;
             }
         }
     })
@@ -436,7 +438,6 @@ fn stranded(events: &mut EventLoop) -> Vec<Publish> {
 /// names the filter queued; a stale one would leave an old filter before the new one is
 /// granted.
 fn forget_asked(events: &mut EventLoop) {
-    use rumqttc::Request;
     events
         .pending
         .retain(|r| !matches!(r, Request::Subscribe(_) | Request::Unsubscribe(_)));
@@ -636,43 +637,79 @@ impl Reconnect {
     }
 }
 
-/// PUBACKs the pipeline released, in its order, taken by the source's own task and handed to
-/// rumqttc's request queue there: no task of their own, which cost each one a wake-up more.
+/// PUBACKs the pipeline released, in its order, taken by the source's own task and written
+/// to the broker there, all of a release in one write. Handed to rumqttc's request queue they
+/// went out one per poll, while a poll that reads hands out up to ten messages: with a broker
+/// that sends past its in-flight limit (mosquitto 2.0.11 does once messages queue) they piled
+/// up in memory by the hundred thousand, each a write of its own.
 #[derive(Default)]
 struct Acks {
-    /// Taken from the pipeline, not yet in the request queue (it holds [`REQUESTS`]; the
-    /// event loop makes room as it writes them).
+    /// Taken from the pipeline, not yet written.
     taken: Vec<PubAck>,
     /// The connection whose acknowledgements go out; older ones are dropped.
     current: u32,
 }
 
 impl Acks {
-    /// The PUBACKs just taken from the pipeline: handed to rumqttc, they go out at its next
-    /// poll, once the fingerprints of the retained messages among them are on disk. Their
-    /// records are durable, whichever connection they came on.
-    async fn taken_in(&mut self, client: &AsyncClient, held: &mut Held) {
+    /// Write the PUBACKs just taken, once the fingerprints of the retained messages among them
+    /// are on disk (their records are durable, whichever connection they came on), and flush
+    /// them. Those of an older connection are dropped, and all of them when the connection is
+    /// gone. An error is the connection's: the caller drops it.
+    async fn write(
+        &mut self,
+        events: &mut EventLoop,
+        held: &mut Held,
+    ) -> Result<(), rumqttc::ConnectionError> {
         let retained = self.taken.iter().filter_map(|a| a.retained).collect();
-        self.hand(client);
         held.record(retained).await;
-    }
-
-    /// Hand rumqttc what fits, oldest first; the event loop writes them at its next poll.
-    fn hand(&mut self, client: &AsyncClient) {
         let current = self.current;
-        self.taken.retain(|a| a.connection == current);
-        let handed = self
-            .taken
-            .iter()
-            .take_while(|a| {
-                // rumqttc acknowledges by QoS and packet id; the rest of the message is not
-                // needed. The only error is a full queue (the event loop is ours).
-                let mut p = Publish::new("", a.qos, Vec::new());
-                p.pkid = a.pkid;
-                client.try_ack(&p).is_ok()
-            })
-            .count();
-        self.taken.drain(..handed);
+        let taken = self.taken.drain(..).filter(|a| a.connection == current);
+        let Some(network) = events.network.as_mut() else {
+            return Ok(());
+        };
+        let state = &mut events.state;
+        let timeout = Duration::from_secs(events.network_options.connection_timeout());
+        let written = async {
+            for a in taken {
+                // rumqttc acknowledges by QoS and packet id; QoS 0 needs nothing.
+                let request = match a.qos {
+                    QoS::AtMostOnce => continue,
+                    QoS::AtLeastOnce => Request::PubAck(rumqttc::PubAck::new(a.pkid)),
+                    QoS::ExactlyOnce => Request::PubRec(PubRec::new(a.pkid)),
+                };
+                // Through the state, as its event loop would: it keeps the keep-alive's
+                // clock and, for QoS 2, the packet id awaiting its PUBREL.
+                let packet = state.handle_outgoing_packet(request)?;
+                // It also queued an event saying so for a poll to hand out, which nothing
+                // here reads: taken back, so a poll's events stay those of its reads.
+                if matches!(
+                    state.events.back(),
+                    Some(Event::Outgoing(Outgoing::PubAck(_) | Outgoing::PubRec(_)))
+                ) {
+                    state.events.pop_back();
+                }
+                if let Some(packet) = packet {
+                    network.write(packet).await?;
+                }
+            }
+            network.flush().await?;
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, written).await {
+            Ok(r) => r.map_err(rumqttc::ConnectionError::MqttState),
+            Err(_) => Err(rumqttc::ConnectionError::FlushTimeout),
+        }
+    }
+}
+
+/// The event loop's next event, or first the error a write of acknowledgements met.
+async fn poll(
+    events: &mut EventLoop,
+    write_failed: &mut Option<rumqttc::ConnectionError>,
+) -> Result<Event, rumqttc::ConnectionError> {
+    match write_failed.take() {
+        Some(e) => Err(e),
+        None => events.poll().await,
     }
 }
 
@@ -803,100 +840,159 @@ mod tests {
         );
     }
 
-    /// A burst of acknowledgements larger than rumqttc's request queue is handed over as the
-    /// queue makes room, in order, none dropped.
-    #[test]
-    fn acknowledgements_wait_for_room_in_the_request_queue() {
-        let (client, mut events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 2);
-        // PUBRECs (QoS 2), which `clean` keeps, stand for PUBACKs, which it drops: the
-        // handing over is the same.
+    /// A release's acknowledgements are written and flushed at once, in order, without a poll
+    /// of the event loop (which would write one per poll); QoS 0 needs none; no event is left
+    /// for a poll to hand out.
+    #[tokio::test]
+    async fn acknowledgements_of_a_release_are_written_at_once() {
+        let (mut events, mut s) = connected_loop().await;
         let mut acks = Acks {
-            taken: (1..=5).map(|pkid| pubrec(0, pkid)).collect(),
+            taken: (1..=5)
+                .map(|pkid| puback(0, QoS::AtLeastOnce, pkid))
+                .collect(),
             current: 0,
         };
-        let mut handed = Vec::new();
-        while !acks.taken.is_empty() {
-            let before = acks.taken.len();
-            acks.hand(&client);
-            assert_eq!(before - acks.taken.len(), 2.min(before), "as many as fit");
-            // What the event loop would write, making room.
-            events.clean();
-            handed.extend(events.pending.drain(..).map(|r| match r {
-                rumqttc::Request::PubRec(r) => r.pkid,
-                other => panic!("{other:?}"),
-            }));
+        acks.taken.push(puback(0, QoS::AtMostOnce, 0));
+        acks.taken.push(puback(0, QoS::ExactlyOnce, 6));
+        acks.write(&mut events, &mut held().await).await.unwrap();
+        assert!(acks.taken.is_empty());
+        assert!(events.state.events.is_empty(), "{:?}", events.state.events);
+        let mut received = Vec::new();
+        for _ in 0..6 {
+            received.push(within(read_packet(&mut s)).await.unwrap());
         }
-        assert_eq!(handed, [1, 2, 3, 4, 5]);
+        let pubacks: Vec<(u8, Vec<u8>)> = (1..=5).map(|pkid| (0x40, vec![0, pkid])).collect();
+        assert_eq!(received, [pubacks, vec![(0x50, vec![0, 6])]].concat());
     }
 
-    fn pubrec(connection: u32, pkid: u16) -> PubAck {
+    fn puback(connection: u32, qos: QoS, pkid: u16) -> PubAck {
         PubAck {
             connection,
-            qos: QoS::ExactlyOnce,
+            qos,
             pkid,
             retained: None,
         }
     }
 
-    /// An acknowledgement released after its connection failed is not sent on the next one,
-    /// where its packet id may name a newer message the pipeline still holds.
-    #[test]
-    fn acknowledgements_of_a_failed_connection_are_dropped() {
-        let (client, mut events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 9), 10);
-        let mut acks = Acks {
-            taken: vec![pubrec(0, 1), pubrec(1, 1), pubrec(0, 2), pubrec(1, 3)],
-            current: 1,
-        };
-        acks.hand(&client);
-        assert!(acks.taken.is_empty());
-        events.clean();
-        let handed: Vec<u16> = events
-            .pending
-            .drain(..)
-            .map(|r| match r {
-                rumqttc::Request::PubRec(r) => r.pkid,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(handed, [1, 3]);
-    }
-
-    /// At shutdown rumqttc's request queue may be full of acknowledgements: the DISCONNECT
-    /// waits for room, and the broker gets the acknowledgements and then the DISCONNECT.
-    #[tokio::test]
-    async fn a_full_request_queue_is_written_out_before_the_disconnect() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = broker.local_addr().unwrap().port();
-        // A broker that accepts the session and keeps what it receives after the CONNECT.
-        let broker = tokio::spawn(async move {
-            let (mut s, _) = broker.accept().await.unwrap();
-            let mut header = [0; 2];
-            s.read_exact(&mut header).await.unwrap();
-            // The CONNECT's remaining length fits its one byte.
-            let mut connect = vec![0; usize::from(header[1])];
-            s.read_exact(&mut connect).await.unwrap();
-            s.write_all(&[0x20, 2, 0, 0]).await.unwrap();
-            let mut received = Vec::new();
-            s.read_to_end(&mut received).await.unwrap();
-            received
-        });
-        let (client, mut events) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", port), 2);
-        let connack = events.poll().await;
+    /// An event loop (client id `t`) connected to a fake broker, and the broker's end.
+    async fn connected_loop() -> (EventLoop, tokio::net::TcpStream) {
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let mut events = EventLoop::new(MqttOptions::new("t", "127.0.0.1", port), REQUESTS);
+        let (s, connack) = within(async { tokio::join!(session(&listener), events.poll()) }).await;
         assert!(
             matches!(connack, Ok(Event::Incoming(Packet::ConnAck(_)))),
             "{connack:?}"
         );
-        for pkid in [1, 2] {
-            let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
-            p.pkid = pkid;
-            client.try_ack(&p).unwrap();
-        }
-        disconnect(&client, &mut events).await;
+        (events, s)
+    }
+
+    /// A session file kept in memory.
+    async fn held() -> Held {
+        Held::load(None, "b", "t", "t", crate::metrics::Metrics::new()).await
+    }
+
+    /// An acknowledgement released after its connection failed is not sent on the next one,
+    /// where its packet id may name a newer message the pipeline still holds; with no
+    /// connection at all, none is.
+    #[tokio::test]
+    async fn acknowledgements_of_a_failed_connection_are_dropped() {
+        use tokio::io::AsyncReadExt;
+        let mut taken = vec![
+            puback(0, QoS::AtLeastOnce, 1),
+            puback(1, QoS::AtLeastOnce, 1),
+            puback(0, QoS::AtLeastOnce, 2),
+            puback(1, QoS::AtLeastOnce, 3),
+        ];
+        let mut acks = Acks {
+            taken: taken.clone(),
+            current: 1,
+        };
+        let mut unconnected = EventLoop::new(MqttOptions::new("t", "127.0.0.1", 9), REQUESTS);
+        acks.write(&mut unconnected, &mut held().await)
+            .await
+            .unwrap();
+        assert!(acks.taken.is_empty(), "dropped without a connection");
+        let (mut events, mut s) = connected_loop().await;
+        acks.taken.append(&mut taken);
+        acks.write(&mut events, &mut held().await).await.unwrap();
         drop(events);
+        let mut received = Vec::new();
+        within(s.read_to_end(&mut received)).await.unwrap();
+        assert_eq!(received, [0x40, 2, 0, 1, 0x40, 2, 0, 3]);
+    }
+
+    /// A write of acknowledgements on a connection the broker reset reports the error, and
+    /// the next poll says it before anything else.
+    #[tokio::test]
+    async fn a_failed_write_of_acknowledgements_is_the_next_polls_error() {
+        let (mut events, s) = connected_loop().await;
+        // Closed with a reset: the writes after it fail (the first may still be taken).
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+        let failed = within(async {
+            loop {
+                let mut acks = Acks {
+                    taken: vec![puback(0, QoS::AtLeastOnce, 1)],
+                    current: 0,
+                };
+                if let Err(e) = acks.write(&mut events, &mut held().await).await {
+                    return e;
+                }
+            }
+        })
+        .await;
+        let reset = |e: &rumqttc::ConnectionError| match e {
+            rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                rumqttc::mqttbytes::Error::Io(e),
+            )) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        };
+        assert!(reset(&failed), "{failed:?}");
+        let mut write_failed = Some(failed);
+        let polled = poll(&mut events, &mut write_failed).await;
+        assert!(polled.as_ref().is_err_and(reset), "{polled:?}");
+        assert!(write_failed.is_none());
+    }
+
+    /// At shutdown the acknowledgements the pipeline released last are written, in order, and
+    /// then the DISCONNECT.
+    #[tokio::test]
+    async fn the_last_acknowledgements_go_out_before_the_disconnect() {
+        use tokio::io::AsyncWriteExt;
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let broker = tokio::spawn(async move {
+            let (mut s, _) = subscribed(&listener).await;
+            let batch = [publish(1, 1), publish(2, 2), publish(3, 3)].concat();
+            s.write_all(&batch).await.unwrap();
+            let mut after_subscribe = Vec::new();
+            while let Some((kind, rest)) = read_packet(&mut s).await {
+                if kind != 0x82 {
+                    after_subscribe.push((kind, rest));
+                }
+            }
+            after_subscribe
+        });
+        let mut r = running(source_on(&format!("127.0.0.1:{port}")));
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            taken.push(within(r.frames.recv()).await.expect("a frame"));
+        }
+        for f in taken {
+            assert_eq!(f.ack.send(), Sent::Acked);
+        }
+        r.all_acked.send(true).unwrap();
+        within(r.source).await.unwrap();
         let received = within(broker).await.unwrap();
-        let (puback_1, puback_2, disconnect) = ([0x40, 2, 0, 1], [0x40, 2, 0, 2], [0xe0, 0]);
-        assert_eq!(received, [&puback_1[..], &puback_2, &disconnect].concat());
+        let pubacks = (1..=3).map(|pkid| (0x40, vec![0, pkid]));
+        assert_eq!(
+            received,
+            pubacks.chain([(0xe0, vec![])]).collect::<Vec<_>>()
+        );
     }
 
     /// One MQTT packet from `s` (type and flags, rest), or `None` at the end.
