@@ -824,9 +824,6 @@ mod tests {
     use super::*;
     use crate::source::TestContext;
 
-    /// A broker that drops the connection right after CONNACK (as when it redelivers a
-    /// message rumqttc cannot read) keeps the backoff growing and is logged once; a
-    /// connection that stayed up starts over.
     #[test]
     fn default_topics_per_format() {
         assert_eq!(
@@ -1671,6 +1668,9 @@ mod tests {
         assert_eq!(sub.retry(), RECONNECT_MIN);
     }
 
+    /// A broker that drops the connection right after CONNACK (as when it redelivers a
+    /// message rumqttc cannot read) keeps the backoff growing and is logged once; a
+    /// connection that stayed up starts over.
     #[test]
     fn only_a_stable_connection_resets_the_backoff() {
         let t0 = Instant::now();
