@@ -22,7 +22,7 @@ pub use memory::MemoryStore;
 pub use recover::{recover, Recovered};
 #[cfg(test)]
 pub use segments::failing_appends_in;
-pub use sled_store::{moved_aside, SledStore, MOVED_ASIDE_ADVICE};
+pub use sled_store::{kept_aside, moved_aside, SledStore};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1682,10 +1682,19 @@ fn remove_salvaged(buffer_dir: &Path) {
 
 /// Prefix of the name a database moved aside takes in the buffer directory.
 const ASIDE_PREFIX: &str = "sled.broken-";
+/// Prefix of the name the package's prerm gives the database when a downgrade goes to a
+/// release that cannot read its layout: `sled.layout<N>-<time>` (docs/operations.md,
+/// "Downgrading").
+const DOWNGRADE_PREFIX: &str = "sled.layout";
 
 /// What an operator does with the databases [`moved_aside`] lists.
-pub const MOVED_ASIDE_ADVICE: &str =
+const MOVED_ASIDE_ADVICE: &str =
     "with hubgate stopped, `hubgate buffer recover <dir>` takes their records back, then remove them";
+/// What an operator does with the databases [`left_by_downgrade`] lists.
+const DOWNGRADE_ADVICE: &str = "left by a downgrade to a release that could not read them: \
+     their records go out once one is `sled` again, moved back with hubgate stopped and this \
+     buffer drained and removed; remove them once nothing in them is wanted \
+     (docs/operations.md, Downgrading)";
 
 /// The databases moved aside and kept in `buffer_dir`, each with its size in bytes, oldest
 /// name first: those that would not open at all (the only copy of their records) and those
@@ -1693,12 +1702,25 @@ pub const MOVED_ASIDE_ADVICE: &str =
 /// back; nothing removes them but the operator, so they are reported instead (the problem
 /// `buffer_moved_aside`, `hubgate doctor`). A directory that cannot be listed is left out.
 pub fn moved_aside(buffer_dir: &Path) -> Vec<(PathBuf, u64)> {
+    named(buffer_dir, ASIDE_PREFIX)
+}
+
+/// The databases a downgrade's prerm moved aside in `buffer_dir` (see [`DOWNGRADE_PREFIX`]),
+/// with their sizes, oldest first: nothing reads them until one is moved back, so they are
+/// reported with those [`moved_aside`] lists.
+fn left_by_downgrade(buffer_dir: &Path) -> Vec<(PathBuf, u64)> {
+    named(buffer_dir, DOWNGRADE_PREFIX)
+}
+
+/// The directories in `buffer_dir` whose name starts with `prefix`, with their sizes, in
+/// name order.
+fn named(buffer_dir: &Path, prefix: &str) -> Vec<(PathBuf, u64)> {
     let Ok(list) = std::fs::read_dir(buffer_dir) else {
         return Vec::new();
     };
     let mut kept: Vec<(PathBuf, u64)> = list
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(ASIDE_PREFIX))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .map(|p| {
@@ -1708,6 +1730,27 @@ pub fn moved_aside(buffer_dir: &Path) -> Vec<(PathBuf, u64)> {
         .collect();
     kept.sort();
     kept
+}
+
+/// The databases kept in `buffer_dir` outside the buffer, as one line for the log and
+/// `hubgate doctor`: each named with its size as `size` writes it, then what to do with
+/// it; `None` when there are none.
+pub fn kept_aside(buffer_dir: &Path, size: impl Fn(u64) -> String) -> Option<String> {
+    let parts: Vec<String> = [
+        (moved_aside(buffer_dir), MOVED_ASIDE_ADVICE),
+        (left_by_downgrade(buffer_dir), DOWNGRADE_ADVICE),
+    ]
+    .into_iter()
+    .filter(|(kept, _)| !kept.is_empty())
+    .map(|(kept, advice)| {
+        let list: Vec<String> = kept
+            .iter()
+            .map(|(p, bytes)| format!("{} ({})", p.display(), size(*bytes)))
+            .collect();
+        format!("{}: {advice}", list.join(", "))
+    })
+    .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Bytes of the files under `dir`, what can be read of it (symbolic links not followed).

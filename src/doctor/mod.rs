@@ -1003,19 +1003,7 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
 /// The databases moved aside and kept in the buffer directory, named with their sizes: a
 /// warning, as they take disk space outside `max_bytes` until recovered and removed.
 fn moved_aside(buffer_dir: &Path) -> Option<Outcome> {
-    let kept = crate::buffer::moved_aside(buffer_dir);
-    if kept.is_empty() {
-        return None;
-    }
-    let list: Vec<String> = kept
-        .iter()
-        .map(|(p, bytes)| format!("{} ({})", p.display(), human(*bytes)))
-        .collect();
-    Some(Outcome::Warn(format!(
-        "{}; {}",
-        list.join(", "),
-        crate::buffer::MOVED_ASIDE_ADVICE
-    )))
+    crate::buffer::kept_aside(buffer_dir, human).map(Outcome::Warn)
 }
 
 /// `1536` -> `"1.5 KiB"`: sizes as people read them.
@@ -1168,7 +1156,8 @@ mod tests {
         assert_eq!(probe(&[&missing, &empty]), CaSource::Default);
     }
 
-    /// A database moved aside is a warning naming its directory and size; none, no line.
+    /// A database moved aside is a warning naming its directory and size, then what to do:
+    /// one a salvage kept is recovered, one a downgrade left is moved back; none, no line.
     #[test]
     fn a_database_moved_aside_is_named_with_its_size() {
         let dir = tempfile::tempdir().unwrap();
@@ -1176,11 +1165,21 @@ mod tests {
         let aside = dir.path().join("sled.broken-1");
         std::fs::create_dir_all(aside.join("values")).unwrap();
         std::fs::write(aside.join("values").join("00000001.seg"), vec![0; 1536]).unwrap();
+        let salvaged = format!("{} (1.5 KiB): with hubgate stopped", aside.display());
         match moved_aside(dir.path()) {
-            Some(Outcome::Warn(text)) => assert!(
-                text.starts_with(&format!("{} (1.5 KiB)", aside.display())),
-                "{text}"
-            ),
+            Some(Outcome::Warn(text)) => assert!(text.starts_with(&salvaged), "{text}"),
+            Some(Outcome::Ok(t) | Outcome::Fail(t) | Outcome::Skip(t)) => panic!("{t}"),
+            None => panic!("no line"),
+        }
+        let downgraded = dir.path().join("sled.layout2-20261206T120000Z");
+        std::fs::create_dir_all(&downgraded).unwrap();
+        std::fs::write(downgraded.join("db"), vec![0; 2048]).unwrap();
+        match moved_aside(dir.path()) {
+            Some(Outcome::Warn(text)) => {
+                assert!(text.starts_with(&salvaged), "{text}");
+                let left = format!("; {} (2.0 KiB): left by a downgrade", downgraded.display());
+                assert!(text.contains(&left), "{text}");
+            }
             Some(Outcome::Ok(t) | Outcome::Fail(t) | Outcome::Skip(t)) => panic!("{t}"),
             None => panic!("no line"),
         }

@@ -258,26 +258,15 @@ fn open_forwarder(
 }
 
 /// Databases moved aside and kept in the buffer directory (see
-/// [`crate::buffer::moved_aside`]): on the disk, outside `max_bytes`, until the operator
+/// [`crate::buffer::kept_aside`]): on the disk, outside `max_bytes`, until the operator
 /// recovers and removes them. The problem `buffer_moved_aside`, once per start.
 fn report_moved_aside(buffer_dir: &std::path::Path, metrics: &Metrics) {
-    let kept = crate::buffer::moved_aside(buffer_dir);
-    if kept.is_empty() {
-        return;
+    if let Some(kept) = crate::buffer::kept_aside(buffer_dir, |bytes| format!("{bytes} bytes")) {
+        metrics.problem_now(
+            "buffer_moved_aside",
+            format!("buffer: databases moved aside are kept, outside max_bytes: {kept}"),
+        );
     }
-    let list: Vec<String> = kept
-        .iter()
-        .map(|(p, bytes)| format!("{} ({bytes} bytes)", p.display()))
-        .collect();
-    metrics.problem_now(
-        "buffer_moved_aside",
-        format!(
-            "buffer: {} database(s) moved aside are kept, outside max_bytes: {}; {}",
-            kept.len(),
-            list.join(", "),
-            crate::buffer::MOVED_ASIDE_ADVICE
-        ),
-    );
 }
 
 /// Start the hub provisioner of `sink` (see [`crate::sink::provision`]); it parks the
@@ -360,15 +349,19 @@ mod tests {
         assert_eq!(oldest_age(&store, now), Some(None));
     }
 
-    /// A database moved aside and kept is one `buffer_moved_aside` per start; none, none.
+    /// A database moved aside and kept, by a salvage or by a downgrade, is one
+    /// `buffer_moved_aside` per start; none, none.
     #[test]
     fn a_database_moved_aside_is_a_problem_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new();
         report_moved_aside(dir.path(), &metrics);
         assert_eq!(metrics.problems("buffer_moved_aside"), 0);
-        std::fs::create_dir_all(dir.path().join("sled.broken-1").join("values")).unwrap();
+        std::fs::create_dir_all(dir.path().join("sled.layout2-20261206T120000Z")).unwrap();
         report_moved_aside(dir.path(), &metrics);
         assert_eq!(metrics.problems("buffer_moved_aside"), 1);
+        std::fs::create_dir_all(dir.path().join("sled.broken-1").join("values")).unwrap();
+        report_moved_aside(dir.path(), &metrics);
+        assert_eq!(metrics.problems("buffer_moved_aside"), 2);
     }
 }
