@@ -12,8 +12,10 @@ use support::{free_port, Mosquitto};
 /// The benchmark's broker settings (`max_inflight_messages 1000`, no queue limit) and 20,000
 /// messages published as fast as the broker takes them. mosquitto 2.0.11 keeps to
 /// `max_inflight_messages` only until hubgate's first PUBACK: each PUBACK, in order, sends up
-/// to that many queued messages more, so nearly the whole fill is unacknowledged at once and
-/// its PUBACKs wait in hubgate (one run: 19,981 of 20,000, all sent after 19 PUBACKs).
+/// to that many queued messages more, so nearly the whole fill is unacknowledged at once (one
+/// run: 19,981 of 20,000, all sent after 19 PUBACKs; the same whether hubgate's PUBACKs go
+/// out as they are released or trail): they wait in the socket buffers and hubgate's
+/// pipeline.
 #[test]
 #[ignore = "a measurement: prints the broker's largest unacknowledged window"]
 fn unacknowledged_window_of_a_fast_fill() {

@@ -241,7 +241,8 @@ pub struct Parts {
 /// A PUBACK for one message, and the connection it came on: a packet id means something
 /// only on its own connection (a broker that lost the session numbers new messages from 1
 /// again), so the source drops acknowledgements released after their connection failed; the
-/// broker delivers those messages again, as rumqttc expects (it drops queued PUBACKs then too).
+/// broker delivers those messages again (rumqttc drops the PUBACKs in its own queue at a
+/// reconnect too).
 ///
 /// A retained message carries its fingerprint, kept by the source once this is released with
 /// a durable record made of it (a record, or a dead letter kept), so that the broker's next

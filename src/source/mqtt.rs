@@ -227,8 +227,16 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
         tokio::select! {
             // What the pipeline released since, in one go (a round's worth, or more); the
             // channel stays open while `ack_tx` is here.
-            _ = ack_rx.recv_many(&mut acks.taken, ACKS_AT_ONCE) => {
-                if let Err(e) = acks.write(&mut events, &mut held).await {
+            // Only while connected: those released meanwhile are the failed connection's,
+            // dropped at the next CONNACK, and taking them would cancel the connect under way.
+            _ = ack_rx.recv_many(&mut acks.taken, ACKS_AT_ONCE), if events.network.is_some() => {
+                // The end does not wait for a broker that stopped reading: what this write
+                // does not send, the broker delivers again.
+                let written = tokio::select! {
+                    w = acks.write(&mut events, &mut held) => w,
+                    _ = acked.changed() => break 'run,
+                };
+                if let Err(e) = written {
                     // The connection is broken: dropped here, the error reported by the next
                     // poll as the event loop's own would be.
                     events.clean();
@@ -402,18 +410,27 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
             _ = acked.changed() => break,
         }
     }
-    // Everything is acknowledged (or left to the broker): write the PUBACKs still here; the
-    // DISCONNECT follows them.
     drop(ack_tx);
+    last_acks(ack_rx, &mut acks, &mut events, &mut held).await;
+    disconnect(&client, &mut events).await;
+}
+
+/// Everything is acknowledged (or left to the broker): write the PUBACKs still in `ack_rx`,
+/// its senders all gone, within 2 s; the DISCONNECT follows them.
+async fn last_acks(
+    mut ack_rx: mpsc::UnboundedReceiver<PubAck>,
+    acks: &mut Acks,
+    events: &mut EventLoop,
+    held: &mut Held,
+) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while ack_rx.recv_many(&mut acks.taken, ACKS_AT_ONCE).await > 0 {
-            if acks.write(&mut events, &mut held).await.is_err() {
+            if acks.write(events, held).await.is_err() {
                 break;
             }
         }
     })
     .await;
-    disconnect(&client, &mut events).await;
 }
 
 /// The messages rumqttc read but has not handed out yet. It reads up to ten packets at once
@@ -537,7 +554,7 @@ impl Subscription {
     /// old one that overlaps it goes, so no live message between the two matches neither (the
     /// overlap's copies are de-duplicated), and an old one stays while the broker refuses
     /// the configured one. A full queue is logged rate-limited: it clears as the event loop
-    /// writes what it holds (PUBACKs, mostly), and the backoff asks again.
+    /// writes what it holds, and the backoff asks again.
     fn ask(&mut self, client: &AsyncClient, topic: &str, metrics: &Metrics) {
         self.retry_at = None;
         // The only error is a full queue (the event loop is ours).
@@ -667,33 +684,19 @@ impl Acks {
         let Some(network) = events.network.as_mut() else {
             return Ok(());
         };
-        let state = &mut events.state;
         let timeout = Duration::from_secs(events.network_options.connection_timeout());
         let written = async {
             for a in taken {
-                // rumqttc acknowledges by QoS and packet id; QoS 0 needs nothing.
-                let request = match a.qos {
+                // The packets rumqttc's manual acknowledgement writes: QoS 0 needs none, QoS 2
+                // a PUBREC (rumqttc answers the broker's PUBREL itself).
+                let packet = match a.qos {
                     QoS::AtMostOnce => continue,
-                    QoS::AtLeastOnce => Request::PubAck(rumqttc::PubAck::new(a.pkid)),
-                    QoS::ExactlyOnce => Request::PubRec(PubRec::new(a.pkid)),
+                    QoS::AtLeastOnce => Packet::PubAck(rumqttc::PubAck::new(a.pkid)),
+                    QoS::ExactlyOnce => Packet::PubRec(PubRec::new(a.pkid)),
                 };
-                // Through the state, as its event loop would: it keeps the keep-alive's
-                // clock and, for QoS 2, the packet id awaiting its PUBREL.
-                let packet = state.handle_outgoing_packet(request)?;
-                // It also queued an event saying so for a poll to hand out, which nothing
-                // here reads: taken back, so a poll's events stay those of its reads.
-                if matches!(
-                    state.events.back(),
-                    Some(Event::Outgoing(Outgoing::PubAck(_) | Outgoing::PubRec(_)))
-                ) {
-                    state.events.pop_back();
-                }
-                if let Some(packet) = packet {
-                    network.write(packet).await?;
-                }
+                network.write(packet).await?;
             }
-            network.flush().await?;
-            Ok(())
+            network.flush().await
         };
         match tokio::time::timeout(timeout, written).await {
             Ok(r) => r.map_err(rumqttc::ConnectionError::MqttState),
@@ -802,9 +805,12 @@ async fn forward(
     }
 }
 
-/// Send the queued acknowledgements and a DISCONNECT, then stop polling. A request queue full
-/// of acknowledgements takes the DISCONNECT once the event loop has written one of them.
+/// Send a DISCONNECT after what rumqttc's request queue holds, then stop polling. Without a
+/// connection, nothing: a poll would connect only to leave.
 pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
+    if events.network.is_none() {
+        return;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         // The only error is a full queue (the event loop is ours).
         let mut queued = false;
@@ -842,7 +848,7 @@ mod tests {
     /// for a poll to hand out.
     #[tokio::test]
     async fn acknowledgements_of_a_release_are_written_at_once() {
-        let (mut events, mut s) = connected_loop().await;
+        let (_client, mut events, mut s) = connected_loop().await;
         let mut acks = Acks {
             taken: (1..=5)
                 .map(|pkid| puback(0, QoS::AtLeastOnce, pkid))
@@ -871,16 +877,17 @@ mod tests {
         }
     }
 
-    /// An event loop (client id `t`) connected to a fake broker, and the broker's end.
-    async fn connected_loop() -> (EventLoop, tokio::net::TcpStream) {
+    /// A client (id `t`) and its event loop connected to a fake broker, and the broker's end.
+    async fn connected_loop() -> (AsyncClient, EventLoop, tokio::net::TcpStream) {
         let (listener, port) = listening("127.0.0.1:0").await;
-        let mut events = EventLoop::new(MqttOptions::new("t", "127.0.0.1", port), REQUESTS);
+        let (client, mut events) =
+            AsyncClient::new(MqttOptions::new("t", "127.0.0.1", port), REQUESTS);
         let (s, connack) = within(async { tokio::join!(session(&listener), events.poll()) }).await;
         assert!(
             matches!(connack, Ok(Event::Incoming(Packet::ConnAck(_)))),
             "{connack:?}"
         );
-        (events, s)
+        (client, events, s)
     }
 
     /// A session file kept in memory.
@@ -909,7 +916,7 @@ mod tests {
             .await
             .unwrap();
         assert!(acks.taken.is_empty(), "dropped without a connection");
-        let (mut events, mut s) = connected_loop().await;
+        let (_client, mut events, mut s) = connected_loop().await;
         acks.taken.append(&mut taken);
         acks.write(&mut events, &mut held().await).await.unwrap();
         drop(events);
@@ -922,7 +929,7 @@ mod tests {
     /// the next poll says it before anything else.
     #[tokio::test]
     async fn a_failed_write_of_acknowledgements_is_the_next_polls_error() {
-        let (mut events, s) = connected_loop().await;
+        let (_client, mut events, s) = connected_loop().await;
         // Closed with a reset: the writes after it fail (the first may still be taken).
         socket2::SockRef::from(&s)
             .set_linger(Some(Duration::ZERO))
@@ -957,39 +964,84 @@ mod tests {
     }
 
     /// At shutdown the acknowledgements the pipeline released last are written, in order, and
-    /// then the DISCONNECT.
+    /// then the DISCONNECT; without a connection, neither (no reconnect just to leave).
     #[tokio::test]
     async fn the_last_acknowledgements_go_out_before_the_disconnect() {
+        use tokio::io::AsyncReadExt;
+        let (client, mut events, mut s) = connected_loop().await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        for pkid in 1..=3 {
+            tx.send(puback(0, QoS::AtLeastOnce, pkid)).unwrap();
+        }
+        drop(tx);
+        let mut acks = Acks::default();
+        within(last_acks(rx, &mut acks, &mut events, &mut held().await)).await;
+        within(disconnect(&client, &mut events)).await;
+        drop(events);
+        let mut received = Vec::new();
+        within(s.read_to_end(&mut received)).await.unwrap();
+        let pubacks = (1..=3).flat_map(|pkid| [0x40, 2, 0, pkid]);
+        assert_eq!(received, pubacks.chain([0xe0, 0]).collect::<Vec<u8>>());
+
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let (client, mut events) =
+            AsyncClient::new(MqttOptions::new("t", "127.0.0.1", port), REQUESTS);
+        within(disconnect(&client, &mut events)).await;
+        drop(events);
+        let accepted = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
+        assert!(accepted.is_err(), "connected: {accepted:?}");
+    }
+
+    /// A write of acknowledgements that fails ends the connection as the event loop's own
+    /// errors do: the next one is numbered anew, so what the failed one brought is not
+    /// acknowledged on it (a broker that lost the session numbers its messages from 1 again).
+    #[tokio::test]
+    async fn a_failed_write_of_acknowledgements_ends_the_connection() {
         use tokio::io::AsyncWriteExt;
         let (listener, port) = listening("127.0.0.1:0").await;
         let broker = tokio::spawn(async move {
-            let (mut s, _) = subscribed(&listener).await;
-            let batch = [publish(1, 1), publish(2, 2), publish(3, 3)].concat();
-            s.write_all(&batch).await.unwrap();
-            let mut after_subscribe = Vec::new();
+            let (mut failed, _) = subscribed(&listener).await;
+            failed
+                .write_all(&[publish(1, 1), publish(2, 2)].concat())
+                .await
+                .unwrap();
+            let mut s = session(&listener).await;
+            assert_eq!(read_packet(&mut s).await.unwrap().0, 0x82, "SUBSCRIBE");
+            s.write_all(&publish(2, 3)).await.unwrap();
+            let mut pubacks = Vec::new();
             while let Some((kind, rest)) = read_packet(&mut s).await {
-                if kind != 0x82 {
-                    after_subscribe.push((kind, rest));
+                if kind == 0x40 {
+                    pubacks.push(u16::from_be_bytes([rest[0], rest[1]]));
                 }
             }
-            after_subscribe
+            drop(failed);
+            pubacks
         });
         let mut r = running(source_on(&format!("127.0.0.1:{port}")));
-        let mut taken = Vec::new();
-        for _ in 0..3 {
-            taken.push(within(r.frames.recv()).await.expect("a frame"));
-        }
-        for f in taken {
-            assert_eq!(f.ack.send(), Sent::Acked);
-        }
+        let first = within(r.frames.recv()).await.expect("a frame");
+        let second = within(r.frames.recv()).await.expect("a frame");
+        // Writes on the connection fail from now on; its reads wait, the broker silent.
+        shut(port, std::net::Shutdown::Write);
+        let mut tags = vec![tag(&first), tag(&second)];
+        assert_eq!(first.ack.send(), Sent::Acked);
+        let third = within(r.frames.recv()).await.expect("a frame");
+        tags.push(tag(&third));
+        assert_eq!(tags, [(0, 1), (0, 2), (1, 2)]);
+        // The second message's record is durable only now, after the failure.
+        assert_eq!(second.ack.send(), Sent::Acked);
+        assert_eq!(third.ack.send(), Sent::Acked);
         r.all_acked.send(true).unwrap();
         within(r.source).await.unwrap();
-        let received = within(broker).await.unwrap();
-        let pubacks = (1..=3).map(|pkid| (0x40, vec![0, pkid]));
-        assert_eq!(
-            received,
-            pubacks.chain([(0xe0, vec![])]).collect::<Vec<_>>()
-        );
+        let pubacks = within(broker).await.unwrap();
+        assert_eq!(pubacks, [2], "the third message's PUBACK alone");
+    }
+
+    /// The connection and packet id a frame's acknowledgement carries.
+    fn tag(f: &super::super::Frame) -> (u32, u16) {
+        match &f.ack {
+            Ack::Mqtt { ack, .. } => (ack.connection, ack.pkid),
+            Ack::None | Ack::Part(_) => panic!("no PUBACK"),
+        }
     }
 
     /// One MQTT packet from `s` (type and flags, rest), or `None` at the end.
@@ -1182,13 +1234,7 @@ mod tests {
         for _ in 0..3 {
             taken.push(within(r.frames.recv()).await.expect("a frame"));
         }
-        let tags: Vec<(u32, u16)> = taken
-            .iter()
-            .map(|f| match &f.ack {
-                Ack::Mqtt { ack, .. } => (ack.connection, ack.pkid),
-                Ack::None | Ack::Part(_) => panic!("no PUBACK"),
-            })
-            .collect();
+        let tags: Vec<(u32, u16)> = taken.iter().map(tag).collect();
         assert_eq!(tags, [(0, 1), (0, 2), (1, 1)]);
         // The old messages' records become durable first, then the new one's.
         for f in taken {
@@ -1517,13 +1563,7 @@ mod tests {
         for _ in 0..3 {
             frames.push(within(r.frames.recv()).await.expect("a frame"));
         }
-        let tags: Vec<(u32, u16)> = frames
-            .iter()
-            .map(|f| match &f.ack {
-                Ack::Mqtt { ack, .. } => (ack.connection, ack.pkid),
-                Ack::None | Ack::Part(_) => panic!("no PUBACK"),
-            })
-            .collect();
+        let tags: Vec<(u32, u16)> = frames.iter().map(tag).collect();
         assert_eq!(tags, [(0, 1), (0, 2), (0, 3), (1, 1)]);
         frames.pop().unwrap().ack.send();
         let (on_the_failed, on_the_next) = within(broker).await.unwrap();
@@ -1541,19 +1581,23 @@ mod tests {
     /// Shut this process's socket connected to the fake broker on `port` down both ways, as
     /// a failed network leaves it: its next read finds the end, its next write fails.
     fn cut(port: u16) {
+        shut(port, std::net::Shutdown::Both);
+    }
+
+    /// Shut this process's socket connected to the fake broker on `port` down `how`.
+    fn shut(port: u16, how: std::net::Shutdown) {
         let broker = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let fds = super::super::quickack::connected_to(&[broker]).unwrap();
         let [fd] = fds[..] else {
             panic!("sockets connected to the broker: {fds:?}")
         };
-        // SAFETY: `fd` is rumqttc's socket, open: rumqttc closes it only inside
-        // `EventLoop::poll`, which the source, waiting for room in the pipeline queue, does
-        // not call until the test takes another frame. Nothing is closed; the borrow ends
-        // with the call.
+        // SAFETY: `fd` is rumqttc's socket, open: it is closed when a read or a write on it
+        // fails (in `EventLoop::poll`, or in the source's write of PUBACKs), and the tests
+        // shut it only while the source can do neither: handing over a frame to a full
+        // pipeline queue, or with the broker silent and nothing acknowledged. Nothing is
+        // closed; the borrow ends with the call.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        socket2::SockRef::from(&fd)
-            .shutdown(std::net::Shutdown::Both)
-            .unwrap();
+        socket2::SockRef::from(&fd).shutdown(how).unwrap();
     }
 
     /// The SUBSCRIBEs and UNSUBSCRIBEs that rumqttc kept from a connection that failed are

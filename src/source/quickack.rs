@@ -78,10 +78,12 @@ impl QuickAck {
     pub fn now(&self) {
         if let Some(fd) = self.socket {
             // SAFETY: `fd` is rumqttc's open socket. It was found connected to the broker
-            // after rumqttc's CONNACK and is claimed by this value alone. rumqttc closes its
-            // socket only inside `EventLoop::poll`, which then returns an error, and the
-            // source drops this value at that error, before it polls again; only the task
-            // that polls calls this. The borrow ends with the call and closes nothing.
+            // after rumqttc's CONNACK and is claimed by this value alone. The socket is
+            // closed only when a read or write on it fails: inside `EventLoop::poll`, which
+            // then returns the error, or by the source after a failed write of PUBACKs,
+            // whose error its next poll returns before any message. The source drops this
+            // value at that error, before it polls again; only the task that polls calls
+            // this. The borrow ends with the call and closes nothing.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             let _ = SockRef::from(&fd).set_tcp_quickack(true);
         }
