@@ -227,16 +227,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
         tokio::select! {
             // What the pipeline released since, in one go (a round's worth, or more); the
             // channel stays open while `ack_tx` is here.
-            // Only while connected: those released meanwhile are the failed connection's,
-            // dropped at the next CONNACK, and taking them would cancel the connect under way.
-            _ = ack_rx.recv_many(&mut acks.taken, ACKS_AT_ONCE), if events.network.is_some() => {
-                // The end does not wait for a broker that stopped reading: what this write
-                // does not send, the broker delivers again.
-                let written = tokio::select! {
-                    w = acks.write(&mut events, &mut held) => w,
-                    _ = acked.changed() => break 'run,
-                };
-                if let Err(e) = written {
+            _ = ack_rx.recv_many(&mut acks.taken, ACKS_AT_ONCE) => {
+                if let Err(e) = acks.write(&mut events, &mut held).await {
                     // The connection is broken: dropped here, the error reported by the next
                     // poll as the event loop's own would be.
                     events.clean();
@@ -964,7 +956,7 @@ mod tests {
     }
 
     /// At shutdown the acknowledgements the pipeline released last are written, in order, and
-    /// then the DISCONNECT; without a connection, neither (no reconnect just to leave).
+    /// then the DISCONNECT; without a connection, no DISCONNECT (no reconnect just to leave).
     #[tokio::test]
     async fn the_last_acknowledgements_go_out_before_the_disconnect() {
         use tokio::io::AsyncReadExt;
@@ -988,6 +980,8 @@ mod tests {
             AsyncClient::new(MqttOptions::new("t", "127.0.0.1", port), REQUESTS);
         within(disconnect(&client, &mut events)).await;
         drop(events);
+        // A disconnect that connected would have waited for a CONNACK (up to its 2 s): its
+        // connection would be waiting here.
         let accepted = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
         assert!(accepted.is_err(), "connected: {accepted:?}");
     }
@@ -1594,8 +1588,9 @@ mod tests {
         // SAFETY: `fd` is rumqttc's socket, open: it is closed when a read or a write on it
         // fails (in `EventLoop::poll`, or in the source's write of PUBACKs), and the tests
         // shut it only while the source can do neither: handing over a frame to a full
-        // pipeline queue, or with the broker silent and nothing acknowledged. Nothing is
-        // closed; the borrow ends with the call.
+        // pipeline queue, or with the broker silent and nothing acknowledged. On the test's
+        // single-threaded runtime the source does not run during this call either. Nothing
+        // is closed; the borrow ends with the call.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         socket2::SockRef::from(&fd).shutdown(how).unwrap();
     }
