@@ -19,6 +19,7 @@ mod sled_store;
 mod stored_at;
 #[cfg(test)]
 mod test_support;
+mod upgrade;
 
 pub use lock::BufferLock;
 pub use memory::MemoryStore;

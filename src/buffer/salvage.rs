@@ -13,9 +13,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::segments::Pointer;
-use super::sled_store::{
-    old_pointers, seq_of, with_suffix, SledStore, BATCH_ALLOWANCE, MOVE_BATCH,
-};
+use super::sled_store::{seq_of, with_suffix, SledStore, BATCH_ALLOWANCE};
+use super::upgrade::{old_pointers, MOVE_BATCH};
 use super::{BufferError, Store};
 
 impl SledStore {
@@ -452,12 +451,13 @@ fn aside_name(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::super::segments::MAX_VALUE;
-    use super::super::sled_store::{DB_DIR, LAYOUT_KEY, MARK_KEY, POINTERS};
+    use super::super::sled_store::{DB_DIR, LAYOUT_KEY, MARK_KEY};
     use super::super::test_support::{
         body_of, compacted_then_taken_back, fill_with, flushed_store, lose_pointers, moved,
         past_a_failing_tail, record, segment_of, seqs, three_flushed, without, write_out,
         CAP_FOWNER, QUARTER,
     };
+    use super::super::upgrade::POINTERS;
     use super::*;
     use std::collections::BTreeMap;
 

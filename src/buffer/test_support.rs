@@ -1,12 +1,13 @@
-//! Test helpers shared by the tests of the sled store and its salvage: stores filled and
-//! flushed, the records and bodies they hold, faults (capabilities dropped).
+//! Test helpers shared by the tests of the sled store, its salvage and its upgrade: stores
+//! filled and flushed, the records and bodies they hold, faults (capabilities dropped).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::salvage::MOVED;
 use super::segments::Pointer;
-use super::sled_store::{SledStore, MARK_KEY};
+use super::sled_store::{SledStore, LAYOUT, LAYOUT_KEY, MARK_KEY};
 use super::Store;
 
 pub(super) fn seqs(s: &SledStore, after: Option<u64>) -> Vec<u64> {
@@ -88,6 +89,17 @@ pub(super) fn past_a_failing_tail(dir: &Path) -> PathBuf {
     first
 }
 
+/// A buffer over `s`, to see what its reader makes of the records.
+pub(super) fn buffer_of(dir: &Path, s: SledStore) -> (super::Buffer, Arc<crate::metrics::Metrics>) {
+    let m = crate::metrics::Metrics::new();
+    let cfg = crate::config::BufferConfig {
+        path: dir.to_path_buf(),
+        min_free: 0,
+        ..Default::default()
+    };
+    (super::Buffer::new(Box::new(s), &cfg, m.clone()), m)
+}
+
 pub(super) fn record(seq: u64, len: usize) -> crate::record::Record {
     crate::record::Record {
         id: format!("id-{seq}"),
@@ -131,6 +143,12 @@ pub(super) fn compact(s: &mut SledStore) -> usize {
         assert!(flushes < 1000, "compaction does not end");
     }
     flushes
+}
+
+/// The state tree `state` says the database is of this release's layout.
+pub(super) fn assert_current_layout(state: &sled::Tree) {
+    let layout = state.get(LAYOUT_KEY).unwrap();
+    assert_eq!(layout.as_deref(), Some(&LAYOUT.to_be_bytes()[..]));
 }
 
 /// A store at `dir` whose records `0..32` were written, one in four stayed and was
