@@ -13,16 +13,21 @@ mod mark;
 mod memory;
 mod recover;
 pub mod reserve;
+mod salvage;
 mod segments;
 mod sled_store;
 mod stored_at;
+#[cfg(test)]
+mod test_support;
+mod upgrade;
 
 pub use lock::BufferLock;
 pub use memory::MemoryStore;
 pub use recover::{recover, Recovered};
+pub use salvage::{kept_aside, moved_aside};
 #[cfg(test)]
 pub use segments::failing_appends_in;
-pub use sled_store::{kept_aside, moved_aside, SledStore};
+pub use sled_store::SledStore;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -39,37 +39,26 @@ use super::durable::{step, sync_dir, Blobs, SledFiles};
 use super::index::Index;
 use super::lock::BufferLock;
 use super::mark::Mark;
-use super::segments::{read_entry, Held, Pointer, ReadError, SegmentSync, Segments, MAX_VALUE};
+use super::salvage::{move_aside, remove_salvaged};
+use super::segments::{read_entry, Held, Pointer, ReadError, SegmentSync, Segments};
+use super::upgrade::{move_progress, old_pointers};
 use super::{BufferError, Entries, StateEntry, Store};
 
-const DB_DIR: &str = "sled";
+pub(super) const DB_DIR: &str = "sled";
 /// The high-water mark file, inside the database directory (moved aside with it).
-const MARK_FILE: &str = "hubgate-flushed";
-const MARK_KEY: &[u8] = b"max_seq";
+pub(super) const MARK_FILE: &str = "hubgate-flushed";
+pub(super) const MARK_KEY: &[u8] = b"max_seq";
 /// The buffer's layout, in the state tree (carried by rebuilds and salvages): raised
 /// whenever a release writes what an older one would misread (the record format, where
 /// bodies are kept, how they are found). An open refuses a higher one
 /// ([`SledStore::check_layout`]). Layout 2 keeps the pointers in groups ([`super::index`]).
-const LAYOUT: u32 = 2;
-const LAYOUT_KEY: &[u8] = b"layout";
-/// The tree of layout 1: a pointer per record. Its records are moved into the index at open
-/// ([`SledStore::group`]).
-const POINTERS: &str = "record_at";
-/// Pointers moved into the index per flush by [`SledStore::group`].
-const GROUP_BATCH: usize = 4096;
-/// The tree that held the records' bodies themselves before they moved to segments: its
-/// records are moved over at open ([`SledStore::upgrade`]).
-const OLD_RECORDS: &[u8] = b"records";
-/// Records moved per flush by the upgrade and the salvage.
-const MOVE_BATCH: usize = 256;
+pub(super) const LAYOUT: u32 = 2;
+pub(super) const LAYOUT_KEY: &[u8] = b"layout";
 /// How long systemd's start timeout is pushed after each batch the upgrade, the move into
 /// groups or the salvage moved, and after each segment the salvage read: as long as a start
 /// takes by default (90 s), for a batch and its two flushes (256 records, or 4,096 pointers
 /// for the move into groups), or a segment of 1 MiB.
-const BATCH_ALLOWANCE: Duration = Duration::from_secs(90);
-/// The moves at open log their progress every this many batches (16,384 records for the
-/// upgrade, 262,144 for the move into groups).
-const UPGRADE_LOG_EVERY: u64 = 64;
+pub(super) const BATCH_ALLOWANCE: Duration = Duration::from_secs(90);
 /// sled's cache. Its floor is one leaf per LRU shard (256), whatever this says; with the
 /// pointers in groups of a few bytes a record, a small capacity keeps the leaves it holds
 /// beyond that few (docs/performance.md).
@@ -88,52 +77,52 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 const RELINK_RETRY: Duration = Duration::from_secs(10);
 
 pub struct SledStore {
-    db: sled::Db,
-    dir: PathBuf,
+    pub(super) db: sled::Db,
+    pub(super) dir: PathBuf,
     /// Sequence number -> [`Pointer`] to the body in [`SledStore::segments`].
-    index: Index,
-    segments: Segments,
+    pub(super) index: Index,
+    pub(super) segments: Segments,
     /// Empty segments the running flush makes deletable (see [`Segments::deletable`]).
-    retiring: BTreeSet<u32>,
+    pub(super) retiring: BTreeSet<u32>,
     /// Records copied out of sparse segments (see [`super::compact`]).
     compaction: Compaction,
     /// Free space compaction leaves on the disk (see [`Store::keep_free`]).
     keep_free: u64,
-    dead: sled::Tree,
-    meta: sled::Tree,
+    pub(super) dead: sled::Tree,
+    pub(super) meta: sled::Tree,
     /// State kept with the records (see [`Store::state_set`]).
-    state: sled::Tree,
+    pub(super) state: sled::Tree,
     count: u64,
     bytes: u64,
     /// Highest sequence number ever stored (records or dead letters).
-    highest: Option<u64>,
+    pub(super) highest: Option<u64>,
     /// The mark file and sled's files, shared with the flush thread.
     syncs: Arc<Mutex<Syncs>>,
     /// The flush thread, once a flush was started on it.
     flusher: Option<Flusher>,
     /// Something was inserted or removed since the last flush started (or failed).
-    changed: bool,
+    pub(super) changed: bool,
     /// Syncs made by [`SledStore::open`], not yet counted by a flush.
     unreported_syncs: u64,
     /// Size on disk right after the last rebuild: the next one waits until it doubles.
     reclaimed_to: u64,
     /// The buffer directory's lock, held while the store is open.
-    lock: Option<BufferLock>,
+    pub(super) lock: Option<BufferLock>,
     /// Set when a failed rebuild could not be undone for sure: flushes fail from then on.
     broken: Option<String>,
     /// Set when a file sync failed: every flush after it fails the same way (see
     /// [`BufferError::SyncFailed`]).
-    sync_failed: Option<String>,
+    pub(super) sync_failed: Option<String>,
     /// Set while relink could not look everywhere (see [`Unlinked`]).
     unlinked: Option<Unlinked>,
     /// This open moved the database aside: it would not open, or lost flushed writes.
-    moved_aside: bool,
+    pub(super) moved_aside: bool,
     /// Bytes of the disk space reserve the open gave back, until
     /// [`Store::release_reserve_if_short`] reports them.
     reserve_released: u64,
     /// Records of an old layout the open dropped as too large ([`SledStore::drops_too_large`]),
     /// until [`Store::take_too_large`] reports them.
-    too_large: u64,
+    pub(super) too_large: u64,
 }
 
 /// Acknowledged records whose pointers name a segment that is gone, while some segment
@@ -186,7 +175,7 @@ impl From<sled::Error> for LookFailed {
     }
 }
 
-fn err(e: sled::Error) -> BufferError {
+pub(super) fn err(e: sled::Error) -> BufferError {
     BufferError::Storage(e.to_string())
 }
 
@@ -199,7 +188,7 @@ struct Syncs {
 }
 
 /// One flush: the segments appended to, sled's flush, then its files, then the mark.
-struct SyncJob {
+pub(super) struct SyncJob {
     db: sled::Db,
     /// The segments appended to before the job was made: synced before sled's flush can
     /// make a pointer to them durable.
@@ -214,7 +203,7 @@ struct SyncJob {
 }
 
 impl SyncJob {
-    fn run(self) -> Result<u64, BufferError> {
+    pub(super) fn run(self) -> Result<u64, BufferError> {
         // Never tried again: a second sync would succeed without what the first lost.
         let failed =
             |e: std::io::Error| BufferError::SyncFailed(format!("{}: {e}", self.dir.display()));
@@ -304,7 +293,7 @@ impl SledStore {
     }
 
     /// The buffer directory, which holds the database's directory.
-    fn buffer_dir(&self) -> &Path {
+    pub(super) fn buffer_dir(&self) -> &Path {
         self.dir.parent().unwrap_or(Path::new("."))
     }
 
@@ -468,186 +457,8 @@ impl SledStore {
         Ok(())
     }
 
-    /// The tree an earlier release kept the records' bodies in, if the database has one.
-    fn old_records(&self) -> Result<Option<sled::Tree>, BufferError> {
-        if !self.db.tree_names().iter().any(|n| n == OLD_RECORDS) {
-            return Ok(None);
-        }
-        self.db.open_tree(OLD_RECORDS).map(Some).map_err(err)
-    }
-
-    /// Move the pointers of layout 1 (a sled entry per record, tree `record_at`) into the
-    /// index, [`GROUP_BATCH`] at a time: a batch is put into the index and flushed, then its
-    /// keys leave the old tree and that is flushed too; at the end the empty tree is dropped.
-    /// A crash or an error keeps every batch moved before it; a record left in both trees is
-    /// moved again, with the same pointer. The open counted those records already. The
-    /// layout was raised before the first batch ([`SledStore::check_layout`]), so an older
-    /// release refuses a database moved in part. `progress` gets the number of records moved
-    /// so far after each batch.
-    fn group(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
-        // Its flushes write no mark: the records past the mark file are checked and their
-        // segments synced after the move (`drop_torn_unflushed`), and a mark over them
-        // before that would make them acknowledged.
-        let marked = self.marked();
-        let highest = std::mem::replace(&mut self.highest, marked);
-        let moved = self.group_batches(progress);
-        self.highest = highest;
-        moved
-    }
-
-    /// [`SledStore::group`]'s batches.
-    fn group_batches(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
-        let Some(old) = old_pointers(&self.db).map_err(err)? else {
-            return Ok(());
-        };
-        let step = |s: &mut Self, k: &[u8], v: &[u8]| {
-            s.changed = true;
-            match (seq_of(k), Pointer::from_bytes(v)) {
-                (Some(seq), Some(p)) => {
-                    s.index.insert(seq, p).map_err(err)?;
-                    Ok(true)
-                }
-                // Its body cannot be found: damage, as a damaged group's records are.
-                (seq, _) => {
-                    log::error!(
-                        "buffer: a damaged pointer ({} bytes under a key of {} bytes{}) in the \
-                         old tree: dropped",
-                        v.len(),
-                        k.len(),
-                        seq.map_or(String::new(), |seq| format!(", record #{seq}"))
-                    );
-                    Ok(false)
-                }
-            }
-        };
-        let moved = self.move_old_tree(old, GROUP_BATCH, step, Self::flush_only, progress)?;
-        if moved > 0 {
-            log::info!("buffer: moved the pointers of {moved} record(s) into groups");
-        }
-        Ok(())
-    }
-
-    /// Moves the old tree `old` out, `batch` entries at a time: `step` takes each entry
-    /// (whether it moved a record), then `flush` makes the batch durable; then its keys leave
-    /// the old tree and that is flushed too. At the end the empty tree is dropped. Each
-    /// batch's entries stay in `old` until the batch is flushed: moved again after a crash.
-    /// `progress` gets the number of records moved so far after each batch; returns it.
-    fn move_old_tree(
-        &mut self,
-        old: sled::Tree,
-        batch: usize,
-        mut step: impl FnMut(&mut Self, &[u8], &[u8]) -> Result<bool, BufferError>,
-        flush: impl Fn(&mut Self) -> Result<(), BufferError>,
-        mut progress: impl FnMut(u64),
-    ) -> Result<u64, BufferError> {
-        let mut moved = 0u64;
-        loop {
-            let entries = old
-                .iter()
-                .take(batch)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            if entries.is_empty() {
-                break;
-            }
-            for (k, v) in &entries {
-                if step(self, k, v)? {
-                    moved += 1;
-                }
-            }
-            #[cfg(test)]
-            tests::upgrade_may_fail()?;
-            flush(self)?;
-            for (k, _) in &entries {
-                old.remove(k).map_err(err)?;
-            }
-            self.changed = true;
-            flush(self)?;
-            progress(moved);
-        }
-        let name = old.name();
-        drop(old);
-        self.db.drop_tree(name).map_err(err)?;
-        self.changed = true;
-        flush(self)?;
-        Ok(moved)
-    }
-
-    /// A flush without the housekeeping after it (no compaction round), for the moves at
-    /// open: compaction reads the records through the index, which does not hold them all
-    /// yet.
-    fn flush_only(&mut self) -> Result<(), BufferError> {
-        let outcome = match self.prepare_flush()? {
-            Some(job) => job.run(),
-            None => Ok(0),
-        };
-        let retiring = std::mem::take(&mut self.retiring);
-        match outcome {
-            Ok(_) => {
-                self.segments.delete(retiring);
-                Ok(())
-            }
-            Err(e) => {
-                self.segments.keep(retiring);
-                self.changed = true;
-                if let BufferError::SyncFailed(why) = &e {
-                    self.sync_failed = Some(why.clone());
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Move the records of a database written before the bodies left sled (tree `records`)
-    /// into segments and pointers, [`MOVE_BATCH`] at a time: a batch is inserted and flushed,
-    /// then its keys leave the old tree and that is flushed too; at the end the empty tree is
-    /// dropped. A crash or an error keeps every batch moved before it; the batch in progress
-    /// is still in the old tree and is moved again, over the same sequence numbers (no
-    /// duplicates). The flush per batch also bounds the segments' open files. `progress`
-    /// gets the number of records moved so far after each batch.
-    fn upgrade(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
-        let Some(old) = self.old_records()? else {
-            return Ok(());
-        };
-        let step = |s: &mut Self, k: &[u8], v: &[u8]| {
-            let Some(seq) = seq_of(k) else {
-                return Ok(false);
-            };
-            // Dropped: it leaves the old tree with its batch.
-            if s.drops_too_large(seq, v.len()) {
-                return Ok(false);
-            }
-            s.insert(seq, v.to_vec())?;
-            Ok(true)
-        };
-        let flush = |s: &mut Self| s.flush().map(drop);
-        let moved = self.move_old_tree(old, MOVE_BATCH, step, flush, progress)?;
-        if moved > 0 {
-            log::info!(
-                "buffer: moved {moved} record(s) to the new layout (bodies in segment files)"
-            );
-        }
-        Ok(())
-    }
-
-    /// Whether record `seq` of an old layout, `len` bytes, is over the largest value a
-    /// segment holds ([`MAX_VALUE`]; the old tree had no such cap). No layout of this release
-    /// holds it, and moving it would fail every open: it is dropped, with a warning, and
-    /// counted as the buffer counts a record too large for it (`buffer_full`).
-    fn drops_too_large(&mut self, seq: u64, len: usize) -> bool {
-        if len <= MAX_VALUE as usize {
-            return false;
-        }
-        log::warn!(
-            "buffer: record #{seq} of the old layout ({len} bytes) is over the largest the \
-             buffer holds ({MAX_VALUE}): dropped (reason buffer_full)"
-        );
-        self.too_large += 1;
-        true
-    }
-
     /// [`SledStore::open_inner`] with the error as a [`BufferError`] naming `dir`.
-    fn open_at(dir: &Path) -> Result<SledStore, BufferError> {
+    pub(super) fn open_at(dir: &Path) -> Result<SledStore, BufferError> {
         Self::open_inner(dir).map_err(|e| BufferError::Storage(format!("{}: {e}", dir.display())))
     }
 
@@ -977,7 +788,7 @@ impl SledStore {
     }
 
     /// The highest sequence number flushed, as the mark file holds it.
-    fn marked(&self) -> Option<u64> {
+    pub(super) fn marked(&self) -> Option<u64> {
         self.syncs().mark.value()
     }
 
@@ -1000,7 +811,7 @@ impl SledStore {
 
     /// What the next flush has to do (`None`: nothing), with the mark it is to write: every
     /// change so far, which sled's flush covers once it starts after this.
-    fn prepare_flush(&mut self) -> Result<Option<SyncJob>, BufferError> {
+    pub(super) fn prepare_flush(&mut self) -> Result<Option<SyncJob>, BufferError> {
         if let Some(why) = &self.sync_failed {
             return Err(BufferError::SyncFailed(why.clone()));
         }
@@ -1118,7 +929,7 @@ impl SledStore {
     }
 
     /// Copy `old`'s state entries (frame counters) into this database.
-    fn carry_state(&mut self, old: &SledStore) -> Result<(), BufferError> {
+    pub(super) fn carry_state(&mut self, old: &SledStore) -> Result<(), BufferError> {
         for (k, v) in old.state.iter().flatten() {
             self.state_set(&k, &v)?;
         }
@@ -1128,7 +939,7 @@ impl SledStore {
     /// Refuse a database a newer hubgate wrote in a layout this one would misread, before
     /// anything is changed (no salvage, no removal: a downgrade must not cost the backlog);
     /// mark an older or unmarked one as this release's.
-    fn check_layout(&mut self) -> Result<(), BufferError> {
+    pub(super) fn check_layout(&mut self) -> Result<(), BufferError> {
         let stored = self
             .state
             .get(LAYOUT_KEY)
@@ -1147,7 +958,7 @@ impl SledStore {
     }
 
     /// The high-water mark sled itself holds (written at every flush).
-    fn stored_mark(&self) -> Option<u64> {
+    pub(super) fn stored_mark(&self) -> Option<u64> {
         self.meta
             .get(MARK_KEY)
             .ok()
@@ -1156,7 +967,7 @@ impl SledStore {
     }
 
     /// Record `seq`'s body, which `pointer` points at; why when it cannot be read.
-    fn body(&self, seq: u64, pointer: Pointer) -> Result<Vec<u8>, ReadError> {
+    pub(super) fn body(&self, seq: u64, pointer: Pointer) -> Result<Vec<u8>, ReadError> {
         self.segments.read(seq, pointer)
     }
 
@@ -1233,290 +1044,10 @@ impl SledStore {
     }
 
     /// Whether this open moved the database aside, whether or not it is kept (see
-    /// [`moved_aside`]): it would not open, or it lost flushed writes and was salvaged.
+    /// [`moved_aside`](super::moved_aside)): it would not open, or it lost flushed writes
+    /// and was salvaged.
     pub fn moved_aside_at_open(&self) -> bool {
         self.moved_aside
-    }
-
-    /// The database lost writes that had been flushed: move it aside, carry what it still
-    /// holds into a fresh one, and say so loudly. Once the fresh one is durable, the one
-    /// moved aside goes if nothing more could be read from it (see [`discard`]): each power
-    /// cut on a card that lies about its syncs would otherwise leave a whole buffer's copy
-    /// on the disk. It runs before READY=1:
-    /// each batch carried and each segment read tells systemd the start goes on.
-    fn salvage(
-        mut self,
-        stored: Option<u64>,
-        flushed: Option<u64>,
-    ) -> Result<SledStore, BufferError> {
-        let aside = move_aside(&self.dir)?;
-        // Before the work: a salvage cut short (killed, failed) leaves the records not yet
-        // carried only in the database moved aside, and this line says where.
-        let what = if self.index.damaged() {
-            "holds index entries that do not decode".to_string()
-        } else {
-            let at = |mark: Option<u64>| mark.map_or("nothing".to_string(), |s| format!("#{s}"));
-            format!(
-                "lost records it had flushed (it ends at {}, hubgate had flushed up to {})",
-                at(stored),
-                at(flushed),
-            )
-        };
-        log::error!(
-            "buffer database {} {what}: the file was truncated or damaged. It was moved to {}; \
-             carrying what it still holds into a fresh database",
-            self.dir.display(),
-            aside.display()
-        );
-        self.segments.moved_to(&aside);
-        let mut fresh = Self::open_at(&self.dir)?;
-        fresh.lock = self.lock.take();
-        fresh.moved_aside = true;
-        // No sequence number up to `flushed` is handed out again, whichever flush is last.
-        fresh.highest = fresh.highest.max(flushed);
-        let (mut kept, mut written) = (0u64, 0u64);
-        // Records whose pointers name no body: compaction may have copied it to a segment
-        // after the pointer sled went back to (its original deleted), so they are looked
-        // for in the segments too.
-        let mut unreadable = BTreeSet::new();
-        // Whether everything `hubgate buffer recover` could take from the aside was read
-        // here: then the aside holds nothing more and goes once the fresh one is durable.
-        let mut whole = true;
-        // A flush every batch bounds the segments' open files.
-        let mut carry = |fresh: &mut SledStore, seq: u64, body: Vec<u8>| {
-            fresh.insert(seq, body)?;
-            written += 1;
-            if written % MOVE_BATCH as u64 == 0 {
-                fresh.flush()?;
-                crate::notify::extend_start(
-                    BATCH_ALLOWANCE,
-                    &format!("salvaging the buffer: {written} record(s) carried"),
-                );
-            }
-            Ok::<(), BufferError>(())
-        };
-        let mut pointed = |fresh: &mut SledStore, seq: u64, p: Pointer| {
-            match self.body(seq, p) {
-                Ok(body) => {
-                    carry(fresh, seq, body)?;
-                    kept += 1;
-                }
-                Err(_) => {
-                    unreadable.insert(seq);
-                }
-            }
-            Ok::<(), BufferError>(())
-        };
-        let mut after = None;
-        loop {
-            let Ok(page) = self.index.scan(after, MOVE_BATCH) else {
-                whole = false;
-                break;
-            };
-            let Some(&(last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last);
-            for (seq, p) in page {
-                pointed(&mut fresh, seq, p)?;
-            }
-        }
-        // The records of a damaged group are carried from the segments below; which of
-        // them the group held is lost, so the copy moved aside stays for `buffer recover`.
-        if self.index.damaged() {
-            whole = false;
-        }
-        // Layout 1's pointers, those not moved into the index yet.
-        let pointers = old_pointers(&self.db).unwrap_or_else(|e| {
-            log::error!("buffer: reading the pointers of {}: {e}", aside.display());
-            whole = false;
-            None
-        });
-        // A record whose old pointer does not read names no body: its body is looked for in
-        // the segments, as that of one whose pointer names no body.
-        let mut bad_pointers = Vec::new();
-        for entry in pointers.iter().flat_map(|t| t.iter()) {
-            let Ok((k, v)) = entry else {
-                whole = false;
-                continue;
-            };
-            let Some(seq) = seq_of(&k) else {
-                continue;
-            };
-            if self.index.contains(seq).unwrap_or(false) {
-                continue;
-            }
-            match Pointer::from_bytes(&v) {
-                Some(p) => pointed(&mut fresh, seq, p)?,
-                None => bad_pointers.push(seq),
-            }
-        }
-        unreadable.extend(bad_pointers);
-        // A database an earlier release wrote: its records are in the old tree.
-        let old = self.old_records().unwrap_or_else(|e| {
-            // Its records are only there: the copy moved aside stays for `buffer recover`.
-            log::error!(
-                "buffer: reading the old records of {}: {e}",
-                aside.display()
-            );
-            whole = false;
-            None
-        });
-        if let Some(old) = &old {
-            for entry in old.iter() {
-                let Ok((k, v)) = entry else {
-                    whole = false;
-                    continue;
-                };
-                if let Some(seq) = seq_of(&k) {
-                    if fresh.drops_too_large(seq, v.len()) {
-                        continue;
-                    }
-                    carry(&mut fresh, seq, v.to_vec())?;
-                    kept += 1;
-                }
-            }
-        }
-        // The bodies of the records whose pointers sled lost are still in the segments
-        // (synced before sled's flush): every whole entry whose sequence number is past the
-        // last mark sled holds, up to the mark file's, and that no pointer names. A record
-        // delivered in that range comes again (a duplicate), rather than one acknowledged
-        // being lost.
-        // So are those of a group that does not decode, at any number: a record delivered
-        // before comes again, rather than one acknowledged being lost.
-        let lost = |seq: u64| {
-            flushed.is_some_and(|f| stored.is_none_or(|s| seq > s) && seq <= f)
-                || self.index.in_damaged(seq)
-        };
-        // A dead letter is not carried as a record too: the sink refused it for good.
-        let named = |seq: u64| {
-            let key = seq.to_be_bytes();
-            // A tree that fails to answer: carried all the same, a duplicate at worst.
-            self.index.contains(seq).unwrap_or(false)
-                || pointers
-                    .as_ref()
-                    .is_some_and(|t| t.contains_key(key).unwrap_or(false))
-                || self.dead.contains_key(key).unwrap_or(false)
-                || old
-                    .as_ref()
-                    .is_some_and(|t| t.contains_key(key).unwrap_or(false))
-        };
-        let (mut found, mut recovered) = (BTreeSet::new(), BTreeSet::new());
-        match self.segments.numbers_as_written() {
-            Ok(numbers) => {
-                for (i, &number) in numbers.iter().enumerate() {
-                    // As `hubgate buffer recover` reads it: on past a damaged entry (a card
-                    // that lost a page mid-segment), a failed read narrowed to its blocks.
-                    let (entries, failed) =
-                        match self.segments.scan(number, |v| super::decode(v).is_ok()) {
-                            Ok(found) => (found.entries, found.failed),
-                            Err(e) => (Vec::new(), Some(e.to_string())),
-                        };
-                    if let Some(e) = failed {
-                        log::error!(
-                            "buffer: reading segment {number} of {}: {e}",
-                            aside.display()
-                        );
-                        whole = false;
-                    }
-                    crate::notify::extend_start(
-                        BATCH_ALLOWANCE,
-                        &format!(
-                            "salvaging the buffer: segment {} of {} read",
-                            i + 1,
-                            numbers.len()
-                        ),
-                    );
-                    for (seq, body) in entries {
-                        // A number can have two whole copies when a run handed out again
-                        // one appended before a crash without its pointer: a database an
-                        // earlier release wrote, or a segment the open could not read
-                        // (`highest_appended`). The copy written last is the one handed
-                        // out again, acknowledged: it takes the place of any carried before.
-                        let copy = unreadable.contains(&seq);
-                        // Past the mark file: not acknowledged, unless the card lied about
-                        // the mark's sync as it did about sled's; not carried, so the copy
-                        // moved aside stays for `buffer recover`.
-                        if !copy && flushed.is_none_or(|f| seq > f) && !named(seq) && !lost(seq) {
-                            whole = false;
-                        }
-                        if copy || lost(seq) && !named(seq) {
-                            carry(&mut fresh, seq, body)?;
-                            let first = if copy {
-                                recovered.insert(seq)
-                            } else {
-                                found.insert(seq)
-                            };
-                            if first {
-                                kept += 1;
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                log::error!("buffer: listing the segments of {}: {e}", aside.display());
-                whole = false;
-            }
-        }
-        let mut dead = 0u64;
-        for entry in self.dead.iter() {
-            let Ok((k, v)) = entry else {
-                whole = false;
-                continue;
-            };
-            if let Some(seq) = seq_of(&k) {
-                fresh.dead_letter(seq, v.to_vec())?;
-                dead += 1;
-            }
-        }
-        fresh.carry_state(&self)?;
-        let buffer_dir = self.buffer_dir().to_path_buf();
-        drop(self);
-        fresh.flush()?;
-        let left = if !whole {
-            format!(
-                "not everything in it could be read, so it is kept at {}: with hubgate \
-                 stopped, `hubgate buffer recover {}` carries what it can read of it (records \
-                 carried already come twice), then remove it",
-                aside.display(),
-                aside.display()
-            )
-        } else {
-            match discard(&aside, &buffer_dir) {
-                Ok(()) => "it held nothing more and was removed".to_string(),
-                Err(e) => format!(
-                    "it holds nothing more but {} could not be removed ({e}): remove it",
-                    aside.display()
-                ),
-            }
-        };
-        log::error!(
-            "buffer: salvage done: carried {kept} record(s) and {dead} dead letter(s) into a fresh \
-             database; {} record(s) had no readable body and are gone; {}. The database moved \
-             aside: {left}",
-            unreadable.len() - recovered.len(),
-            from_segments(stored, flushed, found.len()),
-        );
-        Ok(fresh)
-    }
-}
-
-/// What a salvage carried from the segments for want of pointers: of the numbers past the
-/// mark sled still held (`stored`), up to the mark file's (`flushed`), and of the damaged
-/// index entries; with no mark at all, only the latter.
-fn from_segments(stored: Option<u64>, flushed: Option<u64>, found: usize) -> String {
-    match flushed {
-        Some(f) => format!(
-            "of the {} sequence number(s) past the mark the database still held, and those of \
-             damaged index entries, {found} had a body in the segments and were carried, the \
-             others were delivered before or are gone",
-            stored.map_or(f.saturating_add(1), |s| f - s)
-        ),
-        None => format!(
-            "there was no mark; of the records of damaged index entries, {found} had a body in \
-             the segments and were carried"
-        ),
     }
 }
 
@@ -1616,7 +1147,7 @@ fn swap_dirs(dir: &Path) -> (PathBuf, PathBuf) {
     (with_suffix(dir, ".new"), with_suffix(dir, ".old"))
 }
 
-fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
+pub(super) fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
@@ -1654,138 +1185,6 @@ fn fs_error(what: &str, p: &Path, e: std::io::Error) -> BufferError {
     BufferError::Storage(format!("{what} {}: {e}", p.display()))
 }
 
-/// Remove `aside`, a database moved aside that a salvage read all of into the fresh one
-/// beside it in `buffer_dir`. The fresh one's entry in `buffer_dir` is made durable first,
-/// and `aside` renamed to `sled.salvaged` before it is removed: a power cut mid-removal
-/// leaves no part of it under a `sled.broken-` name, to be taken for records still to
-/// recover; the next open removes the rest ([`remove_salvaged`]).
-fn discard(aside: &Path, buffer_dir: &Path) -> std::io::Result<()> {
-    super::durable::sync_dir(buffer_dir)?;
-    let gone = buffer_dir.join(SALVAGED_DIR);
-    std::fs::rename(aside, &gone)?;
-    super::durable::sync_dir(buffer_dir)?;
-    std::fs::remove_dir_all(&gone)
-}
-
-/// What is left of a database moved aside whose salvage was done, while it is removed.
-const SALVAGED_DIR: &str = "sled.salvaged";
-
-/// Remove what a power cut left of a salvaged database being removed (see [`discard`]).
-fn remove_salvaged(buffer_dir: &Path) {
-    let gone = buffer_dir.join(SALVAGED_DIR);
-    if gone.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&gone) {
-            log::warn!("buffer: removing {}: {e}", gone.display());
-        }
-    }
-}
-
-/// Prefix of the name a database moved aside takes in the buffer directory.
-const ASIDE_PREFIX: &str = "sled.broken-";
-/// Prefix of the name the package's prerm gives the database when a downgrade goes to a
-/// release that cannot read its layout: `sled.layout<N>-<time>` (docs/operations.md,
-/// "Downgrading").
-const DOWNGRADE_PREFIX: &str = "sled.layout";
-
-/// What an operator does with the databases [`moved_aside`] lists.
-const MOVED_ASIDE_ADVICE: &str =
-    "with hubgate stopped, `hubgate buffer recover <dir>` takes their records back, then remove them";
-/// What an operator does with the databases [`left_by_downgrade`] lists.
-const DOWNGRADE_ADVICE: &str = "left by a downgrade to a release that could not read them: \
-     their records go out once one is `sled` again, moved back with hubgate stopped and this \
-     buffer drained and removed; remove them once nothing in them is wanted \
-     (docs/operations.md, Downgrading)";
-
-/// The databases moved aside and kept in `buffer_dir`, each with its size in bytes, oldest
-/// name first: those that would not open at all (the only copy of their records) and those
-/// whose salvage could not read everything. `hubgate buffer recover` takes their records
-/// back; nothing removes them but the operator, so they are reported instead (the problem
-/// `buffer_moved_aside`, `hubgate doctor`). A directory that cannot be listed is left out.
-pub fn moved_aside(buffer_dir: &Path) -> Vec<(PathBuf, u64)> {
-    named(buffer_dir, ASIDE_PREFIX)
-}
-
-/// The databases a downgrade's prerm moved aside in `buffer_dir` (see [`DOWNGRADE_PREFIX`]),
-/// with their sizes, oldest first: nothing reads them until one is moved back, so they are
-/// reported with those [`moved_aside`] lists.
-fn left_by_downgrade(buffer_dir: &Path) -> Vec<(PathBuf, u64)> {
-    named(buffer_dir, DOWNGRADE_PREFIX)
-}
-
-/// The directories in `buffer_dir` whose name starts with `prefix`, with their sizes, in
-/// name order.
-fn named(buffer_dir: &Path, prefix: &str) -> Vec<(PathBuf, u64)> {
-    let Ok(list) = std::fs::read_dir(buffer_dir) else {
-        return Vec::new();
-    };
-    let mut kept: Vec<(PathBuf, u64)> = list
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .map(|p| {
-            let bytes = bytes_in(&p);
-            (p, bytes)
-        })
-        .collect();
-    kept.sort();
-    kept
-}
-
-/// The databases kept in `buffer_dir` outside the buffer, as one line for the log and
-/// `hubgate doctor`: each named with its size as `size` writes it, then what to do with
-/// it; `None` when there are none.
-pub fn kept_aside(buffer_dir: &Path, size: impl Fn(u64) -> String) -> Option<String> {
-    let parts: Vec<String> = [
-        (moved_aside(buffer_dir), MOVED_ASIDE_ADVICE),
-        (left_by_downgrade(buffer_dir), DOWNGRADE_ADVICE),
-    ]
-    .into_iter()
-    .filter(|(kept, _)| !kept.is_empty())
-    .map(|(kept, advice)| {
-        let list: Vec<String> = kept
-            .iter()
-            .map(|(p, bytes)| format!("{} ({})", p.display(), size(*bytes)))
-            .collect();
-        format!("{}: {advice}", list.join(", "))
-    })
-    .collect();
-    (!parts.is_empty()).then(|| parts.join("; "))
-}
-
-/// Bytes of the files under `dir`, what can be read of it (symbolic links not followed).
-fn bytes_in(dir: &Path) -> u64 {
-    let Ok(list) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    list.filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
-        .map(|(p, t)| {
-            if t.is_dir() {
-                bytes_in(&p)
-            } else {
-                std::fs::symlink_metadata(&p).map_or(0, |m| m.len())
-            }
-        })
-        .sum()
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Databases moved aside on this thread: how a test tells that a salvage ran, since
-    /// one that read everything leaves no directory behind.
-    static MOVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn move_aside(dir: &Path) -> Result<PathBuf, BufferError> {
-    let aside = aside_name(dir);
-    std::fs::rename(dir, &aside)
-        .map_err(|e| BufferError::Storage(format!("moving {} aside: {e}", dir.display())))?;
-    #[cfg(test)]
-    MOVED.with(|m| m.set(m.get() + 1));
-    Ok(aside)
-}
-
 /// Errors that say "not now", not "damaged": the lock is still held, no permission, the
 /// process is out of descriptors or memory, the file system is read-only or full. Moving a
 /// sound database aside for one of these would strand every record it holds.
@@ -1810,22 +1209,6 @@ fn is_resource(io: &std::io::Error) -> bool {
                     | libc::EDQUOT
             )
         )
-}
-
-/// `sled.broken-<unix seconds>`, or with `-2`, `-3`, ... after it when that is taken: two
-/// moves aside within a second (a salvage, then a database that will not open at the
-/// restart) would otherwise meet on one name, and the rename fail the open. The buffer
-/// lock keeps any other hubgate from taking the name meanwhile.
-fn aside_name(dir: &Path) -> PathBuf {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let first = with_suffix(dir, &format!(".broken-{stamp}"));
-    std::iter::once(first.clone())
-        .chain((2u32..).map(|n| with_suffix(dir, &format!(".broken-{stamp}-{n}"))))
-        .find(|p| p.symlink_metadata().is_err())
-        .unwrap_or(first)
 }
 
 /// Up to `limit` entries of `tree` with a sequence number above `after`, in order.
@@ -1855,31 +1238,7 @@ fn scan_tree(
     Ok(out)
 }
 
-/// Layout 1's tree of pointers, if the database has one (see [`SledStore::group`]).
-fn old_pointers(db: &sled::Db) -> sled::Result<Option<sled::Tree>> {
-    if !db.tree_names().iter().any(|n| n == POINTERS.as_bytes()) {
-        return Ok(None);
-    }
-    db.open_tree(POINTERS).map(Some)
-}
-
-/// Reports the progress of a move at open to systemd (its start goes on) and, every
-/// [`UPGRADE_LOG_EVERY`] batches, to the log.
-fn move_progress() -> impl FnMut(u64) {
-    let mut batches = 0u64;
-    move |moved: u64| {
-        crate::notify::extend_start(
-            BATCH_ALLOWANCE,
-            &format!("moving the buffer to the new layout: {moved} record(s) moved"),
-        );
-        batches += 1;
-        if batches.is_multiple_of(UPGRADE_LOG_EVERY) {
-            log::info!("buffer: moving the records to the new layout: {moved} moved so far");
-        }
-    }
-}
-
-fn seq_of(key: &[u8]) -> Option<u64> {
+pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
@@ -2193,23 +1552,16 @@ mod tests {
         assert!(!super::is_busy(&sled::Error::Unsupported("damaged".into())));
     }
 
+    use super::super::salvage::moved_aside;
+    use super::super::test_support::{
+        assert_current_layout, body_of, buffer_of, compact, compacted_then_taken_back, fill,
+        fill_with, flushed_store, lose_pointers, moved, one_in_four_stays, past_a_failing_tail,
+        record, segment_of, seqs, three_flushed, without, write_out, NO_DAC, QUARTER,
+    };
     use super::super::tests::churn;
     use super::*;
     use std::collections::BTreeSet;
     use std::ffi::OsString;
-
-    fn seqs(s: &SledStore, after: Option<u64>) -> Vec<u64> {
-        s.scan(after, 1000)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect()
-    }
-
-    /// Databases this test moved aside, kept or removed since.
-    fn moved() -> usize {
-        MOVED.with(std::cell::Cell::get)
-    }
 
     #[test]
     fn survives_reopen_in_order_with_usage() {
@@ -2236,41 +1588,6 @@ mod tests {
         assert_eq!(s.seqs_back(2).unwrap(), vec![300, 3]);
         assert_eq!(s.first_seq().unwrap(), Some(1));
     }
-
-    /// `n` records of `len` bytes from `first` on, each body filled with its number.
-    fn fill(s: &mut SledStore, first: u64, n: u64, len: usize) {
-        fill_with(s, first..first + n, |seq| vec![seq as u8; len]);
-    }
-
-    /// Records `seqs` with the bodies `body` gives.
-    /// A store opened in `dir` holding records `seqs` (bodies from `body`), flushed.
-    fn flushed_store(
-        dir: &Path,
-        seqs: std::ops::Range<u64>,
-        body: impl Fn(u64) -> Vec<u8>,
-    ) -> SledStore {
-        let mut s = SledStore::open(dir).unwrap();
-        fill_with(&mut s, seqs, body);
-        s.flush().unwrap();
-        s
-    }
-
-    fn fill_with(s: &mut SledStore, seqs: std::ops::Range<u64>, body: impl Fn(u64) -> Vec<u8>) {
-        for seq in seqs {
-            s.insert(seq, body(seq)).unwrap();
-        }
-    }
-
-    /// A store at `dir` with three records of 10 bytes flushed, closed: its segment directory.
-    fn three_flushed(dir: &Path) -> PathBuf {
-        let mut s = SledStore::open(dir).unwrap();
-        fill(&mut s, 0, 3, 10);
-        s.flush().unwrap();
-        s.segments.dir().to_path_buf()
-    }
-
-    /// Records of 300,000 bytes: four fill a segment (1 MiB), the fifth starts the next.
-    const QUARTER: usize = 300_000;
 
     #[test]
     fn segments_rotate_and_go_once_drained_and_flushed() {
@@ -2436,33 +1753,6 @@ mod tests {
         );
     }
 
-    /// A body that decodes, for record `seq`: a salvage carries only those.
-    fn body_of(seq: u64) -> Vec<u8> {
-        super::super::encode(&record(seq, 200))
-    }
-
-    /// Records `0..5` flushed in segment 1; then an append to it fails at its tail (EIO,
-    /// half the entry written) and keeps failing there until this returns; records `5..10`
-    /// are inserted and flushed after it. Segment 1's path.
-    fn past_a_failing_tail(dir: &Path) -> PathBuf {
-        let mut s = flushed_store(dir, 0..5, body_of);
-        let _failing = super::super::segments::failing_appends_in(1..=1);
-        let e = s.insert(5, body_of(5)).unwrap_err();
-        assert!(e.to_string().contains("appending record #5"), "{e}");
-        fill_with(&mut s, 5..10, body_of);
-        s.flush().unwrap();
-        assert_eq!(s.segments.files(), vec![1, 2]);
-        assert_eq!((segment_of(&s, 4), segment_of(&s, 5)), (1, 2));
-        let first = s.segments.dir().join("00000001.seg");
-        // Segment 1 ends in the half entry: a torn tail no pointer names.
-        let entry = 12 + body_of(5).len() as u64;
-        assert_eq!(
-            std::fs::metadata(&first).unwrap().len(),
-            5 * entry + entry / 2
-        );
-        first
-    }
-
     /// An append that fails at a segment's tail (a bad block of a card: EIO every time, the
     /// other files fine) does not fail the next: that one goes to a new segment, instead of
     /// to the same offset, failing, for good. The torn tail left is read as nothing: every
@@ -2491,20 +1781,6 @@ mod tests {
         }
         b.flush().unwrap();
         assert_eq!(std::fs::read_dir(&values).unwrap().count(), 0);
-    }
-
-    /// A salvage reads past such a torn tail: it carries every record, and the database
-    /// moved aside goes, as nothing in it failed to read.
-    #[test]
-    fn a_salvage_reads_past_the_torn_tail_of_a_failed_append() {
-        let dir = tempfile::tempdir().unwrap();
-        past_a_failing_tail(dir.path());
-        let mut all: Vec<u64> = (0..10).collect();
-        all.extend(lose_the_last_ten(dir.path(), 0));
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1, "no salvage");
-        assert_eq!(seqs(&s, None), all);
-        assert_eq!(moved_aside(dir.path()), vec![]);
     }
 
     /// A file system that creates files but refuses every write: the first failure starts
@@ -2543,27 +1819,6 @@ mod tests {
         let all: Vec<(u64, Vec<u8>)> = (0..9).map(|seq| (seq, body_of(seq))).collect();
         assert_eq!(s.scan(None, 100).unwrap(), all);
         drain(&mut s, &(0..9).collect::<Vec<_>>());
-    }
-
-    /// A buffer over `s`, to see what its reader makes of the records.
-    fn buffer_of(dir: &Path, s: SledStore) -> (super::super::Buffer, Arc<crate::metrics::Metrics>) {
-        let m = crate::metrics::Metrics::new();
-        let cfg = crate::config::BufferConfig {
-            path: dir.to_path_buf(),
-            min_free: 0,
-            ..Default::default()
-        };
-        (super::super::Buffer::new(Box::new(s), &cfg, m.clone()), m)
-    }
-
-    fn record(seq: u64, len: usize) -> crate::record::Record {
-        crate::record::Record {
-            id: format!("id-{seq}"),
-            rec_type: "t".into(),
-            key: "k".into(),
-            created_ms: 1,
-            body: "x".repeat(len),
-        }
     }
 
     /// A body that cannot be read whole (its segment cut short or gone) is a damaged record:
@@ -2666,41 +1921,6 @@ mod tests {
         assert_eq!(job.mark, Some(5));
         assert_eq!(job.values.numbers(), vec![1, 2]);
         assert!(job.values.syncs_dir());
-    }
-
-    /// The segment record `seq`'s pointer names.
-    fn segment_of(s: &SledStore, seq: u64) -> u32 {
-        s.index.get(seq).unwrap().unwrap().segment
-    }
-
-    /// What the index holds, written into sled's files (as sled writes its log when its
-    /// buffers fill), without a flush of the store's.
-    fn write_out(s: &mut SledStore) {
-        s.index.write().unwrap();
-        s.db.flush().unwrap();
-    }
-
-    /// Records `0..n`, flushed, of `len` bytes each; then every one but one in four (the
-    /// first of each segment, four records of `QUARTER`) is delivered.
-    fn one_in_four_stays(s: &mut SledStore, n: u64, body: impl Fn(u64) -> Vec<u8>) {
-        fill_with(s, 0..n, body);
-        s.flush().unwrap();
-        for seq in (0..n).filter(|seq| seq % 4 != 0) {
-            s.remove(seq).unwrap();
-        }
-    }
-
-    /// Flushes (the removals made durable, which may start compaction) until compaction
-    /// has nothing left to do; the number of flushes.
-    fn compact(s: &mut SledStore) -> usize {
-        s.flush().unwrap();
-        let mut flushes = 1;
-        while s.wants_flush() {
-            s.flush().unwrap();
-            flushes += 1;
-            assert!(flushes < 1000, "compaction does not end");
-        }
-        flushes
     }
 
     /// One record in ten stays (its recType parked) while the others are delivered: the
@@ -2868,86 +2088,6 @@ mod tests {
         let e = s.insert(1, vec![0; MAX_VALUE as usize + 1]).unwrap_err();
         assert!(e.to_string().contains("over the largest"), "{e}");
         assert_eq!(s.usage(), (1, 10));
-    }
-
-    /// A database written before the bodies left sled: its records in tree `records`.
-    fn old_layout(dir: &Path, n: u64) {
-        let db = sled::open(dir.join(DB_DIR)).unwrap();
-        let records = db.open_tree(OLD_RECORDS).unwrap();
-        for seq in 0..n {
-            records
-                .insert(seq.to_be_bytes(), vec![seq as u8; 100 + seq as usize])
-                .unwrap();
-        }
-        db.open_tree("dead_letter")
-            .unwrap()
-            .insert(n.to_be_bytes(), vec![1; 10])
-            .unwrap();
-        db.open_tree("meta")
-            .unwrap()
-            .insert(MARK_KEY, &n.to_be_bytes())
-            .unwrap();
-        db.flush().unwrap();
-    }
-
-    fn check_upgraded(s: &SledStore, n: u64) {
-        let bytes: u64 = (0..n).map(|seq| 100 + seq).sum();
-        assert_eq!(s.usage(), (n, bytes));
-        let all = s.scan(None, 1000).unwrap();
-        assert_eq!(all.len() as u64, n);
-        for (seq, body) in all {
-            assert_eq!(body, vec![seq as u8; 100 + seq as usize]);
-        }
-        assert_eq!(s.dead_letters(), 1);
-        assert_eq!(s.last_seq(), Some(n));
-        assert!(!s.db.tree_names().iter().any(|t| t == OLD_RECORDS));
-    }
-
-    #[test]
-    fn an_old_database_is_upgraded_once_even_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        old_layout(dir.path(), 300);
-        let s = SledStore::open(dir.path()).unwrap();
-        check_upgraded(&s, 300);
-        assert_eq!(s.segments.files(), vec![1]);
-        drop(s);
-        let s = SledStore::open(dir.path()).unwrap();
-        check_upgraded(&s, 300);
-        drop(s);
-        // A crash before the old tree's drop was durable: it is back, whole, beside the
-        // pointers and their segment; and a torn segment of an upgrade cut short.
-        old_layout(dir.path(), 300);
-        let values = dir
-            .path()
-            .join(DB_DIR)
-            .join(super::super::segments::VALUES_DIR);
-        std::fs::write(values.join("00000002.seg"), b"torn").unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        check_upgraded(&s, 300);
-        assert_eq!(
-            s.segments.files(),
-            vec![2],
-            "the first upgrade's segment went, the torn one's number is used again"
-        );
-        assert_eq!(moved(), 0);
-    }
-
-    thread_local! {
-        /// The upgrade fails once this many batches are moved, with the next one inserted
-        /// but not flushed.
-        static UPGRADE_FAILS_AFTER: std::cell::Cell<Option<u32>> =
-            const { std::cell::Cell::new(None) };
-    }
-
-    pub(super) fn upgrade_may_fail() -> Result<(), BufferError> {
-        UPGRADE_FAILS_AFTER.with(|f| match f.get() {
-            Some(0) => Err(BufferError::Storage("injected upgrade failure".into())),
-            Some(n) => {
-                f.set(Some(n - 1));
-                Ok(())
-            }
-            None => Ok(()),
-        })
     }
 
     /// A left-over segment that cannot be deleted (here a directory of that name) is a
@@ -3147,370 +2287,6 @@ mod tests {
             [0]
         );
         assert_eq!(m.problems("buffer_read_error"), 1);
-    }
-
-    /// An upgrade that fails part-way fails the open (records left in the old tree would be
-    /// neither counted nor delivered), keeps the batches it moved, and the next open moves
-    /// the rest: every record once.
-    #[test]
-    fn a_failed_upgrade_fails_the_open_and_the_next_one_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let batch = MOVE_BATCH as u64;
-        let n = 2 * batch + 100;
-        old_layout(dir.path(), n);
-        UPGRADE_FAILS_AFTER.with(|f| f.set(Some(1)));
-        let e = SledStore::open(dir.path())
-            .err()
-            .expect("a failed upgrade fails the open");
-        UPGRADE_FAILS_AFTER.with(|f| f.set(None));
-        assert!(e.to_string().contains("injected upgrade failure"), "{e}");
-        {
-            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
-            let old = db.open_tree(OLD_RECORDS).unwrap();
-            assert_eq!(
-                old.len() as u64,
-                n - batch,
-                "the first batch left the old tree"
-            );
-            let first = old.first().unwrap().unwrap().0;
-            assert_eq!(seq_of(&first), Some(batch));
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        check_upgraded(&s, n);
-        assert_eq!(moved(), 0);
-    }
-
-    /// A database of layout 1: records `0..n` ([`body_of`]) flushed, their pointers in the
-    /// old tree (a sled entry per record), none in the index, the layout key at 1.
-    fn layout_one(dir: &Path, n: u64) {
-        let mut s = flushed_store(dir, 0..n, body_of);
-        back_to_layout_one(&mut s);
-    }
-
-    /// `s`'s pointers moved from the index into the old tree, the layout key at 1, written
-    /// out as at a close.
-    fn back_to_layout_one(s: &mut SledStore) {
-        let old = s.db.open_tree(POINTERS).unwrap();
-        for (seq, p) in s.index.scan(None, usize::MAX).unwrap() {
-            old.insert(seq.to_be_bytes(), &p.to_bytes()).unwrap();
-        }
-        s.index.clear().unwrap();
-        s.state_set(LAYOUT_KEY, &1u32.to_be_bytes()).unwrap();
-        write_out(s);
-    }
-
-    /// The state tree `state` says the database is of this release's layout.
-    fn assert_current_layout(state: &sled::Tree) {
-        let layout = state.get(LAYOUT_KEY).unwrap();
-        assert_eq!(layout.as_deref(), Some(&LAYOUT.to_be_bytes()[..]));
-    }
-
-    /// `s` holds the records of [`layout_one`] whole, in the index only, at layout 2.
-    fn check_grouped(s: &SledStore, n: u64) {
-        let bytes: u64 = (0..n).map(|seq| body_of(seq).len() as u64).sum();
-        assert_eq!(s.usage(), (n, bytes));
-        let all = s.scan(None, n as usize + 1).unwrap();
-        assert_eq!(all.len() as u64, n);
-        for (seq, body) in all {
-            assert_eq!(body, body_of(seq), "#{seq}");
-        }
-        assert_eq!(s.last_seq(), Some(n - 1));
-        assert!(
-            old_pointers(&s.db).unwrap().is_none(),
-            "the old tree is gone"
-        );
-        assert_current_layout(&s.state);
-    }
-
-    /// A layout-1 pointer with a length no segment entry has (over [`MAX_VALUE`]) is one
-    /// damaged record at the move, as one that is not 12 bytes is: the others are moved
-    /// into its group, counted, read and kept by the next open with their segment.
-    #[test]
-    fn a_bad_length_in_layout_one_is_one_damaged_record() {
-        let dir = tempfile::tempdir().unwrap();
-        layout_one(dir.path(), 10);
-        {
-            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
-            let old = db.open_tree(POINTERS).unwrap();
-            let at = old.get(5u64.to_be_bytes()).unwrap().unwrap();
-            let mut p = Pointer::from_bytes(&at).unwrap();
-            p.len = MAX_VALUE + 1;
-            old.insert(5u64.to_be_bytes(), &p.to_bytes()).unwrap();
-            db.flush().unwrap();
-        }
-        let want: Vec<u64> = (0..10).filter(|&seq| seq != 5).collect();
-        let bytes: u64 = want.iter().map(|&seq| body_of(seq).len() as u64).sum();
-        for open in 0..2 {
-            let s = SledStore::open(dir.path()).unwrap();
-            assert!(!s.moved_aside_at_open(), "open {open}");
-            assert_eq!(s.usage(), (9, bytes), "open {open}");
-            let all = s.scan(None, 20).unwrap();
-            assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
-            for (seq, body) in all {
-                assert_eq!(body, body_of(seq), "open {open}: #{seq}");
-            }
-        }
-    }
-
-    /// The salvage's line counts the numbers past sled's mark up to the mark file's, none when
-    /// there is no mark at all (a damaged group at an open with neither), as it says.
-    #[test]
-    fn the_salvage_counts_past_the_mark_only_where_there_is_one() {
-        let line = from_segments(Some(7), Some(9), 1);
-        assert!(
-            line.starts_with("of the 2 sequence number(s) past the mark"),
-            "{line}"
-        );
-        assert!(line.contains(", 1 had a body"), "{line}");
-        let line = from_segments(None, Some(4), 0);
-        assert!(
-            line.starts_with("of the 5 sequence number(s) past the mark"),
-            "{line}"
-        );
-        assert_eq!(
-            from_segments(None, None, 3),
-            "there was no mark; of the records of damaged index entries, 3 had a body in the \
-             segments and were carried"
-        );
-    }
-
-    /// A salvage of a half-moved layout-1 database (#0..=#3 in the index, the rest in the old
-    /// tree, sled's mark behind the mark file's) carries a record whose old pointer does not
-    /// read (a length over [`MAX_VALUE`]) from its segment, whole: it is in the old tree, so
-    /// only its body in the segments is left of it.
-    #[test]
-    fn a_salvage_carries_a_layout_one_record_whose_pointer_does_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = flushed_store(dir.path(), 0..10, body_of);
-            let old = s.db.open_tree(POINTERS).unwrap();
-            for (seq, mut p) in s.index.scan(None, usize::MAX).unwrap() {
-                if seq < 4 {
-                    continue;
-                }
-                if seq == 5 {
-                    p.len = MAX_VALUE + 1;
-                }
-                old.insert(seq.to_be_bytes(), &p.to_bytes()).unwrap();
-                s.index.remove(seq).unwrap();
-            }
-            s.state_set(LAYOUT_KEY, &1u32.to_be_bytes()).unwrap();
-            s.meta.insert(MARK_KEY, &7u64.to_be_bytes()).unwrap();
-            write_out(&mut s);
-            assert_eq!(s.marked(), Some(9));
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert!(s.moved_aside_at_open());
-        let bytes: u64 = (0..10).map(|seq| body_of(seq).len() as u64).sum();
-        assert_eq!(s.usage(), (10, bytes));
-        let all = s.scan(None, 20).unwrap();
-        assert_eq!(
-            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-            (0..10).collect::<Vec<_>>()
-        );
-        for (seq, body) in all {
-            assert_eq!(body, body_of(seq), "#{seq}");
-        }
-    }
-
-    /// The move's flushes write no mark: records whose pointers reached sled after the last
-    /// flush (#10, #11, mark file at #9) are checked and synced after the move, and only
-    /// the open's first flush after that covers them.
-    #[test]
-    fn the_move_does_not_mark_unflushed_records() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = flushed_store(dir.path(), 0..10, body_of);
-            fill_with(&mut s, 10..12, body_of);
-            back_to_layout_one(&mut s);
-            assert_eq!(s.marked(), Some(9));
-        }
-        let mut s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(
-            s.marked(),
-            Some(9),
-            "the open's move marked #10, #11 as flushed"
-        );
-        assert_eq!(s.stored_mark(), Some(9));
-        assert!(old_pointers(&s.db).unwrap().is_none());
-        assert_eq!(seqs(&s, None), (0..12).collect::<Vec<_>>());
-        s.flush().unwrap();
-        assert_eq!(s.marked(), Some(11));
-    }
-
-    /// A database of layout 1 has its pointers moved into groups at open, a batch at a
-    /// time. A move cut short (here an error after the first batch, with the second in the
-    /// index but still in the old tree too) fails the open; the next goes on, and each record
-    /// is there once. An older release refuses the database from the first batch on.
-    #[test]
-    fn a_layout_one_database_is_grouped_even_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let batch = GROUP_BATCH as u64;
-        let n = 2 * batch + 300;
-        layout_one(dir.path(), n);
-        let values = dir
-            .path()
-            .join(DB_DIR)
-            .join(super::super::segments::VALUES_DIR);
-        let segments = std::fs::read_dir(&values).unwrap().count();
-        UPGRADE_FAILS_AFTER.with(|f| f.set(Some(1)));
-        let e = SledStore::open(dir.path())
-            .err()
-            .expect("a move cut short fails the open");
-        UPGRADE_FAILS_AFTER.with(|f| f.set(None));
-        let e = e.to_string();
-        assert!(e.contains("into groups failed"), "{e}");
-        assert!(e.contains("injected upgrade failure"), "{e}");
-        {
-            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
-            let old = db.open_tree(POINTERS).unwrap();
-            assert_eq!(
-                old.len() as u64,
-                n - batch,
-                "the first batch left the old tree"
-            );
-            assert_eq!(seq_of(&old.first().unwrap().unwrap().0), Some(batch));
-            let index = Index::open(&db).unwrap();
-            assert_eq!(index.first().unwrap(), Some(0));
-            assert_eq!(index.last().unwrap(), Some(2 * batch - 1), "in both trees");
-            assert_current_layout(&db.open_tree("state").unwrap());
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        check_grouped(&s, n);
-        assert_eq!(moved(), 0);
-        drop(s);
-        let s = SledStore::open(dir.path()).unwrap();
-        check_grouped(&s, n);
-        let now = std::fs::read_dir(&values).unwrap().count();
-        assert_eq!(now, segments, "the bodies stay where they are");
-    }
-
-    /// A database of layout 1 that lost flushed writes: the salvage carries what its old
-    /// tree names, and the bodies past the mark sled kept from the segments.
-    #[test]
-    fn a_layout_one_database_that_lost_records_is_salvaged_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        layout_one(dir.path(), 600);
-        {
-            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
-            let old = db.open_tree(POINTERS).unwrap();
-            for seq in 590..600u64 {
-                old.remove(seq.to_be_bytes()).unwrap();
-            }
-            db.open_tree("meta")
-                .unwrap()
-                .insert(MARK_KEY, &589u64.to_be_bytes())
-                .unwrap();
-            db.flush().unwrap();
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        check_grouped(&s, 600);
-    }
-
-    /// The upgrade reports its progress after every batch (the open tells systemd the
-    /// start goes on with each).
-    #[test]
-    fn the_upgrade_reports_each_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = 2 * MOVE_BATCH as u64 + 100;
-        old_layout(dir.path(), n);
-        let mut s = SledStore::open_at(&dir.path().join(DB_DIR)).unwrap();
-        let mut seen = Vec::new();
-        s.upgrade(|moved| seen.push(moved)).unwrap();
-        assert_eq!(seen, vec![256, 512, n]);
-        check_upgraded(&s, n);
-    }
-
-    /// The move into groups reports its progress after every batch, as the upgrade does.
-    #[test]
-    fn the_move_into_groups_reports_each_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let batch = GROUP_BATCH as u64;
-        let n = 2 * batch + 100;
-        layout_one(dir.path(), n);
-        let mut s = SledStore::open_at(&dir.path().join(DB_DIR)).unwrap();
-        s.check_layout().unwrap();
-        let mut seen = Vec::new();
-        s.group(|moved| seen.push(moved)).unwrap();
-        assert_eq!(seen, vec![batch, 2 * batch, n]);
-        check_grouped(&s, n);
-    }
-
-    /// An old database that lost flushed records is salvaged with what its old tree holds.
-    #[test]
-    fn an_old_database_that_lost_records_is_salvaged_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        old_layout(dir.path(), 300);
-        let mut mark = Mark::open(&dir.path().join(DB_DIR).join(MARK_FILE)).unwrap();
-        mark.set(400).unwrap();
-        drop(mark);
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        assert_eq!(s.last_seq(), Some(400));
-        let bytes: u64 = (0..300).map(|seq| 100 + seq).sum();
-        assert_eq!(s.usage(), (300, bytes));
-        assert_eq!(s.scan(Some(298), 1).unwrap(), vec![(299, vec![43; 399])]);
-    }
-
-    /// An old layout of 4 records whose #1 is over the largest value a segment holds (the old
-    /// tree had no cap). Few: sled reads the leaf holding it, whole, at each access.
-    fn old_layout_with_one_too_large(dir: &Path) {
-        old_layout(dir, 4);
-        let db = sled::open(dir.join(DB_DIR)).unwrap();
-        db.open_tree(OLD_RECORDS)
-            .unwrap()
-            .insert(1u64.to_be_bytes(), vec![7; MAX_VALUE as usize + 1])
-            .unwrap();
-        db.flush().unwrap();
-    }
-
-    /// The records of [`old_layout_with_one_too_large`] but #1, in order.
-    fn check_upgraded_but_the_large_one(s: &SledStore) {
-        let expected: Vec<(u64, Vec<u8>)> = [0, 2, 3]
-            .into_iter()
-            .map(|seq| (seq, vec![seq as u8; 100 + seq as usize]))
-            .collect();
-        assert_eq!(s.scan(None, 1000).unwrap(), expected);
-        assert!(!s.db.tree_names().iter().any(|t| t == OLD_RECORDS));
-    }
-
-    /// An old layout's record over the largest value does not fail the upgrade, which would
-    /// fail every open (systemd restarting hubgate into the same failure): no layout of
-    /// this release holds it, so it is dropped, with a warning naming it, and counted as a
-    /// record too large for the buffer; the others are moved in order, and the next open is
-    /// clean.
-    #[test]
-    fn an_old_record_too_large_for_a_segment_is_dropped_and_counted_at_the_upgrade() {
-        let dir = tempfile::tempdir().unwrap();
-        old_layout_with_one_too_large(dir.path());
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 0);
-        check_upgraded_but_the_large_one(&s);
-        assert_eq!(s.last_seq(), Some(4));
-        let (b, m) = buffer_of(dir.path(), s);
-        assert_eq!(m.dropped_full.get(), 1);
-        drop(b);
-        let s = SledStore::open(dir.path()).unwrap();
-        check_upgraded_but_the_large_one(&s);
-        let (_b, m) = buffer_of(dir.path(), s);
-        assert_eq!(m.dropped_full.get(), 0);
-    }
-
-    /// A salvage of such an old layout drops and counts it the same way, carrying the
-    /// others.
-    #[test]
-    fn an_old_record_too_large_for_a_segment_is_dropped_and_counted_by_a_salvage() {
-        let dir = tempfile::tempdir().unwrap();
-        old_layout_with_one_too_large(dir.path());
-        let mut mark = Mark::open(&dir.path().join(DB_DIR).join(MARK_FILE)).unwrap();
-        mark.set(400).unwrap();
-        drop(mark);
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1, "no salvage");
-        check_upgraded_but_the_large_one(&s);
-        let (_b, m) = buffer_of(dir.path(), s);
-        assert_eq!(m.dropped_full.get(), 1);
     }
 
     /// sled's own flush does not survive a power cut (it ends in sync_file_range): every
@@ -3758,172 +2534,6 @@ mod tests {
         assert_eq!(moved(), 1);
     }
 
-    /// sled opens a cut-off log as if it had been torn by a crash; the high-water mark
-    /// catches that flushed records are missing.
-    #[test]
-    fn a_truncated_log_is_detected_and_what_is_left_carried_over() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            for seq in 0..400u64 {
-                s.insert(seq, vec![seq as u8; 200]).unwrap();
-                if seq % 50 == 49 {
-                    s.flush().unwrap();
-                }
-            }
-        }
-        let log = dir.path().join(DB_DIR).join("db");
-        let len = std::fs::metadata(&log).unwrap().len();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(len / 2)
-            .unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        let left = seqs(&s, None);
-        assert!(left.len() < 400, "nothing was lost? {}", left.len());
-        assert!(left.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(s.usage().0, left.len() as u64);
-        assert_eq!(
-            s.last_seq(),
-            Some(399),
-            "sequence numbers must not be reused"
-        );
-        drop(s);
-        // The fresh database carries the mark: opening again is quiet.
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        assert_eq!(seqs(&s, None), left);
-    }
-
-    /// Makes the store at `dir` lose what sled loses when a card acknowledged a sync it did
-    /// not do and the power was cut: 400 records written and flushed after those it holds,
-    /// then sled's last ten pointers and its own mark back before them (the mark file says
-    /// the last of the 400). The next open salvages. The numbers written.
-    fn lose_the_last_ten(dir: &Path, past_the_mark: u64) -> std::ops::Range<u64> {
-        let mut s = SledStore::open(dir).unwrap();
-        let from = s.last_seq().map_or(0, |l| l + 1);
-        for seq in from..from + 400 {
-            s.insert(seq, super::super::encode(&record(seq, 200)))
-                .unwrap();
-            if seq % 50 == 49 {
-                s.flush().unwrap();
-            }
-        }
-        s.flush().unwrap();
-        // Appended since, their flush not done: past the mark file.
-        for seq in from + 400..from + 400 + past_the_mark {
-            s.insert(seq, super::super::encode(&record(seq, 200)))
-                .unwrap();
-        }
-        for seq in from + 390..from + 400 + past_the_mark {
-            s.index.remove(seq).unwrap();
-        }
-        s.meta
-            .insert(MARK_KEY, &(from + 389).to_be_bytes())
-            .unwrap();
-        write_out(&mut s);
-        from..from + 400
-    }
-
-    /// s33 hunt (growth): every salvage (sled lost writes it had flushed: a card that
-    /// acknowledges a sync it did not do, then a power cut) moves the whole database aside,
-    /// segments and all. Once the salvage read everything `hubgate buffer recover` could
-    /// take from it and the fresh database is durable, the copy goes: a gateway that meets
-    /// this at each power cut would otherwise fill its disk with copies, and the buffer's
-    /// room for an outage shrink to nothing.
-    #[test]
-    fn databases_moved_aside_by_salvages_stay_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut all = Vec::new();
-        for round in 0..3 {
-            all.extend(lose_the_last_ten(dir.path(), 0));
-            let s = SledStore::open(dir.path()).unwrap();
-            assert_eq!(moved(), round + 1, "round {round}: no salvage");
-            assert!(s.moved_aside_at_open());
-            // Everything came back, the ten whose pointers sled lost too.
-            let got: Vec<u64> = s
-                .scan(None, 10_000)
-                .unwrap()
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect();
-            assert!(
-                got == all,
-                "round {round}: {} record(s), last {:?}",
-                got.len(),
-                got.last()
-            );
-            assert_eq!(moved_aside(dir.path()), vec![], "round {round}");
-            assert!(!dir.path().join(SALVAGED_DIR).exists());
-        }
-    }
-
-    /// Entries past the mark file (appended, their flush not done) are not carried: not
-    /// acknowledged, unless the card lied about the mark's sync too. So the database moved
-    /// aside is kept for `hubgate buffer recover`, not removed.
-    #[test]
-    fn entries_past_the_mark_keep_what_was_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        lose_the_last_ten(dir.path(), 5);
-        drop(SledStore::open(dir.path()).unwrap());
-        assert_eq!(moved(), 1, "no salvage");
-        assert_eq!(moved_aside(dir.path()).len(), 1);
-    }
-
-    /// A salvage that could not read one segment (EISDIR here; a bad block the same)
-    /// keeps the database moved aside, whose records `hubgate buffer recover` may take back
-    /// once the segment reads; it is listed with its size. Each salvage so keeps its own:
-    /// they may hold different records.
-    #[test]
-    fn a_salvage_that_could_not_read_everything_keeps_what_it_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        for round in 0..2 {
-            lose_the_last_ten(dir.path(), 0);
-            let values = dir
-                .path()
-                .join(DB_DIR)
-                .join(super::super::segments::VALUES_DIR);
-            // The last segment, holding the bodies of the ten sled lost the pointers of.
-            let seg = std::fs::read_dir(&values)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .max()
-                .unwrap();
-            std::fs::rename(&seg, dir.path().join(format!("kept-{round}"))).unwrap();
-            std::fs::create_dir(&seg).unwrap();
-            drop(SledStore::open(dir.path()).unwrap());
-            assert_eq!(moved(), round + 1, "round {round}: no salvage");
-            let kept = moved_aside(dir.path());
-            assert_eq!(kept.len(), round + 1, "round {round}: {kept:?}");
-            let (newest, bytes) = kept.last().unwrap();
-            assert!(newest.join(super::super::segments::VALUES_DIR).is_dir());
-            assert_eq!(*bytes, bytes_in(newest));
-            assert!(*bytes > 0);
-        }
-    }
-
-    /// A salvage of a database whose index holds a damaged group carries the others, and
-    /// the damaged group's records from their segments; it keeps what it moved aside, for
-    /// `hubgate buffer recover`: which records the group held is lost.
-    #[test]
-    fn a_salvage_past_a_damaged_group_keeps_what_it_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = flushed_store(dir.path(), 0..768, body_of);
-            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
-            groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
-            s.meta.insert(MARK_KEY, &700u64.to_be_bytes()).unwrap();
-            write_out(&mut s);
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        assert_eq!(seqs(&s, None), (0..768).collect::<Vec<_>>());
-        assert_eq!(moved_aside(dir.path()).len(), 1, "kept for buffer recover");
-    }
-
     /// A store at `dir` holding #0..=#2 and #256..=#260, flushed, whose group #256..=#511 in
     /// sled is then damaged under it (it does not decode): found by the first read of it.
     fn with_group_one_damaged(dir: &Path) -> SledStore {
@@ -4010,87 +2620,6 @@ mod tests {
         salvaged(dir.path(), &want);
     }
 
-    /// A group that does not decode at an ordinary open (the marks agree) is damage: the
-    /// database is moved aside and salvaged, its records carried from their segments, and
-    /// no segment is deleted (here #257..=#260 are alone in theirs, which no counted
-    /// pointer names).
-    #[test]
-    fn a_damaged_group_at_open_is_salvaged_from_its_segments() {
-        let dir = tempfile::tempdir().unwrap();
-        // Bodies that decode (a salvage carries only those), four to a segment.
-        let big = |seq| super::super::encode(&record(seq, QUARTER - 100));
-        let seg = {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill_with(&mut s, 0..3, big);
-            fill_with(&mut s, 256..261, big);
-            fill_with(&mut s, 512..513, body_of);
-            s.flush().unwrap();
-            let only = segment_of(&s, 257);
-            assert_eq!(only, segment_of(&s, 260));
-            assert_ne!(only, segment_of(&s, 2));
-            assert_ne!(only, segment_of(&s, 512));
-            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
-            groups.insert(1u64.to_be_bytes(), &[1, 9][..]).unwrap();
-            write_out(&mut s);
-            PathBuf::from(format!("{only:08}.seg"))
-        };
-        let before = moved();
-        let mut s = SledStore::open(dir.path()).unwrap();
-        assert!(s.moved_aside_at_open());
-        assert_eq!(moved(), before + 1);
-        let body = |seq| if seq == 512 { body_of(seq) } else { big(seq) };
-        let want: Vec<u64> = (0..3).chain(256..261).chain(512..513).collect();
-        let bytes: u64 = want.iter().map(|&seq| body(seq).len() as u64).sum();
-        assert_eq!(s.usage(), (9, bytes));
-        let all = s.scan(None, 20).unwrap();
-        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
-        for (seq, read) in all {
-            assert_eq!(read, body(seq), "#{seq}");
-        }
-        let kept = moved_aside(dir.path());
-        assert_eq!(kept.len(), 1, "kept for buffer recover");
-        let aside_seg = kept[0]
-            .0
-            .join(super::super::segments::VALUES_DIR)
-            .join(&seg);
-        assert!(aside_seg.exists(), "{} was deleted", aside_seg.display());
-        s.flush().unwrap();
-    }
-
-    /// Entries after a damaged one in a segment (a card that lost a page mid-segment) are
-    /// carried: the salvage scans on past damage as `hubgate buffer recover` does, so the
-    /// database moved aside holds nothing more and goes.
-    #[test]
-    fn a_salvage_carries_the_entries_after_a_damaged_one() {
-        use std::os::unix::fs::FileExt;
-        let dir = tempfile::tempdir().unwrap();
-        let body = |seq: u64| super::super::encode(&record(seq, 100));
-        {
-            let mut s = flushed_store(dir.path(), 0..4, body);
-            for seq in 2..4u64 {
-                s.index.remove(seq).unwrap();
-            }
-            s.meta.insert(MARK_KEY, &1u64.to_be_bytes()).unwrap();
-            write_out(&mut s);
-            let number = segment_of(&s, 1);
-            // #1's length, in its header, now runs past the end of the file.
-            let seg = s.segments.dir().join(format!("{number:08}.seg"));
-            let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
-            let at = s.segments.headers(number).unwrap().1[1].1.offset;
-            f.write_all_at(&u32::MAX.to_be_bytes(), u64::from(at) + 8)
-                .unwrap();
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1, "no salvage");
-        let carried = s.scan(None, 100).unwrap();
-        assert_eq!(
-            carried,
-            vec![(0, body(0)), (2, body(2)), (3, body(3))],
-            "#1's body is damaged"
-        );
-        assert_eq!(moved_aside(dir.path()), vec![]);
-    }
-
     /// A database a newer hubgate marked with a higher layout (a downgrade) is refused
     /// before anything in it changes: no salvage, no move aside, every record still there
     /// for the newer release. One without a mark (an earlier release's) gets this one's.
@@ -4127,126 +2656,6 @@ mod tests {
         assert_current_layout(&s.state);
     }
 
-    /// Two databases moved aside within a second each get a name: the second rename would
-    /// otherwise fail the open.
-    #[test]
-    fn two_moves_aside_within_a_second_do_not_meet() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join(DB_DIR);
-        let mut names = BTreeSet::new();
-        for n in 0..3u8 {
-            std::fs::create_dir(&db).unwrap();
-            std::fs::write(db.join("f"), [n]).unwrap();
-            names.insert(move_aside(&db).unwrap());
-        }
-        assert_eq!(names.len(), 3, "{names:?}");
-        let kept = moved_aside(dir.path());
-        assert_eq!(
-            kept.iter().map(|(p, _)| p.clone()).collect::<BTreeSet<_>>(),
-            names
-        );
-        assert!(kept.iter().all(|(_, bytes)| *bytes == 1));
-    }
-
-    /// A database that will not open is never removed: it holds the only copy of its
-    /// records. It is listed with its size.
-    #[test]
-    fn a_database_that_will_not_open_is_kept_and_listed() {
-        let dir = tempfile::tempdir().unwrap();
-        three_flushed(dir.path());
-        std::fs::write(
-            dir.path().join(DB_DIR).join("conf"),
-            b"\xff not sled's config",
-        )
-        .unwrap();
-        assert!(SledStore::open(dir.path()).unwrap().moved_aside_at_open());
-        assert!(!SledStore::open(dir.path()).unwrap().moved_aside_at_open());
-        let kept = moved_aside(dir.path());
-        assert_eq!(kept.len(), 1, "{kept:?}");
-        assert!(kept[0].1 > 0);
-        assert!(kept[0].0.join(super::super::segments::VALUES_DIR).is_dir());
-    }
-
-    /// What a power cut left of a salvaged database being removed goes at the next open.
-    #[test]
-    fn a_salvaged_database_cut_short_in_its_removal_goes_at_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let gone = dir.path().join(SALVAGED_DIR);
-        std::fs::create_dir_all(gone.join("values")).unwrap();
-        std::fs::write(gone.join("values").join("00000001.seg"), [1; 10]).unwrap();
-        drop(SledStore::open(dir.path()).unwrap());
-        assert!(!gone.exists());
-        assert_eq!(moved_aside(dir.path()), vec![]);
-    }
-
-    /// sled lost flushed pointers (its mark says #1, the mark file #9): the bodies are still
-    /// in the segments, in one no pointer names any more (#8's) and beside records whose
-    /// pointers are left. The salvage finds every one: none is deleted before it looks.
-    #[test]
-    fn a_salvage_carries_the_bodies_whose_pointers_sled_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let body = |seq: u64| super::super::encode(&record(seq, QUARTER));
-        {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            for seq in 0..9 {
-                s.insert(seq, body(seq)).unwrap();
-            }
-            // Not a record: no decoder would take it.
-            s.insert(9, vec![9; 10]).unwrap();
-            s.flush().unwrap();
-            assert_eq!(s.segments.files(), vec![1, 2, 3]);
-            // What sled keeps after losing the end of its log; #0 was delivered before.
-            for seq in [0u64, 2, 5, 6, 7, 8, 9] {
-                s.index.remove(seq).unwrap();
-            }
-            s.meta.insert(MARK_KEY, &1u64.to_be_bytes()).unwrap();
-            write_out(&mut s);
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        let all = s.scan(None, 100).unwrap();
-        assert_eq!(
-            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-            (1..9).collect::<Vec<_>>()
-        );
-        for (seq, b) in all {
-            assert_eq!(b, body(seq), "#{seq}");
-        }
-        assert_eq!(s.last_seq(), Some(9));
-    }
-
-    /// A store at `dir` whose records `0..32` were written, one in four stayed and was
-    /// compacted, and whose sled then went back to the pointers before the swaps (the
-    /// originals' segments deleted since), with its stored mark at `stored` if given (sled
-    /// lost a flush that wrote one too); `before` runs on it before the compaction. The
-    /// records `0..32` that stay, and their bodies.
-    fn compacted_then_taken_back(
-        dir: &Path,
-        stored: Option<u64>,
-        before: impl FnOnce(&mut SledStore),
-    ) -> BTreeMap<u64, Vec<u8>> {
-        let body = |seq: u64| super::super::encode(&record(seq, QUARTER));
-        let mut s = SledStore::open(dir).unwrap();
-        one_in_four_stays(&mut s, 32, body);
-        before(&mut s);
-        let stay: BTreeMap<u64, Pointer> = (0..32)
-            .step_by(4)
-            .map(|seq: u64| (seq, s.index.get(seq).unwrap().unwrap()))
-            .collect();
-        compact(&mut s);
-        let first = stay[&0].segment;
-        assert!(!s.segments.files().contains(&first), "#0 not moved");
-        assert_eq!(s.stored_mark(), s.marked(), "the swaps wrote no mark");
-        for (seq, original) in &stay {
-            s.index.insert(*seq, *original).unwrap();
-        }
-        if let Some(mark) = stored {
-            s.meta.insert(MARK_KEY, &mark.to_be_bytes()).unwrap();
-        }
-        write_out(&mut s);
-        stay.into_keys().map(|seq| (seq, body(seq))).collect()
-    }
-
     /// sled lost the flushes that swapped pointers to compaction's copies (they wrote no
     /// mark: the marks cannot tell) and went back to the originals: the open finds the
     /// copies, in a segment no pointer names any more, before that segment goes.
@@ -4259,20 +2668,6 @@ mod tests {
         let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
         assert!(all == stay, "{:?}", all.keys().collect::<Vec<_>>());
         drain(&mut s, &stay.into_keys().collect::<Vec<_>>());
-    }
-
-    /// The same when sled also lost a flush that wrote a mark: the salvage finds the copies.
-    #[test]
-    fn a_salvage_finds_compacted_records_whose_pointers_sled_took_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let stay = compacted_then_taken_back(dir.path(), Some(1), |_| {});
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1, "no salvage");
-        // Delivered records past the mark sled kept come back too (duplicates).
-        let all: BTreeMap<u64, Vec<u8>> = s.scan(None, 100).unwrap().into_iter().collect();
-        for (seq, body) in stay {
-            assert!(all.get(&seq) == Some(&body), "#{seq} lost");
-        }
     }
 
     /// A record found again in another segment frees the number of the segment that is
@@ -4635,55 +3030,6 @@ mod tests {
         });
     }
 
-    /// A record appended whose pointer a crash kept from sled had its number handed out
-    /// again by an earlier release; the next record under it was flushed and acknowledged.
-    /// When sled then loses that flush, the salvage carries the copy written last: the
-    /// acknowledged one.
-    #[test]
-    fn a_salvage_carries_the_copy_of_a_number_written_last() {
-        let dir = tempfile::tempdir().unwrap();
-        let body = |seq: u64, len: usize| super::super::encode(&record(seq, len));
-        {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            for seq in 0..3 {
-                s.insert(seq, body(seq, 100)).unwrap();
-            }
-            s.flush().unwrap();
-            s.insert(3, body(3, 100)).unwrap();
-            lose_pointers(&mut s, 3..4);
-        }
-        {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            // As a release before the open read the segments' tails did.
-            s.insert(3, body(3, 200)).unwrap();
-            s.flush().unwrap();
-            assert_eq!(s.marked(), Some(3));
-            assert_eq!(s.segments.files(), vec![1, 2]);
-            // sled loses that flush.
-            s.index.remove(3).unwrap();
-            s.meta.insert(MARK_KEY, &2u64.to_be_bytes()).unwrap();
-            write_out(&mut s);
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        let all = s.scan(None, 10).unwrap();
-        assert_eq!(
-            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-            vec![0, 1, 2, 3]
-        );
-        assert_eq!(all[3].1, body(3, 200), "the acknowledged copy");
-        assert_eq!(s.usage().0, 4);
-    }
-
-    /// A crash before the pointers of `seqs` reached sled's file: their bodies stay in the
-    /// segments.
-    fn lose_pointers(s: &mut SledStore, seqs: std::ops::Range<u64>) {
-        for seq in seqs {
-            s.index.remove(seq).unwrap();
-        }
-        write_out(s);
-    }
-
     /// Records appended after the last flush whose pointers a crash kept from sled leave
     /// their numbers in the segments: in the tail of the newest segment a pointer names, or
     /// in one no pointer names (here the buffer had drained before). The next run hands out
@@ -4740,137 +3086,6 @@ mod tests {
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.last_seq(), Some(2), "a number from inside a torn entry");
-    }
-
-    /// Bypasses the permission bits of a file to read and write it.
-    const CAP_DAC_OVERRIDE: u32 = 1;
-    /// Bypasses them to read a file and search a directory.
-    const CAP_DAC_READ_SEARCH: u32 = 2;
-    /// Deletes another user's file in a directory with the sticky bit.
-    const CAP_FOWNER: u32 = 3;
-    /// Without them, even root cannot open a file of mode 000.
-    const NO_DAC: [u32; 2] = [CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH];
-
-    /// Runs `f` on a thread of its own without the capabilities `caps` (capabilities are a
-    /// thread's): without CAP_FOWNER, in a directory with the sticky bit, it cannot delete a
-    /// file another user owns; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, it cannot
-    /// open a file of mode 000; root or not.
-    fn without<T: Send>(caps: &[u32], f: impl FnOnce() -> T + Send) -> T {
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: libc::c_int,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Default)]
-        struct Sets {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        const VERSION_3: u32 = 0x2008_0522;
-        std::thread::scope(|scope| {
-            let thread = scope.spawn(|| {
-                let mut header = Header {
-                    version: VERSION_3,
-                    pid: 0,
-                };
-                let mut sets = [Sets::default(); 2];
-                // SAFETY: capget and capset of the calling thread (pid 0), with the header
-                // and the two sets version 3 takes.
-                unsafe {
-                    let got = libc::syscall(libc::SYS_capget, &mut header, sets.as_mut_ptr());
-                    assert_eq!(got, 0);
-                    for cap in caps {
-                        sets[0].effective &= !(1 << cap);
-                    }
-                    let set = libc::syscall(libc::SYS_capset, &mut header, sets.as_ptr());
-                    assert_eq!(set, 0);
-                }
-                f()
-            });
-            thread.join().unwrap()
-        })
-    }
-
-    /// The salvage reads the segments in written order and keeps a number's last copy. A
-    /// segment no pointer names that could not be deleted, numbered after the one the next
-    /// run appends to, holds a record appended before a crash (#8): were its number handed
-    /// out again, that stale copy would take the place of the acknowledged one when sled
-    /// later loses a flush. The open hands out numbers above it instead.
-    #[test]
-    fn a_salvage_keeps_acknowledged_records_beside_an_undeletable_segment() {
-        // SAFETY: geteuid has no failure mode.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("not root: a segment that cannot be deleted is left to CI");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let big = |seq: u64| super::super::encode(&record(seq, QUARTER));
-        let small = |seq: u64| super::super::encode(&record(seq, 100));
-        let values = {
-            let mut s = flushed_store(dir.path(), 0..4, big);
-            fill_with(&mut s, 4..9, big);
-            assert_eq!(s.segments.files(), vec![1, 2, 3]);
-            lose_pointers(&mut s, 4..9);
-            s.segments.dir().to_path_buf()
-        };
-        // Segment 3 cannot be deleted without CAP_FOWNER: another user's, in a directory
-        // with the sticky bit.
-        let nobody = |p: &Path| std::os::unix::fs::chown(p, Some(65534), None).unwrap();
-        nobody(&values);
-        nobody(&values.join("00000003.seg"));
-        let sticky = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode;
-        std::fs::set_permissions(&values, sticky(0o1777)).unwrap();
-        let acknowledged = without(&[CAP_FOWNER], || {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            assert_eq!(s.segments.files(), vec![1, 3], "segment 3 is left");
-            let first = s.last_seq().unwrap() + 1;
-            fill_with(&mut s, first..first + 5, small);
-            s.flush().unwrap();
-            assert_eq!(s.segments.files(), vec![1, 2, 3], "appended to segment 2");
-            // sled loses that flush.
-            s.meta.insert(MARK_KEY, &3u64.to_be_bytes()).unwrap();
-            lose_pointers(&mut s, first..first + 5);
-            first..first + 5
-        });
-        assert_eq!(
-            acknowledged,
-            9..14,
-            "above the records appended before the crash"
-        );
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        for seq in acknowledged {
-            let got = s.scan(Some(seq - 1), 1).unwrap();
-            assert_eq!(got, vec![(seq, small(seq))], "#{seq}");
-        }
-    }
-
-    /// A record dead-lettered in the range sled lost, its body still in a segment: the
-    /// salvage carries the dead letter, not a live record as well.
-    #[test]
-    fn a_salvage_does_not_bring_a_dead_letter_back_as_a_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let body = |seq: u64| super::super::encode(&record(seq, 100));
-        {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            for seq in 0..4 {
-                s.insert(seq, body(seq)).unwrap();
-            }
-            s.flush().unwrap();
-            assert_eq!(s.marked(), Some(3));
-            // The part of sled's log kept goes past the dead letter, not its mark.
-            s.dead_letter(3, body(3)).unwrap();
-            s.remove(3).unwrap();
-            s.meta.insert(MARK_KEY, &2u64.to_be_bytes()).unwrap();
-            write_out(&mut s);
-        }
-        let s = SledStore::open(dir.path()).unwrap();
-        assert_eq!(moved(), 1);
-        assert_eq!(seqs(&s, None), vec![0, 1, 2]);
-        let dead = s.scan_dead(None, 10).unwrap();
-        assert_eq!(dead, vec![(3, body(3))]);
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
