@@ -28,7 +28,6 @@ pub(super) fn fill(s: &mut SledStore, first: u64, n: u64, len: usize) {
     fill_with(s, first..first + n, |seq| vec![seq as u8; len]);
 }
 
-/// Records `seqs` with the bodies `body` gives.
 /// A store opened in `dir` holding records `seqs` (bodies from `body`), flushed.
 pub(super) fn flushed_store(
     dir: &Path,
@@ -41,6 +40,7 @@ pub(super) fn flushed_store(
     s
 }
 
+/// Records `seqs` with the bodies `body` gives.
 pub(super) fn fill_with(
     s: &mut SledStore,
     seqs: std::ops::Range<u64>,
