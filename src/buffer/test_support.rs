@@ -193,9 +193,9 @@ pub(super) fn lose_pointers(s: &mut SledStore, seqs: std::ops::Range<u64>) {
 }
 
 /// Bypasses the permission bits of a file to read and write it.
-pub(super) const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_DAC_OVERRIDE: u32 = 1;
 /// Bypasses them to read a file and search a directory.
-pub(super) const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_DAC_READ_SEARCH: u32 = 2;
 /// Deletes another user's file in a directory with the sticky bit.
 pub(super) const CAP_FOWNER: u32 = 3;
 /// Without them, even root cannot open a file of mode 000.

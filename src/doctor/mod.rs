@@ -1001,7 +1001,8 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
 }
 
 /// The databases moved aside and kept in the buffer directory, named with their sizes: a
-/// warning, as they take disk space outside `max_bytes` until recovered and removed.
+/// warning, as they take disk space outside `max_bytes` until recovered (or, one a
+/// downgrade left, moved back) and removed.
 fn moved_aside(buffer_dir: &Path) -> Option<Outcome> {
     crate::buffer::kept_aside(buffer_dir, human).map(Outcome::Warn)
 }

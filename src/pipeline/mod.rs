@@ -259,7 +259,8 @@ fn open_forwarder(
 
 /// Databases moved aside and kept in the buffer directory (see
 /// [`crate::buffer::kept_aside`]): on the disk, outside `max_bytes`, until the operator
-/// recovers and removes them. The problem `buffer_moved_aside`, once per start.
+/// recovers (or, one a downgrade left, moves back) and removes them. The problem
+/// `buffer_moved_aside`, once per start.
 fn report_moved_aside(buffer_dir: &std::path::Path, metrics: &Metrics) {
     if let Some(kept) = crate::buffer::kept_aside(buffer_dir, |bytes| format!("{bytes} bytes")) {
         metrics.problem_now(

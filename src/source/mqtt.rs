@@ -836,8 +836,7 @@ mod tests {
     }
 
     /// A release's acknowledgements are written and flushed at once, in order, without a poll
-    /// of the event loop (which would write one per poll); QoS 0 needs none; no event is left
-    /// for a poll to hand out.
+    /// of the event loop (which would write one per poll); QoS 0 needs none.
     #[tokio::test]
     async fn acknowledgements_of_a_release_are_written_at_once() {
         let (_client, mut events, mut s) = connected_loop().await;
@@ -851,7 +850,6 @@ mod tests {
         acks.taken.push(puback(0, QoS::ExactlyOnce, 6));
         acks.write(&mut events, &mut held().await).await.unwrap();
         assert!(acks.taken.is_empty());
-        assert!(events.state.events.is_empty(), "{:?}", events.state.events);
         let mut received = Vec::new();
         for _ in 0..6 {
             received.push(within(read_packet(&mut s)).await.unwrap());
