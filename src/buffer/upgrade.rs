@@ -357,6 +357,14 @@ mod tests {
         back_to_layout_one(&mut s);
     }
 
+    /// `f` run on the database in `dir` (closed) and its layout-1 tree, then written out.
+    fn in_layout_one(dir: &Path, f: impl FnOnce(&sled::Db, &sled::Tree)) {
+        let db = open_db(&dir.join(DB_DIR)).unwrap();
+        let old = db.open_tree(POINTERS).unwrap();
+        f(&db, &old);
+        db.flush().unwrap();
+    }
+
     /// `s`'s pointers moved from the index into the old tree, the layout key at 1, written
     /// out as at a close.
     fn back_to_layout_one(s: &mut SledStore) {
@@ -393,15 +401,12 @@ mod tests {
     fn a_bad_length_in_layout_one_is_one_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
         layout_one(dir.path(), 10);
-        {
-            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
-            let old = db.open_tree(POINTERS).unwrap();
+        in_layout_one(dir.path(), |_, old| {
             let at = old.get(5u64.to_be_bytes()).unwrap().unwrap();
             let mut p = Pointer::from_bytes(&at).unwrap();
             p.len = MAX_VALUE + 1;
             old.insert(5u64.to_be_bytes(), &p.to_bytes()).unwrap();
-            db.flush().unwrap();
-        }
+        });
         let want: Vec<u64> = (0..10).filter(|&seq| seq != 5).collect();
         let bytes: u64 = want.iter().map(|&seq| body_of(seq).len() as u64).sum();
         for open in 0..2 {
@@ -464,20 +469,18 @@ mod tests {
         let e = e.to_string();
         assert!(e.contains("into groups failed"), "{e}");
         assert!(e.contains("injected upgrade failure"), "{e}");
-        {
-            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
-            let old = db.open_tree(POINTERS).unwrap();
+        in_layout_one(dir.path(), |db, old| {
             assert_eq!(
                 old.len() as u64,
                 n - batch,
                 "the first batch left the old tree"
             );
             assert_eq!(seq_of(&old.first().unwrap().unwrap().0), Some(batch));
-            let index = Index::open(&db).unwrap();
+            let index = Index::open(db).unwrap();
             assert_eq!(index.first().unwrap(), Some(0));
             assert_eq!(index.last().unwrap(), Some(2 * batch - 1), "in both trees");
             assert_current_layout(&db.open_tree("state").unwrap());
-        }
+        });
         let s = SledStore::open(dir.path()).unwrap();
         check_grouped(&s, n);
         assert_eq!(moved(), 0);
@@ -494,9 +497,7 @@ mod tests {
     fn a_layout_one_database_that_lost_records_is_salvaged_whole() {
         let dir = tempfile::tempdir().unwrap();
         layout_one(dir.path(), 600);
-        {
-            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
-            let old = db.open_tree(POINTERS).unwrap();
+        in_layout_one(dir.path(), |db, old| {
             for seq in 590..600u64 {
                 old.remove(seq.to_be_bytes()).unwrap();
             }
@@ -504,8 +505,7 @@ mod tests {
                 .unwrap()
                 .insert(MARK_KEY, &589u64.to_be_bytes())
                 .unwrap();
-            db.flush().unwrap();
-        }
+        });
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(moved(), 1);
         check_grouped(&s, 600);
