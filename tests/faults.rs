@@ -1370,9 +1370,13 @@ async fn disk_full_then_drain(restart: bool) {
     };
     // Nothing was delivered before the disk filled: the whole backlog went in this run.
     assert_eq!(delivered, total);
-    assert_eq!(
-        agent.metric("hubgate_problems_total{kind=\"disk_reserve_used\"}"),
-        1
+    // Running, the reserve goes when the removals' flush starts, which can come after the
+    // gauges read 0: waited for. A flush that failed without it would end the agent (the
+    // `terminate` below would not succeed).
+    agent.wait_metric(
+        "hubgate_problems_total{kind=\"disk_reserve_used\"}",
+        WAIT,
+        |v| v == 1,
     );
     assert!(
         !hubgate::buffer::reserve::present(&buffer),
