@@ -974,7 +974,6 @@ impl Ledger {
             return Ok(());
         };
         self.in_flight_bytes -= size(&f.record);
-        self.metrics.in_flight.set(self.in_flight.len() as u64);
         match d.result {
             Ok(bytes) => {
                 self.metrics.delivered.inc(&f.record.rec_type);
@@ -1024,6 +1023,8 @@ impl Ledger {
                 }
             }
         }
+        // After the report's drop is counted: the gauge at 0 means no drop is still held.
+        self.metrics.in_flight.set(self.in_flight.len() as u64);
         Ok(())
     }
 
