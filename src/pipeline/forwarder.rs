@@ -363,8 +363,9 @@ impl Forwarder {
         // Per frame, not only per round: a round of up to BATCH frames whose JavaScript
         // codecs each take their full deadline would otherwise outlast the watchdog.
         self.beat(Instant::now());
-        self.metrics.received.inc(f.source);
+        // The source's own count first: a reader that sees the total sees it in its row.
         self.metrics.received_from.inc(f.origin);
+        self.metrics.received.inc(f.source);
         let records = self.decoder.decode(&f.input);
         let counters = self.decoder.take_counters();
         self.ledger.take(records, counters, f.ack, Instant::now());
@@ -475,8 +476,8 @@ impl Forwarder {
         for frames in [&mut inp.urgent, &mut inp.patient] {
             frames.close();
             while let Ok(f) = frames.try_recv() {
-                self.metrics.received.inc(f.source);
                 self.metrics.received_from.inc(f.origin);
+                self.metrics.received.inc(f.source);
                 let records = self.decoder.decode(&f.input);
                 let counters = self.decoder.take_counters();
                 self.ledger.take_to_buffer(records, counters, f.ack);
