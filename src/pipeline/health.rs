@@ -135,8 +135,9 @@ impl SinkHealth {
                     expired: false,
                 };
                 self.parked.insert(rec_type.to_string(), park);
-                self.metrics.parked.set(rec_type, 1);
+                // The reason first: a reader that sees the gauge at 1 finds it.
                 self.show_reason(rec_type, reason);
+                self.metrics.parked.set(rec_type, 1);
                 Verdict::Parked(wait)
             }
             SinkError::Retry(_) | SinkError::Reject(_) => {
