@@ -243,6 +243,8 @@ async fn a_frame_unconfirmed_at_a_kill_is_delivered_after_the_restart() {
     let oversized = (GATEWAY_TOPIC.to_string(), "x".repeat(2048));
     publish_all(mqtt.port(), &[frame, oversized]).await;
     mqtt.wait_pubacks("hubgate-test", 1);
+    // The source writes the PUBACK before the forwarder counts it.
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v >= 1);
     let window = [
         "hubgate_received_total",
         "hubgate_problems_total{kind=\"mqtt_oversized\"}",
