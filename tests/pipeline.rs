@@ -768,7 +768,7 @@ async fn a_key_rotation_lifts_the_parks_the_old_key_earned() {
         ..Answers::default()
     };
     let hubs = [ENV, MOTION, OPENCLOSE, PACKED];
-    let (_mqtt, broker, secret, agent) = one_uplink_to_a_stand_in(
+    let (_mqtt, broker, secret, mut agent) = one_uplink_to_a_stand_in(
         dir.path(),
         &hubs,
         listen_only,
@@ -797,7 +797,9 @@ async fn a_key_rotation_lifts_the_parks_the_old_key_earned() {
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
     // Not a time limit (a loaded machine may take seconds for the reload, the check, the TLS
     // sink and the drain): a park still in force when the record went out, that is one left
-    // to run out, is ended by that delivery, which says so.
+    // to run out, is ended by that delivery, which says so. The line comes after the count:
+    // the log is read once hubgate has stopped.
+    assert!(agent.terminate(WAIT).success());
     let log = agent.full_log();
     let after = &log[log.find("sink replaced").unwrap()..];
     let unparked = format!("hub for {ENV} accepts records again: unparked");
@@ -824,7 +826,7 @@ async fn a_key_rotation_tries_a_hub_the_old_key_could_not_create_at_once() {
     };
     // Every hub but the one of the uplink's recType.
     let hubs = [MOTION, OPENCLOSE, PACKED];
-    let (_mqtt, broker, secret, agent) = one_uplink_to_a_stand_in(
+    let (_mqtt, broker, secret, mut agent) = one_uplink_to_a_stand_in(
         dir.path(),
         &hubs,
         manage,
@@ -849,6 +851,8 @@ async fn a_key_rotation_tries_a_hub_the_old_key_could_not_create_at_once() {
     agent.wait_log("sink replaced", 1, WAIT);
     agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
     assert_eq!(broker.written(ENV).len(), 1);
+    // All it wrote, a park after the delivery among it.
+    assert!(agent.terminate(WAIT).success());
     let log = agent.full_log();
     let after = &log[log.find("sink replaced").unwrap()..];
     let old: Vec<String> = parks_of(after, ENV)
