@@ -1133,6 +1133,7 @@ async fn a_full_disk_drops_oldest_counted_and_recovers() {
         "\"message.timeout.ms\" = \"30000\"",
         "\"message.timeout.ms\" = \"5000\"",
     );
+    assert!(config.contains("\"5000\""), "{config}");
     let mut agent = Agent::start(dir.path(), &config);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
 
