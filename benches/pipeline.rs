@@ -29,8 +29,10 @@ fn usage() -> &'static str {
      --floor          also measure a bare rumqttc subscriber and a bare rdkafka producer (hubgate's\n\
      \x20                settings) alone at the fixed rates: the libraries' floor under hubgate\n\
      --records        backlog of the throughput run and of the broker-alone ceiling (200000)\n\
-     --drain-records  records spilled during the outage, then drained (200000; 1000000 works;\n\
-     \x20                keep it well above max_in_flight, 500, or librdkafka holds them all)\n\
+     --drain-records  records spilled during the outage, then drained (200000; keep it well\n\
+     \x20                above max_in_flight, 500, or librdkafka holds them all; past about\n\
+     \x20                200000 add --buffer 'max_bytes=\"2GiB\"': at 256 MiB, the default, the\n\
+     \x20                buffer drops the oldest and the run stops saying so)\n\
      --rates          fixed-rate latency runs (200:10,1000:10,10000:5); each also gives CPU\n\
      \x20                and context switches per record, less what idling costs meanwhile\n\
      --idle           seconds the idle agent is watched for CPU and wake-ups per thread (10)\n\

@@ -5,7 +5,8 @@
 # /opt/tansu-plain/bin/tansu), stunnel4 and openssl for --tls.
 #   scripts/bench.sh                          full run (a few minutes)
 #   scripts/bench.sh --smoke                  a few seconds
-#   scripts/bench.sh --drain-records 1000000  the 1,000,000-record outage (docs/performance.md)
+#   scripts/bench.sh --drain-records 1000000 --buffer 'max_bytes="2GiB"'
+#                                             the 1,000,000-record outage (docs/performance.md)
 #   scripts/bench.sh --help                   every option
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

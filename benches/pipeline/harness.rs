@@ -361,6 +361,16 @@ pub fn run(opts: &Options) -> Report {
         None,
     ));
     agent.wait_metric(ACKED, WAIT, |v| v >= opts.drain_records);
+    // An outage past the buffer's max_bytes drops its oldest records, and the drain would
+    // wait for them until its time runs out: said here, with the way out.
+    let dropped = agent.metric("hubgate_dropped_total");
+    assert!(
+        dropped == 0,
+        "the outage of {} records did not fit hubgate's buffer: {dropped} dropped (max_bytes \
+         is 256 MiB unless --buffer sets it; records take about 1.3 KB each): add e.g. \
+         --buffer 'max_bytes=\"2GiB\"'",
+        opts.drain_records
+    );
     report.fill_per_s = opts.drain_records as f64 / started.elapsed().as_secs_f64();
     report.fill_sled_bytes_per_record =
         dir_bytes(&drain_dir.join("buffer")) as f64 / opts.drain_records as f64;
