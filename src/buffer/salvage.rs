@@ -52,6 +52,9 @@ impl SledStore {
         let mut fresh = Self::open_at(&self.dir)?;
         fresh.lock = self.lock.take();
         fresh.moved_aside = true;
+        // Before any group: each batch carried is flushed, and an older release must refuse
+        // a salvage cut short rather than take its groups for damage.
+        fresh.check_layout()?;
         // No sequence number up to `flushed` is handed out again, whichever flush is last.
         fresh.highest = fresh.highest.max(flushed);
         let (mut kept, mut written) = (0u64, 0u64);
@@ -451,7 +454,7 @@ fn aside_name(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::super::segments::MAX_VALUE;
-    use super::super::sled_store::{DB_DIR, LAYOUT_KEY, MARK_KEY};
+    use super::super::sled_store::{open_db, DB_DIR, LAYOUT, LAYOUT_KEY, MARK_KEY};
     use super::super::test_support::{
         body_of, compacted_then_taken_back, fill_with, flushed_store, lose_pointers, moved,
         past_a_failing_tail, record, segment_of, seqs, three_flushed, without, write_out,
@@ -534,6 +537,36 @@ mod tests {
         for (seq, body) in all {
             assert_eq!(body, body_of(seq), "#{seq}");
         }
+    }
+
+    /// The fresh database of a salvage is marked with this release's layout before the
+    /// first batch carried into it is flushed: a salvage cut short (here an append that
+    /// fails after that flush, at #343 in the second segment) leaves groups an older
+    /// release must refuse, not misread.
+    #[test]
+    fn a_salvage_cut_short_leaves_a_database_of_this_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        // About 340 records to a segment: the first flush (256 carried) is in segment 1.
+        let body = |seq: u64| super::super::encode(&record(seq, 3000));
+        let mut s = flushed_store(dir.path(), 0..400, body);
+        s.meta.insert(MARK_KEY, &300u64.to_be_bytes()).unwrap();
+        write_out(&mut s);
+        drop(s);
+        let failing = super::super::segments::failing_appends_in(2..=2);
+        let e = SledStore::open(dir.path())
+            .err()
+            .expect("the salvage fails");
+        assert!(e.to_string().contains("appending record #343"), "{e}");
+        assert_eq!(failing.refused(), 1);
+        drop(failing);
+        assert_eq!(moved(), 1);
+        let db = open_db(&dir.path().join(DB_DIR)).unwrap();
+        let layout = db.open_tree("state").unwrap().get(LAYOUT_KEY).unwrap();
+        assert_eq!(layout.as_deref(), Some(&LAYOUT.to_be_bytes()[..]));
+        let groups = db.open_tree(super::super::index::TREE).unwrap();
+        let first = groups.get(0u64.to_be_bytes()).unwrap().unwrap();
+        let (_, first) = super::super::index::decode(&0u64.to_be_bytes(), &first).unwrap();
+        assert_eq!(first.len(), 256, "the first batch carried");
     }
 
     /// sled opens a cut-off log as if it had been torn by a crash; the high-water mark
