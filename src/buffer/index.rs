@@ -6,14 +6,22 @@
 //!
 //! An entry's key is the group's number (`seq >> 8`, big-endian, so sled's order is the
 //! records' order); its value is [`FORMAT`], the group's record count (varint), then runs
-//! of records: a run is its record count, the segment and the offset of its first entry
-//! (varints), then per record the low byte of its sequence number and the length of its
-//! value (varint). Every varint is a u32 in at most five bytes. The
-//! records of a run lie back to back in their segment (each entry starts where the one
-//! before ends, [`Pointer::end`]), as appends leave them: a run is about three bytes a
-//! record. Any other record starts a run of its own. A group of 256 records each in a run
-//! of its own takes about 4 KiB, far below the size past which sled keeps a value apart
-//! as a blob (128 KiB), even 16 to a leaf.
+//! of records. A run's records have consecutive sequence numbers and lie back to back in
+//! one segment (each entry starts where the one before ends, [`Pointer::end`]), as appends
+//! leave them. A run is its record count, the segment and the offset of its first entry,
+//! the low byte of its first sequence number and its first length, then per further record
+//! the change of its length from the one before (zigzag: within 63 either way, one byte).
+//! Every varint is a u32 in at most five bytes. Records of about the same length appended
+//! one after another take about a byte each: the index is what an outage's memory grows
+//! with, as sled holds its few leaves whole. Any other record starts a run of its own. A
+//! group of 256 records each in a run of its own takes about 4 KiB, far below the size
+//! past which sled keeps a value apart as a blob (128 KiB), even 16 to a leaf.
+//!
+//! [`FORMAT_ONE`] (0.3.0's) had runs of back-to-back records with gaps in their numbers
+//! allowed, and per record the low byte of its sequence number and its length: about three
+//! bytes a record. It is still read: a group stays as it is until it changes. A buffer
+//! that may hold groups of [`FORMAT`] is of layout 3 ([`super::sled_store::LAYOUT`]), so
+//! 0.3.0 refuses it rather than take them for damage.
 //!
 //! Changes are held in memory, per group, until [`Index::write`] puts them into sled in
 //! one batch: the store does that before each flush (so a flush makes durable what it made
@@ -32,8 +40,11 @@ use super::segments::{Pointer, MAX_VALUE};
 pub const TREE: &str = "record_groups";
 /// The low bits of a sequence number that a group's records differ in.
 const GROUP_BITS: u32 = 8;
-/// The first byte of a group's value: its encoding.
-const FORMAT: u8 = 1;
+/// The first byte of a group's value: its encoding. [`encode`] writes this one;
+/// [`decode`] reads it and [`FORMAT_ONE`].
+const FORMAT: u8 = 2;
+/// The encoding of 0.3.0, whose groups stay as they are until they change.
+const FORMAT_ONE: u8 = 1;
 /// Changed groups held in memory before they are written into sled without a flush.
 const HELD_GROUPS: usize = 64;
 
@@ -347,36 +358,43 @@ impl Drop for Index {
     }
 }
 
-/// A group's value. Its records must all be in one group.
+/// A group's value, in [`FORMAT`]. Its records must all be in one group.
 pub fn encode(group: &Group) -> Vec<u8> {
     let entries: Vec<(u64, Pointer)> = group.iter().map(|(s, p)| (*s, *p)).collect();
-    let mut out = Vec::with_capacity(2 + entries.len() * 4);
+    let mut out = Vec::with_capacity(16 + entries.len());
     out.push(FORMAT);
     put_varint(&mut out, entries.len() as u32);
     let mut i = 0;
     while i < entries.len() {
         let mut j = i + 1;
         while j < entries.len()
+            && entries[j].0 == entries[j - 1].0 + 1
             && entries[j].1.segment == entries[j - 1].1.segment
             && entries[j - 1].1.end() == Some(entries[j].1.offset)
         {
             j += 1;
         }
         let run = &entries[i..j];
+        let (first, at) = run[0];
+        debug_assert_eq!(group_of(first), group_of(run[run.len() - 1].0));
         put_varint(&mut out, run.len() as u32);
-        put_varint(&mut out, run[0].1.segment);
-        put_varint(&mut out, run[0].1.offset);
-        for (seq, p) in run {
-            debug_assert_eq!(group_of(*seq), group_of(run[0].0));
-            out.push(*seq as u8);
-            put_varint(&mut out, p.len);
+        put_varint(&mut out, at.segment);
+        put_varint(&mut out, at.offset);
+        out.push(first as u8);
+        put_varint(&mut out, at.len);
+        for pair in run.windows(2) {
+            let change = i64::from(pair[1].1.len) - i64::from(pair[0].1.len);
+            // Zigzag: small changes either way take one byte. Lengths are at most
+            // MAX_VALUE (64 MiB, refused above at insert), so it fits 32 bits.
+            put_varint(&mut out, ((change << 1) ^ (change >> 63)) as u32);
         }
         i = j;
     }
     out
 }
 
-/// A group's key and records, from sled's key and value; why when they are damaged.
+/// A group's key and records, from sled's key and value (either format); why when they
+/// are damaged.
 pub fn decode(key: &[u8], value: &[u8]) -> Result<(u64, Group), String> {
     let key = <[u8; 8]>::try_from(key)
         .map(u64::from_be_bytes)
@@ -386,9 +404,9 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<(u64, Group), String> {
     }
     let base = key << GROUP_BITS;
     let mut r = Reader(value);
-    match r.byte()? {
-        FORMAT => {}
-        other => return Err(format!("encoding {other}, not {FORMAT}")),
+    let format = r.byte()?;
+    if format != FORMAT_ONE && format != FORMAT {
+        return Err(format!("encoding {format}, not {FORMAT_ONE} or {FORMAT}"));
     }
     let total = r.varint()?;
     if total == 0 || total > 1 << GROUP_BITS {
@@ -403,16 +421,28 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<(u64, Group), String> {
         }
         let segment = r.varint()?;
         let mut offset = r.varint()?;
+        let mut low = 0;
+        let mut len = 0;
         for i in 0..n {
-            let low = r.byte()?;
-            if last.is_some_and(|l| l >= low) {
-                return Err(format!("record {low} after record {}", last.unwrap_or(0)));
+            if format == FORMAT_ONE || i == 0 {
+                low = r.byte()?;
+                if last.is_some_and(|l| l >= low) {
+                    return Err(format!("record {low} after record {}", last.unwrap_or(0)));
+                }
+                len = r.varint()?;
+            } else {
+                low = low
+                    .checked_add(1)
+                    .ok_or_else(|| format!("a run of {n} records past record 255"))?;
+                let zigzag = i64::from(r.varint()?);
+                let change = (zigzag >> 1) ^ -(zigzag & 1);
+                len = u32::try_from(i64::from(len) + change)
+                    .map_err(|_| format!("a length change of {change} from {len} bytes"))?;
             }
-            last = Some(low);
-            let len = r.varint()?;
             if len > MAX_VALUE {
                 return Err(format!("a length of {len} bytes"));
             }
+            last = Some(low);
             let p = Pointer {
                 segment,
                 offset,
@@ -428,6 +458,28 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<(u64, Group), String> {
         return Err(format!("{} bytes past the records", r.0.len()));
     }
     Ok((key, group))
+}
+
+/// A group's value in [`FORMAT_ONE`], as 0.3.0 wrote it: runs of back-to-back records,
+/// gaps in their numbers allowed, per record its low byte and its length.
+#[cfg(test)]
+pub(super) fn format_one(group: &Group) -> Vec<u8> {
+    let entries: Vec<(u64, Pointer)> = group.iter().map(|(s, p)| (*s, *p)).collect();
+    let mut out = vec![FORMAT_ONE];
+    put_varint(&mut out, entries.len() as u32);
+    let back_to_back = |a: &(u64, Pointer), b: &(u64, Pointer)| {
+        a.1.segment == b.1.segment && a.1.end() == Some(b.1.offset)
+    };
+    for run in entries.chunk_by(back_to_back) {
+        put_varint(&mut out, run.len() as u32);
+        put_varint(&mut out, run[0].1.segment);
+        put_varint(&mut out, run[0].1.offset);
+        for (seq, p) in run {
+            out.push(*seq as u8);
+            put_varint(&mut out, p.len);
+        }
+    }
+    out
 }
 
 /// What the log says of the stored entry `key` that does not decode, and `why`.
@@ -535,11 +587,8 @@ mod tests {
         g.insert(0x5cc, p(2, 0, 0));
         g.insert(0x5ff, p(u32::MAX, u32::MAX, MAX_VALUE));
         let value = encode(&g);
+        assert_eq!(value[0], FORMAT);
         assert_eq!(decode(&key(5), &value), Ok((5, g)));
-        // A run takes 3 bytes a record of ~1.4 KB (its seq's low byte, a 2-byte length).
-        let value = encode(&run(0x500, 256, 1400));
-        // Format, group count, run count (two bytes each), segment, offset.
-        assert_eq!(value.len(), 1 + 2 + 2 + 1 + 1 + 256 * 3);
         // The worst case: every record a run of its own, every number at its largest.
         let scattered: Group = (0..256)
             .map(|low| (0x500 + low, p(u32::MAX, u32::MAX - low as u32, MAX_VALUE)))
@@ -556,41 +605,174 @@ mod tests {
         assert_eq!(decode(&key(max), &encode(&last)), Ok((max, last)));
     }
 
+    /// Appends of records of about 1,300 bytes whose lengths change by less than 64 take a
+    /// byte a record: 265 bytes for 256 of them, 775 in 0.3.0's format.
+    #[test]
+    fn appends_take_a_byte_a_record() {
+        let mut offset = 0;
+        let appended: Group = (0x500..0x600)
+            .map(|seq| {
+                let at = p(1, offset, 1280 + (seq as u32 * 29) % 61);
+                offset = at.end().unwrap();
+                (seq, at)
+            })
+            .collect();
+        let value = encode(&appended);
+        let old = format_one(&appended).len();
+        println!(
+            "256 appends: {} bytes ({:.2} a record), {old} in format 1 ({:.2})",
+            value.len(),
+            value.len() as f64 / 256.0,
+            old as f64 / 256.0
+        );
+        // Format, group count, run count (two bytes each), segment, offset, first low byte,
+        // first length (two bytes), then a byte per further record.
+        assert_eq!(value.len(), 1 + 2 + 2 + 1 + 1 + 1 + 2 + 255);
+        assert_eq!(old, 1 + 2 + 2 + 1 + 1 + 256 * 3);
+        assert_eq!(decode(&key(5), &value), Ok((5, appended)));
+    }
+
+    /// A run ends where the numbers have a gap, at another segment and where an entry does
+    /// not start at the end of the one before; changes of length of any size stay in it.
+    #[test]
+    fn runs_break_at_gaps_segments_and_jumps() {
+        // #0 and #2 back to back, with a gap in their numbers: two runs.
+        let gap: Group = [(0x500, p(1, 0, 10)), (0x502, p(1, 22, 10))].into();
+        let value = encode(&gap);
+        assert_eq!(value, [2, 2, 1, 1, 0, 0, 10, 1, 1, 22, 2, 10]);
+        assert_eq!(decode(&key(5), &value), Ok((5, gap.clone())));
+        // Consecutive but in another segment, or not back to back: runs of their own.
+        let apart: Group = [(0x500, p(1, 0, 10)), (0x501, p(2, 22, 10))].into();
+        assert_eq!(encode(&apart), [2, 2, 1, 1, 0, 0, 10, 1, 2, 22, 1, 10]);
+        let jump: Group = [(0x500, p(1, 0, 10)), (0x501, p(1, 23, 10))].into();
+        assert_eq!(encode(&jump), [2, 2, 1, 1, 0, 0, 10, 1, 1, 23, 1, 10]);
+        // Changes of length in one run: -64 and +63 take a byte (zigzag 127, 126), +64 two
+        // (128), +900 two (1800), the largest either way four.
+        let mut offset = 0;
+        let lens = [100, 36, 99, 163, 1063, MAX_VALUE, 0, MAX_VALUE, 5];
+        let changing: Group = lens
+            .iter()
+            .zip(0x510..)
+            .map(|(len, seq)| {
+                let at = p(3, offset, *len);
+                offset = at.end().unwrap();
+                (seq, at)
+            })
+            .collect();
+        let value = encode(&changing);
+        let mut want = vec![2, 9, 9, 3, 0, 0x10, 100, 127, 126, 0x80, 0x01, 0x88, 0x0e];
+        let big = 2 * (MAX_VALUE - 1063);
+        put_varint(&mut want, big);
+        put_varint(&mut want, 2 * MAX_VALUE - 1);
+        put_varint(&mut want, 2 * MAX_VALUE);
+        put_varint(&mut want, 2 * (MAX_VALUE - 5) - 1);
+        assert_eq!(value, want);
+        assert_eq!(decode(&key(5), &value), Ok((5, changing.clone())));
+        // All of it in one group, with appends that go on in another segment.
+        let mut all = run(0x520, 100, 1300);
+        all.extend(
+            run(0x584, 50, 1290)
+                .into_iter()
+                .map(|(s, at)| (s, p(4, at.offset, at.len))),
+        );
+        all.extend(gap);
+        all.extend(apart.into_iter().map(|(s, at)| (s + 0xd0, at)));
+        all.extend(changing);
+        all.insert(0x5ff, p(9, 0, 0));
+        let value = encode(&all);
+        assert_eq!(decode(&key(5), &value), Ok((5, all)));
+    }
+
+    /// Groups 0.3.0 wrote (format 1) decode as they did: a database of layout 2 needs no
+    /// move.
+    #[test]
+    fn format_one_groups_still_decode() {
+        // [format 1, total 3, run of 3, segment 1, offset 0, (0, 1400), (1, 1400), (2, 1400)]
+        let three = [1, 3, 3, 1, 0, 0, 248, 10, 1, 248, 10, 2, 248, 10];
+        assert_eq!(decode(&key(5), &three), Ok((5, run(0x500, 3, 1400))));
+        assert_eq!(format_one(&run(0x500, 3, 1400)), three);
+        // A run with a gap in its numbers (format 2 makes it two), then a run of one.
+        let gapped = [1, 3, 2, 1, 0, 0, 10, 2, 10, 1, 7, 5, 0xff, 0x80, 0x01];
+        let want: Group = [
+            (0x500, p(1, 0, 10)),
+            (0x502, p(1, 22, 10)),
+            (0x5ff, p(7, 5, 128)),
+        ]
+        .into();
+        assert_eq!(decode(&key(5), &gapped), Ok((5, want.clone())));
+        assert_eq!(format_one(&want), gapped);
+        let value = encode(&want);
+        assert_eq!(value[0], FORMAT);
+        assert_eq!(decode(&key(5), &value), Ok((5, want)));
+    }
+
     #[test]
     fn damaged_groups_are_errors() {
         let value = encode(&run(0x500, 3, 1400));
-        // [FORMAT, total 3, run of 3, segment 1, offset 0, (0, 1400), (1, 1400), (2, 1400)]
-        assert_eq!(value, [1, 3, 3, 1, 0, 0, 248, 10, 1, 248, 10, 2, 248, 10]);
-        for cut in 0..value.len() {
-            let e = decode(&key(5), &value[..cut]).unwrap_err();
-            assert!(e.contains("cut short"), "{cut}: {e}");
+        // [FORMAT, total 3, run of 3, segment 1, offset 0, first 0, 1400, changes 0, 0]
+        assert_eq!(value, [2, 3, 3, 1, 0, 0, 248, 10, 0, 0]);
+        let old = format_one(&run(0x500, 3, 1400));
+        for value in [&value, &old] {
+            for cut in 0..value.len() {
+                let e = decode(&key(5), &value[..cut]).unwrap_err();
+                assert!(e.contains("cut short"), "{cut}: {e}");
+            }
+            let e = decode(&key(5), &[&value[..], &[0]].concat()).unwrap_err();
+            assert!(e.contains("1 bytes past"), "{e}");
         }
         let damaged = |value: &[u8]| decode(&key(5), value).unwrap_err();
-        let e = damaged(&[value.clone(), vec![0]].concat());
-        assert!(e.contains("1 bytes past"), "{e}");
-        assert!(damaged(&[2, 1, 1, 1, 0, 0, 0]).contains("encoding 2"));
-        assert!(damaged(&[1, 0]).contains("a group of 0"));
-        assert!(damaged(&[1, 0x81, 0x02]).contains("a group of 257"));
-        assert!(damaged(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]).contains("a group of"));
-        assert!(damaged(&[1, 2, 3, 1, 0, 0, 0, 1, 0]).contains("a run of 3"));
-        assert!(damaged(&[1, 1, 0, 1, 0, 0, 0]).contains("a run of 0"));
-        // Overlong numbers: a sixth byte, or bits past 32 in the fifth.
-        let e = damaged(&[1, 1, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0, 0, 0]);
-        assert!(e.contains("past 32 bits"), "{e}");
-        let e = damaged(&[1, 1, 1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, 0]);
-        assert!(e.contains("past 32 bits"), "{e}");
-        // Sequence numbers that do not increase, within a run or across runs.
+        assert!(damaged(&[0, 1, 1, 1, 0, 0, 0]).contains("encoding 0"));
+        assert!(damaged(&[3, 1, 1, 1, 0, 0, 0]).contains("encoding 3"));
+        for f in [FORMAT_ONE, FORMAT] {
+            assert!(damaged(&[f, 0]).contains("a group of 0"));
+            assert!(damaged(&[f, 0x81, 0x02]).contains("a group of 257"));
+            assert!(damaged(&[f, 0xff, 0xff, 0xff, 0xff, 0x0f]).contains("a group of"));
+            assert!(damaged(&[f, 2, 3, 1, 0, 0, 0, 0]).contains("a run of 3"));
+            assert!(damaged(&[f, 1, 0, 1, 0, 0, 0]).contains("a run of 0"));
+            // Overlong numbers: a sixth byte, or bits past 32 in the fifth.
+            let e = damaged(&[f, 1, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0, 0, 0]);
+            assert!(e.contains("past 32 bits"), "{e}");
+            let e = damaged(&[f, 1, 1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, 0]);
+            assert!(e.contains("past 32 bits"), "{e}");
+            // Sequence numbers that do not increase across runs.
+            let e = damaged(&[f, 2, 1, 1, 0, 5, 0, 1, 2, 0, 5, 0]);
+            assert!(e.contains("record 5 after record 5"), "{e}");
+            let e = damaged(&[f, 2, 1, 1, 0, 5, 0, 1, 2, 0, 4, 0]);
+            assert!(e.contains("record 4 after record 5"), "{e}");
+            // A first length over the largest value.
+            let mut v = vec![f, 1, 1, 1, 0, 0];
+            put_varint(&mut v, MAX_VALUE + 1);
+            assert!(damaged(&v).contains("a length of"));
+        }
+        // Format 1: numbers that do not increase within a run; offsets past 4 GiB.
         assert!(damaged(&[1, 2, 2, 1, 0, 5, 0, 5, 0]).contains("record 5 after record 5"));
-        let e = damaged(&[1, 2, 1, 1, 0, 5, 0, 1, 2, 0, 4, 0]);
-        assert!(e.contains("record 4 after record 5"), "{e}");
-        // A length over the largest value; a run whose offsets pass 4 GiB.
-        let len = MAX_VALUE + 1;
-        let mut v = vec![1, 1, 1, 1, 0, 0];
-        put_varint(&mut v, len);
-        assert!(damaged(&v).contains("a length of"));
         let mut v = vec![1, 2, 2, 1];
         put_varint(&mut v, u32::MAX - 11);
         v.extend([0, 0, 1, 0]);
+        assert!(damaged(&v).contains("past 4 GiB"));
+        // Format 2: a run past the group's last record, the shortest and the longest.
+        let e = damaged(&[2, 2, 2, 1, 0, 255, 0, 0]);
+        assert!(e.contains("a run of 2 records past record 255"), "{e}");
+        let mut v = vec![2, 0x80, 0x02, 0x80, 0x02, 1, 0, 1, 0];
+        v.extend([0; 255]);
+        assert!(damaged(&v).contains("a run of 256 records past record 255"));
+        // Changes of length below 0 (5 - 6) or past the largest value; down to 0 is one.
+        assert!(damaged(&[2, 2, 2, 1, 0, 0, 5, 11]).contains("a length change of -6 from 5"));
+        let to_zero: Group = [(0x500, p(1, 0, 5)), (0x501, p(1, 17, 0))].into();
+        assert_eq!(decode(&key(5), &[2, 2, 2, 1, 0, 0, 5, 9]), Ok((5, to_zero)));
+        let mut v = vec![2, 2, 2, 1, 0, 0];
+        put_varint(&mut v, MAX_VALUE);
+        v.push(2);
+        assert!(damaged(&v).contains(&format!("a length of {} bytes", MAX_VALUE + 1)));
+        // The largest changes a varint holds, either way.
+        let e = damaged(&[2, 2, 2, 1, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(e.contains("a length change of -2147483648"), "{e}");
+        let e = damaged(&[2, 2, 2, 1, 0, 0, 5, 0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(e.contains("a length of 2147483652"), "{e}");
+        // A run whose offsets pass 4 GiB.
+        let mut v = vec![2, 2, 2, 1];
+        put_varint(&mut v, u32::MAX - 11);
+        v.extend([0, 0, 0]);
         assert!(damaged(&v).contains("past 4 GiB"));
         // Keys: not 8 bytes, or a group past the last sequence number.
         assert!(decode(&[0; 7], &value).unwrap_err().contains("7 bytes"));
@@ -600,10 +782,74 @@ mod tests {
             .contains("past the last"));
     }
 
+    /// Values of either format changed at random (bytes set, often to 0, 0x7f, 0x80 or
+    /// 0xff; bytes cut, inserted, dropped) decode to an error or to a group the encoder
+    /// takes: records of the group's key, lengths within the largest value, and a value
+    /// that decodes to the same group again. Never a panic.
+    #[test]
+    fn changed_values_decode_to_errors_or_groups() {
+        let mut rng = Rng(99);
+        let (mut errors, mut groups) = (0, 0);
+        for round in 0..10000 {
+            let mut before = p(1, 0, 1300);
+            let n = 1 + rng.below(if round % 4 == 0 { 256 } else { 12 });
+            let mut seq = 0x500 + rng.below(4);
+            let mut group = Group::new();
+            while group.len() < n as usize && seq < 0x600 {
+                group.insert(seq, next_pointer(&mut rng, &mut before));
+                seq += 1 + u64::from(rng.below(6) == 0) * rng.below(4);
+            }
+            let mut value = if round % 2 == 0 {
+                encode(&group)
+            } else {
+                format_one(&group)
+            };
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(value.len() as u64 + 1) as usize;
+                let byte = match rng.below(8) {
+                    0 => 0,
+                    1 => 0x7f,
+                    2 => 0x80,
+                    3 => 0xff,
+                    _ => rng.below(256) as u8,
+                };
+                match rng.below(6) {
+                    0 => value.truncate(at),
+                    1 => value.insert(at, byte),
+                    2 if at < value.len() => {
+                        value.remove(at);
+                    }
+                    _ if at < value.len() => value[at] = byte,
+                    _ => value.push(byte),
+                }
+            }
+            match decode(&key(5), &value) {
+                Err(_) => errors += 1,
+                Ok((k, g)) => {
+                    groups += 1;
+                    assert_eq!(k, 5);
+                    assert!(!g.is_empty() && g.len() <= 256);
+                    assert!(g.keys().all(|s| group_of(*s) == 5), "{value:?}");
+                    assert!(g.values().all(|p| p.len <= MAX_VALUE), "{value:?}");
+                    assert_eq!(decode(&key(5), &encode(&g)), Ok((5, g)), "{value:?}");
+                }
+            }
+        }
+        // Both outcomes come often: the changes reach the decoder's checks and past them.
+        assert!(
+            errors > 5000 && groups > 1000,
+            "{errors} errors, {groups} groups"
+        );
+    }
+
     /// A pointer for the next record: mostly right after the one before (a run), sometimes
-    /// elsewhere, sometimes where the run's offsets would pass 4 GiB.
+    /// elsewhere, sometimes where the run's offsets would pass 4 GiB; its length mostly
+    /// within 64 of the one before, sometimes any.
     fn next_pointer(rng: &mut Rng, before: &mut Pointer) -> Pointer {
-        let len = rng.below(3000) as u32;
+        let len = match rng.below(3) {
+            0 => rng.below(3000) as u32,
+            _ => (before.len + rng.below(128) as u32).saturating_sub(64),
+        };
         let p = match rng.below(10) {
             0 => p(rng.below(5) as u32, rng.below(1 << 20) as u32, len),
             1 => p(7, u32::MAX - rng.below(64) as u32, len),

@@ -51,8 +51,10 @@ pub(super) const MARK_KEY: &[u8] = b"max_seq";
 /// The buffer's layout, in the state tree (carried by rebuilds and salvages): raised
 /// whenever a release writes what an older one would misread (the record format, where
 /// bodies are kept, how they are found). An open refuses a higher one
-/// ([`SledStore::check_layout`]). Layout 2 keeps the pointers in groups ([`super::index`]).
-pub(super) const LAYOUT: u32 = 2;
+/// ([`SledStore::check_layout`]). Layout 2 keeps the pointers in groups ([`super::index`]);
+/// layout 3 may hold groups of the index's denser encoding, which layout 2 reads as damage.
+/// A layout-2 database needs no move: its groups are read as they are.
+pub(super) const LAYOUT: u32 = 3;
 pub(super) const LAYOUT_KEY: &[u8] = b"layout";
 /// How long systemd's start timeout is pushed after each batch the upgrade, the move into
 /// groups or the salvage moved, and after each segment the salvage read: as long as a start
@@ -938,7 +940,9 @@ impl SledStore {
 
     /// Refuse a database a newer hubgate wrote in a layout this one would misread, before
     /// anything is changed (no salvage, no removal: a downgrade must not cost the backlog);
-    /// mark an older or unmarked one as this release's.
+    /// mark an older or unmarked one as this release's. The mark is written before any
+    /// group: sled makes its writes durable in their order, so no flush makes a group of
+    /// this layout durable without it.
     pub(super) fn check_layout(&mut self) -> Result<(), BufferError> {
         let stored = self
             .state

@@ -230,7 +230,7 @@ pub(super) fn move_progress() -> impl FnMut(u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::index::Index;
+    use super::super::index::{self, Index};
     use super::super::mark::Mark;
     use super::super::sled_store::{open_db, DB_DIR, LAYOUT_KEY, MARK_FILE, MARK_KEY};
     use super::super::test_support::{
@@ -377,7 +377,7 @@ mod tests {
         write_out(s);
     }
 
-    /// `s` holds the records of [`layout_one`] whole, in the index only, at layout 2.
+    /// `s` holds the records of [`layout_one`] whole, in the index only, at this release's layout.
     fn check_grouped(s: &SledStore, n: u64) {
         let bytes: u64 = (0..n).map(|seq| body_of(seq).len() as u64).sum();
         assert_eq!(s.usage(), (n, bytes));
@@ -444,6 +444,56 @@ mod tests {
         assert_eq!(seqs(&s, None), (0..12).collect::<Vec<_>>());
         s.flush().unwrap();
         assert_eq!(s.marked(), Some(11));
+    }
+
+    /// A database of layout 2 (0.3.0's), its groups in the index's first format with gaps
+    /// in their runs, needs no move: the open marks it 3, reads every record in order from
+    /// the groups as they are, and a group is written in the new format once it changes.
+    #[test]
+    fn a_layout_two_database_is_read_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = |seq: &u64| *seq == 5 || (300..310).contains(seq);
+        let want: Vec<u64> = (0..700).filter(|seq| !gone(seq)).collect();
+        {
+            let mut s = flushed_store(dir.path(), 0..700, body_of);
+            for seq in (0..700).filter(gone) {
+                s.remove(seq).unwrap();
+            }
+            s.flush().unwrap();
+            let groups = s.db.open_tree(index::TREE).unwrap();
+            for entry in groups.iter() {
+                let (k, v) = entry.unwrap();
+                let (_, group) = index::decode(&k, &v).unwrap();
+                groups.insert(k, index::format_one(&group)).unwrap();
+            }
+            s.state_set(LAYOUT_KEY, &2u32.to_be_bytes()).unwrap();
+            write_out(&mut s);
+        }
+        let formats = |s: &SledStore| -> Vec<u8> {
+            let groups = s.db.open_tree(index::TREE).unwrap();
+            groups.iter().map(|e| e.unwrap().1[0]).collect()
+        };
+        let bytes: u64 = want.iter().map(|&seq| body_of(seq).len() as u64).sum();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert!(!s.moved_aside_at_open());
+        assert_eq!(moved(), 0);
+        assert_current_layout(&s.state);
+        assert_eq!(formats(&s), [1, 1, 1]);
+        assert_eq!(s.usage(), (want.len() as u64, bytes));
+        let all = s.scan(None, 1000).unwrap();
+        assert_eq!(all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), want);
+        for (seq, body) in all {
+            assert_eq!(body, body_of(seq), "#{seq}");
+        }
+        s.remove(256).unwrap();
+        s.flush().unwrap();
+        assert_eq!(formats(&s), [1, 2, 1]);
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_current_layout(&s.state);
+        assert_eq!(formats(&s), [1, 2, 1]);
+        let left: Vec<u64> = want.into_iter().filter(|&seq| seq != 256).collect();
+        assert_eq!(seqs(&s, None), left);
     }
 
     /// A database of layout 1 has its pointers moved into groups at open, a batch at a
