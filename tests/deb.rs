@@ -613,6 +613,13 @@ fn a_downgrade_below_the_buffer_layout_is_refused_with_records_and_moves_an_empt
         "{stderr}"
     );
     assert!(!stderr.contains("do not back this refusal up"), "{stderr}");
+    // 0.3.0 reads the layout before this one's (its index groups in their first encoding).
+    let (ok, stderr) = prerm_run(&["upgrade", "0.3.0-1"], false);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("0.3.0-1 cannot read this buffer's layout: it refuses to start on it"),
+        "{stderr}"
+    );
     let (ok, stderr) = prerm_run(&["upgrade", "99.0.0-1"], false);
     assert!(ok, "an upgrade: {stderr}");
     assert_eq!(stderr, "");
@@ -680,7 +687,7 @@ fn a_downgrade_below_the_buffer_layout_is_refused_with_records_and_moves_an_empt
             .args(["-W", "-f", "${Version} ${Status}", "hubgate"]))
     };
     // A later release with a layout this one cannot read.
-    let since = "\nreads_buffer_since=0.3.0\n";
+    let since = "\nreads_buffer_since=0.4.0\n";
     assert!(prerm.contains(since), "{prerm}");
     let later = prerm
         .replace(since, "\nreads_buffer_since=99.0.0\n")
@@ -777,7 +784,7 @@ fn the_override_of_a_downgrade_to_0_2_moves_the_buffer_aside_with_its_records() 
             "was moved to \"{}\" with its 3 record(s) and 0 dead letter(s), nothing deleted",
             aside[0].display()
         )) && stderr.contains(&format!(
-            "0.3.0 or later sends them once that directory is \"{}\" again: after the buffer \
+            "0.4.0 or later sends them once that directory is \"{}\" again: after the buffer \
              0.2.1-1 makes there has been drained (hubgate buffered 0) and removed",
             sled.display()
         )),
@@ -795,7 +802,7 @@ fn moved_aside_for_downgrade(buffer: &Path) -> Vec<PathBuf> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("sled.layout2-"))
+                .is_some_and(|n| n.starts_with("sled.layout3-"))
         })
         .collect()
 }
