@@ -440,6 +440,11 @@ impl Prerm {
 
     /// Runs it with `args`, with the override if `allow`: whether it succeeded, and its stderr.
     fn run(&self, args: &[&str], allow: bool) -> (bool, String) {
+        self.run_finding_first(args, allow, None)
+    }
+
+    /// [`Prerm::run`], the commands in `bin` (if any) found before the system's.
+    fn run_finding_first(&self, args: &[&str], allow: bool, bin: Option<&Path>) -> (bool, String) {
         let mut cmd = Command::new("sh");
         cmd.arg(&self.script)
             .args(args)
@@ -447,6 +452,11 @@ impl Prerm {
             .env_remove("CREDENTIALS_DIRECTORY");
         if allow {
             cmd.env(OVERRIDE, "yes");
+        }
+        if let Some(bin) = bin {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let paths = std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&path));
+            cmd.env("PATH", std::env::join_paths(paths).unwrap());
         }
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -578,6 +588,33 @@ fn a_downgrade_below_the_buffer_layout_is_refused_with_records_and_moves_an_empt
         "{stderr}"
     );
     assert!(buffer.join("sled").is_dir());
+    assert!(moved_aside_for_downgrade(buffer).is_empty());
+    // An empty buffer whose database cannot be moved aside for the older release (`date`
+    // gives a fixed time, and a directory of the name it would take is there): refused, its
+    // removal named. Only the prerm of a release before 0.3.0 lets dpkg go on then, so only
+    // for such a release the refusal says so.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let date = bin.join("date");
+    std::fs::write(&date, "#!/bin/sh\necho 20260101T000000Z\n").unwrap();
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&date, executable).unwrap();
+    let taken = buffer.join("sled.layout3-20260101T000000Z");
+    std::fs::create_dir_all(taken.join("taken")).unwrap();
+    let not_backed = "prerm does not back this refusal up for an empty buffer";
+    for (to, warned) in [("0.2.1-1", true), ("0.3.0-1", false)] {
+        let (ok, stderr) = fx.run_finding_first(&["upgrade", to], false, Some(&bin));
+        assert!(!ok, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "refusing the downgrade to {to}: the buffer is empty"
+            )) && stderr.contains(&format!("sudo rm -r \"{}/sled\")", buffer.display())),
+            "{stderr}"
+        );
+        assert_eq!(stderr.contains(not_backed), warned, "{to}: {stderr}");
+        assert!(buffer.join("sled").is_dir());
+    }
+    std::fs::remove_dir_all(&taken).unwrap();
     assert!(moved_aside_for_downgrade(buffer).is_empty());
 
     buffer_records(buffer, 3);
