@@ -81,6 +81,46 @@ impl<L: Log> Log for Guard<L> {
     }
 }
 
+/// Warnings and errors logged on this thread while `f` runs. Its logger is the whole lib
+/// test binary's (a process has one): it must stay the only logger the lib tests install,
+/// a test that needs log lines uses this. Other threads' warnings are not formatted, and
+/// one logged while this thread's locals are being destroyed is let go, not a panic.
+#[cfg(test)]
+pub(crate) fn warnings_of(f: impl FnOnce()) -> Vec<String> {
+    thread_local! {
+        static LINES: std::cell::RefCell<Option<Vec<String>>> = const {
+            std::cell::RefCell::new(None)
+        };
+    }
+    struct Capture;
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record) {
+            if !self.enabled(r.metadata()) {
+                return;
+            }
+            let _ = LINES.try_with(|lines| {
+                if lines.borrow().is_some() {
+                    let line = r.args().to_string();
+                    if let Some(l) = lines.borrow_mut().as_mut() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
+        fn flush(&self) {}
+    }
+    static CAPTURE: Capture = Capture;
+    if log::set_logger(&CAPTURE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    LINES.set(Some(Vec::new()));
+    f();
+    LINES.take().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

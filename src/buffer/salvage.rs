@@ -54,7 +54,7 @@ impl SledStore {
         fresh.moved_aside = true;
         // Before any group: each batch carried is flushed, and an older release must refuse
         // a salvage cut short rather than take its groups for damage.
-        fresh.check_layout()?;
+        fresh.mark_layout()?;
         // No sequence number up to `flushed` is handed out again, whichever flush is last.
         fresh.highest = fresh.highest.max(flushed);
         let (mut kept, mut written) = (0u64, 0u64);

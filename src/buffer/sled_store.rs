@@ -50,8 +50,8 @@ pub(super) const MARK_FILE: &str = "hubgate-flushed";
 pub(super) const MARK_KEY: &[u8] = b"max_seq";
 /// The buffer's layout, in the state tree (carried by rebuilds and salvages): raised
 /// whenever a release writes what an older one would misread (the record format, where
-/// bodies are kept, how they are found). An open refuses a higher one
-/// ([`SledStore::check_layout`]). Layout 2 keeps the pointers in groups ([`super::index`]);
+/// bodies are kept, how they are found). An open refuses a higher one before it reads
+/// anything else ([`OpenError::Newer`]) and marks a lower one ([`SledStore::mark_layout`]). Layout 2 keeps the pointers in groups ([`super::index`]);
 /// layout 3 may hold groups of the index's denser encoding, which layout 2 reads as damage.
 /// A layout-2 database needs no move: its groups are read as they are.
 pub(super) const LAYOUT: u32 = 3;
@@ -318,7 +318,7 @@ impl SledStore {
                 let mut store = Self::open_at(dir)?;
                 store.lock = Some(lock);
                 store.moved_aside = true;
-                store.check_layout()?;
+                store.mark_layout()?;
                 return Ok(store);
             }
             Err(e) => {
@@ -330,7 +330,7 @@ impl SledStore {
             }
         };
         store.lock = Some(lock);
-        store.check_layout()?;
+        store.mark_layout()?;
         match (store.stored_mark(), store.marked()) {
             // The salvage carries an old layout's records too.
             (stored, Some(flushed)) if stored.is_none_or(|s| s < flushed) => {
@@ -466,10 +466,15 @@ impl SledStore {
 
     fn open_inner(dir: &Path) -> Result<SledStore, OpenError> {
         let db = open_db(dir)?;
+        let state = db.open_tree("state")?;
+        // Before the index is read: a newer release's groups may be of an encoding this one
+        // would log as damage, for every group at every start of a restart loop.
+        if let Some(layout) = stored_layout(&state)?.filter(|layout| *layout > LAYOUT) {
+            return Err(OpenError::Newer(layout));
+        }
         let index = Index::open(&db)?;
         let dead = db.open_tree("dead_letter")?;
         let meta = db.open_tree("meta")?;
-        let state = db.open_tree("state")?;
         let (mut count, mut bytes) = (0, 0);
         let mut live = BTreeMap::<u32, Held>::new();
         let mut held = |p: Pointer| {
@@ -938,27 +943,18 @@ impl SledStore {
         Ok(())
     }
 
-    /// Refuse a database a newer hubgate wrote in a layout this one would misread, before
-    /// anything is changed (no salvage, no removal: a downgrade must not cost the backlog);
-    /// mark an older or unmarked one as this release's. The mark is written before any
-    /// group: sled makes its writes durable in their order, so no flush makes a group of
-    /// this layout durable without it.
-    pub(super) fn check_layout(&mut self) -> Result<(), BufferError> {
-        let stored = self
-            .state
-            .get(LAYOUT_KEY)
+    /// Mark a database of an older layout, or an unmarked one, as this release's (one of a
+    /// newer layout was refused at open, [`OpenError::Newer`]). The mark is written before
+    /// any group: sled makes its writes durable in their order, so no flush makes a group
+    /// of this layout durable without it.
+    pub(super) fn mark_layout(&mut self) -> Result<(), BufferError> {
+        if stored_layout(&self.state)
             .map_err(err)?
-            .and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?)));
-        match stored {
-            Some(layout) if layout > LAYOUT => Err(BufferError::Storage(format!(
-                "{}: written by a newer hubgate (buffer layout {layout}; this one reads layout \
-                 {LAYOUT}): nothing was changed. Run the newer hubgate until the buffer has \
-                 drained, or move the directory away to start with an empty buffer",
-                self.dir.display()
-            ))),
-            Some(LAYOUT) => Ok(()),
-            _ => self.state_set(LAYOUT_KEY, &LAYOUT.to_be_bytes()),
+            .is_none_or(|layout| layout < LAYOUT)
+        {
+            self.state_set(LAYOUT_KEY, &LAYOUT.to_be_bytes())?;
         }
+        Ok(())
     }
 
     /// The high-water mark sled itself holds (written at every flush).
@@ -1062,6 +1058,9 @@ enum OpenError {
     Db(sled::Error),
     /// The segment directory cannot be used: see [`passes`] for when that is damage.
     Values(std::io::Error),
+    /// A newer hubgate wrote the database in this layout, which this one would misread: it
+    /// is left as it is (no salvage, no removal: a downgrade must not cost the backlog).
+    Newer(u32),
 }
 
 impl OpenError {
@@ -1070,13 +1069,14 @@ impl OpenError {
         match self {
             OpenError::Db(e) => !is_busy(e),
             OpenError::Values(e) => !passes(e),
+            OpenError::Newer(_) => false,
         }
     }
 
     /// What the operator does about a failure that is not damage.
     fn advice(&self) -> &'static str {
         match self {
-            OpenError::Db(_) => "",
+            OpenError::Db(_) | OpenError::Newer(_) => "",
             OpenError::Values(_) => {
                 "; the database was left as it is, since the buffered records' bodies are \
                  there: make it a readable directory again"
@@ -1114,8 +1114,21 @@ impl std::fmt::Display for OpenError {
                 "its segment directory {} cannot be used ({e})",
                 super::segments::VALUES_DIR
             ),
+            OpenError::Newer(layout) => write!(
+                f,
+                "written by a newer hubgate (buffer layout {layout}; this one reads layout \
+                 {LAYOUT}): nothing was changed. Run the newer hubgate until the buffer has \
+                 drained, or move the directory away to start with an empty buffer"
+            ),
         }
     }
+}
+
+/// The layout the state tree names, if any.
+fn stored_layout(state: &sled::Tree) -> sled::Result<Option<u32>> {
+    Ok(state
+        .get(LAYOUT_KEY)?
+        .and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?))))
 }
 
 /// Open sled at `dir`, waiting out its own file lock for up to [`LOCK_WAIT`]: sled releases
@@ -2625,8 +2638,10 @@ mod tests {
     }
 
     /// A database a newer hubgate marked with a higher layout (a downgrade) is refused
-    /// before anything in it changes: no salvage, no move aside, every record still there
-    /// for the newer release. One without a mark (an earlier release's) gets this one's.
+    /// before anything in it is read or changed: no group of an encoding this release does
+    /// not know logged as damaged, no salvage, no move aside, every record and group still
+    /// there for the newer release. One without a mark (an earlier release's) gets this
+    /// one's.
     #[test]
     fn a_database_of_a_newer_layout_is_refused_and_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
@@ -2636,23 +2651,53 @@ mod tests {
             s.state_set(LAYOUT_KEY, &(LAYOUT + 1).to_be_bytes())
                 .unwrap();
             s.flush().unwrap();
+            // The newer release's group of records #256..=#511, in an encoding (9) this one
+            // does not read.
+            let groups = s.db.open_tree(super::super::index::TREE).unwrap();
+            groups.insert(1u64.to_be_bytes(), &[9, 1, 0]).unwrap();
+            s.db.flush().unwrap();
         }
-        for _ in 0..2 {
-            let e = SledStore::open(dir.path()).err().expect("refused");
-            assert!(e.to_string().contains("written by a newer hubgate"), "{e}");
-        }
+        let db_dir = dir.path().join(DB_DIR);
+        let contents = || {
+            let db = sled::open(&db_dir).unwrap();
+            let trees: Vec<_> = db
+                .tree_names()
+                .into_iter()
+                .map(|name| {
+                    let tree = db.open_tree(&name).unwrap();
+                    let entries: Vec<_> = tree.iter().map(|e| e.unwrap()).collect();
+                    (name, entries)
+                })
+                .collect();
+            let mut segments: Vec<_> =
+                std::fs::read_dir(db_dir.join(super::super::segments::VALUES_DIR))
+                    .unwrap()
+                    .map(|e| {
+                        let e = e.unwrap();
+                        (e.file_name(), e.metadata().unwrap().len())
+                    })
+                    .collect();
+            segments.sort();
+            (trees, segments)
+        };
+        let before = contents();
+        let logged = crate::logger::warnings_of(|| {
+            for _ in 0..2 {
+                let e = SledStore::open(dir.path()).err().expect("refused");
+                assert!(e.to_string().contains("written by a newer hubgate"), "{e}");
+            }
+        });
+        assert_eq!(logged, Vec::<String>::new());
         assert_eq!(moved_aside(dir.path()), vec![]);
-        let db = sled::open(dir.path().join(DB_DIR)).unwrap();
-        let groups = db.open_tree(super::super::index::TREE).unwrap();
-        let held: Vec<u64> = groups
-            .iter()
-            .flat_map(|e| {
-                let (k, v) = e.unwrap();
-                super::super::index::decode(&k, &v).unwrap().1.into_keys()
-            })
-            .collect();
-        assert_eq!(held, vec![0, 1, 2]);
-        drop(db);
+        let after = contents();
+        assert!(after == before, "{before:?}\n{after:?}");
+        let tree = super::super::index::TREE.as_bytes();
+        let groups = after.0.iter().find(|(name, _)| name.as_ref() == tree);
+        let values: Vec<&[u8]> = groups.unwrap().1.iter().map(|(_, v)| v.as_ref()).collect();
+        assert_eq!(values.len(), 2);
+        let (_, held) = super::super::index::decode(&0u64.to_be_bytes(), values[0]).unwrap();
+        assert_eq!(held.into_keys().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(values[1], [9, 1, 0]);
 
         let other = tempfile::tempdir().unwrap();
         drop(SledStore::open(other.path()).unwrap());

@@ -38,7 +38,7 @@ impl SledStore {
     /// keys leave the old tree and that is flushed too; at the end the empty tree is dropped.
     /// A crash or an error keeps every batch moved before it; a record left in both trees is
     /// moved again, with the same pointer. The open counted those records already. The
-    /// layout was raised before the first batch ([`SledStore::check_layout`]), so an older
+    /// layout was raised before the first batch ([`SledStore::mark_layout`]), so an older
     /// release refuses a database moved in part. `progress` gets the number of records moved
     /// so far after each batch.
     pub(super) fn group(&mut self, progress: impl FnMut(u64)) -> Result<(), BufferError> {
@@ -583,7 +583,7 @@ mod tests {
         let n = 2 * batch + 100;
         layout_one(dir.path(), n);
         let mut s = SledStore::open_at(&dir.path().join(DB_DIR)).unwrap();
-        s.check_layout().unwrap();
+        s.mark_layout().unwrap();
         let mut seen = Vec::new();
         s.group(|moved| seen.push(moved)).unwrap();
         assert_eq!(seen, vec![batch, 2 * batch, n]);
