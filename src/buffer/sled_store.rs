@@ -2705,6 +2705,14 @@ mod tests {
         assert_current_layout(&s.state);
     }
 
+    /// The package's prerm names a database it moves aside for a downgrade by this layout
+    /// (`sled.layout<N>-<time>`): the two change together.
+    #[test]
+    fn the_prerm_names_this_layout() {
+        let prerm = include_str!("../../systemd/deb/prerm");
+        assert!(prerm.contains(&format!("\nlayout={LAYOUT}\n")), "{prerm}");
+    }
+
     /// sled lost the flushes that swapped pointers to compaction's copies (they wrote no
     /// mark: the marks cannot tell) and went back to the originals: the open finds the
     /// copies, in a segment no pointer names any more, before that segment goes.
