@@ -11,8 +11,8 @@
 //! A run is its record count, the segment and the offset of its first entry, the low byte
 //! of its first sequence number and its first length, then per further record one varint:
 //! the change of its length from the one before (zigzag), shifted left once, its low bit
-//! set when the record's number is not the one after the record before, and then a byte:
-//! how far past that next number it is (the difference of the low bytes minus 2). Every
+//! set when the record's number is not the one after the record before; only then a byte
+//! follows: how far past that next number it is (the difference of the low bytes minus 2). Every
 //! varint is a u32 in at most five bytes. A record appended right after the one before
 //! takes a byte when its length changes by 31 or less either way, one after a gap two:
 //! records of one recType parked while others are delivered lie back to back with gaps
@@ -370,6 +370,7 @@ pub fn encode(group: &Group) -> Vec<u8> {
     put_varint(&mut out, entries.len() as u32);
     for run in entries.chunk_by(back_to_back) {
         let (first, at) = run[0];
+        debug_assert_eq!(group_of(first), group_of(run[run.len() - 1].0));
         put_varint(&mut out, run.len() as u32);
         put_varint(&mut out, at.segment);
         put_varint(&mut out, at.offset);
@@ -843,9 +844,8 @@ mod tests {
     /// Groups with gaps of every size in their runs round-trip within the worst case's size
     /// (a run per record). Their values in either format changed at random (bytes set,
     /// often to 0, 0x7f, 0x80 or 0xff; bytes cut, inserted, dropped) decode to an error or
-    /// to a group the encoder
-    /// takes: records of the group's key, lengths within the largest value, and a value
-    /// that decodes to the same group again. Never a panic.
+    /// to a group the encoder takes: records of the group's key, lengths within the largest
+    /// value, and a value that decodes to the same group again. Never a panic.
     #[test]
     fn changed_values_decode_to_errors_or_groups() {
         let mut rng = Rng(99);

@@ -51,8 +51,9 @@ pub(super) const MARK_KEY: &[u8] = b"max_seq";
 /// The buffer's layout, in the state tree (carried by rebuilds and salvages): raised
 /// whenever a release writes what an older one would misread (the record format, where
 /// bodies are kept, how they are found). An open refuses a higher one before it reads
-/// anything else ([`OpenError::Newer`]) and marks a lower one ([`SledStore::mark_layout`]). Layout 2 keeps the pointers in groups ([`super::index`]);
-/// layout 3 may hold groups of the index's denser encoding, which layout 2 reads as damage.
+/// anything else ([`OpenError::Newer`]) and marks a lower one ([`SledStore::mark_layout`]).
+/// Layout 2 keeps the pointers in groups ([`super::index`]); layout 3 may hold groups of
+/// the index's denser encoding, which layout 2 reads as damage.
 /// A layout-2 database needs no move: its groups are read as they are.
 pub(super) const LAYOUT: u32 = 3;
 pub(super) const LAYOUT_KEY: &[u8] = b"layout";
