@@ -611,6 +611,20 @@ mod tests {
         assert_eq!(decode(&key(max), &encode(&last)), Ok((max, last)));
     }
 
+    /// `group`'s value, and its size in format 1, both printed per record.
+    fn both_formats(what: &str, group: &Group) -> (Vec<u8>, usize) {
+        let value = encode(group);
+        let old = format_one(group).len();
+        let n = group.len() as f64;
+        println!(
+            "{what}: {} bytes ({:.2} a record), {old} in format 1 ({:.2})",
+            value.len(),
+            value.len() as f64 / n,
+            old as f64 / n
+        );
+        (value, old)
+    }
+
     /// Appends of records of about 1,300 bytes whose lengths change by 31 or less take a
     /// byte a record: 265 bytes for 256 of them, 775 in 0.3.0's format.
     #[test]
@@ -623,14 +637,7 @@ mod tests {
                 (seq, at)
             })
             .collect();
-        let value = encode(&appended);
-        let old = format_one(&appended).len();
-        println!(
-            "256 appends: {} bytes ({:.2} a record), {old} in format 1 ({:.2})",
-            value.len(),
-            value.len() as f64 / 256.0,
-            old as f64 / 256.0
-        );
+        let (value, old) = both_formats("256 appends", &appended);
         // Format, group count, run count (two bytes each), segment, offset, first low byte,
         // first length (two bytes), then a byte per further record.
         assert_eq!(value.len(), 1 + 2 + 2 + 1 + 1 + 1 + 2 + 255);
@@ -710,14 +717,7 @@ mod tests {
                 (0x500 + 2 * u64::from(i), at)
             })
             .collect();
-        let value = encode(&interleaved);
-        let old = format_one(&interleaved).len();
-        println!(
-            "128 interleaved: {} bytes ({:.2} a record), {old} in format 1 ({:.2})",
-            value.len(),
-            value.len() as f64 / 128.0,
-            old as f64 / 128.0
-        );
+        let (value, old) = both_formats("128 interleaved", &interleaved);
         // Format, group count, run count (two bytes each), segment, offset (three), first
         // low byte, first length (two bytes), then two bytes per further record.
         assert_eq!(value.len(), 1 + 2 + 2 + 1 + 3 + 1 + 2 + 127 * 2);
