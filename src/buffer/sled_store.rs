@@ -2659,8 +2659,9 @@ mod tests {
             s.db.flush().unwrap();
         }
         let db_dir = dir.path().join(DB_DIR);
+        // Each after a handle was dropped, whose lock sled lets go of some time later.
         let contents = || {
-            let db = sled::open(&db_dir).unwrap();
+            let db = open_db(&db_dir).unwrap();
             let trees: Vec<_> = db
                 .tree_names()
                 .into_iter()
