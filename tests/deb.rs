@@ -595,10 +595,12 @@ fn a_downgrade_below_the_buffer_layout_is_refused_with_records_and_moves_an_empt
     // for such a release the refusal says so.
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let date = bin.join("date");
-    std::fs::write(&date, "#!/bin/sh\necho 20260101T000000Z\n").unwrap();
-    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(&date, executable).unwrap();
+    shim(
+        &bin,
+        &dir.path().join("date.log"),
+        "date",
+        "echo 20260101T000000Z",
+    );
     let taken = buffer.join("sled.layout3-20260101T000000Z");
     std::fs::create_dir_all(taken.join("taken")).unwrap();
     let not_backed = "prerm does not back this refusal up for an empty buffer";

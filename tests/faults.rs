@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use support::agent::{
-    config_with, consume, dashed, fcnt, publish_all, topics, uplinks_at, Agent, DOOR, ENV, MOTION,
-    OPENCLOSE, PIR, TH, WAIT,
+    changed, config_with, consume, dashed, fcnt, publish_all, topics, uplinks_at, Agent, DOOR, ENV,
+    MOTION, OPENCLOSE, PIR, TH, WAIT,
 };
 use support::lazyfs::LazyFs;
 use support::{unique, Kafka, Mosquitto};
@@ -1126,14 +1126,16 @@ async fn a_full_disk_drops_oldest_counted_and_recovers() {
         KEY,
         r#"min_free = "6MiB""#,
         "",
-    )
+    );
     // Kafka being down, the sink gives up on a record at message.timeout.ms, and only then
     // counts its drop if the buffer dropped it meanwhile: short, so the count is final soon.
-    .replace(
-        "\"message.timeout.ms\" = \"30000\"",
-        "\"message.timeout.ms\" = \"5000\"",
+    let config = changed(
+        &config,
+        &[(
+            "\"message.timeout.ms\" = \"30000\"",
+            "\"message.timeout.ms\" = \"5000\"",
+        )],
     );
-    assert!(config.contains("\"5000\""), "{config}");
     let mut agent = Agent::start(dir.path(), &config);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
 

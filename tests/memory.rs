@@ -24,8 +24,7 @@ fn the_agent_allocates_from_one_arena() {
     // It serves metrics before the sources and the forwarder start: a frame the forwarder
     // counted shows that every thread has run.
     agent.wait_log("packet forwarder source on", 1, WAIT);
-    let push = br#"{"rxpk":[{"stat":1,"data":"QNobASY="}]}"#;
-    let datagram = [&[2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1][..], push].concat();
+    let datagram = support::gwmp::datagram(1, 0, r#"{"rxpk":[{"stat":1,"data":"QNobASY="}]}"#);
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(&datagram, ("127.0.0.1", port)).unwrap();
     agent.wait_metric("hubgate_received_total", WAIT, |v| v == 1);

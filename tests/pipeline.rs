@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::agent::{
-    assert_complete_in_order, chirpstack_uplink, config_with, consume, dashed, fcnt, fcnts,
-    metric_value, publish_all, tbhh100, topics, uplink_topic, uplinks, uplinks_at, Agent, DOOR,
-    ENV, MOTION, OPENCLOSE, PACKED, PIR, TH, WAIT,
+    assert_complete_in_order, changed, chirpstack_uplink, config_with, consume, dashed, fcnt,
+    fcnts, metric_value, publish_all, tbhh100, topics, uplink_topic, uplinks, uplinks_at, Agent,
+    DOOR, ENV, MOTION, OPENCLOSE, PACKED, PIR, TH, WAIT,
 };
 use support::lorawan::{self, gateway_frame, GATEWAY_TOPIC, PHY};
 use support::{Kafka, Mosquitto};
@@ -217,16 +217,22 @@ async fn a_frame_unconfirmed_at_a_kill_is_delivered_after_the_restart() {
         KEY,
         "",
         &lorawan::device(),
-    )
-    .replace(
-        "reconnect_max = \"1s\"",
-        "reconnect_max = \"1s\"\nformat = \"chirpstack-gateway\"\nmax_message = \"1KiB\"",
-    )
-    // Neither spilled nor failed by the producer before the kill: the record stays in memory.
-    .replace("spill_after = \"500ms\"", "spill_after = \"1h\"")
-    .replace(
-        "\"message.timeout.ms\" = \"30000\"",
-        "\"message.timeout.ms\" = \"3600000\"",
+    );
+    let body = changed(
+        &body,
+        &[
+            (
+                "reconnect_max = \"1s\"",
+                "reconnect_max = \"1s\"\nformat = \"chirpstack-gateway\"\nmax_message = \"1KiB\"",
+            ),
+            // Neither spilled nor failed by the producer before the kill: the record stays in
+            // memory.
+            ("spill_after = \"500ms\"", "spill_after = \"1h\""),
+            (
+                "\"message.timeout.ms\" = \"30000\"",
+                "\"message.timeout.ms\" = \"3600000\"",
+            ),
+        ],
     );
     let mut agent = Agent::start(dir.path(), &body);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use support::agent::Agent;
 use support::free_udp_port;
+use support::gwmp::datagram;
 use support::lorawan::{device, phy, phy_of, PHY};
 
 const WAIT: Duration = Duration::from_secs(30);
-const GATEWAY: [u8; 8] = [0xb8, 0x27, 0xeb, 0xff, 0xfe, 0x00, 0x00, 0x01];
 
 /// hubgate with a UDP source on a free loopback port (`source`: more keys for it; `devices`:
 /// `[[device]]` sections) and the stdout sink, listening; and a socket connected to it.
@@ -27,13 +27,6 @@ fn start(dir: &Path, source: &str, devices: &str) -> (Agent, UdpSocket) {
     sock.set_read_timeout(Some(WAIT)).unwrap();
     sock.connect(("127.0.0.1", port)).unwrap();
     (agent, sock)
-}
-
-fn datagram(token: u16, kind: u8, json: &str) -> Vec<u8> {
-    let mut d = vec![2, (token >> 8) as u8, token as u8, kind];
-    d.extend_from_slice(&GATEWAY);
-    d.extend_from_slice(json.as_bytes());
-    d
 }
 
 /// Send one datagram and return the forwarder's answer.

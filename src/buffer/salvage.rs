@@ -454,11 +454,11 @@ fn aside_name(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::super::segments::MAX_VALUE;
-    use super::super::sled_store::{open_db, DB_DIR, LAYOUT, LAYOUT_KEY, MARK_KEY};
+    use super::super::sled_store::{open_db, DB_DIR, LAYOUT_KEY, MARK_KEY};
     use super::super::test_support::{
-        body_of, compacted_then_taken_back, fill_with, flushed_store, lose_pointers, moved,
-        past_a_failing_tail, record, segment_of, seqs, three_flushed, without, write_out,
-        CAP_FOWNER, QUARTER,
+        assert_current_layout, body_of, compacted_then_taken_back, fill_with, flushed_store,
+        lose_pointers, moved, past_a_failing_tail, record, segment_of, seqs, three_flushed,
+        without, write_out, CAP_FOWNER, QUARTER,
     };
     use super::super::upgrade::POINTERS;
     use super::*;
@@ -561,8 +561,7 @@ mod tests {
         drop(failing);
         assert_eq!(moved(), 1);
         let db = open_db(&dir.path().join(DB_DIR)).unwrap();
-        let layout = db.open_tree("state").unwrap().get(LAYOUT_KEY).unwrap();
-        assert_eq!(layout.as_deref(), Some(&LAYOUT.to_be_bytes()[..]));
+        assert_current_layout(&db.open_tree("state").unwrap());
         let groups = db.open_tree(super::super::index::TREE).unwrap();
         let first = groups.get(0u64.to_be_bytes()).unwrap().unwrap();
         let (_, first) = super::super::index::decode(&0u64.to_be_bytes(), &first).unwrap();

@@ -377,7 +377,8 @@ mod tests {
         write_out(s);
     }
 
-    /// `s` holds the records of [`layout_one`] whole, in the index only, at this release's layout.
+    /// `s` holds the records of [`layout_one`] whole, in the index only, at this release's
+    /// layout.
     fn check_grouped(s: &SledStore, n: u64) {
         let bytes: u64 = (0..n).map(|seq| body_of(seq).len() as u64).sum();
         assert_eq!(s.usage(), (n, bytes));

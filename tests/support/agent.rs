@@ -528,6 +528,15 @@ ca_location = "{ca}"
     )
 }
 
+/// `config` with each `(from, to)` of `changes` made, in order; each `from` must be there, so
+/// a change of the config's text cannot leave a test on settings it did not mean.
+pub fn changed(config: &str, changes: &[(&str, &str)]) -> String {
+    changes.iter().fold(config.to_string(), |c, (from, to)| {
+        assert!(c.contains(from), "{from:?} is not in the config:\n{c}");
+        c.replace(from, to)
+    })
+}
+
 /// The part of a config before `[sink]`: the buffer in `buffer` (`buffer_extra` goes into
 /// `[buffer]`), mosquitto in, the three devices.
 pub fn three_devices(buffer: &Path, mqtt: &Mosquitto, buffer_extra: &str) -> String {

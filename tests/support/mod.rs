@@ -26,6 +26,7 @@ pub mod buffer_cmd;
 pub mod chromium;
 pub mod codec_files;
 pub mod frames;
+pub mod gwmp;
 pub mod lazyfs;
 pub mod lorawan;
 pub mod standin;
