@@ -528,11 +528,12 @@ ca_location = "{ca}"
     )
 }
 
-/// `config` with each `(from, to)` of `changes` made, in order; each `from` must be there, so
-/// a change of the config's text cannot leave a test on settings it did not mean.
-pub fn changed(config: &str, changes: &[(&str, &str)]) -> String {
-    changes.iter().fold(config.to_string(), |c, (from, to)| {
-        assert!(c.contains(from), "{from:?} is not in the config:\n{c}");
+/// `text` (a config, unit file or script) with each `(from, to)` of `changes` made, in order;
+/// each `from` must be there, so a change of the text cannot leave a test on settings it did
+/// not mean.
+pub fn changed(text: &str, changes: &[(&str, &str)]) -> String {
+    changes.iter().fold(text.to_string(), |c, (from, to)| {
+        assert!(c.contains(from), "{from:?} is not in the text:\n{c}");
         c.replace(from, to)
     })
 }
