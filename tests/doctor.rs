@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::agent::{
-    config_with, topics, Agent, CODECS_PACKED, ENV, MOTION, OPENCLOSE, PACKED, WAIT,
+    changed, config_with, topics, Agent, CODECS_PACKED, ENV, MOTION, OPENCLOSE, PACKED, WAIT,
 };
 use support::{free_udp_port, Kafka, Mosquitto};
 
@@ -211,9 +211,12 @@ fn every_step_passes_against_running_brokers_then_names_a_missing_hub_and_a_runn
         udp,
         &format!("[sink.hubs]\n\"{MOTION}\" = \"no-such-hub\""),
     );
-    let text = std::fs::read_to_string(&mapped).unwrap().replace(
-        "type = \"eventhubs\"\n",
-        "type = \"eventhubs\"\nprovisioning = \"precreated\"\n",
+    let text = changed(
+        &std::fs::read_to_string(&mapped).unwrap(),
+        &[(
+            "type = \"eventhubs\"\n",
+            "type = \"eventhubs\"\nprovisioning = \"precreated\"\n",
+        )],
     );
     std::fs::write(&mapped, text).unwrap();
     let (code, out, _) = doctor(&mapped);
@@ -342,8 +345,7 @@ fn without_a_ca_the_tls_step_trusts_what_the_login_trusts() {
     );
     let text = std::fs::read_to_string(&cfg).unwrap();
     let ca_line = format!("ca_location = \"{}\"\n", kafka.ca_path().display());
-    assert!(text.contains(&ca_line), "config_with changed: {text}");
-    std::fs::write(&cfg, text.replace(&ca_line, "")).unwrap();
+    std::fs::write(&cfg, changed(&text, &[(&ca_line, "")])).unwrap();
     let (_, out, _) = doctor_with(&cfg, &[("SSL_CERT_FILE", &kafka.ca_path())]);
     let server = kafka.bootstrap();
     if hubgate::sink::kafka::VENDORED_OPENSSL {

@@ -10,7 +10,9 @@ use std::process::Command;
 use base64::Engine;
 use sha2::Digest;
 
-use support::agent::{chirpstack_uplink, publish_all, tbhh100, uplink_topic, Agent, TH, WAIT};
+use support::agent::{
+    changed, chirpstack_uplink, publish_all, tbhh100, uplink_topic, Agent, TH, WAIT,
+};
 use support::{mosquitto_pub, Mosquitto};
 
 fn config(dir: &Path, mqtt: &Mosquitto) -> String {
@@ -104,9 +106,12 @@ async fn an_oversized_message_is_dead_lettered_and_the_queue_moves_on() {
 async fn max_message_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
     let mqtt = Mosquitto::start(dir.path());
-    let body = config(dir.path(), &mqtt).replace(
-        "reconnect_max = \"1s\"\n",
-        "reconnect_max = \"1s\"\nmax_message = \"2KiB\"\n",
+    let body = changed(
+        &config(dir.path(), &mqtt),
+        &[(
+            "reconnect_max = \"1s\"\n",
+            "reconnect_max = \"1s\"\nmax_message = \"2KiB\"\n",
+        )],
     );
     let agent = Agent::start(dir.path(), &body);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);

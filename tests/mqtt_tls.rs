@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::agent::{publish_all, uplinks, Agent, WAIT};
+use support::agent::{changed, publish_all, uplinks, Agent, WAIT};
 use support::{free_port, Certs, Mosquitto};
 
 /// Mosquitto with TLS 1.2+ (client certificate required) on its port and plain MQTT on
@@ -156,8 +156,10 @@ fn doctor_explains_a_name_mismatch_its_own_handshake_cannot_look_into() {
         let _ = near_out.shutdown(std::net::Shutdown::Both);
         up.join().unwrap();
     });
-    let text = config(dir.path(), port, &tls_keys(&certs.ca, Some(&client)))
-        .replace("mqtts://localhost:", "mqtts://127.0.0.1:");
+    let text = changed(
+        &config(dir.path(), port, &tls_keys(&certs.ca, Some(&client))),
+        &[("mqtts://localhost:", "mqtts://127.0.0.1:")],
+    );
     let line = doctor_mqtt_line(dir.path(), "once.toml", &text);
     fails_with(
         &line,
@@ -185,7 +187,10 @@ fn tls_files_are_checked_when_the_config_is_loaded() {
         assert!(!out.status.success(), "{name} passed check");
         String::from_utf8(out.stderr).unwrap()
     };
-    let plain = config(dir.path(), 1883, &tls_keys(&certs.ca, None)).replace("mqtts://", "mqtt://");
+    let plain = changed(
+        &config(dir.path(), 1883, &tls_keys(&certs.ca, None)),
+        &[("mqtts://", "mqtt://")],
+    );
     let e = check("plain.toml", &plain);
     assert!(
         e.contains("source[0].ca_file: only for mqtts:// urls"),
@@ -235,8 +240,7 @@ fn doctor_names_the_host_a_certificate_does_not_name() {
          holds in the URL, or have the certificate made for localhost",
     );
     // By IP address OpenSSL checks the certificate's IP subjectAltNames, and says so.
-    let by_ip = text.replace("mqtts://localhost:", "mqtts://127.0.0.1:");
-    assert_ne!(by_ip, text);
+    let by_ip = changed(&text, &[("mqtts://localhost:", "mqtts://127.0.0.1:")]);
     let line = doctor_mqtt_line(dir.path(), "other-ip.toml", &by_ip);
     assert!(line.starts_with("FAIL mqtt mqtts://127.0.0.1:"), "{line}");
     fails_with(

@@ -31,8 +31,10 @@ async fn end_to_end_each_record_once_with_decoded_values() {
     topics(&kafka);
     // A loaded CI box can keep the broker's confirmation past the usual 500 ms, which would
     // spill: this test is about the path that does not.
-    let body = config(dir.path(), &mqtt, &kafka)
-        .replace("spill_after = \"500ms\"", "spill_after = \"30s\"");
+    let body = changed(
+        &config(dir.path(), &mqtt, &kafka),
+        &[("spill_after = \"500ms\"", "spill_after = \"30s\"")],
+    );
     let agent = Agent::start(dir.path(), &body);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     // Intake does not wait for the producer to connect: a record sent before it is up may
@@ -150,8 +152,11 @@ async fn a_backlog_drains_with_the_broker_up_without_touching_the_buffer() {
         KEY,
         "max_in_flight = 20",
         "",
-    )
-    .replace("spill_after = \"500ms\"", "spill_after = \"60s\"");
+    );
+    let body = changed(
+        &body,
+        &[("spill_after = \"500ms\"", "spill_after = \"60s\"")],
+    );
     let mut agent = Agent::start(dir.path(), &body);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     agent.terminate(WAIT);
@@ -404,11 +409,12 @@ fn config_reading(
         "connection_string = \"{}\"",
         connection_string(&kafka.bootstrap(), KEY, "")
     );
-    let body = config(dir, mqtt, kafka);
-    assert!(body.contains(&inline));
-    body.replace(
-        &inline,
-        &format!("connection_string_file = \"{}\"\n{extra}", secret.display()),
+    changed(
+        &config(dir, mqtt, kafka),
+        &[(
+            &inline,
+            &format!("connection_string_file = \"{}\"\n{extra}", secret.display()),
+        )],
     )
 }
 
@@ -479,17 +485,16 @@ async fn a_key_rotation_with_the_broker_down_keeps_what_is_in_flight() {
     secret_file(&secret, &connection_string(&kafka.bootstrap(), KEY, ""));
     // Neither spilled nor failed by the producer before the rotation: the records the broker
     // does not confirm stay in flight, with the old sink.
-    let mut body = config_reading(dir.path(), &mqtt, &kafka, &secret, "");
-    for (short, long) in [
-        ("spill_after = \"500ms\"", "spill_after = \"1h\""),
-        (
-            "\"message.timeout.ms\" = \"30000\"",
-            "\"message.timeout.ms\" = \"3600000\"",
-        ),
-    ] {
-        assert!(body.contains(short), "{short} not in the config:\n{body}");
-        body = body.replace(short, long);
-    }
+    let body = changed(
+        &config_reading(dir.path(), &mqtt, &kafka, &secret, ""),
+        &[
+            ("spill_after = \"500ms\"", "spill_after = \"1h\""),
+            (
+                "\"message.timeout.ms\" = \"30000\"",
+                "\"message.timeout.ms\" = \"3600000\"",
+            ),
+        ],
+    );
     let agent = Agent::start(dir.path(), &body);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
     let n = 4;
@@ -650,13 +655,16 @@ async fn a_key_written_during_the_start_is_noticed_by_the_poll() {
     // A codec that loads for its whole limit (2 s of CPU): the start goes on for that long
     // after it says (EXTEND_TIMEOUT_USEC) that it loads the codec.
     support::codec_files::write(codecs.join("slow.js"), "while (true) {}\n");
-    let body = config_reading(dir.path(), &mqtt, &kafka, &secret, "").replace(
-        "[sink]\n",
-        &format!(
-            "[codecs]\ndir = \"{}\"\n[[device]]\ndev_eui = \"00000000000000aa\"\n\
+    let body = changed(
+        &config_reading(dir.path(), &mqtt, &kafka, &secret, ""),
+        &[(
+            "[sink]\n",
+            &format!(
+                "[codecs]\ndir = \"{}\"\n[[device]]\ndev_eui = \"00000000000000aa\"\n\
                  js_codec = \"slow\"\n[sink]\n",
-            codecs.display()
-        ),
+                codecs.display()
+            ),
+        )],
     );
     let socket = dir.path().join("notify");
     let sock = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();

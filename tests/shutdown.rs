@@ -5,8 +5,8 @@
 mod support;
 
 use support::agent::{
-    chirpstack_uplink, config_with, consume, fcnts, publish_all, tbhh100, topics, uplink_topic,
-    Agent, ENV, TH, WAIT,
+    changed, chirpstack_uplink, config_with, consume, fcnts, publish_all, tbhh100, topics,
+    uplink_topic, Agent, ENV, TH, WAIT,
 };
 use support::{Kafka, Mosquitto};
 
@@ -64,9 +64,14 @@ async fn a_stop_while_mqtt_waits_for_the_queue_acknowledges_what_it_buffered() {
         KEY,
         &format!("max_in_flight = {WINDOW}"),
         "",
-    )
-    .replace("spill_after = \"500ms\"", "spill_after = \"60s\"")
-    .replace("\"message.timeout.ms\" = \"30000\"\n", "");
+    );
+    let body = changed(
+        &body,
+        &[
+            ("spill_after = \"500ms\"", "spill_after = \"60s\""),
+            ("\"message.timeout.ms\" = \"30000\"\n", ""),
+        ],
+    );
     assert!(!body.contains("message.timeout.ms"), "{body}");
     let mut agent = Agent::start(dir.path(), &body);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
