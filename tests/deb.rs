@@ -7,6 +7,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use support::agent::changed;
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Stdout of a command that must succeed.
@@ -197,7 +199,10 @@ fn postinst_gives_the_config_to_the_group(postinst: &Path) {
         let hubgate = dir.path().join("hubgate");
         std::fs::write(
             &script,
-            text.replace("/usr/bin/hubgate", &hubgate.display().to_string()),
+            changed(
+                &text,
+                &[("/usr/bin/hubgate", &hubgate.display().to_string())],
+            ),
         )
         .unwrap();
         let path = format!(
@@ -231,10 +236,14 @@ fn upgrade_postinst(
     let script = dir.join("postinst");
     std::fs::write(
         &script,
-        postinst
-            .replace("/etc/hubgate", &dir.join("etc").display().to_string())
-            .replace("/run/systemd/system", &systemd.display().to_string())
-            .replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate")),
+        changed(
+            postinst,
+            &[
+                ("/etc/hubgate", &dir.join("etc").display().to_string()),
+                ("/run/systemd/system", &systemd.display().to_string()),
+                ("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate")),
+            ],
+        ),
     )
     .unwrap();
     let shims = dir.join("bin");
@@ -424,9 +433,13 @@ impl Prerm {
             ),
         )
         .unwrap();
-        let text = shipped
-            .replace("/etc/hubgate", &etc.display().to_string())
-            .replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate"));
+        let text = changed(
+            &shipped,
+            &[
+                ("/etc/hubgate", &etc.display().to_string()),
+                ("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate")),
+            ],
+        );
         let script = dir.path().join("prerm");
         std::fs::write(&script, &text).unwrap();
         Prerm {
@@ -722,14 +735,19 @@ fn a_downgrade_below_the_buffer_layout_is_refused_with_records_and_moves_an_empt
             .args(["-W", "-f", "${Version} ${Status}", "hubgate"]))
     };
     // A later release with a layout this one cannot read.
-    let since = "\nreads_buffer_since=0.4.0\n";
-    assert!(prerm.contains(since), "{prerm}");
-    let later = prerm
-        .replace(since, "\nreads_buffer_since=99.0.0\n")
-        .replace(
-            &format!("\nthis_version={version}\n"),
-            "\nthis_version=99.0.0\n",
-        );
+    let later = changed(
+        prerm,
+        &[
+            (
+                "\nreads_buffer_since=0.4.0\n",
+                "\nreads_buffer_since=99.0.0\n",
+            ),
+            (
+                &format!("\nthis_version={version}\n"),
+                "\nthis_version=99.0.0\n",
+            ),
+        ],
+    );
     let (ok, out) = dpkg(&prerm_only_deb(dir.path(), "99.0.0-1", &later), false);
     assert!(ok, "{out}");
     let this = prerm_only_deb(dir.path(), &format!("{version}-1"), prerm);

@@ -6,6 +6,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 
+use support::agent::changed;
 use support::run_ok;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hubgate.service");
@@ -46,7 +47,10 @@ fn unit_verifies_clean() {
     let copy = dir.path().join("hubgate.service");
     std::fs::write(
         &copy,
-        unit.replace("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate")),
+        changed(
+            &unit,
+            &[("/usr/bin/hubgate", env!("CARGO_BIN_EXE_hubgate"))],
+        ),
     )
     .unwrap();
     let out = run_ok(Command::new("systemd-analyze").arg("verify").arg(&copy));
