@@ -2,12 +2,15 @@
 //! target `cross.toml` builds, listed in `boards/README.md` with its real values, and merged
 //! under the site config by `hubgate check --print`.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hubgate::board::{self, Profile};
 use hubgate::config::{parse_size, Config, SourceConfig};
+use support::agent::changed;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -95,7 +98,10 @@ fn every_profile_is_valid_and_reaches_the_config() {
         let buffer = format!("[buffer]\npath = \"{}\"", dir.path().display());
         let mut text = site(id, &buffer);
         if !p.serial.contains_key("device") {
-            text = text.replace("[[source]]\n", "[[source]]\ndevice = \"/dev/ttyUSB0\"\n");
+            text = changed(
+                &text,
+                &[("[[source]]\n", "[[source]]\ndevice = \"/dev/ttyUSB0\"\n")],
+            );
         }
         let cfg = load(dir.path(), &text);
         assert_eq!(cfg.board.as_deref(), Some(id.as_str()));
@@ -143,14 +149,13 @@ fn site_keys_override_the_profile() {
 #[test]
 fn template_with_a_board_takes_the_boards_values() {
     let template = std::fs::read_to_string(repo("config/hubgate.toml")).unwrap();
-    assert!(
-        template.contains("\n# board = \"rpi4\"\n"),
-        "template lost its board line"
-    );
     let dir = tempfile::tempdir().unwrap();
     let cfg = load(
         dir.path(),
-        &template.replace("\n# board = \"rpi4\"\n", "\nboard = \"rpi-zero-w\"\n"),
+        &changed(
+            &template,
+            &[("\n# board = \"rpi4\"\n", "\nboard = \"rpi-zero-w\"\n")],
+        ),
     );
     assert_eq!(cfg.buffer.max_bytes, 64 << 20);
 }

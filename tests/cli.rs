@@ -6,10 +6,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-#[path = "support/buffer_cmd.rs"]
-mod buffer_cmd;
-#[path = "support/codec_files.rs"]
-mod codec_files;
+mod support;
+
+use support::agent::changed;
+use support::{buffer_cmd, codec_files};
 
 fn hubgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hubgate"))
@@ -262,9 +262,12 @@ fn check_print_masks_inline_secrets_and_refuses_the_mask() {
         ),
     ];
     let restore = |text: &str, (_, name, secret): (&str, &str, &str)| {
-        text.replace(
-            &format!("\n{name} = \"***\""),
-            &format!("\n{name} = {secret}"),
+        changed(
+            text,
+            &[(
+                &format!("\n{name} = \"***\""),
+                &format!("\n{name} = {secret}"),
+            )],
         )
     };
     for (i, (key, _, _)) in secrets.iter().enumerate() {
@@ -555,13 +558,17 @@ fn demo_prints_decoded_records_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let demo = std::fs::read_to_string(repo("config/demo.toml")).unwrap();
     let config = dir.path().join("demo.toml");
-    let demo = demo
-        .replace(
-            "/tmp/hubgate-demo-buffer",
-            &dir.path().join("buffer").display().to_string(),
-        )
-        .replace("demo-uplinks.jsonl", &repo("config/demo-uplinks.jsonl"))
-        .replace("interval = \"100ms\"", "interval = \"0s\"");
+    let demo = changed(
+        &demo,
+        &[
+            (
+                "/tmp/hubgate-demo-buffer",
+                &dir.path().join("buffer").display().to_string(),
+            ),
+            ("demo-uplinks.jsonl", &repo("config/demo-uplinks.jsonl")),
+            ("interval = \"100ms\"", "interval = \"0s\""),
+        ],
+    );
     std::fs::write(&config, demo).unwrap();
     let o = hubgate(&["run", "-c", config.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));

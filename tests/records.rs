@@ -12,9 +12,10 @@ use hubgate::metrics::Metrics;
 use hubgate::uplink::{Radio, Uplink};
 use serde_json::Value;
 
+mod support;
+
 #[cfg(feature = "js")]
-#[path = "support/codec_files.rs"]
-mod codec_files;
+use support::codec_files;
 
 fn hubgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hubgate"))
@@ -178,18 +179,18 @@ fn golden_js_decoder(name: &str) -> (tempfile::TempDir, Decoder, std::sync::Arc<
             std::fs::read(golden_dir.join(&file)).unwrap(),
         );
     }
-    let site = SITE
-        .replace(
-            "\ncodec = \"browan-tbhv110\"",
-            &format!("\njs_codec = \"{name}\""),
-        )
-        .replace(
-            "[sink]",
-            &format!("[codecs]\ndir = {:?}\n[sink]", dir.path()),
-        );
-    assert!(
-        site.contains(&format!("\njs_codec = \"{name}\"\ntags = ")),
-        "{site}"
+    let site = support::agent::changed(
+        SITE,
+        &[
+            (
+                "\ncodec = \"browan-tbhv110\"",
+                &format!("\njs_codec = \"{name}\""),
+            ),
+            (
+                "[sink]",
+                &format!("[codecs]\ndir = {:?}\n[sink]", dir.path()),
+            ),
+        ],
     );
     let m = Metrics::new();
     let decoder = Decoder::with_launcher(
