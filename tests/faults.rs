@@ -27,6 +27,7 @@ use support::agent::{
     MOTION, OPENCLOSE, PIR, TH, WAIT,
 };
 use support::lazyfs::LazyFs;
+use support::tmpfs::Tmpfs;
 use support::{unique, Kafka, Mosquitto};
 use tokio::sync::{mpsc, watch};
 
@@ -1036,31 +1037,6 @@ fn runs(xs: &[u64]) -> Vec<(u64, u64)> {
         }
     }
     out
-}
-
-/// A small tmpfs, unmounted on drop (the test runs as root, like CI).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: PathBuf, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(&at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .status()
-            .expect("run mount");
-        assert!(ok.success(), "mount tmpfs at {} (needs root)", at.display());
-        Tmpfs(at)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 /// Another program fills the disk while Kafka is down: hubgate keeps running, stops the

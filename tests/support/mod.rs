@@ -31,6 +31,7 @@ pub mod lazyfs;
 pub mod lorawan;
 pub mod standin;
 pub mod stuffing;
+pub mod tmpfs;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
