@@ -288,9 +288,11 @@ impl SledStore {
     /// fresh one started: a damaged card must not crash-loop the agent.
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
         let lock = BufferLock::take(buffer_dir)?;
-        // A disk another program filled to the last byte: sled cannot open without room.
+        // A disk another program filled to the last byte: sled cannot open without room,
+        // not even to read the layout below.
         let released = super::reserve::release_if_short(buffer_dir);
-        let mut store = Self::open_locked(buffer_dir, lock)?;
+        let opened = refuse_newer(buffer_dir)?;
+        let mut store = Self::open_locked(buffer_dir, lock, opened)?;
         store.reserve_released = released;
         Ok(store)
     }
@@ -300,14 +302,23 @@ impl SledStore {
         self.dir.parent().unwrap_or(Path::new("."))
     }
 
-    /// [`SledStore::open`] once the buffer directory's lock is held.
-    fn open_locked(buffer_dir: &Path, lock: BufferLock) -> Result<SledStore, BufferError> {
+    /// [`SledStore::open`] once the buffer directory's lock is held, with sled already
+    /// `opened` at the database directory by [`refuse_newer`] (if it was).
+    fn open_locked(
+        buffer_dir: &Path,
+        lock: BufferLock,
+        opened: Option<sled::Db>,
+    ) -> Result<SledStore, BufferError> {
         // The database is a directory of its own inside the buffer directory, so it can be
         // moved aside where systemd's StateDirectory= is the only writable place.
         let dir = &buffer_dir.join(DB_DIR);
         finish_swap(dir)?;
         remove_salvaged(buffer_dir);
-        let mut store = match Self::open_inner(dir) {
+        let inner = match opened {
+            Some(db) => Self::with_db(db, dir),
+            None => Self::open_inner(dir),
+        };
+        let mut store = match inner {
             Ok(s) => s,
             Err(e) if dir.exists() && e.is_damage() => {
                 let aside = move_aside(dir)?;
@@ -466,10 +477,16 @@ impl SledStore {
     }
 
     fn open_inner(dir: &Path) -> Result<SledStore, OpenError> {
-        let db = open_db(dir)?;
+        Self::with_db(open_db(dir)?, dir)
+    }
+
+    /// [`SledStore::open_inner`] with sled already opened at `dir`.
+    fn with_db(db: sled::Db, dir: &Path) -> Result<SledStore, OpenError> {
         let state = db.open_tree("state")?;
         // Before the index is read: a newer release's groups may be of an encoding this one
-        // would log as damage, for every group at every start of a restart loop.
+        // would log as damage, for every group at every start of a restart loop. Checked
+        // here too: [`refuse_newer`] goes on without a word where sled would not open the
+        // database for it, and a reason that passes (EMFILE) may have passed since.
         if let Some(layout) = stored_layout(&state)?.filter(|layout| *layout > LAYOUT) {
             return Err(OpenError::Newer(layout));
         }
@@ -1060,7 +1077,9 @@ enum OpenError {
     /// The segment directory cannot be used: see [`passes`] for when that is damage.
     Values(std::io::Error),
     /// A newer hubgate wrote the database in this layout, which this one would misread: it
-    /// is left as it is (no salvage, no removal: a downgrade must not cost the backlog).
+    /// is left as it is (no salvage, no removal: a downgrade must not cost the backlog), and
+    /// so is what lies beside it, but for a reserve given back to a disk short of it
+    /// ([`refuse_newer`]).
     Newer(u32),
 }
 
@@ -1118,8 +1137,9 @@ impl std::fmt::Display for OpenError {
             OpenError::Newer(layout) => write!(
                 f,
                 "written by a newer hubgate (buffer layout {layout}; this one reads layout \
-                 {LAYOUT}): nothing was changed. Run the newer hubgate until the buffer has \
-                 drained, or move the directory away to start with an empty buffer"
+                 {LAYOUT}): refused, its records left as they are. Run the newer hubgate until \
+                 the buffer has drained, or move the directory away to start with an empty \
+                 buffer"
             ),
         }
     }
@@ -1130,6 +1150,56 @@ fn stored_layout(state: &sled::Tree) -> sled::Result<Option<u32>> {
     Ok(state
         .get(LAYOUT_KEY)?
         .and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?))))
+}
+
+/// Refuse the buffer in `buffer_dir` if a newer release wrote it ([`OpenError::Newer`]),
+/// before the open changes anything there: what a power cut left of a rebuild's swap or of
+/// a salvaged database's removal is that release's to deal with, by its rules. The layout
+/// is read from the database the open would use: `sled`, or where a swap was cut off
+/// without it, the one [`finish_swap`] makes it. It is only in sled, and sled's open
+/// writes its own files (over its log past the last entry, and a snapshot of the log),
+/// never what they hold. So the reserve is given back before this on a disk short of it,
+/// as for any open: a snapshot cut short by a full disk stays beside the good one, and
+/// sled reads the last by name at its next open, where it would take it for damage.
+///
+/// Returns sled opened at `sled`, for the open to go on with rather than wait for sled to
+/// let go of its lock; `None` for another database, none, or one sled would not open:
+/// [`SledStore::open_locked`] meets that again, and moves a damaged one aside.
+fn refuse_newer(buffer_dir: &Path) -> Result<Option<sled::Db>, BufferError> {
+    let dir = buffer_dir.join(DB_DIR);
+    let (new, old) = swap_dirs(&dir);
+    let Some(at) = [&dir, &new, &old].into_iter().find(|d| d.exists()) else {
+        return Ok(None);
+    };
+    let Some(db) = existing_db(at) else {
+        return Ok(None);
+    };
+    if let Some(layout) = newer_layout(&db) {
+        return Err(BufferError::Storage(format!(
+            "{}: {}",
+            at.display(),
+            OpenError::Newer(layout)
+        )));
+    }
+    Ok((*at == dir).then_some(db))
+}
+
+/// sled opened at `dir`; `None` where it holds no database (sled would make one there) or
+/// sled will not open it.
+fn existing_db(dir: &Path) -> Option<sled::Db> {
+    dir.join("conf").is_file().then(|| open_db(dir).ok())?
+}
+
+/// The layout `db` names if it is newer than this release's. Opens no tree that is not
+/// there (that would make it); a layout that cannot be read counts as none.
+fn newer_layout(db: &sled::Db) -> Option<u32> {
+    if !db.tree_names().iter().any(|name| *name == "state") {
+        return None;
+    }
+    let state = db.open_tree("state").ok()?;
+    stored_layout(&state)
+        .ok()?
+        .filter(|layout| *layout > LAYOUT)
 }
 
 /// Open sled at `dir`, waiting out its own file lock for up to [`LOCK_WAIT`]: sled releases
@@ -2638,6 +2708,38 @@ mod tests {
         salvaged(dir.path(), &want);
     }
 
+    /// Every tree of the database at `db_dir` with its entries, and its segment files with
+    /// their sizes. Opened through [`open_db`]: sled lets go of the lock of a handle dropped
+    /// before some time later.
+    #[allow(clippy::type_complexity)]
+    fn held(
+        db_dir: &Path,
+    ) -> (
+        Vec<(sled::IVec, Vec<(sled::IVec, sled::IVec)>)>,
+        Vec<(OsString, u64)>,
+    ) {
+        let db = open_db(db_dir).unwrap();
+        let trees: Vec<_> = db
+            .tree_names()
+            .into_iter()
+            .map(|name| {
+                let tree = db.open_tree(&name).unwrap();
+                let entries: Vec<_> = tree.iter().map(|e| e.unwrap()).collect();
+                (name, entries)
+            })
+            .collect();
+        let mut segments: Vec<_> =
+            std::fs::read_dir(db_dir.join(super::super::segments::VALUES_DIR))
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.file_name(), e.metadata().unwrap().len())
+                })
+                .collect();
+        segments.sort();
+        (trees, segments)
+    }
+
     /// A database a newer hubgate marked with a higher layout (a downgrade) is refused
     /// before anything in it is read or changed: no group of an encoding this release does
     /// not know logged as damaged, no salvage, no move aside, every record and group still
@@ -2659,29 +2761,7 @@ mod tests {
             s.db.flush().unwrap();
         }
         let db_dir = dir.path().join(DB_DIR);
-        // Each after a handle was dropped, whose lock sled lets go of some time later.
-        let contents = || {
-            let db = open_db(&db_dir).unwrap();
-            let trees: Vec<_> = db
-                .tree_names()
-                .into_iter()
-                .map(|name| {
-                    let tree = db.open_tree(&name).unwrap();
-                    let entries: Vec<_> = tree.iter().map(|e| e.unwrap()).collect();
-                    (name, entries)
-                })
-                .collect();
-            let mut segments: Vec<_> =
-                std::fs::read_dir(db_dir.join(super::super::segments::VALUES_DIR))
-                    .unwrap()
-                    .map(|e| {
-                        let e = e.unwrap();
-                        (e.file_name(), e.metadata().unwrap().len())
-                    })
-                    .collect();
-            segments.sort();
-            (trees, segments)
-        };
+        let contents = || held(&db_dir);
         let before = contents();
         let logged = crate::logger::warnings_of(|| {
             for _ in 0..2 {
@@ -2705,6 +2785,108 @@ mod tests {
         drop(SledStore::open(other.path()).unwrap());
         let s = SledStore::open(other.path()).unwrap();
         assert_current_layout(&s.state);
+    }
+
+    /// Everything under `dir` by its path there, a file with its size and the SHA-256 of its
+    /// bytes in hex (a directory with nothing: its size is the file system's own).
+    fn listing(dir: &Path) -> BTreeMap<PathBuf, Option<(u64, String)>> {
+        use sha2::{Digest, Sha256};
+        let mut all = BTreeMap::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(at) = todo.pop() {
+            for entry in std::fs::read_dir(&at).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let file = match meta.is_dir() {
+                    true => {
+                        todo.push(path.clone());
+                        None
+                    }
+                    false => {
+                        let bytes = std::fs::read(&path).unwrap();
+                        Some((meta.len(), format!("{:x}", Sha256::digest(bytes))))
+                    }
+                };
+                all.insert(path.strip_prefix(dir).unwrap().to_path_buf(), file);
+            }
+        }
+        all
+    }
+
+    /// A newer release's buffer directory is refused before anything in it is touched: not
+    /// the disk space reserve (the disk has room for it), nor what a power cut left of a
+    /// rebuild's swap or of a salvaged database's removal (the newer release deals with those
+    /// by its own rules). Each way a swap can be cut off leaves a different database to
+    /// open; each is refused with every file as it was, byte for byte, but sled's own files
+    /// of the database it opened to read the layout (its log's tail and snapshot), whose
+    /// trees stay as they were.
+    #[test]
+    fn a_newer_layouts_directory_is_refused_with_every_file_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_DIR);
+        let (new, old) = swap_dirs(&db);
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            fill(&mut s, 0, 3, 10);
+            s.state_set(LAYOUT_KEY, &(LAYOUT + 1).to_be_bytes())
+                .unwrap();
+            s.flush().unwrap();
+            // A rebuild's new database, complete (its layout carried), not swapped in yet.
+            s.build(&new).unwrap();
+        }
+        let trees = held(&db);
+        let salvaged = dir.path().join("sled.salvaged");
+        std::fs::create_dir(&salvaged).unwrap();
+        std::fs::write(salvaged.join("db"), b"what was not removed yet").unwrap();
+        assert!(super::super::reserve::keep(dir.path(), 0).unwrap());
+        std::fs::write(dir.path().join("reserve.new"), b"half a reserve").unwrap();
+        let refused_as_it_was = |opened: &Path| {
+            let before = listing(dir.path());
+            let logged = crate::logger::warnings_of(|| {
+                let e = SledStore::open(dir.path()).err().expect("refused");
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "buffer storage: {}: written by a newer hubgate (buffer layout {}; this \
+                         one reads layout {LAYOUT}): refused, its records left as they are. Run \
+                         the newer hubgate until the buffer has drained, or move the directory \
+                         away to start with an empty buffer",
+                        opened.display(),
+                        LAYOUT + 1
+                    )
+                );
+            });
+            assert_eq!(logged, Vec::<String>::new());
+            let after = listing(dir.path());
+            let sleds = opened.strip_prefix(dir.path()).unwrap();
+            let (sleds, changed): (Vec<_>, Vec<_>) = before
+                .keys()
+                .chain(after.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(|name| before.get(*name) != after.get(*name))
+                .map(|name| (name, before.get(name), after.get(name)))
+                .partition(|(name, _, _)| {
+                    name.parent() == Some(sleds)
+                        && name
+                            .file_name()
+                            .is_some_and(|f| f == "db" || f.to_string_lossy().starts_with("snap."))
+                });
+            assert_eq!(
+                changed,
+                vec![],
+                "(name, before, after); sled's own: {sleds:?}"
+            );
+        };
+        // Cut off before the swap: the database, with the new one beside it.
+        refused_as_it_was(&db);
+        // Between the two renames: the new one is the database.
+        std::fs::rename(&db, &old).unwrap();
+        refused_as_it_was(&new);
+        // The new one lost: the drained one is the database.
+        std::fs::remove_dir_all(&new).unwrap();
+        refused_as_it_was(&old);
+        assert!(held(&old) == trees);
     }
 
     /// The package's prerm names a database it moves aside for a downgrade by this layout
