@@ -919,7 +919,10 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
     }
     let mut store = match SledStore::open(&cfg.path) {
         Ok(s) => s,
-        Err(e) => return fail(1, format!("{e} (is hubgate running? stop it first)")),
+        Err(e @ BufferError::Locked(_)) => {
+            return fail(1, format!("{e} (is hubgate running? stop it first)"))
+        }
+        Err(e) => return fail(1, e),
     };
     let released = store.release_reserve_if_short();
     if released > 0 {

@@ -1,6 +1,6 @@
 //! The command line contract (docs/design.md): exit codes, one-line errors, the demo.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 mod support;
 
 use support::agent::changed;
-use support::{buffer_cmd, codec_files};
+use support::{buffer_cmd, codec_files, tmpfs};
 
 fn hubgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hubgate"))
@@ -685,6 +685,9 @@ const FILL_BUFFER: &str = "HUBGATE_TEST_FILL_BUFFER";
 const FILL_STEPPED: &str = "HUBGATE_TEST_FILL_STEPPED";
 /// The step [`FILL_STEPPED`] keeps, in ms.
 const STEP_MS: u64 = 40 * 86_400_000;
+/// Set to a number, the buffer is marked with that layout, as the release of that layout
+/// marks its own.
+const FILL_LAYOUT: &str = "HUBGATE_TEST_FILL_LAYOUT";
 
 /// The user the buffer commands' test gives the buffer to.
 const NOBODY: u32 = 65534;
@@ -745,6 +748,10 @@ fn fill_a_buffer_for_the_buffer_commands() {
     for seq in BUFFER_RECORDS..BUFFER_RECORDS + 2 {
         store.dead_letter(seq, vec![7; 100]).unwrap();
     }
+    if let Some(layout) = std::env::var_os(FILL_LAYOUT) {
+        let layout: u32 = layout.to_str().unwrap().parse().unwrap();
+        store.state_set(b"layout", &layout.to_be_bytes()).unwrap();
+    }
     store.flush().unwrap();
     println!("filled bytes={bytes}");
 }
@@ -752,12 +759,12 @@ fn fill_a_buffer_for_the_buffer_commands() {
 /// The buffer `buffer` filled with [`BUFFER_RECORDS`] records ([`buffer_body`]) and two
 /// dead letters; returns the records' encoded bytes.
 fn fill_buffer(buffer: &Path) -> usize {
-    fill_buffer_with(buffer, false)
+    fill_buffer_with(buffer, false, None)
 }
 
 /// [`fill_buffer`], the records made before a step of the clock if `stepped` (see
-/// [`FILL_STEPPED`]).
-fn fill_buffer_with(buffer: &Path, stepped: bool) -> usize {
+/// [`FILL_STEPPED`]), the buffer marked with `layout` if one is given (see [`FILL_LAYOUT`]).
+fn fill_buffer_with(buffer: &Path, stepped: bool, layout: Option<u32>) -> usize {
     // Written by a process of its own: sled lets go of its file lock on a background thread
     // some time after the last handle is dropped (sled issue 1289), and in this process
     // that thread may hold it past the `hubgate` commands' wait.
@@ -770,6 +777,9 @@ fn fill_buffer_with(buffer: &Path, stepped: bool) -> usize {
     .env(FILL_BUFFER, buffer);
     if stepped {
         fill.env(FILL_STEPPED, "1");
+    }
+    if let Some(layout) = layout {
+        fill.env(FILL_LAYOUT, layout.to_string());
     }
     let child = fill.output().unwrap();
     assert!(child.status.success(), "{}", stderr(&child));
@@ -1017,6 +1027,140 @@ fn buffer_recover_carries_a_broken_databases_records() {
     );
 }
 
+/// This release's buffer layout, as the package's prerm names it (a unit test keeps the two
+/// the same).
+fn this_layout() -> u32 {
+    std::fs::read_to_string(repo("systemd/deb/prerm"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("layout="))
+        .expect("layout= in the prerm")
+        .parse()
+        .unwrap()
+}
+
+/// The line an open of the buffer whose database is `db` refuses it with, written by the
+/// release of buffer layout `newer`.
+fn newer_layout_refusal(db: &Path, newer: u32) -> String {
+    format!(
+        "hubgate: buffer storage: {}: written by a newer hubgate (buffer layout {newer}; this \
+         one reads layout {}): refused, its records left as they are. Run the newer hubgate \
+         until the buffer has drained, or move the directory away to start with an empty \
+         buffer\n",
+        db.display(),
+        this_layout()
+    )
+}
+
+/// Everything under `dir` by its path there, a file with its size and the SHA-256 of its
+/// bytes in hex (a directory with nothing: its size is the file system's own).
+fn listing(dir: &Path) -> BTreeMap<PathBuf, Option<(u64, String)>> {
+    use sha2::{Digest, Sha256};
+    walk(dir)
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let file = (!meta.is_dir()).then(|| {
+                let bytes = std::fs::read(&p).unwrap();
+                (meta.len(), format!("{:x}", Sha256::digest(bytes)))
+            });
+            (p.strip_prefix(dir).unwrap().to_path_buf(), file)
+        })
+        .collect()
+}
+
+/// A copy of the directory `from` (files and directories) at `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        match entry.file_type().unwrap().is_dir() {
+            true => copy_dir(&entry.path(), &target),
+            false => drop(std::fs::copy(entry.path(), target).unwrap()),
+        }
+    }
+}
+
+/// `buffer stats` and `buffer export` refuse a buffer a newer release wrote with one line
+/// naming both layouts and what to do, and no word of a running hubgate (none holds the
+/// lock). Every file is left as it was, what a power cut left of a rebuild's swap and of a
+/// salvaged database's removal too, but the reserve on a disk short of its room, given back
+/// first as at any open (sled writes as it opens, to read the layout too), and sled's own
+/// files of the database it opened (its log's tail, a snapshot). Needs root, for the small
+/// disk.
+#[test]
+fn a_newer_layouts_buffer_is_refused_by_the_buffer_commands_on_a_short_disk() {
+    use hubgate::buffer::{disk, reserve};
+    let dir = tempfile::tempdir().unwrap();
+    let small = tmpfs::Tmpfs::mount(dir.path().join("disk"), "64M");
+    let (buffer, config) = buffer_cmd::config(&small.0);
+    let cfg = config.to_str().unwrap();
+    let newer = this_layout() + 1;
+    fill_buffer_with(&buffer, false, Some(newer));
+    let db = buffer.join("sled");
+    copy_dir(&db, &buffer.join("sled.new"));
+    let salvaged = buffer.join("sled.salvaged");
+    std::fs::create_dir(&salvaged).unwrap();
+    std::fs::write(salvaged.join("db"), b"what was not removed yet").unwrap();
+    std::fs::write(buffer.join("reserve"), vec![0; reserve::BYTES as usize]).unwrap();
+    std::fs::write(buffer.join("reserve.new"), b"half a reserve").unwrap();
+    // Room for sled to open, less than a reserve's.
+    let free = disk::free(&buffer).unwrap();
+    std::fs::write(small.0.join("taken"), vec![0; (free - (4 << 20)) as usize]).unwrap();
+    assert!(disk::free(&buffer).unwrap() < reserve::BYTES);
+    let reserve = ["reserve", "reserve.new"].map(PathBuf::from);
+    for (command, given_back) in [("stats", &reserve[..]), ("export", &[])] {
+        let before = listing(&buffer);
+        let o = hubgate(&["buffer", command, "-c", cfg]);
+        assert_eq!(o.status.code(), Some(1), "{command}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "", "{command}");
+        assert_eq!(stderr(&o), newer_layout_refusal(&db, newer), "{command}");
+        let after = listing(&buffer);
+        let sleds = |name: &Path| {
+            name.parent() == Some(Path::new("sled"))
+                && name
+                    .file_name()
+                    .is_some_and(|f| f == "db" || f.to_string_lossy().starts_with("snap."))
+        };
+        let changed: Vec<_> = before
+            .keys()
+            .chain(after.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|name| before.get(*name) != after.get(*name) && !sleds(name))
+            .map(|name| (name, before.get(name), after.get(name)))
+            .collect();
+        let gone: Vec<_> = changed
+            .iter()
+            .filter(|(_, _, after)| after.is_none())
+            .map(|(name, _, _)| name.as_path())
+            .collect();
+        assert_eq!(gone, given_back, "{command}: {changed:?}");
+        assert_eq!(changed.len(), gone.len(), "{command}: {changed:?}");
+    }
+}
+
+/// The buffer commands beside a hubgate that holds the buffer's lock say, in one line, to
+/// stop it first.
+#[test]
+fn a_buffer_command_beside_a_running_hubgate_says_to_stop_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buffer, config) = buffer_cmd::config(dir.path());
+    std::fs::create_dir_all(buffer.join("sled")).unwrap();
+    let _running = hubgate::buffer::BufferLock::take(&buffer).unwrap();
+    let o = hubgate(&["buffer", "stats", "-c", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "hubgate: buffer storage: {}: could not acquire lock: another hubgate uses this \
+             buffer (is hubgate running? stop it first)\n",
+            buffer.join("lock").display()
+        )
+    );
+}
+
 /// The lines `buffer recover` says how the records carried age with: the clock known to be
 /// synchronised when it ran, or not.
 const CARRIED_AGE_FROM_NOW: &str = "the records carried age from now (their creation time set \
@@ -1048,7 +1192,7 @@ fn buffer_recover_carries_records_from_before_a_clock_step_without_aging_them_by
     let dir = tempfile::tempdir().unwrap();
     let buffer = dir.path().join("buffer");
     let bodies: Vec<String> = (0..BUFFER_RECORDS).map(buffer_body).collect();
-    fill_buffer_with(&buffer, true);
+    fill_buffer_with(&buffer, true, None);
     let (_, config) = buffer_cmd::config(dir.path());
     let cfg = config.to_str().unwrap();
     let stats = || {

@@ -23,8 +23,9 @@ pub struct BufferLock {
 }
 
 impl BufferLock {
-    /// Take the lock of `buffer_dir` (created if missing); an error when another process
-    /// (or another open store in this one) holds it for longer than [`BUSY_WAIT`].
+    /// Take the lock of `buffer_dir` (created if missing); [`BufferError::Locked`] when
+    /// another process (or another open store in this one) holds it for longer than
+    /// [`BUSY_WAIT`].
     pub fn take(buffer_dir: &Path) -> Result<BufferLock, BufferError> {
         Self::take_waiting(buffer_dir, || {})
     }
@@ -53,7 +54,7 @@ impl BufferLock {
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
                 Ok(false) => {
-                    return Err(BufferError::Storage(format!(
+                    return Err(BufferError::Locked(format!(
                         "{}: could not acquire lock: another hubgate uses this buffer",
                         path.display()
                     )))
@@ -108,7 +109,10 @@ mod tests {
         let lock = BufferLock::take(dir.path()).unwrap();
         assert!(BufferLock::is_held(dir.path()).unwrap());
         let e = BufferLock::take(dir.path()).err().expect("held");
-        assert!(e.to_string().contains("another hubgate"), "{e}");
+        assert!(
+            matches!(&e, BufferError::Locked(why) if why.contains("another hubgate")),
+            "{e}"
+        );
         drop(lock);
         assert!(!BufferLock::is_held(dir.path()).unwrap());
         BufferLock::take(dir.path()).expect("free again");

@@ -117,6 +117,10 @@ impl ClockState {
 pub enum BufferError {
     #[error("buffer storage: {0}")]
     Storage(String),
+    /// Another process holds the buffer directory's lock ([`BufferLock`]): a hubgate runs on
+    /// it, which the `buffer` commands tell the operator to stop first.
+    #[error("buffer storage: {0}")]
+    Locked(String),
     /// A file sync failed. Linux reports a failed write-back once and then counts its pages
     /// as written, so a second sync would succeed without them: nothing written before can be
     /// trusted to be on disk. hubgate stops; a restart reopens the buffer from what is on
