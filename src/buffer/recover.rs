@@ -14,6 +14,15 @@
 //! that cannot be read, or not whole (a bad block: what reads is carried), is named and
 //! passed over, and tried again, whole, by the next run.
 //!
+//! A directory a newer release wrote is refused before anything in it is read or written:
+//! this release could take that layout's entries for damage, and its progress file would
+//! tell the newer release's recovery they were carried. The layout is in sled's state,
+//! read where sled opens the directory (one a salvage could not read all of, one a
+//! downgrade left); one whose sled will not open has none to read, and its segments are
+//! read as this release's, each record checking itself. Layouts 1 to 3 keep the bodies in
+//! the same segment entries, all a recovery reads, so it reads them as they are; the
+//! layout before them kept the bodies in sled and has no segment directory to read.
+//!
 //! Every record carried ages from the recovery. The drain counts a record's age for
 //! `max_age` from its creation time less the forward steps of the clock kept after its
 //! number (`pipeline::clock_steps`), and credits the time across a restart from the clock's
@@ -35,6 +44,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::segments::{passes, Segments, SEGMENT_SIZE, VALUES_DIR};
+use super::sled_store::{newer_layout_at, LAYOUT};
 use super::{BufferError, ClockState, SledStore, Store};
 use crate::pipeline::clock_steps::ClockSteps;
 use crate::record::ms_since_epoch;
@@ -165,6 +175,17 @@ pub fn recover(
     let fail = |what: &str, e: std::io::Error| {
         BufferError::Storage(format!("{what} {}: {e}", aside.display()))
     };
+    // First, before anything is read or written there: this release would take a newer
+    // layout's entries for damage, and its progress file would tell that release's
+    // recovery that they were carried.
+    if let Some(layout) = newer_layout_at(aside) {
+        return Err(BufferError::Storage(format!(
+            "{}: written by a newer hubgate (buffer layout {layout}; this one reads layout \
+             {LAYOUT}): nothing was carried. Recover it with a release that reads layout \
+             {layout}",
+            aside.display()
+        )));
+    }
     if !aside.join(VALUES_DIR).is_dir() {
         return Err(BufferError::Storage(format!(
             "{} holds no segment directory {VALUES_DIR}: not a buffer database moved aside",

@@ -1202,6 +1202,12 @@ fn newer_layout(db: &sled::Db) -> Option<u32> {
         .filter(|layout| *layout > LAYOUT)
 }
 
+/// The layout of the database at `dir` if it is newer than this release's; `None` for one
+/// sled will not open (see [`existing_db`]).
+pub(super) fn newer_layout_at(dir: &Path) -> Option<u32> {
+    newer_layout(&existing_db(dir)?)
+}
+
 /// Open sled at `dir`, waiting out its own file lock for up to [`LOCK_WAIT`]: sled releases
 /// the lock on a background thread some time after the last handle is dropped, so reopening
 /// a database this process just closed (a rebuild, a salvage, a purge) can find it still
