@@ -82,7 +82,7 @@ fn path(buffer_dir: &Path) -> PathBuf {
 }
 
 /// `true`: `file` now holds the lock; `false`: someone else does.
-fn try_exclusive(file: &File) -> std::io::Result<bool> {
+pub(super) fn try_exclusive(file: &File) -> std::io::Result<bool> {
     // SAFETY: a valid open file descriptor; the lock goes with the file when it is closed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         return Ok(true);

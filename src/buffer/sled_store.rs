@@ -1153,14 +1153,20 @@ fn stored_layout(state: &sled::Tree) -> sled::Result<Option<u32>> {
 }
 
 /// Refuse the buffer in `buffer_dir` if a newer release wrote it ([`OpenError::Newer`]),
-/// before the open changes anything there: what a power cut left of a rebuild's swap or of
-/// a salvaged database's removal is that release's to deal with, by its rules. The layout
-/// is read from the database the open would use: `sled`, or where a swap was cut off
-/// without it, the one [`finish_swap`] makes it. It is only in sled, and sled's open
-/// writes its own files (over its log past the last entry, and a snapshot of the log),
-/// never what they hold. So the reserve is given back before this on a disk short of it,
-/// as for any open: a snapshot cut short by a full disk stays beside the good one, and
-/// sled reads the last by name at its next open, where it would take it for damage.
+/// before the open changes anything there but sled's own files: what a power cut left of a
+/// rebuild's swap or of a salvaged database's removal is that release's to deal with, by
+/// its rules. The layout is read from the database the open would use: `sled`, or where a
+/// swap was cut off without it, the one [`finish_swap`] makes it. It is only in sled, and
+/// sled's open writes its own files (over its log past the last entry, and a snapshot of
+/// the log), never what they hold. So the reserve is given back before this on a disk short
+/// of it, as for any open, for sled to have room to open.
+///
+/// Where sled will not open here (its `conf` gone, a disk full until the leftovers are
+/// removed, out of descriptors), the open goes on and [`SledStore::with_db`] refuses a
+/// newer layout once it opens, after those leftovers were dealt with by this release's
+/// rules. Failing the open instead would stall the agent on a full disk that removing them
+/// makes room on; what sled's open cut short it leaves as after a power cut (see
+/// [`remove_torn_snapshots`]).
 ///
 /// Returns sled opened at `sled`, for the open to go on with rather than wait for sled to
 /// let go of its lock; `None` for another database, none, or one sled would not open:
@@ -1217,6 +1223,7 @@ pub(super) fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
+        remove_torn_snapshots(dir);
         match sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE)
@@ -1228,6 +1235,47 @@ pub(super) fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             r => return r,
+        }
+    }
+}
+
+/// Remove the snapshots sled did not finish from `dir`. sled writes a snapshot (only as it
+/// opens) to `snap.<lsn>.generating`, syncs it and renames it to `snap.<lsn>`, and only then
+/// removes the one before; but at its next open it reads the last `snap.*` by name, such a
+/// file too. One cut short by a full disk or a power cut would be taken for damage and the
+/// database moved aside, every record with it. Without it sled reads the snapshot before
+/// and its log from there, as after a power cut before the file was made; nothing else
+/// sled writes is named so. Only while sled's own lock on `db` is free, taken for the
+/// removal: a sled opening there (another buffer's, named to `buffer recover`) may be
+/// writing one, and sled will not open here while another holds it. Without a `db` sled
+/// never wrote a snapshot here.
+fn remove_torn_snapshots(dir: &Path) {
+    let Ok(db) = std::fs::File::open(dir.join("db")) else {
+        return;
+    };
+    let Ok(true) = super::lock::try_exclusive(&db) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("snap.") && name.ends_with(".generating")) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::warn!(
+                "buffer: removed {}, a snapshot sled did not finish",
+                path.display()
+            ),
+            Err(e) => log::warn!(
+                "buffer: {} is a snapshot sled did not finish, and cannot be removed ({e}): \
+                 sled takes it for damage",
+                path.display()
+            ),
         }
     }
 }
@@ -2893,6 +2941,46 @@ mod tests {
         std::fs::remove_dir_all(&new).unwrap();
         refused_as_it_was(&old);
         assert!(held(&old) == trees);
+    }
+
+    /// A snapshot sled did not finish (it writes one as it opens, and a full disk or a power
+    /// cut stopped it), at a log position past the last snapshot's, empty or with bytes that
+    /// are none: sled reads the last `snap.*` by name and would report the database
+    /// corrupted, and the open would move it aside with every record. It is removed before
+    /// sled opens, with one warning naming it: every record is there, nothing moved aside.
+    #[test]
+    fn a_snapshot_sled_did_not_finish_is_removed_and_every_record_kept() {
+        for torn in [&b""[..], b"a snapshot cut short"] {
+            let dir = tempfile::tempdir().unwrap();
+            drop(flushed_store(dir.path(), 0..300, |seq| vec![seq as u8; 10]));
+            // sled writes its first snapshot as it opens a log it wrote.
+            drop(SledStore::open(dir.path()).unwrap());
+            let db = dir.path().join(DB_DIR);
+            let snaps: Vec<String> = std::fs::read_dir(&db)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("snap."))
+                .collect();
+            let [snap] = &snaps[..] else {
+                panic!("one snapshot: {snaps:?}")
+            };
+            let lsn = u64::from_str_radix(snap.strip_prefix("snap.").unwrap(), 16).unwrap();
+            let generating = db.join(format!("snap.{:016X}.generating", lsn + 1));
+            std::fs::write(&generating, torn).unwrap();
+            let logged = crate::logger::warnings_of(|| {
+                let s = SledStore::open(dir.path()).unwrap();
+                assert_eq!(seqs(&s, None), (0..300).collect::<Vec<_>>());
+            });
+            assert_eq!(
+                logged,
+                vec![format!(
+                    "buffer: removed {}, a snapshot sled did not finish",
+                    generating.display()
+                )]
+            );
+            assert!(!generating.exists());
+            assert_eq!(moved_aside(dir.path()), vec![]);
+        }
     }
 
     /// The package's prerm names a database it moves aside for a downgrade by this layout
