@@ -1,6 +1,6 @@
 //! The command line contract (docs/design.md): exit codes, one-line errors, the demo.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 mod support;
 
 use support::agent::changed;
+use support::listing::{changed_but_sleds, listing};
 use support::{buffer_cmd, codec_files, tmpfs};
 
 fn hubgate(args: &[&str]) -> Output {
@@ -1045,28 +1046,11 @@ fn newer_layout_refusal(db: &Path, newer: u32) -> String {
     format!(
         "hubgate: buffer storage: {}: written by a newer hubgate (buffer layout {newer}; this \
          one reads layout {}): refused, its records left as they are. Run the newer hubgate \
-         until the buffer has drained, or move the directory away to start with an empty \
-         buffer\n",
+         until the buffer has drained, or move {} away to start with an empty buffer\n",
         db.display(),
-        this_layout()
+        this_layout(),
+        db.parent().unwrap().display()
     )
-}
-
-/// Everything under `dir` by its path there, a file with its size and the SHA-256 of its
-/// bytes in hex (a directory with nothing: its size is the file system's own).
-fn listing(dir: &Path) -> BTreeMap<PathBuf, Option<(u64, String)>> {
-    use sha2::{Digest, Sha256};
-    walk(dir)
-        .into_iter()
-        .map(|p| {
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let file = (!meta.is_dir()).then(|| {
-                let bytes = std::fs::read(&p).unwrap();
-                (meta.len(), format!("{:x}", Sha256::digest(bytes)))
-            });
-            (p.strip_prefix(dir).unwrap().to_path_buf(), file)
-        })
-        .collect()
 }
 
 /// A copy of the directory `from` (files and directories) at `to`.
@@ -1117,20 +1101,7 @@ fn a_newer_layouts_buffer_is_refused_by_the_buffer_commands_on_a_short_disk() {
         assert_eq!(stdout(&o), "", "{command}");
         assert_eq!(stderr(&o), newer_layout_refusal(&db, newer), "{command}");
         let after = listing(&buffer);
-        let sleds = |name: &Path| {
-            name.parent() == Some(Path::new("sled"))
-                && name
-                    .file_name()
-                    .is_some_and(|f| f == "db" || f.to_string_lossy().starts_with("snap."))
-        };
-        let changed: Vec<_> = before
-            .keys()
-            .chain(after.keys())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .filter(|name| before.get(*name) != after.get(*name) && !sleds(name))
-            .map(|name| (name, before.get(name), after.get(name)))
-            .collect();
+        let changed = changed_but_sleds(&before, &after, Path::new("sled"));
         let gone: Vec<_> = changed
             .iter()
             .filter(|(_, _, after)| after.is_none())

@@ -488,7 +488,8 @@ impl SledStore {
         // here too: [`refuse_newer`] goes on without a word where sled would not open the
         // database for it, and a reason that passes (EMFILE) may have passed since.
         if let Some(layout) = stored_layout(&state)?.filter(|layout| *layout > LAYOUT) {
-            return Err(OpenError::Newer(layout));
+            let buffer = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+            return Err(OpenError::Newer { layout, buffer });
         }
         let index = Index::open(&db)?;
         let dead = db.open_tree("dead_letter")?;
@@ -1079,8 +1080,9 @@ enum OpenError {
     /// A newer hubgate wrote the database in this layout, which this one would misread: it
     /// is left as it is (no salvage, no removal: a downgrade must not cost the backlog), and
     /// so is what lies beside it, but for a reserve given back to a disk short of it
-    /// ([`refuse_newer`]).
-    Newer(u32),
+    /// ([`refuse_newer`]). `buffer` is the buffer directory, the one to move away to start
+    /// empty: a rebuild's database beside the database would take its place.
+    Newer { layout: u32, buffer: PathBuf },
 }
 
 impl OpenError {
@@ -1089,14 +1091,14 @@ impl OpenError {
         match self {
             OpenError::Db(e) => !is_busy(e),
             OpenError::Values(e) => !passes(e),
-            OpenError::Newer(_) => false,
+            OpenError::Newer { .. } => false,
         }
     }
 
     /// What the operator does about a failure that is not damage.
     fn advice(&self) -> &'static str {
         match self {
-            OpenError::Db(_) | OpenError::Newer(_) => "",
+            OpenError::Db(_) | OpenError::Newer { .. } => "",
             OpenError::Values(_) => {
                 "; the database was left as it is, since the buffered records' bodies are \
                  there: make it a readable directory again"
@@ -1134,12 +1136,12 @@ impl std::fmt::Display for OpenError {
                 "its segment directory {} cannot be used ({e})",
                 super::segments::VALUES_DIR
             ),
-            OpenError::Newer(layout) => write!(
+            OpenError::Newer { layout, buffer } => write!(
                 f,
                 "written by a newer hubgate (buffer layout {layout}; this one reads layout \
                  {LAYOUT}): refused, its records left as they are. Run the newer hubgate until \
-                 the buffer has drained, or move the directory away to start with an empty \
-                 buffer"
+                 the buffer has drained, or move {} away to start with an empty buffer",
+                buffer.display()
             ),
         }
     }
@@ -1181,10 +1183,11 @@ fn refuse_newer(buffer_dir: &Path) -> Result<Option<sled::Db>, BufferError> {
         return Ok(None);
     };
     if let Some(layout) = newer_layout(&db) {
+        let buffer = buffer_dir.to_path_buf();
         return Err(BufferError::Storage(format!(
             "{}: {}",
             at.display(),
-            OpenError::Newer(layout)
+            OpenError::Newer { layout, buffer }
         )));
     }
     Ok((*at == dir).then_some(db))
@@ -1695,6 +1698,7 @@ mod tests {
     }
 
     use super::super::salvage::moved_aside;
+    use super::super::test_support::listing::{changed_but_sleds, listing};
     use super::super::test_support::{
         assert_current_layout, body_of, buffer_of, compact, compacted_then_taken_back, fill,
         fill_with, flushed_store, lose_pointers, moved, one_in_four_stays, past_a_failing_tail,
@@ -2841,36 +2845,10 @@ mod tests {
         assert_current_layout(&s.state);
     }
 
-    /// Everything under `dir` by its path there, a file with its size and the SHA-256 of its
-    /// bytes in hex (a directory with nothing: its size is the file system's own).
-    fn listing(dir: &Path) -> BTreeMap<PathBuf, Option<(u64, String)>> {
-        use sha2::{Digest, Sha256};
-        let mut all = BTreeMap::new();
-        let mut todo = vec![dir.to_path_buf()];
-        while let Some(at) = todo.pop() {
-            for entry in std::fs::read_dir(&at).unwrap() {
-                let path = entry.unwrap().path();
-                let meta = std::fs::symlink_metadata(&path).unwrap();
-                let file = match meta.is_dir() {
-                    true => {
-                        todo.push(path.clone());
-                        None
-                    }
-                    false => {
-                        let bytes = std::fs::read(&path).unwrap();
-                        Some((meta.len(), format!("{:x}", Sha256::digest(bytes))))
-                    }
-                };
-                all.insert(path.strip_prefix(dir).unwrap().to_path_buf(), file);
-            }
-        }
-        all
-    }
-
-    /// A newer release's buffer directory is refused before anything in it is touched: not
-    /// the disk space reserve (the disk has room for it), nor what a power cut left of a
-    /// rebuild's swap or of a salvaged database's removal (the newer release deals with those
-    /// by its own rules). Each way a swap can be cut off leaves a different database to
+    /// A newer release's buffer directory is refused before anything in it but sled's own
+    /// files is touched: not the disk space reserve (the disk has room for it), nor what a
+    /// power cut left of a rebuild's swap or of a salvaged database's removal (the newer
+    /// release deals with those by its own rules). Each way a swap can be cut off leaves a different database to
     /// open; each is refused with every file as it was, byte for byte, but sled's own files
     /// of the database it opened to read the layout (its log's tail and snapshot), whose
     /// trees stay as they were.
@@ -2898,39 +2876,13 @@ mod tests {
             let before = listing(dir.path());
             let logged = crate::logger::warnings_of(|| {
                 let e = SledStore::open(dir.path()).err().expect("refused");
-                assert_eq!(
-                    e.to_string(),
-                    format!(
-                        "buffer storage: {}: written by a newer hubgate (buffer layout {}; this \
-                         one reads layout {LAYOUT}): refused, its records left as they are. Run \
-                         the newer hubgate until the buffer has drained, or move the directory \
-                         away to start with an empty buffer",
-                        opened.display(),
-                        LAYOUT + 1
-                    )
-                );
+                assert_eq!(e.to_string(), refusal(opened, dir.path()));
             });
             assert_eq!(logged, Vec::<String>::new());
             let after = listing(dir.path());
-            let sleds = opened.strip_prefix(dir.path()).unwrap();
-            let (sleds, changed): (Vec<_>, Vec<_>) = before
-                .keys()
-                .chain(after.keys())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .filter(|name| before.get(*name) != after.get(*name))
-                .map(|name| (name, before.get(name), after.get(name)))
-                .partition(|(name, _, _)| {
-                    name.parent() == Some(sleds)
-                        && name
-                            .file_name()
-                            .is_some_and(|f| f == "db" || f.to_string_lossy().starts_with("snap."))
-                });
-            assert_eq!(
-                changed,
-                vec![],
-                "(name, before, after); sled's own: {sleds:?}"
-            );
+            let sled = opened.strip_prefix(dir.path()).unwrap();
+            let changed = changed_but_sleds(&before, &after, sled);
+            assert_eq!(changed, vec![], "(name, before, after)");
         };
         // Cut off before the swap: the database, with the new one beside it.
         refused_as_it_was(&db);
@@ -2940,7 +2892,20 @@ mod tests {
         // The new one lost: the drained one is the database.
         std::fs::remove_dir_all(&new).unwrap();
         refused_as_it_was(&old);
-        assert!(held(&old) == trees);
+        assert_eq!(held(&old), trees);
+    }
+
+    /// The error an open of the buffer in `buffer` refuses the database at `db` with, of
+    /// the next layout.
+    fn refusal(db: &Path, buffer: &Path) -> String {
+        format!(
+            "buffer storage: {}: written by a newer hubgate (buffer layout {}; this one reads \
+             layout {LAYOUT}): refused, its records left as they are. Run the newer hubgate \
+             until the buffer has drained, or move {} away to start with an empty buffer",
+            db.display(),
+            LAYOUT + 1,
+            buffer.display()
+        )
     }
 
     /// A snapshot sled did not finish (it writes one as it opens, and a full disk or a power

@@ -1,5 +1,6 @@
 //! Test helpers shared by the tests of the sled store, its salvage and its upgrade: stores
-//! filled and flushed, the records and bodies they hold, faults (capabilities dropped).
+//! filled and flushed, the records and bodies they hold, faults (capabilities dropped), and
+//! the integration tests' listing of a directory's files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,9 @@ use super::salvage::MOVED;
 use super::segments::Pointer;
 use super::sled_store::{SledStore, LAYOUT, LAYOUT_KEY, MARK_KEY};
 use super::Store;
+
+#[path = "../../tests/support/listing.rs"]
+pub(super) mod listing;
 
 pub(super) fn seqs(s: &SledStore, after: Option<u64>) -> Vec<u64> {
     s.scan(after, 1000)

@@ -28,6 +28,7 @@ pub mod codec_files;
 pub mod frames;
 pub mod gwmp;
 pub mod lazyfs;
+pub mod listing;
 pub mod lorawan;
 pub mod standin;
 pub mod stuffing;
