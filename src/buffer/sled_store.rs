@@ -1079,8 +1079,8 @@ enum OpenError {
     Values(std::io::Error),
     /// A newer hubgate wrote the database in this layout, which this one would misread: it
     /// is left as it is (no salvage, no removal: a downgrade must not cost the backlog), and
-    /// so is what lies beside it, but for a reserve given back to a disk short of it
-    /// ([`refuse_newer`]). `buffer` is the buffer directory, the one to move away to start
+    /// where sled opened it at first, so is what lies beside it, but for a reserve given back
+    /// to a disk short of it ([`refuse_newer`]). `buffer` is the buffer directory, the one to move away to start
     /// empty: a rebuild's database beside the database would take its place.
     Newer { layout: u32, buffer: PathBuf },
 }
@@ -2766,16 +2766,15 @@ mod tests {
         salvaged(dir.path(), &want);
     }
 
-    /// Every tree of the database at `db_dir` with its entries, and its segment files with
-    /// their sizes. Opened through [`open_db`]: sled lets go of the lock of a handle dropped
-    /// before some time later.
-    #[allow(clippy::type_complexity)]
-    fn held(
-        db_dir: &Path,
-    ) -> (
+    /// Every tree of a database with its entries, and its segment files with their sizes.
+    type Held = (
         Vec<(sled::IVec, Vec<(sled::IVec, sled::IVec)>)>,
         Vec<(OsString, u64)>,
-    ) {
+    );
+
+    /// What the database at `db_dir` holds. Opened through [`open_db`]: sled lets go of the
+    /// lock of a handle dropped before some time later.
+    fn held(db_dir: &Path) -> Held {
         let db = open_db(db_dir).unwrap();
         let trees: Vec<_> = db
             .tree_names()
@@ -2857,16 +2856,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join(DB_DIR);
         let (new, old) = swap_dirs(&db);
-        {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            fill(&mut s, 0, 3, 10);
-            s.state_set(LAYOUT_KEY, &(LAYOUT + 1).to_be_bytes())
-                .unwrap();
-            s.flush().unwrap();
-            // A rebuild's new database, complete (its layout carried), not swapped in yet.
-            s.build(&new).unwrap();
-        }
-        let trees = held(&db);
+        let trees = newer_with_a_rebuild(dir.path());
         let salvaged = dir.path().join("sled.salvaged");
         std::fs::create_dir(&salvaged).unwrap();
         std::fs::write(salvaged.join("db"), b"what was not removed yet").unwrap();
@@ -2895,6 +2885,22 @@ mod tests {
         assert_eq!(held(&old), trees);
     }
 
+    /// A buffer in `buffer_dir` of the next layout, three records in it, with a rebuild's
+    /// new database beside it, complete (its layout carried) and not swapped in yet; what its
+    /// database holds.
+    fn newer_with_a_rebuild(buffer_dir: &Path) -> Held {
+        let db = buffer_dir.join(DB_DIR);
+        {
+            let mut s = SledStore::open(buffer_dir).unwrap();
+            fill(&mut s, 0, 3, 10);
+            s.state_set(LAYOUT_KEY, &(LAYOUT + 1).to_be_bytes())
+                .unwrap();
+            s.flush().unwrap();
+            s.build(&swap_dirs(&db).0).unwrap();
+        }
+        held(&db)
+    }
+
     /// The error an open of the buffer in `buffer` refuses the database at `db` with, of
     /// the next layout.
     fn refusal(db: &Path, buffer: &Path) -> String {
@@ -2906,6 +2912,27 @@ mod tests {
             LAYOUT + 1,
             buffer.display()
         )
+    }
+
+    /// Where sled will not open the database before the open deals with what lies beside
+    /// it (here its `conf` is gone: sled makes it again as it opens), a newer layout is
+    /// refused once sled opens it, after this release's rules removed a rebuild's database
+    /// beside it, with every record left as it is and nothing moved aside.
+    #[test]
+    fn a_newer_layout_sled_will_not_open_at_first_is_refused_once_it_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_DIR);
+        let (new, _) = swap_dirs(&db);
+        let trees = newer_with_a_rebuild(dir.path());
+        std::fs::remove_file(db.join("conf")).unwrap();
+        let logged = crate::logger::warnings_of(|| {
+            let e = SledStore::open(dir.path()).err().expect("refused");
+            assert_eq!(e.to_string(), refusal(&db, dir.path()));
+        });
+        assert_eq!(logged, Vec::<String>::new());
+        assert!(!new.exists());
+        assert_eq!(moved_aside(dir.path()), vec![]);
+        assert_eq!(held(&db), trees);
     }
 
     /// A snapshot sled did not finish (it writes one as it opens, and a full disk or a power
