@@ -1133,8 +1133,8 @@ fn a_buffer_command_beside_a_running_hubgate_says_to_stop_it_first() {
 }
 
 /// `buffer recover` refuses a database a newer release wrote, in one line naming both
-/// layouts and the release to recover it with, before it reads or writes anything there
-/// (no progress is kept in it), and carries nothing. One of an older layout is carried
+/// layouts and the release to recover it with, before it reads a record or writes a
+/// progress file there, and carries nothing. One of an older layout is carried
 /// whole: layouts from 1 on keep the bodies in segment files as this one does, which is all
 /// a recovery reads.
 #[test]
@@ -1183,6 +1183,36 @@ fn buffer_recover_refuses_a_newer_layout_and_carries_an_older_one() {
     );
     let bodies: Vec<String> = (0..BUFFER_RECORDS).map(buffer_body).collect();
     assert_eq!(records(), bodies, "every record, in order");
+}
+
+/// `buffer recover` on a directory whose sled another process holds (another buffer's, its
+/// hubgate running) refuses in one line once sled's lock wait is over, carrying nothing and
+/// writing no progress file there: its records are that hubgate's to deliver.
+#[test]
+fn buffer_recover_refuses_a_directory_whose_sled_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = buffer_cmd::config(dir.path());
+    let cfg = config.to_str().unwrap();
+    let other = dir.path().join("other");
+    fill_buffer_with(&other, false, None);
+    let running = hubgate::buffer::SledStore::open(&other).unwrap();
+    let aside = other.join("sled");
+    let o = hubgate(&["buffer", "recover", "-c", cfg, aside.to_str().unwrap()]);
+    drop(running);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "hubgate: buffer storage: {}: nothing was carried: its sled is in use by another \
+             process (a hubgate running on it? stop it first)\n",
+            aside.display()
+        )
+    );
+    assert!(!aside.join("hubgate-recovered").exists());
+    let o = hubgate(&["buffer", "stats", "-c", cfg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\nrecords: 0\n"), "{}", stdout(&o));
 }
 
 /// A sound buffer on a disk short of room, a salvaged database not removed yet beside it:

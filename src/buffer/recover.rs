@@ -14,14 +14,17 @@
 //! that cannot be read, or not whole (a bad block: what reads is carried), is named and
 //! passed over, and tried again, whole, by the next run.
 //!
-//! A directory a newer release wrote is refused before anything in it is read or written:
-//! this release could take that layout's entries for damage, and its progress file would
-//! tell the newer release's recovery they were carried. The layout is in sled's state,
-//! read where sled opens the directory (one a salvage could not read all of, one a
-//! downgrade left); one whose sled will not open has none to read, and its segments are
-//! read as this release's, each record checking itself. Layouts 1 to 3 keep the bodies in
-//! the same segment entries, all a recovery reads, so it reads them as they are; the
-//! layout before them kept the bodies in sled and has no segment directory to read.
+//! A directory a newer release wrote is refused before a record in it is read or a
+//! progress file written: this release could take that layout's entries for damage, and its
+//! progress file would tell the newer release's recovery they were carried. The layout is
+//! in sled's state, read where sled opens the directory (one a salvage could not read all
+//! of, one a downgrade left); sled's open may rewrite its own files there (its log's tail,
+//! a snapshot), never what they hold. One whose sled will not open as damaged has no layout
+//! to read, and its segments are read as this release's, each record checking itself; one
+//! whose sled is held by another process, or will not open for a reason that passes, is
+//! refused until it opens. Layouts 1 to 3 keep the bodies in the same segment entries, all
+//! a recovery reads, so it reads them as they are; the layout before them kept the bodies
+//! in sled and has no segment directory to read.
 //!
 //! Every record carried ages from the recovery. The drain counts a record's age for
 //! `max_age` from its creation time less the forward steps of the clock kept after its
@@ -175,16 +178,25 @@ pub fn recover(
     let fail = |what: &str, e: std::io::Error| {
         BufferError::Storage(format!("{what} {}: {e}", aside.display()))
     };
-    // First, before anything is read or written there: this release would take a newer
-    // layout's entries for damage, and its progress file would tell that release's
+    // First, before a record is read or progress written there: this release would take a
+    // newer layout's entries for damage, and its progress file would tell that release's
     // recovery that they were carried.
-    if let Some(layout) = newer_layout_at(aside) {
-        return Err(BufferError::Storage(format!(
-            "{}: written by a newer hubgate (buffer layout {layout}; this one reads layout \
-             {LAYOUT}): nothing was carried. Recover it with a release that reads layout \
-             {layout}",
-            aside.display()
-        )));
+    match newer_layout_at(aside) {
+        Ok(None) => {}
+        Ok(Some(layout)) => {
+            return Err(BufferError::Storage(format!(
+                "{}: written by a newer hubgate (buffer layout {layout}; this one reads layout \
+                 {LAYOUT}): nothing was carried. Recover it with a release that reads layout \
+                 {layout}",
+                aside.display()
+            )))
+        }
+        Err(why) => {
+            return Err(BufferError::Storage(format!(
+                "{}: nothing was carried: {why}",
+                aside.display()
+            )))
+        }
     }
     if !aside.join(VALUES_DIR).is_dir() {
         return Err(BufferError::Storage(format!(

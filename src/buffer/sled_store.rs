@@ -1179,7 +1179,7 @@ fn refuse_newer(buffer_dir: &Path) -> Result<Option<sled::Db>, BufferError> {
     let Some(at) = [&dir, &new, &old].into_iter().find(|d| d.exists()) else {
         return Ok(None);
     };
-    let Some(db) = existing_db(at) else {
+    let Ok(Some(db)) = existing_db(at) else {
         return Ok(None);
     };
     if let Some(layout) = newer_layout(&db) {
@@ -1193,10 +1193,12 @@ fn refuse_newer(buffer_dir: &Path) -> Result<Option<sled::Db>, BufferError> {
     Ok((*at == dir).then_some(db))
 }
 
-/// sled opened at `dir`; `None` where it holds no database (sled would make one there) or
-/// sled will not open it.
-fn existing_db(dir: &Path) -> Option<sled::Db> {
-    dir.join("conf").is_file().then(|| open_db(dir).ok())?
+/// sled opened at `dir`; `None` where it holds no database (sled would make one there).
+fn existing_db(dir: &Path) -> Result<Option<sled::Db>, sled::Error> {
+    match dir.join("conf").is_file() {
+        true => open_db(dir).map(Some),
+        false => Ok(None),
+    }
 }
 
 /// The layout `db` names if it is newer than this release's. Opens no tree that is not
@@ -1212,9 +1214,20 @@ fn newer_layout(db: &sled::Db) -> Option<u32> {
 }
 
 /// The layout of the database at `dir` if it is newer than this release's; `None` for one
-/// sled will not open (see [`existing_db`]).
-pub(super) fn newer_layout_at(dir: &Path) -> Option<u32> {
-    newer_layout(&existing_db(dir)?)
+/// sled will not open as damaged, or that holds none (see [`existing_db`]). Where sled will
+/// not open it for now, why, in words for the operator: held by another process (after
+/// [`LOCK_WAIT`]), or a reason that passes ([`is_busy`]).
+pub(super) fn newer_layout_at(dir: &Path) -> Result<Option<u32>, String> {
+    match existing_db(dir) {
+        Ok(db) => Ok(db.and_then(|db| newer_layout(&db))),
+        Err(e) if is_locked(&e) => Err(String::from(
+            "its sled is in use by another process (a hubgate running on it? stop it first)",
+        )),
+        Err(e) if is_busy(&e) => Err(format!(
+            "its sled will not open for now ({e}); run it again once that passes"
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Open sled at `dir`, waiting out its own file lock for up to [`LOCK_WAIT`]: sled releases
