@@ -6,14 +6,21 @@ use std::path::{Path, PathBuf};
 /// sink): (buffer, config).
 pub fn config(dir: &Path) -> (PathBuf, PathBuf) {
     let buffer = dir.join("buffer");
+    let config = config_for(dir, &buffer, "");
+    (buffer, config)
+}
+
+/// A config at `dir`/hubgate.toml with its buffer at `buffer`, `more` (lines) in its
+/// `[buffer]` table (a UDP source, the stdout sink).
+pub fn config_for(dir: &Path, buffer: &Path, more: &str) -> PathBuf {
     let config = dir.join("hubgate.toml");
     std::fs::write(
         &config,
         format!(
-            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n",
+            "[buffer]\npath = \"{}\"\n{more}[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n",
             buffer.display()
         ),
     )
     .unwrap();
-    (buffer, config)
+    config
 }

@@ -21,8 +21,8 @@ use super::{Service, POLL, START_TIMEOUT};
 const CACHE: &str = "256mb";
 /// The cache of [`LazyFs::mount_large`].
 const LARGE_CACHE: &str = "2gb";
-/// How long LazyFS may take to confirm a clear.
-const CLEAR_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long LazyFS may take to confirm a clear or log a command.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn lazyfs_binary() -> PathBuf {
     std::env::var_os("HUBGATE_LAZYFS")
@@ -32,6 +32,9 @@ pub fn lazyfs_binary() -> PathBuf {
 
 pub struct LazyFs {
     service: Service,
+    /// The directory its files live in, and its cache, for [`LazyFs::reboot`].
+    dir: PathBuf,
+    cache: &'static str,
     mount: PathBuf,
     commands: PathBuf,
     /// Lines LazyFS writes to its completion FIFO.
@@ -49,7 +52,7 @@ impl LazyFs {
         LazyFs::mount_with(dir, LARGE_CACHE)
     }
 
-    fn mount_with(dir: &Path, cache: &str) -> LazyFs {
+    fn mount_with(dir: &Path, cache: &'static str) -> LazyFs {
         let binary = lazyfs_binary();
         assert!(
             binary.exists(),
@@ -60,6 +63,10 @@ impl LazyFs {
         let (commands, done_path) = (dir.join("lazyfs.fifo"), dir.join("lazyfs.done"));
         for d in [&mount, &root] {
             std::fs::create_dir_all(d).unwrap();
+        }
+        // One an earlier mount made: its reader still holds it.
+        if done_path.exists() {
+            std::fs::remove_file(&done_path).unwrap();
         }
         let c = std::ffi::CString::new(done_path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
@@ -119,10 +126,106 @@ impl LazyFs {
         }
         LazyFs {
             service,
+            dir: dir.to_path_buf(),
+            cache,
             mount,
             commands,
             done,
         }
+    }
+
+    /// The machine comes back after LazyFS died: the dead mount is let go and LazyFS mounted
+    /// again on the same backing directory, which holds what was fsynced and every file
+    /// created or renamed.
+    pub fn reboot(self) -> LazyFs {
+        let (dir, cache) = (self.dir.clone(), self.cache);
+        drop(self);
+        assert!(!mounted(&dir.join("lazy")), "the dead mount is still there");
+        LazyFs::mount_with(&dir, cache)
+    }
+
+    /// The directory that holds what the disk has (the mount's `path` there).
+    pub fn backing(&self, path: &Path) -> PathBuf {
+        let inside = path.strip_prefix(&self.mount).unwrap_or_else(|_| {
+            panic!(
+                "{} is not on the mount {}",
+                path.display(),
+                self.mount.display()
+            )
+        });
+        self.dir.join("lazy.root").join(inside)
+    }
+
+    /// Arm a power cut: LazyFS kills itself before the first write to a file whose path
+    /// matches `regex` (ECMAScript, matched anywhere in the path), before its data reaches
+    /// the backing file. Returns once it is armed: LazyFS answers nothing to it and logs it
+    /// before it takes effect, but takes the commands one at a time, so the log line of the
+    /// next one shows it in force.
+    pub fn power_cut_before_write(&self, regex: &str) {
+        self.command(
+            &format!("lazyfs::crash::timing=before::op=write::from_rgx={regex}"),
+            "received: VALID crash fault",
+        );
+        self.command(
+            "lazyfs::display-cache-usage",
+            "received 'lazyfs::display-cache-usage'",
+        );
+    }
+
+    /// Send one command and wait for LazyFS to log `logged` after it: a command sent before
+    /// the last was read could arrive in the same read and be rejected with it.
+    fn command(&self, command: &str, logged: &str) {
+        let start = std::fs::metadata(&self.service.log).map_or(0, |m| m.len()) as usize;
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.commands)
+            .unwrap();
+        fifo.write_all(format!("{command}\n").as_bytes()).unwrap();
+        drop(fifo);
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let log = std::fs::read(&self.service.log).unwrap();
+            let after = String::from_utf8_lossy(log.get(start..).unwrap_or_default());
+            if after.contains(logged) {
+                return;
+            }
+            assert!(
+                !after.contains("INVALID") && !after.contains("command unknown"),
+                "lazyfs refused {command:?}:\n{after}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "lazyfs did not log {logged:?} within {ANSWER_TIMEOUT:?} of {command:?}:\n{}",
+                super::log_tail(&self.service.log)
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Wait for LazyFS to kill itself at the power cut armed; panics if it does not, or ends
+    /// otherwise.
+    pub fn wait_power_cut(&mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let child = self.service.child.as_mut().expect("lazyfs running");
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lazyfs still running {ANSWER_TIMEOUT:?} on:\n{}",
+                super::log_tail(&self.service.log)
+            );
+            std::thread::sleep(POLL);
+        };
+        let log = std::fs::read_to_string(&self.service.log).unwrap();
+        assert!(
+            status.signal() == Some(libc::SIGKILL)
+                && log.contains("Triggered fault condition (op=write,timing=before)"),
+            "lazyfs ended ({status}) but not at the armed write:\n{}",
+            super::log_tail(&self.service.log)
+        );
     }
 
     /// The mounted directory.
@@ -138,14 +241,14 @@ impl LazyFs {
             .unwrap();
         fifo.write_all(b"lazyfs::clear-cache\n").unwrap();
         drop(fifo);
-        let deadline = Instant::now() + CLEAR_TIMEOUT;
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.done.recv_timeout(left) {
                 Ok(line) if line.trim() == "finished::clear-cache" => return,
                 Ok(_) => continue,
                 Err(_) => panic!(
-                    "lazyfs did not confirm the clear within {CLEAR_TIMEOUT:?}:\n{}",
+                    "lazyfs did not confirm the clear within {ANSWER_TIMEOUT:?}:\n{}",
                     super::log_tail(&self.service.log)
                 ),
             }
