@@ -1239,13 +1239,17 @@ pub(super) fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
-        remove_torn_snapshots(dir);
-        match sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE)
-            .flush_every_ms(None)
-            .open()
-        {
+        // While the lock is held, sled is not opened at all: were it let go of between the
+        // look and sled's open, sled would read a snapshot not removed yet.
+        let opened = match remove_torn_snapshots(dir)? {
+            SledLock::Held => Err(locked(dir)),
+            SledLock::Free => sled::Config::new()
+                .path(dir)
+                .cache_capacity(CACHE)
+                .flush_every_ms(None)
+                .open(),
+        };
+        match opened {
             Err(e) if is_locked(&e) && Instant::now() < deadline => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
@@ -1253,6 +1257,25 @@ pub(super) fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
             r => return r,
         }
     }
+}
+
+/// Whether sled's own lock on a database's log was free.
+#[derive(Debug, PartialEq)]
+enum SledLock {
+    /// Free, and the snapshots sled did not finish gone; or no log to lock, or one that
+    /// cannot be looked at (sled's open meets that too).
+    Free,
+    /// Another open of sled holds it (here or in another process): nothing was removed.
+    Held,
+}
+
+/// The error sled's open gives while another holds its lock on `dir`'s log (see
+/// [`is_locked`]).
+fn locked(dir: &Path) -> sled::Error {
+    sled::Error::Io(std::io::Error::other(format!(
+        "could not acquire lock on {}: held by another open of sled",
+        dir.join("db").display()
+    )))
 }
 
 /// Remove the snapshots sled did not finish from `dir`. sled writes a snapshot (only as it
@@ -1263,17 +1286,19 @@ pub(super) fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
 /// and its log from there, as after a power cut before the file was made; nothing else
 /// sled writes is named so. Only while sled's own lock on `db` is free, taken for the
 /// removal: a sled opening there (another buffer's, named to `buffer recover`) may be
-/// writing one, and sled will not open here while another holds it. Without a `db` sled
-/// never wrote a snapshot here.
-fn remove_torn_snapshots(dir: &Path) {
+/// writing one. Without a `db` sled never wrote a snapshot here; where `db` or `dir`
+/// cannot be read, sled's open meets that too.
+fn remove_torn_snapshots(dir: &Path) -> Result<SledLock, sled::Error> {
     let Ok(db) = std::fs::File::open(dir.join("db")) else {
-        return;
+        return Ok(SledLock::Free);
     };
-    let Ok(true) = super::lock::try_exclusive(&db) else {
-        return;
-    };
+    match super::lock::try_exclusive(&db) {
+        Ok(true) => {}
+        Ok(false) => return Ok(SledLock::Held),
+        Err(_) => return Ok(SledLock::Free),
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return Ok(SledLock::Free);
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -1294,6 +1319,7 @@ fn remove_torn_snapshots(dir: &Path) {
             ),
         }
     }
+    Ok(SledLock::Free)
 }
 
 fn is_locked(e: &sled::Error) -> bool {
@@ -2986,6 +3012,26 @@ mod tests {
             assert!(!generating.exists());
             assert_eq!(moved_aside(dir.path()), vec![]);
         }
+    }
+
+    /// A snapshot beside a sled open elsewhere (here through [`open_db`]) may be one that
+    /// sled is writing: while sled's lock on the log is held, it is neither removed nor
+    /// logged.
+    #[test]
+    fn a_snapshot_beside_an_open_sled_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_dir = dir.path().join(DB_DIR);
+        let db = open_db(&db_dir).unwrap();
+        let generating = db_dir.join("snap.00000000FFFFFFFF.generating");
+        std::fs::write(&generating, b"being written").unwrap();
+        let mut lock = None;
+        let logged = crate::logger::warnings_of(|| {
+            lock = Some(remove_torn_snapshots(&db_dir).unwrap());
+        });
+        assert_eq!(logged, Vec::<String>::new());
+        assert!(generating.exists());
+        assert_eq!(lock, Some(SledLock::Held));
+        drop(db);
     }
 
     /// The package's prerm names a database it moves aside for a downgrade by this layout
