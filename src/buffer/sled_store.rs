@@ -1278,6 +1278,28 @@ fn locked(dir: &Path) -> sled::Error {
     )))
 }
 
+/// A snapshot sled did not finish that cannot be removed: sled would take it for damage,
+/// so the open fails until it can be ([`is_busy`]), the database left as it is.
+#[derive(Debug)]
+struct TornSnapshot {
+    path: PathBuf,
+    why: std::io::Error,
+}
+
+impl std::fmt::Display for TornSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is a snapshot sled did not finish and cannot be removed ({}); sled would take \
+             the database for damaged",
+            self.path.display(),
+            self.why
+        )
+    }
+}
+
+impl std::error::Error for TornSnapshot {}
+
 /// Remove the snapshots sled did not finish from `dir`. sled writes a snapshot (only as it
 /// opens) to `snap.<lsn>.generating`, syncs it and renames it to `snap.<lsn>`, and only then
 /// removes the one before; but at its next open it reads the last `snap.*` by name, such a
@@ -1307,17 +1329,14 @@ fn remove_torn_snapshots(dir: &Path) -> Result<SledLock, sled::Error> {
             continue;
         }
         let path = entry.path();
-        match std::fs::remove_file(&path) {
-            Ok(()) => log::warn!(
-                "buffer: removed {}, a snapshot sled did not finish",
-                path.display()
-            ),
-            Err(e) => log::warn!(
-                "buffer: {} is a snapshot sled did not finish, and cannot be removed ({e}): \
-                 sled takes it for damage",
-                path.display()
-            ),
+        if let Err(why) = std::fs::remove_file(&path) {
+            let torn = TornSnapshot { path, why };
+            return Err(sled::Error::Io(std::io::Error::other(torn)));
         }
+        log::warn!(
+            "buffer: removed {}, a snapshot sled did not finish",
+            path.display()
+        );
     }
     Ok(SledLock::Free)
 }
@@ -1370,13 +1389,14 @@ fn fs_error(what: &str, p: &Path, e: std::io::Error) -> BufferError {
 }
 
 /// Errors that say "not now", not "damaged": the lock is still held, no permission, the
-/// process is out of descriptors or memory, the file system is read-only or full. Moving a
-/// sound database aside for one of these would strand every record it holds.
+/// process is out of descriptors or memory, the file system is read-only or full, a
+/// snapshot sled did not finish cannot be removed ([`TornSnapshot`]). Moving a sound
+/// database aside for one of these would strand every record it holds.
 fn is_busy(e: &sled::Error) -> bool {
     let sled::Error::Io(io) = e else {
         return false;
     };
-    is_locked(e) || is_resource(io)
+    is_locked(e) || is_resource(io) || io.get_ref().is_some_and(|e| e.is::<TornSnapshot>())
 }
 
 /// No permission, out of descriptors or memory, a read-only or full file system.
@@ -1741,7 +1761,7 @@ mod tests {
     use super::super::test_support::{
         assert_current_layout, body_of, buffer_of, compact, compacted_then_taken_back, fill,
         fill_with, flushed_store, lose_pointers, moved, one_in_four_stays, past_a_failing_tail,
-        record, segment_of, seqs, three_flushed, without, write_out, NO_DAC, QUARTER,
+        record, segment_of, seqs, three_flushed, without, write_out, CAP_FOWNER, NO_DAC, QUARTER,
     };
     use super::super::tests::churn;
     use super::*;
@@ -3012,6 +3032,50 @@ mod tests {
             assert!(!generating.exists());
             assert_eq!(moved_aside(dir.path()), vec![]);
         }
+    }
+
+    /// A snapshot sled did not finish that cannot be removed (another user's, in a directory
+    /// with the sticky bit, without CAP_FOWNER) fails the open with an error naming it and
+    /// why, as a reason that passes: nothing moved aside or logged as damage, and once it
+    /// can be removed every record is there.
+    #[test]
+    fn a_snapshot_sled_did_not_finish_that_cannot_be_removed_fails_the_open_only() {
+        // SAFETY: geteuid has no failure mode.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: a file that cannot be removed is left to CI");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        drop(flushed_store(dir.path(), 0..300, |seq| vec![seq as u8; 10]));
+        let db = dir.path().join(DB_DIR);
+        let generating = db.join("snap.00000000FFFFFFFF.generating");
+        std::fs::write(&generating, b"a snapshot cut short").unwrap();
+        let nobody = |p: &Path| std::os::unix::fs::chown(p, Some(65534), None).unwrap();
+        nobody(&db);
+        nobody(&generating);
+        let sticky = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode;
+        std::fs::set_permissions(&db, sticky(0o1777)).unwrap();
+        let logged = without(&[CAP_FOWNER], || {
+            crate::logger::warnings_of(|| {
+                let e = SledStore::open(dir.path()).err().expect("refused");
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "buffer storage: {}: IO error: {} is a snapshot sled did not finish and \
+                         cannot be removed (Operation not permitted (os error 1)); sled would \
+                         take the database for damaged",
+                        db.display(),
+                        generating.display()
+                    )
+                );
+            })
+        });
+        assert_eq!(logged, Vec::<String>::new());
+        assert!(generating.exists());
+        assert_eq!(moved_aside(dir.path()), vec![]);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&s, None), (0..300).collect::<Vec<_>>());
+        assert!(!generating.exists());
     }
 
     /// A snapshot beside a sled open elsewhere (here through [`open_db`]) may be one that
