@@ -4,6 +4,8 @@
 //! As defence in depth, parsing and decoding of each message run inside [`contain`]: a panic
 //! there is caught and returned as an error, for the caller to count and to dead-letter or
 //! send packed, so the message is acknowledged and the next start does not meet it again.
+//! So does sled's open of a buffer database, which asserts on some damage to its log: that
+//! database is moved aside instead of the agent aborting at every start.
 //!
 //! Every other panic ends the process at once ([`abort_outside_containment`]), as
 //! `panic = "abort"` did before: a Tokio task that unwound would leave a source or the

@@ -689,6 +689,9 @@ const STEP_MS: u64 = 40 * 86_400_000;
 /// Set to a number, the buffer is marked with that layout, as the release of that layout
 /// marks its own.
 const FILL_LAYOUT: &str = "HUBGATE_TEST_FILL_LAYOUT";
+/// Set too, sled's log is made to span several of its segments (state entries hubgate
+/// never reads), for a test to damage one segment's header.
+const FILL_SLED_SEGMENTS: &str = "HUBGATE_TEST_FILL_SLED_SEGMENTS";
 
 /// The user the buffer commands' test gives the buffer to.
 const NOBODY: u32 = 65534;
@@ -753,6 +756,12 @@ fn fill_a_buffer_for_the_buffer_commands() {
         let layout: u32 = layout.to_str().unwrap().parse().unwrap();
         store.state_set(b"layout", &layout.to_be_bytes()).unwrap();
     }
+    if std::env::var_os(FILL_SLED_SEGMENTS).is_some() {
+        for i in 0u32..20_000 {
+            let key = [&b"test-fill-"[..], &i.to_be_bytes()].concat();
+            store.state_set(&key, &[7; 100]).unwrap();
+        }
+    }
     store.flush().unwrap();
     println!("filled bytes={bytes}");
 }
@@ -760,12 +769,12 @@ fn fill_a_buffer_for_the_buffer_commands() {
 /// The buffer `buffer` filled with [`BUFFER_RECORDS`] records ([`buffer_body`]) and two
 /// dead letters; returns the records' encoded bytes.
 fn fill_buffer(buffer: &Path) -> usize {
-    fill_buffer_with(buffer, false, None)
+    fill_buffer_with(buffer, &[])
 }
 
-/// [`fill_buffer`], the records made before a step of the clock if `stepped` (see
-/// [`FILL_STEPPED`]), the buffer marked with `layout` if one is given (see [`FILL_LAYOUT`]).
-fn fill_buffer_with(buffer: &Path, stepped: bool, layout: Option<u32>) -> usize {
+/// [`fill_buffer`] with the settings `set` of the fill ([`FILL_STEPPED`], [`FILL_LAYOUT`],
+/// [`FILL_SLED_SEGMENTS`]) as (name, value).
+fn fill_buffer_with(buffer: &Path, set: &[(&str, &str)]) -> usize {
     // Written by a process of its own: sled lets go of its file lock on a background thread
     // some time after the last handle is dropped (sled issue 1289), and in this process
     // that thread may hold it past the `hubgate` commands' wait.
@@ -775,13 +784,8 @@ fn fill_buffer_with(buffer: &Path, stepped: bool, layout: Option<u32>) -> usize 
         "--exact",
         "--nocapture",
     ])
-    .env(FILL_BUFFER, buffer);
-    if stepped {
-        fill.env(FILL_STEPPED, "1");
-    }
-    if let Some(layout) = layout {
-        fill.env(FILL_LAYOUT, layout.to_string());
-    }
+    .env(FILL_BUFFER, buffer)
+    .envs(set.iter().copied());
     let child = fill.output().unwrap();
     assert!(child.status.success(), "{}", stderr(&child));
     stdout(&child)
@@ -1081,7 +1085,7 @@ fn a_newer_layouts_buffer_is_refused_by_the_buffer_commands_on_a_short_disk() {
     let (buffer, config) = buffer_cmd::config(&small.0);
     let cfg = config.to_str().unwrap();
     let newer = this_layout() + 1;
-    fill_buffer_with(&buffer, false, Some(newer));
+    fill_buffer_with(&buffer, &[(FILL_LAYOUT, &newer.to_string())]);
     let db = buffer.join("sled");
     copy_dir(&db, &buffer.join("sled.new"));
     let salvaged = buffer.join("sled.salvaged");
@@ -1151,7 +1155,7 @@ fn buffer_recover_refuses_a_newer_layout_and_carries_an_older_one() {
     };
 
     let newer = dir.path().join("newer");
-    fill_buffer_with(&newer, false, Some(layout + 1));
+    fill_buffer_with(&newer, &[(FILL_LAYOUT, &(layout + 1).to_string())]);
     let aside = newer.join("sled");
     let o = recover(&aside);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -1171,7 +1175,7 @@ fn buffer_recover_refuses_a_newer_layout_and_carries_an_older_one() {
     assert_eq!(records(), Vec::<String>::new());
 
     let older = dir.path().join("older");
-    fill_buffer_with(&older, false, Some(layout - 1));
+    fill_buffer_with(&older, &[(FILL_LAYOUT, &(layout - 1).to_string())]);
     let o = recover(&older.join("sled"));
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
@@ -1194,7 +1198,7 @@ fn buffer_recover_refuses_a_directory_whose_sled_is_in_use() {
     let (_, config) = buffer_cmd::config(dir.path());
     let cfg = config.to_str().unwrap();
     let other = dir.path().join("other");
-    fill_buffer_with(&other, false, None);
+    fill_buffer(&other);
     let running = hubgate::buffer::SledStore::open(&other).unwrap();
     let aside = other.join("sled");
     let o = hubgate(&["buffer", "recover", "-c", cfg, aside.to_str().unwrap()]);
@@ -1215,6 +1219,84 @@ fn buffer_recover_refuses_a_directory_whose_sled_is_in_use() {
     assert!(stdout(&o).contains("\nrecords: 0\n"), "{}", stdout(&o));
 }
 
+/// Give the highest of sled's log segments' headers in the database at `db` to the one
+/// below it as well, as damage to the card could: sled's open asserts on two segments at one
+/// log position. A header is 20 bytes at the start of each segment (`segment_size` apart,
+/// from `conf`): a CRC, then the segment's log position XOR 0x7FFF_FFFF_FFFF_FFFF, little
+/// endian, a multiple of the segment size, and all ones where none was written.
+fn one_segment_header_twice(db: &Path) {
+    let conf = String::from_utf8_lossy(&std::fs::read(db.join("conf")).unwrap()).into_owned();
+    let segment: usize = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))
+        .unwrap_or_else(|| panic!("{conf}"))
+        .parse()
+        .unwrap();
+    let mut log = std::fs::read(db.join("db")).unwrap();
+    let mut headers: Vec<(u64, usize)> = (0..log.len() / segment)
+        .map(|i| i * segment)
+        .filter_map(|at| {
+            let xored = u64::from_le_bytes(log[at + 4..at + 12].try_into().unwrap());
+            let lsn = xored ^ 0x7FFF_FFFF_FFFF_FFFF;
+            let written = lsn != 0x7FFF_FFFF_FFFF_FFFF && lsn % segment as u64 == 0;
+            written.then_some((lsn, at))
+        })
+        .collect();
+    headers.sort();
+    let [.., (_, below), (_, highest)] = headers[..] else {
+        panic!("two segments written: {headers:?}")
+    };
+    log.copy_within(highest..highest + 20, below);
+    std::fs::write(db.join("db"), log).unwrap();
+}
+
+/// A database sled's open panics on (two of its log segments with one header) costs
+/// neither the agent nor its records: `buffer recover` carries every record from it, and
+/// an open of it as the buffer (`buffer stats`, as a start) moves it aside as one that will
+/// not open, where neither aborted the process before.
+#[test]
+fn a_database_sled_panics_on_is_recovered_and_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = buffer_cmd::config(dir.path());
+    let cfg = config.to_str().unwrap();
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    let (other, other_config) = buffer_cmd::config(&damaged);
+    fill_buffer_with(&other, &[(FILL_SLED_SEGMENTS, "1")]);
+    let db = other.join("sled");
+    one_segment_header_twice(&db);
+
+    let o = hubgate(&["buffer", "recover", "-c", cfg, db.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    let out = stdout(&o);
+    let carried = out.lines().next().unwrap_or_default();
+    assert!(
+        carried.starts_with(&format!("carried {BUFFER_RECORDS} record(s) from ")),
+        "{out}"
+    );
+    let o = hubgate(&["buffer", "export", "-c", cfg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bodies: Vec<String> = (0..BUFFER_RECORDS).map(buffer_body).collect();
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), bodies);
+
+    let o = hubgate(&["buffer", "stats", "-c", other_config.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert!(stdout(&o).contains("\nrecords: 0\n"), "{}", stdout(&o));
+    let [(aside, _)] = &hubgate::buffer::moved_aside(&other)[..] else {
+        panic!("one database moved aside: {}", stderr(&o))
+    };
+    let said = format!(
+        "buffer database {} will not open (Unexpected bug has happened: panicked at ",
+        db.display()
+    );
+    assert!(stderr(&o).contains(&said), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("moved to {}", aside.display())),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// A sound buffer on a disk short of room, a salvaged database not removed yet beside it:
 /// sled, opened first to read the layout, fills its log's segment past the last entry and
 /// then cannot write the snapshot it takes as it opens, leaving it cut short; the open
@@ -1228,7 +1310,7 @@ fn a_snapshot_a_full_disk_cut_short_does_not_move_a_sound_buffer_aside() {
     let dir = tempfile::tempdir().unwrap();
     let small = tmpfs::Tmpfs::mount(dir.path().join("disk"), "64M");
     let (buffer, config) = buffer_cmd::config(&small.0);
-    fill_buffer_with(&buffer, false, None);
+    fill_buffer(&buffer);
     let salvaged = buffer.join("sled.salvaged");
     std::fs::create_dir(&salvaged).unwrap();
     std::fs::write(salvaged.join("db"), vec![0; 4 << 20]).unwrap();
@@ -1301,7 +1383,7 @@ fn buffer_recover_carries_records_from_before_a_clock_step_without_aging_them_by
     let dir = tempfile::tempdir().unwrap();
     let buffer = dir.path().join("buffer");
     let bodies: Vec<String> = (0..BUFFER_RECORDS).map(buffer_body).collect();
-    fill_buffer_with(&buffer, true, None);
+    fill_buffer_with(&buffer, &[(FILL_STEPPED, "1")]);
     let (_, config) = buffer_cmd::config(dir.path());
     let cfg = config.to_str().unwrap();
     let stats = || {

@@ -1243,11 +1243,7 @@ pub(super) fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
         // look and sled's open, sled would read a snapshot not removed yet.
         let opened = match remove_torn_snapshots(dir)? {
             SledLock::Held => Err(locked(dir)),
-            SledLock::Free => sled::Config::new()
-                .path(dir)
-                .cache_capacity(CACHE)
-                .flush_every_ms(None)
-                .open(),
+            SledLock::Free => open_sled(dir),
         };
         match opened {
             Err(e) if is_locked(&e) && Instant::now() < deadline => {
@@ -1257,6 +1253,21 @@ pub(super) fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
             r => return r,
         }
     }
+}
+
+/// sled's open of `dir`. sled asserts on some damage to its log (two segments that name one
+/// log position): such a panic is this database's damage, not the process's, so it is an
+/// error here. A start moves the database aside and runs on, rather than abort at every
+/// start; `buffer recover` reads its segments as it does any damaged database's.
+fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+    crate::contain::contain(|| {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE)
+            .flush_every_ms(None)
+            .open()
+    })
+    .unwrap_or_else(|panic| Err(sled::Error::ReportableBug(panic)))
 }
 
 /// Whether sled's own lock on a database's log was free.
