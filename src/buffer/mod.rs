@@ -117,8 +117,9 @@ impl ClockState {
 pub enum BufferError {
     #[error("buffer storage: {0}")]
     Storage(String),
-    /// Another process holds the buffer directory's lock ([`BufferLock`]): a hubgate runs on
-    /// it, which the `buffer` commands tell the operator to stop first.
+    /// Another process (or another open store in this one) holds the buffer directory's
+    /// lock ([`BufferLock`]): a hubgate runs on it, which the `buffer` commands tell the
+    /// operator to stop first.
     #[error("buffer storage: {0}")]
     Locked(String),
     /// A file sync failed. Linux reports a failed write-back once and then counts its pages

@@ -19,7 +19,7 @@
 //! progress file would tell the newer release's recovery they were carried. The layout is
 //! in sled's state, read where sled opens the directory (one a salvage could not read all
 //! of, one a downgrade left); sled's open may rewrite its own files there (its log's tail,
-//! a snapshot), never what they hold. One whose sled will not open as damaged has no layout
+//! a torn log segment, a snapshot), never what its trees hold. One whose sled will not open as damaged has no layout
 //! to read, and its segments are read as this release's, each record checking itself; one
 //! whose sled is held by another process, or will not open for a reason that passes, is
 //! refused until it opens. Layouts 1 to 3 keep the bodies in the same segment entries, all

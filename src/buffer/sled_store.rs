@@ -1080,8 +1080,9 @@ enum OpenError {
     /// A newer hubgate wrote the database in this layout, which this one would misread: it
     /// is left as it is (no salvage, no removal: a downgrade must not cost the backlog), and
     /// where sled opened it at first, so is what lies beside it, but for a reserve given back
-    /// to a disk short of it ([`refuse_newer`]). `buffer` is the buffer directory, the one to move away to start
-    /// empty: a rebuild's database beside the database would take its place.
+    /// to a disk short of it ([`refuse_newer`]). `buffer` is the buffer directory, the one to
+    /// move away to start empty: a rebuild's database beside the database would take its
+    /// place.
     Newer { layout: u32, buffer: PathBuf },
 }
 
@@ -1159,9 +1160,9 @@ fn stored_layout(state: &sled::Tree) -> sled::Result<Option<u32>> {
 /// rebuild's swap or of a salvaged database's removal is that release's to deal with, by
 /// its rules. The layout is read from the database the open would use: `sled`, or where a
 /// swap was cut off without it, the one [`finish_swap`] makes it. It is only in sled, and
-/// sled's open writes its own files (over its log past the last entry, and a snapshot of
-/// the log), never what they hold. So the reserve is given back before this on a disk short
-/// of it, as for any open, for sled to have room to open.
+/// sled's open writes its own files (over its log past the last entry, a torn log segment,
+/// and a snapshot of the log), never what its trees hold. So the reserve is given back
+/// before this on a disk short of it, as for any open, for sled to have room to open.
 ///
 /// Where sled will not open here (its `conf` gone, a disk full until the leftovers are
 /// removed, out of descriptors), the open goes on and [`SledStore::with_db`] refuses a
@@ -2917,10 +2918,10 @@ mod tests {
     /// A newer release's buffer directory is refused before anything in it but sled's own
     /// files is touched: not the disk space reserve (the disk has room for it), nor what a
     /// power cut left of a rebuild's swap or of a salvaged database's removal (the newer
-    /// release deals with those by its own rules). Each way a swap can be cut off leaves a different database to
-    /// open; each is refused with every file as it was, byte for byte, but sled's own files
-    /// of the database it opened to read the layout (its log's tail and snapshot), whose
-    /// trees stay as they were.
+    /// release deals with those by its own rules). Each way a swap can be cut off leaves a
+    /// different database to open; each is refused with every file as it was, byte for
+    /// byte, but sled's own files of the database it opened to read the layout (its log's
+    /// tail and snapshot), whose trees stay as they were.
     #[test]
     fn a_newer_layouts_directory_is_refused_with_every_file_as_it_was() {
         let dir = tempfile::tempdir().unwrap();

@@ -34,9 +34,9 @@ pub fn listing(dir: &Path) -> BTreeMap<PathBuf, Entry> {
 }
 
 /// What differs between two listings of one directory, `(path, before, after)` in path
-/// order (`None`: not there), but sled's own files in the database directory `sled` (a path in the listings):
-/// its log `db` and its snapshots `snap.*`, which sled's open rewrites without changing
-/// what they hold.
+/// order (`None`: not there), but sled's own files in the database directory `sled` (a
+/// path in the listings): its log `db` and its snapshots `snap.*`, which sled's open
+/// rewrites without changing what its trees hold.
 pub fn changed_but_sleds(
     before: &BTreeMap<PathBuf, Entry>,
     after: &BTreeMap<PathBuf, Entry>,
