@@ -1221,19 +1221,23 @@ fn buffer_recover_refuses_a_directory_whose_sled_is_in_use() {
     assert!(stdout(&o).contains("\nrecords: 0\n"), "{}", stdout(&o));
 }
 
+/// The size of the segments of sled's log in the database at `db`, from its `conf`.
+fn segment_size(db: &Path) -> u64 {
+    let conf = String::from_utf8_lossy(&std::fs::read(db.join("conf")).unwrap()).into_owned();
+    conf.lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))
+        .unwrap_or_else(|| panic!("{conf}"))
+        .parse()
+        .unwrap()
+}
+
 /// Give the highest of sled's log segments' headers in the database at `db` to the one
 /// below it as well, as damage to the card could: sled's open asserts on two segments at one
 /// log position. A header is 20 bytes at the start of each segment (`segment_size` apart,
 /// from `conf`): a CRC, then the segment's log position XOR 0x7FFF_FFFF_FFFF_FFFF, little
 /// endian, a multiple of the segment size, and all ones where none was written.
 fn one_segment_header_twice(db: &Path) {
-    let conf = String::from_utf8_lossy(&std::fs::read(db.join("conf")).unwrap()).into_owned();
-    let segment: usize = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("segment_size: "))
-        .unwrap_or_else(|| panic!("{conf}"))
-        .parse()
-        .unwrap();
+    let segment = segment_size(db) as usize;
     let mut log = std::fs::read(db.join("db")).unwrap();
     let mut headers: Vec<(u64, usize)> = (0..log.len() / segment)
         .map(|i| i * segment)
@@ -1318,13 +1322,7 @@ fn a_snapshot_a_full_disk_cut_short_does_not_move_a_sound_buffer_aside() {
     std::fs::write(salvaged.join("db"), vec![0; 4 << 20]).unwrap();
     // Room for sled to fill the rest of its log's one segment, none for a snapshot.
     let sled = buffer.join("sled");
-    let conf = String::from_utf8_lossy(&std::fs::read(sled.join("conf")).unwrap()).into_owned();
-    let segment: u64 = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("segment_size: "))
-        .unwrap_or_else(|| panic!("{conf}"))
-        .parse()
-        .unwrap();
+    let segment = segment_size(&sled);
     let log = std::fs::metadata(sled.join("db")).unwrap();
     assert!(log.len() < segment, "{} bytes of log", log.len());
     let room = segment - log.blocks() * 512;
