@@ -1140,9 +1140,8 @@ fn a_buffer_command_beside_a_running_hubgate_says_to_stop_it_first() {
 /// layouts and the release to recover it with, before it reads a record or writes a
 /// progress file there, and carries nothing. One marked with an older layout (a
 /// database of this release's layout marked with the one before it: 3 marked 2) is carried
-/// whole: layouts
-/// from 1 on keep the bodies in segment files as this one does, which is all a recovery
-/// reads.
+/// whole: layouts from 1 on keep the bodies in segment files as this one does, which is all
+/// a recovery reads.
 #[test]
 fn buffer_recover_refuses_a_newer_layout_and_carries_an_older_one() {
     let dir = tempfile::tempdir().unwrap();

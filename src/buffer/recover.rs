@@ -14,17 +14,16 @@
 //! that cannot be read, or not whole (a bad block: what reads is carried), is named and
 //! passed over, and tried again, whole, by the next run.
 //!
-//! A directory a newer release wrote is refused before a record in it is read or a
-//! progress file written: this release could take that layout's entries for damage, and its
-//! progress file would tell the newer release's recovery they were carried. The layout is
-//! in sled's state, read where sled opens the directory (one a salvage could not read all
-//! of, one a downgrade left); sled's open may rewrite its own files there (its log's tail,
-//! a torn log segment, a snapshot), never what its trees hold. One whose sled will not open as damaged has no layout
-//! to read, and its segments are read as this release's, each record checking itself; one
-//! whose sled is held by another process, or will not open for a reason that passes, is
-//! refused until it opens. Layouts 1 to 3 keep the bodies in the same segment entries, all
-//! a recovery reads, so it reads them as they are; the layout before them kept the bodies
-//! in sled and has no segment directory to read.
+//! A directory a newer release wrote is refused before a record in it is read or a progress file
+//! written: this release could take that layout's entries for damage, and its progress file would
+//! tell the newer release's recovery they were carried. The layout is in sled's state, read where
+//! sled opens the directory (one a salvage could not read all of, one a downgrade left); sled's
+//! open may rewrite its own files there (its log's tail, a torn log segment, a snapshot), never
+//! what its trees hold. One whose sled will not open as damaged has no layout to read, and its
+//! segments are read as this release's, each record checking itself; one whose sled is held by
+//! another process, or will not open for a reason that passes, is refused until it opens. Layouts 1
+//! to 3 keep the bodies in the same segment entries, all a recovery reads, so it reads them as they
+//! are; the layout before them kept the bodies in sled and has no segment directory to read.
 //!
 //! Every record carried ages from the recovery. The drain counts a record's age for
 //! `max_age` from its creation time less the forward steps of the clock kept after its
