@@ -38,8 +38,9 @@ pub fn abort_outside_containment() {
     }));
 }
 
-/// Run `f` for one message; a panic in it becomes `Err("panicked at FILE:LINE: MESSAGE")`.
-/// `f`'s state may be left half-updated by a panic: only use it on per-message work.
+/// Run `f` for one message (or one open of a buffer database); a panic in it becomes
+/// `Err("panicked at FILE:LINE: MESSAGE")`. `f`'s state may be left half-updated by a
+/// panic: only use it on work whose state is thrown away when it fails.
 pub fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     let outer = CONTAINED.with(|c| c.replace(true));
     let result = panic::catch_unwind(AssertUnwindSafe(f));

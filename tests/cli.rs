@@ -1291,7 +1291,8 @@ fn a_database_sled_panics_on_is_recovered_and_moved_aside() {
         panic!("one database moved aside: {}", stderr(&o))
     };
     let said = format!(
-        "buffer database {} will not open (Unexpected bug has happened: panicked at ",
+        "buffer database {} will not open (IO error: sled's open failed on damage to its log: \
+         panicked at ",
         db.display()
     );
     assert!(stderr(&o).contains(&said), "{}", stderr(&o));

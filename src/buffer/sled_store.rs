@@ -1234,8 +1234,9 @@ pub(super) fn newer_layout_at(dir: &Path) -> Result<Option<u32>, String> {
 /// Open sled at `dir`, waiting out its own file lock for up to [`LOCK_WAIT`]: sled releases
 /// the lock on a background thread some time after the last handle is dropped, so reopening
 /// a database this process just closed (a rebuild, a salvage, a purge) can find it still
-/// held. Another hubgate cannot be the holder: the buffer directory's lock (see
-/// [`BufferLock`]) keeps it out before sled is opened.
+/// held. Another hubgate cannot be the holder of its own buffer's: the buffer directory's
+/// lock (see [`BufferLock`]) keeps it out before sled is opened; `buffer recover` opens
+/// another directory's, which a running hubgate may hold.
 pub(super) fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
@@ -1268,7 +1269,11 @@ fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
             .flush_every_ms(None)
             .open()
     })
-    .unwrap_or_else(|panic| Err(sled::Error::ReportableBug(panic)))
+    .unwrap_or_else(|panic| {
+        Err(sled::Error::Io(std::io::Error::other(format!(
+            "sled's open failed on damage to its log: {panic}"
+        ))))
+    })
 }
 
 /// Whether sled's own lock on a database's log was free.
@@ -1341,9 +1346,24 @@ fn remove_torn_snapshots(dir: &Path) -> Result<SledLock, sled::Error> {
             continue;
         }
         let path = entry.path();
-        if let Err(why) = std::fs::remove_file(&path) {
-            let torn = TornSnapshot { path, why };
-            return Err(sled::Error::Io(std::io::Error::other(torn)));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            // A reason that passes (no permission, a read-only or full file system): the open
+            // waits for it rather than move a sound database aside.
+            Err(why) if is_resource(&why) => {
+                let torn = TornSnapshot { path, why };
+                return Err(sled::Error::Io(std::io::Error::other(torn)));
+            }
+            // Anything else (an I/O error: a bad block) is the card's damage, which fails
+            // every start if waited for: sled's open meets the file and the database is
+            // moved aside, its records recoverable, and the gateway runs on.
+            Err(why) => {
+                log::warn!(
+                    "buffer: {} is a snapshot sled did not finish and cannot be removed ({why})",
+                    path.display()
+                );
+                continue;
+            }
         }
         log::warn!(
             "buffer: removed {}, a snapshot sled did not finish",
@@ -3089,6 +3109,39 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(seqs(&s, None), (0..300).collect::<Vec<_>>());
         assert!(!generating.exists());
+    }
+
+    /// A snapshot sled did not finish that cannot be removed for a reason that does not pass
+    /// (here a directory of that name; on a card, an I/O error) is not waited for, which
+    /// would fail every start: sled's open meets it, and the database is moved aside as
+    /// damaged, its records kept there, as before such files were removed.
+    #[test]
+    fn a_snapshot_that_cannot_be_removed_for_good_is_left_to_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(flushed_store(dir.path(), 0..300, |seq| vec![seq as u8; 10]));
+        let generating = dir
+            .path()
+            .join(DB_DIR)
+            .join("snap.00000000FFFFFFFF.generating");
+        std::fs::create_dir_all(generating.join("inside")).unwrap();
+        let logged = crate::logger::warnings_of(|| {
+            let s = SledStore::open(dir.path()).unwrap();
+            assert!(s.moved_aside_at_open());
+            assert_eq!(seqs(&s, None), Vec::<u64>::new());
+        });
+        let said = format!(
+            "buffer: {} is a snapshot sled did not finish and cannot be removed (Is a directory \
+             (os error 21))",
+            generating.display()
+        );
+        assert!(logged.contains(&said), "{logged:?}");
+        let [(aside, _)] = &moved_aside(dir.path())[..] else {
+            panic!("one database moved aside")
+        };
+        // Every record is still there once the obstacle is gone.
+        std::fs::remove_dir_all(aside.join(generating.file_name().unwrap())).unwrap();
+        let kept = SledStore::open_at(aside).unwrap();
+        assert_eq!(seqs(&kept, None), (0..300).collect::<Vec<_>>());
     }
 
     /// A snapshot beside a sled open elsewhere (here through [`open_db`]) may be one that

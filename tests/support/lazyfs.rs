@@ -2,6 +2,8 @@
 //! written file data in its own cache until the file is fsynced, and `lazyfs::clear-cache`
 //! drops everything not synced, so the files look as they would after the power went.
 //! Metadata (creations, renames) goes straight to the backing directory and is not modelled.
+//! A cut can also be placed at one operation: LazyFS armed to die before the first write to
+//! a file whose path matches, then mounted again on the same backing directory (`reboot`).
 //!
 //! The binary comes from `$HUBGATE_LAZYFS`, else `/opt/lazyfs/bin/lazyfs`;
 //! `.ci/services/ensure-lazyfs.sh` builds it. Mounting needs root and `/dev/fuse`.
