@@ -720,7 +720,7 @@ fn buffer_body(i: u64) -> String {
 /// buffer (does nothing unless [`FILL_BUFFER`] is set). Prints the encoded records' bytes.
 #[test]
 fn fill_a_buffer_for_the_buffer_commands() {
-    use hubgate::buffer::{encode, SledStore, Store};
+    use hubgate::buffer::{SledStore, Store};
     let Some(buffer) = std::env::var_os(FILL_BUFFER) else {
         return;
     };
@@ -733,19 +733,13 @@ fn fill_a_buffer_for_the_buffer_commands() {
     let mut bytes = 0;
     for seq in 0..BUFFER_RECORDS {
         let now = hubgate::record::ms_since_epoch(std::time::SystemTime::now());
-        let rec = hubgate::record::Record {
-            id: format!("r{seq}"),
-            rec_type: "io.microshare.environment.unpacked".into(),
-            key: "58-A0-CB-00-00-10-12-34".into(),
-            // The oldest made before the gateway's clock was set.
-            created_ms: match seq {
-                _ if stepped => now - STEP_MS,
-                0 => 0,
-                _ => now,
-            },
-            body: buffer_body(seq),
+        // The oldest made before the gateway's clock was set.
+        let created_ms = match seq {
+            _ if stepped => now - STEP_MS,
+            0 => 0,
+            _ => now,
         };
-        let value = encode(&rec);
+        let value = buffer_cmd::stored_record(seq, created_ms, buffer_body(seq));
         bytes += value.len();
         store.insert(seq, value).unwrap();
     }

@@ -479,17 +479,11 @@ impl Prerm {
 
 /// Buffers `n` records (bodies `{}`, sequence numbers from 0) in the buffer at `buffer`.
 fn buffer_records(buffer: &Path, n: u64) {
-    use hubgate::buffer::{encode, SledStore, Store};
+    use hubgate::buffer::{SledStore, Store};
     let mut store = SledStore::open(buffer).unwrap();
     for seq in 0..n {
-        let rec = hubgate::record::Record {
-            id: format!("r{seq}"),
-            rec_type: "io.microshare.environment.unpacked".into(),
-            key: "58-A0-CB-00-00-10-12-34".into(),
-            created_ms: 0,
-            body: "{}".into(),
-        };
-        store.insert(seq, encode(&rec)).unwrap();
+        let value = support::buffer_cmd::stored_record(seq, 0, "{}".into());
+        store.insert(seq, value).unwrap();
     }
     store.flush().unwrap();
 }

@@ -752,21 +752,15 @@ fn a_power_cut_while_sled_writes_its_snapshot_keeps_every_record() {
 /// [`SNAPSHOT_FILL`] is set) with [`SNAPSHOT_RECORDS`] records and flushes them.
 #[test]
 fn fill_for_a_power_cut_in_a_snapshot() {
-    use hubgate::buffer::{encode, SledStore, Store};
+    use hubgate::buffer::{SledStore, Store};
     let Some(buffer) = std::env::var_os(SNAPSHOT_FILL) else {
         return;
     };
     let mut store = SledStore::open(Path::new(&buffer)).unwrap();
     let now = hubgate::record::ms_since_epoch(std::time::SystemTime::now());
     for seq in 0..SNAPSHOT_RECORDS {
-        let rec = hubgate::record::Record {
-            id: format!("r{seq}"),
-            rec_type: "io.microshare.environment.unpacked".into(),
-            key: "58-A0-CB-00-00-10-12-34".into(),
-            created_ms: now,
-            body: snapshot_body(seq),
-        };
-        store.insert(seq, encode(&rec)).unwrap();
+        let value = buffer_cmd::stored_record(seq, now, snapshot_body(seq));
+        store.insert(seq, value).unwrap();
     }
     store.flush().unwrap();
 }

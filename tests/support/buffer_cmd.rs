@@ -24,3 +24,15 @@ pub fn config_for(dir: &Path, buffer: &Path, more: &str) -> PathBuf {
     .unwrap();
     config
 }
+
+/// Record `seq` as the buffer stores it (id `r<seq>`, one device's environment readings,
+/// `body`), for a test to fill a buffer without an agent.
+pub fn stored_record(seq: u64, created_ms: u64, body: String) -> Vec<u8> {
+    hubgate::buffer::encode(&hubgate::record::Record {
+        id: format!("r{seq}"),
+        rec_type: "io.microshare.environment.unpacked".into(),
+        key: "58-A0-CB-00-00-10-12-34".into(),
+        created_ms,
+        body,
+    })
+}
