@@ -242,7 +242,7 @@ impl Config {
                 }
                 let key = format!("source[{i}].password");
                 load_secret(&mut m.password, &m.password_file, &key, &mut secret_files)?;
-                trusted_cas.extend(m.ca_file.clone());
+                trusted_cas.extend(m.ca_path());
             }
             if let SourceConfig::Serial(sc) = source {
                 sc.validate()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keypath::{fields, tagged, unknown_kind, Tagged};
-use super::secrets::read_secret_file;
+use super::secrets::{read_secret_file, secret_path};
 use super::values::{
     de_backoff, de_duration, de_euis, de_keep_alive, de_mqtt_url, de_size, ser_display,
     ser_duration, ser_euis, ser_size,
@@ -185,6 +185,11 @@ impl fmt::Debug for MqttTls {
 }
 
 impl MqttSourceConfig {
+    /// `ca_file` as it is read: `${ENV}` expanded.
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        self.ca_file.as_deref().and_then(|f| secret_path(f).ok())
+    }
+
     /// Read the TLS files (only `mqtts://` takes them); on error (key, reason). Whether they
     /// make a working TLS setup is the source's to say when it is built.
     pub(super) fn load_tls(
@@ -203,8 +208,10 @@ impl MqttSourceConfig {
             }
             return Ok(());
         }
+        // `${ENV}` expanded as in a secret file's path (a systemd credential).
         let read = |key: &'static str, path: &Path| {
-            crate::files::read_capped(path, crate::files::CA_CAP)
+            let path = secret_path(path).map_err(|e| (key, e))?;
+            crate::files::read_capped(&path, crate::files::CA_CAP)
                 .map(String::into_bytes)
                 .map_err(|e| (key, format!("{}: {e}", path.display())))
         };

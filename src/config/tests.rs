@@ -84,6 +84,47 @@ fn env_references_are_expanded_in_secrets_and_file_paths_only() {
     }
 }
 
+/// The MQTT source's CA and client certificate paths take `${ENV}` as the secret files'
+/// do (a systemd credential).
+#[test]
+fn env_references_are_expanded_in_the_tls_file_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ca.pem", "the CA", 0o644);
+    write(dir.path(), "client.pem", "the certificate", 0o644);
+    write(dir.path(), "client.key", "the key", 0o600);
+    std::env::set_var("HUBGATE_TEST_TLS_DIR", dir.path());
+    let text = "[[source]]\ntype = \"mqtt\"\nurl = \"mqtts://localhost\"\n\
+         ca_file = \"${HUBGATE_TEST_TLS_DIR}/ca.pem\"\n\
+         client_cert_file = \"${HUBGATE_TEST_TLS_DIR}/client.pem\"\n\
+         client_key_file = \"${HUBGATE_TEST_TLS_DIR}/client.key\"\n\
+         [sink]\ntype = \"stdout\"\n";
+    let cfg = Config::load(&write(dir.path(), "tls.toml", text, 0o600)).unwrap();
+    let SourceConfig::Mqtt(m) = &cfg.sources[0] else {
+        panic!("not mqtt")
+    };
+    assert_eq!(m.tls.ca.as_deref(), Some(&b"the CA"[..]));
+    let (cert, key) = m.tls.client.as_ref().unwrap();
+    assert_eq!(
+        (&cert[..], key.expose().as_str()),
+        (&b"the certificate"[..], "the key")
+    );
+    assert_eq!(m.ca_path(), Some(dir.path().join("ca.pem")));
+
+    let unset = text.replace(
+        "${HUBGATE_TEST_TLS_DIR}/ca.pem",
+        "${HUBGATE_TEST_UNSET_VAR}/ca.pem",
+    );
+    let err = Config::load(&write(dir.path(), "unset.toml", &unset, 0o600)).unwrap_err();
+    let ConfigError::Invalid { key, reason, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "source[0].ca_file");
+    assert_eq!(
+        reason,
+        "environment variable HUBGATE_TEST_UNSET_VAR is not set"
+    );
+}
+
 #[test]
 fn unknown_key_names_its_path() {
     let text = "[sink]\ntype = \"stdout\"\n[buffer]\nmax_byts = \"1MiB\"\n";

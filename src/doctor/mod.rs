@@ -854,7 +854,7 @@ async fn mqtt(cfg: &MqttSourceConfig) -> Outcome {
                 // OpenSSL checks the name first: a handshake of our own tells whether the
                 // chain holds too, and gives the names the certificate holds. One that does
                 // not reach the broker or does not fail tells neither: the plain words then.
-                let ca = cfg.ca_file.as_ref().map_or(CaSource::Default, |path| {
+                let ca = cfg.ca_path().map_or(CaSource::Default, |path| {
                     CaSource::Location(path.display().to_string())
                 });
                 let words = tls_fault(&cfg.url.host, cfg.url.port, &ca, "the URL").unwrap_or(plain);
