@@ -151,8 +151,13 @@ enum BufferAction {
         #[arg(long)]
         dead_letters: bool,
     },
-    /// Delete every buffered record.
-    Purge,
+    /// Delete every buffered record (the dead letters stay).
+    Purge {
+        /// Delete the dead letters instead, once looked at (`export --dead-letters`): past
+        /// 10,000 further ones are only counted. The records stay.
+        #[arg(long)]
+        dead_letters: bool,
+    },
     /// Carry the records of a buffer database moved aside because it would not open
     /// (`<buffer path>/sled.broken-<time>`) back into the buffer, to be delivered at the next
     /// start. Records that had left it already come again (duplicates, same ids); run again,
@@ -997,9 +1002,18 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        BufferAction::Purge => match store.purge() {
+        BufferAction::Purge {
+            dead_letters: false,
+        } => match store.purge() {
             Ok(n) => {
                 println!("purged {n} record(s)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, e),
+        },
+        BufferAction::Purge { dead_letters: true } => match store.purge_dead_letters() {
+            Ok(n) => {
+                println!("purged {n} dead letter(s)");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(1, e),

@@ -790,6 +790,17 @@ fn fill_buffer_with(buffer: &Path, set: &[(&str, &str)]) -> usize {
         .unwrap()
 }
 
+/// A buffer filled by [`fill_buffer`] in a directory of its own, and a config naming it:
+/// (the directory, the buffer, the config's path, the records' bodies in order).
+fn filled_buffer() -> (tempfile::TempDir, PathBuf, String, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    fill_buffer(&buffer);
+    let (_, config) = buffer_cmd::config(dir.path());
+    let bodies = (0..BUFFER_RECORDS).map(buffer_body).collect();
+    (dir, buffer, config.to_str().unwrap().to_string(), bodies)
+}
+
 /// `hubgate buffer stats|export|purge` on a buffer left by an outage: the numbers, every
 /// record as one JSON line in order with progress on stderr, and a purge that gives the
 /// disk space back.
@@ -916,17 +927,44 @@ fn buffer_stats_export_and_purge() {
     }
 }
 
+/// `hubgate buffer purge --dead-letters` deletes the dead letters, and only them: every
+/// record is still there to be delivered, in order.
+#[test]
+fn buffer_purge_of_the_dead_letters_keeps_every_record() {
+    let (_dir, _, cfg, bodies) = filled_buffer();
+    let cfg = cfg.as_str();
+    let count = |what: &str| {
+        let stats = hubgate(&["buffer", "stats", "-c", cfg]);
+        assert!(stats.status.success(), "{}", stderr(&stats));
+        stdout(&stats)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{what}: ")))
+            .unwrap_or_else(|| panic!("no {what:?} in {}", stdout(&stats)))
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(count("dead letters"), 2);
+
+    let purge = hubgate(&["buffer", "purge", "--dead-letters", "-c", cfg]);
+    assert!(purge.status.success(), "{}", stderr(&purge));
+    assert_eq!(stdout(&purge).trim(), "purged 2 dead letter(s)");
+    assert_eq!(count("dead letters"), 0);
+    let letters = hubgate(&["buffer", "export", "--dead-letters", "-c", cfg]);
+    assert!(letters.status.success(), "{}", stderr(&letters));
+    assert_eq!(stdout(&letters), "");
+    assert_eq!(count("records"), BUFFER_RECORDS);
+    let export = hubgate(&["buffer", "export", "-c", cfg]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    assert_eq!(stdout(&export).lines().collect::<Vec<_>>(), bodies);
+}
+
 /// `hubgate buffer recover DIR` carries every record of a database moved aside because it
 /// would not open back into the buffer, in order; run again it carries nothing more, and
 /// one that stopped part-way goes on after the segments it had carried.
 #[test]
 fn buffer_recover_carries_a_broken_databases_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let buffer = dir.path().join("buffer");
-    let bodies: Vec<String> = (0..BUFFER_RECORDS).map(buffer_body).collect();
-    fill_buffer(&buffer);
-    let (_, config) = buffer_cmd::config(dir.path());
-    let cfg = config.to_str().unwrap();
+    let (dir, buffer, cfg, bodies) = filled_buffer();
+    let cfg = cfg.as_str();
     std::fs::write(buffer.join("sled").join("conf"), b"\xff not sled's config").unwrap();
     let stats = hubgate(&["buffer", "stats", "-c", cfg]);
     assert!(

@@ -1062,6 +1062,17 @@ impl SledStore {
         records.max(last(&self.dead))
     }
 
+    /// Delete the dead letters, flushed; the records stay (`buffer purge --dead-letters`).
+    /// Returns how many there were. Their sequence numbers are not handed out again: the
+    /// high-water mark keeps them.
+    pub fn purge_dead_letters(&mut self) -> Result<u64, BufferError> {
+        let n = self.dead.len() as u64;
+        self.dead.clear().map_err(err)?;
+        self.changed = true;
+        self.flush()?;
+        Ok(n)
+    }
+
     /// Whether this open moved the database aside, whether or not it is kept (see
     /// [`moved_aside`](super::moved_aside)): it would not open, or it lost flushed writes
     /// and was salvaged.
