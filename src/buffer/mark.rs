@@ -24,15 +24,16 @@ pub struct Mark {
 impl Mark {
     /// Open (or create) the mark file at `path` and read the mark it holds.
     pub fn open(path: &Path) -> io::Result<Mark> {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(crate::files::PRIVATE_FILE)
             .open(path)?;
+        // Its two slots, whatever length a damaged file system gives it.
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        (&file).take(2 * SLOT as u64).read_to_end(&mut bytes)?;
         let best = bytes
             .chunks(SLOT)
             .take(2)

@@ -117,11 +117,13 @@ impl SledStore {
         });
         // A record whose old pointer does not read names no body: its body is looked for in
         // the segments, as that of one whose pointer names no body.
+        // sled's iterator answers every call after a read error with that error: each loop
+        // over a tree ends at the first one, what it did not read left to `buffer recover`.
         let mut bad_pointers = Vec::new();
         for entry in pointers.iter().flat_map(|t| t.iter()) {
             let Ok((k, v)) = entry else {
                 whole = false;
-                continue;
+                break;
             };
             let Some(seq) = seq_of(&k) else {
                 continue;
@@ -149,7 +151,7 @@ impl SledStore {
             for entry in old.iter() {
                 let Ok((k, v)) = entry else {
                     whole = false;
-                    continue;
+                    break;
                 };
                 if let Some(seq) = seq_of(&k) {
                     if fresh.drops_too_large(seq, v.len()) {
@@ -246,7 +248,7 @@ impl SledStore {
         for entry in self.dead.iter() {
             let Ok((k, v)) = entry else {
                 whole = false;
-                continue;
+                break;
             };
             if let Some(seq) = seq_of(&k) {
                 fresh.dead_letter(seq, v.to_vec())?;

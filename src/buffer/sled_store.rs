@@ -943,7 +943,10 @@ impl SledStore {
             std::fs::remove_dir_all(dir).map_err(|e| fs_error("removing", dir, e))?;
         }
         let mut fresh = Self::open_at(dir)?;
-        for (k, v) in self.dead.iter().flatten() {
+        // sled's iterator answers every call after a read error with that error: each
+        // loop over a tree here ends at the first one.
+        for entry in self.dead.iter() {
+            let (k, v) = entry.map_err(err)?;
             if let Some(seq) = seq_of(&k) {
                 fresh.dead_letter(seq, v.to_vec())?;
             }
@@ -956,7 +959,8 @@ impl SledStore {
 
     /// Copy `old`'s state entries (frame counters) into this database.
     pub(super) fn carry_state(&mut self, old: &SledStore) -> Result<(), BufferError> {
-        for (k, v) in old.state.iter().flatten() {
+        for entry in old.state.iter() {
+            let (k, v) = entry.map_err(err)?;
             self.state_set(&k, &v)?;
         }
         Ok(())
@@ -1066,7 +1070,7 @@ impl SledStore {
     /// Returns how many there were. Their sequence numbers are not handed out again: the
     /// high-water mark keeps them.
     pub fn purge_dead_letters(&mut self) -> Result<u64, BufferError> {
-        let n = self.dead.len() as u64;
+        let n = self.dead_letters();
         self.dead.clear().map_err(err)?;
         self.changed = true;
         self.flush()?;
@@ -1684,7 +1688,8 @@ impl Store for SledStore {
     }
 
     fn dead_letters(&self) -> u64 {
-        self.dead.len() as u64
+        // Not sled's `len`: it counts sled's iterator, which repeats a read error forever.
+        self.dead.iter().take_while(Result::is_ok).count() as u64
     }
 
     fn disk_free(&self) -> Option<u64> {
@@ -1703,12 +1708,12 @@ impl Store for SledStore {
         }
         let before = self.size_on_disk()?;
         let floor = if low { RECLAIM_WHEN_LOW } else { RECLAIM_ABOVE };
-        let dead_bytes: u64 = self
+        let dead_bytes = self
             .dead
             .iter()
-            .flatten()
-            .map(|(_, v)| v.len() as u64)
-            .sum();
+            .map(|entry| entry.map(|(_, v)| v.len() as u64))
+            .sum::<Result<u64, _>>()
+            .map_err(err)?;
         if before <= floor.max(2 * self.reclaimed_to)
             || self
                 .disk_free()
@@ -3697,6 +3702,51 @@ mod tests {
         assert_eq!(moved(), 0);
     }
 
+    /// A dead letter sled cannot read any more (here one large enough for a blob file of its
+    /// own, the file made unreadable, EISDIR; a card's bad block gives EIO):
+    /// sled's iterator answers every further call with the same error, never moving on. The
+    /// rebuild of the drained database must end with an error, the database left as it is,
+    /// and the count of dead letters (at every open) must end, not ask again forever.
+    #[test]
+    fn an_unreadable_dead_letter_fails_the_rebuild_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            s.dead_letter(0, vec![7; 300_000]).unwrap();
+            s.flush().unwrap();
+        }
+        let mut s = SledStore::open(dir.path()).unwrap();
+        // Pages read through sled's cache (256 shards of 1 KiB) push the dead letters' page
+        // out of it: the next read of it goes to its blob.
+        for i in 0u32..100_000 {
+            s.state.insert(i.to_be_bytes(), &[1; 8][..]).unwrap();
+        }
+        let blobs: Vec<PathBuf> = std::fs::read_dir(dir.path().join(DB_DIR).join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(blobs.len(), 1, "{blobs:?}");
+        std::fs::remove_file(&blobs[0]).unwrap();
+        std::fs::create_dir(&blobs[0]).unwrap();
+        let mut letters = s.dead.iter();
+        for _ in 0..3 {
+            assert!(
+                matches!(letters.next(), Some(Err(_))),
+                "the same error each time"
+            );
+        }
+        let (done, outcome) = mpsc::channel();
+        std::thread::spawn(move || {
+            let counted = s.dead_letters();
+            let _ = done.send((counted, s.reclaim(false).map_err(|e| e.to_string())));
+        });
+        let (counted, reclaimed) = outcome
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the count or the rebuild did not end within 20 s");
+        assert_eq!(counted, 0, "counted up to the unreadable one");
+        assert!(reclaimed.is_err(), "{reclaimed:?}");
+    }
+
     /// A power cut before the swap leaves a complete `sled.new` beside the old database;
     /// one between the two renames leaves `sled.new` and `sled.old` without `sled`.
     #[test]
@@ -3751,6 +3801,36 @@ mod tests {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
         }
+    }
+
+    /// The mark file holds two slots of 24 bytes; one whose length is damaged (a sparse
+    /// 64 GiB here) must still be read as those 48 bytes. Read whole, its length sizes an
+    /// allocation at every open: here (address space capped at 8 GiB, as a gateway's memory
+    /// caps it) the allocation fails, and the sound database is moved aside for it.
+    #[test]
+    fn a_mark_file_of_a_damaged_length_is_read_as_its_two_slots() {
+        if !in_child("a_mark_file_of_a_damaged_length_is_read_as_its_two_slots") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        drop(flushed_store(dir.path(), 0..3, |seq| vec![seq as u8; 10]));
+        let mark = dir.path().join(DB_DIR).join(MARK_FILE);
+        assert_eq!(std::fs::metadata(&mark).unwrap().len(), 48);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&mark)
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        let limit = libc::rlimit {
+            rlim_cur: 8 << 30,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: a plain system call with a valid pointer.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!((seqs(&s, None), s.marked()), (vec![0, 1, 2], Some(2)));
+        assert_eq!(moved(), 0, "moved aside");
     }
 
     /// Whether this is the child process that runs test `name` with a file size limit of its
