@@ -117,24 +117,21 @@ impl SledStore {
         });
         // A record whose old pointer does not read names no body: its body is looked for in
         // the segments, as that of one whose pointer names no body.
-        // sled's iterator answers every call after a read error with that error: each loop
-        // over a tree ends at the first one, what it did not read left to `buffer recover`.
         let mut bad_pointers = Vec::new();
-        for entry in pointers.iter().flat_map(|t| t.iter()) {
-            let Ok((k, v)) = entry else {
-                whole = false;
-                break;
-            };
-            let Some(seq) = seq_of(&k) else {
-                continue;
-            };
-            if self.index.contains(seq).unwrap_or(false) {
-                continue;
-            }
-            match Pointer::from_bytes(&v) {
-                Some(p) => pointed(&mut fresh, seq, p)?,
-                None => bad_pointers.push(seq),
-            }
+        if let Some(pointers) = &pointers {
+            whole &= each_readable(pointers, |k, v| {
+                let Some(seq) = seq_of(&k) else {
+                    return Ok(());
+                };
+                if self.index.contains(seq).unwrap_or(false) {
+                    return Ok(());
+                }
+                match Pointer::from_bytes(&v) {
+                    Some(p) => pointed(&mut fresh, seq, p)?,
+                    None => bad_pointers.push(seq),
+                }
+                Ok(())
+            })?;
         }
         unreadable.extend(bad_pointers);
         // A database an earlier release wrote: its records are in the old tree.
@@ -148,19 +145,15 @@ impl SledStore {
             None
         });
         if let Some(old) = &old {
-            for entry in old.iter() {
-                let Ok((k, v)) = entry else {
-                    whole = false;
-                    break;
-                };
+            whole &= each_readable(old, |k, v| {
                 if let Some(seq) = seq_of(&k) {
-                    if fresh.drops_too_large(seq, v.len()) {
-                        continue;
+                    if !fresh.drops_too_large(seq, v.len()) {
+                        carry(&mut fresh, seq, v.to_vec())?;
+                        kept += 1;
                     }
-                    carry(&mut fresh, seq, v.to_vec())?;
-                    kept += 1;
                 }
-            }
+                Ok(())
+            })?;
         }
         // The bodies of the records whose pointers sled lost are still in the segments
         // (synced before sled's flush): every whole entry whose sequence number is past the
@@ -245,17 +238,14 @@ impl SledStore {
             }
         }
         let mut dead = 0u64;
-        for entry in self.dead.iter() {
-            let Ok((k, v)) = entry else {
-                whole = false;
-                break;
-            };
+        whole &= each_readable(&self.dead, |k, v| {
             if let Some(seq) = seq_of(&k) {
                 fresh.dead_letter(seq, v.to_vec())?;
                 dead += 1;
             }
-        }
-        fresh.carry_state(&self)?;
+            Ok(())
+        })?;
+        whole &= each_readable(&self.state, |k, v| fresh.state_set(&k, &v))?;
         let buffer_dir = self.buffer_dir().to_path_buf();
         drop(self);
         fresh.flush()?;
@@ -322,6 +312,38 @@ fn discard(aside: &Path, buffer_dir: &Path) -> std::io::Result<()> {
 const SALVAGED_DIR: &str = "sled.salvaged";
 
 /// Remove what a power cut left of a salvaged database being removed (see [`discard`]).
+/// Hand `each` every entry of `tree` sled can read, in key order; whether that was all of
+/// them. sled's iterator answers every call after a read error with that error, never moving
+/// on: past the first one, the keys are read from the end back to the next error, then their
+/// entries one by one, so only what lies between the two errors is left out (in the copy
+/// moved aside).
+fn each_readable(
+    tree: &sled::Tree,
+    mut each: impl FnMut(sled::IVec, sled::IVec) -> Result<(), BufferError>,
+) -> Result<bool, BufferError> {
+    let mut last = None;
+    for entry in tree.iter() {
+        let Ok((k, v)) = entry else {
+            let mut tail = Vec::new();
+            for key in tree.iter().keys().rev() {
+                match key {
+                    Ok(key) if last.as_ref().is_none_or(|l| key > *l) => tail.push(key),
+                    _ => break,
+                }
+            }
+            for key in tail.into_iter().rev() {
+                if let Ok(Some(v)) = tree.get(&key) {
+                    each(key, v)?;
+                }
+            }
+            return Ok(false);
+        };
+        last = Some(k.clone());
+        each(k, v)?;
+    }
+    Ok(true)
+}
+
 pub(super) fn remove_salvaged(buffer_dir: &Path) {
     let gone = buffer_dir.join(SALVAGED_DIR);
     if gone.exists() {
@@ -1011,6 +1033,63 @@ mod tests {
             let got = s.scan(Some(seq - 1), 1).unwrap();
             assert_eq!(got, vec![(seq, small(seq))], "#{seq}");
         }
+    }
+
+    /// What a salvage reads of a tree with a part sled cannot read (here the leaf of an
+    /// entry large enough for a blob file of its own, the file made unreadable; a card's bad
+    /// block gives EIO): sled's iterator repeats the error, so the rest is read from the end
+    /// back, and only the entries of that leaf are left out.
+    #[test]
+    fn what_lies_past_an_unreadable_part_of_a_tree_is_read_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        let tree = db.open_tree("letters").unwrap();
+        let keys = 0..2000u64;
+        let large = 1000;
+        let value = |k: u64| vec![k as u8; if k == large { 300_000 } else { 100 }];
+        // The large one last, into a leaf of its own among the others.
+        for k in keys.clone().filter(|&k| k != large).chain([large]) {
+            tree.insert(k.to_be_bytes(), value(k)).unwrap();
+        }
+        db.flush().unwrap();
+        // Pages read through sled's cache push the large one's leaf out of it: the next
+        // read of it goes to its blob.
+        let other = db.open_tree("other").unwrap();
+        for i in 0u32..100_000 {
+            other.insert(i.to_be_bytes(), &[1; 8][..]).unwrap();
+        }
+        // The leaf's versions, named by their place in sled's log: the last is sled's.
+        let blob = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max_by_key(|f| {
+                f.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .unwrap();
+        std::fs::remove_file(&blob).unwrap();
+        std::fs::create_dir(&blob).unwrap();
+
+        let mut read = Vec::new();
+        let whole = each_readable(&tree, |k, v| {
+            let k = seq_of(&k).unwrap();
+            assert_eq!(v, value(k), "#{k}");
+            read.push(k);
+            Ok(())
+        })
+        .unwrap();
+        assert!(!whole);
+        assert!(read.is_sorted(), "in key order");
+        let lost: Vec<u64> = keys.filter(|k| !read.contains(k)).collect();
+        assert!(lost.contains(&large), "{lost:?}");
+        let (first, last) = (lost[0], lost[lost.len() - 1]);
+        assert_eq!(lost, (first..=last).collect::<Vec<_>>(), "one run");
+        assert!(last - first < 100, "one leaf's worth: {first}..={last}");
+        assert!(read.contains(&1999), "read from the end back");
     }
 
     /// A record dead-lettered in the range sled lost, its body still in a segment: the

@@ -958,7 +958,7 @@ impl SledStore {
     }
 
     /// Copy `old`'s state entries (frame counters) into this database.
-    pub(super) fn carry_state(&mut self, old: &SledStore) -> Result<(), BufferError> {
+    fn carry_state(&mut self, old: &SledStore) -> Result<(), BufferError> {
         for entry in old.state.iter() {
             let (k, v) = entry.map_err(err)?;
             self.state_set(&k, &v)?;
@@ -3705,7 +3705,7 @@ mod tests {
     /// A dead letter sled cannot read any more (here one large enough for a blob file of its
     /// own, the file made unreadable, EISDIR; a card's bad block gives EIO):
     /// sled's iterator answers every further call with the same error, never moving on. The
-    /// rebuild of the drained database must end with an error, the database left as it is,
+    /// rebuild of the drained database must end with an error,
     /// and the count of dead letters (at every open) must end, not ask again forever.
     #[test]
     fn an_unreadable_dead_letter_fails_the_rebuild_instead_of_hanging() {
@@ -3735,16 +3735,20 @@ mod tests {
                 "the same error each time"
             );
         }
+        let fresh = dir.path().join("fresh");
         let (done, outcome) = mpsc::channel();
         std::thread::spawn(move || {
             let counted = s.dead_letters();
-            let _ = done.send((counted, s.reclaim(false).map_err(|e| e.to_string())));
+            let reclaimed = s.reclaim(false).map_err(|e| e.to_string());
+            let built = s.build(&fresh).map_err(|e| e.to_string());
+            let _ = done.send((counted, reclaimed, built));
         });
-        let (counted, reclaimed) = outcome
+        let (counted, reclaimed, built) = outcome
             .recv_timeout(Duration::from_secs(20))
             .expect("the count or the rebuild did not end within 20 s");
         assert_eq!(counted, 0, "counted up to the unreadable one");
         assert!(reclaimed.is_err(), "{reclaimed:?}");
+        assert!(built.is_err(), "{built:?}");
     }
 
     /// A power cut before the swap leaves a complete `sled.new` beside the old database;
