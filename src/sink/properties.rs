@@ -52,6 +52,22 @@ pub fn weakens_delivery(key: &str, value: &str) -> Option<&'static str> {
             "without it the records behind one the broker refused are written before it is \
              sent again, out of each device's order",
         ),
+        "delivery.report.only.error" if !is_false(&v) => Some(
+            "hubgate acknowledges a source when its record's delivery is reported; with only \
+             failures reported no record would ever be confirmed, and every one after the \
+             first would wait in the buffer",
+        ),
+        "partitioner" if v == "random" => Some(
+            "a device's records would go to any partition and be read out of their order; \
+             the key (the device) picks the partition",
+        ),
+        "transactional.id" => {
+            Some("hubgate's producer is not transactional: every send would fail")
+        }
+        name if name.starts_with("test.") => Some(
+            "librdkafka's test settings (a mock cluster in the process would confirm records \
+             no broker has)",
+        ),
         _ => None,
     }
 }
@@ -139,7 +155,8 @@ pub fn kafka_tls_off(k: &KafkaConfig) -> Vec<(String, &'static str)> {
 }
 
 /// `[sink.properties]` are librdkafka's, ones the producer can be created with, that keep
-/// `acks=all`, the idempotent producer and its gap-less guarantee ([`weakens_delivery`]),
+/// what a delivery report means ([`weakens_delivery`]: `acks=all`, the idempotent producer
+/// and its gap-less guarantee, a report of every record, the device's partition),
 /// and TLS with verified certificates stays on: always for Event Hubs (the connection string
 /// is the password), and for a Kafka broker unless `insecure = true`. On error (key path,
 /// reason).
@@ -448,9 +465,11 @@ mod tests {
         assert!(!reason.contains("SharedAccessKey"), "{reason}");
     }
 
-    /// A delivery report means stored by every in-sync replica, from an idempotent producer:
-    /// `acks` below all, idempotence or the gap-less guarantee off, is found under either
-    /// name, in any spelling.
+    /// A delivery report means stored by every in-sync replica, from an idempotent producer,
+    /// in the device's partition, for every record the broker has: `acks` below all,
+    /// idempotence or the gap-less guarantee off, reports of failures only, a random
+    /// partitioner, a transactional producer or librdkafka's test settings are found under
+    /// either name, in any spelling.
     #[test]
     fn settings_that_weaken_delivery_are_found_in_any_spelling() {
         for (k, v) in [
@@ -462,6 +481,11 @@ mod tests {
             ("enable.idempotence", "F"),
             ("enable.idempotence", "0"),
             ("enable.gapless.guarantee", "false"),
+            ("delivery.report.only.error", "true"),
+            ("delivery.report.only.error", "T"),
+            ("partitioner", "Random"),
+            ("transactional.id", "hubgate"),
+            ("test.mock.num.brokers", "1"),
         ] {
             assert!(weakens_delivery(k, v).is_some(), "{k} = {v}");
         }
@@ -473,6 +497,9 @@ mod tests {
             ("enable.idempotence", "true"),
             ("enable.gapless.guarantee", "true"),
             ("linger.ms", "0"),
+            ("delivery.report.only.error", "false"),
+            ("partitioner", "murmur2_random"),
+            ("allow.auto.create.topics", "true"),
         ] {
             assert_eq!(weakens_delivery(k, v), None, "{k} = {v}");
         }
