@@ -55,7 +55,7 @@ pub fn weakens_delivery(key: &str, value: &str) -> Option<&'static str> {
         "delivery.report.only.error" if !is_false(&v) => Some(
             "hubgate acknowledges a source when its record's delivery is reported; with only \
              failures reported no record would ever be confirmed, and every one after the \
-             first would wait in the buffer",
+             first window would wait in the buffer",
         ),
         "partitioner" if v == "random" => Some(
             "a device's records would go to any partition and be read out of their order; \
