@@ -239,32 +239,44 @@ async fn oversized_record_is_dead_lettered() {
     assert_eq!(dead_letters(dir.path()), (5, 0), "nothing left to send");
 }
 
-/// A broker whose topic takes less than the producer's batch refuses the whole produce
-/// request with `MESSAGE_TOO_LARGE` (injected here on the first one, with the records lingering
-/// so that they share it): each of its records would be taken alone, and is, in order.
+/// A broker refuses a whole produce request for what is no verdict on each record in it (here
+/// injected on the first one, with the records lingering so that they share it): a topic that
+/// takes less than the producer's batch (`MESSAGE_TOO_LARGE`, or `RECORD_LIST_TOO_LARGE`
+/// against its log segment), or one record its checks refuse (`INVALID_RECORD`, given to the
+/// whole batch when the broker does not name the record). Each record would be taken alone,
+/// and is, in order; none is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_refused_as_too_large_is_sent_again_record_by_record() {
-    let (dir, mock) = refused_as_too_large(1, &[TH, PIR]).await;
-    let bs = mock.bootstrap_servers();
-    assert_eq!(fcnts(&bs, ENV, 5), vec![1, 2, 3, 4, 5]);
-    assert_eq!(fcnts(&bs, MOTION, 5), vec![1, 2, 3, 4, 5]);
-    assert_eq!(dead_letters(dir.path()), (0, 0));
+async fn a_batch_refused_is_sent_again_record_by_record() {
+    for error in [TOO_LARGE, LIST_TOO_LARGE, INVALID] {
+        let (dir, mock) = refused(error, 1, &[TH, PIR]).await;
+        let bs = mock.bootstrap_servers();
+        assert_eq!(fcnts(&bs, ENV, 5), vec![1, 2, 3, 4, 5], "{error:?}");
+        assert_eq!(fcnts(&bs, MOTION, 5), vec![1, 2, 3, 4, 5], "{error:?}");
+        assert_eq!(dead_letters(dir.path()), (0, 0), "{error:?}");
+    }
 }
 
-/// A record the broker refuses as too large when it was sent alone is dead-lettered (not
-/// retried for ever); the others get through, in order.
+/// A record the broker refuses so when it was sent alone is dead-lettered (not retried for
+/// ever); the others get through, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_refused_alone_as_too_large_is_dead_lettered() {
-    // The first request (the batch), then the first record alone.
-    let (dir, mock) = refused_as_too_large(2, &[TH]).await;
-    let bs = mock.bootstrap_servers();
-    assert_eq!(fcnts(&bs, ENV, 4), vec![2, 3, 4, 5]);
-    assert_eq!(dead_letters(dir.path()), (1, 0));
+async fn a_record_refused_alone_is_dead_lettered() {
+    for error in [TOO_LARGE, LIST_TOO_LARGE, INVALID] {
+        // The first request (the batch), then the first record alone.
+        let (dir, mock) = refused(error, 2, &[TH]).await;
+        let bs = mock.bootstrap_servers();
+        assert_eq!(fcnts(&bs, ENV, 4), vec![2, 3, 4, 5], "{error:?}");
+        assert_eq!(dead_letters(dir.path()), (1, 0), "{error:?}");
+    }
 }
+
+const TOO_LARGE: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+const LIST_TOO_LARGE: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+const INVALID: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD;
 
 /// Run 5 uplinks of each of `devices` against a broker that answers the first `refusals`
-/// produce requests with `MESSAGE_TOO_LARGE`; returns the run's directory and the broker.
-async fn refused_as_too_large(
+/// produce requests with `error`; returns the run's directory and the broker.
+async fn refused(
+    error: RDKafkaRespErr,
     refusals: usize,
     devices: &[&str],
 ) -> (
@@ -283,10 +295,7 @@ async fn refused_as_too_large(
     std::fs::write(&uplinks, kept).unwrap();
     let mock = mock();
     let bs = mock.bootstrap_servers();
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; refusals],
-    );
+    mock.request_errors(RDKafkaApiKey::Produce, &vec![error; refusals]);
     let mut cfg = config(dir.path(), &bs, "");
     let hubgate::config::SinkConfig::Kafka(k) = &mut cfg.sink else {
         panic!("the config's sink is Kafka");

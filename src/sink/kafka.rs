@@ -151,7 +151,7 @@ struct Shared {
 }
 
 impl Shared {
-    /// The records refused in batches too large, as they are even after a panic while
+    /// The records refused in batches, as they are even after a panic while
     /// another thread held them.
     fn refused(&self) -> MutexGuard<'_, RefusedIn> {
         self.refused.lock().unwrap_or_else(|e| e.into_inner())
@@ -171,7 +171,7 @@ pub struct DeliveryContext {
 }
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
-/// too large for it, until it is through: shared by the sink and its producers' contexts (see
+/// ([`BatchRefusal`]), until it is through: shared by the sink and its producers' contexts (see
 /// [`DeliveryContext::delivery`]). By partition, as librdkafka sends each partition's
 /// batches on their own and serves partitions in turn: a later record of another partition
 /// is often confirmed before the refused ones.
@@ -188,9 +188,13 @@ type RefusedIn = HashMap<(String, i32), (u64, Instant)>;
 /// batch again, and sent alone again.
 const ONE_BY_ONE_FOR: Duration = Duration::from_secs(600);
 
-/// librdkafka's description of a broker's `MESSAGE_TOO_LARGE`, as a fatal error's reason
-/// quotes it.
-const TOO_LARGE: &str = "Broker: Message size too large";
+/// librdkafka's descriptions of the broker's refusals of a batch ([`BatchRefusal`]), as a
+/// fatal error's reason quotes them.
+const BATCH_REFUSED: [&str; 3] = [
+    "Broker: Message size too large",
+    "Broker: Message batch larger than configured server segment size",
+    "Broker: Broker failed to validate record",
+];
 
 /// What makes a producer send each record in a batch of its own.
 const ALONE: (&str, &str) = ("batch.num.messages", "1");
@@ -261,10 +265,10 @@ impl ProducerContext for DeliveryContext {
     ///
     /// A broker's `MESSAGE_TOO_LARGE` is about a whole batch (Kafka checks a topic's
     /// `max.message.bytes` against the batch, and librdkafka gives the error to every record
-    /// in it), unlike librdkafka's own refusal at hand-over, which is about the one record.
-    /// From a producer that batches, it is `Retry`: the sink's next producer sends each record
-    /// alone until the last one refused is through, and only a record refused alone is
-    /// rejected.
+    /// in it), unlike librdkafka's own refusal at hand-over, which is about the one record;
+    /// so are the other refusals of [`BatchRefusal`]. From a producer that batches, they are
+    /// `Retry`: the sink's next producer sends each record alone until the last one refused
+    /// is through, and only a record refused alone is rejected.
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let seq = *seq;
         let msg = match result {
@@ -289,12 +293,10 @@ impl ProducerContext for DeliveryContext {
                 Ok(handed_over(m))
             }
             Err((e, _)) if is_purged(e) => return,
-            Err((e, _))
-                if self.batched && error_code(e) == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
-            {
-                Err(self.batch_too_large(seq, place, e))
-            }
-            Err((e, _)) => Err(failed(e, place.0, &self.shared.hubs, &self.config)),
+            Err((e, _)) => match BatchRefusal::of(e).filter(|_| self.batched) {
+                Some(why) => Err(self.batch_refused(seq, place, e, why)),
+                None => Err(failed(e, place.0, &self.shared.hubs, &self.config)),
+            },
         };
         let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
         self.first
@@ -316,9 +318,15 @@ impl DeliveryContext {
         self.shared.connection.set(up);
     }
 
-    /// Record `seq` was in a batch the broker refused as too large for `hub` (its partition
+    /// Record `seq` was in a batch the broker refused (`why`) for `hub` (its partition
     /// `place.1`): to be sent again alone.
-    fn batch_too_large(&self, seq: u64, place: (&str, i32), e: &KafkaError) -> SinkError {
+    fn batch_refused(
+        &self,
+        seq: u64,
+        place: (&str, i32),
+        e: &KafkaError,
+        why: BatchRefusal,
+    ) -> SinkError {
         let hub = place.0;
         let mut refused = self.shared.refused();
         let until = Instant::now() + ONE_BY_ONE_FOR;
@@ -327,15 +335,24 @@ impl DeliveryContext {
             .or_insert((seq, until));
         *last = (*last).max(seq);
         *ends = until;
-        self.shared.metrics.problem("batch_too_large", || {
-            format!(
-                "kafka: the broker refused a batch to {hub:?} as too large: the topic's \
-                 max.message.bytes (or the broker's message.max.bytes) is below the producer's \
-                 batch.size ({}); its records are sent again one by one: lower batch.size in \
-                 [sink.properties] or raise the topic's limit",
-                self.config.get("batch.size").unwrap_or("1000000")
-            )
-        });
+        match why {
+            BatchRefusal::TooLarge => self.shared.metrics.problem("batch_too_large", || {
+                format!(
+                    "kafka: the broker refused a batch to {hub:?} as too large: the topic's \
+                     max.message.bytes or segment.bytes (or the broker's message.max.bytes) is \
+                     below the producer's batch.size ({}); its records are sent again one by \
+                     one: lower batch.size in [sink.properties] or raise the topic's limit",
+                    self.config.get("batch.size").unwrap_or("1000000")
+                )
+            }),
+            BatchRefusal::Invalid => self.shared.metrics.problem("batch_invalid_record", || {
+                format!(
+                    "kafka: the broker refused a batch to {hub:?} for a record its checks refuse \
+                     (INVALID_RECORD; a schema the broker validates): the batch's records are \
+                     sent again one by one, and a record refused alone is dead-lettered"
+                )
+            }),
+        }
         SinkError::Retry(format!("{e}, in a batch: sent again alone"))
     }
 }
@@ -399,6 +416,29 @@ pub fn login_hint(client: &ClientConfig) -> &'static str {
     }
 }
 
+/// A broker's refusal of a batch that is no verdict on each record in it.
+#[derive(Debug, Clone, Copy)]
+enum BatchRefusal {
+    /// Larger than the topic's `max.message.bytes` (`MESSAGE_TOO_LARGE`) or log segment
+    /// (`RECORD_LIST_TOO_LARGE`).
+    TooLarge,
+    /// A record in it that the topic's checks refuse: `INVALID_RECORD` for the whole batch
+    /// when the broker does not name the record, and librdkafka's `INVALID_DIFFERENT_RECORD`
+    /// for the others when it does.
+    Invalid,
+}
+
+impl BatchRefusal {
+    fn of(e: &KafkaError) -> Option<BatchRefusal> {
+        use RDKafkaErrorCode as C;
+        match error_code(e)? {
+            C::MessageSizeTooLarge | C::MessageBatchTooLarge => Some(BatchRefusal::TooLarge),
+            C::InvalidRecord | C::InvalidDifferentRecord => Some(BatchRefusal::Invalid),
+            _ => None,
+        }
+    }
+}
+
 /// What to do about an error writing to `hub` with `client`'s settings (docs/design.md
 /// "Error classes"). librdkafka gives up on `POLICY_VIOLATION` (Event Hubs throttling)
 /// itself; hubgate retries it.
@@ -409,9 +449,12 @@ pub fn classify(e: &KafkaError, hub: &str, hubs: &Hubs, client: &ClientConfig) -
     match code {
         // At hand-over, librdkafka's check of the one record; in a delivery report, see
         // `DeliveryContext::delivery`. `InvalidMessage` (CORRUPT_MESSAGE) is retriable.
-        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidRecord) => {
-            SinkError::Reject(text)
-        }
+        Some(
+            C::MessageSizeTooLarge
+            | C::MessageBatchTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidRecord,
+        ) => SinkError::Reject(text),
         // Nothing gets through until the credentials are fixed; keep retrying, loudly.
         Some(C::SaslAuthenticationFailed | C::Authentication | C::ClusterAuthorizationFailed) => {
             SinkError::Retry(format!(
@@ -447,7 +490,7 @@ pub struct KafkaSink {
     /// [`FLUSH_BEFORE_REPLACING`]; the tests give the mock cluster more on a loaded machine.
     flush_before_replacing: Duration,
     /// Whether the producer was built to send each record alone ([`ALONE`]): while there are
-    /// records a broker refused in a batch too large for it (`shared.refused`).
+    /// records a broker refused in a batch for it (`shared.refused`).
     alone: bool,
     /// The producer's first records of each key (see [`FirstWrites`]).
     first: FirstWrites,
@@ -525,7 +568,7 @@ impl KafkaSink {
         })
     }
 
-    /// Whether records refused in a batch too large are not through yet (within
+    /// Whether records refused in a batch are not through yet (within
     /// [`ONE_BY_ONE_FOR`]).
     fn refused_in_batch(&self) -> bool {
         let mut refused = self.shared.refused();
@@ -544,7 +587,7 @@ impl KafkaSink {
     }
 
     /// A new producer with the current settings in place of the old one (see [`Sink::tick`]),
-    /// sending each record `alone` (while records refused in a batch too large are not
+    /// sending each record `alone` (while records refused in a batch are not
     /// through).
     fn replace_producer(&mut self, alone: bool) -> bool {
         let queued = self.producer.queued().clone();
@@ -705,7 +748,7 @@ impl Sink for KafkaSink {
     /// nothing overtakes them.
     ///
     /// Likewise once a hub this producer saw vanish exists again (see `vanished`), and when
-    /// records a broker refused in a batch too large are to be sent alone, or are through
+    /// records a broker refused in a batch are to be sent alone, or are through
     /// (see [`DeliveryContext::delivery`]); that producer still works, so it first gets
     /// [`FLUSH_BEFORE_REPLACING`] to confirm what it holds, which is then not sent twice.
     ///
@@ -750,11 +793,11 @@ impl Sink for KafkaSink {
                 }
                 None if alone => log::info!(
                     "kafka: a new producer that sends each record alone, until those refused in \
-                     a batch too large are through"
+                     a batch are through"
                 ),
                 None => log::info!(
-                    "kafka: the records refused in a batch too large are through: a new \
-                     producer that batches again"
+                    "kafka: the records refused in a batch are through: a new producer that \
+                     batches again"
                 ),
             }
             // Confirmed or not by then, what it holds is accounted for below.
@@ -791,9 +834,9 @@ impl Sink for KafkaSink {
         // just before the failure).
         self.settle();
         // librdkafka sets the fatal error before it queues the reports of the request that
-        // caused it, whose broker error its reason names: a batch refused as too large is sent
-        // again alone even when this tick comes before its reports.
-        let alone = self.refused_in_batch() || reason.contains(TOO_LARGE);
+        // caused it, whose broker error its reason names: a batch refused ([`BatchRefusal`]) is
+        // sent again alone even when this tick comes before its reports.
+        let alone = self.refused_in_batch() || BATCH_REFUSED.iter().any(|r| reason.contains(r));
         self.replace_producer(alone)
     }
 
@@ -1174,37 +1217,64 @@ mod tests {
     }
 
     /// librdkafka sets its fatal error before it queues the refused batch's reports: a tick
-    /// between the two still builds a producer that sends each record alone.
+    /// between the two still builds a producer that sends each record alone, for each of the
+    /// broker's refusals of a batch.
     #[tokio::test]
-    async fn a_tick_before_a_batch_too_larges_reports_still_sends_alone() {
-        let mock = MockCluster::new(1).unwrap();
-        mock.create_topic(TOPIC, 1, 1).unwrap();
-        let mut c = base_config();
-        c.set("bootstrap.servers", mock.bootstrap_servers());
-        let (tx, _rx) = unbounded_channel();
-        let mut sink = new_sink(c, tx, unattended()).unwrap();
-        mock.request_errors(
-            rdkafka::types::RDKafkaApiKey::Produce,
-            &[Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
-        );
-        sink.send(1, &record(1)).unwrap();
-        // Nothing is served: the refused record's report stays queued.
-        let failed = async {
-            while sink.producer.client().fatal_error().is_none() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), failed)
-            .await
-            .expect("the refused batch fails the producer");
-        assert!(!sink.refused_in_batch(), "its report is not served yet");
-        let (_, reason) = sink.producer.client().fatal_error().unwrap();
-        assert!(reason.contains(TOO_LARGE), "{reason}");
-        assert!(sink.tick() && sink.alone);
+    async fn a_tick_before_a_refused_batchs_reports_still_sends_alone() {
+        let errors = [
+            Err::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+            Err::RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
+            Err::RD_KAFKA_RESP_ERR_INVALID_RECORD,
+        ];
+        for (error, description) in errors.into_iter().zip(BATCH_REFUSED) {
+            let mock = MockCluster::new(1).unwrap();
+            mock.create_topic(TOPIC, 1, 1).unwrap();
+            let mut c = base_config();
+            c.set("bootstrap.servers", mock.bootstrap_servers());
+            let (tx, _rx) = unbounded_channel();
+            let mut sink = new_sink(c, tx, unattended()).unwrap();
+            mock.request_errors(rdkafka::types::RDKafkaApiKey::Produce, &[error]);
+            sink.send(1, &record(1)).unwrap();
+            // Nothing is served: the refused record's report stays queued.
+            let failed = async {
+                while sink.producer.client().fatal_error().is_none() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(20), failed)
+                .await
+                .expect("the refused batch fails the producer");
+            assert!(!sink.refused_in_batch(), "its report is not served yet");
+            let (_, reason) = sink.producer.client().fatal_error().unwrap();
+            assert!(reason.contains(description), "{reason}");
+            assert!(sink.tick() && sink.alone, "{error:?}");
+        }
     }
 
-    /// A record too large at hand-over is librdkafka's own check of that record: rejected. A
-    /// corrupt message on the wire (`CORRUPT_MESSAGE`, retriable in Kafka) is tried again.
+    /// The broker's answers about a whole batch, and librdkafka's for the records of a batch
+    /// refused for another one in it, are sent again alone; nothing else is.
+    #[test]
+    fn what_a_batch_refusal_is() {
+        use RDKafkaErrorCode as C;
+        let of = |code| BatchRefusal::of(&KafkaError::MessageProduction(code));
+        for code in [C::MessageSizeTooLarge, C::MessageBatchTooLarge] {
+            assert!(matches!(of(code), Some(BatchRefusal::TooLarge)), "{code:?}");
+        }
+        for code in [C::InvalidRecord, C::InvalidDifferentRecord] {
+            assert!(matches!(of(code), Some(BatchRefusal::Invalid)), "{code:?}");
+        }
+        for code in [
+            C::InvalidMessage,
+            C::RequestTimedOut,
+            C::UnknownTopicOrPartition,
+        ] {
+            assert!(of(code).is_none(), "{code:?}");
+        }
+    }
+
+    /// A record too large at hand-over is librdkafka's own check of that record, and one the
+    /// broker refuses sent alone is refused for itself: rejected. A corrupt message on the wire
+    /// (`CORRUPT_MESSAGE`, retriable in Kafka) is tried again.
     #[test]
     fn only_a_record_that_can_never_be_taken_is_rejected() {
         let client = ClientConfig::new();
@@ -1219,6 +1289,7 @@ mod tests {
         use RDKafkaErrorCode as C;
         for code in [
             C::MessageSizeTooLarge,
+            C::MessageBatchTooLarge,
             C::InvalidMessageSize,
             C::InvalidRecord,
         ] {
