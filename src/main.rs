@@ -1002,22 +1002,19 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        BufferAction::Purge {
-            dead_letters: false,
-        } => match store.purge() {
-            Ok(n) => {
-                println!("purged {n} record(s)");
-                ExitCode::SUCCESS
+        BufferAction::Purge { dead_letters } => {
+            let (purged, what) = match dead_letters {
+                false => (store.purge(), "record(s)"),
+                true => (store.purge_dead_letters(), "dead letter(s)"),
+            };
+            match purged {
+                Ok(n) => {
+                    println!("purged {n} {what}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
             }
-            Err(e) => fail(1, e),
-        },
-        BufferAction::Purge { dead_letters: true } => match store.purge_dead_letters() {
-            Ok(n) => {
-                println!("purged {n} dead letter(s)");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(1, e),
-        },
+        }
         BufferAction::Recover { dir } => recover(&mut store, &cfg, &dir),
     }
 }

@@ -790,6 +790,16 @@ fn fill_buffer_with(buffer: &Path, set: &[(&str, &str)]) -> usize {
         .unwrap()
 }
 
+/// The number on `name`'s line of `hubgate buffer stats`' output `o`.
+fn stat(o: &Output, name: &str) -> u64 {
+    stdout(o)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name:?} in {}", stdout(o)))
+        .parse()
+        .unwrap()
+}
+
 /// A buffer filled by [`fill_buffer`] in a directory of its own, and a config naming it:
 /// (the directory, the buffer, the config's path, the records' bodies in order).
 fn filled_buffer() -> (tempfile::TempDir, PathBuf, String, Vec<String>) {
@@ -822,21 +832,13 @@ fn buffer_stats_export_and_purge() {
         }
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let field = |o: &Output, name: &str| -> u64 {
-        stdout(o)
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .unwrap_or_else(|| panic!("no {name:?} in {}", stdout(o)))
-            .parse()
-            .unwrap()
-    };
 
     let stats = hubgate(&["buffer", "stats", "-c", cfg]);
     assert!(stats.status.success(), "{}", stderr(&stats));
-    assert_eq!(field(&stats, "records"), n);
-    assert_eq!(field(&stats, "bytes"), bytes as u64);
-    assert_eq!(field(&stats, "dead letters"), 2);
-    let on_disk = field(&stats, "on disk");
+    assert_eq!(stat(&stats, "records"), n);
+    assert_eq!(stat(&stats, "bytes"), bytes as u64);
+    assert_eq!(stat(&stats, "dead letters"), 2);
+    let on_disk = stat(&stats, "on disk");
     assert!(on_disk >= bytes as u64, "{on_disk}");
     assert!(
         stdout(&stats).contains("oldest: unknown (made before the clock was set)\n"),
@@ -904,13 +906,13 @@ fn buffer_stats_export_and_purge() {
     assert!(purge.status.success(), "{}", stderr(&purge));
     assert_eq!(stdout(&purge).trim(), format!("purged {n} record(s)"));
     let stats = hubgate(&["buffer", "stats", "-c", cfg]);
-    assert_eq!(field(&stats, "records"), 0);
+    assert_eq!(stat(&stats, "records"), 0);
     assert_eq!(
-        field(&stats, "dead letters"),
+        stat(&stats, "dead letters"),
         2,
         "purge keeps the dead letters"
     );
-    let after = field(&stats, "on disk");
+    let after = stat(&stats, "on disk");
     assert!(
         after * 4 < on_disk,
         "purge gives the space back: {on_disk} -> {after}"
@@ -936,12 +938,7 @@ fn buffer_purge_of_the_dead_letters_keeps_every_record() {
     let count = |what: &str| {
         let stats = hubgate(&["buffer", "stats", "-c", cfg]);
         assert!(stats.status.success(), "{}", stderr(&stats));
-        stdout(&stats)
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{what}: ")))
-            .unwrap_or_else(|| panic!("no {what:?} in {}", stdout(&stats)))
-            .parse::<u64>()
-            .unwrap()
+        stat(&stats, what)
     };
     assert_eq!(count("dead letters"), 2);
 

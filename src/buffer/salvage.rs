@@ -485,8 +485,8 @@ mod tests {
     use super::super::sled_store::{open_db, DB_DIR, LAYOUT_KEY, MARK_KEY};
     use super::super::test_support::{
         assert_current_layout, body_of, compacted_then_taken_back, fill_with, flushed_store,
-        lose_pointers, moved, past_a_failing_tail, record, segment_of, seqs, three_flushed,
-        without, write_out, CAP_FOWNER, QUARTER,
+        lose_pointers, make_the_blob_unreadable, moved, past_a_failing_tail, record, segment_of,
+        seqs, three_flushed, without, write_out, CAP_FOWNER, QUARTER,
     };
     use super::super::upgrade::POINTERS;
     use super::*;
@@ -1056,27 +1056,7 @@ mod tests {
             tree.insert(k.to_be_bytes(), value(k)).unwrap();
         }
         db.flush().unwrap();
-        // Pages read through sled's cache push the large one's leaf out of it: the next
-        // read of it goes to its blob.
-        let other = db.open_tree("other").unwrap();
-        for i in 0u32..100_000 {
-            other.insert(i.to_be_bytes(), &[1; 8][..]).unwrap();
-        }
-        // The leaf's versions, named by their place in sled's log: the last is sled's.
-        let blob = std::fs::read_dir(dir.path().join("blobs"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .max_by_key(|f| {
-                f.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .parse::<u64>()
-                    .unwrap()
-            })
-            .unwrap();
-        std::fs::remove_file(&blob).unwrap();
-        std::fs::create_dir(&blob).unwrap();
+        make_the_blob_unreadable(&db, dir.path());
 
         let mut read = Vec::new();
         let whole = each_readable(&tree, |k, v| {

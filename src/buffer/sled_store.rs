@@ -1808,8 +1808,9 @@ mod tests {
     use super::super::test_support::listing::{changed_but_sleds, listing};
     use super::super::test_support::{
         assert_current_layout, body_of, buffer_of, compact, compacted_then_taken_back, fill,
-        fill_with, flushed_store, lose_pointers, moved, one_in_four_stays, past_a_failing_tail,
-        record, segment_of, seqs, three_flushed, without, write_out, CAP_FOWNER, NO_DAC, QUARTER,
+        fill_with, flushed_store, lose_pointers, make_the_blob_unreadable, moved,
+        one_in_four_stays, past_a_failing_tail, record, segment_of, seqs, three_flushed, without,
+        write_out, CAP_FOWNER, NO_DAC, QUARTER,
     };
     use super::super::tests::churn;
     use super::*;
@@ -3716,18 +3717,7 @@ mod tests {
             s.flush().unwrap();
         }
         let mut s = SledStore::open(dir.path()).unwrap();
-        // Pages read through sled's cache (256 shards of 1 KiB) push the dead letters' page
-        // out of it: the next read of it goes to its blob.
-        for i in 0u32..100_000 {
-            s.state.insert(i.to_be_bytes(), &[1; 8][..]).unwrap();
-        }
-        let blobs: Vec<PathBuf> = std::fs::read_dir(dir.path().join(DB_DIR).join("blobs"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(blobs.len(), 1, "{blobs:?}");
-        std::fs::remove_file(&blobs[0]).unwrap();
-        std::fs::create_dir(&blobs[0]).unwrap();
+        make_the_blob_unreadable(&s.db, &dir.path().join(DB_DIR));
         let mut letters = s.dead.iter();
         for _ in 0..3 {
             assert!(

@@ -121,6 +121,32 @@ pub(super) fn segment_of(s: &SledStore, seq: u64) -> u32 {
 
 /// What the index holds, written into sled's files (as sled writes its log when its
 /// buffers fill), without a flush of the store's.
+/// Make the entry of `db` (at `dir`) that sled keeps in a blob file of its own unreadable
+/// (the file replaced by a directory, EISDIR; a card's bad block gives EIO), after pushing its
+/// leaf out of sled's cache (256 shards of 1 KiB) with other pages: the next read of it goes
+/// to the blob. Of the leaf's versions, named by their place in sled's log, the last is the
+/// one sled reads.
+pub(super) fn make_the_blob_unreadable(db: &sled::Db, dir: &Path) {
+    let other = db.open_tree("other").unwrap();
+    for i in 0u32..100_000 {
+        other.insert(i.to_be_bytes(), &[1; 8][..]).unwrap();
+    }
+    let blob = std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|f| {
+            f.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .unwrap();
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::create_dir(&blob).unwrap();
+}
+
 pub(super) fn write_out(s: &mut SledStore) {
     s.index.write().unwrap();
     s.db.flush().unwrap();
