@@ -320,21 +320,13 @@ fn each_readable(
     let mut last = None;
     for entry in tree.iter() {
         let Ok((k, v)) = entry else {
-            let mut lowest = None;
-            for key in tree.iter().keys().rev() {
-                match key {
-                    Ok(key) if last.as_ref().is_none_or(|l| key > *l) => lowest = Some(key),
-                    _ => break,
+            if let Some(lowest) = lowest_readable_from_the_end(tree, last.as_ref()) {
+                for entry in tree.range::<&sled::IVec, _>(&lowest..) {
+                    let Ok((k, v)) = entry else {
+                        break;
+                    };
+                    each(k, v)?;
                 }
-            }
-            for entry in lowest
-                .iter()
-                .flat_map(|lowest| tree.range::<&sled::IVec, _>(lowest..))
-            {
-                let Ok((k, v)) = entry else {
-                    break;
-                };
-                each(k, v)?;
             }
             return Ok(false);
         };
@@ -342,6 +334,21 @@ fn each_readable(
         each(k, v)?;
     }
     Ok(true)
+}
+
+/// The lowest key of `tree` above `after` that sled reads from the end back before an error.
+fn lowest_readable_from_the_end(
+    tree: &sled::Tree,
+    after: Option<&sled::IVec>,
+) -> Option<sled::IVec> {
+    let mut lowest = None;
+    for key in tree.iter().keys().rev() {
+        match key {
+            Ok(key) if after.is_none_or(|a| key > *a) => lowest = Some(key),
+            _ => break,
+        }
+    }
+    lowest
 }
 
 /// What is left of a database moved aside whose salvage was done, while it is removed.
