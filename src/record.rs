@@ -112,11 +112,14 @@ pub fn iso8601(t: SystemTime) -> String {
 }
 
 /// The record id: a hash of what identifies the uplink (DevEUI, the DevAddr where known,
-/// FCnt, FPort, payload; the time only when the FCnt is unknown, with the serial source's
-/// index of the frame in that millisecond when above 0), formatted like a UUID.
-/// The DevAddr tells the sessions of a device apart: one that joined again counts its FCnt
-/// from 0 again, and the same reading at the same FCnt as before must not be taken for a
-/// copy of the old one. The index ([`Uplink::same_ms_index`]) tells equal readings received
+/// the session keys' print for a frame hubgate decrypted, FCnt, FPort, payload; the time
+/// only when the FCnt is unknown, with the serial source's index of the frame in that
+/// millisecond when above 0), formatted like a UUID.
+/// The DevAddr and the keys tell the sessions of a device apart: one that joined again, or
+/// was provisioned again under its DevAddr, counts its FCnt from 0 again, and the same
+/// reading at the same FCnt as before must not be taken for a copy of the old one (the
+/// ledger's de-duplication would drop it, and so would a consumer dropping copies by id).
+/// The index ([`Uplink::same_ms_index`]) tells equal readings received
 /// in one millisecond apart; at 0 it is left out, so such ids are what they were before it.
 pub fn stable_id(up: &Uplink) -> String {
     let mut h = Sha256::new();
@@ -124,6 +127,10 @@ pub fn stable_id(up: &Uplink) -> String {
     if let Some(a) = up.dev_addr {
         h.update(b"DevAddr");
         h.update(a.0.to_be_bytes());
+    }
+    if let Some(print) = up.key_print {
+        h.update(b"Keys");
+        h.update(print);
     }
     match up.fcnt {
         Some(f) => h.update(f.to_be_bytes()),
@@ -757,6 +764,7 @@ mod tests {
             },
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,
+            key_print: None,
         }
     }
 
@@ -1003,6 +1011,15 @@ mod tests {
         assert_eq!(stable_id(&a), stable_id(&b));
         b.fcnt = Some(43);
         assert_ne!(stable_id(&a), stable_id(&b));
+        let keyed = |print| {
+            stable_id(&Uplink {
+                key_print: Some(print),
+                ..uplink()
+            })
+        };
+        assert_ne!(keyed([1; 4]), stable_id(&a), "a frame hubgate decrypted");
+        assert_ne!(keyed([1; 4]), keyed([2; 4]), "another session's keys");
+        assert_eq!(keyed([1; 4]), keyed([1; 4]));
         // SHA-256 of DevEUI, FCnt (u32 big-endian), [FPort, 1] and the payload: its first 16
         // bytes, as a UUID.
         assert_eq!(stable_id(&a), "67528804-571f-935e-c942-fc28d8f0d911");
@@ -1268,6 +1285,7 @@ mod tests {
                         radio,
                         ns: crate::uplink::NsDecoded::default(),
                         same_ms_index: 0,
+                        key_print: None,
                     }
                 })
         }

@@ -50,6 +50,10 @@ pub struct Uplink {
     /// ([`crate::record::stable_id`]), so equal readings received in one millisecond keep
     /// ids of their own.
     pub same_ms_index: u32,
+    /// The session keys' [`crate::lorawan::SessionKeys::print`], for a frame hubgate
+    /// decrypted itself: a device provisioned again (new keys under the same DevAddr) counts
+    /// its FCnt from 0 again, and the record id tells its readings from the old session's.
+    pub key_print: Option<[u8; 4]>,
 }
 
 /// The payload as the network server decoded it: ChirpStack v4's `object` or TTS v3's

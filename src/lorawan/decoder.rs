@@ -303,6 +303,7 @@ impl Decoder {
             radio,
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,
+            key_print: Some(session.keys.print()),
         })
     }
 }

@@ -944,6 +944,7 @@ mod tests {
                     radio: crate::uplink::Radio::default(),
                     ns: crate::uplink::NsDecoded::default(),
                     same_ms_index: 0,
+                    key_print: None,
                 }),
                 ack: Ack::Mqtt {
                     acks: self.acks.clone().expect("running"),
@@ -1340,6 +1341,7 @@ mod tests {
             radio: crate::uplink::Radio::default(),
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,
+            key_print: None,
         })
     }
 
@@ -1684,6 +1686,36 @@ mod tests {
         assert_eq!(sent, (1, 1));
         drop(provisioned);
         assert_eq!(kept_copies(dir.path()), []);
+    }
+
+    /// A device provisioned again (new session keys under the same DevAddr) counts from 0
+    /// again, and its frames are readings (see above). One with the FCnt and payload of a
+    /// frame of the old session whose record is still buffered (the sink was down) is a
+    /// reading of its own, not a copy of that record.
+    #[test]
+    fn a_new_sessions_reading_is_not_a_copy_of_the_old_sessions_buffered_record() {
+        const NEW: [u8; 16] = [0x11; 16];
+        let dir = tempfile::tempdir().unwrap();
+        let ((mut old, _), _) = session_forwarder(dir.path(), &NWK, "");
+        let records = old.decoder.decode(&session_frame(0, &NWK));
+        let counters = old.decoder.take_counters();
+        old.ledger.take_to_buffer(records, counters, Ack::None);
+        old.ledger.end_round(Instant::now()).unwrap();
+        old.ledger.commit(Instant::now(), true).unwrap();
+        drop(old);
+        let ((mut fwd, metrics), mut reports) = session_forwarder(dir.path(), &NEW, "");
+        assert_eq!(
+            fwd.ledger.buffered(),
+            1,
+            "the old session's record is buffered"
+        );
+        let frame = session_frame(0, &NEW);
+        let (made, _) = deliver(&mut fwd, &mut reports, &frame, Instant::now());
+        assert_eq!(
+            (made, metrics.duplicates.get()),
+            (1, 0),
+            "the new session's FCnt 0 made a record, not dropped as a duplicate"
+        );
     }
 
     /// A forwarder of the session's device (`device`: more lines of its entry) on the buffer
