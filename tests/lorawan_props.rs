@@ -169,6 +169,46 @@ proptest! {
         prop_assert_eq!(decoded.map(|u| u.fcnt), Ok(Some(fcnt)));
         prop_assert_eq!(d.sessions(DevAddr(DEV_ADDR))[0].fcnt.last(), Some(fcnt));
     }
+
+    /// Frames of one device heard in any order, some more than once (gateways that queue,
+    /// redeliveries): each is taken at most once; one is taken when it is the session's first,
+    /// ahead of every frame taken, or late: at most `LATE_WINDOW` below the newest taken and
+    /// above the first (below it, one may have been taken before). A frame taken leaves the
+    /// counter to keep at the newest taken, with that frame's MIC; one refused (a replay, or
+    /// a MIC failure when far below the newest across a rollover) leaves nothing to keep.
+    /// Across 16-bit rollovers too (`base` anywhere below 2^20, where a session's first
+    /// frame is looked for).
+    #[test]
+    fn frames_in_any_order_are_each_taken_once(
+        base in 0u32..((16 << 16) - 400),
+        offsets in prop::collection::vec(0u32..400, 1..40),
+    ) {
+        let window = hubgate::lorawan::fcnt::LATE_WINDOW;
+        let mut d = decoder(None);
+        let mut taken: Vec<u32> = Vec::new();
+        for fcnt in offsets.into_iter().map(|o| base + o) {
+            let phy = creator_frame(fcnt, 2, &fcnt.to_be_bytes());
+            let (first, newest) = (taken.first().copied(), taken.iter().max().copied());
+            let expected = match (first, newest) {
+                (Some(first), Some(newest)) => {
+                    !taken.contains(&fcnt)
+                        && (fcnt > newest || (newest - fcnt <= window && fcnt > first))
+                }
+                _ => true,
+            };
+            let decoded = d.decode_uplink(&phy, SystemTime::UNIX_EPOCH, Radio::default());
+            prop_assert_eq!(decoded.as_ref().map(|u| u.fcnt).ok(), expected.then_some(Some(fcnt)));
+            if expected {
+                taken.push(fcnt);
+                let newest = *taken.iter().max().unwrap();
+                let mic = creator_frame(newest, 2, &newest.to_be_bytes());
+                let kept: Vec<_> = d.take_counters().advanced.iter().map(|a| (a.2, a.3)).collect();
+                prop_assert_eq!(kept, [(newest, mic[mic.len() - 4..].try_into().unwrap())]);
+            } else {
+                prop_assert_eq!(d.take_counters().advanced, []);
+            }
+        }
+    }
 }
 
 /// An uplink of the session at `fcnt`, built by the `lorawan` crate's creator.

@@ -94,8 +94,11 @@ pub type Accepted = (DevAddr, DevEui, u32, [u8; 4], Option<Instant>);
 /// What decoding a frame did to the frame counters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
-    /// Every frame accepted: its counter is kept across restarts, with its MIC, which tells
-    /// another frame at that counter from a copy.
+    /// Every frame accepted, as the counter it leaves its session at: kept across restarts,
+    /// with its frame's MIC, which tells another frame at that counter from a copy. A frame
+    /// late ([`LATE_WINDOW`](super::fcnt::LATE_WINDOW)) gives the session's last accepted
+    /// counter, as it was: the counter is not kept while the late frame's records are not
+    /// durable (its redelivery after a crash would be refused below it), nor set back by it.
     pub advanced: Vec<Accepted>,
     /// (DevAddr, FCnt32) of a frame refused as a replay: a copy of one accepted before (a
     /// source's redelivery, a second gateway), an attack, or a device that restarted its
@@ -286,11 +289,11 @@ impl Decoder {
                 },
             });
         }
-        session.fcnt.accept_at(fcnt32, frame.mic, now);
+        let (kept, mic) = session.fcnt.accept_at(fcnt32, frame.mic, now);
         let at = session.fcnt.resets().then_some(now);
         self.counters
             .advanced
-            .push((dev_addr, session.dev_eui, fcnt32, frame.mic, at));
+            .push((dev_addr, session.dev_eui, kept, mic, at));
         let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
         Ok(Uplink {
             dev_eui: session.dev_eui,

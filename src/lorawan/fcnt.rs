@@ -3,7 +3,12 @@
 //! Policy, per session:
 //!
 //! * The next counter must be greater than the last accepted one: an equal or smaller FCnt32 is
-//!   a replay (or a duplicate heard twice) and is rejected with [`FcntError::Replay`].
+//!   a replay (or a duplicate heard twice) and is rejected with [`FcntError::Replay`], except
+//!   a frame late: one at most [`LATE_WINDOW`] below the last accepted whose counter this run
+//!   has not accepted (nor passed over when it resumed a kept counter). Two gateways hear a
+//!   device, one delivers a frame late (its backhaul was down and it queued it; an MQTT
+//!   client's offline queue), and the other has delivered the next frame meanwhile: the late
+//!   one is a reading of its own, never accepted, that the device will not send again.
 //! * Candidates for the wire value `w` after last accepted `l`: `upper(l) | w` (same upper
 //!   half) first, then the rollovers `upper(l) + k * 0x1_0000 | w` for k in
 //!   1..=[`BLOCKS_AHEAD`]. The MIC decides between them; a wrong guess is a MIC failure. The
@@ -109,6 +114,11 @@ pub const RESET_BELOW: u32 = 16;
 /// records, or with `dedup_window = 0` it makes a duplicate record, which consumers can drop
 /// by its id, the lesser harm.
 pub const COPY_WINDOW: Duration = Duration::from_secs(180);
+/// How far below the last accepted counter a frame never accepted is still taken (a frame
+/// late, see the module's policy); as far as a device sends in some minutes under its duty
+/// cycle. Which counters of the window were accepted is known within a run only: after a
+/// restart every counter at or below the kept one is refused, as one may have been.
+pub const LATE_WINDOW: u32 = 64;
 /// Frames accepted remembered per session to tell a copy ([`COPY_WINDOW`]): a device may send
 /// a few in a window under its duty cycle, far fewer than this. Bounds the state kept across
 /// restarts (16 bytes a frame).
@@ -129,6 +139,12 @@ pub struct FcntTracker {
     last: Option<u32>,
     /// The MIC of the frame accepted last (`None`: not known, a counter kept without it).
     last_mic: Option<[u8; 4]>,
+    /// Which of the [`LATE_WINDOW`] counters below the last accepted are taken: bit `i` for
+    /// `last - 1 - i`, set once accepted, and for every counter below one the tracker was
+    /// told rather than heard ([`accept`](FcntTracker::accept): resumed, `fcnt_from`) or
+    /// below a session's first frame, whose frames may have been taken before. Not used by a
+    /// session that restarts its counter, for which a counter below the last is a restart.
+    behind: u64,
     /// The device restarts its counter: a smaller one is a restart, not a replay.
     resets: bool,
     /// The last [`COPIES`] frames accepted, (FCnt32, MIC, when), oldest first; those older
@@ -147,6 +163,7 @@ impl FcntTracker {
         FcntTracker {
             last: None,
             last_mic: None,
+            behind: u64::MAX,
             resets: false,
             recent: VecDeque::new(),
         }
@@ -192,6 +209,11 @@ impl FcntTracker {
         };
         let same = (last & 0xFFFF_0000) | w;
         let mut out = vec![same];
+        // A frame late across a rollover: the same 16 bits in the half before.
+        let before = same
+            .checked_sub(1 << 16)
+            .filter(|&b| same > last && last - b <= LATE_WINDOW);
+        out.extend(before);
         out.extend((1..=BLOCKS_AHEAD).map_while(|k| same.checked_add(k << 16)));
         if (w < RESET_BELOW || self.resets) && same != w {
             out.push(w);
@@ -230,7 +252,8 @@ impl FcntTracker {
 
     /// Whether a (MIC-verified) FCnt32 of a frame with `mic`, heard at `now`, may be accepted:
     /// it must not be a copy of a frame accepted within [`COPY_WINDOW`], and be ahead of the
-    /// last one, or, for a device that restarts its counter, at or below it.
+    /// last one, or late ([`LATE_WINDOW`]), or, for a device that restarts its counter, at or
+    /// below it.
     pub fn check(&self, fcnt32: u32, mic: [u8; 4], now: Instant) -> Result<(), FcntError> {
         let another_frame = |last| fcnt32 == last && self.last_mic.is_some_and(|m| m != mic);
         match self.last {
@@ -238,6 +261,7 @@ impl FcntTracker {
                 Err(FcntError::Replay { fcnt: fcnt32, last })
             }
             Some(last) if self.resets && fcnt32 <= last => Ok(()),
+            Some(_) if self.late(fcnt32) => Ok(()),
             Some(last) if (fcnt32 < RESET_BELOW && last >= RESET_BELOW) || another_frame(last) => {
                 Err(FcntError::Reset { fcnt: fcnt32, last })
             }
@@ -246,12 +270,49 @@ impl FcntTracker {
         }
     }
 
-    /// Record an accepted FCnt32 and its frame's MIC (after [`check`](FcntTracker::check)
-    /// passed; `None`: a counter kept without its MIC): a smaller one is a restart of a
-    /// device that restarts its counter, which goes on from it. The MIC is the last frame's
-    /// only if the counter is its: one of a counter left behind (kept below `fcnt_from`)
-    /// paired with the last would make that frame another frame, a restart.
+    /// Record a counter known to be taken, not heard (kept before a restart, with its
+    /// frame's MIC, or `None`: kept without it; or below `fcnt_from`): as
+    /// [`advance`](FcntTracker::advance) does, and no frame at or below it is late, as it may
+    /// have been taken.
     pub fn accept(&mut self, fcnt32: u32, mic: Option<[u8; 4]>) {
+        self.advance(fcnt32, mic);
+        self.behind = u64::MAX;
+    }
+
+    /// Record a frame accepted at `at` (after [`check`](FcntTracker::check) passed): its
+    /// counter as [`advance`](FcntTracker::advance) does, and the frame as
+    /// [`remember`](FcntTracker::remember) does. Returns the counter the session stands at
+    /// now with its frame's MIC, the one to keep across a restart: the frame's own, or, for a
+    /// frame late, the last accepted one's, which it leaves as it was.
+    pub fn accept_at(&mut self, fcnt32: u32, mic: [u8; 4], at: Instant) -> (u32, [u8; 4]) {
+        let before = self.last.zip(self.last_mic);
+        let late = self.late(fcnt32);
+        self.advance(fcnt32, Some(mic));
+        self.remember(fcnt32, mic, at);
+        match before {
+            Some(last) if late => last,
+            _ => (fcnt32, mic),
+        }
+    }
+
+    /// Move the counter to an accepted FCnt32 with its frame's MIC: a smaller one is a
+    /// restart of a device that restarts its counter, which goes on from it, and a frame late
+    /// for any other session, which leaves it. The MIC is the last frame's only if the
+    /// counter is its: one of a counter left behind (kept below `fcnt_from`) paired with the
+    /// last would make that frame another frame, a restart.
+    fn advance(&mut self, fcnt32: u32, mic: Option<[u8; 4]>) {
+        match self.last.filter(|_| !self.resets) {
+            Some(l) if fcnt32 > l => {
+                // The window slides up: the last accepted is taken, the counters skipped not.
+                let moved = self.behind.checked_shl(fcnt32 - l).unwrap_or(0);
+                self.behind = moved | 1u64.checked_shl(fcnt32 - l - 1).unwrap_or(0);
+            }
+            Some(l) if fcnt32 < l && l - fcnt32 <= LATE_WINDOW => {
+                self.behind |= 1 << (l - 1 - fcnt32);
+            }
+            Some(_) => {}
+            None => self.behind = u64::MAX,
+        }
         let last = match self.last {
             Some(l) if !self.resets => l.max(fcnt32),
             _ => fcnt32,
@@ -262,12 +323,13 @@ impl FcntTracker {
         self.last = Some(last);
     }
 
-    /// Record a frame accepted at `at` (after [`check`](FcntTracker::check) passed): its
-    /// counter as [`accept`](FcntTracker::accept) does, and the frame as
-    /// [`remember`](FcntTracker::remember) does.
-    pub fn accept_at(&mut self, fcnt32: u32, mic: [u8; 4], at: Instant) {
-        self.accept(fcnt32, Some(mic));
-        self.remember(fcnt32, mic, at);
+    /// Whether `fcnt32` is a frame late: a session that does not restart its counter has not
+    /// taken it, and it is at most [`LATE_WINDOW`] below the last accepted.
+    fn late(&self, fcnt32: u32) -> bool {
+        let Some(below) = self.last.and_then(|l| l.checked_sub(fcnt32)) else {
+            return false;
+        };
+        !self.resets && (1..=LATE_WINDOW).contains(&below) && self.behind & (1 << (below - 1)) == 0
     }
 
     /// Frame (FCnt32, MIC) was accepted at `at`: heard again within [`COPY_WINDOW`], it is a
@@ -499,6 +561,91 @@ mod tests {
             [(0, later)]
         );
         assert!(t.check(0, MIC, later + COPY_WINDOW / 2).is_err());
+    }
+
+    /// A frame late (never accepted, at most [`LATE_WINDOW`] below the last) is taken once,
+    /// and leaves the counter where it was; one further below, one accepted before, one below
+    /// the session's first frame or below a counter it was told (resumed) is a replay.
+    #[test]
+    fn a_frame_late_is_taken_once_within_the_window() {
+        let mic = |f: u32| f.to_be_bytes();
+        let t0 = Instant::now();
+        let mut t = FcntTracker::new();
+        for f in [100, 300] {
+            assert_eq!(t.accept_at(f, mic(f), t0), (f, mic(f)));
+        }
+        let low = 300 - LATE_WINDOW;
+        let replay = |fcnt| Err(FcntError::Replay { fcnt, last: 300 });
+        assert_eq!(
+            t.check(low - 1, mic(0), t0),
+            replay(low - 1),
+            "past the window"
+        );
+        assert_eq!(t.check(100, mic(0), t0), replay(100), "accepted before");
+        for f in [low, 299, 250] {
+            assert_eq!(t.check(f, mic(f), t0), Ok(()), "{f}");
+            assert_eq!(t.accept_at(f, mic(f), t0), (300, mic(300)), "{f}");
+            assert_eq!(t.check(f, mic(0), t0), replay(f), "{f} again, another MIC");
+        }
+        assert_eq!(t.last(), Some(300));
+        assert_eq!(t.check(251, mic(251), t0), Ok(()));
+        assert_eq!(t.accept_at(301, mic(301), t0), (301, mic(301)));
+        assert_eq!(
+            t.check(300, mic(300), t0 + COPY_WINDOW),
+            replay_at(300, 301)
+        );
+        assert_eq!(
+            t.check(251, mic(251), t0),
+            Ok(()),
+            "still late after the slide"
+        );
+        assert_eq!(t.check(250, mic(0), t0), replay_at(250, 301));
+
+        let mut first = FcntTracker::new();
+        first.accept_at(20, mic(20), t0);
+        assert_eq!(
+            first.check(19, mic(19), t0),
+            replay_at(19, 20),
+            "below the first frame"
+        );
+        assert_eq!(
+            FcntTracker::resume(20).check(19, mic(19), t0),
+            replay_at(19, 20),
+            "below a counter resumed"
+        );
+        let mut far = FcntTracker::new();
+        far.accept_at(10, mic(10), t0);
+        far.accept_at(10 + 2 * LATE_WINDOW, mic(0), t0);
+        let top = 10 + 2 * LATE_WINDOW;
+        assert_eq!(far.check(top - 1, mic(1), t0), Ok(()), "after a jump");
+        assert!(far.check(top - LATE_WINDOW - 1, mic(1), t0).is_err());
+    }
+
+    fn replay_at(fcnt: u32, last: u32) -> Result<(), FcntError> {
+        Err(FcntError::Replay { fcnt, last })
+    }
+
+    /// A frame late across a rollover of the 16 bits on air is tried in the half before, and
+    /// only while within the window; a small one late is not a restart told.
+    #[test]
+    fn a_frame_late_across_a_rollover_is_tried_in_the_half_before() {
+        let t0 = Instant::now();
+        let mut t = FcntTracker::new();
+        t.accept_at(0xFFF0, MIC, t0);
+        t.accept_at(0x1_0002, MIC, t0);
+        let mut late = vec![0x1_FFF5, 0xFFF5];
+        late.extend(ahead(0x1_FFF5).into_iter().skip(1));
+        assert_eq!(t.candidates(0xFFF5), late);
+        assert_eq!(t.check(0xFFF5, [9; 4], t0), Ok(()));
+        assert_eq!(t.candidates(0x8000), ahead(0x1_8000), "out of the window");
+        let mut small = FcntTracker::new();
+        small.accept_at(2, MIC, t0);
+        small.accept_at(RESET_BELOW + 4, MIC, t0);
+        assert_eq!(small.check(3, [9; 4], t0), Ok(()), "late, not a restart");
+        assert!(matches!(
+            small.check(1, [9; 4], t0),
+            Err(FcntError::Reset { .. })
+        ));
     }
 
     /// A counter kept below `fcnt_from` leaves the MIC at `fcnt_from - 1` unknown: the

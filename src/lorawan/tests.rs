@@ -982,3 +982,51 @@ fn rescue_candidates_are_the_first_search_less_what_was_tried() {
         .all(|c| c & 0xFFFF == 0x11 && !tried.contains(c)));
     assert_eq!(more[..3], [0x11, 0x1_0011, 0x7_0011]);
 }
+
+/// Two gateways hear one device: the first hears FCnt 7 and, its backhaul down, queues it
+/// (a store-and-forward gateway, an MQTT client's offline queue); the second misses it and
+/// delivers FCnt 8 at once. FCnt 7 arrives after 8: never accepted, it is a reading of its
+/// own, not a replay, and the device will not send it again. It is taken once, and leaves
+/// the counter to keep at 8 (with 8's MIC): not set back, and held until 7's records are
+/// durable too. The same across a rollover of the 16 bits on air.
+#[test]
+fn a_frame_never_accepted_is_taken_after_a_newer_one() {
+    let dev = DevAddr(0x2601_1BDA);
+    for (first, newer, late) in [(6, 8, 7), (0xFFF0, 0x1_0002, 0xFFF5)] {
+        let mut d = decoder();
+        for fcnt in [first, newer] {
+            d.decode_uplink(&up(fcnt, Some(2), b"on time"), t0(), Radio::default())
+                .unwrap();
+        }
+        d.take_counters();
+        let frame = up(late, Some(2), b"late");
+        let taken = d.decode_uplink(&frame, t0(), Radio::default());
+        assert_eq!(
+            taken.map(|u| (u.fcnt, u.payload)),
+            Ok((Some(late), b"late".to_vec()))
+        );
+        let newer_mic = mic(&up(newer, Some(2), b"on time"));
+        assert_eq!(
+            d.take_counters().advanced,
+            [(dev, DEV_EUI, newer, newer_mic, None)],
+            "the counter {late} leaves its session at"
+        );
+        assert_eq!(
+            d.decode_uplink(&frame, t0(), Radio::default()),
+            Err(LorawanError::Replay {
+                dev_addr: dev,
+                fcnt: late,
+                last: newer
+            }),
+            "{late} again"
+        );
+        let before_first = up(first - 1, Some(2), b"before");
+        assert!(
+            matches!(
+                d.decode_uplink(&before_first, t0(), Radio::default()),
+                Err(LorawanError::Replay { .. } | LorawanError::FcntReset { .. })
+            ),
+            "below the session's first frame: it may have been taken before"
+        );
+    }
+}

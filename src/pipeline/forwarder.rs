@@ -1718,6 +1718,47 @@ mod tests {
         );
     }
 
+    /// A frame late (FCnt 7 after 8: another gateway's backhaul queued it) is a reading. Its
+    /// record with the sink unconfirmed when hubgate stops (a crash), the counter kept is not
+    /// moved past it by 8's confirmation: 7's redelivery after the restart makes its record
+    /// again, not refused as a replay and lost. Once a late frame is confirmed too (9 after
+    /// 10), the newer is kept (not set back to the late one), and after a restart both are
+    /// old.
+    #[test]
+    fn a_frame_late_is_not_passed_by_the_kept_counter_until_its_record_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let frame = |fcnt| session_frame(fcnt, &NWK);
+        let t0 = Instant::now();
+        let newer_then_late = |newer: u32, confirmed: usize| {
+            let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NWK, "");
+            for fcnt in [newer, newer - 1] {
+                let records = fwd.decoder.decode(&frame(fcnt));
+                let counters = fwd.decoder.take_counters();
+                fwd.ledger.take(records, counters, Ack::None, t0);
+            }
+            fwd.ledger.end_round(t0).unwrap();
+            for _ in 0..confirmed {
+                let d = reports.try_recv().unwrap();
+                fwd.ledger.delivered(d, t0).unwrap();
+            }
+            fwd.ledger.commit(t0, true).unwrap();
+        };
+        let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NWK, "");
+        assert_eq!(deliver(&mut fwd, &mut reports, &frame(6), t0), (1, 1));
+        drop(fwd);
+        newer_then_late(8, 1);
+        let ((mut again, metrics), mut reports) = session_forwarder(dir.path(), &NWK, "");
+        let late = deliver(&mut again, &mut reports, &frame(7), t0);
+        assert_eq!((late, metrics.duplicates.get()), ((1, 1), 0), "7 again");
+        drop(again);
+        newer_then_late(10, 2);
+        let ((mut after, metrics), mut reports) = session_forwarder(dir.path(), &NWK, "");
+        for fcnt in [9, 10] {
+            assert_eq!(deliver(&mut after, &mut reports, &frame(fcnt), t0), (0, 0));
+        }
+        assert_eq!(metrics.duplicates.get(), 2);
+    }
+
     /// A forwarder of the session's device (`device`: more lines of its entry) on the buffer
     /// in `dir` takes FCnt 100 and 101, each delivered, and stops; when it took them.
     fn delivered_100_and_101(dir: &std::path::Path, device: &str) -> Instant {
