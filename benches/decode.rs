@@ -89,7 +89,7 @@ fn record_build(c: &mut Criterion) {
         },
         ns: hubgate::uplink::NsDecoded::default(),
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     };
     let tags = ["Building 1".to_string(), "Floor 2".to_string()];
     let dev = DeviceInfo {
@@ -232,7 +232,7 @@ fn js_codecs(c: &mut Criterion) {
         radio: hubgate::uplink::Radio::default(),
         ns: hubgate::uplink::NsDecoded::default(),
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     });
     let rec = decoder.decode(&input).remove(0);
     assert_eq!(rec.rec_type, "io.microshare.environment.unpacked");

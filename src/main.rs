@@ -600,7 +600,7 @@ fn decode(config: Option<&Path>, with: With, args: DecodeArgs, hex_payload: &str
         radio: Radio::default(),
         ns: hubgate::uplink::NsDecoded::default(),
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     };
     let decoder = hubgate::decode::Decoder::new(&cfg, hubgate::metrics::Metrics::new());
     let records = match &loaded {

@@ -113,12 +113,16 @@ pub fn iso8601(t: SystemTime) -> String {
 
 /// The record id: a hash of what identifies the uplink (DevEUI, the DevAddr where known,
 /// the session keys' print for a frame hubgate decrypted, FCnt, FPort, payload; the time
-/// only when the FCnt is unknown, with the serial source's index of the frame in that
-/// millisecond when above 0), formatted like a UUID.
+/// when the FCnt is unknown, with the serial source's index of the frame in that
+/// millisecond when above 0, and beside the FCnt of a device that restarts its counter),
+/// formatted like a UUID.
 /// The DevAddr and the keys tell the sessions of a device apart: one that joined again, or
 /// was provisioned again under its DevAddr, counts its FCnt from 0 again, and the same
 /// reading at the same FCnt as before must not be taken for a copy of the old one (the
 /// ledger's de-duplication would drop it, and so would a consumer dropping copies by id).
+/// So does the time for a device that restarts its counter (`resets_fcnt`): a reading after
+/// a restart equal to one before it was received at another time, while a redelivery of a
+/// frame (an MQTT broker's, after hubgate restarted) carries the time it was received at.
 /// The index ([`Uplink::same_ms_index`]) tells equal readings received
 /// in one millisecond apart; at 0 it is left out, so such ids are what they were before it.
 pub fn stable_id(up: &Uplink) -> String {
@@ -128,12 +132,18 @@ pub fn stable_id(up: &Uplink) -> String {
         h.update(b"DevAddr");
         h.update(a.0.to_be_bytes());
     }
-    if let Some(print) = up.key_print {
+    if let Some(session) = up.session {
         h.update(b"Keys");
-        h.update(print);
+        h.update(session.keys);
     }
     match up.fcnt {
-        Some(f) => h.update(f.to_be_bytes()),
+        Some(f) => {
+            h.update(f.to_be_bytes());
+            if up.session.is_some_and(|s| s.resets_fcnt) {
+                h.update(b"Time");
+                h.update(ms_since_epoch(up.time).to_be_bytes());
+            }
+        }
         None => {
             h.update(ms_since_epoch(up.time).to_be_bytes());
             if up.same_ms_index > 0 {
@@ -764,7 +774,7 @@ mod tests {
             },
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,
-            key_print: None,
+            session: None,
         }
     }
 
@@ -1011,15 +1021,37 @@ mod tests {
         assert_eq!(stable_id(&a), stable_id(&b));
         b.fcnt = Some(43);
         assert_ne!(stable_id(&a), stable_id(&b));
-        let keyed = |print| {
+        let keyed = |keys, resets_fcnt, ms| {
+            let session = Some(crate::uplink::SessionPrint { keys, resets_fcnt });
+            let time = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
             stable_id(&Uplink {
-                key_print: Some(print),
+                session,
+                time,
                 ..uplink()
             })
         };
-        assert_ne!(keyed([1; 4]), stable_id(&a), "a frame hubgate decrypted");
-        assert_ne!(keyed([1; 4]), keyed([2; 4]), "another session's keys");
-        assert_eq!(keyed([1; 4]), keyed([1; 4]));
+        let ms = 1_700_000_000_000;
+        assert_ne!(
+            keyed([1; 4], false, ms),
+            stable_id(&a),
+            "a frame hubgate decrypted"
+        );
+        assert_ne!(
+            keyed([1; 4], false, ms),
+            keyed([2; 4], false, ms),
+            "other keys"
+        );
+        assert_eq!(
+            keyed([1; 4], false, ms),
+            keyed([1; 4], false, ms + 1),
+            "the time"
+        );
+        assert_ne!(
+            keyed([1; 4], true, ms),
+            keyed([1; 4], true, ms + 1),
+            "resets_fcnt"
+        );
+        assert_eq!(keyed([1; 4], true, ms), keyed([1; 4], true, ms));
         // SHA-256 of DevEUI, FCnt (u32 big-endian), [FPort, 1] and the payload: its first 16
         // bytes, as a UUID.
         assert_eq!(stable_id(&a), "67528804-571f-935e-c942-fc28d8f0d911");
@@ -1285,7 +1317,7 @@ mod tests {
                         radio,
                         ns: crate::uplink::NsDecoded::default(),
                         same_ms_index: 0,
-                        key_print: None,
+                        session: None,
                     }
                 })
         }

@@ -50,10 +50,20 @@ pub struct Uplink {
     /// ([`crate::record::stable_id`]), so equal readings received in one millisecond keep
     /// ids of their own.
     pub same_ms_index: u32,
-    /// The session keys' [`crate::lorawan::SessionKeys::print`], for a frame hubgate
-    /// decrypted itself: a device provisioned again (new keys under the same DevAddr) counts
-    /// its FCnt from 0 again, and the record id tells its readings from the old session's.
-    pub key_print: Option<[u8; 4]>,
+    /// The session a frame hubgate decrypted itself was taken under.
+    pub session: Option<SessionPrint>,
+}
+
+/// What of a LoRaWAN session the record id hashes ([`crate::record::stable_id`]): where the
+/// FCnt does not tell two readings of a device apart, this does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPrint {
+    /// The session keys' [`crate::lorawan::SessionKeys::print`]: a device provisioned again
+    /// (new keys under the same DevAddr) counts its FCnt from 0 again.
+    pub keys: [u8; 4],
+    /// The device restarts its FCnt (`resets_fcnt`): after a restart the same FCnt and
+    /// payload come again as a reading of its own, received at another time.
+    pub resets_fcnt: bool,
 }
 
 /// The payload as the network server decoded it: ChirpStack v4's `object` or TTS v3's

@@ -112,7 +112,7 @@ fn uplink(dev_eui: &str, payload: &[u8]) -> Input {
         radio: hubgate::uplink::Radio::default(),
         ns: hubgate::uplink::NsDecoded::default(),
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     })
 }
 

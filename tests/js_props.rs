@@ -172,7 +172,7 @@ fn every_uplink_becomes_one_record() {
                 radio: hubgate::uplink::Radio::default(),
                 ns: hubgate::uplink::NsDecoded::default(),
                 same_ms_index: 0,
-                key_print: None,
+                session: None,
             });
             let rec = decoder.borrow_mut().decode(&input).remove(0);
             let v: serde_json::Value = serde_json::from_str(&rec.body).unwrap();

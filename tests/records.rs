@@ -107,7 +107,7 @@ fn published_uplink() -> Uplink {
         },
         ns: hubgate::uplink::NsDecoded::default(),
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     }
 }
 

@@ -963,7 +963,7 @@ fn sample_record(load: &Load, seq: u64) -> hubgate::record::Record {
         },
         ns: hubgate::uplink::NsDecoded::default(),
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     };
     let decoded = hubgate::codec::Codec::Browan(hubgate::codec::BrowanModel::Tbhh100)
         .decode(up.fport, &up.payload)

@@ -75,7 +75,7 @@ pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, Parse
         },
         ns: crate::uplink::NsDecoded::default(),
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     };
     Ok(Parsed { value, bad_time })
 }

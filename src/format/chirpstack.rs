@@ -258,7 +258,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
             ..super::ns_decoded(ev.object, None)
         },
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     };
     Ok(Parsed { value, bad_time })
 }

@@ -162,7 +162,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
             ..super::ns_decoded(up.decoded_payload, up.normalized_payload)
         },
         same_ms_index: 0,
-        key_print: None,
+        session: None,
     };
     Ok(Parsed { value, bad_time })
 }

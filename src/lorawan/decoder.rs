@@ -306,7 +306,10 @@ impl Decoder {
             radio,
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,
-            key_print: Some(session.keys.print()),
+            session: Some(crate::uplink::SessionPrint {
+                keys: session.keys.print(),
+                resets_fcnt: session.fcnt.resets(),
+            }),
         })
     }
 }

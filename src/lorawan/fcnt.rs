@@ -45,9 +45,9 @@
 //!   counter is below [`RESET_BELOW`]. Past the window the same bytes are not taken for a
 //!   copy: a device that restarts its counter and sends the same FPort and payload at the
 //!   same counter (a boot message, a button code, a heartbeat) makes the same MIC, and its
-//!   frame must be taken (its records have the first's ids, though: within a run the ledger's
-//!   de-duplication drops them while those ids are among the last `dedup_window` records; see
-//!   [`COPY_WINDOW`]). The frames a session of a device that
+//!   frame must be taken (its records have ids of their own: such a device's record id
+//!   hashes the time the frame was received at, [`crate::record::stable_id`]). The frames a
+//!   session of a device that
 //!   restarts its counter accepted within the window are kept with the counter and when each
 //!   was accepted by the time since boot (which a step of the wall clock does not move), and
 //!   resumed at start only in the boot they were accepted in (see
@@ -102,17 +102,13 @@ pub const RESET_BELOW: u32 = 16;
 /// the same bytes only when it reached the same counter again with the same FPort and
 /// payload (a boot message at FCnt 0 on each power-up), which takes a power cycle, rarely
 /// within minutes of the last. Such a frame within the window is refused, acknowledged as a
-/// copy, a reading lost, so the window is kept short. Within a run that loses nothing the
-/// ledger's de-duplication keeps: the frame's records have the first's ids (a hash of DevEUI,
-/// DevAddr, FCnt, FPort and payload), and it drops them while those ids are among the last
-/// `dedup_window` records taken (counted in records, not time) — unless `dedup_window` is 0
-/// (no de-duplication) or more records than it come within the window. After a restart the
-/// de-duplication knows only the records still buffered, and the frames kept across it
-/// ([`crate::buffer::Buffer::save_copies`]) can refuse a reading it would not have dropped.
-/// A copy later than the window is taken by the decoder: within a run its records are still
-/// dropped while the de-duplication knows their ids; after a restart, past `dedup_window`
-/// records, or with `dedup_window = 0` it makes a duplicate record, which consumers can drop
-/// by its id, the lesser harm.
+/// copy, a reading lost, so the window is kept short. A copy later than the window is taken
+/// by the decoder and makes its records again: a source's redelivery, with the time the
+/// frame was received at, under the first's ids, which the ledger's de-duplication drops
+/// while it knows them (the last `dedup_window` records; after a restart, those still
+/// buffered) and consumers can drop; a second gateway's copy, with a time of its own, as a
+/// duplicate under other ids for a device that restarts its counter (its record id hashes
+/// that time), the lesser harm.
 pub const COPY_WINDOW: Duration = Duration::from_secs(180);
 /// How far below the last accepted counter a frame never accepted is still taken (a frame
 /// late, see the module's policy); as far as a device sends in some minutes under its duty

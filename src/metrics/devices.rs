@@ -580,7 +580,7 @@ mod tests {
             },
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,
-            key_print: None,
+            session: None,
         }
     }
 

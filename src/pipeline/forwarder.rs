@@ -944,7 +944,7 @@ mod tests {
                     radio: crate::uplink::Radio::default(),
                     ns: crate::uplink::NsDecoded::default(),
                     same_ms_index: 0,
-                    key_print: None,
+                    session: None,
                 }),
                 ack: Ack::Mqtt {
                     acks: self.acks.clone().expect("running"),
@@ -1341,7 +1341,7 @@ mod tests {
             radio: crate::uplink::Radio::default(),
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,
-            key_print: None,
+            session: None,
         })
     }
 
@@ -1875,6 +1875,37 @@ mod tests {
             (1, 1),
             "the same bytes once the window passed"
         );
+    }
+
+    /// A device that restarts its counter (`resets_fcnt`) sends FCnt 5 and 6, restarts
+    /// after the copy window, and sends FCnt 5 again with the same reading (the payload of a
+    /// door state, a button code, a boot message): the decoder takes it as the device's new
+    /// frame, and its record, received at another time, is a reading of its own, not dropped
+    /// as a duplicate of the first one's. A copy of FCnt 6 heard after it (a source's
+    /// redelivery, with the time it was received at) is dropped as the first one's copy.
+    #[test]
+    fn a_restarted_devices_equal_reading_is_not_dropped_as_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let resets = "resets_fcnt = true\n";
+        let ((mut fwd, metrics), mut reports) = session_forwarder(dir.path(), &NWK, resets);
+        let t0 = Instant::now();
+        for fcnt in [5, 6] {
+            let frame = session_frame(fcnt, &NWK);
+            assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
+        }
+        fwd.decoder.pass(crate::lorawan::fcnt::COPY_WINDOW);
+        let Input::Radio(mut restarted) = session_frame(5, &NWK) else {
+            unreachable!("a radio frame")
+        };
+        restarted.time += crate::lorawan::fcnt::COPY_WINDOW;
+        let again = deliver(&mut fwd, &mut reports, &Input::Radio(restarted), t0);
+        assert_eq!(
+            (again, metrics.duplicates.get()),
+            ((1, 1), 0),
+            "((records made, sent), duplicates) of the restarted device's FCnt 5"
+        );
+        let copy = deliver(&mut fwd, &mut reports, &session_frame(6, &NWK), t0);
+        assert_eq!((copy, metrics.duplicates.get()), ((1, 0), 1), "a copy of 6");
     }
 
     /// The device of `session_config(&NWK, ..)`: (DevAddr, DevEUI).

@@ -387,7 +387,7 @@ mod tests {
             radio: Radio::default(),
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,
-            key_print: None,
+            session: None,
         }
     }
 
