@@ -325,18 +325,20 @@ impl Decoder {
         self.lorawan.take_counters()
     }
 
-    /// Continue a LoRaWAN session from a counter kept before a restart, with its frame's MIC
-    /// and its keys' print if those were kept (false: no such session configured, or not
-    /// with these keys).
+    /// Continue a LoRaWAN session from a counter kept before a restart, with its frame's MIC,
+    /// which counters below it were taken and its keys' print if those were kept (false: no
+    /// such session configured, or not with these keys).
     pub fn resume_fcnt(
         &mut self,
         dev_addr: lorawan::DevAddr,
         dev_eui: DevEui,
         last: u32,
         mic: Option<[u8; 4]>,
+        behind: Option<u64>,
         keys: Option<[u8; 4]>,
     ) -> bool {
-        self.lorawan.resume(dev_addr, dev_eui, last, mic, keys)
+        self.lorawan
+            .resume(dev_addr, dev_eui, last, mic, behind, keys)
     }
 
     /// Tell a copy of frames a LoRaWAN session accepted before a restart
@@ -2274,7 +2276,7 @@ mod tests {
         assert_eq!(
             (
                 again.len(),
-                advanced.iter().map(|a| a.2).collect(),
+                advanced.iter().map(|a| a.fcnt).collect(),
                 m.duplicates.get()
             ),
             (1, vec![100], 1),
@@ -2293,7 +2295,7 @@ mod tests {
         let mic: [u8; 4] = kept[kept.len() - 4..].try_into().unwrap();
         let eui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0x10, 0x12, 0x34]);
         let dev_addr = lorawan::DevAddr(0x2601_1bda);
-        assert!(d.resume_fcnt(dev_addr, eui, 500, Some(mic), None));
+        assert!(d.resume_fcnt(dev_addr, eui, 500, Some(mic), None, None));
         assert!(d.decode(&radio_frame(999)).is_empty(), "below fcnt_from");
         assert_eq!(
             (m.duplicates.get(), m.problems("fcnt_reset")),

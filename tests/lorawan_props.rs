@@ -33,7 +33,7 @@ fn decoder_of(last: Option<u32>, resets: bool) -> Decoder {
     let mut d = Decoder::new();
     d.add(if resets { s.resetting_fcnt() } else { s });
     if let Some(l) = last {
-        assert!(d.resume(DevAddr(DEV_ADDR), DEV_EUI, l, None, None));
+        assert!(d.resume(DevAddr(DEV_ADDR), DEV_EUI, l, None, None, None));
     }
     d
 }
@@ -177,16 +177,24 @@ proptest! {
     /// counter to keep at the newest taken, with that frame's MIC; one refused (a replay, or
     /// a MIC failure when far below the newest across a rollover) leaves nothing to keep.
     /// Across 16-bit rollovers too (`base` anywhere below 2^20, where a session's first
-    /// frame is looked for).
+    /// frame is looked for), and across a restart (`restart_at`, once every frame taken is
+    /// durable) that resumes from the counter kept.
     #[test]
     fn frames_in_any_order_are_each_taken_once(
         base in 0u32..((16 << 16) - 400),
         offsets in prop::collection::vec(0u32..400, 1..40),
+        restart_at in 0usize..40,
     ) {
         let window = hubgate::lorawan::fcnt::LATE_WINDOW;
         let mut d = decoder(None);
         let mut taken: Vec<u32> = Vec::new();
-        for fcnt in offsets.into_iter().map(|o| base + o) {
+        let mut counter: Option<hubgate::lorawan::fcnt::Counter> = None;
+        for (i, fcnt) in offsets.into_iter().map(|o| base + o).enumerate() {
+            if let Some(c) = counter.filter(|_| i == restart_at) {
+                d = decoder(None);
+                let resumed = d.resume(DevAddr(DEV_ADDR), DEV_EUI, c.fcnt, Some(c.mic), Some(c.behind), None);
+                prop_assert!(resumed);
+            }
             let phy = creator_frame(fcnt, 2, &fcnt.to_be_bytes());
             let (first, newest) = (taken.first().copied(), taken.iter().max().copied());
             let expected = match (first, newest) {
@@ -202,8 +210,10 @@ proptest! {
                 taken.push(fcnt);
                 let newest = *taken.iter().max().unwrap();
                 let mic = creator_frame(newest, 2, &newest.to_be_bytes());
-                let kept: Vec<_> = d.take_counters().advanced.iter().map(|a| (a.2, a.3)).collect();
-                prop_assert_eq!(kept, [(newest, mic[mic.len() - 4..].try_into().unwrap())]);
+                let advanced = d.take_counters().advanced;
+                let kept: Vec<_> = advanced.iter().map(|a| (a.fcnt, a.counter.fcnt, a.counter.mic)).collect();
+                prop_assert_eq!(kept, [(fcnt, newest, mic[mic.len() - 4..].try_into().unwrap())]);
+                counter = Some(advanced[0].counter);
             } else {
                 prop_assert_eq!(d.take_counters().advanced, []);
             }

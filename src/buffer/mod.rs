@@ -1220,8 +1220,10 @@ impl Buffer {
     }
 
     /// Keep the last accepted frame counter of a LoRaWAN session (DevAddr, DevEUI), with its
-    /// frame's MIC and its keys' print if known (the value: FCnt, MIC, print: 12 bytes, or
-    /// 8 without the print). It is durable with the next flush, within
+    /// frame's MIC, its keys' print if known and which counters below it were taken
+    /// (`behind`, see [`crate::lorawan::fcnt::Counter`]). The value: FCnt, MIC, print, and
+    /// `behind` unless every one was taken: 12 bytes, as an older release reads them, or 20;
+    /// 8 without the print. It is durable with the next flush, within
     /// [`DELETIONS_SYNCED_WITHIN`] at the latest.
     pub fn save_fcnt(
         &mut self,
@@ -1229,12 +1231,16 @@ impl Buffer {
         dev_eui: [u8; 8],
         fcnt: u32,
         mic: [u8; 4],
+        behind: u64,
     ) -> Result<(), BufferError> {
         let key = session_key(FCNT_PREFIX, dev_addr, dev_eui);
         let mut value = fcnt.to_be_bytes().to_vec();
         value.extend_from_slice(&mic);
         if let Some(print) = self.key_prints.get(&(dev_addr, dev_eui)) {
             value.extend_from_slice(print);
+            if behind != u64::MAX {
+                value.extend_from_slice(&behind.to_be_bytes());
+            }
         }
         self.set_state(&key, &value)
     }
@@ -1374,22 +1380,20 @@ impl Buffer {
             .into_iter()
             .filter_map(|(k, v)| {
                 let (dev_addr, dev_eui) = session_of(FCNT_PREFIX, &k)?;
-                let (fcnt, mic, keys) = match v.len() {
-                    4 => (v.as_slice(), None, None),
-                    8 => (&v[..4], Some(v[4..].try_into().ok()?), None),
-                    12 => (
-                        &v[..4],
-                        Some(v[4..8].try_into().ok()?),
-                        Some(v[8..].try_into().ok()?),
-                    ),
+                let (mic, keys, behind) = match v.len() {
+                    4 => (None, None, None),
+                    8 => (v.get(4..8), None, None),
+                    12 => (v.get(4..8), v.get(8..12), None),
+                    20 => (v.get(4..8), v.get(8..12), v.get(12..20)),
                     _ => return None,
                 };
                 Some(KeptFcnt {
                     dev_addr,
                     dev_eui,
-                    fcnt: u32::from_be_bytes(fcnt.try_into().ok()?),
-                    mic,
-                    keys,
+                    fcnt: u32::from_be_bytes(v.get(..4)?.try_into().ok()?),
+                    mic: mic.and_then(|m| m.try_into().ok()),
+                    keys: keys.and_then(|k| k.try_into().ok()),
+                    behind: behind.and_then(|b| Some(u64::from_be_bytes(b.try_into().ok()?))),
                 })
             })
             .collect())
@@ -1513,6 +1517,8 @@ pub struct KeptFcnt {
     pub mic: Option<[u8; 4]>,
     /// The print of the session's keys it was kept with (`None`: by an older release).
     pub keys: Option<[u8; 4]>,
+    /// Which counters below it were taken (`None`: every one, or kept by an older release).
+    pub behind: Option<u64>,
 }
 
 #[cfg(test)]
@@ -2083,10 +2089,10 @@ mod tests {
             Metrics::new(),
         );
         assert!(!b.state_unsynced());
-        b.save_fcnt(1, [1; 8], 7, [0; 4]).unwrap();
+        b.save_fcnt(1, [1; 8], 7, [0; 4], u64::MAX).unwrap();
         assert!(b.state_unsynced());
         b.start_flush(Instant::now());
-        b.save_fcnt(1, [1; 8], 8, [0; 4]).unwrap();
+        b.save_fcnt(1, [1; 8], 8, [0; 4], u64::MAX).unwrap();
         assert!(b.flush_outcome(true).unwrap().is_ok());
         assert!(b.state_unsynced(), "set after the flush started");
         store.set_flush_fails(true);
@@ -2120,7 +2126,8 @@ mod tests {
             let frame = (100, [1, 2, 3, 4], 1000);
             b.save_copies(dev_addr, dev_eui, &[frame], 1000).unwrap();
         }
-        b.save_fcnt(one.0, one.1, 100, [1, 2, 3, 4]).unwrap();
+        b.save_fcnt(one.0, one.1, 100, [1, 2, 3, 4], u64::MAX)
+            .unwrap();
         b.flush().unwrap();
         assert_eq!((b.state_unsynced(), b.housekeeping_due()), (false, false));
         b.forget_copies(one.0, one.1).unwrap();
@@ -2244,18 +2251,24 @@ mod tests {
     /// keys' print where known: durable with the buffer's flushes, carried through a
     /// rebuild, untouched by a purge. A counter kept without its MIC (4 bytes, by an older
     /// release) is read with the MIC unknown, one without the print (8 bytes) with the print
-    /// unknown.
+    /// unknown; which counters below one were taken is kept only when not every one was.
     #[test]
     fn frame_counters_survive_reopen_rebuild_and_purge() {
         let dir = tempfile::tempdir().unwrap();
         let (mut b, m) = sled_buffer(dir.path(), 10);
-        b.set_key_prints(HashMap::from([((0x2601_1bda, [1; 8]), [4, 3, 2, 1])]));
-        b.save_fcnt(0x2601_1bda, [1; 8], 7, [7; 4]).unwrap();
-        b.save_fcnt(0x2601_1bda, [1; 8], 9, [9; 4]).unwrap();
-        b.save_fcnt(0x2601_1bdb, [2; 8], 70_000, [1, 2, 3, 4])
+        b.set_key_prints(HashMap::from([
+            ((0x2601_1bda, [1; 8]), [4, 3, 2, 1]),
+            ((0x2601_1bdd, [4; 8]), [5; 4]),
+        ]));
+        b.save_fcnt(0x2601_1bda, [1; 8], 7, [7; 4], u64::MAX)
+            .unwrap();
+        b.save_fcnt(0x2601_1bda, [1; 8], 9, [9; 4], u64::MAX)
+            .unwrap();
+        b.save_fcnt(0x2601_1bdb, [2; 8], 70_000, [1, 2, 3, 4], u64::MAX)
             .unwrap();
         let old = session_key(FCNT_PREFIX, 0x2601_1bdc, [3; 8]);
         b.store.state_set(&old, &5_u32.to_be_bytes()).unwrap();
+        b.save_fcnt(0x2601_1bdd, [4; 8], 12, [2; 4], 0xFF).unwrap();
         assert!(!b.sync_due(Instant::now()), "not a second old yet");
         assert!(b.sync_due(Instant::now() + DELETIONS_SYNCED_WITHIN));
         b.flush().unwrap();
@@ -2269,19 +2282,35 @@ mod tests {
         s.flush().unwrap();
         drop(s);
         let (b, _) = sled_buffer(dir.path(), 10);
-        let kept = |dev_addr, dev_eui, fcnt, mic, keys| KeptFcnt {
+        let kept = |dev_addr, dev_eui, fcnt, mic, keys, behind| KeptFcnt {
             dev_addr,
             dev_eui,
             fcnt,
             mic,
             keys,
+            behind,
         };
         assert_eq!(
             b.fcnts().unwrap(),
             vec![
-                kept(0x2601_1bda, [1; 8], 9, Some([9; 4]), Some([4, 3, 2, 1])),
-                kept(0x2601_1bdb, [2; 8], 70_000, Some([1, 2, 3, 4]), None),
-                kept(0x2601_1bdc, [3; 8], 5, None, None),
+                kept(
+                    0x2601_1bda,
+                    [1; 8],
+                    9,
+                    Some([9; 4]),
+                    Some([4, 3, 2, 1]),
+                    None
+                ),
+                kept(0x2601_1bdb, [2; 8], 70_000, Some([1, 2, 3, 4]), None, None),
+                kept(0x2601_1bdc, [3; 8], 5, None, None, None),
+                kept(
+                    0x2601_1bdd,
+                    [4; 8],
+                    12,
+                    Some([2; 4]),
+                    Some([5; 4]),
+                    Some(0xFF)
+                ),
             ]
         );
     }
@@ -2297,7 +2326,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let session = (0x2601_1bda, [1; 8]);
         let (mut b, _) = sled_buffer(dir.path(), 10);
-        b.save_fcnt(session.0, session.1, 9, [9; 4]).unwrap();
+        b.save_fcnt(session.0, session.1, 9, [9; 4], u64::MAX)
+            .unwrap();
         b.flush().unwrap();
         drop(b);
         let (mut b, _) = sled_buffer(dir.path(), 10);
@@ -2334,7 +2364,8 @@ mod tests {
         b.save_copies(session.0, session.1, &frames[3..], now)
             .unwrap();
         let &(newest, mic, _) = frames.last().unwrap();
-        b.save_fcnt(session.0, session.1, newest, mic).unwrap();
+        b.save_fcnt(session.0, session.1, newest, mic, u64::MAX)
+            .unwrap();
         b.flush().unwrap();
         drop(b);
         let (mut b, _) = sled_buffer(dir.path(), 10);

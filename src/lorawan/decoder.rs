@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::crypto::{decrypt_payload, payload_key, verify_mic};
-use super::fcnt::{FcntError, FcntTracker, RESCUE_EVERY};
+use super::fcnt::{Counter, FcntError, FcntTracker, RESCUE_EVERY};
 use super::frame::{parse, DataFrame, Direction, Frame};
 use super::{DevAddr, LorawanError, SessionKeys};
 use crate::ids::DevEui;
@@ -83,22 +83,51 @@ pub struct Decoder {
     ahead: Duration,
 }
 
-/// A frame accepted: DevAddr, DevEUI, FCnt32, MIC, and when it was accepted, given for a
-/// session of a device that restarts its counter (`resets_fcnt`) only, whose frames are kept
-/// with the counter to tell a copy of one after a restart (see [`Decoder::resume_copies`]):
-/// any other session's kept counter refuses such a copy all the same, as at or below it
-/// (one below [`RESET_BELOW`](super::fcnt::RESET_BELOW) after a counter at or above it as a
-/// counter restart, `fcnt_reset`).
-pub type Accepted = (DevAddr, DevEui, u32, [u8; 4], Option<Instant>);
+/// A frame accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub dev_addr: DevAddr,
+    pub dev_eui: DevEui,
+    /// The frame's FCnt32: a copy of it heard later waits for its records.
+    pub fcnt: u32,
+    /// Where its session's counter stands after it, kept across restarts once its records,
+    /// and every earlier frame's, are durable: at the frame's own counter and MIC (which
+    /// tells another frame at that counter from a copy), or, for a frame late
+    /// ([`LATE_WINDOW`](super::fcnt::LATE_WINDOW)), at the last accepted one's, as it was,
+    /// with the late frame taken in its window.
+    pub counter: Counter,
+    /// When it was accepted, given for a session of a device that restarts its counter
+    /// (`resets_fcnt`) only, whose frames are kept with the counter to tell a copy of one
+    /// after a restart (see [`Decoder::resume_copies`]): any other session's kept counter
+    /// refuses such a copy all the same, as at or below it (one below
+    /// [`RESET_BELOW`](super::fcnt::RESET_BELOW) after a counter at or above it as a counter
+    /// restart, `fcnt_reset`). Such a session's counter is always the frame's own.
+    pub at: Option<Instant>,
+}
+
+/// A frame accepted at its own counter, with every counter below it taken.
+#[cfg(test)]
+pub fn accepted(
+    (dev_addr, dev_eui): (DevAddr, DevEui),
+    fcnt: u32,
+    mic: [u8; 4],
+    at: Option<Instant>,
+) -> Accepted {
+    let behind = u64::MAX;
+    let counter = Counter { fcnt, mic, behind };
+    Accepted {
+        dev_addr,
+        dev_eui,
+        fcnt,
+        counter,
+        at,
+    }
+}
 
 /// What decoding a frame did to the frame counters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
-    /// Every frame accepted, as the counter it leaves its session at: kept across restarts,
-    /// with its frame's MIC, which tells another frame at that counter from a copy. A frame
-    /// late ([`LATE_WINDOW`](super::fcnt::LATE_WINDOW)) gives the session's last accepted
-    /// counter, as it was: the counter is not kept while the late frame's records are not
-    /// durable (its redelivery after a crash would be refused below it), nor set back by it.
+    /// Every frame accepted.
     pub advanced: Vec<Accepted>,
     /// (DevAddr, FCnt32) of a frame refused as a replay: a copy of one accepted before (a
     /// source's redelivery, a second gateway), an attack, or a device that restarted its
@@ -118,9 +147,11 @@ impl Decoder {
             .push(session);
     }
 
-    /// Continue the session (DevAddr, DevEUI) from a counter accepted before a restart and
-    /// its frame's MIC (`None`: kept without it, by an older release), so a frame captured
-    /// earlier is a replay, and another frame at that counter is not a copy. Returns false
+    /// Continue the session (DevAddr, DevEUI) from a counter accepted before a restart, its
+    /// frame's MIC (`None`: kept without it, by an older release) and which counters below
+    /// it were taken ([`Counter::behind`]; `None`: kept without them, every one), so a frame
+    /// captured earlier is a replay, a frame late is still taken, and another frame at that
+    /// counter is not a copy. Returns false
     /// when no such session is configured any more, or its keys are not those the counter
     /// was kept with (`keys`, [`SessionKeys::print`]; `None`: kept by an older release).
     pub fn resume(
@@ -129,6 +160,7 @@ impl Decoder {
         dev_eui: DevEui,
         last: u32,
         mic: Option<[u8; 4]>,
+        behind: Option<u64>,
         keys: Option<[u8; 4]>,
     ) -> bool {
         let session = self
@@ -144,7 +176,7 @@ impl Decoder {
                 false
             }
             Some(s) => {
-                s.fcnt.accept(last, mic);
+                s.fcnt.resume_kept(last, mic, behind);
                 true
             }
             None => false,
@@ -289,11 +321,14 @@ impl Decoder {
                 },
             });
         }
-        let (kept, mic) = session.fcnt.accept_at(fcnt32, frame.mic, now);
-        let at = session.fcnt.resets().then_some(now);
-        self.counters
-            .advanced
-            .push((dev_addr, session.dev_eui, kept, mic, at));
+        let counter = session.fcnt.accept_at(fcnt32, frame.mic, now);
+        self.counters.advanced.push(Accepted {
+            dev_addr,
+            dev_eui: session.dev_eui,
+            fcnt: fcnt32,
+            counter,
+            at: session.fcnt.resets().then_some(now),
+        });
         let key = payload_key(&frame, &session.keys.nwk_s_key, &session.keys.app_s_key);
         Ok(Uplink {
             dev_eui: session.dev_eui,

@@ -4,8 +4,8 @@
 //!
 //! * The next counter must be greater than the last accepted one: an equal or smaller FCnt32 is
 //!   a replay (or a duplicate heard twice) and is rejected with [`FcntError::Replay`], except
-//!   a frame late: one at most [`LATE_WINDOW`] below the last accepted whose counter this run
-//!   has not accepted (nor passed over when it resumed a kept counter). Two gateways hear a
+//!   a frame late: one at most [`LATE_WINDOW`] below the last accepted whose counter has not
+//!   been taken (kept across restarts with the counter: [`Counter::behind`]). Two gateways hear a
 //!   device, one delivers a frame late (its backhaul was down and it queued it; an MQTT
 //!   client's offline queue), and the other has delivered the next frame meanwhile: the late
 //!   one is a reading of its own, never accepted, that the device will not send again.
@@ -112,13 +112,26 @@ pub const RESET_BELOW: u32 = 16;
 pub const COPY_WINDOW: Duration = Duration::from_secs(180);
 /// How far below the last accepted counter a frame never accepted is still taken (a frame
 /// late, see the module's policy); as far as a device sends in some minutes under its duty
-/// cycle. Which counters of the window were accepted is known within a run only: after a
-/// restart every counter at or below the kept one is refused, as one may have been.
+/// cycle. Which counters of the window were taken is kept with the counter
+/// ([`Counter::behind`]): a counter is kept only once its frame's records, and those of
+/// every frame accepted before it, are durable, so a late frame's redelivery after a crash
+/// is taken too.
 pub const LATE_WINDOW: u32 = 64;
 /// Frames accepted remembered per session to tell a copy ([`COPY_WINDOW`]): a device may send
 /// a few in a window under its duty cycle, far fewer than this. Bounds the state kept across
 /// restarts (16 bytes a frame).
 pub const COPIES: usize = 32;
+
+/// Where a session's counter stands after a frame: kept across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    /// The last accepted FCnt32.
+    pub fcnt: u32,
+    /// Its frame's MIC.
+    pub mic: [u8; 4],
+    /// Which of the [`LATE_WINDOW`] counters below it are taken: bit `i` for `fcnt - 1 - i`.
+    pub behind: u64,
+}
 
 /// Why a MIC-verified counter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -137,8 +150,9 @@ pub struct FcntTracker {
     last_mic: Option<[u8; 4]>,
     /// Which of the [`LATE_WINDOW`] counters below the last accepted are taken: bit `i` for
     /// `last - 1 - i`, set once accepted, and for every counter below one the tracker was
-    /// told rather than heard ([`accept`](FcntTracker::accept): resumed, `fcnt_from`) or
-    /// below a session's first frame, whose frames may have been taken before. Not used by a
+    /// told rather than heard ([`accept`](FcntTracker::accept): `fcnt_from`, a counter kept
+    /// without them) or below a session's first frame, whose frames may have been taken
+    /// before; resumed as kept ([`resume_kept`](FcntTracker::resume_kept)). Not used by a
     /// session that restarts its counter, for which a counter below the last is a restart.
     behind: u64,
     /// The device restarts its counter: a smaller one is a restart, not a replay.
@@ -206,9 +220,8 @@ impl FcntTracker {
         let same = (last & 0xFFFF_0000) | w;
         let mut out = vec![same];
         // A frame late across a rollover: the same 16 bits in the half before.
-        let before = same
-            .checked_sub(1 << 16)
-            .filter(|&b| same > last && last - b <= LATE_WINDOW);
+        let before = (same.checked_sub(1 << 16))
+            .filter(|&b| !self.resets && same > last && last - b <= LATE_WINDOW);
         out.extend(before);
         out.extend((1..=BLOCKS_AHEAD).map_while(|k| same.checked_add(k << 16)));
         if (w < RESET_BELOW || self.resets) && same != w {
@@ -275,19 +288,36 @@ impl FcntTracker {
         self.behind = u64::MAX;
     }
 
+    /// Go on from a counter kept before a restart, as [`accept`](FcntTracker::accept) does,
+    /// with which counters of the window below it were taken then (`behind`; `None`: not
+    /// kept, by an older release: every one), when it is ahead of the counter the session
+    /// was told (`fcnt_from`), below which every counter stays taken.
+    pub fn resume_kept(&mut self, last: u32, mic: Option<[u8; 4]>, behind: Option<u64>) {
+        let told = self.last;
+        self.accept(last, mic);
+        if told.is_none_or(|t| t < last) {
+            self.behind = behind.unwrap_or(u64::MAX);
+            if let Some(t) = told {
+                self.behind |= u64::MAX.checked_shl(last - 1 - t).unwrap_or(0);
+            }
+        }
+    }
+
     /// Record a frame accepted at `at` (after [`check`](FcntTracker::check) passed): its
     /// counter as [`advance`](FcntTracker::advance) does, and the frame as
-    /// [`remember`](FcntTracker::remember) does. Returns the counter the session stands at
-    /// now with its frame's MIC, the one to keep across a restart: the frame's own, or, for a
-    /// frame late, the last accepted one's, which it leaves as it was.
-    pub fn accept_at(&mut self, fcnt32: u32, mic: [u8; 4], at: Instant) -> (u32, [u8; 4]) {
-        let before = self.last.zip(self.last_mic);
+    /// [`remember`](FcntTracker::remember) does. Returns where the session's counter stands
+    /// now, to keep across a restart: at the frame's own, or, for a frame late, at the last
+    /// accepted one's, which it leaves as it was.
+    pub fn accept_at(&mut self, fcnt32: u32, mic: [u8; 4], at: Instant) -> Counter {
         let late = self.late(fcnt32);
         self.advance(fcnt32, Some(mic));
         self.remember(fcnt32, mic, at);
-        match before {
-            Some(last) if late => last,
-            _ => (fcnt32, mic),
+        let last = self.last.zip(self.last_mic).filter(|_| late);
+        let (fcnt, mic) = last.unwrap_or((fcnt32, mic));
+        Counter {
+            fcnt,
+            mic,
+            behind: self.behind,
         }
     }
 
@@ -568,7 +598,7 @@ mod tests {
         let t0 = Instant::now();
         let mut t = FcntTracker::new();
         for f in [100, 300] {
-            assert_eq!(t.accept_at(f, mic(f), t0), (f, mic(f)));
+            assert_eq!(kept(t.accept_at(f, mic(f), t0)), (f, mic(f)));
         }
         let low = 300 - LATE_WINDOW;
         let replay = |fcnt| Err(FcntError::Replay { fcnt, last: 300 });
@@ -580,12 +610,12 @@ mod tests {
         assert_eq!(t.check(100, mic(0), t0), replay(100), "accepted before");
         for f in [low, 299, 250] {
             assert_eq!(t.check(f, mic(f), t0), Ok(()), "{f}");
-            assert_eq!(t.accept_at(f, mic(f), t0), (300, mic(300)), "{f}");
+            assert_eq!(kept(t.accept_at(f, mic(f), t0)), (300, mic(300)), "{f}");
             assert_eq!(t.check(f, mic(0), t0), replay(f), "{f} again, another MIC");
         }
         assert_eq!(t.last(), Some(300));
         assert_eq!(t.check(251, mic(251), t0), Ok(()));
-        assert_eq!(t.accept_at(301, mic(301), t0), (301, mic(301)));
+        assert_eq!(kept(t.accept_at(301, mic(301), t0)), (301, mic(301)));
         assert_eq!(
             t.check(300, mic(300), t0 + COPY_WINDOW),
             replay_at(300, 301)
@@ -617,8 +647,50 @@ mod tests {
         assert!(far.check(top - LATE_WINDOW - 1, mic(1), t0).is_err());
     }
 
+    /// Where a counter kept stands, but which counters below it were taken.
+    fn kept(c: Counter) -> (u32, [u8; 4]) {
+        (c.fcnt, c.mic)
+    }
+
     fn replay_at(fcnt: u32, last: u32) -> Result<(), FcntError> {
         Err(FcntError::Replay { fcnt, last })
+    }
+
+    /// Which counters below a kept counter were taken is resumed with it: a frame late is
+    /// still taken after a restart. Without it (an older release's), every counter below is
+    /// taken; a counter told (`fcnt_from`) ahead of the kept one leaves every counter below it
+    /// taken, one behind the kept one every counter at or below itself.
+    #[test]
+    fn which_counters_below_were_taken_is_resumed() {
+        let t0 = Instant::now();
+        let mut t = FcntTracker::new();
+        t.accept_at(100, MIC, t0);
+        let kept = t.accept_at(110, MIC, t0);
+        let resumed = |told: Option<u32>, behind| {
+            let mut r = FcntTracker::new();
+            if let Some(t) = told {
+                r.accept(t, None);
+            }
+            r.resume_kept(110, Some(MIC), behind);
+            (101..110)
+                .filter(|&f| r.check(f, MIC, t0).is_ok())
+                .collect::<Vec<_>>()
+        };
+        let all: Vec<u32> = (101..110).collect();
+        assert_eq!(resumed(None, Some(kept.behind)), all);
+        assert!(resumed(None, None).is_empty(), "kept without them");
+        assert_eq!(
+            resumed(Some(104), Some(kept.behind)),
+            (105..110).collect::<Vec<_>>()
+        );
+        assert!(
+            resumed(Some(110), Some(kept.behind)).is_empty(),
+            "told at it"
+        );
+        assert!(
+            resumed(Some(120), Some(kept.behind)).is_empty(),
+            "told ahead"
+        );
     }
 
     /// A frame late across a rollover of the 16 bits on air is tried in the half before, and
@@ -634,6 +706,15 @@ mod tests {
         assert_eq!(t.candidates(0xFFF5), late);
         assert_eq!(t.check(0xFFF5, [9; 4], t0), Ok(()));
         assert_eq!(t.candidates(0x8000), ahead(0x1_8000), "out of the window");
+        let mut resets = FcntTracker::resetting();
+        resets.accept_at(0x2_0010, MIC, t0);
+        let mut tried = ahead(0x2_FFE0);
+        tried.push(0xFFE0);
+        assert_eq!(
+            resets.candidates(0xFFE0),
+            tried,
+            "not for a session that takes a counter below its last as a restart"
+        );
         let mut small = FcntTracker::new();
         small.accept_at(2, MIC, t0);
         small.accept_at(RESET_BELOW + 4, MIC, t0);

@@ -20,6 +20,8 @@ use std::fmt;
 
 use crate::ids::DevEui;
 
+#[cfg(test)]
+pub use decoder::accepted;
 pub use decoder::{Accepted, Counters, Decoder, Session};
 pub use fcnt::{FcntTracker, BLOCKS_AHEAD};
 pub use frame::{parse, DataFrame, Direction, Frame, JoinRequest, MType};

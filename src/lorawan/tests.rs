@@ -9,6 +9,7 @@ use cmac::Mac;
 
 use super::*;
 use crate::ids::DevEui;
+use crate::lorawan::fcnt::Counter;
 use crate::uplink::Radio;
 
 const NWK: [u8; 16] = [
@@ -455,17 +456,36 @@ fn a_resumed_session_rejects_a_frame_from_before_the_restart() {
     let kept = d.take_counters().advanced;
     assert_eq!(
         kept.iter()
-            .map(|a| (a.0, a.1, a.2, a.3, a.4))
+            .map(|a| (a.dev_addr, a.dev_eui, a.fcnt, a.counter, a.at))
             .collect::<Vec<_>>(),
-        vec![(DevAddr(0x2601_1BDA), DEV_EUI, 70_005, mic(&old), None)]
+        vec![(
+            DevAddr(0x2601_1BDA),
+            DEV_EUI,
+            70_005,
+            Counter {
+                fcnt: 70_005,
+                mic: mic(&old),
+                behind: u64::MAX
+            },
+            None
+        )]
     );
     assert_eq!(d.take_counters(), Counters::default());
 
     let mut restarted = decoder();
     let other = DevEui([9; 8]);
-    assert!(!restarted.resume(DevAddr(0x2601_1BDA), other, 70_005, None, None));
-    for (dev_addr, dev_eui, fcnt, mic, _) in kept {
-        assert!(restarted.resume(dev_addr, dev_eui, fcnt, Some(mic), None));
+    assert!(!restarted.resume(DevAddr(0x2601_1BDA), other, 70_005, None, None, None));
+    for a in kept {
+        let c = a.counter;
+        let resumed = restarted.resume(
+            a.dev_addr,
+            a.dev_eui,
+            c.fcnt,
+            Some(c.mic),
+            Some(c.behind),
+            None,
+        );
+        assert!(resumed);
     }
     assert!(matches!(
         restarted.decode_uplink(&old, t0(), Radio::default()),
@@ -566,7 +586,7 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_a_copy() 
     let keys = session_keys().print();
     let restarted = |age: Option<Duration>| {
         let mut d = resetting_decoder();
-        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last), None));
+        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(last), None, None));
         let frames: Vec<_> = age.into_iter().map(|age| (0, last, age)).collect();
         d.resume_copies(DevAddr(0x2601_1BDA), DEV_EUI, keys, &frames);
         d
@@ -585,7 +605,7 @@ fn a_resetting_device_at_the_same_counter_is_taken_unless_the_frame_is_a_copy() 
     assert_eq!(up3.unwrap().payload, b"3");
 
     let mut old_release = resetting_decoder();
-    assert!(old_release.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, None, None));
+    assert!(old_release.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, None, None, None));
     assert!(!copy(&mut old_release), "a counter kept without its frames");
 }
 
@@ -599,7 +619,14 @@ fn frames_kept_under_other_keys_are_not_resumed() {
     let keys = session_keys().print();
     let resumed = |keys: [u8; 4], dev_eui: DevEui| {
         let mut d = resetting_decoder();
-        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0, Some(mic(&frame)), None));
+        assert!(d.resume(
+            DevAddr(0x2601_1BDA),
+            DEV_EUI,
+            0,
+            Some(mic(&frame)),
+            None,
+            None
+        ));
         d.resume_copies(DevAddr(0x2601_1BDA), dev_eui, keys, &frames);
         d.decode_uplink(&frame, t0(), Radio::default())
     };
@@ -622,7 +649,14 @@ fn frames_kept_are_resumed_after_resets_fcnt_is_turned_off() {
     let keys = session_keys().print();
     let mut d = decoder();
     let last = mic(&up(20, Some(2), b"20"));
-    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 20, Some(last), Some(keys)));
+    assert!(d.resume(
+        DevAddr(0x2601_1BDA),
+        DEV_EUI,
+        20,
+        Some(last),
+        None,
+        Some(keys)
+    ));
     d.resume_copies(DevAddr(0x2601_1BDA), DEV_EUI, keys, &frames);
     assert!(matches!(
         d.decode_uplink(&frame, t0(), Radio::default()),
@@ -697,7 +731,7 @@ fn a_device_that_resets_its_counter_is_accepted_after_a_restart() {
     assert_eq!(
         advanced
             .iter()
-            .map(|a| (a.0, a.1, a.2, a.3, a.4.is_some()))
+            .map(|a| (a.dev_addr, a.dev_eui, a.fcnt, a.counter.mic, a.at.is_some()))
             .collect::<Vec<_>>(),
         vec![
             (
@@ -765,6 +799,7 @@ fn a_counter_jump_past_the_old_gap_across_a_rollover_is_not_lost_for_good() {
         DEV_EUI,
         0xBFFF,
         Some(mic(&last)),
+        None,
         None
     ));
     let mut refused = Vec::new();
@@ -806,6 +841,7 @@ fn a_device_past_two_to_the_twenty_frames_is_picked_up_from_fcnt_from() {
         DEV_EUI,
         0x10_0005,
         Some(mic(&far)),
+        None,
         None
     ));
     assert!(d.decode_uplink(&far, t0(), Radio::default()).is_err());
@@ -850,6 +886,7 @@ fn new_session_keys_do_not_go_on_from_the_old_sessions_counter() {
         DEV_EUI,
         5000,
         Some(mic(&old_frame)),
+        None,
         print
     ));
     for fcnt in [0, 1, 2, 16, 17, 100, 4999] {
@@ -858,7 +895,7 @@ fn new_session_keys_do_not_go_on_from_the_old_sessions_counter() {
     }
     for print in [Some(keys.print()), None] {
         let mut d = session();
-        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 5000, None, print));
+        assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 5000, None, None, print));
         let decoded = d.decode_uplink(&frame(4999), t0(), Radio::default());
         assert!(decoded.is_err(), "{print:?}: {decoded:?}");
     }
@@ -875,7 +912,7 @@ fn a_counter_set_back_by_a_replayed_old_frame_is_found_again() {
             .map(|u| u.fcnt)
     };
     let mut d = resetting_decoder();
-    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0x5_0000, None, None));
+    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0x5_0000, None, None, None));
     assert_eq!(decode(&mut d, 0x5_0001), Ok(Some(0x5_0001)));
     assert_eq!(
         decode(&mut d, 5),
@@ -912,7 +949,7 @@ fn the_search_takes_no_frame_captured_earlier_for_a_restart() {
     };
     let addr = DevAddr(0x2601_1BDA);
     let mut d = resetting_decoder();
-    assert!(d.resume(addr, DEV_EUI, 0x5_0010, None, None));
+    assert!(d.resume(addr, DEV_EUI, 0x5_0010, None, None, None));
     let old = |fcnt| {
         Err(LorawanError::Replay {
             dev_addr: addr,
@@ -942,7 +979,7 @@ fn the_search_past_the_halves_ahead_runs_once_a_minute() {
     let mut forged = up(0x5_0011, Some(2), b"p");
     *forged.last_mut().unwrap() ^= 1;
     let mut d = decoder();
-    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0x10, None, None));
+    assert!(d.resume(DevAddr(0x2601_1BDA), DEV_EUI, 0x10, None, None, None));
     assert!(matches!(
         decode(&mut d, &forged),
         Err(LorawanError::MicMismatch { .. })
@@ -1006,11 +1043,16 @@ fn a_frame_never_accepted_is_taken_after_a_newer_one() {
             Ok((Some(late), b"late".to_vec()))
         );
         let newer_mic = mic(&up(newer, Some(2), b"on time"));
+        let advanced = d.take_counters().advanced;
         assert_eq!(
-            d.take_counters().advanced,
-            [(dev, DEV_EUI, newer, newer_mic, None)],
+            (advanced.iter())
+                .map(|a| (a.dev_addr, a.fcnt, a.counter.fcnt, a.counter.mic, a.at))
+                .collect::<Vec<_>>(),
+            [(dev, late, newer, newer_mic, None)],
             "the counter {late} leaves its session at"
         );
+        let bit = 1 << (newer - late - 1);
+        assert_ne!(advanced[0].counter.behind & bit, 0, "{late} taken");
         assert_eq!(
             d.decode_uplink(&frame, t0(), Radio::default()),
             Err(LorawanError::Replay {

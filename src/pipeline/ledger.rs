@@ -372,7 +372,7 @@ impl Ledger {
     /// The sessions of `fcnts` took these frames last.
     fn took(&mut self, fcnts: &[Fcnt]) {
         for &frame in fcnts {
-            let session = (frame.0, frame.1);
+            let session = (frame.dev_addr, frame.dev_eui);
             self.taken.entry(session).or_default().push_back(frame);
         }
     }
@@ -445,7 +445,7 @@ impl Ledger {
         let Some((dev_addr, fcnt)) = counters.replayed else {
             return self.hold(None, [ack.without_retained()]);
         };
-        let of_frame = |&(a, _, f, _, _): &Fcnt| (a, f) == (dev_addr, fcnt);
+        let of_frame = |a: &Fcnt| (a.dev_addr, a.fcnt) == (dev_addr, fcnt);
         let first: Vec<u64> = self
             .unsettled
             .iter()
@@ -535,7 +535,7 @@ impl Ledger {
     /// too, every one released, to tell a copy of one after a restart.
     fn release_fcnts(&mut self, fcnts: Vec<Fcnt>) {
         let sessions: BTreeSet<(DevAddr, DevEui)> =
-            fcnts.into_iter().map(|(a, e, _, _, _)| (a, e)).collect();
+            fcnts.into_iter().map(|a| (a.dev_addr, a.dev_eui)).collect();
         let held = |frame: &Fcnt| {
             let all = self.pending_fcnts.iter().chain(&self.syncing_fcnts);
             all.chain(self.unsettled.values().flatten())
@@ -586,10 +586,14 @@ impl Ledger {
                 frames = refused;
             }
             let copies: Vec<_> = (frames.iter())
-                .filter_map(|&(_, _, fcnt, mic, at)| Some((fcnt, mic, boot_ms_at(at?, boot?)?)))
+                .map(|a| (a.counter, a.at))
+                .filter_map(|(c, at)| Some((c.fcnt, c.mic, boot_ms_at(at?, boot?)?)))
                 .collect();
-            let &(_, _, fcnt, mic, _) = frames.last().expect("a frame a session");
-            let counter = self.buffer.save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic);
+            let last = frames.last().expect("a frame a session").counter;
+            let (fcnt, mic, behind) = (last.fcnt, last.mic, last.behind);
+            let counter = self
+                .buffer
+                .save_fcnt(dev_addr.0, dev_eui.0, fcnt, mic, behind);
             let copies = match boot.filter(|_| !copies.is_empty()) {
                 Some((_, up)) => {
                     let now = up.as_millis() as u64;
@@ -1602,6 +1606,7 @@ fn kept_if(made: bool, acks: Vec<Ack>) -> Vec<Ack> {
 pub(super) mod tests {
     use super::*;
     use crate::buffer::{MemoryStore, Store};
+    use crate::lorawan::accepted;
     use crate::lorawan::fcnt::COPY_WINDOW;
     use crate::sink::stdout::StdoutSink;
 
@@ -1982,7 +1987,7 @@ pub(super) mod tests {
         assert!(settled(&mut ledger, t0), "flushed");
 
         let eui = DevEui([1; 8]);
-        let frame = (DevAddr(1), eui, 7, [7; 4], None);
+        let frame = accepted((DevAddr(1), eui), 7, [7; 4], None);
         ledger.keep_fcnts(vec![((DevAddr(1), eui), vec![frame])]);
         ledger.end_round(t0).unwrap();
         assert!(!ledger.quiet(), "a frame counter waits for its sync");
@@ -2374,7 +2379,7 @@ pub(super) mod tests {
 
     /// Frame counter 7 of DevAddr 1 (`replayed`: a copy of that frame refused as a replay).
     fn counter(replayed: bool) -> Counters {
-        let kept = (DevAddr(1), DevEui([1; 8]), 7, [7; 4], None);
+        let kept = accepted((DevAddr(1), DevEui([1; 8])), 7, [7; 4], None);
         match replayed {
             false => Counters {
                 advanced: vec![kept],
@@ -2382,7 +2387,7 @@ pub(super) mod tests {
             },
             true => Counters {
                 advanced: Vec::new(),
-                replayed: Some((kept.0, kept.2)),
+                replayed: Some((kept.dev_addr, kept.fcnt)),
             },
         }
     }
@@ -2454,7 +2459,7 @@ pub(super) mod tests {
         let metrics = Metrics::new();
         let gauge = || metrics.buffer_state_unsynced.get();
         let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        buffer.save_fcnt(2, [2; 8], 9, [9; 4]).unwrap();
+        buffer.save_fcnt(2, [2; 8], 9, [9; 4], u64::MAX).unwrap();
         let t0 = Instant::now();
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
         assert_eq!(
@@ -2503,7 +2508,12 @@ pub(super) mod tests {
     fn a_counter_the_disk_refused_keeps_the_gauge_up_until_it_is_written_again() {
         let cfg = BufferConfig::default();
         let frame = |dev: u8, fcnt: u32| Counters {
-            advanced: vec![(DevAddr(dev.into()), DevEui([dev; 8]), fcnt, [dev; 4], None)],
+            advanced: vec![accepted(
+                (DevAddr(dev.into()), DevEui([dev; 8])),
+                fcnt,
+                [dev; 4],
+                None,
+            )],
             replayed: None,
         };
         for how in [Settled::Delivered, Settled::Buffered, Settled::DeadLettered] {
@@ -3632,9 +3642,12 @@ pub(super) mod tests {
     mod frame_counters_and_copies {
         use super::*;
 
+        /// The session of DevAddr 1.
+        const ONE: (DevAddr, DevEui) = (DevAddr(1), DevEui([1; 8]));
+
         fn advanced(fcnt: u32) -> Counters {
             Counters {
-                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4], None)],
+                advanced: vec![accepted(ONE, fcnt, [fcnt as u8; 4], None)],
                 replayed: None,
             }
         }
@@ -3704,7 +3717,7 @@ pub(super) mod tests {
                 .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
             l.buffer.set_boot_id(Some(7));
             let frame = |fcnt: u32, at| Counters {
-                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4], at)],
+                advanced: vec![accepted(ONE, fcnt, [fcnt as u8; 4], at)],
                 replayed: None,
             };
             let later = t0 + Duration::from_secs(2);
@@ -3733,7 +3746,7 @@ pub(super) mod tests {
                 .set_key_prints(HashMap::from([((1, [1; 8]), [4; 4])]));
             l.buffer.set_boot_id(Some(7));
             let frame = |fcnt: u32| Counters {
-                advanced: vec![(DevAddr(1), DevEui([1; 8]), fcnt, [fcnt as u8; 4], Some(t0))],
+                advanced: vec![accepted(ONE, fcnt, [fcnt as u8; 4], Some(t0))],
                 replayed: None,
             };
             l.take(vec![record(7)], frame(7), Ack::None, t0);
@@ -3798,7 +3811,7 @@ pub(super) mod tests {
             store.set_state_fails(Some(b"fcnt"));
             for n in 1..=taken {
                 let counters = Counters {
-                    advanced: vec![(DevAddr(1), DevEui([1; 8]), n, [n as u8; 4], Some(t0))],
+                    advanced: vec![accepted(ONE, n, [n as u8; 4], Some(t0))],
                     replayed: None,
                 };
                 l.take_to_buffer(vec![record(n)], counters, Ack::None);
@@ -3808,7 +3821,7 @@ pub(super) mod tests {
             }
             let last: Vec<u32> = (9..=taken).collect();
             let waiting = &l.unsaved[&(DevAddr(1), DevEui([1; 8]))];
-            let waiting: Vec<u32> = waiting.iter().map(|&(_, _, f, _, _)| f).collect();
+            let waiting: Vec<u32> = waiting.iter().map(|a| a.fcnt).collect();
             assert_eq!((kept(&l), waiting), (vec![], last.clone()));
             store.set_state_fails(None);
             l.end_round(t0 + Duration::from_secs(3)).unwrap();
@@ -3829,7 +3842,7 @@ pub(super) mod tests {
                 l.buffer.set_boot_id(Some(7));
                 store.set_state_fails(Some(prefix));
                 let counters = Counters {
-                    advanced: vec![(DevAddr(1), DevEui([1; 8]), 7, [7; 4], Some(t0))],
+                    advanced: vec![accepted(ONE, 7, [7; 4], Some(t0))],
                     replayed: None,
                 };
                 l.take(vec![record(7)], counters, Ack::None, t0);
@@ -3886,7 +3899,7 @@ pub(super) mod tests {
             let mut deliver = |n: u32, dev: u8, at: Option<Instant>| {
                 let (dev_addr, dev_eui) = (DevAddr(u32::from(dev)), DevEui([dev; 8]));
                 let counters = Counters {
-                    advanced: vec![(dev_addr, dev_eui, n, [n as u8; 4], at)],
+                    advanced: vec![accepted((dev_addr, dev_eui), n, [n as u8; 4], at)],
                     replayed: None,
                 };
                 let before = store.state_written();
@@ -3975,6 +3988,38 @@ pub(super) mod tests {
             assert_eq!(pkids(&mut acked), [1]);
             assert_eq!(pkids(&mut copy_acked), [2]);
             assert_eq!(kept(&l), [7]);
+        }
+
+        /// A frame late (7, after 8) leaves its session's counter at 8; a copy of it (the
+        /// MQTT message delivered again) is acknowledged with 7's record, not before: 8's
+        /// confirmation does not make 7 durable.
+        #[test]
+        fn a_copy_of_a_frame_late_waits_for_its_record() {
+            let (mut l, mut reports, _store, t0) = ledger(&BufferConfig::default());
+            let newer = accepted(ONE, 8, [8; 4], None);
+            let late = crate::lorawan::Accepted { fcnt: 7, ..newer };
+            for (n, a) in [(8, newer), (7, late)] {
+                let counters = Counters {
+                    advanced: vec![a],
+                    replayed: None,
+                };
+                l.take(vec![record(n)], counters, Ack::None, t0);
+            }
+            l.end_round(t0).unwrap();
+            let eight = reports.try_recv().unwrap();
+            let seven = reports.try_recv().unwrap();
+            l.delivered(eight, t0).unwrap();
+            let (copy, mut copy_acked) = puback(2);
+            l.take(Vec::new(), replayed(7), copy, t0);
+            l.end_round(t0).unwrap();
+            assert!(
+                copy_acked.try_recv().is_err(),
+                "the copy is acknowledged while 7's record is not durable"
+            );
+            l.delivered(seven, t0).unwrap();
+            l.end_round(t0).unwrap();
+            assert_eq!(pkids(&mut copy_acked), [2]);
+            assert_eq!(kept(&l), [8]);
         }
 
         /// A copy of a record buffered and not yet covered by a flush that is done (here: its

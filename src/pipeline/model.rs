@@ -954,9 +954,8 @@ impl World {
             } else {
                 self.fcnt = Some(uplink);
                 let mic = uplink.to_be_bytes();
-                counters
-                    .advanced
-                    .push((DEV_ADDR, DEV_EUI, uplink, mic, None));
+                let accepted = crate::lorawan::accepted((DEV_ADDR, DEV_EUI), uplink, mic, None);
+                counters.advanced.push(accepted);
             }
         }
         if at_shutdown {
