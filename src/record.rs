@@ -17,7 +17,8 @@ use crate::uplink::Uplink;
 /// A record ready for a sink: routing fields plus the serialized envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// Stable id: the same uplink always gets the same id, so consumers can de-duplicate.
+    /// Stable id: the same uplink gets the same id ([`stable_id`]), so consumers can
+    /// de-duplicate.
     pub id: String,
     pub rec_type: String,
     /// Kafka message key: the device id, so one device's records stay in one partition.
@@ -121,8 +122,10 @@ pub fn iso8601(t: SystemTime) -> String {
 /// reading at the same FCnt as before must not be taken for a copy of the old one (the
 /// ledger's de-duplication would drop it, and so would a consumer dropping copies by id).
 /// So does the time for a device that restarts its counter (`resets_fcnt`): a reading after
-/// a restart equal to one before it was received at another time, while a redelivery of a
-/// frame (an MQTT broker's, after hubgate restarted) carries the time it was received at.
+/// a restart equal to one before it was received at another time. A redelivery of a frame
+/// (an MQTT broker's, after hubgate restarted) keeps its id where the time is the gateway's
+/// or the network server's (GPS, `gwTime`, `nsTime`); where it is hubgate's own receive
+/// time it is a duplicate under another id, the lesser harm.
 /// The index ([`Uplink::same_ms_index`]) tells equal readings received
 /// in one millisecond apart; at 0 it is left out, so such ids are what they were before it.
 pub fn stable_id(up: &Uplink) -> String {
@@ -1052,6 +1055,16 @@ mod tests {
             "resets_fcnt"
         );
         assert_eq!(keyed([1; 4], true, ms), keyed([1; 4], true, ms));
+        // The same hash with b"Keys" and the print after the DevAddr, and b"Time" and the time
+        // in ms (u64 big-endian) after the FCnt of a resets_fcnt device.
+        assert_eq!(
+            keyed([1; 4], false, ms),
+            "0c19271d-cf46-7183-18a0-ba9bd7eb940f"
+        );
+        assert_eq!(
+            keyed([1; 4], true, ms),
+            "c4825dc4-65d3-9f42-4147-3b594e74340b"
+        );
         // SHA-256 of DevEUI, FCnt (u32 big-endian), [FPort, 1] and the payload: its first 16
         // bytes, as a UUID.
         assert_eq!(stable_id(&a), "67528804-571f-935e-c942-fc28d8f0d911");

@@ -62,7 +62,8 @@ pub struct SessionPrint {
     /// (new keys under the same DevAddr) counts its FCnt from 0 again.
     pub keys: [u8; 4],
     /// The device restarts its FCnt (`resets_fcnt`): after a restart the same FCnt and
-    /// payload come again as a reading of its own, received at another time.
+    /// payload come again as a reading of its own, received at another time, which the id
+    /// hashes too.
     pub resets_fcnt: bool,
 }
 

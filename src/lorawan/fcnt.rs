@@ -103,12 +103,13 @@ pub const RESET_BELOW: u32 = 16;
 /// payload (a boot message at FCnt 0 on each power-up), which takes a power cycle, rarely
 /// within minutes of the last. Such a frame within the window is refused, acknowledged as a
 /// copy, a reading lost, so the window is kept short. A copy later than the window is taken
-/// by the decoder and makes its records again: a source's redelivery, with the time the
-/// frame was received at, under the first's ids, which the ledger's de-duplication drops
-/// while it knows them (the last `dedup_window` records; after a restart, those still
-/// buffered) and consumers can drop; a second gateway's copy, with a time of its own, as a
-/// duplicate under other ids for a device that restarts its counter (its record id hashes
-/// that time), the lesser harm.
+/// by the decoder and makes its records again, under the first's ids, which the ledger's
+/// de-duplication drops while it knows them (the last `dedup_window` records; after a
+/// restart, those still buffered) and consumers can drop; for a device that restarts its
+/// counter, whose record id hashes the receive time, only when the copy carries the first's
+/// time (a redelivery of a gateway's or network server's time): a second gateway's copy,
+/// or a redelivery timed by hubgate's own clock, is a duplicate under other ids, the lesser
+/// harm.
 pub const COPY_WINDOW: Duration = Duration::from_secs(180);
 /// How far below the last accepted counter a frame never accepted is still taken (a frame
 /// late, see the module's policy); as far as a device sends in some minutes under its duty
