@@ -2304,4 +2304,50 @@ mod tests {
         );
         assert_eq!(d.decode(&radio_frame(1000)).len(), 1);
     }
+
+    /// The records one message makes carry its text about once: a The Things Stack uplink
+    /// of any device (none in the config) within the default `max_message` (256 KiB), its
+    /// `device_id` and gateway id long, with 40 normalized measurements of their own times,
+    /// makes 33 records (the uplink's and 32 of history), and each repeats the name and the
+    /// gateway id. What a message costs the forwarder, the buffer and the sink is to stay
+    /// within twice its size and a record envelope (2 KB) a record.
+    #[test]
+    fn the_records_of_a_message_carry_its_text_about_once() {
+        let measurements: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    r#"{{"time":"2024-05-01T09:00:{:02}.{i:03}Z","air":{{"temperature":{}}}}}"#,
+                    i % 60,
+                    20 + i % 10
+                )
+            })
+            .collect();
+        let message = format!(
+            r#"{{"end_device_ids":{{"device_id":"{}","dev_eui":"58A0CB0000101234"}},
+            "uplink_message":{{"f_port":103,"f_cnt":42,"frm_payload":"CIwuLf////8=",
+            "rx_metadata":[{{"gateway_ids":{{"gateway_id":"{}"}},"rssi":-50}}],
+            "normalized_payload":[{}],"received_at":"2024-05-01T10:00:00.123Z"}}}}"#,
+            "d".repeat(200_000),
+            "g".repeat(20_000),
+            measurements.join(",")
+        );
+        assert!(message.len() < 256 << 10, "{} bytes", message.len());
+        let input = crate::source::parse(
+            crate::config::UplinkFormat::TtsV3,
+            message.as_bytes(),
+            UNIX_EPOCH,
+        )
+        .unwrap()
+        .value;
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+        let records = Decoder::new(&cfg, Metrics::new()).decode(&input);
+        let bytes: usize = records.iter().map(|r| r.body.len()).sum();
+        let bound = 2 * message.len() + records.len() * 2048;
+        assert!(
+            bytes <= bound,
+            "a message of {} bytes made {} records of {bytes} bytes (bound {bound})",
+            message.len(),
+            records.len()
+        );
+    }
 }

@@ -348,6 +348,16 @@ mod tests {
         assert_eq!((a.phy, a.time), (b.phy, b.time));
     }
 
+    /// A device name (or gateway id, profile name) longer than a network server gives is cut
+    /// to 256 bytes, on a character boundary: every record of the uplink repeats it.
+    #[test]
+    fn long_metadata_text_is_cut() {
+        let long = format!("{}é{}", "x".repeat(255), "x".repeat(600_000));
+        let msg = UP.replace("lobby-th", &long);
+        let up = parse(msg.as_bytes(), SystemTime::UNIX_EPOCH).unwrap().value;
+        assert_eq!(up.device_name, Some("x".repeat(255)));
+    }
+
     /// A channel that is not a channel index, or a gateway id that is not text, is left out;
     /// the uplink is not refused for it.
     #[test]

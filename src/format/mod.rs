@@ -76,11 +76,8 @@ impl<S: AsRef<str>> From<S> for Excerpt {
         if s.len() <= Self::MAX {
             return Excerpt(s.to_string());
         }
-        let mut end = Self::MAX;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        Excerpt(format!("{}… ({} more bytes)", &s[..end], s.len() - end))
+        let kept = cut(s, Self::MAX);
+        Excerpt(format!("{kept}… ({} more bytes)", s.len() - kept.len()))
     }
 }
 
@@ -116,11 +113,28 @@ fn dev_addr(text: Option<&str>) -> Option<crate::lorawan::DevAddr> {
     text.and_then(|t| crate::lorawan::DevAddr::parse(t).ok())
 }
 
-/// A text field of radio metadata (a gateway id), or `None` when it is not a string (see
-/// [`de_meta_int`]).
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The longest metadata text kept ([`de_meta_text`]): a network server's names and ids are
+/// far shorter, and every record of an uplink repeats them (one of a few hundred KB made
+/// each of an uplink's 33 records that long).
+const MAX_META_TEXT: usize = 256;
+
+/// A text field of metadata (a device or gateway id, a device name), or `None` when it is not
+/// a string (see [`de_meta_int`]); cut to [`MAX_META_TEXT`] bytes.
 fn de_meta_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
     Ok(match v {
+        Some(serde_json::Value::String(s)) if s.len() > MAX_META_TEXT => {
+            Some(cut(&s, MAX_META_TEXT).to_string())
+        }
         Some(serde_json::Value::String(s)) => Some(s),
         _ => None,
     })

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::Moment;
 use crate::codec::{Reading, Value};
+use crate::format::cut;
 use crate::ids::DevEui;
 use crate::uplink::Uplink;
 
@@ -436,15 +437,6 @@ pub struct Selection {
     pub sort: Sort,
     pub offset: usize,
     pub limit: usize,
-}
-
-/// `s` cut to at most `max` bytes, on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// `/api/devices`: one page of the devices selected.

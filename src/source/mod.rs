@@ -669,42 +669,35 @@ mod tests {
     }
 
     /// Every string a frame holds counts towards its size, so that the frame queue's byte
-    /// bound holds for input whose bulk is a device, profile or gateway name.
+    /// bound holds for input whose bulk is a device, profile or gateway name or a Device
+    /// Repository brand (parsing keeps each short, see `long_metadata_text_is_cut`).
     #[test]
     fn a_frame_is_as_large_as_the_strings_it_holds() {
         let long = "x".repeat(600_000);
-        let up = |device: &str, profile: &str, gateway: &str| {
-            format!(
-                r#"{{"time":"2024-05-01T10:00:00.123Z","deviceInfo":{{"deviceName":"{device}",
-                "deviceProfileName":"{profile}","devEui":"58a0cb0000101234"}},"fCnt":1,"fPort":1,
-                "data":"AA==","rxInfo":[{{"gatewayId":"{gateway}","rssi":-90,"snr":3.5}}]}}"#
-            )
-        };
-        for msg in [
-            up(&long, "p", "g"),
-            up("d", &long, "g"),
-            up("d", "p", &long),
-        ] {
-            let input = parse(
-                UplinkFormat::ChirpstackV4,
-                msg.as_bytes(),
-                SystemTime::UNIX_EPOCH,
-            );
-            let size = input.expect("parses").value.size();
-            assert!(size >= 600_000, "{size} bytes counted");
-        }
-        // The Device Repository brand, which parsing keeps short, is counted all the same.
-        let up = parse(
+        let msg = r#"{"time":"2024-05-01T10:00:00.123Z","deviceInfo":{"deviceName":"d",
+            "deviceProfileName":"p","devEui":"58a0cb0000101234"},"fCnt":1,"fPort":1,
+            "data":"AA==","rxInfo":[{"gatewayId":"g","rssi":-90,"snr":3.5}]}"#;
+        let parsed = parse(
             UplinkFormat::ChirpstackV4,
-            up("d", "p", "g").as_bytes(),
+            msg.as_bytes(),
             SystemTime::UNIX_EPOCH,
         );
-        let Input::Uplink(mut up) = up.expect("parses").value else {
+        let Input::Uplink(up) = parsed.expect("parses").value else {
             unreachable!()
         };
-        up.ns.brand = Some(long.clone());
-        let size = Input::Uplink(up).size();
-        assert!(size >= 600_000, "{size} bytes counted");
+        let long_one = |set: fn(&mut crate::uplink::Uplink, String)| {
+            let mut up = up.clone();
+            set(&mut up, long.clone());
+            Input::Uplink(up).size()
+        };
+        for size in [
+            long_one(|u, l| u.device_name = Some(l)),
+            long_one(|u, l| u.ns.profile = Some(l)),
+            long_one(|u, l| u.radio.gateway_id = Some(l)),
+            long_one(|u, l| u.ns.brand = Some(l)),
+        ] {
+            assert!(size >= 600_000, "{size} bytes counted");
+        }
         let radio = Input::Radio(RadioFrame {
             phy: vec![0; 20],
             time: SystemTime::UNIX_EPOCH,
