@@ -14,6 +14,7 @@ use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use super::clock_steps::Boot;
 use super::ledger::Ledger;
+use super::FRAME_QUEUE_BYTES;
 use crate::buffer::{Buffer, BufferError};
 use crate::config::BufferConfig;
 use crate::decode::Decoder;
@@ -294,11 +295,11 @@ impl Forwarder {
                 }
                 // The buffer's flush is done: the round's end releases what waited for it.
                 () = flushed.notified() => {}
+                // Urgent frames go first, but a round of them cut short (by BATCH, the budget
+                // or the bytes: more may wait) gives MQTT the next: serial or UDP frames that
+                // keep coming would otherwise keep it out for good.
                 f = inp.urgent.recv(), if urgent_open && accepting && urgent_turn => match f {
-                    Some(f) => {
-                        self.take_batch(f, &mut inp.urgent, |_| true);
-                        patient_turn = self.decoder.budget_spent();
-                    }
+                    Some(f) => patient_turn = self.take_batch(f, &mut inp.urgent, |_| true),
                     None => urgent_open = false,
                 },
                 f = inp.patient.recv(), if patient_open && patient => match f {
@@ -335,31 +336,41 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Take `first` and what else `frames` holds, up to [`BATCH`], while `more` allows and
-    /// the round's JavaScript calls have not taken its budget.
+    /// Take `first` and what else `frames` holds, up to [`BATCH`], while `more` allows, the
+    /// round's JavaScript calls have not taken its budget and its records are within
+    /// [`FRAME_QUEUE_BYTES`]. Returns whether the round was cut short by one of those bounds,
+    /// frames perhaps left in the queue (not by `more`, nor an empty queue).
     fn take_batch(
         &mut self,
         first: Frame,
         frames: &mut Receiver<Frame>,
         more: impl Fn(&Ledger) -> bool,
-    ) {
+    ) -> bool {
         // A round's JavaScript calls share one budget, so a burst of slow ones cannot hold the
         // forwarder away from the sink's reports and the ticks for long: once they took it,
         // the round ends and the frames not taken wait in their queue for the next round.
+        // The bytes of its records bound what a round holds in memory while the sink is down
+        // (all of them wait for its end to be written): a frame's records can be many times
+        // its size (records of their own time, each repeating its metadata).
         self.decoder.start_round();
-        self.take(first);
+        let mut bytes = self.take(first);
         for _ in 1..BATCH {
-            if !more(&self.ledger) || self.decoder.budget_spent() {
-                break;
+            if self.decoder.budget_spent() || bytes > FRAME_QUEUE_BYTES {
+                return true;
+            }
+            if !more(&self.ledger) {
+                return false;
             }
             match frames.try_recv() {
-                Ok(f) => self.take(f),
-                Err(_) => break,
+                Ok(f) => bytes += self.take(f),
+                Err(_) => return false,
             }
         }
+        true
     }
 
-    fn take(&mut self, f: Frame) {
+    /// Decode `f` and hand its records to the ledger; their bytes.
+    fn take(&mut self, f: Frame) -> usize {
         // Per frame, not only per round: a round of up to BATCH frames whose JavaScript
         // codecs each take their full deadline would otherwise outlast the watchdog.
         self.beat(Instant::now());
@@ -367,8 +378,10 @@ impl Forwarder {
         self.metrics.received_from.inc(f.origin);
         self.metrics.received.inc(f.source);
         let records = self.decoder.decode(&f.input);
+        let bytes = records.iter().map(super::ledger::size).sum::<u64>() as usize;
         let counters = self.decoder.take_counters();
         self.ledger.take(records, counters, f.ack, Instant::now());
+        bytes
     }
 
     /// A beat for the watchdog, unless the buffer's flush, which runs on a thread of its
@@ -1528,6 +1541,180 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(forwarder.run(inputs))
+    }
+
+    /// A sink that confirms each record as it is sent, noting the devices of the records in
+    /// the order sent.
+    struct OrderNoting {
+        devices: Arc<std::sync::Mutex<Vec<u8>>>,
+        deliveries: tokio::sync::mpsc::UnboundedSender<Delivery>,
+    }
+
+    impl Sink for OrderNoting {
+        fn send(
+            &mut self,
+            seq: u64,
+            rec: &crate::record::Record,
+        ) -> Result<(), crate::sink::SinkError> {
+            let device = rec
+                .key
+                .rsplit('-')
+                .next()
+                .and_then(|b| u8::from_str_radix(b, 16).ok());
+            self.devices.lock().unwrap().push(device.unwrap_or(0));
+            let _ = self.deliveries.send(Delivery { seq, result: Ok(1) });
+            Ok(())
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// An uplink of device `58a0cb00000000NN` (`device`) with frame counter `fcnt`.
+    fn uplink_of(device: u8, fcnt: u32) -> Input {
+        Input::Uplink(crate::uplink::Uplink {
+            dev_eui: DevEui([0x58, 0xa0, 0xcb, 0, 0, 0, 0, device]),
+            dev_addr: None,
+            device_name: None,
+            fport: Some(1),
+            fcnt: Some(fcnt),
+            payload: vec![1],
+            time: SystemTime::UNIX_EPOCH,
+            radio: crate::uplink::Radio::default(),
+            ns: crate::uplink::NsDecoded::default(),
+            same_ms_index: 0,
+            session: None,
+        })
+    }
+
+    /// Serial and UDP frames that keep coming faster than the forwarder decodes them (a UDP
+    /// sender on the LAN spoofing a listed gateway, each datagram up to 1,500 frames) must not
+    /// keep an MQTT frame out for good: it gets a round after a round of them, as it does
+    /// when their codec's budget ends the round. Here 4 rounds of UDP frames wait before one
+    /// MQTT frame: the MQTT frame is to be sent within the first two rounds.
+    #[test]
+    fn an_mqtt_frame_gets_a_round_while_udp_frames_keep_coming() {
+        let cfg = crate::config::Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+        let metrics = Metrics::new();
+        let (deliveries, delivered) = tokio::sync::mpsc::unbounded_channel();
+        let devices = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = OrderNoting {
+            devices: devices.clone(),
+            deliveries,
+        };
+        let buffer = Buffer::new(
+            Box::new(crate::buffer::MemoryStore::default()),
+            &cfg.buffer,
+            metrics.clone(),
+        );
+        let forwarder = Forwarder::new(
+            &cfg.buffer,
+            cfg.record.dedup_window,
+            Decoder::new(&cfg, metrics.clone()),
+            buffer,
+            Box::new(sink),
+            metrics.clone(),
+        )
+        .unwrap();
+        let flood = 4 * BATCH as u32;
+        let urgent = queue((1..=flood).map(|n| uplink_of(1, n)).collect());
+        let patient = queue(vec![uplink_of(2, 1)]);
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let (_new_sinks, new_sinks) = tokio::sync::mpsc::channel(1);
+        let (_parks, parks) = tokio::sync::mpsc::unbounded_channel();
+        run_to_end(
+            forwarder,
+            Inputs {
+                urgent,
+                patient,
+                deliveries: delivered,
+                stop,
+                new_sinks,
+                parks,
+            },
+        );
+        let devices = devices.lock().unwrap().clone();
+        assert_eq!(devices.len(), flood as usize + 1, "every frame sent");
+        let mqtt_at = devices.iter().position(|&d| d == 2).map(|i| i + 1);
+        assert!(
+            mqtt_at.is_some_and(|at| at <= 2 * BATCH),
+            "the MQTT frame sent as record {mqtt_at:?} of {}, after every UDP frame that \
+             waited before it",
+            devices.len()
+        );
+    }
+
+    /// A sink that is down: every send fails, to be tried again.
+    struct Down;
+
+    impl Sink for Down {
+        fn send(
+            &mut self,
+            _seq: u64,
+            _rec: &crate::record::Record,
+        ) -> Result<(), crate::sink::SinkError> {
+            Err(crate::sink::SinkError::Retry("down".into()))
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// While the sink is down, a round takes every MQTT frame queued (up to [`BATCH`]) and
+    /// holds all their records in memory until its end writes them to the buffer. The frame
+    /// queue bounds what waits to be taken in bytes (8 MiB), but not what the frames taken
+    /// make: a The Things Stack uplink of 222 KB (a long `device_id`, 40 normalized
+    /// measurements of their own times) makes 33 records of 7.3 MB, so 20 of them (MQTT
+    /// brokers let 20 QoS 1 messages go unacknowledged by default; QoS 0 ones without limit)
+    /// are 146 MB held at once, against `MemoryMax=256M`. What one round holds is to stay
+    /// within the frame queue's bound.
+    #[test]
+    fn a_round_holds_no_more_in_memory_than_the_frame_queue_does() {
+        let cfg = "[sink]\ntype = \"stdout\"\n";
+        let store = crate::buffer::MemoryStore::default();
+        let (mut forwarder, metrics) = forwarder_of(cfg, Box::new(store), Box::new(Down));
+        let message = |fcnt: u32| {
+            let measurements: Vec<String> = (0..40)
+                .map(|i| {
+                    format!(r#"{{"time":"2024-05-01T09:00:{i:02}Z","air":{{"temperature":{i}}}}}"#)
+                })
+                .collect();
+            format!(
+                r#"{{"end_device_ids":{{"device_id":"{}","dev_eui":"58A0CB0000101234"}},
+                "uplink_message":{{"f_port":103,"f_cnt":{fcnt},"frm_payload":"CIwuLf////8=",
+                "rx_metadata":[{{"gateway_ids":{{"gateway_id":"{}"}},"rssi":-50}}],
+                "normalized_payload":[{}],"received_at":"2024-05-01T10:00:00.123Z"}}}}"#,
+                "d".repeat(200_000),
+                "g".repeat(20_000),
+                measurements.join(",")
+            )
+        };
+        let inputs = (1..=20)
+            .map(|fcnt| {
+                let bytes = message(fcnt).into_bytes();
+                crate::source::parse(
+                    crate::config::UplinkFormat::TtsV3,
+                    &bytes,
+                    SystemTime::now(),
+                )
+                .unwrap()
+                .value
+            })
+            .collect();
+        let mut frames = queue(inputs);
+        let first = frames.try_recv().unwrap();
+        forwarder.take_batch(first, &mut frames, |l| l.takes_patient(Instant::now()));
+        assert_eq!(
+            metrics.buffer_bytes.get(),
+            0,
+            "nothing written before the round's end"
+        );
+        forwarder.ledger.end_round(Instant::now()).unwrap();
+        let held = metrics.buffer_bytes.get();
+        assert!(
+            held <= FRAME_QUEUE_BYTES as u64,
+            "one round of {} frames held {} records of {held} bytes in memory before writing them",
+            metrics.received.sum(),
+            metrics.buffer_records.get()
+        );
     }
 
     /// Key rotation: a park the old sink's provisioner queued before the new sink came is
