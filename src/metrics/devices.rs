@@ -20,7 +20,8 @@ use crate::uplink::Uplink;
 
 /// Devices kept by default: a busy gateway hears a few hundred.
 pub const DEVICE_CAP: usize = 10_000;
-/// Longest device name kept: the name comes with each message, so it is bounded here.
+/// Longest device name kept, as the status page's HTML or its JSON escape it, whichever is
+/// longer: the name comes with each message, so it is bounded here.
 const NAME_MAX: usize = 64;
 /// Longest packed reason kept.
 const REASON_MAX: usize = 160;
@@ -173,8 +174,8 @@ impl DeviceTable {
         d.last_heard = now.mono;
         match &up.device_name {
             Some(name) => {
-                let name = cut(name, NAME_MAX);
-                if d.name.as_deref() != Some(name) {
+                let name = kept_name(name);
+                if d.name.as_deref() != Some(name.as_str()) {
                     d.name = Some(name.into());
                 }
             }
@@ -437,6 +438,33 @@ pub struct Selection {
     pub sort: Sort,
     pub offset: usize,
     pub limit: usize,
+}
+
+/// A device name as kept: control characters (never in a name a person gave) replaced, and
+/// cut where it would take more than [`NAME_MAX`] bytes escaped (`&quot;` for `"`, `\"` in
+/// JSON, ...), so the status page's bounds hold for any name.
+fn kept_name(name: &str) -> String {
+    let mut kept = String::new();
+    let mut escaped = 0;
+    for c in name.chars() {
+        let c = if c.is_control() {
+            char::REPLACEMENT_CHARACTER
+        } else {
+            c
+        };
+        escaped += match c {
+            '"' => 6,
+            '&' | '\'' => 5,
+            '<' | '>' => 4,
+            '\\' => 2,
+            c => c.len_utf8(),
+        };
+        if escaped > NAME_MAX {
+            break;
+        }
+        kept.push(c);
+    }
+    kept
 }
 
 /// `/api/devices`: one page of the devices selected.

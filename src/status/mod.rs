@@ -472,6 +472,63 @@ mod tests {
         assert!(body.len() < 800_000, "{} bytes", body.len());
     }
 
+    /// The bounds hold whatever the names are: a device name is the network server's (any
+    /// text a ChirpStack `deviceName` holds) and is kept to 64 bytes, but escaping makes it up
+    /// to 6 times as long on a page (`"` is `&quot;`) and in the API (a control character is
+    /// `\u0001`). Devices as in the test above, names of the longest escape.
+    #[test]
+    fn pages_stay_within_their_bounds_whatever_the_names() {
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let readings: Vec<Reading> = (0..16)
+            .map(|_| Reading::new("temperature", Value::Num(-123.456), Some("°C")))
+            .collect();
+        let tags: Vec<String> = (0..3)
+            .map(|i| format!("Building {i} / Floor & <x>"))
+            .collect();
+        let t0 = Moment::now();
+        let mut over = Vec::new();
+        for (name, path, query, bound) in [
+            ("\"", "/devices", None, 150 * 1024),
+            ("\u{1}", "/api/devices", None, 150 * 1024),
+            ("\u{1}", "/api/devices", Some("limit=500"), 800_000),
+        ] {
+            let metrics = Metrics::new();
+            for i in 0..500u32 {
+                let mut up = uplink(
+                    [0, 0, 0, 0, 0, (i >> 8) as u8, i as u8, 1],
+                    &name.repeat(64),
+                    i * 7,
+                    t0.wall,
+                );
+                up.radio = Radio {
+                    rssi: Some(-120),
+                    snr: Some(-12.25),
+                    spreading_factor: Some(12),
+                    ..Radio::default()
+                };
+                let outcome = crate::metrics::devices::Outcome::Decoded {
+                    codec: "browan-tbhh100",
+                    rec_type: "io.microshare.environment.unpacked",
+                    readings: &readings,
+                    health: &[],
+                };
+                metrics
+                    .devices
+                    .heard(&up, &tags, outcome, t0 + Duration::from_secs(i.into()));
+            }
+            let status = Status::new(metrics, Facts::of(&cfg));
+            let view = View::of_path(path).unwrap();
+            let (_, body) = status.render(view, query, t0 + Duration::from_secs(600));
+            if body.len() >= bound {
+                over.push(format!(
+                    "{path} {query:?}, names of 64 {name:?}: {} bytes, the documented bound {bound}",
+                    body.len()
+                ));
+            }
+        }
+        assert!(over.is_empty(), "{over:#?}");
+    }
+
     /// The hub list is the plan and every recType parked or sent besides: a recType chosen
     /// from a decoded object's fields that parks stays listed, with its cause and fix.
     #[test]
