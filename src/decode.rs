@@ -2306,13 +2306,15 @@ mod tests {
     }
 
     /// The records one message makes carry its text about once: a The Things Stack uplink
-    /// of any device (none in the config) within the default `max_message` (256 KiB), its
-    /// `device_id` and gateway id long, with 40 normalized measurements of their own times,
-    /// makes 33 records (the uplink's and 32 of history), and each repeats the name and the
-    /// gateway id. What a message costs the forwarder, the buffer and the sink is to stay
-    /// within twice its size and a record envelope (2 KB) a record.
+    /// of any device (none in the config) within the default `max_message` (256 KiB), with 40
+    /// normalized measurements of their own times, makes 33 records (the uplink's and 32 of
+    /// history), and each repeats its metadata: a long `device_id` and gateway id (cut when
+    /// read), or a payload longer than a LoRaWAN frame carries (left out of the records of
+    /// their own time). What a message costs the forwarder, the buffer and the sink is to
+    /// stay within twice its size and a record envelope (2 KB) a record.
     #[test]
     fn the_records_of_a_message_carry_its_text_about_once() {
+        use base64::Engine;
         let measurements: Vec<String> = (0..40)
             .map(|i| {
                 format!(
@@ -2322,32 +2324,37 @@ mod tests {
                 )
             })
             .collect();
-        let message = format!(
-            r#"{{"end_device_ids":{{"device_id":"{}","dev_eui":"58A0CB0000101234"}},
-            "uplink_message":{{"f_port":103,"f_cnt":42,"frm_payload":"CIwuLf////8=",
-            "rx_metadata":[{{"gateway_ids":{{"gateway_id":"{}"}},"rssi":-50}}],
-            "normalized_payload":[{}],"received_at":"2024-05-01T10:00:00.123Z"}}}}"#,
-            "d".repeat(200_000),
-            "g".repeat(20_000),
-            measurements.join(",")
-        );
-        assert!(message.len() < 256 << 10, "{} bytes", message.len());
-        let input = crate::source::parse(
-            crate::config::UplinkFormat::TtsV3,
-            message.as_bytes(),
-            UNIX_EPOCH,
-        )
-        .unwrap()
-        .value;
-        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
-        let records = Decoder::new(&cfg, Metrics::new()).decode(&input);
-        let bytes: usize = records.iter().map(|r| r.body.len()).sum();
-        let bound = 2 * message.len() + records.len() * 2048;
-        assert!(
-            bytes <= bound,
-            "a message of {} bytes made {} records of {bytes} bytes (bound {bound})",
-            message.len(),
-            records.len()
-        );
+        let message = |name: usize, gateway: usize, payload: usize| {
+            let payload = base64::engine::general_purpose::STANDARD.encode(vec![7; payload]);
+            format!(
+                r#"{{"end_device_ids":{{"device_id":"{}","dev_eui":"58A0CB0000101234"}},
+                "uplink_message":{{"f_port":103,"f_cnt":42,"frm_payload":"{payload}",
+                "rx_metadata":[{{"gateway_ids":{{"gateway_id":"{}"}},"rssi":-50}}],
+                "normalized_payload":[{}],"received_at":"2024-05-01T10:00:00.123Z"}}}}"#,
+                "d".repeat(name),
+                "g".repeat(gateway),
+                measurements.join(",")
+            )
+        };
+        for message in [message(200_000, 20_000, 8), message(8, 8, 150_000)] {
+            assert!(message.len() < 256 << 10, "{} bytes", message.len());
+            let input = crate::source::parse(
+                crate::config::UplinkFormat::TtsV3,
+                message.as_bytes(),
+                UNIX_EPOCH,
+            )
+            .unwrap()
+            .value;
+            let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+            let records = Decoder::new(&cfg, Metrics::new()).decode(&input);
+            let bytes: usize = records.iter().map(|r| r.body.len()).sum();
+            let bound = 2 * message.len() + records.len() * 2048;
+            assert!(
+                records.len() == 33 && bytes <= bound,
+                "a message of {} bytes made {} records of {bytes} bytes (bound {bound})",
+                message.len(),
+                records.len()
+            );
+        }
     }
 }

@@ -263,6 +263,11 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
             .or_else(|| crate::codec::rec_type::usecase(rec_type)),
         device_id: &device_id,
         time: &time,
+        payload: true,
+    };
+    let of_their_time = Meta {
+        payload: up.payload.len() <= crate::codec::MAX_PAYLOAD,
+        ..meta
     };
     let mut records = Vec::with_capacity(1 + history.len() + moments.len());
     if of_now || (history.is_empty() && moments.is_empty()) {
@@ -285,7 +290,8 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
         data.insert("device_health", Field::Map(health));
         data.insert("time", Field::Str(&time));
         let id = history_id(&id, h.time, index);
-        records.push(envelope(&meta, id, data, ms_since_epoch(at), now));
+        let at = ms_since_epoch(at);
+        records.push(envelope(&of_their_time, id, data, at, now));
     }
     // A decoded object's history entries and normalized measurements of their own time: as
     // a codec's history, with the device values measured then.
@@ -303,7 +309,7 @@ pub fn build(up: &Uplink, device: &DeviceInfo, payload: Payload, now: SystemTime
         let tstamp = ms_since_epoch(m.time);
         let secs = u32::try_from(tstamp / 1000).unwrap_or(u32::MAX);
         let id = history_id(&id, secs, index);
-        records.push(envelope(&meta, id, data, tstamp, now));
+        records.push(envelope(&of_their_time, id, data, tstamp, now));
     }
     records
 }
@@ -369,6 +375,7 @@ enum Field<'a> {
 }
 
 /// What `data.meta` and `data.unpacker` are written from.
+#[derive(Clone, Copy)]
 struct Meta<'a> {
     up: &'a Uplink,
     device: &'a DeviceInfo<'a>,
@@ -378,6 +385,11 @@ struct Meta<'a> {
     usecase: Option<&'a str>,
     device_id: &'a str,
     time: &'a str,
+    /// Whether `meta.iot.payload` carries the payload: not in the records of their own time
+    /// of an uplink whose payload is longer than a device of a built-in codec sends
+    /// ([`crate::codec::MAX_PAYLOAD`]; a LoRaWAN frame carries at most 242 bytes), as a
+    /// network server's message can claim: each of its up to 33 records would repeat it.
+    payload: bool,
 }
 
 /// JSON text written straight into a buffer. Keys are written by the caller in sorted order;
@@ -568,8 +580,10 @@ impl JsonOut {
         }
         self.key("iso_time");
         self.plain(m.time);
-        self.key("payload");
-        self.hex(&up.payload);
+        if m.payload {
+            self.key("payload");
+            self.hex(&up.payload);
+        }
         self.key("payload_fmt");
         self.value(&1);
         self.optional("rssi", radio.rssi);
