@@ -286,6 +286,17 @@ impl Config {
                 ),
             ));
         }
+        let longest = crate::format::MAX_META_TEXT;
+        if let Some(profile) = self.codecs.profiles.keys().find(|p| p.len() > longest) {
+            return Err((
+                format!("codecs.profiles.{:?}", crate::format::cut(profile, 40)),
+                format!(
+                    "a device profile name of {} bytes never matches: hubgate reads the first \
+                     {longest} bytes of the network server's",
+                    profile.len()
+                ),
+            ));
+        }
         for (i, d) in self.devices.iter_mut().enumerate() {
             for (secret, file, name) in [
                 (&mut d.nwk_s_key, &d.nwk_s_key_file, "nwk_s_key"),

@@ -970,6 +970,31 @@ fn normalized_battery_by_brand_is_read_and_a_bad_value_refused() {
     );
 }
 
+/// A `[codecs.profiles]` key longer than the device profile names hubgate reads (256 bytes)
+/// never matches: `check` refuses it.
+#[test]
+fn a_profile_name_longer_than_hubgate_reads_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |profile: &str| {
+        let text = format!(
+            "[codecs.profiles]\n{profile:?} = \"c\"\n[[source]]\ntype = \"udp\"\n\
+             [sink]\ntype = \"stdout\"\n"
+        );
+        Config::load(&write(dir.path(), "hubgate.toml", &text, 0o600))
+    };
+    let longest = "é".repeat(128);
+    assert_eq!(config(&longest).unwrap().codecs.profiles.len(), 1);
+    let e = config(&format!("{longest}x")).unwrap_err().to_string();
+    assert!(
+        e.ends_with(&format!(
+            "codecs.profiles.{:?}: a device profile name of 257 bytes never matches: hubgate \
+             reads the first 256 bytes of the network server's",
+            "é".repeat(20)
+        )),
+        "{e}"
+    );
+}
+
 /// A `[codecs.normalized_battery]` key that is no brand as The Things Stack sends it (upper
 /// case, a typo's space or underscore, too long) never matches: `check` refuses it, naming
 /// the key and the rule.

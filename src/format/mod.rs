@@ -125,7 +125,7 @@ pub fn cut(s: &str, max: usize) -> &str {
 /// The longest metadata text kept ([`de_meta_text`]): a network server's names and ids are
 /// far shorter, and every record of an uplink repeats them (one of a few hundred KB made
 /// each of an uplink's 33 records that long).
-const MAX_META_TEXT: usize = 256;
+pub const MAX_META_TEXT: usize = 256;
 
 /// A text field of metadata (a device or gateway id, a device name), or `None` when it is not
 /// a string (see [`de_meta_int`]); cut to [`MAX_META_TEXT`] bytes.
