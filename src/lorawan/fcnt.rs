@@ -351,12 +351,14 @@ impl FcntTracker {
     }
 
     /// Whether `fcnt32` is a frame late: a session that does not restart its counter has not
-    /// taken it, and it is at most [`LATE_WINDOW`] below the last accepted.
+    /// taken it, and it is at most [`LATE_WINDOW`] below the last accepted, whose MIC is known
+    /// (the counter to keep stays at that frame: [`accept_at`](FcntTracker::accept_at)).
     fn late(&self, fcnt32: u32) -> bool {
         let Some(below) = self.last.and_then(|l| l.checked_sub(fcnt32)) else {
             return false;
         };
-        !self.resets && (1..=LATE_WINDOW).contains(&below) && self.behind & (1 << (below - 1)) == 0
+        let taken = self.behind & 1u64.checked_shl(below.wrapping_sub(1)).unwrap_or(0) != 0;
+        !self.resets && self.last_mic.is_some() && (1..=LATE_WINDOW).contains(&below) && !taken
     }
 
     /// Frame (FCnt32, MIC) was accepted at `at`: heard again within [`COPY_WINDOW`], it is a

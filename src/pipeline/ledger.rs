@@ -561,8 +561,9 @@ impl Ledger {
     }
 
     /// The frames of LoRaWAN sessions whose records are durable, a session's in take order,
-    /// go to the buffer, durable with its next flush: each session's newest as its counter,
-    /// with its frame's MIC, so a frame captured before a restart is still a replay after it,
+    /// go to the buffer, durable with its next flush: where each session's newest leaves its
+    /// counter, with the MIC of the frame at it and which counters below it were taken, so a frame
+    /// captured before a restart is still a replay after it, one late is still taken,
     /// and another frame at the kept counter (a device that restarted its counter) is not
     /// taken for a copy. For a session of a device that restarts its counter, which takes a
     /// frame at or below its counter as a restart, the frames go too, with when each was
