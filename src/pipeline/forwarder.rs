@@ -1979,13 +1979,14 @@ mod tests {
 
     /// What an uplink reads from and writes to the buffer's state when its record goes
     /// straight to the sink (state scans, bytes of keys and values read, bytes written): the
-    /// counter of a device that does not restart its counter (17 + 12), written only; for
+    /// counter of a device that does not restart its counter (17 + 12), written only, and 8
+    /// bytes more while one of the 64 counters below it was not taken (FCnt 2 lost); for
     /// one that does, its frames of the copy window too (24 + 20 + 16 a frame), read first
     /// (none kept before its first uplink) and merged: one, of a device sending every 10
     /// minutes; as many as came in the last 3 minutes, of one sending every 40 seconds.
     #[test]
     fn state_written_per_uplink() {
-        let written = |more: &str, every: u64| {
+        let written_of = |more: &str, every: u64, fcnts: &[u32]| {
             let text = format!(
                 "[sink]\ntype = \"stdout\"\n[[device]]\ndev_eui = \"58a0cb0000101234\"\n\
                  dev_addr = \"26011BDA\"\nnwk_s_key = \"{}\"\napp_s_key = \"{}\"\n{more}",
@@ -1998,7 +1999,7 @@ mod tests {
             let (mut fwd, _) = forwarder_of(&text, Box::new(store.clone()), Box::new(sink));
             let t0 = Instant::now();
             let mut each = Vec::new();
-            for fcnt in 1..=8 {
+            for &fcnt in fcnts {
                 let before = (store.state_read(), store.state_written());
                 let frame = session_frame(fcnt, &NWK);
                 assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
@@ -2008,8 +2009,13 @@ mod tests {
             }
             each
         };
+        let written = |more: &str, every: u64| written_of(more, every, &[1, 2, 3, 4, 5, 6, 7, 8]);
         let resets = "resets_fcnt = true\n";
         assert_eq!(written("", 600), [(0, 0, 29); 8]);
+        assert_eq!(
+            written_of("", 600, &[1, 3, 4]),
+            [(0, 0, 29), (0, 0, 37), (0, 0, 37)]
+        );
         assert_eq!(written("", 40), [(0, 0, 29); 8]);
         let mut first = vec![(1, 0, 89)];
         assert_eq!(
