@@ -1485,36 +1485,9 @@ mod tests {
             mqtt_at: mqtt_at.clone(),
             deliveries,
         };
-        let buffer = Buffer::new(
-            Box::new(crate::buffer::MemoryStore::default()),
-            &cfg.buffer,
-            metrics.clone(),
-        );
-        let forwarder = Forwarder::new(
-            &cfg.buffer,
-            cfg.record.dedup_window,
-            Decoder::new(&cfg, metrics.clone()),
-            buffer,
-            Box::new(sink),
-            metrics.clone(),
-        )
-        .unwrap();
-        let urgent = queue((1..=FRAMES as u8).map(|b| js_uplink(1, b)).collect());
-        let patient = queue(vec![js_uplink(2, 1), js_uplink(2, 2)]);
-        let (_stop, stop) = tokio::sync::watch::channel(false);
-        let (_new_sinks, new_sinks) = tokio::sync::mpsc::channel(1);
-        let (_parks, parks) = tokio::sync::mpsc::unbounded_channel();
-        run_to_end(
-            forwarder,
-            Inputs {
-                urgent,
-                patient,
-                deliveries: delivered,
-                stop,
-                new_sinks,
-                parks,
-            },
-        );
+        let urgent = (1..=FRAMES as u8).map(|b| js_uplink(1, b)).collect();
+        let patient = vec![js_uplink(2, 1), js_uplink(2, 2)];
+        run_frames(&cfg, &metrics, Box::new(sink), delivered, urgent, patient);
         let ticks = ticks.lock().unwrap().clone();
         let sent = FRAMES + 2;
         assert!(
@@ -1524,6 +1497,32 @@ mod tests {
         // Both in the round after the first serial one (the last two records before).
         assert_eq!(*mqtt_at.lock().unwrap(), [2, 3]);
         assert_eq!(metrics.decoded.get(), sent as u64);
+    }
+
+    /// Run a forwarder of `cfg` with `sink` (its reports on `delivered`) and a buffer in
+    /// memory on serial or UDP frames (`urgent`) and MQTT ones (`patient`) until it is done.
+    fn run_frames(
+        cfg: &crate::config::Config,
+        metrics: &Arc<Metrics>,
+        sink: Box<dyn Sink>,
+        delivered: UnboundedReceiver<Delivery>,
+        urgent: Vec<Input>,
+        patient: Vec<Input>,
+    ) {
+        let memory = Box::new(crate::buffer::MemoryStore::default());
+        let buffer = Buffer::new(memory, &cfg.buffer, metrics.clone());
+        let decoder = Decoder::new(cfg, metrics.clone());
+        let (dedup, m) = (cfg.record.dedup_window, metrics.clone());
+        let forwarder = Forwarder::new(&cfg.buffer, dedup, decoder, buffer, sink, m).unwrap();
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let (urgent, patient) = (queue(urgent), queue(patient));
+        let more = Inputs {
+            urgent,
+            patient,
+            stop,
+            ..inputs(delivered)
+        };
+        run_to_end(forwarder, more);
     }
 
     /// Run `forwarder` on `inputs` on a runtime of its own until it returns.
@@ -1598,37 +1597,10 @@ mod tests {
             devices: devices.clone(),
             deliveries,
         };
-        let buffer = Buffer::new(
-            Box::new(crate::buffer::MemoryStore::default()),
-            &cfg.buffer,
-            metrics.clone(),
-        );
-        let forwarder = Forwarder::new(
-            &cfg.buffer,
-            cfg.record.dedup_window,
-            Decoder::new(&cfg, metrics.clone()),
-            buffer,
-            Box::new(sink),
-            metrics.clone(),
-        )
-        .unwrap();
         let flood = 4 * BATCH as u32;
-        let urgent = queue((1..=flood).map(|n| uplink_of(1, n)).collect());
-        let patient = queue(vec![uplink_of(2, 1)]);
-        let (_stop, stop) = tokio::sync::watch::channel(false);
-        let (_new_sinks, new_sinks) = tokio::sync::mpsc::channel(1);
-        let (_parks, parks) = tokio::sync::mpsc::unbounded_channel();
-        run_to_end(
-            forwarder,
-            Inputs {
-                urgent,
-                patient,
-                deliveries: delivered,
-                stop,
-                new_sinks,
-                parks,
-            },
-        );
+        let urgent = (1..=flood).map(|n| uplink_of(1, n)).collect();
+        let patient = vec![uplink_of(2, 1)];
+        run_frames(&cfg, &metrics, Box::new(sink), delivered, urgent, patient);
         let devices = devices.lock().unwrap().clone();
         assert_eq!(devices.len(), flood as usize + 1, "every frame sent");
         let mqtt_at = devices.iter().position(|&d| d == 2).map(|i| i + 1);
@@ -1749,14 +1721,13 @@ mod tests {
     ];
     const APP: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
+    /// A forwarder with its metrics, and the sink's reports.
+    type WithReports = ((Forwarder, Arc<Metrics>), UnboundedReceiver<Delivery>);
+
     /// A forwarder over a sled buffer in `dir` and a stdout sink (with its deliveries), of
     /// device 58a0cb0000101234's session (DevAddr 26011BDA, `nwk`, [`APP`]) and the device
     /// settings `more`.
-    fn session_forwarder(
-        dir: &std::path::Path,
-        nwk: &[u8; 16],
-        more: &str,
-    ) -> ((Forwarder, Arc<Metrics>), UnboundedReceiver<Delivery>) {
+    fn session_forwarder(dir: &std::path::Path, nwk: &[u8; 16], more: &str) -> WithReports {
         let text = session_config(nwk, more);
         let (deliveries, reports) = tokio::sync::mpsc::unbounded_channel();
         let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
@@ -1938,13 +1909,19 @@ mod tests {
     /// A forwarder of the session's device (`device`: more lines of its entry) on the buffer
     /// in `dir` takes FCnt 100 and 101, each delivered, and stops; when it took them.
     fn delivered_100_and_101(dir: &std::path::Path, device: &str) -> Instant {
-        let ((mut fwd, _), mut reports) = session_forwarder(dir, &NWK, device);
+        delivering(dir, device, &[100, 101]).1
+    }
+
+    /// A forwarder of the session's device (`device`: more lines of its entry) on the buffer
+    /// in `dir`, and its reports, once it took each of `fcnts`, each delivered; when.
+    fn delivering(dir: &std::path::Path, device: &str, fcnts: &[u32]) -> (WithReports, Instant) {
+        let ((mut fwd, metrics), mut reports) = session_forwarder(dir, &NWK, device);
         let t0 = Instant::now();
-        for fcnt in [100, 101] {
+        for &fcnt in fcnts {
             let frame = session_frame(fcnt, &NWK);
             assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
         }
-        t0
+        (((fwd, metrics), reports), t0)
     }
 
     /// A device that does not restart its counter: its frames are not kept beside the
@@ -2069,12 +2046,7 @@ mod tests {
     fn a_restarted_devices_equal_reading_is_not_dropped_as_a_duplicate() {
         let dir = tempfile::tempdir().unwrap();
         let resets = "resets_fcnt = true\n";
-        let ((mut fwd, metrics), mut reports) = session_forwarder(dir.path(), &NWK, resets);
-        let t0 = Instant::now();
-        for fcnt in [5, 6] {
-            let frame = session_frame(fcnt, &NWK);
-            assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
-        }
+        let (((mut fwd, metrics), mut reports), t0) = delivering(dir.path(), resets, &[5, 6]);
         fwd.decoder.pass(crate::lorawan::fcnt::COPY_WINDOW);
         let Input::Radio(mut restarted) = session_frame(5, &NWK) else {
             unreachable!("a radio frame")
@@ -2319,13 +2291,8 @@ mod tests {
     fn a_late_copy_after_resets_fcnt_is_turned_off_is_a_duplicate() {
         let dir = tempfile::tempdir().unwrap();
         let resets = "resets_fcnt = true\n";
-        let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NWK, resets);
-        let t0 = Instant::now();
-        for fcnt in [3, 20] {
-            let frame = session_frame(fcnt, &NWK);
-            assert_eq!(deliver(&mut fwd, &mut reports, &frame, t0), (1, 1));
-        }
-        drop(fwd);
+        let (delivered, t0) = delivering(dir.path(), resets, &[3, 20]);
+        drop(delivered);
         let ((mut again, metrics), mut reports) = session_forwarder(dir.path(), &NWK, "");
         let copy = deliver(&mut again, &mut reports, &session_frame(3, &NWK), t0);
         let told = (metrics.duplicates.get(), metrics.problems("fcnt_reset"));

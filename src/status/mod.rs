@@ -391,28 +391,23 @@ mod tests {
         }
     }
 
-    /// The heaviest pages stay under 150 KB, an API answer under 0.8 MB
-    /// (docs/operations.md): 10,000 devices with names of the longest kept, tags and the 16
-    /// readings a device keeps; an hour of history; the whole ring of recent problems at full
-    /// length.
-    #[test]
-    fn pages_stay_within_their_bounds_when_full() {
-        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
-        let metrics = Metrics::new();
+    /// `devices` devices heard once each (names by `name`), one a second from `t0`, each as
+    /// heavy as the table keeps them: 16 readings, three tags, every radio value.
+    fn heard_at_full_length(
+        metrics: &Metrics,
+        devices: u32,
+        name: impl Fn(u32) -> String,
+        t0: Moment,
+    ) {
         let readings: Vec<Reading> = (0..16)
             .map(|_| Reading::new("temperature", Value::Num(-123.456), Some("°C")))
             .collect();
         let tags: Vec<String> = (0..3)
             .map(|i| format!("Building {i} / Floor & <x>"))
             .collect();
-        let t0 = Moment::now();
-        for i in 0..10_000u32 {
-            let mut up = uplink(
-                [0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1],
-                &format!("{i:->64}"),
-                i * 7,
-                t0.wall,
-            );
+        for i in 0..devices {
+            let eui = [0, 0, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1];
+            let mut up = uplink(eui, &name(i), i * 7, t0.wall);
             up.radio = Radio {
                 rssi: Some(-120),
                 snr: Some(-12.25),
@@ -429,6 +424,18 @@ mod tests {
                 .devices
                 .heard(&up, &tags, outcome, t0 + Duration::from_secs(i.into()));
         }
+    }
+
+    /// The heaviest pages stay under 150 KB, an API answer under 0.8 MB
+    /// (docs/operations.md): 10,000 devices with names of the longest kept, tags and the 16
+    /// readings a device keeps; an hour of history; the whole ring of recent problems at full
+    /// length.
+    #[test]
+    fn pages_stay_within_their_bounds_when_full() {
+        let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
+        let metrics = Metrics::new();
+        let t0 = Moment::now();
+        heard_at_full_length(&metrics, 10_000, |i| format!("{i:->64}"), t0);
         let now = t0 + Duration::from_secs(7200);
         let minute = unix_seconds(now.wall) / 60;
         for m in (minute - 61)..=minute {
@@ -473,18 +480,13 @@ mod tests {
     }
 
     /// The bounds hold whatever the names are: a device name is the network server's (any
-    /// text a ChirpStack `deviceName` holds) and is kept to 64 bytes, but escaping makes it up
-    /// to 6 times as long on a page (`"` is `&quot;`) and in the API (a control character is
-    /// `\u0001`). Devices as in the test above, names of the longest escape.
+    /// text a ChirpStack `deviceName` holds), and escaping makes it up to 6 times as long on
+    /// a page (`"` is `&quot;`) and in the API (a control character is `\u0001`): it is kept
+    /// to what takes 64 bytes escaped. Devices as in the test above, names of the longest
+    /// escape.
     #[test]
     fn pages_stay_within_their_bounds_whatever_the_names() {
         let cfg = Config::parse("[sink]\ntype = \"stdout\"\n[[source]]\ntype = \"udp\"\n").unwrap();
-        let readings: Vec<Reading> = (0..16)
-            .map(|_| Reading::new("temperature", Value::Num(-123.456), Some("°C")))
-            .collect();
-        let tags: Vec<String> = (0..3)
-            .map(|i| format!("Building {i} / Floor & <x>"))
-            .collect();
         let t0 = Moment::now();
         let mut over = Vec::new();
         for (name, path, query, bound) in [
@@ -493,29 +495,7 @@ mod tests {
             ("\u{1}", "/api/devices", Some("limit=500"), 800_000),
         ] {
             let metrics = Metrics::new();
-            for i in 0..500u32 {
-                let mut up = uplink(
-                    [0, 0, 0, 0, 0, (i >> 8) as u8, i as u8, 1],
-                    &name.repeat(64),
-                    i * 7,
-                    t0.wall,
-                );
-                up.radio = Radio {
-                    rssi: Some(-120),
-                    snr: Some(-12.25),
-                    spreading_factor: Some(12),
-                    ..Radio::default()
-                };
-                let outcome = crate::metrics::devices::Outcome::Decoded {
-                    codec: "browan-tbhh100",
-                    rec_type: "io.microshare.environment.unpacked",
-                    readings: &readings,
-                    health: &[],
-                };
-                metrics
-                    .devices
-                    .heard(&up, &tags, outcome, t0 + Duration::from_secs(i.into()));
-            }
+            heard_at_full_length(&metrics, 500, |_| name.repeat(64), t0);
             let status = Status::new(metrics, Facts::of(&cfg));
             let view = View::of_path(path).unwrap();
             let (_, body) = status.render(view, query, t0 + Duration::from_secs(600));
