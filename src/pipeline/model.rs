@@ -32,10 +32,16 @@
 //!
 //! Some uplinks make several records (as one with history records does), acknowledged once
 //! all of them are durable. One device's uplinks are LoRaWAN frames of a session hubgate
-//! decrypts: as its decoder does, the shell refuses a frame at or below the session's last
-//! accepted counter as a replay (no records; acknowledged with its first copy), and starts
-//! each run from the counter the store kept. A counter kept before its frame's records are
-//! durable turns a crash's redelivery into a replay: acknowledged, and lost.
+//! decrypts, each uplink's number its frame counter, which hubgate's own decoder takes or
+//! refuses as a replay (no records; acknowledged with its first copy's), resumed at each
+//! start from the counter the store kept. The broker may deliver such a frame late (after
+//! a later one, within the decoder's window: a gateway whose backhaul queued it), sends
+//! what it got no PUBACK for again in the order first sent, and a second gateway may
+//! publish a copy of a recent frame, in the same run or a later one. A counter kept before
+//! its frame's records are durable, or one that has a late frame taken whose records are
+//! not, turns a crash's redelivery into a replay: acknowledged, and lost. A frame never
+//! taken below the first one a run took with no counter kept may be lost: the decoder
+//! refuses it for good, as it cannot tell it from one captured before.
 //!
 //! The buffer names each record it drops, with its sequence number, as it counts the drop
 //! (full buffer, expired, damaged; over all restarts), and every drop counted must be named.
@@ -64,11 +70,13 @@ use super::ledger::Ledger;
 use crate::buffer::{self, Buffer, BufferError, Entries, MemoryStore, Store};
 use crate::config::{BufferConfig, WhenFull};
 use crate::ids::DevEui;
-use crate::lorawan::{Counters, DevAddr};
+use crate::lorawan::fcnt::LATE_WINDOW;
+use crate::lorawan::{Counters, Decoder, DevAddr, LorawanError, Session};
 use crate::metrics::Metrics;
 use crate::record::{Record, DEAD_LETTER};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::source::{Ack, PubAck};
+use crate::uplink::Radio;
 
 const DEVICES: u32 = 3;
 /// At most this many frames per `Take` step (a round of the shell).
@@ -81,6 +89,9 @@ const DEDUP_WINDOW: usize = 64;
 const SESSION_DEVICE: u32 = 0;
 const DEV_ADDR: DevAddr = DevAddr(0x2601_1bda);
 const DEV_EUI: DevEui = DevEui([0x58, 0xa0, 0xcb, 0, 0, 0, 0, 1]);
+/// A copy ([`Step::Copy`]) is of one of the session's last this many frames: a second
+/// gateway's comes soon after the first, while its records may be in flight.
+const COPY_OF_LAST: usize = 3;
 /// The device whose hub can go missing at hand-over (`Step::HubMissing`).
 const HUB_DEVICE: u32 = 1;
 /// Every this many uplinks, the uplink's first record is a dead letter of the input.
@@ -128,6 +139,13 @@ enum Step {
     Take { n: u8, patient: bool },
     /// The broker (or a second gateway) sends one of this run's messages again.
     Again(u8),
+    /// Of the frames of [`SESSION_DEVICE`] queued and never sent, the `k`-th one that can
+    /// be (its decoder's window still reaches it) is delivered after the next one.
+    Late(u8),
+    /// A second gateway publishes a copy of one of the last [`COPY_OF_LAST`] frames of
+    /// [`SESSION_DEVICE`] sent to hubgate (in any run), delivered next but for messages sent
+    /// again.
+    Copy(u8),
     /// The broker writes the oldest record it holds of one device and reports it.
     Confirm(u8),
     /// The oldest record of one device fails; the producer stops (gap-less), but for a
@@ -180,6 +198,8 @@ fn step() -> impl Strategy<Value = Step> {
         8 => Just(Step::Uplink),
         6 => (1..=TAKE_MAX, any::<bool>()).prop_map(|(n, patient)| Step::Take { n, patient }),
         1 => any::<u8>().prop_map(Step::Again),
+        8 => any::<u8>().prop_map(Step::Late),
+        4 => any::<u8>().prop_map(Step::Copy),
         8 => any::<u8>().prop_map(Step::Confirm),
         2 => (any::<u8>(), failure).prop_map(|(k, f)| Step::Fail(k, f)),
         // Often: a park at hand-over that a success of a record sent before it ends is
@@ -649,11 +669,25 @@ struct World {
     queue: VecDeque<u32>,
     /// Sent to hubgate, not acknowledged yet.
     unacked: BTreeSet<u32>,
+    /// When each uplink was first sent to hubgate (0: first): the order of a redelivery.
+    first_sent: BTreeMap<u32, usize>,
     acked: BTreeSet<u32>,
     /// Sent to this run of hubgate (what a second gateway may send again).
     this_run: Vec<u32>,
-    /// The session's last accepted frame counter, as this run's decoder has it.
-    fcnt: Option<u32>,
+    /// This run's LoRaWAN decoder, with the session of [`SESSION_DEVICE`].
+    decoder: Decoder,
+    /// Frames of [`SESSION_DEVICE`] sent to hubgate (any run), in the order first sent, and
+    /// those its decoders took.
+    sent_frames: Vec<u32>,
+    taken_frames: BTreeSet<u32>,
+    /// Frames delivered late (after a later one): their order is the order taken, not
+    /// checked.
+    late: BTreeSet<u32>,
+    /// Copies published ([`Step::Copy`]) not yet taken again, by frame: a copy the decoder
+    /// takes again (its counter was not kept) makes its records again.
+    copies_queued: BTreeMap<u32, usize>,
+    /// Records made again by such copies.
+    copies_taken: usize,
     next_uplink: u32,
     puback_tx: UnboundedSender<PubAck>,
     pubacks: UnboundedReceiver<PubAck>,
@@ -717,9 +751,15 @@ impl World {
             agent: None,
             queue: VecDeque::new(),
             unacked: BTreeSet::new(),
+            first_sent: BTreeMap::new(),
             acked: BTreeSet::new(),
             this_run: Vec::new(),
-            fcnt: None,
+            decoder: Decoder::new(),
+            sent_frames: Vec::new(),
+            taken_frames: BTreeSet::new(),
+            late: BTreeSet::new(),
+            copies_queued: BTreeMap::new(),
+            copies_taken: 0,
             next_uplink: 0,
             puback_tx,
             pubacks,
@@ -767,8 +807,23 @@ impl World {
         let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
         buffer.log_drops(self.drop_log.clone());
         self.run_starts.push(self.drop_log.lock().unwrap().len());
+        // As the forwarder starts: the session goes on from the counter kept, and the buffer
+        // keeps the counters with the keys' print (and with them which frames below were
+        // taken).
+        let keys = crate::lorawan::tests::session_keys();
+        self.decoder = Decoder::new();
+        self.decoder.add(Session::new(DEV_ADDR, DEV_EUI, keys));
         let kept = buffer.fcnts().expect("the model store does not fail reads");
-        self.fcnt = kept.iter().map(|k| k.fcnt).max();
+        for k in kept {
+            let (dev_addr, dev_eui) = (DevAddr(k.dev_addr), DevEui(k.dev_eui));
+            let (fcnt, mic, behind) = (k.fcnt, k.mic, k.behind);
+            let resumed = self
+                .decoder
+                .resume(dev_addr, dev_eui, fcnt, mic, behind, k.keys);
+            assert!(resumed, "a counter kept for the session's keys: {k:?}");
+        }
+        let prints = self.decoder.key_prints().into_iter();
+        buffer.set_key_prints(prints.map(|((a, e), p)| ((a.0, e.0), p)).collect());
         let (report_tx, reports) = unbounded_channel();
         let sink = ModelSink::new(&self.broker);
         let ledger = Ledger::new(
@@ -830,8 +885,9 @@ impl World {
             self.resent_unsynced += again.intersection(&log).count();
         }
         drop(disk);
-        // What the broker got no PUBACK for comes again, first, in order.
+        // What the broker got no PUBACK for comes again, first, in the order first sent.
         let mut again: Vec<u32> = std::mem::take(&mut self.unacked).into_iter().collect();
+        again.sort_by_key(|u| self.first_sent[u]);
         again.extend(self.queue.drain(..));
         self.queue = again.into_iter().collect();
     }
@@ -880,7 +936,7 @@ impl World {
         Ok(dropped)
     }
 
-    /// What may be lost: the records dropped, those whose drop a crash cut short, and those
+    /// What may be lost: the records dropped, those whose drop a crash cut short, those
     /// whose drop waits for the sink's report (in flight: confirmed, or counted, later).
     fn may_be_lost(&self) -> Result<BTreeSet<Rec>, TestCaseError> {
         let mut lost = self.dropped()?;
@@ -943,26 +999,72 @@ impl World {
         };
         let created = crate::record::ms_since_epoch(self.wall);
         self.unacked.insert(uplink);
+        let sent = self.first_sent.len();
+        self.first_sent.entry(uplink).or_insert(sent);
         self.this_run.push(uplink);
         let now = self.now;
         let mut records: Vec<Record> = records_of(uplink).map(|r| record(r, created)).collect();
         let mut counters = Counters::default();
         if uplink % DEVICES == SESSION_DEVICE {
-            if self.fcnt.is_some_and(|last| uplink <= last) {
-                records.clear();
-                counters.replayed = Some((DEV_ADDR, uplink));
-            } else {
-                self.fcnt = Some(uplink);
-                let mic = uplink.to_be_bytes();
-                let accepted = crate::lorawan::accepted((DEV_ADDR, DEV_EUI), uplink, mic, None);
-                counters.advanced.push(accepted);
-            }
+            self.decode(uplink, &mut records, &mut counters);
         }
         if at_shutdown {
             self.ledger().take_to_buffer(records, counters, ack);
         } else {
             self.ledger().take(records, counters, ack, now);
         }
+    }
+
+    /// The decoder takes frame `uplink` of [`SESSION_DEVICE`], or refuses it as a replay:
+    /// then it makes no records.
+    fn decode(&mut self, uplink: u32, records: &mut Vec<Record>, counters: &mut Counters) {
+        if !self.sent_frames.contains(&uplink) {
+            self.sent_frames.push(uplink);
+        }
+        let phy = crate::lorawan::tests::up(uplink, Some(2), &[]);
+        match self
+            .decoder
+            .decode_uplink(&phy, self.wall, Radio::default())
+        {
+            Ok(_) => {
+                let copy = self.copies_queued.get_mut(&uplink).filter(|n| **n > 0);
+                if let Some(n) = copy.filter(|_| self.taken_frames.contains(&uplink)) {
+                    *n -= 1;
+                    self.copies_taken += usize::from(parts(uplink));
+                }
+                self.taken_frames.insert(uplink);
+            }
+            Err(LorawanError::Replay { .. } | LorawanError::FcntReset { .. }) => records.clear(),
+            Err(e) => panic!("frame {uplink}: {e}"),
+        }
+        *counters = self.decoder.take_counters();
+    }
+
+    /// [`Step::Late`]: two queued frames of [`SESSION_DEVICE`] never sent, one after the
+    /// other, change places, if the one delivered later stays within the decoder's window
+    /// of every frame sent before it. A message sent goes again in its place (MQTT sends
+    /// what it got no PUBACK for in order).
+    fn delay(&mut self, k: u8) {
+        let frames: Vec<usize> = (0..self.queue.len())
+            .filter(|&i| self.queue[i] % DEVICES == SESSION_DEVICE)
+            .filter(|&i| !self.first_sent.contains_key(&self.queue[i]))
+            .collect();
+        let highest_sent = self.sent_frames.iter().copied().max().unwrap_or(0);
+        let pairs: Vec<(usize, usize)> = frames
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .filter(|&(a, b)| {
+                let before = frames.iter().take_while(|&&i| i <= b);
+                let highest = before.map(|&i| self.queue[i]).max().unwrap_or(0);
+                highest.max(highest_sent) <= self.queue[a] + LATE_WINDOW
+            })
+            .collect();
+        if pairs.is_empty() {
+            return;
+        }
+        let (a, b) = pairs[usize::from(k) % pairs.len()];
+        self.late.insert(self.queue[a]);
+        self.queue.swap(a, b);
     }
 
     fn apply(&mut self, step: &Step) {
@@ -993,6 +1095,18 @@ impl World {
                     self.offer(u, false);
                 }
                 self.round();
+            }
+            Step::Late(k) => self.delay(k),
+            Step::Copy(k) => {
+                let recent = self.sent_frames.len().saturating_sub(COPY_OF_LAST);
+                let recent = &self.sent_frames[recent..];
+                if let Some(&u) = recent.get(usize::from(k) % recent.len().max(1)) {
+                    // Behind what the broker sends again (first, at a restart).
+                    let sent = |v: &&u32| self.first_sent.contains_key(v);
+                    let at = self.queue.iter().take_while(sent).count();
+                    self.queue.insert(at, u);
+                    *self.copies_queued.entry(u).or_default() += 1;
+                }
             }
             Step::Confirm(k) => {
                 let mut b = self.broker.lock().unwrap();
@@ -1287,10 +1401,12 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     // they were made. Not promised once the producer went on past a timeout. A dropped
     // record may come late (one dropped before its uplink was acknowledged comes again from
     // the source after a restart, behind newer ones), but a drop reorders no other record.
+    // A frame delivered late goes in the order taken, which a restart's redelivery changes.
     if !w.timed_out {
         let mut seen = BTreeSet::new();
         let mut last: BTreeMap<u32, Rec> = BTreeMap::new();
-        for &r in b.log.iter().filter(|r| !dropped.contains(r)) {
+        let in_order = |r: &&Rec| !dropped.contains(r) && !w.late.contains(&r.0);
+        for &r in b.log.iter().filter(in_order) {
             if !seen.insert(r) {
                 continue;
             }
@@ -1316,9 +1432,10 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     // flush was not done) that a later restart finds unacknowledged and no longer buffered,
     // or that the restart's dedup was not seeded with; and one per record confirmed before
     // a run that the disk refused records in ended, of an uplink of several records none of
-    // them buffered that was not acknowledged (sent from memory, record by record). A
-    // restart's dedup that forgets what it found buffered (Dedup::seed, recent_ids) fails
-    // this.
+    // them buffered that was not acknowledged (sent from memory, record by record); and one
+    // per record of a copy a second gateway published that the decoder took again, its
+    // frame's counter not kept. A restart's dedup that forgets what it found buffered
+    // (Dedup::seed, recent_ids) fails this.
     let duplicates = b.log.len() - delivered.len();
     let per_restart = settings.max_in_flight + settings.max_in_flight / 2;
     let bound = w.restarts * per_restart
@@ -1326,16 +1443,18 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
         + w.lost_copy_acks
         + w.resent_unsynced
         + w.durable_unacked
-        + w.delivered_beside_held;
+        + w.delivered_beside_held
+        + w.copies_taken;
     prop_assert!(
         duplicates <= bound,
-        "{duplicates} duplicates, bound {bound} ({} restarts, {} ambiguous, {} copies, {} after failed flushes, {} buffered unacknowledged, {} delivered beside a held one)",
+        "{duplicates} duplicates, bound {bound} ({} restarts, {} ambiguous, {} copies, {} after failed flushes, {} buffered unacknowledged, {} delivered beside a held one, {} of copies taken again)",
         w.restarts,
         b.ambiguous,
         w.lost_copy_acks,
         w.resent_unsynced,
         w.durable_unacked,
-        w.delivered_beside_held
+        w.delivered_beside_held,
+        w.copies_taken
     );
     Ok(())
 }
@@ -1355,4 +1474,27 @@ proptest! {
     ) {
         run(settings, steps)?;
     }
+}
+
+/// A frame late whose records a crash lost before the session had a counter kept: MQTT
+/// sends the unacknowledged frames again in the order first sent, the later frame first, and
+/// the decoder, with no counter to resume, takes every frame below its first for taken, so
+/// the late one is refused as a replay and acknowledged without its records.
+#[test]
+fn a_late_frame_sent_again_after_a_crash_before_any_counter_is_kept_is_not_lost() {
+    let settings = Settings {
+        max_in_flight: 3,
+        in_flight_records_of_bytes: 3,
+        spill_after: Duration::from_millis(50),
+        buffer_records: None,
+        when_full: WhenFull::DropOldest,
+        max_age: Duration::from_secs(2),
+    };
+    let take = |n| Step::Take { n, patient: false };
+    // Frame 0 is delivered and acknowledged; its counter waits for a flush that a crash
+    // comes before. Frame 3 comes after frame 6.
+    let mut steps = vec![Step::Uplink, take(1), Step::Confirm(0), Step::Reports];
+    steps.extend(std::iter::repeat_n(Step::Uplink, 6));
+    steps.extend([Step::Late(0), take(6), Step::Crash { written: false }]);
+    run(settings, steps).unwrap();
 }
