@@ -39,9 +39,7 @@
 //! what it got no PUBACK for again in the order first sent, and a second gateway may
 //! publish a copy of a recent frame, in the same run or a later one. A counter kept before
 //! its frame's records are durable, or one that has a late frame taken whose records are
-//! not, turns a crash's redelivery into a replay: acknowledged, and lost. A frame never
-//! taken below the first one a run took with no counter kept may be lost: the decoder
-//! refuses it for good, as it cannot tell it from one captured before.
+//! not, turns a crash's redelivery into a replay: acknowledged, and lost.
 //!
 //! The buffer names each record it drops, with its sequence number, as it counts the drop
 //! (full buffer, expired, damaged; over all restarts), and every drop counted must be named.
@@ -1481,8 +1479,9 @@ proptest! {
 
 /// A frame late whose records a crash lost before the session had a counter kept: MQTT
 /// sends the unacknowledged frames again in the order first sent, the later frame first, and
-/// the decoder, with no counter to resume, takes every frame below its first for taken, so
-/// the late one is refused as a replay and acknowledged without its records.
+/// the decoder, with no counter to resume, takes it as its first; the late one after it is
+/// late again, taken (it was refused as below the first frame, and acknowledged without its
+/// records, when the decoder counted every counter below a first frame as taken).
 #[test]
 fn a_late_frame_sent_again_after_a_crash_before_any_counter_is_kept_is_not_lost() {
     let settings = Settings {
