@@ -175,7 +175,7 @@ impl DeviceTable {
         match &up.device_name {
             Some(name) => {
                 let name = kept_name(name);
-                if d.name.as_deref() != Some(name.as_str()) {
+                if d.name.as_deref() != Some(&*name) {
                     d.name = Some(name.into());
                 }
             }
@@ -442,29 +442,30 @@ pub struct Selection {
 
 /// A device name as kept: control characters (never in a name a person gave) replaced, and
 /// cut where it would take more than [`NAME_MAX`] bytes escaped (`&quot;` for `"`, `\"` in
-/// JSON, ...), so the status page's bounds hold for any name.
-fn kept_name(name: &str) -> String {
-    let mut kept = String::new();
+/// JSON, ...), so the status page's bounds hold for any name. Borrowed unless a control
+/// character is replaced: it is called for every uplink.
+fn kept_name(name: &str) -> Cow<'_, str> {
     let mut escaped = 0;
-    for c in name.chars() {
-        let c = if c.is_control() {
-            char::REPLACEMENT_CHARACTER
-        } else {
-            c
-        };
+    let mut end = name.len();
+    for (i, c) in name.char_indices() {
         escaped += match c {
             '"' => 6,
             '&' | '\'' => 5,
             '<' | '>' => 4,
             '\\' => 2,
+            c if c.is_control() => char::REPLACEMENT_CHARACTER.len_utf8(),
             c => c.len_utf8(),
         };
         if escaped > NAME_MAX {
+            end = i;
             break;
         }
-        kept.push(c);
     }
-    kept
+    let kept = &name[..end];
+    match kept.contains(char::is_control) {
+        true => Cow::Owned(kept.replace(char::is_control, "\u{fffd}")),
+        false => Cow::Borrowed(kept),
+    }
 }
 
 /// `/api/devices`: one page of the devices selected.
