@@ -364,8 +364,11 @@ impl FcntTracker {
         let Some(below) = self.last.and_then(|l| l.checked_sub(fcnt32)) else {
             return false;
         };
-        let taken = self.behind & 1u64.checked_shl(below.wrapping_sub(1)).unwrap_or(0) != 0;
-        !self.resets && self.last_mic.is_some() && (1..=LATE_WINDOW).contains(&below) && !taken
+        let in_window = (1..=LATE_WINDOW).contains(&below);
+        !self.resets
+            && self.last_mic.is_some()
+            && in_window
+            && self.behind & (1 << (below - 1)) == 0
     }
 
     /// Frame (FCnt32, MIC) was accepted at `at`: heard again within [`COPY_WINDOW`], it is a
