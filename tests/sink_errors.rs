@@ -248,7 +248,7 @@ async fn oversized_record_is_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_refused_is_sent_again_record_by_record() {
     for error in [TOO_LARGE, LIST_TOO_LARGE, INVALID] {
-        let (dir, mock) = refused(error, 1, &[TH, PIR]).await;
+        let (dir, mock) = refused(&[error], &[TH, PIR]).await;
         let bs = mock.bootstrap_servers();
         assert_eq!(fcnts(&bs, ENV, 5), vec![1, 2, 3, 4, 5], "{error:?}");
         assert_eq!(fcnts(&bs, MOTION, 5), vec![1, 2, 3, 4, 5], "{error:?}");
@@ -256,28 +256,43 @@ async fn a_batch_refused_is_sent_again_record_by_record() {
     }
 }
 
-/// A record the broker refuses so when it was sent alone is dead-lettered (not retried for
-/// ever); the others get through, in order.
+/// A record the broker refuses when it is sent alone is kept, and dead-lettered only once the
+/// topic has taken records sent after it (here the device's next four) and refuses it again:
+/// a topic that refuses every record is not told from a record it refuses by one refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_refused_alone_is_dead_lettered() {
+async fn a_record_refused_alone_again_after_later_ones_were_taken_is_dead_lettered() {
     for error in [TOO_LARGE, LIST_TOO_LARGE, INVALID] {
-        // The first request (the batch), then the first record alone.
-        let (dir, mock) = refused(error, 2, &[TH]).await;
+        // The batch, the first record alone; the four others, each alone; the first again.
+        let errors = [error, error, OK, OK, OK, OK, error];
+        let (dir, mock) = refused(&errors, &[TH]).await;
         let bs = mock.bootstrap_servers();
         assert_eq!(fcnts(&bs, ENV, 4), vec![2, 3, 4, 5], "{error:?}");
         assert_eq!(dead_letters(dir.path()), (1, 0), "{error:?}");
     }
 }
 
+/// A topic that refuses every record for a while (the batch, then the first and the second
+/// record, each alone) loses none: each refused record is kept until the topic takes one
+/// sent later, then sent again; the refused ones go after those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_refusing_every_record_for_a_while_loses_none() {
+    for error in [TOO_LARGE, INVALID] {
+        let (dir, mock) = refused(&[error; 3], &[TH]).await;
+        let bs = mock.bootstrap_servers();
+        assert_eq!(fcnts(&bs, ENV, 5), vec![3, 4, 5, 1, 2], "{error:?}");
+        assert_eq!(dead_letters(dir.path()), (0, 0), "{error:?}");
+    }
+}
+
+const OK: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR;
 const TOO_LARGE: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
 const LIST_TOO_LARGE: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
 const INVALID: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD;
 
-/// Run 5 uplinks of each of `devices` against a broker that answers the first `refusals`
-/// produce requests with `error`; returns the run's directory and the broker.
+/// Run 5 uplinks of each of `devices` against a broker that answers its first produce
+/// requests with `errors`, one each (`OK`: none); returns the run's directory and the broker.
 async fn refused(
-    error: RDKafkaRespErr,
-    refusals: usize,
+    errors: &[RDKafkaRespErr],
     devices: &[&str],
 ) -> (
     tempfile::TempDir,
@@ -295,7 +310,7 @@ async fn refused(
     std::fs::write(&uplinks, kept).unwrap();
     let mock = mock();
     let bs = mock.bootstrap_servers();
-    mock.request_errors(RDKafkaApiKey::Produce, &vec![error; refusals]);
+    mock.request_errors(RDKafkaApiKey::Produce, errors);
     let mut cfg = config(dir.path(), &bs, "");
     let hubgate::config::SinkConfig::Kafka(k) = &mut cfg.sink else {
         panic!("the config's sink is Kafka");

@@ -103,7 +103,7 @@ impl SinkHealth {
         now: Instant,
     ) -> Verdict {
         match e {
-            SinkError::Park(reason) => {
+            SinkError::Park(reason) | SinkError::Doubt(reason) => {
                 if let Some(p) = self
                     .parked
                     .get(rec_type)

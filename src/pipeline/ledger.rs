@@ -63,6 +63,18 @@ struct Waiting {
     acks: Vec<Ack>,
 }
 
+/// A buffered record its hub refused alone ([`SinkError::Doubt`]) at `since`: the record's
+/// fault or the hub's (one whose checks refuse every record). It is the record's once the hub
+/// takes a record of `rec_type` sent after `since` and still refuses this one.
+struct Doubted {
+    rec_type: String,
+    since: Instant,
+}
+
+/// Records in doubt kept at most: beyond, the oldest is forgotten (and is in doubt afresh at
+/// its next refusal). Each takes a park of its recType to come, so few are.
+const DOUBTED_KEPT: usize = 1_000;
+
 /// A record that leaves the send path for good, and the sources to acknowledge once it has:
 /// kept as `letter` in the dead-letter tree or, past [`crate::buffer::MAX_DEAD_LETTERS`],
 /// only counted (`None`, as once its letter is written); if `buffered`, it leaves the buffer
@@ -133,6 +145,11 @@ pub struct Ledger {
     parked_aside: usize,
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
+    /// Buffered records in doubt ([`Doubted`]): the drain sends them after their recType's
+    /// other records, one a pass, until the hub takes a record sent later.
+    doubted: BTreeMap<u64, Doubted>,
+    /// While records are in doubt: per recType, when the latest record its hub took was sent.
+    taken_sent: HashMap<String, Instant>,
     /// The wall clock at an instant, as last read while trusted: record ages follow the time
     /// the ledger is given, and a step of the clock from the next reading on.
     wall_at: (Instant, SystemTime),
@@ -249,6 +266,8 @@ impl Ledger {
             refusing: None,
             parked_aside: 0,
             drain_cursor: None,
+            doubted: BTreeMap::new(),
+            taken_sent: HashMap::new(),
             wall_at: now,
             clock_synchronized: true,
             trusted_since: now.1,
@@ -979,8 +998,22 @@ impl Ledger {
             return Ok(());
         };
         self.in_flight_bytes -= size(&f.record);
-        match d.result {
+        let result = match d.result {
+            Err(SinkError::Doubt(why)) if self.cleared(d.seq) => {
+                // Its hub took a record sent after this one was first refused.
+                self.doubted.remove(&d.seq);
+                Err(SinkError::Reject(format!(
+                    "{}, again after its hub took a record sent later",
+                    why.broker
+                )))
+            }
+            result => result,
+        };
+        match result {
             Ok(bytes) => {
+                if !self.doubted.is_empty() {
+                    self.took_in_doubt(d.seq, &f.record.rec_type, f.sent_at);
+                }
                 self.metrics.delivered.inc(&f.record.rec_type);
                 self.metrics.bytes_sent.add(&f.record.rec_type, bytes);
                 self.metrics
@@ -1017,6 +1050,9 @@ impl Ledger {
                 self.reject(d.seq, &f.record, &e, f.acks, f.in_buffer);
             }
             Err(e) => {
+                if let SinkError::Doubt(_) = e {
+                    self.doubt(d.seq, &f.record.rec_type, now);
+                }
                 self.failed(&e, &f.record.rec_type, f.sent_at, now);
                 if f.in_buffer {
                     // The drain sends it again, unless the buffer dropped it while the sink
@@ -1031,6 +1067,50 @@ impl Ledger {
         // After the report's drop is counted: the gauge at 0 means no drop is still held.
         self.metrics.in_flight.set(self.in_flight.len() as u64);
         Ok(())
+    }
+
+    /// Record `seq` is in doubt from `now` (unless it was already): kept, sent again after
+    /// its recType's other records.
+    fn doubt(&mut self, seq: u64, rec_type: &str, now: Instant) {
+        self.doubted.entry(seq).or_insert_with(|| Doubted {
+            rec_type: rec_type.to_string(),
+            since: now,
+        });
+        while self.doubted.len() > DOUBTED_KEPT {
+            self.doubted.pop_first();
+        }
+    }
+
+    /// Whether the hub of record `seq`, in doubt, took a record sent after it was refused.
+    fn cleared(&self, seq: u64) -> bool {
+        self.doubted
+            .get(&seq)
+            .is_some_and(|d| (self.taken_sent.get(&d.rec_type)).is_some_and(|&sent| sent > d.since))
+    }
+
+    /// Record `seq` of `rec_type`, sent at `sent`, was confirmed while records are in doubt:
+    /// those of its recType refused before it was sent are sent again as any record (from the
+    /// oldest: the drain starts over), and are dead-lettered if refused again.
+    fn took_in_doubt(&mut self, seq: u64, rec_type: &str, sent: Instant) {
+        self.doubted.remove(&seq);
+        let clears = (self.doubted.values()).any(|d| d.rec_type == rec_type && d.since < sent);
+        if clears {
+            self.drain_cursor = None;
+        }
+        match self.taken_sent.get_mut(rec_type) {
+            Some(latest) => *latest = (*latest).max(sent),
+            None => {
+                self.taken_sent.insert(rec_type.to_string(), sent);
+            }
+        }
+        if self.doubted.is_empty() {
+            self.taken_sent.clear();
+        }
+    }
+
+    /// Whether buffered record `seq` is in doubt and not cleared: the drain passes over it.
+    fn in_doubt(&self, seq: u64) -> bool {
+        self.doubted.contains_key(&seq) && !self.cleared(seq)
     }
 
     /// The sink started over (a new producer, or new credentials), after the caller gave
@@ -1276,6 +1356,10 @@ impl Ledger {
         let room_bytes = self
             .max_in_flight_bytes
             .saturating_sub(self.in_flight_bytes);
+        // Records in doubt, the oldest of each recType met: sent after the others, so that a
+        // record its hub refuses for itself cannot hold the rest back for ever, and on its
+        // own when no other is there, so that a hub that takes records again is found.
+        let mut doubted: Vec<(u64, Record)> = Vec::new();
         for (seq, record) in self.buffer.next(self.drain_cursor, room, room_bytes, now)? {
             if self.window_full() {
                 break;
@@ -1286,25 +1370,47 @@ impl Ledger {
             }
             if self.expired(seq, record.created_ms, now_ms) {
                 self.expire(seq, &record);
+                self.doubted.remove(&seq);
                 self.buffer.remove(seq)?;
                 continue;
             }
-            match self.sink.send(seq, &record) {
-                Ok(()) => self.track(seq, record, Vec::new(), true, now),
-                Err(SinkError::Reject(e)) => {
-                    if !self.reject(seq, &record, &e, Vec::new(), true) {
-                        break;
-                    }
+            if self.in_doubt(seq) {
+                if !doubted.iter().any(|(_, r)| r.rec_type == record.rec_type) {
+                    doubted.push((seq, record));
                 }
-                Err(e) => {
-                    self.failed(&e, &record.rec_type, now, now);
-                    if !self.health.ready(now) {
-                        break;
-                    }
-                }
+                continue;
+            }
+            if !self.send_buffered(seq, record, now) {
+                return Ok(());
+            }
+        }
+        for (seq, record) in doubted {
+            if self.window_full() {
+                break;
+            }
+            if !self.health.is_parked(&record.rec_type, now)
+                && !self.send_buffered(seq, record, now)
+            {
+                break;
             }
         }
         Ok(())
+    }
+
+    /// Hand buffered record `seq` to the sink; `false` when the drain is to stop (the sink
+    /// failed as a whole, or a dead letter waits for the disk).
+    fn send_buffered(&mut self, seq: u64, record: Record, now: Instant) -> bool {
+        match self.sink.send(seq, &record) {
+            Ok(()) => {
+                self.track(seq, record, Vec::new(), true, now);
+                true
+            }
+            Err(SinkError::Reject(e)) => self.reject(seq, &record, &e, Vec::new(), true),
+            Err(e) => {
+                self.failed(&e, &record.rec_type, now, now);
+                self.health.ready(now)
+            }
+        }
     }
 
     /// `record` is older than `max_age`: dropped, counted.
@@ -3465,6 +3571,183 @@ pub(super) mod tests {
         }
 
         fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// A hub with record checks: it refuses every record while `all` is set, and the records
+    /// whose id is in `bad` always, each in its report as Kafka's sink does a record refused
+    /// alone ([`SinkError::Doubt`]); it confirms the others at once, keeping their ids in the
+    /// order taken. As Kafka's producer with its gap-less guarantee, a refusal stops it: what
+    /// it is sent after one gets no report until it starts over, at its next tick.
+    #[derive(Clone, Default)]
+    struct Checks {
+        all: Arc<std::sync::atomic::AtomicBool>,
+        bad: Arc<std::sync::Mutex<BTreeSet<String>>>,
+        taken: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    /// The sink of [`Checks`]; `true` once a refusal stopped it.
+    struct Checked(Checks, crate::sink::Deliveries, bool);
+
+    impl Sink for Checked {
+        fn send(&mut self, seq: u64, rec: &Record) -> Result<(), SinkError> {
+            let Checked(checks, deliveries, stopped) = self;
+            if *stopped {
+                return Ok(());
+            }
+            let refused = checks.all.load(std::sync::atomic::Ordering::Relaxed)
+                || checks.bad.lock().unwrap().contains(&rec.id);
+            *stopped = refused;
+            let result = if refused {
+                let setup = crate::sink::refusal::Setup::default();
+                let code = rdkafka::error::RDKafkaErrorCode::InvalidRecord;
+                let why = "Broker: Broker failed to validate record";
+                Err(SinkError::Doubt(setup.refuses_records(
+                    code,
+                    why,
+                    &rec.rec_type,
+                )))
+            } else {
+                checks.taken.lock().unwrap().push(rec.id.clone());
+                Ok(100)
+            };
+            let _ = deliveries.send(Delivery { seq, result });
+            Ok(())
+        }
+
+        fn tick(&mut self) -> bool {
+            std::mem::take(&mut self.2)
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
+
+    /// Rounds at `secs` after `t0`, as [`rounds`], each with a sink tick after its reports:
+    /// a sink that started over has what it got no report for sent again.
+    fn ticked_rounds(
+        ledger: &mut Ledger,
+        reports: &mut tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        now: (Instant, SystemTime),
+        secs: impl IntoIterator<Item = u64>,
+    ) {
+        for s in secs {
+            rounds(ledger, reports, now, [s]);
+            if ledger.sink().tick() {
+                ledger.resend_in_flight();
+            }
+        }
+    }
+
+    /// A ledger over a memory buffer sending to `checks`, with the reports' receiver.
+    fn checked_ledger(
+        checks: &Checks,
+        metrics: &Arc<Metrics>,
+        now: (Instant, SystemTime),
+    ) -> (Ledger, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
+        let cfg = BufferConfig::default();
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let checks = checks.clone();
+        ledger_to(&cfg, buffer, metrics, now, |tx| {
+            Box::new(Checked(checks, tx, false))
+        })
+    }
+
+    /// A hub whose checks refuse every record for 70 minutes (a schema validation turned
+    /// on, then lifted) loses none: each record it refuses is kept, acknowledged once
+    /// buffered, and the recType parked with the cause shown; once the hub takes records
+    /// again, each is taken exactly once and nothing is dead-lettered.
+    #[test]
+    fn a_hub_that_refuses_every_record_for_a_while_loses_none() {
+        let checks = Checks::default();
+        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let (mut ledger, mut reports) = checked_ledger(&checks, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        let of = |n: u32| Record {
+            created_ms: ms_since_epoch(w0),
+            ..record(n)
+        };
+        for n in 0..5 {
+            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
+        }
+        // One more every minute while refused.
+        for minute in 0..10 {
+            let at = t0 + Duration::from_secs(minute * 60);
+            let n = 5 + minute as u16;
+            ledger.take(vec![of(n.into())], Counters::default(), ack(n), at);
+            ticked_rounds(
+                &mut ledger,
+                &mut reports,
+                now,
+                minute * 60..minute * 60 + 60,
+            );
+        }
+        // Then none for an hour: by its end each has been refused, and only one of them sent
+        // again can tell that the hub takes records again.
+        ticked_rounds(&mut ledger, &mut reports, now, 600..4200);
+        assert!(checks.taken.lock().unwrap().is_empty());
+        assert_eq!(ledger.buffer.dead_letters(), 0);
+        assert_eq!(ledger.buffered(), 15);
+        assert_eq!(ledger.doubted.len(), 15);
+        assert_eq!(
+            pkids(&mut pubacks),
+            (0..15).collect::<Vec<u16>>(),
+            "each durable"
+        );
+        let why = metrics
+            .park_reasons
+            .get("t")
+            .expect("parked, with its cause");
+        assert_eq!(why.kind, "refuses_records");
+
+        checks
+            .all
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        ticked_rounds(&mut ledger, &mut reports, now, 4200..=4800);
+        let mut taken = checks.taken.lock().unwrap().clone();
+        assert_eq!(taken.len(), 15, "each once: {taken:?}");
+        taken.sort_by_key(|id| id[3..].parse::<u32>().unwrap());
+        assert_eq!(
+            taken,
+            (0..15).map(|n| format!("id-{n}")).collect::<Vec<_>>()
+        );
+        assert_eq!(ledger.buffer.dead_letters(), 0);
+        assert!(ledger.idle());
+        assert!(metrics.park_reasons.get("t").is_none(), "unparked");
+    }
+
+    /// A record its hub refuses for itself is dead-lettered once the hub has taken a record
+    /// sent after the refusal and refused it again: the records behind it (of its device,
+    /// which a stopped producer could not send after it) are sent before it is tried again,
+    /// so it does not hold them back for good.
+    #[test]
+    fn a_record_its_hub_refuses_for_itself_is_dead_lettered_once_a_later_one_is_taken() {
+        let checks = Checks::default();
+        checks.bad.lock().unwrap().insert("id-0".into());
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let (mut ledger, mut reports) = checked_ledger(&checks, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        let of = |n: u32| Record {
+            created_ms: ms_since_epoch(w0),
+            ..record(n)
+        };
+        for n in 0..5 {
+            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
+        }
+        ticked_rounds(&mut ledger, &mut reports, now, [0]);
+        assert_eq!(ledger.buffer.dead_letters(), 0, "no verdict yet");
+        assert!(checks.taken.lock().unwrap().is_empty(), "none behind it");
+        ticked_rounds(&mut ledger, &mut reports, now, 1..=10);
+        let taken = checks.taken.lock().unwrap().clone();
+        assert_eq!(taken, ["id-1", "id-2", "id-3", "id-4"]);
+        assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
+        let mut acked = pkids(&mut pubacks);
+        acked.sort_unstable();
+        assert_eq!(acked, [0, 1, 2, 3, 4]);
+        assert!(ledger.idle());
     }
 
     /// A recType's buffered record the drain passed over while it was parked, and a newer

@@ -144,8 +144,9 @@ impl FirstWrites {
         let open = hubs.get_mut(hub).and_then(|k| k.open.get_mut(key));
         if let Some(open) = open.filter(|o| o.seq == seq) {
             open.settled = Some(result.as_ref().map(|_| ()).map_err(|e| match e {
-                // What is rejected is the first record alone.
+                // What is rejected (or doubted) is the first record alone.
                 SinkError::Reject(why) => SinkError::Retry(why.clone()),
+                SinkError::Doubt(why) => SinkError::Retry(why.to_string()),
                 e => e.clone(),
             }));
         }

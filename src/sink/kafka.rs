@@ -295,13 +295,23 @@ impl ProducerContext for DeliveryContext {
             Err((e, _)) if is_purged(e) => return,
             Err((e, _)) => match BatchRefusal::of(e).filter(|_| self.batched) {
                 Some(why) => Err(self.batch_refused(seq, place, e, why)),
-                None => Err(failed(e, place.0, &self.shared.hubs, &self.config)),
+                None => Err(doubted(
+                    failed(e, place.0, &self.shared.hubs, &self.config),
+                    e,
+                    place.0,
+                    &self.shared.hubs,
+                )),
             },
         };
         let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
         self.first
             .reported(seq, place.0, key.unwrap_or(""), &result);
-        if !self.batched && matches!(result, Ok(_) | Err(SinkError::Reject(_))) {
+        if !self.batched
+            && matches!(
+                result,
+                Ok(_) | Err(SinkError::Reject(_) | SinkError::Doubt(_))
+            )
+        {
             let mut refused = self.shared.refused();
             let key = (place.0.to_string(), place.1);
             if refused.get(&key).is_some_and(|&(last, _)| seq >= last) {
@@ -349,7 +359,9 @@ impl DeliveryContext {
                 format!(
                     "kafka: the broker refused a batch to {hub:?} for a record its checks refuse \
                      (INVALID_RECORD; a schema the broker validates): the batch's records are \
-                     sent again one by one, and a record refused alone is dead-lettered"
+                     sent again one by one; a record refused alone is kept and {hub:?} parked \
+                     until a later record is taken (the record is dead-lettered if refused \
+                     again then) or the hub takes it"
                 )
             }),
         }
@@ -397,6 +409,18 @@ fn failed(e: &KafkaError, hub: &str, hubs: &Hubs, client: &ClientConfig) -> Sink
         hubs.ask(None, hub, client);
     }
     failed
+}
+
+/// A broker's refusal of a record in a report is no verdict on the record alone: a hub whose
+/// checks refuse every record hubgate sends refuses each of them alike. The forwarder keeps
+/// such a record and parks its recType ([`SinkError::Doubt`]) until a later record tells.
+fn doubted(failed: SinkError, e: &KafkaError, hub: &str, hubs: &Hubs) -> SinkError {
+    match (failed, error_code(e)) {
+        (SinkError::Reject(text), Some(code)) => {
+            SinkError::Doubt(hubs.setup().refuses_records(code, &text, hub))
+        }
+        (failed, _) => failed,
+    }
 }
 
 /// What to check when the broker refuses the login of `client`'s settings: an Event Hubs
@@ -1127,8 +1151,9 @@ mod tests {
     }
 
     /// A batch the broker refuses as too large (here injected twice): its records are sent
-    /// again, each alone, and only one refused alone is rejected; once the last of them is
-    /// through, the producer batches again.
+    /// again, each alone, and one refused alone is reported as a record the hub refuses (the
+    /// forwarder tells whether it is the record's fault); once the last of them is through,
+    /// the producer batches again.
     #[tokio::test]
     async fn records_refused_in_a_batch_too_large_are_sent_alone_until_through() {
         let mock = MockCluster::new(1).unwrap();
@@ -1164,7 +1189,11 @@ mod tests {
             let mut reports = Vec::new();
             for _ in seqs {
                 let d = next(sink, &mut rx).await;
-                reports.push((d.seq, d.result.map_err(|e| e.class())));
+                let why = |e: SinkError| match e {
+                    SinkError::Doubt(refusal) => refusal.kind(),
+                    e => e.class(),
+                };
+                reports.push((d.seq, d.result.map_err(why)));
             }
             reports
         };
@@ -1176,7 +1205,7 @@ mod tests {
             sink.tick() && sink.alone,
             "a producer that sends each record alone"
         );
-        assert_eq!(send(&mut sink, &[1]).await, [(1, Err("reject"))]);
+        assert_eq!(send(&mut sink, &[1]).await, [(1, Err("refuses_records"))]);
         sink.rebuilt = None;
         assert!(sink.tick() && sink.alone, "record 2 is not through yet");
         let bytes = |seq| (of(seq).key.len() + of(seq).body.len()) as u64;

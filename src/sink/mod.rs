@@ -42,6 +42,12 @@ pub enum SinkError {
     /// This record can never be accepted (too large): dead-letter it.
     #[error("{0} (record rejected for good)")]
     Reject(String),
+    /// The broker refused this record sent alone (a check of its hub: `INVALID_RECORD`, a
+    /// size limit): the record's fault, or its hub's if the hub refuses every record. The
+    /// forwarder keeps it and parks the recType, and dead-letters it only if the hub refuses it
+    /// again after taking a record sent later.
+    #[error("{0} (kept)")]
+    Doubt(refusal::Refusal),
 }
 
 impl SinkError {
@@ -52,7 +58,7 @@ impl SinkError {
     pub fn class(&self) -> &'static str {
         match self {
             SinkError::Retry(_) => "retry",
-            SinkError::Park(_) => "park",
+            SinkError::Park(_) | SinkError::Doubt(_) => "park",
             SinkError::Reject(_) => "reject",
         }
     }

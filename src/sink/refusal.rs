@@ -30,6 +30,11 @@ pub enum Cause {
     /// The endpoint does not create hubs over Kafka (CreateTopics unsupported or refused by
     /// policy without a reason hubgate knows).
     CreateUnsupported,
+    /// The hub exists but refused a record sent alone: its checks (`INVALID_RECORD`: a
+    /// schema the broker validates) or a size limit. A hub that refuses every record
+    /// hubgate sends is parked; a record refused again after the hub took a later one is
+    /// dead-lettered.
+    RefusesRecords,
     /// None of the above: the broker's words say what happened.
     Unclassified,
 }
@@ -61,6 +66,7 @@ impl Refusal {
             Cause::OtherHub(_) => "other_hub",
             Cause::Partitions => "partitions",
             Cause::CreateUnsupported => "create_unsupported",
+            Cause::RefusesRecords => "refuses_records",
             Cause::Unclassified => "unclassified",
         }
     }
@@ -81,6 +87,7 @@ impl Refusal {
             Cause::OtherHub(scope) => format!("{noun} {hub:?} refuses this key, which may be scoped to hub {scope:?} (EntityPath)"),
             Cause::Partitions => format!("{noun} {hub:?} cannot be created with {} partitions", self.partitions),
             Cause::CreateUnsupported => format!("{noun} {hub:?} does not exist and the endpoint would not create it"),
+            Cause::RefusesRecords => format!("{noun} {hub:?} refuses hubgate's records (its record checks or size limit)"),
             Cause::Unclassified => format!("{noun} {hub:?} refused, unclassified"),
         }
     }
@@ -114,6 +121,10 @@ impl Refusal {
             Cause::CreateUnsupported if self.kafka => format!("create topic {hub:?} ({n} partitions) on the broker"),
             Cause::CreateUnsupported => format!(
                 "create hub {hub:?} ({n} partitions) in the portal (a Basic-tier namespace has no Kafka endpoint at all: move it to Standard)"
+            ),
+            Cause::RefusesRecords => format!(
+                "let {noun} {hub:?} take hubgate's JSON records: lift its record validation (a schema the broker checks) or raise its max.message.bytes; its records are kept meanwhile, and one it refuses again after taking a later record is dead-lettered",
+                noun = if self.kafka { "topic" } else { "hub" }
             ),
             Cause::Unclassified => "see the broker's words; `hubgate doctor` tries a write and says more".into(),
         }
@@ -209,6 +220,11 @@ impl Setup {
             _ => return None,
         };
         Some(self.refusal(hub, cause, code, text))
+    }
+
+    /// `hub` refused a record sent alone with `code` ([`Cause::RefusesRecords`]).
+    pub fn refuses_records(&self, code: C, text: &str, hub: &str) -> Refusal {
+        self.refusal(hub, Cause::RefusesRecords, code, text)
     }
 
     /// A hub (not `hub`) named by `EntityPath` may be all this key can use; else `otherwise`.
