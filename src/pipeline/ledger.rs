@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::clock_steps::{Boot, ClockSteps, Reading};
 use super::dedup::{Dedup, Seen};
+use super::doubts::{Doubts, Refused};
 use super::health::{SinkHealth, Verdict};
 use crate::buffer::{Buffer, BufferError, ClockState, Pushed};
 use crate::config::BufferConfig;
@@ -62,18 +63,6 @@ struct Waiting {
     record: Record,
     acks: Vec<Ack>,
 }
-
-/// A buffered record its hub refused alone ([`SinkError::Doubt`]) at `since`: the record's
-/// fault or the hub's (one whose checks refuse every record). It is the record's once the hub
-/// takes a record of `rec_type` sent after `since` and still refuses this one.
-struct Doubted {
-    rec_type: String,
-    since: Instant,
-}
-
-/// Records in doubt kept at most: beyond, the oldest is forgotten (and is in doubt afresh at
-/// its next refusal). Each takes a park of its recType to come, so few are.
-const DOUBTED_KEPT: usize = 1_000;
 
 /// A record that leaves the send path for good, and the sources to acknowledge once it has:
 /// kept as `letter` in the dead-letter tree or, past [`crate::buffer::MAX_DEAD_LETTERS`],
@@ -145,11 +134,8 @@ pub struct Ledger {
     parked_aside: usize,
     /// Last buffered sequence number handed to the sink by the drain.
     drain_cursor: Option<u64>,
-    /// Buffered records in doubt ([`Doubted`]): the drain sends them after their recType's
-    /// other records, one a pass, until the hub takes a record sent later.
-    doubted: BTreeMap<u64, Doubted>,
-    /// While records are in doubt: per recType, when the latest record its hub took was sent.
-    taken_sent: HashMap<String, Instant>,
+    /// Records their hub refused alone, not known yet to be at fault ([`Doubts`]).
+    doubts: Doubts,
     /// The wall clock at an instant, as last read while trusted: record ages follow the time
     /// the ledger is given, and a step of the clock from the next reading on.
     wall_at: (Instant, SystemTime),
@@ -266,8 +252,7 @@ impl Ledger {
             refusing: None,
             parked_aside: 0,
             drain_cursor: None,
-            doubted: BTreeMap::new(),
-            taken_sent: HashMap::new(),
+            doubts: Doubts::default(),
             wall_at: now,
             clock_synchronized: true,
             trusted_since: now.1,
@@ -999,20 +984,23 @@ impl Ledger {
         };
         self.in_flight_bytes -= size(&f.record);
         let result = match d.result {
-            Err(SinkError::Doubt(why)) if self.cleared(d.seq) => {
-                // Its hub took a record sent after this one was first refused.
-                self.doubted.remove(&d.seq);
-                Err(SinkError::Reject(format!(
+            Err(SinkError::Doubt(why)) => match self.doubts.refused(d.seq, &f.record.rec_type, now)
+            {
+                Refused::Reject => Err(SinkError::Reject(format!(
                     "{}, again after its hub took a record sent later",
                     why.broker
-                )))
-            }
+                ))),
+                Refused::Keep => Err(SinkError::Doubt(why)),
+            },
             result => result,
         };
         match result {
             Ok(bytes) => {
-                if !self.doubted.is_empty() {
-                    self.took_in_doubt(d.seq, &f.record.rec_type, f.sent_at);
+                if !self.doubts.is_empty()
+                    && self.doubts.taken(d.seq, &f.record.rec_type, f.sent_at)
+                {
+                    // Records it had refused are sent again, oldest first.
+                    self.drain_cursor = None;
                 }
                 self.metrics.delivered.inc(&f.record.rec_type);
                 self.metrics.bytes_sent.add(&f.record.rec_type, bytes);
@@ -1050,9 +1038,6 @@ impl Ledger {
                 self.reject(d.seq, &f.record, &e, f.acks, f.in_buffer);
             }
             Err(e) => {
-                if let SinkError::Doubt(_) = e {
-                    self.doubt(d.seq, &f.record.rec_type, now);
-                }
                 self.failed(&e, &f.record.rec_type, f.sent_at, now);
                 if f.in_buffer {
                     // The drain sends it again, unless the buffer dropped it while the sink
@@ -1067,50 +1052,6 @@ impl Ledger {
         // After the report's drop is counted: the gauge at 0 means no drop is still held.
         self.metrics.in_flight.set(self.in_flight.len() as u64);
         Ok(())
-    }
-
-    /// Record `seq` is in doubt from `now` (unless it was already): kept, sent again after
-    /// its recType's other records.
-    fn doubt(&mut self, seq: u64, rec_type: &str, now: Instant) {
-        self.doubted.entry(seq).or_insert_with(|| Doubted {
-            rec_type: rec_type.to_string(),
-            since: now,
-        });
-        while self.doubted.len() > DOUBTED_KEPT {
-            self.doubted.pop_first();
-        }
-    }
-
-    /// Whether the hub of record `seq`, in doubt, took a record sent after it was refused.
-    fn cleared(&self, seq: u64) -> bool {
-        self.doubted
-            .get(&seq)
-            .is_some_and(|d| (self.taken_sent.get(&d.rec_type)).is_some_and(|&sent| sent > d.since))
-    }
-
-    /// Record `seq` of `rec_type`, sent at `sent`, was confirmed while records are in doubt:
-    /// those of its recType refused before it was sent are sent again as any record (from the
-    /// oldest: the drain starts over), and are dead-lettered if refused again.
-    fn took_in_doubt(&mut self, seq: u64, rec_type: &str, sent: Instant) {
-        self.doubted.remove(&seq);
-        let clears = (self.doubted.values()).any(|d| d.rec_type == rec_type && d.since < sent);
-        if clears {
-            self.drain_cursor = None;
-        }
-        match self.taken_sent.get_mut(rec_type) {
-            Some(latest) => *latest = (*latest).max(sent),
-            None => {
-                self.taken_sent.insert(rec_type.to_string(), sent);
-            }
-        }
-        if self.doubted.is_empty() {
-            self.taken_sent.clear();
-        }
-    }
-
-    /// Whether buffered record `seq` is in doubt and not cleared: the drain passes over it.
-    fn in_doubt(&self, seq: u64) -> bool {
-        self.doubted.contains_key(&seq) && !self.cleared(seq)
     }
 
     /// The sink started over (a new producer, or new credentials), after the caller gave
@@ -1340,6 +1281,9 @@ impl Ledger {
     /// Send buffered records, oldest first, while the sink keeps up and no dead letter waits
     /// for the disk.
     fn drain(&mut self, now: Instant) -> Result<(), BufferError> {
+        if self.buffer.is_empty() {
+            self.doubts.forget_below(None);
+        }
         if self.buffer.is_empty()
             || !self.unwritten.is_empty()
             || !self.healthy(now)
@@ -1351,16 +1295,24 @@ impl Ledger {
             // Records of a recType that was parked were skipped: look at them again.
             self.drain_cursor = None;
         }
+        let from_oldest = self.drain_cursor.is_none();
         let room = self.max_in_flight - self.in_flight.len();
         let now_ms = self.now_ms(now);
         let room_bytes = self
             .max_in_flight_bytes
             .saturating_sub(self.in_flight_bytes);
-        // Records in doubt, the oldest of each recType met: sent after the others, so that a
-        // record its hub refuses for itself cannot hold the rest back for ever, and on its
-        // own when no other is there, so that a hub that takes records again is found.
-        let mut doubted: Vec<(u64, Record)> = Vec::new();
-        for (seq, record) in self.buffer.next(self.drain_cursor, room, room_bytes, now)? {
+        // Records in doubt, of each recType met the one refused longest ago: sent after the
+        // others, so that a record its hub refuses for itself holds none back, and on its own
+        // when no other is there, so that a hub that takes records again is found; each in
+        // turn, so that one refused for itself does not hide the others.
+        let mut probes: Vec<(u64, Record, Instant)> = Vec::new();
+        let records = self.buffer.next(self.drain_cursor, room, room_bytes, now)?;
+        if from_oldest && !self.doubts.is_empty() {
+            // Records in doubt below the oldest buffered one left it (`drop_oldest`).
+            self.doubts
+                .forget_below(records.first().map(|(seq, _)| *seq));
+        }
+        for (seq, record) in records {
             if self.window_full() {
                 break;
             }
@@ -1370,13 +1322,18 @@ impl Ledger {
             }
             if self.expired(seq, record.created_ms, now_ms) {
                 self.expire(seq, &record);
-                self.doubted.remove(&seq);
+                self.doubts.forget(seq);
                 self.buffer.remove(seq)?;
                 continue;
             }
-            if self.in_doubt(seq) {
-                if !doubted.iter().any(|(_, r)| r.rec_type == record.rec_type) {
-                    doubted.push((seq, record));
+            if let Some(since) = self.doubts.held(seq) {
+                match probes
+                    .iter_mut()
+                    .find(|(_, r, _)| r.rec_type == record.rec_type)
+                {
+                    Some(probe) if probe.2 <= since => {}
+                    Some(probe) => *probe = (seq, record, since),
+                    None => probes.push((seq, record, since)),
                 }
                 continue;
             }
@@ -1384,7 +1341,7 @@ impl Ledger {
                 return Ok(());
             }
         }
-        for (seq, record) in doubted {
+        for (seq, record, _) in probes {
             if self.window_full() {
                 break;
             }
@@ -1405,7 +1362,10 @@ impl Ledger {
                 self.track(seq, record, Vec::new(), true, now);
                 true
             }
-            Err(SinkError::Reject(e)) => self.reject(seq, &record, &e, Vec::new(), true),
+            Err(SinkError::Reject(e)) => {
+                self.doubts.forget(seq);
+                self.reject(seq, &record, &e, Vec::new(), true)
+            }
             Err(e) => {
                 self.failed(&e, &record.rec_type, now, now);
                 self.health.ready(now)
@@ -3689,7 +3649,10 @@ pub(super) mod tests {
         assert!(checks.taken.lock().unwrap().is_empty());
         assert_eq!(ledger.buffer.dead_letters(), 0);
         assert_eq!(ledger.buffered(), 15);
-        assert_eq!(ledger.doubted.len(), 15);
+        assert_eq!(
+            (0..15).filter(|&s| ledger.doubts.held(s).is_some()).count(),
+            15
+        );
         assert_eq!(
             pkids(&mut pubacks),
             (0..15).collect::<Vec<u16>>(),
@@ -3748,6 +3711,43 @@ pub(super) mod tests {
         acked.sort_unstable();
         assert_eq!(acked, [0, 1, 2, 3, 4]);
         assert!(ledger.idle());
+    }
+
+    /// Records a hub refused while it refused every record are tried in turn once it takes
+    /// records again, with no new record to tell: the oldest, which it refuses for itself,
+    /// does not hide the others, and is dead-lettered once another was taken.
+    #[test]
+    fn a_record_refused_for_itself_does_not_hide_the_others_refused_with_it() {
+        let checks = Checks::default();
+        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
+        checks.bad.lock().unwrap().insert("id-0".into());
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let (mut ledger, mut reports) = checked_ledger(&checks, &metrics, now);
+        let (ack, mut pubacks) = pubacks();
+        let of = |n: u32| Record {
+            created_ms: ms_since_epoch(w0),
+            ..record(n)
+        };
+        for n in 0..5 {
+            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
+        }
+        ticked_rounds(&mut ledger, &mut reports, now, 0..3600);
+        assert_eq!(
+            (0..5).filter(|&s| ledger.doubts.held(s).is_some()).count(),
+            5
+        );
+        checks
+            .all
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        ticked_rounds(&mut ledger, &mut reports, now, 3600..=4200);
+        let mut taken = checks.taken.lock().unwrap().clone();
+        taken.sort();
+        assert_eq!(taken, ["id-1", "id-2", "id-3", "id-4"]);
+        assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
+        assert_eq!(pkids(&mut pubacks), [0, 1, 2, 3, 4], "each once buffered");
+        assert!(ledger.idle() && ledger.doubts.is_empty());
     }
 
     /// A recType's buffered record the drain passed over while it was parked, and a newer

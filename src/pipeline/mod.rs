@@ -2,6 +2,7 @@
 
 pub(crate) mod clock_steps;
 mod dedup;
+mod doubts;
 mod forwarder;
 mod health;
 mod key_rotation;

@@ -268,7 +268,7 @@ impl ProducerContext for DeliveryContext {
     /// in it), unlike librdkafka's own refusal at hand-over, which is about the one record;
     /// so are the other refusals of [`BatchRefusal`]. From a producer that batches, they are
     /// `Retry`: the sink's next producer sends each record alone until the last one refused
-    /// is through, and only a record refused alone is rejected.
+    /// is through, and a record refused alone is reported as [`SinkError::Doubt`].
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
         let seq = *seq;
         let msg = match result {
@@ -306,16 +306,24 @@ impl ProducerContext for DeliveryContext {
         let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
         self.first
             .reported(seq, place.0, key.unwrap_or(""), &result);
-        if !self.batched
-            && matches!(
-                result,
-                Ok(_) | Err(SinkError::Reject(_) | SinkError::Doubt(_))
-            )
-        {
+        if !self.batched {
             let mut refused = self.shared.refused();
             let key = (place.0.to_string(), place.1);
-            if refused.get(&key).is_some_and(|&(last, _)| seq >= last) {
-                refused.remove(&key);
+            match &result {
+                // Refused alone: the records of that partition go on alone while refusals
+                // last (a record sent again in a batch would be refused with it, and the
+                // whole sink would wait as for any batch refused).
+                Err(SinkError::Doubt(_)) => {
+                    let (last, ends) = refused.entry(key).or_insert((seq, Instant::now()));
+                    *last = (*last).max(seq);
+                    *ends = Instant::now() + ONE_BY_ONE_FOR;
+                }
+                Ok(_) | Err(SinkError::Reject(_)) => {
+                    if refused.get(&key).is_some_and(|&(last, _)| seq >= last) {
+                        refused.remove(&key);
+                    }
+                }
+                Err(_) => {}
             }
         }
         let _ = self.shared.deliveries.send(Delivery { seq, result });
@@ -1301,20 +1309,15 @@ mod tests {
         }
     }
 
-    /// A record too large at hand-over is librdkafka's own check of that record, and one the
-    /// broker refuses sent alone is refused for itself: rejected. A corrupt message on the wire
-    /// (`CORRUPT_MESSAGE`, retriable in Kafka) is tried again.
+    /// A record too large at hand-over is librdkafka's own check of that record: rejected.
+    /// One the broker refuses sent alone, in a delivery report, may be refused for itself or
+    /// with every other (the topic's checks): in doubt, its hub named. A corrupt message on the
+    /// wire (`CORRUPT_MESSAGE`, retriable in Kafka) is tried again.
     #[test]
     fn only_a_record_that_can_never_be_taken_is_rejected() {
         let client = ClientConfig::new();
-        let class = |code| {
-            classify(
-                &KafkaError::MessageProduction(code),
-                TOPIC,
-                &unattended(),
-                &client,
-            )
-        };
+        let hubs = unattended();
+        let class = |code| classify(&KafkaError::MessageProduction(code), TOPIC, &hubs, &client);
         use RDKafkaErrorCode as C;
         for code in [
             C::MessageSizeTooLarge,
@@ -1323,6 +1326,19 @@ mod tests {
             C::InvalidRecord,
         ] {
             assert!(matches!(class(code), SinkError::Reject(_)), "{code:?}");
+            let reported = doubted(
+                class(code),
+                &KafkaError::MessageProduction(code),
+                TOPIC,
+                &hubs,
+            );
+            let SinkError::Doubt(refusal) = reported else {
+                panic!("{code:?} in a report: {reported:?}");
+            };
+            assert_eq!(
+                (refusal.kind(), refusal.hub.as_str()),
+                ("refuses_records", TOPIC)
+            );
         }
         for code in [C::InvalidMessage, C::PolicyViolation, C::RequestTimedOut] {
             assert!(matches!(class(code), SinkError::Retry(_)), "{code:?}");

@@ -122,10 +122,10 @@ impl Refusal {
             Cause::CreateUnsupported => format!(
                 "create hub {hub:?} ({n} partitions) in the portal (a Basic-tier namespace has no Kafka endpoint at all: move it to Standard)"
             ),
-            Cause::RefusesRecords => format!(
-                "let {noun} {hub:?} take hubgate's JSON records: lift its record validation (a schema the broker checks) or raise its max.message.bytes; its records are kept meanwhile, and one it refuses again after taking a later record is dead-lettered",
-                noun = if self.kafka { "topic" } else { "hub" }
+            Cause::RefusesRecords if self.kafka => format!(
+                "let topic {hub:?} take hubgate's JSON records: lift its record validation (a schema the broker checks) or raise its max.message.bytes; its records are kept meanwhile, and one it refuses again after taking a later record is dead-lettered"
             ),
+            Cause::RefusesRecords => "see the broker's words (Event Hubs takes events up to 1 MB on Standard); its records are kept meanwhile, and one it refuses again after taking a later record is dead-lettered".into(),
             Cause::Unclassified => "see the broker's words; `hubgate doctor` tries a write and says more".into(),
         }
     }

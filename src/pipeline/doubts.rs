@@ -1,0 +1,171 @@
+//! Records a hub refused when each was sent alone ([`crate::sink::SinkError::Doubt`]): the
+//! record's fault, or the hub's if it refuses every record (a topic whose schema validation
+//! refuses hubgate's JSON, a size limit below its records). One refusal cannot tell, so the
+//! record is kept and its recType parked. Once the hub takes a record of the recType sent
+//! after the refusal, the refused record is *cleared*: sent again as any record, and if
+//! refused again then it is the record's fault (dead-lettered). Until then the drain passes
+//! over it and sends it only as a probe, after the recType's other records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+/// Records in doubt kept at most: beyond, the oldest is forgotten, and is in doubt afresh at
+/// its next refusal. A topic with many partitions refuses one record a partition per try.
+const KEPT: usize = 1_000;
+
+struct Doubted {
+    rec_type: String,
+    /// When it was last refused.
+    since: Instant,
+    /// Its hub took a record of its recType sent after `since`.
+    cleared: bool,
+}
+
+/// What a refusal of a record sent alone means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The hub took a record of its recType sent after this one's last refusal: this one
+    /// is at fault.
+    Reject,
+    /// Not known yet: kept, its recType parked.
+    Keep,
+}
+
+#[derive(Default)]
+pub struct Doubts {
+    by_seq: BTreeMap<u64, Doubted>,
+    /// How many of `by_seq` each recType has: a confirmation of another recType looks no
+    /// further.
+    per_type: HashMap<String, usize>,
+}
+
+impl Doubts {
+    pub fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+
+    /// Record `seq` of `rec_type` was refused alone at `now`.
+    pub fn refused(&mut self, seq: u64, rec_type: &str, now: Instant) -> Refused {
+        if self.by_seq.get(&seq).is_some_and(|d| d.cleared) {
+            self.forget(seq);
+            return Refused::Reject;
+        }
+        match self.by_seq.get_mut(&seq) {
+            Some(d) => d.since = now,
+            None => {
+                let d = Doubted {
+                    rec_type: rec_type.to_string(),
+                    since: now,
+                    cleared: false,
+                };
+                *self.per_type.entry(d.rec_type.clone()).or_default() += 1;
+                self.by_seq.insert(seq, d);
+            }
+        }
+        while self.by_seq.len() > KEPT {
+            let Some(&oldest) = self.by_seq.keys().next() else {
+                break;
+            };
+            self.forget(oldest);
+        }
+        Refused::Keep
+    }
+
+    /// Record `seq` of `rec_type`, sent at `sent`, was confirmed: the records of its
+    /// recType refused before `sent` are cleared. True when that cleared any (the drain is
+    /// to look at them again).
+    pub fn taken(&mut self, seq: u64, rec_type: &str, sent: Instant) -> bool {
+        self.forget(seq);
+        if !self.per_type.contains_key(rec_type) {
+            return false;
+        }
+        let mut cleared = false;
+        for d in (self.by_seq.values_mut()).filter(|d| !d.cleared && d.since < sent) {
+            if d.rec_type == rec_type {
+                d.cleared = true;
+                cleared = true;
+            }
+        }
+        cleared
+    }
+
+    /// When record `seq` was last refused, if it is in doubt and not cleared: the drain
+    /// passes over it, and sends it only as a probe.
+    pub fn held(&self, seq: u64) -> Option<Instant> {
+        self.by_seq
+            .get(&seq)
+            .filter(|d| !d.cleared)
+            .map(|d| d.since)
+    }
+
+    /// Record `seq` left the buffer (expired, dead-lettered, dropped).
+    pub fn forget(&mut self, seq: u64) {
+        let Some(d) = self.by_seq.remove(&seq) else {
+            return;
+        };
+        if let Some(n) = self.per_type.get_mut(&d.rec_type) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_type.remove(&d.rec_type);
+            }
+        }
+    }
+
+    /// The buffer's oldest record is `seq` (`None`: it is empty): records below it left.
+    pub fn forget_below(&mut self, seq: Option<u64>) {
+        let gone = match seq {
+            Some(seq) => self.by_seq.range(..seq).map(|(&s, _)| s).collect(),
+            None => self.by_seq.keys().copied().collect::<Vec<_>>(),
+        };
+        for seq in gone {
+            self.forget(seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A record is the one at fault only when refused again after its recType's hub took a
+    /// record sent after its last refusal: not after a record sent before it (confirmed
+    /// later, as reports of other partitions come), nor after another recType's.
+    #[test]
+    fn only_a_record_sent_after_the_refusal_and_taken_clears_it() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut d = Doubts::default();
+        assert_eq!(d.refused(1, "t", at(10)), Refused::Keep);
+        assert!(!d.taken(2, "t", at(9)), "sent before the refusal");
+        assert!(!d.taken(3, "u", at(11)), "another recType");
+        assert_eq!(d.held(1), Some(at(10)));
+        assert_eq!(
+            d.refused(1, "t", at(12)),
+            Refused::Keep,
+            "refused again, unknown"
+        );
+        assert!(!d.taken(4, "t", at(11)), "sent before the last refusal");
+        assert!(d.taken(5, "t", at(13)));
+        assert_eq!(d.held(1), None, "cleared: sent as any record");
+        assert!(!d.taken(6, "t", at(14)), "cleared once");
+        assert_eq!(d.refused(1, "t", at(15)), Refused::Reject);
+        assert!(d.is_empty());
+    }
+
+    /// Entries of records that left the buffer go, and the kept ones are bounded.
+    #[test]
+    fn records_that_left_are_forgotten_and_the_rest_bounded() {
+        let t0 = Instant::now();
+        let mut d = Doubts::default();
+        for seq in 0..(KEPT as u64 + 10) {
+            d.refused(seq, "t", t0);
+        }
+        assert_eq!(d.by_seq.len(), KEPT);
+        assert_eq!(d.held(9), None, "the oldest forgotten");
+        d.forget_below(Some(500));
+        assert_eq!(d.by_seq.keys().next(), Some(&500));
+        d.forget_below(None);
+        assert!(d.is_empty() && d.per_type.is_empty());
+    }
+}
