@@ -183,6 +183,41 @@ async fn a_reconnect_with_acknowledgements_outstanding_loses_no_uplink() {
     assert!(copies > 0, "no uplink taken on the dead connection");
 }
 
+/// Equal uplinks that carry neither a time nor an FCnt (a publisher of the ChirpStack format
+/// that leaves both out), published while hubgate is held (SIGSTOP), reach it together: each
+/// is a reading of its own, each is acknowledged, so each must make a record. Their ids come
+/// from the receive time in ms, which uplinks read together share, so each after the first is
+/// taken for its copy and acknowledged with it, and its reading is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_uplinks_without_time_or_fcnt_read_together_each_make_a_record() {
+    use base64::Engine;
+    const N: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let client = "hubgate-untimed";
+    let id = format!("client_id = \"{client}\"\n");
+    let body = config(dir.path(), &mqtt, &[("bare/#", &id)]);
+    let agent = Agent::start_with_stdout(dir.path(), &body);
+    agent.wait_log("mqtt: subscribed to bare/#", 1, WAIT);
+    let bare = serde_json::json!({
+        "deviceInfo": {"devEui": TH},
+        "fPort": 103,
+        "data": base64::engine::general_purpose::STANDARD.encode(tbhh100(20, 40)),
+    })
+    .to_string();
+    agent.pause();
+    publish_all(mqtt.port(), &vec![("bare/x".to_string(), bare); N]).await;
+    agent.resume();
+    mqtt.wait_pubacks(client, N);
+    let records = agent.metric("hubgate_delivered_total");
+    let copies = agent.metric("hubgate_duplicates_total");
+    assert_eq!(
+        (records, copies),
+        (N as u64, 0),
+        "(records, copies) of {N} acknowledged uplinks"
+    );
+}
+
 /// mosquitto that keeps its sessions in `dir`, saved only when told ([`save_sessions`]) and
 /// restored at its start.
 fn persistent_broker(dir: &Path) -> Mosquitto {

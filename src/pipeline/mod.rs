@@ -146,14 +146,17 @@ pub async fn run(
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let (acked_tx, acked_rx) = watch::channel(false);
     let count = sources.len();
-    let tasks = sources.spawn(|origin, patience| source::Context {
-        frames: match patience {
+    let tasks = sources.spawn(|origin, patience| {
+        let frames = match patience {
             source::Patience::CanWait => patient_tx.of_source(origin),
             source::Patience::CannotWait => urgent_tx.of_source(origin),
-        },
-        stopping: stopping_rx.clone(),
-        acked: acked_rx.clone(),
-        metrics: metrics.clone(),
+        };
+        source::Context::new(
+            frames,
+            stopping_rx.clone(),
+            acked_rx.clone(),
+            metrics.clone(),
+        )
     });
     drop((urgent_tx, patient_tx));
 

@@ -5,6 +5,7 @@ pub(crate) mod held;
 pub mod mqtt;
 mod quickack;
 pub mod replay;
+mod same_ms;
 pub mod serial;
 mod start;
 mod uart_errors;
@@ -353,9 +354,27 @@ pub struct Context {
     /// Turns true when the last acknowledgement has been handed over: safe to disconnect.
     pub acked: tokio::sync::watch::Receiver<bool>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The millisecond of the last uplink [`Context::parse`] gave its receive time, and its
+    /// index in it ([`same_ms::same_ms_index`]).
+    same_ms: std::sync::Mutex<Option<same_ms::SameMs>>,
 }
 
 impl Context {
+    pub fn new(
+        frames: Queue,
+        stopping: tokio::sync::watch::Receiver<bool>,
+        acked: tokio::sync::watch::Receiver<bool>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Context {
+        Context {
+            frames,
+            stopping,
+            acked,
+            metrics,
+            same_ms: std::sync::Mutex::new(None),
+        }
+    }
+
     /// Parse one input message; bad input is counted and logged (rate-limited), never fatal.
     pub fn parse(
         &self,
@@ -364,11 +383,12 @@ impl Context {
         format: crate::config::UplinkFormat,
         bytes: &[u8],
     ) -> Option<Input> {
+        let now = SystemTime::now();
         let parsed = or_dead_letter(&self.metrics, source, topic, bytes, || {
-            parse(format, bytes, SystemTime::now())
+            parse(format, bytes, now)
         });
         match parsed {
-            Ok(Ok(parsed)) => Some(kept(&self.metrics, source, parsed)),
+            Ok(Ok(parsed)) => Some(self.indexed(kept(&self.metrics, source, parsed), now)),
             Err(dead) => Some(Input::DeadLetter(dead)),
             Ok(Err(ParseError::NotUplink)) => {
                 self.metrics.non_uplink_events.inc();
@@ -402,6 +422,22 @@ impl Context {
                     .problem(e.kind(), || format!("{source}: dropped a message: {e}"));
                 None
             }
+        }
+    }
+}
+
+impl Context {
+    /// An uplink whose time is its receive time, `now`, gets its index among those of that
+    /// millisecond ([`same_ms::same_ms_index`]): equal readings without an FCnt that a broker
+    /// delivers together are not copies of each other.
+    fn indexed(&self, input: Input, now: SystemTime) -> Input {
+        match input {
+            Input::Uplink(mut up) if up.time == now => {
+                let mut last = self.same_ms.lock().unwrap_or_else(|e| e.into_inner());
+                up.same_ms_index = same_ms::same_ms_index(now, &mut last);
+                Input::Uplink(up)
+            }
+            input => input,
         }
     }
 }
@@ -463,12 +499,7 @@ impl TestContext {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let (all_acked, acked) = tokio::sync::watch::channel(false);
         let metrics = crate::metrics::Metrics::new();
-        let ctx = Context {
-            frames: queue,
-            stopping,
-            acked,
-            metrics: metrics.clone(),
-        };
+        let ctx = Context::new(queue, stopping, acked, metrics.clone());
         TestContext {
             ctx,
             forwarder,

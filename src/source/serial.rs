@@ -30,6 +30,7 @@ use tokio::io::AsyncReadExt;
 use tokio_serial::SerialPortBuilderExt;
 
 use super::budget::Budget;
+use super::same_ms::{same_ms_index, SameMs};
 use super::uart_errors::{self, UartErrors};
 use super::{Context, Input};
 use crate::config::{Parity, SerialContent, SerialSourceConfig, StopBits};
@@ -367,31 +368,6 @@ fn bad_field(
     Some(Input::DeadLetter(Box::new(dead)))
 }
 
-/// The clock's millisecond of a source's last frame, and that frame's index in it.
-#[derive(Clone, Copy)]
-struct SameMs {
-    ms: u64,
-    index: u32,
-}
-
-/// The index of a frame received at `now` among the source's frames of that millisecond of
-/// the clock: 0 for the first, then 1, 2... until the millisecond changes, forwards or back
-/// (a clock stepped back). Frames that arrive in one read (a USB adapter's latency timer
-/// batches bytes, a USB device is held to no baud rate) are parsed within one millisecond,
-/// and the record id of an envelope without `fcnt` hashes its time in ms
-/// ([`crate::record::stable_id`]): with the time alone, equal readings would share an id and
-/// all but one be dropped as copies, though a serial line never delivers a frame twice. The
-/// index tells them apart, and the times stay the clock's own.
-fn same_ms_index(now: SystemTime, last: &mut Option<SameMs>) -> u32 {
-    let ms = crate::record::ms_since_epoch(now);
-    let index = match *last {
-        Some(last) if last.ms == ms => last.index.saturating_add(1),
-        _ => 0,
-    };
-    *last = Some(SameMs { ms, index });
-    index
-}
-
 /// A frame's content: a wired sensor's CBOR envelope, or a LoRaWAN PHYPayload from a radio
 /// module (verified and decrypted later with the device's session keys). An envelope's uplink
 /// whose time is `now`, the receive time, carries `index` ([`same_ms_index`]); one with a
@@ -523,30 +499,6 @@ mod tests {
         b.wait();
         b.ended(false, STAYED_UP);
         assert_eq!(b.wait(), ms(250));
-    }
-
-    /// The index counts the frames of one millisecond from 0, and starts over at 0 when
-    /// the millisecond changes, also to an earlier one (a clock stepped back).
-    #[test]
-    fn the_index_counts_the_frames_of_one_millisecond() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_400);
-        let us = Duration::from_micros;
-        let mut last = None;
-        let indexes: Vec<u32> = [
-            t,
-            t,
-            t + us(500),
-            t + us(600),
-            t + us(40_000),
-            t + us(40_100),
-            t - us(3_600_000_000),
-            t - us(3_600_000_000),
-            t + us(599),
-        ]
-        .into_iter()
-        .map(|now| same_ms_index(now, &mut last))
-        .collect();
-        assert_eq!(indexes, [0, 1, 2, 0, 0, 1, 0, 1, 0]);
     }
 
     /// An envelope without `time` carries the index; one with a `time` of its own does not.
