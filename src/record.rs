@@ -114,15 +114,18 @@ pub fn iso8601(t: SystemTime) -> String {
 
 /// The record id: a hash of what identifies the uplink (DevEUI, the DevAddr where known,
 /// the session keys' print for a frame hubgate decrypted, FCnt, FPort, payload; the time
-/// when the FCnt is unknown, with the serial source's index of the frame in that
-/// millisecond when above 0, and beside the FCnt of a device that restarts its counter),
-/// formatted like a UUID.
+/// when the FCnt is unknown, with the source's index of the uplink in that millisecond when
+/// above 0, and beside the FCnt unless hubgate decrypted the frame under a session that
+/// never restarts its counter), formatted like a UUID.
 /// The DevAddr and the keys tell the sessions of a device apart: one that joined again, or
 /// was provisioned again under its DevAddr, counts its FCnt from 0 again, and the same
 /// reading at the same FCnt as before must not be taken for a copy of the old one (the
 /// ledger's de-duplication would drop it, and so would a consumer dropping copies by id).
 /// So does the time for a device that restarts its counter (`resets_fcnt`): a reading after
-/// a restart equal to one before it was received at another time. A redelivery of a frame
+/// a restart equal to one before it was received at another time. The same for an uplink a
+/// network server (or a serial envelope) gives with its FCnt: hubgate cannot tell whether the
+/// device restarted its counter (an ABP device whose network server does not check it), and
+/// the message's own time is the same in a redelivery. A redelivery of a frame
 /// (an MQTT broker's, after hubgate restarted) keeps its id where the time is the gateway's
 /// or the network server's (GPS, `gwTime`, `nsTime`); where it is hubgate's own receive
 /// time it is a duplicate under another id, the lesser harm.
@@ -142,7 +145,7 @@ pub fn stable_id(up: &Uplink) -> String {
     match up.fcnt {
         Some(f) => {
             h.update(f.to_be_bytes());
-            if up.session.is_some_and(|s| s.resets_fcnt) {
+            if up.session.is_none_or(|s| s.resets_fcnt) {
                 h.update(b"Time");
                 h.update(ms_since_epoch(up.time).to_be_bytes());
             }
@@ -1079,13 +1082,28 @@ mod tests {
             keyed([1; 4], true, ms),
             "c4825dc4-65d3-9f42-4147-3b594e74340b"
         );
-        // SHA-256 of DevEUI, FCnt (u32 big-endian), [FPort, 1] and the payload: its first 16
-        // bytes, as a UUID.
-        assert_eq!(stable_id(&a), "67528804-571f-935e-c942-fc28d8f0d911");
+        // SHA-256 of DevEUI, FCnt (u32 big-endian), b"Time" and the time in ms, [FPort, 1] and
+        // the payload: its first 16 bytes, as a UUID.
+        assert_eq!(stable_id(&a), "5406ecda-f48b-d859-aa8a-1d8d2c4be60d");
     }
 
-    /// Without an FCnt the id hashes the time in ms, and the index among a serial source's
-    /// frames of that millisecond only when above 0: the first frame of a millisecond keeps
+    /// An uplink a network server gives with its FCnt: a device whose counter restarted (an
+    /// ABP device whose network server does not check it) sends the same FCnt and payload
+    /// again at another time, a reading of its own; the same message delivered again has the
+    /// same time, and the same id.
+    #[test]
+    fn a_network_servers_uplink_at_another_time_is_another_reading() {
+        let a = uplink();
+        let later = Uplink {
+            time: a.time + Duration::from_secs(3600),
+            ..uplink()
+        };
+        assert_ne!(stable_id(&a), stable_id(&later));
+        assert_eq!(stable_id(&a), stable_id(&uplink()));
+    }
+
+    /// Without an FCnt the id hashes the time in ms, and the index among a source's uplinks
+    /// of that millisecond only when above 0: the first frame of a millisecond keeps
     /// the id it had before the index existed, later ones get ids of their own. With an FCnt
     /// the index changes nothing.
     #[test]
@@ -1115,7 +1133,7 @@ mod tests {
         };
         assert_eq!(
             stable_id(&with_fcnt),
-            "67528804-571f-935e-c942-fc28d8f0d911"
+            "5406ecda-f48b-d859-aa8a-1d8d2c4be60d"
         );
     }
 

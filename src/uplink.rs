@@ -43,9 +43,9 @@ pub struct Uplink {
     pub radio: Radio,
     /// What the network server decoded itself, when it did.
     pub ns: NsDecoded,
-    /// How many frames the same serial source received before this one in the same
-    /// millisecond of the clock, when `time` is that receive time: 0 for the first, and for
-    /// every uplink of another source or with a time of its own. The record id hashes it
+    /// How many uplinks the same source received before this one in the same millisecond of
+    /// the clock, when `time` is that receive time: 0 for the first, and for every uplink
+    /// with a time of its own. The record id hashes it
     /// where it hashes the time (no FCnt) and only when above 0
     /// ([`crate::record::stable_id`]), so equal readings received in one millisecond keep
     /// ids of their own.

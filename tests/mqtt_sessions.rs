@@ -218,6 +218,39 @@ async fn equal_uplinks_without_time_or_fcnt_read_together_each_make_a_record() {
     );
 }
 
+/// An ABP device whose counter restarted (its network server does not check it) sends the
+/// same FCnt and payload as before, an hour later: a reading of its own, acknowledged, which
+/// must make a record, not be taken for a copy of the earlier one. The same message delivered
+/// twice is one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_abp_devices_equal_reading_from_the_network_server_makes_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let client = "hubgate-abp";
+    let id = format!("client_id = \"{client}\"\n");
+    let body = config(dir.path(), &mqtt, &[("abp/#", &id)]);
+    let agent = Agent::start_with_stdout(dir.path(), &body);
+    agent.wait_log("mqtt: subscribed to abp/#", 1, WAIT);
+    let at = |time: &str| {
+        let (topic, body) = uplink("abp/x", 0);
+        let mut up: serde_json::Value = serde_json::from_str(&body).unwrap();
+        up["devAddr"] = "26011bda".into();
+        up["time"] = time.into();
+        (topic, up.to_string())
+    };
+    let before = at("2026-11-26T10:00:00.000Z");
+    let restarted = at("2026-11-26T11:00:00.000Z");
+    publish_all(mqtt.port(), &[before.clone(), before, restarted]).await;
+    mqtt.wait_pubacks(client, 3);
+    let records = agent.metric("hubgate_delivered_total");
+    let copies = agent.metric("hubgate_duplicates_total");
+    assert_eq!(
+        (records, copies),
+        (2, 1),
+        "(records, copies) of 3 acknowledged uplinks"
+    );
+}
+
 /// mosquitto that keeps its sessions in `dir`, saved only when told ([`save_sessions`]) and
 /// restored at its start.
 fn persistent_broker(dir: &Path) -> Mosquitto {
