@@ -72,6 +72,16 @@ pub fn connection_error(e: &rumqttc::ConnectionError) -> String {
         rumqttc::ConnectionError::NotConnAck(p) => {
             format!("expected a CONNACK, received a {} packet", packet_type(p))
         }
+        // rumqttc forgets its QoS 2 exchanges at a reconnect, and a PUBREL the broker owes
+        // from before (MQTT 3.1.1, 4.4) ends each connection: a stall only the broker's side
+        // can clear (logged once an outage).
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Unsolicited(pkid)) => format!(
+            "the broker answered packet id {pkid}, which this connection did not send; if this \
+             repeats at every connect, the broker's session for this client_id holds a QoS 2 \
+             delivery from an earlier connection that the MQTT library cannot finish (its \
+             PUBREL): remove that session on the broker (the messages it still queues for \
+             hubgate go with it) or use another client_id"
+        ),
         _ => e.to_string(),
     }
 }
@@ -820,6 +830,16 @@ pub async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A packet id the broker answers that this connection did not send (a QoS 2 delivery's
+    /// PUBREL owed from before a reconnect, which rumqttc cannot finish) says what clears it.
+    #[test]
+    fn an_unsolicited_answer_names_the_session_to_clear() {
+        let e = rumqttc::ConnectionError::MqttState(rumqttc::StateError::Unsolicited(7));
+        let line = connection_error(&e);
+        assert!(line.contains("packet id 7"), "{line}");
+        assert!(line.contains("remove that session on the broker"), "{line}");
+    }
     use crate::source::TestContext;
 
     #[test]
