@@ -2,9 +2,10 @@
 //! record's fault, or the hub's if it refuses every record (a topic whose schema validation
 //! refuses hubgate's JSON, a size limit below its records). One refusal cannot tell, so the
 //! record is kept and its recType parked. Once the hub takes a record of the recType sent
-//! after the refusal, the refused record is *cleared*: sent again as any record, and if
-//! refused again then it is the record's fault (dead-lettered). Until then the drain passes
-//! over it and sends it only as a probe, after the recType's other records.
+//! after the refusal, the refused record is *cleared*: sent again as any record, and if a
+//! copy of it sent after that record is refused too, it is the record's fault
+//! (dead-lettered). Until then the drain passes over it and sends it only as a probe, after
+//! the recType's other records.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -17,15 +18,15 @@ struct Doubted {
     rec_type: String,
     /// When it was last refused.
     since: Instant,
-    /// Its hub took a record of its recType sent after `since`.
-    cleared: bool,
+    /// Its hub took a record of its recType sent after `since`: when that one was sent.
+    cleared: Option<Instant>,
 }
 
 /// What a refusal of a record sent alone means.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
-    /// The hub took a record of its recType sent after this one's last refusal: this one
-    /// is at fault.
+    /// The hub took a record of its recType sent after this one's last refusal, and then
+    /// refused a copy of this one sent after that record: this one is at fault.
     Reject,
     /// Not known yet: kept, its recType parked.
     Keep,
@@ -44,19 +45,24 @@ impl Doubts {
         self.by_seq.is_empty()
     }
 
-    /// Record `seq` of `rec_type` was refused alone at `now`.
-    pub fn refused(&mut self, seq: u64, rec_type: &str, now: Instant) -> Refused {
-        if self.by_seq.get(&seq).is_some_and(|d| d.cleared) {
-            self.forget(seq);
-            return Refused::Reject;
-        }
+    /// A copy of record `seq` of `rec_type` sent at `sent` was refused alone, reported at
+    /// `now`. A copy sent with (or before) the record whose taking cleared it says nothing:
+    /// the two may have met the hub on either side of a change, or brokers that disagree.
+    pub fn refused(&mut self, seq: u64, rec_type: &str, sent: Instant, now: Instant) -> Refused {
         match self.by_seq.get_mut(&seq) {
-            Some(d) => d.since = now,
+            Some(d) => match d.cleared {
+                Some(taken) if sent > taken => {
+                    self.forget(seq);
+                    return Refused::Reject;
+                }
+                Some(_) => {}
+                None => d.since = now,
+            },
             None => {
                 let d = Doubted {
                     rec_type: rec_type.to_string(),
                     since: now,
-                    cleared: false,
+                    cleared: None,
                 };
                 *self.per_type.entry(d.rec_type.clone()).or_default() += 1;
                 self.by_seq.insert(seq, d);
@@ -80,9 +86,9 @@ impl Doubts {
             return false;
         }
         let mut cleared = false;
-        for d in (self.by_seq.values_mut()).filter(|d| !d.cleared && d.since < sent) {
+        for d in (self.by_seq.values_mut()).filter(|d| d.cleared.is_none() && d.since < sent) {
             if d.rec_type == rec_type {
-                d.cleared = true;
+                d.cleared = Some(sent);
                 cleared = true;
             }
         }
@@ -94,7 +100,7 @@ impl Doubts {
     pub fn held(&self, seq: u64) -> Option<Instant> {
         self.by_seq
             .get(&seq)
-            .filter(|d| !d.cleared)
+            .filter(|d| d.cleared.is_none())
             .map(|d| d.since)
     }
 
@@ -136,20 +142,24 @@ mod tests {
         let t0 = Instant::now();
         let at = |s| t0 + Duration::from_secs(s);
         let mut d = Doubts::default();
-        assert_eq!(d.refused(1, "t", at(10)), Refused::Keep);
+        assert_eq!(d.refused(1, "t", at(9), at(10)), Refused::Keep);
         assert!(!d.taken(2, "t", at(9)), "sent before the refusal");
         assert!(!d.taken(3, "u", at(11)), "another recType");
         assert_eq!(d.held(1), Some(at(10)));
-        assert_eq!(
-            d.refused(1, "t", at(12)),
-            Refused::Keep,
-            "refused again, unknown"
-        );
+        let again = d.refused(1, "t", at(11), at(12));
+        assert_eq!(again, Refused::Keep, "refused again, unknown");
         assert!(!d.taken(4, "t", at(11)), "sent before the last refusal");
         assert!(d.taken(5, "t", at(13)));
         assert_eq!(d.held(1), None, "cleared: sent as any record");
         assert!(!d.taken(6, "t", at(14)), "cleared once");
-        assert_eq!(d.refused(1, "t", at(15)), Refused::Reject);
+        let with_it = d.refused(1, "t", at(13), at(14));
+        assert_eq!(
+            with_it,
+            Refused::Keep,
+            "sent with the record taken: no verdict"
+        );
+        assert_eq!(d.held(1), None, "still cleared");
+        assert_eq!(d.refused(1, "t", at(15), at(16)), Refused::Reject);
         assert!(d.is_empty());
     }
 
@@ -159,7 +169,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Doubts::default();
         for seq in 0..(KEPT as u64 + 10) {
-            d.refused(seq, "t", t0);
+            d.refused(seq, "t", t0, t0);
         }
         assert_eq!(d.by_seq.len(), KEPT);
         assert_eq!(d.held(9), None, "the oldest forgotten");

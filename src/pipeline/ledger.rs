@@ -984,14 +984,15 @@ impl Ledger {
         };
         self.in_flight_bytes -= size(&f.record);
         let result = match d.result {
-            Err(SinkError::Doubt(why)) => match self.doubts.refused(d.seq, &f.record.rec_type, now)
-            {
-                Refused::Reject => Err(SinkError::Reject(format!(
-                    "{}, again after its hub took a record sent later",
-                    why.broker
-                ))),
-                Refused::Keep => Err(SinkError::Doubt(why)),
-            },
+            Err(SinkError::Doubt(why)) => {
+                match (self.doubts).refused(d.seq, &f.record.rec_type, f.sent_at, now) {
+                    Refused::Reject => Err(SinkError::Reject(format!(
+                        "{}, again after its hub took a record sent later",
+                        why.broker
+                    ))),
+                    Refused::Keep => Err(SinkError::Doubt(why)),
+                }
+            }
             result => result,
         };
         match result {
@@ -1306,11 +1307,11 @@ impl Ledger {
         // when no other is there, so that a hub that takes records again is found; each in
         // turn, so that one refused for itself does not hide the others.
         let mut probes: Vec<(u64, Record, Instant)> = Vec::new();
+        let mut go_on = true;
         let records = self.buffer.next(self.drain_cursor, room, room_bytes, now)?;
-        if from_oldest && !self.doubts.is_empty() {
+        if let Some((oldest, _)) = records.first().filter(|_| from_oldest) {
             // Records in doubt below the oldest buffered one left it (`drop_oldest`).
-            self.doubts
-                .forget_below(records.first().map(|(seq, _)| *seq));
+            self.doubts.forget_below(Some(*oldest));
         }
         for (seq, record) in records {
             if self.window_full() {
@@ -1338,11 +1339,14 @@ impl Ledger {
                 continue;
             }
             if !self.send_buffered(seq, record, now) {
-                return Ok(());
+                go_on = false;
+                break;
             }
         }
-        for (seq, record, _) in probes {
+        let mut probes = probes.into_iter();
+        for (seq, record, _) in probes.by_ref().take_while(|_| go_on) {
             if self.window_full() {
+                self.rewind(seq);
                 break;
             }
             if !self.health.is_parked(&record.rec_type, now)
@@ -1350,6 +1354,10 @@ impl Ledger {
             {
                 break;
             }
+        }
+        // Those not sent: the next pass looks at them again.
+        for (seq, ..) in probes {
+            self.rewind(seq);
         }
         Ok(())
     }
@@ -3748,6 +3756,44 @@ pub(super) mod tests {
         assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
         assert_eq!(pkids(&mut pubacks), [0, 1, 2, 3, 4], "each once buffered");
         assert!(ledger.idle() && ledger.doubts.is_empty());
+    }
+
+    /// Records in doubt that the buffer drops (`drop_oldest`, full) are forgotten with them:
+    /// what is kept in doubt is never more than what is buffered.
+    #[test]
+    fn records_in_doubt_the_buffer_drops_are_forgotten() {
+        let checks = Checks::default();
+        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let cfg = BufferConfig {
+            max_bytes: 1 << 20,
+            ..BufferConfig::default()
+        };
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let sink = checks.clone();
+        let (mut ledger, mut reports) = ledger_to(&cfg, buffer, &metrics, now, |tx| {
+            Box::new(Checked(sink, tx, false))
+        });
+        let of = |n: u32| Record {
+            created_ms: ms_since_epoch(w0),
+            body: "x".repeat(300_000),
+            ..record(n)
+        };
+        for n in 0..8 {
+            let at = t0 + Duration::from_secs(u64::from(n) * 600);
+            ledger.take(vec![of(n)], Counters::default(), Ack::None, at);
+            let s = u64::from(n) * 600;
+            ticked_rounds(&mut ledger, &mut reports, now, s..s + 600);
+        }
+        let held = (0..8).filter(|&s| ledger.doubts.held(s).is_some()).count() as u64;
+        assert!(metrics.dropped_full.get() > 0, "the buffer dropped some");
+        assert!(
+            held > 0 && held <= ledger.buffered(),
+            "{held} held, {} buffered",
+            ledger.buffered()
+        );
     }
 
     /// A recType's buffered record the drain passed over while it was parked, and a newer

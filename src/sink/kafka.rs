@@ -310,7 +310,7 @@ impl ProducerContext for DeliveryContext {
             let mut refused = self.shared.refused();
             let key = (place.0.to_string(), place.1);
             match &result {
-                // Refused alone: the records of that partition go on alone while refusals
+                // Refused alone: the producer goes on sending each record alone while refusals
                 // last (a record sent again in a batch would be refused with it, and the
                 // whole sink would wait as for any batch refused).
                 Err(SinkError::Doubt(_)) => {
