@@ -129,8 +129,9 @@ pub fn iso8601(t: SystemTime) -> String {
 /// (an MQTT broker's, after hubgate restarted) keeps its id where the time is the gateway's
 /// or the network server's (GPS, `gwTime`, `nsTime`); where it is hubgate's own receive
 /// time it is a duplicate under another id, the lesser harm.
-/// The index ([`Uplink::same_ms_index`]) tells equal readings received
-/// in one millisecond apart; at 0 it is left out, so such ids are what they were before it.
+/// The index ([`Uplink::same_ms_index`]) tells equal readings received in one millisecond
+/// apart wherever the time is hashed; at 0 it is left out, so such ids are what they were
+/// before it.
 pub fn stable_id(up: &Uplink) -> String {
     let mut h = Sha256::new();
     h.update(up.dev_eui.0);
@@ -142,20 +143,24 @@ pub fn stable_id(up: &Uplink) -> String {
         h.update(b"Keys");
         h.update(session.keys);
     }
+    let same_ms = |h: &mut Sha256| {
+        if up.same_ms_index > 0 {
+            h.update(b"SameMs");
+            h.update(up.same_ms_index.to_be_bytes());
+        }
+    };
     match up.fcnt {
         Some(f) => {
             h.update(f.to_be_bytes());
             if up.session.is_none_or(|s| s.resets_fcnt) {
                 h.update(b"Time");
                 h.update(ms_since_epoch(up.time).to_be_bytes());
+                same_ms(&mut h);
             }
         }
         None => {
             h.update(ms_since_epoch(up.time).to_be_bytes());
-            if up.same_ms_index > 0 {
-                h.update(b"SameMs");
-                h.update(up.same_ms_index.to_be_bytes());
-            }
+            same_ms(&mut h);
         }
     }
     h.update([up.fport.unwrap_or(0), up.fport.is_some() as u8]);
@@ -1102,12 +1107,12 @@ mod tests {
         assert_eq!(stable_id(&a), stable_id(&uplink()));
     }
 
-    /// Without an FCnt the id hashes the time in ms, and the index among a source's uplinks
-    /// of that millisecond only when above 0: the first frame of a millisecond keeps
-    /// the id it had before the index existed, later ones get ids of their own. With an FCnt
-    /// the index changes nothing.
+    /// Where the id hashes the time in ms, it hashes the index among a source's uplinks of
+    /// that millisecond too, only when above 0: the first frame of a millisecond keeps the id
+    /// it had before the index existed, later ones get ids of their own. Under a session that
+    /// never restarts its counter the index changes nothing.
     #[test]
-    fn the_same_ms_index_counts_only_above_0_and_only_without_fcnt() {
+    fn the_same_ms_index_counts_only_above_0_and_only_where_the_time_does() {
         let first = Uplink {
             fcnt: None,
             ..uplink()
@@ -1127,14 +1132,22 @@ mod tests {
             ids[1] != ids[0] && ids[2] != ids[0] && ids[2] != ids[1],
             "{ids:?}"
         );
-        let with_fcnt = Uplink {
-            same_ms_index: 2,
-            ..uplink()
+        // With an FCnt it counts where the time does: a network server's uplink (not one
+        // hubgate decrypted under a session that never restarts its counter).
+        let with_fcnt = |same_ms_index, session| {
+            stable_id(&Uplink {
+                same_ms_index,
+                session,
+                ..uplink()
+            })
         };
-        assert_eq!(
-            stable_id(&with_fcnt),
-            "5406ecda-f48b-d859-aa8a-1d8d2c4be60d"
-        );
+        assert_eq!(with_fcnt(0, None), "5406ecda-f48b-d859-aa8a-1d8d2c4be60d");
+        assert_ne!(with_fcnt(2, None), with_fcnt(0, None));
+        let kept = Some(crate::uplink::SessionPrint {
+            keys: [1; 4],
+            resets_fcnt: false,
+        });
+        assert_eq!(with_fcnt(2, kept), with_fcnt(0, kept));
     }
 
     proptest::proptest! {

@@ -45,8 +45,8 @@ pub struct Uplink {
     pub ns: NsDecoded,
     /// How many uplinks the same source received before this one in the same millisecond of
     /// the clock, when `time` is that receive time: 0 for the first, and for every uplink
-    /// with a time of its own. The record id hashes it
-    /// where it hashes the time (no FCnt) and only when above 0
+    /// with a time of its own. The record id hashes it where it hashes the time (no FCnt,
+    /// or one a network server or a serial envelope gives) and only when above 0
     /// ([`crate::record::stable_id`]), so equal readings received in one millisecond keep
     /// ids of their own.
     pub same_ms_index: u32,

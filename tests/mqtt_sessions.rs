@@ -191,7 +191,7 @@ async fn a_reconnect_with_acknowledgements_outstanding_loses_no_uplink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equal_uplinks_without_time_or_fcnt_read_together_each_make_a_record() {
     use base64::Engine;
-    const N: usize = 10;
+    const N: usize = 50;
     let dir = tempfile::tempdir().unwrap();
     let mqtt = Mosquitto::start(dir.path());
     let client = "hubgate-untimed";

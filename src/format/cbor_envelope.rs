@@ -16,7 +16,7 @@ use crate::uplink::{Radio, Uplink};
 /// | `dev_eui` | 8-byte byte string, or 16 hex digits (`-`/`:` ok)   | required |
 /// | `payload` | byte string, or hex text                           | required |
 /// | `fport`   | unsigned integer 0..=255                           | optional |
-/// | `fcnt`    | unsigned integer (frame counter; keeps record ids distinct) | optional |
+/// | `fcnt`    | unsigned integer (frame counter; hashed in the record id with the time) | optional |
 /// | `rssi`    | integer dBm                                        | optional |
 /// | `snr`     | number dB                                          | optional |
 /// | `time`    | Unix seconds (integer or float), or RFC 3339 text; 1970..=9999 | optional, else (or if bad) receive time |

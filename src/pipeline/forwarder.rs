@@ -2425,4 +2425,42 @@ mod tests {
         assert_eq!(metrics.decoded.get(), 3);
         assert_eq!(metrics.duplicates.get(), 1, "only the redelivery is a copy");
     }
+
+    /// A network server's uplinks without a time of their own that a broker delivers
+    /// together (its backlog after a reconnect) are parsed in one millisecond and get the
+    /// receive time, told apart by their index in it. Two equal ones at one FCnt are two
+    /// readings: an ABP device whose counter restarts at power-up sends its boot message at
+    /// FCnt 0 after each restart. Both make a record and reach the sink; neither is
+    /// acknowledged as a copy of the other.
+    #[test]
+    fn equal_uplinks_at_one_fcnt_received_in_one_millisecond_both_reach_the_sink() {
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let store = Box::new(crate::buffer::MemoryStore::default());
+        let text = "[sink]\ntype = \"stdout\"\n";
+        let (mut fwd, metrics) = forwarder_of(text, store, Box::new(sink));
+        let msg = br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"devAddr":"26011bda","fCnt":0,"fPort":2,"data":"AQ=="}"#;
+        let received = SystemTime::now();
+        let format = crate::config::UplinkFormat::ChirpstackV4;
+        let parsed = crate::source::parse(format, msg, received).unwrap().value;
+        let Input::Uplink(first) = parsed else {
+            panic!("not an uplink");
+        };
+        assert_eq!((first.time, first.fcnt), (received, Some(0)));
+        // The second of the millisecond, as the source's context numbers it.
+        let second = Input::Uplink(crate::uplink::Uplink {
+            same_ms_index: 1,
+            ..first.clone()
+        });
+        let t0 = Instant::now();
+        let sent = [Input::Uplink(first), second].map(|input| {
+            let made = deliver(&mut fwd, &mut reports, &input, t0);
+            (made, metrics.duplicates.get())
+        });
+        assert_eq!(
+            sent,
+            [((1, 1), 0), ((1, 1), 0)],
+            "((made, sent), duplicates)"
+        );
+    }
 }

@@ -554,6 +554,50 @@ mod tests {
         assert_eq!(metrics.problems("bad_time"), 1);
     }
 
+    /// Equal uplinks at one FCnt without a time of their own, parsed in one millisecond (a
+    /// broker's backlog after a reconnect), get the receive time and their index in it; an
+    /// ABP device that restarts its counter sends such equal readings, and the index must
+    /// tell their record ids apart, as it does without an FCnt.
+    /// Only an uplink timed with the receive time gets an index: one whose message gives its
+    /// own time keeps 0, and does not count among that millisecond's.
+    #[test]
+    fn only_an_uplink_at_the_receive_time_is_indexed() {
+        let (ctx, _) = context();
+        let timed = br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"time":"2026-11-26T10:00:00Z","fPort":2,"data":"AQ=="}"#;
+        let bare = br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"fPort":2,"data":"AQ=="}"#;
+        let now = SystemTime::now();
+        let index = |msg: &[u8]| {
+            let parsed = parse(UplinkFormat::ChirpstackV4, msg, now).unwrap();
+            match ctx.indexed(kept(&ctx.metrics, "mqtt", parsed), now) {
+                Input::Uplink(up) => up.same_ms_index,
+                _ => panic!("not an uplink"),
+            }
+        };
+        let indexes = [index(bare), index(timed), index(bare), index(timed)];
+        assert_eq!(indexes, [0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn equal_uplinks_at_one_fcnt_parsed_in_one_millisecond_get_ids_of_their_own() {
+        let (ctx, _) = context();
+        let msg = br#"{"deviceInfo":{"devEui":"58a0cb0000101234"},"devAddr":"26011bda","fCnt":0,"fPort":2,"data":"AQ=="}"#;
+        let now = SystemTime::now();
+        let up = || {
+            let parsed = parse(UplinkFormat::ChirpstackV4, msg, now).unwrap();
+            match ctx.indexed(kept(&ctx.metrics, "mqtt", parsed), now) {
+                Input::Uplink(up) => up,
+                _ => panic!("not an uplink"),
+            }
+        };
+        let (a, b) = (up(), up());
+        assert_eq!((a.same_ms_index, b.same_ms_index), (0, 1));
+        assert_ne!(
+            crate::record::stable_id(&a),
+            crate::record::stable_id(&b),
+            "two readings, one id"
+        );
+    }
+
     /// ChirpStack publishes join, status, ack, txack and log events beside `up`, each with
     /// `deviceInfo.devEui`; a `topic` that takes them in (`application/+/device/+/event/+`)
     /// skips and counts them (acknowledged, no record, no problem). An uplink with an empty

@@ -14,8 +14,9 @@ pub struct SameMs {
 /// the clock: 0 for the first, then 1, 2... until the millisecond changes, forwards or back
 /// (a clock stepped back). Frames that arrive in one read (a USB adapter's latency timer
 /// batches bytes, a USB device is held to no baud rate; an MQTT broker's backlog after a
-/// reconnect) are parsed within one millisecond, and the record id of an uplink without an
-/// FCnt hashes its time in ms ([`crate::record::stable_id`]): where that is the receive time,
+/// reconnect) are parsed within one millisecond, and the record id of such an uplink hashes
+/// its time in ms (without an FCnt, or with one a network server or a serial envelope gives,
+/// as a device may restart it: [`crate::record::stable_id`]): where that is the receive time,
 /// equal readings would share an id and all but one be dropped as copies, though they are
 /// not (a serial line never delivers a frame twice; a broker's redelivery comes on a later
 /// connection, so in a later millisecond). The index tells them apart, and the times stay

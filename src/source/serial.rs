@@ -517,6 +517,31 @@ mod tests {
         assert_eq!(uplink(&given).same_ms_index, 0);
     }
 
+    /// Two equal envelopes with `fcnt` and without `time` read in one millisecond (a USB
+    /// sensor's backlog) are two readings when its `fcnt` restarts at power-up: the index the
+    /// source gives each must tell their record ids apart, as it does without `fcnt`.
+    #[test]
+    fn equal_envelopes_at_one_fcnt_read_in_one_millisecond_get_ids_of_their_own() {
+        use serde_cbor::Value;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_400);
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(
+            Value::Text("dev_eui".into()),
+            Value::Text("58a0cb0000101234".into()),
+        );
+        m.insert(Value::Text("fcnt".into()), Value::Integer(0));
+        m.insert(Value::Text("payload".into()), Value::Bytes(vec![1]));
+        let frame = serde_cbor::to_vec(&Value::Map(m)).unwrap();
+        let id = |index| match content_of(SerialContent::Cbor, &frame, now, index) {
+            Ok(Parsed {
+                value: Input::Uplink(up),
+                ..
+            }) => crate::record::stable_id(&up),
+            _ => panic!("no uplink"),
+        };
+        assert_ne!(id(0), id(1), "two readings, one id");
+    }
+
     /// An envelope of DevEUI 58A0CB0000101234, FPort 103, `payload` and the Unix seconds
     /// `time` if given, without `fcnt`.
     fn envelope(payload: &[u8], time: Option<i128>) -> Vec<u8> {
