@@ -4,8 +4,8 @@
 //! record is kept and its recType parked. Once the hub takes a record of the recType sent
 //! after the refusal, the refused record is *cleared*: sent again as any record, and if a
 //! copy of it sent after that record is refused too, it is the record's fault
-//! (dead-lettered). Until then the drain passes over it and sends it only as a probe, after
-//! the recType's other records.
+//! (dead-lettered). Until then the drain passes over it and, once it has handed over every
+//! other buffered record, sends one of the recType's as a probe: the one refused longest ago.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -104,6 +104,19 @@ impl Doubts {
             .map(|d| d.since)
     }
 
+    /// For each recType with records held, the one refused longest ago: the drain's probe.
+    pub fn probes(&self) -> Vec<(u64, &str)> {
+        let mut probes: Vec<(u64, &str, Instant)> = Vec::new();
+        for (&seq, d) in self.by_seq.iter().filter(|(_, d)| d.cleared.is_none()) {
+            match probes.iter_mut().find(|(_, t, _)| *t == d.rec_type) {
+                Some(p) if p.2 <= d.since => {}
+                Some(p) => *p = (seq, &d.rec_type, d.since),
+                None => probes.push((seq, &d.rec_type, d.since)),
+            }
+        }
+        probes.into_iter().map(|(seq, t, _)| (seq, t)).collect()
+    }
+
     /// Record `seq` left the buffer (expired, dead-lettered, dropped).
     pub fn forget(&mut self, seq: u64) {
         let Some(d) = self.by_seq.remove(&seq) else {
@@ -117,12 +130,9 @@ impl Doubts {
         }
     }
 
-    /// The buffer's oldest record is `seq` (`None`: it is empty): records below it left.
-    pub fn forget_below(&mut self, seq: Option<u64>) {
-        let gone = match seq {
-            Some(seq) => self.by_seq.range(..seq).map(|(&s, _)| s).collect(),
-            None => self.by_seq.keys().copied().collect::<Vec<_>>(),
-        };
+    /// Keep only the records `kept` says are still there (buffered, or in memory).
+    pub fn retain(&mut self, kept: impl Fn(u64) -> bool) {
+        let gone: Vec<u64> = self.by_seq.keys().copied().filter(|&s| !kept(s)).collect();
         for seq in gone {
             self.forget(seq);
         }
@@ -163,6 +173,27 @@ mod tests {
         assert!(d.is_empty());
     }
 
+    /// The probe of each recType is its held record refused longest ago; cleared ones are
+    /// not held.
+    #[test]
+    fn each_rectype_probes_its_record_refused_longest_ago() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut d = Doubts::default();
+        d.refused(1, "t", at(0), at(5));
+        d.refused(2, "t", at(0), at(3));
+        d.refused(3, "u", at(0), at(4));
+        d.refused(4, "v", at(0), at(1));
+        assert!(d.taken(9, "v", at(2)));
+        assert_eq!(d.probes(), [(2, "t"), (3, "u")]);
+        d.refused(2, "t", at(6), at(7));
+        assert_eq!(
+            d.probes(),
+            [(1, "t"), (3, "u")],
+            "refused again: the other's turn"
+        );
+    }
+
     /// Entries of records that left the buffer go, and the kept ones are bounded.
     #[test]
     fn records_that_left_are_forgotten_and_the_rest_bounded() {
@@ -173,9 +204,9 @@ mod tests {
         }
         assert_eq!(d.by_seq.len(), KEPT);
         assert_eq!(d.held(9), None, "the oldest forgotten");
-        d.forget_below(Some(500));
+        d.retain(|seq| seq >= 500);
         assert_eq!(d.by_seq.keys().next(), Some(&500));
-        d.forget_below(None);
+        d.retain(|_| false);
         assert!(d.is_empty() && d.per_type.is_empty());
     }
 }

@@ -1041,10 +1041,12 @@ impl Ledger {
             Err(e) => {
                 self.failed(&e, &f.record.rec_type, f.sent_at, now);
                 if f.in_buffer {
-                    // The drain sends it again, unless the buffer dropped it while the sink
-                    // held it: then it is lost, and counted now.
+                    // The drain sends it again (one held in doubt only as a probe), unless the
+                    // buffer dropped it while the sink held it: then it is lost, and counted now.
                     self.buffer.count_drop(d.seq, &f.record.id);
-                    self.rewind(d.seq);
+                    if self.doubts.held(d.seq).is_none() {
+                        self.rewind(d.seq);
+                    }
                 } else {
                     self.wait(d.seq, f.record, f.acks);
                 }
@@ -1282,8 +1284,9 @@ impl Ledger {
     /// Send buffered records, oldest first, while the sink keeps up and no dead letter waits
     /// for the disk.
     fn drain(&mut self, now: Instant) -> Result<(), BufferError> {
-        if self.buffer.is_empty() {
-            self.doubts.forget_below(None);
+        if self.buffer.is_empty() && !self.doubts.is_empty() {
+            let (waiting, in_flight) = (&self.waiting, &self.in_flight);
+            (self.doubts).retain(|s| waiting.contains_key(&s) || in_flight.contains_key(&s));
         }
         if self.buffer.is_empty()
             || !self.unwritten.is_empty()
@@ -1302,20 +1305,17 @@ impl Ledger {
         let room_bytes = self
             .max_in_flight_bytes
             .saturating_sub(self.in_flight_bytes);
-        // Records in doubt, of each recType met the one refused longest ago: sent after the
-        // others, so that a record its hub refuses for itself holds none back, and on its own
-        // when no other is there, so that a hub that takes records again is found; each in
-        // turn, so that one refused for itself does not hide the others.
-        let mut probes: Vec<(u64, Record, Instant)> = Vec::new();
-        let mut go_on = true;
         let records = self.buffer.next(self.drain_cursor, room, room_bytes, now)?;
-        if let Some((oldest, _)) = records.first().filter(|_| from_oldest) {
-            // Records in doubt below the oldest buffered one left it (`drop_oldest`).
-            self.doubts.forget_below(Some(*oldest));
+        if let Some(&(oldest, _)) = records.first().filter(|_| from_oldest) {
+            // Records in doubt below the oldest buffered one left it (`drop_oldest`), but
+            // for those in memory.
+            let (waiting, in_flight) = (&self.waiting, &self.in_flight);
+            (self.doubts)
+                .retain(|s| s >= oldest || waiting.contains_key(&s) || in_flight.contains_key(&s));
         }
         for (seq, record) in records {
             if self.window_full() {
-                break;
+                return Ok(());
             }
             self.drain_cursor = Some(seq);
             if self.in_flight.contains_key(&seq) || self.health.is_parked(&record.rec_type, now) {
@@ -1327,37 +1327,68 @@ impl Ledger {
                 self.buffer.remove(seq)?;
                 continue;
             }
-            if let Some(since) = self.doubts.held(seq) {
-                match probes
-                    .iter_mut()
-                    .find(|(_, r, _)| r.rec_type == record.rec_type)
-                {
-                    Some(probe) if probe.2 <= since => {}
-                    Some(probe) => *probe = (seq, record, since),
-                    None => probes.push((seq, record, since)),
-                }
+            if self.doubts.held(seq).is_some() {
                 continue;
             }
             if !self.send_buffered(seq, record, now) {
-                go_on = false;
-                break;
+                return Ok(());
             }
         }
-        let mut probes = probes.into_iter();
-        for (seq, record, _) in probes.by_ref().take_while(|_| go_on) {
+        if !self.doubts.is_empty() && self.handed_all() && !self.others_wait(now) {
+            self.probe(now)?;
+        }
+        Ok(())
+    }
+
+    /// Whether records wait in memory that go to the sink from there before a probe (the
+    /// buffer refusing writes, [`Ledger::send_unbuffered`]): any of a recType not parked and
+    /// not held in doubt.
+    fn others_wait(&self, now: Instant) -> bool {
+        self.refusing.is_some()
+            && (self.waiting.iter()).any(|(&seq, w)| {
+                self.doubts.held(seq).is_none() && !self.health.is_parked(&w.record.rec_type, now)
+            })
+    }
+
+    /// Whether the drain has passed the newest buffered record (a read error: not known, no).
+    fn handed_all(&self) -> bool {
+        self.buffer
+            .newest_seq()
+            .is_ok_and(|newest| newest.is_none_or(|n| self.drain_cursor.is_some_and(|c| c >= n)))
+    }
+
+    /// Once every other buffered record is handed over: of each recType with records in
+    /// doubt, the one refused longest ago is sent alone, so that a hub that takes records
+    /// again is found with no new record to tell, and one refused for itself does not hide
+    /// the others (its next refusal makes another the oldest). Not while the recType is
+    /// parked (after a refusal) nor while its probe is out.
+    fn probe(&mut self, now: Instant) -> Result<(), BufferError> {
+        let probes: Vec<(u64, String)> = (self.doubts.probes().into_iter())
+            .map(|(seq, rec_type)| (seq, rec_type.to_string()))
+            .collect();
+        for (seq, rec_type) in probes {
             if self.window_full() {
-                self.rewind(seq);
                 break;
             }
-            if !self.health.is_parked(&record.rec_type, now)
-                && !self.send_buffered(seq, record, now)
+            // One waiting in memory goes from there ([`Ledger::send_unbuffered`]).
+            if self.in_flight.contains_key(&seq)
+                || self.waiting.contains_key(&seq)
+                || self.health.is_parked(&rec_type, now)
             {
-                break;
+                continue;
             }
-        }
-        // Those not sent: the next pass looks at them again.
-        for (seq, ..) in probes {
-            self.rewind(seq);
+            match self
+                .buffer
+                .next(seq.checked_sub(1), 1, u64::MAX, now)?
+                .pop()
+            {
+                Some((at, record)) if at == seq => {
+                    if !self.send_buffered(seq, record, now) {
+                        break;
+                    }
+                }
+                _ => self.doubts.forget(seq),
+            }
         }
         Ok(())
     }
@@ -1453,34 +1484,32 @@ impl Ledger {
         let now_ms = self.now_ms(now);
         let mut sent = 0;
         let mut next = self.waiting.first_key_value().map(|(&seq, _)| seq);
+        let mut handed_all = true;
         while let Some(seq) = next {
             next = (self.waiting.range(seq + 1..).next()).map(|(&s, _)| s);
             if self.window_full() || !self.healthy(now) {
+                handed_all = false;
                 break;
             }
-            if (self.health).is_parked(&self.waiting[&seq].record.rec_type, now) {
+            if (self.health).is_parked(&self.waiting[&seq].record.rec_type, now)
+                || self.doubts.held(seq).is_some()
+            {
                 continue;
             }
-            let Waiting { record, acks } = self.waiting.remove(&seq).expect("a waiting record");
-            if self.expired(seq, record.created_ms, now_ms) {
-                self.expire(seq, &record);
-                self.settled_with_flush(seq);
-                self.hold(None, kept_if(false, acks));
-                continue;
-            }
-            match self.sink.send(seq, &record) {
-                Ok(()) => {
-                    self.track(seq, record, acks, false, now);
-                    sent += 1;
+            sent += usize::from(self.send_waiting(seq, now_ms, now));
+        }
+        if handed_all && !self.doubts.is_empty() {
+            // As the drain's probes ([`Ledger::probe`]), from memory.
+            let probes: Vec<(u64, String)> = (self.doubts.probes().into_iter())
+                .filter(|(seq, _)| self.waiting.contains_key(seq))
+                .map(|(seq, rec_type)| (seq, rec_type.to_string()))
+                .collect();
+            for (seq, rec_type) in probes {
+                if self.window_full() || !self.healthy(now) {
+                    break;
                 }
-                Err(SinkError::Reject(e)) => {
-                    self.reject(seq, &record, &e, acks, false);
-                }
-                // Parked now (its hub missing), the others go on; a failure of the whole
-                // sink stops them (`healthy`).
-                Err(e) => {
-                    self.failed(&e, &record.rec_type, now, now);
-                    self.waiting.insert(seq, Waiting { record, acks });
+                if !self.health.is_parked(&rec_type, now) {
+                    sent += usize::from(self.send_waiting(seq, now_ms, now));
                 }
             }
         }
@@ -1494,14 +1523,46 @@ impl Ledger {
         self.set_parked_aside(now);
     }
 
-    /// After [`Ledger::send_unbuffered`]: if only records of parked recTypes wait, within
+    /// Record `seq`, waiting in memory, to the sink (or dropped, if older than `max_age`);
+    /// true when the sink took it.
+    fn send_waiting(&mut self, seq: u64, now_ms: u64, now: Instant) -> bool {
+        let Waiting { record, acks } = self.waiting.remove(&seq).expect("a waiting record");
+        if self.expired(seq, record.created_ms, now_ms) {
+            self.expire(seq, &record);
+            self.doubts.forget(seq);
+            self.settled_with_flush(seq);
+            self.hold(None, kept_if(false, acks));
+            return false;
+        }
+        match self.sink.send(seq, &record) {
+            Ok(()) => {
+                self.track(seq, record, acks, false, now);
+                true
+            }
+            Err(SinkError::Reject(e)) => {
+                self.doubts.forget(seq);
+                self.reject(seq, &record, &e, acks, false);
+                false
+            }
+            // Parked now (its hub missing), the others go on; a failure of the whole sink
+            // stops them (`healthy`).
+            Err(e) => {
+                self.failed(&e, &record.rec_type, now, now);
+                self.waiting.insert(seq, Waiting { record, acks });
+                false
+            }
+        }
+    }
+
+    /// After [`Ledger::send_unbuffered`]: if only records of parked recTypes (or held in
+    /// doubt) wait, within
     /// the in-flight bounds, they no longer hold input; past the bounds, `input_held` says
     /// which recTypes hold it.
     fn set_parked_aside(&mut self, now: Instant) {
         let mut types = BTreeSet::new();
         let (mut bytes, mut before_last) = (0, 0);
-        for w in self.waiting.values() {
-            if !self.health.is_parked(&w.record.rec_type, now) {
+        for (&seq, w) in &self.waiting {
+            if !self.health.is_parked(&w.record.rec_type, now) && self.doubts.held(seq).is_none() {
                 return;
             }
             types.insert(w.record.rec_type.as_str());
@@ -3605,16 +3666,17 @@ pub(super) mod tests {
         }
     }
 
-    /// A ledger over a memory buffer sending to `checks`, with the reports' receiver.
+    /// A ledger with `cfg` over a memory buffer sending to `checks`, with the reports'
+    /// receiver.
     fn checked_ledger(
+        cfg: &BufferConfig,
         checks: &Checks,
         metrics: &Arc<Metrics>,
         now: (Instant, SystemTime),
     ) -> (Ledger, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
-        let cfg = BufferConfig::default();
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), cfg, metrics.clone());
         let checks = checks.clone();
-        ledger_to(&cfg, buffer, metrics, now, |tx| {
+        ledger_to(cfg, buffer, metrics, now, |tx| {
             Box::new(Checked(checks, tx, false))
         })
     }
@@ -3630,7 +3692,8 @@ pub(super) mod tests {
         let metrics = Metrics::new();
         let now = (Instant::now(), SystemTime::now());
         let (t0, w0) = now;
-        let (mut ledger, mut reports) = checked_ledger(&checks, &metrics, now);
+        let cfg = BufferConfig::default();
+        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         let of = |n: u32| Record {
             created_ms: ms_since_epoch(w0),
@@ -3699,7 +3762,8 @@ pub(super) mod tests {
         let metrics = Metrics::new();
         let now = (Instant::now(), SystemTime::now());
         let (t0, w0) = now;
-        let (mut ledger, mut reports) = checked_ledger(&checks, &metrics, now);
+        let cfg = BufferConfig::default();
+        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         let of = |n: u32| Record {
             created_ms: ms_since_epoch(w0),
@@ -3732,7 +3796,8 @@ pub(super) mod tests {
         let metrics = Metrics::new();
         let now = (Instant::now(), SystemTime::now());
         let (t0, w0) = now;
-        let (mut ledger, mut reports) = checked_ledger(&checks, &metrics, now);
+        let cfg = BufferConfig::default();
+        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         let of = |n: u32| Record {
             created_ms: ms_since_epoch(w0),
@@ -3758,6 +3823,117 @@ pub(super) mod tests {
         assert!(ledger.idle() && ledger.doubts.is_empty());
     }
 
+    /// As above with a window of one record. The drain reads as many buffered records as the
+    /// window has room for: the oldest, in doubt, must not be all it sees, sent alone at each
+    /// try, refused, and its recType parked again; the records behind it are sent and its
+    /// verdict comes.
+    #[test]
+    fn a_record_its_hub_refuses_for_itself_does_not_hold_back_the_rest_with_a_window_of_one() {
+        let checks = Checks::default();
+        checks.bad.lock().unwrap().insert("id-0".into());
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let cfg = BufferConfig {
+            max_in_flight: 1,
+            ..BufferConfig::default()
+        };
+        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
+        let (ack, _pubacks) = pubacks();
+        let of = |n: u32| Record {
+            created_ms: ms_since_epoch(w0),
+            ..record(n)
+        };
+        for n in 0..5 {
+            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
+        }
+        // Parks double up to 5 minutes: an hour gives the drain many tries.
+        ticked_rounds(&mut ledger, &mut reports, now, 0..3600);
+        let taken = checks.taken.lock().unwrap().clone();
+        assert_eq!(taken, ["id-1", "id-2", "id-3", "id-4"]);
+        assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
+        assert!(ledger.idle());
+    }
+
+    /// Records a hub refused while its checks refused every record, the oldest of them one it
+    /// refuses for itself: once the hub takes records again, with no new record coming (a
+    /// device that sends no more, or a `block` buffer full of them, which holds new input
+    /// back), the drain must not send only the oldest in doubt of the recType, alone, at each try,
+    /// refused each time: the others are sent and its verdict comes.
+    #[test]
+    fn records_in_doubt_behind_one_refused_for_itself_are_sent_once_the_hub_takes_records() {
+        let checks = Checks::default();
+        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
+        checks.bad.lock().unwrap().insert("id-0".into());
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let cfg = BufferConfig::default();
+        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
+        let (ack, _pubacks) = pubacks();
+        let of = |n: u32| Record {
+            created_ms: ms_since_epoch(w0),
+            ..record(n)
+        };
+        for n in 0..5 {
+            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
+        }
+        ticked_rounds(&mut ledger, &mut reports, now, 0..60);
+        let held = (0..5).filter(|&s| ledger.doubts.held(s).is_some()).count();
+        assert_eq!(held, 5, "each refused while the hub refused all");
+        checks
+            .all
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        ticked_rounds(&mut ledger, &mut reports, now, 60..3600);
+        // Records in doubt keep no order among them.
+        let mut taken = checks.taken.lock().unwrap().clone();
+        taken.sort();
+        assert_eq!(taken, ["id-1", "id-2", "id-3", "id-4"]);
+        assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
+        assert!(ledger.idle());
+    }
+
+    /// A record in doubt whose park ran out is met by the drain beside a record of another
+    /// recType that fills the window (here by bytes): once its hub takes records again, it
+    /// is still sent, not left in the buffer until a restart.
+    #[test]
+    fn a_record_in_doubt_passed_over_by_a_full_window_is_sent_later() {
+        let checks = Checks::default();
+        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
+        let metrics = Metrics::new();
+        let now = (Instant::now(), SystemTime::now());
+        let (t0, w0) = now;
+        let cfg = BufferConfig {
+            max_in_flight_bytes: 500,
+            ..BufferConfig::default()
+        };
+        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
+        let (ack, _pubacks) = pubacks();
+        let doubted = Record {
+            created_ms: ms_since_epoch(w0),
+            ..record(0)
+        };
+        ledger.take(vec![doubted], Counters::default(), ack(0), t0);
+        ticked_rounds(&mut ledger, &mut reports, now, [0]);
+        assert!(ledger.doubts.held(0).is_some(), "refused alone: in doubt");
+        checks
+            .all
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        // The park runs out within a second; a large record of another recType comes then.
+        let large = Record {
+            rec_type: "u".into(),
+            created_ms: ms_since_epoch(w0),
+            body: format!("\"{}\"", "x".repeat(600)),
+            ..record(1)
+        };
+        let at = t0 + Duration::from_secs(1);
+        ledger.take(vec![large], Counters::default(), ack(1), at);
+        ticked_rounds(&mut ledger, &mut reports, now, 1..600);
+        let taken = checks.taken.lock().unwrap().clone();
+        assert_eq!(taken, ["id-1", "id-0"]);
+        assert!(ledger.idle());
+    }
+
     /// Records in doubt that the buffer drops (`drop_oldest`, full) are forgotten with them:
     /// what is kept in doubt is never more than what is buffered.
     #[test]
@@ -3771,11 +3947,7 @@ pub(super) mod tests {
             max_bytes: 1 << 20,
             ..BufferConfig::default()
         };
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
-        let sink = checks.clone();
-        let (mut ledger, mut reports) = ledger_to(&cfg, buffer, &metrics, now, |tx| {
-            Box::new(Checked(sink, tx, false))
-        });
+        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
         let of = |n: u32| Record {
             created_ms: ms_since_epoch(w0),
             body: "x".repeat(300_000),

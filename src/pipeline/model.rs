@@ -11,7 +11,11 @@
 //!   it, and a replaced or dropped producer makes no report on what it held (librdkafka
 //!   purges it); a timeout in the producer (`message.timeout.ms`, written or not) does not
 //!   stop it; one device's hub can go missing, refusing its records at hand-over (parked)
-//!   while records sent before still get through and end the park,
+//!   while records sent before still get through and end the park; a device's topic can
+//!   refuse every record for a while (schema validation turned on, then lifted), and a
+//!   record can be one the topic refuses for itself: either refusal comes in the record's
+//!   report ([`SinkError::Doubt`], as the Kafka sink reports a record refused alone) and
+//!   stops the producer,
 //! - a store that keeps only what was flushed when it crashes, and can fail to flush, fail
 //!   a sync (hubgate exits then, as a crash, with or without the flush's writes), refuse
 //!   to write dead letters, or refuse to write records (a card whose data blocks fail: this
@@ -50,10 +54,14 @@
 //! same sequence number; a copy the source sends again is another), nothing acknowledged is
 //! lost (every record of it delivered, or in the flushed buffer, or dead-lettered) but records
 //! the buffer dropped or a crash cut short so, compared by id, and memory stays bounded (no
-//! more drops held for a report than records in flight). At the end, once the sink heals:
-//! every record is delivered or dead-lettered but those, nothing is stuck, duplicates stay
-//! within the stated bound, and, unless a timeout in the producer let it go on, each device's
-//! records that were never dropped were first delivered in order.
+//! more drops held for a report than records in flight), and only records refused for good
+//! at hand-over, records a topic refuses for themselves (each once a run) and dead letters
+//! of the input are dead-lettered. At the end, once the sink heals and the topics take
+//! records again (later uplinks come one by one while a record refused for itself waits for
+//! the verdict they give): every record is delivered or dead-lettered but those, nothing
+//! is stuck, duplicates stay within the stated bound, and, unless a timeout in the producer
+//! let it go on, each device's records that were never dropped (nor refused by their topic)
+//! were first delivered in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -94,6 +102,11 @@ const COPY_OF_LAST: usize = 3;
 const HUB_DEVICE: u32 = 1;
 /// Every this many uplinks, the uplink's first record is a dead letter of the input.
 const DEAD_LETTER_EVERY: u32 = 7;
+/// While a record the topic refuses for itself waits for its verdict at the end (a record of
+/// its device sent after the refusal, confirmed), an uplink comes every this many rounds
+/// (seconds), the devices in turn: one at a time, as readings come, so that a full buffer
+/// does not drop them all.
+const LATER_EVERY: usize = 10;
 
 fn cases() -> u32 {
     std::env::var("HUBGATE_MODEL_CASES")
@@ -135,6 +148,12 @@ enum Failure {
 enum Step {
     /// A new uplink reaches the MQTT broker.
     Uplink,
+    /// A new uplink whose last record (unless a dead letter of the input) the topic refuses
+    /// for itself, whenever it is sent.
+    BadUplink,
+    /// The topic of the `k`-th device refuses every record (its validation turned on), or
+    /// takes them again.
+    Validates(u8, bool),
     /// The shell takes up to n messages (one round); `patient`: as from a source that can
     /// wait, each only while the ledger takes such frames.
     Take { n: u8, patient: bool },
@@ -197,6 +216,8 @@ fn step() -> impl Strategy<Value = Step> {
     ];
     prop_oneof![
         8 => Just(Step::Uplink),
+        1 => Just(Step::BadUplink),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(k, on)| Step::Validates(k, on)),
         6 => (1..=TAKE_MAX, any::<bool>()).prop_map(|(n, patient)| Step::Take { n, patient }),
         1 => any::<u8>().prop_map(Step::Again),
         8 => any::<u8>().prop_map(Step::Late),
@@ -302,6 +323,10 @@ struct Disk {
     sync_fails: Option<bool>,
     /// A flush failed since the last one that worked.
     unsynced: bool,
+    /// The run of hubgate writing to it (0: the first).
+    run: usize,
+    /// Every dead letter written, with the run that wrote it.
+    letters: Vec<(usize, Rec)>,
 }
 
 fn uplinks(entries: Vec<(u64, Vec<u8>)>) -> impl Iterator<Item = Rec> {
@@ -467,6 +492,13 @@ impl Store for ModelStore {
         if disk.dead_letter_fails {
             return Err(BufferError::Storage("disk refuses the dead letter".into()));
         }
+        let run = disk.run;
+        disk.letters.extend(
+            buffer::decode(&value)
+                .ok()
+                .and_then(|r| rec_named(&r.id))
+                .map(|r| (run, r)),
+        );
         disk.write(Write::DeadLetter(seq, value)).map(drop)
     }
 
@@ -506,12 +538,23 @@ struct Broker {
     refused: BTreeSet<Rec>,
     /// [`HUB_DEVICE`]'s hub is missing: its records are refused at hand-over.
     hub_missing: bool,
+    /// Devices whose topic refuses every record (validation on).
+    validating: BTreeSet<u32>,
+    /// Records the topic refuses for themselves.
+    bad: BTreeSet<Rec>,
+    /// Records reported refused by their topic ([`SinkError::Doubt`]) at least once.
+    doubted: BTreeSet<Rec>,
 }
 
 impl Broker {
     fn new_producer(&mut self) -> u64 {
         self.next_producer += 1;
         self.next_producer
+    }
+
+    /// Whether the topic refuses record `r` as it comes: validation on, or a bad record.
+    fn refuses(&self, r: Rec) -> bool {
+        self.bad.contains(&r) || self.validating.contains(&(r.0 % DEVICES))
     }
 
     /// The oldest held record of the `k`-th device that has one (not of stopped producers).
@@ -808,6 +851,7 @@ impl World {
         let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
         buffer.log_drops(self.drop_log.clone());
         self.run_starts.push(self.drop_log.lock().unwrap().len());
+        self.disk.lock().unwrap().run = self.run_starts.len() - 1;
         // As the forwarder starts: the session goes on from the counter kept, and the buffer
         // keeps the counters with the keys' print (and with them which frames below were
         // taken).
@@ -1074,6 +1118,30 @@ impl World {
                 self.queue.push_back(self.next_uplink);
                 self.next_uplink += 1;
             }
+            Step::BadUplink => {
+                let u = self.next_uplink;
+                let last = (u, parts(u) - 1);
+                // A `block` or `drop_newest` buffer that records held in doubt fill holds or
+                // drops new input, as in an outage of their hub: their verdicts wait for a
+                // later record of their recType taken, which waits for room or is dropped
+                // (docs/durability.md says so). The model's buffers hold a few records, so
+                // one refused for itself fills them: not drawn there.
+                let blocks = self.settings.when_full != WhenFull::DropOldest
+                    && self.settings.buffer_records.is_some();
+                if record(last, 0).rec_type != DEAD_LETTER && !blocks {
+                    self.broker.lock().unwrap().bad.insert(last);
+                }
+                self.apply(&Step::Uplink);
+            }
+            Step::Validates(k, on) => {
+                let device = u32::from(k) % DEVICES;
+                let mut b = self.broker.lock().unwrap();
+                if on {
+                    b.validating.insert(device);
+                } else {
+                    b.validating.remove(&device);
+                }
+            }
             Step::Take { n, patient } => {
                 if self.ledger().accepting() {
                     for _ in 0..n {
@@ -1112,10 +1180,24 @@ impl World {
             Step::Confirm(k) => {
                 let mut b = self.broker.lock().unwrap();
                 if let Some(i) = b.pick(k) {
-                    let (_, seq, r, _) = b.held.remove(i);
-                    b.log.push(r);
+                    let (producer, seq, r, _) = b.held.remove(i);
+                    let result = if b.refuses(r) {
+                        // Refused alone, in its report; the producer stops (gap-less).
+                        b.stopped.insert(producer);
+                        b.doubted.insert(r);
+                        let setup = crate::sink::refusal::Setup::default();
+                        let code = rdkafka::error::RDKafkaErrorCode::InvalidRecord;
+                        let why = "Broker: Broker failed to validate record";
+                        let rec_type = record(r, 0).rec_type;
+                        Err(SinkError::Doubt(
+                            setup.refuses_records(code, why, &rec_type),
+                        ))
+                    } else {
+                        b.log.push(r);
+                        Ok(0)
+                    };
                     drop(b);
-                    let _ = self.agent().report_tx.send(Delivery { seq, result: Ok(0) });
+                    let _ = self.agent().report_tx.send(Delivery { seq, result });
                 }
             }
             Step::Fail(k, failure) => {
@@ -1133,12 +1215,14 @@ impl World {
                             SinkError::Reject("too large".into())
                         }
                         Failure::Ambiguous => {
-                            b.log.push(r);
-                            b.ambiguous += 1;
+                            if !b.refuses(r) {
+                                b.log.push(r);
+                                b.ambiguous += 1;
+                            }
                             SinkError::Retry("timed out".into())
                         }
                         Failure::Timeout { written } => {
-                            if written {
+                            if written && !b.refuses(r) {
                                 b.log.push(r);
                                 b.ambiguous += 1;
                             }
@@ -1253,13 +1337,20 @@ impl World {
             let mut b = self.broker.lock().unwrap();
             self.log_at_end = Some(b.log.iter().copied().collect());
             if written {
-                // A stopped producer writes nothing more (gap-less).
-                let held: Vec<Rec> = b
-                    .held
-                    .iter()
-                    .filter(|h| !b.stopped.contains(&h.0))
-                    .map(|h| h.2)
-                    .collect();
+                // A stopped producer writes nothing more (gap-less), and one that meets a
+                // record its topic refuses stops there.
+                let mut stopped = b.stopped.clone();
+                let mut held = Vec::new();
+                for &(producer, _, r, _) in &b.held {
+                    if stopped.contains(&producer) {
+                        continue;
+                    }
+                    if b.refuses(r) {
+                        stopped.insert(producer);
+                    } else {
+                        held.push(r);
+                    }
+                }
                 b.log.extend(held);
             }
             b.held.clear();
@@ -1300,22 +1391,78 @@ impl World {
         Ok(())
     }
 
-    /// The sink and the disk work again; run rounds until everything has gone through.
+    /// Only records the topic refuses for themselves, records refused for good at hand-over
+    /// (too large) and dead letters of the input are dead-lettered: a record refused while
+    /// its topic refused every record is kept. One the topic refuses for itself is
+    /// dead-lettered at most once a run (a restart may find it again: its uplink not
+    /// acknowledged, or its dead letter not flushed).
+    fn check_dead_letters(&self) -> Result<(), TestCaseError> {
+        let letters = self.disk.lock().unwrap().letters.clone();
+        let b = self.broker.lock().unwrap();
+        let allowed = |r: &Rec| {
+            b.bad.contains(r) || b.refused.contains(r) || record(*r, 0).rec_type == DEAD_LETTER
+        };
+        let wrong: Vec<Rec> = (letters.iter().map(|l| l.1))
+            .filter(|r| !allowed(r))
+            .collect();
+        prop_assert!(
+            wrong.is_empty(),
+            "dead-lettered, and neither refused for itself nor too large: {}",
+            ids(&wrong)
+        );
+        let mut seen = BTreeSet::new();
+        let again: Vec<Rec> = (letters.iter())
+            .filter(|l| b.bad.contains(&l.1) && !seen.insert(**l))
+            .map(|l| l.1)
+            .collect();
+        prop_assert!(
+            again.is_empty(),
+            "dead-lettered more than once in a run: {}; dead letters (run, record): {:?}",
+            ids(&again),
+            letters
+        );
+        Ok(())
+    }
+
+    /// Whether a record the topic refuses for itself waits for its verdict: buffered, or its
+    /// uplink not acknowledged yet (a record dropped once may be taken again after a restart).
+    fn unsettled_bad(&self) -> bool {
+        let disk = self.disk.lock().unwrap();
+        let buffered: BTreeSet<Rec> =
+            uplinks(disk.live.scan(None, usize::MAX).expect("memory")).collect();
+        let b = self.broker.lock().unwrap();
+        (b.bad.iter()).any(|r| {
+            buffered.contains(r) || self.unacked.contains(&r.0) || self.queue.contains(&r.0)
+        })
+    }
+
+    /// The sink and the disk work again, the topics take records again (but those they
+    /// refuse for themselves), and later uplinks come when there are such records; run rounds
+    /// until everything has gone through.
     fn heal(&mut self) -> Result<(), TestCaseError> {
         {
+            // Records held in doubt that wait in memory past the in-flight bounds hold input
+            // until the disk takes writes again (docs/durability.md), and a verdict on one
+            // refused for itself needs a later record taken: the disk works again then.
+            let bad = self.unsettled_bad();
             let mut disk = self.disk.lock().unwrap();
             disk.flush_fails = false;
             disk.dead_letter_fails = false;
             disk.sync_fails = None;
+            disk.append_fails &= !bad;
         }
         {
             let mut b = self.broker.lock().unwrap();
             b.queue_full = false;
             b.hub_missing = false;
+            b.validating.clear();
         }
         // A tick: what a failed flush left is flushed now.
         self.apply(&Step::Advance(100));
         for round in 0..2000 {
+            if round % LATER_EVERY == 0 && self.unsettled_bad() {
+                self.apply(&Step::Uplink);
+            }
             let done = self.queue.is_empty()
                 && self.unacked.is_empty()
                 && self.broker.lock().unwrap().held.is_empty()
@@ -1364,6 +1511,7 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     for step in &steps {
         w.apply(step);
         w.check_acked_are_durable()?;
+        w.check_dead_letters()?;
         // The window and the parked records set aside beside it while the disk refuses
         // records (each up to `max_in_flight`), and a round's input on top.
         let held = w.ledger().held();
@@ -1382,6 +1530,7 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     }
     w.heal()?;
     w.check_acked_are_durable()?;
+    w.check_dead_letters()?;
 
     let b = w.broker.lock().unwrap();
     let dead = w.disk.lock().unwrap().dead_lettered();
@@ -1403,10 +1552,12 @@ fn run(settings: Settings, steps: Vec<Step>) -> Result<(), TestCaseError> {
     // record may come late (one dropped before its uplink was acknowledged comes again from
     // the source after a restart, behind newer ones), but a drop reorders no other record.
     // A frame delivered late goes in the order taken, which a restart's redelivery changes.
+    // A record its topic refused goes after its recType's later ones.
     if !w.timed_out {
         let mut seen = BTreeSet::new();
         let mut last: BTreeMap<u32, Rec> = BTreeMap::new();
-        let in_order = |r: &&Rec| !dropped.contains(r) && !w.late.contains(&r.0);
+        let in_order =
+            |r: &&Rec| !dropped.contains(r) && !w.late.contains(&r.0) && !b.doubted.contains(r);
         for &r in b.log.iter().filter(in_order) {
             if !seen.insert(r) {
                 continue;
@@ -1498,5 +1649,129 @@ fn a_late_frame_sent_again_after_a_crash_before_any_counter_is_kept_is_not_lost(
     let mut steps = vec![Step::Uplink, take(1), Step::Confirm(0), Step::Reports];
     steps.extend(std::iter::repeat_n(Step::Uplink, 6));
     steps.extend([Step::Late(0), take(6), Step::Crash { written: false }]);
+    run(settings, steps).unwrap();
+}
+
+/// A record its topic refuses for itself, taken while the disk refuses records: it waits in
+/// memory and goes to the sink from there, oldest first, so it is sent before its device's
+/// later records each time, refused, and the producer stops; those later records must still
+/// get through (and its verdict come), not wait behind it for good.
+#[test]
+fn a_record_refused_for_itself_from_memory_does_not_hold_back_its_device() {
+    let settings = Settings {
+        max_in_flight: 5,
+        in_flight_records_of_bytes: 5,
+        spill_after: Duration::from_millis(50),
+        buffer_records: None,
+        when_full: WhenFull::DropOldest,
+        max_age: Duration::from_secs(1 << 30),
+    };
+    run(settings, vec![Step::BadUplink, Step::AppendFails(true)]).unwrap();
+}
+
+/// A record its topic refuses for itself is buffered, then the disk refuses records: the
+/// later ones wait in memory, sent only once the drain has handed every buffered record to
+/// the sink. The one buffered is handed again only alone (none other is buffered), is refused
+/// each time, and the records in memory behind it must still get through.
+#[test]
+fn a_buffered_record_refused_for_itself_does_not_hold_back_records_in_memory() {
+    let settings = Settings {
+        max_in_flight: 1,
+        in_flight_records_of_bytes: 1,
+        spill_after: Duration::from_millis(50),
+        buffer_records: None,
+        when_full: WhenFull::DropOldest,
+        max_age: Duration::from_secs(1 << 30),
+    };
+    let steps = vec![
+        Step::BadUplink,
+        Step::Take {
+            n: 1,
+            patient: false,
+        },
+        Step::Advance(50),
+        Step::AppendFails(true),
+    ];
+    run(settings, steps).unwrap();
+}
+
+/// A topic's validation turned on, off, and on again: a record refused in the first while
+/// is sent again after the topic took records sent later, and refused by the second while,
+/// which the ledger takes for a verdict on the record: dead-lettered, though acknowledged
+/// and not refused for itself.
+#[test]
+fn a_record_refused_by_a_topic_that_refuses_all_twice_is_not_lost() {
+    let settings = Settings {
+        max_in_flight: 5,
+        in_flight_records_of_bytes: 50,
+        spill_after: Duration::from_millis(2000),
+        buffer_records: None,
+        when_full: WhenFull::DropOldest,
+        max_age: Duration::from_secs(1 << 30),
+    };
+    let take = |n| Step::Take { n, patient: false };
+    let steps = vec![
+        Step::Validates(0, true),
+        Step::Uplink,
+        take(1),
+        Step::Confirm(0),
+        Step::Reports,
+        Step::Validates(0, false),
+        Step::Uplink,
+        Step::Uplink,
+        Step::Uplink,
+        take(3),
+        Step::Flushed {
+            late: 0,
+            round: true,
+        },
+        Step::Advance(1000),
+        Step::Confirm(0),
+        Step::Confirm(0),
+        Step::Reports,
+        Step::Validates(0, true),
+        Step::Confirm(0),
+        Step::Reports,
+    ];
+    run(settings, steps).unwrap();
+}
+
+/// Found by seed 2 with validation steps four times as likely and no record refused for
+/// itself: a record of device 2 refused while its topic refused every record is in doubt;
+/// once the topic takes records again, the drain that meets it (its park run out) fills the
+/// window first (records in flight and removals not yet flushed), so it passes over the
+/// one in doubt, and its cursor moves past it. No later record of device 2 is taken (the
+/// full buffer drops the newest), so nothing starts the drain over: the record, acknowledged,
+/// stays in the buffer, never sent again (and never expires, as only the drain expires a
+/// buffered record).
+#[test]
+fn a_record_in_doubt_is_sent_once_its_topic_takes_records_again() {
+    let settings = Settings {
+        max_in_flight: 2,
+        in_flight_records_of_bytes: 3,
+        spill_after: Duration::from_millis(500),
+        buffer_records: Some(5),
+        when_full: WhenFull::DropNewest,
+        max_age: Duration::from_secs(5),
+    };
+    let take = |n| Step::Take { n, patient: false };
+    let steps = vec![
+        Step::Uplink,
+        Step::Stop { received: 1 },
+        Step::Uplink,
+        Step::Uplink,
+        take(1),
+        Step::Validates(2, true),
+        Step::Confirm(0),
+        Step::Rotate,
+        Step::Uplink,
+        take(1),
+        take(1),
+        Step::Confirm(8),
+        Step::Confirm(0),
+        Step::Reports,
+        Step::Uplink,
+        Step::Uplink,
+    ];
     run(settings, steps).unwrap();
 }
