@@ -519,8 +519,7 @@ fn device_missing_at_start_is_waited_for() {
     assert_eq!(agent.full_log().matches(": cannot open (").count(), 1);
 }
 
-/// A wired sensor without `fcnt` and `time` (docs/records.md tells one whose counter restarts
-/// at power-up to leave `fcnt` out) sends the same reading several times, and the frames
+/// A wired sensor without `fcnt` and `time` sends the same reading several times, and the frames
 /// reach hubgate in one read (a USB adapter's latency timer batches bytes): each is a reading
 /// of its own, not a copy, since a serial line never delivers a frame twice. So many of them
 /// at once (a backlog a USB device sends, held to no baud rate) that dozens share each

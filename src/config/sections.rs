@@ -172,8 +172,8 @@ pub struct RecordConfig {
     #[serde(default)]
     pub global_tags: Vec<String>,
     /// How many recent record ids are remembered to drop the same uplink seen again (same
-    /// device, DevAddr, session keys, FCnt, FPort, payload, see [`crate::record::stable_id`]);
-    /// 0: none.
+    /// device, DevAddr, session keys, FCnt, FPort, payload, and time where the FCnt may
+    /// restart, see [`crate::record::stable_id`]); 0: none.
     #[serde(default = "default_dedup_window")]
     pub dedup_window: usize,
     /// The envelope's `source`: who made the record.

@@ -428,8 +428,9 @@ impl Context {
 
 impl Context {
     /// An uplink whose time is its receive time, `now`, gets its index among those of that
-    /// millisecond ([`same_ms::same_ms_index`]): equal readings without an FCnt that a broker
-    /// delivers together are not copies of each other.
+    /// millisecond ([`same_ms::same_ms_index`]): equal readings a broker delivers together
+    /// (without an FCnt, or at one FCnt after the device restarted it) are not copies of each
+    /// other.
     fn indexed(&self, input: Input, now: SystemTime) -> Input {
         match input {
             Input::Uplink(mut up) if up.time == now => {

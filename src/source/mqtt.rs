@@ -76,8 +76,9 @@ pub fn connection_error(e: &rumqttc::ConnectionError) -> String {
         // from before (MQTT 3.1.1, 4.4) ends each connection: a stall only the broker's side
         // can clear (logged once an outage).
         rumqttc::ConnectionError::MqttState(rumqttc::StateError::Unsolicited(pkid)) => format!(
-            "the broker answered packet id {pkid}, which this connection did not send; if this \
-             repeats at every connect, the broker's session for this client_id holds a QoS 2 \
+            "the broker answered packet id {pkid}, which this connection did not send; if the \
+             source never stays connected (hubgate_mqtt_connected keeps falling back to 0), \
+             the broker's session for this client_id holds a QoS 2 \
              delivery from an earlier connection that the MQTT library cannot finish (its \
              PUBREL): remove that session on the broker (the messages it still queues for \
              hubgate go with it) or use another client_id"
@@ -359,7 +360,8 @@ pub async fn run(cfg: MqttSourceConfig, opts: MqttOptions, kept_in: Option<PathB
                     // rumqttc, which would hand them out after the reconnect. They came on this
                     // connection: forwarded as its own, their acknowledgements are dropped with
                     // its others. A broker that kept the session delivers them again (the
-                    // de-duplication window absorbs the copy); one that lost it does not.
+                    // de-duplication window absorbs the copy, unless the message has no time
+                    // of its own: then a duplicate under another id); one that lost it does not.
                     for p in stranded(&mut events) {
                         // The queue closed (the agent is ending) while this connection is
                         // gone: the acknowledgements still to come are this connection's,
