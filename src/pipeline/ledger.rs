@@ -1363,6 +1363,7 @@ impl Ledger {
     /// the others (its next refusal makes another the oldest). Not while the recType is
     /// parked (after a refusal) nor while its probe is out.
     fn probe(&mut self, now: Instant) -> Result<(), BufferError> {
+        let now_ms = self.now_ms(now);
         let probes: Vec<(u64, String)> = (self.doubts.probes().into_iter())
             .map(|(seq, rec_type)| (seq, rec_type.to_string()))
             .collect();
@@ -1383,11 +1384,17 @@ impl Ledger {
                 .pop()
             {
                 Some((at, record)) if at == seq => {
-                    if !self.send_buffered(seq, record, now) {
+                    if self.expired(seq, record.created_ms, now_ms) {
+                        self.expire(seq, &record);
+                        self.doubts.forget(seq);
+                        self.buffer.remove(seq)?;
+                    } else if !self.send_buffered(seq, record, now) {
                         break;
                     }
                 }
-                _ => self.doubts.forget(seq),
+                // It left the buffer; nothing read (a read error) says nothing.
+                Some(_) => self.doubts.forget(seq),
+                None => {}
             }
         }
         Ok(())
