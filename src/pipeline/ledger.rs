@@ -3673,19 +3673,90 @@ pub(super) mod tests {
         }
     }
 
-    /// A ledger with `cfg` over a memory buffer sending to `checks`, with the reports'
-    /// receiver.
-    fn checked_ledger(
-        cfg: &BufferConfig,
-        checks: &Checks,
-        metrics: &Arc<Metrics>,
+    /// A ledger with a config over a memory buffer, sending to a hub with record checks
+    /// ([`Checks`]), and what a test reads of it.
+    struct Trial {
+        ledger: Ledger,
+        reports: tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        checks: Checks,
+        metrics: Arc<Metrics>,
+        pubacks: tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
+        ack: Box<dyn Fn(u16) -> Ack>,
         now: (Instant, SystemTime),
-    ) -> (Ledger, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
-        let buffer = Buffer::new(Box::new(MemoryStore::default()), cfg, metrics.clone());
-        let checks = checks.clone();
-        ledger_to(cfg, buffer, metrics, now, |tx| {
-            Box::new(Checked(checks, tx, false))
-        })
+    }
+
+    impl Trial {
+        /// `all`: the hub refuses every record; `bad`: the ids it refuses for themselves.
+        fn new(cfg: &BufferConfig, all: bool, bad: &[&str]) -> Trial {
+            let checks = Checks::default();
+            checks.all.store(all, std::sync::atomic::Ordering::Relaxed);
+            checks
+                .bad
+                .lock()
+                .unwrap()
+                .extend(bad.iter().map(|id| id.to_string()));
+            let metrics = Metrics::new();
+            let now = (Instant::now(), SystemTime::now());
+            let buffer = Buffer::new(Box::new(MemoryStore::default()), cfg, metrics.clone());
+            let sink = checks.clone();
+            let (ledger, reports) = ledger_to(cfg, buffer, &metrics, now, |tx| {
+                Box::new(Checked(sink, tx, false))
+            });
+            let (ack, pubacks) = pubacks();
+            Trial {
+                ledger,
+                reports,
+                checks,
+                metrics,
+                pubacks,
+                ack: Box::new(ack),
+                now,
+            }
+        }
+
+        /// Record `n`, made at the start.
+        fn record(&self, n: u32) -> Record {
+            Record {
+                created_ms: ms_since_epoch(self.now.1),
+                ..record(n)
+            }
+        }
+
+        /// `rec` taken `secs` after the start, acknowledged as `pkid`.
+        fn take(&mut self, rec: Record, pkid: u16, secs: u64) {
+            let at = self.now.0 + Duration::from_secs(secs);
+            let ack = (self.ack)(pkid);
+            self.ledger.take(vec![rec], Counters::default(), ack, at);
+        }
+
+        /// Records `0..n` taken at the start, each acknowledged by its number.
+        fn take_first(&mut self, n: u16) {
+            for k in 0..n {
+                self.take(self.record(k.into()), k, 0);
+            }
+        }
+
+        fn rounds(&mut self, secs: impl IntoIterator<Item = u64>) {
+            ticked_rounds(&mut self.ledger, &mut self.reports, self.now, secs);
+        }
+
+        fn refuse_all(&self, all: bool) {
+            self.checks
+                .all
+                .store(all, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        /// The ids the hub took, in its order.
+        fn taken(&self) -> Vec<String> {
+            self.checks.taken.lock().unwrap().clone()
+        }
+
+        /// How many of records `0..n` are held in doubt.
+        fn held(&self, n: u64) -> usize {
+            (0..n)
+                .filter(|&s| self.ledger.doubts.held(s).is_some())
+                .count()
+        }
     }
 
     /// A hub whose checks refuse every record for 70 minutes (a schema validation turned
@@ -3694,68 +3765,45 @@ pub(super) mod tests {
     /// again, each is taken exactly once and nothing is dead-lettered.
     #[test]
     fn a_hub_that_refuses_every_record_for_a_while_loses_none() {
-        let checks = Checks::default();
-        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
-        let metrics = Metrics::new();
-        let now = (Instant::now(), SystemTime::now());
-        let (t0, w0) = now;
-        let cfg = BufferConfig::default();
-        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
-        let (ack, mut pubacks) = pubacks();
-        let of = |n: u32| Record {
-            created_ms: ms_since_epoch(w0),
-            ..record(n)
-        };
-        for n in 0..5 {
-            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
-        }
+        let mut t = Trial::new(&BufferConfig::default(), true, &[]);
+        t.take_first(5);
         // One more every minute while refused.
         for minute in 0..10 {
-            let at = t0 + Duration::from_secs(minute * 60);
             let n = 5 + minute as u16;
-            ledger.take(vec![of(n.into())], Counters::default(), ack(n), at);
-            ticked_rounds(
-                &mut ledger,
-                &mut reports,
-                now,
-                minute * 60..minute * 60 + 60,
-            );
+            t.take(t.record(n.into()), n, minute * 60);
+            t.rounds(minute * 60..minute * 60 + 60);
         }
         // Then none for an hour: by its end each has been refused, and only one of them sent
         // again can tell that the hub takes records again.
-        ticked_rounds(&mut ledger, &mut reports, now, 600..4200);
-        assert!(checks.taken.lock().unwrap().is_empty());
-        assert_eq!(ledger.buffer.dead_letters(), 0);
-        assert_eq!(ledger.buffered(), 15);
+        t.rounds(600..4200);
+        assert!(t.taken().is_empty());
+        assert_eq!(t.ledger.buffer.dead_letters(), 0);
+        assert_eq!(t.ledger.buffered(), 15);
+        assert_eq!(t.held(15), 15);
         assert_eq!(
-            (0..15).filter(|&s| ledger.doubts.held(s).is_some()).count(),
-            15
-        );
-        assert_eq!(
-            pkids(&mut pubacks),
+            pkids(&mut t.pubacks),
             (0..15).collect::<Vec<u16>>(),
             "each durable"
         );
-        let why = metrics
+        let why = t
+            .metrics
             .park_reasons
             .get("t")
             .expect("parked, with its cause");
         assert_eq!(why.kind, "refuses_records");
 
-        checks
-            .all
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        ticked_rounds(&mut ledger, &mut reports, now, 4200..=4800);
-        let mut taken = checks.taken.lock().unwrap().clone();
+        t.refuse_all(false);
+        t.rounds(4200..=4800);
+        let mut taken = t.taken();
         assert_eq!(taken.len(), 15, "each once: {taken:?}");
         taken.sort_by_key(|id| id[3..].parse::<u32>().unwrap());
         assert_eq!(
             taken,
             (0..15).map(|n| format!("id-{n}")).collect::<Vec<_>>()
         );
-        assert_eq!(ledger.buffer.dead_letters(), 0);
-        assert!(ledger.idle());
-        assert!(metrics.park_reasons.get("t").is_none(), "unparked");
+        assert_eq!(t.ledger.buffer.dead_letters(), 0);
+        assert!(t.ledger.idle());
+        assert!(t.metrics.park_reasons.get("t").is_none(), "unparked");
     }
 
     /// A record its hub refuses for itself is dead-lettered once the hub has taken a record
@@ -3764,32 +3812,18 @@ pub(super) mod tests {
     /// so it does not hold them back for good.
     #[test]
     fn a_record_its_hub_refuses_for_itself_is_dead_lettered_once_a_later_one_is_taken() {
-        let checks = Checks::default();
-        checks.bad.lock().unwrap().insert("id-0".into());
-        let metrics = Metrics::new();
-        let now = (Instant::now(), SystemTime::now());
-        let (t0, w0) = now;
-        let cfg = BufferConfig::default();
-        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
-        let (ack, mut pubacks) = pubacks();
-        let of = |n: u32| Record {
-            created_ms: ms_since_epoch(w0),
-            ..record(n)
-        };
-        for n in 0..5 {
-            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
-        }
-        ticked_rounds(&mut ledger, &mut reports, now, [0]);
-        assert_eq!(ledger.buffer.dead_letters(), 0, "no verdict yet");
-        assert!(checks.taken.lock().unwrap().is_empty(), "none behind it");
-        ticked_rounds(&mut ledger, &mut reports, now, 1..=10);
-        let taken = checks.taken.lock().unwrap().clone();
-        assert_eq!(taken, ["id-1", "id-2", "id-3", "id-4"]);
-        assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
-        let mut acked = pkids(&mut pubacks);
+        let mut t = Trial::new(&BufferConfig::default(), false, &["id-0"]);
+        t.take_first(5);
+        t.rounds([0]);
+        assert_eq!(t.ledger.buffer.dead_letters(), 0, "no verdict yet");
+        assert!(t.taken().is_empty(), "none behind it");
+        t.rounds(1..=10);
+        assert_eq!(t.taken(), ["id-1", "id-2", "id-3", "id-4"]);
+        assert_eq!(t.ledger.buffer.dead_letters(), 1, "id-0");
+        let mut acked = pkids(&mut t.pubacks);
         acked.sort_unstable();
         assert_eq!(acked, [0, 1, 2, 3, 4]);
-        assert!(ledger.idle());
+        assert!(t.ledger.idle());
     }
 
     /// Records a hub refused while it refused every record are tried in turn once it takes
@@ -3797,37 +3831,18 @@ pub(super) mod tests {
     /// does not hide the others, and is dead-lettered once another was taken.
     #[test]
     fn a_record_refused_for_itself_does_not_hide_the_others_refused_with_it() {
-        let checks = Checks::default();
-        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
-        checks.bad.lock().unwrap().insert("id-0".into());
-        let metrics = Metrics::new();
-        let now = (Instant::now(), SystemTime::now());
-        let (t0, w0) = now;
-        let cfg = BufferConfig::default();
-        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
-        let (ack, mut pubacks) = pubacks();
-        let of = |n: u32| Record {
-            created_ms: ms_since_epoch(w0),
-            ..record(n)
-        };
-        for n in 0..5 {
-            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
-        }
-        ticked_rounds(&mut ledger, &mut reports, now, 0..3600);
-        assert_eq!(
-            (0..5).filter(|&s| ledger.doubts.held(s).is_some()).count(),
-            5
-        );
-        checks
-            .all
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        ticked_rounds(&mut ledger, &mut reports, now, 3600..=4200);
-        let mut taken = checks.taken.lock().unwrap().clone();
+        let mut t = Trial::new(&BufferConfig::default(), true, &["id-0"]);
+        t.take_first(5);
+        t.rounds(0..3600);
+        assert_eq!(t.held(5), 5);
+        t.refuse_all(false);
+        t.rounds(3600..=4200);
+        let mut taken = t.taken();
         taken.sort();
         assert_eq!(taken, ["id-1", "id-2", "id-3", "id-4"]);
-        assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
-        assert_eq!(pkids(&mut pubacks), [0, 1, 2, 3, 4], "each once buffered");
-        assert!(ledger.idle() && ledger.doubts.is_empty());
+        assert_eq!(t.ledger.buffer.dead_letters(), 1, "id-0");
+        assert_eq!(pkids(&mut t.pubacks), [0, 1, 2, 3, 4], "each once buffered");
+        assert!(t.ledger.idle() && t.ledger.doubts.is_empty());
     }
 
     /// As above with a window of one record. The drain reads as many buffered records as the
@@ -3836,30 +3851,17 @@ pub(super) mod tests {
     /// verdict comes.
     #[test]
     fn a_record_its_hub_refuses_for_itself_does_not_hold_back_the_rest_with_a_window_of_one() {
-        let checks = Checks::default();
-        checks.bad.lock().unwrap().insert("id-0".into());
-        let metrics = Metrics::new();
-        let now = (Instant::now(), SystemTime::now());
-        let (t0, w0) = now;
         let cfg = BufferConfig {
             max_in_flight: 1,
             ..BufferConfig::default()
         };
-        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
-        let (ack, _pubacks) = pubacks();
-        let of = |n: u32| Record {
-            created_ms: ms_since_epoch(w0),
-            ..record(n)
-        };
-        for n in 0..5 {
-            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
-        }
+        let mut t = Trial::new(&cfg, false, &["id-0"]);
+        t.take_first(5);
         // Parks double up to 5 minutes: an hour gives the drain many tries.
-        ticked_rounds(&mut ledger, &mut reports, now, 0..3600);
-        let taken = checks.taken.lock().unwrap().clone();
-        assert_eq!(taken, ["id-1", "id-2", "id-3", "id-4"]);
-        assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
-        assert!(ledger.idle());
+        t.rounds(0..3600);
+        assert_eq!(t.taken(), ["id-1", "id-2", "id-3", "id-4"]);
+        assert_eq!(t.ledger.buffer.dead_letters(), 1, "id-0");
+        assert!(t.ledger.idle());
     }
 
     /// Records a hub refused while its checks refused every record, the oldest of them one it
@@ -3869,35 +3871,18 @@ pub(super) mod tests {
     /// refused each time: the others are sent and its verdict comes.
     #[test]
     fn records_in_doubt_behind_one_refused_for_itself_are_sent_once_the_hub_takes_records() {
-        let checks = Checks::default();
-        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
-        checks.bad.lock().unwrap().insert("id-0".into());
-        let metrics = Metrics::new();
-        let now = (Instant::now(), SystemTime::now());
-        let (t0, w0) = now;
-        let cfg = BufferConfig::default();
-        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
-        let (ack, _pubacks) = pubacks();
-        let of = |n: u32| Record {
-            created_ms: ms_since_epoch(w0),
-            ..record(n)
-        };
-        for n in 0..5 {
-            ledger.take(vec![of(n)], Counters::default(), ack(n as u16), t0);
-        }
-        ticked_rounds(&mut ledger, &mut reports, now, 0..60);
-        let held = (0..5).filter(|&s| ledger.doubts.held(s).is_some()).count();
-        assert_eq!(held, 5, "each refused while the hub refused all");
-        checks
-            .all
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        ticked_rounds(&mut ledger, &mut reports, now, 60..3600);
+        let mut t = Trial::new(&BufferConfig::default(), true, &["id-0"]);
+        t.take_first(5);
+        t.rounds(0..60);
+        assert_eq!(t.held(5), 5, "each refused while the hub refused all");
+        t.refuse_all(false);
+        t.rounds(60..3600);
         // Records in doubt keep no order among them.
-        let mut taken = checks.taken.lock().unwrap().clone();
+        let mut taken = t.taken();
         taken.sort();
         assert_eq!(taken, ["id-1", "id-2", "id-3", "id-4"]);
-        assert_eq!(ledger.buffer.dead_letters(), 1, "id-0");
-        assert!(ledger.idle());
+        assert_eq!(t.ledger.buffer.dead_letters(), 1, "id-0");
+        assert!(t.ledger.idle());
     }
 
     /// A record in doubt whose park ran out is met by the drain beside a record of another
@@ -3905,73 +3890,51 @@ pub(super) mod tests {
     /// is still sent, not left in the buffer until a restart.
     #[test]
     fn a_record_in_doubt_passed_over_by_a_full_window_is_sent_later() {
-        let checks = Checks::default();
-        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
-        let metrics = Metrics::new();
-        let now = (Instant::now(), SystemTime::now());
-        let (t0, w0) = now;
         let cfg = BufferConfig {
             max_in_flight_bytes: 500,
             ..BufferConfig::default()
         };
-        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
-        let (ack, _pubacks) = pubacks();
-        let doubted = Record {
-            created_ms: ms_since_epoch(w0),
-            ..record(0)
-        };
-        ledger.take(vec![doubted], Counters::default(), ack(0), t0);
-        ticked_rounds(&mut ledger, &mut reports, now, [0]);
-        assert!(ledger.doubts.held(0).is_some(), "refused alone: in doubt");
-        checks
-            .all
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut t = Trial::new(&cfg, true, &[]);
+        t.take_first(1);
+        t.rounds([0]);
+        assert_eq!(t.held(1), 1, "refused alone: in doubt");
+        t.refuse_all(false);
         // The park runs out within a second; a large record of another recType comes then.
         let large = Record {
             rec_type: "u".into(),
-            created_ms: ms_since_epoch(w0),
             body: format!("\"{}\"", "x".repeat(600)),
-            ..record(1)
+            ..t.record(1)
         };
-        let at = t0 + Duration::from_secs(1);
-        ledger.take(vec![large], Counters::default(), ack(1), at);
-        ticked_rounds(&mut ledger, &mut reports, now, 1..600);
-        let taken = checks.taken.lock().unwrap().clone();
-        assert_eq!(taken, ["id-1", "id-0"]);
-        assert!(ledger.idle());
+        t.take(large, 1, 1);
+        t.rounds(1..600);
+        assert_eq!(t.taken(), ["id-1", "id-0"]);
+        assert!(t.ledger.idle());
     }
 
     /// Records in doubt that the buffer drops (`drop_oldest`, full) are forgotten with them:
     /// what is kept in doubt is never more than what is buffered.
     #[test]
     fn records_in_doubt_the_buffer_drops_are_forgotten() {
-        let checks = Checks::default();
-        checks.all.store(true, std::sync::atomic::Ordering::Relaxed);
-        let metrics = Metrics::new();
-        let now = (Instant::now(), SystemTime::now());
-        let (t0, w0) = now;
         let cfg = BufferConfig {
             max_bytes: 1 << 20,
             ..BufferConfig::default()
         };
-        let (mut ledger, mut reports) = checked_ledger(&cfg, &checks, &metrics, now);
-        let of = |n: u32| Record {
-            created_ms: ms_since_epoch(w0),
-            body: "x".repeat(300_000),
-            ..record(n)
-        };
+        let mut t = Trial::new(&cfg, true, &[]);
         for n in 0..8 {
-            let at = t0 + Duration::from_secs(u64::from(n) * 600);
-            ledger.take(vec![of(n)], Counters::default(), Ack::None, at);
+            let large = Record {
+                body: "x".repeat(300_000),
+                ..t.record(n)
+            };
             let s = u64::from(n) * 600;
-            ticked_rounds(&mut ledger, &mut reports, now, s..s + 600);
+            t.take(large, n as u16, s);
+            t.rounds(s..s + 600);
         }
-        let held = (0..8).filter(|&s| ledger.doubts.held(s).is_some()).count() as u64;
-        assert!(metrics.dropped_full.get() > 0, "the buffer dropped some");
+        let held = t.held(8) as u64;
+        assert!(t.metrics.dropped_full.get() > 0, "the buffer dropped some");
+        let buffered = t.ledger.buffered();
         assert!(
-            held > 0 && held <= ledger.buffered(),
-            "{held} held, {} buffered",
-            ledger.buffered()
+            held > 0 && held <= buffered,
+            "{held} held, {buffered} buffered"
         );
     }
 
