@@ -1284,9 +1284,8 @@ impl Ledger {
     /// Send buffered records, oldest first, while the sink keeps up and no dead letter waits
     /// for the disk.
     fn drain(&mut self, now: Instant) -> Result<(), BufferError> {
-        if self.buffer.is_empty() && !self.doubts.is_empty() {
-            let (waiting, in_flight) = (&self.waiting, &self.in_flight);
-            (self.doubts).retain(|s| waiting.contains_key(&s) || in_flight.contains_key(&s));
+        if self.buffer.is_empty() {
+            self.forget_doubts_gone(None);
         }
         if self.buffer.is_empty()
             || !self.unwritten.is_empty()
@@ -1307,11 +1306,7 @@ impl Ledger {
             .saturating_sub(self.in_flight_bytes);
         let records = self.buffer.next(self.drain_cursor, room, room_bytes, now)?;
         if let Some(&(oldest, _)) = records.first().filter(|_| from_oldest) {
-            // Records in doubt below the oldest buffered one left it (`drop_oldest`), but
-            // for those in memory.
-            let (waiting, in_flight) = (&self.waiting, &self.in_flight);
-            (self.doubts)
-                .retain(|s| s >= oldest || waiting.contains_key(&s) || in_flight.contains_key(&s));
+            self.forget_doubts_gone(Some(oldest));
         }
         for (seq, record) in records {
             if self.window_full() {
@@ -1340,6 +1335,18 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records in doubt below `oldest`, the oldest buffered (none: the buffer is empty), left
+    /// the buffer (`drop_oldest`), but for those in memory.
+    fn forget_doubts_gone(&mut self, oldest: Option<u64>) {
+        if self.doubts.is_empty() {
+            return;
+        }
+        let (waiting, in_flight) = (&self.waiting, &self.in_flight);
+        self.doubts.retain(|s| {
+            oldest.is_some_and(|o| s >= o) || waiting.contains_key(&s) || in_flight.contains_key(&s)
+        });
+    }
+
     /// Whether records wait in memory that go to the sink from there before a probe (the
     /// buffer refusing writes, [`Ledger::send_unbuffered`]): any of a recType not parked and
     /// not held in doubt.
@@ -1364,10 +1371,7 @@ impl Ledger {
     /// parked (after a refusal) nor while its probe is out.
     fn probe(&mut self, now: Instant) -> Result<(), BufferError> {
         let now_ms = self.now_ms(now);
-        let probes: Vec<(u64, String)> = (self.doubts.probes().into_iter())
-            .map(|(seq, rec_type)| (seq, rec_type.to_string()))
-            .collect();
-        for (seq, rec_type) in probes {
+        for (seq, rec_type) in self.doubts.probes() {
             if self.window_full() {
                 break;
             }
@@ -1507,11 +1511,10 @@ impl Ledger {
         }
         if handed_all && !self.doubts.is_empty() {
             // As the drain's probes ([`Ledger::probe`]), from memory.
-            let probes: Vec<(u64, String)> = (self.doubts.probes().into_iter())
-                .filter(|(seq, _)| self.waiting.contains_key(seq))
-                .map(|(seq, rec_type)| (seq, rec_type.to_string()))
-                .collect();
-            for (seq, rec_type) in probes {
+            for (seq, rec_type) in self.doubts.probes() {
+                if !self.waiting.contains_key(&seq) {
+                    continue;
+                }
                 if self.window_full() || !self.healthy(now) {
                     break;
                 }
