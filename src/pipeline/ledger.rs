@@ -3622,6 +3622,8 @@ pub(super) mod tests {
         all: Arc<std::sync::atomic::AtomicBool>,
         bad: Arc<std::sync::Mutex<BTreeSet<String>>>,
         taken: Arc<std::sync::Mutex<Vec<String>>>,
+        /// The ids it was sent, taken or refused, in its order.
+        tried: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
     /// The sink of [`Checks`]; `true` once a refusal stopped it.
@@ -3633,6 +3635,7 @@ pub(super) mod tests {
             if *stopped {
                 return Ok(());
             }
+            checks.tried.lock().unwrap().push(rec.id.clone());
             let refused = checks.all.load(std::sync::atomic::Ordering::Relaxed)
                 || checks.bad.lock().unwrap().contains(&rec.id);
             *stopped = refused;
@@ -3683,6 +3686,7 @@ pub(super) mod tests {
         reports: tokio::sync::mpsc::UnboundedReceiver<Delivery>,
         checks: Checks,
         metrics: Arc<Metrics>,
+        store: MemoryStore,
         pubacks: tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
         ack: Box<dyn Fn(u16) -> Ack>,
         now: (Instant, SystemTime),
@@ -3700,7 +3704,8 @@ pub(super) mod tests {
                 .extend(bad.iter().map(|id| id.to_string()));
             let metrics = Metrics::new();
             let now = (Instant::now(), SystemTime::now());
-            let buffer = Buffer::new(Box::new(MemoryStore::default()), cfg, metrics.clone());
+            let store = MemoryStore::default();
+            let buffer = Buffer::new(Box::new(store.clone()), cfg, metrics.clone());
             let sink = checks.clone();
             let (ledger, reports) = ledger_to(cfg, buffer, &metrics, now, |tx| {
                 Box::new(Checked(sink, tx, false))
@@ -3711,6 +3716,7 @@ pub(super) mod tests {
                 reports,
                 checks,
                 metrics,
+                store,
                 pubacks,
                 ack: Box::new(ack),
                 now,
@@ -3911,6 +3917,32 @@ pub(super) mod tests {
         t.take(large, 1, 1);
         t.rounds(1..600);
         assert_eq!(t.taken(), ["id-1", "id-0"]);
+        assert!(t.ledger.idle());
+    }
+
+    /// A record in doubt that waits in memory (the disk refusing writes) is sent again only as
+    /// a probe, after the records behind it, once per pass: not in its place at every pass,
+    /// where each refusal would stop the producer ahead of them.
+    #[test]
+    fn a_record_in_doubt_in_memory_is_sent_again_only_as_a_probe() {
+        let mut t = Trial::new(&BufferConfig::default(), false, &["id-0"]);
+        t.store.set_writes_fail(true);
+        t.take_first(5);
+        t.rounds(0..600);
+        t.store.set_writes_fail(false);
+        t.rounds(600..1200);
+        assert_eq!(t.taken(), ["id-1", "id-2", "id-3", "id-4"]);
+        let tried = t.checks.tried.lock().unwrap().clone();
+        assert_eq!(
+            tried,
+            ["id-0", "id-1", "id-2", "id-3", "id-4", "id-0", "id-0"],
+            "refused, the others, then its probes: the first sent in the second the others \
+             were, the next after it"
+        );
+        assert_eq!(t.ledger.buffer.dead_letters(), 1, "id-0");
+        let mut acked = pkids(&mut t.pubacks);
+        acked.sort_unstable();
+        assert_eq!(acked, [0, 1, 2, 3, 4]);
         assert!(t.ledger.idle());
     }
 
