@@ -704,12 +704,17 @@ pub fn dead_letter(d: &DeadLetter, now: SystemTime) -> Record {
     kept(d, uuid_form(&d.sha256), d.source.into(), None, now)
 }
 
-/// What the dead-letter tree keeps of a record the sink refused for good (too large): its
-/// body as a [`DeadLetter`] of source `sink` (size, SHA-256, first bytes), under the record's
-/// own id, with its recType, key (cut like an [`Excerpt`](crate::format::Excerpt)) and
-/// creation time (null for a record without one: made while the clock was not trusted, or
-/// carried by `buffer recover` with the clock not known to be synchronised). A few hundred
-/// bytes, however large the record.
+/// A refused record's body up to this size is kept whole in its dead letter: one refused for
+/// itself (a hub's checks) can then be exported and sent again. A normal record is about
+/// 1.3 KB; one refused as too large for the broker keeps its first bytes only.
+pub const KEPT_WHOLE: usize = 4096;
+
+/// What the dead-letter tree keeps of a record the sink refused for good: its body as a
+/// [`DeadLetter`] of source `sink` (size, SHA-256, first bytes), under the record's own id,
+/// with its recType, key (cut like an [`Excerpt`](crate::format::Excerpt)), creation time
+/// (null for a record without one: made while the clock was not trusted, or carried by
+/// `buffer recover` with the clock not known to be synchronised) and, up to [`KEPT_WHOLE`]
+/// bytes, the body whole (`body`, its exact text). At most a few KB, however large the record.
 pub fn refused(rec: &Record, reason: &str, now: SystemTime) -> Record {
     let key = crate::format::Excerpt::from(&rec.key).to_string();
     let reason = crate::format::Excerpt::from(reason).to_string();
@@ -717,11 +722,14 @@ pub fn refused(rec: &Record, reason: &str, now: SystemTime) -> Record {
     let created = UNIX_EPOCH
         .checked_add(std::time::Duration::from_millis(rec.created_ms))
         .filter(|_| rec.created_ms > 0);
-    let record = json!({
+    let mut record = json!({
         "recType": rec.rec_type,
         "key": key,
         "created": created.map(iso8601),
     });
+    if rec.body.len() <= KEPT_WHOLE {
+        record["body"] = Json::String(rec.body.clone());
+    }
     kept(&d, rec.id.clone(), key, Some(record), now)
 }
 
@@ -1037,6 +1045,29 @@ mod tests {
             json!("2023-11-14T22:13:20.000Z")
         );
         assert_eq!(created(0), Json::Null);
+    }
+
+    /// A refused record's body is kept whole up to [`KEPT_WHOLE`] bytes, as its exact text;
+    /// past it only its first bytes are.
+    #[test]
+    fn a_refused_records_dead_letter_keeps_its_body_whole_up_to_a_bound() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let kept = |body: String| {
+            let rec = Record {
+                id: "id".into(),
+                rec_type: "t".into(),
+                key: "k".into(),
+                created_ms: 1,
+                body,
+            };
+            let kept: Json = serde_json::from_str(&refused(&rec, "invalid", now).body).unwrap();
+            kept["record"].get("body").cloned()
+        };
+        let at_bound = format!("{{\"v\":\"{}\"}}", "x".repeat(KEPT_WHOLE - 8));
+        assert_eq!(at_bound.len(), KEPT_WHOLE);
+        assert_eq!(kept(at_bound.clone()), Some(Json::String(at_bound)));
+        let past = format!("{{\"v\":\"{}\"}}", "x".repeat(KEPT_WHOLE - 7));
+        assert_eq!(kept(past), None);
     }
 
     #[test]

@@ -269,6 +269,11 @@ async fn a_record_refused_alone_again_after_later_ones_were_taken_is_dead_letter
         let bs = mock.bootstrap_servers();
         assert_eq!(fcnts(&bs, ENV, 4), vec![2, 3, 4, 5], "{error:?}");
         assert_eq!(dead_letters(dir.path()), (1, 0), "{error:?}");
+        assert_eq!(
+            fcnts_dead_lettered(dir.path()),
+            [1],
+            "kept whole: {error:?}"
+        );
     }
 }
 
@@ -326,4 +331,21 @@ fn dead_letters(dir: &Path) -> (u64, u64) {
     use hubgate::buffer::Store;
     let store = hubgate::buffer::SledStore::open(&dir.join("buffer")).unwrap();
     (store.dead_letters(), store.usage().0)
+}
+
+/// The frame counters of the records the dead letters keep whole, in their order.
+fn fcnts_dead_lettered(dir: &Path) -> Vec<u64> {
+    use hubgate::buffer::Store;
+    let store = hubgate::buffer::SledStore::open(&dir.join("buffer")).unwrap();
+    let letters = store.scan_dead(None, 100).unwrap();
+    letters
+        .iter()
+        .map(|(_, bytes)| {
+            let letter = hubgate::buffer::decode(bytes).unwrap();
+            let letter: serde_json::Value = serde_json::from_str(&letter.body).unwrap();
+            let body = letter["record"]["body"].as_str().expect("the body whole");
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            v["obj"]["data"]["meta"]["iot"]["fcnt_up"].as_u64().unwrap()
+        })
+        .collect()
 }

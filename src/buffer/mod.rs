@@ -1477,7 +1477,8 @@ fn copies_of(value: &[u8]) -> Option<([u8; 4], u128, Vec<CopyFrame>)> {
 
 /// Dead letters kept before further ones (of messages hubgate gives up on, or of records the
 /// sink refused) are only counted (at most about 12 MB of them: one keeps 256 bytes of its
-/// message or record and short excerpts of the rest).
+/// message or record and short excerpts of the rest; about 50 MB if all were records the
+/// sink refused kept whole, [`crate::record::KEPT_WHOLE`]).
 pub const MAX_DEAD_LETTERS: u64 = 10_000;
 /// Of [`MAX_DEAD_LETTERS`], the last this many are kept for records the sink refuses: input
 /// (a misconfigured source, devices whose every uplink hubgate cannot key) must not take
