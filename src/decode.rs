@@ -2003,6 +2003,34 @@ mod tests {
         assert_eq!(m.problems("js_quarantined"), 1);
     }
 
+    /// The same call, caught in the usual vendor form (`catch (e) { return {errors: [...]} }`):
+    /// its worker ends all the same, so it strikes all the same, and a device whose every
+    /// frame does it is quarantined rather than costing a new worker at each frame.
+    #[cfg(feature = "js")]
+    #[test]
+    fn a_call_that_catches_running_out_of_memory_and_reports_an_error_strikes() {
+        let dir = crate::codec_files::tempdir();
+        crate::codec_files::write(
+            dir.path().join("greedy.js"),
+            "function decodeUplink(i) {
+               try { var a = 'x'; for (;;) { a = a.repeat(2); } }
+               catch (e) { return {errors: ['cannot decode: ' + e]}; }
+             }",
+        );
+        let (mut d, m) = js_decoder(dir.path(), "js_codec = \"greedy\"\n", "");
+        assert!(d.files.worker_pid().is_some());
+        for _ in 0..guard::STRIKES {
+            let rec = d.decode(&with_payload(&[1])).one();
+            assert_eq!(rec.rec_type, "io.microshare.lorawan.packed");
+            // The call ended its worker: the next one starts another.
+            assert_eq!(d.files.worker_pid(), None);
+        }
+        assert_eq!(m.problems("js_oom"), guard::STRIKES as u64);
+        assert_eq!(m.problems("js_quarantine_started"), 1);
+        d.decode(&with_payload(&[1])).one();
+        assert_eq!(m.problems("js_quarantined"), 1);
+    }
+
     /// A codec file that cannot be loaded is a counted problem and its devices' uplinks go
     /// out packed with the reason; a reload (SIGHUP) loads the codecs and mapping tables
     /// again, file by file: one that fails now leaves the version in use in place, saying

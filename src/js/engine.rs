@@ -21,8 +21,10 @@ use super::{
 /// a function, a Symbol, a `toJSON` giving undefined: it would drop it silently) or returns
 /// what JSON cannot hold costs a warning, not the good `decodeUplink` result; what is kept is
 /// the text checked, so a `toJSON` or getter that answers otherwise the second time cannot
-/// undo the check. The time limit and running out of memory (InternalError) still end the
-/// call. `normalizeUplink` gets a copy of the data, as The Things Stack's does: one that
+/// undo the check. An InternalError is caught as any other throw (a string past QuickJS's
+/// length limit is one): the time limit's interrupt cannot be caught, and running out of
+/// memory is told by the allocator's refusal, not by the error ([`Sandbox::limited`]).
+/// `normalizeUplink` gets a copy of the data, as The Things Stack's does: one that
 /// changes its input does not change the decoded data sent.
 const GLUE: &str = r#"
 (function (g) {
@@ -35,7 +37,6 @@ const GLUE: &str = r#"
       }
       return JSON.parse(text);
     } catch (e) {
-      if (e && e.name === "InternalError") { throw e; }
       var m;
       try { m = String(e); } catch (_) { m = "an error"; }
       return { errors: ["threw " + m] };

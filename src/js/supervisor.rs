@@ -393,7 +393,14 @@ impl Supervisor {
                 .write_to(&mut self.request);
                 self.call(TIME_LIMIT, cap)
             })
-            .and_then(|(text, retired)| output::parse(&text).map(|out| Output { retired, ..out }))
+            .and_then(|(text, retired)| match output::parse(&text) {
+                Ok(out) => Ok(Output { retired, ..out }),
+                // It ran out of memory, caught it and returned an error or junk: its worker
+                // ended all the same. As in the engine, a call that failed after a refusal ran
+                // out of memory, whatever the script made of it, and strikes.
+                Err(_) if retired => Err(JsError::OutOfMemory),
+                Err(e) => Err(e),
+            })
     }
 
     /// Load codec `id` into the worker unless it is there already (a new worker has none),

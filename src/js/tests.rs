@@ -611,6 +611,58 @@ fn a_failing_normalize_uplink_keeps_the_decoded_data() {
     assert_eq!(out.normalized[0]["air"]["temperature"], 20);
 }
 
+/// A `normalizeUplink` that throws an InternalError which is neither the time limit nor
+/// running out of memory (a string past QuickJS's length limit, an `InternalError` of its
+/// own) costs its normalized values and a warning, as any other throw does, not the decoded
+/// data.
+#[test]
+fn a_normalize_uplink_throwing_an_internal_error_keeps_the_decoded_data() {
+    let c = codec(
+        "function decodeUplink(i) { return {data: {t: i.bytes[0]}}; }
+         function normalizeUplink(i) {
+           if (i.data.t === 1) { var s = 'x'; for (;;) { s += s; } }
+           throw new InternalError('no unit');
+         }",
+    );
+    for (t, thrown) in [
+        (1, "InternalError: string too long"),
+        (2, "InternalError: no unit"),
+    ] {
+        let out = c.decode(Some(1), &[t], at());
+        let out = out.unwrap_or_else(|e| panic!("{t}: the decoded data was lost: {e}"));
+        assert_eq!(Json::Object(out.data), json!({ "t": t }));
+        assert!(out.normalized.is_empty());
+        assert_eq!(out.warnings, [format!("normalizeUplink: threw {thrown}")]);
+    }
+}
+
+/// A `normalizeUplink` that runs out of memory keeps the decoded data (the glue catches
+/// it), and its worker ends as for any call that ran out and returned; one that runs past the
+/// time limit still ends the call (its interrupt cannot be caught), and a case that caught
+/// running out and returned an error is running out of memory, as in the engine.
+#[test]
+fn a_normalize_uplink_out_of_memory_or_time_ends_its_worker() {
+    let c = codec(
+        "function decodeUplink(i) {
+           if (i.bytes[0] === 3) {
+             try { var a = 'x'; for (;;) { a = a.repeat(2); } } catch (e) { return {errors: ['' + e]}; }
+           }
+           return {data: {t: i.bytes[0]}};
+         }
+         function normalizeUplink(i) {
+           if (i.data.t === 1) { var b = 'x'; for (;;) { b = b.repeat(2); } }
+           for (;;) {}
+         }",
+    );
+    let out = c.decode(Some(1), &[1], at()).unwrap();
+    assert_eq!(Json::Object(out.data), json!({ "t": 1 }));
+    assert!(out.normalized.is_empty());
+    assert!(out.retired, "its runtime ran out: not used again");
+    assert_eq!(c.worker().pid(), None);
+    assert_eq!(err(&c, &[2]), JsError::TimedOut(100));
+    assert_eq!(err(&c, &[3]), JsError::OutOfMemory);
+}
+
 /// `normalizeUplink` works on a copy: scaling its input in place leaves the decoded data as
 /// `decodeUplink` returned it.
 #[test]
