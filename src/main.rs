@@ -408,6 +408,12 @@ fn run(path: &Path) -> ExitCode {
         .await
         .map_err(|e| e.to_string())
     });
+    // The pipeline has ended and waited for its own work. What may still run on the blocking
+    // pool is work nothing waits for any more: a broker's name lookup the MQTT source gave
+    // up on (getaddrinfo has no timeout, and a DNS server that drops queries holds it for
+    // the resolver's whole wait). Dropping the runtime would wait for it, past systemd's
+    // stop timeout behind a few such nameservers.
+    rt.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),

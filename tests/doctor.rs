@@ -761,3 +761,45 @@ fn a_kafka_login_the_protocol_never_sends_is_a_config_warning() {
     );
     assert!(!out.contains("doctor-unsent-pw"), "{out}");
 }
+
+/// A broker's name whose DNS server never answers (the resolver waits 30 s for it): the mqtt
+/// step gives up after its 5 s, and doctor ends then, not once the resolver gives up (the
+/// lookup left on the runtime's blocking pool). Needs root; skipped without.
+#[test]
+fn a_broker_whose_dns_never_answers_holds_doctor_no_longer_than_its_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(dns) = support::black_hole_dns::BlackHoleDns::start(dir.path(), 30) else {
+        return;
+    };
+    let cfg = dir.path().join("dns.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[buffer]\npath = \"{}\"\n[metrics]\nlisten = \"off\"\n[[source]]\ntype = \"mqtt\"\n\
+             url = \"mqtt://broker.doctor-test.example:1883\"\ntopic = \"application/+/device/+/event/up\"\n\
+             [sink]\ntype = \"stdout\"\n",
+            dir.path().join("buffer").display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = support::output_within(
+        dns.command(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["doctor", "-c"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn"),
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    let out = String::from_utf8(out.stdout).unwrap();
+    expect(
+        &out,
+        "mqtt mqtt://broker.doctor-test.example:1883",
+        "FAIL",
+        "",
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "doctor took {took:?}, its mqtt step at most 5 s:\n{out}"
+    );
+}

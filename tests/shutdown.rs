@@ -149,3 +149,62 @@ fn a_replay_source_between_two_lines_stops_at_once() {
     assert!(log.contains("status: in 1 (replay 1)"), "{log}");
     assert_eq!(agent.stdout_lines().len(), 1);
 }
+
+/// An MQTT broker's name whose DNS server never answers (the resolver waits 30 s for it):
+/// SIGTERM ends the agent at once, not once the resolver gives up. The lookup is left on the
+/// runtime's blocking pool (`getaddrinfo` has no timeout), and the runtime's end must not
+/// wait for it: behind a few such nameservers systemd's stop timeout would kill the agent.
+/// Needs root; skipped without.
+#[test]
+fn a_stop_while_a_brokers_name_lookup_hangs_ends_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(dns) = support::black_hole_dns::BlackHoleDns::start(dir.path(), 30) else {
+        return;
+    };
+    let cfg = dir.path().join("dns.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[buffer]\npath = {:?}\n[metrics]\nlisten = \"off\"\n[sink]\ntype = \"stdout\"\n\
+             [[source]]\ntype = \"mqtt\"\nurl = \"mqtt://broker.stop-test.example:1883\"\n\
+             topic = \"application/+/device/+/event/up\"\n",
+            dir.path().join("buffer")
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("hubgate.log")).unwrap();
+    let mut child = dns
+        .command(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let logs = || support::log_tail(&dir.path().join("hubgate.log"));
+    if !dns.wait_query(std::time::Duration::from_secs(30)) {
+        let _ = child.kill();
+        panic!("no lookup of the broker's name:\n{}", logs());
+    }
+    let stopped = std::time::Instant::now();
+    // SAFETY: a plain signal to the child this test started (unshare and sh exec hubgate).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if stopped.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("still running 60 s after SIGTERM:\n{}", logs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = stopped.elapsed();
+    assert!(status.success(), "{status:?}:\n{}", logs());
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the stop took {took:?}, the resolver's wait 30 s:\n{}",
+        logs()
+    );
+}

@@ -206,6 +206,9 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
     }
     list.step("status page", status_page(&cfg.metrics, agent_running));
     list.step("clock", clock(crate::clock::synchronized()));
+    // A broker's name lookup the mqtt step gave up on may still run on the blocking pool
+    // (getaddrinfo has no timeout): dropping the runtime would wait for it.
+    runtime.shutdown_background();
     !list.failed
 }
 

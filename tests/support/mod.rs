@@ -22,6 +22,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod agent;
+pub mod black_hole_dns;
 pub mod buffer_cmd;
 pub mod chromium;
 pub mod codec_files;
