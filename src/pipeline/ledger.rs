@@ -145,10 +145,11 @@ pub struct Ledger {
     clock_synchronized: bool,
     /// When this run came to trust the clock: its start, or the sync.
     trusted_since: SystemTime,
-    /// The clock was read this run: its first reading is where ages count from, not a step
-    /// from the time the ledger started at (taken before anything said whether to trust it:
-    /// a Pi without fake-hwclock starts at 1970, and NTP may set it before the first check).
-    clock_read: bool,
+    /// The clock was read and trusted this run (`wall_at` is that reading): the first such
+    /// reading is where ages count from, not a step from the time the ledger started at
+    /// (taken before anything said whether to trust it: a Pi without fake-hwclock starts at
+    /// 1970, and NTP may set it before the first check).
+    read_trusted: bool,
     /// The clock's forward steps, this run's and earlier ones', kept in the buffer's state.
     steps: ClockSteps,
     /// What the next readings of the clock are taken with: whether it is known to be
@@ -256,7 +257,7 @@ impl Ledger {
             wall_at: now,
             clock_synchronized: true,
             trusted_since: now.1,
-            clock_read: false,
+            read_trusted: false,
             steps,
             clock_source: (false, None),
             last_run,
@@ -810,24 +811,28 @@ impl Ledger {
     /// before it (see [`ClockSteps`]): it does not age them.
     pub fn clock(&mut self, trusted: bool, now: Instant, wall: SystemTime) {
         if trusted {
-            if self.clock_synchronized && self.clock_read {
+            // Measured from this run's last trusted reading, across a spell of an untrusted
+            // clock between too (a GPS without a fix setting its epoch, then NTP the right
+            // time): the records stamped before it must not count the step either.
+            if self.read_trusted {
                 let expected = self.wall(now);
                 if let Ok(step) = wall.duration_since(expected) {
                     if step >= STEP_AT_LEAST {
                         self.clock_stepped(step);
                     }
                 }
-            } else {
+            }
+            if !(self.clock_synchronized && self.read_trusted) {
                 self.trusted_since = wall;
             }
             if let Some(last) = self.last_run.take() {
                 self.since_last_run(last, wall);
             }
             self.wall_at = (now, wall);
+            self.read_trusted = true;
             self.keep_reading(wall);
         }
         self.clock_synchronized = trusted;
-        self.clock_read = true;
         self.show_unsynced();
     }
 
@@ -943,11 +948,16 @@ impl Ledger {
     }
 
     /// A record made while the clock is not trusted has no creation time: it expires
-    /// `max_age` after this run first trusted the clock (its start, or the sync).
+    /// `max_age` after this run first trusted the clock (its start, or the sync). One made
+    /// while it is is no older than the clock's last reading, which it was taken after: it
+    /// was stamped by the clock as it is now, its age is counted by the clock as last read,
+    /// and a step back between the two would make it as old as the step (dropped at once
+    /// past `max_age`).
     fn stamped(&self, mut record: Record) -> Record {
-        if !self.clock_synchronized {
-            record.created_ms = 0;
-        }
+        record.created_ms = match self.clock_synchronized {
+            false => 0,
+            true => record.created_ms.max(ms_since_epoch(self.wall_at.1)),
+        };
         record
     }
 
@@ -2921,9 +2931,21 @@ pub(super) mod tests {
             (synced_at, synced_at),
             "ages count from the synchronised time"
         );
-        assert_eq!(ledger.stamped(record(9)).created_ms, 1);
-
         let synced_ms = ms_since_epoch(synced_at);
+        let made = |ms| Record {
+            created_ms: ms,
+            ..record(9)
+        };
+        assert_eq!(
+            ledger.stamped(made(synced_ms + 5)).created_ms,
+            synced_ms + 5
+        );
+        assert_eq!(
+            ledger.stamped(made(synced_ms - 5)).created_ms,
+            synced_ms,
+            "no older than the clock's last reading"
+        );
+
         assert!(!ledger.expired(0, 0, synced_ms), "not dropped at once");
         assert!(!ledger.expired(0, 0, synced_ms + 3_599_000));
         assert!(
@@ -5046,6 +5068,85 @@ pub(super) mod tests {
         let delivered = rounds(&mut ledger, &mut reports, (t1, w1), 0..5);
         assert_eq!((metrics.dropped_expired.get(), delivered), (1, 0));
         assert_eq!(ledger.next_seq, 1_000, "the old steps are read");
+    }
+
+    /// A gateway whose clock's state nothing can tell runs on fake-hwclock's time, a month
+    /// stale but trusted, and buffers three readings stamped with it while its uplink is down.
+    /// A GPS without a fix then sets the clock to its epoch (1980-01-06), a time the clock
+    /// cannot show once set: not trusted. A second later NTP sets it to the right time. The
+    /// readings are three seconds old; stepped from the stale time straight to the right one,
+    /// the clock's month-long step is kept and they are delivered. The spell of an untrusted
+    /// clock between must not make them a month old, dropped as expired (max_age 7 days).
+    #[test]
+    fn a_step_across_a_spell_of_an_untrusted_clock_does_not_expire_the_readings_before_it() {
+        let right = SystemTime::UNIX_EPOCH + Duration::from_secs(1_782_600_000);
+        let stale = right - Duration::from_secs(30 * DAY);
+        let gps_epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(315_964_800);
+        assert!(crate::clock::trusted(None, stale));
+        assert!(!crate::clock::trusted(None, gps_epoch));
+        let t0 = Instant::now();
+        let (mut ledger, mut reports, metrics, up, _) = switched_ledger(false, (t0, stale), true);
+        take_stamped(&mut ledger, 3, stale, t0);
+        assert_eq!(ledger.buffered(), 3, "the uplink is down: buffered");
+        let s = Duration::from_secs;
+        ledger.clock(false, t0 + s(1), gps_epoch);
+        ledger.end_round(t0 + s(1)).unwrap();
+        ledger.clock(true, t0 + s(2), right + s(2));
+        ledger.end_round(t0 + s(2)).unwrap();
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let delivered = rounds(&mut ledger, &mut reports, (t0, right), 3..10);
+        assert_eq!(
+            (metrics.dropped_expired.get(), delivered),
+            (0, 3),
+            "readings three seconds old dropped as a month old: the clock's step across the \
+             untrusted spell was not kept"
+        );
+    }
+
+    /// A synchronised clock a month ahead (a wrong GPS time) stamps readings buffered while
+    /// the uplink is down. The network comes back: the backlog drains, and NTP steps the
+    /// clock a month back. A reading received 50 ms after the step, before the next clock
+    /// check (every tick, 100 ms), is stamped by the clock as it is now (`record::build` is
+    /// given `SystemTime::now()`), while the drain counts ages from the ledger's last reading,
+    /// still a month ahead: the reading just received must not be dropped as a month old.
+    #[test]
+    fn a_reading_taken_just_after_a_step_back_is_not_expired_before_the_next_clock_check() {
+        let right = SystemTime::UNIX_EPOCH + Duration::from_secs(1_782_600_000);
+        let ahead = right + Duration::from_secs(30 * DAY);
+        let t0 = Instant::now();
+        let (mut ledger, mut reports, metrics, up, _) = switched_ledger(false, (t0, ahead), true);
+        take_stamped(&mut ledger, 3, ahead, t0);
+        assert_eq!(ledger.buffered(), 3, "the uplink is down: buffered");
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let s = Duration::from_secs;
+        let mut at = s(1);
+        while ledger.in_flight.len() < 3 {
+            at += s(1);
+            ledger.clock(true, t0 + at, ahead + at);
+            ledger.tick(t0 + at);
+            ledger.end_round(t0 + at).unwrap();
+        }
+        // NTP steps the clock a month back 20 ms after that check; a reading comes 30 ms later.
+        let then = at + Duration::from_millis(50);
+        let rec = Record {
+            created_ms: ms_since_epoch(right + then),
+            ..record(2000)
+        };
+        ledger.take(vec![rec], Counters::default(), Ack::None, t0 + then);
+        ledger.end_round(t0 + then).unwrap();
+        let mut delivered = 0;
+        while let Ok(d) = reports.try_recv() {
+            delivered += 1;
+            ledger.delivered(d, t0 + then).unwrap();
+        }
+        let after = at + s(1);
+        delivered += rounds(&mut ledger, &mut reports, (t0 + after, right + after), 0..5);
+        assert_eq!(
+            (metrics.dropped_expired.get(), delivered),
+            (0, 4),
+            "a reading 50 ms old dropped as expired: aged by the clock's last reading, a month \
+             ahead"
+        );
     }
 
     fn forward_step(restart: Option<Restart>) {
