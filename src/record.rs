@@ -704,18 +704,21 @@ pub fn dead_letter(d: &DeadLetter, now: SystemTime) -> Record {
     kept(d, uuid_form(&d.sha256), d.source.into(), None, now)
 }
 
-/// A refused record's body up to this size is kept whole in its dead letter: one refused for
-/// itself (a hub's checks) can then be exported and sent again. A normal record is about
-/// 1.3 KB; one refused as too large for the broker keeps its first bytes only.
+/// A refused record's body up to this size as it is stored (a JSON string, escaped) is kept
+/// whole in its dead letter, while fewer than [`crate::buffer::WHOLE_DEAD_LETTERS`] are kept:
+/// one refused for itself (a hub's checks) can then be exported and sent again. A normal
+/// record is about 1.3 KB; one refused as too large for the broker keeps its first bytes
+/// only.
 pub const KEPT_WHOLE: usize = 4096;
 
 /// What the dead-letter tree keeps of a record the sink refused for good: its body as a
 /// [`DeadLetter`] of source `sink` (size, SHA-256, first bytes), under the record's own id,
 /// with its recType, key (cut like an [`Excerpt`](crate::format::Excerpt)), creation time
 /// (null for a record without one: made while the clock was not trusted, or carried by
-/// `buffer recover` with the clock not known to be synchronised) and, up to [`KEPT_WHOLE`]
-/// bytes, the body whole (`body`, its exact text). At most a few KB, however large the record.
-pub fn refused(rec: &Record, reason: &str, now: SystemTime) -> Record {
+/// `buffer recover` with the clock not known to be synchronised) and, if `whole` and up to
+/// [`KEPT_WHOLE`] bytes, the body whole (`body`, its exact text). At most a few KB, however
+/// large the record.
+pub fn refused(rec: &Record, reason: &str, now: SystemTime, whole: bool) -> Record {
     let key = crate::format::Excerpt::from(&rec.key).to_string();
     let reason = crate::format::Excerpt::from(reason).to_string();
     let d = DeadLetter::new("sink", reason, None, rec.body.as_bytes(), now);
@@ -727,7 +730,9 @@ pub fn refused(rec: &Record, reason: &str, now: SystemTime) -> Record {
         "key": key,
         "created": created.map(iso8601),
     });
-    if rec.body.len() <= KEPT_WHOLE {
+    // Escaping only grows the text: a large body is never escaped to be measured.
+    let stored = |body: &str| serde_json::to_string(body).map_or(usize::MAX, |s| s.len() - 2);
+    if whole && rec.body.len() <= KEPT_WHOLE && stored(&rec.body) <= KEPT_WHOLE {
         record["body"] = Json::String(rec.body.clone());
     }
     kept(&d, rec.id.clone(), key, Some(record), now)
@@ -1037,7 +1042,8 @@ mod tests {
                 created_ms,
                 body: "{}".into(),
             };
-            let kept: Json = serde_json::from_str(&refused(&rec, "too large", now).body).unwrap();
+            let kept: Json =
+                serde_json::from_str(&refused(&rec, "too large", now, true).body).unwrap();
             kept["record"]["created"].clone()
         };
         assert_eq!(
@@ -1047,27 +1053,31 @@ mod tests {
         assert_eq!(created(0), Json::Null);
     }
 
-    /// A refused record's body is kept whole up to [`KEPT_WHOLE`] bytes, as its exact text;
-    /// past it only its first bytes are.
+    /// A refused record's body is kept whole up to [`KEPT_WHOLE`] bytes as it is stored
+    /// (escaped), as its exact text, when `whole`; past it, or without, only its first bytes
+    /// are.
     #[test]
     fn a_refused_records_dead_letter_keeps_its_body_whole_up_to_a_bound() {
         let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
-        let kept = |body: String| {
+        let kept = |body: &str, whole| {
             let rec = Record {
                 id: "id".into(),
                 rec_type: "t".into(),
                 key: "k".into(),
                 created_ms: 1,
-                body,
+                body: body.into(),
             };
-            let kept: Json = serde_json::from_str(&refused(&rec, "invalid", now).body).unwrap();
+            let kept = refused(&rec, "invalid", now, whole).body;
+            let kept: Json = serde_json::from_str(&kept).unwrap();
             kept["record"].get("body").cloned()
         };
-        let at_bound = format!("{{\"v\":\"{}\"}}", "x".repeat(KEPT_WHOLE - 8));
-        assert_eq!(at_bound.len(), KEPT_WHOLE);
-        assert_eq!(kept(at_bound.clone()), Some(Json::String(at_bound)));
-        let past = format!("{{\"v\":\"{}\"}}", "x".repeat(KEPT_WHOLE - 7));
-        assert_eq!(kept(past), None);
+        let at_bound = format!("{{\"v\":\"{}\"}}", "x".repeat(KEPT_WHOLE - 12));
+        // Each quote escaped: 4 bytes more as stored.
+        assert_eq!(at_bound.len() + 4, KEPT_WHOLE);
+        assert_eq!(kept(&at_bound, true), Some(Json::String(at_bound.clone())));
+        assert_eq!(kept(&at_bound, false), None);
+        let past = format!("{{\"v\":\"{}\"}}", "x".repeat(KEPT_WHOLE - 11));
+        assert_eq!(kept(&past, true), None);
     }
 
     #[test]

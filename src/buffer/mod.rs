@@ -1477,9 +1477,12 @@ fn copies_of(value: &[u8]) -> Option<([u8; 4], u128, Vec<CopyFrame>)> {
 
 /// Dead letters kept before further ones (of messages hubgate gives up on, or of records the
 /// sink refused) are only counted (at most about 12 MB of them: one keeps 256 bytes of its
-/// message or record and short excerpts of the rest; about 50 MB if all were records the
-/// sink refused kept whole, [`crate::record::KEPT_WHOLE`]).
+/// message or record and short excerpts of the rest), and 4 MB more of the bodies kept whole
+/// ([`WHOLE_DEAD_LETTERS`]).
 pub const MAX_DEAD_LETTERS: u64 = 10_000;
+/// While fewer dead letters than this are kept, a record the sink refuses keeps its body
+/// whole in its dead letter, up to [`crate::record::KEPT_WHOLE`] bytes.
+pub const WHOLE_DEAD_LETTERS: u64 = 1_000;
 /// Of [`MAX_DEAD_LETTERS`], the last this many are kept for records the sink refuses: input
 /// (a misconfigured source, devices whose every uplink hubgate cannot key) must not take
 /// every place from them.

@@ -22,8 +22,10 @@ use super::{
 /// what JSON cannot hold costs a warning, not the good `decodeUplink` result; what is kept is
 /// the text checked, so a `toJSON` or getter that answers otherwise the second time cannot
 /// undo the check. An InternalError is caught as any other throw (a string past QuickJS's
-/// length limit is one): the time limit's interrupt cannot be caught, and running out of
-/// memory is told by the allocator's refusal, not by the error ([`Sandbox::limited`]).
+/// length limit is one): the time limit's interrupt skips every `catch` (a `using`
+/// disposal can wrap it in a catchable SuppressedError, but a call that returns past its
+/// deadline is timed out all the same), and running out of memory is told by the
+/// allocator's refusal, not by the error ([`Live::limited`]).
 /// `normalizeUplink` gets a copy of the data, as The Things Stack's does: one that
 /// changes its input does not change the decoded data sent.
 const GLUE: &str = r#"

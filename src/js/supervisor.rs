@@ -446,7 +446,14 @@ impl Supervisor {
                 if answer.retire {
                     self.stop();
                 }
-                answer.result.map(|text| (text, answer.retire))
+                match answer.result {
+                    Ok(text) => Ok((text, answer.retire)),
+                    // Its runtime in doubt, by a failure that leaves none: it ran out of
+                    // memory, caught it and returned junk (undefined, too much JSON). As in
+                    // the engine, it ran out of memory.
+                    Err(e) if answer.retire && !e.retires() => Err(JsError::OutOfMemory),
+                    Err(e) => Err(e),
+                }
             }
             Err(Fault::Late) => {
                 self.stop();

@@ -1210,7 +1210,8 @@ impl Ledger {
                     record.id, record.key
                 )
             });
-        let excerpt = || crate::record::refused(record, e, SystemTime::now());
+        let whole = self.buffer.dead_letters() < crate::buffer::WHOLE_DEAD_LETTERS;
+        let excerpt = || crate::record::refused(record, e, SystemTime::now(), whole);
         let cap = crate::buffer::MAX_DEAD_LETTERS;
         let letter = self.letter(excerpt, cap, "record refused by the sink", &record.id);
         let acks = kept_if(letter.is_some(), acks);
@@ -3644,7 +3645,7 @@ pub(super) mod tests {
         all: Arc<std::sync::atomic::AtomicBool>,
         bad: Arc<std::sync::Mutex<BTreeSet<String>>>,
         taken: Arc<std::sync::Mutex<Vec<String>>>,
-        /// The ids it was sent, taken or refused, in its order.
+        /// The ids it judged (took or refused), in its order.
         tried: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
@@ -3951,8 +3952,8 @@ pub(super) mod tests {
         t.store.set_writes_fail(true);
         t.take_first(5);
         t.rounds(0..600);
-        t.store.set_writes_fail(false);
-        t.rounds(600..1200);
+        // All from memory: nothing buffered, and the verdict's dead letter waits for the disk.
+        assert_eq!(t.ledger.buffered(), 0);
         assert_eq!(t.taken(), ["id-1", "id-2", "id-3", "id-4"]);
         let tried = t.checks.tried.lock().unwrap().clone();
         assert_eq!(
@@ -3961,10 +3962,13 @@ pub(super) mod tests {
             "refused, the others, then its probes: the first sent in the second the others \
              were, the next after it"
         );
+        assert_eq!(pkids(&mut t.pubacks), [1, 2, 3, 4]);
+        assert_eq!(t.ledger.buffer.dead_letters(), 0);
+        t.store.set_writes_fail(false);
+        t.rounds(600..1200);
         assert_eq!(t.ledger.buffer.dead_letters(), 1, "id-0");
-        let mut acked = pkids(&mut t.pubacks);
-        acked.sort_unstable();
-        assert_eq!(acked, [0, 1, 2, 3, 4]);
+        assert_eq!(pkids(&mut t.pubacks), [0]);
+        assert_eq!(t.checks.tried.lock().unwrap().len(), 7, "no more tries");
         assert!(t.ledger.idle());
     }
 
@@ -4116,6 +4120,46 @@ pub(super) mod tests {
         assert_eq!(body["record"]["recType"], "t");
         assert_eq!(body["record"]["key"], "k");
         assert_eq!(body["head_base64"].as_str().unwrap().len(), 344);
+    }
+
+    /// A record the sink refuses keeps its body whole in its dead letter while fewer than
+    /// [`crate::buffer::WHOLE_DEAD_LETTERS`] are kept; past that only its excerpt, so the
+    /// dead letters stay within a few MB more than excerpts alone.
+    #[test]
+    fn refused_records_keep_their_bodies_whole_in_the_first_dead_letters_only() {
+        use crate::buffer::{SledStore, WHOLE_DEAD_LETTERS};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        let fresh = |n| Record {
+            created_ms: ms_since_epoch(now.1),
+            ..record(n)
+        };
+        buffer.push(0, &fresh(0)).unwrap();
+        buffer.push(1, &fresh(1)).unwrap();
+        for seq in 2..=WHOLE_DEAD_LETTERS {
+            buffer.dead_letter(seq, &record(2)).unwrap();
+        }
+        let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
+        ledger.end_round(now.0).unwrap();
+        ledger.commit(now.0, true).unwrap();
+        assert_eq!(ledger.buffer.dead_letters(), WHOLE_DEAD_LETTERS + 1);
+        drop(ledger);
+        let bodies: Vec<Option<String>> = SledStore::open(dir.path())
+            .unwrap()
+            .scan_dead(None, 2)
+            .unwrap()
+            .iter()
+            .map(|(_, kept)| {
+                let kept = crate::buffer::decode(kept).unwrap();
+                let kept: serde_json::Value = serde_json::from_str(&kept.body).unwrap();
+                kept["record"]["body"].as_str().map(str::to_string)
+            })
+            .collect();
+        assert_eq!(bodies, [Some(fresh(0).body), None]);
     }
 
     /// Dead letters of input stop [`crate::buffer::SINK_DEAD_LETTERS`] short of the cap: a
