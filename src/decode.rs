@@ -153,8 +153,8 @@ impl Reloader {
     }
 
     /// The agent stops: a reload going on ends before its next codec file, as would any later
-    /// one. The runtime's end waits for the blocking pool, so a reload of files that hang
-    /// (seconds each) would hold the exit up past systemd's `TimeoutStopSec=`.
+    /// one, spending no more time on files nobody will use. The runtime's end waits at most
+    /// 1 s for the blocking pool, so it does not hold the exit up.
     pub fn stop(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -109,12 +109,11 @@ async fn sighup_keeps_a_working_codec_when_its_new_file_is_broken() {
     assert!(agent.terminate(WAIT).success());
 }
 
-/// A SIGTERM during a SIGHUP reload stops the reload before its next codec file. The reload
-/// runs on tokio's blocking pool, which the runtime's end waits for: one that went on loading
-/// files that hang (each costs its load limit, 2 s, and more) would hold the exit up past
-/// systemd's `TimeoutStopSec=30` with a dozen of them.
+/// A SIGTERM during a SIGHUP reload is not held up by it. The reload runs on tokio's blocking
+/// pool: one going on loading files that hang (each costs its load limit, 2 s, and more) would
+/// hold the exit up past systemd's `TimeoutStopSec=30` with a dozen of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigterm_during_a_codec_reload_stops_it_before_its_next_file() {
+async fn a_sigterm_during_a_codec_reload_is_not_held_up_by_it() {
     const CODECS: usize = 6;
     let dir = tempfile::tempdir().unwrap();
     let codecs = dir.path().join("codecs");
@@ -143,14 +142,14 @@ async fn a_sigterm_during_a_codec_reload_stops_it_before_its_next_file() {
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(agent.pid(), libc::SIGHUP) }, 0);
     agent.wait_log("reload requested", 1, WAIT);
-    // The whole reload would take about 17 s; the bound is only for a test that fails.
+    // The whole reload would take about 17 s, more on a loaded machine (its limits are CPU
+    // time); the stop well under half of it.
+    let asked = std::time::Instant::now();
     let status = agent.terminate(std::time::Duration::from_secs(60));
+    let took = asked.elapsed();
     assert!(status.success(), "{status}");
     let log = agent.full_log();
-    let stopped = log.find("stopped; ").expect("the forwarder stopped");
-    let reload_stopped = log.find(" reload: stopped before c").unwrap_or_else(|| {
-        panic!("the reload did not stop (it ran to its end or is gone):\n{log}")
-    });
-    assert!(stopped < reload_stopped, "{log}");
+    assert!(log.contains("stopped; "), "the forwarder stopped:\n{log}");
     assert!(!log.contains(" reloaded: "), "{log}");
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}:\n{log}");
 }

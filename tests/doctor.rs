@@ -802,4 +802,8 @@ fn a_broker_whose_dns_never_answers_holds_doctor_no_longer_than_its_step() {
         took < Duration::from_secs(15),
         "doctor took {took:?}, its mqtt step at most 5 s:\n{out}"
     );
+    assert!(
+        dns.wait_query(Duration::from_millis(100)),
+        "the name was looked up through the server that never answers"
+    );
 }

@@ -5165,6 +5165,7 @@ pub(super) mod tests {
         let s = Duration::from_secs;
         let mut at = s(1);
         while ledger.in_flight.len() < 3 {
+            assert!(at < s(120), "the backlog was not sent");
             at += s(1);
             ledger.clock(true, t0 + at, ahead + at);
             ledger.tick(t0 + at);

@@ -200,8 +200,8 @@ pub async fn run(
     };
     let _ = stopping_tx.send(true);
     let _ = acked_tx.send(true);
-    // Aborting the task leaves a codec reload running on the blocking pool, which the
-    // runtime's end waits for: it stops before its next file.
+    // Aborting the task leaves a codec reload running on the blocking pool: it stops before
+    // its next file.
     codecs.stop();
     rotation.abort();
     watchdog.abort();

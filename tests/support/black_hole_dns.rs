@@ -1,41 +1,55 @@
 //! A DNS server that never answers: a UDP socket of the test's own on a loopback address of
 //! its own, the only nameserver of a resolv.conf bound over the real one in the command's own
-//! mount namespace (`unshare -m`). A name lookup there waits out the resolver's whole
-//! timeout, as behind a DNS server that drops queries. Needs root (`unshare`, port 53).
+//! mount namespace (`unshare -m`, with an nsswitch.conf that sends host names to it). A name
+//! lookup there waits out the resolver's whole timeout, as behind a DNS server that drops
+//! queries. Needs root (`unshare`, port 53): skipped without, failing with.
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 pub struct BlackHoleDns {
     socket: UdpSocket,
     resolv: PathBuf,
+    nsswitch: PathBuf,
 }
 
 impl BlackHoleDns {
     /// The server, the resolver waiting `timeout_secs` for it; `None` (the reason printed)
-    /// where it cannot be set up, without root.
+    /// without root.
     pub fn start(dir: &Path, timeout_secs: u32) -> Option<BlackHoleDns> {
-        let pid = std::process::id();
-        let nameserver = Ipv4Addr::new(127, 53, (pid >> 8) as u8, pid as u8);
-        let Ok(socket) = UdpSocket::bind((nameserver, 53)) else {
-            eprintln!("skipped: cannot listen on port 53 here (needs root)");
+        // SAFETY: a plain libc call without arguments.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (unshare, port 53)");
             return None;
-        };
+        }
+        // An address of this process's own, and of each server in it.
+        static NEXT: AtomicU8 = AtomicU8::new(0);
+        let pid = std::process::id();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nameserver = Ipv4Addr::new(127, 53 + n, (pid >> 8) as u8, pid as u8);
+        let socket = UdpSocket::bind((nameserver, 53))
+            .unwrap_or_else(|e| panic!("cannot listen on {nameserver}:53: {e}"));
         let resolv = dir.join("resolv.conf");
         std::fs::write(
             &resolv,
             format!("nameserver {nameserver}\noptions timeout:{timeout_secs} attempts:1\n"),
         )
         .unwrap();
-        let dns = BlackHoleDns { socket, resolv };
-        if !dns.command("true").status().is_ok_and(|s| s.success()) {
-            eprintln!(
-                "skipped: cannot bind a file over /etc/resolv.conf here (unshare needs root)"
-            );
-            return None;
-        }
+        let nsswitch = dir.join("nsswitch.conf");
+        std::fs::write(&nsswitch, "hosts: files dns\n").unwrap();
+        let dns = BlackHoleDns {
+            socket,
+            resolv,
+            nsswitch,
+        };
+        let probe = dns.command("true").status();
+        assert!(
+            probe.as_ref().is_ok_and(|s| s.success()),
+            "cannot bind files over /etc/resolv.conf and /etc/nsswitch.conf: {probe:?}"
+        );
         Some(dns)
     }
 
@@ -47,9 +61,11 @@ impl BlackHoleDns {
             "-m",
             "sh",
             "-c",
-            "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"",
+            "mount --bind \"$0\" /etc/resolv.conf && mount --bind \"$1\" /etc/nsswitch.conf \
+             && shift && exec \"$@\"",
         ])
         .arg(&self.resolv)
+        .arg(&self.nsswitch)
         .arg(program);
         c
     }
