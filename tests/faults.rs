@@ -1516,3 +1516,91 @@ async fn disk_full_then_drain(restart: bool) {
     assert_eq!(v.duplicates, 0, "{line}");
     assert!(agent.terminate(WAIT).success());
 }
+
+/// Where [`make_an_old_buffer_of_readings`] writes, when this binary runs it as a process of
+/// its own.
+const OLD_READINGS: &str = "HUBGATE_TEST_OLD_READINGS";
+/// Readings in that buffer, and the padding of each: about 40 MB in all.
+const OLD_READINGS_N: u64 = 8000;
+const OLD_READING_PAD: usize = 5000;
+
+/// Not a test of its own: when [`OLD_READINGS`] names a buffer, writes it in the layout of
+/// the releases before the segment files (the records' bodies in sled's tree `records`),
+/// holding [`OLD_READINGS_N`] readings. Run in a process of its own, so that sled's lock is
+/// gone with it before hubgate opens the database.
+#[test]
+fn make_an_old_buffer_of_readings() {
+    let Some(buffer) = std::env::var_os(OLD_READINGS) else {
+        return;
+    };
+    let db = sled::open(Path::new(&buffer).join("sled")).unwrap();
+    let records = db.open_tree("records").unwrap();
+    let now = hubgate::record::ms_since_epoch(std::time::SystemTime::now());
+    for seq in 0..OLD_READINGS_N {
+        let pad = "x".repeat(OLD_READING_PAD);
+        let body = format!("{{\"reading\":{seq},\"pad\":\"{pad}\"}}");
+        let value = buffer_cmd::stored_record(seq, now, body);
+        records.insert(seq.to_be_bytes(), value).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+/// The first start of this release on a buffer of an earlier layout, on a disk without room
+/// for a second copy of its readings (the upgrade writes each body to a segment file, and
+/// sled's files do not shrink as its old tree empties). A move started anyway filled the
+/// disk to its last byte, and from then on sled could not open the database at all, at
+/// every restart. The start is refused before anything moves, saying how much to free; once
+/// that is freed, the next start moves and sends every reading.
+#[test]
+fn an_upgrade_on_a_disk_without_room_for_a_second_copy_says_what_to_free_and_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(dir.path().join("disk"), "160M");
+    let buffer = disk.0.join("buffer");
+    std::fs::create_dir(&buffer).unwrap();
+    let made = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["make_an_old_buffer_of_readings", "--exact"])
+        .env(OLD_READINGS, &buffer)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    // The disk is down to the 16 MiB the earlier release left free (its default `min_free`):
+    // it buffered until the disk was full to that mark, in an outage longer than the disk's
+    // room. Under half of the readings' size.
+    let free = hubgate::buffer::disk::free(&buffer).unwrap();
+    let taken = disk.0.join("taken");
+    std::fs::write(&taken, vec![1u8; (free - (16 << 20)) as usize]).unwrap();
+    let config = format!(
+        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n\
+         [sink]\ntype = \"stdout\"\n",
+        buffer.display(),
+        support::free_udp_port()
+    );
+    // Its metrics are served before the buffer opens: not waited for.
+    let mut agent = Agent::begin(dir.path(), &config);
+    let status = agent.wait_exit(WAIT, "a start without room");
+    assert!(!status.success(), "{status}:\n{}", agent.logs());
+    let log = agent.full_log();
+    assert!(
+        log.contains(&format!(
+            "{OLD_READINGS_N} record(s) of an earlier release's layout"
+        )) && log.contains("nothing was moved. Free "),
+        "{log}"
+    );
+    let left = hubgate::buffer::disk::free(&buffer).unwrap();
+    assert!(left >= 15 << 20, "the disk was filled: {left} bytes left");
+    std::fs::remove_file(&taken).unwrap();
+    let mut agent = Agent::start_with_stdout(dir.path(), &config);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == OLD_READINGS_N);
+    assert!(agent.terminate(WAIT).success());
+    let mut readings: Vec<u64> = agent
+        .stdout_lines()
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["reading"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    readings.sort_unstable();
+    assert_eq!(readings, (0..OLD_READINGS_N).collect::<Vec<_>>());
+}

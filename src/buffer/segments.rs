@@ -34,7 +34,7 @@ pub const SEGMENT_SIZE: u64 = 1 << 20;
 /// and is never read: a damaged length must not size an allocation.
 pub const MAX_VALUE: u32 = 64 << 20;
 /// An entry's header: sequence number and length.
-const HEADER: usize = 12;
+pub(super) const HEADER: usize = 12;
 const SUFFIX: &str = ".seg";
 /// Numbers a new segment tries before the append fails: each one skipped is in use.
 const NUMBER_TRIES: u32 = 1024;

@@ -23,6 +23,9 @@ pub(super) const MOVE_BATCH: usize = 256;
 /// The moves at open log their progress every this many batches (16,384 records for the
 /// upgrade, 262,144 for the move into groups).
 const UPGRADE_LOG_EVERY: u64 = 64;
+/// Room the upgrade wants on the disk beyond the bodies it writes: sled's own writes (the
+/// index's groups, the flushes) and the segments' last block.
+const UPGRADE_MARGIN: u64 = 4 << 20;
 
 impl SledStore {
     /// The tree an earlier release kept the records' bodies in, if the database has one.
@@ -166,6 +169,7 @@ impl SledStore {
         let Some(old) = self.old_records()? else {
             return Ok(());
         };
+        self.room_to_upgrade(&old)?;
         let step = |s: &mut Self, k: &[u8], v: &[u8]| {
             let Some(seq) = seq_of(k) else {
                 return Ok(false);
@@ -185,6 +189,36 @@ impl SledStore {
             );
         }
         Ok(())
+    }
+
+    /// The upgrade writes each body again, into segment files, and sled's files do not shrink
+    /// as the old tree empties: it needs room for all of the bodies at once. A disk without
+    /// it is refused before anything moves, saying how much to free: a move started anyway
+    /// fills the disk to its last byte, and then sled cannot even open the database at the
+    /// next start (nor `hubgate buffer` read it), at every restart.
+    fn room_to_upgrade(&self, old: &sled::Tree) -> Result<(), BufferError> {
+        let Some(free) = self.disk_free() else {
+            return Ok(());
+        };
+        let (mut records, mut bytes) = (0u64, 0u64);
+        for value in old.iter().values() {
+            records += 1;
+            bytes += value.map_err(err)?.len() as u64 + super::segments::HEADER as u64;
+        }
+        let needed = bytes + UPGRADE_MARGIN;
+        if free >= needed {
+            return Ok(());
+        }
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        Err(BufferError::Storage(format!(
+            "{records} record(s) of an earlier release's layout ({}) move into segment files \
+             at this start, which needs {} free on the disk, and it has {}: nothing was \
+             moved. Free {} (or move the buffer to a larger disk) and start hubgate again",
+            mb(bytes),
+            mb(needed),
+            mb(free),
+            mb(needed - free)
+        )))
     }
 
     /// Whether record `seq` of an old layout, `len` bytes, is over the largest value a
