@@ -390,6 +390,7 @@ impl SledStore {
                 // delivered in this run. Every batch moved is durable, so the next start
                 // (systemd restarts hubgate) goes on from there.
                 // It runs before READY=1: each batch tells systemd the start goes on.
+                store.room_to_upgrade()?;
                 store.upgrade(move_progress()).map_err(|e| {
                     BufferError::Storage(format!(
                         "{}: moving the records to the new layout (bodies in segment files) \

@@ -23,9 +23,17 @@ pub(super) const MOVE_BATCH: usize = 256;
 /// The moves at open log their progress every this many batches (16,384 records for the
 /// upgrade, 262,144 for the move into groups).
 const UPGRADE_LOG_EVERY: u64 = 64;
-/// Room the upgrade wants on the disk beyond the bodies it writes: sled's own writes (the
-/// index's groups, the flushes) and the segments' last block.
+/// Room the upgrade wants on the disk beyond the bodies it writes, for sled's own writes (the
+/// index's groups, the flushes) and the segments' last blocks (a FAT disk's clusters are up
+/// to 128 KiB): a sixteenth of the bodies and this.
 const UPGRADE_MARGIN: u64 = 4 << 20;
+/// The move stops before a batch (those moved kept) once less than this is left on the disk:
+/// the estimate before it may fall short, and a disk filled to its last byte leaves sled
+/// unable to open the database at all.
+const UPGRADE_LEFT: u64 = 4 << 20;
+/// The count of the old records before the upgrade tells systemd the start goes on every this
+/// many records (a large buffer on a slow card takes a while to read).
+const COUNT_NOTIFY_EVERY: u64 = 16_384;
 
 impl SledStore {
     /// The tree an earlier release kept the records' bodies in, if the database has one.
@@ -169,8 +177,12 @@ impl SledStore {
         let Some(old) = self.old_records()? else {
             return Ok(());
         };
-        self.room_to_upgrade(&old)?;
+        let mut taken = 0usize;
         let step = |s: &mut Self, k: &[u8], v: &[u8]| {
+            if taken.is_multiple_of(MOVE_BATCH) {
+                s.room_left()?;
+            }
+            taken += 1;
             let Some(seq) = seq_of(k) else {
                 return Ok(false);
             };
@@ -196,29 +208,54 @@ impl SledStore {
     /// it is refused before anything moves, saying how much to free: a move started anyway
     /// fills the disk to its last byte, and then sled cannot even open the database at the
     /// next start (nor `hubgate buffer` read it), at every restart.
-    fn room_to_upgrade(&self, old: &sled::Tree) -> Result<(), BufferError> {
+    pub(super) fn room_to_upgrade(&self) -> Result<(), BufferError> {
+        let Some(old) = self.old_records()? else {
+            return Ok(());
+        };
         let Some(free) = self.disk_free() else {
             return Ok(());
         };
         let (mut records, mut bytes) = (0u64, 0u64);
         for value in old.iter().values() {
+            let len = value.map_err(err)?.len() as u64;
             records += 1;
-            bytes += value.map_err(err)?.len() as u64 + super::segments::HEADER as u64;
+            // One over the largest value is dropped, not moved.
+            if len <= u64::from(MAX_VALUE) {
+                bytes += len + super::segments::HEADER as u64;
+            }
+            if records.is_multiple_of(COUNT_NOTIFY_EVERY) {
+                crate::notify::extend_start(
+                    BATCH_ALLOWANCE,
+                    &format!("counting the buffer's records of an earlier layout: {records}"),
+                );
+            }
         }
-        let needed = bytes + UPGRADE_MARGIN;
+        let needed = bytes + bytes / 16 + UPGRADE_MARGIN;
         if free >= needed {
             return Ok(());
         }
-        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
         Err(BufferError::Storage(format!(
-            "{records} record(s) of an earlier release's layout ({}) move into segment files \
-             at this start, which needs {} free on the disk, and it has {}: nothing was \
+            "{}: {records} record(s) of an earlier release's layout ({}) move into segment \
+             files at this start, which needs {} free on the disk, and it has {}: nothing was \
              moved. Free {} (or move the buffer to a larger disk) and start hubgate again",
+            self.dir.display(),
             mb(bytes),
             mb(needed),
             mb(free),
             mb(needed - free)
         )))
+    }
+
+    /// Before each batch of the upgrade: [`UPGRADE_LEFT`] is still free on the disk.
+    fn room_left(&self) -> Result<(), BufferError> {
+        match self.disk_free() {
+            Some(free) if free < UPGRADE_LEFT => Err(BufferError::Storage(format!(
+                "the disk has {} left, less than the {} the move keeps free: free more room",
+                mb(free),
+                mb(UPGRADE_LEFT)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Whether record `seq` of an old layout, `len` bytes, is over the largest value a
@@ -260,6 +297,11 @@ pub(super) fn move_progress() -> impl FnMut(u64) {
             log::info!("buffer: moving the records to the new layout: {moved} moved so far");
         }
     }
+}
+
+/// `b` bytes in MB, as the upgrade's errors say it.
+fn mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1e6)
 }
 
 #[cfg(test)]
