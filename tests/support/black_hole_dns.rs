@@ -48,7 +48,8 @@ impl BlackHoleDns {
         let probe = dns.command("true").status();
         assert!(
             probe.as_ref().is_ok_and(|s| s.success()),
-            "cannot bind files over /etc/resolv.conf and /etc/nsswitch.conf: {probe:?}"
+            "cannot bind files over /etc/resolv.conf and /etc/nsswitch.conf (each must exist, \
+             not as a dangling link): {probe:?}"
         );
         Some(dns)
     }
