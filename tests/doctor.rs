@@ -771,17 +771,10 @@ fn a_broker_whose_dns_never_answers_holds_doctor_no_longer_than_its_step() {
     let Some(dns) = support::black_hole_dns::BlackHoleDns::start(dir.path(), 30) else {
         return;
     };
-    let cfg = dir.path().join("dns.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[buffer]\npath = \"{}\"\n[metrics]\nlisten = \"off\"\n[[source]]\ntype = \"mqtt\"\n\
-             url = \"mqtt://broker.doctor-test.example:1883\"\ntopic = \"application/+/device/+/event/up\"\n\
-             [sink]\ntype = \"stdout\"\n",
-            dir.path().join("buffer").display()
-        ),
-    )
-    .unwrap();
+    let cfg = support::black_hole_dns::BlackHoleDns::mqtt_config(
+        dir.path(),
+        "broker.doctor-test.example",
+    );
     let started = Instant::now();
     let out = support::output_within(
         dns.command(env!("CARGO_BIN_EXE_hubgate"))

@@ -161,17 +161,8 @@ fn a_stop_while_a_brokers_name_lookup_hangs_ends_at_once() {
     let Some(dns) = support::black_hole_dns::BlackHoleDns::start(dir.path(), 30) else {
         return;
     };
-    let cfg = dir.path().join("dns.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[buffer]\npath = {:?}\n[metrics]\nlisten = \"off\"\n[sink]\ntype = \"stdout\"\n\
-             [[source]]\ntype = \"mqtt\"\nurl = \"mqtt://broker.stop-test.example:1883\"\n\
-             topic = \"application/+/device/+/event/up\"\n",
-            dir.path().join("buffer")
-        ),
-    )
-    .unwrap();
+    let cfg =
+        support::black_hole_dns::BlackHoleDns::mqtt_config(dir.path(), "broker.stop-test.example");
     let log = std::fs::File::create(dir.path().join("hubgate.log")).unwrap();
     let mut child = dns
         .command(env!("CARGO_BIN_EXE_hubgate"))

@@ -4129,20 +4129,20 @@ pub(super) mod tests {
     fn refused_records_keep_their_bodies_whole_in_the_first_dead_letters_only() {
         use crate::buffer::{SledStore, WHOLE_DEAD_LETTERS};
         let dir = tempfile::tempdir().unwrap();
-        let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let store = SledStore::open(dir.path()).unwrap();
-        let mut buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let mut buffer = sled_buffer(dir.path(), &metrics);
         let now = (Instant::now(), SystemTime::now());
-        let fresh = |n| Record {
+        let made_now = |n| Record {
             created_ms: ms_since_epoch(now.1),
             ..record(n)
         };
-        buffer.push(0, &fresh(0)).unwrap();
-        buffer.push(1, &fresh(1)).unwrap();
+        for n in 0..2 {
+            buffer.push(u64::from(n), &made_now(n)).unwrap();
+        }
         for seq in 2..=WHOLE_DEAD_LETTERS {
             buffer.dead_letter(seq, &record(2)).unwrap();
         }
+        let cfg = BufferConfig::default();
         let mut ledger = refusing_ledger(&cfg, buffer, &metrics, now);
         ledger.end_round(now.0).unwrap();
         ledger.commit(now.0, true).unwrap();
@@ -4159,7 +4159,7 @@ pub(super) mod tests {
                 kept["record"]["body"].as_str().map(str::to_string)
             })
             .collect();
-        assert_eq!(bodies, [Some(fresh(0).body), None]);
+        assert_eq!(bodies, [Some(made_now(0).body), None]);
     }
 
     /// Dead letters of input stop [`crate::buffer::SINK_DEAD_LETTERS`] short of the cap: a

@@ -71,6 +71,23 @@ impl BlackHoleDns {
         c
     }
 
+    /// A config in `dir` whose one source is an MQTT broker named `host`, which this server
+    /// is asked for, with a `stdout` sink and no metrics listener.
+    pub fn mqtt_config(dir: &Path, host: &str) -> PathBuf {
+        let cfg = dir.join("dns.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[buffer]\npath = {:?}\n[metrics]\nlisten = \"off\"\n[sink]\ntype = \"stdout\"\n\
+                 [[source]]\ntype = \"mqtt\"\nurl = \"mqtt://{host}:1883\"\n\
+                 topic = \"application/+/device/+/event/up\"\n",
+                dir.join("buffer")
+            ),
+        )
+        .unwrap();
+        cfg
+    }
+
     /// Wait up to `limit` for a query: then a lookup is waiting for the answer that never
     /// comes.
     pub fn wait_query(&self, limit: Duration) -> bool {
