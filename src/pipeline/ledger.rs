@@ -876,8 +876,8 @@ impl Ledger {
 
     /// Keeps a trusted reading of the clock in the buffer's state for the next run
     /// ([`Ledger::since_last_run`]) when it says more than the kept one: another boot or
-    /// state, a step, or a time a reboot would count from that is getting old while records
-    /// are buffered.
+    /// state, a step (of the boot's start, or back), or a time a reboot would count from
+    /// that is getting old while records are buffered.
     fn keep_reading(&mut self, wall: SystemTime) {
         let (synchronized, boot) = self.clock_source;
         let reading = Reading {
@@ -893,6 +893,10 @@ impl Ledger {
                     a.started_ms.abs_diff(b.started_ms) >= KEEP_READING_DRIFT_MS
                 })
                 || (buffered && kept.wall_ms.abs_diff(reading.wall_ms) >= KEEP_READING_EVERY_MS)
+                // A step back: records stamped from now on are older than the kept reading,
+                // and a step forward again while hubgate is down, measured from it, would
+                // age them by the whole of it.
+                || reading.wall_ms < kept.wall_ms
         });
         if !due {
             return;
@@ -5045,6 +5049,50 @@ pub(super) mod tests {
                 "last run's clock {then:?}, this run's {now:?}"
             );
         }
+    }
+
+    /// A gateway whose clock's state nothing can tell and whose boot cannot be told runs on
+    /// the right time; its last run kept that reading. A wrong time source steps the clock
+    /// a month back, and readings stamped with it are buffered while the uplink is down.
+    /// hubgate restarts, and meanwhile the clock is set right again, a month forward. The
+    /// readings are seconds old: the time hubgate was not running, by the clock, is measured
+    /// from the reading kept before the step back, so the step forward is not seen, and
+    /// they must not be dropped as a month old (max_age 7 days).
+    #[test]
+    fn a_step_back_and_forward_again_across_a_restart_does_not_expire_the_readings_between() {
+        let right = SystemTime::UNIX_EPOCH + Duration::from_secs(1_782_600_000);
+        let s = Duration::from_secs;
+        let behind = right + s(1) - s(30 * DAY);
+        assert!(crate::clock::trusted(None, behind));
+        let metrics = Metrics::new();
+        let t0 = Instant::now();
+        let buffer = Buffer::new(
+            Box::new(MemoryStore::default()),
+            &BufferConfig::default(),
+            metrics.clone(),
+        );
+        let (mut ledger, _reports, _up) =
+            over(buffer, &metrics, false, (t0, right), (true, t0, right));
+        ledger.clock(true, t0 + s(1), behind);
+        take_stamped(&mut ledger, 3, behind, t0 + s(1));
+        assert_eq!(ledger.buffered(), 3, "the uplink is down: buffered");
+        ledger.commit(t0 + s(1), true).unwrap();
+        let t1 = t0 + s(2);
+        let (mut ledger, mut reports, up) = over(
+            ledger.buffer,
+            &metrics,
+            true,
+            (t1, right + s(2)),
+            (true, t1, right + s(2)),
+        );
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let delivered = rounds(&mut ledger, &mut reports, (t1, right + s(2)), 0..5);
+        assert_eq!(
+            (metrics.dropped_expired.get(), delivered),
+            (0, 3),
+            "readings a second old dropped as a month old: the step forward across the \
+             restart measured from the reading kept before the step back"
+        );
     }
 
     /// While records are buffered, the kept reading of the clock (what a reboot counts the
