@@ -24,8 +24,8 @@ pub struct Record {
     /// Kafka message key: the device id, so one device's records stay in one partition.
     pub key: String,
     /// When hubgate built the record (ms since epoch), for the buffer's TTL: 0 while the
-    /// clock is not trusted, and no earlier than the clock's last reading when it is taken
-    /// (a step back not read yet).
+    /// clock is not trusted, and no earlier than its take by the clock as last read (a step
+    /// back not read yet).
     pub created_ms: u64,
     /// The JSON envelope.
     pub body: String,

@@ -490,7 +490,8 @@ impl Forwarder {
                 self.metrics.received.inc(f.source);
                 let records = self.decoder.decode(&f.input);
                 let counters = self.decoder.take_counters();
-                self.ledger.take_to_buffer(records, counters, f.ack);
+                self.ledger
+                    .take_to_buffer(records, counters, f.ack, Instant::now());
             }
         }
         self.settle(&mut inp.deliveries, true)?;
@@ -1085,16 +1086,24 @@ mod tests {
         )
         .unwrap();
         let t0 = Instant::now();
-        fwd.ledger
-            .take_to_buffer(vec![fresh(0), fresh(1)], Counters::default(), Ack::None);
+        fwd.ledger.take_to_buffer(
+            vec![fresh(0), fresh(1)],
+            Counters::default(),
+            Ack::None,
+            Instant::now(),
+        );
         fwd.ledger.end_round(t0).unwrap();
         fwd.ledger.end_round(t0).unwrap();
         assert_eq!(
             (fwd.ledger.buffered(), fwd.ledger.has_in_flight()),
             (2, true)
         );
-        fwd.ledger
-            .take_to_buffer(vec![fresh(2)], Counters::default(), Ack::None);
+        fwd.ledger.take_to_buffer(
+            vec![fresh(2)],
+            Counters::default(),
+            Ack::None,
+            Instant::now(),
+        );
         store.set_sync_fails(true);
         let (_no_reports, deliveries) = tokio::sync::mpsc::unbounded_channel();
         let (_running, stop) = tokio::sync::watch::channel(false);
@@ -1134,8 +1143,12 @@ mod tests {
             heartbeat.count() - before
         };
         let t0 = Instant::now();
-        fwd.ledger
-            .take_to_buffer(vec![record(1)], Counters::default(), Ack::None);
+        fwd.ledger.take_to_buffer(
+            vec![record(1)],
+            Counters::default(),
+            Ack::None,
+            Instant::now(),
+        );
         fwd.ledger.end_round(t0).unwrap();
         entered.recv_timeout(DEADLINE).expect("the flush runs");
         assert_eq!(fwd.ledger.flush_started(), Some(t0));
@@ -1290,7 +1303,7 @@ mod tests {
         for pkid in 0..2 {
             let records = vec![fresh(pkid.into())];
             fwd.ledger
-                .take_to_buffer(records, Counters::default(), ack(pkid));
+                .take_to_buffer(records, Counters::default(), ack(pkid), Instant::now());
         }
         fwd.shutdown(inputs(deliveries)).unwrap();
         drop(ack);
@@ -1841,7 +1854,8 @@ mod tests {
         let ((mut old, _), _) = session_forwarder(dir.path(), &NWK, "");
         let records = old.decoder.decode(&session_frame(0, &NWK));
         let counters = old.decoder.take_counters();
-        old.ledger.take_to_buffer(records, counters, Ack::None);
+        old.ledger
+            .take_to_buffer(records, counters, Ack::None, Instant::now());
         old.ledger.end_round(Instant::now()).unwrap();
         old.ledger.commit(Instant::now(), true).unwrap();
         drop(old);

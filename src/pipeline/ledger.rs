@@ -345,7 +345,7 @@ impl Ledger {
     /// network), what its decode did to LoRaWAN frame counters, and the acknowledgement its
     /// source waits for: sent once every one of its records is durable.
     pub fn take(&mut self, records: Vec<Record>, counters: Counters, ack: Ack, now: Instant) {
-        self.take_each(records, counters, ack, |ledger, record, fcnts, ack| {
+        self.take_each(records, counters, ack, now, |ledger, record, fcnts, ack| {
             ledger.take_one(record, fcnts, ack, now)
         });
         self.show_unsynced();
@@ -358,6 +358,7 @@ impl Ledger {
         records: Vec<Record>,
         counters: Counters,
         ack: Ack,
+        now: Instant,
         mut one: impl FnMut(&mut Self, Record, &[Fcnt], Ack),
     ) {
         if records.is_empty() {
@@ -367,7 +368,7 @@ impl Ledger {
         self.took(&fcnts);
         let parts = ack.split(records.len());
         for (record, part) in records.into_iter().zip(parts) {
-            let record = self.stamped(record);
+            let record = self.stamped(record, now);
             one(self, record, &fcnts, part);
         }
         // Kept now if no record holds them.
@@ -629,8 +630,14 @@ impl Ledger {
 
     /// Shutdown: what was received goes into the buffer, not to the sink; a copy of a record
     /// taken before is acknowledged with it, as in [`Ledger::take`].
-    pub fn take_to_buffer(&mut self, records: Vec<Record>, counters: Counters, ack: Ack) {
-        self.take_each(records, counters, ack, |ledger, record, fcnts, ack| {
+    pub fn take_to_buffer(
+        &mut self,
+        records: Vec<Record>,
+        counters: Counters,
+        ack: Ack,
+        now: Instant,
+    ) {
+        self.take_each(records, counters, ack, now, |ledger, record, fcnts, ack| {
             if let Some((seq, record, ack)) = ledger.admit(record, fcnts, ack) {
                 ledger.wait(seq, record, vec![ack]);
             }
@@ -953,14 +960,14 @@ impl Ledger {
 
     /// A record made while the clock is not trusted has no creation time: it expires
     /// `max_age` after this run first trusted the clock (its start, or the sync). One made
-    /// while it is is no older than the clock's last reading, which it was taken after: it
-    /// was stamped by the clock as it is now, its age is counted by the clock as last read,
-    /// and a step back between the two would make it as old as the step (dropped at once
-    /// past `max_age`).
-    fn stamped(&self, mut record: Record) -> Record {
+    /// while it is is no older than the time at `now` by the clock as last read: it was
+    /// stamped by the clock as it is now, its age is counted by the clock as last read, and
+    /// a step back between the two would make it as old as the step (dropped at once past
+    /// `max_age`).
+    fn stamped(&self, mut record: Record, now: Instant) -> Record {
         record.created_ms = match self.clock_synchronized {
             false => 0,
-            true => record.created_ms.max(ms_since_epoch(self.wall_at.1)),
+            true => record.created_ms.max(self.now_ms(now)),
         };
         record
     }
@@ -1938,10 +1945,15 @@ pub(super) mod tests {
         let metrics = Metrics::new();
         let (mut ledger, _rx, now) = three_buffered_held_back(&metrics);
         let (ack, mut pubacks) = pubacks();
-        ledger.take_to_buffer(vec![record(2)], Counters::default(), ack(7));
-        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(8));
-        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(9));
-        ledger.take_to_buffer(vec![record(6)], Counters::default(), ack(10));
+        ledger.take_to_buffer(vec![record(2)], Counters::default(), ack(7), Instant::now());
+        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(8), Instant::now());
+        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(9), Instant::now());
+        ledger.take_to_buffer(
+            vec![record(6)],
+            Counters::default(),
+            ack(10),
+            Instant::now(),
+        );
         ledger.end_round(now).unwrap();
         assert_eq!(metrics.duplicates.get(), 2);
         assert_eq!(ledger.buffered(), 5);
@@ -2107,7 +2119,7 @@ pub(super) mod tests {
         store.set_sync_fails(true);
         let (mut ledger, _reports, metrics, t0) = store_ledger(&cfg, &store);
         let (ack, mut pubacks) = puback(7);
-        ledger.take_to_buffer(vec![record(1)], Counters::default(), ack);
+        ledger.take_to_buffer(vec![record(1)], Counters::default(), ack, Instant::now());
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(metrics.acked.get(), 0);
@@ -2694,7 +2706,7 @@ pub(super) mod tests {
                         ledger.delivered(reports.try_recv().unwrap(), now).unwrap();
                     }
                     Settled::Buffered => {
-                        ledger.take_to_buffer(vec![record(n)], counters, Ack::None);
+                        ledger.take_to_buffer(vec![record(n)], counters, Ack::None, Instant::now());
                     }
                     Settled::DeadLettered => {
                         let letter = Record {
@@ -2726,7 +2738,12 @@ pub(super) mod tests {
             );
             // Flushes fail: nothing is written again until one works.
             store.set_flush_fails(true);
-            ledger.take_to_buffer(vec![record(9)], Counters::default(), Ack::None);
+            ledger.take_to_buffer(
+                vec![record(9)],
+                Counters::default(),
+                Ack::None,
+                Instant::now(),
+            );
             ledger.end_round(t(6)).unwrap();
             store.set_state_fails(None);
             ledger.end_round(t(7)).unwrap();
@@ -2928,9 +2945,10 @@ pub(super) mod tests {
             0,
             "held while unsynchronised"
         );
-        assert_eq!(ledger.stamped(record(9)).created_ms, 0);
+        let now = Instant::now();
+        assert_eq!(ledger.stamped(record(9), now).created_ms, 0);
         let synced_at = wall + Duration::from_secs(86_400);
-        ledger.clock(true, Instant::now(), synced_at);
+        ledger.clock(true, now, synced_at);
         assert_eq!(
             (ledger.wall_at.1, ledger.trusted_since),
             (synced_at, synced_at),
@@ -2941,14 +2959,15 @@ pub(super) mod tests {
             created_ms: ms,
             ..record(9)
         };
+        let later = now + Duration::from_millis(700);
         assert_eq!(
-            ledger.stamped(made(synced_ms + 5)).created_ms,
-            synced_ms + 5
+            ledger.stamped(made(synced_ms + 705), later).created_ms,
+            synced_ms + 705
         );
         assert_eq!(
-            ledger.stamped(made(synced_ms - 5)).created_ms,
-            synced_ms,
-            "no older than the clock's last reading"
+            ledger.stamped(made(synced_ms - 5), later).created_ms,
+            synced_ms + 700,
+            "no older than the time by the clock as last read"
         );
 
         assert!(!ledger.expired(0, 0, synced_ms), "not dropped at once");
@@ -3044,7 +3063,7 @@ pub(super) mod tests {
         ledger.delivered(refused, t0).unwrap();
         // Another replay, taken at shutdown (when the queued frames are taken whatever the
         // ledger says).
-        ledger.take_to_buffer(Vec::new(), counter(true), ack(4));
+        ledger.take_to_buffer(Vec::new(), counter(true), ack(4), Instant::now());
         for _ in 0..3 {
             ledger.tick(t0);
             ledger.end_round(t0).unwrap();
@@ -3136,7 +3155,7 @@ pub(super) mod tests {
             &metrics,
             now,
         );
-        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(8));
+        ledger.take_to_buffer(vec![record(5)], Counters::default(), ack(8), Instant::now());
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(ledger.held(), 1);
@@ -3200,7 +3219,7 @@ pub(super) mod tests {
         let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         let _failing = crate::buffer::failing_appends_in(1..=1);
-        ledger.take_to_buffer(vec![fresh(1)], counter(false), ack(1));
+        ledger.take_to_buffer(vec![fresh(1)], counter(false), ack(1), Instant::now());
         ledger.end_round(t0).unwrap();
         assert_eq!(pkids(&mut pubacks), [0u16; 0]);
         assert_eq!(metrics.problems("buffer_write_error"), 1);
@@ -3415,7 +3434,7 @@ pub(super) mod tests {
             created_ms: ms_since_epoch(now.1),
             ..record(0)
         };
-        ledger.take_to_buffer(vec![fresh], Counters::default(), ack(1));
+        ledger.take_to_buffer(vec![fresh], Counters::default(), ack(1), Instant::now());
         assert_eq!(rounds(&mut ledger, &mut reports, now, [0, 1]), 0);
         assert_eq!(metrics.problems("buffer_read_error"), 2);
         assert_eq!(ledger.held(), 1);
@@ -3545,20 +3564,20 @@ pub(super) mod tests {
             created_ms: ms_since_epoch(now.1),
             ..record(n)
         };
-        ledger.take_to_buffer(vec![fresh(0)], Counters::default(), ack(1));
+        ledger.take_to_buffer(vec![fresh(0)], Counters::default(), ack(1), Instant::now());
         assert_eq!(rounds(&mut ledger, &mut reports, now, [0]), 1);
         assert_eq!(pkids(&mut pubacks), [1]);
         store.set_writes_fail(false);
         rounds(&mut ledger, &mut reports, now, 1..=3600);
         assert!(ledger.idle() && ledger.quiet());
         store.set_writes_fail(true);
-        ledger.take_to_buffer(vec![fresh(1)], Counters::default(), ack(2));
+        ledger.take_to_buffer(vec![fresh(1)], Counters::default(), ack(2), Instant::now());
         assert_eq!(rounds(&mut ledger, &mut reports, now, [3601]), 1);
         assert_eq!(metrics.problems("buffer_write_error"), 2);
         assert_eq!(metrics.problems("buffer_bypassed"), 2);
         // Tried again after 1 s: the record is buffered, not sent from memory.
         store.set_writes_fail(false);
-        ledger.take_to_buffer(vec![fresh(2)], Counters::default(), ack(3));
+        ledger.take_to_buffer(vec![fresh(2)], Counters::default(), ack(3), Instant::now());
         assert_eq!(rounds(&mut ledger, &mut reports, now, [3602, 3603]), 1);
         assert_eq!(metrics.problems("buffer_bypassed"), 2);
         assert_eq!(pkids(&mut pubacks), [2, 3]);
@@ -4391,7 +4410,7 @@ pub(super) mod tests {
                     advanced: vec![accepted(ONE, n, [n as u8; 4], Some(t0))],
                     replayed: None,
                 };
-                l.take_to_buffer(vec![record(n)], counters, Ack::None);
+                l.take_to_buffer(vec![record(n)], counters, Ack::None, Instant::now());
             }
             for s in 1..=2 {
                 l.end_round(t0 + Duration::from_secs(s)).unwrap();
