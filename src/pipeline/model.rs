@@ -2203,14 +2203,10 @@ fn a_record_in_doubt_is_sent_once_its_topic_takes_records_again() {
     run(settings, steps).unwrap();
 }
 
-/// A gateway whose clock's state nothing can tell boots at fake-hwclock's time, a month
-/// stale but trusted, and buffers a reading stamped with it (the sink's queue is full). A GPS
-/// without a fix sets the clock to its epoch (not trusted), then NTP sets the right time: the
-/// step is measured across the spell, and the reading, seconds old, is delivered, not
-/// dropped as a month old.
-#[test]
-fn a_step_across_a_spell_of_an_untrusted_clock_expires_nothing_early() {
-    let settings = Settings {
+/// The settings of the clock's cases below: one record in flight, a 5 s `max_age`, and
+/// neither the boot nor the clock's state can be told.
+fn nothing_told() -> Settings {
+    Settings {
         max_in_flight: 1,
         in_flight_records_of_bytes: 1,
         spill_after: Duration::from_millis(50),
@@ -2219,7 +2215,17 @@ fn a_step_across_a_spell_of_an_untrusted_clock_expires_nothing_early() {
         max_age: Duration::from_secs(5),
         boot_id: false,
         clock_known: false,
-    };
+    }
+}
+
+/// A gateway whose clock's state nothing can tell boots at fake-hwclock's time, a month
+/// stale but trusted, and buffers a reading stamped with it (the sink's queue is full). A GPS
+/// without a fix sets the clock to its epoch (not trusted), then NTP sets the right time: the
+/// step is measured across the spell, and the reading, seconds old, is delivered, not
+/// dropped as a month old.
+#[test]
+fn a_step_across_a_spell_of_an_untrusted_clock_expires_nothing_early() {
+    let settings = nothing_told();
     let down = Down::Reboot {
         ms: 0,
         start: StartClock::Saved {
@@ -2250,16 +2256,7 @@ fn a_step_across_a_spell_of_an_untrusted_clock_expires_nothing_early() {
 /// new one), so the step forward goes unseen and the reading, 100 ms old, expires as 7 s old.
 #[test]
 fn a_step_back_undone_across_a_restart_expires_nothing_early() {
-    let settings = Settings {
-        max_in_flight: 1,
-        in_flight_records_of_bytes: 1,
-        spill_after: Duration::from_millis(50),
-        buffer_records: None,
-        when_full: WhenFull::DropOldest,
-        max_age: Duration::from_secs(5),
-        boot_id: false,
-        clock_known: false,
-    };
+    let settings = nothing_told();
     let steps = vec![
         Step::Clock(ClockChange::Step(-7000)),
         Step::Advance(1),
@@ -2281,16 +2278,7 @@ fn a_step_back_undone_across_a_restart_expires_nothing_early() {
 /// `max_age`.
 #[test]
 fn a_reading_taken_after_a_step_back_between_checks_expires_nothing_early() {
-    let settings = Settings {
-        max_in_flight: 1,
-        in_flight_records_of_bytes: 1,
-        spill_after: Duration::from_millis(50),
-        buffer_records: None,
-        when_full: WhenFull::DropOldest,
-        max_age: Duration::from_secs(5),
-        boot_id: false,
-        clock_known: false,
-    };
+    let settings = nothing_told();
     let steps = vec![
         Step::Uplink,
         Step::FlushFails(false),
