@@ -480,6 +480,10 @@ impl Forwarder {
     /// Stop: buffer any frame already received, give the sink a moment to confirm what is in
     /// flight, buffer the rest, flush, acknowledge.
     fn shutdown(&mut self, mut inp: Inputs) -> Result<(), BufferError> {
+        // The clock once more: a clock that lost its sync since the last tick leaves the kept
+        // reading no longer synchronised, so the next run does not trust the clock over the
+        // records taken since (see `Ledger::clock`).
+        self.check_clock();
         // One round's budget for all of them: past it, JavaScript frames go to the buffer
         // packed rather than hold the stop up.
         self.decoder.start_round();

@@ -838,9 +838,35 @@ impl Ledger {
             self.wall_at = (now, wall);
             self.read_trusted = true;
             self.keep_reading(wall);
+        } else {
+            self.kept_unsynchronised();
         }
         self.clock_synchronized = trusted;
         self.show_unsynced();
+    }
+
+    /// The clock is not trusted now: the kept reading no longer vouches for the records
+    /// stamped since it. They were stamped by the clock, or no earlier than the ledger's
+    /// estimate, which lags it by any pause of the machine since; a step back before the
+    /// clock lost its sync is not seen either. Kept as not synchronised, the next run
+    /// measures the time hubgate was down from it instead of trusting the clock
+    /// ([`Ledger::since_last_run`]): those records expire later, never sooner.
+    fn kept_unsynchronised(&mut self) {
+        let Some(kept) = self.kept_reading.filter(|kept| kept.synchronized) else {
+            return;
+        };
+        let reading = Reading {
+            synchronized: false,
+            ..kept
+        };
+        match (self.buffer).save_clock_state(ClockState::Reading, &reading.encode()) {
+            Ok(()) => self.kept_reading = Some(reading),
+            Err(e) => self
+                .metrics
+                .log_limited(log::Level::Error, "clock_reading", || {
+                    format!("buffer: cannot keep the clock's reading: {e}")
+                }),
+        }
     }
 
     /// What the next readings of the clock ([`Ledger::clock`]) are taken with: whether the
@@ -5111,6 +5137,53 @@ pub(super) mod tests {
             (0, 3),
             "readings a second old dropped as a month old: the step forward across the \
              restart measured from the reading kept before the step back"
+        );
+    }
+
+    /// A synchronised clock (its reading kept; the boot cannot be told), and the machine
+    /// paused for a month: the monotonic clock stops, the wall clock goes on. The clock then
+    /// steps ten days back and is no longer synchronised; readings taken before the next check
+    /// are stamped by it, ten days behind the true time. The check finds the clock untrusted,
+    /// and hubgate restarts after a reboot at the right time: the readings, seconds old, must
+    /// not be aged by the ten days (max_age 7 days), which the kept reading, synchronised,
+    /// would let the next run count.
+    #[test]
+    fn readings_taken_as_the_clock_loses_its_sync_are_not_aged_by_a_step_back_before_it() {
+        let (cfg, metrics, t0, s) = (
+            BufferConfig::default(),
+            Metrics::new(),
+            Instant::now(),
+            Duration::from_secs,
+        );
+        let right = SystemTime::UNIX_EPOCH + s(1_782_600_000);
+        let shown = right + s(30 * DAY) - s(10 * DAY);
+        let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let (mut ledger, _reports, _up, _) =
+            switch_ledger(&cfg, buffer, &metrics, false, (t0, right));
+        ledger.clock_source(true, None);
+        ledger.clock(true, t0, right);
+        take_stamped(&mut ledger, 3, shown, t0);
+        assert_eq!(ledger.buffered(), 3, "the uplink is down: buffered");
+        ledger.clock_source(false, None);
+        ledger.clock(false, t0 + s(1), shown + s(1));
+        ledger.commit(t0 + s(1), true).unwrap();
+        let t1 = t0 + s(2);
+        let wall1 = right + s(30 * DAY) + s(2);
+        let (mut ledger, mut reports, up, _) = switch_ledger(
+            &BufferConfig::default(),
+            ledger.buffer,
+            &metrics,
+            true,
+            (t1, wall1),
+        );
+        ledger.clock_source(true, None);
+        ledger.clock(true, t1, wall1);
+        up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let delivered = rounds(&mut ledger, &mut reports, (t1, wall1), 0..5);
+        assert_eq!(
+            (metrics.dropped_expired.get(), delivered),
+            (0, 3),
+            "readings seconds old dropped as ten days old"
         );
     }
 

@@ -1675,6 +1675,7 @@ impl World {
             }
             Step::Crash { written } => self.crash(written),
             Step::Stop { received } => {
+                self.check_clock();
                 for _ in 0..received {
                     if let Some(u) = self.queue.pop_front() {
                         self.offer(u, true);
