@@ -2124,23 +2124,15 @@ fn a_record_refused_for_itself_from_memory_does_not_hold_back_its_device() {
     let settings = Settings {
         max_in_flight: 5,
         in_flight_records_of_bytes: 5,
-        spill_after: Duration::from_millis(50),
-        buffer_records: None,
-        when_full: WhenFull::DropOldest,
-        max_age: Duration::from_secs(1 << 30),
-        boot_id: true,
-        clock_known: true,
+        ..never_expiring()
     };
     run(settings, vec![Step::BadUplink, Step::AppendFails(true)]).unwrap();
 }
 
-/// A record its topic refuses for itself is buffered, then the disk refuses records: the
-/// later ones wait in memory, sent only once the drain has handed every buffered record to
-/// the sink. The one buffered is handed again only alone (none other is buffered), is refused
-/// each time, and the records in memory behind it must still get through.
-#[test]
-fn a_buffered_record_refused_for_itself_does_not_hold_back_records_in_memory() {
-    let settings = Settings {
+/// The settings of the refusal cases: one record in flight, nothing expires, and the boot
+/// and the clock's state are told.
+fn never_expiring() -> Settings {
+    Settings {
         max_in_flight: 1,
         in_flight_records_of_bytes: 1,
         spill_after: Duration::from_millis(50),
@@ -2149,7 +2141,16 @@ fn a_buffered_record_refused_for_itself_does_not_hold_back_records_in_memory() {
         max_age: Duration::from_secs(1 << 30),
         boot_id: true,
         clock_known: true,
-    };
+    }
+}
+
+/// A record its topic refuses for itself is buffered, then the disk refuses records: the
+/// later ones wait in memory, sent only once the drain has handed every buffered record to
+/// the sink. The one buffered is handed again only alone (none other is buffered), is refused
+/// each time, and the records in memory behind it must still get through.
+#[test]
+fn a_buffered_record_refused_for_itself_does_not_hold_back_records_in_memory() {
+    let settings = never_expiring();
     let steps = vec![
         Step::BadUplink,
         Step::Take {
