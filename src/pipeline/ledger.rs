@@ -855,10 +855,15 @@ impl Ledger {
         let Some(kept) = self.kept_reading.filter(|kept| kept.synchronized) else {
             return;
         };
-        let reading = Reading {
+        self.save_reading(Reading {
             synchronized: false,
             ..kept
-        };
+        });
+    }
+
+    /// `reading` into the buffer's state, for the next run; a failure is logged and the
+    /// next check tries again.
+    fn save_reading(&mut self, reading: Reading) {
         match (self.buffer).save_clock_state(ClockState::Reading, &reading.encode()) {
             Ok(()) => self.kept_reading = Some(reading),
             Err(e) => self
@@ -931,19 +936,8 @@ impl Ledger {
                 // age them by the whole of it.
                 || reading.wall_ms < kept.wall_ms
         });
-        if !due {
-            return;
-        }
-        match self
-            .buffer
-            .save_clock_state(ClockState::Reading, &reading.encode())
-        {
-            Ok(()) => self.kept_reading = Some(reading),
-            Err(e) => self
-                .metrics
-                .log_limited(log::Level::Error, "clock_reading", || {
-                    format!("buffer: cannot keep the clock's reading: {e}")
-                }),
+        if due {
+            self.save_reading(reading);
         }
     }
 
