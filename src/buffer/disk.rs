@@ -58,9 +58,32 @@ pub fn room_for_cap(cfg: &BufferConfig) -> Result<CapRoom, RoomError> {
     })
 }
 
+/// `1536` -> `"1.5 KiB"`: sizes as people read them.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(256 << 20), "256.0 MiB");
+    }
 
     #[test]
     fn the_cap_and_min_free_must_fit_where_the_buffer_will_be() {

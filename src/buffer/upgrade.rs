@@ -6,6 +6,7 @@
 //! segments. Both go a batch at a time, each flushed before its keys leave the old tree, so
 //! a crash or an error keeps every batch moved and the next start goes on from there.
 
+use super::disk::human;
 use super::segments::{Pointer, MAX_VALUE};
 use super::sled_store::{err, seq_of, SledStore, BATCH_ALLOWANCE};
 use super::{BufferError, Store};
@@ -239,10 +240,10 @@ impl SledStore {
              files at this start, which needs {} free on the disk, and it has {}: nothing was \
              moved. Free {} (or move the buffer to a larger disk) and start hubgate again",
             self.dir.display(),
-            mb(bytes),
-            mb(needed),
-            mb(free),
-            mb(needed - free)
+            human(bytes),
+            human(needed),
+            human(free),
+            human(needed - free)
         )))
     }
 
@@ -251,8 +252,8 @@ impl SledStore {
         match self.disk_free() {
             Some(free) if free < UPGRADE_LEFT => Err(BufferError::Storage(format!(
                 "the disk has {} left, less than the {} the move keeps free: free more room",
-                mb(free),
-                mb(UPGRADE_LEFT)
+                human(free),
+                human(UPGRADE_LEFT)
             ))),
             _ => Ok(()),
         }
@@ -297,11 +298,6 @@ pub(super) fn move_progress() -> impl FnMut(u64) {
             log::info!("buffer: moving the records to the new layout: {moved} moved so far");
         }
     }
-}
-
-/// `b` bytes in MB, as the upgrade's errors say it.
-fn mb(b: u64) -> String {
-    format!("{:.1} MB", b as f64 / 1e6)
 }
 
 #[cfg(test)]

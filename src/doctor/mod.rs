@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 
-use crate::buffer::{disk, reserve, BufferLock};
+use crate::buffer::disk::{self, human};
+use crate::buffer::{reserve, BufferLock};
 use crate::config::{BufferConfig, Config, MqttSourceConfig, SinkConfig, SourceConfig};
 use crate::logline::clean_to;
 use crate::sink::refusal::{Cause, Setup};
@@ -1010,22 +1011,6 @@ fn moved_aside(buffer_dir: &Path) -> Option<Outcome> {
     crate::buffer::kept_aside(buffer_dir, human).map(Outcome::Warn)
 }
 
-/// `1536` -> `"1.5 KiB"`: sizes as people read them.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1301,13 +1286,6 @@ mod tests {
             given_in("\"metadata.broker.list\" = \"b:9093\"\n"),
             "[sink.properties] \"metadata.broker.list\""
         );
-    }
-
-    #[test]
-    fn sizes_read_like_sizes() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(256 << 20), "256.0 MiB");
     }
 
     /// The checklist and the agent's start-up check of the hubs ask the sink's one probe:
