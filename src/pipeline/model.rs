@@ -2209,14 +2209,10 @@ fn a_record_in_doubt_is_sent_once_its_topic_takes_records_again() {
 /// neither the boot nor the clock's state can be told.
 fn nothing_told() -> Settings {
     Settings {
-        max_in_flight: 1,
-        in_flight_records_of_bytes: 1,
-        spill_after: Duration::from_millis(50),
-        buffer_records: None,
-        when_full: WhenFull::DropOldest,
         max_age: Duration::from_secs(5),
         boot_id: false,
         clock_known: false,
+        ..never_expiring()
     }
 }
 
