@@ -555,10 +555,14 @@ impl Takes {
     }
 
     /// Record `seq` written to the store: taken in this run (one from an earlier run is in
-    /// the store already).
+    /// the store already). A number an earlier run gave the same record keeps the earlier
+    /// take: a crash may bring that run's entry back in place of this one (its removal
+    /// not flushed, nor this insert), and which of the two the store holds is not tracked.
     fn stored(&mut self, seq: u64, r: Rec) {
-        let at = self.this_run.get(&r).or(self.first.get(&r)).copied();
-        self.numbered.extend(at.map(|at| ((seq, r), at)));
+        if let Some(at) = self.this_run.get(&r).or(self.first.get(&r)).copied() {
+            let kept = self.numbered.entry((seq, r)).or_insert(at);
+            *kept = (*kept).min(at);
+        }
     }
 
     /// Record `seq` handed to the sink: from the store (numbered already) or taken in this
@@ -576,10 +580,9 @@ impl Takes {
     }
 
     /// A new run. A record numbered before stays: one the store removed may come back with
-    /// a crash (its removal not flushed). A number a crash lost and this run takes again
-    /// for the same record is set again as that is stored; one sent straight to the sink
-    /// keeps the older take, which only makes it look older (an early expiry missed, none
-    /// made up).
+    /// a crash (its removal not flushed). A number a crash lost and this run gives the same
+    /// record again keeps the older take, as does one sent straight to the sink, which only
+    /// makes it look older (an early expiry missed, none made up).
     fn start(&mut self) {
         self.this_run.clear();
     }
