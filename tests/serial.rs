@@ -660,6 +660,50 @@ fn a_frame_cut_by_an_outage_is_counted() {
     assert_eq!(problem(&agent, "serial_crc"), 0);
 }
 
+/// A serial device that is a pseudo-terminal (a serial-over-network bridge such as socat or
+/// ser2net, a radio module shared through one) outlives the agent that reads it. The agent
+/// killed (the kernel at the unit's memory limit, the watchdog's abort, a stop past
+/// `TimeoutStopSec`) and started again by systemd, the new agent opens the device and reads
+/// its readings, as after a clean stop. It runs as the unit runs it, as a user without
+/// capabilities (here nobody when the test runs as root): root opens a terminal whatever
+/// state the killed agent left it in.
+#[test]
+fn a_killed_agents_pty_opens_for_the_agent_started_after_it() {
+    // SAFETY: geteuid has no failure mode.
+    let user = (unsafe { libc::geteuid() } == 0).then_some(65534);
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(id) = user {
+        std::os::unix::fs::chown(dir.path(), Some(id), Some(id)).unwrap();
+    }
+    let pty = PtyPair::start(dir.path());
+    // The device given to the agent's user, as the bridge's owner gives it.
+    let device = std::fs::canonicalize(&pty.b).unwrap();
+    let anyone = std::os::unix::fs::PermissionsExt::from_mode(0o666);
+    std::fs::set_permissions(&device, anyone).unwrap();
+    let config = config(dir.path(), &pty.b, "slip");
+    let mut agent = Agent::start_with_stdout_as(dir.path(), &config, user);
+    agent.wait_log("opened at 115200 baud", 1, WAIT);
+    agent.kill();
+    agent.start_again();
+    // The new agent's first word on its device (the log holds both agents' lines).
+    let said = agent.wait_until("the second agent's open", WAIT, |log| {
+        log.lines()
+            .filter(|l| l.contains("opened at 115200 baud") || l.contains(": cannot open ("))
+            .nth(1)
+            .map(str::to_string)
+    });
+    assert!(
+        said.contains("opened at 115200 baud"),
+        "{said}\n{}",
+        agent.logs()
+    );
+    let mut w = pty.writer();
+    w.write_all(&slip(&with_crc(&envelope((2, 21, 51)))))
+        .unwrap();
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 1);
+    assert_eq!(readings(&agent), [(2, 21, 51)]);
+}
+
 /// An envelope that reads as one but whose DevEUI does not decode holds a reading the
 /// sensor sent, which a serial line cannot send again: it is counted (`serial_bad_field`),
 /// logged and kept as a dead letter, as MQTT keeps an uplink with a bad DevEUI. Bytes that are

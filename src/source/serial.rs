@@ -111,6 +111,10 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     let mut kept = Kept::new(Instant::now());
     // Whether the port was found without UART error counters: said once, at debug.
     let mut no_uart_counters_told = false;
+    // Why the last open failed, while the device is away: a new reason other than its
+    // absence (a device back with other permissions, or held by another program) is told at
+    // warn, each try after it only at debug.
+    let mut open_failed: Option<String> = None;
     loop {
         if *stopping.borrow() {
             return;
@@ -122,6 +126,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
         };
         match opened {
             Ok(mut port) => {
+                open_failed = None;
                 // A device that keeps going and coming back (a loose cable, a module in a boot
                 // loop) is an outage that repeats: its lines are rate-limited, as MQTT's are.
                 let away = outage.take();
@@ -193,15 +198,23 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
                 }
             }
             Err(e) => {
+                let why = e.to_string();
+                let absent = e.kind() == tokio_serial::ErrorKind::Io(std::io::ErrorKind::NotFound);
                 if outage.is_none() {
                     log::warn!(
                         "serial {dev}: cannot open ({e}); retrying with backoff up to {:?}",
                         cfg.reopen_max
                     );
                     outage = Some(Instant::now());
+                } else if !absent && open_failed.as_deref() != Some(why.as_str()) {
+                    ctx.metrics
+                        .log_limited(log::Level::Warn, "serial_open", || {
+                            format!("serial {dev}: still cannot open, now: {e}")
+                        });
                 } else {
                     log::debug!("serial {dev}: still cannot open: {e}");
                 }
+                open_failed = Some(why);
             }
         }
         tokio::select! {
@@ -231,6 +244,40 @@ fn open(cfg: &SerialSourceConfig) -> tokio_serial::Result<tokio_serial::SerialSt
         .data_bits(data_bits)
         .flow_control(tokio_serial::FlowControl::None)
         .open_native_async()
+        .and_then(|port| {
+            shared_if_pty(port.as_raw_fd())?;
+            Ok(port)
+        })
+}
+
+/// Major device numbers of the pseudo-terminals' device ends (`/dev/pts/N`): 136 and the
+/// seven after it.
+const PTY_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
+
+/// The serial library opens a port exclusive: an exclusive `flock` (dropped by the kernel
+/// with the process), which keeps a second hubgate away, and the terminal's exclusive mode
+/// (`TIOCEXCL`: any later open by a user without capabilities fails with EBUSY), which a
+/// real port loses at its last close. A pseudo-terminal (a serial-over-network bridge such
+/// as socat or ser2net) outlives the agent and keeps that mode: an agent killed (at the
+/// unit's memory limit, by the watchdog) would leave the next one unable to open it for
+/// good, and serial readings cannot wait. So a pseudo-terminal keeps the `flock` only.
+fn shared_if_pty(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is the open port's; fstat fills `st` when it returns 0.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstat returned 0.
+    let st = unsafe { st.assume_init() };
+    let is_device = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    if !is_device || !PTY_MAJORS.contains(&libc::major(st.st_rdev)) {
+        return Ok(());
+    }
+    // SAFETY: TIOCNXCL takes no argument and only clears the terminal's exclusive mode.
+    if unsafe { libc::ioctl(fd, libc::TIOCNXCL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// An open port, and its UART error counters if it has them: one argument of [`read`], which

@@ -59,6 +59,8 @@ pub struct Agent {
     rust_log: &'static str,
     /// The child's own `NOTIFY_SOCKET` (see [`Agent::begin_notifying`]).
     notify_socket: Option<PathBuf>,
+    /// The user and group id the child runs as (see [`Agent::start_with_stdout_as`]).
+    user: Option<u32>,
 }
 
 const DEFAULT_LOG: &str = "debug,librdkafka=debug";
@@ -79,6 +81,17 @@ impl Agent {
             Some(dir.join("stdout.jsonl")),
             DEFAULT_LOG,
         )
+    }
+
+    /// Like [`Agent::start_with_stdout`], run as the user and group `id` when given: the
+    /// shipped unit runs the agent as a user of its own without capabilities, who may not do
+    /// all that root may.
+    pub fn start_with_stdout_as(dir: &Path, config_body: &str, id: Option<u32>) -> Agent {
+        let stdout = Some(dir.join("stdout.jsonl"));
+        let mut a = Agent::configure(dir, config_body, "", stdout, DEFAULT_LOG);
+        a.user = id;
+        a.spawn();
+        a
     }
 
     /// Like [`Agent::start`], with `RUST_LOG` set to `rust_log`.
@@ -151,6 +164,7 @@ impl Agent {
             metrics_port,
             rust_log,
             notify_socket: None,
+            user: None,
         }
     }
 
@@ -241,6 +255,10 @@ impl Agent {
             command
                 .env("NOTIFY_SOCKET", socket)
                 .env_remove("WATCHDOG_USEC");
+        }
+        if let Some(id) = self.user {
+            use std::os::unix::process::CommandExt;
+            command.uid(id).gid(id);
         }
         let child = command
             .args(["run", "-c"])
