@@ -496,6 +496,66 @@ fn device_that_disappears_is_reopened() {
     assert_eq!(problem(&agent, "serial_crc"), 0);
 }
 
+/// A device back on its path that the agent's user may not open (plugged into another port
+/// and given other permissions, or replaced by a bridge started by another user) is not
+/// just away: the new reason is said once at warn, where its absence, and each retry after
+/// the warning, are debug lines. Once the device is given to the agent's user, it is opened
+/// and read again.
+#[test]
+fn a_device_back_that_cannot_be_opened_is_told_at_warn_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = the_units_user(dir.path());
+    let mut pty = PtyPair::start(dir.path());
+    set_device_mode(&pty.b, 0o666);
+    let config = config(dir.path(), &pty.b, "slip");
+    let agent = Agent::start_with_stdout_as(dir.path(), &config, user);
+    agent.wait_log("opened at 115200 baud", 1, WAIT);
+    let mut w = pty.writer();
+    w.write_all(&slip(&with_crc(&envelope((1, 20, 50)))))
+        .unwrap();
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 1);
+
+    // Unplugged: the path is missing for several retries.
+    drop(w);
+    let tty_b = pty.b.clone();
+    pty.stop();
+    agent.wait_log("device gone", 1, WAIT);
+    agent.wait_log("still cannot open: No such file or directory", 3, WAIT);
+
+    // Back with mode 0000: only a process with CAP_DAC_OVERRIDE opens it, which the agent's
+    // user has not. Made so beside the path and moved onto it, so the agent never sees the
+    // device with the mode it was created with.
+    let beside = dir.path().join("beside");
+    std::fs::create_dir(&beside).unwrap();
+    let pty = PtyPair::start(&beside);
+    set_device_mode(&pty.b, 0o000);
+    std::fs::rename(&pty.b, &tty_b).unwrap();
+    agent.wait_log("still cannot open: Permission denied", 3, WAIT);
+
+    // Given to the agent's user: opened and read again.
+    set_device_mode(&tty_b, 0o666);
+    agent.wait_log("opened again after", 1, WAIT);
+    let mut w = pty.writer();
+    w.write_all(&slip(&with_crc(&envelope((2, 21, 51)))))
+        .unwrap();
+    agent.wait_metric("hubgate_delivered_total", WAIT, |n| n >= 2);
+    assert_eq!(readings(&agent), [(1, 20, 50), (2, 21, 51)]);
+
+    // One warning for the device that could not be opened, none while it was missing.
+    let log = agent.full_log();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| l.contains("cannot open"))
+        .collect();
+    assert_eq!(loud.len(), 1, "{log}");
+    assert!(
+        loud[0].contains("still cannot open, now: Permission denied"),
+        "{log}"
+    );
+    assert_eq!(log.matches("device gone").count(), 1, "{log}");
+}
+
 #[test]
 fn device_missing_at_start_is_waited_for() {
     let dir = tempfile::tempdir().unwrap();
@@ -660,6 +720,25 @@ fn a_frame_cut_by_an_outage_is_counted() {
     assert_eq!(problem(&agent, "serial_crc"), 0);
 }
 
+/// The user to run the agent as: nobody when the test runs as root, as the shipped unit runs
+/// it as a user without capabilities (root opens any device whatever its mode); `dir`, the
+/// agent's buffer's parent, is given to that user.
+fn the_units_user(dir: &Path) -> Option<u32> {
+    // SAFETY: geteuid has no failure mode.
+    let user = (unsafe { libc::geteuid() } == 0).then_some(65534);
+    if let Some(id) = user {
+        std::os::unix::fs::chown(dir, Some(id), Some(id)).unwrap();
+    }
+    user
+}
+
+/// Set the mode of the device behind the pty link `link`.
+fn set_device_mode(link: &Path, mode: u32) {
+    let device = std::fs::canonicalize(link).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(mode);
+    std::fs::set_permissions(&device, mode).unwrap();
+}
+
 /// A serial device that is a pseudo-terminal (a serial-over-network bridge such as socat or
 /// ser2net, a radio module shared through one) outlives the agent that reads it. The agent
 /// killed (the kernel at the unit's memory limit, the watchdog's abort, a stop past
@@ -669,17 +748,11 @@ fn a_frame_cut_by_an_outage_is_counted() {
 /// state the killed agent left it in.
 #[test]
 fn a_killed_agents_pty_opens_for_the_agent_started_after_it() {
-    // SAFETY: geteuid has no failure mode.
-    let user = (unsafe { libc::geteuid() } == 0).then_some(65534);
     let dir = tempfile::tempdir().unwrap();
-    if let Some(id) = user {
-        std::os::unix::fs::chown(dir.path(), Some(id), Some(id)).unwrap();
-    }
+    let user = the_units_user(dir.path());
     let pty = PtyPair::start(dir.path());
     // The device given to the agent's user, as the bridge's owner gives it.
-    let device = std::fs::canonicalize(&pty.b).unwrap();
-    let anyone = std::os::unix::fs::PermissionsExt::from_mode(0o666);
-    std::fs::set_permissions(&device, anyone).unwrap();
+    set_device_mode(&pty.b, 0o666);
     let config = config(dir.path(), &pty.b, "slip");
     let mut agent = Agent::start_with_stdout_as(dir.path(), &config, user);
     agent.wait_log("opened at 115200 baud", 1, WAIT);
