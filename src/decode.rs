@@ -464,7 +464,11 @@ impl Decoder {
     /// frame count as copies decoded after it would: an uplink's (its counter then taken) as
     /// duplicates, a refused frame's as the same refusal again.
     fn radio(&mut self, f: &RadioFrame) -> Vec<Record> {
-        match self.lorawan.decode_uplink(&f.phy, f.time, f.radio.clone()) {
+        let time = crate::uplink::FrameTime {
+            time: f.time,
+            own: f.own_time,
+        };
+        match self.lorawan.decode_uplink(&f.phy, time, f.radio.clone()) {
             // MAC commands are the network server's business, not readings (a codec that
             // ignores the port would read them as some), and a frame without FPort carries
             // no payload at all (MAC commands in FOpts, an acknowledgement); its counter is
@@ -933,6 +937,7 @@ mod tests {
         Input::Radio(RadioFrame {
             phy: lorawan::tests::up(fcnt, Some(2), &[0x03, 0x67, 0x01, 0x10]),
             time: UNIX_EPOCH,
+            own_time: false,
             radio: Radio::default(),
             copies: 0,
         })
@@ -975,6 +980,7 @@ mod tests {
             Input::Radio(RadioFrame {
                 phy,
                 time: UNIX_EPOCH,
+                own_time: false,
                 radio: Radio::default(),
                 copies: 0,
             })
@@ -1003,6 +1009,7 @@ mod tests {
             Input::Radio(RadioFrame {
                 phy: lorawan::tests::up(fcnt, fport, payload),
                 time: UNIX_EPOCH,
+                own_time: false,
                 radio: Radio::default(),
                 copies: 0,
             })
@@ -1029,6 +1036,7 @@ mod tests {
             Input::Radio(RadioFrame {
                 phy,
                 time: UNIX_EPOCH,
+                own_time: false,
                 radio: Radio::default(),
                 copies,
             })
@@ -1108,6 +1116,7 @@ mod tests {
         let radio = Input::Radio(RadioFrame {
             phy: vec![0x40, 1, 2, 3],
             time: UNIX_EPOCH,
+            own_time: false,
             radio: Radio::default(),
             copies: 0,
         });

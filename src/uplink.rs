@@ -97,11 +97,28 @@ impl NsDecoded {
     }
 }
 
+/// A radio frame's time, and whether it is the frame's own ([`RadioFrame::own_time`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTime {
+    pub time: SystemTime,
+    pub own: bool,
+}
+
+impl From<SystemTime> for FrameTime {
+    /// Received at `time`, with no time of its own.
+    fn from(time: SystemTime) -> FrameTime {
+        FrameTime { time, own: false }
+    }
+}
+
 /// A received radio frame: a LoRaWAN PHYPayload plus how it was heard.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RadioFrame {
     pub phy: Vec<u8>,
     pub time: SystemTime,
+    /// `time` is the frame's own (the gateway's or the network server's), not when hubgate
+    /// received it.
+    pub own_time: bool,
     pub radio: Radio,
     /// More copies of it the source heard in the same batch and merged into it (a gateway
     /// with two RF chains): the decoder counts each as it counts a copy that comes later.

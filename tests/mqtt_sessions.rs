@@ -251,6 +251,45 @@ async fn a_restarted_abp_devices_equal_reading_from_the_network_server_makes_a_r
     );
 }
 
+/// A device that restarts its counter (`resets_fcnt`) sends the same bytes at FCnt 0 after
+/// each power-up (a boot message, a button code). Its ChirpStack gateway frames, heard an hour
+/// apart (their `gwTime`), reach hubgate together (the broker queued them while hubgate was
+/// away or reconnecting): the later one is a reading of its own, acknowledged, which must make
+/// a record, as the network server's uplink of such a device does (the test above). The same
+/// message delivered twice is one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_devices_equal_frame_heard_an_hour_later_makes_a_record() {
+    use support::lorawan;
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let client = "hubgate-frames";
+    let body = format!(
+        "[buffer]\npath = \"{}\"\n[sink]\ntype = \"stdout\"\n{}resets_fcnt = true\n[[source]]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\nformat = \"chirpstack-gateway\"\nclient_id = \"{client}\"\nreconnect_max = \"1s\"\n",
+        dir.path().join("buffer").display(),
+        lorawan::device(),
+        mqtt.port()
+    );
+    let agent = Agent::start_with_stdout(dir.path(), &body);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let heard_at = |time: &str| {
+        let frame = lorawan::gateway_frame(&lorawan::phy(0));
+        let mut frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        frame["rxInfo"]["gwTime"] = time.into();
+        (lorawan::GATEWAY_TOPIC.to_string(), frame.to_string())
+    };
+    let before = heard_at("2026-11-26T10:00:00.000Z");
+    let restarted = heard_at("2026-11-26T11:00:00.000Z");
+    publish_all(mqtt.port(), &[before.clone(), before, restarted]).await;
+    mqtt.wait_pubacks(client, 3);
+    let records = agent.metric("hubgate_delivered_total");
+    let copies = agent.metric("hubgate_duplicates_total");
+    assert_eq!(
+        (records, copies),
+        (2, 1),
+        "(records, copies) of 3 acknowledged gateway frames"
+    );
+}
+
 /// mosquitto that keeps its sessions in `dir`, saved only when told ([`save_sessions`]) and
 /// restored at its start.
 fn persistent_broker(dir: &Path) -> Mosquitto {

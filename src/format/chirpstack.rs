@@ -179,6 +179,7 @@ pub fn parse_gateway_frame(
     let given = rx.and_then(|r| r.gw_time.as_ref().or(r.ns_time.as_ref()));
     let (time, bad_time) =
         super::time_or_received(given.map(|t| super::parse_time(&t.0)), received);
+    let own_time = given.is_some() && bad_time.is_none();
     let lora = f
         .tx_info
         .as_ref()
@@ -187,6 +188,7 @@ pub fn parse_gateway_frame(
     let value = RadioFrame {
         phy,
         time,
+        own_time,
         radio: Radio {
             rssi: rx.and_then(|r| r.rssi),
             snr: rx.and_then(|r| r.snr),

@@ -245,6 +245,7 @@ pub fn parse_push(
         let frame = RadioFrame {
             phy,
             time: received,
+            own_time: false,
             radio: Radio {
                 rssi: p.rssi,
                 snr: p.lsnr,
@@ -285,7 +286,10 @@ pub fn parse_push(
     }
     for (frame, (valid, bad)) in out.frames.iter_mut().zip(times) {
         match valid {
-            Some(t) => frame.time = t,
+            Some(t) => {
+                frame.time = t;
+                frame.own_time = true;
+            }
             None if bad => out.bad_time += 1,
             None => {}
         }

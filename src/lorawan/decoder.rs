@@ -1,14 +1,14 @@
 //! Sessions by DevAddr: frame in, verified and decrypted [`Uplink`] out.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::crypto::{decrypt_payload, payload_key, verify_mic};
-use super::fcnt::{Counter, FcntError, FcntTracker, RESCUE_EVERY};
+use super::fcnt::{Counter, FcntError, FcntTracker, Heard, RESCUE_EVERY};
 use super::frame::{parse, DataFrame, Direction, Frame};
 use super::{DevAddr, LorawanError, SessionKeys};
 use crate::ids::DevEui;
-use crate::uplink::{Radio, Uplink};
+use crate::uplink::{FrameTime, Radio, Uplink};
 
 /// One device's session: where its uplinks go and how far its counter got.
 #[derive(Debug, Clone)]
@@ -270,9 +270,10 @@ impl Decoder {
     pub fn decode_uplink(
         &mut self,
         phy: &[u8],
-        time: SystemTime,
+        time: impl Into<FrameTime>,
         radio: Radio,
     ) -> Result<Uplink, LorawanError> {
+        let time = time.into();
         let frame = match parse(phy)? {
             Frame::Data(d) if d.direction() == Direction::Up => d,
             other => return Err(LorawanError::NotUplink(other.mtype())),
@@ -300,10 +301,14 @@ impl Decoder {
             fcnt16: frame.fcnt16,
         })?;
         let session = &mut sessions[i];
+        let heard = Heard {
+            at: now,
+            own: time.own.then_some(time.time),
+        };
         let checked = if rescued {
-            session.fcnt.check_rescued(fcnt32, frame.mic, now)
+            session.fcnt.check_rescued(fcnt32, frame.mic, heard)
         } else {
-            session.fcnt.check(fcnt32, frame.mic, now)
+            session.fcnt.check(fcnt32, frame.mic, heard)
         };
         if let Err(e) = checked {
             self.counters.replayed = Some((dev_addr, fcnt32));
@@ -321,7 +326,7 @@ impl Decoder {
                 },
             });
         }
-        let counter = session.fcnt.accept_at(fcnt32, frame.mic, now);
+        let counter = session.fcnt.accept_at(fcnt32, frame.mic, heard);
         self.counters.advanced.push(Accepted {
             dev_addr,
             dev_eui: session.dev_eui,
@@ -337,7 +342,7 @@ impl Decoder {
             fport: frame.fport,
             fcnt: Some(fcnt32),
             payload: decrypt_payload(&frame, key, fcnt32),
-            time,
+            time: time.time,
             radio,
             ns: crate::uplink::NsDecoded::default(),
             same_ms_index: 0,

@@ -67,7 +67,7 @@
 //!   copy meanwhile.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Upper halves tried for the first frame of a session (covers FCnt32 below 16 * 65536).
 pub const INITIAL_UPPER_HALVES: u32 = 16;
@@ -102,7 +102,9 @@ pub const RESET_BELOW: u32 = 16;
 /// the same bytes only when it reached the same counter again with the same FPort and
 /// payload (a boot message at FCnt 0 on each power-up), which takes a power cycle, rarely
 /// within minutes of the last. Such a frame within the window is refused, acknowledged as a
-/// copy, a reading lost, so the window is kept short. A copy later than the window is taken
+/// copy, a reading lost, so the window is kept short; frames that carry their own times
+/// (the gateway's) are measured by those too, as a broker that held them delivers them at
+/// once ([`FcntTracker::check`]). A copy later than the window is taken
 /// by the decoder and makes its records again, under the first's ids, which the ledger's
 /// de-duplication drops while it knows them (the last `dedup_window` records; after a
 /// restart, those still buffered) and consumers can drop; for a device that restarts its
@@ -160,7 +162,22 @@ pub struct FcntTracker {
     resets: bool,
     /// The last [`COPIES`] frames accepted, (FCnt32, MIC, when), oldest first; those older
     /// than [`COPY_WINDOW`] before the newest are dropped.
-    recent: VecDeque<(u32, [u8; 4], Instant)>,
+    recent: VecDeque<(u32, [u8; 4], Heard)>,
+}
+
+/// When a frame was heard: by hubgate's clock and, when the frame carries one, by its own
+/// time (the gateway's or the network server's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    pub at: Instant,
+    pub own: Option<SystemTime>,
+}
+
+impl From<Instant> for Heard {
+    /// A frame without a time of its own.
+    fn from(at: Instant) -> Heard {
+        Heard { at, own: None }
+    }
 }
 
 impl Default for FcntTracker {
@@ -253,7 +270,12 @@ impl FcntTracker {
     /// which such a session would take for a restart, going back to it, and every frame
     /// captured after it would then verify in the halves ahead and be taken. A genuine
     /// restart starts in the upper half 0, which `candidates` tries.
-    pub fn check_rescued(&self, fcnt32: u32, mic: [u8; 4], now: Instant) -> Result<(), FcntError> {
+    pub fn check_rescued(
+        &self,
+        fcnt32: u32,
+        mic: [u8; 4],
+        now: impl Into<Heard>,
+    ) -> Result<(), FcntError> {
         match self.last {
             Some(last) if fcnt32 <= last => Err(FcntError::Replay { fcnt: fcnt32, last }),
             _ => self.check(fcnt32, mic, now),
@@ -264,7 +286,8 @@ impl FcntTracker {
     /// it must not be a copy of a frame accepted within [`COPY_WINDOW`], and be ahead of the
     /// last one, or late ([`LATE_WINDOW`]), or, for a device that restarts its counter, at or
     /// below it.
-    pub fn check(&self, fcnt32: u32, mic: [u8; 4], now: Instant) -> Result<(), FcntError> {
+    pub fn check(&self, fcnt32: u32, mic: [u8; 4], now: impl Into<Heard>) -> Result<(), FcntError> {
+        let now = now.into();
         let another_frame = |last| fcnt32 == last && self.last_mic.is_some_and(|m| m != mic);
         match self.last {
             Some(last) if self.copy_of(fcnt32, mic, now) => {
@@ -309,7 +332,7 @@ impl FcntTracker {
     /// [`remember`](FcntTracker::remember) does. Returns where the session's counter stands
     /// now, to keep across a restart: at the frame's own, or, for a frame late, at the last
     /// accepted one's, which it leaves as it was.
-    pub fn accept_at(&mut self, fcnt32: u32, mic: [u8; 4], at: Instant) -> Counter {
+    pub fn accept_at(&mut self, fcnt32: u32, mic: [u8; 4], at: impl Into<Heard>) -> Counter {
         let late = self.late(fcnt32);
         self.advance(fcnt32, Some(mic));
         self.remember(fcnt32, mic, at);
@@ -374,9 +397,10 @@ impl FcntTracker {
     /// Frame (FCnt32, MIC) was accepted at `at`: heard again within [`COPY_WINDOW`], it is a
     /// copy. Frames older than the window before `at` are forgotten, and the oldest past
     /// [`COPIES`].
-    pub fn remember(&mut self, fcnt32: u32, mic: [u8; 4], at: Instant) {
+    pub fn remember(&mut self, fcnt32: u32, mic: [u8; 4], at: impl Into<Heard>) {
+        let at = at.into();
         self.recent.retain(|&(f, m, when)| {
-            (f, m) != (fcnt32, mic) && at.saturating_duration_since(when) < COPY_WINDOW
+            (f, m) != (fcnt32, mic) && at.at.saturating_duration_since(when.at) < COPY_WINDOW
         });
         self.recent.push_back((fcnt32, mic, at));
         if self.recent.len() > COPIES {
@@ -385,10 +409,21 @@ impl FcntTracker {
     }
 
     /// Whether frame (FCnt32, MIC), heard at `now`, is a copy of one accepted less than
-    /// [`COPY_WINDOW`] before.
-    fn copy_of(&self, fcnt32: u32, mic: [u8; 4], now: Instant) -> bool {
+    /// [`COPY_WINDOW`] before. For a device that restarts its counter, the same bytes may be
+    /// another reading (its boot message after each power-up), so when both frames carry
+    /// their own times those must be within the window too: a broker that held two such
+    /// frames an hour apart (hubgate away) delivers them within a second.
+    fn copy_of(&self, fcnt32: u32, mic: [u8; 4], now: Heard) -> bool {
+        let apart =
+            |a: SystemTime, b: SystemTime| a.duration_since(b).unwrap_or_else(|e| e.duration());
         self.recent.iter().any(|&(f, m, at)| {
-            (f, m) == (fcnt32, mic) && now.saturating_duration_since(at) < COPY_WINDOW
+            let own_apart = match (at.own, now.own) {
+                (Some(a), Some(b)) if self.resets => apart(a, b),
+                _ => Duration::ZERO,
+            };
+            (f, m) == (fcnt32, mic)
+                && now.at.saturating_duration_since(at.at) < COPY_WINDOW
+                && own_apart < COPY_WINDOW
         })
     }
 }
@@ -584,6 +619,46 @@ mod tests {
         assert_eq!(t.check(first + 1, mic(first + 1), t0), second);
     }
 
+    /// Frames heard together whose own times (the gateway's) are further apart than the
+    /// window: for a device that restarts its counter, the same bytes are two readings (a
+    /// broker held them while hubgate was away); for any other, a copy still, never a
+    /// restart. Own times within the window, or a frame without one, leave a copy a copy.
+    #[test]
+    fn the_same_bytes_heard_together_an_hour_apart_by_their_own_times() {
+        let t0 = Instant::now();
+        let ten = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let heard = |own: Option<SystemTime>| Heard { at: t0, own };
+        let eleven = Some(ten + Duration::from_secs(3600));
+        let soon = Some(ten + COPY_WINDOW - Duration::from_millis(1));
+
+        let mut t = FcntTracker::resetting();
+        t.accept_at(0, MIC, heard(Some(ten)));
+        assert_eq!(t.check(0, MIC, heard(eleven)), Ok(()), "another reading");
+        let copy = Err(FcntError::Replay { fcnt: 0, last: 0 });
+        assert_eq!(t.check(0, MIC, heard(soon)), copy, "within the window");
+        assert_eq!(t.check(0, MIC, heard(None)), copy, "a copy without a time");
+        assert_eq!(t.check(0, MIC, t0), copy, "hubgate's clock alone");
+        let mut earlier = FcntTracker::resetting();
+        earlier.accept_at(0, MIC, heard(eleven));
+        assert_eq!(
+            earlier.check(0, MIC, heard(Some(ten))),
+            Ok(()),
+            "an hour before"
+        );
+
+        let mut t = FcntTracker::new();
+        t.accept_at(RESET_BELOW - 1, MIC, heard(Some(ten)));
+        t.accept_at(RESET_BELOW, [9; 4], heard(Some(ten)));
+        assert_eq!(
+            t.check(RESET_BELOW - 1, MIC, heard(eleven)),
+            Err(FcntError::Replay {
+                fcnt: RESET_BELOW - 1,
+                last: RESET_BELOW
+            }),
+            "a device that keeps its counter sends no frame twice"
+        );
+    }
+
     /// Frames older than the window are forgotten as newer ones come, and a frame taken again
     /// (the same bytes past the window) is a copy from its new time on.
     #[test]
@@ -596,7 +671,7 @@ mod tests {
         assert_eq!(t.check(0, MIC, later), Ok(()));
         t.accept_at(0, MIC, later);
         assert_eq!(
-            t.recent.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(),
+            t.recent.iter().map(|r| (r.0, r.2.at)).collect::<Vec<_>>(),
             [(0, later)]
         );
         assert!(t.check(0, MIC, later + COPY_WINDOW / 2).is_err());

@@ -1781,6 +1781,7 @@ mod tests {
         Input::Radio(crate::uplink::RadioFrame {
             phy,
             time: SystemTime::UNIX_EPOCH,
+            own_time: false,
             radio: crate::uplink::Radio::default(),
             copies: 0,
         })

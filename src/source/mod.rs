@@ -777,6 +777,7 @@ mod tests {
         let radio = Input::Radio(RadioFrame {
             phy: vec![0; 20],
             time: SystemTime::UNIX_EPOCH,
+            own_time: false,
             radio: crate::uplink::Radio {
                 gateway_id: Some(long.clone()),
                 ..Default::default()
@@ -859,6 +860,7 @@ mod tests {
         Input::Radio(RadioFrame {
             phy: vec![0; bytes],
             time: SystemTime::UNIX_EPOCH,
+            own_time: false,
             radio: crate::uplink::Radio::default(),
             copies: 0,
         })

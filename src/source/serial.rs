@@ -436,6 +436,7 @@ fn content_of(
             value: Input::Radio(RadioFrame {
                 phy: frame.to_vec(),
                 time: now,
+                own_time: false,
                 radio: Radio::default(),
                 copies: 0,
             }),
