@@ -26,8 +26,9 @@ use support::agent::{
     changed, config_with, consume, dashed, fcnt, publish_all, topics, uplinks_at, Agent, DOOR, ENV,
     MOTION, OPENCLOSE, PIR, TH, WAIT,
 };
+use support::card::Card;
 use support::lazyfs::LazyFs;
-use support::tmpfs::Tmpfs;
+use support::tmpfs::{fill, Tmpfs};
 use support::{buffer_cmd, unique, Kafka, Mosquitto};
 use tokio::sync::{mpsc, watch};
 
@@ -1401,19 +1402,6 @@ async fn two_outages_on_a_small_disk_keep_the_newest_and_recover() {
     dropped_oldest(&kafka, confirmed, 2100, 2000, &line);
 }
 
-/// Write zeros to `path` until the disk is full.
-fn fill(path: &Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 64 << 10];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    let _ = f.sync_all();
-}
-
 /// The disk fills to the last byte while hubgate is stopped (a reboot onto a full SD card,
 /// another program's files; `min_free` only holds the buffer back). With the sink back, the
 /// next start must deliver the acknowledged backlog, which is also what frees the disk,
@@ -1515,6 +1503,56 @@ async fn disk_full_then_drain(restart: bool) {
     v.assert_ok(&line);
     assert_eq!(v.duplicates, 0, "{line}");
     assert!(agent.terminate(WAIT).success());
+}
+
+/// The card refuses the writes of a flush (a failing SD card): the fsync fails, and hubgate
+/// stops, as nothing written since the last flush can be trusted to be on the card. Linux
+/// keeps the pages it could not write in the page cache, marked clean: the next start reads
+/// those records back from there, and their fsync succeeds without writing them. The broker
+/// sends the unacknowledged uplinks again, and each must be acknowledged only once its
+/// record is on the card: after the power goes, every uplink acknowledged is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_a_failed_sync_left_only_in_the_page_cache_are_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = Card::mount(dir.path());
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    kafka.stop();
+    let config = config_with(
+        &card.path().join("buffer"),
+        &mqtt,
+        &kafka,
+        KEY,
+        r#"min_free = "1MiB""#,
+        "",
+    );
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+
+    card.fail_writes();
+    let sent = uplinks_at(1);
+    publish_all(mqtt.port(), &sent).await;
+    let status = agent.wait_exit(WAIT, "a flush the card refused");
+    let log = read_log(dir.path());
+    assert!(
+        !status.success() && log.contains("cannot be trusted to be on disk"),
+        "hubgate did not stop on the failed sync ({status}):\n{log}"
+    );
+
+    // The card takes writes again; the broker sends the three uplinks again.
+    card.take_writes();
+    agent.start_again();
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == sent.len() as u64);
+    assert!(agent.terminate(WAIT).success());
+    card.power_cut();
+    kafka.start_again();
+    agent.start_again();
+    let acked: Vec<(usize, u32)> = (0..DEVICES.len()).map(|d| (d, 1)).collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(v.line("failed_sync_then_power_cut", 0));
+    v.assert_ok(&line);
+    assert!(agent.terminate(WAIT).success(), "{line}");
 }
 
 /// Where [`make_an_old_buffer_of_readings`] writes, when this binary runs it as a process of

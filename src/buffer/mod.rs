@@ -11,6 +11,7 @@ mod index;
 mod lock;
 mod mark;
 mod memory;
+mod page_cache;
 mod recover;
 pub mod reserve;
 mod salvage;

@@ -288,6 +288,15 @@ impl SledStore {
     /// fresh one started: a damaged card must not crash-loop the agent.
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
         let lock = BufferLock::take(buffer_dir)?;
+        // What a run that met a refused write left in the page cache is not on the card.
+        let stuck = super::page_cache::drop_cached(buffer_dir);
+        if stuck > 0 {
+            log::warn!(
+                "buffer: {stuck} file(s) in {} could not be synced, or their cached pages \
+                 dropped: what a failed write left only in memory may be read as on disk",
+                buffer_dir.display()
+            );
+        }
         // A disk another program filled to the last byte: sled cannot open without room,
         // not even to read the layout below.
         let released = super::reserve::release_if_short(buffer_dir);

@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod black_hole_dns;
 pub mod buffer_cmd;
+pub mod card;
 pub mod chromium;
 pub mod codec_files;
 pub mod frames;

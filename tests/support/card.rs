@@ -1,0 +1,92 @@
+//! An SD card that refuses writes, as a failing one does: an ext4 file system on a loop
+//! device whose image is a sparse file on a small tmpfs. mkfs writes the file system's own
+//! structures (journal, inode tables) whole, so once the tmpfs is full only blocks never
+//! written before fail: a file's new data. Linux does not write such pages again: the fsync
+//! that met the error fails, the pages stay in the page cache marked clean, and every later
+//! fsync succeeds without them. What reached the card shows once the file system is mounted
+//! again. Needs root, `losetup` and `mkfs.ext4`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::run_ok;
+use super::tmpfs::{fill, Tmpfs};
+
+/// The card's size, and the room its tmpfs has for the image's blocks written.
+const IMAGE: u64 = 48 << 20;
+const ROOM: &str = "64m";
+
+pub struct Card {
+    device: String,
+    mount: PathBuf,
+    filler: PathBuf,
+    _tmpfs: Tmpfs,
+}
+
+impl Card {
+    /// A fresh card under `dir`, mounted at `dir/card`.
+    pub fn mount(dir: &Path) -> Card {
+        let tmpfs = Tmpfs::mount(dir.join("card.image"), ROOM);
+        let image = tmpfs.0.join("card.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(IMAGE)
+            .unwrap();
+        let out = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
+        let device = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        run_ok(
+            Command::new("mkfs.ext4")
+                .args([
+                    "-q",
+                    "-b",
+                    "4096",
+                    "-E",
+                    "lazy_itable_init=0,lazy_journal_init=0",
+                ])
+                .arg(&device),
+        );
+        let card = Card {
+            device,
+            mount: dir.join("card"),
+            filler: tmpfs.0.join("filler"),
+            _tmpfs: tmpfs,
+        };
+        std::fs::create_dir_all(&card.mount).unwrap();
+        card.attach();
+        card
+    }
+
+    fn attach(&self) {
+        run_ok(Command::new("mount").arg(&self.device).arg(&self.mount));
+    }
+
+    /// Where the file system is mounted.
+    pub fn path(&self) -> &Path {
+        &self.mount
+    }
+
+    /// From now on every block not written before fails to write.
+    pub fn fail_writes(&self) {
+        fill(&self.filler);
+    }
+
+    /// Writes work again (what failed stays unwritten).
+    pub fn take_writes(&self) {
+        std::fs::remove_file(&self.filler).unwrap();
+    }
+
+    /// The power goes and comes back: the file system is mounted again, showing what reached
+    /// the card (pages the page cache kept without writing them are gone). Call it once
+    /// nothing has a file on it open.
+    pub fn power_cut(&self) {
+        run_ok(Command::new("umount").arg(&self.mount));
+        self.attach();
+    }
+}
+
+impl Drop for Card {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
