@@ -402,7 +402,8 @@ pub struct DeviceConfig {
     pub app_s_key_file: Option<PathBuf>,
     /// The device restarts its frame counter from 0 (an ABP device that does not keep it
     /// across a power cycle): a counter at or below the last accepted is taken as a restart
-    /// and accepted, unless it is the same frame heard again within 3 minutes (a copy).
+    /// and accepted, unless it is the same frame heard again within 3 minutes (a copy; by
+    /// the frames' own times from one gateway too, when both carry one).
     /// Weakens replay protection for this device: a frame captured before a
     /// restart can be replayed after it. Needs a LoRaWAN session.
     #[serde(default)]

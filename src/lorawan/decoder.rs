@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::crypto::{decrypt_payload, payload_key, verify_mic};
-use super::fcnt::{Counter, FcntError, FcntTracker, Heard, RESCUE_EVERY};
+use super::fcnt::{Counter, FcntError, FcntTracker, Heard, OwnTime, RESCUE_EVERY};
 use super::frame::{parse, DataFrame, Direction, Frame};
 use super::{DevAddr, LorawanError, SessionKeys};
 use crate::ids::DevEui;
@@ -303,7 +303,10 @@ impl Decoder {
         let session = &mut sessions[i];
         let heard = Heard {
             at: now,
-            own: time.own.then_some(time.time),
+            own: time.own.then(|| OwnTime {
+                time: time.time,
+                gateway: gateway_hash(radio.gateway_id.as_deref()),
+            }),
         };
         let checked = if rescued {
             session.fcnt.check_rescued(fcnt32, frame.mic, heard)
@@ -352,4 +355,13 @@ impl Decoder {
             }),
         })
     }
+}
+
+/// A gateway's id as [`OwnTime`] keeps it: a frame's own times are compared only with those
+/// its own gateway reported.
+fn gateway_hash(id: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }

@@ -46,7 +46,9 @@
 //!   copy: a device that restarts its counter and sends the same FPort and payload at the
 //!   same counter (a boot message, a button code, a heartbeat) makes the same MIC, and its
 //!   frame must be taken (its records have ids of their own: such a device's record id
-//!   hashes the time the frame was received at, [`crate::record::stable_id`]). The frames a
+//!   hashes the time the frame was received at, [`crate::record::stable_id`]); within the
+//!   window too when the two frames' own times from one gateway are further apart (a broker
+//!   that held them delivers them together). The frames a
 //!   session of a device that
 //!   restarts its counter accepted within the window are kept with the counter and when each
 //!   was accepted by the time since boot (which a step of the wall clock does not move), and
@@ -102,9 +104,9 @@ pub const RESET_BELOW: u32 = 16;
 /// the same bytes only when it reached the same counter again with the same FPort and
 /// payload (a boot message at FCnt 0 on each power-up), which takes a power cycle, rarely
 /// within minutes of the last. Such a frame within the window is refused, acknowledged as a
-/// copy, a reading lost, so the window is kept short; frames that carry their own times
-/// (the gateway's) are measured by those too, as a broker that held them delivers them at
-/// once ([`FcntTracker::check`]). A copy later than the window is taken
+/// copy, a reading lost, so the window is kept short; such a device's frames that carry
+/// their own times from one gateway are measured by those too, as a broker that held them
+/// delivers them at once ([`FcntTracker::copy_of`]). A copy later than the window is taken
 /// by the decoder and makes its records again, under the first's ids, which the ledger's
 /// de-duplication drops while it knows them (the last `dedup_window` records; after a
 /// restart, those still buffered) and consumers can drop; for a device that restarts its
@@ -166,11 +168,19 @@ pub struct FcntTracker {
 }
 
 /// When a frame was heard: by hubgate's clock and, when the frame carries one, by its own
-/// time (the gateway's or the network server's).
+/// time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heard {
     pub at: Instant,
-    pub own: Option<SystemTime>,
+    pub own: Option<OwnTime>,
+}
+
+/// A frame's own time (the gateway's or the network server's), with the gateway that
+/// reported it (a hash of its id): two gateways' clocks may disagree by minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnTime {
+    pub time: SystemTime,
+    pub gateway: u64,
 }
 
 impl From<Instant> for Heard {
@@ -411,14 +421,18 @@ impl FcntTracker {
     /// Whether frame (FCnt32, MIC), heard at `now`, is a copy of one accepted less than
     /// [`COPY_WINDOW`] before. For a device that restarts its counter, the same bytes may be
     /// another reading (its boot message after each power-up), so when both frames carry
-    /// their own times those must be within the window too: a broker that held two such
-    /// frames an hour apart (hubgate away) delivers them within a second.
+    /// their own times from the same gateway those must be within the window too: a broker
+    /// that held two such frames an hour apart (hubgate away) delivers them within a second.
+    /// Times from two gateways are not compared: one whose clock is off by minutes would
+    /// make every copy it hears another reading.
     fn copy_of(&self, fcnt32: u32, mic: [u8; 4], now: Heard) -> bool {
         let apart =
             |a: SystemTime, b: SystemTime| a.duration_since(b).unwrap_or_else(|e| e.duration());
         self.recent.iter().any(|&(f, m, at)| {
             let own_apart = match (at.own, now.own) {
-                (Some(a), Some(b)) if self.resets => apart(a, b),
+                (Some(a), Some(b)) if self.resets && a.gateway == b.gateway => {
+                    apart(a.time, b.time)
+                }
                 _ => Duration::ZERO,
             };
             (f, m) == (fcnt32, mic)
@@ -619,15 +633,19 @@ mod tests {
         assert_eq!(t.check(first + 1, mic(first + 1), t0), second);
     }
 
-    /// Frames heard together whose own times (the gateway's) are further apart than the
+    /// Frames heard together whose own times from one gateway are further apart than the
     /// window: for a device that restarts its counter, the same bytes are two readings (a
     /// broker held them while hubgate was away); for any other, a copy still, never a
-    /// restart. Own times within the window, or a frame without one, leave a copy a copy.
+    /// restart. Own times within the window, from two gateways, or a frame without one,
+    /// leave a copy a copy.
     #[test]
     fn the_same_bytes_heard_together_an_hour_apart_by_their_own_times() {
         let t0 = Instant::now();
         let ten = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let heard = |own: Option<SystemTime>| Heard { at: t0, own };
+        let heard = |own: Option<SystemTime>| Heard {
+            at: t0,
+            own: own.map(|time| OwnTime { time, gateway: 1 }),
+        };
         let eleven = Some(ten + Duration::from_secs(3600));
         let soon = Some(ten + COPY_WINDOW - Duration::from_millis(1));
 
@@ -644,6 +662,15 @@ mod tests {
             earlier.check(0, MIC, heard(Some(ten))),
             Ok(()),
             "an hour before"
+        );
+        let other_gateway = Heard {
+            at: t0,
+            own: eleven.map(|time| OwnTime { time, gateway: 2 }),
+        };
+        assert_eq!(
+            t.check(0, MIC, other_gateway),
+            copy,
+            "another gateway's clock, an hour off"
         );
 
         let mut t = FcntTracker::new();

@@ -111,10 +111,12 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
     let mut kept = Kept::new(Instant::now());
     // Whether the port was found without UART error counters: said once, at debug.
     let mut no_uart_counters_told = false;
-    // Why the last open failed, while the device is away: a new reason other than its
-    // absence (a device back with other permissions, or held by another program) is told at
-    // warn, each try after it only at debug.
+    // Why the last open failed while the device is away, and the last reason told at warn: a
+    // reason other than its absence (a device back with other permissions, or held by
+    // another program), met on two tries in a row (not a node udev has not handed over
+    // yet), is told once; each other try only at debug.
     let mut open_failed: Option<String> = None;
+    let mut open_told: Option<String> = None;
     loop {
         if *stopping.borrow() {
             return;
@@ -127,6 +129,7 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
         match opened {
             Ok(mut port) => {
                 open_failed = None;
+                open_told = None;
                 // A device that keeps going and coming back (a loose cable, a module in a boot
                 // loop) is an outage that repeats: its lines are rate-limited, as MQTT's are.
                 let away = outage.take();
@@ -200,17 +203,20 @@ pub async fn run(cfg: SerialSourceConfig, ctx: Context) {
             Err(e) => {
                 let why = e.to_string();
                 let absent = e.kind() == tokio_serial::ErrorKind::Io(std::io::ErrorKind::NotFound);
+                let again = open_failed.as_deref() == Some(why.as_str());
                 if outage.is_none() {
                     log::warn!(
                         "serial {dev}: cannot open ({e}); retrying with backoff up to {:?}",
                         cfg.reopen_max
                     );
                     outage = Some(Instant::now());
-                } else if !absent && open_failed.as_deref() != Some(why.as_str()) {
+                    open_told = Some(why.clone());
+                } else if !absent && again && open_told.as_deref() != Some(why.as_str()) {
                     ctx.metrics
                         .log_limited(log::Level::Warn, "serial_open", || {
                             format!("serial {dev}: still cannot open, now: {e}")
                         });
+                    open_told = Some(why.clone());
                 } else {
                     log::debug!("serial {dev}: still cannot open: {e}");
                 }
@@ -243,9 +249,11 @@ fn open(cfg: &SerialSourceConfig) -> tokio_serial::Result<tokio_serial::SerialSt
         })
         .data_bits(data_bits)
         .flow_control(tokio_serial::FlowControl::None)
+        // Opened shared (a shared `flock`, nothing else), then made exclusive by `exclusive`.
+        .exclusive(false)
         .open_native_async()
         .and_then(|port| {
-            shared_if_pty(port.as_raw_fd())?;
+            exclusive(port.as_raw_fd())?;
             Ok(port)
         })
 }
@@ -254,28 +262,39 @@ fn open(cfg: &SerialSourceConfig) -> tokio_serial::Result<tokio_serial::SerialSt
 /// seven after it.
 const PTY_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
 
-/// The serial library opens a port exclusive: an exclusive `flock` (dropped by the kernel
-/// with the process), which keeps a second hubgate away, and the terminal's exclusive mode
-/// (`TIOCEXCL`: any later open by a user without capabilities fails with EBUSY), which a
-/// real port loses at its last close. A pseudo-terminal (a serial-over-network bridge such
-/// as socat or ser2net) outlives the agent and keeps that mode: an agent killed (at the
-/// unit's memory limit, by the watchdog) would leave the next one unable to open it for
-/// good, and serial readings cannot wait. So a pseudo-terminal keeps the `flock` only.
-fn shared_if_pty(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+/// Make an open port hubgate's alone: an exclusive `flock` (the kernel drops it with the
+/// process), which keeps a second hubgate and other programs that lock away, and, for a real
+/// port, the terminal's exclusive mode (`TIOCEXCL`: any other open by a user without
+/// capabilities fails with EBUSY), which the port loses at its last close. A pseudo-terminal
+/// (a serial-over-network bridge such as socat or remserial) outlives the agent and would
+/// keep that mode: the next agent, run as the unit's user, could never open it again after a
+/// stop or a kill, and serial readings cannot wait. So it gets the `flock` only.
+fn exclusive(fd: std::os::fd::RawFd) -> tokio_serial::Result<()> {
+    // SAFETY: `fd` is the open port's; a non-blocking flock only takes or refuses the lock.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.kind() {
+            std::io::ErrorKind::WouldBlock => tokio_serial::Error::new(
+                tokio_serial::ErrorKind::NoDevice,
+                "held by another program (it holds the device's lock)",
+            ),
+            _ => e.into(),
+        });
+    }
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `fd` is the open port's; fstat fills `st` when it returns 0.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error().into());
     }
     // SAFETY: fstat returned 0.
     let st = unsafe { st.assume_init() };
     let is_device = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
-    if !is_device || !PTY_MAJORS.contains(&libc::major(st.st_rdev)) {
+    if is_device && PTY_MAJORS.contains(&libc::major(st.st_rdev)) {
         return Ok(());
     }
-    // SAFETY: TIOCNXCL takes no argument and only clears the terminal's exclusive mode.
-    if unsafe { libc::ioctl(fd, libc::TIOCNXCL) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    // SAFETY: TIOCEXCL takes no argument and only sets the terminal's exclusive mode.
+    if unsafe { libc::ioctl(fd, libc::TIOCEXCL) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
 }
