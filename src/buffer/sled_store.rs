@@ -289,11 +289,21 @@ impl SledStore {
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
         let lock = BufferLock::take(buffer_dir)?;
         // What a run that met a refused write left in the page cache is not on the card.
-        let stuck = super::page_cache::drop_cached(buffer_dir);
-        if stuck > 0 {
+        let dropped = super::page_cache::drop_cached(buffer_dir, &buffer_dir.join(DB_DIR));
+        if dropped.kept > 0 {
             log::warn!(
-                "buffer: {stuck} file(s) in {} could not be synced, or their cached pages \
-                 dropped: what a failed write left only in memory may be read as on disk",
+                "buffer: the cached pages of {} file(s) in {} could not be dropped: what a \
+                 failed write left only in memory may be read as on disk",
+                dropped.kept,
+                buffer_dir.display()
+            );
+        }
+        if dropped.sync_failed > 0 {
+            log::warn!(
+                "buffer: {} file(s) in {} failed their sync at start (a write error of the \
+                 card: an earlier one told again, or a new one); what is read is what the \
+                 card holds",
+                dropped.sync_failed,
                 buffer_dir.display()
             );
         }

@@ -267,8 +267,9 @@ const PTY_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
 /// port, the terminal's exclusive mode (`TIOCEXCL`: any other open by a user without
 /// capabilities fails with EBUSY), which the port loses at its last close. A pseudo-terminal
 /// (a serial-over-network bridge such as socat or remserial) outlives the agent and would
-/// keep that mode: the next agent, run as the unit's user, could never open it again after a
-/// stop or a kill, and serial readings cannot wait. So it gets the `flock` only.
+/// keep that mode after a kill (the serial library clears it only as it closes the port):
+/// the next agent, run as the unit's user, could never open it again, and serial readings
+/// cannot wait. So it gets the `flock` only.
 fn exclusive(fd: std::os::fd::RawFd) -> tokio_serial::Result<()> {
     // SAFETY: `fd` is the open port's; a non-blocking flock only takes or refuses the lock.
     if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -276,7 +277,7 @@ fn exclusive(fd: std::os::fd::RawFd) -> tokio_serial::Result<()> {
         return Err(match e.kind() {
             std::io::ErrorKind::WouldBlock => tokio_serial::Error::new(
                 tokio_serial::ErrorKind::NoDevice,
-                "held by another program (it holds the device's lock)",
+                "held by another program, which has its lock",
             ),
             _ => e.into(),
         });

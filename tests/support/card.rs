@@ -34,6 +34,13 @@ impl Card {
             .unwrap();
         let out = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&image));
         let device = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        // Made before mkfs, so that a failing mkfs still frees the loop device.
+        let card = Card {
+            device,
+            mount: dir.join("card"),
+            filler: tmpfs.0.join("filler"),
+            _tmpfs: tmpfs,
+        };
         run_ok(
             Command::new("mkfs.ext4")
                 .args([
@@ -43,14 +50,8 @@ impl Card {
                     "-E",
                     "lazy_itable_init=0,lazy_journal_init=0",
                 ])
-                .arg(&device),
+                .arg(&card.device),
         );
-        let card = Card {
-            device,
-            mount: dir.join("card"),
-            filler: tmpfs.0.join("filler"),
-            _tmpfs: tmpfs,
-        };
         std::fs::create_dir_all(&card.mount).unwrap();
         card.attach();
         card
