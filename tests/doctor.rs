@@ -536,6 +536,36 @@ fn doctor_judges_a_serial_port_for_the_agents_user_not_for_root() {
     );
 }
 
+/// The buffer's file system turned read-only (the card failed a write, and ext4 under
+/// `errors=remount-ro` stays read-only until the next boot's fsck): no agent can open the
+/// buffer there, so its step fails and says why, rather than show the free space as if all
+/// were well. Needs root (a loop device); skipped without.
+#[test]
+fn a_buffer_on_a_read_only_file_system_fails_its_step() {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root, for a loop device");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let card = support::card::Card::mount(dir.path());
+    let buffer = card.path().join("buffer");
+    std::fs::create_dir(&buffer).unwrap();
+    let pty = Pty::open();
+    let config = serial_config(dir.path(), &buffer, &pty.path);
+    // Room for the cap on the small card: only the file system's state can fail the step.
+    let path = format!("path = \"{}\"\n", buffer.display());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let sized = format!("{path}max_bytes = \"8MiB\"\nmin_free = \"1MiB\"\n");
+    std::fs::write(&config, changed(&text, &[(&path, &sized)])).unwrap();
+    let step = format!("buffer {}", buffer.display());
+    expect(&doctor(&config).1, &step, "OK", "free");
+    card.go_read_only();
+    let (code, out, _) = doctor(&config);
+    expect(&out, &step, "FAIL", "read-only");
+    assert_eq!(code, 1, "{out}");
+}
+
 /// `/dev/ttyS*` (major 4, as `/dev/serial0` on a Raspberry Pi 3/4 and most x86 boards) is a
 /// class the shipped unit allows (`DeviceAllow=char-ttyS rw`), though `/proc/devices` lists
 /// major 4 first as `/dev/vc/0`, then `tty`, then `ttyS`: the step passes and names `ttyS`.

@@ -1555,6 +1555,122 @@ async fn records_a_failed_sync_left_only_in_the_page_cache_are_not_acknowledged(
     assert!(agent.terminate(WAIT).success(), "{line}");
 }
 
+/// Wait until the running hubgate has acknowledged `want` uplinks; a hubgate that ends
+/// first fails the test with its log (`what`: the situation, for the message).
+fn acked_or_ended(agent: &mut Agent, dir: &Path, want: u64, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if !agent.alive() {
+            let status = agent.wait_exit(WAIT, what);
+            let log = read_log(dir);
+            let last = log.lines().rev().find(|l| !l.trim().is_empty());
+            panic!(
+                "hubgate ended ({status}) {what}, the sink up, before acknowledging {want} \
+                 uplink(s); its last line: {last:?}\n{}",
+                support::log_tail(&dir.join("hubgate.log"))
+            );
+        }
+        let acked = agent
+            .scrape()
+            .map(|t| support::agent::metric_value(&t, "hubgate_acked_total"));
+        if acked == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged {acked:?} of {want} {what}:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The card turns read-only while nothing is buffered (the sink keeps up): uplinks go on
+/// from memory, needing no disk. A stop then (SIGTERM: a shutdown, `systemctl restart`)
+/// must end as any stop does, exit 0, its acknowledgements sent, rather than abort on a
+/// panic as the buffer is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_on_a_card_turned_read_only_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = Card::mount(dir.path());
+    let mqtt = Mosquitto::start(dir.path());
+    let kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    let config = config_with(&card.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
+    // Nothing is buffered while the sink answers within this.
+    let config = changed(
+        &config,
+        &[("spill_after = \"500ms\"", "spill_after = \"30s\"")],
+    );
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    publish_all(mqtt.port(), &uplinks_at(1)).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 3);
+    assert_eq!(agent.metric("hubgate_buffer_records"), 0);
+
+    card.go_read_only();
+    publish_all(mqtt.port(), &uplinks_at(2)).await;
+    acked_or_ended(&mut agent, dir.path(), 6, "after the card turned read-only");
+    let status = agent.terminate(WAIT);
+    assert!(
+        status.success(),
+        "a stop on a read-only card ended with {status}:\n{}",
+        agent.logs()
+    );
+    let acked: Vec<(usize, u32)> = (1..=2)
+        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
+        .collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(v.line("stop_on_read_only", 0));
+    v.assert_ok(&line);
+}
+
+/// Whatever hubgate does on a card turned read-only, every uplink it acknowledged before is
+/// delivered once the card is checked and writable again (the next boot's fsck).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_read_only_until_fsck_keeps_every_acknowledged_uplink() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = Card::mount(dir.path());
+    let mqtt = Mosquitto::start(dir.path());
+    let mut kafka = Kafka::start(dir.path());
+    topics(&kafka);
+    kafka.stop();
+    let config = config_with(&card.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let backlog: Vec<(String, String)> = (1..=20).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &backlog).await;
+    let n = backlog.len() as u64;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == n);
+
+    card.go_read_only();
+    kafka.start_again();
+    // The backlog goes to the sink; its removals cannot be written.
+    let deadline = Instant::now() + WAIT;
+    while agent.alive()
+        && agent
+            .scrape()
+            .is_none_or(|t| support::agent::metric_value(&t, "hubgate_delivered_total") < n)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "backlog not delivered:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.kill();
+    card.repair();
+    agent.start_again();
+    let acked: Vec<(usize, u32)> = (1..=20)
+        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
+        .collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(v.line("read_only_until_fsck", 0));
+    v.assert_ok(&line);
+    assert!(agent.terminate(WAIT).success(), "{line}");
+}
+
 /// Where [`make_an_old_buffer_of_readings`] writes, when this binary runs it as a process of
 /// its own.
 const OLD_READINGS: &str = "HUBGATE_TEST_OLD_READINGS";

@@ -18,6 +18,23 @@ pub fn free(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// Whether the file system holding directory `dir` takes writes: a file is made in it and
+/// removed. ext4 turned read-only by an error (`errors=remount-ro`) refuses them with EROFS
+/// while its mount still shows writable (`statvfs`, `access` do not tell).
+pub fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// Said of a buffer whose file system is read-only.
+pub const READ_ONLY_HINT: &str = ": the file system is read-only (a card that failed a write is \
+     remounted so, as errors=remount-ro says, until it is checked at the next boot): reboot, \
+     or replace the card";
+
 /// The buffer's disk measured against its cap.
 #[derive(Debug, PartialEq)]
 pub struct CapRoom {

@@ -33,7 +33,13 @@ impl BufferLock {
     /// [`BufferLock::take`], calling `busy` after each attempt that found the lock held.
     fn take_waiting(buffer_dir: &Path, mut busy: impl FnMut()) -> Result<BufferLock, BufferError> {
         let path = path(buffer_dir);
-        let storage = |e: std::io::Error| BufferError::Storage(format!("{}: {e}", path.display()));
+        let storage = |e: std::io::Error| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::ReadOnlyFilesystem => super::disk::READ_ONLY_HINT,
+                _ => "",
+            };
+            BufferError::Storage(format!("{}: {e}{hint}", path.display()))
+        };
         crate::files::create_private_dir(buffer_dir).map_err(storage)?;
         let file = std::fs::OpenOptions::new()
             .read(true)

@@ -981,6 +981,16 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
         Ok(room) => room,
         Err(e) => return Outcome::Fail(e.to_string()),
     };
+    // Only in the buffer's own directory: none is made where it is still to be created.
+    let probed = (room.measured == cfg.path).then(|| disk::writable(&cfg.path));
+    match probed.unwrap_or(Ok(())) {
+        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+            let hint = disk::READ_ONLY_HINT.trim_start_matches(": ");
+            return Outcome::Fail(format!("no agent can write it: {hint}"));
+        }
+        Err(e) => log::debug!("buffer {}: writing a file: {e}", cfg.path.display()),
+        Ok(()) => {}
+    }
     let created = if room.measured != cfg.path {
         " (the directory is created at start)"
     } else if reserve::present(&cfg.path) {

@@ -226,6 +226,12 @@ impl Forwarder {
             Err(e) => Err(e),
         };
         self.ledger.stopped();
+        // sled syncs its log as the database closes, and panics if that fails (its file
+        // system turned read-only): a stop must not become an abort. What the last flush
+        // made durable stays; what came after was not acknowledged.
+        if let Err(e) = crate::contain::contain(move || drop(self)) {
+            log::error!("buffer: closing its database: {e}");
+        }
         ended
     }
 

@@ -4,7 +4,10 @@
 //! written before fail: a file's new data. Linux does not write such pages again: the fsync
 //! that met the error fails, the pages stay in the page cache marked clean, and every later
 //! fsync succeeds without them. What reached the card shows once the file system is mounted
-//! again. Needs root, `losetup` and `mkfs.ext4`.
+//! again. Mounted with `errors=remount-ro`, as Raspberry Pi OS mounts its root: an error
+//! ext4 meets turns the file system read-only under whatever runs, until it is checked
+//! ([`Card::go_read_only`], [`Card::repair`]). Needs root, `losetup`, `mkfs.ext4` and
+//! `e2fsck`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,7 +61,12 @@ impl Card {
     }
 
     fn attach(&self) {
-        run_ok(Command::new("mount").arg(&self.device).arg(&self.mount));
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "errors=remount-ro"])
+                .arg(&self.device)
+                .arg(&self.mount),
+        );
     }
 
     /// Where the file system is mounted.
@@ -74,6 +82,40 @@ impl Card {
     /// Writes work again (what failed stays unwritten).
     pub fn take_writes(&self) {
         std::fs::remove_file(&self.filler).unwrap();
+    }
+
+    /// ext4 meets an error (a write the card failed): under `errors=remount-ro` it aborts
+    /// its journal and turns read-only at once, files open for writing too. Every write,
+    /// fsync and open for writing fails with EROFS from now on; reads still work. It stays so
+    /// until [`Card::repair`].
+    pub fn go_read_only(&self) {
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "remount,abort"])
+                .arg(&self.mount),
+        );
+    }
+
+    /// What a reboot does to a card that went read-only: unmounted, checked (`e2fsck -y`,
+    /// as Raspberry Pi OS's `fsck.repair=yes` runs it at boot: it replays the journal and
+    /// clears the error) and mounted again, writable. Call it once
+    /// nothing has a file on it open.
+    pub fn repair(&self) {
+        run_ok(Command::new("umount").arg(&self.mount));
+        let fsck = Command::new("e2fsck")
+            .arg("-y")
+            .arg(&self.device)
+            .output()
+            .unwrap();
+        // 0: clean; 1: errors corrected.
+        assert!(
+            matches!(fsck.status.code(), Some(0 | 1)),
+            "e2fsck {}: {}\n{}",
+            self.device,
+            fsck.status,
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        self.attach();
     }
 
     /// The power goes and comes back: the file system is mounted again, showing what reached
