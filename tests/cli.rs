@@ -2081,6 +2081,84 @@ fn a_secret_written_as_a_number_is_refused_without_echoing_it() {
     }
 }
 
+/// A secret given where its file goes: the connection string pasted into
+/// `connection_string_file`, or the `${VAR}` that holds a secret (the template's
+/// `connection_string = "${EVENTHUBS_CONNECTION_STRING}"`) written under the `*_file` key. The
+/// path that cannot be read is then the secret itself, from the config or from the unit's
+/// environment; `check` (`ExecStartPre=` and the package's postinst), `run` and `doctor` must
+/// not print it, as the `lorawan` command does not print a key given as its key file.
+#[test]
+fn a_secret_given_as_its_file_path_is_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "S2V5R2l2ZW5Bc0l0c0ZpbGVQYXRo";
+    let cs = format!(
+        "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey={key}"
+    );
+    let eventhubs = "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n";
+    let kafka = "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\n\
+                 brokers = \"127.0.0.1:9093\"\nsecurity_protocol = \"sasl_ssl\"\n\
+                 sasl_username = \"u\"\n";
+    let mqtt = "[[source]]\ntype = \"mqtt\"\nurl = \"mqtts://broker.example\"\n\
+                username = \"u\"\n";
+    let cases = [
+        (
+            format!("{eventhubs}connection_string_file = \"${{HUNT_EH_CONNECTION_STRING}}\"\n"),
+            "sink.connection_string_file",
+            key,
+        ),
+        (
+            format!("{eventhubs}connection_string_file = \"{cs}\"\n"),
+            "sink.connection_string_file",
+            key,
+        ),
+        (
+            format!("{kafka}sasl_password_file = \"${{HUNT_KAFKA_PASSWORD}}\"\n"),
+            "sink.sasl_password_file",
+            "Tr0ub4dor-3-horse",
+        ),
+        (
+            format!("{mqtt}password_file = \"correct-horse-battery\"\n[sink]\ntype = \"stdout\"\n"),
+            "source[0].password_file",
+            "correct-horse-battery",
+        ),
+        (
+            "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"stdout\"\n[[device]]\n\
+             dev_eui = \"0011223344556677\"\ndev_addr = \"01020304\"\n\
+             nwk_s_key_file = \"2B7E151628AED2A6ABF7158809CF4F3C\"\n\
+             app_s_key = \"000102030405060708090A0B0C0D0E0F\"\n"
+                .to_string(),
+            "device[0].nwk_s_key_file",
+            "2B7E151628AED2A6ABF7158809CF4F3C",
+        ),
+    ];
+    let mut echoed = Vec::new();
+    for (i, (text, at, secret)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("as-path{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for command in ["check", "run", "doctor"] {
+            let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+                .args([command, "-c", file.to_str().unwrap()])
+                .env("RUST_LOG", "warn")
+                .env("HUNT_EH_CONNECTION_STRING", &cs)
+                .env("HUNT_KAFKA_PASSWORD", "Tr0ub4dor-3-horse")
+                .output()
+                .unwrap();
+            let said = format!("{}{}", stdout(&o), stderr(&o));
+            assert!(!o.status.success(), "{command} {at}: taken: {said}");
+            assert!(said.contains(at), "{command} {at}: {said}");
+            if said.contains(secret) {
+                echoed.push(format!("{command} {at}: {}", said.trim()));
+            }
+        }
+    }
+    assert!(
+        echoed.is_empty(),
+        "the secret is in the output:\n{}",
+        echoed.join("\n")
+    );
+}
+
 /// An Event Hubs connection string in `dir/eh.secret`, mode 0600.
 fn eh_secret(dir: &Path) -> PathBuf {
     let secret = dir.join("eh.secret");

@@ -24,7 +24,7 @@ use crate::codec::Codec;
 use crate::ids::DevEui;
 pub use crate::secret::Secret;
 pub(crate) use keypath::toml_error;
-use secrets::{load_secret, secret_path};
+use secrets::{load_secret, secret_path, SecretFiles};
 pub use secrets::{read_secret_file, SecretText};
 pub use sections::*;
 pub use sink::*;
@@ -207,8 +207,7 @@ impl Config {
     /// check what serde cannot; on error (key path, reason).
     pub(crate) fn resolve(&mut self, base: &Path) -> Result<(), (String, String)> {
         self.buffer.validate()?;
-        self.paths_from(base);
-        let mut secret_files = Vec::new();
+        let mut secret_files = SecretFiles::new(self.paths_from(base));
         let mut trusted_cas = Vec::new();
         for (i, source) in self.sources.iter_mut().enumerate() {
             if let SourceConfig::Mqtt(m) = source {
@@ -382,16 +381,16 @@ impl Config {
                     ))
                 }
                 (None, Some(file)) => {
-                    let secret = read_secret_file(file)
+                    let secret = secret_files
+                        .read(file, "the connection string")
                         .map_err(|e| ("sink.connection_string_file".to_string(), e))?;
-                    secret_files.push((file.to_path_buf(), "the connection string"));
                     eh.connection_string = Some(secret);
                 }
                 (Some(_), None) => {}
             }
         }
         trusted_cas.extend(self.check_ca_files()?);
-        for (file, what) in secret_files {
+        for (file, what) in secret_files.read {
             if let Ok(path) = secret_path(&file) {
                 self.file_warnings
                     .extend(crate::files::readable_by_others(&path, what));
@@ -656,54 +655,52 @@ impl Config {
     /// Every path the config names, taken from `base` (the config file's directory) when
     /// relative: the agent's working directory under systemd is `/`, and the `hubgate`
     /// commands run from anywhere would otherwise read other files (or open another buffer).
-    /// A path that starts with `${` is whatever the variable holds.
-    fn paths_from(&mut self, base: &Path) {
-        let from_base = |p: &mut PathBuf| {
-            if p.is_relative() && !p.to_string_lossy().starts_with("${") {
-                *p = base.join(&*p);
-            }
-        };
-        let each = |p: &mut Option<PathBuf>| p.iter_mut().for_each(from_base);
+    /// A path that starts with `${` is whatever the variable holds. Returns the paths taken
+    /// from `base`.
+    fn paths_from(&mut self, base: &Path) -> Vec<PathBuf> {
+        let mut paths = vec![&mut self.buffer.path, &mut self.codecs.dir];
         for source in &mut self.sources {
             match source {
-                SourceConfig::Mqtt(m) => {
-                    for f in [
+                SourceConfig::Mqtt(m) => paths.extend(
+                    [
                         &mut m.password_file,
                         &mut m.ca_file,
                         &mut m.client_cert_file,
                         &mut m.client_key_file,
-                    ] {
-                        each(f);
-                    }
-                }
-                SourceConfig::Replay(r) => from_base(&mut r.path),
+                    ]
+                    .into_iter()
+                    .flatten(),
+                ),
+                SourceConfig::Replay(r) => paths.push(&mut r.path),
                 SourceConfig::Serial(_) | SourceConfig::Udp(_) => {}
             }
         }
         for d in &mut self.devices {
-            each(&mut d.nwk_s_key_file);
-            each(&mut d.app_s_key_file);
+            paths.extend(d.nwk_s_key_file.iter_mut().chain(&mut d.app_s_key_file));
         }
         match &mut self.sink {
-            SinkConfig::Eventhubs(eh) => {
-                each(&mut eh.connection_string_file);
-                each(&mut eh.ca_location);
-            }
+            SinkConfig::Eventhubs(eh) => paths.extend(
+                eh.connection_string_file
+                    .iter_mut()
+                    .chain(&mut eh.ca_location),
+            ),
             SinkConfig::Kafka(k) => {
-                each(&mut k.sasl_password_file);
-                each(&mut k.ca_location);
+                paths.extend(k.sasl_password_file.iter_mut().chain(&mut k.ca_location))
             }
             SinkConfig::Stdout(_) => {}
         }
-        each(&mut self.metrics.password_file);
-        from_base(&mut self.buffer.path);
-        from_base(&mut self.codecs.dir);
+        paths.extend(&mut self.metrics.password_file);
+        let mut relative = Vec::new();
+        for p in paths {
+            if p.is_relative() && !p.to_string_lossy().starts_with("${") {
+                *p = base.join(&*p);
+                relative.push(p.clone());
+            }
+        }
+        relative
     }
 
-    fn resolve_metrics(
-        &mut self,
-        secret_files: &mut Vec<(PathBuf, &'static str)>,
-    ) -> Result<(), (String, String)> {
+    fn resolve_metrics(&mut self, secret_files: &mut SecretFiles) -> Result<(), (String, String)> {
         let m = &mut self.metrics;
         if let Some((i, name)) = m
             .hosts

@@ -169,17 +169,41 @@ pub(super) fn expand_env(raw: &str) -> Result<String, String> {
 
 /// Read a secret from `file` (`${ENV}` expanded in the path, e.g.
 /// `${CREDENTIALS_DIRECTORY}/eventhubs.secret` under systemd `LoadCredential=`): a regular,
-/// non-empty file of at most [`crate::files::SECRET_CAP`] bytes.
+/// non-empty file of at most [`crate::files::SECRET_CAP`] bytes. Errors name the file only
+/// when its path looks like one ([`looks_like_path`]).
 pub fn read_secret_file<T: SecretText>(file: &Path) -> Result<Secret<T>, String> {
+    read_from(file, true)
+}
+
+/// [`read_secret_file`]; with `nameable` false errors never name the file.
+fn read_from<T: SecretText>(file: &Path, nameable: bool) -> Result<Secret<T>, String> {
     let file = secret_path(file)?;
-    let text = crate::files::read_capped(&file, crate::files::SECRET_CAP)
-        .map_err(|e| format!("cannot read secret file {}: {e}", file.display()))?;
+    let named = nameable && looks_like_path(&file);
+    let unnamed = "the value is not shown: it does not look like an absolute path, and may be \
+                   the secret itself";
+    let text =
+        crate::files::read_capped(&file, crate::files::SECRET_CAP).map_err(|e| match named {
+            true => format!("cannot read secret file {}: {e}", file.display()),
+            false => format!("cannot read the file it names: {e} ({unnamed})"),
+        })?;
     // The .deb installs the connection string's file empty, for the operator to fill.
     let text = text.trim();
     if text.is_empty() {
-        return Err(format!("the file {} is empty", file.display()));
+        return Err(match named {
+            true => format!("the file {} is empty", file.display()),
+            false => format!("the file it names is empty ({unnamed})"),
+        });
     }
     T::from_text(text.to_string()).map(Secret::new)
+}
+
+/// Whether a secret file's path (`${ENV}` expanded) may be shown: absolute, without `=`, `;`
+/// or white space. A secret pasted where its file goes (a password, a key, a connection
+/// string), or the `${VAR}` holding one, would otherwise be printed as the file that cannot
+/// be read.
+fn looks_like_path(file: &Path) -> bool {
+    let text = file.to_string_lossy();
+    file.is_absolute() && !text.contains(['=', ';']) && !text.contains(char::is_whitespace)
 }
 
 /// A secret file's path with `${ENV}` expanded.
@@ -187,13 +211,43 @@ pub(super) fn secret_path(file: &Path) -> Result<PathBuf, String> {
     expand_env(&file.to_string_lossy()).map(PathBuf::from)
 }
 
-/// Either `value` or `file`: a file's secret goes into `value` and the file into `files`
-/// (for the permission warning). `key` is the value's key path.
+/// The secret files a config names, as they are read.
+pub(super) struct SecretFiles {
+    /// The paths written relative, resolved from the config's directory: never named, since
+    /// what was written may be the secret itself.
+    relative: Vec<PathBuf>,
+    /// Each file read, with what it holds: for the warnings about who else may read it.
+    pub(super) read: Vec<(PathBuf, &'static str)>,
+}
+
+impl SecretFiles {
+    /// `relative`: the config's paths that were written relative, as resolved.
+    pub(super) fn new(relative: Vec<PathBuf>) -> SecretFiles {
+        SecretFiles {
+            relative,
+            read: Vec::new(),
+        }
+    }
+
+    /// The secret in `file`, which holds `what` ([`read_secret_file`]).
+    pub(super) fn read<T: SecretText>(
+        &mut self,
+        file: &Path,
+        what: &'static str,
+    ) -> Result<Secret<T>, String> {
+        let secret = read_from(file, !self.relative.iter().any(|r| r == file))?;
+        self.read.push((file.to_path_buf(), what));
+        Ok(secret)
+    }
+}
+
+/// Either `value` or `file`: a file's secret goes into `value`, and the file is noted in
+/// `files`. `key` is the value's key path.
 pub(super) fn load_secret<T: SecretText>(
     value: &mut Option<Secret<T>>,
     file: &Option<PathBuf>,
     key: &str,
-    files: &mut Vec<(PathBuf, &'static str)>,
+    files: &mut SecretFiles,
 ) -> Result<(), (String, String)> {
     let Some(file) = file else {
         return Ok(());
@@ -205,7 +259,10 @@ pub(super) fn load_secret<T: SecretText>(
             format!("give {name} or {name}_file, not both"),
         ));
     }
-    *value = Some(read_secret_file(file).map_err(|e| (format!("{key}_file"), e))?);
-    files.push((file.clone(), "a secret"));
+    *value = Some(
+        files
+            .read(file, "a secret")
+            .map_err(|e| (format!("{key}_file"), e))?,
+    );
     Ok(())
 }

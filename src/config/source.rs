@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keypath::{fields, tagged, unknown_kind, Tagged};
-use super::secrets::{read_secret_file, secret_path};
+use super::secrets::{secret_path, SecretFiles};
 use super::values::{
     de_backoff, de_duration, de_euis, de_keep_alive, de_mqtt_url, de_size, ser_display,
     ser_duration, ser_euis, ser_size,
@@ -194,7 +194,7 @@ impl MqttSourceConfig {
     /// make a working TLS setup is the source's to say when it is built.
     pub(super) fn load_tls(
         &mut self,
-        secret_files: &mut Vec<(PathBuf, &'static str)>,
+        secret_files: &mut SecretFiles,
     ) -> Result<(), (&'static str, String)> {
         let tls = self.url.tls;
         let files = [
@@ -221,8 +221,9 @@ impl MqttSourceConfig {
         match (&self.client_cert_file, &self.client_key_file) {
             (Some(cert), Some(key)) => {
                 let pem = read("client_cert_file", cert)?;
-                let secret = read_secret_file(key).map_err(|e| ("client_key_file", e))?;
-                secret_files.push((key.clone(), "a private key"));
+                let secret = secret_files
+                    .read(key, "a private key")
+                    .map_err(|e| ("client_key_file", e))?;
                 self.tls.client = Some((pem, secret));
             }
             (None, None) => {}
