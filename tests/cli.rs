@@ -2159,6 +2159,57 @@ fn a_secret_given_as_its_file_path_is_not_echoed() {
     );
 }
 
+/// A SASL login written into the Kafka sink's `brokers` as a URL's user info
+/// (`hubgate:PASSWORD@host:port`, as Kafka URLs are written elsewhere): librdkafka takes
+/// everything before the port for the host name and names that broker so in every line, and
+/// `doctor` names the host it looks up. An MQTT url with a login is refused for this; the
+/// brokers' password must not reach the agent's log or the output of `check` and `doctor`
+/// either, whether the config is refused or taken.
+#[test]
+fn a_password_in_the_kafka_brokers_reaches_neither_the_log_nor_doctor() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = "Pa55-in-the-brokers-9c1d";
+    let body = format!(
+        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n\
+         [sink]\ntype = \"kafka\"\nbrokers = \"hubgate:{password}@127.0.0.1:9\"\n",
+        dir.path().join("buffer").display(),
+        support::free_port(),
+    );
+    let mut agent = support::agent::Agent::begin(dir.path(), &body);
+    let config = dir.path().join("hubgate.toml");
+    let said = |command: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args([command, "-c", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+    };
+    let (taken, check) = said("check");
+    let (_, doctor) = said("doctor");
+    if taken {
+        // librdkafka's first connection attempt, which names the broker.
+        agent.wait_log("Failed to resolve", 1, support::agent::WAIT);
+    } else {
+        assert!(check.contains("sink.brokers"), "{check}");
+        let run = agent.wait_exit(support::agent::WAIT, "a refused config");
+        assert!(!run.success(), "run took what check refused");
+    }
+    let log = agent.full_log();
+    let leaks: Vec<&str> = log
+        .lines()
+        .chain(check.lines())
+        .chain(doctor.lines())
+        .filter(|l| l.contains(password))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "the password is in {} line(s) of the log and the output of check and doctor:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+}
+
 /// An Event Hubs connection string in `dir/eh.secret`, mode 0600.
 fn eh_secret(dir: &Path) -> PathBuf {
     let secret = dir.join("eh.secret");

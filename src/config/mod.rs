@@ -357,6 +357,10 @@ impl Config {
             }
         }
         if let SinkConfig::Kafka(k) = &mut self.sink {
+            // Not quoted: the password would be in the error.
+            if k.brokers.contains('@') {
+                return Err(("sink.brokers".into(), LOGIN_IN_BROKERS.into()));
+            }
             let (value, file) = (&mut k.sasl_password, &k.sasl_password_file);
             load_secret(value, file, "sink.sasl_password", &mut secret_files)?;
         }

@@ -88,6 +88,12 @@ pub struct EventHubsConfig {
     pub properties: Properties,
 }
 
+/// Why brokers with a `user:password@` are refused: librdkafka takes that for part of the
+/// host name and names the broker so in its log lines, as `doctor` does.
+pub const LOGIN_IN_BROKERS: &str = "a user name or password in the brokers would show in \
+     logs and doctor: give host:port only, and the login in sasl_username and \
+     sasl_password_file";
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct KafkaConfig {

@@ -74,6 +74,25 @@ mod tests {
         }
     }
 
+    /// A login written into the Kafka brokers (`user:password@host`), in `brokers` or in the
+    /// property librdkafka reads them from, is refused without quoting it.
+    #[test]
+    fn a_login_in_the_kafka_brokers_is_refused_unquoted() {
+        let kafka = "type = \"kafka\"\nbrokers";
+        for (text, key) in [
+            (format!("{kafka} = \"u:pw-in-brokers@x:9093\""), "sink.brokers"),
+            (
+                format!("{kafka} = \"x:9093\"\n[sink.properties]\n\"metadata.broker.list\" = \"u:pw-in-brokers@x:9093\""),
+                "sink.properties.\"metadata.broker.list\"",
+            ),
+        ] {
+            let (k, reason) = sink(&text).unwrap_err();
+            assert_eq!(k, key);
+            assert!(reason.contains("sasl_password_file"), "{reason}");
+            assert!(!reason.contains("pw-in-brokers"), "{reason}");
+        }
+    }
+
     /// A Kafka broker gets TLS by default; turning it off needs `insecure = true`, which
     /// is warned about.
     #[test]

@@ -8,7 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaConfRes;
 
-use crate::config::{KafkaConfig, SinkConfig};
+use crate::config::{KafkaConfig, SinkConfig, LOGIN_IN_BROKERS};
 
 /// Why setting `key` to `value` would take TLS, or its checks, away; `None` if it does not.
 ///
@@ -213,6 +213,16 @@ pub fn check(cfg: &SinkConfig) -> Result<(), (String, String)> {
             }
         }
         SinkConfig::Kafka(k) => {
+            if let Some(key) = properties
+                .iter()
+                .find(|(k, v)| setting_name(k) == "bootstrap.servers" && v.contains('@'))
+                .map(|(k, _)| k)
+            {
+                return Err((
+                    format!("sink.properties.{key:?}"),
+                    format!("refused: {LOGIN_IN_BROKERS}"),
+                ));
+            }
             if let Some((key, why)) = kafka_tls_off(k).into_iter().next().filter(|_| !k.insecure) {
                 return Err((
                     key,
