@@ -41,14 +41,25 @@ fn read_open(file: std::fs::File, cap: u64) -> Result<String, String> {
     Ok(text)
 }
 
-/// `path` is a directory, or a regular file of at most `cap` bytes (for files another
-/// library reads, such as a CA bundle for librdkafka).
-pub fn check_file_or_dir(path: &Path, cap: u64) -> Result<(), String> {
+/// The certificates of a PEM CA bundle, which must hold at least one: with none, no peer's
+/// certificate can be verified (and librdkafka will not start with it).
+pub fn ca_certificates(pem: &[u8]) -> Result<Vec<openssl::x509::X509>, String> {
+    let certs = openssl::x509::X509::stack_from_pem(pem).map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(certs)
+}
+
+/// `path` is a directory (of certificates, as OpenSSL takes one), or a regular file of at
+/// most [`CA_CAP`] bytes with a PEM certificate in it ([`ca_certificates`]): a CA bundle
+/// another library reads, such as librdkafka.
+pub fn check_ca_bundle(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if meta.is_dir() {
         return Ok(());
     }
-    check_regular(&meta, cap)
+    ca_certificates(read_capped(path, CA_CAP)?.as_bytes()).map(drop)
 }
 
 fn check_regular(meta: &std::fs::Metadata, cap: u64) -> Result<(), String> {
@@ -365,9 +376,9 @@ mod tests {
         assert_eq!(read_capped(&big, 2048).unwrap().len(), 2048);
         let reason = read_capped(&big, 2047).unwrap_err();
         assert!(reason.contains("larger than"), "{reason}");
-        check_file_or_dir(dir.path(), CA_CAP).unwrap();
-        check_file_or_dir(&big, 2047).unwrap_err();
-        check_file_or_dir(&fifo, CA_CAP).unwrap_err();
+        check_ca_bundle(dir.path()).unwrap();
+        let reason = check_ca_bundle(&fifo).unwrap_err();
+        assert!(reason.contains("not a regular file"), "{reason}");
     }
 
     #[test]

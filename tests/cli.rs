@@ -2210,6 +2210,54 @@ fn a_password_in_the_kafka_brokers_reaches_neither_the_log_nor_doctor() {
     );
 }
 
+/// A sink's CA bundle that holds no certificate (empty, or not PEM) cannot verify any broker:
+/// librdkafka refuses to create the client with it, so `run` stops at the start (and systemd
+/// starts it again and again) while `check`, which `ExecStartPre=` and the package's postinst
+/// run, said OK. An MQTT source's `ca_file` without a certificate is refused by `check`.
+#[test]
+fn a_sink_ca_without_a_certificate_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let eventhubs = "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
+                     connection_string = \"Endpoint=sb://acme.servicebus.windows.net/;\
+                     SharedAccessKeyName=send;SharedAccessKey=a2V5\"\n";
+    let kafka = "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9\"\n";
+    let cases = [
+        (
+            format!("{eventhubs}ca_location = \"{}\"\n", empty.display()),
+            "sink.ca_location",
+        ),
+        (
+            format!("{kafka}ca_location = \"{}\"\n", junk.display()),
+            "sink.ca_location",
+        ),
+        (
+            format!(
+                "{kafka}[sink.properties]\n\"ssl.ca.location\" = \"{}\"\n",
+                empty.display()
+            ),
+            "sink.properties.\"ssl.ca.location\"",
+        ),
+    ];
+    let mut taken = Vec::new();
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let (ok, err) = check_file(&dir.path().join(format!("ca{i}.toml")), 0o600, text);
+        if ok {
+            taken.push(format!("{key}: check said OK"));
+        } else if !err.contains(key) {
+            taken.push(format!("{key} not named: {}", err.trim()));
+        }
+    }
+    assert!(
+        taken.is_empty(),
+        "check passed a CA bundle without a certificate:\n{}",
+        taken.join("\n")
+    );
+}
+
 /// An Event Hubs connection string in `dir/eh.secret`, mode 0600.
 fn eh_secret(dir: &Path) -> PathBuf {
     let secret = dir.join("eh.secret");
@@ -2380,8 +2428,8 @@ fn an_mqtt_password_without_a_username_is_refused() {
 fn a_config_secret_or_ca_file_others_can_write_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let secret = eh_secret(dir.path());
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    // A real one: check refuses a CA bundle without a certificate.
+    let ca = support::Certs::generate(&dir.path().join("certs")).ca;
     let file = dir.path().join("open.toml");
     std::fs::write(
         &file,

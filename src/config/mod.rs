@@ -411,8 +411,9 @@ impl Config {
         Ok(())
     }
 
-    /// CA bundles are directories or regular files under [`crate::files::CA_CAP`]: librdkafka
-    /// would otherwise hang on a FIFO or read `/dev/zero` until memory runs out.
+    /// CA bundles are directories or regular files under [`crate::files::CA_CAP`] with a
+    /// certificate in them: librdkafka would otherwise hang on a FIFO, read `/dev/zero` until
+    /// memory runs out, or refuse to start (`run` stopping where `check` said OK).
     /// Returns the CA bundles checked.
     fn check_ca_files(&self) -> Result<Vec<PathBuf>, (String, String)> {
         let (ca, properties) = match &self.sink {
@@ -432,7 +433,7 @@ impl Config {
         let field = ca.clone().map(|l| ("sink.ca_location".to_string(), l));
         let mut checked = Vec::new();
         for (key, path) in field.into_iter().chain(in_properties) {
-            crate::files::check_file_or_dir(&path, crate::files::CA_CAP)
+            crate::files::check_ca_bundle(&path)
                 .map_err(|e| (key, format!("{}: {e}", path.display())))?;
             checked.push(path);
         }

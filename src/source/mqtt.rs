@@ -113,15 +113,11 @@ fn packet_type(p: &Packet) -> &'static str {
 pub fn tls_connector(tls: &MqttTls) -> Result<native_tls::TlsConnector, (&'static str, String)> {
     use native_tls::{Certificate, Identity, Protocol, TlsConnector};
     use openssl::pkey::PKey;
-    use openssl::x509::X509;
     let ca_error = |e: &dyn std::fmt::Display| ("ca_file", e.to_string());
     let mut b = TlsConnector::builder();
     b.min_protocol_version(Some(Protocol::Tlsv12));
     if let Some(ca) = &tls.ca {
-        let certs = X509::stack_from_pem(ca).map_err(|e| ca_error(&e))?;
-        if certs.is_empty() {
-            return Err(ca_error(&"no PEM certificate in it"));
-        }
+        let certs = crate::files::ca_certificates(ca).map_err(|e| ca_error(&e))?;
         b.disable_built_in_roots(true);
         for cert in certs {
             let der = cert.to_der().map_err(|e| ca_error(&e))?;
