@@ -1101,3 +1101,83 @@ async fn sigterm_at_any_moment_of_start_up_exits_0_and_loses_nothing() {
         .collect();
     assert_eq!(buffered.len() as u64, total, "{buffered:?}");
 }
+
+/// The Event Hubs connection string is the SASL password: it goes only over TLS to a broker
+/// whose certificate names the Endpoint's host. librdkafka's `client.dns.lookup =
+/// "resolve_canonical_bootstrap_servers_only"` (meant for Kerberos) replaces that host with the
+/// name a reverse lookup of its address gives and checks the certificate against that name:
+/// whoever answers DNS picks the name the certificate must hold, as when `[sink.properties]`
+/// set `bootstrap.servers`, which is refused. Here the Endpoint is 127.0.0.1 (reverse name
+/// localhost) and the broker's certificate names localhost only: the TLS check for the
+/// Endpoint fails (doctor says so), yet with the property the key is sent to that broker. The
+/// property must be refused, or the key never sent there.
+#[test]
+fn the_connection_string_goes_only_to_a_broker_certified_for_the_endpoint() {
+    use support::standin::{Answers, StandIn};
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = support::Certs::generate(&dir.path().join("certs"));
+    let localhost_only = certs.server_for("localhost", "DNS:localhost");
+    let hubs: Vec<&str> = [ENV, MOTION, OPENCLOSE, PACKED]
+        .into_iter()
+        .chain(support::agent::CODECS_PACKED)
+        .collect();
+    let broker = StandIn::start_tls_with(
+        &dir.path().join("broker"),
+        localhost_only,
+        &hubs,
+        Answers::default(),
+    );
+    let endpoint = broker.bootstrap().replace("localhost", "127.0.0.1");
+    let secret = dir.path().join("eventhubs.secret");
+    secret_file(&secret, &connection_string(&endpoint, KEY, ""));
+    let body = |extra: &str| {
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{}\"\n\
+             [sink]\ntype = \"eventhubs\"\nconnection_string_file = \"{}\"\nca_location = \"{}\"\n{extra}",
+            dir.path().join("buffer").display(),
+            support::free_udp_port(),
+            secret.display(),
+            certs.ca.display(),
+        )
+    };
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, body("")).unwrap();
+    let doctor = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["doctor", "-c", plain.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with(&format!("FAIL tls {endpoint}"))),
+        "the certificate should not pass for the Endpoint's host:\n{said}"
+    );
+    assert_eq!(broker.seen(36), 0, "no login without TLS");
+
+    let canonical = body(
+        "[sink.properties]\n\"client.dns.lookup\" = \"resolve_canonical_bootstrap_servers_only\"\n",
+    );
+    let config = dir.path().join("canonical.toml");
+    std::fs::write(&config, &canonical).unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["check", "-c", config.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    if !check.status.success() {
+        return;
+    }
+    let agent = Agent::start(dir.path(), &canonical);
+    // The broker the Metadata answer names (node 0, at the Endpoint's address) is known only
+    // after the login on the bootstrap connection.
+    agent.wait_log(&format!("sasl_ssl://{endpoint}/0"), 1, WAIT);
+    assert_eq!(
+        broker.seen(36),
+        0,
+        "check took client.dns.lookup = resolve_canonical_bootstrap_servers_only, and the \
+         agent sent the connection string (SaslAuthenticate) to a broker whose certificate \
+         names localhost, not the Endpoint's host {endpoint}"
+    );
+}

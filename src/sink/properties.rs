@@ -30,6 +30,12 @@ pub fn tls_off(key: &str, value: &str) -> Option<&'static str> {
         "ssl.cipher.suites" if v.contains("null") || v.contains("@seclevel=0") => {
             Some("the cipher list allows connections without encryption or authentication")
         }
+        // Meant for Kerberos: the broker is reached, and its certificate checked, under the
+        // name a reverse lookup of its address gives, which whoever answers DNS picks.
+        "client.dns.lookup" if v == "resolve_canonical_bootstrap_servers_only" => Some(
+            "the certificate is checked against the name a reverse DNS lookup of the broker's \
+             address gives, not the configured host: whoever answers DNS picks the name",
+        ),
         _ => None,
     }
 }
@@ -410,6 +416,10 @@ mod tests {
             ("ssl.endpoint.identification.algorithm", "None"),
             ("ssl.cipher.suites", "eNULL:DEFAULT"),
             ("ssl.cipher.suites", "DEFAULT@SECLEVEL=0"),
+            (
+                "client.dns.lookup",
+                "Resolve_Canonical_Bootstrap_Servers_Only",
+            ),
         ] {
             assert!(tls_off(k, v).is_some(), "{k} = {v}");
         }
@@ -419,6 +429,7 @@ mod tests {
             ("enable.ssl.certificate.verification", "true"),
             ("ssl.endpoint.identification.algorithm", "https"),
             ("ssl.cipher.suites", "ECDHE-RSA-AES256-GCM-SHA384"),
+            ("client.dns.lookup", "use_all_dns_ips"),
             ("linger.ms", "0"),
         ] {
             assert_eq!(tls_off(k, v), None, "{k} = {v}");

@@ -80,6 +80,17 @@ impl StandIn {
     pub fn start_tls(dir: &std::path::Path, topics: &[&str], answers: Answers) -> StandIn {
         std::fs::create_dir_all(dir).unwrap();
         let certs = super::Certs::generate(&dir.join("certs"));
+        StandIn::start_tls_with(dir, certs, topics, answers)
+    }
+
+    /// Like [`StandIn::start_tls`], stunnel showing `certs`' server certificate.
+    pub fn start_tls_with(
+        dir: &std::path::Path,
+        certs: super::Certs,
+        topics: &[&str],
+        answers: Answers,
+    ) -> StandIn {
+        std::fs::create_dir_all(dir).unwrap();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the stand-in");
         let mut tls_port = super::free_port();
         while tls_port == listener.local_addr().unwrap().port() {
