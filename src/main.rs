@@ -142,7 +142,8 @@ enum Command {
 #[derive(Subcommand)]
 enum BufferAction {
     /// Count and size of buffered records, and the oldest one's age as `max_age` counts it
-    /// (forward steps of the clock after it was taken left out).
+    /// (forward steps of the clock after it was taken left out); then the databases kept
+    /// aside in the buffer directory, whose records are not counted.
     Stats,
     /// Print every buffered record as a JSON line.
     Export {
@@ -929,7 +930,8 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
     if let Err(e) = become_buffer_owner(&cfg.path) {
         return fail(1, e);
     }
-    let mut store = match SledStore::open(&cfg.path) {
+    // A database that will not open stays where it is: only the agent's start moves it aside.
+    let mut store = match SledStore::open_unmoved(&cfg.path) {
         Ok(s) => s,
         Err(e @ BufferError::Locked(_)) => {
             return fail(1, format!("{e} (is hubgate running? stop it first)"))
@@ -961,6 +963,10 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
                     humantime::format_duration(Duration::from_secs(age.as_secs()))
                 ),
                 None => {}
+            }
+            // Records the count leaves out: the package's downgrade guard refuses on this line.
+            if let Some(kept) = buffer::kept_aside(&cfg.path, |bytes| format!("{bytes} bytes")) {
+                println!("kept aside: {kept}");
             }
             ExitCode::SUCCESS
         }

@@ -811,6 +811,57 @@ fn filled_buffer() -> (tempfile::TempDir, PathBuf, String, Vec<String>) {
     (dir, buffer, config.to_str().unwrap().to_string(), bodies)
 }
 
+/// One start of the agent on `buffer` (a replay source of nothing, the stdout sink), which
+/// ends once the replay has: what a start does to the buffer, as on a gateway (a database
+/// that will not open moved aside). Its config is `start.toml` beside the buffer.
+fn start_once(buffer: &Path) -> Output {
+    let dir = buffer.parent().unwrap();
+    let replay = dir.join("none.jsonl");
+    std::fs::write(&replay, "").unwrap();
+    let config = dir.join("start.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"replay\"\npath = \"{}\"\n\
+             [sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\n",
+            buffer.display(),
+            replay.display()
+        ),
+    )
+    .unwrap();
+    let run = support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["run", "-c"])
+            .arg(&config),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    run
+}
+
+/// A buffer whose database will not open is left as it is by the `buffer` commands (`stats`
+/// fails, saying why, and moves nothing), then moved aside by the agent's start: returns
+/// the directory it was moved to.
+fn moved_aside_by_a_start(buffer: &Path, cfg: &str) -> PathBuf {
+    let stats = hubgate(&["buffer", "stats", "-c", cfg]);
+    assert!(!stats.status.success(), "{}", stdout(&stats));
+    assert!(
+        stderr(&stats).contains("will not open") && stderr(&stats).contains("left as it is"),
+        "{}",
+        stderr(&stats)
+    );
+    let aside = || {
+        std::fs::read_dir(buffer)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains("sled.broken-"))
+    };
+    assert_eq!(aside(), None, "moved aside by buffer stats");
+    let run = start_once(buffer);
+    assert!(stderr(&run).contains("will not open"), "{}", stderr(&run));
+    aside().expect("the database moved aside")
+}
+
 /// `hubgate buffer stats|export|purge` on a buffer left by an outage: the numbers, every
 /// record as one JSON line in order with progress on stderr, and a purge that gives the
 /// disk space back.
@@ -963,22 +1014,7 @@ fn buffer_recover_carries_a_broken_databases_records() {
     let (dir, buffer, cfg, bodies) = filled_buffer();
     let cfg = cfg.as_str();
     std::fs::write(buffer.join("sled").join("conf"), b"\xff not sled's config").unwrap();
-    let stats = hubgate(&["buffer", "stats", "-c", cfg]);
-    assert!(
-        stderr(&stats).contains("will not open"),
-        "{}",
-        stderr(&stats)
-    );
-    assert!(
-        stdout(&stats).contains("records: 0\n"),
-        "{}",
-        stdout(&stats)
-    );
-    let aside = std::fs::read_dir(&buffer)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().contains("sled.broken-"))
-        .expect("the database moved aside");
+    let aside = moved_aside_by_a_start(&buffer, cfg);
     let aside = aside.to_str().unwrap();
     let export = || -> Vec<String> {
         let o = hubgate(&["buffer", "export", "-c", cfg]);
@@ -1286,8 +1322,8 @@ fn one_segment_header_twice(db: &Path) {
 
 /// A database sled's open panics on (two of its log segments with one header) costs
 /// neither the agent nor its records: `buffer recover` carries every record from it, and
-/// an open of it as the buffer (`buffer stats`, as a start) moves it aside as one that will
-/// not open, where neither aborted the process before.
+/// `buffer stats` refuses it as one that will not open and a start moves it aside, where
+/// neither aborted the process before.
 #[test]
 fn a_database_sled_panics_on_is_recovered_and_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
@@ -1313,17 +1349,23 @@ fn a_database_sled_panics_on_is_recovered_and_moved_aside() {
     let bodies: Vec<String> = (0..BUFFER_RECORDS).map(buffer_body).collect();
     assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), bodies);
 
-    let o = hubgate(&["buffer", "stats", "-c", other_config.to_str().unwrap()]);
-    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
-    assert!(stdout(&o).contains("\nrecords: 0\n"), "{}", stdout(&o));
-    let [(aside, _)] = &hubgate::buffer::moved_aside(&other)[..] else {
-        panic!("one database moved aside: {}", stderr(&o))
-    };
     let said = format!(
         "buffer database {} will not open (IO error: sled's open failed on damage to its log: \
          panicked at ",
         db.display()
     );
+    let o = hubgate(&["buffer", "stats", "-c", other_config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&said), "{}", stderr(&o));
+    assert_eq!(
+        hubgate::buffer::moved_aside(&other),
+        vec![],
+        "moved by stats"
+    );
+    let o = start_once(&other);
+    let [(aside, _)] = &hubgate::buffer::moved_aside(&other)[..] else {
+        panic!("one database moved aside: {}", stderr(&o))
+    };
     assert!(stderr(&o).contains(&said), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&format!("moved to {}", aside.display())),
@@ -1403,7 +1445,7 @@ fn carried_by_a_synchronised_clock(line: Option<&str>) -> bool {
 
 /// A buffer whose records were all made before a forward step of the clock of 40 days (a Pi
 /// booted at fake-hwclock's time, then synchronised; the step kept in its state) would not
-/// open. `buffer stats` moves it aside; once recovered, its records age from the recovery:
+/// open. The agent's start moves it aside; once recovered, its records age from the recovery:
 /// `buffer stats` ages the oldest as the drain does for `max_age` (7 days by default), by
 /// seconds, not 40 days, so the first drain does not drop them; with the clock not known to
 /// be synchronised here they have no time. Their bodies are carried as they were.
@@ -1433,14 +1475,7 @@ fn buffer_recover_carries_records_from_before_a_clock_step_without_aging_them_by
     assert!(seconds(&before), "the step kept out: {before}");
 
     std::fs::write(buffer.join("sled").join("conf"), b"\xff not sled's config").unwrap();
-    let o = stats();
-    assert!(stderr(&o).contains("will not open"), "{}", stderr(&o));
-    assert!(stdout(&o).contains("records: 0\n"), "{}", stdout(&o));
-    let aside = std::fs::read_dir(&buffer)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().contains("sled.broken-"))
-        .expect("the database moved aside");
+    let aside = moved_aside_by_a_start(&buffer, cfg);
     let o = hubgate(&["buffer", "recover", "-c", cfg, aside.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);

@@ -599,27 +599,20 @@ fn a_downgrade_below_the_buffer_layout_is_refused_with_records_and_moves_an_empt
     };
     refused_empty(&prerm_run(&["failed-upgrade", "99.0.0-1"], false), version);
     assert!(moved_aside_for_downgrade(buffer).is_empty());
-    // An empty buffer whose database cannot be moved aside for the older release (`date`
-    // gives a fixed time, and a directory of the name it would take is there): refused, its
-    // removal named. Only the prerm of a release before 0.3.0 lets dpkg go on then, so only
-    // for such a release the refusal says so.
+    // An empty buffer whose database cannot be moved aside for the older release (`mv`
+    // fails; a directory of the name it would take, one left by an earlier downgrade, is
+    // refused as a database kept aside first): refused, its removal named. Only the prerm
+    // of a release before 0.3.0 lets dpkg go on then, so only for such a release the
+    // refusal says so.
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    shim(
-        &bin,
-        &dir.path().join("date.log"),
-        "date",
-        "echo 20260101T000000Z",
-    );
-    let taken = buffer.join("sled.layout3-20260101T000000Z");
-    std::fs::create_dir_all(taken.join("taken")).unwrap();
+    shim(&bin, &dir.path().join("mv.log"), "mv", "exit 1");
     let not_backed = "prerm does not back this refusal up for an empty buffer";
     for (to, warned) in [("0.2.1-1", true), ("0.3.0-1", false)] {
         let run = fx.run_finding_first(&["upgrade", to], false, Some(&bin));
         refused_empty(&run, to);
         assert_eq!(run.1.contains(not_backed), warned, "{to}: {}", run.1);
     }
-    std::fs::remove_dir_all(&taken).unwrap();
     assert!(moved_aside_for_downgrade(buffer).is_empty());
 
     buffer_records(buffer, 3);
@@ -852,4 +845,58 @@ fn moved_aside_for_downgrade(buffer: &Path) -> Vec<PathBuf> {
                 .is_some_and(|n| n.starts_with("sled.layout3-"))
         })
         .collect()
+}
+
+/// A buffer whose database will not open still holds its records: its segments keep their
+/// bodies, and `hubgate buffer recover` carries them once the agent's start has moved the
+/// database aside (`sled.broken-<time>`) and started a fresh one. The downgrade guard counts
+/// the buffer with `hubgate buffer stats`, which must neither move the database aside to
+/// count the fresh one (0 records) nor count that fresh one alone once the agent has: each
+/// downgrade is refused, naming why (the database that will not open, then the one kept
+/// aside).
+#[test]
+fn a_downgrade_is_refused_while_the_buffers_records_are_in_a_database_that_will_not_open() {
+    let fx = Prerm::new();
+    let sled = fx.buffer.join("sled");
+    buffer_records(&fx.buffer, 3);
+    // As in the power-cut damage the open moves aside for: sled will not read its config.
+    std::fs::write(sled.join("conf"), b"\xff not sled's config").unwrap();
+    let broken = || -> Vec<PathBuf> {
+        std::fs::read_dir(&fx.buffer)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("sled.broken-"))
+            .collect()
+    };
+    // Those that went on, and refusals that do not say why.
+    let wrong = |told: &str| -> Vec<(&str, String)> {
+        ["0.1.0-1", "0.2.1-1"]
+            .into_iter()
+            .map(|to| (to, fx.run(&["upgrade", to], false)))
+            .filter(|(_, (ok, stderr))| *ok || !stderr.contains(told))
+            .map(|(to, (_, stderr))| (to, stderr))
+            .collect()
+    };
+
+    let unmoved = wrong("will not open");
+    assert!(
+        unmoved.is_empty() && broken().is_empty(),
+        "with the buffer's 3 records in a database that will not open, moved to {:?}: {unmoved:#?}",
+        broken()
+    );
+    // The agent's start moves it aside and makes a fresh, empty buffer.
+    drop(hubgate::buffer::SledStore::open(&fx.buffer).unwrap());
+    let aside = broken();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let moved = wrong(&aside[0].display().to_string());
+    assert!(
+        moved.is_empty(),
+        "with the buffer's 3 records in {aside:?}: {moved:#?}"
+    );
+    // The buffer itself is empty: 0.2.x's own prerm lets dpkg go on for it, which is said.
+    let (_, stderr) = fx.run(&["upgrade", "0.2.1-1"], false);
+    assert!(
+        stderr.contains("prerm does not back this refusal up for an empty buffer"),
+        "{stderr}"
+    );
 }

@@ -287,6 +287,18 @@ impl SledStore {
     /// Open the database at `dir`. One that will not open is moved aside (loudly) and a
     /// fresh one started: a damaged card must not crash-loop the agent.
     pub fn open(buffer_dir: &Path) -> Result<SledStore, BufferError> {
+        Self::open_with(buffer_dir, true)
+    }
+
+    /// [`SledStore::open`] for the `hubgate buffer` commands: a database that will not open
+    /// is an error, left where it is. Moved aside, the fresh one in its place would be
+    /// counted (0 records, what the package's downgrade guard reads as nothing to lose) and
+    /// exported as the buffer, while the records sit in a directory nothing reads.
+    pub fn open_unmoved(buffer_dir: &Path) -> Result<SledStore, BufferError> {
+        Self::open_with(buffer_dir, false)
+    }
+
+    fn open_with(buffer_dir: &Path, move_damaged: bool) -> Result<SledStore, BufferError> {
         let lock = BufferLock::take(buffer_dir)?;
         // What a run that met a refused write left in the page cache is not on the card.
         let dropped = super::page_cache::drop_cached(buffer_dir, &buffer_dir.join(DB_DIR));
@@ -311,7 +323,7 @@ impl SledStore {
         // not even to read the layout below.
         let released = super::reserve::release_if_short(buffer_dir);
         let opened = refuse_newer(buffer_dir)?;
-        let mut store = Self::open_locked(buffer_dir, lock, opened)?;
+        let mut store = Self::open_locked(buffer_dir, lock, opened, move_damaged)?;
         store.reserve_released = released;
         Ok(store)
     }
@@ -322,11 +334,13 @@ impl SledStore {
     }
 
     /// [`SledStore::open`] once the buffer directory's lock is held, with sled already
-    /// `opened` at the database directory by [`refuse_newer`] (if it was).
+    /// `opened` at the database directory by [`refuse_newer`] (if it was); a database that
+    /// will not open is moved aside if `move_damaged`, else an error.
     fn open_locked(
         buffer_dir: &Path,
         lock: BufferLock,
         opened: Option<sled::Db>,
+        move_damaged: bool,
     ) -> Result<SledStore, BufferError> {
         // The database is a directory of its own inside the buffer directory, so it can be
         // moved aside where systemd's StateDirectory= is the only writable place.
@@ -339,6 +353,16 @@ impl SledStore {
         };
         let mut store = match inner {
             Ok(s) => s,
+            Err(e) if dir.exists() && e.is_damage() && !move_damaged => {
+                return Err(BufferError::Storage(format!(
+                    "buffer database {} will not open ({e}): left as it is, its records in it; \
+                     hubgate's start moves it aside (to {}/sled.broken-<time>) and starts a \
+                     fresh one, then, with hubgate stopped, `hubgate buffer recover <that \
+                     directory>` takes its records back",
+                    dir.display(),
+                    buffer_dir.display()
+                )))
+            }
             Err(e) if dir.exists() && e.is_damage() => {
                 let aside = move_aside(dir)?;
                 log::error!(
