@@ -2543,3 +2543,75 @@ fn the_kafka_sasl_password_can_come_from_a_file() {
         "{err}"
     );
 }
+
+/// operations.md moves the buffer off the SD card by setting `buffer.path` (a USB disk, with
+/// `ReadWritePaths=`). Done on a gateway whose buffer holds a backlog (an outage filling the
+/// card is when one would), the agent starts on an empty buffer at the new path and the
+/// acknowledged records left in the unit's state directory (`StateDirectory=hubgate`, which
+/// systemd names in `STATE_DIRECTORY`) are never sent: nothing reads that buffer again. The
+/// start and `hubgate doctor` name it, and leave it as it is.
+#[test]
+fn records_left_in_the_state_directory_by_a_new_buffer_path_are_told_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    fill_buffer(&state);
+    let usb = dir.path().join("usb").join("hubgate");
+    let replay = dir.path().join("none.jsonl");
+    std::fs::write(&replay, "").unwrap();
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"replay\"\npath = \"{}\"\n\
+             [sink]\ntype = \"stdout\"\n[metrics]\nlisten = \"off\"\n",
+            usb.display(),
+            replay.display()
+        ),
+    )
+    .unwrap();
+    let run = support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env("STATE_DIRECTORY", &state),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let doctor = Command::new(env!("CARGO_BIN_EXE_hubgate"))
+        .args(["doctor", "-c"])
+        .arg(&config)
+        .env("STATE_DIRECTORY", &state)
+        .output()
+        .unwrap();
+    let told = |text: &str| {
+        text.contains(&format!("the state directory {} holds", state.display()))
+            && text.contains(&state.join("sled").display().to_string())
+            && text.contains("hubgate buffer recover")
+    };
+    assert!(
+        told(&stderr(&run)) && told(&stdout(&doctor)),
+        "{BUFFER_RECORDS} records left in {}, at the start:\n{}\nby doctor:\n{}",
+        state.display(),
+        stderr(&run),
+        stdout(&doctor)
+    );
+    // Left as it was: every record still there.
+    let reader = dir.path().join("reader");
+    std::fs::create_dir_all(&reader).unwrap();
+    let reader = buffer_cmd::config_for(&reader, &state, "");
+    let kept = hubgate(&["buffer", "stats", "-c", reader.to_str().unwrap()]);
+    assert_eq!(stat(&kept, "records"), BUFFER_RECORDS, "{}", stderr(&kept));
+    // What the warning says to do carries them into the buffer at the new path.
+    let cfg = config.to_str().unwrap();
+    let sled = state.join("sled");
+    let recovered = hubgate(&["buffer", "recover", "-c", cfg, sled.to_str().unwrap()]);
+    assert!(recovered.status.success(), "{}", stderr(&recovered));
+    let moved = hubgate(&["buffer", "stats", "-c", cfg]);
+    assert_eq!(
+        stat(&moved, "records"),
+        BUFFER_RECORDS,
+        "{}",
+        stderr(&moved)
+    );
+}

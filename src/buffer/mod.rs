@@ -25,7 +25,7 @@ mod upgrade;
 pub use lock::BufferLock;
 pub use memory::MemoryStore;
 pub use recover::{recover, Recovered};
-pub use salvage::{kept_aside, moved_aside};
+pub use salvage::{kept_aside, left_in_state_directory, moved_aside, state_directories};
 #[cfg(test)]
 pub use segments::failing_appends_in;
 pub use sled_store::SledStore;

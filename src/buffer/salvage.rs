@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::segments::Pointer;
-use super::sled_store::{seq_of, with_suffix, SledStore, BATCH_ALLOWANCE};
+use super::sled_store::{seq_of, with_suffix, SledStore, BATCH_ALLOWANCE, DB_DIR};
 use super::upgrade::{old_pointers, MOVE_BATCH};
 use super::{BufferError, Store};
 
@@ -437,6 +437,62 @@ pub fn kept_aside(buffer_dir: &Path, size: impl Fn(u64) -> String) -> Option<Str
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
+/// The directories systemd gives the agent for its state: those `STATE_DIRECTORY` names (set
+/// by `StateDirectory=`), else, when `or_shipped`, the shipped unit's `/var/lib/hubgate`.
+pub fn state_directories(or_shipped: bool) -> Vec<PathBuf> {
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(dirs) => std::env::split_paths(&dirs).collect(),
+        None if or_shipped => vec![PathBuf::from("/var/lib/hubgate")],
+        None => Vec::new(),
+    }
+}
+
+/// The buffer databases in `state`, the agent's state directory, when it is not `buffer_dir`
+/// (`buffer.path` was changed, a USB disk for the SD card): `sled`, and those moved aside
+/// there. Nothing reads them, so their records are never sent; one line names each, with
+/// its size as `size` writes it, and what to do, for the log at start and `hubgate doctor`;
+/// `None` when there are none. Only listed, never opened: a count would take the
+/// database's lock and may change it (a salvage, a move aside), and it may be another
+/// agent's.
+pub fn left_in_state_directory(
+    buffer_dir: &Path,
+    state: &Path,
+    size: impl Fn(u64) -> String,
+) -> Option<String> {
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(buffer_dir, state) {
+        return None;
+    }
+    let sled = state.join(DB_DIR);
+    let mut left: Vec<(PathBuf, u64)> = Vec::new();
+    if sled.is_dir() {
+        let bytes = bytes_in(&sled);
+        left.push((sled, bytes));
+    }
+    left.extend(moved_aside(state));
+    left.extend(left_by_downgrade(state));
+    if left.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = left
+        .iter()
+        .map(|(p, bytes)| format!("{} ({})", p.display(), size(*bytes)))
+        .collect();
+    Some(format!(
+        "the state directory {} holds buffer databases that are not the buffer ({}, \
+         buffer.path), so their records are not sent: {}; with hubgate stopped, `hubgate \
+         buffer recover <dir>` carries them into the buffer (any already delivered come again), \
+         then remove them, or set buffer.path back to {}",
+        state.display(),
+        buffer_dir.display(),
+        list.join(", "),
+        state.display()
+    ))
+}
+
 /// Bytes of the files under `dir`, what can be read of it (symbolic links not followed).
 fn bytes_in(dir: &Path) -> u64 {
     let Ok(list) = std::fs::read_dir(dir) else {
@@ -489,7 +545,7 @@ fn aside_name(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::super::segments::MAX_VALUE;
-    use super::super::sled_store::{open_db, DB_DIR, LAYOUT_KEY, MARK_KEY};
+    use super::super::sled_store::{open_db, LAYOUT_KEY, MARK_KEY};
     use super::super::test_support::{
         assert_current_layout, body_of, compacted_then_taken_back, fill_with, flushed_store,
         lose_pointers, make_the_blob_unreadable, moved, past_a_failing_tail, record, segment_of,

@@ -190,6 +190,13 @@ pub fn run(path: &Path, out: &mut dyn Write) -> bool {
     if let Some(outcome) = moved_aside(&cfg.buffer.path) {
         list.step("buffer moved aside", outcome);
     }
+    // Run from a shell, where systemd sets no STATE_DIRECTORY: the shipped unit's.
+    for state in crate::buffer::state_directories(true) {
+        if let Some(left) = crate::buffer::left_in_state_directory(&cfg.buffer.path, &state, human)
+        {
+            list.step("buffer left behind", Outcome::Warn(left));
+        }
+    }
     list.step(
         "buffer lock",
         match agent {

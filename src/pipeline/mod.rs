@@ -248,6 +248,12 @@ fn open_forwarder(
     warn_if_disk_smaller_than_cap(&cfg.buffer);
     let store = SledStore::open(&cfg.buffer.path)?;
     report_moved_aside(&cfg.buffer.path, &metrics);
+    for state in crate::buffer::state_directories(false) {
+        let size = |bytes| format!("{bytes} bytes");
+        if let Some(left) = crate::buffer::left_in_state_directory(&cfg.buffer.path, &state, size) {
+            log::warn!("buffer: {left}");
+        }
+    }
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone(), hubs, connection)?;
     let decoder = Decoder::starting(cfg, metrics.clone());
