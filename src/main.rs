@@ -916,14 +916,17 @@ fn buffer_cmd(path: &Path, action: BufferAction) -> ExitCode {
         Err(e) => return fail(1, e),
     };
     let db = cfg.path.join("sled");
-    if !matches!(action, BufferAction::Recover { .. }) && !db.is_dir() {
-        // Opening would make an empty buffer, and a wrong path would read as an empty one.
+    if !db.is_dir() {
+        // Opening would make an empty buffer, and a wrong path would read as an empty one:
+        // a recovery into it would carry the records where the agent never reads them.
         return fail(
             1,
             format!(
-                "no buffer at {} (no {}): check buffer.path; the agent makes it at its first start",
+                "no buffer at {} (no {}; buffer.path in {}): check buffer.path; the agent \
+                 makes it at its first start",
                 cfg.path.display(),
-                db.display()
+                db.display(),
+                path.display()
             ),
         );
     }

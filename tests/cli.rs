@@ -1210,7 +1210,9 @@ fn a_buffer_command_beside_a_running_hubgate_says_to_stop_it_first() {
 #[test]
 fn buffer_recover_refuses_a_newer_layout_and_carries_an_older_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, config) = buffer_cmd::config(dir.path());
+    let (buffer, config) = buffer_cmd::config(dir.path());
+    // The buffer carried into, as the agent's first start makes it.
+    start_once(&buffer);
     let cfg = config.to_str().unwrap();
     let layout = this_layout();
     let recover = |db: &Path| hubgate(&["buffer", "recover", "-c", cfg, db.to_str().unwrap()]);
@@ -1261,7 +1263,9 @@ fn buffer_recover_refuses_a_newer_layout_and_carries_an_older_one() {
 #[test]
 fn buffer_recover_refuses_a_directory_whose_sled_is_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, config) = buffer_cmd::config(dir.path());
+    let (buffer, config) = buffer_cmd::config(dir.path());
+    // The buffer carried into, as the agent's first start makes it.
+    start_once(&buffer);
     let cfg = config.to_str().unwrap();
     let other = dir.path().join("other");
     fill_buffer(&other);
@@ -1327,7 +1331,9 @@ fn one_segment_header_twice(db: &Path) {
 #[test]
 fn a_database_sled_panics_on_is_recovered_and_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, config) = buffer_cmd::config(dir.path());
+    let (buffer, config) = buffer_cmd::config(dir.path());
+    // The buffer carried into, as the agent's first start makes it.
+    start_once(&buffer);
     let cfg = config.to_str().unwrap();
     let damaged = dir.path().join("damaged");
     std::fs::create_dir(&damaged).unwrap();
@@ -2613,5 +2619,51 @@ fn records_left_in_the_state_directory_by_a_new_buffer_path_are_told_at_start() 
         BUFFER_RECORDS,
         "{}",
         stderr(&moved)
+    );
+}
+
+/// `buffer recover` refuses a config whose path holds no buffer, as stats, export and
+/// purge do (a wrong path would read as empty): made there, it would be a buffer nothing
+/// reads, and the progress kept in the directory moved aside, which does not say where the
+/// records went, would have the run with the agent's config carry nothing ("was recovered
+/// before"). Run first with a config that names another path (a copy of the config, the
+/// default one while the agent runs with its own), it carries nothing and says which path.
+#[test]
+fn a_recovery_into_a_new_buffer_elsewhere_does_not_keep_the_records_from_the_agents_buffer() {
+    let (dir, buffer, cfg, bodies) = filled_buffer();
+    std::fs::write(buffer.join("sled").join("conf"), b"\xff not sled's config").unwrap();
+    let aside = moved_aside_by_a_start(&buffer, &cfg);
+    let aside = aside.to_str().unwrap();
+    let elsewhere = dir.path().join("copy");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let other = buffer_cmd::config_for(&elsewhere, &elsewhere.join("buffer"), "");
+
+    let first = hubgate(&["buffer", "recover", "-c", other.to_str().unwrap(), aside]);
+    assert!(!first.status.success(), "{}", stdout(&first));
+    let told = format!(
+        "no buffer at {} (no {}; buffer.path in {})",
+        elsewhere.join("buffer").display(),
+        elsewhere.join("buffer").join("sled").display(),
+        other.display()
+    );
+    assert!(stderr(&first).contains(&told), "{}", stderr(&first));
+    assert!(
+        !elsewhere.join("buffer").exists(),
+        "a buffer made elsewhere"
+    );
+    let second = hubgate(&["buffer", "recover", "-c", &cfg, aside]);
+    let export = hubgate(&["buffer", "export", "-c", &cfg]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let exported = stdout(&export).lines().count();
+    assert_eq!(
+        exported,
+        bodies.len(),
+        "the agent's buffer holds {exported} of the {} records; recovered with the other \
+         config: {}{}\nthen with the agent's: {}{}",
+        bodies.len(),
+        stdout(&first),
+        stderr(&first).lines().last().unwrap_or(""),
+        stdout(&second),
+        stderr(&second)
     );
 }
