@@ -2667,3 +2667,61 @@ fn a_recovery_into_a_new_buffer_elsewhere_does_not_keep_the_records_from_the_age
         stderr(&second)
     );
 }
+
+/// A board's `[buffer]` defaults are the agent's (`board = "rpi-zero-w"`: `max_bytes` 64 MiB),
+/// and the `buffer` commands read them too. `buffer recover` warns when what it carried puts
+/// the buffer past `max_bytes`, to be raised before the agent starts: past it the agent
+/// makes room by `when_full`, by default deleting the oldest records, acknowledged ones.
+/// Checked against the default 256 MiB instead, a recovery that leaves the buffer between
+/// the board's cap and that would say nothing.
+#[test]
+fn buffer_recover_warns_past_the_max_bytes_a_board_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    let record_bytes = fill_buffer(&old);
+    let aside = old.join("sled");
+    let buffer = dir.path().join("buffer");
+    // The buffer carried into, as the agent's first start makes it.
+    start_once(&buffer);
+    let config = dir.path().join("hubgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "board = \"rpi-zero-w\"\n[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\n\
+             [sink]\ntype = \"stdout\"\n",
+            buffer.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let printed = hubgate(&["check", "--print", "-c", cfg]);
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    let cap: u64 = 64 << 20;
+    assert!(
+        stdout(&printed).contains(&format!("max_bytes = {cap}"))
+            || stdout(&printed).contains("max_bytes = \"64MiB\""),
+        "the agent's cap is the board's:\n{}",
+        stdout(&printed)
+    );
+    // The same directory carried again (its progress removed, as the error for a bad one
+    // says) until the buffer holds more than the board's cap.
+    let runs = cap / record_bytes as u64 + 1;
+    let mut last = None;
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(aside.join("hubgate-recovered"));
+        let o = hubgate(&["buffer", "recover", "-c", cfg, aside.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        last = Some(o);
+    }
+    let last = last.unwrap();
+    let stats = hubgate(&["buffer", "stats", "-c", cfg]);
+    let held = stat(&stats, "bytes");
+    assert!(held > cap, "{held} bytes");
+    assert!(
+        stderr(&last).contains("more than [buffer] max_bytes"),
+        "the buffer holds {held} bytes, more than the agent's max_bytes ({cap}), and the \
+         recovery that put them there said:\n{}{}",
+        stdout(&last),
+        stderr(&last)
+    );
+}

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{de, de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
 /// Ends the key path inside a tagged table at the front of an error message, for
-/// [`Config::from_toml`] to join to the table's own path.
+/// [`super::from_toml`] to join to the table's own path.
 const PATH_END: char = '\u{1f}';
 
 /// An error at `path` inside a tagged table (`""`: the table itself).

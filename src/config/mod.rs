@@ -108,25 +108,50 @@ struct AloneSections {
 }
 
 impl AloneSections {
+    /// With the defaults of the config's board under its own keys, as the agent reads them
+    /// ([`Config::parse`]).
     fn load(path: &Path) -> Result<AloneSections, ConfigError> {
         let text = read_config(path)?;
-        let de = toml::Deserializer::parse(&text).map_err(|e| {
-            let (key, reason) = toml_error(&text, &e);
-            ConfigError::Invalid {
-                file: path.display().to_string(),
-                key,
-                reason,
-            }
-        })?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let (key, reason) = keypath::located(&text, &e);
-            ConfigError::Invalid {
-                file: path.display().to_string(),
-                key,
-                reason,
-            }
-        })
+        let invalid = |(key, reason)| ConfigError::Invalid {
+            file: path.display().to_string(),
+            key,
+            reason,
+        };
+        let mut site: toml::Table =
+            toml::from_str(&text).map_err(|e| invalid(toml_error(&text, &e)))?;
+        if apply_board(&mut site).map_err(invalid)? {
+            return from_toml(&text, site).map_err(invalid);
+        }
+        // Straight from the text, so errors keep their line numbers.
+        let de = toml::Deserializer::parse(&text).map_err(|e| invalid(toml_error(&text, &e)))?;
+        from_toml(&text, de).map_err(invalid)
     }
+}
+
+/// Put the defaults of the board the site config `site` names (`board = "<id>"`) under its
+/// own keys: `Ok(false)` when it names none. On error (key path, reason).
+fn apply_board(site: &mut toml::Table) -> Result<bool, (String, String)> {
+    let Some(board) = site.get("board") else {
+        return Ok(false);
+    };
+    let id = board.as_str().ok_or_else(|| {
+        (
+            "board".to_string(),
+            "must be a board id string, e.g. \"rpi4\"".to_string(),
+        )
+    })?;
+    let profile = crate::board::find(id).map_err(|e| ("board".to_string(), e))?;
+    profile.apply(site);
+    Ok(true)
+}
+
+/// Deserialize with the key path of the first error.
+fn from_toml<'de, T, D>(text: &str, de: D) -> Result<T, (String, String)>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de, Error = toml::de::Error>,
+{
+    serde_path_to_error::deserialize(de).map_err(|e| keypath::located(text, &e))
 }
 
 impl CodecsConfig {
@@ -140,9 +165,10 @@ impl CodecsConfig {
 }
 
 impl BufferConfig {
-    /// Only the `[buffer]` section of the config `path`, its path resolved as
-    /// [`Config::load`] resolves it. For `hubgate buffer`, which the package's scripts run to
-    /// count the buffer (a downgrade).
+    /// Only the `[buffer]` section of the config `path`, with its board's defaults (a
+    /// `max_bytes` the recovery checks against) and its path resolved as [`Config::load`]
+    /// does. For `hubgate buffer`, which the package's scripts run to count the buffer (a
+    /// downgrade).
     pub fn load(path: &Path) -> Result<BufferConfig, ConfigError> {
         let mut buffer = AloneSections::load(path)?.buffer;
         buffer.path = base_of(path).join(&buffer.path);
@@ -179,28 +205,12 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, (String, String)> {
         let mut site: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         secrets::no_env_elsewhere(text, &site)?;
-        let Some(board) = site.get("board") else {
-            // Straight from the text, so errors keep their line numbers.
-            let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
-            return Config::from_toml(text, de);
-        };
-        let id = board.as_str().ok_or_else(|| {
-            (
-                "board".to_string(),
-                "must be a board id string, e.g. \"rpi4\"".to_string(),
-            )
-        })?;
-        let profile = crate::board::find(id).map_err(|e| ("board".to_string(), e))?;
-        profile.apply(&mut site);
-        Config::from_toml(text, site)
-    }
-
-    /// Deserialize with the key path of the first error.
-    fn from_toml<'de, D>(text: &str, de: D) -> Result<Config, (String, String)>
-    where
-        D: Deserializer<'de, Error = toml::de::Error>,
-    {
-        serde_path_to_error::deserialize(de).map_err(|e| keypath::located(text, &e))
+        if apply_board(&mut site)? {
+            return from_toml(text, site);
+        }
+        // Straight from the text, so errors keep their line numbers.
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
+        from_toml(text, de)
     }
 
     /// Read what the config refers to (secret and TLS files, relative paths from `base`) and
