@@ -89,6 +89,8 @@ fn doctor_with(config: &Path, env: &[(&str, &Path)]) -> (i32, String, Duration) 
             .args(["doctor", "-c"])
             .arg(config)
             .env("RUST_LOG", "warn")
+            // Not the machine's /var/lib/hubgate: a buffer left there is the machine's.
+            .env("STATE_DIRECTORY", config.parent().unwrap())
             .envs(env.iter().copied()),
         Duration::from_secs(60),
     );

@@ -238,17 +238,31 @@ async fn a_restarted_abp_devices_equal_reading_from_the_network_server_makes_a_r
         up["time"] = time.into();
         (topic, up.to_string())
     };
-    let before = at("2026-11-26T10:00:00.000Z");
-    let restarted = at("2026-11-26T11:00:00.000Z");
-    publish_all(mqtt.port(), &[before.clone(), before, restarted]).await;
-    mqtt.wait_pubacks(client, 3);
-    let records = agent.metric("hubgate_delivered_total");
-    let copies = agent.metric("hubgate_duplicates_total");
+    let hour_apart = [
+        at("2026-11-26T10:00:00.000Z"),
+        at("2026-11-26T11:00:00.000Z"),
+    ];
     assert_eq!(
-        (records, copies),
+        twice_then_once(&mqtt, client, &agent, hour_apart).await,
         (2, 1),
         "(records, copies) of 3 acknowledged uplinks"
     );
+}
+
+/// Publish `first` twice, then `second`; once the three are acknowledged, the records made
+/// and the copies counted.
+async fn twice_then_once(
+    mqtt: &Mosquitto,
+    client: &str,
+    agent: &Agent,
+    [first, second]: [(String, String); 2],
+) -> (u64, u64) {
+    publish_all(mqtt.port(), &[first.clone(), first, second]).await;
+    mqtt.wait_pubacks(client, 3);
+    (
+        agent.metric("hubgate_delivered_total"),
+        agent.metric("hubgate_duplicates_total"),
+    )
 }
 
 /// A device that restarts its counter (`resets_fcnt`) sends the same bytes at FCnt 0 after
@@ -277,14 +291,12 @@ async fn a_restarted_devices_equal_frame_heard_an_hour_later_makes_a_record() {
         frame["rxInfo"]["gwTime"] = time.into();
         (lorawan::GATEWAY_TOPIC.to_string(), frame.to_string())
     };
-    let before = heard_at("2026-11-26T10:00:00.000Z");
-    let restarted = heard_at("2026-11-26T11:00:00.000Z");
-    publish_all(mqtt.port(), &[before.clone(), before, restarted]).await;
-    mqtt.wait_pubacks(client, 3);
-    let records = agent.metric("hubgate_delivered_total");
-    let copies = agent.metric("hubgate_duplicates_total");
+    let hour_apart = [
+        heard_at("2026-11-26T10:00:00.000Z"),
+        heard_at("2026-11-26T11:00:00.000Z"),
+    ];
     assert_eq!(
-        (records, copies),
+        twice_then_once(&mqtt, client, &agent, hour_apart).await,
         (2, 1),
         "(records, copies) of 3 acknowledged gateway frames"
     );

@@ -80,6 +80,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 const RELINK_RETRY: Duration = Duration::from_secs(10);
 
 pub struct SledStore {
+    /// The flush thread, once a flush was started on it. First, so that it is dropped (its
+    /// running flush waited for) before the database: the last handle on the database is
+    /// then dropped where the store is, not on that thread (sled's close panics when its
+    /// sync fails, and only the store's owner contains that).
+    flusher: Option<Flusher>,
     pub(super) db: sled::Db,
     pub(super) dir: PathBuf,
     /// Sequence number -> [`Pointer`] to the body in [`SledStore::segments`].
@@ -101,8 +106,6 @@ pub struct SledStore {
     pub(super) highest: Option<u64>,
     /// The mark file and sled's files, shared with the flush thread.
     syncs: Arc<Mutex<Syncs>>,
-    /// The flush thread, once a flush was started on it.
-    flusher: Option<Flusher>,
     /// Something was inserted or removed since the last flush started (or failed).
     pub(super) changed: bool,
     /// Syncs made by [`SledStore::open`], not yet counted by a flush.
