@@ -784,10 +784,7 @@ async fn drain_with_crashes(test: &str, cut: bool) {
     let mut rng = Rng::from_env();
     let dir = tempfile::tempdir().unwrap();
     let lazy = LazyFs::mount_large(dir.path());
-    let mqtt = Mosquitto::start(dir.path());
-    let mut kafka = Kafka::start(dir.path());
-    topics(&kafka);
-    kafka.stop();
+    let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
     let config = config_with(
         &lazy.path().join("buffer"),
         &mqtt,
@@ -954,10 +951,7 @@ async fn mqtt_broker_restart_reconnects_and_redeliveries_are_deduplicated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redeliveries_of_buffered_records_after_a_restart_are_not_buffered_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let mqtt = Mosquitto::start(dir.path());
-    let mut kafka = Kafka::start(dir.path());
-    topics(&kafka);
-    kafka.stop();
+    let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
     let config = config_with(&dir.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
     let mut agent = Agent::start(dir.path(), &config);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
@@ -1206,11 +1200,17 @@ fn dropped_oldest(
 /// then stopped: the tests start in an outage.
 fn outage_on_a_small_disk(dir: &Path, size: &str) -> (Tmpfs, Mosquitto, Kafka) {
     let disk = Tmpfs::mount(dir.join("disk"), size);
+    let (mqtt, kafka) = brokers_with_the_sink_down(dir);
+    (disk, mqtt, kafka)
+}
+
+/// mosquitto, and tansu with the topics made, then stopped: an outage from the start.
+fn brokers_with_the_sink_down(dir: &Path) -> (Mosquitto, Kafka) {
     let mqtt = Mosquitto::start(dir);
     let mut kafka = Kafka::start(dir);
     topics(&kafka);
     kafka.stop();
-    (disk, mqtt, kafka)
+    (mqtt, kafka)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1515,10 +1515,7 @@ async fn disk_full_then_drain(restart: bool) {
 async fn records_a_failed_sync_left_only_in_the_page_cache_are_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let card = Card::mount(dir.path());
-    let mqtt = Mosquitto::start(dir.path());
-    let mut kafka = Kafka::start(dir.path());
-    topics(&kafka);
-    kafka.stop();
+    let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
     let config = config_with(
         &card.path().join("buffer"),
         &mqtt,
@@ -1631,10 +1628,7 @@ async fn a_stop_on_a_card_turned_read_only_exits_cleanly() {
 async fn a_card_read_only_until_fsck_keeps_every_acknowledged_uplink() {
     let dir = tempfile::tempdir().unwrap();
     let card = Card::mount(dir.path());
-    let mqtt = Mosquitto::start(dir.path());
-    let mut kafka = Kafka::start(dir.path());
-    topics(&kafka);
-    kafka.stop();
+    let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
     let config = config_with(&card.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
     let mut agent = Agent::start(dir.path(), &config);
     agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
