@@ -2143,7 +2143,9 @@ fn a_secret_given_as_its_file_path_is_not_echoed() {
                 username = \"u\"\n";
     let cases = [
         (
-            format!("{eventhubs}connection_string_file = \"${{HUNT_EH_CONNECTION_STRING}}\"\n"),
+            format!(
+                "{eventhubs}connection_string_file = \"${{HUBGATE_TEST_EH_CONNECTION_STRING}}\"\n"
+            ),
             "sink.connection_string_file",
             key,
         ),
@@ -2153,7 +2155,7 @@ fn a_secret_given_as_its_file_path_is_not_echoed() {
             key,
         ),
         (
-            format!("{kafka}sasl_password_file = \"${{HUNT_KAFKA_PASSWORD}}\"\n"),
+            format!("{kafka}sasl_password_file = \"${{HUBGATE_TEST_KAFKA_PASSWORD}}\"\n"),
             "sink.sasl_password_file",
             "Tr0ub4dor-3-horse",
         ),
@@ -2181,8 +2183,8 @@ fn a_secret_given_as_its_file_path_is_not_echoed() {
             let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
                 .args([command, "-c", file.to_str().unwrap()])
                 .env("RUST_LOG", "warn")
-                .env("HUNT_EH_CONNECTION_STRING", &cs)
-                .env("HUNT_KAFKA_PASSWORD", "Tr0ub4dor-3-horse")
+                .env("HUBGATE_TEST_EH_CONNECTION_STRING", &cs)
+                .env("HUBGATE_TEST_KAFKA_PASSWORD", "Tr0ub4dor-3-horse")
                 .output()
                 .unwrap();
             let said = format!("{}{}", stdout(&o), stderr(&o));
@@ -2370,7 +2372,7 @@ fn a_secret_partly_from_the_environment_counts_as_inline() {
         &file,
         format!(
             "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"eventhubs\"\n\
-             connection_string = \"Endpoint=sb://${{HUNT_EH_NS}}.servicebus.windows.net/;\
+             connection_string = \"Endpoint=sb://${{HUBGATE_TEST_EH_NS}}.servicebus.windows.net/;\
              SharedAccessKeyName=send;SharedAccessKey={key}\"\n"
         ),
     )
@@ -2379,7 +2381,7 @@ fn a_secret_partly_from_the_environment_counts_as_inline() {
     let o = Command::new(env!("CARGO_BIN_EXE_hubgate"))
         .args(["check", "--print", "-c", file.to_str().unwrap()])
         .env("RUST_LOG", "warn")
-        .env("HUNT_EH_NS", "acme")
+        .env("HUBGATE_TEST_EH_NS", "acme")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
