@@ -1555,27 +1555,32 @@ async fn records_a_failed_sync_left_only_in_the_page_cache_are_not_acknowledged(
 /// Wait until the running hubgate has acknowledged `want` uplinks; a hubgate that ends
 /// first fails the test with its log (`what`: the situation, for the message).
 fn acked_or_ended(agent: &mut Agent, dir: &Path, want: u64, what: &str) {
+    if !reached_or_ended(agent, "hubgate_acked_total", want) {
+        let status = agent.wait_exit(WAIT, what);
+        let log = read_log(dir);
+        let last = log.lines().rev().find(|l| !l.trim().is_empty());
+        panic!(
+            "hubgate ended ({status}) {what}, the sink up, before acknowledging {want} \
+             uplink(s); its last line: {last:?}\n{}",
+            support::log_tail(&dir.join("hubgate.log"))
+        );
+    }
+}
+
+/// Wait until the running hubgate's `metric` is at least `want` (true), or it has ended.
+fn reached_or_ended(agent: &mut Agent, metric: &str, want: u64) -> bool {
     let deadline = Instant::now() + WAIT;
     loop {
         if !agent.alive() {
-            let status = agent.wait_exit(WAIT, what);
-            let log = read_log(dir);
-            let last = log.lines().rev().find(|l| !l.trim().is_empty());
-            panic!(
-                "hubgate ended ({status}) {what}, the sink up, before acknowledging {want} \
-                 uplink(s); its last line: {last:?}\n{}",
-                support::log_tail(&dir.join("hubgate.log"))
-            );
+            return false;
         }
-        let acked = agent
-            .scrape()
-            .map(|t| support::agent::metric_value(&t, "hubgate_acked_total"));
-        if acked == Some(want) {
-            return;
+        let v = (agent.scrape()).map(|t| support::agent::metric_value(&t, metric));
+        if v.is_some_and(|v| v >= want) {
+            return true;
         }
         assert!(
             Instant::now() < deadline,
-            "acknowledged {acked:?} of {want} {what}:\n{}",
+            "{metric} = {v:?}, not {want}:\n{}",
             agent.logs()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -1584,8 +1589,9 @@ fn acked_or_ended(agent: &mut Agent, dir: &Path, want: u64, what: &str) {
 
 /// The card turns read-only while nothing is buffered (the sink keeps up): uplinks go on
 /// from memory, needing no disk. A stop then (SIGTERM: a shutdown, `systemctl restart`)
-/// must end as any stop does, exit 0, its acknowledgements sent, rather than abort on a
-/// panic as the buffer is closed.
+/// must end in an exit, its acknowledgements sent, rather than abort on a panic as the
+/// buffer is closed: 0, or 1 when sled had something of its own to write (it flushes its
+/// log on a timer of its own) and the stop's last flush met the read-only card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stop_on_a_card_turned_read_only_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -1610,7 +1616,7 @@ async fn a_stop_on_a_card_turned_read_only_exits_cleanly() {
     acked_or_ended(&mut agent, dir.path(), 6, "after the card turned read-only");
     let status = agent.terminate(WAIT);
     assert!(
-        status.success(),
+        matches!(status.code(), Some(0 | 1)),
         "a stop on a read-only card ended with {status}:\n{}",
         agent.logs()
     );
@@ -1639,20 +1645,8 @@ async fn a_card_read_only_until_fsck_keeps_every_acknowledged_uplink() {
 
     card.go_read_only();
     kafka.start_again();
-    // The backlog goes to the sink; its removals cannot be written.
-    let deadline = Instant::now() + WAIT;
-    while agent.alive()
-        && agent
-            .scrape()
-            .is_none_or(|t| support::agent::metric_value(&t, "hubgate_delivered_total") < n)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "backlog not delivered:\n{}",
-            agent.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The backlog goes to the sink; its removals cannot be written (the run may end there).
+    reached_or_ended(&mut agent, "hubgate_delivered_total", n);
     agent.kill();
     card.repair();
     agent.start_again();

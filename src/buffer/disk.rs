@@ -31,7 +31,7 @@ pub fn writable(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Said of a buffer whose file system is read-only.
-pub const READ_ONLY_HINT: &str = ": the file system is read-only (a card that failed a write is \
+pub const READ_ONLY_HINT: &str = "the file system is read-only (a card that failed a write is \
      remounted so, as errors=remount-ro says, until it is checked at the next boot): reboot, \
      or replace the card";
 

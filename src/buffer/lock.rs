@@ -35,8 +35,10 @@ impl BufferLock {
         let path = path(buffer_dir);
         let storage = |e: std::io::Error| {
             let hint = match e.kind() {
-                std::io::ErrorKind::ReadOnlyFilesystem => super::disk::READ_ONLY_HINT,
-                _ => "",
+                std::io::ErrorKind::ReadOnlyFilesystem => {
+                    format!(": {}", super::disk::READ_ONLY_HINT)
+                }
+                _ => String::new(),
             };
             BufferError::Storage(format!("{}: {e}{hint}", path.display()))
         };

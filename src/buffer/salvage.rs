@@ -426,13 +426,7 @@ pub fn kept_aside(buffer_dir: &Path, size: impl Fn(u64) -> String) -> Option<Str
     ]
     .into_iter()
     .filter(|(kept, _)| !kept.is_empty())
-    .map(|(kept, advice)| {
-        let list: Vec<String> = kept
-            .iter()
-            .map(|(p, bytes)| format!("{} ({})", p.display(), size(*bytes)))
-            .collect();
-        format!("{}: {advice}", list.join(", "))
-    })
+    .map(|(kept, advice)| format!("{}: {advice}", listed(&kept, &size)))
     .collect();
     (!parts.is_empty()).then(|| parts.join("; "))
 }
@@ -477,10 +471,6 @@ pub fn left_in_state_directory(
     if left.is_empty() {
         return None;
     }
-    let list: Vec<String> = left
-        .iter()
-        .map(|(p, bytes)| format!("{} ({})", p.display(), size(*bytes)))
-        .collect();
     Some(format!(
         "the state directory {} holds buffer databases that are not the buffer ({}, \
          buffer.path), so their records are not sent: {}; with hubgate stopped, `hubgate \
@@ -488,9 +478,17 @@ pub fn left_in_state_directory(
          then remove them, or set buffer.path back to {}",
         state.display(),
         buffer_dir.display(),
-        list.join(", "),
+        listed(&left, &size),
         state.display()
     ))
+}
+
+/// Directories with their sizes as `size` writes them: `dir (size), …`.
+fn listed(dirs: &[(PathBuf, u64)], size: &impl Fn(u64) -> String) -> String {
+    let list: Vec<String> = (dirs.iter())
+        .map(|(p, bytes)| format!("{} ({})", p.display(), size(*bytes)))
+        .collect();
+    list.join(", ")
 }
 
 /// Bytes of the files under `dir`, what can be read of it (symbolic links not followed).

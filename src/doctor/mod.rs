@@ -992,8 +992,7 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
     let probed = (room.measured == cfg.path).then(|| disk::writable(&cfg.path));
     match probed.unwrap_or(Ok(())) {
         Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
-            let hint = disk::READ_ONLY_HINT.trim_start_matches(": ");
-            return Outcome::Fail(format!("no agent can write it: {hint}"));
+            return Outcome::Fail(format!("no agent can write it: {}", disk::READ_ONLY_HINT));
         }
         Err(e) => log::debug!("buffer {}: writing a file: {e}", cfg.path.display()),
         Ok(()) => {}

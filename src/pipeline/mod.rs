@@ -248,12 +248,6 @@ fn open_forwarder(
     warn_if_disk_smaller_than_cap(&cfg.buffer);
     let store = SledStore::open(&cfg.buffer.path)?;
     report_moved_aside(&cfg.buffer.path, &metrics);
-    for state in crate::buffer::state_directories(false) {
-        let size = |bytes| format!("{bytes} bytes");
-        if let Some(left) = crate::buffer::left_in_state_directory(&cfg.buffer.path, &state, size) {
-            log::warn!("buffer: {left}");
-        }
-    }
     let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
     let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone(), hubs, connection)?;
     let decoder = Decoder::starting(cfg, metrics.clone());
@@ -270,13 +264,21 @@ fn open_forwarder(
 /// Databases moved aside and kept in the buffer directory (see
 /// [`crate::buffer::kept_aside`]): on the disk, outside `max_bytes`, until the operator
 /// recovers (or, one a downgrade left, moves back) and removes them. The problem
-/// `buffer_moved_aside`, once per start.
+/// `buffer_moved_aside`, once per start. So are those left in the state directory when
+/// `buffer.path` is elsewhere ([`crate::buffer::left_in_state_directory`]), whose records
+/// nothing sends: the problem `buffer_left_behind`.
 fn report_moved_aside(buffer_dir: &std::path::Path, metrics: &Metrics) {
-    if let Some(kept) = crate::buffer::kept_aside(buffer_dir, |bytes| format!("{bytes} bytes")) {
+    let size = |bytes| format!("{bytes} bytes");
+    if let Some(kept) = crate::buffer::kept_aside(buffer_dir, size) {
         metrics.problem_now(
             "buffer_moved_aside",
             format!("buffer: databases moved aside are kept, outside max_bytes: {kept}"),
         );
+    }
+    for state in crate::buffer::state_directories(false) {
+        if let Some(left) = crate::buffer::left_in_state_directory(buffer_dir, &state, size) {
+            metrics.problem_now("buffer_left_behind", format!("buffer: {left}"));
+        }
     }
 }
 
