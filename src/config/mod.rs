@@ -117,15 +117,24 @@ impl AloneSections {
             key,
             reason,
         };
-        let mut site: toml::Table =
+        let site: toml::Table =
             toml::from_str(&text).map_err(|e| invalid(toml_error(&text, &e)))?;
-        if apply_board(&mut site).map_err(invalid)? {
-            return from_toml(&text, site).map_err(invalid);
-        }
-        // Straight from the text, so errors keep their line numbers.
-        let de = toml::Deserializer::parse(&text).map_err(|e| invalid(toml_error(&text, &e)))?;
-        from_toml(&text, de).map_err(invalid)
+        with_board(&text, site).map_err(invalid)
     }
+}
+
+/// The site config `text` (parsed as `site`), with the defaults of its board under its own
+/// keys ([`apply_board`]); on error (key path, reason).
+fn with_board<T: serde::de::DeserializeOwned>(
+    text: &str,
+    mut site: toml::Table,
+) -> Result<T, (String, String)> {
+    if apply_board(&mut site)? {
+        return from_toml(text, site);
+    }
+    // Straight from the text, so errors keep their line numbers.
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
+    from_toml(text, de)
 }
 
 /// Put the defaults of the board the site config `site` names (`board = "<id>"`) under its
@@ -203,14 +212,9 @@ impl Config {
 
     /// Parse TOML text; on error returns (key path, reason).
     pub fn parse(text: &str) -> Result<Config, (String, String)> {
-        let mut site: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let site: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         secrets::no_env_elsewhere(text, &site)?;
-        if apply_board(&mut site)? {
-            return from_toml(text, site);
-        }
-        // Straight from the text, so errors keep their line numbers.
-        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e))?;
-        from_toml(text, de)
+        with_board(text, site)
     }
 
     /// Read what the config refers to (secret and TLS files, relative paths from `base`) and
