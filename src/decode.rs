@@ -464,11 +464,7 @@ impl Decoder {
     /// frame count as copies decoded after it would: an uplink's (its counter then taken) as
     /// duplicates, a refused frame's as the same refusal again.
     fn radio(&mut self, f: &RadioFrame) -> Vec<Record> {
-        let time = crate::uplink::FrameTime {
-            time: f.time,
-            own: f.own_time,
-        };
-        match self.lorawan.decode_uplink(&f.phy, time, f.radio.clone()) {
+        match self.lorawan.decode_uplink(&f.phy, f.time, f.radio.clone()) {
             // MAC commands are the network server's business, not readings (a codec that
             // ignores the port would read them as some), and a frame without FPort carries
             // no payload at all (MAC commands in FOpts, an acknowledgement); its counter is
@@ -936,8 +932,7 @@ mod tests {
     fn radio_frame(fcnt: u32) -> Input {
         Input::Radio(RadioFrame {
             phy: lorawan::tests::up(fcnt, Some(2), &[0x03, 0x67, 0x01, 0x10]),
-            time: UNIX_EPOCH,
-            own_time: false,
+            time: UNIX_EPOCH.into(),
             radio: Radio::default(),
             copies: 0,
         })
@@ -979,8 +974,7 @@ mod tests {
             phy.extend([0x2a, 0x00, 1, 2, 3, 4]); // DevNonce, MIC
             Input::Radio(RadioFrame {
                 phy,
-                time: UNIX_EPOCH,
-                own_time: false,
+                time: UNIX_EPOCH.into(),
                 radio: Radio::default(),
                 copies: 0,
             })
@@ -1008,8 +1002,7 @@ mod tests {
         let frame = |fcnt, fport, payload: &[u8]| {
             Input::Radio(RadioFrame {
                 phy: lorawan::tests::up(fcnt, fport, payload),
-                time: UNIX_EPOCH,
-                own_time: false,
+                time: UNIX_EPOCH.into(),
                 radio: Radio::default(),
                 copies: 0,
             })
@@ -1035,8 +1028,7 @@ mod tests {
         let with = |phy: Vec<u8>, copies| {
             Input::Radio(RadioFrame {
                 phy,
-                time: UNIX_EPOCH,
-                own_time: false,
+                time: UNIX_EPOCH.into(),
                 radio: Radio::default(),
                 copies,
             })
@@ -1115,8 +1107,7 @@ mod tests {
         test_point::arm("decode");
         let radio = Input::Radio(RadioFrame {
             phy: vec![0x40, 1, 2, 3],
-            time: UNIX_EPOCH,
-            own_time: false,
+            time: UNIX_EPOCH.into(),
             radio: Radio::default(),
             copies: 0,
         });

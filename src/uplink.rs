@@ -97,7 +97,8 @@ impl NsDecoded {
     }
 }
 
-/// A radio frame's time, and whether it is the frame's own ([`RadioFrame::own_time`]).
+/// A radio frame's time, and whether it is its own (the gateway's or the network
+/// server's), not when hubgate received it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameTime {
     pub time: SystemTime,
@@ -115,10 +116,7 @@ impl From<SystemTime> for FrameTime {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RadioFrame {
     pub phy: Vec<u8>,
-    pub time: SystemTime,
-    /// `time` is the frame's own (the gateway's or the network server's), not when hubgate
-    /// received it.
-    pub own_time: bool,
+    pub time: FrameTime,
     pub radio: Radio,
     /// More copies of it the source heard in the same batch and merged into it (a gateway
     /// with two RF chains): the decoder counts each as it counts a copy that comes later.

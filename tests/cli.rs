@@ -851,10 +851,10 @@ fn moved_aside_by_a_start(buffer: &Path, cfg: &str) -> PathBuf {
         stderr(&stats)
     );
     let aside = || {
-        std::fs::read_dir(buffer)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.to_string_lossy().contains("sled.broken-"))
+        hubgate::buffer::moved_aside(buffer)
+            .into_iter()
+            .next()
+            .map(|(p, _)| p)
     };
     assert_eq!(aside(), None, "moved aside by buffer stats");
     let run = start_once(buffer);
@@ -2252,7 +2252,7 @@ fn a_password_in_the_kafka_brokers_reaches_neither_the_log_nor_doctor() {
 /// A sink's CA bundle that holds no certificate (empty, or not PEM) cannot verify any broker:
 /// librdkafka refuses to create the client with it, so `run` stops at the start (and systemd
 /// starts it again and again) while `check`, which `ExecStartPre=` and the package's postinst
-/// run, said OK. An MQTT source's `ca_file` without a certificate is refused by `check`.
+/// run, said OK: `check` refuses it, as it refuses an MQTT source's `ca_file` without one.
 #[test]
 fn a_sink_ca_without_a_certificate_is_refused_by_check() {
     let dir = tempfile::tempdir().unwrap();

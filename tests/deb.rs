@@ -862,11 +862,8 @@ fn a_downgrade_is_refused_while_the_buffers_records_are_in_a_database_that_will_
     // As in the power-cut damage the open moves aside for: sled will not read its config.
     std::fs::write(sled.join("conf"), b"\xff not sled's config").unwrap();
     let broken = || -> Vec<PathBuf> {
-        std::fs::read_dir(&fx.buffer)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.to_string_lossy().contains("sled.broken-"))
-            .collect()
+        let aside = hubgate::buffer::moved_aside(&fx.buffer);
+        aside.into_iter().map(|(p, _)| p).collect()
     };
     // Those that went on, and refusals that do not say why.
     let wrong = |told: &str| -> Vec<(&str, String)> {

@@ -1141,13 +1141,17 @@ fn the_connection_string_goes_only_to_a_broker_certified_for_the_endpoint() {
             certs.ca.display(),
         )
     };
-    let plain = dir.path().join("plain.toml");
-    std::fs::write(&plain, body("")).unwrap();
-    let doctor = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
-        .args(["doctor", "-c", plain.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    // `hubgate <command>` on the config `body(extra)`, written as `name`.
+    let hubgate = |command: &str, name: &str, extra: &str| {
+        let config = dir.path().join(name);
+        std::fs::write(&config, body(extra)).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
+            .args([command, "-c", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let doctor = hubgate("doctor", "plain.toml", "");
     let said = String::from_utf8_lossy(&doctor.stdout);
     assert!(
         said.lines()
@@ -1156,16 +1160,11 @@ fn the_connection_string_goes_only_to_a_broker_certified_for_the_endpoint() {
     );
     assert_eq!(broker.seen(36), 0, "no login without TLS");
 
-    let canonical = body(
+    let check = hubgate(
+        "check",
+        "canonical.toml",
         "[sink.properties]\n\"client.dns.lookup\" = \"resolve_canonical_bootstrap_servers_only\"\n",
     );
-    let config = dir.path().join("canonical.toml");
-    std::fs::write(&config, &canonical).unwrap();
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_hubgate"))
-        .args(["check", "-c", config.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
     // Taken, the agent logs in on the bootstrap connection to the broker certified for
     // the address's reverse name (localhost), not for the Endpoint's host.
     let said = String::from_utf8_lossy(&check.stderr);

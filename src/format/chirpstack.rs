@@ -12,7 +12,7 @@ use super::{ParseError, Parsed, Shape};
 pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
 /// The MQTT topic filter of gateway frames (ChirpStack MQTT forwarder, gateway bridge).
 pub const GATEWAY_TOPIC: &str = "+/gateway/+/event/up";
-use crate::uplink::{NsDecoded, Radio, RadioFrame, Uplink};
+use crate::uplink::{FrameTime, NsDecoded, Radio, RadioFrame, Uplink};
 
 /// A JSON string, borrowed from the message unless it has escapes: no allocation for the
 /// strings that are only read (`Cow<str>` borrows only as a field of its own, not inside an
@@ -179,7 +179,7 @@ pub fn parse_gateway_frame(
     let given = rx.and_then(|r| r.gw_time.as_ref().or(r.ns_time.as_ref()));
     let (time, bad_time) =
         super::time_or_received(given.map(|t| super::parse_time(&t.0)), received);
-    let own_time = given.is_some() && bad_time.is_none();
+    let own = given.is_some() && bad_time.is_none();
     let lora = f
         .tx_info
         .as_ref()
@@ -187,8 +187,7 @@ pub fn parse_gateway_frame(
         .and_then(|m| m.lora.as_ref());
     let value = RadioFrame {
         phy,
-        time,
-        own_time,
+        time: FrameTime { time, own },
         radio: Radio {
             rssi: rx.and_then(|r| r.rssi),
             snr: rx.and_then(|r| r.snr),
@@ -412,6 +411,7 @@ mod tests {
         assert_eq!(f.radio.channel, Some(2));
         let ms = f
             .time
+            .time
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_millis();
@@ -484,7 +484,7 @@ mod tests {
         let frame = r#"{"phyPayload":"QNobASY=","rxInfo":[1],"txInfo":"x"}"#;
         let f = parse_gateway_frame(frame.as_bytes(), t).unwrap();
         assert_eq!(
-            (f.value.time, f.value.phy.len(), f.bad_time.is_none()),
+            (f.value.time.time, f.value.phy.len(), f.bad_time.is_none()),
             (t, 5, true)
         );
         let frame = r#"{"phyPayload":"QNobASY=","rxInfo":{"gwTime":false,"crcStatus":0}}"#;
@@ -509,7 +509,7 @@ mod tests {
             let f = gw.replace("2024-05-01T10:00:00.250Z", bad);
             let f = parse_gateway_frame(f.as_bytes(), t).unwrap();
             assert_eq!(f.bad_time.map(|e| e.kind()), Some("bad_time"), "{bad}");
-            assert_eq!((f.value.time, f.value.phy.len()), (t, 5));
+            assert_eq!((f.value.time.time, f.value.phy.len()), (t, 5));
         }
         let last = UP.replace("2024-05-01T10:00:00.123Z", "9999-12-31T23:59:59.999Z");
         let up = parse(last.as_bytes(), t).unwrap();

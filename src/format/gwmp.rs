@@ -8,7 +8,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::uplink::{Radio, RadioFrame};
+use crate::uplink::{FrameTime, Radio, RadioFrame};
 
 pub const PUSH_DATA: u8 = 0x00;
 pub const PUSH_ACK: u8 = 0x01;
@@ -244,8 +244,7 @@ pub fn parse_push(
         });
         let frame = RadioFrame {
             phy,
-            time: received,
-            own_time: false,
+            time: received.into(),
             radio: Radio {
                 rssi: p.rssi,
                 snr: p.lsnr,
@@ -287,8 +286,7 @@ pub fn parse_push(
     for (frame, (valid, bad)) in out.frames.iter_mut().zip(times) {
         match valid {
             Some(t) => {
-                frame.time = t;
-                frame.own_time = true;
+                frame.time = FrameTime { time: t, own: true };
             }
             None if bad => out.bad_time += 1,
             None => {}
@@ -391,6 +389,7 @@ mod tests {
         );
         assert_eq!(f.radio.gateway_id.as_deref(), Some("b827ebfffe000001"));
         let ms = f
+            .time
             .time
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -577,7 +576,7 @@ mod tests {
         let got: Vec<_> = c
             .frames
             .iter()
-            .map(|f| (f.radio.rssi, f.time, f.copies))
+            .map(|f| (f.radio.rssi, f.time.time, f.copies))
             .collect();
         assert_eq!(
             (got, c.bad_time),
@@ -616,7 +615,7 @@ mod tests {
             let json = format!(r#"{{"rxpk":[{{"time":{t},"stat":1,"data":"QNobASY="}}]}}"#);
             let c = parse_push(json.as_bytes(), &[0; 8], received, true).unwrap();
             assert_eq!((c.frames.len(), c.bad_time), (1, 1), "{t}");
-            assert_eq!(c.frames[0].time, received, "{t}");
+            assert_eq!(c.frames[0].time.time, received, "{t}");
         }
     }
 }

@@ -301,9 +301,10 @@ impl Decoder {
             fcnt16: frame.fcnt16,
         })?;
         let session = &mut sessions[i];
+        // Only a session that restarts its counter compares frames' own times.
         let heard = Heard {
             at: now,
-            own: time.own.then(|| OwnTime {
+            own: (time.own && session.fcnt.resets()).then(|| OwnTime {
                 time: time.time,
                 gateway: gateway_hash(radio.gateway_id.as_deref()),
             }),

@@ -1786,8 +1786,7 @@ mod tests {
         );
         Input::Radio(crate::uplink::RadioFrame {
             phy,
-            time: SystemTime::UNIX_EPOCH,
-            own_time: false,
+            time: SystemTime::UNIX_EPOCH.into(),
             radio: crate::uplink::Radio::default(),
             copies: 0,
         })
@@ -2083,7 +2082,7 @@ mod tests {
         let Input::Radio(mut restarted) = session_frame(5, &NWK) else {
             unreachable!("a radio frame")
         };
-        restarted.time += crate::lorawan::fcnt::COPY_WINDOW;
+        restarted.time.time += crate::lorawan::fcnt::COPY_WINDOW;
         let again = deliver(&mut fwd, &mut reports, &Input::Radio(restarted), t0);
         assert_eq!(
             (again, metrics.duplicates.get()),

@@ -776,8 +776,7 @@ mod tests {
         }
         let radio = Input::Radio(RadioFrame {
             phy: vec![0; 20],
-            time: SystemTime::UNIX_EPOCH,
-            own_time: false,
+            time: SystemTime::UNIX_EPOCH.into(),
             radio: crate::uplink::Radio {
                 gateway_id: Some(long.clone()),
                 ..Default::default()
@@ -859,8 +858,7 @@ mod tests {
     fn radio(bytes: usize) -> Input {
         Input::Radio(RadioFrame {
             phy: vec![0; bytes],
-            time: SystemTime::UNIX_EPOCH,
-            own_time: false,
+            time: SystemTime::UNIX_EPOCH.into(),
             radio: crate::uplink::Radio::default(),
             copies: 0,
         })

@@ -455,8 +455,7 @@ fn content_of(
         SerialContent::Phy => Parsed {
             value: Input::Radio(RadioFrame {
                 phy: frame.to_vec(),
-                time: now,
-                own_time: false,
+                time: now.into(),
                 radio: Radio::default(),
                 copies: 0,
             }),
