@@ -1659,6 +1659,80 @@ async fn a_card_read_only_until_fsck_keeps_every_acknowledged_uplink() {
     assert!(agent.terminate(WAIT).success(), "{line}");
 }
 
+/// A card turned read-only (a failed write under `errors=remount-ro`) stays so until the
+/// next boot checks it. hubgate stops at the first flush the card refuses, as nothing since
+/// the last one can be trusted; the start after it, as systemd makes it, runs without the
+/// buffer rather than stop again: uplinks go to the sink from memory, each acknowledged on
+/// its confirmation, the uplinks it had not acknowledged among them, and the backlog on the
+/// card goes once the check has made it writable again: after them, the one place where a
+/// device's readings reach the sink out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_turned_read_only_is_served_from_memory_until_its_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = Card::mount(dir.path());
+    let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
+    let config = config_with(&card.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let backlog: Vec<(String, String)> = (1..=5).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &backlog).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == backlog.len() as u64);
+
+    card.go_read_only();
+    publish_all(mqtt.port(), &uplinks_at(6)).await;
+    let status = agent.wait_exit(WAIT, "a write to the card turned read-only");
+    let log = read_log(dir.path());
+    // At the write the card refused, not at a flush of sled's log up to a minute later.
+    assert!(
+        !status.success()
+            && log.contains(": appending record #")
+            && log.contains("reboot, or replace the card"),
+        "{status}:\n{log}"
+    );
+
+    kafka.start_again();
+    agent.start_again();
+    agent.wait_metric(
+        "hubgate_problems_total{kind=\"buffer_read_only\"}",
+        WAIT,
+        |v| v == 1,
+    );
+    publish_all(mqtt.port(), &uplinks_at(7)).await;
+    // The broker's three again, and three new ones.
+    acked_or_ended(&mut agent, dir.path(), 6, "on a read-only card");
+    assert_eq!(agent.metric("hubgate_buffer_records"), 0);
+    let from_memory: Vec<(usize, u32)> = (6..=7)
+        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
+        .collect();
+    let v = verify(&kafka, &from_memory);
+    v.assert_ok(&summary(v.line("read_only_from_memory", 0)));
+    assert!(
+        agent.terminate(WAIT).success(),
+        "a stop without the buffer:\n{}",
+        agent.logs()
+    );
+
+    card.repair();
+    agent.start_again();
+    let acked: Vec<(usize, u32)> = (1..=7)
+        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
+        .collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(v.line("read_only_then_checked", 0));
+    assert!(
+        v.lost.is_empty() && v.id_mismatch.is_empty(),
+        "{line}\n{v:?}"
+    );
+    // Each device's order breaks once, where the backlog follows what went from memory.
+    let after_memory: Vec<(usize, u64, u64)> = (0..DEVICES.len()).map(|d| (d, 1, 7)).collect();
+    assert_eq!(v.out_of_order, after_memory, "{line}");
+    assert_eq!(
+        agent.metric("hubgate_problems_total{kind=\"buffer_read_only\"}"),
+        0
+    );
+    assert!(agent.terminate(WAIT).success(), "{line}");
+}
+
 /// Where [`make_an_old_buffer_of_readings`] writes, when this binary runs it as a process of
 /// its own.
 const OLD_READINGS: &str = "HUBGATE_TEST_OLD_READINGS";

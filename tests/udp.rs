@@ -16,10 +16,20 @@ const WAIT: Duration = Duration::from_secs(30);
 /// hubgate with a UDP source on a free loopback port (`source`: more keys for it; `devices`:
 /// `[[device]]` sections) and the stdout sink, listening; and a socket connected to it.
 fn start(dir: &Path, source: &str, devices: &str) -> (Agent, UdpSocket) {
+    start_buffering_in(dir, &dir.join("buffer"), source, devices)
+}
+
+/// [`start`] with the buffer at `buffer`.
+fn start_buffering_in(
+    dir: &Path,
+    buffer: &Path,
+    source: &str,
+    devices: &str,
+) -> (Agent, UdpSocket) {
     let port = free_udp_port();
     let config = format!(
         "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{port}\"\n{source}{devices}[sink]\ntype = \"stdout\"\n",
-        dir.join("buffer").display()
+        buffer.display()
     );
     let agent = Agent::start(dir, &config);
     agent.wait_log("packet forwarder source on", 1, WAIT);
@@ -301,6 +311,48 @@ fn a_frame_replayed_after_a_restart_is_rejected() {
         1,
         "delivered once in all"
     );
+}
+
+/// The buffer's card turns read-only (a failed write, under `errors=remount-ro`): the run
+/// ends at the first flush of the frame counters, as what was written cannot be trusted to
+/// be on the card, and the start after it (systemd's) runs without the buffer: radio frames
+/// go on to the sink, where each start used to stop again and every frame was lost until
+/// the next boot.
+#[test]
+fn radio_frames_go_on_when_the_buffers_card_turns_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = support::card::Card::mount(dir.path());
+    let buffer = card.path().join("buffer");
+    let (mut agent, sock) = start_buffering_in(dir.path(), &buffer, "", &device());
+    let push = |token: u16, fcnt| {
+        let push = format!(r#"{{"rxpk":[{}]}}"#, rxpk(-61, &phy(fcnt)));
+        let [hi, lo] = token.to_be_bytes();
+        assert_eq!(
+            exchange(&sock, &datagram(token, 0x00, &push)),
+            [2, hi, lo, 0x01]
+        );
+    };
+    push(1, 7);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 1);
+    agent.wait_metric("hubgate_buffer_state_unsynced", WAIT, |v| v == 0);
+
+    card.go_read_only();
+    push(2, 8);
+    let status = agent.wait_exit(WAIT, "a flush of the counters on a read-only card");
+    assert!(!status.success(), "{status}:\n{}", agent.logs());
+    agent.start_again();
+    agent.wait_log("packet forwarder source on", 2, WAIT);
+    let read_only = "hubgate_problems_total{kind=\"buffer_read_only\"}";
+    assert_eq!(agent.metric(read_only), 1);
+    push(3, 9);
+    push(4, 10);
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 2);
+    let fcnts: Vec<_> = printed(&agent, dir.path())
+        .iter()
+        .map(|r| r["obj"]["data"]["meta"]["iot"]["fcnt_up"].clone())
+        .collect();
+    assert_eq!(fcnts, [7, 8, 9, 10]);
+    assert!(agent.terminate(WAIT).success(), "{}", agent.logs());
 }
 
 /// A device with `resets_fcnt` that restarts its counter is accepted, across restarts of

@@ -30,6 +30,15 @@ pub fn writable(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// Whether the file system holding `path` (or, where it is missing, its nearest parent that
+/// exists) refuses writes with EROFS ([`writable`]).
+pub fn read_only(path: &Path) -> bool {
+    path.ancestors()
+        .find(|p| p.is_dir())
+        .and_then(|dir| writable(dir).err())
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+}
+
 /// Said of a buffer whose file system is read-only.
 pub const READ_ONLY_HINT: &str = "the file system is read-only (a card that failed a write is \
      remounted so, as errors=remount-ro says, until it is checked at the next boot): reboot, \

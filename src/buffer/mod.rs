@@ -1,6 +1,7 @@
 //! The spill buffer: records the sink could not take yet, in arrival order, bounded.
 //!
-//! [`Store`] is the storage (sled on the gateway, memory in tests); [`Buffer`] adds the
+//! [`Store`] is the storage (sled on the gateway, memory in tests, none on a read-only
+//! card: [`ReadOnlyStore`]); [`Buffer`] adds the
 //! contract on top: byte cap with `when_full`, counters, and the on-disk encoding
 //! (version byte + CRC-32 + CBOR) so a damaged record is skipped, never crash-looped on.
 
@@ -12,6 +13,7 @@ mod lock;
 mod mark;
 mod memory;
 mod page_cache;
+mod read_only;
 mod recover;
 pub mod reserve;
 mod salvage;
@@ -24,6 +26,7 @@ mod upgrade;
 
 pub use lock::BufferLock;
 pub use memory::MemoryStore;
+pub use read_only::ReadOnlyStore;
 pub use recover::{recover, Recovered};
 pub use salvage::{kept_aside, left_in_state_directory, moved_aside, state_directories};
 #[cfg(test)]

@@ -882,6 +882,21 @@ impl SledStore {
         BufferError::SyncFailed(why)
     }
 
+    /// A record's body the segment refused: an error the ledger retries (a full disk, a
+    /// failing block). A file system turned read-only (a card that failed a write, under
+    /// `errors=remount-ro`) takes nothing until it is checked at the next boot: that ends
+    /// the run as a failed sync does, at once, and the next start runs without the buffer
+    /// rather than hold the sources for the next flush's failure.
+    fn append_failed(&mut self, seq: u64, e: std::io::Error) -> BufferError {
+        let why = format!("{}: appending record #{seq}: {e}", self.dir.display());
+        if e.raw_os_error() != Some(libc::EROFS) {
+            return BufferError::Storage(why);
+        }
+        let why = format!("{why}: {}", super::disk::READ_ONLY_HINT);
+        self.sync_failed = Some(why.clone());
+        BufferError::SyncFailed(why)
+    }
+
     /// What the next flush has to do (`None`: nothing), with the mark it is to write: every
     /// change so far, which sled's flush covers once it starts after this.
     pub(super) fn prepare_flush(&mut self) -> Result<Option<SyncJob>, BufferError> {
@@ -1543,7 +1558,8 @@ pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
 impl Store for SledStore {
     /// The body goes to the segment first, then its pointer into the index (held in memory;
     /// sled is written at the flush). An append that fails (a full disk) is an error, as a
-    /// pointer the index refuses is, and leaves no record.
+    /// pointer the index refuses is, and leaves no record; one on a file system turned
+    /// read-only ends the run ([`SledStore::append_failed`]).
     /// A record whose group of the index is damaged cannot be buffered this run: that ends
     /// it as a failed sync does (the next flush fails the same way), and the open after it
     /// salvages; no body is appended for it once the damage is known.
@@ -1551,12 +1567,10 @@ impl Store for SledStore {
         if self.index.in_damaged(seq) {
             return Err(self.damaged_group(seq));
         }
-        let p = self.segments.append(seq, &value).map_err(|e| {
-            BufferError::Storage(format!(
-                "{}: appending record #{seq}: {e}",
-                self.dir.display()
-            ))
-        })?;
+        let p = match self.segments.append(seq, &value) {
+            Ok(p) => p,
+            Err(e) => return Err(self.append_failed(seq, e)),
+        };
         self.highest = self.highest.max(Some(seq));
         self.changed = true;
         let old = match self.index.insert(seq, p) {

@@ -992,7 +992,11 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
     let probed = (room.measured == cfg.path).then(|| disk::writable(&cfg.path));
     match probed.unwrap_or(Ok(())) {
         Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
-            return Outcome::Fail(format!("no agent can write it: {}", disk::READ_ONLY_HINT));
+            return Outcome::Fail(format!(
+                "no agent can write it: {}; the agent runs without its buffer meanwhile \
+                 (records go from memory to a sink that confirms, else input waits)",
+                disk::READ_ONLY_HINT
+            ));
         }
         Err(e) => log::debug!("buffer {}: writing a file: {e}", cfg.path.display()),
         Ok(()) => {}

@@ -13,8 +13,8 @@ pub mod prepare;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::buffer::{self, Buffer, SledStore};
-use crate::config::{Config, SinkConfig, SourceConfig};
+use crate::buffer::{self, Buffer, BufferError, ReadOnlyStore, SledStore};
+use crate::config::{BufferConfig, Config, SinkConfig, SourceConfig};
 use crate::decode::Decoder;
 use crate::metrics::{self, Metrics};
 use crate::notify;
@@ -62,7 +62,7 @@ const SOURCE_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Buffer(#[from] crate::buffer::BufferError),
+    Buffer(#[from] BufferError),
     #[error(transparent)]
     Sink(#[from] crate::sink::OpenError),
     #[error(transparent)]
@@ -242,13 +242,7 @@ fn open_forwarder(
     hubs: Hubs,
     connection: crate::sink::Connection,
 ) -> Result<Forwarder, RunError> {
-    crate::files::create_private_dir(&cfg.buffer.path).map_err(|e| {
-        crate::buffer::BufferError::Storage(format!("{}: {e}", cfg.buffer.path.display()))
-    })?;
-    warn_if_disk_smaller_than_cap(&cfg.buffer);
-    let store = SledStore::open(&cfg.buffer.path)?;
-    report_moved_aside(&cfg.buffer.path, &metrics);
-    let buffer = Buffer::new(Box::new(store), &cfg.buffer, metrics.clone());
+    let buffer = open_buffer(&cfg.buffer, &metrics)?;
     let sink = crate::sink::open(&cfg.sink, deliveries, metrics.clone(), hubs, connection)?;
     let decoder = Decoder::starting(cfg, metrics.clone());
     Ok(Forwarder::new(
@@ -259,6 +253,42 @@ fn open_forwarder(
         sink,
         metrics,
     )?)
+}
+
+/// The buffer at `cfg.path`. On a file system that takes no writes (a card turned read-only
+/// after a failed write, until the next boot checks it), one that refuses every record
+/// ([`ReadOnlyStore`]), so that the sources go on through a sink that confirms instead of
+/// stopping with the agent at every restart; the problem `buffer_read_only`.
+fn open_buffer(cfg: &BufferConfig, metrics: &Arc<Metrics>) -> Result<Buffer, BufferError> {
+    let opened = crate::files::create_private_dir(&cfg.path)
+        .map_err(|e| BufferError::Storage(format!("{}: {e}", cfg.path.display())))
+        .and_then(|()| {
+            warn_if_disk_smaller_than_cap(cfg);
+            SledStore::open(&cfg.path)
+        });
+    let store: Box<dyn buffer::Store> = match opened {
+        Ok(store) => {
+            report_moved_aside(&cfg.path, metrics);
+            Box::new(store)
+        }
+        Err(_) if buffer::disk::read_only(&cfg.path) => {
+            metrics.problem_now(
+                "buffer_read_only",
+                format!(
+                    "buffer: {}: {}. Meanwhile hubgate runs without the buffer: records go to \
+                     the sink from memory, each acknowledged on its confirmation; while the sink \
+                     does not confirm, MQTT waits at its broker and serial and UDP frames past \
+                     the frame queue are lost. The buffer's records stay on the card for the \
+                     first start after the check",
+                    cfg.path.display(),
+                    buffer::disk::READ_ONLY_HINT
+                ),
+            );
+            Box::new(ReadOnlyStore::new(&cfg.path))
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Buffer::new(store, cfg, metrics.clone()))
 }
 
 /// Databases moved aside and kept in the buffer directory (see
@@ -311,7 +341,7 @@ fn ask_every_hub(hubs: &Hubs, sink: &SinkConfig, rec_types: &BTreeSet<String>) {
 
 /// A buffer that cannot reach its cap before the disk fills is worth a warning at start
 /// (`hubgate doctor` fails on the same rule).
-fn warn_if_disk_smaller_than_cap(cfg: &crate::config::BufferConfig) {
+fn warn_if_disk_smaller_than_cap(cfg: &BufferConfig) {
     if let Ok(room) = crate::buffer::disk::room_for_cap(cfg) {
         if !room.holds_the_cap() {
             log::warn!(

@@ -1,0 +1,145 @@
+//! The [`Store`] of a buffer whose file system takes no writes: an SD card that failed a
+//! write and was turned read-only (`errors=remount-ro`), until it is checked at the next
+//! boot. Every record and dead letter is refused, so records go to the sink from memory and
+//! are acknowledged on its confirmation, as with any disk that refuses writes (see
+//! `pipeline::ledger`); without a sink that confirms, input is held. Nothing needs the card
+//! for that, so hubgate runs on instead of stopping every source. The database on the card
+//! is left as it is: its records are sent by the first start that can open it again.
+//!
+//! The buffer's small state (frame counters, the clock's readings) is kept in memory for the
+//! run: a restart forgets it, which can let a copy of a frame heard before through as a
+//! record again (a duplicate, never a loss).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{BufferError, Entries, StateEntry, Store};
+
+pub struct ReadOnlyStore {
+    /// The buffer directory, named in each refusal.
+    dir: PathBuf,
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl ReadOnlyStore {
+    pub fn new(buffer_dir: &Path) -> Self {
+        ReadOnlyStore {
+            dir: buffer_dir.to_path_buf(),
+            state: BTreeMap::new(),
+        }
+    }
+
+    fn refuse(&self) -> Result<(), BufferError> {
+        Err(BufferError::Storage(format!(
+            "{}: {}",
+            self.dir.display(),
+            super::disk::READ_ONLY_HINT
+        )))
+    }
+}
+
+impl Store for ReadOnlyStore {
+    fn insert(&mut self, _seq: u64, _value: Vec<u8>) -> Result<(), BufferError> {
+        self.refuse()
+    }
+
+    /// Nothing was ever stored here: a delivered record read from nowhere leaves nothing.
+    fn remove(&mut self, _seq: u64) -> Result<u64, BufferError> {
+        Ok(0)
+    }
+
+    fn scan_within(&self, _: Option<u64>, _: usize, _: u64) -> Result<Entries, BufferError> {
+        Ok(Vec::new())
+    }
+
+    fn seqs_back(&self, _limit: usize) -> Result<Vec<u64>, BufferError> {
+        Ok(Vec::new())
+    }
+
+    fn first_seq(&self) -> Result<Option<u64>, BufferError> {
+        Ok(None)
+    }
+
+    fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        self.state.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn state_remove(&mut self, key: &[u8]) -> Result<(), BufferError> {
+        self.state.remove(key);
+        Ok(())
+    }
+
+    fn state_scan(&self, prefix: &[u8]) -> Result<Vec<StateEntry>, BufferError> {
+        Ok((self.state.range(prefix.to_vec()..))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    /// Nothing written waits for the card: records and dead letters were refused, and the
+    /// state is kept for this run only.
+    fn flush(&mut self) -> Result<u64, BufferError> {
+        Ok(0)
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        None
+    }
+
+    fn dead_letter(&mut self, _seq: u64, _value: Vec<u8>) -> Result<(), BufferError> {
+        self.refuse()
+    }
+
+    fn dead_letters(&self) -> u64 {
+        0
+    }
+
+    fn scan_dead(&self, _after: Option<u64>, _limit: usize) -> Result<Entries, BufferError> {
+        Ok(Vec::new())
+    }
+
+    fn purge(&mut self) -> Result<u64, BufferError> {
+        Ok(0)
+    }
+
+    fn disk_free(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records and dead letters are refused, naming the directory and what to do; the state
+    /// is kept, by prefix, for the run; a flush has nothing to write.
+    #[test]
+    fn records_are_refused_and_state_is_kept_in_memory() {
+        let mut store = ReadOnlyStore::new(Path::new("/var/lib/hubgate"));
+        let refused = store.insert(1, b"r".to_vec()).unwrap_err().to_string();
+        assert!(
+            refused.contains("/var/lib/hubgate") && refused.contains("read-only"),
+            "{refused}"
+        );
+        assert!(store.dead_letter(2, b"d".to_vec()).is_err());
+        assert_eq!(store.scan(None, 10).unwrap(), Vec::new());
+        assert_eq!((store.usage(), store.last_seq()), ((0, 0), None));
+        store.state_set(b"fcnt/a", b"1").unwrap();
+        store.state_set(b"fcnt/b", b"2").unwrap();
+        store.state_set(b"fcnt-copies/a", b"3").unwrap();
+        store.state_set(b"clock-steps", b"4").unwrap();
+        store.state_remove(b"fcnt/b").unwrap();
+        assert_eq!(
+            store.state_scan(b"fcnt/").unwrap(),
+            vec![(b"fcnt/a".to_vec(), b"1".to_vec())]
+        );
+        assert_eq!(store.state_scan(b"fcnt").unwrap().len(), 2);
+        assert_eq!(store.flush().unwrap(), 0);
+        assert_eq!(store.remove(1).unwrap(), 0);
+    }
+}
