@@ -474,9 +474,10 @@ impl Ledger {
     }
 
     /// Hold `acks` (of record `seq` in flight, if any) until a flush that starts later is
-    /// done. [`Ack::None`] is not held: there is nothing to send.
+    /// done. One that sends nothing ([`Ack::sends_nothing`]) is not held: copies of an input
+    /// come as fast as a sender repeats them.
     fn hold(&mut self, seq: Option<u64>, acks: impl IntoIterator<Item = Ack>) {
-        let acks = acks.into_iter().filter(|a| !matches!(a, Ack::None));
+        let acks = acks.into_iter().filter(|a| !a.sends_nothing());
         self.pending_acks.extend(acks.map(|a| (seq, a)));
     }
 
@@ -499,7 +500,11 @@ impl Ledger {
             self.pending_fcnts.extend(fcnts);
             return;
         };
-        acks.push(ack);
+        // Nor kept with the record: a record held in flight for long (the sink's timeout,
+        // while the disk refuses it) would gather one a copy.
+        if !ack.sends_nothing() {
+            acks.push(ack);
+        }
         self.unsettle(first, fcnts);
     }
 
@@ -2927,6 +2932,90 @@ pub(super) mod tests {
         ledger.end_round(t0).unwrap();
         assert_eq!(ledger.buffer.dead_letters(), 1);
         assert!(kept_counters(&ledger).is_empty(), "record 2 is not durable");
+    }
+
+    /// On a card turned read-only nothing can be spilled, so a record stays in flight until
+    /// its sink answers (librdkafka tries for `message.timeout.ms`, 120 s). Replays of its
+    /// LoRaWAN frame heard meanwhile (a frame captured from the air, sent to the UDP port as
+    /// fast as it carries them) have nothing to acknowledge, yet each leaves an `Ack::None`
+    /// with the record: memory grows by one acknowledgement per replay, bounded by no count.
+    #[test]
+    fn replays_with_nothing_to_acknowledge_hold_no_memory_while_their_record_is_in_flight() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let card = crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"));
+        let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let now = (t0, SystemTime::now());
+        let sink = Box::new(RefusesOne("none"));
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        ledger.take(vec![record(1)], counter(false), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        // Past spill_after: the buffer refuses it, so it stays in flight, out of the buffer.
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        assert!(ledger.in_flight.values().all(|f| !f.in_buffer));
+        let held = |l: &Ledger| l.in_flight.values().map(|f| f.acks.len()).sum::<usize>();
+        let before = held(&ledger);
+        const REPLAYS: usize = 100_000;
+        for _ in 0..REPLAYS {
+            ledger.take(Vec::new(), counter(true), Ack::None, late);
+        }
+        ledger.end_round(late).unwrap();
+        let grown = held(&ledger) - before;
+        assert_eq!(
+            grown,
+            0,
+            "{REPLAYS} replays of a frame whose record is in flight left {grown} more \
+             acknowledgements with it ({} bytes, none of them anything to send)",
+            grown * std::mem::size_of::<Ack>()
+        );
+    }
+
+    /// The same for copies of an MQTT uplink delivered at QoS 0 (a publisher repeating one
+    /// uplink at QoS 0, which the broker sends on without waiting for any PUBACK): a QoS 0
+    /// message is never acknowledged on the wire, yet each copy leaves its acknowledgement
+    /// with the record in flight.
+    #[test]
+    fn qos0_copies_hold_no_memory_while_their_record_is_in_flight() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let card = crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"));
+        let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let now = (t0, SystemTime::now());
+        let sink = Box::new(RefusesOne("none"));
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        let (acks, _pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let qos0 = || Ack::Mqtt {
+            acks: acks.clone(),
+            ack: crate::source::PubAck {
+                connection: 0,
+                qos: rumqttc::QoS::AtMostOnce,
+                pkid: 0,
+                retained: None,
+            },
+        };
+        ledger.take(vec![record(1)], Counters::default(), qos0(), t0);
+        let late = t0 + cfg.spill_after;
+        ledger.tick(late);
+        ledger.end_round(late).unwrap();
+        let held = |l: &Ledger| l.in_flight.values().map(|f| f.acks.len()).sum::<usize>();
+        let before = held(&ledger);
+        const COPIES: usize = 100_000;
+        for _ in 0..COPIES {
+            ledger.take(vec![record(1)], Counters::default(), qos0(), late);
+        }
+        ledger.end_round(late).unwrap();
+        let grown = held(&ledger) - before;
+        assert_eq!(
+            grown,
+            0,
+            "{COPIES} QoS 0 copies of a record in flight left {grown} more acknowledgements \
+             with it ({} bytes)",
+            grown * std::mem::size_of::<Ack>()
+        );
     }
 
     /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,

@@ -270,6 +270,16 @@ pub enum Sent {
 }
 
 impl Ack {
+    /// Whether sending it does nothing: none to send ([`Ack::None`]), or a QoS 0 message's
+    /// with no retained fingerprint to keep.
+    pub fn sends_nothing(&self) -> bool {
+        match self {
+            Ack::None => true,
+            Ack::Mqtt { ack, .. } => ack.qos == rumqttc::QoS::AtMostOnce && ack.retained.is_none(),
+            Ack::Part(_) => false,
+        }
+    }
+
     /// Send it, and say what came of it.
     pub fn send(self) -> Sent {
         match self {
