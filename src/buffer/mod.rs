@@ -215,6 +215,10 @@ pub trait Store: Send {
     /// send path.
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError>;
     fn dead_letters(&self) -> u64;
+    /// Whether it can keep dead letters at all (a read-only card cannot, until its check).
+    fn keeps_dead_letters(&self) -> bool {
+        true
+    }
     /// Like [`Store::scan`], over the dead letters.
     fn scan_dead(&self, after: Option<u64>, limit: usize) -> Result<Entries, BufferError>;
     /// Delete everything (the `buffer purge` command).
@@ -563,6 +567,11 @@ impl Buffer {
     /// Dead letters kept.
     pub fn dead_letters(&self) -> u64 {
         self.dead
+    }
+
+    /// See [`Store::keeps_dead_letters`].
+    pub fn keeps_dead_letters(&self) -> bool {
+        self.store.keeps_dead_letters()
     }
 
     pub fn len(&self) -> u64 {

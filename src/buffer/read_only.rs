@@ -1,10 +1,12 @@
 //! The [`Store`] of a buffer whose file system takes no writes: an SD card that failed a
 //! write and was turned read-only (`errors=remount-ro`), until it is checked at the next
-//! boot. Every record and dead letter is refused, so records go to the sink from memory and
-//! are acknowledged on its confirmation, as with any disk that refuses writes (see
+//! boot. Every record is refused, so records go to the sink from memory and are
+//! acknowledged on its confirmation, as with any disk that refuses writes (see
 //! `pipeline::ledger`); without a sink that confirms, input is held. Nothing needs the card
-//! for that, so hubgate runs on instead of stopping every source. The database on the card
-//! is left as it is: its records are sent by the first start that can open it again.
+//! for that, so hubgate runs on instead of stopping every source. Dead letters are only
+//! counted, as past their cap ([`Store::keeps_dead_letters`]): held for a card that takes
+//! no write until the next boot, one would hold the input for as long. The database on the
+//! card is left as it is: its records are sent by the first start that can open it again.
 //!
 //! The buffer's small state (frame counters, the clock's readings) is kept in memory for the
 //! run: a restart forgets it, which can let a copy of a frame heard before through as a
@@ -97,6 +99,10 @@ impl Store for ReadOnlyStore {
 
     fn dead_letters(&self) -> u64 {
         0
+    }
+
+    fn keeps_dead_letters(&self) -> bool {
+        false
     }
 
     fn scan_dead(&self, _after: Option<u64>, _limit: usize) -> Result<Entries, BufferError> {

@@ -1207,7 +1207,9 @@ impl Ledger {
     }
 
     /// `make()`'s dead letter, or `None` (only counted) once `cap` dead letters are kept:
-    /// input decides how large and how many such records come.
+    /// input decides how large and how many such records come. None either on a buffer that
+    /// cannot keep any (a read-only card): held for it, the sources would wait until the
+    /// next boot.
     fn letter(
         &self,
         make: impl FnOnce() -> Record,
@@ -1215,6 +1217,12 @@ impl Ledger {
         what: &str,
         id: &str,
     ) -> Option<Record> {
+        if !self.buffer.keeps_dead_letters() {
+            self.metrics.problem("dead_letter_not_kept", || {
+                format!("the buffer's file system is read-only: {what} {id} only counted")
+            });
+            return None;
+        }
         let kept = self.buffer.dead_letters();
         if kept < cap {
             return Some(make());
@@ -3015,6 +3023,46 @@ pub(super) mod tests {
             "{COPIES} QoS 0 copies of a record in flight left {grown} more acknowledgements \
              with it ({} bytes)",
             grown * std::mem::size_of::<Ack>()
+        );
+    }
+
+    /// On a card turned read-only a dead letter can never be written (until the card's check
+    /// at the next boot). One message made a dead letter (an MQTT message over `max_message`,
+    /// or with a DevEUI that does not decode: anyone who can publish sends one) must not stop
+    /// the input for the rest of the run, while the sink confirms every record from memory.
+    #[test]
+    fn one_dead_letter_on_a_read_only_card_does_not_stop_the_input() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let card = crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"));
+        let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let (mut ledger, mut reports) =
+            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (ack, _pubacks) = pubacks();
+        let input = Record {
+            rec_type: DEAD_LETTER.into(),
+            ..record(1)
+        };
+        ledger.take(vec![input], Counters::default(), ack(1), t0);
+        let mut rounds = 0;
+        for s in 0..600u64 {
+            let now = t0 + Duration::from_secs(s);
+            ledger.tick(now);
+            ledger.end_round(now).unwrap();
+            while let Ok(d) = reports.try_recv() {
+                ledger.delivered(d, now).unwrap();
+            }
+            rounds += 1;
+            if ledger.accepting() {
+                break;
+            }
+        }
+        assert!(
+            ledger.accepting(),
+            "no input taken for {rounds} s after one dead letter: {} held, {} unwritten",
+            ledger.held(),
+            ledger.unwritten.len()
         );
     }
 
