@@ -230,7 +230,10 @@ impl Forwarder {
         // system turned read-only): a stop must not become an abort. What the last flush
         // made durable stays; what came after was not acknowledged.
         if let Err(e) = crate::contain::contain(move || drop(self)) {
-            log::error!("closing the buffer and the sink: {e}");
+            log::error!(
+                "closing the buffer and the sink: {e}; what the last flush made durable stays, \
+                 and nothing written after it was acknowledged"
+            );
         }
         ended
     }
