@@ -1002,10 +1002,15 @@ impl Ledger {
     /// records get another try at the buffer, and a buffer that has stayed empty gives its
     /// space back.
     pub fn tick(&mut self, now: Instant) {
-        let slow = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| !f.in_buffer && now.duration_since(f.sent_at) >= self.spill_after)
+        // Those the spill mark covers already are not slow anew: a buffer refusing writes
+        // leaves them in flight, out of the buffer, until the sink answers.
+        let mark = self.spill_mark;
+        let slow = (self.in_flight.iter())
+            .filter(|(s, f)| {
+                !f.in_buffer
+                    && mark.is_none_or(|m| **s > m)
+                    && now.duration_since(f.sent_at) >= self.spill_after
+            })
             .map(|(s, _)| *s)
             .collect::<Vec<_>>();
         if let Some(&last) = slow.last() {
@@ -3063,6 +3068,41 @@ pub(super) mod tests {
             "no input taken for {rounds} s after one dead letter: {} held, {} unwritten",
             ledger.held(),
             ledger.unwritten.len()
+        );
+    }
+
+    /// On a card turned read-only a record the sink holds past `spill_after` cannot be
+    /// buffered, so it stays slow until the sink confirms it. That is one slow episode, one
+    /// problem, as with a buffer that takes it: not a `sink_slow` counted at every tick
+    /// (ten a second) for as long as the sink holds it.
+    #[test]
+    fn a_record_held_by_a_slow_sink_on_a_read_only_card_is_one_problem() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store = crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"));
+        let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        // Takes every record and confirms none.
+        let sink = Box::new(RefusesOne("none"));
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (ack, _pubacks) = pubacks();
+        ledger.take(vec![record(1)], Counters::default(), ack(1), t0);
+        // A minute of ticks, one every 100 ms, as the forwarder makes them while anything
+        // waits.
+        for i in 0..600 {
+            let t = t0 + Duration::from_millis(100 * i);
+            ledger.tick(t);
+            ledger.end_round(t).unwrap();
+        }
+        let counts = (
+            metrics.problems("sink_slow"),
+            metrics.problems("buffer_write_error"),
+        );
+        assert_eq!(
+            counts,
+            (1, 1),
+            "(slow, refusals) counted in a minute of one record unconfirmed"
         );
     }
 
