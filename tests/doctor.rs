@@ -568,6 +568,41 @@ fn a_buffer_on_a_read_only_file_system_fails_its_step() {
     assert_eq!(code, 1, "{out}");
 }
 
+/// A hubgate that runs without its buffer on a card turned read-only is still the agent of
+/// that buffer: doctor says the UDP port and the status page are the running hubgate's, not
+/// another program's. Needs root (a loop device); skipped without.
+#[test]
+fn doctor_knows_the_agent_running_without_its_buffer_on_a_read_only_card() {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root, for a loop device");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let card = support::card::Card::mount(dir.path());
+    let udp = free_udp_port();
+    let config = format!(
+        "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{udp}\"\n[sink]\ntype = \"stdout\"\n",
+        card.path().join("buffer").display()
+    );
+    let listening = format!("udp: packet forwarder source on 127.0.0.1:{udp}");
+    let mut agent = Agent::start_with_stdout(dir.path(), &config);
+    agent.wait_log(&listening, 1, WAIT);
+    assert!(agent.terminate(WAIT).success(), "{}", agent.logs());
+    card.go_read_only();
+    agent.start_again();
+    agent.wait_log(&listening, 2, WAIT);
+    agent.wait_log("[buffer_read_only]", 1, WAIT);
+    let (_, out, _) = doctor(&dir.path().join("hubgate.toml"));
+    expect(
+        &out,
+        &format!("udp 127.0.0.1:{udp}"),
+        "OK",
+        "by the running hubgate",
+    );
+    expect(&out, "status page", "OK", "http://127.0.0.1:");
+}
+
 /// `/dev/ttyS*` (major 4, as `/dev/serial0` on a Raspberry Pi 3/4 and most x86 boards) is a
 /// class the shipped unit allows (`DeviceAllow=char-ttyS rw`), though `/proc/devices` lists
 /// major 4 first as `/dev/vc/0`, then `tty`, then `ttyS`: the step passes and names `ttyS`.

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use support::agent::{
-    changed, config_with, consume, dashed, fcnt, publish_all, topics, uplinks_at, Agent, DOOR, ENV,
-    MOTION, OPENCLOSE, PIR, TH, WAIT,
+    changed, chirpstack_uplink, config_with, consume, dashed, fcnt, publish_all, tbhh100,
+    three_devices, topics, uplink_topic, uplinks_at, Agent, DOOR, ENV, MOTION, OPENCLOSE, PIR, TH,
+    WAIT,
 };
 use support::card::Card;
 use support::lazyfs::LazyFs;
@@ -1660,12 +1661,12 @@ async fn a_card_read_only_until_fsck_keeps_every_acknowledged_uplink() {
 }
 
 /// A card turned read-only (a failed write under `errors=remount-ro`) stays so until the
-/// next boot checks it. hubgate stops at the first flush the card refuses, as nothing since
-/// the last one can be trusted; the start after it, as systemd makes it, runs without the
+/// next boot checks it. hubgate stops at the first write the card refuses, as nothing since
+/// the last flush can be trusted; the start after it, as systemd makes it, runs without the
 /// buffer rather than stop again: uplinks go to the sink from memory, each acknowledged on
 /// its confirmation, the uplinks it had not acknowledged among them, and the backlog on the
-/// card goes once the check has made it writable again: after them, the one place where a
-/// device's readings reach the sink out of order.
+/// card goes once the check has made it writable again: after them, out of each device's
+/// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_card_turned_read_only_is_served_from_memory_until_its_check() {
     let dir = tempfile::tempdir().unwrap();
@@ -1731,6 +1732,120 @@ async fn a_card_turned_read_only_is_served_from_memory_until_its_check() {
         0
     );
     assert!(agent.terminate(WAIT).success(), "{line}");
+}
+
+/// On a card turned read-only no dead letter can be written. An uplink kept as one (its
+/// payload is not base64) must not hold the uplinks after it: they go to a sink that
+/// confirms, as every record does while hubgate runs without its buffer. The card is
+/// read-only from the first start, before the buffer directory was made on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_uplink_kept_as_a_dead_letter_does_not_hold_the_input_of_a_read_only_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = Card::mount(dir.path());
+    card.go_read_only();
+    let mqtt = Mosquitto::start(dir.path());
+    let config = format!(
+        "{}[sink]\ntype = \"stdout\"\n",
+        three_devices(&card.path().join("buffer"), &mqtt, "")
+    );
+    let mut agent = Agent::start_with_stdout(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let read_only = "hubgate_problems_total{kind=\"buffer_read_only\"}";
+    assert_eq!(agent.metric(read_only), 1);
+    publish_all(mqtt.port(), &uplinks_at(1)).await;
+    agent.wait_metric("hubgate_delivered_total", WAIT, |v| v == 3);
+
+    let bad_b64 =
+        chirpstack_uplink(TH, 100, 103, &tbhh100(20, 50)).replace("\"data\":\"", "\"data\":\"!!");
+    publish_all(mqtt.port(), &[(uplink_topic(TH), bad_b64)]).await;
+    publish_all(mqtt.port(), &uplinks_at(2)).await;
+    // Every uplink acknowledged, the one only counted as a dead letter among them.
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == 7);
+    let counts = [
+        "hubgate_delivered_total",
+        "hubgate_problems_total{kind=\"dead_letter_not_kept\"}",
+        "hubgate_problems_total{kind=\"buffer_write_error\"}",
+    ]
+    .map(|m| agent.metric(m));
+    assert_eq!(
+        counts,
+        [6, 1, 0],
+        "(delivered, letters only counted, refusals) after the dead letter and three uplinks"
+    );
+    assert!(agent.terminate(WAIT).success(), "{}", agent.logs());
+}
+
+/// A buffer directory that is read-only by its mount (`ProtectSystem=strict` without the
+/// `ReadWritePaths=` a `buffer.path` outside `/var/lib/hubgate` needs, or an `ro` line in
+/// fstab), not by a card that failed a write: the start fails, as docs/operations.md says,
+/// rather than run without the buffer for good, telling the operator to reboot, while the
+/// buffer's backlog stays unsent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_buffer_read_only_by_its_mount_is_not_taken_for_a_failed_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let usb = dir.path().join("usb");
+    std::fs::create_dir(&usb).unwrap();
+    let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
+    let config = config_with(&usb.join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let backlog: Vec<(String, String)> = (1..=3).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &backlog).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == backlog.len() as u64);
+    assert!(agent.terminate(WAIT).success(), "{}", agent.logs());
+
+    let read_only = ReadOnlyMount::over(&usb);
+    kafka.start_again();
+    agent.begin_again();
+    let status = agent.wait_exit(WAIT, "a start on a buffer mounted read-only");
+    let log = agent.full_log();
+    let said = log.lines().find(|l| l.contains("[buffer_read_only]"));
+    assert!(
+        !status.success() && said.is_none() && log.contains("it is mounted read-only"),
+        "runs without its buffer, {} acknowledged uplinks left in it unsent: {said:?}\n{log}",
+        backlog.len()
+    );
+    // Mounted read-write again, the start sends them.
+    drop(read_only);
+    agent.start_again();
+    let acked: Vec<(usize, u32)> = (1..=3)
+        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
+        .collect();
+    let v = verify(&kafka, &acked);
+    let line = summary(v.line("mounted_read_only", 0));
+    v.assert_ok(&line);
+    assert!(agent.terminate(WAIT).success(), "{line}");
+}
+
+/// `dir` mounted over itself read-only (a bind mount, as systemd's `ProtectSystem=` makes
+/// them), until dropped.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn over(dir: &Path) -> ReadOnlyMount {
+        support::run_ok(
+            std::process::Command::new("mount")
+                .arg("--bind")
+                .arg(dir)
+                .arg(dir),
+        );
+        let mount = ReadOnlyMount(dir.to_path_buf());
+        support::run_ok(
+            std::process::Command::new("mount")
+                .args(["-o", "remount,bind,ro"])
+                .arg(dir),
+        );
+        mount
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 /// Where [`make_an_old_buffer_of_readings`] writes, when this binary runs it as a process of

@@ -31,18 +31,90 @@ pub fn writable(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Whether the file system holding `path` (or, where it is missing, its nearest parent that
-/// exists) refuses writes with EROFS ([`writable`]).
-pub fn read_only(path: &Path) -> bool {
-    path.ancestors()
-        .find(|p| p.is_dir())
-        .and_then(|dir| writable(dir).err())
-        .is_some_and(|e| e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+/// exists) turned read-only under its mount: it refuses writes with EROFS ([`writable`])
+/// while the mount itself is read-write, as ext4 does after an error under
+/// `errors=remount-ro` until it is checked. Not a mount made read-only
+/// ([`mounted_read_only`]): no reboot mends that.
+pub fn turned_read_only(path: &Path) -> bool {
+    let Some(dir) = path.ancestors().find(|p| p.is_dir()) else {
+        return false;
+    };
+    writable(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+        && !mounted_read_only(dir)
 }
 
-/// Said of a buffer whose file system is read-only.
+/// Whether the mount holding `path` is itself read-only: an `ro` in fstab or a `mount -o
+/// remount,ro`, or a read-only bind mount such as systemd's `ProtectSystem=strict` makes of
+/// a path not in `ReadWritePaths=`. The mount's own options in `/proc/self/mountinfo`, not
+/// the file system's: ext4 turned read-only by an error changes only the latter.
+pub fn mounted_read_only(path: &Path) -> bool {
+    let (Ok(path), Ok(table)) = (
+        path.canonicalize(),
+        std::fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return false;
+    };
+    mount_of(&path, &table).is_some_and(|options| options.split(',').any(|o| o == "ro"))
+}
+
+/// The options of the mount in `mountinfo` that holds `path` (absolute, resolved): the one
+/// at its longest mount point, the last listed of those stacked there.
+fn mount_of<'a>(path: &Path, mountinfo: &'a str) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for line in mountinfo.lines() {
+        let mut fields = line.split(' ').skip(4);
+        let (Some(point), Some(options)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let point = unescape(point);
+        let depth = Path::new(&point).components().count();
+        if path.starts_with(&point) && best.is_none_or(|(d, _)| depth >= d) {
+            best = Some((depth, options));
+        }
+    }
+    best.map(|(_, options)| options)
+}
+
+/// A mount point as mountinfo writes it: space, tab, newline and backslash as octal escapes.
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 4);
+        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[at + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Said of a buffer whose file system is read-only: [`MOUNTED_READ_ONLY_HINT`] for a mount
+/// made so, [`READ_ONLY_HINT`] otherwise.
+pub fn read_only_hint(dir: &Path) -> &'static str {
+    match mounted_read_only(dir) {
+        true => MOUNTED_READ_ONLY_HINT,
+        false => READ_ONLY_HINT,
+    }
+}
+
+/// Said of a buffer whose file system turned read-only.
 pub const READ_ONLY_HINT: &str = "the file system is read-only (a card that failed a write is \
      remounted so, as errors=remount-ro says, until it is checked at the next boot): reboot, \
      or replace the card";
+
+/// Said of a buffer on a mount made read-only.
+pub const MOUNTED_READ_ONLY_HINT: &str = "it is mounted read-only (an `ro` mount option, or \
+     the unit's ProtectSystem=strict without the buffer's path in ReadWritePaths=): mount \
+     it read-write, or add it to ReadWritePaths= in a drop-in (systemctl edit hubgate)";
 
 /// The buffer's disk measured against its cap.
 #[derive(Debug, PartialEq)]
@@ -103,6 +175,24 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The deepest mount point holding the path is its mount, the last stacked there; mount
+    /// points are unescaped.
+    #[test]
+    fn a_path_is_on_its_deepest_mount() {
+        let table = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+30 22 8:2 / /var/lib rw,noatime - ext4 /dev/sda2 rw\n\
+31 30 8:2 /hubgate /var/lib/hubgate ro,relatime - ext4 /dev/sda2 rw\n\
+32 22 8:3 / /media/usb\\040disk rw - vfat /dev/sdb1 rw\n\
+33 32 8:3 / /media/usb\\040disk ro - vfat /dev/sdb1 rw\n";
+        let mount = |p: &str| mount_of(Path::new(p), table);
+        assert_eq!(mount("/var/lib/hubgate/buffer"), Some("ro,relatime"));
+        assert_eq!(mount("/var/lib/hubgate2"), Some("rw,noatime"));
+        assert_eq!(mount("/etc"), Some("rw,relatime"));
+        assert_eq!(mount("/media/usb disk/buffer"), Some("ro"));
+        assert_eq!(unescape("a\\134b\\x"), "a\\b\\x");
+    }
 
     #[test]
     fn sizes_read_like_sizes() {

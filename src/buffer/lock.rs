@@ -31,12 +31,12 @@ impl BufferLock {
     }
 
     /// [`BufferLock::take`], calling `busy` after each attempt that found the lock held.
-    fn take_waiting(buffer_dir: &Path, mut busy: impl FnMut()) -> Result<BufferLock, BufferError> {
+    fn take_waiting(buffer_dir: &Path, busy: impl FnMut()) -> Result<BufferLock, BufferError> {
         let path = path(buffer_dir);
         let storage = |e: std::io::Error| {
             let hint = match e.kind() {
                 std::io::ErrorKind::ReadOnlyFilesystem => {
-                    format!(": {}", super::disk::READ_ONLY_HINT)
+                    format!(": {}", super::disk::read_only_hint(buffer_dir))
                 }
                 _ => String::new(),
             };
@@ -51,6 +51,28 @@ impl BufferLock {
             .mode(crate::files::PRIVATE_FILE)
             .open(&path)
             .map_err(storage)?;
+        Self::lock_waiting(file, &path, busy)
+    }
+
+    /// The lock of a buffer directory on a file system that takes no writes (the agent
+    /// running without its buffer, [`super::ReadOnlyStore`]): its lock file opened for
+    /// reading, which `flock` locks all the same, so `hubgate doctor` sees the agent and a
+    /// second one is refused. `None` without a lock file: none can be made.
+    pub fn take_read_only(buffer_dir: &Path) -> Result<Option<BufferLock>, BufferError> {
+        let path = path(buffer_dir);
+        match File::open(&path) {
+            Ok(file) => Self::lock_waiting(file, &path, || {}).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BufferError::Storage(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Lock `file`, the lock file at `path`, trying again for [`BUSY_WAIT`].
+    fn lock_waiting(
+        file: File,
+        path: &Path,
+        mut busy: impl FnMut(),
+    ) -> Result<BufferLock, BufferError> {
         let deadline = Instant::now() + BUSY_WAIT;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -67,7 +89,7 @@ impl BufferLock {
                         path.display()
                     )))
                 }
-                Err(e) => return Err(storage(e)),
+                Err(e) => return Err(BufferError::Storage(format!("{}: {e}", path.display()))),
             }
         }
     }

@@ -215,8 +215,9 @@ pub trait Store: Send {
     /// send path.
     fn dead_letter(&mut self, seq: u64, value: Vec<u8>) -> Result<(), BufferError>;
     fn dead_letters(&self) -> u64;
-    /// Whether it can keep dead letters at all (a read-only card cannot, until its check).
-    fn keeps_dead_letters(&self) -> bool {
+    /// Whether what it is given reaches a disk at all: not on a card turned read-only
+    /// ([`ReadOnlyStore`]), which can keep no dead letter and holds its state in memory.
+    fn takes_writes(&self) -> bool {
         true
     }
     /// Like [`Store::scan`], over the dead letters.
@@ -569,9 +570,9 @@ impl Buffer {
         self.dead
     }
 
-    /// See [`Store::keeps_dead_letters`].
-    pub fn keeps_dead_letters(&self) -> bool {
-        self.store.keeps_dead_letters()
+    /// See [`Store::takes_writes`].
+    pub fn takes_writes(&self) -> bool {
+        self.store.takes_writes()
     }
 
     pub fn len(&self) -> u64 {
@@ -1374,9 +1375,10 @@ impl Buffer {
     }
 
     /// A state entry (a frame counter, a clock reading) was set or removed and no flush
-    /// started after it has succeeded yet.
+    /// started after it has succeeded yet; always, on a store whose state never reaches a
+    /// disk.
     pub fn state_unsynced(&self) -> bool {
-        self.unsynced_state || self.syncing_state
+        self.unsynced_state || self.syncing_state || !self.store.takes_writes()
     }
 
     /// `what` as last saved (empty: none, as in a buffer written before it was kept).

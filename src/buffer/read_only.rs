@@ -4,30 +4,36 @@
 //! acknowledged on its confirmation, as with any disk that refuses writes (see
 //! `pipeline::ledger`); without a sink that confirms, input is held. Nothing needs the card
 //! for that, so hubgate runs on instead of stopping every source. Dead letters are only
-//! counted, as past their cap ([`Store::keeps_dead_letters`]): held for a card that takes
+//! counted, as past their cap ([`Store::takes_writes`]): held for a card that takes
 //! no write until the next boot, one would hold the input for as long. The database on the
 //! card is left as it is: its records are sent by the first start that can open it again.
 //!
-//! The buffer's small state (frame counters, the clock's readings) is kept in memory for the
-//! run: a restart forgets it, which can let a copy of a frame heard before through as a
-//! record again (a duplicate, never a loss).
+//! The buffer's small state (frame counters, the clock's readings) starts empty, the card's
+//! unread, and is kept in memory for the run (`hubgate_buffer_state_unsynced` stays 1): a
+//! restart forgets it, which can let a copy of a frame heard before through as a record
+//! again (a duplicate). A device whose counter is far past its `fcnt_from` is followed
+//! only by the counter kept on the card: its frames fail their MIC check until then.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{BufferError, Entries, StateEntry, Store};
+use super::{BufferError, BufferLock, Entries, StateEntry, Store};
 
 pub struct ReadOnlyStore {
     /// The buffer directory, named in each refusal.
     dir: PathBuf,
     state: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The directory's lock, where its lock file could be opened
+    /// ([`BufferLock::take_read_only`]).
+    _lock: Option<BufferLock>,
 }
 
 impl ReadOnlyStore {
-    pub fn new(buffer_dir: &Path) -> Self {
+    pub fn new(buffer_dir: &Path, lock: Option<BufferLock>) -> Self {
         ReadOnlyStore {
             dir: buffer_dir.to_path_buf(),
             state: BTreeMap::new(),
+            _lock: lock,
         }
     }
 
@@ -45,7 +51,7 @@ impl Store for ReadOnlyStore {
         self.refuse()
     }
 
-    /// Nothing was ever stored here: a delivered record read from nowhere leaves nothing.
+    /// Nothing is stored here, so nothing is removed.
     fn remove(&mut self, _seq: u64) -> Result<u64, BufferError> {
         Ok(0)
     }
@@ -101,7 +107,7 @@ impl Store for ReadOnlyStore {
         0
     }
 
-    fn keeps_dead_letters(&self) -> bool {
+    fn takes_writes(&self) -> bool {
         false
     }
 
@@ -126,7 +132,7 @@ mod tests {
     /// is kept, by prefix, for the run; a flush has nothing to write.
     #[test]
     fn records_are_refused_and_state_is_kept_in_memory() {
-        let mut store = ReadOnlyStore::new(Path::new("/var/lib/hubgate"));
+        let mut store = ReadOnlyStore::new(Path::new("/var/lib/hubgate"), None);
         let refused = store.insert(1, b"r".to_vec()).unwrap_err().to_string();
         assert!(
             refused.contains("/var/lib/hubgate") && refused.contains("read-only"),

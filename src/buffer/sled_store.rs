@@ -892,7 +892,7 @@ impl SledStore {
         if e.raw_os_error() != Some(libc::EROFS) {
             return BufferError::Storage(why);
         }
-        let why = format!("{why}: {}", super::disk::READ_ONLY_HINT);
+        let why = format!("{why}: {}", super::disk::read_only_hint(&self.dir));
         self.sync_failed = Some(why.clone());
         BufferError::SyncFailed(why)
     }

@@ -992,11 +992,17 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
     let probed = (room.measured == cfg.path).then(|| disk::writable(&cfg.path));
     match probed.unwrap_or(Ok(())) {
         Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
-            return Outcome::Fail(format!(
-                "no agent can write it: {}; the agent runs without its buffer meanwhile \
-                 (records go from memory to a sink that confirms, else input waits)",
-                disk::READ_ONLY_HINT
-            ));
+            return Outcome::Fail(match disk::mounted_read_only(&cfg.path) {
+                true => format!(
+                    "no agent can write it: {}; the agent does not start until then",
+                    disk::MOUNTED_READ_ONLY_HINT
+                ),
+                false => format!(
+                    "no agent can write it: {}; the agent runs without its buffer meanwhile \
+                     (records go from memory to a sink that confirms, else input waits)",
+                    disk::READ_ONLY_HINT
+                ),
+            });
         }
         Err(e) => log::debug!("buffer {}: writing a file: {e}", cfg.path.display()),
         Ok(()) => {}

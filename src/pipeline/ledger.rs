@@ -739,8 +739,12 @@ impl Ledger {
                     // Not acknowledged: the records go to the sink from memory while it
                     // confirms, else wait in memory ([`Ledger::send_unbuffered`]). And flush,
                     // which ends the run if the store can no longer write at all
-                    // ([`Ledger::refused`]).
+                    // ([`Ledger::refused`]): at once after a failed sync, which the end of
+                    // the run tells, not a retry.
                     self.refused();
+                    if let BufferError::SyncFailed(_) = e {
+                        return;
+                    }
                     let streak = self.refusing.take();
                     let delay = streak
                         .as_ref()
@@ -1222,7 +1226,7 @@ impl Ledger {
         what: &str,
         id: &str,
     ) -> Option<Record> {
-        if !self.buffer.keeps_dead_letters() {
+        if !self.buffer.takes_writes() {
             self.metrics.problem("dead_letter_not_kept", || {
                 format!("the buffer's file system is read-only: {what} {id} only counted")
             });
@@ -2956,7 +2960,8 @@ pub(super) mod tests {
     fn replays_with_nothing_to_acknowledge_hold_no_memory_while_their_record_is_in_flight() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let card = crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"));
+        let card =
+            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
         let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
@@ -2994,7 +2999,8 @@ pub(super) mod tests {
     fn qos0_copies_hold_no_memory_while_their_record_is_in_flight() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let card = crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"));
+        let card =
+            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
         let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
@@ -3039,7 +3045,8 @@ pub(super) mod tests {
     fn one_dead_letter_on_a_read_only_card_does_not_stop_the_input() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let card = crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"));
+        let card =
+            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
         let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
         let t0 = Instant::now();
         let (mut ledger, mut reports) =
@@ -3068,41 +3075,6 @@ pub(super) mod tests {
             "no input taken for {rounds} s after one dead letter: {} held, {} unwritten",
             ledger.held(),
             ledger.unwritten.len()
-        );
-    }
-
-    /// On a card turned read-only a record the sink holds past `spill_after` cannot be
-    /// buffered, so it stays slow until the sink confirms it. That is one slow episode, one
-    /// problem, as with a buffer that takes it: not a `sink_slow` counted at every tick
-    /// (ten a second) for as long as the sink holds it.
-    #[test]
-    fn a_record_held_by_a_slow_sink_on_a_read_only_card_is_one_problem() {
-        let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let store = crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"));
-        let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
-        let t0 = Instant::now();
-        // Takes every record and confirms none.
-        let sink = Box::new(RefusesOne("none"));
-        let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
-        let (ack, _pubacks) = pubacks();
-        ledger.take(vec![record(1)], Counters::default(), ack(1), t0);
-        // A minute of ticks, one every 100 ms, as the forwarder makes them while anything
-        // waits.
-        for i in 0..600 {
-            let t = t0 + Duration::from_millis(100 * i);
-            ledger.tick(t);
-            ledger.end_round(t).unwrap();
-        }
-        let counts = (
-            metrics.problems("sink_slow"),
-            metrics.problems("buffer_write_error"),
-        );
-        assert_eq!(
-            counts,
-            (1, 1),
-            "(slow, refusals) counted in a minute of one record unconfirmed"
         );
     }
 
@@ -3639,6 +3611,79 @@ pub(super) mod tests {
         assert_eq!(rounds(&mut ledger, &mut reports, now, [2]), 1);
         assert_eq!(pkids(&mut pubacks), [1]);
         assert_eq!(metrics.problems("buffer_read_error"), 2);
+    }
+
+    /// On a card turned read-only ([`crate::buffer::ReadOnlyStore`]) no dead letter is ever
+    /// written. A record the sink rejects for good must not hold every source's input for
+    /// the rest of the run, nor count the refusal of its letter as a problem each round.
+    #[test]
+    fn a_record_rejected_on_a_read_only_card_does_not_hold_input_for_good() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store =
+            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
+        let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        let sink = Box::new(RefusesOne("id-1"));
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (ack, mut pubacks) = pubacks();
+        ledger.take(vec![record(1)], Counters::default(), ack(1), t0);
+        // A minute of rounds, one every 100 ms, as the forwarder ends them while anything
+        // waits.
+        for i in 0..600 {
+            let t = t0 + Duration::from_millis(100 * i);
+            ledger.tick(t);
+            ledger.end_round(t).unwrap();
+        }
+        let counts = (
+            ledger.accepting(),
+            metrics.problems("buffer_write_error"),
+            metrics.problems("dead_letter_not_kept"),
+        );
+        assert_eq!(
+            counts,
+            (true, 0, 1),
+            "(input taken, refusals, letters only counted) a minute after one record was rejected"
+        );
+        // Its source is acknowledged, as past the dead letters' cap.
+        assert_eq!(pubacks.try_recv().map(|a| a.pkid), Ok(1));
+    }
+
+    /// On a card turned read-only a record the sink holds past `spill_after` cannot be
+    /// buffered, so it stays slow until the sink confirms it. That is one slow episode, one
+    /// problem, as with a buffer that takes it: not a `sink_slow` counted at every tick
+    /// (ten a second) for as long as the sink holds it.
+    #[test]
+    fn a_record_held_by_a_slow_sink_on_a_read_only_card_is_one_problem() {
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let store =
+            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
+        let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let t0 = Instant::now();
+        // Takes every record and confirms none.
+        let sink = Box::new(RefusesOne("none"));
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
+        let (ack, _pubacks) = pubacks();
+        ledger.take(vec![record(1)], Counters::default(), ack(1), t0);
+        // A minute of ticks, one every 100 ms, as the forwarder makes them while anything
+        // waits.
+        for i in 0..600 {
+            let t = t0 + Duration::from_millis(100 * i);
+            ledger.tick(t);
+            ledger.end_round(t).unwrap();
+        }
+        let counts = (
+            metrics.problems("sink_slow"),
+            metrics.problems("buffer_write_error"),
+        );
+        assert_eq!(
+            counts,
+            (1, 1),
+            "(slow, refusals) counted in a minute of one record unconfirmed"
+        );
     }
 
     /// A sink whose hub for recType "p" is missing (each such record is parked at hand-over)

@@ -267,11 +267,9 @@ fn open_buffer(cfg: &BufferConfig, metrics: &Arc<Metrics>) -> Result<Buffer, Buf
             SledStore::open(&cfg.path)
         });
     let store: Box<dyn buffer::Store> = match opened {
-        Ok(store) => {
-            report_moved_aside(&cfg.path, metrics);
-            Box::new(store)
-        }
-        Err(_) if buffer::disk::read_only(&cfg.path) => {
+        Ok(store) => Box::new(store),
+        Err(_) if buffer::disk::turned_read_only(&cfg.path) => {
+            let lock = buffer::BufferLock::take_read_only(&cfg.path)?;
             metrics.problem_now(
                 "buffer_read_only",
                 format!(
@@ -284,10 +282,11 @@ fn open_buffer(cfg: &BufferConfig, metrics: &Arc<Metrics>) -> Result<Buffer, Buf
                     buffer::disk::READ_ONLY_HINT
                 ),
             );
-            Box::new(ReadOnlyStore::new(&cfg.path))
+            Box::new(ReadOnlyStore::new(&cfg.path, lock))
         }
         Err(e) => return Err(e),
     };
+    report_moved_aside(&cfg.path, metrics);
     Ok(Buffer::new(store, cfg, metrics.clone()))
 }
 
