@@ -544,6 +544,16 @@ fn doctor_judges_a_serial_port_for_the_agents_user_not_for_root() {
 /// were well. Needs root (a loop device); skipped without.
 #[test]
 fn a_buffer_on_a_read_only_file_system_fails_its_step() {
+    a_failed_card_fails_the_buffers_step(support::card::Card::go_read_only);
+}
+
+/// The same where the kernel shut the file system down instead (Linux 6.6 to 6.14).
+#[test]
+fn a_buffer_on_a_file_system_shut_down_fails_its_step() {
+    a_failed_card_fails_the_buffers_step(support::card::Card::shut_down);
+}
+
+fn a_failed_card_fails_the_buffers_step(fail: fn(&support::card::Card)) {
     // SAFETY: geteuid has no failure mode.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root, for a loop device");
@@ -562,9 +572,9 @@ fn a_buffer_on_a_read_only_file_system_fails_its_step() {
     std::fs::write(&config, changed(&text, &[(&path, &sized)])).unwrap();
     let step = format!("buffer {}", buffer.display());
     expect(&doctor(&config).1, &step, "OK", "free");
-    card.go_read_only();
+    fail(&card);
     let (code, out, _) = doctor(&config);
-    expect(&out, &step, "FAIL", "read-only");
+    expect(&out, &step, "FAIL", "runs without its buffer");
     assert_eq!(code, 1, "{out}");
 }
 

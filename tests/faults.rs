@@ -1669,6 +1669,19 @@ async fn a_card_read_only_until_fsck_keeps_every_acknowledged_uplink() {
 /// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_card_turned_read_only_is_served_from_memory_until_its_check() {
+    served_from_memory_until_the_check(Card::go_read_only, "read_only").await;
+}
+
+/// The same where the kernel shuts the file system down instead (Linux 6.6 to 6.14 under
+/// `errors=remount-ro`): every write and read fails with EIO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_shut_down_is_served_from_memory_until_its_check() {
+    served_from_memory_until_the_check(Card::shut_down, "shut_down").await;
+}
+
+/// A backlog buffered on the card, then `fail` (the card failing for good), then uplinks;
+/// `name`: the test's, for its summary lines.
+async fn served_from_memory_until_the_check(fail: fn(&Card), name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let card = Card::mount(dir.path());
     let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
@@ -1679,15 +1692,14 @@ async fn a_card_turned_read_only_is_served_from_memory_until_its_check() {
     publish_all(mqtt.port(), &backlog).await;
     agent.wait_metric("hubgate_acked_total", WAIT, |v| v == backlog.len() as u64);
 
-    card.go_read_only();
+    fail(&card);
     publish_all(mqtt.port(), &uplinks_at(6)).await;
-    let status = agent.wait_exit(WAIT, "a write to the card turned read-only");
+    let status = agent.wait_exit(WAIT, "a write to the failed card");
     let log = read_log(dir.path());
-    // At the write the card refused, not at a flush of sled's log up to a minute later.
+    // At the write the card refused, not retried as one that may work later (until a
+    // flush of sled's log failed, up to a minute later).
     assert!(
-        !status.success()
-            && log.contains(": appending record #")
-            && log.contains("reboot, or replace the card"),
+        !status.success() && !log.contains("[buffer_write_error]"),
         "{status}:\n{log}"
     );
 
@@ -1700,13 +1712,13 @@ async fn a_card_turned_read_only_is_served_from_memory_until_its_check() {
     );
     publish_all(mqtt.port(), &uplinks_at(7)).await;
     // The broker's three again, and three new ones.
-    acked_or_ended(&mut agent, dir.path(), 6, "on a read-only card");
+    acked_or_ended(&mut agent, dir.path(), 6, "on a failed card");
     assert_eq!(agent.metric("hubgate_buffer_records"), 0);
     let from_memory: Vec<(usize, u32)> = (6..=7)
         .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
         .collect();
     let v = verify(&kafka, &from_memory);
-    v.assert_ok(&summary(v.line("read_only_from_memory", 0)));
+    v.assert_ok(&summary(v.line(&format!("{name}_from_memory"), 0)));
     assert!(
         agent.terminate(WAIT).success(),
         "a stop without the buffer:\n{}",
@@ -1719,7 +1731,7 @@ async fn a_card_turned_read_only_is_served_from_memory_until_its_check() {
         .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
         .collect();
     let v = verify(&kafka, &acked);
-    let line = summary(v.line("read_only_then_checked", 0));
+    let line = summary(v.line(&format!("{name}_then_checked"), 0));
     assert!(
         v.lost.is_empty() && v.id_mismatch.is_empty(),
         "{line}\n{v:?}"

@@ -31,48 +31,102 @@ pub fn writable(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Whether the file system holding `path` (or, where it is missing, its nearest parent that
-/// exists) turned read-only under its mount: it refuses writes with EROFS ([`writable`])
-/// while the mount itself is read-write, as ext4 does after an error under
-/// `errors=remount-ro` until it is checked. Not a mount made read-only
-/// ([`mounted_read_only`]): no reboot mends that.
-pub fn turned_read_only(path: &Path) -> bool {
+/// exists) failed after an error, as ext4 does under `errors=remount-ro` until it is checked
+/// at the next boot: it refuses writes ([`writable`]) with EROFS or, shut down, with EIO,
+/// while its mount is read-write, and shows its state (see [`Mount::failed`]). Not a mount
+/// made read-only ([`mounted_read_only`]), which no reboot mends, nor a write error of a
+/// file system that shows none (a card failing here and there, which the buffer's retries
+/// are for).
+pub fn card_failed(path: &Path) -> bool {
     let Some(dir) = path.ancestors().find(|p| p.is_dir()) else {
         return false;
     };
-    writable(dir).is_err_and(|e| e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
-        && !mounted_read_only(dir)
+    let refused =
+        writable(dir).is_err_and(|e| matches!(e.raw_os_error(), Some(libc::EROFS | libc::EIO)));
+    refused && mount(dir).is_some_and(|m| !m.read_only() && m.failed(ext4_errors))
 }
 
 /// Whether the mount holding `path` is itself read-only: an `ro` in fstab or a `mount -o
 /// remount,ro`, or a read-only bind mount such as systemd's `ProtectSystem=strict` makes of
 /// a path not in `ReadWritePaths=`. The mount's own options in `/proc/self/mountinfo`, not
-/// the file system's: ext4 turned read-only by an error changes only the latter.
+/// the file system's: ext4 failed after an error changes only the latter.
 pub fn mounted_read_only(path: &Path) -> bool {
-    let (Ok(path), Ok(table)) = (
-        path.canonicalize(),
-        std::fs::read_to_string("/proc/self/mountinfo"),
-    ) else {
-        return false;
-    };
-    mount_of(&path, &table).is_some_and(|options| options.split(',').any(|o| o == "ro"))
+    mount(path).is_some_and(|m| m.read_only())
 }
 
-/// The options of the mount in `mountinfo` that holds `path` (absolute, resolved): the one
-/// at its longest mount point, the last listed of those stacked there.
-fn mount_of<'a>(path: &Path, mountinfo: &'a str) -> Option<&'a str> {
-    let mut best: Option<(usize, &str)> = None;
+/// A line of `/proc/self/mountinfo`: what the code here reads of it.
+#[derive(Debug, PartialEq)]
+struct Mount {
+    /// `major:minor` of the file system's device.
+    device: String,
+    /// The mount's own options (`rw` or `ro` first).
+    options: String,
+    /// The file system's options (after the ` - ` and its type and source).
+    super_options: String,
+}
+
+impl Mount {
+    fn read_only(&self) -> bool {
+        self.options.split(',').any(|o| o == "ro")
+    }
+
+    /// Whether the file system shows that it failed after an error: shut down (ext4 under
+    /// `errors=remount-ro` from Linux 6.6: every write and read fails with EIO) or
+    /// `emergency_ro` (from 6.15: writes fail with EROFS), or read-only under a read-write
+    /// mount with errors counted (`errors`: of `device`), as ext4 turned itself read-only
+    /// before 6.12. A file system made read-only on purpose under a read-write bind counts
+    /// no errors.
+    fn failed(&self, errors: impl FnOnce(&str) -> Option<u64>) -> bool {
+        let flags = || self.super_options.split(',');
+        flags().any(|o| o == "shutdown" || o == "emergency_ro")
+            || (flags().any(|o| o == "ro") && errors(&self.device).is_some_and(|n| n > 0))
+    }
+}
+
+/// The mount holding `path`, from `/proc/self/mountinfo`.
+fn mount(path: &Path) -> Option<Mount> {
+    let path = path.canonicalize().ok()?;
+    let table = std::fs::read("/proc/self/mountinfo").ok()?;
+    mount_of(&path, &String::from_utf8_lossy(&table))
+}
+
+/// The mount in `mountinfo` that holds `path` (absolute, resolved): the one at its longest
+/// mount point, the last listed of those stacked there.
+fn mount_of(path: &Path, mountinfo: &str) -> Option<Mount> {
+    let mut best: Option<(usize, Mount)> = None;
     for line in mountinfo.lines() {
-        let mut fields = line.split(' ').skip(4);
-        let (Some(point), Some(options)) = (fields.next(), fields.next()) else {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(&device), Some(&point), Some(&options)) =
+            (fields.get(2), fields.get(4), fields.get(5))
+        else {
             continue;
         };
+        // After the optional fields: ` - type source super_options`.
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let super_options = fields.get(dash + 3).copied().unwrap_or_default();
         let point = unescape(point);
         let depth = Path::new(&point).components().count();
-        if path.starts_with(&point) && best.is_none_or(|(d, _)| depth >= d) {
-            best = Some((depth, options));
+        if path.starts_with(&point) && best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+            let mount = Mount {
+                device: device.to_string(),
+                options: options.to_string(),
+                super_options: super_options.to_string(),
+            };
+            best = Some((depth, mount));
         }
     }
-    best.map(|(_, options)| options)
+    best.map(|(_, mount)| mount)
+}
+
+/// The errors ext4 counted on the device `major:minor` since its last check
+/// (`/sys/fs/ext4/<name>/errors_count`); `None` for another file system.
+fn ext4_errors(device: &str) -> Option<u64> {
+    let link = std::fs::read_link(format!("/sys/dev/block/{device}")).ok()?;
+    let name = link.file_name()?.to_str()?.to_string();
+    let count = std::fs::read_to_string(format!("/sys/fs/ext4/{name}/errors_count")).ok()?;
+    count.trim().parse().ok()
 }
 
 /// A mount point as mountinfo writes it: space, tab, newline and backslash as octal escapes.
@@ -97,19 +151,20 @@ fn unescape(field: &str) -> String {
     out
 }
 
-/// Said of a buffer whose file system is read-only: [`MOUNTED_READ_ONLY_HINT`] for a mount
-/// made so, [`READ_ONLY_HINT`] otherwise.
+/// Said of a buffer whose file system takes no writes: [`MOUNTED_READ_ONLY_HINT`] for a
+/// mount made read-only, [`READ_ONLY_HINT`] otherwise.
 pub fn read_only_hint(dir: &Path) -> &'static str {
-    match mounted_read_only(dir) {
-        true => MOUNTED_READ_ONLY_HINT,
-        false => READ_ONLY_HINT,
+    if mounted_read_only(dir) {
+        MOUNTED_READ_ONLY_HINT
+    } else {
+        READ_ONLY_HINT
     }
 }
 
-/// Said of a buffer whose file system turned read-only.
-pub const READ_ONLY_HINT: &str = "the file system is read-only (a card that failed a write is \
-     remounted so, as errors=remount-ro says, until it is checked at the next boot): reboot, \
-     or replace the card";
+/// Said of a buffer whose file system failed after an error ([`card_failed`]).
+pub const READ_ONLY_HINT: &str = "the file system takes no writes (a card that failed a \
+     write is turned read-only or shut down, as errors=remount-ro says, until it is checked \
+     at the next boot): reboot, or replace the card";
 
 /// Said of a buffer on a mount made read-only.
 pub const MOUNTED_READ_ONLY_HINT: &str = "it is mounted read-only (an `ro` mount option, or \
@@ -177,21 +232,48 @@ mod tests {
     use super::*;
 
     /// The deepest mount point holding the path is its mount, the last stacked there; mount
-    /// points are unescaped.
+    /// points are unescaped; the file system's options come after the optional fields.
     #[test]
     fn a_path_is_on_its_deepest_mount() {
         let table = "\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
-30 22 8:2 / /var/lib rw,noatime - ext4 /dev/sda2 rw\n\
-31 30 8:2 /hubgate /var/lib/hubgate ro,relatime - ext4 /dev/sda2 rw\n\
+30 22 8:2 / /var/lib rw,noatime - ext4 /dev/sda2 rw,errors=remount-ro,shutdown\n\
+31 30 8:2 /hubgate /var/lib/hubgate ro,relatime master:3 shared:4 - ext4 /dev/sda2 rw\n\
 32 22 8:3 / /media/usb\\040disk rw - vfat /dev/sdb1 rw\n\
 33 32 8:3 / /media/usb\\040disk ro - vfat /dev/sdb1 rw\n";
-        let mount = |p: &str| mount_of(Path::new(p), table);
-        assert_eq!(mount("/var/lib/hubgate/buffer"), Some("ro,relatime"));
-        assert_eq!(mount("/var/lib/hubgate2"), Some("rw,noatime"));
-        assert_eq!(mount("/etc"), Some("rw,relatime"));
-        assert_eq!(mount("/media/usb disk/buffer"), Some("ro"));
+        let mount = |p: &str| mount_of(Path::new(p), table).unwrap();
+        let hubgate = mount("/var/lib/hubgate/buffer");
+        assert_eq!(
+            (hubgate.options.as_str(), hubgate.read_only()),
+            ("ro,relatime", true)
+        );
+        let lib = mount("/var/lib/hubgate2");
+        assert_eq!(
+            (lib.device.as_str(), lib.options.as_str(), lib.read_only()),
+            ("8:2", "rw,noatime", false)
+        );
+        assert_eq!(lib.super_options, "rw,errors=remount-ro,shutdown");
+        assert_eq!(mount("/etc").options, "rw,relatime");
+        assert!(mount("/media/usb disk/buffer").read_only());
         assert_eq!(unescape("a\\134b\\x"), "a\\b\\x");
+    }
+
+    /// A file system shut down or `emergency_ro` failed after an error; one read-only under
+    /// a read-write mount only with errors counted.
+    #[test]
+    fn a_file_system_shows_it_failed_after_an_error() {
+        let with = |super_options: &str| Mount {
+            device: "179:2".into(),
+            options: "rw,noatime".into(),
+            super_options: super_options.into(),
+        };
+        let no_errors = |_: &str| Some(0);
+        assert!(with("rw,errors=remount-ro,shutdown").failed(no_errors));
+        assert!(with("rw,abort,errors=remount-ro,emergency_ro").failed(no_errors));
+        assert!(!with("ro,errors=remount-ro").failed(no_errors));
+        assert!(with("ro,errors=remount-ro").failed(|d| (d == "179:2").then_some(3)));
+        assert!(!with("ro").failed(|_| None), "not ext4");
+        assert!(!with("rw,errors=remount-ro").failed(|_| Some(3)));
     }
 
     #[test]

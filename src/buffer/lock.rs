@@ -34,8 +34,8 @@ impl BufferLock {
     fn take_waiting(buffer_dir: &Path, busy: impl FnMut()) -> Result<BufferLock, BufferError> {
         let path = path(buffer_dir);
         let storage = |e: std::io::Error| {
-            let hint = match e.kind() {
-                std::io::ErrorKind::ReadOnlyFilesystem => {
+            let hint = match e.raw_os_error() {
+                Some(libc::EROFS | libc::EIO) => {
                     format!(": {}", super::disk::read_only_hint(buffer_dir))
                 }
                 _ => String::new(),
@@ -57,12 +57,14 @@ impl BufferLock {
     /// The lock of a buffer directory on a file system that takes no writes (the agent
     /// running without its buffer, [`super::ReadOnlyStore`]): its lock file opened for
     /// reading, which `flock` locks all the same, so `hubgate doctor` sees the agent and a
-    /// second one is refused. `None` without a lock file: none can be made.
+    /// second one is refused. `None` without a lock file (none can be made), or on a file
+    /// system shut down, which fails its reads too.
     pub fn take_read_only(buffer_dir: &Path) -> Result<Option<BufferLock>, BufferError> {
         let path = path(buffer_dir);
         match File::open(&path) {
             Ok(file) => Self::lock_waiting(file, &path, || {}).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(None),
             Err(e) => Err(BufferError::Storage(format!("{}: {e}", path.display()))),
         }
     }

@@ -1,9 +1,9 @@
 //! The spill buffer: records the sink could not take yet, in arrival order, bounded.
 //!
-//! [`Store`] is the storage (sled on the gateway, memory in tests, none on a read-only
-//! card: [`ReadOnlyStore`]); [`Buffer`] adds the
-//! contract on top: byte cap with `when_full`, counters, and the on-disk encoding
-//! (version byte + CRC-32 + CBOR) so a damaged record is skipped, never crash-looped on.
+//! [`Store`] is the storage (sled on the gateway, memory in tests, none on a card that
+//! failed: [`ReadOnlyStore`]); [`Buffer`] adds the contract on top: byte cap with
+//! `when_full`, counters, and the on-disk encoding (version byte + CRC-32 + CBOR) so a
+//! damaged record is skipped, never crash-looped on.
 
 mod compact;
 pub mod disk;

@@ -1,6 +1,6 @@
 //! The [`Store`] of a buffer whose file system takes no writes: an SD card that failed a
-//! write and was turned read-only (`errors=remount-ro`), until it is checked at the next
-//! boot. Every record is refused, so records go to the sink from memory and are
+//! write and was turned read-only or shut down (`errors=remount-ro`,
+//! [`super::disk::card_failed`]), until it is checked at the next boot. Every record is refused, so records go to the sink from memory and are
 //! acknowledged on its confirmation, as with any disk that refuses writes (see
 //! `pipeline::ledger`); without a sink that confirms, input is held. Nothing needs the card
 //! for that, so hubgate runs on instead of stopping every source. Dead letters are only

@@ -991,17 +991,20 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
     // Only in the buffer's own directory: none is made where it is still to be created.
     let probed = (room.measured == cfg.path).then(|| disk::writable(&cfg.path));
     match probed.unwrap_or(Ok(())) {
-        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
-            return Outcome::Fail(match disk::mounted_read_only(&cfg.path) {
-                true => format!(
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EIO)) => {
+            return Outcome::Fail(if disk::mounted_read_only(&cfg.path) {
+                format!(
                     "no agent can write it: {}; the agent does not start until then",
                     disk::MOUNTED_READ_ONLY_HINT
-                ),
-                false => format!(
+                )
+            } else if disk::card_failed(&cfg.path) {
+                format!(
                     "no agent can write it: {}; the agent runs without its buffer meanwhile \
                      (records go from memory to a sink that confirms, else input waits)",
                     disk::READ_ONLY_HINT
-                ),
+                )
+            } else {
+                format!("writing a file there fails ({e}): the card may be failing; replace it")
             });
         }
         Err(e) => log::debug!("buffer {}: writing a file: {e}", cfg.path.display()),

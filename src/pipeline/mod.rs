@@ -256,9 +256,10 @@ fn open_forwarder(
 }
 
 /// The buffer at `cfg.path`. On a file system that takes no writes (a card turned read-only
-/// after a failed write, until the next boot checks it), one that refuses every record
-/// ([`ReadOnlyStore`]), so that the sources go on through a sink that confirms instead of
-/// stopping with the agent at every restart; the problem `buffer_read_only`.
+/// or shut down after a failed write, until the next boot checks it: [`disk::card_failed`]),
+/// one that refuses every record ([`ReadOnlyStore`]), so that the sources go on through a
+/// sink that confirms instead of stopping with the agent at every restart; the problem
+/// `buffer_read_only`.
 fn open_buffer(cfg: &BufferConfig, metrics: &Arc<Metrics>) -> Result<Buffer, BufferError> {
     let opened = crate::files::create_private_dir(&cfg.path)
         .map_err(|e| BufferError::Storage(format!("{}: {e}", cfg.path.display())))
@@ -268,7 +269,7 @@ fn open_buffer(cfg: &BufferConfig, metrics: &Arc<Metrics>) -> Result<Buffer, Buf
         });
     let store: Box<dyn buffer::Store> = match opened {
         Ok(store) => Box::new(store),
-        Err(_) if buffer::disk::turned_read_only(&cfg.path) => {
+        Err(_) if buffer::disk::card_failed(&cfg.path) => {
             let lock = buffer::BufferLock::take_read_only(&cfg.path)?;
             metrics.problem_now(
                 "buffer_read_only",

@@ -5,9 +5,9 @@
 //! that met the error fails, the pages stay in the page cache marked clean, and every later
 //! fsync succeeds without them. What reached the card shows once the file system is mounted
 //! again. Mounted with `errors=remount-ro`, as Raspberry Pi OS mounts its root: an error
-//! ext4 meets turns the file system read-only under whatever runs, until it is checked
-//! ([`Card::go_read_only`], [`Card::repair`]). Needs root, `losetup`, `mkfs.ext4` and
-//! `e2fsck`.
+//! ext4 meets turns the file system read-only, or shuts it down, under whatever runs, until
+//! it is checked ([`Card::go_read_only`], [`Card::shut_down`], [`Card::repair`]). Needs
+//! root, `losetup`, `mkfs.ext4` and `e2fsck`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -85,15 +85,34 @@ impl Card {
     }
 
     /// ext4 meets an error (a write the card failed): under `errors=remount-ro` it aborts
-    /// its journal and turns read-only at once, files open for writing too. Every write,
-    /// fsync and open for writing fails with EROFS from now on; reads still work. It stays so
-    /// until [`Card::repair`].
+    /// its journal and turns read-only at once, files open for writing too, as Linux up to
+    /// 6.5 and from 6.15 handle it. Every write, fsync and open for writing fails with EROFS
+    /// from now on; reads still work. It stays so until [`Card::repair`].
     pub fn go_read_only(&self) {
         run_ok(
             Command::new("mount")
                 .args(["-o", "remount,abort"])
                 .arg(&self.mount),
         );
+    }
+
+    /// ext4 meets an error under `errors=remount-ro` as Linux 6.6 to 6.14 handle it: the
+    /// file system shuts down (`EXT4_IOC_SHUTDOWN`, without flushing its journal) and every
+    /// write, read and sync on it fails with EIO until [`Card::repair`].
+    pub fn shut_down(&self) {
+        // _IOR('X', 125, __u32); EXT4_GOING_FLAGS_NOLOGFLUSH.
+        const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
+        let flags: u32 = 2;
+        let dir = std::fs::File::open(&self.mount).unwrap();
+        // SAFETY: a valid descriptor of a directory on the card, and a u32 the ioctl reads.
+        let done = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&dir),
+                EXT4_IOC_SHUTDOWN,
+                &flags,
+            )
+        };
+        assert_eq!(done, 0, "shutdown: {}", std::io::Error::last_os_error());
     }
 
     /// What a reboot does to a card that went read-only: unmounted, checked (`e2fsck -y`,
