@@ -657,6 +657,50 @@ mod tests {
         assert_eq!(first.len(), 256, "the first batch carried");
     }
 
+    /// A salvage cut short by a write the card failed (here an append at #343, after the
+    /// first batch was flushed) leaves a fresh database that the next start opens as the
+    /// buffer, with the records carried so far. Those records are acknowledged, and so is
+    /// the clock's forward step they were taken before: without it, their age counts the
+    /// step and the first drain drops them as past `max_age`.
+    #[test]
+    fn a_salvage_cut_short_keeps_the_clock_steps_of_the_records_it_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |seq: u64| super::super::encode(&record(seq, 3000));
+        let mut steps = crate::pipeline::clock_steps::ClockSteps::default();
+        let three_days = 3 * 24 * 3600 * 1000;
+        steps.stepped(400, three_days);
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill_with(&mut s, 0..400, body);
+        s.state_set(super::super::ClockState::Steps.key(), &steps.encode())
+            .unwrap();
+        s.flush().unwrap();
+        s.meta.insert(MARK_KEY, &300u64.to_be_bytes()).unwrap();
+        write_out(&mut s);
+        drop(s);
+        let failing = super::super::segments::failing_appends_in(2..=2);
+        let e = SledStore::open(dir.path())
+            .err()
+            .expect("the salvage fails");
+        assert!(e.to_string().contains("appending record #343"), "{e}");
+        drop(failing);
+        // The start after it: the fresh database is the buffer.
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(moved(), 1, "no second salvage");
+        let carried = seqs(&s, None);
+        assert_eq!(
+            carried[..256],
+            (0..256).collect::<Vec<_>>(),
+            "the first batch"
+        );
+        let kept = super::super::clock_state(&s, super::super::ClockState::Steps).unwrap();
+        let kept = crate::pipeline::clock_steps::ClockSteps::decode(&kept);
+        assert_eq!(
+            kept.after(0),
+            three_days,
+            "the carried records lost the step they were taken before"
+        );
+    }
+
     /// sled opens a cut-off log as if it had been torn by a crash; the high-water mark
     /// catches that flushed records are missing.
     #[test]
