@@ -65,7 +65,7 @@ impl BufferLock {
             Ok(file) => Self::lock_waiting(file, &path, || {}).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(None),
-            Err(e) => Err(BufferError::Storage(format!("{}: {e}", path.display()))),
+            Err(e) => Err(storage(&path, e)),
         }
     }
 
@@ -91,7 +91,7 @@ impl BufferLock {
                         path.display()
                     )))
                 }
-                Err(e) => return Err(BufferError::Storage(format!("{}: {e}", path.display()))),
+                Err(e) => return Err(storage(path, e)),
             }
         }
     }
@@ -100,13 +100,18 @@ impl BufferLock {
     /// nobody does. Taken and let go at once when free.
     pub fn is_held(buffer_dir: &Path) -> Result<bool, BufferError> {
         let path = path(buffer_dir);
-        let storage = |e: std::io::Error| BufferError::Storage(format!("{}: {e}", path.display()));
+        let storage = |e| storage(&path, e);
         match File::open(&path) {
             Ok(file) => try_exclusive(&file).map(|taken| !taken).map_err(storage),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(storage(e)),
         }
     }
+}
+
+/// An error of the lock file at `path`.
+fn storage(path: &Path, e: std::io::Error) -> BufferError {
+    BufferError::Storage(format!("{}: {e}", path.display()))
 }
 
 fn path(buffer_dir: &Path) -> PathBuf {

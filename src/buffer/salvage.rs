@@ -57,14 +57,27 @@ impl SledStore {
         fresh.mark_layout()?;
         // No sequence number up to `flushed` is handed out again, whichever flush is last.
         fresh.highest = fresh.highest.max(flushed);
+        // The state and the dead letters first, durable with the first batch of records: a
+        // salvage cut short leaves a database the next start opens as it is, and records
+        // carried without the clock's steps would count a step of the clock before them in
+        // their age (the drain dropping them as expired), and those without the frame
+        // counters let copies through.
+        let mut dead = 0u64;
+        let mut whole = each_readable(&self.dead, |k, v| {
+            if let Some(seq) = seq_of(&k) {
+                fresh.dead_letter(seq, v.to_vec())?;
+                dead += 1;
+            }
+            Ok(())
+        })?;
+        whole &= each_readable(&self.state, |k, v| fresh.state_set(&k, &v))?;
         let (mut kept, mut written) = (0u64, 0u64);
         // Records whose pointers name no body: compaction may have copied it to a segment
         // after the pointer sled went back to (its original deleted), so they are looked
         // for in the segments too.
         let mut unreadable = BTreeSet::new();
-        // Whether everything `hubgate buffer recover` could take from the aside was read
-        // here: then the aside holds nothing more and goes once the fresh one is durable.
-        let mut whole = true;
+        // `whole`: whether everything `hubgate buffer recover` could take from the aside was
+        // read here: then the aside holds nothing more and goes once the fresh one is durable.
         // A flush every batch bounds the segments' open files.
         let mut carry = |fresh: &mut SledStore, seq: u64, body: Vec<u8>| {
             fresh.insert(seq, body)?;
@@ -237,15 +250,6 @@ impl SledStore {
                 whole = false;
             }
         }
-        let mut dead = 0u64;
-        whole &= each_readable(&self.dead, |k, v| {
-            if let Some(seq) = seq_of(&k) {
-                fresh.dead_letter(seq, v.to_vec())?;
-                dead += 1;
-            }
-            Ok(())
-        })?;
-        whole &= each_readable(&self.state, |k, v| fresh.state_set(&k, &v))?;
         let buffer_dir = self.buffer_dir().to_path_buf();
         drop(self);
         fresh.flush()?;

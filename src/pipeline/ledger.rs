@@ -2960,9 +2960,7 @@ pub(super) mod tests {
     fn replays_with_nothing_to_acknowledge_hold_no_memory_while_their_record_is_in_flight() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let card =
-            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
-        let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
+        let buffer = on_a_failed_card(&cfg, &metrics);
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
         let sink = Box::new(RefusesOne("none"));
@@ -2999,9 +2997,7 @@ pub(super) mod tests {
     fn qos0_copies_hold_no_memory_while_their_record_is_in_flight() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let card =
-            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
-        let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
+        let buffer = on_a_failed_card(&cfg, &metrics);
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
         let sink = Box::new(RefusesOne("none"));
@@ -3045,9 +3041,7 @@ pub(super) mod tests {
     fn one_dead_letter_on_a_read_only_card_does_not_stop_the_input() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let card =
-            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
-        let buffer = Buffer::new(Box::new(card), &cfg, metrics.clone());
+        let buffer = on_a_failed_card(&cfg, &metrics);
         let t0 = Instant::now();
         let (mut ledger, mut reports) =
             stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
@@ -3076,6 +3070,13 @@ pub(super) mod tests {
             ledger.held(),
             ledger.unwritten.len()
         );
+    }
+
+    /// A buffer on a card that failed ([`crate::buffer::ReadOnlyStore`]).
+    fn on_a_failed_card(cfg: &BufferConfig, metrics: &Arc<Metrics>) -> Buffer {
+        let store =
+            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
+        Buffer::new(Box::new(store), cfg, metrics.clone())
     }
 
     /// A ledger over a memory buffer holding `created` (creation times in ms), at `wall`,
@@ -3620,9 +3621,7 @@ pub(super) mod tests {
     fn a_record_rejected_on_a_read_only_card_does_not_hold_input_for_good() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let store =
-            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
-        let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let buffer = on_a_failed_card(&cfg, &metrics);
         let t0 = Instant::now();
         let sink = Box::new(RefusesOne("id-1"));
         let now = (t0, SystemTime::now());
@@ -3658,9 +3657,7 @@ pub(super) mod tests {
     fn a_record_held_by_a_slow_sink_on_a_read_only_card_is_one_problem() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
-        let store =
-            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
-        let buffer = Buffer::new(Box::new(store), &cfg, metrics.clone());
+        let buffer = on_a_failed_card(&cfg, &metrics);
         let t0 = Instant::now();
         // Takes every record and confirms none.
         let sink = Box::new(RefusesOne("none"));

@@ -271,12 +271,15 @@ pub enum Sent {
 
 impl Ack {
     /// Whether sending it does nothing: none to send ([`Ack::None`]), or a QoS 0 message's
-    /// with no retained fingerprint to keep.
+    /// with no retained fingerprint to keep; for a part, the whole input's.
     pub fn sends_nothing(&self) -> bool {
         match self {
             Ack::None => true,
             Ack::Mqtt { ack, .. } => ack.qos == rumqttc::QoS::AtMostOnce && ack.retained.is_none(),
-            Ack::Part(_) => false,
+            Ack::Part(parts) => {
+                let p = parts.lock().unwrap_or_else(|p| p.into_inner());
+                p.ack.as_ref().is_some_and(Ack::sends_nothing)
+            }
         }
     }
 
