@@ -1629,20 +1629,28 @@ async fn a_stop_on_a_card_turned_read_only_exits_cleanly() {
     v.assert_ok(&line);
 }
 
+/// A card under `dir` holding a backlog of `rounds` uplinks of each device, acknowledged
+/// into the buffer there while the sink was down: the card, the brokers (Kafka stopped) and
+/// the agent, running.
+async fn a_backlog_on_a_card(dir: &Path, rounds: u32) -> (Card, Mosquitto, Kafka, Agent) {
+    let card = Card::mount(dir);
+    let (mqtt, kafka) = brokers_with_the_sink_down(dir);
+    let config = config_with(&card.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
+    let agent = Agent::start(dir, &config);
+    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
+    let backlog: Vec<(String, String)> = (1..=rounds).flat_map(uplinks_at).collect();
+    publish_all(mqtt.port(), &backlog).await;
+    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == backlog.len() as u64);
+    (card, mqtt, kafka, agent)
+}
+
 /// Whatever hubgate does on a card turned read-only, every uplink it acknowledged before is
 /// delivered once the card is checked and writable again (the next boot's fsck).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_card_read_only_until_fsck_keeps_every_acknowledged_uplink() {
     let dir = tempfile::tempdir().unwrap();
-    let card = Card::mount(dir.path());
-    let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
-    let config = config_with(&card.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
-    let mut agent = Agent::start(dir.path(), &config);
-    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
-    let backlog: Vec<(String, String)> = (1..=20).flat_map(uplinks_at).collect();
-    publish_all(mqtt.port(), &backlog).await;
-    let n = backlog.len() as u64;
-    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == n);
+    let (card, _mqtt, mut kafka, mut agent) = a_backlog_on_a_card(dir.path(), 20).await;
+    let n = 20 * DEVICES.len() as u64;
 
     card.go_read_only();
     kafka.start_again();
@@ -1683,14 +1691,7 @@ async fn a_card_shut_down_is_served_from_memory_until_its_check() {
 /// `name`: the test's, for its summary lines.
 async fn served_from_memory_until_the_check(fail: fn(&Card), name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let card = Card::mount(dir.path());
-    let (mqtt, mut kafka) = brokers_with_the_sink_down(dir.path());
-    let config = config_with(&card.path().join("buffer"), &mqtt, &kafka, KEY, "", "");
-    let mut agent = Agent::start(dir.path(), &config);
-    agent.wait_metric("hubgate_mqtt_subscribed", WAIT, |v| v == 1);
-    let backlog: Vec<(String, String)> = (1..=5).flat_map(uplinks_at).collect();
-    publish_all(mqtt.port(), &backlog).await;
-    agent.wait_metric("hubgate_acked_total", WAIT, |v| v == backlog.len() as u64);
+    let (card, mqtt, mut kafka, mut agent) = a_backlog_on_a_card(dir.path(), 5).await;
 
     fail(&card);
     publish_all(mqtt.port(), &uplinks_at(6)).await;

@@ -632,26 +632,33 @@ mod tests {
         }
     }
 
-    /// The fresh database of a salvage is marked with this release's layout before the
-    /// first batch carried into it is flushed: a salvage cut short (here an append that
-    /// fails after that flush, at #343 in the second segment) leaves groups an older
-    /// release must refuse, not misread.
-    #[test]
-    fn a_salvage_cut_short_leaves_a_database_of_this_layout() {
-        let dir = tempfile::tempdir().unwrap();
-        // About 340 records to a segment: the first flush (256 carried) is in segment 1.
+    /// A salvage of 400 records of about 3 KB (about 340 to a segment: the first flush, of
+    /// 256 carried, is in segment 1), the mark lowered to 300, cut short by an append the card
+    /// fails in segment 2 (at #343, after that flush); `state` set first.
+    fn a_salvage_cut_short(dir: &Path, state: &[(&[u8], Vec<u8>)]) {
         let body = |seq: u64| super::super::encode(&record(seq, 3000));
-        let mut s = flushed_store(dir.path(), 0..400, body);
+        let mut s = SledStore::open(dir).unwrap();
+        fill_with(&mut s, 0..400, body);
+        for (key, value) in state {
+            s.state_set(key, value).unwrap();
+        }
+        s.flush().unwrap();
         s.meta.insert(MARK_KEY, &300u64.to_be_bytes()).unwrap();
         write_out(&mut s);
         drop(s);
         let failing = super::super::segments::failing_appends_in(2..=2);
-        let e = SledStore::open(dir.path())
-            .err()
-            .expect("the salvage fails");
+        let e = SledStore::open(dir).err().expect("the salvage fails");
         assert!(e.to_string().contains("appending record #343"), "{e}");
         assert_eq!(failing.refused(), 1);
-        drop(failing);
+    }
+
+    /// The fresh database of a salvage is marked with this release's layout before the
+    /// first batch carried into it is flushed: a salvage cut short leaves groups an older
+    /// release must refuse, not misread.
+    #[test]
+    fn a_salvage_cut_short_leaves_a_database_of_this_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        a_salvage_cut_short(dir.path(), &[]);
         assert_eq!(moved(), 1);
         let db = open_db(&dir.path().join(DB_DIR)).unwrap();
         assert_current_layout(&db.open_tree("state").unwrap());
@@ -661,32 +668,18 @@ mod tests {
         assert_eq!(first.len(), 256, "the first batch carried");
     }
 
-    /// A salvage cut short by a write the card failed (here an append at #343, after the
-    /// first batch was flushed) leaves a fresh database that the next start opens as the
-    /// buffer, with the records carried so far. Those records are acknowledged, and so is
-    /// the clock's forward step they were taken before: without it, their age counts the
-    /// step and the first drain drops them as past `max_age`.
+    /// A salvage cut short by a write the card failed leaves a fresh database that the next
+    /// start opens as the buffer, with the records carried so far. Those records are
+    /// acknowledged, and so is the clock's forward step they were taken before: without it,
+    /// their age counts the step and the first drain drops them as past `max_age`.
     #[test]
     fn a_salvage_cut_short_keeps_the_clock_steps_of_the_records_it_carried() {
         let dir = tempfile::tempdir().unwrap();
-        let body = |seq: u64| super::super::encode(&record(seq, 3000));
         let mut steps = crate::pipeline::clock_steps::ClockSteps::default();
         let three_days = 3 * 24 * 3600 * 1000;
         steps.stepped(400, three_days);
-        let mut s = SledStore::open(dir.path()).unwrap();
-        fill_with(&mut s, 0..400, body);
-        s.state_set(super::super::ClockState::Steps.key(), &steps.encode())
-            .unwrap();
-        s.flush().unwrap();
-        s.meta.insert(MARK_KEY, &300u64.to_be_bytes()).unwrap();
-        write_out(&mut s);
-        drop(s);
-        let failing = super::super::segments::failing_appends_in(2..=2);
-        let e = SledStore::open(dir.path())
-            .err()
-            .expect("the salvage fails");
-        assert!(e.to_string().contains("appending record #343"), "{e}");
-        drop(failing);
+        let key = super::super::ClockState::Steps.key();
+        a_salvage_cut_short(dir.path(), &[(key, steps.encode())]);
         // The start after it: the fresh database is the buffer.
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(moved(), 1, "no second salvage");

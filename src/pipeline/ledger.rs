@@ -2951,57 +2951,15 @@ pub(super) mod tests {
         assert!(kept_counters(&ledger).is_empty(), "record 2 is not durable");
     }
 
-    /// On a card turned read-only nothing can be spilled, so a record stays in flight until
-    /// its sink answers (librdkafka tries for `message.timeout.ms`, 120 s). Replays of its
-    /// LoRaWAN frame heard meanwhile (a frame captured from the air, sent to the UDP port as
-    /// fast as it carries them) have nothing to acknowledge, yet each leaves an `Ack::None`
-    /// with the record: memory grows by one acknowledgement per replay, bounded by no count.
+    /// On a card that failed nothing can be spilled, so a record stays in flight until its
+    /// sink answers (librdkafka tries for `message.timeout.ms`, 120 s). Copies of its input
+    /// heard meanwhile that have nothing to acknowledge (replays of its LoRaWAN frame: one
+    /// captured from the air, sent to the UDP port as fast as it carries them; an MQTT uplink
+    /// repeated at QoS 0, which the broker sends on without waiting for a PUBACK) must not
+    /// each leave an acknowledgement with the record: memory would grow by one a copy,
+    /// bounded by no count.
     #[test]
-    fn replays_with_nothing_to_acknowledge_hold_no_memory_while_their_record_is_in_flight() {
-        let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = on_a_failed_card(&cfg, &metrics);
-        let t0 = Instant::now();
-        let now = (t0, SystemTime::now());
-        let sink = Box::new(RefusesOne("none"));
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
-        ledger.take(vec![record(1)], counter(false), Ack::None, t0);
-        ledger.end_round(t0).unwrap();
-        // Past spill_after: the buffer refuses it, so it stays in flight, out of the buffer.
-        let late = t0 + cfg.spill_after;
-        ledger.tick(late);
-        ledger.end_round(late).unwrap();
-        assert!(ledger.in_flight.values().all(|f| !f.in_buffer));
-        let held = |l: &Ledger| l.in_flight.values().map(|f| f.acks.len()).sum::<usize>();
-        let before = held(&ledger);
-        const REPLAYS: usize = 100_000;
-        for _ in 0..REPLAYS {
-            ledger.take(Vec::new(), counter(true), Ack::None, late);
-        }
-        ledger.end_round(late).unwrap();
-        let grown = held(&ledger) - before;
-        assert_eq!(
-            grown,
-            0,
-            "{REPLAYS} replays of a frame whose record is in flight left {grown} more \
-             acknowledgements with it ({} bytes, none of them anything to send)",
-            grown * std::mem::size_of::<Ack>()
-        );
-    }
-
-    /// The same for copies of an MQTT uplink delivered at QoS 0 (a publisher repeating one
-    /// uplink at QoS 0, which the broker sends on without waiting for any PUBACK): a QoS 0
-    /// message is never acknowledged on the wire, yet each copy leaves its acknowledgement
-    /// with the record in flight.
-    #[test]
-    fn qos0_copies_hold_no_memory_while_their_record_is_in_flight() {
-        let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = on_a_failed_card(&cfg, &metrics);
-        let t0 = Instant::now();
-        let now = (t0, SystemTime::now());
-        let sink = Box::new(RefusesOne("none"));
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+    fn copies_with_nothing_to_acknowledge_hold_no_memory_while_their_record_is_in_flight() {
         let (acks, _pubacks) = tokio::sync::mpsc::unbounded_channel();
         let qos0 = || Ack::Mqtt {
             acks: acks.clone(),
@@ -3012,25 +2970,43 @@ pub(super) mod tests {
                 retained: None,
             },
         };
-        ledger.take(vec![record(1)], Counters::default(), qos0(), t0);
-        let late = t0 + cfg.spill_after;
-        ledger.tick(late);
-        ledger.end_round(late).unwrap();
-        let held = |l: &Ledger| l.in_flight.values().map(|f| f.acks.len()).sum::<usize>();
-        let before = held(&ledger);
-        const COPIES: usize = 100_000;
-        for _ in 0..COPIES {
-            ledger.take(vec![record(1)], Counters::default(), qos0(), late);
+        for replays in [true, false] {
+            let cfg = BufferConfig::default();
+            let metrics = Metrics::new();
+            let buffer = on_a_failed_card(&cfg, &metrics);
+            let t0 = Instant::now();
+            let now = (t0, SystemTime::now());
+            let sink = Box::new(RefusesOne("none"));
+            let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+            let take = |l: &mut Ledger, copy: bool, at: Instant| match (replays, copy) {
+                (true, false) => l.take(vec![record(1)], counter(false), Ack::None, at),
+                (true, true) => l.take(Vec::new(), counter(true), Ack::None, at),
+                (false, _) => l.take(vec![record(1)], Counters::default(), qos0(), at),
+            };
+            take(&mut ledger, false, t0);
+            ledger.end_round(t0).unwrap();
+            // Past spill_after: the buffer refuses it, so it stays in flight, out of it.
+            let late = t0 + cfg.spill_after;
+            ledger.tick(late);
+            ledger.end_round(late).unwrap();
+            assert!(ledger.in_flight.values().all(|f| !f.in_buffer));
+            let held = |l: &Ledger| l.in_flight.values().map(|f| f.acks.len()).sum::<usize>();
+            let before = held(&ledger);
+            const COPIES: usize = 100_000;
+            for _ in 0..COPIES {
+                take(&mut ledger, true, late);
+            }
+            ledger.end_round(late).unwrap();
+            let grown = held(&ledger) - before;
+            let what = if replays { "replays" } else { "QoS 0 copies" };
+            assert_eq!(
+                grown,
+                0,
+                "{COPIES} {what} of a record in flight left {grown} more acknowledgements \
+                 with it ({} bytes, none of them anything to send)",
+                grown * std::mem::size_of::<Ack>()
+            );
         }
-        ledger.end_round(late).unwrap();
-        let grown = held(&ledger) - before;
-        assert_eq!(
-            grown,
-            0,
-            "{COPIES} QoS 0 copies of a record in flight left {grown} more acknowledgements \
-             with it ({} bytes)",
-            grown * std::mem::size_of::<Ack>()
-        );
     }
 
     /// On a card turned read-only a dead letter can never be written (until the card's check
@@ -3614,27 +3590,39 @@ pub(super) mod tests {
         assert_eq!(metrics.problems("buffer_read_error"), 2);
     }
 
-    /// On a card turned read-only ([`crate::buffer::ReadOnlyStore`]) no dead letter is ever
-    /// written. A record the sink rejects for good must not hold every source's input for
-    /// the rest of the run, nor count the refusal of its letter as a problem each round.
-    #[test]
-    fn a_record_rejected_on_a_read_only_card_does_not_hold_input_for_good() {
+    /// A minute of rounds on a card that failed, one every 100 ms as the forwarder ends them
+    /// while anything waits, after one record taken with the PUBACK of packet 1, `sink`
+    /// answering as it does: the ledger, its metrics and the PUBACKs sent.
+    fn a_minute_on_a_failed_card(
+        sink: Box<dyn Sink>,
+    ) -> (
+        Ledger,
+        Arc<Metrics>,
+        tokio::sync::mpsc::UnboundedReceiver<crate::source::PubAck>,
+    ) {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
         let buffer = on_a_failed_card(&cfg, &metrics);
         let t0 = Instant::now();
-        let sink = Box::new(RefusesOne("id-1"));
         let now = (t0, SystemTime::now());
         let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
-        let (ack, mut pubacks) = pubacks();
+        let (ack, pubacks) = pubacks();
         ledger.take(vec![record(1)], Counters::default(), ack(1), t0);
-        // A minute of rounds, one every 100 ms, as the forwarder ends them while anything
-        // waits.
         for i in 0..600 {
             let t = t0 + Duration::from_millis(100 * i);
             ledger.tick(t);
             ledger.end_round(t).unwrap();
         }
+        (ledger, metrics, pubacks)
+    }
+
+    /// On a card that failed ([`crate::buffer::ReadOnlyStore`]) no dead letter is ever
+    /// written. A record the sink rejects for good must not hold every source's input for
+    /// the rest of the run, nor count the refusal of its letter as a problem each round.
+    #[test]
+    fn a_record_rejected_on_a_read_only_card_does_not_hold_input_for_good() {
+        let (ledger, metrics, mut pubacks) =
+            a_minute_on_a_failed_card(Box::new(RefusesOne("id-1")));
         let counts = (
             ledger.accepting(),
             metrics.problems("buffer_write_error"),
@@ -3649,29 +3637,14 @@ pub(super) mod tests {
         assert_eq!(pubacks.try_recv().map(|a| a.pkid), Ok(1));
     }
 
-    /// On a card turned read-only a record the sink holds past `spill_after` cannot be
-    /// buffered, so it stays slow until the sink confirms it. That is one slow episode, one
-    /// problem, as with a buffer that takes it: not a `sink_slow` counted at every tick
-    /// (ten a second) for as long as the sink holds it.
+    /// On a card that failed a record the sink holds past `spill_after` cannot be buffered,
+    /// so it stays slow until the sink confirms it. That is one slow episode, one problem, as
+    /// with a buffer that takes it: not a `sink_slow` counted at every tick (ten a second)
+    /// for as long as the sink holds it.
     #[test]
     fn a_record_held_by_a_slow_sink_on_a_read_only_card_is_one_problem() {
-        let cfg = BufferConfig::default();
-        let metrics = Metrics::new();
-        let buffer = on_a_failed_card(&cfg, &metrics);
-        let t0 = Instant::now();
         // Takes every record and confirms none.
-        let sink = Box::new(RefusesOne("none"));
-        let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics.clone(), now, 1).unwrap();
-        let (ack, _pubacks) = pubacks();
-        ledger.take(vec![record(1)], Counters::default(), ack(1), t0);
-        // A minute of ticks, one every 100 ms, as the forwarder makes them while anything
-        // waits.
-        for i in 0..600 {
-            let t = t0 + Duration::from_millis(100 * i);
-            ledger.tick(t);
-            ledger.end_round(t).unwrap();
-        }
+        let (_ledger, metrics, _pubacks) = a_minute_on_a_failed_card(Box::new(RefusesOne("none")));
         let counts = (
             metrics.problems("sink_slow"),
             metrics.problems("buffer_write_error"),
