@@ -1687,6 +1687,42 @@ async fn a_card_shut_down_is_served_from_memory_until_its_check() {
     served_from_memory_until_the_check(Card::shut_down, "shut_down").await;
 }
 
+/// The same where ext4 meets an error by its own error path, counted, and fails the card as
+/// the running kernel does under `errors=remount-ro`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_card_that_met_an_error_is_served_from_memory_until_its_check() {
+    served_from_memory_until_the_check(Card::meet_an_error, "met_an_error").await;
+}
+
+/// A file system read-only under a read-write bind (a read-only root under a state
+/// directory mounted read-write) refuses writes with EROFS as a card that failed does, and
+/// on Linux 6.12 to 6.14 a failed ext4 shows nothing else in mountinfo: what tells them
+/// apart is the errors ext4 counted. Without any it is not taken for a failed card (the
+/// start stops, saying so); with one, it is.
+#[test]
+fn a_read_only_file_system_is_a_failed_card_only_with_an_error_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = Card::mount(dir.path());
+    // Errors counted, the file system left as it is.
+    card.remount("errors=continue");
+    let buffer = card.path().join("buffer");
+    std::fs::create_dir(&buffer).unwrap();
+    let bind = Bind::of(card.path(), &dir.path().join("state"), false);
+    let through_bind = bind.0.join("buffer");
+    card.remount("ro");
+    let refused = std::fs::write(through_bind.join("probe"), "x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+    assert!(!hubgate::buffer::disk::card_failed(&through_bind));
+    card.remount("rw");
+    card.meet_an_error();
+    card.remount("ro");
+    assert!(hubgate::buffer::disk::card_failed(&through_bind));
+    assert!(
+        !hubgate::buffer::disk::card_failed(&buffer),
+        "the card's own mount is read-only"
+    );
+}
+
 /// A backlog buffered on the card, then `fail` (the card failing for good), then uplinks;
 /// `name`: the test's, for its summary lines.
 async fn served_from_memory_until_the_check(fail: fn(&Card), name: &str) {
@@ -1807,7 +1843,7 @@ async fn a_buffer_read_only_by_its_mount_is_not_taken_for_a_failed_card() {
     agent.wait_metric("hubgate_acked_total", WAIT, |v| v == backlog.len() as u64);
     assert!(agent.terminate(WAIT).success(), "{}", agent.logs());
 
-    let read_only = ReadOnlyMount::over(&usb);
+    let read_only = Bind::of(&usb, &usb, true);
     kafka.start_again();
     agent.begin_again();
     let status = agent.wait_exit(WAIT, "a start on a buffer mounted read-only");
@@ -1830,29 +1866,32 @@ async fn a_buffer_read_only_by_its_mount_is_not_taken_for_a_failed_card() {
     assert!(agent.terminate(WAIT).success(), "{line}");
 }
 
-/// `dir` mounted over itself read-only (a bind mount, as systemd's `ProtectSystem=` makes
-/// them), until dropped.
-struct ReadOnlyMount(PathBuf);
+/// `dir` mounted again at `at`, read-only with `read_only` (as systemd's `ProtectSystem=`
+/// makes them), until dropped.
+struct Bind(PathBuf);
 
-impl ReadOnlyMount {
-    fn over(dir: &Path) -> ReadOnlyMount {
+impl Bind {
+    fn of(dir: &Path, at: &Path, read_only: bool) -> Bind {
+        std::fs::create_dir_all(at).unwrap();
         support::run_ok(
             std::process::Command::new("mount")
                 .arg("--bind")
                 .arg(dir)
-                .arg(dir),
+                .arg(at),
         );
-        let mount = ReadOnlyMount(dir.to_path_buf());
-        support::run_ok(
-            std::process::Command::new("mount")
-                .args(["-o", "remount,bind,ro"])
-                .arg(dir),
-        );
-        mount
+        let bind = Bind(at.to_path_buf());
+        if read_only {
+            support::run_ok(
+                std::process::Command::new("mount")
+                    .args(["-o", "remount,bind,ro"])
+                    .arg(at),
+            );
+        }
+        bind
     }
 }
 
-impl Drop for ReadOnlyMount {
+impl Drop for Bind {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
             .arg("-l")

@@ -18,10 +18,20 @@ pub fn free(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Whether the file system holding directory `dir` takes writes: a file is made in it and
-/// removed. ext4 turned read-only by an error (`errors=remount-ro`) refuses them with EROFS
-/// while its mount still shows writable (`statvfs`, `access` do not tell).
+/// Whether the file system holding directory `dir` takes writes: a file is made in it (an
+/// unnamed one where the file system can, so that a card failing between the create and the
+/// remove leaves none behind) and removed. ext4 failed by an error (`errors=remount-ro`)
+/// refuses them while its mount still shows writable (`statvfs`, `access` do not tell).
 pub fn writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let unnamed = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match unnamed {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {}
+        done => return done.map(drop),
+    }
     let probe = dir.join(format!(".write-check-{}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
@@ -30,20 +40,29 @@ pub fn writable(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// Whether `e`, met writing, is what a file system that takes no writes answers: EROFS, or
+/// EIO once shut down.
+pub fn refused_for_good(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EROFS | libc::EIO))
+}
+
 /// Whether the file system holding `path` (or, where it is missing, its nearest parent that
 /// exists) failed after an error, as ext4 does under `errors=remount-ro` until it is checked
-/// at the next boot: it refuses writes ([`writable`]) with EROFS or, shut down, with EIO,
-/// while its mount is read-write, and shows its state (see [`Mount::failed`]). Not a mount
-/// made read-only ([`mounted_read_only`]), which no reboot mends, nor a write error of a
-/// file system that shows none (a card failing here and there, which the buffer's retries
-/// are for).
+/// at the next boot: it refuses writes ([`writable`]) with EROFS or, shut down, with EIO
+/// ([`refused_for_good`]), and [`shows_failure`]. Not a mount made read-only
+/// ([`mounted_read_only`]), which no reboot mends, nor a write error of a file system that
+/// shows none (a card failing here and there, which the buffer's retries are for).
 pub fn card_failed(path: &Path) -> bool {
     let Some(dir) = path.ancestors().find(|p| p.is_dir()) else {
         return false;
     };
-    let refused =
-        writable(dir).is_err_and(|e| matches!(e.raw_os_error(), Some(libc::EROFS | libc::EIO)));
-    refused && mount(dir).is_some_and(|m| !m.read_only() && m.failed(ext4_errors))
+    writable(dir).is_err_and(|e| refused_for_good(&e)) && shows_failure(dir)
+}
+
+/// Whether the file system holding `dir` shows that it failed after an error
+/// ([`Mount::failed`]) under a read-write mount.
+pub fn shows_failure(dir: &Path) -> bool {
+    mount(dir).is_some_and(|m| !m.read_only() && m.failed(ext4_errors))
 }
 
 /// Whether the mount holding `path` is itself read-only: an `ro` in fstab or a `mount -o
@@ -70,16 +89,17 @@ impl Mount {
         self.options.split(',').any(|o| o == "ro")
     }
 
-    /// Whether the file system shows that it failed after an error: shut down (ext4 under
-    /// `errors=remount-ro` from Linux 6.6: every write and read fails with EIO) or
-    /// `emergency_ro` (from 6.15: writes fail with EROFS), or read-only under a read-write
-    /// mount with errors counted (`errors`: of `device`), as ext4 turned itself read-only
-    /// before 6.12. A file system made read-only on purpose under a read-write bind counts
-    /// no errors.
+    /// Whether the file system shows that it failed after an error: `shutdown` or
+    /// `emergency_ro` among its options (ext4 from Linux 6.15), or, on any kernel, errors
+    /// counted since its last check (`errors`: of `device`; ext4's count, which e2fsck
+    /// clears). Under `errors=remount-ro` an error counted has failed the file system; older
+    /// kernels show nothing else (6.12 to 6.14, and the stable kernels given the same change,
+    /// keep it `rw` in mountinfo). A file system made read-only on purpose counts none.
     fn failed(&self, errors: impl FnOnce(&str) -> Option<u64>) -> bool {
-        let flags = || self.super_options.split(',');
-        flags().any(|o| o == "shutdown" || o == "emergency_ro")
-            || (flags().any(|o| o == "ro") && errors(&self.device).is_some_and(|n| n > 0))
+        self.super_options
+            .split(',')
+            .any(|o| o == "shutdown" || o == "emergency_ro")
+            || errors(&self.device).is_some_and(|n| n > 0)
     }
 }
 
@@ -258,8 +278,8 @@ mod tests {
         assert_eq!(unescape("a\\134b\\x"), "a\\b\\x");
     }
 
-    /// A file system shut down or `emergency_ro` failed after an error; one read-only under
-    /// a read-write mount only with errors counted.
+    /// A file system shut down or `emergency_ro` failed after an error; otherwise only one
+    /// with errors counted.
     #[test]
     fn a_file_system_shows_it_failed_after_an_error() {
         let with = |super_options: &str| Mount {
@@ -271,9 +291,10 @@ mod tests {
         assert!(with("rw,errors=remount-ro,shutdown").failed(no_errors));
         assert!(with("rw,abort,errors=remount-ro,emergency_ro").failed(no_errors));
         assert!(!with("ro,errors=remount-ro").failed(no_errors));
-        assert!(with("ro,errors=remount-ro").failed(|d| (d == "179:2").then_some(3)));
+        let counted = |d: &str| (d == "179:2").then_some(3);
+        assert!(with("ro,errors=remount-ro").failed(counted));
+        assert!(with("rw,errors=remount-ro").failed(counted), "6.12 to 6.14");
         assert!(!with("ro").failed(|_| None), "not ext4");
-        assert!(!with("rw,errors=remount-ro").failed(|_| Some(3)));
     }
 
     #[test]

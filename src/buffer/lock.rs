@@ -34,11 +34,9 @@ impl BufferLock {
     fn take_waiting(buffer_dir: &Path, busy: impl FnMut()) -> Result<BufferLock, BufferError> {
         let path = path(buffer_dir);
         let storage = |e: std::io::Error| {
-            let hint = match e.raw_os_error() {
-                Some(libc::EROFS | libc::EIO) => {
-                    format!(": {}", super::disk::read_only_hint(buffer_dir))
-                }
-                _ => String::new(),
+            let hint = match super::disk::refused_for_good(&e) {
+                true => format!(": {}", super::disk::read_only_hint(buffer_dir)),
+                false => String::new(),
             };
             BufferError::Storage(format!("{}: {e}{hint}", path.display()))
         };
@@ -65,7 +63,7 @@ impl BufferLock {
             Ok(file) => Self::lock_waiting(file, &path, || {}).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(None),
-            Err(e) => Err(storage(&path, e)),
+            Err(e) => Err(lock_file_error(&path, e)),
         }
     }
 
@@ -91,7 +89,7 @@ impl BufferLock {
                         path.display()
                     )))
                 }
-                Err(e) => return Err(storage(path, e)),
+                Err(e) => return Err(lock_file_error(path, e)),
             }
         }
     }
@@ -100,7 +98,7 @@ impl BufferLock {
     /// nobody does. Taken and let go at once when free.
     pub fn is_held(buffer_dir: &Path) -> Result<bool, BufferError> {
         let path = path(buffer_dir);
-        let storage = |e| storage(&path, e);
+        let storage = |e| lock_file_error(&path, e);
         match File::open(&path) {
             Ok(file) => try_exclusive(&file).map(|taken| !taken).map_err(storage),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -110,7 +108,7 @@ impl BufferLock {
 }
 
 /// An error of the lock file at `path`.
-fn storage(path: &Path, e: std::io::Error) -> BufferError {
+fn lock_file_error(path: &Path, e: std::io::Error) -> BufferError {
     BufferError::Storage(format!("{}: {e}", path.display()))
 }
 

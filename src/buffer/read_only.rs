@@ -1,12 +1,13 @@
 //! The [`Store`] of a buffer whose file system takes no writes: an SD card that failed a
 //! write and was turned read-only or shut down (`errors=remount-ro`,
-//! [`super::disk::card_failed`]), until it is checked at the next boot. Every record is refused, so records go to the sink from memory and are
-//! acknowledged on its confirmation, as with any disk that refuses writes (see
-//! `pipeline::ledger`); without a sink that confirms, input is held. Nothing needs the card
-//! for that, so hubgate runs on instead of stopping every source. Dead letters are only
-//! counted, as past their cap ([`Store::takes_writes`]): held for a card that takes
-//! no write until the next boot, one would hold the input for as long. The database on the
-//! card is left as it is: its records are sent by the first start that can open it again.
+//! [`super::disk::card_failed`]), until it is checked at the next boot. Every record is
+//! refused, so records go to the sink from memory and are acknowledged on its
+//! confirmation, as with any disk that refuses writes (see `pipeline::ledger`); without a
+//! sink that confirms, input is held. Nothing needs the card for that, so hubgate runs on
+//! instead of stopping every source. Dead letters are only counted, as past their cap
+//! ([`Store::takes_writes`]): held for a card that takes no write until the next boot, one
+//! would hold the input for as long. The database on the card is left as it is: its
+//! records are sent by the first start that can open it again.
 //!
 //! The buffer's small state (frame counters, the clock's readings) starts empty, the card's
 //! unread, and is kept in memory for the run (`hubgate_buffer_state_unsynced` stays 1): a

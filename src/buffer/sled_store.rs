@@ -884,7 +884,7 @@ impl SledStore {
 
     /// A record's body the segment refused: an error the ledger retries (a full disk, a
     /// failing block). A file system that turned read-only, or shut down after an error
-    /// (a card that failed a write, under `errors=remount-ro`: [`super::disk::card_failed`]),
+    /// (a card that failed a write, under `errors=remount-ro`: [`super::disk::shows_failure`]),
     /// takes nothing until it is checked at the next boot: that ends the run as a failed
     /// sync does, at once, and the next start runs without the buffer rather than hold the
     /// sources for the next flush's failure.
@@ -892,7 +892,7 @@ impl SledStore {
         let why = format!("{}: appending record #{seq}: {e}", self.dir.display());
         let for_good = match e.raw_os_error() {
             Some(libc::EROFS) => true,
-            Some(libc::EIO) => super::disk::card_failed(&self.dir),
+            Some(libc::EIO) => super::disk::shows_failure(&self.dir),
             _ => false,
         };
         if !for_good {
@@ -1564,8 +1564,8 @@ pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
 impl Store for SledStore {
     /// The body goes to the segment first, then its pointer into the index (held in memory;
     /// sled is written at the flush). An append that fails (a full disk) is an error, as a
-    /// pointer the index refuses is, and leaves no record; one on a file system turned
-    /// read-only ends the run ([`SledStore::append_failed`]).
+    /// pointer the index refuses is, and leaves no record; one on a file system that failed
+    /// (read-only or shut down) ends the run ([`SledStore::append_failed`]).
     /// A record whose group of the index is damaged cannot be buffered this run: that ends
     /// it as a failed sync does (the next flush fails the same way), and the open after it
     /// salvages; no body is appended for it once the damage is known.

@@ -991,20 +991,23 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
     // Only in the buffer's own directory: none is made where it is still to be created.
     let probed = (room.measured == cfg.path).then(|| disk::writable(&cfg.path));
     match probed.unwrap_or(Ok(())) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EIO)) => {
+        Err(e) if disk::refused_for_good(&e) => {
             return Outcome::Fail(if disk::mounted_read_only(&cfg.path) {
                 format!(
                     "no agent can write it: {}; the agent does not start until then",
                     disk::MOUNTED_READ_ONLY_HINT
                 )
-            } else if disk::card_failed(&cfg.path) {
+            } else if disk::shows_failure(&cfg.path) {
                 format!(
                     "no agent can write it: {}; the agent runs without its buffer meanwhile \
                      (records go from memory to a sink that confirms, else input waits)",
                     disk::READ_ONLY_HINT
                 )
             } else {
-                format!("writing a file there fails ({e}): the card may be failing; replace it")
+                format!(
+                    "writing a file there fails ({e}), and no agent can write it: check how the \
+                     file system is mounted, and the card"
+                )
             });
         }
         Err(e) => log::debug!("buffer {}: writing a file: {e}", cfg.path.display()),

@@ -1228,7 +1228,7 @@ impl Ledger {
     ) -> Option<Record> {
         if !self.buffer.takes_writes() {
             self.metrics.problem("dead_letter_not_kept", || {
-                format!("the buffer's file system is read-only: {what} {id} only counted")
+                format!("the buffer's card failed and takes no writes: {what} {id} only counted")
             });
             return None;
         }
@@ -3009,12 +3009,12 @@ pub(super) mod tests {
         }
     }
 
-    /// On a card turned read-only a dead letter can never be written (until the card's check
+    /// On a card that failed a dead letter can never be written (until the card's check
     /// at the next boot). One message made a dead letter (an MQTT message over `max_message`,
     /// or with a DevEUI that does not decode: anyone who can publish sends one) must not stop
     /// the input for the rest of the run, while the sink confirms every record from memory.
     #[test]
-    fn one_dead_letter_on_a_read_only_card_does_not_stop_the_input() {
+    fn one_dead_letter_on_a_failed_card_does_not_stop_the_input() {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
         let buffer = on_a_failed_card(&cfg, &metrics);
@@ -3620,7 +3620,7 @@ pub(super) mod tests {
     /// written. A record the sink rejects for good must not hold every source's input for
     /// the rest of the run, nor count the refusal of its letter as a problem each round.
     #[test]
-    fn a_record_rejected_on_a_read_only_card_does_not_hold_input_for_good() {
+    fn a_record_rejected_on_a_failed_card_does_not_hold_input_for_good() {
         let (ledger, metrics, mut pubacks) =
             a_minute_on_a_failed_card(Box::new(RefusesOne("id-1")));
         let counts = (
@@ -3642,7 +3642,7 @@ pub(super) mod tests {
     /// with a buffer that takes it: not a `sink_slow` counted at every tick (ten a second)
     /// for as long as the sink holds it.
     #[test]
-    fn a_record_held_by_a_slow_sink_on_a_read_only_card_is_one_problem() {
+    fn a_record_held_by_a_slow_sink_on_a_failed_card_is_one_problem() {
         // Takes every record and confirms none.
         let (_ledger, metrics, _pubacks) = a_minute_on_a_failed_card(Box::new(RefusesOne("none")));
         let counts = (

@@ -98,7 +98,9 @@ impl Card {
 
     /// ext4 meets an error under `errors=remount-ro` as Linux 6.6 to 6.14 handle it: the
     /// file system shuts down (`EXT4_IOC_SHUTDOWN`, without flushing its journal) and every
-    /// write, read and sync on it fails with EIO until [`Card::repair`].
+    /// write, read and sync on it fails with EIO until [`Card::repair`]. Only kernels from
+    /// 6.15 show `shutdown` among its options, and the ioctl counts no error: on an older
+    /// kernel hubgate cannot tell this from a card failing here and there.
     pub fn shut_down(&self) {
         // _IOR('X', 125, __u32); EXT4_GOING_FLAGS_NOLOGFLUSH.
         const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
@@ -113,6 +115,26 @@ impl Card {
             )
         };
         assert_eq!(done, 0, "shutdown: {}", std::io::Error::last_os_error());
+    }
+
+    /// ext4 meets an error on the card by its own error path (`trigger_fs_error`): counted,
+    /// and then what the mount's `errors=` option says (under `errors=remount-ro`, the card
+    /// fails as this kernel fails it).
+    pub fn meet_an_error(&self) {
+        let name = Path::new(&self.device).file_name().unwrap();
+        let trigger = Path::new("/sys/fs/ext4")
+            .join(name)
+            .join("trigger_fs_error");
+        std::fs::write(trigger, "1").unwrap();
+    }
+
+    /// Mount the card again with `options` (`ro`, `rw`, `errors=continue`…).
+    pub fn remount(&self, options: &str) {
+        run_ok(
+            Command::new("mount")
+                .args(["-o", &format!("remount,{options}")])
+                .arg(&self.mount),
+        );
     }
 
     /// What a reboot does to a card that went read-only: unmounted, checked (`e2fsck -y`,
