@@ -1695,10 +1695,10 @@ async fn a_card_that_met_an_error_is_served_from_memory_until_its_check() {
 }
 
 /// A file system read-only under a read-write bind (a read-only root under a state
-/// directory mounted read-write) refuses writes with EROFS as a card that failed does, and
-/// on Linux 6.12 to 6.14 a failed ext4 shows nothing else in mountinfo: what tells them
-/// apart is the errors ext4 counted. Without any it is not taken for a failed card (the
-/// start stops, saying so); with one, it is.
+/// directory mounted read-write) refuses writes with EROFS as a card that failed does on a
+/// kernel that shows no mark of it (before 6.15): what tells them apart is an error ext4
+/// counted since this boot. Without one it is not taken for a failed card (the start stops,
+/// saying so); with one, it is.
 #[test]
 fn a_read_only_file_system_is_a_failed_card_only_with_an_error_counted() {
     let dir = tempfile::tempdir().unwrap();

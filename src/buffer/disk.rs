@@ -42,27 +42,27 @@ pub fn writable(dir: &Path) -> std::io::Result<()> {
 
 /// Whether `e`, met writing, is what a file system that takes no writes answers: EROFS, or
 /// EIO once shut down.
-pub fn refused_for_good(e: &std::io::Error) -> bool {
+pub fn refuses_writes(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EROFS | libc::EIO))
 }
 
 /// Whether the file system holding `path` (or, where it is missing, its nearest parent that
 /// exists) failed after an error, as ext4 does under `errors=remount-ro` until it is checked
 /// at the next boot: it refuses writes ([`writable`]) with EROFS or, shut down, with EIO
-/// ([`refused_for_good`]), and [`shows_failure`]. Not a mount made read-only
+/// ([`refuses_writes`]), and [`shows_failure`]. Not a mount made read-only
 /// ([`mounted_read_only`]), which no reboot mends, nor a write error of a file system that
 /// shows none (a card failing here and there, which the buffer's retries are for).
 pub fn card_failed(path: &Path) -> bool {
     let Some(dir) = path.ancestors().find(|p| p.is_dir()) else {
         return false;
     };
-    writable(dir).is_err_and(|e| refused_for_good(&e)) && shows_failure(dir)
+    writable(dir).is_err_and(|e| refuses_writes(&e)) && shows_failure(dir)
 }
 
 /// Whether the file system holding `dir` shows that it failed after an error
 /// ([`Mount::failed`]) under a read-write mount.
 pub fn shows_failure(dir: &Path) -> bool {
-    mount(dir).is_some_and(|m| !m.read_only() && m.failed(ext4_errors))
+    mount(dir).is_some_and(|m| !m.read_only() && m.failed(ext4_error_this_boot))
 }
 
 /// Whether the mount holding `path` is itself read-only: an `ro` in fstab or a `mount -o
@@ -90,16 +90,17 @@ impl Mount {
     }
 
     /// Whether the file system shows that it failed after an error: `shutdown` or
-    /// `emergency_ro` among its options (ext4 from Linux 6.15), or, on any kernel, errors
-    /// counted since its last check (`errors`: of `device`; ext4's count, which e2fsck
-    /// clears). Under `errors=remount-ro` an error counted has failed the file system; older
-    /// kernels show nothing else (6.12 to 6.14, and the stable kernels given the same change,
-    /// keep it `rw` in mountinfo). A file system made read-only on purpose counts none.
-    fn failed(&self, errors: impl FnOnce(&str) -> Option<u64>) -> bool {
+    /// `emergency_ro` among its options (ext4 from Linux 6.15), or, on any kernel, an error
+    /// counted since this boot (`error_this_boot`: of `device`). Under `errors=remount-ro` an
+    /// error has failed the file system; older kernels show nothing else (6.12 to 6.14, and
+    /// the stable kernels given the same change, keep it `rw` in mountinfo). An error
+    /// counted before this boot says nothing of now: the count stays until a full check,
+    /// which a disk that is not checked at boot never gets.
+    fn failed(&self, error_this_boot: impl FnOnce(&str) -> Option<bool>) -> bool {
         self.super_options
             .split(',')
             .any(|o| o == "shutdown" || o == "emergency_ro")
-            || errors(&self.device).is_some_and(|n| n > 0)
+            || error_this_boot(&self.device) == Some(true)
     }
 }
 
@@ -140,13 +141,28 @@ fn mount_of(path: &Path, mountinfo: &str) -> Option<Mount> {
     best.map(|(_, mount)| mount)
 }
 
-/// The errors ext4 counted on the device `major:minor` since its last check
-/// (`/sys/fs/ext4/<name>/errors_count`); `None` for another file system.
-fn ext4_errors(device: &str) -> Option<u64> {
+/// Whether ext4 counted an error on the device `major:minor` since this boot: its count
+/// (`/sys/fs/ext4/<name>/errors_count`) above 0 and its last error's time not before the
+/// boot's (`btime` in `/proc/stat`, by the same clock). `None` for another file system.
+fn ext4_error_this_boot(device: &str) -> Option<bool> {
     let link = std::fs::read_link(format!("/sys/dev/block/{device}")).ok()?;
-    let name = link.file_name()?.to_str()?.to_string();
-    let count = std::fs::read_to_string(format!("/sys/fs/ext4/{name}/errors_count")).ok()?;
-    count.trim().parse().ok()
+    let ext4 = Path::new("/sys/fs/ext4").join(link.file_name()?);
+    let number = |file: &str| -> Option<u64> {
+        std::fs::read_to_string(ext4.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (count, last) = (number("errors_count")?, number("last_error_time")?);
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(count > 0 && last >= boot)
 }
 
 /// A mount point as mountinfo writes it: space, tab, newline and backslash as octal escapes.
@@ -172,17 +188,24 @@ fn unescape(field: &str) -> String {
 }
 
 /// Said of a buffer whose file system takes no writes: [`MOUNTED_READ_ONLY_HINT`] for a
-/// mount made read-only, [`READ_ONLY_HINT`] otherwise.
+/// mount made read-only, [`FAILED_CARD_HINT`] for a file system that [`shows_failure`],
+/// [`NO_WRITES_HINT`] otherwise.
 pub fn read_only_hint(dir: &Path) -> &'static str {
     if mounted_read_only(dir) {
         MOUNTED_READ_ONLY_HINT
+    } else if shows_failure(dir) {
+        FAILED_CARD_HINT
     } else {
-        READ_ONLY_HINT
+        NO_WRITES_HINT
     }
 }
 
+/// Said of a buffer whose file system takes no writes though it shows no failure.
+pub const NO_WRITES_HINT: &str = "the file system takes no writes, though it shows no error \
+     since this boot: check how it is mounted, and the disk";
+
 /// Said of a buffer whose file system failed after an error ([`card_failed`]).
-pub const READ_ONLY_HINT: &str = "the file system takes no writes (a card that failed a \
+pub const FAILED_CARD_HINT: &str = "the file system takes no writes (a card that failed a \
      write is turned read-only or shut down, as errors=remount-ro says, until it is checked \
      at the next boot): reboot, or replace the card";
 
@@ -279,7 +302,7 @@ mod tests {
     }
 
     /// A file system shut down or `emergency_ro` failed after an error; otherwise only one
-    /// with errors counted.
+    /// with an error counted since this boot.
     #[test]
     fn a_file_system_shows_it_failed_after_an_error() {
         let with = |super_options: &str| Mount {
@@ -287,13 +310,16 @@ mod tests {
             options: "rw,noatime".into(),
             super_options: super_options.into(),
         };
-        let no_errors = |_: &str| Some(0);
+        let no_errors = |_: &str| Some(false);
         assert!(with("rw,errors=remount-ro,shutdown").failed(no_errors));
         assert!(with("rw,abort,errors=remount-ro,emergency_ro").failed(no_errors));
         assert!(!with("ro,errors=remount-ro").failed(no_errors));
-        let counted = |d: &str| (d == "179:2").then_some(3);
-        assert!(with("ro,errors=remount-ro").failed(counted));
-        assert!(with("rw,errors=remount-ro").failed(counted), "6.12 to 6.14");
+        let this_boot = |d: &str| Some(d == "179:2");
+        assert!(with("ro,errors=remount-ro").failed(this_boot));
+        assert!(
+            with("rw,errors=remount-ro").failed(this_boot),
+            "6.12 to 6.14"
+        );
         assert!(!with("ro").failed(|_| None), "not ext4");
     }
 

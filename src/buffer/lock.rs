@@ -34,7 +34,7 @@ impl BufferLock {
     fn take_waiting(buffer_dir: &Path, busy: impl FnMut()) -> Result<BufferLock, BufferError> {
         let path = path(buffer_dir);
         let storage = |e: std::io::Error| {
-            let hint = match super::disk::refused_for_good(&e) {
+            let hint = match super::disk::refuses_writes(&e) {
                 true => format!(": {}", super::disk::read_only_hint(buffer_dir)),
                 false => String::new(),
             };

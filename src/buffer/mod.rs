@@ -134,6 +134,11 @@ pub enum BufferError {
     /// later flush and write with it until the database is opened again.
     #[error("buffer storage: {0}; stopping, as what was written cannot be trusted to be on disk (a restart reopens the buffer from what is)")]
     SyncFailed(String),
+    /// The file system of a buffer run without ([`ReadOnlyStore`]) takes writes again (a
+    /// disk back, mounted read-write again): the run ends, as after a failed sync, so that
+    /// the next start opens the buffer and sends what it holds.
+    #[error("buffer storage: {0}; stopping, so that the next start opens the buffer")]
+    Reopen(String),
     /// A record's body is there but cannot be read, unlike damage, which a read can tell;
     /// [`Buffer::next`] waits and tries again. `passes`: for want of a resource (EMFILE,
     /// ENOMEM...), which says nothing about the data and is never taken for damage;

@@ -17,12 +17,21 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::{BufferError, BufferLock, Entries, StateEntry, Store};
+
+/// How often the buffer directory is tried for a write: once it takes one (a disk back,
+/// mounted read-write again), the run ends ([`BufferError::Reopen`]), so that the next start
+/// opens the buffer and sends what it holds. A card that failed takes none until the boot
+/// that checks it.
+const TRY_EVERY: Duration = Duration::from_secs(60);
 
 pub struct ReadOnlyStore {
     /// The buffer directory, named in each refusal.
     dir: PathBuf,
+    /// When it was last tried for a write.
+    tried: Instant,
     state: BTreeMap<Vec<u8>, Vec<u8>>,
     /// The directory's lock, where its lock file could be opened
     /// ([`BufferLock::take_read_only`]).
@@ -33,6 +42,7 @@ impl ReadOnlyStore {
     pub fn new(buffer_dir: &Path, lock: Option<BufferLock>) -> Self {
         ReadOnlyStore {
             dir: buffer_dir.to_path_buf(),
+            tried: Instant::now(),
             state: BTreeMap::new(),
             _lock: lock,
         }
@@ -42,7 +52,7 @@ impl ReadOnlyStore {
         Err(BufferError::Storage(format!(
             "{}: {}",
             self.dir.display(),
-            super::disk::READ_ONLY_HINT
+            super::disk::FAILED_CARD_HINT
         )))
     }
 }
@@ -87,9 +97,24 @@ impl Store for ReadOnlyStore {
     }
 
     /// Nothing written waits for the card: records and dead letters were refused, and the
-    /// state is kept for this run only.
+    /// state is kept for this run only. Every [`TRY_EVERY`], the directory is tried for a
+    /// write.
     fn flush(&mut self) -> Result<u64, BufferError> {
-        Ok(0)
+        if self.tried.elapsed() < TRY_EVERY {
+            return Ok(0);
+        }
+        self.tried = Instant::now();
+        match super::disk::writable(&self.dir) {
+            Ok(()) => Err(BufferError::Reopen(format!(
+                "{} takes writes again",
+                self.dir.display()
+            ))),
+            Err(_) => Ok(0),
+        }
+    }
+
+    fn wants_flush(&self) -> bool {
+        self.tried.elapsed() >= TRY_EVERY
     }
 
     fn usage(&self) -> (u64, u64) {
@@ -154,5 +179,30 @@ mod tests {
         assert_eq!(store.state_scan(b"fcnt").unwrap().len(), 2);
         assert_eq!(store.flush().unwrap(), 0);
         assert_eq!(store.remove(1).unwrap(), 0);
+    }
+
+    /// Every minute a flush tries the directory for a write: one that takes it again ends
+    /// the run, for the next start to open the buffer there; one that does not (missing
+    /// here, as a disk unplugged) leaves the run as it is.
+    #[test]
+    fn a_directory_that_takes_writes_again_ends_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ReadOnlyStore::new(&dir.path().join("unplugged"), None);
+        let a_minute_ago = |s: &mut ReadOnlyStore| {
+            s.tried = Instant::now().checked_sub(TRY_EVERY).unwrap();
+        };
+        assert!(!store.wants_flush());
+        a_minute_ago(&mut store);
+        assert!(store.wants_flush());
+        assert_eq!(store.flush().unwrap(), 0);
+        assert!(!store.wants_flush(), "tried again only a minute later");
+        let mut store = ReadOnlyStore::new(dir.path(), None);
+        assert_eq!(store.flush().unwrap(), 0, "not tried within the minute");
+        a_minute_ago(&mut store);
+        let reopen = store.flush().unwrap_err();
+        assert!(
+            matches!(&reopen, BufferError::Reopen(why) if why.contains("takes writes again")),
+            "{reopen}"
+        );
     }
 }

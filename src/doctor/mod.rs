@@ -991,7 +991,7 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
     // Only in the buffer's own directory: none is made where it is still to be created.
     let probed = (room.measured == cfg.path).then(|| disk::writable(&cfg.path));
     match probed.unwrap_or(Ok(())) {
-        Err(e) if disk::refused_for_good(&e) => {
+        Err(e) if disk::refuses_writes(&e) => {
             return Outcome::Fail(if disk::mounted_read_only(&cfg.path) {
                 format!(
                     "no agent can write it: {}; the agent does not start until then",
@@ -1001,13 +1001,10 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
                 format!(
                     "no agent can write it: {}; the agent runs without its buffer meanwhile \
                      (records go from memory to a sink that confirms, else input waits)",
-                    disk::READ_ONLY_HINT
+                    disk::FAILED_CARD_HINT
                 )
             } else {
-                format!(
-                    "writing a file there fails ({e}), and no agent can write it: check how the \
-                     file system is mounted, and the card"
-                )
+                format!("writing a file there fails ({e}): {}", disk::NO_WRITES_HINT)
             });
         }
         Err(e) => log::debug!("buffer {}: writing a file: {e}", cfg.path.display()),

@@ -1735,7 +1735,7 @@ impl Ledger {
         self.pending_acks = std::mem::take(&mut self.syncing_acks);
         self.syncing_fcnts.append(&mut self.pending_fcnts);
         self.pending_fcnts = std::mem::take(&mut self.syncing_fcnts);
-        if let BufferError::SyncFailed(_) = e {
+        if let BufferError::SyncFailed(_) | BufferError::Reopen(_) = e {
             // Every later flush fails the same way: the round ends with the error.
             return Err(e);
         }

@@ -280,7 +280,7 @@ fn open_buffer(cfg: &BufferConfig, metrics: &Arc<Metrics>) -> Result<Buffer, Buf
                      the frame queue are lost. The buffer's records stay on the card for the \
                      first start after the check",
                     cfg.path.display(),
-                    buffer::disk::READ_ONLY_HINT
+                    buffer::disk::FAILED_CARD_HINT
                 ),
             );
             Box::new(ReadOnlyStore::new(&cfg.path, lock))
