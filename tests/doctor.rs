@@ -554,13 +554,10 @@ fn a_buffer_on_a_file_system_shut_down_fails_its_step() {
 }
 
 fn a_failed_card_fails_the_buffers_step(fail: fn(&support::card::Card)) {
-    // SAFETY: geteuid has no failure mode.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root, for a loop device");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let card = support::card::Card::mount(dir.path());
+    let Some(card) = support::card::Card::mount_if_root(dir.path()) else {
+        return;
+    };
     let buffer = card.path().join("buffer");
     std::fs::create_dir(&buffer).unwrap();
     let pty = Pty::open();
@@ -583,13 +580,10 @@ fn a_failed_card_fails_the_buffers_step(fail: fn(&support::card::Card)) {
 /// another program's. Needs root (a loop device); skipped without.
 #[test]
 fn doctor_knows_the_agent_running_without_its_buffer_on_a_read_only_card() {
-    // SAFETY: geteuid has no failure mode.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root, for a loop device");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let card = support::card::Card::mount(dir.path());
+    let Some(card) = support::card::Card::mount_if_root(dir.path()) else {
+        return;
+    };
     let udp = free_udp_port();
     let config = format!(
         "[buffer]\npath = \"{}\"\n[[source]]\ntype = \"udp\"\nlisten = \"127.0.0.1:{udp}\"\n[sink]\ntype = \"stdout\"\n",

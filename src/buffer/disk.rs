@@ -49,28 +49,50 @@ pub fn refuses_writes(e: &std::io::Error) -> bool {
 /// Whether the file system holding `path` (or, where it is missing, its nearest parent that
 /// exists) failed after an error, as ext4 does under `errors=remount-ro` until it is checked
 /// at the next boot: it refuses writes ([`writable`]) with EROFS or, shut down, with EIO
-/// ([`refuses_writes`]), and [`shows_failure`]. Not a mount made read-only
-/// ([`mounted_read_only`]), which no reboot mends, nor a write error of a file system that
-/// shows none (a card failing here and there, which the buffer's retries are for).
+/// ([`refuses_writes`]), and shows the failure ([`Refusal::Failed`]). Not a mount made
+/// read-only, which no reboot mends, nor a write error of a file system that shows none (a
+/// card failing here and there, which the buffer's retries are for).
 pub fn card_failed(path: &Path) -> bool {
     let Some(dir) = path.ancestors().find(|p| p.is_dir()) else {
         return false;
     };
-    writable(dir).is_err_and(|e| refuses_writes(&e)) && shows_failure(dir)
+    writable(dir).is_err_and(|e| refuses_writes(&e)) && Refusal::of(dir) == Refusal::Failed
 }
 
-/// Whether the file system holding `dir` shows that it failed after an error
-/// ([`Mount::failed`]) under a read-write mount.
-pub fn shows_failure(dir: &Path) -> bool {
-    mount(dir).is_some_and(|m| !m.read_only() && m.failed(ext4_error_this_boot))
+/// Why the file system holding a directory refuses writes ([`refuses_writes`]), as its
+/// mount tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The mount itself is read-only: an `ro` in fstab or a `mount -o remount,ro`, or a
+    /// read-only bind mount such as systemd's `ProtectSystem=strict` makes of a path not in
+    /// `ReadWritePaths=`. The mount's own options in `/proc/self/mountinfo`, not the file
+    /// system's: ext4 failed after an error changes only the latter.
+    MountedReadOnly,
+    /// Under a read-write mount, the file system shows that it failed after an error
+    /// ([`Mount::failed`]).
+    Failed,
+    /// Neither.
+    Unexplained,
 }
 
-/// Whether the mount holding `path` is itself read-only: an `ro` in fstab or a `mount -o
-/// remount,ro`, or a read-only bind mount such as systemd's `ProtectSystem=strict` makes of
-/// a path not in `ReadWritePaths=`. The mount's own options in `/proc/self/mountinfo`, not
-/// the file system's: ext4 failed after an error changes only the latter.
-pub fn mounted_read_only(path: &Path) -> bool {
-    mount(path).is_some_and(|m| m.read_only())
+impl Refusal {
+    /// Of the file system holding `dir`, from one reading of `/proc/self/mountinfo`.
+    pub fn of(dir: &Path) -> Refusal {
+        match mount(dir) {
+            Some(m) if m.read_only() => Refusal::MountedReadOnly,
+            Some(m) if m.failed(ext4_error_this_boot) => Refusal::Failed,
+            _ => Refusal::Unexplained,
+        }
+    }
+
+    /// What to tell the operator.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Refusal::MountedReadOnly => MOUNTED_READ_ONLY_HINT,
+            Refusal::Failed => FAILED_CARD_HINT,
+            Refusal::Unexplained => NO_WRITES_HINT,
+        }
+    }
 }
 
 /// A line of `/proc/self/mountinfo`: what the code here reads of it.
@@ -143,7 +165,7 @@ fn mount_of(path: &Path, mountinfo: &str) -> Option<Mount> {
 
 /// Whether ext4 counted an error on the device `major:minor` since this boot: its count
 /// (`/sys/fs/ext4/<name>/errors_count`) above 0 and its last error's time not before the
-/// boot's (`btime` in `/proc/stat`, by the same clock). `None` for another file system.
+/// boot's (the wall clock less the time since boot). `None` for another file system.
 fn ext4_error_this_boot(device: &str) -> Option<bool> {
     let link = std::fs::read_link(format!("/sys/dev/block/{device}")).ok()?;
     let ext4 = Path::new("/sys/fs/ext4").join(link.file_name()?);
@@ -155,13 +177,8 @@ fn ext4_error_this_boot(device: &str) -> Option<bool> {
             .ok()
     };
     let (count, last) = (number("errors_count")?, number("last_error_time")?);
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let boot: u64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    let booted = std::time::SystemTime::now().checked_sub(crate::clock::since_boot()?)?;
+    let boot = booted.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
     Some(count > 0 && last >= boot)
 }
 
@@ -187,24 +204,11 @@ fn unescape(field: &str) -> String {
     out
 }
 
-/// Said of a buffer whose file system takes no writes: [`MOUNTED_READ_ONLY_HINT`] for a
-/// mount made read-only, [`FAILED_CARD_HINT`] for a file system that [`shows_failure`],
-/// [`NO_WRITES_HINT`] otherwise.
-pub fn read_only_hint(dir: &Path) -> &'static str {
-    if mounted_read_only(dir) {
-        MOUNTED_READ_ONLY_HINT
-    } else if shows_failure(dir) {
-        FAILED_CARD_HINT
-    } else {
-        NO_WRITES_HINT
-    }
-}
-
 /// Said of a buffer whose file system takes no writes though it shows no failure.
 pub const NO_WRITES_HINT: &str = "the file system takes no writes, though it shows no error \
      since this boot: check how it is mounted, and the disk";
 
-/// Said of a buffer whose file system failed after an error ([`card_failed`]).
+/// Said of a buffer whose file system failed after an error ([`Refusal::Failed`]).
 pub const FAILED_CARD_HINT: &str = "the file system takes no writes (a card that failed a \
      write is turned read-only or shut down, as errors=remount-ro says, until it is checked \
      at the next boot): reboot, or replace the card";

@@ -34,9 +34,10 @@ impl BufferLock {
     fn take_waiting(buffer_dir: &Path, busy: impl FnMut()) -> Result<BufferLock, BufferError> {
         let path = path(buffer_dir);
         let storage = |e: std::io::Error| {
-            let hint = match super::disk::refuses_writes(&e) {
-                true => format!(": {}", super::disk::read_only_hint(buffer_dir)),
-                false => String::new(),
+            let hint = if super::disk::refuses_writes(&e) {
+                format!(": {}", super::disk::Refusal::of(buffer_dir).hint())
+            } else {
+                String::new()
             };
             BufferError::Storage(format!("{}: {e}{hint}", path.display()))
         };

@@ -61,7 +61,9 @@ impl SledStore {
         // salvage cut short leaves a database the next start opens as it is, and records
         // carried without the clock's steps would count a step of the clock before them in
         // their age (the drain dropping them as expired), and those without the frame
-        // counters let copies through.
+        // counters let copies through. `whole`: whether everything `hubgate buffer recover`
+        // could take from the aside was read here: then the aside holds nothing more and goes
+        // once the fresh one is durable.
         let mut dead = 0u64;
         let mut whole = each_readable(&self.dead, |k, v| {
             if let Some(seq) = seq_of(&k) {
@@ -76,8 +78,6 @@ impl SledStore {
         // after the pointer sled went back to (its original deleted), so they are looked
         // for in the segments too.
         let mut unreadable = BTreeSet::new();
-        // `whole`: whether everything `hubgate buffer recover` could take from the aside was
-        // read here: then the aside holds nothing more and goes once the fresh one is durable.
         // A flush every batch bounds the segments' open files.
         let mut carry = |fresh: &mut SledStore, seq: u64, body: Vec<u8>| {
             fresh.insert(seq, body)?;

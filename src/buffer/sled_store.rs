@@ -884,21 +884,20 @@ impl SledStore {
 
     /// A record's body the segment refused: an error the ledger retries (a full disk, a
     /// failing block). A file system that turned read-only, or shut down after an error
-    /// (a card that failed a write, under `errors=remount-ro`: [`super::disk::shows_failure`]),
+    /// (a card that failed a write, under `errors=remount-ro`: [`super::disk::Refusal`]),
     /// takes nothing until it is checked at the next boot: that ends the run as a failed
     /// sync does, at once, and the next start runs without the buffer rather than hold the
     /// sources for the next flush's failure.
     fn append_failed(&mut self, seq: u64, e: std::io::Error) -> BufferError {
         let why = format!("{}: appending record #{seq}: {e}", self.dir.display());
-        let for_good = match e.raw_os_error() {
-            Some(libc::EROFS) => true,
-            Some(libc::EIO) => super::disk::shows_failure(&self.dir),
-            _ => false,
-        };
-        if !for_good {
+        if !super::disk::refuses_writes(&e) {
             return BufferError::Storage(why);
         }
-        let why = format!("{why}: {}", super::disk::read_only_hint(&self.dir));
+        let refusal = super::disk::Refusal::of(&self.dir);
+        if e.raw_os_error() == Some(libc::EIO) && refusal != super::disk::Refusal::Failed {
+            return BufferError::Storage(why);
+        }
+        let why = format!("{why}: {}", refusal.hint());
         self.sync_failed = Some(why.clone());
         BufferError::SyncFailed(why)
     }

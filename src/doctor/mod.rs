@@ -992,19 +992,17 @@ fn buffer_space(cfg: &BufferConfig) -> Outcome {
     let probed = (room.measured == cfg.path).then(|| disk::writable(&cfg.path));
     match probed.unwrap_or(Ok(())) {
         Err(e) if disk::refuses_writes(&e) => {
-            return Outcome::Fail(if disk::mounted_read_only(&cfg.path) {
-                format!(
-                    "no agent can write it: {}; the agent does not start until then",
-                    disk::MOUNTED_READ_ONLY_HINT
-                )
-            } else if disk::shows_failure(&cfg.path) {
-                format!(
-                    "no agent can write it: {}; the agent runs without its buffer meanwhile \
-                     (records go from memory to a sink that confirms, else input waits)",
-                    disk::FAILED_CARD_HINT
-                )
-            } else {
-                format!("writing a file there fails ({e}): {}", disk::NO_WRITES_HINT)
+            let refusal = disk::Refusal::of(&cfg.path);
+            let hint = refusal.hint();
+            return Outcome::Fail(match refusal {
+                disk::Refusal::MountedReadOnly => {
+                    format!("no agent can write it: {hint}; the agent does not start until then")
+                }
+                disk::Refusal::Failed => format!(
+                    "no agent can write it: {hint}; the agent runs without its buffer meanwhile \
+                     (records go from memory to a sink that confirms, else input waits)"
+                ),
+                disk::Refusal::Unexplained => format!("writing a file there fails ({e}): {hint}"),
             });
         }
         Err(e) => log::debug!("buffer {}: writing a file: {e}", cfg.path.display()),

@@ -256,7 +256,7 @@ fn open_forwarder(
 }
 
 /// The buffer at `cfg.path`. On a file system that takes no writes (a card turned read-only
-/// or shut down after a failed write, until the next boot checks it: [`disk::card_failed`]),
+/// or shut down after a failed write, until the next boot checks it: [`buffer::disk::card_failed`]),
 /// one that refuses every record ([`ReadOnlyStore`]), so that the sources go on through a
 /// sink that confirms instead of stopping with the agent at every restart; the problem
 /// `buffer_read_only`.

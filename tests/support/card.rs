@@ -60,6 +60,17 @@ impl Card {
         card
     }
 
+    /// [`Card::mount`] where the test runs as root, as a loop device needs; `None`, said,
+    /// where it does not: the test is skipped.
+    pub fn mount_if_root(dir: &Path) -> Option<Card> {
+        // SAFETY: geteuid has no failure mode.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root, for a loop device");
+            return None;
+        }
+        Some(Card::mount(dir))
+    }
+
     fn attach(&self) {
         run_ok(
             Command::new("mount")
