@@ -202,6 +202,13 @@ impl Verdict {
 
 /// Read every device's topic (again and again, until every acknowledged uplink is there or
 /// [`WAIT`] passes) and compare with `acked`.
+/// (device index, FCnt) of every device's uplinks at the FCnts `fcnts`.
+fn every_device(fcnts: std::ops::RangeInclusive<u32>) -> Vec<(usize, u32)> {
+    fcnts
+        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
+        .collect()
+}
+
 fn verify(kafka: &Kafka, acked: &[(usize, u32)]) -> Verdict {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -1489,9 +1496,7 @@ async fn disk_full_then_drain(restart: bool) {
         "made again on a full disk"
     );
     // Every acknowledged uplink is in Kafka, once: no flush failed, so no removal was lost.
-    let acked: Vec<(usize, u32)> = (1..=n)
-        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
-        .collect();
+    let acked = every_device(1..=n);
     let v = verify(&kafka, &acked);
     let line = v.line(
         if restart {
@@ -1546,7 +1551,7 @@ async fn records_a_failed_sync_left_only_in_the_page_cache_are_not_acknowledged(
     card.power_cut();
     kafka.start_again();
     agent.start_again();
-    let acked: Vec<(usize, u32)> = (0..DEVICES.len()).map(|d| (d, 1)).collect();
+    let acked = every_device(1..=1);
     let v = verify(&kafka, &acked);
     let line = summary(v.line("failed_sync_then_power_cut", 0));
     v.assert_ok(&line);
@@ -1621,9 +1626,7 @@ async fn a_stop_on_a_card_turned_read_only_exits_cleanly() {
         "a stop on a read-only card ended with {status}:\n{}",
         agent.logs()
     );
-    let acked: Vec<(usize, u32)> = (1..=2)
-        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
-        .collect();
+    let acked = every_device(1..=2);
     let v = verify(&kafka, &acked);
     let line = summary(v.line("stop_on_read_only", 0));
     v.assert_ok(&line);
@@ -1659,9 +1662,7 @@ async fn a_card_read_only_until_fsck_keeps_every_acknowledged_uplink() {
     agent.kill();
     card.repair();
     agent.start_again();
-    let acked: Vec<(usize, u32)> = (1..=20)
-        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
-        .collect();
+    let acked = every_device(1..=20);
     let v = verify(&kafka, &acked);
     let line = summary(v.line("read_only_until_fsck", 0));
     v.assert_ok(&line);
@@ -1751,9 +1752,7 @@ async fn served_from_memory_until_the_check(fail: fn(&Card), name: &str) {
     // The broker's three again, and three new ones.
     acked_or_ended(&mut agent, dir.path(), 6, "on a failed card");
     assert_eq!(agent.metric("hubgate_buffer_records"), 0);
-    let from_memory: Vec<(usize, u32)> = (6..=7)
-        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
-        .collect();
+    let from_memory = every_device(6..=7);
     let v = verify(&kafka, &from_memory);
     v.assert_ok(&summary(v.line(&format!("{name}_from_memory"), 0)));
     assert!(
@@ -1764,9 +1763,7 @@ async fn served_from_memory_until_the_check(fail: fn(&Card), name: &str) {
 
     card.repair();
     agent.start_again();
-    let acked: Vec<(usize, u32)> = (1..=7)
-        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
-        .collect();
+    let acked = every_device(1..=7);
     let v = verify(&kafka, &acked);
     let line = summary(v.line(&format!("{name}_then_checked"), 0));
     assert!(
@@ -1857,9 +1854,7 @@ async fn a_buffer_read_only_by_its_mount_is_not_taken_for_a_failed_card() {
     // Mounted read-write again, the start sends them.
     drop(read_only);
     agent.start_again();
-    let acked: Vec<(usize, u32)> = (1..=3)
-        .flat_map(|f| (0..DEVICES.len()).map(move |d| (d, f)))
-        .collect();
+    let acked = every_device(1..=3);
     let v = verify(&kafka, &acked);
     let line = summary(v.line("mounted_read_only", 0));
     v.assert_ok(&line);
