@@ -641,12 +641,11 @@ fn every_listed_codec_decodes_its_example_with_its_rec_type() {
 }
 
 /// Run hubgate with its stdout on a pipe whose reader has gone.
+///
+/// The pipe is close-on-exec: a reader inherited by a program another test starts meanwhile
+/// would keep the pipe open, and the write would succeed.
 fn closed_output(args: &[&str]) -> Output {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let mut fds = [0; 2];
-    // SAFETY: pipe(2) fills two new descriptors, each owned once below.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     Command::new(env!("CARGO_BIN_EXE_hubgate"))
         .args(args)

@@ -26,7 +26,7 @@ impl Pty {
         use std::os::fd::FromRawFd;
         // SAFETY: plain libc calls on a descriptor we own; ptsname_r writes into `buf`.
         unsafe {
-            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
             assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
             let master = std::os::fd::OwnedFd::from_raw_fd(fd);
             assert_eq!(libc::grantpt(fd), 0);
