@@ -8,6 +8,7 @@
 mod compact;
 pub mod disk;
 mod durable;
+mod far_counters;
 mod index;
 mod lock;
 mod mark;

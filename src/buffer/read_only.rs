@@ -9,11 +9,13 @@
 //! would hold the input for as long. The database on the card is left as it is: its
 //! records are sent by the first start that can open it again.
 //!
-//! The buffer's small state (frame counters, the clock's readings) starts empty, the card's
-//! unread, and is kept in memory for the run (`hubgate_buffer_state_unsynced` stays 1): a
-//! restart forgets it, which can let a copy of a frame heard before through as a record
-//! again (a duplicate). A device whose counter is far past its `fcnt_from` is followed
-//! only by the counter kept on the card: its frames fail their MIC check until then.
+//! The buffer's small state (frame counters, the clock's readings) is kept in memory for the
+//! run (`hubgate_buffer_state_unsynced` stays 1). It starts with the frame counters at or
+//! past 2^20 that the card holds beside sled ([`super::far_counters`]), which sled cannot
+//! open to read: a device past what a session's first search finds is followed from its
+//! counter, not failed at every frame until the check. The other counters start unknown
+//! (found again by that search), so a copy of a frame heard before the restart can pass as a
+//! record again (a duplicate). A restart forgets what this run learned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,7 +45,9 @@ impl ReadOnlyStore {
         ReadOnlyStore {
             dir: buffer_dir.to_path_buf(),
             tried: Instant::now(),
-            state: BTreeMap::new(),
+            state: super::far_counters::read(&buffer_dir.join(super::sled_store::DB_DIR))
+                .into_iter()
+                .collect(),
             _lock: lock,
         }
     }
@@ -179,6 +183,26 @@ mod tests {
         assert_eq!(store.state_scan(b"fcnt").unwrap().len(), 2);
         assert_eq!(store.flush().unwrap(), 0);
         assert_eq!(store.remove(1).unwrap(), 0);
+    }
+
+    /// The frame counters at or past 2^20 a sled store kept on the card are read without
+    /// sled; the others are not kept there.
+    #[test]
+    fn the_far_counters_kept_beside_sled_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sled = crate::buffer::SledStore::open(dir.path()).unwrap();
+        let far = [0x0013_0001_u32.to_be_bytes(), [7; 4]].concat();
+        sled.state_set(b"fcnt/far", &far).unwrap();
+        sled.state_set(b"fcnt/near", &[0, 0xf, 0xff, 0xff, 7, 7, 7, 7])
+            .unwrap();
+        sled.state_set(b"clock-steps", &[0x7f; 8]).unwrap();
+        sled.flush().unwrap();
+        drop(sled);
+        let store = ReadOnlyStore::new(dir.path(), None);
+        assert_eq!(
+            store.state_scan(b"").unwrap(),
+            [(b"fcnt/far".to_vec(), far)]
+        );
     }
 
     /// Every minute a flush tries the directory for a write: one that takes it again ends

@@ -36,13 +36,14 @@ use tokio::sync::Notify;
 
 use super::compact::{self, Compaction};
 use super::durable::{step, sync_dir, Blobs, SledFiles};
+use super::far_counters::{self, FarCounters};
 use super::index::Index;
 use super::lock::BufferLock;
 use super::mark::Mark;
 use super::salvage::{move_aside, remove_salvaged};
 use super::segments::{read_entry, Held, Pointer, ReadError, SegmentSync, Segments};
 use super::upgrade::{move_progress, old_pointers};
-use super::{BufferError, Entries, StateEntry, Store};
+use super::{BufferError, Entries, StateEntry, Store, FCNT_PREFIX};
 
 pub(super) const DB_DIR: &str = "sled";
 /// The high-water mark file, inside the database directory (moved aside with it).
@@ -100,6 +101,8 @@ pub struct SledStore {
     pub(super) meta: sled::Tree,
     /// State kept with the records (see [`Store::state_set`]).
     pub(super) state: sled::Tree,
+    /// Its frame counters a start without sled needs, also kept in a file beside it.
+    far: FarCounters,
     count: u64,
     bytes: u64,
     /// Highest sequence number ever stored (records or dead letters).
@@ -202,6 +205,8 @@ pub(super) struct SyncJob {
     syncs: Arc<Mutex<Syncs>>,
     /// The mark to write once the records it claims are durable.
     mark: Option<u64>,
+    /// The far counters' file to write once the counters in it are durable.
+    counters: Option<Vec<u8>>,
     /// sled's blob files when the job was made, on sled's writer (see
     /// [`SledFiles::blobs_to_sync`]).
     blobs: Blobs,
@@ -235,6 +240,10 @@ impl SyncJob {
                 .mark
                 .set(seq)
                 .map_err(|e| failed(step(&format!("syncing {MARK_FILE}"), e)))?;
+        }
+        if let Some(bytes) = &self.counters {
+            n += far_counters::write(&self.dir, bytes)
+                .map_err(|e| failed(step(&format!("writing {}", far_counters::FILE), e)))?;
         }
         Ok(n)
     }
@@ -577,6 +586,11 @@ impl SledStore {
         // After the mark file: its directory entry is synced with sled's.
         let (files, unreported_syncs) = SledFiles::open(dir).map_err(io)?;
         let marked = mark.value();
+        let fcnts = state
+            .scan_prefix(FCNT_PREFIX)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()?;
+        let far = FarCounters::open(fcnts, dir);
         let mut store = SledStore {
             db,
             dir: dir.to_path_buf(),
@@ -588,6 +602,7 @@ impl SledStore {
             dead,
             meta,
             state,
+            far,
             count,
             bytes,
             highest: None,
@@ -925,7 +940,7 @@ impl SledStore {
         }
         self.relink_if_due();
         let mark = self.highest.filter(|h| Some(*h) != self.marked());
-        if !self.changed && mark.is_none() {
+        if !self.changed && mark.is_none() && !self.far.behind() {
             return Ok(None);
         }
         // sled refuses every write once a write of its log failed, one its own threads make
@@ -949,11 +964,13 @@ impl SledStore {
         self.changed = false;
         self.compaction.prepared();
         self.retiring = self.segments.deletable();
+        let counters = self.far.take_file();
         Ok(Some(SyncJob {
             db: self.db.clone(),
             values: self.segments.take_unsynced(),
             syncs: self.syncs.clone(),
             mark,
+            counters,
             blobs,
             dir: self.dir.clone(),
         }))
@@ -969,6 +986,7 @@ impl SledStore {
             self.segments.delete(retiring);
         } else {
             self.segments.keep(retiring);
+            self.far.unwritten();
         }
         // Housekeeping: a failure leaves the records where they are, and is tried again.
         let (dir, keep_free) = (&self.dir, self.keep_free);
@@ -1643,12 +1661,18 @@ impl Store for SledStore {
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
         self.changed = true;
         self.state.insert(key, value).map_err(err)?;
+        if key.starts_with(FCNT_PREFIX) {
+            self.far.set(key, value);
+        }
         Ok(())
     }
 
     fn state_remove(&mut self, key: &[u8]) -> Result<(), BufferError> {
         self.changed = true;
         self.state.remove(key).map_err(err)?;
+        if key.starts_with(FCNT_PREFIX) {
+            self.far.remove(key);
+        }
         Ok(())
     }
 
