@@ -4,124 +4,134 @@
 //! A card that failed a write takes none until it is checked at the next boot, and sled
 //! cannot open a database it cannot write: such a start runs without the buffer
 //! ([`super::ReadOnlyStore`]), its state in memory. A session with no counter finds its
-//! device's by trying the upper halves `0..INITIAL_UPPER_HALVES` (FCnt below 2^20,
-//! [`crate::lorawan::fcnt`]); a device past that is followed only by its kept counter, and
-//! without it every frame would fail the MIC until the check: acknowledged (MQTT) or heard
-//! once (UDP, serial), each such reading lost. So the counters at or past 2^20 are also
-//! kept here, and a read-only start reads them ([`read`]).
+//! device's by trying the upper halves `0..INITIAL_UPPER_HALVES` (FCnt below 2^20), one with
+//! a counter the halves up to `BLOCKS_AHEAD` past it ([`crate::lorawan::fcnt`]). A device past
+//! 2^20 is followed only by its kept counter: without it every frame would fail the MIC until
+//! the check, each reading lost (acknowledged over MQTT, heard once over UDP or serial). So
+//! the counters from upper half `INITIAL_UPPER_HALVES - BLOCKS_AHEAD` (FCnt 786,432) on are
+//! also kept here, and a read-only start reads them ([`read`]): from there the search reaches
+//! past 2^20, so a device that crossed it after the file was last written, or during a run
+//! without the buffer that then restarted, is found all the same.
 //!
-//! The file is rewritten only when it would no longer find them: a session got past 2^20,
-//! moved to another upper half, or was dropped. A counter that went on within its half is
+//! The file is rewritten only when it would no longer find them: a counter got into those
+//! halves, moved to another half or to other keys (a start refuses a counter kept with
+//! another keys' print), or its entry was removed. A counter that went on within its half is
 //! not rewritten: the search from a kept counter tries the rollovers ahead of it, so one
 //! behind by less than a half finds the device all the same (frames between the file's
 //! counter and the device's could pass as new: copies, not losses). Most gateways have no
-//! such device and never write it. It is written by the flush that makes the
-//! same counters durable in sled, after sled's own syncs, on the flush thread: a temporary
-//! file synced, renamed over the old one, the directory synced.
+//! such device and never write it. It is written by the flush that makes the same counters
+//! durable in sled, after sled's syncs and the mark, on the flush thread
+//! ([`crate::files::replace_durably`]). A flush whose syncs fail ends the run; the next
+//! start compares the file with sled's counters again.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
 
-use super::StateEntry;
-use crate::lorawan::fcnt::INITIAL_UPPER_HALVES;
+use super::{kept_fcnt, StateEntry};
+use crate::lorawan::fcnt::{BLOCKS_AHEAD, INITIAL_UPPER_HALVES};
 
 /// The file, inside the database directory (moved aside and rebuilt with it).
 pub(super) const FILE: &str = "hubgate-counters";
 const MAGIC: [u8; 4] = *b"hgc1";
-/// The largest file read: 12-byte keys and values of at most 20, for 100,000 sessions.
+/// The lowest upper half kept.
+const FROM_HALF: u32 = INITIAL_UPPER_HALVES - BLOCKS_AHEAD;
+/// The largest file read: 100,000 sessions of 39 bytes (a 17-byte key, a value of at most
+/// 20, a length byte each).
 const MAX_LEN: u64 = 4 << 20;
 
-/// The counters at or past 2^20 among a state's frame counters, and whether the file
+/// What of a kept counter finds its device again: its upper half, and its keys' print.
+type Finds = (u32, Option<[u8; 4]>);
+
+/// The counters kept in the file among a state's frame counters, and whether the file
 /// still finds them.
 #[derive(Default)]
 pub(super) struct FarCounters {
-    /// Frame counter key (`fcnt/`, DevAddr, DevEUI) → its value, for each counter at or past
-    /// 2^20.
-    now: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Each of those counters' upper half when the file was last given to a flush: the file
-    /// is behind when they differ (`None`: no file that can be read, or its flush failed).
-    written: Option<BTreeMap<Vec<u8>, u32>>,
+    /// Frame counter key (`fcnt/`, DevAddr, DevEUI) → its value and what finds it, for each
+    /// counter from [`FROM_HALF`] on.
+    counters: BTreeMap<Vec<u8>, (Vec<u8>, Finds)>,
+    /// What finds each counter in the file, as last handed to a flush (`None`: no file
+    /// that can be read).
+    in_file: Option<BTreeMap<Vec<u8>, Finds>>,
 }
 
 impl FarCounters {
-    /// The far counters among the frame counters `fcnts`, and the file's, read from `db_dir`
-    /// (one missing holds none; one that cannot be read is written by the next flush).
+    /// The counters to keep among the frame counters `fcnts`, and the file's, read from
+    /// `db_dir` (one missing holds none; one that cannot be read is rewritten).
     pub(super) fn open(fcnts: Vec<StateEntry>, db_dir: &Path) -> FarCounters {
         let mut far = FarCounters::default();
         for (k, v) in fcnts {
             far.set(&k, &v);
         }
-        far.written = match load(db_dir) {
-            Ok(kept) => Some(halves(&kept.into_iter().collect())),
-            // None kept: what a store that never had a far counter leaves.
-            Err(None) => Some(BTreeMap::new()),
-            Err(Some(_)) => None,
-        };
+        far.in_file = load(db_dir).ok().map(|kept| {
+            kept.unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| finds(&k, &v).map(|f| (k, f)))
+                .collect()
+        });
         far
     }
 
     /// A frame counter entry was set.
     pub(super) fn set(&mut self, key: &[u8], value: &[u8]) {
-        match upper_half(value) {
-            Some(half) if half >= INITIAL_UPPER_HALVES => {
-                self.now.insert(key.to_vec(), value.to_vec());
+        match finds(key, value) {
+            Some(f) => {
+                self.counters.insert(key.to_vec(), (value.to_vec(), f));
             }
-            _ => {
-                self.now.remove(key);
+            None => {
+                self.counters.remove(key);
             }
         }
     }
 
     /// A frame counter entry was removed.
     pub(super) fn remove(&mut self, key: &[u8]) {
-        self.now.remove(key);
+        self.counters.remove(key);
     }
 
-    /// The file no longer finds every far counter, or cannot be read.
-    pub(super) fn behind(&self) -> bool {
-        self.written.as_ref() != Some(&halves(&self.now))
+    /// The file would no longer find every counter kept, or cannot be read.
+    pub(super) fn stale(&self) -> bool {
+        self.in_file.as_ref().is_none_or(|in_file| {
+            !self
+                .counters
+                .iter()
+                .map(|(k, (_, f))| (k, f))
+                .eq(in_file.iter())
+        })
     }
 
-    /// The file to write when it is [`behind`](FarCounters::behind), taken as written: the
-    /// flush that writes it, or, if that fails, the next one ([`FarCounters::unwritten`]).
+    /// The file to write when it is [`stale`](FarCounters::stale), taken as written by the
+    /// flush it is handed to.
     pub(super) fn take_file(&mut self) -> Option<Vec<u8>> {
-        let now = halves(&self.now);
-        if self.written.as_ref() == Some(&now) {
+        if !self.stale() {
             return None;
         }
-        self.written = Some(now);
-        Some(encode(&self.now))
-    }
-
-    /// The flush given the file failed: the next one writes it again.
-    pub(super) fn unwritten(&mut self) {
-        self.written = None;
+        self.in_file = Some(
+            self.counters
+                .iter()
+                .map(|(k, (_, f))| (k.clone(), *f))
+                .collect(),
+        );
+        Some(encode(self.counters.iter().map(|(k, (v, _))| (k, v))))
     }
 }
 
-/// The upper half of a frame counter value (its first four bytes: FCnt32).
-fn upper_half(value: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(value.get(..4)?.try_into().ok()?) >> 16)
-}
-
-/// Each counter's upper half, by its key.
-fn halves(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeMap<Vec<u8>, u32> {
-    entries
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), upper_half(v)?)))
-        .collect()
+/// What finds a frame counter entry's device, if it is one to keep.
+fn finds(key: &[u8], value: &[u8]) -> Option<Finds> {
+    let kept = kept_fcnt(key, value)?;
+    let half = kept.fcnt >> 16;
+    (half >= FROM_HALF).then_some((half, kept.keys))
 }
 
 /// Magic, number of entries, each entry (key and value, each after its length as one byte),
 /// CRC-32 of all before it.
-fn encode(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
+fn encode<'a>(entries: impl ExactSizeIterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>) -> Vec<u8> {
     let mut bytes = MAGIC.to_vec();
     bytes.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for (k, v) in entries {
         for part in [k, v] {
+            debug_assert!(part.len() <= usize::from(u8::MAX));
             bytes.push(part.len() as u8);
             bytes.extend_from_slice(part);
         }
@@ -150,48 +160,36 @@ fn decode(bytes: &[u8]) -> Option<Vec<StateEntry>> {
     rest.is_empty().then_some(entries)
 }
 
-/// Write `bytes` as the file in `db_dir`, durably; returns the number of syncs (2).
+/// Write `bytes` as the file in `db_dir`, durably; returns the number of syncs (2: the file
+/// and the directory).
 pub(super) fn write(db_dir: &Path, bytes: &[u8]) -> io::Result<u64> {
-    let new = db_dir.join(format!("{FILE}.new"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(crate::files::PRIVATE_FILE)
-        .open(&new)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    std::fs::rename(&new, db_dir.join(FILE))?;
-    super::durable::sync_dir(db_dir)?;
+    crate::files::replace_durably(&db_dir.join(FILE), bytes)?;
     Ok(2)
 }
 
-/// The far counters the file in `db_dir` holds, as state entries; none when it is missing,
+/// The counters the file in `db_dir` holds, as state entries; none when it is missing,
 /// cannot be read or is damaged (said in the log, but for a missing one).
 pub fn read(db_dir: &Path) -> Vec<StateEntry> {
-    match load(db_dir) {
-        Ok(entries) => entries,
-        Err(None) => Vec::new(),
-        Err(Some(why)) => {
-            log::warn!(
-                "buffer: {} cannot be read ({why}): a device past 2^20 frames fails its MIC check until the buffer opens again",
-                db_dir.join(FILE).display()
-            );
-            Vec::new()
-        }
-    }
+    load(db_dir).unwrap_or_else(|why| {
+        log::warn!(
+            "buffer: {} cannot be read ({why}): a device past 2^20 frames fails its MIC check until the buffer opens again",
+            db_dir.join(FILE).display()
+        );
+        None
+    })
+    .unwrap_or_default()
 }
 
-/// The file's entries; `Err(None)` when there is none, else why it cannot be read.
-fn load(db_dir: &Path) -> Result<Vec<StateEntry>, Option<String>> {
+/// The file's entries (`None`: there is none), or why it cannot be read.
+fn load(db_dir: &Path) -> Result<Option<Vec<StateEntry>>, String> {
     let read = File::open(db_dir.join(FILE)).and_then(|f| {
         let mut bytes = Vec::new();
         f.take(MAX_LEN).read_to_end(&mut bytes).map(|_| bytes)
     });
     match read {
-        Ok(bytes) => decode(&bytes).ok_or_else(|| Some("damaged".into())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(None),
-        Err(e) => Err(Some(e.to_string())),
+        Ok(bytes) => decode(&bytes).map(Some).ok_or_else(|| "damaged".into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -199,10 +197,18 @@ fn load(db_dir: &Path) -> Result<Vec<StateEntry>, Option<String>> {
 mod tests {
     use super::*;
 
+    /// The frame counter key of session `n`.
+    fn key(n: u8) -> Vec<u8> {
+        [b"fcnt/".as_slice(), &[n; 12]].concat()
+    }
+
+    /// A counter's value, kept with the keys' print `print`.
+    fn value_of(fcnt: u32, print: u8) -> Vec<u8> {
+        [fcnt.to_be_bytes(), [7; 4], [print; 4]].concat()
+    }
+
     fn value(fcnt: u32) -> Vec<u8> {
-        let mut v = fcnt.to_be_bytes().to_vec();
-        v.extend_from_slice(&[9; 16]);
-        v
+        value_of(fcnt, 9)
     }
 
     /// Writes the file each time `far` hands one out; returns whether it did.
@@ -213,49 +219,49 @@ mod tests {
     }
 
     #[test]
-    fn the_file_is_written_when_it_would_no_longer_find_a_far_counter() {
+    fn the_file_is_written_when_it_would_no_longer_find_a_counter() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (b"fcnt/a".to_vec(), b"fcnt/b".to_vec());
+        let (a, b) = (key(1), key(2));
         let mut far = FarCounters::open(Vec::new(), dir.path());
         assert!(!flush(&mut far, dir.path()), "nothing far, nothing kept");
         assert!(!dir.path().join(FILE).exists());
-        far.set(&a, &value(0x000F_FFFF));
-        assert!(!flush(&mut far, dir.path()), "found by the first search");
-        far.set(&a, &value(0x0010_0000));
-        assert!(flush(&mut far, dir.path()), "past 2^20");
-        assert_eq!(read(dir.path()), [(a.clone(), value(0x0010_0000))]);
-        far.set(&a, &value(0x0010_8000));
+        far.set(&a, &value(0x000B_FFFF));
+        assert!(!flush(&mut far, dir.path()), "well within the first search");
+        far.set(&a, &value(0x000C_0000));
+        assert!(flush(&mut far, dir.path()), "four halves from 2^20");
+        assert_eq!(read(dir.path()), [(a.clone(), value(0x000C_0000))]);
+        far.set(&a, &value(0x000C_8000));
         assert!(!flush(&mut far, dir.path()), "within its half");
         far.set(&b, &value(0x0400_0001));
-        far.set(&a, &value(0x0011_0000));
+        far.set(&a, &value(0x000D_0000));
         assert!(flush(&mut far, dir.path()), "a new one, a rollover");
         assert_eq!(
             read(dir.path()),
             [
-                (a.clone(), value(0x0011_0000)),
+                (a.clone(), value(0x000D_0000)),
                 (b.clone(), value(0x0400_0001))
             ]
         );
+        far.set(&b, &value_of(0x0400_0002, 1));
+        assert!(flush(&mut far, dir.path()), "other keys");
+        far.set(&b, &value_of(0x0400_0003, 1)[..8]);
+        assert!(flush(&mut far, dir.path()), "kept without a print");
         far.remove(&b);
-        assert!(flush(&mut far, dir.path()), "one dropped");
+        assert!(flush(&mut far, dir.path()), "one removed");
         far.set(&a, &value(3));
-        assert!(flush(&mut far, dir.path()), "set back below 2^20");
+        assert!(
+            flush(&mut far, dir.path()),
+            "set back into the first search"
+        );
         assert_eq!(read(dir.path()), []);
-
-        far.set(&a, &value(0x0020_0000));
-        assert!(far.take_file().is_some());
-        far.unwritten();
-        assert!(flush(&mut far, dir.path()), "its flush failed");
+        far.set(&a, b"not a counter");
         assert!(!flush(&mut far, dir.path()));
     }
 
     #[test]
-    fn an_open_writes_the_file_only_when_it_is_behind_the_state() {
+    fn an_open_writes_the_file_only_when_it_is_stale() {
         let dir = tempfile::tempdir().unwrap();
-        let state = vec![
-            (b"fcnt/a".to_vec(), value(0x0030_0001)),
-            (b"fcnt/b".to_vec(), value(7)),
-        ];
+        let state = vec![(key(1), value(0x0030_0001)), (key(2), value(7))];
         let mut far = FarCounters::open(state.clone(), dir.path());
         assert!(flush(&mut far, dir.path()), "no file yet");
         let mut far = FarCounters::open(state.clone(), dir.path());
@@ -266,17 +272,33 @@ mod tests {
         assert!(flush(&mut far, dir.path()), "a rollover the file missed");
         std::fs::write(dir.path().join(FILE), b"damaged").unwrap();
         let mut far = FarCounters::open(Vec::new(), dir.path());
-        assert!(far.behind());
+        assert!(far.stale());
         assert!(flush(&mut far, dir.path()), "a damaged file, rewritten");
-        assert!(!far.behind());
+        assert!(!far.stale());
+    }
+
+    proptest::proptest! {
+        /// Any bytes are read without a panic; what is written is read back.
+        #[test]
+        fn any_bytes_are_read_and_what_is_written_is_read_back(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            entries in proptest::collection::btree_map(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+                proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+                0..8,
+            ),
+        ) {
+            let _ = decode(&bytes);
+            let written = encode(entries.iter());
+            proptest::prop_assert_eq!(decode(&written), Some(entries.into_iter().collect()));
+        }
     }
 
     #[test]
     fn a_damaged_or_foreign_file_holds_no_counters() {
         let dir = tempfile::tempdir().unwrap();
-        let mut entries = BTreeMap::new();
-        entries.insert(b"fcnt/a".to_vec(), value(0x0030_0001));
-        let good = encode(&entries);
+        let (k, v) = (key(1), value(0x0030_0001));
+        let good = encode([(&k, &v)].into_iter());
         write(dir.path(), &good).unwrap();
         assert_eq!(read(dir.path()).len(), 1);
         for bad in [

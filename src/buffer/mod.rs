@@ -1399,24 +1399,7 @@ impl Buffer {
             .store
             .state_scan(FCNT_PREFIX)?
             .into_iter()
-            .filter_map(|(k, v)| {
-                let (dev_addr, dev_eui) = session_of(FCNT_PREFIX, &k)?;
-                let (mic, keys, behind) = match v.len() {
-                    4 => (None, None, None),
-                    8 => (v.get(4..8), None, None),
-                    12 => (v.get(4..8), v.get(8..12), None),
-                    20 => (v.get(4..8), v.get(8..12), v.get(12..20)),
-                    _ => return None,
-                };
-                Some(KeptFcnt {
-                    dev_addr,
-                    dev_eui,
-                    fcnt: u32::from_be_bytes(v.get(..4)?.try_into().ok()?),
-                    mic: mic.and_then(|m| m.try_into().ok()),
-                    keys: keys.and_then(|k| k.try_into().ok()),
-                    behind: behind.and_then(|b| Some(u64::from_be_bytes(b.try_into().ok()?))),
-                })
-            })
+            .filter_map(|(k, v)| kept_fcnt(&k, &v))
             .collect())
     }
 
@@ -1473,6 +1456,26 @@ fn session_key(prefix: &[u8], dev_addr: u32, dev_eui: [u8; 8]) -> Vec<u8> {
 }
 
 /// The session (DevAddr, DevEUI) of a [`session_key`] under `prefix`.
+/// A frame counter entry read ([`Buffer::save_fcnt`] says its layout); `None`: not one.
+fn kept_fcnt(key: &[u8], v: &[u8]) -> Option<KeptFcnt> {
+    let (dev_addr, dev_eui) = session_of(FCNT_PREFIX, key)?;
+    let (mic, keys, behind) = match v.len() {
+        4 => (None, None, None),
+        8 => (v.get(4..8), None, None),
+        12 => (v.get(4..8), v.get(8..12), None),
+        20 => (v.get(4..8), v.get(8..12), v.get(12..20)),
+        _ => return None,
+    };
+    Some(KeptFcnt {
+        dev_addr,
+        dev_eui,
+        fcnt: u32::from_be_bytes(v.get(..4)?.try_into().ok()?),
+        mic: mic.and_then(|m| m.try_into().ok()),
+        keys: keys.and_then(|k| k.try_into().ok()),
+        behind: behind.and_then(|b| Some(u64::from_be_bytes(b.try_into().ok()?))),
+    })
+}
+
 fn session_of(prefix: &[u8], key: &[u8]) -> Option<(u32, [u8; 8])> {
     let k = key.strip_prefix(prefix)?;
     let dev_addr = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);

@@ -10,12 +10,12 @@
 //! records are sent by the first start that can open it again.
 //!
 //! The buffer's small state (frame counters, the clock's readings) is kept in memory for the
-//! run (`hubgate_buffer_state_unsynced` stays 1). It starts with the frame counters at or
-//! past 2^20 that the card holds beside sled ([`super::far_counters`]), which sled cannot
-//! open to read: a device past what a session's first search finds is followed from its
-//! counter, not failed at every frame until the check. The other counters start unknown
-//! (found again by that search), so a copy of a frame heard before the restart can pass as a
-//! record again (a duplicate). A restart forgets what this run learned.
+//! run (`hubgate_buffer_state_unsynced` stays 1). It starts with the frame counters from
+//! upper half 12 on that the card holds beside sled ([`super::far_counters`]), which sled
+//! cannot open to read: a device past what a session's first search finds (2^20) is followed
+//! from its counter, not failed at every frame until the check. The other counters start
+//! unknown (found again by that search), so a copy of a frame heard before the restart can
+//! pass as a record again (a duplicate). A restart forgets what this run learned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -162,10 +162,10 @@ mod tests {
     /// is kept, by prefix, for the run; a flush has nothing to write.
     #[test]
     fn records_are_refused_and_state_is_kept_in_memory() {
-        let mut store = ReadOnlyStore::new(Path::new("/var/lib/hubgate"), None);
+        let mut store = ReadOnlyStore::new(Path::new("/nonexistent/hubgate"), None);
         let refused = store.insert(1, b"r".to_vec()).unwrap_err().to_string();
         assert!(
-            refused.contains("/var/lib/hubgate") && refused.contains("read-only"),
+            refused.contains("/nonexistent/hubgate") && refused.contains("read-only"),
             "{refused}"
         );
         assert!(store.dead_letter(2, b"d".to_vec()).is_err());
@@ -185,24 +185,22 @@ mod tests {
         assert_eq!(store.remove(1).unwrap(), 0);
     }
 
-    /// The frame counters at or past 2^20 a sled store kept on the card are read without
-    /// sled; the others are not kept there.
+    /// The frame counters from upper half 12 on that a sled store kept on the card are read
+    /// without sled; the others are not kept there.
     #[test]
     fn the_far_counters_kept_beside_sled_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let mut sled = crate::buffer::SledStore::open(dir.path()).unwrap();
-        let far = [0x0013_0001_u32.to_be_bytes(), [7; 4]].concat();
-        sled.state_set(b"fcnt/far", &far).unwrap();
-        sled.state_set(b"fcnt/near", &[0, 0xf, 0xff, 0xff, 7, 7, 7, 7])
+        let key = |n| [b"fcnt/".as_slice(), &[n; 12]].concat();
+        let far = [0x000C_0001_u32.to_be_bytes(), [7; 4]].concat();
+        sled.state_set(&key(1), &far).unwrap();
+        sled.state_set(&key(2), &[0, 0xb, 0xff, 0xff, 7, 7, 7, 7])
             .unwrap();
         sled.state_set(b"clock-steps", &[0x7f; 8]).unwrap();
         sled.flush().unwrap();
         drop(sled);
         let store = ReadOnlyStore::new(dir.path(), None);
-        assert_eq!(
-            store.state_scan(b"").unwrap(),
-            [(b"fcnt/far".to_vec(), far)]
-        );
+        assert_eq!(store.state_scan(b"").unwrap(), [(key(1), far)]);
     }
 
     /// Every minute a flush tries the directory for a write: one that takes it again ends

@@ -19,7 +19,9 @@
 //! the flush succeeded, also in a small file beside it (`hubgate-flushed`, see
 //! [`super::mark`]). A database whose stored mark is below the file's has lost flushed
 //! writes: it is moved aside, what it still holds is copied into a fresh one, and the loss
-//! is reported.
+//! is reported. The frame counters a start on a card that failed needs are kept beside it
+//! too (`hubgate-counters`, see [`super::far_counters`]): sled cannot open a database it
+//! cannot write.
 //!
 //! sled never gives disk space back (and grows several times the live data under churn),
 //! so once the buffer has drained and the database is larger than [`RECLAIM_ABOVE`], it is
@@ -101,8 +103,9 @@ pub struct SledStore {
     pub(super) meta: sled::Tree,
     /// State kept with the records (see [`Store::state_set`]).
     pub(super) state: sled::Tree,
-    /// Its frame counters a start without sled needs, also kept in a file beside it.
-    far: FarCounters,
+    /// Its frame counters a start without sled needs, also kept in a file beside it (`None`:
+    /// they could not be read at open, and the file is left as it is).
+    far: Option<FarCounters>,
     count: u64,
     bytes: u64,
     /// Highest sequence number ever stored (records or dead letters).
@@ -196,7 +199,8 @@ struct Syncs {
     mark: Mark,
 }
 
-/// One flush: the segments appended to, sled's flush, then its files, then the mark.
+/// One flush: the segments appended to, sled's flush, then its files, then the mark, then the
+/// far counters' file when it is stale.
 pub(super) struct SyncJob {
     db: sled::Db,
     /// The segments appended to before the job was made: synced before sled's flush can
@@ -586,11 +590,22 @@ impl SledStore {
         // After the mark file: its directory entry is synced with sled's.
         let (files, unreported_syncs) = SledFiles::open(dir).map_err(io)?;
         let marked = mark.value();
-        let fcnts = state
+        // Not a reason to refuse the open (the counters are read again, and their failure
+        // said, by the pipeline's start); a partial read would write a file missing some.
+        let far = match state
             .scan_prefix(FCNT_PREFIX)
             .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()?;
-        let far = FarCounters::open(fcnts, dir);
+            .collect::<Result<_, _>>()
+        {
+            Ok(fcnts) => Some(FarCounters::open(fcnts, dir)),
+            Err(e) => {
+                log::warn!(
+                    "buffer: cannot read the kept frame counters ({e}): {} is left as it is",
+                    dir.join(far_counters::FILE).display()
+                );
+                None
+            }
+        };
         let mut store = SledStore {
             db,
             dir: dir.to_path_buf(),
@@ -940,7 +955,7 @@ impl SledStore {
         }
         self.relink_if_due();
         let mark = self.highest.filter(|h| Some(*h) != self.marked());
-        if !self.changed && mark.is_none() && !self.far.behind() {
+        if !self.changed && mark.is_none() && !self.far.as_ref().is_some_and(FarCounters::stale) {
             return Ok(None);
         }
         // sled refuses every write once a write of its log failed, one its own threads make
@@ -964,7 +979,7 @@ impl SledStore {
         self.changed = false;
         self.compaction.prepared();
         self.retiring = self.segments.deletable();
-        let counters = self.far.take_file();
+        let counters = self.far.as_mut().and_then(FarCounters::take_file);
         Ok(Some(SyncJob {
             db: self.db.clone(),
             values: self.segments.take_unsynced(),
@@ -986,7 +1001,6 @@ impl SledStore {
             self.segments.delete(retiring);
         } else {
             self.segments.keep(retiring);
-            self.far.unwritten();
         }
         // Housekeeping: a failure leaves the records where they are, and is tried again.
         let (dir, keep_free) = (&self.dir, self.keep_free);
@@ -1661,8 +1675,8 @@ impl Store for SledStore {
     fn state_set(&mut self, key: &[u8], value: &[u8]) -> Result<(), BufferError> {
         self.changed = true;
         self.state.insert(key, value).map_err(err)?;
-        if key.starts_with(FCNT_PREFIX) {
-            self.far.set(key, value);
+        if let Some(far) = self.far.as_mut().filter(|_| key.starts_with(FCNT_PREFIX)) {
+            far.set(key, value);
         }
         Ok(())
     }
@@ -1670,8 +1684,8 @@ impl Store for SledStore {
     fn state_remove(&mut self, key: &[u8]) -> Result<(), BufferError> {
         self.changed = true;
         self.state.remove(key).map_err(err)?;
-        if key.starts_with(FCNT_PREFIX) {
-            self.far.remove(key);
+        if let Some(far) = self.far.as_mut().filter(|_| key.starts_with(FCNT_PREFIX)) {
+            far.remove(key);
         }
         Ok(())
     }

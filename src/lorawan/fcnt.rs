@@ -19,7 +19,9 @@
 //!   across a rollover would fail every frame for good, its counter never advancing.
 //! * A session with no state yet (hubgate started, or the session was just configured) does not
 //!   know the upper half: candidates are `k << 16 | w` for k in 0..[`INITIAL_UPPER_HALVES`], so a
-//!   device past FCnt 65535 is still picked up. An accepted counter of each session is
+//!   device past FCnt 65535 is still picked up (a start without the buffer, on a card that
+//!   failed, has the counters from upper half 12 on: `buffer::far_counters`). An accepted
+//!   counter of each session is
 //!   kept in the buffer once its frame's records, and every earlier frame's, are durable, and
 //!   resumed at start, so a frame captured before a restart is still a replay after it.
 //! * A frame that fails the MIC under every candidate is, at most once each [`RESCUE_EVERY`]

@@ -3051,7 +3051,7 @@ pub(super) mod tests {
     /// A buffer on a card that failed ([`crate::buffer::ReadOnlyStore`]).
     fn on_a_failed_card(cfg: &BufferConfig, metrics: &Arc<Metrics>) -> Buffer {
         let store =
-            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/var/lib/hubgate"), None);
+            crate::buffer::ReadOnlyStore::new(std::path::Path::new("/nonexistent/hubgate"), None);
         Buffer::new(Box::new(store), cfg, metrics.clone())
     }
 
