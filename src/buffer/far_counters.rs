@@ -9,7 +9,7 @@
 //! 2^20 is followed only by its kept counter: without it every frame would fail the MIC until
 //! the check, each reading lost (acknowledged over MQTT, heard once over UDP or serial). So
 //! the counters from upper half `INITIAL_UPPER_HALVES - BLOCKS_AHEAD` (FCnt 786,432) on are
-//! also kept here, and a read-only start reads them ([`read`]): from there the search reaches
+//! also kept here, and a read-only start reads them ([`read_for`]): from there the search reaches
 //! past 2^20, so a device that crossed it after the file was last written, or during a run
 //! without the buffer that then restarted, is found all the same.
 //!
@@ -29,6 +29,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use super::salvage::moved_aside;
+use super::sled_store::{with_suffix, DB_DIR};
 use super::{kept_fcnt, StateEntry};
 use crate::lorawan::fcnt::{BLOCKS_AHEAD, INITIAL_UPPER_HALVES};
 
@@ -167,9 +169,31 @@ pub(super) fn write(db_dir: &Path, bytes: &[u8]) -> io::Result<u64> {
     Ok(2)
 }
 
-/// The counters the file in `db_dir` holds, as state entries; none when it is missing,
+/// The counters a start without sled reads for the buffer in `buffer_dir`: its database's
+/// file, or, where that has none, the file of the database it replaced: a salvage or a
+/// rebuild cut short before the fresh database's first flush wrote one (the card failing
+/// that flush) left it in the database moved aside last, or in the rebuild's `.old` or
+/// `.new`. Such a file is at most older than the database's counters, never ahead of a
+/// device's (but for a device that restarted its counter since).
+pub fn read_for(buffer_dir: &Path) -> Vec<StateEntry> {
+    let db = buffer_dir.join(DB_DIR);
+    let replaced = [with_suffix(&db, ".old"), with_suffix(&db, ".new")]
+        .into_iter()
+        .chain(
+            moved_aside(buffer_dir)
+                .into_iter()
+                .rev()
+                .map(|(dir, _)| dir),
+        );
+    std::iter::once(db)
+        .chain(replaced)
+        .find_map(|dir| read(&dir))
+        .unwrap_or_default()
+}
+
+/// The counters the file in `db_dir` holds, as state entries; `None` when it is missing,
 /// cannot be read or is damaged (said in the log, but for a missing one).
-pub fn read(db_dir: &Path) -> Vec<StateEntry> {
+fn read(db_dir: &Path) -> Option<Vec<StateEntry>> {
     load(db_dir).unwrap_or_else(|why| {
         log::warn!(
             "buffer: {} cannot be read ({why}): a device past 2^20 frames fails its MIC check until the buffer opens again",
@@ -177,7 +201,6 @@ pub fn read(db_dir: &Path) -> Vec<StateEntry> {
         );
         None
     })
-    .unwrap_or_default()
 }
 
 /// The file's entries (`None`: there is none), or why it cannot be read.
@@ -229,7 +252,10 @@ mod tests {
         assert!(!flush(&mut far, dir.path()), "well within the first search");
         far.set(&a, &value(0x000C_0000));
         assert!(flush(&mut far, dir.path()), "four halves from 2^20");
-        assert_eq!(read(dir.path()), [(a.clone(), value(0x000C_0000))]);
+        assert_eq!(
+            read(dir.path()),
+            Some(vec![(a.clone(), value(0x000C_0000))])
+        );
         far.set(&a, &value(0x000C_8000));
         assert!(!flush(&mut far, dir.path()), "within its half");
         far.set(&b, &value(0x0400_0001));
@@ -237,10 +263,10 @@ mod tests {
         assert!(flush(&mut far, dir.path()), "a new one, a rollover");
         assert_eq!(
             read(dir.path()),
-            [
+            Some(vec![
                 (a.clone(), value(0x000D_0000)),
                 (b.clone(), value(0x0400_0001))
-            ]
+            ])
         );
         far.set(&b, &value_of(0x0400_0002, 1));
         assert!(flush(&mut far, dir.path()), "other keys");
@@ -253,7 +279,7 @@ mod tests {
             flush(&mut far, dir.path()),
             "set back into the first search"
         );
-        assert_eq!(read(dir.path()), []);
+        assert_eq!(read(dir.path()), Some(Vec::new()));
         far.set(&a, b"not a counter");
         assert!(!flush(&mut far, dir.path()));
     }
@@ -300,7 +326,7 @@ mod tests {
         let (k, v) = (key(1), value(0x0030_0001));
         let good = encode([(&k, &v)].into_iter());
         write(dir.path(), &good).unwrap();
-        assert_eq!(read(dir.path()).len(), 1);
+        assert_eq!(read(dir.path()).map(|e| e.len()), Some(1));
         for bad in [
             good[..good.len() - 1].to_vec(),
             [&good[..9], &[0xff], &good[10..]].concat(),
@@ -308,9 +334,9 @@ mod tests {
             Vec::new(),
         ] {
             std::fs::write(dir.path().join(FILE), &bad).unwrap();
-            assert_eq!(read(dir.path()), [], "{bad:?}");
+            assert_eq!(read(dir.path()), None, "{bad:?}");
         }
         std::fs::remove_file(dir.path().join(FILE)).unwrap();
-        assert_eq!(read(dir.path()), []);
+        assert_eq!(read(dir.path()), None);
     }
 }

@@ -45,7 +45,7 @@ impl ReadOnlyStore {
         ReadOnlyStore {
             dir: buffer_dir.to_path_buf(),
             tried: Instant::now(),
-            state: super::far_counters::read(&buffer_dir.join(super::sled_store::DB_DIR))
+            state: super::far_counters::read_for(buffer_dir)
                 .into_iter()
                 .collect(),
             _lock: lock,
@@ -201,6 +201,51 @@ mod tests {
         drop(sled);
         let store = ReadOnlyStore::new(dir.path(), None);
         assert_eq!(store.state_scan(b"").unwrap(), [(key(1), far)]);
+    }
+
+    /// A salvage moves the database aside (with the counters' file) and carries its state
+    /// into a fresh one, whose first flush writes the file again. A card that fails that
+    /// flush (a salvage writes the whole buffer anew, on a card that already lost writes)
+    /// ends the start, and the start without sled after it finds no file in the fresh
+    /// database: it reads the one moved aside last. So it does after a rebuild cut short
+    /// between its renames, from the database it replaced.
+    #[test]
+    fn the_far_counters_of_a_salvage_or_rebuild_cut_short_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [b"fcnt/".as_slice(), &[1; 12]].concat();
+        let value = |fcnt: u32| [fcnt.to_be_bytes(), [7; 4]].concat();
+        let db = dir.path().join(super::super::sled_store::DB_DIR);
+        let kept = |fcnt| {
+            let mut sled = crate::buffer::SledStore::open_at(&db).unwrap();
+            sled.state_set(&key, &value(fcnt)).unwrap();
+            sled.flush().unwrap();
+        };
+        let read = || {
+            ReadOnlyStore::new(dir.path(), None)
+                .state_scan(b"")
+                .unwrap()
+        };
+        kept(0x0013_0001);
+        super::super::salvage::move_aside(&db).unwrap();
+        kept(0x0014_0001);
+        super::super::salvage::move_aside(&db).unwrap();
+        drop(crate::buffer::SledStore::open_at(&db).unwrap());
+        assert_eq!(
+            read(),
+            [(key.clone(), value(0x0014_0001))],
+            "the newest aside"
+        );
+        kept(0x0015_0001);
+        let old = super::super::sled_store::with_suffix(&db, ".old");
+        std::fs::rename(&db, &old).unwrap();
+        drop(crate::buffer::SledStore::open_at(&db).unwrap());
+        assert_eq!(
+            read(),
+            [(key.clone(), value(0x0015_0001))],
+            "the rebuild's old"
+        );
+        kept(0x0016_0001);
+        assert_eq!(read(), [(key, value(0x0016_0001))], "its own, first");
     }
 
     /// Every minute a flush tries the directory for a write: one that takes it again ends

@@ -1754,14 +1754,26 @@ mod tests {
     /// device 58a0cb0000101234's session (DevAddr 26011BDA, `nwk`, [`APP`]) and the device
     /// settings `more`.
     fn session_forwarder(dir: &std::path::Path, nwk: &[u8; 16], more: &str) -> WithReports {
+        let store = crate::buffer::SledStore::open(dir).unwrap();
+        session_forwarder_on(Box::new(store), nwk, more)
+    }
+
+    /// [`session_forwarder`] on a start without sled: the buffer in `dir` on a card that
+    /// failed.
+    fn without_sled(dir: &std::path::Path, nwk: &[u8; 16]) -> WithReports {
+        let store = crate::buffer::ReadOnlyStore::new(dir, None);
+        session_forwarder_on(Box::new(store), nwk, "")
+    }
+
+    fn session_forwarder_on(
+        store: Box<dyn crate::buffer::Store>,
+        nwk: &[u8; 16],
+        more: &str,
+    ) -> WithReports {
         let text = session_config(nwk, more);
         let (deliveries, reports) = tokio::sync::mpsc::unbounded_channel();
         let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
-        let store = crate::buffer::SledStore::open(dir).unwrap();
-        (
-            forwarder_of(&text, Box::new(store), Box::new(sink)),
-            reports,
-        )
+        (forwarder_of(&text, store, Box::new(sink)), reports)
     }
 
     /// The configuration of one device with a session under `nwk`, `more` added to it.
@@ -1854,6 +1866,96 @@ mod tests {
         assert_eq!(sent, (1, 1));
         drop(provisioned);
         assert_eq!(kept_copies(dir.path()), []);
+    }
+
+    /// A device past 2^20 frames given new keys that keeps its counter is found again with
+    /// `fcnt_from` and followed under the new keys in the same upper half: sled keeps its
+    /// counter with the new keys' print. A start without sled (its card turned read-only)
+    /// follows it from the counter kept beside sled as a start with sled does, `fcnt_from`
+    /// taken out since: the file must not still hold the old keys' counter, which that start
+    /// drops as another session's, every frame then failing the MIC check.
+    #[test]
+    fn a_start_without_sled_follows_a_far_device_under_its_new_keys() {
+        const NEW: [u8; 16] = [0x11; 16];
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NWK, "");
+        for fcnt in [0x000F_FFFE, 0x0013_0001] {
+            let sent = deliver(&mut fwd, &mut reports, &session_frame(fcnt, &NWK), t0);
+            assert_eq!(sent, (1, 1), "{fcnt:#x}");
+        }
+        drop(fwd);
+        let from = format!("fcnt_from = {}\n", 0x0013_0000);
+        let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NEW, &from);
+        let sent = deliver(
+            &mut fwd,
+            &mut reports,
+            &session_frame(0x0013_0005, &NEW),
+            t0,
+        );
+        assert_eq!(sent, (1, 1), "found again with fcnt_from");
+        drop(fwd);
+        let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NEW, "");
+        let sent = deliver(
+            &mut fwd,
+            &mut reports,
+            &session_frame(0x0013_0006, &NEW),
+            t0,
+        );
+        assert_eq!(sent, (1, 1), "with sled: followed from its counter");
+        drop(fwd);
+
+        let ((mut fwd, metrics), mut reports) = without_sled(dir.path(), &NEW);
+        let sent = deliver(
+            &mut fwd,
+            &mut reports,
+            &session_frame(0x0013_0007, &NEW),
+            t0,
+        );
+        assert_eq!(
+            (sent, metrics.problems("lorawan_error")),
+            ((1, 1), 0),
+            "without sled: followed from the counter kept beside it"
+        );
+    }
+
+    /// A device just below 2^20 frames when the buffer's card turned read-only is not in
+    /// the file beside sled, and the run without sled follows it past 2^20 in memory. A
+    /// restart within that run (the card takes no write until the boot that checks it: days
+    /// on an unattended gateway) starts again from the file: the device must still be found,
+    /// where the first search (upper halves 0-15) no longer does and every frame would fail
+    /// the MIC check until that boot.
+    #[test]
+    fn a_device_that_passed_two_to_the_twenty_without_sled_is_found_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let ((mut fwd, _), mut reports) = session_forwarder(dir.path(), &NWK, "");
+        let sent = deliver(
+            &mut fwd,
+            &mut reports,
+            &session_frame(0x000F_F000, &NWK),
+            t0,
+        );
+        assert_eq!(sent, (1, 1));
+        drop(fwd);
+        let ((mut fwd, _), mut reports) = without_sled(dir.path(), &NWK);
+        for fcnt in [0x000F_F001, 0x0010_0001] {
+            let sent = deliver(&mut fwd, &mut reports, &session_frame(fcnt, &NWK), t0);
+            assert_eq!(sent, (1, 1), "{fcnt:#x}, in the run without sled");
+        }
+        drop(fwd);
+        let ((mut fwd, metrics), mut reports) = without_sled(dir.path(), &NWK);
+        let sent = deliver(
+            &mut fwd,
+            &mut reports,
+            &session_frame(0x0010_0002, &NWK),
+            t0,
+        );
+        assert_eq!(
+            (sent, metrics.problems("lorawan_error")),
+            ((1, 1), 0),
+            "after a restart without sled"
+        );
     }
 
     /// A device provisioned again (new session keys under the same DevAddr) counts from 0
