@@ -639,7 +639,7 @@ fn doctor_passes_a_ttys_port_whose_major_has_several_names() {
 #[test]
 fn a_status_page_port_held_by_another_program_fails_its_step() {
     let dir = tempfile::tempdir().unwrap();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = support::listener();
     let port = taken.local_addr().unwrap().port();
     let buffer = dir.path().join("buffer");
     let path = dir.path().join("hubgate.toml");
@@ -682,7 +682,7 @@ fn a_status_page_port_held_by_another_program_fails_its_step() {
 #[test]
 fn a_broker_that_fails_tls_after_tcp_skips_the_login_naming_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain = support::listener();
     let port = plain.local_addr().unwrap().port();
     // Takes each connection and closes it: no TLS here.
     std::thread::spawn(move || {

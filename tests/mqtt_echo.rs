@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -19,7 +19,7 @@ const CONNACK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 /// A listener on a free loopback port that sends back every byte it reads, after `first`;
 /// each connection on its own thread. Returns the port.
 fn echo(first: &'static [u8]) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = support::listener();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {

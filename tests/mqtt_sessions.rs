@@ -564,7 +564,7 @@ async fn a_subscription_granted_at_qos_0_is_reported() {
 fn a_stop_while_the_broker_is_down_is_prompt() {
     // A "broker" that takes each connection and closes it at once: every attempt fails fast
     // and the backoff doubles (250 ms, 500 ms ... 8 s after the sixth).
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = support::listener();
     let port = listener.local_addr().unwrap().port();
     let (tx, attempts) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

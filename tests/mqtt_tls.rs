@@ -136,10 +136,10 @@ async fn uplinks_arrive_over_tls_with_a_client_certificate() {
 /// through a port that takes one connection, the MQTT step's, and then none.
 #[test]
 fn doctor_explains_a_name_mismatch_its_own_handshake_cannot_look_into() {
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpStream;
     let dir = tempfile::tempdir().unwrap();
     let (certs, client, mqtt) = other_name_broker(dir.path());
-    let once = TcpListener::bind("127.0.0.1:0").unwrap();
+    let once = support::listener();
     let port = once.local_addr().unwrap().port();
     let broker_port = mqtt.port();
     let forward = std::thread::spawn(move || {

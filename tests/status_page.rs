@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -697,7 +697,7 @@ fn a_request_whose_sender_shuts_its_side_is_answered() {
 /// fetches through here too. The agent's `Content-Security-Policy` goes along only with
 /// `keep_policy` (which would not let the added script run).
 fn proxy(agent_port: u16, script: String, keep_policy: bool) -> u16 {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let listener = support::listener();
     let port = listener.local_addr().unwrap().port();
     let injected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     std::thread::spawn(move || {

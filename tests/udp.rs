@@ -33,7 +33,7 @@ fn start_buffering_in(
     );
     let agent = Agent::start(dir, &config);
     agent.wait_log("packet forwarder source on", 1, WAIT);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sock = support::udp_socket();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     sock.connect(("127.0.0.1", port)).unwrap();
     (agent, sock)
@@ -446,7 +446,7 @@ fn base64_encode(b: &[u8]) -> String {
 #[test]
 fn a_taken_port_stops_the_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken = support::udp_socket();
     let addr = taken.local_addr().unwrap();
     let config = dir.path().join("hubgate.toml");
     std::fs::write(

@@ -76,36 +76,47 @@ pub type Record = (String, Vec<u8>, i32, i64);
 /// (one test's broker not yet listening, the other's picking), and the second
 /// broker's wait for "accepting" would be answered by the first (seen: mosquitto
 /// "started" in 0.6 ms, then its client was reset by tansu). Tests of one binary are
-/// threads of one process, so remembering what was handed out rules that out between them;
+/// threads of one process, so remembering what was handed out rules that out between them,
+/// as long as each of them binds 127.0.0.1:0 through here or [`listener`] / [`udp_socket`];
 /// another process, or an outgoing connection's port, can still take it first.
 pub fn free_port() -> u16 {
-    unused_port(|| {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0 to find a free port")
-            .port()
-    })
+    listener().local_addr().expect("local address").port()
+}
+
+/// A TCP listener on 127.0.0.1, on a port this process has not handed out before (see
+/// [`free_port`]); a test's own listener binds here rather than on `127.0.0.1:0`, which the
+/// kernel may answer with a port [`free_port`] just handed out to another test's child.
+pub fn listener() -> TcpListener {
+    unused_port(
+        || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0"),
+        |l| l.local_addr(),
+    )
 }
 
 /// A UDP port on 127.0.0.1 that nothing listens on right now (a free TCP port says
 /// nothing about UDP); like [`free_port`], never one this process handed out before.
 pub fn free_udp_port() -> u16 {
-    unused_port(|| {
-        std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|s| s.local_addr())
-            .expect("bind udp 127.0.0.1:0 to find a free port")
-            .port()
-    })
+    udp_socket().local_addr().expect("local address").port()
 }
 
-/// Ask `pick` for ports until one comes that this process has not handed out.
-fn unused_port(pick: impl Fn() -> u16) -> u16 {
+/// A UDP socket on 127.0.0.1, on a port this process has not handed out before: as
+/// [`listener`] for UDP.
+pub fn udp_socket() -> std::net::UdpSocket {
+    unused_port(
+        || std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp 127.0.0.1:0"),
+        |s| s.local_addr(),
+    )
+}
+
+/// Bind until a socket comes whose port this process has not handed out, and record it.
+fn unused_port<S>(bind: impl Fn() -> S, addr: impl Fn(&S) -> std::io::Result<SocketAddr>) -> S {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let port = pick();
+        let socket = bind();
+        let port = addr(&socket).expect("local address of 127.0.0.1:0").port();
         if handed_out.insert(port) {
-            return port;
+            return socket;
         }
     }
 }

@@ -70,7 +70,7 @@ pub struct StandIn {
 impl StandIn {
     /// Listen on a free port with `topics` existing and `answers`.
     pub fn start(topics: &[&str], answers: Answers) -> StandIn {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the stand-in");
+        let listener = super::listener();
         let port = listener.local_addr().unwrap().port();
         StandIn::serve_on(listener, port, topics, answers)
     }
@@ -91,11 +91,8 @@ impl StandIn {
         answers: Answers,
     ) -> StandIn {
         std::fs::create_dir_all(dir).unwrap();
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the stand-in");
-        let mut tls_port = super::free_port();
-        while tls_port == listener.local_addr().unwrap().port() {
-            tls_port = super::free_port();
-        }
+        let listener = super::listener();
+        let tls_port = super::free_port();
         let mut s = StandIn::serve_on(listener, tls_port, topics, answers);
         let front = super::tls_front(dir, &certs, tls_port, s.backend);
         s.tls = Some((front, certs));
