@@ -385,11 +385,12 @@ mod tests {
         status
     }
 
-    /// A pipe: its read and its write end.
+    /// A pipe: its read and its write end, close-on-exec: a program another test starts
+    /// meanwhile does not keep an end open (a fork keeps them all until it exits).
     fn pipe() -> [i32; 2] {
         let mut fds = [0; 2];
-        // SAFETY: pipe writes two descriptors, which `fds` holds.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: pipe2 writes two descriptors, which `fds` holds.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         fds
     }
 
