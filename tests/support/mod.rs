@@ -946,17 +946,52 @@ impl Kafka {
     }
 
     /// Start tansu again with the same ports and the same sqlite data (after
-    /// [`Kafka::stop`]); returns once it accepts.
+    /// [`Kafka::stop`]); returns once it answers a metadata request. Accepting connections
+    /// is not answering: restarted on an empty data directory on a loaded machine, tansu once
+    /// closed every connection after ApiVersions for two minutes; it is started once more
+    /// when it has not answered within [`START_TIMEOUT`].
     pub fn start_again(&mut self) {
-        self.tansu.kill();
-        self.tansu = spawn_tansu(
-            &self.tansu_bin,
-            &self.dir,
-            self.broker_port,
-            self.tls_port,
-            self.is_tls(),
-        );
-        self.tansu.wait_accepting(self.broker_port, START_TIMEOUT);
+        for attempt in 1..=2 {
+            self.tansu.kill();
+            self.tansu = spawn_tansu(
+                &self.tansu_bin,
+                &self.dir,
+                self.broker_port,
+                self.tls_port,
+                self.is_tls(),
+            );
+            self.tansu.wait_accepting(self.broker_port, START_TIMEOUT);
+            match self.answering() {
+                Ok(()) => return,
+                Err(e) if attempt == 1 => {
+                    eprintln!("tansu answers no metadata request ({e}): starting it again");
+                }
+                Err(e) => panic!("tansu answers no metadata request: {e}{}", self.logs()),
+            }
+        }
+    }
+
+    /// Wait up to [`START_TIMEOUT`] for tansu to answer a metadata request on its own port
+    /// (a TLS broker's through its front): whatever else a test puts in front is left out.
+    fn answering(&self) -> Result<(), String> {
+        let mut config = self.client_config();
+        if !self.is_tls() {
+            config.set(
+                "bootstrap.servers",
+                format!("localhost:{}", self.broker_port),
+            );
+        }
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| format!("a metadata client: {e}"))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match consumer.fetch_metadata(None, Duration::from_secs(5)) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+                Err(_) => {}
+            }
+        }
     }
 
     /// A broker that hangs: SIGSTOP tansu, and wait until it is stopped. Its connections stay
