@@ -92,6 +92,25 @@ fn deb_holds_the_gateway_files_and_installs_cleanly_configured() {
     for id in hubgate::board::ids() {
         entry(&format!("usr/share/hubgate/boards/{id}.toml"));
     }
+    // Every relative link of the installed README and docs leads to a file installed.
+    let doc = "usr/share/doc/hubgate/";
+    let installed_docs = contents
+        .lines()
+        .filter_map(|l| l.rsplit_once(" ./").map(|(_, path)| path))
+        .filter(|path| path.starts_with(doc) && path.ends_with(".md"));
+    for installed in installed_docs {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(&installed[doc.len()..]);
+        let text = std::fs::read_to_string(&source).unwrap();
+        for link in relative_links(&text) {
+            let target = resolve(Path::new(installed).parent().unwrap(), link);
+            assert!(
+                contents
+                    .lines()
+                    .any(|l| l.ends_with(&format!(" ./{target}"))),
+                "{installed} links to {link}, not in the package"
+            );
+        }
+    }
     assert!(
         !contents.contains("eventhubs.secret"),
         "no secret file in the package"
@@ -896,4 +915,32 @@ fn a_downgrade_is_refused_while_the_buffers_records_are_in_a_database_that_will_
         stderr.contains("prerm does not back this refusal up for an empty buffer"),
         "{stderr}"
     );
+}
+
+/// The targets of a Markdown text's relative links (`[text](target)`, without an anchor),
+/// web and in-page links left out.
+fn relative_links(text: &str) -> Vec<&str> {
+    text.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target))
+        .map(|target| target.split('#').next().unwrap_or_default())
+        .filter(|target| {
+            !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:")
+        })
+        .collect()
+}
+
+/// `link` from the directory `from`, as a path without `.` or `..`.
+fn resolve(from: &Path, link: &str) -> String {
+    let mut parts: Vec<&str> = from.to_str().unwrap().split('/').collect();
+    for part in link.split('/') {
+        match part {
+            "." | "" => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
 }

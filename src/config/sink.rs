@@ -101,8 +101,8 @@ pub struct KafkaConfig {
     pub brokers: String,
     #[serde(default)]
     pub security_protocol: SecurityProtocol,
-    #[serde(default = "default_mechanism")]
-    pub sasl_mechanism: String,
+    #[serde(default)]
+    pub sasl_mechanism: SaslMechanism,
     pub sasl_username: Option<String>,
     /// `${ENV}` is expanded; prefer `sasl_password_file`.
     pub sasl_password: Option<Secret>,
@@ -225,8 +225,27 @@ fn default_partitions() -> u16 {
     DEFAULT_PARTITIONS
 }
 
-fn default_mechanism() -> String {
-    "PLAIN".into()
+/// The SASL mechanism of a Kafka login: one librdkafka knows, so that a misspelt one is
+/// refused by `check`, naming its key, not by the producer at start.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+pub enum SaslMechanism {
+    #[default]
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
 }
 
 /// TLS unless the config says otherwise (which also needs `insecure = true`).

@@ -1339,3 +1339,26 @@ fn a_section_written_as_an_array_of_its_keys_is_refused() {
         assert_eq!((k.as_str(), r.as_str()), (key, reason), "{text}");
     }
 }
+
+/// `sasl_mechanism` takes the three mechanisms of a Kafka login; another (a misspelling) is
+/// refused by `check`, naming the key, rather than by the producer at start.
+#[test]
+fn an_unknown_sasl_mechanism_is_refused_naming_its_key() {
+    let config = |mechanism: &str| {
+        Config::parse(&format!(
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\nsecurity_protocol = \"sasl_ssl\"\n\
+             sasl_mechanism = \"{mechanism}\"\nsasl_username = \"u\"\nsasl_password = \"p\"\n"
+        ))
+    };
+    for known in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        assert!(config(known).is_ok(), "{known}");
+    }
+    let (key, e) = config("scram-sha-256").unwrap_err();
+    assert_eq!(key, "sink.sasl_mechanism");
+    assert!(
+        e.starts_with(
+            "unknown variant `scram-sha-256`, expected one of `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`"
+        ),
+        "{e}"
+    );
+}

@@ -71,7 +71,7 @@ pub fn sink_config(cfg: &KafkaConfig) -> ClientConfig {
     c.set("bootstrap.servers", &cfg.brokers)
         .set("security.protocol", cfg.security_protocol.as_librdkafka());
     if let Some(user) = &cfg.sasl_username {
-        c.set("sasl.mechanisms", &cfg.sasl_mechanism)
+        c.set("sasl.mechanisms", cfg.sasl_mechanism.as_librdkafka())
             .set("sasl.username", user);
     }
     if let Some(pw) = &cfg.sasl_password {
