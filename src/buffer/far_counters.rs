@@ -193,7 +193,7 @@ pub fn read_for(buffer_dir: &Path) -> Vec<StateEntry> {
 
 /// The counters the file in `db_dir` holds, as state entries; `None` when it is missing,
 /// cannot be read or is damaged (said in the log, but for a missing one).
-fn read(db_dir: &Path) -> Option<Vec<StateEntry>> {
+pub(super) fn read(db_dir: &Path) -> Option<Vec<StateEntry>> {
     load(db_dir).unwrap_or_else(|why| {
         log::warn!(
             "buffer: {} cannot be read ({why}): a device past 2^20 frames fails its MIC check until the buffer opens again",

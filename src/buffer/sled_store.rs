@@ -389,6 +389,12 @@ impl SledStore {
                 let mut store = Self::open_at(dir)?;
                 store.lock = Some(lock);
                 store.moved_aside = true;
+                // Its frame counters that a session's first search does not find (past
+                // 2^20), from the file beside it: without them such a device's frames would
+                // fail the MIC check until `fcnt_from` is set.
+                for (k, v) in far_counters::read(&aside).unwrap_or_default() {
+                    store.state_set(&k, &v)?;
+                }
                 store.mark_layout()?;
                 return Ok(store);
             }
@@ -2881,6 +2887,27 @@ mod tests {
             let e = OpenError::Values(std::io::Error::from_raw_os_error(errno));
             assert!(e.is_damage(), "errno {errno}");
         }
+    }
+
+    /// A database that will not open is moved aside, and the fresh one starts with the
+    /// frame counters kept beside it, which a session's first search would not find.
+    #[test]
+    fn a_database_moved_aside_leaves_its_far_counters_to_the_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [b"fcnt/".as_slice(), &[1; 12]].concat();
+        let far = [0x0013_0001_u32.to_be_bytes(), [7; 4]].concat();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        s.state_set(&key, &far).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        std::fs::write(
+            dir.path().join(DB_DIR).join("conf"),
+            b"\xff not sled's config",
+        )
+        .unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.moved_aside_at_open());
+        assert_eq!(s.state_scan(b"fcnt/").unwrap(), [(key, far)]);
     }
 
     #[test]
