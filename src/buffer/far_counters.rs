@@ -29,9 +29,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::salvage::moved_aside;
+use super::salvage::aside_dirs;
 use super::sled_store::{with_suffix, DB_DIR};
-use super::{kept_fcnt, StateEntry};
+use super::{kept_fcnt, StateEntry, FCNT_PREFIX};
 use crate::lorawan::fcnt::{BLOCKS_AHEAD, INITIAL_UPPER_HALVES};
 
 /// The file, inside the database directory (moved aside and rebuilt with it).
@@ -123,7 +123,27 @@ impl FarCounters {
 fn finds(key: &[u8], value: &[u8]) -> Option<Finds> {
     let kept = kept_fcnt(key, value)?;
     let half = kept.fcnt >> 16;
-    (half >= FROM_HALF).then_some((half, kept.keys))
+    (key.len() == FCNT_PREFIX.len() + 12 && half >= FROM_HALF).then_some((half, kept.keys))
+}
+
+/// The entries of the file beside a database moved aside (`aside`) that `kept` (the fresh
+/// database's counter under a key) lacks or holds behind under the same keys: sled may have
+/// lost flushed writes, the file is synced on its own.
+pub(super) fn ahead_of(aside: &Path, kept: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Vec<StateEntry> {
+    read(aside)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, v)| kept(k).is_none_or(|have| ahead(k, v, &have)))
+        .collect()
+}
+
+/// `value` is a counter ahead of `than` for the same keys (both under `key`).
+fn ahead(key: &[u8], value: &[u8], than: &[u8]) -> bool {
+    match (kept_fcnt(key, value), kept_fcnt(key, than)) {
+        (Some(v), Some(t)) => v.keys == t.keys && v.fcnt > t.fcnt,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// Magic, number of entries, each entry (key and value, each after its length as one byte),
@@ -170,25 +190,29 @@ pub(super) fn write(db_dir: &Path, bytes: &[u8]) -> io::Result<u64> {
 }
 
 /// The counters a start without sled reads for the buffer in `buffer_dir`: its database's
-/// file, or, where that has none, the file of the database it replaced: a salvage or a
+/// file, or, where that has none, those of the databases it replaced: a salvage or a
 /// rebuild cut short before the fresh database's first flush wrote one (the card failing
-/// that flush) left it in the database moved aside last, or in the rebuild's `.old` or
-/// `.new`. Such a file is at most older than the database's counters, never ahead of a
-/// device's (but for a device that restarted its counter since).
+/// that flush) left it beside a database moved aside, or in the rebuild's `.old` or `.new`.
+/// Of those, each session's highest counter: which was last is not told by the names (a
+/// clock set back by a power cut stamps a later move aside with an earlier time).
 pub fn read_for(buffer_dir: &Path) -> Vec<StateEntry> {
     let db = buffer_dir.join(DB_DIR);
+    if let Some(own) = read(&db) {
+        return own;
+    }
+    let mut highest = BTreeMap::<Vec<u8>, Vec<u8>>::new();
     let replaced = [with_suffix(&db, ".old"), with_suffix(&db, ".new")]
         .into_iter()
-        .chain(
-            moved_aside(buffer_dir)
-                .into_iter()
-                .rev()
-                .map(|(dir, _)| dir),
-        );
-    std::iter::once(db)
-        .chain(replaced)
-        .find_map(|dir| read(&dir))
-        .unwrap_or_default()
+        .chain(aside_dirs(buffer_dir));
+    for (k, v) in replaced.filter_map(|dir| read(&dir)).flatten() {
+        let higher = highest.get(&k).is_none_or(|have| {
+            kept_fcnt(&k, &v).map(|c| c.fcnt) > kept_fcnt(&k, have).map(|c| c.fcnt)
+        });
+        if higher {
+            highest.insert(k, v);
+        }
+    }
+    highest.into_iter().collect()
 }
 
 /// The counters the file in `db_dir` holds, as state entries; `None` when it is missing,
@@ -274,14 +298,53 @@ mod tests {
         assert!(flush(&mut far, dir.path()), "kept without a print");
         far.remove(&b);
         assert!(flush(&mut far, dir.path()), "one removed");
+        far.set(&a, b"not a counter");
+        assert!(
+            flush(&mut far, dir.path()),
+            "one set to what is not a counter"
+        );
+        assert_eq!(read(dir.path()), Some(Vec::new()));
+        far.set(&a, &value(0x000D_0001));
+        assert!(flush(&mut far, dir.path()));
         far.set(&a, &value(3));
         assert!(
             flush(&mut far, dir.path()),
             "set back into the first search"
         );
         assert_eq!(read(dir.path()), Some(Vec::new()));
-        far.set(&a, b"not a counter");
-        assert!(!flush(&mut far, dir.path()));
+        far.set(
+            &[b"fcnt/".as_slice(), &[3; 13]].concat(),
+            &value(0x0030_0000),
+        );
+        assert!(!flush(&mut far, dir.path()), "a key of another length");
+    }
+
+    /// What a database moved aside left in the file is taken where the fresh one lacks the
+    /// counter, or holds it behind under the same keys.
+    #[test]
+    fn the_counters_ahead_in_a_file_moved_aside_are_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: BTreeMap<_, _> = [
+            (key(1), value(0x0020_0005)),
+            (key(2), value(0x0020_0005)),
+            (key(3), value(0x0020_0005)),
+            (key(4), value(0x0020_0005)),
+        ]
+        .into_iter()
+        .collect();
+        write(dir.path(), &encode(entries.iter())).unwrap();
+        let fresh = |k: &[u8]| match k[5] {
+            1 => None,
+            2 => Some(value(0x0020_0004)),
+            3 => Some(value(0x0020_0006)),
+            _ => Some(value_of(0x0020_0004, 1)),
+        };
+        let taken: Vec<_> = ahead_of(dir.path(), fresh)
+            .into_iter()
+            .map(|(k, _)| k[5])
+            .collect();
+        assert_eq!(taken, [1, 2], "missing, behind; not ahead, nor other keys");
+        assert_eq!(ahead_of(&dir.path().join("none"), fresh), []);
     }
 
     #[test]

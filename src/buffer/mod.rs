@@ -1393,7 +1393,7 @@ impl Buffer {
     }
 
     /// Every saved frame counter. A value of 4 bytes (kept by a release that did not keep
-    /// the MIC) has the MIC unknown, one of 8 the keys' print.
+    /// the MIC) has the MIC unknown, one of 8 the keys' print unknown.
     pub fn fcnts(&self) -> Result<Vec<KeptFcnt>, BufferError> {
         Ok(self
             .store
@@ -1455,7 +1455,6 @@ fn session_key(prefix: &[u8], dev_addr: u32, dev_eui: [u8; 8]) -> Vec<u8> {
     key
 }
 
-/// The session (DevAddr, DevEUI) of a [`session_key`] under `prefix`.
 /// A frame counter entry read ([`Buffer::save_fcnt`] says its layout); `None`: not one.
 fn kept_fcnt(key: &[u8], v: &[u8]) -> Option<KeptFcnt> {
     let (dev_addr, dev_eui) = session_of(FCNT_PREFIX, key)?;
@@ -1476,6 +1475,7 @@ fn kept_fcnt(key: &[u8], v: &[u8]) -> Option<KeptFcnt> {
     })
 }
 
+/// The session (DevAddr, DevEUI) of a [`session_key`] under `prefix`.
 fn session_of(prefix: &[u8], key: &[u8]) -> Option<(u32, [u8; 8])> {
     let k = key.strip_prefix(prefix)?;
     let dev_addr = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);

@@ -226,14 +226,17 @@ mod tests {
                 .unwrap()
         };
         kept(0x0013_0001);
-        super::super::salvage::move_aside(&db).unwrap();
+        let first = super::super::salvage::move_aside(&db).unwrap();
         kept(0x0014_0001);
-        super::super::salvage::move_aside(&db).unwrap();
+        let second = super::super::salvage::move_aside(&db).unwrap();
+        // Named by a clock a power cut set back: the later one stamped earlier.
+        std::fs::rename(first, dir.path().join("sled.broken-2000000000")).unwrap();
+        std::fs::rename(second, dir.path().join("sled.broken-1000000000")).unwrap();
         drop(crate::buffer::SledStore::open_at(&db).unwrap());
         assert_eq!(
             read(),
             [(key.clone(), value(0x0014_0001))],
-            "the newest aside"
+            "the highest aside"
         );
         kept(0x0015_0001);
         let old = super::super::sled_store::with_suffix(&db, ".old");

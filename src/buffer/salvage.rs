@@ -73,6 +73,7 @@ impl SledStore {
             Ok(())
         })?;
         whole &= each_readable(&self.state, |k, v| fresh.state_set(&k, &v))?;
+        fresh.carry_far_counters(&aside)?;
         let (mut kept, mut written) = (0u64, 0u64);
         // Records whose pointers name no body: compaction may have copied it to a segment
         // after the pointer sled went back to (its original deleted), so they are looked
@@ -403,21 +404,33 @@ fn left_by_downgrade(buffer_dir: &Path) -> Vec<(PathBuf, u64)> {
 /// The directories in `buffer_dir` whose name starts with `prefix`, with their sizes, in
 /// name order.
 fn named(buffer_dir: &Path, prefix: &str) -> Vec<(PathBuf, u64)> {
-    let Ok(list) = std::fs::read_dir(buffer_dir) else {
-        return Vec::new();
-    };
-    let mut kept: Vec<(PathBuf, u64)> = list
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
+    dirs_named(buffer_dir, prefix)
+        .into_iter()
         .map(|p| {
             let bytes = bytes_in(&p);
             (p, bytes)
         })
+        .collect()
+}
+
+/// The databases [`moved_aside`] lists, without reading what they hold.
+pub(super) fn aside_dirs(buffer_dir: &Path) -> Vec<PathBuf> {
+    dirs_named(buffer_dir, ASIDE_PREFIX)
+}
+
+/// The directories in `buffer_dir` whose name starts with `prefix`, in name order.
+fn dirs_named(buffer_dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(list) = std::fs::read_dir(buffer_dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = list
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
         .collect();
-    kept.sort();
-    kept
+    dirs.sort();
+    dirs
 }
 
 /// The databases kept in `buffer_dir` outside the buffer, as one line for the log and
@@ -804,6 +817,26 @@ mod tests {
     /// Entries past the mark file (appended, their flush not done) are not carried: not
     /// acknowledged, unless the card lied about the mark's sync too. So the database moved
     /// aside is kept for `hubgate buffer recover`, not removed.
+    /// sled lost flushed writes, a frame counter's among them: the file beside it, synced on
+    /// its own, still has the counter, and the salvage takes it over sled's older one.
+    #[test]
+    fn a_salvage_takes_a_far_counter_sled_lost_from_the_file_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [b"fcnt/".as_slice(), &[1; 12]].concat();
+        let value = |fcnt: u32| [fcnt.to_be_bytes(), [7; 4]].concat();
+        let mut s = flushed_store(dir.path(), 0..3, body_of);
+        s.state_set(&key, &value(0x0014_0001)).unwrap();
+        s.flush().unwrap();
+        // What sled kept: the counter before, and a mark below the file's.
+        s.state.insert(&key, value(0x0013_0001)).unwrap();
+        s.meta.insert(MARK_KEY, &1u64.to_be_bytes()).unwrap();
+        write_out(&mut s);
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(moved(), 1, "salvaged");
+        assert_eq!(s.state_scan(b"fcnt/").unwrap(), [(key, value(0x0014_0001))]);
+    }
+
     #[test]
     fn entries_past_the_mark_keep_what_was_moved_aside() {
         let dir = tempfile::tempdir().unwrap();

@@ -344,6 +344,18 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Take the frame counters kept in the file beside the database moved aside to `aside`
+    /// that this one lacks or holds behind: those a session's first search does not find
+    /// (past 2^20), without which such a device's frames would fail the MIC check until
+    /// `fcnt_from` is set.
+    pub(super) fn carry_far_counters(&mut self, aside: &Path) -> Result<(), BufferError> {
+        let kept = |k: &[u8]| self.state.get(k).ok().flatten().map(|v| v.to_vec());
+        for (k, v) in far_counters::ahead_of(aside, kept) {
+            self.state_set(&k, &v)?;
+        }
+        Ok(())
+    }
+
     /// The buffer directory, which holds the database's directory.
     pub(super) fn buffer_dir(&self) -> &Path {
         self.dir.parent().unwrap_or(Path::new("."))
@@ -389,12 +401,7 @@ impl SledStore {
                 let mut store = Self::open_at(dir)?;
                 store.lock = Some(lock);
                 store.moved_aside = true;
-                // Its frame counters that a session's first search does not find (past
-                // 2^20), from the file beside it: without them such a device's frames would
-                // fail the MIC check until `fcnt_from` is set.
-                for (k, v) in far_counters::read(&aside).unwrap_or_default() {
-                    store.state_set(&k, &v)?;
-                }
+                store.carry_far_counters(&aside)?;
                 store.mark_layout()?;
                 return Ok(store);
             }
@@ -1761,6 +1768,7 @@ impl Store for SledStore {
 
     fn wants_flush(&self) -> bool {
         self.compaction.wants_flush()
+            || self.far.as_ref().is_some_and(FarCounters::stale)
             || self
                 .unlinked
                 .as_ref()

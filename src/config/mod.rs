@@ -52,7 +52,8 @@ pub struct Config {
     /// Board profile (`boards/<id>.toml`) whose defaults sit under this file's own keys.
     #[serde(default)]
     pub board: Option<String>,
-    /// Name of this gateway; goes into the MQTT client ids and the status page's title.
+    /// Name of this gateway; goes into the MQTT client ids, the status page's title and
+    /// `/api/status`.
     #[serde(default = "default_gateway_id")]
     pub gateway_id: String,
     #[serde(default)]
