@@ -25,7 +25,7 @@ fn the_agent_allocates_from_one_arena() {
     // counted shows that every thread has run.
     agent.wait_log("packet forwarder source on", 1, WAIT);
     let datagram = support::gwmp::datagram(1, 0, r#"{"rxpk":[{"stat":1,"data":"QNobASY="}]}"#);
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sock = support::udp_socket();
     sock.send_to(&datagram, ("127.0.0.1", port)).unwrap();
     agent.wait_metric("hubgate_received_total", WAIT, |v| v == 1);
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", agent.pid())).unwrap();
