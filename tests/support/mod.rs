@@ -971,20 +971,24 @@ impl Kafka {
         }
     }
 
-    /// Wait up to [`START_TIMEOUT`] for tansu to answer a metadata request on its own port
-    /// (a TLS broker's through its front): whatever else a test puts in front is left out.
+    /// Wait up to [`START_TIMEOUT`] for tansu to answer a metadata request: a plain broker on
+    /// its own port, whatever a test puts in front of it (a client library would go on to
+    /// the advertised address); a TLS broker through its front, with the login.
     fn answering(&self) -> Result<(), String> {
-        let mut config = self.client_config();
+        let deadline = Instant::now() + START_TIMEOUT;
         if !self.is_tls() {
-            config.set(
-                "bootstrap.servers",
-                format!("localhost:{}", self.broker_port),
-            );
+            loop {
+                match metadata_answered(self.broker_port) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
         }
-        let consumer: BaseConsumer = config
+        let consumer: BaseConsumer = self
+            .client_config()
             .create()
             .map_err(|e| format!("a metadata client: {e}"))?;
-        let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match consumer.fetch_metadata(None, Duration::from_secs(5)) {
                 Ok(_) => return Ok(()),
@@ -1071,6 +1075,38 @@ pub fn tansu_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Whether the Kafka broker on 127.0.0.1:`port` answers a Metadata request (version 1,
+/// every topic) on a connection of its own, within 5 s.
+fn metadata_answered(port: u16) -> std::io::Result<()> {
+    use std::io::Write;
+    const CORRELATION: i32 = 7;
+    let wait = Duration::from_secs(5);
+    let mut stream =
+        TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), wait)?;
+    stream.set_read_timeout(Some(wait))?;
+    let client = b"hubgate-tests";
+    let mut request = Vec::new();
+    request.extend_from_slice(&3i16.to_be_bytes()); // Metadata
+    request.extend_from_slice(&1i16.to_be_bytes());
+    request.extend_from_slice(&CORRELATION.to_be_bytes());
+    request.extend_from_slice(&(client.len() as i16).to_be_bytes());
+    request.extend_from_slice(client);
+    request.extend_from_slice(&(-1i32).to_be_bytes()); // every topic
+    stream.write_all(&(request.len() as i32).to_be_bytes())?;
+    stream.write_all(&request)?;
+    let mut head = [0u8; 8];
+    stream.read_exact(&mut head)?;
+    let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let correlation = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    if correlation != CORRELATION || len < 4 {
+        return Err(std::io::Error::other(format!(
+            "an answer of {len} bytes to correlation id {correlation}"
+        )));
+    }
+    let mut rest = vec![0; len as usize - 4];
+    stream.read_exact(&mut rest)
 }
 
 fn spawn_tansu(
