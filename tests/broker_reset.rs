@@ -50,13 +50,6 @@ fn lose_every_topic(kafka: &mut Kafka, dir: &Path) {
     kafka.start_again();
 }
 
-/// The broker comes back on the same port with a fresh data directory: every topic is gone
-/// (docs/eventhubs.md, "A hub deleted while hubgate runs"); `back_at_once` are created again
-/// by hand at once. Those flow meanwhile (no head-of-line block); with `precreated` the lost
-/// ones park (`missing`) until created by hand, with `auto` the provisioner creates them again;
-/// then every record written after the loss arrives, in order, none dropped.
-/// `timeout_ms`: the site's `message.timeout.ms` (the producer is replaced once its records
-/// time out with none confirmed), else librdkafka's 120 s.
 /// Every record arrives, the 15 of each hub written after the loss in order, none dropped,
 /// the buffer empty.
 fn every_record_in_order(agent: &Agent, kafka: &Kafka) {
@@ -69,6 +62,13 @@ fn every_record_in_order(agent: &Agent, kafka: &Kafka) {
     assert_eq!(agent.metric("hubgate_dropped_total"), 0);
 }
 
+/// The broker comes back on the same port with a fresh data directory: every topic is gone
+/// (docs/eventhubs.md, "A hub deleted while hubgate runs"); `back_at_once` are created again
+/// by hand at once. Those flow meanwhile (no head-of-line block); with `precreated` the lost
+/// ones park (`missing`) until created by hand, with `auto` the provisioner creates them again;
+/// then every record written after the loss arrives, in order, none dropped.
+/// `timeout_ms`: the site's `message.timeout.ms` (the producer is replaced once its records
+/// time out with none confirmed), else librdkafka's 120 s.
 async fn topics_lost(auto: bool, timeout_ms: Option<u32>, back_at_once: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let mqtt = Mosquitto::start(&dir.path().join("mqtt"));

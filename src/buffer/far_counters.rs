@@ -130,17 +130,28 @@ fn finds(key: &[u8], value: &[u8]) -> Option<Finds> {
 /// database's counter under a key) lacks or holds behind under the same keys: sled may have
 /// lost flushed writes, the file is synced on its own.
 pub(super) fn ahead_of(aside: &Path, kept: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Vec<StateEntry> {
-    read(aside)
+    let entries = load(aside).unwrap_or_else(|why| {
+        log::warn!(
+            "buffer: {} cannot be read ({why}): its counters are not carried; a device past 2^20 frames that fails its MIC check needs fcnt_from",
+            aside.join(FILE).display()
+        );
+        None
+    });
+    entries
         .unwrap_or_default()
         .into_iter()
         .filter(|(k, v)| kept(k).is_none_or(|have| ahead(k, v, &have)))
         .collect()
 }
 
-/// `value` is a counter ahead of `than` for the same keys (both under `key`).
+/// `value` is a counter ahead of `than` for the same keys, or where either was kept without
+/// their print (both under `key`).
 fn ahead(key: &[u8], value: &[u8], than: &[u8]) -> bool {
     match (kept_fcnt(key, value), kept_fcnt(key, than)) {
-        (Some(v), Some(t)) => v.keys == t.keys && v.fcnt > t.fcnt,
+        (Some(v), Some(t)) => {
+            let same_keys = v.keys.is_none() || t.keys.is_none() || v.keys == t.keys;
+            same_keys && v.fcnt > t.fcnt
+        }
         (Some(_), None) => true,
         (None, _) => false,
     }
@@ -194,7 +205,9 @@ pub(super) fn write(db_dir: &Path, bytes: &[u8]) -> io::Result<u64> {
 /// rebuild cut short before the fresh database's first flush wrote one (the card failing
 /// that flush) left it beside a database moved aside, or in the rebuild's `.old` or `.new`.
 /// Of those, each session's highest counter: which was last is not told by the names (a
-/// clock set back by a power cut stamps a later move aside with an earlier time).
+/// clock set back by a power cut stamps a later move aside with an earlier time). Such a
+/// counter is never ahead of its device's but for a device that restarted its counter, or
+/// was given new keys, since.
 pub fn read_for(buffer_dir: &Path) -> Vec<StateEntry> {
     let db = buffer_dir.join(DB_DIR);
     if let Some(own) = read(&db) {
@@ -217,7 +230,7 @@ pub fn read_for(buffer_dir: &Path) -> Vec<StateEntry> {
 
 /// The counters the file in `db_dir` holds, as state entries; `None` when it is missing,
 /// cannot be read or is damaged (said in the log, but for a missing one).
-pub(super) fn read(db_dir: &Path) -> Option<Vec<StateEntry>> {
+fn read(db_dir: &Path) -> Option<Vec<StateEntry>> {
     load(db_dir).unwrap_or_else(|why| {
         log::warn!(
             "buffer: {} cannot be read ({why}): a device past 2^20 frames fails its MIC check until the buffer opens again",
@@ -329,6 +342,7 @@ mod tests {
             (key(2), value(0x0020_0005)),
             (key(3), value(0x0020_0005)),
             (key(4), value(0x0020_0005)),
+            (key(5), value(0x0020_0005)),
         ]
         .into_iter()
         .collect();
@@ -337,13 +351,18 @@ mod tests {
             1 => None,
             2 => Some(value(0x0020_0004)),
             3 => Some(value(0x0020_0006)),
-            _ => Some(value_of(0x0020_0004, 1)),
+            4 => Some(value_of(0x0020_0004, 1)),
+            _ => Some(value(0x0020_0004)[..8].to_vec()),
         };
         let taken: Vec<_> = ahead_of(dir.path(), fresh)
             .into_iter()
             .map(|(k, _)| k[5])
             .collect();
-        assert_eq!(taken, [1, 2], "missing, behind; not ahead, nor other keys");
+        assert_eq!(
+            taken,
+            [1, 2, 5],
+            "missing, behind, behind without a print; not ahead, nor other keys"
+        );
         assert_eq!(ahead_of(&dir.path().join("none"), fresh), []);
     }
 

@@ -209,7 +209,8 @@ pub trait Store: Send {
     }
     /// (number of entries, total bytes of values); computed at open, kept up to date after.
     fn usage(&self) -> (u64, u64);
-    /// Housekeeping of the store's own waits for a flush (compaction of its files).
+    /// Housekeeping of the store's own waits for a flush (compaction of its files, a file
+    /// of its that is out of date).
     fn wants_flush(&self) -> bool {
         false
     }

@@ -207,8 +207,9 @@ mod tests {
     /// into a fresh one, whose first flush writes the file again. A card that fails that
     /// flush (a salvage writes the whole buffer anew, on a card that already lost writes)
     /// ends the start, and the start without sled after it finds no file in the fresh
-    /// database: it reads the one moved aside last. So it does after a rebuild cut short
-    /// between its renames, from the database it replaced.
+    /// database: it reads those of the databases moved aside, each session's highest
+    /// counter (whatever their names say), and those of a rebuild cut short between its
+    /// renames.
     #[test]
     fn the_far_counters_of_a_salvage_or_rebuild_cut_short_are_read() {
         let dir = tempfile::tempdir().unwrap();

@@ -814,29 +814,36 @@ mod tests {
         }
     }
 
-    /// Entries past the mark file (appended, their flush not done) are not carried: not
-    /// acknowledged, unless the card lied about the mark's sync too. So the database moved
-    /// aside is kept for `hubgate buffer recover`, not removed.
-    /// sled lost flushed writes, a frame counter's among them: the file beside it, synced on
-    /// its own, still has the counter, and the salvage takes it over sled's older one.
+    /// sled lost flushed writes, frame counters' among them: the file beside it, synced on
+    /// its own, still has them, and the salvage takes them: one sled lost (which the search
+    /// would no longer find past 2^20), one sled holds behind.
     #[test]
-    fn a_salvage_takes_a_far_counter_sled_lost_from_the_file_beside_it() {
+    fn a_salvage_takes_the_far_counters_sled_lost_from_the_file_beside_it() {
         let dir = tempfile::tempdir().unwrap();
-        let key = [b"fcnt/".as_slice(), &[1; 12]].concat();
+        let key = |n| [b"fcnt/".as_slice(), &[n; 12]].concat();
         let value = |fcnt: u32| [fcnt.to_be_bytes(), [7; 4]].concat();
         let mut s = flushed_store(dir.path(), 0..3, body_of);
-        s.state_set(&key, &value(0x0014_0001)).unwrap();
+        s.state_set(&key(1), &value(0x0014_0001)).unwrap();
+        s.state_set(&key(2), &value(0x0030_0001)).unwrap();
         s.flush().unwrap();
-        // What sled kept: the counter before, and a mark below the file's.
-        s.state.insert(&key, value(0x0013_0001)).unwrap();
+        // What sled kept: one counter before, the other not at all, and a mark below the
+        // file's.
+        s.state.insert(key(1), value(0x0013_0001)).unwrap();
+        s.state.remove(key(2)).unwrap();
         s.meta.insert(MARK_KEY, &1u64.to_be_bytes()).unwrap();
         write_out(&mut s);
         drop(s);
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(moved(), 1, "salvaged");
-        assert_eq!(s.state_scan(b"fcnt/").unwrap(), [(key, value(0x0014_0001))]);
+        assert_eq!(
+            s.state_scan(b"fcnt/").unwrap(),
+            [(key(1), value(0x0014_0001)), (key(2), value(0x0030_0001))]
+        );
     }
 
+    /// Entries past the mark file (appended, their flush not done) are not carried: not
+    /// acknowledged, unless the card lied about the mark's sync too. So the database moved
+    /// aside is kept for `hubgate buffer recover`, not removed.
     #[test]
     fn entries_past_the_mark_keep_what_was_moved_aside() {
         let dir = tempfile::tempdir().unwrap();

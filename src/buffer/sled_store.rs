@@ -356,6 +356,11 @@ impl SledStore {
         Ok(())
     }
 
+    /// The counters' file beside the database is out of date.
+    fn far_stale(&self) -> bool {
+        self.far.as_ref().is_some_and(FarCounters::stale)
+    }
+
     /// The buffer directory, which holds the database's directory.
     pub(super) fn buffer_dir(&self) -> &Path {
         self.dir.parent().unwrap_or(Path::new("."))
@@ -403,6 +408,9 @@ impl SledStore {
                 store.moved_aside = true;
                 store.carry_far_counters(&aside)?;
                 store.mark_layout()?;
+                // Durable before anything is taken: a power cut before the first flush would
+                // leave a fresh database that the next start opens as it is, carrying nothing.
+                store.flush()?;
                 return Ok(store);
             }
             Err(e) => {
@@ -968,7 +976,7 @@ impl SledStore {
         }
         self.relink_if_due();
         let mark = self.highest.filter(|h| Some(*h) != self.marked());
-        if !self.changed && mark.is_none() && !self.far.as_ref().is_some_and(FarCounters::stale) {
+        if !self.changed && mark.is_none() && !self.far_stale() {
             return Ok(None);
         }
         // sled refuses every write once a write of its log failed, one its own threads make
@@ -1768,7 +1776,7 @@ impl Store for SledStore {
 
     fn wants_flush(&self) -> bool {
         self.compaction.wants_flush()
-            || self.far.as_ref().is_some_and(FarCounters::stale)
+            || self.far_stale()
             || self
                 .unlinked
                 .as_ref()
@@ -2915,7 +2923,42 @@ mod tests {
         .unwrap();
         let s = SledStore::open(dir.path()).unwrap();
         assert!(s.moved_aside_at_open());
-        assert_eq!(s.state_scan(b"fcnt/").unwrap(), [(key, far)]);
+        assert_eq!(
+            s.state_scan(b"fcnt/").unwrap(),
+            [(key.clone(), far.clone())]
+        );
+        // Durable at once, in sled and in the fresh database's own file.
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.state_scan(b"fcnt/").unwrap(),
+            [(key.clone(), far.clone())]
+        );
+        assert_eq!(
+            super::super::far_counters::read_for(dir.path()),
+            [(key, far)]
+        );
+    }
+
+    /// A counters' file out of date at open (removed here; damaged, or from before an
+    /// upgrade) asks for a flush, which writes it.
+    #[test]
+    fn a_counters_file_out_of_date_at_open_asks_for_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [b"fcnt/".as_slice(), &[1; 12]].concat();
+        let far = [0x0013_0001_u32.to_be_bytes(), [7; 4]].concat();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        s.state_set(&key, &far).unwrap();
+        s.flush().unwrap();
+        assert!(!s.wants_flush());
+        drop(s);
+        let file = dir.path().join(DB_DIR).join(far_counters::FILE);
+        std::fs::remove_file(&file).unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert!(s.wants_flush());
+        s.flush().unwrap();
+        assert!(!s.wants_flush());
+        assert!(file.exists());
     }
 
     #[test]
