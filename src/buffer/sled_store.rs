@@ -2905,17 +2905,24 @@ mod tests {
         }
     }
 
+    /// A store at `dir` that kept a frame counter past 2^20, flushed, closed: its key and
+    /// value.
+    fn a_far_counter_kept(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+        let key = [b"fcnt/".as_slice(), &[1; 12]].concat();
+        let far = [0x0013_0001_u32.to_be_bytes(), [7; 4]].concat();
+        let mut s = SledStore::open(dir).unwrap();
+        s.state_set(&key, &far).unwrap();
+        s.flush().unwrap();
+        assert!(!s.wants_flush());
+        (key, far)
+    }
+
     /// A database that will not open is moved aside, and the fresh one starts with the
     /// frame counters kept beside it, which a session's first search would not find.
     #[test]
     fn a_database_moved_aside_leaves_its_far_counters_to_the_fresh_one() {
         let dir = tempfile::tempdir().unwrap();
-        let key = [b"fcnt/".as_slice(), &[1; 12]].concat();
-        let far = [0x0013_0001_u32.to_be_bytes(), [7; 4]].concat();
-        let mut s = SledStore::open(dir.path()).unwrap();
-        s.state_set(&key, &far).unwrap();
-        s.flush().unwrap();
-        drop(s);
+        let (key, far) = a_far_counter_kept(dir.path());
         std::fs::write(
             dir.path().join(DB_DIR).join("conf"),
             b"\xff not sled's config",
@@ -2945,13 +2952,7 @@ mod tests {
     #[test]
     fn a_counters_file_out_of_date_at_open_asks_for_a_flush() {
         let dir = tempfile::tempdir().unwrap();
-        let key = [b"fcnt/".as_slice(), &[1; 12]].concat();
-        let far = [0x0013_0001_u32.to_be_bytes(), [7; 4]].concat();
-        let mut s = SledStore::open(dir.path()).unwrap();
-        s.state_set(&key, &far).unwrap();
-        s.flush().unwrap();
-        assert!(!s.wants_flush());
-        drop(s);
+        a_far_counter_kept(dir.path());
         let file = dir.path().join(DB_DIR).join(far_counters::FILE);
         std::fs::remove_file(&file).unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
