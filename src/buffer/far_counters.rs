@@ -75,13 +75,19 @@ impl FarCounters {
         far
     }
 
-    /// A frame counter entry was set.
+    /// A frame counter entry was set (at every frame of its device: a counter kept is
+    /// updated in place).
     pub(super) fn set(&mut self, key: &[u8], value: &[u8]) {
-        match finds(key, value) {
-            Some(f) => {
+        match (finds(key, value), self.counters.get_mut(key)) {
+            (Some(f), Some((kept, finds))) => {
+                kept.clear();
+                kept.extend_from_slice(value);
+                *finds = f;
+            }
+            (Some(f), None) => {
                 self.counters.insert(key.to_vec(), (value.to_vec(), f));
             }
-            None => {
+            (None, _) => {
                 self.counters.remove(key);
             }
         }
