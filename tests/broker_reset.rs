@@ -129,14 +129,22 @@ async fn one_lost_hub_holds_no_other_hub() {
 /// `cargo test`), and no request after ApiVersions is answered.
 struct Front {
     closing: Arc<AtomicBool>,
+    /// Set when the front is dropped: its listener goes with the next connection.
+    gone: Arc<AtomicBool>,
+    port: u16,
 }
 
 impl Front {
     fn start(listener: TcpListener, broker: u16) -> Front {
         let closing = Arc::new(AtomicBool::new(false));
-        let flag = closing.clone();
+        let gone = Arc::new(AtomicBool::new(false));
+        let port = listener.local_addr().unwrap().port();
+        let (flag, end) = (closing.clone(), gone.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
+                if end.load(Ordering::SeqCst) {
+                    return;
+                }
                 let Ok(client) = client else { continue };
                 let Ok(broker) = TcpStream::connect(("127.0.0.1", broker)) else {
                     continue;
@@ -150,11 +158,23 @@ impl Front {
                 copy(broker, client, first_only);
             }
         });
-        Front { closing }
+        Front {
+            closing,
+            gone,
+            port,
+        }
     }
 
     fn closing(&self, closing: bool) {
         self.closing.store(closing, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Front {
+    /// The port is not left listening after the test: one connection wakes the accept.
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
