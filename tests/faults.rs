@@ -1848,7 +1848,7 @@ async fn a_buffer_read_only_by_its_mount_is_not_taken_for_a_failed_card() {
     let said = log.lines().find(|l| l.contains("[buffer_read_only]"));
     assert!(
         !status.success() && said.is_none() && log.contains("it is mounted read-only"),
-        "runs without its buffer, {} acknowledged uplinks left in it unsent: {said:?}\n{log}",
+        "runs without its buffer ({status}), {} acknowledged uplinks left in it unsent: {said:?}\n{log}",
         backlog.len()
     );
     // Mounted read-write again, the start sends them.
