@@ -2,8 +2,8 @@
 //!
 //! fPort 2. Byte 0 is the frame code:
 //! * `0x02` normal data frame (after a push and/or periodically) and `0x03` the same after a
-//!   magnetic badge was detected (also emits `swipe`): five u16 BE press counters since
-//!   reset → `pushes_since_reset`;
+//!   magnetic badge was detected: five u16 BE press counters since reset →
+//!   `pushes_since_reset`, and `swipe` (false on `0x02`, true on `0x03`);
 //! * `0x40` pulse mode: the same counters, reset after each uplink →
 //!   `pushes_since_transmit`;
 //! * `0x01` keep-alive: u16 BE battery mV at idle and during emission (then `0x64`) →
@@ -11,11 +11,11 @@
 //!
 //! Any other code (configuration query, CODE mode) is `UnknownType` at offset 0.
 //!
-//! Button mapping (uncertain): the counters are emitted with `context_id` 1..5 in wire
-//! order. Field 1 and 2 are buttons 1 and 2 (upper left, upper right) in every source. For
-//! fields 3-5, Microshare's published example does not follow wire order and a third-party
-//! parser numbers the middle button 3; until confirmed against Skiply's documentation or a
-//! device, context_id 3-5 mean "wire fields 3-5", not a physical position.
+//! Buttons: the counters are written in Microshare's button order with the button number as
+//! `context_id` (1 upper left, 2 upper right, 3 lower left, 4 lower right, 5 middle). On the
+//! wire the middle button comes third: wire fields 1-5 are buttons 1, 2, 5, 3, 4, as in both
+//! of Microshare's published feedback records (`02004b02620372002a00f6` of 2020,
+//! `0200ed001b030d005d002f` of 2023).
 use super::{check_port, rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
 models! {
@@ -25,6 +25,10 @@ models! {
 
 const CODEC: &str = Model::Action.id();
 const PORT: u8 = 2;
+
+/// The wire field (1-5, after the frame code) holding each button's counter, buttons 1-5 in
+/// order: the middle button (5) is the third field.
+const WIRE_FIELD: [usize; 5] = [1, 2, 4, 5, 3];
 
 impl Model {
     pub fn rec_type(self) -> &'static str {
@@ -80,13 +84,13 @@ fn action(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     } else {
         "pushes_since_reset"
     };
-    if code == 0x03 {
-        d.readings.push(Reading::flag("swipe", true));
-    }
-    for button in 1..=5u8 {
-        let count = b.u16be(1 + 2 * usize::from(button - 1))?;
+    for (button, wire) in (1..=5u8).zip(WIRE_FIELD) {
+        let count = b.u16be(1 + 2 * (wire - 1))?;
         d.readings
             .push(Reading::int(field, i64::from(count), None).ctx(button));
+    }
+    if code != 0x40 {
+        d.readings.push(Reading::flag("swipe", code == 0x03));
     }
     Ok(d)
 }
@@ -96,6 +100,7 @@ mod tests {
     use super::*;
     use crate::codec::hex;
 
+    /// Counters of buttons 1-5, in that order, with their numbers as `context_id`.
     fn counts(field: &'static str, c: [i64; 5]) -> Vec<Reading> {
         (1..=5u8)
             .zip(c)
@@ -103,33 +108,57 @@ mod tests {
             .collect()
     }
 
+    fn with_swipe(mut r: Vec<Reading>, swipe: bool) -> Vec<Reading> {
+        r.push(Reading::flag("swipe", swipe));
+        r
+    }
+
+    /// Microshare's published feedback records, their payload and their values: Button #1
+    /// Upper Left, #2 Upper Right, #3 Lower Left, #4 Lower Right, #5 Middle, and `swipe`
+    /// false (2023; the 2020 record's Hall-effect flag is false too).
+    #[test]
+    fn microshares_published_records() {
+        for (payload, buttons) in [
+            ("0200ed001b030d005d002f", [237, 27, 93, 47, 781]),
+            ("02004b02620372002a00f6", [75, 610, 42, 246, 882]),
+        ] {
+            let d = action(Some(2), &hex(payload)).unwrap();
+            assert_eq!(d.rec_type, rec_type::FEEDBACK);
+            assert_eq!(
+                d.readings,
+                with_swipe(counts("pushes_since_reset", buttons), false),
+                "{payload}"
+            );
+            assert!(d.health.is_empty());
+        }
+    }
+
     #[test]
     fn normal_frame() {
-        let d = action(Some(2), &hex("02 0001 0010 00A0 0023 0010")).unwrap();
-        assert_eq!(d.rec_type, rec_type::FEEDBACK);
+        // Wire fields 1, 2, 3 (middle button), 4, 5.
+        let d = action(Some(2), &hex("02 0001 0010 00A0 0023 0011")).unwrap();
         assert_eq!(
             d.readings,
-            counts("pushes_since_reset", [1, 16, 160, 35, 16])
+            with_swipe(counts("pushes_since_reset", [1, 16, 35, 17, 160]), false)
         );
-        assert!(d.health.is_empty());
         // u16 maxima are not sign-extended; trailing bytes ignored.
-        let d = action(None, &hex("02 FFFF 0000 0000 0000 8000 AA")).unwrap();
+        let d = action(None, &hex("02 FFFF 0000 8000 0000 0001 AA")).unwrap();
         assert_eq!(
             d.readings,
-            counts("pushes_since_reset", [65535, 0, 0, 0, 32768])
+            with_swipe(counts("pushes_since_reset", [65535, 0, 0, 1, 32768]), false)
         );
     }
 
     #[test]
     fn badge_and_pulse_frames() {
-        let d = action(Some(2), &hex("03 0001 0010 00A0 0023 0010")).unwrap();
-        assert_eq!(d.readings[0], Reading::flag("swipe", true));
+        let d = action(Some(2), &hex("03 0001 0010 00A0 0023 0011")).unwrap();
         assert_eq!(
-            d.readings[1..],
-            counts("pushes_since_reset", [1, 16, 160, 35, 16])
+            d.readings,
+            with_swipe(counts("pushes_since_reset", [1, 16, 35, 17, 160]), true)
         );
-        let d = action(Some(2), &hex("40 0001 0000 0001 0000 0001")).unwrap();
-        assert_eq!(d.readings, counts("pushes_since_transmit", [1, 0, 1, 0, 1]));
+        // Pulse mode: no swipe (no published record says what Microshare writes there).
+        let d = action(Some(2), &hex("40 0001 0000 0001 0000 0002")).unwrap();
+        assert_eq!(d.readings, counts("pushes_since_transmit", [1, 0, 0, 2, 1]));
     }
 
     #[test]
