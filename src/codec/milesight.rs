@@ -164,9 +164,11 @@ fn live(
         (0x08, 0x7D) => Reading::int("tvoc_raw", i64::from(b.u16le(v)?), None),
         (0x08, 0xE6) => Reading::num("tvoc", u16le(v)?, "µg/m³"),
         (0x09, 0x73) => Reading::num("pressure", u16le(v)? / 10.0, "hPa"),
-        (0x0A, 0x7D) => Reading::num("formaldehyde", u16le(v)? / 100.0, "mg/m³"),
+        // 0.01 mg/m³ steps, written in µg/m³ (Microshare's unit for gases): × 10.
+        (0x0A, 0x7D) => Reading::num("formaldehyde", u16le(v)? * 10.0, "µg/m³"),
         (0x0B, 0x7D) => Reading::num("pm2_5", u16le(v)?, "µg/m³"),
         (0x0C, 0x7D) => Reading::num("pm10", u16le(v)?, "µg/m³"),
+        // Kept in ppm: µg/m³ would take a temperature and pressure no source states.
         (0x0D, 0x7D) => Reading::num("ozone", u16le(v)? / 100.0, "ppm"),
         (0x0E, 0x01) => Reading::flag("buzzer", b.u8(v)? != 0),
         (0xFF, 0x2E) => {
@@ -226,7 +228,7 @@ fn history(
                 out.push(Reading::num("pm10", u16le(v + 18)?, "µg/m³").ctx(0x0C));
             }
             if model == Model::Am319 {
-                out.push(Reading::num("formaldehyde", u16le(v + 20)? / 100.0, "mg/m³").ctx(0x0A));
+                out.push(Reading::num("formaldehyde", u16le(v + 20)? * 10.0, "µg/m³").ctx(0x0A));
             }
         }
     }
@@ -360,7 +362,7 @@ mod tests {
             "08 7D 2C 01", // tvoc raw 300
             "08 E6 10 00", // 16 µg/m³
             "09 73 FF FF", // 6553.5 hPa (unsigned)
-            "0A 7D 05 00", // 0.05 mg/m³
+            "0A 7D 05 00", // 0.05 mg/m³ = 50 µg/m³
             "0B 7D 0C 00", // 12
             "0C 7D 0D 00", // 13
             "0D 7D 0A 00", // 0.1 ppm
@@ -380,7 +382,7 @@ mod tests {
                 Reading::int("tvoc_raw", 300, None).ctx(8),
                 n("tvoc", 16.0, "µg/m³", 8),
                 n("pressure", 6553.5, "hPa", 9),
-                n("formaldehyde", 0.05, "mg/m³", 10),
+                n("formaldehyde", 50.0, "µg/m³", 10),
                 n("pm2_5", 12.0, "µg/m³", 11),
                 n("pm10", 13.0, "µg/m³", 12),
                 n("ozone", 0.1, "ppm", 13),
@@ -512,7 +514,7 @@ mod tests {
             "2C 01",       // tvoc 300
             "8A 27",       // 1012.2 hPa
             "0C 00 0D 00", // pm2.5 12, pm10 13
-            "19 00",       // hcho 0.25
+            "19 00",       // hcho 0.25 mg/m³
         );
         let d = decode(Model::Am319, &hex(&format!("20 CE {rec}"))).unwrap();
         assert_eq!(d.readings, vec![]);
@@ -530,7 +532,7 @@ mod tests {
                     n("pressure", 1012.2, "hPa", 9),
                     n("pm2_5", 12.0, "µg/m³", 11),
                     n("pm10", 13.0, "µg/m³", 12),
-                    n("formaldehyde", 0.25, "mg/m³", 10),
+                    n("formaldehyde", 250.0, "µg/m³", 10),
                 ],
             }]
         );
