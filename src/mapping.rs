@@ -367,14 +367,12 @@ impl Table {
         if self.rec_type.is_some() {
             return None;
         }
-        let domains: Vec<&str> = DOMAINS
-            .iter()
-            .filter(|(_, fields)| {
-                let mut mapped = self.fields.values().filter(|t| !t.health);
-                mapped.any(|t| fields.contains(&t.field.as_str()))
-            })
-            .map(|(r, _)| *r)
-            .collect();
+        let mapped = self
+            .fields
+            .values()
+            .filter(|t| !t.health)
+            .map(|t| t.field.as_str());
+        let domains = rec_types_of(mapped);
         (domains.len() > 1).then(|| {
             format!(
                 "no rec_type, and its fields map into {}: each record takes the first of these \
@@ -655,6 +653,32 @@ const DOMAINS: &[(&str, &[&str])] = &[
     (rec_type::LIGHT, &["illuminance"]),
 ];
 
+/// The recType of readings with these field names: that of the first entry of [`DOMAINS`]
+/// one of them is in (most specific first), `None` when none is in any. The one choice for
+/// a decoded object's fields and for a built-in codec that decides per frame (Cayenne LPP).
+pub fn rec_type_of<'a, I>(fields: I) -> Option<&'static str>
+where
+    I: IntoIterator<Item = &'a str> + Clone,
+{
+    DOMAINS
+        .iter()
+        .find(|(_, domain)| fields.clone().into_iter().any(|f| domain.contains(&f)))
+        .map(|(r, _)| *r)
+}
+
+/// Every recType [`rec_type_of`] can choose for readings among these field names, in
+/// [`DOMAINS`]'s order.
+fn rec_types_of<'a, I>(fields: I) -> Vec<&'static str>
+where
+    I: IntoIterator<Item = &'a str> + Clone,
+{
+    DOMAINS
+        .iter()
+        .filter(|(_, domain)| fields.clone().into_iter().any(|f| domain.contains(&f)))
+        .map(|(r, _)| *r)
+        .collect()
+}
+
 /// A decoded object in Microshare's shape.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Mapped {
@@ -913,15 +937,13 @@ pub fn map(
     m.rec_type = match table.and_then(|t| t.rec_type.clone()) {
         Some(r) => r,
         None => {
-            let fields = || {
-                m.data
-                    .keys()
-                    .chain(m.history.iter().flat_map(|h| h.data.keys()))
-            };
-            DOMAINS
-                .iter()
-                .find(|(_, domain)| fields().any(|f| domain.contains(&f.as_str())))
-                .map_or(rec_type::UNMAPPED, |(r, _)| r)
+            let fields = m
+                .data
+                .keys()
+                .chain(m.history.iter().flat_map(|h| h.data.keys()))
+                .map(String::as_str);
+            rec_type_of(fields)
+                .unwrap_or(rec_type::UNMAPPED)
                 .to_string()
         }
     };

@@ -28,6 +28,15 @@ fn check(codec: Codec, fport: Option<u8>, payload: &[u8]) -> Result<(), TestCase
             "{}",
             d.rec_type
         );
+    } else if codec == Codec::Cayenne(CayenneModel::Lpp) {
+        // Chosen from the types a frame holds (docs/codecs.md, "Cayenne LPP").
+        prop_assert!(
+            ["environment", "motion", "gps", "light"]
+                .iter()
+                .any(|t| d.rec_type == format!("io.microshare.{t}.unpacked")),
+            "{}",
+            d.rec_type
+        );
     } else {
         prop_assert_eq!(d.rec_type, codec.rec_type());
     }
@@ -245,10 +254,13 @@ proptest! {
             frame.extend_from_slice(&bytes);
             channels.push(*ch);
         }
-        let d = Codec::Cayenne(CayenneModel::Lpp).decode(None, &frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let lpp = Codec::Cayenne(CayenneModel::Lpp);
+        let d = lpp.decode(None, &frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
         for r in &d.readings {
             prop_assert!(r.context_id.is_some_and(|c| channels.contains(&c)));
         }
+        // And what every frame is checked for (its recType among it) on these well-formed ones.
+        check(lpp, None, &frame)?;
     }
 
     /// Every Browan model decodes every frame of its exact length on its own port, except

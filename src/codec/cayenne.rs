@@ -4,6 +4,14 @@
 //! signedness; multi-byte values are big-endian. Every reading carries its channel as
 //! `context_id`. An unknown type aborts the frame (its length is unknown), a value cut
 //! short is `Truncated`. fPort is not part of the format.
+//!
+//! The recType is chosen per frame from the fields it holds, by the rule that chooses a
+//! decoded object's ([`crate::mapping::rec_type_of`]): presence (102) makes a motion record,
+//! GPS (136) or altitude (121) a gps one, temperature, humidity, pressure or CO2 an
+//! environment one, illuminance alone a light one; a frame with none of these (digital or
+//! analog I/O, switch, ...) is environment, [`Model::rec_type`]. One recType per frame. As
+//! for a decoded object, only that default is in the hub plan: another's hub is made on
+//! first use (docs/eventhubs.md).
 use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading, Value};
 
 models! {
@@ -14,6 +22,7 @@ models! {
 const CODEC: &str = Model::Lpp.id();
 
 impl Model {
+    /// The recType of a frame with no field of a domain (see the module doc).
     pub fn rec_type(self) -> &'static str {
         match self {
             Model::Lpp => rec_type::ENVIRONMENT,
@@ -201,7 +210,8 @@ pub fn decode(p: &[u8]) -> Result<Decoded, CodecError> {
         off = start + len;
     }
     Ok(Decoded {
-        rec_type: rec_type::ENVIRONMENT,
+        rec_type: crate::mapping::rec_type_of(readings.iter().map(|r| r.field))
+            .unwrap_or(Model::Lpp.rec_type()),
         readings,
         ..Decoded::default()
     })
@@ -218,9 +228,31 @@ mod tests {
 
     fn ok(s: &str) -> Vec<Reading> {
         let d = decode(&hex(s)).unwrap();
-        assert_eq!(d.rec_type, rec_type::ENVIRONMENT);
         assert!(d.health.is_empty());
         d.readings
+    }
+
+    /// One recType per frame, the one a decoded object with these fields gets: the most
+    /// specific domain any of its fields is in, environment when none is.
+    #[test]
+    fn rec_type_follows_the_types_present() {
+        for (frame, want) in [
+            ("02 67 FF 38 02 68 8F 0A 73 27 9F", rec_type::ENVIRONMENT),
+            ("05 66 01 07 65 01 2C", rec_type::MOTION),
+            ("01 67 00 FA 05 66 00", rec_type::MOTION),
+            ("03 88 FA D5 00 17 12 9D 00 16 B2", rec_type::GPS),
+            (
+                "01 67 00 FA 03 88 FA D5 00 17 12 9D 00 16 B2",
+                rec_type::GPS,
+            ),
+            ("01 79 00 64", rec_type::GPS),
+            ("07 65 01 2C", rec_type::LIGHT),
+            ("01 67 00 FA 07 65 01 2C", rec_type::ENVIRONMENT),
+            ("01 7D 01 90", rec_type::ENVIRONMENT),
+            ("01 00 01 02 8E 01 03 02 00 64", rec_type::ENVIRONMENT),
+        ] {
+            assert_eq!(decode(&hex(frame)).unwrap().rec_type, want, "{frame}");
+        }
     }
 
     // docs/codecs.md example 1 (two channels, three values).

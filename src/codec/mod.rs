@@ -91,8 +91,9 @@ macro_rules! vendors {
             /// The recType this codec's records are published under.
             ///
             /// `netvox-r718` (the family id) decides per frame from the device-type byte;
-            /// this is its most common recType (R718A/AB, environment). Every other codec
-            /// always returns exactly this recType.
+            /// this is its most common recType (R718A/AB, environment). `cayenne-lpp`
+            /// decides per frame from the types it holds; this is its recType for a frame
+            /// of no domain's type. Every other codec always returns exactly this recType.
             pub fn rec_type(self) -> &'static str {
                 match self {
                     $(Codec::$vendor(m) => m.rec_type(),)+
@@ -137,6 +138,8 @@ vendors! {
 impl Codec {
     /// Every recType this codec's records can be published under: [`Codec::rec_type`], and
     /// for the family that decides per frame (`netvox-r718`) each of its models' too.
+    /// `cayenne-lpp` chooses as a decoded object does, from the fields, and like a decoded
+    /// object's the recTypes it may choose besides its own are not foreseen.
     pub fn rec_types(self) -> Vec<&'static str> {
         match self {
             Codec::Netvox(NetvoxModel::Family) => {
