@@ -441,7 +441,7 @@ mod tests {
                 int("events_since_reset", 10_000, None),
             ]
         );
-        // Capacity nibble 0 → charge 0, as Microshare writes it.
+        // Capacity nibble 0 ("not reported") → no charge.
         assert_eq!(
             d.health,
             vec![n("voltage", 3.8, "V"), n("temperature", -4.0, "°C")]
