@@ -10,9 +10,11 @@ use crate::config::BufferConfig;
 /// Bytes an unprivileged writer may still use on the file system holding `path`.
 pub fn free(path: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    // statvfs64: on 32-bit ARM plain statvfs fails (EOVERFLOW) for a file system of more
+    // than 2^32 blocks, and the buffer would go without its free-space checks there.
+    let mut st: libc::statvfs64 = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs64.
+    if unsafe { libc::statvfs64(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
     Some(st.f_bavail as u64 * st.f_frsize as u64)

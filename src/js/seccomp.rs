@@ -651,22 +651,24 @@ mod tests {
     /// the kernel's riskier interfaces: all fail, the worker goes on.
     fn refused() -> i32 {
         let existing: &CStr = c"/proc/self/status";
-        let refused = |result: libc::c_long, expected: i32| result == -1 && errno() == expected;
+        // i64: a call's `c_int` or `c_long` (which is 32 bits on 32-bit ARM).
+        fn fails_with(result: impl Into<i64>, expected: i32) -> bool {
+            result.into() == -1 && errno() == expected
+        }
         // SAFETY: syscalls that the filter refuses (had it not, their effects stay in this
         // child: a fork's child exits at once; the file unlinked is this test's own).
         unsafe {
-            if !refused(
-                libc::open(existing.as_ptr(), libc::O_RDONLY).into(),
-                libc::ENOSYS,
-            ) || !refused(
-                libc::openat(libc::AT_FDCWD, existing.as_ptr(), libc::O_RDONLY).into(),
-                libc::ENOSYS,
-            ) {
+            if !fails_with(libc::open(existing.as_ptr(), libc::O_RDONLY), libc::ENOSYS)
+                || !fails_with(
+                    libc::openat(libc::AT_FDCWD, existing.as_ptr(), libc::O_RDONLY),
+                    libc::ENOSYS,
+                )
+            {
                 return 1;
             }
             let parent = libc::getppid();
-            if !refused(libc::kill(parent, 0).into(), libc::ENOSYS)
-                || !refused(
+            if !fails_with(libc::kill(parent, 0), libc::ENOSYS)
+                || !fails_with(
                     libc::syscall(libc::SYS_tgkill, parent, parent, 0),
                     libc::EPERM,
                 )
@@ -677,8 +679,8 @@ mod tests {
                 rlim_cur: 0,
                 rlim_max: 0,
             };
-            if !refused(
-                libc::prlimit(parent, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit).into(),
+            if !fails_with(
+                libc::prlimit(parent, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit),
                 libc::EPERM,
             ) {
                 return 3;
@@ -690,7 +692,7 @@ mod tests {
             if pid != -1 || errno() != libc::ENOSYS {
                 return 4;
             }
-            if !refused(libc::syscall(libc::SYS_clone3, 0, 0), libc::ENOSYS) {
+            if !fails_with(libc::syscall(libc::SYS_clone3, 0, 0), libc::ENOSYS) {
                 return 5;
             }
             let map = libc::mmap(
@@ -717,7 +719,7 @@ mod tests {
                 libc::SYS_truncate,
                 libc::SYS_close,
             ] {
-                if !refused(libc::syscall(nr, 0, 0, 0, 0, 0), libc::ENOSYS) {
+                if !fails_with(libc::syscall(nr, 0, 0, 0, 0, 0), libc::ENOSYS) {
                     return 7;
                 }
             }
