@@ -52,16 +52,24 @@ struct DeviceInfo<'a> {
     device_profile_name: Option<String>,
 }
 
+/// One gateway's reception (`gw.UplinkRxInfo`): ChirpStack writes it without the fields at
+/// their zero value, so a number it leaves out is 0 ([`super::absent_is_zero`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RxInfo {
     #[serde(default, deserialize_with = "super::de_meta_text")]
     gateway_id: Option<String>,
-    #[serde(default, deserialize_with = "super::de_rssi")]
+    #[serde(default = "super::absent_is_zero", deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
-    #[serde(default, deserialize_with = "super::de_meta_float")]
+    #[serde(
+        default = "super::absent_is_zero",
+        deserialize_with = "super::de_meta_float"
+    )]
     snr: Option<f64>,
-    #[serde(default, deserialize_with = "super::de_meta_int")]
+    #[serde(
+        default = "super::absent_is_zero",
+        deserialize_with = "super::de_meta_int"
+    )]
     channel: Option<u32>,
 }
 
@@ -97,16 +105,23 @@ struct GatewayFrame<'a> {
     rx_info: Option<GatewayRxInfo<'a>>,
 }
 
+/// A gateway frame's reception, the same `gw.UplinkRxInfo` as an event's ([`RxInfo`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GatewayRxInfo<'a> {
     #[serde(default, deserialize_with = "super::de_meta_text")]
     gateway_id: Option<String>,
-    #[serde(default, deserialize_with = "super::de_rssi")]
+    #[serde(default = "super::absent_is_zero", deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
-    #[serde(default, deserialize_with = "super::de_meta_float")]
+    #[serde(
+        default = "super::absent_is_zero",
+        deserialize_with = "super::de_meta_float"
+    )]
     snr: Option<f64>,
-    #[serde(default, deserialize_with = "super::de_meta_int")]
+    #[serde(
+        default = "super::absent_is_zero",
+        deserialize_with = "super::de_meta_int"
+    )]
     channel: Option<u32>,
     #[serde(borrow)]
     gw_time: Option<Text<'a>>,
@@ -393,6 +408,57 @@ mod tests {
             );
             assert_eq!(up.device_name, None, "{bad}");
         }
+    }
+
+    /// ChirpStack writes a reception without its numbers at 0 (its `gw` messages are
+    /// serialised without default values, unlike the event around them): a gateway that
+    /// heard the uplink at 0 dB SNR on channel 0 comes without `snr` and `channel`, and they
+    /// are read as 0. A field of the wrong type stays unknown; without `rxInfo` nothing is
+    /// known.
+    #[test]
+    fn numbers_a_reception_leaves_out_are_0() {
+        let t = SystemTime::UNIX_EPOCH;
+        let event = r#"{"deduplicationId":"5d1b1b0e-4c57-4d3b-9d6a-0c1f3f2b6a11",
+            "time":"2024-05-01T10:00:00.123456789+00:00",
+            "deviceInfo":{"tenantId":"52f14cd4-c6f1-4fbd-8f87-4025e1d49242","tenantName":"ChirpStack",
+              "applicationId":"17c82e96-be03-4f38-aef3-f83d48582d97","applicationName":"building",
+              "deviceProfileId":"14855bf7-d10d-4aee-b618-ebfcb64dc7ad","deviceProfileName":"Browan TBHH100",
+              "deviceName":"lobby-th","devEui":"58a0cb0000101234","deviceClassEnabled":"CLASS_A","tags":{}},
+            "devAddr":"26011bda","adr":true,"dr":5,"fCnt":42,"fPort":103,"confirmed":false,
+            "data":"CIwuLf////8=",
+            "rxInfo":[{"gatewayId":"0016c001ff10a235","uplinkId":16281,
+              "nsTime":"2024-05-01T10:00:00.101Z","rssi":-57,
+              "location":{},"context":"EFwMtA==","metadata":{"region_config_id":"eu868"},"crcStatus":"CRC_OK"}],
+            "txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7,"codeRate":"CR_4_5"}}},
+            "regionConfigId":"eu868"}"#;
+        let up = parse(event.as_bytes(), t).unwrap().value;
+        let r = &up.radio;
+        assert_eq!(
+            (r.gateway_id.as_deref(), r.rssi, r.snr, r.channel),
+            (Some("0016c001ff10a235"), Some(-57), Some(0.0), Some(0))
+        );
+        let no_rssi = event.replace(r#""rssi":-57,"#, "");
+        let up = parse(no_rssi.as_bytes(), t).unwrap().value;
+        assert_eq!(up.radio.rssi, Some(0));
+        let odd = event.replace(r#""rssi":-57,"#, r#""rssi":-57,"snr":"x","channel":-1,"#);
+        let up = parse(odd.as_bytes(), t).unwrap().value;
+        assert_eq!((up.radio.snr, up.radio.channel), (None, None));
+        let none = UP.replace(r#""rxInfo":["#, r#""no":["#);
+        let up = parse(none.as_bytes(), t).unwrap().value;
+        let r = &up.radio;
+        assert_eq!((r.rssi, r.snr, r.channel), (None, None, None));
+        let frame = r#"{"phyPayload":"QNobASY=","rxInfo":{"gatewayId":"0016c001ff10a235","rssi":-36,"crcStatus":"CRC_OK"}}"#;
+        let f = parse_gateway_frame(frame.as_bytes(), t).unwrap().value;
+        assert_eq!(
+            (f.radio.rssi, f.radio.snr, f.radio.channel),
+            (Some(-36), Some(0.0), Some(0))
+        );
+        let frame = r#"{"phyPayload":"QNobASY="}"#;
+        let f = parse_gateway_frame(frame.as_bytes(), t).unwrap().value;
+        assert_eq!(
+            (f.radio.rssi, f.radio.snr, f.radio.channel),
+            (None, None, None)
+        );
     }
 
     #[test]

@@ -107,6 +107,15 @@ where
     Ok(whole.and_then(|n| T::try_from(n).ok()))
 }
 
+/// The value of a numeric field of a network server's reception entry (ChirpStack `rxInfo`,
+/// TTS `rx_metadata`) that the entry leaves out: protobuf JSON leaves out a field at its
+/// zero value (ChirpStack serialises its `gw` messages without their defaults, TTS does
+/// the same), so a reception at an SNR of 0 dB on channel 0 comes without `snr` and
+/// `channel`. A field present but not a number stays unknown ([`de_meta_int`]).
+fn absent_is_zero<T: Default>() -> Option<T> {
+    Some(T::default())
+}
+
 /// A DevAddr given as text; one that is not 8 hex digits is left out, and the record id is
 /// made without it.
 fn dev_addr(text: Option<&str>) -> Option<crate::lorawan::DevAddr> {

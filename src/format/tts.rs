@@ -55,14 +55,22 @@ struct VersionIds {
     brand_id: Option<String>,
 }
 
+/// One gateway's reception: TTS writes it without the fields at their zero value (an SNR of
+/// 0 dB, channel index 0), so a number it leaves out is 0 ([`super::absent_is_zero`]).
 #[derive(Deserialize)]
 struct RxMetadata {
     gateway_ids: Option<GatewayIds>,
-    #[serde(default, deserialize_with = "super::de_rssi")]
+    #[serde(default = "super::absent_is_zero", deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
-    #[serde(default, deserialize_with = "super::de_meta_float")]
+    #[serde(
+        default = "super::absent_is_zero",
+        deserialize_with = "super::de_meta_float"
+    )]
     snr: Option<f64>,
-    #[serde(default, deserialize_with = "super::de_meta_int")]
+    #[serde(
+        default = "super::absent_is_zero",
+        deserialize_with = "super::de_meta_int"
+    )]
     channel_index: Option<u32>,
 }
 
@@ -433,6 +441,37 @@ mod tests {
             let e = parse(UP.replacen(from, to, 1).as_bytes(), t).unwrap_err();
             assert_eq!(e.kind(), "malformed_json", "{to}");
         }
+    }
+
+    /// TTS leaves a reception's numbers at 0 out of its JSON (an SNR of 0 dB, channel index
+    /// 0): they are read as 0; one of the wrong type stays unknown, and without
+    /// `rx_metadata` nothing is known.
+    #[test]
+    fn numbers_a_reception_leaves_out_are_0() {
+        let t = SystemTime::UNIX_EPOCH;
+        let zero = UP.replace(r#""rssi":-71,"snr":8.5"#, r#""rssi":-71"#);
+        let up = parse(zero.as_bytes(), t).unwrap().value;
+        let r = &up.radio;
+        assert_eq!(
+            (r.gateway_id.as_deref(), r.rssi, r.snr, r.channel),
+            (Some("gw-b"), Some(-71), Some(0.0), Some(0))
+        );
+        let no_rssi = UP.replace(r#""rssi":-71,"snr":8.5"#, r#""snr":8.5"#);
+        let up = parse(no_rssi.as_bytes(), t).unwrap().value;
+        assert_eq!(
+            (up.radio.gateway_id.as_deref(), up.radio.rssi),
+            (Some("gw-b"), Some(0))
+        );
+        let odd = UP.replace(
+            r#""rssi":-71,"snr":8.5"#,
+            r#""rssi":-71,"snr":"x","channel_index":"one""#,
+        );
+        let up = parse(odd.as_bytes(), t).unwrap().value;
+        assert_eq!((up.radio.snr, up.radio.channel), (None, None));
+        let none = UP.replace(r#""rx_metadata":["#, r#""no":["#);
+        let up = parse(none.as_bytes(), t).unwrap().value;
+        let r = &up.radio;
+        assert_eq!((r.rssi, r.snr, r.channel), (None, None, None));
     }
 
     #[test]
