@@ -12,7 +12,7 @@ use base64::Engine;
 use crate::codec::{Decoded, Reading, Value};
 use crate::format::DeadLetter;
 use crate::mapping::Mapped;
-use crate::uplink::Uplink;
+use crate::uplink::{Reception, Uplink};
 
 /// A record ready for a sink: routing fields plus the serialized envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -588,6 +588,30 @@ impl JsonOut {
             self.key("gateway_id");
             self.string(g);
         }
+        // Every gateway that heard the uplink, as Microshare's live records list them; a raw
+        // radio frame's is its one receiving gateway.
+        let one;
+        let gateways = match &radio.gateway_id {
+            Some(id) if radio.gateways.is_empty() => {
+                one = [Reception {
+                    gateway_id: Some(id.clone()),
+                    rssi: radio.rssi,
+                    snr: radio.snr,
+                    channel: radio.channel,
+                }];
+                &one[..]
+            }
+            _ => &radio.gateways[..],
+        };
+        if !gateways.is_empty() {
+            self.key("gateways");
+            self.0.push(b'[');
+            for g in gateways {
+                self.separate();
+                self.reception(g, radio.spreading_factor);
+            }
+            self.0.push(b']');
+        }
         self.key("iso_time");
         self.plain(m.time);
         if m.payload {
@@ -611,6 +635,21 @@ impl JsonOut {
             self.key("usecase");
             self.string(u);
         }
+        self.close();
+    }
+
+    /// One entry of `meta.iot.gateways`: `{channel, id, rssi, sf, snr}` (sorted; those not
+    /// known left out), the spreading factor the uplink's.
+    fn reception(&mut self, r: &Reception, sf: Option<u8>) {
+        self.open();
+        self.optional("channel", r.channel);
+        if let Some(id) = &r.gateway_id {
+            self.key("id");
+            self.string(id);
+        }
+        self.optional("rssi", r.rssi);
+        self.optional("sf", sf);
+        self.optional("snr", r.snr.map(Num));
         self.close();
     }
 
@@ -876,6 +915,18 @@ mod tests {
             spreading_factor: Some(7),
             bandwidth: Some(125_000),
             channel: Some(3),
+            gateways: vec![
+                Reception {
+                    gateway_id: Some("gw \"a\" é".into()),
+                    rssi: Some(-79),
+                    snr: Some(f64::NAN),
+                    channel: Some(3),
+                },
+                Reception {
+                    snr: Some(-2.25),
+                    ..Reception::default()
+                },
+            ],
         };
         let tags = vec!["Building \"1\"".to_string()];
         let dev = DeviceInfo {
@@ -916,6 +967,71 @@ mod tests {
             let value: Json = serde_json::from_str(&body).unwrap();
             assert_eq!(body, value.to_string());
         }
+    }
+
+    /// `meta.iot.gateways` lists each reception a network server listed, in its order, as
+    /// `{channel, id, rssi, sf, snr}` with what is known of it (the uplink's spreading
+    /// factor); a raw radio frame's lists its one gateway, and an uplink heard by no known
+    /// gateway (a serial envelope) has none.
+    #[test]
+    fn meta_iot_lists_the_gateways_that_heard_the_uplink() {
+        let iot = |up: &Uplink| {
+            let payload = Payload::Packed {
+                rec_type: "io.microshare.lorawan.packed",
+                error: None,
+            };
+            let rec = build(up, &DeviceInfo::UNKNOWN, payload, SystemTime::now()).remove(0);
+            let v: Json = serde_json::from_str(&rec.body).unwrap();
+            v["obj"]["data"]["meta"]["iot"].clone()
+        };
+        let mut up = uplink();
+        up.radio = Radio {
+            rssi: Some(-57),
+            snr: Some(0.0),
+            gateway_id: Some("gw-b".into()),
+            spreading_factor: Some(9),
+            channel: Some(0),
+            gateways: vec![
+                Reception {
+                    gateway_id: Some("gw-a".into()),
+                    rssi: Some(-101),
+                    snr: Some(-7.5),
+                    channel: Some(4),
+                },
+                Reception {
+                    gateway_id: Some("gw-b".into()),
+                    rssi: Some(-57),
+                    snr: Some(0.0),
+                    channel: Some(0),
+                },
+                Reception {
+                    snr: Some(2.0),
+                    ..Reception::default()
+                },
+            ],
+            ..Radio::default()
+        };
+        let iot_of = iot(&up);
+        assert_eq!(
+            iot_of["gateways"],
+            json!([
+                {"channel": 4, "id": "gw-a", "rssi": -101, "sf": 9, "snr": -7.5},
+                {"channel": 0, "id": "gw-b", "rssi": -57, "sf": 9, "snr": 0},
+                {"sf": 9, "snr": 2},
+            ])
+        );
+        assert_eq!(
+            (&iot_of["gateway_id"], &iot_of["snr"], &iot_of["channel"]),
+            (&json!("gw-b"), &json!(0), &json!(0))
+        );
+        up.radio.gateways.clear();
+        up.radio.spreading_factor = None;
+        assert_eq!(
+            iot(&up)["gateways"],
+            json!([{"channel": 0, "id": "gw-b", "rssi": -57, "snr": 0}])
+        );
+        up.radio.gateway_id = None;
+        assert_eq!(iot(&up).get("gateways"), None);
     }
 
     /// Readings of earlier times make a record each, after the live one, with the history
@@ -1238,6 +1354,17 @@ mod tests {
                 let iot = &v["obj"]["data"]["meta"]["iot"];
                 proptest::prop_assert_eq!(&iot["device_name"], &json!(up.device_name));
                 proptest::prop_assert_eq!(&iot["gateway_id"], &json!(up.radio.gateway_id));
+                let listed: Vec<&Json> = iot["gateways"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| &g["id"])
+                    .collect();
+                let ids: Vec<Json> = match &up.radio.gateway_id {
+                    Some(id) if up.radio.gateways.is_empty() => vec![json!(id)],
+                    _ => up.radio.gateways.iter().map(|g| json!(g.gateway_id)).collect(),
+                };
+                proptest::prop_assert_eq!(listed, ids.iter().collect::<Vec<_>>());
                 proptest::prop_assert_eq!(&iot["payload"], &json!(hex::encode(&up.payload)));
                 proptest::prop_assert_eq!(&v["obj"]["data"]["meta"]["device"], &json!(tags));
                 proptest::prop_assert_eq!(&v["source"], &json!(source));
@@ -1376,6 +1503,21 @@ mod tests {
             ]
         }
 
+        fn reception() -> impl Strategy<Value = Reception> {
+            (
+                proptest::option::of(text()),
+                any::<Option<i32>>(),
+                proptest::option::of(number()),
+                any::<Option<u32>>(),
+            )
+                .prop_map(|(gateway_id, rssi, snr, channel)| Reception {
+                    gateway_id,
+                    rssi,
+                    snr,
+                    channel,
+                })
+        }
+
         pub fn uplink() -> impl Strategy<Value = Uplink> {
             let radio = (
                 any::<Option<i32>>(),
@@ -1385,9 +1527,10 @@ mod tests {
                 any::<Option<u8>>(),
                 any::<Option<u32>>(),
                 any::<Option<u32>>(),
+                proptest::collection::vec(reception(), 0..3),
             )
                 .prop_map(
-                    |(rssi, snr, gateway_id, frequency, sf, bandwidth, channel)| Radio {
+                    |(rssi, snr, gateway_id, frequency, sf, bandwidth, channel, gateways)| Radio {
                         rssi,
                         snr,
                         gateway_id,
@@ -1395,6 +1538,7 @@ mod tests {
                         spreading_factor: sf,
                         bandwidth,
                         channel,
+                        gateways,
                     },
                 );
             (

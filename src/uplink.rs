@@ -25,6 +25,25 @@ pub struct Radio {
     pub bandwidth: Option<u32>,
     /// The gateway's channel index, when the network server reports it.
     pub channel: Option<u32>,
+    /// Every reception a network server listed (`rxInfo`, `rx_metadata`), at most
+    /// [`MAX_GATEWAYS`] (the strongest), in its message's order; empty for a raw radio frame,
+    /// whose one receiving gateway is the reception above.
+    pub gateways: Vec<Reception>,
+}
+
+/// The most receptions of one uplink carried ([`Radio::gateways`]): every record of the
+/// uplink (up to 33) lists them, and a message may claim thousands. A network server's
+/// deduplication window rarely gathers more than a handful.
+pub const MAX_GATEWAYS: usize = 32;
+
+/// One gateway's reception of an uplink, as a network server lists it: an entry of the
+/// record's `meta.iot.gateways`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reception {
+    pub gateway_id: Option<String>,
+    pub rssi: Option<i32>,
+    pub snr: Option<f64>,
+    pub channel: Option<u32>,
 }
 
 /// One application uplink: the device's FRMPayload, already decrypted by whoever delivered it.

@@ -104,6 +104,7 @@ fn published_uplink() -> Uplink {
             spreading_factor: Some(10),
             bandwidth: Some(125_000),
             channel: Some(7),
+            gateways: Vec::new(),
         },
         ns: hubgate::uplink::NsDecoded::default(),
         same_ms_index: 0,

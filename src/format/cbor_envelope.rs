@@ -77,7 +77,11 @@ pub fn parse(bytes: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, Parse
         same_ms_index: 0,
         session: None,
     };
-    Ok(Parsed { value, bad_time })
+    Ok(Parsed {
+        value,
+        bad_time,
+        gateways_left_out: 0,
+    })
 }
 
 /// A key of the envelope as read: not there, there once, or there more than once.

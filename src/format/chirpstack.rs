@@ -12,7 +12,7 @@ use super::{ParseError, Parsed, Shape};
 pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
 /// The MQTT topic filter of gateway frames (ChirpStack MQTT forwarder, gateway bridge).
 pub const GATEWAY_TOPIC: &str = "+/gateway/+/event/up";
-use crate::uplink::{FrameTime, NsDecoded, Radio, RadioFrame, Uplink};
+use crate::uplink::{FrameTime, NsDecoded, Radio, RadioFrame, Reception, Uplink};
 
 /// A JSON string, borrowed from the message unless it has escapes: no allocation for the
 /// strings that are only read (`Cow<str>` borrows only as a field of its own, not inside an
@@ -211,10 +211,15 @@ pub fn parse_gateway_frame(
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
             channel: rx.and_then(|r| r.channel),
+            gateways: Vec::new(),
         },
         copies: 0,
     };
-    Ok(Parsed { value, bad_time })
+    Ok(Parsed {
+        value,
+        bad_time,
+        gateways_left_out: 0,
+    })
 }
 
 /// Parse one uplink event. `received` stands in for a missing `time`.
@@ -241,12 +246,18 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let given = ev.time.as_ref().map(|t| super::parse_time(&t.0));
     let (time, bad_time) = super::time_or_received(given, received);
-    // The strongest reception stands for the uplink, as Microshare's meta.iot does (the last of
-    // equally strong ones, as `max_by_key` picks).
-    let best = ev
+    let receptions = ev
         .rx_info
         .into_iter()
-        .max_by_key(|r| r.rssi.unwrap_or(i32::MIN));
+        .map(|r| Reception {
+            gateway_id: r.gateway_id,
+            rssi: r.rssi,
+            snr: r.snr,
+            channel: r.channel,
+        })
+        .collect();
+    let (gateways, gateways_left_out) = super::strongest(receptions);
+    let best = super::best(&gateways).cloned().unwrap_or_default();
     let lora = ev
         .tx_info
         .as_ref()
@@ -261,13 +272,14 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         payload,
         time,
         radio: Radio {
-            rssi: best.as_ref().and_then(|r| r.rssi),
-            snr: best.as_ref().and_then(|r| r.snr),
-            channel: best.as_ref().and_then(|r| r.channel),
-            gateway_id: best.and_then(|r| r.gateway_id),
+            rssi: best.rssi,
+            snr: best.snr,
+            channel: best.channel,
+            gateway_id: best.gateway_id,
             frequency: ev.tx_info.as_ref().and_then(|t| t.frequency),
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
+            gateways,
         },
         ns: NsDecoded {
             profile: ev.device_info.device_profile_name,
@@ -276,7 +288,11 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         same_ms_index: 0,
         session: None,
     };
-    Ok(Parsed { value, bad_time })
+    Ok(Parsed {
+        value,
+        bad_time,
+        gateways_left_out,
+    })
 }
 
 #[cfg(test)]
@@ -459,6 +475,50 @@ mod tests {
             (f.radio.rssi, f.radio.snr, f.radio.channel),
             (None, None, None)
         );
+    }
+
+    /// Every reception in `rxInfo` is carried, in the message's order; of more than
+    /// `MAX_GATEWAYS` the strongest (the later of equally strong ones, as the best is
+    /// chosen), the rest counted.
+    #[test]
+    fn every_reception_is_carried_up_to_the_cap() {
+        let t = SystemTime::UNIX_EPOCH;
+        let up = parse(UP.as_bytes(), t).unwrap();
+        assert_eq!(up.gateways_left_out, 0);
+        let reception = |id: &str, rssi, snr, channel| Reception {
+            gateway_id: Some(id.into()),
+            rssi: Some(rssi),
+            snr: Some(snr),
+            channel: Some(channel),
+        };
+        assert_eq!(
+            up.value.radio.gateways,
+            [reception("g1", -90, 3.5, 1), reception("g2", -79, 9.5, 4)]
+        );
+        // 10,000 receptions, 34 of them strong (-60 dBm), at 7, 307, ... 9907.
+        let strong = |i: usize| i % 300 == 7;
+        let entries: Vec<String> = (0..10_000)
+            .map(|i| {
+                let rssi = if strong(i) { -60 } else { -120 };
+                format!(r#"{{"gatewayId":"g{i}","rssi":{rssi},"snr":1.5,"channel":2}}"#)
+            })
+            .collect();
+        let many = UP.replacen(
+            r#""rxInfo":["#,
+            &format!(r#""rxInfo":[{}],"no":["#, entries.join(",")),
+            1,
+        );
+        let up = parse(many.as_bytes(), t).unwrap();
+        let max = crate::uplink::MAX_GATEWAYS;
+        assert_eq!(up.gateways_left_out, 10_000 - max);
+        let kept: Vec<usize> = (0..10_000).filter(|&i| strong(i)).skip(34 - max).collect();
+        assert_eq!(kept.len(), max);
+        let want: Vec<Reception> = kept
+            .iter()
+            .map(|i| reception(&format!("g{i}"), -60, 1.5, 2))
+            .collect();
+        assert_eq!(up.value.radio.gateways, want);
+        assert_eq!(up.value.radio.gateway_id.as_deref(), Some("g9907"));
     }
 
     #[test]
@@ -708,6 +768,7 @@ mod tests {
         let mut want = parse(UP.as_bytes(), t).unwrap().value;
         want.device_name = Some("b".into());
         want.radio.gateway_id = Some("g3".into());
+        want.radio.gateways[1].gateway_id = Some("g3".into());
         want.radio.spreading_factor = Some(8);
         assert_eq!(parse(twice.as_bytes(), t).unwrap().value, want);
         for (from, to) in [

@@ -253,6 +253,7 @@ pub fn parse_push(
                 spreading_factor: sf,
                 bandwidth: bw,
                 channel: p.chan,
+                gateways: Vec::new(),
             },
             copies: 0,
         };

@@ -9,7 +9,7 @@ pub mod gwmp;
 pub mod tts;
 
 use crate::mapping::{depth, MAX_DEPTH};
-use crate::uplink::NsDecoded;
+use crate::uplink::{NsDecoded, Reception, MAX_GATEWAYS};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -114,6 +114,35 @@ where
 /// `channel`. A field present but not a number stays unknown ([`de_meta_int`]).
 fn absent_is_zero<T: Default>() -> Option<T> {
     Some(T::default())
+}
+
+/// The receptions a network server listed, as an uplink carries them, and how many were
+/// left out: all of them, or of more than [`MAX_GATEWAYS`] the strongest (by RSSI; of
+/// equally strong ones the later, as the best reception is chosen, so it is always among
+/// them), in the message's order.
+fn strongest(mut all: Vec<Reception>) -> (Vec<Reception>, usize) {
+    let n = all.len();
+    if n <= MAX_GATEWAYS {
+        return (all, 0);
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by_key(|&i| std::cmp::Reverse((all[i].rssi.unwrap_or(i32::MIN), i)));
+    let mut kept = vec![false; n];
+    for &i in &order[..MAX_GATEWAYS] {
+        kept[i] = true;
+    }
+    let mut i = 0;
+    all.retain(|_| {
+        i += 1;
+        kept[i - 1]
+    });
+    (all, n - MAX_GATEWAYS)
+}
+
+/// The best of `receptions`, which stands for the uplink as Microshare's `meta.iot` does:
+/// the strongest, the last of equally strong ones (as `max_by_key` picks).
+fn best(receptions: &[Reception]) -> Option<&Reception> {
+    receptions.iter().max_by_key(|r| r.rssi.unwrap_or(i32::MIN))
 }
 
 /// A DevAddr given as text; one that is not 8 hex digits is left out, and the record id is
@@ -266,6 +295,8 @@ pub struct Parsed<T> {
     /// hubgate's receive time stands in. The reading and its frame counter do not depend on
     /// the time, so a bad one is counted (`bad_time`), not a reason to drop the message.
     pub bad_time: Option<ParseError>,
+    /// Receptions the message listed beyond the [`MAX_GATEWAYS`] the uplink carries.
+    pub gateways_left_out: usize,
 }
 
 impl<T> Parsed<T> {
@@ -273,6 +304,7 @@ impl<T> Parsed<T> {
         Parsed {
             value: f(self.value),
             bad_time: self.bad_time,
+            gateways_left_out: self.gateways_left_out,
         }
     }
 }

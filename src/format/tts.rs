@@ -9,7 +9,7 @@ use super::{ParseError, Parsed, Shape};
 
 /// The MQTT topic filter of uplink messages.
 pub const TOPIC: &str = "v3/+/devices/+/up";
-use crate::uplink::{Radio, Uplink};
+use crate::uplink::{Radio, Reception, Uplink};
 
 #[derive(Deserialize)]
 struct Message {
@@ -137,10 +137,18 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let given = up.received_at.as_ref().or(m.received_at.as_ref());
     let (time, bad_time) = super::time_or_received(given.map(|t| super::parse_time(t)), received);
-    let best = up
+    let receptions = up
         .rx_metadata
-        .iter()
-        .max_by_key(|r| r.rssi.unwrap_or(i32::MIN));
+        .into_iter()
+        .map(|r| Reception {
+            gateway_id: r.gateway_ids.and_then(|g| g.gateway_id),
+            rssi: r.rssi,
+            snr: r.snr,
+            channel: r.channel_index,
+        })
+        .collect();
+    let (gateways, gateways_left_out) = super::strongest(receptions);
+    let best = super::best(&gateways).cloned().unwrap_or_default();
     let lora = up
         .settings
         .as_ref()
@@ -155,15 +163,14 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         payload,
         time,
         radio: Radio {
-            rssi: best.and_then(|r| r.rssi),
-            snr: best.and_then(|r| r.snr),
-            gateway_id: best
-                .and_then(|r| r.gateway_ids.as_ref())
-                .and_then(|g| g.gateway_id.clone()),
+            rssi: best.rssi,
+            snr: best.snr,
+            gateway_id: best.gateway_id,
             frequency: up.settings.as_ref().and_then(|s| s.frequency),
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
-            channel: best.and_then(|r| r.channel_index),
+            channel: best.channel,
+            gateways,
         },
         ns: crate::uplink::NsDecoded {
             brand: up.version_ids.and_then(|v| v.brand_id),
@@ -172,7 +179,11 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         same_ms_index: 0,
         session: None,
     };
-    Ok(Parsed { value, bad_time })
+    Ok(Parsed {
+        value,
+        bad_time,
+        gateways_left_out,
+    })
 }
 
 #[cfg(test)]
@@ -198,6 +209,17 @@ mod tests {
         assert_eq!(up.payload, [0x08, 0x8c, 0x2e, 0x2d, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(up.radio.gateway_id.as_deref(), Some("gw-b"));
         assert_eq!((up.radio.rssi, up.radio.snr), (Some(-71), Some(8.5)));
+        // Every reception, in the message's order; channel index 0 left out by TTS.
+        let reception = |id: &str, rssi, snr| Reception {
+            gateway_id: Some(id.into()),
+            rssi: Some(rssi),
+            snr: Some(snr),
+            channel: Some(0),
+        };
+        assert_eq!(
+            up.radio.gateways,
+            [reception("gw-a", -95, 2.25), reception("gw-b", -71, 8.5)]
+        );
         assert_eq!(up.radio.frequency, Some(868_300_000));
         assert_eq!(up.radio.spreading_factor, Some(9));
         let ms = up
@@ -426,6 +448,7 @@ mod tests {
         let mut want = parse(UP.as_bytes(), t).unwrap().value;
         want.device_name = Some("b".into());
         want.radio.gateway_id = Some("gw-c".into());
+        want.radio.gateways[1].gateway_id = Some("gw-c".into());
         assert_eq!(up, want);
         for (from, to) in [
             (r#""f_cnt":42"#, r#""f_cnt":42,"f_cnt":41"#),

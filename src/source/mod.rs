@@ -90,7 +90,10 @@ fn text(s: &Option<String>) -> usize {
 }
 
 fn radio_size(r: &crate::uplink::Radio) -> usize {
-    text(&r.gateway_id)
+    let reception = |g: &crate::uplink::Reception| {
+        std::mem::size_of::<crate::uplink::Reception>() + text(&g.gateway_id)
+    };
+    text(&r.gateway_id) + r.gateways.iter().map(reception).sum::<usize>()
 }
 
 fn json_size(map: &serde_json::Map<String, serde_json::Value>) -> usize {
@@ -467,6 +470,20 @@ pub fn kept(
             format!("{source}: {e}: the message is kept with hubgate's receive time")
         });
     }
+    match &parsed.value {
+        Input::Uplink(up) if parsed.gateways_left_out > 0 => {
+            metrics.problem("gateways_left_out", || {
+                format!(
+                    "{source}: device {}: the message lists {} receptions; its records list \
+                     the {} strongest (meta.iot.gateways)",
+                    up.device_id(),
+                    crate::uplink::MAX_GATEWAYS + parsed.gateways_left_out,
+                    crate::uplink::MAX_GATEWAYS
+                )
+            });
+        }
+        _ => {}
+    }
     parsed.value
 }
 
@@ -566,6 +583,42 @@ mod tests {
         assert!(up.time >= before, "{:?}", up.time);
         assert_eq!((up.fcnt, up.payload), (Some(7), vec![1]));
         assert_eq!(metrics.problems("bad_time"), 1);
+    }
+
+    /// A message listing more receptions than an uplink carries is kept with the strongest,
+    /// and counted once, as `gateways_left_out`; its size counts what it carries.
+    #[test]
+    fn receptions_left_out_are_counted_once_per_message() {
+        let (ctx, metrics) = context();
+        let max = crate::uplink::MAX_GATEWAYS;
+        let entries = |n: usize| {
+            (0..n)
+                .map(|i| format!(r#"{{"gatewayId":"{i:016x}","rssi":-{}}}"#, 100 + i))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let msg = |n: usize| {
+            format!(
+                r#"{{"deviceInfo":{{"devEui":"58a0cb0000101234"}},"fCnt":7,"data":"AQ==","rxInfo":[{}]}}"#,
+                entries(n)
+            )
+        };
+        let parsed =
+            |n: usize| match ctx.parse("mqtt", None, UplinkFormat::ChirpstackV4, msg(n).as_bytes())
+            {
+                Some(Input::Uplink(up)) => up,
+                _ => panic!("not kept"),
+            };
+        let up = parsed(max);
+        assert_eq!(up.radio.gateways.len(), max);
+        assert_eq!(metrics.problems("gateways_left_out"), 0);
+        let up = parsed(10_000);
+        assert_eq!(up.radio.gateways.len(), max);
+        assert_eq!(up.radio.gateway_id.as_deref(), Some("0000000000000000"));
+        assert_eq!(metrics.problems("gateways_left_out"), 1);
+        let size = Input::Uplink(up).size();
+        let carried = max * (std::mem::size_of::<crate::uplink::Reception>() + 16);
+        assert!(size > carried && size < carried + 1024, "{size}");
     }
 
     /// Equal uplinks at one FCnt without a time of their own, parsed in one millisecond (a

@@ -460,6 +460,7 @@ fn content_of(
                 copies: 0,
             }),
             bad_time: None,
+            gateways_left_out: 0,
         },
     })
 }
