@@ -140,6 +140,130 @@ fn a_record_matches_microshares_published_example_field_by_field() {
     assert_eq!(ours["id"], ours["obj"]["id"]);
 }
 
+/// Fields hubgate writes from a network server's message that Microshare's published record
+/// does not show (docs/records.md): the network server's device name, the gateway that
+/// heard the uplink best, and every gateway that heard it (`gateways`, which Microshare's
+/// live records carry: the 2023 example predates it).
+const FROM_THE_NETWORK_SERVER: &[&str] = &[
+    "obj.data.meta.iot.device_name",
+    "obj.data.meta.iot.gateway_id",
+    "obj.data.meta.iot.gateways",
+];
+
+/// The record the agent makes of a network server's message `msg` in `format` for the
+/// site's device: parsed as the MQTT source parses it, decoded as the agent decodes it.
+fn record_of(format: hubgate::config::UplinkFormat, msg: &str) -> Value {
+    let parsed = hubgate::source::parse(format, msg.as_bytes(), UNIX_EPOCH)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(parsed.bad_time.is_none());
+    let mut decoder = Decoder::new(&Config::parse(SITE).unwrap(), Metrics::new());
+    let mut records = decoder.decode(&parsed.value);
+    assert_eq!(records.len(), 1);
+    serde_json::from_str(&records.remove(0).body).unwrap()
+}
+
+/// `record` against Microshare's published record, allowing only the documented
+/// differences; its `meta.iot.gateways` must be `gateways`.
+fn matches_the_published_record(record: &Value, gateways: Value) {
+    let mut diffs = Vec::new();
+    let added = [ADDED, FROM_THE_NETWORK_SERVER].concat();
+    compare("", record, &golden(), &added, &mut diffs);
+    assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
+    assert_eq!(record["obj"]["data"]["meta"]["iot"]["gateways"], gateways);
+}
+
+/// A ChirpStack v4 uplink event as its MQTT integration publishes it (every field of the
+/// event, receptions without their fields at 0: the second gateway heard the uplink at
+/// 0 dB SNR on channel 0), through the parser and the decoder: Microshare's published
+/// record, but for the documented differences.
+#[test]
+fn a_chirpstack_uplink_event_makes_microshares_published_record() {
+    let event = r#"{
+        "deduplicationId": "0b8a6e4f-3c51-4a8e-9a0e-6f7d2b1c9e44",
+        "time": "2023-10-02T13:28:32.556187433+00:00",
+        "deviceInfo": {
+            "tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242", "tenantName": "ChirpStack",
+            "applicationId": "1f4c2b8e-7d5a-4e2f-b3c6-9a8d7e6f5a4b", "applicationName": "building-1",
+            "deviceProfileId": "8e3b1a2c-4d5f-4a6b-8c7d-9e0f1a2b3c4d", "deviceProfileName": "Browan TBHV110",
+            "deviceName": "wc-men-west", "devEui": "0016160000000cbb", "deviceClassEnabled": "CLASS_A",
+            "tags": {}
+        },
+        "devAddr": "260b1f3a", "adr": true, "dr": 2, "fCnt": 6, "fPort": 103, "confirmed": false,
+        "data": "MQs3I84B/////zc=",
+        "rxInfo": [
+            {"gatewayId": "b827ebfffe000001", "uplinkId": 40211, "gwTime": "2023-10-02T13:28:32.549Z",
+             "nsTime": "2023-10-02T13:28:32.556Z", "rssi": -79, "snr": 9.5, "channel": 7, "rfChain": 1,
+             "location": {}, "context": "mPq0Hw==", "metadata": {"region_config_id": "us915_1"},
+             "crcStatus": "CRC_OK"},
+            {"gatewayId": "0016c001ff10d3f6", "uplinkId": 61077, "nsTime": "2023-10-02T13:28:32.561Z",
+             "rssi": -104, "location": {}, "context": "AbC1dA==",
+             "metadata": {"region_config_id": "us915_1"}, "crcStatus": "CRC_OK"}
+        ],
+        "txInfo": {"frequency": 903700000,
+            "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 10, "codeRate": "CR_4_5"}}},
+        "regionConfigId": "us915_1"
+    }"#;
+    let record = record_of(hubgate::config::UplinkFormat::ChirpstackV4, event);
+    matches_the_published_record(
+        &record,
+        serde_json::json!([
+            {"channel": 7, "id": "b827ebfffe000001", "rssi": -79, "sf": 10, "snr": 9.5},
+            {"channel": 0, "id": "0016c001ff10d3f6", "rssi": -104, "sf": 10, "snr": 0},
+        ]),
+    );
+    let iot = &record["obj"]["data"]["meta"]["iot"];
+    assert_eq!(
+        (&iot["device_name"], &iot["gateway_id"]),
+        (&"wc-men-west".into(), &"b827ebfffe000001".into())
+    );
+}
+
+/// The same uplink as The Things Stack v3 publishes it (`v3/.../up`: its 64-bit frequency a
+/// string, a reception on channel index 0 without `channel_index`): Microshare's published
+/// record, but for the documented differences.
+#[test]
+fn a_things_stack_uplink_message_makes_microshares_published_record() {
+    let message = r#"{
+        "end_device_ids": {"device_id": "wc-men-west", "application_ids": {"application_id": "building-1"},
+            "dev_eui": "0016160000000CBB", "join_eui": "0000000000000000", "dev_addr": "260B1F3A"},
+        "correlation_ids": ["gs:uplink:01HBV3S8W2K6Q1T7Y9E4R5N2M8"],
+        "received_at": "2023-10-02T13:28:32.601093457Z",
+        "uplink_message": {
+            "session_key_id": "AYrN1bPcm3xWQ5Ls2uH0yA==", "f_port": 103, "f_cnt": 6,
+            "frm_payload": "MQs3I84B/////zc=",
+            "rx_metadata": [
+                {"gateway_ids": {"gateway_id": "men-west-gw", "eui": "B827EBFFFE000001"},
+                 "time": "2023-10-02T13:28:32.549Z", "timestamp": 2912402156, "rssi": -79,
+                 "channel_rssi": -79, "snr": 9.5, "uplink_token": "ChkKFwoLbWVuLXdlc3QtZ3cSCLgn6//+AAABEOyh2M4K",
+                 "channel_index": 7, "received_at": "2023-10-02T13:28:32.552Z"},
+                {"gateway_ids": {"gateway_id": "roof-gw", "eui": "0016C001FF10D3F6"},
+                 "timestamp": 1870234411, "rssi": -104, "channel_rssi": -104, "snr": -3.25,
+                 "uplink_token": "ChUKEwoHcm9vZi1ndxIIABbAAf8Q0/YQq8TqvAY=",
+                 "received_at": "2023-10-02T13:28:32.553Z"}
+            ],
+            "settings": {"data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": 10, "coding_rate": "4/5"}},
+                "frequency": "903700000", "timestamp": 2912402156, "time": "2023-10-02T13:28:32.549Z"},
+            "received_at": "2023-10-02T13:28:32.556443821Z",
+            "consumed_airtime": "0.370688s",
+            "network_ids": {"net_id": "000013", "tenant_id": "ttn", "cluster_id": "nam1",
+                "cluster_address": "nam1.cloud.thethings.network"}
+        }
+    }"#;
+    let record = record_of(hubgate::config::UplinkFormat::TtsV3, message);
+    matches_the_published_record(
+        &record,
+        serde_json::json!([
+            {"channel": 7, "id": "men-west-gw", "rssi": -79, "sf": 10, "snr": 9.5},
+            {"channel": 0, "id": "roof-gw", "rssi": -104, "sf": 10, "snr": -3.25},
+        ]),
+    );
+    let iot = &record["obj"]["data"]["meta"]["iot"];
+    assert_eq!(
+        (&iot["device_name"], &iot["gateway_id"]),
+        (&"wc-men-west".into(), &"men-west-gw".into())
+    );
+}
+
 /// The same frame decoded by a vendor-style JavaScript decoder (tests/golden/browan-tbhv110.js,
 /// which returns the sensor's 65535 for "no VOC" and "no IAQ" as vendor decoders do) and mapped
 /// by its table: Microshare's record too, the fields the table leaves unmapped (the status
