@@ -12,7 +12,7 @@ use base64::Engine;
 use crate::codec::{Decoded, Reading, Value};
 use crate::format::DeadLetter;
 use crate::mapping::Mapped;
-use crate::uplink::{Reception, Uplink};
+use crate::uplink::Uplink;
 
 /// A record ready for a sink: routing fields plus the serialized envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -590,26 +590,19 @@ impl JsonOut {
         }
         // Every gateway that heard the uplink, as Microshare's live records list them; a raw
         // radio frame's is its one receiving gateway.
-        let one;
-        let gateways = match &radio.gateway_id {
-            Some(id) if radio.gateways.is_empty() => {
-                one = [Reception {
-                    gateway_id: Some(id.clone()),
-                    rssi: radio.rssi,
-                    snr: radio.snr,
-                    channel: radio.channel,
-                }];
-                &one[..]
-            }
-            _ => &radio.gateways[..],
-        };
-        if !gateways.is_empty() {
+        let sf = radio.spreading_factor;
+        if !radio.gateways.is_empty() {
             self.key("gateways");
             self.0.push(b'[');
-            for g in gateways {
+            for g in &radio.gateways {
                 self.separate();
-                self.reception(g, radio.spreading_factor);
+                self.reception(g.gateway_id.as_deref(), g.rssi, g.snr, g.channel, sf);
             }
+            self.0.push(b']');
+        } else if let Some(id) = &radio.gateway_id {
+            self.key("gateways");
+            self.0.push(b'[');
+            self.reception(Some(id), radio.rssi, radio.snr, radio.channel, sf);
             self.0.push(b']');
         }
         self.key("iso_time");
@@ -640,16 +633,23 @@ impl JsonOut {
 
     /// One entry of `meta.iot.gateways`: `{channel, id, rssi, sf, snr}` (sorted; those not
     /// known left out), the spreading factor the uplink's.
-    fn reception(&mut self, r: &Reception, sf: Option<u8>) {
+    fn reception(
+        &mut self,
+        id: Option<&str>,
+        rssi: Option<i32>,
+        snr: Option<f64>,
+        channel: Option<u32>,
+        sf: Option<u8>,
+    ) {
         self.open();
-        self.optional("channel", r.channel);
-        if let Some(id) = &r.gateway_id {
+        self.optional("channel", channel);
+        if let Some(id) = id {
             self.key("id");
             self.string(id);
         }
-        self.optional("rssi", r.rssi);
+        self.optional("rssi", rssi);
         self.optional("sf", sf);
-        self.optional("snr", r.snr.map(Num));
+        self.optional("snr", snr.map(Num));
         self.close();
     }
 
@@ -834,7 +834,7 @@ pub fn obj_of(body: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::codec::{BrowanModel, Codec, History};
-    use crate::uplink::Radio;
+    use crate::uplink::{Radio, Reception};
     use std::time::Duration;
 
     fn uplink() -> Uplink {
