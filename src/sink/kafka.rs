@@ -168,7 +168,13 @@ pub struct DeliveryContext {
     first: FirstWrites,
     /// When its records were confirmed and whether one timed out since (see [`Sink::tick`]).
     timeouts: Timeouts,
+    /// The last client error reported and when (see [`DeliveryContext::first_report`]).
+    last_error: Mutex<Option<(String, Instant)>>,
 }
+
+/// How soon after an error the same error again is taken for the same report: see
+/// [`DeliveryContext::first_report`].
+const SAME_REPORT: Duration = Duration::from_millis(50);
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
 /// ([`BatchRefusal`]), until it is through: shared by the sink and its producers' contexts (see
@@ -230,17 +236,24 @@ impl ClientContext for DeliveryContext {
         DefaultClientContext.log(level, fac, log_message);
     }
 
+    /// An error of the client as a whole (a broker unreachable, all of them down): counted
+    /// and logged rate-limited, as the problem `kafka_client_error`; librdkafka reconnects
+    /// by itself, and through an outage reports one every few seconds.
     fn error(&self, error: KafkaError, reason: &str) {
+        let line = format!("kafka: {error}: {reason}");
+        if !self.first_report(&line, Instant::now()) {
+            return;
+        }
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown) => self.connected(false),
             // The sink replaces the producer at its next tick and says why.
             Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::GaplessGuarantee) => {
-                log::debug!("kafka: {error}: {reason}");
+                log::debug!("{line}");
                 return;
             }
             _ => {}
         }
-        log::warn!("kafka: {error}: {reason}");
+        self.shared.metrics.problem("kafka_client_error", || line);
     }
 
     /// Connected = some real broker (configured or learned, not librdkafka's internal one)
@@ -331,6 +344,21 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl DeliveryContext {
+    /// Whether client error `line`, at `now`, is a report of its own: rust-rdkafka hands
+    /// each error event to the context twice (`Client::poll_event`, then
+    /// `BaseProducer::poll` once more), one right after the other, so the same error again
+    /// within [`SAME_REPORT`] is taken for the same report.
+    fn first_report(&self, line: &str, now: Instant) -> bool {
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let same = last
+            .as_ref()
+            .is_some_and(|(l, at)| l == line && now.saturating_duration_since(*at) < SAME_REPORT);
+        if !same {
+            *last = Some((line.to_string(), now));
+        }
+        !same
+    }
+
     /// Whether a broker connection is up.
     fn connected(&self, up: bool) {
         self.shared.connection.set(up);
@@ -554,6 +582,7 @@ fn create(
         batched: config.get(ALONE.0) != Some(ALONE.1),
         first: first.clone(),
         timeouts: Timeouts::default(),
+        last_error: Mutex::default(),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -1084,6 +1113,33 @@ mod tests {
         sink.send(2, &record(2)).unwrap();
         assert!(next(&mut sink, &mut rx).await.result.is_ok());
         assert_eq!(state(&sink), (true, Some(1)));
+    }
+
+    /// A client error is counted and logged once per report: rust-rdkafka hands each to the
+    /// context twice in a row, and through an outage librdkafka reports one every few seconds.
+    #[test]
+    fn a_client_error_is_one_problem_however_often_it_is_handed_over() {
+        let (sink, _rx) = sink("127.0.0.1:1");
+        let context = sink.producer.client().context();
+        let problems = || sink.shared.metrics.problems("kafka_client_error");
+        let t0 = Instant::now();
+        let down = "kafka: Global error: BrokerTransportFailure: 127.0.0.1:1: Connect failed";
+        assert!(context.first_report(down, t0));
+        assert!(!context.first_report(down, t0 + Duration::from_micros(20)));
+        assert!(context.first_report("kafka: Global error: AllBrokersDown", t0));
+        assert!(context.first_report(down, t0 + Duration::from_millis(1)));
+        assert!(!context.first_report(down, t0 + Duration::from_millis(2)));
+        assert!(context.first_report(down, t0 + SAME_REPORT + Duration::from_millis(1)));
+        assert_eq!(problems(), 0, "first_report only tells");
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "a broker the test made up",
+        );
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "a broker the test made up",
+        );
+        assert_eq!(problems(), 1);
     }
 
     /// The connection state goes on across a sink's producers, and from a sink to the one
