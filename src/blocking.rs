@@ -24,6 +24,47 @@ async fn outcome<T>(joined: Result<T, JoinError>) -> T {
     }
 }
 
+/// Start `work` on a thread of its own, made by `thread`, with a current-thread runtime
+/// (timers on) for it to drive; its result comes on the receiver (none if it panics: join
+/// the thread). Callable from an async worker: a runtime dropped there panics, and
+/// `std::thread::Builder::spawn` drops its closure, runtime and all, on the caller's thread
+/// when the thread cannot start (a process or cgroup at its thread limit), so the runtime
+/// of a thread that did not start is let go without waiting and the error returned.
+#[allow(clippy::type_complexity)]
+pub fn own_thread<T: Send + 'static>(
+    thread: std::thread::Builder,
+    work: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+) -> std::io::Result<(
+    std::thread::JoinHandle<()>,
+    tokio::sync::oneshot::Receiver<T>,
+)> {
+    let runtime = Handover(Some(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?,
+    ));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = thread.spawn(move || {
+        let mut runtime = runtime;
+        if let Some(rt) = runtime.0.take() {
+            let _ = tx.send(work(&rt));
+        }
+    })?;
+    Ok((thread, rx))
+}
+
+/// A runtime on its way to its thread; dropped still held (the thread did not start), it
+/// is shut down without waiting, which an async worker may do.
+struct Handover(Option<tokio::runtime::Runtime>);
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +82,25 @@ mod tests {
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
         assert_eq!(poll, Poll::Pending);
+    }
+
+    /// A thread that cannot start (here: a stack no machine has) is an error for an async
+    /// caller, not a panic; one that starts hands over its result.
+    #[tokio::test]
+    async fn a_thread_that_cannot_start_is_an_error_on_an_async_worker() {
+        let huge = std::thread::Builder::new().stack_size(1 << 60);
+        let failed = own_thread(huge, |rt| rt.block_on(async { 1 }));
+        assert!(failed.is_err());
+        let named = std::thread::Builder::new().name("own".into());
+        let (thread, result) = own_thread(named, |rt| {
+            rt.block_on(async {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                std::thread::current().name().map(str::to_string)
+            })
+        })
+        .unwrap();
+        assert_eq!(result.await.unwrap().as_deref(), Some("own"));
+        thread.join().unwrap();
     }
 
     #[tokio::test]

@@ -163,16 +163,8 @@ impl Forwarder {
         std::thread::JoinHandle<()>,
         tokio::sync::oneshot::Receiver<Result<(), BufferError>>,
     )> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("forwarder".into())
-            .spawn(move || {
-                let _ = tx.send(rt.block_on(self.run(inputs)));
-            })?;
-        Ok((thread, rx))
+        let thread = std::thread::Builder::new().name("forwarder".into());
+        crate::blocking::own_thread(thread, move |rt| rt.block_on(self.run(inputs)))
     }
 
     /// Tell the ledger whether the clock can be trusted (see [`crate::clock::trusted`]) and
