@@ -24,6 +24,17 @@ impl Heartbeat {
     }
 }
 
+/// systemd's watchdog timeout for this process (`WATCHDOG_USEC`, when `WATCHDOG_PID` is
+/// unset or this process's), or None: no watchdog, or one of 0, which systemd never sets
+/// (`WatchdogSec=0` sets none) and which would leave the pings no period to tick by.
+pub fn watchdog_timeout() -> Option<std::time::Duration> {
+    usable(sd_notify::watchdog_enabled())
+}
+
+fn usable(timeout: Option<std::time::Duration>) -> Option<std::time::Duration> {
+    timeout.filter(|t| !t.is_zero())
+}
+
 /// Start-up is done: sources and sink are up.
 pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -58,7 +69,7 @@ fn send(states: &[NotifyState]) {
 /// Ping systemd's watchdog (`WatchdogSec=`, seen as `WATCHDOG_USEC`) while `heartbeat`
 /// advances, with `status()` as the status line. Returns at once when no watchdog is set.
 pub async fn watchdog(heartbeat: Heartbeat, status: impl Fn() -> String) {
-    let Some(timeout) = sd_notify::watchdog_enabled() else {
+    let Some(timeout) = watchdog_timeout() else {
         return;
     };
     let mut tick = tokio::time::interval(timeout / TICKS_PER_TIMEOUT);
@@ -115,6 +126,22 @@ impl Pings {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// `WATCHDOG_USEC=0` (a drop-in's `Environment=`, another supervisor) is no watchdog:
+    /// its pings would tick every 0 s, which tokio's interval refuses with a panic.
+    #[test]
+    fn a_watchdog_timeout_of_0_is_none() {
+        assert_eq!(usable(Some(Duration::ZERO)), None);
+        assert_eq!(usable(None), None);
+        let four = Duration::from_secs(4);
+        assert_eq!(usable(Some(four)), Some(four));
+        assert_eq!(
+            usable(Some(Duration::from_micros(1)))
+                .map(|t| t / TICKS_PER_TIMEOUT)
+                .map(|p| p.is_zero()),
+            Some(false)
+        );
+    }
 
     /// The longest time between two pings when the forwarder beats every 100 ms except for a
     /// stall of `stall` starting `phase` after a look.

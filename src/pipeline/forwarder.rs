@@ -134,7 +134,7 @@ impl Forwarder {
             ledger,
             metrics,
             heartbeat: Heartbeat::default(),
-            flush_hangs_after: sd_notify::watchdog_enabled().map(|timeout| timeout / 2),
+            flush_hangs_after: crate::notify::watchdog_timeout().map(|timeout| timeout / 2),
             slow_flush: None,
             clock: None,
             boot_id,
@@ -240,7 +240,7 @@ impl Forwarder {
                 self.ledger.buffered()
             );
         }
-        let idle_tick = idle_tick(sd_notify::watchdog_enabled());
+        let idle_tick = idle_tick(crate::notify::watchdog_timeout());
         let mut ticked = tokio::time::Instant::now();
         let tick = tokio::time::sleep_until(ticked + TICK);
         tokio::pin!(tick);
