@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use base64::Engine;
 
-use crate::codec::{Decoded, Reading, Value};
+use crate::codec::{Context, Decoded, Reading, Value};
 use crate::format::DeadLetter;
 use crate::mapping::Mapped;
 use crate::uplink::Uplink;
@@ -534,9 +534,16 @@ impl JsonOut {
     /// One reading as `{context_id, unit, value}` (sorted; absent ones left out).
     fn reading(&mut self, r: &Reading) {
         self.open();
-        if let Some(c) = r.context_id {
-            self.key("context_id");
-            self.plain(&c.to_string());
+        match r.context_id {
+            Some(Context::Channel(c)) => {
+                self.key("context_id");
+                self.plain(&c.to_string());
+            }
+            Some(Context::Name(n)) => {
+                self.key("context_id");
+                self.string(n);
+            }
+            None => {}
         }
         if let Some(u) = r.unit {
             self.key("unit");
@@ -1416,18 +1423,19 @@ mod tests {
                 any::<bool>().prop_map(Value::Bool),
             ];
             let unit = proptest::option::of(prop_oneof![Just("°C"), Just("q\"\\\n")]);
-            (
-                proptest::sample::select(FIELDS),
-                value,
-                unit,
-                any::<Option<u8>>(),
-            )
-                .prop_map(|(field, value, unit, context_id)| Reading {
+            let context = proptest::option::of(prop_oneof![
+                any::<u8>().prop_map(Context::Channel),
+                Just(Context::Name("Button #1, Upper Left")),
+                Just(Context::Name("q\"\\\n")),
+            ]);
+            (proptest::sample::select(FIELDS), value, unit, context).prop_map(
+                |(field, value, unit, context_id)| Reading {
                     field,
                     value,
                     unit,
                     context_id,
-                })
+                },
+            )
         }
 
         fn history() -> impl Strategy<Value = History> {

@@ -1,5 +1,5 @@
 //! Property tests: no codec panics on any input, and Cayenne readings always carry a channel.
-use hubgate::codec::{BrowanModel, CayenneModel, Codec, NetvoxModel, Value};
+use hubgate::codec::{BrowanModel, CayenneModel, Codec, Context, NetvoxModel, Value};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
@@ -257,7 +257,11 @@ proptest! {
         let lpp = Codec::Cayenne(CayenneModel::Lpp);
         let d = lpp.decode(None, &frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
         for r in &d.readings {
-            prop_assert!(r.context_id.is_some_and(|c| channels.contains(&c)));
+            prop_assert!(
+                matches!(r.context_id, Some(Context::Channel(c)) if channels.contains(&c)),
+                "{:?}",
+                r.context_id
+            );
         }
         // And what every frame is checked for (its recType among it) on these well-formed ones.
         check(lpp, None, &frame)?;

@@ -257,7 +257,7 @@ pub fn decode(model: Model, p: &[u8]) -> Result<Decoded, CodecError> {
 mod tests {
     use super::*;
     use crate::codec::hex;
-    use crate::codec::Value;
+    use crate::codec::{Context, Value};
 
     fn n(field: &'static str, v: f64, unit: &'static str) -> Reading {
         Reading::num(field, v, unit)
@@ -387,7 +387,7 @@ mod tests {
             .filter(|x| x.field == "count_since_reset")
             .map(|x| x.context_id)
             .collect();
-        assert_eq!(ch, [Some(1), Some(2)]);
+        assert_eq!(ch, [Some(Context::Channel(1)), Some(Context::Channel(2))]);
     }
 
     #[test]

@@ -172,6 +172,17 @@ pub enum Value {
     Bool(bool),
 }
 
+/// What a reading's `context_id` says: which of a device's like readings it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Context {
+    /// Channel of multi-channel formats (Cayenne LPP, Milesight, Elsys inputs...), written as
+    /// its number in a string (`"3"`).
+    Channel(u8),
+    /// A fixed name a format's readings are known by in Microshare's records (a Smilio
+    /// Action's `Button #1, Upper Left`), written as it is.
+    Name(&'static str),
+}
+
 /// One `{value, unit, context_id}` entry under a Microshare field name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
@@ -180,8 +191,8 @@ pub struct Reading {
     pub value: Value,
     /// Microshare unit string (`°C`, `%RH`, `ppm`, `V`, `%`...); `None` for booleans and counts.
     pub unit: Option<&'static str>,
-    /// Channel of multi-channel formats (Cayenne LPP: the channel number as a string).
-    pub context_id: Option<u8>,
+    /// Which of the device's like readings it is: a channel, or a name.
+    pub context_id: Option<Context>,
 }
 
 impl Reading {
@@ -211,7 +222,13 @@ impl Reading {
 
     /// The same reading on channel `c`.
     pub fn ctx(mut self, c: u8) -> Self {
-        self.context_id = Some(c);
+        self.context_id = Some(Context::Channel(c));
+        self
+    }
+
+    /// The same reading under the name `name`.
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.context_id = Some(Context::Name(name));
         self
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::Moment;
-use crate::codec::{Reading, Value};
+use crate::codec::{Context, Reading, Value};
 use crate::format::cut;
 use crate::ids::DevEui;
 use crate::uplink::Uplink;
@@ -524,8 +524,9 @@ pub struct ReadingView {
     /// Present for multi-channel formats (Cayenne LPP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<u8>,
-    /// A mapping table's `context_id` (a `[]` key's item index from its `context_base`), text
-    /// as the record has it: a field of its own, so `channel` stays a number.
+    /// A built-in codec's named `context_id` (a Smilio Action's button) or a mapping table's
+    /// (a `[]` key's item index from its `context_base`), text as the record has it: a field
+    /// of its own, so `channel` stays a number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_id: Option<String>,
 }
@@ -563,8 +564,14 @@ impl DeviceView {
                         Value::Bool(v) => v.into(),
                     },
                     unit: r.unit.map(Cow::Borrowed),
-                    channel: r.context_id,
-                    context_id: None,
+                    channel: match r.context_id {
+                        Some(Context::Channel(c)) => Some(c),
+                        _ => None,
+                    },
+                    context_id: match r.context_id {
+                        Some(Context::Name(n)) => Some(n.to_string()),
+                        _ => None,
+                    },
                 })
                 .chain(d.mapped.iter().map(|r| ReadingView {
                     field: Cow::Owned(r.field.clone()),
@@ -810,6 +817,35 @@ mod tests {
         };
         t.heard(&up(1, 2), &[], outcome, now);
         assert_eq!(t.select(&all, now).devices[0].readings.len(), READINGS_MAX);
+    }
+
+    /// A built-in codec's reading shows its channel as `channel`, a number, and its name (a
+    /// Smilio Action's button) as `context_id`, the text the record has.
+    #[test]
+    fn a_decoded_readings_channel_or_name_is_shown() {
+        let t = DeviceTable::new(10);
+        let readings = [
+            Reading::int("pushes_since_reset", 237, None).named("Button #1, Upper Left"),
+            Reading::int("digital_input", 1, None).ctx(3),
+            Reading::flag("swipe", false),
+        ];
+        let outcome = Outcome::Decoded {
+            codec: "skiply-smilio-action",
+            rec_type: "io.microshare.feedback.unpacked",
+            readings: &readings,
+            health: &[],
+        };
+        let now = at(1_000);
+        t.heard(&up(1, 1), &[], outcome, now);
+        let d = &pick(&t, "", Sort::Eui, 0, 10, now).devices[0];
+        assert_eq!(
+            serde_json::to_value(&d.readings).unwrap(),
+            serde_json::json!([
+                {"field": "pushes_since_reset", "value": 237, "context_id": "Button #1, Upper Left"},
+                {"field": "digital_input", "value": 1, "channel": 3},
+                {"field": "swipe", "value": false},
+            ])
+        );
     }
 
     /// An uplink of history alone (a mapping table's `[history]`, a built-in codec's stored
