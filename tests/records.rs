@@ -140,6 +140,43 @@ fn a_record_matches_microshares_published_example_field_by_field() {
     assert_eq!(ours["id"], ours["obj"]["id"]);
 }
 
+/// Microshare's two published Smilio Action feedback records, as hubgate writes their
+/// readings: the counters under the buttons' names, in Microshare's order and text, byte for
+/// byte. 2023 (docs/2/technical/data-format/feedback.md, `pushes_since_reset` and `swipe` as
+/// shown there); 2020 (microshare-standards.md, "Feedback Data": the older record's IPSO
+/// push buttons, `5853` the name and `5501` the count, and its Hall-effect flag `5500`
+/// false).
+#[test]
+fn smilio_records_carry_microshares_published_button_names_and_counts() {
+    let cfg = Config::parse("[sink]\ntype = \"stdout\"\n").unwrap();
+    let decoder = Decoder::new(&cfg, Metrics::new());
+    let codec = Codec::from_id("skiply-smilio-action").unwrap();
+    for (payload, counts) in [
+        ("0200ed001b030d005d002f", [237, 27, 93, 47, 781]),
+        ("02004b02620372002a00f6", [75, 610, 42, 246, 882]),
+    ] {
+        let up = Uplink {
+            dev_eui: hubgate::ids::DevEui::parse("70B3D5326B00088E").unwrap(),
+            fport: Some(2),
+            payload: hex::decode(payload).unwrap(),
+            ..published_uplink()
+        };
+        let rec = decoder.decode_with(&up, codec).unwrap().remove(0);
+        let [b1, b2, b3, b4, b5] = counts;
+        let readings = format!(
+            "\"pushes_since_reset\":[\
+             {{\"context_id\":\"Button #1, Upper Left\",\"value\":{b1}}},\
+             {{\"context_id\":\"Button #2, Upper Right\",\"value\":{b2}}},\
+             {{\"context_id\":\"Button #3, Lower Left\",\"value\":{b3}}},\
+             {{\"context_id\":\"Button #4, Lower Right\",\"value\":{b4}}},\
+             {{\"context_id\":\"Button #5, Middle\",\"value\":{b5}}}],\
+             \"swipe\":[{{\"value\":false}}]"
+        );
+        assert!(rec.body.contains(&readings), "{payload}: {}", rec.body);
+        assert_eq!(rec.rec_type, "io.microshare.feedback.unpacked");
+    }
+}
+
 /// Fields hubgate writes from a network server's message that Microshare's published record
 /// does not show (docs/records.md): the network server's device name, the gateway that
 /// heard the uplink best, and every gateway that heard it (`gateways`, which Microshare's

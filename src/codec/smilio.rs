@@ -11,10 +11,11 @@
 //!
 //! Any other code (configuration query, CODE mode) is `UnknownType` at offset 0.
 //!
-//! Buttons: the counters are written in Microshare's button order with the button number as
-//! `context_id` (1 upper left, 2 upper right, 3 lower left, 4 lower right, 5 middle). On the
-//! wire the middle button comes third: wire fields 1-5 are buttons 1, 2, 5, 3, 4, as in both
-//! of Microshare's published feedback records (`02004b02620372002a00f6` of 2020,
+//! Buttons: the counters are written in Microshare's button order, each with the button's name
+//! as `context_id`, as Microshare writes it: `Button #1, Upper Left`, `Button #2, Upper Right`,
+//! `Button #3, Lower Left`, `Button #4, Lower Right`, `Button #5, Middle`. On the wire the
+//! middle button comes third: wire fields 1-5 are buttons 1, 2, 5, 3, 4, as in both of
+//! Microshare's published feedback records (`02004b02620372002a00f6` of 2020,
 //! `0200ed001b030d005d002f` of 2023).
 use super::{check_port, rec_type, Bytes, CodecError, Decoded, Example, Reading};
 
@@ -26,9 +27,16 @@ models! {
 const CODEC: &str = Model::Action.id();
 const PORT: u8 = 2;
 
-/// The wire field (1-5, after the frame code) holding each button's counter, buttons 1-5 in
-/// order: the middle button (5) is the third field.
-const WIRE_FIELD: [usize; 5] = [1, 2, 4, 5, 3];
+/// Buttons 1-5 in order: each one's name (its `context_id` in Microshare's records) and the
+/// wire field (1-5, after the frame code) holding its counter; the middle button (5) is the
+/// third field.
+const BUTTONS: [(&str, usize); 5] = [
+    ("Button #1, Upper Left", 1),
+    ("Button #2, Upper Right", 2),
+    ("Button #3, Lower Left", 4),
+    ("Button #4, Lower Right", 5),
+    ("Button #5, Middle", 3),
+];
 
 impl Model {
     pub fn rec_type(self) -> &'static str {
@@ -84,10 +92,10 @@ fn action(fport: Option<u8>, p: &[u8]) -> Result<Decoded, CodecError> {
     } else {
         "pushes_since_reset"
     };
-    for (button, wire) in (1..=5u8).zip(WIRE_FIELD) {
+    for (name, wire) in BUTTONS {
         let count = b.u16be(1 + 2 * (wire - 1))?;
         d.readings
-            .push(Reading::int(field, i64::from(count), None).ctx(button));
+            .push(Reading::int(field, i64::from(count), None).named(name));
     }
     if code != 0x40 {
         d.readings.push(Reading::flag("swipe", code == 0x03));
@@ -100,12 +108,19 @@ mod tests {
     use super::*;
     use crate::codec::hex;
 
-    /// Counters of buttons 1-5, in that order, with their numbers as `context_id`.
+    /// Counters of buttons 1-5, in that order, with their names as `context_id`.
     fn counts(field: &'static str, c: [i64; 5]) -> Vec<Reading> {
-        (1..=5u8)
-            .zip(c)
-            .map(|(b, v)| Reading::int(field, v, None).ctx(b))
-            .collect()
+        [
+            "Button #1, Upper Left",
+            "Button #2, Upper Right",
+            "Button #3, Lower Left",
+            "Button #4, Lower Right",
+            "Button #5, Middle",
+        ]
+        .into_iter()
+        .zip(c)
+        .map(|(b, v)| Reading::int(field, v, None).named(b))
+        .collect()
     }
 
     fn with_swipe(mut r: Vec<Reading>, swipe: bool) -> Vec<Reading> {

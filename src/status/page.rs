@@ -535,8 +535,9 @@ mod tests {
         );
     }
 
-    /// A reading's channel follows its field: a built-in codec's number, a mapping table's
-    /// `context_id` (escaped, as the table's text).
+    /// A reading's channel follows its field: a built-in codec's number, a built-in codec's
+    /// name (a Smilio Action's button) or a mapping table's `context_id` (escaped, as the
+    /// record's text).
     #[test]
     fn a_readings_channel_follows_its_field() {
         use crate::metrics::devices::ReadingView;
@@ -553,6 +554,12 @@ mod tests {
                 reading("count", 1, None, None),
                 reading("presence", 2, Some(3), None),
                 reading("temperature", 3, None, Some("<1>".into())),
+                reading(
+                    "pushes_since_reset",
+                    4,
+                    None,
+                    Some("Button #1, Upper Left".into()),
+                ),
             ],
             ..DeviceView::default()
         };
@@ -561,7 +568,8 @@ mod tests {
         assert!(
             b.contains(
                 "<span class=reading>count 1</span>, <span class=reading>presence[3] 2</span>, \
-                 <span class=reading>temperature[&lt;1&gt;] 3</span></tr>"
+                 <span class=reading>temperature[&lt;1&gt;] 3</span>, \
+                 <span class=reading>pushes_since_reset[Button #1, Upper Left] 4</span></tr>"
             ),
             "{b}"
         );
