@@ -12,7 +12,7 @@ use super::{ParseError, Parsed, Shape};
 pub const UPLINK_TOPIC: &str = "application/+/device/+/event/up";
 /// The MQTT topic filter of gateway frames (ChirpStack MQTT forwarder, gateway bridge).
 pub const GATEWAY_TOPIC: &str = "+/gateway/+/event/up";
-use crate::uplink::{FrameTime, NsDecoded, Radio, RadioFrame, Reception, Uplink};
+use crate::uplink::{FrameTime, NsDecoded, Radio, RadioFrame, Uplink};
 
 /// A JSON string, borrowed from the message unless it has escapes: no allocation for the
 /// strings that are only read (`Cow<str>` borrows only as a field of its own, not inside an
@@ -53,13 +53,14 @@ struct DeviceInfo<'a> {
 }
 
 /// One gateway's reception (`gw.UplinkRxInfo`): ChirpStack writes it without the fields at
-/// their zero value, so a number it leaves out is 0 ([`super::absent_is_zero`]).
+/// their zero value, so an SNR or channel it leaves out is 0 ([`super::absent_is_zero`]); an
+/// RSSI left out is unknown ([`super::reception`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RxInfo {
     #[serde(default, deserialize_with = "super::de_meta_text")]
     gateway_id: Option<String>,
-    #[serde(default = "super::absent_is_zero", deserialize_with = "super::de_rssi")]
+    #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
     #[serde(
         default = "super::absent_is_zero",
@@ -111,7 +112,7 @@ struct GatewayFrame<'a> {
 struct GatewayRxInfo<'a> {
     #[serde(default, deserialize_with = "super::de_meta_text")]
     gateway_id: Option<String>,
-    #[serde(default = "super::absent_is_zero", deserialize_with = "super::de_rssi")]
+    #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
     #[serde(
         default = "super::absent_is_zero",
@@ -186,6 +187,7 @@ pub fn parse_gateway_frame(
         .decode(f.phy_payload.0.as_bytes())
         .map_err(|e| ParseError::Base64(e.to_string().into()))?;
     let rx = f.rx_info.as_ref();
+    let heard = rx.map(|r| super::reception(r.gateway_id.clone(), r.rssi, r.snr, r.channel));
     if let Some(Text(status)) = rx.and_then(|r| r.crc_status.as_ref()) {
         if status != "CRC_OK" {
             return Err(ParseError::Crc(status.as_ref().into()));
@@ -204,13 +206,13 @@ pub fn parse_gateway_frame(
         phy,
         time: FrameTime { time, own },
         radio: Radio {
-            rssi: rx.and_then(|r| r.rssi),
-            snr: rx.and_then(|r| r.snr),
-            gateway_id: rx.and_then(|r| r.gateway_id.clone()),
+            rssi: heard.as_ref().and_then(|r| r.rssi),
+            snr: heard.as_ref().and_then(|r| r.snr),
+            gateway_id: heard.as_ref().and_then(|r| r.gateway_id.clone()),
             frequency: f.tx_info.as_ref().and_then(|t| t.frequency),
             spreading_factor: lora.and_then(|l| l.spreading_factor),
             bandwidth: lora.and_then(|l| l.bandwidth),
-            channel: rx.and_then(|r| r.channel),
+            channel: heard.as_ref().and_then(|r| r.channel),
             gateways: Vec::new(),
         },
         copies: 0,
@@ -249,12 +251,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
     let receptions = ev
         .rx_info
         .into_iter()
-        .map(|r| Reception {
-            gateway_id: r.gateway_id,
-            rssi: r.rssi,
-            snr: r.snr,
-            channel: r.channel,
-        })
+        .map(|r| super::reception(r.gateway_id, r.rssi, r.snr, r.channel))
         .collect();
     let (gateways, gateways_left_out) = super::strongest(receptions);
     let best = super::best(&gateways).cloned().unwrap_or_default();
@@ -298,6 +295,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::uplink::Reception;
 
     const UP: &str = r#"{"deduplicationId":"3ac7","time":"2024-05-01T10:00:00.123Z",
         "deviceInfo":{"tenantId":"t","applicationId":"a","deviceName":"lobby-th","devEui":"58a0cb0000101234"},
@@ -453,9 +451,15 @@ mod tests {
             (r.gateway_id.as_deref(), r.rssi, r.snr, r.channel),
             (Some("0016c001ff10a235"), Some(-57), Some(0.0), Some(0))
         );
+        // Without an RSSI an entry reports no signal: its zeros are not known either.
         let no_rssi = event.replace(r#""rssi":-57,"#, "");
         let up = parse(no_rssi.as_bytes(), t).unwrap().value;
-        assert_eq!(up.radio.rssi, Some(0));
+        let r = &up.radio;
+        assert_eq!((r.rssi, r.snr, r.channel), (None, None, None));
+        let no_rssi = event.replace(r#""rssi":-57,"#, r#""snr":-3.5,"channel":2,"#);
+        let up = parse(no_rssi.as_bytes(), t).unwrap().value;
+        let r = &up.radio;
+        assert_eq!((r.rssi, r.snr, r.channel), (None, Some(-3.5), Some(2)));
         let odd = event.replace(r#""rssi":-57,"#, r#""rssi":-57,"snr":"x","channel":-1,"#);
         let up = parse(odd.as_bytes(), t).unwrap().value;
         assert_eq!((up.radio.snr, up.radio.channel), (None, None));

@@ -116,6 +116,26 @@ fn absent_is_zero<T: Default>() -> Option<T> {
     Some(T::default())
 }
 
+/// One gateway's reception as a network server reported it. An RSSI left out is not read as
+/// 0 (0 dBm would outrank every real reception): an entry without one carries no signal
+/// report (The Things Stack's Packet Broker entries, when the forwarding network shares
+/// none), so its SNR and channel of 0, which [`absent_is_zero`] gives fields left out, are
+/// not known either; it ranks below every reception with an RSSI.
+fn reception(
+    gateway_id: Option<String>,
+    rssi: Option<i32>,
+    snr: Option<f64>,
+    channel: Option<u32>,
+) -> Reception {
+    let reported = rssi.is_some();
+    Reception {
+        gateway_id,
+        rssi,
+        snr: snr.filter(|s| reported || *s != 0.0),
+        channel: channel.filter(|c| reported || *c != 0),
+    }
+}
+
 /// The receptions a network server listed, as an uplink carries them, and how many were
 /// left out: all of them, or of more than [`MAX_GATEWAYS`] the strongest (by RSSI; of
 /// equally strong ones the later, as the best reception is chosen, so it is always among

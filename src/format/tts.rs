@@ -9,7 +9,7 @@ use super::{ParseError, Parsed, Shape};
 
 /// The MQTT topic filter of uplink messages.
 pub const TOPIC: &str = "v3/+/devices/+/up";
-use crate::uplink::{Radio, Reception, Uplink};
+use crate::uplink::{Radio, Uplink};
 
 #[derive(Deserialize)]
 struct Message {
@@ -56,11 +56,12 @@ struct VersionIds {
 }
 
 /// One gateway's reception: TTS writes it without the fields at their zero value (an SNR of
-/// 0 dB, channel index 0), so a number it leaves out is 0 ([`super::absent_is_zero`]).
+/// 0 dB, channel index 0), so an SNR or channel it leaves out is 0
+/// ([`super::absent_is_zero`]); an RSSI left out is unknown ([`super::reception`]).
 #[derive(Deserialize)]
 struct RxMetadata {
     gateway_ids: Option<GatewayIds>,
-    #[serde(default = "super::absent_is_zero", deserialize_with = "super::de_rssi")]
+    #[serde(default, deserialize_with = "super::de_rssi")]
     rssi: Option<i32>,
     #[serde(
         default = "super::absent_is_zero",
@@ -140,11 +141,9 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
     let receptions = up
         .rx_metadata
         .into_iter()
-        .map(|r| Reception {
-            gateway_id: r.gateway_ids.and_then(|g| g.gateway_id),
-            rssi: r.rssi,
-            snr: r.snr,
-            channel: r.channel_index,
+        .map(|r| {
+            let id = r.gateway_ids.and_then(|g| g.gateway_id);
+            super::reception(id, r.rssi, r.snr, r.channel_index)
         })
         .collect();
     let (gateways, gateways_left_out) = super::strongest(receptions);
@@ -189,6 +188,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::uplink::Reception;
 
     const UP: &str = r#"{"end_device_ids":{"device_id":"lobby-th","application_ids":{"application_id":"building"},
         "dev_eui":"58A0CB0000101234","dev_addr":"26011BDA"},"correlation_ids":["as:up:01"],
@@ -479,11 +479,30 @@ mod tests {
             (r.gateway_id.as_deref(), r.rssi, r.snr, r.channel),
             (Some("gw-b"), Some(-71), Some(0.0), Some(0))
         );
+        // An entry without an RSSI reports no signal: it ranks below the others, and its
+        // SNR is the one it gives, its channel and zeros not known.
         let no_rssi = UP.replace(r#""rssi":-71,"snr":8.5"#, r#""snr":8.5"#);
         let up = parse(no_rssi.as_bytes(), t).unwrap().value;
         assert_eq!(
             (up.radio.gateway_id.as_deref(), up.radio.rssi),
-            (Some("gw-b"), Some(0))
+            (Some("gw-a"), Some(-95))
+        );
+        let b = &up.radio.gateways[1];
+        assert_eq!((b.rssi, b.snr, b.channel), (None, Some(8.5), None));
+        // A Packet Broker entry whose forwarding network shares no signal report.
+        let broker = UP.replace(
+            r#"{"gateway_ids":{"gateway_id":"gw-b"}"#,
+            r#"{"gateway_ids":{"gateway_id":"packetbroker"},"packet_broker":{}},{"gateway_ids":{"gateway_id":"gw-b"}"#,
+        );
+        let up = parse(broker.as_bytes(), t).unwrap().value;
+        assert_eq!(
+            (up.radio.gateway_id.as_deref(), up.radio.rssi, up.radio.snr),
+            (Some("gw-b"), Some(-71), Some(8.5))
+        );
+        let pb = &up.radio.gateways[1];
+        assert_eq!(
+            (pb.gateway_id.as_deref(), pb.rssi, pb.snr, pb.channel),
+            (Some("packetbroker"), None, None, None)
         );
         let odd = UP.replace(
             r#""rssi":-71,"snr":8.5"#,
