@@ -372,7 +372,7 @@ impl Table {
             .values()
             .filter(|t| !t.health)
             .map(|t| t.field.as_str());
-        let domains = rec_types_of(mapped);
+        let domains: Vec<&str> = domains_of(mapped).collect();
         (domains.len() > 1).then(|| {
             format!(
                 "no rec_type, and its fields map into {}: each record takes the first of these \
@@ -660,23 +660,19 @@ pub fn rec_type_of<'a, I>(fields: I) -> Option<&'static str>
 where
     I: IntoIterator<Item = &'a str> + Clone,
 {
-    DOMAINS
-        .iter()
-        .find(|(_, domain)| fields.clone().into_iter().any(|f| domain.contains(&f)))
-        .map(|(r, _)| *r)
+    domains_of(fields).next()
 }
 
 /// Every recType [`rec_type_of`] can choose for readings among these field names, in
 /// [`DOMAINS`]'s order.
-fn rec_types_of<'a, I>(fields: I) -> Vec<&'static str>
+fn domains_of<'a, I>(fields: I) -> impl Iterator<Item = &'static str>
 where
     I: IntoIterator<Item = &'a str> + Clone,
 {
     DOMAINS
         .iter()
-        .filter(|(_, domain)| fields.clone().into_iter().any(|f| domain.contains(&f)))
+        .filter(move |(_, domain)| fields.clone().into_iter().any(|f| domain.contains(&f)))
         .map(|(r, _)| *r)
-        .collect()
 }
 
 /// A decoded object in Microshare's shape.

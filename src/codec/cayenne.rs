@@ -7,9 +7,10 @@
 //!
 //! The recType is chosen per frame from the fields it holds, by the rule that chooses a
 //! decoded object's ([`crate::mapping::rec_type_of`]): presence (102) makes a motion record,
-//! GPS (136) or altitude (121) a gps one, temperature, humidity, pressure or CO2 an
-//! environment one, illuminance alone a light one; a frame with none of these (digital or
-//! analog I/O, switch, ...) is environment, [`Model::rec_type`]. One recType per frame. As
+//! GPS (136) a gps one (a barometric altitude, 121, does not), temperature, humidity,
+//! pressure or CO2 an environment one, illuminance alone a light one; a frame with none of
+//! these (digital or analog I/O, switch, ...) is environment, [`Model::rec_type`]. One
+//! recType per frame. As
 //! for a decoded object, only that default is in the hub plan: another's hub is made on
 //! first use (docs/eventhubs.md).
 use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading, Value};
@@ -210,11 +211,22 @@ pub fn decode(p: &[u8]) -> Result<Decoded, CodecError> {
         off = start + len;
     }
     Ok(Decoded {
-        rec_type: crate::mapping::rec_type_of(readings.iter().map(|r| r.field))
+        rec_type: crate::mapping::rec_type_of(domain_fields(&readings))
             .unwrap_or(Model::Lpp.rec_type()),
         readings,
         ..Decoded::default()
     })
+}
+
+/// The field names of `readings` that place a frame in a domain: all but `altitude`, which
+/// type 121 carries alone as a barometric altitude (the BMP280/BME280 sketches send it with
+/// temperature, humidity and pressure) and which makes no position; a GPS fix (136) has its
+/// `lat` and `lon` beside it.
+fn domain_fields(readings: &[Reading]) -> impl Iterator<Item = &'static str> + Clone + '_ {
+    readings
+        .iter()
+        .map(|r| r.field)
+        .filter(|f| *f != "altitude")
 }
 
 #[cfg(test)]
@@ -245,7 +257,8 @@ mod tests {
                 "01 67 00 FA 03 88 FA D5 00 17 12 9D 00 16 B2",
                 rec_type::GPS,
             ),
-            ("01 79 00 64", rec_type::GPS),
+            ("01 79 00 64", rec_type::ENVIRONMENT),
+            ("01 67 00 FA 02 79 00 64", rec_type::ENVIRONMENT),
             ("07 65 01 2C", rec_type::LIGHT),
             ("01 67 00 FA 07 65 01 2C", rec_type::ENVIRONMENT),
             ("01 7D 01 90", rec_type::ENVIRONMENT),
