@@ -168,13 +168,10 @@ pub struct DeliveryContext {
     first: FirstWrites,
     /// When its records were confirmed and whether one timed out since (see [`Sink::tick`]).
     timeouts: Timeouts,
-    /// The last client error reported and when (see [`DeliveryContext::first_report`]).
-    last_error: Mutex<Option<(String, Instant)>>,
+    /// A client error reported whose second handing over is still to come (see
+    /// [`DeliveryContext::first_report`]).
+    echo: Mutex<Option<String>>,
 }
-
-/// How soon after an error the same error again is taken for the same report: see
-/// [`DeliveryContext::first_report`].
-const SAME_REPORT: Duration = Duration::from_millis(50);
 
 /// Per topic and partition, the last record (its seq) of those a broker refused in batches
 /// ([`BatchRefusal`]), until it is through: shared by the sink and its producers' contexts (see
@@ -238,10 +235,11 @@ impl ClientContext for DeliveryContext {
 
     /// An error of the client as a whole (a broker unreachable, all of them down): counted
     /// and logged rate-limited, as the problem `kafka_client_error`; librdkafka reconnects
-    /// by itself, and through an outage reports one every few seconds.
+    /// by itself, and through an outage reports one every few seconds. A fatal one is only
+    /// logged at debug level: the sink replaces the producer and says why.
     fn error(&self, error: KafkaError, reason: &str) {
         let line = format!("kafka: {error}: {reason}");
-        if !self.first_report(&line, Instant::now()) {
+        if !self.first_report(&line) {
             return;
         }
         match error.rdkafka_error_code() {
@@ -344,19 +342,19 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl DeliveryContext {
-    /// Whether client error `line`, at `now`, is a report of its own: rust-rdkafka hands
-    /// each error event to the context twice (`Client::poll_event`, then
-    /// `BaseProducer::poll` once more), one right after the other, so the same error again
-    /// within [`SAME_REPORT`] is taken for the same report.
-    fn first_report(&self, line: &str, now: Instant) -> bool {
-        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        let same = last
-            .as_ref()
-            .is_some_and(|(l, at)| l == line && now.saturating_duration_since(*at) < SAME_REPORT);
-        if !same {
-            *last = Some((line.to_string(), now));
+    /// Whether client error `line` is a report of its own: rust-rdkafka hands each error
+    /// event to the context twice, one right after the other (`Client::poll_event`, then
+    /// `BaseProducer::poll` once more), so an error is taken for the second handing over of
+    /// the one before when that one's is still to come and it says the same.
+    fn first_report(&self, line: &str) -> bool {
+        let mut echo = self.echo.lock().unwrap_or_else(|e| e.into_inner());
+        if echo.as_deref() == Some(line) {
+            *echo = None;
+            false
+        } else {
+            *echo = Some(line.to_string());
+            true
         }
-        !same
     }
 
     /// Whether a broker connection is up.
@@ -582,7 +580,7 @@ fn create(
         batched: config.get(ALONE.0) != Some(ALONE.1),
         first: first.clone(),
         timeouts: Timeouts::default(),
-        last_error: Mutex::default(),
+        echo: Mutex::default(),
     };
     Polled::new(config, context, queued).map_err(|e| {
         OpenError(format!(
@@ -1116,29 +1114,28 @@ mod tests {
     }
 
     /// A client error is counted and logged once per report: rust-rdkafka hands each to the
-    /// context twice in a row, and through an outage librdkafka reports one every few seconds.
+    /// context twice in a row, and through an outage librdkafka reports one every few seconds,
+    /// the same error again and again.
     #[test]
     fn a_client_error_is_one_problem_however_often_it_is_handed_over() {
         let (sink, _rx) = sink("127.0.0.1:1");
         let context = sink.producer.client().context();
         let problems = || sink.shared.metrics.problems("kafka_client_error");
-        let t0 = Instant::now();
         let down = "kafka: Global error: BrokerTransportFailure: 127.0.0.1:1: Connect failed";
-        assert!(context.first_report(down, t0));
-        assert!(!context.first_report(down, t0 + Duration::from_micros(20)));
-        assert!(context.first_report("kafka: Global error: AllBrokersDown", t0));
-        assert!(context.first_report(down, t0 + Duration::from_millis(1)));
-        assert!(!context.first_report(down, t0 + Duration::from_millis(2)));
-        assert!(context.first_report(down, t0 + SAME_REPORT + Duration::from_millis(1)));
+        let all = "kafka: Global error: AllBrokersDown";
+        let handed = [down, down, all, all, down, down, down, down];
+        let reports: Vec<bool> = handed.iter().map(|l| context.first_report(l)).collect();
+        assert_eq!(
+            reports,
+            [true, false, true, false, true, false, true, false]
+        );
         assert_eq!(problems(), 0, "first_report only tells");
-        context.error(
-            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
-            "a broker the test made up",
-        );
-        context.error(
-            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
-            "a broker the test made up",
-        );
+        for _ in 0..2 {
+            context.error(
+                KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+                "a broker the test made up",
+            );
+        }
         assert_eq!(problems(), 1);
     }
 
