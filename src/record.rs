@@ -598,18 +598,17 @@ impl JsonOut {
         // Every gateway that heard the uplink, as Microshare's live records list them; a raw
         // radio frame's is its one receiving gateway.
         let sf = radio.spreading_factor;
-        if !radio.gateways.is_empty() {
+        if !radio.gateways.is_empty() || radio.gateway_id.is_some() {
             self.key("gateways");
             self.0.push(b'[');
             for g in &radio.gateways {
                 self.separate();
                 self.reception(g.gateway_id.as_deref(), g.rssi, g.snr, g.channel, sf);
             }
-            self.0.push(b']');
-        } else if let Some(id) = &radio.gateway_id {
-            self.key("gateways");
-            self.0.push(b'[');
-            self.reception(Some(id), radio.rssi, radio.snr, radio.channel, sf);
+            if radio.gateways.is_empty() {
+                let id = radio.gateway_id.as_deref();
+                self.reception(id, radio.rssi, radio.snr, radio.channel, sf);
+            }
             self.0.push(b']');
         }
         self.key("iso_time");

@@ -253,8 +253,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
         .into_iter()
         .map(|r| super::reception(r.gateway_id, r.rssi, r.snr, r.channel))
         .collect();
-    let (gateways, gateways_left_out) = super::strongest(receptions);
-    let best = super::best(&gateways).cloned().unwrap_or_default();
+    let (best, gateways, gateways_left_out) = super::heard(receptions);
     let lora = ev
         .tx_info
         .as_ref()

@@ -136,33 +136,33 @@ fn reception(
     }
 }
 
-/// The receptions a network server listed, as an uplink carries them, and how many were
-/// left out: all of them, or of more than [`MAX_GATEWAYS`] the strongest (by RSSI; of
-/// equally strong ones the later, as the best reception is chosen, so it is always among
-/// them), in the message's order.
-fn strongest(mut all: Vec<Reception>) -> (Vec<Reception>, usize) {
+/// The receptions a network server listed, as an uplink carries them: the best, which
+/// stands for the uplink as Microshare's `meta.iot` does (the strongest by RSSI, the last of
+/// equally strong ones; the default when none is listed); all of them, or of more than
+/// [`MAX_GATEWAYS`] the strongest (of equally strong ones the later, so the best is always
+/// among them), in the message's order; and how many were left out.
+fn heard(mut all: Vec<Reception>) -> (Reception, Vec<Reception>, usize) {
+    let strength = |r: &Reception| r.rssi.unwrap_or(i32::MIN);
+    let best = all.iter().max_by_key(|r| strength(r)).cloned();
     let n = all.len();
-    if n <= MAX_GATEWAYS {
-        return (all, 0);
+    if n > MAX_GATEWAYS {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_unstable_by_key(|&i| std::cmp::Reverse((strength(&all[i]), i)));
+        let mut kept = vec![false; n];
+        for &i in &order[..MAX_GATEWAYS] {
+            kept[i] = true;
+        }
+        let mut i = 0;
+        all.retain(|_| {
+            i += 1;
+            kept[i - 1]
+        });
     }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_unstable_by_key(|&i| std::cmp::Reverse((all[i].rssi.unwrap_or(i32::MIN), i)));
-    let mut kept = vec![false; n];
-    for &i in &order[..MAX_GATEWAYS] {
-        kept[i] = true;
-    }
-    let mut i = 0;
-    all.retain(|_| {
-        i += 1;
-        kept[i - 1]
-    });
-    (all, n - MAX_GATEWAYS)
-}
-
-/// The best of `receptions`, which stands for the uplink as Microshare's `meta.iot` does:
-/// the strongest, the last of equally strong ones (as `max_by_key` picks).
-fn best(receptions: &[Reception]) -> Option<&Reception> {
-    receptions.iter().max_by_key(|r| r.rssi.unwrap_or(i32::MIN))
+    (
+        best.unwrap_or_default(),
+        all,
+        n.saturating_sub(MAX_GATEWAYS),
+    )
 }
 
 /// A DevAddr given as text; one that is not 8 hex digits is left out, and the record id is

@@ -146,8 +146,7 @@ pub fn parse(json: &[u8], received: SystemTime) -> Result<Parsed<Uplink>, ParseE
             super::reception(id, r.rssi, r.snr, r.channel_index)
         })
         .collect();
-    let (gateways, gateways_left_out) = super::strongest(receptions);
-    let best = super::best(&gateways).cloned().unwrap_or_default();
+    let (best, gateways, gateways_left_out) = super::heard(receptions);
     let lora = up
         .settings
         .as_ref()
