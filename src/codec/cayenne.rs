@@ -10,9 +10,8 @@
 //! GPS (136) a gps one (a barometric altitude, 121, does not), temperature, humidity,
 //! pressure or CO2 an environment one, illuminance alone a light one; a frame with none of
 //! these (digital or analog I/O, switch, ...) is environment, [`Model::rec_type`]. One
-//! recType per frame. As
-//! for a decoded object, only that default is in the hub plan: another's hub is made on
-//! first use (docs/eventhubs.md).
+//! recType per frame. As for a decoded object, only that default is in the hub plan:
+//! another's hub is made on first use (docs/eventhubs.md).
 use super::{rec_type, Bytes, CodecError, Decoded, Example, Reading, Value};
 
 models! {
