@@ -117,4 +117,23 @@ mod tests {
         std::fs::write(&path, b"garbage").unwrap();
         assert_eq!(Mark::open(&path).unwrap().value(), None);
     }
+
+    /// A mark is taken only once it is synced: one whose sync fails is an error, and the
+    /// mark held stays the one on disk (a power cut could take the unsynced one back, and a
+    /// later open would then miss a loss of the records it claims).
+    #[test]
+    fn a_mark_whose_sync_fails_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Mark::open(&dir.path().join("mark")).unwrap();
+        m.set(5).unwrap();
+        // /dev/null takes the write and refuses the sync (EINVAL), as a failing disk would.
+        m.file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let e = m.set(9).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        assert_eq!((m.value(), m.generation), (Some(5), 1));
+    }
 }
