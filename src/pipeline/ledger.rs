@@ -2459,6 +2459,36 @@ pub(super) mod tests {
         assert_eq!((copy.pkid, copy.retained.is_some()), (5, false));
     }
 
+    /// A copy of a record the sink confirmed from memory (a second gateway's, the broker's
+    /// redelivery) is a copy of a durable record: acknowledged with its retained fingerprint
+    /// kept, as the first copy's was, not as a copy of a record that may have been dropped
+    /// (whose fingerprint is cleared, so that the broker's next delivery makes a record again).
+    #[test]
+    fn a_copy_of_a_record_delivered_from_memory_keeps_its_retained_fingerprint() {
+        let (mut ledger, mut reports, metrics, t0) = memory_ledger(&BufferConfig::default());
+        let (acks, mut pubacks) = tokio::sync::mpsc::unbounded_channel();
+        let ack = |pkid| retained(&acks, pkid);
+        ledger.take(vec![record(1)], Counters::default(), ack(1), t0);
+        ledger.end_round(t0).unwrap();
+        let sent = reports.try_recv().unwrap();
+        assert_eq!(sent.seq, 0);
+        ledger.delivered(sent, t0).unwrap();
+        assert_eq!(
+            ledger.buffered(),
+            0,
+            "confirmed from memory, never buffered"
+        );
+        ledger.take(vec![record(1)], Counters::default(), ack(2), t0);
+        ledger.end_round(t0).unwrap();
+        let mut released = Vec::new();
+        while let Ok(a) = pubacks.try_recv() {
+            released.push((a.pkid, a.retained.is_some()));
+        }
+        assert_eq!(released, [(1, true), (2, true)]);
+        assert_eq!(metrics.duplicates.get(), 1);
+        assert!(reports.try_recv().is_err(), "the copy is not sent");
+    }
+
     /// A ledger over a 300-byte buffer with `when_full`, the reports of its stdout sink, its
     /// metrics, and when it started.
     fn small_buffer_ledger(
