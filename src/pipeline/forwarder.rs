@@ -1045,6 +1045,56 @@ mod tests {
         assert_eq!(left, Vec::<u16>::new(), "each acknowledged once");
     }
 
+    /// While a flush takes long, the drain hands the sink no more records than a crash would
+    /// send again within the bound: those in flight and those delivered whose deletion the
+    /// running flush does not cover number at most `max_in_flight * 1.5`. Past it, deletions
+    /// would pile up behind the slow disk, each one a duplicate after a crash. Once the
+    /// flush is done the drain goes on.
+    #[test]
+    fn deletions_waiting_for_a_slow_flush_hold_the_drain_at_one_and_a_half_windows() {
+        let (disk, entered, permit) = SlowDisk::new(false);
+        let cfg = BufferConfig {
+            max_in_flight: 4,
+            ..BufferConfig::default()
+        };
+        let metrics = Metrics::new();
+        let mut buffer = Buffer::new(Box::new(disk), &cfg, metrics.clone());
+        for seq in 0..20 {
+            buffer.push(seq, &fresh(seq)).unwrap();
+        }
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(crate::sink::stdout::StdoutSink::new(false, tx));
+        let t0 = Instant::now();
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        let mut delivered = Vec::new();
+        let mut round = |ledger: &mut Ledger, delivered: &mut Vec<u64>| {
+            ledger.end_round(t0).unwrap();
+            while let Ok(d) = reports.try_recv() {
+                delivered.push(d.seq);
+                ledger.delivered(d, t0).unwrap();
+            }
+        };
+        // The first round's flush (of what the last run left) waits for the disk.
+        for _ in 0..10 {
+            round(&mut ledger, &mut delivered);
+        }
+        entered
+            .recv_timeout(DEADLINE)
+            .expect("a flush waits for the disk");
+        assert!(ledger.flush_started().is_some());
+        assert_eq!(delivered, (0..6).collect::<Vec<_>>());
+        assert_eq!(ledger.buffered(), 14);
+        // The disk catches up: the drain goes on, each flush waited for.
+        drop(permit);
+        for _ in 0..20 {
+            ledger.commit(t0, true).unwrap();
+            round(&mut ledger, &mut delivered);
+        }
+        assert_eq!(ledger.buffered(), 0);
+        assert_eq!(delivered, (0..20).collect::<Vec<_>>());
+    }
+
     /// A spill whose file sync fails on the flush thread ends the forwarder with the error
     /// (hubgate stops; systemd starts it again), and the spilled record is never
     /// acknowledged: the broker sends it again.
