@@ -1045,6 +1045,56 @@ mod tests {
         assert_eq!(left, Vec::<u16>::new(), "each acknowledged once");
     }
 
+    /// A record written while a flush runs is acknowledged by the next flush, not by the
+    /// running one: that one may have synced the segment before the write, and a power cut
+    /// would take a record already acknowledged.
+    #[test]
+    fn a_record_written_during_a_flush_waits_for_the_next_one() {
+        let (disk, entered, permit) = SlowDisk::new(false);
+        let cfg = BufferConfig::default();
+        let metrics = Metrics::new();
+        let buffer = Buffer::new(Box::new(disk), &cfg, metrics.clone());
+        let (tx, _reports) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Box::new(crate::sink::stdout::StdoutSink::new(false, tx));
+        let t0 = Instant::now();
+        let now = (t0, SystemTime::now());
+        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        let (ack, mut pubacks) = crate::pipeline::ledger::tests::pubacks();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let flush_done = ledger.flush_done();
+        let mut released = || {
+            let mut pkids = Vec::new();
+            while let Ok(a) = pubacks.try_recv() {
+                pkids.push(a.pkid);
+            }
+            pkids
+        };
+        ledger.take_to_buffer(vec![fresh(0)], Counters::default(), ack(1), t0);
+        ledger.end_round(t0).unwrap();
+        entered
+            .recv_timeout(DEADLINE)
+            .expect("the first flush waits for the disk");
+        ledger.take_to_buffer(vec![fresh(1)], Counters::default(), ack(2), t0);
+        ledger.end_round(t0).unwrap();
+        assert_eq!(released(), Vec::<u16>::new());
+        // The first flush is done: it covers the first record only.
+        permit.send(()).unwrap();
+        let done =
+            rt.block_on(async { tokio::time::timeout(DEADLINE, flush_done.notified()).await });
+        assert!(done.is_ok(), "the first flush is done");
+        ledger.commit(t0, false).unwrap();
+        assert_eq!(released(), [1]);
+        entered
+            .recv_timeout(DEADLINE)
+            .expect("the second flush waits for the disk");
+        drop(permit);
+        ledger.commit(t0, true).unwrap();
+        assert_eq!(released(), [2]);
+    }
+
     /// While a flush takes long, the drain hands the sink no more records than a crash would
     /// send again within the bound: those in flight and those delivered whose deletion the
     /// running flush does not cover number at most `max_in_flight * 1.5`. Past it, deletions
