@@ -14,8 +14,8 @@
 //! glibc's own fatal messages (`writev` to standard error: a double free, a smashed stack),
 //! `abort` (a panic, a QuickJS assert: `rt_sigprocmask`, `rt_sigaction`, `tgkill`) and a
 //! wait resumed after a stop or a freeze (`restart_syscall`). Names
-//! that differ on aarch64 and 32-bit ARM are mapped by hand: those lists are only
-//! compile-checked.
+//! that differ on aarch64 and 32-bit ARM are mapped by hand; the 32-bit ARM list has run on
+//! an ARMv7 kernel, the aarch64 one is only compile-checked (docs/building.md).
 //!
 //! What is not listed fails with ENOSYS rather than killing the worker: glibc falls back to
 //! an older call on ENOSYS (the 32-bit time calls on ARM, `clone` for `clone3`), so a call
