@@ -858,4 +858,23 @@ mod tests {
             })
         );
     }
+
+    /// A late frame from before a 16-bit rollover is tried in the half before the counter's
+    /// up to `LATE_WINDOW` below it, and taken: a frame exactly at the window's edge is a
+    /// reading, not a MIC failure.
+    #[test]
+    fn a_late_frame_across_a_rollover_is_tried_up_to_the_edge_of_the_late_window() {
+        let t0 = Instant::now();
+        let mut t = FcntTracker::new();
+        let last = 0x1_0000 + LATE_WINDOW / 2;
+        let edge = last - LATE_WINDOW;
+        t.accept_at(edge - 1, MIC, t0);
+        t.accept_at(last, MIC, t0);
+        let mut tried = vec![0x1_0000 | (edge & 0xFFFF), edge];
+        tried.extend(&ahead(0x1_0000 | (edge & 0xFFFF))[1..]);
+        assert_eq!(t.candidates(edge as u16), tried);
+        assert_eq!(t.check(edge, [9; 4], t0), Ok(()));
+        let past = edge - 1;
+        assert_eq!(t.candidates(past as u16), ahead(0x1_0000 | (past & 0xFFFF)));
+    }
 }
