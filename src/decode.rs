@@ -1017,6 +1017,9 @@ mod tests {
         assert!(d.decode(&empty).is_empty());
         assert_eq!((m.mac_frames.get(), m.duplicates.get()), (2, 2));
         assert!(d.decode(&radio_frame(9)).len() == 1);
+        let port_1 = frame(10, Some(1), &[0x03, 0x67, 0x01, 0x10]);
+        assert_eq!(d.decode(&port_1).len(), 1, "FPort 1 is an application's");
+        assert_eq!((m.mac_frames.get(), m.duplicates.get()), (2, 2));
     }
 
     /// Copies of a frame a source merged into it (two RF chains in one datagram) count as
