@@ -547,6 +547,35 @@ mod tests {
         );
     }
 
+    /// Only the same bytes are copies: frames of one DevAddr and FCnt (two devices sharing
+    /// a DevAddr, another network's) that differ in their payload or MIC are frames apart,
+    /// each decoded, none merged away.
+    #[test]
+    fn frames_that_differ_after_their_header_are_not_copies() {
+        let e = |chan: u32, data: &str| format!(r#"{{"stat":1,"chan":{chan},"data":"{data}"}}"#);
+        let entries = [
+            e(0, "QAECAwQABQACqgECAwQ="),
+            e(1, "QAECAwQABQACqgECAwU="),
+            e(2, "QAECAwQABQACqwECAwQ="),
+            e(3, "QAECAwQABQACqgECAwQ="),
+        ];
+        let json = format!(r#"{{"rxpk":[{}]}}"#, entries.join(","));
+        let c = parse_push(json.as_bytes(), &[0; 8], SystemTime::UNIX_EPOCH, true).unwrap();
+        let got: Vec<_> = c
+            .frames
+            .iter()
+            .map(|f| (f.phy[9], f.phy[13], f.radio.channel, f.copies))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0xaa, 4, Some(0), 1),
+                (0xaa, 5, Some(1), 0),
+                (0xab, 4, Some(2), 0)
+            ]
+        );
+    }
+
     /// A frame's copies give it the best reception but the first valid time among them: a
     /// better copy whose `time` was bad or missing took the GPS time a weaker copy carried
     /// (the receive time went out instead), and counted `bad_time` for a copy merged away.
