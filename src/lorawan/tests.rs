@@ -421,6 +421,12 @@ fn malformed_frames_say_what_is_wrong() {
         parse(&[0x40; 256]),
         Err(LorawanError::TooLong { len: 256 })
     ));
+    let largest = up(1, Some(2), &[0x55; 242]);
+    assert_eq!(largest.len(), 255, "the largest PHYPayload LoRa carries");
+    match parse(&largest) {
+        Ok(Frame::Data(d)) => assert_eq!(d.frm_payload.len(), 242),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
