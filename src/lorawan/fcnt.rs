@@ -877,4 +877,20 @@ mod tests {
         let past = edge - 1;
         assert_eq!(t.candidates(past as u16), ahead(0x1_0000 | (past & 0xFFFF)));
     }
+
+    /// Under a counter whose frame's MIC is unknown, no frame below is taken as late, even
+    /// one never heard: its counter would be what is kept, a step back, and a restart would
+    /// take frames between it and the counter again.
+    #[test]
+    fn no_frame_is_late_under_a_counter_whose_mic_is_unknown() {
+        let mut t = FcntTracker::new();
+        t.resume_kept(100, None, Some(0));
+        assert_eq!(
+            t.check(99, MIC, Instant::now()),
+            Err(FcntError::Replay {
+                fcnt: 99,
+                last: 100
+            })
+        );
+    }
 }
