@@ -1705,4 +1705,22 @@ mod tests {
         let d = next(&mut sink, &mut rx).await;
         assert_eq!((d.seq, d.result.is_ok()), (1, true));
     }
+
+    /// A record the producer's local queue has no room for is handed over again later: a
+    /// full queue is the producer's state, not the record's, so it is no rejection (which
+    /// would dead-letter a reading the hub would take).
+    #[tokio::test]
+    async fn a_record_the_local_queue_has_no_room_for_is_retried() {
+        let (mut sink, _rx) = sink_with("127.0.0.1:1", &[("queue.buffering.max.messages", "1")]);
+        // Of two devices: a device's second record would wait for its first, not be handed over.
+        let of_device = |n: u64| Record {
+            key: format!("58-A0-CB-00-00-10-12-3{n}"),
+            ..record(n)
+        };
+        assert!(sink.send(1, &of_device(1)).is_ok());
+        match sink.send(2, &of_device(2)) {
+            Err(SinkError::Retry(text)) => assert_eq!(text, "local producer queue is full"),
+            other => panic!("a record finding the local queue full: {other:?}"),
+        }
+    }
 }
