@@ -1744,4 +1744,25 @@ mod tests {
         r.connected(t);
         assert_eq!(r.failed(t + STABLE), (RECONNECT_MIN, true));
     }
+
+    /// The session is persistent (clean session off): a broker keeps what it did not get a
+    /// PUBACK for across a reconnect, and delivers it again. With a clean session it would
+    /// drop those messages, whose records were never made.
+    #[tokio::test]
+    async fn the_session_asked_for_is_persistent() {
+        let (listener, port) = listening("127.0.0.1:0").await;
+        let source = running(source_on(&format!("127.0.0.1:{port}")));
+        let (mut s, _) = within(listener.accept()).await.unwrap();
+        let (kind, connect) = within(read_packet(&mut s)).await.unwrap();
+        assert_eq!(kind, 0x10, "CONNECT");
+        // Protocol name (2 + 4 bytes), level, then the connect flags.
+        assert_eq!(&connect[..7], &[0, 4, b'M', b'Q', b'T', b'T', 4]);
+        assert_eq!(
+            connect[7] & 0x02,
+            0,
+            "clean session flag in {:#04x}",
+            connect[7]
+        );
+        source.source.abort();
+    }
 }
