@@ -1942,6 +1942,44 @@ pub(super) mod tests {
         );
     }
 
+    /// When a park runs out the drain looks at the buffer again from its oldest record, but
+    /// buffered records of other recTypes already in flight are not handed to the sink a
+    /// second time: each would be a duplicate in its hub.
+    #[test]
+    fn a_park_running_out_sends_no_buffered_record_in_flight_again() {
+        let metrics = Metrics::new();
+        // Records in flight past `spill_after` would hold the drain back: longer than the park.
+        let cfg = BufferConfig {
+            spill_after: Duration::from_secs(60),
+            ..BufferConfig::default()
+        };
+        let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
+        let now = (Instant::now(), SystemTime::now());
+        for n in 0..3 {
+            let rec_type = if n == 0 { "t" } else { "u" };
+            let r = Record {
+                rec_type: rec_type.into(),
+                created_ms: ms_since_epoch(now.1),
+                ..record(n)
+            };
+            buffer.push(u64::from(n), &r).unwrap();
+        }
+        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let t0 = now.0;
+        ledger.park("t", crate::sink::refusal::Setup::default().missing("t"), t0);
+        let mut sent = |ledger: &mut Ledger, at: Instant| {
+            ledger.end_round(at).unwrap();
+            let mut seqs = Vec::new();
+            while let Ok(d) = reports.try_recv() {
+                seqs.push(d.seq);
+            }
+            seqs
+        };
+        assert_eq!(sent(&mut ledger, t0), [1, 2], "\"t\" is parked");
+        // The park has run out; 1 and 2 are still in flight, unconfirmed.
+        assert_eq!(sent(&mut ledger, t0 + Duration::from_secs(2)), [0]);
+    }
+
     /// A restart's ledger with records 0 to 2 in the buffer, their recType parked so the
     /// drain leaves the buffer as it is.
     fn three_buffered_held_back(
