@@ -1054,11 +1054,10 @@ mod tests {
         let cfg = BufferConfig::default();
         let metrics = Metrics::new();
         let buffer = Buffer::new(Box::new(disk), &cfg, metrics.clone());
-        let (tx, _reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(crate::sink::stdout::StdoutSink::new(false, tx));
-        let t0 = Instant::now();
-        let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        let now = (Instant::now(), SystemTime::now());
+        let (mut ledger, _reports) =
+            crate::pipeline::ledger::tests::stdout_ledger(&cfg, buffer, &metrics, now);
+        let t0 = now.0;
         let (ack, mut pubacks) = crate::pipeline::ledger::tests::pubacks();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -1112,11 +1111,10 @@ mod tests {
         for seq in 0..20 {
             buffer.push(seq, &fresh(seq)).unwrap();
         }
-        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(crate::sink::stdout::StdoutSink::new(false, tx));
-        let t0 = Instant::now();
-        let now = (t0, SystemTime::now());
-        let mut ledger = Ledger::new(&cfg, 16, buffer, sink, metrics, now, 1).unwrap();
+        let now = (Instant::now(), SystemTime::now());
+        let (mut ledger, mut reports) =
+            crate::pipeline::ledger::tests::stdout_ledger(&cfg, buffer, &metrics, now);
+        let t0 = now.0;
         let mut delivered = Vec::new();
         let mut round = |ledger: &mut Ledger, delivered: &mut Vec<u64>| {
             ledger.end_round(t0).unwrap();

@@ -1849,7 +1849,7 @@ pub(super) mod tests {
         (ack, pubacks)
     }
 
-    fn stdout_ledger(
+    pub(in crate::pipeline) fn stdout_ledger(
         cfg: &BufferConfig,
         buffer: Buffer,
         metrics: &Arc<Metrics>,
