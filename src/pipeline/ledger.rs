@@ -1942,42 +1942,86 @@ pub(super) mod tests {
         );
     }
 
-    /// When a park runs out the drain looks at the buffer again from its oldest record, but
-    /// buffered records of other recTypes already in flight are not handed to the sink a
-    /// second time: each would be a duplicate in its hub.
-    #[test]
-    fn a_park_running_out_sends_no_buffered_record_in_flight_again() {
+    /// A ledger over a buffer holding a record of each of `rec_types` (numbered from 0,
+    /// created now), with a `spill_after` longer than any park, so records in flight do not
+    /// hold the drain back; its sink's reports, and when it started.
+    fn buffered_ledger(
+        rec_types: &[&str],
+    ) -> (
+        Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        Instant,
+    ) {
         let metrics = Metrics::new();
-        // Records in flight past `spill_after` would hold the drain back: longer than the park.
         let cfg = BufferConfig {
             spill_after: Duration::from_secs(60),
             ..BufferConfig::default()
         };
         let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
         let now = (Instant::now(), SystemTime::now());
-        for n in 0..3 {
-            let rec_type = if n == 0 { "t" } else { "u" };
+        for (n, rec_type) in (0..).zip(rec_types) {
             let r = Record {
-                rec_type: rec_type.into(),
+                rec_type: (*rec_type).into(),
                 created_ms: ms_since_epoch(now.1),
                 ..record(n)
             };
             buffer.push(u64::from(n), &r).unwrap();
         }
-        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
-        let t0 = now.0;
+        let (ledger, reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        (ledger, reports, now.0)
+    }
+
+    /// The records a round at `at` hands to the sink (their reports are not given back).
+    fn handed_in_round(
+        ledger: &mut Ledger,
+        reports: &mut tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+        at: Instant,
+    ) -> Vec<u64> {
+        ledger.end_round(at).unwrap();
+        let mut seqs = Vec::new();
+        while let Ok(d) = reports.try_recv() {
+            seqs.push(d.seq);
+        }
+        seqs
+    }
+
+    /// When a park runs out the drain looks at the buffer again from its oldest record, but
+    /// buffered records of other recTypes already in flight are not handed to the sink a
+    /// second time: each would be a duplicate in its hub.
+    #[test]
+    fn a_park_running_out_sends_no_buffered_record_in_flight_again() {
+        let (mut ledger, mut reports, t0) = buffered_ledger(&["t", "u", "u"]);
         ledger.park("t", crate::sink::refusal::Setup::default().missing("t"), t0);
-        let mut sent = |ledger: &mut Ledger, at: Instant| {
-            ledger.end_round(at).unwrap();
-            let mut seqs = Vec::new();
-            while let Ok(d) = reports.try_recv() {
-                seqs.push(d.seq);
-            }
-            seqs
-        };
-        assert_eq!(sent(&mut ledger, t0), [1, 2], "\"t\" is parked");
+        let handed = handed_in_round(&mut ledger, &mut reports, t0);
+        assert_eq!(handed, [1, 2], "\"t\" is parked");
         // The park has run out; 1 and 2 are still in flight, unconfirmed.
-        assert_eq!(sent(&mut ledger, t0 + Duration::from_secs(2)), [0]);
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(handed_in_round(&mut ledger, &mut reports, later), [0]);
+    }
+
+    /// A buffered record whose refusal comes in after the park it belongs to has run out (it
+    /// was sent before the park began) is sent again at once: the drain had passed it, and
+    /// nothing else would bring the drain back to it while the sink keeps taking records.
+    #[test]
+    fn a_buffered_record_refused_after_its_park_ran_out_is_sent_again() {
+        let (mut ledger, mut reports, t0) = buffered_ledger(&["t", "t"]);
+        let refused = |seq| Delivery {
+            seq,
+            result: Err(SinkError::Park(
+                crate::sink::refusal::Setup::default().missing("t"),
+            )),
+        };
+        assert_eq!(handed_in_round(&mut ledger, &mut reports, t0), [0, 1]);
+        // The hub is missing: "t" is parked for at most a second.
+        ledger
+            .delivered(refused(0), t0 + Duration::from_millis(500))
+            .unwrap();
+        let later = t0 + Duration::from_secs(2);
+        let handed = handed_in_round(&mut ledger, &mut reports, later);
+        assert_eq!(handed, [0], "the park ran out; 1 is in flight");
+        // 1's refusal, sent before the park began, comes in now.
+        ledger.delivered(refused(1), later).unwrap();
+        assert_eq!(handed_in_round(&mut ledger, &mut reports, later), [1]);
     }
 
     /// A restart's ledger with records 0 to 2 in the buffer, their recType parked so the
