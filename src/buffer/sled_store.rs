@@ -1819,6 +1819,10 @@ impl Store for SledStore {
     }
 
     fn disk_free(&self) -> Option<u64> {
+        #[cfg(test)]
+        if let Some(free) = super::test_support::DISK_FREE.with(std::cell::Cell::get) {
+            return Some(free);
+        }
         super::disk::free(&self.dir)
     }
 
@@ -4350,5 +4354,28 @@ mod tests {
             holds_then_drain(&mut s, &stay);
             assert_eq!(s.usage(), (0, 0));
         });
+    }
+
+    /// The move into groups flushes each batch before its keys leave the old tree: a flush
+    /// whose sync fails fails the move with every pointer still in the old tree.
+    #[test]
+    fn a_move_into_groups_whose_sync_fails_keeps_every_pointer_in_the_old_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill(&mut s, 0, 5, 10);
+        s.flush().unwrap();
+        let old = s.db.open_tree(super::super::upgrade::POINTERS).unwrap();
+        for (seq, p) in s.index.scan(None, usize::MAX).unwrap() {
+            old.insert(seq.to_be_bytes(), &p.to_bytes()).unwrap();
+        }
+        s.index.clear().unwrap();
+        let log = s
+            .syncs()
+            .files
+            .swap_log(std::fs::File::open("/dev/null").unwrap());
+        let e = s.group(|_| {}).unwrap_err();
+        s.syncs().files.swap_log(log);
+        assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
+        assert_eq!(old.len(), 5);
     }
 }

@@ -272,3 +272,17 @@ pub(super) fn without<T: Send>(caps: &[u32], f: impl FnOnce() -> T + Send) -> T 
         thread.join().unwrap()
     })
 }
+
+thread_local! {
+    /// The free space the [`SledStore`]s on this thread report ([`Store::disk_free`]) in place
+    /// of their disk's: see [`with_disk_free`].
+    pub(super) static DISK_FREE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// `f` run with the [`SledStore`]s on this thread reporting `free` bytes free on their disk.
+pub(super) fn with_disk_free<T>(free: u64, f: impl FnOnce() -> T) -> T {
+    DISK_FREE.with(|d| d.set(Some(free)));
+    let out = f();
+    DISK_FREE.with(|d| d.set(None));
+    out
+}

@@ -306,7 +306,8 @@ mod tests {
     use super::super::mark::Mark;
     use super::super::sled_store::{open_db, DB_DIR, LAYOUT_KEY, MARK_FILE, MARK_KEY};
     use super::super::test_support::{
-        assert_current_layout, body_of, buffer_of, fill_with, flushed_store, moved, seqs, write_out,
+        assert_current_layout, body_of, buffer_of, fill_with, flushed_store, moved, seqs,
+        with_disk_free, write_out,
     };
     use super::*;
     use std::path::Path;
@@ -738,5 +739,49 @@ mod tests {
         check_upgraded_but_the_large_one(&s);
         let (_b, m) = buffer_of(dir.path(), s);
         assert_eq!(m.dropped_full.get(), 1);
+    }
+
+    /// The upgrade wants room for every body again, a sixteenth of them and 4 MiB more:
+    /// with a byte less free, the open is refused before anything moves, counting the
+    /// records; with that room, every record moves.
+    #[test]
+    fn an_upgrade_wants_room_for_every_body_again_and_4_mib() {
+        let n = 300;
+        let bytes: u64 = (0..n).map(|seq| 100 + seq + 12).sum();
+        let needed = bytes + bytes / 16 + (4 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        old_layout(dir.path(), n);
+        let e = with_disk_free(needed - 1, || SledStore::open(dir.path()))
+            .err()
+            .expect("refused");
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!("{n} record(s) of an earlier release's layout"))
+                && e.contains("nothing was moved"),
+            "{e}"
+        );
+        {
+            let db = open_db(&dir.path().join(DB_DIR)).unwrap();
+            assert_eq!(db.open_tree(OLD_RECORDS).unwrap().len() as u64, n);
+        }
+        let s = with_disk_free(needed, || SledStore::open(dir.path())).unwrap();
+        check_upgraded(&s, n);
+    }
+
+    /// A batch of the move starts only with 4 MiB left on the disk: with a byte less, the
+    /// move stops before it, the records still in the old tree.
+    #[test]
+    fn a_batch_of_the_upgrade_starts_only_with_4_mib_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        let old = s.db.open_tree(OLD_RECORDS).unwrap();
+        for seq in 0..3u64 {
+            old.insert(seq.to_be_bytes(), vec![seq as u8; 10]).unwrap();
+        }
+        let e = with_disk_free((4 << 20) - 1, || s.upgrade(|_| {})).unwrap_err();
+        assert!(e.to_string().contains("the move keeps free"), "{e}");
+        assert_eq!((old.len(), s.usage()), (3, (0, 0)));
+        with_disk_free(4 << 20, || s.upgrade(|_| {})).unwrap();
+        assert_eq!(s.usage(), (3, 30));
     }
 }
