@@ -305,6 +305,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
     use std::path::PathBuf;
 
+    use super::super::test_support::with_disk_free;
     use super::*;
     use crate::buffer::{decode, encode};
     use crate::record::Record;
@@ -689,5 +690,97 @@ mod tests {
             };
             assert_eq!(oldest(&store, now), first, "synchronised {synchronised}");
         }
+    }
+
+    /// A progress file that cannot be read (here, not text) stops the recovery before a
+    /// record is carried, and is left as it was: taken for no progress, the run would carry
+    /// every segment again, each record a second time.
+    #[test]
+    fn a_progress_file_that_cannot_be_read_stops_the_run_before_a_record_is_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let (aside, _, _, _) = three_segments(dir.path());
+        let progress = aside.join(PROGRESS_FILE);
+        std::fs::write(&progress, b"through \xff\n").unwrap();
+        let mut store = SledStore::open(&dir.path().join("new")).unwrap();
+        let e = recover(&mut store, &aside, None, |_, _, _| {}).unwrap_err();
+        assert!(
+            matches!(&e, BufferError::Storage(why) if why == &format!(
+                "reading the progress of {}: stream did not contain valid UTF-8",
+                aside.display()
+            )),
+            "{e}"
+        );
+        assert_eq!(carried(&store), Vec::<String>::new());
+        assert_eq!(std::fs::read(&progress).unwrap(), b"through \xff\n");
+    }
+
+    /// A segment that cannot be opened for good (a dangling link in its place) is named and
+    /// passed over, not taken for one that cannot be read for now, which would stop every
+    /// run before it and the segments after it; the progress is told after each segment.
+    #[test]
+    fn a_segment_that_cannot_be_opened_is_passed_over_and_progress_told_after_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let (aside, segs, in_first, in_second) = three_segments(dir.path());
+        std::fs::remove_file(&segs[1]).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &segs[1]).unwrap();
+        let mut store = SledStore::open(&dir.path().join("new")).unwrap();
+        let mut told = Vec::new();
+        let done = recover(&mut store, &aside, None, |i, of, records| {
+            told.push((i, of, records))
+        })
+        .unwrap();
+        let second: u32 = segs[1]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let unreadable: Vec<u32> = done.unreadable.iter().map(|(n, _)| *n).collect();
+        assert_eq!(unreadable, [second], "{done:?}");
+        assert_eq!(done.records, 30 - in_second);
+        let expected: Vec<String> = ids(0..in_first)
+            .into_iter()
+            .chain(ids(in_first + in_second..30))
+            .collect();
+        assert_eq!(carried(&store), expected);
+        assert_eq!(
+            told,
+            [(1, 3, in_first), (2, 3, in_first), (3, 3, 30 - in_second)]
+        );
+    }
+
+    /// A segment is carried only with room for it and 4 MiB more on the buffer's disk (sled
+    /// hangs on a full disk): with a byte less the run stops before it, nothing carried, and
+    /// says how to go on; with that room, it is carried.
+    #[test]
+    fn a_segment_is_carried_only_with_room_for_it_and_4_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let (aside, segs, _, _) = three_segments(dir.path());
+        let first: u32 = segs[0]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let room = SEGMENT_SIZE + (4 << 20);
+        let mut store = SledStore::open(&dir.path().join("new")).unwrap();
+        let e = with_disk_free(room - 1, || recover(&mut store, &aside, None, |_, _, _| {}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "only {} bytes free on the buffer's disk: stopped before segment {first} (0 of 3 \
+                 looked at), 0 record(s) carried",
+                room - 1
+            )),
+            "{e}"
+        );
+        assert_eq!(carried(&store), Vec::<String>::new());
+        let done =
+            with_disk_free(room, || recover(&mut store, &aside, None, |_, _, _| {})).unwrap();
+        assert_eq!(done.records, 30);
+        assert_eq!(carried(&store), ids(0..30));
     }
 }
