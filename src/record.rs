@@ -1574,4 +1574,42 @@ mod tests {
                 })
         }
     }
+
+    /// Microshare's `meta.iot` has the bandwidth in kHz and the frequency in MHz, not the
+    /// uplink's Hz: a record in Hz would show 125000 kHz and 868100000 MHz on a dashboard.
+    #[test]
+    fn meta_iot_has_the_bandwidth_in_khz_and_the_frequency_in_mhz() {
+        let mut up = uplink();
+        up.radio.bandwidth = Some(125_000);
+        up.radio.frequency = Some(868_100_000);
+        let payload = Payload::Packed {
+            rec_type: "io.microshare.lorawan.packed",
+            error: None,
+        };
+        let rec = build(&up, &DeviceInfo::UNKNOWN, payload, SystemTime::now()).remove(0);
+        let v: Json = serde_json::from_str(&rec.body).unwrap();
+        let iot = &v["obj"]["data"]["meta"]["iot"];
+        assert_eq!(iot["bw"], json!(125));
+        assert_eq!(iot["freq"], json!(868.1));
+    }
+
+    /// `obj_of` gives the envelope's `obj` byte for byte (what `hubgate decode` prints to be
+    /// compared with what the sink sent), and nothing for a body without one.
+    #[test]
+    fn obj_of_is_the_envelopes_obj_byte_for_byte() {
+        let payload = Payload::Packed {
+            rec_type: "io.microshare.lorawan.packed",
+            error: None,
+        };
+        let rec = build(&uplink(), &DeviceInfo::UNKNOWN, payload, SystemTime::now()).remove(0);
+        let v: Json = serde_json::from_str(&rec.body).unwrap();
+        let obj = obj_of(&rec.body).unwrap();
+        assert_eq!(obj, v["obj"].to_string());
+        assert!(
+            rec.body.contains(&format!("\"obj\":{obj},")),
+            "{}",
+            rec.body
+        );
+        assert_eq!(obj_of(r#"{"id":"x"}"#), None);
+    }
 }
