@@ -211,4 +211,49 @@ mod tests {
             Err("is before 1970")
         );
     }
+
+    /// A wall-clock time the local zone shows once is the instant the local clock shows it at,
+    /// in whatever zone the tests run, within the day around it as UTC (the times the clock
+    /// skips or shows twice: tests/cli.rs, in Europe/Berlin).
+    #[test]
+    fn a_local_time_is_the_instant_the_local_clock_shows_it_at() {
+        for text in [
+            "2024-05-01 09:50:00",
+            "2024-01-15 11:00:00",
+            "1999-12-31 23:59:59",
+        ] {
+            let t = wall_clock(text).unwrap();
+            let at = local(t).unwrap();
+            assert!(
+                (at - t.assume_utc().unix_timestamp()).abs() < 86_400,
+                "{text}"
+            );
+            let tm = shown(at).unwrap();
+            assert_eq!(
+                (
+                    tm.tm_year + 1900,
+                    tm.tm_mon + 1,
+                    tm.tm_mday,
+                    tm.tm_hour,
+                    tm.tm_min,
+                    tm.tm_sec
+                ),
+                (
+                    t.year(),
+                    i32::from(u8::from(t.month())),
+                    i32::from(t.day()),
+                    i32::from(t.hour()),
+                    i32::from(t.minute()),
+                    i32::from(t.second())
+                ),
+                "{text}"
+            );
+            let secs = u64::try_from(at).unwrap();
+            assert_eq!(
+                in_zone(t, Zone::Local),
+                Ok(UNIX_EPOCH + Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+    }
 }
