@@ -2686,7 +2686,8 @@ mod tests {
             |v: Json| json!({"temperature": [{"context_id": "3", "unit": "°C", "value": v}]});
         let m = by_table(
             &t,
-            json!({"temperature": 21, "data": {"kind": "retransmission", "history": [
+            json!({"temperature": 21, "status": {"history": "ok"},
+                   "data": {"kind": "retransmission", "history": [
                 {"timestamp": 1_700_000_000, "temperature": 20.5},
                 {"timestamp": "never", "temperature": 19},
                 {"timestamp": 1_700_000_600, "temperature": 20.25},
@@ -2700,7 +2701,8 @@ mod tests {
             ]
         );
         let mut data = temp(json!(21));
-        data["origin"] = json!({"data": {"kind": "retransmission",
+        // A sibling object's key named as the history's is no history: kept whole.
+        data["origin"] = json!({"status": {"history": "ok"}, "data": {"kind": "retransmission",
                                          "history": [{"timestamp": "never", "temperature": 19}]}});
         assert_eq!(Json::Object(m.data), data);
         assert_eq!(
@@ -3586,6 +3588,7 @@ mod tests {
             p = { field = "pressure", scale = 0.1 }
             v = { field = "voltage", scale = 0.001 }
             w = { field = "power", scale = 3 }
+            q = { field = "current", scale = 0.3 }
             c = { field = "co2" }
             "#,
         )
@@ -3604,6 +3607,8 @@ mod tests {
         );
         assert_eq!(value("p", json!(0.7)), json!(0.07));
         assert_eq!(value("w", json!(0.1)), json!(0.3));
+        // A scale near no 1/k multiplies: 0.3 is no third.
+        assert_eq!(value("q", json!(10)), json!(3));
         // Without a scale the codec's number is kept as it is.
         assert_eq!(value("c", json!(0.1 + 0.2)), json!(0.1 + 0.2));
         for n in -4000..4000 {
@@ -3694,5 +3699,36 @@ mod tests {
         // The same names are free where the record does not use them.
         assert!(parse("{ field = \"id\" }").is_ok());
         assert!(parse("{ field = \"meta\", health = true }").is_ok());
+    }
+
+    /// `depth` counts the levels of objects and arrays alike, its own included: the bound
+    /// that keeps a record readable ([`MAX_DEPTH`]) holds for nested objects as for arrays.
+    #[test]
+    fn depth_counts_every_level_of_objects_and_arrays() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!([1])), 1);
+        assert_eq!(depth(&json!({"a": {"b": [{"c": 1}]}, "d": 2})), 4);
+        assert_eq!(depth(&json!([[{"a": [1]}], 2])), 4);
+    }
+
+    /// A normalized measurement of an earlier time is read into a record of its own time
+    /// even where the codec's live object mapped the same quantity: the live reading is of
+    /// now, the measurement of then, no copy of it.
+    #[test]
+    fn an_earlier_measurement_of_a_quantity_the_live_object_has_is_read() {
+        let t = Table::parse(MILESIGHT).unwrap();
+        let secs = 1_700_000_000;
+        let now = UNIX_EPOCH + Duration::from_secs(secs);
+        let object = obj(json!({"temperature": 21}));
+        let earlier = obj(json!({"time": "2023-11-14T21:13:20Z", "air": {"temperature": 19.5}}));
+        let m = map(Some(&object), Some(&t), None, &[earlier], now);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({"temperature": [{"context_id": "3", "unit": "°C", "value": 21}]})
+        );
+        let then = json!({"temperature": [{"unit": "°C", "value": 19.5}]});
+        assert_eq!(m.history, [moment(secs - 3600, then)]);
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
 }
