@@ -320,4 +320,21 @@ mod tests {
             );
         }
     }
+
+    /// Digests are the same only when every byte is: differences in two bytes that would
+    /// cancel out if combined by xor (one wrong password in 256 would pass) still differ.
+    #[test]
+    fn digests_differing_anywhere_are_not_the_same() {
+        let a = [0u8; 32];
+        assert!(same(&a, &a));
+        for i in 0..32 {
+            let mut b = a;
+            b[i] = 0x80;
+            assert!(!same(&a, &b), "byte {i}");
+        }
+        let mut b = a;
+        b[0] = 1;
+        b[31] = 1;
+        assert!(!same(&a, &b), "two bytes differing alike");
+    }
 }
