@@ -133,7 +133,10 @@ mod tests {
         assert_eq!(c.key_name, "send");
         assert_eq!(c.entity_path, None);
         assert_eq!(c.text(), s);
-        assert!(!format!("{c:?}").contains(KEY));
+        assert_eq!(
+            format!("{c:?}"),
+            "ConnectionString { bootstrap: \"acme.servicebus.windows.net:9093\", key_name: \"send\", entity_path: None, .. }"
+        );
         assert_eq!(cs(&format!(" {s}\n")).unwrap().text(), s);
     }
 
@@ -192,5 +195,32 @@ mod tests {
             cs("Endpoint=sb://a/;SharedAccessKeyName=k").unwrap_err(),
             ConnectionStringError::Missing("SharedAccessKey")
         );
+    }
+
+    /// A namespace's SAS connection string (`SharedAccessSignature=…` in place of the key) is
+    /// named as a SAS token, not as a missing key name; an Endpoint with a path after the
+    /// namespace (a hub pasted in), or with no host, is refused, not made the bootstrap
+    /// server.
+    #[test]
+    fn a_sas_string_and_an_endpoint_that_is_not_a_namespace_are_named() {
+        assert_eq!(
+            cs(&format!(
+                "Endpoint=sb://acme.servicebus.windows.net/;SharedAccessSignature=SharedAccessSignature sr=acme&sig={KEY}&se=1&skn=send"
+            )),
+            Err(ConnectionStringError::SasToken)
+        );
+        for endpoint in [
+            "sb://acme.servicebus.windows.net/motion/",
+            "sb://",
+            "sb:///",
+        ] {
+            assert_eq!(
+                cs(&format!(
+                    "Endpoint={endpoint};SharedAccessKeyName=k;SharedAccessKey={KEY}"
+                )),
+                Err(ConnectionStringError::BadEndpoint),
+                "{endpoint}"
+            );
+        }
     }
 }
