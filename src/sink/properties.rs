@@ -565,4 +565,102 @@ mod tests {
             assert!(creates(&p), "{p:?}");
         }
     }
+
+    /// A `[sink]` table, parsed.
+    fn sink_config(table: &str) -> SinkConfig {
+        crate::config::Config::parse(&format!("[sink]\n{table}\n"))
+            .unwrap()
+            .sink
+    }
+
+    /// A Kafka login the protocol in effect never sends is one warning naming its key, the
+    /// protocol, where that is set, and the one that sends it; a SASL protocol, from
+    /// `[sink]` or from `[sink.properties]`, sends it and is not warned about.
+    #[test]
+    fn a_login_the_protocol_never_sends_is_warned_about() {
+        let kafka = "type = \"kafka\"\nbrokers = \"x:9093\"\n";
+        let unsent = |table: String| -> Vec<String> {
+            warnings(&sink_config(&table))
+                .into_iter()
+                .filter(|w| w.contains("never sent"))
+                .collect()
+        };
+        let no_login = "which has no SASL login, so the sink connects without it";
+        for (table, said, fix) in [
+            (
+                format!("{kafka}sasl_username = \"u\""),
+                "sink.sasl_username: never sent: security_protocol is \"ssl\" (the default)",
+                "set security_protocol = \"sasl_ssl\"",
+            ),
+            (
+                format!("{kafka}security_protocol = \"plaintext\"\ninsecure = true\nsasl_password_file = \"/run/pw\""),
+                "sink.sasl_password_file: never sent: security_protocol is \"plaintext\"",
+                "set security_protocol = \"sasl_plaintext\"",
+            ),
+            (
+                format!("{kafka}sasl_password_file = \"/run/pw\"\n[sink.properties]\n\"security.protocol\" = \"SSL\""),
+                "sink.sasl_password_file: never sent: [sink.properties] \"security.protocol\" is \"SSL\"",
+                "set \"security.protocol\" = \"sasl_ssl\" there",
+            ),
+            (
+                format!("{kafka}[sink.properties]\n\"sasl.password\" = \"pw\""),
+                "sink.properties.\"sasl.password\": never sent: security_protocol is \"ssl\" (the default)",
+                "set security_protocol = \"sasl_ssl\"",
+            ),
+        ] {
+            assert_eq!(
+                unsent(table),
+                [format!("{said}, {no_login}; {fix} to log in, or remove the login")]
+            );
+        }
+        for table in [
+            format!("{kafka}security_protocol = \"sasl_ssl\"\nsasl_username = \"u\""),
+            format!("{kafka}sasl_username = \"u\"\n[sink.properties]\n\"security.protocol\" = \"SASL_SSL\""),
+            format!("{kafka}security_protocol = \"plaintext\"\ninsecure = true"),
+        ] {
+            assert_eq!(unsent(table.clone()), Vec::<String>::new(), "{table}");
+        }
+    }
+
+    /// An Event Hubs sink's properties may not set what hubgate derives from the connection
+    /// string, the SASL password with the key in it: where it goes, the protocol, or the
+    /// SASL settings, under either name.
+    #[test]
+    fn event_hubs_properties_may_not_override_the_connection_string() {
+        let eh = "type = \"eventhubs\"\nconnection_string = \"Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0\"\n[sink.properties]\n";
+        for (key, value) in [
+            ("bootstrap.servers", "collector.example.net:9093"),
+            ("metadata.broker.list", "collector.example.net:9093"),
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", "$ConnectionString"),
+            ("sasl.password", "pa55"),
+        ] {
+            let (path, reason) =
+                check(&sink_config(&format!("{eh}{key:?} = {value:?}"))).unwrap_err();
+            assert_eq!(path, format!("sink.properties.{key:?}"));
+            assert!(
+                reason.starts_with("refused: hubgate sets this from the connection string"),
+                "{key}: {reason}"
+            );
+        }
+        check(&sink_config(&format!("{eh}\"linger.ms\" = \"20\""))).unwrap();
+    }
+
+    /// Only a login in the brokers is refused: an `@` in another Kafka property's value (a
+    /// client id, say) is not one.
+    #[test]
+    fn an_at_sign_outside_the_brokers_is_no_login() {
+        let kafka = "type = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n";
+        check(&sink_config(&format!(
+            "{kafka}\"client.id\" = \"gw@site-1\""
+        )))
+        .unwrap();
+        let (path, reason) = check(&sink_config(&format!(
+            "{kafka}\"metadata.broker.list\" = \"u:pw@x:9093\""
+        )))
+        .unwrap_err();
+        assert_eq!(path, "sink.properties.\"metadata.broker.list\"");
+        assert_eq!(reason, format!("refused: {LOGIN_IN_BROKERS}"));
+    }
 }
