@@ -76,6 +76,11 @@ fn env_references_are_expanded_in_secrets_and_file_paths_only() {
             5,
         ),
         ("[record]\nglobal_tags = [\"${SITE}\"]\n[sink]\ntype = \"stdout\"\n", "record.global_tags", 2),
+        (
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\nsasl_password = \"${PW}\"\n[record]\nglobal_tags = [\"${SITE}\"]\n",
+            "record.global_tags",
+            6,
+        ),
     ] {
         let (k, reason) = Config::parse(text).unwrap_err();
         assert_eq!(k, key, "{text}");
@@ -1360,5 +1365,64 @@ fn an_unknown_sasl_mechanism_is_refused_naming_its_key() {
             "unknown variant `scram-sha-256`, expected one of `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`"
         ),
         "{e}"
+    );
+}
+
+/// The mask `check --print` shows for an inline secret, given back as a secret, is refused
+/// by its key path, not taken as the password `***`.
+#[test]
+fn the_mask_given_back_as_a_secret_is_refused() {
+    for (text, key) in [
+        (
+            "[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\nsasl_username = \"u\"\nsasl_password = \"***\"\n",
+            "sink.sasl_password",
+        ),
+        (
+            "[sink]\ntype = \"eventhubs\"\nconnection_string = \"***\"\n",
+            "sink.connection_string",
+        ),
+    ] {
+        let (k, reason) = Config::parse(text).unwrap_err();
+        assert_eq!(k, key, "{text}");
+        assert!(reason.starts_with("\"***\" stands for a secret"), "{reason}");
+    }
+}
+
+/// A secret given where its file goes (pasted in, or the `${VAR}` holding it) is the path
+/// that cannot be read: the error names the key and never that path, whether it was written
+/// relative (resolved from the config's directory) or came from the environment. A path
+/// that looks like one is named.
+#[test]
+fn a_secret_given_as_its_file_path_is_not_named() {
+    std::env::set_var("HUBGATE_TEST_PW_AS_PATH", "Tr0ub4dor-3-horse");
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_username = \"u\"\n";
+    for (written, secret) in [
+        ("${HUBGATE_TEST_PW_AS_PATH}", "Tr0ub4dor"),
+        ("correct-horse-battery", "correct-horse"),
+    ] {
+        let mut cfg =
+            Config::parse(&format!("{kafka}sasl_password_file = \"{written}\"\n")).unwrap();
+        let (key, reason) = cfg.resolve(dir.path()).unwrap_err();
+        assert_eq!(key, "sink.sasl_password_file");
+        assert!(
+            reason.starts_with("cannot read the file it names: "),
+            "{reason}"
+        );
+        assert!(!reason.contains(secret), "{reason}");
+    }
+    // A path that looks like one is named, beside relative ones that are not.
+    let missing = dir.path().join("missing.secret");
+    let text = format!(
+        "[buffer]\npath = \"buffer\"\n{kafka}sasl_password_file = \"{}\"\n",
+        missing.display()
+    );
+    let (_, reason) = Config::parse(&text)
+        .unwrap()
+        .resolve(dir.path())
+        .unwrap_err();
+    assert!(
+        reason.starts_with(&format!("cannot read secret file {}: ", missing.display())),
+        "{reason}"
     );
 }
