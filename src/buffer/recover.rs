@@ -410,6 +410,11 @@ mod tests {
         (aside, segs, in_first, in_second)
     }
 
+    /// The number a segment file is named by.
+    fn segment_number(seg: &Path) -> u32 {
+        seg.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+    }
+
     /// A segment that cannot be read is named, and not counted as carried: run again once
     /// it is repaired, the recovery carries it, and nothing else twice.
     #[test]
@@ -453,10 +458,8 @@ mod tests {
     fn progress_survives_a_removed_segment_and_a_count_past_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let (aside, segs, in_first, in_second) = three_segments(dir.path());
-        let number =
-            |p: &Path| -> u32 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
         let progress = aside.join(PROGRESS_FILE);
-        std::fs::write(&progress, format!("through {}\n", number(&segs[1]))).unwrap();
+        std::fs::write(&progress, format!("through {}\n", segment_number(&segs[1]))).unwrap();
         // Its records carried, an operator removes the second segment.
         std::fs::remove_file(&segs[1]).unwrap();
         let mut store = SledStore::open(&dir.path().join("new")).unwrap();
@@ -465,7 +468,7 @@ mod tests {
         assert_eq!(carried(&store), ids(in_first + in_second..30));
         assert_eq!(
             std::fs::read_to_string(&progress).unwrap(),
-            format!("through {}\n", number(&segs[2]))
+            format!("through {}\n", segment_number(&segs[2]))
         );
 
         std::fs::write(&progress, "7\n").unwrap();
@@ -729,13 +732,7 @@ mod tests {
             told.push((i, of, records))
         })
         .unwrap();
-        let second: u32 = segs[1]
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let second = segment_number(&segs[1]);
         let unreadable: Vec<u32> = done.unreadable.iter().map(|(n, _)| *n).collect();
         assert_eq!(unreadable, [second], "{done:?}");
         assert_eq!(done.records, 30 - in_second);
@@ -757,13 +754,7 @@ mod tests {
     fn a_segment_is_carried_only_with_room_for_it_and_4_mib() {
         let dir = tempfile::tempdir().unwrap();
         let (aside, segs, _, _) = three_segments(dir.path());
-        let first: u32 = segs[0]
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let first = segment_number(&segs[0]);
         let room = SEGMENT_SIZE + (4 << 20);
         let mut store = SledStore::open(&dir.path().join("new")).unwrap();
         let e = with_disk_free(room - 1, || recover(&mut store, &aside, None, |_, _, _| {}))
