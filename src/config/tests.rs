@@ -1386,6 +1386,36 @@ fn the_mask_given_back_as_a_secret_is_refused() {
         assert_eq!(k, key, "{text}");
         assert!(reason.starts_with("\"***\" stands for a secret"), "{reason}");
     }
+    let mut cfg = Config::parse(
+        "[[source]]\ntype = \"udp\"\n[sink]\ntype = \"kafka\"\nbrokers = \"x:9093\"\n[sink.properties]\n\"ssl.key.password\" = \"***\"\n",
+    )
+    .unwrap();
+    let (k, reason) = cfg.resolve(Path::new(".")).unwrap_err();
+    assert_eq!(k, "sink.properties.\"ssl.key.password\"");
+    assert!(
+        reason.starts_with("\"***\" stands for a secret"),
+        "{reason}"
+    );
+}
+
+/// Every librdkafka property that holds a secret is one `check --print` masks, and only
+/// those: a private key or an OAuth config printed in clear is a leaked key.
+#[test]
+fn every_secret_sink_property_is_masked_and_no_other() {
+    for (key, secret) in [
+        ("sasl.password", true),
+        ("ssl.key.password", true),
+        ("ssl.key.pem", true),
+        ("sasl.oauthbearer.client.secret", true),
+        ("sasl.oauthbearer.config", true),
+        ("sasl.oauthbearer.assertion.private.key.pem", true),
+        ("sasl.oauthbearer.assertion.private.key.passphrase", true),
+        ("ssl.certificate.pem", false),
+        ("sasl.username", false),
+        ("linger.ms", false),
+    ] {
+        assert_eq!(super::sink::Properties::is_secret(key), secret, "{key}");
+    }
 }
 
 /// A secret given where its file goes (pasted in, or the `${VAR}` holding it) is the path
