@@ -2829,6 +2829,30 @@ mod tests {
         run(&mut store, job).unwrap();
     }
 
+    /// Only a blob sled deleted is passed over: one that cannot be opened for another reason
+    /// fails the flush, naming it, since the record it holds would not be on disk.
+    #[test]
+    fn a_blob_that_cannot_be_opened_fails_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledStore::open(dir.path()).unwrap();
+        store.dead_letter(1, vec![1; 600_000]).unwrap();
+        let job = store.prepare_flush().unwrap().unwrap();
+        let [blob] = job
+            .blobs
+            .new_names()
+            .to_vec()
+            .try_into()
+            .expect("one new blob");
+        let path = dir.path().join(DB_DIR).join("blobs").join(&blob);
+        std::fs::remove_file(&path).unwrap();
+        // A link to itself: opening it fails with ELOOP, even for root.
+        std::os::unix::fs::symlink(&path, &path).unwrap();
+        let e = run(&mut store, job).unwrap_err();
+        assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
+        let named = format!("syncing blob {blob:?}");
+        assert!(e.to_string().contains(&named), "{e}");
+    }
+
     #[test]
     fn a_locked_database_is_an_error_not_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
