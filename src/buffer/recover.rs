@@ -410,6 +410,13 @@ mod tests {
         (aside, segs, in_first, in_second)
     }
 
+    /// The ids [`three_segments`] carries when its second segment is passed over.
+    fn all_but_second(in_first: u64, in_second: u64) -> Vec<String> {
+        let mut carried = ids(0..in_first);
+        carried.extend(ids(in_first + in_second..30));
+        carried
+    }
+
     /// The number a segment file is named by.
     fn segment_number(seg: &Path) -> u32 {
         seg.file_stem().unwrap().to_str().unwrap().parse().unwrap()
@@ -430,11 +437,7 @@ mod tests {
         let done = recover(&mut store, &aside, None, |_, _, _| {}).unwrap();
         assert_eq!(done.unreadable.len(), 1, "{done:?}");
         assert_eq!(done.records, 30 - in_second);
-        let expected: Vec<String> = ids(0..in_first)
-            .into_iter()
-            .chain(ids(in_first + in_second..30))
-            .collect();
-        assert_eq!(carried(&store), expected);
+        assert_eq!(carried(&store), all_but_second(in_first, in_second));
 
         // Repaired: the next run carries it, and only it.
         std::fs::remove_dir(&segs[1]).unwrap();
@@ -443,7 +446,7 @@ mod tests {
         assert_eq!((done.segments, done.done_before), (3, 2), "{done:?}");
         assert_eq!(done.records, in_second);
         assert!(done.unreadable.is_empty());
-        let mut all = expected;
+        let mut all = all_but_second(in_first, in_second);
         all.extend(ids(in_first..in_first + in_second));
         assert_eq!(carried(&store), all);
 
@@ -736,11 +739,7 @@ mod tests {
         let unreadable: Vec<u32> = done.unreadable.iter().map(|(n, _)| *n).collect();
         assert_eq!(unreadable, [second], "{done:?}");
         assert_eq!(done.records, 30 - in_second);
-        let expected: Vec<String> = ids(0..in_first)
-            .into_iter()
-            .chain(ids(in_first + in_second..30))
-            .collect();
-        assert_eq!(carried(&store), expected);
+        assert_eq!(carried(&store), all_but_second(in_first, in_second));
         assert_eq!(
             told,
             [(1, 3, in_first), (2, 3, in_first), (3, 3, 30 - in_second)]
