@@ -781,6 +781,48 @@ mod tests {
         from..from + 400
     }
 
+    /// Neither a record delivered before the loss (its body still in a segment beside live
+    /// ones) nor one past the mark file whose pointer sled kept is a reason to keep the copy
+    /// moved aside: the first needs no carrying, the second was carried by its pointer. Kept
+    /// for them, a gateway meeting this at each power cut would fill its disk with copies.
+    #[test]
+    fn delivered_records_and_named_ones_past_the_mark_let_the_copy_go() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path()).unwrap();
+            for seq in 0..400 {
+                s.insert(seq, super::super::encode(&record(seq, 200)))
+                    .unwrap();
+            }
+            s.flush().unwrap();
+            for seq in 0..10 {
+                s.remove(seq).unwrap();
+            }
+            s.flush().unwrap();
+            // Appended since, not flushed: past the mark file, their pointers kept.
+            for seq in 400..405 {
+                s.insert(seq, super::super::encode(&record(seq, 200)))
+                    .unwrap();
+            }
+            // sled lost the last ten pointers of the flushed ones, and its mark with them.
+            for seq in 390..400 {
+                s.index.remove(seq).unwrap();
+            }
+            s.meta.insert(MARK_KEY, &389u64.to_be_bytes()).unwrap();
+            write_out(&mut s);
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(moved(), 1, "no salvage");
+        let got: Vec<u64> = s
+            .scan(None, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(got, (10..405).collect::<Vec<_>>());
+        assert_eq!(moved_aside(dir.path()), vec![]);
+    }
+
     /// s33 hunt (growth): every salvage (sled lost writes it had flushed: a card that
     /// acknowledges a sync it did not do, then a power cut) moves the whole database aside,
     /// segments and all. Once the salvage read everything `hubgate buffer recover` could
