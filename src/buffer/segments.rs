@@ -1202,4 +1202,53 @@ mod tests {
         assert_eq!(order(&[3, 5, 3 << 30]), vec![3 << 30, 3, 5]);
         assert_eq!(order(&[3, 5, 1 << 30]), vec![3, 5, 1 << 30]);
     }
+
+    /// One entry `seq` of `len` bytes of `fill`.
+    fn entry(seq: u64, len: u32, fill: u8) -> Vec<u8> {
+        let mut e = seq.to_be_bytes().to_vec();
+        e.extend_from_slice(&len.to_be_bytes());
+        e.resize(super::HEADER + len as usize, fill);
+        e
+    }
+
+    /// An entry that ends where a bad block starts reads whole: only the entries that touch
+    /// the block are left out.
+    #[test]
+    fn an_entry_ending_where_a_bad_block_starts_is_kept() {
+        let block = super::BLOCK as u32;
+        let mut bytes = entry(1, block - super::HEADER as u32, 1);
+        bytes.extend(entry(2, 100, 2));
+        bytes.extend(entry(3, block - 112 - super::HEADER as u32, 3));
+        bytes.extend(entry(4, 100, 4));
+        assert_eq!(bytes.len() as u64, 2 * super::BLOCK + 112);
+        let file = Damaged {
+            bytes,
+            bad: vec![1],
+            bad_reads: Default::default(),
+        };
+        let uniform = |v: &[u8]| v.iter().all(|b| *b == v[0]);
+        let found = super::scan(&file, 7, file.bytes.len() as u64, uniform).unwrap();
+        let seqs: Vec<u64> = found.entries.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [1, 4]);
+        assert_eq!(found.unreadable, super::BLOCK);
+    }
+
+    /// A value of the largest length an append takes ([`super::MAX_VALUE`]) is an entry
+    /// like any other: read back, and found by the open's look at the headers and by a scan
+    /// (the salvage and `hubgate buffer recover` carry it).
+    #[test]
+    fn a_value_of_the_largest_length_is_found_by_headers_and_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segments = super::Segments::open(dir.path(), Default::default()).unwrap();
+        let value = vec![b'x'; super::MAX_VALUE as usize];
+        let p = segments.append(5, &value).unwrap();
+        assert_eq!(segments.read(5, p).unwrap().len(), value.len());
+        let (_, headers) = segments.headers(p.segment).unwrap();
+        assert_eq!(headers, [(5, p)]);
+        let found = segments
+            .scan(p.segment, |v| v.len() == value.len())
+            .unwrap();
+        let found: Vec<(u64, usize)> = found.entries.iter().map(|(s, v)| (*s, v.len())).collect();
+        assert_eq!(found, [(5, value.len())]);
+    }
 }
