@@ -1251,4 +1251,25 @@ mod tests {
         let found: Vec<(u64, usize)> = found.entries.iter().map(|(s, v)| (*s, v.len())).collect();
         assert_eq!(found, [(5, value.len())]);
     }
+
+    /// Layout 1's pointers (read by the upgrade and the salvage) decode byte for byte, each
+    /// word big-endian: a segment past 255 and an offset past 64 KiB included. Anything not
+    /// 12 bytes, or a length over [`super::MAX_VALUE`], is none.
+    #[test]
+    fn a_layout_one_pointer_decodes_every_byte() {
+        let p = super::Pointer {
+            segment: 0x0102_0304,
+            offset: 0x0005_0607,
+            len: super::MAX_VALUE,
+        };
+        assert_eq!(p.to_bytes(), [1, 2, 3, 4, 0, 5, 6, 7, 0x04, 0, 0, 0]);
+        assert_eq!(super::Pointer::from_bytes(&p.to_bytes()), Some(p));
+        let over = super::Pointer {
+            len: super::MAX_VALUE + 1,
+            ..p
+        };
+        assert_eq!(super::Pointer::from_bytes(&over.to_bytes()), None);
+        assert_eq!(super::Pointer::from_bytes(&p.to_bytes()[..11]), None);
+        assert_eq!(super::Pointer::from_bytes(&[0; 13]), None);
+    }
 }
