@@ -2156,6 +2156,17 @@ pub(super) mod tests {
         }
         assert_eq!((n, ledger.held()), (3, 3), "three records' worth in flight");
         assert_eq!(ledger.in_flight_bytes, 3 * one);
+        // Each delivery gives its record's bytes back, and a record taken fills the window
+        // again.
+        ledger.delivered(reports.try_recv().unwrap(), t0).unwrap();
+        assert_eq!(ledger.in_flight_bytes, 2 * one);
+        assert!(ledger.takes_patient(t0));
+        ledger.take(vec![record(n)], Counters::default(), Ack::None, t0);
+        ledger.end_round(t0).unwrap();
+        assert!(
+            !ledger.takes_patient(t0),
+            "three records' worth in flight again"
+        );
         while let Ok(d) = reports.try_recv() {
             ledger.delivered(d, t0).unwrap();
         }
