@@ -2657,6 +2657,38 @@ pub(super) mod tests {
         }
     }
 
+    /// While flushes fail, frame counters waiting for one bound the input as acknowledgements
+    /// do: LoRaWAN frames with nothing to acknowledge (UDP, serial) hold no acknowledgement,
+    /// but each buffered record's counter waits for a flush, and input stops once
+    /// `max_in_flight` of them wait; a flush that works keeps them all and takes input again.
+    #[test]
+    fn frame_counters_held_by_a_failing_flush_stay_bounded() {
+        let cfg = BufferConfig {
+            max_in_flight: 4,
+            ..BufferConfig::default()
+        };
+        let (mut ledger, _reports, _metrics, store, t0) = flush_fails_ledger(&cfg);
+        let mut taken = 0;
+        while ledger.accepting() {
+            assert!(taken < 100, "input is still taken");
+            let frame = accepted((DevAddr(1), DevEui([1; 8])), taken + 1, [1; 4], None);
+            let counters = Counters {
+                advanced: vec![frame],
+                replayed: None,
+            };
+            ledger.take_to_buffer(vec![record(taken)], counters, Ack::None, t0);
+            ledger.end_round(t0).unwrap();
+            taken += 1;
+        }
+        assert_eq!(taken as usize, cfg.max_in_flight);
+        assert_eq!(ledger.pending_fcnts.len(), cfg.max_in_flight);
+        assert!(kept_counters(&ledger).is_empty(), "kept before a flush");
+        store.set_flush_fails(false);
+        ledger.end_round(t0).unwrap();
+        assert!(ledger.accepting());
+        assert_eq!(kept_counters(&ledger), [taken]);
+    }
+
     /// As [`memory_ledger`], over a store whose flushes fail (returned, to let them work
     /// again) and that holds a dead letter the last run left, which this run has yet to
     /// flush.
