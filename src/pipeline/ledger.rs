@@ -4362,6 +4362,90 @@ pub(super) mod tests {
         assert!(t.ledger.idle());
     }
 
+    /// A record in doubt whose hub refuses every record is probed at the pace of its
+    /// recType's park (doubled at each refusal, up to 5 minutes), not at every pass of the
+    /// drain while the park runs.
+    #[test]
+    fn a_record_in_doubt_is_probed_only_once_its_park_runs_out() {
+        let mut t = Trial::new(&BufferConfig::default(), true, &[]);
+        t.take_first(1);
+        t.rounds(0..1200);
+        let tried = t.checks.tried.lock().unwrap().clone();
+        // The first try, one after each park of 1, 2, 4 ... 256 s, then one every 300 s.
+        assert_eq!(tried.len(), 13, "tried more often than its parks allow");
+        assert_eq!((t.ledger.buffered(), t.held(1)), (1, 1));
+    }
+
+    /// A probe is sent once: while its report is out (a slow hub), the drain's next passes,
+    /// every other buffered record handed over, do not send the record in doubt again, which
+    /// would put it in its hub twice.
+    #[test]
+    fn a_probe_whose_report_is_out_is_not_sent_again() {
+        let mut t = Trial::new(&BufferConfig::default(), true, &[]);
+        t.take_first(1);
+        t.rounds(0..60);
+        assert_eq!((t.ledger.buffered(), t.held(1)), (1, 1));
+        t.refuse_all(false);
+        // Rounds whose reports are held, up to the one that sends the probe (its recType's
+        // park run out), and two more at that time.
+        let at = (60..3600)
+            .map(|s| t.now.0 + Duration::from_secs(s))
+            .find(|&at| {
+                t.ledger.end_round(at).unwrap();
+                !t.reports.is_empty()
+            })
+            .expect("the probe goes once the park runs out");
+        let probe = t.reports.try_recv().unwrap();
+        t.ledger.end_round(at).unwrap();
+        t.ledger.end_round(at).unwrap();
+        assert!(t.reports.is_empty(), "sent again while its report is out");
+        assert_eq!(t.taken(), ["id-0"]);
+        t.ledger.delivered(probe, at).unwrap();
+        let secs = at.duration_since(t.now.0).as_secs();
+        t.rounds(secs..secs + 60);
+        assert_eq!(t.taken(), ["id-0"]);
+        assert_eq!(pkids(&mut t.pubacks), [0]);
+        assert!(t.ledger.idle());
+    }
+
+    /// A `block` buffer full of records in doubt (their hub refused every record), with a
+    /// newer record waiting for room and holding the input: the buffer takes writes, so
+    /// nothing waits to go from memory instead, and once the hub takes records again the
+    /// records in doubt are probed, taken and deleted, and the waiting record gets its room
+    /// and goes. Without the probes nothing would free the buffer: the input stalls for good.
+    #[test]
+    fn a_block_buffer_full_of_records_in_doubt_takes_the_waiting_record_once_its_hub_is_back() {
+        let one = crate::buffer::encode(&Record {
+            created_ms: ms_since_epoch(SystemTime::now()),
+            ..record(0)
+        })
+        .len() as u64;
+        let cfg = BufferConfig {
+            when_full: crate::config::WhenFull::Block,
+            max_bytes: 3 * one + one / 2,
+            ..BufferConfig::default()
+        };
+        let mut t = Trial::new(&cfg, true, &[]);
+        t.take_first(3);
+        t.rounds(0..60);
+        assert_eq!((t.ledger.buffered(), t.held(3)), (3, 3));
+        assert_eq!(pkids(&mut t.pubacks), [0, 1, 2]);
+        t.take(t.record(3), 3, 60);
+        t.rounds(60..120);
+        assert_eq!(t.ledger.buffered(), 3, "full");
+        assert!(
+            !t.ledger.accepting(),
+            "the record waiting for room holds the input"
+        );
+        t.refuse_all(false);
+        t.rounds(120..3600);
+        let mut taken = t.taken();
+        taken.sort();
+        assert_eq!(taken, ["id-0", "id-1", "id-2", "id-3"]);
+        assert_eq!(pkids(&mut t.pubacks), [3]);
+        assert!(t.ledger.idle());
+    }
+
     /// Records in doubt that the buffer drops (`drop_oldest`, full) are forgotten with them:
     /// what is kept in doubt is never more than what is buffered.
     #[test]
