@@ -210,6 +210,74 @@ fn downlink_uses_dir_1_in_mic_and_keystream() {
     }
 }
 
+/// The MType of each MHDR value, and which are data frames in which direction: only an
+/// uplink is decoded to a reading.
+#[test]
+fn each_mtype_is_read_from_the_mhdr_with_its_direction() {
+    let (up, down) = (Some(Direction::Up), Some(Direction::Down));
+    let want = [
+        (MType::JoinRequest, None),
+        (MType::JoinAccept, None),
+        (MType::UnconfirmedDataUp, up),
+        (MType::UnconfirmedDataDown, down),
+        (MType::ConfirmedDataUp, up),
+        (MType::ConfirmedDataDown, down),
+        (MType::Rfu, None),
+        (MType::Proprietary, None),
+    ];
+    for (mhdr, (mtype, direction)) in (0u8..).map(|m| m << 5).zip(want) {
+        assert_eq!(MType::from_mhdr(mhdr), mtype, "MHDR {mhdr:#04x}");
+        assert_eq!(mtype.direction(), direction, "{mtype}");
+    }
+}
+
+/// Each FCtrl flag read on its own, in both directions: bit 6 is ADRACKReq uplink only (RFU
+/// downlink), bit 4 ClassB uplink and FPending downlink.
+#[test]
+fn each_fctrl_flag_is_read_on_its_own_in_each_direction() {
+    // [ADR, ADRACKReq, ACK, ClassB, FPending] of an uplink, then of a downlink.
+    let none = [false; 5];
+    let cases = [
+        (0x00, none, none),
+        (
+            0x80,
+            [true, false, false, false, false],
+            [true, false, false, false, false],
+        ),
+        (0x40, [false, true, false, false, false], none),
+        (
+            0x20,
+            [false, false, true, false, false],
+            [false, false, true, false, false],
+        ),
+        (
+            0x10,
+            [false, false, false, true, false],
+            [false, false, false, false, true],
+        ),
+        (
+            0xF0,
+            [true, true, true, true, false],
+            [true, false, true, false, true],
+        ),
+    ];
+    for (fctrl, up_flags, down_flags) in cases {
+        for (mhdr, want) in [(0x40, up_flags), (0x60, down_flags)] {
+            let phy = reference_frame(mhdr, 0x2601_1BDA, fctrl, 1, &[], Some(1), b"x", &NWK, &APP);
+            let f = data(&phy);
+            let flags = [
+                f.adr(),
+                f.adr_ack_req(),
+                f.ack(),
+                f.class_b(),
+                f.f_pending(),
+            ];
+            assert_eq!(flags, want, "FCtrl {fctrl:#04x}, MHDR {mhdr:#04x}");
+            assert_eq!(f.fopts_len(), 0);
+        }
+    }
+}
+
 #[test]
 fn fport_0_is_decrypted_with_the_nwkskey() {
     let mac_cmds = [0x02, 0x03, 0x05]; // LinkCheckReq, LinkADRAns
@@ -357,7 +425,8 @@ fn shared_dev_addr_is_resolved_by_mic() {
     );
     let u = d.decode_uplink(&phy, t0(), Radio::default()).unwrap();
     assert_eq!(u.dev_eui, other_eui);
-    assert_eq!(d.len(), 2);
+    assert_eq!((d.len(), d.is_empty()), (2, false));
+    assert!(Decoder::new().is_empty());
 }
 
 #[test]
