@@ -252,10 +252,12 @@ impl Decoder {
     }
 
     /// Number of sessions.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.sessions.values().map(Vec::len).sum()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -138,24 +138,6 @@ impl DataFrame<'_> {
         // A DataFrame is only built for data MTypes.
         self.mtype.direction().unwrap_or(Direction::Up)
     }
-    pub fn adr(&self) -> bool {
-        self.fctrl & 0x80 != 0
-    }
-    /// Uplink only (bit 6 is RFU downlink).
-    pub fn adr_ack_req(&self) -> bool {
-        self.direction() == Direction::Up && self.fctrl & 0x40 != 0
-    }
-    pub fn ack(&self) -> bool {
-        self.fctrl & 0x20 != 0
-    }
-    /// Uplink only: the device is in Class B.
-    pub fn class_b(&self) -> bool {
-        self.direction() == Direction::Up && self.fctrl & 0x10 != 0
-    }
-    /// Downlink only: the network has more to send.
-    pub fn f_pending(&self) -> bool {
-        self.direction() == Direction::Down && self.fctrl & 0x10 != 0
-    }
     pub fn fopts_len(&self) -> usize {
         usize::from(self.fctrl & 0x0f)
     }
