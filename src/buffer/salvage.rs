@@ -789,21 +789,13 @@ mod tests {
     fn delivered_records_and_named_ones_past_the_mark_let_the_copy_go() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SledStore::open(dir.path()).unwrap();
-            for seq in 0..400 {
-                s.insert(seq, super::super::encode(&record(seq, 200)))
-                    .unwrap();
-            }
-            s.flush().unwrap();
+            let mut s = flushed_store(dir.path(), 0..400, body_of);
             for seq in 0..10 {
                 s.remove(seq).unwrap();
             }
             s.flush().unwrap();
             // Appended since, not flushed: past the mark file, their pointers kept.
-            for seq in 400..405 {
-                s.insert(seq, super::super::encode(&record(seq, 200)))
-                    .unwrap();
-            }
+            fill_with(&mut s, 400..405, body_of);
             // sled lost the last ten pointers of the flushed ones, and its mark with them.
             for seq in 390..400 {
                 s.index.remove(seq).unwrap();
