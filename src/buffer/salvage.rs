@@ -805,13 +805,7 @@ mod tests {
         }
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(moved(), 1, "no salvage");
-        let got: Vec<u64> = s
-            .scan(None, 1000)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(got, (10..405).collect::<Vec<_>>());
+        assert_eq!(seqs(&s, None), (10..405).collect::<Vec<_>>());
         assert_eq!(moved_aside(dir.path()), vec![]);
     }
 
