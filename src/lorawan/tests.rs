@@ -10,7 +10,7 @@ use cmac::Mac;
 use super::*;
 use crate::ids::DevEui;
 use crate::lorawan::fcnt::Counter;
-use crate::uplink::Radio;
+use crate::uplink::{FrameTime, Radio};
 
 const NWK: [u8; 16] = [
     0x2B, 0x7E, 0x15, 0x16, 0x28, 0xAE, 0xD2, 0xA6, 0xAB, 0xF7, 0x15, 0x88, 0x09, 0xCF, 0x4F, 0x3C,
@@ -1116,4 +1116,36 @@ fn a_frame_never_accepted_is_taken_after_a_newer_one() {
             "below the session's first frame, never taken: late too"
         );
     }
+}
+
+/// A device that restarts its counter sends the same bytes after each power-up: the own times
+/// one gateway gives them tell such a reading an hour later from a copy heard within the copy
+/// window. Another gateway's own time (its clock may be hours off) and hubgate's clock (a
+/// frame without a time of its own) are not compared with it: such a frame is a copy, not a
+/// reading made twice.
+#[test]
+fn only_one_gateways_own_times_tell_a_resetting_devices_reading_from_a_copy() {
+    let mut d = resetting_decoder();
+    let frame = up(0, Some(2), b"boot");
+    let own = |time| FrameTime { time, own: true };
+    let gateway = |id: &str| Radio {
+        gateway_id: Some(id.into()),
+        ..Radio::default()
+    };
+    let hour_later = t0() + Duration::from_secs(3600);
+    let mut decode =
+        |time: FrameTime, id| d.decode_uplink(&frame, time, gateway(id)).map(|u| u.fcnt);
+    assert_eq!(decode(own(t0()), "a"), Ok(Some(0)));
+    let copy = Err(LorawanError::Replay {
+        dev_addr: DevAddr(0x2601_1BDA),
+        fcnt: 0,
+        last: 0,
+    });
+    assert_eq!(decode(own(hour_later), "b"), copy, "another gateway's time");
+    assert_eq!(decode(hour_later.into(), "a"), copy, "hubgate's clock");
+    assert_eq!(
+        decode(own(hour_later), "a"),
+        Ok(Some(0)),
+        "the gateway's own time, an hour later: another reading"
+    );
 }
