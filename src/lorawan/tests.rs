@@ -797,6 +797,10 @@ fn a_device_that_resets_its_counter_is_accepted_after_a_restart() {
         ],
         "the restarted counter is the one kept"
     );
+    assert!(
+        advanced.iter().all(|a| a.counter.behind == u64::MAX),
+        "no frame below is late: every counter below is kept as taken"
+    );
     assert_eq!(
         decode(&mut d, 3).unwrap_err(),
         LorawanError::Replay {
