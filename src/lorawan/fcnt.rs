@@ -656,6 +656,8 @@ mod tests {
         assert_eq!(t.check(0, MIC, heard(eleven)), Ok(()), "another reading");
         let copy = Err(FcntError::Replay { fcnt: 0, last: 0 });
         assert_eq!(t.check(0, MIC, heard(soon)), copy, "within the window");
+        let window = Some(ten + COPY_WINDOW);
+        assert_eq!(t.check(0, MIC, heard(window)), Ok(()), "the window apart");
         assert_eq!(t.check(0, MIC, heard(None)), copy, "a copy without a time");
         assert_eq!(t.check(0, MIC, t0), copy, "hubgate's clock alone");
         let mut earlier = FcntTracker::resetting();
