@@ -2031,7 +2031,7 @@ mod tests {
 
     /// A table drops a codec's "no reading" values (`ignore`, compared before `scale`) and
     /// readings outside `min`/`max` (after `scale`): they stay under `origin`, quietly, as the
-    /// operator asked.
+    /// operator asked. `min` equal to `max` takes that one reading.
     #[test]
     fn a_table_keeps_sentinels_and_values_out_of_bounds_under_origin() {
         let t = Table::parse(
@@ -2041,14 +2041,16 @@ mod tests {
             TempC_DS = { field = "ext_temperature", unit = "°C", ignore = [327.67] }
             humidity = { field = "humidity", unit = "%RH", min = 0, max = 100 }
             t = { field = "temperature", unit = "°C", scale = 0.1, min = -40 }
+            fix = { field = "gps_fix", min = 3, max = 3 }
             "#,
         )
         .unwrap();
-        let o = obj(json!({"voc": 65535, "TempC_DS": "327.67", "humidity": 127, "t": -401}));
+        let o =
+            obj(json!({"voc": 65535, "TempC_DS": "327.67", "humidity": 127, "t": -401, "fix": 2}));
         let m = map(Some(&o), Some(&t), None, &[], UNIX_EPOCH);
         assert_eq!(Json::Object(m.data), json!({"origin": o}));
         assert!(m.warnings.is_empty());
-        let o = obj(json!({"voc": 65534, "TempC_DS": 21.5, "humidity": 100, "t": -400}));
+        let o = obj(json!({"voc": 65534, "TempC_DS": 21.5, "humidity": 100, "t": -400, "fix": 3}));
         let m = map(Some(&o), Some(&t), None, &[], UNIX_EPOCH);
         assert_eq!(
             Json::Object(m.data),
@@ -2057,6 +2059,7 @@ mod tests {
                 "ext_temperature": [{"unit": "°C", "value": 21.5}],
                 "humidity": [{"unit": "%RH", "value": 100}],
                 "temperature": [{"unit": "°C", "value": -40}],
+                "gps_fix": [{"value": 3}],
             })
         );
     }
@@ -2581,11 +2584,16 @@ mod tests {
             })
         );
         assert!(m.warnings.is_empty());
-        let many: Vec<Json> = (0..100_000).map(|i| json!(i)).collect();
-        let m = by_table(&t, json!({"probes": {"t": many.clone()}}));
         let read: Vec<Json> = (0..MAX_ITEMS)
             .map(|i| r(&(i + 1).to_string(), json!(i)))
             .collect();
+        // MAX_ITEMS items are read whole: none kept under origin, no warning.
+        let most: Vec<Json> = (0..MAX_ITEMS).map(|i| json!(i)).collect();
+        let m = by_table(&t, json!({"probes": {"t": most}}));
+        assert_eq!(Json::Object(m.data), json!({"temperature": read.clone()}));
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        let many: Vec<Json> = (0..100_000).map(|i| json!(i)).collect();
+        let m = by_table(&t, json!({"probes": {"t": many.clone()}}));
         assert_eq!(
             Json::Object(m.data),
             json!({"temperature": read, "origin": {"probes": {"t": many}}})
