@@ -3739,4 +3739,26 @@ mod tests {
         assert_eq!(m.history, [moment(secs - 3600, then)]);
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
+
+    /// A frame has readings when a field mapped into the live record or its device values,
+    /// history beside them or not; one of history alone, or whose fields all went to
+    /// `origin`, has none. The devices page shows a frame's readings by it: a frame of
+    /// readings and history that said none would leave the last frame's readings shown.
+    #[test]
+    fn a_frame_has_readings_when_a_live_field_or_device_value_mapped() {
+        let t = Table::parse(MILESIGHT).unwrap();
+        let entry = json!([{"timestamp": 1_700_000_000, "temperature": 20.5}]);
+        for (decoded, readings, entries) in [
+            (json!({"temperature": 21}), true, 0),
+            (json!({"battery": 90}), true, 0),
+            (json!({"temperature": 21, "history": entry}), true, 1),
+            (json!({"battery": 90, "history": entry}), true, 1),
+            (json!({"history": entry}), false, 1),
+            (json!({"co": 3}), false, 0),
+        ] {
+            let m = by_table(&t, decoded.clone());
+            assert_eq!(m.has_readings(), readings, "{decoded}");
+            assert_eq!(m.history.len(), entries, "{decoded}");
+        }
+    }
 }
