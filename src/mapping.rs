@@ -3761,4 +3761,27 @@ mod tests {
             assert_eq!(m.history.len(), entries, "{decoded}");
         }
     }
+
+    /// A normalized measurement timed a minute before the uplink is of now (its time kept
+    /// under `origin`), one a second older a record of its own time: [`NOW_WITHIN`] is the
+    /// minute itself.
+    #[test]
+    fn a_measurement_a_minute_old_is_of_now_and_an_older_one_of_its_own_time() {
+        let secs = 1_700_000_000;
+        let now = UNIX_EPOCH + Duration::from_secs(secs);
+        let n = [
+            obj(json!({"time": "2023-11-14T22:12:20Z", "air": {"temperature": 21}})),
+            obj(json!({"time": "2023-11-14T22:12:19Z", "air": {"temperature": 20}})),
+        ];
+        let m = map(None, None, None, &n, now);
+        assert_eq!(
+            Json::Object(m.data),
+            json!({
+                "temperature": [{"unit": "°C", "value": 21}],
+                "origin": {"normalized": [{"time": "2023-11-14T22:12:20Z"}]},
+            })
+        );
+        let then = json!({"temperature": [{"unit": "°C", "value": 20}]});
+        assert_eq!(m.history, [moment(secs - 61, then)]);
+    }
 }
