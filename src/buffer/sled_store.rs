@@ -4402,4 +4402,21 @@ mod tests {
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         assert_eq!(old.len(), 5);
     }
+
+    /// Dropping the store waits for the flush its thread runs: once the store is gone, what
+    /// that flush makes durable is on the disk, its mark file written (a `buffer` command or
+    /// the next start opening the buffer right after reads it).
+    #[test]
+    fn dropping_the_store_waits_for_the_flush_its_thread_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill(&mut s, 0, 300, 100);
+        let mark = s.dir.join(MARK_FILE);
+        assert!(
+            s.start_flush(&Arc::new(Notify::new())).is_none(),
+            "runs on the flush thread"
+        );
+        drop(s);
+        assert_eq!(Mark::open(&mark).unwrap().value(), Some(299));
+    }
 }
