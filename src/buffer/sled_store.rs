@@ -4419,4 +4419,34 @@ mod tests {
         drop(s);
         assert_eq!(Mark::open(&mark).unwrap().value(), Some(299));
     }
+
+    /// A body the segment refuses for want of room is an error the ledger retries: the run
+    /// goes on and flushes. One refused by a file system that turned read-only ends the run
+    /// as a failed sync does, with what to do about it: every later flush fails the same way.
+    #[test]
+    fn a_full_disk_refusing_a_body_is_retried_a_read_only_one_ends_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        fill(&mut s, 0, 3, 10);
+        let io = |errno| std::io::Error::from_raw_os_error(errno);
+        let db = s.dir.clone();
+        let why = |seq, errno| format!("{}: appending record #{seq}: {}", db.display(), io(errno));
+        let full = s.append_failed(3, io(libc::ENOSPC));
+        assert!(
+            matches!(&full, BufferError::Storage(w) if *w == why(3, libc::ENOSPC)),
+            "{full:?}"
+        );
+        assert!(s.flush().is_ok());
+        let refused = s.append_failed(4, io(libc::EROFS));
+        let said = format!(
+            "{}: {}",
+            why(4, libc::EROFS),
+            super::super::disk::Refusal::of(&db).hint()
+        );
+        assert!(
+            matches!(&refused, BufferError::SyncFailed(w) if *w == said),
+            "{refused:?}"
+        );
+        assert!(matches!(s.flush(), Err(BufferError::SyncFailed(w)) if w == said));
+    }
 }
