@@ -3359,6 +3359,17 @@ mod tests {
         assert_eq!(logged, Vec::<String>::new());
         assert!(generating.exists());
         assert_eq!(moved_aside(dir.path()), vec![]);
+        // A recovery from it says so too, rather than take it for no newer layout's.
+        let said = without(&[CAP_FOWNER], || newer_layout_at(&db));
+        assert_eq!(
+            said,
+            Err(format!(
+                "its sled will not open for now (IO error: {} is a snapshot sled did not \
+                 finish and cannot be removed (Operation not permitted (os error 1)); sled \
+                 would take the database for damaged); run it again once that passes",
+                generating.display()
+            ))
+        );
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(seqs(&s, None), (0..300).collect::<Vec<_>>());
         assert!(!generating.exists());
@@ -4448,5 +4459,27 @@ mod tests {
             "{refused:?}"
         );
         assert!(matches!(s.flush(), Err(BufferError::SyncFailed(w)) if w == said));
+    }
+
+    /// The `buffer` commands' open leaves a database that will not open where it is, with
+    /// its records, and says why and what to do: moved aside, the fresh one in its place
+    /// would be read as the buffer, empty.
+    #[test]
+    fn a_database_that_will_not_open_is_left_where_it_is_by_the_buffer_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_DIR);
+        std::fs::write(&db, b"not a sled directory").unwrap();
+        let e = SledStore::open_unmoved(dir.path()).err().expect("refused");
+        let said = e.to_string();
+        assert!(
+            said.starts_with(&format!(
+                "buffer storage: buffer database {} will not open (",
+                db.display()
+            )) && said
+                .ends_with("`hubgate buffer recover <that directory>` takes its records back"),
+            "{said}"
+        );
+        assert_eq!(moved_aside(dir.path()), vec![]);
+        assert_eq!(std::fs::read(&db).unwrap(), b"not a sled directory");
     }
 }
