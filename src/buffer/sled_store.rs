@@ -3010,7 +3010,11 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         let mut s = SledStore::open(dir.path()).unwrap();
         assert!(s.wants_flush());
-        s.flush().unwrap();
+        assert_eq!(
+            s.flush().unwrap(),
+            7,
+            "the open's syncs and the flush's, the counters' file and its directory among them"
+        );
         assert!(!s.wants_flush());
         assert!(file.exists());
     }
@@ -4459,6 +4463,48 @@ mod tests {
             "{refused:?}"
         );
         assert!(matches!(s.flush(), Err(BufferError::SyncFailed(w)) if w == said));
+    }
+
+    /// The bytes of the reserve given back are reported once, both the open's and a later
+    /// release's: an operator is told the disk was full.
+    #[test]
+    fn the_reserve_given_back_at_open_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SledStore::open(dir.path()).unwrap();
+        assert!(super::super::reserve::keep(dir.path(), 0).unwrap());
+        s.reserve_released = 5;
+        assert_eq!(
+            s.release_reserve_if_short(),
+            5,
+            "the disk has room: the reserve stays"
+        );
+        assert_eq!(s.release_reserve_if_short(), 0);
+        assert!(super::super::reserve::present(dir.path()));
+    }
+
+    /// A file of the buffer the open cannot drop the cached pages of (here one it may not
+    /// open) is said, once, for what a failed write left in memory may be read as on disk.
+    #[test]
+    fn cached_pages_the_open_cannot_drop_are_said() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(flushed_store(dir.path(), 0..3, |seq| vec![seq as u8; 10]));
+        let closed = dir.path().join("closed");
+        std::fs::write(&closed, b"no one reads this").unwrap();
+        set_mode(&closed, 0o000);
+        let logged = without(&NO_DAC, || {
+            crate::logger::warnings_of(|| {
+                let s = SledStore::open(dir.path()).unwrap();
+                assert_eq!(seqs(&s, None), vec![0, 1, 2]);
+            })
+        });
+        assert_eq!(
+            logged,
+            vec![format!(
+                "buffer: the cached pages of 1 file(s) in {} could not be dropped: what a \
+                 failed write left only in memory may be read as on disk",
+                dir.path().display()
+            )]
+        );
     }
 
     /// The `buffer` commands' open leaves a database that will not open where it is, with
