@@ -607,6 +607,7 @@ mod tests {
     use crate::buffer::{Entries, MemoryStore, Store};
     use crate::logger::warnings_of;
     use crate::lorawan::Counters;
+    use crate::pipeline::ledger::tests::Confirming;
     use crate::source::{Ack, Input};
 
     #[test]
@@ -619,10 +620,10 @@ mod tests {
         );
     }
 
-    /// A forwarder of the config `text` over a stdout sink and a buffer in memory.
+    /// A forwarder of the config `text` over a [`Confirming`] sink and a buffer in memory.
     fn forwarder(text: &str) -> (Forwarder, Arc<Metrics>) {
         let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let sink = Confirming(deliveries);
         let store = crate::buffer::MemoryStore::default();
         forwarder_of(text, Box::new(store), Box::new(sink))
     }
@@ -642,14 +643,14 @@ mod tests {
         (forwarder, metrics)
     }
 
-    /// [`forwarder_of`] `text` over a sled buffer in `dir` and a stdout sink whose reports
+    /// [`forwarder_of`] `text` over a sled buffer in `dir` and a [`Confirming`] sink whose reports
     /// are returned too.
-    fn stdout_forwarder_in(
+    fn confirming_forwarder_in(
         text: &str,
         dir: &std::path::Path,
     ) -> (Forwarder, Arc<Metrics>, UnboundedReceiver<Delivery>) {
         let (tx, deliveries) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let sink = Confirming(tx);
         let store = crate::buffer::SledStore::open(dir).unwrap();
         let (fwd, metrics) = forwarder_of(text, Box::new(store), Box::new(sink));
         (fwd, metrics, deliveries)
@@ -1056,7 +1057,7 @@ mod tests {
         let buffer = Buffer::new(Box::new(disk), &cfg, metrics.clone());
         let now = (Instant::now(), SystemTime::now());
         let (mut ledger, _reports) =
-            crate::pipeline::ledger::tests::stdout_ledger(&cfg, buffer, &metrics, now);
+            crate::pipeline::ledger::tests::confirming_ledger(&cfg, buffer, &metrics, now);
         let t0 = now.0;
         let (ack, mut pubacks) = crate::pipeline::ledger::tests::pubacks();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -1113,7 +1114,7 @@ mod tests {
         }
         let now = (Instant::now(), SystemTime::now());
         let (mut ledger, mut reports) =
-            crate::pipeline::ledger::tests::stdout_ledger(&cfg, buffer, &metrics, now);
+            crate::pipeline::ledger::tests::confirming_ledger(&cfg, buffer, &metrics, now);
         let t0 = now.0;
         let mut delivered = Vec::new();
         let mut round = |ledger: &mut Ledger, delivered: &mut Vec<u64>| {
@@ -1176,7 +1177,7 @@ mod tests {
         let buffer = Buffer::new(Box::new(store.clone()), &cfg.buffer, metrics.clone());
         // The sink's reports are never read: what it holds stays in flight.
         let (tx, _reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let sink = Confirming(tx);
         let decoder = Decoder::new(&cfg, metrics.clone());
         let dedup = cfg.record.dedup_window;
         let mut fwd = Forwarder::new(
@@ -1232,7 +1233,7 @@ mod tests {
     fn a_hung_flush_stops_the_heartbeat() {
         let (disk, entered, permit) = SlowDisk::new(false);
         let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let sink = Confirming(deliveries);
         let (mut fwd, metrics) = forwarder_of(
             "[sink]\ntype = \"stdout\"\n",
             Box::new(disk),
@@ -1371,7 +1372,7 @@ mod tests {
     #[test]
     fn a_stop_sends_records_the_buffer_refuses_to_a_confirming_sink() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut fwd, metrics, deliveries) = stdout_forwarder_in(
+        let (mut fwd, metrics, deliveries) = confirming_forwarder_in(
             "[buffer]\nmax_in_flight = 1\n[sink]\ntype = \"stdout\"\n",
             dir.path(),
         );
@@ -1400,7 +1401,7 @@ mod tests {
     fn a_card_refusing_first_at_a_stop_sends_to_a_confirming_sink() {
         let dir = tempfile::tempdir().unwrap();
         let (mut fwd, metrics, deliveries) =
-            stdout_forwarder_in("[sink]\ntype = \"stdout\"\n", dir.path());
+            confirming_forwarder_in("[sink]\ntype = \"stdout\"\n", dir.path());
         let _failing = crate::buffer::failing_appends_in(1..=u32::MAX);
         let (ack, mut pubacks) = super::super::ledger::tests::pubacks();
         for pkid in 0..2 {
@@ -1803,7 +1804,7 @@ mod tests {
         let (reports, _) = tokio::sync::mpsc::unbounded_channel();
         let (new_found, new_parks) = tokio::sync::mpsc::unbounded_channel();
         new_found.send(("u".to_string(), refusal("u"))).unwrap();
-        let sink = Box::new(crate::sink::stdout::StdoutSink::new(false, reports));
+        let sink = Box::new(Confirming(reports));
         sinks
             .try_send(NewSink {
                 sink,
@@ -1840,7 +1841,7 @@ mod tests {
     /// A forwarder with its metrics, and the sink's reports.
     type WithReports = ((Forwarder, Arc<Metrics>), UnboundedReceiver<Delivery>);
 
-    /// A forwarder over a sled buffer in `dir` and a stdout sink (with its deliveries), of
+    /// A forwarder over a sled buffer in `dir` and a [`Confirming`] sink (with its deliveries), of
     /// device 58a0cb0000101234's session (DevAddr 26011BDA, `nwk`, [`APP`]) and the device
     /// settings `more`.
     fn session_forwarder(dir: &std::path::Path, nwk: &[u8; 16], more: &str) -> WithReports {
@@ -1862,7 +1863,7 @@ mod tests {
     ) -> WithReports {
         let text = session_config(nwk, more);
         let (deliveries, reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let sink = Confirming(deliveries);
         (forwarder_of(&text, store, Box::new(sink)), reports)
     }
 
@@ -2192,7 +2193,7 @@ mod tests {
                 hex::encode(APP)
             );
             let (deliveries, mut reports) = tokio::sync::mpsc::unbounded_channel();
-            let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+            let sink = Confirming(deliveries);
             let store = crate::buffer::MemoryStore::default();
             let (mut fwd, _) = forwarder_of(&text, Box::new(store.clone()), Box::new(sink));
             let t0 = Instant::now();
@@ -2476,7 +2477,7 @@ mod tests {
         let boot_id = crate::clock::boot_id().expect("this boot's id is read");
         assert_ne!(boot_id, 7);
         let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Box::new(crate::sink::stdout::StdoutSink::new(false, deliveries));
+        let sink = Box::new(Confirming(deliveries));
         let (decoder, metrics) = (Decoder::new(&cfg, Metrics::new()), Metrics::new());
         let lines = warnings_of(|| {
             let started = Forwarder::new(&cfg.buffer, 0, decoder, kept(), sink, metrics);
@@ -2496,7 +2497,7 @@ mod tests {
         let t0 = delivered_100_and_101(dir.path(), resets);
         let store = crate::buffer::SledStore::open(dir.path()).unwrap();
         let (deliveries, _reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, deliveries);
+        let sink = Confirming(deliveries);
         let removed = "[sink]\ntype = \"stdout\"\n";
         drop(forwarder_of(removed, Box::new(store), Box::new(sink)));
         assert_eq!(
@@ -2654,7 +2655,7 @@ mod tests {
     #[test]
     fn equal_uplinks_at_one_fcnt_received_in_one_millisecond_both_reach_the_sink() {
         let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-        let sink = crate::sink::stdout::StdoutSink::new(false, tx);
+        let sink = Confirming(tx);
         let store = Box::new(crate::buffer::MemoryStore::default());
         let text = "[sink]\ntype = \"stdout\"\n";
         let (mut fwd, metrics) = forwarder_of(text, store, Box::new(sink));

@@ -1818,7 +1818,20 @@ pub(super) mod tests {
     use crate::buffer::{MemoryStore, Store};
     use crate::lorawan::accepted;
     use crate::lorawan::fcnt::COPY_WINDOW;
-    use crate::sink::stdout::StdoutSink;
+
+    /// A sink that confirms each record at once, with the bytes the stdout sink would write
+    /// for it (the body and a newline), and prints nothing: the tests' output stays readable.
+    pub(in crate::pipeline) struct Confirming(pub(in crate::pipeline) crate::sink::Deliveries);
+
+    impl Sink for Confirming {
+        fn send(&mut self, seq: u64, rec: &Record) -> Result<(), crate::sink::SinkError> {
+            let result = Ok(rec.body.len() as u64 + 1);
+            let _ = self.0.send(Delivery { seq, result });
+            Ok(())
+        }
+
+        fn flush(&mut self, _timeout: Duration) {}
+    }
 
     /// An MQTT acknowledgement of packet `pkid`, and where it goes once released.
     fn puback(
@@ -1849,15 +1862,13 @@ pub(super) mod tests {
         (ack, pubacks)
     }
 
-    pub(in crate::pipeline) fn stdout_ledger(
+    pub(in crate::pipeline) fn confirming_ledger(
         cfg: &BufferConfig,
         buffer: Buffer,
         metrics: &Arc<Metrics>,
         now: (Instant, SystemTime),
     ) -> (Ledger, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
-        ledger_to(cfg, buffer, metrics, now, |tx| {
-            Box::new(StdoutSink::new(false, tx))
-        })
+        ledger_to(cfg, buffer, metrics, now, |tx| Box::new(Confirming(tx)))
     }
 
     /// A ledger over `buffer` sending to the sink `sink` makes of a report channel, and the
@@ -1967,7 +1978,7 @@ pub(super) mod tests {
             };
             buffer.push(u64::from(n), &r).unwrap();
         }
-        let (ledger, reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (ledger, reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         (ledger, reports, now.0)
     }
 
@@ -2039,7 +2050,7 @@ pub(super) mod tests {
             buffer.push(u64::from(n), &record(n)).unwrap();
         }
         let now = (Instant::now(), SystemTime::now());
-        let (mut ledger, rx) = stdout_ledger(&cfg, buffer, metrics, now);
+        let (mut ledger, rx) = confirming_ledger(&cfg, buffer, metrics, now);
         ledger.park(
             "t",
             crate::sink::refusal::Setup::default().missing("t"),
@@ -2098,7 +2109,7 @@ pub(super) mod tests {
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
-        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, mut reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         let mut confirmed = Vec::new();
         for n in 0..100 {
             while !ledger.takes_patient(t0) {
@@ -2147,7 +2158,7 @@ pub(super) mod tests {
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
-        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, mut reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         let mut n = 0;
         while ledger.takes_patient(t0) {
             ledger.take(vec![record(n)], Counters::default(), Ack::None, t0);
@@ -2190,7 +2201,7 @@ pub(super) mod tests {
             ..cfg
         };
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &zero, metrics.clone());
-        let (mut ledger, _reports) = stdout_ledger(&zero, buffer, &metrics, now);
+        let (mut ledger, _reports) = confirming_ledger(&zero, buffer, &metrics, now);
         assert!(
             ledger.takes_patient(t0),
             "a bound of 0 still lets one record go"
@@ -2210,7 +2221,7 @@ pub(super) mod tests {
         let buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
         let t0 = Instant::now();
         let now = (t0, SystemTime::now());
-        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, mut reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         assert!(ledger.quiet());
 
         let (ack, _pubacks) = pubacks();
@@ -2319,7 +2330,7 @@ pub(super) mod tests {
         // unacknowledged.
         let disk_full = MemoryStore::with_disk_free(10);
         let buffer = Buffer::new(Box::new(disk_full), &cfg, metrics.clone());
-        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, _reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         let missing = crate::sink::refusal::Setup::default().missing("t");
         ledger.park("t", missing, t0);
         ledger.take(vec![record(3)], Counters::default(), Ack::None, t0);
@@ -2438,7 +2449,7 @@ pub(super) mod tests {
             }
             let t0 = Instant::now();
             let (mut ledger, mut reports) =
-                stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+                confirming_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
             ledger.end_round(t0).unwrap();
             ledger.take(vec![fresh(2)], Counters::default(), Ack::None, t0);
             ledger.end_round(t0).unwrap();
@@ -2582,8 +2593,8 @@ pub(super) mod tests {
         assert!(reports.try_recv().is_err(), "the copy is not sent");
     }
 
-    /// A ledger over a 300-byte buffer with `when_full`, the reports of its stdout sink, its
-    /// metrics, and when it started.
+    /// A ledger over a 300-byte buffer with `when_full`, the reports of its [`Confirming`]
+    /// sink, its metrics, and when it started.
     fn small_buffer_ledger(
         when_full: crate::config::WhenFull,
     ) -> (
@@ -2708,8 +2719,8 @@ pub(super) mod tests {
         (ledger, reports, metrics, store, t0)
     }
 
-    /// A ledger over a memory buffer with `cfg`, the reports of its stdout sink, its metrics,
-    /// and when it started.
+    /// A ledger over a memory buffer with `cfg`, the reports of its [`Confirming`] sink, its
+    /// metrics, and when it started.
     fn memory_ledger(
         cfg: &BufferConfig,
     ) -> (
@@ -2735,7 +2746,7 @@ pub(super) mod tests {
         let metrics = Metrics::new();
         let buffer = Buffer::new(Box::new(store.clone()), cfg, metrics.clone());
         let t0 = Instant::now();
-        let (ledger, reports) = stdout_ledger(cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (ledger, reports) = confirming_ledger(cfg, buffer, &metrics, (t0, SystemTime::now()));
         (ledger, reports, metrics, t0)
     }
 
@@ -2831,7 +2842,8 @@ pub(super) mod tests {
         let mut buffer = Buffer::new(Box::new(MemoryStore::default()), &cfg, metrics.clone());
         buffer.save_fcnt(2, [2; 8], 9, [9; 4], u64::MAX).unwrap();
         let t0 = Instant::now();
-        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+        let (mut ledger, _reports) =
+            confirming_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
         assert_eq!(
             gauge(),
             1,
@@ -2894,7 +2906,7 @@ pub(super) mod tests {
             let t0 = Instant::now();
             let t = |s| t0 + Duration::from_secs(s);
             let (mut ledger, mut reports) =
-                stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+                confirming_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
             let mut keep = |ledger: &mut Ledger, n: u32, counters: Counters, now: Instant| {
                 match how {
                     Settled::Delivered => {
@@ -3175,7 +3187,7 @@ pub(super) mod tests {
         let buffer = on_a_failed_card(&cfg, &metrics);
         let t0 = Instant::now();
         let (mut ledger, mut reports) =
-            stdout_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
+            confirming_ledger(&cfg, buffer, &metrics, (t0, SystemTime::now()));
         let (ack, _pubacks) = pubacks();
         let input = Record {
             rec_type: DEAD_LETTER.into(),
@@ -3227,7 +3239,7 @@ pub(super) mod tests {
             buffer.push(n as u64, &rec).unwrap();
         }
         let now = (Instant::now(), wall);
-        let (mut ledger, _rx) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, _rx) = confirming_ledger(&cfg, buffer, &metrics, now);
         ledger.clock(synchronized, now.0, wall);
         (ledger, metrics)
     }
@@ -3450,7 +3462,7 @@ pub(super) mod tests {
         let e = ledger.end_round(t0).unwrap_err();
         assert!(matches!(e, BufferError::SyncFailed(_)), "{e}");
         // A record it cannot buffer likewise.
-        let (mut ledger, _reports) = stdout_ledger(
+        let (mut ledger, _reports) = confirming_ledger(
             &cfg,
             Buffer::new(Box::new(store.clone()), &cfg, metrics.clone()),
             &metrics,
@@ -3517,7 +3529,7 @@ pub(super) mod tests {
         };
         buffer.push(0, &fresh(0)).unwrap();
         let t0 = now.0;
-        let (mut ledger, _reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, _reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         let _failing = crate::buffer::failing_appends_in(1..=1);
         ledger.take_to_buffer(vec![fresh(1)], counter(false), ack(1), Instant::now());
@@ -3647,7 +3659,7 @@ pub(super) mod tests {
             ..record(n)
         };
         buffer.push(0, &fresh(0)).unwrap();
-        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, mut reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         store.set_writes_fail(true);
         ledger.take(vec![fresh(1)], Counters::default(), ack(1), t0);
@@ -3729,7 +3741,7 @@ pub(super) mod tests {
         store.set_seqs_back_fail(true);
         let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
         let now = (Instant::now(), SystemTime::now());
-        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, mut reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         let fresh = Record {
             created_ms: ms_since_epoch(now.1),
@@ -3925,7 +3937,7 @@ pub(super) mod tests {
         store.set_writes_fail(true);
         let buffer = Buffer::new(Box::new(store.clone()), &cfg, metrics.clone());
         let now = (Instant::now(), SystemTime::now());
-        let (mut ledger, mut reports) = stdout_ledger(&cfg, buffer, &metrics, now);
+        let (mut ledger, mut reports) = confirming_ledger(&cfg, buffer, &metrics, now);
         let (ack, mut pubacks) = pubacks();
         let fresh = |n| Record {
             created_ms: ms_since_epoch(now.1),
@@ -4719,7 +4731,7 @@ pub(super) mod tests {
             let buffer = Buffer::new(Box::new(store.clone()), cfg, metrics.clone());
             let t0 = Instant::now();
             let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
-            let sink = Box::new(StdoutSink::new(false, tx));
+            let sink = Box::new(Confirming(tx));
             let l =
                 Ledger::new(cfg, 16, buffer, sink, metrics, (t0, SystemTime::now()), 1).unwrap();
             (l, reports, store, t0)
